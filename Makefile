@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m flight.demo
+	$(PY) -m hil.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -49,6 +49,8 @@ CHANNELS = (
             Limits(warn_high=1)),
     Channel("cmd_executed", T.U32, "count", "Commands completed successfully"),
     Channel("cmd_failed", T.U32, "count", "Commands that failed during execution", Limits(warn_high=1)),
+    Channel("internal_errors", T.U32, "count", "Unexpected errors caught by the agent's loop (each is a bug)",
+            Limits(warn_high=1)),
     *_LINK_CHANNELS,
 )
 
@@ -75,6 +77,8 @@ EVENTS = (
           "A command failed while executing", ("name", "reason")),
     Event("BAD_PACKET", 0x0013, Severity.WARNING_LO, "Malformed packet refused: {reason}",
           "A received packet failed its checks and was dropped", ("reason",)),
+    Event("INTERNAL_ERROR", 0x0014, Severity.WARNING_HI, "Internal error in {where}: {reason}",
+          "The agent caught an unexpected error and carried on; please report it", ("where", "reason")),
     Event("PING_RECEIVED", 0x0020, Severity.ACTIVITY_LO, "Ping {token}", "PING was executed", ("token",)),
     Event("COUNTERS_RESET", 0x0021, Severity.ACTIVITY_HI, "Counters reset", "RESET_COUNTERS was executed"),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",

@@ -243,6 +243,12 @@ class SequenceCounters:
         self._next[apid] = (value + 1) & MAX_SEQ_COUNT
         return value
 
+    def set(self, apid: int, value: int) -> None:
+        """Make ``value`` the next count for ``apid`` (a debugging tool picks its own)."""
+        if not 0 <= value <= MAX_SEQ_COUNT:
+            raise ValueError(f"sequence count {value} outside 0..{MAX_SEQ_COUNT}")
+        self._next[apid] = value
+
 
 class GapCounter:
     """Counts packets missing from each APID's sequence, as the receiving end sees them.

@@ -97,6 +97,7 @@ class LinkStats:
     tx_packets: int = 0
     tx_bytes: int = 0
     tx_dropped: int = 0  # packets refused because an outgoing queue was full
+    tx_unroutable: int = 0  # replies whose requester had gone (they still went out on the stream)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -1,0 +1,5 @@
+import sys
+
+from flight.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""Periodic timers on the agent's clock; the loop waits on I/O until the next one is due."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from flight.clock import Clock
+
+
+@dataclass
+class _Timer:
+    name: str
+    period_s: float
+    callback: Callable[[], None]
+    due_s: float
+
+
+class Timers:
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        self._timers: dict[str, _Timer] = {}
+
+    def every(self, name: str, period_s: float, callback: Callable[[], None], first_in_s: float = 0.0) -> None:
+        if period_s <= 0:
+            raise ValueError(f"timer {name}: period must be positive, got {period_s}")
+        self._timers[name] = _Timer(name, period_s, callback, self._clock.monotonic_s() + first_in_s)
+
+    def set_period(self, name: str, period_s: float) -> None:
+        if period_s <= 0:
+            raise ValueError(f"timer {name}: period must be positive, got {period_s}")
+        timer = self._timers[name]
+        timer.due_s = min(timer.due_s, self._clock.monotonic_s() + period_s)
+        timer.period_s = period_s
+
+    def next_due_s(self) -> float:
+        return min((t.due_s for t in self._timers.values()), default=float("inf"))
+
+    def run_due(self) -> int:
+        """Fire every timer that is due, once each; return how many fired.
+
+        A timer that fell behind by more than a period skips the missed ticks instead of
+        firing in a burst: housekeeping after a stall reports now, not ten times.
+        """
+        now = self._clock.monotonic_s()
+        fired = 0
+        for timer in list(self._timers.values()):
+            if timer.due_s <= now:
+                timer.due_s += timer.period_s
+                if timer.due_s <= now:
+                    timer.due_s = now + timer.period_s
+                timer.callback()
+                fired += 1
+        return fired

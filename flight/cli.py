@@ -1,0 +1,151 @@
+"""``sunlit-flight``: run the agent, export the dictionary, encode and decode packets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError
+from flight.link.docgen import dictionary_markdown
+from flight.link.messages import Codec
+from flight.link.packets import PacketError
+from flight.link.transport import LinkConfigError
+
+DEFAULT_LINK = "zmq://127.0.0.1:5550"
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``key=value`` words from a command line; values stay text for the dictionary to check."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flight.agent.agent import Agent
+    from flight.link.transport import open_flight_link
+
+    try:
+        link = open_flight_link(args.link)
+    except (LinkConfigError, OSError) as exc:
+        print(f"sunlit-flight: {exc}", file=sys.stderr)
+        return 2
+    agent = Agent(link, hk_period_s=args.hk_period)
+    print(f"sunlit-flight: agent up on {args.link} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
+    try:
+        reason = agent.run()
+    finally:
+        agent.close()
+    print(f"sunlit-flight: stopped ({reason})", file=sys.stderr)
+    return 0
+
+
+def _cmd_dictionary(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(dictionary_markdown(DICTIONARY))
+    else:
+        json.dump(DICTIONARY.to_json(), sys.stdout, indent=None if args.compact else 2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_packet_encode(args: argparse.Namespace) -> int:
+    codec = Codec(DICTIONARY)
+    codec.seq.set(args.apid, args.seq)
+    try:
+        packet, cmd_id = codec.encode_command(
+            args.command, parse_assignments(args.args), args.cmd_id, args.source_id, args.apid
+        )
+    except (ArgumentError, ValueError) as exc:
+        print(f"sunlit-flight packet encode: {exc}", file=sys.stderr)
+        return 2
+    print(packet.hex())
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _cmd_packet_decode(args: argparse.Namespace) -> int:
+    """Decode hex packets, one per argument or per line of the file; exit 1 if any is bad."""
+    if args.file:
+        with open(args.file, encoding="ascii", errors="replace") as f:
+            words = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    else:
+        words = list(args.hex)
+    if not words:
+        print("sunlit-flight packet decode: give HEX arguments or --file F", file=sys.stderr)
+        return 2
+    codec = Codec(DICTIONARY)
+    bad = 0
+    for word in words:
+        try:
+            raw = bytes.fromhex(word.replace(" ", "").replace(":", ""))
+        except ValueError:
+            print(json.dumps({"valid": False, "error": "hex", "detail": f"not hex: {word[:40]!r}"}))
+            bad += 1
+            continue
+        info = codec.describe(raw)
+        bad += not info["valid"]
+        print(json.dumps(_jsonable(info)))
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunlit-flight", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the flight agent")
+    run.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
+    run.add_argument("--hk-period", type=float, default=None, metavar="S", help="housekeeping period in seconds")
+    run.set_defaults(func=_cmd_run)
+
+    dic = sub.add_parser("dictionary", help="print the command/telemetry dictionary")
+    fmt = dic.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON (the default)")
+    fmt.add_argument("--markdown", action="store_true", help="the Markdown reference in docs/")
+    dic.add_argument("--compact", action="store_true", help="JSON on one line")
+    dic.set_defaults(func=_cmd_dictionary)
+
+    pkt = sub.add_parser("packet", help="encode or decode packets, for debugging a link")
+    psub = pkt.add_subparsers(dest="packet_cmd", required=True)
+    enc = psub.add_parser("encode", help="print the hex of a telecommand")
+    enc.add_argument("command")
+    enc.add_argument("args", nargs="*", metavar="key=value")
+    enc.add_argument("--seq", type=int, default=0, help="sequence count (default 0)")
+    enc.add_argument("--cmd-id", type=int, default=1, help="command id (default 1)")
+    enc.add_argument("--source-id", type=int, default=1)
+    enc.add_argument("--apid", type=lambda s: int(s, 0), default=0x010)
+    enc.set_defaults(func=_cmd_packet_encode)
+    dec = psub.add_parser("decode", help="print each packet as a JSON line")
+    dec.add_argument("hex", nargs="*")
+    dec.add_argument("--file", help="a file of hex packets, one per line")
+    dec.set_defaults(func=_cmd_packet_decode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (PacketError, ValueError) as exc:
+        print(f"sunlit-flight: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""ZeroMQ link: ROUTER/DEALER for commands and their replies, XPUB/SUB for the telemetry stream.
+
+Why these socket types:
+
+- Commands want an answer from the agent to the one console that asked, so the agent
+  binds a ROUTER (it learns each sender's identity) and a console connects a DEALER. The
+  console retries on silence the zguide "Lazy Pirate" way: close the DEALER, open a new
+  one, send the same packet again; the agent executes each ``cmd_id`` once.
+- Telemetry fans out to any number of consoles, archives and harnesses: the agent binds
+  an XPUB with ``XPUB_NODROP`` so a full subscriber queue shows up here as ``zmq.Again``
+  and is counted, instead of PUB's silent drop. Consoles count sequence gaps as well,
+  since a subscriber that joins late misses what came before.
+
+ZeroMQ reconnects by itself when either end restarts; both ends bind/connect once and
+keep their sockets, except the DEALER that a retry replaces.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import zmq
+
+from flight.link.transport import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+
+_RECONNECT_IVL_MS = 100
+_RECONNECT_IVL_MAX_MS = 1000
+_MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
+_identity_counter = itertools.count(1)
+
+
+def _context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def _common(sock: zmq.Socket, hwm: int) -> None:
+    sock.linger = 0
+    sock.sndhwm = hwm
+    sock.rcvhwm = hwm
+    sock.reconnect_ivl = _RECONNECT_IVL_MS
+    sock.reconnect_ivl_max = _RECONNECT_IVL_MAX_MS
+
+
+class ZmqFlightLink(FlightLink):
+    kind = "ZMQ"
+
+    def __init__(self, config: LinkConfig):
+        self.config = config
+        self.stats = LinkStats()
+        self.subscribers = 0
+        ctx = _context()
+        self._cmd = ctx.socket(zmq.ROUTER)
+        _common(self._cmd, config.queue_packets)
+        self._cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises instead of vanishing
+        self._tm = ctx.socket(zmq.XPUB)
+        _common(self._tm, config.queue_packets)
+        self._tm.setsockopt(zmq.XPUB_NODROP, 1)
+        try:
+            self._cmd.bind(config.cmd_endpoint)
+            self._tm.bind(config.tm_endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise OSError(f"cannot bind {config.url} ({config.cmd_endpoint}, {config.tm_endpoint}): {exc}") from exc
+
+    def pollables(self) -> list[Any]:
+        return [self._cmd, self._tm]
+
+    def receive(self) -> list[Inbound]:
+        out: list[Inbound] = []
+        for _ in range(_MAX_DRAIN):
+            try:
+                frames = self._cmd.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(frames) != 2:  # identity + one packet; anything else is not ours
+                self.stats.rx_bad_frames += 1
+                continue
+            identity, packet = frames
+            self.stats.rx_packets += 1
+            self.stats.rx_bytes += len(packet)
+            out.append(Inbound(packet, identity))
+        for _ in range(_MAX_DRAIN):  # subscription messages: keep a subscriber count, nothing else
+            try:
+                msg = self._tm.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == b"\x01":
+                self.subscribers += 1
+            elif msg[:1] == b"\x00":
+                self.subscribers = max(0, self.subscribers - 1)
+        return out
+
+    def reply(self, peer: Any, packet: bytes) -> bool:
+        try:
+            self._cmd.send_multipart([peer, packet], zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.tx_dropped += 1
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # The console that asked has gone (a retry replaced its socket); the report
+            # still reaches every console on the telemetry stream.
+            self.stats.tx_unroutable += 1
+            return False
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+        return True
+
+    def publish(self, packet: bytes) -> bool:
+        try:
+            self._tm.send(packet, zmq.NOBLOCK, copy=len(packet) < 4096)
+        except zmq.Again:
+            self.stats.tx_dropped += 1
+            return False
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+        return True
+
+    def close(self) -> None:
+        for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
+            if sock is not None and not sock.closed:
+                sock.close(linger=0)
+
+
+class ZmqGroundLink(GroundLink):
+    kind = "ZMQ"
+
+    def __init__(self, config: LinkConfig):
+        self.config = config
+        self.stats = LinkStats()
+        ctx = _context()
+        self._tm = ctx.socket(zmq.SUB)
+        _common(self._tm, config.queue_packets)
+        self._tm.setsockopt(zmq.SUBSCRIBE, b"")
+        self._tm.connect(config.tm_endpoint)
+        self._cmd = self._open_dealer()
+
+    def _open_dealer(self) -> zmq.Socket:
+        sock = _context().socket(zmq.DEALER)
+        _common(sock, self.config.queue_packets)
+        # A unique identity per socket, so the agent's ROUTER never mixes two consoles.
+        sock.setsockopt(zmq.IDENTITY, f"g{id(self):x}-{next(_identity_counter)}".encode())
+        sock.connect(self.config.cmd_endpoint)
+        return sock
+
+    def pollables(self) -> list[Any]:
+        return [self._cmd, self._tm]
+
+    def send(self, packet: bytes) -> bool:
+        try:
+            self._cmd.send(packet, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.tx_dropped += 1
+            return False
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+        return True
+
+    def receive(self) -> list[bytes]:
+        out: list[bytes] = []
+        for sock in (self._cmd, self._tm):
+            for _ in range(_MAX_DRAIN):
+                try:
+                    packet = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.stats.rx_packets += 1
+                self.stats.rx_bytes += len(packet)
+                out.append(packet)
+        return out
+
+    def reset_commands(self) -> None:
+        self._cmd.close(linger=0)
+        self._cmd = self._open_dealer()
+
+    def close(self) -> None:
+        for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
+            if sock is not None and not sock.closed:
+                sock.close(linger=0)

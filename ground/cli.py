@@ -1,0 +1,125 @@
+"""``sunlit-ground``: send commands and watch telemetry from a terminal.
+
+Grows into the operators' console (archive, alarms, procedures, web) with later work;
+this is the part the link needs: checked commands with live verification, and telemetry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+from flight.cli import DEFAULT_LINK, parse_assignments
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError
+from flight.link.messages import EventRecord, HkRecord, Verification
+from flight.link.transport import LinkConfigError
+from ground.client import CommandTimeout, GroundClient
+
+
+def _open(args: argparse.Namespace) -> GroundClient:
+    return GroundClient(args.link)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    try:
+        command = DICTIONARY.command(args.command)
+        values = command.validate_args(parse_assignments(args.args))
+    except (ArgumentError, ValueError) as exc:
+        print(f"refused before sending: {exc}", file=sys.stderr)
+        return 2
+    if command.hazardous and not args.yes:
+        answer = input(f"{command.name} is hazardous: {command.description}\nSend it? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not sent", file=sys.stderr)
+            return 3
+    client = _open(args)
+    try:
+        match = client.dictionary_matches(timeout_s=min(args.timeout, 3.0))
+        if match is False:
+            print(
+                f"warning: agent dictionary {client.agent_dict_hash} differs from this console's "
+                f"{DICTIONARY.version_hash}; arguments may be read differently",
+                file=sys.stderr,
+            )
+        elif match is None:
+            print("warning: no housekeeping from the agent yet; dictionary not checked", file=sys.stderr)
+
+        def show(report: Verification) -> None:
+            text = f"{report.stage.value}" if report.success else f"FAILED at {report.stage.value}: {report.code.name} {report.reason}"
+            print(f"  {time.strftime('%H:%M:%S')} {command.name}: {text}")
+
+        print(f"  {time.strftime('%H:%M:%S')} {command.name}: sent {json.dumps(values)}")
+        try:
+            result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show)
+        except CommandTimeout as exc:
+            print(f"timeout: {exc}", file=sys.stderr)
+            return 4
+        if result.result:
+            print(f"  result: {json.dumps(result.result)}")
+        return 1 if result.failure else 0
+    finally:
+        client.close()
+
+
+def _cmd_tm(args: argparse.Namespace) -> int:
+    client = _open(args)
+    wanted = set(args.channel or [])
+    deadline = None if args.follow else time.monotonic() + args.timeout
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for item in client.poll(0.5):
+                rec = item.record
+                if isinstance(rec, HkRecord):
+                    for name, value in rec.values.items():
+                        if wanted and name not in wanted:
+                            continue
+                        ch = DICTIONARY.channel_by_name[name]
+                        print(f"{name:>20} = {value} {ch.unit} [{ch.limits.state(value)}]")
+                    if not args.follow:
+                        return 0
+                elif isinstance(rec, EventRecord) and args.follow:
+                    print(f"EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}")
+                if item.gap:
+                    print(f"GAP: {item.gap} packet(s) missing before APID {item.packet.apid} seq {item.packet.seq_count}")
+        print("no housekeeping received", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__)
+    parser.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    send = sub.add_parser("send", help="send one command and show its verification")
+    send.add_argument("command")
+    send.add_argument("args", nargs="*", metavar="key=value")
+    send.add_argument("--wait", choices=("sent", "accepted", "completed"), default="completed")
+    send.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    send.add_argument("--yes", action="store_true", help="do not ask before hazardous commands")
+    send.set_defaults(func=_cmd_send)
+    tm = sub.add_parser("tm", help="show current telemetry")
+    tm.add_argument("--follow", action="store_true")
+    tm.add_argument("--channel", action="append")
+    tm.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    tm.set_defaults(func=_cmd_tm)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LinkConfigError as exc:
+        print(f"sunlit-ground: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
