@@ -253,13 +253,16 @@ class SequenceCounters:
 class GapCounter:
     """Counts packets missing from each APID's sequence, as the receiving end sees them.
 
-    A jump back to 0 is taken as the source restarting, not as 16383 lost packets.
+    Neither ZeroMQ nor a serial line reorders packets, so a count that goes back is the
+    source restarting (its counter began again at 0, and a late subscriber may have
+    missed the first few), not 16 000 lost packets. The same count twice is a repeat.
     """
 
     def __init__(self) -> None:
         self._last: dict[int, int] = {}
         self.missing = 0
         self.restarts = 0
+        self.repeats = 0
 
     def observe(self, apid: int, seq_count: int) -> int:
         """Record one packet; return how many were missing right before it."""
@@ -267,11 +270,12 @@ class GapCounter:
         self._last[apid] = seq_count
         if last is None:
             return 0
-        gap = (seq_count - last - 1) & MAX_SEQ_COUNT
-        if gap and seq_count == 0:
-            self.restarts += 1
+        if seq_count == last:
+            self.repeats += 1
             return 0
-        if gap > MAX_SEQ_COUNT // 2:  # an old packet or a duplicate, not a forward gap
+        gap = (seq_count - last - 1) & MAX_SEQ_COUNT
+        if seq_count < last and not (last > MAX_SEQ_COUNT - 256 and seq_count < 256):  # back, and no wrap
+            self.restarts += 1
             return 0
         self.missing += gap
         return gap

@@ -1,0 +1,161 @@
+"""Link throughput and latency. Prints one JSON object as its last line.
+
+- ``zmq_tm_per_s``: telemetry packets per second, encode → XPUB → SUB → decode, 200-byte data.
+- ``zmq_raw_per_s``: the same sockets carrying plain bytes of the same size, same run.
+- ``zmq_ratio``: the first over the second (target >= 0.25).
+- ``tc_rtt_p50_us``/``tc_rtt_p99_us``: NOOP from send to completion report, agent in its own
+  process on TCP loopback (target p99 < 1000).
+- ``serial_efficiency_256B``: packet bytes over wire bytes for a 256-byte packet (target >= 0.97).
+- ``serial_pty_per_s``: packets per second through a pseudo-terminal pair, COBS framed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import zmq
+
+from flight.link.packets import pack_tm, unpack
+from flight.link.zmq_link import _common
+
+N_TM = int(os.environ.get("BENCH_LINK_TM", "200000"))
+N_RTT = int(os.environ.get("BENCH_LINK_RTT", "2000"))
+N_SERIAL = int(os.environ.get("BENCH_LINK_SERIAL", "5000"))
+
+
+def _pubsub(port: int) -> tuple[zmq.Socket, zmq.Socket]:
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    _common(pub, 1000)
+    pub.setsockopt(zmq.XPUB_NODROP, 1)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    sub = ctx.socket(zmq.SUB)
+    _common(sub, 1000)
+    sub.subscribe(b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    pub.recv()  # the subscription: the pipe is up, nothing sent is lost to a slow join
+    return pub, sub
+
+
+def _stream(port: int, make, take, n: int) -> float:
+    """Packets/s from a sender thread through one XPUB/SUB pair to this thread."""
+    pub, sub = _pubsub(port)
+
+    def send() -> None:
+        for i in range(n):
+            pub.send(make(i))  # blocking: XPUB_NODROP pushes back instead of dropping
+
+    t0 = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    for _ in range(n):
+        take(sub.recv())
+    elapsed = time.perf_counter() - t0
+    sender.join()
+    pub.close(0)
+    sub.close(0)
+    return n / elapsed
+
+
+def zmq_throughput(port: int) -> dict[str, float]:
+    data = msgpack.packb([1, *[1.0 + i / 7 for i in range(21)], "x" * 6])  # 200 bytes of housekeeping values
+    assert len(data) == 200, len(data)
+    t_now = time.time()
+
+    def make_tm(i: int) -> bytes:
+        return pack_tm(0x010, i & 0x3FFF, 3, 25, data, t_now)
+
+    def take_tm(raw: bytes) -> None:
+        msgpack.unpackb(unpack(raw).source_data)
+
+    raw_payload = make_tm(0)
+    tm = _stream(port, make_tm, take_tm, N_TM)
+    raw = _stream(port + 2, lambda i: raw_payload, lambda b: None, N_TM)
+    return {"zmq_tm_per_s": round(tm), "zmq_raw_per_s": round(raw), "zmq_ratio": round(tm / raw, 3),
+            "zmq_packet_bytes": len(raw_payload)}
+
+
+def tc_rtt(port: int) -> dict[str, float]:
+    from ground.client import GroundClient
+    from hil.agent_process import AgentProcess
+
+    url = f"zmq://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = AgentProcess(url, Path(tmp) / "agent.log").start()
+        client = GroundClient(url)
+        try:
+            if not client.dictionary_matches(timeout_s=20):
+                raise RuntimeError("agent did not come up:\n" + agent.log())
+            for _ in range(100):  # warm up both processes
+                client.send("NOOP")
+            samples = []
+            for _ in range(N_RTT):
+                t0 = time.perf_counter()
+                result = client.send("NOOP")
+                samples.append((time.perf_counter() - t0) * 1e6)
+                assert result.completed
+        finally:
+            client.close()
+            agent.stop()
+    samples.sort()
+    return {
+        "tc_rtt_p50_us": round(statistics.median(samples), 1),
+        "tc_rtt_p99_us": round(samples[int(len(samples) * 0.99) - 1], 1),
+    }
+
+
+def serial_figures() -> dict[str, float]:
+    from flight.link.framing import encode_frame
+    from flight.link.serial_link import SerialFlightLink, SerialGroundLink
+    from flight.link.transport import parse_link_url
+    from hil.ptyline import PtyLine
+
+    packet = pack_tm(0x010, 0, 3, 25, bytes(256 - 22), 0.0)
+    assert len(packet) == 256
+    efficiency = len(packet) / len(encode_frame(packet))
+    with PtyLine() as line:
+        flight = SerialFlightLink(parse_link_url(f"serial://{line.a_path}?baud=4000000&queue=100000"))
+        ground = SerialGroundLink(parse_link_url(f"serial://{line.b_path}?baud=4000000&queue=100000"))
+        try:
+            got = 0
+            t0 = time.perf_counter()
+            sent = 0
+            deadline = time.monotonic() + 60
+            while got < N_SERIAL and time.monotonic() < deadline:
+                while sent < N_SERIAL and sent - got < 64:  # keep a window in flight, as a real link does
+                    flight.publish(packet)
+                    sent += 1
+                flight.flush()
+                got += len(ground.receive())
+            elapsed = time.perf_counter() - t0
+        finally:
+            flight.close()
+            ground.close()
+    return {"serial_efficiency_256B": round(efficiency, 4), "serial_pty_per_s": round(got / elapsed)}
+
+
+def main() -> int:
+    from hil.agent_process import free_tcp_port_pair
+
+    out: dict[str, float] = {}
+    out.update(zmq_throughput(free_tcp_port_pair()))
+    out.update(tc_rtt(free_tcp_port_pair()))
+    try:
+        out.update(serial_figures())
+    except ImportError as exc:
+        out['serial_error'] = str(exc)
+    out["cpu_count"] = os.cpu_count()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
