@@ -30,15 +30,26 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from flight.agent.agent import Agent
-    from flight.link.transport import open_flight_link
+    from flight.config import ConfigError, load_config
+    from flight.hal.base import HalError
 
+    overrides = {
+        "link.url": args.link,
+        "hal.backend": args.hal,
+        "hal.board": args.board,
+        "hal.sim_endpoint": args.sim_endpoint,
+        "rates.hk_period_s": args.hk_period,
+        "rates.control_period_s": args.control_period,
+        "paths.state_dir": args.state_dir,
+    }
     try:
-        link = open_flight_link(args.link)
-    except (LinkConfigError, OSError) as exc:
+        config = load_config(args.config, overrides)
+        agent = Agent(config)
+    except (ConfigError, LinkConfigError, HalError, OSError) as exc:
         print(f"sunlit-flight: {exc}", file=sys.stderr)
         return 2
-    agent = Agent(link, hk_period_s=args.hk_period)
-    print(f"sunlit-flight: agent up on {args.link} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
+    print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board}, "
+          f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
     try:
         reason = agent.run()
     finally:
@@ -110,8 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="run the flight agent")
-    run.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
-    run.add_argument("--hk-period", type=float, default=None, metavar="S", help="housekeeping period in seconds")
+    run.add_argument("--config", help="TOML configuration file (see flight/config.py); flags below override it")
+    run.add_argument("--link", help=f"link URL (default {DEFAULT_LINK})")
+    run.add_argument("--hal", choices=("jetson", "linux", "sim"), help="hardware backend")
+    run.add_argument("--board", help="board profile (orin_nano, orin_nx_16gb, agx_orin_64gb)")
+    run.add_argument("--sim-endpoint", help="sim backend: the harness's ZeroMQ endpoint")
+    run.add_argument("--state-dir", help="where parameters and state survive restarts")
+    run.add_argument("--hk-period", type=float, metavar="S", help="housekeeping period in seconds")
+    run.add_argument("--control-period", type=float, metavar="S", help="control loop period in seconds")
     run.set_defaults(func=_cmd_run)
 
     dic = sub.add_parser("dictionary", help="print the command/telemetry dictionary")

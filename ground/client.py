@@ -107,16 +107,29 @@ class GroundClient:
         self.agent_dict_hash: str | None = None
         self._pending: dict[int, CommandResult] = {}
         self._poller = zmq.Poller()
-        for item in self.link.pollables():
-            self._poller.register(item, zmq.POLLIN)
+        self._items: list[Any] = []
+        self._register()
+
+    def _register(self) -> None:
+        """(Re-)register the link's sockets or fds: a retry's new DEALER, a reopened serial port."""
+        items = self.link.pollables()
+        if items != self._items:
+            self._poller = zmq.Poller()
+            for item in items:
+                self._poller.register(item, zmq.POLLIN)
+            self._items = items
 
     # --- receiving -----------------------------------------------------------------------
 
     def poll(self, timeout_s: float = 0.0) -> list[Received]:
         """Wait up to ``timeout_s`` for telemetry, take in all that came, return it decoded."""
         self.link.flush()
+        self._register()
         if timeout_s > 0:
-            self._poller.poll(int(timeout_s * 1000) + 1)
+            if self._items:
+                self._poller.poll(int(timeout_s * 1000) + 1)
+            else:  # the link has nothing to wait on (a serial port being reopened)
+                time.sleep(min(timeout_s, 0.1))
         out = [self._take(raw) for raw in self.link.receive()]
         self.link.flush()
         return out
@@ -166,6 +179,29 @@ class GroundClient:
                     return item
 
     # --- commanding ----------------------------------------------------------------------
+
+    def connect(self, timeout_s: float = 10.0, interval_s: float = 0.2) -> None:
+        """Wait until the agent answers a PUS ping (17,1) on the telemetry stream itself.
+
+        A ZeroMQ subscriber joins some time after it connects and misses what was published
+        before; a pong seen on the stream proves it will miss nothing from now on.
+        """
+        from flight.link.apid import Apid
+        from flight.link.packets import Service, Subtype, pack_tc
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            before = getattr(self.link, "stream_packets", None)
+            self.link.send(pack_tc(Apid.AGENT, self.codec.seq.next(Apid.AGENT), Service.TEST, Subtype.PING,
+                                   source_id=self.source_id))
+            end = min(deadline, time.monotonic() + interval_s)
+            while time.monotonic() < end:
+                for item in self.poll(end - time.monotonic()):
+                    if item.packet is not None and item.packet.service == Service.TEST and (
+                        before is None or self.link.stream_packets > before
+                    ):
+                        return
+        raise TimeoutError(f"no answer to a PUS ping on the telemetry stream within {timeout_s} s")
 
     def dictionary_matches(self, timeout_s: float = 3.0) -> bool | None:
         """Compare the agent's dictionary hash with ours; None if the agent said nothing in time."""
@@ -218,9 +254,6 @@ class GroundClient:
                     )
                 if not result.reports and now >= next_retry and result.attempts <= retries:
                     self.link.reset_commands()
-                    self._poller = zmq.Poller()
-                    for item in self.link.pollables():
-                        self._poller.register(item, zmq.POLLIN)
                     self._send_attempt(result, packet)
                     next_retry = now + attempt_timeout_s
                 self.poll(min(deadline, next_retry) - now if not result.reports else deadline - now)

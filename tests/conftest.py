@@ -36,7 +36,8 @@ def start_agent(tmp_path):
     procs: list[AgentProcess] = []
 
     def start(url: str, *args: str) -> AgentProcess:
-        proc = AgentProcess(url, tmp_path / f"agent{len(procs)}.log", ["--hk-period", "0.2", *args]).start()
+        defaults = ["--hk-period", "0.2", "--state-dir", str(tmp_path / f"state{len(procs)}")]
+        proc = AgentProcess(url, tmp_path / f"agent{len(procs)}.log", [*defaults, *args]).start()
         procs.append(proc)
         return proc
 

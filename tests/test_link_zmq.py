@@ -16,7 +16,7 @@ from flight.link.messages import EventRecord, HkRecord, Stage
 from flight.link.packets import pack_tc, pack_tm
 from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 from ground.client import CommandTimeout
-from tests.test_messages import sample_args
+from tests.samples import ORDERED, VALID_ARGS
 
 
 def hk_where(client, predicate, timeout_s=10.0):
@@ -36,11 +36,12 @@ def event_named(client, name, timeout_s=10.0):
 def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url):
     start_agent(tcp_url)
     client = make_client(tcp_url)
-    for command in DICTIONARY.commands:
-        result = client.send(command.name, sample_args(command))
-        assert result.completed, f"{command.name}: {result.outcome}"
+    for name in ORDERED:
+        result = client.send(name, VALID_ARGS[name])
+        assert result.completed, f"{name}: {result.outcome}"
         assert [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
         assert all(r.request_id == result.reports[0].request_id for r in result.reports)
+    assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test"
 
 
 def test_ping_result_and_events_and_housekeeping_over_ipc(start_agent, make_client, ipc_url):

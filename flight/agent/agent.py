@@ -1,9 +1,10 @@
-"""The flight agent's loop: wait on the link and the timers, dispatch, report.
+"""The flight agent's loop: wait on the link, the harness and the timers; dispatch; control; report.
 
 Driven by events, never by sleeps: each turn waits in ``zmq.Poller`` on the link's
-sockets or file descriptors (and a signal wake-up pipe) for at most the time until the
-next timer is due, as the clock says. Nothing a packet contains can stop the loop: bad
-packets are counted and reported, handler errors fail their command.
+sockets or file descriptors, the ``sim`` backend's socket and a signal wake-up pipe, for
+at most the time until the next timer is due, as the clock says. Nothing a packet
+contains can stop the loop: bad packets are counted and reported, handler errors fail
+their command, anything else is caught, counted and reported.
 """
 
 from __future__ import annotations
@@ -11,55 +12,117 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from flight.agent.commands import register_standard_commands
+from flight.agent.control import Controller
 from flight.agent.dispatcher import Dispatcher
+from flight.agent.modes import Mode
+from flight.agent.params import ParameterStore
+from flight.agent.state import AgentState, StateFile
 from flight.agent.timers import Timers
 from flight.clock import Clock, RealClock
+from flight.config import Config
+from flight.hal.base import Hal, PowerMode, open_hal
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary
-from flight.link.messages import Codec, CommandRequest
+from flight.link.messages import Codec
 from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
-from flight.link.transport import FlightLink, Inbound
+from flight.link.transport import FlightLink, Inbound, open_flight_link
+from flight.orbit import Orbit
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT})
+DEFAULT_BOARD = "orin_nx_16gb"  # for the sim and linux backends when the config names none
+_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
+
+
+def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, float]]]:
+    """The configured backend and the board profile's (idle_w, loaded_w) per power mode."""
+    from flight.hal.boards import load_board
+
+    if config.hal_backend == "jetson":
+        # The device tree names the module; a board in the config overrides it.
+        hal = open_hal("jetson", root=config.hal_root, nvpmodel=config.nvpmodel, board=config.board)
+        board = load_board(hal.board) if getattr(hal, "board", None) else None
+    else:
+        board = load_board(config.board or DEFAULT_BOARD)
+        if config.hal_backend == "sim":
+            from flight.hal.sim import SimHal
+
+            modes = tuple(PowerMode(m.name, i, m.budget_w, "profile") for i, m in enumerate(board.modes))
+            hal = SimHal(config.sim_endpoint, modes, config.lockstep, board.id)
+        else:
+            hal = open_hal("linux", root=config.hal_root)
+    mode_power = {m.name: (m.idle_power_w, m.loaded_power_w) for m in board.modes} if board else {}
+    return hal, mode_power
 
 
 class Agent:
     def __init__(
         self,
-        link: FlightLink,
+        config: Config,
+        link: FlightLink | None = None,
+        hal: Hal | None = None,
+        mode_power: dict[str, tuple[float, float]] | None = None,
         clock: Clock | None = None,
         dictionary: Dictionary = DICTIONARY,
-        hk_period_s: float | None = None,
     ):
-        self.link = link
-        self.clock = clock or RealClock()
+        self.config = config
         self.dictionary = dictionary
+        if hal is None:
+            hal, mode_power = open_board_hal(config)
+        self.hal = hal
+        self.link = link or open_flight_link(config.link_url)
+        self.clock = clock or getattr(hal, "clock", None) or RealClock()
         self.codec = Codec(dictionary, Apid.AGENT)
+        self.state_dir = Path(config.state_dir)
+        self.params = ParameterStore(dictionary, self.state_dir / "params.json", config.parameters)
+        self._state_file = StateFile(self.state_dir / "state.json")
+        self.state: AgentState = self._state_file.load()
+        self.previous_stop = "clean" if not self.state.running else "unclean"
+        if self.state.boot_count == 0 and self._state_file.load_error is None:
+            self.previous_stop = "first start"
+        self.state.boot_count += 1
+        self.state.running = True
+        self.power_mode_cap = self.state.power_mode_cap
         self.started_s = self.clock.monotonic_s()
-        self.tc_received = 0
-        self.tc_bad_packets = 0
+        self.last_contact_s = self.started_s
+        self.mode = Mode.BOOT
         self.internal_errors = 0
         self._reported_drops = 0
         self._stop_reason: str | None = None
+        self._booted = False
         self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, self.emit)
-        self.dispatcher.register("NOOP", lambda req: None)
-        self.dispatcher.register("PING", self._cmd_ping)
-        self.dispatcher.register("RESET_COUNTERS", self._cmd_reset_counters)
+        counters = self.state.counters
+        for name in _COUNTERS:
+            setattr(self.dispatcher.counters, name, int(counters.get(f"cmd_{name}", 0)))
+        self.tc_received = int(counters.get("tc_received", 0))
+        self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
+        register_standard_commands(self)
+        self.controller = Controller(self, mode_power or {})
+        tle = self.state.tle or (list(config.tle) if config.tle else None)
+        if tle:
+            try:
+                self.controller.set_orbit(Orbit.from_tle(*tle))
+            except ValueError:
+                self.state.tle = None
         self.timers = Timers(self.clock)
-        period = hk_period_s if hk_period_s is not None else dictionary.parameter_by_name["hk_period_s"].default
-        self.timers.every("housekeeping", period, self.send_housekeeping)
+        self.timers.every("housekeeping", self.params["hk_period_s"], self.send_housekeeping)
+        self.timers.every("control", config.control_period_s, self._control_tick)
         self._poller = zmq.Poller()
-        for item in link.pollables():
+        self._link_items: list[Any] = []
+        self._register_link()
+        for item in getattr(self.hal, "pollables", lambda: [])():
             self._poller.register(item, zmq.POLLIN)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        self._save_state()
 
     # --- output --------------------------------------------------------------------------
 
@@ -73,24 +136,40 @@ class Agent:
             self.link.reply(peer, packet)
         self.link.publish(packet)
 
-    def housekeeping(self) -> dict[str, Any]:
+    def contact_age_s(self) -> float:
+        return self.clock.monotonic_s() - self.last_contact_s
+
+    def agent_hk(self) -> dict[str, Any]:
         c = self.dispatcher.counters
         s = self.link.stats
+        reading = self.controller.status.reading
+        late = self.timers.late_p99_s("control")
         return {
+            "mode": self.mode.value,
+            "boot_count": self.state.boot_count,
             "uptime_s": round(self.clock.monotonic_s() - self.started_s, 3),
             "dict_hash": self.dictionary.version_hash,
             "cmd_accepted": c.accepted,
             "cmd_rejected": c.rejected,
             "cmd_executed": c.executed,
             "cmd_failed": c.failed,
+            "internal_errors": self.internal_errors,
             "tc_received": self.tc_received,
             "tc_bad_packets": self.tc_bad_packets + s.rx_bad_frames,
             "tc_duplicates": c.duplicates,
             "tm_sent": s.tx_packets,
             "tm_dropped": s.tx_dropped,
             "link_kind": self.link.kind,
-            "internal_errors": self.internal_errors,
+            "contact_age_s": round(self.contact_age_s(), 3),
+            "cpu_pct": reading.cpu_pct if reading else None,
+            "mem_pct": reading.mem_pct if reading else None,
+            "hal_backend": self.hal.backend,
+            "sensors_missing": len(reading.missing) if reading else 0,
+            "control_late_p99_ms": None if late is None else round(late * 1000.0, 3),
         }
+
+    def housekeeping(self) -> dict[str, Any]:
+        return {**self.agent_hk(), **self.controller.power_hk(), **self.controller.thermal_hk()}
 
     def send_housekeeping(self) -> None:
         now = self.clock.now_s()
@@ -102,6 +181,32 @@ class Agent:
         if dropped > self._reported_drops:
             self.emit("TM_DROPPED", count=dropped - self._reported_drops)
             self._reported_drops = dropped
+        self._save_state()
+
+    def _save_state(self) -> None:
+        c = self.dispatcher.counters
+        self.state.counters = {f"cmd_{n}": getattr(c, n) for n in _COUNTERS}
+        self.state.counters.update(tc_received=self.tc_received, tc_bad_packets=self.tc_bad_packets)
+        self.state.power_mode_cap = self.power_mode_cap
+        try:
+            self._state_file.save(self.state)
+        except OSError as exc:
+            self._internal_error("state save", exc)
+
+    # --- modes ---------------------------------------------------------------------------
+
+    def set_mode(self, new: Mode, reason: str) -> None:
+        if new is self.mode:
+            return
+        old, self.mode = self.mode, new
+        self.emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason[:200])
+
+    def enter_safe(self, reason: str) -> None:
+        """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
+        if self.mode is Mode.SAFE:
+            return
+        self.emit("SAFE_ENTERED", reason=reason[:200])
+        self.set_mode(Mode.SAFE, reason)
 
     # --- input ---------------------------------------------------------------------------
 
@@ -118,9 +223,9 @@ class Agent:
         if packet.apid not in ACCEPTED_APIDS:
             self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
             return
+        self.last_contact_s = self.clock.monotonic_s()  # a valid packet from the ground is contact
         if packet.service == Service.TEST and packet.subtype == Subtype.PING:
-            pong = self.codec.encode_pong(self.clock.now_s())
-            self._send_report(inbound.peer, pong)
+            self._send_report(inbound.peer, self.codec.encode_pong(self.clock.now_s()))
             return
         if packet.service == Service.FUNCTION and packet.subtype == Subtype.PERFORM_FUNCTION:
             self.dispatcher.handle(packet, inbound.peer)
@@ -131,29 +236,34 @@ class Agent:
         self.tc_bad_packets += 1
         self.emit("BAD_PACKET", reason=reason[:200])
 
-    # --- command handlers ----------------------------------------------------------------
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        self.internal_errors += 1
+        if hasattr(self, "controller"):
+            self.controller.record_fault(where)
+        self.emit("INTERNAL_ERROR", where=where, reason=f"{type(exc).__name__}: {exc}"[:200])
 
-    def _cmd_ping(self, req: CommandRequest) -> dict[str, Any]:
-        token = req.args["token"]
-        self.emit("PING_RECEIVED", token=token)
-        return {
-            "token": token,
-            "uptime_s": round(self.clock.monotonic_s() - self.started_s, 3),
-            "dict_hash": self.dictionary.version_hash,
-        }
-
-    def _cmd_reset_counters(self, req: CommandRequest) -> None:
-        self.dispatcher.counters.__init__()
-        self.link.stats.reset()
-        self.tc_received = 0
-        self.tc_bad_packets = 0
-        self._reported_drops = 0
-        self.emit("COUNTERS_RESET")
+    def _control_tick(self) -> None:
+        self.controller.tick()
 
     # --- loop ----------------------------------------------------------------------------
 
+    def _register_link(self) -> None:
+        """(Re-)register the link's sockets or descriptors: a serial port reopened gets a new fd."""
+        items = self.link.pollables()
+        if items == self._link_items:
+            return
+        for item in self._link_items:
+            try:
+                self._poller.unregister(item)
+            except KeyError:
+                pass
+        for item in items:
+            self._poller.register(item, zmq.POLLIN)
+        self._link_items = items
+
     def step(self, max_wait_s: float | None = 1.0) -> None:
         """One turn: wait for input or the next timer, handle what came, fire what is due."""
+        self._register_link()
         timeout_s = self.clock.timeout_until(self.timers.next_due_s())
         if timeout_s is None or (max_wait_s is not None and timeout_s > max_wait_s):
             timeout_s = max_wait_s
@@ -172,10 +282,31 @@ class Agent:
             try:
                 self.handle(inbound)
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
-                self.internal_errors += 1
-                self.emit("INTERNAL_ERROR", where="command input", reason=f"{type(exc).__name__}: {exc}"[:200])
-        self.timers.run_due()
+                self._internal_error("command input", exc)
+        receive_env = getattr(self.hal, "receive", None)
+        if receive_env is not None and receive_env() and not self._booted:
+            self._boot()  # lockstep: simulated time has begun
+        if self._booted:
+            try:
+                self.timers.run_due()
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error("timers", exc)
+        if getattr(self.hal, "has_pending_step", False):
+            self.controller.answer_sim()  # every harness step gets exactly one answer
         self.link.flush()
+
+    def _boot(self) -> None:
+        """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
+        self._booted = True
+        self.started_s = self.last_contact_s = self.clock.monotonic_s()
+        for name in ("housekeeping", "control"):
+            self.timers.restart(name)
+        for problem, what in ((self.params.load_error, "parameters"), (self._state_file.load_error, "state")):
+            if problem:
+                self.emit("STATE_CORRUPT", what=what, reason=problem[:200])
+        self.emit("AGENT_STARTED", boot_count=self.state.boot_count, previous_stop=self.previous_stop,
+                  dict_hash=self.dictionary.version_hash, link=self.link.kind, hal=self.hal.backend)
+        self.set_mode(Mode.SAFE, f"boot complete (previous stop {self.previous_stop})")
 
     def stop(self, reason: str) -> None:
         """Ask the loop to end after this turn; safe from a signal handler or another thread."""
@@ -190,15 +321,19 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop(signal.Signals(signum).name))
-        self.emit("AGENT_STARTED", dict_hash=self.dictionary.version_hash, link=self.link.kind)
-        self.send_housekeeping()
+        if not getattr(self.hal, "lockstep", False):
+            self._boot()
+        # Under lockstep the loop already answers the link, and boots on the harness's first step.
         while self._stop_reason is None:
             self.step()
         self.emit("AGENT_STOPPING", reason=self._stop_reason)
+        self.state.running = False
+        self._save_state()
         self.link.flush()
         return self._stop_reason
 
     def close(self) -> None:
         self.link.close()
+        self.hal.close()
         self._wake_r.close()
         self._wake_w.close()

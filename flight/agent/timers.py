@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 from flight.clock import Clock
@@ -14,6 +15,7 @@ class _Timer:
     period_s: float
     callback: Callable[[], None]
     due_s: float
+    late_s: deque = field(default_factory=lambda: deque(maxlen=600))  # how late each firing was
 
 
 class Timers:
@@ -33,8 +35,19 @@ class Timers:
         timer.due_s = min(timer.due_s, self._clock.monotonic_s() + period_s)
         timer.period_s = period_s
 
+    def restart(self, name: str) -> None:
+        """Make ``name`` due now (after the clock jumped, e.g. when simulated time begins)."""
+        self._timers[name].due_s = self._clock.monotonic_s()
+
     def next_due_s(self) -> float:
         return min((t.due_s for t in self._timers.values()), default=float("inf"))
+
+    def late_p99_s(self, name: str) -> float | None:
+        """99th percentile of how late ``name`` fired over its last 600 firings (its jitter)."""
+        late = sorted(self._timers[name].late_s)
+        if not late:
+            return None
+        return late[min(len(late) - 1, int(len(late) * 0.99))]
 
     def run_due(self) -> int:
         """Fire every timer that is due, once each; return how many fired.
@@ -46,6 +59,7 @@ class Timers:
         fired = 0
         for timer in list(self._timers.values()):
             if timer.due_s <= now:
+                timer.late_s.append(now - timer.due_s)
                 timer.due_s += timer.period_s
                 if timer.due_s <= now:
                     timer.due_s = now + timer.period_s

@@ -163,12 +163,13 @@ class ValueSpec:
             if t is ValueType.ENUM:
                 if not isinstance(value, str):
                     raise ValueError(value)
-                up = value.strip().upper()
-                if up not in self.choices:
-                    raise ArgumentError(
-                        f"{name}={value!r} is not one of {', '.join(self.choices)}", FailureCode.OUT_OF_RANGE
-                    )
-                return up
+                folded = value.strip().casefold()
+                for choice in self.choices:  # case-insensitive, answered in the dictionary's spelling
+                    if choice.casefold() == folded:
+                        return choice
+                raise ArgumentError(
+                    f"{name}={value!r} is not one of {', '.join(self.choices)}", FailureCode.OUT_OF_RANGE
+                )
             if t is ValueType.BYTES:
                 if isinstance(value, str):
                     value = bytes.fromhex(value)

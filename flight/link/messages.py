@@ -190,12 +190,15 @@ class Codec:
         return self._tm(self.apid if apid is None else apid, Service.VERIFICATION, ok if v.success else fail, data, time_s)
 
     def encode_hk(self, sid: int, values: dict[str, Any], time_s: float) -> bytes:
+        """Build an HK report; a channel missing from ``values`` goes as nil: "not available now"."""
         packet = self._packers[sid]
         row = [sid, *(values.get(name) for name in packet.channels)]
         return self._tm(packet.apid, Service.HOUSEKEEPING, Subtype.HK_REPORT, msgpack.packb(row, use_bin_type=True), time_s)
 
     def encode_event(self, name: str, args: dict[str, Any], time_s: float, apid: int | None = None) -> bytes:
         event = self.dictionary.event_by_name[name]
+        if set(args) != set(event.args):
+            raise ValueError(f"event {name} takes {sorted(event.args)}, got {sorted(args)}")
         data = msgpack.packb([event.id, args], use_bin_type=True)
         return self._tm(self.apid if apid is None else apid, Service.EVENT, _EVENT_SUBTYPE[event.severity], data, time_s)
 
@@ -205,7 +208,18 @@ class Codec:
     # --- telemetry (ground side decodes) -----------------------------------------------------
 
     def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | None:
-        """Decode a TM packet's data; None for a service this dictionary has nothing to say about."""
+        """Decode a TM packet's data; None for a service this dictionary has nothing to say about.
+
+        Anything malformed inside valid msgpack (wrong shapes, wrong types) is a PacketError too.
+        """
+        try:
+            return self._decode_tm(tm)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            if isinstance(exc, PacketError):
+                raise
+            raise PacketError("encoding", f"service {tm.service},{tm.subtype} data malformed: {exc}") from None
+
+    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | None:
         if tm.service == Service.VERIFICATION and tm.subtype in _SUBTYPE_STAGE:
             stage, ok = _SUBTYPE_STAGE[tm.subtype]
             body = _unpackb(tm.source_data)
@@ -221,7 +235,7 @@ class Codec:
             )
         if tm.service == Service.HOUSEKEEPING and tm.subtype == Subtype.HK_REPORT:
             row = _unpackb(tm.source_data)
-            if not (isinstance(row, list) and row and row[0] in self._packers):
+            if not (isinstance(row, list) and row and isinstance(row[0], int) and row[0] in self._packers):
                 raise PacketError("encoding", f"housekeeping data names unknown SID {row[0] if isinstance(row, list) and row else row!r}")
             packet = self._packers[row[0]]
             if len(row) - 1 != len(packet.channels):
@@ -231,7 +245,8 @@ class Codec:
             return HkRecord(packet, dict(zip(packet.channels, row[1:])), tm.time_s)
         if tm.service == Service.EVENT:
             body = _unpackb(tm.source_data)
-            if not (isinstance(body, list) and len(body) == 2 and body[0] in self.dictionary.event_by_id):
+            if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], int)
+                    and body[0] in self.dictionary.event_by_id and isinstance(body[1], (dict, type(None)))):
                 raise PacketError("encoding", "event data must be [known event id, {args}]")
             return EventRecord(self.dictionary.event_by_id[body[0]], dict(body[1] or {}), tm.time_s)
         return None

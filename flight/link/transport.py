@@ -72,6 +72,8 @@ def parse_link_url(url: str) -> LinkConfig:
         return LinkConfig("ZMQ", url, f"ipc://{path}.cmd", f"ipc://{path}.tm", queue_packets=queue)
     if parts.scheme == "serial":
         device = parts.path
+        if parts.netloc:
+            raise LinkConfigError(f"{url}: a serial URL has three slashes and no host: serial:///dev/DEVICE?baud=N")
         if not device:
             raise LinkConfigError(f"{url}: expected serial:///dev/DEVICE?baud=N")
         try:

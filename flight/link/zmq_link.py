@@ -130,6 +130,7 @@ class ZmqGroundLink(GroundLink):
     def __init__(self, config: LinkConfig):
         self.config = config
         self.stats = LinkStats()
+        self.stream_packets = 0  # received on the telemetry stream (not replies): proves the SUB is joined
         ctx = _context()
         self._tm = ctx.socket(zmq.SUB)
         _common(self._tm, config.queue_packets)
@@ -168,6 +169,8 @@ class ZmqGroundLink(GroundLink):
                     break
                 self.stats.rx_packets += 1
                 self.stats.rx_bytes += len(packet)
+                if sock is self._tm:
+                    self.stream_packets += 1
                 out.append(packet)
         return out
 

@@ -1,0 +1,263 @@
+"""The control tick: read the board, decide how hard it may work, act, and say why.
+
+Once per ``control_period_s`` of agent time: read the hardware layer, feed the thermal
+governor, check the battery, ground contact and fault rate, run the power policy against
+the orbit prediction, then set the power mode and compute admission. Each change is an
+event with its reason, and the latest decision is in housekeeping.
+
+The decisions themselves are pure functions (flight.thermal.governor, flight.power.policy,
+flight.agent.modes); this module only gathers their inputs and applies their outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flight.agent.modes import Mode
+from flight.hal.base import HalError, HalReading, PowerMode
+from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS
+from flight.orbit import Orbit, OrbitPrediction, predict_summary
+from flight.power.policy import Admission, Battery, ModePower, PowerDecision, PowerInputs, PowerSettings, decide
+from flight.thermal.governor import Action, ThermalGovernor, ThermalLimits
+
+if TYPE_CHECKING:
+    from flight.agent.agent import Agent
+
+PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
+PREDICTION_HORIZON_S = 24 * 3600.0  # SAA passes can be 10 h apart; 24 h costs ~4 ms on a PC
+
+
+@dataclass
+class ControlStatus:
+    reading: HalReading | None = None
+    eps: dict[str, float | None] = field(default_factory=dict)
+    prediction: OrbitPrediction | None = None
+    decision: PowerDecision | None = None
+    admission: Admission = Admission.NONE
+    throttle_state: str = "NOMINAL"
+    throttle_steps: int = 0
+    temp_max_c: float | None = None
+    temp_rate_c_per_min: float | None = None
+
+
+class Controller:
+    def __init__(self, agent: "Agent", mode_power: dict[str, tuple[float, float]]):
+        """``mode_power``: power mode name -> (idle_w, loaded_w), from the board profile."""
+        self.agent = agent
+        self.hal = agent.hal
+        self.modes: tuple[PowerMode, ...] = self.hal.power_modes()
+        self._mode_power = tuple(
+            ModePower(m.name, *mode_power.get(m.name, (m.budget_w or 0.0, m.budget_w or 0.0))) for m in self.modes
+        )
+        self.status = ControlStatus()
+        self.governor = self._new_governor()
+        self._missing: set[str] = set()
+        self._faults: deque[float] = deque()
+        self._contact_lost = False
+        self._predicted_at_s = -math.inf
+        self._announced: set[tuple[str, int]] = set()
+        self.orbit: Orbit | None = None
+
+    def _new_governor(self) -> ThermalGovernor:
+        p = self.agent.params
+        limits = ThermalLimits(p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
+                               p["thermal_min_dwell_s"], p["thermal_lookahead_s"])
+        gov = ThermalGovernor(limits, max_steps=len(self.modes) - 1)
+        old = getattr(self, "governor", None)
+        if old is not None:
+            gov.steps_down, gov.hard = old.steps_down, old.hard
+        return gov
+
+    def limits_changed(self) -> None:
+        """Parameters changed: rebuild the governor, keeping its state."""
+        self.governor = self._new_governor()
+
+    def set_orbit(self, orbit: Orbit | None) -> None:
+        self.orbit = orbit
+        self._predicted_at_s = -math.inf
+
+    def record_fault(self, what: str) -> None:
+        self._faults.append(self.agent.clock.monotonic_s())
+
+    # --- the tick ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        agent = self.agent
+        now_s = agent.clock.now_s()
+        mono_s = agent.clock.monotonic_s()
+        p = agent.params
+        reading = self.hal.read()
+        self.status.reading = reading
+        self._report_missing(reading)
+        read_eps = getattr(self.hal, "read_eps", None)
+        eps = read_eps() if read_eps else {"soc_pct": None, "bus_voltage_v": None, "solar_power_w": None}
+        self.status.eps = eps
+        if self.orbit is not None and mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S:
+            self._predict(now_s)
+            self._predicted_at_s = mono_s
+
+        # Heat first: the hard limit overrides everything.
+        temps = reading.temps_c
+        self.status.temp_max_c = max(temps.values()) if temps else None
+        if self.status.temp_max_c is not None:
+            th = self.governor.update(mono_s, self.status.temp_max_c)
+            self.status.temp_rate_c_per_min = th.rate_c_per_min
+            self.status.throttle_state = th.state.value
+            self.status.throttle_steps = th.steps_down
+            if th.action is Action.HARD_STOP:
+                agent.emit("THERMAL_HARD_LIMIT", reason=th.reason)
+                agent.enter_safe(f"hard thermal limit: {th.reason}")
+            elif th.action is Action.HARD_CLEAR:
+                agent.emit("THERMAL_HARD_CLEAR", reason=th.reason)
+            elif th.action in (Action.STEP_DOWN, Action.STEP_UP):
+                name = self.modes[max(0, len(self.modes) - 1 - th.steps_down)].name
+                agent.emit("THERMAL_STEP_DOWN" if th.action is Action.STEP_DOWN else "THERMAL_STEP_UP",
+                           power_mode=name, reason=th.reason)
+
+        soc = eps.get("soc_pct")
+        if soc is not None and soc < p["battery_safe_pct"] and agent.mode is not Mode.SAFE:
+            agent.emit("LOW_BATTERY", soc_pct=soc, limit_pct=p["battery_safe_pct"])
+            agent.enter_safe(f"battery {soc:.1f} % below {p['battery_safe_pct']:.1f} %")
+
+        age = agent.contact_age_s()
+        if age > p["contact_timeout_s"]:
+            if not self._contact_lost and agent.mode is not Mode.SAFE:
+                agent.emit("CONTACT_LOST", age_s=age, timeout_s=p["contact_timeout_s"])
+                agent.enter_safe("ground contact lost")
+            self._contact_lost = True
+        else:
+            self._contact_lost = False
+
+        while self._faults and self._faults[0] < mono_s - p["fault_window_s"]:
+            self._faults.popleft()
+        if len(self._faults) >= p["fault_limit"] and agent.mode is not Mode.SAFE:
+            agent.emit("FAULTS_REPEATED", count=len(self._faults), window_s=p["fault_window_s"])
+            self._faults.clear()
+            agent.enter_safe("repeated faults")
+
+        self._apply_power(self._plan(eps))
+        self.answer_sim()
+
+    def answer_sim(self) -> None:
+        """Under HIL, tell the harness the load it must feed back into its models."""
+        answer = getattr(self.hal, "answer", None)
+        if answer is not None:
+            compute = self.agent.mode is Mode.COMPUTE and self.status.admission is not Admission.NONE
+            answer({"mode": self.agent.mode.value, "admission": self.status.admission.value,
+                    "compute_duty": 1.0 if compute else 0.0})
+
+    def _plan(self, eps: dict[str, float | None]) -> PowerDecision:
+        p = self.agent.params
+        pred = self.status.prediction
+        finite = (lambda v: v if v is not None and math.isfinite(v) else None)
+        inputs = PowerInputs(
+            soc_pct=eps.get("soc_pct"),
+            solar_power_w=eps.get("solar_power_w"),
+            platform_load_w=self.agent.config.platform_load_w,
+            in_eclipse=pred.in_eclipse if pred else None,
+            time_to_eclipse_s=finite(pred.to_eclipse_entry_s) if pred else None,
+            eclipse_duration_s=finite(pred.eclipse_duration_s) if pred else None,
+            time_to_sun_s=finite(pred.to_eclipse_exit_s) if pred and pred.in_eclipse else None,
+        )
+        if pred is not None and not pred.in_eclipse and inputs.time_to_eclipse_s is None:
+            # Sunlit with no eclipse in the horizon (high beta): plan to the horizon's end with no shadow.
+            inputs = PowerInputs(**{**inputs.__dict__, "time_to_eclipse_s": PREDICTION_HORIZON_S,
+                                    "eclipse_duration_s": 0.0})
+        settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
+        battery = Battery(self.agent.config.battery_capacity_wh)
+        cap = len(self.modes) - 1 - self.governor.steps_down
+        if self.agent.power_mode_cap != "AUTO":
+            names = [m.name for m in self.modes]
+            if self.agent.power_mode_cap in names:
+                cap = min(cap, names.index(self.agent.power_mode_cap))
+        return decide(inputs, self._mode_power, battery, settings, cap)
+
+    def _apply_power(self, decision: PowerDecision) -> None:
+        agent = self.agent
+        self.status.decision = decision
+        if agent.mode is Mode.COMPUTE:
+            target, admission = decision.mode, decision.admission
+            reason = decision.reason
+        else:
+            target, admission = self.modes[0].name, Admission.NONE
+            reason = f"{agent.mode.value}: lowest power mode, no compute"
+        current = self.hal.current_power_mode()
+        if current is None or current.name != target:
+            try:
+                self.hal.set_power_mode(target)
+                agent.emit("POWER_MODE_CHANGED", old=current.name if current else "?", new=target, reason=reason[:200])
+            except HalError as exc:
+                agent.emit("POWER_MODE_FAILED", name=target, reason=str(exc)[:200])
+                self.record_fault("power mode")
+        if admission is not self.status.admission:
+            agent.emit("ADMISSION_CHANGED", old=self.status.admission.value, new=admission.value, reason=reason[:200])
+            self.status.admission = admission
+
+    def _predict(self, now_s: float) -> None:
+        try:
+            pred = predict_summary(self.orbit, now_s, PREDICTION_HORIZON_S)
+        except Exception as exc:  # noqa: BLE001 - a bad TLE or decayed orbit must not stop control
+            self.status.prediction = None
+            self.agent.emit("INTERNAL_ERROR", where="orbit prediction", reason=f"{type(exc).__name__}: {exc}"[:200])
+            self.record_fault("orbit prediction")
+            return
+        self.status.prediction = pred
+        for kind, event, t_in, dur in (
+            ("eclipse", "ECLIPSE_PREDICTED", pred.to_eclipse_entry_s, pred.eclipse_duration_s),
+            ("saa", "SAA_PREDICTED", pred.to_saa_entry_s, pred.saa_duration_s),
+        ):
+            if math.isfinite(t_in):
+                key = (kind, int((now_s + t_in) // 60))  # one announcement per pass
+                if key not in self._announced:
+                    self._announced.add(key)
+                    self.agent.emit(event, in_s=t_in, duration_s=dur if math.isfinite(dur) else 0.0)
+
+    def _report_missing(self, reading: HalReading) -> None:
+        now_missing = set(reading.missing)
+        for what in sorted(now_missing - self._missing):
+            self.agent.emit("SENSOR_MISSING", what=what[:200])
+        for what in sorted(self._missing - now_missing):
+            self.agent.emit("SENSOR_RESTORED", what=what[:200])
+        self._missing = now_missing
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    def power_hk(self) -> dict[str, Any]:
+        st = self.status
+        r = st.reading
+        pred = st.prediction
+        d = st.decision
+        mode = self.hal.current_power_mode()
+        out: dict[str, Any] = {
+            "battery_soc_pct": st.eps.get("soc_pct"),
+            "bus_voltage_v": st.eps.get("bus_voltage_v"),
+            "solar_power_w": st.eps.get("solar_power_w"),
+            "eps_source": "sim" if hasattr(self.hal, "read_eps") else "none",
+            "board_power_w": r.board_power_w if r else None,
+            "power_mode": mode.name if mode else None,
+            "power_mode_cap": self.agent.power_mode_cap,
+            "power_budget_w": d.budget_w if d else None,
+            "admission": st.admission.value,
+            "power_reason": (d.reason if d else "")[:200],
+            "energy_headroom_wh": d.headroom_wh if d else None,
+        }
+        rails = r.rails if r else {}
+        for rail, channel in RAIL_CHANNELS.items():
+            out[channel] = rails[rail].power_w if rail in rails else None
+        if pred is not None:
+            out.update(in_eclipse=pred.in_eclipse, eclipse_in_s=pred.to_eclipse_entry_s,
+                       eclipse_exit_in_s=pred.to_eclipse_exit_s, eclipse_duration_s=pred.eclipse_duration_s,
+                       in_saa=pred.in_saa, saa_in_s=pred.to_saa_entry_s, saa_exit_in_s=pred.to_saa_exit_s,
+                       beta_deg=pred.beta_deg, tle_age_s=pred.tle_age_s)
+        return out
+
+    def thermal_hk(self) -> dict[str, Any]:
+        st = self.status
+        temps = st.reading.temps_c if st.reading else {}
+        out: dict[str, Any] = {ch: temps.get(f"{zone}-thermal", temps.get(zone)) for zone, ch in ZONE_CHANNELS.items()}
+        out.update(temp_max_c=st.temp_max_c, temp_rate_c_per_min=st.temp_rate_c_per_min,
+                   throttle_state=st.throttle_state, throttle_steps=st.throttle_steps)
+        return out

@@ -1,0 +1,197 @@
+"""The agent's configuration file (TOML), validated at start with errors that name the key.
+
+Example (every key optional except where noted)::
+
+    [link]
+    url = "zmq://127.0.0.1:5550"        # or "serial:///dev/ttyTHS1?baud=115200"
+
+    [hal]
+    backend = "jetson"                   # jetson | linux | sim
+    board = "orin_nx_16gb"               # profile in flight/hal/boards/; jetson detects it if absent
+    sim_endpoint = "tcp://10.0.0.2:5560" # sim only: the harness
+    lockstep = true                      # sim only: time stepped by the harness
+    root = "/"                           # jetson/linux: filesystem root (fake trees in tests)
+    nvpmodel = "nvpmodel"                # jetson: the nvpmodel executable
+
+    [rates]
+    hk_period_s = 1.0
+    control_period_s = 1.0
+
+    [power]
+    battery_capacity_wh = 100.0
+    platform_load_w = 12.0               # the rest of the spacecraft, without the board
+
+    [orbit]
+    tle = ["1 25544U ...", "2 25544 ..."]
+
+    [paths]
+    state_dir = "/var/lib/sunlit"        # parameters, counters, orbit: survive restarts
+
+    [parameters]                         # start-up values for dictionary parameters
+    battery_floor_pct = 35.0
+
+Parameters saved by command (SAVE_PARAMS) override ``[parameters]``, which override the
+dictionary's defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on JetPack 6
+    import tomli as tomllib
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError
+from flight.link.transport import LinkConfigError, parse_link_url
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+_NUM = (int, float)
+# section -> key -> (accepted types, default); None default means "required if the section is used"
+_SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "link": {"url": ((str,), "zmq://127.0.0.1:5550")},
+    "hal": {
+        "backend": ((str,), "linux"),
+        "board": ((str,), None),
+        "sim_endpoint": ((str,), "tcp://127.0.0.1:5560"),
+        "lockstep": ((bool,), True),
+        "root": ((str,), "/"),
+        "nvpmodel": ((str,), "nvpmodel"),
+    },
+    "rates": {"hk_period_s": (_NUM, 1.0), "control_period_s": (_NUM, 1.0)},
+    "power": {"battery_capacity_wh": (_NUM, 100.0), "platform_load_w": (_NUM, 12.0)},
+    "orbit": {"tle": ((list,), None)},
+    "paths": {"state_dir": ((str,), "var/sunlit")},
+}
+BACKENDS = ("jetson", "linux", "sim")
+
+
+@dataclass(frozen=True)
+class Config:
+    link_url: str = "zmq://127.0.0.1:5550"
+    hal_backend: str = "linux"
+    board: str | None = None  # None: detect (jetson) or orin_nx_16gb (sim, linux)
+    sim_endpoint: str = "tcp://127.0.0.1:5560"
+    lockstep: bool = True
+    hal_root: str = "/"
+    nvpmodel: str = "nvpmodel"
+    hk_period_s: float = 1.0
+    control_period_s: float = 1.0
+    battery_capacity_wh: float = 100.0
+    platform_load_w: float = 12.0
+    tle: tuple[str, str] | None = None
+    state_dir: Path = Path("var/sunlit")
+    parameters: dict[str, Any] = field(default_factory=dict)
+    source: str = "(defaults)"
+
+
+def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and check a config file (or defaults for None); ``overrides`` win (command-line flags)."""
+    if path is None:
+        raw: dict[str, Any] = {}
+        source = "(defaults)"
+    else:
+        path = Path(path)
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, source, overrides or {})
+
+
+def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[str, Any] | None = None) -> Config:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: [{key}] {message}" if "." not in key else f"{source}: {key}: {message}")
+
+    values: dict[str, Any] = {}
+    for section, body in raw.items():
+        if section == "parameters":
+            continue
+        if section not in _SCHEMA:
+            raise fail(section, f"unknown section; known: {', '.join([*_SCHEMA, 'parameters'])}")
+        if not isinstance(body, dict):
+            raise fail(section, "must be a table")
+        for key, value in body.items():
+            if key not in _SCHEMA[section]:
+                raise fail(f"{section}.{key}", f"unknown key; [{section}] takes {', '.join(_SCHEMA[section])}")
+            types, _default = _SCHEMA[section][key]
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise fail(f"{section}.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__} {value!r}")
+            values[f"{section}.{key}"] = value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+
+    def get(key: str) -> Any:
+        section, name = key.split(".")
+        return values.get(key, _SCHEMA[section][name][1])
+
+    url = get("link.url")
+    try:
+        parse_link_url(url)
+    except LinkConfigError as exc:
+        raise fail("link.url", str(exc)) from None
+    backend = get("hal.backend")
+    if backend not in BACKENDS:
+        raise fail("hal.backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
+    for key in ("rates.hk_period_s", "rates.control_period_s"):
+        if not 0.01 <= float(get(key)) <= 3600:
+            raise fail(key, f"{get(key)} s is outside 0.01..3600 s")
+    if not float(get("power.battery_capacity_wh")) > 0:
+        raise fail("power.battery_capacity_wh", "must be positive")
+    if not float(get("power.platform_load_w")) >= 0:
+        raise fail("power.platform_load_w", "must not be negative")
+    tle = get("orbit.tle")
+    if tle is not None:
+        if len(tle) != 2 or not all(isinstance(line, str) for line in tle):
+            raise fail("orbit.tle", "must be two strings, the TLE's line 1 and line 2")
+        from flight.orbit import Orbit, TleError
+
+        try:
+            Orbit.from_tle(tle[0], tle[1])
+        except TleError as exc:
+            raise fail("orbit.tle", str(exc)) from None
+        tle = (tle[0], tle[1])
+
+    params = raw.get("parameters", {})
+    if not isinstance(params, dict):
+        raise fail("parameters", "must be a table")
+    checked: dict[str, Any] = {}
+    for name, value in params.items():
+        param = DICTIONARY.parameter_by_name.get(name)
+        if param is None:
+            raise fail(f"parameters.{name}", f"no such parameter; known: {', '.join(DICTIONARY.parameter_by_name)}")
+        try:
+            checked[name] = param.spec.coerce(value, name)
+        except ArgumentError as exc:
+            raise fail(f"parameters.{name}", str(exc)) from None
+
+    return Config(
+        link_url=url,
+        hal_backend=backend,
+        board=get("hal.board"),
+        sim_endpoint=get("hal.sim_endpoint"),
+        lockstep=get("hal.lockstep"),
+        hal_root=get("hal.root"),
+        nvpmodel=get("hal.nvpmodel"),
+        hk_period_s=float(get("rates.hk_period_s")),
+        control_period_s=float(get("rates.control_period_s")),
+        battery_capacity_wh=float(get("power.battery_capacity_wh")),
+        platform_load_w=float(get("power.platform_load_w")),
+        tle=tle,
+        state_dir=Path(get("paths.state_dir")),
+        parameters=checked,
+        source=source,
+    )

@@ -1,0 +1,624 @@
+"""The Jetson backend: thermal zones, INA3221 power rails and nvpmodel power modes.
+
+Where things are on a Jetson (FACTS.md "Jetson interfaces"):
+
+- temperatures: ``/sys/class/thermal/thermal_zone*/type`` and ``temp`` (millidegrees C);
+- rails: ``/sys/bus/i2c/drivers/ina3221/<bus>-<addr>/hwmon/hwmon*/in[1-3]_label``,
+  ``in[N]_input`` (mV), ``curr[N]_input`` (mA); the hwmon number varies, so it is globbed;
+- power modes: ``/etc/nvpmodel.conf`` (``< POWER_MODEL ID=n NAME=... >`` blocks),
+  ``nvpmodel -q`` for the current one, ``nvpmodel -m ID`` to set one. IDs differ between
+  boards, so modes are looked up by name and the ID is taken from this board's conf;
+- the board: ``/proc/device-tree/model``.
+
+Every path sits under ``root`` (default "/"), and the nvpmodel executable is a parameter,
+so the same code runs against a fake tree in tests. The text formats (nvpmodel.conf,
+``nvpmodel -q`` output, tegrastats lines, the model string) are parsed by pure functions
+that take text and return values.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from flight.hal.base import Hal, HalError, HalReading, PowerMode, RailReading, find_power_mode, order_power_modes
+from flight.hal.boards import BoardProfile, BoardProfileError, available_boards, load_board
+from flight.hal.procfs import ProcSampler
+from flight.hal.sysfs import describe_error, read_int, read_thermal_zones, under, unique_key
+
+NVPMODEL_CONF = "/etc/nvpmodel.conf"
+INA3221_DRIVER_DIR = "/sys/bus/i2c/drivers/ina3221"
+MODEL_PATHS = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
+DEFAULT_NVPMODEL = "nvpmodel"
+DEFAULT_NVPMODEL_TIMEOUT_S = 10.0  # -q answers in well under a second; -m rewrites clocks, still < 2 s
+
+# --- board detection (pure) -----------------------------------------------------------------
+
+# Substring of the normalised model string -> profile id. The model string does not say
+# the memory size (the AGX Orin Developer Kit came with 32 GB and later 64 GB; the Orin NX
+# carrier takes 8 GB and 16 GB modules), so each maps to the closest profile we ship.
+# "orin nano" must not match the older, non-Orin "Jetson Nano".
+_BOARD_RULES = (
+    ("agx orin", "agx_orin_64gb"),
+    ("orin nx", "orin_nx_16gb"),
+    ("orin nano", "orin_nano"),
+)
+
+
+def detect_board(model: str) -> str | None:
+    """Profile id for a device-tree model string, or None for anything that is not an Orin.
+
+    >>> detect_board("NVIDIA Jetson Orin Nano Developer Kit\\x00")
+    'orin_nano'
+    >>> detect_board("NVIDIA Jetson Nano Developer Kit") is None
+    True
+    """
+    text = " ".join(model.replace("\x00", " ").split()).lower()
+    for needle, board in _BOARD_RULES:
+        if needle in text:
+            return board
+    return None
+
+
+# --- nvpmodel.conf and nvpmodel -q (pure) ---------------------------------------------------
+
+_HEADER_RE = re.compile(r"^<\s*(\w+)(.*?)>\s*$")
+_ATTR_RE = re.compile(r"(\w+)\s*=\s*(\S+)")
+_BUDGET_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)W(?![A-Za-z])", re.IGNORECASE)
+
+
+def budget_from_name(name: str) -> float | None:
+    """Watts named in a mode name (``15W``, ``MODE_15W``, ``10W_DESKTOP``); None for MAXN.
+
+    >>> budget_from_name("MODE_15W"), budget_from_name("MAXN_SUPER")
+    (15.0, None)
+    """
+    m = _BUDGET_RE.search(name)
+    return float(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class NvpmodelConf:
+    """What nvpmodel.conf defines: the modes (lowest budget first), the boot default, and
+    each line the parser did not understand (``"line 12: ..."``)."""
+
+    modes: tuple[PowerMode, ...]
+    default_id: int | None
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass
+class _ModeBlock:
+    line_no: int
+    name: str
+    id: int
+    cores: dict[int, bool] = field(default_factory=dict)
+    cpu_max_khz: list[int] = field(default_factory=list)
+    gpu_max_hz: int | None = None
+
+
+def parse_nvpmodel_conf(text: str, profile_budgets_w: Mapping[str, float] | None = None) -> NvpmodelConf:
+    """Parse nvpmodel.conf. A mode's budget comes from its name, else from
+    ``profile_budgets_w`` (the board profile, for MAXN), else it is unknown.
+
+    Within a POWER_MODEL block: ``CPU_ONLINE CORE_n 1`` lines give online CPUs;
+    ``CPU_* MAX_FREQ`` (kHz, as cpufreq) and ``GPU MAX_FREQ`` (Hz) give the caps, ``-1``
+    meaning none. Other settings (EMC, DLA, fan...) are valid and ignored. Two modes with one
+    name or one ID make the conf unusable for lookup by name: :class:`HalError`.
+    """
+    profile_budgets_w = profile_budgets_w or {}
+    blocks: list[_ModeBlock] = []
+    skipped: list[str] = []
+    default_id: int | None = None
+    section: str | None = None  # "POWER_MODEL", another header name, or None before any
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        header = _HEADER_RE.match(line)
+        if header:
+            kind = header.group(1).upper()
+            attrs = {k.upper(): v for k, v in _ATTR_RE.findall(header.group(2))}
+            section = kind
+            if kind == "POWER_MODEL":
+                try:
+                    blocks.append(_ModeBlock(line_no, attrs["NAME"], int(attrs["ID"])))
+                except (KeyError, ValueError):
+                    skipped.append(f"line {line_no}: POWER_MODEL header without a NAME and integer ID: {raw.strip()!r}")
+                    section = "SKIPPED_MODEL"
+            elif kind == "PM_CONFIG":
+                try:
+                    default_id = int(attrs["DEFAULT"])
+                except (KeyError, ValueError):
+                    skipped.append(f"line {line_no}: PM_CONFIG without an integer DEFAULT: {raw.strip()!r}")
+            elif kind not in ("PARAM", "FAN_CONFIG"):
+                skipped.append(f"line {line_no}: unknown section {kind!r}, its lines are ignored")
+            continue
+        if section is None:
+            skipped.append(f"line {line_no}: setting outside any section: {raw.strip()!r}")
+            continue
+        if section != "POWER_MODEL":
+            continue  # PARAM declarations (sysfs paths), PM_CONFIG, skipped blocks
+        block = blocks[-1]
+        parts = line.split()
+        if len(parts) != 3:
+            skipped.append(f"line {line_no}: expected 'PARAM ARG VALUE' in mode {block.name}: {raw.strip()!r}")
+            continue
+        param, arg, value = parts[0].upper(), parts[1].upper(), parts[2]
+        try:
+            if param == "CPU_ONLINE" and arg.startswith("CORE_"):
+                block.cores[int(arg[5:])] = value == "1"
+            elif param.startswith("CPU") and arg == "MAX_FREQ":
+                block.cpu_max_khz.append(int(value))
+            elif param == "GPU" and arg == "MAX_FREQ":
+                block.gpu_max_hz = int(value)
+        except ValueError:
+            skipped.append(f"line {line_no}: {param} {arg} is not an integer in mode {block.name}: {value!r}")
+
+    names: dict[str, int] = {}
+    ids: dict[int, int] = {}
+    for b in blocks:
+        if b.name in names:
+            raise HalError(
+                f"nvpmodel.conf defines mode {b.name!r} twice (lines {names[b.name]} and {b.line_no}); fix the conf"
+            )
+        if b.id in ids:
+            raise HalError(f"nvpmodel.conf uses ID {b.id} twice (lines {ids[b.id]} and {b.line_no}); fix the conf")
+        names[b.name], ids[b.id] = b.line_no, b.line_no
+
+    modes = []
+    for b in blocks:
+        budget = budget_from_name(b.name)
+        source = "name"
+        if budget is None and b.name in profile_budgets_w:
+            budget, source = float(profile_budgets_w[b.name]), "profile"
+        elif budget is None:
+            source = "unknown"
+        cpu_uncapped = not b.cpu_max_khz or any(v < 0 for v in b.cpu_max_khz)
+        try:
+            modes.append(
+                PowerMode(
+                    name=b.name,
+                    id=b.id,
+                    budget_w=budget,
+                    budget_source=source,
+                    online_cpus=sum(b.cores.values()) if b.cores else None,
+                    cpu_max_freq_mhz=None if cpu_uncapped else max(b.cpu_max_khz) / 1000.0,
+                    gpu_max_freq_mhz=b.gpu_max_hz / 1e6 if b.gpu_max_hz is not None and b.gpu_max_hz > 0 else None,
+                )
+            )
+        except ValueError as exc:  # e.g. every core offline, or a "0W" mode
+            raise HalError(f"nvpmodel.conf line {b.line_no}: {exc}; fix the conf") from None
+    return NvpmodelConf(order_power_modes(modes), default_id, tuple(skipped))
+
+
+def parse_nvpmodel_query(text: str) -> tuple[str, int | None]:
+    """(name, id) from ``nvpmodel -q`` output: a ``NV Power Mode: NAME`` line, the ID on a
+    line of its own after it. NVPM WARN/VERB lines around them are ignored.
+
+    >>> parse_nvpmodel_query("NVPM WARN: fan mode is not set!\\nNV Power Mode: 15W\\n0\\n")
+    ('15W', 0)
+    """
+    name: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if name is None:
+            marker = stripped.find("NV Power Mode:")
+            if marker >= 0:
+                name = stripped[marker + len("NV Power Mode:") :].strip()
+        elif stripped.isdigit():
+            return name, int(stripped)
+    if not name:
+        raise ValueError(f"no 'NV Power Mode:' line in nvpmodel output: {text.strip()[:200]!r}")
+    return name, None
+
+
+# --- tegrastats (pure) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TegrastatsSample:
+    """One tegrastats line. ``cpu_load_pct``/``cpu_freq_mhz`` per core, None for an offline
+    core; rails in W, ``rails_w`` instantaneous and ``rails_avg_w`` tegrastats' running
+    average (the two numbers of ``VDD_IN 4673mW/4673mW``)."""
+
+    ram_used_mb: int | None
+    ram_total_mb: int | None
+    swap_used_mb: int | None
+    swap_total_mb: int | None
+    cpu_load_pct: tuple[float | None, ...]
+    cpu_freq_mhz: tuple[int | None, ...]
+    gpu_load_pct: float | None
+    temps_c: dict[str, float]
+    rails_w: dict[str, float]
+    rails_avg_w: dict[str, float]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def mem_pct(self) -> float | None:
+        if not self.ram_total_mb or self.ram_used_mb is None:
+            return None
+        return 100.0 * self.ram_used_mb / self.ram_total_mb
+
+    @property
+    def cpu_pct(self) -> float | None:
+        """Mean load of the online cores."""
+        loads = [x for x in self.cpu_load_pct if x is not None]
+        return sum(loads) / len(loads) if loads else None
+
+
+_USED_TOTAL_RE = re.compile(r"^(\d+)/(\d+)MB$")
+_TEMP_RE = re.compile(r"^([A-Za-z][\w-]*)@(-?\d+(?:\.\d+)?)C$")
+_RAIL_VALUE_RE = re.compile(r"^(\d+)(?:mW)?/(\d+)(?:mW)?$")
+_RAIL_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_CORE_RE = re.compile(r"^(\d+)%@(\d+)$")
+_GPU_RE = re.compile(r"^(\d+)%")
+_DATE_RE = re.compile(r"^\d\d-\d\d-\d{4}$|^\d\d:\d\d:\d\d$")
+# Engine clocks tegrastats prints that the agent does not use: consumed with their value.
+_IGNORED_FIELDS = {
+    "EMC_FREQ", "VIC_FREQ", "APE", "NVENC", "NVDEC", "NVENC1", "NVDEC1", "NVJPG", "NVJPG1", "OFA",
+    "NVDLA0_FREQ", "NVDLA1_FREQ", "PVA0_FREQ",
+}
+# A powered-off sensor reads -256 C in tegrastats (e.g. "CV0@-256C" on idle DLA domains).
+_SENSOR_OFF_C = -256.0
+
+
+def parse_tegrastats(line: str) -> TegrastatsSample:
+    """Parse one tegrastats line (format: FACTS.md "Jetson interfaces").
+
+    Fields it does not know go into ``skipped`` instead of being dropped silently.
+    """
+    tokens = line.split()
+    skipped: list[str] = []
+    ram = swap = (None, None)
+    loads: tuple[float | None, ...] = ()
+    freqs: tuple[int | None, ...] = ()
+    gpu: float | None = None
+    temps: dict[str, float] = {}
+    rails: dict[str, float] = {}
+    rails_avg: dict[str, float] = {}
+    i = 0
+
+    def skip_paren(j: int) -> int:
+        # "(lfb 4x4MB)", "(cached 0MB)": one parenthesised group after RAM/SWAP.
+        if j < len(tokens) and tokens[j].startswith("("):
+            while j < len(tokens) and not tokens[j].endswith(")"):
+                j += 1
+            j += 1
+        return j
+
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok in ("RAM", "SWAP") and _USED_TOTAL_RE.match(nxt):
+            m = _USED_TOTAL_RE.match(nxt)
+            pair = (int(m.group(1)), int(m.group(2)))
+            if tok == "RAM":
+                ram = pair
+            else:
+                swap = pair
+            i = skip_paren(i + 2)
+        elif tok == "CPU" and nxt.startswith("[") and nxt.endswith("]"):
+            cores_l, cores_f = [], []
+            for core in nxt[1:-1].split(","):
+                m = _CORE_RE.match(core)
+                if m:
+                    cores_l.append(float(m.group(1)))
+                    cores_f.append(int(m.group(2)))
+                else:
+                    if core != "off":
+                        skipped.append(f"CPU core {core!r}")
+                    cores_l.append(None)
+                    cores_f.append(None)
+            loads, freqs = tuple(cores_l), tuple(cores_f)
+            i += 2
+        elif tok == "GR3D_FREQ" and _GPU_RE.match(nxt):
+            gpu = float(_GPU_RE.match(nxt).group(1))
+            i += 2
+        elif tok in _IGNORED_FIELDS and nxt:
+            i += 2
+        elif _TEMP_RE.match(tok):
+            m = _TEMP_RE.match(tok)
+            value = float(m.group(2))
+            if value == _SENSOR_OFF_C:
+                skipped.append(f"{tok} (sensor off)")
+            else:
+                temps[m.group(1)] = value
+            i += 1
+        elif _RAIL_NAME_RE.match(tok) and _RAIL_VALUE_RE.match(nxt):
+            m = _RAIL_VALUE_RE.match(nxt)
+            rails[tok] = int(m.group(1)) / 1000.0
+            rails_avg[tok] = int(m.group(2)) / 1000.0
+            i += 2
+        elif _DATE_RE.match(tok):
+            i += 1
+        else:
+            skipped.append(tok)
+            i += 1
+    return TegrastatsSample(
+        ram_used_mb=ram[0],
+        ram_total_mb=ram[1],
+        swap_used_mb=swap[0],
+        swap_total_mb=swap[1],
+        cpu_load_pct=loads,
+        cpu_freq_mhz=freqs,
+        gpu_load_pct=gpu,
+        temps_c=temps,
+        rails_w=rails,
+        rails_avg_w=rails_avg,
+        skipped=tuple(skipped),
+    )
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+def _tail(text: str, limit: int = 300) -> str:
+    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def read_model(root: str | Path = "/") -> str | None:
+    """The device-tree model string (NUL and whitespace stripped), or None where there is none."""
+    for path in MODEL_PATHS:
+        try:
+            text = under(Path(root), path).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            continue
+        text = text.replace("\x00", "").strip()
+        if text:
+            return text
+    return None
+
+
+class JetsonHal(Hal):
+    """A Jetson board. Build it with :meth:`open` (reads the model string and picks the
+    profile) or directly with a profile already loaded."""
+
+    backend = "jetson"
+
+    def __init__(
+        self,
+        *,
+        root: str | Path = "/",
+        nvpmodel: str = DEFAULT_NVPMODEL,
+        profile: BoardProfile | None = None,
+        model: str | None = None,
+        nvpmodel_timeout_s: float = DEFAULT_NVPMODEL_TIMEOUT_S,
+    ):
+        self.root = Path(root)
+        self.nvpmodel = str(nvpmodel)
+        self.profile = profile
+        self.model = model
+        self.nvpmodel_timeout_s = nvpmodel_timeout_s
+        self.conf_path = under(self.root, NVPMODEL_CONF)
+        self.ina3221_dir = under(self.root, INA3221_DRIVER_DIR)
+        self._proc = ProcSampler(under(self.root, "/proc"))
+
+    @classmethod
+    def open(
+        cls,
+        root: str | Path = "/",
+        nvpmodel: str = DEFAULT_NVPMODEL,
+        board: str | None = None,
+        nvpmodel_timeout_s: float = DEFAULT_NVPMODEL_TIMEOUT_S,
+    ) -> "JetsonHal":
+        """Read the model string under ``root``, pick the board profile (``board`` overrides
+        detection) and build the HAL. An unrecognised board still works, without a profile."""
+        model = read_model(root)
+        board_id = board or (detect_board(model) if model else None)
+        profile = None
+        if board_id is not None:
+            try:
+                profile = load_board(board_id)
+            except BoardProfileError as exc:
+                raise HalError(f"board {board_id!r}: {exc}; known boards: {', '.join(available_boards())}") from None
+        return cls(root=root, nvpmodel=nvpmodel, profile=profile, model=model, nvpmodel_timeout_s=nvpmodel_timeout_s)
+
+    @property
+    def board(self) -> str | None:
+        return self.profile.id if self.profile else None
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self) -> HalReading:
+        temps_c, missing, _ = read_thermal_zones(self.root)
+        notes: list[str] = []
+        if self.profile is not None:
+            for zone in self.profile.thermal_zones:
+                if zone not in temps_c and not any(m.startswith(f"{zone}:") for m in missing):
+                    missing.append(f"{zone}: no thermal zone of this type (the {self.profile.id} profile expects one)")
+        rails, rail_missing = self._read_rails()
+        missing += rail_missing
+        board_power_w = self._board_power_w(rails, missing, notes)
+        cpu_pct, mem_pct, proc_missing = self._proc.sample()
+        missing += proc_missing
+        if self.profile is None:
+            notes.append(f"board unknown (model {self.model!r}): no profile, so no list of expected sensors")
+        return HalReading(temps_c, rails, board_power_w, cpu_pct, mem_pct, tuple(missing), tuple(notes))
+
+    def _hwmon_dirs(self) -> dict[str, Path]:
+        """INA3221 device name (``1-0040``) -> its hwmon directory (number globbed)."""
+        found: dict[str, Path] = {}
+        for dev in sorted(self.ina3221_dir.glob("*-*")):
+            hwmons = sorted(dev.glob("hwmon/hwmon*"))
+            if hwmons:
+                found[dev.name] = hwmons[0]
+        return found
+
+    def _read_rails(self) -> tuple[dict[str, RailReading], list[str]]:
+        rails: dict[str, RailReading] = {}
+        missing: list[str] = []
+        devices = sorted(self.ina3221_dir.glob("*-*"))
+        if not devices:
+            missing.append(f"rails: no INA3221 devices under {self.ina3221_dir}")
+        hwmon_dirs = self._hwmon_dirs()
+        for dev in devices:
+            hw = hwmon_dirs.get(dev.name)
+            if hw is None:
+                missing.append(f"ina3221 {dev.name}: no hwmon directory under {dev / 'hwmon'}")
+                continue
+            for ch in (1, 2, 3):
+                label_path = hw / f"in{ch}_label"
+                try:
+                    label = label_path.read_text().strip()
+                except FileNotFoundError:
+                    continue  # the driver hides the label of an input with none: not wired
+                except OSError as exc:
+                    missing.append(f"ina3221 {dev.name} in{ch}: label {describe_error(exc)} ({label_path})")
+                    continue
+                if not label or label.upper() == "NC":
+                    continue  # "NC": not connected, as L4T labels unused channels
+                try:
+                    path = hw / f"in{ch}_input"
+                    voltage_mv = read_int(path)
+                    path = hw / f"curr{ch}_input"
+                    current_ma = read_int(path)
+                except (OSError, ValueError) as exc:
+                    missing.append(f"{label}: {describe_error(exc)} ({path})")
+                    continue
+                rails[unique_key(rails, label)] = RailReading.from_mv_ma(voltage_mv, current_ma)
+        if self.profile is not None:
+            for chan in self.profile.rail_channels:
+                if chan.rail not in rails and not any(m.startswith(f"{chan.rail}:") for m in missing):
+                    missing.append(
+                        f"{chan.rail}: no INA3221 channel with this label "
+                        f"(the {self.profile.id} profile expects it at {chan.device} in{chan.channel})"
+                    )
+        return rails, missing
+
+    def _board_power_w(self, rails: dict[str, RailReading], missing: list[str], notes: list[str]) -> float | None:
+        profile = self.profile
+        if profile is not None and profile.board_power_is_sum:
+            absent = [r for r in profile.rails if r not in rails]
+            if absent:
+                missing.append(
+                    f"board_power_w: the sum of {', '.join(profile.rails)} needs every rail; {', '.join(absent)} not read"
+                )
+                return None
+            notes.append(
+                f"board_power_w is the sum of {' + '.join(profile.rails)}: {profile.name} has no rail that "
+                "measures its input, so this reads below a meter at the supply"
+            )
+            return sum(rails[r].power_w for r in profile.rails)
+        rail = profile.total_input_rail if profile is not None else "VDD_IN"
+        if rail in rails:
+            if profile is None:
+                notes.append(f"board_power_w from {rail}: board unknown, {rail} taken as the input rail")
+            return rails[rail].power_w
+        why = f"input rail {rail} not read" if profile is not None else "board unknown and no VDD_IN rail"
+        missing.append(f"board_power_w: {why}")
+        return None
+
+    # --- power modes ------------------------------------------------------------------------
+
+    def nvpmodel_conf(self) -> NvpmodelConf:
+        """The parsed nvpmodel.conf, with what the parser skipped."""
+        try:
+            text = self.conf_path.read_text()
+        except OSError as exc:
+            raise HalError(
+                f"cannot read {self.conf_path}: {describe_error(exc)}; "
+                "nvpmodel.conf comes with nvidia-l4t-nvpmodel on a Jetson (is root= right?)"
+            ) from None
+        budgets = {m.name: m.budget_w for m in self.profile.modes} if self.profile else {}
+        return parse_nvpmodel_conf(text, budgets)
+
+    def power_modes(self) -> tuple[PowerMode, ...]:
+        conf = self.nvpmodel_conf()
+        if not conf.modes:
+            detail = f" (skipped: {'; '.join(conf.skipped)})" if conf.skipped else ""
+            raise HalError(f"{self.conf_path} defines no POWER_MODEL blocks{detail}")
+        return conf.modes
+
+    def _run_nvpmodel(self, *args: str, answer: str = "") -> str:
+        # stdin always gets an answer: nvpmodel asks "DO YOU WANT TO REBOOT NOW?" for some
+        # mode changes, and the HAL must neither hang on that nor reboot the board itself.
+        cmd = [self.nvpmodel, *args]
+        try:
+            proc = subprocess.run(cmd, input=answer, capture_output=True, text=True, timeout=self.nvpmodel_timeout_s)
+        except FileNotFoundError:
+            raise HalError(
+                f"nvpmodel not found at {self.nvpmodel!r}: install nvidia-l4t-nvpmodel or pass nvpmodel=<path>"
+            ) from None
+        except PermissionError:
+            raise HalError(f"{self.nvpmodel!r} is not executable; check its mode bits") from None
+        except subprocess.TimeoutExpired:
+            raise HalError(f"`{' '.join(cmd)}` did not finish within {self.nvpmodel_timeout_s} s") from None
+        if proc.returncode != 0:
+            hint = "; setting a mode needs root" if "-m" in args else ""
+            raise HalError(
+                f"`{' '.join(cmd)}` exited with status {proc.returncode}: {_tail(proc.stderr or proc.stdout)}{hint}"
+            )
+        return proc.stdout
+
+    def _query(self) -> tuple[str, int | None]:
+        out = self._run_nvpmodel("-q")
+        try:
+            return parse_nvpmodel_query(out)
+        except ValueError as exc:
+            raise HalError(f"`{self.nvpmodel} -q`: {exc}") from None
+
+    def current_power_mode(self) -> PowerMode | None:
+        name, mode_id = self._query()
+        modes = self.power_modes()
+        for mode in modes:
+            if mode.name == name:
+                return mode
+        raise HalError(
+            f"nvpmodel reports mode {name!r} (ID {mode_id}), which {self.conf_path} does not define "
+            f"(it has {', '.join(m.name for m in modes)}); nvpmodel and the conf disagree"
+        )
+
+    def set_power_mode(self, name: str) -> PowerMode:
+        mode = find_power_mode(self.power_modes(), name)
+        out = self._run_nvpmodel("-m", str(mode.id), answer="NO\n")
+        now_name, now_id = self._query()
+        if now_name != mode.name:
+            if "reboot" in out.lower():
+                why = (
+                    "nvpmodel wants a reboot for this change, which the HAL declined; "
+                    "reboot to finish it, or choose another mode"
+                )
+            else:
+                why = f"nvpmodel said: {_tail(out) or '(nothing)'}"
+            raise HalError(
+                f"asked nvpmodel for {mode.name} (ID {mode.id}) but it reports {now_name} (ID {now_id}) afterwards; {why}"
+            )
+        return mode
+
+    # --- description ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "board": self.board,
+            "board_name": self.profile.name if self.profile else None,
+            "model": self.model,
+            "root": str(self.root),
+            "paths": {
+                "thermal": str(under(self.root, "/sys/class/thermal")),
+                "ina3221": {dev: str(hw) for dev, hw in self._hwmon_dirs().items()},
+                "nvpmodel_conf": str(self.conf_path),
+                "nvpmodel": shutil.which(self.nvpmodel) or self.nvpmodel,
+                "proc": str(under(self.root, "/proc")),
+            },
+            "power_modes": "nvpmodel: set with -m <ID>, IDs looked up by name in nvpmodel.conf",
+        }
+
+
+__all__ = [
+    "JetsonHal",
+    "NvpmodelConf",
+    "TegrastatsSample",
+    "budget_from_name",
+    "detect_board",
+    "parse_nvpmodel_conf",
+    "parse_nvpmodel_query",
+    "parse_tegrastats",
+    "read_model",
+]

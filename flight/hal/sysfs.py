@@ -1,0 +1,103 @@
+"""Small sysfs readers shared by the backends: thermal zones and value files.
+
+Everything takes a ``root`` so tests (and a board image mounted elsewhere) can point the
+same code at a fake tree. Nothing here raises for one bad file: each reader returns what it
+could read and a list of ``"what: why"`` strings for what it could not.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# A reading outside this range is a sensor fault, not a temperature: Jetson sensors that
+# are powered off report -256 C (tegrastats shows e.g. "CV0@-256C"), and nothing on a board
+# that still runs is above 200 C (AGX Orin shuts down at 104.5 C, FACTS.md "Throttling").
+PLAUSIBLE_TEMP_C = (-100.0, 200.0)
+
+_ZONE_RE = re.compile(r"thermal_zone(\d+)$")
+
+
+def under(root: Path, path: str) -> Path:
+    """``path`` (absolute, as on the board) inside ``root``."""
+    return Path(root) / path.lstrip("/")
+
+
+def millidegrees_to_c(text: str) -> float:
+    """sysfs temperature (integer millidegrees Celsius) to degrees C; ValueError if the text
+    is empty, not an integer, or outside :data:`PLAUSIBLE_TEMP_C`."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("read empty")
+    try:
+        millideg = int(stripped)
+    except ValueError:
+        raise ValueError(f"not an integer: {stripped[:40]!r}") from None
+    temp_c = millideg / 1000.0
+    low, high = PLAUSIBLE_TEMP_C
+    if not low <= temp_c <= high:
+        raise ValueError(f"{temp_c} C is outside the plausible {low}..{high} C (sensor off or faulty)")
+    return temp_c
+
+
+def read_int(path: Path) -> int:
+    """An integer sysfs value; ValueError for an empty or non-integer file, OSError as raised."""
+    text = path.read_text().strip()
+    if not text:
+        raise ValueError("read empty")
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer: {text[:40]!r}") from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """Short reason for a failed read: 'read empty', 'permission denied', ..."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
+def unique_key(existing: dict, key: str) -> str:
+    """``key``, or ``key#2``, ``key#3``... if taken (two zones of one type on some PCs)."""
+    if key not in existing:
+        return key
+    n = 2
+    while f"{key}#{n}" in existing:
+        n += 1
+    return f"{key}#{n}"
+
+
+def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[Path]]:
+    """Every ``/sys/class/thermal/thermal_zone*``: (temps_c by zone type, missing, zone dirs).
+
+    A zone whose ``temp`` reads empty or fails (tj-thermal on some Orin Nano/NX carrier
+    boards, FACTS.md "Jetson interfaces") goes into ``missing`` with its path.
+    """
+    base = under(root, "/sys/class/thermal")
+    zones = sorted(
+        (int(m.group(1)), p) for p in base.glob("thermal_zone*") if (m := _ZONE_RE.search(p.name))
+    )
+    temps_c: dict[str, float] = {}
+    missing: list[str] = []
+    if not zones:
+        missing.append(f"thermal zones: none under {base}")
+    for _, zone_dir in zones:
+        try:
+            zone_type = (zone_dir / "type").read_text().strip() or zone_dir.name
+        except OSError:
+            zone_type = zone_dir.name
+        temp_path = zone_dir / "temp"
+        try:
+            temp_c = millidegrees_to_c(temp_path.read_text())
+        except (OSError, ValueError) as exc:
+            missing.append(f"{zone_type}: {describe_error(exc)} ({temp_path})")
+            continue
+        temps_c[unique_key(temps_c, zone_type)] = temp_c
+    return temps_c, missing, [p for _, p in zones]

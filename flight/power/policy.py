@@ -1,0 +1,144 @@
+"""Power budgeting (pure logic): how hard may the board work without the battery going below its floor?
+
+The plan looks ahead to the end of the next eclipse. In sunlight, energy in the battery
+above what the eclipse will need (the floor, a margin, and the whole spacecraft plus the
+board idling through the shadow) can be spent; as the eclipse comes nearer the same rule
+makes the agent bank energy, instead of finding out inside the shadow. In eclipse, it
+spends only what is left above the floor until sunrise. Without a prediction it assumes
+an eclipse could start now and last ``default_eclipse_s``.
+
+Energy balance (NOS3 EPS style): stored Wh += dt·(P_in·η_charge − P_out)/3600 when charging,
+−= dt·P_out/η_discharge/3600 when discharging; the battery saturates at full.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Admission(str, enum.Enum):
+    """What compute work may run; inference is always admitted before training."""
+
+    NONE = "NONE"
+    INFERENCE = "INFERENCE"
+    ALL = "ALL"
+
+
+@dataclass(frozen=True)
+class ModePower:
+    """A board power mode as the budget sees it (from the board profile)."""
+
+    name: str
+    idle_w: float
+    loaded_w: float
+
+
+@dataclass(frozen=True)
+class Battery:
+    capacity_wh: float
+    charge_efficiency: float = 0.95
+    discharge_efficiency: float = 0.95
+
+
+@dataclass(frozen=True)
+class PowerInputs:
+    soc_pct: float | None
+    solar_power_w: float | None
+    platform_load_w: float  # everything on the bus but the board
+    in_eclipse: bool | None
+    time_to_eclipse_s: float | None  # in sunlight: until the next umbra entry
+    eclipse_duration_s: float | None  # of the next (or current) eclipse
+    time_to_sun_s: float | None  # in eclipse: until exit
+
+
+@dataclass(frozen=True)
+class PowerSettings:
+    floor_pct: float
+    margin_pct: float = 5.0
+    training_reserve_pct: float = 15.0  # training also needs this much above the floor
+    default_eclipse_s: float = 36 * 60.0  # 550 km, β = 0 (FACTS.md: 35.6 min)
+
+
+@dataclass(frozen=True)
+class PowerDecision:
+    mode: str  # power mode name to run in
+    mode_index: int  # index into the modes, lowest first
+    admission: Admission
+    budget_w: float  # board power the plan allows now
+    reason: str
+    headroom_wh: float  # energy above what the plan must keep at its tightest point
+
+
+def _end_energy_wh(e_now: float, e_full: float, net_w: float, dt_s: float, bat: Battery) -> float:
+    if net_w >= 0:
+        return min(e_full, e_now + net_w * bat.charge_efficiency * dt_s / 3600.0)
+    return e_now + net_w / bat.discharge_efficiency * dt_s / 3600.0
+
+
+def decide(
+    inputs: PowerInputs,
+    modes: tuple[ModePower, ...],
+    battery: Battery,
+    settings: PowerSettings,
+    cap_index: int | None = None,
+) -> PowerDecision:
+    """Pick the highest power mode (not above ``cap_index``) whose plan keeps the floor.
+
+    ``modes`` are ordered lowest power first. The plan for a candidate runs the board
+    loaded in that mode until the eclipse, then idles the lowest mode through it.
+    """
+    if not modes:
+        raise ValueError("no power modes to choose from")
+    top = len(modes) - 1 if cap_index is None else max(0, min(cap_index, len(modes) - 1))
+    lowest = modes[0]
+    if inputs.soc_pct is None:
+        return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
+                             "battery state unknown: lowest mode, no compute", 0.0)
+    e_full = battery.capacity_wh
+    e_now = inputs.soc_pct / 100.0 * e_full
+    e_keep = (settings.floor_pct + settings.margin_pct) / 100.0 * e_full
+    e_train = e_keep + settings.training_reserve_pct / 100.0 * e_full
+    solar = max(0.0, inputs.solar_power_w or 0.0)
+    base = inputs.platform_load_w
+
+    in_eclipse = inputs.in_eclipse if inputs.in_eclipse is not None else solar <= 0.0
+    if in_eclipse:
+        remaining = inputs.time_to_sun_s if inputs.time_to_sun_s is not None else settings.default_eclipse_s
+
+        def worst_energy(mode: ModePower) -> float:
+            return _end_energy_wh(e_now, e_full, solar - base - mode.loaded_w, remaining, battery)
+
+        phase = f"in eclipse, {remaining / 60:.0f} min to sunrise"
+    else:
+        to_eclipse = inputs.time_to_eclipse_s if inputs.time_to_eclipse_s is not None else 0.0
+        shadow = inputs.eclipse_duration_s if inputs.eclipse_duration_s is not None else settings.default_eclipse_s
+
+        def worst_energy(mode: ModePower) -> float:
+            e_entry = _end_energy_wh(e_now, e_full, solar - base - mode.loaded_w, to_eclipse, battery)
+            # Whatever the plan, the shadow is crossed idling in the lowest mode.
+            return _end_energy_wh(e_entry, e_full, -(base + lowest.idle_w), shadow, battery)
+
+        phase = (f"sunlit, eclipse in {to_eclipse / 60:.0f} min for {shadow / 60:.0f} min"
+                 if inputs.time_to_eclipse_s is not None else "sunlit, no eclipse prediction: assuming one now")
+
+    for index in range(top, -1, -1):
+        mode = modes[index]
+        end = worst_energy(mode)
+        if end >= e_keep:
+            admission = Admission.ALL if end >= e_train else Admission.INFERENCE
+            budget = mode.loaded_w
+            reason = (f"{phase}: {mode.name} keeps {100 * end / e_full:.1f} % at the tightest point "
+                      f"(floor {settings.floor_pct:.0f} % + margin {settings.margin_pct:.0f} %)")
+            if admission is Admission.INFERENCE:
+                reason += f"; training needs {100 * e_train / e_full:.0f} %"
+            if index < top:
+                reason += f"; {modes[index + 1].name} would not"
+            return PowerDecision(mode.name, index, admission, budget, reason, end - e_keep)
+    end = worst_energy(ModePower(lowest.name, lowest.idle_w, lowest.idle_w))
+    return PowerDecision(
+        lowest.name, 0, Admission.NONE, lowest.idle_w,
+        f"{phase}: even {lowest.name} loaded would end at {100 * worst_energy(lowest) / e_full:.1f} %, "
+        f"below floor {settings.floor_pct:.0f} % + margin: no compute",
+        end - e_keep,
+    )

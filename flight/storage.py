@@ -1,0 +1,79 @@
+"""Files that must survive a power cut: written atomically, checked when read.
+
+Write: temporary file in the same directory, fsync, rename over the old one, fsync the
+directory — so a reader sees the old file or the new one, never half of either. Read:
+every file carries a SHA-256 of its body; a mismatch is :class:`CorruptFile`, never a
+silently wrong value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_MAGIC = "sunlit-checked-json/1"
+
+
+class CorruptFile(ValueError):
+    """A checked file failed its check; the message says which file and how."""
+
+
+def write_atomic(path: Path | str, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_checked_json(path: Path | str, body: Any) -> None:
+    """Write ``body`` as JSON inside an envelope that carries its SHA-256."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    envelope = {"format": _MAGIC, "sha256": hashlib.sha256(text.encode()).hexdigest(), "body": text}
+    write_atomic(path, (json.dumps(envelope, indent=1) + "\n").encode())
+
+
+def read_checked_json(path: Path | str) -> Any:
+    """Read what :func:`write_checked_json` wrote; raise CorruptFile if anything is off."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        envelope = json.loads(raw)
+        if envelope.get("format") != _MAGIC:
+            raise CorruptFile(f"{path}: not a Sunlit checked file (format {envelope.get('format')!r})")
+        text = envelope["body"]
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if digest != envelope["sha256"]:
+            raise CorruptFile(f"{path}: SHA-256 mismatch (stored {envelope['sha256'][:12]}…, computed {digest[:12]}…)")
+        return json.loads(text)
+    except CorruptFile:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptFile(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def quarantine(path: Path | str) -> Path:
+    """Move a corrupt file aside (``NAME.corrupt``) so it can be inspected and is not read again."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    return target

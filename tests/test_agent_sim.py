@@ -1,0 +1,154 @@
+"""The agent as a subprocess on the ``sim`` backend, stepped by a test harness, commanded over a real link."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flight.link.messages import EventRecord, HkRecord, Stage
+from flight.link.dictionary import FailureCode
+from hil.sim_env import SimEnvironment
+
+T0 = 1_795_000_000.0  # simulated UTC start, 2026-11-18
+SUNNY = {"soc_pct": 90.0, "bus_voltage_v": 8.2, "solar_power_w": 80.0}
+
+
+class Rig:
+    """A harness in miniature: steps simulated time one second at a time with a given environment."""
+
+    def __init__(self, env: SimEnvironment, client):
+        self.env = env
+        self.client = client
+        self.t = T0
+        self.temp_c = 50.0
+        self.eps = dict(SUNNY)
+        self.state: dict = {}
+
+    def run(self, seconds: int, temp_to_c: float | None = None, **eps) -> list[dict]:
+        """Advance ``seconds``, ramping the board temperature linearly to ``temp_to_c``."""
+        self.eps.update(eps)
+        start = self.temp_c
+        states = []
+        for i in range(1, seconds + 1):
+            if temp_to_c is not None:
+                self.temp_c = start + (temp_to_c - start) * i / seconds
+            self.t += 1.0
+            self.state = self.env.step(self.t, temps_c={"cpu-thermal": self.temp_c - 2, "tj-thermal": self.temp_c},
+                                       eps=self.eps, board_power_w=10.0)
+            states.append(self.state)
+            self.client.poll(0)
+        return states
+
+    def hk(self) -> dict:
+        """Housekeeping as of the latest simulated second (all three packets, time-stamped by the agent)."""
+        self.run(1)
+        deadline = time.monotonic() + 10
+        wanted = ("mode", "admission", "throttle_state")
+        while not all(self.client.latest.get(k, (None, 0.0))[1] >= self.t for k in wanted):
+            assert time.monotonic() < deadline, "no fresh housekeeping"
+            self.client.poll(0.1)
+        return {k: v for k, (v, _t) in self.client.latest.items()}
+
+    def events(self, name: str) -> list[EventRecord]:
+        self.client.poll(0.2)
+        return [e for e in self.client.events if e.event.name == name]
+
+
+@pytest.fixture
+def rig(start_agent, make_client, short_dir, tmp_path):
+    state_dir = tmp_path / "state"
+    sim = f"ipc://{short_dir}/sim"
+    url = f"zmq+ipc://{short_dir}/link"
+    env = SimEnvironment(sim)
+    args = ("--hal", "sim", "--sim-endpoint", sim, "--state-dir", str(state_dir), "--hk-period", "1",
+            "--control-period", "1")
+    agent = start_agent(url, *args)
+    env.wait_for_agent()
+    client = make_client(url, wait_for_agent=False)
+    client.connect()  # joined before time starts: nothing the agent publishes is missed
+    r = Rig(env, client)
+    r.run(2)
+    assert client.dictionary_matches(timeout_s=10) is True
+    r.restart = lambda: start_agent(url, *args)
+    r.agent = agent
+    yield r
+    env.close()
+
+
+def send(rig: Rig, command: str, **args):
+    return rig.client.send(command, args, timeout_s=10)
+
+
+def test_modes_start_safe_and_refusals_carry_reasons(rig):
+    assert rig.hk()["mode"] == "SAFE"
+    started = rig.events("AGENT_STARTED")[0]
+    assert started.args["previous_stop"] == "first start" and started.args["hal"] == "sim"
+    r = send(rig, "SET_MODE", mode="COMPUTE")
+    fail = r.failure
+    assert fail.stage is Stage.STARTED and fail.code is FailureCode.NOT_ALLOWED_IN_MODE and "IDLE first" in fail.reason
+    assert send(rig, "SET_MODE", mode="IDLE").completed
+    assert send(rig, "SET_MODE", mode="COMPUTE").completed
+    values = rig.hk()
+    assert values["mode"] == "COMPUTE" and values["admission"] in ("INFERENCE", "ALL")
+    assert rig.state["compute_duty"] == 1.0  # the harness is told the board is loaded
+    changes = [(e.args["old"], e.args["new"]) for e in rig.events("MODE_CHANGED")]
+    assert changes == [("BOOT", "SAFE"), ("SAFE", "IDLE"), ("IDLE", "COMPUTE")]
+    assert send(rig, "SET_MODE", mode="SAFE").completed
+    rig.run(2, soc_pct=25.0)  # below the 30 % floor: leaving SAFE is refused
+    r = send(rig, "SET_MODE", mode="IDLE")
+    assert r.failure and "below the floor" in r.failure.reason
+
+
+def test_thermal_ramp_steps_down_up_and_hard_limit_stops_compute(rig):
+    send(rig, "SET_PARAM", name="thermal_min_dwell_s", value="10")
+    send(rig, "SET_PARAM", name="thermal_lookahead_s", value="0")
+    send(rig, "SET_MODE", mode="IDLE")
+    send(rig, "SET_MODE", mode="COMPUTE")
+    top = rig.run(3)[-1]["power_mode"]
+    assert top == "MAXN_SUPER" or top.startswith("MAXN")
+    rig.run(30, temp_to_c=87.0)  # over the 85 °C soft limit
+    rig.run(5)
+    downs = rig.events("THERMAL_STEP_DOWN")
+    assert downs and rig.state["power_mode"] != top
+    stepped_to = rig.state["power_mode"]
+    assert rig.hk()["throttle_state"] == "THROTTLED"
+    rig.run(60, temp_to_c=60.0)  # cool well below soft − hysteresis
+    rig.run(40)
+    assert rig.events("THERMAL_STEP_UP") and rig.state["power_mode"] == top != stepped_to
+    rig.run(20, temp_to_c=97.0)  # past the 95 °C hard limit
+    rig.run(2)
+    assert rig.events("THERMAL_HARD_LIMIT")
+    values = rig.hk()
+    assert values["mode"] == "SAFE" and values["admission"] == "NONE" and values["throttle_state"] == "HARD_LIMIT"
+    assert rig.state["compute_duty"] == 0.0
+
+
+def test_low_charge_forces_safe(rig):
+    send(rig, "SET_MODE", mode="IDLE")
+    send(rig, "SET_MODE", mode="COMPUTE")
+    rig.run(3, soc_pct=18.0)
+    assert rig.events("LOW_BATTERY") and rig.events("SAFE_ENTERED")
+    values = rig.hk()
+    assert values["mode"] == "SAFE" and values["battery_soc_pct"] == 18.0
+
+
+def test_parameters_survive_a_restart_and_kill_9_comes_back_safe_with_counters(rig):
+    assert send(rig, "SET_PARAM", name="battery_floor_pct", value="42.5").completed
+    assert send(rig, "SAVE_PARAMS").completed
+    send(rig, "SET_MODE", mode="IDLE")
+    before = rig.hk()
+    assert before["mode"] == "IDLE" and before["cmd_executed"] == 3
+    rig.agent.kill()  # kill -9: no chance to save anything more
+    agent = rig.restart()
+    rig.env.wait_for_agent()
+    rig.client.connect()
+    rig.run(2)
+    after = rig.hk()
+    assert after["mode"] == "SAFE" and after["boot_count"] == before["boot_count"] + 1
+    assert after["cmd_executed"] == before["cmd_executed"] and after["cmd_accepted"] == before["cmd_accepted"]
+    started = rig.events("AGENT_STARTED")[-1]
+    assert started.args["previous_stop"] == "unclean"
+    got = send(rig, "GET_PARAM", name="battery_floor_pct")
+    assert got.result["value"] == 42.5 and got.result["saved"] == 42.5
+    agent.stop()

@@ -1,0 +1,468 @@
+"""Jetson backend against fake Orin trees laid out as the real boards are (tests/fakeboard.py).
+
+Numbers are the ones written into the trees; float tolerances are 1e-9 W or C, i.e. only
+binary rounding of values that are exact in decimal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flight.hal import HalError, HalReading, open_hal
+from flight.hal.jetson import (
+    JetsonHal,
+    budget_from_name,
+    detect_board,
+    parse_nvpmodel_conf,
+    parse_nvpmodel_query,
+    parse_tegrastats,
+)
+from tests.fakeboard import BOARDS, CPU_PCT_BETWEEN, PROC_STAT_2, make_board
+
+ROUNDING = 1e-9  # W or C: values are exact in decimal; only binary rounding is allowed
+
+EXPECTED_TEMPS_C = {
+    "orin_nano": {
+        "cpu-thermal": 54.937,
+        "gpu-thermal": 55.468,
+        "soc0-thermal": 56.156,
+        "soc1-thermal": 56.656,
+        "soc2-thermal": 55.562,
+        "tj-thermal": 56.656,
+    },
+    "orin_nx_16gb": {
+        "cpu-thermal": 48.5,
+        "gpu-thermal": 47.25,
+        "soc0-thermal": 47.0,
+        "soc1-thermal": 46.75,
+        "soc2-thermal": 46.5,
+        "tj-thermal": 48.5,
+    },
+    "agx_orin_64gb": {
+        "cpu-thermal": 51.0,
+        "gpu-thermal": 49.5,
+        "cv0-thermal": 48.25,
+        "cv1-thermal": 48.0,
+        "cv2-thermal": 47.75,
+        "soc0-thermal": 48.75,
+        "soc1-thermal": 48.5,
+        "soc2-thermal": 48.25,
+        "tj-thermal": 51.0,
+        "tboard_tegra": 40.0,
+        "tdiode_tegra": 42.25,
+    },
+}
+
+# (voltage_v, current_a, power_w) from the mV and mA written into the trees.
+EXPECTED_RAILS = {
+    "orin_nano": {
+        "VDD_IN": (5.072, 0.921, 4.671312),
+        "VDD_CPU_GPU_CV": (5.064, 0.104, 0.526656),
+        "VDD_SOC": (5.056, 0.265, 1.33984),
+    },
+    "orin_nx_16gb": {
+        "VDD_IN": (5.080, 1.450, 7.366),
+        "VDD_CPU_GPU_CV": (5.072, 0.300, 1.5216),
+        "VDD_SOC": (5.072, 0.340, 1.72448),
+    },
+    "agx_orin_64gb": {
+        "VDD_GPU_SOC": (4.976, 0.640, 3.18464),
+        "VDD_CPU_CV": (4.976, 0.880, 4.37888),
+        "VIN_SYS_5V0": (4.968, 1.000, 4.968),
+        "VDDQ_VDD2_1V8AO": (4.984, 0.219, 1.091496),
+    },
+}
+
+EXPECTED_BOARD_POWER_W = {
+    "orin_nano": 4.671312,  # VDD_IN
+    "orin_nx_16gb": 7.366,  # VDD_IN
+    "agx_orin_64gb": 3.18464 + 4.37888 + 4.968 + 1.091496,  # sum: AGX Orin has no input rail
+}
+
+
+def open_fake(fake) -> JetsonHal:
+    hal = open_hal("jetson", root=fake.root, nvpmodel=str(fake.nvpmodel))
+    assert isinstance(hal, JetsonHal)
+    return hal
+
+
+@pytest.fixture(params=sorted(BOARDS))
+def board(request, tmp_path):
+    return make_board(tmp_path, request.param)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def test_every_zone_is_read_in_celsius(board):
+    reading = open_fake(board).read()
+    assert isinstance(reading, HalReading)
+    expected = EXPECTED_TEMPS_C[board.spec.board]
+    assert set(reading.temps_c) == set(expected)
+    for zone, temp_c in expected.items():
+        assert reading.temps_c[zone] == pytest.approx(temp_c, abs=ROUNDING), zone
+
+
+def test_every_rail_is_read_in_volts_amps_watts(board):
+    reading = open_fake(board).read()
+    expected = EXPECTED_RAILS[board.spec.board]
+    # AGX Orin's 1-0041 has an "NC" channel and an unlabelled one: neither is a rail.
+    assert set(reading.rails) == set(expected)
+    for rail, (voltage_v, current_a, power_w) in expected.items():
+        got = reading.rails[rail]
+        assert got.voltage_v == pytest.approx(voltage_v, abs=ROUNDING), rail
+        assert got.current_a == pytest.approx(current_a, abs=ROUNDING), rail
+        assert got.power_w == pytest.approx(power_w, abs=ROUNDING), rail
+
+
+def test_board_power_comes_from_the_input_rail_or_the_sum(board):
+    reading = open_fake(board).read()
+    assert reading.board_power_w == pytest.approx(EXPECTED_BOARD_POWER_W[board.spec.board], abs=ROUNDING)
+    summed = any("sum of" in note for note in reading.notes)
+    assert summed == (board.spec.board == "agx_orin_64gb")
+
+
+def test_a_clean_board_misses_only_the_first_cpu_sample(board):
+    reading = open_fake(board).read()
+    assert reading.missing == ("cpu_pct: first /proc/stat sample; load needs a second read",)
+    assert reading.cpu_pct is None
+    assert reading.mem_pct == pytest.approx(25.0, abs=ROUNDING)
+
+
+def test_cpu_load_from_two_proc_stat_samples(tmp_path):
+    fake = make_board(tmp_path, "orin_nano")
+    hal = open_fake(fake)
+    assert hal.read().cpu_pct is None
+    fake.write_proc_stat(PROC_STAT_2)
+    second = hal.read()
+    assert second.cpu_pct == pytest.approx(CPU_PCT_BETWEEN, abs=ROUNDING)
+    assert not any(m.startswith("cpu_pct") for m in second.missing)
+    # No tick between the second and third read: no load figure, and it says why.
+    third = hal.read()
+    assert third.cpu_pct is None
+    assert any(m.startswith("cpu_pct: no CPU ticks passed") for m in third.missing)
+
+
+def test_hwmon_number_is_globbed(tmp_path):
+    fake = make_board(tmp_path, "orin_nx_16gb", hwmon_index={"1-0040": 17})
+    assert fake.hwmon_dir("1-0040").name == "hwmon17"
+    hal = open_fake(fake)
+    reading = hal.read()
+    assert reading.rails["VDD_IN"].power_w == pytest.approx(7.366, abs=ROUNDING)
+    assert hal.describe()["paths"]["ina3221"]["1-0040"].endswith("hwmon17")
+
+
+# --- degrading cleanly ------------------------------------------------------------------------
+
+
+def test_empty_tj_zone_goes_into_missing(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", empty_zones=("tj-thermal",))
+    reading = open_fake(fake).read()
+    assert "tj-thermal" not in reading.temps_c
+    tj = [m for m in reading.missing if m.startswith("tj-thermal:")]
+    assert len(tj) == 1 and "read empty" in tj[0] and str(fake.zone_dir("tj-thermal") / "temp") in tj[0]
+    assert reading.temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)
+
+
+def test_zone_that_errors_goes_into_missing(tmp_path):
+    fake = make_board(tmp_path, "agx_orin_64gb")
+    fake.break_zone("gpu-thermal")
+    fake.set_zone_text("cv0-thermal", "-256000\n")  # a powered-off sensor's reading
+    reading = open_fake(fake).read()
+    assert "gpu-thermal" not in reading.temps_c and "cv0-thermal" not in reading.temps_c
+    assert any(m.startswith("gpu-thermal: is a directory") for m in reading.missing)
+    assert any(m.startswith("cv0-thermal: -256.0 C is outside") for m in reading.missing)
+    assert len(reading.temps_c) == len(EXPECTED_TEMPS_C["agx_orin_64gb"]) - 2
+
+
+def test_missing_rail_goes_into_missing(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", omit_rails=("VDD_SOC",))
+    reading = open_fake(fake).read()
+    assert set(reading.rails) == {"VDD_IN", "VDD_CPU_GPU_CV"}
+    soc = [m for m in reading.missing if m.startswith("VDD_SOC:")]
+    assert len(soc) == 1 and "1-0040 in3" in soc[0]
+    assert reading.board_power_w == pytest.approx(4.671312, abs=ROUNDING)  # VDD_IN still there
+
+
+def test_missing_input_rail_leaves_board_power_unknown(tmp_path):
+    fake = make_board(tmp_path, "orin_nx_16gb")
+    fake.remove_rail("VDD_IN")
+    reading = open_fake(fake).read()
+    assert reading.board_power_w is None
+    assert any(m.startswith("board_power_w: input rail VDD_IN not read") for m in reading.missing)
+    assert reading.rails["VDD_SOC"].power_w == pytest.approx(1.72448, abs=ROUNDING)
+
+
+def test_agx_sum_needs_every_rail(tmp_path):
+    fake = make_board(tmp_path, "agx_orin_64gb", omit_rails=("VDDQ_VDD2_1V8AO",))
+    reading = open_fake(fake).read()
+    assert reading.board_power_w is None
+    assert any(m.startswith("board_power_w:") and "VDDQ_VDD2_1V8AO" in m for m in reading.missing)
+    assert len(reading.rails) == 3
+
+
+def test_unreadable_rail_value_names_the_file(tmp_path):
+    fake = make_board(tmp_path, "orin_nano")
+    fake.set_rail_file("VDD_CPU_GPU_CV", "curr", "garbage\n")
+    fake.set_rail_file("VDD_SOC", "in", "")
+    reading = open_fake(fake).read()
+    assert set(reading.rails) == {"VDD_IN"}
+    cv = next(m for m in reading.missing if m.startswith("VDD_CPU_GPU_CV:"))
+    assert "not an integer" in cv and cv.endswith("curr2_input)")
+    soc = next(m for m in reading.missing if m.startswith("VDD_SOC:"))
+    assert "read empty" in soc and soc.endswith("in3_input)")
+
+
+def test_empty_root_still_gives_a_reading(tmp_path):
+    hal = open_hal("jetson", root=tmp_path, nvpmodel=str(tmp_path / "no-nvpmodel"))
+    reading = hal.read()
+    assert reading.temps_c == {} and reading.rails == {} and reading.board_power_w is None
+    assert reading.mem_pct is None
+    for prefix in ("thermal zones:", "rails:", "board_power_w:", "cpu_pct:", "mem_pct:"):
+        assert any(m.startswith(prefix) for m in reading.missing), prefix
+    assert hal.describe()["board"] is None
+
+
+def test_unknown_board_reads_without_a_profile(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", model="Some Carrier With An Orin Module")
+    hal = open_fake(fake)
+    assert hal.board is None
+    reading = hal.read()
+    assert reading.board_power_w == pytest.approx(4.671312, abs=ROUNDING)
+    assert any("board unknown" in n for n in reading.notes)
+    modes = hal.power_modes()
+    # Without a profile nothing says what MAXN_SUPER allows: unknown budget, ordered last.
+    assert modes[-1].name == "MAXN_SUPER" and modes[-1].budget_w is None and modes[-1].budget_source == "unknown"
+
+
+def test_board_override_and_unknown_board(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", model="Custom carrier")
+    hal = open_hal("jetson", root=fake.root, nvpmodel=str(fake.nvpmodel), board="orin_nano")
+    assert hal.board == "orin_nano"
+    with pytest.raises(HalError, match="no board profile 'orin_tx9'.*agx_orin_64gb"):
+        open_hal("jetson", root=fake.root, board="orin_tx9")
+
+
+# --- power modes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "board_id, mode",
+    [(b, m) for b in sorted(BOARDS) for m in BOARDS[b].mode_ids],
+)
+def test_set_power_mode_by_name_runs_nvpmodel(tmp_path, board_id, mode):
+    fake = make_board(tmp_path, board_id)
+    hal = open_fake(fake)
+    mode_id = fake.spec.mode_ids[mode]
+    got = hal.set_power_mode(mode)
+    assert (got.name, got.id) == (mode, mode_id)
+    assert ["-m", str(mode_id)] in fake.nvpmodel_calls()
+    assert fake.nvpmodel_status_id() == mode_id
+    current = hal.current_power_mode()
+    assert current is not None and (current.name, current.id) == (mode, mode_id)
+
+
+def test_same_name_different_ids_across_boards(tmp_path):
+    sent = {}
+    for board_id in sorted(BOARDS):
+        fake = make_board(tmp_path, board_id)
+        open_fake(fake).set_power_mode("15W")
+        sent[board_id] = [call for call in fake.nvpmodel_calls() if call[0] == "-m"]
+    # FACTS.md "Jetson interfaces": IDs differ between boards, names do not.
+    assert sent == {"orin_nano": [["-m", "0"]], "orin_nx_16gb": [["-m", "2"]], "agx_orin_64gb": [["-m", "1"]]}
+
+
+def test_unknown_mode_name_is_a_clear_error(tmp_path):
+    fake = make_board(tmp_path, "agx_orin_64gb")
+    hal = open_fake(fake)
+    with pytest.raises(HalError) as err:
+        hal.set_power_mode("7W")  # an Orin Nano mode: not on this board
+    assert "unknown power mode '7W'" in str(err.value)
+    assert "15W, 30W, 50W, MAXN" in str(err.value)
+    with pytest.raises(HalError, match="did you mean 'MAXN'"):
+        hal.set_power_mode("maxn")
+    assert not any(call[0] == "-m" for call in fake.nvpmodel_calls())
+
+
+def test_power_modes_lowest_budget_first_with_conf_details(tmp_path):
+    modes = open_fake(make_board(tmp_path, "orin_nano")).power_modes()
+    assert [(m.name, m.id, m.budget_w, m.budget_source) for m in modes] == [
+        ("7W", 3, 7.0, "name"),
+        ("15W", 0, 15.0, "name"),
+        ("25W", 1, 25.0, "name"),
+        ("MAXN_SUPER", 2, 30.0, "profile"),  # no number in the name: the board profile's budget
+    ]
+    seven, fifteen, _, maxn = modes
+    assert (seven.online_cpus, seven.cpu_max_freq_mhz, seven.gpu_max_freq_mhz) == (4, 960.0, 408.0)
+    assert (fifteen.online_cpus, fifteen.cpu_max_freq_mhz, fifteen.gpu_max_freq_mhz) == (6, 1510.4, 624.75)
+    assert (maxn.online_cpus, maxn.cpu_max_freq_mhz, maxn.gpu_max_freq_mhz) == (6, None, None)  # -1: uncapped
+
+
+def test_agx_maxn_budget_from_profile(tmp_path):
+    modes = open_fake(make_board(tmp_path, "agx_orin_64gb")).power_modes()
+    assert [m.name for m in modes] == ["15W", "30W", "50W", "MAXN"]
+    assert (modes[-1].budget_w, modes[-1].budget_source) == (60.0, "profile")
+    assert [m.online_cpus for m in modes] == [4, 8, 12, 12]
+
+
+def test_current_power_mode_starts_at_conf_default_or_status(tmp_path):
+    assert open_fake(make_board(tmp_path / "a", "orin_nx_16gb")).current_power_mode().name == "15W"  # PM_CONFIG DEFAULT=2
+    assert open_fake(make_board(tmp_path / "b", "orin_nx_16gb", mode_id=0)).current_power_mode().name == "MAXN"
+
+
+def test_failed_set_is_a_clear_error(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", mode_id=0)
+    fake.set_nvpmodel_behaviour(fail_set=True)
+    hal = open_fake(fake)
+    with pytest.raises(HalError) as err:
+        hal.set_power_mode("7W")
+    text = str(err.value)
+    assert "-m 3" in text and "status 1" in text and "Permission denied" in text and "needs root" in text
+    assert hal.current_power_mode().name == "15W"
+
+
+def test_set_that_needs_a_reboot_is_refused_not_hung(tmp_path):
+    fake = make_board(tmp_path, "orin_nano", mode_id=0)
+    fake.set_nvpmodel_behaviour(reboot_ids=(2,))
+    hal = open_fake(fake)
+    with pytest.raises(HalError) as err:
+        hal.set_power_mode("MAXN_SUPER")
+    assert "reports 15W (ID 0)" in str(err.value) and "reboot" in str(err.value)
+    assert fake.nvpmodel_status_id() == 0
+
+
+def test_nvpmodel_missing_or_unparseable(tmp_path):
+    fake = make_board(tmp_path, "orin_nano")
+    hal = open_hal("jetson", root=fake.root, nvpmodel=str(tmp_path / "nowhere" / "nvpmodel"))
+    with pytest.raises(HalError, match="nvpmodel not found"):
+        hal.current_power_mode()
+    assert [m.name for m in hal.power_modes()] == ["7W", "15W", "25W", "MAXN_SUPER"]  # the conf alone still works
+    fake.set_nvpmodel_behaviour(query_garbage=True)
+    with pytest.raises(HalError, match="no 'NV Power Mode:' line"):
+        open_fake(fake).current_power_mode()
+
+
+def test_missing_conf_is_a_clear_error(tmp_path):
+    fake = make_board(tmp_path, "orin_nano")
+    (fake.root / "etc" / "nvpmodel.conf").unlink()
+    with pytest.raises(HalError, match="cannot read .*nvpmodel.conf: file not found"):
+        open_fake(fake).power_modes()
+
+
+# --- pure parsers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, board",
+    [
+        ("NVIDIA Jetson Orin Nano Developer Kit", "orin_nano"),
+        ("NVIDIA Jetson Orin NX Engineering Reference Developer Kit", "orin_nx_16gb"),
+        ("Jetson AGX Orin Developer Kit", "agx_orin_64gb"),
+        ("NVIDIA Jetson Orin Nano Developer Kit\x00", "orin_nano"),  # as /proc/device-tree/model has it
+        ("NVIDIA Jetson Orin Nano Super Developer Kit", "orin_nano"),
+        ("NVIDIA Jetson Nano Developer Kit", None),  # the older Maxwell Nano, not an Orin
+        ("NVIDIA Jetson Xavier NX Developer Kit", None),
+        ("Raspberry Pi 4 Model B Rev 1.4", None),
+        ("", None),
+    ],
+)
+def test_detect_board(model, board):
+    assert detect_board(model) == board
+
+
+# The FACTS.md "Jetson interfaces" line, with the CPU list it elides ("...") written out.
+FACTS_TEGRASTATS = (
+    "RAM 2272/7620MB (lfb 4x4MB) SWAP 221/3810MB (cached 0MB) "
+    "CPU [0%@729,0%@1036,0%@1036,0%@729,0%@729,0%@729] GR3D_FREQ 0% "
+    "cpu@54.937C soc2@55.562C soc0@56.156C gpu@55.468C tj@56.656C soc1@56.656C "
+    "VDD_IN 4673mW/4673mW VDD_CPU_GPU_CV 527mW/527mW VDD_SOC 1339mW/1339mW"
+)
+
+
+def test_tegrastats_facts_line():
+    s = parse_tegrastats(FACTS_TEGRASTATS)
+    assert (s.ram_used_mb, s.ram_total_mb, s.swap_used_mb, s.swap_total_mb) == (2272, 7620, 221, 3810)
+    assert s.cpu_load_pct == (0.0,) * 6
+    assert s.cpu_freq_mhz == (729, 1036, 1036, 729, 729, 729)
+    assert s.gpu_load_pct == 0.0
+    assert s.temps_c == {"cpu": 54.937, "soc2": 55.562, "soc0": 56.156, "gpu": 55.468, "tj": 56.656, "soc1": 56.656}
+    assert s.rails_w == {"VDD_IN": 4.673, "VDD_CPU_GPU_CV": 0.527, "VDD_SOC": 1.339}
+    assert s.rails_avg_w == s.rails_w
+    assert s.skipped == ()
+    assert s.mem_pct == pytest.approx(100.0 * 2272 / 7620, abs=ROUNDING)
+
+
+def test_tegrastats_offline_cores_dead_sensors_and_unknown_fields():
+    line = (
+        "09-17-2026 02:10:03 RAM 5000/62800MB (lfb 120x4MB) SWAP 0/31400MB (cached 0MB) "
+        "CPU [50%@2201,30%@2201,off,off] EMC_FREQ 1%@2133 GR3D_FREQ 14%@[407,407] "
+        "CV0@-256C CPU@77.281C Tboard@62C WIDGET 12 "
+        "VDD_GPU_SOC 3150mW/2971mW VDD_CPU_CV 14312/12415"
+    )
+    s = parse_tegrastats(line)
+    assert s.cpu_load_pct == (50.0, 30.0, None, None)
+    assert s.cpu_pct == pytest.approx(40.0, abs=ROUNDING)  # mean of the online cores
+    assert s.gpu_load_pct == 14.0
+    assert s.temps_c == {"CPU": 77.281, "Tboard": 62.0}
+    assert s.rails_w == {"VDD_GPU_SOC": 3.150, "VDD_CPU_CV": 14.312}  # older lines have no "mW"
+    assert s.rails_avg_w == {"VDD_GPU_SOC": 2.971, "VDD_CPU_CV": 12.415}
+    assert s.skipped == ("CV0@-256C (sensor off)", "WIDGET", "12")
+
+
+def test_nvpmodel_query_parsing():
+    assert parse_nvpmodel_query("NV Power Mode: MAXN_SUPER\n2\n") == ("MAXN_SUPER", 2)
+    verbose = (
+        "NVPM VERB: Config file: /etc/nvpmodel.conf\n"
+        "NVPM VERB: Current mode: NV Power Mode: 25W\n"
+        "1\n"
+        "NVPM VERB: PARAM CPU_ONLINE: ARG CORE_0: REAL_VAL: 1 CONF_VAL: 1\n"
+    )
+    assert parse_nvpmodel_query(verbose) == ("25W", 1)
+    with pytest.raises(ValueError, match="no 'NV Power Mode:' line"):
+        parse_nvpmodel_query("NVPM ERROR: failed\n")
+
+
+def test_nvpmodel_conf_reports_what_it_skipped_and_rejects_ambiguity():
+    conf = parse_nvpmodel_conf(
+        "# comment\n"
+        "stray line\n"
+        "< POWER_MODEL NAME=MODE_10W ID=4 >\n"  # attributes in the other order
+        "CPU_ONLINE CORE_0 1\n"
+        "GPU MAX_FREQ fast\n"
+        "CPU_ONLINE CORE_1\n"
+        "< POWER_MODEL ID=x NAME=BROKEN >\n"
+        "CPU_ONLINE CORE_0 1\n"
+        "< POWER_MODEL ID=5 NAME=MAXN >\n"
+        "< PM_CONFIG DEFAULT=4 >\n",
+        {"MAXN": 20.0},
+    )
+    assert [(m.name, m.id, m.budget_w, m.budget_source) for m in conf.modes] == [
+        ("MODE_10W", 4, 10.0, "name"),
+        ("MAXN", 5, 20.0, "profile"),
+    ]
+    assert conf.modes[0].online_cpus == 1 and conf.modes[0].gpu_max_freq_mhz is None
+    assert conf.default_id == 4
+    assert [s.split(":")[0] for s in conf.skipped] == ["line 2", "line 5", "line 6", "line 7"]
+    with pytest.raises(HalError, match="defines mode '15W' twice"):
+        parse_nvpmodel_conf("< POWER_MODEL ID=0 NAME=15W >\n< POWER_MODEL ID=1 NAME=15W >\n")
+    with pytest.raises(HalError, match="uses ID 0 twice"):
+        parse_nvpmodel_conf("< POWER_MODEL ID=0 NAME=15W >\n< POWER_MODEL ID=0 NAME=7W >\n")
+    with pytest.raises(HalError, match="line 1: power mode 15W: online_cpus must be >= 1"):
+        parse_nvpmodel_conf("< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 0\n")
+
+
+@pytest.mark.parametrize(
+    "name, budget_w",
+    [("15W", 15.0), ("7W", 7.0), ("MODE_15W", 15.0), ("10W_DESKTOP", 10.0), ("MAXN", None), ("MAXN_SUPER", None)],
+)
+def test_budget_from_name(name, budget_w):
+    assert budget_from_name(name) == budget_w
+
+
+def test_describe_names_board_and_paths(tmp_path):
+    fake = make_board(tmp_path, "agx_orin_64gb")
+    info = open_fake(fake).describe()
+    assert (info["backend"], info["board"], info["model"]) == ("jetson", "agx_orin_64gb", "Jetson AGX Orin Developer Kit")
+    assert set(info["paths"]["ina3221"]) == {"1-0040", "1-0041"}
+    assert info["paths"]["nvpmodel_conf"] == str(fake.root / "etc" / "nvpmodel.conf")
+    assert info["paths"]["nvpmodel"] == str(fake.nvpmodel)

@@ -1,0 +1,165 @@
+"""Linux PC backend: on this very machine, and on a fake PC tree with hwmon and RAPL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flight.hal import HalError, HalReading, open_hal
+from flight.hal.linux import LinuxHal, rapl_power_w
+from tests.fakeboard import CPU_PCT_BETWEEN, PROC_STAT_2, RAPL_MAX_RANGE_UJ, StepClock, make_pc
+
+ROUNDING = 1e-9  # W or C: only binary rounding of decimal-exact values
+
+
+# --- this machine -----------------------------------------------------------------------------
+
+
+def test_this_machine_gives_a_valid_reading_and_names_what_is_missing():
+    hal = open_hal("linux")
+    assert isinstance(hal, LinuxHal)
+    first = hal.read()
+    second = hal.read()
+    for reading in (first, second):
+        assert isinstance(reading, HalReading)
+        json.dumps(reading.as_dict())  # telemetry can carry it as it is
+    # Whatever this machine lacks must be named, never silently absent.
+    if not list(Path("/sys/class/thermal").glob("thermal_zone*")):
+        assert any(m.startswith("thermal zones: none") for m in first.missing)
+    if not list(Path("/sys/class/hwmon").glob("hwmon*")):
+        assert any(m.startswith("hwmon temperatures:") for m in first.missing)
+    if not list(Path("/sys/class/powercap").glob("intel-rapl:*")):
+        assert any(m.startswith("rapl: no intel-rapl") for m in first.missing)
+        assert first.rails == {}
+    if first.board_power_w is None:
+        assert any(m.startswith("board_power_w:") for m in first.missing)
+    # /proc is there on any Linux: memory use on the first read, load needs a second.
+    assert first.mem_pct is not None and 0.0 < first.mem_pct < 100.0
+    assert first.cpu_pct is None and any(m.startswith("cpu_pct: first") for m in first.missing)
+    assert (second.cpu_pct is None) == any(m.startswith("cpu_pct:") for m in second.missing)
+
+
+def test_software_power_modes():
+    hal = open_hal("linux")
+    assert [(m.name, m.budget_w, m.budget_source) for m in hal.power_modes()] == [
+        ("LOW", 15.0, "software"),
+        ("MEDIUM", 35.0, "software"),
+        ("MAX", 65.0, "software"),
+    ]
+    assert hal.current_power_mode().name == "MAX"
+    assert hal.set_power_mode("LOW").name == "LOW"
+    assert hal.current_power_mode().name == "LOW"
+    with pytest.raises(HalError, match="unknown power mode '15W': this board offers LOW, MEDIUM, MAX"):
+        hal.set_power_mode("15W")
+    assert hal.current_power_mode().name == "LOW"
+    assert "software only" in hal.describe()["power_modes"]
+    assert hal.describe()["backend"] == "linux"
+
+
+def test_custom_software_modes_and_bad_initial_mode():
+    hal = LinuxHal(modes_w={"ECO": 10.0, "FULL": 100.0}, initial_mode="ECO")
+    assert [m.name for m in hal.power_modes()] == ["ECO", "FULL"]
+    with pytest.raises(HalError, match="unknown power mode 'MAX'"):
+        LinuxHal(modes_w={"ECO": 10.0})
+
+
+# --- a fake PC --------------------------------------------------------------------------------
+
+
+def test_fake_pc_temperatures_from_zones_and_hwmon(tmp_path):
+    pc = make_pc(tmp_path)
+    reading = LinuxHal(root=pc.root, monotonic_s=StepClock(0.0)).read()
+    assert reading.temps_c == pytest.approx(
+        {
+            "acpitz": 27.8,
+            "x86_pkg_temp": 45.0,
+            "acpitz/temp1": 27.8,  # no label file: the input's own name
+            "coretemp/Package id 0": 45.0,
+            "coretemp/Core 0": 43.0,
+            "coretemp/Core 1": 44.0,
+            "nvme/Composite": 38.85,
+        },
+        abs=ROUNDING,
+    )
+    empty = [m for m in reading.missing if m.startswith("nvme/Sensor 1:")]
+    assert len(empty) == 1 and "read empty" in empty[0] and "hwmon3/temp2_input" in empty[0]
+
+
+def test_rapl_power_from_two_energy_reads(tmp_path):
+    pc = make_pc(tmp_path)
+    clock = StepClock(100.0, 100.5)
+    hal = LinuxHal(root=pc.root, monotonic_s=clock)
+    before_uj = {"intel-rapl:0": 1_000_000, "intel-rapl:0:0": 500_000, "intel-rapl:0:1": 0, "intel-rapl:1": 2_000_000}
+    for zone, uj in before_uj.items():
+        pc.set_energy_uj(zone, uj)
+    first = hal.read()
+    assert first.rails == {} and first.board_power_w is None
+    for key in ("package-0", "package-0/core", "package-0/uncore", "psys"):
+        assert f"{key}: first energy sample; power needs a second read" in first.missing
+
+    # 0.5 s later: 12.5 J, 7.5 J, 0.25 J and 20 J more.
+    after_uj = {"intel-rapl:0": 13_500_000, "intel-rapl:0:0": 8_000_000, "intel-rapl:0:1": 250_000, "intel-rapl:1": 22_000_000}
+    for zone, uj in after_uj.items():
+        pc.set_energy_uj(zone, uj)
+    pc.write_proc_stat(PROC_STAT_2)
+    second = hal.read()
+    assert {k: r.power_w for k, r in second.rails.items()} == pytest.approx(
+        {"package-0": 25.0, "package-0/core": 15.0, "package-0/uncore": 0.5, "psys": 40.0}, abs=ROUNDING
+    )
+    assert all(r.voltage_v is None and r.current_a is None for r in second.rails.values())
+    assert second.board_power_w == pytest.approx(40.0, abs=ROUNDING)  # psys: the whole platform
+    assert second.cpu_pct == pytest.approx(CPU_PCT_BETWEEN, abs=ROUNDING)
+    assert second.mem_pct == pytest.approx(25.0, abs=ROUNDING)
+    assert not any("energy" in m or m.startswith("board_power_w") for m in second.missing)
+    assert clock.calls == 2  # one time stamp per read, shared by every zone
+
+
+def test_rapl_counter_wrap(tmp_path):
+    pc = make_pc(tmp_path, psys=False)
+    hal = LinuxHal(root=pc.root, monotonic_s=StepClock(10.0, 12.0))
+    pc.set_energy_uj("intel-rapl:0", RAPL_MAX_RANGE_UJ - 1_000_000)
+    hal.read()
+    pc.set_energy_uj("intel-rapl:0", 3_000_000)  # wrapped: 1 J to the top, 3 J after it
+    reading = hal.read()
+    assert reading.rails["package-0"].power_w == pytest.approx(2.0, abs=ROUNDING)  # 4 J over 2 s
+    assert reading.board_power_w is None
+    assert any(m.startswith("board_power_w: no RAPL psys domain") for m in reading.missing)
+
+
+def test_rapl_clock_that_did_not_move(tmp_path):
+    pc = make_pc(tmp_path)
+    hal = LinuxHal(root=pc.root, monotonic_s=StepClock(5.0, 5.0))
+    hal.read()
+    reading = hal.read()
+    assert "package-0" not in reading.rails
+    assert any(m.startswith("package-0: no time passed between energy reads") for m in reading.missing)
+
+
+def test_unreadable_energy_counter(tmp_path):
+    pc = make_pc(tmp_path)
+    energy = pc.rapl_dir("intel-rapl:0:0") / "energy_uj"
+    energy.unlink()
+    energy.mkdir()  # an OSError on read, whoever runs the test (root ignores file modes)
+    hal = LinuxHal(root=pc.root, monotonic_s=StepClock(1.0, 2.0))
+    hal.read()
+    reading = hal.read()
+    assert "package-0/core" not in reading.rails and "package-0" in reading.rails
+    assert any(m.startswith("package-0/core: is a directory") for m in reading.missing)
+
+
+def test_rapl_power_pure():
+    assert rapl_power_w(1_000_000, 13_500_000, 0.5, None) == 25.0
+    assert rapl_power_w(900, 100, 1.0, 1000) == pytest.approx(0.0002, abs=ROUNDING)
+    with pytest.raises(ValueError, match="went back"):
+        rapl_power_w(900, 100, 1.0, None)
+    with pytest.raises(ValueError, match="no time passed"):
+        rapl_power_w(0, 100, 0.0, None)
+
+
+def test_describe_paths_follow_root(tmp_path):
+    pc = make_pc(tmp_path)
+    info = LinuxHal(root=pc.root).describe()
+    assert info["paths"]["powercap"] == str(pc.root / "sys" / "class" / "powercap")
+    assert info["root"] == str(pc.root)

@@ -1,0 +1,90 @@
+"""Crash-safe files, parameters, and the configuration file's errors."""
+
+import json
+
+import pytest
+
+from flight.agent.params import ParameterStore
+from flight.config import ConfigError, load_config, parse_config
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
+
+
+def test_checked_json_round_trip_and_corruption(tmp_path):
+    path = tmp_path / "x.json"
+    write_checked_json(path, {"a": 1.5, "b": [1, 2]})
+    assert read_checked_json(path) == {"a": 1.5, "b": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
+    env = json.loads(path.read_text())
+    env["body"] = env["body"].replace("1.5", "2.5")
+    path.write_text(json.dumps(env))
+    with pytest.raises(CorruptFile, match="SHA-256 mismatch"):
+        read_checked_json(path)
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(CorruptFile, match="unreadable"):
+        read_checked_json(path)
+    path.write_text('{"a": 1}')
+    with pytest.raises(CorruptFile, match="not a Sunlit checked file"):
+        read_checked_json(path)
+
+
+def test_parameters_layers_and_persistence(tmp_path):
+    path = tmp_path / "params.json"
+    store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})
+    assert store["battery_floor_pct"] == 40.0 and store["hk_period_s"] == 1.0
+    assert store.set("hk_period_s", "2.5") == (1.0, 2.5)
+    with pytest.raises(ArgumentError, match="above maximum"):
+        store.set("battery_floor_pct", 99)
+    store.save()
+    again = ParameterStore(DICTIONARY, path, {"hk_period_s": 7.0})
+    assert again["hk_period_s"] == 2.5  # saved beats config
+    path.write_text(path.read_text().replace("2.5", "3.5"))
+    broken = ParameterStore(DICTIONARY, path)
+    assert broken.load_error and "SHA-256" in broken.load_error
+    assert broken["hk_period_s"] == 1.0 and not path.exists() and (tmp_path / "params.json.corrupt").exists()
+
+
+def test_config_defaults_and_a_full_file(tmp_path):
+    assert load_config(None).hal_backend == "linux"
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        '[link]\nurl = "serial:///dev/ttyTHS1?baud=921600"\n'
+        '[hal]\nbackend = "sim"\nboard = "orin_nano"\n'
+        '[rates]\nhk_period_s = 2\n'
+        '[parameters]\nbattery_floor_pct = 35\n'
+    )
+    cfg = load_config(path, {"rates.control_period_s": 0.5})
+    assert (cfg.link_url, cfg.hal_backend, cfg.board, cfg.hk_period_s, cfg.control_period_s) == (
+        "serial:///dev/ttyTHS1?baud=921600", "sim", "orin_nano", 2.0, 0.5)
+    assert cfg.parameters == {"battery_floor_pct": 35.0}
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("[lnk]\nurl='x'", "[lnk] unknown section"),
+        ("[link]\nadress = 'x'", "link.adress: unknown key"),
+        ("[rates]\nhk_period_s = 'fast'", "rates.hk_period_s: expected int or float"),
+        ("[rates]\nhk_period_s = 0", "rates.hk_period_s: 0 s is outside"),
+        ("[hal]\nbackend = 'fpga'", "hal.backend: 'fpga' is not one of"),
+        ("[hal]\nlockstep = 1", "hal.lockstep: expected bool"),
+        ("[link]\nurl = 'udp://x:1'", "link.url: udp://x:1: unknown link scheme"),
+        ("[parameters]\nbattery_floor_pct = 200", "parameters.battery_floor_pct"),
+        ("[parameters]\nfloor = 2", "parameters.floor: no such parameter"),
+        ("[orbit]\ntle = ['1 bad', '2 bad']", "orbit.tle"),
+        ("[link\nurl=", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, fragment):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert fragment in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config("/nonexistent/agent.toml")
+    assert parse_config({}).link_url.startswith("zmq://")
