@@ -1,7 +1,8 @@
 """Link throughput and latency. Prints one JSON object as its last line.
 
-- ``zmq_tm_per_s``: telemetry packets per second, encode → XPUB → SUB → decode, 200-byte data.
-- ``zmq_raw_per_s``: the same sockets carrying plain bytes of the same size, same run.
+- ``zmq_tm_per_s``: telemetry packets per second, encode → XPUB → SUB → decode, 200-byte data,
+  sender and receiver in separate processes as the agent and the ground are.
+- ``zmq_raw_per_s``: the same sockets and processes carrying plain bytes of the same size, same run.
 - ``zmq_ratio``: the first over the second (target >= 0.25).
 - ``tc_rtt_p50_us``/``tc_rtt_p99_us``: NOOP from send to completion report, agent in its own
   process on TCP loopback (target p99 < 1000).
@@ -12,11 +13,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,56 +32,56 @@ N_RTT = int(os.environ.get("BENCH_LINK_RTT", "2000"))
 N_SERIAL = int(os.environ.get("BENCH_LINK_SERIAL", "5000"))
 
 
-def _pubsub(port: int) -> tuple[zmq.Socket, zmq.Socket]:
-    ctx = zmq.Context.instance()
-    pub = ctx.socket(zmq.XPUB)
+_DATA = msgpack.packb([1, *[1.0 + i / 7 for i in range(21)], "x" * 6])  # 200 bytes of housekeeping values
+assert len(_DATA) == 200, len(_DATA)
+
+
+def _make_tm(i: int, t_now: float) -> bytes:
+    return pack_tm(0x010, i & 0x3FFF, 3, 25, _DATA, t_now)
+
+
+def _sender(port: int, n: int, encode: bool) -> None:
+    """The agent's side, in its own process as on a board: encode (or not) and publish."""
+    pub = zmq.Context.instance().socket(zmq.XPUB)
     _common(pub, 1000)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    sub = ctx.socket(zmq.SUB)
+    pub.recv()  # the subscription: the pipe is up, nothing sent is lost to a slow join
+    t_now = time.time()
+    raw = _make_tm(0, t_now)
+    for i in range(n):
+        pub.send(_make_tm(i, t_now) if encode else raw)  # blocking: XPUB_NODROP pushes back
+    pub.close(linger=-1)
+
+
+def _stream(port: int, n: int, encode: bool) -> float:
+    """Packets/s from a sender process through XPUB/SUB to this process, decoding each if ``encode``."""
+    sender = multiprocessing.get_context("spawn").Process(target=_sender, args=(port, n, encode))
+    sender.start()
+    sub = zmq.Context.instance().socket(zmq.SUB)
     _common(sub, 1000)
     sub.subscribe(b"")
     sub.connect(f"tcp://127.0.0.1:{port}")
-    pub.recv()  # the subscription: the pipe is up, nothing sent is lost to a slow join
-    return pub, sub
-
-
-def _stream(port: int, make, take, n: int) -> float:
-    """Packets/s from a sender thread through one XPUB/SUB pair to this thread."""
-    pub, sub = _pubsub(port)
-
-    def send() -> None:
-        for i in range(n):
-            pub.send(make(i))  # blocking: XPUB_NODROP pushes back instead of dropping
-
+    first = sub.recv()
     t0 = time.perf_counter()
-    sender = threading.Thread(target=send)
-    sender.start()
-    for _ in range(n):
-        take(sub.recv())
+    if encode:
+        msgpack.unpackb(unpack(first).source_data)
+        for _ in range(n - 1):
+            msgpack.unpackb(unpack(sub.recv()).source_data)
+    else:
+        for _ in range(n - 1):
+            sub.recv()
     elapsed = time.perf_counter() - t0
-    sender.join()
-    pub.close(0)
     sub.close(0)
-    return n / elapsed
+    sender.join()
+    return (n - 1) / elapsed
 
 
 def zmq_throughput(port: int) -> dict[str, float]:
-    data = msgpack.packb([1, *[1.0 + i / 7 for i in range(21)], "x" * 6])  # 200 bytes of housekeeping values
-    assert len(data) == 200, len(data)
-    t_now = time.time()
-
-    def make_tm(i: int) -> bytes:
-        return pack_tm(0x010, i & 0x3FFF, 3, 25, data, t_now)
-
-    def take_tm(raw: bytes) -> None:
-        msgpack.unpackb(unpack(raw).source_data)
-
-    raw_payload = make_tm(0)
-    tm = _stream(port, make_tm, take_tm, N_TM)
-    raw = _stream(port + 2, lambda i: raw_payload, lambda b: None, N_TM)
+    tm = _stream(port, N_TM, encode=True)
+    raw = _stream(port + 2, N_TM, encode=False)
     return {"zmq_tm_per_s": round(tm), "zmq_raw_per_s": round(raw), "zmq_ratio": round(tm / raw, 3),
-            "zmq_packet_bytes": len(raw_payload)}
+            "zmq_packet_bytes": len(_make_tm(0, 0.0))}
 
 
 def tc_rtt(port: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sunlit-demo-") as tmp:
         url = f"zmq+ipc://{tmp}/link"
         print(f"Sunlit demo: agent on {url}")
-        agent = AgentProcess(url, Path(tmp) / "agent.log", ["--hk-period", "0.5"]).start()
+        agent = AgentProcess(url, Path(tmp) / "agent.log", ["--hk-period", "0.5", "--state-dir", f"{tmp}/state"]).start()
         client = GroundClient(url)
         try:
             match = client.dictionary_matches(timeout_s=15.0)

@@ -192,6 +192,7 @@ def test_serial_url():
         ("serial:///dev/ttyUSB0?parity=E", "unknown option parity"),
         ("udp://x:1", "unknown link scheme"),
         ("zmq://h:1?queue=0", "at least one"),
+        ("serial://dev/ttyUSB0", "three slashes"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url, fragment):

@@ -92,3 +92,23 @@ def test_hk_from_another_dictionary_is_refused_not_misread():
 def test_describe_reports_bad_packets_without_raising():
     info = Codec(DICTIONARY).describe(b"\x18\x10\xc0")
     assert info["valid"] is False and info["error"] == "short"
+
+
+@pytest.mark.parametrize(
+    "service,subtype,body",
+    [
+        (5, 1, [0x0020, [1, 2]]),  # event args not a map
+        (5, 1, ["PING_RECEIVED", {}]),  # event id not a number
+        (3, 25, [[1], 2]),  # SID not a number
+        (1, 1, {"req": "x", "cmd_id": 1}),  # request id not a number
+        (1, 7, [1, 2, 3]),  # verification data not a map
+    ],
+)
+def test_malformed_telemetry_data_is_a_packet_error(service, subtype, body):
+    with pytest.raises(PacketError):
+        Codec(DICTIONARY).decode_tm(unpack(pack_tm(0x10, 0, service, subtype, msgpack.packb(body), 0.0)))
+
+
+def test_events_must_carry_exactly_their_arguments():
+    with pytest.raises(ValueError, match="takes"):
+        Codec(DICTIONARY).encode_event("PING_RECEIVED", {}, 0.0)

@@ -1,4 +1,4 @@
-"""The serial link end to end over a real pseudo-terminal cable (tests/serial_pty.py).
+"""The serial link end to end over a real pseudo-terminal cable (hil/ptyline.py).
 
 The flight end is on ``a``, the ground end on ``b``. Waiting is a loop with a deadline on
 the links' own descriptors, never a sleep standing in for "long enough".
@@ -21,7 +21,7 @@ from flight.link.messages import Codec, EventRecord, HkRecord, Stage, Verificati
 from flight.link.packets import PacketError, Telecommand, Telemetry, unpack
 from flight.link.serial_link import SerialFlightLink, SerialGroundLink
 from flight.link.transport import FlightLink, GroundLink, open_flight_link, open_ground_link, parse_link_url
-from tests.serial_pty import B_TO_A, PtyLine, RandomNoise, StreamFaults
+from hil.ptyline import B_TO_A, PtyLine, RandomNoise, StreamFaults
 
 DEADLINE_S = 5.0
 T0_S = 1_700_000_000.125

@@ -1,0 +1,41 @@
+"""The agent as a real process on a serial line (a pseudo-terminal cable), commanded from the ground end."""
+
+from __future__ import annotations
+
+import pytest
+
+from flight.link.messages import HkRecord
+from hil.ptyline import PtyLine
+from tests.samples import ORDERED, VALID_ARGS
+
+
+@pytest.fixture
+def line():
+    with PtyLine() as cable:
+        yield cable
+
+
+def hk(client, predicate, timeout_s=15.0):
+    return client.wait_for(lambda i: isinstance(i.record, HkRecord) and "mode" in i.record.values
+                           and predicate(i.record.values), timeout_s).record.values
+
+
+def test_every_command_completes_over_serial(line, start_agent, make_client):
+    agent = start_agent(f"serial://{line.a_path}?baud=115200")
+    client = make_client(f"serial://{line.b_path}?baud=115200")
+    for name in ORDERED:
+        result = client.send(name, VALID_ARGS[name], timeout_s=10)
+        assert result.completed, f"{name}: {result.outcome}"
+    assert agent.proc.wait(10) == 0  # SHUTDOWN, the last command, stopped it cleanly
+
+
+def test_line_noise_costs_only_the_damaged_packets(line, start_agent, make_client):
+    start_agent(f"serial://{line.a_path}?baud=115200")
+    client = make_client(f"serial://{line.b_path}?baud=115200")
+    line.inject("b->a", bytes(range(1, 200)) * 3)  # garbage towards the agent, no delimiters
+    line.inject("b->a", b"\x00\x17\x42\x00\x99\x00")  # short broken frames
+    for _ in range(5):
+        assert client.send("NOOP", timeout_s=10).completed
+    values = hk(client, lambda v: v["cmd_executed"] >= 5)
+    assert values["cmd_executed"] == 5 and values["tc_bad_packets"] >= 1 and values["link_kind"] == "SERIAL"
+    assert values["internal_errors"] == 0
