@@ -9,6 +9,7 @@ their command, anything else is caught, counted and reported.
 
 from __future__ import annotations
 
+import math
 import signal
 import socket
 import threading
@@ -270,7 +271,9 @@ class Agent:
         write_items = self.link.write_pollables() if self.link.wants_write() else []
         for item in write_items:
             self._poller.register(item, zmq.POLLIN | zmq.POLLOUT)
-        ready = dict(self._poller.poll(None if timeout_s is None else int(timeout_s * 1000) + 1))
+        # Round the wait up to the poller's millisecond, never down: waking early costs a turn,
+        # and int(ms) + 1 would make every timer up to a millisecond late.
+        ready = dict(self._poller.poll(None if timeout_s is None else math.ceil(timeout_s * 1000)))
         for item in write_items:
             self._poller.register(item, zmq.POLLIN)
         if self._wake_r.fileno() in ready:

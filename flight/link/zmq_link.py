@@ -42,6 +42,18 @@ def _common(sock: zmq.Socket, hwm: int) -> None:
     sock.reconnect_ivl_max = _RECONNECT_IVL_MAX_MS
 
 
+def _send_counted(sock: zmq.Socket, packet: bytes, stats: LinkStats) -> bool:
+    """Send without blocking; a full queue is a counted drop, never a stall or a silent loss."""
+    try:
+        sock.send(packet, zmq.NOBLOCK, copy=len(packet) < 4096)
+    except zmq.Again:
+        stats.tx_dropped += 1
+        return False
+    stats.tx_packets += 1
+    stats.tx_bytes += len(packet)
+    return True
+
+
 class ZmqFlightLink(FlightLink):
     kind = "ZMQ"
 
@@ -109,14 +121,7 @@ class ZmqFlightLink(FlightLink):
         return True
 
     def publish(self, packet: bytes) -> bool:
-        try:
-            self._tm.send(packet, zmq.NOBLOCK, copy=len(packet) < 4096)
-        except zmq.Again:
-            self.stats.tx_dropped += 1
-            return False
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(packet)
-        return True
+        return _send_counted(self._tm, packet, self.stats)
 
     def close(self) -> None:
         for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
@@ -150,14 +155,7 @@ class ZmqGroundLink(GroundLink):
         return [self._cmd, self._tm]
 
     def send(self, packet: bytes) -> bool:
-        try:
-            self._cmd.send(packet, zmq.NOBLOCK)
-        except zmq.Again:
-            self.stats.tx_dropped += 1
-            return False
-        self.stats.tx_packets += 1
-        self.stats.tx_bytes += len(packet)
-        return True
+        return _send_counted(self._cmd, packet, self.stats)
 
     def receive(self) -> list[bytes]:
         out: list[bytes] = []
