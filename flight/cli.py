@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("command")
     enc.add_argument("args", nargs="*", metavar="key=value")
     enc.add_argument("--seq", type=int, default=0, help="sequence count (default 0)")
-    enc.add_argument("--cmd-id", type=int, default=1, help="command id (default 1)")
+    enc.add_argument("--cmd-id", type=int, default=None, help="command id (default: a fresh random one)")
     enc.add_argument("--source-id", type=int, default=1)
     enc.add_argument("--apid", type=lambda s: int(s, 0), default=0x010)
     enc.set_defaults(func=_cmd_packet_encode)

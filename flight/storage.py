@@ -55,7 +55,10 @@ def write_checked_json(path: Path | str, body: Any) -> None:
 def read_checked_json(path: Path | str) -> Any:
     """Read what :func:`write_checked_json` wrote; raise CorruptFile if anything is off."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot be read ({exc})") from None
     try:
         envelope = json.loads(raw)
         if envelope.get("format") != _MAGIC:
@@ -67,13 +70,19 @@ def read_checked_json(path: Path | str) -> Any:
         return json.loads(text)
     except CorruptFile:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptFile(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - json can also raise RecursionError on hostile nesting
+        raise CorruptFile(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:100]})") from None
 
 
-def quarantine(path: Path | str) -> Path:
-    """Move a corrupt file aside (``NAME.corrupt``) so it can be inspected and is not read again."""
+def quarantine(path: Path | str) -> Path | None:
+    """Move a corrupt file aside (``NAME.corrupt``) so it can be inspected and is not read again.
+
+    Best effort: if even that fails (read-only filesystem), the caller carries on with defaults.
+    """
     path = Path(path)
     target = path.with_name(path.name + ".corrupt")
-    os.replace(path, target)
+    try:
+        os.replace(path, target)
+    except OSError:
+        return None
     return target

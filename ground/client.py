@@ -30,6 +30,9 @@ from flight.link.packets import GapCounter, PacketError, Telemetry, unpack
 from flight.link.transport import GroundLink, open_ground_link
 
 
+RESTART_TOLERANCE_S = 1.0  # packet times resolve 1 ms; this absorbs clock adjustments, not a restart
+
+
 class CommandTimeout(TimeoutError):
     """No final verification report arrived in time; the command may or may not have run."""
 
@@ -39,6 +42,7 @@ class CommandResult:
     name: str
     args: dict[str, Any]
     cmd_id: int
+    opcode: int = 0
     request_id: int = 0
     attempts: int = 0
     reports: list[Verification] = field(default_factory=list)
@@ -105,6 +109,8 @@ class GroundClient:
         self.events: deque[EventRecord] = deque(maxlen=keep_events)
         self.listeners: list[Callable[[Received], None]] = []
         self.agent_dict_hash: str | None = None
+        self.agent_restarts = 0
+        self._agent_started_s: float | None = None
         self._pending: dict[int, CommandResult] = {}
         self._poller = zmq.Poller()
         self._items: list[Any] = []
@@ -130,16 +136,16 @@ class GroundClient:
                 self._poller.poll(int(timeout_s * 1000) + 1)
             else:  # the link has nothing to wait on (a serial port being reopened)
                 time.sleep(min(timeout_s, 0.1))
-        out = [self._take(raw) for raw in self.link.receive()]
+        out = [self._take(raw, stream) for raw, stream in self.link.receive_tagged()]
         self.link.flush()
         return out
 
-    def _take(self, raw: bytes) -> Received:
+    def _take(self, raw: bytes, stream: bool = True) -> Received:
         try:
             packet = unpack(raw)
             if not isinstance(packet, Telemetry):
                 raise PacketError("type", "a telecommand arrived on the telemetry path")
-            gap = self.gaps.observe(packet.apid, packet.seq_count)
+            gap = self.gaps.observe(packet.apid, packet.seq_count) if stream else 0
             record = self.codec.decode_tm(packet)
         except PacketError as exc:
             self.bad_packets += 1
@@ -149,12 +155,13 @@ class GroundClient:
             if isinstance(record, Verification):
                 pending = self._pending.get(record.cmd_id)
                 # The same report can come twice (reply and stream, or a retry): keep one.
-                if pending is not None and not any(
+                if pending is not None and record.opcode == pending.opcode and not any(
                     r.stage is record.stage and r.success == record.success for r in pending.reports
                 ):
                     pending.reports.append(record)
                     pending.request_id = record.request_id
             elif isinstance(record, HkRecord):
+                self._notice_restart(packet.apid, record.values, record.time_s)
                 for name, value in record.values.items():
                     self.latest[name] = (value, record.time_s)
                 if "dict_hash" in record.values:
@@ -164,6 +171,20 @@ class GroundClient:
         for listener in self.listeners:
             listener(item)
         return item
+
+    def _notice_restart(self, apid: int, values: dict[str, Any], time_s: float) -> None:
+        """An agent restart shows as a new boot count or a new start time (packet time minus
+        uptime); sequence counts alone cannot tell when the first packets after it were missed."""
+        boot, uptime = values.get("boot_count"), values.get("uptime_s")
+        old_boot = self.latest.get("boot_count", (None, 0))[0]
+        started_s = time_s - uptime if isinstance(uptime, (int, float)) else None
+        moved = (started_s is not None and self._agent_started_s is not None
+                 and abs(started_s - self._agent_started_s) > RESTART_TOLERANCE_S)
+        if (boot is not None and old_boot is not None and boot != old_boot) or moved:
+            self.agent_restarts += 1
+            self.gaps.forget(apid)
+        if started_s is not None:
+            self._agent_started_s = started_s
 
     def wait_for(self, predicate: Callable[[Received], bool], timeout_s: float) -> Received:
         """Poll until a packet satisfies ``predicate``; raise TimeoutError with what was seen."""
@@ -233,7 +254,8 @@ class GroundClient:
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id)
         command = self.dictionary.command(name)
-        result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, sent_at_s=time.time())
+        result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
+                               sent_at_s=time.time())
         self._pending[cmd_id] = result
         try:
             self._send_attempt(result, packet)
@@ -252,18 +274,18 @@ class GroundClient:
                         f"{command.name}: no {target.value} report within {timeout_s} s "
                         f"after {result.attempts} attempt(s); last stage: {result.outcome}"
                     )
-                if not result.reports and now >= next_retry and result.attempts <= retries:
+                retrying = not result.reports and result.attempts <= retries
+                if retrying and now >= next_retry:
                     self.link.reset_commands()
                     self._send_attempt(result, packet)
                     next_retry = now + attempt_timeout_s
-                self.poll(min(deadline, next_retry) - now if not result.reports else deadline - now)
+                self.poll(max(0.0, (min(deadline, next_retry) if retrying else deadline) - now))
                 if on_report is not None:
                     for report in result.reports[shown:]:
                         on_report(report)
                     shown = len(result.reports)
         finally:
-            if wait != "sent":
-                self._pending.pop(cmd_id, None)
+            self._pending.pop(cmd_id, None)
 
     def _send_attempt(self, result: CommandResult, packet: bytes) -> None:
         result.attempts += 1

@@ -152,3 +152,17 @@ def test_parameters_survive_a_restart_and_kill_9_comes_back_safe_with_counters(r
     got = send(rig, "GET_PARAM", name="battery_floor_pct")
     assert got.result["value"] == 42.5 and got.result["saved"] == 42.5
     agent.stop()
+
+
+def test_bad_sensor_values_do_not_disable_protection(rig):
+    send(rig, "SET_MODE", mode="IDLE")
+    send(rig, "SET_MODE", mode="COMPUTE")
+    for _ in range(3):
+        rig.t += 1.0
+        rig.env.step(rig.t, temps_c={"gpu-thermal": float("nan"), "tj-thermal": 130.0, "cpu-thermal": "hot"},
+                     eps={"soc_pct": "full", "solar_power_w": None}, board_power_w=float("inf"))
+    values = rig.hk()
+    assert values["mode"] == "SAFE" and values["internal_errors"] == 0
+    assert rig.events("THERMAL_HARD_LIMIT")
+    missing = [e.args["what"] for e in rig.events("SENSOR_MISSING")]
+    assert any("gpu-thermal" in m for m in missing) and any("cpu-thermal" in m for m in missing)

@@ -88,3 +88,13 @@ def test_missing_config_file():
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config("/nonexistent/agent.toml")
     assert parse_config({}).link_url.startswith("zmq://")
+
+
+def test_only_commanded_parameters_are_saved(tmp_path):
+    path = tmp_path / "params.json"
+    store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})
+    store.set("thermal_min_dwell_s", 12)
+    assert store.save() == 1
+    assert read_checked_json(path) == {"thermal_min_dwell_s": 12.0}
+    later = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 45.0})  # config changed since
+    assert later["battery_floor_pct"] == 45.0 and later["thermal_min_dwell_s"] == 12.0

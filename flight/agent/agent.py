@@ -37,6 +37,7 @@ from flight.link.transport import FlightLink, Inbound, open_flight_link
 from flight.orbit import Orbit
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT})
+STATE_SAVE_PERIOD_S = 60.0
 DEFAULT_BOARD = "orin_nx_16gb"  # for the sim and linux backends when the config names none
 _COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
 
@@ -81,7 +82,9 @@ class Agent:
         self.clock = clock or getattr(hal, "clock", None) or RealClock()
         self.codec = Codec(dictionary, Apid.AGENT)
         self.state_dir = Path(config.state_dir)
-        self.params = ParameterStore(dictionary, self.state_dir / "params.json", config.parameters)
+        # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
+        self.params = ParameterStore(dictionary, self.state_dir / "params.json",
+                                     {"hk_period_s": config.hk_period_s, **config.parameters})
         self._state_file = StateFile(self.state_dir / "state.json")
         self.state: AgentState = self._state_file.load()
         self.previous_stop = "clean" if not self.state.running else "unclean"
@@ -97,8 +100,10 @@ class Agent:
         self._reported_drops = 0
         self._stop_reason: str | None = None
         self._booted = False
+        self._saved_important: tuple = ()
+        self._saved_at_s = -math.inf
         self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, self.emit)
-        counters = self.state.counters
+        counters = self.state.counters  # types checked when the state file was read
         for name in _COUNTERS:
             setattr(self.dispatcher.counters, name, int(counters.get(f"cmd_{name}", 0)))
         self.tc_received = int(counters.get("tc_received", 0))
@@ -123,7 +128,7 @@ class Agent:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        self._save_state()
+        self._save_state(force=True)
 
     # --- output --------------------------------------------------------------------------
 
@@ -184,13 +189,21 @@ class Agent:
             self._reported_drops = dropped
         self._save_state()
 
-    def _save_state(self) -> None:
+    def _save_state(self, force: bool = False) -> None:
+        """Persist state when something that matters changed (commands, cap, orbit) or every
+        STATE_SAVE_PERIOD_S for the packet counters: a console pinging every second must not
+        mean 86 400 flash writes a day."""
         c = self.dispatcher.counters
+        important = (tuple(getattr(c, n) for n in _COUNTERS), self.power_mode_cap, tuple(self.state.tle or ()))
+        now = self.clock.monotonic_s()
+        if not force and important == self._saved_important and now - self._saved_at_s < STATE_SAVE_PERIOD_S:
+            return
         self.state.counters = {f"cmd_{n}": getattr(c, n) for n in _COUNTERS}
         self.state.counters.update(tc_received=self.tc_received, tc_bad_packets=self.tc_bad_packets)
         self.state.power_mode_cap = self.power_mode_cap
         try:
             self._state_file.save(self.state)
+            self._saved_important, self._saved_at_s = important, now
         except OSError as exc:
             self._internal_error("state save", exc)
 
@@ -265,7 +278,8 @@ class Agent:
     def step(self, max_wait_s: float | None = 1.0) -> None:
         """One turn: wait for input or the next timer, handle what came, fire what is due."""
         self._register_link()
-        timeout_s = self.clock.timeout_until(self.timers.next_due_s())
+        # Before boot (lockstep, waiting for the harness) no timer is due: wait for I/O only.
+        timeout_s = self.clock.timeout_until(self.timers.next_due_s()) if self._booted else None
         if timeout_s is None or (max_wait_s is not None and timeout_s > max_wait_s):
             timeout_s = max_wait_s
         write_items = self.link.write_pollables() if self.link.wants_write() else []
@@ -287,8 +301,10 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
                 self._internal_error("command input", exc)
         receive_env = getattr(self.hal, "receive", None)
-        if receive_env is not None and receive_env() and not self._booted:
-            self._boot()  # lockstep: simulated time has begun
+        if receive_env is not None:
+            if receive_env() and not self._booted:
+                self._boot()  # lockstep: simulated time has begun
+            self.hal.say_hello()
         if self._booted:
             try:
                 self.timers.run_due()
@@ -331,7 +347,7 @@ class Agent:
             self.step()
         self.emit("AGENT_STOPPING", reason=self._stop_reason)
         self.state.running = False
-        self._save_state()
+        self._save_state(force=True)
         self.link.flush()
         return self._stop_reason
 

@@ -49,8 +49,11 @@ class Controller:
         self.agent = agent
         self.hal = agent.hal
         self.modes: tuple[PowerMode, ...] = self.hal.power_modes()
+        # A mode whose power nothing states (MAXN on a board without a profile) costs the most
+        # the plan can imagine: never chosen for being "free".
         self._mode_power = tuple(
-            ModePower(m.name, *mode_power.get(m.name, (m.budget_w or 0.0, m.budget_w or 0.0))) for m in self.modes
+            ModePower(m.name, *mode_power.get(m.name, (m.budget_w, m.budget_w) if m.budget_w else (math.inf, math.inf)))
+            for m in self.modes
         )
         self.status = ControlStatus()
         self.governor = self._new_governor()
@@ -63,12 +66,14 @@ class Controller:
 
     def _new_governor(self) -> ThermalGovernor:
         p = self.agent.params
+        # The rate of rise needs several samples: keep at least three control periods in the window.
         limits = ThermalLimits(p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
-                               p["thermal_min_dwell_s"], p["thermal_lookahead_s"])
+                               p["thermal_min_dwell_s"], p["thermal_lookahead_s"],
+                               rate_window_s=max(30.0, 3.0 * self.agent.config.control_period_s))
         gov = ThermalGovernor(limits, max_steps=len(self.modes) - 1)
         old = getattr(self, "governor", None)
-        if old is not None:
-            gov.steps_down, gov.hard = old.steps_down, old.hard
+        if old is not None:  # new limits, same history: dwell and rate of rise carry on
+            gov.adopt_state(old)
         return gov
 
     def limits_changed(self) -> None:
@@ -89,13 +94,31 @@ class Controller:
         now_s = agent.clock.now_s()
         mono_s = agent.clock.monotonic_s()
         p = agent.params
-        reading = self.hal.read()
+        # Faults first: a tick that fails further down must still be able to go SAFE.
+        while self._faults and self._faults[0] < mono_s - p["fault_window_s"]:
+            self._faults.popleft()
+        if len(self._faults) >= p["fault_limit"] and agent.mode is not Mode.SAFE:
+            agent.emit("FAULTS_REPEATED", count=len(self._faults), window_s=p["fault_window_s"])
+            self._faults.clear()
+            agent.enter_safe("repeated faults")
+        try:
+            reading = self.hal.read()
+        except Exception as exc:  # noqa: BLE001 - a sensor layer bug: no readings this tick, protections still run
+            agent.emit("INTERNAL_ERROR", where="hal read", reason=f"{type(exc).__name__}: {exc}"[:200])
+            self.record_fault("hal read")
+            reading = HalReading({}, {}, None, None, None, missing=(f"all sensors: read failed ({type(exc).__name__})",))
         self.status.reading = reading
         self._report_missing(reading)
         read_eps = getattr(self.hal, "read_eps", None)
-        eps = read_eps() if read_eps else {"soc_pct": None, "bus_voltage_v": None, "solar_power_w": None}
+        eps: dict[str, float | None] = {"soc_pct": None, "bus_voltage_v": None, "solar_power_w": None}
+        if read_eps is not None:
+            try:
+                eps = read_eps()
+            except Exception as exc:  # noqa: BLE001
+                agent.emit("INTERNAL_ERROR", where="eps read", reason=f"{type(exc).__name__}: {exc}"[:200])
+                self.record_fault("eps read")
         self.status.eps = eps
-        if self.orbit is not None and mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S:
+        if self.orbit is not None and (mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S or self._boundary_passed(now_s)):
             self._predict(now_s)
             self._predicted_at_s = mono_s
 
@@ -131,13 +154,6 @@ class Controller:
         else:
             self._contact_lost = False
 
-        while self._faults and self._faults[0] < mono_s - p["fault_window_s"]:
-            self._faults.popleft()
-        if len(self._faults) >= p["fault_limit"] and agent.mode is not Mode.SAFE:
-            agent.emit("FAULTS_REPEATED", count=len(self._faults), window_s=p["fault_window_s"])
-            self._faults.clear()
-            agent.enter_safe("repeated faults")
-
         self._apply_power(self._plan(eps))
         self.answer_sim()
 
@@ -149,17 +165,30 @@ class Controller:
             answer({"mode": self.agent.mode.value, "admission": self.status.admission.value,
                     "compute_duty": 1.0 if compute else 0.0})
 
+    def _boundary_passed(self, now_s: float) -> bool:
+        """True once an eclipse or SAA edge the last prediction knew of has gone by: predict again."""
+        pred = self.status.prediction
+        if pred is None:
+            return False
+        age = now_s - pred.time_unix_s
+        edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
+        return any(math.isfinite(e) and e - age <= 0 for e in edges)
+
     def _plan(self, eps: dict[str, float | None]) -> PowerDecision:
         p = self.agent.params
         pred = self.status.prediction
-        finite = (lambda v: v if v is not None and math.isfinite(v) else None)
+        age = self.agent.clock.now_s() - pred.time_unix_s if pred else 0.0
+
+        def finite(v: float | None) -> float | None:  # a time from the prediction, aged to now
+            return max(0.0, v - age) if v is not None and math.isfinite(v) else None
+
         inputs = PowerInputs(
             soc_pct=eps.get("soc_pct"),
             solar_power_w=eps.get("solar_power_w"),
             platform_load_w=self.agent.config.platform_load_w,
             in_eclipse=pred.in_eclipse if pred else None,
             time_to_eclipse_s=finite(pred.to_eclipse_entry_s) if pred else None,
-            eclipse_duration_s=finite(pred.eclipse_duration_s) if pred else None,
+            eclipse_duration_s=pred.eclipse_duration_s if pred and math.isfinite(pred.eclipse_duration_s) else None,
             time_to_sun_s=finite(pred.to_eclipse_exit_s) if pred and pred.in_eclipse else None,
         )
         if pred is not None and not pred.in_eclipse and inputs.time_to_eclipse_s is None:
@@ -168,7 +197,8 @@ class Controller:
                                     "eclipse_duration_s": 0.0})
         settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
         battery = Battery(self.agent.config.battery_capacity_wh)
-        cap = len(self.modes) - 1 - self.governor.steps_down
+        # No temperature at all means no thermal protection: run the lowest mode until one reads.
+        cap = 0 if self.status.temp_max_c is None else len(self.modes) - 1 - self.governor.steps_down
         if self.agent.power_mode_cap != "AUTO":
             names = [m.name for m in self.modes]
             if self.agent.power_mode_cap in names:
@@ -209,6 +239,7 @@ class Controller:
             ("eclipse", "ECLIPSE_PREDICTED", pred.to_eclipse_entry_s, pred.eclipse_duration_s),
             ("saa", "SAA_PREDICTED", pred.to_saa_entry_s, pred.saa_duration_s),
         ):
+            self._announced = {k for k in self._announced if k[1] * 60 >= now_s - 3600}  # forget old passes
             if math.isfinite(t_in):
                 key = (kind, int((now_s + t_in) // 60))  # one announcement per pass
                 if key not in self._announced:

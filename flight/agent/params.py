@@ -20,6 +20,7 @@ class ParameterStore:
         self._values = {p.name: p.default for p in dictionary.parameters}
         self._values.update(config_values or {})
         self.saved: dict[str, Any] = {}
+        self._commanded: set[str] = set()  # set by command since start, or saved before
         self.load_error: str | None = None
         self._load()
 
@@ -41,6 +42,7 @@ class ParameterStore:
             try:
                 self._values[name] = param.spec.coerce(value, name)
                 self.saved[name] = self._values[name]
+                self._commanded.add(name)
             except ArgumentError:
                 continue
 
@@ -58,12 +60,15 @@ class ParameterStore:
         new = param.spec.coerce(value, name)
         old = self._values[name]
         self._values[name] = new
+        self._commanded.add(name)
         return old, new
 
     def save(self) -> int:
-        write_checked_json(self.path, self._values)
-        self.saved = dict(self._values)
-        return len(self._values)
+        """Persist what commands set (not defaults or config values, which may change under it)."""
+        body = {name: self._values[name] for name in sorted(self._commanded)}
+        write_checked_json(self.path, body)
+        self.saved = dict(body)
+        return len(body)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)

@@ -22,6 +22,22 @@ class AgentState:
     power_mode_cap: str = "AUTO"
 
 
+def _check_types(state: AgentState, path: Path) -> None:
+    """A file can pass its hash and still hold nonsense (written by a bug): check every field."""
+    ok = (
+        isinstance(state.boot_count, int) and not isinstance(state.boot_count, bool) and state.boot_count >= 0
+        and isinstance(state.running, bool)
+        and isinstance(state.counters, dict)
+        and all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in state.counters.items())
+        and (state.tle is None or (isinstance(state.tle, list) and len(state.tle) == 2
+                                   and all(isinstance(line, str) for line in state.tle)))
+        and isinstance(state.power_mode_cap, str)
+    )
+    if not ok:
+        raise CorruptFile(f"{path}: a field has the wrong type or range")
+
+
 class StateFile:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -33,9 +49,10 @@ class StateFile:
             return AgentState()
         try:
             body = read_checked_json(self.path)
+            if not isinstance(body, dict):
+                raise CorruptFile(f"{self.path}: expected a map")
             state = AgentState(**{k: v for k, v in body.items() if k in AgentState.__dataclass_fields__})
-            if not isinstance(state.boot_count, int) or not isinstance(state.counters, dict):
-                raise CorruptFile(f"{self.path}: fields of the wrong type")
+            _check_types(state, self.path)
             return state
         except (CorruptFile, TypeError, AttributeError) as exc:
             self.load_error = str(exc)

@@ -18,6 +18,8 @@ Every value the agent reads here is *simulated*; ``describe()`` and the readings
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import msgpack
@@ -27,6 +29,15 @@ from flight.clock import SimClock
 from flight.hal.base import Hal, HalError, HalReading, PowerMode, RailReading, find_power_mode
 
 SIM_NOTE = "simulated by the HIL harness"
+HELLO_INTERVAL_S = 2.0  # real seconds without a step before saying hello again (a harness restarted)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for anything else (a harness bug must not reach the policies)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class SimHal(Hal):
@@ -51,7 +62,17 @@ class SimHal(Hal):
         self._sock.reconnect_ivl = 100
         self._sock.reconnect_ivl_max = 1000
         self._sock.connect(sim_endpoint)
-        self._send({"type": "hello", "board": board, "lockstep": lockstep, "modes": [m.name for m in self._modes]})
+        self._last_env_real_s = -math.inf
+        self._last_hello_real_s = -math.inf
+        self.say_hello()
+
+    def say_hello(self) -> None:
+        """Announce this agent; repeated while no step comes, so a restarted harness finds it."""
+        now = time.monotonic()
+        if now - self._last_env_real_s >= HELLO_INTERVAL_S and now - self._last_hello_real_s >= HELLO_INTERVAL_S:
+            self._last_hello_real_s = now
+            self._send({"type": "hello", "board": self.board, "lockstep": self.lockstep,
+                        "modes": [m.name for m in self._modes], "t": self.clock.now_s() if self.clock else None})
 
     # --- harness exchange ---------------------------------------------------------------
 
@@ -80,6 +101,7 @@ class SimHal(Hal):
                         moved = True
                 self._env = msg
                 self._pending_seq = msg.get("seq")
+                self._last_env_real_s = time.monotonic()
             except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
                 self.bad_messages += 1
 
@@ -109,16 +131,31 @@ class SimHal(Hal):
         if not env:
             return HalReading({}, {}, None, None, None, missing=("all sensors: no data from the harness yet",),
                               notes=(SIM_NOTE,))
-        temps = {str(k): float(v) for k, v in (env.get("temps_c") or {}).items() if v is not None}
-        rails = {str(k): RailReading(None, None, float(v)) for k, v in (env.get("rails") or {}).items() if v is not None}
-        missing = tuple(f"{k}: dropped out (simulated fault)" for k, v in (env.get("temps_c") or {}).items() if v is None)
-        power = env.get("board_power_w")
-        return HalReading(temps, rails, None if power is None else float(power), env.get("cpu_pct"), env.get("mem_pct"),
-                          missing=missing, notes=(SIM_NOTE,))
+        temps: dict[str, float] = {}
+        rails: dict[str, RailReading] = {}
+        missing: list[str] = []
+        raw_temps = env.get("temps_c") if isinstance(env.get("temps_c"), dict) else {}
+        for k, v in raw_temps.items():
+            value = _number(v)
+            if value is None or not -100.0 <= value <= 200.0:
+                missing.append(f"{k}: no valid value ({v!r}; simulated fault)"[:120])
+            else:
+                temps[str(k)] = value
+        raw_rails = env.get("rails") if isinstance(env.get("rails"), dict) else {}
+        for k, v in raw_rails.items():
+            value = _number(v)
+            if value is None:
+                missing.append(f"{k}: no valid value ({v!r}; simulated fault)"[:120])
+            else:
+                rails[str(k)] = RailReading(None, None, value)
+        pct = [(_number(env.get(k))) for k in ("cpu_pct", "mem_pct")]
+        pct = [p if p is not None and 0.0 <= p <= 100.0 else None for p in pct]
+        return HalReading(temps, rails, _number(env.get("board_power_w")), pct[0], pct[1],
+                          missing=tuple(missing), notes=(SIM_NOTE,))
 
     def read_eps(self) -> dict[str, float | None]:
-        eps = self._env.get("eps") or {}
-        return {k: (None if eps.get(k) is None else float(eps[k])) for k in ("soc_pct", "bus_voltage_v", "solar_power_w")}
+        eps = self._env.get("eps") if isinstance(self._env.get("eps"), dict) else {}
+        return {k: _number(eps.get(k)) for k in ("soc_pct", "bus_voltage_v", "solar_power_w")}
 
     def power_modes(self) -> tuple[PowerMode, ...]:
         return self._modes

@@ -71,6 +71,9 @@ _EVENT_SUBTYPE = {
 }
 
 
+MAX_REASON_LEN = 240
+
+
 def new_cmd_id() -> int:
     """A fresh command identity; 63 random bits make a collision across sessions negligible."""
     return secrets.randbits(63) or 1
@@ -79,8 +82,8 @@ def new_cmd_id() -> int:
 def _unpackb(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise PacketError("encoding", f"application data is not valid msgpack: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several types (TypeError for an unhashable key)
+        raise PacketError("encoding", f"application data is not valid msgpack: {type(exc).__name__}: {exc}"[:200]) from None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ class Codec:
         if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], int) and isinstance(body[1], int)):
             raise PacketError("encoding", "command data must be [opcode, cmd_id, {args}]")
         opcode, cmd_id, args = body
+        if isinstance(args, dict) and not all(isinstance(k, str) for k in args):
+            raise PacketError("encoding", "argument names must be strings")
         command = self.dictionary.command_by_opcode.get(opcode)
         if command is None:
             raise ArgumentError(f"unknown opcode {opcode:#06x}", FailureCode.UNKNOWN_COMMAND)
@@ -164,11 +169,18 @@ class Codec:
 
     @staticmethod
     def peek_cmd_id(tc: Telecommand) -> tuple[int, int]:
-        """(opcode, cmd_id) of a command, 0 where unreadable: enough to address a failure report."""
+        """(opcode, cmd_id) of a command, 0 where unreadable: enough to address a failure report.
+
+        Reads only the array header and its first two items, so a broken argument map
+        further on cannot hide who sent the command.
+        """
         try:
-            body = msgpack.unpackb(tc.app_data, raw=False, strict_map_key=False)
-            if isinstance(body, list) and len(body) >= 2 and isinstance(body[0], int) and isinstance(body[1], int):
-                return body[0], body[1]
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(tc.app_data) + 1)
+            unpacker.feed(tc.app_data)
+            if unpacker.read_array_header() >= 2:
+                opcode, cmd_id = unpacker.unpack(), unpacker.unpack()
+                if isinstance(opcode, int) and isinstance(cmd_id, int) and 0 <= cmd_id < 2**64 and 0 <= opcode < 2**16:
+                    return opcode, cmd_id
         except Exception:  # noqa: BLE001 - a failure report must go out whatever the data holds
             pass
         return 0, 0
@@ -183,7 +195,7 @@ class Codec:
         body: dict[str, Any] = {"req": v.request_id, "cmd_id": v.cmd_id, "op": v.opcode}
         if not v.success:
             body["code"] = int(v.code)
-            body["reason"] = v.reason
+            body["reason"] = v.reason[:MAX_REASON_LEN]  # a reason quoting a huge argument must still fit
         if v.result:
             body["result"] = v.result
         data = msgpack.packb(body, use_bin_type=True)

@@ -279,6 +279,10 @@ class GapCounter:
         self.restarts = 0
         self.repeats = 0
 
+    def forget(self, apid: int) -> None:
+        """Start ``apid``'s sequence afresh (its source is known to have restarted)."""
+        self._last.pop(apid, None)
+
     def observe(self, apid: int, seq_count: int) -> int:
         """Record one packet; return how many were missing right before it."""
         last = self._last.get(apid)

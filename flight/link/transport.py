@@ -166,6 +166,12 @@ class GroundLink(abc.ABC):
     def receive(self) -> list[bytes]:
         """Every telemetry packet that has arrived (replies and stream), without blocking."""
 
+    def receive_tagged(self) -> list[tuple[bytes, bool]]:
+        """Like receive(), each packet with True if it came on the telemetry stream, False if it
+        was a direct reply (a reply repeats a stream packet's sequence count, so gap counting
+        must look at the stream alone). On a single line everything is the stream."""
+        return [(packet, True) for packet in self.receive()]
+
     def reset_commands(self) -> None:
         """Forget queued commands and reconnect the command path (the Lazy Pirate step before a retry)."""
 

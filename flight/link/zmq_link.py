@@ -26,6 +26,9 @@ from flight.link.transport import FlightLink, GroundLink, Inbound, LinkConfig, L
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 1000
+_HEARTBEAT_IVL_MS = 1000
+_HEARTBEAT_TIMEOUT_MS = 5000
+_CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this long to leave
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
 _identity_counter = itertools.count(1)
 
@@ -40,6 +43,11 @@ def _common(sock: zmq.Socket, hwm: int) -> None:
     sock.rcvhwm = hwm
     sock.reconnect_ivl = _RECONNECT_IVL_MS
     sock.reconnect_ivl_max = _RECONNECT_IVL_MAX_MS
+    # ZMTP heartbeats: a peer that vanished without closing (a console's host lost power) is
+    # disconnected after HEARTBEAT_TIMEOUT, which frees its queue. Without this one dead
+    # subscriber would hold the XPUB's NODROP back-pressure forever.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
 
 
 def _send_counted(sock: zmq.Socket, packet: bytes, stats: LinkStats) -> bool:
@@ -126,7 +134,7 @@ class ZmqFlightLink(FlightLink):
     def close(self) -> None:
         for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
             if sock is not None and not sock.closed:
-                sock.close(linger=0)
+                sock.close(linger=_CLOSE_LINGER_MS)
 
 
 class ZmqGroundLink(GroundLink):
@@ -158,8 +166,12 @@ class ZmqGroundLink(GroundLink):
         return _send_counted(self._cmd, packet, self.stats)
 
     def receive(self) -> list[bytes]:
-        out: list[bytes] = []
+        return [packet for packet, _stream in self.receive_tagged()]
+
+    def receive_tagged(self) -> list[tuple[bytes, bool]]:
+        out: list[tuple[bytes, bool]] = []
         for sock in (self._cmd, self._tm):
+            stream = sock is self._tm
             for _ in range(_MAX_DRAIN):
                 try:
                     packet = sock.recv(zmq.NOBLOCK)
@@ -167,9 +179,8 @@ class ZmqGroundLink(GroundLink):
                     break
                 self.stats.rx_packets += 1
                 self.stats.rx_bytes += len(packet)
-                if sock is self._tm:
-                    self.stream_packets += 1
-                out.append(packet)
+                self.stream_packets += stream
+                out.append((packet, stream))
         return out
 
     def reset_commands(self) -> None:

@@ -7,8 +7,9 @@ makes the agent bank energy, instead of finding out inside the shadow. In eclips
 spends only what is left above the floor until sunrise. Without a prediction it assumes
 an eclipse could start now and last ``default_eclipse_s``.
 
-Energy balance (NOS3 EPS style): stored Wh += dt·(P_in·η_charge − P_out)/3600 when charging,
-−= dt·P_out/η_discharge/3600 when discharging; the battery saturates at full.
+Energy balance (NOS3 EPS style): the arrays feed the load directly and only the net goes through
+the battery: with net = P_solar − P_load, stored Wh += dt·net·η_charge/3600 when net > 0 and
+−= dt·|net|/η_discharge/3600 when net < 0; the battery saturates at full.
 """
 
 from __future__ import annotations

@@ -67,6 +67,13 @@ class ThermalGovernor:
         self._last_change_s = float("-inf")
         self._samples: deque[tuple[float, float]] = deque()
 
+    def adopt_state(self, other: "ThermalGovernor") -> None:
+        """Carry steps, hard-limit latch, dwell timer and samples over from ``other`` (new limits)."""
+        self.steps_down = min(other.steps_down, self.max_steps)
+        self.hard = other.hard
+        self._last_change_s = other._last_change_s
+        self._samples = deque(other._samples)
+
     def rate_c_per_s(self) -> float:
         """Least-squares slope of the recent samples; 0 with fewer than two."""
         n = len(self._samples)
