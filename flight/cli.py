@@ -41,6 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "rates.hk_period_s": args.hk_period,
         "rates.control_period_s": args.control_period,
         "paths.state_dir": args.state_dir,
+        "power.bench_supply": True if args.bench_supply else None,
     }
     try:
         config = load_config(args.config, overrides)
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="where parameters and state survive restarts")
     run.add_argument("--hk-period", type=float, metavar="S", help="housekeeping period in seconds")
     run.add_argument("--control-period", type=float, metavar="S", help="control loop period in seconds")
+    run.add_argument("--bench-supply", action="store_true",
+                     help="a board on a desk: no EPS or battery; admit compute in full (telemetry says so)")
     run.set_defaults(func=_cmd_run)
 
     dic = sub.add_parser("dictionary", help="print the command/telemetry dictionary")

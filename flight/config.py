@@ -20,12 +20,18 @@ Example (every key optional except where noted)::
     [power]
     battery_capacity_wh = 100.0
     platform_load_w = 12.0               # the rest of the spacecraft, without the board
+    bench_supply = false                 # true on a desk: no EPS and no battery, mains power;
+                                         # compute is admitted in full and telemetry says why
 
     [orbit]
     tle = ["1 25544U ...", "2 25544 ..."]
 
     [paths]
     state_dir = "/var/lib/sunlit"        # parameters, counters, orbit: survive restarts
+
+    [compute]
+    enabled = true                       # the compute worker; default: on, except in lockstep HIL
+    dir = "/var/lib/sunlit/compute"      # models, data sets, products, checkpoints (default STATE_DIR/compute)
 
     [parameters]                         # start-up values for dictionary parameters
     battery_floor_pct = 35.0
@@ -68,9 +74,10 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "nvpmodel": ((str,), "nvpmodel"),
     },
     "rates": {"hk_period_s": (_NUM, 1.0), "control_period_s": (_NUM, 1.0)},
-    "power": {"battery_capacity_wh": (_NUM, 100.0), "platform_load_w": (_NUM, 12.0)},
+    "power": {"battery_capacity_wh": (_NUM, 100.0), "platform_load_w": (_NUM, 12.0), "bench_supply": ((bool,), False)},
     "orbit": {"tle": ((list,), None)},
     "paths": {"state_dir": ((str,), "var/sunlit")},
+    "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
 }
 BACKENDS = ("jetson", "linux", "sim")
 
@@ -88,9 +95,12 @@ class Config:
     control_period_s: float = 1.0
     battery_capacity_wh: float = 100.0
     platform_load_w: float = 12.0
+    bench_supply: bool = False
     tle: tuple[str, str] | None = None
     state_dir: Path = Path("var/sunlit")
     parameters: dict[str, Any] = field(default_factory=dict)
+    compute_enabled: bool | None = None  # None: on unless lockstep HIL (compute is modelled there)
+    compute_dir: Path | None = None
     source: str = "(defaults)"
 
 
@@ -190,8 +200,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         control_period_s=float(get("rates.control_period_s")),
         battery_capacity_wh=float(get("power.battery_capacity_wh")),
         platform_load_w=float(get("power.platform_load_w")),
+        bench_supply=get("power.bench_supply"),
         tle=tle,
         state_dir=Path(get("paths.state_dir")),
         parameters=checked,
+        compute_enabled=get("compute.enabled"),
+        compute_dir=Path(get("compute.dir")) if get("compute.dir") else None,
         source=source,
     )

@@ -19,6 +19,9 @@ VALID_ARGS = {
     "SAVE_PARAMS": {},
     "SET_POWER_MODE": {"name": "AUTO"},
     "SET_TLE": {"line1": ISS_TLE[0], "line2": ISS_TLE[1]},
+    "INFER_START": {"input_set": "cloud_tiles_test"},
+    "TRAIN_START": {"dataset": "cloud_tiles_test", "steps": 10},
+    "JOB_CANCEL": {"job_id": 2},
     "SHUTDOWN": {"reason": "test"},
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"

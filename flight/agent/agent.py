@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from flight.agent.commands import register_standard_commands
+from flight.agent.compute import ComputeSupervisor
 from flight.agent.control import Controller
 from flight.agent.dispatcher import Dispatcher
 from flight.agent.modes import Mode
@@ -110,6 +111,9 @@ class Agent:
         self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
         register_standard_commands(self)
         self.controller = Controller(self, mode_power or {})
+        lockstep = bool(getattr(self.hal, "lockstep", False))
+        compute_on = config.compute_enabled if config.compute_enabled is not None else not lockstep
+        self.compute = ComputeSupervisor(self, config.compute_dir or self.state_dir / "compute", compute_on)
         tle = self.state.tle or (list(config.tle) if config.tle else None)
         if tle:
             try:
@@ -122,7 +126,7 @@ class Agent:
         self._poller = zmq.Poller()
         self._link_items: list[Any] = []
         self._register_link()
-        for item in getattr(self.hal, "pollables", lambda: [])():
+        for item in [*getattr(self.hal, "pollables", lambda: [])(), *self.compute.pollables()]:
             self._poller.register(item, zmq.POLLIN)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -175,14 +179,13 @@ class Agent:
         }
 
     def housekeeping(self) -> dict[str, Any]:
-        return {**self.agent_hk(), **self.controller.power_hk(), **self.controller.thermal_hk()}
+        return {**self.agent_hk(), **self.controller.power_hk(), **self.controller.thermal_hk(), **self.compute.hk()}
 
     def send_housekeeping(self) -> None:
         now = self.clock.now_s()
         values = self.housekeeping()
         for packet in self.dictionary.packets:
-            if packet.apid == Apid.AGENT:
-                self.link.publish(self.codec.encode_hk(packet.sid, values, now))
+            self.link.publish(self.codec.encode_hk(packet.sid, values, now))
         dropped = self.link.stats.tx_dropped
         if dropped > self._reported_drops:
             self.emit("TM_DROPPED", count=dropped - self._reported_drops)
@@ -300,6 +303,10 @@ class Agent:
                 self.handle(inbound)
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
                 self._internal_error("command input", exc)
+        try:
+            self.compute.receive()
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("compute input", exc)
         receive_env = getattr(self.hal, "receive", None)
         if receive_env is not None:
             if receive_env() and not self._booted:
@@ -340,6 +347,7 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop(signal.Signals(signum).name))
+        self.compute.start()
         if not getattr(self.hal, "lockstep", False):
             self._boot()
         # Under lockstep the loop already answers the link, and boots on the harness's first step.
@@ -352,6 +360,7 @@ class Agent:
         return self._stop_reason
 
     def close(self) -> None:
+        self.compute.close()
         self.link.close()
         self.hal.close()
         self._wake_r.close()

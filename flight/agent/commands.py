@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from flight.agent.compute import MAX_PENDING
 from flight.agent.dispatcher import CommandFailed
 from flight.agent.modes import Conditions, Mode, commanded_refusal
 from flight.hal.base import HalError
@@ -110,6 +111,33 @@ def register_standard_commands(agent: "Agent") -> None:
         period = orbit.period_s
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None}
 
+    def new_job(kind: str, name: str, **fields: Any) -> dict[str, Any]:
+        if not agent.compute.enabled:
+            raise CommandFailed("compute is off on this agent (lockstep HIL models it, or [compute] enabled = false)",
+                                FailureCode.NOT_ALLOWED_IN_MODE)
+        job_id = agent.state.next_job_id
+        job = {"job_id": job_id, "kind": kind, "name": name, **fields}
+        if not agent.compute.submit(job):
+            raise CommandFailed(f"{MAX_PENDING} job messages already wait for the compute worker; try again",
+                                FailureCode.BUSY)
+        agent.state.next_job_id += 1
+        agent._save_state(force=True)  # noqa: SLF001 - a job id is never handed out twice
+        return {"job_id": job_id, "kind": kind, "runs_when": "mode COMPUTE and admitted by the power manager"}
+
+    def infer_start(req: CommandRequest) -> dict[str, Any]:
+        a = req.args
+        return new_job("INFERENCE", a["input_set"], model=a["model"], priority=a["priority"], continuous=a["continuous"])
+
+    def train_start(req: CommandRequest) -> dict[str, Any]:
+        a = req.args
+        return new_job("TRAINING", a["dataset"], steps=a["steps"], batch_size=a["batch_size"],
+                       checkpoint_every=a["checkpoint_every"], lr=a["lr"], priority=9)
+
+    def job_cancel(req: CommandRequest) -> dict[str, Any]:
+        if not agent.compute.cancel(req.args["job_id"]):
+            raise CommandFailed(f"{MAX_PENDING} job messages already wait for the compute worker", FailureCode.BUSY)
+        return {"job_id": req.args["job_id"]}
+
     def shutdown(req: CommandRequest) -> dict[str, Any]:
         agent.stop(f"commanded: {req.args['reason']}")
         return {"stopping": True}
@@ -123,6 +151,9 @@ def register_standard_commands(agent: "Agent") -> None:
     d.register("SAVE_PARAMS", save_params)
     d.register("SET_POWER_MODE", set_power_mode)
     d.register("SET_TLE", set_tle)
+    d.register("INFER_START", infer_start)
+    d.register("TRAIN_START", train_start)
+    d.register("JOB_CANCEL", job_cancel)
     d.register("SHUTDOWN", shutdown)
     missing = d.missing_handlers()
     assert not missing, f"dictionary commands without a handler: {missing}"

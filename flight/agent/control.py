@@ -195,15 +195,22 @@ class Controller:
             # Sunlit with no eclipse in the horizon (high beta): plan to the horizon's end with no shadow.
             inputs = PowerInputs(**{**inputs.__dict__, "time_to_eclipse_s": PREDICTION_HORIZON_S,
                                     "eclipse_duration_s": 0.0})
+        if eps.get("soc_pct") is None and self.agent.config.bench_supply:
+            cap = len(self.modes) - 1 - self.governor.steps_down if self.status.temp_max_c is not None else 0
+            cap = min(cap, self._operator_cap())
+            mode = self._mode_power[cap]
+            return PowerDecision(mode.name, cap, Admission.ALL, mode.loaded_w,
+                                 "bench supply (config): no battery to protect, only heat and the operator cap", 0.0)
         settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
         battery = Battery(self.agent.config.battery_capacity_wh)
         # No temperature at all means no thermal protection: run the lowest mode until one reads.
         cap = 0 if self.status.temp_max_c is None else len(self.modes) - 1 - self.governor.steps_down
-        if self.agent.power_mode_cap != "AUTO":
-            names = [m.name for m in self.modes]
-            if self.agent.power_mode_cap in names:
-                cap = min(cap, names.index(self.agent.power_mode_cap))
-        return decide(inputs, self._mode_power, battery, settings, cap)
+        return decide(inputs, self._mode_power, battery, settings, min(cap, self._operator_cap()))
+
+    def _operator_cap(self) -> int:
+        names = [m.name for m in self.modes]
+        cap = self.agent.power_mode_cap
+        return names.index(cap) if cap in names else len(names) - 1
 
     def _apply_power(self, decision: PowerDecision) -> None:
         agent = self.agent
@@ -225,6 +232,10 @@ class Controller:
         if admission is not self.status.admission:
             agent.emit("ADMISSION_CHANGED", old=self.status.admission.value, new=admission.value, reason=reason[:200])
             self.status.admission = admission
+        names = [m.name for m in self.modes]
+        index = names.index(target) if target in names else 0
+        reading = self.status.reading
+        agent.compute.admit(admission.value, index, len(names), reading.board_power_w if reading else None, reason)
 
     def _predict(self, now_s: float) -> None:
         try:
@@ -266,7 +277,8 @@ class Controller:
             "battery_soc_pct": st.eps.get("soc_pct"),
             "bus_voltage_v": st.eps.get("bus_voltage_v"),
             "solar_power_w": st.eps.get("solar_power_w"),
-            "eps_source": "sim" if hasattr(self.hal, "read_eps") else "none",
+            "eps_source": "sim" if hasattr(self.hal, "read_eps") else (
+                "bench supply (config)" if self.agent.config.bench_supply else "none"),
             "board_power_w": r.board_power_w if r else None,
             "power_mode": mode.name if mode else None,
             "power_mode_cap": self.agent.power_mode_cap,

@@ -20,6 +20,7 @@ class AgentState:
     counters: dict[str, int] = field(default_factory=dict)
     tle: list[str] | None = None
     power_mode_cap: str = "AUTO"
+    next_job_id: int = 1
 
 
 def _check_types(state: AgentState, path: Path) -> None:
@@ -33,6 +34,7 @@ def _check_types(state: AgentState, path: Path) -> None:
         and (state.tle is None or (isinstance(state.tle, list) and len(state.tle) == 2
                                    and all(isinstance(line, str) for line in state.tle)))
         and isinstance(state.power_mode_cap, str)
+        and isinstance(state.next_job_id, int) and state.next_job_id >= 1
     )
     if not ok:
         raise CorruptFile(f"{path}: a field has the wrong type or range")

@@ -50,6 +50,8 @@ PARAMETERS = (
               "Faults within fault_window_s that send the agent SAFE"),
     Parameter("fault_window_s", 0x0032, ValueSpec(T.F64, "s", 1.0, 86400.0), 600.0,
               "Window over which faults are counted"),
+    Parameter("compute_watchdog_s", 0x0040, ValueSpec(T.F64, "s", 2.0, 600.0), 10.0,
+              "A compute worker silent this long is taken as hung and restarted"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
@@ -102,6 +104,38 @@ COMMANDS = (
             Argument("line2", ValueSpec(T.STRING, max_len=69), "TLE line 2"),
         ),
         hazardous=True,
+    ),
+    Command(
+        "INFER_START",
+        0x0040,
+        "Queue an inference job on a named input set (or, continuous, on every tile file arriving in incoming/); "
+        "results are summarised in COMPUTE_HK and kept in products/ for downlink.",
+        (
+            Argument("input_set", ValueSpec(T.STRING, max_len=64), "Input set name (an .npz in the compute data directory)"),
+            Argument("model", ValueSpec(T.STRING, max_len=64), "Model name in the store", default="cloud_screen"),
+            Argument("priority", ValueSpec(T.U8, "", 0, 9), "0 runs first", default=5),
+            Argument("continuous", ValueSpec(T.BOOL), "Keep running on incoming data", default=False),
+        ),
+    ),
+    Command(
+        "TRAIN_START",
+        0x0041,
+        "Queue an on-board training job (an MLP trained by ONNX Runtime step graphs) on a named data set; "
+        "checkpointed, paused and resumed by the power manager, never loses more than checkpoint_every steps.",
+        (
+            Argument("dataset", ValueSpec(T.STRING, max_len=64), "Data set name (an .npz with x and y)"),
+            Argument("steps", ValueSpec(T.U32, "count", 1, 10_000_000), "Training steps to run"),
+            Argument("batch_size", ValueSpec(T.U16, "count", 1, 4096), "Samples per step", default=64),
+            Argument("checkpoint_every", ValueSpec(T.U32, "count", 1, 1_000_000), "Steps between checkpoints",
+                     default=50),
+            Argument("lr", ValueSpec(T.F64, "", 1e-6, 1.0), "Adam learning rate", default=0.001),
+        ),
+    ),
+    Command(
+        "JOB_CANCEL",
+        0x0042,
+        "Cancel a compute job.",
+        (Argument("job_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Job id from INFER_START or TRAIN_START"),),
     ),
     Command(
         "SHUTDOWN",
@@ -183,6 +217,30 @@ THERMAL_CHANNELS = (
     Channel("throttle_steps", T.U8, "count", "Power-mode levels stepped down for heat"),
 )
 
+COMPUTE_CHANNELS = (
+    Channel("compute_state", T.ENUM, "", "Compute worker: OFF (not configured or lockstep, where compute is modelled), "
+            "STARTING, RUNNING, DOWN (restarting)", choices=("OFF", "STARTING", "RUNNING", "DOWN")),
+    Channel("compute_provider", T.STRING, "", "ONNX Runtime execution provider in use"),
+    Channel("compute_pid", T.U32, "", "Process id of the compute worker (0: none)"),
+    Channel("compute_restarts", T.U32, "count", "Worker restarts after a hang or crash", Limits(warn_high=1)),
+    Channel("compute_threads", T.U8, "count", "Threads the power mode allows the worker"),
+    Channel("compute_duty", T.F64, "", "Duty cycle the power mode allows the worker (0..1)"),
+    Channel("jobs_queued", T.U16, "count", "Compute jobs waiting or paused"),
+    Channel("job_id", T.U32, "", "Job running now (0: none)"),
+    Channel("job_kind", T.ENUM, "", "Kind of the job running now", choices=("NONE", "INFERENCE", "TRAINING")),
+    Channel("infer_count", T.U64, "count", "Tiles classified since the worker started"),
+    Channel("infer_rate_per_s", T.F64, "1/s", "Tiles classified per second over the last status period"),
+    Channel("infer_cloudy", T.U32, "count", "Tiles classified cloudy (kept off the downlink)"),
+    Channel("infer_clear", T.U32, "count", "Tiles classified clear (for downlink)"),
+    Channel("infer_confidence_mean", T.F64, "", "Mean confidence of the classifications"),
+    Channel("train_step", T.U32, "count", "Step of the training job running now"),
+    Channel("train_loss", T.F64, "", "Loss of the last training step"),
+    Channel("train_accuracy", T.F64, "", "Training accuracy since the job (re)started"),
+    Channel("train_steps_per_s", T.F64, "1/s", "Training steps per second"),
+    Channel("train_energy_per_step_j", T.F64, "J", "Board power over step rate (where the rail power is known)"),
+    Channel("products", T.U32, "count", "Product files waiting in products/ for downlink"),
+)
+
 PACKETS = (
     HkPacket(1, "AGENT_HK", Apid.AGENT, tuple(c.name for c in CHANNELS),
              "Agent housekeeping: mode, uptime, command counters, link statistics, board load"),
@@ -190,6 +248,8 @@ PACKETS = (
              "Battery, solar input, rail powers, power mode and the power manager's decision, orbit prediction"),
     HkPacket(3, "THERMAL_HK", Apid.AGENT, tuple(c.name for c in THERMAL_CHANNELS),
              "Temperatures per zone and thermal throttling"),
+    HkPacket(4, "COMPUTE_HK", Apid.COMPUTE, tuple(c.name for c in COMPUTE_CHANNELS),
+             "Compute worker, jobs, inference results and training progress"),
 )
 
 EVENTS = (
@@ -252,8 +312,31 @@ EVENTS = (
     Event("SAA_PREDICTED", 0x0092, Severity.ACTIVITY_LO, "SAA entry in {in_s:.0f} s for {duration_s:.0f} s",
           "The next South Atlantic Anomaly pass (once per pass): the hook for checkpointing before it",
           ("in_s", "duration_s")),
+    Event("JOB_QUEUED", 0x00A0, Severity.ACTIVITY_LO, "Job {job_id} ({kind}) queued on {name}",
+          "The compute worker accepted a job", ("job_id", "kind", "name")),
+    Event("JOB_STARTED", 0x00A1, Severity.ACTIVITY_HI, "Job {job_id} ({kind}) started on {name}",
+          "A compute job began running", ("job_id", "kind", "name")),
+    Event("JOB_PAUSED", 0x00A2, Severity.ACTIVITY_HI, "Job {job_id} paused at step {step}: {reason}",
+          "A job was paused (checkpointed first) by the power or thermal manager", ("job_id", "step", "reason")),
+    Event("JOB_RESUMED", 0x00A3, Severity.ACTIVITY_HI, "Job {job_id} ({kind}) resumed on {name}",
+          "A paused or interrupted job runs again from its checkpoint", ("job_id", "kind", "name")),
+    Event("JOB_DONE", 0x00A4, Severity.ACTIVITY_HI, "Job {job_id} done: {summary}", "A job finished",
+          ("job_id", "summary")),
+    Event("JOB_FAILED", 0x00A5, Severity.WARNING_HI, "Job {job_id} failed: {reason}", "A job failed",
+          ("job_id", "reason")),
+    Event("JOB_CANCELLED", 0x00A6, Severity.ACTIVITY_HI, "Job {job_id} cancelled: {reason}", "A job was cancelled",
+          ("job_id", "reason")),
+    Event("MODEL_GOLDEN_USED", 0x00A8, Severity.WARNING_HI, "Model {name}: working copy refused ({reason}); golden copy used",
+          "The working copy failed its SHA-256 check; the protected golden copy runs instead", ("name", "reason")),
+    Event("PROVIDER_FALLBACK", 0x00A9, Severity.WARNING_LO, "Execution provider fallback, running on {provider}: {reason}",
+          "A preferred execution provider could not be used", ("provider", "reason")),
+    Event("COMPUTE_HUNG", 0x00AA, Severity.WARNING_HI, "Compute worker silent for {age_s:.1f} s: restarting it",
+          "The worker stopped reporting (a hang or crash); it is killed and restarted", ("age_s",)),
+    Event("COMPUTE_STARTED", 0x00AB, Severity.ACTIVITY_LO, "Compute worker started (pid {pid})",
+          "The compute worker process is up", ("pid",)),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The telemetry queue overflowed; reported at most once per housekeeping period", ("count",)),
 )
 
-DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS, PACKETS, EVENTS, PARAMETERS)
+DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS, PACKETS, EVENTS,
+                        PARAMETERS)

@@ -1,0 +1,1 @@
+"""On-board compute: models, inference and training jobs on the board."""

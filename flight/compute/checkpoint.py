@@ -1,0 +1,70 @@
+"""Training checkpoints that survive a power cut: one file, written atomically, SHA-256 checked.
+
+Layout: ``SUNLITCK`` magic, 4-byte big-endian header length, a JSON header (step, data
+position, job metadata, SHA-256 of the payload), then the payload: an ``.npz`` of every
+array (weights, optimizer state). A checkpoint either loads exactly as written or is
+refused with :class:`CorruptFile`; the previous one is kept until the new one is in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flight.storage import CorruptFile, write_atomic
+
+MAGIC = b"SUNLITCK"
+_HEADER_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_checkpoint(ck: Checkpoint) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **ck.arrays)  # uncompressed: a Jetson's CPU is better spent training
+    payload = buf.getvalue()
+    header = json.dumps({"step": ck.step, "meta": ck.meta, "sha256": hashlib.sha256(payload).hexdigest(),
+                         "payload_len": len(payload)}, sort_keys=True).encode()
+    return MAGIC + _HEADER_LEN.pack(len(header)) + header + payload
+
+
+def decode_checkpoint(raw: bytes, source: str = "checkpoint") -> Checkpoint:
+    if raw[:8] != MAGIC:
+        raise CorruptFile(f"{source}: not a Sunlit checkpoint (magic {raw[:8]!r})")
+    try:
+        (n,) = _HEADER_LEN.unpack_from(raw, 8)
+        header = json.loads(raw[12 : 12 + n])
+        payload = raw[12 + n :]
+        if len(payload) != header["payload_len"]:
+            raise CorruptFile(f"{source}: payload is {len(payload)} bytes, header says {header['payload_len']}")
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != header["sha256"]:
+            raise CorruptFile(f"{source}: SHA-256 mismatch (stored {header['sha256'][:12]}…, computed {digest[:12]}…)")
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {k: npz[k].copy() for k in npz.files}
+        return Checkpoint(int(header["step"]), arrays, dict(header.get("meta") or {}))
+    except CorruptFile:
+        raise
+    except (ValueError, KeyError, TypeError, struct.error, OSError) as exc:
+        raise CorruptFile(f"{source}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def save_checkpoint(path: Path | str, ck: Checkpoint) -> None:
+    write_atomic(path, encode_checkpoint(ck))
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    path = Path(path)
+    return decode_checkpoint(path.read_bytes(), str(path))

@@ -1,0 +1,158 @@
+"""Choosing where a model runs: TensorRT, then CUDA, then the CPU, falling back on failure.
+
+On a Jetson the onnxruntime build has TensorRT and CUDA providers, but either can fail to
+start a session: the TensorRT engine build runs out of memory, a CUDA context cannot be
+made after a GPU fault, a library is missing after an update. The agent must still run
+the model, slower, on the CPU, and must say why it did, so the ground can see a board
+that silently lost its GPU.
+
+onnxruntime fails in two ways, and :func:`open_session` catches both:
+
+- it raises (an unknown provider, a provider whose initialisation throws). We pass
+  ``enable_fallback=0`` so it raises to us instead of printing "EP Error" on stdout
+  and retrying on its own;
+- it warns and quietly builds the session without the provider (a provider not in this
+  build). We look at ``session.get_providers()[0]`` and count that as a failure too.
+
+Each attempt asks for the provider followed by the rest of the list, as onnxruntime
+expects (``[TensorRT, CUDA, CPU]``): nodes TensorRT cannot take run on CUDA, then CPU.
+
+Not thread-safe (warnings are caught process-wide while a session is created); the agent
+opens sessions from one thread.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import onnxruntime as ort
+
+TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PREFERENCE = (TENSORRT, CUDA, CPU)
+"""Fastest first. CPU is always tried last whatever the caller asks for: it cannot be missing."""
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class SessionError(RuntimeError):
+    """No provider, not even the CPU, could open the model; ``reasons`` has one line per attempt."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = reasons
+        super().__init__("no execution provider could open the model: " + "; ".join(reasons))
+
+
+class OpenedSession(NamedTuple):
+    """What :func:`open_session` returns; unpacks as ``session, provider, fallbacks``."""
+
+    session: ort.InferenceSession
+    provider: str
+    fallbacks: list[str]  # one line per provider tried or skipped before ``provider``, saying why
+
+
+def session_options_for(
+    threads: int | None = None,
+    *,
+    optimization: str = "all",
+    log_severity: int = 3,
+) -> ort.SessionOptions:
+    """Session options for the board: ``threads`` intra-op threads, one inter-op thread.
+
+    ``threads=None`` lets onnxruntime use one per physical core. On a Jetson under a
+    power cap fewer threads can be faster and cooler: the agent passes its own number.
+    Sequential execution: the models are small chains, and parallel branches would only
+    add threads to contend for the same cores. ``log_severity`` 3 keeps onnxruntime's own
+    log to errors (0 verbose ... 4 fatal); :func:`open_session` reports fallbacks itself.
+    """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None (onnxruntime's default), got {threads!r}")
+    if optimization not in _OPTIMIZATION:
+        raise ValueError(f"optimization must be one of {', '.join(_OPTIMIZATION)}, got {optimization!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPTIMIZATION[optimization]
+    options.log_severity_level = log_severity
+    return options
+
+
+def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:
+    """``preferred`` (default :data:`PREFERENCE`) without repeats, with the CPU appended if absent."""
+    order: list[str] = []
+    for name in PREFERENCE if preferred is None else preferred:
+        if not isinstance(name, str):
+            raise TypeError(f"provider names are strings, got {name!r}; pass options in provider_options")
+        if name not in order:
+            order.append(name)
+    if CPU not in order:
+        order.append(CPU)
+    return order
+
+
+def open_session(
+    model: bytes | Path | str,
+    preferred: Sequence[str] | None = None,
+    threads: int | None = None,
+    *,
+    available: Sequence[str] | None = None,
+    options: ort.SessionOptions | None = None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> OpenedSession:
+    """Open ``model`` on the first provider of ``preferred`` that works; ``(session, provider, fallbacks)``.
+
+    ``model`` is the ONNX bytes (prefer the bytes a :class:`~flight.compute.store.ModelStore`
+    verified) or a path. ``preferred`` is the order to try (default TensorRT, CUDA, CPU);
+    the CPU is added last if missing. A provider not in ``available`` (default
+    ``onnxruntime.get_available_providers()``) is skipped without an attempt; tests pass
+    ``available`` to make onnxruntime itself refuse. ``provider_options`` maps a provider
+    name to its options, e.g. ``{"TensorrtExecutionProvider": {"trt_engine_cache_enable":
+    "True", "trt_engine_cache_path": "/var/lib/sunlit/trt"}}`` (without an engine cache
+    TensorRT rebuilds its engine, minutes on a Jetson, on every start).
+
+    Raises :class:`SessionError` if even the CPU fails (then the model itself is bad).
+    """
+    source = str(model) if isinstance(model, (str, Path)) else model
+    have = list(ort.get_available_providers() if available is None else available)
+    order = providers_to_try(preferred)
+    options = options if options is not None else session_options_for(threads)
+    provider_options = provider_options or {}
+    fallbacks: list[str] = []
+    for i, name in enumerate(order):
+        if name not in have:
+            fallbacks.append(f"{name}: not in this onnxruntime build (available: {', '.join(have) or 'none'})")
+            continue
+        rest = [p for p in order[i:] if p in have]
+        request = [(p, dict(provider_options.get(p, {}))) for p in rest]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                session = ort.InferenceSession(source, sess_options=options, providers=request, enable_fallback=0)
+            except Exception as exc:  # onnxruntime's own types (Fail, InvalidProtobuf, ...) derive from Exception
+                why = f"{type(exc).__name__}: {_one_line(exc)}"
+                fallbacks.append(f"{name}: session creation failed: {why}{_notes(caught)}")
+                continue
+        got = session.get_providers()
+        if got and got[0] == name:
+            return OpenedSession(session, name, fallbacks)
+        fallbacks.append(f"{name}: onnxruntime dropped it and chose {got[0] if got else 'nothing'}{_notes(caught)}")
+    raise SessionError(fallbacks)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _notes(caught: list[warnings.WarningMessage]) -> str:
+    messages = [_one_line(w.message) for w in caught]  # type: ignore[arg-type]
+    return f" (onnxruntime warned: {' | '.join(messages)})" if messages else ""

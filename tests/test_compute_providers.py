@@ -1,0 +1,115 @@
+"""Execution providers: TensorRT, CUDA, CPU in that order, and every fallback explained.
+
+This machine's onnxruntime has no GPU providers, which is what lets the tests make real
+onnxruntime refuse them: we tell open_session they are available, and onnxruntime
+either raises (an unknown provider) or warns and quietly uses the CPU (a known provider
+missing from the build). Both must end on the CPU with the reason recorded.
+"""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from flight.compute.providers import (
+    CPU,
+    CUDA,
+    PREFERENCE,
+    TENSORRT,
+    OpenedSession,
+    SessionError,
+    open_session,
+    providers_to_try,
+    session_options_for,
+)
+from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
+
+MODEL = MODELS_DIR / MODEL_FILE
+GPU_BUILD = CUDA in ort.get_available_providers()
+
+
+def run_once(session) -> np.ndarray:
+    tiles = np.full((2, 4, 16, 16), 0.1, dtype=np.float32)
+    return session.run(["probabilities"], {"tiles": tiles})[0]
+
+
+def test_preference_order_and_cpu_last():
+    assert PREFERENCE == (TENSORRT, CUDA, CPU)
+    assert providers_to_try() == [TENSORRT, CUDA, CPU]
+    assert providers_to_try([CUDA, CUDA]) == [CUDA, CPU]  # repeats dropped, CPU always last
+    with pytest.raises(TypeError, match="provider_options"):
+        providers_to_try([(CUDA, {"device_id": 0})])
+
+
+@pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")
+def test_default_on_a_cpu_only_build_skips_the_gpu_providers_and_says_so():
+    session, provider, fallbacks = open_session(MODEL)
+    assert provider == CPU and session.get_providers()[0] == CPU
+    assert [f.split(":")[0] for f in fallbacks] == [TENSORRT, CUDA]
+    assert all("not in this onnxruntime build" in f for f in fallbacks)
+    assert run_once(session).shape == (2, 2)
+
+
+def test_provider_dropped_silently_by_onnxruntime_falls_back_to_cpu_with_reasons():
+    if GPU_BUILD:
+        pytest.skip("onnxruntime here would really use CUDA")
+    # pretend the GPU providers are there: onnxruntime warns and builds a CPU session
+    opened = open_session(MODEL, available=[TENSORRT, CUDA, CPU])
+    assert isinstance(opened, OpenedSession) and opened.provider == CPU
+    assert [f.split(":")[0] for f in opened.fallbacks] == [TENSORRT, CUDA]
+    for reason in opened.fallbacks:
+        assert "onnxruntime dropped it and chose CPUExecutionProvider" in reason
+        assert "is not in available provider names" in reason  # onnxruntime's warning, kept
+    assert run_once(opened.session).shape == (2, 2)
+
+
+def test_provider_that_fails_to_initialise_falls_back_to_cpu_with_reasons():
+    # an unknown provider makes onnxruntime raise; we asked it not to retry on its own
+    fake = "RadHardNPUExecutionProvider"
+    session, provider, fallbacks = open_session(MODEL.read_bytes(), preferred=[fake], available=[fake, CPU])
+    assert provider == CPU
+    [reason] = fallbacks
+    assert reason.startswith(f"{fake}: session creation failed: ") and "Unknown Provider Type" in reason
+    assert run_once(session).shape == (2, 2)
+
+
+def test_both_failure_kinds_in_one_list_are_reported_in_order():
+    if GPU_BUILD:
+        pytest.skip("onnxruntime here would really use CUDA")
+    fake = "FooExecutionProvider"
+    _, provider, fallbacks = open_session(MODEL, preferred=[fake, CUDA, "BarExecutionProvider"], available=[fake, CUDA, CPU])
+    assert provider == CPU
+    assert [f.split(":")[0] for f in fallbacks] == [fake, CUDA, "BarExecutionProvider"]
+    assert "session creation failed" in fallbacks[0]
+    assert "dropped it" in fallbacks[1]
+    assert "not in this onnxruntime build" in fallbacks[2]
+
+
+def test_a_model_no_provider_can_open_raises_with_every_reason(capsys):
+    with pytest.raises(SessionError) as err:
+        open_session(b"not an onnx model", preferred=[CUDA], available=[CUDA, CPU])
+    assert [r.split(":")[0] for r in err.value.reasons] == [CUDA, CPU]
+    assert "INVALID_PROTOBUF" in str(err.value) or "InvalidProtobuf" in str(err.value)
+    assert "EP Error" not in capsys.readouterr().out  # onnxruntime's own stdout fallback stays off
+
+
+def test_session_options_threads():
+    options = session_options_for(2)
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert session_options_for().intra_op_num_threads == 0  # onnxruntime's default
+    assert session_options_for(1, optimization="basic").graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with pytest.raises(ValueError, match="positive int"):
+        session_options_for(0)
+    with pytest.raises(ValueError, match="one of disable, basic, extended, all"):
+        session_options_for(1, optimization="max")
+    session, _, _ = open_session(MODEL, preferred=[CPU], threads=1)
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.skipif(not GPU_BUILD, reason="needs onnxruntime-gpu and a GPU")
+def test_gpu_build_prefers_the_gpu():
+    session, provider, fallbacks = open_session(MODEL)
+    assert provider in (TENSORRT, CUDA), fallbacks
+    assert session.get_providers()[0] == provider
+    assert run_once(session).shape == (2, 2)

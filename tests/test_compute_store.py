@@ -1,0 +1,240 @@
+"""The model store: checked on every load, refused with the hashes, golden copy as the way back."""
+
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")  # build-time dependency: only to make small test models
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from flight.compute.store import (  # noqa: E402
+    GOLDEN_MODE,
+    Copy,
+    InvalidModel,
+    ModelIntegrityError,
+    ModelNotFound,
+    ModelStore,
+    NoGoodCopy,
+    Problem,
+)
+from flight.storage import read_checked_json  # noqa: E402
+
+
+def tiny_model(scale: float) -> bytes:
+    """y = x * scale, x float32 [N, 3]: a real model onnxruntime loads, distinct per ``scale``."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(np.array([scale], dtype=np.float32), "scale")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+V1, V2 = tiny_model(2.0), tiny_model(3.0)
+
+
+def flip_byte(path, offset=-20):
+    """Invert one byte in place (a single-event upset, or worse); chmod first if read-only."""
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_install_load_round_trip(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    assert store.list() == [] and store.verify_all() == []  # a store that does not exist yet is empty
+    entry = store.install("tiny", "1.0", V1)
+    assert (entry.name, entry.version, entry.sha256, entry.size_bytes) == ("tiny", "1.0", sha(V1), len(V1))
+    assert [(t.name, t.shape, t.dtype) for t in entry.inputs] == [("x", ("N", 3), "tensor(float)")]
+    assert [t.name for t in entry.outputs] == ["y"]
+
+    loaded = store.load("tiny")
+    assert loaded.bytes == V1 and loaded.sha256 == sha(V1) and loaded.version == "1.0"
+    assert loaded.from_golden is False and loaded.fallback_reason == ""
+    assert loaded.path == tmp_path / "models" / "tiny@1.0.onnx" and loaded.path.read_bytes() == V1
+
+    # the manifest is flight.storage's checked JSON, and lists what the brief asks for
+    body = read_checked_json(tmp_path / "models" / "manifest.json")
+    assert body["models"]["tiny"] == entry.to_json()
+    assert set(body["models"]["tiny"]) == {"name", "version", "file", "sha256", "size_bytes", "inputs", "outputs"}
+    assert store.list() == [entry]
+    # a fresh store on the same directory reads the same thing (nothing cached in memory)
+    assert ModelStore(tmp_path / "models").load("tiny").bytes == V1
+
+
+def test_new_version_replaces_the_working_copy_and_removes_the_old_file(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1)
+    store.install("other", "1", V1)
+    path_v2 = tmp_path / "v2.onnx"
+    path_v2.write_bytes(V2)
+    store.install("tiny", "2", path_v2)  # from a path, as an uplinked file would arrive
+    assert store.load("tiny").version == "2" and store.load("tiny").bytes == V2
+    assert not (tmp_path / "tiny@1.onnx").exists()
+    assert store.load("other").bytes == V1  # the other model's entry survived the rewrite
+    assert [e.name for e in store.list()] == ["other", "tiny"]
+
+
+def test_one_flipped_byte_is_refused_with_both_hashes(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1)
+    flip_byte(tmp_path / "tiny@1.onnx")
+    corrupt = (tmp_path / "tiny@1.onnx").read_bytes()
+    with pytest.raises(ModelIntegrityError) as err:
+        store.load("tiny")
+    e = err.value
+    assert e.problem is Problem.HASH_MISMATCH and e.copy is Copy.WORKING and e.name == "tiny"
+    assert e.expected_sha256 == sha(V1) and e.actual_sha256 == sha(corrupt)
+    assert "SHA-256 mismatch" in str(e) and sha(V1)[:12] in str(e) and sha(corrupt)[:12] in str(e)
+    assert "load_or_golden()" in str(e)  # says what to do
+    [problem] = store.verify_all()
+    assert (problem.copy, problem.name, problem.problem) == (Copy.WORKING, "tiny", Problem.HASH_MISMATCH)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1)
+    path = tmp_path / "tiny@1.onnx"
+    path.write_bytes(V1[:-7])  # an upload cut off
+    with pytest.raises(ModelIntegrityError, match=f"{len(V1) - 7} bytes, manifest says {len(V1)}") as err:
+        store.load("tiny")
+    assert err.value.problem is Problem.HASH_MISMATCH
+    path.unlink()
+    with pytest.raises(ModelIntegrityError, match="file missing") as err:
+        store.load("tiny")
+    assert err.value.problem is Problem.MISSING_FILE
+    assert err.value.expected_sha256 == sha(V1) and err.value.actual_sha256 is None
+    assert [p.problem for p in store.verify_all()] == [Problem.MISSING_FILE]
+
+
+def test_golden_fallback_is_used_verified_and_reported(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1, golden=True)
+    store.install("tiny", "2", V2)  # a later uplink: working copy only
+    assert store.load_or_golden("tiny").from_golden is False  # healthy: no fallback
+
+    flip_byte(tmp_path / "tiny@2.onnx")
+    loaded = store.load_or_golden("tiny")
+    assert loaded.from_golden is True and loaded.version == "1" and loaded.bytes == V1
+    assert loaded.path == tmp_path / "golden" / "tiny@1.onnx"
+    assert "SHA-256 mismatch" in loaded.fallback_reason and "working copy" in loaded.fallback_reason
+
+    # the golden copy is checked too: when it is also bad, nothing is returned
+    flip_byte(tmp_path / "golden" / "tiny@1.onnx")
+    with pytest.raises(NoGoodCopy) as err:
+        store.load_or_golden("tiny")
+    assert err.value.working.problem is Problem.HASH_MISMATCH and err.value.golden.problem is Problem.HASH_MISMATCH
+    assert err.value.copy is Copy.GOLDEN and "reinstall the golden copy" in str(err.value)
+
+
+def test_no_golden_copy_means_the_working_error_stands(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1)
+    (tmp_path / "tiny@1.onnx").unlink()
+    with pytest.raises(ModelIntegrityError) as err:
+        store.load_or_golden("tiny")
+    assert err.value.problem is Problem.MISSING_FILE and err.value.copy is Copy.WORKING
+    with pytest.raises(ModelNotFound, match="no model 'nope' in the working copy"):
+        store.load_or_golden("nope")
+
+
+def test_golden_copy_is_read_only_and_never_written_by_normal_operations(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1, golden=True)
+    golden = tmp_path / "golden"
+    files = sorted(golden.iterdir())
+    assert [f.name for f in files] == ["manifest.json", "tiny@1.onnx"]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == GOLDEN_MODE == 0o444
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
+
+    # normal operations: installs of the working copy, loads, fallbacks, verification
+    store.install("tiny", "2", V2)
+    store.load("tiny")
+    flip_byte(tmp_path / "tiny@2.onnx")
+    assert store.load_or_golden("tiny").from_golden
+    store.verify_all()
+    store.list(Copy.GOLDEN)
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in sorted(golden.iterdir())} == before
+
+    # a golden file that lost its protection is a selftest finding
+    os.chmod(golden / "tiny@1.onnx", 0o644)
+    problems = store.verify_all()
+    assert [(p.copy, p.name, p.problem) for p in problems] == [
+        (Copy.WORKING, "tiny", Problem.HASH_MISMATCH),
+        (Copy.GOLDEN, "tiny", Problem.GOLDEN_WRITABLE),
+    ]
+    assert "mode 644" in problems[1].detail
+
+
+def test_golden_install_replaces_a_read_only_golden_copy(tmp_path):
+    store = ModelStore(tmp_path, golden_root=tmp_path / "ro")  # e.g. a separate partition
+    store.install("tiny", "1", V1, golden=True)
+    store.install("tiny", "2", V2, golden=True)
+    assert store.load_golden("tiny").bytes == V2
+    assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["manifest.json", "tiny@2.onnx"]
+    assert stat.S_IMODE((tmp_path / "ro" / "tiny@2.onnx").stat().st_mode) == 0o444
+
+
+def test_manifest_corruption_is_detected(tmp_path):
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1, golden=True)
+    manifest = tmp_path / "manifest.json"
+    envelope = json.loads(manifest.read_text())
+    envelope["body"] = envelope["body"].replace('"1"', '"9"')  # an edit the SHA-256 does not cover
+    manifest.write_text(json.dumps(envelope))
+    corrupt_text = manifest.read_text()
+
+    with pytest.raises(ModelIntegrityError, match="manifest corrupt") as err:
+        store.load("tiny")
+    assert err.value.problem is Problem.MANIFEST_CORRUPT and "SHA-256 mismatch" in err.value.detail
+    # the golden copy has its own manifest, so the model is still there
+    assert store.load_or_golden("tiny").from_golden is True
+    # an install refuses rather than write a manifest that forgot every other model
+    with pytest.raises(ModelIntegrityError, match="manifest corrupt"):
+        store.install("tiny", "2", V2)
+    assert manifest.read_text() == corrupt_text
+    [problem] = store.verify_all()
+    assert (problem.copy, problem.name, problem.problem) == (Copy.WORKING, None, Problem.MANIFEST_CORRUPT)
+
+    manifest.write_bytes(b"\x00 not json")
+    with pytest.raises(ModelIntegrityError, match="manifest corrupt.*unreadable"):
+        store.list()
+
+
+def test_manifest_with_a_valid_checksum_but_a_bad_entry_is_refused(tmp_path):
+    from flight.storage import write_checked_json
+
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1)
+    body = read_checked_json(tmp_path / "manifest.json")
+    body["models"]["tiny"]["file"] = "../../etc/passwd"  # checksum fine, content not
+    write_checked_json(tmp_path / "manifest.json", body)
+    with pytest.raises(ModelIntegrityError, match="manifest corrupt.*is not 'tiny@1.onnx'"):
+        store.load("tiny")
+
+
+def test_install_refuses_bad_input(tmp_path):
+    store = ModelStore(tmp_path)
+    with pytest.raises(InvalidModel, match="onnxruntime cannot load"):
+        store.install("junk", "1", b"\x08\x01 definitely not a model")
+    with pytest.raises(InvalidModel, match="letters, digits"):
+        store.install("../escape", "1", V1)
+    with pytest.raises(InvalidModel, match="letters, digits"):
+        store.install("tiny", "1@2", V1)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    with pytest.raises(ModelNotFound, match=r"installed: none"):
+        store.load("tiny")
