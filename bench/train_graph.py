@@ -112,7 +112,8 @@ def _final_accuracy(data) -> float | None:
     return round(float((logits.argmax(axis=1) == y_test).mean()), 4)
 
 
-def main() -> int:
+def figures() -> dict[str, object]:
+    """Every training figure above, as a dict (bench.compute reports them too)."""
     data = _digits()
     batches = _batches(data, 64)
     sgd = Trainer(SPEC, Sgd(lr=LR), BATCH, intra_op_num_threads=1)
@@ -129,7 +130,11 @@ def main() -> int:
     out["data"] = "load_digits" if data is not None else "random"
     out["steps"] = STEPS
     out["cpu_count"] = os.cpu_count()
-    print(json.dumps(out))
+    return out
+
+
+def main() -> int:
+    print(json.dumps(figures()))
     return 0
 
 

@@ -126,3 +126,79 @@ def test_kill_9_of_the_worker_loses_at_most_the_steps_since_the_last_checkpoint(
     assert after["compute_state"] == "RUNNING"
     assert client.send("JOB_CANCEL", {"job_id": job_id}).completed
     wait_event(client, "JOB_CANCELLED", lambda e: e.args["job_id"] == job_id)
+
+
+def test_training_pauses_on_low_charge_and_resumes_after(start_agent, make_client, ipc_url, short_dir, tmp_path):
+    from hil.sim_env import SimEnvironment
+
+    sim = f"ipc://{short_dir}/sim"
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[hal]\nbackend = "sim"\nlockstep = false\nsim_endpoint = "{sim}"\n'
+                      f'[rates]\ncontrol_period_s = 0.3\nhk_period_s = 0.3\n[compute]\nenabled = true\n'
+                      f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    env = SimEnvironment(sim)
+    start_agent(ipc_url, "--config", str(config), "--state-dir", str(tmp_path / "state"))
+    env.wait_for_agent()
+    client = make_client(ipc_url, wait_for_agent=False)
+    battery = {"soc_pct": 90.0, "bus_voltage_v": 8.2, "solar_power_w": 80.0}
+
+    def until(predicate, timeout_s=60.0):
+        """Feed the environment (real time: no simulated clock) until ``predicate()`` holds."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            env.step(None, temps_c={"tj-thermal": 50.0}, eps=battery, board_power_w=12.0)
+            client.poll(0.1)
+
+    until(lambda: client.latest.get("compute_state", (None,))[0] == "RUNNING")
+    assert client.send("SET_MODE", {"mode": "IDLE"}).completed
+    assert client.send("SET_MODE", {"mode": "COMPUTE"}).completed
+    job_id = client.send("TRAIN_START", {"dataset": "cloud_tiles_test", "steps": 1_000_000,
+                                         "checkpoint_every": 1000}).result["job_id"]
+    until(lambda: events(client, "JOB_STARTED"))
+    # No TLE: the plan assumes an eclipse could start now; crossing it idle costs (12 + 5) W x 36 min
+    # / 0.95 = 10.7 % of 100 Wh. From 55 % that leaves 44.3 %: above floor + margin (35 %), so
+    # inference may run, below floor + margin + training reserve (50 %), so training may not.
+    battery["soc_pct"] = 55.0
+    until(lambda: events(client, "JOB_PAUSED"))
+    paused = events(client, "JOB_PAUSED")[-1]
+    assert paused.args["job_id"] == job_id and "training needs" in paused.args["reason"]
+    until(lambda: client.latest["admission"][0] == "INFERENCE")  # and housekeeping shows why
+    ck = load_checkpoint(tmp_path / "state" / "compute" / "checkpoints" / f"job{job_id:05d}.ck")
+    assert ck.step == paused.args["step"]  # the pause wrote a checkpoint at the step it stopped
+    battery["soc_pct"] = 90.0
+    until(lambda: events(client, "JOB_RESUMED"))
+    assert events(client, "JOB_RESUMED")[-1].args["job_id"] == job_id
+    changes = [(e.args["old"], e.args["new"]) for e in events(client, "ADMISSION_CHANGED")]
+    assert ("ALL", "INFERENCE") in changes and ("INFERENCE", "ALL") in changes
+    env.close()
+
+
+def test_a_corrupted_model_is_refused_and_the_golden_copy_runs(compute_agent):
+    _agent, client, state = compute_agent
+    working = next((state / "compute" / "models").glob("cloud_screen@*.onnx"))
+    raw = bytearray(working.read_bytes())
+    raw[len(raw) // 2] ^= 0x40  # one flipped bit, as a proton would leave it
+    working.write_bytes(bytes(raw))
+    job_id = client.send("INFER_START", {"input_set": "cloud_tiles_test"}).result["job_id"]
+    golden = wait_event(client, "MODEL_GOLDEN_USED")
+    assert golden.args["name"] == "cloud_screen" and "sha" in golden.args["reason"].lower()
+    done = wait_event(client, "JOB_DONE", lambda e: e.args["job_id"] == job_id)
+    assert "800 tiles" in done.args["summary"]
+
+
+def test_continuous_inference_screens_files_as_they_arrive(compute_agent):
+    _agent, client, state = compute_agent
+    job_id = client.send("INFER_START", {"input_set": "incoming", "continuous": True}).result["job_id"]
+    tiles = load_held_out().tiles[:50].astype(np.float32)
+    incoming = state / "compute" / "incoming"
+    np.save(incoming / ".pass-0417.npy.tmp.npy", tiles)  # written under a temporary name first...
+    os.replace(incoming / ".pass-0417.npy.tmp.npy", incoming / "pass-0417.npy")  # ...then renamed in
+    values = hk_values(client, lambda v: (v["infer_count"] or 0) >= 50)
+    assert values["job_kind"] == "INFERENCE"
+    deadline = time.monotonic() + 30
+    while not list((state / "compute" / "products").glob(f"job{job_id:05d}-pass-0417.json")):
+        assert time.monotonic() < deadline
+        client.poll(0.2)
+    summary = json.loads(next((state / "compute" / "products").glob(f"job{job_id:05d}-pass-0417.json")).read_text())
+    assert summary["tiles"] == 50 and (incoming / "done" / "pass-0417.npy").exists()

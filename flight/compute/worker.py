@@ -96,6 +96,8 @@ class Worker:
         self._training: dict[int, TrainingJob] = {}
         self._results: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._cursor: dict[int, int] = {}
+        self._inputs: dict[int, np.ndarray] = {}
+        self._output_names: dict[int, list[str]] = {}
         self._stop = False
         self._last_status = 0.0
         self._train_rate = (0.0, 0.0)  # (steps, seconds) over the last slice
@@ -249,7 +251,8 @@ class Worker:
     def _infer_slice(self, job: Job) -> None:
         session, input_name, _version = self._session(job.model)
         if job.continuous:
-            files = sorted(self.incoming.glob("*.npy"))
+            # Hidden names are files still being written (write as .NAME, then rename): leave them.
+            files = sorted(p for p in self.incoming.glob("*.npy") if not p.name.startswith("."))
             if not files:
                 return
             path = files[0]
@@ -260,7 +263,9 @@ class Worker:
             os.replace(path, self.incoming / "done" / path.name)
             job.progress += len(tiles)
             return
-        data = self._input_set(job.name)
+        data = self._inputs.get(job.job_id)
+        if data is None:  # read once per job, not once per slice
+            data = self._inputs[job.job_id] = self._input_set(job.name)
         start = self._cursor.get(job.job_id, 0)
         t_end = time.monotonic() + SLICE_S
         while start < len(data) and time.monotonic() < t_end:
@@ -278,17 +283,20 @@ class Worker:
             self._finish(job, "DONE", f"{len(classes)} tiles, product {path.name}")
 
     def _run_batches(self, session: Any, input_name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        names = [o.name for o in session.get_outputs()]
-        wanted = "probabilities" if "probabilities" in names else names[0]  # classifier convention
-        (probs,) = session.run([wanted], {input_name: tiles})
+        wanted = self._output_names.get(id(session))
+        if wanted is None:
+            names = [o.name for o in session.get_outputs()]
+            wanted = self._output_names[id(session)] = ["probabilities" if "probabilities" in names else names[0]]
+        (probs,) = session.run(wanted, {input_name: tiles})
         classes = probs.argmax(axis=1)
-        conf = probs.max(axis=1)
+        conf = probs[np.arange(len(classes)), classes]
         t = self.totals
         t.count += len(classes)
         t.batches += 1
         t.confidence_sum += float(conf.sum())
-        for c, n in zip(*np.unique(classes, return_counts=True)):
-            t.classes[str(int(c))] = t.classes.get(str(int(c)), 0) + int(n)
+        for c, n in enumerate(np.bincount(classes, minlength=probs.shape[1]).tolist()):
+            if n:
+                t.classes[str(c)] = t.classes.get(str(c), 0) + n
         return classes, conf
 
     def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str) -> Path:
@@ -332,6 +340,7 @@ class Worker:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
+        self._inputs.pop(job.job_id, None)
         self._save_jobs()
         name = {"DONE": "JOB_DONE", "FAILED": "JOB_FAILED", "CANCELLED": "JOB_CANCELLED"}[state]
         self.event(name, job_id=job.job_id, **({"summary": detail[:200]} if state == "DONE" else {"reason": detail[:200]}))
