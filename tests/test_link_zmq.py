@@ -20,8 +20,9 @@ from tests.samples import ORDERED, VALID_ARGS
 
 
 def hk_where(client, predicate, timeout_s=10.0):
-    """The next housekeeping values that satisfy ``predicate``."""
-    item = client.wait_for(lambda i: isinstance(i.record, HkRecord) and predicate(i.record.values), timeout_s)
+    """The next agent housekeeping (AGENT_HK) values that satisfy ``predicate``."""
+    item = client.wait_for(lambda i: isinstance(i.record, HkRecord) and i.record.packet.name == "AGENT_HK"
+                           and predicate(i.record.values), timeout_s)
     return item.record.values
 
 
