@@ -202,3 +202,17 @@ def test_continuous_inference_screens_files_as_they_arrive(compute_agent):
         client.poll(0.2)
     summary = json.loads(next((state / "compute" / "products").glob(f"job{job_id:05d}-pass-0417.json")).read_text())
     assert summary["tiles"] == 50 and (incoming / "done" / "pass-0417.npy").exists()
+
+
+def test_the_worker_never_outlives_its_agent(compute_agent):
+    agent, client, _state = compute_agent
+    pid = hk_values(client, lambda v: v["compute_pid"] > 0)["compute_pid"]
+    agent.kill()  # kill -9: the agent cannot stop its worker itself
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the compute worker outlived its agent"
+        time.sleep(0.05)

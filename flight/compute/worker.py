@@ -382,7 +382,10 @@ class Worker:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         idle_s = 0.0
+        parent = os.getppid()
         while not self._stop:
+            if os.getppid() != parent:  # the agent is gone (reparented to init): stop with it
+                break
             for _ in range(100):
                 if not poller.poll(int(idle_s * 1000)):
                     break
@@ -412,11 +415,24 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the agent dies (PR_SET_PDEATHSIG): a worker must
+    never outlive its agent, or a restarted agent would find two workers on one directory."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check in the loop still ends the worker
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flight.compute.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--endpoint", required=True, help="the agent's compute ROUTER endpoint")
     parser.add_argument("--root", required=True, help="compute directory: models, data, products, checkpoints")
     args = parser.parse_args(argv)
+    _die_with_parent()
     Worker(args.endpoint, Path(args.root)).run()
     return 0
 
