@@ -1,26 +1,140 @@
-"""``sunlit-hil``: the hardware-in-the-loop harness (profiles, closed-loop replay, faults, reports).
+"""``sunlit-hil``: the hardware-in-the-loop harness.
 
-Only the demo exists so far; profile generation, replay and scenarios come with the
-harness's own work.
+    sunlit-hil generate --alt-km 550 --inc-deg 97.6 --duration-s 86400 --out sso.parquet
+    sunlit-hil replay PROFILE            # validate a profile (recorded anywhere) and summarise it
+    sunlit-hil run SCENARIO.toml --report DIR
+    sunlit-hil demo                      # one orbit, sun-synchronous, real inference
+
+``run`` exits 0 when every pass/fail criterion holds, 1 when one fails, 2 for a bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sunlit-hil", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="start an agent and a console, ping, show telemetry")
-    args = parser.parse_args(argv)
-    if args.cmd == "demo":
-        from hil.demo import main as demo
+def _progress_bar(label: str):
+    """A progress callback drawing on stderr (only when it is a terminal, to keep CI logs clean)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
 
-        return demo()
-    return 2
+    bar = tqdm(total=1000, desc=label, unit="‰", leave=False, file=sys.stderr)
+
+    def update(fraction: float) -> None:
+        target = int(fraction * 1000)
+        if target > bar.n:
+            bar.update(target - bar.n)
+            if target >= 1000:
+                bar.close()
+
+    return update
+
+
+def run_scenario(path: Path, report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:
+    from hil.loop import ClosedLoop
+    from hil.report import write_report
+    from hil.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
+        loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else _progress_bar(scenario.name))
+        result = loop.run()
+        passed, body = write_report(result, report_dir)
+        log = Path(tmp) / "agent.log"
+        if log.exists():
+            (Path(report_dir) / "agent.log").write_text(log.read_text(errors="replace"))
+    return passed, body
+
+
+def one_screen(body: dict, report_dir: Path) -> str:
+    lines = [
+        f"{body['scenario']}: {'PASS' if body['passed'] else 'FAIL'}   ({body['time_mode']}, compute {body['compute']})",
+        f"  {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s (x{body['speedup']})",
+        f"  charge min {body['soc_min_pct']:.1f} %, end {body['soc_end_pct']:.1f} %; hottest {body['temp_max_c']:.1f} °C",
+        f"  work {body['work_tiles']:.0f} tiles" + (f" (real inference: {body['real_tiles']} tiles)" if body.get("real_tiles") else ""),
+        f"  {len(body['faults'])} faults, {len(body['commands'])} commands, {body['events']} events",
+    ]
+    for c in body["checks"]:
+        lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines.append(f"  report: {Path(report_dir).resolve() / 'report.html'}")
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hil.scenario import ScenarioError
+
+    try:
+        passed, body = run_scenario(Path(args.scenario), Path(args.report))
+    except ScenarioError as exc:
+        print(f"sunlit-hil: {exc}", file=sys.stderr)
+        return 2
+    print(one_screen(body, Path(args.report)))
+    return 0 if passed else 1
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from hil.profiles import generate_cli
+
+    return generate_cli(args)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from hil.profiles import ProfileError, replay_check
+
+    try:
+        profile = replay_check(args.profile)
+    except (ProfileError, OSError) as exc:
+        print(f"sunlit-hil replay: {exc}", file=sys.stderr)
+        return 2
+    cols = profile.columns
+    t = cols["time_s"]
+    info = {"samples": len(t), "start_s": float(t[0]), "duration_s": float(t[-1] - t[0]),
+            "columns": sorted(cols), "sunlit_fraction": float((cols["shadow_factor"] > 0.5).mean()),
+            "metadata": profile.metadata}
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hil.demo import main as demo
+
+    return demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunlit-hil", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="fly a scenario and write its report")
+    run.add_argument("scenario")
+    run.add_argument("--report", required=True, metavar="DIR")
+    run.set_defaults(func=_cmd_run)
+    gen = sub.add_parser("generate", help="build a profile from an orbit")
+    gen.add_argument("--tle", nargs=2, metavar=("LINE1", "LINE2"))
+    gen.add_argument("--alt-km", type=float)
+    gen.add_argument("--inc-deg", type=float)
+    gen.add_argument("--raan-deg", type=float, default=0.0)
+    gen.add_argument("--epoch", default="2026-11-24T00:00:00Z")
+    gen.add_argument("--duration-s", type=float, default=86400.0)
+    gen.add_argument("--step-s", type=float, default=10.0)
+    gen.add_argument("--out", required=True)
+    gen.set_defaults(func=_cmd_generate)
+    rep = sub.add_parser("replay", help="validate a profile and summarise it")
+    rep.add_argument("profile")
+    rep.set_defaults(func=_cmd_replay)
+    demo = sub.add_parser("demo", help="one orbit of the sun-synchronous profile with real inference")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

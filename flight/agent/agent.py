@@ -43,8 +43,8 @@ DEFAULT_BOARD = "orin_nx_16gb"  # for the sim and linux backends when the config
 _COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
 
 
-def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, float]]]:
-    """The configured backend and the board profile's (idle_w, loaded_w) per power mode."""
+def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, ...]]]:
+    """The configured backend and the board profile's (idle_w, loaded_w, throughput_rel) per power mode."""
     from flight.hal.boards import load_board
 
     if config.hal_backend == "jetson":
@@ -60,7 +60,8 @@ def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, float]]]
             hal = SimHal(config.sim_endpoint, modes, config.lockstep, board.id)
         else:
             hal = open_hal("linux", root=config.hal_root)
-    mode_power = {m.name: (m.idle_power_w, m.loaded_power_w) for m in board.modes} if board else {}
+    mode_power = ({m.name: (m.idle_power_w, m.loaded_power_w, m.inference_rel_maxn) for m in board.modes}
+                  if board else {})
     return hal, mode_power
 
 
@@ -70,7 +71,7 @@ class Agent:
         config: Config,
         link: FlightLink | None = None,
         hal: Hal | None = None,
-        mode_power: dict[str, tuple[float, float]] | None = None,
+        mode_power: dict[str, tuple[float, ...]] | None = None,
         clock: Clock | None = None,
         dictionary: Dictionary = DICTIONARY,
     ):

@@ -44,8 +44,8 @@ class ControlStatus:
 
 
 class Controller:
-    def __init__(self, agent: "Agent", mode_power: dict[str, tuple[float, float]]):
-        """``mode_power``: power mode name -> (idle_w, loaded_w), from the board profile."""
+    def __init__(self, agent: "Agent", mode_power: dict[str, tuple[float, ...]]):
+        """``mode_power``: power mode name -> (idle_w, loaded_w[, throughput_rel]), from the board profile."""
         self.agent = agent
         self.hal = agent.hal
         self.modes: tuple[PowerMode, ...] = self.hal.power_modes()
@@ -55,6 +55,8 @@ class Controller:
             ModePower(m.name, *mode_power.get(m.name, (m.budget_w, m.budget_w) if m.budget_w else (math.inf, math.inf)))
             for m in self.modes
         )
+        if any(mp.throughput_rel is None for mp in self._mode_power):  # no profile for some: rank by order
+            self._mode_power = tuple(ModePower(mp.name, mp.idle_w, mp.loaded_w) for mp in self._mode_power)
         self.status = ControlStatus()
         self.governor = self._new_governor()
         self._missing: set[str] = set()
@@ -123,6 +125,7 @@ class Controller:
             self._predicted_at_s = mono_s
 
         # Heat first: the hard limit overrides everything.
+        thermal_step = None
         temps = reading.temps_c
         self.status.temp_max_c = max(temps.values()) if temps else None
         if self.status.temp_max_c is not None:
@@ -136,9 +139,7 @@ class Controller:
             elif th.action is Action.HARD_CLEAR:
                 agent.emit("THERMAL_HARD_CLEAR", reason=th.reason)
             elif th.action in (Action.STEP_DOWN, Action.STEP_UP):
-                name = self.modes[max(0, len(self.modes) - 1 - th.steps_down)].name
-                agent.emit("THERMAL_STEP_DOWN" if th.action is Action.STEP_DOWN else "THERMAL_STEP_UP",
-                           power_mode=name, reason=th.reason)
+                thermal_step = th  # reported once the step's power mode is known, below
 
         soc = eps.get("soc_pct")
         if soc is not None and soc < p["battery_safe_pct"] and agent.mode is not Mode.SAFE:
@@ -155,6 +156,10 @@ class Controller:
             self._contact_lost = False
 
         self._apply_power(self._plan(eps))
+        if thermal_step is not None:
+            current = self.hal.current_power_mode()
+            agent.emit("THERMAL_STEP_DOWN" if thermal_step.action is Action.STEP_DOWN else "THERMAL_STEP_UP",
+                       power_mode=current.name if current else "?", reason=thermal_step.reason)
         self.answer_sim()
 
     def answer_sim(self) -> None:
@@ -196,16 +201,22 @@ class Controller:
             inputs = PowerInputs(**{**inputs.__dict__, "time_to_eclipse_s": PREDICTION_HORIZON_S,
                                     "eclipse_duration_s": 0.0})
         if eps.get("soc_pct") is None and self.agent.config.bench_supply:
-            cap = len(self.modes) - 1 - self.governor.steps_down if self.status.temp_max_c is not None else 0
-            cap = min(cap, self._operator_cap())
+            cap = self._operator_cap() - self.governor.steps_down if self.status.temp_max_c is not None else 0
+            cap = max(0, cap)
             mode = self._mode_power[cap]
             return PowerDecision(mode.name, cap, Admission.ALL, mode.loaded_w,
                                  "bench supply (config): no battery to protect, only heat and the operator cap", 0.0)
         settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
         battery = Battery(self.agent.config.battery_capacity_wh)
         # No temperature at all means no thermal protection: run the lowest mode until one reads.
-        cap = 0 if self.status.temp_max_c is None else len(self.modes) - 1 - self.governor.steps_down
-        return decide(inputs, self._mode_power, battery, settings, min(cap, self._operator_cap()))
+        if self.status.temp_max_c is None:
+            return decide(inputs, self._mode_power, battery, settings, 0)
+        # Each thermal step takes one level off the mode the energy plan would run: a step always
+        # lowers the power actually drawn, whatever the modes above it.
+        plan = decide(inputs, self._mode_power, battery, settings, self._operator_cap())
+        if self.governor.steps_down:
+            plan = decide(inputs, self._mode_power, battery, settings, max(0, plan.mode_index - self.governor.steps_down))
+        return plan
 
     def _operator_cap(self) -> int:
         names = [m.name for m in self.modes]

@@ -28,11 +28,16 @@ class Admission(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ModePower:
-    """A board power mode as the budget sees it (from the board profile)."""
+    """A board power mode as the budget sees it (from the board profile).
+
+    ``throughput_rel`` is its work rate relative to the fastest mode; None means "assume
+    the order of the modes": a later mode does more.
+    """
 
     name: str
     idle_w: float
     loaded_w: float
+    throughput_rel: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,19 +128,26 @@ def decide(
         phase = (f"sunlit, eclipse in {to_eclipse / 60:.0f} min for {shadow / 60:.0f} min"
                  if inputs.time_to_eclipse_s is not None else "sunlit, no eclipse prediction: assuming one now")
 
-    for index in range(top, -1, -1):
-        mode = modes[index]
-        end = worst_energy(mode)
-        if end >= e_keep:
-            admission = Admission.ALL if end >= e_train else Admission.INFERENCE
-            budget = mode.loaded_w
-            reason = (f"{phase}: {mode.name} keeps {100 * end / e_full:.1f} % at the tightest point "
-                      f"(floor {settings.floor_pct:.0f} % + margin {settings.margin_pct:.0f} %)")
-            if admission is Admission.INFERENCE:
-                reason += f"; training needs {100 * e_train / e_full:.0f} %"
-            if index < top:
-                reason += f"; {modes[index + 1].name} would not"
-            return PowerDecision(mode.name, index, admission, budget, reason, end - e_keep)
+    # Of the modes whose plan keeps the floor, the one that does the most work; on a tie the one
+    # that draws less (a MAXN_SUPER that computes no faster than MAXN only costs energy and heat).
+    feasible = [(i, modes[i], worst_energy(modes[i])) for i in range(top + 1)]
+    feasible = [(i, m, end) for i, m, end in feasible if end >= e_keep]
+    if feasible:
+        def rank(entry):
+            i, m, _end = entry
+            rate = m.throughput_rel if m.throughput_rel is not None else float(i)
+            return (rate, -m.loaded_w)
+
+        index, mode, end = max(feasible, key=rank)
+        admission = Admission.ALL if end >= e_train else Admission.INFERENCE
+        reason = (f"{phase}: {mode.name} keeps {100 * end / e_full:.1f} % at the tightest point "
+                  f"(floor {settings.floor_pct:.0f} % + margin {settings.margin_pct:.0f} %)")
+        if admission is Admission.INFERENCE:
+            reason += f"; training needs {100 * e_train / e_full:.0f} %"
+        if index < top:
+            above = [m.name for m in modes[index + 1 : top + 1]]
+            reason += f"; {', '.join(above)} would not" if len(feasible) <= index + 1 else f"; {', '.join(above)} no faster"
+        return PowerDecision(mode.name, index, admission, mode.loaded_w, reason, end - e_keep)
     end = worst_energy(ModePower(lowest.name, lowest.idle_w, lowest.idle_w))
     return PowerDecision(
         lowest.name, 0, Admission.NONE, lowest.idle_w,

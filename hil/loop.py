@@ -1,0 +1,389 @@
+"""The closed loop: fly the agent through a profile, feeding its load back into battery and heat.
+
+Each step (``step_s`` of simulated time):
+
+1. faults and commands due at this time are applied (commands through the real ground link);
+2. the environment at time t goes to the agent over its ``sim`` backend: temperatures from the
+   thermal model, battery charge and bus voltage from the battery model, solar input and the
+   board's power from the profile and the last load;
+3. the agent answers with its power mode, mode and compute duty; the board profile turns them
+   into board power (idle + duty × (loaded − idle) of that mode);
+4. the battery integrates solar − platform − board over the step, the thermal model the
+   board's dissipation with solar, albedo and Earth IR, and the work done is accounted.
+
+Lockstep (deterministic for a seed): simulated time moves as fast as the agent answers, or no
+faster than ``speed`` simulated seconds per wall second. Compute work is modelled from the
+board profile's throughput per power mode (``tiles_per_s_at_maxn`` × ``inference_rel_maxn``),
+unless ``[compute] real = true`` runs the real worker, whose tile count is then reported too.
+Real time: the environment follows the wall clock, the agent runs on its real clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flight.hal.boards import load_board
+from flight.link.messages import EventRecord, HkRecord
+from ground.client import CommandTimeout, GroundClient
+from hil.agent_process import AgentProcess
+from hil.scenario import FaultSpec, Scenario
+from hil.sim_env import AgentSilent, SimEnvironment
+
+# Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
+# board profiles' own numbers; a lumped model has one board node).
+ZONE_OFFSETS_C = {"tj-thermal": 0.0, "cpu-thermal": -2.0, "gpu-thermal": -1.0, "soc0-thermal": -3.0}
+
+
+@dataclass
+class Trace:
+    """Everything recorded per step; arrays for the report, lists while running."""
+
+    time_s: list[float] = field(default_factory=list)
+    soc_pct: list[float] = field(default_factory=list)
+    bus_voltage_v: list[float] = field(default_factory=list)
+    solar_power_w: list[float] = field(default_factory=list)
+    board_power_w: list[float] = field(default_factory=list)
+    temp_board_c: list[float] = field(default_factory=list)
+    temp_radiator_c: list[float] = field(default_factory=list)
+    power_mode: list[str] = field(default_factory=list)
+    mode: list[str] = field(default_factory=list)
+    duty: list[float] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)  # cumulative tiles
+    shadow_factor: list[float] = field(default_factory=list)
+    proton_flux_cm2_s: list[float] = field(default_factory=list)
+    agent_up: list[bool] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    trace: Trace
+    events: list[dict[str, Any]]
+    faults: list[dict[str, Any]]
+    commands: list[dict[str, Any]]
+    wall_s: float
+    sim_s: float
+    max_lag_ms: float | None
+    agent_silences: int
+    real_tiles: int | None
+    notes: list[str]
+
+
+class ClosedLoop:
+    def __init__(self, scenario: Scenario, workdir: Path, progress: Callable[[float], None] | None = None):
+        from hil.physics import Battery, BatteryParams, ThermalModel, ThermalParams
+        from hil.profiles import load_or_generate
+
+        self.sc = scenario
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.profile = load_or_generate(scenario)
+        self.board = load_board(scenario.board)
+        self.modes = list(self.board.modes)
+        self.battery = Battery(BatteryParams(capacity_wh=scenario.capacity_wh), scenario.soc_initial_pct)
+        # Start near the orbit-average equilibrium of an idle board, not at room temperature.
+        params = ThermalParams()
+        mean_sun = float(np.mean(self.profile.columns["shadow_factor"]))
+        board_c, radiator_c = params.steady_state_c(self.board.modes[0].idle_power_w, mean_sun)
+        self.thermal = ThermalModel(params, float(board_c), float(radiator_c))
+        self.rng = random.Random(scenario.seed)
+        self.trace = Trace()
+        self.events: list[dict[str, Any]] = []
+        self.fault_log: list[dict[str, Any]] = []
+        self.command_log: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self._zone_faults: dict[str, tuple[float, float | None]] = {}  # zone -> (until_s, stuck value | None)
+        self._los_until = -math.inf
+        self._agent_down_until = -math.inf
+        self._drop_next = False
+        self._corrupt_next = False
+        self.silences = 0
+        self.agent: AgentProcess | None = None
+        self.env: SimEnvironment | None = None
+        self.client: GroundClient | None = None
+
+    # --- the agent ------------------------------------------------------------------------
+
+    def _agent_args(self) -> list[str]:
+        sc = self.sc
+        cfg = self.workdir / "agent.toml"
+        tle = self.profile.tle()
+        lines = [
+            "[hal]", 'backend = "sim"', f'board = "{sc.board}"', f'sim_endpoint = "ipc://{self.workdir}/sim"',
+            f"lockstep = {'true' if sc.time_mode == 'lockstep' else 'false'}",
+            "[rates]", "hk_period_s = 10.0" if sc.time_mode == "lockstep" else "hk_period_s = 1.0",
+            "control_period_s = 10.0" if sc.time_mode == "lockstep" else "control_period_s = 1.0",
+            "[power]", f"battery_capacity_wh = {sc.capacity_wh}", f"platform_load_w = {sc.platform_load_w}",
+            "[compute]", f"enabled = {'true' if sc.compute_real else 'false'}",
+            "[paths]", f'state_dir = "{self.workdir / "state"}"',
+        ]
+        if tle and sc.time_mode == "lockstep":  # in real time the profile's epoch is not the agent's clock
+            lines += ["[orbit]", f'tle = ["{tle[0]}", "{tle[1]}"]']
+        if sc.agent_parameters:
+            lines += ["[parameters]"] + [f"{k} = {v!r}" for k, v in sc.agent_parameters.items()]
+        cfg.write_text("\n".join(lines) + "\n")
+        return ["--config", str(cfg)]
+
+    def _start_agent(self) -> None:
+        link = f"zmq+ipc://{self.workdir}/link"
+        self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
+        self.env.wait_for_agent(timeout_s=60)
+        if self.client is None:
+            self.client = GroundClient(link)
+            self.client.listeners.append(self._on_packet)
+        self.client.connect(timeout_s=30)
+
+    def _on_packet(self, item: Any) -> None:
+        rec = item.record
+        if isinstance(rec, EventRecord):
+            self.events.append({"t": rec.time_s, "name": rec.event.name, "severity": rec.event.severity.name,
+                                "text": rec.text})
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _temps(self, t: float, board_c: float) -> dict[str, float | None]:
+        temps: dict[str, float | None] = {z: board_c + off for z, off in ZONE_OFFSETS_C.items()}
+        for zone, (until, stuck) in list(self._zone_faults.items()):
+            if t >= until:
+                del self._zone_faults[zone]
+            else:
+                temps[zone] = stuck
+        return temps
+
+    def _board_power_w(self, state: dict[str, Any]) -> tuple[float, float, str]:
+        names = [m.name for m in self.modes]
+        name = state.get("power_mode") or names[0]
+        mode = self.modes[names.index(name)] if name in names else self.modes[0]
+        duty = float(state.get("compute_duty") or 0.0)
+        return mode.idle_power_w + duty * (mode.loaded_power_w - mode.idle_power_w), duty, mode.name
+
+    def _naive_state(self) -> dict[str, Any]:
+        """The baseline: a board that computes flat out at its top mode whatever the battery says."""
+        return {"power_mode": self.modes[-1].name, "mode": "COMPUTE", "compute_duty": 1.0}
+
+    def run(self) -> RunResult:
+        sc = self.sc
+        naive = sc.agent == "naive"
+        if not naive:
+            self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
+            self._start_agent()
+        t0 = float(self.profile.start_s)
+        n_steps = int(round(sc.duration_s / sc.step_s))
+        faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
+        faults.sort(key=lambda f: f.at_s)
+        commands = list(sc.commands)
+        state: dict[str, Any] = {"power_mode": self.modes[0].name, "mode": "BOOT", "compute_duty": 0.0}
+        work = 0.0
+        wall0 = time.monotonic()
+        max_lag = 0.0
+        try:
+            for k in range(n_steps + 1):
+                rel_s = k * sc.step_s
+                t = t0 + rel_s
+                row = self.profile.at(rel_s)
+                while faults and faults[0].at_s <= rel_s:
+                    self._apply_fault(faults.pop(0), t, rel_s)
+                if sc.compute_real and not naive and k % max(1, round(sc.capture_every_s / sc.step_s)) == 0:
+                    self._capture(k)
+                board_c = self.thermal.board_temp_c
+                up = naive or t >= self._agent_down_until
+                if sc.time_mode == "realtime":  # the environment follows the wall clock
+                    lag = time.monotonic() - (wall0 + rel_s)
+                    if lag < 0:
+                        time.sleep(-lag)
+                    max_lag = max(max_lag, time.monotonic() - (wall0 + rel_s))
+                elif sc.speed > 0:
+                    ahead = wall0 + rel_s / sc.speed - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if naive:
+                    state = self._naive_state()
+                elif up:
+                    state = self._exchange(t, row, board_c, state)
+                    # Commands go after the step: the agent has seen time t (and booted at the first).
+                    while commands and commands[0].at_s <= rel_s and t >= self._los_until:
+                        self._send_command(commands.pop(0), rel_s)
+                board_w, duty, mode_name = self._board_power_w(state) if up else (0.0, 0.0, "OFF")
+                self._record(t, row, board_w, duty, mode_name, state.get("mode", "?") if up else "DOWN", work, up)
+                if k == n_steps:
+                    break
+                net_w = row["solar_power_w"] - sc.platform_load_w - board_w
+                self.battery.step(net_w, sc.step_s)
+                self.thermal.step(board_w, row.get("shadow_factor", 1.0), sc.step_s)
+                names = [m.name for m in self.modes]
+                rel = self.modes[names.index(mode_name)].inference_rel_maxn if mode_name in names else 0.0
+                work += rel * sc.tiles_per_s_at_maxn * duty * sc.step_s
+                if self.client is not None:
+                    self.client.poll(0)
+                if self.progress:
+                    self.progress(rel_s / sc.duration_s)
+        finally:
+            real_tiles = self._shutdown()
+        return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
+                         sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
+                         real_tiles, self.notes)
+
+    def _exchange(self, t: float, row: dict[str, float], board_c: float, last: dict[str, Any]) -> dict[str, Any]:
+        env = {
+            "temps_c": self._temps(t, board_c),
+            "eps": {"soc_pct": self.battery.soc_pct, "bus_voltage_v": self.battery.voltage_v,
+                    "solar_power_w": row["solar_power_w"]},
+            "board_power_w": self._board_power_w(last)[0],
+            "rails": {"VDD_IN": self._board_power_w(last)[0]},
+        }
+        try:
+            return self.env.step(t if self.sc.time_mode == "lockstep" else None, timeout_s=30, **env)
+        except AgentSilent as exc:
+            self.silences += 1
+            self.notes.append(f"t={t:.0f}: {exc}")
+            return last
+
+    def _record(self, t: float, row: dict[str, float], board_w: float, duty: float, mode_name: str, mode: str,
+                work: float, up: bool) -> None:
+        tr = self.trace
+        tr.time_s.append(t)
+        tr.soc_pct.append(self.battery.soc_pct)
+        tr.bus_voltage_v.append(self.battery.voltage_v)
+        tr.solar_power_w.append(row["solar_power_w"])
+        tr.board_power_w.append(board_w)
+        tr.temp_board_c.append(self.thermal.board_temp_c)
+        tr.temp_radiator_c.append(self.thermal.radiator_temp_c)
+        tr.power_mode.append(mode_name)
+        tr.mode.append(mode)
+        tr.duty.append(duty)
+        tr.work.append(work)
+        tr.shadow_factor.append(row.get("shadow_factor", 1.0))
+        tr.proton_flux_cm2_s.append(row.get("proton_flux_cm2_s", 0.0))
+        tr.agent_up.append(up)
+
+    # --- commands and faults ----------------------------------------------------------------
+
+    def _send_command(self, cmd: Any, rel_s: float) -> None:
+        entry = {"at_s": rel_s, "command": cmd.command, "args": cmd.args, "outcome": "not sent"}
+        packet, cmd_id = self.client.codec.encode_command(cmd.command, cmd.args)
+        if self._corrupt_next:
+            bad = bytearray(packet)
+            bad[len(bad) // 2] ^= 0x10
+            self.client.link.send(bytes(bad))
+            entry["fault"] = "first copy corrupted"
+            self._corrupt_next = False
+        if self._drop_next:
+            entry["fault"] = "first attempt dropped"
+            self._drop_next = False
+            send = self.client.link.send
+            self.client.link.send = lambda p: (setattr(self.client.link, "send", send), True)[1]  # lose one packet
+        try:
+            result = self.client.send(cmd.command, cmd.args, timeout_s=20, attempt_timeout_s=0.5, cmd_id=cmd_id)
+            entry["outcome"] = result.outcome
+            entry["attempts"] = result.attempts
+        except CommandTimeout as exc:
+            entry["outcome"] = f"timeout: {exc}"
+        self.command_log.append(entry)
+
+    def _drawn_faults(self, t0: float, n_steps: int) -> list[FaultSpec]:
+        """Upsets drawn from the profile's rate (x fault_rate_scale), seeded: SEUs and some reboots (SEFIs)."""
+        if self.sc.fault_rate_scale <= 0 or self.sc.agent == "naive":
+            return []
+        drawn = []
+        for k in range(n_steps):
+            rel_s = k * self.sc.step_s
+            rate = self.profile.at(rel_s).get("upset_rate_per_s", 0.0) * self.sc.fault_rate_scale
+            for _ in range(_poisson(self.rng, rate * self.sc.step_s)):
+                kind = "reboot" if self.rng.random() < 0.1 else "seu_weights"  # SEFI share: FACTS.md (uncertain)
+                drawn.append(FaultSpec(rel_s, kind))
+        if drawn:
+            self.notes.append(f"{len(drawn)} upsets drawn from the profile's rate x {self.sc.fault_rate_scale}")
+        return drawn
+
+    def _apply_fault(self, f: FaultSpec, t: float, rel_s: float) -> None:
+        self.fault_log.append({"at_s": rel_s, "kind": f.kind, "duration_s": f.duration_s})
+        if self.sc.agent == "naive":
+            return
+        if f.kind in ("reboot", "brownout"):
+            self.agent.kill()
+            if f.kind == "brownout":
+                self.battery.step(-f.energy_wh * 3600.0 / max(f.duration_s, 1.0), max(f.duration_s, 1.0))
+                self._agent_down_until = t + f.duration_s
+            self._start_agent()  # a real restart; under a brownout it only hears the world again later
+        elif f.kind == "sensor_dropout":
+            self._zone_faults[f.zone] = (t + f.duration_s, None)
+        elif f.kind == "sensor_stuck":
+            self._zone_faults[f.zone] = (t + f.duration_s, f.value)
+        elif f.kind == "los":
+            self._los_until = t + f.duration_s
+        elif f.kind == "packet_corrupt":
+            self._corrupt_next = True
+        elif f.kind == "packet_drop":
+            self._drop_next = True
+        elif f.kind == "compute_hang":
+            pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0
+            if pid:
+                os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
+            else:
+                self.fault_log[-1]["note"] = "no compute worker running: nothing to hang"
+        elif f.kind == "seu_weights":
+            flipped = _flip_model_bit(self.workdir / "state" / "compute" / "models", self.rng)
+            self.fault_log[-1]["note"] = flipped
+
+    def _capture(self, k: int) -> None:
+        """Play the payload camera: a file of generated tiles lands in the agent's incoming/ directory."""
+        from flight.compute.usecase.cloud import generate_tiles
+
+        incoming = self.workdir / "state" / "compute" / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        tiles, _fraction, _labels = generate_tiles(self.sc.tiles_per_capture, seed=self.sc.seed * 100_003 + k)
+        tmp = incoming / f".capture-{k:06d}.npy"
+        np.save(tmp, tiles.astype(np.float32))
+        os.replace(tmp, incoming / f"capture-{k:06d}.npy")  # appears whole, as the worker expects
+
+    def _shutdown(self) -> int | None:
+        real = None
+        if self.client is not None:
+            self.client.poll(0.5)
+            value = self.client.latest.get("infer_count")
+            real = int(value[0]) if value and value[0] is not None else None
+        if self.agent is not None:
+            self.agent.stop()
+        if self.client is not None:
+            self.client.poll(0.2)
+            self.client.close()
+        if self.env is not None:
+            self.env.close()
+        return real
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    n, p, threshold = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return n
+        n += 1
+
+
+def _flip_model_bit(models_dir: Path, rng: random.Random) -> str:
+    files = sorted(p for p in models_dir.glob("*.onnx")) if models_dir.exists() else []
+    if not files:
+        return "no model on the store yet: the upset hit nothing the harness can see"
+    path = files[rng.randrange(len(files))]
+    raw = bytearray(path.read_bytes())
+    pos = rng.randrange(len(raw))
+    raw[pos] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(raw))
+    return f"bit flipped in {path.name} at byte {pos}"

@@ -1,0 +1,552 @@
+"""The offline optimum of compute work over a profile: the denominator of ``work_vs_oracle``.
+
+Given the whole profile in advance (solar input, platform load and, optionally, a thermal
+power cap per step), :func:`solve_oracle` finds the most compute work any schedule of power
+modes could have done under the same battery model and limits the agent flew with. The
+benchmark ``work_vs_oracle`` is then the agent's work (:func:`work_done`) over
+``OracleResult.work``; :func:`naive_always_on` is the other end of the scale, a board that
+runs its top mode flat out and breaks the floor in eclipse.
+
+Battery model (the agent's own, ``flight/power/policy.py``, NOS3 EPS style): net = solar −
+load; charging stores net·η_charge, discharging draws |net|/η_discharge; the battery
+saturates at full and the surplus is wasted ("spill").
+
+The linear program, per step k (length ``dt_s``, h = dt_s/3600 h) and mode m:
+
+    maximise   Σ_k Σ_m throughput_m · x[k,m] · dt_s
+    subject to Σ_m x[k,m] ≤ 1,  0 ≤ x[k,m] ≤ 1
+               board[k] = idle_0 + Σ_m x[k,m]·(loaded_m − idle_0) ≤ max_board_power_w[k]
+               c[k] − d[k] + spill[k] = solar[k] − platform[k] − board[k],  c, d, spill ≥ 0
+               E[k+1] = E[k] + h·(η_c·c[k] − d[k]/η_d)
+               floor ≤ E[k] ≤ capacity,  E[0] = initial,  E[N] ≥ final minimum
+
+x[k,m] is the fraction of step k spent loaded in mode m; the rest of the step the board idles
+in the mode with the lowest idle power (idle_0). Idle is implicit rather than a variable per
+mode because idling in any other mode only costs more power for no work: the optimum would
+never choose it. board[k] is substituted into the balance row, so it is not a variable.
+
+Why the LP is the true optimum and an upper bound on the agent (its "relaxations"):
+
+1. Charging and discharging at once (c·d > 0). The LP cannot forbid it (that needs a binary
+   per step), but with η_c·η_d < 1 it only loses energy: a solution with c, d > 0 maps to
+   c' = ΔE/(h·η_c), d' = 0 (ΔE ≥ 0) or c' = 0, d' = −ΔE·η_d/h (ΔE < 0), with the same E
+   trajectory and board power, and a spill that is larger by d·(1/(η_c·η_d) − 1) or
+   c·(1 − η_c·η_d) ≥ 0; so it can never buy work that spilling would not. HiGHS may still
+   return it where energy has no use (alternative optima); ``OracleResult.cycled_wh``
+   reports how much the raw solution burned that way. tests/test_hil_oracle.py checks the
+   optimum against a MILP that forbids it.
+2. Spilling while not full. The real battery stores every surplus watt; the LP may waste
+   it, and does where energy has no use (the top mode already runs and the battery will
+   fill later anyway: alternative optima). This never helps: the battery map
+   E → min(full, E + gain) is monotone, so flying the LP's board schedule through the real
+   model keeps E at least as high at every step, and the floor and the final minimum still
+   hold. Conversely every real schedule is LP-feasible (spill = what saturation threw
+   away). Hence the LP optimum is reachable by the real model, and :func:`solve_oracle`
+   reports the schedule as the real model flies it (``soc_pct``, ``charge_w``…), with the
+   LP's own trajectory in ``lp_soc_pct`` (never above ``soc_pct``).
+3. Mixing modes inside a step and idling at idle_0. The agent runs one mode per step, idling
+   in that mode (idle_m ≥ idle_0), so for the same work it draws at least the LP's power:
+   its schedule is LP-feasible and ``work ≥ agent's work`` whenever the agent kept the floor,
+   the thermal cap and the final minimum. The gap is (idle_m − idle_0)·(1 − duty) per step,
+   and an agent closes most of it by idling in the lowest mode and alternating modes from
+   step to step. No mode-switch time or cost is modelled, which flatters the oracle
+   slightly. One exception: a board that is off (the HIL loop counts 0 W while the agent
+   is down) draws less than idle_0, which the oracle cannot; such steps can let the agent
+   save energy the oracle could not.
+4. The thermal limit, linearised. ``max_board_power_w[k]`` stands in for "the board stays
+   below its temperature limit": the most it may dissipate in step k. The caller derives it
+   (from the thermal model with the environment's heat loads along the profile). A cap per
+   step is exact for a steady-state limit, but the board's heat capacity lets real
+   schedules exceed the steady-state power for a while; a cap tighter than what the
+   thermal model really allows can put the oracle below an agent, so derive the cap
+   generously (an upper bound on the allowed power), never conservatively.
+5. The step. Inputs are taken as constant over each step (the HIL loop integrates them that
+   way: left-point values). Averaging a finer profile into blocks (:func:`coarsen`) gives a
+   coarser LP that is a relaxation of the finer one: any fine schedule, averaged over the
+   blocks, is feasible for it with the same work (the constraints are linear and E is only
+   checked at block ends). So the coarse optimum is ≥ the fine one, which keeps
+   ``work_vs_oracle`` conservative; the excess comes from dips below the floor or above full
+   inside a block that the block ends do not see. On the synthetic orbit of the tests, against
+   10 s steps: 0.000 % at 60 s, +0.8 % at 300 s, +2.9 % at 950 s.
+
+The final state of charge: by default the battery must end at least as full as it started.
+Without this the optimum drains the battery to the floor just before the horizon, work
+bought with energy that the next eclipse (after the horizon) needed: an agent that has to
+survive that eclipse could never do it. To compare with an agent that ended lower than it
+started, pass ``final_soc_min_pct`` = the agent's final charge, so that both spend the same.
+
+Pure numpy/scipy: arrays and small frozen dataclasses in, a frozen result out; no I/O.
+
+>>> modes = [ComputeMode("low", 5.0, 10.0, 1.0), ComputeMode("high", 6.0, 30.0, 2.0)]
+>>> bat = BatterySpec(capacity_wh=100.0, initial_soc_pct=50.0, floor_pct=10.0)
+>>> r = solve_oracle(np.full(6, 100.0), 600.0, 10.0, bat, modes)   # an hour of plenty
+>>> r.status, round(r.work)
+('optimal', 7200)
+>>> r.mode_fractions[:, 1]
+array([1., 1., 1., 1., 1., 1.])
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike
+from scipy.optimize import linprog
+
+# Slack in Wh when checking the solution and the idle trajectory against the floor and the
+# final minimum: HiGHS's primal feasibility tolerance is 1e-7 on rows with coefficients of
+# order 1, so 1e-6 Wh (3.6 mJ) is far above solver noise and far below anything physical.
+_TOL_WH = 1e-6
+
+
+class OracleInfeasible(ValueError):
+    """No schedule keeps the limits, not even idling in the lowest mode throughout.
+
+    Idling in the lowest mode keeps the battery at least as full as any other schedule at
+    every step, so when idling breaks a limit, every schedule does. ``step`` is the step
+    boundary (0…N) where idling first breaks it, ``soc_pct`` the charge there.
+    """
+
+    def __init__(self, message: str, step: int, soc_pct: float):
+        super().__init__(message)
+        self.step = step
+        self.soc_pct = soc_pct
+
+
+class OracleError(RuntimeError):
+    """HiGHS did not find the optimum (iteration limit, numerical trouble); carries its status."""
+
+
+@dataclass(frozen=True)
+class BatterySpec:
+    """The battery as the oracle sees it; the conventions of ``flight.power.policy.Battery``."""
+
+    capacity_wh: float
+    initial_soc_pct: float
+    floor_pct: float
+    charge_efficiency: float = 0.95
+    discharge_efficiency: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not self.capacity_wh > 0:
+            raise ValueError(f"capacity_wh: must be > 0 Wh, got {self.capacity_wh}")
+        for key in ("charge_efficiency", "discharge_efficiency"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ValueError(f"{key}: must be within (0, 1], got {getattr(self, key)}")
+        if not 0.0 <= self.floor_pct <= 100.0:
+            raise ValueError(f"floor_pct: must be within [0, 100] %, got {self.floor_pct}")
+        if not self.floor_pct <= self.initial_soc_pct <= 100.0:
+            raise ValueError(
+                f"initial_soc_pct: must be within [floor_pct {self.floor_pct}, 100] %, got {self.initial_soc_pct}"
+            )
+
+
+@dataclass(frozen=True)
+class ComputeMode:
+    """A board power mode: power idle and loaded, and work per second when loaded (0 idle)."""
+
+    name: str
+    idle_power_w: float
+    loaded_power_w: float
+    throughput_per_s: float  # work units (e.g. tiles) per second, loaded
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.idle_power_w <= self.loaded_power_w:
+            raise ValueError(
+                f"{self.name}: need 0 ≤ idle_power_w ≤ loaded_power_w, got {self.idle_power_w} W "
+                f"and {self.loaded_power_w} W"
+            )
+        if not self.throughput_per_s >= 0.0:
+            raise ValueError(f"{self.name}: throughput_per_s must be ≥ 0, got {self.throughput_per_s}")
+
+    @classmethod
+    def from_profile(cls, mode: Any, work_per_s_at_maxn: float) -> ComputeMode:
+        """From a board profile's mode (``flight.hal.boards.ModeProfile``): throughput is
+        ``inference_rel_maxn`` × ``work_per_s_at_maxn``, as the HIL loop models it."""
+        return cls(mode.name, mode.idle_power_w, mode.loaded_power_w, mode.inference_rel_maxn * work_per_s_at_maxn)
+
+
+def modes_from_board(board: Any, work_per_s_at_maxn: float) -> tuple[ComputeMode, ...]:
+    """All modes of a loaded board profile (``flight.hal.boards.load_board``), in its order."""
+    return tuple(ComputeMode.from_profile(m, work_per_s_at_maxn) for m in board.modes)
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    """The optimum. Arrays per step k = 0…N−1, except the charges, at the N+1 step
+    boundaries (``soc_pct[0]`` is the initial charge). ``mode_fractions[k, m]``: share of
+    step k spent loaded in mode m; the rest idles in the lowest-idle mode.
+
+    ``soc_pct``, ``charge_w`` (into the battery, before η_c), ``discharge_w`` (out of it,
+    after η_d) and ``spill_w`` (surplus wasted because the battery is full): the schedule
+    flown through the battery model, as the agent's run is. ``lp_soc_pct``: the LP's own
+    trajectory, lower where it wasted energy it could have stored (module docstring,
+    point 2). ``cycled_wh``: energy the raw LP solution burned by charging and discharging
+    at once (point 1; harmless, reported so that it is seen)."""
+
+    work: float
+    soc_pct: np.ndarray
+    mode_fractions: np.ndarray
+    board_power_w: np.ndarray
+    status: str
+    solve_s: float
+    charge_w: np.ndarray
+    discharge_w: np.ndarray
+    spill_w: np.ndarray
+    lp_soc_pct: np.ndarray
+    mode_names: tuple[str, ...]
+    dt_s: float
+    cycled_wh: float
+    n_variables: int
+    n_constraints: int
+
+
+@dataclass(frozen=True)
+class NaiveResult:
+    """A run of the top mode loaded throughout. ``soc_pct`` at the N+1 step boundaries;
+    ``floor_violations``: the boundaries where it was below the floor; ``empty_steps``: the
+    boundaries where it was empty (the model holds it at 0 %; a real bus would brown out)."""
+
+    work: float
+    soc_pct: np.ndarray
+    board_power_w: np.ndarray
+    floor_violations: np.ndarray
+    empty_steps: np.ndarray
+    min_soc_pct: float
+
+
+def _per_step(name: str, values: ArrayLike, n: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: need a scalar or one value per step ({n}), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name}: not finite at step {bad} ({arr[bad]})")
+    return arr
+
+
+def _profile(solar_power_w: ArrayLike, dt_s: float, platform_load_w: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    solar = np.asarray(solar_power_w, dtype=float)
+    if solar.ndim != 1 or solar.size == 0:
+        raise ValueError(f"solar_power_w: need a 1-D array with one value per step, got shape {solar.shape}")
+    solar = _per_step("solar_power_w", solar, solar.size)
+    if np.any(solar < 0):
+        raise ValueError(f"solar_power_w: negative at step {int(np.argmax(solar < 0))} ({solar.min()} W)")
+    if not dt_s > 0:
+        raise ValueError(f"dt_s: must be > 0 s, got {dt_s}")
+    platform = _per_step("platform_load_w", platform_load_w, solar.size)
+    return solar, platform
+
+
+def simulate_energy_wh(net_power_w: ArrayLike, dt_s: float, battery: BatterySpec) -> np.ndarray:
+    """Stored energy (Wh) at the N+1 step boundaries for a net power (solar − all loads) per
+    step, with the agent's battery model: saturating at full, held at empty.
+
+    >>> bat = BatterySpec(capacity_wh=10.0, initial_soc_pct=50.0, floor_pct=0.0, charge_efficiency=0.5)
+    >>> simulate_energy_wh([4.0, 20.0, -10.0], 3600.0, bat)   # +2 Wh, saturates, −10.5 Wh: empty
+    array([ 5.,  7., 10.,  0.])
+    """
+    net = np.asarray(net_power_w, dtype=float)
+    h = dt_s / 3600.0
+    gain = np.where(net >= 0, net * battery.charge_efficiency, net / battery.discharge_efficiency) * h
+    energy = np.empty(net.size + 1)
+    energy[0] = battery.initial_soc_pct / 100.0 * battery.capacity_wh
+    e = energy[0]
+    for k, g in enumerate(gain):  # saturation makes this a scan, not a cumsum
+        e = min(battery.capacity_wh, max(0.0, e + g))
+        energy[k + 1] = e
+    return energy
+
+
+def coarsen(values: ArrayLike, factor: int) -> np.ndarray:
+    """Block means of a per-step profile, for solving on a step ``factor`` times longer.
+
+    Average (do not subsample) solar, platform load and thermal cap: with block means the
+    coarse LP is a relaxation of the fine one (module docstring, point 5).
+
+    >>> coarsen([1.0, 3.0, 10.0, 20.0], 2)
+    array([ 2., 15.])
+    """
+    arr = np.asarray(values, dtype=float)
+    if factor < 1 or arr.ndim != 1 or arr.size % factor:
+        raise ValueError(
+            f"coarsen: need a 1-D profile whose length is a multiple of factor; got {arr.size} values, "
+            f"factor {factor}: trim the profile to a multiple of {factor} steps first"
+        )
+    return arr.reshape(-1, factor).mean(axis=1)
+
+
+def _check_feasible(solar: np.ndarray, platform: np.ndarray, dt_s: float, battery: BatterySpec,
+                    idle: ComputeMode, cap: np.ndarray | None, final_wh: float) -> None:
+    """Raise :class:`OracleInfeasible` when idling in the lowest mode throughout breaks a
+    limit. Exact: idling keeps the battery fullest (module docstring), so otherwise the LP
+    is feasible (idling itself is a solution)."""
+    full = battery.capacity_wh
+    if cap is not None and np.any(cap < idle.idle_power_w):
+        k = int(np.argmax(cap < idle.idle_power_w))
+        raise OracleInfeasible(
+            f"max_board_power_w[{k}] = {cap[k]:.2f} W is below the lowest idle power "
+            f"({idle.name}, {idle.idle_power_w} W): the board cannot run at all there; "
+            "raise the cap to at least the idle power (the board cannot be switched off)", k, float("nan"))
+    energy = simulate_energy_wh(solar - platform - idle.idle_power_w, dt_s, battery)
+    floor_wh = battery.floor_pct / 100.0 * full
+    below = np.flatnonzero(energy < floor_wh - _TOL_WH)
+    if below.size:
+        k = int(below[0])
+        raise OracleInfeasible(
+            f"even idling in {idle.name} ({idle.idle_power_w} W) the battery falls to "
+            f"{100 * energy[k] / full:.2f} % at step {k} (t = {k * dt_s:.0f} s), below the floor "
+            f"{battery.floor_pct} %: start fuller, lower the platform load or the floor", k, 100 * energy[k] / full)
+    if energy[-1] < final_wh - _TOL_WH:
+        n = energy.size - 1
+        raise OracleInfeasible(
+            f"final_soc_min_pct {100 * final_wh / full:.2f} % cannot be reached: even idling in "
+            f"{idle.name} ({idle.idle_power_w} W) the battery ends at {100 * energy[-1] / full:.2f} %; "
+            "end the profile at the orbital phase where it started (whole orbits), or pass "
+            f"final_soc_min_pct ≤ {100 * energy[-1] / full:.2f}", n, 100 * energy[-1] / full)
+
+
+@dataclass(frozen=True)
+class _Lp:
+    """The LP in linprog's form, and where each variable block starts (columns)."""
+
+    c: np.ndarray
+    a_ub: sp.csr_array | None
+    b_ub: np.ndarray | None
+    a_eq: sp.csr_array
+    b_eq: np.ndarray
+    bounds: np.ndarray  # (n_variables, 2)
+    n: int
+    m: int
+
+    # Column layout: x[k, m] at k*M + m, then c[k], d[k], spill[k], E[0..N].
+    @property
+    def col_c(self) -> int:
+        return self.n * self.m
+
+    @property
+    def col_d(self) -> int:
+        return self.n * self.m + self.n
+
+    @property
+    def col_spill(self) -> int:
+        return self.n * self.m + 2 * self.n
+
+    @property
+    def col_e(self) -> int:
+        return self.n * self.m + 3 * self.n
+
+
+def _build_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, battery: BatterySpec,
+              modes: Sequence[ComputeMode], cap: np.ndarray | None, final_wh: float) -> _Lp:
+    n, m = solar.size, len(modes)
+    idle_w = min(md.idle_power_w for md in modes)
+    extra_w = np.array([md.loaded_power_w - idle_w for md in modes])  # ≥ 0: loaded ≥ idle_m ≥ idle_0
+    thr = np.array([md.throughput_per_s for md in modes])
+    h = dt_s / 3600.0
+    n_var = n * m + 3 * n + (n + 1)
+    k = np.arange(n)
+    col_x = (k[:, None] * m + np.arange(m)[None, :])  # (n, m)
+    col_c, col_d, col_s, col_e = n * m, n * m + n, n * m + 2 * n, n * m + 3 * n
+
+    # Equalities: balance rows 0..n-1, battery rows n..2n-1.
+    rows = [np.repeat(k, m), k, k, k,
+            n + k, n + k, n + k, n + k]
+    cols = [col_x.ravel(), col_c + k, col_d + k, col_s + k,
+            col_e + k + 1, col_e + k, col_c + k, col_d + k]
+    vals = [np.tile(extra_w, n), np.ones(n), -np.ones(n), np.ones(n),
+            np.ones(n), -np.ones(n), np.full(n, -h * battery.charge_efficiency),
+            np.full(n, h / battery.discharge_efficiency)]
+    a_eq = sp.coo_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(2 * n, n_var)).tocsr()
+    b_eq = np.concatenate([solar - platform - idle_w, np.zeros(n)])
+
+    # Inequalities: Σ_m x ≤ 1, then the thermal cap on the board's power above idle_0.
+    ub_rows, ub_cols, ub_vals, b_ub = [np.repeat(k, m)], [col_x.ravel()], [np.ones(n * m)], [np.ones(n)]
+    if cap is not None:
+        ub_rows.append(n + np.repeat(k, m))
+        ub_cols.append(col_x.ravel())
+        ub_vals.append(np.tile(extra_w, n))
+        b_ub.append(cap - idle_w)
+    n_ub = n * (2 if cap is not None else 1)
+    a_ub = sp.coo_array((np.concatenate(ub_vals), (np.concatenate(ub_rows), np.concatenate(ub_cols))),
+                        shape=(n_ub, n_var)).tocsr()
+
+    full = battery.capacity_wh
+    bounds = np.empty((n_var, 2))
+    bounds[: n * m] = (0.0, 1.0)
+    bounds[n * m: col_e] = (0.0, np.inf)
+    bounds[col_e:] = (battery.floor_pct / 100.0 * full, full)
+    e0 = battery.initial_soc_pct / 100.0 * full
+    bounds[col_e] = (e0, e0)
+    bounds[col_e + n, 0] = max(bounds[col_e + n, 0], min(final_wh, full))
+
+    # Objective scaled to the fastest mode (HiGHS prefers costs of order 1); the work itself
+    # is recomputed from x in physical units afterwards.
+    top = thr.max() if thr.max() > 0 else 1.0
+    cost = np.zeros(n_var)
+    cost[: n * m] = -np.tile(thr / top, n)
+    return _Lp(cost, a_ub, np.concatenate(b_ub), a_eq, b_eq, bounds, n, m)
+
+
+def solve_oracle(
+    solar_power_w: ArrayLike,
+    dt_s: float,
+    platform_load_w: float | ArrayLike,
+    battery: BatterySpec,
+    modes: Sequence[ComputeMode],
+    max_board_power_w: ArrayLike | None = None,
+    final_soc_min_pct: float | None = None,
+) -> OracleResult:
+    """The most work any schedule of ``modes`` can do over the profile within the limits.
+
+    ``solar_power_w[k]``, ``platform_load_w`` (scalar or per step) and
+    ``max_board_power_w[k]`` (the thermal limit's linearisation: the most the board may
+    dissipate in step k; ``None``: no thermal limit) hold over step k, of ``dt_s`` seconds.
+    Pass what the simulator integrated: for ``hil.loop``, rows 0…N−1 of the trace.
+    ``final_soc_min_pct``: the battery ends at least this full (default: as full as it
+    started; see the module docstring for why, and for when to pass the agent's final charge).
+
+    Raises :class:`OracleInfeasible` when no schedule keeps the limits (diagnosed from the
+    idle schedule, with the step and charge where it fails) and :class:`OracleError` when
+    HiGHS does not reach the optimum.
+
+    Size: N·(M + 4) + 1 variables and 3N rows (4N with a thermal cap). One day at 10 s
+    steps with 5 modes is 77 761 variables and 34 560 rows; HiGHS solves it in about 0.6 s
+    (at 60 s steps: 12 961 and 5 760, 0.05 s; tests/test_hil_oracle.py prints the times).
+    :func:`coarsen` gives a cheaper answer that is never lower (module docstring, point 5).
+    """
+    if not modes:
+        raise ValueError("modes: need at least one power mode")
+    names = [md.name for md in modes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"modes: duplicate names in {names}")
+    solar, platform = _profile(solar_power_w, dt_s, platform_load_w)
+    n, m = solar.size, len(modes)
+    cap = None if max_board_power_w is None else _per_step("max_board_power_w", max_board_power_w, n)
+    full = battery.capacity_wh
+    final_pct = battery.initial_soc_pct if final_soc_min_pct is None else float(final_soc_min_pct)
+    if not 0.0 <= final_pct <= 100.0:
+        raise ValueError(f"final_soc_min_pct: must be within [0, 100] %, got {final_pct}")
+    final_wh = final_pct / 100.0 * full
+    idle = min(modes, key=lambda md: md.idle_power_w)
+    _check_feasible(solar, platform, dt_s, battery, idle, cap, final_wh)
+
+    lp = _build_lp(solar, platform, dt_s, battery, modes, cap, final_wh)
+    t0 = time.perf_counter()
+    res = linprog(lp.c, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method="highs")
+    solve_s = time.perf_counter() - t0
+    n_rows = lp.a_eq.shape[0] + (lp.a_ub.shape[0] if lp.a_ub is not None else 0)
+    if res.status != 0:
+        raise OracleError(
+            f"HiGHS status {res.status} after {solve_s:.1f} s on {lp.c.size} variables, {n_rows} rows: "
+            f"{res.message}; try a coarser step (coarsen) or check the inputs for extreme values")
+
+    v = res.x
+    x = np.clip(v[: n * m].reshape(n, m), 0.0, 1.0)
+    raw_c = np.maximum(v[lp.col_c: lp.col_c + n], 0.0)
+    raw_d = np.maximum(v[lp.col_d: lp.col_d + n], 0.0)
+    lp_energy = v[lp.col_e: lp.col_e + n + 1]
+    idle_w = idle.idle_power_w
+    board = idle_w + x @ np.array([md.loaded_power_w - idle_w for md in modes])
+    thr = np.array([md.throughput_per_s for md in modes])
+    work = float(np.sum(x @ thr) * dt_s)
+    eta_c, eta_d, h = battery.charge_efficiency, battery.discharge_efficiency, dt_s / 3600.0
+    cycled_wh = float(np.sum(np.minimum(raw_c, raw_d) * (1.0 - eta_c * eta_d) / eta_d) * h)
+
+    # The schedule as the battery model flies it (module docstring, point 2).
+    net = solar - platform - board
+    energy = simulate_energy_wh(net, dt_s, battery)
+    # Invariant (point 2): the model's battery is never emptier than the LP's. The slack is
+    # HiGHS's primal feasibility tolerance (1e-7 per row) accumulated over the N battery rows.
+    assert np.all(energy >= lp_energy - (_TOL_WH + 1e-7 * n)), "battery model below the LP: solver tolerance?"
+    charge = np.where(net >= 0, np.diff(energy) / (h * eta_c), 0.0)
+    discharge = np.where(net < 0, -net, 0.0)
+    spill = np.where(net >= 0, np.maximum(net - charge, 0.0), 0.0)
+
+    return OracleResult(
+        work=work,
+        soc_pct=100.0 * energy / full,
+        mode_fractions=x,
+        board_power_w=board,
+        status="optimal",
+        solve_s=solve_s,
+        charge_w=charge,
+        discharge_w=discharge,
+        spill_w=spill,
+        lp_soc_pct=100.0 * lp_energy / full,
+        mode_names=tuple(names),
+        dt_s=float(dt_s),
+        cycled_wh=cycled_wh,
+        n_variables=int(lp.c.size),
+        n_constraints=int(n_rows),
+    )
+
+
+def work_done(mode_per_step: Sequence[str | int], loaded_per_step: ArrayLike,
+              modes: Sequence[ComputeMode], dt_s: float) -> float:
+    """The work of a recorded run, in the oracle's units: Σ throughput(mode_k)·loaded_k·dt_s.
+
+    ``mode_per_step``: mode names or indices into ``modes``; ``loaded_per_step``: the share of
+    each step spent loaded (the HIL trace's ``duty``). A name that is not a mode (the loop's
+    ``"OFF"`` while the agent is down) counts nothing, provided nothing ran then. For a
+    ``hil.loop`` trace pass rows 0…N−1: the last row is recorded but not integrated.
+
+    >>> modes = [ComputeMode("10W", 5.0, 10.5, 800.0), ComputeMode("MAXN", 6.0, 30.0, 2000.0)]
+    >>> work_done(["10W", "MAXN", "OFF"], [1.0, 0.5, 0.0], modes, 10.0)
+    18000.0
+    """
+    loaded = np.asarray(loaded_per_step, dtype=float)
+    labels = list(mode_per_step)
+    if loaded.shape != (len(labels),):
+        raise ValueError(f"loaded_per_step: need one value per step ({len(labels)}), got shape {loaded.shape}")
+    if np.any((loaded < 0) | (loaded > 1)):
+        k = int(np.argmax((loaded < 0) | (loaded > 1)))
+        raise ValueError(f"loaded_per_step[{k}] = {loaded[k]}: a share of the step, must be within [0, 1]")
+    index = {md.name: i for i, md in enumerate(modes)}
+    thr = np.array([md.throughput_per_s for md in modes])
+    per_step = np.zeros(len(labels))
+    for k, label in enumerate(labels):
+        i = label if isinstance(label, (int, np.integer)) else index.get(label)
+        if i is None:
+            if loaded[k] > 0:
+                raise ValueError(f"step {k}: mode {label!r} is not one of {list(index)} but was loaded {loaded[k]}")
+            continue
+        per_step[k] = thr[i] * loaded[k]
+    return float(per_step.sum() * dt_s)
+
+
+def naive_always_on(
+    solar_power_w: ArrayLike,
+    dt_s: float,
+    platform_load_w: float | ArrayLike,
+    battery: BatterySpec,
+    modes: Sequence[ComputeMode],
+    mode: str | None = None,
+) -> NaiveResult:
+    """A board that runs ``mode`` (default: the last of ``modes``, the top one, as the HIL's
+    naive agent does) loaded all the time, whatever the battery says; same battery model."""
+    solar, platform = _profile(solar_power_w, dt_s, platform_load_w)
+    if not modes:
+        raise ValueError("modes: need at least one power mode")
+    chosen = modes[-1] if mode is None else next((md for md in modes if md.name == mode), None)
+    if chosen is None:
+        raise ValueError(f"mode {mode!r} is not one of {[md.name for md in modes]}")
+    board = np.full(solar.size, chosen.loaded_power_w)
+    energy = simulate_energy_wh(solar - platform - board, dt_s, battery)
+    soc = 100.0 * energy / battery.capacity_wh
+    floor_wh = battery.floor_pct / 100.0 * battery.capacity_wh
+    return NaiveResult(
+        work=float(chosen.throughput_per_s * dt_s * solar.size),
+        soc_pct=soc,
+        board_power_w=board,
+        floor_violations=np.flatnonzero(energy < floor_wh - _TOL_WH),
+        empty_steps=np.flatnonzero(energy <= 0.0),
+        min_soc_pct=float(soc.min()),
+    )

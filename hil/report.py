@@ -1,0 +1,181 @@
+"""The run's verdict: pass/fail criteria, a JSON summary, JUnit XML for CI, an HTML report with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+
+from hil.loop import RunResult
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def evaluate(result: RunResult) -> list[Check]:
+    sc, tr = result.scenario, result.trace.arrays()
+    crit = sc.criteria
+    checks: list[Check] = []
+    if crit.charge_floor_pct is not None:
+        low = float(tr["soc_pct"].min())
+        below = int((tr["soc_pct"] < crit.charge_floor_pct).sum())
+        checks.append(Check("charge_above_floor", below == 0,
+                            f"lowest charge {low:.1f} % (floor {crit.charge_floor_pct} %), {below} steps below"))
+    if crit.temp_max_c is not None:
+        high = float(tr["temp_board_c"].max())
+        checks.append(Check("temperature_below_limit", high <= crit.temp_max_c,
+                            f"hottest {high:.1f} °C (limit {crit.temp_max_c} °C)"))
+    if crit.no_unhandled_fault and sc.agent != "naive":
+        internal = [e for e in result.events if e["name"] == "INTERNAL_ERROR"]
+        ok = not internal and result.agent_silences == 0
+        checks.append(Check("no_unhandled_fault", ok,
+                            f"{len(internal)} internal errors, agent silent {result.agent_silences} times"))
+    if crit.commands_verified and sc.agent != "naive":
+        failed = [c for c in result.commands if c["outcome"] != "completed"]
+        checks.append(Check("commands_verified", not failed,
+                            f"{len(result.commands) - len(failed)} of {len(result.commands)} commands completed"
+                            + (f"; first failure: {failed[0]['command']}: {failed[0]['outcome']}" if failed else "")))
+    if crit.min_work is not None:
+        work = float(tr["work"][-1]) if len(tr["work"]) else 0.0
+        checks.append(Check("minimum_work", work >= crit.min_work,
+                            f"{work:.0f} tiles done (minimum {crit.min_work})"))
+    return checks
+
+
+def summary(result: RunResult, checks: list[Check]) -> dict[str, Any]:
+    sc, tr = result.scenario, result.trace.arrays()
+    modelled = sc.time_mode == "lockstep" and not sc.compute_real
+    return {
+        "scenario": sc.name,
+        "source": sc.source,
+        "passed": all(c.passed for c in checks),
+        "checks": [c.__dict__ for c in checks],
+        "time_mode": sc.time_mode,
+        "compute": "modelled from the board profile's throughput per power mode" if modelled
+                   else "real: the compute worker ran ONNX Runtime",
+        "environment": "simulated by the HIL harness: battery, solar input, temperatures and radiation are models",
+        "agent": sc.agent,
+        "board": sc.board,
+        "sim_s": result.sim_s,
+        "wall_s": round(result.wall_s, 3),
+        "speedup": round(result.sim_s / result.wall_s, 1) if result.wall_s > 0 else None,
+        "max_lag_ms": result.max_lag_ms,
+        "work_tiles": float(tr["work"][-1]) if len(tr["work"]) else 0.0,
+        "real_tiles": result.real_tiles,
+        "soc_min_pct": float(tr["soc_pct"].min()),
+        "soc_end_pct": float(tr["soc_pct"][-1]),
+        "temp_max_c": float(tr["temp_board_c"].max()),
+        "faults": result.faults,
+        "commands": result.commands,
+        "events": len(result.events),
+        "notes": result.notes,
+    }
+
+
+def junit_xml(result: RunResult, checks: list[Check]) -> bytes:
+    suite = ET.Element("testsuite", name=f"hil.{result.scenario.name}", tests=str(len(checks)),
+                       failures=str(sum(not c.passed for c in checks)), time=f"{result.wall_s:.3f}")
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"hil.{result.scenario.name}", name=c.name)
+        if not c.passed:
+            ET.SubElement(case, "failure", message=c.detail).text = c.detail
+        else:
+            ET.SubElement(case, "system-out").text = c.detail
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def _plots(result: RunResult) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = result.trace.arrays()
+    t_min = (tr["time_s"] - tr["time_s"][0]) / 60.0
+    from flight.hal.boards import load_board
+
+    modes = [m.name for m in load_board(result.scenario.board).modes]
+    modes += [m for m in dict.fromkeys(tr["power_mode"]) if m not in modes]  # OFF while the agent is down
+    agent_modes = ["DOWN", "BOOT", "SAFE", "IDLE", "COMPUTE"]
+    rows = [
+        ("Battery charge (%)", [("charge", tr["soc_pct"])]),
+        ("Power (W)", [("solar input", tr["solar_power_w"]), ("board", tr["board_power_w"])]),
+        ("Temperature (°C)", [("board", tr["temp_board_c"]), ("radiator", tr["temp_radiator_c"])]),
+        ("Power mode", [("mode", np.array([modes.index(m) for m in tr["power_mode"]]))]),
+        ("Agent mode", [("mode", np.array([agent_modes.index(m) if m in agent_modes else -1 for m in tr["mode"]]))]),
+        ("Work (tiles/s)", [("throughput", np.gradient(tr["work"], tr["time_s"]) if len(tr["work"]) > 1 else tr["work"])]),
+        ("Proton flux (/cm²/s)", [(">10 MeV", tr["proton_flux_cm2_s"])]),
+    ]
+    fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(11, 2.0 * (len(rows) + 1)), sharex=True)
+    for ax, (title, series) in zip(axes, rows):
+        for label, y in series:
+            ax.plot(t_min, y, label=label, lw=1.2)
+        ax.set_ylabel(title, fontsize=8)
+        ax.fill_between(t_min, 0, 1, where=tr["shadow_factor"] < 0.5, transform=ax.get_xaxis_transform(),
+                        color="0.85", zorder=0)
+        if len(series) > 1:
+            ax.legend(fontsize=7, loc="upper right")
+    axes[3].set_yticks(range(len(modes)), modes, fontsize=7)
+    axes[4].set_yticks(range(len(agent_modes)), agent_modes, fontsize=7)
+    if result.scenario.criteria.charge_floor_pct is not None:
+        axes[0].axhline(result.scenario.criteria.charge_floor_pct, color="red", ls="--", lw=1)
+    ax = axes[-1]
+    t0 = tr["time_s"][0]
+    sev_y = {"FATAL": 4, "WARNING_HI": 3, "WARNING_LO": 2, "ACTIVITY_HI": 1, "COMMAND": 1}
+    for e in result.events:
+        ax.plot((e["t"] - t0) / 60.0, sev_y.get(e["severity"], 0), "|", color="tab:blue", ms=8)
+    for f in result.faults:
+        ax.plot(f["at_s"] / 60.0, 5, "v", color="red", ms=7)
+    ax.set_yticks([0, 1, 2, 3, 4, 5], ["diag", "activity", "warn lo", "warn hi", "fatal", "FAULT"], fontsize=7)
+    ax.set_xlabel("minutes (grey: eclipse)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]]:
+    """Write summary.json, junit.xml and report.html into ``out_dir``; return (passed, summary)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checks = evaluate(result)
+    body = summary(result, checks)
+    (out_dir / "summary.json").write_text(json.dumps(body, indent=1, default=str))
+    (out_dir / "junit.xml").write_bytes(junit_xml(result, checks))
+    np.savez_compressed(out_dir / "trace.npz", **{k: np.asarray(v) for k, v in result.trace.__dict__.items()})
+    rows = "".join(
+        f"<tr class={'ok' if c.passed else 'bad'}><td>{html.escape(c.name)}</td><td>{'PASS' if c.passed else 'FAIL'}"
+        f"</td><td>{html.escape(c.detail)}</td></tr>" for c in checks
+    )
+    events = "".join(
+        f"<tr><td>{e['t'] - result.trace.time_s[0]:.0f}</td><td>{html.escape(e['severity'])}</td>"
+        f"<td>{html.escape(e['name'])}</td><td>{html.escape(e['text'])}</td></tr>" for e in result.events[-400:]
+    )
+    verdict = "PASS" if body["passed"] else "FAIL"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sunlit HIL: {html.escape(body['scenario'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td{{padding:2px 8px}} .ok td:nth-child(2){{color:green}}
+.bad td:nth-child(2){{color:red;font-weight:bold}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}}</style>
+</head><body><h1>{html.escape(body['scenario'])}: {verdict}</h1>
+<p>Time: <b>{body['time_mode']}</b>, {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s
+(× {body['speedup']}). Compute: <b>{html.escape(body['compute'])}</b>. Environment: {html.escape(body['environment'])}.
+Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.</p>
+<table><tr><th>criterion</th><th></th><th>detail</th></tr>{rows}</table>
+<h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">
+<h2>Faults</h2><pre>{html.escape(json.dumps(result.faults, indent=1))}</pre>
+<h2>Commands</h2><pre>{html.escape(json.dumps(result.commands, indent=1, default=str))}</pre>
+<h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
+<h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""
+    (out_dir / "report.html").write_text(page)
+    return body["passed"], body

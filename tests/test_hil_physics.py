@@ -1,0 +1,268 @@
+"""hil.physics against analytic solutions: solar array, battery energy books, two-node thermal model.
+
+Where a test uses an orbit, it is the shipped 550 km 10:30 sun-synchronous profile's
+(β ≈ 24°, 64 % sunlit), regenerated here at the step the test needs.
+"""
+
+import doctest
+import importlib
+import math
+
+import numpy as np
+import pytest
+
+from hil.physics import (
+    Battery,
+    BatteryParams,
+    ThermalModel,
+    ThermalParams,
+    array_incidence_cos,
+    solar_array_power_w,
+)
+from hil.physics.thermal import KELVIN_OFFSET, STEFAN_BOLTZMANN_W_M2_K4
+from hil.profiles import SHIPPED, generate_profile, orbit_from_description
+
+
+@pytest.fixture(scope="module")
+def sso_day():
+    orbit, start, _ = orbit_from_description(SHIPPED["sso_550"])
+    return generate_profile(orbit, start, 86400.0, 10.0, stations=[])
+
+
+@pytest.mark.parametrize("name", ["solar", "battery", "thermal", "environment"])
+def test_docstring_examples(name):
+    module = importlib.import_module(f"hil.physics.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+# ------------------------------------------------------------------------------------ solar
+def test_solar_power_is_the_basilisk_product():
+    # W = S·η·(1−d)^years · C_eclipse · max(0, n·s) · A, term by term.
+    shadow = np.array([0.0, 0.25, 1.0, 1.0, 1.0])
+    cos = np.array([1.0, 1.0, 0.5, -0.5, 1.0])
+    got = solar_array_power_w(shadow, cos, 0.5, 0.28, 0.02, 3.0)
+    base = 1361.0 * 0.28 * 0.98**3 * 0.5
+    np.testing.assert_allclose(got, base * np.array([0.0, 0.25, 0.5, 0.0, 1.0]), rtol=1e-15)
+
+
+def test_solar_power_rejects_nonsense():
+    for kwargs, text in [
+        ({"area_m2": -1.0}, "area_m2"),
+        ({"efficiency": 1.5}, "efficiency"),
+        ({"degradation_per_year": 1.0}, "degradation_per_year"),
+        ({"years": -1.0}, "years"),
+    ]:
+        args = {"area_m2": 0.2, "efficiency": 0.3, "degradation_per_year": 0.01, "years": 0.0, **kwargs}
+        with pytest.raises(ValueError, match=text):
+            solar_array_power_w(1.0, 1.0, **args)
+
+
+def test_body_fixed_incidence_follows_the_geometry():
+    # Satellite on +x moving +y: radial = +x, along-track = +y, orbit normal = +z.
+    r = np.array([[7000.0, 0.0, 0.0]] * 3)
+    v = np.array([[0.0, 7.5, 0.0]] * 3)
+    sun = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(array_incidence_cos(sun, r, v, "body_fixed"), [1.0, -1.0, math.sqrt(0.5)])
+    np.testing.assert_allclose(array_incidence_cos(sun, r, v, "body_fixed", (0.0, 0.0, 1.0)), [0.0, 0.0, 0.0],
+                               atol=1e-15)
+    assert array_incidence_cos(sun).tolist() == [1.0, 1.0, 1.0]  # sun-tracking needs no position
+    with pytest.raises(ValueError, match="needs the satellite's r_km"):
+        array_incidence_cos(sun, pointing="body_fixed")
+    with pytest.raises(ValueError, match="unknown pointing"):
+        array_incidence_cos(sun, r, v, "nadir")
+
+
+# ------------------------------------------------------------------------------------ battery
+def test_battery_charges_with_eta_c_and_discharges_with_one_over_eta_d():
+    b = Battery(BatteryParams(capacity_wh=10.0, charge_efficiency=0.9, discharge_efficiency=0.8), soc_pct=50.0)
+    s = b.step(36.0, 100.0)  # 1 Wh offered
+    assert s.charged_wh == 1.0 and s.clipped_wh == 0.0
+    assert s.stored_wh == pytest.approx(5.0 + 0.9, abs=1e-12)
+    s = b.step(-36.0, 100.0)  # 1 Wh asked for
+    assert s.discharged_wh == 1.0 and s.unserved_wh == 0.0
+    assert s.stored_wh == pytest.approx(5.9 - 1.0 / 0.8, abs=1e-12)
+
+
+def test_battery_clamps_full_and_reports_clipped_solar():
+    b = Battery(BatteryParams(capacity_wh=10.0), soc_pct=99.0)
+    s = b.step(360.0, 100.0)  # 10 Wh offered, room for 0.1 Wh stored = 0.1/0.95 from the bus
+    assert s.soc_pct == 100.0 and s.stored_wh == 10.0
+    assert s.charged_wh == pytest.approx(0.1 / 0.95, rel=1e-12)
+    assert s.clipped_wh == pytest.approx(10.0 - 0.1 / 0.95, rel=1e-12)
+    assert not s.brownout
+
+
+def test_battery_clamps_empty_and_reports_a_brownout():
+    b = Battery(BatteryParams(capacity_wh=10.0), soc_pct=1.0)
+    s = b.step(-360.0, 100.0)  # 10 Wh asked for, 0.1 Wh stored = 0.095 Wh deliverable
+    assert s.soc_pct == 0.0 and s.stored_wh == 0.0
+    assert s.discharged_wh == pytest.approx(0.095, rel=1e-12)
+    assert s.unserved_wh == pytest.approx(10.0 - 0.095, rel=1e-12)
+    assert s.brownout
+
+
+def test_battery_energy_balance_closes_over_a_day(sso_day):
+    """stored_end − stored_start = η_c·Σcharged − Σdischarged/η_d, to float rounding, over a
+    day at 10 s with a small battery that both fills (clipping) and empties (brownouts)."""
+    solar = sso_day.columns["solar_power_w"]
+    t = sso_day.columns["time_s"]
+    load = 12.0 + 18.0 * (np.sin(2 * np.pi * (t - t[0]) / 4000.0) > 0)  # 12 or 30 W
+    params = BatteryParams(capacity_wh=20.0, charge_efficiency=0.93, discharge_efficiency=0.96)
+    b = Battery(params, soc_pct=50.0)
+    offered = asked = 0.0
+    charged = discharged = clipped = unserved = 0.0
+    for p_w in (solar - load)[:-1]:
+        s = b.step(float(p_w), 10.0)
+        e = p_w * 10.0 / 3600.0
+        offered += max(e, 0.0)
+        asked += max(-e, 0.0)
+        charged += s.charged_wh
+        discharged += s.discharged_wh
+        clipped += s.clipped_wh
+        unserved += s.unserved_wh
+        assert 0.0 <= s.stored_wh <= params.capacity_wh
+    assert clipped > 1.0 and unserved > 1.0  # both clamps were exercised
+    # ~1.1 kWh moved in 8640 steps; float rounding leaves 2.6e-12 Wh (measured), bound 1e-9 Wh.
+    assert offered + asked > 500.0
+    assert abs(b.balance_error_wh()) < 1e-9
+    assert (b.stored_wh - 10.0) == pytest.approx(0.93 * charged - discharged / 0.96, abs=1e-9)
+    assert charged + clipped == pytest.approx(offered, rel=1e-12)
+    assert discharged + unserved == pytest.approx(asked, rel=1e-12)
+    assert b.total_clipped_wh == pytest.approx(clipped, rel=1e-12)
+
+
+def test_open_circuit_voltage_is_the_2s_liion_shape():
+    p = BatteryParams(capacity_wh=60.0)
+    soc = np.linspace(0.0, 100.0, 101)
+    v = p.open_circuit_voltage_v(soc)
+    assert v[0] == pytest.approx(6.0) and v[-1] == pytest.approx(8.4)
+    assert np.all(np.diff(v) > 0.0)
+    # Chen & Rincón-Mora shape: steep knee in the first 10 %, a flat middle.
+    assert (v[10] - v[0]) > 3.0 * (v[60] - v[40])
+    assert Battery(p, 100.0).voltage_v == pytest.approx(8.4)
+
+
+@pytest.mark.parametrize(
+    "kwargs,text",
+    [
+        ({"capacity_wh": 0.0}, "capacity_wh must be > 0"),
+        ({"capacity_wh": 10.0, "charge_efficiency": 1.2}, "charge_efficiency"),
+        ({"capacity_wh": 10.0, "discharge_efficiency": 0.0}, "discharge_efficiency"),
+        ({"capacity_wh": 10.0, "voltage_empty_v": 9.0}, "voltage_empty_v < voltage_full_v"),
+        ({"capacity_wh": float("nan")}, "finite number"),
+    ],
+)
+def test_battery_params_are_checked(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        BatteryParams(**kwargs)
+
+
+def test_battery_params_are_frozen():
+    p = BatteryParams(capacity_wh=10.0)
+    with pytest.raises(AttributeError):
+        p.capacity_wh = 20.0  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------ thermal
+def test_thermal_steady_state_matches_the_analytic_balance():
+    """Hold the inputs constant for a long time: the model must settle where the analytic
+    balance puts it. Tolerance 0.01 K: after 20 radiator time constants (~30 min each) the
+    remaining transient is far below that; the integration error of forward Euler vanishes
+    at equilibrium (the derivative is 0 there)."""
+    params = ThermalParams()
+    for power_w, shadow, albedo, ir in [(15.0, 1.0, 150.0, 200.0), (40.0, 1.0, None, None), (5.0, 0.0, 0.0, 210.0)]:
+        m = ThermalModel(params, board_temp_c=0.0)
+        for _ in range(400):
+            m.step(power_w, shadow, 300.0, albedo_w_m2=albedo, earth_ir_w_m2=ir)
+        board_c, radiator_c = params.steady_state_c(power_w, shadow, albedo, ir)
+        assert m.board_temp_c == pytest.approx(float(board_c), abs=0.01)
+        assert m.radiator_temp_c == pytest.approx(float(radiator_c), abs=0.01)
+        # And the analytic point satisfies the balance it came from: σεA T_r⁴ = P + Q_env, G ΔT = P.
+        t_r_k = float(radiator_c) + KELVIN_OFFSET
+        emitted = STEFAN_BOLTZMANN_W_M2_K4 * params.radiator_emissivity * params.radiator_area_m2 * t_r_k**4
+        assert emitted == pytest.approx(power_w + float(params.absorbed_w(shadow, albedo, ir)), rel=1e-12)
+        assert params.board_to_radiator_w_per_k * (float(board_c) - float(radiator_c)) == pytest.approx(power_w)
+
+
+def test_thermal_step_conserves_energy():
+    """C_b ΔT_b + C_r ΔT_r = dissipated + absorbed − radiated, for one step and for a long sub-stepped one."""
+    m = ThermalModel(ThermalParams(), board_temp_c=30.0, radiator_temp_c=5.0)
+    for dt_s, shadow in [(10.0, 1.0), (600.0, 0.0), (3600.0, 0.4)]:
+        m.step(25.0, shadow, dt_s)
+        e = m.last_energy
+        scale = e.dissipated_j + e.absorbed_j + e.radiated_j
+        assert abs(e.imbalance_j) < 1e-9 * scale
+    assert m.last_energy.substeps > 1
+
+
+def test_thermal_substeps_long_steps_stably():
+    """One 600 s step lands where sixty 10 s steps do (within 0.3 K); a whole day in one
+    call does not blow up (explicit Euler without sub-steps would: dt·λ ≫ 2)."""
+    coarse = ThermalModel(ThermalParams(), board_temp_c=20.0)
+    fine = ThermalModel(ThermalParams(), board_temp_c=20.0)
+    coarse.step(30.0, 1.0, 600.0)
+    for _ in range(60):
+        fine.step(30.0, 1.0, 10.0)
+    assert coarse.board_temp_c == pytest.approx(fine.board_temp_c, abs=0.3)
+    assert coarse.last_energy.substeps >= 2
+    day = ThermalModel(ThermalParams(), board_temp_c=20.0)
+    day.step(15.0, 1.0, 86400.0)
+    assert day.board_temp_c == pytest.approx(float(ThermalParams().steady_state_c(15.0, 1.0)[0]), abs=0.01)
+
+
+def test_thermal_defaults_give_the_stated_equilibria(sso_day):
+    """ThermalParams' documented design point: ~48 °C orbit-average at 15 W on the 550 km
+    sun-synchronous orbit (brief: 40–60 °C), and past 85 °C at 40 W held in sunlight."""
+    cols = sso_day.columns
+    m = ThermalModel(ThermalParams(), board_temp_c=40.0)
+    temps = []
+    for k in range(len(sso_day) - 1):
+        m.step(15.0, cols["shadow_factor"][k], 10.0, albedo_w_m2=cols["albedo_w_m2"][k],
+               earth_ir_w_m2=cols["earth_ir_w_m2"][k])
+        temps.append(m.board_temp_c)
+    last_orbits = np.array(temps[len(temps) // 2 :])  # second half of the day: periodic steady state
+    assert 40.0 <= last_orbits.mean() <= 60.0
+    assert last_orbits.mean() == pytest.approx(48.3, abs=1.0)
+    assert last_orbits.max() - last_orbits.min() < 10.0
+
+    board_c, _ = ThermalParams().steady_state_c(40.0, 1.0)
+    assert board_c > 85.0
+    hot = ThermalModel(ThermalParams(), board_temp_c=48.0, radiator_temp_c=33.0)
+    minutes = 0
+    while hot.board_temp_c <= 85.0:
+        hot.step(40.0, 1.0, 60.0)
+        minutes += 1
+    assert 8 <= minutes <= 14  # "past 85 °C 11 min after starting from 48 °C" (module doc)
+
+
+@pytest.mark.parametrize(
+    "kwargs,text",
+    [
+        ({"radiator_area_m2": 0.0}, "radiator_area_m2 must be > 0"),
+        ({"radiator_emissivity": 1.2}, "radiator_emissivity must be in"),
+        ({"earth_view_factor": -0.1}, "earth_view_factor"),
+        ({"board_heat_capacity_j_per_k": float("inf")}, "finite number"),
+    ],
+)
+def test_thermal_params_are_checked(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        ThermalParams(**kwargs)
+
+
+def test_thermal_step_rejects_bad_input():
+    m = ThermalModel()
+    with pytest.raises(ValueError, match="dt_s"):
+        m.step(10.0, 1.0, -1.0)
+    with pytest.raises(ValueError, match="dissipation_w"):
+        m.step(float("nan"), 1.0, 1.0)
+
+
+def test_max_steady_dissipation_inverts_the_steady_state():
+    params = ThermalParams()
+    shadow = np.array([1.0, 0.0, 0.5])
+    cap_w = params.max_steady_dissipation_w(85.0, shadow)
+    board_c, _ = params.steady_state_c(cap_w, shadow)
+    np.testing.assert_allclose(board_c, 85.0, atol=1e-6)
+    assert cap_w[1] > cap_w[0]  # more room in eclipse
+    assert float(params.max_steady_dissipation_w(-150.0, 1.0)) == 0.0  # the sunlit radiator alone is warmer

@@ -1,0 +1,312 @@
+"""Profile files and their checks: round trips, every validation error, replay of a minimal
+profile, the shipped files, the CLI helper and the harness's entry point."""
+
+import argparse
+import json
+import math
+import types
+
+import numpy as np
+import pytest
+
+import hil.profiles.format as fmt
+from hil.profiles import (
+    COLUMN_NAMES,
+    REQUIRED_COLUMNS,
+    SHIPPED,
+    SHIPPED_DIR,
+    Profile,
+    ProfileError,
+    describe_columns,
+    generate_cli,
+    generate_profile,
+    load_or_generate,
+    orbit_from_description,
+    read_profile,
+    replay_check,
+    validate_profile,
+    write_profile,
+)
+from hil.profiles.generate import SHIPPED_DURATION_S, SHIPPED_STEP_S
+
+
+@pytest.fixture(scope="module")
+def profile():
+    orbit, start, description = orbit_from_description(SHIPPED["sso_550"])
+    return generate_profile(orbit, start, 7200.0, 10.0, orbit_description=description)
+
+
+def _minimal(n=10, step=10.0):
+    t = 1_795_478_400.0 + step * np.arange(n)
+    return {"time_s": t, "shadow_factor": np.linspace(0.0, 1.0, n), "solar_power_w": np.full(n, 50.0)}
+
+
+def test_docstring_table_is_generated_from_the_declaration():
+    assert describe_columns() in fmt.__doc__
+
+
+def test_generated_profile_has_every_column_with_its_unit(profile):
+    assert list(profile.columns)[: len(COLUMN_NAMES)] == list(COLUMN_NAMES)
+    assert profile.notes == ()
+    assert profile.metadata["generator_version"] and profile.metadata["step_s"] == 10.0
+    assert "AP8" in profile.metadata["radiation"]["map_source"]
+    assert profile.tle() is not None and profile.tle()[0].startswith("1 ")
+
+
+# ------------------------------------------------------------------------------------ round trips
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_round_trip_is_exact(tmp_path, profile, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    path = write_profile(profile, tmp_path / f"p{suffix}")
+    back = read_profile(path)
+    assert list(back.columns) == list(profile.columns)
+    for name, values in profile.columns.items():
+        got = back.columns[name]
+        assert got.dtype.kind == values.dtype.kind, name
+        if values.dtype.kind == "f":
+            assert np.array_equal(got, values, equal_nan=True), name  # bit for bit: repr() floats in CSV
+        else:
+            assert np.array_equal(got, values), name
+    assert back.metadata == json.loads(json.dumps(profile.metadata))
+    assert back.notes == ()
+
+
+def test_csv_header_carries_units_and_metadata(tmp_path, profile):
+    path = write_profile(profile, tmp_path / "p.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# sunlit-profile 1"
+    header = next(line for line in lines if not line.startswith("#"))
+    assert header.startswith("time_s,lat_deg,lon_deg,alt_km,") and "solar_power_w" in header
+    meta = json.loads("\n".join(line[2:] for line in lines[1:] if line.startswith("#")))
+    assert meta["columns"]["solar_power_w"] == "W" and meta["orbit"]["tle"] == list(profile.tle())
+
+
+def test_a_csv_with_only_the_required_columns_replays(tmp_path):
+    path = tmp_path / "recorded.csv"
+    path.write_text("time_s,shadow_factor,solar_power_w\n0,1,80\n10,1,80\n20,0.5,40\n30,0,0\n40,0,0\n")
+    p = replay_check(path)
+    assert set(REQUIRED_COLUMNS) <= set(p.columns) and set(COLUMN_NAMES) <= set(p.columns)
+    assert p.columns["in_umbra"].tolist() == [False, False, False, True, True]
+    assert p.columns["in_contact"].all() and np.all(p.columns["dose_rad"] == 0.0)
+    assert math.isnan(p.columns["lat_deg"][0])
+    assert any("filled with defaults" in note and "in_contact (True)" in note for note in p.notes)
+    row = p.at(15.0)
+    assert row["solar_power_w"] == pytest.approx(60.0) and row["shadow_factor"] == pytest.approx(0.75)
+    assert row["in_umbra"] is False and p.tle() is None
+
+
+def test_parquet_from_elsewhere_replays(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"time_s": pa.array([0, 1, 2], pa.int64()), "shadow_factor": [1.0, 1.0, 0.0],
+                      "solar_power_w": [10.0, 10.0, 0.0], "bus_note": ["a", "b", "c"]})
+    pq.write_table(table, tmp_path / "x.parquet")
+    p = read_profile(tmp_path / "x.parquet")
+    assert p.columns["time_s"].dtype == float and p.columns["bus_note"].tolist() == ["a", "b", "c"]
+    assert any("not written by this harness" in n for n in p.notes)
+    assert any("not declared, kept as they are: bus_note" in n for n in p.notes)
+
+
+# ------------------------------------------------------------------------------------ validation errors
+def test_missing_required_columns_are_all_named():
+    with pytest.raises(ProfileError, match=r"missing required columns: shadow_factor, solar_power_w") as err:
+        validate_profile({"time_s": [0.0, 1.0]})
+    assert err.value.column == "shadow_factor"
+
+
+@pytest.mark.parametrize("bad,good", [("solar_power_kw", "solar_power_w"), ("time_ms", "time_s"),
+                                      ("lat_rad", "lat_deg"), ("time", "time_s"), ("dose_gy", "dose_rad")])
+def test_a_column_in_another_unit_is_refused(bad, good):
+    cols = _minimal()
+    if good in cols:
+        cols[bad] = cols.pop(good)
+    else:
+        cols[bad] = np.zeros(10)
+    with pytest.raises(ProfileError, match=rf"column '{bad}' does not match the declared '{good}'") as err:
+        validate_profile(cols)
+    assert "convert the values" in str(err.value)
+
+
+def test_non_numeric_value_names_the_row():
+    cols = _minimal()
+    cols["solar_power_w"] = np.array(["50"] * 4 + ["lots"] + ["50"] * 5, dtype=object)
+    with pytest.raises(ProfileError, match=r"column 'solar_power_w': row 4 is not a number: 'lots'") as err:
+        validate_profile(cols)
+    assert err.value.row == 4
+
+
+def test_non_numeric_value_in_a_csv_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("# a comment\ntime_s,shadow_factor,solar_power_w\n0,1,80\n10,one,80\n")
+    with pytest.raises(ProfileError, match=r"row 1 is not a number: 'one' \(line 4 of the file\)"):
+        read_profile(path)
+
+
+def test_time_going_backwards_names_the_first_row_and_values():
+    cols = _minimal()
+    cols["time_s"] = cols["time_s"].copy()
+    cols["time_s"][6] = cols["time_s"][4]
+    with pytest.raises(ProfileError, match=r"time_s must increase strictly: row 6 has 1795478440.0 after "
+                                           r"1795478450.0 at row 5") as err:
+        validate_profile(cols)
+    assert err.value.row == 6
+
+
+def test_a_gap_says_where():
+    cols = _minimal(20)
+    cols["time_s"] = cols["time_s"].copy()
+    cols["time_s"][12:] += 30.0  # a 40 s step among 10 s ones
+    with pytest.raises(ProfileError, match=r"1 gap\(s\) longer than 1.5 x the median step 10 s; the first between "
+                                           r"row 11 .* and row 12 .*, 40 s"):
+        validate_profile(cols)
+
+
+def test_nan_in_a_required_column_is_refused():
+    cols = _minimal()
+    cols["shadow_factor"] = cols["shadow_factor"].copy()
+    cols["shadow_factor"][[3, 7]] = np.nan
+    with pytest.raises(ProfileError, match=r"'shadow_factor' is required but has NaN .*: 2 rows, the first at row 3"):
+        validate_profile(cols)
+
+
+@pytest.mark.parametrize(
+    "column,value,text",
+    [
+        ("shadow_factor", 1.2, r"'shadow_factor' out of its physical range \[0, 1\] 1: row 2 has 1.2"),
+        ("shadow_factor", -0.1, r"'shadow_factor' out of its physical range \[0, 1\] 1: row 2 has -0.1"),
+        ("solar_power_w", -3.0, r"'solar_power_w' out of its physical range \[0, inf\] W: row 2 has -3.0"),
+        ("lat_deg", 91.0, r"'lat_deg' out of its physical range \[-90, 90\] deg: row 2"),
+    ],
+)
+def test_values_out_of_physical_range(column, value, text):
+    cols = _minimal()
+    cols[column] = np.array(cols.get(column, np.zeros(10)), dtype=float)
+    cols[column][2] = value
+    with pytest.raises(ProfileError, match=text):
+        validate_profile(cols)
+
+
+def test_other_shape_errors():
+    cols = _minimal()
+    cols["solar_power_w"] = cols["solar_power_w"][:5]
+    with pytest.raises(ProfileError, match=r"columns differ in length: time_s has 10 rows"):
+        validate_profile(cols)
+    with pytest.raises(ProfileError, match="at least 2 samples"):
+        validate_profile(_minimal(1))
+    cols = _minimal()
+    cols["in_umbra"] = ["yes"] * 3 + ["maybe"] + ["no"] * 6
+    with pytest.raises(ProfileError, match=r"column 'in_umbra': row 3 is not a boolean .*'maybe'"):
+        validate_profile(cols)
+    with pytest.raises(ProfileError, match="unknown profile file type '.txt'"):
+        read_profile("profile.txt")
+    with pytest.raises(ProfileError, match="no such profile file"):
+        replay_check("/nonexistent/profile.parquet")
+
+
+def test_csv_row_with_missing_fields_names_the_line(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("time_s,shadow_factor,solar_power_w\n0,1,80\n10,1\n")
+    with pytest.raises(ProfileError, match=r"row 1 \(line 3\) has 2 fields, the header has 3"):
+        read_profile(path)
+
+
+# ------------------------------------------------------------------------------------ replay
+def test_at_interpolates_floats_and_holds_flags():
+    orbit, start, _ = orbit_from_description(SHIPPED["dawn_dusk"])  # a contact 7 min in
+    profile = generate_profile(orbit, start, 7200.0, 10.0)
+    cols = profile.columns
+    k = int(np.flatnonzero(cols["in_contact"][1:] & ~cols["in_contact"][:-1])[0]) + 1  # first contact sample
+    row = profile.at(k * 10.0)
+    assert row["solar_power_w"] == cols["solar_power_w"][k] and row["in_contact"] is True
+    mid = profile.at(k * 10.0 - 5.0)
+    assert mid["lat_deg"] == pytest.approx(0.5 * (cols["lat_deg"][k - 1] + cols["lat_deg"][k]))
+    assert mid["in_contact"] is False and mid["station"] == ""
+    assert profile.at(profile.duration_s)["time_s"] == profile.end_s
+    with pytest.raises(ProfileError, match="outside the profile, which covers 0 .. 7200.000 s"):
+        profile.at(7210.0)
+
+
+def test_profile_is_frozen(profile):
+    with pytest.raises(AttributeError):
+        profile.metadata = {}  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------ shipped files
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_profiles_validate_and_match_the_generator(name):
+    """Each shipped file reads back clean and is what the generator makes today (so the
+    files cannot drift from the code: rebuild them with ``python -m hil.profiles shipped``)."""
+    pytest.importorskip("pyarrow")
+    shipped = replay_check(SHIPPED_DIR / f"{name}.parquet")
+    assert shipped.notes == ()
+    assert shipped.duration_s == SHIPPED_DURATION_S and shipped.step_s == SHIPPED_STEP_S
+    assert shipped.start_s == 1_795_478_400.0  # 2026-11-24T00:00:00Z
+    orbit, start, description = orbit_from_description(SHIPPED[name])
+    fresh = generate_profile(orbit, start, SHIPPED_DURATION_S, SHIPPED_STEP_S, orbit_description=description)
+    for col, values in fresh.columns.items():
+        if values.dtype.kind == "f":
+            np.testing.assert_allclose(shipped.columns[col], values, rtol=1e-9, atol=1e-9, err_msg=col)
+        else:
+            assert np.array_equal(shipped.columns[col], values), col
+    assert shipped.metadata["orbit"]["tle"] == list(fresh.tle())
+
+
+# ------------------------------------------------------------------------------------ CLI helper and harness entry
+def test_generate_cli_with_words(tmp_path, capsys):
+    out = tmp_path / "g.csv"
+    code = generate_cli(["--alt-km", "500", "--inc-deg", "53", "--raan-deg", "10", "--duration-s", "600",
+                         "--step-s", "1", "--out", str(out), "--array-area-m2", "0.1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["samples"] == 601 and summary["profile_samples_per_s"] > 0
+    p = replay_check(out)
+    assert p.metadata["spacecraft"]["array_area_m2"] == 0.1
+    assert p.metadata["orbit"]["inc_deg"] == pytest.approx(53.0, abs=1e-4)
+
+
+def test_generate_cli_with_a_namespace_like_sunlit_hils(tmp_path, capsys):
+    # The attributes hil/cli.py's `generate` parser defines; the rest take their defaults.
+    line1, line2 = generate_profile(*orbit_from_description(SHIPPED["iss_51_6"])[:2], 20.0, 10.0).tle()
+    ns = argparse.Namespace(tle=[line1, line2], alt_km=None, inc_deg=None, raan_deg=0.0,
+                            epoch="2026-11-24T00:00:00Z", duration_s=300.0, step_s=10.0,
+                            out=str(tmp_path / "t.parquet"))
+    pytest.importorskip("pyarrow")
+    assert generate_cli(ns) == 0
+    assert len(replay_check(tmp_path / "t.parquet")) == 31
+    bad = argparse.Namespace(tle=None, alt_km=550.0, inc_deg=None, raan_deg=0.0, epoch="2026-11-24T00:00:00Z",
+                             duration_s=300.0, step_s=10.0, out=str(tmp_path / "u.csv"))
+    assert generate_cli(bad) == 2
+    assert "inc_deg is missing (or set sun_synchronous = true: 97.59 deg at 550 km)" in capsys.readouterr().err
+
+
+def test_load_or_generate_file_orbit_and_extension(tmp_path, profile):
+    path = write_profile(profile, tmp_path / "short.csv")
+    same = load_or_generate(types.SimpleNamespace(profile=path, orbit=None, duration_s=3600.0, step_s=10.0))
+    assert same.duration_s == 7200.0
+    longer = load_or_generate(types.SimpleNamespace(profile=path, orbit=None, duration_s=10000.0, step_s=10.0))
+    assert longer.duration_s == 10000.0 and "regenerated from its metadata" in longer.notes[-1]
+    np.testing.assert_allclose(longer.columns["r_x_km"][:721], profile.columns["r_x_km"], rtol=0, atol=1e-9)
+    generated = load_or_generate(types.SimpleNamespace(
+        profile=None, orbit={"alt_km": 550.0, "sun_synchronous": True, "ltan_h": 18.0}, duration_s=600.0, step_s=5.0))
+    assert len(generated) == 121 and generated.start_s == 1_795_478_400.0
+    with pytest.raises(ProfileError, match="orbit: unknown key 'altitude'"):
+        load_or_generate(types.SimpleNamespace(profile=None, orbit={"altitude": 550}, duration_s=60.0, step_s=1.0))
+    recorded = tmp_path / "recorded.csv"
+    recorded.write_text("time_s,shadow_factor,solar_power_w\n0,1,80\n10,1,80\n")
+    with pytest.raises(ProfileError, match="cannot be extended"):
+        load_or_generate(types.SimpleNamespace(profile=recorded, orbit=None, duration_s=100.0, step_s=10.0))
+
+
+def test_profile_type_is_what_validation_returns(profile):
+    assert isinstance(profile, Profile)
+    assert isinstance(validate_profile(_minimal()), Profile)
+
+
+def test_radiation_docstring_examples():
+    import doctest
+
+    import hil.profiles.radiation as radiation
+
+    assert doctest.testmod(radiation, optionflags=doctest.ELLIPSIS).failed == 0
