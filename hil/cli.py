@@ -57,7 +57,9 @@ def one_screen(body: dict, report_dir: Path) -> str:
         f"{body['scenario']}: {'PASS' if body['passed'] else 'FAIL'}   ({body['time_mode']}, compute {body['compute']})",
         f"  {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s (x{body['speedup']})",
         f"  charge min {body['soc_min_pct']:.1f} %, end {body['soc_end_pct']:.1f} %; hottest {body['temp_max_c']:.1f} °C",
-        f"  work {body['work_tiles']:.0f} tiles" + (f" (real inference: {body['real_tiles']} tiles)" if body.get("real_tiles") else ""),
+        (f"  real inference: {body['work_tiles']:.0f} tiles screened by ONNX Runtime "
+         f"(modelled capacity {body['modelled_capacity_tiles']:.0f})" if body.get("real_tiles") is not None
+         else f"  work {body['work_tiles']:.0f} tiles (modelled)"),
         f"  {len(body['faults'])} faults, {len(body['commands'])} commands, {body['events']} events",
     ]
     for c in body["checks"]:
@@ -114,15 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario")
     run.add_argument("--report", required=True, metavar="DIR")
     run.set_defaults(func=_cmd_run)
+    from hil.profiles import add_generate_arguments
+
     gen = sub.add_parser("generate", help="build a profile from an orbit")
-    gen.add_argument("--tle", nargs=2, metavar=("LINE1", "LINE2"))
-    gen.add_argument("--alt-km", type=float)
-    gen.add_argument("--inc-deg", type=float)
-    gen.add_argument("--raan-deg", type=float, default=0.0)
-    gen.add_argument("--epoch", default="2026-11-24T00:00:00Z")
-    gen.add_argument("--duration-s", type=float, default=86400.0)
-    gen.add_argument("--step-s", type=float, default=10.0)
-    gen.add_argument("--out", required=True)
+    add_generate_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
     rep = sub.add_parser("replay", help="validate a profile and summarise it")
     rep.add_argument("profile")

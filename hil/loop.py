@@ -223,7 +223,8 @@ class ClosedLoop:
                     break
                 net_w = row["solar_power_w"] - sc.platform_load_w - board_w
                 self.battery.step(net_w, sc.step_s)
-                self.thermal.step(board_w, row.get("shadow_factor", 1.0), sc.step_s)
+                self.thermal.step(board_w, row.get("shadow_factor", 1.0), sc.step_s,
+                                  albedo_w_m2=row.get("albedo_w_m2"), earth_ir_w_m2=row.get("earth_ir_w_m2"))
                 names = [m.name for m in self.modes]
                 rel = self.modes[names.index(mode_name)].inference_rel_maxn if mode_name in names else 0.0
                 work += rel * sc.tiles_per_s_at_maxn * duty * sc.step_s

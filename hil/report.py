@@ -23,6 +23,14 @@ class Check:
     detail: str
 
 
+def work_done(result: RunResult) -> float:
+    """Tiles the agent got through: the real worker's count when compute was real, else the model's."""
+    if result.scenario.compute_real:
+        return float(result.real_tiles or 0)
+    work = result.trace.work
+    return float(work[-1]) if work else 0.0
+
+
 def evaluate(result: RunResult) -> list[Check]:
     sc, tr = result.scenario, result.trace.arrays()
     crit = sc.criteria
@@ -47,9 +55,9 @@ def evaluate(result: RunResult) -> list[Check]:
                             f"{len(result.commands) - len(failed)} of {len(result.commands)} commands completed"
                             + (f"; first failure: {failed[0]['command']}: {failed[0]['outcome']}" if failed else "")))
     if crit.min_work is not None:
-        work = float(tr["work"][-1]) if len(tr["work"]) else 0.0
-        checks.append(Check("minimum_work", work >= crit.min_work,
-                            f"{work:.0f} tiles done (minimum {crit.min_work})"))
+        work = work_done(result)
+        how = "screened by the real worker" if result.scenario.compute_real else "done (modelled)"
+        checks.append(Check("minimum_work", work >= crit.min_work, f"{work:.0f} tiles {how} (minimum {crit.min_work})"))
     return checks
 
 
@@ -71,8 +79,9 @@ def summary(result: RunResult, checks: list[Check]) -> dict[str, Any]:
         "wall_s": round(result.wall_s, 3),
         "speedup": round(result.sim_s / result.wall_s, 1) if result.wall_s > 0 else None,
         "max_lag_ms": result.max_lag_ms,
-        "work_tiles": float(tr["work"][-1]) if len(tr["work"]) else 0.0,
+        "work_tiles": work_done(result),
         "real_tiles": result.real_tiles,
+        "modelled_capacity_tiles": float(tr["work"][-1]) if len(tr["work"]) else 0.0,
         "soc_min_pct": float(tr["soc_pct"].min()),
         "soc_end_pct": float(tr["soc_pct"][-1]),
         "temp_max_c": float(tr["temp_board_c"].max()),
@@ -114,7 +123,8 @@ def _plots(result: RunResult) -> str:
         ("Temperature (°C)", [("board", tr["temp_board_c"]), ("radiator", tr["temp_radiator_c"])]),
         ("Power mode", [("mode", np.array([modes.index(m) for m in tr["power_mode"]]))]),
         ("Agent mode", [("mode", np.array([agent_modes.index(m) if m in agent_modes else -1 for m in tr["mode"]]))]),
-        ("Work (tiles/s)", [("throughput", np.gradient(tr["work"], tr["time_s"]) if len(tr["work"]) > 1 else tr["work"])]),
+        ("Work (tiles/s)" if not result.scenario.compute_real else "Capacity (tiles/s, modelled)",
+         [("throughput", np.gradient(tr["work"], tr["time_s"]) if len(tr["work"]) > 1 else tr["work"])]),
         ("Proton flux (/cm²/s)", [(">10 MeV", tr["proton_flux_cm2_s"])]),
     ]
     fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(11, 2.0 * (len(rows) + 1)), sharex=True)
