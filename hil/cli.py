@@ -100,7 +100,26 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "columns": sorted(cols), "sunlit_fraction": float((cols["shadow_factor"] > 0.5).mean()),
             "metadata": profile.metadata}
     print(json.dumps(info, indent=1, default=str))
-    return 0
+    if args.report is None:
+        return 0
+    # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
+    from hil.loop import ClosedLoop
+    from hil.report import write_report
+    from hil.scenario import parse_scenario
+
+    step = float(args.step_s or max(1.0, float(t[1] - t[0])))
+    scenario = parse_scenario({
+        "name": f"replay-{Path(args.profile).stem}", "profile": str(Path(args.profile).resolve()),
+        "duration_s": float(t[-1] - t[0]) - step, "step_s": step, "board": args.board,
+        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}}],
+        "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},
+    }, f"replay of {args.profile}")
+    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
+        result = ClosedLoop(scenario, Path(tmp), progress=_progress_bar(scenario.name)).run()
+    passed, body = write_report(result, Path(args.report))
+    print(one_screen(body, Path(args.report)))
+    return 0 if passed else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -121,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="build a profile from an orbit")
     add_generate_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
-    rep = sub.add_parser("replay", help="validate a profile and summarise it")
+    rep = sub.add_parser("replay", help="validate a profile (recorded anywhere); with --report, fly the agent through it")
     rep.add_argument("profile")
+    rep.add_argument("--report", metavar="DIR", help="fly the Sunlit agent through the profile and write a report here")
+    rep.add_argument("--board", default="orin_nx_16gb")
+    rep.add_argument("--step-s", type=float, help="simulation step (default: the profile's)")
     rep.set_defaults(func=_cmd_replay)
     demo = sub.add_parser("demo", help="one orbit of the sun-synchronous profile with real inference")
     demo.set_defaults(func=_cmd_demo)

@@ -121,3 +121,34 @@ def test_real_compute_in_the_loop_screens_the_camera_tiles(tmp_path):
     assert all(c.passed for c in evaluate(result))
     products = list((tmp_path / "state" / "compute" / "products").glob("*-capture-*.json"))
     assert products and all(json.loads(p.read_text())["tiles"] == 64 for p in products)
+
+
+def test_replay_flies_a_profile_recorded_elsewhere(tmp_path):
+    """A profile with only the required columns, as another tool would record it."""
+    t = np.arange(0, 3600, 10.0)
+    sun = (np.sin(2 * np.pi * t / 5700) > -0.4).astype(float)
+    csv = tmp_path / "recorded.csv"
+    csv.write_text("time_s,shadow_factor,solar_power_w\n" + "".join(
+        f"{1_795_000_000 + ti:.0f},{s:.0f},{80 * s:.1f}\n" for ti, s in zip(t, sun)))
+    run = hil("replay", str(csv), "--report", str(tmp_path / "rep"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    body = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert body["passed"] and body["sim_s"] > 3000
+
+
+def test_a_hung_worker_is_restarted_and_a_flipped_model_falls_back_to_golden(tmp_path):
+    sc = parse_scenario({
+        "name": "hang", "profile": str(SSO), "duration_s": 900, "step_s": 10, "speed": 60, "seed": 4,
+        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 32},
+        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
+                     {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
+        "faults": [{"at_s": 200, "kind": "seu_weights"}, {"at_s": 250, "kind": "compute_hang"}],
+        "parameters": {"compute_watchdog_s": 3.0},
+    })
+    result = ClosedLoop(sc, tmp_path).run()
+    names = [e["name"] for e in result.events]
+    assert "COMPUTE_HUNG" in names  # the SIGSTOPped worker was noticed and replaced
+    assert "MODEL_GOLDEN_USED" in names  # the new worker refused the flipped working copy
+    assert "bit flipped" in result.faults[0]["note"]
+    assert result.real_tiles and result.real_tiles > 0
