@@ -1,8 +1,5 @@
-"""``sunlit-ground``: send commands and watch telemetry from a terminal.
-
-Grows into the operators' console (archive, alarms, procedures, web) with later work;
-this is the part the link needs: checked commands with live verification, and telemetry.
-"""
+"""``sunlit-ground``: the operators' console: commands with verification, telemetry, events,
+an interactive console, procedures, the archive and the web console."""
 
 from __future__ import annotations
 
@@ -10,11 +7,12 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from flight.cli import DEFAULT_LINK, parse_assignments
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import ArgumentError
+from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, Verification
 from flight.link.transport import LinkConfigError
 from ground.client import CommandTimeout, GroundClient
@@ -93,6 +91,53 @@ def _cmd_tm(args: argparse.Namespace) -> int:
         client.close()
 
 
+def _cmd_events(args: argparse.Namespace) -> int:
+    client = _open(args)
+    floor = Severity[args.severity] if args.severity else Severity.DIAGNOSTIC
+    deadline = None if args.follow else time.monotonic() + args.timeout
+    shown = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for item in client.poll(0.5):
+                rec = item.record
+                if isinstance(rec, EventRecord) and rec.event.severity >= floor:
+                    stamp = time.strftime("%H:%M:%S", time.gmtime(rec.time_s))
+                    print(f"{stamp} {rec.event.severity.name:<11} {rec.event.name}: {rec.text}", flush=True)
+                    shown += 1
+        return 0 if shown or args.follow else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from ground.console import Console
+
+    client = _open(args)
+    try:
+        Console(client, limits_path=Path(args.limits) if args.limits else None).run()
+    finally:
+        client.close()
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ground.procedure import run_procedure_file
+
+    client = _open(args)
+    try:
+        try:
+            client.connect(timeout_s=args.timeout)
+        except TimeoutError as exc:
+            print(f"sunlit-ground run: {exc}", file=sys.stderr)
+            return 2
+        ok = run_procedure_file(args.procedure, client, log=lambda line: print(line, flush=True))
+    finally:
+        client.close()
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__)
     parser.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
@@ -109,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--channel", action="append")
     tm.add_argument("--timeout", type=float, default=5.0, metavar="S")
     tm.set_defaults(func=_cmd_tm)
+    ev = sub.add_parser("events", help="show events")
+    ev.add_argument("--follow", action="store_true")
+    ev.add_argument("--severity", choices=[s.name for s in Severity], help="show this severity and above")
+    ev.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    ev.set_defaults(func=_cmd_events)
+    con = sub.add_parser("console", help="interactive console with completion, help and a status line")
+    con.add_argument("--limits", default="var/ground-limits.json", help="where run-time limit changes are kept")
+    con.set_defaults(func=_cmd_console)
+    run = sub.add_parser("run", help="run a procedure file (ground/procedures/*.py) and log each step")
+    run.add_argument("procedure")
+    run.add_argument("--timeout", type=float, default=20.0, metavar="S", help="to wait for the agent")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -370,7 +370,8 @@ class Worker:
             "train_accuracy": training.status.accuracy if training else None,
             "train_steps_per_s": rate if training else 0.0,
             "train_energy_per_step_j": (self.power_w / rate) if training and rate > 0 and self.power_w else None,
-            "products": len(list(self.products.glob("*.npz"))),
+            # Summaries (.json) travel with their product; count the products themselves.
+            "products": sum(1 for p in self.products.iterdir() if p.suffix in (".npz", ".onnx")),
         }
 
     # --- loop --------------------------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Alarms: a telemetry point crossing its limits raises an alarm the operator acknowledges.
+
+States per channel follow the dictionary's limits (warning and critical, low and high),
+overridden at run time by the operator; overrides survive a restart (they are saved in a
+small checked JSON file, or in the archive when one is attached). An alarm is raised on the
+first sample outside nominal, escalates from warning to critical, stays until acknowledged
+*and* back in limits (a Yamcs/COSMOS-style latch: an operator never misses a transient), and a
+channel with no sample for ``stale_s`` is shown stale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import Dictionary, Limits
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
+
+SEVERITY = {"nominal": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class Alarm:
+    channel: str
+    state: str  # warning | critical: the worst seen since raised
+    value: Any
+    raised_s: float
+    last_value: Any = None
+    last_state: str = "nominal"
+    acknowledged: bool = False
+    acknowledged_by: str = ""
+    cleared: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LimitStore:
+    """Operator limit overrides that survive a restart (atomic, checksummed file)."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self.overrides: dict[str, Limits] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                body = read_checked_json(self.path)
+                self.overrides = {k: Limits(**v) for k, v in body.items()}
+            except (CorruptFile, TypeError, AttributeError):
+                self.overrides = {}
+
+    def set(self, channel: str, limits: Limits) -> None:
+        self.overrides[channel] = limits
+        if self.path is not None:
+            write_checked_json(self.path, {k: v.__dict__ for k, v in self.overrides.items()})
+
+
+@dataclass
+class AlarmManager:
+    dictionary: Dictionary = DICTIONARY
+    limit_store: LimitStore = field(default_factory=lambda: LimitStore(None))
+    stale_s: float = 10.0
+    clock: Callable[[], float] = time.time
+    alarms: dict[str, Alarm] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+    listeners: list[Callable[[str, Alarm], None]] = field(default_factory=list)
+
+    def limits(self, channel: str) -> Limits:
+        return self.limit_store.overrides.get(channel) or self.dictionary.channel_by_name[channel].limits
+
+    def set_limits(self, channel: str, **bounds: float | None) -> Limits:
+        """Change a channel's limits now (and for good); re-evaluates its alarm on the next sample."""
+        if channel not in self.dictionary.channel_by_name:
+            raise KeyError(f"no channel {channel!r}")
+        current = self.limits(channel).__dict__
+        unknown = set(bounds) - set(current)
+        if unknown:
+            raise ValueError(f"unknown limit {', '.join(sorted(unknown))}; use warn_low, warn_high, crit_low, crit_high")
+        limits = Limits(**{**current, **bounds})
+        self.limit_store.set(channel, limits)
+        return limits
+
+    def state(self, channel: str, value: Any) -> str:
+        if channel not in self.dictionary.channel_by_name:
+            return "nominal"
+        return self.limits(channel).state(value)
+
+    def observe(self, channel: str, value: Any, t_s: float | None = None) -> str:
+        """Take one sample; raise, escalate or clear the channel's alarm; return its limit state."""
+        now = self.clock() if t_s is None else t_s
+        self.last_seen[channel] = self.clock()
+        state = self.state(channel, value)
+        alarm = self.alarms.get(channel)
+        if state != "nominal":
+            if alarm is None or alarm.cleared:
+                alarm = Alarm(channel, state, value, now)
+                self.alarms[channel] = alarm
+                self._notify("raised", alarm)
+            elif SEVERITY[state] > SEVERITY[alarm.state]:
+                alarm.state, alarm.value = state, value
+                alarm.acknowledged = False  # worse than what was acknowledged: ask again
+                self._notify("escalated", alarm)
+        if alarm is not None and not alarm.cleared:
+            alarm.last_value, alarm.last_state = value, state
+            if state == "nominal" and alarm.acknowledged:
+                alarm.cleared = True
+                self._notify("cleared", alarm)
+        return state
+
+    def acknowledge(self, channel: str, who: str = "operator") -> Alarm:
+        alarm = self.alarms.get(channel)
+        if alarm is None or alarm.cleared:
+            raise KeyError(f"no active alarm on {channel}")
+        alarm.acknowledged, alarm.acknowledged_by = True, who
+        if alarm.last_state == "nominal":  # already back in limits: acknowledging clears it
+            alarm.cleared = True
+            self._notify("cleared", alarm)
+        else:
+            self._notify("acknowledged", alarm)
+        return alarm
+
+    def active(self) -> list[Alarm]:
+        return [a for a in self.alarms.values() if not a.cleared]
+
+    def stale(self, channel: str) -> bool:
+        seen = self.last_seen.get(channel)
+        return seen is None or self.clock() - seen > self.stale_s
+
+    def attach(self, client: Any) -> None:
+        """Feed every housekeeping value a GroundClient receives into the alarms."""
+        from flight.link.messages import HkRecord
+
+        def take(item: Any) -> None:
+            if isinstance(item.record, HkRecord):
+                for name, value in item.record.values.items():
+                    self.observe(name, value, item.record.time_s)
+
+        client.listeners.append(take)
+
+    def _notify(self, what: str, alarm: Alarm) -> None:
+        for listener in self.listeners:
+            listener(what, alarm)

@@ -1,0 +1,281 @@
+"""``sunlit-ground console``: an interactive terminal for one spacecraft.
+
+Type a command as on the command line (``PING token=7``); Tab completes command names,
+argument names and enum values from the dictionary; ``help [COMMAND]`` explains; the prompt
+carries a status line (mode, charge, hottest zone, link, active alarms) refreshed at every
+line; telemetry keeps arriving in the background. History is kept in ``~/.sunlit_history``.
+
+Console words (lower case, so they never clash with a command):
+``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
+``limits CHANNEL [warn_high=V ...]``, ``status``, ``quit``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from flight.cli import parse_assignments
+from flight.link.dictionary import ArgumentError, ValueType
+from ground.alarms import AlarmManager, LimitStore
+from ground.client import CommandTimeout, GroundClient
+
+WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "exit")
+COLOURS = {"nominal": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "stale": "\033[90m"}
+RESET = "\033[0m"
+
+
+class Completer:
+    """Readline completion from the dictionary: commands, then ``arg=``, then enum values."""
+
+    def __init__(self, dictionary):
+        self.d = dictionary
+        self._matches: list[str] = []
+
+    def candidates(self, line: str) -> list[str]:
+        words = line.split(" ")
+        if len(words) == 1:
+            prefix = words[0]
+            names = [c.name for c in self.d.commands] + list(WORDS)
+            return sorted(n + " " for n in names if n.upper().startswith(prefix.upper()))
+        head, current = words[0], words[-1]
+        if head in ("tm", "limits", "ack"):
+            return sorted(ch.name + " " for ch in self.d.channels if ch.name.startswith(current))
+        if head == "help":
+            return sorted(c.name + " " for c in self.d.commands if c.name.startswith(current.upper()))
+        try:
+            command = self.d.command(head)
+        except ArgumentError:
+            return []
+        if "=" in current:
+            key, _, value = current.partition("=")
+            try:
+                spec = command.arg(key).spec
+            except KeyError:
+                return []
+            if spec.type is ValueType.ENUM:
+                return [f"{key}={c} " for c in spec.choices if c.lower().startswith(value.lower())]
+            if spec.type is ValueType.BOOL:
+                return [f"{key}={c} " for c in ("true", "false") if c.startswith(value.lower())]
+            return []
+        given = {w.partition("=")[0] for w in words[1:-1]}
+        return sorted(f"{a.name}=" for a in command.args if a.name.startswith(current) and a.name not in given)
+
+    def complete(self, text: str, state: int) -> str | None:
+        """The readline protocol: with " " as the only delimiter, each candidate replaces the word."""
+        if state == 0:
+            import readline
+
+            self._matches = self.candidates(readline.get_line_buffer()[: readline.get_endidx()])
+        return self._matches[state] if state < len(self._matches) else None
+
+
+class Console:
+    def __init__(self, client: GroundClient, out: TextIO = sys.stdout, colour: bool | None = None,
+                 limits_path: Path | None = None, confirm: Callable[[str], bool] | None = None):
+        self.client = client
+        self.out = out
+        self.colour = out.isatty() if colour is None else colour
+        self.alarms = AlarmManager(client.dictionary, LimitStore(limits_path))
+        self.alarms.attach(client)
+        self.alarms.listeners.append(self._alarm_changed)
+        self.completer = Completer(client.dictionary)
+        self.confirm = confirm or (lambda text: input(f"{text} [y/N] ").strip().lower() in ("y", "yes"))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_forever, daemon=True)
+
+    # --- background ------------------------------------------------------------------------
+
+    def _poll_forever(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                self.client.poll(0)
+            self._stop.wait(0.1)
+
+    def _alarm_changed(self, what: str, alarm: Any) -> None:
+        if what in ("raised", "escalated"):
+            self.say(f"ALARM {alarm.state.upper()}: {alarm.channel} = {alarm.value!r} ({what})", alarm.state)
+
+    def say(self, text: str, state: str | None = None) -> None:
+        if self.colour and state in COLOURS:
+            text = f"{COLOURS[state]}{text}{RESET}"
+        print(text, file=self.out, flush=True)
+
+    # --- status line -----------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        latest = self.client.latest
+
+        def value(name: str, fmt: str = "{}") -> str:
+            if name not in latest or latest[name][0] is None:
+                return "?"
+            return fmt.format(latest[name][0])
+
+        link = "link ok" if "mode" in latest and not self.alarms.stale("mode") else "link SILENT"
+        active = len(self.alarms.active())
+        return (f"[{value('mode')} | charge {value('battery_soc_pct', '{:.0f}')}% | "
+                f"max {value('temp_max_c', '{:.0f}')}°C | {value('power_mode')} | {link}"
+                + (f" | {active} ALARM{'S' if active > 1 else ''}" if active else "") + "]")
+
+    # --- one line --------------------------------------------------------------------------
+
+    def handle(self, line: str) -> bool:
+        """Act on one input line; False when the console should end."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            self.say(f"cannot read that line: {exc}")
+            return True
+        head, rest = words[0], words[1:]
+        if head in ("quit", "exit"):
+            return False
+        if head == "help":
+            self.say(self._help(rest[0] if rest else None))
+        elif head == "status":
+            self.say(self.status_line())
+        elif head == "tm":
+            self._show_tm(rest)
+        elif head == "events":
+            for rec in list(self.client.events)[-(int(rest[0]) if rest else 10):]:
+                self.say(f"{rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
+                         "warning" if "WARNING" in rec.event.severity.name else None)
+        elif head == "alarms":
+            active = self.alarms.active()
+            if not active:
+                self.say("no active alarms")
+            for a in active:
+                self.say(f"{a.channel}: {a.state} (value {a.value!r}, now {a.last_value!r}) "
+                         f"{'acknowledged' if a.acknowledged else 'NOT acknowledged'}", a.state)
+        elif head == "ack":
+            for channel in rest:
+                try:
+                    a = self.alarms.acknowledge(channel, "console")
+                    self.say(f"{channel}: acknowledged" + (" and cleared" if a.cleared else ""))
+                except KeyError as exc:
+                    self.say(str(exc).strip("'\""))
+        elif head == "limits":
+            self._limits(rest)
+        else:
+            self._command(head, rest)
+        return True
+
+    def _help(self, name: str | None) -> str:
+        d = self.client.dictionary
+        if name is None:
+            cmds = ", ".join(c.name for c in d.commands)
+            return f"commands: {cmds}\nconsole: {', '.join(WORDS)}\n'help COMMAND' for its arguments; Tab completes."
+        try:
+            c = d.command(name)
+        except ArgumentError as exc:
+            return str(exc)
+        lines = [f"{c.name} (opcode {c.opcode:#06x}){' — HAZARDOUS, asks to confirm' if c.hazardous else ''}",
+                 f"  {c.description}"]
+        for a in c.args:
+            spec = a.spec
+            rng = f" [{spec.min}, {spec.max}]" if spec.min is not None or spec.max is not None else ""
+            choices = f" one of {', '.join(spec.choices)}" if spec.choices else ""
+            default = f" (default {a.default})" if a.default is not None else ""
+            lines.append(f"  {a.name}={spec.type.value}{rng} {spec.unit}{choices}{default}: {a.description}")
+        return "\n".join(lines)
+
+    def _show_tm(self, names: list[str]) -> None:
+        with self._lock:
+            self.client.poll(0)
+        wanted = names or [ch.name for ch in self.client.dictionary.channels]
+        for name in wanted:
+            ch = self.client.dictionary.channel_by_name.get(name)
+            if ch is None:
+                self.say(f"no channel {name}")
+                continue
+            if name not in self.client.latest:
+                if names:
+                    self.say(f"{name:>24} = (none yet)", "stale")
+                continue
+            value, _t = self.client.latest[name]
+            state = "stale" if self.alarms.stale(name) else self.alarms.state(name, value)
+            shown = f"{value:.3f}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+            self.say(f"{name:>24} = {shown} {ch.unit} [{state}]", state)
+
+    def _limits(self, rest: list[str]) -> None:
+        if not rest:
+            self.say("limits CHANNEL [warn_low=V warn_high=V crit_low=V crit_high=V]")
+            return
+        channel = rest[0]
+        try:
+            if len(rest) > 1:
+                bounds = {k: (None if v in ("", "none") else float(v)) for k, v in parse_assignments(rest[1:]).items()}
+                limits = self.alarms.set_limits(channel, **bounds)
+            else:
+                limits = self.alarms.limits(channel)
+        except (KeyError, ValueError) as exc:
+            self.say(str(exc).strip("'\""))
+            return
+        self.say(f"{channel} limits: {limits.to_json() or 'none'}")
+
+    def _command(self, head: str, rest: list[str]) -> None:
+        d = self.client.dictionary
+        try:
+            command = d.command(head)
+            args = command.validate_args(parse_assignments(rest))
+        except (ArgumentError, ValueError) as exc:
+            self.say(f"not sent: {exc}")
+            return
+        if command.hazardous and not self.confirm(f"{command.name} is hazardous ({command.description}) — send?"):
+            self.say("not sent")
+            return
+        self.say(f"{command.name} sent")
+        try:
+            with self._lock:
+                result = self.client.send(command.name, args, on_report=lambda r: self.say(
+                    f"  {command.name}: {r.stage.value}" if r.success
+                    else f"  {command.name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}",
+                    None if r.success else "critical"))
+        except CommandTimeout as exc:
+            self.say(f"  {command.name}: {exc}", "critical")
+            return
+        if result.result:
+            self.say(f"  result: {result.result}")
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self, inp: TextIO = sys.stdin) -> None:
+        interactive = inp.isatty()
+        if interactive:
+            import readline
+
+            history = Path.home() / ".sunlit_history"
+            try:
+                readline.read_history_file(history)
+            except OSError:
+                pass
+            readline.set_completer_delims(" ")
+            readline.set_completer(self.completer.complete)
+            readline.parse_and_bind("tab: complete")
+        self._poller.start()
+        try:
+            while True:
+                try:
+                    line = input(f"{self.status_line()}\nsunlit> ") if interactive else inp.readline()
+                except EOFError:
+                    break
+                if not interactive and not line:
+                    break
+                if not self.handle(line):
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stop.set()
+            self._poller.join(1)
+            if interactive:
+                try:
+                    readline.write_history_file(history)
+                except OSError:
+                    pass

@@ -1,0 +1,188 @@
+"""Scripted operations: a small API for procedures and integration tests (after F Prime's GDS test API).
+
+Meanings procedures rely on:
+
+- ``send(...)`` returns once the telecommand is *sent* (left this console); nothing is known yet.
+- ``send_and_wait(..., wait="accepted")`` returns once the agent *accepted* it: decoded, found
+  in its dictionary, arguments valid (PUS 1,1). It has not necessarily run.
+- ``send_and_wait(...)`` (``wait="completed"``) returns once it *completed* (PUS 1,7). A failure
+  report at any stage, or no report in time, raises :class:`ProcedureFailed` — unless
+  ``expect="failed"``, for steps that check a refusal.
+
+A procedure file defines ``run(proc)``; ``sunlit-ground run FILE`` gives it a connected
+:class:`Procedure`, logs every step with its time and outcome, and exits 0 if it returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from flight.link.messages import EventRecord, HkRecord
+from ground.client import CommandResult, CommandTimeout, GroundClient
+
+
+class ProcedureFailed(AssertionError):
+    """A step did not go as the procedure said it must; the message says what was seen."""
+
+
+# --- predicates, as F Prime's GDS offers them -------------------------------------------------
+
+def within_range(lo: float, hi: float) -> Callable[[Any], bool]:
+    pred = lambda v: isinstance(v, (int, float)) and lo <= v <= hi  # noqa: E731
+    pred.__doc__ = f"within [{lo}, {hi}]"
+    return pred
+
+
+def equals(expected: Any) -> Callable[[Any], bool]:
+    pred = lambda v: v == expected  # noqa: E731
+    pred.__doc__ = f"== {expected!r}"
+    return pred
+
+
+def greater_than(limit: float) -> Callable[[Any], bool]:
+    pred = lambda v: isinstance(v, (int, float)) and v > limit  # noqa: E731
+    pred.__doc__ = f"> {limit}"
+    return pred
+
+
+def less_than(limit: float) -> Callable[[Any], bool]:
+    pred = lambda v: isinstance(v, (int, float)) and v < limit  # noqa: E731
+    pred.__doc__ = f"< {limit}"
+    return pred
+
+
+def _describe(pred: Callable[[Any], bool]) -> str:
+    return pred.__doc__ or getattr(pred, "__name__", "predicate")
+
+
+class Procedure:
+    def __init__(self, client: GroundClient, log: Callable[[str], None] = print, who: str = "procedure"):
+        self.client = client
+        self.log = log
+        self.who = who
+        self.steps = 0
+        self.on_command: list[Callable[[CommandResult], None]] = []  # e.g. the archive's history
+        self._t0 = time.monotonic()
+
+    def _say(self, text: str) -> None:
+        self.log(f"[{time.monotonic() - self._t0:8.2f} s] {text}")
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        """Group what follows under a numbered, timed step in the log."""
+        self.steps += 1
+        number = self.steps
+        self._say(f"step {number}: {title}")
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            self._say(f"step {number} FAILED after {time.monotonic() - started:.2f} s: {exc}")
+            raise
+        self._say(f"step {number} done in {time.monotonic() - started:.2f} s")
+
+    # --- commanding --------------------------------------------------------------------
+
+    def send(self, name: str, **args: Any) -> CommandResult:
+        result = self.client.send(name, args, wait="sent")
+        self._say(f"{name} {args} sent")
+        return result
+
+    def send_and_wait(self, name: str, args: dict[str, Any] | None = None, wait: str = "completed",
+                      timeout_s: float = 10.0, expect: str = "completed") -> CommandResult:
+        try:
+            result = self.client.send(name, args or {}, wait=wait, timeout_s=timeout_s,
+                                      on_report=lambda r: self._say(
+                                          f"  {name}: {r.stage.value}" if r.success else
+                                          f"  {name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}"))
+        except CommandTimeout as exc:
+            raise ProcedureFailed(f"{name}: {exc}") from None
+        for hook in self.on_command:
+            hook(result)
+        failed = result.failure is not None
+        if expect == "failed":
+            if not failed:
+                raise ProcedureFailed(f"{name} was expected to be refused but reached {result.outcome}")
+            return result
+        if failed:
+            raise ProcedureFailed(f"{name}: {result.outcome}")
+        return result
+
+    # --- telemetry and events ------------------------------------------------------------
+
+    def latest(self, name: str) -> Any:
+        self.client.poll(0)
+        if name not in self.client.latest:
+            raise ProcedureFailed(f"no value of {name} received yet")
+        return self.client.latest[name][0]
+
+    def wait_for_telemetry(self, name: str, predicate: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:
+        """The first value of ``name`` (the current one included) satisfying ``predicate``."""
+        if name not in self.client.dictionary.channel_by_name:
+            raise ProcedureFailed(f"no channel {name} in the dictionary")
+        current = self.client.latest.get(name)
+        if current is not None and predicate(current[0]):
+            return current[0]
+        try:
+            item = self.client.wait_for(
+                lambda i: isinstance(i.record, HkRecord) and name in i.record.values and predicate(i.record.values[name]),
+                timeout_s)
+        except TimeoutError:
+            last = self.client.latest.get(name, ("never received",))[0]
+            raise ProcedureFailed(f"{name} not {_describe(predicate)} within {timeout_s} s (last: {last!r})") from None
+        value = item.record.values[name]
+        self._say(f"  {name} = {value!r} ({_describe(predicate)})")
+        return value
+
+    def assert_telemetry(self, name: str, predicate: Callable[[Any], bool]) -> Any:
+        value = self.latest(name)
+        if not predicate(value):
+            raise ProcedureFailed(f"{name} = {value!r}, expected {_describe(predicate)}")
+        return value
+
+    def assert_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None,
+                     timeout_s: float = 5.0, since_s: float | None = None) -> EventRecord:
+        """An event ``name`` (received since ``since_s``, packet time) satisfying ``predicate``."""
+        ok = lambda rec: (rec.event.name == name and (since_s is None or rec.time_s >= since_s)  # noqa: E731
+                          and (predicate is None or predicate(rec)))
+        for rec in self.client.events:
+            if ok(rec):
+                return rec
+        try:
+            item = self.client.wait_for(lambda i: isinstance(i.record, EventRecord) and ok(i.record), timeout_s)
+        except TimeoutError:
+            raise ProcedureFailed(f"no event {name} within {timeout_s} s") from None
+        self._say(f"  event {name}: {item.record.text}")
+        return item.record
+
+
+def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[str], None] = print,
+                       setup: Callable[[Procedure], None] | None = None) -> bool:
+    """Load ``path``, call its ``run(proc)``; True if it returned, False if a step failed."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"sunlit_procedure_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ProcedureFailed(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "run", None)):
+        raise ProcedureFailed(f"{path}: defines no run(proc)")
+    proc = Procedure(client, log, who=f"procedure:{path.name}")
+    if setup is not None:
+        setup(proc)
+    log(f"procedure {path.name}: {(module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''}")
+    try:
+        module.run(proc)
+    except (ProcedureFailed, AssertionError) as exc:
+        log(f"procedure {path.name}: FAILED: {exc}")
+        return False
+    log(f"procedure {path.name}: PASSED ({proc.steps} steps)")
+    return True
+
+
+__all__ = ["Procedure", "ProcedureFailed", "equals", "greater_than", "less_than", "run_procedure_file",
+           "within_range"]

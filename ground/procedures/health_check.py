@@ -1,0 +1,25 @@
+"""Health check: the agent answers, its dictionary matches, counters and sensors are sane."""
+
+from ground.procedure import equals, less_than, within_range
+
+
+def run(proc):
+    with proc.step("link and dictionary"):
+        result = proc.send_and_wait("PING", {"token": 4242})
+        if result.result.get("token") != 4242:
+            raise AssertionError(f"PING echoed {result.result.get('token')}, not 4242")
+        proc.wait_for_telemetry("dict_hash", equals(proc.client.dictionary.version_hash), timeout_s=10)
+    with proc.step("command path counts"):
+        before = proc.wait_for_telemetry("cmd_executed", lambda v: v is not None)
+        proc.send_and_wait("NOOP")
+        proc.wait_for_telemetry("cmd_executed", lambda v: v is not None and v >= before + 1)
+    with proc.step("no internal errors, no drops"):
+        proc.wait_for_telemetry("internal_errors", equals(0))
+        proc.wait_for_telemetry("tm_dropped", equals(0))
+    with proc.step("board load"):
+        proc.wait_for_telemetry("mem_pct", lambda v: v is None or 0 <= v <= 95)
+        proc.wait_for_telemetry("control_late_p99_ms", lambda v: v is None or v < 50)
+    with proc.step("temperatures and battery, where measured"):
+        proc.wait_for_telemetry("temp_max_c", lambda v: v is None or -40 <= v < 85)
+        proc.wait_for_telemetry("battery_soc_pct", lambda v: v is None or v > 30)
+    _ = (less_than, within_range)

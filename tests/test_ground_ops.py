@@ -1,0 +1,113 @@
+"""Alarms, the interactive console and procedures, against a real agent over a real link."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from flight.link.packets import pack_tc
+from ground.alarms import AlarmManager, LimitStore
+from ground.console import Completer, Console
+from ground.procedure import Procedure, ProcedureFailed, equals, greater_than, run_procedure_file, within_range
+from flight.link.definitions import DICTIONARY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_alarm_raises_latches_until_acknowledged_and_clears(tmp_path):
+    clock = [0.0]
+    am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"), clock=lambda: clock[0])
+    seen = []
+    am.listeners.append(lambda what, a: seen.append((what, a.channel, a.state)))
+    assert am.observe("temp_max_c", 70.0) == "nominal" and not am.active()
+    am.observe("temp_max_c", 88.0)  # warn_high 85
+    am.observe("temp_max_c", 96.0)  # crit_high 95: escalates
+    am.observe("temp_max_c", 60.0)  # back in limits, but nobody acknowledged: still active
+    assert [a.state for a in am.active()] == ["critical"]
+    am.acknowledge("temp_max_c")
+    assert not am.active()
+    assert seen == [("raised", "temp_max_c", "warning"), ("escalated", "temp_max_c", "critical"),
+                    ("cleared", "temp_max_c", "critical")]
+    with pytest.raises(KeyError):
+        am.acknowledge("temp_max_c")
+    clock[0] = 100.0
+    assert am.stale("temp_max_c")
+
+
+def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
+    am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"))
+    am.set_limits("temp_max_c", warn_high=70.0)
+    assert am.state("temp_max_c", 75.0) == "warning"
+    again = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"))
+    assert again.limits("temp_max_c").warn_high == 70.0 and again.limits("temp_max_c").crit_high == 95
+    with pytest.raises(ValueError, match="warn_highest"):
+        am.set_limits("temp_max_c", warn_highest=1)
+
+
+def test_completion_from_the_dictionary():
+    c = Completer(DICTIONARY)
+    assert "PING " in c.candidates("PI")
+    assert c.candidates("SET_MODE ") == ["mode="]
+    assert c.candidates("SET_MODE mode=id") == ["mode=IDLE "]
+    assert c.candidates("INFER_START input_set=x c") == ["continuous="]
+    assert c.candidates("tm battery_s") == ["battery_soc_pct "]
+    assert c.candidates("help SET_") == ["SET_MODE ", "SET_PARAM ", "SET_POWER_MODE ", "SET_TLE "]
+
+
+def test_console_session_against_a_real_agent(start_agent, make_client, ipc_url, tmp_path):
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    out = io.StringIO()
+    console = Console(client, out=out, colour=False, limits_path=tmp_path / "l.json", confirm=lambda text: True)
+    client.link.send(pack_tc(0x010, 1, 8, 1, b"\xc1")[:9])  # truncated: tc_bad_packets crosses warn_high=1
+    script = "\n".join([
+        "help PING", "PING token=9", "SET_MODE mode=COMPUTE", "SET_MODE mode=WARP", "tm mode tc_bad_packets",
+        "alarms", "ack tc_bad_packets", "limits temp_max_c warn_high=80", "status", "quit", "NOOP",
+    ]) + "\n"
+    client.wait_for(lambda i: getattr(i.record, "values", {}).get("tc_bad_packets", 0) >= 1, 10)
+    console.run(io.StringIO(script))
+    text = out.getvalue()
+    assert "token=u32" in text and "PING: completed" in text and "'token': 9" in text
+    assert "FAILED at started: NOT_ALLOWED_IN_MODE" in text and "IDLE first" in text
+    assert "not sent: mode='WARP' is not one of SAFE, IDLE, COMPUTE" in text
+    assert "ALARM WARNING: tc_bad_packets" in text and "tc_bad_packets: acknowledged" in text
+    assert "temp_max_c limits" in text and "'warn_high': 80.0" in text
+    assert "[SAFE |" in text and "NOOP sent" not in text  # nothing after quit
+
+
+def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc_url, tmp_path):
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    log: list[str] = []
+    proc = Procedure(client, log.append)
+    with proc.step("ping"):
+        assert proc.send_and_wait("PING", {"token": 3}).result["token"] == 3
+    proc.send_and_wait("SET_MODE", {"mode": "COMPUTE"}, expect="failed")
+    assert proc.wait_for_telemetry("cmd_executed", greater_than(0)) >= 1
+    proc.assert_telemetry("mode", equals("SAFE"))
+    assert proc.assert_event("PING_RECEIVED").args["token"] == 3
+    with pytest.raises(ProcedureFailed, match="expected to be refused"):
+        proc.send_and_wait("NOOP", expect="failed")
+    with pytest.raises(ProcedureFailed, match="not within"):
+        proc.wait_for_telemetry("uptime_s", within_range(-2, -1), timeout_s=0.5)
+    assert any("step 1: ping" in line for line in log) and any("PING: completed" in line for line in log)
+    assert run_procedure_file(ROOT / "ground" / "procedures" / "health_check.py", client, log.append)
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ground.procedure import equals\n\ndef run(proc):\n    proc.assert_telemetry('mode', equals('COMPUTE'))\n")
+    assert not run_procedure_file(bad, client, log.append)
+    assert "FAILED: mode = 'SAFE', expected == 'COMPUTE'" in log[-1]
+
+
+def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
+    start_agent(ipc_url, "--bench-supply")
+    ok = subprocess.run([sys.executable, "-m", "ground", "--link", ipc_url, "run",
+                         str(ROOT / "ground" / "procedures" / "start_training_campaign.py")],
+                        capture_output=True, text=True, timeout=240)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASSED" in ok.stdout and "step 4: it learns" in ok.stdout
+    _ = msgpack
