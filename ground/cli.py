@@ -64,25 +64,42 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _cmd_tm(args: argparse.Namespace) -> int:
+    """Current values with units, coloured by limit state (nominal, warning, critical, stale)."""
+    from ground.alarms import AlarmManager, LimitStore
+    from ground.console import COLOURS, RESET
+
     client = _open(args)
+    alarms = AlarmManager(DICTIONARY, LimitStore(Path(args.limits) if args.limits else None))
+    colour = sys.stdout.isatty()
     wanted = set(args.channel or [])
+    for name in wanted - set(DICTIONARY.channel_by_name):
+        print(f"no channel {name}", file=sys.stderr)
+        return 2
     deadline = None if args.follow else time.monotonic() + args.timeout
     try:
         while deadline is None or time.monotonic() < deadline:
             for item in client.poll(0.5):
                 rec = item.record
+                if item.gap:
+                    print(f"GAP: {item.gap} packet(s) missing before APID {item.packet.apid:#05x} "
+                          f"seq {item.packet.seq_count} ({client.gaps.missing} missing so far)", flush=True)
                 if isinstance(rec, HkRecord):
                     for name, value in rec.values.items():
                         if wanted and name not in wanted:
                             continue
+                        state = alarms.observe(name, value, rec.time_s)
                         ch = DICTIONARY.channel_by_name[name]
-                        print(f"{name:>20} = {value} {ch.unit} [{ch.limits.state(value)}]")
-                    if not args.follow:
+                        line = f"{name:>24} = {value} {ch.unit} [{state}]"
+                        print(f"{COLOURS[state]}{line}{RESET}" if colour else line, flush=True)
+                    if not args.follow and (not wanted or wanted <= set(client.latest)):
                         return 0
                 elif isinstance(rec, EventRecord) and args.follow:
-                    print(f"EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}")
-                if item.gap:
-                    print(f"GAP: {item.gap} packet(s) missing before APID {item.packet.apid} seq {item.packet.seq_count}")
+                    print(f"EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}", flush=True)
+            if args.follow:
+                for name in sorted(wanted or []):
+                    if alarms.stale(name) and name in client.latest:
+                        line = f"{name:>24} = {client.latest[name][0]} [stale]"
+                        print(f"{COLOURS['stale']}{line}{RESET}" if colour else line, flush=True)
         print("no housekeeping received", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -153,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--follow", action="store_true")
     tm.add_argument("--channel", action="append")
     tm.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    tm.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (see console)")
     tm.set_defaults(func=_cmd_tm)
     ev = sub.add_parser("events", help="show events")
     ev.add_argument("--follow", action="store_true")

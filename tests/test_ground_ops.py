@@ -111,3 +111,26 @@ def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASSED" in ok.stdout and "step 4: it learns" in ok.stdout
     _ = msgpack
+
+
+def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
+    start_agent(ipc_url)
+    base = [sys.executable, "-m", "ground", "--link", ipc_url]
+    tm = subprocess.run(base + ["tm", "--channel", "mode", "--channel", "uptime_s", "--limits", str(tmp_path / "l.json")],
+                        capture_output=True, text=True, timeout=60)
+    assert tm.returncode == 0, tm.stderr
+    assert "mode = SAFE  [nominal]" in tm.stdout and "uptime_s =" in tm.stdout
+    events = subprocess.Popen(base + ["events", "--severity", "ACTIVITY_HI", "--timeout", "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    subprocess.run(base + ["tm", "--channel", "mode"], capture_output=True, timeout=60)  # events' SUB has joined
+    send = subprocess.run(base + ["send", "SET_MODE", "mode=IDLE", "--yes"], capture_output=True, text=True, timeout=60)
+    assert send.returncode == 0 and "SET_MODE: completed" in send.stdout
+    ping = subprocess.run(base + ["send", "PING", "token=5"], capture_output=True, text=True, timeout=60)
+    assert ping.returncode == 0 and '"token": 5' in ping.stdout
+    out, _err = events.communicate(timeout=60)
+    assert "MODE_CHANGED: Mode SAFE → IDLE: commanded" in out
+    assert "PING_RECEIVED" not in out  # ACTIVITY_LO is below the requested severity
+    refused = subprocess.run(base + ["send", "PING", "token=-1"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "refused before sending" in refused.stderr
+    bad = subprocess.run(base + ["tm", "--channel", "nope"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no channel nope" in bad.stderr
