@@ -82,14 +82,17 @@ def _cmd_packet_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Packet contents as JSON can carry them: bytes as hex, keys as strings, anything else as text."""
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def _cmd_packet_decode(args: argparse.Namespace) -> int:
@@ -113,7 +116,7 @@ def _cmd_packet_decode(args: argparse.Namespace) -> int:
             continue
         info = codec.describe(raw)
         bad += not info["valid"]
-        print(json.dumps(_jsonable(info)))
+        print(json.dumps(jsonable(info)))
     return 1 if bad else 0
 
 

@@ -114,11 +114,10 @@ class AlarmManager:
         if alarm is None or alarm.cleared:
             raise KeyError(f"no active alarm on {channel}")
         alarm.acknowledged, alarm.acknowledged_by = True, who
+        self._notify("acknowledged", alarm)
         if alarm.last_state == "nominal":  # already back in limits: acknowledging clears it
             alarm.cleared = True
             self._notify("cleared", alarm)
-        else:
-            self._notify("acknowledged", alarm)
         return alarm
 
     def active(self) -> list[Alarm]:

@@ -19,7 +19,36 @@ from ground.client import CommandTimeout, GroundClient
 
 
 def _open(args: argparse.Namespace) -> GroundClient:
-    return GroundClient(args.link)
+    """A client on the link; with an archive, everything it receives is kept there too."""
+    client = GroundClient(args.link)
+    if getattr(args, "archive", None) and not getattr(args, "no_archive", False):
+        from ground.archive import Archive, ArchiveRecorder
+
+        archive = Archive(args.archive)
+        client.recorder = ArchiveRecorder(archive).attach(client)
+        close = client.close
+
+        def close_both() -> None:
+            close()
+            archive.close()  # flushes the recorder
+
+        client.close = close_both
+    return client
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+def _record_command(client: GroundClient, result) -> None:
+    recorder = getattr(client, "recorder", None)
+    if recorder is not None:
+        recorder.record_command(result, who=_who())
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -56,6 +85,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
         except CommandTimeout as exc:
             print(f"timeout: {exc}", file=sys.stderr)
             return 4
+        _record_command(client, result)
         if result.result:
             print(f"  result: {json.dumps(result.result)}")
         return 1 if result.failure else 0
@@ -133,7 +163,9 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     client = _open(args)
     try:
-        Console(client, limits_path=Path(args.limits) if args.limits else None).run()
+        console = Console(client, limits_path=Path(args.limits) if args.limits else None)
+        console.on_command.append(lambda r: _record_command(client, r))
+        console.run()
     finally:
         client.close()
     return 0
@@ -149,7 +181,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except TimeoutError as exc:
             print(f"sunlit-ground run: {exc}", file=sys.stderr)
             return 2
-        ok = run_procedure_file(args.procedure, client, log=lambda line: print(line, flush=True))
+        ok = run_procedure_file(args.procedure, client, log=lambda line: print(line, flush=True),
+                                setup=lambda proc: proc.on_command.append(lambda r: _record_command(client, r)))
     finally:
         client.close()
     return 0 if ok else 1
@@ -158,6 +191,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__)
     parser.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
+    parser.add_argument("--archive", default="var/ground.sqlite",
+                        help="keep every packet, event and command here (SQLite; default var/ground.sqlite)")
+    parser.add_argument("--no-archive", action="store_true", help="keep nothing")
     sub = parser.add_subparsers(dest="cmd", required=True)
     send = sub.add_parser("send", help="send one command and show its verification")
     send.add_argument("command")
@@ -184,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("procedure")
     run.add_argument("--timeout", type=float, default=20.0, metavar="S", help="to wait for the agent")
     run.set_defaults(func=_cmd_run)
+    from ground.archive_cli import add_archive_parser
+
+    add_archive_parser(sub)
     return parser
 
 

@@ -84,6 +84,7 @@ class Console:
         self.alarms.listeners.append(self._alarm_changed)
         self.completer = Completer(client.dictionary)
         self.confirm = confirm or (lambda text: input(f"{text} [y/N] ").strip().lower() in ("y", "yes"))
+        self.on_command: list[Callable[[Any], None]] = []  # e.g. the archive's command history
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, daemon=True)
@@ -240,6 +241,8 @@ class Console:
         except CommandTimeout as exc:
             self.say(f"  {command.name}: {exc}", "critical")
             return
+        for hook in self.on_command:
+            hook(result)
         if result.result:
             self.say(f"  result: {result.result}")
 

@@ -32,7 +32,7 @@ def test_alarm_raises_latches_until_acknowledged_and_clears(tmp_path):
     am.acknowledge("temp_max_c")
     assert not am.active()
     assert seen == [("raised", "temp_max_c", "warning"), ("escalated", "temp_max_c", "critical"),
-                    ("cleared", "temp_max_c", "critical")]
+                    ("acknowledged", "temp_max_c", "critical"), ("cleared", "temp_max_c", "critical")]
     with pytest.raises(KeyError):
         am.acknowledge("temp_max_c")
     clock[0] = 100.0
@@ -105,7 +105,7 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
 
 def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
     start_agent(ipc_url, "--bench-supply")
-    ok = subprocess.run([sys.executable, "-m", "ground", "--link", ipc_url, "run",
+    ok = subprocess.run([sys.executable, "-m", "ground", "--link", ipc_url, "--no-archive", "run",
                          str(ROOT / "ground" / "procedures" / "start_training_campaign.py")],
                         capture_output=True, text=True, timeout=240)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -115,7 +115,8 @@ def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
 
 def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
     start_agent(ipc_url)
-    base = [sys.executable, "-m", "ground", "--link", ipc_url]
+    db = tmp_path / "ground.sqlite"
+    base = [sys.executable, "-m", "ground", "--link", ipc_url, "--archive", str(db)]
     tm = subprocess.run(base + ["tm", "--channel", "mode", "--channel", "uptime_s", "--limits", str(tmp_path / "l.json")],
                         capture_output=True, text=True, timeout=60)
     assert tm.returncode == 0, tm.stderr
@@ -134,3 +135,6 @@ def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
     assert refused.returncode == 2 and "refused before sending" in refused.stderr
     bad = subprocess.run(base + ["tm", "--channel", "nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no channel nope" in bad.stderr
+    history = subprocess.run(base + ["archive", "commands", "--db", str(db)], capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0, history.stderr
+    assert "SET_MODE" in history.stdout and "PING" in history.stdout and "completed" in history.stdout

@@ -341,7 +341,7 @@ class Event:
     def render(self, values: dict[str, Any]) -> str:
         try:
             return self.format.format(**values)
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, TypeError):  # a missing or nil argument: show it raw
             return f"{self.format} {values}"
 
     def to_json(self) -> dict[str, Any]:
