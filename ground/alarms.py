@@ -95,7 +95,7 @@ class AlarmManager:
         alarm = self.alarms.get(channel)
         if state != "nominal":
             if alarm is None or alarm.cleared:
-                alarm = Alarm(channel, state, value, now)
+                alarm = Alarm(channel, state, value, now, last_value=value, last_state=state)
                 self.alarms[channel] = alarm
                 self._notify("raised", alarm)
             elif SEVERITY[state] > SEVERITY[alarm.state]:

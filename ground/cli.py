@@ -188,6 +188,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ground.web.server import serve
+
+    archive = None if args.no_archive else args.archive
+    return serve(args.link, host=args.host, port=args.port, archive_path=archive,
+                 record=archive is not None, limits_path=args.limits or None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__)
     parser.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
@@ -220,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("procedure")
     run.add_argument("--timeout", type=float, default=20.0, metavar="S", help="to wait for the agent")
     run.set_defaults(func=_cmd_run)
+    srv = sub.add_parser("serve", help="web console: live telemetry, plots, alarms, commands, archive")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (no login: keep it loopback)")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (shared with console)")
+    srv.set_defaults(func=_cmd_serve)
     from ground.archive_cli import add_archive_parser
 
     add_archive_parser(sub)
