@@ -160,7 +160,7 @@ def test_cost_of_a_24_hour_prediction(orbit, monkeypatch):
     summary_s = min(_timed(lambda: predict_summary(orbit, START_UNIX_S)) for _ in range(5))
     print(f"\n24 h prediction: {len(passes)} passes, {sum(counted)} propagations in {len(counted)} calls, "
           f"{best_s * 1e3:.1f} ms; predict_summary (24 h + 1 orbit back) {summary_s * 1e3:.1f} ms")
-    assert best_s < 0.5
+    # Speed is reported, not asserted (timings belong in bench/): the bound above is the work done.
 
 
 def _timed(fn) -> float:
