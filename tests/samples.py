@@ -22,6 +22,7 @@ VALID_ARGS = {
     "INFER_START": {"input_set": "cloud_tiles_test"},
     "TRAIN_START": {"dataset": "cloud_tiles_test", "steps": 10},
     "JOB_CANCEL": {"job_id": 2},
+    "MODEL_INSTALL": {"name": "cloud_screen", "version": "2", "sha256": "0" * 64},
     "SHUTDOWN": {"reason": "test"},
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"

@@ -138,3 +138,20 @@ def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
     history = subprocess.run(base + ["archive", "commands", "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert history.returncode == 0, history.stderr
     assert "SET_MODE" in history.stdout and "PING" in history.stdout and "completed" in history.stdout
+
+
+def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start_agent, make_client, ipc_url, tmp_path):
+    state = tmp_path / "state-model"
+    start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))
+    client = make_client(ipc_url)
+    client.wait_for(lambda i: getattr(i.record, "values", {}).get("compute_state") == "RUNNING", 30)
+    staging = state / "compute" / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "cloud_screen_v2.onnx").write_bytes((ROOT / "flight/compute/models/cloud_screen.onnx").read_bytes())
+    log: list[str] = []
+    assert run_procedure_file(ROOT / "ground" / "procedures" / "load_new_model.py", client, log.append), "\n".join(log)
+    proc = Procedure(client, log.append)
+    proc.send_and_wait("MODEL_INSTALL", {"name": "cloud_screen_v2", "version": "3", "sha256": "ab" * 32})
+    refused = proc.assert_event("MODEL_REFUSED", timeout_s=30)
+    assert "is not the expected abababab" in refused.args["reason"]
+    proc.send_and_wait("MODEL_INSTALL", {"name": "x", "version": "1", "sha256": "zz"}, expect="failed")

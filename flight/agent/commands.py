@@ -133,6 +133,18 @@ def register_standard_commands(agent: "Agent") -> None:
         return new_job("TRAINING", a["dataset"], steps=a["steps"], batch_size=a["batch_size"],
                        checkpoint_every=a["checkpoint_every"], lr=a["lr"], priority=9)
 
+    def model_install(req: CommandRequest) -> dict[str, Any]:
+        a = req.args
+        if not agent.compute.enabled:
+            raise CommandFailed("compute is off on this agent", FailureCode.NOT_ALLOWED_IN_MODE)
+        if len(a["sha256"]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in a["sha256"]):
+            raise CommandFailed("sha256 must be 64 hex digits", FailureCode.BAD_ARGUMENTS)
+        if not a["name"].replace("_", "").replace("-", "").isalnum():
+            raise CommandFailed("model names are letters, digits, - and _", FailureCode.BAD_ARGUMENTS)
+        if not agent.compute.install_model(a["name"], a["version"], a["sha256"], a["golden"]):
+            raise CommandFailed(f"{MAX_PENDING} messages already wait for the compute worker", FailureCode.BUSY)
+        return {"name": a["name"], "checked_by": "the compute worker: MODEL_INSTALLED or MODEL_REFUSED follows"}
+
     def job_cancel(req: CommandRequest) -> dict[str, Any]:
         if not agent.compute.cancel(req.args["job_id"]):
             raise CommandFailed(f"{MAX_PENDING} job messages already wait for the compute worker", FailureCode.BUSY)
@@ -153,6 +165,7 @@ def register_standard_commands(agent: "Agent") -> None:
     d.register("SET_TLE", set_tle)
     d.register("INFER_START", infer_start)
     d.register("TRAIN_START", train_start)
+    d.register("MODEL_INSTALL", model_install)
     d.register("JOB_CANCEL", job_cancel)
     d.register("SHUTDOWN", shutdown)
     missing = d.missing_handlers()

@@ -143,6 +143,10 @@ class ComputeSupervisor:
     def submit(self, job: dict[str, Any]) -> bool:
         return self._deliver({"type": "job", "op": "start", "job": job})
 
+    def install_model(self, name: str, version: str, sha256: str, golden: bool) -> bool:
+        return self._deliver({"type": "model", "op": "install", "name": name, "version": version,
+                              "sha256": sha256, "golden": golden})
+
     def cancel(self, job_id: int) -> bool:
         return self._deliver({"type": "job", "op": "cancel", "job_id": job_id})
 

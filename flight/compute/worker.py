@@ -81,7 +81,7 @@ class Worker:
         self.store = store or ModelStore(self.root / "models")
         self.products = self.root / "products"
         self.incoming = self.root / "incoming"
-        for d in (self.products, self.incoming, self.root / "checkpoints"):
+        for d in (self.products, self.incoming, self.root / "checkpoints", self.root / "staging"):
             d.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[int, Job] = {}
         self.admission = "NONE"
@@ -137,6 +137,9 @@ class Worker:
             job = self.jobs.get(int(msg.get("job_id", -1)))
             if job is not None and job.state not in ("DONE", "FAILED", "CANCELLED"):
                 self._finish(job, "CANCELLED", "cancelled by command")
+        elif kind == "model" and msg.get("op") == "install":
+            self._install_model(str(msg.get("name", "")), str(msg.get("version", "")),
+                                str(msg.get("sha256", "")).lower(), bool(msg.get("golden", False)))
         elif kind == "stop":
             self._stop = True
 
@@ -198,6 +201,28 @@ class Worker:
                 return tiles.tiles.astype(np.float32), tiles.labels.astype(np.int64)
             raise ValueError(f"{path}: neither x/y nor a tile set")
         raise FileNotFoundError(f"no data set {name!r} in {self.root / 'data'} or the shipped models")
+
+    def _install_model(self, name: str, version: str, sha256: str, golden: bool) -> None:
+        """Install staging/NAME.onnx if its SHA-256 is the one the ground computed; drop cached sessions."""
+        import hashlib
+
+        path = self.root / "staging" / f"{name}.onnx"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            self.event("MODEL_REFUSED", name=name, reason=f"no uplinked file {path.name}: {exc.strerror}")
+            return
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            self.event("MODEL_REFUSED", name=name, reason=f"SHA-256 {actual[:16]}… is not the expected {sha256[:16]}…")
+            return
+        try:
+            self.store.install(name, version, data, golden=golden)
+        except Exception as exc:  # noqa: BLE001 - a bad model is refused, the worker goes on
+            self.event("MODEL_REFUSED", name=name, reason=f"{type(exc).__name__}: {exc}"[:200])
+            return
+        self._sessions = {k: v for k, v in self._sessions.items() if k[0] != name}
+        self.event("MODEL_INSTALLED", name=name, version=version, sha256=actual[:16])
 
     def install_shipped_models(self) -> None:
         """First start on a board: the shipped model becomes the working and the golden copy."""

@@ -132,6 +132,19 @@ COMMANDS = (
         ),
     ),
     Command(
+        "MODEL_INSTALL",
+        0x0043,
+        "Install a model uplinked to the compute staging/ directory into the model store, refused unless its "
+        "SHA-256 matches; golden=true also replaces the protected golden copy.",
+        (
+            Argument("name", ValueSpec(T.STRING, max_len=64), "Model name in the store (and staging/NAME.onnx)"),
+            Argument("version", ValueSpec(T.STRING, max_len=32), "Version recorded in the store"),
+            Argument("sha256", ValueSpec(T.STRING, max_len=64), "SHA-256 of the file, hex, as computed on the ground"),
+            Argument("golden", ValueSpec(T.BOOL), "Also replace the golden copy", default=False),
+        ),
+        hazardous=True,
+    ),
+    Command(
         "JOB_CANCEL",
         0x0042,
         "Cancel a compute job.",
@@ -328,6 +341,10 @@ EVENTS = (
           ("job_id", "reason")),
     Event("MODEL_GOLDEN_USED", 0x00A8, Severity.WARNING_HI, "Model {name}: working copy refused ({reason}); golden copy used",
           "The working copy failed its SHA-256 check; the protected golden copy runs instead", ("name", "reason")),
+    Event("MODEL_INSTALLED", 0x00AC, Severity.ACTIVITY_HI, "Model {name} version {version} installed ({sha256})",
+          "An uplinked model passed its SHA-256 check and is in the store", ("name", "version", "sha256")),
+    Event("MODEL_REFUSED", 0x00AD, Severity.WARNING_HI, "Model {name} refused: {reason}",
+          "An uplinked model failed its check and was not installed", ("name", "reason")),
     Event("PROVIDER_FALLBACK", 0x00A9, Severity.WARNING_LO, "Execution provider fallback, running on {provider}: {reason}",
           "A preferred execution provider could not be used", ("provider", "reason")),
     Event("COMPUTE_HUNG", 0x00AA, Severity.WARNING_HI, "Compute worker silent for {age_s:.1f} s: restarting it",
