@@ -16,11 +16,11 @@ demo: $(STAMP)
 	$(PY) -m hil.demo
 
 test: $(STAMP)
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_test_tools.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_test_tools.sh
 	@for m in bench/*.py; do \
 	  n=$$(basename $$m .py); case $$n in _*) continue;; esac; \
 	  echo "== bench.$$n"; $(PY) -m bench.$$n || exit 1; \

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Sequence
 
+from flight import selftest
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.link.docgen import dictionary_markdown
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bench-supply", action="store_true",
                      help="a board on a desk: no EPS or battery; admit compute in full (telemetry says so)")
     run.set_defaults(func=_cmd_run)
+
+    st = sub.add_parser("selftest", help="check providers, sensors, power modes, link, disk, store and key; "
+                                         "a pass/fail table, exit status 1 on failure")
+    selftest.add_arguments(st)
+    st.set_defaults(func=selftest.run_from_args)
 
     dic = sub.add_parser("dictionary", help="print the command/telemetry dictionary")
     fmt = dic.add_mutually_exclusive_group()

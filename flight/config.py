@@ -42,6 +42,7 @@ dictionary's defaults.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,8 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such configuration file") from None
+        except OSError as exc:  # permission denied (/etc/sunlit is root:sunlit 0750), a directory
+            raise ConfigError(f"{path}: cannot read it as uid {os.geteuid()}: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(raw, source, overrides or {})

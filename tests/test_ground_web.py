@@ -1,7 +1,7 @@
 """The web console (``sunlit-ground serve``): fan-out logic, HTTP API, and the page in a real browser.
 
 Browser tests run Debian's Chromium headless through Playwright against a real agent process
-on a real link. Without Chromium they fail (run scripts/ensure_chromium.sh); they never skip.
+on a real link. Without Chromium they fail (run scripts/ensure_test_tools.sh); they never skip.
 Every wait is on a DOM condition with a timeout; nothing sleeps and then asserts.
 """
 

@@ -13,6 +13,7 @@ import math
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from flight.agent.modes import Mode
 from flight.agent.params import ParameterStore
 from flight.agent.state import AgentState, StateFile
 from flight.agent.timers import Timers
+from flight import sdnotify
 from flight.clock import Clock, RealClock
 from flight.config import Config
 from flight.hal.base import Hal, PowerMode, open_hal
@@ -65,6 +67,9 @@ def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, ...]]]:
     return hal, mode_power
 
 
+# Feed systemd's watchdog at most this often (and at least every half period it asks for).
+_WATCHDOG_FEED_MAX_S = 1.0
+
 class Agent:
     def __init__(
         self,
@@ -102,6 +107,13 @@ class Agent:
         self._reported_drops = 0
         self._stop_reason: str | None = None
         self._booted = False
+        # The systemd watchdog runs on the wall clock, whatever the agent's clock: fed from the
+        # loop itself, so a hung loop (not just a dead process) gets the agent restarted. Fed at
+        # the start and the end of every turn, at most once a second: a slow turn (nvpmodel
+        # calls time out after 10 s) then costs a restart only if it alone outlasts the period.
+        period_s = sdnotify.ping_interval_s()
+        self._watchdog_every_s = None if period_s is None else min(period_s, _WATCHDOG_FEED_MAX_S)
+        self._watchdog_fed_s = -math.inf
         self._saved_important: tuple = ()
         self._saved_at_s = -math.inf
         self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, self.emit)
@@ -218,6 +230,8 @@ class Agent:
             return
         old, self.mode = self.mode, new
         self.emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason[:200])
+        if self._booted:
+            sdnotify.status(f"boot {self.state.boot_count}, mode {new.value}, link {self.link.kind}")
 
     def enter_safe(self, reason: str) -> None:
         """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
@@ -282,6 +296,10 @@ class Agent:
     def step(self, max_wait_s: float | None = 1.0) -> None:
         """One turn: wait for input or the next timer, handle what came, fire what is due."""
         self._register_link()
+        if self._watchdog_every_s is not None:
+            self._feed_watchdog()
+            # Never sleep past the next feed, whatever the caller asked (None: no limit).
+            max_wait_s = self._watchdog_every_s if max_wait_s is None else min(max_wait_s, self._watchdog_every_s)
         # Before boot (lockstep, waiting for the harness) no timer is due: wait for I/O only.
         timeout_s = self.clock.timeout_until(self.timers.next_due_s()) if self._booted else None
         if timeout_s is None or (max_wait_s is not None and timeout_s > max_wait_s):
@@ -321,6 +339,15 @@ class Agent:
         if getattr(self.hal, "has_pending_step", False):
             self.controller.answer_sim()  # every harness step gets exactly one answer
         self.link.flush()
+        if self._watchdog_every_s is not None:
+            self._feed_watchdog()
+
+    def _feed_watchdog(self) -> None:
+        """``WATCHDOG=1`` to systemd if a feed is due (wall clock: systemd's timer is wall time)."""
+        now_s = time.monotonic()
+        if now_s - self._watchdog_fed_s >= self._watchdog_every_s:
+            sdnotify.watchdog()
+            self._watchdog_fed_s = now_s
 
     def _boot(self) -> None:
         """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
@@ -334,6 +361,7 @@ class Agent:
         self.emit("AGENT_STARTED", boot_count=self.state.boot_count, previous_stop=self.previous_stop,
                   dict_hash=self.dictionary.version_hash, link=self.link.kind, hal=self.hal.backend)
         self.set_mode(Mode.SAFE, f"boot complete (previous stop {self.previous_stop})")
+        sdnotify.ready(f"boot {self.state.boot_count}, mode SAFE, link {self.link.kind}")
 
     def stop(self, reason: str) -> None:
         """Ask the loop to end after this turn; safe from a signal handler or another thread."""
@@ -354,6 +382,7 @@ class Agent:
         # Under lockstep the loop already answers the link, and boots on the harness's first step.
         while self._stop_reason is None:
             self.step()
+        sdnotify.stopping(self._stop_reason)
         self.emit("AGENT_STOPPING", reason=self._stop_reason)
         self.state.running = False
         self._save_state(force=True)

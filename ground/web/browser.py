@@ -1,7 +1,7 @@
 """Headless Chromium for the web console's tests and push-lag bench: Debian's, driven by Playwright.
 
 Playwright's own browser builds are never used (``playwright install`` downloads one, which
-this project's machines cannot); ``scripts/ensure_chromium.sh`` installs Debian's package.
+this project's machines cannot); ``scripts/ensure_test_tools.sh`` installs Debian's package.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ChromiumMissing(RuntimeError):
 def require_chromium() -> Path:
     if not (CHROMIUM_PATH.is_file() and os.access(CHROMIUM_PATH, os.X_OK)):
         raise ChromiumMissing(
-            f"no Chromium at {CHROMIUM_PATH}: run scripts/ensure_chromium.sh (installs Debian's chromium "
+            f"no Chromium at {CHROMIUM_PATH}: run scripts/ensure_test_tools.sh (installs Debian's chromium "
             "with apt-get), or set SUNLIT_CHROMIUM to a Chromium binary. Do not use `playwright install`."
         )
     return CHROMIUM_PATH

@@ -1,0 +1,692 @@
+#!/usr/bin/env bash
+# deploy/install.sh: install the Sunlit flight agent on a Jetson (JetPack 6) or any Linux box.
+#
+# Step by step, and why each setting is what it is: deploy/README.md. Run it again at any
+# time: it changes only what differs from what it would install, and says so ("ok: ..."
+# for what is already right, a line for each change, "nothing to change" at the end).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: sudo deploy/install.sh [options]
+
+  --root DIR          install under DIR instead of / (tests, image staging); no user is
+                      created and nothing is chowned unless DIR is /
+  --dry-run           print every action and change nothing
+  --source PATH       the Sunlit checkout or wheel to install (default: this checkout)
+  --python PY         the Python that makes the virtual environment (default python3, >= 3.10)
+  --ort-wheel PATH    NVIDIA's onnxruntime-gpu wheel for Jetson, or a directory of wheels
+                      (default: looked for in /opt/sunlit/wheels and SOURCE/wheels)
+  --ort-index URL     a package index that serves NVIDIA's Jetson onnxruntime-gpu
+  --board ID          orin_nano | orin_nx_16gb | agx_orin_64gb (default: from /proc/device-tree/model)
+  --link URL          the agent's link (default zmq://127.0.0.1:5550; a satellite:
+                      serial:///dev/sunlit-link?baud=115200)
+  --uart TTY          the Jetson UART /dev/sunlit-link points at (default per board: ttyTHS0
+                      on Orin Nano/NX, ttyTHS1 on AGX Orin; see deploy/README.md)
+                      --board, --link and --uart are remembered in /etc/sunlit/install.conf:
+                      a later run without them keeps them
+  --venv-from PATH    offline: the new venv sees the packages of the venv at PATH and Sunlit
+                      is installed from SOURCE without dependencies (tests, air-gapped boards)
+  --no-pip            offline: make the venv and install Sunlit from SOURCE without
+                      dependencies and without an index (tests; the agent will not run)
+  --no-systemctl      do not call systemctl or udevadm (tests)
+  -h, --help          this text
+EOF
+}
+
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 2; }
+
+# --- options ---------------------------------------------------------------------------------
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=/
+DRY=0
+SOURCE=$(dirname "$HERE")
+PY=python3
+ORT_WHEEL=""
+ORT_INDEX=""
+BOARD_OPT=""
+LINK_OPT=""
+UART_OPT=""
+VENV_FROM=""
+NO_PIP=0
+NO_SYSTEMCTL=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@" ;; esac
+    case "$1" in
+        --root|--source|--python|--ort-wheel|--ort-index|--board|--link|--uart|--venv-from)
+            [ $# -ge 2 ] || die "$1 needs a value"
+            case "$1" in
+                --root) ROOT=$2 ;; --source) SOURCE=$2 ;; --python) PY=$2 ;;
+                --ort-wheel) ORT_WHEEL=$2 ;; --ort-index) ORT_INDEX=$2 ;; --board) BOARD_OPT=$2 ;;
+                --link) LINK_OPT=$2 ;; --uart) UART_OPT=${2#/dev/} ;; --venv-from) VENV_FROM=$2 ;;
+            esac
+            shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        --no-pip) NO_PIP=1; shift ;;
+        --no-systemctl) NO_SYSTEMCTL=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+done
+
+[ -d "$ROOT" ] || die "--root $ROOT: no such directory"
+ROOT=$(cd "$ROOT" && pwd)
+[ "$ROOT" = / ] && ROOT=""          # paths are "$ROOT/etc/...": "" is the real root
+SHOWN_ROOT=${ROOT:-/}
+[ -e "$SOURCE" ] || die "--source $SOURCE: no such file or directory"
+SOURCE=$(cd "$(dirname "$SOURCE")" && pwd)/$(basename "$SOURCE")
+SOURCE=${SOURCE%/.}
+if [ -n "$VENV_FROM" ]; then
+    [ -x "$VENV_FROM/bin/python" ] || die "--venv-from $VENV_FROM: no bin/python there"
+    VENV_FROM=$(cd "$VENV_FROM" && pwd)
+    PY="$VENV_FROM/bin/python"
+fi
+if [ -n "$ORT_WHEEL" ] && [ -e "$ORT_WHEEL" ]; then
+    ORT_WHEEL=$(cd "$(dirname "$ORT_WHEEL")" && pwd)/$(basename "$ORT_WHEEL")
+fi
+case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac
+# Every path is absolute now. Work from /, so that the Python run below imports the
+# installed Sunlit, never a flight/ package in the directory install.sh was started from.
+cd /
+OFFLINE=0
+if [ "$NO_PIP" = 1 ] || [ -n "$VENV_FROM" ]; then OFFLINE=1; fi
+
+if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
+    die "installing into / needs root: sudo $0 ... (or --dry-run, or --root DIR)"
+fi
+
+SVC=sunlit
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export PYTHONDONTWRITEBYTECODE=1    # the checks below import Python; they must leave no trace
+
+# Ownership is given only on the real root, as root: under --root the target's users are
+# not this machine's.
+OWN=0
+if [ -z "$ROOT" ] && [ "$(id -u)" = 0 ]; then OWN=1; fi
+
+# --- output and actions ----------------------------------------------------------------------
+
+CHANGES=0
+step() { printf '\n[%s]\n' "$1"; }
+ok() { printf '  ok: %s\n' "$*"; }
+info() { printf '  %s\n' "$*"; }
+warn() { printf '  WARNING: %s\n' "$*"; }
+# act DESCRIPTION COMMAND...: count a change; print it; run it unless this is a dry run.
+act() {
+    local what=$1
+    shift
+    CHANGES=$((CHANGES + 1))
+    if [ "$DRY" = 1 ] && declare -F "describe_$1" >/dev/null; then
+        # A step done by a function of this script: show the commands it runs.
+        printf '  would %s\n' "$what"
+        "describe_$1" "${@:2}" | sed 's/^/      $ /'
+    elif [ "$DRY" = 1 ]; then
+        printf '  would %s\n      $ %s\n' "$what" "$(printf '%q ' "$@")"
+    else
+        printf '  %s\n' "$what"
+        "$@"
+    fi
+}
+T() { printf '%s%s' "$ROOT" "$1"; }      # a path of the target system, under --root
+
+mode_of() { stat -c %a "$1"; }
+owner_of() { stat -c %U:%G "$1"; }
+
+# ensure_dir PATH MODE [OWNER:GROUP]
+ensure_dir() {
+    local dir=$1 mode=$2 owner=${3:-root:root}
+    if [ -d "$dir" ]; then
+        local fixed=0
+        if [ $((8#$(mode_of "$dir"))) != $((8#$mode)) ]; then act "chmod $mode $dir" chmod "$mode" "$dir"; fixed=1; fi
+        if [ "$OWN" = 1 ] && [ "$(owner_of "$dir")" != "$owner" ]; then act "chown $owner $dir" chown "$owner" "$dir"; fixed=1; fi
+        [ "$fixed" = 1 ] || ok "$dir"
+    elif [ "$OWN" = 1 ]; then
+        act "create $dir ($mode, $owner)" install -d -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$dir"
+    else
+        act "create $dir ($mode)" install -d -m "$mode" "$dir"
+    fi
+}
+
+# install_file SRC DEST MODE [OWNER:GROUP]: copy when the content differs; sets CHANGED=1 then.
+CHANGED=0
+install_file() {
+    local src=$1 dest=$2 mode=$3 owner=${4:-root:root}
+    CHANGED=0
+    if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
+        local fixed=0
+        if [ $((8#$(mode_of "$dest"))) != $((8#$mode)) ]; then act "chmod $mode $dest" chmod "$mode" "$dest"; fixed=1; fi
+        if [ "$OWN" = 1 ] && [ "$(owner_of "$dest")" != "$owner" ]; then act "chown $owner $dest" chown "$owner" "$dest"; fixed=1; fi
+        [ "$fixed" = 1 ] || ok "$dest"
+        return 0
+    fi
+    CHANGED=1
+    local verb="install"
+    [ -e "$dest" ] && verb="update"
+    if [ "$OWN" = 1 ]; then
+        act "$verb $dest" install -D -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$src" "$dest"
+    else
+        act "$verb $dest" install -D -m "$mode" "$src" "$dest"
+    fi
+}
+
+# --- what is installed where -----------------------------------------------------------------
+
+OPT=$(T /opt/sunlit)
+VENV=$OPT/venv
+ETC=$(T /etc/sunlit)
+CONF=$ETC/agent.toml
+KEYDIR=$ETC/keys
+KEY=$KEYDIR/link.key
+VAR=$(T /var/lib/sunlit)
+UNIT_DIR=$(T /etc/systemd/system)
+JOURNALD_DROPIN=$(T /etc/systemd/journald.conf.d/sunlit.conf)
+UDEV_RULE=$(T /etc/udev/rules.d/99-sunlit-link.rules)
+CHOICES=$ETC/install.conf
+
+# --board, --link and --uart given once are kept: an update (push.sh HOST, no options) must
+# not point the link or the udev rule back at the defaults. KEY=VALUE lines, read, not sourced.
+saved_choice() {
+    [ -r "$CHOICES" ] || return 0
+    sed -n "s/^$1=//p" "$CHOICES" | tail -n 1
+}
+BOARD_OPT=${BOARD_OPT:-$(saved_choice board)}
+LINK_URL=${LINK_OPT:-$(saved_choice link)}
+LINK_URL=${LINK_URL:-zmq://127.0.0.1:5550}
+UART_OPT=${UART_OPT:-$(saved_choice uart)}
+case "$LINK_URL" in
+    *[[:space:]\"\\]*) die "--link $LINK_URL: a link URL has no spaces, quotes or backslashes" ;;
+esac
+
+printf 'Sunlit install into %s from %s%s\n' "$SHOWN_ROOT" "$SOURCE" "$([ "$DRY" = 1 ] && echo ' (dry run: nothing will be changed)')"
+
+# --- the board -------------------------------------------------------------------------------
+
+step board
+# The same rules as flight.hal.jetson.detect_board (tests/test_deploy.py checks they agree):
+# NULs to spaces, whitespace collapsed, lower case, first matching substring wins.
+MODEL=""
+for p in /proc/device-tree/model /sys/firmware/devicetree/base/model; do
+    if [ -r "$(T "$p")" ]; then
+        MODEL=$(tr '\0' ' ' <"$(T "$p")" | tr -s '[:space:]' ' ' | sed 's/^ //; s/ $//')
+        [ -n "$MODEL" ] && break
+    fi
+done
+detect_board() {
+    local text
+    text=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')
+    case "$text" in
+        *"agx orin"*) echo agx_orin_64gb ;;
+        *"orin nx"*) echo orin_nx_16gb ;;
+        *"orin nano"*) echo orin_nano ;;
+        *) return 1 ;;
+    esac
+}
+BOARD=""
+if [ -n "$BOARD_OPT" ]; then
+    case "$BOARD_OPT" in
+        orin_nano|orin_nx_16gb|agx_orin_64gb) BOARD=$BOARD_OPT; info "board $BOARD (--board; model string ${MODEL:-absent})" ;;
+        *) die "--board $BOARD_OPT: choose orin_nano, orin_nx_16gb or agx_orin_64gb" ;;
+    esac
+elif [ -n "$MODEL" ] && BOARD=$(detect_board "$MODEL"); then
+    info "model \"$MODEL\" -> board profile $BOARD"
+elif [ -n "$MODEL" ]; then
+    BOARD=""
+    info "model \"$MODEL\" is not an Orin Nano, Orin NX or AGX Orin: configuring the linux backend"
+    info "(a PC's sensors, power modes in software only). On a Jetson, pass --board to use its profile."
+else
+    info "no device-tree model under $SHOWN_ROOT: not a Jetson; configuring the linux backend"
+fi
+if [ -n "$BOARD" ]; then BACKEND=jetson; else BACKEND=linux; fi
+case "$BOARD" in
+    orin_nano|orin_nx_16gb) UART_DEFAULT=ttyTHS0 ;;
+    agx_orin_64gb) UART_DEFAULT=ttyTHS1 ;;
+    *) UART_DEFAULT=ttyTHS0 ;;
+esac
+UART=${UART_OPT:-$UART_DEFAULT}
+case "$UART" in *[!A-Za-z0-9_]*|"") die "--uart $UART: expected a device name such as ttyTHS0" ;; esac
+info "hal backend $BACKEND; /dev/sunlit-link: USB-UART adapters, else /dev/$UART${UART_OPT:+ (chosen)}"
+info "link $LINK_URL; choices kept in $CHOICES"
+
+# --- the service user ------------------------------------------------------------------------
+
+step user
+if [ -n "$ROOT" ]; then
+    info "not creating user $SVC: --root is not / (files are not chowned either; run install.sh on the target)"
+elif [ "$(id -u)" != 0 ]; then
+    info "not creating user $SVC: not running as root (files are not chowned either)"
+else
+    if getent passwd "$SVC" >/dev/null; then
+        ok "user $SVC exists"
+    else
+        act "create system user $SVC" useradd --system --user-group --home-dir /var/lib/sunlit \
+            --no-create-home --shell /usr/sbin/nologin --comment "Sunlit flight agent" "$SVC"
+    fi
+    # dialout: the serial link; video: the GPU device nodes on L4T (CUDA). The unit adds
+    # both as SupplementaryGroups; membership here serves `sudo -u sunlit ... selftest`.
+    for g in dialout video; do
+        getent group "$g" >/dev/null || { info "no group $g on this system"; continue; }
+        if id -nG "$SVC" 2>/dev/null | tr ' ' '\n' | grep -qx "$g"; then
+            ok "$SVC is in group $g"
+        else
+            act "add $SVC to group $g" usermod -aG "$g" "$SVC"
+        fi
+    done
+fi
+
+# --- directories -----------------------------------------------------------------------------
+
+step directories
+ensure_dir "$OPT" 0755
+ensure_dir "$OPT/libexec" 0755
+ensure_dir "$OPT/share" 0755
+ensure_dir "$ETC" 0750 "root:$SVC"
+ensure_dir "$KEYDIR" 0700 "$SVC:$SVC"
+ensure_dir "$VAR" 0750 "$SVC:$SVC"
+ensure_dir "$VAR/state" 0750 "$SVC:$SVC"
+ensure_dir "$VAR/compute" 0750 "$SVC:$SVC"
+
+# --- the virtual environment and Sunlit ------------------------------------------------------
+
+step python
+command -v "$PY" >/dev/null 2>&1 || die "--python $PY: not found"
+PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PY is Python $PYVER; Sunlit needs >= 3.10"
+PYTAG=cp${PYVER/./}
+VPY=$VENV/bin/python
+if [ -x "$VPY" ] && [ -f "$VENV/pyvenv.cfg" ] && [ "$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYVER" ]; then
+    ok "virtual environment $VENV (Python $PYVER)"
+elif [ -n "$VENV_FROM" ]; then
+    # --clear (here and below): a venv of another Python is rebuilt whole, with the markers
+    # that say what is installed in it. No pip of its own: pip and setuptools come with the
+    # other venv's packages (below).
+    act "create the virtual environment $VENV (Python $PYVER, packages from $VENV_FROM)" "$PY" -m venv --clear --without-pip "$VENV"
+else
+    if ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then
+        die "$PY cannot make a virtual environment with pip (no ensurepip): sudo apt install python3-venv"
+    fi
+    act "create the virtual environment $VENV (Python $PYVER, from $PY)" "$PY" -m venv --clear "$VENV"
+fi
+SITE=$VENV/lib/python$PYVER/site-packages
+if [ -n "$VENV_FROM" ]; then
+    # A plain path line: the other venv's packages come after the venv's own, and its
+    # .pth files (an editable Sunlit among them) are not run, so the copy installed below wins.
+    "$VENV_FROM/bin/python" -c 'import site; print("\n".join(site.getsitepackages()))' >"$WORK/deps.pth"
+    install_file "$WORK/deps.pth" "$SITE/_sunlit_deps.pth" 0644
+fi
+
+# The source: a wheel, or a checkout copied (code only) to /opt/sunlit/src and built there,
+# so the build leaves nothing in the checkout. Its hash says whether anything changed.
+SRC_ITEMS=(pyproject.toml README.md LICENSE flight ground hil)
+if [ -f "$SOURCE" ]; then
+    case "$SOURCE" in *.whl) ;; *) die "--source $SOURCE: expected a checkout directory or a .whl" ;; esac
+    SRC_KIND=wheel
+    SRC_HASH=$(sha256sum "$SOURCE" | cut -d' ' -f1)
+    SRC_DESC=$(basename "$SOURCE")
+else
+    [ -f "$SOURCE/pyproject.toml" ] || die "--source $SOURCE: no pyproject.toml (not a Sunlit checkout)"
+    SRC_KIND=checkout
+    items=()
+    for i in "${SRC_ITEMS[@]}"; do [ -e "$SOURCE/$i" ] && items+=("$i"); done
+    SRC_HASH=$(cd "$SOURCE" && find "${items[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+        ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+    SRC_DESC="checkout $SOURCE"
+fi
+SRC_MARK=$VENV/.sunlit-source
+describe_stage_source() {
+    printf 'tar -C %q -cf - %s | tar -C %q -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
+    printf 'mv %q %q\n' "$OPT/src.new" "$OPT/src"
+}
+stage_source() {
+    local stage=$OPT/src
+    rm -rf "$stage.new"
+    mkdir -p "$stage.new"
+    tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${items[@]}" | tar -C "$stage.new" -xf -
+    rm -rf "$stage"
+    mv "$stage.new" "$stage"
+}
+describe_pip_install_sunlit() {
+    if [ "$OFFLINE" = 1 ]; then
+        printf '%q -m pip install --no-index --no-deps --no-build-isolation --force-reinstall %q\n' "$VPY" "$1"
+    else
+        printf '%q -m pip install %q   (and its dependencies from PyPI)\n' "$VPY" "$1"
+        printf '%q -m pip install --no-deps --force-reinstall %q\n' "$VPY" "$1"
+    fi
+    printf 'echo %s > %q\n' "${SRC_HASH:0:12}..." "$SRC_MARK"
+}
+pip_install_sunlit() {
+    local target=$1
+    if [ "$OFFLINE" = 1 ]; then
+        if ! "$VPY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --no-build-isolation \
+            --force-reinstall "$target"; then
+            local st
+            st=$("$VPY" -c 'import setuptools; print(setuptools.__version__)' 2>/dev/null || echo none)
+            die "offline, Sunlit is built with the setuptools the venv sees ($st); it needs setuptools >= 77
+(pyproject.toml's license string; bdist_wheel). Pass a wheel as --source (pip wheel --no-deps -w dist . where PyPI is
+reachable), or --venv-from an environment with a newer setuptools."
+        fi
+    else
+        "$VPY" -m pip install --quiet --disable-pip-version-check "$target"
+        # pip skips a wheel whose version is already installed: the code may still differ.
+        "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$target"
+    fi
+    if [ "$SRC_KIND" = checkout ]; then rm -rf "$target/build" "$target"/*.egg-info; fi
+    printf '%s\n' "$SRC_HASH" >"$SRC_MARK"
+}
+SUNLIT_CHANGED=0
+if [ -f "$SRC_MARK" ] && [ "$(cat "$SRC_MARK")" = "$SRC_HASH" ] && [ -x "$VENV/bin/sunlit-flight" ]; then
+    ok "Sunlit installed from this $SRC_KIND (source sha256 ${SRC_HASH:0:12})"
+else
+    SUNLIT_CHANGED=1
+    how="with its dependencies from PyPI"
+    [ "$OFFLINE" = 1 ] && how="without dependencies, offline ($([ -n "$VENV_FROM" ] && echo "they come from $VENV_FROM" || echo "--no-pip: the agent will not run"))"
+    if [ "$SRC_KIND" = checkout ]; then
+        act "copy the code of $SOURCE to $OPT/src" stage_source
+        act "install Sunlit into the venv $how" pip_install_sunlit "$OPT/src"
+    else
+        act "install Sunlit $SRC_DESC into the venv $how" pip_install_sunlit "$SOURCE"
+    fi
+fi
+
+# --- ONNX Runtime ----------------------------------------------------------------------------
+
+step onnxruntime
+ARCH=$(uname -m)
+find_wheel() {   # the newest onnxruntime_gpu wheel in $1 for this Python and machine
+    find "$1" -maxdepth 1 -name "onnxruntime_gpu-*-$PYTAG-*_$ARCH.whl" 2>/dev/null | sort -V | tail -n 1
+}
+ORT_KIND=cpu
+ORT_SRC=""
+if [ -n "$ORT_WHEEL" ]; then
+    if [ -f "$ORT_WHEEL" ]; then
+        ORT_KIND=gpu-wheel; ORT_SRC=$ORT_WHEEL
+    elif [ -d "$ORT_WHEEL" ]; then
+        ORT_SRC=$(find_wheel "$ORT_WHEEL")
+        [ -n "$ORT_SRC" ] || die "--ort-wheel $ORT_WHEEL: no onnxruntime_gpu-*-$PYTAG-*_$ARCH.whl there"
+        ORT_KIND=gpu-wheel
+    else
+        die "--ort-wheel $ORT_WHEEL: no such file or directory"
+    fi
+elif [ -n "$ORT_INDEX" ]; then
+    ORT_KIND=gpu-index; ORT_SRC=$ORT_INDEX
+else
+    wheel_dirs=("$OPT/wheels")
+    if [ -d "$SOURCE" ]; then wheel_dirs+=("$SOURCE/wheels"); fi
+    for d in "${wheel_dirs[@]}"; do
+        [ -d "$d" ] || continue
+        ORT_SRC=$(find_wheel "$d")
+        if [ -n "$ORT_SRC" ]; then ORT_KIND=gpu-wheel; info "found $ORT_SRC"; break; fi
+    done
+fi
+case "$ORT_KIND" in
+    gpu-wheel) info "choice: NVIDIA's Jetson GPU build of ONNX Runtime, $(basename "$ORT_SRC")"; ORT_WANT="gpu-wheel $(sha256sum "$ORT_SRC" | cut -d' ' -f1)" ;;
+    gpu-index) info "choice: NVIDIA's Jetson GPU build of ONNX Runtime, onnxruntime-gpu from $ORT_SRC"; ORT_WANT="gpu-index $ORT_SRC" ;;
+    cpu)
+        if [ "$OFFLINE" = 1 ]; then
+            info "choice: the CPU build of ONNX Runtime, offline: whatever --venv-from provides (--no-pip: none)"
+        else
+            info "choice: the CPU build of ONNX Runtime (onnxruntime from PyPI): no Jetson GPU wheel given or found"
+        fi
+        ORT_WANT=cpu
+        if [ "$BACKEND" = jetson ]; then
+            warn "this is a Jetson: without NVIDIA's GPU wheel the models run on the CPU only."
+            info "Get onnxruntime_gpu for JetPack 6 / Python $PYVER (NVIDIA's Jetson wheels; the generic"
+            info "PyPI onnxruntime-gpu has no CUDA for Jetson), put it in /opt/sunlit/wheels and run install.sh again."
+        fi ;;
+esac
+ORT_MARK=$VENV/.sunlit-ort
+describe_ort_install() {
+    case "$ORT_KIND" in
+        gpu-wheel) printf '%q -m pip uninstall -y onnxruntime   (not offline)\n%q -m pip install --no-deps --force-reinstall %q\n' "$VPY" "$VPY" "$ORT_SRC" ;;
+        gpu-index) printf '%q -m pip uninstall -y onnxruntime\n%q -m pip install --no-deps --force-reinstall --index-url %q onnxruntime-gpu\n' "$VPY" "$VPY" "$ORT_SRC" ;;
+        cpu) printf '%q -m pip uninstall -y onnxruntime-gpu\n%q -m pip install --force-reinstall onnxruntime\n' "$VPY" "$VPY" ;;
+    esac
+}
+ort_install() {
+    case "$ORT_KIND" in
+        gpu-wheel)
+            # Sunlit depends on "onnxruntime", the CPU package; both install the same module.
+            # Offline the CPU build belongs to the --venv-from environment: leave it there.
+            local offline=()
+            if [ "$OFFLINE" = 0 ]; then
+                "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
+            else
+                offline=(--no-index)
+            fi
+            "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+                "${offline[@]}" "$ORT_SRC" ;;
+        gpu-index)
+            "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
+            "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+                --index-url "$ORT_SRC" onnxruntime-gpu ;;
+        cpu)  # back from a GPU build: sunlit's own dependency is the CPU package
+            "$VPY" -m pip uninstall --quiet -y onnxruntime-gpu >/dev/null 2>&1 || true
+            "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall onnxruntime ;;
+    esac
+    printf '%s\n' "$ORT_WANT" >"$ORT_MARK"
+}
+ORT_PREV=$(cat "$ORT_MARK" 2>/dev/null || true)
+if [ "$ORT_PREV" = "$ORT_WANT" ] && [ "$SUNLIT_CHANGED" = 0 ]; then
+    ok "ONNX Runtime as chosen ($ORT_KIND)"
+elif [ "$ORT_KIND" = cpu ] && [ "${ORT_PREV%% *}" != gpu-wheel ] && [ "${ORT_PREV%% *}" != gpu-index ]; then
+    # A fresh Sunlit install brought the CPU build as its dependency (or, offline, none).
+    if [ "$DRY" = 1 ]; then info "the CPU build comes with Sunlit's dependencies"; else printf 'cpu\n' >"$ORT_MARK"; fi
+elif [ "$OFFLINE" = 1 ] && [ "$ORT_KIND" != gpu-wheel ]; then
+    info "offline: not installing $ORT_KIND here"
+else
+    act "install ONNX Runtime ($ORT_KIND${ORT_SRC:+: $ORT_SRC})" ort_install
+fi
+if [ "$DRY" = 0 ] && ORT_NOW=$("$VPY" -c 'import onnxruntime as o; print(o.__version__, ", ".join(o.get_available_providers()))' 2>/dev/null); then
+    info "installed: onnxruntime ${ORT_NOW%% *}, providers ${ORT_NOW#* }"
+    case "$ORT_KIND" in
+        gpu-*) case "$ORT_NOW" in *CUDAExecutionProvider*) ;; *) warn "the GPU build is installed but lists no CUDA provider: is JetPack's CUDA installed (apt install nvidia-jetpack)?" ;; esac ;;
+    esac
+elif [ "$DRY" = 0 ]; then
+    info "onnxruntime is not importable in the venv$([ "$NO_PIP" = 1 ] && echo ' (--no-pip: no dependencies installed)')"
+fi
+VENV_WORKS=0
+if [ "$DRY" = 0 ] && "$VPY" -c 'import flight.config, flight.compute.store, flight.compute.usecase.shipped, onnxruntime; onnxruntime.InferenceSession' >/dev/null 2>&1; then
+    VENV_WORKS=1
+fi
+
+# --- helpers, documentation, services --------------------------------------------------------
+
+step files
+install_file "$HERE/libexec/sunlit-power-access" "$OPT/libexec/sunlit-power-access" 0755
+install_file "$HERE/libexec/sunlit-safe-config" "$OPT/libexec/sunlit-safe-config" 0755
+install_file "$HERE/README.md" "$OPT/share/README.md" 0644
+install_file "$HERE/uninstall.sh" "$OPT/share/uninstall.sh" 0755
+install_file "$HERE/dump_board.py" "$OPT/share/dump_board.py" 0755
+UNITS_CHANGED=0
+install_file "$HERE/systemd/sunlit-agent.service" "$UNIT_DIR/sunlit-agent.service" 0644
+UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+install_file "$HERE/systemd/sunlit-safe.service" "$UNIT_DIR/sunlit-safe.service" 0644
+UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+# From systemd 254 a service being restarted passes through "failed", so OnFailure= would start
+# the SAFE fallback after the first crash, whose Conflicts= then cancels the restart.
+# RestartMode=direct (new in 254; older versions warn about it) restores what the unit expects:
+# OnFailure= only once the start limit is hit. JetPack 6 has systemd 249 and needs none.
+RESTART_DROPIN=$UNIT_DIR/sunlit-agent.service.d/10-restart-mode.conf
+SYSTEMD_VERSION=$(systemctl --version 2>/dev/null | awk 'NR == 1 {print $2 + 0}' || true)
+SYSTEMD_VERSION=${SYSTEMD_VERSION:-0}
+if [ "$SYSTEMD_VERSION" -ge 254 ]; then
+    printf '# Written by deploy/install.sh for systemd %s: restart without passing through "failed",\n# so OnFailure= (the SAFE fallback) fires only when the start limit is hit.\n[Service]\nRestartMode=direct\n' \
+        "$SYSTEMD_VERSION" >"$WORK/restart-mode.conf"
+    install_file "$WORK/restart-mode.conf" "$RESTART_DROPIN" 0644
+    UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+elif [ -e "$RESTART_DROPIN" ]; then
+    act "remove $RESTART_DROPIN (systemd $SYSTEMD_VERSION has no RestartMode=)" rm -f "$RESTART_DROPIN"
+    UNITS_CHANGED=1
+else
+    ok "no RestartMode= drop-in (systemd $([ "$SYSTEMD_VERSION" = 0 ] && echo "version unknown" || echo "$SYSTEMD_VERSION < 254"))"
+fi
+install_file "$HERE/systemd/journald.conf.d/sunlit.conf" "$JOURNALD_DROPIN" 0644
+JOURNALD_CHANGED=$CHANGED
+sed "s/KERNEL==\"ttyTHS[0-9]*\"/KERNEL==\"$UART\"/" "$HERE/udev/99-sunlit-link.rules" >"$WORK/udev.rules"
+install_file "$WORK/udev.rules" "$UDEV_RULE" 0644
+UDEV_CHANGED=$CHANGED
+
+# --- configuration ---------------------------------------------------------------------------
+
+step configuration
+{
+    printf '# Sunlit agent configuration, written by deploy/install.sh for this board:\n'
+    printf '#   model "%s" -> %s\n' "${MODEL:-none}" "${BOARD:-no Jetson profile (linux backend)}"
+    printf '# Every key and its default: flight/config.py. install.sh never overwrites this file:\n'
+    printf '# when its own default changes it writes agent.toml.new beside it.\n\n'
+    printf '[link]\n'
+    printf '# zmq://HOST:PORT (commands on PORT, telemetry on PORT+1), zmq+ipc:///run/sunlit/link,\n'
+    printf '# or the serial line to the spacecraft: serial:///dev/sunlit-link?baud=115200\n'
+    printf 'url = "%s"\n\n' "$LINK_URL"
+    printf '[hal]\n'
+    printf 'backend = "%s"\n' "$BACKEND"
+    if [ -n "$BOARD" ]; then
+        printf '# The profile is detected from /proc/device-tree/model at each start; uncomment to pin it.\n'
+        printf '# board = "%s"\n' "$BOARD"
+    fi
+    printf '\n[paths]\nstate_dir = "/var/lib/sunlit/state"\n\n'
+    printf '[compute]\ndir = "/var/lib/sunlit/compute"\n\n'
+    printf '[power]\n'
+    printf '# true on a desk with no EPS and no battery: compute is admitted in full, telemetry says why\n'
+    printf 'bench_supply = false\n'
+} >"$WORK/agent.toml"
+DEFAULT_COPY=$OPT/share/agent.default.toml
+if [ ! -e "$CONF" ]; then
+    install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"
+elif cmp -s "$WORK/agent.toml" "$CONF"; then
+    install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"   # same content: checks mode and owner
+elif [ -f "$DEFAULT_COPY" ] && cmp -s "$WORK/agent.toml" "$DEFAULT_COPY"; then
+    ok "$CONF kept: it differs from the default, and the default has not changed since the last install"
+else
+    info "$CONF kept (never overwritten); the default for this board differs from it:"
+    install_file "$WORK/agent.toml" "$CONF.new" 0640 "root:$SVC"
+    [ "$CHANGED" = 1 ] && info "compare them: diff $CONF $CONF.new"
+fi
+# The SAFE fallback uses this copy when agent.toml does not parse (sunlit-safe-config).
+install_file "$WORK/agent.toml" "$DEFAULT_COPY" 0644
+{
+    printf '# Written by deploy/install.sh: the choices a later run keeps when not given again.\n'
+    printf 'board=%s\nlink=%s\nuart=%s\n' "$BOARD_OPT" "$LINK_URL" "$UART_OPT"
+} >"$WORK/install.conf"
+install_file "$WORK/install.conf" "$CHOICES" 0640 "root:$SVC"
+if [ "$VENV_WORKS" = 1 ] && [ -f "$CONF" ]; then
+    if err=$("$VPY" -c 'import sys; from flight.config import load_config; load_config(sys.argv[1])' "$CONF" 2>&1); then
+        ok "$CONF passes the agent's checks"
+    else
+        warn "$CONF does not pass the agent's checks: ${err##*$'\n'}"
+    fi
+fi
+
+# --- link key --------------------------------------------------------------------------------
+
+step keys
+describe_make_key() {
+    printf '(umask 077; head -c 32 /dev/urandom > %q; mv %q %q)\n' "$KEY.tmp" "$KEY.tmp" "$KEY"
+    if [ "$OWN" = 1 ]; then printf 'chown %s:%s %q\n' "$SVC" "$SVC" "$KEY"; fi
+}
+make_key() {
+    (umask 077 && head -c 32 /dev/urandom >"$KEY.tmp" && chmod 0600 "$KEY.tmp" && mv "$KEY.tmp" "$KEY")
+    if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$KEY"; fi
+}
+if [ -f "$KEY" ]; then
+    fixed=0
+    if [ "$(mode_of "$KEY")" != 600 ]; then act "chmod 0600 $KEY" chmod 0600 "$KEY"; fixed=1; fi
+    if [ "$OWN" = 1 ] && [ "$(owner_of "$KEY")" != "$SVC:$SVC" ]; then act "chown $SVC:$SVC $KEY" chown "$SVC:$SVC" "$KEY"; fixed=1; fi
+    [ "$fixed" = 1 ] || ok "$KEY kept ($(stat -c %s "$KEY") bytes)"
+else
+    act "generate the link key $KEY (32 random bytes, mode 0600)" make_key
+    info "give the ground station a copy over a secure channel; the agent does not authenticate"
+    info "commands with it yet (deploy/README.md, step 3): it is provisioned so the board is ready"
+fi
+
+# --- model store -----------------------------------------------------------------------------
+
+step "model store"
+STORE=$VAR/compute/models
+if [ -f "$STORE/golden/manifest.json" ]; then
+    ok "$STORE has a golden copy"
+elif [ "$DRY" = 1 ] || [ "$VENV_WORKS" = 1 ]; then
+    describe_store_install() {
+        printf '%q -c "ModelStore(%q).install(<the shipped model>, golden=True)"\n' "$VPY" "$STORE"
+        if [ "$OWN" = 1 ]; then printf 'chown -R %s:%s %q\n' "$SVC" "$SVC" "$VAR/compute"; fi
+    }
+    store_install() {
+        "$VPY" - "$STORE" <<'PYEOF'
+import sys
+from pathlib import Path
+
+from flight.compute.store import ModelStore
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_card
+
+# What the compute worker does on its first start (Worker.install_shipped_models).
+store = ModelStore(Path(sys.argv[1]))
+if not any(e.name == MODEL_NAME for e in store.list()):
+    store.install(MODEL_NAME, str(load_card().get("version", "1")), MODELS_DIR / MODEL_FILE, golden=True)
+PYEOF
+        if [ "$OWN" = 1 ]; then chown -R "$SVC:$SVC" "$VAR/compute"; fi
+    }
+    act "install the shipped model into $STORE (working and read-only golden copy)" store_install
+else
+    info "not prepared: the venv cannot import Sunlit's dependencies; the agent installs it at its first start"
+fi
+
+# --- systemd and udev ------------------------------------------------------------------------
+
+step systemd
+if [ "$NO_SYSTEMCTL" = 1 ]; then
+    info "not calling systemctl or udevadm (--no-systemctl). On the board, later:"
+    info "systemctl daemon-reload && systemctl enable sunlit-agent && udevadm control --reload-rules"
+elif ! command -v systemctl >/dev/null 2>&1; then
+    warn "no systemctl here: enable sunlit-agent.service by hand"
+elif [ -n "$ROOT" ]; then
+    if systemctl --root="$ROOT" is-enabled sunlit-agent.service >/dev/null 2>&1; then
+        ok "sunlit-agent.service enabled in $ROOT"
+    else
+        act "enable sunlit-agent.service in $ROOT" systemctl --root="$ROOT" --quiet enable sunlit-agent.service
+    fi
+else
+    if [ "$UNITS_CHANGED" = 1 ]; then act "reload systemd's units" systemctl daemon-reload; fi
+    if systemctl is-enabled --quiet sunlit-agent.service 2>/dev/null; then
+        ok "sunlit-agent.service enabled"
+    else
+        act "enable sunlit-agent.service (starts at boot)" systemctl enable --quiet sunlit-agent.service
+    fi
+    if [ "$JOURNALD_CHANGED" = 1 ]; then act "restart journald for the new size limits" systemctl restart systemd-journald; fi
+    if [ "$UDEV_CHANGED" = 1 ] && command -v udevadm >/dev/null 2>&1; then
+        act "reload the udev rules" udevadm control --reload-rules
+        act "apply them to serial devices" udevadm trigger --action=add --subsystem-match=tty
+    fi
+    # A login console on the link's UART would answer the spacecraft with a login prompt.
+    for getty in "serial-getty@$UART.service" nvgetty.service; do
+        if systemctl is-enabled --quiet "$getty" 2>/dev/null; then
+            warn "$getty is enabled: a console on the UART may be on the link's line; if so: systemctl disable --now $getty"
+        fi
+    done
+    if systemctl is-active --quiet sunlit-agent.service 2>/dev/null && [ $((SUNLIT_CHANGED | UNITS_CHANGED)) = 1 ]; then
+        info "the agent is running the old version: systemctl restart sunlit-agent when the spacecraft allows"
+    fi
+fi
+
+# The unit grants the power-mode files at every start; do it now too, so a selftest run as
+# sunlit before the first start sees what the agent will (sysfs forgets it at reboot).
+if [ "$OWN" = 1 ] && [ "$DRY" = 0 ] && [ -f /etc/nvpmodel.conf ]; then
+    step "power modes"
+    info "$(sh "$OPT/libexec/sunlit-power-access" --group "$SVC")"
+fi
+
+# --- summary ---------------------------------------------------------------------------------
+
+printf '\n'
+if [ "$DRY" = 1 ]; then
+    printf 'dry run: %d change(s) would be made; nothing was changed\n' "$CHANGES"
+elif [ "$CHANGES" = 0 ]; then
+    printf 'nothing to change: Sunlit is installed and up to date in %s\n' "$SHOWN_ROOT"
+else
+    printf 'done: %d change(s) in %s\n' "$CHANGES" "$SHOWN_ROOT"
+    if [ -z "$ROOT" ]; then
+        printf 'next: sudo -u %s %s selftest --config /etc/sunlit/agent.toml\n' "$SVC" "/opt/sunlit/venv/bin/sunlit-flight"
+        printf '      sudo systemctl start sunlit-agent && journalctl -u sunlit-agent -f\n'
+    fi
+fi

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# deploy/uninstall.sh: remove what deploy/install.sh installed (installed as
+# /opt/sunlit/share/uninstall.sh too, so a board without the checkout can run it).
+#
+# Keeps, unless --purge: the agent's data (/var/lib/sunlit: state, parameters, models,
+# products, checkpoints), its configuration and link key (/etc/sunlit) and the user sunlit.
+# A second run finds nothing to remove and says so.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: sudo deploy/uninstall.sh [--root DIR] [--dry-run] [--purge] [--no-systemctl]
+
+  --root DIR       remove from under DIR instead of / (tests, images)
+  --dry-run        print every action and change nothing
+  --purge          also remove /var/lib/sunlit, /etc/sunlit (config and link key) and the user sunlit
+  --no-systemctl   do not call systemctl or udevadm (tests)
+EOF
+}
+die() { printf 'uninstall.sh: %s\n' "$*" >&2; exit 2; }
+
+ROOT=/
+DRY=0
+PURGE=0
+NO_SYSTEMCTL=0
+while [ $# -gt 0 ]; do
+    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@" ;; esac
+    case "$1" in
+        --root) [ $# -ge 2 ] || die "--root needs a value"; ROOT=$2; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        --purge) PURGE=1; shift ;;
+        --no-systemctl) NO_SYSTEMCTL=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+done
+[ -d "$ROOT" ] || die "--root $ROOT: no such directory"
+ROOT=$(cd "$ROOT" && pwd)
+[ "$ROOT" = / ] && ROOT=""
+SHOWN_ROOT=${ROOT:-/}
+if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
+    die "removing from / needs root: sudo $0 ... (or --dry-run, or --root DIR)"
+fi
+T() { printf '%s%s' "$ROOT" "$1"; }
+
+CHANGES=0
+act() {
+    local what=$1
+    shift
+    CHANGES=$((CHANGES + 1))
+    if [ "$DRY" = 1 ]; then
+        printf '  would %s\n      $ %s\n' "$what" "$(printf '%q ' "$@")"
+    else
+        printf '  %s\n' "$what"
+        "$@"
+    fi
+}
+remove() {   # remove PATH...: each that exists
+    local p
+    for p in "$@"; do
+        if [ -e "$p" ] || [ -L "$p" ]; then
+            # the golden model copy is read-only (0444): make it writable so rm -rf works without root
+            # shellcheck disable=SC2016  # $1 is for the inner sh
+            act "remove $p" sh -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' sh "$p"
+        fi
+    done
+}
+
+printf 'Sunlit uninstall from %s%s\n' "$SHOWN_ROOT" "$([ "$DRY" = 1 ] && echo ' (dry run: nothing will be changed)')"
+
+UNITS=(sunlit-agent.service sunlit-safe.service)
+if [ "$NO_SYSTEMCTL" = 0 ] && [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
+    for u in "${UNITS[@]}"; do
+        if systemctl is-active --quiet "$u" 2>/dev/null; then act "stop $u" systemctl stop "$u"; fi
+        if systemctl is-enabled --quiet "$u" 2>/dev/null; then act "disable $u" systemctl disable --quiet "$u"; fi
+    done
+elif [ "$NO_SYSTEMCTL" = 0 ] && [ -n "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl --root="$ROOT" is-enabled --quiet sunlit-agent.service 2>/dev/null; then
+        act "disable sunlit-agent.service in $ROOT" systemctl --root="$ROOT" --quiet disable sunlit-agent.service
+    fi
+fi
+# What `enable` links, in case systemctl was not there to disable it.
+remove "$(T /etc/systemd/system/multi-user.target.wants/sunlit-agent.service)"
+UNIT_FILES=()
+for u in "${UNITS[@]}"; do UNIT_FILES+=("$(T "/etc/systemd/system/$u")"); done
+before=$CHANGES
+remove "${UNIT_FILES[@]}" "$(T /etc/systemd/system/sunlit-agent.service.d/10-restart-mode.conf)"
+# Drop-ins of your own (systemctl edit) go with --purge; an empty directory goes anyway.
+for d in "$(T /etc/systemd/system/sunlit-agent.service.d)" "$(T /etc/systemd/system/sunlit-safe.service.d)"; do
+    [ -d "$d" ] || continue
+    if [ "$PURGE" = 1 ] || [ -z "$(ls -A "$d")" ]; then remove "$d"; else printf '  kept: %s (your drop-ins; --purge removes them)\n' "$d"; fi
+done
+units_removed=$((CHANGES - before))
+before=$CHANGES
+remove "$(T /etc/systemd/journald.conf.d/sunlit.conf)"
+journald_removed=$((CHANGES - before))
+before=$CHANGES
+remove "$(T /etc/udev/rules.d/99-sunlit-link.rules)"
+udev_removed=$((CHANGES - before))
+remove "$(T /opt/sunlit)"
+
+if [ "$PURGE" = 1 ]; then
+    remove "$(T /var/lib/sunlit)" "$(T /etc/sunlit)"
+    if [ -z "$ROOT" ] && [ "$(id -u)" = 0 ] && getent passwd sunlit >/dev/null; then
+        act "remove user sunlit" userdel sunlit
+    fi
+else
+    kept=()
+    for p in /var/lib/sunlit /etc/sunlit; do [ -e "$(T "$p")" ] && kept+=("$(T "$p")"); done
+    if [ ${#kept[@]} -gt 0 ]; then printf '  kept: %s (--purge removes them, the link key too)\n' "${kept[*]}"; fi
+fi
+
+if [ "$NO_SYSTEMCTL" = 0 ] && [ -z "$ROOT" ]; then
+    if [ "$units_removed" -gt 0 ] && command -v systemctl >/dev/null 2>&1; then act "reload systemd's units" systemctl daemon-reload; fi
+    if [ "$journald_removed" -gt 0 ] && command -v systemctl >/dev/null 2>&1; then act "restart journald" systemctl restart systemd-journald; fi
+    if [ "$udev_removed" -gt 0 ] && command -v udevadm >/dev/null 2>&1; then act "reload the udev rules" udevadm control --reload-rules; fi
+fi
+
+if [ "$DRY" = 1 ]; then
+    printf 'dry run: %d change(s) would be made; nothing was changed\n' "$CHANGES"
+elif [ "$CHANGES" = 0 ]; then
+    printf 'nothing to remove from %s\n' "$SHOWN_ROOT"
+else
+    printf 'done: %d change(s) in %s\n' "$CHANGES" "$SHOWN_ROOT"
+fi

@@ -1,0 +1,705 @@
+"""``sunlit-flight selftest``: is this board, this install and this configuration ready to fly?
+
+Run it on the board after deploy/install.sh, as the service user, so it sees what the agent
+will see::
+
+    sudo -u sunlit /opt/sunlit/venv/bin/sunlit-flight selftest --config /etc/sunlit/agent.toml
+    sudo -u sunlit /opt/sunlit/venv/bin/python -m flight.selftest --json     # for machines
+
+Each check gives one or more rows of PASS, WARN, FAIL or SKIP with a reason; the test passes
+when no row FAILs (exit status 0; 1 on a failure, 2 for a configuration that cannot be
+read). What is checked, in order:
+
+- ``config``: the file parses and names a backend, link and state directory;
+- ``onnxruntime`` / ``cuda`` / ``tensorrt``: the execution providers of the installed build;
+  a tiny model built in memory (onnx.helper) runs on the CPU and, where CUDA is listed, on
+  CUDA with the same answer. A CPU-only build passes, except that on a Jetson it warns: the
+  generic builds have no CUDA for Jetson (FACTS.md "Jetson interfaces");
+- ``temperatures``, ``rails``, ``board power``, one row per unreadable sensor: every sensor
+  the board profile expects reads, within :data:`PLAUSIBLE_TEMP_C`, :data:`PLAUSIBLE_RAIL_W`
+  and :data:`PLAUSIBLE_RAIL_V`, through the configured HAL backend;
+- ``power modes``: jetson: /etc/nvpmodel.conf parses and ``nvpmodel -q`` names one of its
+  modes; ``power control``: the files nvpmodel writes are writable by this user;
+- ``link``: zmq: the agent's sockets can be bound, or an agent already bound there answers
+  a PUS ping (17,1); serial: the device exists and opens;
+- ``disk``: the state directory's file system has ``min_free_mb`` free;
+- ``model store``: every model of the working and golden copies matches its SHA-256
+  (:meth:`flight.compute.store.ModelStore.verify_all`) and the golden copy is there;
+- ``link key``: the HMAC key file exists, is 32 bytes and mode 0600.
+
+Nothing here changes the board: no power mode is set, no file is written (a bound socket
+is closed at once, and a live ipc socket is pinged, never bound over: ZeroMQ would take its
+path from the agent), the serial port is opened and closed without a byte sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from flight.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = Path("/etc/sunlit/agent.toml")
+DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/link.key")
+KEY_BYTES = 32  # HMAC-SHA256 key, as deploy/install.sh makes it (FACTS.md: PROVES F Prime Authenticate)
+DEFAULT_MIN_FREE_MB = 100.0
+
+# Plausible values of a board that runs. Temperatures: the range industrial parts are
+# specified for; an Orin shuts down at 104.5 C (FACTS.md "Throttling"), so 125 C is a
+# broken sensor, not a hot board. Rails: the INA3221 bus voltages (FACTS.md "Power rails")
+# are the module's 5 V input and rails down to AGX Orin's 1.8 V VDDQ_VDD2_1V8AO; a carrier
+# measuring its DC jack sees up to 20 V; below 1 V the channel is dead. 100 W is above any
+# Orin module's 60 W.
+PLAUSIBLE_TEMP_C = (-40.0, 125.0)
+PLAUSIBLE_RAIL_W = (0.0, 100.0)
+PLAUSIBLE_RAIL_V = (1.0, 30.0)
+
+# Missing sensors that are known not to mean a broken board: tj-thermal reads empty on
+# some Orin Nano/NX carrier boards (FACTS.md "Jetson interfaces").
+_BENIGN_MISSING = (re.compile(r"^tj-thermal: read empty"),)
+_SECOND_SAMPLE_S = 0.25  # between the two reads that give CPU load (and RAPL power on a PC)
+PING_TIMEOUT_S = 2.0
+
+
+class Status(str, Enum):
+    PASS = "PASS"
+    WARN = "WARN"  # works, but look at it: the check could not be sure, or a known weakness
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # does not apply to this configuration
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the report. ``data`` holds the numbers behind ``detail`` for ``--json``."""
+
+    name: str
+    status: Status
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.name, "status": self.status.value, "detail": self.detail, "data": self.data}
+
+
+@dataclass(frozen=True)
+class SelftestReport:
+    rows: tuple[Check, ...]
+    config_source: str
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when no row failed (warnings and skips do not fail the test)."""
+        return not any(row.status is Status.FAIL for row in self.rows)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(row for row in self.rows if row.status is Status.FAIL)
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: sum(row.status is s for row in self.rows) for s in Status}
+
+    def table(self) -> str:
+        """The report as a fixed-width table with a verdict line, for people."""
+        name_w = max([len("CHECK"), *(len(r.name) for r in self.rows)])
+        lines = [f"sunlit selftest: {self.config_source}", "", f"{'CHECK':<{name_w}}  RESULT  DETAIL"]
+        for row in self.rows:
+            detail = row.detail.splitlines() or [""]
+            lines.append(f"{row.name:<{name_w}}  {row.status.value:<6}  {detail[0]}")
+            lines += [f"{'':<{name_w}}  {'':<6}  {more}" for more in detail[1:]]
+        c = self.counts()
+        verdict = "PASS" if self.passed else "FAIL"
+        lines += ["", f"selftest {verdict}: {c['PASS']} passed, {c['WARN']} warnings, {c['FAIL']} failed, "
+                      f"{c['SKIP']} skipped ({self.duration_s:.1f} s)"]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "config": self.config_source,
+            "counts": self.counts(),
+            "duration_s": round(self.duration_s, 3),
+            "rows": [row.to_json() for row in self.rows],
+        }
+
+
+# --- the test model -------------------------------------------------------------------------
+
+_TEST_W = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-2.0, 1.0, 0.75], [0.125, -0.25, 1.0]]
+_TEST_X = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
+
+
+def tiny_model_bytes() -> bytes:
+    """A two-node ONNX model, ``y = relu(x @ w)`` with x float[N,4], built in memory.
+
+    Opset 13 and IR version 8, so any onnxruntime since 1.10 (older Jetson wheels) loads it.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [v for row in _TEST_W for v in row])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Relu", ["xw"], ["y"])],
+        "sunlit_selftest",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="sunlit-selftest")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _run_test_model(model: bytes, provider: str) -> tuple[str, float, list[str]]:
+    """Run the test model asking for ``provider`` first: (provider used, max abs error, fallbacks)."""
+    import numpy as np
+
+    from flight.compute.providers import open_session
+
+    session, used, fallbacks = open_session(model, [provider], threads=1)
+    x = np.array(_TEST_X, dtype=np.float32)
+    (y,) = session.run(["y"], {"x": x})
+    expected = np.maximum(x @ np.array(_TEST_W, dtype=np.float32), 0.0)
+    return used, float(np.max(np.abs(y - expected))), fallbacks
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def _check_config(config: Config) -> list[Check]:
+    board = config.board or ("detect from the device tree" if config.hal_backend == "jetson" else "default")
+    compute = {None: "on", True: "on", False: "off"}[config.compute_enabled]
+    return [Check("config", Status.PASS,
+                  f"{config.source}: link {config.link_url}, hal {config.hal_backend}, board {board}, "
+                  f"state {config.state_dir}, compute {compute}",
+                  {"source": config.source, "link": config.link_url, "hal": config.hal_backend,
+                   "board": config.board, "state_dir": str(config.state_dir)})]
+
+
+def _check_providers(config: Config) -> list[Check]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        return [Check("onnxruntime", Status.FAIL, f"cannot import onnxruntime: {exc}; re-run deploy/install.sh")]
+    from flight.compute.providers import CPU, CUDA, TENSORRT
+
+    available = list(ort.get_available_providers())
+    rows: list[Check] = []
+    data = {"version": ort.__version__, "providers": available, "device": ort.get_device()}
+    model = tiny_model_bytes()
+    used, error, fallbacks = _run_test_model(model, CPU)
+    if used == CPU and error < 1e-5:
+        rows.append(Check("onnxruntime", Status.PASS,
+                          f"onnxruntime {ort.__version__}, providers {', '.join(available)}; "
+                          f"the test model ran on the CPU", {**data, "cpu_max_error": error}))
+    else:
+        rows.append(Check("onnxruntime", Status.FAIL,
+                          f"the test model on the CPU: provider {used}, max error {error:g} ({'; '.join(fallbacks)})",
+                          {**data, "cpu_max_error": error}))
+    if CUDA in available:
+        try:
+            used, error, fallbacks = _run_test_model(model, CUDA)
+        except Exception as exc:  # noqa: BLE001 - a broken GPU stack raises anything; report it
+            used, error, fallbacks = "none", float("nan"), [f"{type(exc).__name__}: {exc}"]
+        if used == CUDA and error < 1e-4:
+            rows.append(Check("cuda", Status.PASS, f"CUDA ran the test model (max error {error:.1e})",
+                              {"max_error": error}))
+        else:
+            why = "; ".join(fallbacks) or f"max error {error:g}"
+            rows.append(Check("cuda", Status.FAIL,
+                              f"CUDA is listed but did not run the test model (ran on {used}): {why}",
+                              {"provider": used, "fallbacks": fallbacks}))
+    elif config.hal_backend == "jetson":
+        rows.append(Check("cuda", Status.WARN,
+                          "CPU-only onnxruntime on a Jetson: inference will not use the GPU. Install NVIDIA's "
+                          "Jetson wheel (deploy/install.sh --ort-wheel/--ort-index; the generic PyPI "
+                          "onnxruntime-gpu has no CUDA for Jetson)"))
+    else:
+        rows.append(Check("cuda", Status.PASS, "not in this build: the CPU runs the models", {}))
+    if TENSORRT in available:
+        rows.append(Check("tensorrt", Status.SKIP,
+                          "listed, not exercised: building an engine takes minutes; the agent falls back to "
+                          "CUDA and says so if it fails"))
+    return rows
+
+
+def open_configured_hal(config: Config) -> Any:
+    """The HAL the agent would open for ``config`` (jetson and linux); None for sim."""
+    from flight.hal.base import open_hal
+
+    if config.hal_backend == "jetson":
+        return open_hal("jetson", root=config.hal_root, nvpmodel=config.nvpmodel, board=config.board)
+    if config.hal_backend == "linux":
+        return open_hal("linux", root=config.hal_root)
+    return None
+
+
+def _missing_key(text: str) -> str:
+    return text.split(":", 1)[0].strip() or text
+
+
+def _check_sensors(config: Config, hal: Any) -> list[Check]:
+    from flight.hal.base import HalError
+
+    if hal is None:
+        return [Check("sensors", Status.SKIP, f"{config.hal_backend} backend: readings come from the HIL harness")]
+    strict = config.hal_backend == "jetson"  # a PC's sensors are whatever it has; a Jetson's are known
+    try:
+        hal.read()
+        time.sleep(_SECOND_SAMPLE_S)
+        reading = hal.read()
+    except (HalError, OSError, ValueError) as exc:
+        return [Check("sensors", Status.FAIL, f"reading the {config.hal_backend} HAL failed: {exc}")]
+    rows: list[Check] = []
+
+    temps = reading.temps_c
+    bad_t = {z: t for z, t in temps.items() if not PLAUSIBLE_TEMP_C[0] <= t <= PLAUSIBLE_TEMP_C[1]}
+    lo, hi = PLAUSIBLE_TEMP_C
+    if not temps:
+        rows.append(Check("temperatures", Status.FAIL if strict else Status.WARN,
+                          "no temperature readable: the thermal governor has nothing to act on", {}))
+    elif bad_t:  # on a PC an odd zone (a fan's, an ACPI stub) is its own; on a Jetson a broken sensor
+        rows.append(Check("temperatures", Status.FAIL if strict else Status.WARN,
+                          "implausible: " + ", ".join(f"{z} {t:.1f} C" for z, t in bad_t.items())
+                          + f" (plausible {lo:g}..{hi:g} C)", {"temps_c": temps}))
+    else:
+        rows.append(Check("temperatures", Status.PASS,
+                          f"{len(temps)} zones, {min(temps.values()):.1f}..{max(temps.values()):.1f} C: "
+                          + ", ".join(f"{z} {t:.1f}" for z, t in temps.items()), {"temps_c": temps}))
+
+    rails = reading.rails
+    problems = []
+    for name, rail in rails.items():
+        if not PLAUSIBLE_RAIL_W[0] <= rail.power_w <= PLAUSIBLE_RAIL_W[1]:
+            problems.append(f"{name} {rail.power_w:.3f} W (plausible {PLAUSIBLE_RAIL_W[0]:g}..{PLAUSIBLE_RAIL_W[1]:g} W)")
+        if rail.voltage_v is not None and not PLAUSIBLE_RAIL_V[0] <= rail.voltage_v <= PLAUSIBLE_RAIL_V[1]:
+            problems.append(f"{name} {rail.voltage_v:.3f} V (plausible {PLAUSIBLE_RAIL_V[0]:g}..{PLAUSIBLE_RAIL_V[1]:g} V)")
+    rail_data = {n: {"voltage_v": r.voltage_v, "current_a": r.current_a, "power_w": r.power_w} for n, r in rails.items()}
+    if problems:
+        rows.append(Check("rails", Status.FAIL, "implausible: " + "; ".join(problems), {"rails": rail_data}))
+    elif rails:
+        rows.append(Check("rails", Status.PASS, f"{len(rails)} rails: " + ", ".join(
+            f"{n} {r.power_w:.2f} W" + (f" {r.voltage_v:.2f} V" if r.voltage_v is not None else "")
+            for n, r in rails.items()), {"rails": rail_data}))
+    else:
+        rows.append(Check("rails", Status.FAIL if strict else Status.WARN, "no power rail readable", {}))
+
+    if reading.board_power_w is not None:
+        ok = PLAUSIBLE_RAIL_W[0] <= reading.board_power_w <= PLAUSIBLE_RAIL_W[1]
+        rows.append(Check("board power", Status.PASS if ok else Status.FAIL,
+                          f"{reading.board_power_w:.2f} W" + ("" if ok else " is implausible"),
+                          {"board_power_w": reading.board_power_w, "notes": list(reading.notes)}))
+
+    for text in reading.missing:
+        key = _missing_key(text)
+        if key in ("cpu_pct", "mem_pct") or any(p.match(text) for p in _BENIGN_MISSING):
+            status = Status.WARN
+        else:
+            status = Status.FAIL if strict else Status.WARN
+        if key == "board_power_w" and not strict:
+            status = Status.SKIP  # a PC has no input-power sensor; the HAL says so
+        rows.append(Check(f"sensor {key}", status, text, {"missing": text}))
+    return rows
+
+
+def nvpmodel_sysfs_paths(conf_text: str) -> list[str]:
+    """The files ``nvpmodel -m`` writes: every ``/sys/...`` path in the conf's PARAM blocks,
+    in order, without repeats. deploy/libexec/sunlit-power-access reads the same lines.
+
+    >>> nvpmodel_sysfs_paths("< PARAM TYPE=FILE NAME=CPU_ONLINE >\\nCORE_1 /sys/devices/system/cpu/cpu1/online\\n"
+    ...                      "< POWER_MODEL ID=0 NAME=MAXN >\\nCPU_ONLINE CORE_1 1\\n")
+    ['/sys/devices/system/cpu/cpu1/online']
+    """
+    paths: list[str] = []
+    in_param = False
+    for line in conf_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("<"):
+            in_param = re.match(r"<\s*PARAM\s", stripped) is not None
+            continue
+        fields = stripped.split()
+        if in_param and len(fields) >= 2 and fields[1].startswith("/sys/") and fields[1] not in paths:
+            paths.append(fields[1])
+    return paths
+
+
+def _check_power(config: Config, hal: Any) -> list[Check]:
+    from flight.hal.base import HalError
+    from flight.hal.sysfs import under
+
+    if hal is None:
+        return [Check("power modes", Status.SKIP, f"{config.hal_backend} backend: modes come from the board profile")]
+    rows: list[Check] = []
+    if config.hal_backend != "jetson":
+        modes = hal.power_modes()
+        current = hal.current_power_mode()
+        rows.append(Check("power modes", Status.PASS,
+                          f"software modes {', '.join(m.name for m in modes)} (a PC has no nvpmodel); "
+                          f"current {current.name if current else 'unknown'}",
+                          {"modes": [m.name for m in modes], "current": current.name if current else None}))
+        return rows
+    try:
+        conf = hal.nvpmodel_conf()
+    except HalError as exc:
+        return [Check("power modes", Status.FAIL, str(exc))]
+    names = [m.name for m in conf.modes]
+    if not conf.modes:
+        return [Check("power modes", Status.FAIL, f"{hal.conf_path} defines no POWER_MODEL blocks")]
+    try:
+        current = hal.current_power_mode()
+    except HalError as exc:
+        rows.append(Check("power modes", Status.FAIL, f"{len(names)} modes in {hal.conf_path} "
+                          f"({', '.join(names)}), but the current one is unknown: {exc}", {"modes": names}))
+    else:
+        rows.append(Check("power modes", Status.PASS,
+                          f"current {current.name} (ID {current.id}) of {', '.join(names)} ({hal.conf_path})",
+                          {"modes": names, "current": current.name, "current_id": current.id}))
+    if conf.skipped:
+        rows.append(Check("power modes conf", Status.WARN, "nvpmodel.conf lines skipped: " + "; ".join(conf.skipped[:5]),
+                          {"skipped": list(conf.skipped)}))
+    if hal.profile is not None:
+        absent = [m.name for m in hal.profile.modes if m.name not in names]
+        if absent:
+            rows.append(Check("power modes profile", Status.WARN,
+                              f"the {hal.profile.id} profile knows {', '.join(absent)}, which this nvpmodel.conf "
+                              "does not offer (another JetPack release?); the agent uses the conf's modes",
+                              {"absent": absent}))
+
+    # Setting a mode runs nvpmodel as this user: it must be able to write what the conf names.
+    paths = [under(Path(config.hal_root), p) for p in nvpmodel_sysfs_paths(hal.conf_path.read_text())]
+    present = [p for p in paths if p.exists()]
+    status_dir = under(Path(config.hal_root), "/var/lib/nvpmodel")
+    targets = present + ([status_dir] if status_dir.exists() else [])
+    locked = [str(p) for p in targets if not os.access(p, os.W_OK)]
+    data = {"files": len(paths), "present": len(present), "not_writable": locked, "uid": os.geteuid()}
+    if paths and not present:
+        rows.append(Check("power control", Status.WARN,
+                          f"none of the {len(paths)} files {hal.conf_path} names exists under {config.hal_root} "
+                          "(a fake or partial tree, or [hal] root is wrong)", data))
+    elif not locked:
+        rows.append(Check("power control", Status.PASS,
+                          f"nvpmodel can write the {len(present)} files its conf names"
+                          + (f" ({len(paths) - len(present)} absent on this board)" if len(paths) > len(present) else ""),
+                          data))
+    else:
+        rows.append(Check("power control", Status.WARN,
+                          f"{len(locked)} of {len(targets)} files nvpmodel writes are not writable by uid "
+                          f"{os.geteuid()} (first: {locked[0]}): setting a power mode would fail for this user. "
+                          "The service grants its group write access at start (sunlit-power-access); "
+                          "run the selftest as the service user once the agent has started", data))
+    return rows
+
+
+def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Check]:
+    from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
+
+    if not check_link:
+        return [Check("link", Status.SKIP, "not checked (--no-link)")]
+    try:
+        link = parse_link_url(config.link_url)
+    except LinkConfigError as exc:
+        return [Check("link", Status.FAIL, str(exc))]
+    if link.kind == "SERIAL":
+        return [_check_serial(link.device, link.baud)]
+    ipc_paths = [Path(e[len("ipc://"):]) for e in (link.cmd_endpoint, link.tm_endpoint) if e.startswith("ipc://")]
+    if ipc_paths:
+        # Never bind over a live ipc socket: ZeroMQ would take the path from the agent holding it.
+        if any(_unix_listening(p) for p in ipc_paths):
+            if _answers_ping(config.link_url, timeout_s):
+                return [Check("link", Status.PASS, f"{link.cmd_endpoint} is in use by an agent that answers a "
+                              "PUS ping (17,1)", {"bound": False, "agent_answers": True})]
+            return [Check("link", Status.FAIL, f"{link.cmd_endpoint} is in use by something that does not answer "
+                          f"a PUS ping within {timeout_s:g} s", {"bound": False, "agent_answers": False})]
+        missing = sorted({str(p.parent) for p in ipc_paths if not p.parent.is_dir()})
+        if missing:
+            return [Check("link", Status.WARN, f"{', '.join(missing)} does not exist (systemd makes /run/sunlit when "
+                          "the service starts, RuntimeDirectory=)", {"bound": False})]
+    try:
+        flight_link = open_flight_link(link)
+    except OSError as bind_error:
+        if _answers_ping(config.link_url, timeout_s):
+            return [Check("link", Status.PASS,
+                          f"{link.cmd_endpoint} is in use by an agent that answers a PUS ping (17,1)",
+                          {"bound": False, "agent_answers": True})]
+        return [Check("link", Status.FAIL,
+                      f"{bind_error}; nothing there answered a PUS ping within {timeout_s:g} s",
+                      {"bound": False, "agent_answers": False})]
+    flight_link.close()
+    return [Check("link", Status.PASS, f"can bind {link.cmd_endpoint} and {link.tm_endpoint} (no agent running)",
+                  {"bound": True})]
+
+
+def _unix_listening(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket ``path`` (a stale file does not)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _answers_ping(url: str, timeout_s: float) -> bool:
+    """Send a PUS ping (17,1) to the agent and wait for any TM(17,x) back, on the reply or the stream."""
+    import zmq
+
+    from flight.link.apid import Apid
+    from flight.link.packets import PacketError, Service, Subtype, Telemetry, pack_tc, unpack
+    from flight.link.transport import open_ground_link
+
+    ground = open_ground_link(url)
+    try:
+        poller = zmq.Poller()
+        for item in ground.pollables():
+            poller.register(item, zmq.POLLIN)
+        deadline = time.monotonic() + timeout_s
+        next_ping = 0.0
+        while (now := time.monotonic()) < deadline:
+            if now >= next_ping:  # the SUB may join late, and a DEALER connects lazily: ping again
+                ground.send(pack_tc(Apid.AGENT, 0, Service.TEST, Subtype.PING, source_id=0x5E1F))
+                ground.flush()
+                next_ping = now + 0.25
+            poller.poll(max(1, int((min(deadline, next_ping) - now) * 1000)))
+            for raw in ground.receive():
+                try:
+                    packet = unpack(raw)
+                except PacketError:
+                    continue
+                if isinstance(packet, Telemetry) and packet.service == Service.TEST:
+                    return True
+        return False
+    finally:
+        ground.close()
+
+
+def _check_serial(device: str, baud: int) -> Check:
+    path = Path(device)
+    if not path.exists():
+        return Check("link", Status.FAIL,
+                     f"{device}: no such device; plug in the adapter, or check the udev rule "
+                     "(/etc/udev/rules.d/99-sunlit-link.rules) and the UART the config names", {"device": device})
+    shown = f"{device} -> {path.resolve()}" if path.is_symlink() else device
+    try:
+        import serial
+    except ImportError as exc:
+        return Check("link", Status.FAIL, f"pyserial missing: {exc}")
+    try:
+        port = serial.Serial(device, baud, timeout=0, write_timeout=0, exclusive=True)
+    except serial.SerialException as exc:
+        text = str(exc)
+        if "lock" in text.lower() or "busy" in text.lower():
+            return Check("link", Status.WARN,
+                         f"{shown} exists but another process holds it (the running agent does; stop it to test "
+                         f"the port): {text}", {"device": device, "opened": False})
+        hint = "; the service user must be in group dialout" if "ermission" in text else ""
+        return Check("link", Status.FAIL, f"{shown}: cannot open: {text}{hint}", {"device": device, "opened": False})
+    port.close()
+    return Check("link", Status.PASS, f"{shown} opens at {baud} baud", {"device": device, "opened": True})
+
+
+def _check_disk(config: Config, min_free_mb: float) -> list[Check]:
+    state_dir = Path(config.state_dir)
+    probe = state_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    free_mb = usage.free / 1e6
+    data = {"path": str(probe), "free_mb": round(free_mb, 1), "min_free_mb": min_free_mb}
+    if free_mb < min_free_mb:
+        return [Check("disk", Status.FAIL,
+                      f"{free_mb:.0f} MB free under {probe}, below {min_free_mb:g} MB: state and checkpoints "
+                      "cannot be written safely", data)]
+    rows = [Check("disk", Status.PASS, f"{free_mb:.0f} MB free under {probe} (at least {min_free_mb:g} MB)", data)]
+    if not state_dir.exists():
+        rows.append(Check("state dir", Status.WARN, f"{state_dir} does not exist yet (install.sh makes it)"))
+    elif not os.access(state_dir, os.W_OK | os.X_OK):
+        rows.append(Check("state dir", Status.FAIL,
+                          f"{state_dir} is not writable by uid {os.geteuid()}: the agent could not save its state "
+                          "(run the selftest as the service user)"))
+    return rows
+
+
+def _check_store(config: Config) -> list[Check]:
+    from flight.compute.store import Copy, ModelIntegrityError, ModelStore
+
+    compute_dir = config.compute_dir or Path(config.state_dir) / "compute"
+    store = ModelStore(compute_dir / "models")
+    try:
+        problems = store.verify_all()
+    except OSError as exc:
+        return [Check("model store", Status.FAIL, f"{store.root}: cannot read: {exc}")]
+    rows = [Check(f"model store {p.copy.value}", Status.FAIL,
+                  f"{p.name or 'manifest'}: {p.problem.value}: {p.detail or p.path}",
+                  {"copy": p.copy.value, "name": p.name, "problem": p.problem.value, "path": str(p.path)})
+            for p in problems]
+    try:
+        working = store.list(Copy.WORKING)
+        golden = store.list(Copy.GOLDEN)
+    except ModelIntegrityError:
+        return rows  # already reported by verify_all
+    if not golden:
+        status = Status.SKIP if config.compute_enabled is False else Status.FAIL
+        rows.append(Check("model store", status,
+                          f"no golden copy in {store.golden_root}: the compute worker installs the shipped model on "
+                          "its first start, deploy/install.sh at install" + (" (compute is off)" if status is Status.SKIP else ""),
+                          {"root": str(store.root), "working": [e.name for e in working], "golden": []}))
+    elif not problems:
+        rows.append(Check("model store", Status.PASS,
+                          f"{store.root}: working {', '.join(f'{e.name}@{e.version}' for e in working) or 'none'}; "
+                          f"golden {', '.join(f'{e.name}@{e.version}' for e in golden)}; every SHA-256 matches",
+                          {"root": str(store.root), "working": [e.name for e in working], "golden": [e.name for e in golden]}))
+    return rows
+
+
+def _check_key(key_path: Path) -> list[Check]:
+    try:
+        st = key_path.stat()
+    except FileNotFoundError:
+        return [Check("link key", Status.FAIL, f"{key_path}: missing (deploy/install.sh makes one)", {"path": str(key_path)})]
+    except PermissionError:
+        return [Check("link key", Status.FAIL, f"{key_path}: cannot look at it as uid {os.geteuid()} "
+                      "(run the selftest as the service user or root)", {"path": str(key_path)})]
+    mode = stat.S_IMODE(st.st_mode)
+    data = {"path": str(key_path), "mode": f"{mode:04o}", "uid": st.st_uid, "size": st.st_size}
+    if not stat.S_ISREG(st.st_mode):
+        return [Check("link key", Status.FAIL, f"{key_path}: not a regular file", data)]
+    if mode != 0o600:
+        return [Check("link key", Status.FAIL, f"{key_path}: mode {mode:04o}, must be 0600 (chmod 600 {key_path})", data)]
+    try:
+        key = key_path.read_bytes()
+    except PermissionError:
+        return [Check("link key", Status.FAIL, f"{key_path}: not readable by uid {os.geteuid()} "
+                      "(run the selftest as the service user or root)", data)]
+    if len(key) != KEY_BYTES:
+        return [Check("link key", Status.FAIL, f"{key_path}: {len(key)} bytes, expected {KEY_BYTES}", data)]
+    if key == bytes(KEY_BYTES):
+        return [Check("link key", Status.FAIL, f"{key_path}: all zeros, not a key", data)]
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner = str(st.st_uid)
+    return [Check("link key", Status.PASS, f"{key_path}: {KEY_BYTES} bytes, mode 0600, owner {owner}", data)]
+
+
+# --- running it -----------------------------------------------------------------------------
+
+
+def _guarded(name: str, check: Callable[[], list[Check]]) -> list[Check]:
+    """A check that raises becomes a FAIL row: the selftest itself must never crash half-way."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - reported, with the type, as a failed check
+        return [Check(name, Status.FAIL, f"the check itself failed: {type(exc).__name__}: {exc}")]
+
+
+def run_selftest(
+    config: Config,
+    *,
+    check_link: bool = True,
+    key_path: Path | str = DEFAULT_KEY_PATH,
+    min_free_mb: float = DEFAULT_MIN_FREE_MB,
+    ping_timeout_s: float = PING_TIMEOUT_S,
+) -> SelftestReport:
+    """Run every check against ``config``; see the module docstring for what each does."""
+    started = time.monotonic()
+    rows: list[Check] = []
+    rows += _check_config(config)
+    rows += _guarded("onnxruntime", lambda: _check_providers(config))
+    hal = None
+    try:
+        hal = open_configured_hal(config)
+    except Exception as exc:  # noqa: BLE001 - HalError, OSError, a bad board name...
+        rows.append(Check("hal", Status.FAIL, f"cannot open the {config.hal_backend} HAL: {exc}"))
+    else:
+        if hal is not None and config.hal_backend == "jetson":
+            model = getattr(hal, "model", None)
+            if hal.profile is None:
+                rows.append(Check("board", Status.FAIL,
+                                  f"model {model!r} is not a known Orin and the config names no board: "
+                                  "no profile, so no list of sensors to expect", {"model": model}))
+            else:
+                rows.append(Check("board", Status.PASS, f"{hal.profile.name} ({hal.profile.id}), model {model!r}",
+                                  {"board": hal.profile.id, "model": model}))
+        rows += _guarded("sensors", lambda: _check_sensors(config, hal))
+        rows += _guarded("power modes", lambda: _check_power(config, hal))
+    finally:
+        if hal is not None:
+            hal.close()
+    rows += _guarded("link", lambda: _check_link(config, check_link, ping_timeout_s))
+    rows += _guarded("disk", lambda: _check_disk(config, min_free_mb))
+    rows += _guarded("model store", lambda: _check_store(config))
+    rows += _guarded("link key", lambda: _check_key(Path(key_path)))
+    return SelftestReport(tuple(rows), config.source, time.monotonic() - started)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The selftest's options, on ``parser`` (its own, or ``sunlit-flight``'s subparser)."""
+    parser.add_argument("--config", help=f"TOML configuration (default {DEFAULT_CONFIG} if it exists, else the "
+                                         "built-in defaults)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
+    parser.add_argument("--no-link", action="store_true", help="do not bind or open the link")
+    parser.add_argument("--key", default=str(DEFAULT_KEY_PATH), help=f"the link key file (default {DEFAULT_KEY_PATH})")
+    parser.add_argument("--min-free-mb", type=float, default=DEFAULT_MIN_FREE_MB, metavar="MB",
+                        help=f"free space the state directory needs (default {DEFAULT_MIN_FREE_MB:g} MB)")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run with parsed options; 0 passed, 1 failed, 2 the configuration cannot be used."""
+    path = args.config
+    try:
+        if not path and DEFAULT_CONFIG.exists():
+            path = DEFAULT_CONFIG
+        config = load_config(path)
+    except (ConfigError, OSError) as exc:
+        if isinstance(exc, OSError):  # /etc/sunlit is root:sunlit 0750: cannot even look in it
+            exc = ConfigError(f"{exc.filename or path}: cannot read it as uid {os.geteuid()}: {exc.strerror}")
+        if args.json:
+            print(json.dumps({"passed": False, "config": str(path), "error": str(exc), "rows": []}))
+        else:
+            print(f"sunlit selftest: {exc}", file=sys.stderr)
+        return 2
+    report = run_selftest(config, check_link=not args.no_link, key_path=args.key, min_free_mb=args.min_free_mb)
+    if args.json:
+        print(json.dumps(report.to_json(), default=str))
+    else:
+        print(report.table())
+    return 0 if report.passed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sunlit-flight selftest", description=__doc__.split("\n\n")[0])
+    return run_from_args(add_arguments(parser).parse_args(argv))
+
+
+__all__ = [
+    "Check",
+    "SelftestReport",
+    "Status",
+    "add_arguments",
+    "main",
+    "nvpmodel_sysfs_paths",
+    "run_from_args",
+    "run_selftest",
+    "tiny_model_bytes",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

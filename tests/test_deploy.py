@@ -1,0 +1,815 @@
+"""deploy/: install.sh and uninstall.sh into temporary roots, the systemd units, the udev
+rule, the helpers, push.sh.
+
+install.sh runs offline here (--venv-from this test run's virtualenv: the installed venv
+sees its packages, and Sunlit itself is built from a copy of the checkout without an
+index), so a real install into a temporary root takes a second or two.
+"""
+
+from __future__ import annotations
+
+import configparser
+import grp
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flight.config import load_config
+from flight.hal.jetson import detect_board
+from flight.selftest import nvpmodel_sysfs_paths
+from hil.agent_process import free_tcp_port_pair
+from tests.fakeboard import BOARDS, FIXTURES
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+INSTALL = DEPLOY / "install.sh"
+UNINSTALL = DEPLOY / "uninstall.sh"
+ORIN_NX_MODEL = BOARDS["orin_nx_16gb"].model  # "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"
+IN_VENV = sys.prefix != sys.base_prefix
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def setuptools_major() -> int:
+    try:
+        import setuptools
+    except ImportError:
+        return 0
+    return int(setuptools.__version__.split(".")[0])
+
+
+@pytest.fixture(scope="session")
+def source(tmp_path_factory) -> Path:
+    """A copy of the checkout's code: the tests must not see (or leave) build output in the
+    real one, nor reinstall because a colleague saved a file between two runs."""
+    src = tmp_path_factory.mktemp("source")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for item in ("pyproject.toml", "README.md", "flight", "ground", "hil"):
+        path = REPO / item
+        if path.is_dir():
+            shutil.copytree(path, src / item, ignore=ignore)
+        else:
+            shutil.copy2(path, src / item)
+    # Built offline with this venv's setuptools: pyproject's test extra asks for >= 77 (the SPDX
+    # license string, and bdist_wheel without the wheel package).
+    return src
+
+
+def jetson_root(path: Path, model: str = ORIN_NX_MODEL) -> Path:
+    """An empty target root whose device tree says it is ``model``."""
+    (path / "proc" / "device-tree").mkdir(parents=True)
+    (path / "proc" / "device-tree" / "model").write_bytes(model.encode() + b"\0")
+    return path
+
+
+def run_script(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, f"{script.name} {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def install(root: Path, source: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    return run_script(INSTALL, "--root", str(root), "--source", str(source), "--venv-from", sys.prefix,
+                      "--no-systemctl", *args, check=check)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything about every entry under ``root`` that a change would touch."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out[str(path.relative_to(root))] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[str(path.relative_to(root))] = ("dir", st.st_mode, st.st_uid, st.st_mtime_ns)
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                out[str(path.relative_to(root))] = ("file", st.st_mode, st.st_uid, st.st_mtime_ns, digest)
+    return out
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, source):
+    """One real install into a temporary Orin NX root, shared by the checks that only look."""
+    root = jetson_root(tmp_path_factory.mktemp("root"))
+    first = install(root, source)
+    return root, first
+
+
+# --- install.sh: dry run ---------------------------------------------------------------------
+
+
+def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    before = snapshot(root)
+    out = run_script(INSTALL, "--root", str(root), "--source", str(source), "--python", sys.executable,
+                     "--dry-run", "--no-systemctl").stdout
+    assert snapshot(root) == before
+    for expected in (
+        f"would create {root}/opt/sunlit (0755)",
+        f"would create {root}/etc/sunlit/keys (0700)",
+        f"would create {root}/var/lib/sunlit/state (0750)",
+        "would create the virtual environment",
+        f"would install {root}/etc/sunlit/agent.toml",
+        f"would install {root}/etc/systemd/system/sunlit-agent.service",
+        f"would install {root}/etc/udev/rules.d/99-sunlit-link.rules",
+        f"would generate the link key {root}/etc/sunlit/keys/link.key",
+        "$ install -d -m 0755",
+        "$ (umask 077; head -c 32 /dev/urandom > ",  # steps done by a function show their commands too
+        f"$ tar -C {source} -cf - ",
+        "-m pip install --no-deps --force-reinstall",
+    ):
+        assert expected in out, out
+    assert re.search(r"dry run: \d+ change\(s\) would be made; nothing was changed", out)
+    assert "not creating user sunlit: --root is not /" in out
+
+
+# --- install.sh: a real install and a second run ------------------------------------------------
+
+
+def test_install_lays_out_the_board(installed):
+    root, first = installed
+    out = first.stdout
+    assert "board profile orin_nx_16gb" in out and "not creating user sunlit: --root is not /" in out
+    assert re.search(r"done: \d+ change\(s\)", out)
+    for path, want in [("opt/sunlit", 0o755), ("etc/sunlit", 0o750), ("etc/sunlit/keys", 0o700),
+                       ("var/lib/sunlit", 0o750), ("var/lib/sunlit/state", 0o750), ("var/lib/sunlit/compute", 0o750)]:
+        assert (root / path).is_dir() and mode(root / path) == want, path
+    key = root / "etc/sunlit/keys/link.key"
+    assert mode(key) == 0o600 and len(key.read_bytes()) == 32 and key.read_bytes() != bytes(32)
+    # units, journald drop-in and udev rule: copied as they are in deploy/ (the rule with this board's UART)
+    for rel, src in [("etc/systemd/system/sunlit-agent.service", "systemd/sunlit-agent.service"),
+                     ("etc/systemd/system/sunlit-safe.service", "systemd/sunlit-safe.service"),
+                     ("etc/systemd/journald.conf.d/sunlit.conf", "systemd/journald.conf.d/sunlit.conf"),
+                     ("etc/udev/rules.d/99-sunlit-link.rules", "udev/99-sunlit-link.rules")]:
+        assert (root / rel).read_bytes() == (DEPLOY / src).read_bytes(), rel
+        assert mode(root / rel) == 0o644
+    for helper in ("sunlit-power-access", "sunlit-safe-config"):
+        assert mode(root / "opt/sunlit/libexec" / helper) == 0o755
+    assert (root / "opt/sunlit/venv/bin/sunlit-flight").exists()
+    assert (root / "var/lib/sunlit/compute/models/golden/manifest.json").exists()
+    assert mode(root / "etc/sunlit/install.conf") == 0o640
+
+
+def test_the_config_is_for_the_detected_module(installed):
+    root, _ = installed
+    conf = root / "etc/sunlit/agent.toml"
+    assert mode(conf) == 0o640
+    text = conf.read_text()
+    assert f'model "{ORIN_NX_MODEL}" -> orin_nx_16gb' in text and '# board = "orin_nx_16gb"' in text
+    config = load_config(conf)
+    assert (config.hal_backend, config.board) == ("jetson", None)  # detected at each start
+    assert config.state_dir == Path("/var/lib/sunlit/state") and config.compute_dir == Path("/var/lib/sunlit/compute")
+    assert config.link_url == "zmq://127.0.0.1:5550" and config.bench_supply is False
+    assert (root / "opt/sunlit/share/agent.default.toml").read_text() == text
+
+
+def test_a_second_run_changes_nothing_and_says_so(installed, source):
+    root, _ = installed
+    before = snapshot(root)
+    out = install(root, source).stdout
+    assert snapshot(root) == before
+    assert out.rstrip().endswith(f"nothing to change: Sunlit is installed and up to date in {root}")
+    changes = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith(("  ok:", "  WARNING"))
+               and not line.startswith("    ")]
+    assert all(not re.match(r"  (create|install|update|chmod|chown|generate|copy|enable)\b", line) for line in changes), changes
+
+
+def test_the_installed_venv_runs_the_selftest(installed, tmp_path):
+    """The acceptance check after an install: the selftest from the installed venv, on this
+    machine's linux backend, with the state directory, store and key install.sh made."""
+    root, _ = installed
+    config = tmp_path / "selftest.toml"
+    config.write_text(
+        f'[link]\nurl = "zmq://127.0.0.1:{free_tcp_port_pair()}"\n[hal]\nbackend = "linux"\n'
+        f'[paths]\nstate_dir = "{root}/var/lib/sunlit/state"\n[compute]\ndir = "{root}/var/lib/sunlit/compute"\n'
+    )
+    proc = subprocess.run([str(root / "opt/sunlit/venv/bin/python"), "-m", "flight.selftest", "--config", str(config),
+                           "--key", str(root / "etc/sunlit/keys/link.key"), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    body = json.loads(proc.stdout)
+    assert proc.returncode == 0 and body["passed"], proc.stdout + proc.stderr
+    status = {r["check"]: r["status"] for r in body["rows"]}
+    assert status["model store"] == "PASS" and status["link key"] == "PASS" and status["onnxruntime"] == "PASS"
+    where = subprocess.run([str(root / "opt/sunlit/venv/bin/python"), "-c", "import flight; print(flight.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path).stdout
+    assert where.startswith(str(root / "opt/sunlit/venv")), where  # the installed copy, not the checkout
+
+
+def test_safe_config_turns_compute_off_and_falls_back_to_the_default(installed, tmp_path):
+    root, _ = installed
+    python = str(root / "opt/sunlit/venv/bin/python")
+    helper = str(root / "opt/sunlit/libexec/sunlit-safe-config")
+    default = root / "opt/sunlit/share/agent.default.toml"
+    conf = tmp_path / "agent.toml"
+    conf.write_text((root / "etc/sunlit/agent.toml").read_text() + '\n[parameters]\nbattery_floor_pct = 40.0\n')
+    out = tmp_path / "safe.toml"
+    proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    safe, normal = load_config(out), load_config(conf)
+    assert safe.compute_enabled is False
+    assert (safe.link_url, safe.hal_backend, safe.state_dir, safe.parameters) == (
+        normal.link_url, normal.hal_backend, normal.state_dir, normal.parameters)
+    conf.write_text("[link]\nurl = 'tcp://nowhere'\n")  # the kind of config that keeps the agent from starting
+    proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0 and f"using {default}" in proc.stderr
+    assert load_config(out).compute_enabled is False and load_config(out).hal_backend == "jetson"
+    proc = subprocess.run([python, helper, str(conf), str(tmp_path / "none.toml"), str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "cannot be used either" in proc.stderr
+
+
+def test_an_existing_config_and_key_are_kept(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    mine = '[link]\nurl = "serial:///dev/sunlit-link?baud=57600"\n'
+    (root / "etc/sunlit/keys").mkdir(parents=True)
+    (root / "etc/sunlit/agent.toml").write_text(mine)
+    key = root / "etc/sunlit/keys/link.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o644)
+    out = install(root, source).stdout
+    assert (root / "etc/sunlit/agent.toml").read_text() == mine
+    new = root / "etc/sunlit/agent.toml.new"
+    assert new.exists() and "never overwritten" in out and f"diff {root}/etc/sunlit/agent.toml {new}" in out
+    assert key.read_bytes() == b"k" * 32 and mode(key) == 0o600 and f"chmod 0600 {key}" in out
+    # Again: the user's config is theirs, the default has not changed: nothing to say or do.
+    assert install(root, source).stdout.rstrip().endswith("nothing to change: Sunlit is installed and up to date in " + str(root))
+    # A new default (another link) is offered beside it, the user's file still untouched.
+    out = install(root, source, "--link", "zmq://0.0.0.0:6000").stdout
+    assert 'url = "zmq://0.0.0.0:6000"' in new.read_text() and (root / "etc/sunlit/agent.toml").read_text() == mine
+    assert f"update {new}" in out
+
+
+def test_unknown_board_gets_the_linux_backend(tmp_path, source):
+    root = jetson_root(tmp_path / "root", "Raspberry Pi 4 Model B Rev 1.4")
+    out = install(root, source).stdout
+    assert '"Raspberry Pi 4 Model B Rev 1.4" is not an Orin Nano, Orin NX or AGX Orin: configuring the linux backend' in out
+    config = load_config(root / "etc/sunlit/agent.toml")
+    assert config.hal_backend == "linux" and "board" not in (root / "etc/sunlit/agent.toml").read_text().split("[hal]")[1].split("[")[0]
+
+
+def test_enable_under_a_root_with_systemctl(tmp_path, source):
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed")
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    root = jetson_root(tmp_path / "root", BOARDS["agx_orin_64gb"].model)
+    args = ["--root", str(root), "--source", str(source), "--venv-from", sys.prefix]
+    out = run_script(INSTALL, *args).stdout
+    link = root / "etc/systemd/system/multi-user.target.wants/sunlit-agent.service"
+    assert f"enable sunlit-agent.service in {root}" in out and os.readlink(link) == "/etc/systemd/system/sunlit-agent.service"
+    assert 'KERNEL=="ttyTHS1"' in (root / "etc/udev/rules.d/99-sunlit-link.rules").read_text()  # AGX Orin's UART
+    out = run_script(INSTALL, *args).stdout
+    assert f"ok: sunlit-agent.service enabled in {root}" in out and "nothing to change" in out
+    out = run_script(UNINSTALL, "--root", str(root)).stdout
+    assert f"disable sunlit-agent.service in {root}" in out and not link.exists()
+
+
+def test_uart_option_and_board_option(tmp_path, source):
+    root = jetson_root(tmp_path / "root", "Custom carrier, no model we know")
+    out = run_script(INSTALL, "--root", str(root), "--source", str(source), "--python", sys.executable, "--dry-run",
+                     "--no-systemctl", "--board", "orin_nano", "--uart", "/dev/ttyTHS2").stdout
+    assert "board orin_nano (--board" in out and "/dev/ttyTHS2 (chosen)" in out
+    bad = run_script(INSTALL, "--root", str(root), "--dry-run", "--board", "xavier", check=False)
+    assert bad.returncode == 2 and "--board xavier: choose orin_nano, orin_nx_16gb or agx_orin_64gb" in bad.stderr
+
+
+def test_choices_are_kept_by_a_run_without_them(tmp_path, source):
+    """An update is `push.sh HOST` with no options: the UART, link and board chosen at the
+    first install must survive it (the SAFE fallback's default config and the udev rule)."""
+    root = jetson_root(tmp_path / "root", "Custom carrier, no model we know")
+    link = "serial:///dev/sunlit-link?baud=115200"
+    install(root, source, "--uart", "ttyTHS2", "--link", link, "--board", "orin_nano")
+    rule = root / "etc/udev/rules.d/99-sunlit-link.rules"
+    default = root / "opt/sunlit/share/agent.default.toml"
+    assert 'KERNEL=="ttyTHS2"' in rule.read_text() and f'url = "{link}"' in default.read_text()
+    assert (root / "etc/sunlit/install.conf").read_text().splitlines()[1:] == [
+        "board=orin_nano", f"link={link}", "uart=ttyTHS2"]
+    before = snapshot(root)
+    out = install(root, source).stdout
+    assert "nothing to change" in out and snapshot(root) == before
+    assert "board orin_nano (--board" in out and f"link {link}" in out
+    # Given again, a choice changes: back to the board's default UART.
+    install(root, source, "--uart", "ttyTHS0")
+    assert 'KERNEL=="ttyTHS0"' in rule.read_text() and f'url = "{link}"' in default.read_text()
+
+
+def test_a_link_url_that_would_break_the_toml_is_refused(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    bad = run_script(INSTALL, "--root", str(root), "--dry-run", "--link", 'zmq://x"\n[hal]', check=False)
+    assert bad.returncode == 2 and "a link URL has no spaces, quotes or backslashes" in bad.stderr
+
+
+def fake_systemctl(directory: Path, version: int) -> dict[str, str]:
+    """A PATH whose systemctl says it is systemd ``version`` (and does nothing else)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "systemctl"
+    exe.write_text(f'#!/bin/sh\n[ "$1" = --version ] && echo "systemd {version} ({version}.1-1)"\nexit 0\n')
+    exe.chmod(0o755)
+    return {**os.environ, "PATH": f"{directory}:{os.environ['PATH']}"}
+
+
+def test_restart_mode_dropin_only_where_systemd_needs_it(tmp_path, source):
+    """systemd >= 254 passes a restarting service through "failed", which would start the
+    SAFE fallback after one crash: install.sh adds RestartMode=direct there, and only there."""
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    root = jetson_root(tmp_path / "root")
+    dropin = root / "etc/systemd/system/sunlit-agent.service.d/10-restart-mode.conf"
+    args = ["bash", str(INSTALL), "--root", str(root), "--source", str(source), "--venv-from", sys.prefix,
+            "--no-systemctl"]
+    new = subprocess.run(args, env=fake_systemctl(tmp_path / "v255", 255), capture_output=True, text=True, check=True)
+    assert "[Service]\nRestartMode=direct\n" in dropin.read_text() and "systemd 255" in dropin.read_text()
+    assert f"install {dropin}" in new.stdout
+    old = subprocess.run(args, env=fake_systemctl(tmp_path / "v249", 249), capture_output=True, text=True, check=True)
+    assert not dropin.exists() and "systemd 249 has no RestartMode=" in old.stdout
+    again = subprocess.run(args, env=fake_systemctl(tmp_path / "v249", 249), capture_output=True, text=True, check=True)
+    assert "ok: no RestartMode= drop-in (systemd 249 < 254)" in again.stdout and "nothing to change" in again.stdout
+
+
+def fake_ort_gpu_wheel(directory: Path) -> Path:
+    """A stand-in for NVIDIA's onnxruntime_gpu wheel: a module that says it has CUDA."""
+    import base64
+    import zipfile
+
+    files = {
+        "onnxruntime/__init__.py": '__version__ = "9.9.9"\n\ndef get_available_providers():\n'
+                                   '    return ["CUDAExecutionProvider", "CPUExecutionProvider"]\n',
+        "onnxruntime_gpu-9.9.9.dist-info/METADATA": "Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 9.9.9\n",
+        "onnxruntime_gpu-9.9.9.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append("onnxruntime_gpu-9.9.9.dist-info/RECORD,,")
+    files["onnxruntime_gpu-9.9.9.dist-info/RECORD"] = "\n".join(record) + "\n"
+    wheel = directory / "onnxruntime_gpu-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return wheel
+
+
+@pytest.mark.skipif(setuptools_major() < 77, reason="building Sunlit offline needs setuptools >= 77 in this venv "
+                    "(the test extra installs it)")
+def test_no_pip_installs_wheels_offline(tmp_path, source):
+    """--no-pip: Sunlit from a wheel, and a GPU onnxruntime wheel put in place of the CPU one."""
+    wheels = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(wheels), str(source)], check=True, capture_output=True, cwd=tmp_path, timeout=300)
+    (wheel,) = wheels.glob("sunlit-*.whl")
+    ort_wheel = fake_ort_gpu_wheel(wheels)
+    root = jetson_root(tmp_path / "root")
+    args = ["--root", str(root), "--source", str(wheel), "--python", sys.executable, "--no-pip", "--no-systemctl",
+            "--ort-wheel", str(ort_wheel)]
+    out = run_script(INSTALL, *args).stdout
+    assert "without dependencies, offline (--no-pip: the agent will not run)" in out
+    assert f"install ONNX Runtime (gpu-wheel: {ort_wheel})" in out
+    assert "installed: onnxruntime 9.9.9, providers CUDAExecutionProvider, CPUExecutionProvider" in out
+    assert "model store]\n  not prepared" in out
+    assert list((root / "opt/sunlit/venv/lib").glob("python*/site-packages/flight/selftest.py"))
+    assert not (root / "opt/sunlit/src").exists()  # a wheel is installed as it is
+    before = snapshot(root)
+    out = run_script(INSTALL, *args).stdout
+    assert "ok: ONNX Runtime as chosen (gpu-wheel)" in out and out.rstrip().endswith("up to date in " + str(root))
+    assert snapshot(root) == before
+
+
+# --- ONNX Runtime: which build -------------------------------------------------------------------
+
+
+def pytag() -> str:
+    return f"cp{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def dry_run(root: Path, source: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_script(INSTALL, "--root", str(root), "--source", str(source), "--python", sys.executable,
+                      "--dry-run", "--no-systemctl", *args, check=check)
+
+
+def test_onnxruntime_gpu_wheel_from_a_directory(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    arch = os.uname().machine
+    for name in (f"onnxruntime_gpu-1.18.0-{pytag()}-{pytag()}-linux_{arch}.whl",
+                 f"onnxruntime_gpu-1.20.0-{pytag()}-{pytag()}-linux_{arch}.whl",
+                 f"onnxruntime_gpu-1.23.0-cp39-cp39-linux_{arch}.whl"):  # another Python: never chosen
+        (wheels / name).write_bytes(b"not really a wheel")
+    out = dry_run(root, source, "--ort-wheel", str(wheels)).stdout
+    chosen = f"onnxruntime_gpu-1.20.0-{pytag()}-{pytag()}-linux_{arch}.whl"
+    assert f"choice: NVIDIA's Jetson GPU build of ONNX Runtime, {chosen}" in out
+    assert f"would install ONNX Runtime (gpu-wheel: {wheels / chosen})" in out
+    assert "WARNING" not in out
+
+
+def test_onnxruntime_wheel_found_in_opt_sunlit_wheels(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    (root / "opt/sunlit/wheels").mkdir(parents=True)
+    wheel = root / f"opt/sunlit/wheels/onnxruntime_gpu-1.19.0-{pytag()}-{pytag()}-manylinux_2_28_{os.uname().machine}.whl"
+    wheel.write_bytes(b"x")
+    out = dry_run(root, source).stdout
+    assert f"found {wheel}" in out and "Jetson GPU build" in out
+
+
+def test_onnxruntime_gpu_from_an_index_and_errors(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    out = dry_run(root, source, "--ort-index", "https://pypi.example.org/jp6/cu126").stdout
+    assert "onnxruntime-gpu from https://pypi.example.org/jp6/cu126" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = dry_run(root, source, "--ort-wheel", str(empty), check=False)
+    assert proc.returncode == 2 and f"no onnxruntime_gpu-*-{pytag()}-" in proc.stderr
+
+
+def test_cpu_build_on_a_jetson_says_so(tmp_path, source):
+    out = dry_run(jetson_root(tmp_path / "root"), source).stdout
+    assert "choice: the CPU build of ONNX Runtime" in out
+    assert "WARNING: this is a Jetson" in out and "generic\n  PyPI onnxruntime-gpu has no CUDA for Jetson" in out
+    pc = tmp_path / "pc"
+    pc.mkdir()
+    out = dry_run(pc, source).stdout
+    assert "choice: the CPU build" in out and "WARNING" not in out and "not a Jetson" in out
+
+
+# --- board detection in shell agrees with flight.hal.jetson.detect_board ---------------------------
+
+
+def shell_detect_board(model: str) -> str | None:
+    text = INSTALL.read_text()
+    func = re.search(r"^detect_board\(\) \{\n.*?^\}\n", text, re.M | re.S).group(0)
+    proc = subprocess.run(["bash", "-c", func + 'detect_board "$1"', "_", model], capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+@pytest.mark.parametrize("model", [
+    *(spec.model for spec in BOARDS.values()),
+    "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
+    "NVIDIA Jetson AGX Orin",
+    "NVIDIA Jetson Nano Developer Kit",  # the older, non-Orin Nano
+    "NVIDIA Jetson Xavier NX Developer Kit",
+    "Raspberry Pi 4 Model B",
+    "nvidia jetson orin   nx",
+])
+def test_shell_board_detection_matches_python(model):
+    assert shell_detect_board(" ".join(model.split())) == detect_board(model)
+
+
+def test_model_string_with_nul_and_odd_whitespace(tmp_path, source):
+    root = tmp_path / "root"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson   Orin\tNano Developer Kit\0")
+    out = dry_run(root, source).stdout
+    assert 'model "NVIDIA Jetson Orin Nano Developer Kit" -> board profile orin_nano' in out
+
+
+# --- uninstall.sh --------------------------------------------------------------------------------
+
+
+def test_uninstall_keeps_data_unless_purged(tmp_path, source):
+    root = jetson_root(tmp_path / "root")
+    install(root, source)
+    before = snapshot(root)
+    out = run_script(UNINSTALL, "--root", str(root), "--dry-run", "--no-systemctl").stdout
+    assert snapshot(root) == before and f"would remove {root}/opt/sunlit" in out and "nothing was changed" in out
+    out = run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
+    for gone in ("opt/sunlit", "etc/systemd/system/sunlit-agent.service", "etc/systemd/system/sunlit-safe.service",
+                 "etc/systemd/journald.conf.d/sunlit.conf", "etc/udev/rules.d/99-sunlit-link.rules"):
+        assert not (root / gone).exists(), gone
+    for kept in ("var/lib/sunlit/compute/models/golden/manifest.json", "etc/sunlit/agent.toml", "etc/sunlit/keys/link.key"):
+        assert (root / kept).exists(), kept
+    assert f"kept: {root}/var/lib/sunlit {root}/etc/sunlit" in out
+    assert "nothing to remove from" in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
+    run_script(UNINSTALL, "--root", str(root), "--no-systemctl", "--purge")
+    assert not (root / "var/lib/sunlit").exists() and not (root / "etc/sunlit").exists()
+
+
+# --- systemd ---------------------------------------------------------------------------------------
+
+
+def unit_lines(name: str) -> list[str]:
+    return [line.strip() for line in (DEPLOY / "systemd" / name).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in unit_lines(name):
+        if "=" in line and not line.startswith("["):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def systemd_unit_dir() -> Path | None:
+    for path in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
+        if (path / "multi-user.target").exists():
+            return path
+    return None
+
+
+def verify_root(tmp_path: Path, units: dict[str, str]) -> Path:
+    """A root for `systemd-analyze verify --root`: the system's own units (for targets), ours,
+    and a stub executable at every path our Exec lines name."""
+    root = tmp_path / "verify-root"
+    shutil.copytree(systemd_unit_dir(), root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    for name, text in units.items():
+        (root / "etc/systemd/system" / name).write_text(text)
+        for line in text.splitlines():
+            if line.startswith("Exec"):
+                exe = line.split("=", 1)[1].lstrip("+-@!:").split()[0]
+                stub = root / exe.lstrip("/")
+                stub.parent.mkdir(parents=True, exist_ok=True)
+                stub.write_text("#!/bin/sh\nexit 0\n")
+                stub.chmod(0o755)
+    return root
+
+
+@pytest.fixture
+def systemd_analyze():
+    exe = shutil.which("systemd-analyze")
+    if exe is None or systemd_unit_dir() is None:
+        pytest.skip("systemd-analyze (package systemd) is not installed here")
+    return exe
+
+
+def test_systemd_analyze_verifies_the_units(tmp_path, systemd_analyze):
+    names = ["sunlit-agent.service", "sunlit-safe.service"]
+    root = verify_root(tmp_path, {n: (DEPLOY / "systemd" / n).read_text() for n in names})
+    proc = subprocess.run([systemd_analyze, "verify", "--man=no", f"--root={root}", *names],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "" and proc.stdout.strip() == "", proc.stderr + proc.stdout
+
+
+def test_systemd_analyze_would_catch_a_mistake(tmp_path, systemd_analyze):
+    """The check above is worth something only if verify complains about a bad unit."""
+    text = (DEPLOY / "systemd/sunlit-agent.service").read_text().replace("WatchdogSec=60", "WatchdogSec=sixty")
+    root = verify_root(tmp_path, {"sunlit-agent.service": text})
+    proc = subprocess.run([systemd_analyze, "verify", "--man=no", f"--root={root}", "sunlit-agent.service"],
+                          capture_output=True, text=True, timeout=60)
+    assert "WatchdogSec" in proc.stderr or "sixty" in proc.stderr, proc.stderr
+
+
+def test_agent_unit_is_a_watched_notify_service_with_a_safe_fallback():
+    agent = unit_settings("sunlit-agent.service")
+    assert agent["Type"] == ["notify"] and agent["NotifyAccess"] == ["main"] and int(agent["WatchdogSec"][0]) > 0
+    assert agent["Restart"] == ["on-failure"] and agent["OnFailure"] == ["sunlit-safe.service"]
+    assert int(agent["StartLimitBurst"][0]) >= 2 and int(agent["StartLimitIntervalSec"][0]) > 0
+    assert agent["User"] == ["sunlit"] and agent["ExecStart"] == [
+        "/opt/sunlit/venv/bin/sunlit-flight run --config /etc/sunlit/agent.toml"]
+    assert agent["ProtectSystem"] == ["strict"] and "/var/lib/sunlit" in agent["ReadWritePaths"][0].split()
+    for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges"):
+        assert agent[key] == ["yes"], key
+    assert agent["CapabilityBoundingSet"] == [""] and agent["StandardOutput"] == ["journal"]
+    for key in ("MemoryMax", "CPUWeight", "Nice"):
+        assert key in agent, key
+    # Settings that would break what the agent needs: sysfs writes for nvpmodel, the GPU and
+    # serial device nodes (ProtectClock implies a DeviceAllow= list, which closes the rest).
+    for key in ("ProtectKernelTunables", "PrivateDevices", "DeviceAllow", "DevicePolicy", "ProtectClock",
+                "MemoryDenyWriteExecute"):
+        assert key not in agent, key
+
+
+def test_safe_unit_is_the_agent_with_compute_off_and_never_beside_it():
+    agent, safe = unit_settings("sunlit-agent.service"), unit_settings("sunlit-safe.service")
+    assert safe["Conflicts"] == ["sunlit-agent.service"] and safe["StartLimitIntervalSec"] == ["0"]
+    assert safe["Restart"] == ["always"] and "OnFailure" not in safe and "WantedBy" not in safe
+    assert safe["ExecStart"] == ["/opt/sunlit/venv/bin/sunlit-flight run --config /run/sunlit/agent-safe.toml"]
+    assert any("sunlit-safe-config /etc/sunlit/agent.toml" in line for line in safe["ExecStartPre"])
+    # Same user, resources and sandbox: the fallback must not be a different machine.
+    differ = {"Description", "ExecStart", "ExecStartPre", "Restart", "RestartSec", "SyslogIdentifier", "OnFailure",
+              "StartLimitIntervalSec", "StartLimitBurst", "Conflicts", "WantedBy"}
+    for key in set(agent) | set(safe):
+        if key not in differ:
+            assert agent.get(key) == safe.get(key), key
+
+
+def test_journald_dropin_caps_the_journal():
+    parser = configparser.ConfigParser(strict=True)
+    parser.optionxform = str
+    parser.read(DEPLOY / "systemd/journald.conf.d/sunlit.conf")
+    journal = dict(parser["Journal"])
+    known = {"Storage", "Compress", "SystemMaxUse", "SystemKeepFree", "SystemMaxFileSize", "MaxRetentionSec",
+             "RuntimeMaxUse"}  # journald.conf(5); rate limits are per unit (LogRateLimit*=), not system-wide
+    assert set(journal) <= known and parser.sections() == ["Journal"]
+    assert re.fullmatch(r"\d+[KMG]", journal["SystemMaxUse"])
+
+
+# --- udev ------------------------------------------------------------------------------------------
+
+# udev(7): match keys, assignment keys, and those that take {attribute}.
+_MATCH = {"ACTION", "DEVPATH", "KERNEL", "KERNELS", "NAME", "SYMLINK", "SUBSYSTEM", "SUBSYSTEMS", "DRIVER",
+          "DRIVERS", "ATTR", "ATTRS", "SYSCTL", "ENV", "CONST", "TAG", "TAGS", "TEST", "PROGRAM", "RESULT"}
+_ASSIGN = {"NAME", "SYMLINK", "OWNER", "GROUP", "MODE", "SECLABEL", "ATTR", "SYSCTL", "ENV", "TAG", "RUN", "LABEL",
+           "GOTO", "IMPORT", "OPTIONS"}
+_TOKEN = re.compile(r'\s*([A-Z_]+)(?:\{([^}]*)\})?\s*(==|!=|\+=|-=|:=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def parse_udev_rules(text: str) -> list[list[tuple[str, str | None, str, str]]]:
+    """A small udev rules parser: (key, attribute, operator, value) per token, per rule line.
+    Raises ValueError naming the line for anything udev would reject."""
+    rules = []
+    labels, gotos = set(), []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pos, tokens = 0, []
+        while pos < len(line):
+            m = _TOKEN.match(line, pos)
+            if not m:
+                raise ValueError(f"line {n}: cannot parse at {line[pos:]!r}")
+            key, attr, op, value = m.groups()
+            is_match = op in ("==", "!=")
+            if key not in (_MATCH if is_match else _ASSIGN):
+                raise ValueError(f"line {n}: {key} {op} is not a udev {'match' if is_match else 'assignment'}")
+            if key in ("ATTR", "ATTRS", "ENV", "SYSCTL") and not attr:
+                raise ValueError(f"line {n}: {key} needs {{attribute}}")
+            if key == "MODE" and not re.fullmatch(r"0?[0-7]{3}", value):
+                raise ValueError(f"line {n}: MODE {value!r} is not octal")
+            if key == "LABEL":
+                labels.add(value)
+            if key == "GOTO":
+                gotos.append((n, value))
+            tokens.append((key, attr, op, value))
+            pos = m.end()
+        rules.append(tokens)
+    for n, target in gotos:
+        if target not in labels:
+            raise ValueError(f"line {n}: GOTO {target!r} has no LABEL")
+    return rules
+
+
+def test_udev_rule_parses_and_covers_the_adapters():
+    rules = parse_udev_rules((DEPLOY / "udev/99-sunlit-link.rules").read_text())
+    ids = set()
+    for tokens in rules:
+        d = {(k, a): v for k, a, _op, v in tokens}
+        vendor, product = d.get(("ATTRS", "idVendor")), d.get(("ATTRS", "idProduct"))
+        if vendor:
+            ids |= {f"{vendor}:{p}" for p in product.split("|")}
+    assert ids == {"0403:6001", "0403:6014", "0403:6015", "10c4:ea60", "1a86:7523", "067b:2303"}
+    symlinks = [tokens for tokens in rules if ("SYMLINK", None, "+=", "sunlit-link") in tokens]
+    assert len(symlinks) == 2  # the USB adapters and the Jetson UART
+    for tokens in symlinks:
+        assert ("GROUP", None, "=", "dialout") in tokens and ("MODE", None, "=", "0660") in tokens
+    assert ("KERNEL", None, "==", "ttyTHS0") in symlinks[0]
+
+
+def test_the_small_parser_rejects_what_udev_rejects():
+    for bad in ('BOGUS{x}=="y"', 'KERNEL="tty0"x', 'GOTO="nowhere"', 'MODE="rw"', 'ATTRS=="x"', 'GROUP=="dialout"'):
+        with pytest.raises(ValueError):
+            parse_udev_rules(bad)
+
+
+def udevadm_test(tmp_path: Path, rule_text: str, device: str = "/sys/class/tty/tty0") -> str:
+    """`udevadm test` of ``rule_text`` alone, in a private mount namespace: /dev, /run and the
+    rules directories are throw-away there, so the test cannot touch this machine's devices."""
+    udevadm, unshare = shutil.which("udevadm"), shutil.which("unshare")
+    if udevadm is None:
+        pytest.skip("udevadm is not installed (apt-get install udev); the rule is still checked by the parser")
+    if unshare is None or os.geteuid() != 0 or not Path(device).exists():
+        pytest.skip("needs root, unshare and a tty device to run udevadm test in a private mount namespace")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "99-sunlit-link.rules").write_text(rule_text)
+    script = (f"mount -t tmpfs none /dev && mount -t tmpfs none /run && mount --bind {rules} /etc/udev/rules.d && "
+              f"mount -t tmpfs none /usr/lib/udev/rules.d && exec {udevadm} test --action=add {device}")
+    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and "Reading rules file" not in proc.stdout + proc.stderr:
+        # unshare or a mount refused (a container without CAP_SYS_ADMIN): not udevadm's verdict
+        pytest.skip(f"cannot make a private mount namespace here: {proc.stderr.strip()[:200]}")
+    assert "Reading rules file: /etc/udev/rules.d/99-sunlit-link.rules" in proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_udevadm_reads_the_rule_without_complaint(tmp_path):
+    out = udevadm_test(tmp_path, (DEPLOY / "udev/99-sunlit-link.rules").read_text())
+    complaints = [line for line in out.splitlines() if line.startswith("/etc/udev/rules.d/99-sunlit-link.rules:")]
+    assert complaints == [] and "DEVLINKS=/dev/sunlit-link" not in out  # tty0 is neither an adapter nor the UART
+
+
+def test_udevadm_gives_the_uart_its_link_group_and_mode(tmp_path):
+    # The Jetson line, pointed at a tty every machine has, shows what a ttyTHS gets.
+    text = (DEPLOY / "udev/99-sunlit-link.rules").read_text().replace('KERNEL=="ttyTHS0"', 'KERNEL=="tty0"')
+    out = udevadm_test(tmp_path, text)
+    dialout = grp.getgrnam("dialout").gr_gid
+    assert "DEVLINKS=/dev/sunlit-link" in out and "ID_MM_DEVICE_IGNORE=1" in out
+    assert re.search(rf"99-sunlit-link.rules:\d+ GROUP {dialout}\b", out) and re.search(r"99-sunlit-link.rules:\d+ MODE 0660", out)
+
+
+def test_udevadm_would_catch_a_mistake(tmp_path):
+    out = udevadm_test(tmp_path, 'SUBSYSTEM=="tty", BOGUS{x}=="y", SYMLINK+="sunlit-link"\n')
+    assert re.search(r"99-sunlit-link.rules:1 Invalid key 'BOGUS'", out), out
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conf", sorted(p.name for p in FIXTURES.glob("nvpmodel_*.conf")))
+def test_power_access_grants_exactly_what_nvpmodel_writes(tmp_path, conf):
+    text = (FIXTURES / conf).read_text()
+    paths = nvpmodel_sysfs_paths(text)
+    assert paths and all(p.startswith("/sys/") for p in paths)
+    root = tmp_path / "root"
+    for p in paths[:-1]:  # the last one absent, as a knob on a module variant without it
+        (root / p.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / p.lstrip("/")).write_text("1\n")
+        (root / p.lstrip("/")).chmod(0o644)
+    (root / "etc").mkdir()
+    (root / "etc/nvpmodel.conf").write_text(text)
+    (root / "var/lib/nvpmodel").mkdir(parents=True)
+    group = grp.getgrgid(os.getgid()).gr_name
+    helper = str(DEPLOY / "libexec/sunlit-power-access")
+    dry = subprocess.run(["sh", helper, "--root", str(root), "--group", group, "--dry-run"],
+                         capture_output=True, text=True, check=True).stdout
+    granted = [line.split(" && ")[0].split()[-1] for line in dry.splitlines() if line.startswith("would: chgrp")]
+    assert granted == [str(root / p.lstrip("/")) for p in paths[:-1]] + [str(root / "var/lib/nvpmodel")]
+    assert all(mode(root / p.lstrip("/")) == 0o644 for p in paths[:-1])  # a dry run changes nothing
+    out = subprocess.run(["sh", helper, "--root", str(root), "--group", group], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"group {group} may write {len(paths)} files nvpmodel uses (1 named in" in out
+    assert all(mode(root / p.lstrip("/")) == 0o664 for p in paths[:-1])
+
+
+def test_power_access_on_a_pc_does_nothing(tmp_path):
+    out = subprocess.run(["sh", str(DEPLOY / "libexec/sunlit-power-access"), "--root", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "not a Jetson" in out
+
+
+def test_push_dry_run_prints_rsync_and_remote_install(tmp_path):
+    proc = run_script(DEPLOY / "push.sh", "orin.local", "--user", "ops", "--dry-run", "--",
+                      "--link", "serial:///dev/sunlit-link?baud=115200")
+    out = proc.stdout
+    assert out.startswith("dry run: would run")
+    check, rsync, ssh = [line.strip() for line in out.splitlines()[1:4]]
+    assert check.startswith("ssh ops@orin.local d=sunlit-src")
+    assert rsync.startswith("rsync -az --delete") and rsync.endswith(f"{REPO}/ ops@orin.local:sunlit-src/")
+    for excluded in ("/.venv", "/.git", "/reports", "/var"):
+        assert f"--exclude={excluded} " in rsync
+    assert ssh.startswith("ssh -t ops@orin.local sudo\\ bash\\ sunlit-src/deploy/install.sh\\ --source\\ sunlit-src")
+    assert "serial:///dev/sunlit-link" in ssh
+    assert "--exclude=/.sunlit-push " in rsync  # --delete leaves the marker alone
+    assert run_script(DEPLOY / "push.sh", check=False).returncode == 2
+
+
+@pytest.mark.parametrize("bad", [".", "..", "~", "/", "a/../b", "./x", "/home/ops", "~other"])
+def test_push_refuses_a_dir_rsync_delete_would_empty(bad):
+    proc = run_script(DEPLOY / "push.sh", "orin.local", "--dir", bad, "--dry-run", check=False)
+    assert proc.returncode == 2 and "--dir" in proc.stderr and "would run" not in proc.stdout
+
+
+def test_push_guard_on_the_board_refuses_a_foreign_directory(tmp_path):
+    """The command push.sh runs over ssh before rsync --delete, run here in a fake home."""
+    import shlex
+
+    def guard_for(directory: str) -> subprocess.CompletedProcess:
+        out = run_script(DEPLOY / "push.sh", "orin.local", "--dir", directory, "--dry-run").stdout
+        command = shlex.split(out.splitlines()[1])[2]  # ssh HOST COMMAND
+        return subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True)
+
+    assert guard_for("sunlit-src").returncode == 0 and (tmp_path / "sunlit-src/.sunlit-push").exists()
+    assert guard_for("sunlit-src").returncode == 0  # ours: pushed to again
+    (tmp_path / "empty").mkdir()
+    assert guard_for("empty").returncode == 0
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work/thesis.tex").write_text("years of it")
+    refused = guard_for("work")
+    assert refused.returncode == 3 and "not empty and not from push.sh" in refused.stderr
+    assert (tmp_path / "work/thesis.tex").exists() and not (tmp_path / "work/.sunlit-push").exists()
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed; bash -n only")
+    scripts = [DEPLOY / n for n in ("install.sh", "uninstall.sh", "push.sh", "libexec/sunlit-power-access")]
+    proc = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_shell_scripts_parse():
+    for script in ("install.sh", "uninstall.sh", "push.sh"):
+        subprocess.run(["bash", "-n", str(DEPLOY / script)], check=True)
+    subprocess.run(["sh", "-n", str(DEPLOY / "libexec/sunlit-power-access")], check=True)
