@@ -542,7 +542,10 @@ step configuration
     printf 'url = "%s"\n\n' "$LINK_URL"
     printf '[hal]\n'
     printf 'backend = "%s"\n' "$BACKEND"
-    if [ -n "$BOARD" ]; then
+    if [ -n "$BOARD_OPT" ]; then
+        printf '# Pinned by install.sh --board: the device-tree model does not name it (or was overruled).\n'
+        printf 'board = "%s"\n' "$BOARD"
+    elif [ -n "$BOARD" ]; then
         printf '# The profile is detected from /proc/device-tree/model at each start; uncomment to pin it.\n'
         printf '# board = "%s"\n' "$BOARD"
     fi

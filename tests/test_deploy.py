@@ -301,6 +301,8 @@ def test_choices_are_kept_by_a_run_without_them(tmp_path, source):
     rule = root / "etc/udev/rules.d/99-sunlit-link.rules"
     default = root / "opt/sunlit/share/agent.default.toml"
     assert 'KERNEL=="ttyTHS2"' in rule.read_text() and f'url = "{link}"' in default.read_text()
+    config = load_config(root / "etc/sunlit/agent.toml")  # the carrier's model names no board: pinned
+    assert (config.hal_backend, config.board, config.link_url) == ("jetson", "orin_nano", link)
     assert (root / "etc/sunlit/install.conf").read_text().splitlines()[1:] == [
         "board=orin_nano", f"link={link}", "uart=ttyTHS2"]
     before = snapshot(root)

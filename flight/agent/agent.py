@@ -70,6 +70,7 @@ def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, ...]]]:
 # Feed systemd's watchdog at most this often (and at least every half period it asks for).
 _WATCHDOG_FEED_MAX_S = 1.0
 
+
 class Agent:
     def __init__(
         self,
