@@ -314,27 +314,6 @@ def _check_sensors(config: Config, hal: Any) -> list[Check]:
     return rows
 
 
-def nvpmodel_sysfs_paths(conf_text: str) -> list[str]:
-    """The files ``nvpmodel -m`` writes: every ``/sys/...`` path in the conf's PARAM blocks,
-    in order, without repeats. deploy/libexec/sunlit-power-access reads the same lines.
-
-    >>> nvpmodel_sysfs_paths("< PARAM TYPE=FILE NAME=CPU_ONLINE >\\nCORE_1 /sys/devices/system/cpu/cpu1/online\\n"
-    ...                      "< POWER_MODEL ID=0 NAME=MAXN >\\nCPU_ONLINE CORE_1 1\\n")
-    ['/sys/devices/system/cpu/cpu1/online']
-    """
-    paths: list[str] = []
-    in_param = False
-    for line in conf_text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("<"):
-            in_param = re.match(r"<\s*PARAM\s", stripped) is not None
-            continue
-        fields = stripped.split()
-        if in_param and len(fields) >= 2 and fields[1].startswith("/sys/") and fields[1] not in paths:
-            paths.append(fields[1])
-    return paths
-
-
 def _check_power(config: Config, hal: Any) -> list[Check]:
     from flight.hal.base import HalError
     from flight.hal.sysfs import under
@@ -378,7 +357,7 @@ def _check_power(config: Config, hal: Any) -> list[Check]:
                               {"absent": absent}))
 
     # Setting a mode runs nvpmodel as this user: it must be able to write what the conf names.
-    paths = [under(Path(config.hal_root), p) for p in nvpmodel_sysfs_paths(hal.conf_path.read_text())]
+    paths = [under(Path(config.hal_root), p) for p in conf.param_paths]
     present = [p for p in paths if p.exists()]
     status_dir = under(Path(config.hal_root), "/var/lib/nvpmodel")
     targets = present + ([status_dir] if status_dir.exists() else [])
@@ -695,7 +674,6 @@ __all__ = [
     "Status",
     "add_arguments",
     "main",
-    "nvpmodel_sysfs_paths",
     "run_from_args",
     "run_selftest",
     "tiny_model_bytes",

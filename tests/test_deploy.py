@@ -24,7 +24,7 @@ import pytest
 
 from flight.config import load_config
 from flight.hal.jetson import detect_board
-from flight.selftest import nvpmodel_sysfs_paths
+from flight.hal.jetson import parse_nvpmodel_conf
 from hil.agent_process import free_tcp_port_pair
 from tests.fakeboard import BOARDS, FIXTURES
 
@@ -731,7 +731,7 @@ def test_udevadm_would_catch_a_mistake(tmp_path):
 @pytest.mark.parametrize("conf", sorted(p.name for p in FIXTURES.glob("nvpmodel_*.conf")))
 def test_power_access_grants_exactly_what_nvpmodel_writes(tmp_path, conf):
     text = (FIXTURES / conf).read_text()
-    paths = nvpmodel_sysfs_paths(text)
+    paths = list(parse_nvpmodel_conf(text).param_paths)
     assert paths and all(p.startswith("/sys/") for p in paths)
     root = tmp_path / "root"
     for p in paths[:-1]:  # the last one absent, as a knob on a module variant without it

@@ -466,3 +466,27 @@ def test_describe_names_board_and_paths(tmp_path):
     assert set(info["paths"]["ina3221"]) == {"1-0040", "1-0041"}
     assert info["paths"]["nvpmodel_conf"] == str(fake.root / "etc" / "nvpmodel.conf")
     assert info["paths"]["nvpmodel"] == str(fake.nvpmodel)
+
+
+def test_nvpmodel_conf_lists_the_sysfs_files_its_param_blocks_name():
+    """What `nvpmodel -m` writes, in order and once each: the selftest and the service's
+    sunlit-power-access check and grant exactly these."""
+    from flight.hal.jetson import parse_nvpmodel_conf
+
+    conf = parse_nvpmodel_conf(
+        "< PARAM TYPE=FILE NAME=CPU_ONLINE >\n"
+        "CORE_0 /sys/devices/system/cpu/cpu0/online  # a comment\n"
+        "CORE_1 /sys/devices/system/cpu/cpu1/online\n"
+        "< PARAM TYPE=CLOCK NAME=GPU >\n"
+        "MAX_FREQ /sys/devices/gpu.0/devfreq/17000000.ga10b/max_freq\n"
+        "FREQ_TABLE not-a-sys-path\n"
+        "CORE_0 /sys/devices/system/cpu/cpu0/online\n"
+        "< POWER_MODEL ID=0 NAME=15W >\n"
+        "CPU_ONLINE CORE_0 1\n"
+    )
+    assert conf.param_paths == (
+        "/sys/devices/system/cpu/cpu0/online",
+        "/sys/devices/system/cpu/cpu1/online",
+        "/sys/devices/gpu.0/devfreq/17000000.ga10b/max_freq",
+    )
+    assert [m.name for m in conf.modes] == ["15W"]

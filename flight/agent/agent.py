@@ -232,7 +232,7 @@ class Agent:
         old, self.mode = self.mode, new
         self.emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason[:200])
         if self._booted:
-            sdnotify.status(f"boot {self.state.boot_count}, mode {new.value}, link {self.link.kind}")
+            sdnotify.status(self._systemd_status())
 
     def enter_safe(self, reason: str) -> None:
         """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
@@ -343,6 +343,10 @@ class Agent:
         if self._watchdog_every_s is not None:
             self._feed_watchdog()
 
+    def _systemd_status(self) -> str:
+        """The line ``systemctl status`` shows for the agent."""
+        return f"boot {self.state.boot_count}, mode {self.mode.value}, link {self.link.kind}"
+
     def _feed_watchdog(self) -> None:
         """``WATCHDOG=1`` to systemd if a feed is due (wall clock: systemd's timer is wall time)."""
         now_s = time.monotonic()
@@ -362,7 +366,7 @@ class Agent:
         self.emit("AGENT_STARTED", boot_count=self.state.boot_count, previous_stop=self.previous_stop,
                   dict_hash=self.dictionary.version_hash, link=self.link.kind, hal=self.hal.backend)
         self.set_mode(Mode.SAFE, f"boot complete (previous stop {self.previous_stop})")
-        sdnotify.ready(f"boot {self.state.boot_count}, mode SAFE, link {self.link.kind}")
+        sdnotify.ready(self._systemd_status())
 
     def stop(self, reason: str) -> None:
         """Ask the loop to end after this turn; safe from a signal handler or another thread."""

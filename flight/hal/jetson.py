@@ -83,12 +83,14 @@ def budget_from_name(name: str) -> float | None:
 
 @dataclass(frozen=True)
 class NvpmodelConf:
-    """What nvpmodel.conf defines: the modes (lowest budget first), the boot default, and
-    each line the parser did not understand (``"line 12: ..."``)."""
+    """What nvpmodel.conf defines: the modes (lowest budget first), the boot default, each
+    line the parser did not understand (``"line 12: ..."``), and the sysfs files its PARAM
+    blocks name, which ``nvpmodel -m`` writes (in order, without repeats)."""
 
     modes: tuple[PowerMode, ...]
     default_id: int | None
     skipped: tuple[str, ...] = ()
+    param_paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -113,6 +115,7 @@ def parse_nvpmodel_conf(text: str, profile_budgets_w: Mapping[str, float] | None
     profile_budgets_w = profile_budgets_w or {}
     blocks: list[_ModeBlock] = []
     skipped: list[str] = []
+    param_paths: dict[str, None] = {}  # ordered, without repeats
     default_id: int | None = None
     section: str | None = None  # "POWER_MODEL", another header name, or None before any
     for line_no, raw in enumerate(text.splitlines(), start=1):
@@ -141,8 +144,15 @@ def parse_nvpmodel_conf(text: str, profile_budgets_w: Mapping[str, float] | None
         if section is None:
             skipped.append(f"line {line_no}: setting outside any section: {raw.strip()!r}")
             continue
+        if section == "PARAM":
+            # ``ARG /sys/...`` declares a file the mode settings write (deploy/libexec/
+            # sunlit-power-access grants the service's group exactly these).
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].startswith("/sys/"):
+                param_paths[fields[1]] = None
+            continue
         if section != "POWER_MODEL":
-            continue  # PARAM declarations (sysfs paths), PM_CONFIG, skipped blocks
+            continue  # PM_CONFIG, fan settings, skipped blocks
         block = blocks[-1]
         parts = line.split()
         if len(parts) != 3:
@@ -193,7 +203,7 @@ def parse_nvpmodel_conf(text: str, profile_budgets_w: Mapping[str, float] | None
             )
         except ValueError as exc:  # e.g. every core offline, or a "0W" mode
             raise HalError(f"nvpmodel.conf line {b.line_no}: {exc}; fix the conf") from None
-    return NvpmodelConf(order_power_modes(modes), default_id, tuple(skipped))
+    return NvpmodelConf(order_power_modes(modes), default_id, tuple(skipped), tuple(param_paths))
 
 
 def parse_nvpmodel_query(text: str) -> tuple[str, int | None]:
