@@ -8,6 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from flight import selftest
+from flight.hal.base import BACKENDS
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.link.docgen import dictionary_markdown
@@ -33,6 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from flight.agent.agent import Agent
     from flight.config import ConfigError, load_config
     from flight.hal.base import HalError
+    from flight.storage import DirectoryBusy
 
     overrides = {
         "link.url": args.link,
@@ -47,7 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides)
         agent = Agent(config)
-    except (ConfigError, LinkConfigError, HalError, OSError) as exc:
+    except (ConfigError, LinkConfigError, HalError, DirectoryBusy, OSError) as exc:
         print(f"sunlit-flight: {exc}", file=sys.stderr)
         return 2
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board}, "
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the flight agent")
     run.add_argument("--config", help="TOML configuration file (see flight/config.py); flags below override it")
     run.add_argument("--link", help=f"link URL (default {DEFAULT_LINK})")
-    run.add_argument("--hal", choices=("jetson", "linux", "sim"), help="hardware backend")
+    run.add_argument("--hal", choices=sorted(BACKENDS), help="hardware backend")
     run.add_argument("--board", help="board profile (orin_nano, orin_nx_16gb, agx_orin_64gb)")
     run.add_argument("--sim-endpoint", help="sim backend: the harness's ZeroMQ endpoint")
     run.add_argument("--state-dir", help="where parameters and state survive restarts")

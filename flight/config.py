@@ -53,9 +53,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
+from flight.hal.base import BACKENDS, BoardOptions
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
-from flight.link.transport import LinkConfigError, parse_link_url
+from flight.link.interface import LinkConfigError, parse_link_url
 
 
 class ConfigError(ValueError):
@@ -80,7 +81,6 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "paths": {"state_dir": ((str,), "var/sunlit")},
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
 }
-BACKENDS = ("jetson", "linux", "sim")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,11 @@ class Config:
     compute_enabled: bool | None = None  # None: on unless lockstep HIL (compute is modelled there)
     compute_dir: Path | None = None
     source: str = "(defaults)"
+
+    def board_options(self) -> BoardOptions:
+        """What the hardware backend is told (the [hal] section)."""
+        return BoardOptions(board=self.board, root=self.hal_root, nvpmodel=self.nvpmodel,
+                            sim_endpoint=self.sim_endpoint, lockstep=self.lockstep)
 
 
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> Config:
@@ -158,7 +163,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         raise fail("link.url", str(exc)) from None
     backend = get("hal.backend")
     if backend not in BACKENDS:
-        raise fail("hal.backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
+        raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
     for key in ("rates.hk_period_s", "rates.control_period_s"):
         if not 0.01 <= float(get(key)) <= 3600:
             raise fail(key, f"{get(key)} s is outside 0.01..3600 s")

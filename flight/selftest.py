@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flight.config import Config, ConfigError, load_config
+from flight.hal.base import Board, open_board
 
 DEFAULT_CONFIG = Path("/etc/sunlit/agent.toml")
 DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/link.key")
@@ -188,7 +189,7 @@ def _check_config(config: Config) -> list[Check]:
                    "board": config.board, "state_dir": str(config.state_dir)})]
 
 
-def _check_providers(config: Config) -> list[Check]:
+def _check_providers(config: Config, on_jetson: bool) -> list[Check]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -221,7 +222,7 @@ def _check_providers(config: Config) -> list[Check]:
             rows.append(Check("cuda", Status.FAIL,
                               f"CUDA is listed but did not run the test model (ran on {used}): {why}",
                               {"provider": used, "fallbacks": fallbacks}))
-    elif config.hal_backend == "jetson":
+    elif on_jetson:
         rows.append(Check("cuda", Status.WARN,
                           "CPU-only onnxruntime on a Jetson: inference will not use the GPU. Install NVIDIA's "
                           "Jetson wheel (deploy/install.sh --ort-wheel/--ort-index; the generic PyPI "
@@ -235,33 +236,23 @@ def _check_providers(config: Config) -> list[Check]:
     return rows
 
 
-def open_configured_hal(config: Config) -> Any:
-    """The HAL the agent would open for ``config`` (jetson and linux); None for sim."""
-    from flight.hal.base import open_hal
-
-    if config.hal_backend == "jetson":
-        return open_hal("jetson", root=config.hal_root, nvpmodel=config.nvpmodel, board=config.board)
-    if config.hal_backend == "linux":
-        return open_hal("linux", root=config.hal_root)
-    return None
-
-
 def _missing_key(text: str) -> str:
     return text.split(":", 1)[0].strip() or text
 
 
-def _check_sensors(config: Config, hal: Any) -> list[Check]:
-    from flight.hal.base import HalError
+def _check_sensors(board: Board) -> list[Check]:
+    from flight.hal.base import HalError, SensorSet
 
-    if hal is None:
-        return [Check("sensors", Status.SKIP, f"{config.hal_backend} backend: readings come from the HIL harness")]
-    strict = config.hal_backend == "jetson"  # a PC's sensors are whatever it has; a Jetson's are known
+    if board.simulated:
+        return [Check("sensors", Status.SKIP, f"{board.backend} backend: readings come from the HIL harness")]
+    strict = board.sensors is SensorSet.KNOWN  # a PC's sensors are whatever it has; a Jetson's are known
+    hal = board.hal
     try:
         hal.read()
         time.sleep(_SECOND_SAMPLE_S)
         reading = hal.read()
     except (HalError, OSError, ValueError) as exc:
-        return [Check("sensors", Status.FAIL, f"reading the {config.hal_backend} HAL failed: {exc}")]
+        return [Check("sensors", Status.FAIL, f"reading the {board.backend} HAL failed: {exc}")]
     rows: list[Check] = []
 
     temps = reading.temps_c
@@ -314,14 +305,16 @@ def _check_sensors(config: Config, hal: Any) -> list[Check]:
     return rows
 
 
-def _check_power(config: Config, hal: Any) -> list[Check]:
-    from flight.hal.base import HalError
+def _check_power(config: Config, board: Board) -> list[Check]:
+    from flight.hal.base import HalError, PowerControl
     from flight.hal.sysfs import under
 
-    if hal is None:
-        return [Check("power modes", Status.SKIP, f"{config.hal_backend} backend: modes come from the board profile")]
+    if board.power_control is PowerControl.SIMULATED:
+        return [Check("power modes", Status.SKIP, f"{board.backend} backend: modes come from the board profile")]
     rows: list[Check] = []
-    if config.hal_backend != "jetson":
+    hal = board.nvpmodel
+    if hal is None:
+        hal = board.hal
         modes = hal.power_modes()
         current = hal.current_power_mode()
         rows.append(Check("power modes", Status.PASS,
@@ -382,6 +375,7 @@ def _check_power(config: Config, hal: Any) -> list[Check]:
 
 
 def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Check]:
+    from flight.link.definitions import LinkKind
     from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 
     if not check_link:
@@ -390,7 +384,7 @@ def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Chec
         link = parse_link_url(config.link_url)
     except LinkConfigError as exc:
         return [Check("link", Status.FAIL, str(exc))]
-    if link.kind == "SERIAL":
+    if link.kind is LinkKind.SERIAL:
         return [_check_serial(link.device, link.baud)]
     ipc_paths = [Path(e[len("ipc://"):]) for e in (link.cmd_endpoint, link.tm_endpoint) if e.startswith("ipc://")]
     if ipc_paths:
@@ -600,27 +594,31 @@ def run_selftest(
     started = time.monotonic()
     rows: list[Check] = []
     rows += _check_config(config)
-    rows += _guarded("onnxruntime", lambda: _check_providers(config))
-    hal = None
+    board: Board | None = None
+    hal_rows: list[Check] = []
     try:
-        hal = open_configured_hal(config)
+        board = open_board(config.hal_backend, config.board_options())
     except Exception as exc:  # noqa: BLE001 - HalError, OSError, a bad board name...
-        rows.append(Check("hal", Status.FAIL, f"cannot open the {config.hal_backend} HAL: {exc}"))
-    else:
-        if hal is not None and config.hal_backend == "jetson":
-            model = getattr(hal, "model", None)
-            if hal.profile is None:
-                rows.append(Check("board", Status.FAIL,
-                                  f"model {model!r} is not a known Orin and the config names no board: "
-                                  "no profile, so no list of sensors to expect", {"model": model}))
-            else:
-                rows.append(Check("board", Status.PASS, f"{hal.profile.name} ({hal.profile.id}), model {model!r}",
-                                  {"board": hal.profile.id, "model": model}))
-        rows += _guarded("sensors", lambda: _check_sensors(config, hal))
-        rows += _guarded("power modes", lambda: _check_power(config, hal))
+        hal_rows.append(Check("hal", Status.FAIL, f"cannot open the {config.hal_backend} HAL: {exc}"))
+    try:
+        on_jetson = board is not None and board.nvpmodel is not None
+        rows += _guarded("onnxruntime", lambda: _check_providers(config, on_jetson))
+        if board is not None:
+            if board.nvpmodel is not None:
+                model = board.nvpmodel.model
+                if board.profile is None:
+                    hal_rows.append(Check("board", Status.FAIL,
+                                          f"model {model!r} is not a known Orin and the config names no board: "
+                                          "no profile, so no list of sensors to expect", {"model": model}))
+                else:
+                    hal_rows.append(Check("board", Status.PASS, f"{board.profile.name} ({board.profile.id}), "
+                                          f"model {model!r}", {"board": board.profile.id, "model": model}))
+            hal_rows += _guarded("sensors", lambda: _check_sensors(board))
+            hal_rows += _guarded("power modes", lambda: _check_power(config, board))
     finally:
-        if hal is not None:
-            hal.close()
+        if board is not None:
+            board.close()
+    rows += hal_rows
     rows += _guarded("link", lambda: _check_link(config, check_link, ping_timeout_s))
     rows += _guarded("disk", lambda: _check_disk(config, min_free_mb))
     rows += _guarded("model store", lambda: _check_store(config))

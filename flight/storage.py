@@ -8,9 +8,11 @@ silently wrong value.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,61 @@ def quarantine(path: Path | str) -> Path | None:
     except OSError:
         return None
     return target
+
+
+# write_atomic's temporary files: ".NAME." + mkstemp's 8 random characters + ".tmp".
+_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_interrupted_writes(directory: Path | str, recursive: bool = False) -> list[Path]:
+    """Delete what :func:`write_atomic` leaves when it is killed between writing and renaming.
+
+    Call it at start, while holding the directory's lock (:class:`DirectoryLock`), so no
+    write of this program can be in flight. Only names of that exact pattern are touched.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.rglob(".*.tmp") if recursive else directory.glob(".*.tmp"):
+        if _TEMP_RE.match(path.name) and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass  # read-only or gone: nothing to clean then
+    return removed
+
+
+class DirectoryBusy(RuntimeError):
+    """Another process holds the directory's lock; the message says which and what to do."""
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (``flock`` on ``DIR/NAME``), held until :meth:`release`.
+
+    The kernel drops it when the process dies, kill -9 and power cut included, so a stale
+    lock file never keeps a restarted agent out; the pid written in it is only for the
+    message. The descriptor is not inherited by child processes (Python opens it
+    close-on-exec), so a worker cannot keep its agent's lock alive.
+    """
+
+    def __init__(self, directory: Path | str, name: str, holder: str):
+        self.path = Path(directory) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            raise DirectoryBusy(f"{Path(directory)} is in use by another {holder} (pid {other}); stop that one "
+                                f"first, or give this one a directory of its own") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None

@@ -1,6 +1,8 @@
 """Alarms: a telemetry point crossing its limits raises an alarm the operator acknowledges.
 
-States per channel follow the dictionary's limits (warning and critical, low and high),
+States per channel follow the dictionary's limits (warning and critical, low and high) —
+those that follow an agent parameter (``temp_max_c`` warns at ``thermal_soft_limit_c``) take
+the value the agent last reported (PUS 20), so a ``SET_PARAM`` moves the alarm with it —
 overridden at run time by the operator; overrides survive a restart (they are saved in a
 small checked JSON file, or in the archive when one is attached). An alarm is raised on the
 first sample outside nominal, escalates from warning to critical, stays until acknowledged
@@ -66,9 +68,16 @@ class AlarmManager:
     alarms: dict[str, Alarm] = field(default_factory=dict)
     last_seen: dict[str, float] = field(default_factory=dict)
     listeners: list[Callable[[str, Alarm], None]] = field(default_factory=list)
+    agent_parameters: dict[str, Any] = field(default_factory=dict)  # as the agent last reported them
 
     def limits(self, channel: str) -> Limits:
-        return self.limit_store.overrides.get(channel) or self.dictionary.channel_by_name[channel].limits
+        """The operator's override, else the dictionary's limits resolved with the agent's parameters."""
+        override = self.limit_store.overrides.get(channel)
+        return override or self.dictionary.limits(channel, self.agent_parameters)
+
+    def observe_parameters(self, values: dict[str, Any]) -> None:
+        """The agent's parameter report: limits that follow a parameter move with it."""
+        self.agent_parameters.update(values)
 
     def set_limits(self, channel: str, **bounds: float | None) -> Limits:
         """Change a channel's limits now (and for good); re-evaluates its alarm on the next sample."""
@@ -128,13 +137,15 @@ class AlarmManager:
         return seen is None or self.clock() - seen > self.stale_s
 
     def attach(self, client: Any) -> None:
-        """Feed every housekeeping value a GroundClient receives into the alarms."""
-        from flight.link.messages import HkRecord
+        """Feed every housekeeping value and parameter report a GroundClient receives into the alarms."""
+        from flight.link.messages import HkRecord, ParamRecord
 
         def take(item: Any) -> None:
             if isinstance(item.record, HkRecord):
                 for name, value in item.record.values.items():
                     self.observe(name, value, item.record.time_s)
+            elif isinstance(item.record, ParamRecord):
+                self.observe_parameters(item.record.values)
 
         client.listeners.append(take)
 

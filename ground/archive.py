@@ -53,8 +53,8 @@ from flight.cli import jsonable
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, Limits, Severity, ValueType
-from flight.link.messages import EventRecord, HkRecord, Stage, Verification
-from flight.link.packets import PacketError, Telemetry, unpack
+from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
+from flight.link.packets import PacketError, Service, Subtype, Telemetry, unpack
 
 if TYPE_CHECKING:
     from ground.client import CommandResult, GroundClient, Received
@@ -507,7 +507,8 @@ class Archive:
         return {channel: Limits(**json.loads(text)) for channel, text in rows}
 
     def limits(self, channel: str) -> Limits:
-        """The operator's override if there is one, else the dictionary's limits."""
+        """The operator's override if there is one, else the dictionary's limits, those that
+        follow a parameter taken from the agent's latest parameter report in the archive."""
         with self._lock:
             row = self._db.execute("SELECT limits FROM limit_overrides WHERE channel = ?", (channel,)).fetchone()
         if row is not None:
@@ -515,7 +516,20 @@ class Archive:
         ch = self.dictionary.channel_by_name.get(channel)
         if ch is None:
             raise KeyError(f"no channel {channel!r} in the dictionary")
-        return ch.limits
+        return self.dictionary.limits(channel, self.agent_parameters() if ch.limits.params() else None)
+
+    def agent_parameters(self) -> dict[str, Any]:
+        """The parameter values of the latest PUS 20 report archived (empty if none is)."""
+        with self._lock:
+            row = self._db.execute("SELECT raw FROM packets WHERE service = ? AND subtype = ? AND valid = 1 "
+                                   "ORDER BY id DESC LIMIT 1", (Service.PARAMETER, Subtype.PARAM_REPORT)).fetchone()
+        if row is None:
+            return {}
+        try:
+            rec = Codec(self.dictionary).decode_tm(unpack(bytes(row[0])))
+        except PacketError:
+            return {}
+        return rec.values if isinstance(rec, ParamRecord) else {}
 
     def limit_store(self) -> ArchiveLimitStore:
         """The overrides as a ``ground.alarms.LimitStore`` look-alike, for ``AlarmManager(limit_store=...)``."""

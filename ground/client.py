@@ -25,7 +25,7 @@ import zmq
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary
-from flight.link.messages import Codec, EventRecord, HkRecord, Stage, Verification
+from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
 from flight.link.packets import GapCounter, PacketError, Telemetry, unpack
 from flight.link.transport import GroundLink, open_ground_link
 
@@ -86,7 +86,7 @@ class Received:
 
     raw: bytes
     packet: Telemetry | None
-    record: Verification | HkRecord | EventRecord | None
+    record: Verification | HkRecord | EventRecord | ParamRecord | None
     gap: int = 0
     error: str = ""
 
@@ -107,6 +107,7 @@ class GroundClient:
         self.bad_packets = 0
         self.latest: dict[str, tuple[Any, float]] = {}  # channel -> (value, packet time)
         self.events: deque[EventRecord] = deque(maxlen=keep_events)
+        self.parameters: dict[str, Any] = {}  # the agent's parameter values, as it last reported them
         self.listeners: list[Callable[[Received], None]] = []
         self.agent_dict_hash: str | None = None
         self.agent_restarts = 0
@@ -168,6 +169,8 @@ class GroundClient:
                     self.agent_dict_hash = record.values["dict_hash"]
             elif isinstance(record, EventRecord):
                 self.events.append(record)
+            elif isinstance(record, ParamRecord):
+                self.parameters.update(record.values)
         for listener in self.listeners:
             listener(item)
         return item

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hil.cli import one_screen, run_scenario
+from hil.run import one_screen, run_scenario
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo_sso_real_inference.toml"
 

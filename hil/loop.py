@@ -24,7 +24,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+import tomli_w
+
 from flight.hal.boards import load_board
-from flight.link.messages import EventRecord, HkRecord
+from flight.hal.sim_protocol import EpsValues, Load
+from flight.link.definitions import Admission, Mode
+from flight.link.messages import EventRecord
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
 from hil.scenario import FaultSpec, Scenario
@@ -118,24 +121,28 @@ class ClosedLoop:
 
     # --- the agent ------------------------------------------------------------------------
 
-    def _agent_args(self) -> list[str]:
+    def agent_config(self) -> dict[str, Any]:
+        """The agent's configuration for this scenario (flight/config.py documents every key)."""
         sc = self.sc
-        cfg = self.workdir / "agent.toml"
+        lockstep = sc.time_mode == "lockstep"
+        config: dict[str, Any] = {
+            "hal": {"backend": "sim", "board": sc.board, "sim_endpoint": f"ipc://{self.workdir}/sim",
+                    "lockstep": lockstep},
+            "rates": {"hk_period_s": 10.0 if lockstep else 1.0, "control_period_s": 10.0 if lockstep else 1.0},
+            "power": {"battery_capacity_wh": float(sc.capacity_wh), "platform_load_w": float(sc.platform_load_w)},
+            "compute": {"enabled": bool(sc.compute_real)},
+            "paths": {"state_dir": str(self.workdir / "state")},
+        }
         tle = self.profile.tle()
-        lines = [
-            "[hal]", 'backend = "sim"', f'board = "{sc.board}"', f'sim_endpoint = "ipc://{self.workdir}/sim"',
-            f"lockstep = {'true' if sc.time_mode == 'lockstep' else 'false'}",
-            "[rates]", "hk_period_s = 10.0" if sc.time_mode == "lockstep" else "hk_period_s = 1.0",
-            "control_period_s = 10.0" if sc.time_mode == "lockstep" else "control_period_s = 1.0",
-            "[power]", f"battery_capacity_wh = {sc.capacity_wh}", f"platform_load_w = {sc.platform_load_w}",
-            "[compute]", f"enabled = {'true' if sc.compute_real else 'false'}",
-            "[paths]", f'state_dir = "{self.workdir / "state"}"',
-        ]
-        if tle and sc.time_mode == "lockstep":  # in real time the profile's epoch is not the agent's clock
-            lines += ["[orbit]", f'tle = ["{tle[0]}", "{tle[1]}"]']
+        if tle and lockstep:  # in real time the profile's epoch is not the agent's clock
+            config["orbit"] = {"tle": [tle[0], tle[1]]}
         if sc.agent_parameters:
-            lines += ["[parameters]"] + [f"{k} = {v!r}" for k, v in sc.agent_parameters.items()]
-        cfg.write_text("\n".join(lines) + "\n")
+            config["parameters"] = dict(sc.agent_parameters)
+        return config
+
+    def _agent_args(self) -> list[str]:
+        cfg = self.workdir / "agent.toml"
+        cfg.write_bytes(tomli_w.dumps(self.agent_config()).encode())
         return ["--config", str(cfg)]
 
     def _start_agent(self) -> None:
@@ -164,16 +171,15 @@ class ClosedLoop:
                 temps[zone] = stuck
         return temps
 
-    def _board_power_w(self, state: dict[str, Any]) -> tuple[float, float, str]:
+    def _board_power_w(self, load: Load) -> tuple[float, float, str]:
         names = [m.name for m in self.modes]
-        name = state.get("power_mode") or names[0]
-        mode = self.modes[names.index(name)] if name in names else self.modes[0]
-        duty = float(state.get("compute_duty") or 0.0)
+        mode = self.modes[names.index(load.power_mode)] if load.power_mode in names else self.modes[0]
+        duty = min(1.0, max(0.0, load.compute_duty))
         return mode.idle_power_w + duty * (mode.loaded_power_w - mode.idle_power_w), duty, mode.name
 
-    def _naive_state(self) -> dict[str, Any]:
+    def _naive_load(self) -> Load:
         """The baseline: a board that computes flat out at its top mode whatever the battery says."""
-        return {"power_mode": self.modes[-1].name, "mode": "COMPUTE", "compute_duty": 1.0}
+        return Load(None, None, self.modes[-1].name, Mode.COMPUTE, Admission.ALL, 1.0)
 
     def run(self) -> RunResult:
         sc = self.sc
@@ -186,7 +192,7 @@ class ClosedLoop:
         faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
         faults.sort(key=lambda f: f.at_s)
         commands = list(sc.commands)
-        state: dict[str, Any] = {"power_mode": self.modes[0].name, "mode": "BOOT", "compute_duty": 0.0}
+        state = Load(None, None, self.modes[0].name, Mode.BOOT, Admission.NONE, 0.0)
         work = 0.0
         wall0 = time.monotonic()
         max_lag = 0.0
@@ -211,14 +217,14 @@ class ClosedLoop:
                     if ahead > 0:
                         time.sleep(ahead)
                 if naive:
-                    state = self._naive_state()
+                    state = self._naive_load()
                 elif up:
                     state = self._exchange(t, row, board_c, state)
                     # Commands go after the step: the agent has seen time t (and booted at the first).
                     while commands and commands[0].at_s <= rel_s and t >= self._los_until:
                         self._send_command(commands.pop(0), rel_s)
                 board_w, duty, mode_name = self._board_power_w(state) if up else (0.0, 0.0, "OFF")
-                self._record(t, row, board_w, duty, mode_name, state.get("mode", "?") if up else "DOWN", work, up)
+                self._record(t, row, board_w, duty, mode_name, state.mode.value if up else "DOWN", work, up)
                 if k == n_steps:
                     break
                 net_w = row["solar_power_w"] - sc.platform_load_w - board_w
@@ -238,16 +244,12 @@ class ClosedLoop:
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
                          real_tiles, self.notes)
 
-    def _exchange(self, t: float, row: dict[str, float], board_c: float, last: dict[str, Any]) -> dict[str, Any]:
-        env = {
-            "temps_c": self._temps(t, board_c),
-            "eps": {"soc_pct": self.battery.soc_pct, "bus_voltage_v": self.battery.voltage_v,
-                    "solar_power_w": row["solar_power_w"]},
-            "board_power_w": self._board_power_w(last)[0],
-            "rails": {"VDD_IN": self._board_power_w(last)[0]},
-        }
+    def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
+        board_w = self._board_power_w(last)[0]
         try:
-            return self.env.step(t if self.sc.time_mode == "lockstep" else None, timeout_s=30, **env)
+            return self.env.step(t if self.sc.time_mode == "lockstep" else None, timeout_s=30,
+                                 temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
+                                 eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]))
         except AgentSilent as exc:
             self.silences += 1
             self.notes.append(f"t={t:.0f}: {exc}")
@@ -333,7 +335,10 @@ class ClosedLoop:
         elif f.kind == "compute_hang":
             pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0
             if pid:
-                os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
+                try:
+                    os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
+                except ProcessLookupError:
+                    self.fault_log[-1]["note"] = f"worker {pid} had already gone: nothing to hang"
             else:
                 self.fault_log[-1]["note"] = "no compute worker running: nothing to hang"
         elif f.kind == "seu_weights":

@@ -1,8 +1,9 @@
-"""The harness's end of the ``sim`` backend: feed the agent its environment, step its time.
+"""The harness's end of the sim backend: feed the agent its environment, step its time.
 
-See ``flight/hal/sim.py`` for the messages. In lockstep, :meth:`SimEnvironment.step` sends
-one env message and waits for the agent's answer before returning it, so simulated time
-never runs ahead of the agent.
+The messages are the typed records of :mod:`flight.hal.sim_protocol`, the agent's end is
+``flight/hal/sim.py``. In lockstep, :meth:`SimEnvironment.step` sends one :class:`Env` and
+waits for the agent's :class:`Load` before returning it, so simulated time never runs ahead
+of the agent.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import itertools
 import time
 from typing import Any
 
-import msgpack
 import zmq
+
+from flight.hal import sim_protocol as sp
+from flight.records import ProtocolError
 
 
 class AgentSilent(TimeoutError):
@@ -27,48 +30,82 @@ class SimEnvironment:
         self._sock.bind(endpoint)
         self._peer: bytes | None = None
         self._seq = itertools.count(1)
-        self.hello: dict[str, Any] | None = None
-        self.last_state: dict[str, Any] = {}
+        self.hello: sp.Hello | None = None
+        self.last_load: sp.Load | None = None
+        self.bad_messages = 0
 
-    def _recv(self, timeout_s: float) -> dict[str, Any] | None:
+    def _recv(self, timeout_s: float) -> Any:
         if not self._sock.poll(int(timeout_s * 1000)):
             return None
-        peer, raw = self._sock.recv_multipart()
-        msg = msgpack.unpackb(raw, raw=False)
-        if msg.get("type") == "hello":
+        frames = self._sock.recv_multipart()
+        if len(frames) != 2:
+            self.bad_messages += 1
+            return None
+        peer, raw = frames
+        try:
+            msg = sp.decode(raw)
+        except ProtocolError:
+            self.bad_messages += 1
+            return None
+        if isinstance(msg, sp.Hello):
             self._peer = peer  # a restarted agent says hello again from a new identity
             self.hello = msg
         return msg
 
-    def wait_for_agent(self, timeout_s: float = 20.0) -> dict[str, Any]:
+    def wait_for_agent(self, timeout_s: float = 20.0) -> sp.Hello:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = self._recv(deadline - time.monotonic())
-            if msg is not None and msg.get("type") == "hello":
+            if isinstance(msg, sp.Hello):
                 return msg
         raise AgentSilent(f"no hello from an agent on {self.endpoint} within {timeout_s} s")
 
-    def _send(self, env: dict[str, Any]) -> None:
+    def _send(self, env: sp.Env) -> None:
         if self._peer is None:
             raise AgentSilent("no agent has connected yet")
-        self._sock.send_multipart([self._peer, msgpack.packb(env, use_bin_type=True)])
+        self._sock.send_multipart([self._peer, sp.encode(env)])
 
-    def step(self, t_s: float | None, timeout_s: float = 10.0, **env: Any) -> dict[str, Any]:
-        """Send the environment at ``t_s``; return the agent's state after it handled the step."""
+    def send_raw(self, t_s: float | None, fields: dict[str, Any], timeout_s: float = 10.0) -> sp.Load:
+        """Send an Env built by hand, bad values and all (a harness fault, a test of the agent's
+        input checks), and wait for the answer as :meth:`step` does."""
+        import msgpack
+
         seq = next(self._seq)
-        self._send({"type": "env", "t": t_s, "seq": seq, **env})
+        if self._peer is None:
+            raise AgentSilent("no agent has connected yet")
+        self._sock.send_multipart([self._peer, msgpack.packb(["Env", {"seq": seq, "t_s": t_s, **fields}])])
+        return self._wait(seq, t_s, timeout_s, None)
+
+    def step(
+        self,
+        t_s: float | None,
+        timeout_s: float = 10.0,
+        *,
+        temps_c: dict[str, float | None] | None = None,
+        rails_w: dict[str, float | None] | None = None,
+        board_power_w: float | None = None,
+        eps: sp.EpsValues | None = None,
+        cpu_pct: float | None = None,
+        mem_pct: float | None = None,
+    ) -> sp.Load:
+        """Send the environment at ``t_s``; return the agent's load after it handled the step."""
+        seq = next(self._seq)
+        env = sp.Env(seq, t_s, dict(temps_c or {}), dict(rails_w or {}), board_power_w, eps or sp.EpsValues(),
+                     cpu_pct, mem_pct)
+        self._send(env)
+        return self._wait(seq, t_s, timeout_s, env)
+
+    def _wait(self, seq: int, t_s: float | None, timeout_s: float, env: sp.Env | None) -> sp.Load:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AgentSilent(f"agent did not answer step {seq} (t = {t_s} s) within {timeout_s} s")
             msg = self._recv(remaining)
-            if msg is None:
-                continue
-            if msg.get("type") == "hello":  # restarted: resend this step to the new agent
-                self._send({"type": "env", "t": t_s, "seq": seq, **env})
-            elif msg.get("type") == "state" and msg.get("seq") == seq:
-                self.last_state = msg
+            if isinstance(msg, sp.Hello) and env is not None:  # restarted: resend this step to the new agent
+                self._send(env)
+            elif isinstance(msg, sp.Load) and msg.seq == seq:
+                self.last_load = msg
                 return msg
 
     def close(self) -> None:

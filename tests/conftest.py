@@ -36,8 +36,10 @@ def start_agent(tmp_path):
     procs: list[AgentProcess] = []
 
     def start(url: str, *args: str) -> AgentProcess:
-        defaults = ["--hk-period", "0.2", "--state-dir", str(tmp_path / f"state{len(procs)}")]
+        state_dir = tmp_path / f"state{len(procs)}"
+        defaults = ["--hk-period", "0.2", "--state-dir", str(state_dir)]
         proc = AgentProcess(url, tmp_path / f"agent{len(procs)}.log", [*defaults, *args]).start()
+        proc.state_dir = state_dir if "--state-dir" not in args else Path(args[args.index("--state-dir") + 1])
         procs.append(proc)
         return proc
 

@@ -1,6 +1,24 @@
 """Valid arguments for every dictionary command, for tests that send each one for real."""
 
+import hashlib
+import shutil
+from pathlib import Path
+
+from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
 from flight.link.definitions import DICTIONARY
+
+# A model "uplinked" to the board's staging/ directory, for MODEL_INSTALL: the shipped model
+# under another name. stage_sample_model() puts it there.
+SAMPLE_MODEL = "sample_model"
+SAMPLE_MODEL_SHA256 = hashlib.sha256((MODELS_DIR / MODEL_FILE).read_bytes()).hexdigest()
+
+
+def stage_sample_model(state_dir: Path) -> None:
+    """What a file uplink would have done before MODEL_INSTALL (the agent's default compute dir)."""
+    staging = Path(state_dir) / "compute" / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODELS_DIR / MODEL_FILE, staging / f"{SAMPLE_MODEL}.onnx")
+
 
 # An ISS-like element set with a November 2026 epoch (checksums computed), so the agent can
 # propagate it from today's clock without sgp4 reporting decay.
@@ -21,8 +39,8 @@ VALID_ARGS = {
     "SET_TLE": {"line1": ISS_TLE[0], "line2": ISS_TLE[1]},
     "INFER_START": {"input_set": "cloud_tiles_test"},
     "TRAIN_START": {"dataset": "cloud_tiles_test", "steps": 10},
-    "JOB_CANCEL": {"job_id": 2},
-    "MODEL_INSTALL": {"name": "cloud_screen", "version": "2", "sha256": "0" * 64},
+    "JOB_CANCEL": {"job_id": 2},  # the TRAIN_START before it: waiting (the agent is not in COMPUTE)
+    "MODEL_INSTALL": {"name": SAMPLE_MODEL, "version": "2", "sha256": SAMPLE_MODEL_SHA256},
     "SHUTDOWN": {"reason": "test"},
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"

@@ -6,12 +6,17 @@ import time
 
 import pytest
 
-from flight.link.messages import EventRecord, HkRecord, Stage
+from flight.link.messages import EventRecord, Stage
 from flight.link.dictionary import FailureCode
+from flight.hal.sim_protocol import EpsValues
 from hil.sim_env import SimEnvironment
 
 T0 = 1_795_000_000.0  # simulated UTC start, 2026-11-18
 SUNNY = {"soc_pct": 90.0, "bus_voltage_v": 8.2, "solar_power_w": 80.0}
+
+
+def _eps(values: dict) -> EpsValues:
+    return EpsValues(**values)
 
 
 class Rig:
@@ -35,7 +40,7 @@ class Rig:
                 self.temp_c = start + (temp_to_c - start) * i / seconds
             self.t += 1.0
             self.state = self.env.step(self.t, temps_c={"cpu-thermal": self.temp_c - 2, "tj-thermal": self.temp_c},
-                                       eps=self.eps, board_power_w=10.0)
+                                       eps=_eps(self.eps), board_power_w=10.0)
             states.append(self.state)
             self.client.poll(0)
         return states
@@ -91,7 +96,7 @@ def test_modes_start_safe_and_refusals_carry_reasons(rig):
     assert send(rig, "SET_MODE", mode="COMPUTE").completed
     values = rig.hk()
     assert values["mode"] == "COMPUTE" and values["admission"] in ("INFERENCE", "ALL")
-    assert rig.state["compute_duty"] == 1.0  # the harness is told the board is loaded
+    assert rig.state.compute_duty == 1.0  # the harness is told the board is loaded
     changes = [(e.args["old"], e.args["new"]) for e in rig.events("MODE_CHANGED")]
     assert changes == [("BOOT", "SAFE"), ("SAFE", "IDLE"), ("IDLE", "COMPUTE")]
     assert send(rig, "SET_MODE", mode="SAFE").completed
@@ -105,23 +110,23 @@ def test_thermal_ramp_steps_down_up_and_hard_limit_stops_compute(rig):
     send(rig, "SET_PARAM", name="thermal_lookahead_s", value="0")
     send(rig, "SET_MODE", mode="IDLE")
     send(rig, "SET_MODE", mode="COMPUTE")
-    top = rig.run(3)[-1]["power_mode"]
+    top = rig.run(3)[-1].power_mode
     assert top == "MAXN_SUPER" or top.startswith("MAXN")
     rig.run(30, temp_to_c=87.0)  # over the 85 °C soft limit
     rig.run(5)
     downs = rig.events("THERMAL_STEP_DOWN")
-    assert downs and rig.state["power_mode"] != top
-    stepped_to = rig.state["power_mode"]
+    assert downs and rig.state.power_mode != top
+    stepped_to = rig.state.power_mode
     assert rig.hk()["throttle_state"] == "THROTTLED"
     rig.run(60, temp_to_c=60.0)  # cool well below soft − hysteresis
     rig.run(40)
-    assert rig.events("THERMAL_STEP_UP") and rig.state["power_mode"] == top != stepped_to
+    assert rig.events("THERMAL_STEP_UP") and rig.state.power_mode == top != stepped_to
     rig.run(20, temp_to_c=97.0)  # past the 95 °C hard limit
     rig.run(2)
     assert rig.events("THERMAL_HARD_LIMIT")
     values = rig.hk()
     assert values["mode"] == "SAFE" and values["admission"] == "NONE" and values["throttle_state"] == "HARD_LIMIT"
-    assert rig.state["compute_duty"] == 0.0
+    assert rig.state.compute_duty == 0.0
 
 
 def test_low_charge_forces_safe(rig):
@@ -159,8 +164,8 @@ def test_bad_sensor_values_do_not_disable_protection(rig):
     send(rig, "SET_MODE", mode="COMPUTE")
     for _ in range(3):
         rig.t += 1.0
-        rig.env.step(rig.t, temps_c={"gpu-thermal": float("nan"), "tj-thermal": 130.0, "cpu-thermal": "hot"},
-                     eps={"soc_pct": "full", "solar_power_w": None}, board_power_w=float("inf"))
+        rig.env.send_raw(rig.t, {"temps_c": {"gpu-thermal": float("nan"), "tj-thermal": 130.0, "cpu-thermal": "hot"},
+                                 "eps": {"soc_pct": "full", "solar_power_w": None}, "board_power_w": float("inf")})
     values = rig.hk()
     assert values["mode"] == "SAFE" and values["internal_errors"] == 0
     assert rig.events("THERMAL_HARD_LIMIT")

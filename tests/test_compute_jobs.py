@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flight.compute.checkpoint import load_checkpoint
+from flight.hal.sim_protocol import EpsValues
 from flight.compute.training import Adam, Dense, MlpSpec, Sgd, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import load_held_out
@@ -147,7 +148,7 @@ def test_training_pauses_on_low_charge_and_resumes_after(start_agent, make_clien
         deadline = time.monotonic() + timeout_s
         while not predicate():
             assert time.monotonic() < deadline, "timed out"
-            env.step(None, temps_c={"tj-thermal": 50.0}, eps=battery, board_power_w=12.0)
+            env.step(None, temps_c={"tj-thermal": 50.0}, eps=EpsValues(**battery), board_power_w=12.0)
             client.poll(0.1)
 
     until(lambda: client.latest.get("compute_state", (None,))[0] == "RUNNING")

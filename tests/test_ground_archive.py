@@ -170,7 +170,8 @@ def test_csv_aligns_channels_from_different_packets(archive, tmp_path):
     for i in range(10):
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)), T0_S + i)
         if i % 2 == 0:  # POWER_HK every other second, half a second later, battery sometimes nil
-            power = {"battery_soc_pct": None if i == 4 else 80.0 - i, "in_eclipse": i >= 6, "power_mode": "15W"}
+            power = {**dict.fromkeys(POWER_HK.channels), "battery_soc_pct": None if i == 4 else 80.0 - i,
+                         "in_eclipse": i >= 6, "power_mode": "15W"}
             archive.record(decoded(codec, codec.encode_hk(POWER_HK.sid, power, T0_S + i + 0.5)), T0_S + i + 0.5)
     out = tmp_path / "side_by_side.csv"
     assert archive.export_csv(["cmd_executed", "battery_soc_pct", "in_eclipse", "mode"], out) == 15
@@ -263,7 +264,9 @@ def test_odd_records_are_kept(archive):
 def test_limits_survive_reopening(tmp_path):
     path = tmp_path / "ground.sqlite"
     with Archive(path) as archive:
-        assert archive.limits("battery_soc_pct") == Limits(warn_low=35, crit_low=25)  # the dictionary's
+        # The dictionary's: they follow battery_floor_pct and battery_safe_pct, at their defaults until
+        # the agent reports its values.
+        assert archive.limits("battery_soc_pct") == Limits(warn_low=30.0, crit_low=20.0)
         archive.set_limits("battery_soc_pct", Limits(warn_low=50, crit_low=40), who="ops")
         archive.set_limits("cpu_pct", Limits(warn_high=80))
         archive.set_limits("cpu_pct", Limits(warn_high=70, crit_high=95))  # the latest wins

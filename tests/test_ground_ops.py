@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from flight.link.dictionary import FailureCode
 from flight.link.packets import pack_tc
 from ground.alarms import AlarmManager, LimitStore
 from ground.console import Completer, Console
@@ -151,7 +152,10 @@ def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start
     log: list[str] = []
     assert run_procedure_file(ROOT / "ground" / "procedures" / "load_new_model.py", client, log.append), "\n".join(log)
     proc = Procedure(client, log.append)
-    proc.send_and_wait("MODEL_INSTALL", {"name": "cloud_screen_v2", "version": "3", "sha256": "ab" * 32})
+    # A wrong hash fails the command itself (completion failure with the reason), and says so in an event.
+    wrong = proc.send_and_wait("MODEL_INSTALL", {"name": "cloud_screen_v2", "version": "3", "sha256": "ab" * 32},
+                               expect="failed")
+    assert wrong.failure.code is FailureCode.BAD_ARGUMENTS and "is not the expected abababab" in wrong.failure.reason
     refused = proc.assert_event("MODEL_REFUSED", timeout_s=30)
     assert "is not the expected abababab" in refused.args["reason"]
     proc.send_and_wait("MODEL_INSTALL", {"name": "x", "version": "1", "sha256": "zz"}, expect="failed")

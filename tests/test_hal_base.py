@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from flight.hal import BACKENDS, Hal, HalError, HalReading, PowerMode, RailReading, open_hal, register_backend
+from flight.clock import RealClock
+from flight.hal import BACKENDS, Board, BoardOptions, Hal, HalError, HalReading, PowerMode, RailReading, open_board, register_backend
+from flight.hal.base import PowerControl, SensorSet
 from flight.hal.base import order_power_modes
 from flight.hal.procfs import CpuTimes, cpu_pct_between, parse_meminfo_pct, parse_proc_stat
 
@@ -128,31 +130,37 @@ class _DummyHal(Hal):
         self.closed = True
 
 
+def _dummy_board(options: BoardOptions) -> Board:
+    return Board("dummy", _DummyHal(board=options.board), RealClock(), SensorSet.DISCOVERED, PowerControl.SOFTWARE)
+
+
 def test_registry_opens_registered_backends():
-    assert {"jetson", "linux"} <= set(BACKENDS)
+    assert {"jetson", "linux", "sim"} <= set(BACKENDS)
     with pytest.raises(HalError, match="unknown HAL backend 'no-such-board': choose one of") as err:
-        open_hal("no-such-board")
+        open_board("no-such-board")
     assert "jetson" in str(err.value) and "linux" in str(err.value)
-    register_backend("dummy-test", _DummyHal)
+    register_backend("dummy-test", _dummy_board)
     try:
         with pytest.raises(HalError, match="already registered"):
-            register_backend("dummy-test", _DummyHal)
-        with open_hal("dummy-test", speed=3) as hal:
-            assert isinstance(hal, _DummyHal) and hal.options == {"speed": 3}
+            register_backend("dummy-test", _dummy_board)
+        board = open_board("dummy-test", BoardOptions(board="x3"))
+        with board.hal as hal:
+            assert isinstance(hal, _DummyHal) and hal.options == {"board": "x3"}
+            assert board.eps is None and board.stepper is None  # abilities are explicit, not probed
             with pytest.raises(HalError, match="this board offers ONLY"):
                 hal.set_power_mode("MAX")
         assert hal.closed
-        register_backend("dummy-test", "tests.test_hal_base:_DummyHal", replace=True)
-        assert isinstance(open_hal("dummy-test"), _DummyHal)
+        register_backend("dummy-test", "tests.test_hal_base:_dummy_board", replace=True)
+        assert isinstance(open_board("dummy-test").hal, _DummyHal)
     finally:
         BACKENDS.pop("dummy-test", None)
 
 
-def test_factory_must_return_a_hal():
-    register_backend("not-a-hal", lambda: object())
+def test_factory_must_return_a_board():
+    register_backend("not-a-hal", lambda options: object())
     try:
-        with pytest.raises(HalError, match="returned object, not a Hal"):
-            open_hal("not-a-hal")
+        with pytest.raises(HalError, match="returned object, not a Board"):
+            open_board("not-a-hal")
     finally:
         BACKENDS.pop("not-a-hal", None)
 

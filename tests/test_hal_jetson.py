@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from flight.hal import HalError, HalReading, open_hal
+from flight.hal import BoardOptions, HalError, HalReading, open_board
 from flight.hal.jetson import (
     JetsonHal,
     budget_from_name,
@@ -81,7 +81,7 @@ EXPECTED_BOARD_POWER_W = {
 
 
 def open_fake(fake) -> JetsonHal:
-    hal = open_hal("jetson", root=fake.root, nvpmodel=str(fake.nvpmodel))
+    hal = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))).hal
     assert isinstance(hal, JetsonHal)
     return hal
 
@@ -214,7 +214,7 @@ def test_unreadable_rail_value_names_the_file(tmp_path):
 
 
 def test_empty_root_still_gives_a_reading(tmp_path):
-    hal = open_hal("jetson", root=tmp_path, nvpmodel=str(tmp_path / "no-nvpmodel"))
+    hal = open_board("jetson", BoardOptions(root=str(tmp_path), nvpmodel=str(tmp_path / "no-nvpmodel"))).hal
     reading = hal.read()
     assert reading.temps_c == {} and reading.rails == {} and reading.board_power_w is None
     assert reading.mem_pct is None
@@ -237,10 +237,10 @@ def test_unknown_board_reads_without_a_profile(tmp_path):
 
 def test_board_override_and_unknown_board(tmp_path):
     fake = make_board(tmp_path, "orin_nano", model="Custom carrier")
-    hal = open_hal("jetson", root=fake.root, nvpmodel=str(fake.nvpmodel), board="orin_nano")
+    hal = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel), board="orin_nano")).hal
     assert hal.board == "orin_nano"
     with pytest.raises(HalError, match="no board profile 'orin_tx9'.*agx_orin_64gb"):
-        open_hal("jetson", root=fake.root, board="orin_tx9")
+        open_board("jetson", BoardOptions(root=str(fake.root), board="orin_tx9")).hal
 
 
 # --- power modes ------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_set_that_needs_a_reboot_is_refused_not_hung(tmp_path):
 
 def test_nvpmodel_missing_or_unparseable(tmp_path):
     fake = make_board(tmp_path, "orin_nano")
-    hal = open_hal("jetson", root=fake.root, nvpmodel=str(tmp_path / "nowhere" / "nvpmodel"))
+    hal = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(tmp_path / "nowhere" / "nvpmodel"))).hal
     with pytest.raises(HalError, match="nvpmodel not found"):
         hal.current_power_mode()
     assert [m.name for m in hal.power_modes()] == ["7W", "15W", "25W", "MAXN_SUPER"]  # the conf alone still works

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flight.hal import HalError, HalReading, open_hal
+from flight.hal import BoardOptions, HalError, HalReading, open_board
 from flight.hal.linux import LinuxHal, rapl_power_w
 from tests.fakeboard import CPU_PCT_BETWEEN, PROC_STAT_2, RAPL_MAX_RANGE_UJ, StepClock, make_pc
 
@@ -18,8 +18,10 @@ ROUNDING = 1e-9  # W or C: only binary rounding of decimal-exact values
 
 
 def test_this_machine_gives_a_valid_reading_and_names_what_is_missing():
-    hal = open_hal("linux")
+    board = open_board("linux")
+    hal = board.hal
     assert isinstance(hal, LinuxHal)
+    assert board.eps is None and board.stepper is None and board.sensors.value == "discovered"
     first = hal.read()
     second = hal.read()
     for reading in (first, second):
@@ -42,7 +44,7 @@ def test_this_machine_gives_a_valid_reading_and_names_what_is_missing():
 
 
 def test_software_power_modes():
-    hal = open_hal("linux")
+    hal = open_board("linux", BoardOptions()).hal
     assert [(m.name, m.budget_w, m.budget_source) for m in hal.power_modes()] == [
         ("LOW", 15.0, "software"),
         ("MEDIUM", 35.0, "software"),

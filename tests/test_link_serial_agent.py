@@ -6,7 +6,7 @@ import pytest
 
 from flight.link.messages import HkRecord
 from hil.ptyline import PtyLine
-from tests.samples import ORDERED, VALID_ARGS
+from tests.samples import ORDERED, VALID_ARGS, stage_sample_model
 
 
 @pytest.fixture
@@ -22,6 +22,7 @@ def hk(client, predicate, timeout_s=15.0):
 
 def test_every_command_completes_over_serial(line, start_agent, make_client):
     agent = start_agent(f"serial://{line.a_path}?baud=115200")
+    stage_sample_model(agent.state_dir)
     client = make_client(f"serial://{line.b_path}?baud=115200")
     for name in ORDERED:
         result = client.send(name, VALID_ARGS[name], timeout_s=10)

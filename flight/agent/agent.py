@@ -1,10 +1,19 @@
-"""The flight agent's loop: wait on the link, the harness and the timers; dispatch; control; report.
+"""The flight agent: wiring of the components, and the loop.
 
-Driven by events, never by sleeps: each turn waits in ``zmq.Poller`` on the link's
-sockets or file descriptors, the ``sim`` backend's socket and a signal wake-up pipe, for
-at most the time until the next timer is due, as the clock says. Nothing a packet
-contains can stop the loop: bad packets are counted and reported, handler errors fail
-their command, anything else is caught, counted and reported.
+The components (flight/agent/*.py) each own their commands, events and telemetry and are
+given only the ports they need; this module builds them, connects them, checks that
+together they cover the dictionary exactly (:func:`flight.agent.ports.check_wiring`), and
+runs the loop.
+
+The loop is driven by events, never by sleeps: each turn waits in ``zmq.Poller`` on the
+link's sockets or file descriptors, the compute worker's socket, the harness's socket (sim
+backend) and a signal wake-up pipe, for at most the time until the next timer is due, as the
+clock says. Nothing a packet contains can stop the loop: bad packets are counted and
+reported, handler errors fail their command, anything else is caught, counted and reported.
+
+Two waits read the wall clock whatever the agent's clock is, both bounds on waiting for a
+real process, never a decision: systemd's watchdog feed (systemd's timer is wall time) and,
+under lockstep, how long a step may wait for the compute worker to answer its ping.
 """
 
 from __future__ import annotations
@@ -19,56 +28,32 @@ from typing import Any
 
 import zmq
 
-from flight.agent.commands import register_standard_commands
-from flight.agent.compute import ComputeSupervisor
-from flight.agent.control import Controller
-from flight.agent.dispatcher import Dispatcher
-from flight.agent.modes import Mode
-from flight.agent.params import ParameterStore
-from flight.agent.state import AgentState, StateFile
-from flight.agent.timers import Timers
 from flight import sdnotify
-from flight.clock import Clock, RealClock
+from flight.agent.compute import ComputeSupervisor
+from flight.agent.control import Controller, PowerSetup
+from flight.agent.dispatcher import DispatchCounters, Dispatcher
+from flight.agent.executive import Executive
+from flight.agent.housekeeping import Housekeeping
+from flight.agent.link_service import LinkService
+from flight.agent.mode_manager import ModeManager
+from flight.agent.modes import Conditions
+from flight.agent.params import ParameterStore, Parameters
+from flight.agent.ports import Component, EventPort, FaultLog, check_wiring
+from flight.agent.state import PersistentState
+from flight.agent.timers import Timers
 from flight.config import Config
-from flight.hal.base import Hal, PowerMode, open_hal
+from flight.hal.base import Board, open_board
 from flight.link.apid import Apid
-from flight.link.definitions import DICTIONARY
+from flight.link.definitions import DICTIONARY, Admission, Mode
 from flight.link.dictionary import Dictionary
+from flight.link.interface import FlightLink
 from flight.link.messages import Codec
-from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
-from flight.link.transport import FlightLink, Inbound, open_flight_link
-from flight.orbit import Orbit
-
-ACCEPTED_APIDS = frozenset({Apid.AGENT})
-STATE_SAVE_PERIOD_S = 60.0
-DEFAULT_BOARD = "orin_nx_16gb"  # for the sim and linux backends when the config names none
-_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
-
-
-def open_board_hal(config: Config) -> tuple[Hal, dict[str, tuple[float, ...]]]:
-    """The configured backend and the board profile's (idle_w, loaded_w, throughput_rel) per power mode."""
-    from flight.hal.boards import load_board
-
-    if config.hal_backend == "jetson":
-        # The device tree names the module; a board in the config overrides it.
-        hal = open_hal("jetson", root=config.hal_root, nvpmodel=config.nvpmodel, board=config.board)
-        board = load_board(hal.board) if getattr(hal, "board", None) else None
-    else:
-        board = load_board(config.board or DEFAULT_BOARD)
-        if config.hal_backend == "sim":
-            from flight.hal.sim import SimHal
-
-            modes = tuple(PowerMode(m.name, i, m.budget_w, "profile") for i, m in enumerate(board.modes))
-            hal = SimHal(config.sim_endpoint, modes, config.lockstep, board.id)
-        else:
-            hal = open_hal("linux", root=config.hal_root)
-    mode_power = ({m.name: (m.idle_power_w, m.loaded_power_w, m.inference_rel_maxn) for m in board.modes}
-                  if board else {})
-    return hal, mode_power
-
+from flight.link.transport import open_flight_link
+from flight.storage import DirectoryLock, remove_interrupted_writes
 
 # Feed systemd's watchdog at most this often (and at least every half period it asks for).
 _WATCHDOG_FEED_MAX_S = 1.0
+_DISPATCH_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
 
 
 class Agent:
@@ -76,38 +61,96 @@ class Agent:
         self,
         config: Config,
         link: FlightLink | None = None,
-        hal: Hal | None = None,
-        mode_power: dict[str, tuple[float, ...]] | None = None,
-        clock: Clock | None = None,
+        board: Board | None = None,
         dictionary: Dictionary = DICTIONARY,
     ):
+        """Build the agent for ``config``. ``link`` and ``board`` replace what the config names
+        (tests build an agent in-process with a memory link and a scripted board)."""
         self.config = config
         self.dictionary = dictionary
-        if hal is None:
-            hal, mode_power = open_board_hal(config)
-        self.hal = hal
-        self.link = link or open_flight_link(config.link_url)
-        self.clock = clock or getattr(hal, "clock", None) or RealClock()
-        self.codec = Codec(dictionary, Apid.AGENT)
         self.state_dir = Path(config.state_dir)
-        # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
-        self.params = ParameterStore(dictionary, self.state_dir / "params.json",
-                                     {"hk_period_s": config.hk_period_s, **config.parameters})
-        self._state_file = StateFile(self.state_dir / "state.json")
-        self.state: AgentState = self._state_file.load()
-        self.previous_stop = "clean" if not self.state.running else "unclean"
-        if self.state.boot_count == 0 and self._state_file.load_error is None:
-            self.previous_stop = "first start"
-        self.state.boot_count += 1
-        self.state.running = True
-        self.power_mode_cap = self.state.power_mode_cap
-        self.started_s = self.clock.monotonic_s()
-        self.last_contact_s = self.started_s
-        self.mode = Mode.BOOT
-        self.internal_errors = 0
-        self._reported_drops = 0
+        # First the lock: a second agent on this state directory stops here, touching nothing.
+        self._lock = DirectoryLock(self.state_dir, ".agent.lock", "agent")
+        self._opened: list[Any] = []  # what this constructor opened, closed if it fails half-way
+        try:
+            self._build(config, link, board, dictionary)
+        except BaseException:
+            for thing in reversed(self._opened):
+                thing.close()
+            self._lock.release()
+            raise
+
+    def _build(self, config: Config, link: FlightLink | None, board: Board | None, dictionary: Dictionary) -> None:
+        self._removed = remove_interrupted_writes(self.state_dir)
+        self.board = board or open_board(config.hal_backend, config.board_options())
+        self._opened.append(self.board)
+        self.link = link or open_flight_link(config.link_url)
+        self._opened.append(self.link)
+        self.clock = self.board.clock
+        self.codec = Codec(dictionary, Apid.AGENT)
+        self.faults = FaultLog(self.clock)
         self._stop_reason: str | None = None
         self._booted = False
+        stepper = self.board.stepper
+        self.lockstep = stepper is not None and stepper.lockstep
+
+        def events(component: type[Component]) -> EventPort:
+            return EventPort(component.NAME, component.EVENTS, dictionary, self._publish_event)
+
+        # --- components ---
+        self.memory = PersistentState(self.state_dir / "state.json", self.clock)
+        counters = self.memory.counters  # types checked when the state file was read
+        # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
+        store = ParameterStore(dictionary, self.state_dir / "params.json",
+                               {"hk_period_s": config.hk_period_s, **config.parameters})
+        self.params = Parameters(store, events(Parameters), self._publish_param_report)
+        self.modes = ModeManager(events(ModeManager), self._conditions)
+        self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, events(Dispatcher),
+                                     DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}))
+        self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
+                                        counters)
+        self.timers = Timers(self.clock)
+        compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
+        self.compute = ComputeSupervisor(config.compute_dir or self.state_dir / "compute", compute_on,
+                                         events(ComputeSupervisor), self.faults, self.clock, self.params,
+                                         self.memory.allocate_job_id, lockstep=self.lockstep)
+        self._opened.append(self.compute)
+        self.controller = Controller(
+            self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
+                                   config.control_period_s),
+            self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
+            self.compute.admit, self.memory)
+        self.executive = Executive(
+            events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
+            dict_hash=dictionary.version_hash, hal_backend=self.board.backend,
+            control_late_p99_s=lambda: self.timers.late_p99_s("control"), stop=self.stop,
+            resets=(self.dispatcher.reset_counters, self.link_service.reset_counters))
+        self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
+                                                  self.link_service, self.controller, self.compute)
+        check_wiring(dictionary, self.components)
+        for component in self.components:
+            for name, handler in component.handlers().items():
+                self.dispatcher.register(name, handler)
+        self.housekeeping = Housekeeping(dictionary, self.codec, self.link.publish, self.clock.now_s, self.components,
+                                         self.params.report)
+
+        # --- ports between them ---
+        self.modes.on_commanded.append(self.controller.tick)  # apply the new mode's plan now, not next tick
+        self.modes.on_change.append(lambda old, new: self._booted and sdnotify.status(self._systemd_status()))
+        self.params.on_change.append(self._param_changed)
+
+        # --- timers and the loop's inputs ---
+        self.timers.every("housekeeping", self.params["hk_period_s"], self._housekeeping)
+        self.timers.every("control", config.control_period_s, self.controller.tick)
+        self._poller = zmq.Poller()
+        self._link_items: list[Any] = []
+        self._register_link()
+        for item in [*(stepper.pollables() if stepper else []), *self.compute.pollables()]:
+            self._poller.register(item, zmq.POLLIN)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         # The systemd watchdog runs on the wall clock, whatever the agent's clock: fed from the
         # loop itself, so a hung loop (not just a dead process) gets the agent restarted. Fed at
         # the start and the end of every turn, at most once a second: a slow turn (nvpmodel
@@ -115,170 +158,50 @@ class Agent:
         period_s = sdnotify.ping_interval_s()
         self._watchdog_every_s = None if period_s is None else min(period_s, _WATCHDOG_FEED_MAX_S)
         self._watchdog_fed_s = -math.inf
-        self._saved_important: tuple = ()
-        self._saved_at_s = -math.inf
-        self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, self.emit)
-        counters = self.state.counters  # types checked when the state file was read
-        for name in _COUNTERS:
-            setattr(self.dispatcher.counters, name, int(counters.get(f"cmd_{name}", 0)))
-        self.tc_received = int(counters.get("tc_received", 0))
-        self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
-        register_standard_commands(self)
-        self.controller = Controller(self, mode_power or {})
-        lockstep = bool(getattr(self.hal, "lockstep", False))
-        compute_on = config.compute_enabled if config.compute_enabled is not None else not lockstep
-        self.compute = ComputeSupervisor(self, config.compute_dir or self.state_dir / "compute", compute_on)
-        tle = self.state.tle or (list(config.tle) if config.tle else None)
-        if tle:
-            try:
-                self.controller.set_orbit(Orbit.from_tle(*tle))
-            except ValueError:
-                self.state.tle = None
-        self.timers = Timers(self.clock)
-        self.timers.every("housekeeping", self.params["hk_period_s"], self.send_housekeeping)
-        self.timers.every("control", config.control_period_s, self._control_tick)
-        self._poller = zmq.Poller()
-        self._link_items: list[Any] = []
-        self._register_link()
-        for item in [*getattr(self.hal, "pollables", lambda: [])(), *self.compute.pollables()]:
-            self._poller.register(item, zmq.POLLIN)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._save_state(force=True)
 
-    # --- output --------------------------------------------------------------------------
+    # --- ports the agent itself provides -------------------------------------------------
 
-    def emit(self, event: str, /, **args: Any) -> None:
-        """Publish an event from the dictionary."""
-        self.link.publish(self.codec.encode_event(event, args, self.clock.now_s()))
+    def _publish_event(self, name: str, args: dict[str, Any]) -> None:
+        self.link.publish(self.codec.encode_event(name, args, self.clock.now_s()))
+
+    def _publish_param_report(self, values: dict[str, Any]) -> None:
+        self.link.publish(self.codec.encode_param_report(values, self.clock.now_s()))
 
     def _send_report(self, peer: Any, packet: bytes) -> None:
-        # The requester gets its reports directly; every other console sees them on the stream.
-        if peer is not None:
-            self.link.reply(peer, packet)
-        self.link.publish(packet)
+        self.link_service.send_report(peer, packet)
 
-    def contact_age_s(self) -> float:
-        return self.clock.monotonic_s() - self.last_contact_s
+    def _conditions(self) -> Conditions:
+        """What the mode guards look at, from the controller's latest readings."""
+        p = self.params
+        return Conditions(self.controller.eps.soc_pct, p["battery_floor_pct"],
+                          self.controller.last.temp_max_c if self.controller.last else None,
+                          p["thermal_soft_limit_c"], p["thermal_hard_limit_c"])
 
-    def agent_hk(self) -> dict[str, Any]:
-        c = self.dispatcher.counters
-        s = self.link.stats
-        reading = self.controller.status.reading
-        late = self.timers.late_p99_s("control")
-        return {
-            "mode": self.mode.value,
-            "boot_count": self.state.boot_count,
-            "uptime_s": round(self.clock.monotonic_s() - self.started_s, 3),
-            "dict_hash": self.dictionary.version_hash,
-            "cmd_accepted": c.accepted,
-            "cmd_rejected": c.rejected,
-            "cmd_executed": c.executed,
-            "cmd_failed": c.failed,
-            "internal_errors": self.internal_errors,
-            "tc_received": self.tc_received,
-            "tc_bad_packets": self.tc_bad_packets + s.rx_bad_frames,
-            "tc_duplicates": c.duplicates,
-            "tm_sent": s.tx_packets,
-            "tm_dropped": s.tx_dropped,
-            "link_kind": self.link.kind,
-            "contact_age_s": round(self.contact_age_s(), 3),
-            "cpu_pct": reading.cpu_pct if reading else None,
-            "mem_pct": reading.mem_pct if reading else None,
-            "hal_backend": self.hal.backend,
-            "sensors_missing": len(reading.missing) if reading else 0,
-            "control_late_p99_ms": None if late is None else round(late * 1000.0, 3),
-        }
+    def _param_changed(self, name: str, value: Any) -> None:
+        if name == "hk_period_s":
+            self.timers.set_period("housekeeping", value)
 
-    def housekeeping(self) -> dict[str, Any]:
-        return {**self.agent_hk(), **self.controller.power_hk(), **self.controller.thermal_hk(), **self.compute.hk()}
-
-    def send_housekeeping(self) -> None:
-        now = self.clock.now_s()
-        values = self.housekeeping()
-        for packet in self.dictionary.packets:
-            self.link.publish(self.codec.encode_hk(packet.sid, values, now))
-        dropped = self.link.stats.tx_dropped
-        if dropped > self._reported_drops:
-            self.emit("TM_DROPPED", count=dropped - self._reported_drops)
-            self._reported_drops = dropped
+    def _housekeeping(self) -> None:
+        self.housekeeping.send()
+        self.link_service.report_drops()
         self._save_state()
 
-    def _save_state(self, force: bool = False) -> None:
-        """Persist state when something that matters changed (commands, cap, orbit) or every
-        STATE_SAVE_PERIOD_S for the packet counters: a console pinging every second must not
-        mean 86 400 flash writes a day."""
+    def _counters(self) -> dict[str, int]:
         c = self.dispatcher.counters
-        important = (tuple(getattr(c, n) for n in _COUNTERS), self.power_mode_cap, tuple(self.state.tle or ()))
-        now = self.clock.monotonic_s()
-        if not force and important == self._saved_important and now - self._saved_at_s < STATE_SAVE_PERIOD_S:
-            return
-        self.state.counters = {f"cmd_{n}": getattr(c, n) for n in _COUNTERS}
-        self.state.counters.update(tc_received=self.tc_received, tc_bad_packets=self.tc_bad_packets)
-        self.state.power_mode_cap = self.power_mode_cap
+        return {**{f"cmd_{n}": getattr(c, n) for n in _DISPATCH_COUNTERS}, **self.link_service.counters()}
+
+    def _save_state(self, force: bool = False, stopping: bool = False) -> None:
         try:
-            self._state_file.save(self.state)
-            self._saved_important, self._saved_at_s = important, now
+            self.memory.save(self._counters(), force=force, stopping=stopping)
         except OSError as exc:
-            self._internal_error("state save", exc)
+            self.executive.internal_error("state save", exc)
 
-    # --- modes ---------------------------------------------------------------------------
+    @property
+    def mode(self) -> Mode:
+        return self.modes.mode
 
-    def set_mode(self, new: Mode, reason: str) -> None:
-        if new is self.mode:
-            return
-        old, self.mode = self.mode, new
-        self.emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason[:200])
-        if self._booted:
-            sdnotify.status(self._systemd_status())
-
-    def enter_safe(self, reason: str) -> None:
-        """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
-        if self.mode is Mode.SAFE:
-            return
-        self.emit("SAFE_ENTERED", reason=reason[:200])
-        self.set_mode(Mode.SAFE, reason)
-
-    # --- input ---------------------------------------------------------------------------
-
-    def handle(self, inbound: Inbound) -> None:
-        self.tc_received += 1
-        try:
-            packet = unpack(inbound.packet)
-        except PacketError as exc:
-            self._bad_packet(str(exc))
-            return
-        if not isinstance(packet, Telecommand):
-            self._bad_packet(f"telemetry packet (APID {packet.apid}) sent to the agent's command input")
-            return
-        if packet.apid not in ACCEPTED_APIDS:
-            self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
-            return
-        self.last_contact_s = self.clock.monotonic_s()  # a valid packet from the ground is contact
-        if packet.service == Service.TEST and packet.subtype == Subtype.PING:
-            self._send_report(inbound.peer, self.codec.encode_pong(self.clock.now_s()))
-            return
-        if packet.service == Service.FUNCTION and packet.subtype == Subtype.PERFORM_FUNCTION:
-            self.dispatcher.handle(packet, inbound.peer)
-            return
-        self._bad_packet(f"no PUS service {packet.service},{packet.subtype} in this agent")
-
-    def _bad_packet(self, reason: str) -> None:
-        self.tc_bad_packets += 1
-        self.emit("BAD_PACKET", reason=reason[:200])
-
-    def _internal_error(self, where: str, exc: BaseException) -> None:
-        self.internal_errors += 1
-        if hasattr(self, "controller"):
-            self.controller.record_fault(where)
-        self.emit("INTERNAL_ERROR", where=where, reason=f"{type(exc).__name__}: {exc}"[:200])
-
-    def _control_tick(self) -> None:
-        self.controller.tick()
-
-    # --- loop ----------------------------------------------------------------------------
+    # --- the loop --------------------------------------------------------------------------
 
     def _register_link(self) -> None:
         """(Re-)register the link's sockets or descriptors: a serial port reopened gets a new fd."""
@@ -297,12 +220,16 @@ class Agent:
     def step(self, max_wait_s: float | None = 1.0) -> None:
         """One turn: wait for input or the next timer, handle what came, fire what is due."""
         self._register_link()
+        stepper = self.board.stepper
         if self._watchdog_every_s is not None:
             self._feed_watchdog()
             # Never sleep past the next feed, whatever the caller asked (None: no limit).
             max_wait_s = self._watchdog_every_s if max_wait_s is None else min(max_wait_s, self._watchdog_every_s)
         # Before boot (lockstep, waiting for the harness) no timer is due: wait for I/O only.
         timeout_s = self.clock.timeout_until(self.timers.next_due_s()) if self._booted else None
+        hold_s = self.compute.hold_s() if stepper is not None and stepper.pending_step else None
+        if hold_s is not None:  # a step waits for the worker's answer: wake at the latest when the hold ends
+            timeout_s = hold_s if timeout_s is None else min(timeout_s, hold_s)
         if timeout_s is None or (max_wait_s is not None and timeout_s > max_wait_s):
             timeout_s = max_wait_s
         write_items = self.link.write_pollables() if self.link.wants_write() else []
@@ -320,32 +247,37 @@ class Agent:
                 pass
         for inbound in self.link.receive():
             try:
-                self.handle(inbound)
+                self.link_service.handle(inbound)
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
-                self._internal_error("command input", exc)
+                self.executive.internal_error("command input", exc)
         try:
             self.compute.receive()
         except Exception as exc:  # noqa: BLE001
-            self._internal_error("compute input", exc)
-        receive_env = getattr(self.hal, "receive", None)
-        if receive_env is not None:
-            if receive_env() and not self._booted:
+            self.executive.internal_error("compute input", exc)
+        if stepper is not None:
+            if stepper.receive() and not self._booted:
                 self._boot()  # lockstep: simulated time has begun
-            self.hal.say_hello()
+            stepper.greet()
         if self._booted:
             try:
                 self.timers.run_due()
             except Exception as exc:  # noqa: BLE001
-                self._internal_error("timers", exc)
-        if getattr(self.hal, "has_pending_step", False):
-            self.controller.answer_sim()  # every harness step gets exactly one answer
+                self.executive.internal_error("timers", exc)
+        if stepper is not None and stepper.pending_step and self.compute.hold_s() is None:
+            self._answer_step()  # every harness step gets exactly one answer
         self.link.flush()
         if self._watchdog_every_s is not None:
             self._feed_watchdog()
 
+    def _answer_step(self) -> None:
+        """Under HIL, tell the harness the load it must feed back into its models."""
+        admission = self.controller.state.admission
+        computing = self.mode is Mode.COMPUTE and admission is not Admission.NONE
+        self.board.stepper.answer(self.mode, admission, 1.0 if computing else 0.0)
+
     def _systemd_status(self) -> str:
         """The line ``systemctl status`` shows for the agent."""
-        return f"boot {self.state.boot_count}, mode {self.mode.value}, link {self.link.kind}"
+        return f"boot {self.memory.boot_count}, mode {self.mode.value}, link {self.link.kind.value}"
 
     def _feed_watchdog(self) -> None:
         """``WATCHDOG=1`` to systemd if a feed is due (wall clock: systemd's timer is wall time)."""
@@ -357,15 +289,15 @@ class Agent:
     def _boot(self) -> None:
         """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
         self._booted = True
-        self.started_s = self.last_contact_s = self.clock.monotonic_s()
+        self.link_service.restart_contact()
         for name in ("housekeeping", "control"):
             self.timers.restart(name)
-        for problem, what in ((self.params.load_error, "parameters"), (self._state_file.load_error, "state")):
-            if problem:
-                self.emit("STATE_CORRUPT", what=what, reason=problem[:200])
-        self.emit("AGENT_STARTED", boot_count=self.state.boot_count, previous_stop=self.previous_stop,
-                  dict_hash=self.dictionary.version_hash, link=self.link.kind, hal=self.hal.backend)
-        self.set_mode(Mode.SAFE, f"boot complete (previous stop {self.previous_stop})")
+        problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
+                                                          (self.memory.file.load_error, "state")) if problem]
+        self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
+                              removed=len(self._removed))
+        self.modes.set_mode(Mode.SAFE, f"boot complete (previous stop {self.memory.previous_stop})")
+        self.params.report()
         sdnotify.ready(self._systemd_status())
 
     def stop(self, reason: str) -> None:
@@ -376,27 +308,36 @@ class Agent:
         except OSError:
             pass
 
+    def start(self) -> None:
+        """Start the worker and, unless the harness drives time, boot now."""
+        self.compute.start()
+        if not self.lockstep:
+            self._boot()
+        # Under lockstep the loop already answers the link, and boots on the harness's first step.
+
     def run(self) -> str:
         """Run until stopped; return why it stopped."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop(signal.Signals(signum).name))
-        self.compute.start()
-        if not getattr(self.hal, "lockstep", False):
-            self._boot()
-        # Under lockstep the loop already answers the link, and boots on the harness's first step.
+        self.start()
         while self._stop_reason is None:
             self.step()
-        sdnotify.stopping(self._stop_reason)
-        self.emit("AGENT_STOPPING", reason=self._stop_reason)
-        self.state.running = False
-        self._save_state(force=True)
+        return self.finish()
+
+    def finish(self) -> str:
+        """The clean end of a run: say so, save state marked clean."""
+        reason = self._stop_reason or "stopped"
+        sdnotify.stopping(reason)
+        self.executive.stopping(reason)
+        self._save_state(stopping=True)
         self.link.flush()
-        return self._stop_reason
+        return reason
 
     def close(self) -> None:
         self.compute.close()
         self.link.close()
-        self.hal.close()
+        self.board.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._lock.release()

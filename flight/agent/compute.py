@@ -1,48 +1,100 @@
-"""The agent's side of the compute worker: start it, feed it admission, watch it, restart it.
+"""The compute supervisor: the agent's side of the compute worker.
 
-The worker (flight.compute.worker) is a separate process so a hung ONNX Runtime session
-cannot stall control. Every control tick the supervisor sends the power manager's
-admission with threads, batch size and duty cycle for the power mode in force; the worker
-reports status every second. Silence longer than ``compute_watchdog_s`` (real seconds:
-the worker runs in real time) means a hang: the worker is killed and started again, and
-its jobs resume from their checkpoints.
+It starts the worker (flight/compute/worker.py, a process of its own so a hung ONNX Runtime
+session cannot stall control), feeds it the power manager's admission every control tick,
+watches it, restarts it, and owns the compute commands. Messages are the typed records of
+:mod:`flight.compute.protocol`.
+
+- **Watchdog on the agent's clock.** Every control tick sends a :class:`Ping`; the worker
+  answers between two slices of work. A ping unanswered for ``compute_watchdog_s`` of agent
+  time (or a worker that exited) is a hang: ``COMPUTE_HUNG``, a fault, kill, restart; jobs
+  resume from their checkpoints. On a board that is real time; under the harness it is
+  simulated time, so a hung worker is found within its watchdog period of simulated time.
+- **Lockstep hold.** The worker runs in real time while the harness steps simulated time as
+  fast as the agent answers; so under lockstep the agent answers a step only once the worker
+  has answered the tick's ping, waiting at most :data:`PING_HOLD_S` (:data:`STARTUP_HOLD_S`
+  while it starts) of wall time. This bound is the one wall-clock wait in the supervisor: it
+  limits how long simulated time waits for a real process, and decides nothing itself.
+- **Commands complete when the worker has done it.** ``INFER_START``, ``TRAIN_START``,
+  ``MODEL_INSTALL`` and ``JOB_CANCEL`` go to the worker as requests; the command completes
+  (or fails with the worker's reason: no such input set, model, job or file; a full queue)
+  when the worker replies. A job queued but not admitted now raises ``JOB_WAITING`` with the
+  reason and what to do about it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Mapping
 
-import msgpack
 import zmq
 
-if TYPE_CHECKING:
-    from flight.agent.agent import Agent
+from flight.agent.dispatcher import CommandFailed, Deferred, Handler
+from flight.agent.ports import Component, EventPort, FaultLog
+from flight.clock import Clock
+from flight.compute import protocol as cp
+from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, JobKind
+from flight.link.dictionary import FailureCode
+from flight.link.messages import CommandRequest
+from flight.records import ProtocolError
 
-MAX_PENDING = 100  # job messages held while the worker (re)starts
+MAX_PENDING = 100  # requests held while the worker (re)starts
+REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
+PING_HOLD_S = 2.0  # lockstep: wall seconds a step waits for a running worker's answer
+STARTUP_HOLD_S = 30.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
+STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-class ComputeSupervisor:
-    def __init__(self, agent: "Agent", root: Path, enabled: bool):
-        self.agent = agent
+def _plain_name(what: str, name: str) -> None:
+    """Names of input sets, data sets and models are words, never paths."""
+    if not name or not set(name) <= _NAME_CHARS:
+        raise CommandFailed(f"{what} {name!r}: names are letters, digits, - and _", FailureCode.BAD_ARGUMENTS)
+
+
+class ComputeSupervisor(Component):
+    NAME = "compute supervisor"
+    COMMANDS = ("INFER_START", "TRAIN_START", "MODEL_INSTALL", "JOB_CANCEL")
+    # Its own events, and those of the worker it relays (checked here before they are published).
+    EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING", "INTERNAL_ERROR",
+              "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
+              "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED")
+    CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
+
+    def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
+                 params: Mapping[str, Any], allocate_job_id: Callable[[], int], lockstep: bool = False):
         self.root = Path(root)
         self.enabled = enabled
-        self.state = "OFF"
+        self.lockstep = lockstep
+        self._emit = emit
+        self._faults = faults
+        self._clock = clock
+        self._params = params
+        self._allocate_job_id = allocate_job_id
+        self.state = ComputeState.OFF
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
-        self.status: dict[str, Any] = {}
+        self.status = cp.Status()
         self.threads = 1
         self.duty = 0.0
-        self._last_seen = time.monotonic()
-        self._rate = (0, time.monotonic(), 0.0)  # (count, when, rate)
+        self.admission = Admission.NONE
+        self.admission_reason = "no control tick yet"
+        self._rate = (0, clock.monotonic_s(), 0.0)  # (count, when, rate) on the agent's clock
+        self._seq = itertools.count(1)  # pings
+        self._req_ids = itertools.count(1)  # requests
+        self._have_status = False
+        self._pings: deque[tuple[int, float, float]] = deque(maxlen=1000)  # unanswered (seq, agent s, wall s)
+        self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
+        self._held: list[Any] = []  # requests for a worker not yet connected
         self._sock: zmq.Socket | None = None
-        self._pending: list[dict[str, Any]] = []  # job messages for a worker not yet connected
         if enabled:
             self.root.mkdir(parents=True, exist_ok=True)
             self.endpoint = f"ipc://{self.root}/worker.sock"
@@ -54,17 +106,43 @@ class ComputeSupervisor:
     def pollables(self) -> list[Any]:
         return [self._sock] if self._sock is not None else []
 
+    # --- the process ---------------------------------------------------------------------
+
     def start(self) -> None:
         if not self.enabled:
             return
         log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root)],
+            [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
+             "--parent-pid", str(os.getpid())],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
-        self.state = "STARTING"
-        self._last_seen = time.monotonic()
+        self.state = ComputeState.STARTING
+        self._pings.clear()
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _kill(self) -> None:
+        if self._alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def close(self) -> None:
+        """Stop the worker cleanly (it checkpoints training first); kill it if it will not go."""
+        if self._alive():
+            if not (self.state is ComputeState.RUNNING and self._send(cp.Stop())):
+                self.proc.send_signal(signal.SIGTERM)  # not connected yet: the signal says the same
+            try:
+                self.proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        for _deadline, deferred, _ in self._requests.values():
+            deferred.fail("the agent stopped before the compute worker answered")
+        self._requests.clear()
+        if self._sock is not None:
+            self._sock.close(0)
 
     # --- from the worker -----------------------------------------------------------------
 
@@ -73,129 +151,225 @@ class ComputeSupervisor:
             return
         for _ in range(1000):
             try:
-                _identity, raw = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            except ValueError:  # not two frames
+            if len(frames) != 2:
                 continue
             try:
-                msg = msgpack.unpackb(raw, raw=False)
-                kind = msg.get("type")
-            except (ValueError, AttributeError, msgpack.ExtraData):
+                msg = cp.decode(frames[1])
+            except ProtocolError as exc:
+                self._emit("INTERNAL_ERROR", where="compute message", reason=str(exc))
                 continue
-            self._last_seen = time.monotonic()
-            if kind == "hello":
-                self.state = "RUNNING"
-                self.agent.emit("COMPUTE_STARTED", pid=int(msg.get("pid", 0)))
-                pending, self._pending = self._pending, []
-                for job_msg in pending:
-                    self._deliver(job_msg)
-            elif kind == "status":
-                self.state = "RUNNING"
-                self.status = msg
-                self._update_rate(int(msg.get("infer_count", 0)))
-            elif kind == "event":
-                try:
-                    self.agent.emit(str(msg.get("name")), **dict(msg.get("args") or {}))
-                except (KeyError, ValueError, TypeError) as exc:
-                    self.agent.emit("INTERNAL_ERROR", where="compute event", reason=f"{exc}"[:200])
+            self._take(msg)
+
+    def _take(self, msg: Any) -> None:
+        if isinstance(msg, cp.Hello):
+            self.state = ComputeState.RUNNING
+            self._emit("COMPUTE_STARTED", pid=msg.pid)
+            held, self._held = self._held, []
+            for request in held:
+                self._deliver(request)
+            # Pings sent while it started went nowhere: the hello answers them; ask again now.
+            self._pings.clear()
+            self._ping()
+        elif isinstance(msg, cp.Pong):
+            while self._pings and self._pings[0][0] <= msg.seq:
+                self._pings.popleft()
+        elif isinstance(msg, cp.Status):
+            self.status = msg
+            self._have_status = True
+            self._update_rate(msg.infer_count)
+        elif isinstance(msg, cp.Reply):
+            entry = self._requests.pop(msg.req_id, None)
+            if entry is not None:
+                _deadline, deferred, on_ok = entry
+                if msg.ok:
+                    deferred.complete(on_ok(msg))
+                else:
+                    deferred.fail(msg.reason, FailureCode(msg.code) if msg.code in FailureCode._value2member_map_
+                                  else FailureCode.EXECUTION_ERROR)
+        elif isinstance(msg, cp.WorkerEvent):
+            try:
+                self._emit(msg.name, **msg.args)
+            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+                self._emit("INTERNAL_ERROR", where="compute event", reason=str(exc))
 
     def _update_rate(self, count: int) -> None:
         last_count, last_t, rate = self._rate
-        now = time.monotonic()
+        now = self._clock.monotonic_s()
         if now > last_t and count >= last_count:
             rate = (count - last_count) / (now - last_t)
         self._rate = (count, now, rate)
 
     # --- to the worker -------------------------------------------------------------------
 
-    def _send(self, msg: dict[str, Any]) -> bool:
+    def _send(self, msg: Any) -> bool:
         if self._sock is None:
             return False
         try:
-            self._sock.send_multipart([b"compute", msgpack.packb(msg, use_bin_type=True)], zmq.NOBLOCK)
+            self._sock.send_multipart([b"compute", cp.encode(msg)], zmq.NOBLOCK)
             return True
         except (zmq.Again, zmq.ZMQError):
-            return False  # not connected (starting or restarting): the next tick sends again
+            return False  # not connected (starting or restarting)
 
-    def admit(self, admission: str, mode_index: int, n_modes: int, power_w: float | None, reason: str) -> None:
-        """Threads, batch and duty follow the power mode: the lowest mode gets one thread, small
-        batches and a quarter duty; the highest all cores, large batches and full duty."""
+    def admit(self, admission: Admission, mode_index: int, n_modes: int, power_w: float | None, reason: str) -> None:
+        """Each control tick: what may run. Threads, batch and duty follow the power mode: the
+        lowest mode gets one thread, small batches and a quarter duty; the highest all cores,
+        large batches and full duty. Then the heartbeat and the watchdog."""
+        self.admission, self.admission_reason = admission, reason
         if not self.enabled:
             return
         share = (mode_index + 1) / max(1, n_modes)
         self.threads = max(1, round((os.cpu_count() or 1) * share))
         batch = 16 if share <= 0.34 else (32 if share <= 0.67 else 64)
-        self.duty = max(0.25, share) if admission != "NONE" else 0.0
-        self._send({"type": "admit", "admission": admission, "threads": self.threads, "batch": batch,
-                    "duty": max(self.duty, 0.05), "power_w": power_w, "reason": reason[:200]})
+        self.duty = max(0.25, share) if admission is not Admission.NONE else 0.0
+        self._send(cp.Admit(admission, self.threads, batch, max(self.duty, 0.05), power_w, reason[:200]))
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self._ping()
         self._watchdog()
+        self._expire_requests()
 
-    def _deliver(self, msg: dict[str, Any]) -> bool:
-        """Send a job message now, or hold it until the worker says hello; False if the hold is full."""
-        if self.state == "RUNNING" and self._send(msg):
-            return True
-        if len(self._pending) >= MAX_PENDING:
-            return False
-        self._pending.append(msg)
-        return True
-
-    def submit(self, job: dict[str, Any]) -> bool:
-        return self._deliver({"type": "job", "op": "start", "job": job})
-
-    def install_model(self, name: str, version: str, sha256: str, golden: bool) -> bool:
-        return self._deliver({"type": "model", "op": "install", "name": name, "version": version,
-                              "sha256": sha256, "golden": golden})
-
-    def cancel(self, job_id: int) -> bool:
-        return self._deliver({"type": "job", "op": "cancel", "job_id": job_id})
+    def _ping(self) -> None:
+        seq = next(self._seq)
+        self._pings.append((seq, self._clock.monotonic_s(), time.monotonic()))
+        self._send(cp.Ping(seq))
 
     def _watchdog(self) -> None:
-        limit = self.agent.params["compute_watchdog_s"]
-        silent = time.monotonic() - self._last_seen
+        now = self._clock.monotonic_s()
+        # From the oldest unanswered ping: a starting worker's first ping waits for its hello too.
+        silent = now - self._pings[0][1] if self._pings else 0.0
         dead = self.proc is not None and self.proc.poll() is not None
-        if self.enabled and (silent > limit or dead):
-            self.agent.emit("COMPUTE_HUNG", age_s=silent)
-            self.agent.controller.record_fault("compute worker")
+        if silent >= self._params["compute_watchdog_s"] or dead:
+            self._emit("COMPUTE_HUNG", age_s=silent)
+            self._faults.record("compute worker")
             self._kill()
             self.restarts += 1
-            self.state = "DOWN"
+            self.state = ComputeState.DOWN
+            for req_id, (_deadline, deferred, _) in list(self._requests.items()):
+                if req_id not in {r.req_id for r in self._held}:
+                    del self._requests[req_id]
+                    deferred.fail("the compute worker was restarted before it answered; send the command again")
             self.start()
 
-    def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+    def hold_s(self) -> float | None:
+        """Lockstep: wall seconds to keep waiting for the worker's answer to the latest ping; None: none needed."""
+        if not (self.enabled and self.lockstep and self._pings and self._alive()):
+            return None
+        limit = STARTUP_HOLD_S if self.state is ComputeState.STARTING else PING_HOLD_S
+        left = self._pings[0][2] + limit - time.monotonic()
+        return left if left > 0 else None
 
-    def close(self) -> None:
-        """Stop the worker cleanly (it checkpoints training first); kill it if it will not go."""
-        if self.proc is not None and self.proc.poll() is None:
-            if not (self.state == "RUNNING" and self._send({"type": "stop"})):
-                self.proc.send_signal(signal.SIGTERM)  # not connected yet: the signal says the same
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._kill()
-        if self._sock is not None:
-            self._sock.close(0)
+    def _require_enabled(self) -> None:
+        if not self.enabled:
+            raise CommandFailed("compute is off on this agent (lockstep HIL models it, or [compute] enabled = false)",
+                                FailureCode.NOT_ALLOWED_IN_MODE)
+
+    def _request(self, msg: Any, on_ok: Callable[[cp.Reply], dict[str, Any]]) -> Deferred:
+        self._require_enabled()
+        if len(self._held) >= MAX_PENDING:
+            raise CommandFailed(f"{MAX_PENDING} requests already wait for the compute worker to start; try again",
+                                FailureCode.BUSY)
+        deferred = Deferred()
+        self._requests[msg.req_id] = (self._clock.monotonic_s() + REQUEST_TIMEOUT_S, deferred, on_ok)
+        self._deliver(msg)
+        return deferred
+
+    def _deliver(self, msg: Any) -> None:
+        """Send a request now, or hold it until the worker says hello."""
+        if not (self.state is ComputeState.RUNNING and self._send(msg)):
+            self._held.append(msg)
+
+    def _expire_requests(self) -> None:
+        now = self._clock.monotonic_s()
+        for req_id, (deadline, deferred, _) in list(self._requests.items()):
+            if now >= deadline:
+                del self._requests[req_id]
+                self._held = [r for r in self._held if r.req_id != req_id]
+                deferred.fail(f"the compute worker did not answer within {REQUEST_TIMEOUT_S:.0f} s "
+                              f"(worker {self.state.value})", FailureCode.BUSY)
+
+    # --- commands ------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"INFER_START": Handler(self._infer_start), "TRAIN_START": Handler(self._train_start),
+                "MODEL_INSTALL": Handler(self._model_install), "JOB_CANCEL": Handler(self._job_cancel)}
+
+    def _new_job(self, spec_args: dict[str, Any], kind: JobKind, name: str) -> Deferred:
+        self._require_enabled()
+        job_id = self._allocate_job_id()
+        job = cp.JobSpec(job_id=job_id, kind=kind, name=name, **spec_args)
+
+        def queued(reply: cp.Reply) -> dict[str, Any]:
+            waits = self._waits(kind)
+            if waits:
+                self._emit("JOB_WAITING", job_id=job_id, reason=waits)
+            return {"job_id": job_id, "kind": kind.value, "queued": reply.result.get("queued"),
+                    "runs_now": not waits, **({"waits_for": waits[:200]} if waits else {})}
+
+        return self._request(cp.StartJob(next(self._req_ids), job), queued)
+
+    def _waits(self, kind: JobKind) -> str:
+        """Why a job of ``kind`` would not run now, with what to do; "" if it runs."""
+        if self.admission is Admission.ALL or (self.admission is Admission.INFERENCE and kind is JobKind.INFERENCE):
+            return ""
+        if self.admission is Admission.INFERENCE:
+            return f"training is not admitted now: {self.admission_reason}"
+        return self.admission_reason
+
+    def _infer_start(self, req: CommandRequest) -> Deferred:
+        a = req.args
+        _plain_name("input set", a["input_set"])
+        _plain_name("model", a["model"])
+        return self._new_job({"model": a["model"], "priority": a["priority"], "continuous": a["continuous"]},
+                             JobKind.INFERENCE, a["input_set"])
+
+    def _train_start(self, req: CommandRequest) -> Deferred:
+        a = req.args
+        _plain_name("data set", a["dataset"])
+        return self._new_job({"steps": a["steps"], "batch_size": a["batch_size"],
+                              "checkpoint_every": a["checkpoint_every"], "lr": a["lr"], "priority": 9},
+                             JobKind.TRAINING, a["dataset"])
+
+    def _model_install(self, req: CommandRequest) -> Deferred:
+        a = req.args
+        if len(a["sha256"]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in a["sha256"]):
+            raise CommandFailed("sha256 must be 64 hex digits", FailureCode.BAD_ARGUMENTS)
+        _plain_name("model", a["name"])
+        return self._request(cp.InstallModel(next(self._req_ids), a["name"], a["version"], a["sha256"].lower(), a["golden"]),
+                             lambda reply: {"name": a["name"], **reply.result})
+
+    def _job_cancel(self, req: CommandRequest) -> Deferred:
+        job_id = req.args["job_id"]
+        return self._request(cp.CancelJob(next(self._req_ids), job_id), lambda reply: {"job_id": job_id, **reply.result})
 
     # --- housekeeping --------------------------------------------------------------------
 
-    def hk(self) -> dict[str, Any]:
+    def telemetry(self) -> dict[str, Any]:
         st = self.status
-        classes = st.get("infer_classes") or {}
-        out = {
-            "compute_state": self.state,
-            "compute_provider": st.get("provider") or None,
+        have = self._have_status
+        out: dict[str, Any] = {
+            "compute_state": self.state.value,
+            "compute_provider": st.provider or None,
             "compute_restarts": self.restarts,
-            "compute_pid": self.proc.pid if self.proc is not None and self.proc.poll() is None else 0,
+            "compute_pid": self.proc.pid if self._alive() else 0,
             "compute_threads": self.threads,
             "compute_duty": self.duty,
             "infer_rate_per_s": self._rate[2],
+            "jobs_queued": st.jobs_queued if have else None,
+            "job_id": st.job_id if have else None,
+            "job_kind": st.job_kind.value if have else None,
+            "infer_count": st.infer_count if have else None,
+            "infer_confidence_mean": st.infer_confidence_mean,
+            "train_step": st.train_step if have else None,
+            "train_loss": st.train_loss,
+            "train_accuracy": st.train_accuracy,
+            "train_steps_per_s": st.train_steps_per_s if have else None,
+            "train_energy_per_step_j": st.train_energy_per_step_j,
+            "products": st.products if have else None,
         }
-        for key in ("jobs_queued", "job_id", "job_kind", "infer_count", "infer_confidence_mean", "train_step",
-                    "train_loss", "train_accuracy", "train_steps_per_s", "train_energy_per_step_j", "products"):
-            out[key] = st.get(key)
         for cls, channel in CLASS_NAMES.items():
-            out[channel] = classes.get(cls, 0) if st else None
+            out[channel] = st.infer_classes.get(cls, 0) if have else None
         return out

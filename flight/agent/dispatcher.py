@@ -4,6 +4,11 @@ Every telecommand gets an answer (F Prime's rule): acceptance success or failure
 start, then completion success or failure, each with the failure code and reason.
 Reports for each ``cmd_id`` are cached, so a console retrying after a lost reply gets
 the same reports again and the command does not run twice.
+
+A handler returns its result map, raises :class:`CommandFailed`, or returns a
+:class:`Deferred` when the work finishes later (a job handed to the compute worker): the
+completion report then goes out when the deferred is completed or failed, and not before,
+so ``completed`` always means the thing was done.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from flight.link.dictionary import ArgumentError, Command, FailureCode
+from flight.agent.ports import Component, EventPort
+from flight.link.dictionary import Command, FailureCode
 from flight.link.messages import Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
+from flight.link.dictionary import ArgumentError
 
 RETRY_CACHE_COMMANDS = 512  # commands remembered for retries; far more than a console has in flight
 
@@ -29,11 +36,41 @@ class CommandFailed(Exception):
         self.reason = reason
 
 
+class Deferred:
+    """A command that completes later: exactly one of :meth:`complete` or :meth:`fail`."""
+
+    def __init__(self) -> None:
+        self.outcome: tuple[bool, Any, FailureCode] | None = None
+        self._then: Callable[[bool, Any, FailureCode], None] | None = None
+
+    def complete(self, result: dict[str, Any] | None = None) -> None:
+        self._settle(True, result or {}, FailureCode.NONE)
+
+    def fail(self, reason: str, code: FailureCode = FailureCode.EXECUTION_ERROR) -> None:
+        self._settle(False, reason, code)
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome is not None
+
+    def _settle(self, ok: bool, value: Any, code: FailureCode) -> None:
+        if self.outcome is not None:
+            raise RuntimeError("a deferred command completes once")
+        self.outcome = (ok, value, code)
+        if self._then is not None:
+            self._then(ok, value, code)
+
+    def then(self, callback: Callable[[bool, Any, FailureCode], None]) -> None:
+        self._then = callback
+        if self.outcome is not None:
+            callback(*self.outcome)
+
+
 @dataclass(frozen=True)
 class Handler:
     """How to run one command. ``guard`` decides whether it may start now (e.g. in this mode)."""
 
-    run: Callable[[CommandRequest], dict[str, Any] | None]
+    run: Callable[[CommandRequest], dict[str, Any] | Deferred | None]
     guard: Callable[[CommandRequest], None] | None = None
 
 
@@ -46,30 +83,41 @@ class DispatchCounters:
     duplicates: int = 0
 
 
-class Dispatcher:
-    def __init__(
-        self,
-        codec: Codec,
-        send_report: Callable[[Any, bytes], None],
-        now_s: Callable[[], float],
-        on_event: Callable[..., None],
-    ):
+class Dispatcher(Component):
+    """F Prime's CmdDispatcher: decode, check, route to the owning component, verify."""
+
+    NAME = "dispatcher"
+    EVENTS = ("COMMAND_DISPATCHED", "COMMAND_REJECTED", "COMMAND_FAILED")
+    CHANNELS = ("cmd_accepted", "cmd_rejected", "cmd_executed", "cmd_failed", "tc_duplicates")
+
+    def __init__(self, codec: Codec, send_report: Callable[[Any, bytes], None], now_s: Callable[[], float],
+                 emit: EventPort, counters: DispatchCounters | None = None):
         self.codec = codec
-        self.handlers: dict[str, Handler] = {}
-        self.counters = DispatchCounters()
+        self.handlers_by_name: dict[str, Handler] = {}
+        self.counters = counters or DispatchCounters()
         self._send_report = send_report
         self._now_s = now_s
-        self._event = on_event
-        # cmd_id -> (digest of the TC's data, the reports sent): a retry must be the same command.
+        self._emit = emit
+        # cmd_id -> (digest of the TC's data, the reports sent so far): a retry must be the same command.
         self._cache: OrderedDict[int, tuple[bytes, list[bytes]]] = OrderedDict()
 
-    def register(self, name: str, run: Callable[[CommandRequest], dict[str, Any] | None], guard=None) -> None:
+    def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
             raise KeyError(f"no command {name} in the dictionary")
-        self.handlers[name] = Handler(run, guard)
+        if name in self.handlers_by_name:
+            raise KeyError(f"command {name} has a handler already")
+        self.handlers_by_name[name] = handler
 
     def missing_handlers(self) -> list[str]:
-        return [c.name for c in self.codec.dictionary.commands if c.name not in self.handlers]
+        return [c.name for c in self.codec.dictionary.commands if c.name not in self.handlers_by_name]
+
+    def telemetry(self) -> dict[str, Any]:
+        c = self.counters
+        return {"cmd_accepted": c.accepted, "cmd_rejected": c.rejected, "cmd_executed": c.executed,
+                "cmd_failed": c.failed, "tc_duplicates": c.duplicates}
+
+    def reset_counters(self) -> None:
+        self.counters = DispatchCounters()
 
     def handle(self, tc: Telecommand, peer: Any) -> None:
         """Run one TC(8,1) through acceptance, start and completion; every command gets a final report."""
@@ -109,6 +157,8 @@ class Dispatcher:
                     pass
             raise
         finally:
+            # Cached by reference: a deferred completion appends to ``sent`` later, and a retry
+            # arriving meanwhile gets the reports so far.
             if cmd_id and sent and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
                 while len(self._cache) > RETRY_CACHE_COMMANDS:
@@ -123,7 +173,7 @@ class Dispatcher:
         except ArgumentError as exc:
             self._reject(report, self.codec.dictionary.command_by_opcode.get(opcode), exc.code, str(exc))
             return
-        handler = self.handlers.get(request.command.name)
+        handler = self.handlers_by_name.get(request.command.name)
         if handler is None:
             self._reject(report, request.command, FailureCode.UNKNOWN_COMMAND, "no handler in this agent build")
             return
@@ -136,27 +186,34 @@ class Dispatcher:
             except CommandFailed as exc:
                 self.counters.failed += 1
                 report(Stage.STARTED, False, exc.code, exc.reason)
-                self._event("COMMAND_FAILED", name=name, reason=exc.reason[:200])
+                self._emit("COMMAND_FAILED", name=name, reason=exc.reason)
                 return
         report(Stage.STARTED, True)
-        self._event("COMMAND_DISPATCHED", name=name)
+        self._emit("COMMAND_DISPATCHED", name=name)
         try:
             result = handler.run(request)
         except CommandFailed as exc:
-            self.counters.failed += 1
-            report(Stage.COMPLETED, False, exc.code, exc.reason)
-            self._event("COMMAND_FAILED", name=name, reason=exc.reason[:200])
+            self._finish(report, name, False, exc.reason, exc.code)
             return
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the command, never the agent
-            self.counters.failed += 1
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, reason)
-            self._event("COMMAND_FAILED", name=name, reason=reason)
+            self._finish(report, name, False, f"{type(exc).__name__}: {exc}"[:200], FailureCode.EXECUTION_ERROR)
             return
-        self.counters.executed += 1
-        report(Stage.COMPLETED, True, result=result)
+        if isinstance(result, Deferred):
+            result.then(lambda ok, value, code: self._finish(report, name, ok, value, code))
+        else:
+            self._finish(report, name, True, result, FailureCode.NONE)
+
+    def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode) -> None:
+        """The completion report: ``value`` is the result map on success, the reason on failure."""
+        if ok:
+            self.counters.executed += 1
+            report(Stage.COMPLETED, True, result=value)
+        else:
+            self.counters.failed += 1
+            report(Stage.COMPLETED, False, code, value)
+            self._emit("COMMAND_FAILED", name=name, reason=value)
 
     def _reject(self, report, command: Command | None, code: FailureCode, reason: str) -> None:
         self.counters.rejected += 1
         report(Stage.ACCEPTED, False, code, reason)
-        self._event("COMMAND_REJECTED", name=command.name if command else "?", reason=reason[:200])
+        self._emit("COMMAND_REJECTED", name=command.name if command else "?", reason=reason)

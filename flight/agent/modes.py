@@ -13,18 +13,11 @@ always passes through a mode where nothing runs.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Mode
 
-class Mode(str, enum.Enum):
-    BOOT = "BOOT"
-    SAFE = "SAFE"
-    IDLE = "IDLE"
-    COMPUTE = "COMPUTE"
-
-
-COMMANDABLE = (Mode.SAFE, Mode.IDLE, Mode.COMPUTE)
+__all__ = ["COMMANDABLE", "Conditions", "Mode", "commanded_refusal"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {

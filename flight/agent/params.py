@@ -7,9 +7,12 @@ fails its check is moved aside and reported; the agent runs on with the other la
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Dictionary, FailureCode
+from flight.link.messages import CommandRequest
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 
@@ -72,3 +75,64 @@ class ParameterStore:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+# Rules between parameters, checked after every change (a value alone passes its own range).
+# (lower, upper, why): ``lower`` must stay below ``upper``.
+ORDERED_PARAMETERS = (
+    ("thermal_soft_limit_c", "thermal_hard_limit_c", "the soft thermal limit must stay below the hard one"),
+)
+
+
+class Parameters(Component):
+    """GET/SET/SAVE_PARAMS, and the parameter report (PUS 20) the ground resolves its limits with."""
+
+    NAME = "parameters"
+    COMMANDS = ("GET_PARAM", "SET_PARAM", "SAVE_PARAMS")
+    EVENTS = ("PARAM_CHANGED", "PARAMS_SAVED")
+
+    def __init__(self, store: ParameterStore, emit: EventPort, report: Callable[[dict[str, Any]], None]):
+        self.store = store
+        self._emit = emit
+        self._report = report
+        self.on_change: list[Callable[[str, Any], None]] = []
+
+    def __getitem__(self, name: str) -> Any:
+        return self.store[name]
+
+    def report(self) -> None:
+        """Send every parameter's value (at boot, on a period, and after each change)."""
+        self._report(self.store.as_dict())
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"GET_PARAM": Handler(self._get), "SET_PARAM": Handler(self._set), "SAVE_PARAMS": Handler(self._save)}
+
+    def _get(self, req: CommandRequest) -> dict[str, Any]:
+        name = req.args["name"]
+        param = self.store.dictionary.parameter_by_name[name]
+        return {"name": name, "value": self.store[name], "default": param.default, "unit": param.spec.unit,
+                "saved": self.store.saved.get(name)}
+
+    def _set(self, req: CommandRequest) -> dict[str, Any]:
+        name = req.args["name"]
+        try:
+            old, new = self.store.set(name, req.args["value"])
+        except ArgumentError as exc:
+            raise CommandFailed(str(exc), exc.code) from None
+        for lower, upper, why in ORDERED_PARAMETERS:
+            if name in (lower, upper) and not self.store[lower] < self.store[upper]:
+                self.store.set(name, old)
+                raise CommandFailed(why, FailureCode.OUT_OF_RANGE)
+        for listener in self.on_change:
+            listener(name, new)
+        self._emit("PARAM_CHANGED", name=name, value=new, old=old)
+        self.report()
+        return {"name": name, "old": old, "value": new}
+
+    def _save(self, req: CommandRequest) -> dict[str, Any]:
+        try:
+            count = self.store.save()
+        except OSError as exc:
+            raise CommandFailed(f"could not write {self.store.path.name}: {exc.strerror}") from None
+        self._emit("PARAMS_SAVED", count=count, path=self.store.path.name)
+        return {"count": count, "path": str(self.store.path)}

@@ -69,3 +69,81 @@ class StateFile:
         write_checked_json(self.path, body)
         self._last_written = body
         return True
+
+
+STATE_SAVE_PERIOD_S = 60.0  # packet counters alone are saved at most this often (flash wears)
+# Counters saved as soon as they change: a command that ran must still count after a power cut.
+URGENT_COUNTERS = ("cmd_accepted", "cmd_rejected", "cmd_executed", "cmd_failed", "cmd_duplicates")
+
+
+class PersistentState:
+    """The agent's state file with its write policy, and narrow accessors for the components.
+
+    Saved at once when something that must not be lost changes (a job id handed out, the
+    orbit, the power-mode cap); counters only every :data:`STATE_SAVE_PERIOD_S` of agent time,
+    so a console pinging every second does not mean 86 400 flash writes a day; command
+    counters (:data:`URGENT_COUNTERS`) as soon as they change.
+    """
+
+    def __init__(self, path: Path, clock: Any):
+        self.file = StateFile(path)
+        self.state = self.file.load()
+        self._clock = clock
+        self.previous_stop = "clean" if not self.state.running else "unclean"
+        if self.state.boot_count == 0 and self.file.load_error is None:
+            self.previous_stop = "first start"
+        self.state.boot_count += 1
+        self.state.running = True
+        self._saved_at_s = float("-inf")
+
+    @property
+    def boot_count(self) -> int:
+        return self.state.boot_count
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self.state.counters)
+
+    # --- for the controller -------------------------------------------------------------------
+
+    @property
+    def tle(self) -> list[str] | None:
+        return self.state.tle
+
+    def remember_tle(self, lines: list[str] | None) -> None:
+        self.state.tle = lines
+        self.save(force=True)
+
+    @property
+    def power_mode_cap(self) -> str:
+        return self.state.power_mode_cap
+
+    def remember_cap(self, name: str) -> None:
+        self.state.power_mode_cap = name
+        self.save(force=True)
+
+    # --- for the compute supervisor -----------------------------------------------------------
+
+    def allocate_job_id(self) -> int:
+        """A job id never handed out before, saved before it is used."""
+        job_id = self.state.next_job_id
+        self.state.next_job_id += 1
+        self.save(force=True)
+        return job_id
+
+    # --- the policy -----------------------------------------------------------------------------
+
+    def save(self, counters: dict[str, int] | None = None, force: bool = False, stopping: bool = False) -> None:
+        """Write if something important changed, or counters are due; OSError goes to the caller."""
+        now = self._clock.monotonic_s()
+        due = force or stopping or now - self._saved_at_s >= STATE_SAVE_PERIOD_S
+        if counters is not None:
+            urgent = any(counters.get(k, 0) != self.state.counters.get(k, 0) for k in URGENT_COUNTERS)
+            if due or urgent:
+                self.state.counters = dict(counters)
+            due = due or urgent
+        if stopping:
+            self.state.running = False
+        if due:
+            self.file.save(self.state)
+            self._saved_at_s = now

@@ -2,16 +2,9 @@
 
 Why a separate process: an ONNX Runtime session that hangs (a radiation-induced
 functional interrupt, a driver fault) must not take the control loop with it. The agent
-supervises this process, feeds it admission (what may run, threads, batch, duty) from its
-power manager, and restarts it when its status stops coming.
-
-Messages (msgpack) on a DEALER with identity ``compute`` connected to the agent's ROUTER:
-
-- agent → worker: ``{"type": "admit", "admission": "NONE|INFERENCE|ALL", "threads": N,
-  "batch": N, "duty": 0..1, "power_w": W|None, "reason": str}``; ``{"type": "job", "op":
-  "start", "job": {...}}``; ``{"type": "job", "op": "cancel", "job_id": N}``; ``{"type": "stop"}``.
-- worker → agent: ``{"type": "status", ...}`` every second and on change, and ``{"type":
-  "event", "name": EVENT, "args": {...}}`` with events from the dictionary.
+supervises this process (flight/agent/compute.py), feeds it admission (what may run,
+threads, batch, duty) from its power manager, pings it every control tick and restarts it
+when the answers stop. Messages are the typed records of :mod:`flight.compute.protocol`.
 
 Jobs run in slices of about ``SLICE_S`` between socket polls; a duty cycle below 1 waits
 (on the socket, not asleep) so the board's average load follows the power plan. Inference
@@ -19,40 +12,83 @@ jobs run before training jobs; a training job that loses its admission checkpoin
 pauses, and resumes where it was when admitted again. Jobs and their progress survive a
 worker restart (``jobs.json``, checkpoints), so a killed worker loses at most the steps
 since the last checkpoint.
+
+The queue is bounded: at most :data:`MAX_ACTIVE_JOBS` unfinished jobs (a further one is
+refused with a reason), and of the finished ones only the newest :data:`KEEP_FINISHED_JOBS`
+are kept in ``jobs.json`` (their products stay in ``products/``). ``jobs.json`` is written
+when a job is added or changes state, never while idle, so an idle worker stays idle
+whatever the queue holds.
+
+A worker never outlives its agent and never shares its directory: it asks Linux to signal
+it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
+is still its parent (the agent may have died before the request took), and it holds the
+compute directory's lock for as long as it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
+import hashlib
 import json
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import zmq
 
+from flight.compute import protocol as cp
 from flight.compute.providers import open_session
-from flight.compute.store import ModelIntegrityError, ModelStore
+from flight.compute.store import Copy, ModelIntegrityError, ModelStore
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
-from flight.storage import CorruptFile, read_checked_json, write_atomic, write_checked_json
+from flight.link.definitions import Admission, JobKind
+from flight.link.dictionary import FailureCode
+from flight.records import ProtocolError
+from flight.storage import (
+    CorruptFile,
+    DirectoryBusy,
+    DirectoryLock,
+    read_checked_json,
+    remove_interrupted_writes,
+    write_atomic,
+    write_checked_json,
+)
 
 SLICE_S = 0.05  # one slice of work between polls: commands and admission changes act within this
 STATUS_PERIOD_S = 1.0
+IDLE_WAIT_S = 1.0  # nothing runnable: wait on the socket this long (status goes out at this rate)
+INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this often
+MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
+KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
+LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
 
 
 @dataclass
 class Job:
+    """A job as the worker keeps it: the command's spec, plus its state and progress."""
+
     job_id: int
-    kind: str  # INFERENCE | TRAINING
+    kind: JobKind
     name: str  # input set (inference) or data set (training)
     model: str = "cloud_screen"
     priority: int = 5
@@ -61,9 +97,24 @@ class Job:
     batch_size: int = 64
     checkpoint_every: int = 50
     lr: float = 0.001
-    state: str = "QUEUED"  # QUEUED RUNNING PAUSED DONE FAILED CANCELLED
+    state: JobState = JobState.QUEUED
     progress: int = 0
     detail: str = ""
+
+    @classmethod
+    def from_spec(cls, spec: cp.JobSpec) -> "Job":
+        return cls(**{f.name: getattr(spec, f.name) for f in fields(spec)})
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.update(kind=self.kind.value, state=self.state.value)
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Job":
+        job = cls(**body)
+        job.kind, job.state = JobKind(job.kind), JobState(job.state)
+        return job
 
 
 @dataclass
@@ -78,13 +129,14 @@ class InferenceTotals:
 class Worker:
     def __init__(self, endpoint: str, root: Path, store: ModelStore | None = None):
         self.root = Path(root)
+        self.removed_temp_files = len(remove_interrupted_writes(self.root, recursive=True))
         self.store = store or ModelStore(self.root / "models")
         self.products = self.root / "products"
         self.incoming = self.root / "incoming"
         for d in (self.products, self.incoming, self.root / "checkpoints", self.root / "staging"):
             d.mkdir(parents=True, exist_ok=True)
         self.jobs: dict[int, Job] = {}
-        self.admission = "NONE"
+        self.admission = Admission.NONE
         self.threads = 1
         self.batch = 32
         self.duty = 1.0
@@ -109,39 +161,91 @@ class Worker:
 
     # --- messages ------------------------------------------------------------------------
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, msg: Any) -> None:
         try:
-            self._sock.send(msgpack.packb(msg, use_bin_type=True), zmq.NOBLOCK)
+            self._sock.send(cp.encode(msg), zmq.NOBLOCK)
         except zmq.Again:
             pass  # the agent is gone or slow; status goes again within a second
 
     def event(self, event: str, /, **args: Any) -> None:
-        self._send({"type": "event", "name": event, "args": args})
+        self._send(cp.WorkerEvent(event, args))
 
-    def _handle(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "admit":
-            self.admission = str(msg.get("admission", "NONE"))
-            self.threads = max(1, int(msg.get("threads", 1)))
-            self.batch = max(1, int(msg.get("batch", 32)))
-            self.duty = min(1.0, max(0.05, float(msg.get("duty", 1.0))))
-            self.power_w = msg.get("power_w")
-            self.reason = str(msg.get("reason", ""))[:200]
-        elif kind == "job" and msg.get("op") == "start":
-            spec = dict(msg.get("job") or {})
-            job = Job(**{k: v for k, v in spec.items() if k in Job.__dataclass_fields__})
-            self.jobs[job.job_id] = job
-            self._save_jobs()
-            self.event("JOB_QUEUED", job_id=job.job_id, kind=job.kind, name=job.name)
-        elif kind == "job" and msg.get("op") == "cancel":
-            job = self.jobs.get(int(msg.get("job_id", -1)))
-            if job is not None and job.state not in ("DONE", "FAILED", "CANCELLED"):
-                self._finish(job, "CANCELLED", "cancelled by command")
-        elif kind == "model" and msg.get("op") == "install":
-            self._install_model(str(msg.get("name", "")), str(msg.get("version", "")),
-                                str(msg.get("sha256", "")).lower(), bool(msg.get("golden", False)))
-        elif kind == "stop":
+    def _reply(self, req_id: int, ok: bool, reason: str = "", code: FailureCode = FailureCode.NONE,
+               **result: Any) -> None:
+        self._send(cp.Reply(req_id, ok, reason[:200], int(code), result))
+
+    def _handle(self, msg: Any) -> None:
+        if isinstance(msg, cp.Ping):
+            self._send(cp.Pong(msg.seq))
+        elif isinstance(msg, cp.Admit):
+            self.admission = msg.admission
+            self.threads = max(1, msg.threads)
+            self.batch = max(1, msg.batch)
+            self.duty = min(1.0, max(0.05, msg.duty))
+            self.power_w = msg.power_w
+            self.reason = msg.reason[:200]
+        elif isinstance(msg, cp.StartJob):
+            self._start_job(msg)
+        elif isinstance(msg, cp.CancelJob):
+            job = self.jobs.get(msg.job_id)
+            if job is None:
+                self._reply(msg.req_id, False, f"no job {msg.job_id} on this board", FailureCode.BAD_ARGUMENTS)
+            elif job.state not in ACTIVE:
+                self._reply(msg.req_id, False, f"job {msg.job_id} has already ended ({job.state.value})",
+                            FailureCode.NOT_ALLOWED_IN_MODE)
+            else:
+                self._finish(job, JobState.CANCELLED, "cancelled by command")
+                self._reply(msg.req_id, True, state=JobState.CANCELLED.value)
+        elif isinstance(msg, cp.InstallModel):
+            self._install_model(msg)
+        elif isinstance(msg, cp.Stop):
             self._stop = True
+        else:
+            raise ProtocolError(f"compute protocol: the worker does not take {type(msg).__name__}")
+
+    def _start_job(self, msg: cp.StartJob) -> None:
+        spec = msg.job
+        active = sum(j.state in ACTIVE for j in self.jobs.values())
+        if active >= MAX_ACTIVE_JOBS:
+            self._reply(msg.req_id, False, f"the job queue is full ({active} jobs not finished, at most "
+                        f"{MAX_ACTIVE_JOBS}); cancel one or wait", FailureCode.BUSY)
+            return
+        problem = self._check_job(spec)
+        if problem:
+            self._reply(msg.req_id, False, problem, FailureCode.BAD_ARGUMENTS)
+            return
+        job = Job.from_spec(spec)
+        self.jobs[job.job_id] = job
+        self._prune()
+        self._save_jobs()
+        self.event("JOB_QUEUED", job_id=job.job_id, kind=job.kind.value, name=job.name)
+        self._reply(msg.req_id, True, queued=active + 1)
+
+    def _check_job(self, spec: cp.JobSpec) -> str:
+        """Why this job cannot run at all (no such model, input set or data set), or ""."""
+        if spec.job_id in self.jobs:
+            return f"job {spec.job_id} exists already"
+        if spec.kind is JobKind.INFERENCE and not self._has_model(spec.model):
+            known = sorted({e.name for e in self.store.list()})
+            return f"no model {spec.model!r} in the store (installed: {', '.join(known) or 'none'})"
+        if spec.continuous:
+            return ""  # tiles arrive in incoming/ as the camera writes them
+        path = self._set_path(spec.name)
+        if path is None:
+            return (f"no {'input' if spec.kind is JobKind.INFERENCE else 'data'} set {spec.name!r} "
+                    f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
+        if spec.kind is JobKind.TRAINING:
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    files = set(data.files)
+            except (OSError, ValueError) as exc:
+                return f"data set {spec.name!r} is unreadable: {type(exc).__name__}"
+            if not ({"x", "y"} <= files or "tiles_dn" in files):
+                return f"data set {spec.name!r} has no labels to train on (needs x and y)"
+        return ""
+
+    def _has_model(self, name: str) -> bool:
+        return any(e.name == name for copy in Copy for e in self.store.list(copy))
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -149,23 +253,30 @@ class Worker:
         return self.root / "jobs.json"
 
     def _save_jobs(self) -> None:
-        write_checked_json(self._jobs_path(), [asdict(j) for j in self.jobs.values()])
+        write_checked_json(self._jobs_path(), [j.to_json() for j in self.jobs.values()])
+
+    def _prune(self) -> None:
+        """Keep the newest :data:`KEEP_FINISHED_JOBS` finished jobs; forget older ones."""
+        finished = sorted((j.job_id for j in self.jobs.values() if j.state not in ACTIVE), reverse=True)
+        for job_id in finished[KEEP_FINISHED_JOBS:]:
+            del self.jobs[job_id]
 
     def _load_jobs(self) -> None:
         try:
             body = read_checked_json(self._jobs_path()) if self._jobs_path().exists() else []
         except CorruptFile as exc:
-            self.event("JOB_FAILED", job_id=0, reason=f"job list unreadable, starting empty: {exc}"[:200])
+            self.event("JOB_FAILED", job_id=0, reason=f"job list unreadable, starting empty: {exc}")
             body = []
         for item in body if isinstance(body, list) else []:
             try:
-                job = Job(**item)
-            except TypeError:
+                job = Job.from_json(item)
+            except (TypeError, ValueError):
                 continue
-            if job.state == "RUNNING":
-                job.state = "PAUSED"  # it was interrupted: resume from its checkpoint when admitted
+            if job.state is JobState.RUNNING:
+                job.state = JobState.PAUSED  # it was interrupted: resume from its checkpoint when admitted
                 job.detail = "worker restarted"
             self.jobs[job.job_id] = job
+        self._prune()
 
     # --- work ------------------------------------------------------------------------------
 
@@ -186,43 +297,57 @@ class Worker:
     def _input_set(self, name: str) -> np.ndarray:
         return self._load_set(name)[0]
 
+    def _set_path(self, name: str) -> Path | None:
+        """Where the set called ``name`` is: the board's data/, then the shipped sets."""
+        for path in (self.root / "data" / f"{name}.npz", MODELS_DIR / f"{name}.npz"):
+            if path.is_file():
+                return path
+        return None
+
+    def _known_sets(self) -> list[str]:
+        return sorted({p.stem for d in (self.root / "data", MODELS_DIR) if d.is_dir() for p in d.glob("*.npz")})
+
     def _load_set(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(inputs, labels or None) of a named set: a tile set as the use case ships it (uint16
         reflectance x 10000, read through its own reader), or any .npz with ``x`` (and ``y``)."""
-        for path in (self.root / "data" / f"{name}.npz", MODELS_DIR / f"{name}.npz"):
-            if not path.exists():
-                continue
-            with np.load(path, allow_pickle=False) as data:
-                files = set(data.files)
-                if "x" in files:
-                    return data["x"].astype(np.float32), (data["y"].astype(np.int64) if "y" in files else None)
-            if "tiles_dn" in files:
-                tiles = load_held_out(path)
-                return tiles.tiles.astype(np.float32), tiles.labels.astype(np.int64)
-            raise ValueError(f"{path}: neither x/y nor a tile set")
-        raise FileNotFoundError(f"no data set {name!r} in {self.root / 'data'} or the shipped models")
+        path = self._set_path(name)
+        if path is None:
+            raise FileNotFoundError(f"no data set {name!r} in data/ or the shipped sets")
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            if "x" in files:
+                return data["x"].astype(np.float32), (data["y"].astype(np.int64) if "y" in files else None)
+        if "tiles_dn" in files:
+            tiles = load_held_out(path)
+            return tiles.tiles.astype(np.float32), tiles.labels.astype(np.int64)
+        raise ValueError(f"{path.name}: neither x/y nor a tile set")
 
-    def _install_model(self, name: str, version: str, sha256: str, golden: bool) -> None:
+    def _install_model(self, msg: cp.InstallModel) -> None:
         """Install staging/NAME.onnx if its SHA-256 is the one the ground computed; drop cached sessions."""
-        import hashlib
+        name = msg.name
+
+        def refuse(reason: str, code: FailureCode = FailureCode.BAD_ARGUMENTS) -> None:
+            self.event("MODEL_REFUSED", name=name, reason=reason)
+            self._reply(msg.req_id, False, reason, code)
 
         path = self.root / "staging" / f"{name}.onnx"
         try:
             data = path.read_bytes()
         except OSError as exc:
-            self.event("MODEL_REFUSED", name=name, reason=f"no uplinked file {path.name}: {exc.strerror}")
+            refuse(f"no uplinked file staging/{path.name}: {exc.strerror}")
             return
         actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            self.event("MODEL_REFUSED", name=name, reason=f"SHA-256 {actual[:16]}… is not the expected {sha256[:16]}…")
+        if actual != msg.sha256.lower():
+            refuse(f"SHA-256 {actual[:16]}… is not the expected {msg.sha256[:16]}…")
             return
         try:
-            self.store.install(name, version, data, golden=golden)
+            self.store.install(name, msg.version, data, golden=msg.golden)
         except Exception as exc:  # noqa: BLE001 - a bad model is refused, the worker goes on
-            self.event("MODEL_REFUSED", name=name, reason=f"{type(exc).__name__}: {exc}"[:200])
+            refuse(f"{type(exc).__name__}: {exc}", FailureCode.EXECUTION_ERROR)
             return
         self._sessions = {k: v for k, v in self._sessions.items() if k[0] != name}
-        self.event("MODEL_INSTALLED", name=name, version=version, sha256=actual[:16])
+        self.event("MODEL_INSTALLED", name=name, version=msg.version, sha256=actual[:16])
+        self._reply(msg.req_id, True, sha256=actual, version=msg.version, golden=msg.golden)
 
     def install_shipped_models(self) -> None:
         """First start on a board: the shipped model becomes the working and the golden copy."""
@@ -230,47 +355,47 @@ class Worker:
             self.store.install(MODEL_NAME, str(load_card().get("version", "1")), MODELS_DIR / MODEL_FILE, golden=True)
 
     def _next_job(self) -> Job | None:
-        if self.admission == "NONE":
+        if self.admission is Admission.NONE:
             return None
-        runnable = [j for j in self.jobs.values() if j.state in ("QUEUED", "RUNNING", "PAUSED")]
-        allowed = [j for j in runnable if j.kind == "INFERENCE" or self.admission == "ALL"]
+        allowed = [j for j in self.jobs.values() if j.state in ACTIVE
+                   and (j.kind is JobKind.INFERENCE or self.admission is Admission.ALL)]
         # Inference before training, then priority (0 first), then age.
-        allowed.sort(key=lambda j: (j.kind != "INFERENCE", j.priority, j.job_id))
-        return allowed[0] if allowed else None
+        return min(allowed, key=lambda j: (j.kind is not JobKind.INFERENCE, j.priority, j.job_id), default=None)
 
     def _pause_training(self, reason: str) -> None:
         for job_id, tjob in list(self._training.items()):
             job = self.jobs[job_id]
-            if job.state == "RUNNING":
+            if job.state is JobState.RUNNING:
                 tjob.pause(reason)
-                job.state, job.detail = "PAUSED", reason[:120]
+                job.state, job.detail = JobState.PAUSED, reason[:120]
                 job.progress = tjob.status.step
                 self._save_jobs()
-                self.event("JOB_PAUSED", job_id=job_id, step=job.progress, reason=reason[:200])
+                self.event("JOB_PAUSED", job_id=job_id, step=job.progress, reason=reason)
 
     def work_slice(self) -> float:
         """Run one slice of the best job; return the seconds spent working."""
         job = self._next_job()
-        if job is None or job.kind != "TRAINING":
-            self._pause_training("not admitted: " + (self.reason or self.admission) if job is None
+        if job is None or job.kind is not JobKind.TRAINING:
+            self._pause_training("not admitted: " + (self.reason or self.admission.value) if job is None
                                  else "inference goes first")
         if job is None:
             return 0.0
-        if job.state != "RUNNING":
-            was_paused = job.state == "PAUSED"
-            job.state, job.detail = "RUNNING", ""
+        if job.state is not JobState.RUNNING:
+            was_paused = job.state is JobState.PAUSED
+            job.state, job.detail = JobState.RUNNING, ""
             self._save_jobs()
-            self.event("JOB_RESUMED" if was_paused else "JOB_STARTED", job_id=job.job_id, kind=job.kind, name=job.name)
+            self.event("JOB_RESUMED" if was_paused else "JOB_STARTED", job_id=job.job_id, kind=job.kind.value,
+                       name=job.name)
         t0 = time.monotonic()
         try:
-            if job.kind == "INFERENCE":
+            if job.kind is JobKind.INFERENCE:
                 self._infer_slice(job)
             else:
                 self._train_slice(job)
         except ModelIntegrityError as exc:  # both copies bad: nothing to run this job on
-            self._finish(job, "FAILED", f"model refused: {exc}")
+            self._finish(job, JobState.FAILED, f"model refused: {exc}")
         except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
-            self._finish(job, "FAILED", f"{type(exc).__name__}: {exc}")
+            self._finish(job, JobState.FAILED, f"{type(exc).__name__}: {exc}")
         return time.monotonic() - t0
 
     def _infer_slice(self, job: Job) -> None:
@@ -305,7 +430,7 @@ class Worker:
             classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
             conf = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
             path = self._write_product(job, classes, conf, source=job.name)
-            self._finish(job, "DONE", f"{len(classes)} tiles, product {path.name}")
+            self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}")
 
     def _run_batches(self, session: Any, input_name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wanted = self._output_names.get(id(session))
@@ -347,7 +472,8 @@ class Worker:
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
             tjob = TrainingJob(trainer, x, y, plan, self.root / "checkpoints" / f"job{job.job_id:05d}.ck")
             if tjob.resume():
-                self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind, name=f"{job.name} from step {tjob.status.step}")
+                self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
+                           name=f"{job.name} from step {tjob.status.step}")
             self._training[job.job_id] = tjob
         t0 = time.monotonic()
         steps = 0
@@ -359,67 +485,79 @@ class Worker:
             model = tjob.trainer.inference_model()
             out = self.products / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             write_atomic(out, model.SerializeToString())
-            self._finish(job, "DONE", f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
+            self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
 
-    def _finish(self, job: Job, state: str, detail: str) -> None:
+    def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
+        self._results.pop(job.job_id, None)
+        self._prune()
         self._save_jobs()
-        name = {"DONE": "JOB_DONE", "FAILED": "JOB_FAILED", "CANCELLED": "JOB_CANCELLED"}[state]
-        self.event(name, job_id=job.job_id, **({"summary": detail[:200]} if state == "DONE" else {"reason": detail[:200]}))
+        if state is JobState.DONE:
+            self.event("JOB_DONE", job_id=job.job_id, summary=detail)
+        else:
+            self.event("JOB_FAILED" if state is JobState.FAILED else "JOB_CANCELLED", job_id=job.job_id, reason=detail)
 
     # --- status ------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> cp.Status:
         t = self.totals
         training = next((self._training[j] for j, job in self.jobs.items()
-                         if job.state == "RUNNING" and j in self._training), None)
+                         if job.state is JobState.RUNNING and j in self._training), None)
         steps, secs = self._train_rate
         rate = steps / secs if secs > 0 else 0.0
-        running = next((j for j in self.jobs.values() if j.state == "RUNNING"), None)
-        return {
-            "type": "status",
-            "provider": self.provider,
-            "admission": self.admission,
-            "jobs_queued": sum(j.state in ("QUEUED", "PAUSED") for j in self.jobs.values()),
-            "job_id": running.job_id if running else 0,
-            "job_kind": running.kind if running else "NONE",
-            "infer_count": t.count,
-            "infer_classes": t.classes,
-            "infer_confidence_mean": t.confidence_sum / t.count if t.count else None,
-            "infer_busy_s": t.busy_s,
-            "train_step": training.status.step if training else 0,
-            "train_loss": training.status.loss if training else None,
-            "train_accuracy": training.status.accuracy if training else None,
-            "train_steps_per_s": rate if training else 0.0,
-            "train_energy_per_step_j": (self.power_w / rate) if training and rate > 0 and self.power_w else None,
+        running = next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
+        return cp.Status(
+            provider=self.provider,
+            admission=self.admission,
+            jobs_queued=sum(j.state in (JobState.QUEUED, JobState.PAUSED) for j in self.jobs.values()),
+            job_id=running.job_id if running else 0,
+            job_kind=running.kind if running else JobKind.NONE,
+            infer_count=t.count,
+            infer_classes=dict(t.classes),
+            infer_confidence_mean=t.confidence_sum / t.count if t.count else None,
+            infer_busy_s=t.busy_s,
+            train_step=training.status.step if training else 0,
+            train_loss=training.status.loss if training else None,
+            train_accuracy=training.status.accuracy if training else None,
+            train_steps_per_s=rate if training else 0.0,
+            train_energy_per_step_j=(self.power_w / rate) if training and rate > 0 and self.power_w else None,
             # Summaries (.json) travel with their product; count the products themselves.
-            "products": sum(1 for p in self.products.iterdir() if p.suffix in (".npz", ".onnx")),
-        }
+            products=sum(1 for p in self.products.iterdir() if p.suffix in (".npz", ".onnx")),
+        )
 
     # --- loop --------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def _idle_wait_s(self) -> float:
+        """How long to wait on the socket when the last slice did no work."""
+        job = self._next_job()
+        if job is not None and job.continuous:
+            return INCOMING_WAIT_S  # waiting for the camera's next file
+        return IDLE_WAIT_S
+
+    def run(self, parent_pid: int | None = None) -> None:
+        """Work until told to stop, or until the agent ``parent_pid`` is no longer the parent."""
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.install_shipped_models()
-        self._send({"type": "hello", "pid": os.getpid()})
+        self._send(cp.Hello(os.getpid()))
+        if self.removed_temp_files:
+            self.event("TEMP_FILES_REMOVED", count=self.removed_temp_files, where="compute directory")
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         idle_s = 0.0
-        parent = os.getppid()
         while not self._stop:
-            if os.getppid() != parent:  # the agent is gone (reparented to init): stop with it
+            if parent_pid is not None and os.getppid() != parent_pid:  # the agent is gone: stop with it
                 break
             for _ in range(100):
                 if not poller.poll(int(idle_s * 1000)):
                     break
                 idle_s = 0.0
                 try:
-                    self._handle(msgpack.unpackb(self._sock.recv(), raw=False))
-                except (ValueError, TypeError, KeyError, msgpack.ExtraData) as exc:
-                    self.event("JOB_FAILED", job_id=0, reason=f"bad message from the agent: {exc}"[:200])
+                    self._handle(cp.decode(self._sock.recv()))
+                except ProtocolError as exc:
+                    self.event("JOB_FAILED", job_id=0, reason=f"bad message from the agent: {exc}")
             busy = self.work_slice()
             self.totals.busy_s += busy
             now = time.monotonic()
@@ -427,7 +565,7 @@ class Worker:
                 self._send(self.status())
                 self._last_status = now
             # Duty cycle: rest long enough that busy / (busy + rest) = duty; idle when nothing ran.
-            idle_s = busy * (1.0 - self.duty) / self.duty if busy else min(STATUS_PERIOD_S, 0.2)
+            idle_s = busy * (1.0 - self.duty) / self.duty if busy else self._idle_wait_s()
         self._pause_training("worker stopping")
         self._send(self.status())
         self._sock.close()
@@ -453,13 +591,40 @@ def _die_with_parent() -> None:
         pass  # not Linux: the parent-pid check in the loop still ends the worker
 
 
+def _lock(root: Path) -> DirectoryLock:
+    """The compute directory's lock. The worker of an agent that just died may still be
+    checkpointing (it was told by PR_SET_PDEATHSIG): wait for it a little, then refuse."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return DirectoryLock(root, ".worker.lock", "compute worker")
+        except DirectoryBusy:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)  # a process of its own, before its loop: nothing else to wait on here
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flight.compute.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--endpoint", required=True, help="the agent's compute ROUTER endpoint")
     parser.add_argument("--root", required=True, help="compute directory: models, data, products, checkpoints")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="the agent's pid: the worker stops when that process is no longer its parent")
     args = parser.parse_args(argv)
     _die_with_parent()
-    Worker(args.endpoint, Path(args.root)).run()
+    # The agent may have died before PR_SET_PDEATHSIG took: then the parent is already someone else.
+    if args.parent_pid is not None and os.getppid() != args.parent_pid:
+        print(f"compute worker: agent {args.parent_pid} is gone; not starting", file=sys.stderr)
+        return 1
+    try:
+        lock = _lock(Path(args.root))
+    except DirectoryBusy as exc:
+        print(f"compute worker: {exc}", file=sys.stderr)
+        return 3
+    try:
+        Worker(args.endpoint, Path(args.root)).run(args.parent_pid)
+    finally:
+        lock.release()
     return 0
 
 

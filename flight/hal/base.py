@@ -1,8 +1,9 @@
 """What the agent reads from its board and what it may set, whatever the board is.
 
-A backend (``jetson``, ``linux``, later ``sim``) turns its sensors into one
-:class:`HalReading` and its power knobs into :class:`PowerMode` values. The agent never
-asks which backend it has.
+A backend (``jetson``, ``linux``, ``sim``) turns its sensors into one :class:`HalReading`
+and its power knobs into :class:`PowerMode` values. :func:`open_board` is the one factory:
+it returns a :class:`Board`, the HAL with the backend's abilities spelled out (an EPS, the
+clock, the harness's stepper), so the agent never asks which backend it has.
 
 Two rules every backend keeps:
 
@@ -18,6 +19,7 @@ Two rules every backend keeps:
 from __future__ import annotations
 
 import abc
+import enum
 import importlib
 import math
 from dataclasses import asdict, dataclass
@@ -219,25 +221,141 @@ class Hal(abc.ABC):
         self.close()
 
 
-# --- backends -------------------------------------------------------------------------------
+# --- boards: a HAL with its abilities ---------------------------------------------------------
+
+
+class SensorSet(str, enum.Enum):
+    """What the backend's list of sensors means, for whoever judges a missing one."""
+
+    KNOWN = "known"            # the board profile names every zone and rail: a missing one is a fault
+    DISCOVERED = "discovered"  # whatever this PC happens to have
+    SIMULATED = "simulated"    # the HIL harness: every value is simulated
+
+
+class PowerControl(str, enum.Enum):
+    """What setting a power mode does."""
+
+    NVPMODEL = "nvpmodel"    # really changes the board (Jetson)
+    SOFTWARE = "software"    # a name the agent keeps; the machine is unchanged (a PC)
+    SIMULATED = "simulated"  # the harness turns it into simulated power
+
+
+@dataclass(frozen=True)
+class EpsReading:
+    """Battery and solar input from the electrical power system; None where not measured."""
+
+    soc_pct: float | None = None
+    bus_voltage_v: float | None = None
+    solar_power_w: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("soc_pct", "bus_voltage_v", "solar_power_w"):
+            if not _finite(getattr(self, name)):
+                raise ValueError(f"EpsReading.{name} must be a finite number or None, got {getattr(self, name)!r}")
+
+
+class EpsReader(abc.ABC):
+    """A source of :class:`EpsReading`; ``source`` says where the values come from."""
+
+    source: Any  # flight.link.definitions.EpsSource
+
+    @abc.abstractmethod
+    def read_eps(self) -> EpsReading: ...
+
+
+class Stepper(abc.ABC):
+    """The harness's end of a simulated board: it feeds readings and, in lockstep, time.
+
+    The agent's loop polls :meth:`pollables`, calls :meth:`receive` (True when simulated time
+    moved, so timers may be due), and answers every step with :meth:`answer` once it has
+    handled it: the harness waits for that answer before it moves time again.
+    """
+
+    lockstep: bool  # True: the harness steps the agent's SimClock; False: real time, readings only
+
+    @abc.abstractmethod
+    def pollables(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def receive(self) -> bool:
+        """Take in what the harness sent; True if simulated time moved."""
+
+    @property
+    @abc.abstractmethod
+    def pending_step(self) -> bool:
+        """A step was received and not answered yet."""
+
+    @abc.abstractmethod
+    def answer(self, mode: Any, admission: Any, compute_duty: float) -> None:
+        """The agent's load after the step (mode, admission: dictionary enumerations)."""
+
+    @abc.abstractmethod
+    def greet(self) -> None:
+        """Say hello again if the harness has been silent (it may have restarted)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    """What a backend may be told: the configuration's [hal] section."""
+
+    board: str | None = None  # a profile id; None: detect (jetson) or none (linux)
+    root: str = "/"
+    nvpmodel: str = "nvpmodel"
+    sim_endpoint: str = "tcp://127.0.0.1:5560"
+    lockstep: bool = True
+
+
+@dataclass
+class Board:
+    """A board as the agent uses it: the HAL and, explicitly, what else this backend offers.
+
+    Nothing in the agent asks a HAL what it can do; it reads these fields. ``eps`` is None
+    where no battery is measured (a Jetson on a desk); ``stepper`` only where the HIL harness
+    drives the board; ``nvpmodel`` is the object that runs nvpmodel, where power modes are
+    nvpmodel's.
+    """
+
+    backend: str
+    hal: Hal
+    clock: Any  # flight.clock.Clock
+    sensors: SensorSet
+    power_control: PowerControl
+    profile: Any = None  # flight.hal.boards.BoardProfile, where one is known
+    eps: EpsReader | None = None
+    stepper: Stepper | None = None
+    nvpmodel: Any = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.sensors is SensorSet.SIMULATED
+
+    def close(self) -> None:
+        if self.stepper is not None:
+            self.stepper.close()
+        self.hal.close()
+
 
 # Backend name -> "module:callable" (imported on first use, so a backend's imports cost
-# nothing until it is asked for) or a callable taking the options as keywords.
-# The simulated board adds itself here: "sim": "flight.hal.sim:SimHal".
-BACKENDS: dict[str, Union[str, Callable[..., Hal]]] = {
-    "jetson": "flight.hal.jetson:JetsonHal.open",
-    "linux": "flight.hal.linux:LinuxHal",
+# nothing until it is asked for) or a callable taking :class:`BoardOptions` and returning a
+# :class:`Board`.
+BACKENDS: dict[str, Union[str, Callable[[BoardOptions], Board]]] = {
+    "jetson": "flight.hal.jetson:open_board",
+    "linux": "flight.hal.linux:open_board",
+    "sim": "flight.hal.sim:open_board",
 }
 
 
-def register_backend(name: str, factory: Union[str, Callable[..., Hal]], *, replace: bool = False) -> None:
-    """Make ``open_hal(name, ...)`` call ``factory``. Refuses to replace silently."""
+def register_backend(name: str, factory: Union[str, Callable[[BoardOptions], Board]], *, replace: bool = False) -> None:
+    """Make ``open_board(name, ...)`` call ``factory``. Refuses to replace silently."""
     if name in BACKENDS and not replace:
         raise HalError(f"backend {name!r} is already registered ({BACKENDS[name]!r}); pass replace=True to override")
     BACKENDS[name] = factory
 
 
-def _resolve(factory: Union[str, Callable[..., Hal]]) -> Callable[..., Hal]:
+def _resolve(factory: Union[str, Callable[..., Board]]) -> Callable[..., Board]:
     if callable(factory):
         return factory
     module_name, _, attr_path = factory.partition(":")
@@ -247,27 +365,34 @@ def _resolve(factory: Union[str, Callable[..., Hal]]) -> Callable[..., Hal]:
     return target
 
 
-def open_hal(backend: str, **options: Any) -> Hal:
-    """Open a backend by name; ``options`` go to its constructor (``root=``, ``nvpmodel=``, ...)."""
+def open_board(backend: str, options: BoardOptions | None = None) -> Board:
+    """The one factory: the backend named ``backend`` (see :data:`BACKENDS`) for ``options``."""
     try:
         factory = BACKENDS[backend]
     except KeyError:
         raise HalError(f"unknown HAL backend {backend!r}: choose one of {', '.join(sorted(BACKENDS))}") from None
-    hal = _resolve(factory)(**options)
-    if not isinstance(hal, Hal):
-        raise HalError(f"backend {backend!r} factory returned {type(hal).__name__}, not a Hal")
-    return hal
+    board = _resolve(factory)(options or BoardOptions())
+    if not isinstance(board, Board) or not isinstance(board.hal, Hal):
+        raise HalError(f"backend {backend!r} factory returned {type(board).__name__}, not a Board with a Hal")
+    return board
 
 
 __all__ = [
     "BACKENDS",
+    "Board",
+    "BoardOptions",
+    "EpsReader",
+    "EpsReading",
     "Hal",
     "HalError",
     "HalReading",
+    "PowerControl",
     "PowerMode",
     "RailReading",
+    "SensorSet",
+    "Stepper",
     "find_power_mode",
-    "open_hal",
+    "open_board",
     "order_power_modes",
     "register_backend",
 ]

@@ -25,7 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from flight.hal.base import Hal, HalError, HalReading, PowerMode, RailReading, find_power_mode, order_power_modes
+from flight.hal.base import (
+    Board,
+    BoardOptions,
+    Hal,
+    HalError,
+    HalReading,
+    PowerControl,
+    PowerMode,
+    RailReading,
+    SensorSet,
+    find_power_mode,
+    order_power_modes,
+)
 from flight.hal.boards import BoardProfile, BoardProfileError, available_boards, load_board
 from flight.hal.procfs import ProcSampler
 from flight.hal.sysfs import describe_error, read_int, read_thermal_zones, under, unique_key
@@ -621,8 +633,22 @@ class JetsonHal(Hal):
         }
 
 
+def open_board(options: BoardOptions) -> Board:
+    """The ``jetson`` backend: sysfs sensors the profile names, nvpmodel power modes, real time.
+
+    A Jetson on its own measures no battery: ``eps`` is None (a satellite's EPS would be read
+    by a backend of its own).
+    """
+    from flight.clock import RealClock
+
+    hal = JetsonHal.open(root=options.root, nvpmodel=options.nvpmodel, board=options.board)
+    return Board("jetson", hal, RealClock(), SensorSet.KNOWN, PowerControl.NVPMODEL, profile=hal.profile,
+                 nvpmodel=hal)
+
+
 __all__ = [
     "JetsonHal",
+    "open_board",
     "NvpmodelConf",
     "TegrastatsSample",
     "budget_from_name",

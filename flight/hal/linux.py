@@ -25,7 +25,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flight.hal.base import Hal, HalReading, PowerMode, RailReading, find_power_mode, order_power_modes
+from flight.hal.base import (
+    Board,
+    BoardOptions,
+    Hal,
+    HalError,
+    HalReading,
+    PowerControl,
+    PowerMode,
+    RailReading,
+    SensorSet,
+    find_power_mode,
+    order_power_modes,
+)
 from flight.hal.procfs import ProcSampler
 from flight.hal.sysfs import describe_error, millidegrees_to_c, read_int, read_thermal_zones, under, unique_key
 
@@ -215,4 +227,23 @@ class LinuxHal(Hal):
         }
 
 
-__all__ = ["DEFAULT_SOFTWARE_MODES_W", "LinuxHal", "rapl_power_w"]
+def open_board(options: BoardOptions) -> Board:
+    """The ``linux`` backend: whatever sensors this PC has, power modes kept in software, real time.
+
+    A board profile named in the options is checked (so a typo fails at start) and kept for
+    reference; its modes are not the PC's.
+    """
+    from flight.clock import RealClock
+    from flight.hal.boards import BoardProfileError, load_board
+
+    profile = None
+    if options.board:
+        try:
+            profile = load_board(options.board)
+        except BoardProfileError as exc:
+            raise HalError(str(exc)) from None
+    return Board("linux", LinuxHal(root=options.root), RealClock(), SensorSet.DISCOVERED, PowerControl.SOFTWARE,
+                 profile=profile)
+
+
+__all__ = ["DEFAULT_SOFTWARE_MODES_W", "LinuxHal", "open_board", "rapl_power_w"]

@@ -2,18 +2,18 @@
 
 On a rig the agent runs on a Jetson with ``--hal sim`` pointed at the harness PC; here both
 may run on one machine. The agent connects a DEALER to the harness's ROUTER
-(``sim_endpoint``) and the two exchange msgpack maps:
+(``sim_endpoint``); the messages are the typed records of :mod:`flight.hal.sim_protocol`.
 
-- harness → agent ``{"type": "env", "t": SIM_TIME_S | None, "temps_c": {...},
-  "rails": {name: power_w}, "board_power_w": W, "eps": {"soc_pct", "bus_voltage_v",
-  "solar_power_w"}, "seq": N}``. With ``t`` (lockstep) the agent's SimClock jumps to it,
-  the agent runs whatever is due, then answers; without it (real time) the values just
-  replace the previous ones.
-- agent → harness ``{"type": "state", "seq": N, "t": ..., "power_mode": NAME, "mode": ...,
-  "admission": ..., "compute_duty": 0..1}``: the load the harness feeds back into its
-  battery and thermal models. ``seq`` echoes the env message it answers.
+:func:`open_board` returns a :class:`Board` with all three abilities of a simulated board:
 
-Every value the agent reads here is *simulated*; ``describe()`` and the readings' notes say so.
+- ``hal``: :class:`SimHal`, the latest readings the harness sent, and the profile's power modes;
+- ``eps``: :class:`SimEps`, battery and solar input from the harness;
+- ``stepper``: :class:`HarnessLink`, the connection itself; in lockstep it moves the agent's
+  :class:`~flight.clock.SimClock` to each step's time and the agent answers each step with
+  its load.
+
+Every value the agent reads here is *simulated*; ``describe()``, ``eps_source`` and the
+readings' notes say so.
 """
 
 from __future__ import annotations
@@ -22,65 +22,73 @@ import math
 import time
 from typing import Any
 
-import msgpack
 import zmq
 
-from flight.clock import SimClock
-from flight.hal.base import Hal, HalError, HalReading, PowerMode, RailReading, find_power_mode
+from flight.clock import RealClock, SimClock
+from flight.hal import sim_protocol as sp
+from flight.hal.base import (
+    Board,
+    BoardOptions,
+    EpsReader,
+    EpsReading,
+    Hal,
+    HalError,
+    HalReading,
+    PowerControl,
+    PowerMode,
+    RailReading,
+    SensorSet,
+    Stepper,
+    find_power_mode,
+)
+from flight.link.definitions import EpsSource
+from flight.records import ProtocolError
 
 SIM_NOTE = "simulated by the HIL harness"
 HELLO_INTERVAL_S = 2.0  # real seconds without a step before saying hello again (a harness restarted)
+DEFAULT_BOARD = "orin_nx_16gb"  # the profile simulated when the configuration names none
+TEMP_RANGE_C = (-100.0, 200.0)  # outside it a simulated sensor reads as broken, as a real one would
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None for anything else (a harness bug must not reach the policies)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+class HarnessLink(Stepper):
+    """The connection to the harness: latest environment in, the agent's load out.
 
+    Hello is repeated on real time (the harness may restart while simulated time stands
+    still): the one place in the sim backend that reads the wall clock.
+    """
 
-class SimHal(Hal):
-    backend = "sim"
-
-    def __init__(self, sim_endpoint: str, power_modes: tuple[PowerMode, ...], lockstep: bool = True, board: str = "sim"):
-        if not power_modes:
-            raise HalError("the sim backend needs the board profile's power modes")
-        self.endpoint = sim_endpoint
-        self.board = board
+    def __init__(self, endpoint: str, lockstep: bool, board: str, modes: tuple[str, ...]):
+        self.endpoint = endpoint
         self.lockstep = lockstep
+        self.board = board
+        self.modes = modes
         self.clock = SimClock(0.0) if lockstep else None
-        self._modes = tuple(power_modes)
-        self._mode = self._modes[0]
-        self._env: dict[str, Any] = {}
-        self._pending_seq: int | None = None
-        self.load: dict[str, Any] = {}
+        self.env: sp.Env | None = None
+        self.env_problems: tuple[str, ...] = ()  # fields of the latest Env that were refused
         self.bad_messages = 0
+        self.last_error = ""
+        self._pending_seq: int | None = None
+        self._power_mode = modes[0]
         self._sock = zmq.Context.instance().socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.sndhwm = 100
         self._sock.reconnect_ivl = 100
         self._sock.reconnect_ivl_max = 1000
-        self._sock.connect(sim_endpoint)
+        self._sock.connect(endpoint)
         self._last_env_real_s = -math.inf
         self._last_hello_real_s = -math.inf
-        self.say_hello()
+        self.greet()
 
-    def say_hello(self) -> None:
-        """Announce this agent; repeated while no step comes, so a restarted harness finds it."""
+    def greet(self) -> None:
         now = time.monotonic()
         if now - self._last_env_real_s >= HELLO_INTERVAL_S and now - self._last_hello_real_s >= HELLO_INTERVAL_S:
             self._last_hello_real_s = now
-            self._send({"type": "hello", "board": self.board, "lockstep": self.lockstep,
-                        "modes": [m.name for m in self._modes], "t": self.clock.now_s() if self.clock else None})
-
-    # --- harness exchange ---------------------------------------------------------------
+            self._send(sp.Hello(self.board, self.lockstep, self.modes, self.clock.now_s() if self.clock else None))
 
     def pollables(self) -> list[Any]:
         return [self._sock]
 
     def receive(self) -> bool:
-        """Take in every env message; True if simulated time moved (timers may be due)."""
         moved = False
         while True:
             try:
@@ -88,74 +96,87 @@ class SimHal(Hal):
             except zmq.Again:
                 return moved
             try:
-                msg = msgpack.unpackb(raw, raw=False)
-                if not isinstance(msg, dict) or msg.get("type") != "env":
-                    raise ValueError("not an env message")
-                t = msg.get("t")
-                if t is not None and self.clock is not None:
-                    if t > self.clock.now_s():
-                        self.clock.set(float(t))
-                        moved = True
-                    elif self.clock.now_s() == 0.0:
-                        self.clock.set(float(t))
-                        moved = True
-                self._env = msg
-                self._pending_seq = msg.get("seq")
-                self._last_env_real_s = time.monotonic()
-            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+                # Lenient: one broken value (a harness bug, a fault it plays) costs that value only.
+                msg, problems = sp.CODEC.decode_lenient(raw)
+                if not isinstance(msg, sp.Env):
+                    raise ProtocolError(f"sim protocol: the harness sent {type(msg).__name__}, expected Env")
+            except ProtocolError as exc:
                 self.bad_messages += 1
-
-    def answer(self, state: dict[str, Any]) -> None:
-        """Tell the harness the load after this step (its battery and thermal models need it)."""
-        if self._pending_seq is None and self.lockstep:
-            return
-        self.load = state
-        self._send({"type": "state", "seq": self._pending_seq, "t": self.clock.now_s() if self.clock else None,
-                    "power_mode": self._mode.name, **state})
-        self._pending_seq = None
+                self.last_error = str(exc)
+                continue
+            self.env_problems = tuple(problems)
+            if msg.t_s is not None and self.clock is not None and math.isfinite(msg.t_s):
+                if msg.t_s > self.clock.now_s() or self.clock.now_s() == 0.0:
+                    self.clock.set(msg.t_s)
+                    moved = True
+            self.env = msg
+            self._pending_seq = msg.seq
+            self._last_env_real_s = time.monotonic()
 
     @property
-    def has_pending_step(self) -> bool:
+    def pending_step(self) -> bool:
         return self._pending_seq is not None
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def set_power_mode(self, name: str) -> None:
+        self._power_mode = name
+
+    def answer(self, mode: Any, admission: Any, compute_duty: float) -> None:
+        if self._pending_seq is None and self.lockstep:
+            return
+        self._send(sp.Load(self._pending_seq, self.clock.now_s() if self.clock else None, self._power_mode,
+                           mode, admission, float(compute_duty)))
+        self._pending_seq = None
+
+    def _send(self, msg: Any) -> None:
         try:
-            self._sock.send(msgpack.packb(msg, use_bin_type=True), zmq.NOBLOCK)
+            self._sock.send(sp.encode(msg), zmq.NOBLOCK)
         except zmq.Again:
             pass  # harness gone or slow: it resends its step; nothing here must block the agent
 
-    # --- Hal ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(0)
+
+
+def _reading(value: float | None, low: float = -math.inf, high: float = math.inf) -> float | None:
+    """A finite value inside the range, or None: how a broken simulated sensor reads."""
+    return value if value is not None and math.isfinite(value) and low <= value <= high else None
+
+
+class SimHal(Hal):
+    """Sensors from the harness's latest environment; power modes from the board profile."""
+
+    backend = "sim"
+
+    def __init__(self, link: HarnessLink, power_modes: tuple[PowerMode, ...]):
+        if not power_modes:
+            raise HalError("the sim backend needs the board profile's power modes")
+        self.link = link
+        self._modes = tuple(power_modes)
+        self._mode = self._modes[0]
 
     def read(self) -> HalReading:
-        env = self._env
-        if not env:
+        env = self.link.env
+        if env is None:
             return HalReading({}, {}, None, None, None, missing=("all sensors: no data from the harness yet",),
                               notes=(SIM_NOTE,))
         temps: dict[str, float] = {}
         rails: dict[str, RailReading] = {}
-        missing: list[str] = []
-        raw_temps = env.get("temps_c") if isinstance(env.get("temps_c"), dict) else {}
-        for k, v in raw_temps.items():
-            value = _number(v)
-            if value is None or not -100.0 <= value <= 200.0:
-                missing.append(f"{k}: no valid value ({v!r}; simulated fault)"[:120])
+        missing = [f"{problem[:110]} (refused from the harness)" for problem in self.link.env_problems]
+        for zone, value in env.temps_c.items():
+            good = _reading(value, *TEMP_RANGE_C)
+            if good is None:
+                missing.append(f"{zone}: no valid value ({value!r}; simulated fault)"[:120])
             else:
-                temps[str(k)] = value
-        raw_rails = env.get("rails") if isinstance(env.get("rails"), dict) else {}
-        for k, v in raw_rails.items():
-            value = _number(v)
-            if value is None:
-                missing.append(f"{k}: no valid value ({v!r}; simulated fault)"[:120])
+                temps[zone] = good
+        for rail, value in env.rails_w.items():
+            good = _reading(value)
+            if good is None:
+                missing.append(f"{rail}: no valid value ({value!r}; simulated fault)"[:120])
             else:
-                rails[str(k)] = RailReading(None, None, value)
-        pct = [(_number(env.get(k))) for k in ("cpu_pct", "mem_pct")]
-        pct = [p if p is not None and 0.0 <= p <= 100.0 else None for p in pct]
-        return HalReading(temps, rails, _number(env.get("board_power_w")), pct[0], pct[1],
-                          missing=tuple(missing), notes=(SIM_NOTE,))
-
-    def read_eps(self) -> dict[str, float | None]:
-        eps = self._env.get("eps") if isinstance(self._env.get("eps"), dict) else {}
-        return {k: _number(eps.get(k)) for k in ("soc_pct", "bus_voltage_v", "solar_power_w")}
+                rails[rail] = RailReading(None, None, good)
+        return HalReading(temps, rails, _reading(env.board_power_w), _reading(env.cpu_pct, 0.0, 100.0),
+                          _reading(env.mem_pct, 0.0, 100.0), missing=tuple(missing), notes=(SIM_NOTE,))
 
     def power_modes(self) -> tuple[PowerMode, ...]:
         return self._modes
@@ -165,12 +186,38 @@ class SimHal(Hal):
 
     def set_power_mode(self, name: str) -> PowerMode:
         self._mode = find_power_mode(self._modes, name)
+        self.link.set_power_mode(self._mode.name)
         return self._mode
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "sim", "board": self.board, "endpoint": self.endpoint, "lockstep": self.lockstep,
+        return {"backend": "sim", "board": self.link.board, "endpoint": self.link.endpoint,
+                "lockstep": self.link.lockstep, "bad_messages": self.link.bad_messages,
                 "note": f"every reading is {SIM_NOTE}"}
 
-    def close(self) -> None:
-        if not self._sock.closed:
-            self._sock.close(0)
+
+class SimEps(EpsReader):
+    """Battery and solar input as the harness's battery model gives them."""
+
+    source = EpsSource.SIM
+
+    def __init__(self, link: HarnessLink):
+        self.link = link
+
+    def read_eps(self) -> EpsReading:
+        eps = self.link.env.eps if self.link.env is not None else sp.EpsValues()
+        return EpsReading(_reading(eps.soc_pct, 0.0, 100.0), _reading(eps.bus_voltage_v), _reading(eps.solar_power_w))
+
+
+def open_board(options: BoardOptions) -> Board:
+    """The ``sim`` backend for the profile ``options.board`` (default :data:`DEFAULT_BOARD`)."""
+    from flight.hal.boards import BoardProfileError, load_board
+
+    try:
+        profile = load_board(options.board or DEFAULT_BOARD)
+    except BoardProfileError as exc:
+        raise HalError(str(exc)) from None
+    modes = tuple(PowerMode(m.name, i, m.budget_w, "profile") for i, m in enumerate(profile.modes))
+    link = HarnessLink(options.sim_endpoint, options.lockstep, profile.id, tuple(m.name for m in modes))
+    clock = link.clock if link.clock is not None else RealClock()
+    return Board("sim", SimHal(link, modes), clock, SensorSet.SIMULATED, PowerControl.SIMULATED, profile=profile,
+                 eps=SimEps(link), stepper=link)

@@ -1,9 +1,13 @@
-"""Every command, telemetry point, housekeeping packet, event and parameter.
+"""Every command, telemetry point, housekeeping packet, event, parameter and enumeration.
 
 This file is the single source of truth: the agent dispatches from it, the ground checks
 arguments and colours limits from it, ``docs/dictionary.md`` is generated from it and its
-hash is what both sides compare. Add an entry here, never a literal elsewhere.
+hash is what both sides compare. Add an entry here, never a literal elsewhere: the
+enumerations below are the ones the code imports (``Mode.SAFE``, ``Admission.ALL``), so a
+renamed value breaks at import, not on the wire.
 """
+
+import enum
 
 from flight.link.apid import Apid
 from flight.link.dictionary import (
@@ -12,16 +16,73 @@ from flight.link.dictionary import (
     Command,
     Dictionary,
     Event,
+    FromParam,
     HkPacket,
     Limits,
     Parameter,
     Severity,
     ValueSpec,
     ValueType as T,
+    choices_of,
 )
 
-MODES = ("BOOT", "SAFE", "IDLE", "COMPUTE")
-MODES_COMMANDABLE = ("SAFE", "IDLE", "COMPUTE")
+
+# --- enumerations -----------------------------------------------------------------------------
+
+
+class Mode(str, enum.Enum):
+    """The agent's mode (flight/agent/modes.py has the rules for moving between them)."""
+
+    BOOT = "BOOT"
+    SAFE = "SAFE"
+    IDLE = "IDLE"
+    COMPUTE = "COMPUTE"
+
+
+MODES_COMMANDABLE = (Mode.SAFE, Mode.IDLE, Mode.COMPUTE)
+
+
+class Admission(str, enum.Enum):
+    """What compute work may run; inference is always admitted before training."""
+
+    NONE = "NONE"
+    INFERENCE = "INFERENCE"
+    ALL = "ALL"
+
+
+class ThermalState(str, enum.Enum):
+    NOMINAL = "NOMINAL"
+    THROTTLED = "THROTTLED"
+    HARD_LIMIT = "HARD_LIMIT"
+
+
+class ComputeState(str, enum.Enum):
+    """The compute worker as the agent sees it."""
+
+    OFF = "OFF"            # not configured, or lockstep HIL where compute is modelled
+    STARTING = "STARTING"  # started, has not said hello yet
+    RUNNING = "RUNNING"
+    DOWN = "DOWN"          # killed after a hang or crash, being restarted
+
+
+class JobKind(str, enum.Enum):
+    NONE = "NONE"  # no job (the job_kind channel when nothing runs)
+    INFERENCE = "INFERENCE"
+    TRAINING = "TRAINING"
+
+
+class LinkKind(str, enum.Enum):
+    ZMQ = "ZMQ"
+    SERIAL = "SERIAL"
+    MEMORY = "MEMORY"  # in-process, for tests and tools (flight/link/memory_link.py)
+
+
+class EpsSource(str, enum.Enum):
+    """Where battery and solar readings come from."""
+
+    SIM = "SIM"        # the HIL harness (simulated)
+    BENCH = "BENCH"    # none: a bench supply, declared in the configuration
+    NONE = "NONE"      # none, and nothing declared: the power manager cannot plan
 
 PARAMETERS = (
     Parameter("hk_period_s", 0x0001, ValueSpec(T.F64, "s", 0.1, 3600.0), 1.0,
@@ -68,7 +129,7 @@ COMMANDS = (
         "SET_MODE",
         0x0010,
         "Change the agent's mode. SAFE → IDLE → COMPUTE, one step at a time; refused with the reason when a guard fails.",
-        (Argument("mode", ValueSpec(T.ENUM, choices=MODES_COMMANDABLE), "Target mode"),),
+        (Argument("mode", ValueSpec(T.ENUM, choices=choices_of(MODES_COMMANDABLE)), "Target mode"),),
         hazardous=True,
     ),
     Command(
@@ -166,11 +227,11 @@ _LINK_CHANNELS = (
     Channel("tc_duplicates", T.U32, "count", "Retried telecommands answered from the cache, not executed again"),
     Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
     Channel("tm_dropped", T.U32, "count", "Telemetry packets dropped because a queue was full", Limits(warn_high=1)),
-    Channel("link_kind", T.ENUM, "", "Which link carries commands and telemetry", choices=("ZMQ", "SERIAL")),
+    Channel("link_kind", T.ENUM, "", "Which link carries commands and telemetry", choices=choices_of(LinkKind)),
 )
 
 CHANNELS = (
-    Channel("mode", T.ENUM, "", "Agent mode", choices=MODES),
+    Channel("mode", T.ENUM, "", "Agent mode", choices=choices_of(Mode)),
     Channel("boot_count", T.U32, "count", "Agent starts since the state directory was created"),
     Channel("uptime_s", T.F64, "s", "Time since the agent started, on the agent's clock"),
     Channel("dict_hash", T.STRING, "", "Version hash of the dictionary the agent was built with"),
@@ -182,7 +243,8 @@ CHANNELS = (
     Channel("internal_errors", T.U32, "count", "Unexpected errors caught by the agent's loop (each is a bug)",
             Limits(warn_high=1)),
     *_LINK_CHANNELS,
-    Channel("contact_age_s", T.F64, "s", "Time since the last valid command from the ground"),
+    Channel("contact_age_s", T.F64, "s", "Time since the last valid command from the ground",
+            Limits(warn_high=FromParam("contact_timeout_s"))),
     Channel("cpu_pct", T.F64, "%", "CPU use of the board", Limits(warn_high=90)),
     Channel("mem_pct", T.F64, "%", "Memory use of the board", Limits(warn_high=85, crit_high=95)),
     Channel("hal_backend", T.STRING, "", "Hardware backend: jetson, linux or sim (sim: every reading is simulated)"),
@@ -198,17 +260,19 @@ ZONE_CHANNELS = {z: f"temp_{z}_c" for z in _ZONES}
 
 POWER_CHANNELS = (
     Channel("battery_soc_pct", T.F64, "%", "Battery state of charge (from the EPS; the harness under HIL)",
-            Limits(warn_low=35, crit_low=25)),
+            Limits(warn_low=FromParam("battery_floor_pct"), crit_low=FromParam("battery_safe_pct"))),
     Channel("bus_voltage_v", T.F64, "V", "Main bus voltage", Limits(warn_low=6.8, crit_low=6.4)),
     Channel("solar_power_w", T.F64, "W", "Power coming in from the solar arrays"),
-    Channel("eps_source", T.STRING, "", "Where battery and solar values come from: sim, or none on a bench board"),
+    Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "
+            "bench supply declared in the config: no battery), NONE (no EPS and none declared: compute waits)",
+            choices=choices_of(EpsSource)),
     Channel("board_power_w", T.F64, "W", "Board input power (VDD_IN where the board has it)"),
     *(Channel(ch, T.F64, "W", f"{rail} rail power (INA3221)") for rail, ch in RAIL_CHANNELS.items()),
     Channel("power_mode", T.STRING, "", "Power mode in force (nvpmodel name)"),
     Channel("power_mode_cap", T.STRING, "", "Highest power mode the operator allows (AUTO: none)"),
     Channel("power_budget_w", T.F64, "W", "Board power the energy plan allows now"),
     Channel("admission", T.ENUM, "", "Compute work admitted: NONE, INFERENCE, or ALL (training too)",
-            choices=("NONE", "INFERENCE", "ALL")),
+            choices=choices_of(Admission)),
     Channel("power_reason", T.STRING, "", "Why the power manager chose this mode and admission"),
     Channel("energy_headroom_wh", T.F64, "Wh", "Energy above what the plan keeps at its tightest point"),
     Channel("in_eclipse", T.BOOL, "", "Spacecraft in the Earth's umbra (predicted from the TLE)"),
@@ -224,15 +288,16 @@ POWER_CHANNELS = (
 
 THERMAL_CHANNELS = (
     *(Channel(ch, T.F64, "degC", f"{zone} thermal zone") for zone, ch in ZONE_CHANNELS.items()),
-    Channel("temp_max_c", T.F64, "degC", "Hottest zone", Limits(warn_high=85, crit_high=95)),
+    Channel("temp_max_c", T.F64, "degC", "Hottest zone",
+            Limits(warn_high=FromParam("thermal_soft_limit_c"), crit_high=FromParam("thermal_hard_limit_c"))),
     Channel("temp_rate_c_per_min", T.F64, "degC/min", "Rate of rise of the hottest zone (least squares, last 30 s)"),
-    Channel("throttle_state", T.ENUM, "", "Thermal throttling", choices=("NOMINAL", "THROTTLED", "HARD_LIMIT")),
+    Channel("throttle_state", T.ENUM, "", "Thermal throttling", choices=choices_of(ThermalState)),
     Channel("throttle_steps", T.U8, "count", "Power-mode levels stepped down for heat"),
 )
 
 COMPUTE_CHANNELS = (
     Channel("compute_state", T.ENUM, "", "Compute worker: OFF (not configured or lockstep, where compute is modelled), "
-            "STARTING, RUNNING, DOWN (restarting)", choices=("OFF", "STARTING", "RUNNING", "DOWN")),
+            "STARTING, RUNNING, DOWN (restarting)", choices=choices_of(ComputeState)),
     Channel("compute_provider", T.STRING, "", "ONNX Runtime execution provider in use"),
     Channel("compute_pid", T.U32, "", "Process id of the compute worker (0: none)"),
     Channel("compute_restarts", T.U32, "count", "Worker restarts after a hang or crash", Limits(warn_high=1)),
@@ -240,7 +305,7 @@ COMPUTE_CHANNELS = (
     Channel("compute_duty", T.F64, "", "Duty cycle the power mode allows the worker (0..1)"),
     Channel("jobs_queued", T.U16, "count", "Compute jobs waiting or paused"),
     Channel("job_id", T.U32, "", "Job running now (0: none)"),
-    Channel("job_kind", T.ENUM, "", "Kind of the job running now", choices=("NONE", "INFERENCE", "TRAINING")),
+    Channel("job_kind", T.ENUM, "", "Kind of the job running now", choices=choices_of(JobKind)),
     Channel("infer_count", T.U64, "count", "Tiles classified since the worker started"),
     Channel("infer_rate_per_s", T.F64, "1/s", "Tiles classified per second over the last status period"),
     Channel("infer_cloudy", T.U32, "count", "Tiles classified cloudy (kept off the downlink)"),
@@ -318,6 +383,10 @@ EVENTS = (
           "Parameters written to disk", ("count", "path")),
     Event("STATE_CORRUPT", 0x0082, Severity.WARNING_HI, "Stored {what} unreadable ({reason}); moved aside, using defaults",
           "A state file failed its checksum", ("what", "reason")),
+    Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
+          "{count} leftover temporary files of interrupted writes removed from the {where}",
+          "Writes cut short by a crash or power cut left temporary files; they were removed at start (the files "
+          "they were replacing are intact)", ("count", "where")),
     Event("ORBIT_UPDATED", 0x0090, Severity.ACTIVITY_HI, "Orbit updated: satellite {satnum}, epoch {epoch}",
           "A new TLE is in use", ("satnum", "epoch")),
     Event("ECLIPSE_PREDICTED", 0x0091, Severity.ACTIVITY_LO, "Eclipse in {in_s:.0f} s for {duration_s:.0f} s",
@@ -329,6 +398,9 @@ EVENTS = (
           "The compute worker accepted a job", ("job_id", "kind", "name")),
     Event("JOB_STARTED", 0x00A1, Severity.ACTIVITY_HI, "Job {job_id} ({kind}) started on {name}",
           "A compute job began running", ("job_id", "kind", "name")),
+    Event("JOB_WAITING", 0x00A7, Severity.WARNING_LO, "Job {job_id} queued but waits: {reason}",
+          "A job was queued while its kind of work is not admitted; the reason says what it waits for and what "
+          "to do", ("job_id", "reason")),
     Event("JOB_PAUSED", 0x00A2, Severity.ACTIVITY_HI, "Job {job_id} paused at step {step}: {reason}",
           "A job was paused (checkpointed first) by the power or thermal manager", ("job_id", "step", "reason")),
     Event("JOB_RESUMED", 0x00A3, Severity.ACTIVITY_HI, "Job {job_id} ({kind}) resumed on {name}",
@@ -355,5 +427,7 @@ EVENTS = (
           "The telemetry queue overflowed; reported at most once per housekeeping period", ("count",)),
 )
 
+ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource)
+
 DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS, PACKETS, EVENTS,
-                        PARAMETERS)
+                        PARAMETERS, ENUMERATIONS)

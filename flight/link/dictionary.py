@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 
 class DictionaryError(ValueError):
@@ -267,16 +267,57 @@ class Command:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Limit bands of a telemetry point; any bound may be absent."""
+class FromParam:
+    """A limit that follows a parameter: ``Limits(warn_high=FromParam("thermal_soft_limit_c"))``.
 
-    warn_low: float | None = None
-    warn_high: float | None = None
-    crit_low: float | None = None
-    crit_high: float | None = None
+    The agent acts on its parameters; a limit typed in twice would drift from them after the
+    first ``SET_PARAM``. The ground resolves it with the values the agent reports (PUS 20).
+    """
+
+    param: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"param": self.param}
+
+
+_BOUNDS = ("warn_low", "warn_high", "crit_low", "crit_high")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limit bands of a telemetry point; any bound may be absent, or follow a parameter."""
+
+    warn_low: float | FromParam | None = None
+    warn_high: float | FromParam | None = None
+    crit_low: float | FromParam | None = None
+    crit_high: float | FromParam | None = None
+
+    def params(self) -> tuple[str, ...]:
+        """Names of the parameters these limits follow."""
+        return tuple(b.param for b in self.bounds().values() if isinstance(b, FromParam))
+
+    def bounds(self) -> dict[str, float | FromParam]:
+        return {k: getattr(self, k) for k in _BOUNDS if getattr(self, k) is not None}
+
+    def resolve(self, param_values: Mapping[str, Any]) -> "Limits":
+        """Numbers only: each :class:`FromParam` replaced by the parameter's value in ``param_values``."""
+        if not self.params():
+            return self
+        out = {}
+        for k, bound in self.bounds().items():
+            if isinstance(bound, FromParam):
+                value = param_values.get(bound.param)
+                bound = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            out[k] = bound
+        return Limits(**out)
 
     def state(self, value: Any) -> str:
-        """'nominal', 'warning' or 'critical' for a numeric value (others are nominal)."""
+        """'nominal', 'warning' or 'critical' for a numeric value (others are nominal).
+
+        Limits that follow parameters must be resolved first (:meth:`Dictionary.limits`).
+        """
+        if self.params():
+            raise ValueError(f"limits follow parameters {', '.join(self.params())}: resolve them first")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "nominal"
         if (self.crit_low is not None and value <= self.crit_low) or (
@@ -289,8 +330,13 @@ class Limits:
             return "warning"
         return "nominal"
 
-    def to_json(self) -> dict[str, float]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v.to_json() if isinstance(v, FromParam) else v) for k, v in self.bounds().items()}
+
+
+def choices_of(values: Iterable[enum.Enum] | type[enum.Enum]) -> tuple[str, ...]:
+    """An enumeration's values as the dictionary's choices: declared once, as an Enum."""
+    return tuple(v.value for v in values)
 
 
 @dataclass(frozen=True)
@@ -382,8 +428,10 @@ class Dictionary:
         packets: Iterable[HkPacket],
         events: Iterable[Event],
         parameters: Iterable[Parameter],
+        enumerations: Iterable[type[enum.Enum]] = (),
     ):
         self.commands = tuple(commands)
+        self.enumerations = {e.__name__: choices_of(e) for e in enumerations}
         self.channels = tuple(channels)
         self.packets = tuple(packets)
         self.events = tuple(events)
@@ -404,6 +452,11 @@ class Dictionary:
         for c in self.commands:
             if len({a.name for a in c.args}) != len(c.args):
                 raise DictionaryError(f"command {c.name} repeats an argument name")
+        for ch in self.channels:
+            for name in ch.limits.params():
+                if name not in self.parameter_by_name:
+                    raise DictionaryError(f"channel {ch.name}: limits follow unknown parameter {name}")
+        self.parameter_defaults = {p.name: p.default for p in self.parameters}
         self.version_hash = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     def canonical_json(self) -> str:
@@ -413,11 +466,20 @@ class Dictionary:
             "packets": [p.to_json() for p in self.packets],
             "events": [e.to_json() for e in self.events],
             "parameters": [p.to_json() for p in self.parameters],
+            "enumerations": {name: list(values) for name, values in self.enumerations.items()},
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:
         return {"version_hash": self.version_hash, **json.loads(self.canonical_json())}
+
+    def limits(self, channel: str, param_values: Mapping[str, Any] | None = None) -> Limits:
+        """A channel's limits in numbers: bounds that follow a parameter take its value from
+        ``param_values`` (what the agent reported), else the parameter's default."""
+        limits = self.channel_by_name[channel].limits
+        if not limits.params():
+            return limits
+        return limits.resolve({**self.parameter_defaults, **(param_values or {})})
 
     def command(self, name: str) -> Command:
         """Look a command up by name, case-insensitively; the error lists close names."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flight.link.dictionary import Dictionary
+from flight.link.dictionary import Dictionary, FromParam
 
 
 def _cell(value: object) -> str:
@@ -34,9 +34,13 @@ def dictionary_markdown(d: Dictionary) -> str:
             for a in c.args
         )
         lines.append(f"| `{c.opcode:#06x}` | `{c.name}` | {args or '—'} | {'yes' if c.hazardous else ''} | {_cell(c.description)} |")
+    lines += ["", "## Enumerations", "", "Declared once, as Python enums in `flight/link/definitions.py`, and "
+              "imported by the code that uses them.", "", "| enumeration | values |", "|---|---|"]
+    lines += [f"| `{name}` | {', '.join(f'`{v}`' for v in values)} |" for name, values in d.enumerations.items()]
     lines += ["", "## Telemetry channels", "", "| name | type | unit | limits | description |", "|---|---|---|---|---|"]
     for ch in d.channels:
-        lim = ", ".join(f"{k} {v}" for k, v in ch.limits.to_json().items())
+        lim = ", ".join(f"{k} = parameter `{v.param}`" if isinstance(v, FromParam) else f"{k} {v}"
+                        for k, v in ch.limits.bounds().items())
         lines.append(f"| `{ch.name}` | {ch.type.value} | {_cell(ch.unit)} | {lim} | {_cell(ch.description)} |")
     lines += ["", "## Housekeeping packets", "", "PUS TM(3,25), data `[sid, value, ...]` in the order below.", ""]
     lines += ["| SID | name | APID | channels |", "|---|---|---|---|"]
@@ -46,7 +50,10 @@ def dictionary_markdown(d: Dictionary) -> str:
     lines += ["| id | name | severity | message | description |", "|---|---|---|---|---|"]
     for e in d.events:
         lines.append(f"| `{e.id:#06x}` | `{e.name}` | {e.severity.name} | {_cell(e.format)} | {_cell(e.description)} |")
-    lines += ["", "## Parameters", "", "| id | name | type | unit | range | default | description |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Parameters", "",
+              "The agent reports every value in PUS TM(20,2), data `{param_id: value}`, at start, after each change "
+              "and every tenth housekeeping period; limits that follow a parameter use the value reported.", "",
+              "| id | name | type | unit | range | default | description |", "|---|---|---|---|---|---|---|"]
     for p in d.parameters:
         rng = f"[{_cell(p.spec.min)}, {_cell(p.spec.max)}]" if p.spec.min is not None or p.spec.max is not None else ""
         lines.append(

@@ -11,6 +11,8 @@ msgpack application data and back. Formats, all msgpack:
 - housekeeping, TM(3,25): ``[sid, value, ...]`` in the packet's channel order.
 - event, TM(5,1..4): ``[event_id, {arg: value}]``; the subtype follows the severity.
 - ping, TC(17,1) answered by TM(17,2), empty: the PUS connection test, for third-party tools.
+- parameter report, TM(20,2): ``{param_id: value, ...}`` for every parameter, so the ground
+  knows the values the agent acts on (limits that follow parameters are resolved with them).
 """
 
 from __future__ import annotations
@@ -133,6 +135,18 @@ class HkRecord:
     time_s: float
 
 
+@dataclass(frozen=True)
+class ParamRecord:
+    """The agent's parameter values (TM(20,2)), by name."""
+
+    values: dict[str, Any]
+    time_s: float
+
+
+class TelemetryError(ValueError):
+    """The agent tried to send telemetry that does not match the dictionary (a bug, never a nil on the wire)."""
+
+
 class Codec:
     """Encodes and decodes messages for one dictionary, with per-APID sequence counters."""
 
@@ -202,10 +216,28 @@ class Codec:
         return self._tm(self.apid if apid is None else apid, Service.VERIFICATION, ok if v.success else fail, data, time_s)
 
     def encode_hk(self, sid: int, values: dict[str, Any], time_s: float) -> bytes:
-        """Build an HK report; a channel missing from ``values`` goes as nil: "not available now"."""
+        """Build an HK report from exactly the packet's channels.
+
+        A missing or extra key is a :class:`TelemetryError`: a renamed channel must fail where
+        it is built, not travel as nil. None is a value ("not available now"), given explicitly.
+        """
         packet = self._packers[sid]
-        row = [sid, *(values.get(name) for name in packet.channels)]
+        if values.keys() != set(packet.channels):
+            missing = sorted(set(packet.channels) - values.keys())
+            extra = sorted(values.keys() - set(packet.channels))
+            raise TelemetryError(f"{packet.name}: missing {', '.join(missing) or 'none'}; "
+                                 f"not in the packet {', '.join(map(str, extra)) or 'none'}")
+        row = [sid, *(values[name] for name in packet.channels)]
         return self._tm(packet.apid, Service.HOUSEKEEPING, Subtype.HK_REPORT, msgpack.packb(row, use_bin_type=True), time_s)
+
+    def encode_param_report(self, values: dict[str, Any], time_s: float) -> bytes:
+        """TM(20,2) with the value of every parameter, keyed by parameter id."""
+        by_name = self.dictionary.parameter_by_name
+        unknown = sorted(set(values) - set(by_name))
+        if unknown:
+            raise TelemetryError(f"no parameter {', '.join(unknown)} in the dictionary")
+        body = {by_name[name].id: value for name, value in values.items()}
+        return self._tm(self.apid, Service.PARAMETER, Subtype.PARAM_REPORT, msgpack.packb(body, use_bin_type=True), time_s)
 
     def encode_event(self, name: str, args: dict[str, Any], time_s: float, apid: int | None = None) -> bytes:
         event = self.dictionary.event_by_name[name]
@@ -219,7 +251,7 @@ class Codec:
 
     # --- telemetry (ground side decodes) -----------------------------------------------------
 
-    def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | None:
+    def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
         """Decode a TM packet's data; None for a service this dictionary has nothing to say about.
 
         Anything malformed inside valid msgpack (wrong shapes, wrong types) is a PacketError too.
@@ -231,7 +263,7 @@ class Codec:
                 raise
             raise PacketError("encoding", f"service {tm.service},{tm.subtype} data malformed: {exc}") from None
 
-    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | None:
+    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
         if tm.service == Service.VERIFICATION and tm.subtype in _SUBTYPE_STAGE:
             stage, ok = _SUBTYPE_STAGE[tm.subtype]
             body = _unpackb(tm.source_data)
@@ -261,6 +293,20 @@ class Codec:
                     and body[0] in self.dictionary.event_by_id and isinstance(body[1], (dict, type(None)))):
                 raise PacketError("encoding", "event data must be [known event id, {args}]")
             return EventRecord(self.dictionary.event_by_id[body[0]], dict(body[1] or {}), tm.time_s)
+        if tm.service == Service.PARAMETER and tm.subtype == Subtype.PARAM_REPORT:
+            body = _unpackb(tm.source_data)
+            if not isinstance(body, dict):
+                raise PacketError("encoding", "parameter report data must be a map")
+            values = {}
+            for pid, value in body.items():
+                param = self.dictionary.parameter_by_id.get(pid) if isinstance(pid, int) else None
+                if param is None:
+                    continue  # a parameter of another dictionary version: the hash check says so
+                try:
+                    values[param.name] = param.spec.coerce(value, param.name)
+                except ArgumentError:
+                    continue  # out of this dictionary's range: not a value the ground can use
+            return ParamRecord(values, tm.time_s)
         return None
 
     def describe(self, raw: bytes) -> dict[str, Any]:
@@ -306,6 +352,8 @@ class Codec:
             out.update(kind="housekeeping", packet=rec.packet.name, values=rec.values)
         elif isinstance(rec, EventRecord):
             out.update(kind="event", event=rec.event.name, severity=rec.event.severity.name, text=rec.text, args=rec.args)
+        elif isinstance(rec, ParamRecord):
+            out.update(kind="parameters", values=rec.values)
         elif pkt.service == Service.TEST:
             out.update(kind="pong")
         return out

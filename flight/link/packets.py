@@ -63,6 +63,7 @@ class Service(enum.IntEnum):
     EVENT = 5
     FUNCTION = 8
     TEST = 17
+    PARAMETER = 20
 
 
 class Subtype(enum.IntEnum):
@@ -82,6 +83,7 @@ class Subtype(enum.IntEnum):
     PERFORM_FUNCTION = 1  # service 8
     PING = 1  # service 17
     PONG = 2
+    PARAM_REPORT = 2  # service 20: parameter value report
 
 
 class PacketError(ValueError):

@@ -35,7 +35,8 @@ from typing import Any
 import serial
 
 from flight.link.framing import Deframer, encode_frame
-from flight.link.transport import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.definitions import LinkKind
+from flight.link.interface import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
 
 REOPEN_INTERVAL_S = 1.0  # least time between two attempts to reopen a lost device
 READ_CHUNK_BYTES = 65536  # one os.read; a UART at 115200 baud fills this in ~5.7 s
@@ -46,7 +47,7 @@ WRITE_CHUNK_BYTES = 4096  # frames joined into one os.write, to save system call
 class _SerialEnd:
     """Port, output queue, deframer and counters shared by both ends of the line."""
 
-    kind = "SERIAL"
+    kind = LinkKind.SERIAL
 
     def __init__(self, config: LinkConfig):
         if not config.device:

@@ -22,7 +22,8 @@ from typing import Any
 
 import zmq
 
-from flight.link.transport import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.definitions import LinkKind
+from flight.link.interface import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 1000
@@ -63,7 +64,7 @@ def _send_counted(sock: zmq.Socket, packet: bytes, stats: LinkStats) -> bool:
 
 
 class ZmqFlightLink(FlightLink):
-    kind = "ZMQ"
+    kind = LinkKind.ZMQ
 
     def __init__(self, config: LinkConfig):
         self.config = config
@@ -138,7 +139,7 @@ class ZmqFlightLink(FlightLink):
 
 
 class ZmqGroundLink(GroundLink):
-    kind = "ZMQ"
+    kind = LinkKind.ZMQ
 
     def __init__(self, config: LinkConfig):
         self.config = config

@@ -14,16 +14,9 @@ the battery: with net = P_solar − P_load, stored Wh += dt·net·η_charge/3600
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class Admission(str, enum.Enum):
-    """What compute work may run; inference is always admitted before training."""
-
-    NONE = "NONE"
-    INFERENCE = "INFERENCE"
-    ALL = "ALL"
+from flight.link.definitions import Admission
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,9 @@
 from __future__ import annotations
 
 import enum
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-
-class ThermalState(str, enum.Enum):
-    NOMINAL = "NOMINAL"
-    THROTTLED = "THROTTLED"
-    HARD_LIMIT = "HARD_LIMIT"
+from flight.link.definitions import ThermalState
 
 
 class Action(str, enum.Enum):
@@ -58,68 +53,86 @@ class ThermalDecision:
     reason: str
 
 
+@dataclass(frozen=True)
+class GovernorState:
+    """What the governor remembers between two samples (a value: the control core passes it on)."""
+
+    steps_down: int = 0
+    hard: bool = False
+    last_change_s: float = float("-inf")
+    samples: tuple[tuple[float, float], ...] = ()  # (time_s, temp_c) within the rate window
+
+    @property
+    def state(self) -> ThermalState:
+        return ThermalState.HARD_LIMIT if self.hard else (ThermalState.THROTTLED if self.steps_down else ThermalState.NOMINAL)
+
+
+def rate_c_per_s(samples: tuple[tuple[float, float], ...]) -> float:
+    """Least-squares slope of the samples; 0 with fewer than two."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    if var == 0:
+        return 0.0
+    return sum((t - mean_t) * (y - mean_y) for t, y in samples) / var
+
+
+def govern(lim: ThermalLimits, max_steps: int, st: GovernorState, now_s: float,
+           temp_c: float) -> tuple[ThermalDecision, GovernorState]:
+    """One sample through the governor: its decision and the state to pass to the next call."""
+    st = replace(st, steps_down=min(st.steps_down, max_steps),
+                 samples=tuple(s for s in (*st.samples, (now_s, temp_c)) if s[0] >= now_s - lim.rate_window_s))
+    rate = rate_c_per_s(st.samples)
+    projected = temp_c + max(rate, 0.0) * lim.lookahead_s
+    dwell_over = now_s - st.last_change_s >= lim.min_dwell_s
+
+    def decide(action: Action, reason: str, new: GovernorState) -> tuple[ThermalDecision, GovernorState]:
+        if action is not Action.HOLD:
+            new = replace(new, last_change_s=now_s)
+        return ThermalDecision(action, new.state, new.steps_down, temp_c, rate * 60.0, projected, reason), new
+
+    if temp_c >= lim.hard_c:
+        if not st.hard:
+            return decide(Action.HARD_STOP, f"{temp_c:.1f} °C at or above hard limit {lim.hard_c:.1f} °C",
+                          replace(st, hard=True, steps_down=max_steps))
+        return decide(Action.HOLD, "still at hard limit", st)
+    if st.hard:
+        if temp_c <= lim.hard_c - lim.hysteresis_c:
+            return decide(Action.HARD_CLEAR, f"{temp_c:.1f} °C back below {lim.hard_c - lim.hysteresis_c:.1f} °C",
+                          replace(st, hard=False))
+        return decide(Action.HOLD, "cooling from hard limit", st)
+    if (temp_c >= lim.soft_c or projected >= lim.soft_c) and st.steps_down < max_steps and dwell_over:
+        why = (f"{temp_c:.1f} °C at or above soft limit {lim.soft_c:.1f} °C" if temp_c >= lim.soft_c
+               else f"rising {rate * 60:.1f} °C/min: {projected:.1f} °C expected in {lim.lookahead_s:.0f} s")
+        return decide(Action.STEP_DOWN, why, replace(st, steps_down=st.steps_down + 1))
+    cool = lim.soft_c - lim.hysteresis_c
+    if st.steps_down and temp_c <= cool and projected < cool and dwell_over:
+        return decide(Action.STEP_UP, f"{temp_c:.1f} °C at or below {cool:.1f} °C", replace(st, steps_down=st.steps_down - 1))
+    return decide(Action.HOLD, "", st)
+
+
 class ThermalGovernor:
+    """:func:`govern` with its state kept: for code that wants an object."""
+
     def __init__(self, limits: ThermalLimits, max_steps: int):
         self.limits = limits
         self.max_steps = max_steps
-        self.steps_down = 0
-        self.hard = False
-        self._last_change_s = float("-inf")
-        self._samples: deque[tuple[float, float]] = deque()
+        self.state = GovernorState()
 
-    def adopt_state(self, other: "ThermalGovernor") -> None:
-        """Carry steps, hard-limit latch, dwell timer and samples over from ``other`` (new limits)."""
-        self.steps_down = min(other.steps_down, self.max_steps)
-        self.hard = other.hard
-        self._last_change_s = other._last_change_s
-        self._samples = deque(other._samples)
+    @property
+    def steps_down(self) -> int:
+        return self.state.steps_down
+
+    @property
+    def hard(self) -> bool:
+        return self.state.hard
 
     def rate_c_per_s(self) -> float:
-        """Least-squares slope of the recent samples; 0 with fewer than two."""
-        n = len(self._samples)
-        if n < 2:
-            return 0.0
-        mean_t = sum(t for t, _ in self._samples) / n
-        mean_y = sum(y for _, y in self._samples) / n
-        var = sum((t - mean_t) ** 2 for t, _ in self._samples)
-        if var == 0:
-            return 0.0
-        return sum((t - mean_t) * (y - mean_y) for t, y in self._samples) / var
+        return rate_c_per_s(self.state.samples)
 
     def update(self, now_s: float, temp_c: float) -> ThermalDecision:
-        lim = self.limits
-        self._samples.append((now_s, temp_c))
-        while self._samples and self._samples[0][0] < now_s - lim.rate_window_s:
-            self._samples.popleft()
-        rate = self.rate_c_per_s()
-        projected = temp_c + max(rate, 0.0) * lim.lookahead_s
-        dwell_over = now_s - self._last_change_s >= lim.min_dwell_s
-
-        def decide(action: Action, reason: str) -> ThermalDecision:
-            if action is not Action.HOLD:
-                self._last_change_s = now_s
-            state = ThermalState.HARD_LIMIT if self.hard else (
-                ThermalState.THROTTLED if self.steps_down else ThermalState.NOMINAL)
-            return ThermalDecision(action, state, self.steps_down, temp_c, rate * 60.0, projected, reason)
-
-        if temp_c >= lim.hard_c:
-            if not self.hard:
-                self.hard = True
-                self.steps_down = self.max_steps
-                return decide(Action.HARD_STOP, f"{temp_c:.1f} °C at or above hard limit {lim.hard_c:.1f} °C")
-            return decide(Action.HOLD, "still at hard limit")
-        if self.hard:
-            if temp_c <= lim.hard_c - lim.hysteresis_c:
-                self.hard = False
-                return decide(Action.HARD_CLEAR, f"{temp_c:.1f} °C back below {lim.hard_c - lim.hysteresis_c:.1f} °C")
-            return decide(Action.HOLD, "cooling from hard limit")
-        if (temp_c >= lim.soft_c or projected >= lim.soft_c) and self.steps_down < self.max_steps and dwell_over:
-            self.steps_down += 1
-            why = (f"{temp_c:.1f} °C at or above soft limit {lim.soft_c:.1f} °C" if temp_c >= lim.soft_c
-                   else f"rising {rate * 60:.1f} °C/min: {projected:.1f} °C expected in {lim.lookahead_s:.0f} s")
-            return decide(Action.STEP_DOWN, why)
-        cool = lim.soft_c - lim.hysteresis_c
-        if self.steps_down and temp_c <= cool and projected < cool and dwell_over:
-            self.steps_down -= 1
-            return decide(Action.STEP_UP, f"{temp_c:.1f} °C at or below {cool:.1f} °C")
-        return decide(Action.HOLD, "")
+        decision, self.state = govern(self.limits, self.max_steps, self.state, now_s, temp_c)
+        return decision

@@ -56,7 +56,7 @@ def _value(ch: Channel, t_s: float, k: int) -> Any:
     if ch.type is ValueType.BOOL:
         return False
     if ch.type in (ValueType.F32, ValueType.F64):
-        lim = ch.limits
+        lim = DICTIONARY.limits(ch.name)
         lows = [v for v in (lim.warn_low, lim.crit_low) if v is not None]
         highs = [v for v in (lim.warn_high, lim.crit_high) if v is not None]
         lo = max(lows) if lows else None

@@ -40,7 +40,7 @@ from aiohttp import WSMsgType, web
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary
-from flight.link.messages import EventRecord, HkRecord, Verification
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, Verification
 from flight.link.transport import GroundLink
 from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.client import CommandTimeout, GroundClient, Received
@@ -107,6 +107,7 @@ class WebConsole:
         self.command_timeout_s = command_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.alarms = AlarmManager(dictionary, LimitStore(Path(limits_path) if limits_path else None))
+        self._limits_sent: dict[str, Any] = {}
         self.alarms.listeners.append(self._on_alarm)
         self.lag = LagTracker()
         self.client: GroundClient | None = None
@@ -286,6 +287,14 @@ class WebConsole:
                 "args": json_safe(record.args),
             }
             self._broadcast(message)
+        elif isinstance(record, ParamRecord):
+            with self._alarm_lock:
+                self.alarms.observe_parameters(record.values)
+                following = {ch.name: self.alarms.limits(ch.name).to_json() for ch in self.dictionary.channels
+                             if ch.limits.params()}
+            if following != self._limits_sent:  # the report comes every few seconds; changes are rare
+                self._limits_sent = following
+                self._broadcast({"kind": "limits", "limits": following})
 
     def _ground_event(self, name: str, severity: str, text: str) -> dict[str, Any]:
         return {"kind": "event", "time_s": time.time(), "name": name, "severity": severity, "text": text,

@@ -415,6 +415,18 @@ function handleControl(m, nowMs) {
     case "alarm": upsertAlarm(m.alarm); break;
     case "command": upsertCommand(m); break;
     case "status": renderStatus(m); break;
+    case "limits": setLimits(m.limits); break;
+  }
+}
+
+// Limits that follow an agent parameter move when the agent reports a new value (PUS 20).
+function setLimits(limits) {
+  for (const [name, lim] of Object.entries(limits)) {
+    const ch = S.channels.get(name);
+    if (!ch) continue;
+    ch.def.limits = lim;
+    ch.stateCell.title = limitText(lim);
+    S.dirtyRows.add(ch);
   }
 }
 

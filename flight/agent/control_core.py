@@ -1,0 +1,216 @@
+"""The control tick as a pure function: readings and state in, decisions and events out.
+
+:func:`control_step` takes everything one tick looks at (:class:`ControlInputs`: the board's
+readings, the battery, the orbit prediction, the mode, the parameters, the fault count) and
+what the previous tick left (:class:`ControlState`), and returns what to do
+(:class:`ControlOutput`): the events and SAFE transitions in the order they happen, the power
+mode to run, the compute admission and why. No I/O, no clock, no agent: the controller
+(flight/agent/control.py) reads the hardware, calls this, and applies the result; tests call
+it directly.
+
+Order of the decisions (each a pure function of its own):
+
+1. repeated faults → SAFE;
+2. sensors that went missing or came back;
+3. thermal governor on the hottest zone (flight/thermal/governor.py); the hard limit → SAFE;
+4. battery below ``battery_safe_pct`` → SAFE;
+5. no valid command for ``contact_timeout_s`` → SAFE;
+6. power policy (flight/power/policy.py): the most productive mode whose plan keeps the floor,
+   one level lower for each thermal step; in SAFE and IDLE the lowest mode and no compute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Union
+
+from flight.hal.base import EpsReading, HalReading
+from flight.link.definitions import Admission, EpsSource, Mode
+from flight.orbit import OrbitPrediction
+from flight.power.policy import Battery, ModePower, PowerDecision, PowerInputs, PowerSettings, decide
+from flight.thermal.governor import Action, GovernorState, ThermalDecision, ThermalLimits, govern
+
+PREDICTION_HORIZON_S = 24 * 3600.0  # SAA passes can be 10 h apart; 24 h costs ~4 ms on a PC
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Emit this dictionary event."""
+
+    name: str
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EnterSafe:
+    """Fall back to SAFE now, for this reason (after the events before it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ControlInputs:
+    now_s: float  # UTC, to age the prediction
+    mono_s: float  # the governor's time base
+    mode: Mode
+    reading: HalReading
+    eps: EpsReading
+    eps_source: EpsSource
+    prediction: OrbitPrediction | None
+    contact_age_s: float
+    fault_count: int  # faults recorded within fault_window_s
+    params: Mapping[str, Any]
+    modes: tuple[ModePower, ...]  # lowest power first
+    operator_cap: int  # index of the highest mode the operator allows
+    battery: Battery
+    platform_load_w: float
+    rate_window_s: float = 30.0  # for the rate of rise
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What one tick leaves for the next."""
+
+    governor: GovernorState = field(default_factory=GovernorState)
+    missing: frozenset[str] = frozenset()
+    contact_lost: bool = False
+    admission: Admission = Admission.NONE
+    temp_rate_c_per_min: float | None = None
+
+
+@dataclass(frozen=True)
+class ControlOutput:
+    state: ControlState
+    actions: tuple[Union[Emit, EnterSafe], ...]  # in order: protections and their SAFE transitions
+    mode: Mode  # the mode after this tick's protections
+    clear_faults: bool  # the fault count sent the agent SAFE: start counting again
+    thermal: ThermalDecision | None  # None with no temperature at all
+    decision: PowerDecision  # what the energy plan allows
+    power_mode: str  # what runs now (the plan's mode in COMPUTE, the lowest otherwise)
+    power_mode_index: int
+    admission: Admission
+    reason: str  # why this power mode and admission
+    after: tuple[Emit, ...]  # events to emit once the power mode is applied
+    temp_max_c: float | None
+
+    @property
+    def safe_reasons(self) -> tuple[str, ...]:
+        return tuple(a.reason for a in self.actions if isinstance(a, EnterSafe))
+
+
+def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
+    p = inp.params
+    actions: list[Union[Emit, EnterSafe]] = []
+    mode = inp.mode
+
+    def go_safe(reason: str) -> None:
+        nonlocal mode
+        if mode is not Mode.SAFE:
+            actions.append(EnterSafe(reason))
+            mode = Mode.SAFE
+
+    # 1. Faults first: a tick that fails further down must still be able to go SAFE.
+    clear_faults = False
+    if inp.fault_count >= p["fault_limit"] and mode is not Mode.SAFE:
+        actions.append(Emit("FAULTS_REPEATED", {"count": inp.fault_count, "window_s": p["fault_window_s"]}))
+        clear_faults = True
+        go_safe("repeated faults")
+
+    # 2. Sensors: each one reported once when it goes and once when it comes back.
+    now_missing = frozenset(inp.reading.missing)
+    actions += [Emit("SENSOR_MISSING", {"what": w}) for w in sorted(now_missing - state.missing)]
+    actions += [Emit("SENSOR_RESTORED", {"what": w}) for w in sorted(state.missing - now_missing)]
+
+    # 3. Heat: the hard limit overrides everything.
+    temps = inp.reading.temps_c
+    temp_max = max(temps.values()) if temps else None
+    governor, thermal, rate = state.governor, None, state.temp_rate_c_per_min
+    if temp_max is not None:
+        limits = ThermalLimits(p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
+                               p["thermal_min_dwell_s"], p["thermal_lookahead_s"], inp.rate_window_s)
+        thermal, governor = govern(limits, len(inp.modes) - 1, governor, inp.mono_s, temp_max)
+        rate = thermal.rate_c_per_min
+        if thermal.action is Action.HARD_STOP:
+            actions.append(Emit("THERMAL_HARD_LIMIT", {"reason": thermal.reason}))
+            go_safe(f"hard thermal limit: {thermal.reason}")
+        elif thermal.action is Action.HARD_CLEAR:
+            actions.append(Emit("THERMAL_HARD_CLEAR", {"reason": thermal.reason}))
+
+    # 4. Battery.
+    soc = inp.eps.soc_pct
+    if soc is not None and soc < p["battery_safe_pct"] and mode is not Mode.SAFE:
+        actions.append(Emit("LOW_BATTERY", {"soc_pct": soc, "limit_pct": p["battery_safe_pct"]}))
+        go_safe(f"battery {soc:.1f} % below {p['battery_safe_pct']:.1f} %")
+
+    # 5. Ground contact: reported once per loss.
+    contact_lost = inp.contact_age_s > p["contact_timeout_s"]
+    if contact_lost and not state.contact_lost and mode is not Mode.SAFE:
+        actions.append(Emit("CONTACT_LOST", {"age_s": inp.contact_age_s, "timeout_s": p["contact_timeout_s"]}))
+        go_safe("ground contact lost")
+
+    # 6. Power.
+    decision = plan_power(inp, governor.steps_down, temp_max)
+    if mode is Mode.COMPUTE:
+        power_mode, index, admission, reason = decision.mode, decision.mode_index, decision.admission, decision.reason
+    else:
+        power_mode, index, admission = inp.modes[0].name, 0, Admission.NONE
+        reason = (f"mode {mode.value}: lowest power mode, no compute"
+                  + {Mode.SAFE: " (command SET_MODE mode=IDLE, then mode=COMPUTE)",
+                     Mode.IDLE: " (command SET_MODE mode=COMPUTE)"}.get(mode, ""))
+    after: tuple[Emit, ...] = ()
+    if admission is not state.admission:
+        after = (Emit("ADMISSION_CHANGED", {"old": state.admission.value, "new": admission.value, "reason": reason}),)
+    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission,
+                        temp_rate_c_per_min=rate)
+    return ControlOutput(new_state, tuple(actions), mode, clear_faults, thermal, decision, power_mode, index,
+                         admission, reason, after, temp_max)
+
+
+def plan_power(inp: ControlInputs, thermal_steps: int, temp_max_c: float | None) -> PowerDecision:
+    """The energy plan, under the operator's cap, one mode lower per thermal step."""
+    p = inp.params
+    if inp.eps.soc_pct is None and inp.eps_source is EpsSource.BENCH:
+        cap = max(0, inp.operator_cap - thermal_steps) if temp_max_c is not None else 0
+        mode = inp.modes[cap]
+        return PowerDecision(mode.name, cap, Admission.ALL, mode.loaded_w,
+                             "bench supply (config): no battery to protect, only heat and the operator cap", 0.0)
+    if inp.eps.soc_pct is None and inp.eps_source is EpsSource.NONE:
+        lowest = inp.modes[0]
+        return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
+                             "no battery reading (this board has no EPS): no compute; on a desk, start the agent "
+                             "with --bench-supply", 0.0)
+    inputs = power_inputs(inp)
+    settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
+    # No temperature at all means no thermal protection: run the lowest mode until one reads.
+    if temp_max_c is None:
+        return decide(inputs, inp.modes, inp.battery, settings, 0)
+    # Each thermal step takes one level off the mode the energy plan would run: a step always
+    # lowers the power actually drawn, whatever the modes above it.
+    plan = decide(inputs, inp.modes, inp.battery, settings, inp.operator_cap)
+    if thermal_steps:
+        plan = decide(inputs, inp.modes, inp.battery, settings, max(0, plan.mode_index - thermal_steps))
+    return plan
+
+
+def power_inputs(inp: ControlInputs) -> PowerInputs:
+    """The policy's inputs: battery now, and the prediction's times aged to now."""
+    pred = inp.prediction
+    age = inp.now_s - pred.time_unix_s if pred else 0.0
+
+    def aged(v: float | None) -> float | None:
+        return max(0.0, v - age) if v is not None and math.isfinite(v) else None
+
+    inputs = PowerInputs(
+        soc_pct=inp.eps.soc_pct,
+        solar_power_w=inp.eps.solar_power_w,
+        platform_load_w=inp.platform_load_w,
+        in_eclipse=pred.in_eclipse if pred else None,
+        time_to_eclipse_s=aged(pred.to_eclipse_entry_s) if pred else None,
+        eclipse_duration_s=pred.eclipse_duration_s if pred and math.isfinite(pred.eclipse_duration_s) else None,
+        time_to_sun_s=aged(pred.to_eclipse_exit_s) if pred and pred.in_eclipse else None,
+    )
+    if pred is not None and not pred.in_eclipse and inputs.time_to_eclipse_s is None:
+        # Sunlit with no eclipse in the horizon (high beta): plan to the horizon's end with no shadow.
+        inputs = replace(inputs, time_to_eclipse_s=PREDICTION_HORIZON_S, eclipse_duration_s=0.0)
+    return inputs

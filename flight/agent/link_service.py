@@ -1,0 +1,110 @@
+"""The link service: telecommands in, verification and telemetry out, and the link's counters.
+
+Every packet that arrives is counted; a malformed one, a telemetry packet, one for another
+APID or an unknown service is refused with ``BAD_PACKET`` and counted; a PUS ping is answered
+on the spot; a TC(8,1) goes to the dispatcher. A valid packet from the ground is contact.
+Dropped telemetry (a full queue) is reported once per housekeeping period, never silent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flight.agent.ports import Component, EventPort
+from flight.clock import Clock
+from flight.link.apid import Apid
+from flight.link.interface import FlightLink, Inbound
+from flight.link.messages import Codec
+from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
+
+ACCEPTED_APIDS = frozenset({Apid.AGENT})
+
+
+class LinkService(Component):
+    NAME = "link service"
+    EVENTS = ("BAD_PACKET", "TM_DROPPED")
+    CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s")
+
+    def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
+                 dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None):
+        self.link = link
+        self._codec = codec
+        self._clock = clock
+        self._emit = emit
+        self._dispatch = dispatch
+        counters = counters or {}
+        self.tc_received = int(counters.get("tc_received", 0))
+        self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
+        self._reported_drops = 0
+        self.last_contact_s = clock.monotonic_s()
+
+    # --- output ------------------------------------------------------------------------
+
+    def publish(self, packet: bytes) -> None:
+        self.link.publish(packet)
+
+    def send_report(self, peer: Any, packet: bytes) -> None:
+        """The requester gets its reports directly; every other console sees them on the stream."""
+        if peer is not None:
+            self.link.reply(peer, packet)
+        self.link.publish(packet)
+
+    def report_drops(self) -> None:
+        dropped = self.link.stats.tx_dropped
+        if dropped > self._reported_drops:
+            self._emit("TM_DROPPED", count=dropped - self._reported_drops)
+            self._reported_drops = dropped
+
+    # --- input -------------------------------------------------------------------------
+
+    def handle(self, inbound: Inbound) -> None:
+        self.tc_received += 1
+        try:
+            packet = unpack(inbound.packet)
+        except PacketError as exc:
+            self._bad_packet(str(exc))
+            return
+        if not isinstance(packet, Telecommand):
+            self._bad_packet(f"telemetry packet (APID {packet.apid}) sent to the agent's command input")
+            return
+        if packet.apid not in ACCEPTED_APIDS:
+            self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
+            return
+        self.last_contact_s = self._clock.monotonic_s()  # a valid packet from the ground is contact
+        if packet.service == Service.TEST and packet.subtype == Subtype.PING:
+            self.send_report(inbound.peer, self._codec.encode_pong(self._clock.now_s()))
+            return
+        if packet.service == Service.FUNCTION and packet.subtype == Subtype.PERFORM_FUNCTION:
+            self._dispatch(packet, inbound.peer)
+            return
+        self._bad_packet(f"no PUS service {packet.service},{packet.subtype} in this agent")
+
+    def _bad_packet(self, reason: str) -> None:
+        self.tc_bad_packets += 1
+        self._emit("BAD_PACKET", reason=reason)
+
+    def contact_age_s(self) -> float:
+        return self._clock.monotonic_s() - self.last_contact_s
+
+    def restart_contact(self) -> None:
+        """Time begins (boot): contact is counted from now."""
+        self.last_contact_s = self._clock.monotonic_s()
+
+    def counters(self) -> dict[str, int]:
+        return {"tc_received": self.tc_received, "tc_bad_packets": self.tc_bad_packets}
+
+    def reset_counters(self) -> None:
+        self.link.stats.reset()
+        self.tc_received = self.tc_bad_packets = 0
+        self._reported_drops = 0
+
+    def telemetry(self) -> dict[str, Any]:
+        s = self.link.stats
+        return {
+            "tc_received": self.tc_received,
+            "tc_bad_packets": self.tc_bad_packets + s.rx_bad_frames,
+            "tm_sent": s.tx_packets,
+            "tm_dropped": s.tx_dropped,
+            "link_kind": self.link.kind.value,
+            "contact_age_s": round(self.contact_age_s(), 3),
+        }

@@ -1,0 +1,67 @@
+"""Messages between the HIL harness and the agent's ``sim`` backend: typed records, one codec.
+
+The agent connects a DEALER to the harness's ROUTER (``sim_endpoint``); the harness is
+``hil/sim_env.py``, the agent's end ``flight/hal/sim.py``. Both import this module.
+
+- agent → harness :class:`Hello`: who is here (repeated while no step comes, so a restarted
+  harness finds the agent again).
+- harness → agent :class:`Env`: the world at one instant: temperatures, rail and board power,
+  battery and solar input, load. With ``t_s`` (lockstep) the agent's simulated clock jumps to
+  it, the agent runs whatever is due, then answers; without it (real time) the values just
+  replace the previous ones.
+- agent → harness :class:`Load`: the load after that step (power mode, mode, admission, compute
+  duty), which the harness feeds back into its battery and thermal models. ``seq`` echoes the
+  :class:`Env` it answers.
+
+Readings may be nil or not finite: that is how the harness plays a dead or stuck sensor, and
+the sim backend reports such a value as missing. Every value here is simulated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flight.link.definitions import Admission, Mode
+from flight.records import RecordCodec
+
+
+@dataclass(frozen=True)
+class Hello:
+    board: str
+    lockstep: bool
+    modes: tuple[str, ...]
+    t_s: float | None = None
+
+
+@dataclass(frozen=True)
+class EpsValues:
+    soc_pct: float | None = None
+    bus_voltage_v: float | None = None
+    solar_power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class Env:
+    seq: int
+    t_s: float | None  # simulated UTC (lockstep), or None in real time
+    temps_c: dict[str, float | None] = field(default_factory=dict)
+    rails_w: dict[str, float | None] = field(default_factory=dict)
+    board_power_w: float | None = None
+    eps: EpsValues = field(default_factory=EpsValues)
+    cpu_pct: float | None = None
+    mem_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class Load:
+    seq: int | None
+    t_s: float | None
+    power_mode: str
+    mode: Mode
+    admission: Admission
+    compute_duty: float
+
+
+CODEC = RecordCodec("sim protocol", (Hello, Env, Load))
+encode = CODEC.encode
+decode = CODEC.decode

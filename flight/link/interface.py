@@ -1,0 +1,185 @@
+"""What every link is: the interface the agent and the console use, its URL and its counters.
+
+One interface over every link, so the agent and the console never ask which one they have.
+
+Two ends with different jobs:
+
+- :class:`FlightLink` (the agent): receives telecommands, answers the peer that sent one,
+  and publishes the telemetry stream.
+- :class:`GroundLink` (a console, the archive, the HIL harness): sends telecommands and
+  receives every telemetry packet, replies and stream alike.
+
+Both are non-blocking: ``receive()`` drains what has arrived, ``pollables()`` gives what
+a ``zmq.Poller`` can wait on (ZeroMQ sockets or plain file descriptors), so the agent's
+loop waits on its links and its timers together instead of sleeping.
+
+Links are named by URL:
+
+- ``zmq://HOST:PORT`` TCP: commands on PORT, telemetry on PORT+1;
+- ``zmq+ipc:///run/sunlit/link``: the same over Unix sockets ``…link.cmd`` and ``…link.tm``;
+- ``serial:///dev/ttyUSB0?baud=115200``: COBS frames on a serial line, both directions.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from flight.link.definitions import LinkKind
+
+DEFAULT_BAUD = 115_200
+DEFAULT_QUEUE_PACKETS = 1000
+
+
+class LinkConfigError(ValueError):
+    """A link URL that cannot be used; the message says which part and what would work."""
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    kind: LinkKind
+    url: str
+    cmd_endpoint: str = ""  # ZeroMQ endpoint of the agent's command socket
+    tm_endpoint: str = ""  # ZeroMQ endpoint of the agent's telemetry socket
+    device: str = ""  # serial device path
+    baud: int = DEFAULT_BAUD
+    queue_packets: int = DEFAULT_QUEUE_PACKETS  # bound of every outgoing queue
+
+
+def parse_link_url(url: str) -> LinkConfig:
+    """Parse a link URL (see the module docstring); raise :class:`LinkConfigError` if unusable."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        queue = int(query.pop("queue", DEFAULT_QUEUE_PACKETS))
+    except ValueError:
+        raise LinkConfigError(f"{url}: queue must be a whole number of packets") from None
+    if queue < 1:
+        raise LinkConfigError(f"{url}: queue must hold at least one packet")
+    if parts.scheme in ("zmq", "tcp"):
+        host = parts.hostname
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not host or port is None or not 1 <= port <= 65534:
+            raise LinkConfigError(f"{url}: expected zmq://HOST:PORT with PORT in 1..65534 (telemetry uses PORT+1)")
+        if query:
+            raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (zmq takes queue=N)")
+        return LinkConfig(LinkKind.ZMQ, url, f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", queue_packets=queue)
+    if parts.scheme in ("zmq+ipc", "ipc"):
+        path = parts.path
+        if not path:
+            raise LinkConfigError(f"{url}: expected zmq+ipc:///PATH")
+        return LinkConfig(LinkKind.ZMQ, url, f"ipc://{path}.cmd", f"ipc://{path}.tm", queue_packets=queue)
+    if parts.scheme == "serial":
+        device = parts.path
+        if parts.netloc:
+            raise LinkConfigError(f"{url}: a serial URL has three slashes and no host: serial:///dev/DEVICE?baud=N")
+        if not device:
+            raise LinkConfigError(f"{url}: expected serial:///dev/DEVICE?baud=N")
+        try:
+            baud = int(query.pop("baud", DEFAULT_BAUD))
+        except ValueError:
+            raise LinkConfigError(f"{url}: baud must be a whole number") from None
+        if baud <= 0:
+            raise LinkConfigError(f"{url}: baud must be positive")
+        if query:
+            raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (serial takes baud=N, queue=N)")
+        return LinkConfig(LinkKind.SERIAL, url, device=device, baud=baud, queue_packets=queue)
+    raise LinkConfigError(f"{url}: unknown link scheme {parts.scheme!r}; use zmq://, zmq+ipc:// or serial://")
+
+
+@dataclass
+class LinkStats:
+    """Counters every link keeps; they go into housekeeping, so nothing is lost silently."""
+
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_bad_frames: int = 0  # frames that failed framing or length checks before the packet codec
+    rx_skipped_bytes: int = 0  # bytes thrown away while resynchronising
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_dropped: int = 0  # packets refused because an outgoing queue was full
+    tx_unroutable: int = 0  # replies whose requester had gone (they still went out on the stream)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def reset(self) -> None:
+        for key in self.as_dict():
+            setattr(self, key, 0)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A packet as received, with whatever the link needs to answer its sender."""
+
+    packet: bytes
+    peer: Any = None
+
+
+class FlightLink(abc.ABC):
+    kind: LinkKind
+    stats: LinkStats
+
+    @abc.abstractmethod
+    def pollables(self) -> list[Any]:
+        """ZeroMQ sockets or file descriptors to wait on for input."""
+
+    @abc.abstractmethod
+    def receive(self) -> list[Inbound]:
+        """Every packet that has arrived, without blocking."""
+
+    @abc.abstractmethod
+    def reply(self, peer: Any, packet: bytes) -> bool:
+        """Send ``packet`` to the sender of a command; False (and counted) if it was dropped."""
+
+    @abc.abstractmethod
+    def publish(self, packet: bytes) -> bool:
+        """Put ``packet`` on the telemetry stream; False (and counted) if it was dropped."""
+
+    def flush(self) -> None:
+        """Move queued output to the line; links that queue override this."""
+
+    def wants_write(self) -> bool:
+        """True while output is queued, so the loop also waits for the line to take it."""
+        return False
+
+    def write_pollables(self) -> list[Any]:
+        return []
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class GroundLink(abc.ABC):
+    kind: LinkKind
+    stats: LinkStats
+
+    @abc.abstractmethod
+    def pollables(self) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def send(self, packet: bytes) -> bool:
+        """Send a telecommand; False (and counted) if the queue to the link was full."""
+
+    @abc.abstractmethod
+    def receive(self) -> list[bytes]:
+        """Every telemetry packet that has arrived (replies and stream), without blocking."""
+
+    def receive_tagged(self) -> list[tuple[bytes, bool]]:
+        """Like receive(), each packet with True if it came on the telemetry stream, False if it
+        was a direct reply (a reply repeats a stream packet's sequence count, so gap counting
+        must look at the stream alone). On a single line everything is the stream."""
+        return [(packet, True) for packet in self.receive()]
+
+    def reset_commands(self) -> None:
+        """Forget queued commands and reconnect the command path (the Lazy Pirate step before a retry)."""
+
+    def flush(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
