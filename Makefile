@@ -3,23 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# What the benchmarks compare against (the CPU build of PyTorch), only for `make bench`.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m hil.demo
 
+# Both tiers: the fast one (in-process) and the system one (sockets, subprocesses, a browser).
 test: $(STAMP)
 	bash scripts/ensure_test_tools.sh
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# The fast tier alone, under a minute: no sockets, subprocesses or browser (tests/conftest.py).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not system"
+
+bench: $(BENCH_STAMP)
 	bash scripts/ensure_test_tools.sh
 	@for m in bench/*.py; do \
 	  n=$$(basename $$m .py); case $$n in _*) continue;; esac; \

@@ -1,9 +1,20 @@
-"""Shared fixtures: agents as real subprocesses, ground clients on real links."""
+"""Shared fixtures: agents as real subprocesses, ground clients on real links; the test tiers;
+and a session-wide check that no process started by the tests outlives them.
+
+Tiers: a test that needs real sockets, subprocesses, a pseudo-terminal or a browser is in the
+*system* tier (marker ``system``): every test that uses one of :data:`SYSTEM_FIXTURES`, and
+every test of :data:`SYSTEM_MODULES`. The rest is the fast tier: ``make test-fast``
+(``pytest -m "not system"``). ``make test`` runs both.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -62,3 +73,67 @@ def make_client():
     yield make
     for client in clients:
         client.close()
+
+
+# --- tiers -------------------------------------------------------------------------------------
+
+SYSTEM_FIXTURES = frozenset({"start_agent", "make_client", "compute_agent", "rig", "line", "console", "page",
+                             "ipc_url", "tcp_url"})
+SYSTEM_MODULES = frozenset({"test_agent_sim", "test_cli_packet", "test_deploy", "test_deploy_sdnotify",
+                            "test_ground_web", "test_hil_loop", "test_link_serial_agent", "test_link_zmq",
+                            "test_selftest", "test_processes"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in SYSTEM_MODULES or SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)
+
+
+# --- no process outlives the tests ---------------------------------------------------------------
+
+RUN_MARK = "SUNLIT_TEST_RUN"  # in the environment of every process the tests start, and their children
+LEFTOVER_GRACE_S = 10.0  # a worker told by PR_SET_PDEATHSIG may still be checkpointing
+
+
+def _processes_of_this_run(mark: str) -> list[int]:
+    """Pids (other than this one) whose environment carries this run's mark, zombies left out."""
+    found = []
+    needle = f"{RUN_MARK}={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone, or not ours to read
+        if state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_tests():
+    """Mark every process the tests start (children inherit the environment, reparented or not);
+    at the end, any still alive after a grace period is killed by its pid and fails the run."""
+    mark = uuid.uuid4().hex
+    os.environ[RUN_MARK] = mark
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = _processes_of_this_run(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _processes_of_this_run(mark)
+    if left:
+        described = []
+        for pid in left:
+            try:
+                described.append(f"{pid}: {(Path('/proc') / str(pid) / 'cmdline').read_bytes().replace(bytes(1), b' ').decode(errors='replace')[:160]}")
+                os.kill(pid, signal.SIGKILL)  # started by this run (it carries the mark): ours to end
+            except OSError:
+                pass
+        pytest.fail("processes started by the tests outlived them (killed now):\n" + "\n".join(described),
+                    pytrace=False)

@@ -85,6 +85,7 @@ def send(rig: Rig, command: str, **args):
     return rig.client.send(command, args, timeout_s=10)
 
 
+@pytest.mark.req("AGT-001", "AGT-002", "AGT-050")
 def test_modes_start_safe_and_refusals_carry_reasons(rig):
     assert rig.hk()["mode"] == "SAFE"
     started = rig.events("AGENT_STARTED")[0]
@@ -105,6 +106,7 @@ def test_modes_start_safe_and_refusals_carry_reasons(rig):
     assert r.failure and "below the floor" in r.failure.reason
 
 
+@pytest.mark.req("AGT-003", "AGT-050")
 def test_thermal_ramp_steps_down_up_and_hard_limit_stops_compute(rig):
     send(rig, "SET_PARAM", name="thermal_min_dwell_s", value="10")
     send(rig, "SET_PARAM", name="thermal_lookahead_s", value="0")
@@ -129,6 +131,7 @@ def test_thermal_ramp_steps_down_up_and_hard_limit_stops_compute(rig):
     assert rig.state.compute_duty == 0.0
 
 
+@pytest.mark.req("AGT-004")
 def test_low_charge_forces_safe(rig):
     send(rig, "SET_MODE", mode="IDLE")
     send(rig, "SET_MODE", mode="COMPUTE")
@@ -138,6 +141,7 @@ def test_low_charge_forces_safe(rig):
     assert values["mode"] == "SAFE" and values["battery_soc_pct"] == 18.0
 
 
+@pytest.mark.req("AGT-001", "AGT-013")
 def test_parameters_survive_a_restart_and_kill_9_comes_back_safe_with_counters(rig):
     assert send(rig, "SET_PARAM", name="battery_floor_pct", value="42.5").completed
     assert send(rig, "SAVE_PARAMS").completed
@@ -159,6 +163,7 @@ def test_parameters_survive_a_restart_and_kill_9_comes_back_safe_with_counters(r
     agent.stop()
 
 
+@pytest.mark.req("AGT-022", "AGT-031")
 def test_bad_sensor_values_do_not_disable_protection(rig):
     send(rig, "SET_MODE", mode="IDLE")
     send(rig, "SET_MODE", mode="COMPUTE")

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ from flight.hal.sim_protocol import EpsValues
 from flight.compute.training import Adam, Dense, MlpSpec, Sgd, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import load_held_out
-from flight.link.messages import EventRecord, HkRecord
-from flight.storage import CorruptFile
+from flight.link.dictionary import FailureCode
+from flight.link.messages import EventRecord, HkRecord, Stage
+from flight.storage import CorruptFile, read_checked_json
 
 SPEC = MlpSpec(12, (Dense(16, "tanh"), Dense(3)))
 
@@ -28,6 +30,7 @@ def _data(n=96, seed=3):
     return x, y
 
 
+@pytest.mark.req("CMP-005")
 @pytest.mark.parametrize("optimizer", [Sgd(0.05, momentum=0.9), Adam(0.01)], ids=["sgd", "adam"])
 def test_paused_and_resumed_training_equals_a_straight_run(tmp_path, optimizer):
     x, y = _data()
@@ -91,6 +94,7 @@ def compute_agent(start_agent, make_client, ipc_url, tmp_path):
     return agent, client, state
 
 
+@pytest.mark.req("CMP-004")
 def test_inference_job_screens_the_shipped_tiles_into_a_product(compute_agent):
     _agent, client, state = compute_agent
     result = client.send("INFER_START", {"input_set": "cloud_tiles_test", "priority": 1})
@@ -108,6 +112,7 @@ def test_inference_job_screens_the_shipped_tiles_into_a_product(compute_agent):
     assert summary["tiles"] == 800 and sum(summary["classes"].values()) == 800
 
 
+@pytest.mark.req("CMP-005", "CMP-012")
 def test_kill_9_of_the_worker_loses_at_most_the_steps_since_the_last_checkpoint(compute_agent):
     _agent, client, state = compute_agent
     pid = hk_values(client, lambda v: v["compute_pid"] > 0)["compute_pid"]
@@ -175,6 +180,7 @@ def test_training_pauses_on_low_charge_and_resumes_after(start_agent, make_clien
     env.close()
 
 
+@pytest.mark.req("CMP-004")
 def test_a_corrupted_model_is_refused_and_the_golden_copy_runs(compute_agent):
     _agent, client, state = compute_agent
     working = next((state / "compute" / "models").glob("cloud_screen@*.onnx"))
@@ -205,6 +211,7 @@ def test_continuous_inference_screens_files_as_they_arrive(compute_agent):
     assert summary["tiles"] == 50 and (incoming / "done" / "pass-0417.npy").exists()
 
 
+@pytest.mark.req("CMP-010")
 def test_the_worker_never_outlives_its_agent(compute_agent):
     agent, client, _state = compute_agent
     pid = hk_values(client, lambda v: v["compute_pid"] > 0)["compute_pid"]
@@ -217,3 +224,105 @@ def test_the_worker_never_outlives_its_agent(compute_agent):
             break
         assert time.monotonic() < deadline, "the compute worker outlived its agent"
         time.sleep(0.05)
+
+
+@pytest.mark.req("CMP-001")
+def test_commands_naming_what_does_not_exist_fail_with_a_reason(compute_agent):
+    _agent, client, state = compute_agent
+    (state / "compute" / "data").mkdir(exist_ok=True)
+    np.savez(state / "compute" / "data" / "unlabelled.npz", x=np.zeros((4, 3), np.float32))
+
+    def refusal(name, args):
+        result = client.send(name, args, timeout_s=10)
+        assert result.failure is not None and result.failure.stage is Stage.COMPLETED, result.outcome
+        return result.failure
+
+    no_set = refusal("INFER_START", {"input_set": "no_such_set"})
+    assert no_set.code is FailureCode.BAD_ARGUMENTS and "no input set 'no_such_set'" in no_set.reason
+    assert "cloud_tiles_test" in no_set.reason  # and what there is
+    no_model = refusal("INFER_START", {"input_set": "cloud_tiles_test", "model": "nope"})
+    assert "no model 'nope' in the store (installed: cloud_screen)" in no_model.reason
+    no_labels = refusal("TRAIN_START", {"dataset": "unlabelled", "steps": 10})
+    assert "has no labels to train on" in no_labels.reason
+    no_job = refusal("JOB_CANCEL", {"job_id": 4242})
+    assert no_job.code is FailureCode.BAD_ARGUMENTS and no_job.reason == "no job 4242 on this board"
+    path_like = client.send("INFER_START", {"input_set": "../../etc/passwd"}).failure
+    assert path_like.stage is Stage.COMPLETED and "names are letters, digits" in path_like.reason
+    no_file = refusal("MODEL_INSTALL", {"name": "ghost", "version": "1", "sha256": "ab" * 32})
+    assert "no uplinked file staging/ghost.onnx" in no_file.reason
+    # What was refused left nothing behind: no job was queued.
+    assert hk_values(client, lambda v: True)["jobs_queued"] == 0
+    done = client.send("INFER_START", {"input_set": "cloud_tiles_test"})
+    assert done.completed and done.result["runs_now"] is True
+    ended = wait_event(client, "JOB_DONE", lambda e: e.args["job_id"] == done.result["job_id"])
+    assert ended and refusal("JOB_CANCEL", {"job_id": done.result["job_id"]}).reason.endswith("has already ended (DONE)")
+
+
+@pytest.mark.req("CMP-002")
+def test_a_job_queued_where_it_cannot_run_says_why_and_what_to_do(start_agent, make_client, ipc_url, tmp_path):
+    start_agent(ipc_url, "--state-dir", str(tmp_path / "pc"))  # a PC as the README starts it: no EPS
+    client = make_client(ipc_url)
+    hk_values(client, lambda v: v["compute_state"] == "RUNNING")
+    queued = client.send("INFER_START", {"input_set": "cloud_tiles_test"})
+    assert queued.completed and queued.result["runs_now"] is False
+    assert "SET_MODE mode=IDLE, then mode=COMPUTE" in queued.result["waits_for"]
+    waiting = wait_event(client, "JOB_WAITING", lambda e: e.args["job_id"] == queued.result["job_id"])
+    assert "SET_MODE" in waiting.args["reason"]
+    assert client.send("SET_MODE", {"mode": "IDLE"}).completed
+    assert client.send("SET_MODE", {"mode": "COMPUTE"}).completed
+    second = client.send("INFER_START", {"input_set": "cloud_tiles_test"})
+    assert second.result["runs_now"] is False and "--bench-supply" in second.result["waits_for"]
+
+
+@pytest.mark.req("CMP-003")
+def test_the_queue_is_bounded_and_an_idle_worker_stays_idle(start_agent, make_client, ipc_url, tmp_path):
+    from flight.compute.worker import MAX_ACTIVE_JOBS
+
+    state = tmp_path / "state"
+    start_agent(ipc_url, "--state-dir", str(state))  # SAFE: nothing may run
+    client = make_client(ipc_url)
+    pid = hk_values(client, lambda v: v["compute_state"] == "RUNNING" and v["compute_pid"])["compute_pid"]
+    for _ in range(MAX_ACTIVE_JOBS):
+        assert client.send("INFER_START", {"input_set": "cloud_tiles_test"}).completed
+    full = client.send("INFER_START", {"input_set": "cloud_tiles_test"}).failure
+    assert full.code is FailureCode.BUSY and f"the job queue is full ({MAX_ACTIVE_JOBS} jobs" in full.reason
+    jobs = state / "compute" / "jobs.json"
+    before = jobs.stat().st_mtime_ns
+    cpu_before = _cpu_s(pid)
+    hk_values(client, lambda v: v["jobs_queued"] == MAX_ACTIVE_JOBS)
+    time.sleep(3.0)  # a few status periods of a worker with a full queue and nothing admitted
+    assert jobs.stat().st_mtime_ns == before  # never rewritten while idle
+    # Generous: a busy loop would use ~3 s of CPU here; an idle worker a few hundredths.
+    assert _cpu_s(pid) - cpu_before < 0.5
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU time of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.req("CMP-003")
+def test_finished_jobs_are_pruned_and_leftovers_cleaned_by_the_worker(tmp_path):
+    """The worker's own rules, on a Worker object with nobody at the other end of its socket."""
+    from flight.compute import protocol as cp
+    from flight.compute.worker import KEEP_FINISHED_JOBS, JobState, Worker
+    from flight.link.definitions import JobKind
+
+    root = tmp_path / "compute"
+    (root / "products").mkdir(parents=True)
+    (root / "products" / ".job00001-x.npz.a1b2c3d4.tmp").write_bytes(b"cut short")
+    worker = Worker(f"ipc://{tmp_path}/nobody.sock", root)
+    try:
+        assert worker.removed_temp_files == 1 and not list(root.rglob("*.tmp"))
+        worker.install_shipped_models()  # what run() does first
+        for job_id in range(1, KEEP_FINISHED_JOBS + 11):
+            worker._start_job(cp.StartJob(job_id, cp.JobSpec(job_id, JobKind.INFERENCE, "cloud_tiles_test")))
+            worker._finish(worker.jobs[job_id], JobState.DONE, "done")
+        worker._start_job(cp.StartJob(999, cp.JobSpec(999, JobKind.INFERENCE, "cloud_tiles_test")))
+    finally:
+        worker._sock.close(0)
+    kept = read_checked_json(root / "jobs.json")
+    finished = sorted(j["job_id"] for j in kept if j["state"] == "DONE")
+    assert finished == list(range(11, KEEP_FINISHED_JOBS + 11))  # the newest, oldest forgotten first
+    assert [j["job_id"] for j in kept if j["state"] == "QUEUED"] == [999]  # unfinished jobs are never pruned

@@ -88,6 +88,7 @@ def test_new_version_replaces_the_working_copy_and_removes_the_old_file(tmp_path
     assert [e.name for e in store.list()] == ["other", "tiny"]
 
 
+@pytest.mark.req("CMP-004")
 def test_one_flipped_byte_is_refused_with_both_hashes(tmp_path):
     store = ModelStore(tmp_path)
     store.install("tiny", "1", V1)
@@ -120,6 +121,7 @@ def test_truncated_and_missing_files(tmp_path):
     assert [p.problem for p in store.verify_all()] == [Problem.MISSING_FILE]
 
 
+@pytest.mark.req("CMP-004")
 def test_golden_fallback_is_used_verified_and_reported(tmp_path):
     store = ModelStore(tmp_path)
     store.install("tiny", "1", V1, golden=True)

@@ -118,6 +118,7 @@ def installed(tmp_path_factory, source):
 # --- install.sh: dry run ---------------------------------------------------------------------
 
 
+@pytest.mark.req("DEP-001")
 def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, source):
     root = jetson_root(tmp_path / "root")
     before = snapshot(root)
@@ -183,6 +184,7 @@ def test_the_config_is_for_the_detected_module(installed):
     assert (root / "opt/sunlit/share/agent.default.toml").read_text() == text
 
 
+@pytest.mark.req("DEP-001")
 def test_a_second_run_changes_nothing_and_says_so(installed, source):
     root, _ = installed
     before = snapshot(root)

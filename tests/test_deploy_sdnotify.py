@@ -136,6 +136,7 @@ def _datagrams_until(sock: socket.socket, wanted: bytes, seen: list[bytes]) -> N
             return
 
 
+@pytest.mark.req("DEP-002")
 def test_the_agent_process_says_ready_feeds_the_watchdog_and_says_stopping(
     short_dir, monkeypatch, start_agent, make_client, ipc_url
 ):

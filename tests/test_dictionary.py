@@ -16,6 +16,7 @@ from flight.link.dictionary import (
     Dictionary,
     DictionaryError,
     FailureCode,
+    FromParam,
     HkPacket,
     Limits,
     ValueSpec,
@@ -95,6 +96,19 @@ def test_limits_states():
     lim = Limits(warn_low=10, warn_high=80, crit_low=5, crit_high=95)
     assert [lim.state(v) for v in (50, 9, 81, 4, 96, "text", None)] == [
         "nominal", "warning", "warning", "critical", "critical", "nominal", "nominal"]
+
+
+@pytest.mark.req("AGT-006")
+def test_limits_that_follow_parameters_resolve_with_the_values_given():
+    assert DICTIONARY.limits("temp_max_c") == Limits(warn_high=85.0, crit_high=95.0)  # the defaults
+    assert DICTIONARY.limits("temp_max_c", {"thermal_soft_limit_c": 70.0}) == Limits(warn_high=70.0, crit_high=95.0)
+    with pytest.raises(ValueError, match="resolve them first"):
+        DICTIONARY.channel_by_name["temp_max_c"].limits.state(90.0)
+    with pytest.raises(DictionaryError, match="limits follow unknown parameter no_such_param"):
+        Dictionary((), (Channel("x", T.F64, "", "x", Limits(warn_high=FromParam("no_such_param"))),), (), (), ())
+    json_limits = {c["name"]: c.get("limits") for c in DICTIONARY.to_json()["channels"]}
+    assert json_limits["battery_soc_pct"] == {"warn_low": {"param": "battery_floor_pct"},
+                                             "crit_low": {"param": "battery_safe_pct"}}
 
 
 def test_hash_changes_with_content_and_not_otherwise():

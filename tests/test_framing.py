@@ -120,6 +120,7 @@ def test_truncated_frame_then_good_frame():
         assert deframer.skipped_bytes == keep - 1
 
 
+@pytest.mark.req("LNK-004")
 @pytest.mark.parametrize("damage", ["flip", "drop"])
 def test_any_single_damaged_byte_loses_at_most_that_packet(damage):
     """Every offset, every bit: the damaged packet is dropped here or by the CRC; the next arrives."""

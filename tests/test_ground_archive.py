@@ -76,6 +76,7 @@ def archive(tmp_path):
 # --- against a real agent --------------------------------------------------------------------
 
 
+@pytest.mark.req("GND-001")
 def test_archive_holds_what_a_live_client_received(start_agent, make_client, ipc_url, tmp_path):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -201,6 +202,7 @@ def test_raw_export_window_and_framing(archive, tmp_path):
 # --- bad input -------------------------------------------------------------------------------
 
 
+@pytest.mark.req("GND-001")
 def test_corrupt_packets_are_stored_as_invalid_and_never_raise(make_client, ipc_url, tmp_path):
     client = make_client(ipc_url, wait_for_agent=False)  # no agent: packets go in through the real intake
     archive = Archive(tmp_path / "ground.sqlite")
@@ -261,6 +263,7 @@ def test_odd_records_are_kept(archive):
 # --- limits and acknowledgements -------------------------------------------------------------
 
 
+@pytest.mark.req("GND-002")
 def test_limits_survive_reopening(tmp_path):
     path = tmp_path / "ground.sqlite"
     with Archive(path) as archive:
@@ -446,3 +449,16 @@ def test_time_parsing():
     assert parse_time_s("2026-11-16T13:00:00+01:00") == T0_S
     with pytest.raises(argparse.ArgumentTypeError):
         parse_time_s("nan")
+
+
+@pytest.mark.req("GND-004")
+def test_archived_limits_follow_the_agents_latest_parameter_report(archive):
+    codec = Codec(DICTIONARY)
+    assert archive.limits("temp_max_c") == Limits(warn_high=85.0, crit_high=95.0)  # nothing reported yet
+    for soft_c in (80.0, 72.5):
+        values = {p.name: p.default for p in DICTIONARY.parameters} | {"thermal_soft_limit_c": soft_c}
+        archive.record(decoded(codec, codec.encode_param_report(values, T0_S)), T0_S)
+    assert archive.agent_parameters()["thermal_soft_limit_c"] == 72.5
+    assert archive.limits("temp_max_c") == Limits(warn_high=72.5, crit_high=95.0)  # the latest report
+    archive.set_limits("temp_max_c", Limits(warn_high=60.0))
+    assert archive.limits("temp_max_c") == Limits(warn_high=60.0)  # an operator's override still wins

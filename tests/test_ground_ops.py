@@ -20,6 +20,7 @@ from flight.link.definitions import DICTIONARY
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.req("GND-002")
 def test_alarm_raises_latches_until_acknowledged_and_clears(tmp_path):
     clock = [0.0]
     am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"), clock=lambda: clock[0])
@@ -40,6 +41,7 @@ def test_alarm_raises_latches_until_acknowledged_and_clears(tmp_path):
     assert am.stale("temp_max_c")
 
 
+@pytest.mark.req("GND-002")
 def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
     am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"))
     am.set_limits("temp_max_c", warn_high=70.0)
@@ -81,6 +83,7 @@ def test_console_session_against_a_real_agent(start_agent, make_client, ipc_url,
     assert "[SAFE |" in text and "NOOP sent" not in text  # nothing after quit
 
 
+@pytest.mark.req("GND-005")
 def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc_url, tmp_path):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -141,6 +144,7 @@ def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
     assert "SET_MODE" in history.stdout and "PING" in history.stdout and "completed" in history.stdout
 
 
+@pytest.mark.req("AGT-040", "GND-005")
 def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start_agent, make_client, ipc_url, tmp_path):
     state = tmp_path / "state-model"
     start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))

@@ -197,6 +197,7 @@ def _expect():
 # --- the page, against a real agent ------------------------------------------------------------
 
 
+@pytest.mark.req("GND-003")
 def test_page_shows_telemetry_moving(console, page, tmp_path):
     _open(page, console)
     first = page.text_content("#tm-uptime_s .value")
@@ -226,6 +227,7 @@ def test_plot_zooms_on_drag_and_resets_on_double_click(console, page, tmp_path):
     _expect()(label).to_have_text("live")
 
 
+@pytest.mark.req("GND-003")
 def test_commands_from_the_generated_form_show_every_stage(console, page, tmp_path):
     _open(page, console)
     expect = _expect()
@@ -267,6 +269,7 @@ def test_form_refuses_out_of_range_arguments_before_sending(console, page):
     assert page.locator("#cmd-history tbody tr").count() == 0
 
 
+@pytest.mark.req("GND-002", "GND-003")
 def test_alarm_raises_is_acknowledged_and_clears(console, page, tmp_path, ipc_url, make_client):
     _open(page, console)
     expect = _expect()

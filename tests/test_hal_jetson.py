@@ -94,6 +94,7 @@ def board(request, tmp_path):
 # --- reading ----------------------------------------------------------------------------------
 
 
+@pytest.mark.req("DEP-004")
 def test_every_zone_is_read_in_celsius(board):
     reading = open_fake(board).read()
     assert isinstance(reading, HalReading)
@@ -103,6 +104,7 @@ def test_every_zone_is_read_in_celsius(board):
         assert reading.temps_c[zone] == pytest.approx(temp_c, abs=ROUNDING), zone
 
 
+@pytest.mark.req("DEP-004")
 def test_every_rail_is_read_in_volts_amps_watts(board):
     reading = open_fake(board).read()
     expected = EXPECTED_RAILS[board.spec.board]
@@ -175,6 +177,7 @@ def test_zone_that_errors_goes_into_missing(tmp_path):
     assert len(reading.temps_c) == len(EXPECTED_TEMPS_C["agx_orin_64gb"]) - 2
 
 
+@pytest.mark.req("DEP-004")
 def test_missing_rail_goes_into_missing(tmp_path):
     fake = make_board(tmp_path, "orin_nano", omit_rails=("VDD_SOC",))
     reading = open_fake(fake).read()

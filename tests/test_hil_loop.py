@@ -11,6 +11,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 
+from flight.link.definitions import DICTIONARY
 from hil.loop import ClosedLoop
 from hil.scenario import ScenarioError, load_scenario, parse_scenario
 
@@ -23,6 +24,7 @@ def hil(*args):
     return subprocess.run([sys.executable, "-m", "hil", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.req("HIL-003", "AGT-020")
 def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path):
     sunlit = hil("run", str(SCENARIOS / "sso_small_battery.toml"), "--report", str(tmp_path / "sunlit"))
     naive = hil("run", str(SCENARIOS / "sso_small_battery_naive.toml"), "--report", str(tmp_path / "naive"))
@@ -39,6 +41,7 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert "PASS" in html and "data:image/png;base64," in html and "lockstep" in html
 
 
+@pytest.mark.req("HIL-003")
 def test_faults_are_survived_and_every_command_is_verified(tmp_path):
     run = hil("run", str(SCENARIOS / "sso_faults.toml"), "--report", str(tmp_path))
     assert run.returncode == 0, run.stdout + run.stderr
@@ -53,6 +56,7 @@ def test_faults_are_survived_and_every_command_is_verified(tmp_path):
     assert (trace["mode"] == "DOWN").sum() == 12  # 120 s at 10 s steps
 
 
+@pytest.mark.req("HIL-002", "AGT-050")
 def test_lockstep_is_deterministic_for_a_seed(tmp_path):
     sc = load_scenario(SCENARIOS / "sso_one_orbit.toml")
     sc = parse_scenario({"name": "det", "profile": str(SSO), "duration_s": 1800, "step_s": 10, "seed": 5,
@@ -65,6 +69,7 @@ def test_lockstep_is_deterministic_for_a_seed(tmp_path):
     assert list(a["power_mode"]) == list(b["power_mode"])
 
 
+@pytest.mark.req("HIL-002", "AGT-050")
 def test_real_time_mode_follows_the_wall_clock(tmp_path):
     sc = parse_scenario({"name": "rt", "profile": str(SSO), "duration_s": 5, "step_s": 1, "time_mode": "realtime"})
     result = ClosedLoop(sc, tmp_path).run()
@@ -91,6 +96,7 @@ def test_scenario_errors_name_the_key(raw, fragment):
     assert fragment in str(e.value) and "bad.toml" in str(e.value)
 
 
+@pytest.mark.req("HIL-003")
 def test_bad_scenario_exits_2_and_replay_validates_profiles(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('profile = "nowhere.parquet"\n')
@@ -136,6 +142,7 @@ def test_replay_flies_a_profile_recorded_elsewhere(tmp_path):
     assert body["passed"] and body["sim_s"] > 3000
 
 
+@pytest.mark.req("CMP-012", "CMP-004")
 def test_a_hung_worker_is_restarted_and_a_flipped_model_falls_back_to_golden(tmp_path):
     sc = parse_scenario({
         "name": "hang", "profile": str(SSO), "duration_s": 900, "step_s": 10, "speed": 60, "seed": 4,
@@ -152,3 +159,25 @@ def test_a_hung_worker_is_restarted_and_a_flipped_model_falls_back_to_golden(tmp
     assert "MODEL_GOLDEN_USED" in names  # the new worker refused the flipped working copy
     assert "bit flipped" in result.faults[0]["note"]
     assert result.real_tiles and result.real_tiles > 0
+
+
+@pytest.mark.req("CMP-012")
+def test_at_x500_a_hung_worker_is_found_within_its_watchdog_period_of_simulated_time(tmp_path):
+    """The issue's case: lockstep with real compute, fast; the watchdog counts simulated time."""
+    sc = parse_scenario({
+        "name": "hang-x500", "profile": str(SSO), "duration_s": 600, "step_s": 10, "speed": 500, "seed": 5,
+        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 32},
+        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
+                     {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
+        "faults": [{"at_s": 200, "kind": "compute_hang"}],
+    })
+    result = ClosedLoop(sc, tmp_path).run()
+    t0 = result.trace.time_s[0]
+    hung = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_HUNG"]
+    watchdog_s = DICTIONARY.parameter_by_name["compute_watchdog_s"].default
+    assert len(hung) == 1 and 200 <= hung[0] <= 200 + watchdog_s, hung
+    restarted = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_STARTED"]
+    assert len(restarted) == 2 and restarted[1] >= hung[0]  # the first worker, and its replacement
+    resumed = [e["t"] - t0 for e in result.events if e["name"] == "JOB_RESUMED"]
+    assert resumed and resumed[0] >= restarted[1]  # the replacement took the continuous job up again

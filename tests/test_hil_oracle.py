@@ -161,6 +161,7 @@ def orbit_solution():
     return solar, solve_oracle(solar, 10.0, PLATFORM_W, ORBIT_BATTERY, NX)
 
 
+@pytest.mark.req("HIL-005")
 def test_floor_is_never_violated_and_the_limits_bind(orbit_solution):
     solar, r = orbit_solution
     floor = ORBIT_BATTERY.floor_pct
@@ -291,6 +292,7 @@ def fly_policy(solar: np.ndarray, dt_s: float) -> tuple[float, np.ndarray, list[
     return work_done(names, loaded, NX, dt_s), np.array(soc), names, np.array(loaded)
 
 
+@pytest.mark.req("HIL-005")
 def test_oracle_beats_the_agents_policy_and_both_keep_the_floor():
     solar = orbit_solar_w(10.0, 5)
     policy_work, policy_soc, _, _ = fly_policy(solar, 10.0)

@@ -102,6 +102,7 @@ def test_battery_clamps_empty_and_reports_a_brownout():
     assert s.brownout
 
 
+@pytest.mark.req("HIL-004")
 def test_battery_energy_balance_closes_over_a_day(sso_day):
     """stored_end − stored_start = η_c·Σcharged − Σdischarged/η_d, to float rounding, over a
     day at 10 s with a small battery that both fills (clipping) and empties (brownouts)."""
@@ -165,6 +166,7 @@ def test_battery_params_are_frozen():
 
 
 # ------------------------------------------------------------------------------------ thermal
+@pytest.mark.req("HIL-004")
 def test_thermal_steady_state_matches_the_analytic_balance():
     """Hold the inputs constant for a long time: the model must settle where the analytic
     balance puts it. Tolerance 0.01 K: after 20 radiator time constants (~30 min each) the
@@ -185,6 +187,7 @@ def test_thermal_steady_state_matches_the_analytic_balance():
         assert params.board_to_radiator_w_per_k * (float(board_c) - float(radiator_c)) == pytest.approx(power_w)
 
 
+@pytest.mark.req("HIL-004")
 def test_thermal_step_conserves_energy():
     """C_b ΔT_b + C_r ΔT_r = dissipated + absorbed − radiated, for one step and for a long sub-stepped one."""
     m = ThermalModel(ThermalParams(), board_temp_c=30.0, radiator_temp_c=5.0)

@@ -110,6 +110,7 @@ def test_parquet_from_elsewhere_replays(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ validation errors
+@pytest.mark.req("HIL-001")
 def test_missing_required_columns_are_all_named():
     with pytest.raises(ProfileError, match=r"missing required columns: shadow_factor, solar_power_w") as err:
         validate_profile({"time_s": [0.0, 1.0]})
@@ -118,6 +119,7 @@ def test_missing_required_columns_are_all_named():
 
 @pytest.mark.parametrize("bad,good", [("solar_power_kw", "solar_power_w"), ("time_ms", "time_s"),
                                       ("lat_rad", "lat_deg"), ("time", "time_s"), ("dose_gy", "dose_rad")])
+@pytest.mark.req("HIL-001")
 def test_a_column_in_another_unit_is_refused(bad, good):
     cols = _minimal()
     if good in cols:
@@ -144,6 +146,7 @@ def test_non_numeric_value_in_a_csv_names_the_line(tmp_path):
         read_profile(path)
 
 
+@pytest.mark.req("HIL-001")
 def test_time_going_backwards_names_the_first_row_and_values():
     cols = _minimal()
     cols["time_s"] = cols["time_s"].copy()
@@ -154,6 +157,7 @@ def test_time_going_backwards_names_the_first_row_and_values():
     assert err.value.row == 6
 
 
+@pytest.mark.req("HIL-001")
 def test_a_gap_says_where():
     cols = _minimal(20)
     cols["time_s"] = cols["time_s"].copy()
@@ -180,6 +184,7 @@ def test_nan_in_a_required_column_is_refused():
         ("lat_deg", 91.0, r"'lat_deg' out of its physical range \[-90, 90\] deg: row 2"),
     ],
 )
+@pytest.mark.req("HIL-001")
 def test_values_out_of_physical_range(column, value, text):
     cols = _minimal()
     cols[column] = np.array(cols.get(column, np.zeros(10)), dtype=float)

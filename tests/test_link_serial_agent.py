@@ -20,6 +20,7 @@ def hk(client, predicate, timeout_s=15.0):
                            and predicate(i.record.values), timeout_s).record.values
 
 
+@pytest.mark.req("LNK-002", "LNK-004")
 def test_every_command_completes_over_serial(line, start_agent, make_client):
     agent = start_agent(f"serial://{line.a_path}?baud=115200")
     stage_sample_model(agent.state_dir)
@@ -30,6 +31,7 @@ def test_every_command_completes_over_serial(line, start_agent, make_client):
     assert agent.proc.wait(10) == 0  # SHUTDOWN, the last command, stopped it cleanly
 
 
+@pytest.mark.req("LNK-007")
 def test_line_noise_costs_only_the_damaged_packets(line, start_agent, make_client):
     start_agent(f"serial://{line.a_path}?baud=115200")
     client = make_client(f"serial://{line.b_path}?baud=115200")

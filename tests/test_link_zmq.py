@@ -34,6 +34,7 @@ def event_named(client, name, timeout_s=10.0):
     return client.wait_for(lambda i: isinstance(i.record, EventRecord) and i.record.event.name == name, timeout_s).record
 
 
+@pytest.mark.req("LNK-002", "AGT-040")
 def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url):
     stage_sample_model(start_agent(tcp_url).state_dir)
     client = make_client(tcp_url)
@@ -56,6 +57,7 @@ def test_ping_result_and_events_and_housekeeping_over_ipc(start_agent, make_clie
     assert values["link_kind"] == "ZMQ" and values["cmd_accepted"] == 1
 
 
+@pytest.mark.req("LNK-002")
 def test_refusals_carry_their_reason(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -79,6 +81,7 @@ def test_refusals_carry_their_reason(start_agent, make_client, ipc_url):
     assert values["cmd_executed"] == 0
 
 
+@pytest.mark.req("LNK-007")
 def test_corrupt_packets_are_counted_and_lose_nothing_else(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -96,6 +99,7 @@ def test_corrupt_packets_are_counted_and_lose_nothing_else(start_agent, make_cli
     assert any("APID 0x123" in r for r in reasons)
 
 
+@pytest.mark.req("LNK-003")
 def test_a_retried_command_runs_once(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -109,6 +113,7 @@ def test_a_retried_command_runs_once(start_agent, make_client, ipc_url):
     assert values["cmd_executed"] == 1 and values["cmd_accepted"] == 1
 
 
+@pytest.mark.req("LNK-003")
 def test_lazy_pirate_retry_after_silence_executes_once(start_agent, make_client, ipc_url):
     agent = start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -131,6 +136,7 @@ def test_lazy_pirate_retry_after_silence_executes_once(start_agent, make_client,
     assert values["cmd_executed"] == 1
 
 
+@pytest.mark.req("LNK-006")
 def test_agent_restart_and_ground_restart_recover_by_themselves(start_agent, make_client, tcp_url):
     agent = start_agent(tcp_url)
     client = make_client(tcp_url)
@@ -149,6 +155,7 @@ def test_agent_restart_and_ground_restart_recover_by_themselves(start_agent, mak
     assert fresh.send("NOOP").completed
 
 
+@pytest.mark.req("LNK-005")
 def test_full_telemetry_queue_is_counted_not_silent(short_dir):
     link = open_flight_link(f"zmq+ipc://{short_dir}/q?queue=4")
     stuck = zmq.Context.instance().socket(zmq.SUB)
@@ -202,6 +209,7 @@ def test_bad_urls_say_what_is_wrong(url, fragment):
         parse_link_url(url)
 
 
+@pytest.mark.req("LNK-007")
 def test_hostile_command_data_gets_a_final_report_and_no_fault(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -219,6 +227,7 @@ def test_hostile_command_data_gets_a_final_report_and_no_fault(start_agent, make
     assert values["internal_errors"] == 0 and values["mode"] == "SAFE"
 
 
+@pytest.mark.req("LNK-003")
 def test_a_reused_cmd_id_with_other_content_is_refused_not_answered_from_cache(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)
@@ -229,6 +238,7 @@ def test_a_reused_cmd_id_with_other_content_is_refused_not_answered_from_cache(s
     assert values["cmd_executed"] == 1
 
 
+@pytest.mark.req("LNK-006")
 def test_replies_do_not_count_as_gaps(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
     client = make_client(ipc_url)

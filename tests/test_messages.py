@@ -5,7 +5,7 @@ import pytest
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, FailureCode, ValueType as T
-from flight.link.messages import Codec, EventRecord, HkRecord, Stage, Verification
+from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, TelemetryError, Verification
 from flight.link.packets import PacketError, pack_tc, pack_tm, unpack
 
 SAMPLE = {
@@ -46,6 +46,30 @@ def test_every_hk_packet_round_trips(packet):
     values = {name: sample_value(DICTIONARY.channel_by_name[name]) for name in packet.channels}
     rec = codec.decode_tm(unpack(codec.encode_hk(packet.sid, values, 1_795_000_000.5)))
     assert isinstance(rec, HkRecord) and rec.values == values and rec.time_s == 1_795_000_000.5
+
+
+@pytest.mark.req("AGT-010")
+def test_a_missing_or_extra_hk_key_is_an_error_not_a_nil():
+    codec = Codec(DICTIONARY)
+    packet = DICTIONARY.packet_by_name["THERMAL_HK"]
+    values = {name: None for name in packet.channels}  # None is a value: "not available now"
+    assert isinstance(codec.decode_tm(unpack(codec.encode_hk(packet.sid, values, 1.0))), HkRecord)
+    with pytest.raises(TelemetryError, match="THERMAL_HK: missing temp_max_c; not in the packet none"):
+        codec.encode_hk(packet.sid, {k: v for k, v in values.items() if k != "temp_max_c"}, 1.0)
+    with pytest.raises(TelemetryError, match="not in the packet temp_maximum_c"):
+        codec.encode_hk(packet.sid, {**values, "temp_maximum_c": 1.0}, 1.0)
+
+
+@pytest.mark.req("AGT-006")
+def test_parameter_reports_round_trip_and_skip_what_this_dictionary_cannot_use():
+    codec = Codec(DICTIONARY)
+    values = {p.name: p.default for p in DICTIONARY.parameters}
+    rec = codec.decode_tm(unpack(codec.encode_param_report(values, 5.0)))
+    assert isinstance(rec, ParamRecord) and rec.values == values and rec.time_s == 5.0
+    raw = pack_tm(0x010, 1, 20, 2, msgpack.packb({0x0020: 70.0, 0x7777: 1, 0x0021: 500.0}), 6.0)
+    assert codec.decode_tm(unpack(raw)).values == {"thermal_soft_limit_c": 70.0}  # unknown id, out of range: left out
+    with pytest.raises(TelemetryError, match="no parameter nope"):
+        codec.encode_param_report({"nope": 1}, 5.0)
 
 
 @pytest.mark.parametrize("event", DICTIONARY.events, ids=lambda e: e.name)

@@ -102,6 +102,7 @@ def _cases(sky):
     }
 
 
+@pytest.mark.req("HIL-006")
 @pytest.mark.parametrize("case", ["iss_tle", "sso_550km"])
 def test_eclipse_edges_match_skyfield_is_sunlit(sky, case):
     orbit, satellite = _cases(sky)[case]
@@ -123,6 +124,7 @@ def test_eclipse_edges_match_skyfield_is_sunlit(sky, case):
     assert np.all((sf_exits - exits > 0.0) & (sf_exits - exits < 10.0))
 
 
+@pytest.mark.req("HIL-006")
 def test_sun_direction_matches_skyfield(sky):
     """AA low-precision Sun vs DE421 apparent Sun in Skyfield's TEME frame, 1950-2050.
 
@@ -167,6 +169,7 @@ def test_subpoint_matches_skyfield_wgs84(sky, case):
     assert np.max(np.abs(alt - skyfield_api.wgs84.height_of(position).km)) < 1e-3
 
 
+@pytest.mark.req("HIL-006")
 def test_tle_propagation_matches_skyfield(sky):
     # Same sgp4 underneath, different time plumbing: agreement to 1 mm shows our Unix ->
     # Julian date split and Skyfield's UTC handling agree (a leap-second slip would be 7 km/s).

@@ -34,6 +34,7 @@ def test_reference_example_from_protocol_notes():
     assert P.pack_tc(1, 0, 17, 1).hex() == "1801c00000062f11010000161d"
 
 
+@pytest.mark.req("LNK-001")
 @pytest.mark.parametrize("data_len", [0, 1, 200, 1000, 65_000])
 @pytest.mark.parametrize("apid,seq", [(0x010, 0), (0x011, 16383), (0x7FF, 1234)])
 def test_tc_matches_spacepackets(data_len, apid, seq):
@@ -47,6 +48,7 @@ def test_tc_matches_spacepackets(data_len, apid, seq):
     assert (parsed.apid, parsed.seq_count, parsed.app_data) == (apid, seq, data)
 
 
+@pytest.mark.req("LNK-001")
 @pytest.mark.parametrize("time_s", [0.0, 1_795_000_000.123, 1_700_000_000.999, 86_399.999])
 @pytest.mark.parametrize("service,subtype,data", [(3, 25, b"\x92\x01\x02"), (1, 8, b""), (5, 4, bytes(200))])
 def test_tm_matches_spacepackets(time_s, service, subtype, data):
@@ -76,6 +78,7 @@ def test_cds_conversion_agrees_with_spacepackets():
         assert stamp.as_unix_seconds() == pytest.approx(t, abs=0.0005)
 
 
+@pytest.mark.req("LNK-001")
 def test_unpack_refuses_with_the_reason():
     good = P.pack_tm(0x010, 1, 3, 25, b"abc", 1.0)
     with pytest.raises(PacketError) as e:
@@ -102,6 +105,7 @@ def test_unpack_refuses_with_the_reason():
     assert e.value.kind == "pus_version"
 
 
+@pytest.mark.req("LNK-001")
 def test_every_single_bit_flip_is_caught():
     good = P.pack_tc(0x010, 3, 8, 1, b"\x93\x01\x02\x80")
     for bit in range(len(good) * 8):
@@ -133,6 +137,7 @@ def test_sequence_counters_are_per_apid_and_wrap():
     assert [seq.next(1), seq.next(1)] == [16383, 0]
 
 
+@pytest.mark.req("LNK-006")
 def test_gap_counter_counts_missing_and_restarts():
     g = GapCounter()
     assert [g.observe(1, s) for s in (10, 11, 14)] == [0, 0, 2]

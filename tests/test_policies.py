@@ -17,6 +17,7 @@ def test_commanded_mode_changes_follow_the_ladder():
     assert "not a commandable" in commanded_refusal(Mode.BOOT, Mode.IDLE, OK)
 
 
+@pytest.mark.req("AGT-002")
 def test_commanded_mode_changes_respect_battery_and_heat():
     low = Conditions(25, 30, 50, 85, 95)
     assert "below the floor" in commanded_refusal(Mode.SAFE, Mode.IDLE, low)
@@ -31,6 +32,7 @@ def test_commanded_mode_changes_respect_battery_and_heat():
 LIMITS = ThermalLimits(soft_c=80, hard_c=95, hysteresis_c=5, min_dwell_s=30, lookahead_s=60, rate_window_s=30)
 
 
+@pytest.mark.req("AGT-003")
 def test_governor_steps_down_at_soft_limit_with_dwell_and_back_up_with_hysteresis():
     gov = ThermalGovernor(LIMITS, max_steps=3)
     t = 0.0
@@ -54,6 +56,7 @@ def test_governor_acts_on_rate_of_rise_before_the_limit():
     assert down[0].rate_c_per_min == pytest.approx(30, rel=0.01)
 
 
+@pytest.mark.req("AGT-003")
 def test_governor_hard_limit_and_clear():
     gov = ThermalGovernor(LIMITS, max_steps=3)
     d = gov.update(0, 96)
@@ -91,6 +94,7 @@ def test_banking_before_eclipse_depends_on_time_left_to_charge():
     assert near.admission is Admission.NONE and "eclipse in 5 min" in near.reason
 
 
+@pytest.mark.req("AGT-020")
 def test_plan_never_goes_below_floor_plus_margin():
     for soc in range(30, 101, 5):
         for to_ecl in (0, 60, 600, 1800, 3600):
@@ -105,6 +109,7 @@ def test_eclipse_with_little_charge_stops_compute():
     assert d.admission is Admission.NONE and d.mode == "10W" and "no compute" in d.reason
 
 
+@pytest.mark.req("AGT-020")
 def test_inference_is_admitted_before_training():
     d = decide(sunlit(50, 50 * 60, solar_w=40.0), MODES, BAT, SET)
     assert d.admission is Admission.INFERENCE and "training needs" in d.reason

@@ -63,6 +63,7 @@ def status_of(report, name):
 # --- the two cases the brief names --------------------------------------------------------------
 
 
+@pytest.mark.req("DEP-003")
 def test_passes_on_the_linux_backend_of_this_machine(prepared):
     report = run_selftest(config_for(prepared["state"]), key_path=prepared["key"])
     assert report.passed, report.table()
@@ -116,6 +117,7 @@ def test_a_complete_fake_orin_nx_passes(prepared, tmp_path, monkeypatch):
     assert status_of(report, "cuda") is Status.WARN
 
 
+@pytest.mark.req("DEP-003")
 def test_fails_clearly_on_a_fake_orin_with_a_missing_rail(prepared, tmp_path, capsys):
     board = make_board(tmp_path, "orin_nx_16gb", omit_rails=("VDD_SOC",))
     config = jetson_config(board, prepared["state"])
@@ -302,6 +304,7 @@ def test_the_test_model_is_valid_onnx():
     assert [n.op_type for n in model.graph.node] == ["MatMul", "Relu"] and model.ir_version == 8
 
 
+@pytest.mark.req("DEP-003")
 def test_sim_backend_skips_the_sensor_checks(prepared):
     config = parse_config({"hal": {"backend": "sim"}, "paths": {"state_dir": str(prepared["state"])}}, "sim.toml")
     report = run_selftest(config, key_path=prepared["key"], check_link=False)

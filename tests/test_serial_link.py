@@ -108,6 +108,7 @@ def test_links_are_what_transport_opens(line):
         ground.close()
 
 
+@pytest.mark.req("LNK-004")
 def test_every_command_reaches_the_flight_end_intact(line):
     flight, ground = ends(line)
     ground_codec, flight_codec = Codec(DICTIONARY), Codec(DICTIONARY)
@@ -197,6 +198,7 @@ def test_serial_efficiency_of_256_byte_packets(line):
     ground.close()
 
 
+@pytest.mark.req("LNK-004")
 def test_damage_on_the_line_loses_only_the_damaged_packets():
     codec = Codec(DICTIONARY)
     packets = [codec.encode_event("PING_RECEIVED", {"token": "t" * (i * 7 % 300)}, T0_S) for i in range(40)]
@@ -267,6 +269,7 @@ def test_random_noise_never_delivers_a_wrong_command():
         ground.close()
 
 
+@pytest.mark.req("LNK-005")
 def test_full_queue_drops_and_counts_then_drains_in_order(line):
     flight, ground = ends(line, queue=8)
     codec = Codec(DICTIONARY)

@@ -11,6 +11,7 @@ from flight.link.dictionary import ArgumentError
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 
 
+@pytest.mark.req("AGT-013")
 def test_checked_json_round_trip_and_corruption(tmp_path):
     path = tmp_path / "x.json"
     write_checked_json(path, {"a": 1.5, "b": [1, 2]})
@@ -29,6 +30,7 @@ def test_checked_json_round_trip_and_corruption(tmp_path):
         read_checked_json(path)
 
 
+@pytest.mark.req("AGT-013")
 def test_parameters_layers_and_persistence(tmp_path):
     path = tmp_path / "params.json"
     store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})

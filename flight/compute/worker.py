@@ -591,10 +591,10 @@ def _die_with_parent() -> None:
         pass  # not Linux: the parent-pid check in the loop still ends the worker
 
 
-def _lock(root: Path) -> DirectoryLock:
+def _lock(root: Path, wait_s: float) -> DirectoryLock:
     """The compute directory's lock. The worker of an agent that just died may still be
     checkpointing (it was told by PR_SET_PDEATHSIG): wait for it a little, then refuse."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             return DirectoryLock(root, ".worker.lock", "compute worker")
@@ -610,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="compute directory: models, data, products, checkpoints")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="the agent's pid: the worker stops when that process is no longer its parent")
+    parser.add_argument("--lock-wait-s", type=float, default=LOCK_WAIT_S,
+                        help=f"how long to wait for another worker to leave the directory (default {LOCK_WAIT_S:g} s)")
     args = parser.parse_args(argv)
     _die_with_parent()
     # The agent may have died before PR_SET_PDEATHSIG took: then the parent is already someone else.
@@ -617,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compute worker: agent {args.parent_pid} is gone; not starting", file=sys.stderr)
         return 1
     try:
-        lock = _lock(Path(args.root))
+        lock = _lock(Path(args.root), args.lock_wait_s)
     except DirectoryBusy as exc:
         print(f"compute worker: {exc}", file=sys.stderr)
         return 3

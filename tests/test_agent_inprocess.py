@@ -1,0 +1,214 @@
+"""The agent built in the test process (memory link, scripted board, simulated clock): the fast tier.
+
+Each test drives the real Agent, its components and its loop, talks to it through a real
+GroundClient, and moves simulated time itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flight.agent.agent import Agent
+from flight.agent.ports import WiringError
+from flight.hal.base import EpsReading
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import FailureCode, Limits
+from flight.link.messages import HkRecord, Stage, TelemetryError
+from flight.storage import DirectoryBusy, write_atomic
+from ground.alarms import AlarmManager
+from tests.inproc import InProcessAgent
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = InProcessAgent(tmp_path / "state")
+    yield r
+    r.close()
+
+
+def hk_packets(rig: InProcessAgent) -> dict[str, dict]:
+    seen: dict[str, dict] = {}
+    rig.client.listeners.append(lambda item: isinstance(item.record, HkRecord)
+                                and seen.setdefault(item.record.packet.name, item.record.values))
+    rig.advance(1.0)
+    return seen
+
+
+@pytest.mark.req("AGT-001", "AGT-010")
+def test_boots_safe_and_every_packet_carries_exactly_its_channels(rig):
+    assert [e.event.name for e in rig.client.events][:2] == ["AGENT_STARTED", "MODE_CHANGED"]
+    packets = hk_packets(rig)
+    assert set(packets) == {p.name for p in DICTIONARY.packets}
+    for packet in DICTIONARY.packets:
+        assert list(packets[packet.name]) == list(packet.channels)
+    assert packets["AGENT_HK"]["mode"] == "SAFE" and packets["AGENT_HK"]["hal_backend"] == "scripted"
+    assert packets["POWER_HK"]["eps_source"] == "SIM" and packets["COMPUTE_HK"]["compute_state"] == "OFF"
+    # The parameter report came with the first housekeeping: the ground knows every value.
+    assert rig.client.parameters == {p.name: (1.0 if p.name == "hk_period_s" else p.default)
+                                     for p in DICTIONARY.parameters}
+
+
+@pytest.mark.req("AGT-002")
+def test_mode_commands_are_guarded_and_apply_at_once(rig):
+    refused = rig.send("SET_MODE", mode="COMPUTE")
+    assert refused.failure.stage is Stage.STARTED and refused.failure.code is FailureCode.NOT_ALLOWED_IN_MODE
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    assert rig.send("SET_MODE", mode="COMPUTE").completed
+    # Applied in the same command, not at the next tick: the plan's mode and admission are in force.
+    top = rig.hal.power_modes()[-1].name
+    assert rig.hal.current_power_mode().name != rig.hal.power_modes()[0].name
+    values = rig.hk()
+    assert values["mode"] == "COMPUTE" and values["admission"] == "ALL" and values["power_mode_cap"] == "AUTO"
+    assert rig.send("SET_POWER_MODE", name=top).completed
+
+
+@pytest.mark.req("AGT-003")
+def test_hard_thermal_limit_goes_safe_and_the_ground_sees_why(rig):
+    rig.send("SET_MODE", mode="IDLE")
+    rig.send("SET_MODE", mode="COMPUTE")
+    rig.hal.temps_c["tj-thermal"] = 96.0
+    rig.advance(1.0)
+    assert rig.agent.mode.value == "SAFE"
+    assert rig.events("THERMAL_HARD_LIMIT") and rig.events("SAFE_ENTERED")
+    assert rig.hal.current_power_mode().name == rig.hal.power_modes()[0].name
+    values = rig.hk()
+    assert values["throttle_state"] == "HARD_LIMIT" and values["admission"] == "NONE"
+
+
+@pytest.mark.req("AGT-004")
+def test_low_battery_and_lost_contact_each_go_safe_once(rig):
+    rig.send("SET_MODE", mode="IDLE")
+    rig.eps.reading = EpsReading(soc_pct=15.0, bus_voltage_v=7.0, solar_power_w=0.0)
+    rig.advance(1.0)
+    assert rig.agent.mode.value == "SAFE" and len(rig.events("LOW_BATTERY")) == 1
+    rig.eps.reading = EpsReading(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=80.0)
+    rig.advance(1.0)  # the guard judges SET_MODE by the latest reading
+    rig.send("SET_PARAM", name="contact_timeout_s", value="60")
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    rig.advance(61.0, step_s=5.0)  # no command for a minute of simulated time
+    assert rig.agent.mode.value == "SAFE" and len(rig.events("CONTACT_LOST")) == 1
+    rig.advance(30.0, step_s=5.0)
+    assert len(rig.events("CONTACT_LOST")) == 1  # reported once per loss, not every tick
+
+
+@pytest.mark.req("AGT-005")
+def test_repeated_faults_go_safe(rig):
+    rig.send("SET_MODE", mode="IDLE")
+    rig.hal.read_error = OSError("i2c bus stuck")
+    rig.advance(5.0)  # a failed read each tick: INTERNAL_ERROR and a fault each time
+    assert len(rig.events("INTERNAL_ERROR")) == 5 and rig.agent.mode.value == "IDLE"
+    rig.advance(1.0)  # faults are counted at the start of a tick: five are there now
+    assert rig.events("FAULTS_REPEATED") and rig.agent.mode.value == "SAFE"
+
+
+@pytest.mark.req("AGT-006", "GND-004")
+def test_limits_follow_the_parameters_they_mirror_on_the_ground(rig):
+    alarms = AlarmManager()
+    alarms.attach(rig.client)
+    rig.advance(1.0)
+    assert alarms.limits("temp_max_c") == Limits(warn_high=85.0, crit_high=95.0)
+    assert rig.send("SET_PARAM", name="thermal_soft_limit_c", value="70").completed
+    assert rig.client.parameters["thermal_soft_limit_c"] == 70.0  # reported at once, not at the next period
+    assert alarms.limits("temp_max_c") == Limits(warn_high=70.0, crit_high=95.0)
+    assert alarms.state("temp_max_c", 72.0) == "warning"
+    # A rule between parameters is checked where it is set.
+    refused = rig.send("SET_PARAM", name="thermal_soft_limit_c", value="99")
+    assert refused.failure.code is FailureCode.OUT_OF_RANGE and "below the hard one" in refused.failure.reason
+
+
+@pytest.mark.req("AGT-007")
+def test_compute_commands_fail_when_compute_is_off(rig):
+    result = rig.send("INFER_START", input_set="cloud_tiles_test")
+    assert result.failure.code is FailureCode.NOT_ALLOWED_IN_MODE and "compute is off" in result.failure.reason
+
+
+@pytest.mark.req("AGT-008")
+def test_a_power_mode_the_board_refuses_is_a_fault_not_a_crash(rig):
+    rig.send("SET_MODE", mode="IDLE")
+    rig.hal.fail_next_set = "nvpmodel said no"
+    rig.send("SET_MODE", mode="COMPUTE")
+    assert rig.events("POWER_MODE_FAILED")[0].args["reason"] == "nvpmodel said no"
+    rig.advance(1.0)  # the next tick tries again and succeeds
+    assert rig.events("POWER_MODE_CHANGED") and rig.hk()["internal_errors"] == 0
+
+
+@pytest.mark.req("AGT-009")
+def test_a_component_producing_a_wrong_channel_set_is_an_error_not_a_nil(rig, monkeypatch):
+    good = rig.agent.controller.telemetry
+    monkeypatch.setattr(rig.agent.controller, "telemetry", lambda: {k: v for k, v in good().items() if k != "temp_max_c"})
+    with pytest.raises(TelemetryError, match="controller telemetry: missing temp_max_c"):
+        rig.agent.housekeeping.send()
+    rig.advance(1.0)  # in the loop: caught, counted, reported; the agent carries on
+    assert rig.events("INTERNAL_ERROR")[-1].args["where"] == "timers"
+
+
+@pytest.mark.req("AGT-009")
+def test_an_undeclared_event_is_refused_where_it_is_emitted(rig):
+    with pytest.raises(WiringError, match="does not declare"):
+        rig.agent.modes._emit("LOW_BATTERY", soc_pct=1.0, limit_pct=2.0)  # noqa: SLF001
+    with pytest.raises(WiringError, match="takes"):
+        rig.agent.modes._emit("MODE_CHANGED", old="SAFE")  # noqa: SLF001
+
+
+@pytest.mark.req("AGT-011")
+def test_a_second_agent_on_the_same_state_directory_refuses_to_start(rig):
+    with pytest.raises(DirectoryBusy, match="in use by another agent"):
+        Agent(rig.config)
+
+
+@pytest.mark.req("AGT-012")
+def test_leftovers_of_interrupted_writes_are_removed_at_start(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".state.json.k3j_x9qa.tmp").write_bytes(b"half a write")
+    (state / ".params.json.ab12cd34.tmp").write_bytes(b"")
+    (state / ".keep-me.tmp").write_bytes(b"not ours: another pattern")
+    write_atomic(state / "other.bin", b"intact")
+    rig = InProcessAgent(state)
+    try:
+        assert sorted(p.name for p in state.iterdir() if p.name.endswith(".tmp")) == [".keep-me.tmp"]
+        assert rig.events("TEMP_FILES_REMOVED")[0].args == {"count": 2, "where": "state directory"}
+        assert (state / "other.bin").read_bytes() == b"intact"
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-013")
+def test_counters_reset_and_survive_a_restart(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    rig.send("NOOP")
+    rig.send("NOOP")
+    assert rig.hk()["cmd_executed"] == 2
+    rig.agent.stop("test")
+    rig.agent.finish()
+    rig.close()
+    again = InProcessAgent(tmp_path / "state")
+    try:
+        values = again.hk()
+        assert values["cmd_executed"] == 2 and values["boot_count"] == 2
+        assert again.events("AGENT_STARTED")[0].args["previous_stop"] == "clean"
+        assert again.send("RESET_COUNTERS").completed
+        assert again.hk()["cmd_executed"] == 1  # the reset itself, counted after it zeroed the rest
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-014")
+def test_a_pc_with_no_eps_says_what_to_do(tmp_path):
+    rig = InProcessAgent(tmp_path / "state", eps=False)
+    try:
+        rig.send("SET_MODE", mode="IDLE")
+        rig.send("SET_MODE", mode="COMPUTE")
+        values = rig.hk()
+        assert values["eps_source"] == "NONE" and values["admission"] == "NONE"
+        assert "--bench-supply" in values["power_reason"]
+    finally:
+        rig.close()
+    bench = InProcessAgent(tmp_path / "bench", eps=False, bench_supply=True)
+    try:
+        bench.send("SET_MODE", mode="IDLE")
+        bench.send("SET_MODE", mode="COMPUTE")
+        values = bench.hk()
+        assert values["eps_source"] == "BENCH" and values["admission"] == "ALL"
+    finally:
+        bench.close()

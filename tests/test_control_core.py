@@ -1,0 +1,126 @@
+"""The control tick as a pure function: every decision tested directly, without an agent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from flight.agent.control_core import ControlInputs, ControlState, Emit, control_step
+from flight.hal.base import EpsReading, HalReading
+from flight.link.definitions import DICTIONARY, Admission, EpsSource, Mode, ThermalState
+from flight.power.policy import Battery, ModePower
+
+PARAMS = {p.name: p.default for p in DICTIONARY.parameters}
+MODES = (ModePower("10W", 5.0, 10.5, 0.4), ModePower("15W", 5.2, 14.5, 0.6), ModePower("25W", 5.5, 22.0, 0.85),
+         ModePower("MAXN", 6.0, 30.0, 1.0))
+
+
+def inputs(**changes) -> ControlInputs:
+    base = ControlInputs(
+        now_s=1_795_000_000.0, mono_s=1000.0, mode=Mode.COMPUTE,
+        reading=HalReading({"tj-thermal": 50.0}, {}, 12.0, 10.0, 30.0),
+        eps=EpsReading(95.0, 8.2, 80.0), eps_source=EpsSource.SIM, prediction=None, contact_age_s=1.0,
+        fault_count=0, params=PARAMS, modes=MODES, operator_cap=len(MODES) - 1, battery=Battery(100.0),
+        platform_load_w=10.0,
+    )
+    return replace(base, **changes)
+
+
+def names(out) -> list[str]:
+    return [a.name if isinstance(a, Emit) else f"SAFE: {a.reason}" for a in out.actions]
+
+
+@pytest.mark.req("AGT-020")
+def test_a_full_battery_in_compute_runs_the_most_productive_mode_and_trains():
+    out = control_step(inputs(), ControlState())
+    assert out.actions == () and out.mode is Mode.COMPUTE
+    assert out.admission is Admission.ALL and out.power_mode == "MAXN" and out.power_mode_index == 3
+    assert out.after == (Emit("ADMISSION_CHANGED", {"old": "NONE", "new": "ALL", "reason": out.reason}),)
+    again = control_step(inputs(mono_s=1001.0), out.state)
+    assert again.after == ()  # reported on a change only
+
+
+@pytest.mark.req("AGT-020")
+def test_safe_and_idle_run_the_lowest_mode_and_say_what_to_do():
+    for mode, hint in ((Mode.SAFE, "SET_MODE mode=IDLE, then mode=COMPUTE"), (Mode.IDLE, "SET_MODE mode=COMPUTE")):
+        out = control_step(inputs(mode=mode), ControlState())
+        assert out.power_mode == "10W" and out.admission is Admission.NONE and hint in out.reason
+
+
+@pytest.mark.req("AGT-003")
+def test_hard_limit_goes_safe_once_and_clears_with_hysteresis():
+    hot = inputs(reading=HalReading({"tj-thermal": 96.0}, {}, None, None, None))
+    out = control_step(hot, ControlState())
+    assert names(out) == ["THERMAL_HARD_LIMIT", "SAFE: hard thermal limit: 96.0 °C at or above hard limit 95.0 °C"]
+    assert out.mode is Mode.SAFE and out.power_mode == "10W" and out.admission is Admission.NONE
+    assert out.state.governor.state is ThermalState.HARD_LIMIT
+    still = control_step(replace(hot, mode=Mode.SAFE, mono_s=1001.0), out.state)
+    assert still.actions == ()  # latched: no second event, already SAFE
+    cool = control_step(inputs(mode=Mode.SAFE, mono_s=1002.0, reading=HalReading({"tj-thermal": 89.0}, {}, None, None,
+                                                                                   None)), still.state)
+    assert names(cool) == ["THERMAL_HARD_CLEAR"]
+
+
+@pytest.mark.req("AGT-021")
+def test_each_thermal_step_takes_one_level_off_the_energy_plan():
+    state = ControlState()
+    warm = HalReading({"tj-thermal": 86.0}, {}, None, None, None)
+    out = control_step(inputs(reading=warm), state)
+    assert out.thermal.action.value == "STEP_DOWN" and out.power_mode == "25W"
+    later = control_step(inputs(reading=warm, mono_s=1000.0 + PARAMS["thermal_min_dwell_s"]), out.state)
+    assert later.power_mode == "15W" and later.state.governor.steps_down == 2
+
+
+@pytest.mark.req("AGT-004")
+def test_low_battery_and_lost_contact_go_safe_once():
+    out = control_step(inputs(eps=EpsReading(15.0, 7.0, 0.0), contact_age_s=1e6), ControlState())
+    # The first reason wins; a loss of contact found already SAFE is noted, not reported again.
+    assert names(out) == ["LOW_BATTERY", "SAFE: battery 15.0 % below 20.0 %"] and out.state.contact_lost
+    lost = control_step(inputs(mode=Mode.IDLE, contact_age_s=1e6), ControlState())
+    assert names(lost) == ["CONTACT_LOST", "SAFE: ground contact lost"]
+    again = control_step(inputs(mode=Mode.IDLE, contact_age_s=2e6), lost.state)
+    assert "CONTACT_LOST" not in names(again)  # once per loss
+    back = control_step(inputs(mode=Mode.IDLE, contact_age_s=1.0), again.state)
+    assert not back.state.contact_lost
+
+
+@pytest.mark.req("AGT-005")
+def test_repeated_faults_go_safe_and_reset_the_count():
+    out = control_step(inputs(fault_count=PARAMS["fault_limit"]), ControlState())
+    assert names(out)[:2] == ["FAULTS_REPEATED", "SAFE: repeated faults"] and out.clear_faults
+    assert not control_step(inputs(fault_count=PARAMS["fault_limit"] - 1), ControlState()).clear_faults
+
+
+@pytest.mark.req("AGT-022")
+def test_missing_sensors_are_reported_once_each_way():
+    gone = inputs(reading=HalReading({"tj-thermal": 50.0}, {}, None, None, None, missing=("gpu-thermal: read empty",)))
+    out = control_step(gone, ControlState())
+    assert out.actions == (Emit("SENSOR_MISSING", {"what": "gpu-thermal: read empty"}),)
+    assert control_step(gone, out.state).actions == ()
+    back = control_step(inputs(), out.state)
+    assert back.actions == (Emit("SENSOR_RESTORED", {"what": "gpu-thermal: read empty"}),)
+
+
+@pytest.mark.req("AGT-014")
+def test_without_a_battery_reading_the_eps_source_decides():
+    no_eps = control_step(inputs(eps=EpsReading(), eps_source=EpsSource.NONE), ControlState())
+    assert no_eps.admission is Admission.NONE and "--bench-supply" in no_eps.reason
+    bench = control_step(inputs(eps=EpsReading(), eps_source=EpsSource.BENCH, operator_cap=1), ControlState())
+    assert bench.admission is Admission.ALL and bench.power_mode == "15W"  # the operator's cap still holds
+    harness_silent = control_step(inputs(eps=EpsReading(), eps_source=EpsSource.SIM), ControlState())
+    assert harness_silent.admission is Admission.NONE and "battery state unknown" in harness_silent.reason
+
+
+@pytest.mark.req("AGT-020")
+def test_no_temperature_runs_the_lowest_mode():
+    out = control_step(inputs(reading=HalReading({}, {}, None, None, None)), ControlState())
+    assert out.power_mode == "10W" and out.thermal is None and out.temp_max_c is None
+
+
+def test_the_step_is_pure():
+    state = ControlState()
+    inp = inputs(reading=HalReading({"tj-thermal": 86.0}, {}, None, None, None))
+    first = control_step(inp, state)
+    assert control_step(inp, state) == first  # same inputs, same outputs
+    assert state == ControlState()  # nothing it was given has changed
