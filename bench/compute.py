@@ -26,7 +26,8 @@ import numpy as np
 from bench.train_graph import figures as training_figures
 from flight.compute.providers import open_session
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
-from flight.compute.worker import Job, Worker
+from flight.compute.worker import Job, JobState, Worker
+from flight.link.definitions import Admission, JobKind
 
 BATCH = 64
 THREADS = 1
@@ -53,18 +54,19 @@ def infer_agent(tiles: np.ndarray, root: Path) -> float:
     np.savez(root / "data" / "bench_tiles.npz", x=tiles)
     worker = Worker("ipc://" + str(root / "unused.sock"), root)  # nothing listens: messages go nowhere
     worker.install_shipped_models()
-    worker.admission, worker.threads, worker.batch, worker.duty = "ALL", THREADS, BATCH, 1.0
+    worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, THREADS, BATCH, 1.0
     worker._session("cloud_screen")  # noqa: SLF001 - open (and verify) before timing, as a running worker has
-    worker.jobs[1] = Job(1, "INFERENCE", "bench_tiles")
+    worker.jobs[1] = Job(1, JobKind.INFERENCE, "bench_tiles")
     # The bare loop is handed its tiles in memory; so is the job (its read from disk is timed apart).
     t_load = time.perf_counter()
     worker._inputs[1] = worker._input_set("bench_tiles")  # noqa: SLF001
     LOAD_MS.append((time.perf_counter() - t_load) * 1000.0)
     t0 = time.perf_counter()
-    while worker.jobs[1].state not in ("DONE", "FAILED"):
+    while worker.jobs[1].state not in (JobState.DONE, JobState.FAILED):
         worker.work_slice()
     elapsed = time.perf_counter() - t0
-    assert worker.jobs[1].state == "DONE", worker.jobs[1].detail
+    worker._sock.close(0)  # noqa: SLF001
+    assert worker.jobs[1].state is JobState.DONE, worker.jobs[1].detail
     return len(tiles) / elapsed
 
 
