@@ -26,6 +26,7 @@ import numpy as np
 from bench.train_graph import figures as training_figures
 from flight.compute.providers import open_session
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
+from flight.compute.protocol import JobSpec
 from flight.compute.worker import Job, JobState, Worker
 from flight.link.definitions import Admission, JobKind
 
@@ -56,7 +57,7 @@ def infer_agent(tiles: np.ndarray, root: Path) -> float:
     worker.install_shipped_models()
     worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, THREADS, BATCH, 1.0
     worker._session("cloud_screen")  # noqa: SLF001 - open (and verify) before timing, as a running worker has
-    worker.jobs[1] = Job(1, JobKind.INFERENCE, "bench_tiles")
+    worker.jobs[1] = Job(JobSpec(1, JobKind.INFERENCE, "bench_tiles"))
     # The bare loop is handed its tiles in memory; so is the job (its read from disk is timed apart).
     t_load = time.perf_counter()
     worker._inputs[1] = worker._input_set("bench_tiles")  # noqa: SLF001

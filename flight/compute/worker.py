@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,36 +85,29 @@ ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
 
 @dataclass
 class Job:
-    """A job as the worker keeps it: the command's spec, plus its state and progress."""
+    """A job as the worker keeps it: the command's spec (read through, ``job.name``), its state
+    and progress. In ``jobs.json`` one flat map per job."""
 
-    job_id: int
-    kind: JobKind
-    name: str  # input set (inference) or data set (training)
-    model: str = "cloud_screen"
-    priority: int = 5
-    continuous: bool = False
-    steps: int = 1000
-    batch_size: int = 64
-    checkpoint_every: int = 50
-    lr: float = 0.001
+    spec: cp.JobSpec
     state: JobState = JobState.QUEUED
     progress: int = 0
     detail: str = ""
 
-    @classmethod
-    def from_spec(cls, spec: cp.JobSpec) -> "Job":
-        return cls(**{f.name: getattr(spec, f.name) for f in fields(spec)})
+    def __getattr__(self, name: str) -> Any:
+        if name == "spec":  # not set yet (copy, unpickle): never recurse
+            raise AttributeError(name)
+        return getattr(self.spec, name)
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body.update(kind=self.kind.value, state=self.state.value)
+        body = {f.name: getattr(self.spec, f.name) for f in fields(self.spec)}
+        body.update(kind=self.spec.kind.value, state=self.state.value, progress=self.progress, detail=self.detail)
         return body
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "Job":
-        job = cls(**body)
-        job.kind, job.state = JobKind(job.kind), JobState(job.state)
-        return job
+        body = dict(body)
+        state, progress, detail = JobState(body.pop("state")), int(body.pop("progress")), str(body.pop("detail"))
+        return cls(cp.JobSpec(**{**body, "kind": JobKind(body["kind"])}), state, progress, detail)
 
 
 @dataclass
@@ -214,7 +207,7 @@ class Worker:
         if problem:
             self._reply(msg.req_id, False, problem, FailureCode.BAD_ARGUMENTS)
             return
-        job = Job.from_spec(spec)
+        job = Job(spec)
         self.jobs[job.job_id] = job
         self._prune()
         self._save_jobs()
@@ -270,8 +263,8 @@ class Worker:
         for item in body if isinstance(body, list) else []:
             try:
                 job = Job.from_json(item)
-            except (TypeError, ValueError):
-                continue
+            except (TypeError, ValueError, KeyError):
+                continue  # an entry this version cannot read: the rest of the list still loads
             if job.state is JobState.RUNNING:
                 job.state = JobState.PAUSED  # it was interrupted: resume from its checkpoint when admitted
                 job.detail = "worker restarted"
