@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# What the benchmarks compare against (the CPU build of PyTorch), only for `make bench`.
+# What the benchmarks compare against (the CPU build of PyTorch), only for `make bench`. Where
+# the newest torch pip can see is a CUDA build (PyPI on Linux), name PyTorch's CPU index:
+#   make bench TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_SPEC := 'torch>=2.2,<2.14'
 $(BENCH_STAMP): $(STAMP)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet $(TORCH_SPEC) --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 

@@ -13,7 +13,7 @@ from typing import Sequence
 from flight.cli import DEFAULT_LINK, parse_assignments
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
-from flight.link.messages import EventRecord, HkRecord, Verification
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, Verification
 from flight.link.transport import LinkConfigError
 from ground.client import CommandTimeout, GroundClient
 
@@ -113,6 +113,8 @@ def _cmd_tm(args: argparse.Namespace) -> int:
                 if item.gap:
                     print(f"GAP: {item.gap} packet(s) missing before APID {item.packet.apid:#05x} "
                           f"seq {item.packet.seq_count} ({client.gaps.missing} missing so far)", flush=True)
+                if isinstance(rec, ParamRecord):
+                    alarms.observe_parameters(rec.values)  # limits that follow a parameter move with it
                 if isinstance(rec, HkRecord):
                     for name, value in rec.values.items():
                         if wanted and name not in wanted:

@@ -77,8 +77,8 @@ def make_client():
 
 # --- tiers -------------------------------------------------------------------------------------
 
-SYSTEM_FIXTURES = frozenset({"start_agent", "make_client", "compute_agent", "rig", "line", "console", "page",
-                             "ipc_url", "tcp_url"})
+# Fixtures used through other fixtures count too (pytest lists them all in ``fixturenames``).
+SYSTEM_FIXTURES = frozenset({"start_agent", "make_client", "line", "ipc_url", "tcp_url", "short_dir"})
 SYSTEM_MODULES = frozenset({"test_agent_sim", "test_cli_packet", "test_deploy", "test_deploy_sdnotify",
                             "test_ground_web", "test_hil_loop", "test_link_serial_agent", "test_link_zmq",
                             "test_selftest", "test_processes"})

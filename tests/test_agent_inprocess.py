@@ -34,6 +34,10 @@ def hk_packets(rig: InProcessAgent) -> dict[str, dict]:
     return seen
 
 
+def test_these_tests_are_in_the_fast_tier(rig, request):
+    assert request.node.get_closest_marker("system") is None
+
+
 @pytest.mark.req("AGT-001", "AGT-010")
 def test_boots_safe_and_every_packet_carries_exactly_its_channels(rig):
     assert [e.event.name for e in rig.client.events][:2] == ["AGENT_STARTED", "MODE_CHANGED"]
@@ -212,3 +216,17 @@ def test_a_pc_with_no_eps_says_what_to_do(tmp_path):
         assert values["eps_source"] == "BENCH" and values["admission"] == "ALL"
     finally:
         bench.close()
+
+
+@pytest.mark.req("AGT-013")
+def test_the_configured_orbit_is_used_until_a_commanded_one_replaces_it(tmp_path):
+    from tests.samples import ISS_TLE
+
+    rig = InProcessAgent(tmp_path / "state", tle=ISS_TLE)
+    try:
+        assert rig.agent.controller.orbit is not None and rig.agent.controller.orbit.satnum == 25544
+        values = rig.hk()
+        assert values["in_eclipse"] is not None and values["tle_age_s"] is not None
+        assert rig.events("ECLIPSE_PREDICTED")
+    finally:
+        rig.close()

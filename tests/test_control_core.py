@@ -119,8 +119,11 @@ def test_no_temperature_runs_the_lowest_mode():
 
 
 def test_the_step_is_pure():
-    state = ControlState()
-    inp = inputs(reading=HalReading({"tj-thermal": 86.0}, {}, None, None, None))
-    first = control_step(inp, state)
-    assert control_step(inp, state) == first  # same inputs, same outputs
-    assert state == ControlState()  # nothing it was given has changed
+    params = dict(PARAMS)
+    reading = HalReading({"tj-thermal": 86.0}, {}, None, None, None, missing=("gpu-thermal: gone",))
+    inp = inputs(reading=reading, params=params)
+    first = control_step(inp, ControlState())
+    second = control_step(inp, ControlState())
+    assert second == first  # same inputs, same outputs: no state hidden anywhere
+    assert params == PARAMS and reading.temps_c == {"tj-thermal": 86.0}  # what it was given is untouched
+    assert control_step(inp, first.state) != first  # the state it returned is what carries over

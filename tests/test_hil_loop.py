@@ -177,7 +177,8 @@ def test_at_x500_a_hung_worker_is_found_within_its_watchdog_period_of_simulated_
     hung = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_HUNG"]
     watchdog_s = DICTIONARY.parameter_by_name["compute_watchdog_s"].default
     assert len(hung) == 1 and 200 <= hung[0] <= 200 + watchdog_s, hung
-    restarted = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_STARTED"]
-    assert len(restarted) == 2 and restarted[1] >= hung[0]  # the first worker, and its replacement
+    # The replacement (the first worker's hello may come before the ground listens, at start).
+    restarted = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_STARTED" and e["t"] - t0 >= hung[0]]
+    assert len(restarted) == 1
     resumed = [e["t"] - t0 for e in result.events if e["name"] == "JOB_RESUMED"]
-    assert resumed and resumed[0] >= restarted[1]  # the replacement took the continuous job up again
+    assert resumed and resumed[0] >= restarted[0]  # the replacement took the continuous job up again

@@ -4,7 +4,7 @@ import pytest
 
 from flight.agent.modes import Conditions, Mode, commanded_refusal
 from flight.power.policy import Admission, Battery, ModePower, PowerInputs, PowerSettings, decide
-from flight.thermal.governor import Action, ThermalGovernor, ThermalLimits, ThermalState
+from flight.thermal.governor import Action, GovernorState, ThermalLimits, ThermalState, govern
 
 OK = Conditions(battery_soc_pct=80, battery_floor_pct=30, temp_max_c=50, thermal_soft_limit_c=85, thermal_hard_limit_c=95)
 
@@ -32,9 +32,25 @@ def test_commanded_mode_changes_respect_battery_and_heat():
 LIMITS = ThermalLimits(soft_c=80, hard_c=95, hysteresis_c=5, min_dwell_s=30, lookahead_s=60, rate_window_s=30)
 
 
+class Governor:
+    """The pure governor with its state threaded through, as the control core does."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+        self.state = GovernorState()
+
+    @property
+    def steps_down(self) -> int:
+        return self.state.steps_down
+
+    def update(self, now_s: float, temp_c: float):
+        decision, self.state = govern(LIMITS, self.max_steps, self.state, now_s, temp_c)
+        return decision
+
+
 @pytest.mark.req("AGT-003")
 def test_governor_steps_down_at_soft_limit_with_dwell_and_back_up_with_hysteresis():
-    gov = ThermalGovernor(LIMITS, max_steps=3)
+    gov = Governor(max_steps=3)
     t = 0.0
     assert gov.update(t, 70).action is Action.HOLD
     d = gov.update(t := t + 1, 81)
@@ -49,7 +65,7 @@ def test_governor_steps_down_at_soft_limit_with_dwell_and_back_up_with_hysteresi
 
 
 def test_governor_acts_on_rate_of_rise_before_the_limit():
-    gov = ThermalGovernor(LIMITS, max_steps=3)
+    gov = Governor(max_steps=3)
     decisions = [gov.update(float(t), 60 + 0.5 * t) for t in range(0, 20)]  # 30 °C/min, still below 80
     down = [d for d in decisions if d.action is Action.STEP_DOWN]
     assert down and down[0].temp_c < 80 and "rising" in down[0].reason
@@ -58,7 +74,7 @@ def test_governor_acts_on_rate_of_rise_before_the_limit():
 
 @pytest.mark.req("AGT-003")
 def test_governor_hard_limit_and_clear():
-    gov = ThermalGovernor(LIMITS, max_steps=3)
+    gov = Governor(max_steps=3)
     d = gov.update(0, 96)
     assert d.action is Action.HARD_STOP and d.state is ThermalState.HARD_LIMIT and d.steps_down == 3
     assert gov.update(1, 93).action is Action.HOLD

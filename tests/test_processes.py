@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flight.storage import DirectoryLock
+from flight.storage import DirectoryBusy, DirectoryLock
 from hil.agent_process import AgentProcess
 
 WORKER = [sys.executable, "-m", "flight.compute.worker"]
@@ -90,3 +90,26 @@ def test_a_second_agent_on_the_same_state_directory_refuses_to_start(tmp_path, s
     assert second.returncode == 2
     assert f"{first.state_dir} is in use by another agent (pid {first.proc.pid})" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+@pytest.mark.req("CMP-011")
+def test_two_agents_cannot_share_a_compute_directory(tmp_path, short_dir):
+    """Different state directories, one compute directory: the second would take the worker's
+    socket from the first. It refuses before binding."""
+    from dataclasses import replace
+
+    from flight.agent.agent import Agent
+    from flight.clock import SimClock
+    from flight.config import Config
+    from flight.link.memory_link import MemoryLink
+    from tests.inproc import scripted_board
+
+    shared = short_dir / "compute"
+    base = Config(compute_enabled=True, compute_dir=shared)
+    first = Agent(replace(base, state_dir=tmp_path / "a"), link=MemoryLink().flight, board=scripted_board(SimClock()))
+    try:
+        with pytest.raises(DirectoryBusy, match=f"{shared} is in use by another agent"):
+            Agent(replace(base, state_dir=tmp_path / "b"), link=MemoryLink().flight, board=scripted_board(SimClock()))
+        DirectoryLock(tmp_path / "b", ".agent.lock", "agent").release()  # the refused one let its own lock go
+    finally:
+        first.close()

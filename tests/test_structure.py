@@ -212,7 +212,9 @@ def test_wiring_checks_catch_what_components_get_wrong():
 
 @pytest.mark.req("AGT-009")
 def test_enumerations_of_the_dictionary_are_declared_once():
-    dictionary_sets = {frozenset(m.value for m in e): e.__name__ for e in ENUMERATIONS}
+    """No Enum, and no tuple of two or more names, that repeats values of a dictionary enumeration
+    (all of them or some: ``("SAFE", "IDLE", "COMPUTE")`` is a copy of part of Mode)."""
+    dictionary_sets = {e.__name__: frozenset(m.value for m in e) for e in ENUMERATIONS}
     problems = []
     for pkg in PACKAGES:
         for path in _sources(pkg):
@@ -224,8 +226,20 @@ def test_enumerations_of_the_dictionary_are_declared_once():
                 if isinstance(node, ast.ClassDef) and any("Enum" in ast.unparse(b) for b in node.bases):
                     values = [s.value.value for s in node.body if isinstance(s, ast.Assign)
                               and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)]
-                elif isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts):
-                    values = [e.value for e in node.elts if isinstance(e.value, str)]
-                if len(values) >= 2 and frozenset(values) in dictionary_sets:
-                    problems.append(f"{rel}:{node.lineno}: declares {dictionary_sets[frozenset(values)]} again")
+                elif isinstance(node, (ast.Tuple, ast.Set, ast.List)) and node.elts and all(
+                        isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                    values = [e.value for e in node.elts]
+                for name, members in dictionary_sets.items():
+                    if len(values) >= 2 and set(values) <= members:
+                        problems.append(f"{rel}:{node.lineno}: {values} repeats values of {name}")
     assert problems == []
+
+
+def test_the_enumeration_check_finds_a_partial_copy(tmp_path, monkeypatch):
+    (tmp_path / "flight").mkdir()
+    (tmp_path / "flight" / "x.py").write_text('COMMANDABLE = ("IDLE", "COMPUTE")\n')
+    for pkg in ("ground", "hil"):
+        (tmp_path / pkg).mkdir()
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)  # the check reads the tree under ROOT
+    with pytest.raises(AssertionError, match=r"\['IDLE', 'COMPUTE'\] repeats values of Mode"):
+        test_enumerations_of_the_dictionary_are_declared_once()

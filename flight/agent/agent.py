@@ -105,26 +105,28 @@ class Agent:
                                {"hk_period_s": config.hk_period_s, **config.parameters})
         self.params = Parameters(store, events(Parameters), self._publish_param_report)
         self.modes = ModeManager(events(ModeManager), self._conditions)
-        self.dispatcher = Dispatcher(self.codec, self._send_report, self.clock.now_s, events(Dispatcher),
+        self.dispatcher = Dispatcher(self.codec, lambda peer, packet: self.link_service.send_report(peer, packet),
+                                     self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}))
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters)
         self.timers = Timers(self.clock)
-        compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
-        self.compute = ComputeSupervisor(config.compute_dir or self.state_dir / "compute", compute_on,
-                                         events(ComputeSupervisor), self.faults, self.clock, self.params,
-                                         self.memory.allocate_job_id, lockstep=self.lockstep)
-        self._opened.append(self.compute)
-        self.controller = Controller(
-            self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
-                                   config.control_period_s),
-            self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
-            self.compute.admit, self.memory)
         self.executive = Executive(
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
             dict_hash=dictionary.version_hash, hal_backend=self.board.backend,
             control_late_p99_s=lambda: self.timers.late_p99_s("control"), stop=self.stop,
             resets=(self.dispatcher.reset_counters, self.link_service.reset_counters))
+        compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
+        self.compute = ComputeSupervisor(config.compute_dir or self.state_dir / "compute", compute_on,
+                                         events(ComputeSupervisor), self.faults, self.clock, self.params,
+                                         self.memory.allocate_job_id, self.executive.internal_error,
+                                         lockstep=self.lockstep)
+        self._opened.append(self.compute)
+        self.controller = Controller(
+            self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
+                                   config.control_period_s),
+            self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
+            self.compute.admit, self.memory, self.executive.internal_error, config.tle)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
                                                   self.link_service, self.controller, self.compute)
         check_wiring(dictionary, self.components)
@@ -167,9 +169,6 @@ class Agent:
 
     def _publish_param_report(self, values: dict[str, Any]) -> None:
         self.link.publish(self.codec.encode_param_report(values, self.clock.now_s()))
-
-    def _send_report(self, peer: Any, packet: bytes) -> None:
-        self.link_service.send_report(peer, packet)
 
     def _conditions(self) -> Conditions:
         """What the mode guards look at, from the controller's latest readings."""
@@ -296,6 +295,7 @@ class Agent:
                                                           (self.memory.file.load_error, "state")) if problem]
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
+        self.compute.time_began()
         self.modes.set_mode(Mode.SAFE, f"boot complete (previous stop {self.memory.previous_stop})")
         self.params.report()
         sdnotify.ready(self._systemd_status())

@@ -12,9 +12,11 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   simulated time, so a hung worker is found within its watchdog period of simulated time.
 - **Lockstep hold.** The worker runs in real time while the harness steps simulated time as
   fast as the agent answers; so under lockstep the agent answers a step only once the worker
-  has answered the tick's ping, waiting at most :data:`PING_HOLD_S` (:data:`STARTUP_HOLD_S`
-  while it starts) of wall time. This bound is the one wall-clock wait in the supervisor: it
-  limits how long simulated time waits for a real process, and decides nothing itself.
+  has answered the tick's ping, waiting up to ``compute_watchdog_s`` of wall time (at most
+  :data:`MAX_HOLD_S`; :data:`STARTUP_HOLD_S` while it starts). A worker is thus given the
+  same wall time to answer as on a board, however fast simulated time runs; one that has not
+  answered by then is judged by the watchdog, in simulated time. This is the one wall-clock
+  wait in the supervisor, and it stays below the harness's step timeout.
 - **Commands complete when the worker has done it.** ``INFER_START``, ``TRAIN_START``,
   ``MODEL_INSTALL`` and ``JOB_CANCEL`` go to the worker as requests; the command completes
   (or fails with the worker's reason: no such input set, model, job or file; a full queue)
@@ -30,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -44,11 +45,12 @@ from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, J
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.records import ProtocolError
+from flight.storage import DirectoryLock
 
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
-PING_HOLD_S = 2.0  # lockstep: wall seconds a step waits for a running worker's answer
-STARTUP_HOLD_S = 30.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
+MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
+STARTUP_HOLD_S = 20.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
 STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -64,13 +66,15 @@ class ComputeSupervisor(Component):
     NAME = "compute supervisor"
     COMMANDS = ("INFER_START", "TRAIN_START", "MODEL_INSTALL", "JOB_CANCEL")
     # Its own events, and those of the worker it relays (checked here before they are published).
-    EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING", "INTERNAL_ERROR",
+    EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING",
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
-                 params: Mapping[str, Any], allocate_job_id: Callable[[], int], lockstep: bool = False):
+                 params: Mapping[str, Any], allocate_job_id: Callable[[], int],
+                 internal_error: Callable[[str, BaseException], None], lockstep: bool = False):
+        """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not."""
         self.root = Path(root)
         self.enabled = enabled
         self.lockstep = lockstep
@@ -79,6 +83,7 @@ class ComputeSupervisor(Component):
         self._clock = clock
         self._params = params
         self._allocate_job_id = allocate_job_id
+        self._internal_error = internal_error
         self.state = ComputeState.OFF
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
@@ -89,14 +94,19 @@ class ComputeSupervisor(Component):
         self.admission_reason = "no control tick yet"
         self._rate = (0, clock.monotonic_s(), 0.0)  # (count, when, rate) on the agent's clock
         self._seq = itertools.count(1)  # pings
+        self._last_ping = 0
         self._req_ids = itertools.count(1)  # requests
         self._have_status = False
-        self._pings: deque[tuple[int, float, float]] = deque(maxlen=1000)  # unanswered (seq, agent s, wall s)
+        # The oldest ping not answered yet: (seq, agent time, wall time) when it was sent, or None.
+        self._waiting: tuple[int, float, float] | None = None
         self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
         self._held: list[Any] = []  # requests for a worker not yet connected
         self._sock: zmq.Socket | None = None
+        self._lock: DirectoryLock | None = None
         if enabled:
             self.root.mkdir(parents=True, exist_ok=True)
+            # Before binding: a second agent would take the socket path over from the first.
+            self._lock = DirectoryLock(self.root, ".supervisor.lock", "agent (as its compute directory)")
             self.endpoint = f"ipc://{self.root}/worker.sock"
             self._sock = zmq.Context.instance().socket(zmq.ROUTER)
             self._sock.linger = 0
@@ -119,7 +129,7 @@ class ComputeSupervisor(Component):
         )
         log.close()
         self.state = ComputeState.STARTING
-        self._pings.clear()
+        self._waiting = None
 
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -143,6 +153,8 @@ class ComputeSupervisor(Component):
         self._requests.clear()
         if self._sock is not None:
             self._sock.close(0)
+        if self._lock is not None:
+            self._lock.release()
 
     # --- from the worker -----------------------------------------------------------------
 
@@ -159,7 +171,7 @@ class ComputeSupervisor(Component):
             try:
                 msg = cp.decode(frames[1])
             except ProtocolError as exc:
-                self._emit("INTERNAL_ERROR", where="compute message", reason=str(exc))
+                self._internal_error("compute message", exc)
                 continue
             self._take(msg)
 
@@ -171,11 +183,14 @@ class ComputeSupervisor(Component):
             for request in held:
                 self._deliver(request)
             # Pings sent while it started went nowhere: the hello answers them; ask again now.
-            self._pings.clear()
+            self._waiting = None
             self._ping()
         elif isinstance(msg, cp.Pong):
-            while self._pings and self._pings[0][0] <= msg.seq:
-                self._pings.popleft()
+            if msg.seq >= self._last_ping:
+                self._waiting = None
+            elif self._waiting is not None and msg.seq >= self._waiting[0]:
+                # It answered an older ping: alive now; count the rest from this answer.
+                self._waiting = (msg.seq + 1, self._clock.monotonic_s(), time.monotonic())
         elif isinstance(msg, cp.Status):
             self.status = msg
             self._have_status = True
@@ -192,8 +207,8 @@ class ComputeSupervisor(Component):
         elif isinstance(msg, cp.WorkerEvent):
             try:
                 self._emit(msg.name, **msg.args)
-            except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-                self._emit("INTERNAL_ERROR", where="compute event", reason=str(exc))
+            except (KeyError, ValueError, TypeError, RuntimeError) as exc:  # WiringError: not one of ours
+                self._internal_error("compute event", exc)
 
     def _update_rate(self, count: int) -> None:
         last_count, last_t, rate = self._rate
@@ -233,14 +248,20 @@ class ComputeSupervisor(Component):
         self._expire_requests()
 
     def _ping(self) -> None:
-        seq = next(self._seq)
-        self._pings.append((seq, self._clock.monotonic_s(), time.monotonic()))
-        self._send(cp.Ping(seq))
+        self._last_ping = next(self._seq)
+        if self._waiting is None:
+            self._waiting = (self._last_ping, self._clock.monotonic_s(), time.monotonic())
+        self._send(cp.Ping(self._last_ping))
+
+    def time_began(self) -> None:
+        """The agent's clock jumped (lockstep boot): a ping sent before counts from now."""
+        if self._waiting is not None:
+            self._waiting = (self._waiting[0], self._clock.monotonic_s(), time.monotonic())
 
     def _watchdog(self) -> None:
         now = self._clock.monotonic_s()
         # From the oldest unanswered ping: a starting worker's first ping waits for its hello too.
-        silent = now - self._pings[0][1] if self._pings else 0.0
+        silent = now - self._waiting[1] if self._waiting is not None else 0.0
         dead = self.proc is not None and self.proc.poll() is not None
         if silent >= self._params["compute_watchdog_s"] or dead:
             self._emit("COMPUTE_HUNG", age_s=silent)
@@ -256,10 +277,11 @@ class ComputeSupervisor(Component):
 
     def hold_s(self) -> float | None:
         """Lockstep: wall seconds to keep waiting for the worker's answer to the latest ping; None: none needed."""
-        if not (self.enabled and self.lockstep and self._pings and self._alive()):
+        if not (self.enabled and self.lockstep and self._waiting is not None and self._alive()):
             return None
-        limit = STARTUP_HOLD_S if self.state is ComputeState.STARTING else PING_HOLD_S
-        left = self._pings[0][2] + limit - time.monotonic()
+        limit = (STARTUP_HOLD_S if self.state is ComputeState.STARTING
+                 else min(float(self._params["compute_watchdog_s"]), MAX_HOLD_S))
+        left = self._waiting[2] + limit - time.monotonic()
         return left if left > 0 else None
 
     def _require_enabled(self) -> None:

@@ -35,7 +35,6 @@ from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
-NO_READING = HalReading({}, {}, None, None, None)
 
 
 def mode_powers(board: Board) -> tuple[ModePower, ...]:
@@ -73,8 +72,7 @@ class Controller(Component):
     COMMANDS = ("SET_POWER_MODE", "SET_TLE")
     EVENTS = ("THERMAL_STEP_DOWN", "THERMAL_STEP_UP", "THERMAL_HARD_LIMIT", "THERMAL_HARD_CLEAR", "LOW_BATTERY",
               "CONTACT_LOST", "FAULTS_REPEATED", "SENSOR_MISSING", "SENSOR_RESTORED", "POWER_MODE_CHANGED",
-              "POWER_MODE_FAILED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ECLIPSE_PREDICTED", "SAA_PREDICTED",
-              "INTERNAL_ERROR")
+              "POWER_MODE_FAILED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ECLIPSE_PREDICTED", "SAA_PREDICTED")
     CHANNELS = ("cpu_pct", "mem_pct", "sensors_missing",
                 "battery_soc_pct", "bus_voltage_v", "solar_power_w", "eps_source", "board_power_w",
                 *RAIL_CHANNELS.values(), "power_mode", "power_mode_cap", "power_budget_w", "admission", "power_reason",
@@ -94,10 +92,13 @@ class Controller(Component):
         contact_age_s: Callable[[], float],
         admit: Callable[[Admission, int, int, float | None, str], None],
         memory: Any,
+        internal_error: Callable[[str, BaseException], None],
+        configured_tle: tuple[str, str] | None = None,
     ):
         """``admit(admission, mode_index, n_modes, board_power_w, reason)`` tells the compute
         supervisor what may run; ``memory`` keeps the TLE and the operator's cap across
-        restarts (flight.agent.state.PersistentState)."""
+        restarts (flight.agent.state.PersistentState); ``internal_error(where, exc)`` is the
+        executive's; ``configured_tle`` is the orbit until a SET_TLE replaces it."""
         self.board = board
         self.hal = board.hal
         self.setup = setup
@@ -109,6 +110,7 @@ class Controller(Component):
         self._contact_age_s = contact_age_s
         self._admit = admit
         self._memory = memory
+        self._internal_error = internal_error
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
         self.mode_powers = mode_powers(board)
         self.eps_source = board.eps.source if board.eps is not None else (
@@ -121,20 +123,27 @@ class Controller(Component):
         self.orbit: Orbit | None = None
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
-        tle = memory.tle
-        if tle:
+        # A TLE commanded (SET_TLE, kept across restarts) wins over the configuration's.
+        if memory.tle:
             try:
-                self.set_orbit(Orbit.from_tle(*tle))
+                self.set_orbit(Orbit.from_tle(*memory.tle))
             except ValueError:
                 memory.remember_tle(None)
+        if self.orbit is None and configured_tle:
+            self.set_orbit(Orbit.from_tle(*configured_tle))  # checked when the configuration was read
 
     def set_orbit(self, orbit: Orbit | None) -> None:
         self.orbit = orbit
         self._predicted_at_s = -math.inf
 
-    def _internal_error(self, where: str, exc: BaseException) -> None:
-        self._emit("INTERNAL_ERROR", where=where, reason=f"{type(exc).__name__}: {exc}")
-        self._faults.record(where)
+    def _power_mode_now(self) -> str | None:
+        """The power mode in force, None where the board cannot say now (a failed nvpmodel -q)."""
+        try:
+            mode = self.hal.current_power_mode()
+        except HalError as exc:
+            self._internal_error("power mode query", exc)
+            return None
+        return mode.name if mode else None
 
     # --- the tick ----------------------------------------------------------------------
 
@@ -178,12 +187,11 @@ class Controller(Component):
         return out
 
     def _apply(self, out: ControlOutput) -> None:
-        current = self.hal.current_power_mode()
-        if current is None or current.name != out.power_mode:
+        current = self._power_mode_now()
+        if current != out.power_mode:
             try:
                 self.hal.set_power_mode(out.power_mode)
-                self._emit("POWER_MODE_CHANGED", old=current.name if current else "?", new=out.power_mode,
-                           reason=out.reason)
+                self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except HalError as exc:
                 self._emit("POWER_MODE_FAILED", name=out.power_mode, reason=str(exc))
                 self._faults.record("power mode")
@@ -191,9 +199,8 @@ class Controller(Component):
             self._emit(event.name, **event.args)
         th = out.thermal
         if th is not None and th.action in (Action.STEP_DOWN, Action.STEP_UP):
-            now = self.hal.current_power_mode()
             self._emit("THERMAL_STEP_DOWN" if th.action is Action.STEP_DOWN else "THERMAL_STEP_UP",
-                       power_mode=now.name if now else "?", reason=th.reason)
+                       power_mode=self._power_mode_now() or "?", reason=th.reason)
         reading = self.reading
         self._admit(out.admission, out.power_mode_index, len(self.mode_powers),
                     reading.board_power_w if reading else None, out.reason)
@@ -248,8 +255,7 @@ class Controller(Component):
         old = self._memory.power_mode_cap
         self._memory.remember_cap(name)
         self.tick()  # apply the cap now, not at the next tick
-        mode = self.hal.current_power_mode()
-        return {"cap": name, "old_cap": old, "power_mode": mode.name if mode else None}
+        return {"cap": name, "old_cap": old, "power_mode": self._power_mode_now()}  # what is in force now
 
     def _set_tle(self, req: CommandRequest) -> dict[str, Any]:
         try:
@@ -272,7 +278,6 @@ class Controller(Component):
         r = self.reading
         out = self.last
         d = out.decision if out else None
-        mode = self.hal.current_power_mode()
         gov = self.state.governor
         values: dict[str, Any] = {
             "cpu_pct": r.cpu_pct if r else None,
@@ -283,7 +288,7 @@ class Controller(Component):
             "solar_power_w": self.eps.solar_power_w,
             "eps_source": self.eps_source.value,
             "board_power_w": r.board_power_w if r else None,
-            "power_mode": mode.name if mode else None,
+            "power_mode": self._power_mode_now(),
             "power_mode_cap": self._memory.power_mode_cap,
             "power_budget_w": d.budget_w if d else None,
             "admission": self.state.admission.value,

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from flight.agent.ports import Component, EventPort
-from flight.link.dictionary import Command, FailureCode
+from flight.link.dictionary import ArgumentError, Command, FailureCode
 from flight.link.messages import Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
-from flight.link.dictionary import ArgumentError
 
 RETRY_CACHE_COMMANDS = 512  # commands remembered for retries; far more than a console has in flight
 
@@ -107,9 +106,6 @@ class Dispatcher(Component):
         if name in self.handlers_by_name:
             raise KeyError(f"command {name} has a handler already")
         self.handlers_by_name[name] = handler
-
-    def missing_handlers(self) -> list[str]:
-        return [c.name for c in self.codec.dictionary.commands if c.name not in self.handlers_by_name]
 
     def telemetry(self) -> dict[str, Any]:
         c = self.counters

@@ -40,9 +40,6 @@ class LinkService(Component):
 
     # --- output ------------------------------------------------------------------------
 
-    def publish(self, packet: bytes) -> None:
-        self.link.publish(packet)
-
     def send_report(self, peer: Any, packet: bytes) -> None:
         """The requester gets its reports directly; every other console sees them on the stream."""
         if peer is not None:

@@ -53,8 +53,10 @@ TEMP_RANGE_C = (-100.0, 200.0)  # outside it a simulated sensor reads as broken,
 class HarnessLink(Stepper):
     """The connection to the harness: latest environment in, the agent's load out.
 
-    Hello is repeated on real time (the harness may restart while simulated time stands
-    still): the one place in the sim backend that reads the wall clock.
+    It connects on first use (the agent's loop polling it), so opening the board to look at
+    it (``sunlit-flight selftest``) never greets a running harness. Hello is repeated on real
+    time (the harness may restart while simulated time stands still): the one place in the sim
+    backend that reads the wall clock.
     """
 
     def __init__(self, endpoint: str, lockstep: bool, board: str, modes: tuple[str, ...]):
@@ -69,15 +71,19 @@ class HarnessLink(Stepper):
         self.last_error = ""
         self._pending_seq: int | None = None
         self._power_mode = modes[0]
-        self._sock = zmq.Context.instance().socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.sndhwm = 100
-        self._sock.reconnect_ivl = 100
-        self._sock.reconnect_ivl_max = 1000
-        self._sock.connect(endpoint)
+        self._sock: zmq.Socket | None = None
         self._last_env_real_s = -math.inf
         self._last_hello_real_s = -math.inf
-        self.greet()
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            self._sock = zmq.Context.instance().socket(zmq.DEALER)
+            self._sock.linger = 0
+            self._sock.sndhwm = 100
+            self._sock.reconnect_ivl = 100
+            self._sock.reconnect_ivl_max = 1000
+            self._sock.connect(self.endpoint)
+        return self._sock
 
     def greet(self) -> None:
         now = time.monotonic()
@@ -86,13 +92,14 @@ class HarnessLink(Stepper):
             self._send(sp.Hello(self.board, self.lockstep, self.modes, self.clock.now_s() if self.clock else None))
 
     def pollables(self) -> list[Any]:
-        return [self._sock]
+        return [self._socket()]
 
     def receive(self) -> bool:
         moved = False
+        sock = self._socket()
         while True:
             try:
-                raw = self._sock.recv(zmq.NOBLOCK)
+                raw = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return moved
             try:
@@ -129,12 +136,12 @@ class HarnessLink(Stepper):
 
     def _send(self, msg: Any) -> None:
         try:
-            self._sock.send(sp.encode(msg), zmq.NOBLOCK)
+            self._socket().send(sp.encode(msg), zmq.NOBLOCK)
         except zmq.Again:
             pass  # harness gone or slow: it resends its step; nothing here must block the agent
 
     def close(self) -> None:
-        if not self._sock.closed:
+        if self._sock is not None and not self._sock.closed:
             self._sock.close(0)
 
 

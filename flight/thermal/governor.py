@@ -112,27 +112,3 @@ def govern(lim: ThermalLimits, max_steps: int, st: GovernorState, now_s: float,
     if st.steps_down and temp_c <= cool and projected < cool and dwell_over:
         return decide(Action.STEP_UP, f"{temp_c:.1f} °C at or below {cool:.1f} °C", replace(st, steps_down=st.steps_down - 1))
     return decide(Action.HOLD, "", st)
-
-
-class ThermalGovernor:
-    """:func:`govern` with its state kept: for code that wants an object."""
-
-    def __init__(self, limits: ThermalLimits, max_steps: int):
-        self.limits = limits
-        self.max_steps = max_steps
-        self.state = GovernorState()
-
-    @property
-    def steps_down(self) -> int:
-        return self.state.steps_down
-
-    @property
-    def hard(self) -> bool:
-        return self.state.hard
-
-    def rate_c_per_s(self) -> float:
-        return rate_c_per_s(self.state.samples)
-
-    def update(self, now_s: float, temp_c: float) -> ThermalDecision:
-        decision, self.state = govern(self.limits, self.max_steps, self.state, now_s, temp_c)
-        return decision
