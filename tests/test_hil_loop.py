@@ -110,15 +110,20 @@ def test_bad_scenario_exits_2_and_replay_validates_profiles(tmp_path):
     assert res.returncode == 2 and "time_s must increase strictly: row 2 has 5.0 after 10.0" in res.stderr
 
 
-def test_real_compute_in_the_loop_screens_the_camera_tiles(tmp_path):
-    sc = parse_scenario({
-        "name": "real", "profile": str(SSO), "duration_s": 600, "step_s": 10, "speed": 60, "seed": 2,
-        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 64},
+def real_compute(name: str, duration_s: float, speed: float, seed: int, tiles: int, **more) -> object:
+    """A lockstep scenario with the real compute worker screening the camera's tiles from t = 0."""
+    return parse_scenario({
+        "name": name, "profile": str(SSO), "duration_s": duration_s, "step_s": 10, "speed": speed, "seed": seed,
+        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": tiles},
         "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
                      {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
                      {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
-        "criteria": {"min_work": 64},
+        **more,
     })
+
+
+def test_real_compute_in_the_loop_screens_the_camera_tiles(tmp_path):
+    sc = real_compute("real", 600, 60, 2, 64, criteria={"min_work": 64})
     from hil.report import evaluate, work_done
 
     result = ClosedLoop(sc, tmp_path).run()
@@ -144,15 +149,8 @@ def test_replay_flies_a_profile_recorded_elsewhere(tmp_path):
 
 @pytest.mark.req("CMP-012", "CMP-004")
 def test_a_hung_worker_is_restarted_and_a_flipped_model_falls_back_to_golden(tmp_path):
-    sc = parse_scenario({
-        "name": "hang", "profile": str(SSO), "duration_s": 900, "step_s": 10, "speed": 60, "seed": 4,
-        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 32},
-        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
-                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
-                     {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
-        "faults": [{"at_s": 200, "kind": "seu_weights"}, {"at_s": 250, "kind": "compute_hang"}],
-        "parameters": {"compute_watchdog_s": 3.0},
-    })
+    sc = real_compute("hang", 900, 60, 4, 32, parameters={"compute_watchdog_s": 3.0},
+                      faults=[{"at_s": 200, "kind": "seu_weights"}, {"at_s": 250, "kind": "compute_hang"}])
     result = ClosedLoop(sc, tmp_path).run()
     names = [e["name"] for e in result.events]
     assert "COMPUTE_HUNG" in names  # the SIGSTOPped worker was noticed and replaced
@@ -164,14 +162,7 @@ def test_a_hung_worker_is_restarted_and_a_flipped_model_falls_back_to_golden(tmp
 @pytest.mark.req("CMP-012")
 def test_at_x500_a_hung_worker_is_found_within_its_watchdog_period_of_simulated_time(tmp_path):
     """The issue's case: lockstep with real compute, fast; the watchdog counts simulated time."""
-    sc = parse_scenario({
-        "name": "hang-x500", "profile": str(SSO), "duration_s": 600, "step_s": 10, "speed": 500, "seed": 5,
-        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 32},
-        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
-                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
-                     {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
-        "faults": [{"at_s": 200, "kind": "compute_hang"}],
-    })
+    sc = real_compute("hang-x500", 600, 500, 5, 32, faults=[{"at_s": 200, "kind": "compute_hang"}])
     result = ClosedLoop(sc, tmp_path).run()
     t0 = result.trace.time_s[0]
     hung = [e["t"] - t0 for e in result.events if e["name"] == "COMPUTE_HUNG"]

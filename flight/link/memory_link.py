@@ -33,9 +33,12 @@ class _Queue:
         stats.tx_bytes += len(item[0] if isinstance(item, tuple) else item)
         return True
 
-    def drain(self) -> list[Any]:
+    def take(self, stats: LinkStats) -> list[Any]:
+        """Everything queued, counted as received by the end that ``stats`` belongs to."""
         out = list(self.items)
         self.items.clear()
+        stats.rx_packets += len(out)
+        stats.rx_bytes += sum(len(item[0] if isinstance(item, tuple) else item) for item in out)
         return out
 
 
@@ -50,10 +53,7 @@ class MemoryFlightLink(FlightLink):
         return []
 
     def receive(self) -> list[Inbound]:
-        packets = self._pair.to_flight.drain()
-        self.stats.rx_packets += len(packets)
-        self.stats.rx_bytes += sum(len(p) for p in packets)
-        return [Inbound(p, _PEER) for p in packets]
+        return [Inbound(p, _PEER) for p in self._pair.to_flight.take(self.stats)]
 
     def reply(self, peer: Any, packet: bytes) -> bool:
         if peer != _PEER:
@@ -87,10 +87,7 @@ class MemoryGroundLink(GroundLink):
     def receive_tagged(self) -> list[tuple[bytes, bool]]:
         if self._pair.serve is not None:
             self._pair.serve()
-        items = self._pair.to_ground.drain()
-        self.stats.rx_packets += len(items)
-        self.stats.rx_bytes += sum(len(p) for p, _ in items)
-        return items
+        return self._pair.to_ground.take(self.stats)
 
     def close(self) -> None:
         pass
