@@ -1,54 +1,81 @@
-"""``sunlit-ground``: the operators' console: commands with verification, telemetry, events,
-an interactive console, procedures, the archive and the web console."""
+"""``sunlit-ground``: the ground server and the operators' tools, its clients.
+
+``sunlit-ground server`` owns the spacecraft links, the archive and the command queue; every
+other subcommand talks to it (``--server URL``, after ``sunlit-ground login``), so any number
+of operators see one state and the archive holds one copy of each packet. ``--direct LINK``
+talks to an agent's link itself, for debugging on the bench: nothing goes to the server's
+archive or history, and other operators do not see it.
+
+Exit codes: 0 done; 1 the command failed, or nothing arrived in time; 2 bad input or no
+server; 3 a hazardous command not confirmed; 4 a command timed out; 5 a command waits for a
+second operator's approval.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-from flight.cli import DEFAULT_LINK, parse_assignments
+from flight.cli import parse_assignments
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord, Verification
+from flight.link.messages import EventRecord, HkRecord, ParamRecord
 from flight.link.transport import LinkConfigError
+from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
 from ground.client import CommandTimeout, GroundClient
+
+EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL = 1, 2, 3, 4, 5
+
+
+class Refused(Exception):
+    """Said to the user on stderr, with an exit code; never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _stamp(t_s: float | None = None) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(time.time() if t_s is None else t_s))
+
+
+def _api(args: argparse.Namespace) -> ApiClient:
+    token = load_token(args.server)
+    if token is None:
+        raise Refused(f"not logged in to {args.server}: run `sunlit-ground login --server {args.server}`")
+    return ApiClient(args.server, token)
 
 
 def _open(args: argparse.Namespace) -> GroundClient:
-    """A client on the link; with an archive, everything it receives is kept there too."""
-    client = GroundClient(args.link)
-    if getattr(args, "archive", None) and not getattr(args, "no_archive", False):
-        from ground.archive import Archive, ArchiveRecorder
-
-        archive = Archive(args.archive)
-        client.recorder = ArchiveRecorder(archive).attach(client)
-        close = client.close
-
-        def close_both() -> None:
-            close()
-            archive.close()  # flushes the recorder
-
-        client.close = close_both
-    return client
+    """A client of the server, or with ``--direct`` of the link itself (bench debugging)."""
+    if args.direct:
+        print(f"direct link {args.direct}: for debugging on the bench; the ground server does not archive "
+              "this session and other operators do not see it", file=sys.stderr)
+        return GroundClient(args.direct)
+    return ServerClient(_api(args), args.spacecraft)
 
 
-def _who() -> str:
-    import getpass
-
+def _confirm(command: Any, yes: bool) -> None:
+    if not command.hazardous or yes:
+        return
+    if not sys.stdin.isatty():
+        raise Refused(f"{command.name} is hazardous and there is no terminal to confirm it on: "
+                      "give --yes to send it", EXIT_NOT_CONFIRMED)
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
+        answer = input(f"{command.name} is hazardous: {command.description}\nSend it? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Refused("not sent", EXIT_NOT_CONFIRMED)
 
 
-def _record_command(client: GroundClient, result) -> None:
-    recorder = getattr(client, "recorder", None)
-    if recorder is not None:
-        recorder.record_command(result, who=_who())
+# --- commanding ------------------------------------------------------------------------------
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -56,104 +83,228 @@ def _cmd_send(args: argparse.Namespace) -> int:
         command = DICTIONARY.command(args.command)
         values = command.validate_args(parse_assignments(args.args))
     except (ArgumentError, ValueError) as exc:
-        print(f"refused before sending: {exc}", file=sys.stderr)
-        return 2
-    if command.hazardous and not args.yes:
-        answer = input(f"{command.name} is hazardous: {command.description}\nSend it? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not sent", file=sys.stderr)
-            return 3
+        raise Refused(f"refused before sending: {exc}") from None
+    _confirm(command, args.yes)
     client = _open(args)
     try:
         match = client.dictionary_matches(timeout_s=min(args.timeout, 3.0))
         if match is False:
-            print(
-                f"warning: agent dictionary {client.agent_dict_hash} differs from this console's "
-                f"{DICTIONARY.version_hash}; arguments may be read differently",
-                file=sys.stderr,
-            )
+            print(f"warning: agent dictionary {client.agent_dict_hash} differs from this console's "
+                  f"{DICTIONARY.version_hash}; arguments may be read differently", file=sys.stderr)
         elif match is None:
             print("warning: no housekeeping from the agent yet; dictionary not checked", file=sys.stderr)
 
-        def show(report: Verification) -> None:
-            text = f"{report.stage.value}" if report.success else f"FAILED at {report.stage.value}: {report.code.name} {report.reason}"
-            print(f"  {time.strftime('%H:%M:%S')} {command.name}: {text}")
+        def show(report: Any) -> None:
+            text = report.stage.value if report.success else \
+                f"FAILED at {report.stage.value}: {report.code.name} {report.reason}"
+            print(f"  {_stamp()} {command.name}: {text}", flush=True)
 
-        print(f"  {time.strftime('%H:%M:%S')} {command.name}: sent {json.dumps(values)}")
+        pending: list[dict] = []
+
+        def entry(e: dict) -> None:
+            if e["state"] == "pending_approval":
+                pending.append(e)
+                print(f"  {_stamp()} {command.name}: waiting for a second operator's approval "
+                      f"(queue entry {e['id']}: sunlit-ground approve {e['id']})", flush=True)
+
+        print(f"  {_stamp()} {command.name}: {'queued' if not args.direct else 'sent'} {json.dumps(values)}", flush=True)
+        kwargs: dict[str, Any] = {"on_entry": entry} if isinstance(client, ServerClient) else {}
         try:
-            result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show)
+            result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show, **kwargs)
         except CommandTimeout as exc:
+            if pending and "pending_approval" in str(exc):
+                print(f"  still waiting for approval after {args.timeout:g} s; it stays queued on the server",
+                      file=sys.stderr)
+                return EXIT_AWAITING_APPROVAL
             print(f"timeout: {exc}", file=sys.stderr)
-            return 4
-        _record_command(client, result)
+            return EXIT_TIMEOUT
+        if result.refused:
+            print(f"  {_stamp()} {command.name}: {result.refused}", flush=True)
         if result.result:
             print(f"  result: {json.dumps(result.result)}")
-        return 1 if result.failure else 0
+        return EXIT_FAILED if result.failed else 0
     finally:
         client.close()
 
 
+def _queue_action(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        api = _api(args)
+        spacecraft = args.spacecraft or api.default_spacecraft()
+        body: dict[str, Any] = {"spacecraft": spacecraft}
+        if action == "reject" and args.reason:
+            body["reason"] = args.reason
+        entry = api.post(f"/api/commands/{args.id}/{action}", body)
+        print(f"{entry['id']} {entry['name']} {json.dumps(entry['args'])}: {entry['state']} "
+              f"(sent by {entry['who']}{', approved by ' + entry['approved_by'] if entry.get('approved_by') else ''})")
+        return 0
+    return run
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    api = _api(args)
+    spacecraft = args.spacecraft or api.default_spacecraft()
+    if args.action in ("hold", "release"):
+        status = api.post(f"/api/queue/{args.action}", {"spacecraft": spacecraft})
+        print(f"{spacecraft} queue: {'HELD by ' + status['held_by'] if status['held'] else 'released'}")
+        return 0
+    answer = api.get("/api/commands", spacecraft=spacecraft)
+    queue = answer["queue"]
+    print(f"{spacecraft} queue: {'HELD by ' + queue['held_by'] if queue['held'] else 'released'}; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(queue["counts"].items())))
+    for e in answer["commands"][-args.last:]:
+        print(f"{e['id']:>6} {_stamp(e['queued_s'])} {e['who']:<10} {e['name']:<16} {e['state']:<17} "
+              f"{json.dumps(e['args'])}{'  approved by ' + e['approved_by'] if e.get('approved_by') else ''}")
+    return 0
+
+
+# --- telemetry -------------------------------------------------------------------------------
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def _cmd_tm(args: argparse.Namespace) -> int:
-    """Current values with units, coloured by limit state (nominal, warning, critical, stale)."""
+    """Current values with units and limit state; ``--follow`` one time-stamped block per packet."""
     from ground.alarms import AlarmManager, LimitStore
     from ground.console import COLOURS, RESET
 
+    wanted = list(dict.fromkeys(args.channel or []))
+    unknown = [n for n in wanted if n not in DICTIONARY.channel_by_name]
+    if unknown:
+        raise Refused(f"no channel {', '.join(unknown)} in the dictionary (sunlit-flight dictionary lists them)")
     client = _open(args)
-    alarms = AlarmManager(DICTIONARY, LimitStore(Path(args.limits) if args.limits else None))
+    alarms = AlarmManager(DICTIONARY, LimitStore(Path(args.limits) if args.limits and args.direct else None))
     colour = sys.stdout.isatty()
-    wanted = set(args.channel or [])
-    for name in wanted - set(DICTIONARY.channel_by_name):
-        print(f"no channel {name}", file=sys.stderr)
-        return 2
-    deadline = None if args.follow else time.monotonic() + args.timeout
+    stale_after_s = 3.0
+    seen_wall: dict[str, float] = {}
+
+    def line(name: str, value: Any, state: str) -> str:
+        ch = DICTIONARY.channel_by_name[name]
+        text = f"{name:>24} = {_format(value)} {ch.unit} [{state}]"
+        return f"{COLOURS.get(state, '')}{text}{RESET}" if colour else text
+
     try:
-        while deadline is None or time.monotonic() < deadline:
-            for item in client.poll(0.5):
+        if isinstance(client, ServerClient):
+            client.connect(timeout_s=args.timeout)
+            state = (client.server_link.hello.get("states") or {}).get(client.spacecraft, {})
+            stale_after_s = (state.get("status") or {}).get("stale_after_s") or stale_after_s
+            alarms.observe_parameters(state.get("parameters") or {})
+            now = time.time()
+            for name, snap in (state.get("latest") or {}).items():
+                if name in DICTIONARY.channel_by_name:
+                    client.latest[name] = (snap["value"], snap["time_s"])
+                    seen_wall[name] = now - float(snap.get("age_s") or 0.0)
+        if not args.follow:
+            names = wanted or [ch.name for ch in DICTIONARY.channels]
+            deadline = time.monotonic() + args.timeout
+            while not (set(wanted or ["mode"]) <= set(client.latest)) and time.monotonic() < deadline:
+                for item in client.poll(min(0.5, max(0.0, deadline - time.monotonic()))):
+                    if isinstance(item.record, HkRecord):
+                        for name in item.record.values:
+                            seen_wall[name] = time.time()
+                    if isinstance(item.record, ParamRecord):
+                        alarms.observe_parameters(item.record.values)
+            missing = [n for n in (wanted or []) if n not in client.latest]
+            if not client.latest:
+                print(f"no housekeeping received in {args.timeout:g} s", file=sys.stderr)
+                return EXIT_FAILED
+            now = time.time()
+            for name in names:
+                if name not in client.latest:
+                    continue
+                value = client.latest[name][0]
+                stale = now - seen_wall.get(name, now) > stale_after_s
+                print(line(name, value, "stale" if stale else alarms.observe(name, value)))
+            if missing:
+                print(f"no value yet for {', '.join(missing)} within {args.timeout:g} s", file=sys.stderr)
+                return EXIT_FAILED
+            return 0
+        # --follow: one block per packet that carries a wanted channel, with its times.
+        last_quiet_notice = time.monotonic()
+        while True:
+            got = client.poll(1.0)
+            for item in got:
                 rec = item.record
                 if item.gap:
-                    print(f"GAP: {item.gap} packet(s) missing before APID {item.packet.apid:#05x} "
-                          f"seq {item.packet.seq_count} ({client.gaps.missing} missing so far)", flush=True)
+                    print(f"{_stamp()} GAP: {item.gap} packet(s) missing before APID {item.packet.apid:#05x} "
+                          f"seq {item.packet.seq_count}", flush=True)
+                if item.error:
+                    print(f"{_stamp()} BAD PACKET (archived raw): {item.error}", flush=True)
                 if isinstance(rec, ParamRecord):
-                    alarms.observe_parameters(rec.values)  # limits that follow a parameter move with it
-                if isinstance(rec, HkRecord):
-                    for name, value in rec.values.items():
-                        if wanted and name not in wanted:
-                            continue
-                        state = alarms.observe(name, value, rec.time_s)
-                        ch = DICTIONARY.channel_by_name[name]
-                        line = f"{name:>24} = {value} {ch.unit} [{state}]"
-                        print(f"{COLOURS[state]}{line}{RESET}" if colour else line, flush=True)
-                    if not args.follow and (not wanted or wanted <= set(client.latest)):
-                        return 0
-                elif isinstance(rec, EventRecord) and args.follow:
-                    print(f"EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}", flush=True)
-            if args.follow:
-                for name in sorted(wanted or []):
-                    if alarms.stale(name) and name in client.latest:
-                        line = f"{name:>24} = {client.latest[name][0]} [stale]"
-                        print(f"{COLOURS['stale']}{line}{RESET}" if colour else line, flush=True)
-        print("no housekeeping received", file=sys.stderr)
-        return 1
+                    alarms.observe_parameters(rec.values)
+                elif isinstance(rec, HkRecord):
+                    names = [n for n in rec.values if not wanted or n in wanted]
+                    if not names:
+                        continue
+                    print(f"--- {_stamp()} {rec.packet.name} (packet time "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(rec.time_s))}Z)", flush=False)
+                    for name in names:
+                        print(line(name, rec.values[name], alarms.observe(name, rec.values[name], rec.time_s)))
+                    sys.stdout.flush()
+                elif isinstance(rec, EventRecord):
+                    print(f"{_stamp(rec.time_s)} EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
+                          flush=True)
+            if got:
+                last_quiet_notice = time.monotonic()
+            elif time.monotonic() - last_quiet_notice > stale_after_s:
+                print(f"--- {_stamp()} no telemetry for {time.monotonic() - last_quiet_notice:.0f} s: values above "
+                      "are STALE", flush=True)
+                last_quiet_notice = time.monotonic()
     except KeyboardInterrupt:
         return 0
     finally:
         client.close()
 
 
+def _event_line(time_s: float, severity: str, name: str, text: str) -> str:
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(time_s))} {severity:<11} {name}: {text}"
+
+
 def _cmd_events(args: argparse.Namespace) -> int:
-    client = _open(args)
+    """Recent events from the server's archive, then (``--follow``) new ones as they come."""
     floor = Severity[args.severity] if args.severity else Severity.DIAGNOSTIC
-    deadline = None if args.follow else time.monotonic() + args.timeout
-    shown = 0
+    if args.direct:
+        client = _open(args)
+        shown = 0
+        deadline = None if args.follow else time.monotonic() + args.timeout
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                for item in client.poll(0.5):
+                    rec = item.record
+                    if isinstance(rec, EventRecord) and rec.event.severity >= floor:
+                        print(_event_line(rec.time_s, rec.event.severity.name, rec.event.name, rec.text), flush=True)
+                        shown += 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            client.close()
+        if not shown and not args.follow:
+            print(f"no events in {args.timeout:g} s (a direct link has no history; the server keeps it)",
+                  file=sys.stderr)
+        return 0
+    api = _api(args)
+    spacecraft = args.spacecraft or api.default_spacecraft()
+    answer = api.get("/api/events", spacecraft=spacecraft, limit=args.last, severity=floor.name)
+    for e in answer["events"]:
+        print(_event_line(e["time_s"], e["severity"], e["name"], e["text"]))
+    if not answer["events"]:
+        print(f"no events at {floor.name} or above for {spacecraft} yet", file=sys.stderr)
+    sys.stdout.flush()
+    if not args.follow:
+        return 0
+    client = ServerClient(api, spacecraft)
     try:
-        while deadline is None or time.monotonic() < deadline:
-            for item in client.poll(0.5):
+        while True:
+            for item in client.poll(1.0):
                 rec = item.record
                 if isinstance(rec, EventRecord) and rec.event.severity >= floor:
-                    stamp = time.strftime("%H:%M:%S", time.gmtime(rec.time_s))
-                    print(f"{stamp} {rec.event.severity.name:<11} {rec.event.name}: {rec.text}", flush=True)
-                    shown += 1
-        return 0 if shown or args.follow else 1
+                    print(_event_line(rec.time_s, rec.event.severity.name, rec.event.name, rec.text), flush=True)
+            if client.server_link.closed_reason:
+                raise Refused(f"the server closed the connection: {client.server_link.closed_reason}", EXIT_FAILED)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -165,8 +316,9 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     client = _open(args)
     try:
-        console = Console(client, limits_path=Path(args.limits) if args.limits else None)
-        console.on_command.append(lambda r: _record_command(client, r))
+        if isinstance(client, ServerClient):
+            client.connect(timeout_s=10.0)
+        console = Console(client, limits_path=Path(args.limits) if args.limits and args.direct else None)
         console.run()
     finally:
         client.close()
@@ -181,60 +333,176 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             client.connect(timeout_s=args.timeout)
         except TimeoutError as exc:
-            print(f"sunlit-ground run: {exc}", file=sys.stderr)
-            return 2
-        ok = run_procedure_file(args.procedure, client, log=lambda line: print(line, flush=True),
-                                setup=lambda proc: proc.on_command.append(lambda r: _record_command(client, r)))
+            raise Refused(f"sunlit-ground run: {exc}") from None
+        ok = run_procedure_file(args.procedure, client, log=lambda text: print(text, flush=True))
     finally:
         client.close()
-    return 0 if ok else 1
+    return 0 if ok else EXIT_FAILED
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from ground.web.server import serve
+# --- the server and its users ----------------------------------------------------------------
 
-    archive = None if args.no_archive else args.archive
-    return serve(args.link, host=args.host, port=args.port, archive_path=archive,
-                 record=archive is not None, limits_path=args.limits or None)
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from ground.server import quick_config, serve
+    from ground.server_config import ServerConfigError, load_server_config, parse_two_person
+
+    try:
+        if args.config:
+            config = load_server_config(args.config, DICTIONARY)
+        else:
+            if not args.link:
+                raise Refused("give --config FILE, or --link URL for one spacecraft")
+            two = parse_two_person(args.two_person.split(",") if args.two_person and args.two_person != "hazardous"
+                                   else (args.two_person or []), DICTIONARY, "--two-person")
+            config = quick_config(args.link, spacecraft=args.spacecraft or "sunlit-1", host=args.host,
+                                  port=args.port, archive=None if args.no_archive else args.archive,
+                                  users=args.users, two_person=two)
+    except ServerConfigError as exc:
+        raise Refused(f"sunlit-ground server: {exc}") from None
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.cookie_secure:
+        print(f"sunlit-ground server: warning: listening on {config.host} without TLS; put a TLS proxy in front "
+              "and set server.cookie_secure = true", file=sys.stderr)
+    return serve(config)
+
+
+def _read_password(args: argparse.Namespace, confirm: bool) -> str:
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise Refused("no terminal to ask the password on: give --password-stdin and pipe it in")
+    first = getpass.getpass("password: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise Refused("the two passwords differ")
+    return first
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    from ground.auth import Role, UserFileError, UserStore
+
+    path = Path(args.users)
+    try:
+        store = UserStore.load(path) if path.exists() else UserStore(path)
+        if args.action == "list":
+            for user in sorted(store.users.values(), key=lambda u: u.name):
+                print(f"{user.name:<20} {user.role.name.lower()}")
+            return 0
+        if args.action == "remove":
+            store.remove(args.name)
+        else:
+            if args.action == "passwd" and args.name not in store.users:
+                raise Refused(f"no user {args.name!r} in {path}")
+            role = Role.parse(args.role) if args.role else (store.users[args.name].role if args.name in store.users
+                                                            else None)
+            if role is None:
+                raise Refused("a new user needs --role viewer|operator|admin")
+            store.set(args.name, role, _read_password(args, confirm=True))
+        store.save()
+    except (UserFileError, ValueError) as exc:
+        raise Refused(str(exc)) from None
+    print(f"{path}: {args.action} {args.name}: done (a running server reads the file at start)")
+    return 0
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    user = args.user or os.environ.get("USER") or ""
+    if not user:
+        raise Refused("give --user NAME")
+    password = _read_password(args, confirm=False)
+    api = ApiClient(args.server)
+    answer = api.login(user, password)
+    path = save_token(args.server, answer["user"], answer["token"])
+    print(f"logged in to {api.server} as {answer['user']} ({answer['role']}); session kept in {path}")
+    return 0
+
+
+def _cmd_logout(args: argparse.Namespace) -> int:
+    token = load_token(args.server)
+    if token:
+        try:
+            ApiClient(args.server, token).post("/api/logout")
+        except ServerError:
+            pass  # the session is forgotten here whatever the server says
+    save_token(args.server, "", "")
+    print(f"logged out of {args.server}")
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__)
-    parser.add_argument("--link", default=DEFAULT_LINK, help=f"link URL (default {DEFAULT_LINK})")
-    parser.add_argument("--archive", default="var/ground.sqlite",
-                        help="keep every packet, event and command here (SQLite; default var/ground.sqlite)")
-    parser.add_argument("--no-archive", action="store_true", help="keep nothing")
+    parser = argparse.ArgumentParser(prog="sunlit-ground", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=os.environ.get("SUNLIT_GROUND_SERVER", DEFAULT_SERVER),
+                        help=f"the ground server (default {DEFAULT_SERVER}, or $SUNLIT_GROUND_SERVER)")
+    parser.add_argument("--spacecraft", help="which spacecraft (default: the server's only one)")
+    parser.add_argument("--direct", metavar="LINK",
+                        help="talk to an agent's link directly, without the server (bench debugging only)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    send = sub.add_parser("send", help="send one command and show its verification")
+
+    srv = sub.add_parser("server", help="the ground server: links, archive, command queue, web console, API")
+    srv.add_argument("--config", help="server configuration (TOML; see docs/ground-api.md)")
+    srv.add_argument("--link", help="one spacecraft's link URL (instead of --config)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--archive", default="var/ground.sqlite")
+    srv.add_argument("--no-archive", action="store_true", help="keep nothing (tests, demos)")
+    srv.add_argument("--users", default="etc/ground-users.toml", help="the operators file (sunlit-ground user ...)")
+    srv.add_argument("--two-person", help="commands that need a second operator: NAME,NAME or 'hazardous'")
+    srv.set_defaults(func=_cmd_server)
+
+    user = sub.add_parser("user", help="add, change or remove the server's operators (the users file)")
+    user.add_argument("action", choices=("add", "passwd", "remove", "list"))
+    user.add_argument("name", nargs="?", default="")
+    user.add_argument("--role", choices=("viewer", "operator", "admin"))
+    user.add_argument("--users", default="etc/ground-users.toml")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.set_defaults(func=_cmd_user)
+
+    login = sub.add_parser("login", help="log in to the server; the session is kept for the other subcommands")
+    login.add_argument("--user")
+    login.add_argument("--password-stdin", action="store_true")
+    login.set_defaults(func=_cmd_login)
+    sub.add_parser("logout", help="end the session").set_defaults(func=_cmd_logout)
+
+    send = sub.add_parser("send", help="queue one command on the server and follow it to its end")
     send.add_argument("command")
     send.add_argument("args", nargs="*", metavar="key=value")
     send.add_argument("--wait", choices=("sent", "accepted", "completed"), default="completed")
     send.add_argument("--timeout", type=float, default=10.0, metavar="S")
-    send.add_argument("--yes", action="store_true", help="do not ask before hazardous commands")
+    send.add_argument("--yes", action="store_true", help="send a hazardous command without asking")
     send.set_defaults(func=_cmd_send)
-    tm = sub.add_parser("tm", help="show current telemetry")
+    for action in ("approve", "reject", "cancel"):
+        p = sub.add_parser(action, help=f"{action} a queued command (by its queue id)")
+        p.add_argument("id", type=int)
+        if action == "reject":
+            p.add_argument("--reason", default="")
+        p.set_defaults(func=_queue_action(action))
+    queue = sub.add_parser("queue", help="the command queue: list it, hold it, release it")
+    queue.add_argument("action", nargs="?", choices=("list", "hold", "release"), default="list")
+    queue.add_argument("--last", type=int, default=20)
+    queue.set_defaults(func=_cmd_queue)
+
+    tm = sub.add_parser("tm", help="current telemetry; --follow for each packet as it comes")
     tm.add_argument("--follow", action="store_true")
-    tm.add_argument("--channel", action="append")
-    tm.add_argument("--timeout", type=float, default=5.0, metavar="S")
-    tm.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (see console)")
+    tm.add_argument("--channel", action="append", help="only this channel (repeat for more); waits for it")
+    tm.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    tm.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (--direct only)")
     tm.set_defaults(func=_cmd_tm)
-    ev = sub.add_parser("events", help="show events")
+    ev = sub.add_parser("events", help="recent events from the archive; --follow for new ones")
     ev.add_argument("--follow", action="store_true")
-    ev.add_argument("--severity", choices=[s.name for s in Severity], help="show this severity and above")
-    ev.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    ev.add_argument("--severity", choices=[s.name for s in Severity], help="this severity and above")
+    ev.add_argument("--last", type=int, default=50, help="how many recent events to show first")
+    ev.add_argument("--timeout", type=float, default=5.0, metavar="S", help="--direct: how long to listen")
     ev.set_defaults(func=_cmd_events)
-    con = sub.add_parser("console", help="interactive console with completion, help and a status line")
-    con.add_argument("--limits", default="var/ground-limits.json", help="where run-time limit changes are kept")
+    con = sub.add_parser("console", help="interactive console with completion, help and a live status line")
+    con.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (--direct only)")
     con.set_defaults(func=_cmd_console)
     run = sub.add_parser("run", help="run a procedure file (ground/procedures/*.py) and log each step")
     run.add_argument("procedure")
     run.add_argument("--timeout", type=float, default=20.0, metavar="S", help="to wait for the agent")
     run.set_defaults(func=_cmd_run)
-    srv = sub.add_parser("serve", help="web console: live telemetry, plots, alarms, commands, archive")
-    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (no login: keep it loopback)")
-    srv.add_argument("--port", type=int, default=8080)
-    srv.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (shared with console)")
-    srv.set_defaults(func=_cmd_serve)
     from ground.archive_cli import add_archive_parser
 
     add_archive_parser(sub)
@@ -245,9 +513,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Refused as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    except ServerError as exc:
+        print(f"sunlit-ground: {exc}", file=sys.stderr)
+        return EXIT_INPUT if exc.status in (0, 400, 401, 403, 404, 421) else EXIT_FAILED
     except LinkConfigError as exc:
         print(f"sunlit-ground: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except BrokenPipeError:
+        # The reader went away (`... | head`): say nothing more (Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

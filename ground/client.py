@@ -47,6 +47,7 @@ class CommandResult:
     attempts: int = 0
     reports: list[Verification] = field(default_factory=list)
     sent_at_s: float = 0.0
+    refused: str = ""  # refused or ended on the ground (not approved, cancelled, timed out at the server)
 
     def stage_reached(self, stage: Stage) -> bool:
         return any(r.stage is stage and r.success for r in self.reports)
@@ -61,7 +62,11 @@ class CommandResult:
 
     @property
     def final(self) -> bool:
-        return any(r.final for r in self.reports)
+        return bool(self.refused) or any(r.final for r in self.reports)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.refused) or self.failure is not None
 
     @property
     def result(self) -> dict[str, Any]:
@@ -74,6 +79,8 @@ class CommandResult:
         fail = self.failure
         if fail is not None:
             return f"failed at {fail.stage.value}: {fail.code.name} {fail.reason}"
+        if self.refused:
+            return self.refused
         for stage in (Stage.COMPLETED, Stage.STARTED, Stage.ACCEPTED):
             if self.stage_reached(stage):
                 return stage.value
@@ -113,6 +120,7 @@ class GroundClient:
         self.agent_restarts = 0
         self._agent_started_s: float | None = None
         self._pending: dict[int, CommandResult] = {}
+        self._resend: dict[int, tuple[bytes, float, int]] = {}  # submitted: cmd_id -> (packet, next try, tries left)
         self._poller = zmq.Poller()
         self._items: list[Any] = []
         self._register()
@@ -289,6 +297,46 @@ class GroundClient:
                     shown = len(result.reports)
         finally:
             self._pending.pop(cmd_id, None)
+
+    # --- commanding without waiting (the ground server keeps many in flight) -----------------
+
+    def submit(self, name: str, args: dict[str, Any], retries: int = 3, attempt_timeout_s: float = 1.0,
+               cmd_id: int | None = None) -> CommandResult:
+        """Send a command and return at once; its reports collect on the result as :meth:`poll`
+        takes them in, and :meth:`retry_due` resends it (same ``cmd_id``) while none has come.
+        Call :meth:`forget` once it is final."""
+        packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id)
+        command = self.dictionary.command(name)
+        result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,
+                               sent_at_s=time.time())
+        self._pending[cmd_id] = result
+        self._send_attempt(result, packet)
+        self._resend[cmd_id] = (packet, time.monotonic() + attempt_timeout_s, retries)
+        self._attempt_timeout_s = attempt_timeout_s
+        return result
+
+    def retry_due(self) -> None:
+        """Lazy Pirate for submitted commands: resend those with no report after their attempt time."""
+        now = time.monotonic()
+        due = [cmd_id for cmd_id, (_, at, left) in self._resend.items() if at <= now]
+        if not due:
+            return
+        reset = False
+        for cmd_id in due:
+            packet, _, left = self._resend[cmd_id]
+            result = self._pending.get(cmd_id)
+            if result is None or result.reports or left <= 0:
+                del self._resend[cmd_id]
+                continue
+            if not reset:
+                self.link.reset_commands()
+                reset = True
+            self._send_attempt(result, packet)
+            self._resend[cmd_id] = (packet, now + self._attempt_timeout_s, left - 1)
+
+    def forget(self, cmd_id: int) -> None:
+        self._pending.pop(cmd_id, None)
+        self._resend.pop(cmd_id, None)
 
     def _send_attempt(self, result: CommandResult, packet: bytes) -> None:
         result.attempts += 1

@@ -1,9 +1,11 @@
 """``sunlit-ground console``: an interactive terminal for one spacecraft.
 
 Type a command as on the command line (``PING token=7``); Tab completes command names,
-argument names and enum values from the dictionary; ``help [COMMAND]`` explains; the prompt
-carries a status line (mode, charge, hottest zone, link, active alarms) refreshed at every
-line; telemetry keeps arriving in the background. History is kept in ``~/.sunlit_history``.
+argument names and enum values from the dictionary; ``help [COMMAND]`` explains. A status
+line (mode, charge, hottest zone, power mode, link, active alarms) is printed above the
+prompt whenever it changes, while telemetry keeps arriving in the background; the link
+reads SILENT once no packet came for a few housekeeping periods. History is kept in
+``~/.sunlit_history``.
 
 Console words (lower case, so they never clash with a command):
 ``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -85,6 +88,10 @@ class Console:
         self.completer = Completer(client.dictionary)
         self.confirm = confirm or (lambda text: input(f"{text} [y/N] ").strip().lower() in ("y", "yes"))
         self.on_command: list[Callable[[Any], None]] = []  # e.g. the archive's command history
+        self.interactive = False
+        self._shown_status = ""
+        self._last_packet_s: float | None = None
+        client.listeners.append(self._packet_seen)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, daemon=True)
@@ -92,10 +99,42 @@ class Console:
     # --- background ------------------------------------------------------------------------
 
     def _poll_forever(self) -> None:
+        next_status = 0.0
         while not self._stop.is_set():
             with self._lock:
                 self.client.poll(0)
+            if self.interactive and time.monotonic() >= next_status:
+                next_status = time.monotonic() + 1.0
+                self._refresh_status()
             self._stop.wait(0.1)
+
+    def _packet_seen(self, item: Any) -> None:
+        if item.packet is not None:
+            self._last_packet_s = time.monotonic()
+
+    def link_silent(self) -> bool:
+        """No packet for three of the agent's housekeeping periods (as it last reported it)."""
+        period = self.client.parameters.get("hk_period_s", 1.0)
+        if not isinstance(period, (int, float)) or not period > 0:
+            period = 1.0
+        return self._last_packet_s is None or time.monotonic() - self._last_packet_s > max(3.0 * period, 2.0)
+
+    def _refresh_status(self) -> None:
+        """Print the status line above the prompt when it changed, and redraw what is being typed."""
+        line = self.status_line()
+        if line == self._shown_status:
+            return
+        self._shown_status = line
+        state = "critical" if "SILENT" in line or "ALARM" in line else None
+        text = f"{COLOURS[state]}{line}{RESET}" if self.colour and state else line
+        self.out.write(f"\r\033[K{text}\n")
+        self.out.flush()
+        try:
+            import readline
+
+            readline.redisplay()
+        except (ImportError, AttributeError):
+            pass
 
     def _alarm_changed(self, what: str, alarm: Any) -> None:
         if what in ("raised", "escalated"):
@@ -116,7 +155,7 @@ class Console:
                 return "?"
             return fmt.format(latest[name][0])
 
-        link = "link ok" if "mode" in latest and not self.alarms.stale("mode") else "link SILENT"
+        link = "link SILENT" if self.link_silent() else "link ok"
         active = len(self.alarms.active())
         return (f"[{value('mode')} | charge {value('battery_soc_pct', '{:.0f}')}% | "
                 f"max {value('temp_max_c', '{:.0f}')}°C | {value('power_mode')} | {link}"
@@ -249,7 +288,7 @@ class Console:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self, inp: TextIO = sys.stdin) -> None:
-        interactive = inp.isatty()
+        interactive = self.interactive = inp.isatty()
         if interactive:
             import readline
 
@@ -265,7 +304,7 @@ class Console:
         try:
             while True:
                 try:
-                    line = input(f"{self.status_line()}\nsunlit> ") if interactive else inp.readline()
+                    line = input("sunlit> ") if interactive else inp.readline()
                 except EOFError:
                     break
                 if not interactive and not line:

@@ -103,7 +103,7 @@ class Procedure:
             raise ProcedureFailed(f"{name}: {exc}") from None
         for hook in self.on_command:
             hook(result)
-        failed = result.failure is not None
+        failed = result.failed
         if expect == "failed":
             if not failed:
                 raise ProcedureFailed(f"{name} was expected to be refused but reached {result.outcome}")

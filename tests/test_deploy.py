@@ -558,7 +558,7 @@ def systemd_analyze():
 
 
 def test_systemd_analyze_verifies_the_units(tmp_path, systemd_analyze):
-    names = ["sunlit-agent.service", "sunlit-safe.service"]
+    names = ["sunlit-agent.service", "sunlit-safe.service", "sunlit-ground.service"]
     root = verify_root(tmp_path, {n: (DEPLOY / "systemd" / n).read_text() for n in names})
     proc = subprocess.run([systemd_analyze, "verify", "--man=no", f"--root={root}", *names],
                           capture_output=True, text=True, timeout=60)

@@ -1,0 +1,426 @@
+"""The ground server's Python client: what the CLI, the console and procedures use.
+
+- :class:`ApiClient`: the HTTP API (docs/ground-api.md) with a session token
+  (``Authorization: Bearer``), errors as :class:`ServerError` carrying the server's message;
+- :class:`ServerLink`: the WebSocket in *raw* mode as a :class:`~flight.link.interface.GroundLink`:
+  the packets exactly as the server received them, so :class:`ServerClient` decodes them with
+  the same codec and keeps its own gap and restart checks, and the queue's news on commands;
+- :class:`ServerClient`: a :class:`~ground.client.GroundClient` whose commands go through the
+  server's queue (who sent it, approvals, the archive's history) instead of onto a link.
+
+Tokens: ``sunlit-ground login`` keeps one per server in :func:`ground.auth.default_token_path`
+(mode 600); ``SUNLIT_GROUND_TOKEN`` overrides it (automation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any, Callable
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import Dictionary, FailureCode
+from flight.link.interface import GroundLink
+from flight.link.messages import Stage, Verification
+from ground.auth import default_token_path
+from ground.client import CommandResult, CommandTimeout, GroundClient
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+TOKEN_ENV = "SUNLIT_GROUND_TOKEN"
+KEEP_COMMANDS = 1000
+
+
+class ServerError(RuntimeError):
+    """The server refused or could not be reached; ``status`` 0 when it could not be reached."""
+
+    def __init__(self, message: str, status: int = 0, code: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _base(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ServerError(f"server URL {url!r}: give http://HOST:PORT")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def load_token(server: str, path: Path | None = None) -> str | None:
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = path or default_token_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        token = data["servers"][_base(server)]["token"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return token if isinstance(token, str) else None
+
+
+def save_token(server: str, user: str, token: str, path: Path | None = None) -> Path:
+    """Keep the token for ``server`` (atomic write, mode 600)."""
+    from flight.storage import write_atomic
+
+    path = path or default_token_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("servers"), dict):
+            data = {"servers": {}}
+    except (OSError, ValueError):
+        data = {"servers": {}}
+    if token:
+        data["servers"][_base(server)] = {"user": user, "token": token, "saved_s": time.time()}
+    else:
+        data["servers"].pop(_base(server), None)
+    write_atomic(path, json.dumps(data, indent=1).encode())
+    return path
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+class ApiClient:
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, timeout_s: float = 15.0):
+        self.server = _base(server)
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 query: dict[str, Any] | None = None) -> Any:
+        url = self.server + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.loads(exc.read() or b"{}")
+            except ValueError:
+                answer = {}
+            message = answer.get("error") if isinstance(answer, dict) else None
+            raise ServerError(message or f"HTTP {exc.code} from {url}", exc.code,
+                              answer.get("code", "") if isinstance(answer, dict) else "") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"cannot reach the ground server at {self.server}: {reason} "
+                              "(is `sunlit-ground server` running? --server URL)") from None
+        except ValueError:
+            raise ServerError(f"{url}: the answer is not JSON; is {self.server} a Sunlit ground server?") from None
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self._request("GET", path, query=query)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._request("POST", path, body=body or {})
+
+    def login(self, user: str, password: str) -> dict[str, Any]:
+        answer = self.post("/api/login", {"user": user, "password": password})
+        self.token = answer["token"]
+        return answer
+
+    def default_spacecraft(self) -> str:
+        crafts = [sc["spacecraft"] for sc in self.get("/api/spacecraft")["spacecraft"]]
+        if len(crafts) != 1:
+            raise ServerError(f"this server has {len(crafts)} spacecraft ({', '.join(crafts)}): name one with --spacecraft")
+        return crafts[0]
+
+    def ws_url(self, spacecraft: str | None, raw: bool = True) -> str:
+        scheme = "wss" if self.server.startswith("https") else "ws"
+        query = urllib.parse.urlencode({k: v for k, v in (("spacecraft", spacecraft), ("raw", "1" if raw else None))
+                                        if v})
+        return f"{scheme}://{self.server.split('://', 1)[1]}/ws" + (f"?{query}" if query else "")
+
+
+# --- the WebSocket as a link -----------------------------------------------------------------
+
+
+class ServerLink(GroundLink):
+    """The server's WebSocket (raw mode) as a ground link. A reader thread takes the messages;
+    a pipe wakes the client's poller, so waiting costs no sleep loop."""
+
+    def __init__(self, api: ApiClient, spacecraft: str | None = None, open_timeout_s: float = 10.0):
+        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.sync.client import connect
+
+        self.api = api
+        self.spacecraft = spacecraft
+        self._packets: deque[tuple[bytes, bool]] = deque(maxlen=100_000)
+        self.commands: OrderedDict[int, dict[str, Any]] = OrderedDict()  # queue entry id -> its latest state
+        self.hello: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}
+        self.dropped = 0
+        self.closed_reason = ""
+        self.stream_packets = 0
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # every control message, in the reader thread
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
+        try:
+            self._ws = connect(api.ws_url(spacecraft), additional_headers=headers, open_timeout=open_timeout_s,
+                               max_size=1 << 24, compression=None)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            try:
+                message = json.loads(exc.response.body or b"{}").get("error", "")
+            except ValueError:
+                message = ""
+            os.close(self._rfd)
+            os.close(self._wfd)
+            raise ServerError(message or f"WebSocket refused (HTTP {status})", status) from None
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            os.close(self._rfd)
+            os.close(self._wfd)
+            raise ServerError(f"cannot open the ground server's WebSocket at {api.server}: {exc}") from None
+        self._thread = threading.Thread(target=self._read, name="sunlit-server-link", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for text in self._ws:
+                try:
+                    message = json.loads(text)
+                except ValueError:
+                    continue
+                self._take(message)
+        except Exception as exc:  # noqa: BLE001 - the connection ended; the client sees closed_reason
+            self.closed_reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            if not self.closed_reason:
+                self.closed_reason = "the server closed the connection"
+            with self._changed:
+                self._changed.notify_all()
+            self._wake()
+
+    def _take(self, message: dict[str, Any]) -> None:
+        raw = message.get("raw") or []
+        control = message.get("control") or []
+        dropped = (message.get("dropped") or {}).get("points", 0)
+        with self._changed:
+            self.dropped += dropped if isinstance(dropped, int) else 0
+            for row in raw:
+                try:
+                    self._packets.append((bytes.fromhex(row[2]), True))
+                except (TypeError, ValueError, IndexError):
+                    continue
+            for item in control:
+                kind = item.get("kind") if isinstance(item, dict) else None
+                if kind == "command":
+                    entry = item.get("command") or {}
+                    if isinstance(entry.get("id"), int):
+                        self.commands[entry["id"]] = entry
+                        self.commands.move_to_end(entry["id"])
+                        while len(self.commands) > KEEP_COMMANDS:
+                            self.commands.popitem(last=False)
+                elif kind == "hello":
+                    self.hello = item
+                elif kind == "status":
+                    self.status = item
+            self._changed.notify_all()
+        for item in control:
+            for listener in self.listeners:
+                listener(item)
+        if raw or control:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wfd, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def wait_command(self, entry_id: int, predicate: Callable[[dict[str, Any]], bool], timeout_s: float
+                     ) -> dict[str, Any] | None:
+        """The entry once ``predicate`` holds (None on timeout or a closed connection)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                entry = self.commands.get(entry_id)
+                if entry is not None and predicate(entry):
+                    return entry
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed_reason:
+                    return entry if entry is not None and predicate(entry) else None
+                self._changed.wait(min(left, 0.5))
+
+    # --- GroundLink -----------------------------------------------------------------------
+
+    def pollables(self) -> list[Any]:
+        return [self._rfd]
+
+    def send(self, packet: bytes) -> bool:
+        raise ServerError("through the server, commands go to its queue (ServerClient.send), not onto a link")
+
+    def receive(self) -> list[bytes]:
+        return [raw for raw, _ in self.receive_tagged()]
+
+    def receive_tagged(self) -> list[tuple[bytes, bool]]:
+        self.flush()
+        with self._lock:
+            out = list(self._packets)
+            self._packets.clear()
+        self.stream_packets += len(out)
+        return out
+
+    def reset_commands(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self._ws.close()
+        except Exception:  # noqa: BLE001 - closing what may already be gone
+            pass
+        self._thread.join(5.0)
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+_PUS_STAGES = {s.value: s for s in Stage}
+
+
+class ServerClient(GroundClient):
+    """A GroundClient on the server: telemetry from its WebSocket, commands through its queue."""
+
+    def __init__(self, api: ApiClient, spacecraft: str | None = None, dictionary: Dictionary = DICTIONARY):
+        self.api = api
+        self.spacecraft = spacecraft or api.default_spacecraft()
+        self.server_link = ServerLink(api, self.spacecraft)
+        super().__init__(self.server_link, dictionary)
+
+    def connect(self, timeout_s: float = 10.0, interval_s: float = 0.2) -> None:
+        """Wait for the server's greeting (the server, not this client, talks to the agent)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.server_link.hello and time.monotonic() < deadline:
+            if self.server_link.closed_reason:
+                raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
+            self.poll(min(0.2, deadline - time.monotonic()))
+        if not self.server_link.hello:
+            raise TimeoutError(f"no greeting from the ground server within {timeout_s} s")
+        # What the server knew before this client came: last values (with their packet times)
+        # and the agent's parameters, so views start full and stale ones can say so.
+        state = (self.server_link.hello.get("states") or {}).get(self.spacecraft) or {}
+        for name, snap in (state.get("latest") or {}).items():
+            if name in self.dictionary.channel_by_name and name not in self.latest:
+                self.latest[name] = (snap.get("value"), snap.get("time_s"))
+        self.parameters.update(state.get("parameters") or {})
+
+    def dictionary_matches(self, timeout_s: float = 3.0) -> bool | None:
+        state = (self.server_link.hello.get("states") or {}).get(self.spacecraft) or {}
+        agent_hash = (state.get("status") or {}).get("agent_dict_hash") or self.agent_dict_hash
+        if agent_hash is None:
+            return super().dictionary_matches(timeout_s)
+        self.agent_dict_hash = agent_hash
+        return agent_hash == self.dictionary.version_hash
+
+    def submit_entry(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Queue a command on the server (already confirmed by the caller); the queue entry."""
+        return self.api.post("/api/commands", {"spacecraft": self.spacecraft, "name": name, "args": args,
+                                               "confirm": True})
+
+    def send(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        wait: str = "completed",
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        attempt_timeout_s: float = 1.0,
+        on_report: Callable[[Verification], None] | None = None,
+        cmd_id: int | None = None,
+        on_entry: Callable[[dict[str, Any]], None] | None = None,
+    ) -> CommandResult:
+        """As :meth:`GroundClient.send`, through the server's queue: the server retries, checks
+        time windows and files the command under this session's user. A command the queue
+        ends on the ground (rejected, cancelled, not sent) comes back with ``refused`` set; one
+        that waits for a second operator's approval waits here too, up to ``timeout_s``."""
+        if wait not in ("sent", "accepted", "completed"):
+            raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
+        command = self.dictionary.command(name)
+        values = command.validate_args(args or {})
+        entry = self.submit_entry(command.name, values)
+        result = CommandResult(command.name, values, 0, command.opcode, sent_at_s=time.time())
+        entry_id = entry["id"]
+        shown = 0
+        seen_states: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        target = {"sent": ("sent", "accepted", "started", "completed"), "accepted": ("accepted", "started", "completed"),
+                  "completed": ("completed",)}[wait]
+        while True:
+            entry = self.server_link.commands.get(entry_id, entry)
+            if entry["state"] not in seen_states:
+                seen_states.add(entry["state"])
+                if on_entry is not None:
+                    on_entry(entry)
+            self._fill(result, entry)
+            if on_report is not None:
+                for report in result.reports[shown:]:
+                    on_report(report)
+                shown = len(result.reports)
+            if entry["state"] == "timeout":
+                raise CommandTimeout(f"{command.name}: {entry['outcome']} (server queue, entry {entry_id})")
+            if entry["final"] or entry["state"] in target:
+                return result
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
+                                     f"as {entry['state']} (entry {entry_id})")
+            if self.server_link.closed_reason:
+                raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
+            self.poll(min(left, 0.1))
+
+    @staticmethod
+    def _fill(result: CommandResult, entry: dict[str, Any]) -> None:
+        """The entry's PUS stages as Verification reports; a ground-side end as ``refused``."""
+        if entry.get("cmd_id"):
+            result.cmd_id = int(entry["cmd_id"])
+        result.attempts = int(entry.get("attempts") or 0)
+        reports = []
+        for stage in entry.get("stages", []):
+            pus = _PUS_STAGES.get(stage.get("stage"))
+            code = stage.get("code", "")
+            if pus is None or (not stage.get("ok") and code not in FailureCode.__members__):
+                continue
+            reports.append(Verification(pus, bool(stage.get("ok")), 0, result.cmd_id, result.opcode,
+                                        FailureCode.NONE if stage.get("ok") else FailureCode[code],
+                                        stage.get("reason", ""),
+                                        entry.get("result") or {} if pus is Stage.COMPLETED else {}))
+        result.reports = reports
+        if entry.get("final") and entry["state"] in ("rejected", "cancelled", "failed") and result.failure is None:
+            result.refused = entry["outcome"]
+
+    def close(self) -> None:
+        self.server_link.close()

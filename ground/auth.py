@@ -1,0 +1,289 @@
+"""Operators and their sessions on the ground server: who may look, who may command.
+
+- **Users** come from a TOML file the admin keeps (``sunlit-ground user add``), one table each::
+
+      [users.alice]
+      role = "operator"                  # viewer | operator | admin
+      password = "$argon2id$v=19$..."    # an argon2id hash (argon2-cffi), never the password
+
+  The file must not be writable by group or others (it decides who may command), and the
+  server refuses to start otherwise; every bad key is named.
+- **Sessions** are random tokens (``secrets``, 256 bits) kept only as their SHA-256 in memory,
+  with an idle and an absolute lifetime. A browser holds its token in an ``HttpOnly``,
+  ``SameSite=Strict`` cookie and proves each state-changing request with the session's CSRF
+  token in a header; a program (the CLI) sends the token as ``Authorization: Bearer``, which
+  no other site's page can make a browser send, so it needs no CSRF token.
+- **Logins** that fail are counted per user name; after ``MAX_FAILURES`` in a row that name is
+  locked for ``LOCKOUT_S`` (guessing costs time, and a locked account is visible in status).
+
+Roles are ordered: a viewer reads telemetry, events, the archive and the queue; an operator
+also commands, approves others' commands, acknowledges alarms and holds or releases the
+queue; an admin also cancels anyone's command.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import tomli_w
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib  # type: ignore[no-redef]
+
+USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+MIN_PASSWORD = 8
+MAX_FAILURES = 5
+LOCKOUT_S = 30.0
+SESSION_IDLE_S = 8 * 3600.0  # a shift
+SESSION_MAX_S = 24 * 3600.0
+MAX_SESSIONS = 1000  # a bound on memory: the oldest session goes first
+
+_HASHER = PasswordHasher()  # argon2id with the library's current recommended cost
+# Verifying an unknown user against this hash costs what a known one does: no timing oracle.
+_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+
+class Role(enum.IntEnum):
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: Any, where: str = "role") -> Role:
+        try:
+            return cls[str(text).upper()]
+        except KeyError:
+            raise UserFileError(f"{where}: {text!r} is not a role; use viewer, operator or admin") from None
+
+
+class UserFileError(ValueError):
+    """The users file cannot be used; the message names the file and the key."""
+
+
+class AuthError(PermissionError):
+    """A login or a request that is refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 401):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: Role
+    password_hash: str
+
+
+@dataclass
+class Session:
+    user: str
+    role: Role
+    csrf: str
+    created_s: float
+    last_seen_s: float
+    ended: bool = False
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"password: at least {MIN_PASSWORD} characters")
+    return _HASHER.hash(password)
+
+
+def check_user_name(name: str) -> str:
+    if not isinstance(name, str) or not USER_NAME.match(name):
+        raise UserFileError(f"user name {name!r}: lower-case letters, digits, '_', '.', '-', starting "
+                            "with a letter, at most 32 characters")
+    return name
+
+
+class UserStore:
+    """The users file, read once at start (and on :meth:`reload`)."""
+
+    def __init__(self, path: Path | str, users: dict[str, User] | None = None):
+        self.path = Path(path)
+        self.users: dict[str, User] = users or {}
+
+    @classmethod
+    def load(cls, path: Path | str, *, check_mode: bool = True) -> UserStore:
+        path = Path(path)
+        try:
+            st = path.stat()
+            text = path.read_bytes()
+        except FileNotFoundError:
+            raise UserFileError(f"{path}: no users file; create one with "
+                                f"`sunlit-ground user add NAME --role admin --users {path}`") from None
+        except OSError as exc:
+            raise UserFileError(f"{path}: cannot read the users file: {exc.strerror or exc}") from None
+        if check_mode and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UserFileError(f"{path}: writable by group or others; anyone who can change it can command "
+                                f"the spacecraft (chmod 600 {path})")
+        try:
+            data = tomllib.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UserFileError(f"{path}: not valid TOML: {exc}") from None
+        unknown = set(data) - {"users"}
+        if unknown:
+            raise UserFileError(f"{path}: unknown key {sorted(unknown)[0]!r}; the file holds [users.NAME] tables")
+        table = data.get("users", {})
+        if not isinstance(table, dict):
+            raise UserFileError(f"{path}: 'users' must be a table of [users.NAME]")
+        users = {}
+        for name, entry in table.items():
+            where = f"{path}: users.{name}"
+            try:
+                check_user_name(name)
+            except UserFileError as exc:
+                raise UserFileError(f"{path}: {exc}") from None
+            if not isinstance(entry, dict):
+                raise UserFileError(f"{where}: must be a table with role and password")
+            extra = set(entry) - {"role", "password"}
+            if extra:
+                raise UserFileError(f"{where}.{sorted(extra)[0]}: unknown key (role, password)")
+            if "role" not in entry or "password" not in entry:
+                raise UserFileError(f"{where}: needs both role and password")
+            role = Role.parse(entry["role"], f"{where}.role")
+            digest = entry["password"]
+            if not isinstance(digest, str) or not digest.startswith("$argon2"):
+                raise UserFileError(f"{where}.password: must be an argon2 hash (`sunlit-ground user passwd {name}`)")
+            users[name] = User(name, role, digest)
+        return cls(path, users)
+
+    def save(self) -> None:
+        """Write the file atomically (temp, fsync, rename); mkstemp makes it mode 600."""
+        from flight.storage import write_atomic
+
+        body = {"users": {u.name: {"role": u.role.name.lower(), "password": u.password_hash}
+                          for u in sorted(self.users.values(), key=lambda u: u.name)}}
+        text = "# Sunlit ground server operators; edit with `sunlit-ground user ...`\n" + tomli_w.dumps(body)
+        write_atomic(self.path, text.encode())
+
+    def set(self, name: str, role: Role, password: str) -> None:
+        check_user_name(name)
+        self.users[name] = User(name, role, hash_password(password))
+
+    def remove(self, name: str) -> None:
+        if self.users.pop(name, None) is None:
+            raise UserFileError(f"no user {name!r} in {self.path}")
+
+    def verify(self, name: str, password: str) -> User | None:
+        user = self.users.get(name)
+        try:
+            _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        return user
+
+
+class Sessions:
+    """Logged-in sessions and failed-login counts; thread-safe; time from ``clock``."""
+
+    def __init__(self, users: UserStore, clock: Callable[[], float] = time.time,
+                 idle_s: float = SESSION_IDLE_S, max_s: float = SESSION_MAX_S):
+        self.users = users
+        self.clock = clock
+        self.idle_s = idle_s
+        self.max_s = max_s
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}  # SHA-256 of the token -> session
+        self._failures: dict[str, tuple[int, float]] = {}  # user name -> (failures in a row, locked until)
+        self.logins = 0
+        self.failed_logins = 0
+        self.refused_requests = 0
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+    def login(self, name: str, password: str) -> tuple[str, Session]:
+        """A new session's token (shown once) and the session; AuthError when refused."""
+        if not isinstance(name, str) or not isinstance(password, str) or len(name) > 64 or len(password) > 1024:
+            raise AuthError("give user and password as strings", 400)
+        now = self.clock()
+        with self._lock:
+            count, until = self._failures.get(name, (0, 0.0))
+            if until > now:
+                self.failed_logins += 1
+                raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
+        user = self.users.verify(name, password)  # slow on purpose (argon2): outside the lock
+        with self._lock:
+            if user is None:
+                self.failed_logins += 1
+                count += 1
+                if len(self._failures) > 10_000:  # never grows without bound, whatever names are tried
+                    self._failures.clear()
+                self._failures[name] = (0, now + LOCKOUT_S) if count >= MAX_FAILURES else (count, 0.0)
+                raise AuthError("wrong user name or password")
+            self._failures.pop(name, None)
+            token = secrets.token_urlsafe(32)
+            session = Session(user.name, user.role, secrets.token_urlsafe(24), now, now)
+            self._sessions[self._key(token)] = session
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions))).ended = True
+            self.logins += 1
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        """The live session for ``token``; refreshes its idle time. None if unknown or expired."""
+        if not token:
+            return None
+        now = self.clock()
+        key = self._key(token)
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                return None
+            user = self.users.users.get(session.user)  # None: removed from the file since
+            if user is None or now - session.last_seen_s > self.idle_s or now - session.created_s > self.max_s:
+                session.ended = True
+                del self._sessions[key]
+                return None
+            session.role = user.role  # a role changed in the file applies at once
+            session.last_seen_s = now
+            return session
+
+    def logout(self, token: str | None) -> None:
+        if token:
+            with self._lock:
+                session = self._sessions.pop(self._key(token), None)
+                if session is not None:
+                    session.ended = True
+
+    def alive(self, session: Session) -> bool:
+        """Whether a session held by a long-lived connection (a WebSocket) may go on."""
+        now = self.clock()
+        if session.ended or now - session.created_s > self.max_s or session.user not in self.users.users:
+            session.ended = True
+            return False
+        session.last_seen_s = now  # watching is activity
+        return True
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(session.csrf, given)
+
+
+def default_token_path() -> Path:
+    """Where ``sunlit-ground login`` keeps the CLI's session token (mode 600)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "sunlit" / "ground-session.json"

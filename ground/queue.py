@@ -1,0 +1,325 @@
+"""The ground server's command queue for one spacecraft, as Yamcs keeps one (pure: no I/O).
+
+An entry's life::
+
+    pending_approval ──approve──► queued ──(queue not held)──► released ──► sent
+          │ reject/expire            │ cancel                                 │
+          ▼                          ▼                                        ▼
+       rejected                  cancelled               accepted ► started ► completed
+                                                         (or failed at a stage, or timeout)
+
+- A command that needs a second operator (the two-person rule, per command in the server's
+  configuration) waits in ``pending_approval`` until an operator other than its sender
+  approves it; a rejection, or no approval within ``approval_s``, ends it.
+- A *held* queue keeps its ``queued`` entries; releasing the queue lets them go, oldest first.
+- Each stage has a time window, as Yamcs' verifiers do: released → sent, sent → accepted,
+  accepted → completed (per command, for long jobs). A window that passes ends the entry in
+  ``timeout`` naming the stage it waited for; the command may still have run, and a report
+  that arrives later is still recorded on the entry.
+
+Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
+server can push and archive exactly those. Thread-safe (one lock).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+
+class State(str, enum.Enum):
+    PENDING_APPROVAL = "pending_approval"
+    QUEUED = "queued"
+    RELEASED = "released"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    STARTED = "started"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = {State.COMPLETED, State.FAILED, State.TIMEOUT, State.REJECTED, State.CANCELLED}
+_ORDER = {State.SENT: 1, State.ACCEPTED: 2, State.STARTED: 3, State.COMPLETED: 4}
+
+
+class QueueError(ValueError):
+    """A queue operation that is refused; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Each stage's window in seconds; ``completed_s`` per command name overrides the default."""
+
+    approval_s: float = 600.0
+    release_s: float = 30.0  # released → sent: the link took it
+    accepted_s: float = 10.0
+    completed_s: float = 60.0
+    completed_by_command_s: dict[str, float] = field(default_factory=dict)
+
+    def completed_for(self, name: str) -> float:
+        return self.completed_by_command_s.get(name, self.completed_s)
+
+
+@dataclass
+class Entry:
+    id: int
+    spacecraft: str
+    name: str
+    args: dict[str, Any]
+    who: str
+    hazardous: bool
+    needs_approval: bool
+    state: State
+    queued_s: float
+    approved_by: str | None = None
+    cmd_id: int | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    deadline_s: float | None = None  # when the current stage's window closes
+    waiting_for: str = ""  # the stage the window is for
+
+    def stage(self, stage: str, at_s: float, ok: bool = True, code: str = "", reason: str = "",
+              by: str = "") -> None:
+        entry: dict[str, Any] = {"stage": stage, "ok": ok, "at_s": at_s}
+        if code:
+            entry["code"] = code
+        if reason:
+            entry["reason"] = reason
+        if by:
+            entry["by"] = by
+        self.stages.append(entry)
+
+    @property
+    def outcome(self) -> str:
+        fail = next((s for s in self.stages if not s["ok"]), None)
+        if fail is not None:
+            return f"{self.state.value} at {fail['stage']}: {fail.get('code', '')} {fail.get('reason', '')}".strip()
+        return self.state.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "spacecraft": self.spacecraft, "name": self.name, "args": self.args, "who": self.who,
+            "hazardous": self.hazardous, "needs_approval": self.needs_approval, "approved_by": self.approved_by,
+            "state": self.state.value, "final": self.state.final, "queued_s": self.queued_s,
+            "cmd_id": None if self.cmd_id is None else str(self.cmd_id),  # 64 bits: beyond a JS number
+            "stages": list(self.stages), "result": self.result, "attempts": self.attempts,
+            "waiting_for": self.waiting_for, "deadline_s": self.deadline_s, "outcome": self.outcome,
+        }
+
+
+class CommandQueue:
+    """One spacecraft's queue. ``approval``: names of commands that need a second operator."""
+
+    def __init__(self, spacecraft: str, timeouts: Timeouts = Timeouts(), approval: frozenset[str] = frozenset(),
+                 keep: int = 500, first_id: int = 1):
+        self.spacecraft = spacecraft
+        self.timeouts = timeouts
+        self.approval = approval
+        self.keep = keep
+        self.held = False
+        self.held_by = ""
+        self._ids = count(first_id)
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._by_cmd_id: dict[int, int] = {}
+
+    # --- operators ------------------------------------------------------------------------
+
+    def submit(self, name: str, args: dict[str, Any], who: str, hazardous: bool, now_s: float) -> Entry:
+        """Queue a command already checked against the dictionary."""
+        needs = name in self.approval
+        with self._lock:
+            entry = Entry(next(self._ids), self.spacecraft, name, dict(args), who, hazardous, needs,
+                          State.PENDING_APPROVAL if needs else State.QUEUED, now_s)
+            entry.stage("queued", now_s, by=who)
+            if needs:
+                self._window(entry, "approval", now_s + self.timeouts.approval_s)
+            self._entries[entry.id] = entry
+            self._trim()
+            return entry
+
+    def approve(self, entry_id: int, who: str, now_s: float) -> Entry:
+        with self._lock:
+            entry = self._get(entry_id)
+            if entry.state is not State.PENDING_APPROVAL:
+                raise QueueError(f"command {entry_id} ({entry.name}) is {entry.state.value}, not waiting for approval")
+            if who == entry.who:
+                raise QueueError(f"{entry.name} needs a second operator: {who} sent it and cannot approve it", 403)
+            entry.approved_by = who
+            entry.state = State.QUEUED
+            entry.stage("approved", now_s, by=who)
+            self._window(entry, "", None)
+            return entry
+
+    def reject(self, entry_id: int, who: str, now_s: float, reason: str = "") -> Entry:
+        with self._lock:
+            entry = self._get(entry_id)
+            if entry.state is not State.PENDING_APPROVAL:
+                raise QueueError(f"command {entry_id} ({entry.name}) is {entry.state.value}, not waiting for approval")
+            entry.state = State.REJECTED
+            entry.stage("rejected", now_s, ok=False, code="REJECTED", reason=reason or f"rejected by {who}", by=who)
+            self._window(entry, "", None)
+            return entry
+
+    def cancel(self, entry_id: int, who: str, now_s: float, admin: bool = False) -> Entry:
+        """Take a command out before it is sent: its sender, or an admin."""
+        with self._lock:
+            entry = self._get(entry_id)
+            if entry.state not in (State.PENDING_APPROVAL, State.QUEUED):
+                raise QueueError(f"command {entry_id} ({entry.name}) is {entry.state.value}: only a command not yet "
+                                 "released can be cancelled")
+            if who != entry.who and not admin:
+                raise QueueError(f"only {entry.who} or an admin can cancel command {entry_id}", 403)
+            entry.state = State.CANCELLED
+            entry.stage("cancelled", now_s, ok=False, code="CANCELLED", reason=f"cancelled by {who}", by=who)
+            self._window(entry, "", None)
+            return entry
+
+    def hold(self, who: str) -> None:
+        with self._lock:
+            self.held, self.held_by = True, who
+
+    def release(self) -> None:
+        with self._lock:
+            self.held, self.held_by = False, ""
+
+    # --- the link -------------------------------------------------------------------------
+
+    def next_to_send(self, now_s: float) -> Entry | None:
+        """The oldest queued entry, now released; None when the queue is held or empty."""
+        with self._lock:
+            if self.held:
+                return None
+            for entry in self._entries.values():
+                if entry.state is State.QUEUED:
+                    entry.state = State.RELEASED
+                    entry.stage("released", now_s)
+                    self._window(entry, "sent", now_s + self.timeouts.release_s)
+                    return entry
+            return None
+
+    def sent(self, entry_id: int, cmd_id: int, attempts: int, now_s: float) -> Entry:
+        with self._lock:
+            entry = self._get(entry_id)
+            entry.cmd_id = cmd_id
+            entry.attempts = attempts
+            self._by_cmd_id[cmd_id] = entry_id
+            if entry.state is State.RELEASED:
+                entry.state = State.SENT
+                entry.stage("sent", now_s)
+                self._window(entry, "accepted", now_s + self.timeouts.accepted_s)
+            return entry
+
+    def send_failed(self, entry_id: int, code: str, reason: str, now_s: float) -> Entry:
+        with self._lock:
+            entry = self._get(entry_id)
+            entry.state = State.FAILED
+            entry.stage("sent", now_s, ok=False, code=code, reason=reason)
+            self._window(entry, "", None)
+            return entry
+
+    def report(self, cmd_id: int, stage: str, ok: bool, code: str, reason: str, result: dict[str, Any],
+               now_s: float) -> Entry | None:
+        """A PUS 1 report for a command of this queue (None if it is not one)."""
+        with self._lock:
+            entry = self._entries.get(self._by_cmd_id.get(cmd_id, -1))
+            if entry is None:
+                return None
+            if any(s["stage"] == stage and s["ok"] == ok for s in entry.stages):
+                return None  # the same report twice (a retry, the reply and the stream)
+            entry.stage(stage, now_s, ok, code, reason)
+            if result:
+                entry.result = dict(result)
+            if entry.state in (State.TIMEOUT,):  # late news: kept on the entry, the state stays final
+                return entry
+            if not ok:
+                entry.state = State.FAILED
+                self._window(entry, "", None)
+            else:
+                new = State(stage)
+                if _ORDER.get(new, 0) > _ORDER.get(entry.state, 0) and not entry.state.final:
+                    entry.state = new
+                if entry.state is State.COMPLETED:
+                    self._window(entry, "", None)
+                elif entry.state in (State.ACCEPTED, State.STARTED) and entry.waiting_for != "completed":
+                    self._window(entry, "completed", now_s + self.timeouts.completed_for(entry.name))
+            return entry
+
+    def tick(self, now_s: float) -> list[Entry]:
+        """End every entry whose window has passed; return them."""
+        out = []
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.deadline_s is None or now_s < entry.deadline_s or entry.state.final:
+                    continue
+                if entry.state is State.PENDING_APPROVAL:
+                    entry.state = State.REJECTED
+                    entry.stage("approval", now_s, ok=False, code="EXPIRED",
+                                reason=f"no second operator approved within {self.timeouts.approval_s:g} s")
+                else:
+                    entry.state = State.TIMEOUT
+                    entry.stage(entry.waiting_for, now_s, ok=False, code="TIMEOUT",
+                                reason=f"no {entry.waiting_for} report in time; it may still have run")
+                self._window(entry, "", None)
+                out.append(entry)
+        return out
+
+    # --- reading --------------------------------------------------------------------------
+
+    def get(self, entry_id: int) -> Entry:
+        with self._lock:
+            return self._get(entry_id)
+
+    def entries(self, last: int | None = None) -> list[Entry]:
+        with self._lock:
+            items = list(self._entries.values())
+        return items[-last:] if last else items
+
+    def in_flight(self) -> list[Entry]:
+        """Entries sent and not final: the link keeps listening for their reports."""
+        with self._lock:
+            return [e for e in self._entries.values() if e.cmd_id is not None and not e.state.final]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            counts: dict[str, int] = {}
+            for e in self._entries.values():
+                counts[e.state.value] = counts.get(e.state.value, 0) + 1
+            return {"held": self.held, "held_by": self.held_by, "counts": counts}
+
+    # --- inside the lock ------------------------------------------------------------------
+
+    def _get(self, entry_id: int) -> Entry:
+        entry = self._entries.get(entry_id)
+        if entry is None:
+            raise QueueError(f"no command {entry_id} in the queue of {self.spacecraft}", 404)
+        return entry
+
+    @staticmethod
+    def _window(entry: Entry, waiting_for: str, deadline_s: float | None) -> None:
+        entry.waiting_for, entry.deadline_s = waiting_for, deadline_s
+
+    def _trim(self) -> None:
+        """Forget the oldest *final* entries beyond ``keep`` (the archive has them all)."""
+        while len(self._entries) > self.keep:
+            oldest = next((k for k, e in self._entries.items() if e.state.final), None)
+            if oldest is None:
+                return
+            entry = self._entries.pop(oldest)
+            self._by_cmd_id.pop(entry.cmd_id or -1, None)

@@ -1,0 +1,1150 @@
+"""``sunlit-ground server``: the one process that owns the spacecraft links, the archive and
+the command history; every operator tool is its client (docs/ground-api.md).
+
+Threads:
+
+- one *link thread per spacecraft* (:class:`SpacecraftLink`) owns that spacecraft's
+  :class:`~ground.client.GroundClient` (ZeroMQ sockets belong to one thread): it takes in
+  telemetry, hands each packet once to the archive recorder (so the archive holds one copy
+  of each packet however many operators watch), keeps the latest values, events and
+  alarms, and sends what the spacecraft's :class:`~ground.queue.CommandQueue` releases,
+  following each command's PUS 1 reports and the queue's time windows;
+- the *web thread* runs aiohttp: the HTTP API, the WebSocket that pushes to pages and
+  programs, the web console's files, login, and the retention schedule;
+- the archive's recorder thread writes in batches (ground.archive.ArchiveRecorder).
+
+The link threads never wait for a page: each page has a bounded queue
+(:mod:`ground.web.hub`) that drops its oldest points and says so.
+
+Every request but the login page is refused without a session (``Authorization: Bearer``
+for programs, a ``SameSite=Strict`` cookie plus an ``X-CSRF-Token`` header for pages); the
+``Host`` header must name this server (DNS rebinding) and an ``Origin``, when given, must
+be this server's. Roles: :mod:`ground.auth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError, Dictionary, Severity
+from flight.link.messages import EventRecord, HkRecord, ParamRecord
+from flight.link.transport import GroundLink
+from ground.alarms import Alarm, AlarmManager, LimitStore
+from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
+from ground.client import GroundClient, Received
+from ground.queue import CommandQueue, Entry, QueueError, Timeouts
+from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftConfig, check_spacecraft_id
+from ground.web.hub import (
+    DEFAULT_QUEUE_POINTS,
+    LAG_WINDOW_MS,
+    ClientQueue,
+    LagTracker,
+    Sample,
+    batch_message,
+    json_safe,
+    weighted_percentile,
+)
+
+STATIC_DIR = Path(__file__).with_name("web") / "static"
+DEFAULT_BATCH_INTERVAL_S = 0.05  # 20 pushes/s: a few frames' worth per push, well under what an operator notices
+LINK_POLL_S = 0.02  # how long a link thread waits for telemetry before looking at its queue
+STATUS_PERIOD_S = 1.0
+STALE_PERIODS = 3.0  # a value is stale once no packet carried it for this many housekeeping periods
+KEEP_EVENTS = 500
+FOLLOW_AFTER_SEND_S = 3600.0  # the longest a command's reports are waited for (long jobs complete late)
+MAX_FOLLOWED = 1000
+SESSION_COOKIE = "sunlit_session"
+CSRF_HEADER = "X-CSRF-Token"
+# Routes open without a session: the login page, its script and style, and the login itself.
+PUBLIC_ROUTES = frozenset({("GET", "/login"), ("GET", "/static/login.js"), ("GET", "/static/style.css"),
+                           ("GET", "/favicon.ico"), ("POST", "/api/login")})
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One packet for a program's WebSocket: the raw bytes, so a program decodes exactly what the
+    server decoded (one codec) and keeps its own gap and restart checks."""
+
+    spacecraft: str
+    received_s: float
+    raw: bytes
+    recv_ms: float
+
+    points = 1
+    sid = -1
+
+
+# --- one spacecraft --------------------------------------------------------------------------
+
+
+class SpacecraftLink:
+    """One spacecraft: its link thread, command queue, latest values, events and alarms."""
+
+    def __init__(self, config: SpacecraftConfig, server: GroundServer, link: str | GroundLink | None = None):
+        self.id = config.id
+        self.link_url = config.link
+        self._link = link if link is not None else config.link
+        self.server = server
+        self.dictionary = server.dictionary
+        self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
+                                  first_id=server.next_queue_id(self.id))
+        self.alarms = AlarmManager(self.dictionary, LimitStore(None))
+        self.alarms.listeners.append(self._on_alarm)
+        self.client: GroundClient | None = None
+        self.recorder: Any = None
+        self.lock = threading.Lock()  # latest, events, params: written here, read by the web thread
+        self.latest: dict[str, tuple[Any, float, float]] = {}  # name -> (value, packet time, received wall s)
+        self.events: deque[dict[str, Any]] = deque(maxlen=KEEP_EVENTS)
+        self.params: dict[str, Any] = {}
+        self.packets = 0
+        self.bad_packets = 0
+        self.last_packet_wall_s: float | None = None
+        self.connected = False
+        self.link_error = ""
+        self.internal_errors = 0
+        self._limits_sent: dict[str, Any] = {}
+        self._inflight: dict[int, tuple[int, Any, int]] = {}  # cmd_id -> (entry id, CommandResult, reports shown)
+        self._thread: threading.Thread | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        ready = threading.Event()
+        error: list[BaseException] = []
+        self._thread = threading.Thread(target=self._main, args=(ready, error), name=f"sunlit-link-{self.id}",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+        if error:
+            raise error[0]
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
+        try:
+            client = GroundClient(self._link, self.dictionary)
+        except Exception as exc:  # noqa: BLE001 - handed to start()'s caller
+            error.append(exc)
+            ready.set()
+            return
+        client.listeners.append(self._take)
+        if self.server.archive is not None:
+            from ground.archive import ArchiveRecorder
+
+            self.recorder = ArchiveRecorder(self.server.archive, spacecraft=self.id).attach(client)
+        self.client = client
+        ready.set()
+        stop = self.server.stopping
+        try:
+            deadline = time.monotonic() + self.server.connect_timeout_s
+            while not self.connected and not stop.is_set() and time.monotonic() < deadline:
+                try:  # in short tries, so that stopping need not wait for a silent agent
+                    client.connect(timeout_s=min(0.5, self.server.connect_timeout_s))
+                    self.connected = True
+                except TimeoutError:
+                    self.link_error = f"agent not answering a PUS ping yet (link {self.link_url})"
+                except Exception as exc:  # noqa: BLE001 - a link that fails is shown, not fatal
+                    self.link_error = f"{type(exc).__name__}: {exc}"
+                    stop.wait(0.5)
+            while not stop.is_set():
+                try:
+                    self._service_queue(client)
+                    client.poll(LINK_POLL_S)
+                    self._follow_reports(client)
+                except Exception as exc:  # noqa: BLE001 - the server keeps running; status shows why
+                    self.internal_errors += 1
+                    self.link_error = f"{type(exc).__name__}: {exc}"
+                    stop.wait(0.5)
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+            client.close()
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _service_queue(self, client: GroundClient) -> None:
+        now = time.time()
+        entry = self.queue.next_to_send(now)
+        if entry is not None:
+            self.server.command_changed(entry)
+            agent_hash = client.agent_dict_hash
+            if agent_hash is not None and agent_hash != self.dictionary.version_hash:
+                self.server.command_changed(self.queue.send_failed(
+                    entry.id, "DICTIONARY_MISMATCH",
+                    f"the agent's dictionary {agent_hash} is not the server's {self.dictionary.version_hash}", now))
+            else:
+                try:
+                    result = client.submit(entry.name, entry.args)
+                except (ArgumentError, ValueError) as exc:  # checked at submit: only a dictionary change gets here
+                    self.server.command_changed(self.queue.send_failed(entry.id, "BAD_ARGUMENTS", str(exc), now))
+                else:
+                    self._inflight[result.cmd_id] = (entry.id, result, 0)
+                    self.server.command_changed(self.queue.sent(entry.id, result.cmd_id, result.attempts, now))
+        client.retry_due()
+        for ended in self.queue.tick(time.time()):
+            self.server.command_changed(ended)
+
+    def _follow_reports(self, client: GroundClient) -> None:
+        """Hand each new PUS 1 report to the queue. A command is followed until its last report
+        (a completion or a failure), even after its entry timed out: a late report is news."""
+        now = time.time()
+        for cmd_id, (entry_id, result, shown) in list(self._inflight.items()):
+            for rep in result.reports[shown:]:
+                changed = self.queue.report(cmd_id, rep.stage.value, rep.success,
+                                            "" if rep.success else rep.code.name, rep.reason, rep.result, now)
+                if changed is not None:
+                    self.server.command_changed(changed)
+            self._inflight[cmd_id] = (entry_id, result, len(result.reports))
+            if result.final or now - result.sent_at_s > FOLLOW_AFTER_SEND_S:
+                client.forget(cmd_id)
+                del self._inflight[cmd_id]
+        while len(self._inflight) > MAX_FOLLOWED:  # a bound, whatever the agent does not answer
+            oldest = next(iter(self._inflight))
+            client.forget(oldest)
+            del self._inflight[oldest]
+
+    # --- telemetry ------------------------------------------------------------------------
+
+    def _take(self, item: Received) -> None:
+        """Every packet the client takes in (in the link thread). Never raises: the recorder,
+        the next listener, must still see the packet."""
+        try:
+            self._fan_out(item)
+        except Exception as exc:  # noqa: BLE001 - counted and shown on every page's status line
+            self.internal_errors += 1
+            self.link_error = f"server error on a packet: {type(exc).__name__}: {exc}"
+
+    def _fan_out(self, item: Received) -> None:
+        now_ms = monotonic_ms()
+        wall = time.time()
+        self.packets += 1
+        self.last_packet_wall_s = wall
+        self.server.publish_raw(RawSample(self.id, wall, bytes(item.raw), now_ms))
+        if item.packet is not None:
+            self.connected = True
+            if self.link_error.startswith("agent not answering"):
+                self.link_error = ""
+        if item.error:
+            self.bad_packets += 1
+            self._ground_event("GROUND_BAD_PACKET", "WARNING_LO", f"undecodable packet, archived raw: {item.error}")
+        if item.gap:
+            self._ground_event("GROUND_GAP", "WARNING_LO",
+                               f"{item.gap} packet(s) missing before APID {item.packet.apid} seq {item.packet.seq_count}")
+        record = item.record
+        if isinstance(record, HkRecord):
+            channels = record.packet.channels
+            values = tuple(json_safe(record.values.get(name)) for name in channels)
+            with self.lock:
+                for name, value in zip(channels, values):
+                    self.latest[name] = (value, record.time_s, wall)
+            self.server.publish_sample(self.id, Sample(record.packet.sid, record.time_s, values, now_ms))
+            for name in channels:
+                self.alarms.observe(name, record.values.get(name), record.time_s)
+        elif isinstance(record, EventRecord):
+            try:
+                text = record.text
+            except Exception:  # noqa: BLE001 - a malformed event is still shown
+                text = f"{record.event.format} {record.args}"
+            self._event({"kind": "event", "time_s": record.time_s, "name": record.event.name,
+                         "severity": record.event.severity.name, "text": text, "args": json_safe(record.args)})
+        elif isinstance(record, ParamRecord):
+            with self.lock:
+                self.params.update(record.values)
+            self.alarms.observe_parameters(record.values)
+            following = {ch.name: self.alarms.limits(ch.name).to_json() for ch in self.dictionary.channels
+                         if ch.limits.params()}
+            if following != self._limits_sent:  # the report comes every few seconds; changes are rare
+                self._limits_sent = following
+                self.server.publish({"kind": "limits", "spacecraft": self.id, "limits": following})
+
+    def _ground_event(self, name: str, severity: str, text: str) -> None:
+        self._event({"kind": "event", "time_s": time.time(), "name": name, "severity": severity, "text": text,
+                     "args": {}, "ground": True})
+
+    def _event(self, message: dict[str, Any]) -> None:
+        message["spacecraft"] = self.id
+        with self.lock:
+            self.events.append(message)
+        self.server.publish(message)
+
+    def _on_alarm(self, what: str, alarm: Alarm) -> None:
+        self.server.publish({"kind": "alarm", "spacecraft": self.id, "what": what, "alarm": alarm_json(alarm)})
+
+    # --- views ----------------------------------------------------------------------------
+
+    def stale_after_s(self) -> float:
+        """How old a value may be before it is shown stale: a few of the agent's housekeeping
+        periods, as it last reported ``hk_period_s`` (the dictionary's default until then)."""
+        with self.lock:
+            period = self.params.get("hk_period_s")
+        if not isinstance(period, (int, float)) or not math.isfinite(period) or period <= 0:
+            period = self.dictionary.parameter_by_name["hk_period_s"].default
+        return max(STALE_PERIODS * float(period), 2.0)
+
+    def status(self) -> dict[str, Any]:
+        client = self.client
+        now = time.time()
+        agent_hash = client.agent_dict_hash if client else None
+        silent = None if self.last_packet_wall_s is None else now - self.last_packet_wall_s
+        return {
+            "spacecraft": self.id,
+            "link": self.link_url,
+            "connected": self.connected,
+            "silent_s": silent,
+            "stale_after_s": self.stale_after_s(),
+            "link_silent": silent is None or silent > self.stale_after_s(),
+            "link_error": self.link_error,
+            "packets": self.packets,
+            "bad_packets": self.bad_packets,
+            "gaps_missing": client.gaps.missing if client else 0,
+            "agent_restarts": client.agent_restarts if client else 0,
+            "agent_dict_hash": agent_hash,
+            "dict_match": None if agent_hash is None else agent_hash == self.dictionary.version_hash,
+            "internal_errors": self.internal_errors,
+            "archive": self.recorder.statistics().__dict__ if self.recorder is not None else None,
+            "queue": self.queue.status(),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a page or program needs about this spacecraft when it (re)connects."""
+        now = time.time()
+        stale_after = self.stale_after_s()
+        with self.lock:
+            latest = {name: {"value": v, "time_s": t, "age_s": now - seen, "stale": now - seen > stale_after}
+                      for name, (v, t, seen) in self.latest.items()}
+            events = list(self.events)[-200:]
+            params = dict(self.params)
+        return json_safe({
+            "spacecraft": self.id,
+            "latest": latest,
+            "events": events,
+            "alarms": [alarm_json(a) for a in list(self.alarms.alarms.values())],
+            "commands": [e.to_json() for e in self.queue.entries(last=100)],
+            "parameters": params,
+            "status": self.status(),
+        })
+
+
+def alarm_json(alarm: Alarm) -> dict[str, Any]:
+    out = json_safe(alarm.as_dict())
+    out["status"] = "cleared" if alarm.cleared else ("acknowledged" if alarm.acknowledged else "active")
+    return out
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+class GroundServer:
+    """The ground server; ``start()`` runs it in background threads, ``stop()`` ends it.
+
+    ``links`` may hand a spacecraft an already open link (a memory link in tests) instead of
+    its URL.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        users: UserStore,
+        *,
+        dictionary: Dictionary = DICTIONARY,
+        links: dict[str, GroundLink] | None = None,
+        batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S,
+        queue_points: int = DEFAULT_QUEUE_POINTS,
+        connect_timeout_s: float = 3.0,
+    ):
+        if batch_interval_s < 0:
+            raise ValueError(f"batch_interval_s must be >= 0, got {batch_interval_s}")
+        self.config = config
+        self.dictionary = dictionary
+        self.users = users
+        self.sessions = Sessions(users, idle_s=config.session_idle_s)
+        self.batch_interval_s = batch_interval_s
+        self.queue_points = queue_points
+        self.connect_timeout_s = connect_timeout_s
+        self.host = config.host
+        self.port = config.port
+        self.lag = LagTracker()
+        self.wall_minus_mono_ms = time.time() * 1000.0 - monotonic_ms()
+        self.stopping = threading.Event()
+        self.archive: Any = None
+        self.retention: Any = None
+        self.retention_result: dict[str, Any] = {}
+        self._links_given = links or {}
+        self.links: dict[str, SpacecraftLink] = {}
+        self._pages: tuple[tuple[ClientQueue, str | None, bool], ...] = ()  # (queue, spacecraft or all, raw)
+        self._pages_lock = threading.Lock()
+        self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sunlit-archive")
+        self._web_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self.internal_errors = 0
+        self.url = ""
+        self.allowed_hosts: frozenset[str] = frozenset()
+        self.route_roles: dict[tuple[str, str], Role | None] = {}  # (method, path) -> least role; None: public
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> GroundServer:
+        """Open the archive, bind the port, start every spacecraft's link; return once serving."""
+        if self._web_thread is not None:
+            raise RuntimeError("GroundServer already started; make a new one to serve again")
+        try:
+            if self.config.archive is not None:
+                from ground.archive import Archive, RetentionPolicy
+
+                self.archive = Archive(self.config.archive, self.dictionary)
+                self.retention = RetentionPolicy.from_mapping(self.config.retention)
+            self._web_thread = threading.Thread(target=self._web_main, name="sunlit-web", daemon=True)
+            self._web_thread.start()
+            self._started.wait()
+            if self._start_error is not None:
+                raise self._start_error
+            for sc in self.config.spacecraft:
+                link = SpacecraftLink(sc, self, self._links_given.get(sc.id))
+                self.links[sc.id] = link
+                link.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Close every page, stop serving, stop the links, write what the archive still holds."""
+        self.stopping.set()
+        if self._loop is not None and self._web_thread is not None and self._web_thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10.0)
+            except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the web side does
+                print(f"sunlit-ground server: web shutdown: {exc}", file=sys.stderr)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._web_thread.join(10.0)
+        for link in self.links.values():
+            link.join(10.0)
+        self._archive_pool.shutdown(wait=True, cancel_futures=False)
+        if self.archive is not None:
+            self.archive.close()
+            self.archive = None
+
+    def __enter__(self) -> GroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def next_queue_id(self, spacecraft: str) -> int:
+        """Queue ids go on from the archive's command history, so they stay unique across restarts."""
+        if self.archive is None:
+            return 1
+        try:
+            newest = self.archive.commands(spacecraft=spacecraft, limit=1)
+        except Exception:  # noqa: BLE001 - an unreadable history must not stop the server
+            return 1
+        ids = [c.queue_id for c in newest if getattr(c, "queue_id", None)]
+        return max(ids) + 1 if ids else 1
+
+    # --- fan-out (called from link threads; never blocks on a page) ----------------------
+
+    def publish(self, message: dict[str, Any]) -> None:
+        sc = message.get("spacecraft")
+        for page, wants, _raw in self._pages:
+            if wants is None or sc is None or wants == sc:
+                page.put_control(message)
+
+    def publish_sample(self, spacecraft: str, sample: Sample) -> None:
+        for page, wants, raw in self._pages:
+            if not raw and (wants is None or wants == spacecraft):
+                page.put_sample(_Tagged(spacecraft, sample))
+
+    def publish_raw(self, sample: RawSample) -> None:
+        for page, wants, raw in self._pages:
+            if raw and (wants is None or wants == sample.spacecraft):
+                page.put_sample(sample)
+
+    def command_changed(self, entry: Entry) -> None:
+        """A queue entry moved: tell every page, and file it in the archive's history."""
+        self.publish({"kind": "command", "spacecraft": entry.spacecraft, "command": json_safe(entry.to_json())})
+        if self.archive is None:
+            return
+        archive = self.archive
+        row = dict(name=entry.name, args=dict(entry.args), cmd_id=entry.cmd_id, who=entry.who,
+                   sent_s=next((s["at_s"] for s in entry.stages if s["stage"] == "sent"), None),
+                   outcome=entry.outcome, spacecraft=entry.spacecraft, queue_id=entry.id,
+                   approved_by=entry.approved_by, stages=list(entry.stages), state=entry.state.value,
+                   queued_s=entry.queued_s)
+
+        def write() -> None:
+            try:
+                archive.record_command(row.pop("name"), row.pop("args"), row.pop("cmd_id"), row.pop("who"),
+                                       row.pop("sent_s"), row.pop("outcome"), (), **row)
+            except Exception as exc:  # noqa: BLE001 - the command went; failing to file it is shown
+                self.internal_errors += 1
+                print(f"sunlit-ground server: command {entry.id} not archived: {exc}", file=sys.stderr)
+
+        try:
+            self._archive_pool.submit(write)
+        except RuntimeError:  # stopping: the pool is closed
+            pass
+
+    # --- views ---------------------------------------------------------------------------
+
+    def link_for(self, spacecraft: str | None) -> SpacecraftLink:
+        if spacecraft is None or spacecraft == "":
+            if len(self.links) == 1:
+                return next(iter(self.links.values()))
+            raise web.HTTPBadRequest(text=_text({"error": f"name the spacecraft: one of {', '.join(self.links)}"}),
+                                     content_type="application/json")
+        link = self.links.get(spacecraft)
+        if link is None:
+            raise web.HTTPNotFound(text=_text({"error": f"no spacecraft {spacecraft!r} on this server "
+                                                        f"(known: {', '.join(self.links)})"}),
+                                   content_type="application/json")
+        return link
+
+    def status(self) -> dict[str, Any]:
+        lags = self.lag.window(monotonic_ms() - LAG_WINDOW_MS)
+        p99 = weighted_percentile([s.lag_ms for s in lags], [s.points for s in lags], 99) if lags else None
+        return json_safe({
+            "kind": "status",
+            "spacecraft": {sc: link.status() for sc, link in self.links.items()},
+            "push_lag_p99_ms": p99,
+            "pages": len(self._pages),
+            "sessions": self.sessions.active(),
+            "failed_logins": self.sessions.failed_logins,
+            "refused_requests": self.sessions.refused_requests,
+            "internal_errors": self.internal_errors,
+            "dict_hash": self.dictionary.version_hash,
+            "retention": self.retention_result,
+        })
+
+    def dropped_points_total(self) -> int:
+        return sum(q.dropped_points_total for q, _, _ in self._pages)
+
+    # --- the web thread ------------------------------------------------------------------
+
+    def _web_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._start_error = exc
+            self._started.set()
+            loop.close()
+            return
+        self._loop = loop
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def app(self) -> web.Application:
+        """The routes, each with the least role that may use it (``ROLE`` in the route's info)."""
+        app = web.Application(middlewares=[self._guard], client_max_size=256 * 1024)
+        r = app.router
+        viewer, operator = Role.VIEWER, Role.OPERATOR
+        routes: list[tuple[str, str, Callable, Role | None]] = [
+            ("GET", "/login", self._login_page, None),
+            ("POST", "/api/login", self._api_login, None),
+            ("POST", "/api/logout", self._api_logout, viewer),
+            ("GET", "/api/session", self._api_session, viewer),
+            ("GET", "/", self._index, viewer),
+            ("GET", "/ws", self._ws, viewer),
+            ("GET", "/api/spacecraft", self._api_spacecraft, viewer),
+            ("GET", "/api/dictionary", self._api_dictionary, viewer),
+            ("GET", "/api/state", self._api_state, viewer),
+            ("GET", "/api/status", self._api_status, viewer),
+            ("GET", "/api/events", self._api_events, viewer),
+            ("GET", "/api/commands", self._api_commands, viewer),
+            ("POST", "/api/commands", self._api_submit, operator),
+            ("POST", "/api/commands/{id}/approve", self._api_approve, operator),
+            ("POST", "/api/commands/{id}/reject", self._api_reject, operator),
+            ("POST", "/api/commands/{id}/cancel", self._api_cancel, operator),
+            ("POST", "/api/queue/hold", self._api_hold, operator),
+            ("POST", "/api/queue/release", self._api_release, operator),
+            ("POST", "/api/alarms/ack", self._api_ack, operator),
+            ("GET", "/api/archive", self._api_archive, viewer),
+            ("GET", "/api/plan", self._api_plan, viewer),
+        ]
+        for name in sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file()):
+            routes.append(("GET", f"/static/{name}", self._static, viewer))
+        routes.append(("GET", "/favicon.ico", self._favicon, None))
+        self.route_roles = {}
+        for method, path, handler, role in routes:
+            if role is None and (method, path) not in PUBLIC_ROUTES:
+                raise AssertionError(f"{method} {path} open without a session but not in PUBLIC_ROUTES")
+            if role is not None and (method, path) in PUBLIC_ROUTES:
+                role = None
+            r.add_route(method, path, handler)
+            self.route_roles[(method, path)] = role
+        return app
+
+    async def _startup(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
+                          f"choose another port with --port") from exc
+        host, port = self._runner.addresses[0][:2]
+        self.port = port
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+        self.url = f"http://{shown}:{port}/"
+        self.allowed_hosts = allowed_hosts(self.config.allowed_hosts, self.host, port)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._status_task()), loop.create_task(self._retention_task())]
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _status_task(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(STATUS_PERIOD_S)
+            self.publish(self.status())
+
+    async def _retention_task(self) -> None:
+        """Apply the retention policy now and then, off the web thread (it deletes and vacuums)."""
+        if self.archive is None:
+            return
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            try:
+                done = await loop.run_in_executor(self._archive_pool, self.archive.retain, self.retention)
+                self.retention_result = {"at_s": time.time(), "deleted": json_safe(done)}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - shown in status; tried again next period
+                self.internal_errors += 1
+                self.retention_result = {"at_s": time.time(), "error": f"{type(exc).__name__}: {exc}"}
+            await asyncio.sleep(self.config.retention_period_s)
+
+    # --- the guard: host, origin, session, CSRF, role ------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.host not in self.allowed_hosts:
+            self.sessions.refused_requests += 1
+            return _error(421, f"this server does not answer to host {request.host!r}; add it to "
+                               "server.allowed_hosts if that is how operators reach it", "BAD_HOST")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_ok(origin):
+            self.sessions.refused_requests += 1
+            return _error(403, "request from another site refused", "BAD_ORIGIN")
+        resource = request.match_info.route.resource
+        key = (request.method if request.method != "HEAD" else "GET", resource.canonical if resource else "")
+        if key not in self.route_roles:  # no such route (404/405): say so, nothing to guard
+            return await handler(request)
+        need: Role | None = self.route_roles[key]
+        if need is None:
+            response = await handler(request)
+        else:
+            session, by_cookie = self._session(request)
+            if session is None:
+                self.sessions.refused_requests += 1
+                if request.method == "GET" and request.path == "/":
+                    raise web.HTTPSeeOther("/login")
+                return _error(401, "log in first (sunlit-ground login, or the web console's login page)",
+                              "NOT_LOGGED_IN")
+            if by_cookie and request.method not in ("GET", "HEAD") and not csrf_ok(
+                    session, request.headers.get(CSRF_HEADER)):
+                self.sessions.refused_requests += 1
+                return _error(403, f"missing or wrong {CSRF_HEADER} header", "CSRF")
+            if session.role < need:
+                self.sessions.refused_requests += 1
+                return _error(403, f"{session.user} is a {session.role.name.lower()}; this needs "
+                                   f"{need.name.lower()}", "FORBIDDEN")
+            request["session"] = session
+            response = await handler(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+                                    "frame-ancestors 'none'")
+        return response
+
+    def _origin_ok(self, origin: str) -> bool:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc in self.allowed_hosts
+
+    def _session(self, request: web.Request) -> tuple[Session | None, bool]:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return self.sessions.get(header[7:].strip()), False
+        cookie = request.cookies.get(SESSION_COOKIE)
+        return self.sessions.get(cookie), True
+
+    # --- routes: login -------------------------------------------------------------------
+
+    async def _login_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "login.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / request.path.rsplit("/", 1)[1])
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+    async def _api_login(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        loop = asyncio.get_running_loop()
+        try:  # argon2 takes tens of ms on purpose: off the event loop
+            token, session = await loop.run_in_executor(None, self.sessions.login, body.get("user"),
+                                                        body.get("password"))
+        except AuthError as exc:
+            return _error(exc.status, str(exc), "LOGIN_FAILED")
+        response = _json({"user": session.user, "role": session.role.name.lower(), "csrf": session.csrf,
+                          "token": token, "idle_s": self.sessions.idle_s})
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                            secure=self.config.cookie_secure, max_age=int(self.sessions.max_s))
+        return response
+
+    async def _api_logout(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "")[7:].strip() or request.cookies.get(SESSION_COOKIE)
+        self.sessions.logout(token)
+        response = _json({"logged_out": True})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def _api_session(self, request: web.Request) -> web.Response:
+        s: Session = request["session"]
+        return _json({"user": s.user, "role": s.role.name.lower(), "csrf": s.csrf})
+
+    # --- routes: views -------------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def _api_spacecraft(self, request: web.Request) -> web.Response:
+        return _json({"spacecraft": [link.status() for link in self.links.values()]})
+
+    async def _api_dictionary(self, request: web.Request) -> web.Response:
+        link = self.link_for(request.query.get("spacecraft") or next(iter(self.links), None))
+        body = self.dictionary.to_json()
+        for ch in body["channels"]:
+            limits = link.alarms.limits(ch["name"]).to_json()
+            if limits:
+                ch["limits"] = limits
+            else:
+                ch.pop("limits", None)
+        return _json(body)
+
+    async def _api_state(self, request: web.Request) -> web.Response:
+        return _json(self.link_for(request.query.get("spacecraft")).snapshot())
+
+    async def _api_status(self, request: web.Request) -> web.Response:
+        return _json(self.status())
+
+    async def _api_events(self, request: web.Request) -> web.Response:
+        """Recent events: from the archive (they outlive the server) or, without one, from memory."""
+        link = self.link_for(request.query.get("spacecraft"))
+        try:
+            limit = int(request.query.get("limit", "100"))
+            floor = Severity[request.query.get("severity", "DIAGNOSTIC").upper()]
+            if not 1 <= limit <= 10_000:
+                raise ValueError
+        except (ValueError, KeyError):
+            return _error(400, "limit: 1..10000; severity: one of " + ", ".join(s.name for s in Severity))
+        if self.archive is None:
+            with link.lock:
+                events = [e for e in link.events if Severity[e["severity"]] >= floor][-limit:]
+            return _json({"spacecraft": link.id, "events": events, "source": "memory"})
+        archive = self.archive
+
+        def read() -> list[dict[str, Any]]:
+            return [{"kind": "event", "spacecraft": link.id, "time_s": e.time_s, "name": e.name,
+                     "severity": e.severity.name, "text": e.text, "args": e.args}
+                    for e in archive.events(min_severity=floor, spacecraft=link.id, limit=limit)]
+
+        events = await asyncio.get_running_loop().run_in_executor(self._archive_pool, read)
+        return _json({"spacecraft": link.id, "events": events, "source": "archive"})
+
+    async def _api_commands(self, request: web.Request) -> web.Response:
+        link = self.link_for(request.query.get("spacecraft"))
+        return _json({"spacecraft": link.id, "queue": link.queue.status(),
+                      "commands": [e.to_json() for e in link.queue.entries(last=200)]})
+
+    async def _api_plan(self, request: web.Request) -> web.Response:
+        link = self.link_for(request.query.get("spacecraft"))
+        return _json({"spacecraft": link.id, "available": False,
+                      "reason": "the agent does not downlink its power plan yet"})
+
+    async def _api_archive(self, request: web.Request) -> web.Response:
+        link = self.link_for(request.query.get("spacecraft"))
+        channels = [c for value in request.query.getall("channel", []) for c in value.split(",") if c]
+        try:
+            from_s = parse_time_s(request.query.get("from", ""))
+            to_s = parse_time_s(request.query.get("to", ""))
+            max_points = int(request.query.get("max_points", "2000"))
+            if not 2 <= max_points <= 100_000:
+                raise ValueError("max_points: 2..100000")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        unknown = [c for c in channels if c not in self.dictionary.channel_by_name]
+        if not channels or unknown:
+            return _error(400, f"unknown channel {', '.join(unknown)}" if unknown
+                          else "name at least one channel: ?channel=NAME&from=T&to=T")
+        if to_s <= from_s:
+            return _error(400, f"'to' ({to_s}) must be after 'from' ({from_s})")
+        if self.archive is None:
+            return _error(501, "this server keeps no archive (started with --no-archive)", "NO_ARCHIVE")
+        archive = self.archive
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._archive_pool, lambda: archive.query(channels, from_s, to_s, spacecraft=link.id,
+                                                          max_points=max_points))
+        except Exception as exc:  # noqa: BLE001 - the archive's own errors go to the page as they are
+            return _error(500, f"archive query failed: {type(exc).__name__}: {exc}", "ARCHIVE_ERROR")
+        out = {name: {"times": json_safe(times), "values": json_safe(values)} for name, (times, values) in found.items()}
+        return _json({"spacecraft": link.id, "from_s": from_s, "to_s": to_s, "channels": out})
+
+    # --- routes: commanding --------------------------------------------------------------
+
+    def submit(self, spacecraft: str | None, name: str, args: dict[str, Any], who: str,
+               confirm: bool = False) -> Entry:
+        """Check a command against the dictionary and queue it. ArgumentError: nothing queued;
+        PermissionError: a hazardous command without ``confirm``."""
+        link = self.link_for(spacecraft)
+        command = self.dictionary.command(name)
+        values = command.validate_args(args)
+        if command.hazardous and not confirm:
+            raise PermissionError(f"{command.name} is hazardous: confirm it to send it")
+        entry = link.queue.submit(command.name, values, who, command.hazardous, time.time())
+        self.command_changed(entry)
+        return entry
+
+    async def _api_submit(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        name, args = body.get("name"), body.get("args") or {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            return _error(400, 'expected {"spacecraft": ID, "name": COMMAND, "args": {...}, "confirm": bool}')
+        session: Session = request["session"]
+        try:
+            entry = self.submit(body.get("spacecraft"), name, args, session.user, confirm=body.get("confirm") is True)
+        except ArgumentError as exc:
+            return _error(400, str(exc), exc.code.name)
+        except PermissionError as exc:
+            return _error(400, str(exc), "NOT_CONFIRMED")
+        return _json(entry.to_json(), status=202)
+
+    async def _queue_action(self, request: web.Request, action: str) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        session: Session = request["session"]
+        try:
+            entry_id = int(request.match_info["id"])
+            now = time.time()
+            if action == "approve":
+                entry = link.queue.approve(entry_id, session.user, now)
+            elif action == "reject":
+                reason = body.get("reason") if isinstance(body.get("reason"), str) else ""
+                entry = link.queue.reject(entry_id, session.user, now, reason[:200])
+            else:
+                entry = link.queue.cancel(entry_id, session.user, now, admin=session.role >= Role.ADMIN)
+        except ValueError as exc:
+            status = exc.status if isinstance(exc, QueueError) else 400
+            return _error(status, str(exc), "QUEUE")
+        self.command_changed(entry)
+        return _json(entry.to_json())
+
+    async def _api_approve(self, request: web.Request) -> web.Response:
+        return await self._queue_action(request, "approve")
+
+    async def _api_reject(self, request: web.Request) -> web.Response:
+        return await self._queue_action(request, "reject")
+
+    async def _api_cancel(self, request: web.Request) -> web.Response:
+        return await self._queue_action(request, "cancel")
+
+    async def _api_hold(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        link.queue.hold(request["session"].user)
+        self.publish({"kind": "queue", "spacecraft": link.id, **link.queue.status()})
+        return _json(link.queue.status())
+
+    async def _api_release(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        link.queue.release()
+        self.publish({"kind": "queue", "spacecraft": link.id, **link.queue.status()})
+        return _json(link.queue.status())
+
+    async def _api_ack(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        channel = body.get("channel")
+        if not isinstance(channel, str):
+            return _error(400, 'expected {"spacecraft": ID, "channel": NAME}')
+        who = request["session"].user
+        try:
+            alarm = link.alarms.acknowledge(channel, who=who)
+        except KeyError as exc:
+            return _error(404, str(exc.args[0]) if exc.args else f"no active alarm on {channel}")
+        out = alarm_json(alarm)
+        if self.archive is not None:
+            archive = self.archive
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._archive_pool,
+                    lambda: archive.record_ack(channel, who, time.time(), alarm.state, alarm.value, spacecraft=link.id))
+            except Exception as exc:  # noqa: BLE001 - acknowledged all the same; the page says it was not filed
+                out["archive_error"] = f"{type(exc).__name__}: {exc}"
+        return _json(out)
+
+    # --- the WebSocket -------------------------------------------------------------------
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        """Pages get decoded batches; programs (``?raw=1``) get the packets as received."""
+        wants = request.query.get("spacecraft") or None
+        if wants is not None and wants not in self.links:
+            return _error(404, f"no spacecraft {wants!r} on this server")
+        raw = request.query.get("raw") == "1"
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20, compress=False)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        page_queue = ClientQueue(lambda: loop.call_soon_threadsafe(ready.set), self.queue_points)
+        page = object()  # the lag tracker's key for this page's batches
+        session: Session = request["session"]
+        hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
+                 "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
+                 "batch_interval_ms": self.batch_interval_s * 1000.0,
+                 "states": {sc: link.snapshot() for sc, link in self.links.items() if wants in (None, sc)},
+                 "status": self.status()}
+        with self._pages_lock:
+            self._pages = (*self._pages, (page_queue, wants, raw))
+        self._sockets.add(ws)
+        try:
+            await ws.send_str(json.dumps({"type": "batch", "seq": 0, "hk": [], "control": [hello], "dropped": {}},
+                                         allow_nan=False))
+            sender = asyncio.create_task(self._sender(ws, page_queue, ready, page, raw, session))
+            try:
+                async for msg in ws:
+                    if msg.type == WSMsgType.TEXT:
+                        self._page_message(msg.data, page)
+                    elif msg.type == WSMsgType.ERROR:
+                        break
+            finally:
+                sender.cancel()
+        finally:
+            with self._pages_lock:
+                self._pages = tuple(p for p in self._pages if p[0] is not page_queue)
+            self._sockets.discard(ws)
+        return ws
+
+    async def _sender(self, ws: web.WebSocketResponse, page_queue: ClientQueue, ready: asyncio.Event,
+                      page: object, raw: bool, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        last_s = -math.inf
+        while not ws.closed:
+            await ready.wait()
+            ready.clear()
+            delay = last_s + self.batch_interval_s - loop.time()
+            if delay > 0:  # coalesce: at most one push per interval, whatever the packet rate
+                await asyncio.sleep(delay)
+            if not self.sessions.alive(session):  # logged out or expired while watching
+                await ws.close(code=4001, message=b"session ended")
+                break
+            batch = page_queue.take()
+            if batch.empty:
+                continue
+            seq += 1
+            if raw:
+                message = batch_message(type(batch)([], batch.control, batch.dropped_points, batch.dropped_control),
+                                        seq, page_queue)
+                message["raw"] = [[s.spacecraft, s.received_s, s.raw.hex()] for s in batch.samples]
+            else:
+                message = batch_message(batch, seq, page_queue)
+                message["hk"] = [[s.spacecraft, *row] for s, row in zip(batch.samples, message["hk"])]
+            try:
+                text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+            except ValueError:  # a NaN that escaped json_safe: the push must still be valid JSON
+                text = json.dumps(json_safe(message), separators=(",", ":"), allow_nan=False)
+            if not raw:
+                self.lag.sent((page, seq), monotonic_ms(), batch.samples)
+            try:
+                await ws.send_str(text)  # waits while the page's socket is full; the queue drops meanwhile
+            except (ConnectionError, RuntimeError):
+                break
+            last_s = loop.time()
+
+    def _page_message(self, data: str, page: object) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(msg, dict) or msg.get("type") != "drawn":
+            return
+        at_ms = monotonic_ms()
+        try:
+            draw_ms, echo_ms = float(msg["draw"]), float(msg["echo"])
+            origin = float(msg["origin"]) if msg.get("origin") is not None else None
+            raf_ms = float(msg["raf"]) if msg.get("raf") is not None else None
+            for seq, recv_ms in msg["items"]:
+                self.lag.drawn((page, int(seq)), float(recv_ms), draw_ms, echo_ms, at_ms, origin,
+                               self.wall_minus_mono_ms, raf_ms)
+        except (KeyError, TypeError, ValueError):
+            return
+
+
+class _Tagged:
+    """A housekeeping sample with the spacecraft it came from (the page queue counts its points)."""
+
+    __slots__ = ("spacecraft", "sample")
+
+    def __init__(self, spacecraft: str, sample: Sample):
+        self.spacecraft = spacecraft
+        self.sample = sample
+
+    @property
+    def points(self) -> int:
+        return self.sample.points
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sample, name)
+
+
+def allowed_hosts(extra: tuple[str, ...], host: str, port: int) -> frozenset[str]:
+    """The Host header values this server answers: loopback names and the configured ones, with
+    and without the port. Anything else is a DNS-rebinding attempt or a misconfiguration."""
+    names = {"127.0.0.1", "localhost", "[::1]", *extra}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(f"[{host}]" if ":" in host else host)
+    out = set()
+    for name in names:
+        if name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]"):
+            out.add(name)
+        else:
+            out.update({name, f"{name}:{port}"})
+    return frozenset(out)
+
+
+def _text(body: Any) -> str:
+    return json.dumps(json_safe(body), allow_nan=False)
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(text=_text(body), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, code: str = "") -> web.Response:
+    body = {"error": message}
+    if code:
+        body["code"] = code
+    return _json(body, status)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The POST body as a JSON object; a form post (which another site could make) is refused."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=_text({"error": "send application/json"}),
+                                           content_type="application/json")
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object"}), content_type="application/json")
+    return body
+
+
+def parse_time_s(text: str) -> float:
+    """A time as UTC seconds: a number (Unix seconds) or ISO 8601 (UTC when no offset is given).
+
+    >>> parse_time_s("1700000000.5")
+    1700000000.5
+    >>> parse_time_s("2024-01-01T00:00:00")
+    1704067200.0
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("give both 'from' and 'to' (Unix seconds or ISO 8601, UTC)")
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return stamp.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite time")
+    return value
+
+
+def quick_config(link: str, *, spacecraft: str = DEFAULT_SPACECRAFT, host: str = "127.0.0.1", port: int = 8080,
+                 archive: str | Path | None = "var/ground.sqlite", users: str | Path = "etc/ground-users.toml",
+                 two_person: frozenset[str] = frozenset(), timeouts: Timeouts = Timeouts()) -> ServerConfig:
+    """One spacecraft on one link: what ``sunlit-ground server --link URL`` runs."""
+    check_spacecraft_id(spacecraft, "--spacecraft")
+    return ServerConfig(spacecraft=(SpacecraftConfig(spacecraft, link),), host=host, port=port,
+                        archive=None if archive is None else Path(archive), users=Path(users),
+                        two_person=two_person, timeouts=timeouts)
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the server until Ctrl-C or SIGTERM; return an exit code for the CLI."""
+    from ground.auth import UserFileError
+
+    try:
+        users = UserStore.load(config.users)
+        server = GroundServer(config, users).start()
+    except (OSError, ValueError, RuntimeError, UserFileError) as exc:  # RuntimeError: ArchiveError
+        print(f"sunlit-ground server: {exc}", file=sys.stderr)
+        return 2
+    if not users.users:
+        print(f"sunlit-ground server: warning: {config.users} has no users; nobody can log in "
+              "(sunlit-ground user add NAME --role admin)", file=sys.stderr)
+    crafts = ", ".join(f"{sc.id} on {sc.link}" for sc in config.spacecraft)
+    print(f"sunlit-ground server: {server.url} ({crafts}; archive {config.archive}); Ctrl-C stops", flush=True)
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    return 0

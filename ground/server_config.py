@@ -1,0 +1,195 @@
+"""The ground server's configuration (TOML), checked with errors that name the key (pure).
+
+::
+
+    [server]
+    host = "127.0.0.1"          # loopback unless operators elsewhere must reach it (then TLS in front)
+    port = 8080
+    archive = "var/ground.sqlite"
+    users = "etc/ground-users.toml"
+    allowed_hosts = []          # names this server is reached by, besides loopback (DNS-rebinding guard)
+    cookie_secure = false       # true when served over HTTPS (behind a TLS proxy)
+    session_idle_s = 28800
+
+    [[spacecraft]]
+    id = "sunlit-1"
+    link = "zmq+ipc:///tmp/sunlit-link"
+
+    [commands]
+    two_person = ["SHUTDOWN"]   # or "hazardous": every hazardous command needs a second operator
+
+    [queue]                     # each stage's window, seconds
+    accepted_s = 10.0
+    completed_s = 60.0
+    completed_by_command_s = { TRAIN_START = 600.0 }
+
+    [retention]                 # per packet kind; see ground.archive.RetentionPolicy
+    AGENT_HK = { max_age_days = 30, max_mb = 512 }
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flight.link.dictionary import Dictionary
+from ground.queue import Timeouts
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib  # type: ignore[no-redef]
+
+SPACECRAFT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
+DEFAULT_SPACECRAFT = "sunlit-1"
+
+
+class ServerConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SpacecraftConfig:
+    id: str
+    link: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    spacecraft: tuple[SpacecraftConfig, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    archive: Path | None = Path("var/ground.sqlite")
+    users: Path = Path("etc/ground-users.toml")
+    allowed_hosts: tuple[str, ...] = ()
+    cookie_secure: bool = False
+    session_idle_s: float = 8 * 3600.0
+    two_person: frozenset[str] = frozenset()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retention: dict[str, Any] = field(default_factory=dict)
+    retention_period_s: float = 300.0
+
+    def spacecraft_ids(self) -> list[str]:
+        return [sc.id for sc in self.spacecraft]
+
+
+def check_spacecraft_id(value: Any, where: str = "spacecraft.id") -> str:
+    if not isinstance(value, str) or not SPACECRAFT_ID.match(value):
+        raise ServerConfigError(f"{where}: {value!r} is not a spacecraft id (letters, digits, '_', '.', '-', "
+                                "at most 32, starting with a letter or digit)")
+    return value
+
+
+def _number(table: dict, key: str, where: str, lo: float, hi: float, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo <= value <= hi:
+        raise ServerConfigError(f"{where}.{key}: {value!r} must be a number in [{lo:g}, {hi:g}]")
+    return float(value)
+
+
+def _unknown(table: dict, allowed: set[str], where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise ServerConfigError(f"{where}.{extra[0]}: unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def parse_two_person(value: Any, dictionary: Dictionary, where: str = "commands.two_person") -> frozenset[str]:
+    if value == "hazardous":
+        return frozenset(c.name for c in dictionary.commands if c.hazardous)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ServerConfigError(f"{where}: a list of command names, or \"hazardous\"")
+    unknown = [v for v in value if v not in dictionary.command_by_name]
+    if unknown:
+        raise ServerConfigError(f"{where}: no command {unknown[0]!r} in the dictionary")
+    return frozenset(value)
+
+
+def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, base: Path = Path(".")) -> ServerConfig:
+    """A checked configuration; relative paths are taken from ``base`` (the file's folder)."""
+    _unknown(data, {"server", "spacecraft", "commands", "queue", "retention"}, "config")
+    srv = data.get("server", {})
+    if not isinstance(srv, dict):
+        raise ServerConfigError("server: must be a table")
+    _unknown(srv, {"host", "port", "archive", "users", "allowed_hosts", "cookie_secure", "session_idle_s",
+                   "retention_period_s"}, "server")
+    host = srv.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ServerConfigError(f"server.host: {host!r} must be an address")
+    port = srv.get("port", 8080)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ServerConfigError(f"server.port: {port!r} must be an integer in [0, 65535]")
+    hosts = srv.get("allowed_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and HOST_NAME.match(h) for h in hosts):
+        raise ServerConfigError("server.allowed_hosts: a list of host names (optionally with :port)")
+    secure = srv.get("cookie_secure", False)
+    if not isinstance(secure, bool):
+        raise ServerConfigError("server.cookie_secure: true or false")
+    archive = srv.get("archive", "var/ground.sqlite")
+    users = srv.get("users", "etc/ground-users.toml")
+    for key, value in (("archive", archive), ("users", users)):
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ServerConfigError(f"server.{key}: a file path")
+    crafts = data.get("spacecraft", [])
+    if not isinstance(crafts, list) or not crafts:
+        raise ServerConfigError("spacecraft: at least one [[spacecraft]] with id and link")
+    seen: set[str] = set()
+    spacecraft = []
+    for i, sc in enumerate(crafts):
+        where = f"spacecraft[{i}]"
+        if not isinstance(sc, dict):
+            raise ServerConfigError(f"{where}: must be a table with id and link")
+        _unknown(sc, {"id", "link"}, where)
+        sc_id = check_spacecraft_id(sc.get("id"), f"{where}.id")
+        if sc_id in seen:
+            raise ServerConfigError(f"{where}.id: {sc_id!r} appears twice")
+        seen.add(sc_id)
+        link = sc.get("link")
+        if not isinstance(link, str) or "://" not in link:
+            raise ServerConfigError(f"{where}.link: {link!r} must be a link URL (zmq+ipc://..., serial:///dev/...)")
+        spacecraft.append(SpacecraftConfig(sc_id, link))
+    cmds = data.get("commands", {})
+    _unknown(cmds, {"two_person"}, "commands")
+    two_person = parse_two_person(cmds.get("two_person", []), dictionary)
+    q = data.get("queue", {})
+    _unknown(q, {"approval_s", "release_s", "accepted_s", "completed_s", "completed_by_command_s"}, "queue")
+    by_cmd = q.get("completed_by_command_s", {})
+    if not isinstance(by_cmd, dict):
+        raise ServerConfigError("queue.completed_by_command_s: a table of COMMAND = seconds")
+    for name in by_cmd:
+        if name not in dictionary.command_by_name:
+            raise ServerConfigError(f"queue.completed_by_command_s.{name}: no such command")
+    timeouts = Timeouts(
+        approval_s=_number(q, "approval_s", "queue", 1, 86400, 600),
+        release_s=_number(q, "release_s", "queue", 0.1, 3600, 30),
+        accepted_s=_number(q, "accepted_s", "queue", 0.1, 3600, 10),
+        completed_s=_number(q, "completed_s", "queue", 0.1, 86400, 60),
+        completed_by_command_s={k: _number(by_cmd, k, "queue.completed_by_command_s", 0.1, 86400, 60) for k in by_cmd},
+    )
+    retention = data.get("retention", {})
+    if not isinstance(retention, dict):
+        raise ServerConfigError("retention: must be a table")
+    return ServerConfig(
+        spacecraft=tuple(spacecraft), host=host, port=port, archive=(base / archive), users=(base / users),
+        allowed_hosts=tuple(hosts), cookie_secure=secure,
+        session_idle_s=_number(srv, "session_idle_s", "server", 60, 7 * 86400, 8 * 3600),
+        two_person=two_person, timeouts=timeouts, retention=retention,
+        retention_period_s=_number(srv, "retention_period_s", "server", 1, 86400, 300),
+    )
+
+
+def load_server_config(path: Path | str, dictionary: Dictionary) -> ServerConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ServerConfigError(f"{path}: no such configuration file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ServerConfigError(f"{path}: {exc}") from None
+    try:
+        return server_config_from_mapping(data, dictionary, path.parent)
+    except ServerConfigError as exc:
+        raise ServerConfigError(f"{path}: {exc}") from None
