@@ -14,6 +14,7 @@ Tokens: ``sunlit-ground login`` keeps one per server in :func:`ground.auth.defau
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -177,9 +178,12 @@ class ServerLink(GroundLink):
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
+        self._stack = contextlib.ExitStack()
         try:
-            self._ws = connect(api.ws_url(spacecraft), additional_headers=headers, open_timeout=open_timeout_s,
-                               max_size=1 << 24, compression=None)
+            # Entered as a context manager (websockets >= 17 asks for that); left in close().
+            self._ws = self._stack.enter_context(connect(api.ws_url(spacecraft), additional_headers=headers,
+                                                         open_timeout=open_timeout_s, max_size=1 << 24,
+                                                         compression=None))
         except InvalidStatus as exc:
             status = exc.response.status_code
             try:
@@ -295,7 +299,7 @@ class ServerLink(GroundLink):
 
     def close(self) -> None:
         try:
-            self._ws.close()
+            self._stack.close()
         except Exception:  # noqa: BLE001 - closing what may already be gone
             pass
         self._thread.join(5.0)

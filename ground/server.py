@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,11 +70,16 @@ STALE_PERIODS = 3.0  # a value is stale once no packet carried it for this many 
 KEEP_EVENTS = 500
 FOLLOW_AFTER_SEND_S = 3600.0  # the longest a command's reports are waited for (long jobs complete late)
 MAX_FOLLOWED = 1000
+RECENT_PACKETS = 4096  # a reply and its stream copy arrive well within this many packets of each other
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
 PUBLIC_ROUTES = frozenset({("GET", "/login"), ("GET", "/static/login.js"), ("GET", "/static/style.css"),
                            ("GET", "/favicon.ico"), ("POST", "/api/login")})
+
+
+# The request's session, put there by the guard (a typed key where aiohttp has them).
+SESSION_KEY: Any = web.RequestKey("session", Session) if hasattr(web, "RequestKey") else "session"
 
 
 def monotonic_ms() -> float:
@@ -124,6 +129,8 @@ class SpacecraftLink:
         self.link_error = ""
         self.internal_errors = 0
         self._limits_sent: dict[str, Any] = {}
+        self._recent: OrderedDict[bytes, None] = OrderedDict()  # packets taken in lately, to take each once
+        self.duplicates = 0
         self._inflight: dict[int, tuple[int, Any, int]] = {}  # cmd_id -> (entry id, CommandResult, reports shown)
         self._thread: threading.Thread | None = None
 
@@ -154,7 +161,7 @@ class SpacecraftLink:
         if self.server.archive is not None:
             from ground.archive import ArchiveRecorder
 
-            self.recorder = ArchiveRecorder(self.server.archive, spacecraft=self.id).attach(client)
+            self.recorder = ArchiveRecorder(self.server.archive, spacecraft=self.id)
         self.client = client
         ready.set()
         stop = self.server.stopping
@@ -229,8 +236,18 @@ class SpacecraftLink:
     # --- telemetry ------------------------------------------------------------------------
 
     def _take(self, item: Received) -> None:
-        """Every packet the client takes in (in the link thread). Never raises: the recorder,
-        the next listener, must still see the packet."""
+        """Every packet the client takes in (in the link thread), once: a verification report
+        arrives both as the reply to a command and on the telemetry stream, byte for byte the
+        same, and is archived and pushed once. Never raises."""
+        raw = bytes(item.raw)
+        if raw in self._recent:
+            self.duplicates += 1
+            return
+        self._recent[raw] = None
+        if len(self._recent) > RECENT_PACKETS:
+            self._recent.popitem(last=False)
+        if self.recorder is not None:
+            self.recorder(item)
         try:
             self._fan_out(item)
         except Exception as exc:  # noqa: BLE001 - counted and shown on every page's status line
@@ -319,6 +336,7 @@ class SpacecraftLink:
             "link_error": self.link_error,
             "packets": self.packets,
             "bad_packets": self.bad_packets,
+            "duplicates": self.duplicates,
             "gaps_missing": client.gaps.missing if client else 0,
             "agent_restarts": client.agent_restarts if client else 0,
             "agent_dict_hash": agent_hash,
@@ -689,7 +707,7 @@ class GroundServer:
                 self.sessions.refused_requests += 1
                 return _error(403, f"{session.user} is a {session.role.name.lower()}; this needs "
                                    f"{need.name.lower()}", "FORBIDDEN")
-            request["session"] = session
+            request[SESSION_KEY] = session
             response = await handler(request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -743,7 +761,7 @@ class GroundServer:
         return response
 
     async def _api_session(self, request: web.Request) -> web.Response:
-        s: Session = request["session"]
+        s: Session = request[SESSION_KEY]
         return _json({"user": s.user, "role": s.role.name.lower(), "csrf": s.csrf})
 
     # --- routes: views -------------------------------------------------------------------
@@ -854,7 +872,7 @@ class GroundServer:
         name, args = body.get("name"), body.get("args") or {}
         if not isinstance(name, str) or not isinstance(args, dict):
             return _error(400, 'expected {"spacecraft": ID, "name": COMMAND, "args": {...}, "confirm": bool}')
-        session: Session = request["session"]
+        session: Session = request[SESSION_KEY]
         try:
             entry = self.submit(body.get("spacecraft"), name, args, session.user, confirm=body.get("confirm") is True)
         except ArgumentError as exc:
@@ -866,7 +884,7 @@ class GroundServer:
     async def _queue_action(self, request: web.Request, action: str) -> web.Response:
         body = await _json_body(request)
         link = self.link_for(body.get("spacecraft"))
-        session: Session = request["session"]
+        session: Session = request[SESSION_KEY]
         try:
             entry_id = int(request.match_info["id"])
             now = time.time()
@@ -895,7 +913,7 @@ class GroundServer:
     async def _api_hold(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         link = self.link_for(body.get("spacecraft"))
-        link.queue.hold(request["session"].user)
+        link.queue.hold(request[SESSION_KEY].user)
         self.publish({"kind": "queue", "spacecraft": link.id, **link.queue.status()})
         return _json(link.queue.status())
 
@@ -912,7 +930,7 @@ class GroundServer:
         channel = body.get("channel")
         if not isinstance(channel, str):
             return _error(400, 'expected {"spacecraft": ID, "channel": NAME}')
-        who = request["session"].user
+        who = request[SESSION_KEY].user
         try:
             alarm = link.alarms.acknowledge(channel, who=who)
         except KeyError as exc:
@@ -942,7 +960,7 @@ class GroundServer:
         ready = asyncio.Event()
         page_queue = ClientQueue(lambda: loop.call_soon_threadsafe(ready.set), self.queue_points)
         page = object()  # the lag tracker's key for this page's batches
-        session: Session = request["session"]
+        session: Session = request[SESSION_KEY]
         hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
                  "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
                  "batch_interval_ms": self.batch_interval_s * 1000.0,

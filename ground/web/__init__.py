@@ -1,5 +1,1 @@
-"""The web console: ``sunlit-ground serve`` (server.py), its page (static/) and the push-lag bench."""
-
-from ground.web.server import WebConsole, serve
-
-__all__ = ["WebConsole", "serve"]
+"""The web console: its page (static/), the fan-out to pages (hub), the push-lag bench; served by ground.server."""

@@ -1,0 +1,238 @@
+"""The ground server's pure parts: the command queue's states and windows, users and sessions,
+the configuration's checks, the Host allow-list (fast tier: no sockets)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flight.link.definitions import DICTIONARY
+from ground.auth import MAX_FAILURES, AuthError, Role, Sessions, UserFileError, UserStore, csrf_ok
+from ground.queue import CommandQueue, QueueError, State, Timeouts
+from ground.server import allowed_hosts
+from ground.server_config import ServerConfigError, server_config_from_mapping
+
+T = Timeouts(approval_s=60, release_s=5, accepted_s=2, completed_s=10, completed_by_command_s={"TRAIN_START": 100})
+
+
+def queue(**kw) -> CommandQueue:
+    return CommandQueue("sc", T, frozenset({"SHUTDOWN"}), **kw)
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-023")
+def test_a_command_goes_through_every_stage_in_order():
+    q = queue()
+    e = q.submit("PING", {"token": 1}, "alice", False, 0.0)
+    assert e.state is State.QUEUED and not e.needs_approval
+    assert q.next_to_send(1.0) is e and e.state is State.RELEASED and e.waiting_for == "sent"
+    q.sent(e.id, 99, 1, 1.1)
+    assert e.state is State.SENT and e.waiting_for == "accepted" and e.deadline_s == pytest.approx(3.1)
+    for stage in ("accepted", "started", "completed"):
+        assert q.report(99, stage, True, "", "", {"token": 1} if stage == "completed" else {}, 1.2) is e
+    assert e.state is State.COMPLETED and e.result == {"token": 1} and e.deadline_s is None
+    assert [s["stage"] for s in e.stages] == ["queued", "released", "sent", "accepted", "started", "completed"]
+    assert q.report(99, "completed", True, "", "", {}, 1.3) is None, "a repeated report is news once"
+
+
+@pytest.mark.req("GND-023")
+def test_each_stage_has_a_window_and_a_late_report_is_kept():
+    q = queue()
+    e = q.submit("TRAIN_START", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    assert q.tick(4.9) == [] and q.tick(5.0) == [e], "released but never sent: the release window ends it"
+    assert e.state is State.TIMEOUT and e.stages[-1]["code"] == "TIMEOUT" and e.stages[-1]["stage"] == "sent"
+    f = q.submit("TRAIN_START", {}, "alice", False, 10.0)
+    q.next_to_send(10.0)
+    q.sent(f.id, 7, 1, 10.0)
+    q.report(7, "accepted", True, "", "", {}, 11.0)
+    assert f.waiting_for == "completed" and f.deadline_s == pytest.approx(111.0), "TRAIN_START's own window"
+    q.tick(111.0)
+    assert f.state is State.TIMEOUT
+    assert q.report(7, "completed", True, "", "", {}, 112.0) is f
+    assert f.state is State.TIMEOUT and f.stages[-1]["stage"] == "completed", "late news is kept; final stays final"
+
+
+@pytest.mark.req("GND-023")
+def test_a_failure_report_ends_the_entry_with_its_reason():
+    q = queue()
+    e = q.submit("SET_MODE", {"mode": "COMPUTE"}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(e.id, 5, 1, 0.0)
+    q.report(5, "accepted", False, "NOT_ALLOWED_IN_MODE", "in SAFE", {}, 0.1)
+    assert e.state is State.FAILED and e.outcome == "failed at accepted: NOT_ALLOWED_IN_MODE in SAFE"
+
+
+@pytest.mark.req("GND-022")
+def test_two_person_rule_needs_another_operator():
+    q = queue()
+    e = q.submit("SHUTDOWN", {}, "alice", True, 0.0)
+    assert e.state is State.PENDING_APPROVAL and e.needs_approval
+    assert q.next_to_send(0.0) is None, "nothing goes before approval"
+    with pytest.raises(QueueError, match="second operator") as refused:
+        q.approve(e.id, "alice", 1.0)
+    assert refused.value.status == 403
+    q.approve(e.id, "bob", 2.0)
+    assert e.state is State.QUEUED and e.approved_by == "bob"
+    assert q.next_to_send(3.0) is e
+    with pytest.raises(QueueError):
+        q.approve(e.id, "carol", 4.0)
+
+
+@pytest.mark.req("GND-022")
+def test_unapproved_commands_expire_and_can_be_rejected():
+    q = queue()
+    a = q.submit("SHUTDOWN", {}, "alice", True, 0.0)
+    b = q.submit("SHUTDOWN", {}, "alice", True, 0.0)
+    q.reject(b.id, "bob", 1.0, "not now")
+    assert b.state is State.REJECTED and "not now" in b.outcome
+    assert q.tick(59.0) == [] and q.tick(60.0) == [a]
+    assert a.state is State.REJECTED and a.stages[-1]["code"] == "EXPIRED"
+
+
+@pytest.mark.req("GND-023")
+def test_a_held_queue_keeps_its_commands_until_released():
+    q = queue()
+    q.hold("alice")
+    e = q.submit("PING", {}, "alice", False, 0.0)
+    assert q.next_to_send(1.0) is None and e.state is State.QUEUED and q.status()["held_by"] == "alice"
+    q.release()
+    assert q.next_to_send(2.0) is e
+
+
+def test_cancel_is_for_the_sender_or_an_admin_and_only_before_release():
+    q = queue()
+    e = q.submit("PING", {}, "alice", False, 0.0)
+    with pytest.raises(QueueError, match="only alice or an admin"):
+        q.cancel(e.id, "bob", 1.0)
+    q.cancel(e.id, "root", 1.0, admin=True)
+    assert e.state is State.CANCELLED
+    f = q.submit("PING", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    with pytest.raises(QueueError, match="released"):
+        q.cancel(f.id, "alice", 1.0)
+    with pytest.raises(QueueError) as missing:
+        q.get(12345)
+    assert missing.value.status == 404
+
+
+def test_the_queue_forgets_only_final_entries_beyond_its_bound():
+    q = queue(keep=3)
+    live = [q.submit("PING", {}, "a", False, 0.0) for _ in range(5)]
+    assert len(q.entries()) == 5, "entries still to be sent are never dropped"
+    for e in live[:3]:
+        q.cancel(e.id, "a", 1.0)
+    q.submit("PING", {}, "a", False, 2.0)
+    assert len(q.entries()) == 3 and all(not e.state.final for e in q.entries())
+
+
+# --- users and sessions -------------------------------------------------------------------
+
+
+@pytest.fixture
+def users(tmp_path):
+    store = UserStore(tmp_path / "users.toml")
+    store.set("alice", Role.OPERATOR, "alice-pass")
+    store.set("vera", Role.VIEWER, "vera-pass")
+    store.save()
+    return UserStore.load(tmp_path / "users.toml")
+
+
+@pytest.mark.req("GND-021")
+def test_users_file_keeps_argon2_hashes_not_passwords(users):
+    text = users.path.read_text()
+    assert "alice-pass" not in text and "$argon2id$" in text
+    assert oct(users.path.stat().st_mode & 0o777) == "0o600"
+    assert users.verify("alice", "alice-pass").role is Role.OPERATOR
+    assert users.verify("alice", "wrong") is None and users.verify("nobody", "alice-pass") is None
+
+
+@pytest.mark.req("GND-021")
+@pytest.mark.parametrize("text, key", [
+    ('[users.alice]\nrole = "captain"\npassword = "$argon2id$x"\n', "users.alice.role"),
+    ('[users.alice]\nrole = "viewer"\npassword = "plain"\n', "users.alice.password"),
+    ('[users.alice]\nrole = "viewer"\n', "users.alice"),
+    ('[users.alice]\nrole = "viewer"\npassword = "$argon2id$x"\nshell = "/bin/sh"\n', "users.alice.shell"),
+    ('[users."Bad Name"]\nrole = "viewer"\npassword = "$argon2id$x"\n', "Bad Name"),
+    ("[people]\n", "people"),
+    ("users = [", "not valid TOML"),
+])
+def test_a_bad_users_file_is_refused_naming_the_key(tmp_path, text, key):
+    path = tmp_path / "users.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(UserFileError, match=key.replace(".", r"\.").replace("$", r"\$")):
+        UserStore.load(path)
+
+
+def test_a_users_file_others_can_write_is_refused(users):
+    users.path.chmod(0o666)
+    with pytest.raises(UserFileError, match="writable by group or others"):
+        UserStore.load(users.path)
+    os.chmod(users.path, 0o600)
+
+
+@pytest.mark.req("GND-021")
+def test_sessions_expire_end_at_logout_and_follow_the_users_file(users):
+    now = [1000.0]
+    sessions = Sessions(users, clock=lambda: now[0], idle_s=100, max_s=1000)
+    token, session = sessions.login("alice", "alice-pass")
+    assert sessions.get(token) is session and csrf_ok(session, session.csrf) and not csrf_ok(session, "x")
+    now[0] += 99
+    assert sessions.get(token) is session, "use keeps it alive"
+    now[0] += 101
+    assert sessions.get(token) is None and session.ended, "idle too long"
+    token, session = sessions.login("alice", "alice-pass")
+    sessions.logout(token)
+    assert sessions.get(token) is None and not sessions.alive(session)
+    token, session = sessions.login("alice", "alice-pass")
+    users.users.pop("alice")
+    assert sessions.get(token) is None, "a user removed from the file loses their sessions"
+
+
+@pytest.mark.req("GND-021")
+def test_repeated_failed_logins_lock_the_name(users):
+    now = [0.0]
+    sessions = Sessions(users, clock=lambda: now[0])
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(AuthError):
+            sessions.login("vera", "guess")
+    with pytest.raises(AuthError, match="too many failed logins") as locked:
+        sessions.login("vera", "vera-pass")
+    assert locked.value.status == 429 and sessions.failed_logins == MAX_FAILURES + 1
+    now[0] += 31
+    assert sessions.login("vera", "vera-pass")[1].role is Role.VIEWER
+
+
+# --- configuration and hosts ----------------------------------------------------------------
+
+
+def test_server_config_is_checked_naming_the_key():
+    ok = {"spacecraft": [{"id": "sunlit-1", "link": "zmq://127.0.0.1:5550"}],
+          "commands": {"two_person": "hazardous"}, "queue": {"completed_by_command_s": {"TRAIN_START": 600}}}
+    cfg = server_config_from_mapping(ok, DICTIONARY)
+    assert cfg.two_person == {c.name for c in DICTIONARY.commands if c.hazardous} and cfg.two_person
+    assert cfg.timeouts.completed_for("TRAIN_START") == 600
+    for bad, key in [
+        ({**ok, "spacecraft": []}, "spacecraft"),
+        ({**ok, "spacecraft": [{"id": "../x", "link": "zmq://a:1"}]}, r"spacecraft\[0\]\.id"),
+        ({**ok, "spacecraft": [ok["spacecraft"][0], ok["spacecraft"][0]]}, "appears twice"),
+        ({**ok, "spacecraft": [{"id": "a", "link": "nowhere"}]}, r"spacecraft\[0\]\.link"),
+        ({**ok, "commands": {"two_person": ["LAUNCH"]}}, "two_person.*LAUNCH"),
+        ({**ok, "queue": {"accepted_s": -1}}, r"queue\.accepted_s"),
+        ({**ok, "server": {"port": 70000}}, r"server\.port"),
+        ({**ok, "server": {"hots": "x"}}, r"server\.hots"),
+        ({**ok, "server": {"allowed_hosts": ["evil/path"]}}, r"server\.allowed_hosts"),
+    ]:
+        with pytest.raises(ServerConfigError, match=key):
+            server_config_from_mapping(bad, DICTIONARY)
+
+
+@pytest.mark.req("GND-021")
+def test_the_host_allow_list_holds_loopback_and_configured_names_only():
+    hosts = allowed_hosts(("ground.example.org",), "127.0.0.1", 8080)
+    assert {"127.0.0.1:8080", "localhost:8080", "[::1]:8080", "ground.example.org", "ground.example.org:8080"} <= hosts
+    assert "evil.example:8080" not in hosts and "127.0.0.1.evil.example:8080" not in hosts

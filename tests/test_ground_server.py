@@ -1,0 +1,426 @@
+"""The ground server with real agents (subprocesses), real sockets and real HTTP: who may do
+what, the command queue, several spacecraft, one copy of each packet, and the CLI as a
+client of it (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flight.link.definitions import DICTIONARY
+from ground.api import ApiClient, ServerClient, ServerError
+from ground.auth import Role, UserStore
+from ground.server import PUBLIC_ROUTES, SESSION_COOKIE, GroundServer, quick_config
+from ground.server_config import ServerConfig, SpacecraftConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass-1", "vera": "vera-pass", "root": "root-pass"}
+
+
+def make_users(path: Path) -> Path:
+    store = UserStore(path)
+    for name, role in (("alice", Role.OPERATOR), ("bob", Role.OPERATOR), ("vera", Role.VIEWER), ("root", Role.ADMIN)):
+        store.set(name, role, PASSWORDS[name])
+    store.save()
+    return path
+
+
+def http(server: GroundServer, method: str, path: str, body: dict | None = None, token: str | None = None,
+         headers: dict | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON body, response headers); never follows redirects."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    data = None if body is None else json.dumps(body).encode()
+    all_headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    all_headers.update(headers or {})
+    req = urllib.request.Request(server.url.rstrip("/") + path, data=data, method=method, headers=all_headers)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=15) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw[:1] in (b"{", b"[") else {}), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {}
+        return exc.code, answer, dict(exc.headers)
+
+
+def login(server: GroundServer, user: str) -> str:
+    status, answer, _ = http(server, "POST", "/api/login", {"user": user, "password": PASSWORDS[user]})
+    assert status == 200, answer
+    return answer["token"]
+
+
+@pytest.fixture
+def ground(ipc_url, start_agent, tmp_path):
+    """A real agent and a server on its link, with RESET_COUNTERS under the two-person rule."""
+    start_agent(ipc_url)
+    users = make_users(tmp_path / "users.toml")
+    config = quick_config(ipc_url, port=0, archive=tmp_path / "ground.sqlite", users=users,
+                          two_person=frozenset({"RESET_COUNTERS"}))
+    server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
+    yield server
+    server.stop()
+
+
+def client_for(server: GroundServer, user: str) -> ServerClient:
+    api = ApiClient(server.url)
+    api.login(user, PASSWORDS[user])
+    client = ServerClient(api)
+    client.connect(timeout_s=20.0)
+    return client
+
+
+def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+# --- who may do what -----------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-021")
+def test_every_route_and_the_websocket_refuse_a_request_without_a_session(ground):
+    assert ground.route_roles, "the server lists its routes"
+    tried = 0
+    for (method, path), role in sorted(ground.route_roles.items()):
+        if (method, path) in PUBLIC_ROUTES:
+            assert role is None
+            continue
+        concrete = path.replace("{id}", "1")
+        status, answer, headers = http(ground, method, concrete, {} if method == "POST" else None)
+        if (method, path) == ("GET", "/"):
+            assert status == 303 and headers["Location"] == "/login", f"{method} {path}: {status}"
+        else:
+            assert status == 401 and answer.get("code") == "NOT_LOGGED_IN", f"{method} {path}: {status} {answer}"
+        tried += 1
+    assert tried >= 20
+    # A session that is made up, or a cookie that is, is no session either.
+    assert http(ground, "GET", "/api/state", token="forged")[0] == 401
+    assert http(ground, "GET", "/api/state", headers={"Cookie": f"{SESSION_COOKIE}=forged"})[0] == 401
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(ground.url.replace("http", "ws") + "ws", open_timeout=10):
+            pass
+    assert refused.value.response.status_code == 401
+    assert ground.sessions.refused_requests >= tried
+
+
+@pytest.mark.req("GND-021")
+def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(ground):
+    token = login(ground, "alice")
+    port = ground.port
+    ping = {"name": "PING", "args": {"token": 1}}
+    # A DNS-rebinding page: the attacker's name resolves to 127.0.0.1, so Host and Origin agree.
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, token=token,
+                             headers={"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"})
+    assert status == 421 and answer["code"] == "BAD_HOST"
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, token=token,
+                             headers={"Origin": "http://evil.example"})
+    assert status == 403 and answer["code"] == "BAD_ORIGIN"
+    # A form post (what another site could make a browser send) is not JSON.
+    req = urllib.request.Request(ground.url + "api/commands", data=b"name=PING", method="POST",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as form:
+        urllib.request.urlopen(req, timeout=10)
+    assert form.value.code == 415
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, token=token,
+                             headers={"Origin": f"http://127.0.0.1:{port}"})
+    assert status == 202 and answer["who"] == "alice"
+
+
+@pytest.mark.req("GND-021")
+def test_a_page_session_needs_its_csrf_token_to_change_anything(ground):
+    status, answer, headers = http(ground, "POST", "/api/login", {"user": "alice", "password": PASSWORDS["alice"]})
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    jar = {"Cookie": cookie.split(";", 1)[0]}
+    assert http(ground, "GET", "/api/session", headers=jar)[1]["user"] == "alice", "reading needs no CSRF token"
+    ping = {"name": "PING", "args": {"token": 2}}
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, headers=jar)
+    assert status == 403 and answer["code"] == "CSRF"
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, headers={**jar, "X-CSRF-Token": "guess"})
+    assert status == 403
+    status, answer, _ = http(ground, "POST", "/api/commands", ping, headers={**jar, "X-CSRF-Token": answer_csrf(ground, jar)})
+    assert status == 202
+    assert http(ground, "POST", "/api/logout", {}, headers={**jar, "X-CSRF-Token": answer_csrf(ground, jar)})[0] == 200
+    assert http(ground, "GET", "/api/session", headers=jar)[0] == 401, "logged out"
+
+
+def answer_csrf(server: GroundServer, jar: dict) -> str:
+    return http(server, "GET", "/api/session", headers=jar)[1]["csrf"]
+
+
+@pytest.mark.req("GND-021")
+def test_wrong_passwords_are_refused_and_counted(ground):
+    status, answer, _ = http(ground, "POST", "/api/login", {"user": "alice", "password": "nope"})
+    assert status == 401 and "wrong user name or password" in answer["error"]
+    status, answer, _ = http(ground, "POST", "/api/login", {"user": 7, "password": None})
+    assert status == 400
+    assert ground.sessions.failed_logins == 1
+    assert http(ground, "GET", "/api/status", token=login(ground, "vera"))[1]["failed_logins"] == 1
+
+
+@pytest.mark.req("GND-022")
+def test_a_viewer_sees_everything_and_commands_nothing(ground):
+    token = login(ground, "vera")
+    assert http(ground, "GET", "/api/state", token=token)[0] == 200
+    for path, body in [("/api/commands", {"name": "PING", "args": {}}), ("/api/queue/hold", {}),
+                       ("/api/commands/1/approve", {}), ("/api/alarms/ack", {"channel": "mode"})]:
+        status, answer, _ = http(ground, "POST", path, body, token=token)
+        assert status == 403 and answer["code"] == "FORBIDDEN" and "viewer" in answer["error"], path
+    assert ground.links["sunlit-1"].queue.entries() == []
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-022", "GND-023")
+def test_two_person_rule_then_the_history_names_both_operators(ground):
+    alice, bob = client_for(ground, "alice"), client_for(ground, "bob")
+    try:
+        seen: list[str] = []
+        with pytest.raises(Exception) as waited:
+            alice.send("RESET_COUNTERS", {}, timeout_s=1.0, on_entry=lambda e: seen.append(e["state"]))
+        assert "pending_approval" in str(waited.value) and seen == ["pending_approval"]
+        entry = ground.links["sunlit-1"].queue.entries()[-1]
+        with pytest.raises(ServerError, match="second operator") as own:
+            alice.api.post(f"/api/commands/{entry.id}/approve", {})
+        assert own.value.status == 403
+        approved = bob.api.post(f"/api/commands/{entry.id}/approve", {})
+        assert approved["approved_by"] == "bob"
+        done = alice.server_link.wait_command(entry.id, lambda e: e["final"], 20.0)
+        assert done["state"] == "completed", done
+        assert [s["stage"] for s in done["stages"]] == ["queued", "approved", "released", "sent", "accepted",
+                                                        "started", "completed"]
+    finally:
+        alice.close()
+        bob.close()
+    history = wait_until(lambda: [c for c in ground.archive.commands(spacecraft="sunlit-1")
+                                  if c.name == "RESET_COUNTERS" and c.state == "completed"], what="archived")
+    assert history[0].who == "alice" and history[0].approved_by == "bob"
+
+
+@pytest.mark.req("GND-023")
+def test_a_held_queue_sends_nothing_until_released(ground):
+    alice = client_for(ground, "alice")
+    try:
+        alice.api.post("/api/queue/hold", {})
+        entry = alice.submit_entry("PING", {"token": 5})
+        time.sleep(0.5)  # the link thread looks at the queue every 20 ms: give it many chances to misbehave
+        assert alice.server_link.commands.get(entry["id"], entry)["state"] == "queued"
+        alice.api.post("/api/queue/release", {})
+        done = alice.server_link.wait_command(entry["id"], lambda e: e["final"], 20.0)
+        assert done["state"] == "completed" and done["result"]["token"] == 5
+    finally:
+        alice.close()
+
+
+@pytest.mark.req("GND-023")
+def test_a_command_the_agent_refuses_fails_with_its_reason(ground):
+    alice = client_for(ground, "alice")
+    try:
+        result = alice.send("SET_MODE", {"mode": "COMPUTE"}, timeout_s=20.0)
+    finally:
+        alice.close()
+    assert result.failed and "NOT_ALLOWED_IN_MODE" in result.outcome
+
+
+# --- one state, one copy ----------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-020")
+def test_two_consoles_and_a_page_on_one_server_give_one_copy_of_each_packet(ground):
+    a, b = client_for(ground, "alice"), client_for(ground, "vera")
+    from websockets.sync.client import connect
+
+    try:
+        with connect(ground.url.replace("http", "ws") + "ws",
+                     additional_headers={"Authorization": f"Bearer {login(ground, 'bob')}"}, open_timeout=10) as page:
+            assert a.send("PING", {"token": 9}, timeout_s=20.0).completed
+            wait_until(lambda: len(b.events) + len(b.latest) > 0 and len(a.latest) > 0, what="telemetry at both")
+            time.sleep(1.0)
+            assert json.loads(page.recv(timeout=10))["type"] == "batch"
+    finally:
+        a.close()
+        b.close()
+    ground.links["sunlit-1"].recorder.flush()
+    out = ground.archive.path.with_suffix(".hex")
+    count = ground.archive.export_raw(out, spacecraft="sunlit-1")
+    from flight.link.packets import unpack
+
+    keys = [(p.apid, p.seq_count, p.time_s) for p in
+            (unpack(bytes.fromhex(line)) for line in out.read_text().splitlines() if line and not line.startswith("#"))]
+    assert count == len(keys) > 20
+    assert len(set(keys)) == len(keys), "a packet archived twice"
+
+
+@pytest.mark.req("GND-024")
+def test_two_spacecraft_on_one_server_each_keep_their_own_state(tmp_path, start_agent, short_dir):
+    urls = [f"zmq+ipc://{short_dir}/a", f"zmq+ipc://{short_dir}/b"]
+    for url in urls:
+        start_agent(url)
+    users = make_users(tmp_path / "users.toml")
+    config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", urls[0]), SpacecraftConfig("sat-b", urls[1])),
+                          port=0, archive=tmp_path / "fleet.sqlite", users=users)
+    server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
+    try:
+        api = ApiClient(server.url)
+        api.login("alice", PASSWORDS["alice"])
+        with pytest.raises(ServerError, match="name one with --spacecraft"):
+            ServerClient(api)
+        a, b = ServerClient(api, "sat-a"), ServerClient(api, "sat-b")
+        try:
+            a.connect(20.0)
+            b.connect(20.0)
+            assert a.send("PING", {"token": 11}, timeout_s=20.0).result["token"] == 11
+            assert b.send("RESET_COUNTERS", {}, timeout_s=20.0).completed
+        finally:
+            a.close()
+            b.close()
+        queues = {sc: [e.name for e in link.queue.entries()] for sc, link in server.links.items()}
+        assert queues == {"sat-a": ["PING"], "sat-b": ["RESET_COUNTERS"]}
+        with pytest.raises(ServerError, match="no spacecraft 'sat-c'"):
+            api.get("/api/state", spacecraft="sat-c")
+        states = {sc: api.get("/api/state", spacecraft=sc) for sc in ("sat-a", "sat-b")}
+        assert all(s["status"]["dict_match"] for s in states.values())
+        server.links["sat-a"].recorder.flush()
+        server.links["sat-b"].recorder.flush()
+        assert set(server.archive.spacecraft()) == {"sat-a", "sat-b"}
+        for sc in ("sat-a", "sat-b"):
+            times, _ = server.archive.query("uptime_s", spacecraft=sc)["uptime_s"]
+            assert len(times) > 0
+    finally:
+        server.stop()
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-025")
+def test_a_hostile_packet_is_archived_raw_counted_and_the_server_goes_on(tmp_path, short_dir):
+    """A source that speaks the agent's link sends a packet with a valid CRC and data no
+    decoder can make sense of (an infinity where a counter goes), then good housekeeping."""
+    from flight.link.apid import Apid
+    from flight.link.messages import Codec
+    from flight.link.packets import Service, Subtype, pack_tm
+    from flight.link.transport import open_flight_link
+
+    import msgpack
+
+    url = f"zmq+ipc://{short_dir}/hostile"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                          UserStore.load(users), connect_timeout_s=0).start()
+    try:
+        token = login(server, "vera")
+        codec = Codec(DICTIONARY)
+        hostile = pack_tm(Apid.AGENT, 1, Service.VERIFICATION, Subtype.COMPLETION_SUCCESS,
+                          msgpack.packb({"cmd_id": float("inf"), "opcode": 1, "request_id": 2}), time_s=1.7e9)
+        values = {name: None for name in DICTIONARY.packet_by_name["AGENT_HK"].channels}
+        values.update(mode="SAFE", uptime_s=1.0)
+        good = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 1)
+
+        def delivered() -> bool:
+            source.publish(hostile)
+            source.publish(good)
+            source.receive()
+            return server.links["sunlit-1"].bad_packets > 0 and "mode" in server.links["sunlit-1"].latest
+
+        wait_until(delivered, what="the hostile and the good packet taken in")
+        status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
+        assert status["bad_packets"] >= 1 and status["internal_errors"] == 0
+        server.links["sunlit-1"].recorder.flush()
+        assert server.archive.counts()["invalid_packets"] >= 1
+    finally:
+        server.stop()
+        source.close()
+
+
+# --- the CLI as a client ---------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict, stdin: str = "", timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ground.cli", *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.req("GND-025")
+def test_cli_through_the_server_as_a_new_user_tries_it(ground, tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "SUNLIT_GROUND_SERVER": ground.url}
+    env.pop("SUNLIT_GROUND_TOKEN", None)
+    out = run_cli("send", "PING", "token=3", env=env)
+    assert out.returncode == 2 and "not logged in" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("login", "--user", "alice", "--password-stdin", env=env, stdin="alice-pass\n")
+    assert out.returncode == 0, out.stderr
+    token_file = tmp_path / "config/sunlit/ground-session.json"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600" and "alice-pass" not in token_file.read_text()
+
+    out = run_cli("send", "PING", "token=3", env=env)
+    assert out.returncode == 0 and "completed" in out.stdout and '"token": 3' in out.stdout, out.stderr
+    # A hazardous command with no terminal and no --yes is refused with a word, not an EOFError.
+    out = run_cli("send", "SHUTDOWN", env=env, stdin="")
+    assert out.returncode == 3 and "--yes" in out.stderr and "Traceback" not in out.stderr
+    # The README's line: both channels wait until they have values, then print.
+    out = run_cli("tm", "--channel", "infer_count", "--channel", "mode", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "infer_count" in out.stdout and "mode" in out.stdout
+    out = run_cli("tm", "--channel", "no_such_channel", env=env)
+    assert out.returncode == 2 and "no channel no_such_channel" in out.stderr
+    # Events: recent history from the archive, at once.
+    out = run_cli("events", "--last", "500", env=env)
+    assert out.returncode == 0 and "PING_RECEIVED: Ping 3" in out.stdout, out.stdout + out.stderr
+    out = run_cli("queue", env=env)
+    assert out.returncode == 0 and "PING" in out.stdout and "alice" in out.stdout
+    # Two-person: the CLI says it waits for approval and exits 5.
+    out = run_cli("send", "RESET_COUNTERS", "--timeout", "1", env=env)
+    assert out.returncode == 5 and "approve" in out.stdout, out.stdout + out.stderr
+    # A closed pipe ends quietly.
+    proc = subprocess.run(f"{sys.executable} -m ground.cli queue --last 50 | head -n 1", shell=True, env=env,
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    out = run_cli("logout", env=env)
+    assert out.returncode == 0 and run_cli("queue", env=env).returncode == 2
+
+
+@pytest.mark.req("GND-025")
+def test_cli_tm_follow_stamps_each_packet_and_says_when_values_go_stale(ground, tmp_path):
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "vera")}
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "tm", "--follow", "--channel", "uptime_s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(line.startswith("---") for line in lines) < 3:
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    blocks = [line for line in lines if line.startswith("---")]
+    assert len(blocks) >= 3 and all("AGENT_HK" in b and "packet time" in b for b in blocks), lines
+    values = [line for line in lines if "uptime_s" in line and "=" in line]
+    assert values and not [line for line in lines if " = " in line and "uptime_s" not in line], "only the channel asked for"
