@@ -109,7 +109,7 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
 
 def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
     start_agent(ipc_url, "--bench-supply")
-    ok = subprocess.run([sys.executable, "-m", "ground", "--link", ipc_url, "--no-archive", "run",
+    ok = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run",
                          str(ROOT / "ground" / "procedures" / "start_training_campaign.py")],
                         capture_output=True, text=True, timeout=240)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -117,13 +117,14 @@ def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
     _ = msgpack
 
 
-def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
+def test_tm_and_events_from_the_command_line_on_a_direct_link(start_agent, ipc_url, tmp_path):
+    """--direct: the bench debugging path, without a server (tests/test_ground_server.py has the other)."""
     start_agent(ipc_url)
-    db = tmp_path / "ground.sqlite"
-    base = [sys.executable, "-m", "ground", "--link", ipc_url, "--archive", str(db)]
+    base = [sys.executable, "-m", "ground", "--direct", ipc_url]
     tm = subprocess.run(base + ["tm", "--channel", "mode", "--channel", "uptime_s", "--limits", str(tmp_path / "l.json")],
                         capture_output=True, text=True, timeout=60)
     assert tm.returncode == 0, tm.stderr
+    assert "debugging on the bench" in tm.stderr and "does not archive" in tm.stderr
     assert "mode = SAFE  [nominal]" in tm.stdout and "uptime_s =" in tm.stdout
     events = subprocess.Popen(base + ["events", "--severity", "ACTIVITY_HI", "--timeout", "6"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,9 +140,6 @@ def test_tm_and_events_from_the_command_line(start_agent, ipc_url, tmp_path):
     assert refused.returncode == 2 and "refused before sending" in refused.stderr
     bad = subprocess.run(base + ["tm", "--channel", "nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no channel nope" in bad.stderr
-    history = subprocess.run(base + ["archive", "commands", "--db", str(db)], capture_output=True, text=True, timeout=60)
-    assert history.returncode == 0, history.stderr
-    assert "SET_MODE" in history.stdout and "PING" in history.stdout and "completed" in history.stdout
 
 
 @pytest.mark.req("AGT-040", "GND-005")

@@ -424,3 +424,28 @@ def test_cli_tm_follow_stamps_each_packet_and_says_when_values_go_stale(ground, 
     assert len(blocks) >= 3 and all("AGENT_HK" in b and "packet time" in b for b in blocks), lines
     values = [line for line in lines if "uptime_s" in line and "=" in line]
     assert values and not [line for line in lines if " = " in line and "uptime_s" not in line], "only the channel asked for"
+
+
+@pytest.mark.req("GND-020", "GND-005")
+def test_the_console_and_procedures_work_through_the_server(ground):
+    import io
+
+    from ground.console import Console
+    from ground.procedure import run_procedure_file
+
+    client = client_for(ground, "alice")
+    log: list[str] = []
+    try:
+        out = io.StringIO()
+        console = Console(client, out=out, colour=False, confirm=lambda text: True)
+        wait_until(lambda: "mode" in client.latest, what="the snapshot's values")
+        console.run(io.StringIO("PING token=4\nSET_MODE mode=COMPUTE\ntm mode\nstatus\nquit\n"))
+        text = out.getvalue()
+        assert "PING: completed" in text and "'token': 4" in text, text
+        assert "FAILED at started: NOT_ALLOWED_IN_MODE" in text and "[SAFE |" in text and "link ok" in text
+        assert run_procedure_file(REPO / "ground" / "procedures" / "health_check.py", client, log.append), log
+    finally:
+        client.close()
+    names = wait_until(lambda: {c.name for c in ground.archive.commands(spacecraft="sunlit-1") if c.who == "alice"}
+                       >= {"PING", "SET_MODE"} and True, what="the history")
+    assert names
