@@ -1,9 +1,14 @@
-"""``sunlit-flight``: run the agent, export the dictionary, encode and decode packets."""
+"""``sunlit-flight``: run the agent, export the dictionary, encode and decode packets.
+
+Output to a pipe that closes early (``sunlit-flight dictionary --json | head``) ends the
+program quietly with status 1, as the Python documentation's "Note on SIGPIPE" does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -99,10 +104,21 @@ def jsonable(value: Any) -> Any:
 
 
 def _cmd_packet_decode(args: argparse.Namespace) -> int:
-    """Decode hex packets, one per argument or per line of the file; exit 1 if any is bad."""
+    """Decode hex packets, one per argument or per line of the file; exit 1 if any is bad.
+
+    One JSON line per packet, whatever it holds: a packet that fails its checks (hex, length,
+    CRC, headers) is ``{"valid": false, "error": KIND, "detail": ...}`` and counts as bad; a
+    valid packet whose data this dictionary cannot read is ``"valid": true`` with
+    ``decode_error`` saying why. Exit status 0, or 1 if any packet was bad, or 2 when there is
+    nothing to decode (no arguments, a file that cannot be read).
+    """
     if args.file:
-        with open(args.file, encoding="ascii", errors="replace") as f:
-            words = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        try:
+            with open(args.file, encoding="ascii", errors="replace") as f:
+                words = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            print(f"sunlit-flight packet decode: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         words = list(args.hex)
     if not words:
@@ -117,10 +133,26 @@ def _cmd_packet_decode(args: argparse.Namespace) -> int:
             print(json.dumps({"valid": False, "error": "hex", "detail": f"not hex: {word[:40]!r}"}))
             bad += 1
             continue
-        info = codec.describe(raw)
+        try:
+            info = codec.describe(raw)
+            line = json.dumps(jsonable(info))
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must cost one packet's line, not the rest
+            info = {"len": len(raw), "valid": False, "error": "internal",
+                    "detail": f"decoder failed: {type(exc).__name__}: {exc}"[:240], "hex": raw.hex()}
+            line = json.dumps(info)
         bad += not info["valid"]
-        print(json.dumps(jsonable(info)))
+        print(line)
     return 1 if bad else 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit cannot fail on a closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (a test's capture): nothing will flush there
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,12 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = None
     try:
-        return args.func(args)
-    except (PacketError, ValueError) as exc:
-        print(f"sunlit-flight: {exc}", file=sys.stderr)
-        return 2
+        try:
+            args = build_parser().parse_args(argv)  # --help prints here and exits
+            status = args.func(args)
+        except (PacketError, ValueError) as exc:
+            print(f"sunlit-flight: {exc}", file=sys.stderr)
+            status = 2
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit where it cannot be caught
+    except BrokenPipeError:
+        if args is not None and args.cmd == "run":  # the agent writes nothing to stdout: a broken pipe is its own
+            raise
+        _quiet_stdout()  # the reader went away (``| head``): stop quietly
+        return 1
+    return status
 
 
 if __name__ == "__main__":

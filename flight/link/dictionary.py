@@ -77,7 +77,8 @@ class ValueType(str, enum.Enum):
     BYTES = "bytes"
 
 
-_INT_BOUNDS = {
+# Inclusive bounds of each integer type: for command arguments here, for HK values in messages.
+INT_BOUNDS = {
     ValueType.U8: (0, 2**8 - 1),
     ValueType.U16: (0, 2**16 - 1),
     ValueType.U32: (0, 2**32 - 1),
@@ -129,7 +130,7 @@ class ValueSpec:
                 if isinstance(value, (bool, int)) and value in (0, 1):
                     return bool(value)
                 raise ValueError(value)
-            if t in _INT_BOUNDS:
+            if t in INT_BOUNDS:
                 if isinstance(value, bool):
                     raise ValueError(value)
                 if isinstance(value, str):
@@ -140,7 +141,7 @@ class ValueSpec:
                     value = int(value)
                 elif not isinstance(value, int):
                     raise ValueError(value)
-                lo, hi = _INT_BOUNDS[t]
+                lo, hi = INT_BOUNDS[t]
                 if not lo <= value <= hi:
                     raise ArgumentError(
                         f"{name}={value} does not fit {t.value} [{lo}, {hi}]", FailureCode.OUT_OF_RANGE

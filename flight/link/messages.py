@@ -13,6 +13,11 @@ msgpack application data and back. Formats, all msgpack:
 - ping, TC(17,1) answered by TM(17,2), empty: the PUS connection test, for third-party tools.
 - parameter report, TM(20,2): ``{param_id: value, ...}`` for every parameter, so the ground
   knows the values the agent acts on (limits that follow parameters are resolved with them).
+
+The ground decodes whatever the link delivers, so its decoders have one error contract:
+:func:`flight.link.packets.unpack` and :meth:`Codec.decode_tm` raise :class:`PacketError`
+and nothing else, whatever the bytes (see :meth:`Codec.decode_tm` for what is checked), and a
+decoded record can always be rendered. ``tests/test_decoders_fuzz.py`` holds them to it.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import msgpack
 
 from flight.link.apid import Apid
 from flight.link.dictionary import (
+    INT_BOUNDS,
     ArgumentError,
+    Channel,
     Command,
     Dictionary,
     Event,
     FailureCode,
     HkPacket,
     Severity,
+    ValueType,
 )
 from flight.link.packets import (
     PacketError,
@@ -74,6 +82,16 @@ _EVENT_SUBTYPE = {
 
 
 MAX_REASON_LEN = 240
+# Levels of arrays and maps the ground accepts inside a report's free-form values (a
+# verification result, event arguments). The agent sends flat maps of scalars; msgpack itself
+# nests up to 1024 levels, past Python's recursion limit of 1000, where rendering (repr,
+# jsonable, json.dumps) would fail. 16 leaves room for any result the agent might grow.
+MAX_NESTING = 16
+_REQUEST_ID_MAX = 2**32 - 1  # packet ID and sequence control, 16 bits each
+_CMD_ID_MAX = 2**64 - 1
+_OPCODE_MAX = 2**16 - 1
+_CODE_MAX = 2**8 - 1  # failure codes are small numbers; one above FailureCode's is a newer agent's
+_VERIFICATION_KEYS = frozenset({"req", "cmd_id", "op", "code", "reason", "result"})
 
 
 def new_cmd_id() -> int:
@@ -85,7 +103,104 @@ def _unpackb(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # noqa: BLE001 - msgpack raises several types (TypeError for an unhashable key)
-        raise PacketError("encoding", f"application data is not valid msgpack: {type(exc).__name__}: {exc}"[:200]) from None
+        raise PacketError("encoding", f"application data is not valid msgpack: {type(exc).__name__}: {exc}"[:200],
+                          "data") from None
+
+
+def _show(value: Any) -> str:
+    """A short, safe description of a wire value for an error message (never a huge or deep repr)."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"{'a map' if isinstance(value, dict) else 'an array'} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _integer(value: Any, hi: int, where: str) -> int:
+    """``value`` if it is an integer in 0..hi (not a bool, not a float, not text), else PacketError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PacketError("encoding", f"verification report {where}: {_show(value)} is not an integer", where)
+    if not 0 <= value <= hi:
+        raise PacketError("value", f"verification report {where}: {value} outside 0..{hi}", where)
+    return value
+
+
+def _plain(value: Any, field: str, label: str, depth: int = 0) -> Any:
+    """``value`` if it is plain msgpack data nested at most :data:`MAX_NESTING` deep, else PacketError.
+
+    Plain: nil, bool, int, float (NaN and infinities included), str, bytes, and arrays and maps
+    of them. msgpack extension types (a timestamp among them) are not: the agent never sends
+    one, and a renderer would not know what to make of it. ``label`` starts the message,
+    ``field`` is the error's field.
+    """
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if depth >= MAX_NESTING:
+        raise PacketError("encoding", f"{label}: nested more than {MAX_NESTING} levels deep", field)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _plain(key, field, label, depth + 1)
+            _plain(item, field, label, depth + 1)
+        return value
+    if isinstance(value, list):  # not tuple: msgpack.ExtType is a namedtuple
+        for item in value:
+            _plain(item, field, label, depth + 1)
+        return value
+    raise PacketError("encoding", f"{label}: {type(value).__name__} {_show(value)} is not plain data "
+                                  "(nil, bool, number, text, bytes, array, map)", field)
+
+
+def _text_map(value: Any, field: str, label: str) -> dict[str, Any]:
+    """A map with text keys and plain values (nil is an empty map), else PacketError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PacketError("encoding", f"{label}: {_show(value)} is not a map", field)
+    for key in value:
+        if not isinstance(key, str):
+            raise PacketError("encoding", f"{label}: key {_show(key)} is not text", field)
+    return _plain(value, field, label)
+
+
+def _channel_value(packet: HkPacket, channel: Channel, value: Any) -> Any:
+    """An HK value checked against its channel's declared type, else PacketError naming the channel.
+
+    nil is "not available now" for every channel. Integer channels take integers within their
+    type, and whole floats as :meth:`ValueSpec.coerce` does (3.0 reads as 3; 2.5, NaN or an
+    infinity in a u32 counter is an error); float channels take any number, NaN and infinities
+    included (``eclipse_in_s`` is NaN when no eclipse is in sight); enum channels take one of
+    their choices, in the dictionary's spelling; bool, string and bytes channels their type.
+    """
+    if value is None:
+        return None
+    t = channel.type
+    bounds = INT_BOUNDS.get(t)
+    where = channel.name
+    if bounds is not None:
+        if isinstance(value, float) and value.is_integer():  # False for NaN and the infinities
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if bounds[0] <= value <= bounds[1]:
+                return value
+            raise PacketError("value", f"{packet.name} {where}: {_show(value)} outside {t.value} "
+                                       f"{bounds[0]}..{bounds[1]}", where)
+    elif t is ValueType.F64 or t is ValueType.F32:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif t is ValueType.BOOL:
+        if isinstance(value, bool):
+            return value
+    elif t is ValueType.STRING:
+        if isinstance(value, str):
+            return value
+    elif t is ValueType.ENUM and isinstance(value, str):
+        if value in channel.choices:
+            return value
+        raise PacketError("value", f"{packet.name} {where}: {_show(value)} is not one of "
+                                   f"{', '.join(channel.choices)}", where)
+    elif t is ValueType.BYTES:
+        if isinstance(value, bytes):
+            return value
+    raise PacketError("encoding", f"{packet.name} {where}: {_show(value)} is not a {t.value}", where)
 
 
 @dataclass(frozen=True)
@@ -125,7 +240,12 @@ class EventRecord:
 
     @property
     def text(self) -> str:
-        return self.event.render(self.args)
+        """The event's message. Never raises: arguments that do not fit the format (nil under
+        ``{:.1f}``, text under ``{:d}``) give the format followed by the arguments."""
+        try:
+            return self.event.render(self.args)
+        except Exception:  # noqa: BLE001 - a value's __format__ may raise anything; a message must still show
+            return f"{self.event.format} {self.args!r}"
 
 
 @dataclass(frozen=True)
@@ -137,10 +257,15 @@ class HkRecord:
 
 @dataclass(frozen=True)
 class ParamRecord:
-    """The agent's parameter values (TM(20,2)), by name."""
+    """The agent's parameter values (TM(20,2)), by name.
+
+    ``skipped`` says what the report carried that this dictionary cannot use (an unknown id,
+    a value its declaration refuses), one line each; those values are not in ``values``.
+    """
 
     values: dict[str, Any]
     time_s: float
+    skipped: tuple[str, ...] = ()
 
 
 class TelemetryError(ValueError):
@@ -155,6 +280,7 @@ class Codec:
         self.apid = apid
         self.seq = SequenceCounters()
         self._packers = {p.sid: p for p in dictionary.packets}
+        self._hk_channels = {p.sid: tuple(dictionary.channel_by_name[n] for n in p.channels) for p in dictionary.packets}
 
     # --- commands (ground side builds, agent side decodes) ---------------------------------
 
@@ -254,60 +380,141 @@ class Codec:
     def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
         """Decode a TM packet's data; None for a service this dictionary has nothing to say about.
 
-        Anything malformed inside valid msgpack (wrong shapes, wrong types) is a PacketError too.
+        Error contract: whatever ``tm.source_data`` holds, this returns a record (or None) or
+        raises :class:`PacketError` with ``field`` naming the part at fault and the text saying
+        why; never anything else, so the ground survives any packet with a valid CRC. Refused:
+
+        - data that is not msgpack (``field`` "data"), or not the shape of its service: a map
+          for verification and parameters, ``[sid, value, ...]`` for HK, ``[event id, {args}]``;
+        - a verification report with a key it does not define, or without ``req``, ``cmd_id``
+          and ``op`` (and ``code`` and ``reason`` on a failure); ``req``, ``cmd_id``, ``op`` and
+          ``code`` that are not integers in their ranges (u32, u64, u16, u8: a float, NaN or
+          infinity, a bool, text, a number out of range); a ``reason`` that is not text; a
+          ``result`` that is not a map with text keys. An unknown opcode is not refused (the
+          agent reports on commands it does not know); an unknown failure code in 0..255 reads
+          as EXECUTION_ERROR (a newer agent's code is still a failure);
+        - an SID or event id that is not an integer in this dictionary; an HK packet with
+          another number of values than its channels; an event without exactly its arguments;
+        - an HK value that does not fit its channel's type (see :func:`_channel_value`);
+        - in results and event arguments: msgpack extension types, non-text keys at the top,
+          nesting deeper than :data:`MAX_NESTING`.
+
+        Strings that are not UTF-8 and maps with unhashable keys fail as "not msgpack". A
+        parameter report is read value by value: an unknown id or a value its declaration
+        refuses is left out and listed in :attr:`ParamRecord.skipped`, not an error (it is a
+        parameter of another dictionary version, which the hash check reports).
+
+        Anything else raised while decoding would be a bug here; it is still turned into a
+        PacketError (kind "malformed", no ``field``) so the ground goes on, and the fuzz
+        tests fail on it.
         """
         try:
             return self._decode_tm(tm)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            if isinstance(exc, PacketError):
-                raise
-            raise PacketError("encoding", f"service {tm.service},{tm.subtype} data malformed: {exc}") from None
+        except PacketError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract above: the ground must survive its own decoder
+            raise PacketError("malformed", f"service {tm.service},{tm.subtype} data could not be decoded: "
+                                           f"{type(exc).__name__}: {exc}"[:240]) from None
 
     def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
-        if tm.service == Service.VERIFICATION and tm.subtype in _SUBTYPE_STAGE:
-            stage, ok = _SUBTYPE_STAGE[tm.subtype]
-            body = _unpackb(tm.source_data)
-            if not isinstance(body, dict):
-                raise PacketError("encoding", "verification data must be a map")
+        service = tm.service
+        if service == Service.VERIFICATION:
+            if tm.subtype not in _SUBTYPE_STAGE:
+                return None
+            return self._decode_verification(tm, *_SUBTYPE_STAGE[tm.subtype])
+        if service == Service.HOUSEKEEPING and tm.subtype == Subtype.HK_REPORT:
+            return self._decode_hk(tm)
+        if service == Service.EVENT:
+            return self._decode_event(tm)
+        if service == Service.PARAMETER and tm.subtype == Subtype.PARAM_REPORT:
+            return self._decode_params(tm)
+        return None
+
+    @staticmethod
+    def _decode_verification(tm: Telemetry, stage: Stage, ok: bool) -> Verification:
+        body = _unpackb(tm.source_data)
+        if not isinstance(body, dict):
+            raise PacketError("encoding", f"verification data must be a map, got {_show(body)}", "data")
+        for key in body:
+            if key not in _VERIFICATION_KEYS:
+                raise PacketError("encoding", f"verification data has unknown key {_show(key)} "
+                                              f"(defined: {', '.join(sorted(_VERIFICATION_KEYS))})", "data")
+        for key in ("req", "cmd_id", "op") if ok else ("req", "cmd_id", "op", "code", "reason"):
+            if key not in body:
+                raise PacketError("encoding", f"verification {'success' if ok else 'failure'} report without {key}", key)
+        request_id = _integer(body["req"], _REQUEST_ID_MAX, "req")
+        cmd_id = _integer(body["cmd_id"], _CMD_ID_MAX, "cmd_id")
+        opcode = _integer(body["op"], _OPCODE_MAX, "op")
+        code = FailureCode.NONE
+        if "code" in body:
+            number = _integer(body["code"], _CODE_MAX, "code")
             try:
-                code = FailureCode(body.get("code", 0))
+                code = FailureCode(number)
             except ValueError:
                 code = FailureCode.EXECUTION_ERROR
-            return Verification(
-                stage, ok, int(body.get("req", 0)), int(body.get("cmd_id", 0)), int(body.get("op", 0)),
-                code, str(body.get("reason", "")), dict(body.get("result") or {}),
+            if ok and code is not FailureCode.NONE:
+                raise PacketError("value", f"verification report code: {number} in a success report", "code")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise PacketError("encoding", f"verification report reason: {_show(reason)} is not text", "reason")
+        result = _text_map(body.get("result"), "result", "verification report result")
+        return Verification(stage, ok, request_id, cmd_id, opcode, code, reason, result)
+
+    def _decode_hk(self, tm: Telemetry) -> HkRecord:
+        row = _unpackb(tm.source_data)
+        if not (isinstance(row, list) and row):
+            raise PacketError("encoding", f"housekeeping data must be [sid, value, ...], got {_show(row)}", "data")
+        sid = row[0]
+        if isinstance(sid, bool) or not isinstance(sid, int) or sid not in self._packers:
+            raise PacketError("dictionary", f"housekeeping data names unknown SID {_show(sid)}", "sid")
+        packet = self._packers[sid]
+        channels = self._hk_channels[sid]
+        if len(row) - 1 != len(channels):
+            raise PacketError(
+                "dictionary", f"{packet.name} carries {len(row) - 1} values, this dictionary expects {len(channels)}", "sid"
             )
-        if tm.service == Service.HOUSEKEEPING and tm.subtype == Subtype.HK_REPORT:
-            row = _unpackb(tm.source_data)
-            if not (isinstance(row, list) and row and isinstance(row[0], int) and row[0] in self._packers):
-                raise PacketError("encoding", f"housekeeping data names unknown SID {row[0] if isinstance(row, list) and row else row!r}")
-            packet = self._packers[row[0]]
-            if len(row) - 1 != len(packet.channels):
-                raise PacketError(
-                    "dictionary", f"{packet.name} carries {len(row) - 1} values, this dictionary expects {len(packet.channels)}"
-                )
-            return HkRecord(packet, dict(zip(packet.channels, row[1:])), tm.time_s)
-        if tm.service == Service.EVENT:
-            body = _unpackb(tm.source_data)
-            if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], int)
-                    and body[0] in self.dictionary.event_by_id and isinstance(body[1], (dict, type(None)))):
-                raise PacketError("encoding", "event data must be [known event id, {args}]")
-            return EventRecord(self.dictionary.event_by_id[body[0]], dict(body[1] or {}), tm.time_s)
-        if tm.service == Service.PARAMETER and tm.subtype == Subtype.PARAM_REPORT:
-            body = _unpackb(tm.source_data)
-            if not isinstance(body, dict):
-                raise PacketError("encoding", "parameter report data must be a map")
-            values = {}
-            for pid, value in body.items():
-                param = self.dictionary.parameter_by_id.get(pid) if isinstance(pid, int) else None
-                if param is None:
-                    continue  # a parameter of another dictionary version: the hash check says so
-                try:
-                    values[param.name] = param.spec.coerce(value, param.name)
-                except ArgumentError:
-                    continue  # out of this dictionary's range: not a value the ground can use
-            return ParamRecord(values, tm.time_s)
-        return None
+        values = {ch.name: _channel_value(packet, ch, value) for ch, value in zip(channels, row[1:])}
+        return HkRecord(packet, values, tm.time_s)
+
+    def _decode_event(self, tm: Telemetry) -> EventRecord:
+        body = _unpackb(tm.source_data)
+        if not (isinstance(body, list) and len(body) == 2):
+            raise PacketError("encoding", f"event data must be [event id, {{args}}], got {_show(body)}", "data")
+        event_id, raw_args = body
+        event = None
+        if isinstance(event_id, int) and not isinstance(event_id, bool):
+            event = self.dictionary.event_by_id.get(event_id)
+        if event is None:
+            raise PacketError("dictionary", f"event data names unknown event id {_show(event_id)}", "event_id")
+        args = _text_map(raw_args, "args", f"{event.name} arguments")
+        if args.keys() != set(event.args):
+            missing = sorted(set(event.args) - args.keys())
+            extra = sorted(args.keys() - set(event.args))
+            raise PacketError("dictionary", f"{event.name}: missing argument {', '.join(missing) or 'none'}; "
+                                            f"unknown {', '.join(_show(k) for k in extra[:5]) or 'none'}"[:240], "args")
+        return EventRecord(event, args, tm.time_s)
+
+    def _decode_params(self, tm: Telemetry) -> ParamRecord:
+        body = _unpackb(tm.source_data)
+        if not isinstance(body, dict):
+            raise PacketError("encoding", f"parameter report data must be a map, got {_show(body)}", "data")
+        values: dict[str, Any] = {}
+        skipped: list[str] = []
+        for pid, value in body.items():
+            param = None
+            if isinstance(pid, int) and not isinstance(pid, bool):
+                param = self.dictionary.parameter_by_id.get(pid)
+            if param is None:  # a parameter of another dictionary version: the hash check says so
+                skipped.append(f"{_show(pid)}: no such parameter id")
+                continue
+            if isinstance(value, (list, dict)):  # no parameter is a collection (and its repr could be deep)
+                skipped.append(f"{param.name}: {_show(value)} is not a single value")
+                continue
+            try:
+                values[param.name] = param.spec.coerce(value, param.name)
+            except ArgumentError as exc:  # out of this dictionary's range: not a value the ground can use
+                skipped.append(str(exc)[:120])
+        return ParamRecord(values, tm.time_s, tuple(skipped))
 
     def describe(self, raw: bytes) -> dict[str, Any]:
         """Everything known about one packet, as plain data: for the packet tool and the archive."""

@@ -87,11 +87,17 @@ class Subtype(enum.IntEnum):
 
 
 class PacketError(ValueError):
-    """A packet failed its checks. ``kind`` names which, for counting; the text has the numbers."""
+    """A packet failed its checks. ``kind`` names which, for counting; the text has the numbers.
 
-    def __init__(self, kind: str, message: str):
+    ``field`` names the part of the packet at fault where one part is to blame: a key of a
+    verification report (``cmd_id``), an HK channel (``tm_sent``), ``sid``, ``event_id``,
+    ``data`` for the application data as a whole. It is None for header and CRC failures.
+    """
+
+    def __init__(self, kind: str, message: str, field: str | None = None):
         super().__init__(message)
         self.kind = kind
+        self.field = field
 
 
 class Telecommand(NamedTuple):
@@ -218,6 +224,11 @@ def unpack(raw: bytes) -> Telecommand | Telemetry:
 
     Checks, in order: length against the header's length field, CCSDS version 0, secondary
     header present, CRC, PUS-C, and for telemetry a CDS short time code.
+
+    Error contract: for any ``bytes`` whatever (any length, any content) this returns a
+    :class:`Telecommand` or :class:`Telemetry`, or raises :class:`PacketError`; nothing else.
+    It reads only the headers; what the data means is :mod:`flight.link.messages`' business,
+    with the same contract. ``tests/test_decoders_fuzz.py`` holds both to it.
     """
     n = len(raw)
     if n < _MIN_PACKET_LEN:
