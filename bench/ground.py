@@ -1,15 +1,35 @@
 """Ground archive and console figures. Prints one JSON object as its last line.
 
+The archive figures use a day (``BENCH_GROUND_N`` packets, default 86 400) of AGENT_HK at 1 Hz
+packet time: packets from ``Codec.encode_hk`` with values of the types the agent sends, decoded
+as the client decodes them before the archive sees them (decoding is not timed).
+
 - ``archive_insert_per_s``: AGENT_HK packets per second through ``Archive.record()`` in batches
-  of 500 (the recorder's default), a day of them (``BENCH_GROUND_N`` packets, 1 Hz packet
-  times); packets from ``Codec.encode_hk`` with values of the types the agent sends, decoded
-  as the client decodes them before the archive sees them (decoding is not timed).
+  of 500 (the recorder's default), each batch followed by ``Archive.seal()`` as the recorder
+  does (the ground clock taken as the packet time): sealing is timed too.
 - ``archive_insert_commit_each_per_s``: the same through ``record()`` outside a batch, one
   commit per packet (``BENCH_GROUND_N_COMMIT`` packets): what a caller without a recorder gets.
-- ``archive_query_day_ms``: ``query()`` of one channel over the whole day (86 400 points at
-  the default N), median of 7 (``archive_query_day_first_ms``: the first of them).
-- ``archive_bytes_per_hk_packet``: file size over packets stored (raw bytes plus one sample
-  row per channel): what a day of housekeeping costs on disk.
+- ``archive_query_day_ms``: ``query()`` of one channel over the whole day at full resolution
+  (86 400 points at the default N), median of 7 (``archive_query_day_first_ms``: the first).
+- ``archive_query_day_decimated_ms``: the same with ``max_points=2000`` (min/max decimation),
+  median of 7; ``archive_query_day_decimated_points``: how many came back.
+- ``archive_bytes_per_hk_packet``: the file's size (with its ``-wal``/``-shm`` if any; closing
+  checkpoints the WAL into the file) over the packets stored, after the day went in as above:
+  the last partial chunk is still unsealed. ``archive_bytes_per_hk_packet_sealed``: the same
+  after ``seal(force=True)``.
+- ``kill9_archive_lost_s``, ``kill9_archive_check``: a child process (``--kill9-child``, this
+  module) takes in HK packets at ``KILL9_RATE`` (20) packets/s, cycling through the four HK
+  packets, packet time = wall time, through ``ArchiveRecorder`` with its defaults (a commit
+  at least every 0.5 s, sealing after each flush) into an archive sealing every 16 packets (so
+  seals happen all through the run; the default 512 would not seal within seconds). It writes
+  to a pipe the packet time of each packet once ``recorder(item)`` returned. After
+  ``KILL9_AFTER_S`` (4) seconds it is killed with SIGKILL by its pid. The archive is then
+  reopened as it is (no repair step) and ``Archive.check()`` run ("ok", or its problems);
+  ``kill9_archive_lost_s`` is the packet time from the first packet handed to the recorder but
+  missing from the archive to the last one handed, plus one packet interval (0 if none is
+  missing); ``kill9_archive_missing``: how many; ``kill9_archive_holes``: missing packets
+  older than the newest archived one (should be 0: only the tail may be lost). This is the
+  recorder's path in a child process, not the full server: no link, no web, no client.
 - ``web_push_lag_ms_p99``: from ``ground.web.benchlag.measure_push_lag_ms_p99`` when the web
   console is present; null with a note when it is not.
 """
@@ -18,7 +38,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,9 +50,10 @@ from typing import Any
 import numpy as np
 
 from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ValueType
 from flight.link.messages import Codec
 from flight.link.packets import unpack
-from ground.archive import Archive
+from ground.archive import Archive, ArchiveRecorder
 from ground.client import Received
 
 N = int(os.environ.get("BENCH_GROUND_N", "86400"))
@@ -37,6 +61,10 @@ N_COMMIT = int(os.environ.get("BENCH_GROUND_N_COMMIT", "3000"))
 BATCH = 500
 T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
 AGENT_HK = DICTIONARY.packet_by_name["AGENT_HK"]
+KILL9_RATE = 20.0
+KILL9_AFTER_S = 4.0
+KILL9_CHUNK_PACKETS = 16
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _agent_hk(codec: Codec, n: int, seed: int = 1) -> list[Received]:
@@ -71,6 +99,97 @@ def _web_push_lag() -> tuple[float | None, str]:
         return None, f"measure_push_lag_ms_p99 failed: {type(exc).__name__}: {exc}"
 
 
+def _file_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def _median_ms(run: Any, times: int = 7) -> tuple[float, float]:
+    runs = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        run()
+        runs.append((time.perf_counter() - t0) * 1000.0)
+    return round(statistics.median(runs), 1), round(runs[0], 1)
+
+
+# --- kill -9 -----------------------------------------------------------------------------------
+
+
+def _hk_values(packet: Any, i: int) -> dict[str, Any]:
+    """Values of the types the agent sends for any HK packet (text and enums nil: allowed)."""
+    out: dict[str, Any] = {}
+    for name in packet.channels:
+        t = DICTIONARY.channel_by_name[name].type
+        if t in (ValueType.STRING, ValueType.ENUM, ValueType.BYTES):
+            out[name] = None
+        elif t is ValueType.BOOL:
+            out[name] = i % 2 == 0
+        elif t in (ValueType.F32, ValueType.F64):
+            out[name] = float(i)
+        else:
+            out[name] = i % 200
+    return out
+
+
+def kill9_child(db: str, rate: float) -> None:
+    """Take in HK packets at ``rate`` per second through ArchiveRecorder until killed; write
+    ``SID packet_time`` to stdout (unbuffered) for each packet once the recorder has it."""
+    codec = Codec(DICTIONARY)
+    archive = Archive(db, chunk_packets=KILL9_CHUNK_PACKETS)
+    recorder = ArchiveRecorder(archive)
+    side = sys.stdout.fileno()
+    os.write(side, b"ready\n")
+    start, i = time.time(), 0
+    while True:
+        packet = DICTIONARY.packets[i % len(DICTIONARY.packets)]
+        raw = codec.encode_hk(packet.sid, _hk_values(packet, i), time.time())
+        tm = unpack(raw)
+        recorder(Received(raw, tm, codec.decode_tm(tm)))
+        os.write(side, f"{packet.sid} {tm.time_s!r}\n".encode())
+        i += 1
+        time.sleep(max(0.0, start + i / rate - time.time()))
+
+
+def kill9(tmp: Path) -> dict[str, Any]:
+    path = tmp / "kill9.sqlite"
+    child = subprocess.Popen([sys.executable, "-m", "bench.ground", "--kill9-child", str(path), str(KILL9_RATE)],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    handed: list[tuple[int, float]] = []
+    try:
+        if child.stdout.readline() != "ready\n":
+            raise RuntimeError("the ingest child did not start")
+        deadline = time.monotonic() + KILL9_AFTER_S
+        while time.monotonic() < deadline:
+            sid, t = child.stdout.readline().split()
+            handed.append((int(sid), float(t)))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        for line in child.stdout.read().splitlines():
+            sid, t = line.split()
+            handed.append((int(sid), float(t)))
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    with Archive(path, create=False) as archive:
+        problems = archive.check()
+        sealed = archive.counts()["hk_sealed"]
+        archived: set[tuple[int, float]] = set()
+        for packet in DICTIONARY.packets:
+            times = archive.query(packet.channels[0])[packet.channels[0]][0]
+            archived |= {(packet.sid, t) for t in times.tolist()}
+    missing = sorted(t for sid, t in set(handed) - archived)
+    newest_archived = max((t for _, t in archived), default=-np.inf)
+    lost_s = (max(t for _, t in handed) - missing[0] + 1.0 / KILL9_RATE) if missing else 0.0
+    return {"kill9_archive_lost_s": round(lost_s, 3), "kill9_archive_check": "ok" if not problems else "; ".join(problems),
+            "kill9_archive_handed": len(handed), "kill9_archive_missing": len(missing),
+            "kill9_archive_holes": sum(t < newest_archived for t in missing), "kill9_archive_hk_sealed": sealed}
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
 def main() -> dict[str, Any]:
     codec = Codec(DICTIONARY)
     items = _agent_hk(codec, N)
@@ -81,28 +200,36 @@ def main() -> dict[str, Any]:
         with Archive(path) as archive:
             t0 = time.perf_counter()
             for start in range(0, N, BATCH):
+                end = min(start + BATCH, N)
                 with archive.batch():
-                    for i in range(start, min(start + BATCH, N)):
+                    for i in range(start, end):
                         archive.record(items[i], T0_S + i + 0.05)
+                archive.seal(now_s=T0_S + end)
             out["archive_insert_per_s"] = round(N / (time.perf_counter() - t0))
 
-            runs = []
-            for _ in range(7):
-                t0 = time.perf_counter()
+            def full() -> None:
                 times, values = archive.query("cpu_pct", T0_S, T0_S + N - 1)["cpu_pct"]
-                runs.append((time.perf_counter() - t0) * 1000.0)
                 assert len(times) == N and values.dtype == float
-            out["archive_query_day_ms"] = round(statistics.median(runs), 1)
-            out["archive_query_day_first_ms"] = round(runs[0], 1)
+
+            def decimated() -> None:
+                times, _ = archive.query("cpu_pct", T0_S, T0_S + N - 1, max_points=2000)["cpu_pct"]
+                out["archive_query_day_decimated_points"] = len(times)
+
+            out["archive_query_day_ms"], out["archive_query_day_first_ms"] = _median_ms(full)
             out["archive_query_day_points"] = N
-        out["archive_bytes_per_hk_packet"] = round(
-            sum(p.stat().st_size for p in Path(tmp).iterdir() if p.name.startswith("ground.sqlite")) / N)
+            out["archive_query_day_decimated_ms"], _ = _median_ms(decimated)
+        out["archive_bytes_per_hk_packet"] = round(_file_bytes(path) / N, 1)
+        with Archive(path) as archive:
+            archive.seal(force=True)
+        out["archive_bytes_per_hk_packet_sealed"] = round(_file_bytes(path) / N, 1)
 
         with Archive(Path(tmp) / "each.sqlite") as archive:
             t0 = time.perf_counter()
             for i in range(N_COMMIT):
                 archive.record(items[i], T0_S + i)
             out["archive_insert_commit_each_per_s"] = round(N_COMMIT / (time.perf_counter() - t0))
+
+        out.update(kill9(Path(tmp)))
 
     lag, note = _web_push_lag()
     out["web_push_lag_ms_p99"] = lag
@@ -112,4 +239,7 @@ def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    if len(sys.argv) == 4 and sys.argv[1] == "--kill9-child":
+        kill9_child(sys.argv[2], float(sys.argv[3]))
+    else:
+        print(json.dumps(main()))

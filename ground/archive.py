@@ -1,31 +1,52 @@
 """The ground archive: every packet the ground receives, and what it meant, in one SQLite file.
 
 No server: stdlib :mod:`sqlite3` on one file (``var/ground.sqlite`` by default), in WAL mode so
-a console can write while ``sunlit-ground archive ...`` or a web page reads. What it keeps:
+a console can write while ``sunlit-ground archive ...`` or a web page reads. Every row carries
+its spacecraft (a small id from the ``spacecraft`` table; :data:`DEFAULT_SPACECRAFT` where none
+is named), and every query takes one. What it keeps:
 
 - ``packets``: every packet as received, bytes included, with its header fields; a packet that
-  failed its checks is kept too, ``valid = 0`` with the error (bad input is data, not a crash);
-- ``samples``: one row per channel per housekeeping packet: packet time, channel (a small id
-  from ``channels``), value. Numbers and booleans are REAL, everything else TEXT; a nil value
-  ("not available now") and a NaN are both NULL, and come back from :meth:`Archive.query` as NaN;
-- ``events``, ``verifications`` (PUS 1 reports), ``commands`` (who sent what, when, and how
-  it ended), ``gaps`` (packets missing from a source's sequence);
+  failed its checks is kept too, ``valid = 0`` with the error (bad input is data, not a crash).
+  Housekeeping packets land here first (``sid`` set: *unsealed*), so a commit is all it takes
+  to keep them;
+- ``hk_chunks``: housekeeping *sealed*. When a (spacecraft, SID) has ``chunk_packets``
+  unsealed packets, or its oldest is ``chunk_age_s`` old (received time), they move in one
+  transaction into one chunk row and leave ``packets``. A chunk holds two blobs, each with
+  its CRC-32 (checked on every read, and by :meth:`Archive.check`):
+
+  - ``vals``: packet times and each channel's values column-wise: numbers as float64,
+    byte-shuffled (byte *k* of every value together) then zlib; text, enumerations, and any
+    column holding a value that is not a number, as a msgpack list, zlib;
+  - ``raw``: the packets byte for byte (byte-shuffled when their lengths allow, zlib), with
+    their packet row ids and received times: the export is the same after sealing, and the
+    header fields are in the bytes.
+
+  A day at 1 Hz of one channel is then ~170 blob reads instead of 86 400 rows, and an
+  AGENT_HK packet (116 bytes, 21 channels) costs ~45 bytes of file instead of ~740;
+- ``events``, ``verifications`` (PUS 1 reports), ``commands`` (who queued, approved and sent
+  what, when, and how it ended), ``gaps`` (packets missing from a source's sequence);
 - ``limit_overrides`` (limits the operator changed at run time, so they survive a restart)
   and ``alarm_acks``.
 
-Times: telemetry (samples, events, packets) is indexed by *packet time*, the agent's clock as
-stamped in the packet (simulated time under lockstep HIL); ``received_s``, command ``sent_s``
-and acknowledgements are the ground's clock. Every time is Unix seconds (UTC).
+Times: telemetry (housekeeping, events, packets) is indexed by *packet time*, the agent's clock
+as stamped in the packet (simulated time under lockstep HIL); ``received_s``, command times and
+acknowledgements are the ground's clock. Every time is Unix seconds (UTC).
 
-Why the table shapes: ``samples`` is ``WITHOUT ROWID`` with primary key (channel, time_s, packet):
-the rows of one channel lie together in time order, so one channel over a day at 1 Hz
-(86 400 rows out of millions) is a single range scan, and there is no second B-tree for an
-index. ``packet`` in the key keeps two packets with the same time stamp (a repeat, a restarted
-source) from overwriting each other.
+Retention (:meth:`Archive.retain` with a :class:`RetentionPolicy`) deletes by age and by size
+per kind of data and spacecraft; the file is ``auto_vacuum = INCREMENTAL`` so what is deleted
+is given back to the file system.
 
-Durability: ``synchronous = NORMAL`` in WAL mode survives a crash of this process; a power cut
-may lose the last commits (an fsync per commit would cap intake far below the link's rate).
-The schema version is ``PRAGMA user_version``; a newer file than this code knows is refused.
+Durability, honestly: WAL with ``synchronous = NORMAL``. A commit is in the WAL file when
+``COMMIT`` returns, so a crash of this process (``kill -9`` included) loses only what was not
+yet committed: with :class:`ArchiveRecorder` at most ``max_delay_s`` (0.5 s) of packets, and the
+file reopens without a repair step. A power cut or kernel crash may also lose the last commits
+since the WAL was last synced (at a checkpoint), because NORMAL does not fsync each commit (an
+fsync per commit would cap intake far below the link's rate); the file stays consistent as long
+as the disk honours fsync ordering. ``PRAGMA synchronous = FULL`` would close that window.
+
+The schema version is ``PRAGMA user_version`` (2). A newer file than this code knows is
+refused; a version-1 file (one row per sample) is refused with the command that converts it:
+``sunlit-ground archive upgrade --db OLD --out NEW``.
 """
 
 from __future__ import annotations
@@ -33,34 +54,45 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import heapq
 import json
 import math
 import os
+import re
 import sqlite3
+import struct
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import msgpack
 import numpy as np
 
 from flight.cli import jsonable
-
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Dictionary, Limits, Severity, ValueType
+from flight.link.dictionary import Dictionary, HkPacket, Limits, Severity, ValueType
 from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
 from flight.link.packets import PacketError, Service, Subtype, Telemetry, unpack
 
 if TYPE_CHECKING:
     from ground.client import CommandResult, GroundClient, Received
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path("var/ground.sqlite")
+DEFAULT_SPACECRAFT = "sunlit-1"
+# 512 packets: a chunk of AGENT_HK is ~30 kB, a day at 1 Hz ~170 chunks; a query reads whole
+# chunks, so much larger ones would make short windows slow and much smaller ones compress worse.
+CHUNK_PACKETS = 512
+# 600 s: a slow packet (one every 10 s) still leaves ``packets`` within minutes of arriving.
+CHUNK_AGE_S = 600.0
+SPACECRAFT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 _NUMERIC_TYPES = frozenset({
     ValueType.BOOL, ValueType.U8, ValueType.U16, ValueType.U32, ValueType.U64,
@@ -68,30 +100,52 @@ _NUMERIC_TYPES = frozenset({
 })
 _INTEGER_TYPES = _NUMERIC_TYPES - {ValueType.BOOL, ValueType.F32, ValueType.F64}
 _STAGE_ORDER = {Stage.ACCEPTED.value: 1, Stage.STARTED.value: 2, Stage.COMPLETED.value: 3}
+_ROW_OVERHEAD_BYTES = 40  # retention's estimate of a row's cost beyond its text and blobs
+_BLOB_VERSION = 1
 
 _SCHEMA = (
+    "CREATE TABLE spacecraft (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
     """CREATE TABLE packets (
-        id         INTEGER PRIMARY KEY,
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: sealing empties this table, and
+                                                       -- ids order packets by reception, sealed or not
+        sc         INTEGER NOT NULL,
         received_s REAL NOT NULL,
         apid       INTEGER,
         seq_count  INTEGER,
         service    INTEGER,
         subtype    INTEGER,
         time_s     REAL,               -- packet time; NULL where the header could not be read
-        raw        BLOB NOT NULL,
+        sid        INTEGER,            -- an unsealed housekeeping packet's SID; NULL for every other packet
         valid      INTEGER NOT NULL,
-        error      TEXT NOT NULL DEFAULT '')""",
-    "CREATE INDEX packets_by_time ON packets(time_s)",
-    "CREATE INDEX packets_by_received ON packets(received_s)",
+        error      TEXT NOT NULL DEFAULT '',
+        raw        BLOB NOT NULL)      -- last: reading the other columns never walks its overflow pages""",
+    # Partial indexes: an unsealed housekeeping row touches one index, not three.
+    "CREATE INDEX packets_unsealed ON packets(sc, sid, id) WHERE sid IS NOT NULL",
+    "CREATE INDEX packets_by_time ON packets(sc, coalesce(time_s, received_s)) WHERE sid IS NULL",
+    "CREATE INDEX packets_by_kind ON packets(sc, service, subtype, id) WHERE sid IS NULL",
     "CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
-    """CREATE TABLE samples (
-        channel INTEGER NOT NULL,
-        time_s  REAL NOT NULL,
-        packet  INTEGER NOT NULL,
-        value,                          -- no affinity: REAL for numbers, TEXT otherwise, NULL for nil
-        PRIMARY KEY (channel, time_s, packet)) WITHOUT ROWID""",
+    """CREATE TABLE sid_channels (           -- which housekeeping SIDs have carried which channels
+        channel INTEGER NOT NULL,        -- columns in key order: SQLite 3.40's quick_check misreads the others
+        sid     INTEGER NOT NULL,
+        PRIMARY KEY (channel, sid)) WITHOUT ROWID""",
+    """CREATE TABLE hk_chunks (
+        id         INTEGER PRIMARY KEY,
+        sc         INTEGER NOT NULL,
+        sid        INTEGER NOT NULL,
+        t_first    REAL NOT NULL,        -- packet time, lowest and highest in the chunk
+        t_last     REAL NOT NULL,
+        n          INTEGER NOT NULL,     -- packets
+        first_id   INTEGER NOT NULL,     -- their packet row ids (order of reception), lowest and highest
+        last_id    INTEGER NOT NULL,
+        bytes      INTEGER NOT NULL,     -- length(vals) + length(raw)
+        vals_crc   INTEGER NOT NULL,     -- zlib.crc32 of each blob
+        raw_crc    INTEGER NOT NULL,
+        vals       BLOB NOT NULL,        -- before raw: a query reads vals without walking raw's pages
+        raw        BLOB NOT NULL)""",
+    "CREATE INDEX hk_chunks_by_time ON hk_chunks(sc, sid, t_first, t_last)",
     """CREATE TABLE events (
         id       INTEGER PRIMARY KEY,
+        sc       INTEGER NOT NULL,
         packet   INTEGER,
         time_s   REAL NOT NULL,
         event_id INTEGER NOT NULL,
@@ -102,6 +156,7 @@ _SCHEMA = (
     "CREATE INDEX events_by_time ON events(time_s)",
     """CREATE TABLE verifications (
         id         INTEGER PRIMARY KEY,
+        sc         INTEGER NOT NULL,
         packet     INTEGER,
         time_s     REAL,
         received_s REAL,
@@ -113,18 +168,29 @@ _SCHEMA = (
         code       TEXT NOT NULL,
         reason     TEXT NOT NULL,
         result     TEXT NOT NULL,
-        UNIQUE (cmd_id, request_id, stage, success))""",
+        UNIQUE (sc, cmd_id, request_id, stage, success))""",
     """CREATE TABLE commands (
-        cmd_id       INTEGER PRIMARY KEY,
+        id           INTEGER PRIMARY KEY,
+        sc           INTEGER NOT NULL,
+        cmd_id       INTEGER,             -- NULL until sent (queued, waiting for approval)
+        queue_id,                         -- the server's queue entry; NULL for a command sent outside a queue
         name         TEXT NOT NULL,
         opcode       INTEGER,
         args         TEXT,                -- NULL: seen only in reports on the stream (another console)
         who          TEXT,
+        approved_by  TEXT,
+        state        TEXT,
+        stages       TEXT,                -- JSON list of the queue's stages
+        queued_s     REAL,
         sent_s       REAL,
         first_seen_s REAL NOT NULL,
-        outcome      TEXT)""",
+        outcome      TEXT,
+        UNIQUE (sc, cmd_id),
+        UNIQUE (sc, queue_id))""",
+    "CREATE INDEX commands_by_time ON commands(coalesce(sent_s, queued_s, first_seen_s))",
     """CREATE TABLE gaps (
         id         INTEGER PRIMARY KEY,
+        sc         INTEGER NOT NULL,
         packet     INTEGER NOT NULL,
         received_s REAL NOT NULL,
         time_s     REAL,
@@ -132,12 +198,15 @@ _SCHEMA = (
         seq_count  INTEGER NOT NULL,
         missing    INTEGER NOT NULL)""",
     """CREATE TABLE limit_overrides (
-        channel TEXT PRIMARY KEY,
+        sc      INTEGER NOT NULL,
+        channel TEXT NOT NULL,
         limits  TEXT NOT NULL,
         set_s   REAL NOT NULL,
-        who     TEXT NOT NULL)""",
+        who     TEXT NOT NULL,
+        PRIMARY KEY (sc, channel))""",
     """CREATE TABLE alarm_acks (
         id       INTEGER PRIMARY KEY,
+        sc       INTEGER NOT NULL,
         channel  TEXT NOT NULL,
         acked_s  REAL NOT NULL,
         who      TEXT NOT NULL,
@@ -148,7 +217,15 @@ _SCHEMA = (
 
 
 class ArchiveError(RuntimeError):
-    """The archive file cannot be used (missing, not an archive, a newer schema); says what to do."""
+    """The archive file cannot be used (missing, not an archive, another schema, a damaged
+    chunk); says what to do."""
+
+
+def check_spacecraft(name: Any, field_name: str = "spacecraft") -> str:
+    """``name`` if it is a valid spacecraft id (``^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$``), else ValueError."""
+    if not isinstance(name, str) or not SPACECRAFT_PATTERN.match(name):
+        raise ValueError(f"{field_name} {name!r}: 1 to 32 of A-Z a-z 0-9 _ . -, starting with a letter or digit")
+    return name
 
 
 # --- value objects returned by queries ------------------------------------------------------
@@ -162,6 +239,7 @@ class ArchivedEvent:
     text: str
     args: dict[str, Any]
     event_id: int
+    spacecraft: str = DEFAULT_SPACECRAFT
 
 
 @dataclass(frozen=True)
@@ -178,7 +256,7 @@ class ArchivedReport:
 
 @dataclass(frozen=True)
 class ArchivedCommand:
-    cmd_id: int
+    cmd_id: int | None  # None: queued, not sent (yet)
     name: str
     args: dict[str, Any] | None  # None: seen only through reports (sent by another console)
     who: str | None
@@ -187,6 +265,12 @@ class ArchivedCommand:
     outcome: str  # 'completed', 'failed at <stage>: CODE reason', the last stage reached, or the sender's word
     final: bool
     reports: tuple[ArchivedReport, ...]
+    spacecraft: str = DEFAULT_SPACECRAFT
+    queue_id: Any = None
+    approved_by: str | None = None
+    state: str | None = None  # the server queue's state, as last recorded
+    stages: tuple[dict[str, Any], ...] = ()
+    queued_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +280,86 @@ class ArchivedAck:
     who: str
     state: str
     value: Any
+    spacecraft: str = DEFAULT_SPACECRAFT
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long and how much of one kind of data to keep, per spacecraft. ``inf``: no limit."""
+
+    max_age_days: float = math.inf
+    max_mb: float = math.inf
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ValueError(f"{f.name} {value!r}: a number of at least 0 (inf for no limit)")
+
+
+_HK_DEFAULT = Retention(30.0, 512.0)
+_OTHER_KINDS = ("events", "packets", "commands")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What :meth:`Archive.retain` keeps, per kind of data; each limit applies per spacecraft.
+
+    Kinds: each housekeeping packet by name (``AGENT_HK``, ``POWER_HK``...; ``hk`` sets them all
+    at once), ``events`` (the events table), ``packets`` (the raw rows of every packet that is
+    not housekeeping, and the gap records) and ``commands`` (command history with its reports,
+    and alarm acknowledgements: kept long). Age is by packet time for telemetry (received time
+    where the packet had none), by the ground's clock for commands. Size is the stored payload
+    (blobs and text, plus ~40 bytes a row), which the file exceeds somewhat.
+    """
+
+    hk: Retention = _HK_DEFAULT
+    events: Retention = Retention(365.0, 256.0)
+    packets: Retention = Retention(90.0, 1024.0)
+    commands: Retention = Retention(3650.0)
+    per_packet: tuple[tuple[str, Retention], ...] = ()  # (HK packet name, its rule) overriding ``hk``
+
+    def rule(self, kind: str) -> Retention:
+        if kind in _OTHER_KINDS:
+            return getattr(self, kind)
+        return dict(self.per_packet).get(kind, self.hk)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], dictionary: Dictionary = DICTIONARY) -> RetentionPolicy:
+        """From a TOML table: ``{"AGENT_HK": {"max_age_days": 7, "max_mb": 100}, "events": {...}}``.
+
+        A key left out keeps the default; ``inf`` means no limit. An unknown kind or key, or a
+        negative value, is a ValueError naming it.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"retention policy: a table of kinds, not {type(data).__name__}")
+        kinds = ("hk", *_OTHER_KINDS, *(p.name for p in dictionary.packets))
+        out: dict[str, Retention] = {}
+        per_packet: dict[str, Retention] = {}
+        # ``hk`` first: a packet named on its own starts from it, and changes only what it says.
+        for kind, table in sorted(data.items(), key=lambda item: item[0] != "hk"):
+            if kind not in kinds:
+                raise ValueError(f"retention.{kind}: unknown kind; use one of {', '.join(kinds)}")
+            if not isinstance(table, Mapping):
+                raise ValueError(f"retention.{kind}: a table with max_age_days and/or max_mb")
+            unknown = sorted(set(table) - {"max_age_days", "max_mb"})
+            if unknown:
+                raise ValueError(f"retention.{kind}.{unknown[0]}: unknown key; use max_age_days or max_mb")
+            base = getattr(cls(), kind) if kind in _OTHER_KINDS else out.get("hk", _HK_DEFAULT)
+            values = {"max_age_days": base.max_age_days, "max_mb": base.max_mb}
+            for key, value in table.items():
+                try:
+                    Retention(**{key: value})
+                except ValueError as exc:
+                    raise ValueError(f"retention.{kind}.{exc}") from None
+                values[key] = float(value)
+            rule = Retention(**values)
+            (out.__setitem__ if kind in ("hk", *_OTHER_KINDS) else per_packet.__setitem__)(kind, rule)
+        # A packet not named follows ``hk``, also when only ``hk`` was given.
+        return cls(**out, per_packet=tuple(sorted(per_packet.items())))
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -206,26 +370,27 @@ def _to_i64(n: int) -> int:
     return n - 2**64 if n >= 2**63 else n
 
 
-def _from_i64(n: int) -> int:
-    return n + 2**64 if n < 0 else n
-
+def _from_i64(n: int | None) -> int | None:
+    return None if n is None else (n + 2**64 if n < 0 else n)
 
 
 def _json(value: Any) -> str:
     return json.dumps(jsonable(value), separators=(",", ":"))
 
 
-def _sql_value(value: Any) -> float | str | None:
-    """REAL for numbers and booleans, TEXT for the rest; SQLite itself turns NaN into NULL."""
-    if value is None or isinstance(value, float):
+def _cell(value: Any) -> float | str | None:
+    """A value as a text/enum column keeps it: None and str as they are, numbers as float,
+    bytes as hex, anything else as JSON text (what a hostile packet may hold)."""
+    if value is None or isinstance(value, (str, float)):
         return value
     if isinstance(value, (bool, int)):
-        return float(value)  # U64 counters beyond 2**53 lose their last digits, as REAL must
-    if isinstance(value, str):
-        return value
+        return float(value)  # U64 counters beyond 2**53 lose their last digits, as float64 must
     if isinstance(value, bytes):
         return value.hex()
-    return _json(value)
+    try:
+        return _json(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:400]
 
 
 def utc_iso(time_s: float) -> str:
@@ -238,6 +403,12 @@ def _bounds(from_s: float | None, to_s: float | None) -> tuple[float, float]:
     if lo > hi:
         raise ValueError(f"time window runs backwards: from {lo} is after to {hi}")
     return lo, hi
+
+
+def _window_text(from_s: float | None, to_s: float | None) -> str:
+    a = "the beginning" if from_s is None else utc_iso(from_s)
+    b = "the end" if to_s is None else utc_iso(to_s)
+    return f"{a} .. {b}"
 
 
 def _severity(value: Severity | int | str) -> Severity:
@@ -277,33 +448,215 @@ def _replacing(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[Any
         raise
 
 
+# --- chunk blobs (pure) ---------------------------------------------------------------------
+#
+# A blob is: u32 little-endian header length, a msgpack header (with "sizes", the length of
+# each segment), then the segments back to back. Numbers are byte-shuffled before zlib: the
+# sign/exponent bytes of slowly varying values repeat, and zlib finds them once they are
+# together (the idea of Blosc's and HDF5's shuffle filters).
+
+_ZLIB_LEVEL = 6
+
+
+def _shuffle_zip(a: np.ndarray, dtype: str) -> bytes:
+    b = np.ascontiguousarray(a, dtype=dtype)
+    return zlib.compress(b.view(np.uint8).reshape(-1, b.itemsize).T.tobytes(), _ZLIB_LEVEL)
+
+
+def _unshuffle_unzip(data: bytes | memoryview, dtype: str, n: int) -> np.ndarray:
+    width = np.dtype(dtype).itemsize
+    b = np.frombuffer(zlib.decompress(data), dtype=np.uint8)
+    if b.size != width * n:
+        raise ValueError(f"column of {b.size} bytes, expected {width * n}")
+    return b.reshape(width, n).T.copy().view(dtype).ravel()
+
+
+def _pack_blob(header: dict[str, Any], segments: Sequence[bytes]) -> bytes:
+    header = {**header, "v": _BLOB_VERSION, "sizes": [len(s) for s in segments]}
+    head = msgpack.packb(header, use_bin_type=True)
+    return b"".join((struct.pack("<I", len(head)), head, *segments))
+
+
+def _unpack_blob(blob: bytes) -> tuple[dict[str, Any], list[memoryview]]:
+    view = memoryview(blob)
+    (head_len,) = struct.unpack_from("<I", view, 0)
+    header = msgpack.unpackb(view[4:4 + head_len], raw=False, strict_map_key=False)
+    if not isinstance(header, dict) or header.get("v") != _BLOB_VERSION:
+        raise ValueError(f"blob header {str(header)[:80]} is not version {_BLOB_VERSION}")
+    segments, at = [], 4 + head_len
+    for size in header["sizes"]:
+        segments.append(view[at:at + size])
+        at += size
+    if at != len(view):
+        raise ValueError(f"blob of {len(view)} bytes, its header accounts for {at}")
+    return header, segments
+
+
+def _columns(channels: Sequence[str], kinds: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+    """Rows of values (wire order) → one array per channel: float64 where every value is a
+    number or nil (nil → NaN), else an object array of :func:`_cell` values."""
+    out = []
+    for j, kind in enumerate(kinds):
+        col = [r[j] for r in rows]
+        if kind == "f8":
+            try:
+                if all(v is None or (type(v) in (float, int, bool)) for v in col):
+                    out.append(np.array([math.nan if v is None else float(v) for v in col], dtype=float))
+                    continue
+            except OverflowError:  # an int beyond float64 (not from msgpack, but never crash)
+                pass
+        arr = np.empty(len(col), dtype=object)
+        arr[:] = [_cell(v) for v in col]
+        out.append(arr)
+    return out
+
+
+def _pack_values(channels: Sequence[str], times: np.ndarray, columns: Sequence[np.ndarray]) -> bytes:
+    kinds, segments = [], [_shuffle_zip(times, "<f8")]
+    for col in columns:
+        if col.dtype == object:
+            kinds.append("obj")
+            segments.append(zlib.compress(msgpack.packb(col.tolist(), use_bin_type=True), _ZLIB_LEVEL))
+        else:
+            kinds.append("f8")
+            segments.append(_shuffle_zip(col, "<f8"))
+    return _pack_blob({"n": len(times), "channels": list(channels), "kinds": kinds}, segments)
+
+
+def _pack_raw(ids: Sequence[int], received_s: Sequence[float], raws: Sequence[bytes]) -> bytes:
+    n = len(raws)
+    lengths = np.array([len(r) for r in raws], dtype="<u4")
+    width = int(lengths.max()) if n else 0
+    # Byte-shuffled (byte k of every packet together) when padding to the longest costs little:
+    # a housekeeping packet repeats its header and most values, byte for byte, column by column.
+    if n and width * n <= 2 * int(lengths.sum()) + 1024:
+        matrix = np.zeros((n, width), dtype=np.uint8)
+        for i, r in enumerate(raws):
+            matrix[i, :len(r)] = np.frombuffer(r, dtype=np.uint8)
+        layout, body = "columns", zlib.compress(matrix.T.tobytes(), _ZLIB_LEVEL)
+    else:
+        layout, body = "rows", zlib.compress(b"".join(raws), _ZLIB_LEVEL)
+    ids_a = np.asarray(ids, dtype="<i8")
+    deltas = np.diff(ids_a, prepend=0)  # ids rise by small steps: deltas compress to almost nothing
+    return _pack_blob({"n": n, "layout": layout, "width": width}, [
+        _shuffle_zip(deltas, "<i8"), _shuffle_zip(np.asarray(received_s, dtype=float), "<f8"),
+        zlib.compress(lengths.tobytes(), _ZLIB_LEVEL), body])
+
+
+def _unpack_raw(blob: bytes) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    header, (ids_z, rec_z, len_z, body_z) = _unpack_blob(blob)
+    n = int(header["n"])
+    ids = np.cumsum(_unshuffle_unzip(ids_z, "<i8", n))
+    received = _unshuffle_unzip(rec_z, "<f8", n)
+    lengths = np.frombuffer(zlib.decompress(len_z), dtype="<u4")
+    body = zlib.decompress(body_z)
+    if len(lengths) != n:
+        raise ValueError(f"{len(lengths)} packet lengths for {n} packets")
+    raws: list[bytes] = []
+    if header["layout"] == "columns":
+        width = int(header["width"])
+        if len(body) != width * n:
+            raise ValueError(f"packet matrix of {len(body)} bytes, expected {width * n}")
+        matrix = np.frombuffer(body, dtype=np.uint8).reshape(width, n).T
+        raws = [matrix[i, :int(k)].tobytes() for i, k in enumerate(lengths)]
+    else:
+        if len(body) != int(lengths.sum()):
+            raise ValueError(f"packets of {len(body)} bytes, lengths say {int(lengths.sum())}")
+        at = 0
+        for k in lengths.tolist():
+            raws.append(body[at:at + k])
+            at += k
+    return ids, received, raws
+
+
+def decimate(times: np.ndarray, values: np.ndarray, max_points: int,
+             lo_s: float | None = None, hi_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` of a time series, for a plot: the window is cut into
+    ``max_points // 2`` buckets of equal time; numbers keep each bucket's minimum and maximum
+    sample (in time order, with their own times), so a spike one sample wide survives; text
+    keeps each bucket's first value and the samples where the value changes (only the first
+    change in each bucket if that is still too many). NaN never wins a bucket; a bucket with
+    nothing but NaN yields nothing. ``times`` must be sorted."""
+    if max_points < 2:
+        raise ValueError(f"max_points {max_points}: at least 2 (a minimum and a maximum)")
+    n = len(times)
+    if n <= max_points:
+        return times, values
+    lo = float(times[0]) if lo_s is None or not math.isfinite(lo_s) else float(lo_s)
+    hi = float(times[-1]) if hi_s is None or not math.isfinite(hi_s) else float(hi_s)
+    n_buckets = max_points // 2
+    width = (hi - lo) / n_buckets
+    if width > 0:
+        bucket = np.clip(((times - lo) / width).astype(np.int64), 0, n_buckets - 1)
+    else:
+        bucket = np.zeros(n, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    which = np.repeat(np.arange(len(starts)), counts)  # the bucket (by rank) of every sample
+    if values.dtype != object:
+        picks = []
+        for reduce in (np.fmin, np.fmax):
+            extreme = np.repeat(reduce.reduceat(values, starts), counts)
+            hit = np.flatnonzero(values == extreme)  # NaN never equals: an all-NaN bucket has no hit
+            first = np.r_[True, which[hit][1:] != which[hit][:-1]] if len(hit) else np.zeros(0, dtype=bool)
+            picks.append(hit[first])
+        keep = np.union1d(picks[0], picks[1])
+    else:
+        listed = values.tolist()
+        changed = np.array([False] + [a != b for a, b in zip(listed[1:], listed[:-1])], dtype=bool)
+        keep = np.union1d(starts, np.flatnonzero(changed))
+        if len(keep) > max_points:
+            hit = np.flatnonzero(changed)
+            first = np.r_[True, which[hit][1:] != which[hit][:-1]] if len(hit) else np.zeros(0, dtype=bool)
+            keep = np.union1d(starts, hit[first])
+    return times[keep], values[keep]
+
+
 # --- the archive ----------------------------------------------------------------------------
 
 
 class Archive:
-    """One archive file. Safe to share between threads (one connection behind a lock).
+    """One archive file. Safe to share between threads (one connection behind a lock: calls
+    run one at a time; :meth:`export_raw` and :meth:`check`, the long reads, use a read-only
+    connection of their own and hold no lock while they read).
 
     ``Archive(path)`` creates the file (and its directory) if it does not exist; with
     ``create=False`` a missing file is an :class:`ArchiveError` (what the query commands want).
     Several processes may open one file: readers never wait (WAL); a writer waits up to
     ``busy_timeout_s`` for another writer's transaction, then gets ``sqlite3.OperationalError``.
+    ``chunk_packets`` and ``chunk_age_s`` say when housekeeping is sealed (see :meth:`seal`).
     """
 
     def __init__(self, path: Path | str = DEFAULT_PATH, dictionary: Dictionary = DICTIONARY, create: bool = True,
-                 busy_timeout_s: float = 10.0):
+                 busy_timeout_s: float = 10.0, chunk_packets: int = CHUNK_PACKETS, chunk_age_s: float = CHUNK_AGE_S):
+        if chunk_packets < 1 or not chunk_age_s >= 0:
+            raise ValueError(f"chunk_packets {chunk_packets} must be at least 1 and chunk_age_s {chunk_age_s} at least 0")
         self.path = Path(path)
         self.dictionary = dictionary
+        self.chunk_packets = int(chunk_packets)
+        self.chunk_age_s = float(chunk_age_s)
         if not create and not self.path.exists():
             raise ArchiveError(f"no archive at {self.path}; give --db PATH of an archive a console has written")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
         self._recorders: weakref.WeakSet[ArchiveRecorder] = weakref.WeakSet()
-        self._channel_ids: dict[str, int] = {}  # name -> id, a cache of the channels table
+        self._codec = Codec(dictionary)
+        self._kinds = {p.sid: tuple("f8" if dictionary.channel_by_name[c].type in _NUMERIC_TYPES else "obj"
+                                    for c in p.channels) for p in dictionary.packets}
+        # Caches of rows this connection has seen; cleared when a transaction rolls back.
+        self._sc_ids: dict[str, int] = {}
+        self._sc_names: dict[int, str] = {}
+        self._sids_noted: set[int] = set()
+        self._unsealed_hint: dict[tuple[int, int], int] = {}  # (sc, sid) -> rows recorded since last counted
         # isolation_level=None: no implicit transactions; _write() opens and closes them.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=busy_timeout_s)
         try:
+            if not self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                # A new file: before any table and before WAL, or it cannot be changed any more.
+                # Lets retain() give deleted space back to the file system.
+                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._open_schema()
@@ -313,7 +666,6 @@ class Archive:
         except BaseException:
             self._db.close()
             raise
-        self._channel_ids.update(self._db.execute("SELECT name, id FROM channels"))
 
     def _open_schema(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -332,7 +684,14 @@ class Archive:
                 f"{self.path} has archive schema {version}, newer than this ground software's {SCHEMA_VERSION}; "
                 "open it with a newer sunlit-ground"
             )
-        # Older versions would migrate here, one step at a time, under the write lock; there are none yet.
+        if version == 1:
+            raise ArchiveError(
+                f"{self.path} has archive schema 1 (one row per sample, no spacecraft); this ground software "
+                f"reads schema {SCHEMA_VERSION}. Convert it into a new file (the old one is left as it is): "
+                f"sunlit-ground archive upgrade --db {self.path} --out NEW.sqlite"
+            )
+        if version != SCHEMA_VERSION:
+            raise ArchiveError(f"{self.path} has archive schema {version}, which this ground software does not know")
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -340,6 +699,8 @@ class Archive:
     def _write(self) -> Iterator[None]:
         """One write transaction, or part of the enclosing one (see :meth:`batch`)."""
         with self._lock:
+            if self._db is None:
+                raise ArchiveError(f"archive {self.path} is closed")
             if self._depth == 0:
                 self._db.execute("BEGIN IMMEDIATE")  # the write lock now, so busy waits happen here
             self._depth += 1
@@ -349,11 +710,17 @@ class Archive:
                 self._depth -= 1
                 if self._depth == 0:
                     self._db.execute("ROLLBACK")
-                    self._channel_ids.clear()  # ids inserted in the rolled-back transaction are gone
+                    self._forget_caches()  # rows inserted in the rolled-back transaction are gone
                 raise
             self._depth -= 1
             if self._depth == 0:
                 self._db.execute("COMMIT")
+
+    def _forget_caches(self) -> None:
+        self._sc_ids.clear()
+        self._sc_names.clear()
+        self._sids_noted.clear()
+        self._unsealed_hint.clear()
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Group writes into one transaction: ``with archive.batch(): archive.record(...)``.
@@ -363,24 +730,86 @@ class Archive:
         """
         return self._write()
 
+    # --- spacecraft --------------------------------------------------------------------------
+
+    def _sc_id(self, name: str) -> int:
+        """The spacecraft's id, created if new (inside a write transaction)."""
+        sc = self._sc_ids.get(name)
+        if sc is None:
+            check_spacecraft(name)
+            self._db.execute("INSERT OR IGNORE INTO spacecraft(name) VALUES (?)", (name,))
+            sc = self._db.execute("SELECT id FROM spacecraft WHERE name = ?", (name,)).fetchone()[0]
+            self._sc_ids[name] = sc
+            self._sc_names[sc] = name
+        return sc
+
+    def _sc_lookup(self, name: str) -> int:
+        """The spacecraft's id for reading; -1 (matches nothing) for one never seen."""
+        sc = self._sc_ids.get(name)
+        if sc is None:
+            check_spacecraft(name)
+            row = self._db.execute("SELECT id FROM spacecraft WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return -1
+            sc = self._sc_ids[name] = row[0]
+            self._sc_names[sc] = name
+        return sc
+
+    def _sc_name(self, sc: int) -> str:
+        name = self._sc_names.get(sc)
+        if name is None:
+            row = self._db.execute("SELECT name FROM spacecraft WHERE id = ?", (sc,)).fetchone()
+            name = row[0] if row else f"#{sc}"
+            self._sc_names[sc] = name
+        return name
+
+    def spacecraft(self) -> list[str]:
+        """Every spacecraft the archive has heard of, in the order first seen."""
+        with self._lock:
+            return [name for (name,) in self._db.execute("SELECT name FROM spacecraft ORDER BY id")]
+
+    def next_queue_id(self, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
+        """One above the highest integer ``queue_id`` archived for ``spacecraft`` (1 if none):
+        where a restarted server's queue should start numbering, so ids never repeat."""
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            row = self._db.execute("SELECT max(queue_id) FROM commands WHERE sc = ? AND typeof(queue_id) = 'integer'",
+                                   (sc,)).fetchone()
+        return (row[0] or 0) + 1
+
     # --- recording ---------------------------------------------------------------------------
 
-    def _channel_id(self, name: str) -> int:
-        cid = self._channel_ids.get(name)
-        if cid is None:
-            self._db.execute("INSERT OR IGNORE INTO channels(name) VALUES (?)", (name,))
-            cid = self._db.execute("SELECT id FROM channels WHERE name = ?", (name,)).fetchone()[0]
-            self._channel_ids[name] = cid
-        return cid
+    def _hk_layout(self, rec: HkRecord) -> HkPacket | None:
+        """The archive dictionary's packet for this record, if it is laid out the same."""
+        mine = self.dictionary.packet_by_sid.get(rec.packet.sid)
+        if mine is None or (mine is not rec.packet and mine.channels != rec.packet.channels):
+            return None
+        return mine
 
-    def record(self, item: Received, received_s: float) -> int:
+    def _note_sid(self, packet: HkPacket) -> None:
+        if packet.sid in self._sids_noted:
+            return
+        for name in packet.channels:
+            self._db.execute("INSERT OR IGNORE INTO channels(name) VALUES (?)", (name,))
+        self._db.execute(
+            "INSERT OR IGNORE INTO sid_channels(sid, channel) SELECT ?, id FROM channels WHERE name IN "
+            f"({','.join('?' * len(packet.channels))})", (packet.sid, *packet.channels))
+        self._sids_noted.add(packet.sid)
+
+    def record(self, item: Received, received_s: float, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
         """Archive one received packet and what it meant; return its packet row id.
 
         Never raises for what the packet holds: a packet the client could not decode is kept
         with ``valid = 0`` and its error (header fields filled in where they can be read), and
         a decoded record this code cannot store is kept as raw bytes with the reason. Raises
-        only when the database itself fails (``sqlite3.Error``: disk full, locked too long).
+        only when the database itself fails (``sqlite3.Error``: disk full, locked too long) or
+        ``spacecraft`` is not a valid id (ValueError).
+
+        A housekeeping packet goes in unsealed; once its (spacecraft, SID) has ``chunk_packets``
+        of them, they are sealed here, in the same transaction (:meth:`seal` does the rest).
         """
+        if spacecraft not in self._sc_ids:
+            check_spacecraft(spacecraft)  # before the transaction: a bad name must not undo a whole batch
         packet = item.packet
         error = item.error
         if packet is None:
@@ -392,52 +821,80 @@ class Archive:
                 error = "not decoded"
         else:
             header = packet
-        fields: tuple[Any, ...] = (None, None, None, None, None)
+        fields_: tuple[Any, ...] = (None, None, None, None, None)
         if header is not None:
-            fields = (header.apid, header.seq_count, header.service, header.subtype,
-                      header.time_s if isinstance(header, Telemetry) else None)
+            fields_ = (header.apid, header.seq_count, header.service, header.subtype,
+                       header.time_s if isinstance(header, Telemetry) else None)
+        hk = None
+        if packet is not None and isinstance(item.record, HkRecord):
+            hk = self._hk_layout(item.record)
+            if hk is None:
+                error = (f"housekeeping SID {item.record.packet.sid} laid out otherwise than in this archive's "
+                         "dictionary: kept as a raw packet only")
         with self._write():
+            sc = self._sc_id(spacecraft)
             cur = self._db.execute(
-                "INSERT INTO packets(received_s, apid, seq_count, service, subtype, time_s, raw, valid, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (received_s, *fields, bytes(item.raw), int(packet is not None), error),
+                "INSERT INTO packets(sc, received_s, apid, seq_count, service, subtype, time_s, sid, valid, error, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (sc, received_s, *fields_, None if hk is None else hk.sid, int(packet is not None), error,
+                 bytes(item.raw)),
             )
             packet_id = cur.lastrowid
             if packet is None:
                 return packet_id
+            if hk is not None:
+                self._note_sid(hk)
+            self._db.execute("SAVEPOINT meaning")
             try:
-                self._record_meaning(item, packet_id, received_s)
-            except (TypeError, ValueError, OverflowError, AttributeError, sqlite3.InterfaceError) as exc:
-                self._db.execute("UPDATE packets SET error = ? WHERE id = ?",
-                                 (f"archive could not store its content: {type(exc).__name__}: {exc}"[:400], packet_id))
+                self._record_meaning(item, packet_id, received_s, sc)
+            except sqlite3.IntegrityError as exc:
+                self._content_error(packet_id, exc)
+            except sqlite3.DatabaseError:
+                self._db.execute("ROLLBACK TO meaning")
+                self._db.execute("RELEASE meaning")
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever a hostile packet makes of our code: keep it raw
+                self._content_error(packet_id, exc)
+            else:
+                self._db.execute("RELEASE meaning")
+            if hk is not None:
+                key = (sc, hk.sid)
+                hint = self._unsealed_hint.get(key, 0) + 1
+                self._unsealed_hint[key] = hint
+                if hint >= self.chunk_packets:
+                    self._seal_due(sc, hk.sid, force=False, now_s=None)
         return packet_id
 
-    def _record_meaning(self, item: Received, packet_id: int, received_s: float) -> None:
+    def _content_error(self, packet_id: int, exc: BaseException) -> None:
+        """Undo what a packet's meaning half-wrote and say why on its row (the raw bytes stay)."""
+        self._db.execute("ROLLBACK TO meaning")
+        self._db.execute("RELEASE meaning")
+        self._db.execute("UPDATE packets SET error = ? WHERE id = ?",
+                         (f"archive could not store its content: {type(exc).__name__}: {exc}"[:400], packet_id))
+
+    def _record_meaning(self, item: Received, packet_id: int, received_s: float, sc: int) -> None:
         rec = item.record
-        if isinstance(rec, HkRecord):
-            t = rec.time_s
-            rows = [(self._channel_id(name), t, packet_id, _sql_value(value)) for name, value in rec.values.items()]
-            self._db.executemany("INSERT INTO samples(channel, time_s, packet, value) VALUES (?, ?, ?, ?)", rows)
-        elif isinstance(rec, EventRecord):
+        if isinstance(rec, EventRecord):
             self._db.execute(
-                "INSERT INTO events(packet, time_s, event_id, name, severity, text, args) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (packet_id, rec.time_s, rec.event.id, rec.event.name, int(rec.event.severity), _event_text(rec),
+                "INSERT INTO events(sc, packet, time_s, event_id, name, severity, text, args) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sc, packet_id, rec.time_s, rec.event.id, rec.event.name, int(rec.event.severity), _event_text(rec),
                  _json(rec.args)),
             )
         elif isinstance(rec, Verification):
-            self._record_report(rec, packet_id, item.packet.time_s, received_s)
+            self._record_report(rec, packet_id, item.packet.time_s, received_s, sc)
         if item.gap:
             self._db.execute(
-                "INSERT INTO gaps(packet, received_s, time_s, apid, seq_count, missing) VALUES (?, ?, ?, ?, ?, ?)",
-                (packet_id, received_s, item.packet.time_s, item.packet.apid, item.packet.seq_count, item.gap),
+                "INSERT INTO gaps(sc, packet, received_s, time_s, apid, seq_count, missing) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sc, packet_id, received_s, item.packet.time_s, item.packet.apid, item.packet.seq_count, item.gap),
             )
 
     def _record_report(self, rep: Verification, packet_id: int | None, time_s: float | None,
-                       received_s: float) -> None:
+                       received_s: float, sc: int) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO verifications(packet, time_s, received_s, cmd_id, opcode, request_id, stage, "
-            "success, code, reason, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (packet_id, time_s, received_s, _to_i64(rep.cmd_id), rep.opcode, rep.request_id, rep.stage.value,
+            "INSERT OR IGNORE INTO verifications(sc, packet, time_s, received_s, cmd_id, opcode, request_id, stage, "
+            "success, code, reason, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sc, packet_id, time_s, received_s, _to_i64(rep.cmd_id), rep.opcode, rep.request_id, rep.stage.value,
              int(rep.success), rep.code.name, rep.reason, _json(rep.result)),
         )
         if rep.cmd_id == 0:  # the agent could not read who sent it: no command to file it under
@@ -446,147 +903,439 @@ class Archive:
         name = command.name if command else f"opcode {rep.opcode:#06x}"
         # A report on the stream may be the first we hear of a command another console sent.
         self._db.execute(
-            "INSERT OR IGNORE INTO commands(cmd_id, name, opcode, first_seen_s) VALUES (?, ?, ?, ?)",
-            (_to_i64(rep.cmd_id), name, rep.opcode, received_s),
+            "INSERT OR IGNORE INTO commands(sc, cmd_id, name, opcode, first_seen_s) VALUES (?, ?, ?, ?, ?)",
+            (sc, _to_i64(rep.cmd_id), name, rep.opcode, received_s),
         )
 
     def record_command(
         self,
         name: str,
-        args: dict[str, Any],
-        cmd_id: int,
-        who: str,
-        sent_s: float,
+        args: dict[str, Any] | None,
+        cmd_id: int | None,
+        who: str | None,
+        sent_s: float | None,
         outcome: str = "",
         reports: Iterable[Verification] = (),
+        *,
+        spacecraft: str = DEFAULT_SPACECRAFT,
+        queue_id: Any = None,
+        approved_by: str | None = None,
+        stages: Sequence[Mapping[str, Any]] | None = None,
+        state: str | None = None,
+        queued_s: float | None = None,
     ) -> None:
-        """File a command this console sent: who, when (ground clock), arguments, outcome, reports.
+        """File a command: who, when (ground clock), arguments, and as it moves on, its state.
 
-        May come before or after its reports arrive on the stream; both end up on one row.
+        One row per command: found by (spacecraft, ``cmd_id``) when ``cmd_id`` is given (not
+        None or 0), else by (spacecraft, ``queue_id``). The server's queue files a command when
+        queued (no ``cmd_id`` yet, ``state`` "queued" or "pending_approval") and again as it
+        moves (released, sent with its ``cmd_id``, its outcome); reports on the stream may
+        come before or after, and end up on the same row. What a later call leaves as None
+        (or ``outcome`` "") keeps its earlier value. ``stages``: the queue's list of
+        ``{"stage": "sent", "ok": True, "at_s": 1.0, ...}``, stored as given (JSON).
         """
+        check_spacecraft(spacecraft)
+        cmd = _to_i64(cmd_id) if cmd_id else None
+        if cmd is None and queue_id is None:
+            raise ValueError(f"command {name}: record_command needs a cmd_id or a queue_id to file it under")
+        if queue_id is not None and (isinstance(queue_id, bool) or not isinstance(queue_id, (int, str))):
+            raise ValueError(f"queue_id {queue_id!r}: an int or a str")
         command = self.dictionary.command_by_name.get(name)
+        times = [t for t in (queued_s, sent_s) if t is not None]
+        seen_s = min(times) if times else time.time()
+        values = (name, command.opcode if command else None, None if args is None else _json(args), who,
+                  cmd, queue_id, sent_s, queued_s, seen_s, outcome or None, approved_by, state,
+                  None if stages is None else _json(list(stages)))
+        with self._write():
+            sc = self._sc_id(spacecraft)
+            by_queue = by_cmd = None
+            if queue_id is not None:
+                by_queue = self._db.execute("SELECT id, first_seen_s FROM commands WHERE sc = ? AND queue_id = ?",
+                                            (sc, queue_id)).fetchone()
+            if cmd is not None:
+                by_cmd = self._db.execute("SELECT id, first_seen_s FROM commands WHERE sc = ? AND cmd_id = ?",
+                                          (sc, cmd)).fetchone()
+            if by_queue is not None and by_cmd is not None and by_queue[0] != by_cmd[0]:
+                # Reports on the stream came first and filed the command under its cmd_id: one row, the queue's.
+                self._db.execute("DELETE FROM commands WHERE id = ?", (by_cmd[0],))
+                self._db.execute("UPDATE commands SET first_seen_s = min(first_seen_s, ?) WHERE id = ?",
+                                 (by_cmd[1], by_queue[0]))
+                by_cmd = None
+            target = by_queue or by_cmd
+            if target is None:
+                self._db.execute(
+                    "INSERT INTO commands(sc, name, opcode, args, who, cmd_id, queue_id, sent_s, queued_s, first_seen_s, "
+                    "outcome, approved_by, state, stages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sc, *values))
+            else:
+                self._db.execute(
+                    "UPDATE commands SET name = ?, opcode = coalesce(?, opcode), args = coalesce(?, args), "
+                    "who = coalesce(?, who), cmd_id = coalesce(?, cmd_id), queue_id = coalesce(?, queue_id), "
+                    "sent_s = coalesce(?, sent_s), queued_s = coalesce(queued_s, ?), "
+                    "first_seen_s = min(first_seen_s, ?), outcome = coalesce(?, outcome), "
+                    "approved_by = coalesce(?, approved_by), state = coalesce(?, state), stages = coalesce(?, stages) "
+                    "WHERE id = ?", (*values, target[0]))
+            for rep in reports:
+                self._record_report(rep, None, None, seen_s if sent_s is None else sent_s, sc)
+
+    def record_ack(self, channel: str, who: str, acked_s: float, state: str = "", value: Any = None,
+                   spacecraft: str = DEFAULT_SPACECRAFT) -> None:
+        """File an operator's acknowledgement of an alarm on ``channel``."""
+        check_spacecraft(spacecraft)
         with self._write():
             self._db.execute(
-                "INSERT INTO commands(cmd_id, name, opcode, args, who, sent_s, first_seen_s, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(cmd_id) DO UPDATE SET name = excluded.name, "
-                "opcode = excluded.opcode, args = excluded.args, who = excluded.who, sent_s = excluded.sent_s, "
-                "first_seen_s = min(first_seen_s, excluded.first_seen_s), outcome = excluded.outcome",
-                (_to_i64(cmd_id), name, command.opcode if command else None, _json(args), who, sent_s, sent_s,
-                 outcome or None),
-            )
-            for rep in reports:
-                self._record_report(rep, None, None, sent_s)
+                "INSERT INTO alarm_acks(sc, channel, acked_s, who, state, value) VALUES (?, ?, ?, ?, ?, ?)",
+                (self._sc_id(spacecraft), channel, acked_s, who, state, _json(value)))
 
-    def record_ack(self, channel: str, who: str, acked_s: float, state: str = "", value: Any = None) -> None:
-        """File an operator's acknowledgement of an alarm on ``channel``."""
-        with self._write():
-            self._db.execute("INSERT INTO alarm_acks(channel, acked_s, who, state, value) VALUES (?, ?, ?, ?, ?)",
-                             (channel, acked_s, who, state, _json(value)))
+    # --- sealing -----------------------------------------------------------------------------
+
+    def seal(self, force: bool = False, now_s: float | None = None) -> int:
+        """Seal the housekeeping that is due; return how many packets were sealed.
+
+        Due: a (spacecraft, SID) with ``chunk_packets`` unsealed packets (whole chunks of them),
+        or whose oldest unsealed packet was received ``chunk_age_s`` before ``now_s`` (the
+        ground's clock; now by default) — then all of them. ``force``: everything unsealed.
+        Each chunk is one transaction: the chunk row in, its packets out of ``packets``.
+        :class:`ArchiveRecorder` calls this after each flush.
+        """
+        now = time.time() if now_s is None else now_s
+        sealed = 0
+        with self._lock:
+            keys = self._db.execute("SELECT DISTINCT sc, sid FROM packets WHERE sid IS NOT NULL").fetchall()
+            for sc, sid in keys:
+                sealed += self._seal_due(sc, sid, force, now)
+        return sealed
+
+    def _due(self, sc: int, sid: int, force: bool, now_s: float | None) -> tuple[bool, int]:
+        n, oldest = self._db.execute(
+            "SELECT count(*), min(received_s) FROM packets WHERE sc = ? AND sid = ?", (sc, sid)).fetchone()
+        aged = now_s is not None and n > 0 and oldest <= now_s - self.chunk_age_s
+        return n >= self.chunk_packets or (n > 0 and (force or aged)), n
+
+    def _seal_due(self, sc: int, sid: int, force: bool, now_s: float | None) -> int:
+        sealed = 0
+        while True:
+            with self._lock:
+                if self._depth == 0 and not self._due(sc, sid, force, now_s)[0]:
+                    return sealed  # found by a read: no write lock taken for nothing
+                with self._write():
+                    due, n = self._due(sc, sid, force, now_s)  # again, under the write lock
+                    self._unsealed_hint[(sc, sid)] = n
+                    if not due:
+                        return sealed
+                    done = self._seal_one(sc, sid)
+                    self._unsealed_hint[(sc, sid)] = n - done
+            sealed += done
+            if not done:
+                return sealed
+
+    def _seal_one(self, sc: int, sid: int) -> int:
+        """The oldest ``chunk_packets`` unsealed packets of (sc, sid) into one chunk (in a transaction)."""
+        rows = self._db.execute("SELECT id, received_s, raw FROM packets WHERE sc = ? AND sid = ? ORDER BY id LIMIT ?",
+                                (sc, sid, self.chunk_packets)).fetchall()
+        layout = self.dictionary.packet_by_sid.get(sid)
+        good: list[tuple[int, float, bytes, float, list[Any]]] = []
+        for pid, received_s, raw in rows:
+            raw = bytes(raw)
+            try:
+                tm = unpack(raw)
+                rec = self._codec.decode_tm(tm) if isinstance(tm, Telemetry) else None
+                if not isinstance(rec, HkRecord) or layout is None or rec.packet.channels != layout.channels:
+                    raise PacketError("dictionary", f"not housekeeping SID {sid} as this archive's dictionary has it")
+            except PacketError as exc:  # recorded under another dictionary: keep it, as a raw packet
+                self._db.execute("UPDATE packets SET sid = NULL, error = ? WHERE id = ?",
+                                 (f"could not be sealed: {exc}"[:400], pid))
+                continue
+            good.append((pid, received_s, raw, rec.time_s, [rec.values[c] for c in layout.channels]))
+        if not good:
+            return len(rows)
+        ids = [g[0] for g in good]
+        times = np.array([g[3] for g in good], dtype=float)
+        columns = _columns(layout.channels, self._kinds[sid], [g[4] for g in good])
+        vals = _pack_values(layout.channels, times, columns)
+        raw_blob = _pack_raw(ids, [g[1] for g in good], [g[2] for g in good])
+        self._db.execute(
+            "INSERT INTO hk_chunks(sc, sid, t_first, t_last, n, first_id, last_id, bytes, vals_crc, raw_crc, vals, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sc, sid, float(times.min()), float(times.max()), len(good), ids[0], ids[-1], len(vals) + len(raw_blob),
+             zlib.crc32(vals), zlib.crc32(raw_blob), vals, raw_blob))
+        self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND id <= ?", (sc, sid, ids[-1]))
+        return len(rows)
+
+    # --- reading chunks ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own, for a long read (an export, a check): one snapshot
+        of the file from its first read on (WAL), and this archive's lock is not held, so
+        recording and queries go on meanwhile."""
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("BEGIN")
+            yield db
+        finally:
+            db.close()
+
+    def _chunk_error(self, chunk_id: int, what: str) -> ArchiveError:
+        return ArchiveError(f"{self.path}: hk chunk {chunk_id}: {what}; the file is damaged there "
+                            f"(sunlit-ground archive check --db {self.path} lists every damaged chunk)")
+
+    def _checked(self, chunk_id: int, which: str, blob: bytes, crc: int) -> bytes:
+        got = zlib.crc32(blob)
+        if got != crc:
+            raise self._chunk_error(chunk_id, f"{which} blob fails its CRC-32 check (stored {crc:#010x}, "
+                                              f"computed {got:#010x})")
+        return blob
+
+    def _chunk_values(self, chunk_id: int, crc: int, blob: bytes,
+                      names: Iterable[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Packet times, and the columns of ``names`` the chunk holds, CRC checked."""
+        self._checked(chunk_id, "values", blob, crc)
+        try:
+            header, segments = _unpack_blob(blob)
+            n = int(header["n"])
+            times = _unshuffle_unzip(segments[0], "<f8", n)
+            index = {c: i for i, c in enumerate(header["channels"])}
+            out = {}
+            for name in names:
+                i = index.get(name)
+                if i is None:
+                    continue
+                if header["kinds"][i] == "f8":
+                    out[name] = _unshuffle_unzip(segments[i + 1], "<f8", n)
+                else:
+                    listed = msgpack.unpackb(zlib.decompress(segments[i + 1]), raw=False, strict_map_key=False)
+                    if len(listed) != n:
+                        raise ValueError(f"column {name} has {len(listed)} values for {n} packets")
+                    arr = np.empty(n, dtype=object)
+                    arr[:] = listed
+                    out[name] = arr
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error, struct.error, msgpack.UnpackException) as exc:
+            raise self._chunk_error(chunk_id, f"values blob does not decode: {type(exc).__name__}: {exc}") from None
+        return times, out
+
+    def _chunk_raw(self, chunk_id: int, crc: int, blob: bytes) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        self._checked(chunk_id, "raw", blob, crc)
+        try:
+            return _unpack_raw(blob)
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error, struct.error, msgpack.UnpackException) as exc:
+            raise self._chunk_error(chunk_id, f"raw blob does not decode: {type(exc).__name__}: {exc}") from None
+
+    def _unsealed_values(self, sc: int, sid: int, names: Sequence[str], lo: float,
+                         hi: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Unsealed packets of (sc, sid) in the window, decoded as the client decodes them."""
+        layout = self.dictionary.packet_by_sid.get(sid)
+        rows = self._db.execute("SELECT raw FROM packets WHERE sc = ? AND sid = ? AND time_s BETWEEN ? AND ? "
+                                "ORDER BY id", (sc, sid, lo, hi)).fetchall()
+        times, values = [], []
+        for (raw,) in rows:
+            try:
+                rec = self._codec.decode_tm(unpack(bytes(raw)))
+            except PacketError:
+                continue  # recorded under another dictionary; sealing will set it aside
+            if isinstance(rec, HkRecord) and layout is not None and rec.packet.channels == layout.channels:
+                times.append(rec.time_s)
+                values.append([rec.values[c] for c in layout.channels])
+        if layout is None or not times:
+            return np.empty(0), {}
+        index = {c: i for i, c in enumerate(layout.channels)}
+        wanted = [n for n in names if n in index]
+        cols = _columns(wanted, [self._kinds[sid][index[n]] for n in wanted],
+                        [[row[index[n]] for n in wanted] for row in values])
+        return np.array(times, dtype=float), dict(zip(wanted, cols))
+
+    def _gather(self, sc: int, sid: int, names: Sequence[str], lo: float,
+                hi: float) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """Pieces of each channel of (sc, sid) in the window: sealed chunks, then unsealed, in
+        order of reception."""
+        pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
+        chunks = self._db.execute(
+            "SELECT id, vals_crc, vals FROM hk_chunks WHERE sc = ? AND sid = ? AND t_first <= ? AND t_last >= ? "
+            "ORDER BY first_id", (sc, sid, hi, lo))
+        for chunk_id, crc, blob in chunks:
+            times, cols = self._chunk_values(chunk_id, crc, blob, names)
+            inside = (times >= lo) & (times <= hi)
+            every = bool(inside.all())
+            for name, col in cols.items():
+                pieces[name].append((times, col) if every else (times[inside], col[inside]))
+        times, cols = self._unsealed_values(sc, sid, names, lo, hi)
+        for name, col in cols.items():
+            pieces[name].append((times, col))
+        return pieces
+
+    def _sids_of(self, name: str) -> list[int] | None:
+        """SIDs that have carried ``name``; None if neither the archive nor the dictionary knows it."""
+        sids = [sid for (sid,) in self._db.execute(
+            "SELECT sid FROM sid_channels JOIN channels ON channels.id = sid_channels.channel WHERE name = ? "
+            "ORDER BY sid", (name,))]
+        if not sids and name not in self.dictionary.channel_by_name:
+            return None
+        return sids
 
     # --- limits ------------------------------------------------------------------------------
 
-    def set_limits(self, channel: str, limits: Limits, who: str = "operator", set_s: float | None = None) -> None:
-        """Override a channel's limits, for good (until :meth:`clear_limits`)."""
+    def set_limits(self, channel: str, limits: Limits, who: str = "operator", set_s: float | None = None,
+                   spacecraft: str = DEFAULT_SPACECRAFT) -> None:
+        """Override a channel's limits on one spacecraft, for good (until :meth:`clear_limits`)."""
         if channel not in self.dictionary.channel_by_name:
             raise KeyError(f"no channel {channel!r} in the dictionary")
+        check_spacecraft(spacecraft)
         with self._write():
             self._db.execute(
-                "INSERT INTO limit_overrides(channel, limits, set_s, who) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(channel) DO UPDATE SET limits = excluded.limits, set_s = excluded.set_s, who = excluded.who",
-                (channel, _json(limits.to_json()), time.time() if set_s is None else set_s, who),
+                "INSERT INTO limit_overrides(sc, channel, limits, set_s, who) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(sc, channel) DO UPDATE SET limits = excluded.limits, set_s = excluded.set_s, "
+                "who = excluded.who",
+                (self._sc_id(spacecraft), channel, _json(limits.to_json()), time.time() if set_s is None else set_s,
+                 who),
             )
 
-    def clear_limits(self, channel: str) -> None:
+    def clear_limits(self, channel: str, spacecraft: str = DEFAULT_SPACECRAFT) -> None:
         """Back to the dictionary's limits."""
         with self._write():
-            self._db.execute("DELETE FROM limit_overrides WHERE channel = ?", (channel,))
+            self._db.execute("DELETE FROM limit_overrides WHERE sc = ? AND channel = ?",
+                             (self._sc_lookup(spacecraft), channel))
 
-    def limit_overrides(self) -> dict[str, Limits]:
+    def limit_overrides(self, spacecraft: str = DEFAULT_SPACECRAFT) -> dict[str, Limits]:
         with self._lock:
-            rows = self._db.execute("SELECT channel, limits FROM limit_overrides").fetchall()
+            rows = self._db.execute("SELECT channel, limits FROM limit_overrides WHERE sc = ?",
+                                    (self._sc_lookup(spacecraft),)).fetchall()
         return {channel: Limits(**json.loads(text)) for channel, text in rows}
 
-    def limits(self, channel: str) -> Limits:
+    def limits(self, channel: str, spacecraft: str = DEFAULT_SPACECRAFT) -> Limits:
         """The operator's override if there is one, else the dictionary's limits, those that
-        follow a parameter taken from the agent's latest parameter report in the archive."""
+        follow a parameter taken from the spacecraft's latest parameter report in the archive."""
         with self._lock:
-            row = self._db.execute("SELECT limits FROM limit_overrides WHERE channel = ?", (channel,)).fetchone()
+            row = self._db.execute("SELECT limits FROM limit_overrides WHERE sc = ? AND channel = ?",
+                                   (self._sc_lookup(spacecraft), channel)).fetchone()
         if row is not None:
             return Limits(**json.loads(row[0]))
         ch = self.dictionary.channel_by_name.get(channel)
         if ch is None:
             raise KeyError(f"no channel {channel!r} in the dictionary")
-        return self.dictionary.limits(channel, self.agent_parameters() if ch.limits.params() else None)
+        return self.dictionary.limits(channel, self.agent_parameters(spacecraft) if ch.limits.params() else None)
 
-    def agent_parameters(self) -> dict[str, Any]:
-        """The parameter values of the latest PUS 20 report archived (empty if none is)."""
+    def agent_parameters(self, spacecraft: str = DEFAULT_SPACECRAFT) -> dict[str, Any]:
+        """The parameter values of the spacecraft's latest PUS 20 report archived (empty if none is)."""
         with self._lock:
-            row = self._db.execute("SELECT raw FROM packets WHERE service = ? AND subtype = ? AND valid = 1 "
-                                   "ORDER BY id DESC LIMIT 1", (Service.PARAMETER, Subtype.PARAM_REPORT)).fetchone()
+            row = self._db.execute(
+                "SELECT raw FROM packets WHERE sc = ? AND service = ? AND subtype = ? AND sid IS NULL AND valid = 1 "
+                "ORDER BY id DESC LIMIT 1",
+                (self._sc_lookup(spacecraft), Service.PARAMETER, Subtype.PARAM_REPORT)).fetchone()
         if row is None:
             return {}
         try:
-            rec = Codec(self.dictionary).decode_tm(unpack(bytes(row[0])))
+            rec = self._codec.decode_tm(unpack(bytes(row[0])))
         except PacketError:
             return {}
         return rec.values if isinstance(rec, ParamRecord) else {}
 
-    def limit_store(self) -> ArchiveLimitStore:
+    def limit_store(self, spacecraft: str = DEFAULT_SPACECRAFT) -> ArchiveLimitStore:
         """The overrides as a ``ground.alarms.LimitStore`` look-alike, for ``AlarmManager(limit_store=...)``."""
-        return ArchiveLimitStore(self)
+        return ArchiveLimitStore(self, spacecraft)
 
     # --- reading -----------------------------------------------------------------------------
 
-    def channel_names(self) -> list[str]:
-        """Channels that have samples in the archive, in the order first seen."""
+    def channel_names(self, spacecraft: str = DEFAULT_SPACECRAFT) -> list[str]:
+        """Channels the spacecraft has housekeeping of in the archive, in the order first seen."""
         with self._lock:
-            return [name for (name,) in self._db.execute("SELECT name FROM channels ORDER BY id")]
+            sc = self._sc_lookup(spacecraft)
+            return [name for (name,) in self._db.execute(
+                "SELECT name FROM channels WHERE id IN (SELECT channel FROM sid_channels WHERE sid IN "
+                "(SELECT DISTINCT sid FROM hk_chunks WHERE sc = ?1 UNION "
+                " SELECT DISTINCT sid FROM packets WHERE sc = ?1 AND sid IS NOT NULL)) ORDER BY id", (sc,))]
 
-    def _is_numeric(self, name: str, values: Sequence[Any]) -> bool:
+    def _is_numeric(self, name: str) -> bool:
         ch = self.dictionary.channel_by_name.get(name)
-        if ch is not None:
-            return ch.type in _NUMERIC_TYPES
-        return all(v is None or isinstance(v, float) for v in values)  # archived under another dictionary
+        return ch is None or ch.type in _NUMERIC_TYPES
 
-    def query(self, channels: str | Iterable[str], from_s: float | None = None,
-              to_s: float | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def query(self, channels: str | Iterable[str], from_s: float | None = None, to_s: float | None = None,
+              spacecraft: str = DEFAULT_SPACECRAFT,
+              max_points: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{channel: (times_s, values)}`` between ``from_s`` and ``to_s`` (packet time, inclusive).
 
-        Times are float64 Unix seconds in time order. Values are float64 for numeric and
-        boolean channels (NaN where the packet carried nil or NaN) and an object array of
-        str/None otherwise. A channel the dictionary knows but the archive has no samples of
-        gives empty arrays; a name neither knows is a KeyError.
+        Times are float64 Unix seconds in time order (packets with the same time in order of
+        reception). Values are float64 for numeric and boolean channels (NaN where the packet
+        carried nil or NaN) and an object array of str/None otherwise; a numeric channel that
+        received something else than a number (a hostile packet) comes back as an object array.
+        A channel the dictionary knows but the archive has no samples of gives empty arrays; a
+        name neither knows is a KeyError. ``max_points``: at most that many points per channel,
+        by :func:`decimate` (min/max per time bucket; what a plot needs).
         """
         names = [channels] if isinstance(channels, str) else list(channels)
         lo, hi = _bounds(from_s, to_s)
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if max_points is not None and max_points < 2:
+            raise ValueError(f"max_points {max_points}: at least 2 (a minimum and a maximum)")
+        pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in names}
         with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            by_sid: dict[int, list[str]] = {}
             for name in names:
-                row = self._db.execute("SELECT id FROM channels WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    if name not in self.dictionary.channel_by_name:
-                        raise KeyError(f"no channel {name!r} in the archive or the dictionary")
-                    rows: list[tuple[float, Any]] = []
-                else:
-                    rows = self._db.execute(
-                        "SELECT time_s, value FROM samples WHERE channel = ? AND time_s BETWEEN ? AND ? "
-                        "ORDER BY time_s, packet",
-                        (row[0], lo, hi),
-                    ).fetchall()
-                out[name] = self._arrays(name, rows)
+                sids = self._sids_of(name)
+                if sids is None:
+                    raise KeyError(f"no channel {name!r} in the archive or the dictionary")
+                for sid in sids:
+                    by_sid.setdefault(sid, []).append(name)
+            if sc != -1:
+                for sid, wanted in by_sid.items():
+                    for name, found in self._gather(sc, sid, wanted, lo, hi).items():
+                        pieces[name].extend(found)
+        out = {}
+        for name in names:
+            times, values = self._merge(name, pieces[name])
+            if max_points is not None:
+                times, values = decimate(times, values, max_points, lo, hi)
+            out[name] = (times, values)
         return out
 
-    def _arrays(self, name: str, rows: list[tuple[float, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        if not rows:
-            numeric = self._is_numeric(name, ())
-            return np.empty(0), np.empty(0, dtype=float if numeric else object)
-        times = np.fromiter((r[0] for r in rows), dtype=float, count=len(rows))
-        values = [r[1] for r in rows]
-        if self._is_numeric(name, values) and all(v is None or isinstance(v, float) for v in values):
-            return times, np.array(values, dtype=float)  # None becomes NaN
-        arr = np.empty(len(values), dtype=object)
-        arr[:] = values
-        return times, arr
+    def _merge(self, name: str, found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        if not found:
+            return np.empty(0), np.empty(0, dtype=float if self._is_numeric(name) else object)
+        times = np.concatenate([t for t, _ in found])
+        if all(v.dtype != object for _, v in found):
+            values = np.concatenate([v for _, v in found])
+        else:
+            values = np.empty(len(times), dtype=object)
+            values[:] = [x for _, v in found for x in v.tolist()]
+        if len(times) > 1 and np.any(times[1:] < times[:-1]):
+            order = np.argsort(times, kind="stable")
+            times, values = times[order], values[order]
+        return times, values
+
+    def _typed(self, name: str, value: Any) -> Any:
+        """A value as the live client shows it: nil as None, integers and booleans as such."""
+        if isinstance(value, float):
+            if math.isnan(value):
+                return None
+            ch = self.dictionary.channel_by_name.get(name)
+            if ch is not None and ch.type is ValueType.BOOL:
+                return bool(value)
+            if ch is not None and ch.type in _INTEGER_TYPES and value.is_integer():
+                return int(value)
+        return value
+
+    def latest(self, spacecraft: str = DEFAULT_SPACECRAFT) -> dict[str, tuple[Any, float]]:
+        """``{channel: (value, packet time)}``: each channel's value in the spacecraft's newest
+        packet carrying it (what a restarted server shows, marked stale, until telemetry comes)."""
+        out: dict[str, tuple[Any, float]] = {}
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            sids = [sid for (sid,) in self._db.execute(
+                "SELECT DISTINCT sid FROM hk_chunks WHERE sc = ?1 UNION "
+                "SELECT DISTINCT sid FROM packets WHERE sc = ?1 AND sid IS NOT NULL", (sc,))]
+            for sid in sids:
+                t_sealed = self._db.execute("SELECT max(t_last) FROM hk_chunks WHERE sc = ? AND sid = ?",
+                                            (sc, sid)).fetchone()[0]
+                t_open = self._db.execute("SELECT max(time_s) FROM packets WHERE sc = ? AND sid = ?",
+                                          (sc, sid)).fetchone()[0]
+                newest = max(t for t in (t_sealed, t_open) if t is not None)
+                names = [name for (name,) in self._db.execute(
+                    "SELECT name FROM channels JOIN sid_channels ON channels.id = sid_channels.channel "
+                    "WHERE sid = ?", (sid,))]
+                for name, found in self._gather(sc, sid, names, newest, newest).items():
+                    if found and (name not in out or out[name][1] <= newest):
+                        out[name] = (self._typed(name, found[-1][1].tolist()[-1]), float(newest))
+        return out
 
     def _format_cell(self, name: str, value: Any) -> str:
         if value is None:
@@ -600,8 +1349,8 @@ class Archive:
             return repr(value)
         return str(value)
 
-    def export_csv(self, channels: str | Iterable[str], out_path: Path | str,
-                   from_s: float | None = None, to_s: float | None = None) -> int:
+    def export_csv(self, channels: str | Iterable[str], out_path: Path | str, from_s: float | None = None,
+                   to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
         """Channels side by side, one row per packet time seen in any of them; return the rows.
 
         Columns: ``time_s`` (Unix seconds), ``time_utc`` (ISO 8601), then one per channel. A cell
@@ -610,7 +1359,7 @@ class Archive:
         Integer and boolean channels are written as integers, floats with full precision.
         """
         names = [channels] if isinstance(channels, str) else list(channels)
-        data = self.query(names, from_s, to_s)
+        data = self.query(names, from_s, to_s, spacecraft)
         all_times = np.unique(np.concatenate([t for t, _ in data.values()])) if names else np.empty(0)
         columns = []
         for name in names:
@@ -625,48 +1374,84 @@ class Archive:
                 writer.writerow([repr(t), utc_iso(t), *(c[i] for c in columns)])
         return len(all_times)
 
-    def _packet_rows(self, from_s: float | None, to_s: float | None, valid_only: bool) -> list[tuple[bytes, int, str]]:
-        lo, hi = _bounds(from_s, to_s)
-        where = "((time_s BETWEEN ? AND ?) OR (time_s IS NULL AND received_s BETWEEN ? AND ?))"
-        if valid_only:
-            where += " AND valid = 1"
-        with self._lock:
-            return self._db.execute(f"SELECT raw, valid, error FROM packets WHERE {where} ORDER BY id",
-                                    (lo, hi, lo, hi)).fetchall()
+    def _packets_in(self, db: sqlite3.Connection, sc: int, lo: float, hi: float,
+                    valid_only: bool) -> Iterator[tuple[int, bytes, int, str]]:
+        """(id, raw, valid, error) of every packet of ``sc`` in the window, in order of reception:
+        the rows of ``packets`` and the sealed chunks' packets, merged on their row ids."""
+        def loose() -> Iterator[tuple[int, bytes, int, str]]:
+            sql = ("SELECT id, raw, valid, error FROM packets WHERE sc = ? AND sid IS NULL "
+                   "AND coalesce(time_s, received_s) BETWEEN ? AND ?")
+            yield from db.execute(sql + (" AND valid = 1" if valid_only else "") + " ORDER BY id", (sc, lo, hi))
+
+        def sealed(sid: int) -> Iterator[tuple[int, bytes, int, str]]:
+            chunks = db.execute(
+                "SELECT id, vals_crc, vals, raw_crc, raw FROM hk_chunks WHERE sc = ? AND sid = ? AND t_first <= ? "
+                "AND t_last >= ? ORDER BY first_id", (sc, sid, hi, lo)).fetchall()
+            for chunk_id, vals_crc, vals, raw_crc, raw in chunks:
+                times, _ = self._chunk_values(chunk_id, vals_crc, vals, ())
+                ids, _received, raws = self._chunk_raw(chunk_id, raw_crc, raw)
+                if len(ids) != len(times):
+                    raise self._chunk_error(chunk_id, f"{len(ids)} packets but {len(times)} packet times")
+                for pid, t, packet in zip(ids.tolist(), times.tolist(), raws):
+                    if lo <= t <= hi:
+                        yield pid, packet, 1, ""
+            yield from db.execute(
+                "SELECT id, raw, valid, error FROM packets WHERE sc = ? AND sid = ? AND time_s BETWEEN ? AND ? "
+                "ORDER BY id", (sc, sid, lo, hi))
+
+        sids = [sid for (sid,) in db.execute(
+            "SELECT DISTINCT sid FROM hk_chunks WHERE sc = ?1 UNION "
+            "SELECT DISTINCT sid FROM packets WHERE sc = ?1 AND sid IS NOT NULL", (sc,))]
+        yield from heapq.merge(loose(), *(sealed(sid) for sid in sids), key=lambda row: row[0])
 
     def export_raw(self, out_path: Path | str, from_s: float | None = None, to_s: float | None = None,
-                   valid_only: bool = False) -> int:
+                   valid_only: bool = False, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
         """Write the packets as received, one per line as hex, in order of reception; return the count.
 
         The format is what ``sunlit-flight packet decode --file`` reads: one packet per line,
-        lowercase hex of its bytes, lines starting with ``#`` are comments (a header, and a note
-        before each packet that was invalid when received, naming its error). The window is on
-        packet time; a packet whose header was unreadable is placed by its received time.
+        lowercase hex of its bytes, lines starting with ``#`` are comments (a header, a note
+        before each packet that was invalid when received, naming its error, and a last line
+        with the count). The window is on packet time; a packet whose header was unreadable is
+        placed by its received time. Sealed housekeeping comes out byte for byte as received.
         """
-        rows = self._packet_rows(from_s, to_s, valid_only)
-        with _replacing(out_path, "w", encoding="ascii") as f:
+        lo, hi = _bounds(from_s, to_s)
+        count = 0
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+        with self._reading() as db, _replacing(out_path, "w", encoding="ascii") as f:
             f.write("# sunlit raw packets: one CCSDS/PUS packet per line as hex, in order of reception\n")
             f.write("# read with: sunlit-flight packet decode --file THIS_FILE\n")
-            f.write(f"# from {self.path}, packet time {from_s} .. {to_s}, {len(rows)} packets, "
+            f.write(f"# from {self.path}, spacecraft {spacecraft}, packet time {from_s} .. {to_s}, "
                     f"exported {utc_iso(time.time())}\n")
-            for raw, valid, error in rows:
+            for _pid, raw, valid, error in self._packets_in(db, sc, lo, hi, valid_only):
                 if not valid:
                     f.write(f"# invalid when received: {' '.join(error.split())}\n")
                 f.write(bytes(raw).hex())
                 f.write("\n")
-        return len(rows)
+                count += 1
+            f.write(f"# {count} packets\n")
+        return count
 
-    def plot(self, channels: str | Iterable[str], out_png: Path | str,
-             from_s: float | None = None, to_s: float | None = None) -> Path:
+    def plot(self, channels: str | Iterable[str], out_png: Path | str, from_s: float | None = None,
+             to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT, max_points: int = 4000) -> Path:
         """One panel per channel on a shared UTC time axis, limits drawn (warning orange, critical
-        red); text and enum channels as steps between their values. Returns the PNG's path."""
+        red); text and enum channels as steps between their values; at most ``max_points`` per
+        channel (min/max decimated, so spikes stay). Returns the PNG's path.
+
+        A channel with no value in the window (no samples, or only nil/NaN) is a ValueError
+        naming it: an empty chart would show a 1970 axis and look like data."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         names = [channels] if isinstance(channels, str) else list(channels)
         if not names:
             raise ValueError("plot needs at least one channel")
-        data = self.query(names, from_s, to_s)
+        data = self.query(names, from_s, to_s, spacecraft, max_points=max_points)
+        for name in names:
+            values = data[name][1]
+            known = (~np.isnan(values)).any() if values.dtype != object else any(v is not None for v in values.tolist())
+            if not len(values) or not known:
+                raise ValueError(f"no data for {name} in {_window_text(from_s, to_s)} (spacecraft {spacecraft})")
         fig = Figure(figsize=(11, 1.2 + 2.0 * len(names)))
         FigureCanvasAgg(fig)  # a canvas of its own: no pyplot, no global backend switch
         axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
@@ -676,27 +1461,24 @@ class Archive:
             ch = self.dictionary.channel_by_name.get(name)
             unit = f" [{ch.unit}]" if ch is not None and ch.unit else ""
             ax.set_ylabel(f"{name}{unit}", fontsize=8)
-            if len(times) == 0:
-                ax.text(0.5, 0.5, "no data in this window", transform=ax.transAxes, ha="center", va="center")
-                continue
             if values.dtype == object:
-                seen = (v for v in values.tolist() if v is not None)
+                seen = (str(v) for v in values.tolist() if v is not None)
                 levels = list(dict.fromkeys([*(ch.choices if ch is not None else ()), *seen]))  # enum order first
-                y = np.array([levels.index(v) if v is not None else np.nan for v in values.tolist()], dtype=float)
+                y = np.array([levels.index(str(v)) if v is not None else np.nan for v in values.tolist()], dtype=float)
                 ax.plot(when, y, drawstyle="steps-post", lw=1.2)
                 ax.set_yticks(range(len(levels)), levels, fontsize=7)
             else:
                 ax.plot(when, values, lw=1.0, marker="." if len(times) < 200 else None)
                 try:
-                    limits = self.limits(name)
+                    limits = self.limits(name, spacecraft)
                 except KeyError:
                     limits = Limits()
                 for bound, colour in (("warn_low", "orange"), ("warn_high", "orange"),
                                       ("crit_low", "red"), ("crit_high", "red")):
-                    if getattr(limits, bound) is not None:
+                    if isinstance(getattr(limits, bound), (int, float)):
                         ax.axhline(getattr(limits, bound), color=colour, ls="--", lw=0.8)
             ax.grid(True, alpha=0.3)
-        axes[-1].set_xlabel("packet time (UTC)")
+        axes[-1].set_xlabel(f"packet time (UTC), {spacecraft}")
         fig.autofmt_xdate()
         fig.tight_layout()
         out = Path(out_png)
@@ -705,58 +1487,278 @@ class Archive:
         return out
 
     def events(self, from_s: float | None = None, to_s: float | None = None,
-               min_severity: Severity | int | str = Severity.DIAGNOSTIC) -> list[ArchivedEvent]:
-        """Events in packet-time order at or above ``min_severity`` (a Severity, its value or its name)."""
+               min_severity: Severity | int | str = Severity.DIAGNOSTIC, spacecraft: str | None = None,
+               limit: int | None = None) -> list[ArchivedEvent]:
+        """Events in packet-time order at or above ``min_severity`` (a Severity, its value or its
+        name), of one spacecraft or (None) all; ``limit``: only the newest that many (still
+        oldest first)."""
         lo, hi = _bounds(from_s, to_s)
         floor = _severity(min_severity)
+        sql = ("SELECT events.time_s, events.name, severity, text, args, event_id, spacecraft.name FROM events "
+               "JOIN spacecraft ON spacecraft.id = events.sc WHERE time_s BETWEEN ? AND ? AND severity >= ?")
+        params: list[Any] = [lo, hi, int(floor)]
         with self._lock:
-            rows = self._db.execute(
-                "SELECT time_s, name, severity, text, args, event_id FROM events "
-                "WHERE time_s BETWEEN ? AND ? AND severity >= ? ORDER BY time_s, id",
-                (lo, hi, int(floor)),
-            ).fetchall()
-        return [ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid)
-                for t, name, sev, text, args, eid in rows]
+            if spacecraft is not None:
+                sql += " AND sc = ?"
+                params.append(self._sc_lookup(spacecraft))
+            if limit is not None:
+                rows = self._db.execute(sql + " ORDER BY time_s DESC, events.id DESC LIMIT ?",
+                                        (*params, max(0, int(limit)))).fetchall()[::-1]
+            else:
+                rows = self._db.execute(sql + " ORDER BY time_s, events.id", params).fetchall()
+        return [ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid, sc_name)
+                for t, name, sev, text, args, eid, sc_name in rows]
 
-    def commands(self, from_s: float | None = None, to_s: float | None = None,
-                 name: str | None = None) -> list[ArchivedCommand]:
-        """Commands sent (ground clock) or first seen between ``from_s`` and ``to_s``, oldest first."""
+    def commands(self, from_s: float | None = None, to_s: float | None = None, name: str | None = None,
+                 spacecraft: str | None = None, limit: int | None = None) -> list[ArchivedCommand]:
+        """Commands queued, sent (ground clock) or first seen between ``from_s`` and ``to_s``,
+        oldest first, of one spacecraft or (None) all; ``limit``: only the newest that many."""
         lo, hi = _bounds(from_s, to_s)
-        sql = ("SELECT cmd_id, name, args, who, sent_s, first_seen_s, outcome FROM commands "
-               "WHERE coalesce(sent_s, first_seen_s) BETWEEN ? AND ?")
+        sql = ("SELECT c.sc, cmd_id, queue_id, c.name, args, who, approved_by, state, stages, queued_s, sent_s, "
+               "first_seen_s, outcome, coalesce(sent_s, queued_s, first_seen_s) AS at_s, c.id FROM commands c "
+               "WHERE coalesce(sent_s, queued_s, first_seen_s) BETWEEN ? AND ?")
         params: list[Any] = [lo, hi]
-        if name is not None:
-            sql += " AND name = ?"
-            params.append(name)
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY coalesce(sent_s, first_seen_s), cmd_id", params).fetchall()
+            if name is not None:
+                sql += " AND c.name = ?"
+                params.append(name)
+            if spacecraft is not None:
+                sql += " AND c.sc = ?"
+                params.append(self._sc_lookup(spacecraft))
+            if limit is not None:
+                rows = self._db.execute(sql + " ORDER BY at_s DESC, c.id DESC LIMIT ?",
+                                        (*params, max(0, int(limit)))).fetchall()[::-1]
+            else:
+                rows = self._db.execute(sql + " ORDER BY at_s, c.id", params).fetchall()
             out = []
-            for cmd_id, cname, args, who, sent_s, first_s, said in rows:
-                reps = self._db.execute(
-                    "SELECT stage, success, code, reason, result, time_s FROM verifications WHERE cmd_id = ? "
-                    "ORDER BY id", (cmd_id,)).fetchall()
+            for (sc, cmd_id, queue_id, cname, args, who, approved_by, state, stages, queued_s, sent_s, first_s,
+                 said, _at, _id) in rows:
+                reps = [] if cmd_id is None else self._db.execute(
+                    "SELECT stage, success, code, reason, result, time_s FROM verifications WHERE sc = ? AND cmd_id = ? "
+                    "ORDER BY id", (sc, cmd_id)).fetchall()
                 reports = tuple(ArchivedReport(stage, bool(ok), code, reason, json.loads(result), t)
                                 for stage, ok, code, reason, result, t in reps)
-                outcome, final = _outcome(reports, said)
-                out.append(ArchivedCommand(_from_i64(cmd_id), cname, None if args is None else json.loads(args), who,
-                                           sent_s, first_s, outcome, final, reports))
+                outcome, final = _outcome(reports, said, state)
+                out.append(ArchivedCommand(
+                    _from_i64(cmd_id), cname, None if args is None else json.loads(args), who, sent_s, first_s,
+                    outcome, final, reports, self._sc_name(sc), queue_id, approved_by, state,
+                    tuple(json.loads(stages)) if stages else (), queued_s))
         return out
 
-    def acks(self, from_s: float | None = None, to_s: float | None = None) -> list[ArchivedAck]:
+    def acks(self, from_s: float | None = None, to_s: float | None = None,
+             spacecraft: str | None = None) -> list[ArchivedAck]:
         """Alarm acknowledgements (ground clock), oldest first."""
         lo, hi = _bounds(from_s, to_s)
+        sql = "SELECT sc, channel, acked_s, who, state, value FROM alarm_acks WHERE acked_s BETWEEN ? AND ?"
+        params: list[Any] = [lo, hi]
         with self._lock:
-            rows = self._db.execute("SELECT channel, acked_s, who, state, value FROM alarm_acks "
-                                    "WHERE acked_s BETWEEN ? AND ? ORDER BY acked_s, id", (lo, hi)).fetchall()
-        return [ArchivedAck(ch, t, who, state, json.loads(value)) for ch, t, who, state, value in rows]
+            if spacecraft is not None:
+                sql += " AND sc = ?"
+                params.append(self._sc_lookup(spacecraft))
+            rows = self._db.execute(sql + " ORDER BY acked_s, id", params).fetchall()
+            return [ArchivedAck(ch, t, who, state, json.loads(value), self._sc_name(sc))
+                    for sc, ch, t, who, state, value in rows]
 
-    def counts(self) -> dict[str, int]:
-        """Rows per table, and invalid packets: a quick look at what the archive holds."""
+    def counts(self, spacecraft: str | None = None) -> dict[str, int]:
+        """What the archive holds: ``packets`` (every packet, sealed or not), ``hk_sealed``,
+        ``hk_unsealed``, ``hk_chunks``, ``invalid_packets``, ``events``, ``commands``,
+        ``verifications``, ``gaps``; of one spacecraft or (None) all."""
         with self._lock:
-            out = {table: self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                   for table in ("packets", "samples", "events", "commands", "verifications", "gaps")}
-            out["invalid_packets"] = self._db.execute("SELECT count(*) FROM packets WHERE valid = 0").fetchone()[0]
+            # "sc = sc" is true for every row: one form of each statement for one or all spacecraft.
+            sc: Any = "sc" if spacecraft is None else self._sc_lookup(spacecraft)
+
+            def one(sql: str) -> int:
+                return self._db.execute(sql.replace("SC", str(sc))).fetchone()[0] or 0  # an int or "sc": no injection
+
+            out = {
+                "hk_sealed": one("SELECT sum(n) FROM hk_chunks WHERE sc = SC"),
+                "hk_chunks": one("SELECT count(*) FROM hk_chunks WHERE sc = SC"),
+                "hk_unsealed": one("SELECT count(*) FROM packets WHERE sc = SC AND sid IS NOT NULL"),
+                "other_packets": one("SELECT count(*) FROM packets WHERE sc = SC AND sid IS NULL"),
+                "invalid_packets": one("SELECT count(*) FROM packets WHERE sc = SC AND valid = 0"),
+            }
+            for table in ("events", "commands", "verifications", "gaps"):
+                out[table] = one(f"SELECT count(*) FROM {table} WHERE sc = SC")  # noqa: S608 - fixed names
+        out["packets"] = out["hk_sealed"] + out["hk_unsealed"] + out["other_packets"]
         return out
+
+    # --- retention and checks ----------------------------------------------------------------
+
+    def _hk_kinds(self) -> dict[int, str]:
+        """SID -> kind name: the dictionary's packets, and any other SID the archive holds."""
+        kinds = {p.sid: p.name for p in self.dictionary.packets}
+        for (sid,) in self._db.execute("SELECT DISTINCT sid FROM hk_chunks UNION "
+                                       "SELECT DISTINCT sid FROM packets WHERE sid IS NOT NULL"):
+            kinds.setdefault(sid, f"SID {sid}")
+        return kinds
+
+    def _over_size(self, rows: Iterable[tuple[Any, int]], max_bytes: float) -> tuple[list[Any], int]:
+        """Given (key, bytes) newest first, the keys beyond ``max_bytes`` and their bytes."""
+        total, gone, gone_bytes = 0, [], 0
+        for key, size in rows:
+            total += size
+            if total > max_bytes:
+                gone.append(key)
+                gone_bytes += size
+        return gone, gone_bytes
+
+    def _delete_ids(self, table: str, ids: Sequence[int]) -> None:
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            self._db.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(part))})", part)  # noqa: S608
+
+    def retain(self, policy: RetentionPolicy | None = None, now_s: float | None = None) -> dict[str, dict[str, int]]:
+        """Delete what ``policy`` no longer keeps; return ``{kind: {"deleted": n, "bytes": b}}``.
+
+        Per spacecraft and kind: first everything older than ``max_age_days`` before ``now_s``
+        (a sealed chunk goes when its newest packet is older), then the oldest until the kind's
+        stored bytes are under ``max_mb`` (10^6 bytes). ``deleted`` counts packets for
+        housekeeping and ``packets``, events, and commands (their reports go with them; alarm
+        acknowledgements age out with ``commands``, gap records with ``packets``). Then the
+        freed pages go back to the file system (incremental vacuum, WAL checkpoint), unless
+        called inside :meth:`batch`. Deleting a month of chunks takes a fraction of a second;
+        readers are not blocked, writers wait.
+        """
+        policy = RetentionPolicy() if policy is None else policy
+        now = time.time() if now_s is None else now_s
+        result: dict[str, dict[str, int]] = {}
+
+        def add(kind: str, n: int, size: int) -> None:
+            entry = result.setdefault(kind, {"deleted": 0, "bytes": 0})
+            entry["deleted"] += int(n)
+            entry["bytes"] += int(size)
+
+        with self._write():
+            kinds = self._hk_kinds()
+            for kind in (*kinds.values(), *_OTHER_KINDS):
+                add(kind, 0, 0)
+            for (sc,) in self._db.execute("SELECT id FROM spacecraft").fetchall():
+                for sid, kind in kinds.items():
+                    self._retain_hk(sc, sid, kind, policy.rule(kind), now, add)
+                self._retain_rows(sc, policy, now, add)
+        with self._lock:
+            self._unsealed_hint.clear()
+            if self._depth == 0:
+                # executescript steps a statement to its end; execute() would stop after one
+                # step of this pragma, which frees one page.
+                self._db.executescript("PRAGMA incremental_vacuum;")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return result
+
+    def _retain_hk(self, sc: int, sid: int, kind: str, rule: Retention, now: float,
+                   add: Callable[[str, int, int], None]) -> None:
+        if math.isfinite(rule.max_age_days):
+            cutoff = now - rule.max_age_days * 86_400.0
+            n, size = self._db.execute("SELECT count(*), coalesce(sum(length(raw)), 0) FROM packets "
+                                       "WHERE sc = ? AND sid = ? AND time_s < ?", (sc, sid, cutoff)).fetchone()
+            self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND time_s < ?", (sc, sid, cutoff))
+            add(kind, n, size)
+            n, size = self._db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM hk_chunks "
+                                       "WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff)).fetchone()
+            self._db.execute("DELETE FROM hk_chunks WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff))
+            add(kind, n, size)
+        if math.isfinite(rule.max_mb):
+            unsealed = self._db.execute("SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? AND sid = ?",
+                                        (sc, sid)).fetchone()[0]
+            chunks = self._db.execute("SELECT id, bytes, n FROM hk_chunks WHERE sc = ? AND sid = ? "
+                                      "ORDER BY t_last DESC, id DESC", (sc, sid)).fetchall()
+            of = {cid: (size, n) for cid, size, n in chunks}
+            gone, _ = self._over_size([(None, unsealed)] + [(cid, size) for cid, size, _ in chunks],
+                                      rule.max_mb * 1e6)
+            gone = [cid for cid in gone if cid is not None]  # the unsealed packets are the newest: kept
+            self._delete_ids("hk_chunks", gone)
+            add(kind, sum(of[cid][1] for cid in gone), sum(of[cid][0] for cid in gone))
+
+    def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float,
+                     add: Callable[[str, int, int], None]) -> None:
+        o = _ROW_OVERHEAD_BYTES
+        # kind, table, time expression, size expression, extra condition
+        plans = (
+            ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", ""),
+            ("packets", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
+             " AND sid IS NULL"),
+            ("commands", "commands", "coalesce(sent_s, queued_s, first_seen_s)",
+             f"length(name) + coalesce(length(args), 0) + coalesce(length(stages), 0) + {o} + "
+             f"(SELECT coalesce(sum(length(result) + length(reason) + {o}), 0) FROM verifications v "
+             "WHERE v.sc = t.sc AND v.cmd_id = t.cmd_id)", ""),
+        )
+        for kind, table, when, size, extra in plans:
+            rule = policy.rule(kind)
+            gone: list[int] = []
+            gone_bytes = 0
+            if math.isfinite(rule.max_age_days):
+                cutoff = now - rule.max_age_days * 86_400.0
+                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {when} < ?{extra}",  # noqa: S608
+                                        (sc, cutoff)).fetchall()
+                gone = [r[0] for r in rows]
+                gone_bytes = sum(r[1] for r in rows)
+                if kind == "packets":
+                    self._db.execute("DELETE FROM gaps WHERE sc = ? AND coalesce(time_s, received_s) < ?", (sc, cutoff))
+                if kind == "commands":
+                    self._db.execute("DELETE FROM alarm_acks WHERE sc = ? AND acked_s < ?", (sc, cutoff))
+                    self._db.execute("DELETE FROM verifications WHERE sc = ? AND cmd_id = 0 "
+                                     "AND coalesce(received_s, time_s) < ?", (sc, cutoff))
+            if math.isfinite(rule.max_mb):
+                skip = set(gone)
+                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ?{extra} "  # noqa: S608
+                                        f"ORDER BY {when} DESC, id DESC", (sc,)).fetchall()
+                more, more_bytes = self._over_size([r for r in rows if r[0] not in skip], rule.max_mb * 1e6)
+                gone += more
+                gone_bytes += more_bytes
+            if kind == "commands" and gone:
+                for start in range(0, len(gone), 500):
+                    part = gone[start:start + 500]
+                    self._db.execute(
+                        "DELETE FROM verifications WHERE sc = ? AND cmd_id IN (SELECT cmd_id FROM commands WHERE id IN "
+                        f"({','.join('?' * len(part))}) AND cmd_id IS NOT NULL)", (sc, *part))
+            self._delete_ids(table, gone)
+            add(kind, len(gone), gone_bytes)
+
+    def check(self) -> list[str]:
+        """What is wrong with the file; empty when it is sound.
+
+        SQLite's ``quick_check``; every chunk's two CRCs, and its contents against its row (packet
+        count, first and last ids, time range, size); no packet both sealed and unsealed; every
+        row's spacecraft known. Reads the whole file (seconds per GB) on a connection of its own:
+        recording goes on meanwhile.
+        """
+        problems: list[str] = []
+        with self._reading() as db:
+            for (line,) in db.execute("PRAGMA quick_check"):
+                if line != "ok":
+                    problems.append(f"sqlite quick_check: {line}")
+            chunks = db.execute("SELECT id, sc, sid, t_first, t_last, n, first_id, last_id, bytes, vals_crc, "
+                                      "raw_crc, vals, raw FROM hk_chunks ORDER BY id")
+            for cid, sc, sid, t_first, t_last, n, first_id, last_id, size, vals_crc, raw_crc, vals, raw in chunks:
+                try:
+                    times, _ = self._chunk_values(cid, vals_crc, vals, ())
+                    ids, received, raws = self._chunk_raw(cid, raw_crc, raw)
+                except ArchiveError as exc:
+                    problems.append(str(exc))
+                    continue
+                wrong = []
+                if not (len(times) == len(ids) == len(raws) == n):
+                    wrong.append(f"{n} packets in its row, {len(times)} times, {len(ids)} ids, {len(raws)} packets")
+                elif n and (ids[0] != first_id or ids[-1] != last_id or np.any(np.diff(ids) <= 0)):
+                    wrong.append(f"packet ids {ids[0]}..{ids[-1]} (in order: {bool(np.all(np.diff(ids) > 0))}), "
+                                 f"its row says {first_id}..{last_id}")
+                elif n and (times.min() != t_first or times.max() != t_last):
+                    wrong.append(f"packet times {times.min()}..{times.max()}, its row says {t_first}..{t_last}")
+                if size != len(vals) + len(raw):
+                    wrong.append(f"{len(vals) + len(raw)} bytes, its row says {size}")
+                doubled = db.execute("SELECT count(*) FROM packets WHERE sc = ? AND sid = ? AND id BETWEEN ? AND ?",
+                                           (sc, sid, first_id, last_id)).fetchone()[0]
+                if doubled:
+                    wrong.append(f"{doubled} of its packets are also unsealed in packets")
+                if wrong:
+                    problems.append(f"hk chunk {cid} (spacecraft #{sc}, SID {sid}): " + "; ".join(wrong))
+            for table in ("packets", "hk_chunks", "events", "commands", "verifications", "gaps", "limit_overrides",
+                          "alarm_acks"):
+                orphans = db.execute(f"SELECT count(*) FROM {table} WHERE sc NOT IN "  # noqa: S608 - fixed names
+                                           "(SELECT id FROM spacecraft)").fetchone()[0]
+                if orphans:
+                    problems.append(f"{table}: {orphans} rows of an unknown spacecraft")
+        return problems
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -776,18 +1778,25 @@ class Archive:
         self.close()
 
 
-def _outcome(reports: Sequence[ArchivedReport], said: str | None) -> tuple[str, bool]:
-    """The final word on a command: a failure, else completion, else the sender's word or the last stage."""
+_FINAL_STATES = frozenset({"completed", "failed", "timeout", "rejected", "cancelled"})
+
+
+def _outcome(reports: Sequence[ArchivedReport], said: str | None, state: str | None = None) -> tuple[str, bool]:
+    """The final word on a command: a failure, else completion, else the sender's word, a final
+    queue state, the last stage the agent reported, or the queue's state."""
     fail = next((r for r in reports if not r.success), None)
     if fail is not None:
         return f"failed at {fail.stage}: {fail.code} {fail.reason}".rstrip(), True
     if any(r.stage == Stage.COMPLETED.value for r in reports):
         return Stage.COMPLETED.value, True
+    final = state in _FINAL_STATES
     if said:
-        return said, False
-    if reports:
+        return said, final
+    if final:
+        return state, True
+    if reports:  # the agent's word is newer than a queue state that is not final
         return max(reports, key=lambda r: _STAGE_ORDER.get(r.stage, 0)).stage, False
-    return "unknown", False
+    return state or "unknown", False
 
 
 class ArchiveLimitStore:
@@ -795,12 +1804,13 @@ class ArchiveLimitStore:
     (``overrides`` and ``set``), so ``AlarmManager(limit_store=archive.limit_store())`` keeps
     the operator's limits across restarts in the same file as the telemetry."""
 
-    def __init__(self, archive: Archive):
+    def __init__(self, archive: Archive, spacecraft: str = DEFAULT_SPACECRAFT):
         self.archive = archive
-        self.overrides: dict[str, Limits] = archive.limit_overrides()
+        self.spacecraft = check_spacecraft(spacecraft)
+        self.overrides: dict[str, Limits] = archive.limit_overrides(spacecraft)
 
     def set(self, channel: str, limits: Limits) -> None:
-        self.archive.set_limits(channel, limits)
+        self.archive.set_limits(channel, limits, spacecraft=self.spacecraft)
         self.overrides[channel] = limits
 
 
@@ -815,6 +1825,7 @@ class RecorderStatistics:
     flushes: int
     errors: int
     last_error: str
+    sealed: int = 0
 
 
 class ArchiveRecorder:
@@ -822,18 +1833,21 @@ class ArchiveRecorder:
 
     The client calls it for each packet (``client.listeners``); it only queues the packet with
     its received time, so intake never waits on the disk. A writer thread commits the queue
-    when ``batch_packets`` are waiting or the oldest has waited ``max_delay_s``. :meth:`close`
-    (or :meth:`flush`, or closing the archive, or the interpreter exiting) writes what is
-    queued. A batch the database refuses (locked, disk full) stays queued and is retried every
-    ``max_delay_s``; only beyond ``max_pending`` packets are the oldest dropped, and counted
-    (``dropped``).
+    when ``batch_packets`` are waiting or the oldest has waited ``max_delay_s`` — so a crash
+    of the process loses at most about ``max_delay_s`` of packets — then seals what is due
+    (:meth:`Archive.seal`). :meth:`close` (or :meth:`flush`, or closing the archive, or the
+    interpreter exiting) writes what is queued. A batch the database refuses (locked, disk
+    full) stays queued and is retried every ``max_delay_s``; only beyond ``max_pending``
+    packets are the oldest dropped, and counted (``dropped``).
     """
 
     def __init__(self, archive: Archive, batch_packets: int = 500, max_delay_s: float = 0.5,
-                 clock: Callable[[], float] = time.time, max_pending: int = 200_000):
+                 clock: Callable[[], float] = time.time, max_pending: int = 200_000,
+                 spacecraft: str = DEFAULT_SPACECRAFT):
         if batch_packets < 1 or max_delay_s <= 0:
             raise ValueError("batch_packets must be at least 1 and max_delay_s above 0")
         self.archive = archive
+        self.spacecraft = check_spacecraft(spacecraft)
         self.batch_packets = batch_packets
         self.max_delay_s = max_delay_s
         self.clock = clock
@@ -842,6 +1856,7 @@ class ArchiveRecorder:
         self.dropped = 0
         self.flushes = 0
         self.errors = 0
+        self.sealed = 0
         self.last_error = ""
         self._failing = False
         self._pending: list[tuple[Received, float]] = []
@@ -877,7 +1892,7 @@ class ArchiveRecorder:
     def record_command(self, result: CommandResult, who: str) -> None:
         """File a command sent with ``client.send`` (its result, failed or not)."""
         self.archive.record_command(result.name, result.args, result.cmd_id, who, result.sent_at_s,
-                                    result.outcome, result.reports)
+                                    result.outcome, result.reports, spacecraft=self.spacecraft)
 
     def _run(self) -> None:
         while not self._closed:
@@ -894,7 +1909,8 @@ class ArchiveRecorder:
             self._wake.clear()
 
     def flush(self) -> int:
-        """Write everything queued now, in one transaction; return how many packets were written."""
+        """Write everything queued now, in one transaction, then seal what is due; return how
+        many packets were written."""
         with self._flush_lock:
             with self._queue_lock:
                 batch, self._pending = self._pending, []
@@ -903,7 +1919,7 @@ class ArchiveRecorder:
             try:
                 with self.archive.batch():
                     for item, received_s in batch:
-                        self.archive.record(item, received_s)
+                        self.archive.record(item, received_s, self.spacecraft)
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error (locked, disk full) or a closed archive
                 with self._queue_lock:
                     self._pending[:0] = batch  # back to the front, in order, for the next try
@@ -911,23 +1927,32 @@ class ArchiveRecorder:
                     if excess > 0:
                         del self._pending[:excess]
                         self.dropped += excess
-                if not self.errors or str(exc) != self.last_error:
-                    print(f"archive: cannot write {len(batch)} packets, keeping them queued: {exc}", file=sys.stderr)
-                self.errors += 1
-                self.last_error = str(exc)
-                self._failing = True
+                self._failed(f"cannot write {len(batch)} packets, keeping them queued", exc)
                 return 0
             if self._failing:
                 print(f"archive: writing again after {self.errors} failed attempt(s)", file=sys.stderr)
                 self._failing = False
             self.recorded += len(batch)
             self.flushes += 1
+            try:
+                self.sealed += self.archive.seal()
+            except Exception as exc:  # noqa: BLE001 - the packets are committed; sealing is tried again next flush
+                self._failed("cannot seal housekeeping (the packets are kept unsealed)", exc)
+                self._failing = False
             return len(batch)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if not self.errors or str(exc) != self.last_error:
+            print(f"archive: {what}: {exc}", file=sys.stderr)
+        self.errors += 1
+        self.last_error = str(exc)
+        self._failing = True
 
     def statistics(self) -> RecorderStatistics:
         with self._queue_lock:
             pending = len(self._pending)
-        return RecorderStatistics(self.recorded, pending, self.dropped, self.flushes, self.errors, self.last_error)
+        return RecorderStatistics(self.recorded, pending, self.dropped, self.flushes, self.errors, self.last_error,
+                                  self.sealed)
 
     def close(self) -> None:
         """Stop listening, stop the writer thread, write what is queued. Safe to call twice.
@@ -966,3 +1991,103 @@ class ArchiveRecorder:
             print(f"archive: {len(items)} packets lost: cannot write {path} either: {exc}", file=sys.stderr)
             return
         print(f"archive: {len(items)} packets the database refused are in {path}", file=sys.stderr)
+
+
+# --- schema 1 → 2 ---------------------------------------------------------------------------
+
+
+def _received_from_raw(raw: bytes, codec: Codec, gap: int = 0) -> Received:
+    """What the client's intake makes of one packet (``GroundClient._take``, without its state)."""
+    from ground.client import Received
+
+    try:
+        packet = unpack(raw)
+        if not isinstance(packet, Telemetry):
+            raise PacketError("type", "a telecommand arrived on the telemetry path")
+        record = codec.decode_tm(packet)
+    except PacketError as exc:
+        return Received(raw, None, None, error=str(exc))
+    return Received(raw, packet, record, gap)
+
+
+def upgrade_v1(old_path: Path | str, new_path: Path | str, spacecraft: str = DEFAULT_SPACECRAFT,
+               dictionary: Dictionary = DICTIONARY, batch_packets: int = 5000) -> dict[str, int]:
+    """Convert a schema-1 archive into a new schema-2 file; return what was carried over.
+
+    The old file is only read. Its packets go through :meth:`Archive.record` again (decoded as
+    the client decodes them, their received times and gap counts kept), all under
+    ``spacecraft``; command history (with the reports the sender handed over), limit
+    overrides and alarm acknowledgements are copied. The new file is written beside
+    ``new_path`` and renamed into place when complete; an existing ``new_path`` is refused.
+    """
+    old_path, new_path = Path(old_path), Path(new_path)
+    check_spacecraft(spacecraft)
+    if not old_path.exists():
+        raise ArchiveError(f"no archive at {old_path}")
+    if new_path.exists():
+        raise ArchiveError(f"{new_path} exists; give --out a new file (the upgrade never writes over one)")
+    try:
+        old = sqlite3.connect(f"{old_path.resolve().as_uri()}?mode=ro", uri=True)
+        version = old.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise ArchiveError(f"{old_path} is not a usable archive: {exc}") from None
+    if version != 1:
+        old.close()
+        raise ArchiveError(f"{old_path} has archive schema {version}; upgrade converts schema 1 only")
+    partial = new_path.with_name(f".{new_path.name}.upgrading")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{partial}{suffix}")
+    codec = Codec(dictionary)
+    done = {"packets": 0, "commands": 0, "reports": 0, "limit_overrides": 0, "alarm_acks": 0}
+    try:
+        gaps = dict(old.execute("SELECT packet, missing FROM gaps"))
+        with Archive(partial, dictionary) as new:
+            rows = old.execute("SELECT id, received_s, raw FROM packets ORDER BY id")
+            while True:
+                part = rows.fetchmany(batch_packets)
+                if not part:
+                    break
+                with new.batch():
+                    for pid, received_s, raw in part:
+                        new.record(_received_from_raw(bytes(raw), codec, gaps.get(pid, 0)), received_s, spacecraft)
+                done["packets"] += len(part)
+            with new.batch():
+                sc = new._sc_id(spacecraft)  # noqa: SLF001 - the upgrade writes rows record_command has no say in
+                for cmd_id, name, opcode, args, who, sent_s, first_s, outcome in old.execute(
+                        "SELECT cmd_id, name, opcode, args, who, sent_s, first_seen_s, outcome FROM commands"):
+                    new._db.execute(  # noqa: SLF001
+                        "INSERT INTO commands(sc, cmd_id, name, opcode, args, who, sent_s, first_seen_s, outcome) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sc, cmd_id) DO UPDATE SET name = excluded.name, "
+                        "opcode = excluded.opcode, args = excluded.args, who = excluded.who, sent_s = excluded.sent_s, "
+                        "first_seen_s = min(first_seen_s, excluded.first_seen_s), outcome = excluded.outcome",
+                        (sc, cmd_id, name, opcode, args, who, sent_s, first_s, outcome))
+                    done["commands"] += 1
+                for row in old.execute("SELECT time_s, received_s, cmd_id, opcode, request_id, stage, success, code, "
+                                       "reason, result FROM verifications WHERE packet IS NULL"):
+                    new._db.execute(  # noqa: SLF001
+                        "INSERT OR IGNORE INTO verifications(sc, packet, time_s, received_s, cmd_id, opcode, request_id, "
+                        "stage, success, code, reason, result) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sc, *row))
+                    done["reports"] += 1
+                for row in old.execute("SELECT channel, limits, set_s, who FROM limit_overrides"):
+                    new._db.execute("INSERT OR REPLACE INTO limit_overrides(sc, channel, limits, set_s, who) "  # noqa: SLF001
+                                    "VALUES (?, ?, ?, ?, ?)", (sc, *row))
+                    done["limit_overrides"] += 1
+                for row in old.execute("SELECT channel, acked_s, who, state, value FROM alarm_acks ORDER BY id"):
+                    new._db.execute("INSERT INTO alarm_acks(sc, channel, acked_s, who, state, value) "  # noqa: SLF001
+                                    "VALUES (?, ?, ?, ?, ?, ?)", (sc, *row))
+                    done["alarm_acks"] += 1
+            new.seal(force=True)
+            problems = new.check()
+            if problems:
+                raise ArchiveError(f"the upgraded archive fails its check: {'; '.join(problems)}")
+        os.replace(partial, new_path)  # closed above: the WAL is checkpointed into it and gone
+    except BaseException:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{partial}{suffix}")
+        raise
+    finally:
+        old.close()
+    return done

@@ -1,16 +1,24 @@
-"""``sunlit-ground archive ...``: read the ground archive from a terminal.
+"""``sunlit-ground archive ...``: read and look after the ground archive from a terminal.
 
-Subcommands (each takes ``--db PATH``, default ``var/ground.sqlite``; ``--from``/``--to`` take
-ISO 8601, e.g. ``2026-11-16T12:00:00Z``, or Unix seconds; an ISO time without a zone is UTC):
+Subcommands (each takes ``--db PATH``, default ``var/ground.sqlite``, and ``--spacecraft ID``,
+default ``sunlit-1``; ``--from``/``--to`` take ISO 8601, e.g. ``2026-11-16T12:00:00Z``, or Unix
+seconds; an ISO time without a zone is UTC):
 
-- ``query CHANNEL...``: values in packet-time order, one line each (``--stats`` for a summary);
+- ``query CHANNEL...``: values in packet-time order, one line each (``--stats`` for a summary,
+  ``--max-points N`` for a min/max-decimated overview);
 - ``export --csv OUT CHANNEL...``: channels side by side on packet time;
 - ``export --raw OUT``: the packets as received, one hex line each (``sunlit-flight packet decode --file``);
 - ``plot CHANNEL... --out FILE.png``;
-- ``events [--severity S]``: events at or above a severity (name or number);
-- ``commands``: who sent what, when, and how it ended.
+- ``events [--severity S] [--limit N]``: events at or above a severity (name or number);
+- ``commands [--limit N]``: who queued, approved and sent what, when, and how it ended;
+- ``retain [--policy FILE.toml]``: delete what the retention policy no longer keeps (the
+  defaults, or the file's tables: ``[AGENT_HK] max_age_days = 7  max_mb = 100``, ``[events]``...;
+  a ``[retention]`` table is read if the file has one) and print what went;
+- ``check``: the file's integrity (SQLite's own check, every chunk's CRC and counts);
+- ``upgrade --db OLD --out NEW``: convert a schema-1 archive into a new schema-2 file.
 
-Exit codes: 0 done, 1 nothing in the window, 2 bad input (no archive, unknown channel, bad time).
+Output piped into ``head`` ends quietly. Exit codes: 0 done, 1 nothing in the window (or
+``check`` found problems, or nothing to plot), 2 bad input (no archive, unknown channel, bad time).
 """
 
 from __future__ import annotations
@@ -18,13 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from ground.archive import DEFAULT_PATH, Archive, ArchiveError, utc_iso
+from ground.archive import (
+    DEFAULT_PATH,
+    DEFAULT_SPACECRAFT,
+    Archive,
+    ArchiveError,
+    RetentionPolicy,
+    check_spacecraft,
+    upgrade_v1,
+    utc_iso,
+)
 
 
 def parse_time_s(text: str) -> float:
@@ -47,6 +65,13 @@ def parse_time_s(text: str) -> float:
     return when.timestamp()
 
 
+def _spacecraft(text: str) -> str:
+    try:
+        return check_spacecraft(text, "--spacecraft")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _open(args: argparse.Namespace) -> Archive:
     return Archive(args.db, create=False)
 
@@ -58,7 +83,7 @@ def _unit(archive: Archive, name: str) -> str:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     with _open(args) as archive:
-        data = archive.query(args.channel, args.from_s, args.to_s)
+        data = archive.query(args.channel, args.from_s, args.to_s, args.spacecraft, max_points=args.max_points)
     if args.stats:
         for name, (times, values) in data.items():
             line: dict[str, Any] = {"channel": name, "count": len(times)}
@@ -84,27 +109,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if not args.channel:
                 print("archive export --csv needs at least one CHANNEL", file=sys.stderr)
                 return 2
-            rows = archive.export_csv(args.channel, args.csv, args.from_s, args.to_s)
+            rows = archive.export_csv(args.channel, args.csv, args.from_s, args.to_s, args.spacecraft)
             print(f"{rows} rows of {len(args.channel)} channel(s) written to {args.csv}", file=sys.stderr)
         else:
             if args.channel:
                 print("archive export --raw takes no CHANNEL: it writes whole packets", file=sys.stderr)
                 return 2
-            rows = archive.export_raw(args.raw, args.from_s, args.to_s, valid_only=args.valid_only)
+            rows = archive.export_raw(args.raw, args.from_s, args.to_s, valid_only=args.valid_only,
+                                      spacecraft=args.spacecraft)
             print(f"{rows} packets written to {args.raw}", file=sys.stderr)
     return 0 if rows else 1
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     with _open(args) as archive:
-        archive.plot(args.channel, args.out, args.from_s, args.to_s)
+        try:
+            archive.plot(args.channel, args.out, args.from_s, args.to_s, args.spacecraft)
+        except ValueError as exc:
+            if not str(exc).startswith("no data for "):
+                raise
+            print(f"sunlit-ground archive plot: {exc}; nothing written (widen --from/--to, or check "
+                  f"--spacecraft)", file=sys.stderr)
+            return 1
     print(f"plot written to {args.out}", file=sys.stderr)
     return 0
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
     with _open(args) as archive:
-        events = archive.events(args.from_s, args.to_s, args.severity)
+        events = archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
     for e in events:
         print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {e.name}: {e.text}")
     return 0 if events else 1
@@ -112,18 +145,87 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 def _cmd_commands(args: argparse.Namespace) -> int:
     with _open(args) as archive:
-        commands = archive.commands(args.from_s, args.to_s, args.name)
+        commands = archive.commands(args.from_s, args.to_s, args.name, spacecraft=args.spacecraft, limit=args.limit)
     for c in commands:
-        when = utc_iso(c.sent_s if c.sent_s is not None else c.first_seen_s)
+        when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
         shown_args = "(seen on the stream only)" if c.args is None else json.dumps(c.args)
-        print(f"{when}  {c.who or '?':<10} {c.name} {shown_args} cmd_id={c.cmd_id}: {c.outcome}")
+        ident = f"cmd_id={c.cmd_id}" if c.cmd_id is not None else f"queue_id={c.queue_id}"
+        approved = f" approved by {c.approved_by}" if c.approved_by else ""
+        print(f"{when}  {c.who or '?':<10} {c.name} {shown_args} {ident}{approved}: {c.outcome}")
     return 0 if commands else 1
+
+
+def _load_policy(path: str | None) -> RetentionPolicy:
+    if path is None:
+        return RetentionPolicy()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"--policy {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--policy {path}: not TOML: {exc}") from None
+    table = data.get("retention", data) if isinstance(data.get("retention"), dict) else data
+    try:
+        return RetentionPolicy.from_mapping(table)
+    except ValueError as exc:
+        raise ValueError(f"--policy {path}: {exc}") from None
+
+
+def _cmd_retain(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
+    with _open(args) as archive:
+        before = archive.path.stat().st_size
+        deleted = archive.retain(policy, args.now_s)
+        after = archive.path.stat().st_size
+    for kind, what in deleted.items():
+        rule = policy.rule(kind) if not kind.startswith("SID ") else policy.hk
+        print(f"{kind:<12} deleted {what['deleted']:>9}  ({what['bytes'] / 1e6:.1f} MB)   "
+              f"keeps {rule.max_age_days:g} days, {rule.max_mb:g} MB per spacecraft")
+    print(f"file: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    with _open(args) as archive:
+        problems = archive.check()
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{args.db}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.db}: ok")
+    return 0
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    done = upgrade_v1(args.db, args.out, args.spacecraft)
+    print(f"{args.db} -> {args.out} (spacecraft {args.spacecraft}): "
+          + ", ".join(f"{n} {what}" for what, n in done.items()), file=sys.stderr)
+    return 0
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (``| head``): what is still buffered goes nowhere, as the Python
+    documentation's note on SIGPIPE does it, so the interpreter's last flush raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _run_guarded(func):
     def run(args: argparse.Namespace) -> int:
         try:
-            return func(args)
+            code = func(args)
+            sys.stdout.flush()  # here, where a closed pipe can still be caught
+            return code
+        except BrokenPipeError:
+            _quiet_stdout()
+            return 0
         except (ArchiveError, KeyError, ValueError) as exc:
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"sunlit-ground archive: {text}", file=sys.stderr)
@@ -139,6 +241,8 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, window: bool = True) -> None:
         p.add_argument("--db", default=str(DEFAULT_PATH), metavar="PATH", help=f"archive file (default {DEFAULT_PATH})")
+        p.add_argument("--spacecraft", default=DEFAULT_SPACECRAFT, type=_spacecraft, metavar="ID",
+                       help=f"spacecraft (default {DEFAULT_SPACECRAFT})")
         if window:
             p.add_argument("--from", dest="from_s", type=parse_time_s, metavar="T",
                            help="start, ISO 8601 or Unix seconds (packet time; ground time for commands)")
@@ -147,6 +251,7 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="channel values over a time window")
     q.add_argument("channel", nargs="+")
     q.add_argument("--stats", action="store_true", help="count, first, last, min, mean, max per channel instead")
+    q.add_argument("--max-points", type=int, metavar="N", help="at most N points per channel (min/max per time bucket)")
     common(q)
     q.set_defaults(func=_run_guarded(_cmd_query))
 
@@ -169,11 +274,40 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--severity", default="DIAGNOSTIC", metavar="S",
                     help="lowest severity shown: DIAGNOSTIC, ACTIVITY_LO, ACTIVITY_HI, COMMAND, WARNING_LO, "
                          "WARNING_HI, FATAL (or 0..6)")
+    ev.add_argument("--limit", type=int, metavar="N", help="only the newest N")
     common(ev)
     ev.set_defaults(func=_run_guarded(_cmd_events))
 
     cm = sub.add_parser("commands", help="command history: who, when, what, outcome")
     cm.add_argument("--name", help="only this command")
+    cm.add_argument("--limit", type=int, metavar="N", help="only the newest N")
     common(cm)
     cm.set_defaults(func=_run_guarded(_cmd_commands))
+
+    rt = sub.add_parser("retain", help="delete what the retention policy no longer keeps")
+    rt.add_argument("--policy", metavar="FILE.toml", help="per kind max_age_days and max_mb (default: the defaults)")
+    rt.add_argument("--now", dest="now_s", type=parse_time_s, metavar="T", help="age from this time (default now)")
+    common(rt, window=False)
+    rt.set_defaults(func=_run_guarded(_cmd_retain))
+
+    ck = sub.add_parser("check", help="integrity: SQLite's check, every chunk's CRC and counts (exit 1 if not ok)")
+    common(ck, window=False)
+    ck.set_defaults(func=_run_guarded(_cmd_check))
+
+    up = sub.add_parser("upgrade", help="convert a schema-1 archive (--db) into a new file (--out)")
+    up.add_argument("--out", required=True, metavar="NEW", help="the new archive file (must not exist)")
+    common(up, window=False)
+    up.set_defaults(func=_run_guarded(_cmd_upgrade))
     return archive
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ground.archive_cli ...``: the archive commands on their own."""
+    parser = argparse.ArgumentParser(prog="sunlit-ground")
+    add_archive_parser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(["archive", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
