@@ -1,27 +1,49 @@
-// The Sunlit web console page: telemetry table, plots, alarms, commands, events, archive.
+// The Sunlit web console: one page among the ground server's clients (docs/ground-api.md).
 //
 // Data path: the server pushes batches over one WebSocket; onmessage only queues them; one
-// requestAnimationFrame callback per frame applies every queued batch (ring buffers, table
-// cells, plots) and, in a task posted after that frame's rendering, echoes to the server
-// when each batch arrived and when it was drawn (the server turns that into push lag).
+// requestAnimationFrame callback per frame applies every queued batch (per-spacecraft models,
+// table cells, plots) and, in a task posted after that frame's rendering, echoes to the server
+// when each batch arrived and when it was drawn (the server turns that into push lag:
+// ground/web/hub.py, LagTracker).
+//
+// The page keeps a model per spacecraft (values, packets, events, alarms, commands, queue,
+// status) from the hello snapshot and the pushes, and draws only the chosen one; switching
+// re-renders from that model, refreshed from /api/state.
+//
+// Values tell the truth: a value older than the spacecraft's stale_after_s (from when this
+// page received it, or from the snapshot's age_s) is shown stale, never with its last limit
+// colour; a timer re-checks, so a silent link greys every value without any new data.
 "use strict";
 
-const RING_POINTS = 4096;     // per channel: ~14 min of 0.2 s housekeeping
+const RING_POINTS = 4096;      // per channel: ~14 min of 0.2 s housekeeping
+const PLOT_POINTS = 16384;     // a plot's own ring: 15 min of archive (≤ 2000 points) and then live
+const HISTORY_S = 900;         // a new plot starts with the last 15 minutes from the archive
+const HISTORY_MAX_POINTS = 2000;
 const KEEP_EVENT_ROWS = 500;
-const MAX_PENDING = 400;      // batches queued with no frame (hidden tab): applied without drawing
+const KEEP_COMMAND_ROWS = 200;
+const MAX_PENDING = 400;       // batches queued with no frame (hidden tab): applied without drawing
+const TICK_MS = 250;           // staleness, silence and "ago" texts are re-checked this often
+const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
+const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled"]);
 
 const S = {
+  me: {user: "", role: "viewer", csrf: ""},
   dict: null,
-  channels: new Map(),   // name -> channel state
-  packets: new Map(),    // sid -> [channel state, ...] in wire order
-  staleMs: 10000,
+  defs: new Map(),         // channel name -> dictionary entry
+  packets: new Map(),      // sid -> packet (channels in wire order)
+  rows: new Map(),         // channel name -> {row, valueCell, stateCell, state}
+  packetHeads: new Map(),  // sid -> {body, time, state}
+  crafts: new Map(),       // spacecraft id -> model (newCraft)
+  current: null,           // the spacecraft shown
+  serverStatus: null,
   ws: null,
   pending: [],
   frameRequested: false,
   dirtyRows: new Set(),
-  plots: [],
+  dirtyPackets: new Set(),
+  plots: [],               // {plot, ring, channel, sc, loaded, pending}
+  archivePlot: null,
   dropped: 0,
-  lastStatus: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +59,74 @@ const el = (tag, props = {}, ...children) => {
 function utcClock(t_s) {
   if (typeof t_s !== "number") return "—";
   return new Date(t_s * 1000).toISOString().slice(11, 23);
+}
+
+function ago(ms) {
+  const s = ms / 1000;
+  return s < 10 ? `${s.toFixed(1)} s ago` : `${Math.round(s)} s ago`;
+}
+
+function canOperate() { return (ROLE_RANK[S.me.role] ?? 0) >= ROLE_RANK.operator; }
+
+// --- the model ---------------------------------------------------------------------------------
+
+function newCraft(id) {
+  return {
+    id,
+    values: new Map(),      // name -> {v, t, seenMs, ring, plots}
+    packetSeen: new Map(),  // sid -> {seenMs, wallS, t}
+    lastHkMs: null,         // when this page last took in a packet of it
+    limits: new Map(),      // name -> limits as the server applies them for this spacecraft
+    events: [],
+    alarms: new Map(),      // channel -> alarm
+    commands: new Map(),    // queue id -> entry
+    queue: {held: false, held_by: "", counts: {}},
+    status: null,
+    statusMs: 0,            // when the status arrived (performance.now)
+    staleMs: 10000,
+  };
+}
+
+function craft(id) {
+  let c = S.crafts.get(id);
+  if (!c) { c = newCraft(id); S.crafts.set(id, c); }
+  return c;
+}
+
+function cur() { return S.current === null ? null : craft(S.current); }
+
+function record(c, name) {
+  let r = c.values.get(name);
+  if (!r) { r = {v: undefined, t: null, seenMs: null, ring: new Ring(RING_POINTS), plots: []}; c.values.set(name, r); }
+  return r;
+}
+
+function limitsOf(c, name) {
+  if (c && c.limits.has(name)) return c.limits.get(name);
+  const def = S.defs.get(name);
+  return def ? def.limits : undefined;
+}
+
+function numeric(def, v) {
+  if (typeof v === "number") return v;
+  if (typeof v === "boolean") return v ? 1 : 0;
+  if (typeof v === "string" && def && def.choices) { const k = def.choices.indexOf(v); return k >= 0 ? k : NaN; }
+  return NaN;  // null (not available), "NaN", "inf", text
+}
+
+function setValue(c, name, v, t, seenMs) {
+  const r = record(c, name);
+  r.v = v;
+  r.t = t;
+  r.seenMs = seenMs;
+  const x = numeric(S.defs.get(name), v);
+  if (typeof t === "number" && (r.ring.n === 0 || t > r.ring.time(r.ring.n - 1))) r.ring.push(t, x);
+  for (const p of r.plots) {
+    if (!p.loaded) { p.pending.push([t, x]); continue; }
+    if (typeof t === "number" && (p.ring.n === 0 || t > p.ring.time(p.ring.n - 1))) p.ring.push(t, x);
+    p.plot.dirty = true;
+  }
+  if (c.id === S.current) S.dirtyRows.add(name);
 }
 
 // --- limit state (mirrors flight.link.dictionary.Limits.state) -------------------------------
@@ -58,94 +148,179 @@ function limitText(limits) {
   return parts.join(", ");
 }
 
-function numeric(ch, v) {
-  if (typeof v === "number") return v;
-  if (typeof v === "boolean") return v ? 1 : 0;
-  if (typeof v === "string" && ch.def.choices) { const k = ch.def.choices.indexOf(v); return k >= 0 ? k : NaN; }
-  return NaN;  // null (not available), "NaN", "inf", text
+// A value's state now: no value yet, stale (too old to trust its colour), not available (the
+// agent sent none), or its limit state.
+function valueState(c, name, nowMs) {
+  const r = c.values.get(name);
+  if (!r || r.seenMs === null || r.v === undefined) return "nodata";
+  if (nowMs - r.seenMs > c.staleMs) return "stale";
+  if (r.v === null) return "na";  // the agent sent "not available" (a sensor it cannot read)
+  return limitState(limitsOf(c, name), r.v);
 }
 
-// --- telemetry table -------------------------------------------------------------------------
+function fmtValue(v) {
+  return v === null || v === undefined ? "—" : (typeof v === "number" ? fmtNum(v) : String(v));
+}
+
+// --- telemetry table: one section per housekeeping packet -------------------------------------
 
 function buildTable() {
-  const body = $("tm-table").tBodies[0];
-  for (const def of S.dict.channels) {
-    const name = el("td", {className: "name", textContent: def.name, title: def.description});
-    const value = el("td", {className: "value num", textContent: "—"});
-    const state = el("td", {className: "state", textContent: "stale", title: limitText(def.limits)});
-    const row = el("tr", {id: `tm-${def.name}`, dataset: {state: "stale", name: def.name}},
-      name, value, el("td", {className: "unit", textContent: def.unit}), state);
-    body.append(row);
-    const ch = {def, row, valueCell: value, stateCell: state, value: undefined, time: null, seenMs: null,
-                state: "stale", ring: new Ring(RING_POINTS), plots: []};
-    S.channels.set(def.name, ch);
-    name.addEventListener("click", () => addPlot(def.name));
-  }
-  for (const p of S.dict.packets) S.packets.set(p.sid, p.channels.map((n) => S.channels.get(n)));
+  const table = $("tm-table");
+  const placed = new Set();
+  const section = (key, title, description, names) => {
+    const time = el("span", {className: "pkt-time", textContent: "no packet yet"});
+    const body = el("tbody", {id: `pkt-${title}`, className: "packet", dataset: {packet: title, state: "nodata"}},
+      el("tr", {className: "packet-head"},
+        el("th", {colSpan: 4, title: description}, el("span", {className: "pkt-name", textContent: title}), " ", time)));
+    for (const name of names) {
+      const def = S.defs.get(name);
+      if (!def) continue;
+      placed.add(name);
+      const nameCell = el("td", {className: "name", textContent: def.name, title: def.description});
+      const value = el("td", {className: "value num", textContent: "—"});
+      const state = el("td", {className: "state", textContent: "no data", title: limitText(def.limits)});
+      const row = el("tr", {id: `tm-${def.name}`, dataset: {state: "nodata", name: def.name}},
+        nameCell, value, el("td", {className: "unit", textContent: def.unit}), state);
+      body.append(row);
+      S.rows.set(def.name, {row, valueCell: value, stateCell: state, state: "nodata"});
+      nameCell.addEventListener("click", () => addPlot(def.name));
+    }
+    table.append(body);
+    S.packetHeads.set(key, {body, time, state: "nodata"});
+  };
+  for (const p of S.dict.packets) section(p.sid, p.name, p.description, p.channels);
+  const rest = S.dict.channels.map((d) => d.name).filter((n) => !placed.has(n));
+  if (rest.length) section("other", "OTHER", "channels in no housekeeping packet", rest);
   $("tm-filter").addEventListener("input", (e) => {
     const q = e.target.value.trim().toLowerCase();
-    for (const ch of S.channels.values()) ch.row.hidden = q !== "" && !ch.def.name.includes(q);
+    for (const [name, r] of S.rows) r.row.hidden = q !== "" && !name.includes(q);
   });
-  setInterval(checkStale, 500);
 }
 
-function setValue(ch, v, t, nowMs) {
-  ch.value = v;
-  ch.time = t;
-  ch.seenMs = nowMs;
-  ch.ring.push(t, numeric(ch, v));
-  S.dirtyRows.add(ch);
-  for (const p of ch.plots) p.dirty = true;
+function renderRow(name, nowMs) {
+  const c = cur();
+  const r = S.rows.get(name);
+  if (!c || !r) return;
+  const rec = c.values.get(name);
+  r.valueCell.textContent = rec ? fmtValue(rec.v) : "—";
+  r.valueCell.title = rec && rec.t !== null ? `packet time ${utcClock(rec.t)} UTC` : "no value received";
+  r.stateCell.title = limitText(limitsOf(c, name));
+  setRowState(r, valueState(c, name, nowMs));
+  const alarmNow = document.querySelector(`#alarm-${CSS.escape(name)} td.now`);
+  if (alarmNow) renderAlarmNow(alarmNow, name);
 }
 
-function renderRow(ch) {
-  const v = ch.value;
-  ch.valueCell.textContent = v === null || v === undefined ? "—" : (typeof v === "number" ? fmtNum(v) : String(v));
-  ch.valueCell.title = `packet time ${utcClock(ch.time)} UTC`;
-  setRowState(ch, limitState(ch.def.limits, v));
-  const alarmNow = document.querySelector(`#alarm-${ch.def.name} td.now`);
-  if (alarmNow) renderAlarmNow(alarmNow, ch);
+const STATE_TEXT = {nodata: "no data", stale: "stale", na: "not available"};
+
+function setRowState(r, state) {
+  if (r.state === state) return;
+  r.state = state;
+  r.row.dataset.state = state;
+  r.stateCell.textContent = STATE_TEXT[state] || state;
 }
 
-// The alarm's "now" column follows the live value (the server reports an alarm only when it changes).
-function renderAlarmNow(cell, ch) {
-  if (!ch || ch.value === undefined) { cell.textContent = ""; return; }
-  const v = ch.value;
-  cell.textContent = `${typeof v === "number" ? fmtNum(v) : String(v)} ${ch.def.unit} (${ch.state})`;
-  cell.dataset.state = ch.state;
-}
-
-function setRowState(ch, state) {
-  if (ch.state === state) return;
-  ch.state = state;
-  ch.row.dataset.state = state;
-  ch.stateCell.textContent = state;
-}
-
-function checkStale() {
-  const now = performance.now();
-  for (const ch of S.channels.values()) {
-    if (ch.seenMs !== null && ch.state !== "stale" && now - ch.seenMs > S.staleMs) setRowState(ch, "stale");
+function renderPacketHead(key, nowMs) {
+  const c = cur();
+  const h = S.packetHeads.get(key);
+  if (!c || !h) return;
+  const seen = c.packetSeen.get(key);
+  let state = "nodata";
+  if (!seen) {
+    h.time.textContent = "no packet yet";
+  } else {
+    state = nowMs - seen.seenMs > c.staleMs ? "stale" : "fresh";
+    h.time.textContent = `received ${new Date(seen.wallS * 1000).toISOString().slice(11, 19)} UTC, ${ago(nowMs - seen.seenMs)}`;
+    h.time.title = `packet time ${utcClock(seen.t)} UTC`;
   }
-  if (S.lastStatus) renderStatus(S.lastStatus);
+  if (h.state !== state) { h.state = state; h.body.dataset.state = state; }
+}
+
+// Staleness is a matter of time, not of data: re-checked on a timer.
+function tick() {
+  const c = cur();
+  if (!c) return;
+  const now = performance.now();
+  for (const [name, r] of S.rows) setRowState(r, valueState(c, name, now));
+  for (const key of S.packetHeads.keys()) renderPacketHead(key, now);
+  renderLink();
+  for (const row of $("alarm-table").tBodies[0].rows) {
+    const cell = row.querySelector("td.now");
+    if (cell) renderAlarmNow(cell, row.dataset.channel);
+  }
 }
 
 // --- plots -----------------------------------------------------------------------------------
 
-function plottable(def) { return def.type !== "string"; }
+function plottable(def) { return def && def.type !== "string"; }
 
+function labelsOf(def) { return def.choices || (def.type === "bool" ? ["false", "true"] : null); }
+
+// A live plot of the shown spacecraft's channel: the last 15 minutes from the archive, then live.
 function addPlot(name) {
-  const ch = S.channels.get(name);
-  if (!ch || ch.plots.length) return;
-  const plot = new Plot($("plot-list"), ch.ring, {
-    title: name, unit: ch.def.unit, labels: ch.def.choices || (ch.def.type === "bool" ? ["false", "true"] : null),
-    live: true,
-    onClose: (p) => { ch.plots = ch.plots.filter((x) => x !== p); S.plots = S.plots.filter((x) => x !== p); },
+  const c = cur();
+  const def = S.defs.get(name);
+  if (!c || !plottable(def) || S.plots.some((p) => p.channel === name && p.sc === c.id && p.live)) return;
+  const ring = new Ring(PLOT_POINTS);
+  const entry = {ring, channel: name, sc: c.id, loaded: false, pending: [], live: true};
+  entry.plot = new Plot($("plot-list"), ring, {
+    title: name, unit: def.unit, labels: labelsOf(def), live: true, spanS: HISTORY_S,
+    onClose: () => closePlot(entry),
   });
-  plot.el.dataset.channel = name;
-  ch.plots.push(plot);
-  S.plots.push(plot);
+  const plotEl = entry.plot.el;
+  plotEl.dataset.channel = name;
+  plotEl.dataset.spacecraft = c.id;
+  plotEl.dataset.history = "loading";
+  entry.msg = el("div", {className: "msg hint", textContent: "loading the last 15 minutes from the archive…"});
+  plotEl.append(entry.msg);
+  const rec = record(c, name);
+  const seed = [];
+  for (let i = 0; i < rec.ring.n; i++) seed.push([rec.ring.time(i), rec.ring.value(i)]);
+  rec.plots.push(entry);
+  S.plots.push(entry);
+  loadHistory(entry, def, seed);
   requestFrame();
+}
+
+function closePlot(entry) {
+  entry.plot.dispose();
+  S.plots = S.plots.filter((p) => p !== entry);
+  const c = S.crafts.get(entry.sc);
+  const rec = c && c.values.get(entry.channel);
+  if (rec) rec.plots = rec.plots.filter((p) => p !== entry);
+}
+
+async function loadHistory(entry, def, seed) {
+  const toS = Date.now() / 1000, fromS = toS - HISTORY_S;
+  const q = new URLSearchParams({spacecraft: entry.sc, channel: entry.channel, from: String(fromS),
+                                 to: String(toS + 60), max_points: String(HISTORY_MAX_POINTS)});
+  const answer = await getJson(`/api/archive?${q}`);
+  const plotEl = entry.plot.el;
+  let times = [], values = [];
+  if (answer.ok) {
+    const data = (answer.body.channels || {})[entry.channel] || {times: [], values: []};
+    times = data.times;
+    values = data.values.map((v) => numeric(def, v));
+    entry.msg.textContent = `${times.length} archived samples from the last 15 minutes, then live`;
+    plotEl.dataset.history = "archive";
+  } else {
+    entry.msg.textContent = `archive: ${answer.body.error} (HTTP ${answer.status}); showing what this page received`;
+    entry.msg.className = "msg error";
+    plotEl.dataset.history = "error";
+  }
+  plotEl.dataset.status = String(answer.status);
+  // Archive first, then what this page had and what came while asking: times only go forward.
+  let last = -Infinity;
+  const put = (t, v) => { if (typeof t === "number" && t > last) { entry.ring.push(t, v); last = t; } };
+  for (let i = 0; i < times.length; i++) put(times[i], values[i]);
+  for (const [t, v] of seed) put(t, v);
+  for (const [t, v] of entry.pending) put(t, v);
+  entry.pending = [];
+  entry.loaded = true;
+  entry.plot.request();
+}
+
+function clearPlots() {
+  for (const p of [...S.plots]) if (p.live) closePlot(p);
 }
 
 function buildPlotControls() {
@@ -153,23 +328,39 @@ function buildPlotControls() {
   for (const def of S.dict.channels) if (plottable(def)) sel.append(el("option", {value: def.name, textContent: def.name}));
   $("plot-add").addEventListener("click", () => addPlot(sel.value));
   window.requestPlotFrame = requestFrame;
-  addPlot("uptime_s");
 }
 
 // --- events ----------------------------------------------------------------------------------
 
-function addEvent(e) {
-  const body = $("event-table").tBodies[0];
-  const row = el("tr", {dataset: {severity: e.severity, name: e.name}},
+function eventRow(e) {
+  return el("tr", {dataset: {severity: e.severity, name: e.name, ground: e.ground ? "true" : "false"}},
     el("td", {className: "time", textContent: utcClock(e.time_s)}),
     el("td", {textContent: e.severity}),
-    el("td", {textContent: e.name}),
+    el("td", {textContent: e.ground ? `${e.name} (ground)` : e.name}),
     el("td", {textContent: e.text}));
-  body.prepend(row);
+}
+
+function addEvent(c, e) {
+  c.events.push(e);
+  if (c.events.length > KEEP_EVENT_ROWS) c.events.splice(0, c.events.length - KEEP_EVENT_ROWS);
+  if (c.id !== S.current) return;
+  const body = $("event-table").tBodies[0];
+  body.prepend(eventRow(e));
   while (body.rows.length > KEEP_EVENT_ROWS) body.deleteRow(body.rows.length - 1);
 }
 
+function renderEvents(c) {
+  const body = $("event-table").tBodies[0];
+  body.replaceChildren(...c.events.slice(-KEEP_EVENT_ROWS).reverse().map(eventRow));
+}
+
 // --- alarms ----------------------------------------------------------------------------------
+
+function setAlarm(c, a) {
+  c.alarms.set(a.channel, a);
+  renderChooser();
+  if (c.id === S.current) upsertAlarm(a);
+}
 
 function upsertAlarm(a) {
   const body = $("alarm-table").tBodies[0];
@@ -182,21 +373,43 @@ function upsertAlarm(a) {
   row.dataset.status = a.status;
   row.dataset.level = a.state;
   row.dataset.channel = a.channel;
-  const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge", disabled: a.status !== "active"});
-  ack.addEventListener("click", () => acknowledge(a.channel, ack));
-  const ch = S.channels.get(a.channel);
-  const unit = ch ? ch.def.unit : "";
+  const def = S.defs.get(a.channel);
+  const unit = def ? def.unit : "";
   const now = el("td", {className: "num now"});
-  renderAlarmNow(now, ch);
+  renderAlarmNow(now, a.channel);
   const status = a.status === "acknowledged" ? "acknowledged, waiting for nominal" : a.status;
+  const actions = el("td", {});
+  if (canOperate()) {
+    const ack = el("button", {type: "button", className: "ack", textContent: "Acknowledge", disabled: a.status !== "active"});
+    ack.addEventListener("click", () => acknowledge(a.channel, ack));
+    actions.append(ack);
+  }
   row.replaceChildren(
     el("td", {textContent: a.channel}),
     el("td", {className: "level", textContent: a.state}),
     el("td", {className: "time", textContent: utcClock(a.raised_s)}),
-    el("td", {className: "num", textContent: `${fmtNum(a.value)} ${unit}`}),
+    el("td", {className: "num", textContent: `${fmtValue(a.value)} ${unit}`}),
     now,
     el("td", {className: "status", textContent: status + (a.acknowledged_by ? ` (${a.acknowledged_by})` : "")}),
-    el("td", {}, ack));
+    actions);
+  countAlarms();
+}
+
+// The alarm's "now" column follows the live value (the server reports an alarm only when it changes).
+function renderAlarmNow(cell, name) {
+  const c = cur();
+  const rec = c && c.values.get(name);
+  if (!rec || rec.v === undefined) { cell.textContent = ""; return; }
+  const state = valueState(c, name, performance.now());
+  const def = S.defs.get(name);
+  cell.textContent = `${fmtValue(rec.v)} ${def ? def.unit : ""} (${STATE_TEXT[state] || state})`;
+  cell.dataset.state = state;
+}
+
+function renderAlarms(c) {
+  $("alarm-table").tBodies[0].replaceChildren();
+  const sorted = [...c.alarms.values()].sort((a, b) => (a.raised_s || 0) - (b.raised_s || 0));
+  for (const a of sorted) upsertAlarm(a);
   countAlarms();
 }
 
@@ -211,12 +424,13 @@ function countAlarms() {
 
 async function acknowledge(channel, button) {
   button.disabled = true;
-  const answer = await postJson("/api/alarms/ack", {channel});
+  const sc = S.current;
+  const answer = await postJson("/api/alarms/ack", {spacecraft: sc, channel});
   $("alarm-error").textContent = answer.ok ? "" : `${channel}: ${answer.body.error}`;
-  if (answer.ok) upsertAlarm(answer.body); else button.disabled = false;
+  if (answer.ok) setAlarm(craft(sc), answer.body); else button.disabled = false;
 }
 
-// --- commands --------------------------------------------------------------------------------
+// --- the command form ------------------------------------------------------------------------
 
 const INT_BOUNDS = {u8: [0, 255], u16: [0, 65535], u32: [0, 4294967295], u64: [0, null], i32: [-2147483648, 2147483647], i64: [null, null]};
 
@@ -284,11 +498,19 @@ function updateSendButton() {
 }
 
 function buildCommandForm() {
+  if (!canOperate()) {  // a viewer sees the queue, never a form or a button that would be refused
+    $("cmd-form").remove();
+    for (const b of document.querySelectorAll(".operator-only")) b.remove();
+    $("cmd-viewer-note").hidden = false;
+    return;
+  }
   const sel = $("cmd-select");
   for (const c of S.dict.commands) sel.append(el("option", {value: c.name, textContent: c.hazardous ? `${c.name} ⚠` : c.name}));
   sel.addEventListener("change", renderCommandForm);
   $("cmd-confirm").addEventListener("change", updateSendButton);
   $("cmd-form").addEventListener("submit", sendCommand);
+  $("queue-hold").addEventListener("click", () => queueAction("hold"));
+  $("queue-release").addEventListener("click", () => queueAction("release"));
   renderCommandForm();
 }
 
@@ -304,12 +526,13 @@ async function sendCommand(e) {
     else if (input.value !== "") args[a.name] = input.value;  // text: the server converts, u64 keeps its digits
   }
   const confirm = cmd.hazardous && $("cmd-confirm").checked;
+  const sc = S.current;
   $("cmd-send").disabled = true;
-  const answer = await postJson("/api/command", {name: cmd.name, args, confirm});
+  const answer = await postJson("/api/commands", {spacecraft: sc, name: cmd.name, args, confirm});
   if (answer.ok) {
     $("cmd-error").textContent = "";
+    setCommand(craft(sc), answer.body);
     form.dataset.lastId = String(answer.body.id);
-    upsertCommand(answer.body);
     if (cmd.hazardous) $("cmd-confirm").checked = false;  // one confirmation, one command
   } else {
     $("cmd-error").textContent = `refused before sending: ${answer.body.error}`;
@@ -317,69 +540,187 @@ async function sendCommand(e) {
   updateSendButton();
 }
 
-const STAGES = ["sent", "accepted", "started", "completed"];
+// --- the command queue -----------------------------------------------------------------------
 
-function upsertCommand(c) {
+function setCommand(c, entry) {
+  const old = c.commands.get(entry.id);
+  // Stages only grow: an older copy arriving after a newer one (the answer after the push) is ignored.
+  if (old && (old.stages || []).length > (entry.stages || []).length) return;
+  c.commands.set(entry.id, entry);
+  if (c.commands.size > KEEP_COMMAND_ROWS) {
+    const oldest = Math.min(...c.commands.keys());
+    c.commands.delete(oldest);
+  }
+  if (c.id === S.current) upsertCommand(entry);
+}
+
+function expectedStages(entry) {
+  const out = ["queued"];
+  if (entry.needs_approval) out.push("approved");
+  out.push("released", "sent", "accepted", "started", "completed");
+  return out;
+}
+
+function upsertCommand(entry) {
   const body = $("cmd-history").tBodies[0];
-  const id = `cmd-${c.id}`;
+  const id = `cmd-${entry.id}`;
   let row = document.getElementById(id);
   if (!row) {
     row = el("tr", {id});
-    body.prepend(row);
-    while (body.rows.length > 100) body.deleteRow(body.rows.length - 1);
-  } else if (Number(row.dataset.updates || 0) > (c.stages || []).length) {
-    return;  // an older snapshot arriving after a newer one (hello after a live update)
+    // Newest first: before the first row with a smaller id.
+    const next = [...body.rows].find((r) => Number(r.dataset.id) < entry.id);
+    body.insertBefore(row, next || null);
+    while (body.rows.length > KEEP_COMMAND_ROWS) body.deleteRow(body.rows.length - 1);
   }
-  row.dataset.state = c.state;
-  row.dataset.name = c.name;
-  row.dataset.updates = String((c.stages || []).length);
-  const reached = new Map((c.stages || []).map((s) => [s.stage, s]));
+  const stages = entry.stages || [];
+  Object.assign(row.dataset, {id: String(entry.id), state: entry.state, name: entry.name, who: entry.who,
+                              approvedBy: entry.approved_by || "", spacecraft: entry.spacecraft});
   const chips = el("td", {className: "stages"});
-  for (const name of STAGES) {
-    const s = reached.get(name);
-    chips.append(el("span", {className: "stage", textContent: s && !s.ok ? `${name} FAILED` : name,
-                             dataset: {stage: name, ok: s ? String(s.ok) : "none"},
-                             title: s ? `${utcClock(s.at_s)} UTC` : "not yet"}));
+  for (const s of stages) {
+    const text = s.ok ? s.stage : `${s.stage} FAILED`;
+    chips.append(el("span", {className: "stage", dataset: {stage: s.stage, ok: String(s.ok)},
+                             title: `${utcClock(s.at_s)} UTC${s.by ? ` by ${s.by}` : ""}`},
+      text, el("small", {textContent: ` ${utcClock(s.at_s)}`})));
   }
-  const failure = (c.stages || []).find((s) => !s.ok);
-  const result = el("td", {className: "result-cell"});
-  if (failure) {
-    if (!STAGES.includes(failure.stage)) {  // a timeout, or a ground-side failure
-      chips.append(el("span", {className: "stage", dataset: {stage: failure.stage, ok: "false"},
-                               textContent: failure.stage.toUpperCase()}));
+  if (!FINAL.has(entry.state)) {  // what is still to come, greyed
+    const reached = new Set(stages.map((s) => s.stage));
+    for (const name of expectedStages(entry)) {
+      if (!reached.has(name)) chips.append(el("span", {className: "stage", textContent: name, dataset: {stage: name, ok: "none"}, title: "not yet"}));
     }
-    result.append(el("span", {className: "reason", textContent: `${failure.code}: ${failure.reason}`}));
-  } else if (c.result && Object.keys(c.result).length) {
-    result.append(el("span", {className: "result", textContent: JSON.stringify(c.result)}));
   }
-  const argText = Object.entries(c.args || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+  const result = el("td", {className: "result-cell"});
+  const failure = stages.find((s) => !s.ok);
+  if (failure) result.append(el("span", {className: "reason", textContent: `${failure.code || failure.stage}: ${failure.reason || ""}`}));
+  if (entry.result && Object.keys(entry.result).length) {
+    result.append(el("span", {className: "result", textContent: JSON.stringify(entry.result)}));
+  }
+  let state = entry.state.replace("_", " ");
+  if (entry.waiting_for && entry.deadline_s) state += ` (waiting for ${entry.waiting_for} until ${utcClock(entry.deadline_s).slice(0, 8)})`;
+  const who = el("td", {className: "who"}, el("span", {className: "sent-by", textContent: entry.who}));
+  if (entry.approved_by) who.append(el("span", {className: "approved-by", textContent: `approved by ${entry.approved_by}`}));
+  else if (entry.needs_approval) who.append(el("span", {className: "needs-approval", textContent: "needs a second operator"}));
+  const argText = Object.entries(entry.args || {}).map(([k, v]) => `${k}=${v}`).join(" ");
   row.replaceChildren(
-    el("td", {className: "num", textContent: String(c.id)}),
-    el("td", {className: "cmd", textContent: `${c.name} ${argText}`.trim(), title: c.cmd_id ? `cmd_id ${c.cmd_id}, ${c.attempts} attempt(s)` : ""}),
-    chips, result);
+    el("td", {className: "num", textContent: String(entry.id)}),
+    el("td", {className: "cmd", textContent: `${entry.name} ${argText}`.trim(),
+              title: entry.cmd_id ? `cmd_id ${entry.cmd_id}, ${entry.attempts} attempt(s)` : "not sent yet"}),
+    who,
+    el("td", {className: "state", textContent: state}),
+    chips, result, commandActions(entry));
 }
 
-// --- status line -----------------------------------------------------------------------------
+function commandActions(entry) {
+  const cell = el("td", {className: "actions"});
+  if (!canOperate()) return cell;
+  if (entry.state === "pending_approval" && entry.who !== S.me.user) {  // the two-person rule: never one's own
+    const approve = el("button", {type: "button", className: "approve", textContent: "Approve"});
+    const reason = el("input", {type: "text", className: "reject-reason", placeholder: "reason", maxLength: 200});
+    const reject = el("button", {type: "button", className: "reject", textContent: "Reject"});
+    approve.addEventListener("click", () => entryAction(entry, "approve", {}, approve));
+    reject.addEventListener("click", () => entryAction(entry, "reject", {reason: reason.value}, reject));
+    cell.append(approve, reject, reason);
+  }
+  if ((entry.state === "pending_approval" || entry.state === "queued") &&
+      (entry.who === S.me.user || S.me.role === "admin")) {
+    const cancel = el("button", {type: "button", className: "cancel", textContent: "Cancel"});
+    cancel.addEventListener("click", () => entryAction(entry, "cancel", {}, cancel));
+    cell.append(cancel);
+  }
+  return cell;
+}
 
-function renderStatus(st) {
-  S.lastStatus = st;
+async function entryAction(entry, action, extra, button) {
+  button.disabled = true;
+  const answer = await postJson(`/api/commands/${entry.id}/${action}`, {spacecraft: entry.spacecraft, ...extra});
+  $("queue-error").textContent = answer.ok ? "" : `${action} command ${entry.id} (${entry.name}): ${answer.body.error}`;
+  if (answer.ok) setCommand(craft(entry.spacecraft), answer.body); else button.disabled = false;
+}
+
+async function queueAction(action) {
+  const sc = S.current;
+  const answer = await postJson(`/api/queue/${action}`, {spacecraft: sc});
+  $("queue-error").textContent = answer.ok ? "" : `${action} the queue: ${answer.body.error}`;
+  if (answer.ok) setQueue(craft(sc), answer.body);
+}
+
+function setQueue(c, q) {
+  c.queue = {held: !!q.held, held_by: q.held_by || "", counts: q.counts || {}};
+  if (c.id === S.current) renderQueue(c);
+}
+
+function renderQueue(c) {
+  const pill = $("queue-state");
+  const q = c.queue;
+  const counts = q.counts || {};
+  const waiting = [];
+  if (counts.pending_approval) waiting.push(`${counts.pending_approval} awaiting approval`);
+  if (counts.queued) waiting.push(`${counts.queued} queued`);
+  pill.textContent = (q.held ? `queue HELD by ${q.held_by || "?"}` : "queue running") + (waiting.length ? `: ${waiting.join(", ")}` : "");
+  pill.dataset.state = q.held ? "warn" : "ok";
+  pill.dataset.held = String(q.held);
+  const hold = $("queue-hold"), release = $("queue-release");
+  if (hold) hold.disabled = q.held;
+  if (release) release.disabled = !q.held;
+}
+
+function renderCommands(c) {
+  $("cmd-history").tBodies[0].replaceChildren();
+  for (const entry of [...c.commands.values()].sort((a, b) => a.id - b.id)) upsertCommand(entry);
+  renderQueue(c);
+}
+
+// --- header: link, dictionary, lag, drops, spacecraft ----------------------------------------
+
+// Seconds since the spacecraft's last packet: the server's figure aged by the time since it
+// came, or this page's own receipt if newer. null: nothing received yet.
+function silence(c, nowMs) {
+  let s = null;
+  if (c.status && typeof c.status.silent_s === "number") s = c.status.silent_s + (nowMs - c.statusMs) / 1000;
+  if (c.lastHkMs !== null) {
+    const own = (nowMs - c.lastHkMs) / 1000;
+    s = s === null ? own : Math.min(s, own);
+  }
+  return s;
+}
+
+function renderLink() {
+  const c = cur();
   const link = $("link-state");
-  if (st.last_packet_age_s === null || st.last_packet_age_s === undefined) {
+  if (!c || !c.status) { link.textContent = "link: —"; link.dataset.state = "unknown"; return; }
+  const st = c.status;
+  const silent = silence(c, performance.now());
+  if (silent === null) {
     link.textContent = st.link_error ? `link: ${st.link_error}` : "link: no telemetry yet";
     link.dataset.state = "bad";
-  } else if (st.last_packet_age_s > S.staleMs / 1000) {
-    link.textContent = `link: silent for ${Math.round(st.last_packet_age_s)} s`;
+  } else if (silent > c.staleMs / 1000) {
+    link.textContent = `link SILENT ${Math.round(silent)} s`;
     link.dataset.state = "bad";
   } else {
-    link.textContent = `link: receiving (${st.packets} packets)`;
+    link.textContent = `link OK (${st.packets} packets)`;
     link.dataset.state = st.gaps_missing || st.bad_packets ? "warn" : "ok";
   }
-  link.title = `${st.link}; ${st.gaps_missing} missing in gaps, ${st.bad_packets} undecodable, ${st.agent_restarts} agent restart(s)`;
+  link.title = `${st.link}; ${st.gaps_missing} missing in gaps, ${st.bad_packets} undecodable, ` +
+    `${st.agent_restarts} agent restart(s); values older than ${(c.staleMs / 1000).toFixed(1)} s are shown stale` +
+    (st.link_error ? `; ${st.link_error}` : "");
+}
+
+function renderDict() {
+  const c = cur();
   const dict = $("dict-state");
-  if (st.dict_match === true) { dict.textContent = `dictionary ${st.dict_hash}`; dict.dataset.state = "ok"; }
-  else if (st.dict_match === false) { dict.textContent = `dictionary MISMATCH: agent ${st.agent_dict_hash}, console ${st.dict_hash}`; dict.dataset.state = "bad"; }
-  else { dict.textContent = `dictionary ${st.dict_hash} (agent not heard yet)`; dict.dataset.state = "warn"; }
-  $("lag").textContent = typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
+  const st = c && c.status;
+  const ours = S.dict.version_hash;
+  if (!st || st.dict_match === null || st.dict_match === undefined) {
+    dict.textContent = `dictionary ${ours} (agent not heard yet)`; dict.dataset.state = "warn";
+  } else if (st.dict_match) {
+    dict.textContent = `dictionary ${ours}`; dict.dataset.state = "ok";
+  } else {
+    dict.textContent = `dictionary MISMATCH: agent ${st.agent_dict_hash}, server ${ours}`; dict.dataset.state = "bad";
+  }
+}
+
+function renderLag() {
+  const st = S.serverStatus;
+  $("lag").textContent = st && typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
 }
 
 function renderDrops(d) {
@@ -388,62 +729,212 @@ function renderDrops(d) {
   S.dropped = d.points_total;
   pill.textContent = `dropped: ${d.points_total} points` + (d.control_total ? `, ${d.control_total} messages` : "");
   pill.dataset.state = d.points_total || d.control_total ? "bad" : "ok";
+  pill.dataset.points = String(d.points_total);
   if (d.points) pill.title = `this page fell behind: the server dropped ${d.points} points just now`;
+}
+
+function applyStatus(m, nowMs) {
+  S.serverStatus = m;
+  for (const [sc, st] of Object.entries(m.spacecraft || {})) applyCraftStatus(craft(sc), st, nowMs);
+  renderLag();
+  renderLink();
+  renderDict();
+}
+
+function applyCraftStatus(c, st, nowMs) {
+  c.status = st;
+  c.statusMs = nowMs;
+  if (typeof st.stale_after_s === "number") c.staleMs = st.stale_after_s * 1000;
+  if (st.queue) setQueue(c, st.queue);
+}
+
+function renderChooser() {
+  const sel = $("sc-select");
+  for (const opt of sel.options) {
+    const c = S.crafts.get(opt.value);
+    const unacked = c ? [...c.alarms.values()].filter((a) => a.status === "active").length : 0;
+    opt.textContent = unacked ? `${opt.value} (${unacked} alarm${unacked > 1 ? "s" : ""})` : opt.value;
+  }
+}
+
+function buildChooser(ids) {
+  const sel = $("sc-select");
+  const had = [...sel.options].map((o) => o.value).join(",");
+  if (had !== ids.join(",")) sel.replaceChildren(...ids.map((id) => el("option", {value: id, textContent: id})));
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("spacecraft");
+  const next = ids.includes(S.current) ? S.current : (ids.includes(wanted) ? wanted : ids[0]);
+  sel.value = next;
+  sel.disabled = ids.length < 2;
+  renderChooser();
+  return next;
+}
+
+async function chooseSpacecraft(id) {
+  if (id === S.current) return;
+  S.current = id;
+  history.replaceState(null, "", `#spacecraft=${encodeURIComponent(id)}`);
+  clearPlots();
+  renderAll();
+  // The model follows every spacecraft's pushes; the server's snapshot makes sure nothing a full
+  // queue dropped is missing.
+  const answer = await getJson(`/api/state?spacecraft=${encodeURIComponent(id)}`);
+  if (answer.ok && S.current === id) {
+    loadSnapshot(craft(id), answer.body, performance.now(), false);
+    renderAll();
+    loadEvents(id);
+  }
+}
+
+// --- power plan --------------------------------------------------------------------------------
+
+async function loadPlan() {
+  const sc = S.current;
+  const msg = $("plan-msg"), pre = $("plan-body");
+  const answer = await getJson(`/api/plan?spacecraft=${encodeURIComponent(sc)}`);
+  if (sc !== S.current) return;
+  msg.dataset.status = String(answer.status);
+  if (!answer.ok) {
+    msg.textContent = `power plan: ${answer.body.error} (HTTP ${answer.status})`;
+    msg.className = "error";
+    pre.hidden = true;
+    return;
+  }
+  msg.className = "hint";
+  msg.dataset.available = String(!!answer.body.available);
+  if (!answer.body.available) {
+    msg.textContent = `not available yet: ${answer.body.reason || "the server gave no reason"}`;
+    pre.hidden = true;
+  } else {
+    msg.textContent = `power plan of ${sc}`;
+    pre.textContent = JSON.stringify(answer.body.plan ?? answer.body, null, 1);
+    pre.hidden = false;
+  }
+}
+
+// --- snapshot, hello and the other control messages ------------------------------------------
+
+// A spacecraft's snapshot (hello, /api/state): values keep the age the server measured; events,
+// alarms and commands replace the page's (the server's are the whole truth).
+function loadSnapshot(c, snap, nowMs, replaceValues) {
+  for (const [name, x] of Object.entries(snap.latest || {})) {
+    const r = c.values.get(name);
+    if (!replaceValues && r && r.t !== null && typeof x.time_s === "number" && r.t >= x.time_s) continue;
+    setValue(c, name, x.value, x.time_s, nowMs - (Number(x.age_s) || 0) * 1000);
+  }
+  for (const p of S.dict.packets) {  // a packet's receive time: its freshest channel's
+    let best = null;
+    for (const name of p.channels) {
+      const r = c.values.get(name);
+      if (r && r.seenMs !== null && (best === null || r.seenMs > best.seenMs)) best = {seenMs: r.seenMs, t: r.t};
+    }
+    const had = c.packetSeen.get(p.sid);
+    if (best && (!had || had.seenMs < best.seenMs)) {
+      c.packetSeen.set(p.sid, {seenMs: best.seenMs, wallS: Date.now() / 1000 - (nowMs - best.seenMs) / 1000, t: best.t});
+    }
+  }
+  c.events = (snap.events || []).slice(-KEEP_EVENT_ROWS);
+  c.alarms = new Map((snap.alarms || []).map((a) => [a.channel, a]));
+  c.commands = new Map((snap.commands || []).map((e) => [e.id, e]));
+  if (snap.status) applyCraftStatus(c, snap.status, nowMs);
+}
+
+async function loadLimits(id) {
+  const answer = await getJson(`/api/dictionary?spacecraft=${encodeURIComponent(id)}`);
+  if (!answer.ok) return;
+  const c = craft(id);
+  for (const ch of answer.body.channels) {
+    if (!c.limits.has(ch.name) || ch.limits) c.limits.set(ch.name, ch.limits);
+  }
+  if (id === S.current) for (const name of S.rows.keys()) S.dirtyRows.add(name);
+  requestFrame();
+}
+
+// Events from before this server started are in the archive (/api/events): merged under the
+// snapshot's, each event once.
+async function loadEvents(id) {
+  const answer = await getJson(`/api/events?spacecraft=${encodeURIComponent(id)}&limit=${KEEP_EVENT_ROWS}`);
+  if (!answer.ok) return;
+  const c = craft(id);
+  const key = (e) => `${e.time_s}|${e.name}|${e.text}`;
+  const seen = new Set(c.events.map(key));
+  const older = (answer.body.events || []).filter((e) => !seen.has(key(e)));
+  if (!older.length) return;
+  c.events = [...older, ...c.events].sort((a, b) => a.time_s - b.time_s).slice(-KEEP_EVENT_ROWS);
+  if (id === S.current) renderEvents(c);
+}
+
+function hello(m, nowMs) {
+  // The form and buttons were built for the session's role; one changed since (the users file
+  // applies at once) rebuilds the page.
+  if (m.role !== S.me.role) { location.reload(); return; }
+  S.me.user = m.user;
+  renderUser();
+  for (const [sc, snap] of Object.entries(m.states || {})) loadSnapshot(craft(sc), snap, nowMs, true);
+  S.current = buildChooser(m.spacecraft || []);
+  if (m.status) applyStatus(m.status, nowMs);
+  for (const sc of m.spacecraft || []) { loadLimits(sc); loadEvents(sc); }
+  renderAll();
+  document.body.dataset.ready = "true";
+}
+
+function renderAll() {
+  const c = cur();
+  if (!c) return;
+  for (const name of S.rows.keys()) S.dirtyRows.add(name);
+  for (const key of S.packetHeads.keys()) S.dirtyPackets.add(key);
+  renderEvents(c);
+  renderAlarms(c);
+  renderCommands(c);
+  renderLink();
+  renderDict();
+  renderChooser();
+  loadPlan();
+  if (!S.plots.some((p) => p.live && p.sc === c.id)) addPlot("uptime_s");
+  requestFrame();
+}
+
+function handleControl(m, nowMs) {
+  const c = m.spacecraft && typeof m.spacecraft === "string" ? craft(m.spacecraft) : null;
+  switch (m.kind) {
+    case "hello": hello(m, nowMs); break;
+    case "status": applyStatus(m, nowMs); break;
+    case "event": if (c) addEvent(c, m); break;
+    case "alarm": if (c) setAlarm(c, m.alarm); break;
+    case "command": if (c) setCommand(c, m.command); break;
+    case "queue": if (c) setQueue(c, m); break;
+    case "limits":
+      if (!c) break;
+      for (const [name, lim] of Object.entries(m.limits || {})) c.limits.set(name, lim);
+      if (c.id === S.current) for (const name of Object.keys(m.limits || {})) S.dirtyRows.add(name);
+      break;
+  }
 }
 
 // --- the data path ---------------------------------------------------------------------------
 
-function handleControl(m, nowMs) {
-  switch (m.kind) {
-    case "hello":
-      S.staleMs = m.stale_s * 1000;
-      for (const [name, [v, t]] of Object.entries(m.latest)) {
-        const ch = S.channels.get(name);
-        if (ch) setValue(ch, v, t, nowMs);
-      }
-      // A (re)connect: the server's history replaces the page's (a restarted server numbers commands afresh).
-      $("event-table").tBodies[0].replaceChildren();
-      $("alarm-table").tBodies[0].replaceChildren();
-      $("cmd-history").tBodies[0].replaceChildren();
-      for (const e of m.events) addEvent(e);
-      for (const a of m.alarms) upsertAlarm(a);
-      countAlarms();
-      for (const c of m.commands) upsertCommand(c);
-      renderStatus(m.status);
-      break;
-    case "event": addEvent(m); break;
-    case "alarm": upsertAlarm(m.alarm); break;
-    case "command": upsertCommand(m); break;
-    case "status": renderStatus(m); break;
-    case "limits": setLimits(m.limits); break;
-  }
-}
-
-// Limits that follow an agent parameter move when the agent reports a new value (PUS 20).
-function setLimits(limits) {
-  for (const [name, lim] of Object.entries(limits)) {
-    const ch = S.channels.get(name);
-    if (!ch) continue;
-    ch.def.limits = lim;
-    ch.stateCell.title = limitText(lim);
-    S.dirtyRows.add(ch);
-  }
-}
-
 function apply(batch, nowMs) {
   for (const m of batch.control || []) handleControl(m, nowMs);
-  for (const [sid, t, values] of batch.hk || []) {
-    const chans = S.packets.get(sid);
-    if (!chans) continue;
-    for (let i = 0; i < chans.length && i < values.length; i++) setValue(chans[i], values[i], t, nowMs);
+  const wallS = Date.now() / 1000;
+  for (const [sc, sid, t, values] of batch.hk || []) {
+    const p = S.packets.get(sid);
+    if (!p) continue;
+    const c = craft(sc);
+    const names = p.channels;
+    for (let i = 0; i < names.length && i < values.length; i++) setValue(c, names[i], values[i], t, nowMs);
+    c.packetSeen.set(sid, {seenMs: nowMs, wallS, t});
+    c.lastHkMs = nowMs;
+    if (sc === S.current) S.dirtyPackets.add(sid);
   }
   renderDrops(batch.dropped);
 }
 
 function render() {
-  for (const ch of S.dirtyRows) renderRow(ch);
+  const now = performance.now();
+  for (const name of S.dirtyRows) renderRow(name, now);
   S.dirtyRows.clear();
-  for (const p of S.plots) if (p.dirty) p.draw();
+  for (const key of S.dirtyPackets) renderPacketHead(key, now);
+  S.dirtyPackets.clear();
+  for (const p of S.plots) if (p.plot.dirty) p.plot.draw();
 }
 
 function requestFrame() {
@@ -488,7 +979,7 @@ function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   S.ws = ws;
   const state = $("ws-state");
-  ws.onopen = () => { state.textContent = "console connected"; state.dataset.state = "ok"; };
+  ws.onopen = () => { state.textContent = "connected"; state.dataset.state = "ok"; };
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     m.recvMs = performance.now();
@@ -496,14 +987,15 @@ function connect() {
     if (S.pending.length > MAX_PENDING) frame(null, true);  // no frames are coming (hidden tab): keep memory bounded
     requestFrame();
   };
-  ws.onclose = () => {
-    state.textContent = "console disconnected: reconnecting";
+  ws.onclose = (ev) => {
+    if (ev.code === 4001) { location.replace("/login"); return; }  // the session ended
+    state.textContent = "disconnected: reconnecting";
     state.dataset.state = "bad";
     setTimeout(connect, 1000);
   };
 }
 
-// --- archive ---------------------------------------------------------------------------------
+// --- archive by time range -------------------------------------------------------------------
 
 function toLocalInput(t_s) { return new Date(t_s * 1000).toISOString().slice(0, 19); }
 
@@ -522,49 +1014,97 @@ async function queryArchive(e) {
   const from = Date.parse($("archive-from").value + "Z") / 1000, to = Date.parse($("archive-to").value + "Z") / 1000;
   const msg = $("archive-msg");
   const box = $("archive-plot");
+  if (S.archivePlot) S.archivePlot.plot.dispose();
   box.replaceChildren();
   S.plots = S.plots.filter((p) => p !== S.archivePlot);
+  S.archivePlot = null;
   if (!Number.isFinite(from) || !Number.isFinite(to)) { msg.textContent = "give both times"; msg.className = "error"; return; }
   msg.textContent = "querying…";
   msg.className = "hint";
-  const r = await fetch(`/api/archive?channel=${encodeURIComponent(channel)}&from=${from}&to=${to}`);
-  const body = await r.json().catch(() => ({error: r.statusText}));
-  if (!r.ok) {
-    msg.textContent = `archive: ${body.error} (HTTP ${r.status})`;
+  delete msg.dataset.status;
+  const sc = S.current;
+  const q = new URLSearchParams({spacecraft: sc, channel, from: String(from), to: String(to), max_points: "2000"});
+  const answer = await getJson(`/api/archive?${q}`);
+  msg.dataset.status = String(answer.status);
+  if (!answer.ok) {
+    msg.textContent = `archive: ${answer.body.error} (HTTP ${answer.status})`;
     msg.className = "error";
-    msg.dataset.status = String(r.status);
     return;
   }
-  const data = body.channels[channel] || {times: [], values: []};
-  const ch = S.channels.get(channel);
-  const values = data.values.map((v) => numeric(ch, v));
-  msg.textContent = `${data.times.length} samples of ${channel} from ${utcClock(from)} to ${utcClock(to)} UTC`;
-  msg.dataset.status = "200";
-  const plot = new Plot(box, Ring.fromArrays(data.times, values), {title: channel, unit: ch.def.unit, labels: ch.def.choices, live: false});
-  S.archivePlot = plot;
-  S.plots.push(plot);
+  const data = (answer.body.channels || {})[channel] || {times: [], values: []};
+  const def = S.defs.get(channel);
+  const values = data.values.map((v) => numeric(def, v));
+  msg.textContent = `${data.times.length} samples of ${channel} on ${sc} from ${utcClock(from)} to ${utcClock(to)} UTC`;
+  const plot = new Plot(box, Ring.fromArrays(data.times, values), {title: channel, unit: def.unit, labels: labelsOf(def), live: false});
+  S.archivePlot = {plot, live: false};
+  S.plots.push(S.archivePlot);
   requestFrame();
 }
 
-// --- start -----------------------------------------------------------------------------------
+// --- HTTP, session, start ----------------------------------------------------------------------
 
-async function postJson(url, body) {
+async function answerOf(r) {
+  if (r.status === 401) { location.replace("/login"); }
+  const body = await r.json().catch(() => ({error: r.statusText || `HTTP ${r.status}`}));
+  return {ok: r.ok, status: r.status, body};
+}
+
+async function getJson(url) {
   try {
-    const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
-    return {ok: r.ok, status: r.status, body: await r.json().catch(() => ({error: r.statusText}))};
+    return await answerOf(await fetch(url, {credentials: "same-origin"}));
   } catch (err) {
-    return {ok: false, status: 0, body: {error: String(err)}};
+    return {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
   }
 }
 
+// Every state-changing request carries the session's CSRF token (docs/ground-api.md).
+async function postJson(url, body) {
+  try {
+    return await answerOf(await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": S.me.csrf},
+      body: JSON.stringify(body)}));
+  } catch (err) {
+    return {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
+  }
+}
+
+function renderUser() {
+  const u = $("user");
+  u.textContent = `${S.me.user} (${S.me.role})`;
+  u.dataset.role = S.me.role;
+  document.body.dataset.role = S.me.role;
+}
+
+async function logout() {
+  await postJson("/api/logout", {});
+  location.replace("/login");
+}
+
+function fatal(text) {
+  const p = el("p", {id: "fatal", className: "error", textContent: text});
+  document.body.prepend(p);
+}
+
 async function main() {
-  S.dict = await (await fetch("/api/dictionary")).json();
+  const session = await getJson("/api/session");
+  if (!session.ok) { fatal(`cannot start: ${session.body.error}`); return; }
+  S.me = session.body;
+  renderUser();
+  const dict = await getJson("/api/dictionary");
+  if (!dict.ok) { fatal(`cannot load the dictionary: ${dict.body.error}`); return; }
+  S.dict = dict.body;
+  for (const def of S.dict.channels) S.defs.set(def.name, def);
+  for (const p of S.dict.packets) S.packets.set(p.sid, p);
   buildTable();
   buildPlotControls();
   buildCommandForm();
   buildArchive();
+  $("logout").addEventListener("click", logout);
+  $("sc-select").addEventListener("change", (e) => chooseSpacecraft(e.target.value));
+  $("plan-refresh").addEventListener("click", loadPlan);
+  setInterval(tick, TICK_MS);
   connect();
-  document.body.dataset.ready = "true";
 }
 
 main();

@@ -53,10 +53,11 @@ function fmtNum(v) {
   return String(+v.toFixed(3));
 }
 
-const LIVE_SPAN_S = 120;  // live view: the last two minutes (the ring holds more; zoom out is double-click)
+const LIVE_SPAN_S = 120;  // live view by default: the last two minutes (opts.spanS to change it)
 
 class Plot {
-  // source: a Ring; opts: {title, unit, labels (enum names by index), live (follow newest), onClose}
+  // source: a Ring; opts: {title, unit, labels (enum names by index), live (follow newest),
+  // spanS (the live view's width), onClose}
   constructor(parent, source, opts) {
     this.source = source;
     this.opts = opts;
@@ -76,7 +77,7 @@ class Plot {
       close.type = "button";
       close.textContent = "×";
       close.title = "remove this plot";
-      close.addEventListener("click", () => { this.el.remove(); opts.onClose(this); });
+      close.addEventListener("click", () => { this.dispose(); opts.onClose(this); });
       title.append(close);
     }
     this.canvas = document.createElement("canvas");
@@ -86,8 +87,13 @@ class Plot {
     this.canvas.addEventListener("mousemove", (e) => {
       if (this.drag) { this.drag.x1 = e.offsetX; this.request(); }
     });
-    window.addEventListener("mouseup", () => this.endDrag());
+    this.onMouseUp = () => this.endDrag();
+    window.addEventListener("mouseup", this.onMouseUp);
     this.canvas.addEventListener("dblclick", () => { this.view = null; this.request(); });
+  }
+  dispose() {
+    window.removeEventListener("mouseup", this.onMouseUp);
+    this.el.remove();
   }
   request() {
     this.dirty = true;
@@ -112,7 +118,7 @@ class Plot {
     if (this.view) return this.view;
     if (s.n === 0) return null;
     const first = s.time(0), last = s.time(s.n - 1);
-    if (this.opts.live) return [Math.max(first, last - LIVE_SPAN_S), last];
+    if (this.opts.live) return [Math.max(first, last - (this.opts.spanS || LIVE_SPAN_S)), last];
     return [first, last];
   }
   draw() {
