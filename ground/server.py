@@ -114,7 +114,9 @@ class SpacecraftLink:
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
                                   first_id=server.next_queue_id(self.id))
-        self.alarms = AlarmManager(self.dictionary, LimitStore(None))
+        # Limits the operators changed for this spacecraft live in the archive (kept across restarts).
+        limits = server.archive.limit_store(self.id) if server.archive is not None else LimitStore(None)
+        self.alarms = AlarmManager(self.dictionary, limits)
         self.alarms.listeners.append(self._on_alarm)
         self.client: GroundClient | None = None
         self.recorder: Any = None
@@ -478,14 +480,7 @@ class GroundServer:
 
     def next_queue_id(self, spacecraft: str) -> int:
         """Queue ids go on from the archive's command history, so they stay unique across restarts."""
-        if self.archive is None:
-            return 1
-        try:
-            newest = self.archive.commands(spacecraft=spacecraft, limit=1)
-        except Exception:  # noqa: BLE001 - an unreadable history must not stop the server
-            return 1
-        ids = [c.queue_id for c in newest if getattr(c, "queue_id", None)]
-        return max(ids) + 1 if ids else 1
+        return self.archive.next_queue_id(spacecraft=spacecraft) if self.archive is not None else 1
 
     # --- fan-out (called from link threads; never blocks on a page) ----------------------
 
@@ -963,6 +958,7 @@ class GroundServer:
         session: Session = request[SESSION_KEY]
         hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
                  "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
+                 "two_person": sorted(self.config.two_person),
                  "batch_interval_ms": self.batch_interval_s * 1000.0,
                  "states": {sc: link.snapshot() for sc, link in self.links.items() if wants in (None, sc)},
                  "status": self.status()}
