@@ -288,27 +288,35 @@ def _cmd_events(args: argparse.Namespace) -> int:
         return 0
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
-    answer = api.get("/api/events", spacecraft=spacecraft, limit=args.last, severity=floor.name)
-    for e in answer["events"]:
-        print(_event_line(e["time_s"], e["severity"], e["name"], e["text"]))
-    if not answer["events"]:
-        print(f"no events at {floor.name} or above for {spacecraft} yet", file=sys.stderr)
-    sys.stdout.flush()
-    if not args.follow:
-        return 0
-    client = ServerClient(api, spacecraft)
+    # Follow first, then read the history: nothing falls between the two, and what both
+    # hold is shown once.
+    client = ServerClient(api, spacecraft) if args.follow else None
     try:
+        answer = api.get("/api/events", spacecraft=spacecraft, limit=args.last, severity=floor.name)
+        shown = set()
+        for e in answer["events"]:
+            print(_event_line(e["time_s"], e["severity"], e["name"], e["text"]))
+            shown.add((round(e["time_s"], 3), e["name"], e["text"]))
+        if not answer["events"]:
+            print(f"no events at {floor.name} or above for {spacecraft} yet", file=sys.stderr)
+        sys.stdout.flush()
+        if client is None:
+            return 0
         while True:
             for item in client.poll(1.0):
                 rec = item.record
                 if isinstance(rec, EventRecord) and rec.event.severity >= floor:
+                    key = (round(rec.time_s, 3), rec.event.name, rec.text)
+                    if key in shown:
+                        continue
                     print(_event_line(rec.time_s, rec.event.severity.name, rec.event.name, rec.text), flush=True)
             if client.server_link.closed_reason:
                 raise Refused(f"the server closed the connection: {client.server_link.closed_reason}", EXIT_FAILED)
     except KeyboardInterrupt:
         return 0
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _cmd_console(args: argparse.Namespace) -> int:

@@ -449,3 +449,29 @@ def test_the_console_and_procedures_work_through_the_server(ground):
     names = wait_until(lambda: {c.name for c in ground.archive.commands(spacecraft="sunlit-1") if c.who == "alice"}
                        >= {"PING", "SET_MODE"} and True, what="the history")
     assert names
+
+
+@pytest.mark.req("GND-025")
+def test_cli_events_shows_history_then_follows(ground, tmp_path):
+    alice = client_for(ground, "alice")
+    try:
+        assert alice.send("PING", {"token": 21}, timeout_s=20.0).completed
+        env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "vera")}
+        wait_until(lambda: any(e.text == "Ping 21" for e in ground.archive.events(spacecraft="sunlit-1"))
+                   or ground.links["sunlit-1"].recorder.flush() and False, what="the event archived")
+        proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "events", "--follow"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        lines: list[str] = []
+        try:
+            while "PING_RECEIVED: Ping 21" not in "".join(lines):
+                lines.append(proc.stdout.readline())
+            assert alice.send("PING", {"token": 22}, timeout_s=20.0).completed
+            while "PING_RECEIVED: Ping 22" not in "".join(lines):
+                lines.append(proc.stdout.readline())
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        alice.close()
+    text = "".join(lines)
+    assert text.count("Ping 21") == 1 and text.count("Ping 22") == 1, text
