@@ -475,3 +475,41 @@ def test_cli_events_shows_history_then_follows(ground, tmp_path):
         alice.close()
     text = "".join(lines)
     assert text.count("Ping 21") == 1 and text.count("Ping 22") == 1, text
+
+
+@pytest.mark.req("GND-024")
+def test_a_spacecraft_with_another_dictionary_gets_no_commands(tmp_path, short_dir):
+    """A source on the agent's link whose housekeeping names another dictionary hash: the
+    server says so in its status and fails queued commands instead of sending them."""
+    from flight.link.messages import Codec
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/other-dict"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                          UserStore.load(users), connect_timeout_s=0).start()
+    try:
+        token = login(server, "alice")
+        packet = DICTIONARY.packet_by_name["AGENT_HK"]
+        values = {name: None for name in packet.channels}
+        values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
+        hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+
+        def heard() -> bool:
+            source.publish(hk)
+            source.receive()
+            return server.links["sunlit-1"].client.agent_dict_hash is not None
+
+        wait_until(heard, what="the other dictionary's housekeeping")
+        status = http(server, "GET", "/api/status", token=token)[1]
+        assert status["spacecraft"]["sunlit-1"]["dict_match"] is False
+        assert "deleted" in status["retention"], "the retention policy ran at start"
+        status, entry, _ = http(server, "POST", "/api/commands", {"name": "PING", "args": {"token": 1}}, token=token)
+        assert status == 202
+        done = wait_until(lambda: (e := server.links["sunlit-1"].queue.get(entry["id"])).state.final and e,
+                          what="the entry's end")
+        assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
+    finally:
+        server.stop()
+        source.close()
