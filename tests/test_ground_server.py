@@ -78,6 +78,21 @@ def ground(ipc_url, start_agent, tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def source_and_server(tmp_path, short_dir):
+    """A source that speaks the agent's side of a real link (no agent), and a server on it."""
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/source"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                          UserStore.load(users), connect_timeout_s=0).start()
+    yield source, server
+    server.stop()
+    source.close()
+
+
 def client_for(server: GroundServer, user: str) -> ServerClient:
     api = ApiClient(server.url)
     api.login(user, PASSWORDS[user])
@@ -321,44 +336,35 @@ def test_two_spacecraft_on_one_server_each_keep_their_own_state(tmp_path, start_
 
 
 @pytest.mark.req("GND-025")
-def test_a_hostile_packet_is_archived_raw_counted_and_the_server_goes_on(tmp_path, short_dir):
-    """A source that speaks the agent's link sends a packet with a valid CRC and data no
-    decoder can make sense of (an infinity where a counter goes), then good housekeeping."""
+def test_a_hostile_packet_is_archived_raw_counted_and_the_server_goes_on(source_and_server):
+    """The source sends a packet with a valid CRC and data no decoder can make sense of (an
+    infinity where a counter goes), then good housekeeping."""
+    import msgpack
+
     from flight.link.apid import Apid
     from flight.link.messages import Codec
     from flight.link.packets import Service, Subtype, pack_tm
-    from flight.link.transport import open_flight_link
 
-    import msgpack
+    source, server = source_and_server
+    token = login(server, "vera")
+    codec = Codec(DICTIONARY)
+    hostile = pack_tm(Apid.AGENT, 1, Service.VERIFICATION, Subtype.COMPLETION_SUCCESS,
+                      msgpack.packb({"cmd_id": float("inf"), "opcode": 1, "request_id": 2}), time_s=1.7e9)
+    values = {name: None for name in DICTIONARY.packet_by_name["AGENT_HK"].channels}
+    values.update(mode="SAFE", uptime_s=1.0)
+    good = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 1)
 
-    url = f"zmq+ipc://{short_dir}/hostile"
-    source = open_flight_link(url)
-    users = make_users(tmp_path / "users.toml")
-    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
-                          UserStore.load(users), connect_timeout_s=0).start()
-    try:
-        token = login(server, "vera")
-        codec = Codec(DICTIONARY)
-        hostile = pack_tm(Apid.AGENT, 1, Service.VERIFICATION, Subtype.COMPLETION_SUCCESS,
-                          msgpack.packb({"cmd_id": float("inf"), "opcode": 1, "request_id": 2}), time_s=1.7e9)
-        values = {name: None for name in DICTIONARY.packet_by_name["AGENT_HK"].channels}
-        values.update(mode="SAFE", uptime_s=1.0)
-        good = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 1)
+    def delivered() -> bool:
+        source.publish(hostile)
+        source.publish(good)
+        source.receive()
+        return server.links["sunlit-1"].bad_packets > 0 and "mode" in server.links["sunlit-1"].latest
 
-        def delivered() -> bool:
-            source.publish(hostile)
-            source.publish(good)
-            source.receive()
-            return server.links["sunlit-1"].bad_packets > 0 and "mode" in server.links["sunlit-1"].latest
-
-        wait_until(delivered, what="the hostile and the good packet taken in")
-        status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
-        assert status["bad_packets"] >= 1 and status["internal_errors"] == 0
-        server.links["sunlit-1"].recorder.flush()
-        assert server.archive.counts()["invalid_packets"] >= 1
-    finally:
-        server.stop()
-        source.close()
+    wait_until(delivered, what="the hostile and the good packet taken in")
+    status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
+    assert status["bad_packets"] >= 1 and status["internal_errors"] == 0
+    server.links["sunlit-1"].recorder.flush()
+    assert server.archive.counts()["invalid_packets"] >= 1
 
 
 # --- the CLI as a client ---------------------------------------------------------------------
@@ -478,38 +484,29 @@ def test_cli_events_shows_history_then_follows(ground, tmp_path):
 
 
 @pytest.mark.req("GND-024")
-def test_a_spacecraft_with_another_dictionary_gets_no_commands(tmp_path, short_dir):
-    """A source on the agent's link whose housekeeping names another dictionary hash: the
-    server says so in its status and fails queued commands instead of sending them."""
+def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server):
+    """Housekeeping that names another dictionary hash: the server says so in its status and
+    fails queued commands instead of sending them."""
     from flight.link.messages import Codec
-    from flight.link.transport import open_flight_link
 
-    url = f"zmq+ipc://{short_dir}/other-dict"
-    source = open_flight_link(url)
-    users = make_users(tmp_path / "users.toml")
-    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
-                          UserStore.load(users), connect_timeout_s=0).start()
-    try:
-        token = login(server, "alice")
-        packet = DICTIONARY.packet_by_name["AGENT_HK"]
-        values = {name: None for name in packet.channels}
-        values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
-        hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+    source, server = source_and_server
+    token = login(server, "alice")
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
 
-        def heard() -> bool:
-            source.publish(hk)
-            source.receive()
-            return server.links["sunlit-1"].client.agent_dict_hash is not None
+    def heard() -> bool:
+        source.publish(hk)
+        source.receive()
+        return server.links["sunlit-1"].client.agent_dict_hash is not None
 
-        wait_until(heard, what="the other dictionary's housekeeping")
-        status = http(server, "GET", "/api/status", token=token)[1]
-        assert status["spacecraft"]["sunlit-1"]["dict_match"] is False
-        assert "deleted" in status["retention"], "the retention policy ran at start"
-        status, entry, _ = http(server, "POST", "/api/commands", {"name": "PING", "args": {"token": 1}}, token=token)
-        assert status == 202
-        done = wait_until(lambda: (e := server.links["sunlit-1"].queue.get(entry["id"])).state.final and e,
-                          what="the entry's end")
-        assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
-    finally:
-        server.stop()
-        source.close()
+    wait_until(heard, what="the other dictionary's housekeeping")
+    status = http(server, "GET", "/api/status", token=token)[1]
+    assert status["spacecraft"]["sunlit-1"]["dict_match"] is False
+    assert "deleted" in status["retention"], "the retention policy ran at start"
+    status, entry, _ = http(server, "POST", "/api/commands", {"name": "PING", "args": {"token": 1}}, token=token)
+    assert status == 202
+    done = wait_until(lambda: (e := server.links["sunlit-1"].queue.get(entry["id"])).state.final and e,
+                      what="the entry's end")
+    assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
