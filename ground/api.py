@@ -177,6 +177,7 @@ class ServerLink(GroundLink):
         self._changed = threading.Condition(self._lock)
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)  # a full pipe already wakes the poller: never wait on it
         headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
         self._stack = contextlib.ExitStack()
         try:
@@ -416,8 +417,8 @@ class ServerClient(GroundClient):
         for stage in entry.get("stages", []):
             pus = _PUS_STAGES.get(stage.get("stage"))
             code = stage.get("code", "")
-            if pus is None or (not stage.get("ok") and code not in FailureCode.__members__):
-                continue
+            if not stage.get("agent") or pus is None or (not stage.get("ok") and code not in FailureCode.__members__):
+                continue  # the ground's own records (a window that passed) are not the agent's reports
             reports.append(Verification(pus, bool(stage.get("ok")), 0, result.cmd_id, result.opcode,
                                         FailureCode.NONE if stage.get("ok") else FailureCode[code],
                                         stage.get("reason", ""),

@@ -636,7 +636,7 @@ class Archive:
         self.chunk_packets = int(chunk_packets)
         self.chunk_age_s = float(chunk_age_s)
         if not create and not self.path.exists():
-            raise ArchiveError(f"no archive at {self.path}; give --db PATH of an archive a console has written")
+            raise ArchiveError(f"no archive at {self.path}; give --db PATH of an archive the ground server has written")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0

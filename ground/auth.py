@@ -1,6 +1,7 @@
 """Operators and their sessions on the ground server: who may look, who may command.
 
-- **Users** come from a TOML file the admin keeps (``sunlit-ground user add``), one table each::
+- **Users** come from a TOML file the admin keeps (``sunlit-ground user add``), one table each,
+  read again when it changes (a removed operator's sessions end at once)::
 
       [users.alice]
       role = "operator"                  # viewer | operator | admin
@@ -52,6 +53,9 @@ LOCKOUT_S = 30.0
 SESSION_IDLE_S = 8 * 3600.0  # a shift
 SESSION_MAX_S = 24 * 3600.0
 MAX_SESSIONS = 1000  # a bound on memory: the oldest session goes first
+MAX_SESSIONS_PER_USER = 20  # one user logging in again and again cannot push others out
+MAX_TRACKED_NAMES = 10_000  # failed-login counts kept, oldest name first out
+PARALLEL_CHECKS = 4  # argon2 checks at once: bounds the CPU and memory a login flood can take
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended cost
 # Verifying an unknown user against this hash costs what a known one does: no timing oracle.
@@ -114,11 +118,40 @@ def check_user_name(name: str) -> str:
 
 
 class UserStore:
-    """The users file, read once at start (and on :meth:`reload`)."""
+    """The users file, read at start and again when it changes (:meth:`refresh`)."""
 
-    def __init__(self, path: Path | str, users: dict[str, User] | None = None):
+    def __init__(self, path: Path | str, users: dict[str, User] | None = None, check_mode: bool = True):
         self.path = Path(path)
         self.users: dict[str, User] = users or {}
+        self.check_mode = check_mode
+        self.reload_error = ""
+        self._stamp = self._file_stamp()
+        self._checked_mono = time.monotonic()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def refresh(self, force: bool = False) -> None:
+        """Read the file again if it changed (looked at most once a second): an operator
+        removed, or given another role, is so at once, with no restart. A file that no longer
+        reads keeps the users as they were, and ``reload_error`` says why."""
+        now = time.monotonic()
+        if now - self._checked_mono < 1.0 and not force:
+            return
+        self._checked_mono = now
+        stamp = self._file_stamp()
+        if stamp == self._stamp or stamp is None:
+            return
+        try:
+            fresh = UserStore.load(self.path, check_mode=self.check_mode)
+        except UserFileError as exc:
+            self.reload_error = str(exc)
+            return
+        self.users, self._stamp, self.reload_error = fresh.users, stamp, ""
 
     @classmethod
     def load(cls, path: Path | str, *, check_mode: bool = True) -> UserStore:
@@ -163,7 +196,7 @@ class UserStore:
             if not isinstance(digest, str) or not digest.startswith("$argon2"):
                 raise UserFileError(f"{where}.password: must be an argon2 hash (`sunlit-ground user passwd {name}`)")
             users[name] = User(name, role, digest)
-        return cls(path, users)
+        return cls(path, users, check_mode)
 
     def save(self) -> None:
         """Write the file atomically (temp, fsync, rename); mkstemp makes it mode 600."""
@@ -203,6 +236,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # SHA-256 of the token -> session
         self._failures: dict[str, tuple[int, float]] = {}  # user name -> (failures in a row, locked until)
+        self._checks = threading.BoundedSemaphore(PARALLEL_CHECKS)
         self.logins = 0
         self.failed_logins = 0
         self.refused_requests = 0
@@ -212,28 +246,39 @@ class Sessions:
         return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
     def login(self, name: str, password: str) -> tuple[str, Session]:
-        """A new session's token (shown once) and the session; AuthError when refused."""
+        """A new session's token (shown once) and the session; AuthError when refused.
+
+        Each attempt counts as a failure *before* the password is checked (and is taken back
+        when it was right), so parallel guesses cannot get past the lockout; at most
+        ``PARALLEL_CHECKS`` argon2 checks run at once (each takes tens of MiB on purpose).
+        """
         if not isinstance(name, str) or not isinstance(password, str) or len(name) > 64 or len(password) > 1024:
             raise AuthError("give user and password as strings", 400)
+        self.users.refresh()
         now = self.clock()
         with self._lock:
-            count, until = self._failures.get(name, (0, 0.0))
+            count, until = self._failures.pop(name, (0, 0.0))
             if until > now:
+                self._failures[name] = (count, until)
                 self.failed_logins += 1
                 raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
-        user = self.users.verify(name, password)  # slow on purpose (argon2): outside the lock
+            count += 1
+            self._failures[name] = (count, now + LOCKOUT_S if count >= MAX_FAILURES else 0.0)
+            while len(self._failures) > MAX_TRACKED_NAMES:  # bounded: the oldest names go, never all
+                self._failures.pop(next(iter(self._failures)))
+        with self._checks:
+            user = self.users.verify(name, password)  # slow on purpose (argon2): outside the lock
         with self._lock:
             if user is None:
                 self.failed_logins += 1
-                count += 1
-                if len(self._failures) > 10_000:  # never grows without bound, whatever names are tried
-                    self._failures.clear()
-                self._failures[name] = (0, now + LOCKOUT_S) if count >= MAX_FAILURES else (count, 0.0)
                 raise AuthError("wrong user name or password")
             self._failures.pop(name, None)
             token = secrets.token_urlsafe(32)
             session = Session(user.name, user.role, secrets.token_urlsafe(24), now, now)
             self._sessions[self._key(token)] = session
+            mine = [k for k, s in self._sessions.items() if s.user == user.name]
+            for key in mine[:max(0, len(mine) - MAX_SESSIONS_PER_USER)]:  # a user's oldest go first
+                self._sessions.pop(key).ended = True
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.pop(next(iter(self._sessions))).ended = True
             self.logins += 1
@@ -243,6 +288,7 @@ class Sessions:
         """The live session for ``token``; refreshes its idle time. None if unknown or expired."""
         if not token:
             return None
+        self.users.refresh()
         now = self.clock()
         key = self._key(token)
         with self._lock:
@@ -267,6 +313,7 @@ class Sessions:
 
     def alive(self, session: Session) -> bool:
         """Whether a session held by a long-lived connection (a WebSocket) may go on."""
+        self.users.refresh()
         now = self.clock()
         if session.ended or now - session.created_s > self.max_s or session.user not in self.users.users:
             session.ended = True

@@ -226,6 +226,8 @@ def _cmd_tm(args: argparse.Namespace) -> int:
         # --follow: one block per packet that carries a wanted channel, with its times.
         last_quiet_notice = time.monotonic()
         while True:
+            if isinstance(client, ServerClient) and client.server_link.closed_reason:
+                raise Refused(f"the server closed the connection: {client.server_link.closed_reason}", EXIT_FAILED)
             got = client.poll(1.0)
             for item in got:
                 rec = item.record
@@ -408,7 +410,7 @@ def _cmd_user(args: argparse.Namespace) -> int:
         store.save()
     except (UserFileError, ValueError) as exc:
         raise Refused(str(exc)) from None
-    print(f"{path}: {args.action} {args.name}: done (a running server reads the file at start)")
+    print(f"{path}: {args.action} {args.name}: done (a running server reads the change within a second)")
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, TextIO
 from flight.cli import parse_assignments
 from flight.link.dictionary import ArgumentError, ValueType
 from ground.alarms import AlarmManager, LimitStore
+from ground.api import ServerError
 from ground.client import CommandTimeout, GroundClient
 
 WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "exit")
@@ -195,16 +196,32 @@ class Console:
                          f"{'acknowledged' if a.acknowledged else 'NOT acknowledged'}", a.state)
         elif head == "ack":
             for channel in rest:
-                try:
-                    a = self.alarms.acknowledge(channel, "console")
-                    self.say(f"{channel}: acknowledged" + (" and cleared" if a.cleared else ""))
-                except KeyError as exc:
-                    self.say(str(exc).strip("'\""))
+                self._ack(channel)
         elif head == "limits":
             self._limits(rest)
         else:
             self._command(head, rest)
         return True
+
+    def _ack(self, channel: str) -> None:
+        """Through the server (archived, seen by every operator, refused to a viewer) when there
+        is one; on a direct link, this console's own alarms."""
+        api = getattr(self.client, "api", None)
+        try:
+            if api is not None:
+                answer = api.post("/api/alarms/ack", {"spacecraft": self.client.spacecraft, "channel": channel})
+                try:
+                    self.alarms.acknowledge(channel, answer.get("acknowledged_by") or "server")
+                except KeyError:
+                    pass  # the server knew an alarm this console had not seen yet
+                self.say(f"{channel}: acknowledged" + (" and cleared" if answer.get("status") == "cleared" else ""))
+                return
+            a = self.alarms.acknowledge(channel, "console")
+            self.say(f"{channel}: acknowledged" + (" and cleared" if a.cleared else ""))
+        except KeyError as exc:
+            self.say(str(exc).strip("'\""))
+        except ServerError as exc:
+            self.say(f"not acknowledged: {exc}", "critical")
 
     def _help(self, name: str | None) -> str:
         d = self.client.dictionary
@@ -270,7 +287,7 @@ class Console:
         if command.hazardous and not self.confirm(f"{command.name} is hazardous ({command.description}) — send?"):
             self.say("not sent")
             return
-        self.say(f"{command.name} sent")
+        self.say(f"{command.name} {'queued on the server' if getattr(self.client, 'api', None) else 'sent'}")
         try:
             with self._lock:
                 result = self.client.send(command.name, args, on_report=lambda r: self.say(
@@ -280,8 +297,13 @@ class Console:
         except CommandTimeout as exc:
             self.say(f"  {command.name}: {exc}", "critical")
             return
+        except ServerError as exc:  # refused by the server (a viewer, a closed connection): the console goes on
+            self.say(f"  {command.name}: not queued: {exc}", "critical")
+            return
         for hook in self.on_command:
             hook(result)
+        if result.refused:
+            self.say(f"  {command.name}: {result.refused}", "critical")
         if result.result:
             self.say(f"  result: {result.result}")
 

@@ -95,8 +95,10 @@ class Entry:
     waiting_for: str = ""  # the stage the window is for
 
     def stage(self, stage: str, at_s: float, ok: bool = True, code: str = "", reason: str = "",
-              by: str = "") -> None:
+              by: str = "", agent: bool = False) -> None:
         entry: dict[str, Any] = {"stage": stage, "ok": ok, "at_s": at_s}
+        if agent:
+            entry["agent"] = True  # a PUS 1 report, not the ground's own record
         if code:
             entry["code"] = code
         if reason:
@@ -118,7 +120,7 @@ class Entry:
             "hazardous": self.hazardous, "needs_approval": self.needs_approval, "approved_by": self.approved_by,
             "state": self.state.value, "final": self.state.final, "queued_s": self.queued_s,
             "cmd_id": None if self.cmd_id is None else str(self.cmd_id),  # 64 bits: beyond a JS number
-            "stages": list(self.stages), "result": self.result, "attempts": self.attempts,
+            "stages": [dict(s) for s in self.stages], "result": self.result, "attempts": self.attempts,
             "waiting_for": self.waiting_for, "deadline_s": self.deadline_s, "outcome": self.outcome,
         }
 
@@ -159,6 +161,9 @@ class CommandQueue:
             entry = self._get(entry_id)
             if entry.state is not State.PENDING_APPROVAL:
                 raise QueueError(f"command {entry_id} ({entry.name}) is {entry.state.value}, not waiting for approval")
+            if entry.deadline_s is not None and now_s >= entry.deadline_s:
+                raise QueueError(f"command {entry_id} ({entry.name}) waited longer than "
+                                 f"{self.timeouts.approval_s:g} s for approval and has expired")
             if who == entry.who:
                 raise QueueError(f"{entry.name} needs a second operator: {who} sent it and cannot approve it", 403)
             entry.approved_by = who
@@ -241,12 +246,12 @@ class CommandQueue:
             entry = self._entries.get(self._by_cmd_id.get(cmd_id, -1))
             if entry is None:
                 return None
-            if any(s["stage"] == stage and s["ok"] == ok for s in entry.stages):
+            if any(s.get("agent") and s["stage"] == stage and s["ok"] == ok for s in entry.stages):
                 return None  # the same report twice (a retry, the reply and the stream)
-            entry.stage(stage, now_s, ok, code, reason)
+            entry.stage(stage, now_s, ok, code, reason, agent=True)
             if result:
                 entry.result = dict(result)
-            if entry.state in (State.TIMEOUT,):  # late news: kept on the entry, the state stays final
+            if entry.state.final:  # late news (after a timeout): kept on the entry, the state stays final
                 return entry
             if not ok:
                 entry.state = State.FAILED
@@ -281,6 +286,11 @@ class CommandQueue:
         return out
 
     # --- reading --------------------------------------------------------------------------
+
+    def snapshot(self, entry: Entry) -> dict[str, Any]:
+        """The entry as JSON, taken under the lock: never half of one change."""
+        with self._lock:
+            return entry.to_json()
 
     def get(self, entry_id: int) -> Entry:
         with self._lock:

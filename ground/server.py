@@ -118,6 +118,7 @@ class SpacecraftLink:
         limits = server.archive.limit_store(self.id) if server.archive is not None else LimitStore(None)
         self.alarms = AlarmManager(self.dictionary, limits)
         self.alarms.listeners.append(self._on_alarm)
+        self.alarm_lock = threading.Lock()  # the alarms: observed by the link thread, acknowledged by the web
         self.client: GroundClient | None = None
         self.recorder: Any = None
         self.lock = threading.Lock()  # latest, events, params: written here, read by the web thread
@@ -178,6 +179,7 @@ class SpacecraftLink:
                 except Exception as exc:  # noqa: BLE001 - a link that fails is shown, not fatal
                     self.link_error = f"{type(exc).__name__}: {exc}"
                     stop.wait(0.5)
+                self._tick()  # approval and release windows run whether or not the agent answers
             while not stop.is_set():
                 try:
                     self._service_queue(client)
@@ -187,6 +189,7 @@ class SpacecraftLink:
                     self.internal_errors += 1
                     self.link_error = f"{type(exc).__name__}: {exc}"
                     stop.wait(0.5)
+                    self._tick()
         finally:
             if self.recorder is not None:
                 self.recorder.close()
@@ -195,12 +198,14 @@ class SpacecraftLink:
     # --- commands -------------------------------------------------------------------------
 
     def _service_queue(self, client: GroundClient) -> None:
+        """Send what the queue releases, once the agent has said which dictionary it speaks (its
+        housekeeping carries the hash within a period); until then commands wait in the queue."""
         now = time.time()
-        entry = self.queue.next_to_send(now)
+        entry = self.queue.next_to_send(now) if client.agent_dict_hash is not None else None
         if entry is not None:
             self.server.command_changed(entry)
             agent_hash = client.agent_dict_hash
-            if agent_hash is not None and agent_hash != self.dictionary.version_hash:
+            if agent_hash != self.dictionary.version_hash:
                 self.server.command_changed(self.queue.send_failed(
                     entry.id, "DICTIONARY_MISMATCH",
                     f"the agent's dictionary {agent_hash} is not the server's {self.dictionary.version_hash}", now))
@@ -213,6 +218,9 @@ class SpacecraftLink:
                     self._inflight[result.cmd_id] = (entry.id, result, 0)
                     self.server.command_changed(self.queue.sent(entry.id, result.cmd_id, result.attempts, now))
         client.retry_due()
+        self._tick()
+
+    def _tick(self) -> None:
         for ended in self.queue.tick(time.time()):
             self.server.command_changed(ended)
 
@@ -280,8 +288,9 @@ class SpacecraftLink:
                 for name, value in zip(channels, values):
                     self.latest[name] = (value, record.time_s, wall)
             self.server.publish_sample(self.id, Sample(record.packet.sid, record.time_s, values, now_ms))
-            for name in channels:
-                self.alarms.observe(name, record.values.get(name), record.time_s)
+            with self.alarm_lock:
+                for name in channels:
+                    self.alarms.observe(name, record.values.get(name), record.time_s)
         elif isinstance(record, EventRecord):
             try:
                 text = record.text
@@ -292,9 +301,10 @@ class SpacecraftLink:
         elif isinstance(record, ParamRecord):
             with self.lock:
                 self.params.update(record.values)
-            self.alarms.observe_parameters(record.values)
-            following = {ch.name: self.alarms.limits(ch.name).to_json() for ch in self.dictionary.channels
-                         if ch.limits.params()}
+            with self.alarm_lock:
+                self.alarms.observe_parameters(record.values)
+                following = {ch.name: self.alarms.limits(ch.name).to_json() for ch in self.dictionary.channels
+                             if ch.limits.params()}
             if following != self._limits_sent:  # the report comes every few seconds; changes are rare
                 self._limits_sent = following
                 self.server.publish({"kind": "limits", "spacecraft": self.id, "limits": following})
@@ -357,12 +367,14 @@ class SpacecraftLink:
                       for name, (v, t, seen) in self.latest.items()}
             events = list(self.events)[-200:]
             params = dict(self.params)
+        with self.alarm_lock:
+            alarms = [alarm_json(a) for a in list(self.alarms.alarms.values())]
         return json_safe({
             "spacecraft": self.id,
             "latest": latest,
             "events": events,
-            "alarms": [alarm_json(a) for a in list(self.alarms.alarms.values())],
-            "commands": [e.to_json() for e in self.queue.entries(last=100)],
+            "alarms": alarms,
+            "commands": [self.queue.snapshot(e) for e in self.queue.entries(last=100)],
             "parameters": params,
             "status": self.status(),
         })
@@ -416,6 +428,7 @@ class GroundServer:
         self.links: dict[str, SpacecraftLink] = {}
         self._pages: tuple[tuple[ClientQueue, str | None, bool], ...] = ()  # (queue, spacecraft or all, raw)
         self._pages_lock = threading.Lock()
+        self._changed_lock = threading.Lock()
         self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sunlit-archive")
         self._web_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -501,16 +514,25 @@ class GroundServer:
                 page.put_sample(sample)
 
     def command_changed(self, entry: Entry) -> None:
-        """A queue entry moved: tell every page, and file it in the archive's history."""
-        self.publish({"kind": "command", "spacecraft": entry.spacecraft, "command": json_safe(entry.to_json())})
-        if self.archive is None:
-            return
+        """A queue entry moved: tell every page, and file it in the archive's history.
+
+        Both threads change entries (the web thread: submit, approve; the link thread: sent,
+        reports); one lock around snapshot, push and archive hand-over keeps every client and
+        the history in the order the changes happened, each seeing a whole state."""
+        with self._changed_lock:
+            snap = self.links[entry.spacecraft].queue.snapshot(entry)
+            self.publish({"kind": "command", "spacecraft": entry.spacecraft, "command": json_safe(snap)})
+            if self.archive is not None:
+                self._archive_command(snap)
+
+    def _archive_command(self, snap: dict[str, Any]) -> None:
         archive = self.archive
-        row = dict(name=entry.name, args=dict(entry.args), cmd_id=entry.cmd_id, who=entry.who,
-                   sent_s=next((s["at_s"] for s in entry.stages if s["stage"] == "sent"), None),
-                   outcome=entry.outcome, spacecraft=entry.spacecraft, queue_id=entry.id,
-                   approved_by=entry.approved_by, stages=list(entry.stages), state=entry.state.value,
-                   queued_s=entry.queued_s)
+        row = dict(name=snap["name"], args=dict(snap["args"]),
+                   cmd_id=None if snap["cmd_id"] is None else int(snap["cmd_id"]), who=snap["who"],
+                   sent_s=next((s["at_s"] for s in snap["stages"] if s["stage"] == "sent"), None),
+                   outcome=snap["outcome"], spacecraft=snap["spacecraft"], queue_id=snap["id"],
+                   approved_by=snap["approved_by"], stages=snap["stages"], state=snap["state"],
+                   queued_s=snap["queued_s"])
 
         def write() -> None:
             try:
@@ -518,7 +540,7 @@ class GroundServer:
                                        row.pop("sent_s"), row.pop("outcome"), (), **row)
             except Exception as exc:  # noqa: BLE001 - the command went; failing to file it is shown
                 self.internal_errors += 1
-                print(f"sunlit-ground server: command {entry.id} not archived: {exc}", file=sys.stderr)
+                print(f"sunlit-ground server: command {snap['id']} not archived: {exc}", file=sys.stderr)
 
         try:
             self._archive_pool.submit(write)
@@ -527,7 +549,10 @@ class GroundServer:
 
     # --- views ---------------------------------------------------------------------------
 
-    def link_for(self, spacecraft: str | None) -> SpacecraftLink:
+    def link_for(self, spacecraft: Any) -> SpacecraftLink:
+        if spacecraft is not None and not isinstance(spacecraft, str):
+            raise web.HTTPBadRequest(text=_text({"error": "spacecraft: a spacecraft id (text)"}),
+                                     content_type="application/json")
         if spacecraft is None or spacecraft == "":
             if len(self.links) == 1:
                 return next(iter(self.links.values()))
@@ -598,9 +623,9 @@ class GroundServer:
             ("GET", "/api/events", self._api_events, viewer),
             ("GET", "/api/commands", self._api_commands, viewer),
             ("POST", "/api/commands", self._api_submit, operator),
-            ("POST", "/api/commands/{id}/approve", self._api_approve, operator),
-            ("POST", "/api/commands/{id}/reject", self._api_reject, operator),
-            ("POST", "/api/commands/{id}/cancel", self._api_cancel, operator),
+            ("POST", "/api/commands/{id:\\d+}/approve", self._api_approve, operator),
+            ("POST", "/api/commands/{id:\\d+}/reject", self._api_reject, operator),
+            ("POST", "/api/commands/{id:\\d+}/cancel", self._api_cancel, operator),
             ("POST", "/api/queue/hold", self._api_hold, operator),
             ("POST", "/api/queue/release", self._api_release, operator),
             ("POST", "/api/alarms/ack", self._api_ack, operator),
@@ -616,8 +641,8 @@ class GroundServer:
                 raise AssertionError(f"{method} {path} open without a session but not in PUBLIC_ROUTES")
             if role is not None and (method, path) in PUBLIC_ROUTES:
                 role = None
-            r.add_route(method, path, handler)
-            self.route_roles[(method, path)] = role
+            route = r.add_route(method, path, handler)
+            self.route_roles[(method, route.resource.canonical)] = role
         return app
 
     async def _startup(self) -> None:
@@ -681,8 +706,10 @@ class GroundServer:
             return _error(403, "request from another site refused", "BAD_ORIGIN")
         resource = request.match_info.route.resource
         key = (request.method if request.method != "HEAD" else "GET", resource.canonical if resource else "")
-        if key not in self.route_roles:  # no such route (404/405): say so, nothing to guard
-            return await handler(request)
+        if key not in self.route_roles:
+            if request.match_info.http_exception is not None:  # no such route (404/405): say so
+                return await handler(request)
+            return _error(403, f"{request.method} {request.path} has no role assigned", "FORBIDDEN")  # fail closed
         need: Role | None = self.route_roles[key]
         if need is None:
             response = await handler(request)
@@ -771,7 +798,8 @@ class GroundServer:
         link = self.link_for(request.query.get("spacecraft") or next(iter(self.links), None))
         body = self.dictionary.to_json()
         for ch in body["channels"]:
-            limits = link.alarms.limits(ch["name"]).to_json()
+            with link.alarm_lock:
+                limits = link.alarms.limits(ch["name"]).to_json()
             if limits:
                 ch["limits"] = limits
             else:
@@ -927,10 +955,11 @@ class GroundServer:
             return _error(400, 'expected {"spacecraft": ID, "channel": NAME}')
         who = request[SESSION_KEY].user
         try:
-            alarm = link.alarms.acknowledge(channel, who=who)
+            with link.alarm_lock:
+                alarm = link.alarms.acknowledge(channel, who=who)
+                out = alarm_json(alarm)
         except KeyError as exc:
             return _error(404, str(exc.args[0]) if exc.args else f"no active alarm on {channel}")
-        out = alarm_json(alarm)
         if self.archive is not None:
             archive = self.archive
             try:
@@ -1057,17 +1086,23 @@ class _Tagged:
 
 
 def allowed_hosts(extra: tuple[str, ...], host: str, port: int) -> frozenset[str]:
-    """The Host header values this server answers: loopback names and the configured ones, with
-    and without the port. Anything else is a DNS-rebinding attempt or a misconfiguration."""
-    names = {"127.0.0.1", "localhost", "[::1]", *extra}
+    """The Host header values this server answers, and the origins' host:port it accepts:
+    loopback names and the configured ones, each *with this server's port* (another service on
+    the same machine is another origin), and without it only where the port is the scheme's
+    default (80, 443), which browsers leave out; configured names also as given (a TLS proxy in
+    front). Anything else is a DNS-rebinding attempt or a misconfiguration."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
     if host not in ("0.0.0.0", "::", ""):
         names.add(f"[{host}]" if ":" in host else host)
     out = set()
     for name in names:
-        if name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]"):
+        out.add(f"{name}:{port}")
+        if port in (80, 443):
             out.add(name)
-        else:
-            out.update({name, f"{name}:{port}"})
+    for name in extra:  # configured names: as given (a TLS proxy in front forwards its own), and with our port
+        out.add(name)
+        if not (name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]")):
+            out.add(f"{name}:{port}")
     return frozenset(out)
 
 

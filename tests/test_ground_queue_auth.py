@@ -57,6 +57,35 @@ def test_each_stage_has_a_window_and_a_late_report_is_kept():
 
 
 @pytest.mark.req("GND-023")
+def test_final_states_stay_final_and_late_failures_are_kept():
+    q = queue()
+    e = q.submit("PING", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(e.id, 1, 1, 0.0)
+    for stage in ("accepted", "started", "completed"):
+        q.report(1, stage, True, "", "", {}, 0.1)
+    assert q.report(1, "completed", False, "EXECUTION_ERROR", "late", {}, 0.2) is e
+    assert e.state is State.COMPLETED, "a report after the end is kept, the end stays"
+    f = q.submit("PING", {}, "alice", False, 1.0)
+    q.next_to_send(1.0)
+    q.sent(f.id, 2, 1, 1.0)
+    q.tick(3.0)
+    assert f.state is State.TIMEOUT and f.stages[-1]["stage"] == "accepted"
+    late = q.report(2, "accepted", False, "BAD_ARGUMENTS", "late refusal", {}, 4.0)
+    assert late is f and f.stages[-1]["reason"] == "late refusal" and f.stages[-1]["agent"], \
+        "the agent's late failure is news, not a repeat of the ground's timeout record"
+
+
+@pytest.mark.req("GND-022")
+def test_an_expired_command_cannot_be_approved():
+    q = queue()
+    e = q.submit("SHUTDOWN", {}, "alice", True, 0.0)
+    with pytest.raises(QueueError, match="expired"):
+        q.approve(e.id, "bob", 60.0)
+    assert e.state is State.PENDING_APPROVAL and q.tick(60.0) == [e] and e.state is State.REJECTED
+
+
+@pytest.mark.req("GND-023")
 def test_a_failure_report_ends_the_entry_with_its_reason():
     q = queue()
     e = q.submit("SET_MODE", {"mode": "COMPUTE"}, "alice", False, 0.0)
@@ -189,8 +218,32 @@ def test_sessions_expire_end_at_logout_and_follow_the_users_file(users):
     sessions.logout(token)
     assert sessions.get(token) is None and not sessions.alive(session)
     token, session = sessions.login("alice", "alice-pass")
-    users.users.pop("alice")
+    other = UserStore.load(users.path)
+    other.remove("alice")
+    other.save()  # what `sunlit-ground user remove alice` does while the server runs
+    users.refresh(force=True)
+    assert "alice" not in users.users
     assert sessions.get(token) is None, "a user removed from the file loses their sessions"
+
+
+@pytest.mark.req("GND-021")
+def test_parallel_guesses_do_not_get_past_the_lockout(users):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = Sessions(users)
+
+    def guess(i: int) -> int:
+        try:
+            sessions.login("vera", f"guess-{i}")
+        except AuthError as exc:
+            return exc.status
+        return 200
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(guess, range(40)))
+    assert answers.count(401) <= MAX_FAILURES and answers.count(429) >= 40 - MAX_FAILURES, answers
+    with pytest.raises(AuthError, match="too many failed logins"):
+        sessions.login("vera", "vera-pass")
 
 
 @pytest.mark.req("GND-021")
@@ -236,3 +289,6 @@ def test_the_host_allow_list_holds_loopback_and_configured_names_only():
     hosts = allowed_hosts(("ground.example.org",), "127.0.0.1", 8080)
     assert {"127.0.0.1:8080", "localhost:8080", "[::1]:8080", "ground.example.org", "ground.example.org:8080"} <= hosts
     assert "evil.example:8080" not in hosts and "127.0.0.1.evil.example:8080" not in hosts
+    # Another service on this machine (port 80, 3000) is another origin, whose cookie jar is shared.
+    assert "localhost" not in hosts and "127.0.0.1" not in hosts and "localhost:3000" not in hosts
+    assert "localhost" in allowed_hosts((), "127.0.0.1", 80)

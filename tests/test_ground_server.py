@@ -18,6 +18,7 @@ import pytest
 from flight.link.definitions import DICTIONARY
 from ground.api import ApiClient, ServerClient, ServerError
 from ground.auth import Role, UserStore
+from ground.client import CommandTimeout
 from ground.server import PUBLIC_ROUTES, SESSION_COOKIE, GroundServer, quick_config
 from ground.server_config import ServerConfig, SpacecraftConfig
 
@@ -101,6 +102,33 @@ def client_for(server: GroundServer, user: str) -> ServerClient:
     return client
 
 
+class Lines:
+    """A subprocess's stdout read by a thread, so a test waits with a deadline, never on a
+    readline that may never return."""
+
+    def __init__(self, proc: subprocess.Popen):
+        import queue
+        import threading
+
+        self.proc = proc
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self._queue.put(line) for line in proc.stdout], daemon=True).start()
+
+    def until(self, predicate, timeout_s: float = 30.0) -> list[str]:
+        import queue
+
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.lines):
+            try:
+                self.lines.append(self._queue.get(timeout=max(0.0, min(0.5, deadline - time.monotonic()))))
+            except queue.Empty:
+                if time.monotonic() >= deadline or self.proc.poll() is not None and self._queue.empty():
+                    raise AssertionError(f"not seen within {timeout_s} s (exit {self.proc.poll()}): "
+                                         f"{''.join(self.lines)[-2000:]}") from None
+        return self.lines
+
+
 def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -155,6 +183,10 @@ def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(ground):
     status, answer, _ = http(ground, "POST", "/api/commands", ping, token=token,
                              headers={"Origin": "http://evil.example"})
     assert status == 403 and answer["code"] == "BAD_ORIGIN"
+    # Another service on this machine is another origin, though its cookies are shared (same site).
+    for other in ("http://localhost", "http://127.0.0.1", f"http://localhost:{port + 1}"):
+        status, answer, _ = http(ground, "GET", "/api/state", token=token, headers={"Origin": other})
+        assert status == 403 and answer["code"] == "BAD_ORIGIN", other
     # A form post (what another site could make a browser send) is not JSON.
     req = urllib.request.Request(ground.url + "api/commands", data=b"name=PING", method="POST",
                                  headers={"Authorization": f"Bearer {token}",
@@ -218,7 +250,7 @@ def test_two_person_rule_then_the_history_names_both_operators(ground):
     alice, bob = client_for(ground, "alice"), client_for(ground, "bob")
     try:
         seen: list[str] = []
-        with pytest.raises(Exception) as waited:
+        with pytest.raises(CommandTimeout) as waited:
             alice.send("RESET_COUNTERS", {}, timeout_s=1.0, on_entry=lambda e: seen.append(e["state"]))
         assert "pending_approval" in str(waited.value) and seen == ["pending_approval"]
         entry = ground.links["sunlit-1"].queue.entries()[-1]
@@ -418,11 +450,9 @@ def test_cli_tm_follow_stamps_each_packet_and_says_when_values_go_stale(ground, 
     env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "vera")}
     proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "tm", "--follow", "--channel", "uptime_s"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    lines: list[str] = []
+    out = Lines(proc)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(line.startswith("---") for line in lines) < 3:
-            lines.append(proc.stdout.readline())
+        lines = out.until(lambda lines: sum(line.startswith("---") for line in lines) >= 3)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -444,7 +474,7 @@ def test_the_console_and_procedures_work_through_the_server(ground):
     try:
         out = io.StringIO()
         console = Console(client, out=out, colour=False, confirm=lambda text: True)
-        wait_until(lambda: "mode" in client.latest, what="the snapshot's values")
+        wait_until(lambda: client.poll(0.1) is not None and "mode" in client.latest, what="the values")
         console.run(io.StringIO("PING token=4\nSET_MODE mode=COMPUTE\ntm mode\nstatus\nquit\n"))
         text = out.getvalue()
         assert "PING: completed" in text and "'token': 4" in text, text
@@ -467,13 +497,11 @@ def test_cli_events_shows_history_then_follows(ground, tmp_path):
                    or ground.links["sunlit-1"].recorder.flush() and False, what="the event archived")
         proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "events", "--follow"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        lines: list[str] = []
+        out = Lines(proc)
         try:
-            while "PING_RECEIVED: Ping 21" not in "".join(lines):
-                lines.append(proc.stdout.readline())
+            out.until(lambda lines: "PING_RECEIVED: Ping 21" in "".join(lines))
             assert alice.send("PING", {"token": 22}, timeout_s=20.0).completed
-            while "PING_RECEIVED: Ping 22" not in "".join(lines):
-                lines.append(proc.stdout.readline())
+            lines = out.until(lambda lines: "PING_RECEIVED: Ping 22" in "".join(lines))
         finally:
             proc.terminate()
             proc.wait(10)
@@ -510,3 +538,22 @@ def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server
     done = wait_until(lambda: (e := server.links["sunlit-1"].queue.get(entry["id"])).state.final and e,
                       what="the entry's end")
     assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
+
+
+@pytest.mark.req("GND-022")
+def test_a_viewer_at_the_console_is_told_no_and_the_console_goes_on(ground):
+    import io
+
+    from ground.console import Console
+
+    client = client_for(ground, "vera")
+    try:
+        wait_until(lambda: client.poll(0.1) is not None and "mode" in client.latest, what="values")
+        out = io.StringIO()
+        Console(client, out=out, colour=False, confirm=lambda text: True).run(
+            io.StringIO("PING token=4\nack mode\nstatus\nquit\n"))
+    finally:
+        client.close()
+    text = out.getvalue()
+    assert "PING: not queued: vera is a viewer" in text and "not acknowledged: vera is a viewer" in text, text
+    assert "PING queued on the server" in text and "[SAFE |" in text, "the console went on after the refusals"
