@@ -113,12 +113,16 @@ class Console:
         if item.packet is not None:
             self._last_packet_s = time.monotonic()
 
-    def link_silent(self) -> bool:
-        """No packet for three of the agent's housekeeping periods (as it last reported it)."""
+    def stale_after_s(self) -> float:
+        """Three of the agent's housekeeping periods (as it last reported ``hk_period_s``)."""
         period = self.client.parameters.get("hk_period_s", 1.0)
         if not isinstance(period, (int, float)) or not period > 0:
             period = 1.0
-        return self._last_packet_s is None or time.monotonic() - self._last_packet_s > max(3.0 * period, 2.0)
+        return max(3.0 * period, 2.0)
+
+    def link_silent(self) -> bool:
+        """No packet for longer than values may age before they are shown stale."""
+        return self._last_packet_s is None or time.monotonic() - self._last_packet_s > self.stale_after_s()
 
     def _refresh_status(self) -> None:
         """Print the status line above the prompt when it changed, and redraw what is being typed."""
@@ -256,6 +260,7 @@ class Console:
                     self.say(f"{name:>24} = (none yet)", "stale")
                 continue
             value, _t = self.client.latest[name]
+            self.alarms.stale_s = self.stale_after_s()
             state = "stale" if self.alarms.stale(name) else self.alarms.state(name, value)
             shown = f"{value:.3f}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
             self.say(f"{name:>24} = {shown} {ch.unit} [{state}]", state)
