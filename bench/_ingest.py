@@ -112,3 +112,48 @@ def measure(rates: tuple[float, ...] = RATES, duration_s: float = 6.0) -> dict[s
                 and r["delivered_points_per_s"] >= 0.95 * r["offered_points_per_s"]]
     best = max(lossless, key=lambda r: r["delivered_points_per_s"]) if lossless else None
     return {"ingest_samples_per_s": best["delivered_points_per_s"] if best else None, "ingest_runs": runs}
+
+
+def kill9_server(rate_packets_per_s: float = 20.0, ingest_s: float = 4.0) -> dict[str, Any]:
+    """``kill9_server_lost_s``: the real ``sunlit-ground server`` (a subprocess) takes in
+    housekeeping from the synthetic source (packet time = wall time) for ``ingest_s``, is
+    killed with SIGKILL by its pid, and the archive is reopened as it is (no repair): the
+    seconds between the kill and the newest packet time archived, and ``Archive.check()``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ground.archive import Archive
+    from ground.web.benchlag import SyntheticTelemetry
+
+    tmp = Path(tempfile.mkdtemp(prefix="sl-k9-", dir="/tmp"))
+    url = f"zmq+ipc://{tmp}/link"
+    users = UserStore(tmp / "users.toml")
+    users.set("bench", Role.VIEWER, "bench-password")
+    users.save()
+    sizes = [len(p.channels) for p in DICTIONARY.packets]
+    source = SyntheticTelemetry(url, rate_packets_per_s * sum(sizes) / len(sizes)).start()
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "server", "--link", url, "--port", "0",
+                             "--archive", str(tmp / "ground.sqlite"), "--users", str(tmp / "users.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        proc.stdout.readline()  # "sunlit-ground server: http://...": serving, its link open
+        time.sleep(ingest_s)
+        proc.send_signal(signal.SIGKILL)
+        killed_s = time.time()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        source.stop()
+    with Archive(tmp / "ground.sqlite", create=False) as archive:
+        problems = archive.check()
+        newest = max((t for _, t in archive.latest("sunlit-1").values() if t is not None), default=None)
+        stored = archive.counts()
+    return {
+        "kill9_server_lost_s": None if newest is None else round(killed_s - newest, 3),
+        "kill9_server_check": "ok" if not problems else "; ".join(problems)[:300],
+        "kill9_server_hk_packets": stored["hk_sealed"] + stored["hk_unsealed"],
+    }

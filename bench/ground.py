@@ -34,6 +34,11 @@ as the client decodes them before the archive sees them (decoding is not timed).
   p99 over five logged-in pages at 10 000 samples/s, through the ground server
   (``ground.web.benchlag.measure_push_lag``; ``web_push_lag_points_dropped``: what pages lost);
   ``web_push_lag_1page_1000_ms_p99``: one page at 1000 samples/s, the figure kept from before.
+- ``kill9_server_lost_s``, ``kill9_server_check``: the same question for the real ``sunlit-ground
+  server`` (a subprocess on a synthetic source's link, 20 HK packets/s, packet time = wall time),
+  killed with SIGKILL during ingest: the seconds from the kill back to the newest packet time in
+  the reopened archive (the link's own latency included), and ``Archive.check()``
+  (``bench/_ingest.py``).
 - ``ingest_samples_per_s``: agent link → ground server (decode, alarms) → archive → one
   logged-in WebSocket client, end to end, at the highest offered rate with nothing lost
   (``bench/_ingest.py`` says how; ``ingest_runs``: every rate tried).
@@ -236,8 +241,9 @@ def main() -> dict[str, Any]:
 
         out.update(kill9(Path(tmp)))
 
-    from bench._ingest import measure as measure_ingest
+    from bench._ingest import kill9_server, measure as measure_ingest
 
+    out.update(kill9_server())
     out.update(measure_ingest())
     from ground.web.benchlag import measure_push_lag
 
