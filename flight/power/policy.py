@@ -1,6 +1,9 @@
 """Power budgeting (pure logic): how hard may the board work without the battery going below its floor?
 
-The plan looks ahead to the end of the next eclipse. In sunlight, energy in the battery
+The plan looks ahead to the end of the next power deficit: with a forecast of the arrays'
+output (``flight.power.array``), the next stretch where the arrays give less than the
+spacecraft and the idling board draw; without one, the next eclipse, taken as no power at
+all and full power outside it. In sunlight, energy in the battery
 above what the eclipse will need (the floor, a margin, and the whole spacecraft plus the
 board idling through the shadow) can be spent; as the eclipse comes nearer the same rule
 makes the agent bank energy, instead of finding out inside the shadow. In eclipse, it
@@ -49,6 +52,12 @@ class PowerInputs:
     time_to_eclipse_s: float | None  # in sunlight: until the next umbra entry
     eclipse_duration_s: float | None  # of the next (or current) eclipse
     time_to_sun_s: float | None  # in eclipse: until exit
+    # The arrays' predicted output from now on, one sample per ``forecast_step_s`` (already
+    # scaled by the calibration); ``forecast_margin_w`` is taken off every sample (the
+    # prediction's observed error).
+    solar_forecast_w: tuple[float, ...] | None = None
+    forecast_step_s: float = 60.0
+    forecast_margin_w: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,53 @@ def _end_energy_wh(e_now: float, e_full: float, net_w: float, dt_s: float, bat: 
     if net_w >= 0:
         return min(e_full, e_now + net_w * bat.charge_efficiency * dt_s / 3600.0)
     return e_now + net_w / bat.discharge_efficiency * dt_s / 3600.0
+
+
+def deficit_window(solar_w, demand_w: float) -> tuple[int, int] | None:
+    """The first run of samples where the arrays give less than ``demand_w``: (start, end)
+    indices, end exclusive (the forecast's length if it runs to the end); None if there is none.
+
+    >>> deficit_window([50, 40, 0, 0, 40, 60], 35.0)
+    (2, 4)
+    >>> deficit_window([0, 10, 50], 20.0)
+    (0, 2)
+    >>> deficit_window([50, 60], 20.0) is None
+    True
+    """
+    start = next((i for i, w in enumerate(solar_w) if w < demand_w), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start, len(solar_w)) if solar_w[i] >= demand_w), len(solar_w))
+    return start, end
+
+
+def _forecast_plan(inputs: PowerInputs, e_now: float, e_full: float, base: float, lowest: ModePower,
+                   battery: Battery):
+    """The eclipse rule with the forecast in place of the eclipse: a candidate mode runs loaded
+    until the next deficit (arrays below the spacecraft plus the idling board), then the board
+    idles through it (if the deficit has begun, the candidate runs through it); the tightest
+    point is the lowest energy up to the deficit's end."""
+    step = inputs.forecast_step_s
+    solar = [max(0.0, w - inputs.forecast_margin_w) for w in inputs.solar_forecast_w]
+    window = deficit_window(solar, base + lowest.idle_w)
+    start, end = window if window is not None else (len(solar), len(solar))
+    stop_loaded = end if start == 0 else start
+
+    def worst_energy(mode: ModePower) -> float:
+        e, low = e_now, e_now
+        for i in range(max(end, 1) if window is not None else len(solar)):
+            board = mode.loaded_w if i < stop_loaded else lowest.idle_w
+            e = _end_energy_wh(e, e_full, solar[i] - base - board, step, battery)
+            low = min(low, e)
+        return low
+
+    if window is None:
+        phase = f"arrays cover the load for the next {len(solar) * step / 60:.0f} min (forecast)"
+    elif start == 0:
+        phase = f"in a power deficit for {end * step / 60:.0f} more min (forecast)"
+    else:
+        phase = f"power deficit in {start * step / 60:.0f} min for {(end - start) * step / 60:.0f} min (forecast)"
+    return worst_energy, phase
 
 
 def decide(
@@ -102,7 +158,9 @@ def decide(
     base = inputs.platform_load_w
 
     in_eclipse = inputs.in_eclipse if inputs.in_eclipse is not None else solar <= 0.0
-    if in_eclipse:
+    if inputs.solar_forecast_w is not None and len(inputs.solar_forecast_w) >= 2:
+        worst_energy, phase = _forecast_plan(inputs, e_now, e_full, base, lowest, battery)
+    elif in_eclipse:
         remaining = inputs.time_to_sun_s if inputs.time_to_sun_s is not None else settings.default_eclipse_s
 
         def worst_energy(mode: ModePower) -> float:
