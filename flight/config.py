@@ -26,6 +26,15 @@ Example (every key optional except where noted)::
     [orbit]
     tle = ["1 25544U ...", "2 25544 ..."]
 
+    [array]                              # the solar arrays, as the agent believes them (optional:
+                                         # without it the plan treats sunlight as power)
+    pointing = "body_fixed"              # sun_tracking | body_fixed
+    attitude = "nadir"                   # nadir | sun | inertial (body_fixed only)
+    efficiency = 0.28
+    degradation_per_year = 0.01
+    years = 1.0
+    panels = [{normal = [1.0, 0.0, 0.0], area_m2 = 0.3}]   # normals in the body frame
+
     [paths]
     state_dir = "/var/lib/sunlit"        # parameters, counters, orbit: survive restarts
 
@@ -78,6 +87,9 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "rates": {"hk_period_s": (_NUM, 1.0), "control_period_s": (_NUM, 1.0)},
     "power": {"battery_capacity_wh": (_NUM, 100.0), "platform_load_w": (_NUM, 12.0), "bench_supply": ((bool,), False)},
     "orbit": {"tle": ((list,), None)},
+    "array": {"pointing": ((str,), "sun_tracking"), "attitude": ((str,), "nadir"), "efficiency": (_NUM, None),
+              "degradation_per_year": (_NUM, 0.0), "years": (_NUM, 0.0), "temp_coeff_per_c": (_NUM, -0.002),
+              "panels": ((list,), None)},
     "paths": {"state_dir": ((str,), "var/sunlit")},
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
 }
@@ -102,6 +114,7 @@ class Config:
     parameters: dict[str, Any] = field(default_factory=dict)
     compute_enabled: bool | None = None  # None: on unless lockstep HIL (compute is modelled there)
     compute_dir: Path | None = None
+    array: Any = None  # flight.power.array.ArrayModel, or None: no [array] section
     source: str = "(defaults)"
 
     def board_options(self) -> BoardOptions:
@@ -183,6 +196,8 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             raise fail("orbit.tle", str(exc)) from None
         tle = (tle[0], tle[1])
 
+    array = _array(values, fail) if any(k.startswith("array.") for k in values) else None
+
     params = raw.get("parameters", {})
     if not isinstance(params, dict):
         raise fail("parameters", "must be a table")
@@ -214,5 +229,35 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         parameters=checked,
         compute_enabled=get("compute.enabled"),
         compute_dir=Path(get("compute.dir")) if get("compute.dir") else None,
+        array=array,
         source=source,
     )
+
+
+def _array(values: dict[str, Any], fail) -> Any:
+    """The [array] section as an ArrayModel; every error names its key."""
+    from flight.power.array import ArrayModel, Panel
+
+    for key in ("efficiency", "panels"):
+        if f"array.{key}" not in values:
+            raise fail(f"array.{key}", "required when [array] is given")
+    panels = []
+    for i, entry in enumerate(values["array.panels"]):
+        where = f"array.panels[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"normal", "area_m2"}:
+            raise fail(where, "must be {normal = [x, y, z], area_m2 = A}")
+        normal, area = entry["normal"], entry["area_m2"]
+        if not isinstance(normal, list) or len(normal) != 3 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in normal):
+            raise fail(f"{where}.normal", "three numbers, in the body frame")
+        if isinstance(area, bool) or not isinstance(area, (int, float)):
+            raise fail(f"{where}.area_m2", "a number")
+        panels.append(Panel(tuple(float(x) for x in normal), float(area)))
+    try:
+        return ArrayModel(tuple(panels), float(values["array.efficiency"]),
+                          values.get("array.pointing", "sun_tracking"), values.get("array.attitude", "nadir"),
+                          float(values.get("array.degradation_per_year", 0.0)), float(values.get("array.years", 0.0)),
+                          float(values.get("array.temp_coeff_per_c", -0.002)))
+    except ValueError as exc:
+        key = str(exc).split(":", 1)[0].replace("normal_body", "normal")
+        raise fail(f"array.{key}", str(exc).split(": ", 1)[-1]) from None

@@ -148,3 +148,34 @@ def test_planning_on_the_forecast_keeps_the_floor_where_planning_on_eclipses_bre
     low_forecast, work = _fly(orbit, truth, step, use_forecast=True)
     assert low_eclipse < 30.0, f"the case must break the eclipse rule (lowest {low_eclipse:.1f} %)"
     assert low_forecast >= 30.0 and work > 0, (low_forecast, work)
+
+
+@pytest.mark.req("AGT-060")
+def test_the_agent_reports_its_forecast_and_plans_on_it(tmp_path):
+    """In process: an agent with an [array] configuration predicts its input, calibrates the
+    model against the (scripted) measured power and says in its reason that it plans on the
+    forecast; without one the channels are nil and the plan is the eclipse rule."""
+    from tests.inproc import InProcessAgent
+    from tests.samples import ISS_TLE
+
+    array = ArrayModel((Panel((1.0, 0.0, 0.0), 0.3),), 0.28, "sun_tracking")
+    rig = InProcessAgent(tmp_path / "with", tle=ISS_TLE, array=array)
+    try:
+        rig.eps.reading = rig.eps.reading.__class__(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=100.0)
+        rig.advance(30.0)
+        values = rig.hk()
+    finally:
+        rig.close()
+    assert values["solar_predicted_w"] is not None and values["solar_error_w"] is not None
+    if values["in_eclipse"] is False:  # lit: 100 W measured against a 114 W peak model
+        assert values["solar_model_scale"] == pytest.approx(100.0 / array.peak_w, rel=0.05)
+    plan = rig.agent.controller.last.decision  # the energy plan, made in every mode
+    assert "(forecast)" in plan.reason, plan.reason
+    bare = InProcessAgent(tmp_path / "without", tle=ISS_TLE)
+    try:
+        plain = bare.hk()
+        plain_reason = bare.agent.controller.last.decision.reason
+    finally:
+        bare.close()
+    assert plain["solar_predicted_w"] is None and plain["solar_model_scale"] is None
+    assert "(forecast)" not in plain_reason and "eclipse" in plain_reason

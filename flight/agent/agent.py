@@ -124,7 +124,7 @@ class Agent:
         self._opened.append(self.compute)
         self.controller = Controller(
             self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
-                                   config.control_period_s),
+                                   config.control_period_s, config.array),
             self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
             self.compute.admit, self.memory, self.executive.internal_error, config.tle)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,

@@ -31,10 +31,13 @@ from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, Eps
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
+from flight.power.array import ArrayModel, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
+FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
+FORECAST_STEP_S = 60.0  # coarse: the plan weighs minutes, and ~150 samples cost under a millisecond
 
 
 def mode_powers(board: Board) -> tuple[ModePower, ...]:
@@ -65,6 +68,7 @@ class PowerSetup:
     platform_load_w: float
     bench_supply: bool
     control_period_s: float
+    array: ArrayModel | None = None  # the [array] section: None, and the plan treats sunlight as power
 
 
 class Controller(Component):
@@ -78,6 +82,7 @@ class Controller(Component):
                 *RAIL_CHANNELS.values(), "power_mode", "power_mode_cap", "power_budget_w", "admission", "power_reason",
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
+                "solar_predicted_w", "solar_model_scale", "solar_error_w",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -121,6 +126,9 @@ class Controller(Component):
         self.eps = EpsReading()
         self.prediction: OrbitPrediction | None = None
         self.orbit: Orbit | None = None
+        self.forecast: SolarForecast | None = None  # the array model's output, unscaled
+        self.calibration = SolarCalibration()
+        self.solar_predicted_w: float | None = None
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
         # A TLE commanded (SET_TLE, kept across restarts) wins over the configuration's.
@@ -168,12 +176,15 @@ class Controller(Component):
         if self.orbit is not None and (mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S or self._boundary_passed(now_s)):
             self._predict(now_s)
             self._predicted_at_s = mono_s
+        forecast_w = self._calibrate(now_s, eps)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
             prediction=self.prediction, contact_age_s=self._contact_age_s(), fault_count=fault_count, params=p,
             modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.setup.battery_capacity_wh),
             platform_load_w=self.setup.platform_load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
+            solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
+            solar_error_w=self.calibration.error_w,
         ), self.state)
         self.state, self.last = out.state, out
         if out.clear_faults:
@@ -219,11 +230,33 @@ class Controller(Component):
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
 
+    def _calibrate(self, now_s: float, eps: EpsReading) -> tuple[float, ...] | None:
+        """Fold the measured solar power into the model's calibration; the scaled forecast from now."""
+        forecast, array = self.forecast, self.setup.array
+        if forecast is None or array is None:
+            self.solar_predicted_w = None
+            return None
+        ahead = forecast.from_now(now_s)
+        if len(ahead) < 2:
+            return None
+        offset = (now_s - forecast.start_unix_s) / forecast.step_s
+        frac = offset - math.floor(offset)
+        raw_now = ahead[0] + (ahead[1] - ahead[0]) * frac
+        if eps.solar_power_w is not None:
+            self.calibration = self.calibration.update(raw_now, eps.solar_power_w, array.peak_w)
+        scale = self.calibration.scale
+        self.solar_predicted_w = raw_now * scale
+        return tuple(w * scale for w in ahead)
+
     def _predict(self, now_s: float) -> None:
         try:
             pred = predict_summary(self.orbit, now_s, PREDICTION_HORIZON_S)
+            if self.setup.array is not None:
+                self.forecast = forecast_solar(self.orbit, self.setup.array, now_s,
+                                               FORECAST_ORBITS * self.orbit.period_s, FORECAST_STEP_S)
         except Exception as exc:  # noqa: BLE001 - a bad TLE or decayed orbit must not stop control
             self.prediction = None
+            self.forecast = None
             self._internal_error("orbit prediction", exc)
             return
         self.prediction = pred
@@ -294,6 +327,9 @@ class Controller(Component):
             "admission": self.state.admission.value,
             "power_reason": out.reason if out else "",
             "energy_headroom_wh": d.headroom_wh if d else None,
+            "solar_predicted_w": self.solar_predicted_w,
+            "solar_model_scale": self.calibration.scale if self.setup.array is not None else None,
+            "solar_error_w": self.calibration.error_w if self.setup.array is not None else None,
         }
         rails = r.rails if r else {}
         for rail, channel in RAIL_CHANNELS.items():

@@ -66,6 +66,9 @@ class ControlInputs:
     battery: Battery
     platform_load_w: float
     rate_window_s: float = 30.0  # for the rate of rise
+    solar_forecast_w: tuple[float, ...] | None = None  # the arrays' calibrated forecast from now
+    forecast_step_s: float = 60.0
+    solar_error_w: float = 0.0  # the forecast's observed RMS error: the plan's margin on it
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,9 @@ def power_inputs(inp: ControlInputs) -> PowerInputs:
         time_to_eclipse_s=aged(pred.to_eclipse_entry_s) if pred else None,
         eclipse_duration_s=pred.eclipse_duration_s if pred and math.isfinite(pred.eclipse_duration_s) else None,
         time_to_sun_s=aged(pred.to_eclipse_exit_s) if pred and pred.in_eclipse else None,
+        solar_forecast_w=inp.solar_forecast_w,
+        forecast_step_s=inp.forecast_step_s,
+        forecast_margin_w=2.0 * inp.solar_error_w,  # about 95 % of samples, for a normal error
     )
     if pred is not None and not pred.in_eclipse and inputs.time_to_eclipse_s is None:
         # Sunlit with no eclipse in the horizon (high beta): plan to the horizon's end with no shadow.

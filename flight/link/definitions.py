@@ -263,6 +263,12 @@ POWER_CHANNELS = (
             Limits(warn_low=FromParam("battery_floor_pct"), crit_low=FromParam("battery_safe_pct"))),
     Channel("bus_voltage_v", T.F64, "V", "Main bus voltage", Limits(warn_low=6.8, crit_low=6.4)),
     Channel("solar_power_w", T.F64, "W", "Power coming in from the solar arrays"),
+    Channel("solar_predicted_w", T.F64, "W",
+            "The array model's prediction for now, calibrated (nil without an [array] configuration or an orbit)"),
+    Channel("solar_model_scale", T.F64, "",
+            "Measured over modelled array power (weighted least squares): the efficiency the configuration got wrong"),
+    Channel("solar_error_w", T.F64, "W",
+            "RMS of measured minus predicted array power; twice it is taken off the forecast the plan uses"),
     Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "
             "bench supply declared in the config: no battery), NONE (no EPS and none declared: compute waits)",
             choices=choices_of(EpsSource)),
