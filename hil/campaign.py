@@ -1,0 +1,833 @@
+"""Campaigns: many scenarios from one, as parameter sweeps and Monte Carlo dispersions with seeds.
+
+    sunlit-hil campaign hil/campaigns/sso_battery_sweep.toml --out runs/sweep [--workers N]
+    sunlit-hil campaign FILE --out DIR --engine ray [--address ray://head:10001]
+
+A campaign file (TOML) names a base scenario and says how each case differs from it::
+
+    name = "battery-sweep"
+    scenario = "../scenarios/sso_one_orbit.toml"   # relative to this file
+    cases = 20          # Monte Carlo draws per sweep point (default 1)
+    seed = 42           # the campaign's seed: every draw and every case's scenario seed come from it
+
+    [set]               # the same for every case
+    duration_s = 600
+
+    [sweep]             # a cartesian product, first key outermost
+    "battery.capacity_wh" = [20, 60, 120]
+
+    [dispersion]        # drawn per case
+    "battery.soc_initial_pct" = { uniform = [40, 90] }
+    "power.platform_load_w" = { normal = [12, 2], clip = [5, 20] }
+    board = { choice = ["orin_nx_16gb", "agx_orin_64gb"] }
+
+Keys are dotted paths into the scenario's TOML (``battery.capacity_wh``; a number indexes an
+array of tables: ``faults.0.at_s``). Each case is the base scenario's TOML with its keys
+replaced, written to ``OUT/cases/NNNN.toml`` and parsed by the scenario loader as a file would
+be; the whole campaign is checked before the first case runs, so a typo or a bad value is
+exit 2 naming the key, never a failure an hour in.
+
+Seeds, and why the results do not depend on the engine: case ``i`` is sweep point
+``i // cases`` with draw ``j = i % cases``. Draw ``j``'s parameters come from
+``SeedSequence(seed, spawn_key=(j, 0))`` (what ``SeedSequence(seed).spawn(n)[j]`` is, one
+level further down) and its scenario seed from ``spawn_key=(j, 1)``. So a case's parameters
+depend on the campaign seed and its own index only — not on the engine, the number of
+workers, the order cases finish in, or which ran before a resume — and every sweep point
+meets the same draws (common random numbers: differences between sweep points are the
+sweep's, not the dice's).
+
+Engines: a local process pool (default) or Ray (``--engine ray``), both calling
+:func:`run_case` with the same job, so the same seeds give the same result rows (wall-clock
+fields aside). Ray is optional: it is imported only when asked for.
+
+Output (``OUT``): ``manifest.json`` (SHA-256 checked, written atomically after each case: the
+campaign's hash and each case's status and row; running the same command again resumes,
+running only the cases not finished), ``cases/NNNN.toml`` and ``cases/NNNN/`` (each case's
+scenario and its report, as ``sunlit-hil run`` writes it), ``results.parquet`` (one row per
+case: its parameters as columns, then its figures) and ``report.html`` (the table and
+histograms of the main figures).
+
+Exit codes: 0 every case passed, 1 some case failed its criteria (or could not run),
+2 bad input (the campaign file, its scenario, the output folder), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import io
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS
+from hil.scenario import ScenarioError
+
+MANIFEST_FORMAT = "sunlit-campaign/1"
+CAMPAIGN_KEYS = ("name", "scenario", "cases", "seed", "set", "sweep", "dispersion")
+DISTRIBUTIONS = {
+    "uniform": "[low, high]: any value between, equally likely",
+    "normal": "[mean, sd]: Gaussian (add clip = [low, high] to keep it physical)",
+    "choice": "[a, b, ...]: one of these, equally likely",
+    "integers": "[low, high]: a whole number from low to high inclusive",
+}
+# Result columns a case always has; parameters may not take these names.
+RESULT_COLUMNS = ("case", "status", "passed", "seed", "work_tiles", "soc_min_pct", "soc_end_pct",
+                  "floor_violation_steps", "temp_max_c", "events", "faults", "sim_s", "wall_s", "error")
+WALL_CLOCK_COLUMNS = frozenset({"wall_s"})  # differ between runs of the same case; everything else must not
+INSTALL_RAY = "pip install 'sunlit[campaign]'"
+
+
+class CampaignError(ScenarioError):
+    """A campaign that cannot run; the message names the file and the key, and says what to do.
+    A ScenarioError, so whatever turns bad scenarios into exit 2 does the same for campaigns."""
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    kind: str                      # one of DISTRIBUTIONS
+    args: tuple[Any, ...]
+    clip: tuple[float, float] | None = None
+
+    def draw(self, rng: Any) -> Any:
+        if self.kind == "uniform":
+            value: Any = float(rng.uniform(self.args[0], self.args[1]))
+        elif self.kind == "normal":
+            value = float(rng.normal(self.args[0], self.args[1]))
+        elif self.kind == "integers":
+            value = int(rng.integers(self.args[0], self.args[1], endpoint=True))
+        else:
+            value = self.args[int(rng.integers(len(self.args)))]
+        if self.clip is not None:
+            value = min(max(value, self.clip[0]), self.clip[1])
+        return value
+
+    def probes(self) -> list[Any]:
+        """Values this dispersion can take, to check the scenario reads its key at all."""
+        if self.kind == "normal":
+            return [self.args[0], self.args[0] + self.args[1]]
+        return list(self.args)
+
+
+@dataclass(frozen=True)
+class Case:
+    index: int
+    params: dict[str, Any]         # the keys that vary between cases (and the scenario seed), as set
+    scenario: dict[str, Any]       # the case's whole scenario TOML
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:04d}"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    source: Path
+    scenario_path: Path
+    base: dict[str, Any]           # the base scenario's TOML
+    fixed: dict[str, Any]          # [set]: the same in every case
+    sweep: dict[str, tuple[Any, ...]]
+    dispersion: dict[str, Dispersion]
+    draws: int                     # Monte Carlo draws per sweep point
+    seed: int | None
+    hash: str                      # SHA-256 of the campaign file and the base scenario
+
+    @property
+    def n_cases(self) -> int:
+        return math.prod(len(v) for v in self.sweep.values()) * self.draws
+
+    def case(self, index: int) -> Case:
+        """Case ``index``, computed from the campaign alone (see the module's note on seeds)."""
+        import numpy as np
+
+        if not 0 <= index < self.n_cases:
+            raise IndexError(f"case {index} of a campaign of {self.n_cases}")
+        point, draw = divmod(index, self.draws)
+        params: dict[str, Any] = {}
+        # Mixed radix, last key fastest: the same order as itertools.product.
+        for key, values in reversed(list(self.sweep.items())):
+            point, k = divmod(point, len(values))
+            params[key] = values[k]
+        params = dict(reversed(list(params.items())))
+        if self.dispersion:
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(draw, 0)))
+            for key in sorted(self.dispersion):  # sorted: the draws do not depend on the file's order
+                params[key] = self.dispersion[key].draw(rng)
+        if self.seed is not None and not self._sets("seed"):
+            params["seed"] = int(np.random.SeedSequence(self.seed, spawn_key=(draw, 1)).generate_state(1)[0])
+        scenario = _deep_copy(self.base)
+        for key, value in {**self.fixed, **params}.items():
+            _set_dotted(scenario, key, value, str(self.source))
+        params.setdefault("seed", scenario.get("seed", 0))
+        return Case(index, params, scenario)
+
+    def cases(self) -> Iterator[Case]:
+        return (self.case(i) for i in range(self.n_cases))
+
+    def _sets(self, key: str) -> bool:
+        return key in self.fixed or key in self.sweep or key in self.dispersion
+
+
+# --- the campaign file ----------------------------------------------------------------------------
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """Read and check a campaign file and its base scenario; every case is parsed by the scenario
+    loader here, so a campaign that loads runs (bad input never waits for case 57)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+        raw = tomllib.loads(text.decode())
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: no such campaign file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CampaignError(f"{path}: not valid TOML: {exc}") from None
+
+    def fail(key: str, message: str) -> CampaignError:
+        return CampaignError(f"{path}: {key}: {message}")
+
+    unknown = [k for k in raw if k not in CAMPAIGN_KEYS]
+    if unknown:
+        raise fail(unknown[0], f"unknown key; a campaign takes {', '.join(CAMPAIGN_KEYS)}")
+    if not isinstance(raw.get("scenario"), str):
+        raise fail("scenario", "give the base scenario's file, relative to the campaign file")
+    scenario_path = (path.parent / raw["scenario"]).resolve()
+    try:
+        scenario_text = scenario_path.read_bytes()
+        base = tomllib.loads(scenario_text.decode())
+    except OSError:
+        raise fail("scenario", f"{scenario_path} cannot be read") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise fail("scenario", f"{scenario_path} is not valid TOML: {exc}") from None
+
+    def table(key: str) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise fail(key, f"must be a table of dotted scenario keys, like [{key}] \"battery.capacity_wh\" = ...")
+        return value
+
+    fixed, sweep_raw, disp_raw = table("set"), table("sweep"), table("dispersion")
+    sweep: dict[str, tuple[Any, ...]] = {}
+    for key, values in sweep_raw.items():
+        if not isinstance(values, list) or not values:
+            raise fail(f"sweep.{key}", f"give a non-empty list of values, got {values!r}")
+        sweep[key] = tuple(values)
+    dispersion = {key: _parse_dispersion(spec, lambda m, k=key: fail(f"dispersion.{k}", m))
+                  for key, spec in disp_raw.items()}
+    seen: dict[str, str] = {}
+    for where, keys in (("set", fixed), ("sweep", sweep), ("dispersion", dispersion)):
+        for key in keys:
+            if key in seen:
+                raise fail(f"{where}.{key}", f"also in [{seen[key]}]; give each key in one table")
+            if key in RESULT_COLUMNS and key != "seed":
+                raise fail(f"{where}.{key}", "is the name of a result column")
+            seen[key] = where
+    draws = raw.get("cases", 1)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise fail("cases", f"give a whole number of Monte Carlo draws, at least 1; got {draws!r}")
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise fail("seed", f"give a whole number, 0 or more; got {seed!r}")
+    if seed is None and (dispersion or draws > 1):
+        raise fail("seed", "needed with [dispersion] or cases > 1, so the draws can be repeated")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise fail("name", f"give a name, got {name!r}")
+    digest = hashlib.sha256()
+    for part in (text, scenario_text):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    campaign = Campaign(name, path, scenario_path, base, fixed, sweep, dispersion, draws, seed, digest.hexdigest())
+    _check_keys(campaign)
+    for case in campaign.cases():
+        _parse_case(campaign, case)
+    return campaign
+
+
+def _parse_dispersion(spec: Any, fail: Callable[[str], CampaignError]) -> Dispersion:
+    if not isinstance(spec, dict):
+        raise fail(f"give a table, one of {', '.join(f'{{{k} = {v}}}' for k, v in DISTRIBUTIONS.items())}")
+    kinds = [k for k in spec if k in DISTRIBUTIONS]
+    extra = [k for k in spec if k not in DISTRIBUTIONS and k != "clip"]
+    if extra:
+        raise fail(f"{extra[0]}: unknown; give one of {', '.join(DISTRIBUTIONS)} (and optionally clip)")
+    if len(kinds) != 1:
+        raise fail(f"give exactly one of {', '.join(DISTRIBUTIONS)}")
+    kind, args = kinds[0], spec[kinds[0]]
+    if not isinstance(args, list) or not args:
+        raise fail(f"{kind}: give {DISTRIBUTIONS[kind]}")
+    if kind != "choice":
+        whole = kind == "integers"
+        if len(args) != 2 or not all(_is_number(a) and (not whole or isinstance(a, int)) for a in args):
+            raise fail(f"{kind}: give {DISTRIBUTIONS[kind]}; got {args!r}")
+        if kind in ("uniform", "integers") and args[0] > args[1]:
+            raise fail(f"{kind}: low {args[0]} is above high {args[1]}")
+        if kind == "normal" and args[1] < 0:
+            raise fail(f"normal: the standard deviation {args[1]} is negative")
+    clip = spec.get("clip")
+    if clip is not None:
+        if kind == "choice" or not (isinstance(clip, list) and len(clip) == 2 and all(map(_is_number, clip))
+                                    and clip[0] <= clip[1]):
+            raise fail(f"clip: give [low, high] for a {kind} draw; got {clip!r}")
+        clip = (clip[0], clip[1])
+    return Dispersion(kind, tuple(args), clip)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _set_dotted(doc: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """``doc[a][b][c] = value`` for ``key = "a.b.c"``; tables that are missing are made, arrays are
+    indexed by number (``faults.0.at_s``), anything else in the way is an error naming the key."""
+    parts = key.split(".")
+    if not all(parts):
+        raise CampaignError(f"{source}: {key}: not a dotted scenario key (an empty part)")
+    node: Any = doc
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[:depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise CampaignError(f"{source}: {key}: the scenario's {'.'.join(parts[:depth])} has "
+                                    f"{len(node)} entries; {part!r} is not one of 0..{len(node) - 1}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            elif part not in node and parts[depth + 1].isdigit():
+                raise CampaignError(f"{source}: {key}: the scenario has no {here} to index")
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise CampaignError(f"{source}: {key}: the scenario's {here.rsplit('.', 1)[0]} is a value, not a table")
+
+
+def _has_dotted(doc: Any, key: str) -> bool:
+    node = doc
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _check_keys(campaign: Campaign) -> None:
+    """Every key must be one the scenario reads. A key in the base scenario's TOML is; one that is not
+    (a default left out of the file, or a typo) must change the scenario the loader builds for at
+    least one of the campaign's values — a typo such as ``battery.capacity`` changes nothing."""
+    from hil.scenario import ScenarioError, parse_scenario
+
+    src = str(campaign.source)
+    candidates: dict[str, list[Any]] = {k: [v] for k, v in campaign.fixed.items()}
+    candidates.update({k: list(v) for k, v in campaign.sweep.items()})
+    candidates.update({k: d.probes() for k, d in campaign.dispersion.items()})
+    reference = None
+    for key, values in candidates.items():
+        if _has_dotted(campaign.base, key):
+            continue
+        if reference is None:
+            try:
+                reference = parse_scenario(_deep_copy(campaign.base), src, base_dir=campaign.scenario_path.parent)
+            except ScenarioError as exc:
+                raise CampaignError(f"{campaign.scenario_path}: the base scenario: {exc}") from None
+        for value in values:
+            doc = _deep_copy(campaign.base)
+            _set_dotted(doc, key, value, src)
+            try:
+                if parse_scenario(doc, src, base_dir=campaign.scenario_path.parent) != reference:
+                    break
+            except ScenarioError:
+                break  # the loader reads it (and _parse_case will say what is wrong with the value)
+        else:
+            raise CampaignError(f"{src}: {key}: not a key of the scenario {campaign.scenario_path.name} "
+                                f"(it is not in the file, and setting it to {values[0]!r} changes nothing); "
+                                f"check the spelling against hil/scenario.py")
+
+
+def _parse_case(campaign: Campaign, case: Case) -> Any:
+    from hil.scenario import ScenarioError, parse_scenario
+
+    try:
+        return parse_scenario(_deep_copy(case.scenario), f"{campaign.source} case {case.name}",
+                              base_dir=campaign.scenario_path.parent)
+    except ScenarioError as exc:
+        varied = ", ".join(f"{k} = {v!r}" for k, v in case.params.items())
+        raise CampaignError(f"{exc} (case {case.index}: {varied})", str(campaign.source),
+                            getattr(exc, "key", None)) from None
+
+
+# --- one case (the same function on every engine) -------------------------------------------------
+
+
+def _job(campaign: Campaign, case: Case, out: Path) -> dict[str, Any]:
+    """What a worker needs for one case: plain data, so any engine can carry it."""
+    return {"index": case.index, "scenario": case.scenario, "params": case.params,
+            "source": str(out / "cases" / f"{case.name}.toml"),
+            "base_dir": str(campaign.scenario_path.parent), "report_dir": str(out / "cases" / case.name)}
+
+
+def run_case(job: dict[str, Any]) -> dict[str, Any]:
+    """Fly one case and return its result row. Runs in a pool worker or a Ray task; never raises:
+    a case that cannot run is a row with status "error" and the reason."""
+    global _in_case
+    row: dict[str, Any] = {**job["params"], "case": job["index"]}
+    started = time.monotonic()
+    _in_case = True
+    try:
+        import numpy as np
+
+        from hil.run import run_scenario
+        from hil.scenario import parse_scenario
+
+        scenario = parse_scenario(job["scenario"], job["source"], base_dir=Path(job["base_dir"]))
+        report_dir = Path(job["report_dir"])
+        passed, body = run_scenario(scenario, report_dir, quiet=True)  # as `sunlit-hil run` flies it
+        with np.load(report_dir / "trace.npz") as trace:
+            soc = trace["soc_pct"]
+        floor = scenario.criteria.charge_floor_pct
+        row.update({
+            "status": "passed" if passed else "failed",
+            "passed": bool(passed),
+            "work_tiles": float(body["work_tiles"]),
+            "soc_min_pct": float(body["soc_min_pct"]),
+            "soc_end_pct": float(body["soc_end_pct"]),
+            "floor_violation_steps": int((soc < floor).sum()) if floor is not None else None,
+            "temp_max_c": float(body["temp_max_c"]),
+            "events": int(body["events"]),
+            "faults": len(body["faults"]),
+            "sim_s": float(body["sim_s"]),
+            "error": None,
+        })
+        for check in body["checks"]:
+            row[f"check_{check['name']}"] = bool(check["passed"])
+    except Exception as exc:  # noqa: BLE001 - one case that cannot run must not end the campaign
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        row.update({"status": "error", "passed": False, "error": last[:500]})
+    except _Terminated:
+        os._exit(128 + signal.SIGTERM)  # the case has unwound (its agent stopped); the campaign is going
+    finally:
+        _in_case = False
+    row["wall_s"] = round(time.monotonic() - started, 3)
+    return row
+
+
+# --- engines ----------------------------------------------------------------------------------------
+
+
+def _run_pool(jobs: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn: a fresh interpreter per worker, as a Ray worker is (no threads or sockets inherited).
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_pool_worker_init)
+    pending = {pool.submit(run_case, job) for job in jobs}
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done(future.result())
+    except BaseException:
+        # Interrupted: the cases in flight are abandoned (they run again on resume). Their workers get
+        # SIGTERM, which unwinds the case so the loop's own clean-up stops its agent.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=30)
+        raise
+    pool.shutdown(wait=True)
+
+
+class _Terminated(BaseException):
+    """SIGTERM in a pool worker while it flies a case: unwinds the case (stopping its agent)."""
+
+
+_in_case = False
+
+
+def _pool_worker_init() -> None:
+    """In each pool worker: SIGTERM unwinds the case in flight, and the worker gets SIGTERM when the
+    campaign dies (PR_SET_PDEATHSIG), even by kill -9, so no agent is left flying a dead campaign."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        if _in_case:
+            raise _Terminated
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the campaign, which stops the workers
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: a worker of a killed campaign finishes its case, then finds its queue gone
+
+
+def _run_ray(jobs: list[dict[str, Any]], workers: int, address: str | None,
+             done: Callable[[dict[str, Any]], None]) -> None:
+    import ray  # checked by main_campaign before anything runs
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # A Ray of this machine only: no dashboard, no usage reporting, the CPUs given.
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_case)
+        pending = [task.remote(job) for job in jobs]
+        try:
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
+                    done(ray.get(ref))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref)  # KeyboardInterrupt in the task: its agent is stopped
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --- the campaign ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    rows: list[dict[str, Any]]     # every case, by index
+    ran: list[int]                 # the cases this invocation ran (the rest were finished before)
+    out: Path
+
+    @property
+    def passed(self) -> bool:
+        return all(r["status"] == "passed" for r in self.rows)
+
+    def counts(self) -> dict[str, int]:
+        out = {"passed": 0, "failed": 0, "error": 0}
+        for r in self.rows:
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+
+def _write_manifest(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any]]) -> None:
+    from flight.storage import write_checked_json
+
+    write_checked_json(out / "manifest.json", {
+        "format": MANIFEST_FORMAT, "campaign": campaign.name, "hash": campaign.hash,
+        "source": str(campaign.source), "scenario": str(campaign.scenario_path), "n_cases": campaign.n_cases,
+        "cases": {f"{i:04d}": {"status": r["status"], "row": r} for i, r in sorted(rows.items())},
+    })
+
+
+def _read_manifest(out: Path, campaign: Campaign) -> dict[int, dict[str, Any]]:
+    """The finished cases of an earlier run of this campaign in ``out`` (passed or failed; a case
+    that could not run is tried again)."""
+    from flight.storage import CorruptFile, read_checked_json
+
+    path = out / "manifest.json"
+    if not path.exists():
+        if (out / "cases").exists():
+            raise CampaignError(f"{out}: holds case folders but no manifest; pick another folder (--out)")
+        return {}
+    try:
+        body = read_checked_json(path)
+    except CorruptFile as exc:
+        raise CampaignError(f"{exc}; pick another folder (--out), or delete {path} to run every case again") from None
+    if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
+        raise CampaignError(f"{path}: not a campaign manifest ({MANIFEST_FORMAT}); pick another folder (--out)")
+    if body.get("hash") != campaign.hash:
+        raise CampaignError(f"{out} holds another campaign ({body.get('campaign')!r}, hash {str(body.get('hash'))[:12]}…; "
+                            f"this one is {campaign.hash[:12]}…: the campaign file or its scenario changed); "
+                            f"pick another folder (--out)")
+    return {int(k): v["row"] for k, v in body.get("cases", {}).items()
+            if v.get("status") in ("passed", "failed") and int(k) < campaign.n_cases}
+
+
+def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", workers: int | None = None,
+                 address: str | None = None, progress: bool = True) -> CampaignResult:
+    """Run the cases of ``campaign`` not finished in ``out`` yet; write the manifest after each case,
+    then results.parquet and report.html over all of them."""
+    import tomli_w
+
+    from flight.storage import DirectoryBusy, DirectoryLock, remove_interrupted_writes, write_atomic
+
+    out = Path(out)
+    workers = max(1, workers or os.cpu_count() or 1)
+    try:
+        lock = DirectoryLock(out, ".campaign.lock", "campaign")
+    except DirectoryBusy as exc:
+        raise CampaignError(str(exc)) from None
+    try:
+        remove_interrupted_writes(out)
+        rows = _read_manifest(out, campaign)
+        todo = [c for c in campaign.cases() if c.index not in rows]
+        for case in todo:  # each case's scenario, as a file: what ran, for the record and to rerun by hand
+            write_atomic(out / "cases" / f"{case.name}.toml",
+                         (f"# case {case.index} of campaign {campaign.name!r} ({campaign.source})\n"
+                          + tomli_w.dumps(_toml_safe(case.scenario))).encode())
+        _write_manifest(out, campaign, rows)
+        bar = _progress_bar(campaign, len(rows)) if progress else None
+
+        def done(row: dict[str, Any]) -> None:
+            rows[row["case"]] = row
+            _write_manifest(out, campaign, rows)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{sum(r['status'] != 'passed' for r in rows.values())} not passed")
+
+        try:
+            jobs = [_job(campaign, c, out) for c in todo]
+            if jobs and engine == "ray":
+                _run_ray(jobs, workers, address, done)
+            elif jobs:
+                _run_pool(jobs, min(workers, len(jobs)), done)
+        finally:
+            if bar is not None:
+                bar.close()
+        ordered = [rows[i] for i in sorted(rows)]
+        write_results(out, campaign, ordered)
+        return CampaignResult(ordered, sorted(c.index for c in todo), out)
+    finally:
+        lock.release()
+
+
+def _toml_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _toml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_toml_safe(v) for v in value]
+    return value
+
+
+def _progress_bar(campaign: Campaign, finished: int):
+    """Cases done, on stderr (tqdm draws nothing when stderr is not a terminal, keeping CI logs clean)."""
+    from tqdm import tqdm
+
+    return tqdm(total=campaign.n_cases, initial=finished, desc=campaign.name, unit="case", file=sys.stderr,
+                disable=None, dynamic_ncols=True)
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+def comparable(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row without its wall-clock fields: what two runs of the same case must agree on."""
+    return {k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
+
+
+def _columns(campaign: Campaign, rows: list[dict[str, Any]]) -> list[str]:
+    params = [*campaign.sweep, *sorted(campaign.dispersion)]
+    if "seed" not in params:
+        params.append("seed")
+    checks = sorted({k for r in rows for k in r if k.startswith("check_")})
+    results = [c for c in RESULT_COLUMNS if c not in params and c != "case"]
+    return ["case", *params, *results[:2], *checks, *results[2:]]
+
+
+def write_results(out: Path, campaign: Campaign, rows: list[dict[str, Any]]) -> None:
+    """results.parquet (one row per case) and report.html, both written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flight.storage import write_atomic
+
+    columns = _columns(campaign, rows)
+    data = {}
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        try:
+            data[col] = pa.array(values, pa.string() if col in ("status", "error") else None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a choice of mixed kinds: keep it readable as text
+            data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    table = pa.table(data).replace_schema_metadata({
+        "sunlit.campaign": campaign.name, "sunlit.campaign_hash": campaign.hash,
+        "sunlit.scenario": str(campaign.scenario_path)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_atomic(out / "results.parquet", buf.getvalue())
+    write_atomic(out / "report.html", _html(campaign, rows, columns).encode())
+
+
+HISTOGRAMS = (("work_tiles", "work (tiles)"), ("soc_min_pct", "lowest charge (%)"),
+              ("floor_violation_steps", "steps below the floor"), ("temp_max_c", "hottest board (°C)"),
+              ("wall_s", "wall time per case (s)"))
+
+
+def _histograms(rows: list[dict[str, Any]]) -> str:
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+
+    fig = Figure(figsize=(3.2 * len(HISTOGRAMS), 2.6))
+    axes = fig.subplots(1, len(HISTOGRAMS))
+    for ax, (col, label) in zip(axes, HISTOGRAMS):
+        ok = [r[col] for r in rows if r.get(col) is not None and r["status"] == "passed"]
+        bad = [r[col] for r in rows if r.get(col) is not None and r["status"] != "passed"]
+        if ok or bad:
+            ax.hist([ok, bad], bins=min(20, max(3, len(ok) + len(bad))), stacked=True,
+                    color=["tab:green", "tab:red"], label=["passed", "failed"])
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("cases", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _html(campaign: Campaign, rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(col: str, value: Any) -> str:
+        if value is None:
+            return "<td></td>"
+        if col == "case":
+            return f'<td><a href="cases/{value:04d}/report.html">{value:04d}</a></td>'
+        if isinstance(value, bool):
+            return f"<td class={'ok' if value else 'bad'}>{'PASS' if value else 'FAIL'}</td>"
+        if isinstance(value, float):
+            return f"<td>{value:.4g}</td>"
+        css = {"passed": "ok", "failed": "bad", "error": "bad"}.get(value, "") if col == "status" else ""
+        return f"<td class='{css}'>{html.escape(str(value))}</td>"
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("passed", "failed", "error")}
+    head = "".join(f"<th>{html.escape(c.removeprefix('check_'))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(cell(c, r.get(c)) for c in columns) + "</tr>" for r in rows)
+    varied = {**{k: f"sweep over {len(v)} values" for k, v in campaign.sweep.items()},
+              **{k: f"{d.kind} {list(d.args)}" + (f" clipped to {list(d.clip)}" if d.clip else "")
+                 for k, d in campaign.dispersion.items()},
+              **{k: f"set to {v!r}" for k, v in campaign.fixed.items()}}
+    how = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>" for k, v in varied.items())
+    verdict = "PASS" if counts["passed"] == len(rows) == campaign.n_cases else "FAIL"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sunlit campaign: {html.escape(campaign.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;font-size:90%}} .ok{{color:green}}
+.bad{{color:red;font-weight:bold}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}}</style>
+</head><body><h1>{html.escape(campaign.name)}: {verdict}</h1>
+<p>{len(rows)} of {campaign.n_cases} cases finished: {counts['passed']} passed, {counts['failed']} failed their
+criteria, {counts['error']} could not run. Base scenario <code>{html.escape(str(campaign.scenario_path))}</code>;
+campaign seed {campaign.seed}; hash {campaign.hash[:12]}. Each case's full report is linked from its number.</p>
+<ul>{how}</ul>
+<h2>Distributions</h2><img src="data:image/png;base64,{_histograms(rows)}" alt="histograms of work, lowest charge, floor violations, temperature, wall time">
+<h2>Cases</h2><table><tr>{head}</tr>{body}</table></body></html>"""
+
+
+# --- the command line (wired into sunlit-hil by hil/cli.py) ---------------------------------------
+
+
+def add_campaign_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``campaign`` to ``sunlit-hil``'s subcommands; it calls :func:`main_campaign`."""
+    p = subparsers.add_parser("campaign", help="run a campaign of scenarios: sweeps and Monte Carlo dispersions",
+                              description="Run every case of a campaign file (docs/campaigns.md); the same "
+                                          "command on the same --out resumes. Exit 0: every case passed; "
+                                          "1: some failed; 2: bad input.")
+    p.add_argument("campaign", metavar="FILE", help="the campaign file (TOML)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the manifest, cases and results go")
+    p.add_argument("--engine", choices=("pool", "ray"), default="pool",
+                   help="pool: local processes (default); ray: a Ray cluster (pip install 'sunlit[campaign]')")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="cases at once (default: this machine's CPUs); with --engine ray and no --address, "
+                        "the CPUs the local Ray gets")
+    p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (ray://host:10001 or host:6379); "
+                                                     "without it a Ray of this machine only is started")
+    p.set_defaults(func=main_campaign)
+    return p
+
+
+def main_campaign(args: argparse.Namespace) -> int:
+    def bad(message: str) -> int:
+        print(f"sunlit-hil campaign: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    if args.workers is not None and args.workers < 1:
+        return bad(f"--workers: give 1 or more, got {args.workers}")
+    if args.address and args.engine != "ray":
+        return bad("--address is for --engine ray")
+    if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            return bad(f"--engine ray needs Ray: {INSTALL_RAY}")
+    try:
+        campaign = load_campaign(args.campaign)
+    except CampaignError as exc:
+        return bad(str(exc))
+    previous = signal.getsignal(signal.SIGTERM)
+    if _main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # kill PID: stop as Ctrl-C does, the manifest kept
+    try:
+        result = run_campaign(campaign, args.out, args.engine, args.workers, args.address)
+    except CampaignError as exc:
+        return bad(str(exc))
+    except KeyboardInterrupt:
+        print(f"sunlit-hil campaign: interrupted; the cases finished are in {Path(args.out) / 'manifest.json'}; "
+              f"run the same command again to run the rest", file=sys.stderr)
+        return 130
+    finally:
+        if _main_thread():
+            signal.signal(signal.SIGTERM, previous)
+    counts = result.counts()
+    print(f"{campaign.name}: {'PASS' if result.passed else 'FAIL'}   {len(result.rows)} cases "
+          f"({len(result.ran)} run now, {len(result.rows) - len(result.ran)} finished before): "
+          f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} could not run")
+    for row in result.rows:
+        if row["status"] != "passed":
+            why = row["error"] or ", ".join(k.removeprefix("check_") for k, v in row.items()
+                                           if k.startswith("check_") and v is False)
+            print(f"  case {row['case']:04d} {row['status']}: {why}")
+    out = Path(args.out).resolve()
+    print(f"  results: {out / 'results.parquet'}\n  report: {out / 'report.html'}")
+    return EXIT_PASS if result.passed else EXIT_FAILED
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hil.campaign FILE --out DIR``: the same as ``sunlit-hil campaign``."""
+    parser = argparse.ArgumentParser(prog="sunlit-hil")
+    add_campaign_parser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(["campaign", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

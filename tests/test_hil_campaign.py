@@ -1,0 +1,205 @@
+"""Campaigns (hil/campaign.py): sweeps and dispersions with seeds, on a local pool and on a local
+Ray with the same results, resumed from their manifest after a kill, bad input refused naming
+the key. Cases are one-orbit scenarios cut to 300 simulated seconds (about 2 s each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flight.storage import read_checked_json
+from hil.campaign import CampaignError, comparable, load_campaign
+
+pytestmark = pytest.mark.system  # agents as subprocesses, a local Ray
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "hil" / "scenarios" / "sso_one_orbit.toml"
+
+# 2 sweep points x 2 draws. The sweep is over a criterion, so that which cases fail does not hang on
+# the agent's policy: no case does 10^12 tiles of work, so cases 0 and 1 fail min_work and the
+# campaign's exit status is 1, with both verdicts in the rows.
+MIXED = f"""
+name = "mixed"
+scenario = "{SCENARIO}"
+cases = 2
+seed = 11
+
+[set]
+duration_s = 300
+
+[sweep]
+"criteria.min_work" = [1.0e12, 0.0]
+
+[dispersion]
+"battery.soc_initial_pct" = {{ uniform = [55.0, 90.0] }}
+"battery.capacity_wh" = {{ uniform = [40.0, 80.0] }}
+"""
+
+
+def campaign(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hil", "campaign", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def rows(out: Path) -> list[dict]:
+    return pq.read_table(out / "results.parquet").to_pylist()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool_run(tmp_path_factory):
+    """The mixed campaign on the local process pool (two workers), run once for the module."""
+    d = tmp_path_factory.mktemp("campaign")
+    file = write(d / "mixed.toml", MIXED)
+    run = campaign(str(file), "--out", str(d / "pool"), "--workers", "2")
+    return file, d / "pool", run
+
+
+@pytest.mark.req("HIL-009")
+def test_a_campaign_writes_parquet_an_html_summary_and_a_manifest(pool_run):
+    file, out, run = pool_run
+    assert run.returncode == 1, run.stdout + run.stderr  # cases 0 and 1 fail their criteria
+    assert "Traceback" not in run.stderr
+    table = pq.read_table(out / "results.parquet")
+    got = table.to_pylist()
+    assert [r["case"] for r in got] == [0, 1, 2, 3]
+    # Case i is sweep point i // cases, draw i % cases: the sweep's value and the draws' values line up.
+    assert [r["criteria.min_work"] for r in got] == [1e12, 1e12, 0.0, 0.0]
+    assert got[0]["battery.soc_initial_pct"] == got[2]["battery.soc_initial_pct"] != got[1]["battery.soc_initial_pct"]
+    assert all(55.0 <= r["battery.soc_initial_pct"] <= 90.0 for r in got)
+    assert [r["status"] for r in got] == ["failed", "failed", "passed", "passed"]
+    assert [r["check_minimum_work"] for r in got] == [False, False, True, True]
+    for r in got:
+        assert r["floor_violation_steps"] == 0 and r["sim_s"] == 300.0 and r["wall_s"] > 0 and r["error"] is None
+        assert r["soc_min_pct"] <= r["battery.soc_initial_pct"] and r["temp_max_c"] < 95.0
+    assert table.schema.metadata[b"sunlit.campaign"] == b"mixed"
+    manifest = read_checked_json(out / "manifest.json")
+    assert manifest["hash"] == load_campaign(file).hash and manifest["n_cases"] == 4
+    assert {k: v["status"] for k, v in manifest["cases"].items()} == {
+        "0000": "failed", "0001": "failed", "0002": "passed", "0003": "passed"}
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and 'href="cases/0003/report.html"' in page
+    assert (out / "cases" / "0003" / "summary.json").exists() and (out / "cases" / "0003.toml").exists()
+    assert "case 0000 failed: minimum_work" in run.stdout
+
+
+@pytest.mark.req("HIL-009")
+def test_a_local_ray_gives_the_same_rows_as_the_local_pool(pool_run):
+    file, pool_out, _ = pool_run
+    out = pool_out.parent / "ray"
+    run = campaign(str(file), "--out", str(out), "--engine", "ray", "--workers", "2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [comparable(r) for r in rows(out)] == [comparable(r) for r in rows(pool_out)]
+    # The Ray it started is shut down again: tests/conftest.py fails the run if any process of it is left.
+
+
+@pytest.mark.req("HIL-009")
+def test_a_killed_campaign_resumes_and_runs_only_the_missing_cases(pool_run, tmp_path):
+    file, pool_out, _ = pool_run
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "hil", "campaign", str(file), "--out", str(out), "--workers", "1"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        finished: dict = {}
+        while not finished and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                finished = read_checked_json(out / "manifest.json")["cases"]
+            except (ValueError, KeyError):
+                pass  # not written yet
+        assert finished, "no case finished within 60 s"
+        os.kill(proc.pid, signal.SIGKILL)  # no clean-up at all: its pool worker follows it (PR_SET_PDEATHSIG)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    done_before = set(read_checked_json(out / "manifest.json")["cases"])
+    assert 1 <= len(done_before) < 4
+    run = campaign(str(file), "--out", str(out), "--workers", "2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"({4 - len(done_before)} run now, {len(done_before)} finished before)" in run.stdout
+    assert [comparable(r) for r in rows(out)] == [comparable(r) for r in rows(pool_out)]
+    # Again: nothing left to run, the same verdict.
+    again = campaign(str(file), "--out", str(out))
+    assert again.returncode == 1 and "(0 run now, 4 finished before)" in again.stdout
+
+
+@pytest.mark.req("HIL-009")
+def test_another_campaign_in_the_same_folder_is_refused(pool_run, tmp_path):
+    file, pool_out, _ = pool_run
+    changed = write(tmp_path / "mixed.toml", MIXED.replace("seed = 11", "seed = 12"))
+    run = campaign(str(changed), "--out", str(pool_out))
+    assert run.returncode == 2 and "pick another folder" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.req("HIL-009")
+def test_dispersion_draws_are_reproducible_and_depend_only_on_the_seed_and_the_case(tmp_path):
+    def draws(n: int, seed: int = 5) -> list[dict]:
+        body = MIXED.replace("cases = 2", f"cases = {n}").replace("seed = 11", f"seed = {seed}")
+        body = body.replace('"criteria.min_work" = [1.0e12, 0.0]', "")
+        body += '"power.platform_load_w" = { normal = [12.0, 2.0], clip = [6.0, 20.0] }\n'
+        body += 'board = { choice = ["orin_nx_16gb", "orin_nano", "agx_orin_64gb"] }\n'
+        c = load_campaign(write(tmp_path / f"d{n}_{seed}.toml", body))
+        return [c.case(i).params for i in range(c.n_cases)]
+
+    eight = draws(8)
+    assert draws(8) == eight  # the same file, the same cases
+    assert draws(3) == eight[:3]  # case i does not depend on how many cases there are
+    assert draws(8, seed=6) != eight
+    assert len({p["seed"] for p in eight}) == 8  # each case flies with a scenario seed of its own
+    assert all(6.0 <= p["power.platform_load_w"] <= 20.0 for p in eight)
+    c = load_campaign(write(tmp_path / "again.toml", MIXED))
+    backwards = [c.case(i) for i in reversed(range(c.n_cases))][::-1]  # order of generation is irrelevant
+    assert [x.params for x in backwards] == [x.params for x in c.cases()]
+    assert all(x.scenario["duration_s"] == 300 for x in backwards)
+
+
+@pytest.mark.req("HIL-009")
+@pytest.mark.parametrize("body, key", [
+    ('[set]\n"battery.capacity" = 5.0', "battery.capacity"),
+    ('[sweep]\n"batery.capacity_wh" = [20.0]', "batery"),
+    ('[sweep]\n"faults.0.at_s" = [10.0]', "faults.0.at_s"),
+    ('[sweep]\n"battery.soc_initial_pct" = [150.0]', "battery.soc_initial_pct"),
+    ("casses = 3", "casses"),
+    ('seed = 1\n[dispersion]\n"battery.soc_initial_pct" = { unifrom = [40, 90] }', "unifrom"),
+    ('[dispersion]\n"battery.soc_initial_pct" = { uniform = [40, 90] }', "seed"),
+])
+def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, body, key):
+    file = write(tmp_path / "bad.toml", f'scenario = "{SCENARIO}"\n{body}\n')
+    with pytest.raises(CampaignError, match=key.replace(".", r"\.")):
+        load_campaign(file)
+    run = campaign(str(file), "--out", str(tmp_path / "out"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert key in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.req("HIL-009")
+def test_ray_stays_optional(tmp_path):
+    """Importing hil.campaign imports no Ray; --engine ray without Ray says what to install (exit 2)."""
+    probe = ("import sys; import hil.campaign, hil.cli; assert 'ray' not in sys.modules; "
+             "sys.modules['ray'] = None; "  # as if Ray were not installed: `import ray` raises ImportError
+             f"sys.exit(hil.cli.main(['campaign', {str(ROOT / 'hil' / 'campaigns' / 'battery_sweep.toml')!r}, "
+             f"'--out', {str(tmp_path / 'out')!r}, '--engine', 'ray']))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "pip install 'sunlit[campaign]'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_the_shipped_campaigns_load():
+    for path in sorted((ROOT / "hil" / "campaigns").glob("*.toml")):
+        c = load_campaign(path)
+        assert c.n_cases >= 8, path
+        assert json.dumps([c.case(i).params for i in range(c.n_cases)])  # plain values, ready for TOML and JSON
