@@ -5,32 +5,65 @@
     sunlit-hil run SCENARIO.toml --report DIR
     sunlit-hil demo                      # one orbit, sun-synchronous, real inference
 
-``run`` exits 0 when every pass/fail criterion holds, 1 when one fails, 2 for a bad input.
+Exit codes, for every subcommand (hil/run.py declares them): 0 pass, 1 a criterion failed,
+2 bad input (a scenario, profile, board or argument that cannot be flown: one line naming the
+file and the key, never a traceback), 3 an internal error (one line; set SUNLIT_DEBUG=1 for
+the traceback).
+
+A subcommand's function returns its exit code and raises ScenarioError, ProfileError or
+BoardProfileError for bad input: :func:`main` turns those into 2, so each subcommand (and
+one added later through ``add_campaign_parser(sub)`` in hil/campaign.py) gets the same rules.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Sequence
 
-from hil.demo import main as demo_main
-from hil.run import one_screen, progress_bar, run_scenario
+from hil.run import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, finish_report, one_screen, progress_bar,
+                     run_scenario)
+
+DEBUG_ENV = "SUNLIT_DEBUG"
+
+
+def bad_input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (exit 2): each names the file and the key."""
+    from flight.hal.boards import BoardProfileError
+    from hil.profiles import ProfileError
+    from hil.scenario import ScenarioError
+
+    return (ScenarioError, ProfileError, BoardProfileError)
+
+
+def _report_dir(path: str) -> Path:
+    """--report DIR, created now: a directory that cannot be written is bad input, found before the flight."""
+    from hil.scenario import ScenarioError
+
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".sunlit-write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ScenarioError(f"--report {path}: cannot write there: {exc.strerror or exc}") from None
+    return out
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hil.scenario import ScenarioError
+    from hil.scenario import load_scenario
 
-    try:
-        passed, body = run_scenario(Path(args.scenario), Path(args.report))
-    except ScenarioError as exc:
-        print(f"sunlit-hil: {exc}", file=sys.stderr)
-        return 2
-    print(one_screen(body, Path(args.report)))
-    return 0 if passed else 1
+    scenario = load_scenario(args.scenario)  # bad input is found before anything starts
+    report = _report_dir(args.report)
+    passed, body = run_scenario(scenario, report)
+    print(one_screen(body, report))
+    return EXIT_PASS if passed else EXIT_FAILED
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -46,7 +79,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         profile = replay_check(args.profile)
     except (ProfileError, OSError) as exc:
         print(f"sunlit-hil replay: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     cols = profile.columns
     t = cols["time_s"]
     info = {"samples": len(t), "start_s": float(t[0]), "duration_s": float(t[-1] - t[0]),
@@ -54,10 +87,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "metadata": profile.metadata}
     print(json.dumps(info, indent=1, default=str))
     if args.report is None:
-        return 0
+        return EXIT_PASS
     # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
     from hil.loop import ClosedLoop
-    from hil.report import write_report
     from hil.scenario import parse_scenario
 
     step = float(args.step_s or max(1.0, float(t[1] - t[0])))
@@ -68,19 +100,26 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                      {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}}],
         "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},
     }, f"replay of {args.profile}")
+    report = _report_dir(args.report)
     with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
         result = ClosedLoop(scenario, Path(tmp), progress=progress_bar(scenario.name)).run()
-    passed, body = write_report(result, Path(args.report))
-    print(one_screen(body, Path(args.report)))
-    return 0 if passed else 1
+    passed, body = finish_report(result, report)
+    print(one_screen(body, report))
+    return EXIT_PASS if passed else EXIT_FAILED
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from hil.demo import main as demo_main
+
     return demo_main()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sunlit-hil", description=__doc__.split("\n")[0])
+    from flight.hal.boards import available_boards
+
+    parser = argparse.ArgumentParser(prog="sunlit-hil", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 pass, 1 a criterion failed, 2 bad input, 3 internal error "
+                                            f"({DEBUG_ENV}=1 for its traceback)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="fly a scenario and write its report")
     run.add_argument("scenario")
@@ -94,17 +133,50 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("replay", help="validate a profile (recorded anywhere); with --report, fly the agent through it")
     rep.add_argument("profile")
     rep.add_argument("--report", metavar="DIR", help="fly the Sunlit agent through the profile and write a report here")
-    rep.add_argument("--board", default="orin_nx_16gb")
+    rep.add_argument("--board", default="orin_nx_16gb", choices=available_boards())
     rep.add_argument("--step-s", type=float, help="simulation step (default: the profile's)")
     rep.set_defaults(func=_cmd_replay)
     demo = sub.add_parser("demo", help="one orbit of the sun-synchronous profile with real inference")
     demo.set_defaults(func=_cmd_demo)
+    _add_optional_subcommands(sub)
     return parser
 
 
+def _add_optional_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands whose modules may not be there yet: ``campaign`` (hil/campaign.py, add_campaign_parser)."""
+    try:
+        from hil.campaign import add_campaign_parser  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name != "hil.campaign":  # the module is there and something it needs is not: say so
+            raise
+        return
+    add_campaign_parser(sub)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    args = build_parser().parse_args(argv)  # bad arguments: argparse prints usage and exits 2
+    debug = bool(os.environ.get(DEBUG_ENV))
+    name = f"sunlit-hil {args.cmd}"
+    try:
+        return args.func(args)
+    except bad_input_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not the user's input: one line unless asked
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else f" (set {DEBUG_ENV}=1 for the traceback)"
+        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

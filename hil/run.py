@@ -1,10 +1,45 @@
-"""Fly one scenario and say how it went: what ``sunlit-hil run`` and ``make demo`` share."""
+"""Fly one scenario and say how it went: what ``sunlit-hil run`` and ``make demo`` share.
+
+The exit codes every ``sunlit-hil`` subcommand uses are declared here (and not in hil/cli.py)
+so that modules the CLI imports can use them without importing the CLI.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hil.loop import RunResult
+    from hil.scenario import Scenario
+
+EXIT_PASS = 0
+"""Every pass/fail criterion held (or, for a subcommand without criteria, it did its job)."""
+EXIT_FAILED = 1
+"""The run completed and a criterion failed: the report says which."""
+EXIT_BAD_INPUT = 2
+"""Bad input: a scenario, profile, board or argument that cannot be flown; nothing was run."""
+EXIT_INTERNAL = 3
+"""A bug in the harness (or the agent's start-up): one line on stderr, the traceback with SUNLIT_DEBUG=1."""
+
+# What the work figure counts, in the words the summary and the one-screen report use. Modelled
+# and real figures count different things and must never be printed side by side unexplained.
+WORK_COUNTS = {
+    "real": "real: tiles screened by ONNX Runtime in the worker",
+    "modelled": ("modelled: tile-equivalents of the board's modelled throughput; "
+                 "INFER_START is refused in modelled mode"),
+}
+COMPUTE_SAYS = {
+    "real": ("real: the agent's compute worker ran ONNX Runtime on the tiles the harness dropped into its "
+             "incoming/ directory as the camera would"),
+    "modelled": ("modelled: no compute worker ran; the harness counted the board's throughput per power mode "
+                 "(tiles_per_s_at_maxn x inference_rel_maxn x the agent's duty)"),
+}
+MODEL_REFERENCE = ("tile-equivalents the board's throughput model gives for the same power modes and duty: "
+                   "what the board could have done with unlimited input, a reference and not work done")
 
 
 def progress_bar(label: str):
@@ -25,16 +60,46 @@ def progress_bar(label: str):
     return update
 
 
-def run_scenario(path: Path, report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:
-    from hil.loop import ClosedLoop
-    from hil.report import write_report
-    from hil.scenario import load_scenario
+def compute_account(scenario: "Scenario", body: dict[str, Any]) -> dict[str, Any]:
+    """The summary's keys that say whether compute was modelled or real and what the work counts.
 
-    scenario = load_scenario(path)
+    ``compute_mode`` is "real" or "modelled" (from the scenario's ``[compute] real``, whatever
+    the time mode); ``compute`` and ``work_counts`` say it in words; with real compute the
+    model's figure stays as ``modelled_capacity_tiles``, explained by ``modelled_capacity_counts``.
+    """
+    mode = "real" if scenario.compute_real else "modelled"
+    account: dict[str, Any] = {"compute_mode": mode, "compute": COMPUTE_SAYS[mode], "work_counts": WORK_COUNTS[mode]}
+    if mode == "real":
+        account["modelled_capacity_counts"] = MODEL_REFERENCE
+    else:  # the same number as work_tiles: one figure, said once
+        account["modelled_capacity_counts"] = "the same figure as work_tiles (compute was modelled)"
+    return account
+
+
+def finish_report(result: "RunResult", report_dir: Path) -> tuple[bool, dict[str, Any]]:
+    """Write the report (hil/report.py) and add to summary.json what compute was and what the work counts."""
+    from hil.report import write_report
+
+    passed, body = write_report(result, report_dir)
+    body.update(compute_account(result.scenario, body))
+    (Path(report_dir) / "summary.json").write_text(json.dumps(body, indent=1, default=str))
+    return passed, body
+
+
+def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:
+    """Fly a scenario (a file, or one already parsed) and write its report; (passed, summary).
+
+    Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input.
+    """
+    from hil.loop import ClosedLoop
+    from hil.scenario import Scenario, load_scenario
+
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
     with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
         loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else progress_bar(scenario.name))
         result = loop.run()
-        passed, body = write_report(result, report_dir)
+        passed, body = finish_report(result, report_dir)
         log = Path(tmp) / "agent.log"
         if log.exists():
             (Path(report_dir) / "agent.log").write_text(log.read_text(errors="replace"))
@@ -42,13 +107,17 @@ def run_scenario(path: Path, report_dir: Path, quiet: bool = False) -> tuple[boo
 
 
 def one_screen(body: dict, report_dir: Path) -> str:
+    mode = body.get("compute_mode") or ("real" if body.get("real_tiles") is not None else "modelled")
+    if mode == "real":
+        work = [f"  work {body['work_tiles']:.0f} tiles ({WORK_COUNTS['real']})",
+                f"    for reference, the board's model: {body['modelled_capacity_tiles']:.0f} {MODEL_REFERENCE}"]
+    else:
+        work = [f"  work {body['work_tiles']:.0f} tile-equivalents ({WORK_COUNTS['modelled']})"]
     lines = [
-        f"{body['scenario']}: {'PASS' if body['passed'] else 'FAIL'}   ({body['time_mode']}, compute {body['compute']})",
+        f"{body['scenario']}: {'PASS' if body['passed'] else 'FAIL'}   ({body['time_mode']}, compute {mode})",
         f"  {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s (x{body['speedup']})",
         f"  charge min {body['soc_min_pct']:.1f} %, end {body['soc_end_pct']:.1f} %; hottest {body['temp_max_c']:.1f} °C",
-        (f"  real inference: {body['work_tiles']:.0f} tiles screened by ONNX Runtime "
-         f"(modelled capacity {body['modelled_capacity_tiles']:.0f})" if body.get("real_tiles") is not None
-         else f"  work {body['work_tiles']:.0f} tiles (modelled)"),
+        *work,
         f"  {len(body['faults'])} faults, {len(body['commands'])} commands, {body['events']} events",
     ]
     for c in body["checks"]:

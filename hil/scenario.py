@@ -1,63 +1,117 @@
 """HIL scenario files (TOML): what to fly, how fast, what to break, what to send, what passes.
 
-Example::
+Every key of every table is known: a key the format does not have (``capacity = 5.0`` for
+``capacity_wh``) or a value it cannot fly (``soc_initial_pct = 150``, an unknown board or
+thermal zone, ``alt_km = -100``, a profile file that is missing or corrupt) is a
+:class:`ScenarioError` naming the file and the key, with the closest known key suggested::
 
-    name = "sso-one-orbit"
-    profile = "hil/data/profiles/sso_550.parquet"   # or [orbit] below to generate one
+    sso.toml: battery.capacity: unknown key (did you mean capacity_wh?)
+    sso.toml: battery.soc_initial_pct: 150 is outside [0, 100]
+
+A typo that is ignored flies a different scenario than the one written and may still pass;
+hence strict. ``sunlit-hil run`` exits 2 for such a file (0: every criterion held, 1: one failed).
+
+Example, every key (the defaults are shown where a key may be left out)::
+
+    name = "sso-one-orbit"                          # default: the file's stem
+    profile = "hil/data/profiles/sso_550.parquet"   # a profile file (relative to the working directory
+                                                    #   or to this file), or [orbit] below to generate one
     duration_s = 5760
     step_s = 10
     time_mode = "lockstep"        # lockstep (as fast as the agent keeps up) | realtime
     speed = 0                     # lockstep only: at most this many simulated s per wall s (0: no limit)
-    seed = 1
-    board = "orin_nx_16gb"
+    seed = 1                      # a whole number >= 0
+    board = "orin_nx_16gb"        # a shipped board profile: flight/hal/boards/*.toml
     agent = "sunlit"              # sunlit | naive (always COMPUTE at the top mode, no power manager)
 
+    [orbit]                       # instead of profile: tle = [line1, line2] (and start), or alt_km with
+    alt_km = 550.0                #   inc_deg or sun_synchronous = true, raan_deg or ltan_h, epoch, ecc,
+    sun_synchronous = true        #   argp_deg, mean_anomaly_deg, start, name
+    ltan_h = 22.5                 #   (hil/profiles/generate.py, orbit_from_description)
+    epoch = "2026-11-24T00:00:00Z"
+
     [battery]
-    capacity_wh = 60.0
-    soc_initial_pct = 80.0
+    capacity_wh = 60.0            # > 0
+    soc_initial_pct = 80.0        # 0 to 100
 
     [power]
-    platform_load_w = 12.0
+    platform_load_w = 12.0        # the rest of the spacecraft, always on
 
     [compute]
-    real = false                  # true: run the real compute worker (real inference), false: modelled
+    real = false                  # false: modelled, true: the real compute worker (see below)
     tiles_per_s_at_maxn = 2000    # modelled throughput at the top mode (calibrate from bench.compute)
-    capture_every_s = 60          # real: the harness plays the camera, dropping a file of tiles into
-    tiles_per_capture = 256       #   the agent's incoming/ directory every capture_every_s
+    capture_every_s = 60          # real only: the harness plays the camera, dropping a file of
+    tiles_per_capture = 256       #   tiles into the agent's incoming/ directory every capture_every_s
 
-    [[commands]]
+    [radiation]
+    fault_rate_scale = 0.0        # > 0: also draw upsets from the profile's upset rate (x this scale)
+
+    [parameters]                  # start-up values of the agent's dictionary parameters
+    battery_floor_pct = 30.0
+
+    [[commands]]                  # sent over the real ground link at at_s (0 to duration_s)
     at_s = 60
-    command = "SET_MODE"
+    command = "SET_MODE"          # a dictionary command; args checked against it
     args = { mode = "IDLE" }
 
-    [[faults]]
+    [[faults]]                    # at_s and kind always; the other keys only where the kind uses them
     at_s = 1200
-    kind = "sensor_dropout"       # see FAULT_KINDS
+    kind = "sensor_dropout"       # see FAULT_KINDS and FAULT_KEYS
     duration_s = 120
-    zone = "tj-thermal"
+    zone = "tj-thermal"           # a zone the board has and the harness feeds (HARNESS_ZONES)
 
     [criteria]
     charge_floor_pct = 30.0       # state of charge never below
     temp_max_c = 95.0             # board temperature never above
-    min_work = 1000               # at least this much work (tiles) done
+    min_work = 1000               # at least this much work done (what it counts: below)
     commands_verified = true      # every command completed
     no_unhandled_fault = true     # no INTERNAL_ERROR, agent never silent
+
+Faults, with the keys each kind takes besides at_s and kind (``FAULT_KINDS``, ``FAULT_KEYS``);
+duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
+
+    reboot                                       kill -9 the agent and start it again (SEFI, watchdog)
+    brownout        duration_s energy_wh         the agent is down for duration_s, the battery loses energy_wh
+    sensor_dropout  duration_s* zone             the zone reads nothing
+    sensor_stuck    duration_s* zone value*      the zone reads value
+    compute_hang    duration_s                   SIGSTOP of the compute worker (real compute only)
+    seu_weights                                  one bit flips in a model file on the board's store
+    packet_corrupt                               the next telecommand has one bit flipped
+    packet_drop                                  the next telecommand is lost
+    los             duration_s*                  no command reaches the agent
+
+Compute, modelled or real. With ``real = false`` (modelled) the agent runs no compute worker:
+the work figure is tile-equivalents of the board's modelled throughput
+(``tiles_per_s_at_maxn`` x the mode's ``inference_rel_maxn`` x the duty the agent chose), and the
+agent refuses INFER_START, TRAIN_START, MODEL_INSTALL and JOB_CANCEL (NOT_ALLOWED_IN_MODE), so a
+scenario that sends one with ``commands_verified = true`` is refused here, as is a
+``compute_hang`` fault (there is no worker to hang). With ``real = true`` the worker screens the
+camera's tiles with ONNX Runtime and the work figure counts those tiles; the model's figure is
+kept in the summary as a reference only. The summary says which (hil/run.py).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import difflib
+import math
+import numbers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from flight.agent.compute import ComputeSupervisor
+from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
+from hil.profiles.format import ProfileError
 
 FAULT_KINDS = {
     "reboot": "kill -9 the agent and start it again (a SEFI or watchdog reset)",
@@ -70,12 +124,55 @@ FAULT_KINDS = {
     "packet_drop": "the next telecommand is lost",
     "los": "loss of signal for duration_s: no command reaches the agent",
 }
+FAULT_KEYS: dict[str, tuple[str, ...]] = {
+    # Beyond at_s and kind, the keys each kind uses; any other is an error, since the harness
+    # would ignore it (a zone on a reboot, a value on a dropout).
+    "reboot": (),
+    "brownout": ("duration_s", "energy_wh"),
+    "sensor_dropout": ("duration_s", "zone"),
+    "sensor_stuck": ("duration_s", "zone", "value"),
+    "compute_hang": ("duration_s",),
+    "seu_weights": (),
+    "packet_corrupt": (),
+    "packet_drop": (),
+    "los": ("duration_s",),
+}
+NEEDS_DURATION = ("sensor_dropout", "sensor_stuck", "los")  # with duration_s = 0 they would do nothing
+HARNESS_ZONES = ("tj-thermal", "cpu-thermal", "gpu-thermal", "soc0-thermal")
+"""The thermal zones the harness feeds (hil/loop.py ZONE_OFFSETS_C; a test keeps the two equal).
+A sensor fault on another zone would change nothing the agent reads."""
 TIME_MODES = ("lockstep", "realtime")
 AGENTS = ("sunlit", "naive")
+COMPUTE_COMMANDS = tuple(ComputeSupervisor.COMMANDS)
+"""Commands the compute worker carries out: refused by the agent when compute is modelled."""
+
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
+         "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation"),
+    "battery": ("capacity_wh", "soc_initial_pct"),
+    "power": ("platform_load_w",),
+    "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
+    "radiation": ("fault_rate_scale",),
+    "criteria": ("charge_floor_pct", "temp_max_c", "min_work", "commands_verified", "no_unhandled_fault"),
+    "orbit": tuple(ORBIT_KEYS),
+    "commands": ("at_s", "command", "args"),
+    "faults": ("at_s", "kind", "duration_s", "zone", "value", "energy_wh"),
+}
+"""Every key of every table ([parameters] takes the dictionary's parameter names)."""
+_TOP = set(TABLE_KEYS[""])  # kept for code that read the old name
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot run; the message names the file and the key."""
+    """A scenario that cannot run; the message names the file and the key.
+
+    ``source`` (the file) and ``key`` (its dotted path, ``battery.capacity_wh``,
+    ``faults[2].zone``) are kept as attributes too, None where the whole file is at fault.
+    """
+
+    def __init__(self, message: str, source: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.source = source
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -132,121 +229,348 @@ class Scenario:
     agent_parameters: dict[str, Any] = field(default_factory=dict)
 
 
-_TOP = {"name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery", "power",
-        "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation"}
-
-
 def load_scenario(path: Path | str) -> Scenario:
+    """Read and check a scenario file; raises :class:`ScenarioError` naming the file and the key."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
+        raise ScenarioError(f"{path}: no such scenario file", str(path)) from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: is a directory, not a scenario file", str(path)) from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read it: {exc.strerror or exc}", str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+        raise ScenarioError(f"{path}: not valid TOML: {exc}", str(path)) from None
     return parse_scenario(raw, str(path), base_dir=path.parent)
 
 
-def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Path | None = None) -> Scenario:
-    def fail(key: str, message: str) -> ScenarioError:
-        return ScenarioError(f"{source}: {key}: {message}")
+_CLOSE = 0.65
+"""difflib's similarity for a suggestion: 'capacity' finds capacity_wh (0.84), 'alt' alt_km (0.67),
+while 'duraton_s' does not find at_s (0.62)."""
 
-    unknown = sorted(set(raw) - _TOP)
-    if unknown:
-        raise fail(unknown[0], f"unknown key; a scenario takes {', '.join(sorted(_TOP))}")
 
-    def number(table: dict[str, Any], key: str, default: float, where: str, lo: float | None = None) -> float:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail(f"{where}{key}", f"expected a number, got {value!r}")
-        if lo is not None and value < lo:
-            raise fail(f"{where}{key}", f"{value} is below {lo}")
-        return float(value)
+def unknown_key_message(key: str, known: Iterable[str], what: str) -> str:
+    """'unknown key (did you mean X?)', or the known keys when none is close."""
+    known = list(known)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=_CLOSE)
+    if close:
+        return f"unknown key (did you mean {close[0]}?)"
+    return f"unknown key; {what} takes {', '.join(known) if known else 'no keys'}"
 
-    def table(key: str) -> dict[str, Any]:
-        value = raw.get(key, {})
+
+def _choice_message(value: Any, choices: Iterable[str], what: str) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=_CLOSE)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{value!r} is not {what}{hint}; one of {', '.join(choices)}"
+
+
+class _Checker:
+    """Reads one scenario's tables; every error it raises names the source and the key path."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {key}: {message}", self.source, key)
+
+    @staticmethod
+    def path(where: str, key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    def only(self, data: dict[str, Any], where: str, known: Iterable[str], what: str) -> None:
+        """Refuse the first key (in file order) that is not in ``known``."""
+        known = tuple(known)
+        for key in data:
+            if key not in known:
+                raise self.fail(self.path(where, str(key)), unknown_key_message(key, known, what))
+
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
         if not isinstance(value, dict):
-            raise fail(key, "must be a table")
+            raise self.fail(key, f"must be a table ([{key}]), got {_kind(value)}")
+        self.only(value, key, TABLE_KEYS[key], f"[{key}]")
         return value
 
-    profile = raw.get("profile")
-    orbit = raw.get("orbit")
-    if (profile is None) == (orbit is None):
-        raise fail("profile", "give exactly one of profile (a file) or [orbit] (to generate one)")
-    if profile is not None:
-        profile = Path(profile)
-        if not profile.is_absolute():
-            candidates = [Path.cwd() / profile] + ([base_dir / profile] if base_dir else [])
-            profile = next((c for c in candidates if c.exists()), candidates[0])
-        if not profile.exists():
-            raise fail("profile", f"{profile} does not exist")
-    if orbit is not None and not isinstance(orbit, dict):
-        raise fail("orbit", "must be a table (tle = [l1, l2], or alt_km / inc_deg / raan_deg / epoch)")
-    time_mode = raw.get("time_mode", "lockstep")
-    if time_mode not in TIME_MODES:
-        raise fail("time_mode", f"{time_mode!r} is not one of {', '.join(TIME_MODES)}")
-    agent = raw.get("agent", "sunlit")
-    if agent not in AGENTS:
-        raise fail("agent", f"{agent!r} is not one of {', '.join(AGENTS)}")
-    battery, power, compute, crit = table("battery"), table("power"), table("compute"), table("criteria")
-    faults = []
-    for i, f in enumerate(raw.get("faults", [])):
-        where = f"faults[{i}]."
-        if not isinstance(f, dict) or f.get("kind") not in FAULT_KINDS:
-            raise fail(f"faults[{i}].kind", f"must be one of {', '.join(FAULT_KINDS)}")
-        extra = set(f) - {"at_s", "kind", "duration_s", "zone", "value", "energy_wh"}
-        if extra:
-            raise fail(f"{where}{sorted(extra)[0]}", "unknown key")
-        faults.append(FaultSpec(number(f, "at_s", 0, where, 0), f["kind"], number(f, "duration_s", 0, where, 0),
-                                str(f.get("zone", "tj-thermal")), number(f, "value", 0, where),
-                                number(f, "energy_wh", 0, where, 0)))
-    commands = []
-    for i, c in enumerate(raw.get("commands", [])):
-        where = f"commands[{i}]."
-        if not isinstance(c, dict) or "command" not in c:
-            raise fail(f"commands[{i}]", "needs at_s, command and args")
-        try:
-            cmd = DICTIONARY.command(str(c["command"]))
-            args = cmd.validate_args(dict(c.get("args", {})))
-        except ArgumentError as exc:
-            raise fail(f"{where}command", str(exc)) from None
-        commands.append(CommandSpec(number(c, "at_s", 0, where, 0), cmd.name, args))
-    tle = None
-    if isinstance(orbit, dict) and "tle" in orbit:
-        tle = tuple(orbit["tle"])
-    duration = number(raw, "duration_s", 5760, "", 1)
-    step = number(raw, "step_s", 10, "", 0.01)
+    def tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        value = data.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be an array of tables ([[{key}]]), got {_kind(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{i}]", f"must be a table, got {_kind(item)}")
+        return value
+
+    def number(self, data: dict[str, Any], key: str, where: str, default: float | None, *,
+               lo: float | None = None, hi: float | None = None, above: float | None = None,
+               integer: bool = False, why: str = "") -> float | None:
+        """A finite number in range; ``default`` when absent (a missing key with no default is an error)."""
+        name = self.path(where, key)
+        if key not in data:
+            if default is None:
+                raise self.fail(name, "missing")
+            return default
+        value = data[key]
+        wanted = "a whole number" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's numbers too (campaigns)
+            raise self.fail(name, f"expected {wanted}, got {value!r}")
+        if not math.isfinite(value):
+            raise self.fail(name, f"expected a finite number, got {value!r}")
+        if integer and value != int(value):
+            raise self.fail(name, f"expected a whole number, got {value!r}")
+        note = f" ({why})" if why else ""
+        if above is not None and not value > above:
+            raise self.fail(name, f"{value:g} must be above {above:g}{note}")
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            raise self.fail(name, f"{value:g} is outside [{lo:g}, {hi:g}]{note}")
+        if lo is not None and value < lo:
+            raise self.fail(name, f"{value:g} is below {lo:g}{note}")
+        if hi is not None and value > hi:
+            raise self.fail(name, f"{value:g} is above {hi:g}{note}")
+        return float(value)
+
+    def optional(self, data: dict[str, Any], key: str, where: str, **limits: Any) -> float | None:
+        return self.number(data, key, where, None, **limits) if key in data else None
+
+    def boolean(self, data: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(self.path(where, key), f"expected true or false, got {value!r}")
+        return value
+
+    def string(self, data: dict[str, Any], key: str, where: str, default: str | None) -> str:
+        if key not in data and default is not None:
+            return default
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(self.path(where, key), f"expected a non-empty string, got {value!r}"
+                            if key in data else "missing")
+        return value
+
+    def choice(self, data: dict[str, Any], key: str, where: str, default: str, choices: Iterable[str],
+               what: str) -> str:
+        value = data.get(key, default)
+        choices = tuple(choices)
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(self.path(where, key), _choice_message(value, choices, what))
+        return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Path | None = None) -> Scenario:
+    """A :class:`Scenario` from a parsed TOML dict; ``source`` names it in errors, ``base_dir``
+    is where a relative ``profile`` path may also be found. Raises :class:`ScenarioError`."""
+    c = _Checker(source)
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{source}: a scenario is a table of keys, got {_kind(raw)}", source)
+    c.only(raw, "", TABLE_KEYS[""], "a scenario")
+
+    name = c.string(raw, "name", "", Path(source).stem)
+    time_mode = c.choice(raw, "time_mode", "", "lockstep", TIME_MODES, "a time mode")
+    agent = c.choice(raw, "agent", "", "sunlit", AGENTS, "an agent")
+    board_id = c.choice(raw, "board", "", "orin_nx_16gb", available_boards(), "a shipped board profile")
+    try:
+        board = load_board(board_id)
+    except BoardProfileError as exc:  # a shipped profile that does not load: say so, naming the key
+        raise c.fail("board", str(exc)) from None
+    duration = c.number(raw, "duration_s", "", 5760.0, above=0)
+    step = c.number(raw, "step_s", "", 10.0, lo=0.01)
     if step > duration:
-        raise fail("step_s", f"{step} s is longer than duration_s {duration} s")
+        raise c.fail("step_s", f"{step:g} s is longer than duration_s {duration:g} s")
+    speed = c.number(raw, "speed", "", 0.0, lo=0)
+    if speed and time_mode != "lockstep":
+        raise c.fail("speed", f"only for time_mode = \"lockstep\" (a {time_mode} run follows the wall clock)")
+    seed = int(c.number(raw, "seed", "", 0, lo=0, integer=True))
+
+    profile, orbit, tle = _profile_or_orbit(c, raw, base_dir, duration)
+
+    battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
+    radiation, crit = c.table(raw, "radiation"), c.table(raw, "criteria")
+    real = c.boolean(compute, "real", "compute", False)
+    if real and agent == "naive":
+        raise c.fail("compute.real", "the naive agent runs no compute worker; real = true needs agent = \"sunlit\"")
+    if not real:
+        for key in ("capture_every_s", "tiles_per_capture"):
+            if key in compute:
+                raise c.fail(f"compute.{key}", "only used when real = true (the harness plays the camera for the "
+                                               "real worker); modelled compute takes tiles_per_s_at_maxn")
+
+    commands_verified = c.boolean(crit, "commands_verified", "criteria", True)
+    faults = [_fault(c, f, i, duration, board.thermal_zones, real) for i, f in enumerate(c.tables(raw, "faults"))]
+    commands = [_command(c, cmd, i, duration, real, agent == "sunlit" and commands_verified)
+                for i, cmd in enumerate(c.tables(raw, "commands"))]
+
     return Scenario(
-        name=str(raw.get("name", Path(source).stem)),
+        name=name,
         source=source,
         profile=profile,
         orbit=orbit,
         duration_s=duration,
         step_s=step,
         time_mode=time_mode,
-        speed=number(raw, "speed", 0, "", 0),
-        seed=int(number(raw, "seed", 0, "")),
-        board=str(raw.get("board", "orin_nx_16gb")),
+        speed=speed,
+        seed=seed,
+        board=board_id,
         agent=agent,
-        capacity_wh=number(battery, "capacity_wh", 60.0, "battery.", 0.1),
-        soc_initial_pct=number(battery, "soc_initial_pct", 80.0, "battery.", 0),
-        platform_load_w=number(power, "platform_load_w", 12.0, "power.", 0),
-        compute_real=bool(compute.get("real", False)),
-        tiles_per_s_at_maxn=number(compute, "tiles_per_s_at_maxn", 2000.0, "compute.", 0),
-        capture_every_s=number(compute, "capture_every_s", 60.0, "compute.", 1),
-        tiles_per_capture=int(number(compute, "tiles_per_capture", 256, "compute.", 1)),
-        fault_rate_scale=number(table("radiation"), "fault_rate_scale", 0.0, "radiation.", 0),
-        tle=tle,  # type: ignore[arg-type]
+        capacity_wh=c.number(battery, "capacity_wh", "battery", 60.0, lo=0.1),
+        soc_initial_pct=c.number(battery, "soc_initial_pct", "battery", 80.0, lo=0, hi=100),
+        platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0),
+        compute_real=real,
+        tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0),
+        capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
+        tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, integer=True)),
+        fault_rate_scale=c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0),
+        tle=tle,
         faults=tuple(sorted(faults, key=lambda f: f.at_s)),
-        commands=tuple(sorted(commands, key=lambda c: c.at_s)),
+        commands=tuple(sorted(commands, key=lambda cmd: cmd.at_s)),
         criteria=Criteria(
-            charge_floor_pct=crit.get("charge_floor_pct"),
-            temp_max_c=crit.get("temp_max_c"),
-            min_work=crit.get("min_work"),
-            commands_verified=bool(crit.get("commands_verified", True)),
-            no_unhandled_fault=bool(crit.get("no_unhandled_fault", True)),
+            charge_floor_pct=c.optional(crit, "charge_floor_pct", "criteria", lo=0, hi=100),
+            temp_max_c=c.optional(crit, "temp_max_c", "criteria", lo=-100, hi=200),
+            min_work=c.optional(crit, "min_work", "criteria", lo=0),
+            commands_verified=commands_verified,
+            no_unhandled_fault=c.boolean(crit, "no_unhandled_fault", "criteria", True),
         ),
-        agent_parameters=dict(table("parameters")),
+        agent_parameters=_parameters(c, raw),
     )
+
+
+def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,
+                      duration_s: float) -> tuple[Path | None, dict[str, Any] | None, tuple[str, str] | None]:
+    """The profile file (read and validated now, so a corrupt one is named here) or the [orbit] table."""
+    if ("profile" in raw) == ("orbit" in raw):
+        raise c.fail("profile", "give exactly one of profile (a file) or [orbit] (to generate one)")
+    if "profile" in raw:
+        text = c.string(raw, "profile", "", None)
+        profile = Path(text)
+        if not profile.is_absolute():
+            candidates = [Path.cwd() / profile] + ([base_dir / profile] if base_dir else [])
+            profile = next((p for p in candidates if p.exists()), candidates[0])
+        if not profile.exists():
+            raise c.fail("profile", f"{profile} does not exist")
+        try:
+            data = replay_check(profile)
+        except ProfileError as exc:
+            raise c.fail("profile", str(exc)) from None
+        except OSError as exc:
+            raise c.fail("profile", f"{profile}: cannot read it: {exc.strerror or exc}") from None
+        extendable = data.metadata.get("generator") == GENERATOR and data.tle()
+        if data.duration_s + 1e-6 < duration_s and not extendable:
+            raise c.fail("duration_s", f"{duration_s:g} s is longer than the profile ({data.duration_s:g} s), which "
+                                       "has no orbit in its metadata to extend it from; fly less or supply a longer one")
+        return profile, None, None
+    orbit = c.table(raw, "orbit")
+    return None, _orbit(c, orbit), (tuple(orbit["tle"]) if "tle" in orbit else None)  # type: ignore[return-value]
+
+
+def _orbit(c: _Checker, orbit: dict[str, Any]) -> dict[str, Any]:
+    out = dict(orbit)
+    if "tle" in orbit:
+        tle = orbit["tle"]
+        if not (isinstance(tle, list) and len(tle) == 2 and all(isinstance(line, str) for line in tle)):
+            raise c.fail("orbit.tle", "must be two strings, [line1, line2]")
+    for key in ("epoch", "start"):
+        if key in orbit:
+            value = orbit[key]
+            if isinstance(value, _dt.datetime):  # an unquoted TOML date-time
+                value = value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+                out[key] = value.isoformat()
+            elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise c.fail(f"orbit.{key}", f"expected an ISO 8601 time or Unix seconds, got {value!r}")
+            try:
+                parse_epoch(out[key])
+            except ValueError as exc:
+                raise c.fail(f"orbit.{key}", str(exc)) from None
+    if "name" in orbit and not isinstance(orbit["name"], str):
+        raise c.fail("orbit.name", f"expected a string, got {orbit['name']!r}")
+    if "sun_synchronous" in orbit:
+        c.boolean(orbit, "sun_synchronous", "orbit", False)
+    # 100 km: the generator's floor for sgp4 (a perigee lower than that does not propagate).
+    c.optional(orbit, "alt_km", "orbit", above=100, hi=100_000, why="an altitude above the Earth's surface, km; "
+                                                                   "sgp4 cannot propagate below 100 km")
+    c.optional(orbit, "inc_deg", "orbit", lo=0, hi=180)
+    c.optional(orbit, "ecc", "orbit", lo=0, hi=0.99)
+    c.optional(orbit, "ltan_h", "orbit", lo=0, hi=24)
+    for key in ("raan_deg", "argp_deg", "mean_anomaly_deg"):
+        c.optional(orbit, key, "orbit", lo=-360, hi=360)
+    try:
+        orbit_from_description(dict(out))  # the combinations: tle or elements, inc_deg or sun_synchronous, ...
+    except ProfileError as exc:
+        raise c.fail("orbit", str(exc).removeprefix("orbit: ")) from None
+    return out
+
+
+def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zones: Iterable[str],
+           real: bool) -> FaultSpec:
+    where = f"faults[{i}]"
+    kind = c.choice(f, "kind", where, "", FAULT_KINDS, "a fault kind") if "kind" in f else None
+    if kind is None:
+        raise c.fail(f"{where}.kind", f"missing; one of {', '.join(FAULT_KINDS)}")
+    uses = ("at_s", "kind") + FAULT_KEYS[kind]
+    for key in f:
+        if key not in uses:
+            close = difflib.get_close_matches(str(key), TABLE_KEYS["faults"], n=1, cutoff=_CLOSE)
+            if key in TABLE_KEYS["faults"] or (close and close[0] not in uses):
+                named = key if key in TABLE_KEYS["faults"] else close[0]
+                typo = "" if named == key else f"unknown key (did you mean {named}?); "
+                raise c.fail(f"{where}.{key}", f"{typo}a {kind} fault takes no {named} (it takes {', '.join(uses)})")
+            raise c.fail(f"{where}.{key}", unknown_key_message(key, uses, f"a {kind} fault"))
+    at_s = c.number(f, "at_s", where, None, lo=0, hi=duration_s, why="within the run, 0 to duration_s")
+    if kind == "compute_hang" and not real:
+        raise c.fail(f"{where}.kind", "compute_hang needs the real compute worker ([compute] real = true); "
+                                      "modelled compute has no worker to hang")
+    duration = c.number(f, "duration_s", where, 0.0, lo=0)
+    if kind in NEEDS_DURATION and not duration > 0:
+        raise c.fail(f"{where}.duration_s", f"a {kind} fault needs duration_s > 0 (how long it lasts)")
+    zone = "tj-thermal"
+    if "zone" in FAULT_KEYS[kind]:
+        zones = [z for z in board_zones if z in HARNESS_ZONES]
+        zone = c.choice(f, "zone", where, "tj-thermal", zones, "a thermal zone the harness feeds on this board")
+    value = c.number(f, "value", where, 0.0, lo=-100, hi=200, why="a temperature, °C")
+    if kind == "sensor_stuck" and "value" not in f:
+        raise c.fail(f"{where}.value", "missing: the temperature the stuck sensor reads, °C")
+    energy = c.number(f, "energy_wh", where, 0.0, lo=0)
+    return FaultSpec(at_s, kind, duration, zone, value, energy)
+
+
+def _command(c: _Checker, cmd: dict[str, Any], i: int, duration_s: float, real: bool,
+             must_complete: bool) -> CommandSpec:
+    where = f"commands[{i}]"
+    c.only(cmd, where, TABLE_KEYS["commands"], "a command")
+    name = c.string(cmd, "command", where, None)
+    if name.upper() not in DICTIONARY.command_by_name:
+        raise c.fail(f"{where}.command", _choice_message(name, DICTIONARY.command_by_name, "a dictionary command"))
+    command = DICTIONARY.command(name)
+    args = cmd.get("args", {})
+    if not isinstance(args, dict):
+        raise c.fail(f"{where}.args", f"must be a table, e.g. args = {{ mode = \"IDLE\" }}, got {_kind(args)}")
+    try:
+        checked = command.validate_args(dict(args))
+    except ArgumentError as exc:
+        raise c.fail(f"{where}.args", f"{exc} (checked against {where}.command = {command.name})") from None
+    at_s = c.number(cmd, "at_s", where, None, lo=0, hi=duration_s, why="within the run, 0 to duration_s")
+    if command.name in COMPUTE_COMMANDS and not real and must_complete:
+        raise c.fail(f"{where}.command", f"{command.name} is refused in modelled mode (no compute worker runs); "
+                                         "set [compute] real = true, or criteria.commands_verified = false to fly "
+                                         "the refusal")
+    return CommandSpec(at_s, command.name, checked)
+
+
+def _parameters(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+    value = raw.get("parameters", {})
+    if not isinstance(value, dict):
+        raise c.fail("parameters", f"must be a table ([parameters]), got {_kind(value)}")
+    known = DICTIONARY.parameter_by_name
+    out: dict[str, Any] = {}
+    for name, v in value.items():
+        if name not in known:
+            raise c.fail(f"parameters.{name}", unknown_key_message(name, known, "[parameters] (the dictionary)"))
+        try:
+            out[name] = known[name].spec.coerce(v, name)
+        except ArgumentError as exc:
+            raise c.fail(f"parameters.{name}", str(exc)) from None
+    return out

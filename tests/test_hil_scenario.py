@@ -1,0 +1,348 @@
+"""Scenario files are strict: an unknown key or a bad value is an error naming the file and the
+key, and ``sunlit-hil`` exits 0 pass, 1 criterion failed, 2 bad input, 3 internal error.
+
+No flight here: errors are found before anything starts, and the summary's wording is checked
+on a constructed run of three steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hil.cli
+import hil.scenario
+from flight.agent.compute import ComputeSupervisor
+from hil.loop import ZONE_OFFSETS_C, RunResult, Trace
+from hil.run import (EXIT_BAD_INPUT, EXIT_INTERNAL, WORK_COUNTS, compute_account, finish_report, one_screen)
+from hil.scenario import (COMPUTE_COMMANDS, FAULT_KEYS, FAULT_KINDS, HARNESS_ZONES, TABLE_KEYS, ScenarioError,
+                          load_scenario, parse_scenario)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "hil" / "scenarios"
+SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
+SOURCE = "sso.toml"
+
+
+def base(**over) -> dict:
+    """A valid scenario: one orbit of the shipped profile; ``over`` replaces or adds top-level keys."""
+    raw = {"name": "t", "profile": str(SSO), "duration_s": 600, "step_s": 10,
+           "battery": {"capacity_wh": 60.0, "soc_initial_pct": 80.0},
+           "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}}]}
+    raw.update(over)
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def error_of(raw: dict) -> ScenarioError:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(raw, SOURCE)
+    return caught.value
+
+
+ORBIT = {"alt_km": 550.0, "sun_synchronous": True, "ltan_h": 22.5}
+
+# (scenario, the key path the error must name, what the message must say)
+TYPOS = [
+    (base(speeed=2), "speeed", "did you mean speed?"),
+    (base(batery={"capacity_wh": 5.0}), "batery", "did you mean battery?"),
+    (base(battery={"capacity": 5.0}), "battery.capacity", "did you mean capacity_wh?"),
+    (base(battery={"soc_initial": 50}), "battery.soc_initial", "did you mean soc_initial_pct?"),
+    (base(power={"platform_load": 10}), "power.platform_load", "did you mean platform_load_w?"),
+    (base(compute={"tiles_per_s": 10}), "compute.tiles_per_s", "did you mean tiles_per_s_at_maxn?"),
+    (base(radiation={"fault_rate": 1}), "radiation.fault_rate", "did you mean fault_rate_scale?"),
+    (base(criteria={"charge_floor": 30}), "criteria.charge_floor", "did you mean charge_floor_pct?"),
+    (base(criteria={"temp_max": 95}), "criteria.temp_max", "did you mean temp_max_c?"),
+    (base(parameters={"battery_floor": 30}), "parameters.battery_floor", "did you mean battery_floor_pct?"),
+    (base(profile=None, orbit={**ORBIT, "alt": 500}), "orbit.alt", "did you mean alt_km?"),
+    (base(profile=None, orbit={**ORBIT, "inclination": 97}), "orbit.inclination", "[orbit] takes tle, name, alt_km"),
+    (base(faults=[{"at_s": 1, "kind": "los", "duraton_s": 60}]), "faults[0].duraton_s", "did you mean duration_s?"),
+    (base(faults=[{"at_s": 1, "kind": "reboot", "zone": "tj-thermal"}]), "faults[0].zone",
+     "a reboot fault takes no zone"),
+    (base(faults=[{"at_s": 1, "kind": "rebot"}]), "faults[0].kind", "did you mean reboot?"),
+    (base(commands=[{"at_s": 0, "command": "SET_MODE", "arg": {"mode": "IDLE"}}]), "commands[0].arg",
+     "did you mean args?"),
+    (base(commands=[{"at_s": 0, "command": "SET_MOD", "args": {"mode": "IDLE"}}]), "commands[0].command",
+     "did you mean SET_MODE?"),
+    (base(commands=[{"at_s": 0, "command": "SET_MODE", "args": {"mdoe": "IDLE"}}]), "commands[0].args",
+     "unknown argument mdoe"),
+]
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("raw,key,says", TYPOS, ids=[t[1] for t in TYPOS])
+def test_an_unknown_key_in_any_table_is_an_error_naming_the_file_and_the_key(raw, key, says):
+    err = error_of(raw)
+    assert err.key == key and err.source == SOURCE
+    assert str(err).startswith(f"{SOURCE}: {key}: "), str(err)
+    assert says in str(err)
+
+
+def test_the_issues_example_reads_as_written():
+    assert str(error_of(base(battery={"capacity": 5.0}))) == \
+        "sso.toml: battery.capacity: unknown key (did you mean capacity_wh?)"
+
+
+def _corrupt(tmp_path: Path) -> str:
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    return str(path)
+
+
+def _bad_csv(tmp_path: Path) -> str:
+    path = tmp_path / "bad.csv"
+    path.write_text("time_s,shadow_factor,solar_power_w\n0,1,50\n10,1,50\n5,1,50\n")
+    return str(path)
+
+
+def _short_csv(tmp_path: Path) -> str:
+    path = tmp_path / "short.csv"
+    path.write_text("time_s,shadow_factor,solar_power_w\n" + "".join(f"{t},1,50\n" for t in range(0, 100, 10)))
+    return str(path)
+
+
+# (scenario, or a function of tmp_path giving the profile; key; what the message must say)
+BAD_VALUES = [
+    (base(battery={"soc_initial_pct": 150}), "battery.soc_initial_pct", "150 is outside [0, 100]"),
+    (base(battery={"capacity_wh": -1}), "battery.capacity_wh", "below"),
+    (base(battery={"capacity_wh": "big"}), "battery.capacity_wh", "expected a number, got 'big'"),
+    (base(battery={"capacity_wh": True}), "battery.capacity_wh", "expected a number"),
+    (base(battery=5), "battery", "must be a table"),
+    (base(power={"platform_load_w": float("nan")}), "power.platform_load_w", "finite"),
+    (base(board="orin_nx"), "board", "not a shipped board profile (did you mean orin_nano?)"),
+    (base(board="xavier"), "board", "one of agx_orin_64gb, orin_nano, orin_nx_16gb"),
+    (base(agent="smart"), "agent", "one of sunlit, naive"),
+    (base(time_mode="warp"), "time_mode", "one of lockstep, realtime"),
+    (base(seed=1.5), "seed", "whole number"),
+    (base(seed=-1), "seed", "below 0"),
+    (base(duration_s=0), "duration_s", "above 0"),
+    (base(step_s=1000), "step_s", "longer than duration_s"),
+    (base(time_mode="realtime", speed=10), "speed", "only for time_mode"),
+    (base(profile=None, orbit={"alt_km": -100, "inc_deg": 97.0}), "orbit.alt_km", "-100 must be above 100"),
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 200}), "orbit.inc_deg", "outside [0, 180]"),
+    (base(profile=None, orbit={"alt_km": 550}), "orbit", "inc_deg is missing"),
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "epoch": "yesterday"}), "orbit.epoch", "ISO 8601"),
+    (base(profile=None, orbit={"tle": ["1 2", "3 4"]}), "orbit", "line"),
+    (base(profile="nowhere.parquet"), "profile", "does not exist"),
+    (_corrupt, "profile", "not a readable Parquet file"),
+    (_bad_csv, "profile", "time_s must increase strictly"),
+    (_short_csv, "duration_s", "longer than the profile"),
+    (base(profile=str(SSO), orbit=ORBIT), "profile", "exactly one"),
+    (base(faults=[{"at_s": 1, "kind": "sensor_dropout", "zone": "tj", "duration_s": 60}]), "faults[0].zone",
+     "one of cpu-thermal, gpu-thermal, soc0-thermal, tj-thermal"),
+    (base(faults=[{"at_s": 1, "kind": "sensor_dropout", "zone": "cv0-thermal", "duration_s": 60}]),
+     "faults[0].zone", "harness feeds"),
+    (base(faults=[{"at_s": 1, "kind": "sensor_stuck", "zone": "tj-thermal", "duration_s": 60}]),
+     "faults[0].value", "missing"),
+    (base(faults=[{"at_s": 1, "kind": "los"}]), "faults[0].duration_s", "needs duration_s > 0"),
+    (base(faults=[{"at_s": 9000, "kind": "reboot"}]), "faults[0].at_s", "outside [0, 600]"),
+    (base(faults=[{"kind": "reboot"}]), "faults[0].at_s", "missing"),
+    (base(faults=[{"at_s": 1}]), "faults[0].kind", "missing"),
+    (base(faults=[{"at_s": 1, "kind": "compute_hang", "duration_s": 60}]), "faults[0].kind",
+     "needs the real compute worker"),
+    (base(faults={"at_s": 1, "kind": "reboot"}), "faults", "array of tables"),
+    (base(commands=[{"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming"}}]),
+     "commands[0].command", "INFER_START is refused in modelled mode"),
+    (base(commands=[{"at_s": 0, "command": "SET_MODE", "args": {"mode": "WARP"}}]), "commands[0].args", "WARP"),
+    (base(commands=[{"at_s": 700, "command": "NOOP"}]), "commands[0].at_s", "outside [0, 600]"),
+    (base(commands=[{"at_s": 0, "command": "SET_MODE", "args": "IDLE"}]), "commands[0].args", "must be a table"),
+    (base(compute={"real": "yes"}), "compute.real", "true or false"),
+    (base(compute={"tiles_per_capture": 64}), "compute.tiles_per_capture", "only used when real = true"),
+    (base(agent="naive", compute={"real": True}), "compute.real", "naive agent runs no compute worker"),
+    (base(criteria={"charge_floor_pct": 150}), "criteria.charge_floor_pct", "outside [0, 100]"),
+    (base(criteria={"commands_verified": 1}), "criteria.commands_verified", "true or false"),
+    (base(parameters={"battery_floor_pct": "low"}), "parameters.battery_floor_pct", "low"),
+]
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("raw,key,says", BAD_VALUES, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD_VALUES)])
+def test_a_bad_value_is_an_error_naming_the_key(raw, key, says, tmp_path):
+    if callable(raw):
+        raw = base(profile=raw(tmp_path))
+    err = error_of(raw)
+    assert err.key == key, str(err)
+    assert str(err).startswith(f"{SOURCE}: {key}: "), str(err)
+    assert says in str(err)
+
+
+def test_what_the_modelled_mode_refuses_is_refused_only_where_it_would_fail():
+    # commands_verified = false: the scenario may fly the refusal on purpose.
+    sc = parse_scenario(base(criteria={"commands_verified": False},
+                             commands=[{"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming"}}]))
+    assert sc.commands[0].command == "INFER_START"
+    sc = parse_scenario(base(compute={"real": True},
+                             commands=[{"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming"}}]))
+    assert sc.compute_real
+
+
+def test_a_valid_scenario_keeps_its_values():
+    sc = parse_scenario(base(seed=4, board="orin_nano", battery={"capacity_wh": 40, "soc_initial_pct": 70},
+                             faults=[{"at_s": 60, "kind": "sensor_stuck", "zone": "cpu-thermal", "value": 42.0,
+                                      "duration_s": 30}],
+                             criteria={"charge_floor_pct": 30, "min_work": 10},
+                             parameters={"battery_floor_pct": 25}), SOURCE)
+    assert (sc.seed, sc.board, sc.capacity_wh, sc.soc_initial_pct) == (4, "orin_nano", 40.0, 70.0)
+    assert sc.faults[0].zone == "cpu-thermal" and sc.faults[0].value == 42.0
+    assert sc.criteria.charge_floor_pct == 30 and sc.criteria.temp_max_c is None
+    assert sc.agent_parameters == {"battery_floor_pct": 25.0}
+    orbit = parse_scenario(base(profile=None, orbit=ORBIT), SOURCE)
+    assert orbit.profile is None and orbit.orbit == ORBIT
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.toml")), ids=lambda p: p.name)
+def test_the_shipped_scenarios_all_load(path):
+    sc = load_scenario(path)
+    assert sc.source == str(path) and sc.profile is not None and sc.profile.exists()
+
+
+def test_files_name_themselves_in_errors(tmp_path):
+    typo = tmp_path / "typo.toml"
+    typo.write_text(f'profile = "{SSO}"\n[battery]\ncapacity = 5.0\n')
+    with pytest.raises(ScenarioError, match=r"typo\.toml: battery\.capacity: unknown key"):
+        load_scenario(typo)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("profile = \n")
+    with pytest.raises(ScenarioError, match=r"broken\.toml: not valid TOML"):
+        load_scenario(broken)
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load_scenario(tmp_path / "missing.toml")
+    relative = tmp_path / "relative.toml"  # a profile path relative to the scenario file
+    (tmp_path / "p.csv").write_text("time_s,shadow_factor,solar_power_w\n"
+                                    + "".join(f"{t},1,50\n" for t in range(0, 700, 10)))
+    relative.write_text('profile = "p.csv"\nduration_s = 600\n')
+    assert load_scenario(relative).profile == tmp_path / "p.csv"
+
+
+def test_what_the_format_declares_it_documents():
+    """The docstring is the format's documentation: every key of every table is in it."""
+    doc = hil.scenario.__doc__
+    missing = [f"{table}.{key}" for table, keys in TABLE_KEYS.items() for key in keys if key not in doc]
+    assert missing == []
+    assert "INFER_START" in doc and "refuse" in doc
+    assert set(FAULT_KEYS) == set(FAULT_KINDS)
+    rows = {line.split()[0]: line.split() for line in doc.splitlines() if line.strip().split()[:1] and
+            line.split()[0] in FAULT_KINDS}
+    for kind, keys in FAULT_KEYS.items():  # the table of kinds lists each kind's keys
+        listed = [w.rstrip("*") for w in rows[kind][1:1 + len(keys)]]
+        assert listed == list(keys), kind
+    assert all(set(keys) <= set(TABLE_KEYS["faults"]) for keys in FAULT_KEYS.values())
+
+
+def test_the_scenario_checks_follow_the_harness_and_the_agent():
+    assert set(HARNESS_ZONES) == set(ZONE_OFFSETS_C)  # the zones the loop feeds
+    assert COMPUTE_COMMANDS == tuple(ComputeSupervisor.COMMANDS)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def hil_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hil.cli", *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+CLI_BAD = [
+    ("[battery]\ncapacity = 5.0\n", "battery.capacity: unknown key (did you mean capacity_wh?)"),
+    ("[battery]\nsoc_initial_pct = 150\n", "battery.soc_initial_pct: 150 is outside [0, 100]"),
+    ('board = "orin_nx"\n', "board: 'orin_nx' is not a shipped board profile"),
+    ('[[faults]]\nat_s = 10\nkind = "sensor_dropout"\nzone = "nozone"\nduration_s = 60\n', "faults[0].zone"),
+]
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("body,says", CLI_BAD, ids=["typo", "soc", "board", "zone"])
+def test_the_cli_exits_2_on_a_bad_scenario_with_one_line_and_no_traceback(tmp_path, body, says):
+    scenario = tmp_path / "sso.toml"
+    scenario.write_text(f'profile = "{SSO}"\nduration_s = 600\n{body}')
+    run = hil_cli("run", str(scenario), "--report", str(tmp_path / "report"))
+    assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert f"sunlit-hil run: {scenario}: {says}" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report").exists()  # found before anything started
+
+
+@pytest.mark.req("HIL-007")
+def test_the_cli_exits_2_on_other_bad_input(tmp_path):
+    orbit = tmp_path / "orbit.toml"
+    orbit.write_text("duration_s = 600\n[orbit]\nalt_km = -100\ninc_deg = 97.0\n")
+    missing = hil_cli("run", str(tmp_path / "missing.toml"), "--report", str(tmp_path / "r"))
+    low = hil_cli("run", str(orbit), "--report", str(tmp_path / "r"))
+    no_report = hil_cli("run", str(orbit))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    unwritable = hil_cli("run", str(SCENARIOS / "sso_one_orbit.toml"), "--report", str(blocked / "r"))
+    board = hil_cli("replay", str(SSO), "--report", str(tmp_path / "r"), "--board", "xavier")
+    for run, says in [(missing, "no such scenario file"), (low, "orbit.alt_km: -100 must be above 100"),
+                      (no_report, "--report"), (unwritable, "--report"), (board, "invalid choice: 'xavier'")]:
+        assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+        assert says in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.req("HIL-007")
+def test_an_internal_error_exits_3_in_one_line_and_shows_its_traceback_only_when_asked(tmp_path, monkeypatch,
+                                                                                          capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the loop fell over\nhalfway")
+
+    monkeypatch.setattr(hil.cli, "run_scenario", broken)
+    argv = ["run", str(SCENARIOS / "sso_one_orbit.toml"), "--report", str(tmp_path)]
+    monkeypatch.delenv("SUNLIT_DEBUG", raising=False)
+    assert hil.cli.main(argv) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.strip() == ("sunlit-hil run: internal error: RuntimeError: the loop fell over halfway "
+                           "(set SUNLIT_DEBUG=1 for the traceback)")
+    monkeypatch.setenv("SUNLIT_DEBUG", "1")
+    assert hil.cli.main(argv) == EXIT_INTERNAL
+    assert "Traceback" in capsys.readouterr().err
+
+
+# --- what the summary says about compute --------------------------------------------------------
+
+
+def constructed_run(real: bool, time_mode: str = "lockstep") -> RunResult:
+    """Three steps of a run, made up: enough for the report and the summary, no agent needed."""
+    sc = parse_scenario(base(time_mode=time_mode, compute={"real": real}, commands=[],
+                             criteria={"charge_floor_pct": 30.0}), SOURCE)
+    tr = Trace()
+    for k in range(3):
+        for name, value in [("time_s", 1.8e9 + 10 * k), ("soc_pct", 80.0 - k), ("bus_voltage_v", 16.0),
+                            ("solar_power_w", 50.0), ("board_power_w", 10.0), ("temp_board_c", 40.0),
+                            ("temp_radiator_c", 20.0), ("power_mode", "15W"), ("mode", "COMPUTE"), ("duty", 1.0),
+                            ("work", 9000.0 * k), ("shadow_factor", 1.0), ("proton_flux_cm2_s", 0.0),
+                            ("agent_up", True)]:
+            getattr(tr, name).append(value)
+    return RunResult(scenario=sc, trace=tr, events=[], faults=[], commands=[], wall_s=0.5, sim_s=20.0,
+                     max_lag_ms=None, agent_silences=0, real_tiles=256 if real else None, notes=[])
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("real,time_mode", [(False, "lockstep"), (True, "lockstep"), (False, "realtime")])
+def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work_counts(tmp_path, real, time_mode):
+    passed, body = finish_report(constructed_run(real, time_mode), tmp_path)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    mode = "real" if real else "modelled"
+    assert saved["compute_mode"] == body["compute_mode"] == mode
+    assert saved["work_counts"] == WORK_COUNTS[mode] and saved["compute"].startswith(f"{mode}: ")
+    screen = one_screen(body, tmp_path)
+    assert f"compute {mode})" in screen.splitlines()[0]
+    if real:
+        assert saved["work_tiles"] == 256
+        assert "work 256 tiles (real: tiles screened by ONNX Runtime in the worker)" in screen
+        assert "18000 tile-equivalents the board's throughput model gives" in screen
+        assert "not work done" in saved["modelled_capacity_counts"]
+    else:
+        assert "work 18000 tile-equivalents (modelled: tile-equivalents of the board's modelled throughput; " \
+               "INFER_START is refused in modelled mode)" in screen
+        assert "ONNX" not in screen
+
+
+def test_compute_account_depends_on_the_scenario_only():
+    sc = parse_scenario(base(compute={"real": True}, time_mode="realtime"), SOURCE)
+    assert compute_account(sc, {})["compute_mode"] == "real"
