@@ -16,6 +16,12 @@ faster than ``speed`` simulated seconds per wall second. Compute work is modelle
 board profile's throughput per power mode (``tiles_per_s_at_maxn`` × ``inference_rel_maxn``),
 unless ``[compute] real = true`` runs the real worker, whose tile count is then reported too.
 Real time: the environment follows the wall clock, the agent runs on its real clock.
+
+Faults with a duration end after it: a zone reads again, the signal returns, the board powers
+up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``at_s +
+duration_s`` if it is still the process that was stopped (with ``duration_s`` 0 it stays hung
+until the agent's watchdog replaces it). Each fault's log entry says what it hit; hil/faults.py
+judges whether the agent noticed and answered.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class Trace:
     shadow_factor: list[float] = field(default_factory=list)
     proton_flux_cm2_s: list[float] = field(default_factory=list)
     agent_up: list[bool] = field(default_factory=list)
+    compute_threads: list[float] = field(default_factory=list)  # the worker's threads (HK; nan: none): a change reloads the model
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.__dict__.items()}
@@ -114,6 +121,9 @@ class ClosedLoop:
         self._agent_down_until = -math.inf
         self._drop_next = False
         self._corrupt_next = False
+        self._t0_s = float(self.profile.start_s)
+        self._rel_s = 0.0  # the step being flown, relative to the start
+        self._hung: list[tuple[float, int, str | None, dict[str, Any]]] = []  # (resume at rel s, pid, start tag, log)
         self.silences = 0
         self.agent: AgentProcess | None = None
         self.env: SimEnvironment | None = None
@@ -157,8 +167,11 @@ class ClosedLoop:
     def _on_packet(self, item: Any) -> None:
         rec = item.record
         if isinstance(rec, EventRecord):
-            self.events.append({"t": rec.time_s, "name": rec.event.name, "severity": rec.event.severity.name,
-                                "text": rec.text})
+            # rel_s: on the run's time axis. Under lockstep the agent's clock is simulated time; in
+            # real time it is the wall clock, so the event is placed at the step it arrived in.
+            rel_s = rec.time_s - self._t0_s if self.sc.time_mode == "lockstep" else self._rel_s
+            self.events.append({"t": rec.time_s, "rel_s": rel_s, "name": rec.event.name,
+                                "severity": rec.event.severity.name, "text": rec.text, "args": dict(rec.args)})
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -201,6 +214,8 @@ class ClosedLoop:
                 rel_s = k * sc.step_s
                 t = t0 + rel_s
                 row = self.profile.at(rel_s)
+                self._rel_s = rel_s
+                self._end_hangs(rel_s)
                 while faults and faults[0].at_s <= rel_s:
                     self._apply_fault(faults.pop(0), t, rel_s)
                 if sc.compute_real and not naive and k % max(1, round(sc.capture_every_s / sc.step_s)) == 0:
@@ -272,6 +287,8 @@ class ClosedLoop:
         tr.shadow_factor.append(row.get("shadow_factor", 1.0))
         tr.proton_flux_cm2_s.append(row.get("proton_flux_cm2_s", 0.0))
         tr.agent_up.append(up)
+        threads = self.client.latest.get("compute_threads") if self.client is not None else None
+        tr.compute_threads.append(float(threads[0]) if threads and threads[0] is not None else math.nan)
 
     # --- commands and faults ----------------------------------------------------------------
 
@@ -313,8 +330,17 @@ class ClosedLoop:
         return drawn
 
     def _apply_fault(self, f: FaultSpec, t: float, rel_s: float) -> None:
-        self.fault_log.append({"at_s": rel_s, "kind": f.kind, "duration_s": f.duration_s})
+        """Break what the fault says; its log entry says what was hit (``note``), for the judge (hil/faults.py)."""
+        entry: dict[str, Any] = {"at_s": rel_s, "kind": f.kind, "duration_s": f.duration_s}
+        if f.kind in ("sensor_dropout", "sensor_stuck"):
+            entry["zone"] = f.zone
+        if f.kind == "sensor_stuck":
+            entry["value"] = f.value
+        if f.kind == "brownout":
+            entry["energy_wh"] = f.energy_wh
+        self.fault_log.append(entry)
         if self.sc.agent == "naive":
+            entry["note"] = "not applied: the naive baseline has no agent to break"
             return
         if f.kind in ("reboot", "brownout"):
             self.agent.kill()
@@ -335,15 +361,38 @@ class ClosedLoop:
         elif f.kind == "compute_hang":
             pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0
             if pid:
+                tag = _process_start_tag(pid)
                 try:
                     os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
+                    entry["pid"] = pid
+                    entry["note"] = f"worker {pid} stopped (SIGSTOP)"
+                    # duration_s 0: hung until the watchdog acts; else it resumes by itself after duration_s.
+                    if f.duration_s > 0:
+                        self._hung.append((rel_s + f.duration_s, pid, tag, entry))
                 except ProcessLookupError:
-                    self.fault_log[-1]["note"] = f"worker {pid} had already gone: nothing to hang"
+                    entry["note"] = f"worker {pid} had already gone: nothing to hang"
             else:
-                self.fault_log[-1]["note"] = "no compute worker running: nothing to hang"
+                entry["note"] = "no compute worker running: nothing to hang"
         elif f.kind == "seu_weights":
-            flipped = _flip_model_bit(self.workdir / "state" / "compute" / "models", self.rng)
-            self.fault_log[-1]["note"] = flipped
+            # The store the worker loads from (flight/compute/store.py: ModelStore(compute_dir / "models")):
+            # the working copies only, never golden/. The store checks a model's SHA-256 when it loads it,
+            # so the flip is found at the next load (a new worker, or new sessions for new thread counts).
+            entry["note"] = _flip_model_bit(self.workdir / "state" / "compute" / "models", self.rng)
+
+    def _end_hangs(self, rel_s: float) -> None:
+        """Resume (SIGCONT) the workers whose compute_hang has lasted its duration_s, if still the same process."""
+        due = [h for h in self._hung if h[0] <= rel_s]
+        self._hung = [h for h in self._hung if h[0] > rel_s]
+        for _until, pid, tag, entry in due:
+            if tag is None or _process_start_tag(pid) != tag:  # gone, or the pid is another process now
+                entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already replaced"
+                continue
+            try:
+                os.kill(pid, signal.SIGCONT)
+                entry["resumed"] = f"resumed (SIGCONT) at {rel_s:.0f} s"
+                entry["resumed_at_s"] = rel_s
+            except ProcessLookupError:
+                entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
 
     def _capture(self, k: int) -> None:
         """Play the payload camera: a file of generated tiles lands in the agent's incoming/ directory."""
@@ -358,6 +407,13 @@ class ClosedLoop:
 
     def _shutdown(self) -> int | None:
         real = None
+        for _until, pid, tag, _entry in self._hung:  # never leave a stopped process behind
+            if tag is not None and _process_start_tag(pid) == tag:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self._hung = []
         if self.client is not None:
             self.client.poll(0.5)
             value = self.client.latest.get("infer_count")
@@ -381,6 +437,15 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= threshold:
             return n
         n += 1
+
+
+def _process_start_tag(pid: int) -> str | None:
+    """The process's start time (/proc/PID/stat field 22): tells a pid from a later process given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
 
 
 def _flip_model_bit(models_dir: Path, rng: random.Random) -> str:

@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
 from hil.loop import RunResult
 
 
@@ -31,7 +32,14 @@ def work_done(result: RunResult) -> float:
     return float(work[-1]) if work else 0.0
 
 
-def evaluate(result: RunResult) -> list[Check]:
+def fault_verdicts(result: RunResult) -> list[FaultVerdict]:
+    """Each fault of the run judged against what it owes (hil/faults.py)."""
+    if not result.faults or not len(result.trace.time_s):
+        return []
+    return judge(result.faults, timeline_of(result))
+
+
+def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> list[Check]:
     sc, tr = result.scenario, result.trace.arrays()
     crit = sc.criteria
     checks: list[Check] = []
@@ -49,6 +57,19 @@ def evaluate(result: RunResult) -> list[Check]:
         ok = not internal and result.agent_silences == 0
         checks.append(Check("no_unhandled_fault", ok,
                             f"{len(internal)} internal errors, agent silent {result.agent_silences} times"))
+    # Always on when the run had faults: a fault nothing detected, or nothing recovered from, fails the run.
+    if result.faults and sc.agent != "naive":
+        verdicts = fault_verdicts(result) if verdicts is None else verdicts
+        failed_faults = [v for v in verdicts if not v.passed]
+        na = sum(v.verdict == "N/A" for v in verdicts)
+        checks.append(Check("faults_handled", not failed_faults,
+                            f"{len(verdicts) - len(failed_faults) - na} of {len(verdicts)} faults detected and "
+                            f"answered" + (f", {na} hit nothing (N/A)" if na else "")
+                            + (f"; first failure: {failed_faults[0].kind} at {failed_faults[0].at_s:.0f} s: "
+                               f"{failed_faults[0].why}" if failed_faults else "")))
+    if sc.agent != "naive" and len(tr["time_s"]):
+        idle = idle_in_safe(timeline_of(result))
+        checks.append(Check("idle_in_safe", idle.passed, idle.detail))
     if crit.commands_verified and sc.agent != "naive":
         failed = [c for c in result.commands if c["outcome"] != "completed"]
         checks.append(Check("commands_verified", not failed,
@@ -61,8 +82,9 @@ def evaluate(result: RunResult) -> list[Check]:
     return checks
 
 
-def summary(result: RunResult, checks: list[Check]) -> dict[str, Any]:
+def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:
     sc, tr = result.scenario, result.trace.arrays()
+    verdicts = fault_verdicts(result) if verdicts is None else verdicts
     modelled = sc.time_mode == "lockstep" and not sc.compute_real
     return {
         "scenario": sc.name,
@@ -85,7 +107,9 @@ def summary(result: RunResult, checks: list[Check]) -> dict[str, Any]:
         "soc_min_pct": float(tr["soc_pct"].min()),
         "soc_end_pct": float(tr["soc_pct"][-1]),
         "temp_max_c": float(tr["temp_board_c"].max()),
-        "faults": result.faults,
+        # One row per fault: what it was, what detected it, the answer, the cost (hil/faults.py).
+        "faults": [{**{k: v for k, v in f.items() if k not in ("kind", "at_s")}, **v.to_json()}
+                   for f, v in zip(result.faults, verdicts)] if verdicts else list(result.faults),
         "commands": result.commands,
         "events": len(result.events),
         "notes": result.notes,
@@ -156,12 +180,52 @@ def _plots(result: RunResult) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _s(value: float | None, unit: str = " s") -> str:
+    return "—" if value is None else f"{value:.0f}{unit}"
+
+
+def _fault_table(result: RunResult, verdicts: list[FaultVerdict]) -> str:
+    if not result.faults:
+        return "<p>none</p>"
+    label = "tiles, modelled capacity" if result.scenario.compute_real else "tiles, modelled"
+    rows = "".join(
+        f"<tr class={'bad' if not v.passed else 'ok'}><td>{html.escape(v.kind)}{_fault_what(f)}</td>"
+        f"<td>{v.verdict}</td><td>{v.at_s:.0f} s</td>"
+        f"<td>{html.escape(v.detected_by or '—')}{' at ' + _s(v.detected_at_s) if v.detected_at_s is not None else ''}</td>"
+        f"<td>{html.escape(v.response or '—')}</td><td>{_s(v.time_to_recover_s)}</td>"
+        f"<td>{_s(v.work_lost, '')}</td><td>{html.escape(v.why)}</td></tr>"
+        for f, v in zip(result.faults, verdicts))
+    return (f"<table><tr><th>fault</th><th>verdict</th><th>at</th><th>detected by</th><th>response</th>"
+            f"<th>time to recover</th><th>work lost ({label}, against the rate of the 10 min before)</th>"
+            f"<th>why</th></tr>{rows}</table>")
+
+
+def _fault_what(f: dict[str, Any]) -> str:
+    parts = [f"{f['duration_s']:.0f} s" if f.get("duration_s") else "", f.get("zone", ""),
+             f"{f['energy_wh']} Wh" if f.get("energy_wh") else "", f.get("resumed", "")]
+    more = ", ".join(p for p in parts if p)
+    return f"<br><small>{html.escape(more)}</small>" if more else ""
+
+
+def _command_table(result: RunResult) -> str:
+    if not result.commands:
+        return "<p>none</p>"
+    rows = "".join(
+        f"<tr class={'ok' if c['outcome'] == 'completed' else 'bad'}><td>{c['at_s']:.0f} s</td>"
+        f"<td>{html.escape(c['command'])}</td><td>{html.escape(', '.join(f'{k}={v}' for k, v in c['args'].items()))}"
+        f"</td><td>{html.escape(str(c['outcome']))}</td><td>{c.get('attempts', '—')}</td>"
+        f"<td>{html.escape(c.get('fault', ''))}</td></tr>" for c in result.commands)
+    return (f"<table><tr><th>sent</th><th>command</th><th>arguments</th><th>outcome</th><th>attempts</th>"
+            f"<th>fault</th></tr>{rows}</table>")
+
+
 def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]]:
     """Write summary.json, junit.xml and report.html into ``out_dir``; return (passed, summary)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checks = evaluate(result)
-    body = summary(result, checks)
+    verdicts = fault_verdicts(result)
+    checks = evaluate(result, verdicts)
+    body = summary(result, checks, verdicts)
     (out_dir / "summary.json").write_text(json.dumps(body, indent=1, default=str))
     (out_dir / "junit.xml").write_bytes(junit_xml(result, checks))
     np.savez_compressed(out_dir / "trace.npz", **{k: np.asarray(v) for k, v in result.trace.__dict__.items()})
@@ -183,8 +247,8 @@ def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]
 Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.</p>
 <table><tr><th>criterion</th><th></th><th>detail</th></tr>{rows}</table>
 <h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">
-<h2>Faults</h2><pre>{html.escape(json.dumps(result.faults, indent=1))}</pre>
-<h2>Commands</h2><pre>{html.escape(json.dumps(result.commands, indent=1, default=str))}</pre>
+<h2>Faults</h2>{_fault_table(result, verdicts)}
+<h2>Commands</h2>{_command_table(result)}
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
 <h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""
     (out_dir / "report.html").write_text(page)

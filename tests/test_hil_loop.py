@@ -41,7 +41,7 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert "PASS" in html and "data:image/png;base64," in html and "lockstep" in html
 
 
-@pytest.mark.req("HIL-003")
+@pytest.mark.req("HIL-003", "HIL-008", "AGT-015")
 def test_faults_are_survived_and_every_command_is_verified(tmp_path):
     run = hil("run", str(SCENARIOS / "sso_faults.toml"), "--report", str(tmp_path))
     assert run.returncode == 0, run.stdout + run.stderr
@@ -54,6 +54,16 @@ def test_faults_are_survived_and_every_command_is_verified(tmp_path):
     trace = np.load(tmp_path / "trace.npz")
     assert not trace["agent_up"].all()  # the brownout took the board down for a while
     assert (trace["mode"] == "DOWN").sum() == 12  # 120 s at 10 s steps
+    # Every fault judged against what it owes (HIL-008), and the brownout no longer costs the rest of the orbit.
+    assert [f["verdict"] for f in body["faults"]] == ["PASS"] * 7, body["faults"]
+    brownout = next(f for f in body["faults"] if f["kind"] == "brownout")
+    assert brownout["detected_by"] == "AGENT_STARTED" and "on its own" in brownout["response"]
+    assert {c["name"] for c in body["checks"] if c["passed"]} >= {"faults_handled", "idle_in_safe"}
+    t = trace["time_s"] - trace["time_s"][0]
+    last_45_min = t >= t[-1] - 2700
+    assert trace["work"][-1] > trace["work"][last_45_min][0] and "COMPUTE" in set(trace["mode"][last_45_min])
+    html = (tmp_path / "report.html").read_text()
+    assert "<th>detected by</th>" in html and '"kind"' not in html  # a table, not a JSON dump
 
 
 @pytest.mark.req("HIL-002", "AGT-050")

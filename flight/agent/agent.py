@@ -104,7 +104,7 @@ class Agent:
         store = ParameterStore(dictionary, self.state_dir / "params.json",
                                {"hk_period_s": config.hk_period_s, **config.parameters})
         self.params = Parameters(store, events(Parameters), self._publish_param_report)
-        self.modes = ModeManager(events(ModeManager), self._conditions)
+        self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params)
         self.dispatcher = Dispatcher(self.codec, lambda peer, packet: self.link_service.send_report(peer, packet),
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}))
@@ -143,7 +143,7 @@ class Agent:
 
         # --- timers and the loop's inputs ---
         self.timers.every("housekeeping", self.params["hk_period_s"], self._housekeeping)
-        self.timers.every("control", config.control_period_s, self.controller.tick)
+        self.timers.every("control", config.control_period_s, self._control)
         self._poller = zmq.Poller()
         self._link_items: list[Any] = []
         self._register_link()
@@ -173,9 +173,15 @@ class Agent:
     def _conditions(self) -> Conditions:
         """What the mode guards look at, from the controller's latest readings."""
         p = self.params
-        return Conditions(self.controller.eps.soc_pct, p["battery_floor_pct"],
-                          self.controller.last.temp_max_c if self.controller.last else None,
-                          p["thermal_soft_limit_c"], p["thermal_hard_limit_c"])
+        last = self.controller.last
+        return Conditions(self.controller.eps.soc_pct, p["battery_floor_pct"], last.temp_max_c if last else None,
+                          p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
+                          last.decision.admission if last else None, self.controller.state.contact_lost)
+
+    def _control(self) -> None:
+        """The control tick, then the mode manager's look at a pending recovery (on what the tick read)."""
+        self.controller.tick()
+        self.modes.review()
 
     def _param_changed(self, name: str, value: Any) -> None:
         if name == "hk_period_s":
@@ -296,7 +302,7 @@ class Agent:
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
         self.compute.time_began()
-        self.modes.set_mode(Mode.SAFE, f"boot complete (previous stop {self.memory.previous_stop})")
+        self.modes.booted(self.memory.previous_stop)  # SAFE; after an unclean stop, maybe back later on its own
         self.params.report()
         sdnotify.ready(self._systemd_status())
 

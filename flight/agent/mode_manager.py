@@ -1,32 +1,95 @@
-"""The mode manager: owns the agent's mode, the commanded transitions and the fall-back to SAFE.
+"""The mode manager: owns the agent's mode, the commanded transitions, the fall-back to SAFE and the way back.
 
 The rules are pure (flight/agent/modes.py); this component keeps the mode, checks a
 ``SET_MODE`` against the latest conditions, and tells its listeners (the controller applies
 the new mode's power plan at once; systemd's status line follows) when the mode changes.
+
+Autonomous recovery: an automatic SAFE whose cause clears by itself (a reset, a low battery,
+the hard thermal limit) leaves a *pending* recovery to the mode the agent fell from. Each
+control tick :meth:`ModeManager.review` asks :func:`flight.agent.modes.recovery_step` whether
+its causes have been clear for ``recovery_clear_s`` and the budget (``recovery_max`` per
+``recovery_window_s``) allows it; if so the agent returns, saying so with ``MODE_RECOVERED``.
+The mode, the mode to resume and the times of past recoveries are kept in the state file, so
+after an unclean stop (a watchdog reset, a brownout) the agent knows what it was doing and
+the budget still counts the recoveries of the previous runs. A command ends any pending
+recovery: the operator has taken over.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 from flight.agent.dispatcher import CommandFailed, Handler
-from flight.agent.modes import Conditions, commanded_refusal
+from flight.agent.modes import (
+    RESET_CAUSE,
+    Conditions,
+    Pending,
+    RecoverySettings,
+    commanded_refusal,
+    recoverable_cause,
+    recovery_step,
+)
 from flight.agent.ports import Component, EventPort
 from flight.link.definitions import Mode
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 
 
+class ModeMemory(Protocol):
+    """What the mode manager keeps across restarts (flight.agent.state.PersistentState)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def resume_mode(self) -> str | None: ...
+
+    @property
+    def recoveries_s(self) -> tuple[float, ...]: ...
+
+    def remember_mode(self, mode: str, resume_mode: str | None) -> None: ...
+
+    def remember_recovery(self, t_s: float, keep_after_s: float) -> None: ...
+
+
+class _VolatileMemory:
+    """A memory that forgets at exit: for a mode manager built without a state file (tests, tools)."""
+
+    def __init__(self) -> None:
+        self.mode, self.resume_mode, self._recoveries = Mode.BOOT.value, None, []
+
+    @property
+    def recoveries_s(self) -> tuple[float, ...]:
+        return tuple(self._recoveries)
+
+    def remember_mode(self, mode: str, resume_mode: str | None) -> None:
+        self.mode, self.resume_mode = mode, resume_mode
+
+    def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
+        self._recoveries = [t for t in self._recoveries if t > keep_after_s] + [t_s]
+
+
+_RESUMABLE = (Mode.IDLE, Mode.COMPUTE)
+
+
 class ModeManager(Component):
     NAME = "mode manager"
     COMMANDS = ("SET_MODE",)
-    EVENTS = ("MODE_CHANGED", "SAFE_ENTERED")
+    EVENTS = ("MODE_CHANGED", "SAFE_ENTERED", "MODE_RECOVERED", "RECOVERY_HELD")
     CHANNELS = ("mode",)
 
-    def __init__(self, emit: EventPort, conditions: Callable[[], Conditions]):
+    def __init__(self, emit: EventPort, conditions: Callable[[], Conditions], memory: ModeMemory | None = None,
+                 clock: Any = None, params: Mapping[str, Any] | None = None):
+        """``memory`` keeps the mode across restarts; ``clock`` and ``params`` time recoveries
+        (without them the agent never recovers on its own)."""
         self._emit = emit
         self._conditions = conditions
+        self._memory: ModeMemory = memory if memory is not None else _VolatileMemory()
+        self._clock = clock
+        self._params = params
         self._mode = Mode.BOOT
+        self.pending: Pending | None = None
+        self.blocker: str | None = None  # what holds a pending recovery now (for tests and the status line)
         self.on_change: list[Callable[[Mode, Mode], None]] = []  # (old, new)
         self.on_commanded: list[Callable[[], None]] = []  # after a commanded change: apply it now
 
@@ -38,16 +101,66 @@ class ModeManager(Component):
         if new is self._mode:
             return
         old, self._mode = self._mode, new
+        self._remember()
         self._emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason)
         for listener in self.on_change:
             listener(old, new)
+
+    def _remember(self) -> None:
+        resume = self.pending.target.value if self.pending is not None else None
+        self._memory.remember_mode(self._mode.value, resume)
+
+    def booted(self, previous_stop: str) -> None:
+        """Start of time: go SAFE; after an unclean stop, remember what to return to once clear."""
+        before = _mode_or_none(self._memory.mode)
+        resume = _mode_or_none(self._memory.resume_mode)
+        self.pending = None
+        if previous_stop == "unclean":
+            if before in _RESUMABLE:
+                self.pending = Pending(before, RESET_CAUSE)
+            elif before is Mode.SAFE and resume in _RESUMABLE:  # it was waiting to recover when it went down
+                self.pending = Pending(resume, f"{RESET_CAUSE}, while SAFE")
+        self.set_mode(Mode.SAFE, f"boot complete (previous stop {previous_stop})")
+        self._remember()  # the pending target, even when the mode did not change
 
     def enter_safe(self, reason: str) -> None:
         """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
         if self._mode is Mode.SAFE:
             return
+        self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
         self._emit("SAFE_ENTERED", reason=reason)
         self.set_mode(Mode.SAFE, reason)
+
+    def settings(self) -> RecoverySettings | None:
+        if self._clock is None or self._params is None:
+            return None
+        p = self._params
+        return RecoverySettings(bool(p["recovery_enabled"]), float(p["recovery_clear_s"]), int(p["recovery_max"]),
+                                float(p["recovery_window_s"]))
+
+    def review(self) -> None:
+        """Each control tick: return from SAFE on its own if a pending recovery is due."""
+        settings = self.settings()
+        if self.pending is None or settings is None or self._mode is not Mode.SAFE:
+            self.blocker = None
+            return
+        now_s = self._clock.now_s()
+        pending = self.pending
+        step = recovery_step(pending, self._conditions(), self._clock.monotonic_s(), self._memory.recoveries_s,
+                             now_s, settings)
+        self.pending, self.blocker = step.pending, step.blocker
+        if step.held:
+            self._emit("RECOVERY_HELD", count=step.count, window_s=settings.window_s, limit=settings.max_count,
+                       reason=f"it went SAFE for: {pending.cause}")
+        if not step.recover:
+            return
+        self._memory.remember_recovery(now_s, keep_after_s=now_s - settings.window_s)
+        reason = f"causes clear for {settings.clear_s:.0f} s since: {pending.cause}"
+        self._emit("MODE_RECOVERED", old=self._mode.value, new=pending.target.value, reason=reason[:200],
+                   count=step.count, limit=settings.max_count)
+        self.set_mode(pending.target, "recovered on its own")
+        for apply in self.on_commanded:
+            apply()
 
     def telemetry(self) -> dict[str, Any]:
         return {"mode": self._mode.value}
@@ -62,7 +175,16 @@ class ModeManager(Component):
 
     def _set_mode(self, req: CommandRequest) -> dict[str, Any]:
         old = self._mode
+        self.pending = None  # the operator has taken over
         self.set_mode(Mode(req.args["mode"]), "commanded")
+        self._remember()
         for apply in self.on_commanded:
             apply()
         return {"old": old.value, "new": self._mode.value}
+
+
+def _mode_or_none(value: str | None) -> Mode | None:
+    try:
+        return Mode(value) if value is not None else None
+    except ValueError:
+        return None

@@ -7,17 +7,25 @@
                    IDLE ◄──► COMPUTE   (command; COMPUTE also leaves automatically)
 
 SAFE is where the agent starts (after a crash as after a clean stop) and where it falls
-back to; leaving it takes a command. COMPUTE is only reached from IDLE, so an operator
-always passes through a mode where nothing runs.
+back to; leaving it takes a command, or autonomous recovery. COMPUTE is only reached from
+IDLE by command, so an operator always passes through a mode where nothing runs.
+
+Autonomous recovery (:func:`recovery_step`): after a fall to SAFE whose cause clears by
+itself (a reset or brownout: an unclean stop; a low battery; the hard thermal limit) the agent
+returns on its own to the mode it was in, once every cause has been clear for
+``recovery_clear_s`` and at most ``recovery_max`` times per ``recovery_window_s``. A commanded
+SAFE, repeated faults and lost contact are not recovered: the first is the operator's choice,
+the other two mean something a person should look at before the agent carries on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Mode
+from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Admission, Mode
 
-__all__ = ["COMMANDABLE", "Conditions", "Mode", "commanded_refusal"]
+__all__ = ["COMMANDABLE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep", "commanded_refusal",
+           "recoverable_cause", "recovery_blocker", "recovery_step"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {
@@ -38,6 +46,10 @@ class Conditions:
     temp_max_c: float | None
     thermal_soft_limit_c: float
     thermal_hard_limit_c: float
+    # For autonomous recovery only (the commanded guards do not look at them):
+    thermal_hysteresis_c: float = 0.0
+    compute_admission: Admission | None = None  # what the power plan would admit in COMPUTE now (None: no plan yet)
+    contact_lost: bool = False
 
 
 def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
@@ -56,3 +68,100 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
     if target is Mode.COMPUTE and c.temp_max_c is not None and c.temp_max_c >= c.thermal_soft_limit_c:
         return f"temperature {c.temp_max_c:.1f} °C is at or above the soft limit {c.thermal_soft_limit_c:.1f} °C"
     return None
+
+
+# --- autonomous recovery ---------------------------------------------------------------------
+
+# Automatic SAFE reasons (flight/agent/control_core.py words them) whose cause clears by itself.
+# Anything else, repeated faults and lost contact included, waits for a command: an unknown
+# reason is not recovered, so a new protection is safe until someone decides otherwise.
+_RECOVERABLE_PREFIXES = ("battery ", "hard thermal limit")
+RESET_CAUSE = "reset (previous stop unclean)"
+
+
+def recoverable_cause(reason: str) -> bool:
+    """Whether an automatic fall to SAFE for ``reason`` may be recovered from without a command."""
+    return reason == RESET_CAUSE or reason.startswith(_RECOVERABLE_PREFIXES)
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """The parameters ``recovery_enabled``, ``recovery_clear_s``, ``recovery_max``, ``recovery_window_s``."""
+
+    enabled: bool
+    clear_s: float
+    max_count: int
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A SAFE the agent may leave on its own: for ``target``, because of ``cause``."""
+
+    target: Mode  # IDLE or COMPUTE: the mode it was in
+    cause: str
+    clear_since_s: float | None = None  # agent monotonic time since when nothing blocks it; None: blocked now
+    held_reported: bool = False  # RECOVERY_HELD said once per episode
+
+    def __post_init__(self) -> None:
+        assert self.target in (Mode.IDLE, Mode.COMPUTE), self.target
+
+
+@dataclass(frozen=True)
+class RecoveryStep:
+    """What one review decides: the pending recovery left, and whether to go now or say it is held."""
+
+    pending: Pending | None
+    recover: bool = False  # go to the pending target now
+    held: bool = False  # emit RECOVERY_HELD now (the budget is spent)
+    count: int = 0  # recoveries within the window, this one included when recover
+    blocker: str | None = None  # what holds it in SAFE now, if anything
+
+
+def recovery_blocker(target: Mode, c: Conditions) -> str | None:
+    """What still keeps the agent from returning to ``target`` on its own, or None when all is clear.
+
+    Stricter than the commanded guard: a reading must be there to be judged (no temperature:
+    no return), the hard limit must be cleared by its hysteresis, and COMPUTE only when the
+    power plan would admit work now, so a recovery never lands in a mode the power and
+    thermal managers would refuse.
+    """
+    if c.contact_lost:
+        return "ground contact lost"
+    if c.temp_max_c is None:
+        return "no temperature reading"
+    if c.temp_max_c >= c.thermal_hard_limit_c - c.thermal_hysteresis_c:
+        return (f"temperature {c.temp_max_c:.1f} °C not yet below the hard limit {c.thermal_hard_limit_c:.1f} °C "
+                f"minus {c.thermal_hysteresis_c:.1f} °C")
+    if c.battery_soc_pct is not None and c.battery_soc_pct < c.battery_floor_pct:
+        return f"battery {c.battery_soc_pct:.1f} % below the floor {c.battery_floor_pct:.1f} %"
+    if target is Mode.COMPUTE:
+        if c.temp_max_c >= c.thermal_soft_limit_c:
+            return f"temperature {c.temp_max_c:.1f} °C at or above the soft limit {c.thermal_soft_limit_c:.1f} °C"
+        if c.compute_admission is None:
+            return "no power plan yet"
+        if c.compute_admission is Admission.NONE:
+            return "the power plan admits no compute now"
+    return None
+
+
+def recovery_step(pending: Pending | None, c: Conditions, now_mono_s: float, recent_s: tuple[float, ...],
+                  now_s: float, s: RecoverySettings) -> RecoveryStep:
+    """One review of a pending recovery (pure): ``recent_s`` are the times (UTC, ``now_s``'s clock)
+    of earlier automatic recoveries, kept across restarts."""
+    if pending is None or not s.enabled:
+        return RecoveryStep(pending)
+    blocker = recovery_blocker(pending.target, c)
+    if blocker is not None:
+        return RecoveryStep(replace(pending, clear_since_s=None), blocker=blocker)
+    if pending.clear_since_s is None:
+        pending = replace(pending, clear_since_s=now_mono_s)
+    count = sum(1 for t in recent_s if now_s - s.window_s < t <= now_s)
+    if now_mono_s - pending.clear_since_s < s.clear_s:
+        return RecoveryStep(pending, count=count, blocker=f"clear for {now_mono_s - pending.clear_since_s:.0f} s "
+                                                           f"of {s.clear_s:.0f} s")
+    if count >= s.max_count:
+        held = not pending.held_reported
+        return RecoveryStep(replace(pending, held_reported=True), held=held, count=count,
+                            blocker=f"{count} recoveries within {s.window_s:.0f} s")
+    return RecoveryStep(None, recover=True, count=count + 1)

@@ -21,6 +21,9 @@ class AgentState:
     tle: list[str] | None = None
     power_mode_cap: str = "AUTO"
     next_job_id: int = 1
+    mode: str = "BOOT"  # the mode in force, saved on each change: after a reset, what it was doing
+    resume_mode: str | None = None  # the mode an automatic, recoverable SAFE fell from (flight/agent/modes.py)
+    recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
 
 
 def _check_types(state: AgentState, path: Path) -> None:
@@ -35,6 +38,9 @@ def _check_types(state: AgentState, path: Path) -> None:
                                    and all(isinstance(line, str) for line in state.tle)))
         and isinstance(state.power_mode_cap, str)
         and isinstance(state.next_job_id, int) and state.next_job_id >= 1
+        and isinstance(state.mode, str) and (state.resume_mode is None or isinstance(state.resume_mode, str))
+        and isinstance(state.recoveries_s, list)
+        and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
     )
     if not ok:
         raise CorruptFile(f"{path}: a field has the wrong type or range")
@@ -120,6 +126,30 @@ class PersistentState:
 
     def remember_cap(self, name: str) -> None:
         self.state.power_mode_cap = name
+        self.save(force=True)
+
+    # --- for the mode manager -----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.state.mode
+
+    @property
+    def resume_mode(self) -> str | None:
+        return self.state.resume_mode
+
+    @property
+    def recoveries_s(self) -> tuple[float, ...]:
+        return tuple(self.state.recoveries_s)
+
+    def remember_mode(self, mode: str, resume_mode: str | None) -> None:
+        """Saved at once: modes change rarely, and a reset must find what the agent was doing."""
+        self.state.mode, self.state.resume_mode = mode, resume_mode
+        self.save(force=True)
+
+    def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
+        """An automatic recovery at ``t_s``; those at or before ``keep_after_s`` are forgotten (bounded)."""
+        self.state.recoveries_s = [t for t in self.state.recoveries_s if t > keep_after_s][-99:] + [float(t_s)]
         self.save(force=True)
 
     # --- for the compute supervisor -----------------------------------------------------------

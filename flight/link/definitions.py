@@ -113,6 +113,25 @@ PARAMETERS = (
               "Window over which faults are counted"),
     Parameter("compute_watchdog_s", 0x0040, ValueSpec(T.F64, "s", 2.0, 600.0), 10.0,
               "A compute worker silent this long is taken as hung and restarted"),
+    # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
+    # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
+    # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
+    # in, only after the cause has stayed away a while, and only a few times before a person looks.
+    Parameter("recovery_enabled", 0x0050, ValueSpec(T.BOOL), True,
+              "Return from SAFE on its own to the mode it was in, after a reset, a low battery or the hard "
+              "thermal limit, once the cause has cleared (never after a commanded SAFE, repeated faults or "
+              "lost contact: those wait for the ground)"),
+    Parameter("recovery_clear_s", 0x0051, ValueSpec(T.F64, "s", 0.0, 86400.0), 600.0,
+              "How long every cause must stay clear before returning: ten minutes, long enough that a "
+              "battery or a board hovering at its limit does not bounce in and out of SAFE, and short "
+              "against a 95-minute orbit"),
+    Parameter("recovery_max", 0x0052, ValueSpec(T.U32, "count", 0, 100), 3,
+              "At most this many automatic returns within recovery_window_s; past it the agent stays SAFE "
+              "(RECOVERY_HELD) until a command or the window frees one. 3 rides out a bad day of upsets; "
+              "a fault that keeps coming back waits for a person"),
+    Parameter("recovery_window_s", 0x0053, ValueSpec(T.F64, "s", 60.0, 30 * 86400.0), 86400.0,
+              "Window over which automatic returns are counted (kept across restarts): a day, so a ground "
+              "station that sees the spacecraft a few times a day sees every recovery before the budget renews"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
@@ -359,6 +378,14 @@ EVENTS = (
           "The agent's mode changed, by command or automatically", ("old", "new", "reason")),
     Event("SAFE_ENTERED", 0x0041, Severity.WARNING_HI, "SAFE mode entered automatically: {reason}",
           "A fault, low battery, heat or lost contact sent the agent SAFE", ("reason",)),
+    Event("MODE_RECOVERED", 0x0042, Severity.WARNING_LO,
+          "Mode {old} → {new} on its own: {reason} (recovery {count} of {limit} in the window)",
+          "The agent left SAFE by itself for the mode it was in before, its causes clear for recovery_clear_s "
+          "(parameters recovery_*)", ("old", "new", "reason", "count", "limit")),
+    Event("RECOVERY_HELD", 0x0043, Severity.WARNING_HI,
+          "Staying SAFE: {count} automatic recoveries within {window_s:.0f} s (limit {limit}); {reason}",
+          "The causes are clear but the recovery budget is spent; command SET_MODE to leave SAFE "
+          "(reported once per SAFE episode)", ("count", "window_s", "limit", "reason")),
     Event("POWER_MODE_CHANGED", 0x0050, Severity.ACTIVITY_HI, "Power mode {old} → {new}: {reason}",
           "The board's power mode was changed", ("old", "new", "reason")),
     Event("POWER_MODE_FAILED", 0x0051, Severity.WARNING_HI, "Could not set power mode {name}: {reason}",

@@ -1,0 +1,216 @@
+"""Autonomous recovery from SAFE: the pure guard, and the in-process agent after a reset and a low battery."""
+
+from __future__ import annotations
+
+import pytest
+
+from flight.agent.modes import (
+    RESET_CAUSE,
+    Conditions,
+    Pending,
+    RecoverySettings,
+    recoverable_cause,
+    recovery_blocker,
+    recovery_step,
+)
+from flight.hal.base import EpsReading
+from flight.link.definitions import DICTIONARY, Admission, Mode
+from tests.inproc import InProcessAgent
+
+CLEAR = Conditions(battery_soc_pct=80.0, battery_floor_pct=30.0, temp_max_c=50.0, thermal_soft_limit_c=85.0,
+                   thermal_hard_limit_c=95.0, thermal_hysteresis_c=5.0, compute_admission=Admission.ALL)
+SETTINGS = RecoverySettings(enabled=True, clear_s=600.0, max_count=3, window_s=86400.0)
+
+
+# --- the guard (pure) --------------------------------------------------------------------------
+
+@pytest.mark.req("AGT-015")
+def test_the_defaults_are_on_ten_minutes_three_a_day():
+    p = DICTIONARY.parameter_by_name
+    assert p["recovery_enabled"].default is True
+    assert (p["recovery_clear_s"].default, p["recovery_max"].default, p["recovery_window_s"].default) == (600.0, 3, 86400.0)
+
+
+@pytest.mark.req("AGT-015")
+@pytest.mark.parametrize("reason,ok", [
+    (RESET_CAUSE, True),
+    ("battery 18.0 % below 20.0 %", True),
+    ("hard thermal limit: 96.0 °C at or above 95.0 °C", True),
+    ("repeated faults", False),
+    ("ground contact lost", False),
+    ("something new", False),  # an unknown protection waits for the ground
+])
+def test_only_causes_that_clear_by_themselves_are_recovered(reason, ok):
+    assert recoverable_cause(reason) is ok
+
+
+@pytest.mark.req("AGT-015")
+@pytest.mark.parametrize("change,target,fragment", [
+    ({"battery_soc_pct": 25.0}, Mode.IDLE, "below the floor"),
+    ({"temp_max_c": 91.0}, Mode.IDLE, "hard limit"),  # under 95 but not under 95 - 5
+    ({"temp_max_c": None}, Mode.IDLE, "no temperature"),
+    ({"contact_lost": True}, Mode.IDLE, "contact"),
+    ({"temp_max_c": 86.0}, Mode.COMPUTE, "soft limit"),
+    ({"compute_admission": Admission.NONE}, Mode.COMPUTE, "admits no compute"),
+    ({"compute_admission": None}, Mode.COMPUTE, "no power plan"),
+])
+def test_what_blocks_a_recovery(change, target, fragment):
+    from dataclasses import replace
+
+    assert recovery_blocker(target, CLEAR) is None
+    assert fragment in recovery_blocker(target, replace(CLEAR, **change))
+
+
+@pytest.mark.req("AGT-015")
+def test_idle_is_not_held_back_by_a_power_plan_that_refuses_compute():
+    from dataclasses import replace
+
+    assert recovery_blocker(Mode.IDLE, replace(CLEAR, compute_admission=Admission.NONE)) is None
+
+
+@pytest.mark.req("AGT-015")
+def test_the_causes_must_stay_clear_for_the_whole_period():
+    from dataclasses import replace
+
+    pending = Pending(Mode.COMPUTE, RESET_CAUSE)
+    step = recovery_step(pending, CLEAR, 100.0, (), 1000.0, SETTINGS)
+    assert not step.recover and step.pending.clear_since_s == 100.0
+    step = recovery_step(step.pending, CLEAR, 699.0, (), 1599.0, SETTINGS)
+    assert not step.recover
+    blocked = recovery_step(step.pending, replace(CLEAR, battery_soc_pct=10.0), 650.0, (), 1550.0, SETTINGS)
+    assert blocked.pending.clear_since_s is None and "floor" in blocked.blocker  # the clock starts again
+    step = recovery_step(step.pending, CLEAR, 700.0, (), 1600.0, SETTINGS)
+    assert step.recover and step.pending is None and step.count == 1
+
+
+@pytest.mark.req("AGT-015")
+def test_at_most_recovery_max_per_window_then_held_once_until_the_window_frees_one():
+    pending = Pending(Mode.IDLE, RESET_CAUSE, clear_since_s=0.0)
+    recent = (10_000.0, 20_000.0, 30_000.0)
+    held = recovery_step(pending, CLEAR, 1000.0, recent, 40_000.0, SETTINGS)
+    assert not held.recover and held.held and held.count == 3
+    again = recovery_step(held.pending, CLEAR, 1010.0, recent, 40_010.0, SETTINGS)
+    assert not again.recover and not again.held  # said once
+    later = recovery_step(again.pending, CLEAR, 2000.0, recent, 10_000.0 + 86_400.0 + 1.0, SETTINGS)
+    assert later.recover and later.count == 3  # the oldest fell out of the window
+
+
+@pytest.mark.req("AGT-015")
+def test_disabled_means_never():
+    from dataclasses import replace
+
+    step = recovery_step(Pending(Mode.IDLE, RESET_CAUSE, clear_since_s=0.0), CLEAR, 1e6, (), 1e6,
+                         replace(SETTINGS, enabled=False))
+    assert not step.recover and step.pending is not None
+
+
+# --- the agent ---------------------------------------------------------------------------------
+
+def unclean_stop(rig: InProcessAgent) -> None:
+    """A reset or brownout: the agent ends without its clean stop (the state file still says running)."""
+    rig.close()
+
+
+def compute(rig: InProcessAgent) -> None:
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    assert rig.send("SET_MODE", mode="COMPUTE").completed
+
+
+@pytest.mark.req("AGT-015", "AGT-001")
+def test_after_a_reset_it_returns_to_compute_once_clear_for_recovery_clear_s(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    compute(rig)
+    rig.advance(5.0)
+    unclean_stop(rig)
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 60.0})
+    try:
+        assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending.target is Mode.COMPUTE
+        rig.advance(55.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE
+        rig.advance(10.0, step_s=5.0)
+        assert rig.agent.mode is Mode.COMPUTE
+        [event] = rig.events("MODE_RECOVERED")
+        assert event.args["new"] == "COMPUTE" and event.args["count"] == 1 and "reset" in event.args["reason"]
+        values = rig.hk()
+        assert values["admission"] == "ALL"  # the plan applied at once, as after SET_MODE
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015")
+def test_after_a_clean_stop_or_a_commanded_safe_it_stays_safe(tmp_path):
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 10.0})
+    compute(rig)
+    assert rig.send("SET_MODE", mode="SAFE").completed
+    rig.advance(60.0, step_s=5.0)
+    assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+    compute(rig)
+    rig.agent.finish()  # a clean stop: the operator stopped it
+    rig.close()
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 10.0})
+    try:
+        rig.advance(60.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending is None
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015", "AGT-004")
+def test_a_low_battery_is_recovered_from_when_charged_and_at_most_recovery_max_times(tmp_path):
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 30.0, "recovery_max": 2})
+    try:
+        compute(rig)
+        low = EpsReading(soc_pct=15.0, bus_voltage_v=7.0, solar_power_w=0.0)
+        full = EpsReading(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=80.0)
+        for n in (1, 2):
+            rig.eps.reading = low
+            rig.advance(2.0)
+            assert rig.agent.mode is Mode.SAFE
+            rig.advance(60.0, step_s=5.0)
+            assert rig.agent.mode is Mode.SAFE  # still low: no return
+            rig.eps.reading = full
+            rig.advance(40.0, step_s=5.0)
+            assert rig.agent.mode is Mode.COMPUTE and len(rig.events("MODE_RECOVERED")) == n
+        rig.eps.reading = low
+        rig.advance(2.0)
+        rig.eps.reading = full
+        rig.advance(120.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE  # the budget is spent: a person looks first
+        [held] = rig.events("RECOVERY_HELD")
+        assert held.args["count"] == 2 and held.args["limit"] == 2
+        compute(rig)  # a command still works
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015")
+def test_the_budget_counts_recoveries_of_earlier_runs(tmp_path):
+    params = {"recovery_clear_s": 10.0, "recovery_max": 1}
+    rig = InProcessAgent(tmp_path / "state", parameters=params)
+    compute(rig)
+    unclean_stop(rig)
+    rig = InProcessAgent(tmp_path / "state", parameters=params)
+    rig.advance(20.0, step_s=5.0)
+    assert rig.agent.mode is Mode.COMPUTE
+    unclean_stop(rig)
+    rig = InProcessAgent(tmp_path / "state", parameters=params)
+    try:
+        rig.advance(60.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and rig.events("RECOVERY_HELD")
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015")
+def test_repeated_faults_are_not_recovered_from(tmp_path):
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 10.0})
+    try:
+        compute(rig)
+        rig.hal.read_error = OSError("i2c bus stuck")
+        rig.advance(6.0)
+        assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending is None
+        rig.hal.read_error = None
+        rig.advance(60.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+    finally:
+        rig.close()

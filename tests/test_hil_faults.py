@@ -1,0 +1,193 @@
+"""The fault judge (hil/faults.py): every fault kind has an expected detection; one that is missing fails the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hil.faults import EXPECTED, Timeline, agent_parameters, idle_in_safe, judge
+from hil.scenario import FAULT_KINDS, parse_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
+
+
+def timeline(events=(), modes=None, n=200, step_s=10.0, commands=(), **params) -> Timeline:
+    """A run of ``n`` steps computing at 100 tiles/s, with the events and modes given."""
+    t = np.arange(n) * step_s
+    modes = list(modes) if modes is not None else ["COMPUTE"] * n
+    rate = np.array([100.0 if m == "COMPUTE" else 0.0 for m in modes])
+    work = np.concatenate([[0.0], np.cumsum(rate[:-1] * step_s)])
+    return Timeline(time_s=t, mode=modes, work=work, agent_up=np.array([m != "DOWN" for m in modes]),
+                    soc_pct=np.full(n, 80.0), temp_board_c=np.full(n, 50.0), shadow_factor=np.ones(n),
+                    events=list(events), commands=list(commands), params=agent_parameters(params), step_s=step_s)
+
+
+def ev(rel_s, event, text="", **args):
+    return {"rel_s": rel_s, "name": event, "text": text, "args": args}
+
+
+@pytest.mark.req("HIL-008")
+def test_every_fault_kind_has_an_expectation():
+    assert set(EXPECTED) == set(FAULT_KINDS)
+
+
+@pytest.mark.req("HIL-008")
+def test_a_hang_nothing_detected_fails_and_one_detected_and_restarted_passes():
+    hang = {"at_s": 500.0, "kind": "compute_hang", "duration_s": 0.0, "pid": 1234}
+    [missed] = judge([hang], timeline())
+    assert missed.verdict == "FAIL" and "COMPUTE_HUNG" in missed.why
+    assert missed.work_lost == 0.0  # modelled work went on: the judge does not invent a loss
+    [found] = judge([hang], timeline([ev(510.0, "COMPUTE_HUNG", age_s=10.0), ev(512.0, "COMPUTE_STARTED", pid=9)]))
+    assert found.verdict == "PASS" and found.detected_by == "COMPUTE_HUNG" and found.detected_at_s == 510.0
+    assert found.time_to_recover_s == 12.0 and "restarted" in found.response
+    [late] = judge([hang], timeline([ev(560.0, "COMPUTE_HUNG", age_s=60.0), ev(562.0, "COMPUTE_STARTED", pid=9)]))
+    assert late.verdict == "FAIL"  # past compute_watchdog_s (10 s) and a tick
+    [no_worker] = judge([{"at_s": 500.0, "kind": "compute_hang", "note": "no compute worker running"}], timeline())
+    assert no_worker.verdict == "N/A"
+
+
+@pytest.mark.req("HIL-008")
+def test_a_flipped_model_bit_must_be_found_at_the_next_load():
+    seu = {"at_s": 300.0, "kind": "seu_weights", "note": "bit flipped in cloud@1.onnx at byte 7"}
+    [found] = judge([seu], timeline([ev(420.0, "MODEL_GOLDEN_USED", name="cloud", reason="hash")]))
+    assert found.verdict == "PASS" and found.detected_at_s == 420.0
+    [reloaded] = judge([seu], timeline([ev(400.0, "COMPUTE_STARTED", pid=5)]))
+    assert reloaded.verdict == "FAIL" and "loaded again at 400" in reloaded.why
+    [latent] = judge([seu], timeline())
+    assert latent.verdict == "FAIL" and "latent" in latent.why
+    [nothing] = judge([{"at_s": 300.0, "kind": "seu_weights", "note": "no model on the store yet"}], timeline())
+    assert nothing.verdict == "N/A"
+
+
+@pytest.mark.req("HIL-008")
+def test_a_brownout_must_be_seen_and_recovered_from_and_its_cost_is_counted():
+    n = 200
+    modes = ["COMPUTE"] * 60 + ["DOWN"] * 12 + ["SAFE"] * 60 + ["COMPUTE"] * (n - 132)
+    brownout = {"at_s": 600.0, "kind": "brownout", "duration_s": 120.0}
+    boot = ev(720.0, "AGENT_STARTED", previous_stop="unclean")
+    back = ev(1320.0, "MODE_RECOVERED", old="SAFE", new="COMPUTE", count=1)
+    [ok] = judge([brownout], timeline([boot, back], modes))
+    assert ok.verdict == "PASS" and ok.detected_by == "AGENT_STARTED" and ok.time_to_recover_s == 720.0
+    assert ok.work_lost == pytest.approx(100.0 * 720.0)  # 72 steps at 100 tiles/s not done
+    never = ["COMPUTE"] * 60 + ["DOWN"] * 12 + ["SAFE"] * (n - 72)
+    [stuck] = judge([brownout], timeline([boot], never))
+    assert stuck.verdict == "FAIL" and "never went back to COMPUTE" in stuck.why
+    [unseen] = judge([brownout], timeline([], modes))
+    assert unseen.verdict == "FAIL" and "AGENT_STARTED" in unseen.why
+    [by_design] = judge([brownout], timeline([boot], never, recovery_enabled=False))
+    assert by_design.verdict == "PASS"
+
+
+@pytest.mark.req("HIL-008")
+def test_sensor_faults_packets_and_los():
+    dropout = {"at_s": 100.0, "kind": "sensor_dropout", "duration_s": 100.0, "zone": "tj-thermal"}
+    gone = ev(100.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    back = ev(200.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
+    assert judge([dropout], timeline([gone, back]))[0].verdict == "PASS"
+    assert judge([dropout], timeline([gone]))[0].verdict == "FAIL"
+    corrupt = {"at_s": 50.0, "kind": "packet_corrupt"}
+    cmd = {"at_s": 60.0, "command": "PING", "args": {}, "outcome": "completed", "attempts": 1,
+           "fault": "first copy corrupted"}
+    assert judge([corrupt], timeline([ev(60.0, "BAD_PACKET", reason="crc")], commands=[cmd]))[0].verdict == "PASS"
+    assert judge([corrupt], timeline(commands=[cmd]))[0].verdict == "FAIL"
+    assert judge([corrupt], timeline())[0].verdict == "N/A"
+    los = {"at_s": 100.0, "kind": "los", "duration_s": 300.0}
+    late = {"at_s": 400.0, "command": "NOOP", "args": {}, "outcome": "timeout: no answer"}
+    assert judge([los], timeline(commands=[late]))[0].verdict == "FAIL"
+
+
+@pytest.mark.req("HIL-008")
+def test_work_lost_is_counted_once_where_faults_overlap():
+    modes = ["COMPUTE"] * 60 + ["DOWN"] * 12 + ["SAFE"] * 60 + ["COMPUTE"] * 68
+    faults = [{"at_s": 600.0, "kind": "brownout", "duration_s": 120.0},
+              {"at_s": 800.0, "kind": "los", "duration_s": 300.0}]
+    events = [ev(720.0, "AGENT_STARTED", previous_stop="unclean"), ev(1320.0, "MODE_RECOVERED", new="COMPUTE")]
+    brown, los = judge(faults, timeline(events, modes))
+    assert brown.work_lost == pytest.approx(72_000.0) and los.work_lost == 0.0
+
+
+@pytest.mark.req("HIL-008")
+def test_idle_in_safe_flags_a_healthy_agent_left_in_safe_after_a_fault():
+    n = 400
+    modes = ["COMPUTE"] * 100 + ["SAFE"] * 300
+    after_reset = [ev(1000.0, "AGENT_STARTED", previous_stop="unclean")]
+    lazy = idle_in_safe(timeline(after_reset, modes, n))
+    assert not lazy.passed and lazy.longest_s == pytest.approx(3000.0) and lazy.since_s == 1000.0
+    first_boot = idle_in_safe(timeline([ev(0.0, "AGENT_STARTED", previous_stop="first start")], ["SAFE"] * n, n))
+    assert first_boot.passed  # SAFE until commanded is the design at first start
+    commanded = [*after_reset, ev(1100.0, "MODE_CHANGED", old="COMPUTE", new="SAFE", reason="commanded")]
+    assert idle_in_safe(timeline(commanded, modes, n)).passed
+    assert idle_in_safe(timeline(after_reset, modes, n, recovery_enabled=False)).passed
+
+
+@pytest.mark.req("HIL-008")
+def test_a_hang_with_a_duration_is_resumed_and_only_the_process_that_was_stopped(tmp_path):
+    from hil.loop import ClosedLoop, _process_start_tag
+
+    sc = parse_scenario({"name": "resume", "profile": str(SSO), "duration_s": 60, "step_s": 10})
+    loop = ClosedLoop(sc, tmp_path)
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert _wait_state(proc.pid, "T")
+        entry: dict = {}
+        loop._hung.append((40.0, proc.pid, _process_start_tag(proc.pid), entry))  # noqa: SLF001
+        loop._end_hangs(30.0)  # noqa: SLF001
+        assert _state(proc.pid) == "T" and not entry
+        loop._end_hangs(40.0)  # noqa: SLF001
+        assert entry["resumed_at_s"] == 40.0 and _wait_state(proc.pid, "S")
+        other: dict = {}
+        loop._hung.append((50.0, proc.pid, "not-its-start-time", other))  # the pid now names another process
+        loop._end_hangs(50.0)  # noqa: SLF001
+        assert "already replaced" in other["resumed"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+
+
+def _wait_state(pid: int, want: str) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if _state(pid) == want:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.req("HIL-008", "CMP-012")
+def test_a_real_flight_with_a_hung_worker_is_judged_detected_and_an_undetected_one_fails_the_run(tmp_path):
+    """Lockstep with the real compute worker: a hang the watchdog finds passes; the same run judged
+    as if the watchdog had said nothing fails faults_handled."""
+    from hil.loop import ClosedLoop
+    from hil.report import evaluate, fault_verdicts
+
+    sc = parse_scenario({
+        "name": "hang-judged", "profile": str(SSO), "duration_s": 400, "step_s": 10, "speed": 500, "seed": 6,
+        "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 32},
+        "parameters": {"compute_watchdog_s": 3.0},
+        "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                     {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
+                     {"at_s": 0, "command": "INFER_START", "args": {"input_set": "incoming", "continuous": True}}],
+        "faults": [{"at_s": 200, "kind": "compute_hang", "duration_s": 60}],
+    })
+    result = ClosedLoop(sc, tmp_path).run()
+    [verdict] = fault_verdicts(result)
+    assert verdict.verdict == "PASS" and verdict.detected_by == "COMPUTE_HUNG", verdict
+    assert 200 <= verdict.detected_at_s <= 200 + 3 + 20 and "restarted" in verdict.response
+    assert "replaced" in result.faults[0]["resumed"]  # killed by the watchdog before its 60 s were up
+    checks = {c.name: c for c in evaluate(result)}
+    assert checks["faults_handled"].passed and checks["no_unhandled_fault"].passed
+    result.events[:] = [e for e in result.events if e["name"] != "COMPUTE_HUNG"]
+    checks = {c.name: c for c in evaluate(result)}
+    assert not checks["faults_handled"].passed and "compute_hang" in checks["faults_handled"].detail
