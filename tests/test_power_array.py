@@ -104,7 +104,7 @@ def test_doctests():
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
-def _fly(orbit: Orbit, truth_w: np.ndarray, step_s: float, use_forecast: bool, capacity_wh: float = 30.0):
+def _fly(orbit: Orbit, truth_w: np.ndarray, step_s: float, use_forecast: bool | str, capacity_wh: float = 30.0):
     """A closed loop over the truth: each step the policy picks a mode, the board draws it,
     the battery integrates. Returns (lowest charge %, work in loaded-mode steps)."""
     from flight.orbit import predict_summary
@@ -126,9 +126,17 @@ def _fly(orbit: Orbit, truth_w: np.ndarray, step_s: float, use_forecast: bool, c
                                  None if math.isnan(pred.to_eclipse_entry_s) else pred.to_eclipse_entry_s,
                                  None if math.isnan(pred.eclipse_duration_s) else pred.eclipse_duration_s,
                                  None if math.isnan(pred.to_eclipse_exit_s) else pred.to_eclipse_exit_s)
-        d = decide(inputs, modes, battery, settings)
-        board = modes[d.mode_index].loaded_w if d.admission.value != "NONE" else modes[0].idle_w
-        work += modes[d.mode_index].throughput_rel if d.admission.value != "NONE" else 0.0
+        if use_forecast == "plan":
+            from flight.power.planner import make_plan
+
+            plan = make_plan(now, 100 * e / capacity_wh, truth_w[k:k + horizon], step_s, base_w, battery, modes,
+                             settings.floor_pct + settings.margin_pct, len(modes) - 1)
+            index = plan.mode_index[0] if plan is not None else -1
+        else:
+            d = decide(inputs, modes, battery, settings)
+            index = d.mode_index if d.admission.value != "NONE" else -1
+        board = modes[index].loaded_w if index >= 0 else modes[0].idle_w
+        work += modes[index].throughput_rel if index >= 0 else 0.0
         net = truth_w[k] - base_w - board
         e = min(capacity_wh, e + net * (0.95 if net > 0 else 1 / 0.95) * step_s / 3600.0)
         low = min(low, 100 * e / capacity_wh)
@@ -146,8 +154,11 @@ def test_planning_on_the_forecast_keeps_the_floor_where_planning_on_eclipses_bre
     truth = np.array(forecast_solar(orbit, panel, T0, 5 * orbit.period_s, step).power_w)
     low_eclipse, _ = _fly(orbit, truth, step, use_forecast=False)
     low_forecast, work = _fly(orbit, truth, step, use_forecast=True)
+    low_plan, planned_work = _fly(orbit, truth, step, use_forecast="plan")
     assert low_eclipse < 30.0, f"the case must break the eclipse rule (lowest {low_eclipse:.1f} %)"
     assert low_forecast >= 30.0 and work > 0, (low_forecast, work)
+    # The receding-horizon plan keeps the floor too, and does more with the same energy.
+    assert low_plan >= 30.0 and planned_work > 1.1 * work, (low_plan, planned_work, work)
 
 
 @pytest.mark.req("AGT-060")
@@ -171,11 +182,28 @@ def test_the_agent_reports_its_forecast_and_plans_on_it(tmp_path):
         assert values["solar_model_scale"] == pytest.approx(100.0 / array.peak_w, rel=0.05)
     plan = rig.agent.controller.last.decision  # the energy plan, made in every mode
     assert "(forecast)" in plan.reason, plan.reason
+    assert values["plan_ms"] is not None and values["plan_min_soc_pct"] >= 30.0, "the receding-horizon plan ran"
     bare = InProcessAgent(tmp_path / "without", tle=ISS_TLE)
     try:
         plain = bare.hk()
         plain_reason = bare.agent.controller.last.decision.reason
     finally:
         bare.close()
-    assert plain["solar_predicted_w"] is None and plain["solar_model_scale"] is None
+    assert plain["solar_predicted_w"] is None and plain["solar_model_scale"] is None and plain["plan_ms"] is None
     assert "(forecast)" not in plain_reason and "eclipse" in plain_reason
+
+
+def test_the_planner_idles_when_nothing_is_affordable():
+    from flight.power.planner import make_plan
+    from flight.power.policy import Battery, ModePower
+
+    modes = (ModePower("LOW", 4.0, 8.0, 0.4), ModePower("MAX", 8.0, 25.0, 1.0))
+    sun = [60.0] * 50 + [0.0] * 40
+    battery = Battery(30.0)
+    plan = make_plan(T0, 80.0, sun, 60.0, 6.0, battery, modes, 33.0, 1)
+    assert plan is not None and min(plan.soc_pct) >= 33.0 - 1e-6 and len(plan.soc_pct) == len(sun) + 1
+    capped = make_plan(T0, 80.0, sun, 60.0, 6.0, battery, modes, 33.0, 0)
+    assert capped is not None and set(capped.mode_index) <= {-1, 0}, "nothing above the cap"
+    for soc, solar, why in ((31.0, sun, "already below what it keeps"), (40.0, [0.0] * 90, "idling alone breaks it")):
+        idle = make_plan(T0, soc, solar, 60.0, 6.0, battery, modes, 33.0, 1)
+        assert idle is not None and set(idle.mode_index) == {-1} and idle.solve_ms == 0.0, why

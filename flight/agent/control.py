@@ -37,7 +37,7 @@ from flight.thermal.governor import Action
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
-FORECAST_STEP_S = 60.0  # coarse: the plan weighs minutes, and ~150 samples cost under a millisecond
+FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
 
 
 def mode_powers(board: Board) -> tuple[ModePower, ...]:
@@ -82,7 +82,7 @@ class Controller(Component):
                 *RAIL_CHANNELS.values(), "power_mode", "power_mode_cap", "power_budget_w", "admission", "power_reason",
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
-                "solar_predicted_w", "solar_model_scale", "solar_error_w",
+                "solar_predicted_w", "solar_model_scale", "solar_error_w", "plan_ms", "plan_min_soc_pct",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -330,6 +330,8 @@ class Controller(Component):
             "solar_predicted_w": self.solar_predicted_w,
             "solar_model_scale": self.calibration.scale if self.setup.array is not None else None,
             "solar_error_w": self.calibration.error_w if self.setup.array is not None else None,
+            "plan_ms": self.state.plan.solve_ms if self.state.plan is not None else None,
+            "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
         }
         rails = r.rails if r else {}
         for rail, channel in RAIL_CHANNELS.items():

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Union
 from flight.hal.base import EpsReading, HalReading
 from flight.link.definitions import Admission, EpsSource, Mode
 from flight.orbit import OrbitPrediction
+from flight.power.planner import Plan, make_plan
 from flight.power.policy import Battery, ModePower, PowerDecision, PowerInputs, PowerSettings, decide
 from flight.thermal.governor import Action, GovernorState, ThermalDecision, ThermalLimits, govern
 
@@ -80,6 +81,7 @@ class ControlState:
     contact_lost: bool = False
     admission: Admission = Admission.NONE
     temp_rate_c_per_min: float | None = None
+    plan: Plan | None = None  # the receding-horizon plan in force (with an array forecast)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
         go_safe("ground contact lost")
 
     # 6. Power.
-    decision = plan_power(inp, governor.steps_down, temp_max)
+    decision, plan = plan_power(inp, governor.steps_down, temp_max, state.plan)
     if mode is Mode.COMPUTE:
         power_mode, index, admission, reason = decision.mode, decision.mode_index, decision.admission, decision.reason
     else:
@@ -164,36 +166,77 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     after: tuple[Emit, ...] = ()
     if admission is not state.admission:
         after = (Emit("ADMISSION_CHANGED", {"old": state.admission.value, "new": admission.value, "reason": reason}),)
-    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission,
+    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission, plan=plan,
                         temp_rate_c_per_min=rate)
     return ControlOutput(new_state, tuple(actions), mode, clear_faults, thermal, decision, power_mode, index,
                          admission, reason, after, temp_max)
 
 
-def plan_power(inp: ControlInputs, thermal_steps: int, temp_max_c: float | None) -> PowerDecision:
-    """The energy plan, under the operator's cap, one mode lower per thermal step."""
+def plan_power(inp: ControlInputs, thermal_steps: int, temp_max_c: float | None,
+               plan: Plan | None = None) -> tuple[PowerDecision, Plan | None]:
+    """The energy plan, under the operator's cap, one mode lower per thermal step; with an array
+    forecast the receding-horizon plan (kept until its step ends or the charge strays from it),
+    the simple rule otherwise and whenever no plan can be made."""
     p = inp.params
     if inp.eps.soc_pct is None and inp.eps_source is EpsSource.BENCH:
         cap = max(0, inp.operator_cap - thermal_steps) if temp_max_c is not None else 0
         mode = inp.modes[cap]
         return PowerDecision(mode.name, cap, Admission.ALL, mode.loaded_w,
-                             "bench supply (config): no battery to protect, only heat and the operator cap", 0.0)
+                             "bench supply (config): no battery to protect, only heat and the operator cap", 0.0), None
     if inp.eps.soc_pct is None and inp.eps_source is EpsSource.NONE:
         lowest = inp.modes[0]
         return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
                              "no battery reading (this board has no EPS): no compute; on a desk, start the agent "
-                             "with --bench-supply", 0.0)
+                             "with --bench-supply", 0.0), None
     inputs = power_inputs(inp)
     settings = PowerSettings(p["battery_floor_pct"], p["battery_margin_pct"], p["training_reserve_pct"])
     # No temperature at all means no thermal protection: run the lowest mode until one reads.
     if temp_max_c is None:
-        return decide(inputs, inp.modes, inp.battery, settings, 0)
+        return decide(inputs, inp.modes, inp.battery, settings, 0), None
+    cap = inp.operator_cap
+    if inputs.solar_forecast_w is not None and inputs.soc_pct is not None:
+        planned = _receding_horizon(inp, inputs, settings, max(0, cap - thermal_steps), plan)
+        if planned is not None:
+            return planned
     # Each thermal step takes one level off the mode the energy plan would run: a step always
     # lowers the power actually drawn, whatever the modes above it.
-    plan = decide(inputs, inp.modes, inp.battery, settings, inp.operator_cap)
+    decision = decide(inputs, inp.modes, inp.battery, settings, cap)
     if thermal_steps:
-        plan = decide(inputs, inp.modes, inp.battery, settings, max(0, plan.mode_index - thermal_steps))
-    return plan
+        decision = decide(inputs, inp.modes, inp.battery, settings, max(0, decision.mode_index - thermal_steps))
+    return decision, None
+
+
+REPLAN_SOC_DRIFT_PCT = 2.0  # the charge strays this far from the plan's prediction: plan again
+
+
+def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSettings, cap: int,
+                      plan: Plan | None) -> tuple[PowerDecision, Plan] | None:
+    soc = float(inputs.soc_pct)
+    keep = settings.floor_pct + settings.margin_pct
+    fresh = False
+    if plan is not None and plan.cap_index == cap and plan.step_at(inp.now_s) == 0:
+        frac = (inp.now_s - plan.start_unix_s) / plan.step_s
+        expected = plan.soc_pct[0] + (plan.soc_pct[1] - plan.soc_pct[0]) * frac
+        fresh = abs(expected - soc) <= REPLAN_SOC_DRIFT_PCT  # else the world surprised the plan
+    if not fresh:
+        solar = [max(0.0, w - inputs.forecast_margin_w) for w in inputs.solar_forecast_w]
+        plan = make_plan(inp.now_s, soc, solar, inputs.forecast_step_s, inputs.platform_load_w, inp.battery,
+                         inp.modes, keep, cap)
+        if plan is None:
+            return None
+    index = plan.mode_index[0]
+    headroom = (plan.min_soc_pct - keep) / 100.0 * inp.battery.capacity_wh
+    horizon_min = len(plan.mode_index) * plan.step_s / 60.0
+    if index < 0:
+        lowest = inp.modes[0]
+        return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
+                             f"plan over {horizon_min:.0f} min (forecast): idle now, lowest charge "
+                             f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %)", headroom), plan
+    mode = inp.modes[index]
+    admission = Admission.ALL if plan.min_soc_pct >= keep + settings.training_reserve_pct else Admission.INFERENCE
+    reason = (f"plan over {horizon_min:.0f} min (forecast): {mode.name} now, lowest charge "
+              f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %), solved in {plan.solve_ms:.0f} ms")
+    return PowerDecision(mode.name, index, admission, mode.loaded_w, reason, headroom), plan
 
 
 def power_inputs(inp: ControlInputs) -> PowerInputs:

@@ -288,6 +288,10 @@ POWER_CHANNELS = (
             "Measured over modelled array power (weighted least squares): the efficiency the configuration got wrong"),
     Channel("solar_error_w", T.F64, "W",
             "RMS of measured minus predicted array power; twice it is taken off the forecast the plan uses"),
+    Channel("plan_ms", T.F64, "ms", "How long the last receding-horizon plan took to solve (nil: no plan, the rule runs)",
+            Limits(warn_high=100.0)),
+    Channel("plan_min_soc_pct", T.F64, "%", "The lowest charge the plan in force predicts over its horizon",
+            Limits(warn_low=FromParam("battery_floor_pct"))),
     Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "
             "bench supply declared in the config: no battery), NONE (no EPS and none declared: compute waits)",
             choices=choices_of(EpsSource)),
