@@ -422,7 +422,7 @@ def idle_in_safe(tl: Timeline, healthy_above_pct: float = 10.0) -> IdleInSafe:
                 longest, since = run, run_since
         else:
             run, run_since = 0.0, None
-    ok = longest <= limit
+    ok = bool(longest <= limit)  # a plain bool: summary.json must say true, not "True"
     detail = (f"longest {longest:.0f} s in SAFE after a fault with a healthy battery (≥ {healthy_pct:.0f} %), in "
               f"sunlight and cool (limit {limit:.0f} s = recovery_clear_s + 600 s)"
               + (f", from {since:.0f} s" if since is not None else ""))

@@ -120,6 +120,7 @@ def test_idle_in_safe_flags_a_healthy_agent_left_in_safe_after_a_fault():
     after_reset = [ev(1000.0, "AGENT_STARTED", previous_stop="unclean")]
     lazy = idle_in_safe(timeline(after_reset, modes, n))
     assert not lazy.passed and lazy.longest_s == pytest.approx(3000.0) and lazy.since_s == 1000.0
+    assert type(lazy.passed) is bool
     first_boot = idle_in_safe(timeline([ev(0.0, "AGENT_STARTED", previous_stop="first start")], ["SAFE"] * n, n))
     assert first_boot.passed  # SAFE until commanded is the design at first start
     commanded = [*after_reset, ev(1100.0, "MODE_CHANGED", old="COMPUTE", new="SAFE", reason="commanded")]
