@@ -207,3 +207,20 @@ def test_the_planner_idles_when_nothing_is_affordable():
     for soc, solar, why in ((31.0, sun, "already below what it keeps"), (40.0, [0.0] * 90, "idling alone breaks it")):
         idle = make_plan(T0, soc, solar, 60.0, 6.0, battery, modes, 33.0, 1)
         assert idle is not None and set(idle.mode_index) == {-1} and idle.solve_ms == 0.0, why
+
+
+@pytest.mark.req("AGT-060")
+def test_the_platform_load_is_learnt_from_the_energy_balance():
+    """A 4 W step nobody announced is found within a quarter hour of one-minute samples; a full
+    battery says nothing; a gauge that jumps moves the estimate by a bounded step only."""
+    from flight.power.array import LoadEstimate
+
+    est = LoadEstimate(10.0)
+    true_load, solar, board = 14.0, 40.0, 12.0
+    for _ in range(15):
+        net = solar - true_load - board  # +14 W into the battery
+        est = est.update(net * 0.95 * 60.0 / 3600.0, 60.0, solar, board, 0.95, 0.95, was_full=False)
+    assert est.load_w == pytest.approx(14.0, abs=0.3) and est.samples == 15
+    assert est.update(0.0, 60.0, solar, board, 0.95, 0.95, was_full=True) is est
+    jumped = est.update(-80.0, 60.0, solar, board, 0.95, 0.95, was_full=False)
+    assert jumped.load_w - est.load_w <= max(2.0, 0.2 * est.load_w) + 1e-9

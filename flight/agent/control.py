@@ -31,12 +31,13 @@ from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, Eps
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
-from flight.power.array import ArrayModel, SolarCalibration, SolarForecast, forecast_solar
+from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
+LOAD_WINDOW_S = 60.0  # the charge's change over a minute: well above a battery gauge's resolution
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
 
 
@@ -83,6 +84,7 @@ class Controller(Component):
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
                 "solar_predicted_w", "solar_model_scale", "solar_error_w", "plan_ms", "plan_min_soc_pct",
+                "platform_load_est_w",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -129,6 +131,8 @@ class Controller(Component):
         self.forecast: SolarForecast | None = None  # the array model's output, unscaled
         self.calibration = SolarCalibration()
         self.solar_predicted_w: float | None = None
+        self.load = LoadEstimate(setup.platform_load_w)
+        self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
         # A TLE commanded (SET_TLE, kept across restarts) wins over the configuration's.
@@ -177,12 +181,13 @@ class Controller(Component):
             self._predict(now_s)
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
+        self._learn_load(now_s, eps, reading)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
             prediction=self.prediction, contact_age_s=self._contact_age_s(), fault_count=fault_count, params=p,
             modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.setup.battery_capacity_wh),
-            platform_load_w=self.setup.platform_load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
+            platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w,
         ), self.state)
@@ -229,6 +234,25 @@ class Controller(Component):
         age = now_s - pred.time_unix_s
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
+
+    def _learn_load(self, now_s: float, eps: EpsReading, reading: HalReading) -> None:
+        """Every LOAD_WINDOW_S, what the charge did with the arrays' and the board's power known
+        tells the rest of the spacecraft's draw (flight.power.array.LoadEstimate)."""
+        if eps.soc_pct is None or eps.solar_power_w is None or reading.board_power_w is None:
+            self._load_mark = None
+            return
+        energy_wh = eps.soc_pct / 100.0 * self.setup.battery_capacity_wh
+        mark = self._load_mark
+        if mark is None:
+            self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
+            return
+        if now_s - mark[0] < LOAD_WINDOW_S:
+            return
+        battery = Battery(self.setup.battery_capacity_wh)
+        self.load = self.load.update(energy_wh - mark[1], now_s - mark[0], (mark[2] + eps.solar_power_w) / 2.0,
+                                     (mark[3] + reading.board_power_w) / 2.0, battery.charge_efficiency,
+                                     battery.discharge_efficiency, mark[4] or eps.soc_pct >= 99.5)
+        self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
 
     def _calibrate(self, now_s: float, eps: EpsReading) -> tuple[float, ...] | None:
         """Fold the measured solar power into the model's calibration; the scaled forecast from now."""
@@ -332,6 +356,7 @@ class Controller(Component):
             "solar_error_w": self.calibration.error_w if self.setup.array is not None else None,
             "plan_ms": self.state.plan.solve_ms if self.state.plan is not None else None,
             "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
+            "platform_load_est_w": self.load.load_w,
         }
         rails = r.rails if r else {}
         for rail, channel in RAIL_CHANNELS.items():

@@ -292,6 +292,8 @@ POWER_CHANNELS = (
             Limits(warn_high=100.0)),
     Channel("plan_min_soc_pct", T.F64, "%", "The lowest charge the plan in force predicts over its horizon",
             Limits(warn_low=FromParam("battery_floor_pct"))),
+    Channel("platform_load_est_w", T.F64, "W", "The rest of the spacecraft's draw as the plan takes it: the "
+            "configured value, then learnt each minute from the battery's energy balance"),
     Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "
             "bench supply declared in the config: no battery), NONE (no EPS and none declared: compute waits)",
             choices=choices_of(EpsSource)),

@@ -212,7 +212,8 @@ class LoadEstimate:
     charge did over a step, with the arrays' and the board's power known, leaves the platform
     load (exponentially weighted; steps where the battery sat full say nothing and are skipped).
     The configuration's value is the start; load steps nobody announced are found within a
-    few steps."""
+    few steps. Each step moves the estimate by at most ``max_step_w`` (2 W, or a fifth of the
+    load): a gauge that jumps (recalibrated, or a battery swapped on the bench) is not a load."""
 
     load_w: float
     samples: int = 0
@@ -227,4 +228,6 @@ class LoadEstimate:
         seen = solar_w - board_w - net_w
         if not math.isfinite(seen) or seen < 0:
             return self
+        max_step_w = max(2.0, 0.2 * self.load_w)
+        seen = min(self.load_w + max_step_w / weight, max(self.load_w - max_step_w / weight, seen))
         return replace(self, load_w=(1.0 - weight) * self.load_w + weight * seen, samples=self.samples + 1)
