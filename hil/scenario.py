@@ -30,6 +30,18 @@ Example, every key (the defaults are shown where a key may be left out)::
     ltan_h = 22.5                 #   (hil/profiles/generate.py, orbit_from_description)
     epoch = "2026-11-24T00:00:00Z"
 
+    [array]                       # only with [orbit]: the truth the profile is generated with; with it
+    pointing = "body_fixed"       #   the agent is given its own model of the arrays ([belief]) and plans
+    normal_orbit_frame = [1.0, 0.0, 0.0]   # body_fixed, nadir-pointing: radial, along-track, orbit normal
+    area_m2 = 0.2                 #   on a forecast of their output (default: sun_tracking, 0.2 m²,
+    efficiency = 0.30             #   30 % cells, 1 %/yr, new)
+    degradation_per_year = 0.01
+    years_in_orbit = 0.0
+
+    [belief]                      # how the agent's own array model is wrong (the profile is the truth)
+    efficiency_error_pct = 8.0    # its configured efficiency is the truth's x (1 + this/100)
+    degradation_known = false     # false: it believes a new array (no degradation)
+
     [battery]
     capacity_wh = 60.0            # > 0
     soc_initial_pct = 80.0        # 0 to 100
@@ -148,7 +160,10 @@ COMPUTE_COMMANDS = tuple(ComputeSupervisor.COMMANDS)
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
-         "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation"),
+         "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation", "array",
+         "belief"),
+    "array": ("pointing", "normal_orbit_frame", "area_m2", "efficiency", "degradation_per_year", "years_in_orbit"),
+    "belief": ("efficiency_error_pct", "degradation_known"),
     "battery": ("capacity_wh", "soc_initial_pct"),
     "power": ("platform_load_w",),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
@@ -227,6 +242,12 @@ class Scenario:
     commands: tuple[CommandSpec, ...] = ()
     criteria: Criteria = field(default_factory=Criteria)
     agent_parameters: dict[str, Any] = field(default_factory=dict)
+    # [array]: the truth the profile is generated with (hil.profiles.generate.SpacecraftParams
+    # fields), None: the generator's defaults and no array model for the agent.
+    array: dict[str, Any] | None = None
+    # [belief]: how the agent's own array model is wrong (it gets one only with [array]).
+    efficiency_error_pct: float = 8.0
+    degradation_known: bool = False
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -387,6 +408,10 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         raise c.fail("speed", f"only for time_mode = \"lockstep\" (a {time_mode} run follows the wall clock)")
     seed = int(c.number(raw, "seed", "", 0, lo=0, integer=True))
 
+    array = _array(c, raw)
+    if array is not None and "orbit" not in raw:
+        raise c.fail("array", "only with [orbit]: a profile file already holds its array (its metadata)")
+    belief = c.table(raw, "belief")
     profile, orbit, tle = _profile_or_orbit(c, raw, base_dir, duration)
 
     battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
@@ -436,7 +461,31 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
             no_unhandled_fault=c.boolean(crit, "no_unhandled_fault", "criteria", True),
         ),
         agent_parameters=_parameters(c, raw),
+        array=array,
+        efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
+        degradation_known=c.boolean(belief, "degradation_known", "belief", False),
     )
+
+
+def _array(c: _Checker, raw: dict[str, Any]) -> dict[str, Any] | None:
+    """[array] as SpacecraftParams fields (the profile generator checks them again)."""
+    if "array" not in raw:
+        return None
+    t = c.table(raw, "array")
+    out: dict[str, Any] = {
+        "array_pointing": c.choice(t, "pointing", "array", "sun_tracking", ("sun_tracking", "body_fixed"), "a pointing"),
+        "array_area_m2": c.number(t, "area_m2", "array", 0.2, above=0),
+        "array_efficiency": c.number(t, "efficiency", "array", 0.30, above=0, hi=1),
+        "degradation_per_year": c.number(t, "degradation_per_year", "array", 0.01, lo=0, hi=0.5),
+        "years_in_orbit": c.number(t, "years_in_orbit", "array", 0.0, lo=0, hi=30),
+    }
+    normal = t.get("normal_orbit_frame", [1.0, 0.0, 0.0])
+    if (not isinstance(normal, list) or len(normal) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in normal)
+            or not any(normal)):
+        raise c.fail("array.normal_orbit_frame", "three finite numbers, not all zero (radial, along-track, normal)")
+    out["array_normal_orbit_frame"] = [float(x) for x in normal]
+    return out
 
 
 def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,

@@ -32,6 +32,7 @@ from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
+from flight.power.planner import DEFAULT_TIME_LIMIT_S
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
 
@@ -190,6 +191,7 @@ class Controller(Component):
             platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w,
+            plan_time_limit_s=None if self.board.stepper is not None else DEFAULT_TIME_LIMIT_S,
         ), self.state)
         self.state, self.last = out.state, out
         if out.clear_faults:

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Union
 from flight.hal.base import EpsReading, HalReading
 from flight.link.definitions import Admission, EpsSource, Mode
 from flight.orbit import OrbitPrediction
-from flight.power.planner import Plan, make_plan
+from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan, make_plan
 from flight.power.policy import Battery, ModePower, PowerDecision, PowerInputs, PowerSettings, decide
 from flight.thermal.governor import Action, GovernorState, ThermalDecision, ThermalLimits, govern
 
@@ -70,6 +70,9 @@ class ControlInputs:
     solar_forecast_w: tuple[float, ...] | None = None  # the arrays' calibrated forecast from now
     forecast_step_s: float = 60.0
     solar_error_w: float = 0.0  # the forecast's observed RMS error: the plan's margin on it
+    # The planner's wall-clock limit; None in lockstep, where a result must not depend on how
+    # busy the machine is (the same seed flies the same day).
+    plan_time_limit_s: float | None = DEFAULT_TIME_LIMIT_S
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
     if not fresh:
         solar = [max(0.0, w - inputs.forecast_margin_w) for w in inputs.solar_forecast_w]
         plan = make_plan(inp.now_s, soc, solar, inputs.forecast_step_s, inputs.platform_load_w, inp.battery,
-                         inp.modes, keep, cap)
+                         inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s)
         if plan is None:
             return None
     index = plan.mode_index[0]

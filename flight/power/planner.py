@@ -117,7 +117,7 @@ def _round_step(x: np.ndarray, budget_w: float, loaded_w: np.ndarray, rate: np.n
 
 def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, platform_w: float, battery: Battery,
               modes: tuple[ModePower, ...], keep_pct: float, cap_index: int,
-              time_limit_s: float = DEFAULT_TIME_LIMIT_S, orbit_period_s: float | None = None) -> Plan | None:
+              time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, orbit_period_s: float | None = None) -> Plan | None:
     """The plan, or None when no plan can be made (the charge already below what it must
     keep, idling alone breaks it, or the solver fails or runs out of time)."""
     solar = np.maximum(np.asarray(forecast_w, dtype=float), 0.0)
@@ -150,7 +150,7 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     t0 = time.perf_counter()
     try:
         res = linprog(lp.c, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method="highs",
-                      options={"time_limit": time_limit_s})
+                      options={} if time_limit_s is None else {"time_limit": time_limit_s})
     except (ValueError, RuntimeError):
         return None
     solve_ms = (time.perf_counter() - t0) * 1000.0

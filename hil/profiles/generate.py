@@ -478,7 +478,10 @@ def load_or_generate(scenario: Any) -> Profile:
     if not spec:
         raise ProfileError("the scenario gives neither a profile file nor an [orbit] to generate one from")
     orbit, start, description = orbit_from_description(dict(spec))
-    return generate_profile(orbit, start, duration_s, float(scenario.step_s), orbit_description=description)
+    array = getattr(scenario, "array", None)
+    spacecraft = SpacecraftParams() if not array else SpacecraftParams(
+        **{**array, "array_normal_orbit_frame": tuple(array["array_normal_orbit_frame"])})
+    return generate_profile(orbit, start, duration_s, float(scenario.step_s), spacecraft, orbit_description=description)
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,0 +1,92 @@
+"""The energy policy over a seeded campaign of generated one-day cases. Prints one JSON object
+as its last line.
+
+Cases (``hil/power_cases.py`` says how they are drawn and flown): ``BENCH_POWER_CASES`` (60)
+one-day cases from seed ``BENCH_POWER_SEED``: altitudes of 400–800 km, sun-synchronous at
+several local times or inclined, sun-tracking or body-fixed arrays under nadir, sun or
+inertial attitudes, the three boards, batteries of 20–120 Wh, platform loads with steps the
+agent is not told of, starting charges of 45–95 %, and the agent's errors (efficiency off by
+up to ±15 %, degradation unknown). Each is flown twice in a 60-s closed loop over the truth:
+with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
+today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given
+the truth and asked to end at least as full as the policy ended; cases where no schedule
+keeps the floor are counted (``cases_infeasible``) and left out.
+
+- ``work_vs_oracle_min``, ``_p10``, ``_median``: the plan's work over the optimum's;
+- ``floor_violation_steps``: 60-s steps below the 30 % floor, summed over all cases;
+- ``plan_ms_p99``: one plan's solve time, p99 over every plan of every case (this machine);
+- ``baseline_*``: the same for the rule;
+- ``campaign_speedup``: the wall time of ``BENCH_POWER_SPEEDUP_CASES`` (12) of the cases on one
+  worker over on two (a process pool; the work per case is the same).
+
+What the closed loop leaves out (the lockstep HIL flies those): temperature, the 1-s control
+period, mode-switch costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from hil.power_cases import run_case
+
+N_CASES = int(os.environ.get("BENCH_POWER_CASES", "60"))
+SEED = int(os.environ.get("BENCH_POWER_SEED", "2026"))
+SPEEDUP_CASES = int(os.environ.get("BENCH_POWER_SPEEDUP_CASES", "12"))
+WORKERS = int(os.environ.get("BENCH_POWER_WORKERS", str(max(2, os.cpu_count() or 2))))
+
+
+def _run(seeds: list[int], workers: int) -> tuple[list[dict], float]:
+    t0 = time.perf_counter()
+    if workers == 1:
+        rows = [run_case(s) for s in seeds]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(pool.map(run_case, seeds))
+    return rows, time.perf_counter() - t0
+
+
+def _figures(rows: list[dict], prefix: str) -> dict[str, Any]:
+    key = f"{prefix}work_vs_oracle"
+    ratios = sorted(r[key] for r in rows if r["feasible"] and r[key] is not None)
+    out = {
+        f"{prefix}work_vs_oracle_min": round(ratios[0], 3) if ratios else None,
+        f"{prefix}work_vs_oracle_p10": round(float(np.percentile(ratios, 10)), 3) if ratios else None,
+        f"{prefix}work_vs_oracle_median": round(statistics.median(ratios), 3) if ratios else None,
+        f"{prefix}floor_violation_steps": int(sum(r[f"{prefix}floor_violation_steps"] for r in rows if r["feasible"])),
+    }
+    return out
+
+
+def main() -> dict[str, Any]:
+    seeds = [SEED + i for i in range(N_CASES)]
+    rows, wall_s = _run(seeds, WORKERS)
+    feasible = [r for r in rows if r["feasible"]]
+    out: dict[str, Any] = {"cases": N_CASES, "cases_infeasible": N_CASES - len(feasible), "seed": SEED}
+    out.update(_figures(rows, ""))
+    plan_ms = [ms for r in feasible for ms in r["plan_ms"]]
+    out["plan_ms_p99"] = round(float(np.percentile(plan_ms, 99)), 2) if plan_ms else None
+    out["plans"] = len(plan_ms)
+    out.update(_figures(rows, "baseline_"))
+    worst = min(feasible, key=lambda r: r["work_vs_oracle"]) if feasible else None
+    if worst is not None:
+        c = worst["case"]
+        out["worst_case"] = {"seed": c["seed"], "pointing": c["pointing"], "attitude": c["attitude"], "board": c["board"],
+                             "capacity_wh": round(c["capacity_wh"], 1), "work_vs_oracle": round(worst["work_vs_oracle"], 3)}
+    subset = seeds[:SPEEDUP_CASES]
+    _, one = _run(subset, 1)
+    _, two = _run(subset, 2)
+    out["campaign_speedup"] = round(one / two, 2)
+    out["campaign_wall_s"] = round(wall_s, 1)
+    out["workers"] = WORKERS
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

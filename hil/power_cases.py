@@ -1,0 +1,260 @@
+"""Generated one-day power cases and a fast closed loop that flies the agent's energy policy
+through them, for ``bench.power`` (and its tests): the truth on one side, the agent's belief
+with realistic errors on the other, the offline optimum as the yardstick.
+
+A case is drawn from a seed: an orbit (400–800 km; sun-synchronous at several local times, or
+inclined), an array (sun-tracking, or body-fixed panels under a nadir, sun or inertial
+attitude), one of the three boards, a battery of 20–120 Wh, a platform load with steps the
+agent is not told of, a starting charge, and the agent's errors: its cells' efficiency off by
+up to ±15 %, the degradation unknown (it believes none).
+
+The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
+
+- *truth*: the arrays' output from ``hil.physics.solar`` (the harness's model, with the true
+  parameters) and the true platform load;
+- *agent*: the policy under test, given what the agent would know: the measured charge and
+  solar power, its own array model (``flight.power.array`` with its believed parameters)
+  calibrated online from the measured power, the configured platform load; the baseline is
+  today's rule on the orbit's eclipses (``flight.power.policy.decide`` without a forecast),
+  the planner the receding-horizon plan (``flight.power.planner``) with the rule as its
+  fall-back, both as ``flight.agent.control_core`` runs them;
+- the battery integrates the truth with the agent's board power (the mode's loaded power
+  when it computes, the lowest mode's idle power otherwise).
+
+What it leaves out (the lockstep HIL flies those): temperature (no thermal limit), the
+control period's 1 s, mode-switch costs, the worker's own timing. The figure is the work
+(Σ throughput · time) over the optimum's, the optimum given the truth and asked to end at
+least as full as the agent ended (``hil/oracle.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from flight.hal.boards import load_board
+from flight.orbit import Orbit, predict_summary
+from flight.orbit.elements import sun_synchronous_inc_deg
+from flight.orbit.shadow import shadow_factor
+from flight.orbit.sun import raan_deg_for_ltan, sun_position_teme_km
+from flight.power.array import ArrayModel, LoadEstimate, Panel, SolarCalibration, forecast_solar
+from flight.power.planner import make_plan
+from flight.power.policy import Battery, ModePower, PowerInputs, PowerSettings, decide
+from hil.oracle import BatterySpec, ComputeMode, OracleInfeasible, solve_oracle
+from hil.physics.solar import array_incidence_cos, solar_array_power_w
+
+STEP_S = 60.0
+PLAN_STEP_S = 120.0  # the agent's forecast and plan step (flight.agent.control.FORECAST_STEP_S)
+DAY_S = 86400.0
+T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
+BOARDS = ("orin_nano", "orin_nx_16gb", "agx_orin_64gb")
+FLOOR_PCT, MARGIN_PCT = 30.0, 3.0
+
+
+@dataclass(frozen=True)
+class PowerCase:
+    seed: int
+    alt_km: float
+    inc_deg: float
+    raan_deg: float
+    ltan_h: float | None  # sun-synchronous local time of the ascending node, None if inclined
+    pointing: str
+    attitude: str
+    normals: tuple[tuple[float, float, float], ...]
+    area_m2: float
+    efficiency: float  # truth
+    degradation_per_year: float  # truth
+    years: float
+    belief_efficiency: float  # what the agent's configuration says
+    board: str
+    capacity_wh: float
+    platform_w: float  # nominal: what the agent is configured with
+    load_steps: tuple[tuple[float, float], ...]  # (from s, extra W) the agent is not told of
+    soc0_pct: float
+
+
+def generate_case(seed: int) -> PowerCase:
+    rng = np.random.default_rng(seed)
+    alt = float(rng.uniform(400.0, 800.0))
+    if rng.random() < 0.6:
+        ltan = float(rng.choice([6.5, 9.0, 10.5, 12.0, 13.5, 15.0, 18.0]))
+        inc, raan = sun_synchronous_inc_deg(alt), raan_deg_for_ltan(ltan, T0_S)
+    else:
+        ltan, inc, raan = None, float(rng.choice([28.5, 45.0, 51.6, 65.0])), float(rng.uniform(0.0, 360.0))
+    pointing = "sun_tracking" if rng.random() < 0.4 else "body_fixed"
+    attitude = "nadir" if pointing == "sun_tracking" else str(rng.choice(["nadir", "nadir", "sun", "inertial"]))
+    if pointing == "body_fixed" and attitude == "nadir":
+        normals = ((1.0, 0.0, 0.0),) if rng.random() < 0.5 else ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, -1.0))
+    elif attitude == "inertial":
+        d = rng.normal(size=3)
+        normals = (tuple(float(x) for x in d / np.linalg.norm(d)),)
+    else:
+        normals = ((1.0, 0.0, 0.0),)
+    board = str(rng.choice(BOARDS))
+    top_w = max(m.loaded_power_w for m in load_board(board).modes)
+    platform = float(rng.uniform(4.0, 15.0))
+    area = float((platform + top_w) * rng.uniform(0.7, 1.6) / (1361.0 * 0.28) / len(normals) * 1.6)
+    steps = tuple((float(rng.uniform(0, DAY_S)), float(rng.uniform(1.0, 4.0))) for _ in range(int(rng.integers(0, 3))))
+    efficiency = float(rng.uniform(0.26, 0.30))
+    return PowerCase(
+        seed=seed, alt_km=alt, inc_deg=inc, raan_deg=raan, ltan_h=ltan, pointing=pointing, attitude=attitude,
+        normals=normals, area_m2=area, efficiency=efficiency, degradation_per_year=float(rng.uniform(0.0, 0.03)),
+        years=float(rng.uniform(0.0, 4.0)), belief_efficiency=efficiency * float(rng.uniform(0.85, 1.15)),
+        board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
+        soc0_pct=float(rng.uniform(45.0, 95.0)))
+
+
+def _orbit(case: PowerCase) -> Orbit:
+    return Orbit.from_elements(alt_km=case.alt_km, inc_deg=case.inc_deg, raan_deg=case.raan_deg, epoch_unix_s=T0_S)
+
+
+def truth_solar_w(case: PowerCase, orbit: Orbit, times: np.ndarray) -> np.ndarray:
+    """The harness's model with the true parameters (body-fixed panels through its incidence,
+    per panel; other attitudes through the agent-independent geometry of flight.power.array)."""
+    r, v = orbit.propagate(times)
+    sun_km = sun_position_teme_km(times)
+    shadow = shadow_factor(r, sun_km, "conical")
+    if case.pointing == "body_fixed" and case.attitude == "nadir":
+        cos = sum(np.clip(array_incidence_cos(sun_km - r, r, v, "body_fixed", n), 0.0, None) for n in case.normals)
+        return solar_array_power_w(shadow, cos, case.area_m2, case.efficiency, case.degradation_per_year, case.years)
+    truth = ArrayModel(tuple(Panel(n, case.area_m2) for n in case.normals), case.efficiency, case.pointing,
+                       case.attitude, case.degradation_per_year, case.years)
+    sun_dir = (sun_km - r) / np.linalg.norm(sun_km - r, axis=-1, keepdims=True)
+    return truth.power_w(r, v, sun_dir, shadow)
+
+
+def platform_w(case: PowerCase, t_s: np.ndarray) -> np.ndarray:
+    load = np.full(t_s.shape, case.platform_w)
+    for start, extra in case.load_steps:
+        load = load + np.where(t_s >= start, extra, 0.0)
+    return load
+
+
+def modes_of(case: PowerCase) -> tuple[ModePower, ...]:
+    return tuple(ModePower(m.name, m.idle_power_w, m.loaded_power_w, m.inference_rel_maxn)
+                 for m in load_board(case.board).modes)
+
+
+@dataclass(frozen=True)
+class Flight:
+    work: float
+    floor_violation_steps: int
+    min_soc_pct: float
+    final_soc_pct: float
+    plan_ms: tuple[float, ...]
+
+
+def fly(case: PowerCase, policy: str) -> Flight:
+    """One day of ``policy`` ('plan' or 'baseline') through the case."""
+    orbit = _orbit(case)
+    n = int(DAY_S / STEP_S)
+    times = T0_S + np.arange(n) * STEP_S
+    solar = truth_solar_w(case, orbit, times)
+    load = platform_w(case, times - T0_S)
+    modes = modes_of(case)
+    battery = Battery(case.capacity_wh)
+    settings = PowerSettings(FLOOR_PCT, MARGIN_PCT)
+    belief = ArrayModel(tuple(Panel(nm, case.area_m2) for nm in case.normals), case.belief_efficiency, case.pointing,
+                        case.attitude)
+    raw = None
+    plan = None
+    cal = SolarCalibration()
+    load_est = LoadEstimate(case.platform_w)
+    last = None  # (energy, solar, board, full) of the step before: the load estimate's evidence
+    e = case.soc0_pct / 100.0 * case.capacity_wh
+    work, below, low, plan_ms = 0.0, 0, 100.0, []
+    for k in range(n):
+        now = float(times[k])
+        soc = 100.0 * e / case.capacity_wh
+        if policy == "plan":
+            if last is not None:
+                load_est = load_est.update(e - last[0], STEP_S, last[1], last[2], battery.charge_efficiency,
+                                           battery.discharge_efficiency, last[3])
+            platform_belief = load_est.load_w
+            if raw is None or k % 10 == 0:  # a fresh forecast every 10 min (the agent: every minute; the same)
+                raw = forecast_solar(orbit, belief, now, 1.5 * orbit.period_s, PLAN_STEP_S)
+            ahead = raw.from_now(now)
+            offset = (now - raw.start_unix_s) / PLAN_STEP_S
+            raw_now = ahead[0] + (ahead[1] - ahead[0]) * (offset - math.floor(offset))
+            cal = cal.update(raw_now, float(solar[k]), belief.peak_w)
+            forecast = [max(0.0, w * cal.scale - 2.0 * cal.error_w) for w in ahead]
+            # As the control core does: keep the plan through its first step unless the charge strays.
+            stale = plan is None or plan.step_at(now) != 0 or abs(plan.soc_pct[0] - soc) > 2.0 + (
+                abs(plan.soc_pct[1] - plan.soc_pct[0]))
+            if stale:
+                t0 = time.perf_counter()
+                plan = make_plan(now, soc, forecast, PLAN_STEP_S, platform_belief, battery, modes,
+                                 FLOOR_PCT + MARGIN_PCT, len(modes) - 1)
+                if plan is not None:
+                    plan_ms.append((time.perf_counter() - t0) * 1000.0)
+            if plan is not None:
+                index = plan.mode_index[0]
+            else:
+                inputs = PowerInputs(soc, float(solar[k]), platform_belief, None, None, None, None,
+                                     solar_forecast_w=tuple(forecast), forecast_step_s=PLAN_STEP_S)
+                d = decide(inputs, modes, battery, settings)
+                index = d.mode_index if d.admission.value != "NONE" else -1
+        else:
+            pred = predict_summary(orbit, now, 1.5 * orbit.period_s)
+
+            def finite(x: float) -> float | None:
+                return None if math.isnan(x) else x
+
+            inputs = PowerInputs(soc, float(solar[k]), case.platform_w, pred.in_eclipse, finite(pred.to_eclipse_entry_s),
+                                 finite(pred.eclipse_duration_s), finite(pred.to_eclipse_exit_s) if pred.in_eclipse else None)
+            if not pred.in_eclipse and inputs.time_to_eclipse_s is None:
+                inputs = PowerInputs(soc, float(solar[k]), case.platform_w, False, 1.5 * orbit.period_s, 0.0, None)
+            d = decide(inputs, modes, battery, settings)
+            index = d.mode_index if d.admission.value != "NONE" else -1
+        board_w = modes[index].loaded_w if index >= 0 else modes[0].idle_w
+        work += (modes[index].throughput_rel if index >= 0 else 0.0) * STEP_S
+        last = (e, float(solar[k]), board_w, e >= case.capacity_wh - 1e-9)
+        net = float(solar[k] - load[k] - board_w)
+        e = min(case.capacity_wh, e + net * (battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency)
+                * STEP_S / 3600.0)
+        soc = 100.0 * e / case.capacity_wh
+        below += soc < FLOOR_PCT - 1e-9
+        low = min(low, soc)
+    return Flight(work, below, low, 100.0 * e / case.capacity_wh, tuple(plan_ms))
+
+
+def optimum(case: PowerCase, final_soc_pct: float) -> float | None:
+    """The most work any schedule could do given the truth, ending at least as full as the
+    agent ended; None when no schedule keeps the floor (the case is left out)."""
+    orbit = _orbit(case)
+    n = int(DAY_S / STEP_S)
+    times = T0_S + np.arange(n) * STEP_S
+    modes = modes_of(case)
+    try:
+        result = solve_oracle(truth_solar_w(case, orbit, times), STEP_S, platform_w(case, times - T0_S),
+                              BatterySpec(case.capacity_wh, max(case.soc0_pct, FLOOR_PCT), FLOOR_PCT),
+                              [ComputeMode(m.name, m.idle_w, m.loaded_w, m.throughput_rel) for m in modes],
+                              final_soc_min_pct=max(FLOOR_PCT, min(final_soc_pct, case.soc0_pct)))
+    except OracleInfeasible:
+        return None
+    return result.work
+
+
+def run_case(seed: int) -> dict:
+    """Everything ``bench.power`` needs of one case (a plain dict: it crosses process pools)."""
+    case = generate_case(seed)
+    t0 = time.perf_counter()
+    planned = fly(case, "plan")
+    baseline = fly(case, "baseline")
+    best_plan = optimum(case, planned.final_soc_pct)
+    best_base = optimum(case, baseline.final_soc_pct)
+    return {
+        "case": asdict(case),
+        "feasible": best_plan is not None and best_base is not None,
+        "work_vs_oracle": planned.work / best_plan if best_plan else None,
+        "floor_violation_steps": planned.floor_violation_steps,
+        "min_soc_pct": planned.min_soc_pct,
+        "plan_ms": list(planned.plan_ms),
+        "baseline_work_vs_oracle": baseline.work / best_base if best_base else None,
+        "baseline_floor_violation_steps": baseline.floor_violation_steps,
+        "baseline_min_soc_pct": baseline.min_soc_pct,
+        "wall_s": time.perf_counter() - t0,
+    }
