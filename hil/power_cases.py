@@ -180,21 +180,22 @@ def fly(case: PowerCase, policy: str) -> Flight:
             offset = (now - raw.start_unix_s) / PLAN_STEP_S
             raw_now = ahead[0] + (ahead[1] - ahead[0]) * (offset - math.floor(offset))
             cal = cal.update(raw_now, float(solar[k]), belief.peak_w)
-            forecast = [max(0.0, w * cal.scale - 2.0 * cal.error_w) for w in ahead]
+            forecast = [w * cal.scale for w in ahead]
             # As the control core does: keep the plan through its first step unless the charge strays.
             stale = plan is None or plan.step_at(now) != 0 or abs(plan.soc_pct[0] - soc) > 2.0 + (
                 abs(plan.soc_pct[1] - plan.soc_pct[0]))
             if stale:
                 t0 = time.perf_counter()
                 plan = make_plan(now, soc, forecast, PLAN_STEP_S, platform_belief, battery, modes,
-                                 FLOOR_PCT + MARGIN_PCT, len(modes) - 1)
+                                 FLOOR_PCT + MARGIN_PCT, len(modes) - 1, margin_w=2.0 * cal.error_w)
                 if plan is not None:
                     plan_ms.append((time.perf_counter() - t0) * 1000.0)
             if plan is not None:
                 index = plan.mode_index[0]
             else:
                 inputs = PowerInputs(soc, float(solar[k]), platform_belief, None, None, None, None,
-                                     solar_forecast_w=tuple(forecast), forecast_step_s=PLAN_STEP_S)
+                                     solar_forecast_w=tuple(forecast), forecast_step_s=PLAN_STEP_S,
+                                     forecast_margin_w=2.0 * cal.error_w)
                 d = decide(inputs, modes, battery, settings)
                 index = d.mode_index if d.admission.value != "NONE" else -1
         else:

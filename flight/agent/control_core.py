@@ -222,9 +222,9 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
         expected = plan.soc_pct[0] + (plan.soc_pct[1] - plan.soc_pct[0]) * frac
         fresh = abs(expected - soc) <= REPLAN_SOC_DRIFT_PCT  # else the world surprised the plan
     if not fresh:
-        solar = [max(0.0, w - inputs.forecast_margin_w) for w in inputs.solar_forecast_w]
-        plan = make_plan(inp.now_s, soc, solar, inputs.forecast_step_s, inputs.platform_load_w, inp.battery,
-                         inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s)
+        plan = make_plan(inp.now_s, soc, inputs.solar_forecast_w, inputs.forecast_step_s, inputs.platform_load_w,
+                         inp.battery, inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s,
+                         margin_w=inputs.forecast_margin_w)
         if plan is None:
             return None
     index = plan.mode_index[0]

@@ -117,10 +117,14 @@ def _round_step(x: np.ndarray, budget_w: float, loaded_w: np.ndarray, rate: np.n
 
 def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, platform_w: float, battery: Battery,
               modes: tuple[ModePower, ...], keep_pct: float, cap_index: int,
-              time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, orbit_period_s: float | None = None) -> Plan | None:
-    """The plan, or None when no plan can be made (the charge already below what it must
-    keep, idling alone breaks it, or the solver fails or runs out of time)."""
-    solar = np.maximum(np.asarray(forecast_w, dtype=float), 0.0)
+              time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, orbit_period_s: float | None = None,
+              margin_w: float = 0.0) -> Plan | None:
+    """The plan (all idle when nothing is affordable), or None when the solver fails or runs
+    out of time. ``margin_w`` (the forecast's observed error, a multiple of it) is taken off
+    every sample the LP sees; the scarcity reserve weighs the expected forecast, without it:
+    a margin that turns every tight day into a scarce one would hoard a day's energy."""
+    expected = np.maximum(np.asarray(forecast_w, dtype=float), 0.0)
+    solar = np.maximum(expected - max(0.0, margin_w), 0.0)
     if solar.size < 2 or not math.isfinite(soc_pct) or not modes:
         return None
     soc_pct = min(100.0, soc_pct)  # a full battery's rounding
@@ -133,7 +137,7 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     idle_path = _idle_energy_wh(e0, solar, platform_w, idle_w, step_s, battery)
     period_steps = int(round((orbit_period_s or solar.size * step_s / 1.5) / step_s))
     reserve = max(_next_orbit_reserve_wh(solar[-period_steps:], platform_w, idle_w, step_s, battery),
-                  _scarcity_reserve_wh(solar, platform_w, idle_w, step_s, battery))
+                  _scarcity_reserve_wh(expected, platform_w, idle_w, step_s, battery))
     final_wh = min(keep + reserve, idle_path[-1], full)  # idling always meets it: a plan always exists
 
     def idle_plan() -> Plan:
