@@ -86,7 +86,8 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
     brownout        duration_s energy_wh         the agent is down for duration_s, the battery loses energy_wh
     sensor_dropout  duration_s* zone             the zone reads nothing
     sensor_stuck    duration_s* zone value*      the zone reads value
-    compute_hang    duration_s                   SIGSTOP of the compute worker (real compute only)
+    compute_hang    duration_s                   SIGSTOP of the compute worker for duration_s, then SIGCONT
+                                                 (0: hung until the watchdog replaces it; real compute only)
     seu_weights                                  one bit flips in a model file on the board's store
     packet_corrupt                               the next telecommand has one bit flipped
     packet_drop                                  the next telecommand is lost
