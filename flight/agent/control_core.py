@@ -238,7 +238,8 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
     mode = inp.modes[index]
     admission = Admission.ALL if plan.min_soc_pct >= keep + settings.training_reserve_pct else Admission.INFERENCE
     reason = (f"plan over {horizon_min:.0f} min (forecast): {mode.name} now, lowest charge "
-              f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %), solved in {plan.solve_ms:.0f} ms")
+              f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %)")  # the solve time is in plan_ms, not here:
+                                                                   # a reason must not depend on the machine
     return PowerDecision(mode.name, index, admission, mode.loaded_w, reason, headroom), plan
 
 
