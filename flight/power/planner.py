@@ -144,7 +144,7 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
         return Plan(float(now_unix_s), float(step_s), (-1,) * solar.size,
                     tuple(float(100.0 * e / full) for e in idle_path), (0.0,) * solar.size, 0.0, cap_index)
 
-    if soc_pct < keep_pct or idle_path.min() < keep - 1e-9 or idle_path[-1] < final_wh - 1e-9:
+    if soc_pct < keep_pct or idle_path.min() < keep - 1e-9:
         return idle_plan()  # nothing is affordable: idling is the most that keeps the limits
     spec = BatterySpec(full, soc_pct, keep_pct, battery.charge_efficiency, battery.discharge_efficiency)
     lp_modes = [ComputeMode(m.name, m.idle_w, max(m.idle_w, m.loaded_w),
