@@ -51,6 +51,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "paths.state_dir": args.state_dir,
         "power.bench_supply": True if args.bench_supply else None,
     }
+    if args.parent_pid is not None:
+        from flight.lifetime import die_with_parent
+
+        if not die_with_parent(args.parent_pid):
+            print(f"sunlit-flight: parent {args.parent_pid} is gone; not starting", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config, overrides)
         agent = Agent(config)
@@ -145,8 +151,9 @@ def _cmd_packet_decode(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null, so the flush at exit cannot fail on a closed pipe again."""
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit cannot fail on a closed pipe again (the
+    reader went away: ``... | head``; Python docs, "Note on SIGPIPE"). Every CLI uses it."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -170,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--control-period", type=float, metavar="S", help="control loop period in seconds")
     run.add_argument("--bench-supply", action="store_true",
                      help="a board on a desk: no EPS or battery; admit compute in full (telemetry says so)")
+    run.add_argument("--parent-pid", type=int, metavar="PID",
+                     help="stop (SIGTERM) when this process dies: for harnesses and tests, never under systemd")
     run.set_defaults(func=_cmd_run)
 
     st = sub.add_parser("selftest", help="check providers, sensors, power modes, link, disk, store and key; "
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         if args is not None and args.cmd == "run":  # the agent writes nothing to stdout: a broken pipe is its own
             raise
-        _quiet_stdout()  # the reader went away (``| head``): stop quietly
+        quiet_stdout()  # the reader went away (``| head``): stop quietly
         return 1
     return status
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
 
+from flight.cli import quiet_stdout
 from ground.archive import (
     DEFAULT_PATH,
     DEFAULT_SPACECRAFT,
@@ -209,14 +209,6 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_stdout() -> None:
-    """The reader went away (``| head``): what is still buffered goes nowhere, as the Python
-    documentation's note on SIGPIPE does it, so the interpreter's last flush raises nothing."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 def _run_guarded(func):
     def run(args: argparse.Namespace) -> int:
         try:
@@ -224,7 +216,7 @@ def _run_guarded(func):
             sys.stdout.flush()  # here, where a closed pipe can still be caught
             return code
         except BrokenPipeError:
-            _quiet_stdout()
+            quiet_stdout()
             return 0
         except (ArchiveError, KeyError, ValueError) as exc:
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

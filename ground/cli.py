@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from flight.cli import parse_assignments
+from flight.cli import parse_assignments, quiet_stdout
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord
@@ -533,9 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sunlit-ground: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except BrokenPipeError:
-        # The reader went away (`... | head`): say nothing more (Python docs, "Note on SIGPIPE").
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        quiet_stdout()  # the reader went away (`... | head`): say nothing more
         return EXIT_FAILED
 
 
