@@ -96,7 +96,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import linprog
 
-from flight.power.lp import BatterySpec, ComputeMode
+from flight.power.lp import BatterySpec, ComputeMode, simulate_energy_wh
 from flight.power.lp import EnergyLp as _Lp  # noqa: F401 - the tests build the LP directly
 from flight.power.lp import build_energy_lp as _build_lp
 
@@ -196,26 +196,6 @@ def _profile(solar_power_w: ArrayLike, dt_s: float, platform_load_w: ArrayLike) 
         raise ValueError(f"dt_s: must be > 0 s, got {dt_s}")
     platform = _per_step("platform_load_w", platform_load_w, solar.size)
     return solar, platform
-
-
-def simulate_energy_wh(net_power_w: ArrayLike, dt_s: float, battery: BatterySpec) -> np.ndarray:
-    """Stored energy (Wh) at the N+1 step boundaries for a net power (solar − all loads) per
-    step, with the agent's battery model: saturating at full, held at empty.
-
-    >>> bat = BatterySpec(capacity_wh=10.0, initial_soc_pct=50.0, floor_pct=0.0, charge_efficiency=0.5)
-    >>> simulate_energy_wh([4.0, 20.0, -10.0], 3600.0, bat)   # +2 Wh, saturates, −10.5 Wh: empty
-    array([ 5.,  7., 10.,  0.])
-    """
-    net = np.asarray(net_power_w, dtype=float)
-    h = dt_s / 3600.0
-    gain = np.where(net >= 0, net * battery.charge_efficiency, net / battery.discharge_efficiency) * h
-    energy = np.empty(net.size + 1)
-    energy[0] = battery.initial_soc_pct / 100.0 * battery.capacity_wh
-    e = energy[0]
-    for k, g in enumerate(gain):  # saturation makes this a scan, not a cumsum
-        e = min(battery.capacity_wh, max(0.0, e + g))
-        energy[k + 1] = e
-    return energy
 
 
 def coarsen(values: ArrayLike, factor: int) -> np.ndarray:

@@ -97,9 +97,11 @@ def test_doctests():
     import doctest
 
     import flight.power.array
+    import flight.power.lp
+    import flight.power.planner
     import flight.power.policy
 
-    for module in (flight.power.array, flight.power.policy):
+    for module in (flight.power.array, flight.power.lp, flight.power.planner, flight.power.policy):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

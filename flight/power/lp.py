@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,35 @@ class ComputeMode:
         ``inference_rel_maxn`` × ``work_per_s_at_maxn``, as the HIL loop models it."""
         return cls(mode.name, mode.idle_power_w, mode.loaded_power_w, mode.inference_rel_maxn * work_per_s_at_maxn)
 
+
+
+def stored_power_w(net_power_w, charge_efficiency: float, discharge_efficiency: float) -> np.ndarray:
+    """What a net power does to the stored energy (W): a surplus goes in at the charge
+    efficiency, a deficit comes out divided by the discharge efficiency.
+
+    >>> stored_power_w([10.0, -9.0], 0.5, 0.9).tolist()
+    [5.0, -10.0]
+    """
+    net = np.asarray(net_power_w, dtype=float)
+    return np.where(net >= 0, net * charge_efficiency, net / discharge_efficiency)
+
+
+def simulate_energy_wh(net_power_w: ArrayLike, dt_s: float, battery: BatterySpec) -> np.ndarray:
+    """Stored energy (Wh) at the N+1 step boundaries for a net power (solar − all loads) per
+    step, with the agent's battery model: saturating at full, held at empty.
+
+    >>> bat = BatterySpec(capacity_wh=10.0, initial_soc_pct=50.0, floor_pct=0.0, charge_efficiency=0.5)
+    >>> simulate_energy_wh([4.0, 20.0, -10.0], 3600.0, bat)   # +2 Wh, saturates, −10.5 Wh: empty
+    array([ 5.,  7., 10.,  0.])
+    """
+    gain = stored_power_w(net_power_w, battery.charge_efficiency, battery.discharge_efficiency) * (dt_s / 3600.0)
+    energy = np.empty(gain.size + 1)
+    energy[0] = battery.initial_soc_pct / 100.0 * battery.capacity_wh
+    e = energy[0]
+    for k, g in enumerate(gain.tolist()):  # saturation makes this a scan, not a cumsum
+        e = min(battery.capacity_wh, max(0.0, e + g))
+        energy[k + 1] = e
+    return energy
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
-from flight.power.lp import BatterySpec, ComputeMode, build_energy_lp
+from flight.power.lp import BatterySpec, ComputeMode, build_energy_lp, simulate_energy_wh, stored_power_w
 from flight.power.policy import Battery, ModePower
 
 DEFAULT_TIME_LIMIT_S = 0.2  # a plan a minute; a Jetson's core does it in tens of ms
@@ -64,18 +64,6 @@ class Plan:
         return min(self.soc_pct)
 
 
-def _idle_energy_wh(e0: float, solar: np.ndarray, platform_w: float, idle_w: float, dt_s: float,
-                    battery: Battery) -> np.ndarray:
-    out = [e0]
-    e = e0
-    for s in solar:
-        net = s - platform_w - idle_w
-        e = min(battery.capacity_wh, e + net * (battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency)
-                * dt_s / 3600.0)
-        out.append(e)
-    return np.array(out)
-
-
 def _next_orbit_reserve_wh(solar: np.ndarray, platform_w: float, idle_w: float, dt_s: float,
                            battery: Battery) -> float:
     """The most an idling board would draw from the battery, net, at any point of one more orbit
@@ -84,9 +72,8 @@ def _next_orbit_reserve_wh(solar: np.ndarray, platform_w: float, idle_w: float, 
     >>> _next_orbit_reserve_wh(np.array([20.0, 0.0, 0.0, 20.0, 5.0]), 5.0, 5.0, 3600.0, Battery(100.0, 1.0, 1.0))
     10.0
     """
-    net = solar - platform_w - idle_w
-    stored = np.where(net > 0, net * battery.charge_efficiency, net / battery.discharge_efficiency) * dt_s / 3600.0
-    return float(max(0.0, -np.cumsum(stored).min()))
+    stored = stored_power_w(solar - platform_w - idle_w, battery.charge_efficiency, battery.discharge_efficiency)
+    return float(max(0.0, -np.cumsum(stored * dt_s / 3600.0).min()))
 
 
 def _scarcity_reserve_wh(solar: np.ndarray, platform_w: float, idle_w: float, dt_s: float,
@@ -99,8 +86,7 @@ def _scarcity_reserve_wh(solar: np.ndarray, platform_w: float, idle_w: float, dt
     >>> round(_scarcity_reserve_wh(np.array([12.0, 0.0]), 5.0, 5.0, 60.0, Battery(100.0, 1.0, 1.0)), 1)
     96.0
     """
-    net = solar - platform_w - idle_w
-    stored = np.where(net > 0, net * battery.charge_efficiency, net / battery.discharge_efficiency)
+    stored = stored_power_w(solar - platform_w - idle_w, battery.charge_efficiency, battery.discharge_efficiency)
     mean_w = float(stored.mean())
     return -mean_w * 24.0 if mean_w < 0 else 0.0
 
@@ -131,10 +117,10 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     cap_index = max(0, min(cap_index, len(modes) - 1))
     usable = modes[: cap_index + 1]
     full = battery.capacity_wh
-    e0 = soc_pct / 100.0 * full
     keep = keep_pct / 100.0 * full
     idle_w = min(m.idle_w for m in usable)
-    idle_path = _idle_energy_wh(e0, solar, platform_w, idle_w, step_s, battery)
+    spec_now = BatterySpec(full, max(0.0, soc_pct), 0.0, battery.charge_efficiency, battery.discharge_efficiency)
+    idle_path = simulate_energy_wh(solar - platform_w - idle_w, step_s, spec_now)
     period_steps = int(round((orbit_period_s or solar.size * step_s / 1.5) / step_s))
     reserve = max(_next_orbit_reserve_wh(solar[-period_steps:], platform_w, idle_w, step_s, battery),
                   _scarcity_reserve_wh(expected, platform_w, idle_w, step_s, battery))
