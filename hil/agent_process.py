@@ -17,7 +17,9 @@ class AgentProcess:
     def __init__(self, link_url: str, log_path: Path, extra_args: Sequence[str] = ()):
         self.link_url = link_url
         self.log_path = Path(log_path)
-        self.args = [sys.executable, "-m", "flight", "run", "--link", link_url, *extra_args]
+        # The agent stops with whoever started it (a test, a campaign's worker), even one killed -9.
+        self.args = [sys.executable, "-m", "flight", "run", "--link", link_url, "--parent-pid", str(os.getpid()),
+                     *extra_args]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":

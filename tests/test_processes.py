@@ -113,3 +113,26 @@ def test_two_agents_cannot_share_a_compute_directory(tmp_path, short_dir):
         DirectoryLock(tmp_path / "b", ".agent.lock", "agent").release()  # the refused one let its own lock go
     finally:
         first.close()
+
+
+@pytest.mark.req("CMP-013")
+def test_an_agent_started_by_a_harness_stops_when_the_harness_is_killed(tmp_path, ipc_url):
+    """A campaign's worker (here a plain Python process) starts an agent and is killed with -9:
+    the agent must not fly on for nobody (it asked to die with its parent, --parent-pid)."""
+    script = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+              "from pathlib import Path\nfrom hil.agent_process import AgentProcess\n"
+              f"a = AgentProcess({ipc_url!r}, Path({str(tmp_path / 'agent.log')!r}), "
+              f"['--state-dir', {str(tmp_path / 'state')!r}]).start()\n"
+              "print(a.proc.pid, flush=True)\ntime.sleep(120)\n")
+    harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        agent_pid = int(harness.stdout.readline())
+        wait_until(lambda: "agent up" in (tmp_path / "agent.log").read_text(errors="replace")
+                   if (tmp_path / "agent.log").exists() else False, 60, "the agent did not come up")
+        harness.kill()
+        harness.wait(10)
+        wait_until(lambda: not alive(agent_pid), 30, "the agent outlived the harness that started it")
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait(10)

@@ -48,6 +48,7 @@ from flight.compute.store import Copy, ModelIntegrityError, ModelStore
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
+from flight.lifetime import die_with_parent
 from flight.link.definitions import Admission, JobKind
 from flight.link.dictionary import FailureCode
 from flight.records import ProtocolError
@@ -572,18 +573,6 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the agent dies (PR_SET_PDEATHSIG): a worker must
-    never outlive its agent, or a restarted agent would find two workers on one directory."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent-pid check in the loop still ends the worker
-
-
 def _lock(root: Path, wait_s: float) -> DirectoryLock:
     """The compute directory's lock. The worker of an agent that just died may still be
     checkpointing (it was told by PR_SET_PDEATHSIG): wait for it a little, then refuse."""
@@ -606,9 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-wait-s", type=float, default=LOCK_WAIT_S,
                         help=f"how long to wait for another worker to leave the directory (default {LOCK_WAIT_S:g} s)")
     args = parser.parse_args(argv)
-    _die_with_parent()
-    # The agent may have died before PR_SET_PDEATHSIG took: then the parent is already someone else.
-    if args.parent_pid is not None and os.getppid() != args.parent_pid:
+    # A worker never outlives its agent; the agent may have died before that took.
+    if not die_with_parent(args.parent_pid):
         print(f"compute worker: agent {args.parent_pid} is gone; not starting", file=sys.stderr)
         return 1
     try:
