@@ -1077,6 +1077,9 @@ function renderUser() {
 }
 
 async function logout() {
+  // One navigation only: the server would also close this socket (4001), whose handler goes to
+  // /login too, and two navigations racing abort each other.
+  if (S.ws) { S.ws.onclose = null; S.ws.close(); }
   await postJson("/api/logout", {});
   location.replace("/login");
 }
