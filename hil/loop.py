@@ -42,7 +42,7 @@ import tomli_w
 from flight.hal.boards import load_board
 from flight.hal.sim_protocol import EpsValues, Load
 from flight.link.definitions import Admission, Mode
-from flight.link.messages import EventRecord
+from flight.link.messages import EventRecord, PlanRecord
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
 from hil.scenario import FaultSpec, Scenario
@@ -50,6 +50,7 @@ from hil.sim_env import AgentSilent, SimEnvironment
 
 # Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
 # board profiles' own numbers; a lumped model has one board node).
+MAX_PLANS = 2000  # a day of plans at one a minute, and then some: the report keeps the newest
 ZONE_OFFSETS_C = {"tj-thermal": 0.0, "cpu-thermal": -2.0, "gpu-thermal": -1.0, "soc0-thermal": -3.0}
 
 
@@ -90,6 +91,9 @@ class RunResult:
     agent_silences: int
     real_tiles: int | None
     notes: list[str]
+    # The energy plans the agent downlinked (TM(140,1), PlanRecord.to_json()), oldest first,
+    # the newest MAX_PLANS: what it predicted, to hold against what the truth did.
+    plans: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ClosedLoop:
@@ -113,6 +117,7 @@ class ClosedLoop:
         self.rng = random.Random(scenario.seed)
         self.trace = Trace()
         self.events: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
         self.fault_log: list[dict[str, Any]] = []
         self.command_log: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -188,6 +193,9 @@ class ClosedLoop:
             rel_s = rec.time_s - self._t0_s if self.sc.time_mode == "lockstep" else self._rel_s
             self.events.append({"t": rec.time_s, "rel_s": rel_s, "name": rec.event.name,
                                 "severity": rec.event.severity.name, "text": rec.text, "args": dict(rec.args)})
+        elif isinstance(rec, PlanRecord):
+            self.plans.append(rec.to_json())
+            del self.plans[:-MAX_PLANS]
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -273,7 +281,7 @@ class ClosedLoop:
             real_tiles = self._shutdown()
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
-                         real_tiles, self.notes)
+                         real_tiles, self.notes, list(self.plans))
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]

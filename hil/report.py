@@ -112,6 +112,8 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
                    for f, v in zip(result.faults, verdicts)] if verdicts else list(result.faults),
         "commands": result.commands,
         "events": len(result.events),
+        # The agent's energy plans (TM(140,1)) held against the harness's battery.
+        **plan_error(result),
         "notes": result.notes,
     }
 
@@ -164,6 +166,13 @@ def _plots(result: RunResult) -> str:
     axes[4].set_yticks(range(len(agent_modes)), agent_modes, fontsize=7)
     if result.scenario.criteria.charge_floor_pct is not None:
         axes[0].axhline(result.scenario.criteria.charge_floor_pct, color="red", ls="--", lw=1)
+    for i, plan in enumerate(_plans_to_draw(result.plans)):  # what the agent predicted, against what happened
+        steps = np.arange(len(plan["soc_pct"])) * plan["step_s"] + plan["start_unix_s"]
+        axes[0].plot((steps - tr["time_s"][0]) / 60.0, plan["soc_pct"], color="tab:orange", lw=0.8, ls="--",
+                     alpha=0.8, label="plan (predicted)" if i == 0 else None)
+    if result.plans:
+        axes[0].legend(fontsize=7, loc="upper right")
+        axes[0].set_xlim(t_min[0], t_min[-1])  # a plan reaches past the run's end: the run is what is judged
     ax = axes[-1]
     t0 = tr["time_s"][0]
     sev_y = {"FATAL": 4, "WARNING_HI": 3, "WARNING_LO": 2, "ACTIVITY_HI": 1, "COMMAND": 1}
@@ -178,6 +187,43 @@ def _plots(result: RunResult) -> str:
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plans_to_draw(plans: list[dict[str, Any]], every_s: float = 1800.0) -> list[dict[str, Any]]:
+    """One plan each ``every_s`` (the first made after each mark): enough to see the
+    prediction against the truth without a thicket of lines."""
+    out: list[dict[str, Any]] = []
+    for plan in plans:
+        if not out or plan["start_unix_s"] - out[-1]["start_unix_s"] >= every_s:
+            out.append(plan)
+    return out
+
+
+def plan_error(result: RunResult) -> dict[str, Any]:
+    """How far the plans' predicted charge was from the truth (the battery the harness
+    flew), over every predicted point within the run: the 50th and 95th percentiles of
+    |predicted − true| in % and the number of plans. None figures without plans."""
+    tr = result.trace.arrays()
+    errors: list[float] = []
+    for plan in result.plans:
+        times = plan["start_unix_s"] + np.arange(len(plan["soc_pct"])) * plan["step_s"]
+        inside = (times >= tr["time_s"][0]) & (times <= tr["time_s"][-1])
+        if inside.any():
+            truth = np.interp(times[inside], tr["time_s"], tr["soc_pct"])
+            errors.extend(np.abs(np.asarray(plan["soc_pct"])[inside] - truth).tolist())
+    return {"plans": len(result.plans),
+            "plan_soc_error_pct_p50": round(float(np.percentile(errors, 50)), 2) if errors else None,
+            "plan_soc_error_pct_p95": round(float(np.percentile(errors, 95)), 2) if errors else None}
+
+
+def _plan_paragraph(body: dict[str, Any]) -> str:
+    if not body["plans"]:
+        return ("<p>No plan was downlinked: the agent plans over a forecast only with an array model "
+                "(the scenario's [array]); otherwise it runs the rule on the predicted eclipses.</p>")
+    return (f"<p>{body['plans']} plans downlinked (TM(140,1)); the dashed lines in the charge panel are one "
+            f"each half hour, against the eclipses (grey). Their predicted charge was off the harness's "
+            f"battery by {body['plan_soc_error_pct_p50']} % (median) and {body['plan_soc_error_pct_p95']} % "
+            f"(95th percentile) over every predicted point inside the run.</p>")
 
 
 def _s(value: float | None, unit: str = " s") -> str:
@@ -247,6 +293,7 @@ def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]
 Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.</p>
 <table><tr><th>criterion</th><th></th><th>detail</th></tr>{rows}</table>
 <h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">
+<h2>Energy plan</h2>{_plan_paragraph(body)}
 <h2>Faults</h2>{_fault_table(result, verdicts)}
 <h2>Commands</h2>{_command_table(result)}
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>

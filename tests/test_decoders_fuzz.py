@@ -25,7 +25,16 @@ from hypothesis import strategies as st
 from flight.cli import jsonable
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import INT_BOUNDS, FailureCode, ValueType
-from flight.link.messages import MAX_NESTING, Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
+from flight.link.messages import (
+    MAX_NESTING,
+    Codec,
+    EventRecord,
+    HkRecord,
+    ParamRecord,
+    PlanRecord,
+    Stage,
+    Verification,
+)
 from flight.link.packets import PRIMARY_HEADER_LEN, PacketError, Telecommand, Telemetry, pack_tm, unpack
 
 CODEC = Codec(DICTIONARY)
@@ -57,6 +66,9 @@ def render(rec) -> None:
     elif isinstance(rec, ParamRecord):
         json.dumps(jsonable(rec.values))
         assert all(isinstance(s, str) for s in rec.skipped)
+    elif isinstance(rec, PlanRecord):
+        json.dumps(rec.to_json())
+        assert len(rec.soc_pct) == len(rec.mode) + 1 and all(-1 <= m < len(rec.mode_names) for m in rec.mode)
     else:
         raise AssertionError(f"decode_tm returned {type(rec).__name__}")
 
@@ -159,7 +171,7 @@ def tm(service: int, subtype: int, data: bytes) -> Telemetry:
 
 
 # The telemetry the ground decodes, and a few it has nothing to say about.
-DECODED = [(1, s) for s in (1, 2, 3, 4, 7, 8)] + [(3, 25)] + [(5, s) for s in (1, 2, 3, 4)] + [(20, 2), (17, 2)]
+DECODED = [(1, s) for s in (1, 2, 3, 4, 7, 8)] + [(3, 25)] + [(5, s) for s in (1, 2, 3, 4)] + [(20, 2), (17, 2), (140, 1)]
 services = st.one_of(st.sampled_from(DECODED), st.sampled_from(DECODED),
                      st.tuples(st.integers(0, 255), st.integers(0, 255)))
 
@@ -196,7 +208,12 @@ right_events = st.sampled_from(DICTIONARY.events).flatmap(lambda e: st.tuples(
     st.just(e.id), st.fixed_dictionaries({a: plain for a in e.args})).map(list))
 right_params = st.fixed_dictionaries({}, optional={
     p.id: st.just(p.default) | st.floats() | ints | st.text(max_size=8) for p in DICTIONARY.parameters})
-RIGHT = {1: right_verifications, 3: right_hk, 5: right_events, 20: right_params, 17: values}
+right_plans = st.integers(1, 80).flatmap(lambda n: st.fixed_dictionaries({
+    "t0": st.floats(), "dt": st.floats(), "keep": st.floats(), "ms": st.floats(), "lsb": st.floats(),
+    "names": st.lists(st.text(max_size=12), min_size=0, max_size=17),
+    "soc": st.binary(min_size=n, max_size=n + 2), "mode": st.binary(min_size=n - 1, max_size=n + 1),
+    "solar": st.binary(min_size=n - 1, max_size=n + 1), "umbra": st.binary(min_size=n - 1, max_size=n + 1)}))
+RIGHT = {1: right_verifications, 3: right_hk, 5: right_events, 20: right_params, 17: values, 140: right_plans}
 # (what, which, a value, a key): set an item to anything, drop one, add one.
 damages = st.lists(st.tuples(st.sampled_from(["set", "drop", "add"]), st.integers(0, 64), values | raws, scalars),
                    max_size=2)
@@ -317,6 +334,16 @@ valid_packets = st.one_of(
     events.map(lambda e: ("event", e[1], CODEC.encode_event(e[0], e[1], 1_800_000_000.0))),
     params.map(lambda p: ("params", p, CODEC.encode_param_report(p, 1_800_000_000.0))),
     st.just(("pong", None, CODEC.encode_pong(1_800_000_000.0))),
+    st.integers(1, 80).flatmap(lambda n: st.builds(
+        lambda soc, mode, solar, umbra, names: PlanRecord(
+            1_800_000_000.0, 120.0, tuple(soc), tuple(m % (len(names) + 1) - 1 for m in mode), tuple(names),
+            tuple(solar), tuple(umbra), 35.0, 4.5),
+        st.lists(st.floats(0.0, 100.0), min_size=n + 1, max_size=n + 1),
+        st.lists(st.integers(0, 20), min_size=n, max_size=n),
+        st.lists(st.floats(0.0, 500.0), min_size=n, max_size=n),
+        st.lists(st.booleans(), min_size=n, max_size=n),
+        st.lists(st.text(max_size=12), min_size=1, max_size=16))).map(
+        lambda plan: ("plan", plan, CODEC.encode_plan(plan, 1_800_000_000.0))),
 )
 # (what, where as a fraction of the data, a byte): flip bits, set, insert, delete, truncate, duplicate.
 mutations = st.lists(st.tuples(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "repeat"]),
@@ -367,6 +394,10 @@ def test_mutated_agent_telemetry_decodes_or_is_refused(packet, ops):
         assert isinstance(rec, EventRecord) and same(rec.args, sent)
     elif kind == "params":
         assert isinstance(rec, ParamRecord) and set(rec.values) <= set(sent)
+    elif kind == "plan":  # quantised on the wire: 0.5 % and 1/255 of the peak
+        assert isinstance(rec, PlanRecord) and rec.mode == sent.mode and rec.mode_names == sent.mode_names
+        assert rec.umbra == sent.umbra and max(abs(a - b) for a, b in zip(rec.soc_pct, sent.soc_pct)) <= 0.25 + 1e-9
+        assert max(abs(a - b) for a, b in zip(rec.solar_w, sent.solar_w)) <= max(sent.solar_w) / 255.0 + 0.01
     else:
         assert rec is None
 

@@ -47,7 +47,7 @@ from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY, Admission, Mode
 from flight.link.dictionary import Dictionary
 from flight.link.interface import FlightLink
-from flight.link.messages import Codec
+from flight.link.messages import Codec, PlanRecord
 from flight.link.transport import open_flight_link
 from flight.storage import DirectoryLock, remove_interrupted_writes
 
@@ -126,7 +126,7 @@ class Agent:
             self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
                                    config.control_period_s, config.array),
             self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
-            self.compute.admit, self.memory, self.executive.internal_error, config.tle)
+            self.compute.admit, self.memory, self.executive.internal_error, config.tle, self._publish_plan)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
                                                   self.link_service, self.controller, self.compute)
         check_wiring(dictionary, self.components)
@@ -169,6 +169,9 @@ class Agent:
 
     def _publish_param_report(self, values: dict[str, Any]) -> None:
         self.link.publish(self.codec.encode_param_report(values, self.clock.now_s()))
+
+    def _publish_plan(self, plan: PlanRecord) -> None:
+        self.link.publish(self.codec.encode_plan(plan, self.clock.now_s()))
 
     def _conditions(self) -> Conditions:
         """What the mode guards look at, from the controller's latest readings."""

@@ -29,16 +29,17 @@ from flight.clock import Clock
 from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
-from flight.link.messages import CommandRequest
+from flight.link.messages import CommandRequest, PlanRecord
 from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
-from flight.power.planner import DEFAULT_TIME_LIMIT_S
+from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
 LOAD_WINDOW_S = 60.0  # the charge's change over a minute: well above a battery gauge's resolution
+PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~250 B each)
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
 
 
@@ -102,11 +103,14 @@ class Controller(Component):
         memory: Any,
         internal_error: Callable[[str, BaseException], None],
         configured_tle: tuple[str, str] | None = None,
+        publish_plan: Callable[[PlanRecord], None] | None = None,
     ):
         """``admit(admission, mode_index, n_modes, board_power_w, reason)`` tells the compute
         supervisor what may run; ``memory`` keeps the TLE and the operator's cap across
         restarts (flight.agent.state.PersistentState); ``internal_error(where, exc)`` is the
-        executive's; ``configured_tle`` is the orbit until a SET_TLE replaces it."""
+        executive's; ``configured_tle`` is the orbit until a SET_TLE replaces it;
+        ``publish_plan`` sends a new energy plan to the ground (TM(140,1)), at most every
+        ``PLAN_REPORT_MIN_S``."""
         self.board = board
         self.hal = board.hal
         self.setup = setup
@@ -119,6 +123,9 @@ class Controller(Component):
         self._admit = admit
         self._memory = memory
         self._internal_error = internal_error
+        self._publish_plan = publish_plan
+        self._reported_plan: Plan | None = None
+        self._plan_reported_s = -math.inf
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
         self.mode_powers = mode_powers(board)
         self.eps_source = board.eps.source if board.eps is not None else (
@@ -194,6 +201,9 @@ class Controller(Component):
             plan_time_limit_s=None if self.board.stepper is not None else DEFAULT_TIME_LIMIT_S,
         ), self.state)
         self.state, self.last = out.state, out
+        plan = out.state.plan
+        if plan is not None and plan is not self._reported_plan and now_s - self._plan_reported_s >= PLAN_REPORT_MIN_S:
+            self._report_plan(plan, now_s)
         if out.clear_faults:
             self._faults.clear()
         for action in out.actions:
@@ -203,6 +213,18 @@ class Controller(Component):
                 self._emit(action.name, **action.args)
         self._apply(out)
         return out
+
+    def _report_plan(self, plan: Plan, now_s: float) -> None:
+        """The plan in force, with the shadow it was forecast against, to the ground."""
+        self._reported_plan, self._plan_reported_s = plan, now_s
+        if self._publish_plan is None:
+            return
+        n = len(plan.mode_index)
+        umbra = self.forecast.umbra_from_now(plan.start_unix_s)[:n] if self.forecast is not None else ()
+        self._publish_plan(PlanRecord(
+            plan.start_unix_s, plan.step_s, plan.soc_pct, plan.mode_index, tuple(m.name for m in self.mode_powers),
+            tuple(plan.solar_w[:n]) + (0.0,) * (n - len(plan.solar_w[:n])), tuple(umbra) + (False,) * (n - len(umbra)),
+            plan.keep_pct, plan.solve_ms))
 
     def _apply(self, out: ControlOutput) -> None:
         current = self._power_mode_now()
@@ -262,13 +284,11 @@ class Controller(Component):
         if forecast is None or array is None:
             self.solar_predicted_w = None
             return None
-        ahead = forecast.from_now(now_s)
-        if len(ahead) < 2:
+        ahead, now = forecast.from_now(now_s), forecast.at(now_s)
+        if now is None:
             return None
-        offset = (now_s - forecast.start_unix_s) / forecast.step_s
-        frac = offset - math.floor(offset)
-        raw_now = ahead[0] + (ahead[1] - ahead[0]) * frac
-        if eps.solar_power_w is not None:
+        raw_now, at_edge = now
+        if eps.solar_power_w is not None and not at_edge:
             self.calibration = self.calibration.update(raw_now, eps.solar_power_w, array.peak_w)
         scale = self.calibration.scale
         self.solar_predicted_w = raw_now * scale

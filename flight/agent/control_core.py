@@ -224,10 +224,11 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
     if not fresh:
         plan = make_plan(inp.now_s, soc, inputs.solar_forecast_w, inputs.forecast_step_s, inputs.platform_load_w,
                          inp.battery, inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s,
-                         margin_w=inputs.forecast_margin_w)
+                         margin_w=inputs.forecast_margin_w,
+                         load_margin_w=inp.params["load_margin_pct"] / 100.0 * inputs.platform_load_w)
         if plan is None:
             return None
-    index = plan.mode_index[0]
+    index = plan.mode_at(inp.now_s)
     headroom = (plan.min_soc_pct - keep) / 100.0 * inp.battery.capacity_wh
     horizon_min = len(plan.mode_index) * plan.step_s / 60.0
     if index < 0:

@@ -50,6 +50,12 @@ def dictionary_markdown(d: Dictionary) -> str:
     lines += ["| id | name | severity | message | description |", "|---|---|---|---|---|"]
     for e in d.events:
         lines.append(f"| `{e.id:#06x}` | `{e.name}` | {e.severity.name} | {_cell(e.format)} | {_cell(e.description)} |")
+    lines += ["", "## Power plan", "",
+              "PUS TM(140,1) (mission-specific), the receding-horizon energy plan in force, sent when a new one is "
+              "made and at most once a minute: a map of `t0` (s), `dt` (step, s), `keep` (%), `ms` (solve time), "
+              "`names` (the power modes, lowest first), `lsb` (W per solar count) and one byte a step for `soc` "
+              "(0.5 % a count; now, then each step's end), `mode` (0 idle, k + 1 for `names[k]`), `solar` and "
+              "`umbra` (1 in shadow). `flight.link.messages.PlanRecord` decodes it."]
     lines += ["", "## Parameters", "",
               "The agent reports every value in PUS TM(20,2), data `{param_id: value}`, at start, after each change "
               "and every tenth housekeeping period; limits that follow a parameter use the value reported.", "",

@@ -13,6 +13,12 @@ msgpack application data and back. Formats, all msgpack:
 - ping, TC(17,1) answered by TM(17,2), empty: the PUS connection test, for third-party tools.
 - parameter report, TM(20,2): ``{param_id: value, ...}`` for every parameter, so the ground
   knows the values the agent acts on (limits that follow parameters are resolved with them).
+- power plan, TM(140,1) (mission-specific): the receding-horizon energy plan in force
+  (:class:`PlanRecord`), a few hundred bytes: a map of ``t0`` (s), ``dt`` (step, s),
+  ``keep`` (%), ``ms`` (solve time), ``names`` (the board's power modes, lowest first) and
+  byte strings of one byte a step: ``soc`` (predicted charge at now and each step's end,
+  0.5 % a count), ``mode`` (0 idle, k + 1 for ``names[k]``), ``solar`` (the forecast the
+  plan used, ``lsb`` W a count) and ``umbra`` (1 where the orbit is predicted in shadow).
 
 The ground decodes whatever the link delivers, so its decoders have one error contract:
 :func:`flight.link.packets.unpack` and :meth:`Codec.decode_tm` raise :class:`PacketError`
@@ -23,6 +29,7 @@ decoded record can always be rendered. ``tests/test_decoders_fuzz.py`` holds the
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,6 +275,55 @@ class ParamRecord:
     skipped: tuple[str, ...] = ()
 
 
+PLAN_MAX_STEPS = 1024  # a plan over a day at 90-s steps; the agent's are ~70
+PLAN_MAX_MODES = 16
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """The energy plan in force (TM(140,1)): from ``start_unix_s`` every ``step_s``, the charge
+    it predicts (N + 1 values: now, then each step's end), the mode it runs most of each step
+    (an index into ``mode_names``, -1 idle), the array output it forecast and where it
+    predicts shadow. Quantised on the wire: charge to 0.5 %, solar to 1/255 of its peak."""
+
+    start_unix_s: float
+    step_s: float
+    soc_pct: tuple[float, ...]
+    mode: tuple[int, ...]
+    mode_names: tuple[str, ...]
+    solar_w: tuple[float, ...]
+    umbra: tuple[bool, ...]
+    keep_pct: float
+    solve_ms: float
+    time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = len(self.mode)
+        if not 1 <= n <= PLAN_MAX_STEPS:
+            raise ValueError(f"a plan has 1..{PLAN_MAX_STEPS} steps, got {n}")
+        if len(self.soc_pct) != n + 1 or len(self.solar_w) != n or len(self.umbra) != n:
+            raise ValueError(f"a plan of {n} steps needs {n + 1} soc_pct and {n} solar_w and umbra values, got "
+                             f"{len(self.soc_pct)}, {len(self.solar_w)}, {len(self.umbra)}")
+        if not 1 <= len(self.mode_names) <= PLAN_MAX_MODES:
+            raise ValueError(f"a plan names 1..{PLAN_MAX_MODES} modes, got {len(self.mode_names)}")
+        if any(not -1 <= m < len(self.mode_names) for m in self.mode):
+            raise ValueError(f"a plan's modes index its {len(self.mode_names)} mode names or are -1 (idle)")
+
+    @property
+    def end_unix_s(self) -> float:
+        return self.start_unix_s + self.step_s * len(self.mode)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the archive, the API and the web console."""
+        return {"start_unix_s": self.start_unix_s, "step_s": self.step_s, "soc_pct": list(self.soc_pct),
+                "mode": list(self.mode), "mode_names": list(self.mode_names), "solar_w": list(self.solar_w),
+                "umbra": list(self.umbra), "keep_pct": self.keep_pct, "solve_ms": self.solve_ms, "time_s": self.time_s}
+
+
+_PLAN_KEYS = {"t0": float, "dt": float, "keep": float, "ms": float, "lsb": float, "names": list, "soc": bytes,
+              "mode": bytes, "solar": bytes, "umbra": bytes}
+
+
 class TelemetryError(ValueError):
     """The agent tried to send telemetry that does not match the dictionary (a bug, never a nil on the wire)."""
 
@@ -365,6 +421,21 @@ class Codec:
         body = {by_name[name].id: value for name, value in values.items()}
         return self._tm(self.apid, Service.PARAMETER, Subtype.PARAM_REPORT, msgpack.packb(body, use_bin_type=True), time_s)
 
+    def encode_plan(self, plan: PlanRecord, time_s: float) -> bytes:
+        """TM(140,1): the plan, one byte a step for each series (see the module doc)."""
+        peak = max(plan.solar_w, default=0.0)
+        lsb = max(peak / 255.0, 0.01)
+        body = {
+            "t0": float(plan.start_unix_s), "dt": float(plan.step_s), "keep": float(plan.keep_pct),
+            "ms": float(plan.solve_ms), "lsb": lsb, "names": list(plan.mode_names),
+            "soc": bytes(min(200, max(0, round(2.0 * v))) for v in plan.soc_pct),
+            "mode": bytes(m + 1 for m in plan.mode),
+            "solar": bytes(min(255, max(0, round(w / lsb))) for w in plan.solar_w),
+            "umbra": bytes(int(bool(u)) for u in plan.umbra),
+        }
+        return self._tm(self.apid, Service.POWER_PLAN, Subtype.PLAN_REPORT, msgpack.packb(body, use_bin_type=True),
+                        time_s)
+
     def encode_event(self, name: str, args: dict[str, Any], time_s: float, apid: int | None = None) -> bytes:
         event = self.dictionary.event_by_name[name]
         if set(args) != set(event.args):
@@ -377,7 +448,7 @@ class Codec:
 
     # --- telemetry (ground side decodes) -----------------------------------------------------
 
-    def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
+    def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None:
         """Decode a TM packet's data; None for a service this dictionary has nothing to say about.
 
         Error contract: whatever ``tm.source_data`` holds, this returns a record (or None) or
@@ -416,7 +487,7 @@ class Codec:
             raise PacketError("malformed", f"service {tm.service},{tm.subtype} data could not be decoded: "
                                            f"{type(exc).__name__}: {exc}"[:240]) from None
 
-    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | None:
+    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None:
         service = tm.service
         if service == Service.VERIFICATION:
             if tm.subtype not in _SUBTYPE_STAGE:
@@ -428,7 +499,37 @@ class Codec:
             return self._decode_event(tm)
         if service == Service.PARAMETER and tm.subtype == Subtype.PARAM_REPORT:
             return self._decode_params(tm)
+        if service == Service.POWER_PLAN and tm.subtype == Subtype.PLAN_REPORT:
+            return self._decode_plan(tm)
         return None
+
+    @staticmethod
+    def _decode_plan(tm: Telemetry) -> PlanRecord:
+        body = _unpackb(tm.source_data)
+        if not isinstance(body, dict):
+            raise PacketError("encoding", f"plan data must be a map, got {_show(body)}", "data")
+        if body.keys() != _PLAN_KEYS.keys():
+            missing = sorted(_PLAN_KEYS.keys() - body.keys())
+            extra = sorted(_show(k) for k in body.keys() - _PLAN_KEYS.keys())
+            raise PacketError("encoding", f"plan data: missing {', '.join(missing) or 'none'}; unknown "
+                                          f"{', '.join(extra[:5]) or 'none'}"[:240], "data")
+        for key, kind in _PLAN_KEYS.items():
+            value = body[key]
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)) \
+                if kind is float else isinstance(value, kind)
+            if not ok:
+                raise PacketError("encoding", f"plan {key}: {_show(value)} is not {kind.__name__}", key)
+        names = body["names"]
+        if not all(isinstance(n, str) and len(n) <= 32 for n in names):
+            raise PacketError("encoding", "plan names: power mode names must be text of at most 32 characters",
+                              "names")
+        try:
+            return PlanRecord(
+                float(body["t0"]), float(body["dt"]), tuple(c / 2.0 for c in body["soc"]),
+                tuple(c - 1 for c in body["mode"]), tuple(names), tuple(c * float(body["lsb"]) for c in body["solar"]),
+                tuple(bool(c) for c in body["umbra"]), float(body["keep"]), float(body["ms"]), tm.time_s)
+        except ValueError as exc:
+            raise PacketError("value", f"plan: {exc}", "data") from None
 
     @staticmethod
     def _decode_verification(tm: Telemetry, stage: Stage, ok: bool) -> Verification:
@@ -561,6 +662,8 @@ class Codec:
             out.update(kind="event", event=rec.event.name, severity=rec.event.severity.name, text=rec.text, args=rec.args)
         elif isinstance(rec, ParamRecord):
             out.update(kind="parameters", values=rec.values)
+        elif isinstance(rec, PlanRecord):
+            out.update(kind="plan", plan=rec.to_json())
         elif pkt.service == Service.TEST:
             out.update(kind="pong")
         return out

@@ -64,6 +64,7 @@ class Service(enum.IntEnum):
     FUNCTION = 8
     TEST = 17
     PARAMETER = 20
+    POWER_PLAN = 140  # mission-specific (PUS-C leaves 128..255 to the mission)
 
 
 class Subtype(enum.IntEnum):
@@ -84,6 +85,7 @@ class Subtype(enum.IntEnum):
     PING = 1  # service 17
     PONG = 2
     PARAM_REPORT = 2  # service 20: parameter value report
+    PLAN_REPORT = 1  # service 140: the energy plan in force
 
 
 class PacketError(ValueError):

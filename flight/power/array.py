@@ -143,16 +143,40 @@ def body_axes_teme(attitude: str, r_km, v_km_s, sun_dir) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SolarForecast:
-    """Predicted array output from ``start_unix_s`` every ``step_s``, already scaled by the calibration."""
+    """Predicted array output from ``start_unix_s`` every ``step_s`` (unscaled: the caller
+    applies the calibration's scale) and the shadow it was predicted with."""
 
     start_unix_s: float
     step_s: float
     power_w: tuple[float, ...]
+    shadow: tuple[float, ...] = ()  # the shadow factor at each sample (0 umbra .. 1 full sun)
 
     def from_now(self, now_unix_s: float) -> tuple[float, ...]:
         """The samples from ``now`` on (the forecast ages between predictions)."""
         skip = max(0, int((now_unix_s - self.start_unix_s) // self.step_s))
         return self.power_w[skip:]
+
+    def umbra_from_now(self, now_unix_s: float) -> tuple[bool, ...]:
+        """Where the samples from ``now`` on are in the Earth's shadow (mostly: factor below ½)."""
+        skip = max(0, int((now_unix_s - self.start_unix_s) // self.step_s))
+        return tuple(f < 0.5 for f in self.shadow[skip:])
+
+    def at(self, now_unix_s: float) -> tuple[float, bool] | None:
+        """The output at ``now``, interpolated between samples, and whether ``now`` lies between
+        a dark sample and a lit one: a shadow edge, where the prediction's error is the orbit's
+        timing (seconds of a minutes-long step), not the array's; calibrating on it would read
+        a 120-s step's edge as a tenth of the output wrong all orbit. None past the end.
+
+        >>> f = SolarForecast(0.0, 120.0, (0.0, 90.0, 90.0))
+        >>> f.at(60.0), f.at(180.0), f.at(300.0)
+        ((45.0, True), (90.0, False), None)
+        """
+        offset = (now_unix_s - self.start_unix_s) / self.step_s
+        k = int(math.floor(offset))
+        if k < 0 or k + 1 >= len(self.power_w):
+            return None
+        a, b = self.power_w[k], self.power_w[k + 1]
+        return a + (b - a) * (offset - k), (a > 0.0) != (b > 0.0)
 
 
 def forecast_solar(orbit, model: ArrayModel, now_unix_s: float, horizon_s: float, step_s: float = 60.0,
@@ -167,7 +191,8 @@ def forecast_solar(orbit, model: ArrayModel, now_unix_s: float, horizon_s: float
     shadow = shadow_factor(r, sun_km, shadow_model)
     sun_dir = _unit(sun_km - r)
     power = model.power_w(r, v, sun_dir, shadow) * scale
-    return SolarForecast(float(now_unix_s), float(step_s), tuple(float(p) for p in power))
+    return SolarForecast(float(now_unix_s), float(step_s), tuple(float(p) for p in power),
+                         tuple(float(f) for f in shadow))
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,11 @@ class EnergyLp:
 
 
 def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, battery: BatterySpec,
-              modes: Sequence[ComputeMode], cap: np.ndarray | None, final_wh: float) -> EnergyLp:
+              modes: Sequence[ComputeMode], cap: np.ndarray | None, final_wh: float,
+              final_value_per_wh: float = 0.0) -> EnergyLp:
+    """The LP (see the module doc). ``final_value_per_wh``: what each stored Wh left at the
+    horizon's end is worth, in work units (throughput × s) per Wh: 0 for the oracle, whose
+    horizon is the whole profile; the planner's terminal value (``flight.power.planner``)."""
     n, m = solar.size, len(modes)
     idle_w = min(md.idle_power_w for md in modes)
     extra_w = np.array([md.loaded_power_w - idle_w for md in modes])  # ≥ 0: loaded ≥ idle_m ≥ idle_0
@@ -178,4 +182,5 @@ def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
     top = thr.max() if thr.max() > 0 else 1.0
     cost = np.zeros(n_var)
     cost[: n * m] = -np.tile(thr / top, n)
+    cost[col_e + n] = -final_value_per_wh / (top * dt_s)  # x's unit of work is top · dt_s
     return EnergyLp(cost, a_ub, np.concatenate(b_ub), a_eq, b_eq, bounds, n, m)
