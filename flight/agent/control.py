@@ -35,6 +35,7 @@ from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, Solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
+from flight.thermal.model import ThermalFit, ThermalPlanInputs
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
@@ -86,7 +87,7 @@ class Controller(Component):
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
                 "solar_predicted_w", "solar_model_scale", "solar_error_w", "plan_ms", "plan_min_soc_pct",
-                "platform_load_est_w",
+                "platform_load_est_w", "thermal_model_rms_c", "plan_temp_max_c",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -140,6 +141,11 @@ class Controller(Component):
         self.calibration = SolarCalibration()
         self.solar_predicted_w: float | None = None
         self.load = LoadEstimate(setup.platform_load_w)
+        self.thermal_fit = ThermalFit()
+        # The current sample (start s, Σ board W, Σ sun, ticks) and the last two boundaries'
+        # (temperature °C, the sample's mean power W): the model's evidence.
+        self._th_sample: tuple[float, float, float, int] | None = None
+        self._th_marks: list[tuple[float, float]] = []
         self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
@@ -190,6 +196,7 @@ class Controller(Component):
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
         self._learn_load(now_s, eps, reading)
+        thermal = self._thermal_inputs(now_s, reading)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
@@ -197,7 +204,7 @@ class Controller(Component):
             modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.setup.battery_capacity_wh),
             platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
-            solar_error_w=self.calibration.error_w,
+            solar_error_w=self.calibration.error_w, thermal=thermal,
             plan_time_limit_s=None if self.board.stepper is not None else DEFAULT_TIME_LIMIT_S,
         ), self.state)
         self.state, self.last = out.state, out
@@ -277,6 +284,45 @@ class Controller(Component):
                                      (mark[3] + reading.board_power_w) / 2.0, battery.charge_efficiency,
                                      battery.discharge_efficiency, mark[4] or eps.soc_pct >= 99.5)
         self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
+
+    def _thermal_inputs(self, now_s: float, reading: HalReading) -> ThermalPlanInputs | None:
+        """Fold this tick into the board model's sample (every FORECAST_STEP_S: the plan's step)
+        and, once the model is trusted, what the plan's thermal limit needs."""
+        temp = max(reading.temps_c.values(), default=None) if reading.temps_c else None
+        power, pred = reading.board_power_w, self.prediction
+        if temp is None or power is None or not (math.isfinite(temp) and math.isfinite(power)):
+            self._th_sample, self._th_marks = None, []  # a gap: the lags no longer follow each other
+            return None
+        sun = 0.0 if pred is not None and pred.in_eclipse else 1.0
+        if self._th_sample is None:
+            self._th_sample, self._th_marks = (now_s, 0.0, 0.0, 0), [(temp, power)]
+        start, p_sum, sun_sum, ticks = self._th_sample
+        self._th_sample = (start, p_sum + power, sun_sum + sun, ticks + 1)
+        if now_s - start >= FORECAST_STEP_S:
+            _, p_sum, sun_sum, ticks = self._th_sample
+            mean_p, mean_sun = p_sum / ticks, sun_sum / ticks
+            marks = self._th_marks
+            if len(marks) == 2:  # (T[k-1], P[k-1]), (T[k], ·) and this sample: P[k], sun[k] → T[k+1]
+                self.thermal_fit = self.thermal_fit.update(marks[1][0], marks[0][0], mean_p, marks[0][1], mean_sun,
+                                                           temp)
+            marks[-1] = (marks[-1][0], mean_p)
+            self._th_marks = [*marks, (temp, mean_p)][-2:]
+            self._th_sample = (now_s, 0.0, 0.0, 0)
+        if not self.thermal_fit.usable or len(self._th_marks) < 2:
+            return None
+        forecast = self.forecast
+        sun_ahead = tuple(forecast.shadow[max(0, int((now_s - forecast.start_unix_s) // forecast.step_s)):]) \
+            if forecast is not None and forecast.shadow else (sun,)
+        # The sample before now: the last boundary's, or (past half a sample into this one) this
+        # sample's start and its power so far.
+        start, p_sum, _, ticks = self._th_sample
+        if now_s - start < FORECAST_STEP_S / 2.0 or ticks == 0:
+            t_prev, p_prev = self._th_marks[0]
+        else:
+            t_prev, p_prev = self._th_marks[1][0], p_sum / ticks
+        margin_c = max(1.0, 2.0 * self.thermal_fit.rms_c)
+        return ThermalPlanInputs(self.thermal_fit, temp, t_prev, p_prev, sun_ahead,
+                                 self.params["thermal_soft_limit_c"] - margin_c)
 
     def _calibrate(self, now_s: float, eps: EpsReading) -> tuple[float, ...] | None:
         """Fold the measured solar power into the model's calibration; the scaled forecast from now."""
@@ -379,6 +425,8 @@ class Controller(Component):
             "plan_ms": self.state.plan.solve_ms if self.state.plan is not None else None,
             "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
             "platform_load_est_w": self.load.load_w,
+            "thermal_model_rms_c": self.thermal_fit.rms_c if self.thermal_fit.usable else None,
+            "plan_temp_max_c": self.state.plan.temp_max_c if self.state.plan is not None else None,
         }
         rails = r.rails if r else {}
         for rail, channel in RAIL_CHANNELS.items():

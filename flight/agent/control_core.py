@@ -31,6 +31,7 @@ from flight.orbit import OrbitPrediction
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan, make_plan
 from flight.power.policy import Battery, ModePower, PowerDecision, PowerInputs, PowerSettings, decide
 from flight.thermal.governor import Action, GovernorState, ThermalDecision, ThermalLimits, govern
+from flight.thermal.model import ThermalPlanInputs
 
 PREDICTION_HORIZON_S = 24 * 3600.0  # SAA passes can be 10 h apart; 24 h costs ~4 ms on a PC
 
@@ -70,6 +71,7 @@ class ControlInputs:
     solar_forecast_w: tuple[float, ...] | None = None  # the arrays' calibrated forecast from now
     forecast_step_s: float = 60.0
     solar_error_w: float = 0.0  # the forecast's observed RMS error: the plan's margin on it
+    thermal: ThermalPlanInputs | None = None  # the learnt board model, once trusted: the plan's thermal limit
     # The planner's wall-clock limit; None in lockstep, where a result must not depend on how
     # busy the machine is (the same seed flies the same day).
     plan_time_limit_s: float | None = DEFAULT_TIME_LIMIT_S
@@ -225,7 +227,8 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
         plan = make_plan(inp.now_s, soc, inputs.solar_forecast_w, inputs.forecast_step_s, inputs.platform_load_w,
                          inp.battery, inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s,
                          margin_w=inputs.forecast_margin_w,
-                         load_margin_w=inp.params["load_margin_pct"] / 100.0 * inputs.platform_load_w)
+                         load_margin_w=inp.params["load_margin_pct"] / 100.0 * inputs.platform_load_w,
+                         thermal=inp.thermal)
         if plan is None:
             return None
     index = plan.mode_at(inp.now_s)

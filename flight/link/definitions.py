@@ -299,6 +299,10 @@ POWER_CHANNELS = (
             Limits(warn_low=FromParam("battery_floor_pct"))),
     Channel("platform_load_est_w", T.F64, "W", "The rest of the spacecraft's draw as the plan takes it: the "
             "configured value, then learnt each minute from the battery's energy balance"),
+    Channel("thermal_model_rms_c", T.F64, "degC", "One-step error of the board temperature model the agent learns "
+            "(flight/thermal/model.py); nil until it is trusted and the plan keeps a thermal limit"),
+    Channel("plan_temp_max_c", T.F64, "degC", "The hottest the board model predicts under the plan in force (nil: "
+            "no trusted model, the governor alone)", Limits(warn_high=FromParam("thermal_soft_limit_c"))),
     Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "
             "bench supply declared in the config: no battery), NONE (no EPS and none declared: compute waits)",
             choices=choices_of(EpsSource)),

@@ -99,6 +99,20 @@ def simulate_energy_wh(net_power_w: ArrayLike, dt_s: float, battery: BatterySpec
 
 
 @dataclass(frozen=True)
+class ThermalRows:
+    """A board-temperature limit for the LP: T[k+1] = a1·T[k] + a2·T[k-1] + b1·P[k] +
+    b2·P[k-1] + c·sun[k] + d (``flight.thermal.model``) with P the board's power in step k,
+    T[0] = ``t_now_c``, T[-1] = ``t_prev_c``, P[-1] = ``p_prev_w``; T[k+1] ≤ ``t_max_c[k]``."""
+
+    coefficients: tuple[float, float, float, float, float, float]
+    t_now_c: float
+    t_prev_c: float
+    p_prev_w: float
+    sun: np.ndarray
+    t_max_c: np.ndarray
+
+
+@dataclass(frozen=True)
 class EnergyLp:
     """The LP in linprog's form, and where each variable block starts (columns)."""
 
@@ -128,10 +142,15 @@ class EnergyLp:
     def col_e(self) -> int:
         return self.n * self.m + 3 * self.n
 
+    @property
+    def col_t(self) -> int:
+        """T[1..N] when the LP has a thermal limit (the predicted board temperature)."""
+        return self.n * self.m + 4 * self.n + 1
+
 
 def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, battery: BatterySpec,
               modes: Sequence[ComputeMode], cap: np.ndarray | None, final_wh: float,
-              final_value_per_wh: float = 0.0) -> EnergyLp:
+              final_value_per_wh: float = 0.0, thermal: ThermalRows | None = None) -> EnergyLp:
     """The LP (see the module doc). ``final_value_per_wh``: what each stored Wh left at the
     horizon's end is worth, in work units (throughput × s) per Wh: 0 for the oracle, whose
     horizon is the whole profile; the planner's terminal value (``flight.power.planner``)."""
@@ -140,7 +159,7 @@ def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
     extra_w = np.array([md.loaded_power_w - idle_w for md in modes])  # ≥ 0: loaded ≥ idle_m ≥ idle_0
     thr = np.array([md.throughput_per_s for md in modes])
     h = dt_s / 3600.0
-    n_var = n * m + 3 * n + (n + 1)
+    n_var = n * m + 3 * n + (n + 1) + (n if thermal is not None else 0)
     k = np.arange(n)
     col_x = (k[:, None] * m + np.arange(m)[None, :])  # (n, m)
     col_c, col_d, col_s, col_e = n * m, n * m + n, n * m + 2 * n, n * m + 3 * n
@@ -153,9 +172,18 @@ def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
     vals = [np.tile(extra_w, n), np.ones(n), -np.ones(n), np.ones(n),
             np.ones(n), -np.ones(n), np.full(n, -h * battery.charge_efficiency),
             np.full(n, h / battery.discharge_efficiency)]
+    b_eq = [solar - platform - idle_w, np.zeros(n)]
+    n_eq = 2 * n
+    if thermal is not None:
+        t_rows, t_rhs = _thermal_rows(thermal, n, m, col_x, n * m + 4 * n + 1, extra_w, idle_w)
+        rows.append(t_rows[0] + n_eq)
+        cols.append(t_rows[1])
+        vals.append(t_rows[2])
+        b_eq.append(t_rhs)
+        n_eq += n
     a_eq = sp.coo_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(2 * n, n_var)).tocsr()
-    b_eq = np.concatenate([solar - platform - idle_w, np.zeros(n)])
+                        shape=(n_eq, n_var)).tocsr()
+    b_eq = np.concatenate(b_eq)
 
     # Inequalities: Σ_m x ≤ 1, then the thermal cap on the board's power above idle_0.
     ub_rows, ub_cols, ub_vals, b_ub = [np.repeat(k, m)], [col_x.ravel()], [np.ones(n * m)], [np.ones(n)]
@@ -172,7 +200,10 @@ def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
     bounds = np.empty((n_var, 2))
     bounds[: n * m] = (0.0, 1.0)
     bounds[n * m: col_e] = (0.0, np.inf)
-    bounds[col_e:] = (battery.floor_pct / 100.0 * full, full)
+    bounds[col_e: col_e + n + 1] = (battery.floor_pct / 100.0 * full, full)
+    if thermal is not None:
+        bounds[col_e + n + 1:, 0] = -np.inf
+        bounds[col_e + n + 1:, 1] = thermal.t_max_c
     e0 = battery.initial_soc_pct / 100.0 * full
     bounds[col_e] = (e0, e0)
     bounds[col_e + n, 0] = max(bounds[col_e + n, 0], min(final_wh, full))
@@ -184,3 +215,29 @@ def build_energy_lp(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
     cost[: n * m] = -np.tile(thr / top, n)
     cost[col_e + n] = -final_value_per_wh / (top * dt_s)  # x's unit of work is top · dt_s
     return EnergyLp(cost, a_ub, np.concatenate(b_ub), a_eq, b_eq, bounds, n, m)
+
+
+def _thermal_rows(th: ThermalRows, n: int, m: int, col_x: np.ndarray, col_t: int, extra_w: np.ndarray,
+                  idle_w: float) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Row k: T[k+1] − a1·T[k] − a2·T[k-1] − b1·ΣxP[k] − b2·ΣxP[k-1] = the known rest; T[0],
+    T[-1] and P[-1] are data, P[k] = idle + Σ_m x[k,m]·extra_m."""
+    a1, a2, b1, b2, c, d = th.coefficients
+    k = np.arange(n)
+    rows, cols, vals = [k], [col_t + k], [np.ones(n)]
+    rows.append(k[1:])
+    cols.append(col_t + k[1:] - 1)
+    vals.append(np.full(n - 1, -a1))
+    rows.append(k[2:])
+    cols.append(col_t + k[2:] - 2)
+    vals.append(np.full(max(0, n - 2), -a2))
+    rows.append(np.repeat(k, m))
+    cols.append(col_x.ravel())
+    vals.append(np.tile(-b1 * extra_w, n))
+    rows.append(np.repeat(k[1:], m))
+    cols.append(col_x[:-1].ravel())
+    vals.append(np.tile(-b2 * extra_w, n - 1))
+    rhs = c * np.asarray(th.sun, dtype=float)[:n] + d + b1 * idle_w + np.where(k >= 1, b2 * idle_w, b2 * th.p_prev_w)
+    rhs[0] += a1 * th.t_now_c + a2 * th.t_prev_c
+    if n > 1:
+        rhs[1] += a2 * th.t_now_c
+    return (np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)), rhs

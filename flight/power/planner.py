@@ -38,13 +38,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linprog
 
-from flight.power.lp import BatterySpec, ComputeMode, build_energy_lp, simulate_energy_wh, stored_power_w
+from flight.power.lp import (
+    BatterySpec,
+    ComputeMode,
+    ThermalRows,
+    build_energy_lp,
+    simulate_energy_wh,
+    stored_power_w,
+)
 from flight.power.policy import Battery, ModePower
+from flight.thermal.model import ThermalPlanInputs
 
 DEFAULT_TIME_LIMIT_S = 0.2  # a plan a minute; a Jetson's core does it in tens of ms
 
@@ -68,6 +76,7 @@ class Plan:
     duty: tuple[float, ...] = ()
     solar_w: tuple[float, ...] = ()  # the forecast it planned on (before the margin came off)
     keep_pct: float = 0.0
+    temp_max_c: float | None = None  # the hottest the board model predicts under the plan (None: no model)
 
     def step_at(self, now_unix_s: float) -> int:
         return int((now_unix_s - self.start_unix_s) // self.step_s)
@@ -157,12 +166,28 @@ def _split_step(budget_w: float, idle_w: float, loaded_w: np.ndarray, rate: np.n
     return (upper, lower, duty) if duty > 1e-3 else (lower, lower, 0.0)
 
 
+@dataclass(frozen=True)
+class _Thermal(ThermalRows):
+    idle_c: np.ndarray = field(default_factory=lambda: np.empty(0))  # the board idling all horizon, as predicted
+
+
+def _thermal_rows(thermal: ThermalPlanInputs, n: int, idle_w: float) -> _Thermal:
+    sun = np.asarray(thermal.sun[:n] + (thermal.sun[-1:] or (1.0,)) * max(0, n - len(thermal.sun)), dtype=float)
+    idling = thermal.fit.predict_c(thermal.t_now_c, thermal.t_prev_c, thermal.p_prev_w, np.full(n, idle_w), sun)
+    return _Thermal(thermal.fit.theta, thermal.t_now_c, thermal.t_prev_c, thermal.p_prev_w, sun,
+                    np.maximum(thermal.limit_c, idling + 0.05), idling)  # idling always keeps the limit
+
+
 def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, platform_w: float, battery: Battery,
               modes: tuple[ModePower, ...], keep_pct: float, cap_index: int,
               time_limit_s: float | None = DEFAULT_TIME_LIMIT_S, orbit_period_s: float | None = None,
-              margin_w: float = 0.0, load_margin_w: float = 0.0) -> Plan | None:
+              margin_w: float = 0.0, load_margin_w: float = 0.0,
+              thermal: ThermalPlanInputs | None = None) -> Plan | None:
     """The plan (all idle when nothing is affordable), or None when the solver fails or runs
-    out of time. ``load_margin_w``: the unannounced platform load the reserves allow for. ``margin_w`` (the forecast's observed error, a multiple of it) is taken off
+    out of time. ``load_margin_w``: the unannounced platform load the reserves allow for.
+    ``thermal``: the board's learnt temperature model (steps of ``step_s``), used when it is
+    trusted: no step may take the predicted temperature above its limit, unless idling would
+    too (then no higher than idling would). ``margin_w`` (the forecast's observed error, a multiple of it) is taken off
     every sample the LP sees; the scarcity reserve weighs the expected forecast, without it:
     a margin that turns every tight day into a scarce one would hoard a day's energy."""
     expected = np.maximum(np.asarray(forecast_w, dtype=float), 0.0)
@@ -183,10 +208,13 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
                   _scarcity_reserve_wh(expected, reserve_load_w, idle_w, step_s, battery))
     final_wh = min(keep + reserve, idle_path[-1], full)  # idling always meets it: a plan always exists
 
+    rows = _thermal_rows(thermal, solar.size, idle_w) if thermal is not None and thermal.fit.usable else None
+
     def idle_plan() -> Plan:
         return Plan(float(now_unix_s), float(step_s), (-1,) * solar.size,
                     tuple(float(100.0 * e / full) for e in idle_path), (0.0,) * solar.size, 0.0, cap_index,
-                    solar_w=tuple(float(w) for w in expected), keep_pct=float(keep_pct))
+                    solar_w=tuple(float(w) for w in expected), keep_pct=float(keep_pct),
+                    temp_max_c=float(rows.idle_c.max()) if rows is not None else None)
 
     if soc_pct < keep_pct or idle_path.min() < keep - 1e-9:
         return idle_plan()  # nothing is affordable: idling is the most that keeps the limits
@@ -195,7 +223,7 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
                             m.throughput_rel if m.throughput_rel is not None else float(i + 1))
                 for i, m in enumerate(usable)]
     lp = build_energy_lp(solar, np.full(solar.size, platform_w), step_s, spec, lp_modes, None, final_wh,
-                         terminal_value_per_wh(lp_modes, battery))
+                         terminal_value_per_wh(lp_modes, battery), rows)
     t0 = time.perf_counter()
     try:
         res = linprog(lp.c, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method="highs",
@@ -213,10 +241,11 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     work = x.sum(axis=1)
     loaded = np.array([md.loaded_power_w for md in lp_modes])
     rate = np.array([md.throughput_per_s for md in lp_modes])
+    temp_max = float(res.x[lp.col_t: lp.col_t + n].max()) if rows is not None else None
     budget = idle_w + x @ (loaded - idle_w)
     split = [_split_step(float(budget[k]), idle_w, loaded, rate) if work[k] >= 1e-3 else (-1, -1, 0.0)
              for k in range(n)]
     return Plan(float(now_unix_s), float(step_s), tuple(u if d >= 0.5 else lo for u, lo, d in split),
                 tuple(float(100.0 * e / full) for e in energy), tuple(float(w) for w in work), solve_ms, cap_index,
                 tuple(u for u, _, _ in split), tuple(lo for _, lo, _ in split), tuple(d for _, _, d in split),
-                tuple(float(w) for w in expected), float(keep_pct))
+                tuple(float(w) for w in expected), float(keep_pct), temp_max)
