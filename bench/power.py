@@ -19,7 +19,10 @@ lies inside the agent's margin above the floor); their floor violations still co
 - ``plan_ms_p99``: one plan's solve time, p99 over every plan of every case (this machine);
 - ``baseline_*``: the same for the rule;
 - ``campaign_speedup``: the wall time of ``BENCH_POWER_SPEEDUP_CASES`` (12) of the cases on one
-  worker over on two (a process pool; the work per case is the same).
+  worker over on two (the same engine; the work per case is the same).
+
+The cases run on ``sunlit-hil campaign``'s engines (``hil.campaign.run_jobs``): a local process
+pool, or Ray with ``BENCH_POWER_ENGINE=ray`` (and ``BENCH_POWER_ADDRESS`` for a cluster).
 
 What the closed loop leaves out (the lockstep HIL flies those): temperature, the 1-s control
 period, mode-switch costs.
@@ -31,27 +34,26 @@ import json
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from hil.campaign import run_jobs
 from hil.power_cases import run_case
 
 N_CASES = int(os.environ.get("BENCH_POWER_CASES", "60"))
 SEED = int(os.environ.get("BENCH_POWER_SEED", "2026"))
 SPEEDUP_CASES = int(os.environ.get("BENCH_POWER_SPEEDUP_CASES", "12"))
 WORKERS = int(os.environ.get("BENCH_POWER_WORKERS", str(max(2, os.cpu_count() or 2))))
+ENGINE = os.environ.get("BENCH_POWER_ENGINE", "pool")  # or "ray" (BENCH_POWER_ADDRESS: a cluster's)
 
 
 def _run(seeds: list[int], workers: int) -> tuple[list[dict], float]:
+    """The cases as a campaign on ``sunlit-hil campaign``'s engines (hil.campaign.run_jobs)."""
     t0 = time.perf_counter()
-    if workers == 1:
-        rows = [run_case(s) for s in seeds]
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            rows = list(pool.map(run_case, seeds))
-    return rows, time.perf_counter() - t0
+    rows: list[dict] = []
+    run_jobs(run_case, seeds, rows.append, ENGINE, workers, os.environ.get("BENCH_POWER_ADDRESS") or None)
+    return sorted(rows, key=lambda r: r["case"]["seed"]), time.perf_counter() - t0
 
 
 def _figures(rows: list[dict], prefix: str) -> dict[str, Any]:
@@ -89,6 +91,7 @@ def main() -> dict[str, Any]:
     out["campaign_speedup"] = round(one / two, 2)
     out["campaign_wall_s"] = round(wall_s, 1)
     out["workers"] = WORKERS
+    out["engine"] = ENGINE
     return out
 
 

@@ -442,14 +442,31 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
 # --- engines ----------------------------------------------------------------------------------------
 
 
-def _run_pool(jobs: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]) -> None:
+def run_jobs(fn: Callable[[Any], Any], jobs: list[Any], done: Callable[[Any], None], engine: str = "pool",
+             workers: int | None = None, address: str | None = None) -> None:
+    """Run ``fn(job)`` for every job on the campaign's engines (a local process pool, or Ray with
+    ``engine="ray"``), calling ``done(result)`` as each finishes, in finishing order. ``fn`` must
+    be importable by name (it runs in fresh interpreters). The campaigns of scenarios use it, and
+    so does ``bench.power`` for its generated cases."""
+    if engine not in ("pool", "ray"):
+        raise ValueError(f"engine: {engine!r} is not pool or ray")
+    workers = max(1, workers or os.cpu_count() or 1)
+    if not jobs:
+        return
+    if engine == "ray":
+        _run_ray(fn, jobs, workers, address, done)
+    else:
+        _run_pool(fn, jobs, min(workers, len(jobs)), done)
+
+
+def _run_pool(fn: Callable[[Any], Any], jobs: list[Any], workers: int, done: Callable[[Any], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # spawn: a fresh interpreter per worker, as a Ray worker is (no threads or sockets inherited).
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_pool_worker_init)
-    pending = {pool.submit(run_case, job) for job in jobs}
+    pending = {pool.submit(fn, job) for job in jobs}
     try:
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -495,8 +512,8 @@ def _pool_worker_init() -> None:
         pass  # not Linux: a worker of a killed campaign finishes its case, then finds its queue gone
 
 
-def _run_ray(jobs: list[dict[str, Any]], workers: int, address: str | None,
-             done: Callable[[dict[str, Any]], None]) -> None:
+def _run_ray(fn: Callable[[Any], Any], jobs: list[Any], workers: int, address: str | None,
+             done: Callable[[Any], None]) -> None:
     import ray  # checked by main_campaign before anything runs
 
     started_here = not ray.is_initialized()
@@ -508,7 +525,7 @@ def _run_ray(jobs: list[dict[str, Any]], workers: int, address: str | None,
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_case)
+        task = ray.remote(num_cpus=1, max_retries=0)(fn)
         pending = [task.remote(job) for job in jobs]
         try:
             while pending:
@@ -611,11 +628,7 @@ def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", work
                 bar.set_postfix_str(f"{sum(r['status'] != 'passed' for r in rows.values())} not passed")
 
         try:
-            jobs = [_job(campaign, c, out) for c in todo]
-            if jobs and engine == "ray":
-                _run_ray(jobs, workers, address, done)
-            elif jobs:
-                _run_pool(jobs, min(workers, len(jobs)), done)
+            run_jobs(run_case, [_job(campaign, c, out) for c in todo], done, engine, workers, address)
         finally:
             if bar is not None:
                 bar.close()

@@ -1,0 +1,52 @@
+"""The generated one-day cases of bench.power: they span what the issue names, and a case
+flies the same in the test process and on the campaign's process pool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flight.link.definitions import DICTIONARY
+from hil import power_cases
+from hil.power_cases import BOARDS, generate_case, run_case
+
+
+@pytest.mark.req("AGT-061")
+def test_the_generated_cases_span_the_orbits_arrays_boards_and_errors_asked_for():
+    cases = [generate_case(2026 + i) for i in range(60)]
+    assert all(400.0 <= c.alt_km <= 800.0 for c in cases)
+    sso_times = {c.ltan_h for c in cases if c.ltan_h is not None}
+    assert len(sso_times) >= 4 and any(c.ltan_h is None for c in cases), "sun-synchronous at several times, and inclined"
+    assert {c.pointing for c in cases} == {"sun_tracking", "body_fixed"}
+    assert {c.attitude for c in cases if c.pointing == "body_fixed"} == {"nadir", "sun", "inertial"}
+    assert {c.board for c in cases} == set(BOARDS)
+    assert min(c.capacity_wh for c in cases) < 35.0 and max(c.capacity_wh for c in cases) > 100.0
+    assert any(c.load_steps for c in cases) and any(not c.load_steps for c in cases)
+    assert any(abs(c.belief_efficiency / c.efficiency - 1.0) > 0.08 for c in cases), "the efficiency is off"
+    defaults = DICTIONARY.parameter_defaults
+    assert (power_cases.FLOOR_PCT, power_cases.MARGIN_PCT, power_cases.LOAD_MARGIN_PCT) == (
+        defaults["battery_floor_pct"], defaults["battery_margin_pct"], defaults["load_margin_pct"]), \
+        "the bench flies the agent's own defaults"
+
+
+@pytest.mark.system
+@pytest.mark.req("AGT-061", "HIL-009")
+def test_a_case_flies_the_same_on_the_campaign_pool_and_keeps_the_floor():
+    seed = 2028  # a body-fixed array in sun-pointing attitude with two unannounced load steps
+    here = run_case(seed)
+    # In a process of its own, as bench.power runs: the pool's spawn machinery (its resource
+    # tracker) ends with that process, not with this test session.
+    script = ("import json; from hil.campaign import run_jobs; from hil.power_cases import run_case; rows = []; "
+              f"run_jobs(run_case, [{seed}], rows.append, 'pool', 1); print(json.dumps(rows))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(rows) == 1
+    for key in ("work_vs_oracle", "floor_violation_steps", "min_soc_pct", "baseline_work_vs_oracle"):
+        assert rows[0][key] == here[key], key
+    assert here["feasible"] and here["floor_violation_steps"] == 0 and here["work_vs_oracle"] > 0.9, here
