@@ -28,6 +28,13 @@ is named), and every query takes one. What it keeps:
 - ``limit_overrides`` (limits the operator changed at run time, so they survive a restart)
   and ``alarm_acks``.
 
+The agent's energy plans (TM(140,1), :class:`~flight.link.messages.PlanRecord`) are not
+housekeeping: each stays one row of ``packets`` as received (``service`` 140, ``subtype`` 1,
+found through ``packets_by_kind``), decoded again when read (:meth:`Archive.latest_plan`,
+:meth:`Archive.plans`), and ages out under their own retention kind, ``plans``. That needs no
+table of its own, so schema 2 is unchanged and a file an older ground server wrote (which kept
+these packets too, undecoded) gives its plans back the same way.
+
 Times: telemetry (housekeeping, events, packets) is indexed by *packet time*, the agent's clock
 as stamped in the packet (simulated time under lockstep HIL); ``received_s``, command times and
 acknowledgements are the ground's clock. Every time is Unix seconds (UTC).
@@ -78,7 +85,7 @@ import numpy as np
 from flight.cli import jsonable
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, HkPacket, Limits, Severity, ValueType
-from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
+from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, PlanRecord, Stage, Verification
 from flight.link.packets import PacketError, Service, Subtype, Telemetry, unpack
 
 if TYPE_CHECKING:
@@ -274,6 +281,20 @@ class ArchivedCommand:
 
 
 @dataclass(frozen=True)
+class ArchivedPlan:
+    """One energy plan as archived: the plan (its ``time_s`` the packet time) and when the
+    ground received it (ground clock)."""
+
+    plan: PlanRecord
+    received_s: float
+    spacecraft: str = DEFAULT_SPACECRAFT
+
+    @property
+    def time_s(self) -> float:
+        return self.plan.time_s
+
+
+@dataclass(frozen=True)
 class ArchivedAck:
     channel: str
     acked_s: float
@@ -301,7 +322,10 @@ class Retention:
 
 
 _HK_DEFAULT = Retention(30.0, 512.0)
-_OTHER_KINDS = ("events", "packets", "commands")
+_OTHER_KINDS = ("events", "packets", "commands", "plans")
+# A valid energy plan packet (TM(140,1)) among the rows of ``packets``: the ``plans`` kind of
+# retention; every other row that is not housekeeping is the ``packets`` kind.
+_PLAN_ROW = f"(valid = 1 AND service = {int(Service.POWER_PLAN)} AND subtype = {int(Subtype.PLAN_REPORT)})"
 
 
 @dataclass(frozen=True)
@@ -310,16 +334,20 @@ class RetentionPolicy:
 
     Kinds: each housekeeping packet by name (``AGENT_HK``, ``POWER_HK``...; ``hk`` sets them all
     at once), ``events`` (the events table), ``packets`` (the raw rows of every packet that is
-    not housekeeping, and the gap records) and ``commands`` (command history with its reports,
-    and alarm acknowledgements: kept long). Age is by packet time for telemetry (received time
-    where the packet had none), by the ground's clock for commands. Size is the stored payload
-    (blobs and text, plus ~40 bytes a row), which the file exceeds somewhat.
+    not housekeeping nor a plan, and the gap records), ``commands`` (command history with its
+    reports, and alarm acknowledgements: kept long) and ``plans`` (the agent's energy plans,
+    TM(140,1): one every minute or two, each superseded within minutes, so a week by default,
+    ~4 MB; the size limit bounds an agent that sends far more). Age is by packet time for
+    telemetry (received time where the packet had none), by the ground's clock for commands.
+    Size is the stored payload (blobs and text, plus ~40 bytes a row), which the file exceeds
+    somewhat.
     """
 
     hk: Retention = _HK_DEFAULT
     events: Retention = Retention(365.0, 256.0)
     packets: Retention = Retention(90.0, 1024.0)
     commands: Retention = Retention(3650.0)
+    plans: Retention = Retention(7.0, 64.0)
     per_packet: tuple[tuple[str, Retention], ...] = ()  # (HK packet name, its rule) overriding ``hk``
 
     def rule(self, kind: str) -> Retention:
@@ -1559,10 +1587,59 @@ class Archive:
             return [ArchivedAck(ch, t, who, state, json.loads(value), self._sc_name(sc))
                     for sc, ch, t, who, state, value in rows]
 
+    # --- energy plans ---------------------------------------------------------------------
+
+    _PLAN_SQL = ("SELECT received_s, raw FROM packets WHERE sc = ? AND sid IS NULL AND service = ? AND subtype = ? "
+                 "AND valid = 1")
+
+    def _plan(self, received_s: float, raw: bytes, spacecraft: str) -> ArchivedPlan | None:
+        """A plan packet's row decoded as the client decodes it; None if it is not a plan (a
+        packet another ground software wrote): never raises."""
+        try:
+            rec = self._codec.decode_tm(unpack(bytes(raw)))
+        except PacketError:
+            return None
+        return ArchivedPlan(rec, float(received_s), spacecraft) if isinstance(rec, PlanRecord) else None
+
+    def latest_plan(self, spacecraft: str = DEFAULT_SPACECRAFT) -> ArchivedPlan | None:
+        """The spacecraft's energy plan received last (what a restarted server shows, stale,
+        until the agent sends its next), or None if the archive holds none."""
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            rows = self._db.execute(self._PLAN_SQL + " ORDER BY id DESC",
+                                    (sc, int(Service.POWER_PLAN), int(Subtype.PLAN_REPORT)))
+            for received_s, raw in rows:  # newest first; one that does not decode is passed over
+                plan = self._plan(received_s, raw, spacecraft)
+                if plan is not None:
+                    return plan
+        return None
+
+    def plans(self, from_s: float | None = None, to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT,
+              limit: int | None = None) -> list[ArchivedPlan]:
+        """The spacecraft's energy plans made (packet time) between ``from_s`` and ``to_s``,
+        inclusive, oldest first; ``limit``: only the newest that many."""
+        lo, hi = _bounds(from_s, to_s)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit {limit}: at least 0")
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            sql = self._PLAN_SQL + " AND coalesce(time_s, received_s) BETWEEN ? AND ? " \
+                "ORDER BY coalesce(time_s, received_s) DESC, id DESC"
+            rows = self._db.execute(sql, (sc, int(Service.POWER_PLAN), int(Subtype.PLAN_REPORT), lo, hi))
+            out: list[ArchivedPlan] = []
+            for received_s, raw in rows:
+                if limit is not None and len(out) >= limit:
+                    break
+                plan = self._plan(received_s, raw, spacecraft)
+                if plan is not None:
+                    out.append(plan)
+        return out[::-1]
+
     def counts(self, spacecraft: str | None = None) -> dict[str, int]:
         """What the archive holds: ``packets`` (every packet, sealed or not), ``hk_sealed``,
         ``hk_unsealed``, ``hk_chunks``, ``invalid_packets``, ``events``, ``commands``,
-        ``verifications``, ``gaps``; of one spacecraft or (None) all."""
+        ``verifications``, ``gaps``, ``plans`` (energy plan packets, also counted in
+        ``other_packets``); of one spacecraft or (None) all."""
         with self._lock:
             # "sc = sc" is true for every row: one form of each statement for one or all spacecraft.
             sc: Any = "sc" if spacecraft is None else self._sc_lookup(spacecraft)
@@ -1576,6 +1653,7 @@ class Archive:
                 "hk_unsealed": one("SELECT count(*) FROM packets WHERE sc = SC AND sid IS NOT NULL"),
                 "other_packets": one("SELECT count(*) FROM packets WHERE sc = SC AND sid IS NULL"),
                 "invalid_packets": one("SELECT count(*) FROM packets WHERE sc = SC AND valid = 0"),
+                "plans": one(f"SELECT count(*) FROM packets WHERE sc = SC AND sid IS NULL AND {_PLAN_ROW}"),
             }
             for table in ("events", "commands", "verifications", "gaps"):
                 out[table] = one(f"SELECT count(*) FROM {table} WHERE sc = SC")  # noqa: S608 - fixed names
@@ -1613,7 +1691,7 @@ class Archive:
         Per spacecraft and kind: first everything older than ``max_age_days`` before ``now_s``
         (a sealed chunk goes when its newest packet is older), then the oldest until the kind's
         stored bytes are under ``max_mb`` (10^6 bytes). ``deleted`` counts packets for
-        housekeeping and ``packets``, events, and commands (their reports go with them; alarm
+        housekeeping, ``packets`` and ``plans``, events, and commands (their reports go with them; alarm
         acknowledgements age out with ``commands``, gap records with ``packets``). Then the
         freed pages go back to the file system (incremental vacuum, WAL checkpoint), unless
         called inside :meth:`batch`. Deleting a month of chunks takes a fraction of a second;
@@ -1676,7 +1754,9 @@ class Archive:
         plans = (
             ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", ""),
             ("packets", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
-             " AND sid IS NULL"),
+             f" AND sid IS NULL AND NOT {_PLAN_ROW}"),
+            ("plans", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
+             f" AND sid IS NULL AND {_PLAN_ROW}"),
             ("commands", "commands", "coalesce(sent_s, queued_s, first_seen_s)",
              f"length(name) + coalesce(length(args), 0) + coalesce(length(stages), 0) + {o} + "
              f"(SELECT coalesce(sum(length(result) + length(reason) + {o}), 0) FROM verifications v "

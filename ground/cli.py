@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from flight.cli import parse_assignments, quiet_stdout
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
 from flight.link.transport import LinkConfigError
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
 from ground.client import CommandTimeout, GroundClient
@@ -250,6 +250,9 @@ def _cmd_tm(args: argparse.Namespace) -> int:
                 elif isinstance(rec, EventRecord):
                     print(f"{_stamp(rec.time_s)} EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
                           flush=True)
+                elif isinstance(rec, PlanRecord) and not wanted:
+                    print(f"{_stamp(rec.time_s)} PLAN  {plan_summary(rec.to_json())} (sunlit-ground plan shows it)",
+                          flush=True)
             if got:
                 last_quiet_notice = time.monotonic()
             elif time.monotonic() - last_quiet_notice > stale_after_s:
@@ -319,6 +322,68 @@ def _cmd_events(args: argparse.Namespace) -> int:
     finally:
         if client is not None:
             client.close()
+
+
+# --- the energy plan ---------------------------------------------------------------------------
+
+
+def _printable(text: Any) -> str:
+    """Agent text for a terminal: control characters (an escape sequence in a mode name) as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+def plan_summary(plan: dict[str, Any]) -> str:
+    """One line: when the plan was made, its horizon, its solve time, its lowest predicted charge."""
+    n, step_s = len(plan["mode"]), float(plan["step_s"])
+    return (f"made {_stamp(plan['time_s'])} UTC, {n} steps of {step_s:g} s ({n * step_s / 60:.0f} min), "
+            f"solve {float(plan['solve_ms']):.1f} ms, charge {float(plan['soc_pct'][0]):.1f} % now, "
+            f"lowest {min(map(float, plan['soc_pct'])):.1f} %, keeps {float(plan['keep_pct']):.1f} %")
+
+
+def plan_table(plan: dict[str, Any], every_step: bool = False) -> list[str]:
+    """The plan as text rows: minutes from its start, predicted charge, mode, umbra. Steps with
+    the same mode and shadow are one row (charge at its start and end) unless ``every_step``."""
+    names = [_printable(n) for n in plan["mode_names"]]
+    modes, umbra, soc = plan["mode"], plan["umbra"], [float(v) for v in plan["soc_pct"]]
+    step_min = float(plan["step_s"]) / 60.0
+    rows = [f"{'from min':>8} {'to min':>7} {'SoC start %':>11} {'SoC end %':>9}  {'mode':<16} umbra"]
+    i = 0
+    while i < len(modes):
+        j = i + 1
+        while not every_step and j < len(modes) and modes[j] == modes[i] and bool(umbra[j]) == bool(umbra[i]):
+            j += 1
+        mode = "idle" if modes[i] < 0 else names[modes[i]] if modes[i] < len(names) else f"#{modes[i]}"
+        rows.append(f"{i * step_min:>8.1f} {j * step_min:>7.1f} {soc[i]:>11.1f} {soc[j]:>9.1f}  {mode:<16} "
+                    f"{'UMBRA' if umbra[i] else '-'}")
+        i = j
+    return rows
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """The agent's latest energy plan, from the server (which keeps the newest it received)."""
+    if args.direct:
+        raise Refused("sunlit-ground plan asks the ground server (it keeps the newest plan); --direct has none to ask")
+    api = _api(args)
+    spacecraft = args.spacecraft or api.default_spacecraft()
+    answer = api.get("/api/plan", spacecraft=spacecraft)
+    if not answer.get("available"):
+        print(f"{spacecraft}: no power plan: {answer.get('reason') or 'the server gave no reason'}", file=sys.stderr)
+        return EXIT_FAILED
+    plan = answer.get("plan")
+    try:
+        head = f"{spacecraft} power plan {plan_summary(plan)}"
+        rows = plan_table(plan, args.steps)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise Refused(f"the server's plan answer is not one this CLI reads ({type(exc).__name__}: {exc}); "
+                      "is the server a newer version?", EXIT_FAILED) from None
+    print(head)
+    print("\n".join(rows))
+    if answer.get("stale"):
+        age = answer.get("age_s")
+        print(f"STALE: this plan was made {age:.0f} s before {spacecraft}'s newest housekeeping" if
+              isinstance(age, (int, float)) else f"STALE: no housekeeping from {spacecraft} since this server started "
+              "to judge this plan by", file=sys.stderr)
+    return 0
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
@@ -506,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--last", type=int, default=50, help="how many recent events to show first")
     ev.add_argument("--timeout", type=float, default=5.0, metavar="S", help="--direct: how long to listen")
     ev.set_defaults(func=_cmd_events)
+    plan = sub.add_parser("plan", help="the agent's latest energy plan: charge, mode and shadow over its horizon")
+    plan.add_argument("--spacecraft", default=argparse.SUPPRESS, help="which spacecraft (as before the subcommand)")
+    plan.add_argument("--steps", action="store_true", help="one row per plan step (default: a row per run of steps "
+                      "with the same mode and shadow)")
+    plan.set_defaults(func=_cmd_plan)
     con = sub.add_parser("console", help="interactive console with completion, help and a live status line")
     con.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (--direct only)")
     con.set_defaults(func=_cmd_console)

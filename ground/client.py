@@ -25,7 +25,7 @@ import zmq
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary
-from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, Stage, Verification
+from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, PlanRecord, Stage, Verification
 from flight.link.packets import GapCounter, PacketError, Telemetry, unpack
 from flight.link.transport import GroundLink, open_ground_link
 
@@ -93,7 +93,7 @@ class Received:
 
     raw: bytes
     packet: Telemetry | None
-    record: Verification | HkRecord | EventRecord | ParamRecord | None
+    record: Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None
     gap: int = 0
     error: str = ""
 

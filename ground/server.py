@@ -44,7 +44,7 @@ from aiohttp import WSMsgType, web
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
 from flight.link.transport import GroundLink
 from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
@@ -71,6 +71,10 @@ KEEP_EVENTS = 500
 FOLLOW_AFTER_SEND_S = 3600.0  # the longest a command's reports are waited for (long jobs complete late)
 MAX_FOLLOWED = 1000
 RECENT_PACKETS = 4096  # a reply and its stream copy arrive well within this many packets of each other
+# The agent plans again at least every plan step (120 s) and reports at most every 60 s, so a plan
+# this much older than the newest housekeeping means it stopped planning or its reports are lost.
+PLAN_STALE_S = 300.0
+PLAN_HISTORY_MAX = 500  # plans one /api/plan?since= answer may hold (~2.5 kB each)
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
@@ -125,6 +129,8 @@ class SpacecraftLink:
         self.latest: dict[str, tuple[Any, float, float]] = {}  # name -> (value, packet time, received wall s)
         self.events: deque[dict[str, Any]] = deque(maxlen=KEEP_EVENTS)
         self.params: dict[str, Any] = {}
+        self.plan: dict[str, Any] | None = None  # the energy plan received last (plan_json), or None
+        self.hk_time_s: float | None = None  # packet time of the housekeeping received last
         self.packets = 0
         self.bad_packets = 0
         self.last_packet_wall_s: float | None = None
@@ -136,6 +142,15 @@ class SpacecraftLink:
         self.duplicates = 0
         self._inflight: dict[int, tuple[int, Any, int]] = {}  # cmd_id -> (entry id, CommandResult, reports shown)
         self._thread: threading.Thread | None = None
+        if server.archive is not None:  # a restarted server shows the last plan (stale) until the next comes
+            try:
+                kept = server.archive.latest_plan(self.id)
+            except Exception as exc:  # noqa: BLE001 - the plan is news, not a reason not to start
+                self.internal_errors += 1
+                self.link_error = f"archive: last power plan not read: {type(exc).__name__}: {exc}"
+            else:
+                if kept is not None:
+                    self.plan = plan_json(kept.plan, kept.received_s)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -287,6 +302,7 @@ class SpacecraftLink:
             with self.lock:
                 for name, value in zip(channels, values):
                     self.latest[name] = (value, record.time_s, wall)
+                self.hk_time_s = record.time_s
             self.server.publish_sample(self.id, Sample(record.packet.sid, record.time_s, values, now_ms))
             with self.alarm_lock:
                 for name in channels:
@@ -308,6 +324,11 @@ class SpacecraftLink:
             if following != self._limits_sent:  # the report comes every few seconds; changes are rare
                 self._limits_sent = following
                 self.server.publish({"kind": "limits", "spacecraft": self.id, "limits": following})
+        elif isinstance(record, PlanRecord):
+            plan = plan_json(record, wall)
+            with self.lock:
+                self.plan = plan
+            self.server.publish({"kind": "plan", "spacecraft": self.id, "plan": plan})
 
     def _ground_event(self, name: str, severity: str, text: str) -> None:
         self._event({"kind": "event", "time_s": time.time(), "name": name, "severity": severity, "text": text,
@@ -332,6 +353,23 @@ class SpacecraftLink:
         if not isinstance(period, (int, float)) or not math.isfinite(period) or period <= 0:
             period = self.dictionary.parameter_by_name["hk_period_s"].default
         return max(STALE_PERIODS * float(period), 2.0)
+
+    def plan_view(self) -> dict[str, Any]:
+        """The latest plan and whether it is stale: made more than ``PLAN_STALE_S`` before the
+        newest housekeeping's packet time (both on the agent's clock, so a ground clock that is
+        off, or simulated time, does not matter), or no housekeeping yet to judge it by (a plan
+        kept from before a restart); ``available`` false, with the reason, if none came."""
+        with self.lock:
+            plan, hk_time = self.plan, self.hk_time_s
+        if plan is None:
+            return {"spacecraft": self.id, "available": False,
+                    "reason": f"no power plan received from {self.id} yet: the agent sends one each time it plans, "
+                              "which takes an orbit (TLE), an [array] model in its configuration and a battery "
+                              "charge reading"}
+        age = None if hk_time is None else hk_time - plan["time_s"]
+        return json_safe({"spacecraft": self.id, "available": True, "plan": plan, "telemetry_time_s": hk_time,
+                          "age_s": age, "stale_after_s": PLAN_STALE_S,
+                          "stale": age is None or age > PLAN_STALE_S})
 
     def status(self) -> dict[str, Any]:
         client = self.client
@@ -367,6 +405,7 @@ class SpacecraftLink:
                       for name, (v, t, seen) in self.latest.items()}
             events = list(self.events)[-200:]
             params = dict(self.params)
+            plan = self.plan
         with self.alarm_lock:
             alarms = [alarm_json(a) for a in list(self.alarms.alarms.values())]
         return json_safe({
@@ -376,8 +415,16 @@ class SpacecraftLink:
             "alarms": alarms,
             "commands": [self.queue.snapshot(e) for e in self.queue.entries(last=100)],
             "parameters": params,
+            "plan": plan,
+            "plan_stale_after_s": PLAN_STALE_S,
             "status": self.status(),
         })
+
+
+def plan_json(plan: PlanRecord, received_s: float) -> dict[str, Any]:
+    """A plan as the API and pages see it: the record's plain data (``time_s`` its packet time)
+    and when the ground received it."""
+    return json_safe({**plan.to_json(), "received_s": received_s})
 
 
 def alarm_json(alarm: Alarm) -> dict[str, Any]:
@@ -842,9 +889,36 @@ class GroundServer:
                       "commands": [e.to_json() for e in link.queue.entries(last=200)]})
 
     async def _api_plan(self, request: web.Request) -> web.Response:
+        """The latest plan (from memory: the link thread keeps it); with ``since`` the plans made
+        from then on, from the archive."""
         link = self.link_for(request.query.get("spacecraft"))
-        return _json({"spacecraft": link.id, "available": False,
-                      "reason": "the agent does not downlink its power plan yet"})
+        if "since" not in request.query and "until" not in request.query and "limit" not in request.query:
+            return _json(link.plan_view())
+        try:
+            from_s = parse_time_s(request.query.get("since", ""), "since")
+            to_s = parse_time_s(request.query["until"], "until") if "until" in request.query else math.inf
+            text = request.query.get("limit", "100")
+            try:
+                limit = int(text)
+            except ValueError:
+                raise ValueError(f"limit {text!r}: a whole number, 1..{PLAN_HISTORY_MAX}") from None
+            if not 1 <= limit <= PLAN_HISTORY_MAX:
+                raise ValueError(f"limit {limit}: 1..{PLAN_HISTORY_MAX}")
+            if to_s < from_s:
+                raise ValueError(f"until ({to_s}) is before since ({from_s})")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if self.archive is None:
+            return _error(501, "this server keeps no archive (started with --no-archive): no plan history",
+                          "NO_ARCHIVE")
+        archive = self.archive
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._archive_pool, lambda: archive.plans(from_s, to_s, spacecraft=link.id, limit=limit))
+        except Exception as exc:  # noqa: BLE001 - the archive's own errors go to the client as they are
+            return _error(500, f"archive query failed: {type(exc).__name__}: {exc}", "ARCHIVE_ERROR")
+        return _json({"spacecraft": link.id, "since_s": from_s, "until_s": to_s, "limit": limit,
+                      "plans": [plan_json(p.plan, p.received_s) for p in found], "source": "archive"})
 
     async def _api_archive(self, request: web.Request) -> web.Response:
         link = self.link_for(request.query.get("spacecraft"))
@@ -1135,29 +1209,32 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def parse_time_s(text: str) -> float:
-    """A time as UTC seconds: a number (Unix seconds) or ISO 8601 (UTC when no offset is given).
+def parse_time_s(text: str, name: str = "") -> float:
+    """A time as UTC seconds: a number (Unix seconds) or ISO 8601 (UTC when no offset is given);
+    ``name``, the query field, begins the error.
 
     >>> parse_time_s("1700000000.5")
     1700000000.5
     >>> parse_time_s("2024-01-01T00:00:00")
     1704067200.0
     """
+    field = f"{name}: " if name else ""
     text = text.strip()
     if not text:
-        raise ValueError("give both 'from' and 'to' (Unix seconds or ISO 8601, UTC)")
+        raise ValueError(f"{field}give a time (Unix seconds or ISO 8601, UTC)" if name
+                         else "give both 'from' and 'to' (Unix seconds or ISO 8601, UTC)")
     try:
         value = float(text)
     except ValueError:
         try:
             stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
+            raise ValueError(f"{field}{text!r} is neither Unix seconds nor an ISO 8601 time") from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=timezone.utc)
         return stamp.timestamp()
     if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite time")
+        raise ValueError(f"{field}{text!r} is not a finite time")
     return value
 
 

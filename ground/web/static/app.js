@@ -24,6 +24,9 @@ const KEEP_COMMAND_ROWS = 200;
 const MAX_PENDING = 400;       // batches queued with no frame (hidden tab): applied without drawing
 const TICK_MS = 250;           // staleness, silence and "ago" texts are re-checked this often
 const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
+const PLAN_STALE_S = 300;      // until the server says (snapshot's plan_stale_after_s): ground/server.py PLAN_STALE_S
+const PLAN_NOW_STEP_S = 5;     // the plan's time axis follows the newest telemetry in steps this long
+const SVG_NS = "http://www.w3.org/2000/svg";
 const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled"]);
 
 const S = {
@@ -43,6 +46,7 @@ const S = {
   dirtyPackets: new Set(),
   plots: [],               // {plot, ring, channel, sc, loaded, pending}
   archivePlot: null,
+  planDrawn: null,         // the plan chart drawn: {c, root, x, t0, t1, nowS}
   dropped: 0,
 };
 
@@ -84,6 +88,10 @@ function newCraft(id) {
     status: null,
     statusMs: 0,            // when the status arrived (performance.now)
     staleMs: 10000,
+    plan: null,             // the energy plan received last, as the server serves it (or null)
+    planReason: "",         // why there is none, as the server last said
+    planStaleS: PLAN_STALE_S,
+    hkTimeS: null,          // packet time of the housekeeping received last (the agent's clock)
   };
 }
 
@@ -243,6 +251,7 @@ function tick() {
   for (const [name, r] of S.rows) setRowState(r, valueState(c, name, now));
   for (const key of S.packetHeads.keys()) renderPacketHead(key, now);
   renderLink();
+  renderPlanState(c);
   for (const row of $("alarm-table").tBodies[0].rows) {
     const cell = row.querySelector("td.now");
     if (cell) renderAlarmNow(cell, row.dataset.channel);
@@ -786,29 +795,196 @@ async function chooseSpacecraft(id) {
 }
 
 // --- power plan --------------------------------------------------------------------------------
+//
+// The agent's energy plan (TM(140,1)) as the server keeps it: one SVG, rebuilt when a plan
+// arrives; the "now" line and the time axis follow the spacecraft's newest telemetry time (the
+// agent's clock, simulated under HIL), re-checked by tick(). Every text from the plan (mode
+// names are the agent's data) goes in as textContent or an attribute value, never as markup.
 
+const MODE_COLOURS = ["#2f81f7", "#3fb950", "#d29922", "#a371f7", "#f778ba", "#39c5cf", "#e3b341", "#ff7b72"];
+const IDLE_COLOUR = "#6e7681";  // neutral grey: no mode, distinct from every mode and from shadow
+
+function modeColour(k) {
+  if (k < 0) return IDLE_COLOUR;
+  return k < MODE_COLOURS.length ? MODE_COLOURS[k] : `hsl(${(k * 47) % 360}, 60%, 55%)`;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  e.append(...children);
+  return e;
+}
+
+function modeName(plan, k) {
+  return k < 0 ? "idle" : String((plan.mode_names || [])[k] ?? `#${k}`);
+}
+
+// Whether a plan is to be trusted now: made within planStaleS of the newest housekeeping (both
+// the agent's clock); with no housekeeping to judge by (a plan kept across a server restart) it is not.
+function planState(c) {
+  if (!c.plan) return {state: "none"};
+  const age = typeof c.hkTimeS === "number" ? c.hkTimeS - c.plan.time_s : null;
+  return {state: age !== null && age <= c.planStaleS ? "current" : "stale", age};
+}
+
+function setPlan(c, plan) {
+  if (!plan || typeof plan !== "object") return;
+  // Newest wins: an answer or snapshot older than a push that came meanwhile is ignored.
+  if (c.plan && (plan.received_s ?? 0) < (c.plan.received_s ?? 0)) return;
+  c.plan = plan;
+  if (c.id === S.current) renderPlan(c);
+}
+
+const PLAN_W = 640, PLAN_H = 230;
+const PLAN_BOX = {left: 40, right: 630, top: 10, bottom: 180, stripTop: 186, stripBottom: 200};
+
+function renderPlan(c) {
+  const chart = $("plan-chart"), legend = $("plan-legend"), msg = $("plan-msg");
+  const plan = c.plan;
+  chart.replaceChildren();
+  legend.replaceChildren();
+  S.planDrawn = null;
+  if (!plan) {
+    msg.textContent = c.planReason || "no power plan received yet: the agent sends one each time it makes a new plan";
+    msg.className = "hint";
+    renderPlanState(c);
+    return;
+  }
+  const n = plan.mode.length, t0 = plan.start_unix_s, dt = plan.step_s, t1 = t0 + n * dt;
+  if (!(dt > 0) || !Number.isFinite(t1)) {  // the agent's data: a plan that cannot be drawn is said so
+    msg.textContent = `the plan made ${utcClock(plan.time_s).slice(0, 8)} UTC has a step of ${dt} s: nothing to draw`;
+    msg.className = "error";
+    renderPlanState(c);
+    return;
+  }
+  const B = PLAN_BOX;
+  const x = (t) => B.left + (t - t0) / (t1 - t0) * (B.right - B.left);
+  const y = (pct) => B.bottom - Math.max(0, Math.min(100, pct)) / 100 * (B.bottom - B.top);
+  const root = svg("svg", {viewBox: `0 0 ${PLAN_W} ${PLAN_H}`, role: "img", "aria-label": "power plan",
+                           "data-steps": n});
+  // Earth shadow: one rect per run of umbra steps.
+  const shade = svg("g", {class: "umbras"});
+  for (let i = 0; i < n;) {
+    if (!plan.umbra[i]) { i++; continue; }
+    let j = i;
+    while (j < n && plan.umbra[j]) j++;
+    shade.append(svg("rect", {class: "umbra", x: x(t0 + i * dt), y: B.top, width: x(t0 + j * dt) - x(t0 + i * dt),
+                              height: B.bottom - B.top, "data-from-step": i, "data-to-step": j},
+                     svg("title", {}, `Earth shadow, steps ${i}–${j - 1}`)));
+    i = j;
+  }
+  root.append(shade);
+  // Charge axis: 0..100 %.
+  const yAxis = svg("g", {class: "axis y"});
+  for (const pct of [0, 25, 50, 75, 100]) {
+    yAxis.append(svg("line", {class: "grid", x1: B.left, x2: B.right, y1: y(pct), y2: y(pct)}),
+                 svg("text", {x: B.left - 4, y: y(pct) + 3, "text-anchor": "end"}, `${pct}%`));
+  }
+  root.append(yAxis);
+  // The charge the plan keeps (floor + margin), then the charge it predicts.
+  root.append(svg("line", {class: "keep", x1: B.left, x2: B.right, y1: y(plan.keep_pct), y2: y(plan.keep_pct)}),
+              svg("text", {class: "keep-label", x: B.right - 2, y: y(plan.keep_pct) - 3, "text-anchor": "end"},
+                  `keeps ${fmtNum(plan.keep_pct)} %`));
+  const points = plan.soc_pct.map((v, k) => `${x(t0 + k * dt).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  root.append(svg("polyline", {class: "soc", points, "data-points": plan.soc_pct.length},
+                  svg("title", {}, `predicted charge: ${fmtNum(plan.soc_pct[0])} % now, lowest ` +
+                                   `${fmtNum(Math.min(...plan.soc_pct))} %`)));
+  // The mode of each step: a strip of cells, idle in its own grey.
+  const strip = svg("g", {class: "modes"});
+  const used = new Set();
+  for (let i = 0; i < n; i++) {
+    const k = plan.mode[i], name = modeName(plan, k);
+    used.add(k);
+    strip.append(svg("rect", {class: "mode-cell", x: x(t0 + i * dt), y: B.stripTop,
+                              width: Math.max(0.5, x(t0 + (i + 1) * dt) - x(t0 + i * dt)),
+                              height: B.stripBottom - B.stripTop, fill: modeColour(k),
+                              "data-mode": name, "data-mode-index": k, "data-step": i},
+                     svg("title", {}, `step ${i}: ${name}${plan.umbra[i] ? ", in shadow" : ""}`)));
+  }
+  root.append(strip);
+  root.append(svg("g", {class: "axis x"}), svg("line", {class: "now", y1: B.top, y2: B.stripBottom, x1: 0, x2: 0}));
+  chart.append(root);
+  S.planDrawn = {c, root, x, t0, t1, nowS: null};
+  // Legend: every mode the plan may name (lowest first), idle, and what the marks mean.
+  const item = (swatch, text, mode) => el("span", {className: "legend-item", dataset: mode === undefined ? {} : {mode}},
+                                           swatch, text);
+  const names = [...(plan.mode_names || []).keys()];
+  for (const k of [-1, ...names]) {
+    const name = modeName(plan, k);
+    const sw = el("span", {className: "swatch"});
+    sw.style.background = modeColour(k);
+    legend.append(item(sw, used.has(k) ? name : `${name} (not planned)`, name));
+  }
+  legend.append(item(el("span", {className: "swatch umbra-swatch"}), "Earth shadow"),
+                item(el("span", {className: "swatch keep-swatch"}), "charge kept (floor + margin)"));
+  msg.textContent = `plan made ${utcClock(plan.time_s).slice(0, 8)} UTC, solve ${fmtNum(plan.solve_ms)} ms, ` +
+    `${n} steps of ${fmtNum(dt)} s`;
+  msg.className = "hint";
+  renderPlanState(c);
+}
+
+// The time axis in minutes from now (the newest telemetry's packet time), and the now line.
+function renderPlanNow(c) {
+  const d = S.planDrawn;
+  if (!d || d.c !== c) return;
+  const nowS = typeof c.hkTimeS === "number" ? c.hkTimeS : c.plan.time_s;
+  if (d.nowS !== null && Math.abs(nowS - d.nowS) < PLAN_NOW_STEP_S) return;
+  d.nowS = nowS;
+  const B = PLAN_BOX;
+  const span = d.t1 - d.t0;
+  const stepS = [300, 600, 900, 1800, 3600, 7200, 21600].find((s) => span / s <= 8) || span / 4;
+  const axis = d.root.querySelector("g.axis.x");
+  axis.replaceChildren();
+  for (let k = Math.ceil((d.t0 - nowS) / stepS); nowS + k * stepS <= d.t1; k++) {
+    const tx = d.x(nowS + k * stepS);
+    const rel = Math.round(k * stepS / 60);
+    axis.append(svg("line", {x1: tx, x2: tx, y1: B.stripBottom, y2: B.stripBottom + 4}),
+                svg("text", {x: tx, y: B.stripBottom + 15, "text-anchor": "middle"},
+                    rel === 0 ? "now" : `${rel > 0 ? "+" : "−"}${Math.abs(rel)} min`));
+  }
+  const line = d.root.querySelector("line.now");
+  const inside = nowS >= d.t0 && nowS <= d.t1;
+  line.setAttribute("visibility", inside ? "visible" : "hidden");
+  if (inside) { line.setAttribute("x1", d.x(nowS)); line.setAttribute("x2", d.x(nowS)); }
+}
+
+function renderPlanState(c) {
+  const {state, age} = planState(c);
+  const section = $("plan"), pill = $("plan-state");
+  let text = "no plan", pillState = "unknown", title = "";
+  if (state === "current") {
+    text = "current"; pillState = "ok";
+    title = `made ${Math.round(age)} s before the newest telemetry`;
+  } else if (state === "stale") {
+    pillState = "bad";
+    text = age === null ? "STALE: no telemetry yet to judge it by"
+      : `STALE: made ${Math.round(age / 60)} min before the newest telemetry`;
+    title = `a plan older than ${c.planStaleS} s against the spacecraft's telemetry is not the one in force`;
+  }
+  if (section.dataset.state !== state) section.dataset.state = state;
+  if (pill.textContent !== text) pill.textContent = text;
+  pill.dataset.state = pillState;
+  pill.title = title;
+  if (state !== "none") renderPlanNow(c);
+}
+
+// The Refresh button: the server's word, in case a push was dropped.
 async function loadPlan() {
   const sc = S.current;
-  const msg = $("plan-msg"), pre = $("plan-body");
+  const msg = $("plan-msg");
   const answer = await getJson(`/api/plan?spacecraft=${encodeURIComponent(sc)}`);
   if (sc !== S.current) return;
   msg.dataset.status = String(answer.status);
+  const c = craft(sc);
   if (!answer.ok) {
     msg.textContent = `power plan: ${answer.body.error} (HTTP ${answer.status})`;
     msg.className = "error";
-    pre.hidden = true;
     return;
   }
-  msg.className = "hint";
-  msg.dataset.available = String(!!answer.body.available);
-  if (!answer.body.available) {
-    msg.textContent = `not available yet: ${answer.body.reason || "the server gave no reason"}`;
-    pre.hidden = true;
-  } else {
-    msg.textContent = `power plan of ${sc}`;
-    pre.textContent = JSON.stringify(answer.body.plan ?? answer.body, null, 1);
-    pre.hidden = false;
-  }
+  if (typeof answer.body.stale_after_s === "number") c.planStaleS = answer.body.stale_after_s;
+  if (answer.body.available) setPlan(c, answer.body.plan);
+  else { c.planReason = answer.body.reason || ""; if (!c.plan) renderPlan(c); }
 }
 
 // --- snapshot, hello and the other control messages ------------------------------------------
@@ -832,6 +1008,11 @@ function loadSnapshot(c, snap, nowMs, replaceValues) {
       c.packetSeen.set(p.sid, {seenMs: best.seenMs, wallS: Date.now() / 1000 - (nowMs - best.seenMs) / 1000, t: best.t});
     }
   }
+  let hk = null;  // the newest housekeeping's packet time the server has
+  for (const x of Object.values(snap.latest || {})) if (typeof x.time_s === "number" && (hk === null || x.time_s > hk)) hk = x.time_s;
+  if (hk !== null && (c.hkTimeS === null || hk > c.hkTimeS)) c.hkTimeS = hk;
+  if (typeof snap.plan_stale_after_s === "number") c.planStaleS = snap.plan_stale_after_s;
+  if (snap.plan) setPlan(c, snap.plan);
   c.events = (snap.events || []).slice(-KEEP_EVENT_ROWS);
   c.alarms = new Map((snap.alarms || []).map((a) => [a.channel, a]));
   c.commands = new Map((snap.commands || []).map((e) => [e.id, e]));
@@ -888,6 +1069,7 @@ function renderAll() {
   renderLink();
   renderDict();
   renderChooser();
+  renderPlan(c);
   loadPlan();
   if (!S.plots.some((p) => p.live && p.sc === c.id)) addPlot("uptime_s");
   requestFrame();
@@ -902,6 +1084,7 @@ function handleControl(m, nowMs) {
     case "alarm": if (c) setAlarm(c, m.alarm); break;
     case "command": if (c) setCommand(c, m.command); break;
     case "queue": if (c) setQueue(c, m); break;
+    case "plan": if (c) setPlan(c, m.plan); break;
     case "limits":
       if (!c) break;
       for (const [name, lim] of Object.entries(m.limits || {})) c.limits.set(name, lim);
@@ -923,6 +1106,7 @@ function apply(batch, nowMs) {
     for (let i = 0; i < names.length && i < values.length; i++) setValue(c, names[i], values[i], t, nowMs);
     c.packetSeen.set(sid, {seenMs: nowMs, wallS, t});
     c.lastHkMs = nowMs;
+    if (typeof t === "number") c.hkTimeS = t;
     if (sc === S.current) S.dirtyPackets.add(sid);
   }
   renderDrops(batch.dropped);
