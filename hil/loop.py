@@ -160,15 +160,17 @@ class ClosedLoop:
     def believed_array(self) -> dict[str, Any]:
         """The agent's model of its arrays: the scenario's geometry, with the errors [belief] sets
         (the truth is in the profile; the agent never sees it, only the power it measures)."""
-        truth = self.sc.array
+        from hil.profiles.generate import SpacecraftParams
+
+        truth = SpacecraftParams(**self.sc.array)  # its panels: the scenario's, or its one-panel shorthand's
         known = self.sc.degradation_known
         return {
-            "pointing": truth["array_pointing"],
-            "attitude": "nadir",  # the harness's body_fixed panels are fixed in the orbit frame
-            "efficiency": min(1.0, truth["array_efficiency"] * (1.0 + self.sc.efficiency_error_pct / 100.0)),
-            "degradation_per_year": truth["degradation_per_year"] if known else 0.0,
-            "years": truth["years_in_orbit"] if known else 0.0,
-            "panels": [{"normal": list(truth["array_normal_orbit_frame"]), "area_m2": truth["array_area_m2"]}],
+            "pointing": truth.array_pointing,
+            "attitude": truth.array_attitude,  # the geometry is known; the cells' output is not
+            "efficiency": min(1.0, truth.array_efficiency * (1.0 + self.sc.efficiency_error_pct / 100.0)),
+            "degradation_per_year": truth.degradation_per_year if known else 0.0,
+            "years": truth.years_in_orbit if known else 0.0,
+            "panels": [{"normal": list(normal), "area_m2": area_m2} for normal, area_m2 in truth.panels],
         }
 
     def _agent_args(self) -> list[str]:

@@ -45,7 +45,7 @@ from flight.power.array import ArrayModel, LoadEstimate, Panel, SolarCalibration
 from flight.power.planner import make_plan
 from flight.power.policy import Battery, ModePower, PowerInputs, PowerSettings, decide
 from hil.oracle import BatterySpec, ComputeMode, OracleInfeasible, solve_oracle
-from hil.physics.solar import array_incidence_cos, solar_array_power_w
+from hil.physics.solar import array_power_w
 
 STEP_S = 60.0
 PLAN_STEP_S = 120.0  # the agent's forecast and plan step (flight.agent.control.FORECAST_STEP_S)
@@ -115,19 +115,13 @@ def _orbit(case: PowerCase) -> Orbit:
 
 
 def truth_solar_w(case: PowerCase, orbit: Orbit, times: np.ndarray) -> np.ndarray:
-    """The harness's model with the true parameters (body-fixed panels through its incidence,
-    per panel; other attitudes through the agent-independent geometry of flight.power.array)."""
+    """The harness's model with the true parameters (``hil.physics.solar.array_power_w``: its own
+    geometry, not the agent's; each panel its own incidence, clipped at its own 0)."""
     r, v = orbit.propagate(times)
     sun_km = sun_position_teme_km(times)
     shadow = shadow_factor(r, sun_km, "conical")
-    if case.pointing == "body_fixed" and case.attitude == "nadir":
-        return sum(solar_array_power_w(shadow, array_incidence_cos(sun_km - r, r, v, "body_fixed", n), case.area_m2,
-                                       case.efficiency, case.degradation_per_year, case.years)
-                   for n in case.normals)  # each panel its own incidence, clipped at its own 0 and 1
-    truth = ArrayModel(tuple(Panel(n, case.area_m2) for n in case.normals), case.efficiency, case.pointing,
-                       case.attitude, case.degradation_per_year, case.years)
-    sun_dir = (sun_km - r) / np.linalg.norm(sun_km - r, axis=-1, keepdims=True)
-    return truth.power_w(r, v, sun_dir, shadow)
+    return array_power_w(shadow, sun_km - r, r, v, [(n, case.area_m2) for n in case.normals], case.efficiency,
+                         case.degradation_per_year, case.years, case.pointing, case.attitude)
 
 
 def platform_w(case: PowerCase, t_s: np.ndarray) -> np.ndarray:

@@ -32,11 +32,17 @@ Example, every key (the defaults are shown where a key may be left out)::
 
     [array]                       # only with [orbit]: the truth the profile is generated with; with it
     pointing = "body_fixed"       #   the agent is given its own model of the arrays ([belief]) and plans
-    normal_orbit_frame = [1.0, 0.0, 0.0]   # body_fixed, nadir-pointing: radial, along-track, orbit normal
-    area_m2 = 0.2                 #   on a forecast of their output (default: sun_tracking, 0.2 m²,
-    efficiency = 0.30             #   30 % cells, 1 %/yr, new)
+                                  #   on a forecast of their output; sun_tracking (default) | body_fixed
+    attitude = "nadir"            # body_fixed only: nadir | sun | inertial (hil/physics/solar.py)
+    normal_orbit_frame = [1.0, 0.0, 0.0]   # one panel: radial, along-track, orbit normal (nadir only)
+    area_m2 = 0.2                 #   and its area
+    efficiency = 0.30             # 30 % cells, losing 1 %/yr, new
     degradation_per_year = 0.01
     years_in_orbit = 0.0
+
+    [[array.panels]]              # instead of normal_orbit_frame and area_m2: several panels, each
+    normal = [1.0, 0.0, 0.0]      #   its normal in the body frame (nadir: the orbit frame; sun: +X at
+    area_m2 = 0.1                 #   the Sun, +Z toward the orbit normal; inertial: TEME) and area
 
     [belief]                      # how the agent's own array model is wrong (the profile is the truth)
     efficiency_error_pct = 8.0    # its configured efficiency is the truth's x (1 + this/100)
@@ -78,6 +84,12 @@ Example, every key (the defaults are shown where a key may be left out)::
     min_work = 1000               # at least this much work done (what it counts: below)
     commands_verified = true      # every command completed
     no_unhandled_fault = true     # no INTERNAL_ERROR, agent never silent
+
+The array's attitude moves body-fixed panels only: with ``pointing = "sun_tracking"`` every
+panel faces the Sun whatever the attitude, so ``attitude`` there is an error (it would be
+ignored), and the panels' normals do not matter (their areas add). ``normal_orbit_frame``
+names the orbit frame, which is the body frame only under ``attitude = "nadir"``; under
+another attitude give ``[[array.panels]]``.
 
 Faults, with the keys each kind takes besides at_s and kind (``FAULT_KINDS``, ``FAULT_KEYS``);
 duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
@@ -123,6 +135,7 @@ from flight.agent.compute import ComputeSupervisor
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
 from hil.profiles.format import ProfileError
 
@@ -163,7 +176,9 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
          "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation", "array",
          "belief"),
-    "array": ("pointing", "normal_orbit_frame", "area_m2", "efficiency", "degradation_per_year", "years_in_orbit"),
+    "array": ("pointing", "attitude", "normal_orbit_frame", "area_m2", "panels", "efficiency", "degradation_per_year",
+              "years_in_orbit"),
+    "array.panels": ("normal", "area_m2"),
     "belief": ("efficiency_error_pct", "degradation_known"),
     "battery": ("capacity_wh", "soc_initial_pct"),
     "power": ("platform_load_w",),
@@ -315,13 +330,15 @@ class _Checker:
         self.only(value, key, TABLE_KEYS[key], f"[{key}]")
         return value
 
-    def tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    def tables(self, data: dict[str, Any], key: str, name: str | None = None) -> list[dict[str, Any]]:
+        """An array of tables; ``name``: its dotted path where it is not at the top (array.panels)."""
+        name = name or key
         value = data.get(key, [])
         if not isinstance(value, list):
-            raise self.fail(key, f"must be an array of tables ([[{key}]]), got {_kind(value)}")
+            raise self.fail(name, f"must be an array of tables ([[{name}]]), got {_kind(value)}")
         for i, item in enumerate(value):
             if not isinstance(item, dict):
-                raise self.fail(f"{key}[{i}]", f"must be a table, got {_kind(item)}")
+                raise self.fail(f"{name}[{i}]", f"must be a table, got {_kind(item)}")
         return value
 
     def number(self, data: dict[str, Any], key: str, where: str, default: float | None, *,
@@ -469,24 +486,59 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
 
 
 def _array(c: _Checker, raw: dict[str, Any]) -> dict[str, Any] | None:
-    """[array] as SpacecraftParams fields (the profile generator checks them again)."""
+    """[array] as SpacecraftParams fields (the profile generator checks them again): the
+    panels as ``array_panels``, or the one-panel shorthand's ``array_normal_orbit_frame``
+    and ``array_area_m2``."""
     if "array" not in raw:
         return None
     t = c.table(raw, "array")
+    pointing = c.choice(t, "pointing", "array", "sun_tracking", POINTINGS, "a pointing")
+    if "attitude" in t and pointing != "body_fixed":
+        raise c.fail("array.attitude", f"only for pointing = \"body_fixed\": a {pointing} array faces the Sun "
+                                       "whatever the attitude")
+    attitude = c.choice(t, "attitude", "array", "nadir", ATTITUDES, "an attitude")
     out: dict[str, Any] = {
-        "array_pointing": c.choice(t, "pointing", "array", "sun_tracking", ("sun_tracking", "body_fixed"), "a pointing"),
-        "array_area_m2": c.number(t, "area_m2", "array", 0.2, above=0),
+        "array_pointing": pointing,
+        "array_attitude": attitude,
         "array_efficiency": c.number(t, "efficiency", "array", 0.30, above=0, hi=1),
         "degradation_per_year": c.number(t, "degradation_per_year", "array", 0.01, lo=0, hi=0.5),
         "years_in_orbit": c.number(t, "years_in_orbit", "array", 0.0, lo=0, hi=30),
     }
-    normal = t.get("normal_orbit_frame", [1.0, 0.0, 0.0])
+    if "panels" in t:
+        for key in ("normal_orbit_frame", "area_m2"):
+            if key in t:
+                raise c.fail(f"array.{key}", "give [[array.panels]] (each with its normal and area_m2) or the "
+                                             "one-panel normal_orbit_frame and area_m2, not both")
+        panels = c.tables(t, "panels", "array.panels")
+        if not panels:
+            raise c.fail("array.panels", "at least one panel ([[array.panels]] with normal and area_m2)")
+        out["array_panels"] = [_panel(c, p, f"array.panels[{i}]") for i, p in enumerate(panels)]
+        return out
+    if "normal_orbit_frame" in t and attitude != "nadir":
+        raise c.fail("array.normal_orbit_frame", f"the orbit frame is the body frame only under attitude = "
+                                                 f"\"nadir\", not {attitude!r}: give [[array.panels]] with "
+                                                 "normal in the body frame")
+    out["array_area_m2"] = c.number(t, "area_m2", "array", 0.2, above=0)
+    out["array_normal_orbit_frame"] = _normal(c, t.get("normal_orbit_frame", [1.0, 0.0, 0.0]),
+                                              "array.normal_orbit_frame", "radial, along-track, normal")
+    return out
+
+
+def _normal(c: _Checker, normal: Any, key: str, frame: str) -> list[float]:
     if (not isinstance(normal, list) or len(normal) != 3
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in normal)
             or not any(normal)):
-        raise c.fail("array.normal_orbit_frame", "three finite numbers, not all zero (radial, along-track, normal)")
-    out["array_normal_orbit_frame"] = [float(x) for x in normal]
-    return out
+        raise c.fail(key, f"three finite numbers, not all zero ({frame}), got {normal!r}")
+    return [float(x) for x in normal]
+
+
+def _panel(c: _Checker, panel: dict[str, Any], where: str) -> tuple[list[float], float]:
+    """One [[array.panels]] entry: (normal in the body frame, area_m2), both required."""
+    c.only(panel, where, TABLE_KEYS["array.panels"], "a panel")
+    if "normal" not in panel:
+        raise c.fail(f"{where}.normal", "missing (the panel's normal in the body frame, [x, y, z])")
+    normal = _normal(c, panel["normal"], f"{where}.normal", "in the body frame")
+    return normal, float(c.number(panel, "area_m2", where, None, above=0))
 
 
 def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,

@@ -11,12 +11,20 @@ import math
 import numpy as np
 import pytest
 
+from flight.orbit import Orbit, shadow_factor, sun_position_teme_km
+from flight.power.array import ArrayModel, Panel
+from flight.power.array import body_axes_teme as agent_body_axes_teme
 from hil.physics import (
+    ATTITUDES,
     Battery,
     BatteryParams,
     ThermalModel,
     ThermalParams,
     array_incidence_cos,
+    array_power_w,
+    body_axes_teme,
+    orbit_frame_to_teme,
+    panel_incidence_cos,
     solar_array_power_w,
 )
 from hil.physics.thermal import KELVIN_OFFSET, STEFAN_BOLTZMANN_W_M2_K4
@@ -71,6 +79,96 @@ def test_body_fixed_incidence_follows_the_geometry():
         array_incidence_cos(sun, pointing="body_fixed")
     with pytest.raises(ValueError, match="unknown pointing"):
         array_incidence_cos(sun, r, v, "nadir")
+
+
+# Several panels (a top deck, two canted sides, a back-facing one, an odd-length normal): the
+# harness's truth must equal the agent's model fed the true parameters, whatever the attitude.
+PANELS = (((1.0, 0.0, 0.0), 0.10), ((0.3, 1.0, -0.2), 0.05), ((-0.5, -0.5, 0.7), 0.07), ((-1.0, 0.0, 0.0), 0.04),
+          ((0.0, 0.0, 3.0), 0.02))
+
+
+@pytest.mark.req("HIL-010")
+@pytest.mark.parametrize("attitude", ATTITUDES)
+def test_the_truth_equals_the_agents_model_for_the_same_geometry(attitude):
+    """Independent code, same conventions: over a day of an inclined orbit (sunlit, penumbra,
+    umbra) and at random geometry, Sun along the orbit normal included."""
+    orbit = Orbit.from_elements(alt_km=500.0, inc_deg=53.0, raan_deg=40.0, epoch_unix_s=1_795_478_400.0)
+    t = 1_795_478_400.0 + np.arange(0.0, 86400.0, 30.0)
+    r, v = orbit.propagate(t)
+    sun_km = sun_position_teme_km(t)
+    shadow = shadow_factor(r, sun_km, "conical")
+    rng = np.random.default_rng(7)
+    r_rand = rng.normal(size=(500, 3)) * 7000.0
+    v_rand = rng.normal(size=(500, 3)) * 7.5
+    sun_rand = rng.normal(size=(500, 3))
+    sun_rand[0] = np.cross(r_rand[0], v_rand[0])  # the Sun along the orbit normal: the sun attitude's fallback
+    r = np.concatenate([r, r_rand])
+    v = np.concatenate([v, v_rand])
+    sun = np.concatenate([sun_km - r[:len(t)], sun_rand])
+    sun_hat = sun / np.linalg.norm(sun, axis=-1, keepdims=True)
+    shadow = np.concatenate([shadow, rng.uniform(0.0, 1.0, 500)])
+    truth = array_power_w(shadow, sun_hat, r, v, PANELS, 0.28, 0.02, 3.0, "body_fixed", attitude)
+    agent = ArrayModel(tuple(Panel(n, a) for n, a in PANELS), 0.28, "body_fixed", attitude, 0.02, 3.0)
+    peak_w = agent.peak_w
+    assert 0.0 < truth.max() < peak_w and (truth[:len(t)] == 0.0).any()
+    np.testing.assert_allclose(truth, agent.power_w(r, v, sun_hat, shadow), rtol=1e-9, atol=1e-9 * peak_w)
+    np.testing.assert_allclose(body_axes_teme(attitude, r, v, sun_hat), agent_body_axes_teme(attitude, r, v, sun_hat),
+                               rtol=0, atol=1e-12)
+    tracking = array_power_w(shadow, sun_hat, r, v, PANELS, 0.28, 0.02, 3.0, "sun_tracking", attitude)
+    np.testing.assert_allclose(tracking, ArrayModel(agent.panels, 0.28, "sun_tracking", attitude, 0.02, 3.0)
+                               .power_w(r, v, sun_hat, shadow), rtol=1e-9, atol=1e-9 * peak_w)
+
+
+def test_each_attitude_by_hand():
+    base_w_m2 = 1361.0 * 0.30
+    r = np.array([[7000.0, 0.0, 0.0]])
+    v = np.array([[0.0, 7.5, 0.0]])  # orbit normal +z
+    # nadir: the body frame is the orbit frame (here TEME itself). Sun (0.6, 0.8, 0): the top deck
+    # sees 0.6, the +Y side 0.8, the -Y side its back (0, not -0.8).
+    sun = np.array([[0.6, 0.8, 0.0]])
+    panels = [((1.0, 0.0, 0.0), 0.1), ((0.0, 1.0, 0.0), 0.2), ((0.0, -1.0, 0.0), 0.3)]
+    got = array_power_w(1.0, sun, r, v, panels, 0.30, 0.0, 0.0, attitude="nadir")
+    assert got[0] == pytest.approx(base_w_m2 * (0.1 * 0.6 + 0.2 * 0.8), rel=1e-12)
+    # sun: +X = ŝ = (0, 0.6, 0.8); +Z = ẑ less its part along ŝ = (0, -0.8, 0.6); +Y = Z × X = (-1, 0, 0).
+    sun = np.array([[0.0, 0.6, 0.8]])
+    np.testing.assert_allclose(body_axes_teme("sun", r, v, sun)[0], [[0.0, 0.6, 0.8], [-1.0, 0.0, 0.0],
+                                                                      [0.0, -0.8, 0.6]], atol=1e-15)
+    panels = [((1.0, 0.0, 0.0), 0.1), ((1.0, 0.0, 1.0), 0.2), ((0.0, 0.0, 1.0), 0.3), ((0.0, 1.0, 0.0), 0.4)]
+    got = array_power_w(0.5, sun, r, v, panels, 0.30, 0.0, 0.0, attitude="sun")
+    assert got[0] == pytest.approx(0.5 * base_w_m2 * (0.1 + 0.2 / math.sqrt(2.0)), rel=1e-12)
+    # sun along the orbit normal: +Z = X × r̂ = (0, 1, 0), +Y = Z × X = (1, 0, 0).
+    np.testing.assert_allclose(body_axes_teme("sun", r, v, np.array([[0.0, 0.0, 2.0]]))[0],
+                               [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], atol=1e-15)
+    # inertial: the TEME axes, wherever the satellite is (no r, v needed).
+    sun = np.array([[0.0, 0.0, 1.0], [0.0, 0.8, 0.6]])
+    panels = [((0.0, 0.0, 1.0), 0.1), ((1.0, 0.0, 0.0), 0.2), ((0.0, 0.0, -1.0), 0.3)]
+    got = array_power_w(1.0, sun, None, None, panels, 0.30, 0.0, 0.0, attitude="inertial")
+    np.testing.assert_allclose(got, [base_w_m2 * 0.1, base_w_m2 * 0.1 * 0.6], rtol=1e-12)
+
+
+def test_the_old_single_normal_functions_are_the_nadir_attitude():
+    r = np.array([[7000.0, 10.0, -300.0], [-2000.0, 6500.0, 1500.0]])
+    v = np.array([[0.1, 7.4, 1.0], [-6.0, -1.5, 3.0]])
+    sun = np.array([[0.3, -0.2, 0.9], [-0.7, 0.1, 0.2]])
+    normal = (0.2, -0.4, 0.9)
+    axes = body_axes_teme("nadir", r, v, sun)
+    np.testing.assert_allclose(orbit_frame_to_teme(r, v, np.eye(3)[:, None, :]), np.swapaxes(axes, 0, 1), atol=1e-15)
+    np.testing.assert_allclose(array_incidence_cos(sun, r, v, "body_fixed", normal),
+                               panel_incidence_cos(sun, r, v, "nadir", normal), rtol=1e-15)
+
+
+def test_panels_and_attitudes_reject_nonsense():
+    r, v, sun = np.array([7000.0, 0, 0]), np.array([0, 7.5, 0]), np.array([1.0, 0, 0])
+    with pytest.raises(ValueError, match="unknown attitude"):
+        panel_incidence_cos(sun, r, v, "spin", (1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="not all zero"):
+        panel_incidence_cos(sun, r, v, "sun", (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="needs the satellite's r_km"):
+        panel_incidence_cos(sun, None, None, "sun", (1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="at least one panel"):
+        array_power_w(1.0, sun, r, v, [], 0.3, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown pointing"):
+        array_power_w(1.0, sun, r, v, [((1.0, 0.0, 0.0), 0.1)], 0.3, 0.0, 0.0, pointing="gimbal")
 
 
 # ------------------------------------------------------------------------------------ battery

@@ -287,6 +287,26 @@ def test_the_cli_exits_2_on_other_bad_input(tmp_path):
         assert says in run.stderr and "Traceback" not in run.stderr
 
 
+ARRAY_BAD = [
+    ('attitude = "sunward"\n', 'array.attitude: \'sunward\' is not an attitude'),
+    ('attitude = "sun"\n[[array.panels]]\nnormal = [1.0, 0.0, 0.0]\n', "array.panels[0].area_m2: missing"),
+    ('normal_orbit_frame = [1.0, 0.0, 0.0]\n[[array.panels]]\nnormal = [1.0, 0.0, 0.0]\narea_m2 = 0.1\n',
+     "array.normal_orbit_frame: give [[array.panels]]"),
+]
+
+
+@pytest.mark.req("HIL-007", "HIL-010")
+@pytest.mark.parametrize("body,says", ARRAY_BAD, ids=["attitude", "panel-area", "panels-and-normal"])
+def test_the_cli_exits_2_on_a_bad_array(tmp_path, body, says):
+    scenario = tmp_path / "array.toml"
+    scenario.write_text('duration_s = 600\n[orbit]\nalt_km = 550.0\nsun_synchronous = true\n'
+                        f'[array]\npointing = "body_fixed"\n{body}')
+    run = hil_cli("run", str(scenario), "--report", str(tmp_path / "report"))
+    assert run.returncode == EXIT_BAD_INPUT, run.stdout + run.stderr
+    assert f"sunlit-hil run: {scenario}: {says}" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.req("HIL-007")
 def test_an_internal_error_exits_3_in_one_line_and_shows_its_traceback_only_when_asked(tmp_path, monkeypatch,
                                                                                           capsys):

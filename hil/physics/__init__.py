@@ -12,10 +12,20 @@ from hil.physics.environment import (
     earth_ir_flux_w_m2,
     nadir_plate_view_factor,
 )
-from hil.physics.solar import SOLAR_CONSTANT_W_M2, array_incidence_cos, orbit_frame_to_teme, solar_array_power_w
+from hil.physics.solar import (
+    ATTITUDES,
+    SOLAR_CONSTANT_W_M2,
+    array_incidence_cos,
+    array_power_w,
+    body_axes_teme,
+    orbit_frame_to_teme,
+    panel_incidence_cos,
+    solar_array_power_w,
+)
 from hil.physics.thermal import STEFAN_BOLTZMANN_W_M2_K4, ThermalEnergy, ThermalModel, ThermalParams
 
 __all__ = [
+    "ATTITUDES",
     "Battery",
     "BatteryParams",
     "BatteryStep",
@@ -28,8 +38,11 @@ __all__ = [
     "ThermalParams",
     "albedo_flux_w_m2",
     "array_incidence_cos",
+    "array_power_w",
+    "body_axes_teme",
     "earth_ir_flux_w_m2",
     "nadir_plate_view_factor",
     "orbit_frame_to_teme",
+    "panel_incidence_cos",
     "solar_array_power_w",
 ]

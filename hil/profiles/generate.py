@@ -6,7 +6,7 @@ For every sample of ``start + k·step`` (k = 0 … duration/step):
    (``sun_position_teme_km``), the conical shadow factor (``shadow_factor``), beta
    (``beta_angle_deg``), the point under the satellite (``teme_to_ecef`` →
    ``geodetic_from_ecef``);
-2. solar array power (:mod:`hil.physics.solar`), albedo and Earth IR
+2. solar array power (:mod:`hil.physics.solar`, panel by panel under the attitude), albedo and Earth IR
    (:mod:`hil.physics.environment`);
 3. ground contacts: each station's WGS-84 position and local vertical against the
    satellite's Earth-fixed position, elevation = asin(ρ·û/|ρ|); in contact when at or
@@ -51,7 +51,7 @@ from flight.orbit import (
 )
 from flight.orbit.frames import WGS84_A_KM, WGS84_E2
 from hil.physics.environment import albedo_flux_w_m2, earth_ir_flux_w_m2
-from hil.physics.solar import POINTINGS, SOLAR_CONSTANT_W_M2, array_incidence_cos, solar_array_power_w
+from hil.physics.solar import ATTITUDES, POINTINGS, SOLAR_CONSTANT_W_M2, array_power_w, solar_array_power_w
 from hil.profiles.format import Profile, ProfileError, read_profile, validate_profile, write_profile
 from hil.profiles.radiation import RadiationParams, load_flux_map, radiation_along_track
 
@@ -63,6 +63,10 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHIPPED_DIR = DATA_DIR / "profiles"
 
 
+_DEFAULT_NORMAL = (1.0, 0.0, 0.0)
+_DEFAULT_AREA_M2 = 0.2
+
+
 @dataclass(frozen=True)
 class SpacecraftParams:
     """The spacecraft as the profile sees it: its solar array. Validated here, once.
@@ -70,17 +74,26 @@ class SpacecraftParams:
     Defaults (estimates): 0.2 m² of triple-junction cells at 30 % (beginning of life),
     losing 1 %/yr; a sun-tracking array. That is 81.7 W in full sun, ~52 W orbit-average
     on the 10:30 sun-synchronous orbit: a small spacecraft able to carry a Jetson at its
-    middle power modes plus a 12 W platform. ``array_normal_orbit_frame`` is used only when
-    ``array_pointing`` is "body_fixed" (radial, along-track, orbit-normal components).
+    middle power modes plus a 12 W platform.
+
+    Geometry (used when ``array_pointing`` is "body_fixed"; a sun-tracking array only adds
+    its panels' areas): ``array_panels``, a tuple of (normal in the body frame, area_m2)
+    (a mapping ``{"normal", "area_m2"}`` is read too: a profile's metadata), under
+    ``array_attitude`` (nadir | sun | inertial, :mod:`hil.physics.solar`). With no panels,
+    one panel from ``array_normal_orbit_frame`` and ``array_area_m2`` (the old one-panel
+    fields, kept for callers and profiles that predate panels). Giving panels and a
+    non-default single panel that differs from them is an error: which would be flown?
     """
 
-    array_area_m2: float = 0.2
+    array_area_m2: float = _DEFAULT_AREA_M2
     array_efficiency: float = 0.30
     degradation_per_year: float = 0.01
     years_in_orbit: float = 0.0
     array_pointing: str = "sun_tracking"
-    array_normal_orbit_frame: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    array_normal_orbit_frame: tuple[float, float, float] = _DEFAULT_NORMAL
     solar_constant_w_m2: float = SOLAR_CONSTANT_W_M2
+    array_attitude: str = "nadir"
+    array_panels: tuple[tuple[tuple[float, float, float], float], ...] = ()
 
     def __post_init__(self):
         for name in ("array_area_m2", "array_efficiency", "degradation_per_year", "years_in_orbit",
@@ -99,15 +112,67 @@ class SpacecraftParams:
             )
         if self.array_pointing not in POINTINGS:
             raise ValueError(f"SpacecraftParams.array_pointing must be one of {POINTINGS}, got {self.array_pointing!r}")
-        normal = tuple(float(x) for x in self.array_normal_orbit_frame)
-        if len(normal) != 3 or not math.hypot(*normal) > 0:
-            raise ValueError(f"SpacecraftParams.array_normal_orbit_frame must be a non-zero 3-vector, got {normal}")
+        if self.array_attitude not in ATTITUDES:
+            raise ValueError(f"SpacecraftParams.array_attitude must be one of {ATTITUDES}, got {self.array_attitude!r}")
+        normal = _vector3(self.array_normal_orbit_frame, "array_normal_orbit_frame")
         object.__setattr__(self, "array_normal_orbit_frame", normal)
+        if isinstance(self.array_panels, (str, bytes)) or not isinstance(self.array_panels, Sequence):
+            raise ValueError(f"SpacecraftParams.array_panels must be a sequence of (normal, area_m2), "
+                             f"got {self.array_panels!r}")
+        panels = tuple(_panel(p, i) for i, p in enumerate(self.array_panels))
+        object.__setattr__(self, "array_panels", panels)
+        single = ((normal, float(self.array_area_m2)),)
+        if panels and panels != single and (normal != _DEFAULT_NORMAL or self.array_area_m2 != _DEFAULT_AREA_M2):
+            raise ValueError("SpacecraftParams.array_panels: give the panels or the one-panel array_normal_orbit_frame "
+                             "and array_area_m2, not both")
+
+    @property
+    def panels(self) -> tuple[tuple[tuple[float, float, float], float], ...]:
+        """The array flown: ``array_panels``, or the one panel of the old fields."""
+        return self.array_panels or ((self.array_normal_orbit_frame, float(self.array_area_m2)),)
+
+    @property
+    def total_area_m2(self) -> float:
+        return float(sum(area for _, area in self.panels))
 
     def full_sun_power_w(self) -> float:
-        """Output facing the Sun in full sunlight, W: S·A·η·(1 − d)^years."""
-        return float(solar_array_power_w(1.0, 1.0, self.array_area_m2, self.array_efficiency,
+        """Output with every panel facing the Sun in full sunlight, W: S·ΣA·η·(1 − d)^years."""
+        return float(solar_array_power_w(1.0, 1.0, self.total_area_m2, self.array_efficiency,
                                          self.degradation_per_year, self.years_in_orbit, self.solar_constant_w_m2))
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able, and read back by the constructor (:func:`regenerate`). ``array_panels`` is
+        the array flown; the one-panel fields are left out when panels were given (unused there)."""
+        meta = {**asdict(self), "array_normal_orbit_frame": list(self.array_normal_orbit_frame),
+                "array_panels": [{"normal": list(n), "area_m2": a} for n, a in self.panels]}
+        if self.array_panels:
+            del meta["array_area_m2"], meta["array_normal_orbit_frame"]
+        return meta
+
+
+def _vector3(value: Any, field_name: str) -> tuple[float, float, float]:
+    try:
+        vec = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        vec = ()
+    if len(vec) != 3 or not all(math.isfinite(x) for x in vec) or not math.hypot(*vec) > 0:
+        raise ValueError(f"SpacecraftParams.{field_name} must be three finite numbers, not all zero, got {value!r}")
+    return vec  # type: ignore[return-value]
+
+
+def _panel(panel: Any, i: int) -> tuple[tuple[float, float, float], float]:
+    where = f"array_panels[{i}]"
+    if isinstance(panel, dict):
+        if set(panel) != {"normal", "area_m2"}:
+            raise ValueError(f"SpacecraftParams.{where} must have normal and area_m2 only, got {sorted(panel)}")
+        normal, area = panel["normal"], panel["area_m2"]
+    elif isinstance(panel, Sequence) and not isinstance(panel, (str, bytes)) and len(panel) == 2:
+        normal, area = panel
+    else:
+        raise ValueError(f"SpacecraftParams.{where} must be (normal, area_m2), got {panel!r}")
+    if isinstance(area, bool) or not isinstance(area, (int, float)) or not (math.isfinite(area) and area > 0):
+        raise ValueError(f"SpacecraftParams.{where}.area_m2 must be a finite number > 0, got {area!r}")
+    return _vector3(normal, f"{where}.normal"), float(area)
 
 
 @dataclass(frozen=True)
@@ -241,11 +306,9 @@ def generate_profile(
     sun_hat = to_sun / np.linalg.norm(to_sun, axis=-1, keepdims=True)
     r_ecef_km = teme_to_ecef(r_km, t)
     lat_deg, lon_deg, alt_km = geodetic_from_ecef(r_ecef_km)
-    incidence = array_incidence_cos(sun_hat, r_km, v_km_s, spacecraft.array_pointing,
-                                    spacecraft.array_normal_orbit_frame)
-    solar_w = solar_array_power_w(shadow, incidence, spacecraft.array_area_m2, spacecraft.array_efficiency,
-                                  spacecraft.degradation_per_year, spacecraft.years_in_orbit,
-                                  spacecraft.solar_constant_w_m2)
+    solar_w = array_power_w(shadow, sun_hat, r_km, v_km_s, spacecraft.panels, spacecraft.array_efficiency,
+                            spacecraft.degradation_per_year, spacecraft.years_in_orbit, spacecraft.array_pointing,
+                            spacecraft.array_attitude, spacecraft.solar_constant_w_m2)
 
     if stations:
         elev = elevation_deg(r_ecef_km, stations)
@@ -300,7 +363,7 @@ def generate_profile(
         "step_s": float(step_s),
         "samples": n,
         "orbit": _orbit_metadata(orbit, tle, orbit_description),
-        "spacecraft": {**asdict(spacecraft), "array_normal_orbit_frame": list(spacecraft.array_normal_orbit_frame)},
+        "spacecraft": spacecraft.metadata(),
         "stations": [asdict(s) for s in stations],
         "radiation": {
             **asdict(radiation),
@@ -445,9 +508,8 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
             "metadata), so it cannot be extended; supply a longer one"
         )
     orbit = Orbit.from_tle(*profile.tle(), name=str(meta["orbit"].get("name", "")))
-    spacecraft = meta.get("spacecraft", {})
-    spacecraft = SpacecraftParams(**{**spacecraft, "array_normal_orbit_frame": tuple(
-        spacecraft.get("array_normal_orbit_frame", (1.0, 0.0, 0.0)))})
+    craft_fields = {f.name for f in fields(SpacecraftParams)}
+    spacecraft = SpacecraftParams(**{k: v for k, v in meta.get("spacecraft", {}).items() if k in craft_fields})
     stations = [GroundStation(**s) for s in meta.get("stations", [])]
     rad_fields = {f.name for f in fields(RadiationParams)}
     radiation = RadiationParams(**{k: v for k, v in meta.get("radiation", {}).items() if k in rad_fields})
@@ -479,8 +541,7 @@ def load_or_generate(scenario: Any) -> Profile:
         raise ProfileError("the scenario gives neither a profile file nor an [orbit] to generate one from")
     orbit, start, description = orbit_from_description(dict(spec))
     array = getattr(scenario, "array", None)
-    spacecraft = SpacecraftParams() if not array else SpacecraftParams(
-        **{**array, "array_normal_orbit_frame": tuple(array["array_normal_orbit_frame"])})
+    spacecraft = SpacecraftParams(**array) if array else SpacecraftParams()
     return generate_profile(orbit, start, duration_s, float(scenario.step_s), spacecraft, orbit_description=description)
 
 
@@ -502,6 +563,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--degradation-per-year", type=float, default=None)
     parser.add_argument("--years-in-orbit", type=float, default=None)
     parser.add_argument("--array-pointing", choices=POINTINGS, default=None)
+    parser.add_argument("--array-attitude", choices=ATTITUDES, default=None, help="body_fixed only (default nadir)")
     return parser
 
 
@@ -537,7 +599,7 @@ def generate_cli(args: argparse.Namespace | Sequence[str]) -> int:
             spec["start"] = opt["start"]
         orbit, start, description = orbit_from_description(spec)
         craft = {k: opt[k] for k in ("array_area_m2", "array_efficiency", "degradation_per_year", "years_in_orbit",
-                                     "array_pointing") if opt[k] is not None}
+                                     "array_pointing", "array_attitude") if opt[k] is not None}
         spacecraft = SpacecraftParams(**craft)
         wall0 = time.perf_counter()
         profile = generate_profile(orbit, start, float(opt["duration_s"]), float(opt["step_s"]), spacecraft,
