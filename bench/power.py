@@ -9,12 +9,17 @@ agent is not told of, starting charges of 45–95 %, and the agent's errors (eff
 up to ±15 %, degradation unknown). Each is flown twice in a 60-s closed loop over the truth:
 with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
 today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given
-the truth and asked to end at least as full as the policy ended; cases where no schedule
+the truth (``hil.power_cases.optimum`` says where it must end); cases where no schedule
 keeps the floor are counted (``cases_infeasible``) and left out, and so are cases where even
 the optimum works less than an hour of the lowest mode (``cases_little_work``: its only work
 lies inside the agent's margin above the floor); their floor violations still count.
 
-- ``work_vs_oracle_min``, ``_p10``, ``_median``: the plan's work over the optimum's;
+- ``work_vs_oracle_min``, ``_p10``, ``_median``: the plan's work over the optimum's, the
+  optimum ending at least as full as the agent ended (the same energy spent: what the agent
+  banked for tomorrow counts as the work the optimum made of it);
+- ``start_rule_work_vs_oracle_*``: the same with the optimum ending only as full as the agent
+  started, where the agent ended fuller: the reserve the agent built that day counts as work
+  not done (a one-day view; ``load_margin_pct`` builds such reserves on marginal days);
 - ``floor_violation_steps``: 60-s steps below the 30 % floor, summed over all feasible cases;
 - ``plan_ms_p99``: one plan's solve time, p99 over every plan of every case (this machine);
 - ``baseline_*``: the same for the rule;
@@ -56,16 +61,21 @@ def _run(seeds: list[int], workers: int) -> tuple[list[dict], float]:
     return sorted(rows, key=lambda r: r["case"]["seed"]), time.perf_counter() - t0
 
 
-def _figures(rows: list[dict], prefix: str) -> dict[str, Any]:
-    key = f"{prefix}work_vs_oracle"
+def _ratios(rows: list[dict], key: str, name: str) -> dict[str, Any]:
     ratios = sorted(r[key] for r in rows if r["feasible"] and not r["little_work"] and r[key] is not None)
-    out = {
-        f"{prefix}work_vs_oracle_min": round(ratios[0], 3) if ratios else None,
-        f"{prefix}work_vs_oracle_p10": round(float(np.percentile(ratios, 10)), 3) if ratios else None,
-        f"{prefix}work_vs_oracle_median": round(statistics.median(ratios), 3) if ratios else None,
-        f"{prefix}floor_violation_steps": int(sum(r[f"{prefix}floor_violation_steps"] for r in rows if r["feasible"])),
+    return {
+        f"{name}_min": round(ratios[0], 3) if ratios else None,
+        f"{name}_p10": round(float(np.percentile(ratios, 10)), 3) if ratios else None,
+        f"{name}_median": round(statistics.median(ratios), 3) if ratios else None,
     }
-    return out
+
+
+def _figures(rows: list[dict], prefix: str) -> dict[str, Any]:
+    return {
+        **_ratios(rows, f"{prefix}work_vs_oracle", f"{prefix}work_vs_oracle"),
+        f"{prefix}floor_violation_steps": int(sum(r[f"{prefix}floor_violation_steps"] for r in rows if r["feasible"])),
+        **_ratios(rows, f"{prefix}work_vs_oracle_start", f"{prefix}start_rule_work_vs_oracle"),
+    }
 
 
 def main() -> dict[str, Any]:

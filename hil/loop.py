@@ -94,6 +94,7 @@ class RunResult:
     # The energy plans the agent downlinked (TM(140,1), PlanRecord.to_json()), oldest first,
     # the newest MAX_PLANS: what it predicted, to hold against what the truth did.
     plans: list[dict[str, Any]] = field(default_factory=list)
+    plans_received: int = 0  # all of them, kept or not
 
 
 class ClosedLoop:
@@ -118,6 +119,7 @@ class ClosedLoop:
         self.trace = Trace()
         self.events: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
+        self.plans_received = 0
         self.fault_log: list[dict[str, Any]] = []
         self.command_log: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -196,7 +198,11 @@ class ClosedLoop:
             self.events.append({"t": rec.time_s, "rel_s": rel_s, "name": rec.event.name,
                                 "severity": rec.event.severity.name, "text": rec.text, "args": dict(rec.args)})
         elif isinstance(rec, PlanRecord):
-            self.plans.append(rec.to_json())
+            plan = rec.to_json()
+            if self.sc.time_mode != "lockstep":  # the agent's clock is the wall's: onto the run's time axis
+                plan["start_unix_s"] += self._t0_s + self._rel_s - rec.time_s
+            self.plans.append(plan)
+            self.plans_received += 1
             del self.plans[:-MAX_PLANS]
 
     # --- one step ---------------------------------------------------------------------------
@@ -283,7 +289,7 @@ class ClosedLoop:
             real_tiles = self._shutdown()
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
-                         real_tiles, self.notes, list(self.plans))
+                         real_tiles, self.notes, list(self.plans), self.plans_received)
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]

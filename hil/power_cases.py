@@ -23,8 +23,9 @@ The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
 
 What it leaves out (the lockstep HIL flies those): temperature (no thermal limit), the
 control period's 1 s, mode-switch costs, the worker's own timing. The figure is the work
-(Σ throughput · time) over the optimum's, the optimum given the truth and asked to end at
-least as full as the agent ended (``hil/oracle.py``).
+(Σ throughput · time) over the optimum's, the optimum given the truth (``hil/oracle.py``)
+and asked to end at least as full as the agent ended, or (the "start" rule) only as full as
+the agent started where it ended fuller (:func:`optimum`).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def fly(case: PowerCase, policy: str) -> Flight:
                 t0 = time.perf_counter()
                 plan = make_plan(now, soc, forecast, PLAN_STEP_S, platform_belief, battery, modes,
                                  FLOOR_PCT + MARGIN_PCT, len(modes) - 1, margin_w=2.0 * cal.error_w,
-                                 load_margin_w=LOAD_MARGIN_PCT / 100.0 * platform_belief)
+                                 load_margin_w=LOAD_MARGIN_PCT / 100.0 * platform_belief, time_limit_s=None)
                 if plan is not None:
                     plan_ms.append((time.perf_counter() - t0) * 1000.0)
             if plan is not None:
@@ -220,15 +221,19 @@ def fly(case: PowerCase, policy: str) -> Flight:
     return Flight(work, below, low, 100.0 * e / case.capacity_wh, tuple(plan_ms))
 
 
-def optimum(case: PowerCase, final_soc_pct: float) -> float | None:
-    """The most work any schedule could do given the truth, ending at least as full as the
-    agent ended (the same energy left for tomorrow: a Wh the agent banked is not a Wh it
-    wasted); None when no schedule keeps the floor (the case is left out).
+def optimum(case: PowerCase, final_soc_pct: float, rule: str = "same_energy") -> float | None:
+    """The most work any schedule could do given the truth; None when no schedule keeps the
+    floor (the case is left out: idling keeps the battery fullest at every step, so it is
+    feasible whenever anything is, and ends at least as full as the agent).
 
-    Feasibility is judged apart from the agent's ending: whether any schedule keeps the floor
-    and ends no lower than the agent (or than it started, if the agent ended higher). An agent
-    that broke the floor to end fuller than any floor-keeping schedule could is compared with
-    that schedule, so a violation never drops its case."""
+    ``rule`` says where the optimum must end:
+    - ``same_energy``: at least as full as the agent ended. Both then spend the same energy,
+      and a Wh the agent banked for tomorrow counts as the optimum's work would have;
+    - ``start``: at least as full as the agent ended, or as it started if the agent ended
+      fuller: energy the agent banked beyond its start counts as work it did not do (a
+      day's view: the reserve it built is not credited)."""
+    if rule not in ("same_energy", "start"):
+        raise ValueError(f"rule: {rule!r} is not same_energy or start")
     orbit = _orbit(case)
     n = int(DAY_S / STEP_S)
     times = T0_S + np.arange(n) * STEP_S
@@ -236,12 +241,11 @@ def optimum(case: PowerCase, final_soc_pct: float) -> float | None:
     solar, load = truth_solar_w(case, orbit, times), platform_w(case, times - T0_S)
     spec = BatterySpec(case.capacity_wh, max(case.soc0_pct, FLOOR_PCT), FLOOR_PCT)
     lp_modes = [ComputeMode(m.name, m.idle_w, m.loaded_w, m.throughput_rel) for m in modes]
-    for final in (max(FLOOR_PCT, final_soc_pct), max(FLOOR_PCT, min(final_soc_pct, case.soc0_pct))):
-        try:
-            return solve_oracle(solar, STEP_S, load, spec, lp_modes, final_soc_min_pct=min(100.0, final)).work
-        except OracleInfeasible:
-            continue
-    return None
+    final = final_soc_pct if rule == "same_energy" else min(final_soc_pct, case.soc0_pct)
+    try:
+        return solve_oracle(solar, STEP_S, load, spec, lp_modes, final_soc_min_pct=min(100.0, max(FLOOR_PCT, final))).work
+    except OracleInfeasible:
+        return None
 
 
 def run_case(seed: int) -> dict:
@@ -252,6 +256,8 @@ def run_case(seed: int) -> dict:
     baseline = fly(case, "baseline")
     best_plan = optimum(case, planned.final_soc_pct)
     best_base = optimum(case, baseline.final_soc_pct)
+    start_plan = optimum(case, planned.final_soc_pct, "start")
+    start_base = optimum(case, baseline.final_soc_pct, "start")
     an_hour = 3600.0 * min(m.throughput_rel for m in modes_of(case))
     return {
         "case": asdict(case),
@@ -263,7 +269,10 @@ def run_case(seed: int) -> dict:
         "floor_violation_steps": planned.floor_violation_steps,
         "min_soc_pct": planned.min_soc_pct,
         "plan_ms": list(planned.plan_ms),
+        "work_vs_oracle_start": planned.work / start_plan if start_plan else None,
+        "final_soc_pct": planned.final_soc_pct,
         "baseline_work_vs_oracle": baseline.work / best_base if best_base else None,
+        "baseline_work_vs_oracle_start": baseline.work / start_base if start_base else None,
         "baseline_floor_violation_steps": baseline.floor_violation_steps,
         "baseline_min_soc_pct": baseline.min_soc_pct,
         "wall_s": time.perf_counter() - t0,

@@ -211,7 +211,7 @@ def plan_error(result: RunResult) -> dict[str, Any]:
         if inside.any():
             truth = np.interp(times[inside], tr["time_s"], tr["soc_pct"])
             errors.extend(np.abs(np.asarray(plan["soc_pct"])[inside] - truth).tolist())
-    return {"plans": len(result.plans),
+    return {"plans": max(len(result.plans), result.plans_received), "plans_kept": len(result.plans),
             "plan_soc_error_pct_p50": round(float(np.percentile(errors, 50)), 2) if errors else None,
             "plan_soc_error_pct_p95": round(float(np.percentile(errors, 95)), 2) if errors else None}
 
@@ -220,10 +220,14 @@ def _plan_paragraph(body: dict[str, Any]) -> str:
     if not body["plans"]:
         return ("<p>No plan was downlinked: the agent plans over a forecast only with an array model "
                 "(the scenario's [array]); otherwise it runs the rule on the predicted eclipses.</p>")
-    return (f"<p>{body['plans']} plans downlinked (TM(140,1)); the dashed lines in the charge panel are one "
-            f"each half hour, against the eclipses (grey). Their predicted charge was off the harness's "
-            f"battery by {body['plan_soc_error_pct_p50']} % (median) and {body['plan_soc_error_pct_p95']} % "
-            f"(95th percentile) over every predicted point inside the run.</p>")
+    kept = "" if body["plans_kept"] == body["plans"] else f" (the newest {body['plans_kept']} kept)"
+    text = (f"<p>{body['plans']} plans downlinked (TM(140,1)){kept}; the dashed lines in the charge panel are "
+            f"one each half hour, against the eclipses (grey). ")
+    if body["plan_soc_error_pct_p50"] is None:
+        return text + "No predicted point fell inside the run, so none is held against the truth.</p>"
+    return text + (f"Their predicted charge was off the harness's battery by {body['plan_soc_error_pct_p50']} % "
+                   f"(median) and {body['plan_soc_error_pct_p95']} % (95th percentile) over every predicted point "
+                   "inside the run.</p>")
 
 
 def _s(value: float | None, unit: str = " s") -> str:

@@ -42,16 +42,19 @@ def test_energy_left_at_the_horizon_buys_no_costly_mode_it_would_not_spill(monke
 
 @pytest.mark.req("AGT-061")
 def test_a_step_between_two_modes_runs_both_in_the_shares_the_plan_meant():
-    """A full battery on an orbit with no eclipse: 30 W in, 6 W platform, 24 W for the board,
+    """A full battery on an orbit with no eclipse: 26 W in, 6 W platform, 20 W for the board,
     between MID (15 W) and MAX (25 W). Rounded to one mode a step the board ran MID all day and
-    spilled the rest; the plan now runs MAX for 90 % of the step and MID for the rest."""
-    plan = make_plan(T0, 100.0, [30.0] * 60, 120.0, 6.0, Battery(100.0), MODES, 35.0, 2)
+    spilled the rest; the plan now runs MAX for half of each step and MID for the other half.
+    A share under a quarter of the step is not worth a switch: at 24 W it runs MAX."""
+    plan = make_plan(T0, 100.0, [26.0] * 60, 120.0, 6.0, Battery(100.0), MODES, 35.0, 2)
     assert plan is not None
-    assert (plan.upper[0], plan.lower[0]) == (2, 1) and plan.duty[0] == pytest.approx(0.9, abs=0.02)
+    assert (plan.upper[0], plan.lower[0]) == (2, 1) and plan.duty[0] == pytest.approx(0.5, abs=0.02)
     ticks = [plan.mode_at(T0 + t) for t in np.arange(0.0, 120.0, 1.0)]
     mean_w = np.mean([MODES[i].loaded_w for i in ticks])
-    assert mean_w == pytest.approx(24.0, abs=0.3)
+    assert mean_w == pytest.approx(20.0, abs=0.3)
     assert ticks[0] == 2 and ticks[-1] == 1, "the upper mode first, then the lower, in one switch"
+    near = make_plan(T0, 100.0, [30.0] * 60, 120.0, 6.0, Battery(100.0), MODES, 35.0, 2)
+    assert near is not None and {near.mode_at(T0 + t) for t in range(0, 120, 5)} == {2}
 
 
 @pytest.mark.req("AGT-061")
@@ -131,17 +134,22 @@ def test_the_agent_downlinks_its_plan_at_most_once_a_minute(tmp_path):
                                                                        "sun_tracking"))
     plans: list[PlanRecord] = []
     rig.client.listeners.append(lambda item: isinstance(item.record, PlanRecord) and plans.append(item.record))
+    made: set[int] = set()
     try:
-        rig.eps.reading = rig.eps.reading.__class__(soc_pct=80.0, bus_voltage_v=8.2, solar_power_w=60.0)
-        rig.advance(300.0)
+        for k in range(30):  # the charge jumps 4 % every 10 s: the world surprises every plan
+            soc = 80.0 if k % 2 == 0 else 76.0
+            rig.eps.reading = rig.eps.reading.__class__(soc_pct=soc, bus_voltage_v=8.2, solar_power_w=60.0)
+            rig.advance(10.0, step_s=10.0)
+            made.add(id(rig.agent.controller.state.plan))
         in_force = rig.agent.controller.state.plan
     finally:
         rig.close()
+    assert len(made) >= 20, "plans made again and again"
     assert 2 <= len(plans) <= 6, len(plans)
     assert all(b.time_s - a.time_s >= 60.0 for a, b in zip(plans, plans[1:]))
     last = plans[-1]
     assert last.mode_names == tuple(m.name for m in rig.agent.controller.mode_powers)
-    assert last.soc_pct[0] == pytest.approx(80.0, abs=0.5) and len(last.mode) > 40
+    assert last.soc_pct[0] in (pytest.approx(80.0, abs=0.5), pytest.approx(76.0, abs=0.5)) and len(last.mode) > 40
     assert any(last.umbra) and not all(last.umbra), "an ISS orbit over 1.5 orbits has shadow and sun"
     assert in_force is not None and last.keep_pct == pytest.approx(in_force.keep_pct)
 

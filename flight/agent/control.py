@@ -12,6 +12,7 @@ cap) and ``SET_TLE`` (the orbit).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -29,18 +30,18 @@ from flight.clock import Clock
 from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
-from flight.link.messages import CommandRequest, PlanRecord
+from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
 from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
-from flight.thermal.model import ThermalFit, ThermalPlanInputs
+from flight.thermal.model import OPEN_LOOP_STEPS, ThermalFit, ThermalPlanInputs, open_loop_error_c
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
 LOAD_WINDOW_S = 60.0  # the charge's change over a minute: well above a battery gauge's resolution
-PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~250 B each)
+PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~400 B each)
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
 
 
@@ -126,7 +127,9 @@ class Controller(Component):
         self._internal_error = internal_error
         self._publish_plan = publish_plan
         self._reported_plan: Plan | None = None
-        self._plan_reported_s = -math.inf
+        self._plan_reported_s = -math.inf  # monotonic: a UTC step back must not silence the reports
+        self._plan_seen: Plan | None = None
+        self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
         self.mode_powers = mode_powers(board)
         self.eps_source = board.eps.source if board.eps is not None else (
@@ -146,6 +149,10 @@ class Controller(Component):
         # (temperature °C, the sample's mean power W): the model's evidence.
         self._th_sample: tuple[float, float, float, int] | None = None
         self._th_marks: list[tuple[float, float]] = []
+        # Samples (T at start, mean W, mean sun) for the model's open-loop check, and its error:
+        # the plan's thermal margin (its prediction runs ~70 samples open loop).
+        self._th_history: deque[tuple[float, float, float]] = deque(maxlen=OPEN_LOOP_STEPS + 1)
+        self._th_open_sq: float | None = None
         self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
@@ -209,8 +216,10 @@ class Controller(Component):
         ), self.state)
         self.state, self.last = out.state, out
         plan = out.state.plan
-        if plan is not None and plan is not self._reported_plan and now_s - self._plan_reported_s >= PLAN_REPORT_MIN_S:
-            self._report_plan(plan, now_s)
+        if plan is not None and plan is not self._plan_seen:  # the shadow it was made against, kept with it
+            n = len(plan.mode_index)
+            umbra = self.forecast.umbra_from_now(plan.start_unix_s)[:n] if self.forecast is not None else ()
+            self._plan_seen, self._plan_umbra = plan, tuple(umbra) + (False,) * (n - len(umbra))
         if out.clear_faults:
             self._faults.clear()
         for action in out.actions:
@@ -219,19 +228,25 @@ class Controller(Component):
             else:
                 self._emit(action.name, **action.args)
         self._apply(out)
+        if plan is not None and plan is not self._reported_plan and mono_s - self._plan_reported_s >= PLAN_REPORT_MIN_S:
+            self._report_plan(plan, mono_s)  # after the tick's own work: a report never stands in its way
         return out
 
-    def _report_plan(self, plan: Plan, now_s: float) -> None:
-        """The plan in force, with the shadow it was forecast against, to the ground."""
-        self._reported_plan, self._plan_reported_s = plan, now_s
+    def _report_plan(self, plan: Plan, mono_s: float) -> None:
+        """The plan in force, with the shadow it was forecast against, to the ground: its first
+        ``PLAN_MAX_STEPS`` steps (a plan over a long orbit is cut, not lost)."""
+        self._reported_plan, self._plan_reported_s = plan, mono_s
         if self._publish_plan is None:
             return
-        n = len(plan.mode_index)
-        umbra = self.forecast.umbra_from_now(plan.start_unix_s)[:n] if self.forecast is not None else ()
-        self._publish_plan(PlanRecord(
-            plan.start_unix_s, plan.step_s, plan.soc_pct, plan.mode_index, tuple(m.name for m in self.mode_powers),
-            tuple(plan.solar_w[:n]) + (0.0,) * (n - len(plan.solar_w[:n])), tuple(umbra) + (False,) * (n - len(umbra)),
-            plan.keep_pct, plan.solve_ms))
+        n = min(len(plan.mode_index), PLAN_MAX_STEPS)
+        solar = tuple(plan.solar_w[:n]) + (0.0,) * (n - len(plan.solar_w[:n]))
+        try:
+            self._publish_plan(PlanRecord(
+                plan.start_unix_s, plan.step_s, plan.soc_pct[:n + 1], plan.mode_index[:n],
+                tuple(m.name[:PLAN_MAX_NAME] for m in self.mode_powers[:PLAN_MAX_MODES]), solar, self._plan_umbra[:n],
+                plan.keep_pct, plan.solve_ms))
+        except Exception as exc:  # noqa: BLE001 - the plan report is news for the ground, never a reason to stop
+            self._internal_error("plan report", exc)
 
     def _apply(self, out: ControlOutput) -> None:
         current = self._power_mode_now()
@@ -292,6 +307,7 @@ class Controller(Component):
         power, pred = reading.board_power_w, self.prediction
         if temp is None or power is None or not (math.isfinite(temp) and math.isfinite(power)):
             self._th_sample, self._th_marks = None, []  # a gap: the lags no longer follow each other
+            self._th_history.clear()
             return None
         sun = 0.0 if pred is not None and pred.in_eclipse else 1.0
         if self._th_sample is None:
@@ -306,6 +322,12 @@ class Controller(Component):
                 self.thermal_fit = self.thermal_fit.update(marks[1][0], marks[0][0], mean_p, marks[0][1], mean_sun,
                                                            temp)
             marks[-1] = (marks[-1][0], mean_p)
+            self._th_history.append((marks[-1][0], mean_p, mean_sun))
+            if self.thermal_fit.usable and len(self._th_history) == self._th_history.maxlen:
+                miss = open_loop_error_c(self.thermal_fit, list(self._th_history), temp)
+                if miss is not None and math.isfinite(miss):
+                    sq = miss * miss
+                    self._th_open_sq = sq if self._th_open_sq is None else 0.9 * self._th_open_sq + 0.1 * sq
             self._th_marks = [*marks, (temp, mean_p)][-2:]
             self._th_sample = (now_s, 0.0, 0.0, 0)
         if not self.thermal_fit.usable or len(self._th_marks) < 2:
@@ -320,9 +342,17 @@ class Controller(Component):
             t_prev, p_prev = self._th_marks[0]
         else:
             t_prev, p_prev = self._th_marks[1][0], p_sum / ticks
-        margin_c = max(1.0, 2.0 * self.thermal_fit.rms_c)
+        margin_c = max(1.0, 2.0 * self.thermal_error_c)
         return ThermalPlanInputs(self.thermal_fit, temp, t_prev, p_prev, sun_ahead,
                                  self.params["thermal_soft_limit_c"] - margin_c)
+
+    @property
+    def thermal_error_c(self) -> float:
+        """The board model's error as the plan meets it: RMS of its open-loop miss half an hour
+        ahead once measured, its one-step error until then."""
+        if self._th_open_sq is None:
+            return self.thermal_fit.rms_c
+        return max(self.thermal_fit.rms_c, math.sqrt(self._th_open_sq))
 
     def _calibrate(self, now_s: float, eps: EpsReading) -> tuple[float, ...] | None:
         """Fold the measured solar power into the model's calibration; the scaled forecast from now."""
@@ -425,7 +455,7 @@ class Controller(Component):
             "plan_ms": self.state.plan.solve_ms if self.state.plan is not None else None,
             "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
             "platform_load_est_w": self.load.load_w,
-            "thermal_model_rms_c": self.thermal_fit.rms_c if self.thermal_fit.usable else None,
+            "thermal_model_rms_c": self.thermal_error_c if self.thermal_fit.usable else None,
             "plan_temp_max_c": self.state.plan.temp_max_c if self.state.plan is not None else None,
         }
         rails = r.rails if r else {}

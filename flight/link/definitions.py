@@ -99,7 +99,8 @@ PARAMETERS = (
               "The plan's reserves (for the orbit after its horizon, and for a day on a power-scarce orbit) "
               "assume the rest of the spacecraft may draw this much more than the agent has measured: a "
               "heater or a transmitter nobody announced. 70 % kept the floor in every case of bench.power "
-              "(loads that step up by 1-4 W unannounced) at about 2 % of the work; 50 % did not"),
+              "(loads that step up by 1-4 W unannounced; 50 % did not); the reserve it builds on a marginal "
+              "day is energy banked, not spent: see bench.power's two work figures"),
     Parameter("thermal_soft_limit_c", 0x0020, ValueSpec(T.F64, "degC", 30.0, 110.0), 85.0,
               "At or above this (or heading there within the lookahead) the power mode steps down one level"),
     Parameter("thermal_hard_limit_c", 0x0021, ValueSpec(T.F64, "degC", 40.0, 120.0), 95.0,
@@ -299,8 +300,10 @@ POWER_CHANNELS = (
             Limits(warn_low=FromParam("battery_floor_pct"))),
     Channel("platform_load_est_w", T.F64, "W", "The rest of the spacecraft's draw as the plan takes it: the "
             "configured value, then learnt each minute from the battery's energy balance"),
-    Channel("thermal_model_rms_c", T.F64, "degC", "One-step error of the board temperature model the agent learns "
-            "(flight/thermal/model.py); nil until it is trusted and the plan keeps a thermal limit"),
+    Channel("thermal_model_rms_c", T.F64, "degC", "Error of the board temperature model the agent learns "
+            "(flight/thermal/model.py): its open-loop miss half an hour ahead (RMS), its one-step error until "
+            "that is measured; twice it (at least 1 degC) is the plan's margin below the soft limit. Nil until "
+            "the model is trusted and the plan keeps a thermal limit"),
     Channel("plan_temp_max_c", T.F64, "degC", "The hottest the board model predicts under the plan in force (nil: "
             "no trusted model, the governor alone)", Limits(warn_high=FromParam("thermal_soft_limit_c"))),
     Channel("eps_source", T.ENUM, "", "Where battery and solar values come from: SIM (the HIL harness), BENCH (a "

@@ -277,6 +277,10 @@ class ParamRecord:
 
 PLAN_MAX_STEPS = 1024  # a plan over a day at 90-s steps; the agent's are ~70
 PLAN_MAX_MODES = 16
+PLAN_MAX_NAME = 32  # characters of a power mode's name
+PLAN_MAX_STEP_S = 86_400.0
+PLAN_MAX_SPAN_S = 7 * 86_400.0  # steps × step: no plan looks further ahead than a week
+PLAN_MAX_SKEW_S = 86_400.0  # a plan starts within a day of its packet's time
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,14 @@ class PlanRecord:
                              f"{len(self.soc_pct)}, {len(self.solar_w)}, {len(self.umbra)}")
         if not 1 <= len(self.mode_names) <= PLAN_MAX_MODES:
             raise ValueError(f"a plan names 1..{PLAN_MAX_MODES} modes, got {len(self.mode_names)}")
+        if any(not isinstance(m, str) or len(m) > PLAN_MAX_NAME for m in self.mode_names):
+            raise ValueError(f"a plan's mode names are text of at most {PLAN_MAX_NAME} characters")
+        if not (math.isfinite(self.step_s) and 0.0 < self.step_s <= PLAN_MAX_STEP_S
+                and n * self.step_s <= PLAN_MAX_SPAN_S):
+            raise ValueError(f"a plan's step is in (0, {PLAN_MAX_STEP_S:.0f}] s and its span at most "
+                             f"{PLAN_MAX_SPAN_S:.0f} s, got {n} steps of {self.step_s} s")
+        if not math.isfinite(self.start_unix_s):
+            raise ValueError("a plan's start is a finite time")
         if any(not -1 <= m < len(self.mode_names) for m in self.mode):
             raise ValueError(f"a plan's modes index its {len(self.mode_names)} mode names or are -1 (idle)")
 
@@ -520,9 +532,12 @@ class Codec:
             if not ok:
                 raise PacketError("encoding", f"plan {key}: {_show(value)} is not {kind.__name__}", key)
         names = body["names"]
-        if not all(isinstance(n, str) and len(n) <= 32 for n in names):
-            raise PacketError("encoding", "plan names: power mode names must be text of at most 32 characters",
-                              "names")
+        if not all(isinstance(n, str) and len(n) <= PLAN_MAX_NAME for n in names):
+            raise PacketError("encoding", f"plan names: power mode names must be text of at most {PLAN_MAX_NAME} "
+                                          "characters", "names")
+        if abs(float(body["t0"]) - tm.time_s) > PLAN_MAX_SKEW_S:
+            raise PacketError("value", f"plan t0: {float(body['t0'])} is more than a day from the packet's time "
+                                       f"{tm.time_s}", "t0")
         try:
             return PlanRecord(
                 float(body["t0"]), float(body["dt"]), tuple(c / 2.0 for c in body["soc"]),

@@ -162,21 +162,30 @@ class SolarForecast:
         return tuple(f < 0.5 for f in self.shadow[skip:])
 
     def at(self, now_unix_s: float) -> tuple[float, bool] | None:
-        """The output at ``now``, interpolated between samples, and whether ``now`` lies between
-        a dark sample and a lit one: a shadow edge, where the prediction's error is the orbit's
-        timing (seconds of a minutes-long step), not the array's; calibrating on it would read
-        a 120-s step's edge as a tenth of the output wrong all orbit. None past the end.
+        """The output at ``now``, interpolated between samples, and whether ``now`` lies at a
+        shadow edge: the shadow factor is not the same full value at both samples (umbra,
+        penumbra or their crossing). There the prediction's error is the orbit's timing
+        (seconds of a minutes-long step), not the array's; calibrating on it read a 120-s
+        step's edge as a tenth of the output wrong all orbit. Without shadow samples, a dark
+        and a lit sample mark the edge. None past the end.
 
-        >>> f = SolarForecast(0.0, 120.0, (0.0, 90.0, 90.0))
+        >>> f = SolarForecast(0.0, 120.0, (0.0, 90.0, 90.0), (0.0, 1.0, 1.0))
         >>> f.at(60.0), f.at(180.0), f.at(300.0)
         ((45.0, True), (90.0, False), None)
+        >>> SolarForecast(0.0, 120.0, (0.0, 0.0), (1.0, 1.0)).at(60.0)  # lit, the panel turned away
+        (0.0, False)
         """
         offset = (now_unix_s - self.start_unix_s) / self.step_s
         k = int(math.floor(offset))
         if k < 0 or k + 1 >= len(self.power_w):
             return None
         a, b = self.power_w[k], self.power_w[k + 1]
-        return a + (b - a) * (offset - k), (a > 0.0) != (b > 0.0)
+        if len(self.shadow) > k + 1:
+            fa, fb = self.shadow[k], self.shadow[k + 1]
+            edge = not (fa == fb and fa in (0.0, 1.0))
+        else:
+            edge = (a > 0.0) != (b > 0.0)
+        return a + (b - a) * (offset - k), edge
 
 
 def forecast_solar(orbit, model: ArrayModel, now_unix_s: float, horizon_s: float, step_s: float = 60.0,

@@ -145,6 +145,9 @@ def terminal_value_per_wh(modes: list[ComputeMode], battery: Battery) -> float:
     return TERMINAL_VALUE_FRACTION * battery.discharge_efficiency * max(per_wh, default=0.0)
 
 
+MIN_SHARE = 0.25  # of a step: the shortest time one of its two modes runs
+
+
 def _split_step(budget_w: float, idle_w: float, loaded_w: np.ndarray, rate: np.ndarray) -> tuple[int, int, float]:
     """A step's average board power as two modes in turn: (upper, lower, duty), where
     ``lower`` does the most work within the budget (-1: idle) and ``upper`` is the cheapest
@@ -154,6 +157,8 @@ def _split_step(budget_w: float, idle_w: float, loaded_w: np.ndarray, rate: np.n
     (1, 0, 0.3333333333333333)
     >>> _split_step(5.0, 4.0, np.array([6.0, 12.0]), np.array([1.0, 1.5]))
     (0, -1, 0.5)
+    >>> _split_step(11.5, 4.0, np.array([6.0, 12.0]), np.array([1.0, 1.5]))  # 92 %: not worth a switch
+    (1, 1, 0.0)
     """
     fits = np.flatnonzero(loaded_w <= budget_w + 1e-6)
     lower = int(fits[np.argmax(rate[fits] - 1e-9 * loaded_w[fits])]) if fits.size else -1
@@ -163,7 +168,13 @@ def _split_step(budget_w: float, idle_w: float, loaded_w: np.ndarray, rate: np.n
         return lower, lower, 0.0
     upper = int(above[np.argmin(loaded_w[above])])
     duty = float(min(1.0, max(0.0, (budget_w - low_w) / (loaded_w[upper] - low_w))))
-    return (upper, lower, duty) if duty > 1e-3 else (lower, lower, 0.0)
+    # A share shorter than a quarter of the step is not worth a mode switch (each one is an
+    # nvpmodel call and an event): the step runs one mode, and the next plan corrects.
+    if duty < MIN_SHARE:
+        return lower, lower, 0.0
+    if duty > 1.0 - MIN_SHARE:
+        return upper, upper, 0.0
+    return upper, lower, duty
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ import numpy as np
 
 N_COEF = 6
 FORGET = 0.998  # per sample: at 120-s samples, evidence halves in about 11 h
-MIN_SAMPLES = 45  # 1.5 h at 120 s: an orbit of Sun and shadow before the fit is trusted
+MIN_SAMPLES = 45  # 90 min at 120 s: about an orbit of Sun and shadow before the fit is trusted
 WARMUP_SAMPLES = 12  # six unknowns: twice that before its errors are the model's
 MAX_RMS_C = 3.0  # a fit worse than this one-step error is not used
+MAX_COV_TRACE = 6e4  # the starting uncertainty: forgetting never makes it less sure than at the start
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class ThermalFit:
         theta = theta + gain * error
         cov = (cov - np.outer(gain, phi @ cov)) / FORGET
         cov = (cov + cov.T) / 2.0
+        trace = float(np.trace(cov))
+        if trace > MAX_COV_TRACE:  # inputs that stopped varying: forgetting would blow it up (wind-up)
+            cov *= MAX_COV_TRACE / trace
         if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(cov))):
             return ThermalFit()  # numerically lost: start again rather than plan on garbage
         # The error is counted once the fit has settled (the first samples' errors are the
@@ -95,6 +99,25 @@ class ThermalFit:
             out[k] = t_next
             t0, t1, p0 = t1, t_next, power[k]
         return out
+
+
+OPEN_LOOP_STEPS = 15  # 30 min at 120 s: how far ahead the plan's margin is measured
+
+
+def open_loop_error_c(fit: ThermalFit, history, t_now_c: float) -> float | None:
+    """How far the model, run open loop from ``len(history) - 1`` samples ago on the powers
+    and sun that then came, misses the temperature now: the error a plan's prediction that
+    far ahead carries (the one-step error understates it many times). ``history``: (T at the
+    sample's start, its mean power, its mean sun), oldest first, the last ending now.
+
+    >>> open_loop_error_c(ThermalFit(theta=(0.5, 0.0, 1.0, 0.0, 0.0, 0.0)), [(0.0, 0.0, 1.0), (0.0, 4.0, 1.0)], 5.0)
+    1.0
+    """
+    if len(history) < 2:
+        return None
+    (t_before, p_before, _), (t_start, _, _) = history[0], history[1]
+    ahead = fit.predict_c(t_start, t_before, p_before, [h[1] for h in history[1:]], [h[2] for h in history[1:]])
+    return float(t_now_c - ahead[-1])
 
 
 @dataclass(frozen=True)

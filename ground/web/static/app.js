@@ -936,7 +936,9 @@ function renderPlanNow(c) {
   const stepS = [300, 600, 900, 1800, 3600, 7200, 21600].find((s) => span / s <= 8) || span / 4;
   const axis = d.root.querySelector("g.axis.x");
   axis.replaceChildren();
-  for (let k = Math.ceil((d.t0 - nowS) / stepS); nowS + k * stepS <= d.t1; k++) {
+  // At most a dozen ticks, whatever the times (a wild t0 must not spin this loop forever).
+  const k0 = Math.ceil((d.t0 - nowS) / stepS);
+  for (let k = k0; k < k0 + 12 && Number.isFinite(k) && nowS + k * stepS <= d.t1; k++) {
     const tx = d.x(nowS + k * stepS);
     const rel = Math.round(k * stepS / 60);
     axis.append(svg("line", {x1: tx, x2: tx, y1: B.stripBottom, y2: B.stripBottom + 4}),
