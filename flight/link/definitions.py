@@ -100,7 +100,7 @@ PARAMETERS = (
               "assume the rest of the spacecraft may draw this much more than the agent has measured: a "
               "heater or a transmitter nobody announced. 70 % kept the floor in every case of bench.power "
               "(loads that step up by 1-4 W unannounced; 50 % did not); the reserve it builds on a marginal "
-              "day is energy banked, not spent: see bench.power's two work figures"),
+              "day is energy not worked, 30 % of the day's work in bench.power's worst case"),
     Parameter("thermal_soft_limit_c", 0x0020, ValueSpec(T.F64, "degC", 30.0, 110.0), 85.0,
               "At or above this (or heading there within the lookahead) the power mode steps down one level"),
     Parameter("thermal_hard_limit_c", 0x0021, ValueSpec(T.F64, "degC", 40.0, 120.0), 95.0,
