@@ -203,7 +203,7 @@ class Controller(Component):
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
         self._learn_load(now_s, eps, reading)
-        thermal = self._thermal_inputs(now_s, reading)
+        thermal = self._thermal_inputs(now_s, mono_s, reading)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
@@ -300,10 +300,12 @@ class Controller(Component):
                                      battery.discharge_efficiency, mark[4] or eps.soc_pct >= 99.5)
         self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
 
-    def _thermal_inputs(self, now_s: float, reading: HalReading) -> ThermalPlanInputs | None:
-        """Fold this tick into the board model's sample (every FORECAST_STEP_S: the plan's step)
-        and, once the model is trusted, what the plan's thermal limit needs."""
-        temp = max(reading.temps_c.values(), default=None) if reading.temps_c else None
+    def _thermal_inputs(self, now_s: float, mono_s: float, reading: HalReading) -> ThermalPlanInputs | None:
+        """Fold this tick into the board model's sample (every FORECAST_STEP_S of monotonic
+        time: the plan's step) and, once the model is trusted, what the plan's thermal limit
+        needs (the shadow ahead is looked up on the UTC the forecast was made in)."""
+        temps = [t for t in reading.temps_c.values() if isinstance(t, (int, float)) and math.isfinite(t)]
+        temp = max(temps) if temps else None
         power, pred = reading.board_power_w, self.prediction
         if temp is None or power is None or not (math.isfinite(temp) and math.isfinite(power)):
             self._th_sample, self._th_marks = None, []  # a gap: the lags no longer follow each other
@@ -311,10 +313,10 @@ class Controller(Component):
             return None
         sun = 0.0 if pred is not None and pred.in_eclipse else 1.0
         if self._th_sample is None:
-            self._th_sample, self._th_marks = (now_s, 0.0, 0.0, 0), [(temp, power)]
+            self._th_sample, self._th_marks = (mono_s, 0.0, 0.0, 0), [(temp, power)]
         start, p_sum, sun_sum, ticks = self._th_sample
         self._th_sample = (start, p_sum + power, sun_sum + sun, ticks + 1)
-        if now_s - start >= FORECAST_STEP_S:
+        if mono_s - start >= FORECAST_STEP_S:
             _, p_sum, sun_sum, ticks = self._th_sample
             mean_p, mean_sun = p_sum / ticks, sun_sum / ticks
             marks = self._th_marks
@@ -329,7 +331,7 @@ class Controller(Component):
                     sq = miss * miss
                     self._th_open_sq = sq if self._th_open_sq is None else 0.9 * self._th_open_sq + 0.1 * sq
             self._th_marks = [*marks, (temp, mean_p)][-2:]
-            self._th_sample = (now_s, 0.0, 0.0, 0)
+            self._th_sample = (mono_s, 0.0, 0.0, 0)
         if not self.thermal_fit.usable or len(self._th_marks) < 2:
             return None
         forecast = self.forecast
@@ -338,7 +340,7 @@ class Controller(Component):
         # The sample before now: the last boundary's, or (past half a sample into this one) this
         # sample's start and its power so far.
         start, p_sum, _, ticks = self._th_sample
-        if now_s - start < FORECAST_STEP_S / 2.0 or ticks == 0:
+        if mono_s - start < FORECAST_STEP_S / 2.0 or ticks == 0:
             t_prev, p_prev = self._th_marks[0]
         else:
             t_prev, p_prev = self._th_marks[1][0], p_sum / ticks
