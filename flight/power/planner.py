@@ -195,12 +195,16 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
               margin_w: float = 0.0, load_margin_w: float = 0.0,
               thermal: ThermalPlanInputs | None = None) -> Plan | None:
     """The plan (all idle when nothing is affordable), or None when the solver fails or runs
-    out of time. ``load_margin_w``: the unannounced platform load the reserves allow for.
+    out of time.
+
+    ``margin_w`` (a multiple of the forecast's observed error) is taken off every sample the
+    LP sees; the scarcity reserve weighs the expected forecast without it (a forecast margin
+    that turned every tight day scarce would hoard a day's energy). ``load_margin_w``, the
+    unannounced platform load the reserves allow for, does count there: a day that such a
+    load would make scarce keeps that day's reserve (its cost is bench.power's worst case).
     ``thermal``: the board's learnt temperature model (steps of ``step_s``), used when it is
     trusted: no step may take the predicted temperature above its limit, unless idling would
-    too (then no higher than idling would). ``margin_w`` (the forecast's observed error, a multiple of it) is taken off
-    every sample the LP sees; the scarcity reserve weighs the expected forecast, without it:
-    a margin that turns every tight day into a scarce one would hoard a day's energy."""
+    too (then no higher than idling would)."""
     expected = np.maximum(np.asarray(forecast_w, dtype=float), 0.0)
     solar = np.maximum(expected - max(0.0, margin_w), 0.0)
     if solar.size < 2 or not math.isfinite(soc_pct) or not modes:
