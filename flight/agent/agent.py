@@ -34,10 +34,11 @@ from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
 from flight.agent.executive import Executive
 from flight.agent.housekeeping import Housekeeping
+from flight.agent.journal import CommandJournal
 from flight.agent.link_service import LinkService
 from flight.agent.mode_manager import ModeManager
 from flight.agent.modes import Conditions
-from flight.agent.params import ParameterStore, Parameters
+from flight.agent.params import Parameters, ParameterStore
 from flight.agent.ports import Component, EventPort, FaultLog, check_wiring
 from flight.agent.state import PersistentState
 from flight.agent.timers import Timers
@@ -107,7 +108,8 @@ class Agent:
         self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params)
         self.dispatcher = Dispatcher(self.codec, lambda peer, packet: self.link_service.send_report(peer, packet),
                                      self.clock.now_s, events(Dispatcher),
-                                     DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}))
+                                     DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
+                                     CommandJournal(self.state_dir / "commands.journal"))
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters)
         self.timers = Timers(self.clock)

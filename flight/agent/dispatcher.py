@@ -3,7 +3,9 @@
 Every telecommand gets an answer (F Prime's rule): acceptance success or failure, then
 start, then completion success or failure, each with the failure code and reason.
 Reports for each ``cmd_id`` are cached, so a console retrying after a lost reply gets
-the same reports again and the command does not run twice.
+the same reports again and the command does not run twice; across a restart the command
+journal (``flight.agent.journal``) keeps that promise: a command it knows is answered with
+its outcome, or as cut off by the reset, and never run again.
 
 A handler returns its result map, raises :class:`CommandFailed`, or returns a
 :class:`Deferred` when the work finishes later (a job handed to the compute worker): the
@@ -18,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from flight.agent.journal import CommandJournal, JournalEntry
 from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Command, FailureCode
 from flight.link.messages import Codec, CommandRequest, Stage, Verification
@@ -90,8 +93,11 @@ class Dispatcher(Component):
     CHANNELS = ("cmd_accepted", "cmd_rejected", "cmd_executed", "cmd_failed", "tc_duplicates")
 
     def __init__(self, codec: Codec, send_report: Callable[[Any, bytes], None], now_s: Callable[[], float],
-                 emit: EventPort, counters: DispatchCounters | None = None):
+                 emit: EventPort, counters: DispatchCounters | None = None, journal: CommandJournal | None = None):
+        """``journal``: the on-disk record of commands started (flight.agent.journal), so that a
+        command is never run twice, nor left unanswered, across a restart."""
         self.codec = codec
+        self.journal = journal
         self.handlers_by_name: dict[str, Handler] = {}
         self.counters = counters or DispatchCounters()
         self._send_report = send_report
@@ -129,6 +135,7 @@ class Dispatcher(Component):
                 return
         sent: list[bytes] = []
         final = False
+        known = self.journal.get(cmd_id) if cmd_id and self.journal is not None and cmd_id not in self._cache else None
 
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
             nonlocal final
@@ -139,11 +146,16 @@ class Dispatcher(Component):
             self._send_report(peer, packet)
 
         try:
-            if cmd_id and cmd_id in self._cache:  # same id, different content: refuse, keep the first
+            if (cmd_id and cmd_id in self._cache) or (known is not None and known.digest != digest):
+                # same id, different content: refuse, keep the first
                 self._reject(report, None, FailureCode.BAD_ARGUMENTS,
                              f"cmd_id {cmd_id} was already used for a different command; draw a new one")
                 return
-            self._run(tc, opcode, report)
+            if known is not None:  # run before a restart: answered from the journal, never run again
+                self.counters.duplicates += 1
+                self._answer_from_journal(known, report)
+                return
+            self._run(tc, opcode, report, cmd_id, digest)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the sender gets a final answer
             if not final:
                 try:
@@ -160,7 +172,24 @@ class Dispatcher(Component):
                 while len(self._cache) > RETRY_CACHE_COMMANDS:
                     self._cache.popitem(last=False)
 
-    def _run(self, tc: Telecommand, opcode: int, report) -> None:
+    @staticmethod
+    def _answer_from_journal(known: JournalEntry, report) -> None:
+        report(Stage.ACCEPTED, True)
+        report(Stage.STARTED, True)
+        if not known.finished:
+            report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR,
+                   "interrupted by a reset before it finished; not run again (it may have done part of its work: "
+                   "check the state it changes, then send it anew)")
+        elif known.ok:
+            report(Stage.COMPLETED, True, result={"note": "completed before a restart; its result was not kept"})
+        else:
+            try:
+                code = FailureCode(known.code)
+            except ValueError:
+                code = FailureCode.EXECUTION_ERROR
+            report(Stage.COMPLETED, False, code, known.reason)
+
+    def _run(self, tc: Telecommand, opcode: int, report, cmd_id: int = 0, digest: bytes = b"") -> None:
         try:
             request = self.codec.decode_command(tc)
         except PacketError as exc:
@@ -184,23 +213,39 @@ class Dispatcher(Component):
                 report(Stage.STARTED, False, exc.code, exc.reason)
                 self._emit("COMMAND_FAILED", name=name, reason=exc.reason)
                 return
+        if cmd_id and self.journal is not None:
+            try:  # durable before it runs: after any crash, a command that may have run is known
+                self.journal.started(cmd_id, digest, opcode)
+            except OSError as exc:
+                self.counters.failed += 1
+                report(Stage.STARTED, False, FailureCode.EXECUTION_ERROR,
+                       f"not run: the command journal could not record it ({exc.strerror or exc}), so it could not "
+                       "be kept from running twice")
+                self._emit("COMMAND_FAILED", name=name, reason="command journal not writable")
+                return
         report(Stage.STARTED, True)
         self._emit("COMMAND_DISPATCHED", name=name)
         try:
             result = handler.run(request)
         except CommandFailed as exc:
-            self._finish(report, name, False, exc.reason, exc.code)
+            self._finish(report, name, False, exc.reason, exc.code, cmd_id)
             return
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the command, never the agent
-            self._finish(report, name, False, f"{type(exc).__name__}: {exc}"[:200], FailureCode.EXECUTION_ERROR)
+            self._finish(report, name, False, f"{type(exc).__name__}: {exc}"[:200], FailureCode.EXECUTION_ERROR,
+                         cmd_id)
             return
         if isinstance(result, Deferred):
-            result.then(lambda ok, value, code: self._finish(report, name, ok, value, code))
+            result.then(lambda ok, value, code: self._finish(report, name, ok, value, code, cmd_id))
         else:
-            self._finish(report, name, True, result, FailureCode.NONE)
+            self._finish(report, name, True, result, FailureCode.NONE, cmd_id)
 
-    def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode) -> None:
+    def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode, cmd_id: int = 0) -> None:
         """The completion report: ``value`` is the result map on success, the reason on failure."""
+        if cmd_id and self.journal is not None:
+            try:
+                self.journal.finished(cmd_id, ok, int(code), "" if ok else str(value))
+            except OSError:
+                pass  # the outcome still goes out now; a retry after a restart reads it as interrupted
         if ok:
             self.counters.executed += 1
             report(Stage.COMPLETED, True, result=value)

@@ -1,0 +1,142 @@
+"""The record of commands the agent started, kept on disk so that exactly-once survives a
+restart (pure file I/O, no agent).
+
+The dispatcher's retry cache lives in memory: a ``kill -9`` or a power cut forgot it, and a
+retry that arrived after the restart ran the command a second time, while a command cut off
+half-way was never answered. The journal closes both holes:
+
+- before a command's handler runs, a *started* record (cmd_id, a digest of the TC's data,
+  opcode) is appended and fsynced: a command that may have run is known after any crash;
+- when it ends, a *finished* record (success or the failure code and reason) is appended and
+  fsynced;
+- a TC whose cmd_id the journal knows is never run again: a finished one is answered with
+  its outcome (without the result map, which is not kept); a started one that never
+  finished was cut off by a reset, and is answered as failed, saying so.
+
+Format: one record after another, each ``length (u32 BE) | msgpack [cmd_id, kind, digest,
+opcode, ok, code, reason] | CRC-32 (u32 BE)``. At start the file is read to its end; a record
+whose CRC fails is skipped (counted in ``bad_records``) and a torn last record (the power cut
+mid-append) is dropped, the file rewritten without it so that appends frame again. Bounded: past ``2 × window`` records the file is rewritten
+atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
+
+fsync policy, stated: one fsync per record, two per command that runs. Commands come a few
+per pass, so the cost (milliseconds on eMMC) is nothing beside the guarantee.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from flight.storage import write_atomic
+
+JOURNAL_COMMANDS = 4096  # commands remembered: far longer than any retry, across restarts
+_HEADER = struct.Struct(">I")
+MAX_RECORD = 1024  # bytes of payload: a reason is cut to 200 characters
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    cmd_id: int
+    digest: bytes
+    opcode: int
+    finished: bool = False
+    ok: bool = False
+    code: int = 0
+    reason: str = ""
+
+
+class CommandJournal:
+    """Commands started and how they ended, by cmd_id, newest ``window`` kept."""
+
+    def __init__(self, path: Path | str, window: int = JOURNAL_COMMANDS):
+        self.path = Path(path)
+        self.window = window
+        self.entries: OrderedDict[int, JournalEntry] = OrderedDict()
+        self.bad_records = 0
+        self._records = 0
+        self._load()
+
+    def get(self, cmd_id: int) -> JournalEntry | None:
+        return self.entries.get(cmd_id)
+
+    def started(self, cmd_id: int, digest: bytes, opcode: int) -> None:
+        """Record that the command is about to run; raises OSError if that cannot be made durable."""
+        entry = JournalEntry(cmd_id, bytes(digest), int(opcode))
+        self._append(entry, "S")
+
+    def finished(self, cmd_id: int, ok: bool, code: int, reason: str) -> None:
+        started = self.entries.get(cmd_id)
+        if started is None:
+            return
+        self._append(JournalEntry(cmd_id, started.digest, started.opcode, True, bool(ok), int(code), reason[:200]),
+                     "F")
+
+    # --- the file -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode(entry: JournalEntry, kind: str) -> bytes:
+        payload = msgpack.packb([entry.cmd_id, kind, entry.digest, entry.opcode, entry.ok, entry.code, entry.reason],
+                                use_bin_type=True)
+        return _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
+
+    def _append(self, entry: JournalEntry, kind: str) -> None:
+        record = self._encode(entry, kind)
+        with open(self.path, "ab") as f:
+            f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+        self._remember(entry)
+        self._records += 1
+        if self._records > 2 * self.window:
+            self._compact()
+
+    def _remember(self, entry: JournalEntry) -> None:
+        self.entries[entry.cmd_id] = entry
+        self.entries.move_to_end(entry.cmd_id)
+        while len(self.entries) > self.window:
+            self.entries.popitem(last=False)
+
+    def _compact(self) -> None:
+        """The newest ``window`` commands, one record each, written atomically."""
+        data = b"".join(self._encode(e, "F" if e.finished else "S") for e in self.entries.values())
+        write_atomic(self.path, data)
+        self._records = len(self.entries)
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        at = 0
+        while at + _HEADER.size <= len(data):
+            (length,) = _HEADER.unpack_from(data, at)
+            end = at + _HEADER.size + length + _HEADER.size
+            if length > MAX_RECORD or end > len(data):
+                if end > len(data) and length <= MAX_RECORD:
+                    break  # the last record, torn by a power cut mid-append: it never counted
+                self.bad_records += 1  # a length no record has: nothing after it can be framed
+                break
+            payload = data[at + _HEADER.size: at + _HEADER.size + length]
+            (crc,) = _HEADER.unpack_from(data, end - _HEADER.size)
+            at = end
+            self._records += 1
+            if zlib.crc32(payload) != crc:
+                self.bad_records += 1
+                continue
+            try:
+                cmd_id, kind, digest, opcode, ok, code, reason = msgpack.unpackb(payload, raw=False)
+                entry = JournalEntry(int(cmd_id), bytes(digest), int(opcode), kind == "F", bool(ok), int(code),
+                                     str(reason))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                self.bad_records += 1
+                continue
+            self._remember(entry)
+        if at < len(data):  # a torn or unframeable tail: rewrite what was read, so appends frame again
+            self._compact()

@@ -1,0 +1,100 @@
+"""Exactly-once across restarts: the command journal (flight/agent/journal.py) and the
+dispatcher answering from it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from flight.agent.journal import CommandJournal
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import FailureCode
+from flight.link.messages import Codec
+from flight.link.packets import unpack
+
+
+@pytest.mark.req("AGT-016")
+def test_the_journal_survives_a_restart_a_torn_record_and_a_flipped_bit(tmp_path):
+    path = tmp_path / "commands.journal"
+    j = CommandJournal(path)
+    for cmd_id in (11, 12, 13):
+        j.started(cmd_id, bytes([cmd_id]) * 16, 0x10)
+    j.finished(11, True, 0, "")
+    j.finished(12, False, int(FailureCode.EXECUTION_ERROR), "no")
+    again = CommandJournal(path)
+    assert again.get(11).finished and again.get(11).ok
+    assert again.get(12).finished and not again.get(12).ok and again.get(12).reason == "no"
+    assert not again.get(13).finished, "started, never finished: cut off"
+    assert again.get(99) is None and again.bad_records == 0
+
+    with open(path, "ab") as f:  # a power cut mid-append: half a record at the end
+        f.write(b"\x00\x00\x00\x30\x95\x01")
+    torn = CommandJournal(path)
+    assert torn.get(13) is not None and torn.bad_records == 0, "a torn tail is not a bad record: it never counted"
+    torn.started(14, b"x" * 16, 0x10)  # appends frame again after the rewrite
+    assert CommandJournal(path).get(14) is not None
+
+    data = bytearray(path.read_bytes())
+    data[12] ^= 0xFF  # inside the first record's payload
+    path.write_bytes(bytes(data))
+    flipped = CommandJournal(path)
+    assert flipped.bad_records == 1 and flipped.get(14) is not None and flipped.get(12) is not None
+
+
+@pytest.mark.req("AGT-016")
+def test_the_journal_keeps_the_newest_commands_and_does_not_grow(tmp_path):
+    path = tmp_path / "commands.journal"
+    j = CommandJournal(path, window=50)
+    for cmd_id in range(1, 501):
+        j.started(cmd_id, b"d" * 16, 1)
+        j.finished(cmd_id, True, 0, "")
+    kept = CommandJournal(path, window=50)
+    assert kept.get(500) is not None and kept.get(451) is not None and kept.get(400) is None
+    record = len(path.read_bytes()) / max(1, kept._records)
+    assert kept._records <= 2 * 50 + 1 and len(path.read_bytes()) <= (2 * 50 + 1) * record
+
+
+def _noop(rig, cmd_id: int, args: dict | None = None, name: str = "NOOP"):
+    return rig.client.send(name, args or {}, timeout_s=2.0, retries=0, cmd_id=cmd_id)
+
+
+@pytest.mark.req("AGT-016", "AGT-040")
+def test_a_command_run_before_a_restart_is_answered_never_run_again(tmp_path):
+    """In process: a NOOP runs; the agent goes away without a clean stop and a new one starts on
+    the same state directory; the same command (a ground retry) is answered completed from the
+    journal and not run; the same cmd_id on another command is refused; a command the journal
+    saw start but never finish (cut off by the reset) is answered as failed, saying so."""
+    from tests.inproc import InProcessAgent
+
+    state = tmp_path / "state"
+    first = InProcessAgent(state)
+    try:
+        done = _noop(first, 0x5EED)
+        assert done.completed
+        executed = first.agent.dispatcher.counters.executed
+    finally:
+        first.agent._lock.release()  # gone without a clean stop: no state saved, the journal is what is left
+        first.client.close()
+    # A NOOP the journal saw start and never finish: cut off mid-run by the reset.
+    packet, _ = Codec(DICTIONARY).encode_command("NOOP", {}, 0xCAFE)
+    digest = hashlib.sha256(unpack(packet).app_data).digest()[:16]
+    CommandJournal(state / "commands.journal").started(0xCAFE, digest, DICTIONARY.command_by_name["NOOP"].opcode)
+
+    second = InProcessAgent(state)
+    try:
+        before = second.agent.dispatcher.counters
+        ran_before = before.executed
+        retry = _noop(second, 0x5EED)
+        assert retry.completed and "before a restart" in str(retry.reports[-1].result)
+        assert second.agent.dispatcher.counters.executed == ran_before, "not run again"
+        assert second.agent.dispatcher.counters.duplicates >= 1
+        other = _noop(second, 0x5EED, {"mode": "IDLE"}, "SET_MODE")
+        assert not other.completed and other.reports[-1].code is FailureCode.BAD_ARGUMENTS
+        cut = _noop(second, 0xCAFE)
+        assert not cut.completed and "interrupted by a reset" in cut.reports[-1].reason
+        fresh = _noop(second, 0xF00D)
+        assert fresh.completed and second.agent.dispatcher.counters.executed == ran_before + 1
+    finally:
+        second.close()
+    assert executed >= 1
