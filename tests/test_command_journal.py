@@ -98,3 +98,23 @@ def test_a_command_run_before_a_restart_is_answered_never_run_again(tmp_path):
     finally:
         second.close()
     assert executed >= 1
+
+
+@pytest.mark.req("AGT-016")
+def test_after_kill_9_a_retry_is_answered_from_the_journal_not_run(start_agent, make_client, ipc_url):
+    """The agent as a real process: a NOOP runs, the agent is killed with SIGKILL (no clean
+    stop, nothing saved but what was fsynced), a new agent starts on the same state directory,
+    and the ground's retry of the same command is answered completed without running it."""
+    first = start_agent(ipc_url)
+    client = make_client(ipc_url)
+    assert _noop_on(client, 0xD1CE).completed
+    first.kill()
+    second = start_agent(ipc_url, "--state-dir", str(first.state_dir))
+    client2 = make_client(ipc_url)
+    retry = _noop_on(client2, 0xD1CE)
+    assert retry.completed and "before a restart" in str(retry.reports[-1].result), retry.reports
+    assert second.running
+
+
+def _noop_on(client, cmd_id: int):
+    return client.send("NOOP", {}, timeout_s=5.0, retries=2, cmd_id=cmd_id)
