@@ -8,7 +8,6 @@ intake as GroundClient's, never hand-built records.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import msgpack
@@ -19,8 +18,8 @@ from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec, PlanRecord
 from flight.link.packets import PacketError, Service, Subtype, pack_tm, unpack
 from ground.archive import Archive, Retention, RetentionPolicy
-from ground.archive_cli import add_archive_parser
 from ground.client import Received
+from tests.test_ground_archive import archive_cli
 
 T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
 DAY_S = 86_400.0
@@ -58,13 +57,6 @@ def hk(codec: Codec, i: int, t_s: float) -> bytes:
     values = {name: None for name in AGENT_HK.channels}
     values.update(mode="COMPUTE", uptime_s=float(i), dict_hash=DICTIONARY.version_hash)
     return codec.encode_hk(AGENT_HK.sid, values, t_s)
-
-
-def archive_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="sunlit-ground")
-    add_archive_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(["archive", *argv])
-    return args.func(args)
 
 
 @pytest.fixture
