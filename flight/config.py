@@ -42,6 +42,17 @@ Example (every key optional except where noted)::
     enabled = true                       # the compute worker; default: on, except in lockstep HIL
     dir = "/var/lib/sunlit/compute"      # models, data sets, products, checkpoints (default STATE_DIR/compute)
 
+    [store]                              # the on-board packet store (flight/agent/tm_store.py)
+    dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
+    max_mb = 64                          # its size; past it the oldest housekeeping goes first
+
+    [[stations]]                         # ground stations, for the pass prediction (any number)
+    name = "svalbard"
+    lat_deg = 78.23
+    lon_deg = 15.39
+    alt_m = 500.0
+    min_elevation_deg = 5.0              # the elevation mask
+
     [parameters]                         # start-up values for dictionary parameters
     battery_floor_pct = 35.0
 
@@ -92,6 +103,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
               "panels": ((list,), None)},
     "paths": {"state_dir": ((str,), "var/sunlit")},
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
+    "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
 }
 
 
@@ -115,6 +127,9 @@ class Config:
     compute_enabled: bool | None = None  # None: on unless lockstep HIL (compute is modelled there)
     compute_dir: Path | None = None
     array: Any = None  # flight.power.array.ArrayModel, or None: no [array] section
+    store_dir: Path | None = None  # None: STATE_DIR/store
+    store_max_mb: float = 64.0
+    stations: tuple = ()  # flight.orbit.passes.Station, from [[stations]]
     source: str = "(defaults)"
 
     def board_options(self) -> BoardOptions:
@@ -148,10 +163,10 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
 
     values: dict[str, Any] = {}
     for section, body in raw.items():
-        if section == "parameters":
+        if section in ("parameters", "stations"):
             continue
         if section not in _SCHEMA:
-            raise fail(section, f"unknown section; known: {', '.join([*_SCHEMA, 'parameters'])}")
+            raise fail(section, f"unknown section; known: {', '.join([*_SCHEMA, 'parameters', 'stations'])}")
         if not isinstance(body, dict):
             raise fail(section, "must be a table")
         for key, value in body.items():
@@ -197,6 +212,16 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         tle = (tle[0], tle[1])
 
     array = _array(values, fail) if any(k.startswith("array.") for k in values) else None
+    store_max_mb = float(get("store.max_mb"))
+    if not 1.0 <= store_max_mb <= 1_000_000.0:
+        raise fail("store.max_mb", f"{store_max_mb} MB is outside 1..1000000 (four segments of 256 KiB at least)")
+
+    from flight.orbit.passes import StationError, parse_stations
+
+    try:
+        stations = parse_stations(raw.get("stations", []))
+    except StationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
     params = raw.get("parameters", {})
     if not isinstance(params, dict):
@@ -230,6 +255,9 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         compute_enabled=get("compute.enabled"),
         compute_dir=Path(get("compute.dir")) if get("compute.dir") else None,
         array=array,
+        store_dir=Path(get("store.dir")) if get("store.dir") else None,
+        store_max_mb=store_max_mb,
+        stations=stations,
         source=source,
     )
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
@@ -13,11 +14,24 @@ SAMPLE_MODEL = "sample_model"
 SAMPLE_MODEL_SHA256 = hashlib.sha256((MODELS_DIR / MODEL_FILE).read_bytes()).hexdigest()
 
 
+SAMPLE_SEQUENCE = "sample"
+SAMPLE_SEQUENCE_TEXT = """name = "sample"
+[[step]]
+command = "NOOP"
+[[step]]
+wait_s = 3600
+"""
+
+
 def stage_sample_model(state_dir: Path) -> None:
-    """What a file uplink would have done before MODEL_INSTALL (the agent's default compute dir)."""
+    """What a file uplink would have done before MODEL_INSTALL (the agent's default compute dir),
+    and before SEQUENCE_START (a sequence that waits an hour after its NOOP: SEQUENCE_ABORT stops it)."""
     staging = Path(state_dir) / "compute" / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(MODELS_DIR / MODEL_FILE, staging / f"{SAMPLE_MODEL}.onnx")
+    sequences = Path(state_dir) / "sequences"
+    sequences.mkdir(parents=True, exist_ok=True)
+    (sequences / f"{SAMPLE_SEQUENCE}.toml").write_text(SAMPLE_SEQUENCE_TEXT)
 
 
 # An ISS-like element set with a November 2026 epoch (checksums computed), so the agent can
@@ -41,6 +55,18 @@ VALID_ARGS = {
     "TRAIN_START": {"dataset": "cloud_tiles_test", "steps": 10},
     "JOB_CANCEL": {"job_id": 2},  # the TRAIN_START before it: waiting (the agent is not in COMPUTE)
     "MODEL_INSTALL": {"name": SAMPLE_MODEL, "version": "2", "sha256": SAMPLE_MODEL_SHA256},
+    "STORE_ENABLE": {"store": "ALL"},
+    "STORE_DISABLE": {"store": "HK"},
+    "STORE_DUMP": {"from_unix_s": 0.0, "to_unix_s": 1.0},  # 1970: nothing stored then, done at once
+    "STORE_DELETE": {"to_unix_s": 1.0},
+    "SCHEDULE_AT": {"release_unix_s": time.time() + 7200.0, "command": "NOOP"},
+    "SCHEDULE_AFTER": {"delay_s": 3600.0, "command": "PING", "args": '{"token": 5}'},
+    "SCHEDULE_DELETE": {"entry_id": 1},  # SCHEDULE_AT's, in a fresh agent
+    "SCHEDULE_RESET": {},
+    "SCHEDULE_LIST": {},
+    "SCHEDULE_RELEASE": {"entry_id": 0},
+    "SEQUENCE_START": {"name": SAMPLE_SEQUENCE},
+    "SEQUENCE_ABORT": {},  # the sample sequence waits an hour
     "SHUTDOWN": {"reason": "test"},
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["elements", "frames", "predict", "saa", "shadow", "sun"]
+MODULES = ["elements", "frames", "passes", "predict", "saa", "shadow", "sun"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -30,8 +30,10 @@ import zmq
 
 from flight import sdnotify
 from flight.agent.compute import ComputeSupervisor
+from flight.agent.contacts import Contacts
 from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
+from flight.agent.downlink import Downlink
 from flight.agent.executive import Executive
 from flight.agent.housekeeping import Housekeeping
 from flight.agent.journal import CommandJournal
@@ -40,8 +42,10 @@ from flight.agent.mode_manager import ModeManager
 from flight.agent.modes import Conditions
 from flight.agent.params import Parameters, ParameterStore
 from flight.agent.ports import Component, EventPort, FaultLog, check_wiring
+from flight.agent.scheduler import Scheduler
 from flight.agent.state import PersistentState
 from flight.agent.timers import Timers
+from flight.agent.tm_store import PacketStore, StoreError
 from flight.config import Config
 from flight.hal.base import Board, open_board
 from flight.link.apid import Apid
@@ -49,6 +53,7 @@ from flight.link.definitions import DICTIONARY, Admission, Mode
 from flight.link.dictionary import Dictionary
 from flight.link.interface import FlightLink
 from flight.link.messages import Codec, PlanRecord
+from flight.link.packets import unpack
 from flight.link.transport import open_flight_link
 from flight.storage import DirectoryLock, remove_interrupted_writes
 
@@ -105,13 +110,21 @@ class Agent:
         store = ParameterStore(dictionary, self.state_dir / "params.json",
                                {"hk_period_s": config.hk_period_s, **config.parameters})
         self.params = Parameters(store, events(Parameters), self._publish_param_report)
+        packets, store_error = None, None
+        try:
+            packets = PacketStore(config.store_dir or self.state_dir / "store", int(config.store_max_mb * 1024 * 1024))
+            self._opened.append(packets)
+        except (StoreError, OSError) as exc:  # the agent flies without it: live only, and says so
+            store_error = f"{config.store_dir or self.state_dir / 'store'}: {exc}"
+        self.downlink = Downlink(self.link, packets, self.codec.encode_playback, self.clock, events(Downlink), self.params,
+                                 store_error)
         self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params)
-        self.dispatcher = Dispatcher(self.codec, lambda peer, packet: self.link_service.send_report(peer, packet),
+        self.dispatcher = Dispatcher(self.codec, self.downlink.reply,
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
                                      CommandJournal(self.state_dir / "commands.journal"))
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
-                                        counters)
+                                        counters, self.downlink.reply, self.downlink.acknowledged)
         self.timers = Timers(self.clock)
         self.executive = Executive(
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
@@ -129,13 +142,19 @@ class Agent:
                                    config.control_period_s, config.array),
             self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
             self.compute.admit, self.memory, self.executive.internal_error, config.tle, self._publish_plan)
+        self.scheduler = Scheduler(self.state_dir, self.clock, events(Scheduler), self._dispatch_internal,
+                                   lambda: self.housekeeping.values())
+        self.dispatcher.on_final.append(self.scheduler.command_final)
+        self.contacts = Contacts(config.stations, lambda: self.controller.orbit, self.clock, events(Contacts),
+                                 self.executive.internal_error)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
-                                                  self.link_service, self.controller, self.compute)
+                                                  self.link_service, self.downlink, self.scheduler, self.contacts,
+                                                  self.controller, self.compute)
         check_wiring(dictionary, self.components)
         for component in self.components:
             for name, handler in component.handlers().items():
                 self.dispatcher.register(name, handler)
-        self.housekeeping = Housekeeping(dictionary, self.codec, self.link.publish, self.clock.now_s, self.components,
+        self.housekeeping = Housekeeping(dictionary, self.codec, self.downlink.publish, self.clock.now_s, self.components,
                                          self.params.report)
 
         # --- ports between them ---
@@ -167,13 +186,13 @@ class Agent:
     # --- ports the agent itself provides -------------------------------------------------
 
     def _publish_event(self, name: str, args: dict[str, Any]) -> None:
-        self.link.publish(self.codec.encode_event(name, args, self.clock.now_s()))
+        self.downlink.publish(self.codec.encode_event(name, args, self.clock.now_s()))
 
     def _publish_param_report(self, values: dict[str, Any]) -> None:
-        self.link.publish(self.codec.encode_param_report(values, self.clock.now_s()))
+        self.downlink.publish(self.codec.encode_param_report(values, self.clock.now_s()))
 
     def _publish_plan(self, plan: PlanRecord) -> None:
-        self.link.publish(self.codec.encode_plan(plan, self.clock.now_s()))
+        self.downlink.publish(self.codec.encode_plan(plan, self.clock.now_s()))
 
     def _conditions(self) -> Conditions:
         """What the mode guards look at, from the controller's latest readings."""
@@ -187,6 +206,13 @@ class Agent:
         """The control tick, then the mode manager's look at a pending recovery (on what the tick read)."""
         self.controller.tick()
         self.modes.review()
+        self.contacts.tick()
+
+    def _dispatch_internal(self, name: str, args: dict[str, Any], cmd_id: int) -> None:
+        """A time-tagged command or a sequence step, through the dispatcher as a TC(8,1) of its own:
+        the same checks, journal and verification reports (on the stream) as the ground's."""
+        packet, _ = self.codec.encode_command(name, args, cmd_id)
+        self.dispatcher.handle(unpack(packet), None)
 
     def _param_changed(self, name: str, value: Any) -> None:
         if name == "hk_period_s":
@@ -195,6 +221,7 @@ class Agent:
     def _housekeeping(self) -> None:
         self.housekeeping.send()
         self.link_service.report_drops()
+        self.downlink.report()
         self._save_state()
 
     def _counters(self) -> dict[str, int]:
@@ -236,7 +263,7 @@ class Agent:
             # Never sleep past the next feed, whatever the caller asked (None: no limit).
             max_wait_s = self._watchdog_every_s if max_wait_s is None else min(max_wait_s, self._watchdog_every_s)
         # Before boot (lockstep, waiting for the harness) no timer is due: wait for I/O only.
-        timeout_s = self.clock.timeout_until(self.timers.next_due_s()) if self._booted else None
+        timeout_s = self.clock.timeout_until(self._next_due_s()) if self._booted else None
         hold_s = self.compute.hold_s() if stepper is not None and stepper.pending_step else None
         if hold_s is not None:  # a step waits for the worker's answer: wake at the latest when the hold ends
             timeout_s = hold_s if timeout_s is None else min(timeout_s, hold_s)
@@ -273,11 +300,25 @@ class Agent:
                 self.timers.run_due()
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("timers", exc)
+            try:
+                self.scheduler.service()  # time tags and the sequence, on time (no timer: next_due_s)
+            except Exception as exc:  # noqa: BLE001
+                self.executive.internal_error("scheduler", exc)
         if stepper is not None and stepper.pending_step and self.compute.hold_s() is None:
             self._answer_step()  # every harness step gets exactly one answer
+        if self._booted:
+            try:
+                self.downlink.end_turn()  # playback as the budget allows; the store's fsync policy
+            except Exception as exc:  # noqa: BLE001
+                self.executive.internal_error("downlink", exc)
         self.link.flush()
         if self._watchdog_every_s is not None:
             self._feed_watchdog()
+
+    def _next_due_s(self) -> float:
+        """The next timer, or sooner when playback can send again or the schedule is due."""
+        return min([self.timers.next_due_s(),
+                    *(t for t in (self.downlink.next_due_s(), self.scheduler.next_due_s()) if t is not None)])
 
     def _answer_step(self) -> None:
         """Under HIL, tell the harness the load it must feed back into its models."""
@@ -307,6 +348,8 @@ class Agent:
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
         self.compute.time_began()
+        self.downlink.time_began()
+        self.scheduler.time_began()
         self.modes.booted(self.memory.previous_stop)  # SAFE; after an unclean stop, maybe back later on its own
         self.params.report()
         sdnotify.ready(self._systemd_status())
@@ -342,11 +385,13 @@ class Agent:
         sdnotify.stopping(reason)
         self.executive.stopping(reason)
         self._save_state(stopping=True)
+        self.downlink.end_turn()
         self.link.flush()
         return reason
 
     def close(self) -> None:
         self.compute.close()
+        self.downlink.close()
         self.link.close()
         self.board.close()
         self._wake_r.close()

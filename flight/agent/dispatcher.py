@@ -105,6 +105,8 @@ class Dispatcher(Component):
         self._emit = emit
         # cmd_id -> (digest of the TC's data, the reports sent so far): a retry must be the same command.
         self._cache: OrderedDict[int, tuple[bytes, list[bytes]]] = OrderedDict()
+        # Told of every command's final report (cmd_id, ok, reason): a sequence waits on its steps.
+        self.on_final: list[Callable[[int, bool, str], None]] = []
 
     def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
@@ -144,6 +146,9 @@ class Dispatcher(Component):
             sent.append(packet)
             final = v.final
             self._send_report(peer, packet)
+            if final and cmd_id:
+                for listener in self.on_final:
+                    listener(cmd_id, ok, reason)
 
         try:
             if (cmd_id and cmd_id in self._cache) or (known is not None and known.digest != digest):

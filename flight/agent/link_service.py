@@ -2,7 +2,8 @@
 
 Every packet that arrives is counted; a malformed one, a telemetry packet, one for another
 APID or an unknown service is refused with ``BAD_PACKET`` and counted; a PUS ping is answered
-on the spot; a TC(8,1) goes to the dispatcher. A valid packet from the ground is contact.
+on the spot; a TC(8,1) goes to the dispatcher; the ground's store acknowledgement, TC(15,130),
+goes to the downlink (flight/agent/downlink.py). A valid packet from the ground is contact.
 Dropped telemetry (a full queue) is reported once per housekeeping period, never silent.
 """
 
@@ -14,7 +15,7 @@ from flight.agent.ports import Component, EventPort
 from flight.clock import Clock
 from flight.link.apid import Apid
 from flight.link.interface import FlightLink, Inbound
-from flight.link.messages import Codec
+from flight.link.messages import AckRun, Codec
 from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT})
@@ -26,8 +27,14 @@ class LinkService(Component):
     CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s")
 
     def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
-                 dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None):
+                 dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None,
+                 reply: Callable[[Any, bytes], None] | None = None,
+                 store_ack: Callable[[list[AckRun]], None] | None = None):
+        """``reply``: how an answer reaches the sender and the stream (the downlink; default: the
+        link itself). ``store_ack``: where the ground's store acknowledgements go (none: refused)."""
         self.link = link
+        self._reply = reply
+        self._store_ack = store_ack
         self._codec = codec
         self._clock = clock
         self._emit = emit
@@ -42,6 +49,9 @@ class LinkService(Component):
 
     def send_report(self, peer: Any, packet: bytes) -> None:
         """The requester gets its reports directly; every other console sees them on the stream."""
+        if self._reply is not None:
+            self._reply(peer, packet)
+            return
         if peer is not None:
             self.link.reply(peer, packet)
         self.link.publish(packet)
@@ -73,6 +83,14 @@ class LinkService(Component):
             return
         if packet.service == Service.FUNCTION and packet.subtype == Subtype.PERFORM_FUNCTION:
             self._dispatch(packet, inbound.peer)
+            return
+        if packet.service == Service.STORAGE and packet.subtype == Subtype.STORE_ACK and self._store_ack is not None:
+            try:
+                runs = self._codec.decode_store_ack(packet)
+            except PacketError as exc:
+                self._bad_packet(f"store acknowledgement: {exc}")
+                return
+            self._store_ack(runs)
             return
         self._bad_packet(f"no PUS service {packet.service},{packet.subtype} in this agent")
 

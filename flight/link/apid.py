@@ -12,4 +12,5 @@ class Apid(enum.IntEnum):
     AGENT = 0x010    # the flight agent: verification, housekeeping, events
     COMPUTE = 0x011  # on-board inference and training jobs
     HIL = 0x012      # the HIL harness's own reports (never a real spacecraft source)
+    PLAYBACK = 0x013 # the agent's packet store playing back stored packets (each inside, with its own APID)
     GROUND = 0x7F0   # packets a ground tool makes for itself (archive notes, replays)

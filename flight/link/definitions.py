@@ -77,6 +77,15 @@ class LinkKind(str, enum.Enum):
     MEMORY = "MEMORY"  # in-process, for tests and tools (flight/link/memory_link.py)
 
 
+class StoreName(str, enum.Enum):
+    """The on-board packet store's priority classes (flight/agent/tm_store.py), and ALL of them."""
+
+    ALL = "ALL"
+    REPORTS = "REPORTS"  # verification reports and events: played back first, dropped last
+    OTHER = "OTHER"      # parameter reports, plans, the rest
+    HK = "HK"            # housekeeping: played back last, dropped first
+
+
 class EpsSource(str, enum.Enum):
     """Where battery and solar readings come from."""
 
@@ -138,6 +147,22 @@ PARAMETERS = (
     Parameter("recovery_window_s", 0x0053, ValueSpec(T.F64, "s", 60.0, 30 * 86400.0), 86400.0,
               "Window over which automatic returns are counted (kept across restarts): a day, so a ground "
               "station that sees the spacecraft a few times a day sees every recovery before the budget renews"),
+)
+PARAMETERS += (
+    # The packet store and its playback (flight/agent/downlink.py).
+    Parameter("playback_rate_bps", 0x0060, ValueSpec(T.F64, "B/s", 100.0, 1e8), 1e6,
+              "Most bytes per second the playback of stored packets may put on the link, beside live telemetry "
+              "(a serial line is also held to what it drains: playback never queues more than a quarter second "
+              "of the line ahead of live data)"),
+    Parameter("playback_resend_s", 0x0061, ValueSpec(T.F64, "s", 1.0, 86400.0), 30.0,
+              "A packet sent (live or played back) that the ground has not acknowledged after this long is "
+              "played back again"),
+    Parameter("ground_window_s", 0x0062, ValueSpec(T.F64, "s", 1.0, 3600.0), 10.0,
+              "The ground counts as listening (and stored packets are played back) for this long after its last "
+              "store acknowledgement"),
+    Parameter("hk_live_every", 0x0063, ValueSpec(T.U32, "count", 1, 3600), 1,
+              "Housekeeping goes to the store at full rate and live at one packet in this many (per packet "
+              "kind); the rest comes down in playback, after everything else"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
@@ -236,6 +261,87 @@ COMMANDS = (
         "Cancel a compute job.",
         (Argument("job_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Job id from INFER_START or TRAIN_START"),),
     ),
+    Command(
+        "STORE_ENABLE",
+        0x0050,
+        "Start keeping packets of a store class (or ALL) in the on-board packet store; kept across restarts.",
+        (Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL"),),
+    ),
+    Command(
+        "STORE_DISABLE",
+        0x0051,
+        "Stop keeping packets of a store class (or ALL): they then go out live only, and are lost if the ground "
+        "does not hear them. Kept across restarts.",
+        (Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL"),),
+        hazardous=True,
+    ),
+    Command(
+        "STORE_DUMP",
+        0x0052,
+        "Play back every stored packet with a time in [from_unix_s, to_unix_s], acknowledged or not, ahead of the "
+        "routine playback; completes when every one of them has been handed to the link.",
+        (
+            Argument("from_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "Start of the range (packet time, UTC)"),
+            Argument("to_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "End of the range (packet time, UTC)"),
+            Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL",
+                     default="ALL"),
+        ),
+    ),
+    Command(
+        "STORE_DELETE",
+        0x0053,
+        "Delete the stored packets with a time up to to_unix_s (the ground will not get those it has not "
+        "acknowledged); the completion report counts them.",
+        (
+            Argument("to_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "Delete packets up to this time (UTC)"),
+            Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL",
+                     default="ALL"),
+        ),
+        hazardous=True,
+    ),
+    Command(
+        "SCHEDULE_AT",
+        0x0060,
+        "Time-tag a command: run it at release_unix_s (UTC) with every verification report, tagged by "
+        "SCHEDULE_RELEASED; refused now if in the past, over 30 days ahead, the schedule is full or the command "
+        "or its arguments are bad. Kept across restarts (docs/sequences.md).",
+        (
+            Argument("release_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "Release time, UTC"),
+            Argument("command", ValueSpec(T.STRING, max_len=32), "Dictionary command to run"),
+            Argument("args", ValueSpec(T.STRING, max_len=400), "Its arguments as a JSON object", default="{}"),
+        ),
+        hazardous=True,
+    ),
+    Command(
+        "SCHEDULE_AFTER",
+        0x0061,
+        "Time-tag a command delay_s from now (on-board UTC); otherwise as SCHEDULE_AT.",
+        (
+            Argument("delay_s", ValueSpec(T.F64, "s", 0.0, 30 * 86400.0), "Delay from now"),
+            Argument("command", ValueSpec(T.STRING, max_len=32), "Dictionary command to run"),
+            Argument("args", ValueSpec(T.STRING, max_len=400), "Its arguments as a JSON object", default="{}"),
+        ),
+        hazardous=True,
+    ),
+    Command("SCHEDULE_DELETE", 0x0062, "Delete one entry of the schedule (held or not).",
+            (Argument("entry_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Entry id from SCHEDULE_AT or SCHEDULE_LIST"),)),
+    Command("SCHEDULE_RESET", 0x0063, "Delete every entry of the schedule; ids go on counting.", hazardous=True),
+    Command("SCHEDULE_LIST", 0x0064, "Report the schedule: the count, and the first 40 entries (id, release time, "
+            "command, held) in the completion report."),
+    Command("SCHEDULE_RELEASE", 0x0065, "Release entries held after a clock jump or a restart (0: all of them): "
+            "those whose time has passed run at once.",
+            (Argument("entry_id", ValueSpec(T.U32, "", 0, 2**32 - 1), "Entry id, or 0 for every held entry",
+                      default=0),),
+            hazardous=True),
+    Command(
+        "SEQUENCE_START",
+        0x0066,
+        "Run the stored sequence STATE_DIR/sequences/NAME.toml (docs/sequences.md), one at a time; each step's "
+        "command goes with its verification reports; SEQUENCE_DONE says how it ended. Resumed after a restart.",
+        (Argument("name", ValueSpec(T.STRING, max_len=32), "Sequence name (the file without .toml)"),),
+        hazardous=True,
+    ),
+    Command("SEQUENCE_ABORT", 0x0067, "Stop the running sequence; a command it already sent is not recalled."),
     Command(
         "SHUTDOWN",
         0x00F0,
@@ -362,6 +468,45 @@ COMPUTE_CHANNELS = (
     Channel("products", T.U32, "count", "Product files waiting in products/ for downlink"),
 )
 
+STORE_CHANNELS = (
+    Channel("store_records", T.U32, "count", "Stored packets the ground has not acknowledged yet"),
+    Channel("store_bytes", T.U64, "B", "Bytes of the packet store's segment files"),
+    Channel("store_fill_pct", T.F64, "%", "Packet store use of its configured size; past 100 % the oldest "
+            "housekeeping goes first", Limits(warn_high=80, crit_high=95)),
+    Channel("store_dropped", T.U32, "count", "Stored packets dropped, never acknowledged, because the store was "
+            "full (all classes)", Limits(warn_high=1)),
+    Channel("store_dropped_reports", T.U32, "count", "Events and verification reports among store_dropped",
+            Limits(warn_high=1)),
+    Channel("store_corrupt", T.U32, "count", "Stored records that failed their CRC when read", Limits(warn_high=1)),
+    Channel("store_errors", T.U32, "count", "Packets the store could not write (a full or failing disk); they went "
+            "out live only", Limits(warn_high=1)),
+    Channel("store_enabled", T.STRING, "", "The store classes being kept (REPORTS,OTHER,HK; none: nothing is)"),
+    Channel("store_sync_ms", T.F64, "ms", "Time of the last fsync of the store's segments (the stated policy: "
+            "each loop turn that stored a report or event, else every 5 s)"),
+    Channel("playback_sent", T.U32, "count", "Stored packets played back since the agent started"),
+    Channel("playback_rate_bps", T.F64, "B/s", "Bytes of playback per second over the last housekeeping period"),
+    Channel("live_deferred", T.U32, "count", "Live packets kept for playback instead of sent: housekeeping "
+            "decimated by hk_live_every, or the link's queue full"),
+    Channel("ground_ack_age_s", T.F64, "s", "Time since the ground's last store acknowledgement (nil: none since "
+            "start); playback runs while it is under ground_window_s"),
+)
+
+SCHEDULE_CHANNELS = (
+    Channel("schedule_entries", T.U16, "count", "Time-tagged commands waiting in the on-board schedule"),
+    Channel("schedule_held", T.U16, "count", "Entries held after a clock jump or a restart (SCHEDULE_RELEASE)",
+            Limits(warn_high=1)),
+    Channel("schedule_next_in_s", T.F64, "s", "Time to the next release (nil: none)"),
+    Channel("schedule_released", T.U32, "count", "Time-tagged commands released since the agent started"),
+    Channel("schedule_late_ms", T.F64, "ms", "How late the last release was against its time tag",
+            Limits(warn_high=50)),
+    Channel("sequence_running", T.STRING, "", "The stored sequence running (empty: none)"),
+    Channel("sequence_step", T.U16, "", "Its current step, from 0"),
+    Channel("next_aos_in_s", T.F64, "s", "Time to the next acquisition of signal over a configured ground station "
+            "(0 in a pass; nil: no stations, no orbit, or none within the prediction)"),
+    Channel("next_los_in_s", T.F64, "s", "Time to the loss of signal of the current or next pass"),
+    Channel("next_pass_station", T.STRING, "", "The station of the current or next pass"),
+)
+
 PACKETS = (
     HkPacket(1, "AGENT_HK", Apid.AGENT, tuple(c.name for c in CHANNELS),
              "Agent housekeeping: mode, uptime, command counters, link statistics, board load"),
@@ -371,6 +516,10 @@ PACKETS = (
              "Temperatures per zone and thermal throttling"),
     HkPacket(4, "COMPUTE_HK", Apid.COMPUTE, tuple(c.name for c in COMPUTE_CHANNELS),
              "Compute worker, jobs, inference results and training progress"),
+    HkPacket(5, "STORE_HK", Apid.AGENT, tuple(c.name for c in STORE_CHANNELS),
+             "The on-board packet store and its playback"),
+    HkPacket(6, "SCHEDULE_HK", Apid.AGENT, tuple(c.name for c in SCHEDULE_CHANNELS),
+             "The on-board schedule, the sequence running, and the next ground-station pass"),
 )
 
 EVENTS = (
@@ -474,11 +623,47 @@ EVENTS = (
           "The worker stopped reporting (a hang or crash); it is killed and restarted", ("age_s",)),
     Event("COMPUTE_STARTED", 0x00AB, Severity.ACTIVITY_LO, "Compute worker started (pid {pid})",
           "The compute worker process is up", ("pid",)),
+    Event("STORE_DROPPED", 0x0031, Severity.WARNING_HI,
+          "Packet store full: {count} packets the ground never had dropped ({store})",
+          "The store went past its size and deleted its oldest segments, lowest class first; reported at most "
+          "once per housekeeping period", ("count", "store")),
+    Event("STORE_CORRUPT", 0x0032, Severity.WARNING_HI, "Packet store: {count} records failed their CRC ({where})",
+          "Stored records were damaged on disk; they are skipped and the rest is kept", ("count", "where")),
+    Event("STORE_ERROR", 0x0033, Severity.WARNING_HI, "Packet store cannot write: {reason}",
+          "A packet could not be stored (disk full or failing); packets go out live only until it can again "
+          "(reported once until a write succeeds)", ("reason",)),
+    Event("STORE_CHANGED", 0x0034, Severity.ACTIVITY_HI, "Packet store classes kept: {enabled}",
+          "STORE_ENABLE or STORE_DISABLE changed what is kept", ("enabled",)),
+    Event("PLAYBACK_STARTED", 0x0035, Severity.ACTIVITY_LO, "Ground listening: playing back {records} stored packets",
+          "The ground's first acknowledgement after a silence; playback of what it has not acknowledged begins",
+          ("records",)),
+    Event("PLAYBACK_DONE", 0x0036, Severity.ACTIVITY_LO, "Playback caught up: {sent} packets in {duration_s:.0f} s",
+          "Every stored packet has been sent at least once since the ground began listening", ("sent", "duration_s")),
+    Event("SCHEDULE_RELEASED", 0x00B0, Severity.ACTIVITY_HI,
+          "Schedule entry {entry_id}: {command} released as command {cmd_id} ({late_ms:.1f} ms late)",
+          "A time-tagged command fell due and was dispatched; its verification reports carry cmd_id",
+          ("entry_id", "command", "cmd_id", "late_ms")),
+    Event("SCHEDULE_HELD", 0x00B1, Severity.WARNING_HI, "{count} schedule entries held: {reason}",
+          "A clock jump or a restart made entries overdue; they wait for SCHEDULE_RELEASE or SCHEDULE_DELETE",
+          ("count", "reason")),
+    Event("SCHEDULE_ERROR", 0x00B2, Severity.WARNING_HI, "Schedule: {reason}",
+          "The schedule or a sequence's state could not be read or kept; what could not is named", ("reason",)),
+    Event("SEQUENCE_STARTED", 0x00B3, Severity.ACTIVITY_HI, "Sequence {name} started ({steps} steps)",
+          "SEQUENCE_START began a stored sequence", ("name", "steps")),
+    Event("SEQUENCE_DONE", 0x00B4, Severity.ACTIVITY_HI, "Sequence {name} ended, ok={ok}: {reason}",
+          "A stored sequence finished, failed or was aborted", ("name", "ok", "reason")),
+    Event("CONTACT_PREDICTED", 0x0093, Severity.ACTIVITY_LO,
+          "Pass over {station} in {aos_in_s:.0f} s for {duration_s:.0f} s (max elevation {max_elevation_deg:.1f} deg)",
+          "A ground-station pass predicted from the TLE and the station's elevation mask (once per pass, three hours "
+          "ahead): the event log is the pass plan", ("station", "aos_in_s", "duration_s", "max_elevation_deg")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
-          "The telemetry queue overflowed; reported at most once per housekeeping period", ("count",)),
+          "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
+          "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),
 )
 
-ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource)
+ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource, StoreName)
 
-DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS, PACKETS, EVENTS,
+DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS + STORE_CHANNELS
+                        + SCHEDULE_CHANNELS,
+                        PACKETS, EVENTS,
                         PARAMETERS, ENUMERATIONS)

@@ -144,6 +144,14 @@ class FlightLink(abc.ABC):
     def flush(self) -> None:
         """Move queued output to the line; links that queue override this."""
 
+    def backlog_bytes(self) -> int:
+        """Bytes of output queued and not yet on the line (links without a queue of their own: 0)."""
+        return 0
+
+    def line_rate_bps(self) -> float | None:
+        """Bytes per second the line carries, where the link knows it (a serial line); None otherwise."""
+        return None
+
     def wants_write(self) -> bool:
         """True while output is queued, so the loop also waits for the line to take it."""
         return False

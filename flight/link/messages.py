@@ -13,6 +13,13 @@ msgpack application data and back. Formats, all msgpack:
 - ping, TC(17,1) answered by TM(17,2), empty: the PUS connection test, for third-party tools.
 - parameter report, TM(20,2): ``{param_id: value, ...}`` for every parameter, so the ground
   knows the values the agent acts on (limits that follow parameters are resolved with them).
+- store acknowledgement, TC(15,130) (mission-specific, no verification reports: it is part of
+  the link, like a ping): ``[[apid, first seq, last seq, first time ms, last time ms], ...]``,
+  one run per unbroken stretch of one APID's sequence the ground received since its last
+  acknowledgement (at most :data:`MAX_ACK_RUNS`); empty, it says only "the ground is listening".
+- playback, TM(15,131) (mission-specific) on APID PLAYBACK: ``[packet, ...]``, stored packets
+  played back from the on-board store (``flight.agent.tm_store``), each whole, bytes as they were
+  first sent (their own APID, sequence count, time and CRC), oldest first within a priority.
 - power plan, TM(140,1) (mission-specific): the receding-horizon energy plan in force
   (:class:`PlanRecord`), a few hundred bytes: a map of ``t0`` (s), ``dt`` (step, s),
   ``keep`` (%), ``ms`` (solve time), ``names`` (the board's power modes, lowest first) and
@@ -50,6 +57,7 @@ from flight.link.dictionary import (
     ValueType,
 )
 from flight.link.packets import (
+    MAX_SEQ_COUNT,
     PacketError,
     SequenceCounters,
     Service,
@@ -336,6 +344,35 @@ _PLAN_KEYS = {"t0": float, "dt": float, "keep": float, "ms": float, "lsb": float
               "mode": bytes, "solar": bytes, "umbra": bytes}
 
 
+MAX_ACK_RUNS = 512  # runs in one acknowledgement: 512 * 5 numbers stay under 16 KiB of msgpack
+MAX_PLAYBACK_PACKETS = 64  # packets in one playback container
+MAX_PLAYBACK_BYTES = 4096  # bytes of packets in one playback container (a serial frame stays short)
+
+
+@dataclass(frozen=True)
+class AckRun:
+    """An unbroken stretch of one APID's sequence the ground received: the store acknowledges
+    the packets of ``apid`` whose time lies in [first_ms, last_ms] and whose sequence count lies
+    in first_seq..last_seq (modulo 2**14)."""
+
+    apid: int
+    first_seq: int
+    last_seq: int
+    first_ms: int
+    last_ms: int
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return (self.apid, self.first_seq, self.last_seq, self.first_ms, self.last_ms)
+
+
+@dataclass(frozen=True)
+class PlaybackRecord:
+    """A playback container: stored packets, each whole."""
+
+    packets: tuple[bytes, ...]
+    time_s: float = 0.0
+
+
 class TelemetryError(ValueError):
     """The agent tried to send telemetry that does not match the dictionary (a bug, never a nil on the wire)."""
 
@@ -455,12 +492,53 @@ class Codec:
         data = msgpack.packb([event.id, args], use_bin_type=True)
         return self._tm(self.apid if apid is None else apid, Service.EVENT, _EVENT_SUBTYPE[event.severity], data, time_s)
 
+    def encode_playback(self, packets: list[bytes], time_s: float) -> bytes:
+        """TM(15,131) on APID PLAYBACK: stored packets, whole (at most MAX_PLAYBACK_PACKETS)."""
+        if not 1 <= len(packets) <= MAX_PLAYBACK_PACKETS:
+            raise ValueError(f"a playback container holds 1..{MAX_PLAYBACK_PACKETS} packets, got {len(packets)}")
+        return self._tm(Apid.PLAYBACK, Service.STORAGE, Subtype.PLAYBACK,
+                        msgpack.packb([bytes(p) for p in packets], use_bin_type=True), time_s)
+
+    def encode_store_ack(self, runs: list[AckRun], dest_apid: int = Apid.AGENT) -> bytes:
+        """TC(15,130): what the ground received since its last acknowledgement (empty: listening)."""
+        if len(runs) > MAX_ACK_RUNS:
+            raise ValueError(f"an acknowledgement carries at most {MAX_ACK_RUNS} runs, got {len(runs)}")
+        data = msgpack.packb([list(r.as_tuple()) for r in runs], use_bin_type=True)
+        return pack_tc(dest_apid, self.seq.next(dest_apid), Service.STORAGE, Subtype.STORE_ACK, data)
+
+    @staticmethod
+    def decode_store_ack(tc: Telecommand) -> list[AckRun]:
+        """The runs of a TC(15,130); PacketError naming the field for anything else."""
+        body = _unpackb(tc.app_data)
+        if not isinstance(body, list):
+            raise PacketError("encoding", f"store acknowledgement data must be an array of runs, got {_show(body)}",
+                              "data")
+        if len(body) > MAX_ACK_RUNS:
+            raise PacketError("value", f"store acknowledgement: {len(body)} runs, at most {MAX_ACK_RUNS}", "data")
+        runs = []
+        for k, run in enumerate(body):
+            where = f"runs[{k}]"
+            if not (isinstance(run, list) and len(run) == 5):
+                raise PacketError("encoding", f"store acknowledgement {where}: [apid, first seq, last seq, first "
+                                              f"time ms, last time ms] expected, got {_show(run)}", where)
+            for value, name, lo, hi in zip(run, ("apid", "first_seq", "last_seq", "first_ms", "last_ms"),
+                                           (0, 0, 0, 0, 0), (0x7FF, MAX_SEQ_COUNT, MAX_SEQ_COUNT, 2**53, 2**53)):
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    raise PacketError("value", f"store acknowledgement {where}.{name}: {_show(value)} is not an "
+                                               f"integer in {lo}..{hi}", f"{where}.{name}")
+            if run[3] > run[4]:
+                raise PacketError("value", f"store acknowledgement {where}: first time {run[3]} ms after last "
+                                           f"{run[4]} ms", f"{where}.first_ms")
+            runs.append(AckRun(*run))
+        return runs
+
     def encode_pong(self, time_s: float) -> bytes:
         return self._tm(self.apid, Service.TEST, Subtype.PONG, b"", time_s)
 
     # --- telemetry (ground side decodes) -----------------------------------------------------
 
-    def decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None:
+    def decode_tm(self, tm: Telemetry) -> (Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | PlaybackRecord
+                                           | None):
         """Decode a TM packet's data; None for a service this dictionary has nothing to say about.
 
         Error contract: whatever ``tm.source_data`` holds, this returns a record (or None) or
@@ -499,7 +577,8 @@ class Codec:
             raise PacketError("malformed", f"service {tm.service},{tm.subtype} data could not be decoded: "
                                            f"{type(exc).__name__}: {exc}"[:240]) from None
 
-    def _decode_tm(self, tm: Telemetry) -> Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None:
+    def _decode_tm(self, tm: Telemetry) -> (Verification | HkRecord | EventRecord | ParamRecord | PlanRecord
+                                            | PlaybackRecord | None):
         service = tm.service
         if service == Service.VERIFICATION:
             if tm.subtype not in _SUBTYPE_STAGE:
@@ -513,7 +592,20 @@ class Codec:
             return self._decode_params(tm)
         if service == Service.POWER_PLAN and tm.subtype == Subtype.PLAN_REPORT:
             return self._decode_plan(tm)
+        if service == Service.STORAGE and tm.subtype == Subtype.PLAYBACK:
+            return self._decode_playback(tm)
         return None
+
+    @staticmethod
+    def _decode_playback(tm: Telemetry) -> PlaybackRecord:
+        body = _unpackb(tm.source_data)
+        if not isinstance(body, list) or not 1 <= len(body) <= MAX_PLAYBACK_PACKETS:
+            raise PacketError("encoding", f"playback data must be an array of 1..{MAX_PLAYBACK_PACKETS} packets, "
+                                          f"got {_show(body)}", "data")
+        for k, item in enumerate(body):
+            if not isinstance(item, bytes):
+                raise PacketError("encoding", f"playback packets[{k}]: {_show(item)} is not bytes", f"packets[{k}]")
+        return PlaybackRecord(tuple(body), tm.time_s)
 
     @staticmethod
     def _decode_plan(tm: Telemetry) -> PlanRecord:

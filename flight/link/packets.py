@@ -62,6 +62,7 @@ class Service(enum.IntEnum):
     HOUSEKEEPING = 3
     EVENT = 5
     FUNCTION = 8
+    STORAGE = 15  # the on-board packet store: the ground's acknowledgements, playback containers
     TEST = 17
     PARAMETER = 20
     POWER_PLAN = 140  # mission-specific (PUS-C leaves 128..255 to the mission)
@@ -86,6 +87,8 @@ class Subtype(enum.IntEnum):
     PONG = 2
     PARAM_REPORT = 2  # service 20: parameter value report
     PLAN_REPORT = 1  # service 140: the energy plan in force
+    STORE_ACK = 130  # service 15, mission-specific: the ground says which packets it has (TC)
+    PLAYBACK = 131  # service 15, mission-specific: stored packets played back, whole, in one container (TM)
 
 
 class PacketError(ValueError):

@@ -64,6 +64,7 @@ class _SerialEnd:
         self.last_error = ""
         self._queue: collections.deque[tuple[bytes, int]] = collections.deque()  # (frame, packet length)
         self._head_sent = 0  # bytes of the queue's first frame already written
+        self._queued_bytes = 0  # bytes of frames in the queue, less what of the first is written
         self._closed = False  # close() was called: stay closed
         self._next_open_s = 0.0
         self._ser: serial.Serial | None = None
@@ -108,6 +109,7 @@ class _SerialEnd:
         self._next_open_s = monotonic() + REOPEN_INTERVAL_S
         if self._queue and self._head_sent >= len(self._queue[0][0]) - 1:
             self._consume(1)  # only the closing 0x00 is missing: the next frame's opening one ends it
+        self._queued_bytes += self._head_sent
         self._head_sent = 0  # the peer drops a fragment at the next 0x00; send the frame again whole
 
     def _release(self) -> None:
@@ -166,8 +168,17 @@ class _SerialEnd:
                 self.stats.tx_dropped += 1
                 return False
         self._queue.append((frame, len(packet)))
+        self._queued_bytes += len(frame)
         self.flush()
         return True
+
+    def backlog_bytes(self) -> int:
+        """Bytes waiting in this end's queue for the line (not those in the kernel's buffer)."""
+        return self._queued_bytes
+
+    def line_rate_bps(self) -> float:
+        """What the line carries, bytes per second: 8 data bits, a start and a stop bit each."""
+        return self.config.baud / 10.0
 
     def wants_write(self) -> bool:
         return bool(self._queue)
@@ -214,8 +225,10 @@ class _SerialEnd:
             left = len(frame) - self._head_sent
             if n < left:
                 self._head_sent += n
+                self._queued_bytes -= n
                 return
             n -= left
+            self._queued_bytes -= left
             self._queue.popleft()
             self._head_sent = 0
             self.stats.tx_packets += 1
@@ -225,7 +238,8 @@ class _SerialEnd:
         """Drop every queued frame not yet begun, counted; a begun one finishes so the line stays framed."""
         keep = 1 if self._head_sent else 0
         while len(self._queue) > keep:
-            self._queue.pop()
+            frame, _ = self._queue.pop()
+            self._queued_bytes -= len(frame)
             self.stats.tx_dropped += 1
 
 

@@ -1,0 +1,70 @@
+"""Contacts: the passes over the configured ground stations, predicted from the agent's orbit
+(sgp4) and each station's elevation mask (:mod:`flight.orbit.passes`), and the next AOS and
+LOS in telemetry.
+
+Predicted a day ahead, again every :data:`REPREDICT_S` and whenever the orbit changes
+(SET_TLE); each pass is announced once, ``CONTACT_PREDICTED``, so that the ground's event log
+is the pass plan. Without stations or an orbit the channels are nil: nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flight.agent.ports import Component, EventPort
+from flight.clock import Clock
+from flight.orbit import Orbit
+from flight.orbit.passes import Pass, Station, contact_times, predict_passes
+
+SPAN_S = 86400.0  # a day of passes: past the next contact of a single station, with margin
+REPREDICT_S = 600.0  # the orbit drifts from its TLE slowly; ten minutes keeps AOS to a second or two
+ANNOUNCE_S = 3 * 3600.0  # passes announced this far ahead (the rest when they come closer)
+
+
+class Contacts(Component):
+    NAME = "contacts"
+    EVENTS = ("CONTACT_PREDICTED",)
+    CHANNELS = ("next_aos_in_s", "next_los_in_s", "next_pass_station")
+
+    def __init__(self, stations: tuple[Station, ...], orbit: Callable[[], Orbit | None], clock: Clock,
+                 emit: EventPort, internal_error: Callable[[str, BaseException], None]):
+        self.stations = stations
+        self._orbit = orbit
+        self._clock = clock
+        self._emit = emit
+        self._internal_error = internal_error
+        self.passes: list[Pass] = []
+        self._predicted_for: Orbit | None = None
+        self._predicted_at = -float("inf")
+        self._announced: set[tuple[str, int]] = set()
+
+    def tick(self) -> None:
+        """On the control period: predict again if due, announce passes coming within ANNOUNCE_S."""
+        orbit = self._orbit()
+        if not self.stations or orbit is None:
+            self.passes = []
+            return
+        mono, now = self._clock.monotonic_s(), self._clock.now_s()
+        if orbit is not self._predicted_for or mono - self._predicted_at >= REPREDICT_S:
+            self._predicted_for, self._predicted_at = orbit, mono
+            try:
+                self.passes = predict_passes(orbit, self.stations, now, SPAN_S)
+            except Exception as exc:  # noqa: BLE001 - a decayed orbit must not stop the agent
+                self.passes = []
+                self._internal_error("pass prediction", exc)
+        for p in self.passes:
+            key = (p.station, int(p.aos_unix_s // 60))  # a pass, give or take a re-prediction's second
+            if p.aos_unix_s - now <= ANNOUNCE_S and p.los_unix_s > now and key not in self._announced:
+                self._announced.add(key)
+                self._emit("CONTACT_PREDICTED", station=p.station, aos_in_s=max(0.0, p.aos_unix_s - now),
+                           duration_s=p.duration_s, max_elevation_deg=p.max_elevation_deg)
+        if len(self._announced) > 1000:  # bounded: forget passes long gone
+            self._announced = {k for k in self._announced if k[1] * 60 > now - SPAN_S}
+
+    def telemetry(self) -> dict[str, Any]:
+        if not self.passes:
+            return {"next_aos_in_s": None, "next_los_in_s": None, "next_pass_station": ""}
+        times = contact_times(self.passes, self._clock.now_s())
+        return {"next_aos_in_s": None if times.aos_in_s is None else round(times.aos_in_s, 3),
+                "next_los_in_s": None if times.los_in_s is None else round(times.los_in_s, 3),
+                "next_pass_station": times.station or ""}

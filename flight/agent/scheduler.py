@@ -1,0 +1,309 @@
+"""The scheduler: time-tagged commands and stored sequences (PUS service 11) run through the
+same dispatcher as the ground's commands, with every verification report (the logic and its
+files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
+
+- A released entry or a sequence step is dispatched as an ordinary TC(8,1) with a fresh
+  cmd_id: acceptance, start and completion go out on the stream, and ``SCHEDULE_RELEASED``
+  ties the cmd_id to its entry (the "tag"). Release is at most once (the schedule is written
+  before the dispatch), so a reset between the two loses the command instead of running it
+  twice; ``SCHEDULE_HELD`` reports entries held after a clock jump or a restart.
+- One sequence runs at a time, from ``STATE_DIR/sequences/NAME.toml``; its state is kept after
+  each step (atomic, checksummed) and resumed after a restart, a command cut off by the reset
+  counting as failed, never sent again.
+- The loop wakes for the next release or wait (:meth:`Scheduler.next_due_s`, monotonic):
+  nothing polls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.ports import Component, EventPort
+from flight.agent.schedule import (
+    Finished,
+    ScheduleEntry,
+    ScheduleError,
+    SendCommand,
+    SequenceError,
+    SequenceRun,
+    TimeSchedule,
+    load_sequence,
+)
+from flight.clock import Clock
+from flight.link.dictionary import FailureCode
+from flight.link.messages import CommandRequest, new_cmd_id
+from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
+TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
+
+
+class Scheduler(Component):
+    NAME = "scheduler"
+    COMMANDS = ("SCHEDULE_AT", "SCHEDULE_AFTER", "SCHEDULE_DELETE", "SCHEDULE_RESET", "SCHEDULE_LIST",
+                "SCHEDULE_RELEASE", "SEQUENCE_START", "SEQUENCE_ABORT")
+    EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE")
+    CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released", "schedule_late_ms",
+                "sequence_running", "sequence_step")
+
+    def __init__(self, state_dir: Path, clock: Clock, emit: EventPort,
+                 dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]]):
+        """``dispatch(name, args, cmd_id)``: run a command through the dispatcher as if the ground
+        had sent it; ``telemetry()``: every channel's value now (for wait_for steps)."""
+        self._clock = clock
+        self._emit = emit
+        self._dispatch = dispatch
+        self._telemetry = telemetry
+        self.schedule = TimeSchedule(Path(state_dir) / "schedule.json")
+        self.sequences_dir = Path(state_dir) / "sequences"
+        self._run_path = Path(state_dir) / "sequence_run.json"
+        self.run: SequenceRun | None = None
+        self._run_cmd: tuple[int, int] | None = None  # (cmd_id, step) of the step command in flight
+        self._run_error: str | None = None
+        self.released = 0
+        self.late_ms: float | None = None
+        self._telemetry_at = -math.inf
+        self._persist_reported: str | None = None
+        self._resume()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def time_began(self) -> None:
+        """Boot: report what loading found, then take the first look (which holds what fell
+        due while the agent was down)."""
+        if self.schedule.load_error:
+            self._emit("SCHEDULE_ERROR", reason=self.schedule.load_error)
+        for dropped in self.schedule.dropped_at_load:
+            self._emit("SCHEDULE_ERROR", reason=f"entry left out at load: {dropped}")
+        if self._run_error:
+            self._emit("SCHEDULE_ERROR", reason=self._run_error)
+        self.service()
+
+    def service(self) -> None:
+        """Release what is due, advance the sequence."""
+        now, mono = self._clock.now_s(), self._clock.monotonic_s()
+        jump = self.schedule.check_clock(now, mono)
+        if jump is not None and jump.overdue:
+            self._emit("SCHEDULE_HELD", count=len(jump.overdue), reason=jump.reason)
+        for entry in self.schedule.due(now):
+            self._release(entry, now)
+        if self.schedule.persist_error != self._persist_reported:
+            self._persist_reported = self.schedule.persist_error
+            if self._persist_reported:
+                self._emit("SCHEDULE_ERROR", reason=self._persist_reported)
+        if self.run is not None:
+            self._advance(now, mono)
+
+    def next_due_s(self) -> float | None:
+        """When the loop must look again (the agent's monotonic clock), None if nothing waits."""
+        now, mono = self._clock.now_s(), self._clock.monotonic_s()
+        times = []
+        release = self.schedule.next_release_s()
+        if release is not None:
+            times.append(mono + max(0.0, release - now))
+        if self.run is not None:
+            wake = self.run.next_wake_s()
+            if wake is not None:
+                times.append(mono + max(0.0, wake - now))
+            if self.run.waiting_on == "telemetry":
+                times.append(self._telemetry_at + TELEMETRY_POLL_S)
+        return min(times) if times else None
+
+    def command_final(self, cmd_id: int, ok: bool, reason: str) -> None:
+        """The dispatcher's final report of any command: feeds the sequence step waiting for it."""
+        if self.run is None or self._run_cmd is None or self._run_cmd[0] != cmd_id:
+            return
+        step = self._run_cmd[1]
+        self._run_cmd = None
+        self.run.command_done(step, ok, reason)
+        self._save_run()
+
+    def _release(self, entry: ScheduleEntry, now: float) -> None:
+        cmd_id = new_cmd_id()
+        self.released += 1
+        self.late_ms = max(0.0, now - entry.release_unix_s) * 1000.0
+        self._emit("SCHEDULE_RELEASED", entry_id=entry.entry_id, command=entry.command, cmd_id=cmd_id,
+                   late_ms=round(self.late_ms, 3))
+        self._dispatch(entry.command, dict(entry.args), cmd_id)
+
+    def _advance(self, now: float, mono: float) -> None:
+        run = self.run
+        for _ in range(len(run.sequence.steps) + 2):
+            telemetry: Mapping[str, Any] = {}
+            if run.waiting_on == "telemetry":
+                if mono < self._telemetry_at + TELEMETRY_POLL_S and run.next_wake_s() > now:
+                    return
+                self._telemetry_at = mono
+                telemetry = self._telemetry()
+            before = run.to_state()
+            action = run.poll(now, telemetry)
+            if action is None:
+                if run.to_state() != before:
+                    self._save_run()
+                return
+            if isinstance(action, Finished):
+                self._end_run(action.ok, action.reason)
+                return
+            assert isinstance(action, SendCommand)
+            cmd_id = new_cmd_id()
+            self._run_cmd = (cmd_id, action.step_index)
+            self._save_run()  # sent is on disk before it goes: after a reset it is never sent again
+            self._dispatch(action.command, action.args, cmd_id)
+            if self.run is None or self._run_cmd is not None:
+                return  # waits for its completion (a deferred one comes later)
+
+    def _end_run(self, ok: bool, reason: str) -> None:
+        name = self.run.sequence.name
+        self.run, self._run_cmd = None, None
+        try:
+            self._run_path.unlink(missing_ok=True)
+        except OSError as exc:
+            self._emit("SCHEDULE_ERROR", reason=f"sequence state not removed: {exc}")
+        self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
+
+    # --- persistence of the run -------------------------------------------------------------
+
+    def _save_run(self) -> None:
+        if self.run is None:
+            return
+        try:
+            write_checked_json(self._run_path, self.run.to_state())
+        except OSError as exc:
+            self._emit("SCHEDULE_ERROR", reason=f"sequence state not kept ({exc.strerror or exc}); a reset now would "
+                                                f"lose the run")
+
+    def _resume(self) -> None:
+        if not self._run_path.exists():
+            return
+        try:
+            state = read_checked_json(self._run_path)
+            sequence = load_sequence(self._path_of(str(state["sequence"])))
+            self.run = SequenceRun.from_state(sequence, state)
+        except (CorruptFile, OSError, KeyError, TypeError, SequenceError, CommandFailed) as exc:
+            self._run_error = f"sequence run not resumed: {exc}"
+            quarantine(self._run_path)
+            self.run = None
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "SCHEDULE_AT": Handler(lambda req: self._insert(req, at=True)),
+            "SCHEDULE_AFTER": Handler(lambda req: self._insert(req, at=False)),
+            "SCHEDULE_DELETE": Handler(self._delete),
+            "SCHEDULE_RESET": Handler(self._reset),
+            "SCHEDULE_LIST": Handler(self._list),
+            "SCHEDULE_RELEASE": Handler(self._release_held),
+            "SEQUENCE_START": Handler(self._start),
+            "SEQUENCE_ABORT": Handler(self._abort),
+        }
+
+    def _insert(self, req: CommandRequest, at: bool) -> dict[str, Any]:
+        try:
+            args = json.loads(req.args["args"])
+        except ValueError as exc:
+            raise CommandFailed(f"args: not JSON ({exc})", FailureCode.BAD_ARGUMENTS) from None
+        if not isinstance(args, dict):
+            raise CommandFailed("args: a JSON object of the command's arguments, e.g. {\"mode\": \"IDLE\"}",
+                                FailureCode.BAD_ARGUMENTS)
+        now = self._clock.now_s()
+        try:
+            if at:
+                entry = self.schedule.insert_at(req.args["release_unix_s"], req.args["command"], args, now)
+            else:
+                entry = self.schedule.insert_after(req.args["delay_s"], req.args["command"], args, now)
+        except ScheduleError as exc:
+            raise CommandFailed(str(exc), exc.code) from None
+        except OSError as exc:
+            raise CommandFailed(f"not kept: {exc.strerror or exc}; nothing was scheduled") from None
+        return {"entry_id": entry.entry_id, "release_unix_s": entry.release_unix_s}
+
+    def _delete(self, req: CommandRequest) -> dict[str, Any]:
+        try:
+            entry = self.schedule.delete(req.args["entry_id"])
+        except ScheduleError as exc:
+            raise CommandFailed(str(exc), exc.code) from None
+        except OSError as exc:
+            raise CommandFailed(f"not deleted: {exc.strerror or exc}") from None
+        return {"entry_id": entry.entry_id, "command": entry.command}
+
+    def _reset(self, _req: CommandRequest) -> dict[str, Any]:
+        try:
+            return {"deleted": self.schedule.reset()}
+        except OSError as exc:
+            raise CommandFailed(f"not reset: {exc.strerror or exc}") from None
+
+    def _list(self, _req: CommandRequest) -> dict[str, Any]:
+        entries = self.schedule.entries()
+        return {"count": len(entries), "next_id": self.schedule.next_id,
+                "entries": [{"id": e.entry_id, "at": e.release_unix_s, "command": e.command, "held": e.held}
+                            for e in entries[:LIST_MAX]]}
+
+    def _release_held(self, req: CommandRequest) -> dict[str, Any]:
+        entry_id = req.args["entry_id"] or None
+        try:
+            released = self.schedule.release_held(entry_id)
+        except ScheduleError as exc:
+            raise CommandFailed(str(exc), exc.code) from None
+        except OSError as exc:
+            raise CommandFailed(f"not released: {exc.strerror or exc}") from None
+        return {"released": len(released)}
+
+    def _path_of(self, name: str) -> Path:
+        """``sequences/NAME.toml``, confined: no path, no hidden file, no symlink out."""
+        if not _NAME.match(name):
+            raise CommandFailed(f"name: {name[:40]!r} is not 1..32 letters, digits, '_', '.' or '-' starting with a "
+                                f"letter or digit", FailureCode.BAD_ARGUMENTS)
+        path = self.sequences_dir / f"{name}.toml"
+        if path.is_symlink():
+            raise CommandFailed(f"name: sequence {name} is a symbolic link; sequences are plain files",
+                                FailureCode.BAD_ARGUMENTS)
+        return path
+
+    def _start(self, req: CommandRequest) -> dict[str, Any]:
+        if self.run is not None:
+            raise CommandFailed(f"sequence {self.run.sequence.name} is running (step {self.run.index}); "
+                                f"SEQUENCE_ABORT it first", FailureCode.BUSY)
+        name = req.args["name"]
+        path = self._path_of(name)
+        if not path.is_file():
+            raise CommandFailed(f"name: no sequence {name} in the sequences directory", FailureCode.BAD_ARGUMENTS)
+        try:
+            sequence = load_sequence(path)
+        except SequenceError as exc:
+            raise CommandFailed(str(exc).replace(str(self.sequences_dir), "sequences"), FailureCode.BAD_ARGUMENTS) \
+                from None
+        except OSError as exc:
+            raise CommandFailed(f"sequence {name} unreadable: {exc.strerror or exc}") from None
+        self.run = SequenceRun(sequence, self._clock.now_s())
+        self._save_run()
+        self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
+        return {"name": sequence.name, "steps": len(sequence.steps), "digest": sequence.digest}
+
+    def _abort(self, _req: CommandRequest) -> dict[str, Any]:
+        if self.run is None:
+            raise CommandFailed("no sequence is running", FailureCode.NOT_ALLOWED_IN_MODE)
+        step = self.run.index
+        self._end_run(False, f"aborted by command at step {step}")
+        return {"step": step}
+
+    # --- telemetry ---------------------------------------------------------------------------
+
+    def telemetry(self) -> dict[str, Any]:
+        entries = self.schedule.entries()
+        release = self.schedule.next_release_s()
+        return {
+            "schedule_entries": len(entries),
+            "schedule_held": sum(e.held for e in entries),
+            "schedule_next_in_s": None if release is None else round(release - self._clock.now_s(), 3),
+            "schedule_released": self.released,
+            "schedule_late_ms": None if self.late_ms is None else round(self.late_ms, 3),
+            "sequence_running": self.run.sequence.name if self.run is not None else "",
+            "sequence_step": self.run.index if self.run is not None else 0,
+        }

@@ -1,0 +1,596 @@
+"""The on-board packet store, in the style of PUS service 15: every packet the agent sends is
+kept on disk until the ground says it has it (pure file I/O, no agent, no link).
+
+Why: a spacecraft in low orbit sees the ground a few minutes per pass. Telemetry sent while
+nobody listens went nowhere (a 20-s outage lost every packet of it); now each packet is
+appended here first, and what the ground has not acknowledged is played back later.
+
+Three stores, one per priority class (PUS 15 keeps packet stores per kind of data; F Prime's
+DpCatalog orders data products by priority, then age):
+
+========  ==========================================  =====================================
+class     what                                        when the store is full
+========  ==========================================  =====================================
+REPORTS   verification reports (PUS 1), events (5)     dropped last
+OTHER     parameter reports, plans, pongs, the rest   dropped second
+HK        housekeeping (PUS 3)                        dropped first, oldest first
+========  ==========================================  =====================================
+
+On disk (``DIR/``): each class is a chain of segment files ``CLASS-FIRSTID.seg`` (FIRSTID, the
+store id of its first record, 16 hex digits). A record is ``MAGIC (2) | length (u32 BE) |
+payload | CRC-32 of payload (u32 BE)``, the payload ``store_id (u64) | time_ms (i64) | apid
+(u16) | seq_count (u16) | packet``. Store ids rise across restarts. What the ground
+acknowledged goes to ``acks.log`` (ranges of store ids, same framing); a segment all of whose
+records are acknowledged is deleted. Reading a segment checks every CRC: a bad record is
+skipped and counted (``corrupt_records``), framing resumes at the next MAGIC, and a torn last
+record (a power cut in mid-append) is cut off so that appends frame again.
+
+Bounded: past ``max_bytes`` the oldest segment of the lowest class that has data is deleted,
+its records not yet acknowledged counted in ``dropped`` (per class). The newest data of the
+highest class is the last thing to go.
+
+fsync policy, stated (``bench.reliability`` measures it): every record is handed to the
+kernel with one ``os.write`` as it is appended, so a ``kill -9`` of the agent loses nothing
+appended. :meth:`PacketStore.sync` fsyncs the segments written since the last sync; the
+agent calls it at the end of every loop turn that stored a report or an event, and at least
+every ``SYNC_PERIOD_S`` otherwise: a power cut loses no report or event the agent had sent, and
+at most the last ``SYNC_PERIOD_S`` of housekeeping, parameter reports and plans.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import struct
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from flight.link.packets import MAX_SEQ_COUNT, PacketError, Telemetry, unpack
+from flight.storage import write_atomic
+
+MAGIC = b"\xa5\x5a"
+_FRAME = struct.Struct(">2sI")  # magic, payload length
+_CRC = struct.Struct(">I")
+_META = struct.Struct(">QqHH")  # store_id, time_ms, apid, seq_count
+_RANGE = struct.Struct(">QQ")  # an acknowledged range of store ids, inclusive
+_HIGHEST = struct.Struct(">Q")  # in acks.log too: the highest store id ever given
+MAX_PACKET = 65_542 + 64  # the longest Space Packet, with room to spare: a longer length is corrupt
+SEGMENT_BYTES = 256 * 1024  # a segment: small enough that dropping one loses little, large
+#                             enough that a day of housekeeping is a few hundred files
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the whole store; eMMC has room, a pass cannot drain more
+SYNC_PERIOD_S = 5.0
+_NAME = re.compile(r"^(REPORTS|OTHER|HK)-([0-9a-f]{16})\.seg$")
+
+# Record states, one byte each (``Segment.state``).
+UNSENT = 0     # not yet on the link
+SENT = 1       # on the link (live or played back), waiting for the ground's acknowledgement
+ACKED = 2      # the ground has it (or it was deleted by command): never played back again
+
+
+class StoreClass(enum.IntEnum):
+    """Priority classes; a lower value is played back first and dropped last."""
+
+    REPORTS = 0
+    OTHER = 1
+    HK = 2
+
+
+def class_of(service: int) -> StoreClass:
+    """Which store a telemetry packet of PUS ``service`` goes to."""
+    if service in (1, 5):
+        return StoreClass.REPORTS
+    if service == 3:
+        return StoreClass.HK
+    return StoreClass.OTHER
+
+
+@dataclass(frozen=True)
+class StoredPacket:
+    store_id: int
+    store: StoreClass
+    time_ms: int
+    apid: int
+    seq_count: int
+    packet: bytes
+
+
+class Segment:
+    """One segment file's index in memory: parallel compact arrays, one entry per record."""
+
+    __slots__ = ("cls", "path", "first_id", "ids", "offsets", "lengths", "times", "apids", "seqs", "state",
+                 "sent_at", "size", "unacked", "ordered", "first_open", "unsent", "min_sent_at")
+
+    def __init__(self, cls: StoreClass, path: Path, first_id: int):
+        self.cls = cls
+        self.path = path
+        self.first_id = first_id
+        self.ids = array("Q")
+        self.offsets = array("Q")   # of the packet bytes in the file
+        self.lengths = array("I")
+        self.times = array("q")
+        self.apids = array("H")
+        self.seqs = array("H")
+        self.state = bytearray()
+        self.sent_at = array("d")   # monotonic seconds of the last send (SENT only)
+        self.size = 0               # bytes in the file
+        self.unacked = 0
+        self.ordered = True         # times non-decreasing (a clock step back breaks it: then scan)
+        self.first_open = 0         # every record before this index is acknowledged
+        self.unsent = 0             # records never sent
+        self.min_sent_at = float("inf")  # no SENT record was sent earlier than this (a bound)
+
+    def add(self, store_id: int, offset: int, length: int, time_ms: int, apid: int, seq: int, state: int,
+            sent_at: float) -> None:
+        if self.times and time_ms < self.times[-1]:
+            self.ordered = False
+        self.ids.append(store_id)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        self.times.append(time_ms)
+        self.apids.append(apid)
+        self.seqs.append(seq)
+        self.state.append(state)
+        self.sent_at.append(sent_at)
+        if state != ACKED:
+            self.unacked += 1
+        if state == UNSENT:
+            self.unsent += 1
+        elif state == SENT:
+            self.min_sent_at = min(self.min_sent_at, sent_at)
+
+    def index_of(self, store_id: int) -> int | None:
+        i = bisect_left(self.ids, store_id)
+        return i if i < len(self.ids) and self.ids[i] == store_id else None
+
+    def span(self, lo_ms: int, hi_ms: int) -> range:
+        """Indexes whose time may lie in [lo_ms, hi_ms]."""
+        if not self.ordered:
+            return range(len(self.ids))
+        return range(bisect_left(self.times, lo_ms), bisect_right(self.times, hi_ms))
+
+
+@dataclass
+class StoreStats:
+    records: int = 0            # held and not yet acknowledged
+    bytes: int = 0              # of segment files
+    dropped: dict[StoreClass, int] = field(default_factory=lambda: {c: 0 for c in StoreClass})
+    corrupt_records: int = 0    # failed their CRC when read (since start)
+    torn_tails: int = 0         # records cut short by a crash, dropped at start
+
+
+class StoreError(OSError):
+    """The store's directory cannot be used."""
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(MAGIC, len(payload)) + payload + _CRC.pack(zlib.crc32(payload))
+
+
+def _records(data: bytes | memoryview, max_payload: int) -> tuple[list[tuple[int, int, bytes | None]], int]:
+    """Walk the records framed in ``data``: ([(start, end, payload or None if damaged)], the end
+    of the last good record). Damage is skipped by looking for the next MAGIC from one byte
+    on (a corrupt length must not swallow good records after it); what follows the last good
+    record is the torn tail of a crash, for the caller to cut."""
+    out: list[tuple[int, int, bytes | None]] = []
+    at, n, good_end = 0, len(data), 0
+    while at + _FRAME.size <= n:
+        magic, length = _FRAME.unpack_from(data, at)
+        end = at + _FRAME.size + length + _CRC.size
+        payload = None
+        if magic == MAGIC and length <= max_payload and end <= n:
+            candidate = bytes(data[at + _FRAME.size: at + _FRAME.size + length])
+            (crc,) = _CRC.unpack_from(data, end - _CRC.size)
+            if zlib.crc32(candidate) == crc:
+                payload = candidate
+        if payload is not None:
+            out.append((at, end, payload))
+            at = good_end = end
+            continue
+        nxt = bytes(data[at + 1:]).find(MAGIC)
+        stop = n if nxt < 0 else at + 1 + nxt
+        out.append((at, stop, None))
+        at = stop
+    if at < n:
+        out.append((at, n, None))
+    # Damage after the last good record is the torn tail, not a corrupt record.
+    while out and out[-1][2] is None and out[-1][0] >= good_end:
+        out.pop()
+    return out, good_end
+
+
+class PacketStore:
+    """The packet store: append, acknowledge, play back, drop when full, survive crashes."""
+
+    def __init__(self, directory: Path | str, max_bytes: int = DEFAULT_MAX_BYTES, segment_bytes: int = SEGMENT_BYTES):
+        if max_bytes < 4 * segment_bytes:
+            raise ValueError(f"max_bytes: {max_bytes} is less than four segments of {segment_bytes} bytes")
+        self.dir = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.segment_bytes = int(segment_bytes)
+        self.stats = StoreStats()
+        self.segments: dict[StoreClass, list[Segment]] = {c: [] for c in StoreClass}
+        self._fds: dict[Path, int] = {}
+        self._dirty: set[StoreClass] = set()
+        self._acks_path = self.dir / "acks.log"
+        self._ack_records = 0
+        self._ack_compacted = 0
+        self._next_id = 1
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"packet store {self.dir}: {exc.strerror or exc}") from exc
+        self._load()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def append(self, packet: bytes, sent_at: float | None = None) -> StoredPacket:
+        """Keep one telemetry packet; ``sent_at`` (monotonic s) if it already went out live.
+
+        Raises :class:`PacketError` if ``packet`` is not a telemetry packet (the agent only
+        stores what it made), OSError if the disk refuses (the caller counts it)."""
+        tm = unpack(packet)
+        if not isinstance(tm, Telemetry):
+            raise PacketError("type", "the packet store keeps telemetry packets only")
+        cls = class_of(tm.service)
+        time_ms = int(round(tm.time_s * 1000.0))
+        store_id = self._next_id
+        payload = _META.pack(store_id, time_ms, tm.apid, tm.seq_count) + bytes(packet)
+        seg = self._active(cls, len(payload))
+        record = _frame(payload)
+        fd = self._fd(seg.path)
+        os.write(fd, record)
+        self._next_id += 1
+        seg.add(store_id, seg.size + _FRAME.size + _META.size, len(packet), time_ms, tm.apid, tm.seq_count,
+                UNSENT if sent_at is None else SENT, 0.0 if sent_at is None else sent_at)
+        seg.size += len(record)
+        self.stats.bytes += len(record)
+        self.stats.records += 1
+        self._dirty.add(cls)
+        self._make_room()
+        return StoredPacket(store_id, cls, time_ms, tm.apid, tm.seq_count, bytes(packet))
+
+    def sync(self, classes: Iterable[StoreClass] | None = None) -> int:
+        """fsync the active segments written since the last sync (of ``classes``, or all);
+        returns how many files were synced."""
+        done = 0
+        for cls in list(self._dirty if classes is None else set(classes) & self._dirty):
+            segs = self.segments[cls]
+            if segs and segs[-1].path in self._fds:
+                os.fsync(self._fds[segs[-1].path])
+                done += 1
+            self._dirty.discard(cls)
+        return done
+
+    @property
+    def dirty(self) -> frozenset[StoreClass]:
+        return frozenset(self._dirty)
+
+    def _active(self, cls: StoreClass, payload_len: int) -> Segment:
+        segs = self.segments[cls]
+        if not segs or segs[-1].size + payload_len > self.segment_bytes and segs[-1].ids:
+            if segs:
+                self._seal(segs[-1])
+            seg = Segment(cls, self.dir / f"{cls.name}-{self._next_id:016x}.seg", self._next_id)
+            fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._fds[seg.path] = fd
+            self._fsync_dir()
+            segs.append(seg)
+        return segs[-1]
+
+    def _seal(self, seg: Segment) -> None:
+        fd = self._fds.pop(seg.path, None)
+        if fd is not None:
+            os.fsync(fd)
+            os.close(fd)
+            self._dirty.discard(seg.cls)
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_WRONLY | os.O_APPEND)
+        return fd
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # --- dropping and deleting ----------------------------------------------------------------
+
+    def _make_room(self) -> None:
+        """Past ``max_bytes``: delete the oldest sealed segment of the lowest class that has one;
+        where no class has a sealed segment, the lowest class's segment being written."""
+        while self.stats.bytes > self.max_bytes:
+            victim = next((self.segments[c][0] for c in reversed(StoreClass) if len(self.segments[c]) > 1), None)
+            if victim is None:
+                victim = next(self.segments[c][0] for c in reversed(StoreClass) if self.segments[c])
+            self.stats.dropped[victim.cls] += victim.unacked
+            self._delete_segment(victim)
+
+    def _delete_segment(self, seg: Segment) -> None:
+        segs = self.segments[seg.cls]
+        fd = self._fds.pop(seg.path, None)
+        if fd is not None:
+            os.close(fd)
+            self._dirty.discard(seg.cls)
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+        segs.remove(seg)
+        self.stats.bytes -= seg.size
+        self.stats.records -= seg.unacked
+
+    def _release_acked(self, seg: Segment) -> None:
+        """A segment whose every record the ground has goes, unless it is the one being written."""
+        segs = self.segments[seg.cls]
+        if seg.unacked == 0 and seg is not segs[-1]:
+            self._delete_segment(seg)
+
+    def delete_until(self, to_ms: int, classes: Iterable[StoreClass] = tuple(StoreClass)) -> int:
+        """Forget every record of ``classes`` with time up to ``to_ms`` (PUS 15's delete up to a
+        time); returns how many unacknowledged records went."""
+        ids: list[int] = []
+        for cls in classes:
+            for seg in list(self.segments[cls]):
+                for i in seg.span(-(2 ** 63), to_ms):
+                    if seg.times[i] <= to_ms and seg.state[i] != ACKED:
+                        ids.append(seg.ids[i])
+        return self.acknowledge_ids(ids)
+
+    # --- the ground's acknowledgements ------------------------------------------------------
+
+    def acknowledge(self, runs: Iterable[tuple[int, int, int, int, int]]) -> int:
+        """Mark as received what the ground says it has: runs of (apid, first seq, last seq, first
+        time ms, last time ms), one per unbroken stretch of one APID's sequence. A record is
+        acknowledged when its APID matches, its time lies within the run's and its sequence
+        count within the run's (modulo 2**14). Returns how many records that newly covered."""
+        ids: list[int] = []
+        for apid, seq_lo, seq_hi, t_lo, t_hi in runs:
+            width = (seq_hi - seq_lo) & MAX_SEQ_COUNT
+            for segs in self.segments.values():
+                for seg in segs:
+                    if not seg.unacked or not seg.times or seg.times[0] > t_hi and seg.ordered:
+                        continue
+                    for i in seg.span(t_lo, t_hi):
+                        if (seg.state[i] != ACKED and seg.apids[i] == apid and t_lo <= seg.times[i] <= t_hi
+                                and (seg.seqs[i] - seq_lo) & MAX_SEQ_COUNT <= width):
+                            ids.append(seg.ids[i])
+        return self.acknowledge_ids(ids)
+
+    def acknowledge_ids(self, ids: Iterable[int]) -> int:
+        """Mark these store ids received, durably (``acks.log``, fsynced); returns how many were
+        newly acknowledged."""
+        wanted = sorted(set(ids))
+        done = self._mark_acked(wanted)
+        if done:
+            self._log_acks(_ranges(wanted))
+        return done
+
+    def _mark_acked(self, ids: list[int]) -> int:
+        done = 0
+        touched: list[Segment] = []
+        for seg in self._segments_for(ids):
+            hit = False
+            lo, hi = bisect_left(ids, seg.first_id), bisect_right(ids, seg.ids[-1] if seg.ids else seg.first_id)
+            for store_id in ids[lo:hi]:
+                i = seg.index_of(store_id)
+                if i is not None and seg.state[i] != ACKED:
+                    if seg.state[i] == UNSENT:
+                        seg.unsent -= 1
+                    seg.state[i] = ACKED
+                    seg.unacked -= 1
+                    done += 1
+                    hit = True
+            if hit:
+                touched.append(seg)
+        self.stats.records -= done
+        for seg in touched:
+            self._release_acked(seg)
+        return done
+
+    def _segments_for(self, ids: list[int]) -> list[Segment]:
+        if not ids:
+            return []
+        return [s for segs in self.segments.values() for s in segs
+                if s.ids and s.ids[0] <= ids[-1] and s.ids[-1] >= ids[0]]
+
+    def _log_acks(self, ranges: list[tuple[int, int]]) -> None:
+        data = b"".join(_frame(_RANGE.pack(lo, hi)) for lo, hi in ranges)
+        fd = os.open(self._acks_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._ack_records += len(ranges)
+        if self._ack_records > 2 * self._ack_compacted + 4096:  # amortised: the log at most doubles
+            self._compact_acks()
+
+    def _compact_acks(self) -> None:
+        """Rewrite acks.log with the acknowledgements of records still held, and the highest id
+        ever given (so ids keep rising if every segment is gone)."""
+        ids = [seg.ids[i] for segs in self.segments.values() for seg in segs for i in range(len(seg.ids))
+               if seg.state[i] == ACKED]
+        ids.sort()
+        ranges = _ranges(ids)
+        write_atomic(self._acks_path, b"".join(_frame(_RANGE.pack(lo, hi)) for lo, hi in ranges)
+                     + _frame(_HIGHEST.pack(self._next_id - 1)))
+        self._ack_records = self._ack_compacted = len(ranges) + 1
+
+    # --- playback -----------------------------------------------------------------------------
+
+    def pending(self, now_s: float, resend_after_s: float, sent_before_s: float = -float("inf")
+                ) -> Iterator[tuple[Segment, int]]:
+        """Records to play back, in order: by class (reports first), then oldest first; those
+        never sent, those sent more than ``resend_after_s`` ago without an acknowledgement, and
+        those sent before ``sent_before_s`` (the ground's silence ended then: what went out
+        during it most likely went nowhere). A segment with nothing unsent and nothing sent early
+        enough is skipped without a look at its records: a pass of live data awaiting its
+        acknowledgements costs no scan."""
+        due_before = max(now_s - resend_after_s, sent_before_s)
+        for cls in StoreClass:
+            for seg in list(self.segments[cls]):
+                if not seg.unacked or (not seg.unsent and seg.min_sent_at > due_before):
+                    continue
+                state, sent_at = seg.state, seg.sent_at
+                while seg.first_open < len(state) and state[seg.first_open] == ACKED:
+                    seg.first_open += 1
+                lowest, end = float("inf"), len(seg.ids)
+                for i in range(seg.first_open, end):
+                    s = state[i]
+                    if s == UNSENT:
+                        yield seg, i
+                    elif s == SENT:
+                        lowest = min(lowest, sent_at[i])  # yielded or not: a bound whatever the caller sends
+                        if sent_at[i] <= due_before or sent_at[i] < sent_before_s:
+                            yield seg, i
+                # Exact as of this walk (a send since only raises a sent_at); records appended
+                # meanwhile are not walked, so then the old bound is kept with it.
+                seg.min_sent_at = lowest if end == len(seg.ids) else min(lowest, seg.min_sent_at)
+
+    def iter_range(self, lo_ms: int, hi_ms: int, classes: Iterable[StoreClass] = tuple(StoreClass)
+                   ) -> Iterator[tuple[Segment, int]]:
+        """Every record still held (acknowledged or not) with time in [lo_ms, hi_ms], by class
+        then age, walked lazily: a dump."""
+        for cls in classes:
+            for seg in list(self.segments[cls]):
+                for i in seg.span(lo_ms, hi_ms):
+                    if lo_ms <= seg.times[i] <= hi_ms:
+                        yield seg, i
+
+    def in_range(self, lo_ms: int, hi_ms: int, classes: Iterable[StoreClass] = tuple(StoreClass)
+                 ) -> list[tuple[Segment, int]]:
+        return list(self.iter_range(lo_ms, hi_ms, classes))
+
+    def read(self, seg: Segment, i: int) -> bytes | None:
+        """The packet of record ``i`` of ``seg``, checked again; None if the segment is gone or
+        the bytes no longer match their CRC (counted)."""
+        try:
+            with open(seg.path, "rb") as f:
+                start = seg.offsets[i] - _META.size - _FRAME.size
+                f.seek(start)
+                raw = f.read(_FRAME.size + _META.size + seg.lengths[i] + _CRC.size)
+        except (FileNotFoundError, IndexError):
+            return None
+        walked = _records(raw, MAX_PACKET)[0]
+        if len(walked) != 1 or walked[0][2] is None:
+            self.stats.corrupt_records += 1
+            return None
+        return walked[0][2][_META.size:]
+
+    def mark_sent(self, seg: Segment, i: int, now_s: float) -> None:
+        if seg.state[i] != ACKED:
+            if seg.state[i] == UNSENT:
+                seg.unsent -= 1
+            seg.state[i] = SENT
+            seg.sent_at[i] = now_s
+            seg.min_sent_at = min(seg.min_sent_at, now_s)
+
+    def records_held(self) -> int:
+        return self.stats.records
+
+    def fill_pct(self) -> float:
+        return 100.0 * self.stats.bytes / self.max_bytes
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        acked, highest = self._read_acks()
+        found = sorted((StoreClass[m.group(1)], int(m.group(2), 16), p) for p in self.dir.iterdir()
+                       if (m := _NAME.match(p.name)))
+        for cls, first_id, path in sorted(found, key=lambda f: f[1]):
+            seg = Segment(cls, path, first_id)
+            data = path.read_bytes()
+            walked, good_end = _records(data, MAX_PACKET)
+            for start, _end, payload in walked:
+                if payload is None or len(payload) < _META.size:
+                    self.stats.corrupt_records += 1
+                    continue
+                store_id, time_ms, apid, seq = _META.unpack_from(payload)
+                if seg.ids and store_id <= seg.ids[-1]:
+                    self.stats.corrupt_records += 1  # ids rise within a segment: this one cannot be right
+                    continue
+                state = ACKED if _covered(acked, store_id) else UNSENT
+                seg.add(store_id, start + _FRAME.size + _META.size, len(payload) - _META.size, time_ms, apid, seq,
+                        state, 0.0)
+                highest = max(highest, store_id)
+            if good_end < len(data):  # torn tail: cut it so the next append frames
+                self.stats.torn_tails += 1
+                with open(path, "r+b") as f:
+                    f.truncate(good_end)
+                    os.fsync(f.fileno())
+            seg.size = good_end
+            self.segments[cls].append(seg)
+            self.stats.bytes += seg.size
+            self.stats.records += seg.unacked
+        self._next_id = highest + 1
+        for cls in StoreClass:  # whole-acknowledged sealed segments are not needed
+            for seg in list(self.segments[cls][:-1]):
+                self._release_acked(seg)
+        self._compact_acks()
+        self._make_room()
+
+    def _read_acks(self) -> tuple[list[tuple[int, int]], int]:
+        """(acknowledged ranges, the highest store id ever given as far as acks.log knows)."""
+        try:
+            data = self._acks_path.read_bytes()
+        except FileNotFoundError:
+            return [], 0
+        ranges, highest = [], 0
+        for _start, _end, payload in _records(data, _RANGE.size)[0]:
+            if payload is not None and len(payload) == _RANGE.size:
+                ranges.append(_RANGE.unpack(payload))
+            elif payload is not None and len(payload) == _HIGHEST.size:
+                highest = max(highest, _HIGHEST.unpack(payload)[0])
+            else:
+                self.stats.corrupt_records += 1
+        ranges = _merge(ranges)
+        return ranges, max([highest] + [hi for _, hi in ranges])
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            os.close(fd)
+        self._fds.clear()
+        self._dirty.clear()
+
+
+def _ranges(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted ids as inclusive ranges.
+
+    >>> _ranges([1, 2, 3, 7, 9, 10])
+    [(1, 3), (7, 7), (9, 10)]
+    """
+    out: list[tuple[int, int]] = []
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _covered(ranges: list[tuple[int, int]], store_id: int) -> bool:
+    i = bisect_right(ranges, (store_id, 2 ** 64)) - 1
+    return i >= 0 and ranges[i][0] <= store_id <= ranges[i][1]

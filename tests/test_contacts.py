@@ -1,0 +1,59 @@
+"""Contacts in a whole agent (flight/agent/contacts.py): passes over the configured stations,
+predicted from the TLE, in telemetry and announced once each."""
+
+from __future__ import annotations
+
+import pytest
+
+from flight.config import ConfigError, parse_config
+from flight.orbit import Orbit
+from flight.orbit.passes import Station, predict_passes
+from tests.inproc import InProcessAgent
+from tests.samples import ISS_TLE
+
+WALLOPS = Station("wallops", 37.94, -75.46, 10.0, 5.0)
+SVALBARD = Station("svalbard", 78.23, 15.39, 500.0, 5.0)
+
+
+@pytest.mark.req("AGT-070")
+def test_the_next_pass_is_in_telemetry_and_each_pass_is_announced_once(tmp_path):
+    rig = InProcessAgent(tmp_path, tle=ISS_TLE, stations=(WALLOPS,))
+    try:
+        now = rig.clock.now_s()
+        truth = predict_passes(Orbit.from_tle(*ISS_TLE), (WALLOPS,), now, 86400.0)
+        assert truth, "the ISS passes over Wallops within a day"
+        hk = rig.hk()
+        first = truth[0]
+        if first.aos_unix_s > rig.clock.now_s():
+            assert hk["next_aos_in_s"] == pytest.approx(first.aos_unix_s - rig.clock.now_s(), abs=2.0)
+        else:
+            assert hk["next_aos_in_s"] == 0.0
+        assert hk["next_los_in_s"] == pytest.approx(first.los_unix_s - rig.clock.now_s(), abs=2.0)
+        assert hk["next_pass_station"] == "wallops"
+        rig.advance(120, step_s=10.0)
+        announced = [e.args for e in rig.events("CONTACT_PREDICTED")]
+        soon = [p for p in truth if p.aos_unix_s - now <= 3 * 3600]
+        assert len(announced) == len(soon)
+        assert all(a["station"] == "wallops" for a in announced)
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-070")
+def test_without_stations_or_orbit_nothing_is_guessed(tmp_path):
+    rig = InProcessAgent(tmp_path, stations=(WALLOPS,))  # no TLE
+    try:
+        hk = rig.hk()
+        assert hk["next_aos_in_s"] is None and hk["next_los_in_s"] is None and hk["next_pass_station"] == ""
+        assert not rig.events("CONTACT_PREDICTED")
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-070")
+def test_stations_in_the_configuration_are_checked_naming_the_key():
+    config = parse_config({"stations": [{"name": "svalbard", "lat_deg": 78.23, "lon_deg": 15.39}]})
+    assert config.stations[0].name == "svalbard" and config.stations[0].min_elevation_deg == 5.0
+    with pytest.raises(ConfigError) as info:
+        parse_config({"stations": [{"name": "x", "lat_deg": 123.0, "lon_deg": 0.0}]}, "agent.toml")
+    assert "agent.toml" in str(info.value) and "stations[0].lat_deg" in str(info.value)

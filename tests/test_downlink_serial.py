@@ -1,0 +1,97 @@
+"""The downlink on a real serial line at 115200 baud (a pseudo-terminal cable that carries
+what a UART would): after the ground stops reading, live telemetry queues behind at most
+LIVE_BACKLOG_S of the line, the rest waits in the store, and all of it comes down in playback
+once the ground acknowledges."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flight.agent.downlink import LIVE_BACKLOG_S
+from flight.link.apid import Apid
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import AckRun, Codec, PlaybackRecord
+from flight.link.packets import Service, Telemetry, unpack
+from hil.ptyline import PtyLine
+
+BAUD = 115_200
+RATE_BPS = BAUD / 10
+
+
+@pytest.fixture
+def line():
+    with PtyLine(rate_bps=RATE_BPS) as cable:
+        yield cable
+
+
+def key(tm: Telemetry) -> tuple[int, int, int]:
+    return (tm.apid, tm.seq_count, int(round(tm.time_s * 1000)))
+
+
+@pytest.mark.system
+@pytest.mark.req("AGT-094", "AGT-093")
+def test_after_a_stall_live_data_waits_behind_at_most_two_seconds_of_line_and_the_rest_is_played_back(
+        line, start_agent, make_client):
+    start_agent(f"serial://{line.a_path}?baud={BAUD}", "--hk-period", "0.25")
+    client = make_client(f"serial://{line.b_path}?baud={BAUD}")
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    live: dict[tuple, Telemetry] = {}
+    played: dict[tuple, Telemetry] = {}
+    arrivals: list[tuple[bool, Telemetry, int]] = []  # (after the resume?, packet, its size)
+    resumed = False
+
+    def take(item) -> None:
+        if item.packet is None:
+            return
+        if item.packet.service == Service.STORAGE and isinstance(item.record, PlaybackRecord):
+            for raw in item.record.packets:  # a client that hands over containers whole
+                tm = unpack(raw)
+                played[key(tm)] = tm
+            return
+        if getattr(item, "played_back", False):  # a client that unwraps them
+            played[key(item.packet)] = item.packet
+            return
+        live[key(item.packet)] = item.packet
+        arrivals.append((resumed, item.packet, len(item.raw)))
+
+    client.listeners.append(take)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        client.poll(0.1)
+    line.pause()  # the ground stops reading: the agent's output backs up
+    paused_at = time.time()
+    time.sleep(20.0)  # some 100 KB made: past the pty's own 18 KB and the agent's 2 s of line
+    resumed_at = time.time()
+    resumed = True
+    line.resume()
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        client.poll(0.1)
+    # What arrived after the resume but was made before it: what had queued for the line.
+    stale_bytes = sum(size for after, tm, size in arrivals if after and tm.time_s < resumed_at)
+    # What can sit between the agent's queue and the ground: the agent's pty (18 KB raw, measured
+    # on Linux 6; a UART's transmit buffer is 4 KB), the cable's 4 KB, and frames cut in two.
+    between_bytes = 18 * 1024 + 4096 + 2048
+    assert 0 < stale_bytes <= LIVE_BACKLOG_S * RATE_BPS + between_bytes
+    live_in_pause = [k for k in live if k[0] == Apid.AGENT and paused_at < k[2] / 1000 < resumed_at]
+    # Now the ground acknowledges what it has: the rest of the pause comes down in playback.
+    def pause_seen() -> list[tuple]:
+        return sorted(k for k in {**live, **played} if k[0] == Apid.AGENT and paused_at < k[2] / 1000 < resumed_at)
+
+    def whole(keys: list[tuple]) -> bool:
+        seqs = sorted({k[1] for k in keys})
+        return bool(seqs) and seqs[-1] - seqs[0] + 1 == len(seqs)
+
+    deadline = time.monotonic() + 40.0  # a bound against hanging, not a measure
+    while time.monotonic() < deadline and not (played and whole(pause_seen())):
+        runs = [AckRun(*k[:2], k[1], k[2], k[2]) for k in list(live) + list(played)]
+        for start in range(0, len(runs), 512):
+            client.link.send(codec.encode_store_ack(runs[start:start + 512]))
+        client.poll(0.5)
+    hk_seen = pause_seen()
+    assert played, "nothing was played back"
+    assert client.latest["live_deferred"][0] > 0  # the stall pushed live packets into the store
+    assert whole(hk_seen)  # every packet of the agent's APID made in the pause arrived, live or played back
+    assert len(hk_seen) > len(live_in_pause)  # some of the pause came down only in playback

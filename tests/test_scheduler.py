@@ -1,0 +1,190 @@
+"""Time-tagged commands and stored sequences in a whole agent (flight/agent/scheduler.py): a
+released entry runs with its verification reports, tagged; entries and runs survive a restart;
+bad time tags and hostile sequence names get a clear answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flight.link.messages import Stage, Verification
+from tests.inproc import InProcessAgent
+
+
+@pytest.fixture
+def rig(tmp_path):
+    agent = InProcessAgent(tmp_path)
+    yield agent
+    agent.close()
+
+
+def reports_for(rig: InProcessAgent, cmd_id: int) -> list[Verification]:
+    return [i.record for i in rig.seen if isinstance(i.record, Verification) and i.record.cmd_id == cmd_id]
+
+
+def watch(rig: InProcessAgent) -> InProcessAgent:
+    rig.seen = []
+    rig.client.listeners.append(rig.seen.append)
+    return rig
+
+
+@pytest.mark.req("AGT-080")
+def test_a_time_tagged_command_runs_at_its_time_with_its_reports_tagged_by_its_entry(rig):
+    watch(rig)
+    result = rig.send("SCHEDULE_AFTER", delay_s=5.0, command="PING", args=json.dumps({"token": 42}))
+    assert result.completed and result.result["entry_id"] == 1
+    rig.advance(3)
+    assert not rig.events("SCHEDULE_RELEASED")
+    rig.advance(3)
+    [released] = [e.args for e in rig.events("SCHEDULE_RELEASED")]
+    assert released["entry_id"] == 1 and released["command"] == "PING"
+    stages = [(r.stage, r.success) for r in reports_for(rig, released["cmd_id"])]
+    assert stages == [(Stage.ACCEPTED, True), (Stage.STARTED, True), (Stage.COMPLETED, True)]
+    assert [e.args["token"] for e in rig.events("PING_RECEIVED")] == [42]
+    hk = rig.hk()
+    assert hk["schedule_entries"] == 0 and hk["schedule_released"] == 1 and hk["schedule_late_ms"] <= 1000.0
+
+
+@pytest.mark.req("AGT-080")
+def test_entries_survive_a_restart_and_run_once(tmp_path):
+    first = InProcessAgent(tmp_path)
+    try:
+        t = first.clock.now_s() + 30.0
+        assert first.send("SCHEDULE_AT", release_unix_s=t, command="NOOP").completed
+        assert first.send("SCHEDULE_LIST").result["count"] == 1
+    finally:
+        first.close()
+    again = InProcessAgent(tmp_path)
+    try:
+        listed = again.send("SCHEDULE_LIST").result
+        assert listed["count"] == 1 and listed["entries"][0]["command"] == "NOOP"
+        again.advance(40)
+        assert len(again.events("SCHEDULE_RELEASED")) == 1
+        again.advance(40)
+        assert len(again.events("SCHEDULE_RELEASED")) == 1
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-080")
+@pytest.mark.parametrize("args, field", [
+    ({"release_unix_s": -10.0, "command": "NOOP"}, "release_unix_s"),  # relative to now, filled in below
+    ({"release_unix_s": 60 * 86400.0, "command": "NOOP"}, "release_unix_s"),
+    ({"release_unix_s": 30.0, "command": "LAUNCH_MISSILES"}, "command"),
+    ({"release_unix_s": 30.0, "command": "SET_MODE", "args": '{"mode": "WARP"}'}, "args.mode"),
+    ({"release_unix_s": 30.0, "command": "SCHEDULE_RESET"}, "command"),
+    ({"release_unix_s": 30.0, "command": "NOOP", "args": "[1, 2]"}, "args"),
+    ({"release_unix_s": 30.0, "command": "NOOP", "args": "{not json"}, "args"),
+])
+def test_a_bad_time_tag_is_refused_naming_what_is_wrong(rig, args, field):
+    args = {**args, "release_unix_s": rig.clock.now_s() + args["release_unix_s"]}
+    result = rig.send("SCHEDULE_AT", **args)
+    assert result.failed and field in result.failure.reason
+    assert rig.send("SCHEDULE_LIST").result["count"] == 0
+
+
+def write_sequence(rig: InProcessAgent, name: str, text: str) -> None:
+    directory = Path(rig.config.state_dir) / "sequences"
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.toml").write_text(text)
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_waits_on_telemetry_and_runs_its_commands_in_turn(rig):
+    watch(rig)
+    write_sequence(rig, "charge_then_idle", """
+name = "charge_then_idle"
+[[step]]
+command = "PING"
+args = { token = 1 }
+[[step]]
+wait_for = { channel = "battery_soc_pct", op = ">=", value = 95.0, timeout_s = 120 }
+[[step]]
+command = "SET_MODE"
+args = { mode = "IDLE" }
+""")
+    assert rig.send("SEQUENCE_START", name="charge_then_idle").completed
+    rig.advance(10)
+    assert [e.args["token"] for e in rig.events("PING_RECEIVED")] == [1]
+    assert rig.hk()["sequence_step"] == 1 and rig.agent.mode.value == "SAFE"
+    rig.eps.reading = type(rig.eps.reading)(soc_pct=96.0, bus_voltage_v=8.2, solar_power_w=80.0)
+    rig.advance(5)
+    assert rig.agent.mode.value == "IDLE"
+    [done] = [e.args for e in rig.events("SEQUENCE_DONE")]
+    assert done["ok"] is True
+    assert rig.hk()["sequence_running"] == ""
+
+
+@pytest.mark.req("AGT-081")
+def test_a_failed_step_aborts_the_sequence_and_says_why(rig):
+    write_sequence(rig, "too_far", """
+name = "too_far"
+[[step]]
+command = "SET_MODE"
+args = { mode = "COMPUTE" }
+[[step]]
+command = "NOOP"
+""")
+    assert rig.send("SEQUENCE_START", name="too_far").completed
+    rig.advance(2)
+    [done] = [e.args for e in rig.events("SEQUENCE_DONE")]
+    assert done["ok"] is False and "step[0] SET_MODE failed" in done["reason"]
+    assert rig.hk()["cmd_executed"] == 1  # SEQUENCE_START only: the NOOP after the failure never ran
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_resumes_after_a_restart_where_it_was(tmp_path):
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "slow", """
+name = "slow"
+[[step]]
+command = "NOOP"
+[[step]]
+wait_s = 30
+[[step]]
+command = "PING"
+args = { token = 9 }
+""")
+        assert first.send("SEQUENCE_START", name="slow").completed
+        first.advance(10)
+        assert first.hk()["sequence_step"] == 1
+    finally:
+        first.close()
+    again = InProcessAgent(tmp_path)
+    try:
+        assert again.hk()["sequence_running"] == "slow"
+        again.advance(40)
+        assert [e.args["token"] for e in again.events("PING_RECEIVED")] == [9]
+        assert [e.args["ok"] for e in again.events("SEQUENCE_DONE")] == [True]
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-081")
+@pytest.mark.parametrize("name", ["../state", "/etc/passwd", ".hidden", "a/b", "", "missing"])
+def test_a_hostile_or_unknown_sequence_name_is_refused(rig, name):
+    result = rig.send("SEQUENCE_START", name=name)
+    assert result.failed and "name" in result.failure.reason
+    assert str(rig.config.state_dir) not in result.failure.reason
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_that_is_a_symlink_out_is_refused(rig, tmp_path):
+    outside = tmp_path.parent / "outside.toml"
+    outside.write_text('name = "outside"\n[[step]]\ncommand = "NOOP"\n')
+    directory = Path(rig.config.state_dir) / "sequences"
+    directory.mkdir(exist_ok=True)
+    (directory / "link.toml").symlink_to(outside)
+    result = rig.send("SEQUENCE_START", name="link")
+    assert result.failed and "symbolic link" in result.failure.reason
+
+
+@pytest.mark.req("AGT-081")
+def test_a_malformed_sequence_is_refused_naming_the_key(rig):
+    write_sequence(rig, "bad", 'name = "bad"\n[[step]]\ncommand = "SET_MODE"\nargs = { mode = "WARP" }\n')
+    result = rig.send("SEQUENCE_START", name="bad")
+    assert result.failed and "step[0].args.mode" in result.failure.reason
+    assert rig.hk()["sequence_running"] == ""

@@ -1,0 +1,285 @@
+"""The on-board packet store (flight/agent/tm_store.py): kept across restarts and crashes,
+acknowledged by the ground's runs, bounded with the lowest class dropped first, damage found
+by CRC and skipped without losing the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flight.agent.tm_store import SENT, PacketStore, StoreClass, _records
+from flight.link.apid import Apid
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import Codec
+
+T0 = 1_790_000_000.0
+SEG = 16 * 1024
+
+
+def codec() -> Codec:
+    return Codec(DICTIONARY, Apid.AGENT)
+
+
+def event(c: Codec, i: int) -> bytes:
+    return c.encode_event("PING_RECEIVED", {"token": i}, T0 + i)
+
+
+_THERMAL = next(p for p in DICTIONARY.packets if p.name == "THERMAL_HK")
+
+
+def hk(c: Codec, i: int) -> bytes:
+    return c.encode_hk(_THERMAL.sid, {ch: None for ch in _THERMAL.channels}, T0 + i)
+
+
+def open_store(path: Path, max_bytes: int = 64 * SEG) -> PacketStore:
+    return PacketStore(path, max_bytes=max_bytes, segment_bytes=SEG)
+
+
+def pending_ids(store: PacketStore, now_s: float = 0.0, resend_s: float = 30.0) -> list[int]:
+    return [seg.ids[i] for seg, i in store.pending(now_s, resend_s)]
+
+
+@pytest.mark.req("AGT-090")
+def test_packets_survive_a_reopen_and_ids_keep_rising(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    first = [store.append(event(c, i)) for i in range(50)]
+    store.close()
+    again = open_store(tmp_path)
+    assert again.records_held() == 50
+    assert pending_ids(again) == [p.store_id for p in first]
+    got = [again.read(seg, i) for seg, i in again.pending(0.0, 30.0)]
+    assert got == [p.packet for p in first]
+    later = again.append(event(c, 99))
+    assert later.store_id == first[-1].store_id + 1
+
+
+@pytest.mark.req("AGT-090")
+def test_the_grounds_runs_acknowledge_exactly_their_packets_and_that_is_kept(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(40)]
+    # The ground got 0..9 and 20..29 (one run each), not 10..19 nor 30..39.
+    runs = [(p[0].apid, p[0].seq_count, p[-1].seq_count, p[0].time_ms, p[-1].time_ms)
+            for p in (kept[0:10], kept[20:30])]
+    assert store.acknowledge(runs) == 20
+    assert store.acknowledge(runs) == 0  # again: nothing new
+    expected = [p.store_id for p in kept[10:20] + kept[30:40]]
+    assert pending_ids(store) == expected
+    store.close()
+    assert pending_ids(open_store(tmp_path)) == expected
+
+
+@pytest.mark.req("AGT-090")
+def test_a_run_covers_only_its_apid_its_times_and_its_sequence_counts(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    a = store.append(event(c, 1))
+    b = store.append(c.encode_event("PING_RECEIVED", {"token": 2}, T0 + 1, apid=Apid.COMPUTE))
+    # Same APID and time as a, another sequence count; same count, another APID; a's count at another time.
+    assert store.acknowledge([(a.apid, (a.seq_count + 1) & 0x3FFF, (a.seq_count + 5) & 0x3FFF, a.time_ms, a.time_ms),
+                              (Apid.HIL, a.seq_count, a.seq_count, a.time_ms, a.time_ms),
+                              (a.apid, a.seq_count, a.seq_count, a.time_ms + 1, a.time_ms + 10)]) == 0
+    assert store.acknowledge([(b.apid, b.seq_count, b.seq_count, b.time_ms, b.time_ms)]) == 1
+    assert pending_ids(store) == [a.store_id]
+
+
+@pytest.mark.req("AGT-090")
+def test_a_fully_acknowledged_sealed_segment_is_deleted(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(600)]
+    segs = list(store.segments[StoreClass.REPORTS])
+    assert len(segs) >= 3
+    files_before = sorted(p.name for p in tmp_path.glob("*.seg"))
+    first = segs[0]
+    n = len(first.ids)
+    store.acknowledge([(kept[0].apid, kept[0].seq_count, kept[n - 1].seq_count, kept[0].time_ms, kept[n - 1].time_ms)])
+    assert not first.path.exists()
+    assert sorted(p.name for p in tmp_path.glob("*.seg")) == files_before[1:]
+    assert store.records_held() == 600 - n
+
+
+@pytest.mark.req("AGT-091")
+def test_when_full_housekeeping_goes_first_and_reports_last_and_drops_are_counted(tmp_path):
+    c = codec()
+    store = open_store(tmp_path, max_bytes=4 * SEG)
+    reports = [store.append(event(c, i)) for i in range(50)]
+    for i in range(2000):
+        store.append(hk(c, 100 + i))
+    assert store.stats.bytes <= 4 * SEG
+    assert store.stats.dropped[StoreClass.HK] > 0
+    assert store.stats.dropped[StoreClass.REPORTS] == 0
+    assert pending_ids(store)[:50] == [p.store_id for p in reports]  # every report still there, first in line
+    # The housekeeping kept is the newest.
+    kept_hk = [seg.times[i] for seg in store.segments[StoreClass.HK] for i in range(len(seg.ids))]
+    assert max(kept_hk) == int((T0 + 2099) * 1000)
+    assert min(kept_hk) > int((T0 + 100) * 1000)
+
+
+@pytest.mark.req("AGT-091")
+def test_only_reports_left_their_oldest_go(tmp_path):
+    c = codec()
+    store = open_store(tmp_path, max_bytes=4 * SEG)
+    kept = [store.append(event(c, i)) for i in range(3000)]
+    assert store.stats.bytes <= 4 * SEG
+    assert store.stats.dropped[StoreClass.REPORTS] > 0
+    ids = pending_ids(store)
+    assert ids[-1] == kept[-1].store_id and ids[0] > kept[0].store_id
+
+
+@pytest.mark.req("AGT-090")
+def test_playback_order_is_reports_then_other_then_housekeeping_oldest_first_and_resends_wait(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    h = store.append(hk(c, 0))
+    p = store.append(c.encode_param_report({"hk_period_s": 1.0}, T0 + 1))
+    e1 = store.append(event(c, 2))
+    e2 = store.append(event(c, 3), sent_at=100.0)  # went out live at t=100
+    assert pending_ids(store, now_s=110.0, resend_s=30.0) == [e1.store_id, p.store_id, h.store_id]
+    assert pending_ids(store, now_s=130.0, resend_s=30.0) == [e1.store_id, e2.store_id, p.store_id, h.store_id]
+    seg, i = next(store.pending(0.0, 30.0))
+    store.mark_sent(seg, i, 200.0)
+    assert seg.state[i] == SENT and seg.ids[i] == e1.store_id
+    assert e1.store_id not in pending_ids(store, now_s=210.0)
+
+
+@pytest.mark.req("AGT-090")
+def test_delete_until_a_time_and_dump_a_range(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(20)]
+    store.acknowledge([(kept[0].apid, kept[0].seq_count, kept[4].seq_count, kept[0].time_ms, kept[4].time_ms)])
+    dumped = store.in_range(kept[2].time_ms, kept[7].time_ms)
+    assert [seg.ids[i] for seg, i in dumped] == [p.store_id for p in kept[2:8]]  # acknowledged ones too
+    assert store.delete_until(kept[9].time_ms) == 5  # 5..9: 0..4 were acknowledged already
+    assert pending_ids(store) == [p.store_id for p in kept[10:]]
+    store.close()
+    assert pending_ids(open_store(tmp_path)) == [p.store_id for p in kept[10:]]
+
+
+@pytest.mark.req("AGT-092")
+def test_a_damaged_record_is_skipped_and_counted_and_the_rest_kept(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(30)]
+    seg = store.segments[StoreClass.REPORTS][0]
+    offset = seg.offsets[10]  # a byte inside record 10's packet
+    store.close()
+    data = bytearray(seg.path.read_bytes())
+    data[offset + 3] ^= 0x40
+    seg.path.write_bytes(bytes(data))
+    again = open_store(tmp_path)
+    assert again.stats.corrupt_records == 1
+    assert pending_ids(again) == [p.store_id for k, p in enumerate(kept) if k != 10]
+
+
+@pytest.mark.req("AGT-092")
+def test_a_damaged_length_does_not_swallow_the_records_after_it(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(30)]
+    seg = store.segments[StoreClass.REPORTS][0]
+    start = seg.offsets[5] - 20 - 6  # the record's frame: magic (2) and length (4), then the meta (20)
+    store.close()
+    data = bytearray(seg.path.read_bytes())
+    assert data[start:start + 2] == b"\xa5\x5a"
+    data[start + 4:start + 6] = b"\xff\xff"  # a plausible length that runs far past the end of the file
+    seg.path.write_bytes(bytes(data))
+    again = open_store(tmp_path)
+    assert again.stats.corrupt_records == 1
+    assert again.stats.torn_tails == 0
+    assert pending_ids(again) == [p.store_id for k, p in enumerate(kept) if k != 5]
+
+
+@pytest.mark.req("AGT-092")
+def test_a_torn_last_record_is_cut_and_appends_frame_again(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(10)]
+    seg = store.segments[StoreClass.REPORTS][0]
+    store.close()
+    data = seg.path.read_bytes()
+    seg.path.write_bytes(data[:-7])  # the power failed in the middle of the last append
+    again = open_store(tmp_path)
+    assert again.stats.torn_tails == 1 and again.stats.corrupt_records == 0
+    new = again.append(event(c, 50))
+    again.close()
+    third = open_store(tmp_path)
+    assert third.stats.corrupt_records == 0 and third.stats.torn_tails == 0
+    assert pending_ids(third) == [p.store_id for p in kept[:-1]] + [new.store_id]
+
+
+def test_the_record_walker_reports_damage_and_the_good_end():
+    frame = lambda payload: b"\xa5\x5a" + len(payload).to_bytes(4, "big") + payload + \
+        __import__("zlib").crc32(payload).to_bytes(4, "big")  # noqa: E731
+    good = frame(b"one") + frame(b"two")
+    walked, end = _records(good + b"\x00garbage" + frame(b"three") + b"\xa5\x5a\x00\x00", 100)
+    assert [p for _s, _e, p in walked] == [b"one", b"two", None, b"three"]
+    assert end == len(good) + 8 + len(frame(b"three"))
+
+
+@pytest.mark.req("AGT-092")
+def test_acknowledgements_survive_a_damaged_acks_log(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(10)]
+    for p in kept[:4]:
+        store.acknowledge([(p.apid, p.seq_count, p.seq_count, p.time_ms, p.time_ms)])
+    store.close()
+    log = tmp_path / "acks.log"
+    log.write_bytes(log.read_bytes() + b"\xa5\x5a\x00\x00\x00\x10torn")
+    again = open_store(tmp_path)
+    assert pending_ids(again) == [p.store_id for p in kept[4:]]
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from flight.agent.tm_store import PacketStore
+    from flight.link.apid import Apid
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+    store = PacketStore(sys.argv[1], max_bytes=64 * 16384, segment_bytes=16384)
+    c = Codec(DICTIONARY, Apid.AGENT)
+    i = 0
+    while True:
+        p = store.append(c.encode_event("PING_RECEIVED", {"token": i}, 1.79e9 + i))
+        sys.stdout.write(f"{p.store_id}\\n")
+        sys.stdout.flush()
+        i += 1
+""")
+
+
+@pytest.mark.system
+@pytest.mark.req("AGT-092")
+def test_kill_9_in_the_middle_of_appends_loses_nothing_appended_and_corrupts_nothing(tmp_path):
+    """A real writer process killed with SIGKILL at a random moment, five times over the same
+    store: every record it had appended (it prints each store id after the append returns)
+    is there after the restart, and nothing fails its CRC."""
+    reported: list[int] = []
+    root = Path(__file__).resolve().parents[1]
+    for round_ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                                cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        try:
+            for _ in range(200 + 97 * round_):
+                line = proc.stdout.readline()
+                assert line, "the writer died on its own"
+                reported.append(int(line))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        store = open_store(tmp_path, max_bytes=64 * 16384)
+        assert store.stats.corrupt_records == 0
+        held = set(pending_ids(store))
+        assert set(reported) <= held
+        store.close()
+    assert len(set(reported)) == len(reported)  # ids never reused across the restarts
+
