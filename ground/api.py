@@ -31,7 +31,7 @@ from flight.link.dictionary import Dictionary, FailureCode
 from flight.link.interface import GroundLink
 from flight.link.messages import Stage, Verification
 from ground.auth import default_token_path
-from ground.client import CommandResult, CommandTimeout, GroundClient
+from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 TOKEN_ENV = "SUNLIT_GROUND_TOKEN"
@@ -371,7 +371,9 @@ class ServerClient(GroundClient):
         """As :meth:`GroundClient.send`, through the server's queue: the server retries, checks
         time windows and files the command under this session's user. A command the queue
         ends on the ground (rejected, cancelled, not sent) comes back with ``refused`` set; one
-        that waits for a second operator's approval waits here too, up to ``timeout_s``."""
+        that waits for a second operator's approval waits here too, up to ``timeout_s``. One the
+        agent acknowledged whose outcome did not come (the queue's ``unknown``, or this wait
+        over) raises :class:`CommandOutcomeUnknown`; the server goes on following it."""
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         command = self.dictionary.command(name)
@@ -396,13 +398,20 @@ class ServerClient(GroundClient):
                     on_report(report)
                 shown = len(result.reports)
             if entry["state"] == "timeout":
-                raise CommandTimeout(f"{command.name}: {entry['outcome']} (server queue, entry {entry_id})")
+                result.gave_up = True
+                raise CommandTimeout(f"{command.name}: {entry['outcome']} (server queue, entry {entry_id})", result)
             if entry["final"] or entry["state"] in target:
                 return result
             left = deadline - time.monotonic()
-            if left <= 0:
+            if entry["state"] == "unknown" or left <= 0:
+                result.gave_up = True
+                if result.acknowledged:  # the server keeps listening, and settles the entry when the report comes
+                    raise CommandOutcomeUnknown(
+                        f"{command.name}: outcome unknown: the agent acknowledged it and no {wait} report came "
+                        f"(server queue entry {entry_id}, {entry['state']}); the server keeps listening for it "
+                        "and asks the agent again at the next contact", result)
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
-                                     f"as {entry['state']} (entry {entry_id})")
+                                     f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:
                 raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
             self.poll(min(left, 0.1))

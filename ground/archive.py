@@ -26,7 +26,17 @@ is named), and every query takes one. What it keeps:
 - ``events``, ``verifications`` (PUS 1 reports), ``commands`` (who queued, approved and sent
   what, when, and how it ended), ``gaps`` (packets missing from a source's sequence);
 - ``limit_overrides`` (limits the operator changed at run time, so they survive a restart)
-  and ``alarm_acks``.
+  and ``alarm_acks``;
+- ``packet_keys``: the key of every packet archived, (spacecraft, APID, sequence count, packet
+  time in ms), so that each packet is archived once however often it arrives (the agent plays
+  back what the ground did not acknowledge, and plays it again if the acknowledgement was lost;
+  a restarted server no longer remembers what it had). A packet whose key is here is not
+  recorded again (:meth:`Archive.record` returns None, ``duplicates`` counts it). Kept for
+  ``key_horizon_days`` of packet time (7: far longer than the agent's store holds anything);
+- ``passes``: completeness per pass and APID (``ground.completeness``): when the pass began
+  and ended (ground clock), the live packets' time span, packets received live, played back,
+  duplicates dropped and sequence counts missing within the pass, as the ground server last
+  counted them (:meth:`Archive.record_passes`, :meth:`Archive.passes`).
 
 The agent's energy plans (TM(140,1), :class:`~flight.link.messages.PlanRecord`) are not
 housekeeping: each stays one row of ``packets`` as received (``service`` 140, ``subtype`` 1,
@@ -53,7 +63,11 @@ as the disk honours fsync ordering. ``PRAGMA synchronous = FULL`` would close th
 
 The schema version is ``PRAGMA user_version`` (2). A newer file than this code knows is
 refused; a version-1 file (one row per sample) is refused with the command that converts it:
-``sunlit-ground archive upgrade --db OLD --out NEW``.
+``sunlit-ground archive upgrade --db OLD --out NEW``. ``packet_keys`` and ``passes`` came later
+within schema 2: they only add to it (a ground server that does not know them still reads and
+writes the file, and ignores them), so a file without them gets them when it is opened, with
+the keys of the packets of its last ``key_horizon_days`` (:meth:`Archive._add_key_tables`),
+instead of a new version number and a conversion.
 """
 
 from __future__ import annotations
@@ -87,6 +101,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, HkPacket, Limits, Severity, ValueType
 from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, PlanRecord, Stage, Verification
 from flight.link.packets import PacketError, Service, Subtype, Telemetry, unpack
+from ground.completeness import PassCounts, PassReport, packet_key
 
 if TYPE_CHECKING:
     from ground.client import CommandResult, GroundClient, Received
@@ -100,6 +115,9 @@ CHUNK_PACKETS = 512
 # 600 s: a slow packet (one every 10 s) still leaves ``packets`` within minutes of arriving.
 CHUNK_AGE_S = 600.0
 SPACECRAFT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+# 7 days: the agent's store (64 MB) holds a day or two of packets, so nothing older comes again;
+# ~20 bytes a key, a few MB a day.
+KEY_HORIZON_DAYS = 7.0
 
 _NUMERIC_TYPES = frozenset({
     ValueType.BOOL, ValueType.U8, ValueType.U16, ValueType.U32, ValueType.U64,
@@ -222,6 +240,29 @@ _SCHEMA = (
     "CREATE INDEX alarm_acks_by_time ON alarm_acks(acked_s)",
 )
 
+# Added within schema 2 (see the module's docstring): created with a new file, or when a file
+# without them is opened.
+_KEY_TABLES = (
+    """CREATE TABLE IF NOT EXISTS packet_keys (  -- one row per packet archived: each is archived once
+        sc        INTEGER NOT NULL,
+        apid      INTEGER NOT NULL,
+        time_ms   INTEGER NOT NULL,      -- packet time, ms, rounded as the agent's store rounds it
+        seq_count INTEGER NOT NULL,
+        PRIMARY KEY (sc, apid, time_ms, seq_count)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS passes (       -- completeness per pass and APID (ground.completeness)
+        sc          INTEGER NOT NULL,
+        start_s     REAL NOT NULL,       -- ground clock: first packet of the pass received
+        apid        INTEGER NOT NULL,
+        end_s       REAL NOT NULL,       -- ground clock: last packet received (so far)
+        first_ms    INTEGER,             -- packet time of the live packets received in it, lowest and highest
+        last_ms     INTEGER,
+        received    INTEGER NOT NULL,    -- new packets received live
+        played_back INTEGER NOT NULL,    -- new packets taken out of playback containers
+        duplicates  INTEGER NOT NULL,    -- copies dropped
+        missing     INTEGER NOT NULL,    -- sequence counts missing within [first_ms, last_ms]
+        PRIMARY KEY (sc, start_s, apid)) WITHOUT ROWID""",
+)
+
 
 class ArchiveError(RuntimeError):
     """The archive file cannot be used (missing, not an archive, another schema, a damaged
@@ -292,6 +333,32 @@ class ArchivedPlan:
     @property
     def time_s(self) -> float:
         return self.plan.time_s
+
+
+@dataclass(frozen=True)
+class ArchivedPass:
+    """One pass as the archive holds it: reception from ``start_s`` to ``end_s`` (ground clock),
+    the live packets' packet-time span (``first_s``, ``last_s``; None if only played-back ones
+    came), and per APID what arrived, was dropped and is missing (``ground.completeness``)."""
+
+    start_s: float
+    end_s: float
+    first_s: float | None
+    last_s: float | None
+    apids: tuple[tuple[int, PassCounts], ...]
+    spacecraft: str = DEFAULT_SPACECRAFT
+
+    @property
+    def totals(self) -> PassCounts:
+        return PassCounts.total(self.apids)
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.totals
+        return {"spacecraft": self.spacecraft, "start_s": self.start_s, "end_s": self.end_s,
+                "first_s": self.first_s, "last_s": self.last_s, "received": t.received,
+                "played_back": t.played_back, "duplicates": t.duplicates, "missing": t.missing,
+                "apids": [{"apid": apid, "received": c.received, "played_back": c.played_back,
+                           "duplicates": c.duplicates, "missing": c.missing} for apid, c in self.apids]}
 
 
 @dataclass(frozen=True)
@@ -656,13 +723,20 @@ class Archive:
     """
 
     def __init__(self, path: Path | str = DEFAULT_PATH, dictionary: Dictionary = DICTIONARY, create: bool = True,
-                 busy_timeout_s: float = 10.0, chunk_packets: int = CHUNK_PACKETS, chunk_age_s: float = CHUNK_AGE_S):
+                 busy_timeout_s: float = 10.0, chunk_packets: int = CHUNK_PACKETS, chunk_age_s: float = CHUNK_AGE_S,
+                 key_horizon_days: float = KEY_HORIZON_DAYS):
         if chunk_packets < 1 or not chunk_age_s >= 0:
             raise ValueError(f"chunk_packets {chunk_packets} must be at least 1 and chunk_age_s {chunk_age_s} at least 0")
+        if not key_horizon_days > 0:
+            raise ValueError(f"key_horizon_days {key_horizon_days} must be above 0")
         self.path = Path(path)
         self.dictionary = dictionary
         self.chunk_packets = int(chunk_packets)
         self.chunk_age_s = float(chunk_age_s)
+        self.key_horizon_s = float(key_horizon_days) * 86_400.0
+        self.duplicates = 0  # packets not recorded because their key was archived already (this process)
+        self._key_tables = True  # False: an older file opened read-only, without packet_keys and passes
+        self.keys_added = 0  # keys of packets archived before the key table existed, added when opened
         if not create and not self.path.exists():
             raise ArchiveError(f"no archive at {self.path}; give --db PATH of an archive the ground server has written")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -703,7 +777,7 @@ class Archive:
                 if version == 0:
                     if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                         raise ArchiveError(f"{self.path} is an SQLite file but not a Sunlit archive; give another --db")
-                    for statement in _SCHEMA:
+                    for statement in (*_SCHEMA, *_KEY_TABLES):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     version = SCHEMA_VERSION
@@ -720,6 +794,56 @@ class Archive:
             )
         if version != SCHEMA_VERSION:
             raise ArchiveError(f"{self.path} has archive schema {version}, which this ground software does not know")
+        if self._db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('packet_keys', 'passes')"
+                            ).fetchone()[0] < len(_KEY_TABLES):
+            try:
+                self._add_key_tables()
+            except sqlite3.OperationalError as exc:  # a file this process may only read: read it as it is
+                if "readonly" not in str(exc):
+                    raise
+                self._key_tables = False
+
+    def _add_key_tables(self) -> None:
+        """A schema-2 file from before ``packet_keys`` and ``passes``: add them (one transaction,
+        checking again under the write lock: another process may be first), with the keys of
+        the packets of the last ``key_horizon_s`` of packet time the file holds (those a
+        playback could bring again): the unsealed rows, and the sealed chunks' packets."""
+        with self._write():
+            if self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'packet_keys'").fetchone()[0]:
+                for statement in _KEY_TABLES:
+                    self._db.execute(statement)
+                return
+            for statement in _KEY_TABLES:
+                self._db.execute(statement)
+            newest = self._db.execute("SELECT max(t) FROM (SELECT max(time_s) AS t FROM packets UNION ALL "
+                                      "SELECT max(t_last) FROM hk_chunks)").fetchone()[0]
+            if newest is None:
+                return
+            since = newest - self.key_horizon_s
+            added = 0
+            rows = self._db.execute("SELECT sc, apid, seq_count, time_s FROM packets WHERE time_s >= ? AND "
+                                    "apid IS NOT NULL AND seq_count IS NOT NULL", (since,)).fetchall()
+            for sc, apid, seq, time_s in rows:
+                added += self._db.execute("INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) "
+                                          "VALUES (?, ?, ?, ?)", (sc, apid, packet_key(apid, seq, time_s)[2],
+                                                                  seq)).rowcount
+            chunks = self._db.execute("SELECT id, sc, raw_crc, raw FROM hk_chunks WHERE t_last >= ?",
+                                      (since,)).fetchall()
+            for chunk_id, sc, crc, blob in chunks:
+                try:
+                    _ids, _received, raws = self._chunk_raw(chunk_id, crc, bytes(blob))
+                except ArchiveError:
+                    continue  # damaged: `archive check` names it; its packets cannot come back as keys
+                for raw in raws:
+                    try:
+                        tm = unpack(raw)
+                    except PacketError:
+                        continue
+                    if isinstance(tm, Telemetry) and tm.time_s >= since:
+                        added += self._db.execute(
+                            "INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) VALUES (?, ?, ?, ?)",
+                            (sc, tm.apid, packet_key(tm.apid, tm.seq_count, tm.time_s)[2], tm.seq_count)).rowcount
+            self.keys_added = added
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -824,8 +948,9 @@ class Archive:
             f"({','.join('?' * len(packet.channels))})", (packet.sid, *packet.channels))
         self._sids_noted.add(packet.sid)
 
-    def record(self, item: Received, received_s: float, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
-        """Archive one received packet and what it meant; return its packet row id.
+    def record(self, item: Received, received_s: float, spacecraft: str = DEFAULT_SPACECRAFT) -> int | None:
+        """Archive one received packet and what it meant; return its packet row id, or None if
+        the archive has it already (its key, see ``packet_keys``: counted in ``duplicates``).
 
         Never raises for what the packet holds: a packet the client could not decode is kept
         with ``valid = 0`` and its error (header fields filled in where they can be read), and
@@ -861,6 +986,12 @@ class Archive:
                          "dictionary: kept as a raw packet only")
         with self._write():
             sc = self._sc_id(spacecraft)
+            if isinstance(header, Telemetry):  # a packet whose header reads has a key, its data valid or not
+                key = packet_key(header.apid, header.seq_count, header.time_s)
+                if not self._db.execute("INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) "
+                                        "VALUES (?, ?, ?, ?)", (sc, key[0], key[2], key[1])).rowcount:
+                    self.duplicates += 1
+                    return None
             cur = self._db.execute(
                 "INSERT INTO packets(sc, received_s, apid, seq_count, service, subtype, time_s, sid, valid, error, raw) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1573,6 +1704,58 @@ class Archive:
                     tuple(json.loads(stages)) if stages else (), queued_s))
         return out
 
+    # --- completeness per pass ----------------------------------------------------------
+
+    def record_passes(self, reports: Iterable[PassReport], spacecraft: str = DEFAULT_SPACECRAFT) -> int:
+        """Keep the ground server's count of each pass (``ground.completeness``): one row per
+        pass and APID, replaced as the numbers change (playback fills a pass's gaps later).
+        Returns the rows written."""
+        check_spacecraft(spacecraft)
+        rows = 0
+        with self._write():
+            sc = self._sc_id(spacecraft)
+            for p in reports:
+                for apid, c in p.apids:
+                    self._db.execute(
+                        "INSERT INTO passes(sc, start_s, apid, end_s, first_ms, last_ms, received, played_back, "
+                        "duplicates, missing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sc, start_s, apid) "
+                        "DO UPDATE SET end_s = excluded.end_s, first_ms = excluded.first_ms, "
+                        "last_ms = excluded.last_ms, received = excluded.received, "
+                        "played_back = excluded.played_back, duplicates = excluded.duplicates, "
+                        "missing = excluded.missing",
+                        (sc, p.start_s, apid, p.end_s, p.first_ms, p.last_ms, c.received, c.played_back,
+                         c.duplicates, c.missing))
+                    rows += 1
+        return rows
+
+    def passes(self, from_s: float | None = None, to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT,
+               limit: int | None = None) -> list[ArchivedPass]:
+        """Passes (ground clock) that began between ``from_s`` and ``to_s``, oldest first, with
+        their completeness per APID; ``limit``: only the newest that many."""
+        lo, hi = _bounds(from_s, to_s)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit {limit}: at least 0")
+        if not self._key_tables:
+            return []
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            starts = [t for (t,) in self._db.execute(
+                "SELECT DISTINCT start_s FROM passes WHERE sc = ? AND start_s BETWEEN ? AND ? ORDER BY start_s DESC"
+                + ("" if limit is None else " LIMIT ?"), (sc, lo, hi) + (() if limit is None else (int(limit),)))]
+            out = []
+            for start in reversed(starts):
+                rows = self._db.execute(
+                    "SELECT apid, end_s, first_ms, last_ms, received, played_back, duplicates, missing FROM passes "
+                    "WHERE sc = ? AND start_s = ? ORDER BY apid", (sc, start)).fetchall()
+                first = [r[2] for r in rows if r[2] is not None]
+                last = [r[3] for r in rows if r[3] is not None]
+                out.append(ArchivedPass(
+                    start, max(r[1] for r in rows), min(first) / 1000.0 if first else None,
+                    max(last) / 1000.0 if last else None,
+                    tuple((apid, PassCounts(rec, played, dups, missing))
+                          for apid, _e, _f, _l, rec, played, dups, missing in rows), spacecraft))
+        return out
+
     def acks(self, from_s: float | None = None, to_s: float | None = None,
              spacecraft: str | None = None) -> list[ArchivedAck]:
         """Alarm acknowledgements (ground clock), oldest first."""
@@ -1692,7 +1875,9 @@ class Archive:
         (a sealed chunk goes when its newest packet is older), then the oldest until the kind's
         stored bytes are under ``max_mb`` (10^6 bytes). ``deleted`` counts packets for
         housekeeping, ``packets`` and ``plans``, events, and commands (their reports go with them; alarm
-        acknowledgements age out with ``commands``, gap records with ``packets``). Then the
+        acknowledgements age out with ``commands``, gap records and pass rows with ``packets``).
+        Packet keys older than ``key_horizon_days`` before a spacecraft's newest go too (by
+        packet time, so simulated time ages them as it ages the packets). Then the
         freed pages go back to the file system (incremental vacuum, WAL checkpoint), unless
         called inside :meth:`batch`. Deleting a month of chunks takes a fraction of a second;
         readers are not blocked, writers wait.
@@ -1714,6 +1899,7 @@ class Archive:
                 for sid, kind in kinds.items():
                     self._retain_hk(sc, sid, kind, policy.rule(kind), now, add)
                 self._retain_rows(sc, policy, now, add)
+                self._retain_keys(sc, policy, now)
         with self._lock:
             self._unsealed_hint.clear()
             if self._depth == 0:
@@ -1746,6 +1932,17 @@ class Archive:
             gone = [cid for cid in gone if cid is not None]  # the unsealed packets are the newest: kept
             self._delete_ids("hk_chunks", gone)
             add(kind, sum(of[cid][1] for cid in gone), sum(of[cid][0] for cid in gone))
+
+    def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float) -> None:
+        if not self._key_tables:
+            return
+        newest = self._db.execute("SELECT max(time_ms) FROM packet_keys WHERE sc = ?", (sc,)).fetchone()[0]
+        if newest is not None:
+            self._db.execute("DELETE FROM packet_keys WHERE sc = ? AND time_ms < ?",
+                             (sc, newest - int(self.key_horizon_s * 1000.0)))
+        if math.isfinite(policy.packets.max_age_days):
+            self._db.execute("DELETE FROM passes WHERE sc = ? AND end_s < ?",
+                             (sc, now - policy.packets.max_age_days * 86_400.0))
 
     def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float,
                      add: Callable[[str, int, int], None]) -> None:
@@ -1833,7 +2030,7 @@ class Archive:
                 if wrong:
                     problems.append(f"hk chunk {cid} (spacecraft #{sc}, SID {sid}): " + "; ".join(wrong))
             for table in ("packets", "hk_chunks", "events", "commands", "verifications", "gaps", "limit_overrides",
-                          "alarm_acks"):
+                          "alarm_acks", *(("packet_keys", "passes") if self._key_tables else ())):
                 orphans = db.execute(f"SELECT count(*) FROM {table} WHERE sc NOT IN "  # noqa: S608 - fixed names
                                            "(SELECT id FROM spacecraft)").fetchone()[0]
                 if orphans:
@@ -1906,6 +2103,7 @@ class RecorderStatistics:
     errors: int
     last_error: str
     sealed: int = 0
+    duplicates: int = 0  # packets the archive had already (each packet is archived once)
 
 
 class ArchiveRecorder:
@@ -1937,6 +2135,7 @@ class ArchiveRecorder:
         self.flushes = 0
         self.errors = 0
         self.sealed = 0
+        self.duplicates = 0
         self.last_error = ""
         self._failing = False
         self._pending: list[tuple[Received, float]] = []
@@ -1990,16 +2189,17 @@ class ArchiveRecorder:
 
     def flush(self) -> int:
         """Write everything queued now, in one transaction, then seal what is due; return how
-        many packets were written."""
+        many packets were written (a packet the archive had already is not written again)."""
         with self._flush_lock:
             with self._queue_lock:
                 batch, self._pending = self._pending, []
             if not batch:
                 return 0
             try:
+                dups = 0
                 with self.archive.batch():
                     for item, received_s in batch:
-                        self.archive.record(item, received_s, self.spacecraft)
+                        dups += self.archive.record(item, received_s, self.spacecraft) is None
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error (locked, disk full) or a closed archive
                 with self._queue_lock:
                     self._pending[:0] = batch  # back to the front, in order, for the next try
@@ -2012,14 +2212,15 @@ class ArchiveRecorder:
             if self._failing:
                 print(f"archive: writing again after {self.errors} failed attempt(s)", file=sys.stderr)
                 self._failing = False
-            self.recorded += len(batch)
+            self.recorded += len(batch) - dups
+            self.duplicates += dups
             self.flushes += 1
             try:
                 self.sealed += self.archive.seal()
             except Exception as exc:  # noqa: BLE001 - the packets are committed; sealing is tried again next flush
                 self._failed("cannot seal housekeeping (the packets are kept unsealed)", exc)
                 self._failing = False
-            return len(batch)
+            return len(batch) - dups
 
     def _failed(self, what: str, exc: BaseException) -> None:
         if not self.errors or str(exc) != self.last_error:
@@ -2032,7 +2233,7 @@ class ArchiveRecorder:
         with self._queue_lock:
             pending = len(self._pending)
         return RecorderStatistics(self.recorded, pending, self.dropped, self.flushes, self.errors, self.last_error,
-                                  self.sealed)
+                                  self.sealed, self.duplicates)
 
     def close(self) -> None:
         """Stop listening, stop the writer thread, write what is queued. Safe to call twice.

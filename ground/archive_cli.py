@@ -11,6 +11,9 @@ seconds; an ISO time without a zone is UTC):
 - ``plot CHANNEL... --out FILE.png``;
 - ``events [--severity S] [--limit N]``: events at or above a severity (name or number);
 - ``commands [--limit N]``: who queued, approved and sent what, when, and how it ended;
+- ``passes [--limit N]``: completeness per pass (``--from``/``--to`` on the pass's start, ground
+  clock): packets received live, played back from the agent's store, still missing, and
+  copies dropped, in total and per APID;
 - ``retain [--policy FILE.toml]``: delete what the retention policy no longer keeps (the
   defaults, or the file's tables: ``[AGENT_HK] max_age_days = 7  max_mb = 100``, ``[events]``...;
   a ``[retention]`` table is read if the file has one) and print what went;
@@ -155,6 +158,33 @@ def _cmd_commands(args: argparse.Namespace) -> int:
     return 0 if commands else 1
 
 
+def _duration(seconds: float) -> str:
+    """
+    >>> _duration(75.2), _duration(3723.0)
+    ('1 min 15 s', '1 h 02 min')
+    """
+    seconds = max(0.0, seconds)
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _cmd_passes(args: argparse.Namespace) -> int:
+    with _open(args) as archive:
+        passes = archive.passes(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
+    if passes:
+        print(f"{'pass start (UTC)':<24}  {'duration':>11}  {'APID':>6}  {'received':>9}  {'played back':>11}  "
+              f"{'missing':>8}  {'duplicates':>10}")
+    for p in passes:
+        t = p.totals
+        print(f"{utc_iso(p.start_s):<24}  {_duration(p.end_s - p.start_s):>11}  {'all':>6}  {t.received:>9}  "
+              f"{t.played_back:>11}  {t.missing:>8}  {t.duplicates:>10}")
+        for apid, c in p.apids:
+            print(f"{'':<24}  {'':>11}  {apid:#06x}  {c.received:>9}  {c.played_back:>11}  {c.missing:>8}  "
+                  f"{c.duplicates:>10}")
+    return 0 if passes else 1
+
+
 def _load_policy(path: str | None) -> RetentionPolicy:
     if path is None:
         return RetentionPolicy()
@@ -275,6 +305,11 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     cm.add_argument("--limit", type=int, metavar="N", help="only the newest N")
     common(cm)
     cm.set_defaults(func=_run_guarded(_cmd_commands))
+
+    ps = sub.add_parser("passes", help="completeness per pass: received, played back, missing, duplicates")
+    ps.add_argument("--limit", type=int, metavar="N", help="only the newest N passes")
+    common(ps)
+    ps.set_defaults(func=_run_guarded(_cmd_passes))
 
     rt = sub.add_parser("retain", help="delete what the retention policy no longer keeps")
     rt.add_argument("--policy", metavar="FILE.toml", help="per kind max_age_days and max_mb (default: the defaults)")

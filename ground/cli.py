@@ -7,8 +7,10 @@ talks to an agent's link itself, for debugging on the bench: nothing goes to the
 archive or history, and other operators do not see it.
 
 Exit codes: 0 done; 1 the command failed, or nothing arrived in time; 2 bad input or no
-server; 3 a hazardous command not confirmed; 4 a command timed out; 5 a command waits for a
-second operator's approval.
+server; 3 a hazardous command not confirmed; 4 a command timed out (never acknowledged by the
+agent); 5 a command waits for a second operator's approval; 6 a command's outcome is unknown
+(acknowledged, its completion not come in time: it may have run; the server keeps following
+it, ``sunlit-ground queue`` shows how it ends).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
 from flight.link.transport import LinkConfigError
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
-from ground.client import CommandTimeout, GroundClient
+from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
 
-EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL = 1, 2, 3, 4, 5
+EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 
 
 class Refused(Exception):
@@ -111,6 +113,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {"on_entry": entry} if isinstance(client, ServerClient) else {}
         try:
             result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show, **kwargs)
+        except CommandOutcomeUnknown as exc:
+            print(f"unknown: {exc}", file=sys.stderr)
+            return EXIT_UNKNOWN
         except CommandTimeout as exc:
             if pending and "pending_approval" in str(exc):
                 print(f"  still waiting for approval after {args.timeout:g} s; it stays queued on the server",
@@ -386,6 +391,65 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    """The agent's on-board schedule: upload a file of time tags, or list what it holds."""
+    from ground.schedule_file import ScheduleFileError, parse_schedule
+
+    tags = []
+    if args.action == "upload":
+        if not args.file:
+            raise Refused("schedule upload FILE: which schedule file?")
+        try:
+            text = Path(args.file).read_text()
+        except OSError as exc:
+            raise Refused(f"{args.file}: {exc.strerror or exc}") from None
+        try:
+            tags = parse_schedule(text, time.time(), args.file)
+        except ScheduleFileError as exc:
+            raise Refused(f"refused before sending: {exc}") from None
+        _confirm(DICTIONARY.command("SCHEDULE_AT"), args.yes)
+    client = _open(args)
+    try:
+        for k, tag in enumerate(tags):
+            result = client.send("SCHEDULE_AT", tag.scheduler_args(), timeout_s=args.timeout)
+            if not result.completed:
+                print(f"entry[{k}] {tag.command}: {result.outcome}; entries before it are on board "
+                      "(sunlit-ground schedule list)", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"  entry[{k}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: on board as "
+                  f"entry {result.result.get('entry_id')}")
+        listed = client.send("SCHEDULE_LIST", {}, timeout_s=args.timeout)
+        if not listed.completed:
+            print(f"SCHEDULE_LIST: {listed.outcome}", file=sys.stderr)
+            return EXIT_FAILED
+        found = listed.result
+        print(f"on-board schedule: {found.get('count', 0)} entries")
+        for e in found.get("entries", []):
+            print(f"  {e.get('id'):>6}  {_iso(float(e.get('at', 0.0)))}  {e.get('command')}"
+                  f"{'  HELD' if e.get('held') else ''}")
+        if found.get("count", 0) > len(found.get("entries", [])):
+            print(f"  ... and {found['count'] - len(found['entries'])} more")
+        latest = getattr(client, "latest", {})
+        aos, los = latest.get("next_aos_in_s", (None,))[0], latest.get("next_los_in_s", (None,))[0]
+        station = latest.get("next_pass_station", ("",))[0]
+        if isinstance(los, (int, float)):
+            when = "in contact now" if aos == 0 else f"next pass in {aos:.0f} s"
+            print(f"passes: {when} over {station or '?'}, LOS in {los:.0f} s")
+        return 0
+    except CommandOutcomeUnknown as exc:
+        print(f"unknown: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except CommandTimeout as exc:
+        print(f"timeout: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    finally:
+        client.close()
+
+
+def _iso(t_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_s))
+
+
 def _cmd_console(args: argparse.Namespace) -> int:
     from ground.console import Console
 
@@ -576,6 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--steps", action="store_true", help="one row per plan step (default: a row per run of steps "
                       "with the same mode and shadow)")
     plan.set_defaults(func=_cmd_plan)
+    sched = sub.add_parser("schedule", help="the on-board schedule: upload a file of time tags (docs/sequences.md), "
+                           "or list it with the next pass")
+    sched.add_argument("action", choices=("list", "upload"))
+    sched.add_argument("file", nargs="?", help="upload: the schedule file ([[entry]] at/after_s, command, args)")
+    sched.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    sched.add_argument("--yes", action="store_true", help="upload without asking (SCHEDULE_AT is hazardous)")
+    sched.set_defaults(func=_cmd_schedule)
     con = sub.add_parser("console", help="interactive console with completion, help and a live status line")
     con.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (--direct only)")
     con.set_defaults(func=_cmd_console)

@@ -11,13 +11,33 @@ procedures rely on them:
 Retries follow the zguide's Lazy Pirate: with no report within ``attempt_timeout_s`` the
 client drops its command socket, opens a new one and sends the *same* packet (same
 ``cmd_id``), which the agent executes at most once.
+
+When :meth:`GroundClient.send` stops waiting, what it says agrees with what happened:
+
+- *timeout* (:class:`CommandTimeout`): no report at all came; the agent never acknowledged it;
+- *unknown* (:class:`CommandOutcomeUnknown`): the agent acknowledged it (accepted, started) and
+  its outcome has not come (a completion report lost live comes later, played back from the
+  agent's packet store). The client keeps listening: a late report, live or played back,
+  settles the result (``settled_listeners``), and :meth:`GroundClient.ask` sends the same
+  packet again, which the agent answers from its retry cache or command journal without
+  running it again.
+
+Every packet is taken once (:mod:`ground.completeness`): a packet already here (a reply and
+its stream copy, a packet played back again) is dropped before listeners, the archive or the
+verification handling see it, and counted (``duplicates``); :meth:`GroundClient.poll` still
+returns it, marked ``duplicate``, as what came off the link. Playback containers, TM(15,131),
+are unwrapped: each packet in them is taken as if received on the stream, flagged
+``played_back``, not fed to the live gap count (its count is old), and never made the
+"latest" value over a newer one. :meth:`GroundClient.acknowledge_store` tells the agent what
+arrived (TC(15,130)); the ground server calls it every second.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,16 +45,40 @@ import zmq
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary
-from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, PlanRecord, Stage, Verification
-from flight.link.packets import GapCounter, PacketError, Telemetry, unpack
+from flight.link.messages import (
+    MAX_ACK_RUNS,
+    Codec,
+    EventRecord,
+    HkRecord,
+    ParamRecord,
+    PlanRecord,
+    PlaybackRecord,
+    Stage,
+    Verification,
+)
+from flight.link.packets import GapCounter, PacketError, Service, Subtype, Telemetry, unpack
 from flight.link.transport import GroundLink, open_ground_link
+from ground.completeness import CompletenessTracker, packet_key
 
 
 RESTART_TOLERANCE_S = 1.0  # packet times resolve 1 ms; this absorbs clock adjustments, not a restart
+KEEP_UNSETTLED = 256  # commands whose outcome is unknown, still listened for (the oldest go first)
 
 
 class CommandTimeout(TimeoutError):
-    """No final verification report arrived in time; the command may or may not have run."""
+    """No report at all arrived in time: the agent never acknowledged the command. ``result``:
+    the command as far as the ground knows it (None where the caller had none)."""
+
+    def __init__(self, message: str, result: CommandResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+class CommandOutcomeUnknown(CommandTimeout):
+    """The agent acknowledged the command (accepted, started) but its outcome did not come in
+    time: it may have run. Not a timeout in meaning; a :class:`CommandTimeout` in type, so
+    callers that only know timeouts still stop. The client keeps listening for the late report
+    (``GroundClient.unsettled``) and can ask the agent again (``GroundClient.ask``)."""
 
 
 @dataclass
@@ -48,6 +92,7 @@ class CommandResult:
     reports: list[Verification] = field(default_factory=list)
     sent_at_s: float = 0.0
     refused: str = ""  # refused or ended on the ground (not approved, cancelled, timed out at the server)
+    gave_up: bool = False  # the sender stopped waiting before a final report: "unknown" or "timeout"
 
     def stage_reached(self, stage: Stage) -> bool:
         return any(r.stage is stage and r.success for r in self.reports)
@@ -74,14 +119,25 @@ class CommandResult:
         return done.result if done else {}
 
     @property
+    def acknowledged(self) -> bool:
+        """The agent said it has the command (any report that is not a failure)."""
+        return any(r.success for r in self.reports)
+
+    @property
     def outcome(self) -> str:
-        """'completed', 'failed at <stage>: CODE reason', or the last stage reached."""
+        """'completed', 'failed at <stage>: CODE reason', the ground's refusal; once the sender
+        gave up waiting, 'unknown' (acknowledged, outcome not come: it may have run) or 'timeout'
+        (never acknowledged); else the last stage reached."""
         fail = self.failure
         if fail is not None:
             return f"failed at {fail.stage.value}: {fail.code.name} {fail.reason}"
         if self.refused:
             return self.refused
-        for stage in (Stage.COMPLETED, Stage.STARTED, Stage.ACCEPTED):
+        if self.completed:
+            return Stage.COMPLETED.value
+        if self.gave_up:
+            return "unknown" if self.acknowledged else "timeout"
+        for stage in (Stage.STARTED, Stage.ACCEPTED):
             if self.stage_reached(stage):
                 return stage.value
         return "sent" if self.attempts else "not sent"
@@ -89,13 +145,17 @@ class CommandResult:
 
 @dataclass(frozen=True)
 class Received:
-    """One telemetry packet as the ground took it in."""
+    """One telemetry packet as the ground took it in; ``played_back``: it came inside a playback
+    container (TM(15,131)), late, with its own old sequence count and time; ``duplicate``: a
+    copy of a packet already taken in (only :meth:`GroundClient.poll` returns those)."""
 
     raw: bytes
     packet: Telemetry | None
     record: Verification | HkRecord | EventRecord | ParamRecord | PlanRecord | None
     gap: int = 0
     error: str = ""
+    played_back: bool = False
+    duplicate: bool = False  # the ground had it already: poll() returns it, listeners never see it
 
 
 class GroundClient:
@@ -105,21 +165,35 @@ class GroundClient:
         dictionary: Dictionary = DICTIONARY,
         source_id: int = 1,
         keep_events: int = 1000,
+        tracker: CompletenessTracker | None = None,
+        clock: Callable[[], float] = time.time,
     ):
+        """``tracker``: what the ground has of each source's sequence (a new one by default);
+        ``clock``: the ground's clock (Unix s) that times reception, hence passes."""
         self.link = open_ground_link(link) if isinstance(link, str) else link
         self.dictionary = dictionary
         self.codec = Codec(dictionary)
         self.source_id = source_id
-        self.gaps = GapCounter()
+        self.clock = clock
+        self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
+        self.tracker = tracker if tracker is not None else CompletenessTracker()
         self.bad_packets = 0
+        self.duplicates = 0  # packets dropped because the ground already had them
+        self.played_back = 0  # new packets taken out of playback containers
+        self.store_acks = 0  # acknowledgements sent to the agent's packet store
+        self.store_acks_refused = 0  # ... that the link's queue refused
         self.latest: dict[str, tuple[Any, float]] = {}  # channel -> (value, packet time)
         self.events: deque[EventRecord] = deque(maxlen=keep_events)
         self.parameters: dict[str, Any] = {}  # the agent's parameter values, as it last reported them
         self.listeners: list[Callable[[Received], None]] = []
+        self.settled_listeners: list[Callable[[CommandResult], None]] = []  # an unknown outcome came
         self.agent_dict_hash: str | None = None
         self.agent_restarts = 0
         self._agent_started_s: float | None = None
+        self._params_time_s = -float("inf")
         self._pending: dict[int, CommandResult] = {}
+        self._unsettled: OrderedDict[int, CommandResult] = OrderedDict()  # given up on, still listened for
+        self._packets: dict[int, bytes] = {}  # cmd_id -> its TC, while pending or unsettled: to ask again
         self._resend: dict[int, tuple[bytes, float, int]] = {}  # submitted: cmd_id -> (packet, next try, tries left)
         self._poller = zmq.Poller()
         self._items: list[Any] = []
@@ -137,7 +211,9 @@ class GroundClient:
     # --- receiving -----------------------------------------------------------------------
 
     def poll(self, timeout_s: float = 0.0) -> list[Received]:
-        """Wait up to ``timeout_s`` for telemetry, take in all that came, return it decoded."""
+        """Wait up to ``timeout_s`` for telemetry, take in all that came, return it decoded: the
+        packets of playback containers unwrapped, copies of packets already here included but
+        marked ``duplicate`` (listeners, values and command results never see those)."""
         self.link.flush()
         self._register()
         if timeout_s > 0:
@@ -145,43 +221,98 @@ class GroundClient:
                 self._poller.poll(int(timeout_s * 1000) + 1)
             else:  # the link has nothing to wait on (a serial port being reopened)
                 time.sleep(min(timeout_s, 0.1))
-        out = [self._take(raw, stream) for raw, stream in self.link.receive_tagged()]
+        out = [item for raw, stream in self.link.receive_tagged() for item in self._take(raw, stream)]
         self.link.flush()
         return out
 
-    def _take(self, raw: bytes, stream: bool = True) -> Received:
+    def _take(self, raw: bytes, stream: bool = True) -> list[Received]:
+        """One packet off the link: the packets it holds (itself, or those of a playback
+        container), each handed to every listener unless the ground already had it."""
+        items: list[Received] = []
+        self._intake(raw, stream, False, items)
+        for item in items:
+            if not item.duplicate:
+                for listener in self.listeners:
+                    listener(item)
+        return items
+
+    def _intake(self, raw: bytes, stream: bool, played_back: bool, out: list[Received]) -> None:
         try:
             packet = unpack(raw)
             if not isinstance(packet, Telemetry):
                 raise PacketError("type", "a telecommand arrived on the telemetry path")
-            gap = self.gaps.observe(packet.apid, packet.seq_count) if stream else 0
-            record = self.codec.decode_tm(packet)
         except PacketError as exc:
             self.bad_packets += 1
-            item = Received(raw, None, None, error=str(exc))
-        else:
-            item = Received(raw, packet, record, gap)
-            if isinstance(record, Verification):
-                pending = self._pending.get(record.cmd_id)
-                # The same report can come twice (reply and stream, or a retry): keep one.
-                if pending is not None and record.opcode == pending.opcode and not any(
-                    r.stage is record.stage and r.success == record.success for r in pending.reports
-                ):
-                    pending.reports.append(record)
-                    pending.request_id = record.request_id
-            elif isinstance(record, HkRecord):
+            out.append(Received(raw, None, None, error=str(exc), played_back=played_back))
+            return
+        container = packet.service == Service.STORAGE and packet.subtype == Subtype.PLAYBACK
+        # A container is made for the link and never stored on board: no key of its own to keep.
+        new = container or self.tracker.add(*packet_key(packet.apid, packet.seq_count, packet.time_s),
+                                            self.clock(), played_back)
+        try:
+            # The live sequence as the stream carries it, copies included (a reply's stream copy
+            # keeps the count going); a played-back packet's count is old.
+            gap = self.gaps.observe(packet.apid, packet.seq_count) if stream and not played_back else 0
+            record = self.codec.decode_tm(packet)
+            if isinstance(record, PlaybackRecord) and played_back:
+                raise PacketError("nested", "a playback container inside a playback container")
+        except PacketError as exc:
+            if new:
+                self.bad_packets += 1
+            else:
+                self.duplicates += 1
+            out.append(Received(raw, None, None, error=str(exc), played_back=played_back, duplicate=not new))
+            return
+        if not new:  # returned by poll() as what came, marked; nothing else sees it
+            self.duplicates += 1
+            out.append(Received(raw, packet, record, gap, played_back=played_back, duplicate=True))
+            return
+        if isinstance(record, PlaybackRecord):
+            for inner in record.packets:
+                self._intake(inner, False, True, out)
+            return
+        if played_back:
+            self.played_back += 1
+        out.append(Received(raw, packet, record, gap, played_back=played_back))
+        if isinstance(record, Verification):
+            self._report(record)
+        elif isinstance(record, HkRecord):
+            uptime = record.values.get("uptime_s")
+            if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) and math.isfinite(uptime):
+                self.tracker.boot_at(int(round((record.time_s - uptime) * 1000.0)))  # counts restart there
+            if not played_back:
                 self._notice_restart(packet.apid, record.values, record.time_s)
-                for name, value in record.values.items():
-                    self.latest[name] = (value, record.time_s)
                 if "dict_hash" in record.values:
                     self.agent_dict_hash = record.values["dict_hash"]
-            elif isinstance(record, EventRecord):
-                self.events.append(record)
-            elif isinstance(record, ParamRecord):
+            for name, value in record.values.items():
+                # A played-back value is history: it is the latest only if nothing newer came.
+                if not played_back or record.time_s >= self.latest.get(name, (None, -float("inf")))[1]:
+                    self.latest[name] = (value, record.time_s)
+        elif isinstance(record, EventRecord):
+            self.events.append(record)
+        elif isinstance(record, ParamRecord):
+            if record.time_s >= self._params_time_s or not played_back:
                 self.parameters.update(record.values)
-        for listener in self.listeners:
-            listener(item)
-        return item
+                self._params_time_s = max(self._params_time_s, record.time_s)
+
+    def _report(self, record: Verification) -> None:
+        """A PUS 1 report: onto its command's result, once per stage, pending or unsettled."""
+        pending = self._pending.get(record.cmd_id)
+        unsettled = pending is None
+        if unsettled:
+            pending = self._unsettled.get(record.cmd_id)
+        # The same report can come twice (reply and stream, a retry, a journal's answer): keep one.
+        if pending is None or record.opcode != pending.opcode or any(
+            r.stage is record.stage and r.success == record.success for r in pending.reports
+        ):
+            return
+        pending.reports.append(record)
+        pending.request_id = record.request_id
+        if unsettled and pending.final:
+            del self._unsettled[record.cmd_id]
+            self._packets.pop(record.cmd_id, None)
+            for listener in self.settled_listeners:
+                listener(pending)
 
     def _notice_restart(self, apid: int, values: dict[str, Any], time_s: float) -> None:
         """An agent restart shows as a new boot count or a new start time (packet time minus
@@ -219,7 +350,7 @@ class GroundClient:
         before; a pong seen on the stream proves it will miss nothing from now on.
         """
         from flight.link.apid import Apid
-        from flight.link.packets import Service, Subtype, pack_tc
+        from flight.link.packets import pack_tc
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -258,8 +389,10 @@ class GroundClient:
         """Send a command and wait for ``wait`` ('sent', 'accepted', 'completed').
 
         Arguments are checked against the dictionary first (ArgumentError, nothing sent).
-        Returns the result, failed or not; raises :class:`CommandTimeout` only when the
-        wanted stage and no failure arrived within ``timeout_s``.
+        Returns the result, failed or not. When the wanted stage and no failure arrived within
+        ``timeout_s``: :class:`CommandOutcomeUnknown` if the agent acknowledged the command (the
+        client goes on listening for its outcome: :meth:`unsettled`, ``settled_listeners``,
+        :meth:`ask`), else :class:`CommandTimeout`; either carries the result (``gave_up``).
         """
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
@@ -268,6 +401,7 @@ class GroundClient:
         result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
                                sent_at_s=time.time())
         self._pending[cmd_id] = result
+        self._packets[cmd_id] = packet
         try:
             self._send_attempt(result, packet)
             if wait == "sent":
@@ -281,10 +415,18 @@ class GroundClient:
                 if result.final or result.stage_reached(target):
                     return result
                 if now >= deadline:
+                    last = result.outcome
+                    result.gave_up = True
+                    if result.acknowledged:
+                        self._unsettle(result)
+                        raise CommandOutcomeUnknown(
+                            f"{command.name}: outcome unknown: the agent reported it {last}, and no {target.value} "
+                            f"report came within {timeout_s} s after {result.attempts} attempt(s); it may have run. "
+                            "Its report can still come (played back from the agent's store); asking again "
+                            "with the same cmd_id is answered without running it twice", result)
                     raise CommandTimeout(
-                        f"{command.name}: no {target.value} report within {timeout_s} s "
-                        f"after {result.attempts} attempt(s); last stage: {result.outcome}"
-                    )
+                        f"{command.name}: timeout: no report within {timeout_s} s after {result.attempts} "
+                        "attempt(s): the agent never acknowledged it", result)
                 retrying = not result.reports and result.attempts <= retries
                 if retrying and now >= next_retry:
                     self.link.reset_commands()
@@ -297,6 +439,43 @@ class GroundClient:
                     shown = len(result.reports)
         finally:
             self._pending.pop(cmd_id, None)
+            if cmd_id not in self._unsettled:
+                self._packets.pop(cmd_id, None)
+
+    def _unsettle(self, result: CommandResult) -> None:
+        """Keep listening for a command given up on while its outcome is unknown."""
+        self._unsettled[result.cmd_id] = result
+        self._unsettled.move_to_end(result.cmd_id)
+        while len(self._unsettled) > KEEP_UNSETTLED:
+            old, _ = self._unsettled.popitem(last=False)
+            self._packets.pop(old, None)
+
+    def unsettled(self) -> list[CommandResult]:
+        """Commands :meth:`send` gave up on whose outcome is unknown, oldest first, still listened for."""
+        return list(self._unsettled.values())
+
+    def ask(self, cmd_id: int) -> bool:
+        """Send command ``cmd_id`` again, the same packet: the agent answers a cmd_id it knows
+        from its retry cache or command journal and never runs it twice; the answer settles an
+        unknown outcome. False if the client no longer has the command."""
+        packet = self._packets.get(cmd_id)
+        result = self._pending.get(cmd_id) or self._unsettled.get(cmd_id)
+        if packet is None or result is None:
+            return False
+        self._send_attempt(result, packet)
+        return True
+
+    def acknowledge_store(self, max_runs: int = MAX_ACK_RUNS) -> int:
+        """Tell the agent's packet store what arrived since the last acknowledgement (TC(15,130));
+        with nothing new, an empty one: "the ground is listening", which starts its playback.
+        Returns how many runs went. What one TC cannot carry goes with the next; an
+        acknowledgement lost on the way up costs a playback the tracker then acknowledges again."""
+        runs = self.tracker.take_runs(max_runs)
+        if self.link.send(self.codec.encode_store_ack(runs)):
+            self.store_acks += 1
+        else:
+            self.store_acks_refused += 1
+        return len(runs)
 
     # --- commanding without waiting (the ground server keeps many in flight) -----------------
 
@@ -310,6 +489,7 @@ class GroundClient:
         result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,
                                sent_at_s=time.time())
         self._pending[cmd_id] = result
+        self._packets[cmd_id] = packet
         self._send_attempt(result, packet)
         self._resend[cmd_id] = (packet, time.monotonic() + attempt_timeout_s, retries)
         self._attempt_timeout_s = attempt_timeout_s
@@ -337,6 +517,8 @@ class GroundClient:
     def forget(self, cmd_id: int) -> None:
         self._pending.pop(cmd_id, None)
         self._resend.pop(cmd_id, None)
+        self._unsettled.pop(cmd_id, None)
+        self._packets.pop(cmd_id, None)
 
     def _send_attempt(self, result: CommandResult, packet: bytes) -> None:
         result.attempts += 1

@@ -6,7 +6,8 @@ An entry's life::
           │ reject/expire            │ cancel                                 │
           ▼                          ▼                                        ▼
        rejected                  cancelled               accepted ► started ► completed
-                                                         (or failed at a stage, or timeout)
+                                                         (or failed at a stage, or timeout,
+                                                          or unknown ──late report──► completed/failed)
 
 - A command that needs a second operator (the two-person rule, per command in the server's
   configuration) waits in ``pending_approval`` until an operator other than its sender
@@ -14,8 +15,13 @@ An entry's life::
 - A *held* queue keeps its ``queued`` entries; releasing the queue lets them go, oldest first.
 - Each stage has a time window, as Yamcs' verifiers do: released → sent, sent → accepted,
   accepted → completed (per command, for long jobs). A window that passes ends the entry in
-  ``timeout`` naming the stage it waited for; the command may still have run, and a report
-  that arrives later is still recorded on the entry.
+  ``timeout`` naming the stage it waited for, and a report that arrives later is still
+  recorded on the entry.
+- A command the agent reported started (or accepted: ``unknown_after``) whose completion
+  window passes is not timed out: it may have run. It is ``unknown``, not final: the link
+  keeps listening, and its report, late or played back from the agent's store, settles it
+  (``completed`` or ``failed``). :meth:`CommandQueue.asked` records that the ground asked the
+  agent again (the same cmd_id, answered without running it twice).
 
 Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
 server can push and archive exactly those. Thread-safe (one lock).
@@ -41,6 +47,7 @@ class State(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     TIMEOUT = "timeout"
+    UNKNOWN = "unknown"  # acknowledged by the agent, outcome not come in time: it may have run; not final
     REJECTED = "rejected"
     CANCELLED = "cancelled"
 
@@ -50,7 +57,7 @@ class State(str, enum.Enum):
 
 
 _FINAL = {State.COMPLETED, State.FAILED, State.TIMEOUT, State.REJECTED, State.CANCELLED}
-_ORDER = {State.SENT: 1, State.ACCEPTED: 2, State.STARTED: 3, State.COMPLETED: 4}
+_ORDER = {State.SENT: 1, State.ACCEPTED: 2, State.STARTED: 3, State.UNKNOWN: 3, State.COMPLETED: 4}
 
 
 class QueueError(ValueError):
@@ -126,10 +133,17 @@ class Entry:
 
 
 class CommandQueue:
-    """One spacecraft's queue. ``approval``: names of commands that need a second operator."""
+    """One spacecraft's queue. ``approval``: names of commands that need a second operator;
+    ``unknown_after``: the report ("started", or "accepted") from which a completion window that
+    passes leaves the command ``unknown`` rather than ``timeout``. The ground server uses
+    "accepted": the agent answers acceptance and start in one turn, so an acceptance alone means
+    the start report was lost, not that the command did not start."""
 
     def __init__(self, spacecraft: str, timeouts: Timeouts = Timeouts(), approval: frozenset[str] = frozenset(),
-                 keep: int = 500, first_id: int = 1):
+                 keep: int = 500, first_id: int = 1, unknown_after: str = "started"):
+        if unknown_after not in ("started", "accepted"):
+            raise ValueError(f"unknown_after {unknown_after!r}: 'started' or 'accepted'")
+        self.unknown_from = _ORDER[State(unknown_after)]
         self.spacecraft = spacecraft
         self.timeouts = timeouts
         self.approval = approval
@@ -266,8 +280,18 @@ class CommandQueue:
                     self._window(entry, "completed", now_s + self.timeouts.completed_for(entry.name))
             return entry
 
+    def asked(self, entry_id: int, now_s: float) -> Entry:
+        """The ground asked the agent again about an entry whose outcome is unknown."""
+        with self._lock:
+            entry = self._get(entry_id)
+            entry.attempts += 1
+            entry.stage("asked", now_s, reason="outcome unknown: the same cmd_id sent again; the agent answers "
+                                               "from its command journal without running it again")
+            return entry
+
     def tick(self, now_s: float) -> list[Entry]:
-        """End every entry whose window has passed; return them."""
+        """End every entry whose window has passed (an acknowledged command waiting for its
+        completion becomes ``unknown`` instead); return them."""
         out = []
         with self._lock:
             for entry in self._entries.values():
@@ -277,6 +301,11 @@ class CommandQueue:
                     entry.state = State.REJECTED
                     entry.stage("approval", now_s, ok=False, code="EXPIRED",
                                 reason=f"no second operator approved within {self.timeouts.approval_s:g} s")
+                elif entry.waiting_for == "completed" and _ORDER.get(entry.state, 0) >= self.unknown_from:
+                    reached, entry.state = entry.state.value, State.UNKNOWN
+                    entry.stage("unknown", now_s, reason=f"acknowledged ({reached}), no completion "
+                                f"report in {self.timeouts.completed_for(entry.name):g} s: it may have run; its "
+                                "report is still listened for (live or played back)")
                 else:
                     entry.state = State.TIMEOUT
                     entry.stage(entry.waiting_for, now_s, ok=False, code="TIMEOUT",
@@ -302,7 +331,8 @@ class CommandQueue:
         return items[-last:] if last else items
 
     def in_flight(self) -> list[Entry]:
-        """Entries sent and not final: the link keeps listening for their reports."""
+        """Entries sent and not final (``unknown`` ones included): the link keeps listening for
+        their reports."""
         with self._lock:
             return [e for e in self._entries.values() if e.cmd_id is not None and not e.state.final]
 

@@ -6,9 +6,18 @@ Threads:
 - one *link thread per spacecraft* (:class:`SpacecraftLink`) owns that spacecraft's
   :class:`~ground.client.GroundClient` (ZeroMQ sockets belong to one thread): it takes in
   telemetry, hands each packet once to the archive recorder (so the archive holds one copy
-  of each packet however many operators watch), keeps the latest values, events and
-  alarms, and sends what the spacecraft's :class:`~ground.queue.CommandQueue` releases,
-  following each command's PUS 1 reports and the queue's time windows;
+  of each packet however many operators watch, and however often the agent plays it back),
+  keeps the latest values, events and alarms, and sends what the spacecraft's
+  :class:`~ground.queue.CommandQueue` releases, following each command's PUS 1 reports and
+  the queue's time windows;
+- the same thread keeps the ground's side of the agent's packet store (``ground.completeness``):
+  every ``STORE_ACK_PERIOD_S`` once the agent has been heard it acknowledges what arrived
+  (TC(15,130); with nothing new, an empty one says the ground listens and starts playback),
+  and every ``PASS_WRITE_PERIOD_S`` it files each pass's completeness in the archive. A
+  command whose outcome is unknown (acknowledged, its completion not come in its window)
+  stays in the queue, ``unknown``: its report, live or played back, settles it, and at the
+  next contact (a new pass) the ground asks the agent again with the same cmd_id, which the
+  agent answers from its command journal without running it twice;
 - the *web thread* runs aiohttp: the HTTP API, the WebSocket that pushes to pages and
   programs, the web console's files, login, and the retention schedule;
 - the archive's recorder thread writes in batches (ground.archive.ArchiveRecorder).
@@ -40,16 +49,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgpack
 from aiohttp import WSMsgType, web
 
+from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
+from flight.link.packets import SequenceCounters, Service, Subtype, pack_tm
 from flight.link.transport import GroundLink
 from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
-from ground.queue import CommandQueue, Entry, QueueError, Timeouts
+from ground.completeness import PASS_GAP_S, CompletenessTracker
+from ground.queue import CommandQueue, Entry, QueueError, State, Timeouts
 from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftConfig, check_spacecraft_id
 from ground.web.hub import (
     DEFAULT_QUEUE_POINTS,
@@ -75,6 +88,15 @@ RECENT_PACKETS = 4096  # a reply and its stream copy arrive well within this man
 # this much older than the newest housekeeping means it stopped planning or its reports are lost.
 PLAN_STALE_S = 300.0
 PLAN_HISTORY_MAX = 500  # plans one /api/plan?since= answer may hold (~2.5 kB each)
+# The agent plays back while an acknowledgement came within its ground_window_s (10 s by default):
+# one a second keeps it playing through a lost one or two, for ~40 bytes a second of uplink.
+STORE_ACK_PERIOD_S = 1.0
+PASS_WRITE_PERIOD_S = 10.0  # how often changed passes go to the archive (and /api/passes without one)
+# A command whose outcome is unknown is followed this long after it was sent: its report comes
+# with the store's playback at a later pass; the agent's journal remembers 4096 commands.
+FOLLOW_UNKNOWN_S = 2 * 86_400.0
+HEARD_LATELY_S = 5.0  # the agent was heard this recently: a question asked now is answered now
+KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server keeps no archive
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
@@ -93,7 +115,9 @@ def monotonic_ms() -> float:
 @dataclass(frozen=True)
 class RawSample:
     """One packet for a program's WebSocket: the raw bytes, so a program decodes exactly what the
-    server decoded (one codec) and keeps its own gap and restart checks."""
+    server decoded (one codec) and keeps its own gap and restart checks. A packet that came
+    played back goes in a playback container of the server's own (APID GROUND), so the
+    program takes it as played back too, and its live gap count stays the agent's."""
 
     spacecraft: str
     received_s: float
@@ -117,7 +141,7 @@ class SpacecraftLink:
         self.server = server
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
-                                  first_id=server.next_queue_id(self.id))
+                                  first_id=server.next_queue_id(self.id), unknown_after="accepted")
         # Limits the operators changed for this spacecraft live in the archive (kept across restarts).
         limits = server.archive.limit_store(self.id) if server.archive is not None else LimitStore(None)
         self.alarms = AlarmManager(self.dictionary, limits)
@@ -139,7 +163,13 @@ class SpacecraftLink:
         self.internal_errors = 0
         self._limits_sent: dict[str, Any] = {}
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # packets taken in lately, to take each once
-        self.duplicates = 0
+        self._recent_duplicates = 0
+        self._params_time_s = -math.inf  # packet time of the parameter report taken last
+        self._raw_seq = SequenceCounters()  # the server's own playback containers for programs (APID GROUND)
+        self._next_ack_s = 0.0
+        self._next_pass_write_s = 0.0
+        self._pass_index = 0
+        self._pass_views: OrderedDict[int, dict[str, Any]] = OrderedDict()  # pass index -> its last report
         self._inflight: dict[int, tuple[int, Any, int]] = {}  # cmd_id -> (entry id, CommandResult, reports shown)
         self._thread: threading.Thread | None = None
         if server.archive is not None:  # a restarted server shows the last plan (stale) until the next comes
@@ -170,7 +200,8 @@ class SpacecraftLink:
 
     def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
         try:
-            client = GroundClient(self._link, self.dictionary)
+            client = GroundClient(self._link, self.dictionary,
+                                  tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
         except Exception as exc:  # noqa: BLE001 - handed to start()'s caller
             error.append(exc)
             ready.set()
@@ -200,15 +231,91 @@ class SpacecraftLink:
                     self._service_queue(client)
                     client.poll(LINK_POLL_S)
                     self._follow_reports(client)
+                    self._completeness(client)
                 except Exception as exc:  # noqa: BLE001 - the server keeps running; status shows why
                     self.internal_errors += 1
                     self.link_error = f"{type(exc).__name__}: {exc}"
                     stop.wait(0.5)
                     self._tick()
         finally:
+            try:
+                self._write_passes(client)
+            except Exception as exc:  # noqa: BLE001 - stopping goes on; the rows are as last written
+                print(f"sunlit-ground server: {self.id}: passes not archived at stop: {exc}", file=sys.stderr)
             if self.recorder is not None:
                 self.recorder.close()
             client.close()
+
+    @property
+    def duplicates(self) -> int:
+        """Packets dropped because the ground had them: by the client (played back again, a
+        reply's stream copy, a resend) and here (the same bytes again)."""
+        client = self.client
+        return self._recent_duplicates + (client.duplicates if client is not None else 0)
+
+    # --- the agent's packet store: acknowledgements, passes ------------------------------
+
+    def _completeness(self, client: GroundClient) -> None:
+        """Acknowledge what arrived, file the passes, and at a new pass ask about unknown outcomes."""
+        now = time.monotonic()
+        if self.connected and now >= self._next_ack_s:
+            self._next_ack_s = now + STORE_ACK_PERIOD_S
+            client.acknowledge_store()
+        index = client.tracker.pass_index
+        if index != self._pass_index:
+            self._pass_index = index
+            self._ask_unknown(client)  # contact again after a silence: what became of them?
+            self._next_pass_write_s = 0.0
+        if now >= self._next_pass_write_s:
+            self._next_pass_write_s = now + PASS_WRITE_PERIOD_S
+            self._write_passes(client)
+
+    def _write_passes(self, client: GroundClient) -> None:
+        changed = client.tracker.take_changed(time.time())
+        if not changed:
+            return
+        with self.lock:
+            for report in changed:
+                self._pass_views[report.index] = report.to_json()
+                self._pass_views.move_to_end(report.index)
+            while len(self._pass_views) > KEEP_PASS_VIEWS:
+                self._pass_views.popitem(last=False)
+        archive = self.server.archive
+        if archive is None:
+            return
+
+        def write() -> None:
+            try:
+                archive.record_passes(changed, spacecraft=self.id)
+            except Exception as exc:  # noqa: BLE001 - shown; the next change writes the pass again
+                self.internal_errors += 1
+                self.link_error = f"archive: passes not written: {type(exc).__name__}: {exc}"
+
+        try:
+            self.server.archive_pool.submit(write)
+        except RuntimeError:  # stopping: the pool is closed
+            pass
+
+    def pass_views(self) -> list[dict[str, Any]]:
+        """The passes this server counted since it started, oldest first (``open``: still going)."""
+        with self.lock:
+            views = [dict(v) for v in self._pass_views.values()]
+        gap = self.client.tracker.pass_gap_s if self.client is not None else 0.0
+        now = time.time()
+        for v in views:
+            v["spacecraft"] = self.id
+            v["open"] = v["index"] == self._pass_index and now - v["end_s"] <= gap
+        return views
+
+    def _ask_unknown(self, client: GroundClient) -> None:
+        """Send each command whose outcome is unknown again, same cmd_id (answered, not rerun)."""
+        now = time.time()
+        for entry in self.queue.in_flight():
+            if entry.state is State.UNKNOWN and entry.cmd_id is not None and client.ask(entry.cmd_id):
+                self.server.command_changed(self.queue.asked(entry.id, now))
+
+    def _heard_lately(self) -> bool:
+        return self.last_packet_wall_s is not None and time.time() - self.last_packet_wall_s <= HEARD_LATELY_S
 
     # --- commands -------------------------------------------------------------------------
 
@@ -236,12 +343,18 @@ class SpacecraftLink:
         self._tick()
 
     def _tick(self) -> None:
-        for ended in self.queue.tick(time.time()):
+        now = time.time()
+        for ended in self.queue.tick(now):
             self.server.command_changed(ended)
+            client = self.client
+            if (ended.state is State.UNKNOWN and client is not None and ended.cmd_id is not None
+                    and self._heard_lately() and client.ask(ended.cmd_id)):
+                self.server.command_changed(self.queue.asked(ended.id, now))
 
     def _follow_reports(self, client: GroundClient) -> None:
         """Hand each new PUS 1 report to the queue. A command is followed until its last report
-        (a completion or a failure), even after its entry timed out: a late report is news."""
+        (a completion or a failure), even after its entry timed out: a late report is news; one
+        whose outcome is unknown, for ``FOLLOW_UNKNOWN_S`` (its report may come played back)."""
         now = time.time()
         for cmd_id, (entry_id, result, shown) in list(self._inflight.items()):
             for rep in result.reports[shown:]:
@@ -250,7 +363,11 @@ class SpacecraftLink:
                 if changed is not None:
                     self.server.command_changed(changed)
             self._inflight[cmd_id] = (entry_id, result, len(result.reports))
-            if result.final or now - result.sent_at_s > FOLLOW_AFTER_SEND_S:
+            try:
+                unknown = self.queue.get(entry_id).state is State.UNKNOWN
+            except QueueError:
+                unknown = False
+            if result.final or now - result.sent_at_s > (FOLLOW_UNKNOWN_S if unknown else FOLLOW_AFTER_SEND_S):
                 client.forget(cmd_id)
                 del self._inflight[cmd_id]
         while len(self._inflight) > MAX_FOLLOWED:  # a bound, whatever the agent does not answer
@@ -266,7 +383,7 @@ class SpacecraftLink:
         same, and is archived and pushed once. Never raises."""
         raw = bytes(item.raw)
         if raw in self._recent:
-            self.duplicates += 1
+            self._recent_duplicates += 1
             return
         self._recent[raw] = None
         if len(self._recent) > RECENT_PACKETS:
@@ -284,7 +401,11 @@ class SpacecraftLink:
         wall = time.time()
         self.packets += 1
         self.last_packet_wall_s = wall
-        self.server.publish_raw(RawSample(self.id, wall, bytes(item.raw), now_ms))
+        raw = bytes(item.raw)
+        if item.played_back:
+            raw = pack_tm(Apid.GROUND, self._raw_seq.next(Apid.GROUND), Service.STORAGE, Subtype.PLAYBACK,
+                          msgpack.packb([raw], use_bin_type=True), wall)
+        self.server.publish_raw(RawSample(self.id, wall, raw, now_ms))
         if item.packet is not None:
             self.connected = True
             if self.link_error.startswith("agent not answering"):
@@ -300,6 +421,10 @@ class SpacecraftLink:
             channels = record.packet.channels
             values = tuple(json_safe(record.values.get(name)) for name in channels)
             with self.lock:
+                # A played-back packet is history (archived); it is news only if nothing newer came.
+                if item.played_back and any(self.latest.get(name, (None, -math.inf))[1] > record.time_s
+                                            for name in channels):
+                    return
                 for name, value in zip(channels, values):
                     self.latest[name] = (value, record.time_s, wall)
                 self.hk_time_s = record.time_s
@@ -312,9 +437,15 @@ class SpacecraftLink:
                 text = record.text
             except Exception:  # noqa: BLE001 - a malformed event is still shown
                 text = f"{record.event.format} {record.args}"
-            self._event({"kind": "event", "time_s": record.time_s, "name": record.event.name,
-                         "severity": record.event.severity.name, "text": text, "args": json_safe(record.args)})
+            message = {"kind": "event", "time_s": record.time_s, "name": record.event.name,
+                       "severity": record.event.severity.name, "text": text, "args": json_safe(record.args)}
+            if item.played_back:
+                message["played_back"] = True  # late news: it happened at time_s, out of contact
+            self._event(message)
         elif isinstance(record, ParamRecord):
+            if item.played_back and record.time_s < self._params_time_s:
+                return
+            self._params_time_s = max(self._params_time_s, record.time_s)
             with self.lock:
                 self.params.update(record.values)
             with self.alarm_lock:
@@ -327,6 +458,8 @@ class SpacecraftLink:
         elif isinstance(record, PlanRecord):
             plan = plan_json(record, wall)
             with self.lock:
+                if item.played_back and self.plan is not None and self.plan["time_s"] > record.time_s:
+                    return
                 self.plan = plan
             self.server.publish({"kind": "plan", "spacecraft": self.id, "plan": plan})
 
@@ -388,6 +521,9 @@ class SpacecraftLink:
             "bad_packets": self.bad_packets,
             "duplicates": self.duplicates,
             "gaps_missing": client.gaps.missing if client else 0,
+            "played_back": client.played_back if client else 0,
+            "store_acks": client.store_acks if client else 0,
+            "pass": self._pass_summary(),
             "agent_restarts": client.agent_restarts if client else 0,
             "agent_dict_hash": agent_hash,
             "dict_match": None if agent_hash is None else agent_hash == self.dictionary.version_hash,
@@ -395,6 +531,15 @@ class SpacecraftLink:
             "archive": self.recorder.statistics().__dict__ if self.recorder is not None else None,
             "queue": self.queue.status(),
         }
+
+    def _pass_summary(self) -> dict[str, Any] | None:
+        """The current pass as last counted (``PASS_WRITE_PERIOD_S``): received, played back,
+        duplicates, missing."""
+        with self.lock:
+            last = next(reversed(self._pass_views.values()), None)
+        if last is None:
+            return None
+        return {k: last[k] for k in ("index", "start_s", "end_s", "received", "played_back", "duplicates", "missing")}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a page or program needs about this spacecraft when it (re)connects."""
@@ -453,7 +598,9 @@ class GroundServer:
         batch_interval_s: float = DEFAULT_BATCH_INTERVAL_S,
         queue_points: int = DEFAULT_QUEUE_POINTS,
         connect_timeout_s: float = 3.0,
+        pass_gap_s: float = PASS_GAP_S,
     ):
+        """``pass_gap_s``: a silence this long on a link ends a pass (``ground.completeness``)."""
         if batch_interval_s < 0:
             raise ValueError(f"batch_interval_s must be >= 0, got {batch_interval_s}")
         self.config = config
@@ -463,6 +610,7 @@ class GroundServer:
         self.batch_interval_s = batch_interval_s
         self.queue_points = queue_points
         self.connect_timeout_s = connect_timeout_s
+        self.pass_gap_s = float(pass_gap_s)
         self.host = config.host
         self.port = config.port
         self.lag = LagTracker()
@@ -477,6 +625,7 @@ class GroundServer:
         self._pages_lock = threading.Lock()
         self._changed_lock = threading.Lock()
         self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sunlit-archive")
+        self.archive_pool = self._archive_pool  # the link threads file passes through it too
         self._web_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -678,6 +827,7 @@ class GroundServer:
             ("POST", "/api/alarms/ack", self._api_ack, operator),
             ("GET", "/api/archive", self._api_archive, viewer),
             ("GET", "/api/plan", self._api_plan, viewer),
+            ("GET", "/api/passes", self._api_passes, viewer),
         ]
         for name in sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file()):
             routes.append(("GET", f"/static/{name}", self._static, viewer))
@@ -919,6 +1069,40 @@ class GroundServer:
             return _error(500, f"archive query failed: {type(exc).__name__}: {exc}", "ARCHIVE_ERROR")
         return _json({"spacecraft": link.id, "since_s": from_s, "until_s": to_s, "limit": limit,
                       "plans": [plan_json(p.plan, p.received_s) for p in found], "source": "archive"})
+
+    async def _api_passes(self, request: web.Request) -> web.Response:
+        """Completeness per pass (newest ``limit``, oldest first): from the archive, which keeps
+        them across restarts, or without one from the link's memory; the pass going on now is
+        ``open`` (memory) and counted every ``PASS_WRITE_PERIOD_S``."""
+        link = self.link_for(request.query.get("spacecraft"))
+        try:
+            text = request.query.get("limit", "50")
+            try:
+                limit = int(text)
+            except ValueError:
+                raise ValueError(f"limit {text!r}: a whole number, 1..{KEEP_PASS_VIEWS}") from None
+            if not 1 <= limit <= KEEP_PASS_VIEWS:
+                raise ValueError(f"limit {limit}: 1..{KEEP_PASS_VIEWS}")
+            from_s = parse_time_s(request.query["since"], "since") if "since" in request.query else None
+        except ValueError as exc:
+            return _error(400, str(exc))
+        live = {round(v["start_s"], 6): v for v in link.pass_views()}
+        if self.archive is None:
+            views = [v for v in live.values() if from_s is None or v["start_s"] >= from_s][-limit:]
+            return _json({"spacecraft": link.id, "passes": views, "source": "memory"})
+        archive = self.archive
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self._archive_pool, lambda: archive.passes(from_s, None, spacecraft=link.id, limit=limit))
+        except Exception as exc:  # noqa: BLE001 - the archive's own errors go to the client as they are
+            return _error(500, f"archive query failed: {type(exc).__name__}: {exc}", "ARCHIVE_ERROR")
+        views = []
+        for p in found:
+            view = p.to_json()
+            mine = live.get(round(p.start_s, 6))
+            view["open"] = bool(mine and mine["open"])
+            views.append(view)
+        return _json({"spacecraft": link.id, "passes": views, "source": "archive"})
 
     async def _api_archive(self, request: web.Request) -> web.Response:
         link = self.link_for(request.query.get("spacecraft"))

@@ -27,7 +27,7 @@ const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
 const PLAN_STALE_S = 300;      // until the server says (snapshot's plan_stale_after_s): ground/server.py PLAN_STALE_S
 const PLAN_NOW_STEP_S = 5;     // the plan's time axis follows the newest telemetry in steps this long
 const SVG_NS = "http://www.w3.org/2000/svg";
-const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled"]);
+const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled"]);  // "unknown" is not: it settles later
 
 const S = {
   me: {user: "", role: "viewer", csrf: ""},
@@ -971,6 +971,40 @@ function renderPlanState(c) {
   if (state !== "none") renderPlanNow(c);
 }
 
+// --- passes: completeness per pass (GET /api/passes), newest first --------------------------------
+
+const PASSES_SHOWN = 20;
+const PASSES_REFRESH_MS = 30000;  // the server counts a pass every 10 s; a table need not follow faster
+
+async function loadPasses() {
+  const sc = S.current;
+  if (sc === null) return;
+  const answer = await getJson(`/api/passes?spacecraft=${encodeURIComponent(sc)}&limit=${PASSES_SHOWN}`);
+  if (sc !== S.current) return;
+  const msg = $("passes-msg"), body = $("pass-table").tBodies[0];
+  if (!answer.ok) {
+    msg.textContent = `passes: ${answer.body.error} (HTTP ${answer.status})`;
+    msg.className = "error";
+    return;
+  }
+  msg.className = "hint";
+  const passes = answer.body.passes || [];
+  msg.textContent = passes.length ? "" : "no pass counted yet";
+  body.replaceChildren(...passes.slice().reverse().map((p) => {
+    const minutes = Math.max(0, (p.end_s - p.start_s) / 60);
+    const perApid = (p.apids || []).map((a) => `APID 0x${a.apid.toString(16).padStart(3, "0")}: ${a.received} live, ` +
+      `${a.played_back} played back, ${a.missing} missing, ${a.duplicates} duplicates`).join("\n");
+    return el("tr", {dataset: {open: String(Boolean(p.open)), missing: String(p.missing)}, title: perApid},
+      el("td", {textContent: new Date(p.start_s * 1000).toISOString().slice(0, 19).replace("T", " ") +
+                             (p.open ? " (now)" : "")}),
+      el("td", {className: "num", textContent: `${minutes.toFixed(1)} min`}),
+      el("td", {className: "num", textContent: String(p.received)}),
+      el("td", {className: "num", textContent: String(p.played_back)}),
+      el("td", {className: "num missing", textContent: String(p.missing)}),
+      el("td", {className: "num", textContent: String(p.duplicates)}));
+  }));
+}
+
 // The Refresh button: the server's word, in case a push was dropped.
 async function loadPlan() {
   const sc = S.current;
@@ -1073,6 +1107,7 @@ function renderAll() {
   renderChooser();
   renderPlan(c);
   loadPlan();
+  loadPasses();
   if (!S.plots.some((p) => p.live && p.sc === c.id)) addPlot("uptime_s");
   requestFrame();
 }
@@ -1292,7 +1327,9 @@ async function main() {
   $("logout").addEventListener("click", logout);
   $("sc-select").addEventListener("change", (e) => chooseSpacecraft(e.target.value));
   $("plan-refresh").addEventListener("click", loadPlan);
+  $("passes-refresh").addEventListener("click", loadPasses);
   setInterval(tick, TICK_MS);
+  setInterval(loadPasses, PASSES_REFRESH_MS);
   connect();
 }
 

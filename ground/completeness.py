@@ -1,0 +1,410 @@
+"""Ground completeness: which packets of each source the ground has, which are missing, what to
+acknowledge to the agent's packet store, and what each pass brought (pure: no I/O, no clock).
+
+The agent keeps every packet it sends in its store (``flight/agent/tm_store.py``) until the
+ground acknowledges it, and plays back what was not acknowledged (TM(15,131) containers of
+whole packets, ``flight/agent/downlink.py``). So the ground sees packets live, late (played
+back, with their old sequence counts and times) and twice (a packet played back again because
+its acknowledgement was lost, a reply and its stream copy, a serial line's two copies). A
+packet is known by its *key*: (APID, 14-bit sequence count, packet time in ms, the CDS time
+of its header rounded as the agent's store rounds it). :class:`CompletenessTracker` is fed
+every packet the ground takes in and answers:
+
+- :meth:`~CompletenessTracker.seen`: is this key already here (keep one copy of each);
+- :meth:`~CompletenessTracker.take_runs`: the acknowledgement of what arrived since the last
+  one, as :class:`~flight.link.messages.AckRun` runs (one per unbroken stretch of an APID's
+  sequence, in time order);
+- :meth:`~CompletenessTracker.gaps`: sequence counts missing between packets received, per
+  APID in packet-time order, with the time span each gap lies in. A count that goes back
+  (not a wrap) is a new boot, not 16 000 lost packets, and so is a boot the ground was told
+  of (:meth:`~CompletenessTracker.boot_at`, from housekeeping's ``uptime_s``): the counters
+  restart at 0 with every boot;
+- :meth:`~CompletenessTracker.passes`: per pass (reception with no silence longer than
+  ``pass_gap_s`` on the ground's clock), per APID: packets received live, played back,
+  duplicates dropped, and still missing within the pass's live packet-time span.
+
+Bounded memory, said plainly: keys older than ``horizon_s`` of packet time before the newest
+live packet are forgotten, and the oldest beyond ``max_keys`` (about 100 bytes each). A packet
+older than that which comes again is not recognised here as a duplicate (the archive's own
+key table still is: ``ground/archive.py``), and gaps before :attr:`CompletenessStats.known_from_ms`
+are not counted. Passes beyond ``max_passes`` are forgotten too (the archive keeps their rows).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+from flight.link.messages import MAX_ACK_RUNS, AckRun
+from flight.link.packets import MAX_SEQ_COUNT
+
+SEQ_BITS = 14  # a key packs (time_ms << 14) | seq_count: sorting the ints sorts by (time, seq)
+HORIZON_S = 2 * 86_400.0  # the agent's store holds about this much (64 MB; housekeeping dropped first)
+MAX_KEYS = 500_000  # ~50 MB of keys: 2 days at ~3 packets/s
+PASS_GAP_S = 120.0  # a silence this long ends a pass (a low orbit's passes are ~90 min apart)
+MAX_PASSES = 500
+BOOT_TOLERANCE_MS = 1000  # a boot's start from packet time minus uptime: good to the clock's adjustments
+PRUNE_EVERY = 4096  # keys added between looks at the horizon
+WRAP_MARGIN = 256  # a count this close to 2**14 followed by one this close to 0 is a wrap, not a boot
+
+
+def packet_key(apid: int, seq_count: int, time_s: float) -> tuple[int, int, int]:
+    """(apid, seq_count, time_ms) of a packet, its time rounded as the agent's store rounds it.
+
+    >>> packet_key(0x10, 5, 1795000000.25)
+    (16, 5, 1795000000250)
+    """
+    return int(apid), int(seq_count), int(round(time_s * 1000.0))
+
+
+def _pack(time_ms: int, seq: int) -> int:
+    return (time_ms << SEQ_BITS) | seq
+
+
+def _time(key: int) -> int:
+    return key >> SEQ_BITS
+
+
+def _seq(key: int) -> int:
+    return key & MAX_SEQ_COUNT
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Sequence counts of ``apid`` missing between two packets received: ``count`` of them from
+    ``first_seq`` on (modulo 2**14), lying in packet time between ``after_ms`` (the packet before)
+    and ``before_ms`` (the packet after)."""
+
+    apid: int
+    first_seq: int
+    count: int
+    after_ms: int
+    before_ms: int
+
+    @property
+    def last_seq(self) -> int:
+        return (self.first_seq + self.count - 1) & MAX_SEQ_COUNT
+
+
+@dataclass(frozen=True)
+class PassCounts:
+    """One APID in one pass: new packets received live and played back, copies dropped, and
+    sequence counts still missing within the pass's live packet-time span."""
+
+    received: int = 0
+    played_back: int = 0
+    duplicates: int = 0
+    missing: int = 0
+
+    def __add__(self, other: PassCounts) -> PassCounts:
+        return PassCounts(self.received + other.received, self.played_back + other.played_back,
+                          self.duplicates + other.duplicates, self.missing + other.missing)
+
+    @staticmethod
+    def total(apids: tuple[tuple[int, PassCounts], ...]) -> PassCounts:
+        """The sum over a pass's APIDs."""
+        out = PassCounts()
+        for _apid, counts in apids:
+            out = out + counts
+        return out
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """A pass: reception from ``start_s`` to ``end_s`` (the ground's clock) with no silence longer
+    than the tracker's ``pass_gap_s``; ``first_ms`` .. ``last_ms``: the packet times of the
+    packets received live in it (None if only played-back packets came); ``apids``: per APID,
+    sorted by APID."""
+
+    index: int
+    start_s: float
+    end_s: float
+    first_ms: int | None
+    last_ms: int | None
+    open: bool
+    apids: tuple[tuple[int, PassCounts], ...]
+
+    @property
+    def totals(self) -> PassCounts:
+        return PassCounts.total(self.apids)
+
+    def to_json(self) -> dict:
+        t = self.totals
+        return {"index": self.index, "start_s": self.start_s, "end_s": self.end_s,
+                "first_s": None if self.first_ms is None else self.first_ms / 1000.0,
+                "last_s": None if self.last_ms is None else self.last_ms / 1000.0, "open": self.open,
+                "received": t.received, "played_back": t.played_back, "duplicates": t.duplicates,
+                "missing": t.missing,
+                "apids": [{"apid": apid, "received": c.received, "played_back": c.played_back,
+                           "duplicates": c.duplicates, "missing": c.missing} for apid, c in self.apids]}
+
+
+@dataclass(frozen=True)
+class CompletenessStats:
+    keys: int              # packet keys held
+    received: int          # new packets taken in, live or played back
+    played_back: int       # of them, from playback containers
+    duplicates: int        # copies dropped
+    forgotten: int         # keys let go (horizon, cap)
+    pending_ack: int       # keys received and not yet in an acknowledgement
+    known_from_ms: int | None  # no key older than this is held (None: none forgotten yet)
+
+
+@dataclass
+class _Pass:
+    index: int
+    start_s: float
+    end_s: float
+    first_ms: int | None = None
+    last_ms: int | None = None
+    counts: dict[int, list[int]] = field(default_factory=dict)  # apid -> [received, played back, duplicates]
+    dirty: bool = True
+
+    def count(self, apid: int, which: int) -> None:
+        self.counts.setdefault(apid, [0, 0, 0])[which] += 1
+        self.dirty = True
+
+
+class CompletenessTracker:
+    """What the ground has of each APID's sequence; see the module's docstring."""
+
+    def __init__(self, pass_gap_s: float = PASS_GAP_S, horizon_s: float = HORIZON_S, max_keys: int = MAX_KEYS,
+                 max_passes: int = MAX_PASSES):
+        if not pass_gap_s > 0 or not horizon_s > 0 or max_keys < 1 or max_passes < 1:
+            raise ValueError(f"pass_gap_s {pass_gap_s} and horizon_s {horizon_s} must be above 0, max_keys "
+                             f"{max_keys} and max_passes {max_passes} at least 1")
+        self.pass_gap_s = float(pass_gap_s)
+        self.horizon_ms = int(horizon_s * 1000.0)
+        self.max_keys = int(max_keys)
+        self.max_passes = int(max_passes)
+        self._keys: dict[int, set[int]] = {}      # apid -> packed keys held
+        self._order: dict[int, list[int]] = {}    # apid -> the same keys, sorted when _unsorted says not
+        self._unsorted: set[int] = set()
+        self._new: dict[int, set[int]] = {}       # apid -> keys to acknowledge
+        self._boots: list[int] = []               # boot start times (packet time, ms), sorted
+        self._passes: list[_Pass] = []
+        self._live_ms: int | None = None          # time of the newest live packet: "now" on the agent's clock
+        self._newest_ms: int | None = None        # of any packet: "now" for a tracker that hears only playback
+        self.acks_dropped = 0  # keys never acknowledged because nobody took the runs (the agent plays them again)
+        self._since_prune = 0
+        self._count = 0  # keys held, all APIDs
+        self.received = 0
+        self.played_back = 0
+        self.duplicates = 0
+        self.forgotten = 0
+        self.known_from_ms: int | None = None
+
+    # --- intake ----------------------------------------------------------------------------
+
+    def seen(self, apid: int, seq: int, time_ms: int) -> bool:
+        """Whether the ground already has this packet."""
+        keys = self._keys.get(apid)
+        return keys is not None and _pack(time_ms, seq) in keys
+
+    def add(self, apid: int, seq: int, time_ms: int, received_s: float, played_back: bool = False) -> bool:
+        """Take in one packet received at ``received_s`` (the ground's clock); True if it is new,
+        False if it is a copy of one already here (counted, and to be dropped by the caller).
+
+        A copy that came in playback is acknowledged again: the agent plays back only what it
+        thinks the ground lacks, so the acknowledgement it had was lost on the way up."""
+        if not 0 <= seq <= MAX_SEQ_COUNT:
+            raise ValueError(f"sequence count {seq} outside 0..{MAX_SEQ_COUNT}")
+        current = self._reception(received_s)
+        key = _pack(time_ms, seq)
+        keys = self._keys.setdefault(apid, set())
+        if key in keys:
+            self.duplicates += 1
+            current.count(apid, 2)
+            if played_back:
+                self._new.setdefault(apid, set()).add(key)
+            return False
+        keys.add(key)
+        self._count += 1
+        order = self._order.setdefault(apid, [])
+        if order and key < order[-1]:
+            self._unsorted.add(apid)
+        order.append(key)
+        self._new.setdefault(apid, set()).add(key)
+        self._newest_ms = time_ms if self._newest_ms is None else max(self._newest_ms, time_ms)
+        self.received += 1
+        if played_back:
+            self.played_back += 1
+            current.count(apid, 1)
+            self._touch(time_ms)  # it may fill a gap of an earlier pass
+        else:
+            current.count(apid, 0)
+            current.first_ms = time_ms if current.first_ms is None else min(current.first_ms, time_ms)
+            current.last_ms = time_ms if current.last_ms is None else max(current.last_ms, time_ms)
+            self._live_ms = time_ms
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY or self._count > self.max_keys:
+            self.prune()
+        return True
+
+    def boot_at(self, time_ms: int) -> None:
+        """An agent boot began at this packet time (housekeeping: packet time minus ``uptime_s``):
+        sequence counts start again there, so no gap is counted across it."""
+        i = bisect_left(self._boots, time_ms)
+        near = [b for b in self._boots[max(0, i - 1):i + 1] if abs(b - time_ms) <= BOOT_TOLERANCE_MS]
+        if near:
+            return
+        self._boots.insert(i, time_ms)
+        self._touch(time_ms)
+
+    def _reception(self, received_s: float) -> _Pass:
+        """The pass this reception belongs to: the current one, or a new one after a silence."""
+        current = self._passes[-1] if self._passes else None
+        if current is None or received_s - current.end_s > self.pass_gap_s:
+            current = _Pass(current.index + 1 if current else 1, received_s, received_s)
+            self._passes.append(current)
+            del self._passes[:-self.max_passes]
+        elif received_s > current.end_s:
+            current.end_s = received_s
+        return current
+
+    def _touch(self, time_ms: int) -> None:
+        """A packet or a boot at ``time_ms`` changes what is missing in the passes spanning it."""
+        for p in self._passes:
+            if p.first_ms is not None and p.first_ms <= time_ms <= p.last_ms:
+                p.dirty = True
+
+    @property
+    def pass_index(self) -> int:
+        """The current pass's number (0 before any packet): it changes when a new pass begins."""
+        return self._passes[-1].index if self._passes else 0
+
+    # --- acknowledgements ------------------------------------------------------------------
+
+    def take_runs(self, max_runs: int = MAX_ACK_RUNS) -> list[AckRun]:
+        """What arrived since the last acknowledgement, as runs: per APID (in order), its new
+        keys sorted by (time, sequence count), consecutive counts (modulo 2**14) in one run. At
+        most ``max_runs``; what does not fit stays for the next call."""
+        if max_runs < 0:
+            raise ValueError(f"max_runs {max_runs}: at least 0")
+        runs: list[AckRun] = []
+        for apid in sorted(self._new):
+            keys = sorted(self._new[apid])
+            i = 0
+            while i < len(keys) and len(runs) < max_runs:
+                j = i
+                # A run spans at most 2**14 counts: its width is taken modulo 2**14 on board.
+                while (j + 1 < len(keys) and j - i < MAX_SEQ_COUNT
+                       and _seq(keys[j + 1]) == (_seq(keys[j]) + 1) & MAX_SEQ_COUNT):
+                    j += 1
+                runs.append(AckRun(apid, _seq(keys[i]), _seq(keys[j]), _time(keys[i]), _time(keys[j])))
+                i = j + 1
+            if i < len(keys):
+                self._new[apid] = set(keys[i:])
+            else:
+                del self._new[apid]
+            if len(runs) >= max_runs:
+                break
+        return runs
+
+    # --- gaps --------------------------------------------------------------------------------
+
+    def _sorted(self, apid: int) -> list[int]:
+        order = self._order.get(apid, [])
+        if apid in self._unsorted:
+            order.sort()  # timsort: the live tail is already in order, played-back keys merge in
+            self._unsorted.discard(apid)
+        return order
+
+    def apids(self) -> list[int]:
+        return sorted(a for a, keys in self._keys.items() if keys)
+
+    def gaps(self, apid: int | None = None, from_ms: int | None = None, to_ms: int | None = None) -> list[Gap]:
+        """Sequence counts missing between packets received (both within [from_ms, to_ms] when
+        given), per APID in packet-time order; not across a boot (a count going back that is not
+        a wrap, or a boot the tracker was told of)."""
+        out: list[Gap] = []
+        for a in ([apid] if apid is not None else self.apids()):
+            order = self._sorted(a)
+            lo = 0 if from_ms is None else bisect_left(order, _pack(from_ms, 0))
+            hi = len(order) if to_ms is None else bisect_right(order, _pack(to_ms, MAX_SEQ_COUNT))
+            for k in range(lo + 1, hi):
+                prev, cur = order[k - 1], order[k]
+                ps, cs = _seq(prev), _seq(cur)
+                missing = (cs - ps - 1) & MAX_SEQ_COUNT
+                if missing == 0 or cs == ps:
+                    continue
+                if cs < ps and not (ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN):
+                    continue  # back to a low count, later: a new boot
+                pt, ct = _time(prev), _time(cur)
+                b = bisect_right(self._boots, pt)
+                if b < len(self._boots) and self._boots[b] <= ct + BOOT_TOLERANCE_MS:
+                    continue  # a boot between them: its counts began again at 0
+                out.append(Gap(a, (ps + 1) & MAX_SEQ_COUNT, missing, pt, ct))
+        return out
+
+    def missing(self, apid: int | None = None, from_ms: int | None = None, to_ms: int | None = None) -> int:
+        return sum(g.count for g in self.gaps(apid, from_ms, to_ms))
+
+    # --- passes ------------------------------------------------------------------------------
+
+    def _report(self, p: _Pass, now_s: float | None) -> PassReport:
+        latest = p is self._passes[-1]
+        is_open = latest and (now_s is None or now_s - p.end_s <= self.pass_gap_s)
+        apids = []
+        for apid in sorted(p.counts):
+            received, played, dups = p.counts[apid]
+            missing = 0 if p.first_ms is None else self.missing(apid, p.first_ms, p.last_ms)
+            apids.append((apid, PassCounts(received, played, dups, missing)))
+        return PassReport(p.index, p.start_s, p.end_s, p.first_ms, p.last_ms, is_open, tuple(apids))
+
+    def passes(self, now_s: float | None = None) -> list[PassReport]:
+        """Every pass still held, oldest first; the last is ``open`` unless ``now_s`` (the
+        ground's clock) is more than ``pass_gap_s`` after its last packet."""
+        return [self._report(p, now_s) for p in self._passes]
+
+    def take_changed(self, now_s: float | None = None) -> list[PassReport]:
+        """The passes whose numbers may have changed since the last call (new packets in them, a
+        gap of theirs filled by playback, a boot learnt), for whoever keeps them (the archive)."""
+        out = [self._report(p, now_s) for p in self._passes if p.dirty]
+        for p in self._passes:
+            p.dirty = False
+        return out
+
+    # --- memory ------------------------------------------------------------------------------
+
+    def prune(self) -> int:
+        """Forget keys older than the horizon before the newest live packet, then the oldest
+        beyond ``max_keys``; return how many went."""
+        self._since_prune = 0
+        newest = self._live_ms if self._live_ms is not None else self._newest_ms
+        if newest is None:
+            return 0
+        cutoff = newest - self.horizon_ms
+        total = self._count
+        if total > self.max_keys:  # the oldest beyond the cap: a cutoff time that leaves max_keys
+            times = sorted(_time(k) for order in self._order.values() for k in order)
+            cutoff = max(cutoff, times[total - self.max_keys * 9 // 10])  # a tenth of room: not every add
+        if sum(len(v) for v in self._new.values()) > self.max_keys:  # nobody takes the runs: bounded anyway
+            self.acks_dropped += sum(len(v) for v in self._new.values())
+            self._new.clear()
+        gone = 0
+        for apid in list(self._order):
+            order = self._sorted(apid)
+            cut = bisect_left(order, _pack(cutoff, 0))
+            if not cut:
+                continue
+            keys = self._keys[apid]
+            for key in order[:cut]:
+                keys.discard(key)  # still acknowledged if it waits in _new: forgotten here, not there
+            del order[:cut]
+            gone += cut
+        self._count -= gone
+        if gone:
+            self.forgotten += gone
+            self.known_from_ms = cutoff if self.known_from_ms is None else max(self.known_from_ms, cutoff)
+            del self._boots[:bisect_left(self._boots, cutoff)]
+            self._passes = [p for p in self._passes if p.last_ms is None or p.last_ms >= cutoff or
+                            p is self._passes[-1]]
+        return gone
+
+    def stats(self) -> CompletenessStats:
+        return CompletenessStats(self._count, self.received, self.played_back,
+                                 self.duplicates, self.forgotten, sum(len(k) for k in self._new.values()),
+                                 self.known_from_ms)
+
+

@@ -1,0 +1,125 @@
+"""The ground's schedule file: time tags built on the ground, checked here against the dictionary,
+then uplinked as one SCHEDULE_AT each (``sunlit-ground schedule upload FILE``; pure).
+
+Format (TOML)::
+
+    [[entry]]
+    at = "2026-12-03T10:00:00Z"      # UTC (or at_unix_s = 1796292000.0)
+    command = "SET_MODE"
+    args = { mode = "IDLE" }
+
+    [[entry]]
+    after_s = 600                    # from the moment of the upload instead
+    command = "INFER_START"
+    args = { input_set = "tiles" }
+
+Every entry is checked before anything is sent (an unknown command, a bad argument, a time in
+the past or both ``at`` and ``after_s``), each error naming ``entry[K].KEY``: a schedule goes up
+whole or not at all from the ground's side. The agent checks again when each arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on JetPack 6
+    import tomli as tomllib
+
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError, Dictionary
+
+MAX_ENTRIES = 256  # the on-board schedule's capacity
+_KEYS = {"at", "at_unix_s", "after_s", "command", "args"}
+
+
+class ScheduleFileError(ValueError):
+    """A schedule file that cannot go up; the message names the entry and key."""
+
+
+@dataclass(frozen=True)
+class TimeTag:
+    release_unix_s: float
+    command: str
+    args: dict[str, Any]
+
+    def scheduler_args(self) -> dict[str, Any]:
+        """SCHEDULE_AT's arguments for this entry."""
+        return {"release_unix_s": self.release_unix_s, "command": self.command,
+                "args": json.dumps(self.args, separators=(",", ":"))}
+
+
+def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
+                   dictionary: Dictionary = DICTIONARY) -> list[TimeTag]:
+    """The time tags of a schedule file, in release order; :class:`ScheduleFileError` otherwise."""
+    def fail(where: str, why: str) -> ScheduleFileError:
+        return ScheduleFileError(f"{source}: {where}: {why}")
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - {"entry"})
+    if unknown:
+        raise fail(unknown[0], "unknown key; a schedule file is [[entry]] tables only")
+    entries = raw.get("entry", [])
+    if not isinstance(entries, list) or not entries:
+        raise fail("entry", "no [[entry]] tables")
+    if len(entries) > MAX_ENTRIES:
+        raise fail("entry", f"{len(entries)} entries; the on-board schedule holds {MAX_ENTRIES}")
+    tags = []
+    for k, entry in enumerate(entries):
+        where = f"entry[{k}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "must be a table")
+        extra = sorted(set(entry) - _KEYS)
+        if extra:
+            raise fail(f"{where}.{extra[0]}", f"unknown key; an entry takes {', '.join(sorted(_KEYS))}")
+        given = [key for key in ("at", "at_unix_s", "after_s") if key in entry]
+        if len(given) != 1:
+            raise fail(where, "give exactly one of at (UTC text), at_unix_s or after_s")
+        key = given[0]
+        value = entry[key]
+        if key == "at":
+            if isinstance(value, datetime):
+                if value.tzinfo is None:
+                    raise fail(f"{where}.at", "a time without a zone; write it in UTC with a Z")
+                release = value.timestamp()
+            elif isinstance(value, str):
+                try:
+                    stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    raise fail(f"{where}.at", f"{value[:40]!r} is not an ISO 8601 time") from None
+                if stamp.tzinfo is None:
+                    raise fail(f"{where}.at", "a time without a zone; write it in UTC with a Z")
+                release = stamp.timestamp()
+            else:
+                raise fail(f"{where}.at", "a UTC time, e.g. \"2026-12-03T10:00:00Z\"")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise fail(f"{where}.{key}", f"a finite number of seconds, got {value!r}")
+            release = float(value) + (now_unix_s if key == "after_s" else 0.0)
+            if key == "after_s" and value < 0:
+                raise fail(f"{where}.after_s", "must not be negative")
+        if release < now_unix_s:
+            raise fail(f"{where}.{key}", f"{release - now_unix_s:.0f} s in the past")
+        name = entry.get("command")
+        if not isinstance(name, str) or name not in dictionary.command_by_name:
+            raise fail(f"{where}.command", f"{name!r} is not a dictionary command")
+        if name.startswith(("SCHEDULE_", "SEQUENCE_")):
+            raise fail(f"{where}.command", f"{name} manages the schedule itself: send it directly")
+        args = entry.get("args", {})
+        if not isinstance(args, dict):
+            raise fail(f"{where}.args", "a table of the command's arguments")
+        try:
+            checked = dictionary.command(name).validate_args(args)
+        except ArgumentError as exc:
+            raise fail(f"{where}.args", str(exc)) from None
+        tags.append(TimeTag(release, name, checked))
+    return sorted(tags, key=lambda t: t.release_unix_s)

@@ -1,0 +1,707 @@
+"""Ground completeness (issue 14, part 2): the ground keeps one copy of every packet however
+often it comes (live, a reply and its stream copy, played back from the agent's packet store,
+played back again), acknowledges what it has to the agent's store, finds what is missing per
+APID, counts each pass, and a command whose completion report was lost live ends as what it
+was (completed) when the report comes played back, never as a timeout.
+
+Real parts: the tracker (pure), the client on a memory link, the agent in this process on a
+simulated clock (tests/inproc.py), the archive on a file, and (system tier) the ground server
+on a real ZeroMQ link whose spacecraft side is a source the test scripts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from flight.agent.tm_store import PacketStore
+from flight.link.apid import Apid
+from flight.link.definitions import DICTIONARY
+from flight.link.memory_link import MemoryLink
+from flight.link.messages import AckRun, Codec, Stage, Verification
+from flight.link.packets import Service, Subtype, pack_tm, unpack
+from ground.archive import Archive, ArchiveRecorder
+from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
+from ground.completeness import CompletenessTracker, Gap, PassCounts, packet_key
+from ground.queue import CommandQueue, State, Timeouts
+from tests.inproc import InProcessAgent
+from tests.test_ground_archive import AGENT_HK, T0_S, agent_hk_values, archive_cli, decoded, intake
+
+AGENT = int(Apid.AGENT)
+COMPUTE = int(Apid.COMPUTE)
+
+
+def hk_packets(codec: Codec, n: int, t0_s: float = T0_S) -> list[bytes]:
+    """``n`` AGENT_HK packets a second apart, sequence counts 0.. as the codec draws them."""
+    return [codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t0_s + i) for i in range(n)]
+
+
+def key_of(raw: bytes) -> tuple[int, int, int]:
+    tm = unpack(raw)
+    return packet_key(tm.apid, tm.seq_count, tm.time_s)
+
+
+# --- the tracker (pure) ------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-041")
+def test_runs_group_consecutive_counts_and_the_store_frees_exactly_those(tmp_path):
+    codec = Codec(DICTIONARY)
+    raws = hk_packets(codec, 9)  # counts 0..8 at T0 + 0..8 s
+    store = PacketStore(tmp_path / "store", max_bytes=4 * 65536, segment_bytes=65536)
+    for raw in raws:
+        store.append(raw, sent_at=0.0)
+    tracker = CompletenessTracker()
+    for k in (5, 3, 4, 7, 8, 0):  # in the order they arrived; 1, 2 and 6 lost
+        assert tracker.add(*key_of(raws[k]), received_s=0.0)
+    ms = [key_of(r)[2] for r in raws]
+    runs = tracker.take_runs()
+    assert runs == [AckRun(AGENT, 0, 0, ms[0], ms[0]), AckRun(AGENT, 3, 5, ms[3], ms[5]),
+                    AckRun(AGENT, 7, 8, ms[7], ms[8])]
+    assert tracker.take_runs() == [], "each key is acknowledged once"
+    assert store.acknowledge(r.as_tuple() for r in runs) == 6
+    assert store.records_held() == 3, "the agent keeps what the ground lacks: counts 1, 2 and 6"
+
+    # A wrap of the 14-bit count is one run; what one acknowledgement cannot carry waits.
+    tracker.add(COMPUTE, 16383, 5000, 1.0)
+    tracker.add(COMPUTE, 0, 5001, 1.0)
+    for seq in (20, 22, 24, 26):
+        tracker.add(COMPUTE, seq, 6000 + seq, 1.0)
+    first = tracker.take_runs(max_runs=2)
+    assert first == [AckRun(COMPUTE, 16383, 0, 5000, 5001), AckRun(COMPUTE, 20, 20, 6020, 6020)]
+    assert [r.first_seq for r in tracker.take_runs()] == [22, 24, 26]
+
+    # A copy played back again means the agent lacks the acknowledgement: it is acknowledged again.
+    assert not tracker.add(*key_of(raws[3]), received_s=2.0, played_back=True)
+    assert not tracker.add(*key_of(raws[4]), received_s=2.0)  # a live copy (a reply's): nothing to say
+    assert tracker.take_runs() == [AckRun(AGENT, 3, 3, ms[3], ms[3])]
+    store.close()
+
+
+@pytest.mark.req("GND-040")
+def test_gaps_are_found_per_apid_in_time_order_and_never_across_a_boot():
+    tracker = CompletenessTracker()
+    for seq, ms in ((0, 1000), (1, 1001), (4, 1004), (5, 1005)):
+        tracker.add(AGENT, seq, ms, 0.0)
+    tracker.add(COMPUTE, 7, 1002, 0.0)
+    assert tracker.gaps() == [Gap(AGENT, 2, 2, 1001, 1004)]
+    assert tracker.gaps()[0].last_seq == 3
+    tracker.add(AGENT, 3, 1003, 1.0, played_back=True)  # played back into place
+    assert tracker.gaps() == [Gap(AGENT, 2, 1, 1001, 1003)]
+    tracker.add(AGENT, 2, 1002, 1.0, played_back=True)
+    assert tracker.gaps() == [] and tracker.missing() == 0
+
+    tracker.add(AGENT, 0, 5000, 2.0)  # the count went back, later: a new boot, not 16 000 lost
+    tracker.add(AGENT, 1, 5001, 2.0)
+    assert tracker.gaps() == []
+    tracker.add(AGENT, 10, 9010, 3.0)  # another boot whose first ten packets were lost: 1 -> 10 looks like 8 lost
+    assert tracker.gaps() == [Gap(AGENT, 2, 8, 5001, 9010)]
+    tracker.boot_at(9000)  # housekeeping says the agent started at 9000 ms (packet time minus uptime)
+    assert tracker.gaps() == []
+
+    for seq, ms in ((16382, 20000), (16383, 20001), (1, 20003)):  # across the wrap: count 0 is missing
+        tracker.add(COMPUTE, seq, ms, 4.0)
+    assert tracker.gaps(COMPUTE) == [Gap(COMPUTE, 0, 1, 20001, 20003)]
+    assert tracker.gaps(COMPUTE, from_ms=20002) == [], "a window holds only gaps between packets inside it"
+
+
+@pytest.mark.req("GND-040")
+def test_a_packet_already_here_is_seen_and_counted():
+    tracker = CompletenessTracker()
+    assert not tracker.seen(AGENT, 4, 1000)
+    assert tracker.add(AGENT, 4, 1000, 0.0)
+    assert tracker.seen(AGENT, 4, 1000) and not tracker.seen(AGENT, 4, 1001) and not tracker.seen(COMPUTE, 4, 1000)
+    assert not tracker.add(AGENT, 4, 1000, 0.5)
+    assert not tracker.add(AGENT, 4, 1000, 0.6, played_back=True)
+    stats = tracker.stats()
+    assert (stats.keys, stats.received, stats.duplicates, stats.played_back) == (1, 1, 2, 0)
+    with pytest.raises(ValueError, match="sequence count"):
+        tracker.add(AGENT, 1 << 14, 1000, 0.0)
+
+
+@pytest.mark.req("GND-040")
+def test_each_pass_counts_received_played_back_duplicates_and_missing():
+    tracker = CompletenessTracker(pass_gap_s=60.0)
+    for seq in range(10):  # pass 1, ground clock 0..9 s: counts 4 and 5 lost
+        if seq not in (4, 5):
+            tracker.add(AGENT, seq, 1000 + seq, received_s=float(seq))
+    tracker.add(COMPUTE, 0, 1003, 3.0)
+    assert tracker.pass_index == 1
+    for seq in (10, 11, 12):  # pass 2, after 8 min of silence
+        tracker.add(AGENT, seq, 480_000 + seq, received_s=490.0 + seq)
+    tracker.add(AGENT, 4, 1004, 501.0, played_back=True)  # one of the lost two comes back
+    tracker.add(AGENT, 3, 1003, 501.5, played_back=True)  # played back again: a copy
+    assert tracker.pass_index == 2
+    first, second = tracker.passes(now_s=502.0)
+    assert (first.index, first.start_s, first.end_s, first.first_ms, first.last_ms, first.open) == (
+        1, 0.0, 9.0, 1000, 1009, False)
+    assert first.apids == ((AGENT, PassCounts(received=8, missing=1)), (COMPUTE, PassCounts(received=1)))
+    assert second.open and second.apids == ((AGENT, PassCounts(received=3, played_back=1, duplicates=1)),)
+    assert second.totals == PassCounts(3, 1, 1, 0)
+    assert not tracker.passes(now_s=600.0)[-1].open, "a silence longer than the gap ends it"
+    assert second.to_json()["apids"] == [{"apid": AGENT, "received": 3, "played_back": 1, "duplicates": 1,
+                                          "missing": 0}]
+
+    assert [p.index for p in tracker.take_changed()] == [1, 2]
+    assert tracker.take_changed() == [], "nothing new"
+    tracker.add(AGENT, 5, 1005, 503.0, played_back=True)  # the last one: pass 1 is whole now
+    changed = tracker.take_changed()
+    assert [p.index for p in changed] == [1, 2]  # pass 1's missing changed, pass 2 got one more
+    assert changed[0].apids[0][1].missing == 0 and changed[1].totals.played_back == 2
+
+
+@pytest.mark.req("GND-040")
+def test_memory_is_bounded_by_a_horizon_and_a_count_and_says_so():
+    tracker = CompletenessTracker(horizon_s=10.0)
+    for i in range(50):  # 50 s of packet time, a horizon of 10 s
+        tracker.add(AGENT, i, i * 1000, float(i))
+    tracker.add(AGENT, 1, 1000, 50.0)
+    assert tracker.prune() == 39
+    stats = tracker.stats()
+    assert (stats.keys, stats.forgotten, stats.known_from_ms) == (11, 39, 39_000)
+    assert not tracker.seen(AGENT, 0, 0) and tracker.seen(AGENT, 39, 39_000)
+
+    capped = CompletenessTracker(max_keys=100)
+    for i in range(250):
+        capped.add(AGENT, i, 10_000 + i, 0.0)
+    stats = capped.stats()
+    assert stats.keys <= 100 and stats.forgotten == 250 - stats.keys
+    assert capped.seen(AGENT, 249, 10_249) and not capped.seen(AGENT, 0, 10_000)
+    assert capped.gaps() == [], "nothing is missing in what is held"
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-040")
+def test_the_client_unwraps_playback_keeps_one_copy_and_never_goes_back_in_time(tmp_path):
+    pair = MemoryLink()
+    client = GroundClient(pair.ground)
+    archive = Archive(tmp_path / "ground.sqlite")
+    recorder = ArchiveRecorder(archive).attach(client)
+    heard: list = []
+    client.listeners.append(heard.append)
+    codec = Codec(DICTIONARY)
+    raws = hk_packets(codec, 5)  # uptime_s 10 + i
+
+    pair.flight.reply("ground", raws[0])  # a reply, then its stream copy
+    for k in (0, 1, 3):  # 2 and 4 lost live
+        pair.flight.publish(raws[k])
+    items = client.poll()
+    assert [(i.packet.seq_count, i.duplicate) for i in items] == [(0, False), (0, True), (1, False), (3, False)]
+    assert client.gaps.missing == 1 and client.duplicates == 1
+    assert client.latest["uptime_s"] == (13.0, T0_S + 3)
+
+    pair.flight.publish(codec.encode_playback([raws[2], raws[1], b"\x00junk"], T0_S + 10))
+    items = client.poll()
+    assert [(i.packet.seq_count if i.packet else None, i.played_back, i.duplicate, bool(i.error)) for i in items] == [
+        (2, True, False, False), (1, True, True, False), (None, True, False, True)]
+    assert client.latest["uptime_s"] == (13.0, T0_S + 3), "a played-back value is history, not the latest"
+    pair.flight.publish(codec.encode_playback([raws[4]], T0_S + 11))
+    client.poll()
+    assert client.latest["uptime_s"] == (14.0, T0_S + 4), "... unless nothing newer came"
+
+    assert [i.packet.seq_count for i in heard if i.packet] == [0, 1, 3, 2, 4], "listeners get each packet once"
+    assert [i.played_back for i in heard if i.packet] == [False, False, False, True, True]
+    assert (client.duplicates, client.played_back, client.bad_packets) == (2, 2, 1)
+    assert client.gaps.missing == 1 and client.gaps.restarts == 0, "played-back counts are not the live sequence"
+    assert client.tracker.gaps() == []
+    ms = [key_of(r)[2] for r in raws]
+    assert client.tracker.take_runs() == [AckRun(AGENT, 0, 4, ms[0], ms[4])]
+
+    recorder.close()
+    out = tmp_path / "all.hex"
+    assert archive.export_raw(out, valid_only=True) == 5
+    archived = [bytes.fromhex(ln) for ln in out.read_text().splitlines() if not ln.startswith("#")]
+    assert sorted(archived, key=key_of) == raws, "archived in place by packet time, each once"
+    archive.close()
+
+
+def lose_completion(rig: InProcessAgent, cmd_id: int) -> dict:
+    """Lose on the air (sent, never received) every completion report of ``cmd_id`` while
+    ``switch["on"]``: the agent's store still has it."""
+    codec = Codec(DICTIONARY)
+    switch = {"on": True}
+
+    def lost(packet: bytes) -> bool:
+        tm = unpack(packet)
+        if not switch["on"] or tm.service != Service.VERIFICATION:
+            return False
+        rec = codec.decode_tm(tm)
+        return isinstance(rec, Verification) and rec.cmd_id == cmd_id and rec.stage is Stage.COMPLETED
+
+    publish, reply = rig.link.flight.publish, rig.link.flight.reply
+    rig.link.flight.publish = lambda packet: True if lost(packet) else publish(packet)
+    rig.link.flight.reply = lambda peer, packet: True if lost(packet) else reply(peer, packet)
+    return switch
+
+
+@pytest.mark.req("GND-042")
+def test_a_completion_lost_live_comes_in_playback_and_settles_an_unknown_outcome(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        cmd_id = 0x5EED
+        switch = lose_completion(rig, cmd_id)
+        with pytest.raises(CommandOutcomeUnknown) as waited:
+            rig.client.send("NOOP", {}, timeout_s=0.3, retries=0, cmd_id=cmd_id)
+        result = waited.value.result
+        assert isinstance(waited.value, CommandTimeout), "callers that know only timeouts still stop"
+        assert result.outcome == "unknown" and result.gave_up and result.stage_reached(Stage.STARTED)
+        assert not result.final and rig.client.unsettled() == [result]
+        settled: list = []
+        rig.client.settled_listeners.append(settled.append)
+        how: list = []
+        rig.client.listeners.append(lambda item: how.append(item.played_back)
+                                    if getattr(item.record, "cmd_id", None) == cmd_id else None)
+        switch["on"] = False  # the link is whole again; the report waits in the agent's store
+        for _ in range(60):  # the ground listens: it acknowledges once a simulated second
+            rig.clock.advance(1.0)
+            rig.client.acknowledge_store()
+            rig.pump()
+            if settled:
+                break
+        assert settled == [result] and result.completed and result.outcome == "completed"
+        assert how == [True], "the completion came played back"
+        assert rig.client.unsettled() == []
+        assert rig.hk()["cmd_executed"] == 1
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("GND-042")
+def test_asking_again_settles_an_unknown_outcome_without_running_the_command_twice(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        cmd_id = 0xA5CED
+        switch = lose_completion(rig, cmd_id)
+        with pytest.raises(CommandOutcomeUnknown) as waited:
+            rig.client.send("RESET_COUNTERS", {}, timeout_s=0.3, retries=0, cmd_id=cmd_id)
+        result = waited.value.result
+        switch["on"] = False
+        assert rig.client.ask(cmd_id)  # the same packet, same cmd_id
+        rig.pump()
+        assert result.completed and rig.client.unsettled() == []
+        values = rig.hk()
+        assert values["cmd_executed"] == 1 and values["tc_duplicates"] == 1, "answered, not run again"
+        assert not rig.client.ask(cmd_id), "settled: nothing left to ask about"
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("GND-042")
+def test_a_command_the_agent_never_acknowledged_is_a_timeout(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        rig.link.ground.send = lambda packet: True  # lost on the way up
+        with pytest.raises(CommandTimeout) as waited:
+            rig.client.send("NOOP", {}, timeout_s=0.2, retries=1, attempt_timeout_s=0.05)
+        assert not isinstance(waited.value, CommandOutcomeUnknown)
+        result = waited.value.result
+        assert result.outcome == "timeout" and result.attempts == 2 and rig.client.unsettled() == []
+    finally:
+        rig.close()
+
+
+# --- the queue (pure) ---------------------------------------------------------------------------
+
+T = Timeouts(approval_s=60, release_s=5, accepted_s=2, completed_s=10)
+
+
+@pytest.mark.req("GND-042")
+def test_the_queue_keeps_an_acknowledged_command_unknown_until_its_report_settles_it():
+    q = CommandQueue("sc", T, unknown_after="accepted")
+    e = q.submit("NOOP", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(e.id, 7, 1, 0.0)
+    q.report(7, "accepted", True, "", "", {}, 0.5)
+    assert q.tick(10.4) == [] and q.tick(10.5) == [e]
+    assert e.state is State.UNKNOWN and not e.state.final and e.outcome == "unknown" and q.in_flight() == [e]
+    assert e.stages[-1]["stage"] == "unknown" and e.stages[-1]["ok"] and "may have run" in e.stages[-1]["reason"]
+    assert q.tick(10_000.0) == [], "no window: it waits for its report"
+    q.asked(e.id, 20.0)
+    assert e.stages[-1]["stage"] == "asked" and e.attempts == 2
+    assert q.report(7, "started", True, "", "", {}, 21.0) is e and e.state is State.UNKNOWN
+    assert q.report(7, "completed", True, "", "", {"n": 1}, 22.0) is e
+    assert e.state is State.COMPLETED and e.outcome == "completed" and e.result == {"n": 1} and q.in_flight() == []
+
+    f = q.submit("NOOP", {}, "alice", False, 30.0)  # never acknowledged: that is a timeout
+    q.next_to_send(30.0)
+    q.sent(f.id, 8, 1, 30.0)
+    assert q.tick(32.0) == [f] and f.state is State.TIMEOUT
+
+    g = q.submit("NOOP", {}, "alice", False, 40.0)  # a late failure settles an unknown one too
+    q.next_to_send(40.0)
+    q.sent(g.id, 9, 1, 40.0)
+    q.report(9, "accepted", True, "", "", {}, 40.1)
+    q.tick(50.1)
+    assert g.state is State.UNKNOWN
+    q.report(9, "completed", False, "EXECUTION_ERROR", "disk full", {}, 60.0)
+    assert g.state is State.FAILED and g.outcome == "failed at completed: EXECUTION_ERROR disk full"
+
+    plain = CommandQueue("sc", T)  # by default only a start makes it unknown
+    h = plain.submit("NOOP", {}, "alice", False, 0.0)
+    plain.next_to_send(0.0)
+    plain.sent(h.id, 1, 1, 0.0)
+    plain.report(1, "started", True, "", "", {}, 0.1)
+    plain.tick(10.1)
+    assert h.state is State.UNKNOWN
+    with pytest.raises(ValueError, match="unknown_after"):
+        CommandQueue("sc", T, unknown_after="completed")
+
+
+# --- the archive --------------------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-040")
+def test_the_archive_keeps_each_packet_once_across_copies_and_a_reopening(tmp_path):
+    codec = Codec(DICTIONARY)
+    path = tmp_path / "ground.sqlite"
+    raws = hk_packets(codec, 40) + [codec.encode_event("PING_RECEIVED", {"token": 1}, T0_S + 41)]
+    bad = pack_tm(Apid.AGENT, 999, Service.HOUSEKEEPING, 25, b"\xc1", T0_S + 42)  # header good, data not msgpack
+    with Archive(path, chunk_packets=16) as archive:  # housekeeping sealed in chunks of 16
+        for raw in raws:
+            assert archive.record(decoded(codec, raw), T0_S) is not None
+        assert archive.record(intake(codec, bad), T0_S) is not None  # kept as invalid, and known by its header
+        for raw in (raws[0], raws[-1], bad):
+            assert archive.record(intake(codec, raw), T0_S + 60) is None
+        assert archive.duplicates == 3
+        assert archive.counts()["packets"] == len(raws) + 1 and archive.counts()["events"] == 1
+    with Archive(path, chunk_packets=16) as archive:  # a restarted server remembers nothing; the file does
+        recorder = ArchiveRecorder(archive)
+        for raw in (*raws, bad):
+            recorder(intake(codec, raw))
+        assert recorder.flush() == 0
+        stats = recorder.statistics()
+        assert stats.duplicates == len(raws) + 1 and stats.recorded == 0
+        assert archive.counts()["packets"] == len(raws) + 1 and archive.counts()["hk_sealed"] >= 32
+        assert archive.check() == []
+        recorder.close()
+
+
+@pytest.mark.req("GND-040")
+def test_a_file_from_before_the_key_table_gets_it_with_the_keys_a_playback_could_bring_again(tmp_path):
+    codec = Codec(DICTIONARY)
+    path = tmp_path / "ground.sqlite"
+    old = hk_packets(codec, 20, T0_S - 30 * 86_400.0)  # a month before: beyond any playback
+    recent = hk_packets(codec, 40)
+    with Archive(path, chunk_packets=16) as archive:
+        for raw in old + recent:
+            archive.record(decoded(codec, raw), T0_S)
+        archive.seal(force=True)
+    with sqlite3.connect(path) as db:  # the file as a ground server before these tables wrote it
+        db.execute("DROP TABLE packet_keys")
+        db.execute("DROP TABLE passes")
+    with Archive(path, chunk_packets=16) as archive:
+        assert archive.keys_added == len(recent), "the last 7 days of packet time, sealed chunks included"
+        assert archive._db.execute("PRAGMA user_version").fetchone()[0] == 2  # noqa: SLF001 - added to, not changed
+        assert all(archive.record(decoded(codec, raw), T0_S + 100) is None for raw in recent)
+        assert archive.counts()["packets"] == len(old) + len(recent) and archive.check() == []
+        assert archive.passes() == []
+
+
+@pytest.mark.req("GND-040")
+def test_packet_keys_age_out_after_their_horizon(tmp_path):
+    codec = Codec(DICTIONARY)
+    with Archive(tmp_path / "ground.sqlite", key_horizon_days=1.0) as archive:
+        early = codec.encode_hk(AGENT_HK.sid, agent_hk_values(0), T0_S - 3 * 86_400.0)
+        late = codec.encode_hk(AGENT_HK.sid, agent_hk_values(1), T0_S)
+        archive.record(decoded(codec, early), T0_S)
+        archive.record(decoded(codec, late), T0_S)
+        archive.retain(now_s=T0_S)
+        assert archive.record(decoded(codec, late), T0_S) is None
+        assert archive.record(decoded(codec, early), T0_S) is not None, \
+            "beyond the horizon a packet is not known any more (no store holds it that long)"
+
+
+@pytest.mark.req("GND-040")
+def test_passes_are_archived_updated_in_place_and_printed(tmp_path, capsys):
+    tracker = CompletenessTracker(pass_gap_s=60.0)
+    for seq in range(10):
+        if seq != 4:
+            tracker.add(AGENT, seq, int(T0_S * 1000) + seq * 1000, T0_S + seq)
+    tracker.add(COMPUTE, 3, int(T0_S * 1000) + 3000, T0_S + 3)
+    for seq in (10, 11):
+        tracker.add(AGENT, seq, int(T0_S * 1000) + 600_000 + seq, T0_S + 600 + seq)
+    path = tmp_path / "ground.sqlite"
+    with Archive(path) as archive:
+        assert archive.record_passes(tracker.take_changed(), "sunlit-1") == 3  # rows: pass 1 twice (2 APIDs)
+        tracker.add(AGENT, 4, int(T0_S * 1000) + 4000, T0_S + 612, played_back=True)
+        tracker.add(AGENT, 3, int(T0_S * 1000) + 3000, T0_S + 612, played_back=True)
+        archive.record_passes(tracker.take_changed(), "sunlit-1")
+        first, second = archive.passes()
+        assert (first.start_s, first.end_s, first.first_s, first.last_s) == (T0_S, T0_S + 9, T0_S, T0_S + 9)
+        assert first.apids == ((AGENT, PassCounts(received=9)), (COMPUTE, PassCounts(received=1)))
+        assert second.totals == PassCounts(received=2, played_back=1, duplicates=1, missing=0)
+        assert [p.start_s for p in archive.passes(limit=1)] == [second.start_s]
+        assert archive.passes(spacecraft="sunlit-2") == []
+        assert second.to_json()["played_back"] == 1 and archive.check() == []
+    assert archive_cli("passes", "--db", str(path)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["pass", "start", "(UTC)"] and len(out) == 1 + 3 + 2
+    assert out[1].startswith("2026-11-16T12:00:00.000Z") and out[1].split()[-5:] == ["all", "10", "0", "0", "0"]
+    assert out[4].split()[-5:] == ["all", "2", "1", "0", "1"]
+    assert archive_cli("passes", "--db", str(path), "--spacecraft", "sunlit-2") == 1
+
+
+# --- end to end: the agent in this process ------------------------------------------------------
+
+
+@pytest.mark.req("GND-040", "GND-041")
+def test_what_the_agent_sent_while_nobody_listened_is_archived_once_when_the_ground_does(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        store = rig.agent.downlink.store
+        sent: dict[tuple[int, int, int], bytes] = {}
+        for seg, i in store.in_range(-(2**62), 2**62):  # what the agent sent before this ground listened
+            raw = store.read(seg, i)
+            sent[key_of(raw)] = raw
+        air = {"up": True}
+        publish = rig.link.flight.publish
+
+        def on_the_air(packet: bytes) -> bool:
+            if unpack(packet).apid != Apid.PLAYBACK:
+                sent[key_of(packet)] = packet
+            return publish(packet) if air["up"] else True  # out of contact: sent, and lost
+
+        rig.link.flight.publish = on_the_air
+        client = rig.client = GroundClient(rig.link.ground, tracker=CompletenessTracker(pass_gap_s=30.0),
+                                           clock=rig.clock.now_s)
+        archive = Archive(tmp_path / "ground.sqlite", chunk_packets=32)
+        recorder = ArchiveRecorder(archive).attach(client)
+
+        rig.advance(20.0)  # heard live, never acknowledged
+        air["up"] = False
+        rig.advance(45.0)  # out of contact, longer than a pass gap
+        air["up"] = True
+        for _ in range(90):  # a pass: the ground acknowledges once a simulated second
+            rig.clock.advance(1.0)
+            client.acknowledge_store()
+            rig.pump()
+        client.acknowledge_store()
+        rig.pump()
+        recorder.close()
+
+        out = tmp_path / "all.hex"
+        archive.export_raw(out)
+        archived = [bytes.fromhex(ln) for ln in out.read_text().splitlines() if not ln.startswith("#")]
+        keys = [key_of(raw) for raw in archived]
+        assert len(keys) == len(set(keys)), "a packet archived twice"
+        assert dict(zip(keys, archived)) == sent, "every packet the agent sent, byte for byte, and nothing else"
+        assert client.played_back > 0 and recorder.statistics().duplicates == 0, "copies stop at the client"
+        assert client.tracker.gaps() == []
+        assert store.records_held() == 0, "acknowledged: the agent's store let go of all of it"
+        first, second = client.tracker.passes()
+        assert first.totals.played_back == 0 and second.totals.played_back == client.played_back
+        assert first.totals.missing == second.totals.missing == 0
+        assert first.totals.received + second.totals.received + client.played_back == len(sent)
+        archive.close()
+    finally:
+        rig.close()
+
+
+# --- the ground server (system tier: real sockets) ------------------------------------------------
+
+
+@pytest.fixture
+def scripted(tmp_path, short_dir, monkeypatch):
+    """``make(**server_kwargs)``: a source speaking the agent's side of a real ZeroMQ link and a
+    server with an archive on it, passes filed every 0.2 s; both closed at the end."""
+    import ground.server as server_module
+    from flight.link.transport import open_flight_link
+    from ground.auth import UserStore
+    from ground.server import GroundServer, quick_config
+    from tests.test_ground_server import make_users
+
+    monkeypatch.setattr(server_module, "PASS_WRITE_PERIOD_S", 0.2)
+    made: list = []
+
+    def make(timeouts: Timeouts = Timeouts(), **kwargs):
+        url = f"zmq+ipc://{short_dir}/sc"
+        source = open_flight_link(url)
+        made.append(source)
+        users = make_users(tmp_path / "users.toml")
+        server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users, timeouts=timeouts),
+                              UserStore.load(users), connect_timeout_s=0, **kwargs).start()
+        made.insert(0, server)
+        return Source(source), server
+
+    yield make
+    for thing in made:
+        (thing.stop if hasattr(thing, "stop") else thing.close)()
+
+
+class Source:
+    """The spacecraft's side: housekeeping on demand, and every telecommand the ground sent."""
+
+    def __init__(self, link):
+        self.link = link
+        self.codec = Codec(DICTIONARY)
+        self.raws: list[bytes] = []
+        self.acks: list[list[AckRun]] = []
+        self.commands: list = []  # Inbound TC(8,1)
+
+    def hk(self, publish: bool = True) -> bytes:
+        i = len(self.raws)
+        raw = self.codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)
+        self.raws.append(raw)
+        if publish:
+            self.link.publish(raw)
+        return raw
+
+    def take(self) -> None:
+        for inbound in self.link.receive():
+            tc = unpack(inbound.packet)
+            if tc.service == Service.STORAGE and tc.subtype == Subtype.STORE_ACK:
+                self.acks.append(Codec.decode_store_ack(tc))
+            elif tc.service == Service.FUNCTION:
+                self.commands.append(inbound)
+
+
+def _until(predicate, what: str, timeout_s: float = 20.0):
+    from tests.test_ground_server import wait_until
+
+    return wait_until(predicate, timeout_s, what)
+
+
+@pytest.mark.req("GND-040", "GND-041")
+def test_the_server_acknowledges_archives_playback_in_place_and_counts_the_pass(scripted):
+    from ground.auth import Role
+    from tests.test_ground_server import client_for, http, login
+
+    source, server = scripted()
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.packets > 0, "the first housekeeping (a subscriber joins late)")
+    first = len(source.raws) - 1
+    source.hk()
+    lost = source.hk(publish=False)  # lost live
+    source.hk()
+    _until(lambda: link.hk_time_s == T0_S + first + 3, "the live packets")
+    assert link.client.gaps.missing == 1
+    program = client_for(server, "vera")  # a program on the server's WebSocket (raw packets)
+    source.link.publish(source.codec.encode_playback([lost, source.raws[first]], T0_S + 100))
+    _until(lambda: link.client.played_back == 1 and link.duplicates >= 1, "the playback")
+    try:  # the program takes it as played back too: its own gap count and latest values stay right
+        got = _until(lambda: next((i for i in program.poll(0.1) if i.packet is not None and
+                                   key_of(i.raw) == key_of(lost)), None), "the played-back packet at a program")
+        assert got.played_back and program.gaps.missing == 0 and program.gaps.restarts == 0
+        assert program.latest["uptime_s"][1] >= T0_S + first + 3
+    finally:
+        program.close()
+
+    lost_seq = unpack(lost).seq_count
+
+    def acknowledged() -> bool:
+        source.take()
+        covered = any(r.apid == AGENT and r.first_seq <= lost_seq <= r.last_seq for runs in source.acks for r in runs)
+        return covered and [] in source.acks  # and once all is acknowledged, "listening" alone
+    _until(acknowledged, "acknowledgements of the played-back packet, then keepalives")
+
+    vera = login(server, "vera")
+    assert server.route_roles[("GET", "/api/passes")] is Role.VIEWER and http(server, "GET", "/api/passes")[0] == 401
+
+    def counted() -> dict | None:
+        status, answer, _ = http(server, "GET", "/api/passes", token=vera)
+        assert status == 200 and answer["source"] == "archive", answer
+        return answer["passes"][-1] if answer["passes"] and answer["passes"][-1]["played_back"] == 1 else None
+    this = _until(counted, "the pass filed")
+    assert this["open"] and this["missing"] == 0 and this["duplicates"] >= 1 and this["received"] >= 3
+    assert [a["apid"] for a in this["apids"]] == [AGENT]
+    assert http(server, "GET", "/api/passes?limit=0", token=vera)[0] == 400
+    status = http(server, "GET", "/api/status", token=vera)[1]["spacecraft"]["sunlit-1"]
+    assert status["played_back"] == 1 and status["store_acks"] > 0 and status["pass"]["played_back"] == 1
+
+    link.recorder.flush()
+    keys = [key_of(bytes.fromhex(line)) for line in _raw_lines(server)]
+    assert len(keys) == len(set(keys)) and key_of(lost) in keys and key_of(source.raws[first]) in keys
+    assert link.internal_errors == 0 and server.internal_errors == 0
+
+
+def _raw_lines(server) -> list[str]:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "raw.hex"
+        server.archive.export_raw(out)
+        return [ln for ln in out.read_text().splitlines() if not ln.startswith("#")]
+
+
+@pytest.mark.req("GND-042")
+def test_the_server_keeps_an_unknown_outcome_asks_at_the_next_contact_and_settles_it(scripted, monkeypatch):
+    import ground.server as server_module
+
+    monkeypatch.setattr(server_module, "HEARD_LATELY_S", 0.0)  # ask at the next contact, not at once
+    source, server = scripted(Timeouts(accepted_s=10.0, completed_s=0.5), pass_gap_s=1.0)
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.client is not None and link.client.agent_dict_hash is not None,
+           "the agent's dictionary (housekeeping)")
+    entry = server.submit(None, "NOOP", {}, "alice")
+
+    def commanded() -> bool:
+        source.take()
+        return bool(source.commands)
+    _until(commanded, "the command on the link")
+    sent = source.commands[0]
+    tc = unpack(sent.packet)
+    opcode, cmd_id = Codec.peek_cmd_id(tc)
+    codec = source.codec
+    for k, stage in enumerate((Stage.ACCEPTED, Stage.STARTED)):  # its completion report is lost
+        report = codec.encode_verification(Verification(stage, True, tc.request_id, cmd_id, opcode), T0_S + 50 + k)
+        source.link.reply(sent.peer, report)
+        source.link.publish(report)
+    _until(lambda: entry.state is State.UNKNOWN, "the completion window passed")
+    assert not entry.state.final and entry.outcome == "unknown"
+    _until(lambda: any(c.cmd_id == cmd_id and c.outcome == "unknown" and not c.final
+                       for c in server.archive.commands()), "the archive's row: unknown, not final")
+
+    _until(lambda: time.time() - link.last_packet_wall_s > 1.5, "a silence longer than the pass gap")
+    source.hk()  # contact again
+
+    def asked() -> bool:
+        source.take()
+        return any(c.packet == sent.packet for c in source.commands[1:])
+    _until(asked, "the same command again, same cmd_id")
+    assert [s["stage"] for s in entry.stages][-1] == "asked" and entry.state is State.UNKNOWN
+
+    done = codec.encode_verification(Verification(Stage.COMPLETED, True, tc.request_id, cmd_id, opcode), T0_S + 52)
+    source.link.publish(codec.encode_playback([done], T0_S + 200))  # it comes played back
+    _until(lambda: entry.state is State.COMPLETED, "the late report settles it")
+    link.recorder.flush()  # the report's packet, and with it its verification row
+    row = _until(lambda: next((c for c in server.archive.commands() if c.cmd_id == cmd_id and c.state == "completed"
+                               and len(c.reports) == 3), None), "the archive's row settled")
+    assert row.outcome == "completed" and row.final
+    assert [r.stage for r in row.reports] == ["accepted", "started", "completed"]
+
+
+@pytest.mark.req("GND-041")
+def test_an_old_played_back_packet_is_still_acknowledged_after_the_tracker_forgets_it():
+    """A store that holds more than the tracker's horizon: the old packet is acknowledged all the
+    same, so the agent does not play it back for ever."""
+    from ground.completeness import CompletenessTracker
+
+    tracker = CompletenessTracker(horizon_s=3600.0)
+    day_ms = 86_400_000
+    tracker.add(Apid.AGENT, 10, 3 * day_ms, 0.0)  # live, now
+    tracker.take_runs()
+    assert tracker.add(Apid.AGENT, 5, day_ms, 1.0, played_back=True)  # two days old, in playback
+    tracker.prune()
+    assert AckRun(Apid.AGENT, 5, 5, day_ms, day_ms) in tracker.take_runs()
+
+
+@pytest.mark.req("GND-041")
+def test_a_tracker_fed_only_playback_stays_bounded_and_a_run_spans_at_most_2_14_counts():
+    from ground.completeness import CompletenessTracker
+
+    tracker = CompletenessTracker(horizon_s=60.0, max_keys=1000)
+    for k in range(5000):
+        tracker.add(Apid.AGENT, k & 0x3FFF, 1000 * k, float(k), played_back=True)
+    tracker.prune()
+    assert tracker._count <= 1000
+    long = CompletenessTracker(max_keys=100_000)
+    for k in range(20_000):
+        long.add(Apid.AGENT, k & 0x3FFF, k, 0.0)
+    runs = long.take_runs()
+    assert all(((r.last_seq - r.first_seq) & 0x3FFF) + 1 <= 0x4000 for r in runs)
+    assert sum(((r.last_seq - r.first_seq) & 0x3FFF) + 1 for r in runs) == 20_000
