@@ -22,6 +22,14 @@ up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``a
 duration_s`` if it is still the process that was stopped (with ``duration_s`` 0 it stays hung
 until the agent's watchdog replaces it). Each fault's log entry says what it hit; hil/faults.py
 judges whether the agent noticed and answered.
+
+The link: with a ``[link]`` table the ground client talks to the agent through a
+:class:`hil.link_proxy.LinkProxy` with the scenario's faults; with ``gate_by_contact`` its gate
+is the profile's ``in_contact`` at the step being flown (simulated time, never the wall clock),
+so telemetry sent out of contact is lost and commands wait for the next contact. The client
+joins before time starts on a clean, open link; an agent restarted out of contact is heard at
+the next one. A packet in flight across a step boundary is judged at the step the proxy takes
+it in: at a contact's edges that is the step of the packet or the next one.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from flight.link.definitions import Admission, Mode
 from flight.link.messages import EventRecord, PlanRecord
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
+from hil.link_proxy import LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentSilent, SimEnvironment
 
@@ -95,6 +104,9 @@ class RunResult:
     # the newest MAX_PLANS: what it predicted, to hold against what the truth did.
     plans: list[dict[str, Any]] = field(default_factory=list)
     plans_received: int = 0  # all of them, kept or not
+    # [link]: the proxy's counters per direction (hil/link_proxy.py ProxyStats) and whether it
+    # gated by contact; empty without a [link] table.
+    link: dict[str, Any] = field(default_factory=dict)
 
 
 class ClosedLoop:
@@ -135,6 +147,9 @@ class ClosedLoop:
         self.agent: AgentProcess | None = None
         self.env: SimEnvironment | None = None
         self.client: GroundClient | None = None
+        self.proxy: LinkProxy | None = None
+        self._flying = False  # time has started: the link's faults and gate apply
+        self._contact = True  # the profile's in_contact at the step being flown (read by the proxy's thread)
 
     # --- the agent ------------------------------------------------------------------------
 
@@ -153,8 +168,10 @@ class ClosedLoop:
         tle = self.profile.tle()
         if tle and lockstep:  # in real time the profile's epoch is not the agent's clock
             config["orbit"] = {"tle": [tle[0], tle[1]]}
-        if sc.agent_parameters:
-            config["parameters"] = dict(sc.agent_parameters)
+        # The harness acknowledges the agent's packet store once a step (the ground station's
+        # role): the agent must count the ground as listening across at least three steps.
+        config["parameters"] = {"ground_window_s": min(3600.0, max(10.0, 3.0 * sc.step_s)),
+                                **dict(sc.agent_parameters or {})}
         if sc.array and tle and lockstep:
             config["array"] = self.believed_array()
         return config
@@ -184,17 +201,46 @@ class ClosedLoop:
         link = f"zmq+ipc://{self.workdir}/link"
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
         self.env.wait_for_agent(timeout_s=60)
+        if self.sc.link is not None and self.proxy is None:
+            # Clean until time starts (run() sets the scenario's faults then), so the console can join.
+            self.proxy = LinkProxy(f"zmq+ipc://{self.workdir}/ground", link, LinkFaults(),
+                                   gate=self._link_up if self.sc.link.gate_by_contact else None,
+                                   seed=self.sc.link.seed).start()
         if self.client is None:
-            self.client = GroundClient(link)
+            self.client = GroundClient(self.proxy.front_url if self.proxy is not None else link)
             self.client.listeners.append(self._on_packet)
-        self.client.connect(timeout_s=30)
+        if self.proxy is None or not self._flying:
+            self.client.connect(timeout_s=30)
+            return
+        # A restart under the proxy: the console's subscription to the proxy stands; the proxy
+        # rejoins the new agent by itself. Out of contact (or through faults) the ground may not hear it now.
+        if not self._link_up():
+            self.notes.append(f"t={self._rel_s:.0f} s: the agent restarted out of contact; the ground hears it "
+                              "at the next contact")
+            return
+        try:
+            self.client.connect(timeout_s=30)
+        except TimeoutError as exc:
+            self.notes.append(f"t={self._rel_s:.0f} s: the restarted agent was not heard through the link's "
+                              f"faults: {exc}")
+
+    def _link_up(self) -> bool:
+        """The proxy's gate under ``gate_by_contact`` (else always up): open before time starts, then
+        the profile's in_contact at the step being flown."""
+        gated = self.sc.link is not None and self.sc.link.gate_by_contact
+        return not gated or not self._flying or self._contact
 
     def _on_packet(self, item: Any) -> None:
         rec = item.record
         if isinstance(rec, EventRecord):
             # rel_s: on the run's time axis. Under lockstep the agent's clock is simulated time; in
-            # real time it is the wall clock, so the event is placed at the step it arrived in.
-            rel_s = rec.time_s - self._t0_s if self.sc.time_mode == "lockstep" else self._rel_s
+            # real time it is the wall clock, so the event is placed at the step it arrived in, less
+            # its age if it came in playback (late news: it happened out of contact).
+            if self.sc.time_mode == "lockstep":
+                rel_s = rec.time_s - self._t0_s
+            else:
+                late_s = time.time() - rec.time_s if getattr(item, "played_back", False) else 0.0
+                rel_s = self._rel_s - max(0.0, late_s)
             self.events.append({"t": rec.time_s, "rel_s": rel_s, "name": rec.event.name,
                                 "severity": rec.event.severity.name, "text": rec.text, "args": dict(rec.args)})
         elif isinstance(rec, PlanRecord):
@@ -241,12 +287,16 @@ class ClosedLoop:
         work = 0.0
         wall0 = time.monotonic()
         max_lag = 0.0
+        if self.proxy is not None:
+            self.proxy.set_faults(sc.link.faults)
+        self._flying = True
         try:
             for k in range(n_steps + 1):
                 rel_s = k * sc.step_s
                 t = t0 + rel_s
                 row = self.profile.at(rel_s)
                 self._rel_s = rel_s
+                self._contact = bool(row.get("in_contact", True))
                 self._end_hangs(rel_s)
                 while faults and faults[0].at_s <= rel_s:
                     self._apply_fault(faults.pop(0), t, rel_s)
@@ -268,7 +318,7 @@ class ClosedLoop:
                 elif up:
                     state = self._exchange(t, row, board_c, state)
                     # Commands go after the step: the agent has seen time t (and booted at the first).
-                    while commands and commands[0].at_s <= rel_s and t >= self._los_until:
+                    while commands and commands[0].at_s <= rel_s and t >= self._los_until and self._link_up():
                         self._send_command(commands.pop(0), rel_s)
                 board_w, duty, mode_name = self._board_power_w(state) if up else (0.0, 0.0, "OFF")
                 self._record(t, row, board_w, duty, mode_name, state.mode.value if up else "DOWN", work, up)
@@ -283,13 +333,21 @@ class ClosedLoop:
                 work += rel * sc.tiles_per_s_at_maxn * duty * sc.step_s
                 if self.client is not None:
                     self.client.poll(0)
+                    if self._link_up():  # the ground station: what it heard, and that it listens (PUS 15)
+                        self.client.acknowledge_store()
                 if self.progress:
                     self.progress(rel_s / sc.duration_s)
         finally:
             real_tiles = self._shutdown()
+        for cmd in commands if not naive else ():  # held for the link (or a los) until the end: never sent
+            self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args,
+                                     "outcome": "not sent: no link before the end of the run"})
+        link: dict[str, Any] = {}
+        if self.proxy is not None:
+            link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link.gate_by_contact}
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
-                         real_tiles, self.notes, list(self.plans), self.plans_received)
+                         real_tiles, self.notes, list(self.plans), self.plans_received, link)
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]
@@ -342,8 +400,11 @@ class ClosedLoop:
             result = self.client.send(cmd.command, cmd.args, timeout_s=20, attempt_timeout_s=0.5, cmd_id=cmd_id)
             entry["outcome"] = result.outcome
             entry["attempts"] = result.attempts
-        except CommandTimeout as exc:
-            entry["outcome"] = f"timeout: {exc}"
+        except CommandTimeout as exc:  # "unknown" (acknowledged, outcome not come) or "timeout" (never acknowledged)
+            outcome = exc.result.outcome if exc.result is not None else "timeout"
+            entry["outcome"] = f"{outcome}: {exc}"
+            if exc.result is not None:
+                entry["attempts"] = exc.result.attempts
         self.command_log.append(entry)
 
     def _drawn_faults(self, t0: float, n_steps: int) -> list[FaultSpec]:
@@ -457,6 +518,8 @@ class ClosedLoop:
             self.client.close()
         if self.env is not None:
             self.env.close()
+        if self.proxy is not None:
+            self.proxy.close()  # last, after the client's last packets: raises if the proxy had failed
         return real
 
 

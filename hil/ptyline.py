@@ -11,7 +11,10 @@ adapter (its ``/dev/pts`` path disappears; ``a_link``/``b_link`` are stable syml
 the current path, as ``/dev/serial/by-id`` names are).
 
 The cable is lossless and applies back-pressure (a full end stops the copying), unless a
-fault or an unplugged end says otherwise.
+fault or an unplugged end says otherwise. A pty carries bytes as fast as they come; with
+``rate_bps`` the cable carries at most that many bytes a second each way, as a UART at
+``baud`` does (``rate_bps = baud / 10``: a start and a stop bit per byte), bursting no more
+than a 64-byte FIFO's worth beyond it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import select
 import shutil
 import tempfile
 import threading
+import time
 import tty
 from typing import Callable, Iterable
 
@@ -31,6 +35,8 @@ A_TO_B = "a->b"
 B_TO_A = "b->a"
 _DIRECTIONS = {A_TO_B: ("a", "b"), B_TO_A: ("b", "a")}
 _PENDING_MAX_BYTES = 4096  # bytes held in the cable per direction before it stops reading
+_FIFO_BYTES = 64  # a UART's FIFO: what a rate-limited line may carry at once (it also absorbs this
+#                   thread's own wake-up jitter, some 5 ms at 115200 baud, without losing line time)
 
 
 class StreamFaults:
@@ -121,7 +127,12 @@ class _End:
 class PtyLine:
     """Two pty ends joined by a copying thread; see the module docstring."""
 
-    def __init__(self, a_to_b: Fault | None = None, b_to_a: Fault | None = None):
+    def __init__(self, a_to_b: Fault | None = None, b_to_a: Fault | None = None, rate_bps: float | None = None):
+        if rate_bps is not None and not rate_bps > 0:
+            raise ValueError(f"rate_bps must be positive, got {rate_bps}")
+        self.rate_bps = rate_bps
+        self._tokens = {A_TO_B: 0.0, B_TO_A: 0.0}
+        self._tokens_at = time.monotonic()
         self._dir = tempfile.mkdtemp(prefix="sunlit-pty-")
         self._lock = threading.Lock()
         self._ends: dict[str, _End | None] = {
@@ -250,6 +261,8 @@ class PtyLine:
                     done.set()
                 self._requests.clear()
                 readers, writers = [self._wake_r], []
+                timeout = 0.1
+                self._refill()
                 for direction, (src, dst) in _DIRECTIONS.items():
                     src_end, dst_end = self._ends[src], self._ends[dst]
                     if self._paused:
@@ -257,9 +270,12 @@ class PtyLine:
                     if src_end is not None and len(self._pending[direction]) < _PENDING_MAX_BYTES:
                         readers.append(src_end.master)
                     if self._pending[direction] and dst_end is not None:
-                        writers.append(dst_end.master)
+                        if self.rate_bps is None or self._tokens[direction] >= 1.0:
+                            writers.append(dst_end.master)
+                        else:  # the line is busy with the bytes before: wake when the next may go
+                            timeout = min(timeout, (1.0 - self._tokens[direction]) / self.rate_bps)
             try:
-                readable, _writable, _ = select.select(readers, writers, [], 0.1)
+                readable, _writable, _ = select.select(readers, writers, [], timeout)
             except (OSError, ValueError):
                 continue  # an end was closed under us; the next round sees the new state
             with self._lock:
@@ -270,6 +286,7 @@ class PtyLine:
                         pass
                 if self._paused or self._stopping:
                     continue
+                self._refill()
                 for direction, (src, dst) in _DIRECTIONS.items():
                     self._copy(direction, self._ends[src], self._ends[dst], readable)
 
@@ -291,12 +308,26 @@ class PtyLine:
             self.lost_bytes[direction] += len(pending)
             pending.clear()
             return
+        allowed = len(pending) if self.rate_bps is None else int(self._tokens[direction])
+        if allowed <= 0:
+            return
         try:
-            n = os.write(dst.master, pending)
+            n = os.write(dst.master, bytes(pending[:allowed]))
         except OSError:
             return  # full (EAGAIN): back-pressure, the select on writability says when to retry
         self.moved_bytes[direction] += n
+        if self.rate_bps is not None:
+            self._tokens[direction] -= n
         del pending[:n]
+
+    def _refill(self) -> None:
+        """The line's allowance, bytes per direction, at ``rate_bps`` (a FIFO's worth at most)."""
+        now = time.monotonic()
+        if self.rate_bps is not None:
+            for direction in self._tokens:
+                self._tokens[direction] = min(float(_FIFO_BYTES), self._tokens[direction]
+                                              + (now - self._tokens_at) * self.rate_bps)
+        self._tokens_at = now
 
 
 __all__ = ["A_TO_B", "B_TO_A", "PtyLine", "RandomNoise", "StreamFaults"]

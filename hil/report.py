@@ -112,6 +112,9 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
                    for f, v in zip(result.faults, verdicts)] if verdicts else list(result.faults),
         "commands": result.commands,
         "events": len(result.events),
+        # [link]: the proxy's packets per direction (passed, dropped, corrupted, duplicated, reordered,
+        # los_dropped, undeliverable) and whether it gated by contact; None without a proxy.
+        "link": result.link or None,
         # The agent's energy plans (TM(140,1)) held against the harness's battery.
         **plan_error(result),
         "notes": result.notes,

@@ -78,6 +78,19 @@ Example, every key (the defaults are shown where a key may be left out)::
     duration_s = 120
     zone = "tj-thermal"           # a zone the board has and the harness feeds (HARNESS_ZONES)
 
+    [link]                        # the ground link through a proxy with faults (hil/link_proxy.py); either
+    drop = 0.0                    #   one value for both directions here, or per direction in [link.up]
+    corrupt = 0.0                 #   (commands) and [link.down] (replies, telemetry), not both for one key;
+    duplicate = 0.0               #   probabilities 0 to 1 per packet; corrupt flips one bit (the CRC catches it)
+    reorder = 0.0                 # hold a packet and release it after the next one
+    delay_s = 0.0                 # wall-clock s (0 to 10), as the ground's command timeouts are
+    jitter_s = 0.0                # + uniform(0, jitter_s), wall-clock s (0 to 10)
+    gate_by_contact = false       # true: nothing passes either way while the profile's in_contact is false
+    seed = 1                      # the faults' random sequence; default: the scenario's seed
+
+    [link.up]                     # the same six keys, for one direction only
+    drop = 0.1
+
     [criteria]
     charge_floor_pct = 30.0       # state of charge never below
     temp_max_c = 95.0             # board temperature never above
@@ -104,6 +117,18 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
     packet_corrupt                               the next telecommand has one bit flipped
     packet_drop                                  the next telecommand is lost
     los             duration_s*                  no command reaches the agent
+
+The link, ``[link]``. Without the table the harness's ground client talks to the agent
+directly; with it (even empty) a :class:`hil.link_proxy.LinkProxy` sits between them and
+``summary.json`` counts, per direction, the packets passed, dropped, corrupted, duplicated,
+reordered and lost to loss of signal (``link``). ``gate_by_contact = true`` is loss of signal as
+physics: the link is down while the profile's ``in_contact`` is false at the harness's simulated
+time, commands wait for the next contact (one still waiting at the end is logged "not sent"),
+and telemetry sent out of contact never reaches the ground. The default is false because the
+shipped sun-synchronous profile sees no station above its mask (every scenario flying it would
+send nothing); ``dawn_dusk.parquet`` has contacts. The harness's console joins before time
+starts on a clean, open link; the faults and the gate apply from the first step. The ``los``
+fault kind stays a schedule of held commands, with or without ``[link]``.
 
 Compute, modelled or real. With ``real = false`` (modelled) the agent runs no compute worker:
 the work figure is tile-equivalents of the board's modelled throughput
@@ -135,6 +160,7 @@ from flight.agent.compute import ComputeSupervisor
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
 from hil.profiles.format import ProfileError
@@ -172,10 +198,14 @@ AGENTS = ("sunlit", "naive")
 COMPUTE_COMMANDS = tuple(ComputeSupervisor.COMMANDS)
 """Commands the compute worker carries out: refused by the agent when compute is modelled."""
 
+LINK_FAULT_KEYS = PROBABILITIES + DURATIONS
+LINK_DELAY_MAX_S = 10.0
+"""The most delay_s and jitter_s may each be: the harness waits 20 s of wall time for a command's reports."""
+
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
          "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation", "array",
-         "belief"),
+         "belief", "link"),
     "array": ("pointing", "attitude", "normal_orbit_frame", "area_m2", "panels", "efficiency", "degradation_per_year",
               "years_in_orbit"),
     "array.panels": ("normal", "area_m2"),
@@ -188,6 +218,9 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "orbit": tuple(ORBIT_KEYS),
     "commands": ("at_s", "command", "args"),
     "faults": ("at_s", "kind", "duration_s", "zone", "value", "energy_wh"),
+    "link": LINK_FAULT_KEYS + ("gate_by_contact", "seed", "up", "down"),
+    "link.up": LINK_FAULT_KEYS,
+    "link.down": LINK_FAULT_KEYS,
 }
 """Every key of every table ([parameters] takes the dictionary's parameter names)."""
 _TOP = set(TABLE_KEYS[""])  # kept for code that read the old name
@@ -233,6 +266,15 @@ class Criteria:
 
 
 @dataclass(frozen=True)
+class LinkSpec:
+    """[link]: the faults of the proxy between the harness's ground client and the agent."""
+
+    faults: LinkFaults = field(default_factory=LinkFaults)
+    gate_by_contact: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -264,6 +306,8 @@ class Scenario:
     # [belief]: how the agent's own array model is wrong (it gets one only with [array]).
     efficiency_error_pct: float = 8.0
     degradation_known: bool = False
+    # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
+    link: LinkSpec | None = None
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -482,6 +526,40 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         array=array,
         efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
+        link=_link(c, raw, seed, agent),
+    )
+
+
+def _link(c: _Checker, raw: dict[str, Any], seed: int, agent: str) -> LinkSpec | None:
+    """[link] with its [link.up] and [link.down]: each fault key given once per direction."""
+    if "link" not in raw:
+        return None
+    t = c.table(raw, "link")
+    if agent == "naive":
+        raise c.fail("link", "the naive agent has no link to break; [link] needs agent = \"sunlit\"")
+    per_direction = {}
+    for direction in ("up", "down"):
+        where = f"link.{direction}"
+        sub = t.get(direction, {})
+        if not isinstance(sub, dict):
+            raise c.fail(where, f"must be a table ([{where}]), got {_kind(sub)}")
+        c.only(sub, where, TABLE_KEYS[where], f"[{where}]")
+        values = {}
+        for key in LINK_FAULT_KEYS:
+            if key in sub and key in t:
+                raise c.fail(f"{where}.{key}", f"also given in [link]: give {key} once for both directions there, "
+                                               "or per direction in [link.up] and [link.down]")
+            source, table_where = (sub, where) if key in sub else (t, "link")
+            if key in PROBABILITIES:
+                values[key] = c.number(source, key, table_where, 0.0, lo=0, hi=1, why="a probability per packet")
+            else:
+                values[key] = c.number(source, key, table_where, 0.0, lo=0, hi=LINK_DELAY_MAX_S,
+                                       why="wall-clock s; the harness waits 20 s for a command's reports")
+        per_direction[direction] = DirectionFaults(**values)
+    return LinkSpec(
+        faults=LinkFaults(per_direction["up"], per_direction["down"]),
+        gate_by_contact=c.boolean(t, "gate_by_contact", "link", False),
+        seed=int(c.number(t, "seed", "link", seed, lo=0, integer=True)),
     )
 
 
