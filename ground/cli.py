@@ -7,10 +7,11 @@ talks to an agent's link itself, for debugging on the bench: nothing goes to the
 archive or history, and other operators do not see it.
 
 Exit codes: 0 done; 1 the command failed, or nothing arrived in time; 2 bad input or no
-server; 3 a hazardous command not confirmed; 4 a command timed out (never acknowledged by the
-agent); 5 a command waits for a second operator's approval; 6 a command's outcome is unknown
-(acknowledged, its completion not come in time: it may have run; the server keeps following
-it, ``sunlit-ground queue`` shows how it ends).
+server; 3 a hazardous command not confirmed; 4 a command timed out (it never ran: it never left
+the ground, or the agent said it never received it); 5 a command waits for a second operator's
+approval; 6 a command's outcome is unknown (no final report in time: it may have run; the server
+keeps following it and asks the agent, ``sunlit-ground queue`` shows how it ends; on a direct
+link, ``sunlit-ground send COMMAND_STATUS cmd_id=N`` asks without running anything).
 """
 
 from __future__ import annotations

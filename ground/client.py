@@ -14,13 +14,15 @@ client drops its command socket, opens a new one and sends the *same* packet (sa
 
 When :meth:`GroundClient.send` stops waiting, what it says agrees with what happened:
 
-- *timeout* (:class:`CommandTimeout`): no report at all came; the agent never acknowledged it;
-- *unknown* (:class:`CommandOutcomeUnknown`): the agent acknowledged it (accepted, started) and
-  its outcome has not come (a completion report lost live comes later, played back from the
-  agent's packet store). The client keeps listening: a late report, live or played back,
-  settles the result (``settled_listeners``), and :meth:`GroundClient.ask` sends the same
-  packet again, which the agent answers from its retry cache or command journal without
-  running it again.
+- *timeout* (:class:`CommandTimeout`): it never ran: the link took none of its attempts, or the
+  agent said it never received it (:meth:`GroundClient.status`, COMMAND_STATUS);
+- *unknown* (:class:`CommandOutcomeUnknown`): it left the ground and its outcome has not come:
+  the agent acknowledged it and the completion is late, or no report came at all (out of
+  contact its reports wait in the agent's packet store and come later, played back). The
+  client keeps listening: a late report, live or played back, settles the result
+  (``settled_listeners``); :meth:`GroundClient.ask` sends the same packet again, which the agent
+  answers from its retry cache or command journal without running it again (or runs now, if it
+  never arrived); :meth:`GroundClient.status` asks with COMMAND_STATUS, which runs nothing.
 
 Every packet is taken once (:mod:`ground.completeness`): a packet already here (a reply and
 its stream copy, a packet played back again) is dropped before listeners, the archive or the
@@ -44,7 +46,7 @@ from typing import Any, Callable
 import zmq
 
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Dictionary
+from flight.link.dictionary import Dictionary, FailureCode
 from flight.link.messages import (
     MAX_ACK_RUNS,
     Codec,
@@ -66,8 +68,9 @@ KEEP_UNSETTLED = 256  # commands whose outcome is unknown, still listened for (t
 
 
 class CommandTimeout(TimeoutError):
-    """No report at all arrived in time: the agent never acknowledged the command. ``result``:
-    the command as far as the ground knows it (None where the caller had none)."""
+    """The command never ran as far as the ground can tell: the link took none of its attempts,
+    or the agent said it never received it. ``result``: the command as far as the ground knows
+    it (None where the caller had none)."""
 
     def __init__(self, message: str, result: CommandResult | None = None):
         super().__init__(message)
@@ -75,8 +78,8 @@ class CommandTimeout(TimeoutError):
 
 
 class CommandOutcomeUnknown(CommandTimeout):
-    """The agent acknowledged the command (accepted, started) but its outcome did not come in
-    time: it may have run. Not a timeout in meaning; a :class:`CommandTimeout` in type, so
+    """The command left the ground but its outcome did not come in time (acknowledged with no
+    completion, or no report at all): it may have run. Not a timeout in meaning; a :class:`CommandTimeout` in type, so
     callers that only know timeouts still stop. The client keeps listening for the late report
     (``GroundClient.unsettled``) and can ask the agent again (``GroundClient.ask``)."""
 
@@ -93,6 +96,8 @@ class CommandResult:
     sent_at_s: float = 0.0
     refused: str = ""  # refused or ended on the ground (not approved, cancelled, timed out at the server)
     gave_up: bool = False  # the sender stopped waiting before a final report: "unknown" or "timeout"
+    never_received: bool = False  # the agent said so (COMMAND_STATUS), or no attempt left the ground
+    handed: int = 0  # attempts the link took (a full queue refuses one)
 
     def stage_reached(self, stage: Stage) -> bool:
         return any(r.stage is stage and r.success for r in self.reports)
@@ -126,8 +131,9 @@ class CommandResult:
     @property
     def outcome(self) -> str:
         """'completed', 'failed at <stage>: CODE reason', the ground's refusal; once the sender
-        gave up waiting, 'unknown' (acknowledged, outcome not come: it may have run) or 'timeout'
-        (never acknowledged); else the last stage reached."""
+        gave up waiting, 'unknown' (no final report: it may have run, its reports may be on
+        board) or 'timeout' (the agent said it never received it, COMMAND_STATUS, or it never
+        left the ground); else the last stage reached."""
         fail = self.failure
         if fail is not None:
             return f"failed at {fail.stage.value}: {fail.code.name} {fail.reason}"
@@ -136,7 +142,7 @@ class CommandResult:
         if self.completed:
             return Stage.COMPLETED.value
         if self.gave_up:
-            return "unknown" if self.acknowledged else "timeout"
+            return "timeout" if self.never_received else "unknown"
         for stage in (Stage.STARTED, Stage.ACCEPTED):
             if self.stage_reached(stage):
                 return stage.value
@@ -424,9 +430,17 @@ class GroundClient:
                             f"report came within {timeout_s} s after {result.attempts} attempt(s); it may have run. "
                             "Its report can still come (played back from the agent's store); asking again "
                             "with the same cmd_id is answered without running it twice", result)
+                    if result.handed:
+                        self._unsettle(result)
+                        raise CommandOutcomeUnknown(
+                            f"{command.name}: outcome unknown: no report at all within {timeout_s} s after "
+                            f"{result.attempts} attempt(s). It may never have reached the agent, or it ran and "
+                            "its reports wait on board (played back at the next pass); COMMAND_STATUS asks the "
+                            "agent without running anything", result)
+                    result.never_received = True
                     raise CommandTimeout(
-                        f"{command.name}: timeout: no report within {timeout_s} s after {result.attempts} "
-                        "attempt(s): the agent never acknowledged it", result)
+                        f"{command.name}: timeout: the link took none of {result.attempts} attempt(s) in "
+                        f"{timeout_s} s: it never left the ground", result)
                 retrying = not result.reports and result.attempts <= retries
                 if retrying and now >= next_retry:
                     self.link.reset_commands()
@@ -464,6 +478,39 @@ class GroundClient:
             return False
         self._send_attempt(result, packet)
         return True
+
+    def status(self, cmd_id: int, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Ask the agent what became of ``cmd_id`` (COMMAND_STATUS: it runs nothing) and settle
+        the command if this client follows it: ``not_received`` makes its outcome 'timeout' (it
+        never ran), ``completed``/``failed``/``interrupted`` its final report. Returns the
+        agent's answer; raises :class:`CommandTimeout` if none came."""
+        asked = self.send("COMMAND_STATUS", {"cmd_id": cmd_id}, timeout_s=timeout_s)
+        if not asked.completed:
+            raise CommandTimeout(f"COMMAND_STATUS for {cmd_id}: {asked.outcome}", asked)
+        answer = asked.result
+        self.settle_from_status(cmd_id, answer)
+        return answer
+
+    def settle_from_status(self, cmd_id: int, answer: dict[str, Any]) -> CommandResult | None:
+        """Apply the agent's COMMAND_STATUS answer to a command this client follows."""
+        result = self._pending.get(cmd_id) or self._unsettled.get(cmd_id)
+        state = answer.get("state")
+        if result is None or result.final or state not in ("completed", "failed", "interrupted", "not_received"):
+            return result
+        if state == "not_received":
+            result.gave_up = result.never_received = True
+        else:
+            code = FailureCode.__members__.get(str(answer.get("code")), FailureCode.EXECUTION_ERROR)
+            reason = str(answer.get("reason", "")) or state
+            ok = state == "completed"
+            result.reports.append(Verification(Stage.COMPLETED, ok, result.request_id, cmd_id, result.opcode,
+                                               FailureCode.NONE if ok else code, "" if ok else reason,
+                                               {"note": "from the agent's COMMAND_STATUS"} if ok else {}))
+        self._unsettled.pop(cmd_id, None)
+        self._packets.pop(cmd_id, None)
+        for listener in self.settled_listeners:
+            listener(result)
+        return result
 
     def acknowledge_store(self, max_runs: int = MAX_ACK_RUNS) -> int:
         """Tell the agent's packet store what arrived since the last acknowledgement (TC(15,130));
@@ -522,7 +569,9 @@ class GroundClient:
 
     def _send_attempt(self, result: CommandResult, packet: bytes) -> None:
         result.attempts += 1
-        if not self.link.send(packet):
+        if self.link.send(packet):
+            result.handed += 1
+        else:
             print(f"warning: command queue full, {result.name} attempt {result.attempts} dropped", file=sys.stderr)
 
     def close(self) -> None:

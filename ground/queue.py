@@ -17,11 +17,13 @@ An entry's life::
   accepted → completed (per command, for long jobs). A window that passes ends the entry in
   ``timeout`` naming the stage it waited for, and a report that arrives later is still
   recorded on the entry.
-- A command the agent reported started (or accepted: ``unknown_after``) whose completion
+- A command the agent reported started (or accepted, or only sent: ``unknown_after``) whose
   window passes is not timed out: it may have run. It is ``unknown``, not final: the link
   keeps listening, and its report, late or played back from the agent's store, settles it
   (``completed`` or ``failed``). :meth:`CommandQueue.asked` records that the ground asked the
-  agent again (the same cmd_id, answered without running it twice).
+  agent again (the same cmd_id, answered without running it twice, or COMMAND_STATUS, which
+  runs nothing); :meth:`CommandQueue.settle_from_status` applies the agent's answer, a
+  command it never received ending in ``timeout``: it never ran.
 
 Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
 server can push and archive exactly those. Thread-safe (one lock).
@@ -134,15 +136,16 @@ class Entry:
 
 class CommandQueue:
     """One spacecraft's queue. ``approval``: names of commands that need a second operator;
-    ``unknown_after``: the report ("started", or "accepted") from which a completion window that
+    ``unknown_after``: the stage ("started", "accepted" or "sent") from which a window that
     passes leaves the command ``unknown`` rather than ``timeout``. The ground server uses
-    "accepted": the agent answers acceptance and start in one turn, so an acceptance alone means
-    the start report was lost, not that the command did not start."""
+    "sent": a command that left the ground with no report back may have run (its reports may
+    wait in the agent's store); the server then asks the agent (COMMAND_STATUS) and only the
+    agent's "not received" makes it a timeout."""
 
     def __init__(self, spacecraft: str, timeouts: Timeouts = Timeouts(), approval: frozenset[str] = frozenset(),
                  keep: int = 500, first_id: int = 1, unknown_after: str = "started"):
-        if unknown_after not in ("started", "accepted"):
-            raise ValueError(f"unknown_after {unknown_after!r}: 'started' or 'accepted'")
+        if unknown_after not in ("started", "accepted", "sent"):
+            raise ValueError(f"unknown_after {unknown_after!r}: 'started', 'accepted' or 'sent'")
         self.unknown_from = _ORDER[State(unknown_after)]
         self.spacecraft = spacecraft
         self.timeouts = timeouts
@@ -289,6 +292,30 @@ class CommandQueue:
                                                "from its command journal without running it again")
             return entry
 
+    def settle_from_status(self, entry_id: int, answer: dict[str, Any], now_s: float) -> Entry | None:
+        """The agent's COMMAND_STATUS answer about an ``unknown`` entry: ``not_received`` ends it
+        in ``timeout`` (it never ran), ``completed``/``failed``/``interrupted`` settle it; None
+        when it changed nothing (still running, or not unknown any more)."""
+        with self._lock:
+            entry = self._get(entry_id)
+            state = answer.get("state")
+            if entry.state is not State.UNKNOWN or state not in ("completed", "failed", "interrupted", "not_received"):
+                return None
+            by = "COMMAND_STATUS: "
+            if state == "not_received":
+                entry.state = State.TIMEOUT
+                entry.stage("accepted", now_s, ok=False, code="TIMEOUT",
+                            reason=by + str(answer.get("reason") or "the agent never received it: it never ran"))
+            elif state == "completed":
+                entry.state = State.COMPLETED
+                entry.stage("completed", now_s, reason=by + "completed (its reports did not reach the ground)")
+            else:
+                entry.state = State.FAILED
+                entry.stage("completed", now_s, ok=False, code=str(answer.get("code") or "EXECUTION_ERROR"),
+                            reason=by + str(answer.get("reason") or state))
+            self._window(entry, "", None)
+            return entry
+
     def tick(self, now_s: float) -> list[Entry]:
         """End every entry whose window has passed (an acknowledged command waiting for its
         completion becomes ``unknown`` instead); return them."""
@@ -301,11 +328,17 @@ class CommandQueue:
                     entry.state = State.REJECTED
                     entry.stage("approval", now_s, ok=False, code="EXPIRED",
                                 reason=f"no second operator approved within {self.timeouts.approval_s:g} s")
-                elif entry.waiting_for == "completed" and _ORDER.get(entry.state, 0) >= self.unknown_from:
+                elif (entry.waiting_for in ("accepted", "completed") and entry.state is not State.UNKNOWN
+                      and _ORDER.get(entry.state, 0) >= self.unknown_from):
                     reached, entry.state = entry.state.value, State.UNKNOWN
-                    entry.stage("unknown", now_s, reason=f"acknowledged ({reached}), no completion "
-                                f"report in {self.timeouts.completed_for(entry.name):g} s: it may have run; its "
-                                "report is still listened for (live or played back)")
+                    if reached == State.SENT.value:
+                        entry.stage("unknown", now_s, reason=f"sent, no report in {self.timeouts.accepted_s:g} s: "
+                                    "it may not have reached the agent, or it ran and its reports wait on board; "
+                                    "the agent is asked (COMMAND_STATUS), and its reports are listened for")
+                    else:
+                        entry.stage("unknown", now_s, reason=f"acknowledged ({reached}), no completion "
+                                    f"report in {self.timeouts.completed_for(entry.name):g} s: it may have run; its "
+                                    "report is still listened for (live or played back)")
                 else:
                     entry.state = State.TIMEOUT
                     entry.stage(entry.waiting_for, now_s, ok=False, code="TIMEOUT",

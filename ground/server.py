@@ -95,6 +95,7 @@ PASS_WRITE_PERIOD_S = 10.0  # how often changed passes go to the archive (and /a
 # A command whose outcome is unknown is followed this long after it was sent: its report comes
 # with the store's playback at a later pass; the agent's journal remembers 4096 commands.
 FOLLOW_UNKNOWN_S = 2 * 86_400.0
+STATUS_ASK_S = 60.0  # a COMMAND_STATUS question unanswered this long is forgotten (asked again next pass)
 HEARD_LATELY_S = 5.0  # the agent was heard this recently: a question asked now is answered now
 KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server keeps no archive
 SESSION_COOKIE = "sunlit_session"
@@ -141,7 +142,7 @@ class SpacecraftLink:
         self.server = server
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
-                                  first_id=server.next_queue_id(self.id), unknown_after="accepted")
+                                  first_id=server.next_queue_id(self.id), unknown_after="sent")
         # Limits the operators changed for this spacecraft live in the archive (kept across restarts).
         limits = server.archive.limit_store(self.id) if server.archive is not None else LimitStore(None)
         self.alarms = AlarmManager(self.dictionary, limits)
@@ -171,6 +172,7 @@ class SpacecraftLink:
         self._pass_index = 0
         self._pass_views: OrderedDict[int, dict[str, Any]] = OrderedDict()  # pass index -> its last report
         self._inflight: dict[int, tuple[int, Any, int]] = {}  # cmd_id -> (entry id, CommandResult, reports shown)
+        self._status_asks: dict[int, tuple[int, Any]] = {}  # COMMAND_STATUS cmd_id -> (entry id, CommandResult)
         self._thread: threading.Thread | None = None
         if server.archive is not None:  # a restarted server shows the last plan (stale) until the next comes
             try:
@@ -231,6 +233,7 @@ class SpacecraftLink:
                     self._service_queue(client)
                     client.poll(LINK_POLL_S)
                     self._follow_reports(client)
+                    self._follow_status(client)
                     self._completeness(client)
                 except Exception as exc:  # noqa: BLE001 - the server keeps running; status shows why
                     self.internal_errors += 1
@@ -308,11 +311,43 @@ class SpacecraftLink:
         return views
 
     def _ask_unknown(self, client: GroundClient) -> None:
-        """Send each command whose outcome is unknown again, same cmd_id (answered, not rerun)."""
-        now = time.time()
+        """Ask the agent about each command whose outcome is unknown (see :meth:`_ask`)."""
         for entry in self.queue.in_flight():
-            if entry.state is State.UNKNOWN and entry.cmd_id is not None and client.ask(entry.cmd_id):
+            if entry.state is State.UNKNOWN and entry.cmd_id is not None:
+                self._ask(client, entry)
+
+    def _ask(self, client: GroundClient, entry: Any) -> None:
+        """One the agent acknowledged: the same cmd_id again (answered from its cache or journal,
+        never run twice). One with no report at all: COMMAND_STATUS, which runs nothing (the same
+        packet would run it now, late, if it never arrived); its answer settles the entry."""
+        now = time.time()
+        if any(s.get("agent") for s in entry.stages):
+            if client.ask(entry.cmd_id):
                 self.server.command_changed(self.queue.asked(entry.id, now))
+            return
+        if any(e == entry.id for e, _r in self._status_asks.values()):
+            return  # asked already; the answer is on its way
+        try:
+            query = client.submit("COMMAND_STATUS", {"cmd_id": entry.cmd_id})
+        except (ArgumentError, ValueError):
+            return
+        self._status_asks[query.cmd_id] = (entry.id, query)
+        self.server.command_changed(self.queue.asked(entry.id, now))
+
+    def _follow_status(self, client: GroundClient) -> None:
+        """Apply the agent's COMMAND_STATUS answers; forget a question unanswered for long."""
+        now = time.time()
+        for query_id, (entry_id, query) in list(self._status_asks.items()):
+            if query.completed:
+                try:
+                    changed = self.queue.settle_from_status(entry_id, query.result, now)
+                except QueueError:
+                    changed = None
+                if changed is not None:
+                    self.server.command_changed(changed)
+            if query.final or now - query.sent_at_s > STATUS_ASK_S:
+                client.forget(query_id)
+                del self._status_asks[query_id]
 
     def _heard_lately(self) -> bool:
         return self.last_packet_wall_s is not None and time.time() - self.last_packet_wall_s <= HEARD_LATELY_S
@@ -347,9 +382,8 @@ class SpacecraftLink:
         for ended in self.queue.tick(now):
             self.server.command_changed(ended)
             client = self.client
-            if (ended.state is State.UNKNOWN and client is not None and ended.cmd_id is not None
-                    and self._heard_lately() and client.ask(ended.cmd_id)):
-                self.server.command_changed(self.queue.asked(ended.id, now))
+            if ended.state is State.UNKNOWN and client is not None and ended.cmd_id is not None and self._heard_lately():
+                self._ask(client, ended)
 
     def _follow_reports(self, client: GroundClient) -> None:
         """Hand each new PUS 1 report to the queue. A command is followed until its last report

@@ -45,6 +45,7 @@ VALID_ARGS = {
     "NOOP": {},
     "PING": {"token": 7},
     "RESET_COUNTERS": {},
+    "COMMAND_STATUS": {"cmd_id": 12345},  # not received: said so, completed
     "SET_MODE": {"mode": "IDLE"},
     "GET_PARAM": {"name": "hk_period_s"},
     "SET_PARAM": {"name": "hk_period_s", "value": "0.5"},

@@ -290,16 +290,40 @@ def test_asking_again_settles_an_unknown_outcome_without_running_the_command_twi
         rig.close()
 
 
-@pytest.mark.req("GND-042")
-def test_a_command_the_agent_never_acknowledged_is_a_timeout(tmp_path):
+@pytest.mark.req("GND-042", "AGT-017")
+def test_a_command_with_no_report_is_unknown_until_the_agent_says_it_never_received_it(tmp_path):
+    """No report at all: it may have run (its reports on board), so not a timeout; COMMAND_STATUS
+    asks the agent, which runs nothing, and its "not received" makes it a timeout: it never ran."""
     rig = InProcessAgent(tmp_path / "state")
     try:
+        send = rig.link.ground.send
         rig.link.ground.send = lambda packet: True  # lost on the way up
-        with pytest.raises(CommandTimeout) as waited:
+        with pytest.raises(CommandOutcomeUnknown) as waited:
             rig.client.send("NOOP", {}, timeout_s=0.2, retries=1, attempt_timeout_s=0.05)
-        assert not isinstance(waited.value, CommandOutcomeUnknown)
         result = waited.value.result
-        assert result.outcome == "timeout" and result.attempts == 2 and rig.client.unsettled() == []
+        assert result.outcome == "unknown" and result.attempts == 2 and rig.client.unsettled() == [result]
+        rig.link.ground.send = send
+        assert rig.client.status(result.cmd_id)["state"] == "not_received"
+        assert result.outcome == "timeout" and rig.client.unsettled() == []
+        assert rig.hk()["cmd_executed"] == 1  # COMMAND_STATUS itself; the NOOP never ran
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("GND-042", "AGT-017")
+def test_a_command_that_ran_with_every_report_lost_is_settled_completed_by_asking(tmp_path):
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        ground = rig.link.ground
+        receive_tagged = ground.receive_tagged
+        ground.receive_tagged = lambda: (receive_tagged(), [])[1]  # the agent runs; every report is lost
+        with pytest.raises(CommandOutcomeUnknown) as waited:
+            rig.client.send("PING", {"token": 8}, timeout_s=0.2, retries=0)
+        ground.receive_tagged = receive_tagged
+        assert [e.args["token"] for e in rig.events("PING_RECEIVED")] == []  # the ground saw nothing
+        result = waited.value.result
+        assert rig.client.status(result.cmd_id)["state"] == "completed"
+        assert result.outcome == "completed"
     finally:
         rig.close()
 
@@ -705,3 +729,26 @@ def test_a_tracker_fed_only_playback_stays_bounded_and_a_run_spans_at_most_2_14_
     runs = long.take_runs()
     assert all(((r.last_seq - r.first_seq) & 0x3FFF) + 1 <= 0x4000 for r in runs)
     assert sum(((r.last_seq - r.first_seq) & 0x3FFF) + 1 for r in runs) == 20_000
+
+
+@pytest.mark.req("GND-042", "AGT-017")
+def test_the_servers_queue_keeps_a_command_with_no_report_unknown_until_the_agent_answers():
+    q = CommandQueue("sc", T, unknown_after="sent")
+    e = q.submit("NOOP", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(e.id, 7, 1, 0.0)
+    assert q.tick(2.0) == [e] and e.state is State.UNKNOWN and "COMMAND_STATUS" in e.stages[-1]["reason"]
+    assert q.settle_from_status(e.id, {"state": "running"}, 3.0) is None and e.state is State.UNKNOWN
+    assert q.settle_from_status(e.id, {"state": "not_received", "reason": "never arrived"}, 4.0) is e
+    assert e.state is State.TIMEOUT and e.state.final and "never arrived" in e.stages[-1]["reason"]
+    f = q.submit("NOOP", {}, "alice", False, 10.0)
+    q.next_to_send(10.0)
+    q.sent(f.id, 8, 1, 10.0)
+    q.tick(12.0)
+    assert q.settle_from_status(f.id, {"state": "completed"}, 13.0) is f and f.state is State.COMPLETED
+    g = q.submit("NOOP", {}, "alice", False, 20.0)
+    q.next_to_send(20.0)
+    q.sent(g.id, 9, 1, 20.0)
+    q.tick(22.0)
+    q.settle_from_status(g.id, {"state": "interrupted", "code": "EXECUTION_ERROR", "reason": "cut off"}, 23.0)
+    assert g.state is State.FAILED and "cut off" in g.stages[-1]["reason"]

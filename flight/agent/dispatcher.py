@@ -89,6 +89,7 @@ class Dispatcher(Component):
     """F Prime's CmdDispatcher: decode, check, route to the owning component, verify."""
 
     NAME = "dispatcher"
+    COMMANDS = ("COMMAND_STATUS",)
     EVENTS = ("COMMAND_DISPATCHED", "COMMAND_REJECTED", "COMMAND_FAILED")
     CHANNELS = ("cmd_accepted", "cmd_rejected", "cmd_executed", "cmd_failed", "tc_duplicates")
 
@@ -107,6 +108,9 @@ class Dispatcher(Component):
         self._cache: OrderedDict[int, tuple[bytes, list[bytes]]] = OrderedDict()
         # Told of every command's final report (cmd_id, ok, reason): a sequence waits on its steps.
         self.on_final: list[Callable[[int, bool, str], None]] = []
+        # cmd_id -> (ok, code, reason) of the final report, this boot: COMMAND_STATUS for what the
+        # journal does not hold (refused at acceptance or start, before it was recorded).
+        self._finals: OrderedDict[int, tuple[bool, int, str]] = OrderedDict()
 
     def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
@@ -114,6 +118,32 @@ class Dispatcher(Component):
         if name in self.handlers_by_name:
             raise KeyError(f"command {name} has a handler already")
         self.handlers_by_name[name] = handler
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"COMMAND_STATUS": Handler(self._status)}
+
+    def _status(self, req: CommandRequest) -> dict[str, Any]:
+        """What became of a command, from this boot's reports and the journal; runs nothing."""
+        cmd_id = req.args["cmd_id"]
+        known = self.journal.get(cmd_id) if self.journal is not None else None
+        final = self._finals.get(cmd_id)
+        if final is not None:
+            ok, code, reason = final
+        elif known is not None and known.finished:
+            ok, code, reason = known.ok, known.code, known.reason
+        elif known is not None or cmd_id in self._cache:
+            state = "running" if cmd_id in self._cache else "interrupted"
+            return {"state": state, "code": "NONE", "reason": "" if state == "running" else
+                    "cut off by a reset before it finished: it may have done part of its work"}
+        else:
+            return {"state": "not_received", "code": "NONE",
+                    "reason": f"not among the last {self.journal.window if self.journal else RETRY_CACHE_COMMANDS} "
+                              "commands this agent kept: it never arrived (or is older than that)"}
+        try:
+            name = FailureCode(code).name
+        except ValueError:
+            name = "EXECUTION_ERROR"
+        return {"state": "completed" if ok else "failed", "code": name, "reason": reason}
 
     def telemetry(self) -> dict[str, Any]:
         c = self.counters
@@ -147,6 +177,9 @@ class Dispatcher(Component):
             final = v.final
             self._send_report(peer, packet)
             if final and cmd_id:
+                self._finals[cmd_id] = (ok, int(code), reason)
+                while len(self._finals) > RETRY_CACHE_COMMANDS:
+                    self._finals.popitem(last=False)
                 for listener in self.on_final:
                     listener(cmd_id, ok, reason)
 

@@ -176,6 +176,14 @@ COMMANDS = (
     ),
     Command("RESET_COUNTERS", 0x0003, "Zero the command, error and link counters in housekeeping."),
     Command(
+        "COMMAND_STATUS",
+        0x0004,
+        "Say what became of a command, by its cmd_id, running nothing: completed, failed, interrupted (cut off "
+        "by a reset), running, or not_received (not among the last 4096 commands the agent keeps); the "
+        "completion report carries state, code and reason.",
+        (Argument("cmd_id", ValueSpec(T.U64), "The command's cmd_id, as the ground drew it"),),
+    ),
+    Command(
         "SET_MODE",
         0x0010,
         "Change the agent's mode. SAFE → IDLE → COMPUTE, one step at a time; refused with the reason when a guard fails.",
