@@ -115,3 +115,22 @@ def test_a_page_opened_later_gets_the_plan_from_its_first_snapshot(source_ground
     page.click("#plan-refresh")  # the server's word again: the same plan
     expect(page.locator("#plan-msg")).to_have_text("plan made 12:00:00 UTC, solve 3.5 ms, 70 steps of 120 s")
     expect(page.locator("#plan-chart rect.mode-cell")).to_have_count(70)
+
+
+@pytest.mark.req("AGT-070")
+def test_the_passes_panel_shows_the_next_pass_the_agent_predicts(source_ground, pages):  # noqa: F811
+    source, server = source_ground
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    page = pages(server, "vera")
+    expect = _expect()
+    schedule_hk = DICTIONARY.packet_by_name["SCHEDULE_HK"]
+    values = {name: None for name in schedule_hk.channels}
+    values.update(schedule_entries=0, schedule_held=0, schedule_released=0, sequence_running="", sequence_step=0,
+                  next_aos_in_s=125.4, next_los_in_s=725.0, next_pass_station="svalbard")
+    packet = codec.encode_hk(schedule_hk.sid, values, T0_S)
+    deliver(source, server, [hk(codec, 1, T0_S), packet], lambda link: link.hk_time_s == T0_S)
+    expect(page.locator("#next-pass")).to_have_text("next pass over svalbard: AOS in 125 s, LOS in 725 s")
+    values.update(next_aos_in_s=0.0, next_los_in_s=300.0)
+    deliver(source, server, [codec.encode_hk(schedule_hk.sid, values, T0_S + 1.0)],
+            lambda link: link.hk_time_s == T0_S + 1.0)
+    expect(page.locator("#next-pass")).to_have_text("in contact over svalbard: LOS in 300 s")

@@ -1149,8 +1149,26 @@ function apply(batch, nowMs) {
   renderDrops(batch.dropped);
 }
 
+// The pass plan as the agent predicts it (its TLE and the stations of its configuration): the
+// next pass from SCHEDULE_HK; each pass is also announced once in the event log (CONTACT_PREDICTED).
+function renderNextPass() {
+  const c = S.crafts.get(S.current);
+  const line = $("next-pass");
+  if (!c || !line) return;
+  const aos = c.values.get("next_aos_in_s"), los = c.values.get("next_los_in_s");
+  const station = c.values.get("next_pass_station");
+  if (!los || typeof los.v !== "number") {
+    line.textContent = "next pass: none predicted (no stations or no orbit in the agent's configuration)";
+    return;
+  }
+  const where = station && station.v ? ` over ${station.v}` : "";
+  line.textContent = aos && aos.v === 0 ? `in contact${where}: LOS in ${Math.round(los.v)} s`
+    : `next pass${where}: AOS in ${Math.round(aos.v)} s, LOS in ${Math.round(los.v)} s`;
+}
+
 function render() {
   const now = performance.now();
+  if (["next_aos_in_s", "next_los_in_s", "next_pass_station"].some((n) => S.dirtyRows.has(n))) renderNextPass();
   for (const name of S.dirtyRows) renderRow(name, now);
   S.dirtyRows.clear();
   for (const key of S.dirtyPackets) renderPacketHead(key, now);
