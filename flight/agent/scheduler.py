@@ -16,11 +16,12 @@ files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort
@@ -42,6 +43,18 @@ from flight.storage import CorruptFile, quarantine, read_checked_json, write_che
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
 TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
+
+
+@contextlib.contextmanager
+def _answered(not_done: str) -> Iterator[None]:
+    """A schedule change as a command's answer: the schedule's refusal with its code, or a disk
+    that would not keep it (then ``not_done``: nothing changed)."""
+    try:
+        yield
+    except ScheduleError as exc:
+        raise CommandFailed(str(exc), exc.code) from None
+    except OSError as exc:
+        raise CommandFailed(f"{not_done}: the schedule could not be kept ({exc.strerror or exc})") from None
 
 
 class Scheduler(Component):
@@ -213,31 +226,21 @@ class Scheduler(Component):
             raise CommandFailed("args: a JSON object of the command's arguments, e.g. {\"mode\": \"IDLE\"}",
                                 FailureCode.BAD_ARGUMENTS)
         now = self._clock.now_s()
-        try:
+        with _answered("nothing was scheduled"):
             if at:
                 entry = self.schedule.insert_at(req.args["release_unix_s"], req.args["command"], args, now)
             else:
                 entry = self.schedule.insert_after(req.args["delay_s"], req.args["command"], args, now)
-        except ScheduleError as exc:
-            raise CommandFailed(str(exc), exc.code) from None
-        except OSError as exc:
-            raise CommandFailed(f"not kept: {exc.strerror or exc}; nothing was scheduled") from None
         return {"entry_id": entry.entry_id, "release_unix_s": entry.release_unix_s}
 
     def _delete(self, req: CommandRequest) -> dict[str, Any]:
-        try:
+        with _answered("not deleted"):
             entry = self.schedule.delete(req.args["entry_id"])
-        except ScheduleError as exc:
-            raise CommandFailed(str(exc), exc.code) from None
-        except OSError as exc:
-            raise CommandFailed(f"not deleted: {exc.strerror or exc}") from None
         return {"entry_id": entry.entry_id, "command": entry.command}
 
     def _reset(self, _req: CommandRequest) -> dict[str, Any]:
-        try:
+        with _answered("not reset"):
             return {"deleted": self.schedule.reset()}
-        except OSError as exc:
-            raise CommandFailed(f"not reset: {exc.strerror or exc}") from None
 
     def _list(self, _req: CommandRequest) -> dict[str, Any]:
         entries = self.schedule.entries()
@@ -247,12 +250,8 @@ class Scheduler(Component):
 
     def _release_held(self, req: CommandRequest) -> dict[str, Any]:
         entry_id = req.args["entry_id"] or None
-        try:
+        with _answered("not released"):
             released = self.schedule.release_held(entry_id)
-        except ScheduleError as exc:
-            raise CommandFailed(str(exc), exc.code) from None
-        except OSError as exc:
-            raise CommandFailed(f"not released: {exc.strerror or exc}") from None
         return {"released": len(released)}
 
     def _path_of(self, name: str) -> Path:
