@@ -42,6 +42,12 @@ Example (every key optional except where noted)::
     enabled = true                       # the compute worker; default: on, except in lockstep HIL
     dir = "/var/lib/sunlit/compute"      # models, data sets, products, checkpoints (default STATE_DIR/compute)
 
+    [models]                             # who may uplink models (flight/compute/package.py)
+    trusted_keys = "/etc/sunlit/operators.keys"  # a file of 'operator-name hex-public-key' lines, or a
+                                         # directory of *.pub files; none: signed models are refused
+    allow_unsigned = false               # true: MODEL_INSTALL also takes a bare NAME.onnx on its SHA-256
+                                         # (bench and tests; never on a flight board)
+
     [store]                              # the on-board packet store (flight/agent/tm_store.py)
     dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
     max_mb = 64                          # its size; past it the oldest housekeeping goes first
@@ -104,6 +110,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "paths": {"state_dir": ((str,), "var/sunlit")},
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
     "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
+    "models": {"trusted_keys": ((str,), None), "allow_unsigned": ((bool,), False)},
 }
 
 
@@ -130,6 +137,8 @@ class Config:
     store_dir: Path | None = None  # None: STATE_DIR/store
     store_max_mb: float = 64.0
     stations: tuple = ()  # flight.orbit.passes.Station, from [[stations]]
+    trusted_keys: Path | None = None  # [models]: the operators' public keys; None: signed models refused
+    allow_unsigned_models: bool = False  # [models] allow_unsigned
     source: str = "(defaults)"
 
     def board_options(self) -> BoardOptions:
@@ -223,6 +232,15 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     except StationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
+    trusted_keys = get("models.trusted_keys")
+    if trusted_keys is not None:
+        from flight.compute.package import KeyFileError, load_trusted_keys
+
+        try:
+            load_trusted_keys(trusted_keys)
+        except KeyFileError as exc:
+            raise fail("models.trusted_keys", str(exc)) from None
+
     params = raw.get("parameters", {})
     if not isinstance(params, dict):
         raise fail("parameters", "must be a table")
@@ -258,6 +276,8 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         store_dir=Path(get("store.dir")) if get("store.dir") else None,
         store_max_mb=store_max_mb,
         stations=stations,
+        trusted_keys=Path(trusted_keys) if trusted_keys is not None else None,
+        allow_unsigned_models=get("models.allow_unsigned"),
         source=source,
     )
 

@@ -40,11 +40,26 @@ def write_atomic(path: Path | str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path | str) -> None:
+    """fsync a file or a directory (a directory: so a rename in it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def install_file(written: Path | str, final: Path | str) -> None:
+    """Put a file written elsewhere (a download, a received file) in place as write_atomic
+    does: fsync it, rename it over ``final``, fsync the directory."""
+    final = Path(final)
+    fsync_path(written)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(written, final)
+    fsync_path(final.parent)
 
 
 def write_checked_json(path: Path | str, body: Any) -> None:

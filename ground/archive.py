@@ -38,6 +38,11 @@ is named), and every query takes one. What it keeps:
   duplicates dropped and sequence counts missing within the pass, as the ground server last
   counted them (:meth:`Archive.record_passes`, :meth:`Archive.passes`).
 
+- ``file_transfers``: every file transfer (``ground.files``): who asked for it, which way,
+  the agent's name and the ground's, size, SHA-256, class, how it ended and when
+  (:meth:`Archive.record_file_transfer`, :meth:`Archive.file_transfers`); the PDUs themselves
+  are not archived (CFDP is its own record). Kept under the ``commands`` retention.
+
 The agent's energy plans (TM(140,1), :class:`~flight.link.messages.PlanRecord`) are not
 housekeeping: each stays one row of ``packets`` as received (``service`` 140, ``subtype`` 1,
 found through ``packets_by_kind``), decoded again when read (:meth:`Archive.latest_plan`,
@@ -67,7 +72,8 @@ refused; a version-1 file (one row per sample) is refused with the command that 
 within schema 2: they only add to it (a ground server that does not know them still reads and
 writes the file, and ignores them), so a file without them gets them when it is opened, with
 the keys of the packets of its last ``key_horizon_days`` (:meth:`Archive._add_key_tables`),
-instead of a new version number and a conversion.
+instead of a new version number and a conversion. ``file_transfers`` came the same way
+(:data:`_FILE_TABLES`): created with a new file, or when a file without it is opened.
 """
 
 from __future__ import annotations
@@ -264,6 +270,31 @@ _KEY_TABLES = (
 )
 
 
+# Added within schema 2 like the key tables: file transfers (ground.files), one row per request.
+_FILE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS file_transfers (
+        sc          INTEGER NOT NULL,
+        ref         TEXT NOT NULL,       -- the ground's id: out-N (put), get-N (get), in-SRC-SEQ (sent unasked)
+        requested_s REAL NOT NULL,       -- ground clock; with ref, the key (ids start again with a new file area)
+        direction   TEXT NOT NULL,       -- 'up' | 'down'
+        who         TEXT NOT NULL,       -- '' for what the agent sent unasked
+        remote_name TEXT NOT NULL,       -- the agent's name
+        local_name  TEXT NOT NULL,       -- the ground's: downlink/..., or the file an operator put
+        size        INTEGER,
+        sha256      TEXT,
+        cfdp_class  INTEGER NOT NULL,
+        state       TEXT NOT NULL,       -- requested, queued, active, done, failed, cancelled
+        outcome     TEXT NOT NULL,       -- the reason given with the state
+        started_s   REAL,
+        finished_s  REAL,
+        restarts    INTEGER NOT NULL,
+        transfer    TEXT,                -- the ground entity's transfer; a get's agent transfer in agent_transfer
+        agent_transfer TEXT,
+        PRIMARY KEY (sc, ref, requested_s))""",
+    "CREATE INDEX IF NOT EXISTS file_transfers_by_time ON file_transfers(sc, requested_s)",
+)
+
+
 class ArchiveError(RuntimeError):
     """The archive file cannot be used (missing, not an archive, another schema, a damaged
     chunk); says what to do."""
@@ -359,6 +390,32 @@ class ArchivedPass:
                 "played_back": t.played_back, "duplicates": t.duplicates, "missing": t.missing,
                 "apids": [{"apid": apid, "received": c.received, "played_back": c.played_back,
                            "duplicates": c.duplicates, "missing": c.missing} for apid, c in self.apids]}
+
+
+@dataclass(frozen=True)
+class ArchivedFileTransfer:
+    """One file transfer as archived (``ground.files.FileRecord``'s fields); times are the ground's."""
+
+    ref: str
+    direction: str
+    who: str
+    remote_name: str
+    local_name: str
+    size: int | None
+    sha256: str | None
+    cfdp_class: int
+    state: str
+    outcome: str
+    requested_s: float
+    started_s: float | None
+    finished_s: float | None
+    restarts: int
+    transfer: str | None
+    agent_transfer: str | None
+    spacecraft: str = DEFAULT_SPACECRAFT
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -736,6 +793,7 @@ class Archive:
         self.key_horizon_s = float(key_horizon_days) * 86_400.0
         self.duplicates = 0  # packets not recorded because their key was archived already (this process)
         self._key_tables = True  # False: an older file opened read-only, without packet_keys and passes
+        self._file_table = True  # False: an older file opened read-only, without file_transfers
         self.keys_added = 0  # keys of packets archived before the key table existed, added when opened
         if not create and not self.path.exists():
             raise ArchiveError(f"no archive at {self.path}; give --db PATH of an archive the ground server has written")
@@ -777,7 +835,7 @@ class Archive:
                 if version == 0:
                     if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                         raise ArchiveError(f"{self.path} is an SQLite file but not a Sunlit archive; give another --db")
-                    for statement in (*_SCHEMA, *_KEY_TABLES):
+                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     version = SCHEMA_VERSION
@@ -802,6 +860,15 @@ class Archive:
                 if "readonly" not in str(exc):
                     raise
                 self._key_tables = False
+        if not self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'file_transfers'").fetchone()[0]:
+            try:
+                with self._write():
+                    for statement in _FILE_TABLES:
+                        self._db.execute(statement)
+            except sqlite3.OperationalError as exc:  # read-only: no transfers to show
+                if "readonly" not in str(exc):
+                    raise
+                self._file_table = False
 
     def _add_key_tables(self) -> None:
         """A schema-2 file from before ``packet_keys`` and ``passes``: add them (one transaction,
@@ -1756,6 +1823,51 @@ class Archive:
                           for apid, _e, _f, _l, rec, played, dups, missing in rows), spacecraft))
         return out
 
+    # --- file transfers ------------------------------------------------------------------------
+
+    def record_file_transfer(self, record: Mapping[str, Any], spacecraft: str = DEFAULT_SPACECRAFT) -> None:
+        """Keep a file transfer as it stands now (``ground.files.FileRecord.to_json()``): one row
+        per request, replaced as it moves on. KeyError/ValueError for a record without its fields."""
+        check_spacecraft(spacecraft)
+        if not self._file_table:
+            raise ArchiveError(f"{self.path} was opened read-only without a file_transfers table")
+        size = record.get("size")
+        row = (str(record["id"]), float(record["requested_s"]), str(record["direction"]), str(record.get("who") or ""),
+               str(record["remote"]), str(record.get("local") or ""), None if size is None else int(size),
+               record.get("sha256"), int(record.get("cfdp_class") or 2), str(record["state"]),
+               str(record.get("reason") or ""), record.get("started_s"), record.get("finished_s"),
+               int(record.get("restarts") or 0), record.get("transfer"), record.get("agent_transfer"))
+        with self._write():
+            sc = self._sc_id(spacecraft)
+            self._db.execute(
+                "INSERT INTO file_transfers(sc, ref, requested_s, direction, who, remote_name, local_name, size, sha256, "
+                "cfdp_class, state, outcome, started_s, finished_s, restarts, transfer, agent_transfer) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sc, ref, requested_s) DO UPDATE SET "
+                "direction = excluded.direction, who = excluded.who, remote_name = excluded.remote_name, "
+                "local_name = excluded.local_name, size = excluded.size, sha256 = excluded.sha256, "
+                "cfdp_class = excluded.cfdp_class, state = excluded.state, outcome = excluded.outcome, "
+                "started_s = excluded.started_s, finished_s = excluded.finished_s, restarts = excluded.restarts, "
+                "transfer = excluded.transfer, agent_transfer = excluded.agent_transfer", (sc, *row))
+
+    def file_transfers(self, from_s: float | None = None, to_s: float | None = None,
+                       spacecraft: str = DEFAULT_SPACECRAFT, limit: int | None = None) -> list[ArchivedFileTransfer]:
+        """File transfers requested between ``from_s`` and ``to_s`` (ground clock), oldest first;
+        ``limit``: only the newest that many."""
+        lo, hi = _bounds(from_s, to_s)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit {limit}: at least 0")
+        if not self._file_table:
+            return []
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            rows = self._db.execute(
+                "SELECT ref, direction, who, remote_name, local_name, size, sha256, cfdp_class, state, outcome, "
+                "requested_s, started_s, finished_s, restarts, transfer, agent_transfer FROM file_transfers "
+                "WHERE sc = ? AND requested_s BETWEEN ? AND ? ORDER BY requested_s DESC, ref DESC"
+                + ("" if limit is None else " LIMIT ?"), (sc, lo, hi) + (() if limit is None else (int(limit),))
+            ).fetchall()
+        return [ArchivedFileTransfer(*row, spacecraft=spacecraft) for row in reversed(rows)]
+
     def acks(self, from_s: float | None = None, to_s: float | None = None,
              spacecraft: str | None = None) -> list[ArchivedAck]:
         """Alarm acknowledgements (ground clock), oldest first."""
@@ -1973,6 +2085,8 @@ class Archive:
                     self._db.execute("DELETE FROM gaps WHERE sc = ? AND coalesce(time_s, received_s) < ?", (sc, cutoff))
                 if kind == "commands":
                     self._db.execute("DELETE FROM alarm_acks WHERE sc = ? AND acked_s < ?", (sc, cutoff))
+                    if self._file_table:
+                        self._db.execute("DELETE FROM file_transfers WHERE sc = ? AND requested_s < ?", (sc, cutoff))
                     self._db.execute("DELETE FROM verifications WHERE sc = ? AND cmd_id = 0 "
                                      "AND coalesce(received_s, time_s) < ?", (sc, cutoff))
             if math.isfinite(rule.max_mb):
@@ -2030,7 +2144,8 @@ class Archive:
                 if wrong:
                     problems.append(f"hk chunk {cid} (spacecraft #{sc}, SID {sid}): " + "; ".join(wrong))
             for table in ("packets", "hk_chunks", "events", "commands", "verifications", "gaps", "limit_overrides",
-                          "alarm_acks", *(("packet_keys", "passes") if self._key_tables else ())):
+                          "alarm_acks", *(("packet_keys", "passes") if self._key_tables else ()),
+                          *(("file_transfers",) if self._file_table else ())):
                 orphans = db.execute(f"SELECT count(*) FROM {table} WHERE sc NOT IN "  # noqa: S608 - fixed names
                                            "(SELECT id FROM spacecraft)").fetchone()[0]
                 if orphans:

@@ -14,6 +14,8 @@ seconds; an ISO time without a zone is UTC):
 - ``passes [--limit N]``: completeness per pass (``--from``/``--to`` on the pass's start, ground
   clock): packets received live, played back from the agent's store, still missing, and
   copies dropped, in total and per APID;
+- ``files [--limit N]``: file transfers (``--from``/``--to`` on when each was asked for, ground
+  clock): who, which way, the agent's name, size, how it ended, SHA-256;
 - ``retain [--policy FILE.toml]``: delete what the retention policy no longer keeps (the
   defaults, or the file's tables: ``[AGENT_HK] max_age_days = 7  max_mb = 100``, ``[events]``...;
   a ``[retention]`` table is read if the file has one) and print what went;
@@ -185,6 +187,31 @@ def _cmd_passes(args: argparse.Namespace) -> int:
     return 0 if passes else 1
 
 
+def _size(n: int | None) -> str:
+    """
+    >>> _size(None), _size(999), _size(1_500_000)
+    ('?', '999 B', '1.5 MB')
+    """
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _cmd_files(args: argparse.Namespace) -> int:
+    with _open(args) as archive:
+        transfers = archive.file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
+    for t in transfers:
+        arrow = "->" if t.direction == "up" else "<-"
+        where = f"{t.local_name} {arrow} {t.remote_name}" if t.direction == "up" else f"{t.remote_name} {arrow} " \
+            f"{t.local_name or '?'}"
+        print(f"{utc_iso(t.requested_s)}  {t.ref:<10} {t.who or '(agent)':<10} {t.direction:<4} {where}  "
+              f"{_size(t.size)}  {t.state}: {t.outcome}{'  sha256 ' + t.sha256 if t.sha256 else ''}")
+    return 0 if transfers else 1
+
+
 def _load_policy(path: str | None) -> RetentionPolicy:
     if path is None:
         return RetentionPolicy()
@@ -310,6 +337,11 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     ps.add_argument("--limit", type=int, metavar="N", help="only the newest N passes")
     common(ps)
     ps.set_defaults(func=_run_guarded(_cmd_passes))
+
+    fl = sub.add_parser("files", help="file transfers: who, which way, which file, how it ended, SHA-256")
+    fl.add_argument("--limit", type=int, metavar="N", help="only the newest N")
+    common(fl)
+    fl.set_defaults(func=_run_guarded(_cmd_files))
 
     rt = sub.add_parser("retain", help="delete what the retention policy no longer keeps")
     rt.add_argument("--policy", metavar="FILE.toml", help="per kind max_age_days and max_mb (default: the defaults)")

@@ -658,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     from ground.archive_cli import add_archive_parser
 
     add_archive_parser(sub)
+    from ground.file_cli import add_file_parser
+
+    add_file_parser(sub)
+    from ground.model_cli import add_model_parser
+
+    add_model_parser(sub)
     return parser
 
 

@@ -32,6 +32,9 @@ are unwrapped: each packet in them is taken as if received on the stream, flagge
 ``played_back``, not fed to the live gap count (its count is old), and never made the
 "latest" value over a newer one. :meth:`GroundClient.acknowledge_store` tells the agent what
 arrived (TC(15,130)); the ground server calls it every second.
+
+CFDP PDUs (TM(141,1) on APID FILES) go to ``file_sink`` when one is set (:mod:`ground.files`)
+and nowhere else: not to listeners, the archive, the gap count or the store acknowledgements.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any, Callable
 
 import zmq
 
+from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, FailureCode
 from flight.link.messages import (
@@ -192,6 +196,10 @@ class GroundClient:
         self.events: deque[EventRecord] = deque(maxlen=keep_events)
         self.parameters: dict[str, Any] = {}  # the agent's parameter values, as it last reported them
         self.listeners: list[Callable[[Received], None]] = []
+        # CFDP PDUs (TM(141,1) on APID FILES) go here, not to the listeners: the file service's
+        # (ground.files). CFDP is its own retransmission: no key, no gap count, no archive row.
+        self.file_sink: Callable[[bytes], None] | None = None
+        self.file_pdus = 0
         self.settled_listeners: list[Callable[[CommandResult], None]] = []  # an unknown outcome came
         self.agent_dict_hash: str | None = None
         self.agent_restarts = 0
@@ -251,6 +259,12 @@ class GroundClient:
             self.bad_packets += 1
             out.append(Received(raw, None, None, error=str(exc), played_back=played_back))
             return
+        if self.file_sink is not None and packet.apid == Apid.FILES:
+            pdu = Codec.file_pdu(packet)
+            if pdu is not None:
+                self.file_pdus += 1
+                self.file_sink(pdu)
+                return
         container = packet.service == Service.STORAGE and packet.subtype == Subtype.PLAYBACK
         # A container is made for the link and never stored on board: no key of its own to keep.
         new = container or self.tracker.add(*packet_key(packet.apid, packet.seq_count, packet.time_s),
@@ -355,7 +369,6 @@ class GroundClient:
         A ZeroMQ subscriber joins some time after it connects and misses what was published
         before; a pong seen on the stream proves it will miss nothing from now on.
         """
-        from flight.link.apid import Apid
         from flight.link.packets import pack_tc
 
         deadline = time.monotonic() + timeout_s

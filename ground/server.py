@@ -18,6 +18,9 @@ Threads:
   stays in the queue, ``unknown``: its report, live or played back, settles it, and at the
   next contact (a new pass) the ground asks the agent again with the same cmd_id, which the
   agent answers from its command journal without running it twice;
+- the same thread runs the spacecraft's file transfer (:class:`~ground.files.GroundFiles`, a
+  CFDP entity on the link: PDUs in from the telemetry, out under ``[files] rate_bps``; requests
+  from the web thread handed over to it), every transfer filed in the archive;
 - the *web thread* runs aiohttp: the HTTP API, the WebSocket that pushes to pages and
   programs, the web console's files, login, and the retention schedule;
 - the archive's recorder thread writes in batches (ground.archive.ArchiveRecorder).
@@ -36,8 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -62,6 +68,7 @@ from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
+from ground.files import CommandOutcome, FileError, FileRecord, GroundFiles, check_remote
 from ground.queue import CommandQueue, Entry, QueueError, State, Timeouts
 from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftConfig, check_spacecraft_id
 from ground.web.hub import (
@@ -98,6 +105,8 @@ FOLLOW_UNKNOWN_S = 2 * 86_400.0
 STATUS_ASK_S = 60.0  # a COMMAND_STATUS question unanswered this long is forgotten (asked again next pass)
 HEARD_LATELY_S = 5.0  # the agent was heard this recently: a question asked now is answered now
 KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server keeps no archive
+FILE_CALL_TIMEOUT_S = 10.0  # a request handed to a link thread that does not answer in this long: 503
+MAX_UPLOAD_BYTES = 4 << 30  # one upload (PUT body); the agent's disk reserve decides what it takes
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
@@ -149,6 +158,7 @@ class SpacecraftLink:
         self.alarms.listeners.append(self._on_alarm)
         self.alarm_lock = threading.Lock()  # the alarms: observed by the link thread, acknowledged by the web
         self.client: GroundClient | None = None
+        self.files: GroundFiles | None = None  # made and run by the link thread
         self.recorder: Any = None
         self.lock = threading.Lock()  # latest, events, params: written here, read by the web thread
         self.latest: dict[str, tuple[Any, float, float]] = {}  # name -> (value, packet time, received wall s)
@@ -204,6 +214,10 @@ class SpacecraftLink:
         try:
             client = GroundClient(self._link, self.dictionary,
                                   tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
+            files_config = self.server.config.files
+            self.files = GroundFiles(client, self.server.files_dir / self.id, rate_bps=files_config.rate_bps,
+                                     los_s=files_config.los_s, send_command=self._file_command,
+                                     on_change=self._file_changed, on_record=self._file_record)
         except Exception as exc:  # noqa: BLE001 - handed to start()'s caller
             error.append(exc)
             ready.set()
@@ -232,6 +246,7 @@ class SpacecraftLink:
                 try:
                     self._service_queue(client)
                     client.poll(LINK_POLL_S)
+                    self.files.service()
                     self._follow_reports(client)
                     self._follow_status(client)
                     self._completeness(client)
@@ -247,6 +262,7 @@ class SpacecraftLink:
                 print(f"sunlit-ground server: {self.id}: passes not archived at stop: {exc}", file=sys.stderr)
             if self.recorder is not None:
                 self.recorder.close()
+            self.files.close()
             client.close()
 
     @property
@@ -255,6 +271,39 @@ class SpacecraftLink:
         reply's stream copy, a resend) and here (the same bytes again)."""
         client = self.client
         return self._recent_duplicates + (client.duplicates if client is not None else 0)
+
+    # --- file transfer (ground.files): its commands through the queue, its news out -------
+
+    def _file_command(self, name: str, args: dict[str, Any], who: str) -> Callable[[], CommandOutcome | None]:
+        """A request's command (FILE_DOWNLINK, FILE_CANCEL) through the queue, as the operator's."""
+        entry = self.server.submit(self.id, name, args, who or "ground", confirm=True)
+
+        def poll() -> CommandOutcome | None:
+            now = self.queue.get(entry.id)
+            return CommandOutcome(now.state.final, now.state is State.COMPLETED, dict(now.result or {}),
+                                  now.outcome)
+
+        return poll
+
+    def _file_changed(self, record: dict[str, Any]) -> None:
+        self.server.publish({"kind": "file", "spacecraft": self.id, "transfer": json_safe(record)})
+
+    def _file_record(self, record: dict[str, Any]) -> None:
+        archive = self.server.archive
+        if archive is None:
+            return
+
+        def write() -> None:
+            try:
+                archive.record_file_transfer(record, spacecraft=self.id)
+            except Exception as exc:  # noqa: BLE001 - shown; the next change writes the row again
+                self.internal_errors += 1
+                self.link_error = f"archive: file transfer {record.get('id')} not written: {type(exc).__name__}: {exc}"
+
+        try:
+            self.server.archive_pool.submit(write)
+        except RuntimeError:  # stopping: the pool is closed
+            pass
 
     # --- the agent's packet store: acknowledgements, passes ------------------------------
 
@@ -564,6 +613,7 @@ class SpacecraftLink:
             "internal_errors": self.internal_errors,
             "archive": self.recorder.statistics().__dict__ if self.recorder is not None else None,
             "queue": self.queue.status(),
+            "files": self.files.status() if self.files is not None else None,
         }
 
     def _pass_summary(self) -> dict[str, Any] | None:
@@ -596,6 +646,7 @@ class SpacecraftLink:
             "parameters": params,
             "plan": plan,
             "plan_stale_after_s": PLAN_STALE_S,
+            "files": self.files.snapshot() if self.files is not None else [],
             "status": self.status(),
         })
 
@@ -654,6 +705,8 @@ class GroundServer:
         self.retention: Any = None
         self.retention_result: dict[str, Any] = {}
         self._links_given = links or {}
+        self.files_dir = Path(".")  # set at start: [files] dir, beside the archive, or a temporary one
+        self._files_temp: str | None = None
         self.links: dict[str, SpacecraftLink] = {}
         self._pages: tuple[tuple[ClientQueue, str | None, bool], ...] = ()  # (queue, spacecraft or all, raw)
         self._pages_lock = threading.Lock()
@@ -689,6 +742,13 @@ class GroundServer:
             self._started.wait()
             if self._start_error is not None:
                 raise self._start_error
+            if self.config.files.dir is not None:
+                self.files_dir = self.config.files.dir
+            elif self.config.archive is not None:
+                self.files_dir = Path(self.config.archive).parent / "files"
+            else:  # keeping nothing: the file areas go when the server stops
+                self._files_temp = tempfile.mkdtemp(prefix="sunlit-files-")
+                self.files_dir = Path(self._files_temp)
             for sc in self.config.spacecraft:
                 link = SpacecraftLink(sc, self, self._links_given.get(sc.id))
                 self.links[sc.id] = link
@@ -714,6 +774,9 @@ class GroundServer:
         if self.archive is not None:
             self.archive.close()
             self.archive = None
+        if self._files_temp is not None:
+            shutil.rmtree(self._files_temp, ignore_errors=True)
+            self._files_temp = None
 
     def __enter__(self) -> GroundServer:
         return self.start()
@@ -862,6 +925,11 @@ class GroundServer:
             ("GET", "/api/archive", self._api_archive, viewer),
             ("GET", "/api/plan", self._api_plan, viewer),
             ("GET", "/api/passes", self._api_passes, viewer),
+            ("GET", "/api/files", self._api_files, viewer),
+            ("POST", "/api/files/put", self._api_file_put, operator),
+            ("POST", "/api/files/get", self._api_file_get, operator),
+            ("POST", "/api/files/{id:[a-z0-9-]+}/cancel", self._api_file_cancel, operator),
+            ("GET", "/api/files/{id:[a-z0-9-]+}/content", self._api_file_content, viewer),
         ]
         for name in sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file()):
             routes.append(("GET", f"/static/{name}", self._static, viewer))
@@ -1167,6 +1235,122 @@ class GroundServer:
         out = {name: {"times": json_safe(times), "values": json_safe(values)} for name, (times, values) in found.items()}
         return _json({"spacecraft": link.id, "from_s": from_s, "to_s": to_s, "channels": out})
 
+    # --- routes: files ------------------------------------------------------------------
+
+    def _files_of(self, link: SpacecraftLink) -> GroundFiles:
+        if link.files is None:
+            raise web.HTTPServiceUnavailable(text=_text({"error": f"{link.id}: file transfer not started (its link "
+                                                                  f"failed to open: {link.link_error})"}),
+                                             content_type="application/json")
+        return link.files
+
+    async def _on_link(self, files: GroundFiles, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the spacecraft's link thread (the CFDP entity's owner) and wait for it."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(files.call(fn)), FILE_CALL_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise web.HTTPServiceUnavailable(text=_text({"error": f"the link thread did not take the request within "
+                                                                  f"{FILE_CALL_TIMEOUT_S:g} s; try again"}),
+                                             content_type="application/json") from None
+
+    async def _api_files(self, request: web.Request) -> web.Response:
+        """Every transfer in progress and queued, then the newest settled ones, with progress."""
+        link = self.link_for(request.query.get("spacecraft"))
+        files = self._files_of(link)
+        return _json({"spacecraft": link.id, "transfers": files.snapshot(), "status": files.status()})
+
+    async def _api_file_put(self, request: web.Request) -> web.Response:
+        """The body (application/octet-stream) goes to the agent as ``name``; 202 with the transfer."""
+        q = request.query
+        link = self.link_for(q.get("spacecraft"))
+        files = self._files_of(link)
+        if request.content_type != "application/octet-stream":
+            return _error(415, "send the file as application/octet-stream, with ?name=staging/... "
+                               "(&cfdp_class=2&priority=5&filename=...)")
+        try:
+            name = check_remote(q.get("name", ""), "up")
+            cls, priority = _int_arg(q.get("cfdp_class", "2"), "cfdp_class"), _int_arg(q.get("priority", "5"), "priority")
+        except (FileError, ValueError) as exc:
+            return _error(400, str(exc), "BAD_NAME" if isinstance(exc, FileError) else "")
+        who = request[SESSION_KEY].user
+        staged, tmp = files.upload_path(name)
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                while True:
+                    chunk = await request.content.read(1 << 16)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise web.HTTPRequestEntityTooLarge(MAX_UPLOAD_BYTES, size)
+                    f.write(chunk)
+            os.replace(tmp, files.area / staged)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        label = str(q.get("filename", ""))[:200]
+        try:
+            record: FileRecord = await self._on_link(
+                files, lambda: files.queue_put(staged, name, cls, priority, who, local=label))
+        except FileError as exc:
+            return _error(400, str(exc), "FILE")
+        except web.HTTPServiceUnavailable:  # not queued (the hand-over was withdrawn): the copy goes
+            try:
+                os.unlink(files.area / staged)
+            except OSError:
+                pass
+            raise
+        return _json(record.to_json(), status=202)
+
+    async def _api_file_get(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        files = self._files_of(link)
+        name = body.get("name")
+        who = request[SESSION_KEY].user
+        try:
+            cls, priority = _int_arg(body.get("cfdp_class", 2), "cfdp_class"), _int_arg(body.get("priority", 5),
+                                                                                            "priority")
+            check_remote(name, "down")
+            record: FileRecord = await self._on_link(files, lambda: files.get(name, cls, priority, who))
+        except ArgumentError as exc:
+            return _error(400, str(exc), exc.code.name)
+        except (FileError, ValueError) as exc:
+            return _error(400, str(exc), "FILE")
+        return _json(record.to_json(), status=202)
+
+    async def _api_file_cancel(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        files = self._files_of(link)
+        record_id, who = request.match_info["id"], request[SESSION_KEY].user
+        try:
+            record: FileRecord = await self._on_link(files, lambda: files.cancel(record_id, who))
+        except FileError as exc:
+            return _error(409, str(exc), "FILE")
+        return _json(record.to_json())
+
+    async def _api_file_content(self, request: web.Request) -> web.StreamResponse:
+        """A file that came down whole (its SHA-256 checked), as received."""
+        link = self.link_for(request.query.get("spacecraft"))
+        files = self._files_of(link)
+        record_id = request.match_info["id"]
+        found = next((r for r in files.snapshot() if r["id"] == record_id), None)
+        if found is None:
+            return _error(404, f"no transfer {record_id!r} among {link.id}'s recent ones")
+        try:
+            path = files.path_of(FileRecord.from_json(found))
+        except FileError as exc:
+            return _error(409, str(exc), "FILE")
+        return web.FileResponse(path, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+            "X-Sunlit-SHA256": found.get("sha256") or ""})
+
     # --- routes: commanding --------------------------------------------------------------
 
     def submit(self, spacecraft: str | None, name: str, args: dict[str, Any], who: str,
@@ -1425,6 +1609,16 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object"}), content_type="application/json")
     return body
+
+
+def _int_arg(value: Any, name: str) -> int:
+    """A whole-number argument from a query or a JSON body, or ValueError naming it."""
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a whole number") from None
 
 
 def parse_time_s(text: str, name: str = "") -> float:

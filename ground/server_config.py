@@ -25,6 +25,11 @@
 
     [retention]                 # per packet kind; see ground.archive.RetentionPolicy
     AGENT_HK = { max_age_days = 30, max_mb = 512 }
+
+    [files]                     # file transfer (ground.files)
+    dir = "var/files"           # file areas, one per spacecraft (default: files/ beside the archive)
+    rate_bps = 100000           # most bytes per second of CFDP PDUs up, beside commands
+    los_s = 30                  # no telemetry for this long: transactions suspended
 """
 
 from __future__ import annotations
@@ -59,6 +64,16 @@ class SpacecraftConfig:
 
 
 @dataclass(frozen=True)
+class FilesConfig:
+    """File transfer: where the file areas are (None: ``files/`` beside the archive, or a
+    temporary directory without one), the uplink's byte rate and when silence is loss of signal."""
+
+    dir: Path | None = None
+    rate_bps: float = 100_000.0
+    los_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     spacecraft: tuple[SpacecraftConfig, ...]
     host: str = "127.0.0.1"
@@ -72,6 +87,7 @@ class ServerConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retention: dict[str, Any] = field(default_factory=dict)
     retention_period_s: float = 300.0
+    files: FilesConfig = field(default_factory=FilesConfig)
 
     def spacecraft_ids(self) -> list[str]:
         return [sc.id for sc in self.spacecraft]
@@ -110,7 +126,7 @@ def parse_two_person(value: Any, dictionary: Dictionary, where: str = "commands.
 
 def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, base: Path = Path(".")) -> ServerConfig:
     """A checked configuration; relative paths are taken from ``base`` (the file's folder)."""
-    _unknown(data, {"server", "spacecraft", "commands", "queue", "retention"}, "config")
+    _unknown(data, {"server", "spacecraft", "commands", "queue", "retention", "files"}, "config")
     srv = data.get("server", {})
     if not isinstance(srv, dict):
         raise ServerConfigError("server: must be a table")
@@ -172,12 +188,22 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
     retention = data.get("retention", {})
     if not isinstance(retention, dict):
         raise ServerConfigError("retention: must be a table")
+    files = data.get("files", {})
+    if not isinstance(files, dict):
+        raise ServerConfigError("files: must be a table")
+    _unknown(files, {"dir", "rate_bps", "los_s"}, "files")
+    files_dir = files.get("dir")
+    if files_dir is not None and (not isinstance(files_dir, str) or not files_dir or "\0" in files_dir):
+        raise ServerConfigError("files.dir: a directory path")
+    files_config = FilesConfig(None if files_dir is None else base / files_dir,
+                               _number(files, "rate_bps", "files", 100, 1e9, 100_000),
+                               _number(files, "los_s", "files", 1, 86400, 30))
     return ServerConfig(
         spacecraft=tuple(spacecraft), host=host, port=port, archive=(base / archive), users=(base / users),
         allowed_hosts=tuple(hosts), cookie_secure=secure,
         session_idle_s=_number(srv, "session_idle_s", "server", 60, 7 * 86400, 8 * 3600),
         two_person=two_person, timeouts=timeouts, retention=retention,
-        retention_period_s=_number(srv, "retention_period_s", "server", 1, 86400, 300),
+        retention_period_s=_number(srv, "retention_period_s", "server", 1, 86400, 300), files=files_config,
     )
 
 

@@ -133,7 +133,7 @@ fault kind stays a schedule of held commands, with or without ``[link]``.
 Compute, modelled or real. With ``real = false`` (modelled) the agent runs no compute worker:
 the work figure is tile-equivalents of the board's modelled throughput
 (``tiles_per_s_at_maxn`` x the mode's ``inference_rel_maxn`` x the duty the agent chose), and the
-agent refuses INFER_START, TRAIN_START, MODEL_INSTALL and JOB_CANCEL (NOT_ALLOWED_IN_MODE), so a
+agent refuses the compute commands (INFER_START, MODEL_INSTALL...: NOT_ALLOWED_IN_MODE), so a
 scenario that sends one with ``commands_verified = true`` is refused here, as is a
 ``compute_hang`` fault (there is no worker to hang). With ``real = true`` the worker screens the
 camera's tiles with ONNX Runtime and the work figure counts those tiles; the model's figure is

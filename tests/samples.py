@@ -1,20 +1,44 @@
 """Valid arguments for every dictionary command, for tests that send each one for real."""
 
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
 from flight.link.definitions import DICTIONARY
 
-# A model "uplinked" to the board's staging/ directory, for MODEL_INSTALL: the shipped model
-# under another name. stage_sample_model() puts it there.
-SAMPLE_MODEL = "sample_model"
+# A model package "uplinked" to the board's staging/ directory, for MODEL_INSTALL: the shipped
+# model as cloud_screen version 2, signed by a test operator whose key the agent trusts (start it
+# with sample_agent_args()); the shipped version 1.0 becomes its fallback, which MODEL_ROLLBACK
+# restores. stage_sample_model() puts it there.
+SAMPLE_MODEL = "cloud_screen"
 SAMPLE_MODEL_SHA256 = hashlib.sha256((MODELS_DIR / MODEL_FILE).read_bytes()).hexdigest()
+SAMPLE_OPERATOR = "test-operator"
+SAMPLE_OPERATOR_SEED = bytes(range(32))  # a fixed key for tests: never an operator's
+
+
+def sample_agent_args(directory: Path) -> list[str]:
+    """Flags for an agent that trusts the sample operator's key ([models] trusted_keys)."""
+    from ground.model_package import key_from_seed, public_line
+
+    keys = Path(directory) / "operators.keys"
+    keys.write_text(public_line(SAMPLE_OPERATOR, key_from_seed(SAMPLE_OPERATOR_SEED)) + "\n")
+    config = Path(directory) / "agent-models.toml"
+    config.write_text(f'[models]\ntrusted_keys = "{keys}"\n')
+    return ["--config", str(config)]
+
+
+def pack_sample_model(staging: Path, version: str = "2") -> None:
+    """The sample model's signed package (model, reference set, manifest) into ``staging``."""
+    from ground.model_package import key_from_seed, load_inputs, pack_full
+
+    pack_full((MODELS_DIR / MODEL_FILE).read_bytes(), SAMPLE_MODEL, version, SAMPLE_OPERATOR,
+              key_from_seed(SAMPLE_OPERATOR_SEED), staging, load_inputs(None))
 
 
 SAMPLE_SEQUENCE = "sample"
+SAMPLE_PRODUCT = "products/sample.json"        # FILE_DOWNLINK queues it (FILE_CANCEL then stops it)
+SAMPLE_DELETE = "products/sample-delete.json"  # FILE_DELETE removes it
 SAMPLE_SEQUENCE_TEXT = """name = "sample"
 [[step]]
 command = "NOOP"
@@ -28,7 +52,11 @@ def stage_sample_model(state_dir: Path) -> None:
     and before SEQUENCE_START (a sequence that waits an hour after its NOOP: SEQUENCE_ABORT stops it)."""
     staging = Path(state_dir) / "compute" / "staging"
     staging.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(MODELS_DIR / MODEL_FILE, staging / f"{SAMPLE_MODEL}.onnx")
+    pack_sample_model(staging)
+    products = Path(state_dir) / "compute" / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    for name in (SAMPLE_PRODUCT, SAMPLE_DELETE):
+        (products / name.split("/")[-1]).write_text('{"sample": true}\n')
     sequences = Path(state_dir) / "sequences"
     sequences.mkdir(parents=True, exist_ok=True)
     (sequences / f"{SAMPLE_SEQUENCE}.toml").write_text(SAMPLE_SEQUENCE_TEXT)
@@ -56,6 +84,7 @@ VALID_ARGS = {
     "TRAIN_START": {"dataset": "cloud_tiles_test", "steps": 10},
     "JOB_CANCEL": {"job_id": 2},  # the TRAIN_START before it: waiting (the agent is not in COMPUTE)
     "MODEL_INSTALL": {"name": SAMPLE_MODEL, "version": "2", "sha256": SAMPLE_MODEL_SHA256},
+    "MODEL_ROLLBACK": {"name": SAMPLE_MODEL},  # back to the shipped 1.0, MODEL_INSTALL's fallback
     "STORE_ENABLE": {"store": "ALL"},
     "STORE_DISABLE": {"store": "HK"},
     "STORE_DUMP": {"from_unix_s": 0.0, "to_unix_s": 1.0},  # 1970: nothing stored then, done at once
@@ -68,6 +97,11 @@ VALID_ARGS = {
     "SCHEDULE_RELEASE": {"entry_id": 0},
     "SEQUENCE_START": {"name": SAMPLE_SEQUENCE},
     "SEQUENCE_ABORT": {},  # the sample sequence waits an hour
+    "FILE_DOWNLINK": {"name": SAMPLE_PRODUCT},
+    "FILE_CANCEL": {"transfer": "out-1"},  # the FILE_DOWNLINK before it
+    "FILE_LIST": {"directory": "products"},
+    "FILE_DELETE": {"name": SAMPLE_DELETE},
+    "FILE_STATUS": {},
     "SHUTDOWN": {"reason": "test"},
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"

@@ -145,7 +145,9 @@ def test_tm_and_events_from_the_command_line_on_a_direct_link(start_agent, ipc_u
 @pytest.mark.req("AGT-040", "GND-005")
 def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start_agent, make_client, ipc_url, tmp_path):
     state = tmp_path / "state-model"
-    start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))
+    config = tmp_path / "unsigned.toml"  # the procedure sends a bare .onnx: the bench's explicit opt-in
+    config.write_text("[models]\nallow_unsigned = true\n")
+    start_agent(ipc_url, "--bench-supply", "--state-dir", str(state), "--config", str(config))
     client = make_client(ipc_url)
     client.wait_for(lambda i: getattr(i.record, "values", {}).get("compute_state") == "RUNNING", 30)
     staging = state / "compute" / "staging"

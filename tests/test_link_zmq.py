@@ -16,7 +16,7 @@ from flight.link.messages import EventRecord, HkRecord, Stage
 from flight.link.packets import pack_tc, pack_tm
 from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 from ground.client import CommandTimeout
-from tests.samples import ORDERED, VALID_ARGS, stage_sample_model
+from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, stage_sample_model
 
 
 def hk_where(client, predicate, timeout_s=10.0):
@@ -35,8 +35,8 @@ def event_named(client, name, timeout_s=10.0):
 
 
 @pytest.mark.req("LNK-002", "AGT-040")
-def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url):
-    stage_sample_model(start_agent(tcp_url).state_dir)
+def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url, tmp_path):
+    stage_sample_model(start_agent(tcp_url, *sample_agent_args(tmp_path)).state_dir)
     client = make_client(tcp_url)
     for name in ORDERED:
         result = client.send(name, VALID_ARGS[name])

@@ -35,6 +35,7 @@ from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
 from flight.agent.downlink import Downlink
 from flight.agent.executive import Executive
+from flight.agent.files import FileManager
 from flight.agent.housekeeping import Housekeeping
 from flight.agent.journal import CommandJournal
 from flight.agent.link_service import LinkService
@@ -124,7 +125,8 @@ class Agent:
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
                                      CommandJournal(self.state_dir / "commands.journal"))
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
-                                        counters, self.downlink.reply, self.downlink.acknowledged)
+                                        counters, self.downlink.reply, self.downlink.acknowledged,
+                                        lambda pdu: self.files.receive(pdu))
         self.timers = Timers(self.clock)
         self.executive = Executive(
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
@@ -132,10 +134,15 @@ class Agent:
             control_late_p99_s=lambda: self.timers.late_p99_s("control"), stop=self.stop,
             resets=(self.dispatcher.reset_counters, self.link_service.reset_counters))
         compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
-        self.compute = ComputeSupervisor(config.compute_dir or self.state_dir / "compute", compute_on,
+        compute_dir = config.compute_dir or self.state_dir / "compute"
+        self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,
+                                 events(FileManager), self.params, self.link_service.contact_age_s)
+        self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,
-                                         lockstep=self.lockstep)
+                                         lockstep=self.lockstep, trusted_keys=config.trusted_keys,
+                                         allow_unsigned=config.allow_unsigned_models,
+                                         disk_refusal=self.files.disk_refusal)
         self._opened.append(self.compute)
         self.controller = Controller(
             self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
@@ -149,7 +156,7 @@ class Agent:
                                  self.executive.internal_error)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
                                                   self.link_service, self.downlink, self.scheduler, self.contacts,
-                                                  self.controller, self.compute)
+                                                  self.controller, self.compute, self.files)
         check_wiring(dictionary, self.components)
         for component in self.components:
             for name, handler in component.handlers().items():
@@ -222,6 +229,10 @@ class Agent:
         self.housekeeping.send()
         self.link_service.report_drops()
         self.downlink.report()
+        try:
+            self.files.housekeeping()
+        except Exception as exc:  # noqa: BLE001
+            self.executive.internal_error("files", exc)
         self._save_state()
 
     def _counters(self) -> dict[str, int]:
@@ -311,6 +322,10 @@ class Agent:
                 self.downlink.end_turn()  # playback as the budget allows; the store's fsync policy
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("downlink", exc)
+            try:
+                self.files.end_turn()  # CFDP PDUs as the budget and the line allow
+            except Exception as exc:  # noqa: BLE001
+                self.executive.internal_error("files", exc)
         self.link.flush()
         if self._watchdog_every_s is not None:
             self._feed_watchdog()
@@ -318,7 +333,8 @@ class Agent:
     def _next_due_s(self) -> float:
         """The next timer, or sooner when playback can send again or the schedule is due."""
         return min([self.timers.next_due_s(),
-                    *(t for t in (self.downlink.next_due_s(), self.scheduler.next_due_s()) if t is not None)])
+                    *(t for t in (self.downlink.next_due_s(), self.scheduler.next_due_s(), self.files.next_due_s())
+                      if t is not None)])
 
     def _answer_step(self) -> None:
         """Under HIL, tell the harness the load it must feed back into its models."""
@@ -350,6 +366,7 @@ class Agent:
         self.compute.time_began()
         self.downlink.time_began()
         self.scheduler.time_began()
+        self.files.time_began()
         self.modes.booted(self.memory.previous_stop)  # SAFE; after an unclean stop, maybe back later on its own
         self.params.report()
         sdnotify.ready(self._systemd_status())

@@ -18,9 +18,10 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   answered by then is judged by the watchdog, in simulated time. This is the one wall-clock
   wait in the supervisor, and it stays below the harness's step timeout.
 - **Commands complete when the worker has done it.** ``INFER_START``, ``TRAIN_START``,
-  ``MODEL_INSTALL`` and ``JOB_CANCEL`` go to the worker as requests; the command completes
-  (or fails with the worker's reason: no such input set, model, job or file; a full queue)
-  when the worker replies. A job queued but not admitted now raises ``JOB_WAITING`` with the
+  ``MODEL_INSTALL``, ``MODEL_ROLLBACK`` and ``JOB_CANCEL`` go to the worker as requests; the
+  command completes (or fails with the worker's reason: no such input set, model, job or file;
+  a full queue; a package that fails its signature, hash or reference check) when the worker
+  replies: ``MODEL_INSTALL`` once the new version is active. A job queued but not admitted now raises ``JOB_WAITING`` with the
   reason and what to do about it.
 """
 
@@ -64,18 +65,27 @@ def _plain_name(what: str, name: str) -> None:
 
 class ComputeSupervisor(Component):
     NAME = "compute supervisor"
-    COMMANDS = ("INFER_START", "TRAIN_START", "MODEL_INSTALL", "JOB_CANCEL")
+    COMMANDS = ("INFER_START", "TRAIN_START", "MODEL_INSTALL", "MODEL_ROLLBACK", "JOB_CANCEL")
     # Its own events, and those of the worker it relays (checked here before they are published).
     EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING",
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
-              "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED")
+              "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
+              "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
                  params: Mapping[str, Any], allocate_job_id: Callable[[], int],
-                 internal_error: Callable[[str, BaseException], None], lockstep: bool = False):
-        """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not."""
+                 internal_error: Callable[[str, BaseException], None], lockstep: bool = False,
+                 trusted_keys: Path | None = None, allow_unsigned: bool = False,
+                 disk_refusal: Callable[[], str | None] = lambda: None):
+        """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not.
+        ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker.
+        ``disk_refusal``: why the disk cannot take a new job's products now (the file manager's
+        reserve), or None."""
         self.root = Path(root)
+        self.trusted_keys = trusted_keys
+        self.allow_unsigned = allow_unsigned
+        self._disk_refusal = disk_refusal
         self.enabled = enabled
         self.lockstep = lockstep
         self._emit = emit
@@ -122,9 +132,11 @@ class ComputeSupervisor(Component):
         if not self.enabled:
             return
         log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
+        models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
+                  *(["--allow-unsigned"] if self.allow_unsigned else [])]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
-             "--parent-pid", str(os.getpid())],
+             "--parent-pid", str(os.getpid()), *models],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -317,10 +329,14 @@ class ComputeSupervisor(Component):
 
     def handlers(self) -> dict[str, Handler]:
         return {"INFER_START": Handler(self._infer_start), "TRAIN_START": Handler(self._train_start),
-                "MODEL_INSTALL": Handler(self._model_install), "JOB_CANCEL": Handler(self._job_cancel)}
+                "MODEL_INSTALL": Handler(self._model_install), "MODEL_ROLLBACK": Handler(self._model_rollback),
+                "JOB_CANCEL": Handler(self._job_cancel)}
 
     def _new_job(self, spec_args: dict[str, Any], kind: JobKind, name: str) -> Deferred:
         self._require_enabled()
+        full = self._disk_refusal()
+        if full is not None:  # refused here, with the reason, rather than failing on a write later
+            raise CommandFailed(full, FailureCode.BUSY)
         job_id = self._allocate_job_id()
         job = cp.JobSpec(job_id=job_id, kind=kind, name=name, **spec_args)
 
@@ -363,6 +379,11 @@ class ComputeSupervisor(Component):
         return self._request(cp.InstallModel(next(self._req_ids), a["name"], a["version"], a["sha256"].lower(), a["golden"]),
                              lambda reply: {"name": a["name"], **reply.result})
 
+    def _model_rollback(self, req: CommandRequest) -> Deferred:
+        name = req.args["name"]
+        _plain_name("model", name)
+        return self._request(cp.RollbackModel(next(self._req_ids), name), lambda reply: {"name": name, **reply.result})
+
     def _job_cancel(self, req: CommandRequest) -> Deferred:
         job_id = req.args["job_id"]
         return self._request(cp.CancelJob(next(self._req_ids), job_id), lambda reply: {"job_id": job_id, **reply.result})
@@ -391,6 +412,12 @@ class ComputeSupervisor(Component):
             "train_steps_per_s": st.train_steps_per_s if have else None,
             "train_energy_per_step_j": st.train_energy_per_step_j,
             "products": st.products if have else None,
+            "model_name": st.model_name or None,
+            "model_version": st.model_version or None,
+            "model_sha256": st.model_sha256 or None,
+            "model_uplinked_by": st.model_uplinked_by or None,
+            "model_fallback_version": st.model_fallback_version if have and st.model_name else None,
+            "model_probation": st.model_probation if have and st.model_name else None,
         }
         for cls, channel in CLASS_NAMES.items():
             out[channel] = st.infer_classes.get(cls, 0) if have else None

@@ -3,7 +3,8 @@
 Every packet that arrives is counted; a malformed one, a telemetry packet, one for another
 APID or an unknown service is refused with ``BAD_PACKET`` and counted; a PUS ping is answered
 on the spot; a TC(8,1) goes to the dispatcher; the ground's store acknowledgement, TC(15,130),
-goes to the downlink (flight/agent/downlink.py). A valid packet from the ground is contact.
+goes to the downlink (flight/agent/downlink.py); a TC(141,1) on APID FILES (a CFDP PDU) goes to the
+file manager (flight/agent/files.py). A valid packet from the ground is contact.
 Dropped telemetry (a full queue) is reported once per housekeeping period, never silent.
 """
 
@@ -18,7 +19,7 @@ from flight.link.interface import FlightLink, Inbound
 from flight.link.messages import AckRun, Codec
 from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
 
-ACCEPTED_APIDS = frozenset({Apid.AGENT})
+ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
 
 
 class LinkService(Component):
@@ -29,12 +30,14 @@ class LinkService(Component):
     def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
                  dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None,
                  reply: Callable[[Any, bytes], None] | None = None,
-                 store_ack: Callable[[list[AckRun]], None] | None = None):
+                 store_ack: Callable[[list[AckRun]], None] | None = None,
+                 file_pdu: Callable[[bytes], None] | None = None):
         """``reply``: how an answer reaches the sender and the stream (the downlink; default: the
         link itself). ``store_ack``: where the ground's store acknowledgements go (none: refused)."""
         self.link = link
         self._reply = reply
         self._store_ack = store_ack
+        self._file_pdu = file_pdu
         self._codec = codec
         self._clock = clock
         self._emit = emit
@@ -78,6 +81,14 @@ class LinkService(Component):
             self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
             return
         self.last_contact_s = self._clock.monotonic_s()  # a valid packet from the ground is contact
+        if packet.apid == Apid.FILES:
+            pdu = Codec.file_pdu(packet)
+            if pdu is None or self._file_pdu is None:
+                self._bad_packet(f"APID {Apid.FILES:#05x} carries CFDP PDUs in TC(141,1) only; got "
+                                 f"TC({packet.service},{packet.subtype})" if pdu is None else "no file service")
+                return
+            self._file_pdu(pdu)
+            return
         if packet.service == Service.TEST and packet.subtype == Subtype.PING:
             self.send_report(inbound.peer, self._codec.encode_pong(self._clock.now_s()))
             return

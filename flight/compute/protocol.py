@@ -11,9 +11,9 @@ agent → worker
 - :class:`Ping` every control tick, on the agent's clock: the worker answers :class:`Pong`
   between two slices of work, so a worker that stops answering is a hung worker whatever the
   agent's clock is (real time on a board, simulated time under the harness).
-- :class:`StartJob`, :class:`CancelJob`, :class:`InstallModel`, each with a ``req_id``: the
-  worker answers each with one :class:`Reply`, and the telecommand completes (or fails, with
-  the worker's reason) only then.
+- :class:`StartJob`, :class:`CancelJob`, :class:`InstallModel`, :class:`RollbackModel`, each
+  with a ``req_id``: the worker answers each with one :class:`Reply`, and the telecommand
+  completes (or fails, with the worker's reason) only then.
 - :class:`Stop`: checkpoint and exit.
 
 worker → agent
@@ -91,6 +91,12 @@ class InstallModel:
 
 
 @dataclass(frozen=True)
+class RollbackModel:
+    req_id: int
+    name: str
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str = "agent stopping"
 
@@ -136,6 +142,13 @@ class Status:
     train_steps_per_s: float = 0.0
     train_energy_per_step_j: float | None = None
     products: int = 0
+    # Provenance of the model the worker last activated, rolled back or ran (flight.compute.store.ModelState).
+    model_name: str = ""
+    model_version: str = ""
+    model_sha256: str = ""
+    model_uplinked_by: str = ""
+    model_fallback_version: str = ""  # "": none
+    model_probation: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ class WorkerEvent:
     args: dict[str, str | int | float | bool | None] = field(default_factory=dict)
 
 
-TO_WORKER = (Admit, Ping, StartJob, CancelJob, InstallModel, Stop)
+TO_WORKER = (Admit, Ping, StartJob, CancelJob, InstallModel, RollbackModel, Stop)
 TO_AGENT = (Hello, Pong, Reply, Status, WorkerEvent)
 CODEC = RecordCodec("compute protocol", TO_WORKER + TO_AGENT)
 encode = CODEC.encode

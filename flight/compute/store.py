@@ -2,8 +2,10 @@
 
 Layout under ``root``::
 
-    manifest.json                 checked JSON (flight.storage): one entry per model
-    NAME@VERSION.onnx             the working copy, replaced by each install
+    manifest.json                 checked JSON (flight.storage): one entry per model (the active
+                                  version), and each model's lifecycle: fallback, probation, provenance
+    NAME@VERSION.onnx             the working copy: the active version, and the fallback version
+    NAME@VERSION.ref.npz          a version's reference set (flight.compute.package), where one is kept
     golden/manifest.json          the golden copy's own manifest, mode 0444
     golden/NAME@VERSION.onnx      the golden copy, mode 0444
 
@@ -20,6 +22,14 @@ from this process or another, not root deliberately replacing the file; on fligh
 hardware put ``golden_root`` on a partition mounted read-only, which this class is
 happy with because it never writes there except on an explicit golden install.
 
+Active and fallback: :meth:`ModelStore.install` replaces a model (the shipped model, a golden
+install); :meth:`ModelStore.activate` makes a new version active and keeps the one it replaces
+as the fallback, both checked by SHA-256 whenever they are read, and puts the new one on
+probation until the worker has seen it run a job (:meth:`ModelStore.end_probation`).
+:meth:`ModelStore.rollback` swaps the two. The manifest is written last, atomically, so a
+power cut leaves the old state or the new one; files no version refers to any more are
+deleted only after it.
+
 Use the verified bytes, not the path: ``open_session(loaded.bytes)`` runs exactly what
 was checked, while reopening ``loaded.path`` would read the flash again, after the check.
 
@@ -32,7 +42,7 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -157,7 +167,7 @@ class ModelEntry:
     outputs: tuple[TensorSpec, ...]
 
     def __post_init__(self) -> None:
-        if not _SAFE.match(self.name) or not _SAFE.match(self.version):
+        if not _SAFE.fullmatch(self.name) or not _SAFE.fullmatch(self.version):
             raise ValueError(f"name {self.name!r} / version {self.version!r}: use letters, digits and _ . + - only")
         if self.file != _file_name(self.name, self.version):
             raise ValueError(f"file {self.file!r} is not {_file_name(self.name, self.version)!r}")
@@ -219,6 +229,92 @@ class StoreProblem:
     detail: str
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a version came from: who uplinked it (the operator whose key signed it; ``shipped``
+    for the model built into the flight software; ``unsigned`` for an unsigned install), when
+    the package was made and when it became active, and the SHA-256 of its stored reference set."""
+
+    uplinked_by: str
+    signed: bool
+    created_utc: str = ""
+    activated_unix_s: float = 0.0
+    reference_sha256: str = ""  # "" when no reference set is kept for this version
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uplinked_by": self.uplinked_by, "signed": self.signed, "created_utc": self.created_utc,
+                "activated_unix_s": self.activated_unix_s, "reference_sha256": self.reference_sha256}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Provenance:
+        out = cls(str(body["uplinked_by"]), bool(body["signed"]), str(body.get("created_utc", "")),
+                  float(body.get("activated_unix_s", 0.0)), str(body.get("reference_sha256", "")))
+        if out.reference_sha256 and not _SHA256_HEX.match(out.reference_sha256):
+            raise ValueError(f"reference_sha256 {out.reference_sha256!r}")
+        return out
+
+
+UNKNOWN_PROVENANCE = Provenance("unknown", False)
+
+
+@dataclass(frozen=True)
+class _Life:
+    """One model's lifecycle in the working manifest (the active entry is in ``models``)."""
+
+    fallback: ModelEntry | None = None
+    probation: bool = False
+    provenance: dict[str, Provenance] = field(default_factory=dict)  # by version: the active's, the fallback's
+    last_rollback: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fallback": self.fallback.to_json() if self.fallback else None, "probation": self.probation,
+                "provenance": {v: p.to_json() for v, p in sorted(self.provenance.items())},
+                "last_rollback": self.last_rollback}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> _Life:
+        fallback = ModelEntry.from_json(body["fallback"]) if body.get("fallback") is not None else None
+        last = body.get("last_rollback")
+        if last is not None and not isinstance(last, dict):
+            raise ValueError("last_rollback must be a map")
+        return cls(fallback, bool(body.get("probation", False)),
+                   {str(v): Provenance.from_json(p) for v, p in body.get("provenance", {}).items()}, last)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A model's versions as the store has them: the active one (what runs), the fallback (what a
+    rollback restores; None when there is none), whether the active one is on probation (not yet
+    seen to run a job), the provenance of both, and the last rollback (from, to, reason, automatic)."""
+
+    name: str
+    active: ModelEntry
+    fallback: ModelEntry | None
+    probation: bool
+    provenance: dict[str, Provenance]
+    last_rollback: dict[str, Any] | None = None
+
+    def provenance_of(self, version: str) -> Provenance:
+        return self.provenance.get(version, UNKNOWN_PROVENANCE)
+
+    @property
+    def active_provenance(self) -> Provenance:
+        return self.provenance_of(self.active.version)
+
+
+class NoFallback(LookupError):
+    """A rollback was asked for a model with no fallback version."""
+
+    def __init__(self, name: str, active_version: str):
+        self.name, self.active_version = name, active_version
+        super().__init__(f"model {name!r} has no fallback version to roll back to (active: version "
+                         f"{active_version}); a fallback is kept once a second version has been installed")
+
+
+class VersionNotFound(LookupError):
+    """No version of a model with the SHA-256 asked for (a delta's base) among the active and the fallback."""
+
+
 class ModelStore:
     """Models on the board's flash; see the module docstring for the layout and the rules.
 
@@ -232,19 +328,97 @@ class ModelStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def install(self, name: str, version: str, model: bytes | Path | str, golden: bool = False) -> ModelEntry:
+    def install(self, name: str, version: str, model: bytes | Path | str, golden: bool = False,
+                provenance: Provenance | None = None, reference: bytes | None = None) -> ModelEntry:
         """Install ``model`` (the ONNX bytes, or a path to them) as ``name`` at ``version``.
 
-        Replaces the working copy of ``name``. With ``golden=True`` the same bytes also
-        become the golden copy (read-only). The model is opened once with onnxruntime on
-        the CPU first, so a file it cannot load is refused before anything is replaced;
-        its input and output names and shapes go into the manifest.
+        Replaces the working copy of ``name`` and forgets any fallback (see :meth:`activate`
+        to keep one). With ``golden=True`` the same bytes also become the golden copy
+        (read-only). The model is opened once with onnxruntime on the CPU first, so a file it
+        cannot load is refused before anything is replaced; its input and output names and
+        shapes go into the manifest. ``reference`` (a reference set's bytes) is kept with it.
         """
+        data, entry = self._entry(name, version, model)
+        # Read both manifests before writing anything: a corrupt one stops the install
+        # instead of being overwritten with a manifest that forgot the other models.
+        golden_manifest = self._read_manifest(Copy.GOLDEN) if golden else None
+        models, life = self._read(Copy.WORKING)
+        prov, files = self._new_files(entry, data, provenance, reference)
+        models[name] = entry
+        life[name] = _Life(provenance={version: prov} if prov else {})
+        self._commit(models, life, files)
+        if golden_manifest is not None:
+            self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
+        return entry
+
+    def activate(self, name: str, version: str, model: bytes | Path | str, provenance: Provenance,
+                 reference: bytes | None = None, golden: bool = False) -> ModelState:
+        """Make ``model`` the active version of ``name``, keeping the version it replaces as the fallback.
+
+        The new version goes on probation (see :meth:`end_probation`). The fallback there was
+        before is deleted: the store keeps two versions of a model, never more. A version equal
+        to the active one's is refused (it would overwrite the fallback-to-be).
+        """
+        data, entry = self._entry(name, version, model)
+        golden_manifest = self._read_manifest(Copy.GOLDEN) if golden else None
+        models, life = self._read(Copy.WORKING)
+        previous = models.get(name)
+        old = life.get(name, _Life())
+        # A file the manifest refers to is never rewritten in place: a power cut would leave a
+        # version whose bytes are neither the old nor the new ones.
+        for what, kept in (("active", previous), ("fallback", old.fallback)):
+            if kept is not None and kept.version == version:
+                raise InvalidModel(f"version {version} is the {what} version of {name!r} already; give the new "
+                                   "model another version" + (" (or MODEL_ROLLBACK to it)" if what == "fallback"
+                                                              else ""))
+        prov, files = self._new_files(entry, data, provenance, reference)
+        kept = {version: prov}
+        if previous is not None:
+            kept[previous.version] = old.provenance.get(previous.version, UNKNOWN_PROVENANCE)
+        models[name] = entry
+        life[name] = _Life(previous, True, kept, old.last_rollback)
+        self._commit(models, life, files)
+        if golden_manifest is not None:
+            self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
+        return self.state(name)
+
+    def rollback(self, name: str, reason: str, automatic: bool, now_unix_s: float = 0.0) -> ModelState:
+        """Make the fallback version of ``name`` active again; the active one becomes the fallback.
+
+        The fallback's file is checked first: a corrupt one raises :class:`ModelIntegrityError`
+        and nothing changes. :class:`NoFallback` when there is none. A commanded rollback puts
+        the restored version on probation, as any newly active version; an automatic one does
+        not (it restores a version that ran before), so two bad versions cannot swap forever.
+        """
+        models, life = self._read(Copy.WORKING)
+        active = models.get(name)
+        if active is None:
+            raise ModelNotFound(name, Copy.WORKING, sorted(models))
+        current = life.get(name, _Life())
+        if current.fallback is None:
+            raise NoFallback(name, active.version)
+        self._check(Copy.WORKING, current.fallback)
+        record = {"from": active.version, "to": current.fallback.version, "reason": reason[:200],
+                  "automatic": automatic, "unix_s": now_unix_s}
+        models[name] = current.fallback
+        life[name] = _Life(active, not automatic, current.provenance, record)
+        self._commit(models, life, {})
+        return self.state(name)
+
+    def end_probation(self, name: str) -> None:
+        """The active version of ``name`` has run a job: no longer rolled back automatically."""
+        models, life = self._read(Copy.WORKING)
+        current = life.get(name)
+        if name in models and current is not None and current.probation:
+            life[name] = replace(current, probation=False)
+            self._commit(models, life, {})
+
+    def _entry(self, name: str, version: str, model: bytes | Path | str) -> tuple[bytes, ModelEntry]:
         data = model if isinstance(model, bytes) else Path(model).read_bytes()
-        if not _SAFE.match(name) or not _SAFE.match(version):
+        if not _SAFE.fullmatch(name) or not _SAFE.fullmatch(version):
             raise InvalidModel(f"name {name!r} / version {version!r}: use letters, digits and _ . + - only (max 64)")
         inputs, outputs = describe_model(data)
-        entry = ModelEntry(
+        return data, ModelEntry(
             name=name,
             version=version,
             file=_file_name(name, version),
@@ -253,13 +427,42 @@ class ModelStore:
             inputs=inputs,
             outputs=outputs,
         )
-        # Read both manifests before writing anything: a corrupt one stops the install
-        # instead of being overwritten with a manifest that forgot the other models.
-        copies = [Copy.WORKING, Copy.GOLDEN] if golden else [Copy.WORKING]
-        manifests = {copy: self._read_manifest(copy) for copy in copies}
-        for copy in copies:
-            self._write_entry(copy, manifests[copy], entry, data)
-        return entry
+
+    @staticmethod
+    def _new_files(entry: ModelEntry, data: bytes, provenance: Provenance | None,
+                   reference: bytes | None) -> tuple[Provenance | None, dict[str, tuple[bytes, str]]]:
+        files = {entry.file: (data, entry.sha256)}
+        if reference is not None:
+            ref_sha = hashlib.sha256(reference).hexdigest()
+            provenance = replace(provenance or UNKNOWN_PROVENANCE, reference_sha256=ref_sha)
+            files[_reference_name(entry.name, entry.version)] = (reference, ref_sha)
+        elif provenance is not None:
+            provenance = replace(provenance, reference_sha256="")
+        return provenance, files
+
+    def _commit(self, models: dict[str, ModelEntry], life: dict[str, _Life],
+                files: dict[str, tuple[bytes, str]]) -> None:
+        """Write new files (each read back and checked), then the working manifest, then delete
+        the files it no longer refers to. A power cut anywhere leaves a manifest whose files are there."""
+        directory = self.root
+        before = _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set()
+        for file_name, (data, sha) in files.items():
+            path = directory / file_name
+            write_atomic(path, data)
+            written = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
+            if written != sha:
+                raise ModelIntegrityError(file_name.split("@")[0], Copy.WORKING, Problem.HASH_MISMATCH, path, sha,
+                                          written, "on read-back after writing")
+            path.chmod(0o644)
+        body: dict[str, Any] = {"schema": MANIFEST_SCHEMA,
+                                "models": {k: e.to_json() for k, e in sorted(models.items())}}
+        lifecycle = {k: v.to_json() for k, v in sorted(life.items()) if k in models and v != _Life()}
+        if lifecycle:
+            body["lifecycle"] = lifecycle
+        write_checked_json(directory / MANIFEST, body)
+        (directory / MANIFEST).chmod(0o644)
+        for file_name in sorted(before - _referenced(models, life)):
+            (directory / file_name).unlink(missing_ok=True)
 
     def _write_entry(self, copy: Copy, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes) -> None:
         directory = self._dir(copy)
@@ -313,6 +516,57 @@ class ModelStore:
                 raise NoGoodCopy(working_error, golden_error) from working_error
             return replace(golden, fallback_reason=str(working_error))
 
+    def state(self, name: str) -> ModelState:
+        """The versions of ``name`` in the working copy (reads the manifest, checks no file)."""
+        models, life = self._read(Copy.WORKING)
+        entry = models.get(name)
+        if entry is None:
+            raise ModelNotFound(name, Copy.WORKING, sorted(models))
+        current = life.get(name, _Life())
+        return ModelState(name, entry, current.fallback, current.probation, dict(current.provenance),
+                          current.last_rollback)
+
+    def load_fallback(self, name: str) -> LoadedModel:
+        """The fallback version of ``name``, its SHA-256 checked; :class:`NoFallback` when there is none."""
+        st = self.state(name)
+        if st.fallback is None:
+            raise NoFallback(name, st.active.version)
+        path, data = self._check(Copy.WORKING, st.fallback)
+        return LoadedModel(name, path, data, st.fallback.version, st.fallback.sha256, False, st.fallback)
+
+    def load_version(self, name: str, sha256: str) -> LoadedModel:
+        """The active or the fallback version of ``name`` whose SHA-256 is ``sha256``, checked.
+
+        :class:`VersionNotFound` (saying which versions there are) when neither is.
+        """
+        st = self.state(name)
+        for entry in (st.active, st.fallback):
+            if entry is not None and entry.sha256 == sha256:
+                path, data = self._check(Copy.WORKING, entry)
+                return LoadedModel(name, path, data, entry.version, entry.sha256, False, entry)
+        have = "; ".join(f"{what} version {e.version} is {e.sha256[:16]}…" for what, e in
+                         (("active", st.active), ("fallback", st.fallback)) if e is not None)
+        raise VersionNotFound(f"model {name!r} has no version {sha256[:16]}… ({have})")
+
+    def load_reference(self, name: str, version: str) -> bytes | None:
+        """The reference set kept with a version of ``name`` (checked), or None when none is kept."""
+        prov = self.state(name).provenance.get(version)
+        if prov is None or not prov.reference_sha256:
+            return None
+        path = self.root / _reference_name(name, version)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(name, Copy.WORKING, Problem.MISSING_FILE, path, prov.reference_sha256) from None
+        except OSError as exc:
+            raise ModelIntegrityError(name, Copy.WORKING, Problem.UNREADABLE_FILE, path, prov.reference_sha256,
+                                      None, str(exc)) from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != prov.reference_sha256:
+            raise ModelIntegrityError(name, Copy.WORKING, Problem.HASH_MISMATCH, path, prov.reference_sha256, actual,
+                                      "reference set")
+        return data
+
     def list(self, copy: Copy = Copy.WORKING) -> list[ModelEntry]:
         """The entries of one copy's manifest, by name. Raises ModelIntegrityError if it is corrupt."""
         return [entry for _, entry in sorted(self._read_manifest(copy).items())]
@@ -336,6 +590,22 @@ class ModelStore:
                     continue
                 if copy is Copy.GOLDEN:
                     problems.extend(self._writable(copy, name, self._dir(copy) / entry.file))
+            if copy is Copy.WORKING:
+                problems.extend(self._verify_lifecycle(sorted(manifest)))
+        return problems
+
+    def _verify_lifecycle(self, names: list[str]) -> list[StoreProblem]:
+        """The fallback versions and the kept reference sets, checked like the active versions."""
+        problems: list[StoreProblem] = []
+        for name in names:
+            st = self.state(name)
+            checks: list[Any] = [lambda st=st: self._check(Copy.WORKING, st.fallback)] if st.fallback else []
+            checks += [lambda v=v: self.load_reference(name, v) for v in sorted(st.provenance)]
+            for check in checks:
+                try:
+                    check()
+                except ModelIntegrityError as exc:
+                    problems.append(StoreProblem(Copy.WORKING, name, exc.problem, exc.path, str(exc)))
         return problems
 
     # -- internals ----------------------------------------------------------------
@@ -344,9 +614,13 @@ class ModelStore:
         return self.golden_root if copy is Copy.GOLDEN else self.root
 
     def _read_manifest(self, copy: Copy) -> dict[str, ModelEntry]:
+        return self._read(copy)[0]
+
+    def _read(self, copy: Copy) -> tuple[dict[str, ModelEntry], dict[str, _Life]]:
+        """(active entries, lifecycles) of one copy's manifest; the golden copy has no lifecycle."""
         path = self._dir(copy) / MANIFEST
         if not path.exists():
-            return {}
+            return {}, {}
         try:
             body = read_checked_json(path)
             if body.get("schema") != MANIFEST_SCHEMA:
@@ -355,7 +629,11 @@ class ModelStore:
             for name, entry in entries.items():
                 if name != entry.name:
                     raise ValueError(f"entry {name!r} names itself {entry.name!r}")
-            return entries
+            life = {name: _Life.from_json(v) for name, v in body.get("lifecycle", {}).items()}
+            for name, current in life.items():
+                if name not in entries or (current.fallback is not None and current.fallback.name != name):
+                    raise ValueError(f"lifecycle of {name!r} does not match the models")
+            return entries, life
         except (CorruptFile, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelIntegrityError(None, copy, Problem.MANIFEST_CORRUPT, path, detail=str(exc)) from None
         except OSError as exc:
@@ -415,6 +693,20 @@ def describe_model(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
         return TensorSpec(arg.name, tuple(arg.shape), arg.type)
 
     return tuple(spec(a) for a in session.get_inputs()), tuple(spec(a) for a in session.get_outputs())
+
+
+def _reference_name(name: str, version: str) -> str:
+    return f"{name}@{version}.ref.npz"
+
+
+def _referenced(models: dict[str, ModelEntry], life: dict[str, _Life]) -> set[str]:
+    """Every file of the working directory the manifest refers to."""
+    files = {e.file for e in models.values()}
+    for name, current in life.items():
+        if current.fallback is not None:
+            files.add(current.fallback.file)
+        files.update(_reference_name(name, v) for v, p in current.provenance.items() if p.reference_sha256)
+    return files
 
 
 def _file_name(name: str, version: str) -> str:

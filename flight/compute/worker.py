@@ -19,6 +19,15 @@ are kept in ``jobs.json`` (their products stay in ``products/``). ``jobs.json`` 
 when a job is added or changes state, never while idle, so an idle worker stays idle
 whatever the queue holds.
 
+Models: ``MODEL_INSTALL`` verifies the uplinked package (signature by a trusted operator key,
+SHA-256 of each file; :mod:`flight.compute.package`), builds the model from a delta where one
+was sent, runs it over its reference set with a real session and compares with the outputs
+the ground expects, and only then makes it active, the version it replaces kept as the
+fallback. A newly active version is on probation until it has run an inference job: if it
+fails to load or its first job fails or gives non-finite outputs, the worker rolls back to the
+fallback on its own (``MODEL_ROLLED_BACK``) and runs the job again. Every product names the
+model version it came from (name, version, SHA-256, who uplinked it).
+
 A worker never outlives its agent and never shares its directory: it asks Linux to signal
 it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
 is still its parent (the agent may have died before the request took), and it holds the
@@ -29,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import hashlib
 import json
 import os
 import signal
@@ -37,16 +45,26 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zmq
 
 from flight.compute import protocol as cp
+from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.providers import open_session
-from flight.compute.store import Copy, ModelIntegrityError, ModelStore
+from flight.compute.store import (
+    Copy,
+    ModelIntegrityError,
+    ModelNotFound,
+    ModelState,
+    ModelStore,
+    NoFallback,
+    Provenance,
+)
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
+from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
 from flight.lifetime import die_with_parent
 from flight.link.definitions import Admission, JobKind
@@ -111,6 +129,22 @@ class Job:
         return cls(cp.JobSpec(**{**body, "kind": JobKind(body["kind"])}), state, progress, detail)
 
 
+class NonFiniteOutput(ArithmeticError):
+    """A model gave NaN or infinite outputs: no product is written from them."""
+
+
+class ModelLoadFailed(RuntimeError):
+    """The model would not load into a session (not the job's data, not the disk): its fault."""
+
+
+class _Session(NamedTuple):
+    session: Any
+    input_name: str
+    version: str
+    sha256: str
+    from_golden: bool
+
+
 @dataclass
 class InferenceTotals:
     count: int = 0
@@ -121,8 +155,13 @@ class InferenceTotals:
 
 
 class Worker:
-    def __init__(self, endpoint: str, root: Path, store: ModelStore | None = None):
+    def __init__(self, endpoint: str, root: Path, store: ModelStore | None = None,
+                 trusted_keys: Path | None = None, allow_unsigned: bool = False):
+        """``trusted_keys``: the operators' public keys ([models] trusted_keys; read at each install);
+        ``allow_unsigned``: take a model with no signed manifest on its SHA-256 alone."""
         self.root = Path(root)
+        self.trusted_keys = Path(trusted_keys) if trusted_keys is not None else None
+        self.allow_unsigned = allow_unsigned
         self.removed_temp_files = len(remove_interrupted_writes(self.root, recursive=True))
         self.store = store or ModelStore(self.root / "models")
         self.products = self.root / "products"
@@ -138,7 +177,9 @@ class Worker:
         self.reason = "waiting for the agent"
         self.provider = ""
         self.totals = InferenceTotals()
-        self._sessions: dict[tuple[str, int], tuple[Any, str, str]] = {}
+        self._sessions: dict[tuple[str, int], _Session] = {}
+        self._states: dict[str, ModelState | None] = {}  # the store's, cached until a model changes
+        self._current_model = self._latest_model()  # whose provenance goes into the status
         self._training: dict[int, TrainingJob] = {}
         self._results: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._cursor: dict[int, int] = {}
@@ -192,6 +233,8 @@ class Worker:
                 self._reply(msg.req_id, True, state=JobState.CANCELLED.value)
         elif isinstance(msg, cp.InstallModel):
             self._install_model(msg)
+        elif isinstance(msg, cp.RollbackModel):
+            self._rollback_model(msg)
         elif isinstance(msg, cp.Stop):
             self._stop = True
         else:
@@ -274,19 +317,123 @@ class Worker:
 
     # --- work ------------------------------------------------------------------------------
 
-    def _session(self, model: str) -> tuple[Any, str, str]:
+    def _session(self, model: str) -> _Session:
         key = (model, self.threads)
         if key not in self._sessions:
-            loaded = self.store.load_or_golden(model)
-            if loaded.from_golden:
-                self.event("MODEL_GOLDEN_USED", name=model, reason=loaded.fallback_reason[:200])
-            opened = open_session(loaded.bytes, threads=self.threads)
+            state = self._state(model)
+            if state is not None and state.probation and state.fallback is not None:
+                # A version on probation that will not load is rolled back, not replaced by the golden copy.
+                try:
+                    loaded = self.store.load(model)
+                    opened = open_session(loaded.bytes, threads=self.threads)
+                except Exception as exc:  # noqa: BLE001 - integrity, onnxruntime: either way it failed to load
+                    if self._auto_rollback(model, f"version {state.active.version} failed to load: {exc}"):
+                        return self._session(model)
+                    raise
+            else:
+                loaded = self.store.load_or_golden(model)
+                if loaded.from_golden:
+                    self.event("MODEL_GOLDEN_USED", name=model, reason=loaded.fallback_reason[:200])
+                opened = open_session(loaded.bytes, threads=self.threads)
             for line in opened.fallbacks:
                 self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
             self.provider = opened.provider
             self._sessions = {k: v for k, v in self._sessions.items() if k[0] != model}  # threads changed
-            self._sessions[key] = (opened.session, opened.session.get_inputs()[0].name, loaded.version)
+            self._sessions[key] = _Session(opened.session, opened.session.get_inputs()[0].name, loaded.version,
+                                           loaded.sha256, loaded.from_golden)
+            self._current_model = model
         return self._sessions[key]
+
+    # --- the model lifecycle ---------------------------------------------------------------
+
+    def _state(self, name: str) -> ModelState | None:
+        """The store's view of ``name`` (cached until it changes); None if it has no working copy."""
+        if name not in self._states:
+            try:
+                self._states[name] = self.store.state(name)
+            except (ModelNotFound, ModelIntegrityError):
+                self._states[name] = None
+        return self._states[name]
+
+    def _latest_model(self) -> str:
+        """The model activated last (at start: the one an operator cares about), else the shipped one."""
+        try:
+            states = [self.store.state(e.name) for e in self.store.list()]
+        except (ModelIntegrityError, ModelNotFound):
+            return MODEL_NAME
+        latest = max(states, key=lambda st: st.active_provenance.activated_unix_s, default=None)
+        return latest.name if latest is not None else MODEL_NAME
+
+    def _forget(self, name: str) -> None:
+        """``name`` changed in the store: drop its sessions and its cached state."""
+        self._sessions = {k: v for k, v in self._sessions.items() if k[0] != name}
+        self._states.pop(name, None)
+        self._current_model = name
+
+    def _provenance(self, name: str, session: _Session) -> dict[str, str]:
+        """What a product says of the model it came from."""
+        state = self._state(name)
+        by = state.provenance_of(session.version).uplinked_by if state is not None else "unknown"
+        return {"model": name, "model_version": session.version, "model_sha256": session.sha256,
+                "model_uplinked_by": by}
+
+    def _auto_rollback(self, name: str, reason: str) -> bool:
+        """Roll ``name`` back to its fallback after its new version failed; False if there is none to go to."""
+        try:
+            state = self.store.rollback(name, reason, automatic=True, now_unix_s=time.time())
+        except (NoFallback, ModelNotFound, ModelIntegrityError) as exc:
+            self.event("MODEL_REFUSED", name=name, reason=f"{reason[:100]}; no rollback: {exc}"[:200])
+            return False
+        self._forget(name)
+        self.event("MODEL_ROLLED_BACK", name=name, from_version=state.fallback.version if state.fallback else "",
+                   to_version=state.active.version, automatic=True, reason=reason[:200])
+        return True
+
+    def _probation_failed(self, job: Job, exc: Exception) -> bool:
+        """An inference job failed on a version on probation: roll back and run the job again on the
+        restored version (its partial results dropped). False when the job should simply fail."""
+        state = self._state(job.model)
+        if job.kind is not JobKind.INFERENCE or state is None or not state.probation or state.fallback is None:
+            return False
+        if not isinstance(exc, (NonFiniteOutput, ModelLoadFailed)):
+            return False  # bad input data or a full disk is not the model's fault: the job fails alone
+        why = "gave non-finite outputs" if isinstance(exc, NonFiniteOutput) else f"failed ({type(exc).__name__}: {exc})"
+        if not self._auto_rollback(job.model, f"version {state.active.version} {why} on its first job, "
+                                              f"{job.job_id}"[:200]):
+            return False
+        for table in (self._cursor, self._results):
+            table.pop(job.job_id, None)
+        job.progress, job.detail = 0, f"restarted after the rollback of {job.model}"[:120]
+        self._save_jobs()
+        return True
+
+    def _proven(self, name: str, session: _Session) -> None:
+        """A job on ``name`` wrote its product: a version on probation has proven itself."""
+        state = self._state(name)
+        if state is not None and state.probation and not session.from_golden and session.sha256 == state.active.sha256:
+            self.store.end_probation(name)
+            self._states.pop(name, None)
+
+    def _rollback_model(self, msg: cp.RollbackModel) -> None:
+        """MODEL_ROLLBACK: the fallback version becomes active; the active one becomes the fallback."""
+        try:
+            state = self.store.rollback(msg.name, "commanded", automatic=False, now_unix_s=time.time())
+        except ModelNotFound as exc:
+            self._reply(msg.req_id, False, str(exc), FailureCode.BAD_ARGUMENTS)
+            return
+        except NoFallback as exc:
+            self._reply(msg.req_id, False, str(exc), FailureCode.NOT_ALLOWED_IN_MODE)
+            return
+        except ModelIntegrityError as exc:
+            self._reply(msg.req_id, False, f"the fallback version failed its check, nothing changed: {exc}",
+                        FailureCode.EXECUTION_ERROR)
+            return
+        self._forget(msg.name)
+        previous = state.fallback.version if state.fallback else ""
+        self.event("MODEL_ROLLED_BACK", name=msg.name, from_version=previous, to_version=state.active.version,
+                   automatic=False, reason="commanded")
+        self._reply(msg.req_id, True, version=state.active.version, sha256=state.active.sha256,
+                    from_version=previous, uplinked_by=state.active_provenance.uplinked_by)
 
     def _input_set(self, name: str) -> np.ndarray:
         return self._load_set(name)[0]
@@ -317,36 +464,53 @@ class Worker:
         raise ValueError(f"{path.name}: neither x/y nor a tile set")
 
     def _install_model(self, msg: cp.InstallModel) -> None:
-        """Install staging/NAME.onnx if its SHA-256 is the one the ground computed; drop cached sessions."""
+        """MODEL_INSTALL: verify (signature, hashes) → reference check → activate, keeping the version
+        it replaces as the fallback. Replies only when the new version is active, or with the reason
+        it is not; the uplinked files stay in staging/ either way."""
         name = msg.name
-
-        def refuse(reason: str, code: FailureCode = FailureCode.BAD_ARGUMENTS) -> None:
-            self.event("MODEL_REFUSED", name=name, reason=reason)
-            self._reply(msg.req_id, False, reason, code)
-
-        path = self.root / "staging" / f"{name}.onnx"
+        checks = UplinkChecks(self.store, self.root / "staging", self.trusted_keys, self.allow_unsigned)
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            refuse(f"no uplinked file staging/{path.name}: {exc.strerror}")
+            candidate = checks.candidate(name, msg.version, msg.sha256)
+        except Refusal as refusal:
+            self.event("MODEL_REFUSED", name=name, reason=refusal.reason[:200])
+            self._reply(msg.req_id, False, refusal.reason, refusal.code)
             return
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != msg.sha256.lower():
-            refuse(f"SHA-256 {actual[:16]}… is not the expected {msg.sha256[:16]}…")
-            return
+        max_error: float | None = None
+        if candidate.reference is not None:
+            check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
+                                           self.batch)
+            if not check.ok:
+                self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
+                           tolerance=check.tolerance, reason=check.describe()[:200])
+                self._reply(msg.req_id, False, f"reference check failed, not activated: {check.describe()}",
+                            FailureCode.EXECUTION_ERROR)
+                return
+            max_error = check.max_error
+        stored_reference = candidate.reference.to_bytes() if candidate.reference is not None else None
         try:
-            self.store.install(name, msg.version, data, golden=msg.golden)
+            state = self.store.activate(name, msg.version, candidate.data, candidate.provenance, stored_reference,
+                                        golden=msg.golden)
         except Exception as exc:  # noqa: BLE001 - a bad model is refused, the worker goes on
-            refuse(f"{type(exc).__name__}: {exc}", FailureCode.EXECUTION_ERROR)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.event("MODEL_REFUSED", name=name, reason=reason[:200])
+            self._reply(msg.req_id, False, reason, FailureCode.EXECUTION_ERROR)
             return
-        self._sessions = {k: v for k, v in self._sessions.items() if k[0] != name}
-        self.event("MODEL_INSTALLED", name=name, version=msg.version, sha256=actual[:16])
-        self._reply(msg.req_id, True, sha256=actual, version=msg.version, golden=msg.golden)
+        self._forget(name)
+        fallback = state.fallback.version if state.fallback else ""
+        self.event("MODEL_INSTALLED", name=name, version=msg.version, sha256=state.active.sha256[:16],
+                   uplinked_by=candidate.provenance.uplinked_by, fallback=fallback or "none")
+        self._reply(msg.req_id, True, sha256=state.active.sha256, version=msg.version, golden=msg.golden,
+                    uplinked_by=candidate.provenance.uplinked_by, fallback_version=fallback, max_error=max_error)
 
     def install_shipped_models(self) -> None:
-        """First start on a board: the shipped model becomes the working and the golden copy."""
+        """First start on a board: the shipped model becomes the working and the golden copy, with its
+        reference set (its first held-out tiles, run here), whose inputs deltas for it reuse."""
         if not any(e.name == MODEL_NAME for e in self.store.list()):
-            self.store.install(MODEL_NAME, str(load_card().get("version", "1")), MODELS_DIR / MODEL_FILE, golden=True)
+            data = (MODELS_DIR / MODEL_FILE).read_bytes()
+            inputs = shipped_reference_inputs()
+            reference = ReferenceSet(inputs, expected_outputs(data, inputs)).to_bytes()
+            self.store.install(MODEL_NAME, str(load_card().get("version", "1")), data, golden=True,
+                               provenance=Provenance("shipped", False, "", time.time()), reference=reference)
 
     def _next_job(self) -> Job | None:
         if self.admission is Admission.NONE:
@@ -389,11 +553,18 @@ class Worker:
         except ModelIntegrityError as exc:  # both copies bad: nothing to run this job on
             self._finish(job, JobState.FAILED, f"model refused: {exc}")
         except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
-            self._finish(job, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+            if not self._probation_failed(job, exc):
+                self._finish(job, JobState.FAILED, f"{type(exc).__name__}: {exc}")
         return time.monotonic() - t0
 
     def _infer_slice(self, job: Job) -> None:
-        session, input_name, _version = self._session(job.model)
+        try:
+            model = self._session(job.model)
+        except ModelIntegrityError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds for a model it cannot run
+            raise ModelLoadFailed(f"{type(exc).__name__}: {exc}") from exc
+        session, input_name = model.session, model.input_name
         if job.continuous:
             # Hidden names are files still being written (write as .NAME, then rename): leave them.
             files = sorted(p for p in self.incoming.glob("*.npy") if not p.name.startswith("."))
@@ -402,7 +573,8 @@ class Worker:
             path = files[0]
             tiles = np.load(path, allow_pickle=False).astype(np.float32)
             classes, conf = self._run_batches(session, input_name, tiles)
-            self._write_product(job, classes, conf, source=path.name)
+            self._write_product(job, classes, conf, source=path.name, model=model)
+            self._proven(job.model, model)
             (self.incoming / "done").mkdir(exist_ok=True)
             os.replace(path, self.incoming / "done" / path.name)
             job.progress += len(tiles)
@@ -423,7 +595,8 @@ class Worker:
             parts = self._results.pop(job.job_id, [])
             classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
             conf = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
-            path = self._write_product(job, classes, conf, source=job.name)
+            path = self._write_product(job, classes, conf, source=job.name, model=model)
+            self._proven(job.model, model)
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}")
 
     def _run_batches(self, session: Any, input_name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -432,6 +605,10 @@ class Worker:
             names = [o.name for o in session.get_outputs()]
             wanted = self._output_names[id(session)] = ["probabilities" if "probabilities" in names else names[0]]
         (probs,) = session.run(wanted, {input_name: tiles})
+        finite = np.isfinite(probs)
+        if not finite.all():
+            raise NonFiniteOutput(f"the model gave {int(probs.size - finite.sum())} non-finite outputs of "
+                                  f"{probs.size}; no product written from them")
         classes = probs.argmax(axis=1)
         conf = probs[np.arange(len(classes)), classes]
         t = self.totals
@@ -443,12 +620,14 @@ class Worker:
                 t.classes[str(c)] = t.classes.get(str(c), 0) + n
         return classes, conf
 
-    def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str) -> Path:
-        """A product for downlink: per-tile class and confidence, atomic, with a JSON summary."""
+    def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str, model: _Session) -> Path:
+        """A product for downlink: per-tile class and confidence, atomic, with a JSON summary. Both
+        carry the model's provenance (name, version, SHA-256, who uplinked it) as their header."""
         stem = f"job{job.job_id:05d}-{Path(source).stem}"
-        buf = _npz_bytes(classes=classes, confidence=conf)
+        header = self._provenance(job.model, model)
+        buf = _npz_bytes(classes=classes, confidence=conf, **{k: np.array(v) for k, v in header.items()})
         write_atomic(self.products / f"{stem}.npz", buf)
-        summary = {"job_id": job.job_id, "model": job.model, "source": source, "tiles": int(len(classes)),
+        summary = {"job_id": job.job_id, **header, "source": source, "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
                    "confidence_mean": float(conf.mean()) if len(conf) else None}
         write_atomic(self.products / f"{stem}.json", json.dumps(summary, indent=1).encode())
@@ -503,6 +682,7 @@ class Worker:
         steps, secs = self._train_rate
         rate = steps / secs if secs > 0 else 0.0
         running = next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
+        model = self._state(self._current_model)
         return cp.Status(
             provider=self.provider,
             admission=self.admission,
@@ -520,6 +700,12 @@ class Worker:
             train_energy_per_step_j=(self.power_w / rate) if training and rate > 0 and self.power_w else None,
             # Summaries (.json) travel with their product; count the products themselves.
             products=sum(1 for p in self.products.iterdir() if p.suffix in (".npz", ".onnx")),
+            model_name=self._current_model if model else "",
+            model_version=model.active.version if model else "",
+            model_sha256=model.active.sha256 if model else "",
+            model_uplinked_by=model.active_provenance.uplinked_by if model else "",
+            model_fallback_version=model.fallback.version if model and model.fallback else "",
+            model_probation=model.probation if model else False,
         )
 
     # --- loop --------------------------------------------------------------------------------
@@ -592,6 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="compute directory: models, data, products, checkpoints")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="the agent's pid: the worker stops when that process is no longer its parent")
+    parser.add_argument("--trusted-keys", default=None,
+                        help="the operators' public keys for signed models ([models] trusted_keys)")
+    parser.add_argument("--allow-unsigned", action="store_true",
+                        help="install a model with no signed manifest on its SHA-256 alone ([models] allow_unsigned)")
     parser.add_argument("--lock-wait-s", type=float, default=LOCK_WAIT_S,
                         help=f"how long to wait for another worker to leave the directory (default {LOCK_WAIT_S:g} s)")
     args = parser.parse_args(argv)
@@ -605,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compute worker: {exc}", file=sys.stderr)
         return 3
     try:
-        Worker(args.endpoint, Path(args.root)).run(args.parent_pid)
+        Worker(args.endpoint, Path(args.root), trusted_keys=Path(args.trusted_keys) if args.trusted_keys else None,
+               allow_unsigned=args.allow_unsigned).run(args.parent_pid)
     finally:
         lock.release()
     return 0

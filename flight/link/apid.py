@@ -13,4 +13,5 @@ class Apid(enum.IntEnum):
     COMPUTE = 0x011  # on-board inference and training jobs
     HIL = 0x012      # the HIL harness's own reports (never a real spacecraft source)
     PLAYBACK = 0x013 # the agent's packet store playing back stored packets (each inside, with its own APID)
+    FILES = 0x014    # CFDP PDUs, both ways: TC(141,1) up, TM(141,1) down (flight/files)
     GROUND = 0x7F0   # packets a ground tool makes for itself (archive notes, replays)

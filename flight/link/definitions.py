@@ -164,6 +164,23 @@ PARAMETERS += (
               "Housekeeping goes to the store at full rate and live at one packet in this many (per packet "
               "kind); the rest comes down in playback, after everything else"),
 )
+PARAMETERS += (
+    # File transfer (CFDP, flight/agent/files.py).
+    Parameter("file_rate_bps", 0x0070, ValueSpec(T.F64, "B/s", 100.0, 1e8), 1e6,
+              "Most bytes per second of CFDP PDUs on the link beside telemetry (a serial line is also held to what "
+              "it drains: files never queue more than a quarter second of the line ahead of live data)"),
+    Parameter("file_los_s", 0x0071, ValueSpec(T.F64, "s", 2.0, 3600.0), 30.0,
+              "No valid packet from the ground for this long is loss of signal: every file transaction is suspended "
+              "(its timers stop) until the ground is heard again"),
+    Parameter("file_keep_done_s", 0x0072, ValueSpec(T.F64, "s", 0.0, 365 * 86400.0), 86400.0,
+              "A product or a processed input whose downlink the ground has confirmed (CFDP class 2, Finished) "
+              "is deleted this long after (products/, incoming/done/)"),
+    Parameter("file_auto_downlink", 0x0074, ValueSpec(T.BOOL), False,
+              "Queue each new file in products/ (priority 2), checkpoints/ (6) and logs/ (8) for downlink by "
+              "itself; off: only FILE_DOWNLINK sends"),
+    Parameter("disk_reserve_mb", 0x0073, ValueSpec(T.F64, "MB", 0.0, 1e6), 200.0,
+              "Free space the agent keeps: below it new jobs and new incoming files are refused with the reason"),
+)
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
 COMMANDS = (
@@ -253,14 +270,26 @@ COMMANDS = (
     Command(
         "MODEL_INSTALL",
         0x0043,
-        "Install a model uplinked to the compute staging/ directory into the model store, refused unless its "
-        "SHA-256 matches; golden=true also replaces the protected golden copy.",
+        "Install a model package uplinked to the compute staging/ directory (NAME.onnx or NAME.delta.npz, "
+        "NAME.ref.npz, NAME.manifest.json signed by a trusted operator key): verify the signature and every "
+        "SHA-256, build the model from a delta on its base, run it over its reference set within the signed "
+        "tolerance, then make it active, the version it replaces kept as the fallback. Completes when the new "
+        "version is active; fails with what failed otherwise. golden=true also replaces the protected golden copy.",
         (
-            Argument("name", ValueSpec(T.STRING, max_len=64), "Model name in the store (and staging/NAME.onnx)"),
-            Argument("version", ValueSpec(T.STRING, max_len=32), "Version recorded in the store"),
-            Argument("sha256", ValueSpec(T.STRING, max_len=64), "SHA-256 of the file, hex, as computed on the ground"),
+            Argument("name", ValueSpec(T.STRING, max_len=64), "Model name in the store (and staging/NAME.*)"),
+            Argument("version", ValueSpec(T.STRING, max_len=32), "Version recorded in the store (as signed)"),
+            Argument("sha256", ValueSpec(T.STRING, max_len=64),
+                     "SHA-256 of the model, hex, as signed (for a delta: of the model it builds)"),
             Argument("golden", ValueSpec(T.BOOL), "Also replace the golden copy", default=False),
         ),
+        hazardous=True,
+    ),
+    Command(
+        "MODEL_ROLLBACK",
+        0x0044,
+        "Make a model's fallback version active again (the active one becomes the fallback, and the restored one "
+        "is on probation until it has run a job); fails when there is no fallback.",
+        (Argument("name", ValueSpec(T.STRING, max_len=64), "Model name in the store"),),
         hazardous=True,
     ),
     Command(
@@ -350,6 +379,30 @@ COMMANDS = (
         hazardous=True,
     ),
     Command("SEQUENCE_ABORT", 0x0067, "Stop the running sequence; a command it already sent is not recalled."),
+    Command(
+        "FILE_DOWNLINK",
+        0x0070,
+        "Queue a file under the agent's file area for downlink by CFDP (class 2: acknowledged, the ground "
+        "confirms; class 1: sent once); completed when queued, with the transfer id; FILE_SENT or FILE_FAILED "
+        "says how it ended.",
+        (
+            Argument("name", ValueSpec(T.STRING, max_len=200), "File name, e.g. products/job-3.json"),
+            Argument("cfdp_class", ValueSpec(T.U8, "", 1, 2), "CFDP class: 2 acknowledged, 1 unacknowledged",
+                     default=2),
+            Argument("priority", ValueSpec(T.U8, "", 0, 255), "Queue priority, 0 first", default=5),
+        ),
+    ),
+    Command("FILE_CANCEL", 0x0071, "Cancel a file transfer, going out or coming in (the peer is told).",
+            (Argument("transfer", ValueSpec(T.STRING, max_len=40), "Transfer id (FILE_STATUS, FILE_STARTED)"),)),
+    Command("FILE_LIST", 0x0072, "List a directory of the agent's file area (PUS 23 style): names, sizes and times "
+            "of the first 100 entries, and the free space.",
+            (Argument("directory", ValueSpec(T.STRING, max_len=200), "Directory, e.g. products"),)),
+    Command("FILE_DELETE", 0x0073, "Delete one file of the agent's file area (never a model in the store, never a "
+            "file being transferred).",
+            (Argument("name", ValueSpec(T.STRING, max_len=200), "File name, e.g. products/job-3.npz"),),
+            hazardous=True),
+    Command("FILE_STATUS", 0x0074, "Report the file transfers in progress and queued, and the last ones finished "
+            "(id, direction, name, bytes, state)."),
     Command(
         "SHUTDOWN",
         0x00F0,
@@ -474,6 +527,15 @@ COMPUTE_CHANNELS = (
     Channel("train_steps_per_s", T.F64, "1/s", "Training steps per second"),
     Channel("train_energy_per_step_j", T.F64, "J", "Board power over step rate (where the rail power is known)"),
     Channel("products", T.U32, "count", "Product files waiting in products/ for downlink"),
+    Channel("model_name", T.STRING, "", "The model the worker last activated, rolled back or ran; the model_* "
+            "channels are its active version's"),
+    Channel("model_version", T.STRING, "", "Active version of model_name"),
+    Channel("model_sha256", T.STRING, "", "SHA-256 of the active version (the one MODEL_INSTALL was given)"),
+    Channel("model_uplinked_by", T.STRING, "", "Operator whose key signed the active version (shipped: built into "
+            "the flight software; unsigned: installed on its SHA-256 alone)"),
+    Channel("model_fallback_version", T.STRING, "", "Version MODEL_ROLLBACK would restore (empty: none)"),
+    Channel("model_probation", T.BOOL, "", "The active version has not yet run a job; it is rolled back to the "
+            "fallback by itself if it fails to load, or its first job fails or gives non-finite outputs"),
 )
 
 STORE_CHANNELS = (
@@ -515,6 +577,21 @@ SCHEDULE_CHANNELS = (
     Channel("next_pass_station", T.STRING, "", "The station of the current or next pass"),
 )
 
+FILE_CHANNELS = (
+    Channel("files_in_active", T.U8, "count", "Files coming in (CFDP transactions in progress)"),
+    Channel("files_out_active", T.U8, "count", "Files going out now (one at a time)"),
+    Channel("files_queued", T.U16, "count", "Files queued for downlink"),
+    Channel("files_done", T.U32, "count", "Transfers completed since the agent started (both ways)"),
+    Channel("files_failed", T.U32, "count", "Transfers that failed since the agent started", Limits(warn_high=1)),
+    Channel("file_bad_pdus", T.U32, "count", "CFDP PDUs refused (malformed, unknown transaction, wrong entity)",
+            Limits(warn_high=1)),
+    Channel("file_bytes_in", T.U64, "B", "File data bytes received since the agent started"),
+    Channel("file_bytes_out", T.U64, "B", "File data bytes sent since the agent started (resends counted)"),
+    Channel("files_suspended", T.BOOL, "", "File transactions suspended: the ground has not been heard for "
+            "file_los_s"),
+    Channel("disk_free_mb", T.F64, "MB", "Free space on the file area's file system", Limits(warn_low=500)),
+)
+
 PACKETS = (
     HkPacket(1, "AGENT_HK", Apid.AGENT, tuple(c.name for c in CHANNELS),
              "Agent housekeeping: mode, uptime, command counters, link statistics, board load"),
@@ -528,6 +605,8 @@ PACKETS = (
              "The on-board packet store and its playback"),
     HkPacket(6, "SCHEDULE_HK", Apid.AGENT, tuple(c.name for c in SCHEDULE_CHANNELS),
              "The on-board schedule, the sequence running, and the next ground-station pass"),
+    HkPacket(7, "FILE_HK", Apid.AGENT, tuple(c.name for c in FILE_CHANNELS),
+             "File transfer (CFDP) and the file area's free space"),
 )
 
 EVENTS = (
@@ -621,8 +700,19 @@ EVENTS = (
           ("job_id", "reason")),
     Event("MODEL_GOLDEN_USED", 0x00A8, Severity.WARNING_HI, "Model {name}: working copy refused ({reason}); golden copy used",
           "The working copy failed its SHA-256 check; the protected golden copy runs instead", ("name", "reason")),
-    Event("MODEL_INSTALLED", 0x00AC, Severity.ACTIVITY_HI, "Model {name} version {version} installed ({sha256})",
-          "An uplinked model passed its SHA-256 check and is in the store", ("name", "version", "sha256")),
+    Event("MODEL_INSTALLED", 0x00AC, Severity.ACTIVITY_HI,
+          "Model {name} version {version} active ({sha256}, uplinked by {uplinked_by}; fallback {fallback})",
+          "An uplinked model passed its checks (signature, SHA-256, reference set) and is active; the version it "
+          "replaced is kept as the fallback", ("name", "version", "sha256", "uplinked_by", "fallback")),
+    Event("MODEL_REFERENCE_FAILED", 0x00AE, Severity.WARNING_HI,
+          "Model {name} version {version} failed its reference check: {reason}; not activated",
+          "Run on board over its reference set, an uplinked model did not give the outputs the ground expects "
+          "within the signed tolerance (max_error is the largest difference); the active version stays",
+          ("name", "version", "max_error", "tolerance", "reason")),
+    Event("MODEL_ROLLED_BACK", 0x00AF, Severity.WARNING_HI,
+          "Model {name} rolled back from version {from_version} to {to_version} (automatic {automatic}): {reason}",
+          "MODEL_ROLLBACK, or the worker by itself when a newly active version failed to load or its first job "
+          "failed or gave non-finite outputs", ("name", "from_version", "to_version", "automatic", "reason")),
     Event("MODEL_REFUSED", 0x00AD, Severity.WARNING_HI, "Model {name} refused: {reason}",
           "An uplinked model failed its check and was not installed", ("name", "reason")),
     Event("PROVIDER_FALLBACK", 0x00A9, Severity.WARNING_LO, "Execution provider fallback, running on {provider}: {reason}",
@@ -664,6 +754,28 @@ EVENTS = (
           "Pass over {station} in {aos_in_s:.0f} s for {duration_s:.0f} s (max elevation {max_elevation_deg:.1f} deg)",
           "A ground-station pass predicted from the TLE and the station's elevation mask (once per pass, three hours "
           "ahead): the event log is the pass plan", ("station", "aos_in_s", "duration_s", "max_elevation_deg")),
+    Event("FILE_STARTED", 0x00C0, Severity.ACTIVITY_LO, "File transfer {transfer} ({direction}) started: {name}",
+          "A CFDP transaction began (or began again after a restart)", ("transfer", "direction", "name")),
+    Event("FILE_RECEIVED", 0x00C1, Severity.ACTIVITY_HI, "File {name} received ({bytes} B, sha256 {sha256})",
+          "A file came up whole: CRC-32 and the sender's SHA-256 checked, put in place atomically",
+          ("transfer", "name", "bytes", "sha256")),
+    Event("FILE_SENT", 0x00C2, Severity.ACTIVITY_HI, "File {name} sent ({bytes} B): {reason}",
+          "A file went down (class 2: the ground confirmed it whole)", ("transfer", "name", "bytes", "reason")),
+    Event("FILE_FAILED", 0x00C3, Severity.WARNING_HI, "File transfer {transfer} ({name}) failed: {reason}",
+          "A transfer ended without the file: the reason names the CFDP condition, the name refused or the timeout",
+          ("transfer", "name", "reason")),
+    Event("FILE_RESTARTED", 0x00C4, Severity.WARNING_LO, "File transfer {transfer} ({name}) starts again: {reason}",
+          "A transfer going out is started again as a new transaction (the peer stopped answering, a reset)",
+          ("transfer", "name", "reason")),
+    Event("FILES_SUSPENDED", 0x00C5, Severity.ACTIVITY_LO, "File transfers suspended: {reason}",
+          "Loss of signal: CFDP timers stop until the ground is heard again", ("reason",)),
+    Event("FILES_RESUMED", 0x00C6, Severity.ACTIVITY_LO, "File transfers resumed after {gap_s:.0f} s",
+          "The ground is heard again: suspended transactions go on", ("gap_s",)),
+    Event("FILE_DELETED", 0x00C7, Severity.ACTIVITY_HI, "File {name} deleted: {reason}",
+          "FILE_DELETE, or the clean-up of a product the ground has (file_keep_done_s)", ("name", "reason")),
+    Event("DISK_LOW", 0x00C8, Severity.WARNING_HI, "Disk low: {free_mb:.0f} MB free (reserve {reserve_mb:.0f} MB); "
+          "{refused}", "Free space fell under disk_reserve_mb: new work and incoming files are refused",
+          ("free_mb", "reserve_mb", "refused")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),
@@ -672,6 +784,6 @@ EVENTS = (
 ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource, StoreName)
 
 DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS + STORE_CHANNELS
-                        + SCHEDULE_CHANNELS,
+                        + SCHEDULE_CHANNELS + FILE_CHANNELS,
                         PACKETS, EVENTS,
                         PARAMETERS, ENUMERATIONS)

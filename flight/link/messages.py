@@ -532,6 +532,23 @@ class Codec:
             runs.append(AckRun(*run))
         return runs
 
+    def encode_file_pdu_tm(self, pdu: bytes, time_s: float) -> bytes:
+        """TM(141,1) on APID FILES: one CFDP PDU from the agent, whole (flight/files)."""
+        return self._tm(Apid.FILES, Service.FILE, Subtype.FILE_PDU, bytes(pdu), time_s)
+
+    def encode_file_pdu_tc(self, pdu: bytes) -> bytes:
+        """TC(141,1) on APID FILES: one CFDP PDU from the ground, whole; no verification reports
+        (CFDP acknowledges by itself)."""
+        return pack_tc(Apid.FILES, self.seq.next(Apid.FILES), Service.FILE, Subtype.FILE_PDU, bytes(pdu),
+                       ack_flags=0)
+
+    @staticmethod
+    def file_pdu(packet: Telecommand | Telemetry) -> bytes | None:
+        """The CFDP PDU a packet carries, None if it is not a file packet."""
+        if packet.apid == Apid.FILES and packet.service == Service.FILE and packet.subtype == Subtype.FILE_PDU:
+            return packet.app_data if isinstance(packet, Telecommand) else packet.source_data
+        return None
+
     def encode_pong(self, time_s: float) -> bytes:
         return self._tm(self.apid, Service.TEST, Subtype.PONG, b"", time_s)
 

@@ -66,6 +66,7 @@ class Service(enum.IntEnum):
     TEST = 17
     PARAMETER = 20
     POWER_PLAN = 140  # mission-specific (PUS-C leaves 128..255 to the mission)
+    FILE = 141  # mission-specific: one CFDP PDU, whole, as the packet's data (APID FILES)
 
 
 class Subtype(enum.IntEnum):
@@ -89,6 +90,7 @@ class Subtype(enum.IntEnum):
     PLAN_REPORT = 1  # service 140: the energy plan in force
     STORE_ACK = 130  # service 15, mission-specific: the ground says which packets it has (TC)
     PLAYBACK = 131  # service 15, mission-specific: stored packets played back, whole, in one container (TM)
+    FILE_PDU = 1  # service 141: a CFDP PDU (TC up, TM down)
 
 
 class PacketError(ValueError):

@@ -92,6 +92,7 @@ function newCraft(id) {
     planReason: "",         // why there is none, as the server last said
     planStaleS: PLAN_STALE_S,
     hkTimeS: null,          // packet time of the housekeeping received last (the agent's clock)
+    files: new Map(),       // file transfer id -> its record (ground/files.py FileRecord), progress included
   };
 }
 
@@ -755,6 +756,7 @@ function applyCraftStatus(c, st, nowMs) {
   c.statusMs = nowMs;
   if (typeof st.stale_after_s === "number") c.staleMs = st.stale_after_s * 1000;
   if (st.queue) setQueue(c, st.queue);
+  if (c.id === S.current) renderFilesState(c);
 }
 
 function renderChooser() {
@@ -1005,6 +1007,152 @@ async function loadPasses() {
   }));
 }
 
+// --- files: CFDP transfers (ground/files.py), each with its progress ------------------------------
+//
+// The server pushes a "file" message at each change of a transfer and twice a second while it
+// moves; a row whose state did not change only has its progress redrawn.
+
+const KEEP_FILE_ROWS = 300;
+const FILE_SETTLED = new Set(["done", "failed", "cancelled"]);
+
+function sizeText(n) {
+  if (typeof n !== "number") return "?";
+  for (const [unit, scale] of [["GB", 1e9], ["MB", 1e6], ["kB", 1e3]]) {
+    if (n >= scale) return `${(n / scale).toFixed(1)} ${unit}`;
+  }
+  return `${n} B`;
+}
+
+function setFile(c, rec) {
+  const old = c.files.get(rec.id);
+  // An older copy arriving after a newer one (a request's answer after the pushes of a fast transfer) is ignored.
+  if (old && (old.rev || 0) > (rec.rev || 0)) return;
+  c.files.set(rec.id, rec);
+  if (c.files.size > KEEP_FILE_ROWS) {
+    const oldest = [...c.files.values()].filter((r) => FILE_SETTLED.has(r.state))
+      .sort((a, b) => (a.finished_s || 0) - (b.finished_s || 0))[0];
+    if (oldest) c.files.delete(oldest.id);
+  }
+  if (c.id !== S.current) return;
+  const row = document.getElementById(`file-${rec.id}`);
+  if (row && old && old.state === rec.state) fillFileRow(row, rec); else renderFiles(c);
+}
+
+// In progress first (oldest first), then the settled ones, newest first.
+function fileOrder(a, b) {
+  const sa = FILE_SETTLED.has(a.state), sb = FILE_SETTLED.has(b.state);
+  if (sa !== sb) return sa ? 1 : -1;
+  return sa ? (b.finished_s || 0) - (a.finished_s || 0) : (a.requested_s || 0) - (b.requested_s || 0);
+}
+
+function renderFiles(c) {
+  $("file-table").tBodies[0].replaceChildren(...[...c.files.values()].sort(fileOrder).map((r) => fileRow(c, r)));
+  renderFilesState(c);
+}
+
+function renderFilesState(c) {
+  const pill = $("files-state"), st = c.status && c.status.files;
+  const [text, state] = !st ? ["file link: —", "unknown"]
+    : st.suspended ? ["file link: suspended (no telemetry heard)", "warn"] : ["file link: in contact", "ok"];
+  if (pill.textContent !== text) pill.textContent = text;
+  pill.dataset.state = state;
+}
+
+function fileRow(c, r) {
+  const tr = el("tr", {id: `file-${r.id}`, dataset: {direction: r.direction}},
+    el("td", {textContent: r.id}),
+    el("td", {textContent: r.direction === "up" ? "↑ up" : "↓ down"}),
+    el("td", {className: "file", textContent: r.remote || "?", title: r.local ? `ground: ${r.local}` : ""}),
+    el("td", {className: "progress"}, el("progress", {max: 1}), el("span")),
+    el("td", {className: "state"}, el("span"), el("small", {className: "reason"})),
+    el("td", {textContent: r.who || "(the agent)"}),
+    el("td", {className: "actions"}));
+  fillFileRow(tr, r);
+  const actions = tr.cells[6];
+  if (!FILE_SETTLED.has(r.state) && canOperate()) {
+    actions.append(el("button", {type: "button", className: "file-cancel", textContent: "Cancel",
+                                 onclick: () => cancelFile(c.id, r.id)}));
+  } else if (r.direction === "down" && r.state === "done") {
+    actions.append(el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
+      href: `/api/files/${encodeURIComponent(r.id)}/content?spacecraft=${encodeURIComponent(c.id)}`}));
+  }
+  return tr;
+}
+
+function fillFileRow(tr, r) {
+  const bar = tr.querySelector("progress"), text = tr.querySelector("td.progress span");
+  const size = typeof r.size === "number" ? r.size : null, done = Number(r.progress) || 0;
+  let pct = null;
+  if (size !== null) pct = size > 0 ? Math.min(100, Math.floor(100 * done / size)) : (r.state === "done" ? 100 : 0);
+  if (pct === null) bar.removeAttribute("value");  // size not known yet: an indeterminate bar
+  else { bar.max = 100; bar.value = pct; }
+  text.textContent = pct === null ? sizeText(done) : `${pct}% · ${sizeText(done)} of ${sizeText(size)}`;
+  tr.dataset.state = r.state;
+  tr.dataset.pct = pct === null ? "" : String(pct);
+  tr.querySelector("td.state span").textContent = r.state;
+  tr.querySelector("td.state .reason").textContent = r.reason || "";
+}
+
+function fileError(text) { $("files-error").textContent = text; }
+
+async function loadFiles() {
+  const sc = S.current;
+  const answer = await getJson(`/api/files?spacecraft=${encodeURIComponent(sc)}`);
+  if (sc !== S.current) return;
+  if (!answer.ok) { fileError(`files: ${answer.body.error} (HTTP ${answer.status})`); return; }
+  fileError("");
+  const c = craft(sc);
+  c.files = new Map((answer.body.transfers || []).map((r) => [r.id, r]));
+  renderFiles(c);
+}
+
+async function getFile(e) {
+  e.preventDefault();
+  const sc = S.current, name = $("file-get-name").value.trim();
+  const answer = await postJson("/api/files/get", {spacecraft: sc, name});
+  if (!answer.ok) { fileError(`get ${name}: ${answer.body.error}`); return; }
+  fileError("");
+  $("file-get-name").value = "";
+  setFile(craft(sc), answer.body);
+}
+
+async function putFile(e) {
+  e.preventDefault();
+  const sc = S.current, file = $("file-put-file").files[0], name = $("file-put-name").value.trim();
+  if (!file) { fileError("choose a file to send"); return; }
+  const q = new URLSearchParams({spacecraft: sc, name, filename: file.name});
+  let answer;
+  try {
+    answer = await answerOf(await fetch(`/api/files/put?${q}`, {
+      method: "POST", credentials: "same-origin", body: file,
+      headers: {"Content-Type": "application/octet-stream", "X-CSRF-Token": S.me.csrf}}));
+  } catch (err) {
+    answer = {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
+  }
+  if (!answer.ok) { fileError(`send ${file.name}: ${answer.body.error}`); return; }
+  fileError("");
+  $("file-put-form").reset();
+  setFile(craft(sc), answer.body);
+}
+
+async function cancelFile(sc, id) {
+  const answer = await postJson(`/api/files/${encodeURIComponent(id)}/cancel`, {spacecraft: sc});
+  if (!answer.ok) { fileError(`cancel ${id}: ${answer.body.error}`); return; }
+  fileError("");
+  setFile(craft(sc), answer.body);
+}
+
+function buildFiles() {
+  $("files-refresh").addEventListener("click", loadFiles);
+  if (!canOperate()) return;  // the forms went with the other operator-only controls
+  $("file-get-form").addEventListener("submit", getFile);
+  $("file-put-form").addEventListener("submit", putFile);
+  $("file-put-file").addEventListener("change", () => {
+    const file = $("file-put-file").files[0];
+    if (file && !$("file-put-name").value.trim()) $("file-put-name").value = `staging/${file.name}`;
+  });
+}
+
 // The Refresh button: the server's word, in case a push was dropped.
 async function loadPlan() {
   const sc = S.current;
@@ -1052,6 +1200,7 @@ function loadSnapshot(c, snap, nowMs, replaceValues) {
   c.events = (snap.events || []).slice(-KEEP_EVENT_ROWS);
   c.alarms = new Map((snap.alarms || []).map((a) => [a.channel, a]));
   c.commands = new Map((snap.commands || []).map((e) => [e.id, e]));
+  if (Array.isArray(snap.files)) c.files = new Map(snap.files.map((r) => [r.id, r]));
   if (snap.status) applyCraftStatus(c, snap.status, nowMs);
 }
 
@@ -1106,6 +1255,7 @@ function renderAll() {
   renderDict();
   renderChooser();
   renderPlan(c);
+  renderFiles(c);
   loadPlan();
   loadPasses();
   if (!S.plots.some((p) => p.live && p.sc === c.id)) addPlot("uptime_s");
@@ -1122,6 +1272,7 @@ function handleControl(m, nowMs) {
     case "command": if (c) setCommand(c, m.command); break;
     case "queue": if (c) setQueue(c, m); break;
     case "plan": if (c) setPlan(c, m.plan); break;
+    case "file": if (c && m.transfer) setFile(c, m.transfer); break;
     case "limits":
       if (!c) break;
       for (const [name, lim] of Object.entries(m.limits || {})) c.limits.set(name, lim);
@@ -1342,6 +1493,7 @@ async function main() {
   buildPlotControls();
   buildCommandForm();
   buildArchive();
+  buildFiles();
   $("logout").addEventListener("click", logout);
   $("sc-select").addEventListener("change", (e) => chooseSpacecraft(e.target.value));
   $("plan-refresh").addEventListener("click", loadPlan);

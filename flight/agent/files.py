@@ -1,0 +1,379 @@
+"""Files to and from the ground: the agent's CFDP entity, its file area and its commands.
+
+- **The file area** is the compute directory. The ground may send into ``staging/`` (models
+  for MODEL_INSTALL), ``incoming/`` (inputs for continuous jobs) and ``data/`` (data sets);
+  the agent sends from those and from ``products/``, ``checkpoints/`` and ``logs/``. Every name
+  is confined (:mod:`flight.files.filestore`); the model store (``models/``) is never listed,
+  sent or deleted through here.
+- **PDUs** come in as TC(141,1) on APID FILES (the link service hands them here; any valid
+  packet is contact) and go out as TM(141,1), live only (CFDP is its own retransmission), at
+  most ``file_rate_bps`` and never more than :data:`FILE_BACKLOG_S` of a serial line queued
+  ahead of live telemetry.
+- **Loss of signal**: nothing valid from the ground for ``file_los_s`` suspends every
+  transaction (``FILES_SUSPENDED``); the next valid packet resumes them (``FILES_RESUMED``).
+- **Products down**: FILE_DOWNLINK queues a file by priority; with ``file_auto_downlink`` each
+  new file in products/, checkpoints/ and logs/ is queued by itself (products first). The
+  stated clean-up rule: a file the ground has is deleted ``file_keep_done_s`` later: one in
+  ``products/`` from when the ground confirmed its downlink (class 2), one in ``incoming/done/``
+  (an input a job has taken) from when it came up from the ground.
+- **Disk**: below ``disk_reserve_mb`` free, new incoming files are refused (the sender is told:
+  filestore rejection) and :meth:`FileManager.disk_refusal` gives the reason that the compute
+  supervisor refuses new jobs with (``DISK_LOW``, once per crossing).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.ports import Component, EventPort
+from flight.clock import Clock
+from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
+from flight.files.filestore import MAX_DEPTH, NameRefused, resolve
+from flight.link.definitions import FILE_CHANNELS
+from flight.link.dictionary import FailureCode
+from flight.link.interface import FlightLink
+from flight.link.messages import CommandRequest
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
+
+AGENT_ENTITY_ID = 2
+GROUND_ENTITY_ID = 1
+UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
+DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
+AUTO_DOWNLINK = {"products": 2, "checkpoints": 6, "logs": 8}   # top directory -> queue priority
+CLEANED = ("products", "incoming/done")                          # deleted once the ground has them
+FILE_BACKLOG_S = 0.25   # of a serial line the file PDUs may queue ahead of live telemetry
+BURST_S = 0.5           # the token bucket holds this much of file_rate_bps
+TICK_S = 0.2            # how often an active transaction's timers are looked at
+MAX_LIST = 100
+MAX_NAME_DEPTH = MAX_DEPTH - 1   # a file sent down lands in downlink/NAME on the ground
+MAX_DELIVERED = 1024
+
+
+class FileManager(Component):
+    NAME = "files"
+    COMMANDS = ("FILE_DOWNLINK", "FILE_CANCEL", "FILE_LIST", "FILE_DELETE", "FILE_STATUS")
+    EVENTS = ("FILE_STARTED", "FILE_RECEIVED", "FILE_SENT", "FILE_FAILED", "FILE_RESTARTED", "FILES_SUSPENDED",
+              "FILES_RESUMED", "FILE_DELETED", "DISK_LOW")
+    CHANNELS = tuple(c.name for c in FILE_CHANNELS)
+
+    def __init__(self, root: Path, state_dir: Path, link: FlightLink, encode_tm: Callable[[bytes, float], bytes],
+                 clock: Clock, emit: EventPort, params: Any, contact_age_s: Callable[[], float],
+                 config: EntityConfig | None = None):
+        self.root = Path(root)
+        self.link = link
+        self._encode_tm = encode_tm
+        self._clock = clock
+        self._emit = emit
+        self._params = params
+        self._contact_age_s = contact_age_s
+        self._delivered_path = Path(state_dir) / "files_delivered.json"
+        self._delivered: dict[str, float] = {}   # name -> unix time the ground confirmed it
+        self._load_error: str | None = None
+        self._load_delivered()
+        self._suspended_at: float | None = None
+        self._tokens = 0.0
+        self._tokens_at = clock.monotonic_s()
+        self._disk_low = False
+        self._free_mb: float | None = None
+        self.entity = FileEntity(AGENT_ENTITY_ID, GROUND_ENTITY_ID, self.root, clock.monotonic_s,
+                                 read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS,
+                                 state_path=Path(state_dir) / "files.json", config=config,
+                                 on_change=self._changed, utc_s=clock.now_s)
+        self.entity.admit_incoming = self._admit_incoming
+        self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
+
+    # --- PDUs -----------------------------------------------------------------------------------
+
+    def receive(self, pdu: bytes) -> None:
+        """A CFDP PDU from the ground (the link service has counted the packet as contact)."""
+        self._contact()
+        self.entity.receive(pdu)
+
+    def end_turn(self) -> None:
+        """Send what the budget and the line allow; suspend at loss of signal."""
+        self._contact()
+        if self.entity.suspended:
+            return
+        now = self._clock.monotonic_s()
+        rate = float(self._params["file_rate_bps"])
+        self._tokens = min(rate * BURST_S + 2048, self._tokens + rate * max(0.0, now - self._tokens_at))
+        self._tokens_at = now
+        line = self.link.line_rate_bps()
+        room = self._tokens if line is None else min(self._tokens, FILE_BACKLOG_S * line - self.link.backlog_bytes())
+        sent = 0
+        for pdu in self.entity.pull(max(0, int(room))):  # with no room the timers still run
+            packet = self._encode_tm(pdu, self._clock.now_s())
+            if not self.link.publish(packet):
+                break  # the link's queue is full: CFDP asks again for what is lost
+            sent += len(packet)
+        self._tokens -= sent
+
+    def next_due_s(self) -> float | None:
+        """When the loop should come back for the files: soon while a transaction is active."""
+        if not self.entity.pending() or self.entity.suspended:
+            return None
+        now = self._clock.monotonic_s()
+        rate = float(self._params["file_rate_bps"])
+        if self.entity.sending():
+            wait = max(0.0, (1100 - self._tokens) / rate)
+            return now + min(TICK_S, max(0.005, wait))
+        return now + TICK_S
+
+    def _contact(self) -> None:
+        age = self._contact_age_s()
+        los = float(self._params["file_los_s"])
+        if age > los and not self.entity.suspended:
+            self._suspended_at = self._clock.monotonic_s()
+            self.entity.set_contact(False)
+        elif age <= los and self.entity.suspended:
+            self.entity.set_contact(True)
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        """Once per housekeeping period: disk, clean-up, automatic downlink, stale transactions."""
+        self._check_disk()
+        self.entity.expire_resumable()
+        self._clean_delivered()
+        if self._params["file_auto_downlink"]:
+            self._auto_downlink()
+
+    def time_began(self) -> None:
+        for why in (self._load_error, self.entity.load_error):
+            if why:
+                self._emit("FILE_FAILED", transfer="-", name="state", reason=why[:200])
+        self._check_disk()
+
+    def disk_refusal(self) -> str | None:
+        """Why new work must wait for space, or None (the compute supervisor asks before a job)."""
+        if self._disk_low and self._free_mb is not None:
+            return (f"disk low: {self._free_mb:.0f} MB free, disk_reserve_mb {self._params['disk_reserve_mb']:.0f}; "
+                    "downlink and delete files (FILE_LIST, FILE_DELETE)")
+        return None
+
+    def _admit_incoming(self, size_bytes: int | None) -> str | None:
+        """A file coming in: refused below the reserve, or if it would take the disk below it."""
+        self._check_disk()
+        full = self.disk_refusal()
+        if full is None and size_bytes and self._free_mb is not None:
+            reserve = float(self._params["disk_reserve_mb"])
+            if self._free_mb - size_bytes / 1e6 < reserve:
+                full = (f"a file of {size_bytes / 1e6:.1f} MB would leave {self._free_mb - size_bytes / 1e6:.0f} MB "
+                        f"free, under disk_reserve_mb {reserve:.0f}")
+        return full
+
+    def _check_disk(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.root).free / 1e6
+        except OSError:
+            self._free_mb = None
+            return
+        self._free_mb = free
+        low = free < float(self._params["disk_reserve_mb"])
+        if low and not self._disk_low:
+            self._emit("DISK_LOW", free_mb=free, reserve_mb=float(self._params["disk_reserve_mb"]),
+                       refused="new jobs and incoming files refused")
+        self._disk_low = low
+
+    def _names_under(self, top: str) -> list[str]:
+        base = self.root / top
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for f in filenames:
+                if not f.startswith("."):
+                    out.append(str(Path(dirpath, f).relative_to(self.root)).replace(os.sep, "/"))
+        return out
+
+    def _auto_downlink(self) -> None:
+        """Queue every file of the automatic tops that the ground does not have and that is not
+        queued: new ones, and those left unsent by a reset. One that failed is not queued again
+        by itself in this run (``_known``; FILE_DOWNLINK sends it again)."""
+        busy = {t.source for t in self.entity.transfers.values() if t.direction == "out"}
+        present: set[str] = set()
+        for top, priority in AUTO_DOWNLINK.items():
+            for name in sorted(self._names_under(top)):
+                present.add(name)
+                if name in self._known or name in busy or name in self._delivered:
+                    continue
+                if MAX_NAME_DEPTH < name.count("/") + 1:
+                    continue  # the ground could not file it (downlink/ + the name)
+                try:
+                    self.entity.put(name, f"downlink/{name}", 2, priority, {"by": "auto"})
+                except FileError:
+                    return  # the queue is full: the next look takes the rest
+                self._known.add(name)
+        self._known &= present | busy  # forget what is gone: bounded by the files there are
+
+    def _clean_delivered(self) -> None:
+        keep_s = float(self._params["file_keep_done_s"])
+        now = self._clock.now_s()
+        changed = False
+        for name, at in list(self._delivered.items()):
+            if now - at < keep_s:
+                continue
+            if name.startswith("incoming/done/") and (self.root / "incoming" / name.rsplit("/", 1)[1]).exists():
+                continue  # not taken by a job yet: kept until it is
+            del self._delivered[name]
+            changed = True
+            path = self.root / name
+            if any(name.startswith(top + "/") for top in CLEANED) and path.is_file():
+                try:
+                    path.unlink()
+                except OSError:
+                    continue
+                self._emit("FILE_DELETED", name=name, reason=f"the ground confirmed it {now - at:.0f} s ago")
+        if changed:
+            self._save_delivered()
+
+    # --- the entity's news ----------------------------------------------------------------------
+
+    def _changed(self, what: str, t: Transfer | None) -> None:
+        if what == "suspended":
+            self._emit("FILES_SUSPENDED", reason=f"no valid packet from the ground for {self._contact_age_s():.0f} s")
+            return
+        if what == "resumed" and t is None:
+            gap = self._clock.monotonic_s() - self._suspended_at if self._suspended_at is not None else 0.0
+            self._emit("FILES_RESUMED", gap_s=gap)
+            return
+        if t is None:
+            return
+        name = t.source if t.direction == "out" else (t.dest or t.transaction or t.id)
+        if what in ("started", "resumed"):
+            self._emit("FILE_STARTED", transfer=t.id, direction=t.direction, name=name[:200])
+        elif what == "restarted":
+            self._emit("FILE_RESTARTED", transfer=t.id, name=name[:200], reason=t.reason[:200])
+        elif what == "done" and t.direction == "in":
+            self._emit("FILE_RECEIVED", transfer=t.id, name=name[:200], bytes=int(t.size or 0), sha256=(t.sha256 or "")[:16])
+            if name.startswith("incoming/") and name.count("/") == 1:
+                # The ground sent it, so the ground has it: once a job has taken it (moved to
+                # incoming/done/), it goes by the same rule as a product the ground confirmed.
+                self._remember("incoming/done/" + name.split("/", 1)[1])
+        elif what == "done":
+            self._emit("FILE_SENT", transfer=t.id, name=name[:200], bytes=int(t.size or 0), reason=t.reason[:200])
+            if t.cls == 2:
+                self._remember(t.source)
+        elif what in ("failed", "cancelled"):
+            self._emit("FILE_FAILED", transfer=t.id, name=name[:200], reason=(t.reason or what)[:200])
+
+    def _remember(self, name: str) -> None:
+        """The ground has ``name`` from now: it may be cleaned ``file_keep_done_s`` later."""
+        self._delivered.pop(name, None)
+        self._delivered[name] = self._clock.now_s()
+        while len(self._delivered) > MAX_DELIVERED:
+            self._delivered.pop(next(iter(self._delivered)))
+        self._save_delivered()
+
+    def _load_delivered(self) -> None:
+        if not self._delivered_path.exists():
+            return
+        try:
+            body = read_checked_json(self._delivered_path)
+            self._delivered = {str(k): float(v) for k, v in body.items()}
+        except (CorruptFile, OSError, AttributeError, TypeError, ValueError) as exc:
+            self._load_error = f"{self._delivered_path.name} unreadable ({exc}); nothing cleaned until sent again"
+
+    def _save_delivered(self) -> None:
+        try:
+            write_checked_json(self._delivered_path, self._delivered)
+        except OSError:
+            pass  # worst case a product is kept longer
+
+    # --- commands -------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"FILE_DOWNLINK": Handler(self._downlink), "FILE_CANCEL": Handler(self._cancel),
+                "FILE_LIST": Handler(self._list), "FILE_DELETE": Handler(self._delete),
+                "FILE_STATUS": Handler(self._status)}
+
+    def _downlink(self, req: CommandRequest) -> dict[str, Any]:
+        name = req.args["name"]
+        if name.count("/") + 1 > MAX_NAME_DEPTH:
+            raise CommandFailed(f"name: {name!r} is {name.count('/') + 1} levels deep, at most {MAX_NAME_DEPTH} "
+                                "(the ground files it under downlink/)", FailureCode.BAD_ARGUMENTS)
+        try:
+            t = self.entity.put(name, f"downlink/{name}", int(req.args["cfdp_class"]), int(req.args["priority"]),
+                                {"cmd_id": req.cmd_id})
+        except FileError as exc:
+            raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
+        self._known.add(name)
+        return {"transfer": t.id, "bytes": int(t.size or 0)}
+
+    def _cancel(self, req: CommandRequest) -> dict[str, Any]:
+        try:
+            t = self.entity.cancel(req.args["transfer"])
+        except FileError as exc:
+            raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
+        return {"transfer": t.id, "state": t.state}
+
+    def _list(self, req: CommandRequest) -> dict[str, Any]:
+        directory = req.args["directory"].strip("/")
+        try:
+            path = resolve(self.root, directory, DOWNLINK_TOPS | UPLINK_TOPS, "directory")
+        except NameRefused as exc:
+            raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
+        if not path.is_dir():
+            raise CommandFailed(f"directory: no directory {directory!r}", FailureCode.BAD_ARGUMENTS)
+        entries = []
+        with os.scandir(path) as it:
+            items = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        for e in items[:MAX_LIST]:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            entries.append([e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), st.st_size, round(st.st_mtime, 3)])
+        self._check_disk()
+        return {"directory": directory, "count": len(items), "entries": entries,
+                "free_mb": None if self._free_mb is None else round(self._free_mb, 1)}
+
+    def _delete(self, req: CommandRequest) -> dict[str, Any]:
+        name = req.args["name"]
+        try:
+            path = resolve(self.root, name, DOWNLINK_TOPS | UPLINK_TOPS, "name")
+        except NameRefused as exc:
+            raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
+        busy = [t.id for t in self.entity.transfers.values() if name in (t.source, t.dest)]
+        if busy:
+            raise CommandFailed(f"name: {name!r} is being transferred ({', '.join(busy)}); FILE_CANCEL first",
+                                FailureCode.BUSY)
+        if not path.is_file():
+            raise CommandFailed(f"name: no file {name!r}", FailureCode.BAD_ARGUMENTS)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError as exc:
+            raise CommandFailed(f"cannot delete {name!r}: {exc.strerror or exc}") from None
+        self._delivered.pop(name, None)
+        self._emit("FILE_DELETED", name=name, reason="FILE_DELETE")
+        return {"name": name, "bytes": size}
+
+    def _status(self, req: CommandRequest) -> dict[str, Any]:
+        rows = [[t.id, t.direction, (t.source if t.direction == "out" else t.dest)[:80], int(t.size or 0),
+                 int(t.progress), t.state, t.reason[:80]] for t in self.entity.list()[:40]]
+        return {"transfers": rows, **{k: int(v) for k, v in self.entity.counts().items()}}
+
+    # --- telemetry ------------------------------------------------------------------------------
+
+    def telemetry(self) -> dict[str, Any]:
+        c = self.entity.counts()
+        return {
+            "files_in_active": c["active_in"],
+            "files_out_active": c["active_out"],
+            "files_queued": c["queued"],
+            "files_done": c["done"],
+            "files_failed": c["failed"],
+            "file_bad_pdus": c["bad_pdus"],
+            "file_bytes_in": c["bytes_in"],
+            "file_bytes_out": c["bytes_out"],
+            "files_suspended": self.entity.suspended,
+            "disk_free_mb": None if self._free_mb is None or not math.isfinite(self._free_mb) else round(self._free_mb, 1),
+        }

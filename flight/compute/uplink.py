@@ -1,0 +1,184 @@
+"""The checks an uplinked model passes before the worker runs it: what ``MODEL_INSTALL`` verifies.
+
+:class:`UplinkChecks` reads a package from the compute directory's ``staging/`` (the files of
+:mod:`flight.compute.package`): the manifest's signature against the operators' keys the agent
+trusts, then each file's SHA-256 against the manifest (and the command's name, version and
+SHA-256 against it), only then parses them, builds the model from a delta on the store's active
+or fallback version, and puts the reference inputs together (a delta's are its base's).
+:meth:`UplinkChecks.reference_check` then runs the model over them in a real session. What
+fails raises :class:`Refusal`, whose reason the operator reads and whose code the command
+fails with. Activation itself is the store's (:meth:`flight.compute.store.ModelStore.activate`),
+driven by the worker.
+
+A model with no signed manifest is taken on the command's SHA-256 alone only where the
+configuration says so (``[models] allow_unsigned``); a delta is always signed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flight.compute.package import (
+    Delta,
+    Manifest,
+    PackageError,
+    ReferenceResult,
+    ReferenceSet,
+    StagedFiles,
+    apply_delta,
+    array_digest,
+    compare_outputs,
+    load_trusted_keys,
+    run_outputs,
+    sha256_hex,
+)
+from flight.compute.providers import open_session
+from flight.compute.store import ModelIntegrityError, ModelNotFound, ModelStore, Provenance, VersionNotFound
+from flight.link.dictionary import FailureCode
+
+
+class Refusal(Exception):
+    """Why an uplinked model is not installed, and the failure code for the command."""
+
+    def __init__(self, reason: str, code: FailureCode = FailureCode.BAD_ARGUMENTS):
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An uplinked model that passed its hash and signature checks, before its reference check."""
+
+    data: bytes
+    provenance: Provenance
+    reference: ReferenceSet | None  # None: an unsigned install, no reference check
+    tolerance: float = 0.0
+
+
+class UplinkChecks:
+    """The checks of one compute directory's uplinks, against its store and the agent's [models] settings."""
+
+    def __init__(self, store: ModelStore, staging: Path, trusted_keys: Path | None, allow_unsigned: bool):
+        """``trusted_keys`` is read at each install, so a key file replaced on board takes effect at once."""
+        self.store, self.staging = store, Path(staging)
+        self.trusted_keys, self.allow_unsigned = trusted_keys, allow_unsigned
+
+    def candidate(self, name: str, version: str, sha256: str) -> Candidate:
+        """The model to install, after every check that needs no session; raises :class:`Refusal`."""
+        staging, files = self.staging, StagedFiles.of(name)
+        if not (staging / files.model).is_file() and not (staging / files.delta).is_file():
+            raise Refusal(f"no uplinked file staging/{files.model} (nor staging/{files.delta}): uplink the "
+                          "model's package first")
+        if not (staging / files.manifest).is_file():
+            return self._unsigned(sha256, staging, files)
+        trusted = self._trusted()
+        try:
+            manifest = Manifest.from_bytes(_read(staging, files.manifest))
+            manifest.verify(trusted)
+        except PackageError as exc:
+            raise Refusal(f"staging/{files.manifest}: {exc}") from None
+        said = (name, version, sha256.lower())
+        signed = (manifest.name, manifest.version, manifest.sha256)
+        if said != signed:
+            raise Refusal(f"the command names {said[0]} version {said[1]} ({said[2][:16]}…), the signed manifest "
+                          f"{signed[0]} version {signed[1]} ({signed[2][:16]}…)")
+        ref_bytes = _read(staging, files.reference)
+        _check_sha(f"staging/{files.reference}", ref_bytes, manifest.reference_sha256)
+        base_version = ""
+        if manifest.kind == "full":
+            data = _read(staging, files.model)
+            _check_sha(f"staging/{files.model}", data, manifest.sha256)
+        else:
+            delta_bytes = _read(staging, files.delta)
+            _check_sha(f"staging/{files.delta}", delta_bytes, manifest.delta_sha256)
+            try:
+                delta = Delta.from_bytes(delta_bytes)
+                if (delta.base_sha256, delta.result_sha256) != (manifest.base_sha256, manifest.sha256):
+                    raise PackageError("the delta file names another base or result than its signed manifest")
+                base = self.store.load_version(name, manifest.base_sha256)
+                data = apply_delta(base.bytes, delta)
+            except (PackageError, VersionNotFound, ModelNotFound, ModelIntegrityError) as exc:
+                raise Refusal(f"delta: {exc}") from None
+            base_version = base.version
+            actual = sha256_hex(data)
+            if actual != manifest.sha256:
+                raise Refusal(f"delta: the model built from it is {actual[:16]}…, not the signed "
+                              f"{manifest.sha256[:16]}… (serialised differently on the ground?); send it whole")
+        try:
+            reference = ReferenceSet.from_bytes(ref_bytes)
+            if reference.x is None:
+                reference = reference.with_inputs(self._base_inputs(name, base_version))
+        except PackageError as exc:
+            raise Refusal(f"staging/{files.reference}: {exc}") from None
+        if array_digest(reference.x) != manifest.reference_inputs_sha256:
+            raise Refusal(f"staging/{files.reference}: its inputs are not the signed ones "
+                          f"({array_digest(reference.x)[:16]}…, signed {manifest.reference_inputs_sha256[:16]}…)")
+        provenance = Provenance(manifest.uplinked_by, True, manifest.created_utc, time.time())
+        return Candidate(data, provenance, reference, manifest.tolerance)
+
+    def _unsigned(self, sha256: str, staging: Path, files: StagedFiles) -> Candidate:
+        if not (staging / files.model).is_file():
+            raise Refusal(f"staging/{files.delta} has no signed manifest staging/{files.manifest}: a delta is "
+                          "always signed (sunlit-ground model delta)")
+        if not self.allow_unsigned:
+            raise Refusal(f"no signed manifest staging/{files.manifest}: unsigned models are refused ([models] "
+                          "allow_unsigned = false); pack it with `sunlit-ground model pack` and uplink the "
+                          "manifest and reference set too")
+        data = _read(staging, files.model)
+        actual = sha256_hex(data)
+        if actual != sha256.lower():
+            raise Refusal(f"SHA-256 {actual[:16]}… is not the expected {sha256[:16]}…")
+        return Candidate(data, Provenance("unsigned", False, "", time.time()), None)
+
+    def _trusted(self) -> dict[str, bytes]:
+        if self.trusted_keys is None:
+            raise Refusal("a signed model needs trusted operator keys and none are configured: set [models] "
+                          "trusted_keys in the agent's configuration to a file of 'operator-name hex-public-key' "
+                          "lines (sunlit-ground model keygen prints one)", FailureCode.NOT_ALLOWED_IN_MODE)
+        try:
+            return load_trusted_keys(self.trusted_keys)
+        except PackageError as exc:
+            raise Refusal(f"trusted keys ([models] trusted_keys): {exc}", FailureCode.EXECUTION_ERROR) from None
+
+    def _base_inputs(self, name: str, version: str) -> np.ndarray:
+        """The reference inputs kept with a delta's base version (its reference set leaves them out)."""
+        if not version:
+            raise PackageError("the reference set has no inputs (x)")
+        try:
+            kept = self.store.load_reference(name, version)
+        except ModelIntegrityError as exc:
+            raise PackageError(f"the base's reference set failed its check: {exc}") from None
+        inputs = ReferenceSet.from_bytes(kept).x if kept is not None else None
+        if inputs is None:
+            raise PackageError(f"its inputs are left to the base, version {version}, which has no reference inputs "
+                               "kept on board; build the delta with --with-inputs")
+        return inputs
+
+    def reference_check(self, data: bytes, reference: ReferenceSet, tolerance: float, threads: int = 1,
+                        batch: int = 64) -> ReferenceResult:
+        """Run the candidate over its reference inputs in a real session (the providers jobs use)."""
+        try:
+            session = open_session(data, threads=threads).session
+            actual = run_outputs(session, reference.x, list(reference.outputs), batch)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors: the model fails its check
+            return ReferenceResult(float("inf"), "", f"the model does not run on its reference inputs: "
+                                   f"{type(exc).__name__}: {str(exc)[:120]}", tolerance)
+        return compare_outputs(actual, reference.outputs, tolerance)
+
+
+def _read(directory: Path, name: str) -> bytes:
+    try:
+        return (directory / name).read_bytes()
+    except OSError as exc:
+        raise Refusal(f"no uplinked file staging/{name}: {exc.strerror}") from None
+
+
+def _check_sha(what: str, data: bytes, signed: str) -> None:
+    actual = sha256_hex(data)
+    if actual != signed:
+        raise Refusal(f"{what}: SHA-256 {actual[:16]}… is not the signed {signed[:16]}… (cut short or altered "
+                      "on the way: uplink it again)")

@@ -1,0 +1,176 @@
+"""The files a CFDP entity may touch: names confined to a root and a set of top directories.
+
+A name arrives from the other end of the link (a Metadata PDU's destination, a FILE_LIST or
+FILE_DELETE argument, a ground operator's ``file get``), so it is checked before it becomes a
+path: relative, at most :data:`MAX_DEPTH` components, each a plain name (letters, digits,
+``_.+-``; no ``..``, no hidden names, no separators other than ``/``), under one of the allowed
+top directories, and, once resolved, still inside the root (a symbolic link cannot lead out).
+A refusal is :class:`NameRefused`, a ``PermissionError`` so that cfdp-py answers it as a
+filestore rejection.
+
+Received files are never written at their final name: a transaction writes into its own
+partial file (``.partial/`` under the root) and the entity moves it into place, after an fsync
+and the checksum, only when the transfer is complete (:class:`ReceivingFilestore`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cfdppy.filestore import NativeFilestore
+from spacepackets.cfdp import ChecksumType
+
+MAX_DEPTH = 4
+MAX_NAME_LEN = 200
+PARTIAL_DIR = ".partial"
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+class NameRefused(PermissionError):
+    """A file name outside what this entity allows; the text says which rule it broke."""
+
+
+def check_name(name: str, tops: frozenset[str] | None, field: str = "name") -> str:
+    """The confined relative name (``a/b.c``), or :class:`NameRefused` naming the rule."""
+    if not isinstance(name, str) or not name:
+        raise NameRefused(f"{field}: empty file name")
+    if len(name) > MAX_NAME_LEN:
+        raise NameRefused(f"{field}: {len(name)} characters, at most {MAX_NAME_LEN}")
+    if name.startswith("/") or "\\" in name or "\x00" in name:
+        raise NameRefused(f"{field}: {name!r} must be a relative name with '/' separators")
+    parts = name.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise NameRefused(f"{field}: {name!r} is {len(parts)} levels deep, at most {MAX_DEPTH}")
+    for part in parts:
+        if not _PART.fullmatch(part):  # fullmatch: "$" would let a final newline through
+            raise NameRefused(f"{field}: {name!r}: component {part!r} is not a plain name "
+                              "(letters, digits, _ . + -, not starting with . or -)")
+    if tops is not None and parts[0] not in tops:
+        raise NameRefused(f"{field}: {name!r} is not under {', '.join(sorted(tops)) or 'any directory'}")
+    return "/".join(parts)
+
+
+def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "name") -> Path:
+    """``root/name`` after :func:`check_name`, refused if links lead it outside ``root``."""
+    rel = check_name(name, tops, field)
+    path = root / rel
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise NameRefused(f"{field}: {name!r} leads outside the file area")
+    return path
+
+
+def _read(path: Path, offset: int | None, read_len: int | None) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset or 0)
+        return f.read() if read_len is None else f.read(read_len)
+
+
+class ConfinedFilestore(NativeFilestore):
+    """cfdp-py's filestore over ``root``: every path it is given is a confined name (read for
+    what we send: ``read_tops``)."""
+
+    def __init__(self, root: Path, read_tops: frozenset[str] | None):
+        super().__init__()
+        self.root = Path(root)
+        self.read_tops = read_tops
+
+    def _path(self, file: Path) -> Path:
+        return resolve(self.root, str(file).replace(os.sep, "/"), self.read_tops)
+
+    def read_data(self, file: Path, offset: int | None, read_len: int | None = None) -> bytes:
+        return _read(self._path(file), offset, read_len)
+
+    def file_size(self, file: Path) -> int:
+        return self._path(file).stat().st_size
+
+    def file_exists(self, path: Path) -> bool:
+        try:
+            return super().file_exists(self._path(path))
+        except NameRefused:
+            return False
+
+    def is_directory(self, path: Path) -> bool:
+        return False
+
+    def calculate_checksum(self, checksum_type: ChecksumType, file_path: Path, size_to_verify: int,
+                           segment_len: int = 4096) -> bytes:
+        return super().calculate_checksum(checksum_type, self._path(file_path), size_to_verify, segment_len)
+
+    # Nothing we send is written, created or deleted by the protocol.
+    def truncate_file(self, file: Path) -> None:
+        raise NameRefused("the sending side writes nothing")
+
+    def write_data(self, file: Path, data: bytes, offset: int | None) -> None:
+        raise NameRefused("the sending side writes nothing")
+
+    def create_file(self, file: Path):
+        raise NameRefused("the sending side creates nothing")
+
+    def delete_file(self, file: Path):
+        raise NameRefused("the sending side deletes nothing")
+
+
+class ReceivingFilestore(NativeFilestore):
+    """One incoming transaction's view: its destination name (checked against ``write_tops``)
+    stands for its partial file, which is all it may write."""
+
+    def __init__(self, root: Path, write_tops: frozenset[str] | None, partial: Path):
+        super().__init__()
+        self.root = Path(root)
+        self.write_tops = write_tops
+        self.partial = partial
+        self.dest_name: str | None = None
+        self.refusal: str | None = None
+        self.refuse: str | None = None   # set before the first write: every write is refused with it
+
+    def _path(self, file: Path) -> Path:
+        name = str(file).replace(os.sep, "/")
+        if self.refuse is not None:
+            self.refusal = self.refuse
+            raise NameRefused(self.refuse)
+        if self.dest_name is None:
+            try:
+                resolve(self.root, name, self.write_tops, "destination")
+            except NameRefused as exc:
+                self.refusal = str(exc)
+                raise
+            self.dest_name = name
+        elif name != self.dest_name:
+            raise NameRefused(f"destination: {name!r} is not this transaction's file {self.dest_name!r}")
+        return self.partial
+
+    def is_directory(self, path: Path) -> bool:
+        self._path(path)
+        return False
+
+    def file_exists(self, path: Path) -> bool:
+        return super().file_exists(self._path(path))
+
+    def truncate_file(self, file: Path) -> None:
+        super().truncate_file(self._path(file))
+
+    def create_file(self, file: Path):
+        path = self._path(file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return super().create_file(path)
+
+    def write_data(self, file: Path, data: bytes, offset: int | None) -> None:
+        super().write_data(self._path(file), data, offset)
+
+    def read_data(self, file: Path, offset: int | None, read_len: int | None = None) -> bytes:
+        return _read(self._path(file), offset, read_len)
+
+    def file_size(self, file: Path) -> int:
+        return self._path(file).stat().st_size
+
+    def delete_file(self, file: Path):
+        """Discarding a cancelled transaction's data: its partial file, whatever name it came with."""
+        return super().delete_file(self.partial)
+
+    def calculate_checksum(self, checksum_type: ChecksumType, file_path: Path, size_to_verify: int,
+                           segment_len: int = 4096) -> bytes:
+        return super().calculate_checksum(checksum_type, self._path(file_path), size_to_verify, segment_len)

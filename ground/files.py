@@ -1,0 +1,628 @@
+"""The ground's end of file transfer: one CFDP entity per spacecraft on the ground client's link.
+
+:class:`GroundFiles` wraps a :class:`~flight.files.entity.FileEntity` (entity 1; the agent is
+entity 2, ``flight/agent/files.py``) over a file area on the ground::
+
+    <area>/uplink/     copies of the files the operators send (one per transfer, removed once it ends)
+    <area>/downlink/   what the agent sends: downlink/<its name>, e.g. downlink/products/job-3.json
+    <area>/.partial/   files coming in, until whole and checked (the entity's)
+
+and feeds it from a :class:`~ground.client.GroundClient`: each TM(141,1) on APID FILES goes to
+:meth:`FileEntity.receive <flight.files.entity.FileEntity.receive>` (the client's
+``file_sink`` hook: a PDU is not a packet of the store, so it has no key, no gap count and no
+listener), and the entity's PDUs go up as TC(141,1) under a byte-rate budget (a token bucket
+of ``rate_bps``, so files never crowd out commands). Loss of signal is the ground's own
+judgement: no telemetry heard for ``los_s`` suspends every transaction (timers stop) until the
+next packet, as the agent does on its side.
+
+Requests, as the operator sees them (:class:`FileRecord`), one id each:
+
+- ``put``: a local file copied into ``uplink/`` and queued to the agent's ``staging/``,
+  ``incoming/`` or ``data/``: id ``out-N``, the entity's transfer;
+- ``get``: FILE_DOWNLINK asks the agent to send one of its files (id ``get-N``); the command's
+  outcome (the agent queued it, or why not) and then the incoming transfer whose source is
+  that name carry the request on to its end;
+- anything else the agent sends (its automatic downlink of products, another console's
+  FILE_DOWNLINK) is a record of its own, id ``in-2-SEQ``.
+
+Names are checked here before anything is sent (:func:`flight.files.filestore.check_name`):
+relative, plain components, no ``..``, nothing hidden, under the top directories the agent
+takes or sends from (:data:`UPLINK_TOPS`, :data:`DOWNLINK_TOPS`, which mirror
+``flight/agent/files.py``; a test holds them equal). The agent checks them again.
+
+Threads: the entity is not thread-safe; its owner (the thread that polls the client and calls
+:meth:`GroundFiles.service`: a spacecraft's link thread in the ground server) does all the
+work. Other threads hand work over with :meth:`GroundFiles.call` (run at the next
+:meth:`service`, a Future for the answer) and read :meth:`GroundFiles.snapshot`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import itertools
+import os
+import queue
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
+from flight.files.filestore import PARTIAL_DIR, NameRefused, check_name, resolve
+from flight.link.messages import Codec
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from ground.client import GroundClient
+
+GROUND_ENTITY_ID = 1
+AGENT_ENTITY_ID = 2
+# Where the agent takes files from the ground, and sends from (flight/agent/files.py).
+UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
+DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
+UPLINK_DIR = "uplink"
+DOWNLINK_DIR = "downlink"
+DEFAULT_RATE_BPS = 100_000.0   # a bench figure; a real station's uplink is set in [files] rate_bps
+DEFAULT_LOS_S = 30.0           # as the agent's file_los_s: housekeeping comes every second or so
+BURST_S = 0.5                  # the token bucket holds this much of rate_bps (as the agent's)
+PROGRESS_PERIOD_S = 0.5        # how often progress of active transfers is handed on (on_change)
+EXPIRE_PERIOD_S = 5.0          # how often transfers interrupted by a ground restart are looked at
+KEEP_SETTLED = 200             # settled records kept in memory (the archive keeps them all)
+STATE_FILE = ".ground-files.json"
+STATE_SCHEMA = 1
+SETTLED = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of a command sent for a request (FILE_DOWNLINK, FILE_CANCEL) so far."""
+
+    final: bool
+    ok: bool
+    result: dict[str, Any]
+    text: str  # 'completed', the failure, or the stage reached
+
+
+# send_command(name, args, who) -> a poller of its outcome (None: nothing known yet)
+SendCommand = Callable[[str, dict[str, Any], str], Callable[[], CommandOutcome | None]]
+
+
+@dataclass
+class FileRecord:
+    """One file transfer as the operators see it; ``state``: requested (a get whose
+    FILE_DOWNLINK the agent has not yet answered), queued, active, done, failed, cancelled."""
+
+    id: str                         # out-N (put), get-N (get), in-SRC-SEQ (sent by the agent unasked)
+    direction: str                  # "up" | "down"
+    remote: str                     # the agent's name for the file
+    local: str = ""                 # the ground's: its place in the area (downlink/...), or what was put
+    size: int | None = None
+    progress: int = 0
+    state: str = "queued"
+    reason: str = ""
+    who: str = ""
+    sha256: str | None = None
+    cfdp_class: int = 2
+    priority: int = 5
+    requested_s: float = 0.0        # Unix s (the ground's clock), as every time here
+    started_s: float | None = None
+    finished_s: float | None = None
+    restarts: int = 0
+    transfer: str | None = None     # the ground entity's transfer id
+    agent_transfer: str | None = None  # a get: the agent's transfer id (FILE_DOWNLINK's result)
+    rev: int = 0                    # one more at each change: a reader keeps the highest it has seen
+
+    @property
+    def settled(self) -> bool:
+        return self.state in SETTLED
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> FileRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in known})
+
+
+@dataclass
+class _Pending:
+    """A request's command on its way (not kept across a restart: its poller is this process's)."""
+
+    poll: Callable[[], CommandOutcome | None]
+    what: str  # "downlink" | "cancel"
+
+
+def check_remote(name: Any, direction: str) -> str:
+    """The agent's file name for a put ("up") or a get ("down"), or FileError saying why not."""
+    tops = UPLINK_TOPS if direction == "up" else DOWNLINK_TOPS
+    try:
+        return check_name(name, tops, "name")
+    except NameRefused as exc:
+        raise FileError(str(exc)) from None
+
+
+def client_sender(client: GroundClient) -> SendCommand:
+    """Commands straight onto a client's link (``--direct``, tests): submitted, retried by
+    :meth:`GroundClient.retry_due`, forgotten once final."""
+
+    def send(name: str, args: dict[str, Any], who: str) -> Callable[[], CommandOutcome | None]:
+        result = client.submit(name, args)
+
+        def poll() -> CommandOutcome | None:
+            client.retry_due()
+            if result.final:
+                client.forget(result.cmd_id)
+            return CommandOutcome(result.final, result.completed, dict(result.result), result.outcome)
+
+        return poll
+
+    return send
+
+
+class GroundFiles:
+    """The ground's CFDP entity for one spacecraft, on ``client``'s link; see the module's text."""
+
+    def __init__(self, client: GroundClient, area: Path | str, *, rate_bps: float = DEFAULT_RATE_BPS,
+                 los_s: float = DEFAULT_LOS_S, local_id: int = GROUND_ENTITY_ID, peer_id: int = AGENT_ENTITY_ID,
+                 config: EntityConfig | None = None, clock_s: Callable[[], float] = time.monotonic,
+                 send_command: SendCommand | None = None,
+                 on_change: Callable[[dict[str, Any]], None] | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None):
+        """``area``: the file area (made if missing). ``clock_s``: monotonic seconds (the
+        entity's timers and the rate). ``send_command``: how a request's command reaches the
+        agent (default: :func:`client_sender`; the server's goes through its queue).
+        ``on_change``: every change of a record, progress included (pushed to pages);
+        ``on_record``: every change of a record's state (archived). Both get the record as JSON."""
+        if not rate_bps > 0 or not los_s > 0:
+            raise ValueError(f"rate_bps {rate_bps!r} and los_s {los_s!r} must be above 0")
+        self.client = client
+        self.area = Path(area)
+        self.rate_bps = float(rate_bps)
+        self.los_s = float(los_s)
+        self._clock_s = clock_s
+        self._send_command = send_command or client_sender(client)
+        self._on_change = on_change or (lambda record: None)
+        self._on_record = on_record or (lambda record: None)
+        for sub in (UPLINK_DIR, DOWNLINK_DIR):
+            (self.area / sub).mkdir(parents=True, exist_ok=True)
+        self._codec = Codec(client.dictionary)
+        self.records: OrderedDict[str, FileRecord] = OrderedDict()
+        self._pending: dict[str, _Pending] = {}
+        self._gets = itertools.count(1)
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # the views other threads read
+        self._view: list[dict[str, Any]] = []
+        self._status: dict[str, Any] = {}
+        self._dirty = True
+        self._heard_s: float | None = None
+        self._tokens = 0.0
+        self._tokens_at = clock_s()
+        self._next_progress_s = 0.0
+        self._next_expire_s = 0.0
+        self._shown: dict[str, int] = {}  # record id -> progress last handed on
+        self.tc_refused = 0   # PDUs the link's queue refused (CFDP sends them again)
+        self.pdus_up = 0
+        self.pdus_down = 0
+        self.load_error: str | None = None
+        self._load()
+        self.entity = FileEntity(local_id, peer_id, self.area, clock_s, read_tops=frozenset({UPLINK_DIR}),
+                                 write_tops=frozenset({DOWNLINK_DIR}), state_path=self.area / ".transfers.json",
+                                 config=config, on_change=self._entity_changed)
+        self._reconcile()
+        client.file_sink = self._pdu_in
+        client.listeners.append(self._heard)
+        self._publish_views()
+
+    # --- requests (the owner's thread) ----------------------------------------------------------
+
+    def put(self, local_path: Path | str, remote_name: str, cfdp_class: int = 2, priority: int = 5,
+            who: str = "") -> FileRecord:
+        """Copy ``local_path`` into the area's uplink/ and queue it for the agent as
+        ``remote_name`` (under staging/, incoming/ or data/). FileError naming the field."""
+        remote = check_remote(remote_name, "up")
+        source = Path(local_path)
+        if not source.is_file():
+            raise FileError(f"local file: {str(source)!r} is not a readable file")
+        staged, tmp = self.upload_path(remote)
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(chunk)
+            os.replace(tmp, self.area / staged)
+        except OSError as exc:
+            _unlink(tmp)
+            raise FileError(f"local file: {source}: {exc.strerror or exc}") from None
+        return self.queue_put(staged, remote, cfdp_class, priority, who, local=str(source))
+
+    def upload_path(self, remote_name: str) -> tuple[str, Path]:
+        """A new place in uplink/ for a file that will go as ``remote_name``: (its name in the
+        area, a temporary path to write it to first). Any thread (names are random)."""
+        remote = check_remote(remote_name, "up")
+        base = remote.rsplit("/", 1)[-1]
+        staged = f"{UPLINK_DIR}/{secrets.token_hex(4)}-{base}"[:len(UPLINK_DIR) + 1 + 128]
+        return staged, self.area / UPLINK_DIR / f".{staged.rsplit('/', 1)[-1]}.tmp"
+
+    def queue_put(self, staged: str, remote_name: str, cfdp_class: int = 2, priority: int = 5, who: str = "",
+                  local: str = "") -> FileRecord:
+        """Queue a file already in uplink/ (:meth:`upload_path`) for the agent."""
+        remote = check_remote(remote_name, "up")
+        try:
+            t = self.entity.put(staged, remote, int(cfdp_class), int(priority), {"who": who, "local": local})
+        except FileError:
+            _unlink(self.area / staged)
+            raise
+        return self.records[t.meta["record"]]
+
+    def get(self, remote_name: str, cfdp_class: int = 2, priority: int = 5, who: str = "") -> FileRecord:
+        """Ask the agent to send ``remote_name`` (FILE_DOWNLINK); the file lands in
+        ``downlink/<remote_name>``. FileError naming the field; the command's refusal
+        (dictionary) as ArgumentError."""
+        remote = check_remote(remote_name, "down")
+        if cfdp_class not in (1, 2):
+            raise FileError(f"class: {cfdp_class!r} must be 1 (unacknowledged) or 2 (acknowledged)")
+        if not 0 <= int(priority) <= 255:
+            raise FileError(f"priority: {priority!r} must be in 0..255 (0 first)")
+        poll = self._send_command("FILE_DOWNLINK", {"name": remote, "cfdp_class": int(cfdp_class),
+                                                    "priority": int(priority)}, who)
+        record = FileRecord(id=self._next_get_id(), direction="down", remote=remote, local=f"{DOWNLINK_DIR}/{remote}",
+                            state="requested", reason="FILE_DOWNLINK sent", who=who, cfdp_class=int(cfdp_class),
+                            priority=int(priority), requested_s=time.time())
+        self._pending[record.id] = _Pending(poll, "downlink")
+        self._store(record, state_changed=True)
+        return record
+
+    def cancel(self, record_id: str, who: str = "", reason: str = "") -> FileRecord:
+        """Stop a transfer (the agent is told: by the protocol for one in progress, by
+        FILE_CANCEL for a get it has only queued). FileError if there is none to stop."""
+        record = self.records.get(record_id)
+        if record is None or record.settled:
+            raise FileError(f"transfer: no transfer {record_id!r} in progress"
+                            + (f" ({record.state})" if record is not None else ""))
+        why = reason or (f"cancelled by {who}" if who else "cancelled by the operator")
+        if record.transfer is not None and record.transfer in self.entity.transfers:
+            self.entity.cancel(record.transfer, why)  # the callback settles the record
+            return self.records[record_id]
+        # A get not started here: the agent may have queued it (FILE_CANCEL takes it out); one
+        # it has not answered yet is forgotten (should it come all the same, it is a record of its own).
+        self._pending.pop(record.id, None)
+        if record.agent_transfer is not None:
+            self._pending[record.id] = _Pending(
+                self._send_command("FILE_CANCEL", {"transfer": record.agent_transfer}, who), "cancel")
+        record.state, record.reason, record.finished_s = "cancelled", why, time.time()
+        self._store(record, state_changed=True)
+        return record
+
+    def find(self, record_id: str) -> FileRecord | None:
+        return self.records.get(record_id)
+
+    def path_of(self, record: FileRecord) -> Path:
+        """Where a file that came down is, confined to the area's downlink/ (FileError if not there)."""
+        if record.direction != "down" or record.state != "done":
+            raise FileError(f"transfer {record.id}: no file here ({record.direction}, {record.state})")
+        try:
+            path = resolve(self.area, record.local, frozenset({DOWNLINK_DIR}), "local")
+        except NameRefused as exc:
+            raise FileError(str(exc)) from None
+        if not path.is_file():
+            raise FileError(f"transfer {record.id}: {record.local} is no longer in the file area")
+        return path
+
+    # --- other threads --------------------------------------------------------------------------
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run ``fn`` in the owner's thread at its next :meth:`service`; its result or exception
+        comes back through the Future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.put((fn, future))
+        return future
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every record (in progress and queued first, then the newest settled), as JSON; any thread."""
+        with self._lock:
+            return [dict(r) for r in self._view]
+
+    def status(self) -> dict[str, Any]:
+        """Counters and contact as of the last :meth:`service`; any thread."""
+        with self._lock:
+            return dict(self._status)
+
+    # --- the owner's loop -----------------------------------------------------------------------
+
+    def service(self) -> None:
+        """Run the hand-overs, judge contact, follow the requests' commands, send what the
+        budget allows, and hand on progress. Call it every loop turn, after polling the client."""
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    future.set_exception(exc)
+                else:
+                    if self._dirty:  # what the caller reads next shows what it just did
+                        self._publish_views()
+                    future.set_result(result)
+        now = self._clock_s()
+        self._contact(now)
+        self._follow_commands()
+        self._pump(now)
+        if now >= self._next_expire_s:
+            self._next_expire_s = now + EXPIRE_PERIOD_S
+            self.entity.expire_resumable()
+        if now >= self._next_progress_s:
+            self._next_progress_s = now + PROGRESS_PERIOD_S
+            self._progress()
+            self._dirty = True  # the status's ages move on
+        if self._dirty:
+            self._publish_views()
+
+    def pending(self) -> bool:
+        """A transfer or a request in progress."""
+        return self.entity.pending() or any(not r.settled for r in self.records.values())
+
+    def close(self) -> None:
+        self._save()
+        if self.client.file_sink == self._pdu_in:
+            self.client.file_sink = None
+        if self._heard in self.client.listeners:
+            self.client.listeners.remove(self._heard)
+
+    # --- PDUs and contact -----------------------------------------------------------------------
+
+    def _heard(self, item: Any) -> None:
+        self._heard_s = self._clock_s()
+
+    def _pdu_in(self, pdu: bytes) -> None:
+        self._heard_s = self._clock_s()
+        self.pdus_down += 1
+        if self.entity.suspended:
+            self.entity.set_contact(True)
+        self.entity.receive(pdu)
+
+    def _contact(self, now: float) -> None:
+        heard = self._heard_s is not None and now - self._heard_s <= self.los_s
+        if heard == self.entity.suspended:
+            self.entity.set_contact(heard)
+
+    def _pump(self, now: float) -> None:
+        if self.entity.suspended:
+            self._tokens_at = now
+            return
+        self._tokens = min(self.rate_bps * BURST_S + 2048, self._tokens + self.rate_bps * max(0.0, now - self._tokens_at))
+        self._tokens_at = now
+        for pdu in self.entity.pull(int(self._tokens) if self._tokens > 0 else 0):
+            packet = self._codec.encode_file_pdu_tc(pdu)
+            self._tokens -= len(packet)
+            if self.client.link.send(packet):
+                self.pdus_up += 1
+            else:
+                self.tc_refused += 1  # lost like a PDU on the air: CFDP asks for it again
+
+    # --- records --------------------------------------------------------------------------------
+
+    def _next_get_id(self) -> str:
+        while True:
+            rid = f"get-{next(self._gets)}"
+            if rid not in self.records:
+                return rid
+
+    def _entity_changed(self, what: str, t: Transfer | None) -> None:
+        if t is not None:
+            self._sync(t, what)
+
+    def _record_for(self, t: Transfer) -> FileRecord | None:
+        """The record a transfer belongs to: its own, or for one coming in, the oldest get
+        waiting for that name (which then follows it)."""
+        rid = t.meta.get("record") if isinstance(t.meta.get("record"), str) else None
+        if rid is None:
+            rid = t.id if t.id in self.records else None
+        if rid is None and t.direction == "in" and t.source:
+            rid = next((r.id for r in self.records.values() if r.direction == "down" and r.transfer is None
+                        and r.state in ("requested", "queued") and r.remote == t.source), None)
+        if rid is not None:
+            t.meta["record"] = rid
+        return self.records.get(rid) if rid is not None else None
+
+    def _sync(self, t: Transfer, what: str) -> FileRecord:
+        """A transfer's news onto its record (made for one the agent sent unasked)."""
+        record = self._record_for(t)
+        before = record.state if record is not None else None
+        if record is None:
+            if t.direction == "out":
+                record = FileRecord(id=t.id, direction="up", remote=t.dest, local=str(t.meta.get("local", "")),
+                                    who=str(t.meta.get("who", "")), requested_s=t.created_s)
+            else:
+                record = FileRecord(id=t.id, direction="down", remote=t.source, who="",
+                                    reason="sent by the agent unasked", requested_s=t.created_s)
+            t.meta["record"] = record.id
+        record.transfer = t.id
+        record.size, record.progress = t.size, int(t.progress)
+        record.cfdp_class, record.restarts = t.cls, t.restarts
+        record.started_s = record.started_s or t.started_s
+        if t.direction == "out":
+            record.priority = t.priority
+            record.sha256 = t.sha256 or record.sha256
+        else:
+            record.remote = t.source or record.remote
+            record.local = t.dest or record.local
+            if t.sha256:
+                record.sha256 = t.sha256
+        record.state = t.state
+        if t.reason or what in ("restarted", "failed", "cancelled", "done"):
+            record.reason = t.reason
+        elif what in ("started", "resumed"):
+            record.reason = what
+        if t.settled:
+            record.finished_s = t.finished_s
+            record.progress = int(t.progress if t.state != "done" else (t.size or t.progress))
+            if t.direction == "out":
+                _unlink(self.area / t.source)  # the copy in uplink/ has served
+        self._store(record, state_changed=record.state != before or what in ("restarted", "resumed"))
+        return record
+
+    def _store(self, record: FileRecord, state_changed: bool) -> None:
+        record.rev += 1
+        self.records[record.id] = record
+        self.records.move_to_end(record.id)
+        settled = [rid for rid, r in self.records.items() if r.settled]
+        for rid in settled[:max(0, len(settled) - KEEP_SETTLED)]:
+            del self.records[rid]
+            self._shown.pop(rid, None)
+        self._dirty = True
+        body = record.to_json()
+        if record.settled:
+            self._shown.pop(record.id, None)  # no more progress to hand on
+        else:
+            self._shown[record.id] = record.progress
+        if state_changed:
+            self._save()
+            self._on_record(body)
+        self._on_change(body)
+
+    def _follow_commands(self) -> None:
+        for rid, pending in list(self._pending.items()):
+            record = self.records.get(rid)
+            try:
+                outcome = pending.poll()
+            except Exception as exc:  # noqa: BLE001 - a queue entry gone: the request says so
+                outcome = CommandOutcome(True, False, {}, f"{type(exc).__name__}: {exc}")
+            if record is None or outcome is None:
+                continue
+            if pending.what == "cancel":
+                if outcome.final:
+                    del self._pending[rid]
+                    if not outcome.ok:
+                        record.reason += f"; FILE_CANCEL: {outcome.text}"
+                        self._store(record, state_changed=True)
+                continue
+            if not outcome.final:
+                text = f"FILE_DOWNLINK {outcome.text}"
+                if record.reason != text and record.state == "requested":
+                    record.reason = text
+                    self._store(record, state_changed=False)
+                continue
+            del self._pending[rid]
+            if outcome.ok and outcome.result.get("transfer"):
+                record.agent_transfer = str(outcome.result["transfer"])
+            if record.settled or record.transfer is not None:  # the file came before the answer (a fast link)
+                if record.agent_transfer is not None:
+                    self._store(record, state_changed=True)
+                continue
+            if outcome.ok:
+                record.state = "queued"
+                size = outcome.result.get("bytes")
+                record.size = size if isinstance(size, int) else record.size
+                record.reason = f"queued on board as {record.agent_transfer}"
+            else:
+                record.state, record.finished_s = "failed", time.time()
+                record.reason = f"FILE_DOWNLINK {outcome.text}"
+            self._store(record, state_changed=True)
+
+    def _progress(self) -> None:
+        """Progress of what is moving, to ``on_change`` (twice a second at most)."""
+        for t in self.entity.list():
+            if t.settled:
+                break
+            if t.direction == "in" and not t.source:
+                continue  # its metadata has not come: nothing to show yet
+            record = self._record_for(t)
+            if record is None:
+                continue
+            if int(t.progress) != self._shown.get(record.id) or (t.size or None) != record.size:
+                record.progress, record.size = int(t.progress), t.size
+                self._store(record, state_changed=False)
+
+    def _publish_views(self) -> None:
+        live = [r for r in self.records.values() if not r.settled]
+        done = [r for r in reversed(self.records.values()) if r.settled]
+        counts = self.entity.counts()
+        with self._lock:
+            self._view = [r.to_json() for r in (*live, *done)]
+            self._status = {"suspended": self.entity.suspended, "rate_bps": self.rate_bps, "los_s": self.los_s,
+                            "heard_age_s": None if self._heard_s is None else self._clock_s() - self._heard_s,
+                            "pdus_up": self.pdus_up, "pdus_down": self.pdus_down, "tc_refused": self.tc_refused,
+                            "last_error": self.entity.last_error, "area": str(self.area),
+                            "load_error": self.load_error or self.entity.load_error, **counts}
+        self._dirty = False
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        body = {"schema": STATE_SCHEMA, "records": [r.to_json() for r in self.records.values()]}
+        try:
+            write_checked_json(self.area / STATE_FILE, body)
+        except OSError as exc:
+            self.load_error = f"{STATE_FILE} not written: {exc}"
+
+    def _load(self) -> None:
+        path = self.area / STATE_FILE
+        if not path.exists():
+            return
+        try:
+            body = read_checked_json(path)
+            if body.get("schema") != STATE_SCHEMA:
+                raise CorruptFile(f"schema {body.get('schema')!r}, expected {STATE_SCHEMA}")
+            records = [FileRecord.from_json(r) for r in body["records"]]
+        except (CorruptFile, OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.load_error = f"{STATE_FILE}: {exc}; the list starts empty (the archive has the history)"
+            return
+        for r in records:
+            self.records[r.id] = r
+        numbers = [int(r.id[4:]) for r in records if r.id.startswith("get-") and r.id[4:].isdigit()]
+        self._gets = itertools.count(max(numbers, default=0) + 1)
+
+    def _reconcile(self) -> None:
+        """After a restart: each unsettled record against the entity's transfers. A get the
+        agent had not yet answered fails, saying to ask again (its command's outcome is in the
+        queue's history); a transfer the entity no longer knows has failed."""
+        for record in list(self.records.values()):
+            if record.settled:
+                continue
+            t = self.entity.find(record.transfer) if record.transfer is not None else None
+            if t is not None:
+                t.meta["record"] = record.id
+                self._sync(t, "resumed" if not t.settled else t.state)
+            elif record.transfer is not None:
+                record.state, record.finished_s = "failed", time.time()
+                record.reason = "the ground restarted and its CFDP entity no longer knows this transfer"
+                self._store(record, state_changed=True)
+            elif record.state == "requested":
+                # Its command's answer is lost with the ground's memory: it may never come. Said so;
+                # should the file come all the same, it is a record of its own.
+                record.state, record.finished_s = "failed", time.time()
+                record.reason = "the ground restarted before the agent answered FILE_DOWNLINK; ask again (file get)"
+                self._store(record, state_changed=True)
+        for t in self.entity.transfers.values():
+            if t.direction == "out" or t.source:
+                self._record_for(t) or self._sync(t, t.state)
+        for leftover in (self.area / PARTIAL_DIR).glob("*.tmp") if (self.area / PARTIAL_DIR).is_dir() else ():
+            _unlink(leftover)
+        going = {t.source for t in self.entity.transfers.values() if t.direction == "out"}
+        for leftover in (self.area / UPLINK_DIR).iterdir():
+            if f"{UPLINK_DIR}/{leftover.name}" not in going:
+                _unlink(leftover)  # an upload cut off by a restart, a copy whose transfer ended meanwhile
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+__all__ = ["AGENT_ENTITY_ID", "DOWNLINK_TOPS", "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
+           "FileRecord", "GroundFiles", "check_remote", "client_sender", "sha256_file"]

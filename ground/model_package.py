@@ -1,0 +1,243 @@
+"""The ground's side of model uplink: operator keys, signed packages (whole or delta), and the checks
+an operator runs before uplinking one.
+
+A package is what :mod:`flight.compute.package` describes: the model (``NAME.onnx``) or its delta
+(``NAME.delta.npz``), the reference set (``NAME.ref.npz``: inputs and the outputs onnxruntime
+gives here) and the manifest signed with the operator's key (``NAME.manifest.json``). Uplink the
+three files to the compute directory's ``staging/``, then send the ``MODEL_INSTALL`` line
+:attr:`Package.command` gives.
+
+An operator key file is JSON (``sunlit-operator-key/1``: the operator's name and the Ed25519
+private key, hex), written with mode 0600 and refused when others can read it, as ssh does.
+``sunlit-ground model`` (ground/model_cli.py) is the command line over these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from flight.compute.package import (
+    DEFAULT_TOLERANCE,
+    Delta,
+    Manifest,
+    PackageError,
+    ReferenceSet,
+    StagedFiles,
+    apply_delta,
+    array_digest,
+    compare_outputs,
+    expected_outputs,
+    make_delta,
+    public_hex,
+    sha256_hex,
+    shipped_reference_inputs,
+    utc_now,
+    valid_operator,
+)
+from flight.storage import write_atomic
+
+KEY_FORMAT = "sunlit-operator-key/1"
+
+
+class OperatorKeyError(PackageError):
+    """An operator key file that cannot be used; the message names the file and what to do."""
+
+
+# --- operator keys -------------------------------------------------------------------------------
+
+
+def generate_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
+def key_from_seed(seed: bytes) -> Any:
+    """A key from its 32 private bytes (tests and benches use fixed ones; never an operator)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_line(operator: str, key: Any) -> str:
+    """The line for the agent's trusted-keys file: ``operator-name hex-public-key``."""
+    return f"{operator} {public_hex(key)}"
+
+
+def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = False) -> None:
+    """Write ``key`` for ``operator`` to ``path``, mode 0600 from the start (never readable by others)."""
+    from cryptography.hazmat.primitives import serialization
+
+    if not valid_operator(operator):
+        raise OperatorKeyError(f"operator name {operator!r}: use letters, digits and _ . @ + - (max 64)")
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    body = json.dumps({"format": KEY_FORMAT, "operator": operator, "ed25519_private": raw.hex()}) + "\n"
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise OperatorKeyError(f"{path} exists already; give another --out, or --force to replace that key") from None
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file replaced with --force keeps no wider mode
+        f.write(body)
+
+
+def read_key_file(path: Path | str) -> tuple[str, Any]:
+    """(operator, private key) from a key file; refused when others may read it or it is malformed."""
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text()
+    except OSError as exc:
+        raise OperatorKeyError(f"{path}: cannot read the key file: {exc.strerror}") from None
+    if mode & 0o077:
+        raise OperatorKeyError(f"{path}: mode {mode:o} lets others read the private key; chmod 600 it")
+    try:
+        body = json.loads(text)
+        if body.get("format") != KEY_FORMAT:
+            raise ValueError(f"format {body.get('format')!r}")
+        return str(body["operator"]), key_from_seed(bytes.fromhex(body["ed25519_private"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OperatorKeyError(f"{path}: not a {KEY_FORMAT} key file ({exc})") from None
+
+
+# --- packages --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Package:
+    """A package written to ``directory``: its manifest, and the bytes of each of its files."""
+
+    directory: Path
+    manifest: Manifest
+    files: dict[str, int]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+    @property
+    def command(self) -> str:
+        m = self.manifest
+        return f"MODEL_INSTALL name={m.name} version={m.version} sha256={m.sha256}"
+
+
+def load_inputs(path: Path | str | None) -> np.ndarray:
+    """Reference inputs: an ``.npy``, or the ``x`` of an ``.npz``; None: the shipped model's (its first
+    held-out tiles, which the board keeps with the shipped model)."""
+    if path is None:
+        return shipped_reference_inputs()
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as data:
+            return data["x"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise PackageError(f"{path}: no reference inputs ({type(exc).__name__}: {exc}); give an .npy or an .npz "
+                           "with x") from None
+
+
+def _write(directory: Path, files: Mapping[str, bytes]) -> dict[str, int]:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        write_atomic(directory / name, data)
+    return {name: len(data) for name, data in files.items()}
+
+
+def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, out_dir: Path | str,
+              inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, created_utc: str | None = None) -> Package:
+    """Sign ``model`` whole, with its reference set over ``inputs``; write the package to ``out_dir``."""
+    inputs = np.ascontiguousarray(inputs)
+    reference = ReferenceSet(inputs, expected_outputs(model, inputs)).to_bytes()
+    manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
+                        sha256_hex(reference), array_digest(inputs), float(tolerance)).sign(key)
+    staged = StagedFiles.of(name)
+    sizes = _write(Path(out_dir), {staged.model: model, staged.reference: reference,
+                                   staged.manifest: manifest.to_bytes()})
+    return Package(Path(out_dir), manifest, sizes)
+
+
+def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str, key: Any, out_dir: Path | str,
+               inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, with_inputs: bool = False,
+               created_utc: str | None = None) -> Package:
+    """Sign the delta from ``base`` to ``tuned``; write the package to ``out_dir``.
+
+    The reference outputs are those of the model the board will build (the base with the delta
+    applied, by the same code), over ``inputs``; without ``with_inputs`` the inputs are left out
+    and the board takes the base version's, so ``inputs`` must be the ones the base was sent
+    (or, for the shipped model, the default).
+    """
+    delta, result = make_delta(base, tuned)
+    inputs = np.ascontiguousarray(inputs)
+    outputs = expected_outputs(result, inputs)
+    reference = ReferenceSet(inputs if with_inputs else None, outputs).to_bytes()
+    delta_bytes = delta.to_bytes()
+    manifest = Manifest(name, version, "delta", delta.result_sha256, len(result), operator,
+                        created_utc or utc_now(), sha256_hex(reference), array_digest(inputs), float(tolerance),
+                        base_sha256=delta.base_sha256, delta_sha256=sha256_hex(delta_bytes)).sign(key)
+    staged = StagedFiles.of(name)
+    sizes = _write(Path(out_dir), {staged.delta: delta_bytes, staged.reference: reference,
+                                   staged.manifest: manifest.to_bytes()})
+    return Package(Path(out_dir), manifest, sizes)
+
+
+def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes], base: bytes | None = None,
+                   inputs: np.ndarray | None = None) -> list[str]:
+    """The board's checks, on the ground, before uplink; the lines say what passed.
+
+    Signature, each file's SHA-256, the delta applied to ``base`` (needed for a delta), and the
+    reference outputs run again here (CPU). ``inputs``: a delta's reference inputs when its
+    reference set leaves them out (default: the shipped model's). Raises :class:`PackageError`
+    at the first check that fails.
+    """
+    directory, staged = Path(directory), StagedFiles.of(name)
+
+    def read(file_name: str) -> bytes:
+        try:
+            return (directory / file_name).read_bytes()
+        except OSError as exc:
+            raise PackageError(f"{directory / file_name}: {exc.strerror}") from None
+
+    manifest = Manifest.from_bytes(read(staged.manifest))
+    manifest.verify(trusted)
+    lines = [f"signature: good, by {manifest.uplinked_by} ({manifest.kind} package of {manifest.name} "
+             f"version {manifest.version}, made {manifest.created_utc})"]
+    ref_bytes = read(staged.reference)
+    if sha256_hex(ref_bytes) != manifest.reference_sha256:
+        raise PackageError(f"{staged.reference}: SHA-256 is not the signed one")
+    if manifest.kind == "full":
+        model = read(staged.model)
+        if sha256_hex(model) != manifest.sha256:
+            raise PackageError(f"{staged.model}: SHA-256 is not the signed one")
+    else:
+        delta_bytes = read(staged.delta)
+        if sha256_hex(delta_bytes) != manifest.delta_sha256:
+            raise PackageError(f"{staged.delta}: SHA-256 is not the signed one")
+        if base is None:
+            raise PackageError("a delta package: give its base model (--base) to build and check the result")
+        delta = Delta.from_bytes(delta_bytes)
+        model = apply_delta(base, delta)
+        if sha256_hex(model) != manifest.sha256:
+            raise PackageError("the model built from the delta is not the signed one")
+        lines.append(f"delta: {len(delta.tensors)} tensors ({', '.join(sorted(delta.tensors))}) on base "
+                     f"{manifest.base_sha256[:16]}…")
+    lines.append(f"sha256: {manifest.sha256} ({manifest.size_bytes} B)")
+    reference = ReferenceSet.from_bytes(ref_bytes)
+    x = reference.x if reference.x is not None else (inputs if inputs is not None else shipped_reference_inputs())
+    if array_digest(x) != manifest.reference_inputs_sha256:
+        raise PackageError("the reference inputs are not the signed ones (a delta: give the base's with --inputs)")
+    check = compare_outputs(expected_outputs(model, x), reference.outputs, manifest.tolerance)
+    if not check.ok:
+        raise PackageError(f"reference check here: {check.describe()}")
+    lines.append(f"reference: {len(x)} inputs, {check.describe()}")
+    return lines

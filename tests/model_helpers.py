@@ -1,0 +1,158 @@
+"""Small real models and a compute worker on a real socket, for the model lifecycle tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import zmq
+from onnx import TensorProto, helper, numpy_helper
+
+from flight.compute import protocol as cp
+from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
+from flight.compute.worker import ACTIVE, Worker
+from flight.link.definitions import Admission, JobKind
+from ground.model_package import key_from_seed, pack_full, public_line
+
+ALICE, BOB = "alice", "bob"
+ALICE_KEY = key_from_seed(bytes(range(1, 33)))  # fixed test keys, never an operator's
+BOB_KEY = key_from_seed(bytes(range(2, 34)))
+RNG = np.random.default_rng(7)
+REF_X = RNG.uniform(0.1, 1.0, size=(8, 2)).astype(np.float32)  # positive: Sqrt is finite on them
+
+
+def tiny(scale: float, op: str = "Abs", offset: tuple[float, float] = (0.0, 0.0)) -> bytes:
+    """probabilities = op(x * scale) + offset, x float32 [N, 2]: a real model onnxruntime runs.
+
+    ``op="Sqrt"`` gives NaN for negative inputs: a model that passes a reference check on
+    positive inputs and then fails its first job on negative ones.
+    """
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["xs"]), helper.make_node(op, ["xs"], ["y"]),
+         helper.make_node("Add", ["y", "offset"], ["probabilities"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(np.array([scale], np.float32), "scale"),
+                     numpy_helper.from_array(np.array(offset, np.float32), "offset")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def trusted_file(directory: Path, *operators: tuple[str, object]) -> Path:
+    path = Path(directory) / "operators.keys"
+    path.write_text("".join(public_line(name, key) + "\n" for name, key in operators))
+    return path
+
+
+def pack(staging: Path, model: bytes, version: str, name: str = "tiny", operator: str = ALICE,
+         key: object = ALICE_KEY, tolerance: float = 1e-5):
+    return pack_full(model, name, version, operator, key, staging, REF_X, tolerance)
+
+
+def resign(staging: Path, name: str, key: object = ALICE_KEY, **changes) -> Manifest:
+    """Change fields of a staged manifest and sign it again (an operator's honest mistake, signed)."""
+    path = staging / StagedFiles.of(name).manifest
+    manifest = replace(Manifest.from_bytes(path.read_bytes()), **changes).sign(key)
+    path.write_bytes(manifest.to_bytes())
+    return manifest
+
+
+def stage_delta(staging: Path, name: str, delta: Delta, version: str, base_manifest: Manifest,
+                key: object = ALICE_KEY) -> Manifest:
+    """A signed delta package made by hand (for deltas the ground tool would refuse to make)."""
+    files = StagedFiles.of(name)
+    data = delta.to_bytes()
+    (staging / files.delta).write_bytes(data)
+    (staging / files.model).unlink(missing_ok=True)
+    manifest = replace(base_manifest, version=version, kind="delta", sha256=delta.result_sha256,
+                       base_sha256=delta.base_sha256, delta_sha256=sha256_hex(data)).sign(key)
+    (staging / files.manifest).write_bytes(manifest.to_bytes())
+    return manifest
+
+
+class WorkerBench:
+    """A :class:`Worker` in this process, its messages read from a real ROUTER socket (inproc)."""
+
+    def __init__(self, root: Path, trusted_keys: Path | None = None, allow_unsigned: bool = False):
+        self.root = Path(root)
+        self.trusted_keys, self.allow_unsigned = trusted_keys, allow_unsigned
+        self.messages: list = []
+        self._req = 0
+        self.worker = self._start()
+
+    def _start(self) -> Worker:
+        endpoint = f"inproc://worker-{uuid.uuid4().hex}"  # a fresh pair each time, as a restarted agent's
+        self.router = zmq.Context.instance().socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind(endpoint)
+        worker = Worker(endpoint, self.root, trusted_keys=self.trusted_keys, allow_unsigned=self.allow_unsigned)
+        worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, 1, 4, 1.0
+        return worker
+
+    def restart(self) -> None:
+        """A new worker on the same directory, as after a crash (the old one's sockets closed)."""
+        self.close()
+        self.worker = self._start()
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    def drain(self, wait_s: float = 0.0) -> list:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                _ident, raw = self.router.recv_multipart()
+                self.messages.append(cp.decode(raw))
+                continue
+            return self.messages
+
+    def events(self, name: str) -> list[cp.WorkerEvent]:
+        self.drain()
+        return [m for m in self.messages if isinstance(m, cp.WorkerEvent) and m.name == name]
+
+    def request(self, make) -> cp.Reply:
+        """Hand the worker a request (``make(req_id)``) and return its reply."""
+        self._req += 1
+        self.worker._handle(make(self._req))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            self.drain(0.05)
+            for m in self.messages:
+                if isinstance(m, cp.Reply) and m.req_id == self._req:
+                    return m
+        raise AssertionError(f"no reply to request {self._req}")
+
+    def install(self, version: str, sha256: str, name: str = "tiny", golden: bool = False) -> cp.Reply:
+        return self.request(lambda r: cp.InstallModel(r, name, version, sha256, golden))
+
+    def rollback(self, name: str = "tiny") -> cp.Reply:
+        return self.request(lambda r: cp.RollbackModel(r, name))
+
+    def infer(self, job_id: int, input_set: str, model: str = "tiny", max_slices: int = 200):
+        """Queue an inference job and run slices until it has ended; the job."""
+        data = self.root / "data"
+        assert (data / f"{input_set}.npz").exists(), input_set
+        reply = self.request(lambda r: cp.StartJob(r, cp.JobSpec(job_id, JobKind.INFERENCE, input_set, model=model)))
+        assert reply.ok, reply.reason
+        job = self.worker.jobs[job_id]
+        for _ in range(max_slices):
+            if job.state not in ACTIVE:
+                break
+            self.worker.work_slice()
+        self.drain()
+        return job
+
+    def data_set(self, name: str, x: np.ndarray) -> None:
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        np.savez(self.root / "data" / f"{name}.npz", x=x.astype(np.float32))
+
+    def close(self) -> None:
+        self.worker._sock.close(0)
+        self.router.close(0)

@@ -1,0 +1,607 @@
+"""CFDP file transfer: two real cfdp-py entities (flight/files) exchanging PDUs through a seeded
+lossy channel on a simulated clock, and the agent's file manager in process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from flight.files.entity import EntityConfig, FileEntity, FileError
+from flight.files.filestore import NameRefused, check_name, resolve
+from flight.link.messages import Codec
+from tests.inproc import InProcessAgent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Pair:
+    """Ground (entity 1, tops uplink/downlink) and board (entity 2, tops staging/products) with a
+    channel that loses and corrupts each way; corrupted PDUs are dropped as the packet CRC would."""
+
+    def __init__(self, tmp: Path, loss: float = 0.0, seed: int = 1, config: EntityConfig | None = None):
+        self.tmp = tmp
+        self.clock = Clock()
+        self.rng = random.Random(seed)
+        self.loss = loss
+        self.config = config
+        self.in_contact = True
+        self.log: list[tuple[str, str, str | None]] = []
+        (tmp / "g" / "uplink").mkdir(parents=True, exist_ok=True)
+        (tmp / "b" / "products").mkdir(parents=True, exist_ok=True)
+        self.ground = self.make_ground()
+        self.board = self.make_board()
+
+    def make_ground(self) -> FileEntity:
+        return FileEntity(1, 2, self.tmp / "g", self.clock, read_tops=frozenset({"uplink"}),
+                          write_tops=frozenset({"downlink"}), state_path=self.tmp / "g.json", config=self.config,
+                          on_change=lambda w, t: self.log.append(("g", w, t and t.id)))
+
+    def make_board(self) -> FileEntity:
+        return FileEntity(2, 1, self.tmp / "b", self.clock, read_tops=frozenset({"products"}),
+                          write_tops=frozenset({"staging"}), state_path=self.tmp / "b.json", config=self.config,
+                          on_change=lambda w, t: self.log.append(("b", w, t and t.id)))
+
+    def carry(self, pdu: bytes, to: FileEntity) -> None:
+        if not self.in_contact or self.rng.random() < self.loss:
+            return
+        to.receive(pdu)
+
+    def run(self, seconds: float, dt: float = 0.05, budget: int = 4000, stop_when_idle: bool = True) -> None:
+        for _ in range(int(seconds / dt)):
+            self.clock.t += dt
+            self.ground.set_contact(self.in_contact)
+            self.board.set_contact(self.in_contact)
+            for pdu in self.ground.pull(budget):
+                self.carry(pdu, self.board)
+            for pdu in self.board.pull(budget):
+                self.carry(pdu, self.ground)
+            if stop_when_idle and not self.ground.pending() and not self.board.pending():
+                return
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.req("FIL-001", "FIL-003")
+@pytest.mark.parametrize("cls", [1, 2])
+def test_a_file_goes_up_whole_in_either_class(tmp_path, cls):
+    pair = Pair(tmp_path)
+    data = os.urandom(150_000)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(data)
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx", cls=cls)
+    pair.run(60)
+    assert (tmp_path / "b/staging/m.onnx").read_bytes() == data
+    got = pair.board.list()[0]
+    assert (got.state, got.dest, got.sha256, got.cls) == ("done", "staging/m.onnx", sha(data), cls)
+    assert pair.ground.find(t.id).state == "done"
+    assert not list((tmp_path / "b/.partial").iterdir())
+
+
+@pytest.mark.req("FIL-001", "FIL-002")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_class_2_completes_through_ten_percent_loss_both_ways(tmp_path, seed):
+    pair = Pair(tmp_path, loss=0.1, seed=seed)
+    data = os.urandom(200_000)
+    (tmp_path / "b/products/p.npz").write_bytes(data)
+    t = pair.board.put("products/p.npz", "downlink/p.npz", cls=2)
+    pair.run(600)
+    assert (tmp_path / "g/downlink/p.npz").read_bytes() == data
+    assert pair.board.find(t.id).state == "done"
+    assert pair.board.counts()["bytes_out"] > len(data)  # lost segments went again
+
+
+@pytest.mark.req("FIL-003")
+def test_nothing_appears_under_its_name_before_the_file_is_whole(tmp_path):
+    pair = Pair(tmp_path)
+    data = os.urandom(100_000)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(data)
+    pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(0.2, stop_when_idle=False)  # some segments only
+    assert pair.board.counts()["bytes_in"] > 0
+    assert not (tmp_path / "b/staging/m.onnx").exists()
+    pair.run(60)
+    assert (tmp_path / "b/staging/m.onnx").read_bytes() == data
+
+
+@pytest.mark.req("FIL-004")
+def test_a_loss_of_signal_longer_than_every_timer_suspends_and_resumes(tmp_path):
+    pair = Pair(tmp_path, config=EntityConfig(ack_timer_s=2, ack_limit=3, nak_timer_s=2, nak_limit=3, inactivity_s=30))
+    data = os.urandom(300_000)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(data)
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(1.0, stop_when_idle=False)
+    pair.in_contact = False
+    pair.run(900, dt=1.0, stop_when_idle=False)  # 15 minutes out of contact: far past 3 x 2 s and 30 s
+    assert ("g", "suspended", None) in pair.log and ("b", "suspended", None) in pair.log
+    assert pair.ground.find(t.id).state == "active"
+    pair.in_contact = True
+    pair.run(120)
+    assert ("g", "resumed", None) in pair.log
+    assert pair.ground.find(t.id).state == "done"
+    assert (tmp_path / "b/staging/m.onnx").read_bytes() == data
+    assert pair.ground.find(t.id).restarts == 0
+
+
+@pytest.mark.req("FIL-005")
+def test_the_receiver_restarting_mid_file_continues_the_same_transaction(tmp_path):
+    pair = Pair(tmp_path)
+    data = os.urandom(400_000)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(data)
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(1.0, stop_when_idle=False)
+    assert 0 < pair.board.counts()["bytes_in"] < len(data)
+    pair.board = pair.make_board()  # a reset: the state file is all that is left
+    pair.run(300)
+    assert (tmp_path / "b/staging/m.onnx").read_bytes() == data
+    mine = [x for x in pair.board.list() if x.direction == "in"]
+    assert len(mine) == 1 and mine[0].state == "done" and mine[0].restarts == 1
+    assert pair.ground.find(t.id).restarts == 0  # the same transaction
+    assert ("b", "resumed", mine[0].id) in pair.log
+
+
+@pytest.mark.req("FIL-005")
+def test_the_sender_restarting_starts_the_file_again_and_the_stale_transaction_ends(tmp_path):
+    pair = Pair(tmp_path)
+    data = os.urandom(400_000)
+    (tmp_path / "b/products/p.npz").write_bytes(data)
+    first = pair.board.put("products/p.npz", "downlink/p.npz", priority=3)
+    pair.run(1.0, stop_when_idle=False)
+    pair.board = pair.make_board()
+    again = pair.board.find(first.id)
+    assert again is not None and again.state == "queued" and again.restarts == 1
+    pair.run(300)
+    assert (tmp_path / "g/downlink/p.npz").read_bytes() == data
+    ground_side = [x for x in pair.ground.list() if x.direction == "in"]
+    assert sorted(x.state for x in ground_side) == ["done", "failed"]
+    assert any("superseded" in x.reason for x in ground_side)
+
+
+@pytest.mark.req("FIL-005")
+def test_the_queue_survives_a_restart_in_priority_order(tmp_path):
+    pair = Pair(tmp_path)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"b/products/{name}.json").write_bytes(name.encode() * 3000)
+    pair.board.put("products/a.json", "downlink/a.json", priority=9)
+    pair.board.put("products/b.json", "downlink/b.json", priority=1)
+    pair.board.put("products/c.json", "downlink/c.json", priority=5)
+    pair.board = pair.make_board()  # before anything was sent
+    order = []
+    pair.board._on_change = lambda w, t: w == "done" and order.append(t.source)
+    pair.run(120)
+    assert order == ["products/b.json", "products/c.json", "products/a.json"]
+
+
+@pytest.mark.req("FIL-005")
+def test_a_corrupt_transfer_state_file_is_set_aside_and_said(tmp_path):
+    pair = Pair(tmp_path)
+    (tmp_path / "b.json").write_text('{"not": "checked"}')
+    board = pair.make_board()
+    assert board.load_error and "b.json" in board.load_error
+    assert (tmp_path / "b.json.corrupt").exists()
+
+
+@pytest.mark.req("FIL-006")
+@pytest.mark.parametrize("dest", ["../escape.bin", "/etc/passwd", "staging/.hidden", "products/x.bin",
+                                  "staging/a/b/c/d/e", "staging/a\\b"])
+def test_a_hostile_destination_is_refused_and_nothing_is_written_outside(tmp_path, dest):
+    pair = Pair(tmp_path)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(b"x" * 5000)
+    t = pair.ground.put("uplink/m.onnx", dest)
+    pair.run(200)
+    board_side = [x for x in pair.board.list() if x.direction == "in"]
+    assert board_side and board_side[0].state == "failed"
+    assert pair.ground.find(t.id).state == "failed"
+    assert "FILESTORE_REJECTION" in pair.ground.find(t.id).reason
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"x" * 5000]
+    assert written == [tmp_path / "g/uplink/m.onnx"]
+
+
+@pytest.mark.req("FIL-006")
+@pytest.mark.parametrize("name, rule", [("", "empty"), ("/abs", "relative"), ("a/../b", "plain name"),
+                                        ("models/m.onnx", "not under"), ("products/" + "x" * 300, "characters")])
+def test_names_are_checked_naming_the_rule(name, rule):
+    with pytest.raises(NameRefused, match=rule):
+        check_name(name, frozenset({"products", "staging"}))
+
+
+@pytest.mark.req("FIL-006")
+def test_a_link_cannot_lead_out_of_the_file_area(tmp_path):
+    (tmp_path / "area" / "products").mkdir(parents=True)
+    (tmp_path / "secret").write_text("s")
+    os.symlink(tmp_path / "secret", tmp_path / "area" / "products" / "link")
+    with pytest.raises(NameRefused, match="outside"):
+        resolve(tmp_path / "area", "products/link", frozenset({"products"}))
+
+
+@pytest.mark.req("FIL-006")
+def test_bad_requests_and_bad_pdus_are_refused_naming_the_field(tmp_path):
+    pair = Pair(tmp_path)
+    with pytest.raises(FileError, match="source: no file"):
+        pair.board.put("products/none.bin", "downlink/x")
+    (tmp_path / "b/products/p").write_bytes(b"p")
+    with pytest.raises(FileError, match="class"):
+        pair.board.put("products/p", "downlink/x", cls=3)
+    with pytest.raises(FileError, match="priority"):
+        pair.board.put("products/p", "downlink/x", priority=300)
+    with pytest.raises(FileError, match="transfer: no transfer"):
+        pair.board.cancel("out-99")
+    for junk in (b"", b"\x00", os.urandom(40), bytes(200)):
+        pair.board.receive(junk)
+    assert pair.board.counts()["bad_pdus"] == 4 and pair.board.last_error
+
+
+@pytest.mark.req("FIL-009")
+def test_a_full_disk_refuses_an_incoming_file_with_the_reason(tmp_path):
+    pair = Pair(tmp_path)
+    pair.board.admit_incoming = lambda size_bytes: "disk low: 10 MB free"
+    (tmp_path / "g/uplink/m.onnx").write_bytes(b"m" * 20_000)
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(100)
+    assert pair.ground.find(t.id).state == "failed"
+    assert [x.reason for x in pair.board.list()] == ["disk low: 10 MB free"]
+    assert not (tmp_path / "b/staging/m.onnx").exists()
+
+
+@pytest.mark.req("FIL-007")
+def test_cancelling_a_transfer_tells_the_peer(tmp_path):
+    pair = Pair(tmp_path)
+    (tmp_path / "b/products/p.npz").write_bytes(os.urandom(500_000))
+    t = pair.board.put("products/p.npz", "downlink/p.npz")
+    pair.run(0.5, stop_when_idle=False)
+    pair.board.cancel(t.id)
+    pair.run(100)
+    assert pair.board.find(t.id).state == "cancelled"
+    assert [x.state for x in pair.ground.list()] == ["failed"]
+    assert not (tmp_path / "g/downlink/p.npz").exists()
+
+
+# --- the agent's file manager, in process ----------------------------------------------------
+
+
+class GroundFilesRig:
+    """An in-process agent and a ground CFDP entity fed from the ground client's telemetry."""
+
+    def __init__(self, tmp: Path, **config):
+        self.rig = InProcessAgent(tmp / "agent", **config)
+        self.root = tmp / "ground"
+        (self.root / "uplink").mkdir(parents=True)
+        self.area = tmp / "agent" / "compute"
+        self.entity = FileEntity(1, 2, self.root, self.rig.clock.monotonic_s, read_tops=frozenset({"uplink"}),
+                                 write_tops=frozenset({"downlink"}))
+        self.rig.client.listeners.append(self._heard)
+
+    def _heard(self, item) -> None:
+        pdu = Codec.file_pdu(item.packet) if item.packet is not None else None
+        if pdu is not None:
+            self.entity.receive(pdu)
+
+    def run(self, seconds: float, dt: float = 0.1) -> None:
+        for _ in range(int(seconds / dt)):
+            for pdu in self.entity.pull(50_000):
+                self.rig.link.ground.send(self.rig.client.codec.encode_file_pdu_tc(pdu))
+            self.rig.advance(dt, dt)
+            if not self.entity.pending() and not self.rig.agent.files.entity.pending():
+                return
+
+
+@pytest.fixture
+def files_rig(tmp_path):
+    r = GroundFilesRig(tmp_path)
+    yield r
+    r.rig.close()
+
+
+@pytest.mark.req("FIL-001", "FIL-007")
+def test_the_agent_receives_an_uplink_and_sends_a_product_down(files_rig):
+    r = files_rig
+    data = os.urandom(120_000)
+    (r.root / "uplink/model.onnx").write_bytes(data)
+    r.entity.put("uplink/model.onnx", "staging/model.onnx")
+    r.run(30)
+    assert (r.area / "staging/model.onnx").read_bytes() == data
+    got = r.rig.events("FILE_RECEIVED")
+    assert got and got[-1].args["name"] == "staging/model.onnx" and got[-1].args["sha256"] == sha(data)[:16]
+
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/job-1.json").write_bytes(b'{"tiles": 3}')
+    res = r.rig.send("FILE_DOWNLINK", name="products/job-1.json", priority=1)
+    assert res.completed and res.result["transfer"].startswith("out-")
+    r.run(30)
+    assert (r.root / "downlink/products/job-1.json").read_bytes() == b'{"tiles": 3}'
+    assert r.rig.events("FILE_SENT")[-1].args["name"] == "products/job-1.json"
+    hk = r.rig.hk()
+    assert (hk["files_done"], hk["files_failed"], hk["file_bytes_in"]) == (2, 0, len(data))
+    status = r.rig.send("FILE_STATUS").result
+    assert [row[5] for row in status["transfers"]] == ["done", "done"]
+
+
+@pytest.mark.req("FIL-007", "FIL-006")
+def test_list_and_delete_on_board_are_confined(files_rig):
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/a.npz").write_bytes(b"a" * 10)
+    listing = r.rig.send("FILE_LIST", directory="products")
+    assert listing.completed and listing.result["entries"][0][:2] == ["a.npz", 10]
+    assert listing.result["free_mb"] > 0
+    for bad in ("../state.json", "models", "/etc"):
+        res = r.rig.send("FILE_LIST", directory=bad)
+        assert not res.completed and "BAD_ARGUMENTS" in res.outcome
+    res = r.rig.send("FILE_DELETE", name="models/cloud.onnx")
+    assert not res.completed and "not under" in res.outcome
+    assert r.rig.send("FILE_DELETE", name="products/a.npz").completed
+    assert not (r.area / "products/a.npz").exists()
+    assert r.rig.events("FILE_DELETED")[-1].args == {"name": "products/a.npz", "reason": "FILE_DELETE"}
+
+
+@pytest.mark.req("FIL-007")
+def test_a_file_being_sent_cannot_be_deleted(files_rig):
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/big.npz").write_bytes(os.urandom(200_000))
+    assert r.rig.send("FILE_DOWNLINK", name="products/big.npz").completed
+    res = r.rig.send("FILE_DELETE", name="products/big.npz")
+    assert not res.completed and "BUSY" in res.outcome
+
+
+@pytest.mark.req("FIL-004")
+def test_the_agent_suspends_its_transfers_when_the_ground_falls_silent(files_rig):
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/big.npz").write_bytes(os.urandom(50_000))
+    r.rig.advance(40)  # nothing from the ground for longer than file_los_s (30 s)
+    assert r.rig.events("FILES_SUSPENDED")
+    assert r.rig.hk()["files_suspended"] is True
+    res = r.rig.send("FILE_DOWNLINK", name="products/big.npz")  # a command is contact
+    assert res.completed
+    r.run(30)
+    assert r.rig.events("FILES_RESUMED")
+    assert (r.root / "downlink/products/big.npz").exists()
+
+
+@pytest.mark.req("FIL-009")
+def test_products_the_ground_confirmed_are_cleaned_and_new_ones_go_down_by_themselves(files_rig):
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+    assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed
+    (r.area / "products/new.json").write_bytes(b"{}")
+    r.rig.advance(2)  # a housekeeping period sees it
+    r.run(30)
+    assert (r.root / "downlink/products/new.json").read_bytes() == b"{}"
+    r.rig.advance(2)
+    assert not (r.area / "products/new.json").exists()
+    assert r.rig.events("FILE_DELETED")[-1].args["name"] == "products/new.json"
+
+
+@pytest.mark.req("FIL-006")
+def test_a_malformed_file_packet_is_counted_and_the_agent_goes_on(files_rig):
+    r = files_rig
+    from flight.link.apid import Apid
+    from flight.link.packets import pack_tc
+
+    r.rig.link.ground.send(pack_tc(Apid.FILES, 1, 141, 1, b"\x01\x02"))
+    r.rig.link.ground.send(pack_tc(Apid.FILES, 2, 8, 1, b"x"))
+    r.rig.advance(2)
+    assert r.rig.hk()["file_bad_pdus"] == 1
+    assert any("141" in e.args["reason"] for e in r.rig.events("BAD_PACKET"))
+    assert r.rig.send("NOOP").completed
+
+
+# --- sharing the link ------------------------------------------------------------------------
+
+
+def _manager(tmp: Path, link, clock, params: dict):
+    from flight.agent.files import FileManager
+    from flight.agent.ports import EventPort
+    from flight.link.definitions import DICTIONARY
+
+    events: list = []
+    port = EventPort(FileManager.NAME, FileManager.EVENTS, DICTIONARY, lambda name, args: events.append(name))
+    defaults = {p.name: p.default for p in DICTIONARY.parameters}
+    fm = FileManager(tmp / "area", tmp / "state", link, Codec(DICTIONARY).encode_file_pdu_tm, clock, port,
+                     {**defaults, **params}, contact_age_s=lambda: 0.0)
+    (tmp / "area" / "products").mkdir(parents=True, exist_ok=True)
+    return fm
+
+
+@pytest.mark.req("FIL-008")
+def test_file_pdus_keep_to_their_rate_budget(tmp_path):
+    from flight.clock import SimClock
+    from flight.link.memory_link import MemoryLink
+
+    (tmp_path / "state").mkdir()
+    clock = SimClock(1000.0)
+    pair = MemoryLink(queue_packets=100_000)
+    fm = _manager(tmp_path, pair.flight, clock, {"file_rate_bps": 10_000.0})
+    (tmp_path / "area/products/big.bin").write_bytes(os.urandom(400_000))
+    fm.entity.put("products/big.bin", "downlink/big.bin")
+    sent = 0
+    for _ in range(100):  # 10 s, a turn every 0.1 s
+        clock.set(clock.monotonic_s() + 0.1)
+        fm.end_turn()
+        sent += sum(len(p) for p in pair.ground.receive())
+    assert 0.8 * 10_000 * 10 <= sent <= 10_000 * 10 + 10_000 * 0.5 + 2048 + 1100
+
+
+@pytest.mark.system
+@pytest.mark.req("FIL-008")
+def test_file_pdus_never_queue_more_than_a_quarter_second_of_a_serial_line(tmp_path):
+    from flight.clock import RealClock
+    from flight.link.transport import open_flight_link
+    from hil.ptyline import PtyLine
+
+    (tmp_path / "state").mkdir()
+    with PtyLine(rate_bps=11520) as line:
+        link = open_flight_link(f"serial://{line.a_path}?baud=115200")
+        try:
+            fm = _manager(tmp_path, link, RealClock(), {})
+            (tmp_path / "area/products/big.bin").write_bytes(os.urandom(300_000))
+            fm.entity.put("products/big.bin", "downlink/big.bin")
+            line.pause()  # the far end stops taking bytes: whatever is offered stays queued here
+            turns = 0
+            while link.backlog_bytes() == 0 and turns < 100_000:  # until the cable's buffers are full
+                fm.end_turn()
+                link.flush()
+                turns += 1
+            assert link.backlog_bytes() > 0, "the line never filled"
+            before = fm.entity.counts()["bytes_out"]
+            most = 0
+            for _ in range(2000):
+                fm.end_turn()
+                link.flush()
+                most = max(most, link.backlog_bytes())
+            assert most <= 0.25 * 11520 + 1100  # a quarter second of the line, and one PDU past it
+            assert fm.entity.counts()["bytes_out"] - before <= 0.25 * 11520 + 1100
+        finally:
+            link.close()
+
+
+@pytest.mark.req("FIL-009")
+def test_below_the_disk_reserve_new_jobs_and_uplinks_are_refused_with_the_reason(tmp_path):
+    r = GroundFilesRig(tmp_path, compute_enabled=True, parameters={"disk_reserve_mb": 1e6})  # a terabyte free
+    try:
+        r.rig.advance(2)
+        low = r.rig.events("DISK_LOW")
+        assert len(low) == 1 and low[0].args["reserve_mb"] == 1e6
+        res = r.rig.send("INFER_START", input_set="cloud_tiles_test")
+        assert not res.completed and "BUSY" in res.outcome and "disk low" in res.outcome
+        (r.root / "uplink/m.onnx").write_bytes(b"m" * 5000)
+        t = r.entity.put("uplink/m.onnx", "staging/m.onnx")
+        r.run(30)
+        assert r.entity.find(t.id).state == "failed"
+        assert "disk low" in r.rig.events("FILE_FAILED")[-1].args["reason"]
+        assert not (r.area / "staging/m.onnx").exists()
+    finally:
+        r.rig.close()
+
+
+@pytest.mark.req("FIL-009")
+def test_an_uplinked_input_is_cleaned_once_a_job_has_taken_it(files_rig):
+    r = files_rig
+    assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed
+    (r.root / "uplink/tile.npy").write_bytes(b"t" * 1000)
+    r.entity.put("uplink/tile.npy", "incoming/tile.npy")
+    r.run(30)
+    r.rig.advance(3)
+    assert (r.area / "incoming/tile.npy").exists()  # not taken yet: kept
+    (r.area / "incoming/done").mkdir(parents=True)
+    os.replace(r.area / "incoming/tile.npy", r.area / "incoming/done/tile.npy")  # as a continuous job does
+    r.rig.advance(2)
+    assert not (r.area / "incoming/done/tile.npy").exists()
+    assert r.rig.events("FILE_DELETED")[-1].args["name"] == "incoming/done/tile.npy"
+
+
+@pytest.mark.req("FIL-007")
+def test_cancelling_a_file_coming_in_stops_it_for_good_and_tells_the_sender(tmp_path):
+    pair = Pair(tmp_path)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(os.urandom(400_000))
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(0.5, stop_when_idle=False)
+    incoming = [x for x in pair.board.list() if x.direction == "in"][0]
+    pair.board.cancel(incoming.id)
+    pair.run(300)
+    assert not (tmp_path / "b/staging/m.onnx").exists()
+    assert [(x.id, x.state) for x in pair.board.list()] == [(incoming.id, "cancelled")]  # not reopened
+    assert pair.ground.find(t.id).state == "failed" and "CANCEL" in pair.ground.find(t.id).reason
+    assert not list((tmp_path / "b/.partial").iterdir())
+
+
+@pytest.mark.req("FIL-007", "FIL-005")
+def test_cancelling_a_file_that_was_coming_in_before_a_restart(tmp_path):
+    pair = Pair(tmp_path)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(os.urandom(400_000))
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(0.5, stop_when_idle=False)
+    pair.board = pair.make_board()
+    resumable = [x for x in pair.board.list() if x.direction == "in"][0]
+    pair.board.cancel(resumable.id)
+    pair.run(300)
+    assert not (tmp_path / "b/staging/m.onnx").exists()
+    assert pair.ground.find(t.id).state == "failed"
+    assert not list((tmp_path / "b/.partial").iterdir())
+
+
+@pytest.mark.req("FIL-007")
+def test_cancelling_a_class_1_file_going_out_is_not_taken_for_a_fault(tmp_path):
+    pair = Pair(tmp_path)
+    (tmp_path / "b/products/p.npz").write_bytes(os.urandom(300_000))
+    t = pair.board.put("products/p.npz", "downlink/p.npz", cls=1)
+    pair.run(0.5, stop_when_idle=False)
+    pair.board.cancel(t.id)
+    pair.run(30)
+    assert ("b", "restarted", t.id) not in pair.log
+    assert pair.board.find(t.id).state == "cancelled"
+    assert [x.state for x in pair.ground.list()] == ["failed"]  # the EOF(cancel) reached it
+
+
+@pytest.mark.req("FIL-006")
+def test_an_eof_with_an_undefined_condition_code_is_counted_not_raised(tmp_path):
+    from spacepackets.cfdp import ConditionCode, TransmissionMode
+    from spacepackets.cfdp.conf import PduConfig
+    from spacepackets.cfdp.pdu import EofPdu
+    from spacepackets.util import ByteFieldU16, ByteFieldU32
+
+    pair = Pair(tmp_path)
+    conf = PduConfig(ByteFieldU16(1), ByteFieldU16(2), ByteFieldU32(5), TransmissionMode.ACKNOWLEDGED)
+    raw = bytearray(EofPdu(pdu_conf=conf, file_checksum=b"\0\0\0\0", file_size=10,
+                           condition_code=ConditionCode.NO_ERROR).pack())
+    raw[conf_len(raw)] = 9 << 4  # condition code 9 is not defined
+    pair.board.receive(bytes(raw))
+    assert pair.board.counts()["bad_pdus"] == 1 and "condition code 9" in pair.board.last_error
+
+
+def conf_len(raw: bytearray) -> int:
+    """Offset of an EOF's condition-code byte: after the header and the directive code."""
+    ids = ((raw[3] >> 4) & 0x7) + 1
+    seq = (raw[3] & 0x7) + 1
+    return 4 + 2 * ids + seq + 1
+
+
+@pytest.mark.req("FIL-006")
+def test_a_name_with_a_final_newline_is_refused():
+    with pytest.raises(NameRefused):
+        check_name("staging/a.onnx\n", frozenset({"staging"}))
+
+
+@pytest.mark.req("FIL-009")
+def test_a_file_too_big_for_the_reserve_is_refused_from_its_metadata(tmp_path):
+    pair = Pair(tmp_path)
+    seen = []
+    pair.board.admit_incoming = lambda size_bytes: seen.append(size_bytes) or (
+        "too big" if size_bytes and size_bytes > 10_000 else None)
+    (tmp_path / "g/uplink/big.onnx").write_bytes(b"b" * 20_000)
+    t = pair.ground.put("uplink/big.onnx", "staging/big.onnx")
+    pair.run(100)
+    assert seen[:2] == [None, 20_000]
+    assert pair.ground.find(t.id).state == "failed"
+    assert not (tmp_path / "b/staging/big.onnx").exists()
+
+
+@pytest.mark.req("FIL-009")
+def test_automatic_downlink_takes_every_product_even_past_a_full_queue(files_rig):
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    for i in range(70):  # more than the queue holds (64)
+        (r.area / f"products/p{i:02d}.json").write_bytes(b"{}")
+    assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+    for _ in range(10):
+        r.rig.advance(1.5)
+        r.run(20)
+    assert len(list((r.root / "downlink/products").iterdir())) == 70
+
+
+@pytest.mark.req("FIL-007")
+def test_a_name_too_deep_for_the_ground_is_refused_at_once(files_rig):
+    res = files_rig.rig.send("FILE_DOWNLINK", name="products/a/b/c.npz")
+    assert not res.completed and "levels deep" in res.outcome

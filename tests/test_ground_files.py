@@ -1,0 +1,359 @@
+"""File transfer on the ground (ground/files.py), in process: the ground's CFDP entity on a
+GroundClient over a memory link, against a second FileEntity standing in for the agent (its
+protocol alone, on a clock the test moves) and against the real agent built in this process
+(tests/inproc.py). The archive's table of transfers and its listing. Real parts throughout: the
+packets are encoded, carried and decoded as over a real link; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import doctest
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flight.files.entity import FileEntity, FileError
+from flight.link.apid import Apid
+from flight.link.definitions import DICTIONARY
+from flight.link.memory_link import MemoryLink
+from flight.link.messages import Codec
+from flight.link.packets import unpack
+from ground import archive_cli
+from ground.archive import Archive, RetentionPolicy
+from ground.client import GroundClient
+from ground.files import DOWNLINK_TOPS, UPLINK_TOPS, GroundFiles, sha256_file
+from tests.inproc import InProcessAgent
+
+STEP_S = 0.05
+
+
+class Clock:
+    """Monotonic seconds the test moves (both ends' CFDP timers and the ground's rate budget)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class StandIn:
+    """The agent's end of the link, its CFDP part only: entity 2 over the flight side of a
+    memory link, sending at ``rate_bps``, and a housekeeping packet each second while not
+    ``silent`` (the ground judges contact by what it hears)."""
+
+    def __init__(self, link: MemoryLink, root: Path, clock: Clock, rate_bps: float = 1e6):
+        self.link = link.flight
+        self.root = root
+        self.clock = clock
+        self.codec = Codec(DICTIONARY, Apid.AGENT)
+        self.entity = FileEntity(2, 1, root, clock, read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS,
+                                 state_path=root / "standin.json")
+        self.rate_bps = rate_bps
+        self.silent = False
+        self.tcs_in = 0
+        self._last_s = clock()
+        self._hk_s = -1e9
+        link.serve = self.step
+
+    def step(self) -> None:
+        for inbound in self.link.receive():
+            self.tcs_in += 1
+            pdu = Codec.file_pdu(unpack(inbound.packet))
+            if pdu is not None and not self.silent:
+                self.entity.receive(pdu)
+        now = self.clock()
+        budget = int(self.rate_bps * (now - self._last_s))
+        self._last_s = now
+        if self.silent:
+            return
+        if now - self._hk_s >= 1.0:
+            self._hk_s = now
+            values = {name: None for name in DICTIONARY.packet_by_name["AGENT_HK"].channels}
+            values.update(mode="IDLE", uptime_s=now)
+            self.link.publish(self.codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + now))
+        for pdu in self.entity.pull(budget):
+            self.link.publish(self.codec.encode_file_pdu_tm(pdu, 1.7e9 + now))
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(ground files, stand-in, clock, client): the ground's area in tmp/ground, the stand-in's in tmp/agent."""
+    clock = Clock()
+    link = MemoryLink()
+    (tmp_path / "agent").mkdir()
+    standin = StandIn(link, tmp_path / "agent", clock)
+    client = GroundClient(link.ground)
+    records: list[dict] = []
+    files = GroundFiles(client, tmp_path / "ground", clock_s=clock, rate_bps=200_000.0, los_s=5.0,
+                        on_record=records.append)
+    files.records_seen = records  # type: ignore[attr-defined] - the test's own log of what would be archived
+    yield files, standin, clock, client
+    files.close()
+    client.close()
+
+
+def run(files: GroundFiles, client: GroundClient, clock: Clock, until, max_s: float = 120.0) -> float:
+    """Move time in steps, the ground polling its link and servicing its files, until ``until()``."""
+    start = clock.t
+    while not until():
+        assert clock.t - start < max_s, f"not done within {max_s} s of simulated time"
+        clock.t += STEP_S
+        client.poll(0)
+        files.service()
+    return clock.t - start
+
+
+def settled(files: GroundFiles, rid: str):
+    return lambda: files.records[rid].settled
+
+
+# --- ground and stand-in -----------------------------------------------------------------------
+
+
+@pytest.mark.req("GND-050", "GND-052")
+def test_put_goes_up_whole_under_the_rate_and_is_recorded(pair, tmp_path):
+    files, standin, clock, client = pair
+    data = os.urandom(150_000)
+    local = tmp_path / "model.onnx"
+    local.write_bytes(data)
+    record = files.put(local, "staging/model.onnx", who="alice")
+    assert record.state == "queued" and record.direction == "up" and record.who == "alice"
+    elapsed = run(files, client, clock, settled(files, record.id))
+    done = files.records[record.id]
+    assert done.state == "done", done.reason
+    arrived = standin.root / "staging/model.onnx"
+    assert arrived.read_bytes() == data
+    assert done.sha256 == hashlib.sha256(data).hexdigest() == sha256_file(arrived)
+    # 150 kB at 200 kB/s (plus PDU headers and the packets around them): no faster than the budget.
+    assert elapsed >= 150_000 / 200_000.0 - 0.5 - 0.05
+    assert not list((files.area / "uplink").iterdir()), "the uplink copy is removed once the transfer ends"
+    states = [r["state"] for r in files.records_seen if r["id"] == record.id]
+    assert states[0] == "queued" and states[-1] == "done" and "active" in states
+    assert client.file_pdus > 0 and client.gaps.missing == 0
+
+
+@pytest.mark.req("GND-051", "GND-052")
+def test_what_the_agent_sends_lands_in_downlink_and_file_tm_is_no_packet_noise(pair):
+    files, standin, clock, client = pair
+    data = os.urandom(40_000)
+    (standin.root / "products").mkdir()
+    (standin.root / "products/job-1.json").write_bytes(data)
+    standin.entity.put("products/job-1.json", "downlink/products/job-1.json", 2, 5)
+    heard: list = []
+    client.listeners.append(heard.append)
+    run(files, client, clock, lambda: any(r.settled for r in files.records.values()))
+    (record,) = files.records.values()
+    assert record.state == "done" and record.direction == "down" and record.id.startswith("in-2-")
+    assert record.remote == "products/job-1.json" and record.local == "downlink/products/job-1.json"
+    assert (files.area / record.local).read_bytes() == data and record.sha256 == hashlib.sha256(data).hexdigest()
+    # The PDUs went to the file service alone: no listener, no key for the store, no gap count.
+    assert client.file_pdus > 0 and all(item.packet.apid != Apid.FILES for item in heard)
+    assert client.bad_packets == 0 and client.gaps.missing == 0
+
+
+@pytest.mark.req("GND-053")
+@pytest.mark.parametrize("name, why", [
+    ("../x", "component '..' is not a plain name"),
+    ("staging/../etc", "component '..' is not a plain name"),
+    ("staging/a/../../../etc/passwd", "levels deep, at most 4"),
+    ("/etc/passwd", "must be a relative name"),
+    (".hidden", "component '.hidden' is not a plain name"),
+    ("staging/.x", "component '.x' is not a plain name"),
+    ("staging//x", "component '' is not a plain name"),
+    ("models/golden.onnx", "is not under"),
+    ("", "empty file name"),
+    ("staging/" + "a" * 300, "characters, at most 200"),
+])
+def test_hostile_names_are_refused_before_anything_is_sent(pair, tmp_path, name, why):
+    files, standin, clock, client = pair
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"x")
+    with pytest.raises(FileError) as put_refused:
+        files.put(local, name)
+    with pytest.raises(FileError) as get_refused:
+        files.get(name)
+    for refused in (put_refused, get_refused):
+        assert str(refused.value).startswith("name: ") and why in str(refused.value), str(refused.value)
+    run(files, client, clock, lambda: clock.t > 1001.0)
+    assert standin.tcs_in == 0 and not files.records, "nothing left the ground"
+
+
+@pytest.mark.req("GND-054")
+def test_silence_suspends_the_transfer_and_the_next_packet_resumes_it(pair, tmp_path):
+    files, standin, clock, client = pair
+    data = os.urandom(400_000)
+    local = tmp_path / "big.bin"
+    local.write_bytes(data)
+    record = files.put(local, "incoming/big.bin")
+    run(files, client, clock, lambda: files.records[record.id].progress > 50_000)
+    standin.silent = True  # loss of signal: nothing either way (the agent suspends on its side too)
+    standin.entity.set_contact(False)
+    run(files, client, clock, lambda: files.status()["suspended"], max_s=files.los_s + 1.0)
+    sent, lost_at = files.pdus_up, clock.t
+    run(files, client, clock, lambda: clock.t > lost_at + 200.0, max_s=201.0)  # past every CFDP timer
+    assert files.pdus_up == sent, "nothing goes up while suspended"
+    assert files.records[record.id].state == "active", "a pass's end is not a timeout"
+    standin.silent = False
+    standin.entity.set_contact(True)
+    run(files, client, clock, settled(files, record.id))
+    assert files.records[record.id].state == "done", files.records[record.id].reason
+    assert (standin.root / "incoming/big.bin").read_bytes() == data
+
+
+@pytest.mark.req("GND-050")
+def test_a_put_cancelled_stops_and_the_agent_is_told(pair, tmp_path):
+    files, standin, clock, client = pair
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(500_000))
+    record = files.put(local, "data/big.bin", who="bob")
+    run(files, client, clock, lambda: files.records[record.id].progress > 20_000)
+    files.cancel(record.id, who="bob")
+    assert files.records[record.id].state == "cancelled" and "bob" in files.records[record.id].reason
+    run(files, client, clock, lambda: not standin.entity.pending(), max_s=60.0)
+    assert not (standin.root / "data/big.bin").exists()
+    with pytest.raises(FileError, match="no transfer"):
+        files.cancel(record.id)
+
+
+@pytest.mark.req("GND-050")
+def test_transfers_in_progress_survive_a_ground_restart(pair, tmp_path):
+    files, standin, clock, client = pair
+    data = os.urandom(300_000)
+    local = tmp_path / "f.bin"
+    local.write_bytes(data)
+    record = files.put(local, "staging/f.bin", who="alice")
+    run(files, client, clock, lambda: files.records[record.id].progress > 30_000)
+    files.close()
+    again = GroundFiles(client, files.area, clock_s=clock, rate_bps=200_000.0, los_s=5.0)
+    try:
+        assert again.records[record.id].who == "alice" and not again.records[record.id].settled
+        run(again, client, clock, settled(again, record.id))
+        assert again.records[record.id].state == "done", again.records[record.id].reason
+        assert again.records[record.id].restarts >= 1
+        assert (standin.root / "staging/f.bin").read_bytes() == data
+    finally:
+        again.close()
+
+
+def test_the_ground_names_the_same_top_directories_as_the_agent():
+    from flight.agent import files as agent_files
+    from ground import files as ground_files
+
+    assert ground_files.UPLINK_TOPS == agent_files.UPLINK_TOPS
+    assert ground_files.DOWNLINK_TOPS == agent_files.DOWNLINK_TOPS
+    assert (ground_files.GROUND_ENTITY_ID, ground_files.AGENT_ENTITY_ID) == (agent_files.GROUND_ENTITY_ID,
+                                                                             agent_files.AGENT_ENTITY_ID)
+
+
+# --- the real agent, in process ------------------------------------------------------------------
+
+
+@pytest.fixture
+def agent(tmp_path):
+    a = InProcessAgent(tmp_path / "state")
+    yield a
+    a.close()
+
+
+def run_agent(a: InProcessAgent, files: GroundFiles, until, max_s: float = 120.0) -> None:
+    start = a.clock.monotonic_s()
+    while not until():
+        assert a.clock.monotonic_s() - start < max_s, f"not done within {max_s} s of simulated time"
+        a.advance(STEP_S, STEP_S)
+        files.service()
+
+
+@pytest.mark.req("GND-050", "GND-051", "GND-052")
+def test_put_and_get_with_the_agent_match_sha256(agent, tmp_path):
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    try:
+        up = os.urandom(200_000)
+        (tmp_path / "up.bin").write_bytes(up)
+        put = files.put(tmp_path / "up.bin", "staging/up.bin", who="alice")
+        run_agent(agent, files, settled(files, put.id))
+        compute = agent.config.state_dir / "compute"
+        assert files.records[put.id].state == "done", files.records[put.id].reason
+        assert sha256_file(compute / "staging/up.bin") == hashlib.sha256(up).hexdigest() == files.records[put.id].sha256
+        assert agent.events("FILE_RECEIVED")[-1].args["name"] == "staging/up.bin"
+
+        down = os.urandom(123_457)
+        (compute / "products").mkdir(exist_ok=True)
+        (compute / "products/job-7.npz").write_bytes(down)
+        get = files.get("products/job-7.npz", who="bob")
+        assert get.state == "requested" and get.id.startswith("get-")
+        run_agent(agent, files, settled(files, get.id))
+        done = files.records[get.id]
+        assert done.state == "done" and done.who == "bob" and done.agent_transfer, done
+        assert (files.area / done.local).read_bytes() == down
+        assert done.sha256 == hashlib.sha256(down).hexdigest() == sha256_file(files.path_of(done))
+
+        missing = files.get("products/nothing.bin", who="bob")
+        run_agent(agent, files, settled(files, missing.id), max_s=10.0)
+        assert files.records[missing.id].state == "failed"
+        assert "no file 'products/nothing.bin'" in files.records[missing.id].reason
+    finally:
+        files.close()
+
+
+# --- the archive ---------------------------------------------------------------------------------
+
+
+def _record(rid: str, state: str, requested_s: float, **more) -> dict:
+    return {"id": rid, "direction": "down", "remote": "products/a.bin", "local": "downlink/products/a.bin",
+            "size": 10, "progress": 0, "state": state, "reason": "", "who": "bob", "sha256": None,
+            "cfdp_class": 2, "priority": 5, "requested_s": requested_s, "started_s": None, "finished_s": None,
+            "restarts": 0, "transfer": None, "agent_transfer": None, **more}
+
+
+@pytest.mark.req("GND-055")
+def test_the_archive_keeps_each_transfer_once_as_it_moves_and_lists_it(tmp_path, capsys):
+    path = tmp_path / "ground.sqlite"
+    with Archive(path) as archive:
+        archive.record_file_transfer(_record("get-1", "requested", 1.7e9))
+        archive.record_file_transfer(_record("get-1", "done", 1.7e9, sha256="ab" * 32, transfer="in-2-1",
+                                             reason="received, CRC-32 and SHA-256 checked", finished_s=1.7e9 + 5))
+        archive.record_file_transfer(_record("out-1", "failed", 1.7e9 + 10, direction="up", remote="staging/m.onnx",
+                                             local="/home/op/m.onnx"), spacecraft="sat-b")
+        (one,) = archive.file_transfers()
+        assert (one.ref, one.state, one.who, one.sha256, one.transfer) == ("get-1", "done", "bob", "ab" * 32, "in-2-1")
+        assert [t.ref for t in archive.file_transfers(spacecraft="sat-b")] == ["out-1"]
+        assert archive.check() == []
+    assert archive_cli.main(["files", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "get-1" in out and "products/a.bin <- downlink/products/a.bin" in out and "done" in out
+    assert archive_cli.main(["files", "--db", str(path), "--spacecraft", "sat-c"]) == 1
+    assert doctest.testmod(archive_cli).failed == 0
+
+
+@pytest.mark.req("GND-055")
+def test_an_archive_from_before_file_transfers_gets_the_table_and_retention_covers_it(tmp_path):
+    path = tmp_path / "old.sqlite"
+    Archive(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE file_transfers")  # as a file written before this table existed
+    db.commit()
+    db.close()
+    with Archive(path) as archive:
+        archive.record_file_transfer(_record("get-1", "done", 1000.0))
+        archive.record_file_transfer(_record("get-2", "done", 2e9))
+        archive.retain(RetentionPolicy(), now_s=2e9)
+        assert [t.ref for t in archive.file_transfers()] == ["get-2"], "kept as long as commands, no longer"
+
+
+@pytest.mark.req("GND-052")
+def test_the_files_table_of_the_server_configuration_is_checked_naming_the_key(tmp_path):
+    from ground.server_config import ServerConfigError, server_config_from_mapping
+
+    base = {"spacecraft": [{"id": "sat-a", "link": "zmq+ipc:///tmp/x"}]}
+    config = server_config_from_mapping({**base, "files": {"dir": "areas", "rate_bps": 8000, "los_s": 60}},
+                                        DICTIONARY, tmp_path)
+    assert (config.files.dir, config.files.rate_bps, config.files.los_s) == (tmp_path / "areas", 8000.0, 60.0)
+    assert server_config_from_mapping(base, DICTIONARY, tmp_path).files.dir is None  # beside the archive
+    for files, key in (({"rate": 1}, "files.rate"), ({"rate_bps": 0}, "files.rate_bps"),
+                       ({"los_s": "long"}, "files.los_s"), ({"dir": ""}, "files.dir")):
+        with pytest.raises(ServerConfigError, match=key.replace(".", r"\.")):
+            server_config_from_mapping({**base, "files": files}, DICTIONARY, tmp_path)

@@ -1,0 +1,158 @@
+"""File transfer end to end: the real agent as a process (``sunlit-flight run``) on a real
+ZeroMQ link, the ground server with its archive, its HTTP routes under the guard, and
+``sunlit-ground file ...`` as a subprocess, through the server and ``--direct``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ground.auth import UserStore
+from ground.server import GroundServer, quick_config
+from tests.test_ground_server import http, login, make_users
+
+REPO = Path(__file__).resolve().parents[1]
+SC = "sunlit-1"
+
+pytestmark = pytest.mark.system
+
+
+def run_cli(*args: str, env: dict, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ground.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ground(ipc_url, start_agent, tmp_path):
+    """A real agent and a server with an archive on its link; (server, the agent's file area)."""
+    agent = start_agent(ipc_url)
+    users = make_users(tmp_path / "users.toml")
+    config = quick_config(ipc_url, port=0, archive=tmp_path / "ground.sqlite", users=users)
+    server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
+    yield server, agent.state_dir / "compute"
+    server.stop()
+
+
+@pytest.mark.req("GND-050", "GND-051", "GND-055", "GND-056")
+def test_put_and_get_through_the_server_with_the_cli_match_sha256_and_are_archived(ground, tmp_path):
+    server, area = ground
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": login(server, "alice")}
+    wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
+    up = tmp_path / "model.onnx"
+    up.write_bytes(os.urandom(180_000))
+    out = run_cli("file", "put", str(up), "staging/model.onnx", "--timeout", "60", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "delivered" in out.stdout and "%" in out.stdout
+    assert sha(area / "staging/model.onnx") == sha(up)
+
+    (area / "products").mkdir(parents=True, exist_ok=True)
+    product = area / "products/job-3.npz"
+    product.write_bytes(os.urandom(150_001))
+    fetched = tmp_path / "got.npz"
+    out = run_cli("file", "get", "products/job-3.npz", "--out", str(fetched), "--timeout", "60", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sha(fetched) == sha(product) and "checked against the agent's" in out.stdout
+    out = run_cli("file", "get", "products/job-3.npz", "--out", str(fetched), env=env)
+    assert out.returncode == 2 and "exists" in out.stderr, "an existing file is kept"
+
+    out = run_cli("file", "list", "products", env=env)
+    assert out.returncode == 0 and "products/job-3.npz" in out.stdout and "MB free on board" in out.stdout, out.stderr
+    out = run_cli("file", "rm", "products/job-3.npz", env=env)
+    assert out.returncode == 3 and "--yes" in out.stderr, "hazardous: not without --yes"
+    out = run_cli("file", "rm", "products/job-3.npz", "--yes", env=env)
+    assert out.returncode == 0 and not product.exists(), out.stderr
+    out = run_cli("file", "get", "products/nothing.bin", "--out", str(tmp_path / "n.bin"), env=env)
+    assert out.returncode == 1 and "no file 'products/nothing.bin'" in out.stderr, out.stderr
+    out = run_cli("file", "status", env=env)
+    assert out.returncode == 0 and "staging/model.onnx" in out.stdout and "in contact" in out.stdout
+
+    def archived() -> list:
+        return [t for t in server.archive.file_transfers(spacecraft=SC) if t.state in ("done", "failed")]
+
+    wait_for(lambda: len(archived()) == 3, what="three transfers settled in the archive")
+    put_row, get_row, missing_row = archived()
+    assert (put_row.direction, put_row.who, put_row.remote_name, put_row.sha256) == ("up", "alice",
+                                                                                     "staging/model.onnx", sha(up))
+    assert (get_row.direction, get_row.who, get_row.state, get_row.sha256) == ("down", "alice", "done",
+                                                                               sha(fetched))
+    assert get_row.local_name == "downlink/products/job-3.npz" and get_row.agent_transfer
+    assert missing_row.state == "failed" and "FILE_DOWNLINK" in missing_row.outcome
+    commands = [c.name for c in server.archive.commands(spacecraft=SC)]
+    assert "FILE_DOWNLINK" in commands and "FILE_DELETE" in commands, "the gets went through the queue"
+
+
+@pytest.mark.req("GND-053", "GND-056", "GND-021")
+def test_file_routes_follow_the_guard_and_refuse_hostile_names(ground, tmp_path):
+    server, area = ground
+    viewer, operator = login(server, "vera"), login(server, "alice")
+
+    def put(token: str, name: str, body: bytes = b"data", content_type: str = "application/octet-stream"):
+        req = urllib.request.Request(f"{server.url}api/files/put?name={urllib.request.quote(name)}", data=body,
+                                     method="POST", headers={"Authorization": f"Bearer {token}",
+                                                             "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    assert put(viewer, "staging/x.bin")[0] == 403
+    assert http(server, "POST", "/api/files/get", {"name": "products/x"}, token=viewer)[0] == 403
+    assert put(operator, "staging/x.bin", content_type="application/json")[0] == 415
+    for hostile in ("../x", "/etc/passwd", "staging/.hidden", "models/golden.onnx"):
+        status, body = put(operator, hostile)
+        assert status == 400 and b"name: " in body, (hostile, body)
+        status, answer, _ = http(server, "POST", "/api/files/get", {"name": hostile}, token=operator)
+        assert status == 400 and answer["error"].startswith("name: "), (hostile, answer)
+    assert not list((server.files_dir / SC / "uplink").iterdir()), "nothing refused was kept"
+    status, body = put(operator, "data/set.bin", os.urandom(5000))
+    assert status == 202, body
+    status, answer, _ = http(server, "GET", "/api/files", token=viewer)
+    assert status == 200 and answer["transfers"][0]["remote"] == "data/set.bin"
+    rid = answer["transfers"][0]["id"]
+    wait_for(lambda: http(server, "GET", "/api/files", token=viewer)[1]["transfers"][0]["state"] == "done",
+             what="the upload delivered")
+    assert (area / "data/set.bin").stat().st_size == 5000
+    status, answer, _ = http(server, "POST", f"/api/files/{rid}/cancel", {}, token=operator)
+    assert status == 409 and "no transfer" in answer["error"]
+    status, answer, _ = http(server, "GET", f"/api/files/{rid}/content", token=viewer)
+    assert status == 409, "an upload has no content to fetch here"
+
+
+@pytest.mark.req("GND-050", "GND-051", "GND-056")
+def test_direct_put_and_get_on_the_bench(ipc_url, start_agent, tmp_path):
+    agent = start_agent(ipc_url)
+    area = agent.state_dir / "compute"
+    env = dict(os.environ)
+    up = tmp_path / "in.bin"
+    up.write_bytes(os.urandom(90_000))
+    common = ["--direct", ipc_url]
+    out = run_cli(*common, "file", "put", str(up), "incoming/in.bin", "--area", str(tmp_path / "area"),
+                  "--timeout", "60", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "direct link" in out.stderr and sha(area / "incoming/in.bin") == sha(up)
+    out = run_cli(*common, "file", "get", "incoming/in.bin", "--out", str(tmp_path / "back.bin"), "--area",
+                  str(tmp_path / "area"), "--timeout", "60", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sha(tmp_path / "back.bin") == sha(up)
+    assert (tmp_path / "area/direct/downlink/incoming/in.bin").is_file()
+    out = run_cli(*common, "file", "status", env=env)
+    assert out.returncode == 0 and "done" in out.stdout, out.stdout + out.stderr

@@ -1,0 +1,141 @@
+"""The web console's Files panel in a real browser (Debian's Chromium, headless, through
+Playwright) against a real GroundServer on a real ZeroMQ link, whose spacecraft side is a
+CFDP entity standing in for the agent (entity 2, its own thread, paced at a rate the test
+chooses so that a transfer takes seconds). Every wait is on a DOM condition with a timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+
+from flight.files.entity import FileEntity
+from flight.link.apid import Apid
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import Codec
+from flight.link.packets import unpack
+from ground.files import DOWNLINK_TOPS, UPLINK_TOPS
+from tests.test_ground_web import _expect, browser, make_ground, pages, users_file  # noqa: F401
+
+SC = "sunlit-1"
+
+pytestmark = pytest.mark.system
+
+
+class LinkStandIn:
+    """The agent's end of a real link, its CFDP part: PDUs in from the ground's TC(141,1),
+    out as TM(141,1) at ``rate_bps``, and housekeeping twice a second (the ground's contact)."""
+
+    def __init__(self, link, root, rate_bps: float):
+        self.link = link
+        self.root = root
+        self.rate_bps = rate_bps
+        self.codec = Codec(DICTIONARY, Apid.AGENT)
+        self.entity = FileEntity(2, 1, root, time.monotonic, read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS)
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="standin", daemon=True)
+
+    def start(self) -> LinkStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def send(self, name: str, data: bytes) -> None:
+        (self.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / name).write_bytes(data)
+        with self.lock:
+            self.entity.put(name, f"downlink/{name}", 2, 5)
+
+    def _run(self) -> None:
+        last = hk = time.monotonic()
+        values = {name: None for name in DICTIONARY.packet_by_name["AGENT_HK"].channels}
+        values.update(mode="IDLE", dict_hash=DICTIONARY.version_hash)
+        while not self._stop.wait(0.02):
+            now = time.monotonic()
+            with self.lock:
+                for inbound in self.link.receive():
+                    pdu = Codec.file_pdu(unpack(inbound.packet))
+                    if pdu is not None:
+                        self.entity.receive(pdu)
+                for pdu in self.entity.pull(int(self.rate_bps * (now - last))):
+                    self.link.publish(self.codec.encode_file_pdu_tm(pdu, time.time()))
+            last = now
+            if now - hk >= 0.5:
+                hk = now
+                self.link.publish(self.codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid,
+                                                       {**values, "uptime_s": now}, time.time()))
+            self.link.flush()
+
+
+@pytest.fixture
+def standin_ground(short_dir, make_ground, tmp_path):  # noqa: F811 - make_ground is the imported fixture
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/link"
+    source = open_flight_link(url)
+    (tmp_path / "agent").mkdir()
+    standin = LinkStandIn(source, tmp_path / "agent", rate_bps=60_000.0).start()
+    try:
+        yield make_ground(url, archive=tmp_path / "ground.sqlite", connect_timeout_s=0), standin
+    finally:
+        standin.stop()
+        source.close()
+
+
+@pytest.mark.req("GND-057", "GND-003")
+def test_the_files_panel_shows_each_transfer_with_its_progress(standin_ground, pages, tmp_path):  # noqa: F811
+    server, standin = standin_ground
+    expect = _expect()
+    page = pages(server, "alice")
+    viewer = pages(server, "vera")
+    expect(page.locator("#files-state")).to_have_text("file link: in contact")
+    assert viewer.locator("#file-get-form").count() == 0 and viewer.locator("#file-put-form").count() == 0
+
+    data = os.urandom(300_000)  # five seconds at 60 kB/s: progress pushed twice a second
+    standin.send("products/scene-7.tif", data)
+    row = "#file-table tr[data-direction=down]"
+    page.wait_for_function(f"""() => {{
+        const r = document.querySelector("{row}");
+        return r && r.dataset.state === "active" && Number(r.dataset.pct) > 0 && Number(r.dataset.pct) < 100;
+    }}""")
+    expect(page.locator(f"{row} td.file")).to_have_text("products/scene-7.tif")
+    expect(page.locator(f"{row} td.progress span")).to_contain_text("% · ")
+    expect(page.locator(f"{row} td.progress span")).to_contain_text("of 300.0 kB")
+    assert 0 < page.locator(f"{row} progress").evaluate("p => p.value") < 100
+    expect(viewer.locator(row)).to_have_count(1)  # every page sees it
+    expect(page.locator(row)).to_have_attribute("data-state", "done", timeout=30_000)
+    expect(page.locator(row)).to_have_attribute("data-pct", "100")
+    expect(page.locator(f"{row} td.progress span")).to_have_text("100% · 300.0 kB of 300.0 kB")
+    expect(page.locator(f"{row} a.file-save")).to_have_count(1)
+    rid = page.locator(row).get_attribute("id")[len("file-"):]
+    kept = server.files_dir / SC / "downlink/products/scene-7.tif"
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    with page.expect_download() as saving:
+        page.click(f"{row} a.file-save")
+    saved = tmp_path / "saved.tif"
+    saving.value.save_as(saved)
+    assert saved.read_bytes() == data, f"Save fetched /api/files/{rid}/content whole"
+
+    # Up from the page: a file chosen, its name on board filled in, sent, delivered.
+    up = tmp_path / "model.onnx"
+    up.write_bytes(os.urandom(40_000))
+    page.set_input_files("#file-put-file", str(up))
+    expect(page.locator("#file-put-name")).to_have_value("staging/model.onnx")
+    page.click("#file-put")
+    up_row = "#file-table tr[data-direction=up]"
+    expect(page.locator(f"{up_row} td.file")).to_have_text("staging/model.onnx")
+    expect(page.locator(up_row)).to_have_attribute("data-state", "done", timeout=30_000)
+    assert (standin.root / "staging/model.onnx").read_bytes() == up.read_bytes()
+    # The send's answer (queued) may arrive after the pushes of so short a transfer: the page kept the newest.
+    expect(page.locator(f"{up_row} td.progress span")).to_have_text("100% · 40.0 kB of 40.0 kB")
+    page.fill("#file-get-name", "../etc/passwd")
+    page.click("#file-get")
+    expect(page.locator("#files-error")).to_contain_text("is not a plain name")

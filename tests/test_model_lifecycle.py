@@ -1,0 +1,362 @@
+"""The model lifecycle on board: verify → reference check → activate with a fallback, rollback by
+command and by itself, provenance in products and housekeeping, deltas, restarts.
+
+The worker runs in this process on a real socket (tests/model_helpers.py), with real
+onnxruntime sessions on small real models; the last test flies it in a real agent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
+from flight.compute.store import ModelStore
+from flight.link.dictionary import FailureCode
+from ground.model_package import pack_delta
+from tests.model_helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    BOB_KEY,
+    REF_X,
+    WorkerBench,
+    pack,
+    resign,
+    stage_delta,
+    tiny,
+    trusted_file,
+)
+V1, V2 = tiny(2.0), tiny(3.0)
+NAN_MODEL = tiny(3.0, op="Sqrt")  # finite on the (positive) reference inputs, NaN on negative tiles
+RNG_TILES = np.random.default_rng(3).uniform(0.1, 1.0, size=(10, 2)).astype(np.float32)
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = WorkerBench(tmp_path / "compute", trusted_file(tmp_path, (ALICE, ALICE_KEY)))
+    yield b
+    b.close()
+
+
+def installed(bench, model: bytes, version: str, name: str = "tiny"):
+    manifest = pack(bench.staging, model, version, name).manifest
+    reply = bench.install(version, manifest.sha256, name)
+    assert reply.ok, reply.reason
+    return manifest
+
+
+@pytest.mark.req("MDL-004", "MDL-001")
+def test_a_signed_install_activates_and_keeps_the_previous_version_as_the_fallback(bench):
+    first = installed(bench, V1, "1")
+    event = bench.events("MODEL_INSTALLED")[-1].args
+    assert event == {"name": "tiny", "version": "1", "sha256": sha256_hex(V1)[:16], "uplinked_by": ALICE,
+                     "fallback": "none"}
+    reply = bench.install("2", pack(bench.staging, V2, "2").manifest.sha256)
+    assert reply.ok and reply.result["fallback_version"] == "1" and reply.result["uplinked_by"] == ALICE
+    assert reply.result["max_error"] == 0.0  # the same CPU build ran it here and on the "ground"
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version, state.probation) == ("2", "1", True)
+    assert state.active.sha256 == sha256_hex(V2) and state.provenance_of("1").uplinked_by == ALICE
+    assert bench.worker.store.load_fallback("tiny").bytes == V1  # kept, and checked when read
+    assert state.provenance_of("1").created_utc == first.created_utc
+    # a third version: the first is forgotten, files and all (the store keeps two)
+    installed(bench, tiny(4.0), "3")
+    files = sorted(p.name for p in bench.worker.store.root.iterdir() if p.name.startswith("tiny@"))
+    assert files == ["tiny@2.onnx", "tiny@2.ref.npz", "tiny@3.onnx", "tiny@3.ref.npz"]
+    assert bench.worker.store.verify_all() == []
+    refused = bench.install("3", sha256_hex(tiny(4.0)))  # the active version again
+    assert not refused.ok and "is the active version of 'tiny' already" in refused.reason
+    pack(bench.staging, tiny(5.0), "2")  # the fallback's version: its file is never rewritten in place
+    refused = bench.install("2", sha256_hex(tiny(5.0)))
+    assert not refused.ok and "is the fallback version of 'tiny' already" in refused.reason
+    assert bench.worker.store.load_fallback("tiny").bytes == V2
+
+
+@pytest.mark.req("MDL-001")
+def test_a_bad_signature_an_unknown_key_or_no_trusted_keys_is_refused(bench, tmp_path):
+    sha = pack(bench.staging, V1, "1", operator=BOB, key=BOB_KEY).manifest.sha256
+    unknown = bench.install("1", sha)
+    assert not unknown.ok and unknown.code == FailureCode.BAD_ARGUMENTS
+    assert "signed by 'bob', whose key is not trusted here (trusted: alice)" in unknown.reason
+    assert "trusted here" in bench.events("MODEL_REFUSED")[-1].args["reason"]
+    # Bob signs as Alice: the name is hers, the key is not.
+    resign(bench.staging, "tiny", key=BOB_KEY, uplinked_by=ALICE)
+    forged = bench.install("1", sha)
+    assert not forged.ok and "the signature of 'alice' does not verify" in forged.reason
+    # Alice's manifest, edited after she signed it (a looser tolerance).
+    pack(bench.staging, V1, "1")
+    path = bench.staging / StagedFiles.of("tiny").manifest
+    doc = json.loads(path.read_text())
+    doc["body"]["tolerance"] = 10.0
+    path.write_text(json.dumps(doc))
+    edited = bench.install("1", sha)
+    assert not edited.ok and "changed after it was signed" in edited.reason
+    assert bench.worker.store.list() == []  # nothing was installed
+
+    no_keys = WorkerBench(tmp_path / "other")
+    try:
+        pack(no_keys.staging, V1, "1")
+        refused = no_keys.install("1", sha)
+        assert not refused.ok and refused.code == FailureCode.NOT_ALLOWED_IN_MODE
+        assert "none are configured: set [models] trusted_keys" in refused.reason
+    finally:
+        no_keys.close()
+
+
+@pytest.mark.req("MDL-001")
+def test_an_unsigned_model_is_taken_only_when_the_configuration_allows_it(tmp_path):
+    for allow in (False, True):
+        bench = WorkerBench(tmp_path / f"allow-{allow}", allow_unsigned=allow)
+        try:
+            bench.staging.mkdir(parents=True, exist_ok=True)
+            (bench.staging / "tiny.onnx").write_bytes(V1)
+            reply = bench.install("1", sha256_hex(V1))
+            if allow:
+                assert reply.ok and reply.result["uplinked_by"] == "unsigned" and reply.result["max_error"] is None
+                assert bench.worker.store.state("tiny").active_provenance.signed is False
+            else:
+                assert not reply.ok and "unsigned models are refused ([models] allow_unsigned = false)" in reply.reason
+        finally:
+            bench.close()
+
+
+@pytest.mark.req("MDL-002")
+def test_a_tampered_file_is_refused_before_it_is_parsed(bench):
+    manifest = pack(bench.staging, V1, "1").manifest
+    model = bench.staging / "tiny.onnx"
+    raw = bytearray(model.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit, as the link or the flash would flip it
+    model.write_bytes(bytes(raw))
+    flipped = bench.install("1", manifest.sha256)
+    assert not flipped.ok and "staging/tiny.onnx: SHA-256" in flipped.reason and "is not the signed" in flipped.reason
+    pack(bench.staging, V1, "1")
+    (bench.staging / "tiny.ref.npz").write_bytes(b"PK\x03\x04 cut short")
+    cut = bench.install("1", manifest.sha256)
+    assert not cut.ok and "staging/tiny.ref.npz: SHA-256" in cut.reason
+    pack(bench.staging, V1, "1")
+    other = bench.install("1", sha256_hex(V2))  # the command names another model than the one signed
+    assert not other.ok and "the command names tiny version 1" in other.reason
+    ghost = bench.install("1", manifest.sha256, name="ghost")
+    assert not ghost.ok and "no uplinked file staging/ghost.onnx" in ghost.reason
+    assert bench.worker.store.list() == []
+
+
+@pytest.mark.req("MDL-003")
+def test_the_reference_check_runs_the_model_and_refuses_one_off_its_expected_outputs(bench):
+    installed(bench, V1, "1")
+    # Version 2 packed with version 1's expected outputs (signed, so only the check can catch it).
+    v1_ref = (bench.staging / "tiny.ref.npz").read_bytes()
+    pack(bench.staging, V2, "2", tolerance=1e-3)
+    (bench.staging / "tiny.ref.npz").write_bytes(v1_ref)
+    resign(bench.staging, "tiny", reference_sha256=sha256_hex(v1_ref))
+    reply = bench.install("2", sha256_hex(V2))
+    expected_error = float(np.max(np.abs(REF_X * 3.0 - REF_X * 2.0)))  # |3x| - |2x| on positive inputs
+    assert not reply.ok and reply.code == FailureCode.EXECUTION_ERROR
+    assert reply.reason.startswith("reference check failed, not activated: max error")
+    [event] = bench.events("MODEL_REFERENCE_FAILED")
+    assert event.args["version"] == "2" and event.args["tolerance"] == 1e-3
+    assert math.isclose(event.args["max_error"], expected_error, rel_tol=1e-5)
+    state = bench.worker.store.state("tiny")
+    assert state.active.version == "1" and state.fallback is None  # nothing changed
+    # within its tolerance it passes: the same package with a tolerance above the difference
+    resign(bench.staging, "tiny", tolerance=expected_error * 1.01)
+    assert bench.install("2", sha256_hex(V2)).ok
+
+
+@pytest.mark.req("MDL-004")
+def test_model_rollback_swaps_active_and_fallback_and_fails_cleanly_without_one(bench):
+    installed(bench, V1, "1")
+    none = bench.rollback()
+    assert not none.ok and none.code == FailureCode.NOT_ALLOWED_IN_MODE
+    assert "has no fallback version to roll back to (active: version 1)" in none.reason
+    unknown = bench.rollback("nope")
+    assert not unknown.ok and unknown.code == FailureCode.BAD_ARGUMENTS and "no model 'nope'" in unknown.reason
+    installed(bench, V2, "2")
+    back = bench.rollback()
+    assert back.ok and back.result["version"] == "1" and back.result["from_version"] == "2"
+    [event] = bench.events("MODEL_ROLLED_BACK")
+    assert event.args == {"name": "tiny", "from_version": "2", "to_version": "1", "automatic": False,
+                          "reason": "commanded"}
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version, state.probation) == ("1", "2", True)
+    assert bench.rollback().result["version"] == "2"  # and forward again
+    # a corrupt fallback is refused, and nothing changes
+    fallback = bench.worker.store.root / "tiny@1.onnx"
+    fallback.write_bytes(fallback.read_bytes()[:-3])
+    bad = bench.rollback()
+    assert not bad.ok and "the fallback version failed its check" in bad.reason
+    assert bench.worker.store.state("tiny").active.version == "2"
+
+
+@pytest.mark.req("MDL-005", "MDL-007")
+def test_a_new_version_giving_nan_is_rolled_back_by_itself_and_the_job_runs_again(bench):
+    installed(bench, V1, "1")
+    installed(bench, NAN_MODEL, "2")  # passes its reference check: the reference inputs are positive
+    bench.data_set("night", -RNG_TILES)
+    job = bench.infer(1, "night")
+    assert job.state.value == "DONE", job.detail
+    [event] = bench.events("MODEL_ROLLED_BACK")
+    assert event.args["automatic"] is True and (event.args["from_version"], event.args["to_version"]) == ("2", "1")
+    assert "gave non-finite outputs on its first job, 1" in event.args["reason"]
+    product = np.load(bench.root / "products" / "job00001-night.npz")
+    assert str(product["model_version"]) == "1" and str(product["model_sha256"]) == sha256_hex(V1)
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version, state.probation) == ("1", "2", False)
+    assert state.last_rollback["automatic"] is True and state.last_rollback["from"] == "2"
+    # The operator wants version 2 anyway: on probation again, it proves itself on daylight tiles;
+    # from then on a NaN fails the job (no product) and nothing is swapped behind the operator's back.
+    assert bench.rollback().ok
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(2, "day").state.value == "DONE"
+    failed = bench.infer(3, "night")
+    assert failed.state.value == "FAILED" and "non-finite outputs" in failed.detail
+    assert len(bench.events("MODEL_ROLLED_BACK")) == 2  # the automatic one and the commanded one
+    assert bench.worker.store.state("tiny").active.version == "2"
+
+
+@pytest.mark.req("MDL-005")
+def test_bad_input_data_fails_its_job_and_rolls_nothing_back(bench):
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    bench.data_set("wrong", np.ones((4, 3), np.float32))  # three features, not two
+    job = bench.infer(1, "wrong")
+    assert job.state.value == "FAILED"
+    assert bench.events("MODEL_ROLLED_BACK") == []
+    assert bench.worker.store.state("tiny").active.version == "2"
+
+
+@pytest.mark.req("MDL-005")
+def test_a_new_version_that_fails_to_load_is_rolled_back(bench):
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    active = bench.worker.store.root / "tiny@2.onnx"
+    raw = bytearray(active.read_bytes())
+    raw[-5] ^= 0x10
+    active.write_bytes(bytes(raw))
+    bench.data_set("day", RNG_TILES)
+    job = bench.infer(1, "day")
+    assert job.state.value == "DONE"
+    [event] = bench.events("MODEL_ROLLED_BACK")
+    assert "version 2 failed to load" in event.args["reason"] and "SHA-256 mismatch" in event.args["reason"]
+    assert bench.events("MODEL_GOLDEN_USED") == []  # on probation: the fallback, not the golden copy
+
+
+@pytest.mark.req("MDL-007", "MDL-005")
+def test_products_and_status_carry_the_models_provenance_and_a_good_job_ends_probation(bench):
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    status = bench.worker.status()
+    assert (status.model_name, status.model_version, status.model_sha256, status.model_uplinked_by,
+            status.model_fallback_version, status.model_probation) == ("tiny", "2", sha256_hex(V2), ALICE, "1", True)
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(1, "day").state.value == "DONE"
+    header = {"model": "tiny", "model_version": "2", "model_sha256": sha256_hex(V2), "model_uplinked_by": ALICE}
+    summary = json.loads((bench.root / "products" / "job00001-day.json").read_text())
+    assert {k: summary[k] for k in header} == header
+    with np.load(bench.root / "products" / "job00001-day.npz", allow_pickle=False) as product:
+        assert {k: str(product[k]) for k in header} == header
+        np.testing.assert_array_equal(product["classes"], np.abs(RNG_TILES * 3.0).argmax(axis=1))
+    assert bench.worker.status().model_probation is False  # proven by its first job
+    assert bench.events("MODEL_ROLLED_BACK") == []
+
+
+@pytest.mark.req("MDL-006")
+def test_active_fallback_probation_and_provenance_survive_a_restart(bench):
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    before = bench.worker.store.state("tiny")
+    bench.restart()
+    worker = bench.worker
+    after = worker.store.state("tiny")
+    assert after == before and after.probation is True
+    status = worker.status()  # the model last activated, whatever the worker ran before its restart
+    assert (status.model_name, status.model_version, status.model_fallback_version) == ("tiny", "2", "1")
+    # the probation survived too: the restarted worker still rolls back a version that fails its first job
+    (worker.store.root / "tiny@2.onnx").unlink()
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(1, "day").state.value == "DONE"
+    assert bench.events("MODEL_ROLLED_BACK")[-1].args["to_version"] == "1"
+    assert ModelStore(worker.store.root).state("tiny").active.version == "1"  # on disk, not only in memory
+
+
+@pytest.mark.req("MDL-008")
+def test_a_delta_is_applied_to_its_base_checked_and_activated(bench):
+    base = installed(bench, tiny(2.0, offset=(0.0, 0.5)), "1")
+    base_bytes = tiny(2.0, offset=(0.0, 0.5))
+    tuned = tiny(2.0, offset=(0.1, 0.4))  # only the head's bias changed
+    (bench.staging / "tiny.onnx").unlink()
+    package = pack_delta(base_bytes, tuned, "tiny", "2", ALICE, ALICE_KEY, bench.staging, REF_X, 1e-5)
+    assert set(package.files) == {"tiny.delta.npz", "tiny.ref.npz", "tiny.manifest.json"}
+    assert Delta.from_bytes((bench.staging / "tiny.delta.npz").read_bytes()).tensors.keys() == {"offset"}
+    reply = bench.install("2", package.manifest.sha256)
+    assert reply.ok, reply.reason
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("2", "1")
+    assert state.active.sha256 == package.manifest.sha256 and state.fallback.sha256 == base.sha256
+    # the reference inputs came from the base's kept reference set; the new version keeps them too
+    assert bench.worker.store.load_reference("tiny", "2") is not None
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(1, "day").state.value == "DONE"
+    # a delta on the fallback version is fine too (its base is either of the two)
+    again = pack_delta(base_bytes, tiny(2.0, offset=(0.2, 0.3)), "tiny", "3", ALICE, ALICE_KEY, bench.staging,
+                       REF_X, 1e-5)
+    assert bench.install("3", again.manifest.sha256).ok
+
+
+@pytest.mark.req("MDL-008")
+def test_a_delta_for_another_base_or_naming_a_wrong_tensor_is_refused_naming_it(bench):
+    base_bytes = tiny(2.0)
+    base = installed(bench, base_bytes, "1")
+    f32 = np.float32
+    cases = {
+        "another base": (Delta(sha256_hex(tiny(9.0)), "0" * 64, {"scale": np.array([1.0], f32)}),
+                         "delta: model 'tiny' has no version"),
+        "a bad name": (Delta(base.sha256, "0" * 64, {"sacle": np.array([1.0], f32)}),
+                       "delta: tensor 'sacle': no initializer of that name in the base model (it has: offset, scale)"),
+        "a wrong shape": (Delta(base.sha256, "0" * 64, {"scale": np.array([1.0, 2.0], f32)}),
+                          "delta: tensor 'scale': shape [2] in the delta, [1] in the base"),
+        "a wrong dtype": (Delta(base.sha256, "0" * 64, {"offset": np.array([1.0, 2.0], np.float64)}),
+                          "delta: tensor 'offset': dtype float64 in the delta, float32 in the base"),
+        "a wrong result": (Delta(base.sha256, "0" * 64, {"scale": np.array([5.0], f32)}),
+                           "delta: the model built from it is"),
+    }
+    manifest = Manifest.from_bytes((bench.staging / "tiny.manifest.json").read_bytes())
+    for what, (delta, reason) in cases.items():
+        signed = stage_delta(bench.staging, "tiny", delta, "2", manifest)
+        reply = bench.install("2", signed.sha256)
+        assert not reply.ok and reason in reply.reason, (what, reply.reason)
+    assert bench.worker.store.state("tiny").active.version == "1"
+
+
+@pytest.mark.req("MDL-007", "MDL-004")
+def test_an_agent_installs_a_signed_package_reports_its_provenance_and_rolls_back(start_agent, make_client,
+                                                                                   ipc_url, tmp_path):
+    from flight.link.messages import HkRecord
+    from tests.samples import SAMPLE_MODEL_SHA256, SAMPLE_OPERATOR, pack_sample_model, sample_agent_args
+
+    state = tmp_path / "state"
+    start_agent(ipc_url, "--state-dir", str(state), *sample_agent_args(tmp_path))
+    client = make_client(ipc_url)
+
+    def hk(predicate, timeout_s=30.0):
+        return client.wait_for(lambda i: isinstance(i.record, HkRecord) and i.record.packet.name == "COMPUTE_HK"
+                               and predicate(i.record.values), timeout_s).record.values
+
+    shipped = hk(lambda v: v["model_version"] is not None)
+    assert (shipped["model_name"], shipped["model_version"], shipped["model_uplinked_by"]) == \
+        ("cloud_screen", "1.0", "shipped")
+    pack_sample_model(state / "compute" / "staging", version="2")
+    result = client.send("MODEL_INSTALL", {"name": "cloud_screen", "version": "2", "sha256": SAMPLE_MODEL_SHA256},
+                         timeout_s=30)
+    assert result.completed, result.outcome
+    assert result.result["uplinked_by"] == SAMPLE_OPERATOR and result.result["fallback_version"] == "1.0"
+    values = hk(lambda v: v["model_version"] == "2")
+    assert values["model_sha256"] == SAMPLE_MODEL_SHA256 and values["model_uplinked_by"] == SAMPLE_OPERATOR
+    assert values["model_fallback_version"] == "1.0" and values["model_probation"] is True
+    assert client.send("MODEL_ROLLBACK", {"name": "cloud_screen"}, timeout_s=30).completed
+    back = hk(lambda v: v["model_version"] == "1.0")
+    assert back["model_fallback_version"] == "2" and back["model_uplinked_by"] == "shipped"

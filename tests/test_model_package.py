@@ -1,0 +1,159 @@
+"""Signed model packages as data (manifest, keys, deltas), the agent's [models] configuration, and
+the ground's `sunlit-ground model` tool end to end into a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from flight.compute.package import (
+    Delta,
+    DeltaError,
+    KeyFileError,
+    Manifest,
+    PackageError,
+    SignatureError,
+    apply_delta,
+    load_trusted_keys,
+    make_delta,
+    public_hex,
+    sha256_hex,
+)
+from flight.config import ConfigError, parse_config
+from ground.cli import main as ground_main
+from tests.model_helpers import ALICE, ALICE_KEY, BOB_KEY, REF_X, WorkerBench, tiny, trusted_file
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def manifest(**changes) -> Manifest:
+    base = Manifest("tiny", "1", "full", SHA_A, 100, ALICE, "2026-11-18T00:00:00Z", SHA_B, SHA_A, 1e-3)
+    return replace(base, **changes)
+
+
+@pytest.mark.req("MDL-001")
+def test_a_manifest_round_trips_and_its_signature_covers_every_field():
+    signed = manifest().sign(ALICE_KEY)
+    back = Manifest.from_bytes(signed.to_bytes())
+    assert back == signed
+    back.verify({ALICE: bytes.fromhex(public_hex(ALICE_KEY))})
+    for field, value in [("version", "2"), ("sha256", SHA_B), ("tolerance", 0.5), ("uplinked_by", "mallory"),
+                         ("reference_inputs_sha256", SHA_B), ("created_utc", "2030-01-01T00:00:00Z")]:
+        altered = replace(signed, **{field: value})
+        with pytest.raises(SignatureError):
+            altered.verify({ALICE: bytes.fromhex(public_hex(ALICE_KEY)), "mallory": bytes.fromhex(public_hex(ALICE_KEY))})
+    with pytest.raises(SignatureError, match="not signed"):
+        manifest().verify({ALICE: bytes(32)})
+    with pytest.raises(PackageError, match=r"unknown fields \['extra'\]"):
+        doc = json.loads(signed.to_bytes())
+        doc["body"]["extra"] = 1
+        Manifest.from_bytes(json.dumps(doc).encode())
+    with pytest.raises(PackageError, match="64 hex digits for a delta"):
+        manifest(kind="delta")
+    with pytest.raises(PackageError, match="tolerance"):
+        manifest(tolerance=float("nan"))
+    with pytest.raises(PackageError, match="format"):
+        Manifest.from_bytes(b'{"format": "something else"}')
+
+
+@pytest.mark.req("MDL-010")
+def test_the_trusted_keys_file_is_strict_and_its_errors_name_the_file_and_line(tmp_path):
+    good = trusted_file(tmp_path, (ALICE, ALICE_KEY), ("bob", BOB_KEY))
+    assert sorted(load_trusted_keys(good)) == ["alice", "bob"]
+    cfg = parse_config({"models": {"trusted_keys": str(good)}})
+    assert cfg.trusted_keys == good and cfg.allow_unsigned_models is False
+    bad = tmp_path / "bad.keys"
+    bad.write_text(f"# operators\n{ALICE} {public_hex(ALICE_KEY)}\nbob not-hex\n")
+    with pytest.raises(ConfigError, match=rf"models.trusted_keys: {bad}:3: the key of 'bob' is not 64 hex digits"):
+        parse_config({"models": {"trusted_keys": str(bad)}}, "agent.toml")
+    with pytest.raises(ConfigError, match="models.trusted_keys: .*no such trusted-keys file"):
+        parse_config({"models": {"trusted_keys": str(tmp_path / "missing.keys")}})
+    bad.write_text(f"{ALICE} {public_hex(ALICE_KEY)}\n{ALICE} {public_hex(BOB_KEY)}\n")
+    with pytest.raises(KeyFileError, match=r":2: operator 'alice' is listed twice"):
+        load_trusted_keys(bad)
+    keydir = tmp_path / "keys.d"
+    keydir.mkdir()
+    with pytest.raises(KeyFileError, match=r"no \*\.pub files"):
+        load_trusted_keys(keydir)
+    (keydir / "alice.pub").write_text(f"{ALICE} {public_hex(ALICE_KEY)}\n")
+    assert list(load_trusted_keys(keydir)) == ["alice"]
+    with pytest.raises(ConfigError, match="models.allow_unsigned: expected bool"):
+        parse_config({"models": {"allow_unsigned": "yes"}})
+    with pytest.raises(ConfigError, match=r"\[models\] takes trusted_keys, allow_unsigned"):
+        parse_config({"models": {"trusted_key": "x"}})
+
+
+@pytest.mark.req("MDL-008")
+def test_a_delta_rebuilds_the_fine_tuned_model_and_refuses_anything_but_new_values():
+    base, tuned = tiny(2.0), tiny(2.5, offset=(0.0, 0.25))
+    delta, result = make_delta(base, tuned)
+    assert sorted(delta.tensors) == ["offset", "scale"] and delta.base_sha256 == sha256_hex(base)
+    assert sha256_hex(result) == delta.result_sha256
+    again = Delta.from_bytes(delta.to_bytes())  # through its file, as the board reads it
+    assert apply_delta(base, again) == result and again.to_bytes() == delta.to_bytes()  # deterministic bytes
+    import onnxruntime as ort
+
+    run = ort.InferenceSession(result, providers=["CPUExecutionProvider"]).run(None, {"x": REF_X})[0]
+    np.testing.assert_allclose(run, np.abs(REF_X * 2.5) + [0.0, 0.25], rtol=1e-6)
+    with pytest.raises(DeltaError, match="more than initializer values"):
+        make_delta(base, tiny(2.0, op="Sqrt"))
+    with pytest.raises(DeltaError, match="nothing to send"):
+        make_delta(base, tiny(2.0))
+    with pytest.raises(DeltaError, match="the delta was made for"):
+        apply_delta(tiny(7.0), delta)
+
+
+@pytest.mark.req("MDL-009", "MDL-008")
+def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_packages(tmp_path, capsys):
+    key = tmp_path / "alice.key"
+    assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("alice ") and len(line.split()[1]) == 64
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 2  # never overwrites a key by default
+    assert "exists already" in capsys.readouterr().err
+    keys = tmp_path / "operators.keys"
+    keys.write_text(line + "\n")
+
+    v1, v2 = tmp_path / "v1.onnx", tmp_path / "v2.onnx"
+    v1.write_bytes(tiny(2.0))
+    v2.write_bytes(tiny(2.0, offset=(0.5, 0.0)))
+    inputs = tmp_path / "ref.npy"
+    np.save(inputs, REF_X)
+    board = WorkerBench(tmp_path / "compute", keys)
+    try:
+        staging = str(board.staging)
+        assert ground_main(["model", "pack", str(v1), "--name", "tiny", "--version", "1", "--key", str(key),
+                            "--inputs", str(inputs), "--out", staging]) == 0
+        command = capsys.readouterr().out.strip().splitlines()[-1]
+        assert command == f"MODEL_INSTALL name=tiny version=1 sha256={sha256_hex(tiny(2.0))}"
+        assert ground_main(["model", "verify", staging, "--name", "tiny", "--trusted-keys", str(keys)]) == 0
+        assert "OK: the board will accept" in capsys.readouterr().out
+        assert board.install("1", sha256_hex(tiny(2.0))).ok
+
+        assert ground_main(["model", "delta", str(v1), str(v2), "--name", "tiny", "--version", "2", "--key",
+                            str(key), "--inputs", str(inputs), "--out", staging]) == 0
+        sha = capsys.readouterr().out.strip().splitlines()[-1].rsplit("=", 1)[1]
+        assert ground_main(["model", "verify", staging, "--name", "tiny", "--trusted-keys", str(keys), "--base",
+                            str(v1), "--inputs", str(inputs)]) == 0
+        capsys.readouterr()
+        reply = board.install("2", sha)
+        assert reply.ok and reply.result["fallback_version"] == "1"
+
+        # a tampered package fails the ground's check as it would the board's
+        ref = board.staging / "tiny.ref.npz"
+        ref.write_bytes(ref.read_bytes() + b"\0")
+        assert ground_main(["model", "verify", staging, "--name", "tiny", "--trusted-keys", str(keys), "--base",
+                            str(v1)]) == 1
+        assert "tiny.ref.npz: SHA-256 is not the signed one" in capsys.readouterr().out
+    finally:
+        board.close()
+
+    os.chmod(key, 0o644)
+    assert ground_main(["model", "pack", str(v1), "--name", "tiny", "--version", "3", "--key", str(key)]) == 2
+    assert "lets others read the private key; chmod 600 it" in capsys.readouterr().err
