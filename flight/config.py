@@ -48,6 +48,10 @@ Example (every key optional except where noted)::
     allow_unsigned = false               # true: MODEL_INSTALL also takes a bare NAME.onnx on its SHA-256
                                          # (bench and tests; never on a flight board)
 
+    [security]                           # authenticated telecommands (flight/link/sdls.py)
+    tc_keys = "/etc/sunlit/keys/tc.keys" # key slots, 'SPI HEX-KEY [revoked]' lines, mode 600; every
+                                         # telecommand must then carry a valid MAC (none: not checked)
+
     [store]                              # the on-board packet store (flight/agent/tm_store.py)
     dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
     max_mb = 64                          # its size; past it the oldest housekeeping goes first
@@ -111,6 +115,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
     "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
     "models": {"trusted_keys": ((str,), None), "allow_unsigned": ((bool,), False)},
+    "security": {"tc_keys": ((str,), None)},
 }
 
 
@@ -139,6 +144,7 @@ class Config:
     stations: tuple = ()  # flight.orbit.passes.Station, from [[stations]]
     trusted_keys: Path | None = None  # [models]: the operators' public keys; None: signed models refused
     allow_unsigned_models: bool = False  # [models] allow_unsigned
+    tc_keys: Path | None = None  # [security]: the telecommand key slots; None: telecommands are not authenticated
     source: str = "(defaults)"
 
     def board_options(self) -> BoardOptions:
@@ -241,6 +247,15 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         except KeyFileError as exc:
             raise fail("models.trusted_keys", str(exc)) from None
 
+    tc_keys = get("security.tc_keys")
+    if tc_keys is not None:
+        from flight.link.sdls import KeyFileError as TcKeyError, KeyRing
+
+        try:
+            KeyRing.load(tc_keys)
+        except TcKeyError as exc:
+            raise fail("security.tc_keys", str(exc)) from None
+
     params = raw.get("parameters", {})
     if not isinstance(params, dict):
         raise fail("parameters", "must be a table")
@@ -278,6 +293,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         stations=stations,
         trusted_keys=Path(trusted_keys) if trusted_keys is not None else None,
         allow_unsigned_models=get("models.allow_unsigned"),
+        tc_keys=Path(tc_keys) if tc_keys is not None else None,
         source=source,
     )
 

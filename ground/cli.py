@@ -31,7 +31,7 @@ from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
 from flight.link.transport import LinkConfigError
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
-from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
+from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 
@@ -60,8 +60,11 @@ def _open(args: argparse.Namespace) -> GroundClient:
     if args.direct:
         print(f"direct link {args.direct}: for debugging on the bench; the ground server does not archive "
               "this session and other operators do not see it", file=sys.stderr)
-        return GroundClient(args.direct)
+        return direct_client(args.direct, args.tc_keys)
     return ServerClient(_api(args), args.spacecraft)
+
+
+
 
 
 def _confirm(command: Any, yes: bool) -> None:
@@ -579,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spacecraft", help="which spacecraft (default: the server's only one)")
     parser.add_argument("--direct", metavar="LINK",
                         help="talk to an agent's link directly, without the server (bench debugging only)")
+    parser.add_argument("--tc-keys", metavar="FILE",
+                        help="with --direct: seal telecommands with this key file (an agent with [security] tc_keys)")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     srv = sub.add_parser("server", help="the ground server: links, archive, command queue, web console, API")

@@ -63,6 +63,7 @@ from flight.link.messages import (
     Verification,
 )
 from flight.link.packets import GapCounter, PacketError, Service, Subtype, Telemetry, unpack
+from flight.link.sdls import KeyFileError, SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from ground.completeness import CompletenessTracker, packet_key
 
@@ -589,3 +590,14 @@ class GroundClient:
 
     def close(self) -> None:
         self.link.close()
+
+
+def direct_client(link_url: str, tc_keys: str | None = None) -> GroundClient:
+    """A client on a link URL (``--direct``), sealing its telecommands with the key file
+    ``tc_keys`` when the agent authenticates them (flight/link/sdls.py)."""
+    if not tc_keys:
+        return GroundClient(link_url)
+    try:
+        return GroundClient(SealingLink.from_key_file(open_ground_link(link_url), tc_keys))
+    except KeyFileError as exc:
+        raise SystemExit(f"sunlit-ground: --tc-keys: {exc}") from None

@@ -38,7 +38,7 @@ from flight.files.entity import FileError
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from ground.api import ApiClient, ServerClient, ServerError, load_token
-from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
+from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
 
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_UNKNOWN = 1, 2, 3, 6
@@ -196,7 +196,7 @@ def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
 def _direct_files(args: argparse.Namespace) -> tuple[GroundClient, GroundFiles]:
     print(f"direct link {args.direct}: for debugging on the bench; the ground server does not archive these "
           "transfers and other operators do not see them", file=sys.stderr)
-    client = GroundClient(args.direct)
+    client = direct_client(args.direct, getattr(args, 'tc_keys', None))
     try:
         client.connect(timeout_s=min(args.timeout, 20.0))
         files = GroundFiles(client, Path(args.area) / (args.spacecraft or "direct"))
@@ -269,7 +269,7 @@ def _command(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dic
     or an exit code after saying why."""
     if args.direct:
         print(f"direct link {args.direct}: for debugging on the bench", file=sys.stderr)
-        client: GroundClient = GroundClient(args.direct)
+        client: GroundClient = direct_client(args.direct, getattr(args, 'tc_keys', None))
     else:
         client = ServerClient(_api(args), args.spacecraft)
     try:

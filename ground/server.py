@@ -63,7 +63,8 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
 from flight.link.packets import SequenceCounters, Service, Subtype, pack_tm
-from flight.link.transport import GroundLink
+from flight.link.sdls import SealingLink
+from flight.link.transport import GroundLink, open_ground_link
 from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
@@ -148,6 +149,7 @@ class SpacecraftLink:
         self.id = config.id
         self.link_url = config.link
         self._link = link if link is not None else config.link
+        self.tc_keys = config.tc_keys
         self.server = server
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
@@ -212,7 +214,11 @@ class SpacecraftLink:
 
     def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
         try:
-            client = GroundClient(self._link, self.dictionary,
+            link = self._link
+            if self.tc_keys is not None:  # the server seals: operators and their programs never hold keys
+                link = SealingLink.from_key_file(open_ground_link(link) if isinstance(link, str) else link,
+                                                 self.tc_keys)
+            client = GroundClient(link, self.dictionary,
                                   tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
             files_config = self.server.config.files
             self.files = GroundFiles(client, self.server.files_dir / self.id, rate_bps=files_config.rate_bps,

@@ -61,6 +61,7 @@ class ServerConfigError(ValueError):
 class SpacecraftConfig:
     id: str
     link: str
+    tc_keys: str | None = None  # the spacecraft's telecommand key slots: every command sealed (flight/link/sdls.py)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
         where = f"spacecraft[{i}]"
         if not isinstance(sc, dict):
             raise ServerConfigError(f"{where}: must be a table with id and link")
-        _unknown(sc, {"id", "link"}, where)
+        _unknown(sc, {"id", "link", "tc_keys"}, where)
         sc_id = check_spacecraft_id(sc.get("id"), f"{where}.id")
         if sc_id in seen:
             raise ServerConfigError(f"{where}.id: {sc_id!r} appears twice")
@@ -166,7 +167,17 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
         link = sc.get("link")
         if not isinstance(link, str) or "://" not in link:
             raise ServerConfigError(f"{where}.link: {link!r} must be a link URL (zmq+ipc://..., serial:///dev/...)")
-        spacecraft.append(SpacecraftConfig(sc_id, link))
+        tc_keys = sc.get("tc_keys")
+        if tc_keys is not None:
+            from flight.link.sdls import KeyFileError, KeyRing
+
+            if not isinstance(tc_keys, str):
+                raise ServerConfigError(f"{where}.tc_keys: {tc_keys!r} must be the path of a key file")
+            try:
+                KeyRing.load(tc_keys)
+            except KeyFileError as exc:
+                raise ServerConfigError(f"{where}.tc_keys: {exc}") from None
+        spacecraft.append(SpacecraftConfig(sc_id, link, tc_keys))
     cmds = data.get("commands", {})
     _unknown(cmds, {"two_person"}, "commands")
     two_person = parse_two_person(cmds.get("two_person", []), dictionary)

@@ -81,7 +81,7 @@ def make_client():
 SYSTEM_FIXTURES = frozenset({"start_agent", "make_client", "line", "ipc_url", "tcp_url", "short_dir"})
 SYSTEM_MODULES = frozenset({"test_agent_sim", "test_cli_packet", "test_deploy", "test_deploy_sdnotify",
                             "test_ground_web", "test_hil_loop", "test_link_serial_agent", "test_link_zmq",
-                            "test_selftest", "test_processes"})
+                            "test_selftest", "test_processes", "test_path_escape"})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -467,6 +467,7 @@ def test_file_pdus_never_queue_more_than_a_quarter_second_of_a_serial_line(tmp_p
             link.close()
 
 
+@pytest.mark.system  # a compute worker process
 @pytest.mark.req("FIL-009")
 def test_below_the_disk_reserve_new_jobs_and_uplinks_are_refused_with_the_reason(tmp_path):
     r = GroundFilesRig(tmp_path, compute_enabled=True, parameters={"disk_reserve_mb": 1e6})  # a terabyte free

@@ -55,6 +55,7 @@ from flight.link.dictionary import Dictionary
 from flight.link.interface import FlightLink
 from flight.link.messages import Codec, PlanRecord
 from flight.link.packets import unpack
+from flight.link.sdls import KeyRing, ReplayGuard
 from flight.link.transport import open_flight_link
 from flight.storage import DirectoryLock, remove_interrupted_writes
 
@@ -124,9 +125,11 @@ class Agent:
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
                                      CommandJournal(self.state_dir / "commands.journal"))
+        keys = KeyRing.load(config.tc_keys) if config.tc_keys is not None else None
+        self.replay = ReplayGuard(self.state_dir / "tc_replay.json") if keys is not None else None
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters, self.downlink.reply, self.downlink.acknowledged,
-                                        lambda pdu: self.files.receive(pdu))
+                                        lambda pdu: self.files.receive(pdu), keys, self.replay)
         self.timers = Timers(self.clock)
         self.executive = Executive(
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
@@ -228,6 +231,7 @@ class Agent:
     def _housekeeping(self) -> None:
         self.housekeeping.send()
         self.link_service.report_drops()
+        self.link_service.report_auth()
         self.downlink.report()
         try:
             self.files.housekeeping()
@@ -360,7 +364,9 @@ class Agent:
         for name in ("housekeeping", "control"):
             self.timers.restart(name)
         problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
-                                                          (self.memory.file.load_error, "state")) if problem]
+                                                          (self.memory.file.load_error, "state"),
+                                                          (self.replay.load_error if self.replay else None,
+                                                           "telecommand replay window")) if problem]
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
         self.compute.time_began()

@@ -39,9 +39,11 @@ from typing import Any, Callable, Mapping
 import zmq
 
 from flight.agent.dispatcher import CommandFailed, Deferred, Handler
+from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
 from flight.clock import Clock
 from flight.compute import protocol as cp
+from flight.files.filestore import NameRefused
 from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, JobKind
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
@@ -54,13 +56,15 @@ MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running work
 STARTUP_HOLD_S = 20.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
 STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def _plain_name(what: str, name: str) -> None:
-    """Names of input sets, data sets and models are words, never paths."""
-    if not name or not set(name) <= _NAME_CHARS:
-        raise CommandFailed(f"{what} {name!r}: names are letters, digits, - and _", FailureCode.BAD_ARGUMENTS)
+def _plain_names(req: CommandRequest) -> None:
+    """Names of input sets, data sets, models and versions are words, never paths (SEC-006):
+    refused here, naming the argument, before the worker or the disk sees them."""
+    try:
+        check_file_arguments(req.command.name, req.args)
+    except NameRefused as exc:
+        raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
 
 
 class ComputeSupervisor(Component):
@@ -359,14 +363,13 @@ class ComputeSupervisor(Component):
 
     def _infer_start(self, req: CommandRequest) -> Deferred:
         a = req.args
-        _plain_name("input set", a["input_set"])
-        _plain_name("model", a["model"])
+        _plain_names(req)
         return self._new_job({"model": a["model"], "priority": a["priority"], "continuous": a["continuous"]},
                              JobKind.INFERENCE, a["input_set"])
 
     def _train_start(self, req: CommandRequest) -> Deferred:
         a = req.args
-        _plain_name("data set", a["dataset"])
+        _plain_names(req)
         return self._new_job({"steps": a["steps"], "batch_size": a["batch_size"],
                               "checkpoint_every": a["checkpoint_every"], "lr": a["lr"], "priority": 9},
                              JobKind.TRAINING, a["dataset"])
@@ -375,13 +378,13 @@ class ComputeSupervisor(Component):
         a = req.args
         if len(a["sha256"]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in a["sha256"]):
             raise CommandFailed("sha256 must be 64 hex digits", FailureCode.BAD_ARGUMENTS)
-        _plain_name("model", a["name"])
+        _plain_names(req)
         return self._request(cp.InstallModel(next(self._req_ids), a["name"], a["version"], a["sha256"].lower(), a["golden"]),
                              lambda reply: {"name": a["name"], **reply.result})
 
     def _model_rollback(self, req: CommandRequest) -> Deferred:
         name = req.args["name"]
-        _plain_name("model", name)
+        _plain_names(req)
         return self._request(cp.RollbackModel(next(self._req_ids), name), lambda reply: {"name": name, **reply.result})
 
     def _job_cancel(self, req: CommandRequest) -> Deferred:

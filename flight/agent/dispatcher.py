@@ -16,6 +16,7 @@ so ``completed`` always means the thing was done.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,6 +26,15 @@ from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Command, FailureCode
 from flight.link.messages import Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a command's failure reason; a file error names its file, not the board's
+    absolute path to it (SEC-006)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{type(exc).__name__}: {exc.strerror or 'error'} ({os.path.basename(str(exc.filename))})"
+    return f"{type(exc).__name__}: {exc}"
+
 
 RETRY_CACHE_COMMANDS = 512  # commands remembered for retries; far more than a console has in flight
 
@@ -198,7 +208,7 @@ class Dispatcher(Component):
             if not final:
                 try:
                     self.counters.failed += 1
-                    report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, f"{type(exc).__name__}: {exc}"[:200])
+                    report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, describe_error(exc)[:200])
                 except Exception:  # noqa: BLE001 - nothing more can be said about this command
                     pass
             raise
@@ -269,7 +279,7 @@ class Dispatcher(Component):
             self._finish(report, name, False, exc.reason, exc.code, cmd_id)
             return
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the command, never the agent
-            self._finish(report, name, False, f"{type(exc).__name__}: {exc}"[:200], FailureCode.EXECUTION_ERROR,
+            self._finish(report, name, False, describe_error(exc)[:200], FailureCode.EXECUTION_ERROR,
                          cmd_id)
             return
         if isinstance(result, Deferred):

@@ -182,14 +182,17 @@ class FileManager(Component):
         self._disk_low = low
 
     def _names_under(self, top: str) -> list[str]:
-        base = self.root / top
+        try:  # a top that a symbolic link leads out of the file area is not listed (SEC-006)
+            base = resolve(self.root, top, None, top)
+        except NameRefused:
+            return []
         if not base.is_dir():
             return []
         out = []
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):  # never into a linked directory
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for f in filenames:
-                if not f.startswith("."):
+                if not f.startswith(".") and not os.path.islink(os.path.join(dirpath, f)):
                     out.append(str(Path(dirpath, f).relative_to(self.root)).replace(os.sep, "/"))
         return out
 
@@ -224,7 +227,10 @@ class FileManager(Component):
                 continue  # not taken by a job yet: kept until it is
             del self._delivered[name]
             changed = True
-            path = self.root / name
+            try:
+                path = resolve(self.root, name, None)
+            except NameRefused:
+                continue  # a link now leads it out of the file area: nothing is deleted through it
             if any(name.startswith(top + "/") for top in CLEANED) and path.is_file():
                 try:
                     path.unlink()
@@ -296,6 +302,10 @@ class FileManager(Component):
 
     def _downlink(self, req: CommandRequest) -> dict[str, Any]:
         name = req.args["name"]
+        try:  # checked here too, so that the reason names the argument
+            resolve(self.root, name, DOWNLINK_TOPS, "name")
+        except NameRefused as exc:
+            raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
         if name.count("/") + 1 > MAX_NAME_DEPTH:
             raise CommandFailed(f"name: {name!r} is {name.count('/') + 1} levels deep, at most {MAX_NAME_DEPTH} "
                                 "(the ground files it under downlink/)", FailureCode.BAD_ARGUMENTS)
@@ -315,7 +325,8 @@ class FileManager(Component):
         return {"transfer": t.id, "state": t.state}
 
     def _list(self, req: CommandRequest) -> dict[str, Any]:
-        directory = req.args["directory"].strip("/")
+        directory = req.args["directory"]
+        directory = directory[:-1] if directory.endswith("/") else directory  # "products/"; "/products" is absolute
         try:
             path = resolve(self.root, directory, DOWNLINK_TOPS | UPLINK_TOPS, "directory")
         except NameRefused as exc:

@@ -18,26 +18,36 @@ from flight.link.apid import Apid
 from flight.link.interface import FlightLink, Inbound
 from flight.link.messages import AckRun, Codec
 from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
+from flight.link.sdls import AuthError, KeyRing, ReplayGuard, open_tc
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
 
 
 class LinkService(Component):
     NAME = "link service"
-    EVENTS = ("BAD_PACKET", "TM_DROPPED")
-    CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s")
+    EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED")
+    CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s", "tc_auth",
+                "tc_auth_rejected")
 
     def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
                  dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None,
                  reply: Callable[[Any, bytes], None] | None = None,
                  store_ack: Callable[[list[AckRun]], None] | None = None,
-                 file_pdu: Callable[[bytes], None] | None = None):
+                 file_pdu: Callable[[bytes], None] | None = None,
+                 keys: KeyRing | None = None, replay: ReplayGuard | None = None):
         """``reply``: how an answer reaches the sender and the stream (the downlink; default: the
-        link itself). ``store_ack``: where the ground's store acknowledgements go (none: refused)."""
+        link itself). ``store_ack``: where the ground's store acknowledgements go (none: refused).
+        ``keys``: the telecommand key slots: every packet must then be sealed (flight/link/sdls.py)
+        and pass ``replay``; None: packets are taken as they come."""
         self.link = link
         self._reply = reply
         self._store_ack = store_ack
         self._file_pdu = file_pdu
+        self._keys = keys
+        self._replay = replay
+        self.tc_auth_rejected = 0
+        self._auth_unreported = 0
+        self._auth_last: tuple[str, str] = ("", "")
         self._codec = codec
         self._clock = clock
         self._emit = emit
@@ -59,6 +69,13 @@ class LinkService(Component):
             self.link.reply(peer, packet)
         self.link.publish(packet)
 
+    def report_auth(self) -> None:
+        """Once per housekeeping period: refused telecommands since the last report, as one event."""
+        if self._auth_unreported:
+            kind, reason = self._auth_last
+            self._emit("TC_AUTH_REJECTED", count=self._auth_unreported, kind=kind, reason=reason)
+            self._auth_unreported = 0
+
     def report_drops(self) -> None:
         dropped = self.link.stats.tx_dropped
         if dropped > self._reported_drops:
@@ -69,8 +86,17 @@ class LinkService(Component):
 
     def handle(self, inbound: Inbound) -> None:
         self.tc_received += 1
+        raw = inbound.packet
+        if self._keys is not None:
+            try:
+                _spi, _sn, raw = open_tc(raw, self._keys, self._replay)
+            except AuthError as exc:  # dropped unread and unanswered: a forger learns nothing
+                self.tc_auth_rejected += 1
+                self._auth_unreported += 1
+                self._auth_last = (exc.kind, str(exc)[:160])
+                return
         try:
-            packet = unpack(inbound.packet)
+            packet = unpack(raw)
         except PacketError as exc:
             self._bad_packet(str(exc))
             return
@@ -133,4 +159,6 @@ class LinkService(Component):
             "tm_dropped": s.tx_dropped,
             "link_kind": self.link.kind.value,
             "contact_age_s": round(self.contact_age_s(), 3),
+            "tc_auth": "OFF" if self._keys is None else "HMAC-SHA256",
+            "tc_auth_rejected": self.tc_auth_rejected,
         }

@@ -54,6 +54,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
+from flight.agent.file_args import check_file_arguments
+from flight.files.filestore import NameRefused
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import INT_BOUNDS, ArgumentError, Command, Dictionary, FailureCode, ValueType
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
@@ -129,6 +131,11 @@ def _check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, d
         checked = command.validate_args(raw)
     except ArgumentError as exc:
         raise _Bad(_bad_argument(command, raw), str(exc), exc.code) from None
+    try:  # a name that would lead out of its directory is refused now, as the command itself would be
+        check_file_arguments(command.name, checked)
+    except NameRefused as exc:
+        field, _, why = str(exc).partition(": ")
+        raise _Bad(f"args.{field}", why, FailureCode.BAD_ARGUMENTS) from None
     return command.name, checked
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.file_args import SEQUENCE, check_value
 from flight.agent.ports import Component, EventPort
 from flight.agent.schedule import (
     Finished,
@@ -36,11 +37,11 @@ from flight.agent.schedule import (
     load_sequence,
 )
 from flight.clock import Clock
+from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest, new_cmd_id
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
 TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
 
@@ -73,6 +74,7 @@ class Scheduler(Component):
         self._emit = emit
         self._dispatch = dispatch
         self._telemetry = telemetry
+        self.state_dir = Path(state_dir)
         self.schedule = TimeSchedule(Path(state_dir) / "schedule.json")
         self.sequences_dir = Path(state_dir) / "sequences"
         self._run_path = Path(state_dir) / "sequence_run.json"
@@ -91,11 +93,11 @@ class Scheduler(Component):
         """Boot: report what loading found, then take the first look (which holds what fell
         due while the agent was down)."""
         if self.schedule.load_error:
-            self._emit("SCHEDULE_ERROR", reason=self.schedule.load_error)
+            self._emit("SCHEDULE_ERROR", reason=self._relative(self.schedule.load_error))
         for dropped in self.schedule.dropped_at_load:
-            self._emit("SCHEDULE_ERROR", reason=f"entry left out at load: {dropped}")
+            self._emit("SCHEDULE_ERROR", reason=self._relative(f"entry left out at load: {dropped}"))
         if self._run_error:
-            self._emit("SCHEDULE_ERROR", reason=self._run_error)
+            self._emit("SCHEDULE_ERROR", reason=self._relative(self._run_error))
         self.service()
 
     def service(self) -> None:
@@ -109,9 +111,16 @@ class Scheduler(Component):
         if self.schedule.persist_error != self._persist_reported:
             self._persist_reported = self.schedule.persist_error
             if self._persist_reported:
-                self._emit("SCHEDULE_ERROR", reason=self._persist_reported)
+                self._emit("SCHEDULE_ERROR", reason=self._relative(self._persist_reported))
         if self.run is not None:
             self._advance(now, mono)
+
+    def _relative(self, text: str) -> str:
+        """``text`` with the state directory's absolute path taken out (a file error names its
+        file): events never give away the board's paths."""
+        for root in {str(self.state_dir.absolute()), os.path.realpath(self.state_dir)}:
+            text = text.replace(root + os.sep, "").replace(root, ".")
+        return text
 
     def next_due_s(self) -> float | None:
         """When the loop must look again (the agent's monotonic clock), None if nothing waits."""
@@ -177,7 +186,7 @@ class Scheduler(Component):
         try:
             self._run_path.unlink(missing_ok=True)
         except OSError as exc:
-            self._emit("SCHEDULE_ERROR", reason=f"sequence state not removed: {exc}")
+            self._emit("SCHEDULE_ERROR", reason=f"sequence state not removed: {exc.strerror or exc.__class__.__name__}")
         self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
 
     # --- persistence of the run -------------------------------------------------------------
@@ -255,11 +264,14 @@ class Scheduler(Component):
         return {"released": len(released)}
 
     def _path_of(self, name: str) -> Path:
-        """``sequences/NAME.toml``, confined: no path, no hidden file, no symlink out."""
-        if not _NAME.match(name):
-            raise CommandFailed(f"name: {name[:40]!r} is not 1..32 letters, digits, '_', '.' or '-' starting with a "
-                                f"letter or digit", FailureCode.BAD_ARGUMENTS)
-        path = self.sequences_dir / f"{name}.toml"
+        """``sequences/NAME.toml``, confined: no path, no hidden file, no symlink (nor a sequences/
+        that is one) out of the state directory."""
+        try:
+            check_value(SEQUENCE, "name", name)
+            path = resolve(self.state_dir, f"sequences/{name}.toml", None, "name")
+        except NameRefused as exc:
+            raise CommandFailed(str(exc).replace("the file area", "the state directory (a symbolic link)"),
+                                FailureCode.BAD_ARGUMENTS) from None
         if path.is_symlink():
             raise CommandFailed(f"name: sequence {name} is a symbolic link; sequences are plain files",
                                 FailureCode.BAD_ARGUMENTS)

@@ -38,6 +38,7 @@ from flight.compute.package import (
 )
 from flight.compute.providers import open_session
 from flight.compute.store import ModelIntegrityError, ModelNotFound, ModelStore, Provenance, VersionNotFound
+from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
 
 
@@ -70,6 +71,8 @@ class UplinkChecks:
     def candidate(self, name: str, version: str, sha256: str) -> Candidate:
         """The model to install, after every check that needs no session; raises :class:`Refusal`."""
         staging, files = self.staging, StagedFiles.of(name)
+        for staged in (files.model, files.delta, files.manifest, files.reference):
+            self._confined(staged)
         if not (staging / files.model).is_file() and not (staging / files.delta).is_file():
             raise Refusal(f"no uplinked file staging/{files.model} (nor staging/{files.delta}): uplink the "
                           "model's package first")
@@ -119,6 +122,14 @@ class UplinkChecks:
                           f"({array_digest(reference.x)[:16]}…, signed {manifest.reference_inputs_sha256[:16]}…)")
         provenance = Provenance(manifest.uplinked_by, True, manifest.created_utc, time.time())
         return Candidate(data, provenance, reference, manifest.tolerance)
+
+    def _confined(self, staged: str) -> None:
+        """A staged file a symbolic link leads out of the compute directory is refused, never read."""
+        try:
+            resolve(self.staging.parent, f"{self.staging.name}/{staged}", None, "name")
+        except NameRefused:
+            raise Refusal(f"name: staging/{staged} leads outside the compute directory (a symbolic link); "
+                          "uplink the file itself") from None
 
     def _unsigned(self, sha256: str, staging: Path, files: StagedFiles) -> Candidate:
         if not (staging / files.model).is_file():

@@ -66,6 +66,7 @@ from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
+from flight.files.filestore import NameRefused, resolve
 from flight.lifetime import die_with_parent
 from flight.link.definitions import Admission, JobKind
 from flight.link.dictionary import FailureCode
@@ -203,11 +204,23 @@ class Worker:
             pass  # the agent is gone or slow; status goes again within a second
 
     def event(self, event: str, /, **args: Any) -> None:
-        self._send(cp.WorkerEvent(event, args))
+        self._send(cp.WorkerEvent(event, {k: self._relative(v) if isinstance(v, str) else v for k, v in args.items()}))
 
     def _reply(self, req_id: int, ok: bool, reason: str = "", code: FailureCode = FailureCode.NONE,
                **result: Any) -> None:
-        self._send(cp.Reply(req_id, ok, reason[:200], int(code), result))
+        self._send(cp.Reply(req_id, ok, self._relative(reason)[:200], int(code), result))
+
+    def _relative(self, text: str) -> str:
+        """``text`` with the compute directory's absolute path taken out (an OSError or a store
+        error names the file it failed on): events and reasons never give away the board's paths."""
+        for root in {str(self.root.absolute()), os.path.realpath(self.root)}:
+            text = text.replace(root + os.sep, "").replace(root, ".")
+        return text.replace(str(MODELS_DIR) + os.sep, "shipped:")
+
+    def _dir(self, name: str) -> Path:
+        """One of the worker's directories (products, checkpoints, incoming), refused (NameRefused)
+        if a symbolic link leads it outside the compute directory: nothing is written through it."""
+        return resolve(self.root, name, None, name)
 
     def _handle(self, msg: Any) -> None:
         if isinstance(msg, cp.Ping):
@@ -267,7 +280,10 @@ class Worker:
             return f"no model {spec.model!r} in the store (installed: {', '.join(known) or 'none'})"
         if spec.continuous:
             return ""  # tiles arrive in incoming/ as the camera writes them
-        path = self._set_path(spec.name)
+        try:
+            path = self._set_path(spec.name, "input_set" if spec.kind is JobKind.INFERENCE else "dataset")
+        except NameRefused as exc:
+            return str(exc)
         if path is None:
             return (f"no {'input' if spec.kind is JobKind.INFERENCE else 'data'} set {spec.name!r} "
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
@@ -438,9 +454,12 @@ class Worker:
     def _input_set(self, name: str) -> np.ndarray:
         return self._load_set(name)[0]
 
-    def _set_path(self, name: str) -> Path | None:
-        """Where the set called ``name`` is: the board's data/, then the shipped sets."""
-        for path in (self.root / "data" / f"{name}.npz", MODELS_DIR / f"{name}.npz"):
+    def _set_path(self, name: str, field: str = "input_set") -> Path | None:
+        """Where the set called ``name`` is: the board's data/, then the shipped sets. A name that
+        is not plain, or a data/ file a symbolic link leads out of the compute directory, is refused
+        (:class:`NameRefused`, naming ``field``): never read."""
+        board = resolve(self.root, f"data/{name}.npz", None, field)
+        for path in (board, MODELS_DIR / f"{name}.npz"):
             if path.is_file():
                 return path
         return None
@@ -567,7 +586,9 @@ class Worker:
         session, input_name = model.session, model.input_name
         if job.continuous:
             # Hidden names are files still being written (write as .NAME, then rename): leave them.
-            files = sorted(p for p in self.incoming.glob("*.npy") if not p.name.startswith("."))
+            # A symbolic link is not a tile the ground sent: left where it is, never read.
+            files = sorted(p for p in self._dir("incoming").glob("*.npy")
+                           if not p.name.startswith(".") and not p.is_symlink())
             if not files:
                 return
             path = files[0]
@@ -575,8 +596,9 @@ class Worker:
             classes, conf = self._run_batches(session, input_name, tiles)
             self._write_product(job, classes, conf, source=path.name, model=model)
             self._proven(job.model, model)
-            (self.incoming / "done").mkdir(exist_ok=True)
-            os.replace(path, self.incoming / "done" / path.name)
+            done = self._dir("incoming/done")
+            done.mkdir(exist_ok=True)
+            os.replace(path, done / path.name)
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -626,12 +648,13 @@ class Worker:
         stem = f"job{job.job_id:05d}-{Path(source).stem}"
         header = self._provenance(job.model, model)
         buf = _npz_bytes(classes=classes, confidence=conf, **{k: np.array(v) for k, v in header.items()})
-        write_atomic(self.products / f"{stem}.npz", buf)
+        products = self._dir("products")
+        write_atomic(products / f"{stem}.npz", buf)
         summary = {"job_id": job.job_id, **header, "source": source, "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
                    "confidence_mean": float(conf.mean()) if len(conf) else None}
-        write_atomic(self.products / f"{stem}.json", json.dumps(summary, indent=1).encode())
-        return self.products / f"{stem}.npz"
+        write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())
+        return products / f"{stem}.npz"
 
     def _train_slice(self, job: Job) -> None:
         tjob = self._training.get(job.job_id)
@@ -643,7 +666,7 @@ class Worker:
             spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(int(y.max()) + 1)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
-            tjob = TrainingJob(trainer, x, y, plan, self.root / "checkpoints" / f"job{job.job_id:05d}.ck")
+            tjob = TrainingJob(trainer, x, y, plan, self._dir("checkpoints") / f"job{job.job_id:05d}.ck")
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
@@ -656,7 +679,7 @@ class Worker:
         job.progress = tjob.status.step
         if tjob.done:
             model = tjob.trainer.inference_model()
-            out = self.products / f"job{job.job_id:05d}-{job.name}-trained.onnx"
+            out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             write_atomic(out, model.SerializeToString())
             self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
 
@@ -699,7 +722,7 @@ class Worker:
             train_steps_per_s=rate if training else 0.0,
             train_energy_per_step_j=(self.power_w / rate) if training and rate > 0 and self.power_w else None,
             # Summaries (.json) travel with their product; count the products themselves.
-            products=sum(1 for p in self.products.iterdir() if p.suffix in (".npz", ".onnx")),
+            products=self._product_count(),
             model_name=self._current_model if model else "",
             model_version=model.active.version if model else "",
             model_sha256=model.active.sha256 if model else "",
@@ -707,6 +730,13 @@ class Worker:
             model_fallback_version=model.fallback.version if model and model.fallback else "",
             model_probation=model.probation if model else False,
         )
+
+    def _product_count(self) -> int:
+        """Products in products/; 0 while a symbolic link leads it out (nothing is listed through it)."""
+        try:
+            return sum(1 for p in self._dir("products").iterdir() if p.suffix in (".npz", ".onnx"))
+        except (NameRefused, OSError):
+            return 0
 
     # --- loop --------------------------------------------------------------------------------
 

@@ -420,6 +420,10 @@ _LINK_CHANNELS = (
     Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
     Channel("tm_dropped", T.U32, "count", "Telemetry packets dropped because a queue was full", Limits(warn_high=1)),
     Channel("link_kind", T.ENUM, "", "Which link carries commands and telemetry", choices=choices_of(LinkKind)),
+    Channel("tc_auth", T.STRING, "", "How telecommands are authenticated: HMAC-SHA256 (SDLS-style, key slots "
+            "from [security] tc_keys) or OFF (any packet on the link is taken)"),
+    Channel("tc_auth_rejected", T.U32, "count", "Telecommands refused by authentication (forged, replayed, stale, "
+            "unknown or revoked key); never parsed further", Limits(warn_high=1)),
 )
 
 CHANNELS = (
@@ -776,6 +780,9 @@ EVENTS = (
     Event("DISK_LOW", 0x00C8, Severity.WARNING_HI, "Disk low: {free_mb:.0f} MB free (reserve {reserve_mb:.0f} MB); "
           "{refused}", "Free space fell under disk_reserve_mb: new work and incoming files are refused",
           ("free_mb", "reserve_mb", "refused")),
+    Event("TC_AUTH_REJECTED", 0x00D0, Severity.WARNING_HI, "{count} telecommands refused by authentication, "
+          "last: {reason}", "Forged, replayed, stale or wrong-key telecommands were dropped before being read "
+          "(reported at most once per housekeeping period)", ("count", "kind", "reason")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),

@@ -1,0 +1,220 @@
+"""Only the ground may command: authenticated telecommands measured against a real agent (a
+process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its last line.
+
+- ``forged_accepted``: ``BENCH_FORGED`` (1000) SET_PARAM commands from another local process
+  with no key (plain telecommands, as any process that reaches the socket can send), counted by
+  the agent's own ``cmd_accepted`` (what it took) and ``tc_auth_rejected``.
+- ``wrong_key_accepted``: as many, sealed with a key the agent does not hold in that slot.
+- ``replayed_accepted``: as many commands sealed by the ground and executed, captured on the
+  wire and sent again, both to the running agent and after it has been stopped and started
+  again on the same state directory.
+- ``auth_overhead_us``: sealing (ground) plus checking (agent: CRC, MAC, replay window) one
+  telecommand, median over 20 000, in this process.
+- ``tc_rtt_p99_us``: a sealed NOOP from send to its completion report, p99 over 1000;
+  ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after, to compare.
+- ``fuzz_inputs``, ``fuzz_crashes``, ``fuzz_internal_errors``: ``BENCH_FUZZ`` (100 000) inputs to
+  the agent with authentication on (random bytes, sealed packets with bits flipped, truncated
+  and extended, plain packets); a crash is the agent process gone; internal errors are counted
+  by the agent itself.
+- ``path_escape_accepted``: bench/path_escape.py (every file-naming command with every escape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import Codec, HkRecord
+from flight.link.sdls import KeyRing, KeySlot, ReplayGuard, Sealer, SealingLink, open_tc
+from flight.link.transport import open_ground_link
+from ground.client import GroundClient
+from hil.agent_process import AgentProcess, free_tcp_port_pair
+
+N = int(os.environ.get("BENCH_FORGED", "1000"))
+N_FUZZ = int(os.environ.get("BENCH_FUZZ", "100000"))
+KEY, OTHER = os.urandom(32), os.urandom(32)
+
+
+def _agent(url: str, state: Path, keys: Path) -> AgentProcess:
+    config = state.parent / "agent.toml"
+    config.write_text(f'[paths]\nstate_dir = "{state}"\n[compute]\nenabled = false\n[security]\ntc_keys = "{keys}"\n')
+    return AgentProcess(url, state.parent / "agent.log", ["--config", str(config), "--hk-period", "0.2"]).start()
+
+
+def _counters(client: GroundClient) -> dict:
+    """The agent's own counts, from a housekeeping packet newer than now."""
+    t0 = time.time()
+    item = client.wait_for(lambda i: isinstance(i.record, HkRecord) and "tc_auth_rejected" in i.record.values
+                           and i.record.time_s > t0 + 0.3, 30)
+    return item.record.values
+
+
+class RawSender:
+    """Another process's view of the agent: a DEALER on its command port, no key, no telemetry."""
+
+    def __init__(self, port: int):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, packet: bytes) -> bool:
+        self.sock.send(packet)
+        return True
+
+    def drain(self) -> None:
+        while self.sock.poll(0):
+            self.sock.recv_multipart()  # no answer is expected: a forged command gets none
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+def _blast(link, packets: list[bytes], client: GroundClient) -> None:
+    for k, p in enumerate(packets):
+        link.send(p)
+        if k % 200 == 0:
+            client.poll(0.01)  # keep the telemetry drained
+            if isinstance(link, RawSender):
+                link.drain()
+
+
+def auth_overhead_us() -> float:
+    ring = KeyRing({1: KeySlot(1, KEY)})
+    sealer = Sealer(1, KEY)
+    guard = ReplayGuard(None)
+    plain = Codec(DICTIONARY).encode_command("NOOP", {}, 1)[0]
+    samples = []
+    for _ in range(20_000):
+        t0 = time.perf_counter()
+        open_tc(sealer.seal(plain), ring, guard)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> dict:
+    out: dict = {}
+    codec = Codec(DICTIONARY)
+    with tempfile.TemporaryDirectory(prefix="bench-security-") as d:
+        tmp = Path(d)
+        keys = tmp / "tc.keys"
+        keys.write_text(KeyRing({1: KeySlot(1, KEY)}).dump())
+        keys.chmod(0o600)
+        port = free_tcp_port_pair()
+        url = f"zmq://127.0.0.1:{port}"
+        state = tmp / "state"
+        agent = _agent(url, state, keys)
+        captured: list[bytes] = []
+        sealed_link = SealingLink(open_ground_link(url), Sealer(1, KEY))
+        real_send = sealed_link._link.send
+        sealed_link._link.send = lambda packet: captured.append(packet) or real_send(packet)
+        ground = GroundClient(sealed_link)
+        try:
+            if not ground.dictionary_matches(timeout_s=30):
+                raise RuntimeError("the agent did not come up:\n" + agent.log())
+            base = _counters(ground)
+
+            forger = RawSender(port)
+            time.sleep(0.5)
+            _blast(forger, [codec.encode_command("SET_PARAM", {"name": "hk_period_s", "value": "9"}, 10_000 + i)[0]
+                                 for i in range(N)], ground)
+            time.sleep(1.0)
+            after = _counters(ground)
+            out["forged_accepted"] = after["cmd_accepted"] - base["cmd_accepted"]
+            stranger = SealingLink(open_ground_link(url), Sealer(1, OTHER))
+            time.sleep(0.5)
+            _blast(stranger, [codec.encode_command("SET_PARAM", {"name": "hk_period_s", "value": "9"}, 20_000 + i)[0]
+                              for i in range(N)], ground)
+            stranger.flush()
+            time.sleep(1.0)
+            after2 = _counters(ground)
+            out["wrong_key_accepted"] = after2["cmd_accepted"] - after["cmd_accepted"]
+
+            captured.clear()
+            for i in range(N):
+                assert ground.send("PING", {"token": i}).completed
+            legit = list(captured)
+            after3 = _counters(ground)
+            replayer = RawSender(port)
+            time.sleep(0.5)
+            _blast(replayer, legit, ground)
+            time.sleep(1.0)
+            after4 = _counters(ground)
+            replayed = after4["cmd_accepted"] - after3["cmd_accepted"]
+
+            rtt = []
+            for _ in range(1000):
+                t0 = time.perf_counter()
+                assert ground.send("NOOP").completed
+                rtt.append((time.perf_counter() - t0) * 1e6)
+            rtt.sort()
+            out["tc_rtt_p99_us"] = round(rtt[int(len(rtt) * 0.99) - 1], 1)
+
+            rng = random.Random(11)
+            plain = codec.encode_command("NOOP", {}, 3)[0]
+            fuzz = []
+            for i in range(N_FUZZ):
+                kind = i % 4
+                if kind == 0:
+                    fuzz.append(os.urandom(rng.randrange(1, 300)))
+                elif kind == 1:
+                    raw = bytearray(legit[i % len(legit)])
+                    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+                    fuzz.append(bytes(raw))
+                elif kind == 2:
+                    raw = legit[i % len(legit)]
+                    fuzz.append(raw[:rng.randrange(1, len(raw))] + os.urandom(rng.randrange(0, 40)))
+                else:
+                    fuzz.append(plain)
+            _blast(replayer, fuzz, ground)
+            time.sleep(2.0)
+            alive = agent.running
+            after5 = _counters(ground)
+            out["fuzz_inputs"] = N_FUZZ
+            out["fuzz_crashes"] = 0 if alive else 1
+            out["fuzz_internal_errors"] = after5["internal_errors"]
+            forger.close()
+            stranger.close()
+
+            agent.stop()  # a restart: the replay window's reservation is all it keeps
+            agent = _agent(url, state, keys)
+            time.sleep(1.0)
+            replayer.close()
+            replayer = RawSender(port)
+            time.sleep(5.5)  # the ground's clock past the reservation: its own commands are taken again
+            ground.send("NOOP", timeout_s=30, retries=5)
+            before = _counters(ground)
+            _blast(replayer, legit, ground)
+            time.sleep(1.0)
+            after6 = _counters(ground)
+            out["replayed_accepted"] = replayed + after6["cmd_accepted"] - before["cmd_accepted"]
+            out["replayed_tried"] = 2 * len(legit)
+            replayer.close()
+        finally:
+            ground.close()
+            agent.stop()
+    out["auth_overhead_us"] = round(auth_overhead_us(), 2)
+    from bench.link import tc_rtt  # the same round trip with no keys, on this machine now, to compare
+    out["tc_rtt_p99_us_without_auth"] = tc_rtt(free_tcp_port_pair())["tc_rtt_p99_us"]
+    try:
+        from bench.path_escape import path_escape_accepted
+        accepted, tried = path_escape_accepted()
+        out["path_escape_accepted"], out["path_escape_tried"] = accepted, tried
+    except ImportError as exc:
+        print(f"path escapes skipped: {exc}", file=sys.stderr)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

@@ -1,0 +1,146 @@
+"""Authenticated telecommands (flight/link/sdls.py): the seal, its checks and the replay window."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import Codec
+from flight.link.packets import CRC_LEN, Telecommand, _crc, unpack
+from flight.link.sdls import OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot, ReplayGuard, Sealer, open_tc
+
+KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
+
+
+class Clock:
+    def __init__(self, t: int = 1_800_000_000_000_000):
+        self.t = t
+
+    def __call__(self) -> int:
+        self.t += 1000  # a millisecond between two commands
+        return self.t
+
+
+def command(cmd_id: int = 1) -> bytes:
+    return Codec(DICTIONARY).encode_command("SET_PARAM", {"name": "hk_period_s", "value": "0.5"}, cmd_id)[0]
+
+
+def ring(*slots: KeySlot) -> KeyRing:
+    return KeyRing({s.spi: s for s in slots} or {1: KeySlot(1, KEY_A)})
+
+
+def recrc(raw: bytearray) -> bytes:
+    raw[-CRC_LEN:] = _crc(bytes(raw[:-CRC_LEN])).to_bytes(2, "big")
+    return bytes(raw)
+
+
+@pytest.mark.req("SEC-001")
+def test_a_sealed_command_opens_to_the_very_packet_that_was_sealed(tmp_path):
+    plain = command()
+    sealed = Sealer(1, KEY_A, Clock()).seal(plain)
+    assert len(sealed) == len(plain) + OVERHEAD
+    spi, sn, opened = open_tc(sealed, ring(), ReplayGuard(tmp_path / "replay.json"))
+    assert (spi, opened) == (1, plain) and sn > 0
+    assert isinstance(unpack(opened), Telecommand)
+
+
+@pytest.mark.req("SEC-001")
+def test_forged_and_wrong_key_commands_are_refused_before_their_data_is_read(tmp_path):
+    guard = ReplayGuard(tmp_path / "replay.json")
+    rng = random.Random(5)
+    sealed = Sealer(1, KEY_A, Clock()).seal(command())
+    for _ in range(300):  # any change to header, SN or data, with a CRC that fits: the MAC fails
+        raw = bytearray(sealed)
+        i = rng.randrange(0, len(raw) - CRC_LEN)
+        raw[i] ^= 1 << rng.randrange(8)
+        with pytest.raises(AuthError) as err:
+            open_tc(recrc(raw), ring(), guard)
+        assert err.value.kind in ("bad_mac", "unknown_spi", "length")
+    with pytest.raises(AuthError, match="MAC") as err:
+        open_tc(Sealer(1, KEY_B, Clock()).seal(command()), ring(), guard)
+    assert err.value.kind == "bad_mac"
+    with pytest.raises(AuthError) as err:  # the plain packet, as any local process would send it
+        open_tc(command(), ring(), guard)
+    assert err.value.kind in ("bad_mac", "unknown_spi", "length", "short")
+    with pytest.raises(AuthError) as err:
+        open_tc(os.urandom(40), ring(), guard)
+    assert err.value.kind in ("length", "crc")
+
+
+@pytest.mark.req("SEC-001")
+def test_an_unknown_or_revoked_slot_is_refused(tmp_path):
+    keys = ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B, revoked=True))
+    with pytest.raises(AuthError) as err:
+        open_tc(Sealer(2, KEY_B, Clock()).seal(command()), keys, None)
+    assert err.value.kind == "revoked"
+    with pytest.raises(AuthError) as err:
+        open_tc(Sealer(7, KEY_A, Clock()).seal(command()), keys, None)
+    assert err.value.kind == "unknown_spi"
+
+
+@pytest.mark.req("SEC-002")
+def test_a_replayed_command_is_refused_even_with_a_new_cmd_id_or_after_a_restart(tmp_path):
+    path = tmp_path / "replay.json"
+    clock = Clock()
+    sealer = Sealer(1, KEY_A, clock)
+    captured = [sealer.seal(command(i)) for i in range(50)]
+    guard = ReplayGuard(path)
+    for raw in captured:
+        open_tc(raw, ring(), guard)
+    for raw in captured:
+        with pytest.raises(AuthError) as err:
+            open_tc(raw, ring(), guard)
+        assert err.value.kind in ("replay", "stale")
+    restarted = ReplayGuard(path)
+    for raw in captured:
+        with pytest.raises(AuthError) as err:
+            open_tc(raw, ring(), restarted)
+        assert err.value.kind == "replay"
+    clock.t += RESERVE_US  # the ground's clock past the reservation: its new commands are taken
+    open_tc(sealer.seal(command(99)), ring(), restarted)
+
+
+@pytest.mark.req("SEC-002")
+def test_two_consoles_a_little_out_of_order_are_both_taken_and_a_stale_one_is_not(tmp_path):
+    guard = ReplayGuard(tmp_path / "replay.json", window=2_000_000)
+    t = 1_800_000_000_000_000
+    late = Sealer(1, KEY_A, lambda: t).seal(command(1))
+    early = Sealer(1, KEY_A, lambda: t + 500_000).seal(command(2))
+    open_tc(early, ring(), guard)
+    open_tc(late, ring(), guard)  # half a second older: within the window
+    stale = Sealer(1, KEY_A, lambda: t - 3_000_000).seal(command(3))
+    with pytest.raises(AuthError) as err:
+        open_tc(stale, ring(), guard)
+    assert err.value.kind == "stale"
+
+
+@pytest.mark.req("SEC-002")
+def test_a_corrupt_replay_file_refuses_everything_up_to_now(tmp_path):
+    path = tmp_path / "replay.json"
+    path.write_text("{broken")
+    guard = ReplayGuard(path)
+    assert guard.load_error and "replay.json" in guard.load_error
+    old = Sealer(1, KEY_A, lambda: 1_000_000).seal(command())
+    with pytest.raises(AuthError):
+        open_tc(old, ring(), guard)
+
+
+@pytest.mark.req("SEC-003")
+def test_key_files_are_checked_naming_the_line_and_must_be_private(tmp_path):
+    path = tmp_path / "tc.keys"
+    good = KeyRing({1: KeySlot(1, KEY_A), 2: KeySlot(2, KEY_B, revoked=True)})
+    path.write_text("# slots\n" + good.dump())
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by others"):
+        KeyRing.load(path)
+    path.chmod(0o600)
+    loaded = KeyRing.load(path)
+    assert loaded.slots[1].key == KEY_A and loaded.slots[2].revoked
+    for text, where in (("1 abc\n", ":1:"), ("1 " + "0" * 64 + "\n1 " + "1" * 64 + "\n", ":2:"),
+                        ("2 " + "0" * 64 + " revoked\n", "no active key")):
+        path.write_text(text)
+        with pytest.raises(KeyFileError, match=where):
+            KeyRing.load(path)
