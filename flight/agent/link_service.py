@@ -147,7 +147,7 @@ class LinkService(Component):
 
     def reset_counters(self) -> None:
         self.link.stats.reset()
-        self.tc_received = self.tc_bad_packets = 0
+        self.tc_received = self.tc_bad_packets = self.tc_auth_rejected = 0
         self._reported_drops = 0
 
     def telemetry(self) -> dict[str, Any]:
