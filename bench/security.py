@@ -132,6 +132,7 @@ def main() -> dict:
             time.sleep(1.0)
             after = _counters(ground)
             out["forged_accepted"] = after["cmd_accepted"] - base["cmd_accepted"]
+            out["forged_refused"] = after["tc_auth_rejected"] - base["tc_auth_rejected"]  # they did arrive
             stranger = SealingLink(open_ground_link(url), Sealer(1, OTHER))
             time.sleep(0.5)
             _blast(stranger, [codec.encode_command("SET_PARAM", {"name": "hk_period_s", "value": "9"}, 20_000 + i)[0]
@@ -140,6 +141,7 @@ def main() -> dict:
             time.sleep(1.0)
             after2 = _counters(ground)
             out["wrong_key_accepted"] = after2["cmd_accepted"] - after["cmd_accepted"]
+            out["wrong_key_refused"] = after2["tc_auth_rejected"] - after["tc_auth_rejected"]
 
             captured.clear()
             for i in range(N):
@@ -152,6 +154,7 @@ def main() -> dict:
             time.sleep(1.0)
             after4 = _counters(ground)
             replayed = after4["cmd_accepted"] - after3["cmd_accepted"]
+            refused = after4["tc_auth_rejected"] - after3["tc_auth_rejected"]
 
             rtt = []
             for _ in range(1000):
@@ -199,6 +202,7 @@ def main() -> dict:
             time.sleep(1.0)
             after6 = _counters(ground)
             out["replayed_accepted"] = replayed + after6["cmd_accepted"] - before["cmd_accepted"]
+            out["replayed_refused"] = refused + after6["tc_auth_rejected"] - before["tc_auth_rejected"]
             out["replayed_tried"] = 2 * len(legit)
             replayer.close()
         finally:
