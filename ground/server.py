@@ -295,19 +295,25 @@ class SpacecraftLink:
         self.server.publish({"kind": "file", "spacecraft": self.id, "transfer": json_safe(record)})
 
     def _file_record(self, record: dict[str, Any]) -> None:
+        self._archive_write(lambda archive: archive.record_file_transfer(record, spacecraft=self.id),
+                            f"file transfer {record.get('id')}")
+
+    def _archive_write(self, write: Callable[[Any], None], what: str) -> None:
+        """Run ``write(archive)`` on the archive's worker, in order with the rest; a failure is
+        shown (``link_error``) and counted, and the next change writes the row again."""
         archive = self.server.archive
         if archive is None:
             return
 
-        def write() -> None:
+        def run() -> None:
             try:
-                archive.record_file_transfer(record, spacecraft=self.id)
-            except Exception as exc:  # noqa: BLE001 - shown; the next change writes the row again
+                write(archive)
+            except Exception as exc:  # noqa: BLE001 - shown; the next change writes it again
                 self.internal_errors += 1
-                self.link_error = f"archive: file transfer {record.get('id')} not written: {type(exc).__name__}: {exc}"
+                self.link_error = f"archive: {what} not written: {type(exc).__name__}: {exc}"
 
         try:
-            self.server.archive_pool.submit(write)
+            self.server.archive_pool.submit(run)
         except RuntimeError:  # stopping: the pool is closed
             pass
 
@@ -338,21 +344,7 @@ class SpacecraftLink:
                 self._pass_views.move_to_end(report.index)
             while len(self._pass_views) > KEEP_PASS_VIEWS:
                 self._pass_views.popitem(last=False)
-        archive = self.server.archive
-        if archive is None:
-            return
-
-        def write() -> None:
-            try:
-                archive.record_passes(changed, spacecraft=self.id)
-            except Exception as exc:  # noqa: BLE001 - shown; the next change writes the pass again
-                self.internal_errors += 1
-                self.link_error = f"archive: passes not written: {type(exc).__name__}: {exc}"
-
-        try:
-            self.server.archive_pool.submit(write)
-        except RuntimeError:  # stopping: the pool is closed
-            pass
+        self._archive_write(lambda archive: archive.record_passes(changed, spacecraft=self.id), "passes")
 
     def pass_views(self) -> list[dict[str, Any]]:
         """The passes this server counted since it started, oldest first (``open``: still going)."""

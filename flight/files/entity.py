@@ -741,23 +741,24 @@ class FileEntity:
             final = resolve(self.root, entry.vfs.dest_name or "", self.write_tops, "destination")
             sha = _sha256_file(entry.vfs.partial)
             if entry.user.expected_sha256 is not None and sha != entry.user.expected_sha256:
-                # The Finished PDU is built from these same parameters: the sender hears it too.
-                fp.condition_code = ConditionCode.FILE_CHECKSUM_FAILURE
-                fp.delivery_code = DeliveryCode.DATA_INCOMPLETE
-                fp.file_status = FileStatus.DISCARDED_DELIBERATELY
-                self._discard_partial(entry.vfs.partial)
-                self._settle(t, "failed", f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
+                self._refuse_received(entry, fp, ConditionCode.FILE_CHECKSUM_FAILURE, FileStatus.DISCARDED_DELIBERATELY,
+                                      f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
                 return
             install_file(entry.vfs.partial, final)
         except (OSError, NameRefused) as exc:
-            fp.condition_code = ConditionCode.FILESTORE_REJECTION
-            fp.delivery_code = DeliveryCode.DATA_INCOMPLETE
-            fp.file_status = FileStatus.DISCARDED_FILESTORE_REJECTION
-            self._discard_partial(entry.vfs.partial)
-            self._settle(t, "failed", f"cannot put the file in place: {exc}")
+            self._refuse_received(entry, fp, ConditionCode.FILESTORE_REJECTION,
+                                  FileStatus.DISCARDED_FILESTORE_REJECTION, f"cannot put the file in place: {exc}")
             return
         t.sha256, t.progress = sha, t.size or t.progress
         self._settle(t, "done", "received, CRC-32 and SHA-256 checked")
+
+    def _refuse_received(self, entry: _Incoming, fp, condition: ConditionCode, status: FileStatus,
+                         reason: str) -> None:
+        """A whole file that cannot be kept: discarded, and said in the Finished PDU (cfdp-py builds
+        it from these same parameters, after this indication), so the sender hears it too."""
+        fp.condition_code, fp.delivery_code, fp.file_status = condition, DeliveryCode.DATA_INCOMPLETE, status
+        self._discard_partial(entry.vfs.partial)
+        self._settle(entry.transfer, "failed", reason)
 
     def _settle(self, transfer: Transfer, state: str, reason: str) -> None:
         self._faults.pop(transfer.transaction or "", None)
