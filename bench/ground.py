@@ -90,7 +90,7 @@ def _agent_hk(codec: Codec, n: int, seed: int = 1) -> list[Received]:
             "internal_errors": 0, "tc_received": i // 60, "tc_bad_packets": 0, "tc_duplicates": 0,
             "tm_sent": 4 * i, "tm_dropped": 0, "link_kind": "ZMQ", "contact_age_s": float(i % 60),
             "cpu_pct": float(cpu[i]), "mem_pct": 41.3, "hal_backend": "jetson", "sensors_missing": 0,
-            "control_late_p99_ms": float(late[i]), "tc_auth": "HMAC-SHA256", "tc_auth_rejected": 0,
+            "control_late_p99_ms": float(late[i]), "tc_auth": "HMAC-SHA256", "tc_auth_rejected": 0, "tc_keys_active": 1, "zmq_auth_refused": 0,
         }
         raw = codec.encode_hk(AGENT_HK.sid, values, T0_S + i)
         packet = unpack(raw)

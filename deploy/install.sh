@@ -179,7 +179,14 @@ VENV=$OPT/venv
 ETC=$(T /etc/sunlit)
 CONF=$ETC/agent.toml
 KEYDIR=$ETC/keys
-KEY=$KEYDIR/link.key
+OLD_KEY=$KEYDIR/link.key             # made by earlier versions; nothing uses it
+TC_KEYS=$KEYDIR/tc.keys
+ZMQDIR=$KEYDIR/zmq
+ZMQ_PUBLIC=$ZMQDIR/agent.key
+ZMQ_SECRET=$ZMQDIR/agent.key_secret
+ZMQ_CLIENTS=$ZMQDIR/clients
+# The same files as the board sees them: the config names these, not the --root ones.
+BOARD_KEYDIR=/etc/sunlit/keys
 VAR=$(T /var/lib/sunlit)
 UNIT_DIR=$(T /etc/systemd/system)
 JOURNALD_DROPIN=$(T /etc/systemd/journald.conf.d/sunlit.conf)
@@ -284,6 +291,8 @@ ensure_dir "$OPT/libexec" 0755
 ensure_dir "$OPT/share" 0755
 ensure_dir "$ETC" 0750 "root:$SVC"
 ensure_dir "$KEYDIR" 0700 "$SVC:$SVC"
+ensure_dir "$ZMQDIR" 0700 "$SVC:$SVC"
+ensure_dir "$ZMQ_CLIENTS" 0750 "$SVC:$SVC"
 ensure_dir "$VAR" 0750 "$SVC:$SVC"
 ensure_dir "$VAR/state" 0750 "$SVC:$SVC"
 ensure_dir "$VAR/compute" 0750 "$SVC:$SVC"
@@ -553,7 +562,15 @@ step configuration
     printf '[compute]\ndir = "/var/lib/sunlit/compute"\n\n'
     printf '[power]\n'
     printf '# true on a desk with no EPS and no battery: compute is admitted in full, telemetry says why\n'
-    printf 'bench_supply = false\n'
+    printf 'bench_supply = false\n\n'
+    printf '[security]\n'
+    printf '# Only telecommands sealed with a key of this file are taken (flight/link/sdls.py); the\n'
+    printf '# ground server holds a copy. Rotation and lost keys: /opt/sunlit/share/README.md, "Keys".\n'
+    printf 'tc_keys = "%s/tc.keys"\n' "$BOARD_KEYDIR"
+    printf '# CurveZMQ on a zmq link (zmq_curve = "auto": on unless the link is ipc or loopback): the\n'
+    printf "# agent's certificate, and the grounds' public certificates (*.key) allowed to connect.\n"
+    printf 'zmq_server_secret = "%s/zmq/agent.key_secret"\n' "$BOARD_KEYDIR"
+    printf 'zmq_clients = "%s/zmq/clients"\n' "$BOARD_KEYDIR"
 } >"$WORK/agent.toml"
 DEFAULT_COPY=$OPT/share/agent.default.toml
 if [ ! -e "$CONF" ]; then
@@ -567,6 +584,13 @@ else
     install_file "$WORK/agent.toml" "$CONF.new" 0640 "root:$SVC"
     [ "$CHANGED" = 1 ] && info "compare them: diff $CONF $CONF.new"
 fi
+# A kept config from before telecommand authentication: the agent takes any command then.
+if [ -f "$CONF" ] && [ -r "$CONF" ] \
+    && ! sed -n '/^[[:space:]]*\[[[:space:]]*security[[:space:]]*\]/,/^[[:space:]]*\[/p' "$CONF" \
+        | grep -Eq '^[[:space:]]*tc_keys[[:space:]]*='; then
+    warn "$CONF has no [security] tc_keys: the agent takes unauthenticated telecommands from anyone"
+    info "who reaches its link. Add the [security] lines of the default (diff $CONF $DEFAULT_COPY)."
+fi
 # The SAFE fallback uses this copy when agent.toml does not parse (sunlit-safe-config).
 install_file "$WORK/agent.toml" "$DEFAULT_COPY" 0644
 {
@@ -574,34 +598,138 @@ install_file "$WORK/agent.toml" "$DEFAULT_COPY" 0644
     printf 'board=%s\nlink=%s\nuart=%s\n' "$BOARD_OPT" "$LINK_URL" "$UART_OPT"
 } >"$WORK/install.conf"
 install_file "$WORK/install.conf" "$CHOICES" 0640 "root:$SVC"
+# The config is checked with the agent's loader once the keys it names exist (below).
+
+# --- keys ------------------------------------------------------------------------------------
+
+step keys
+# keep_secret FILE WHAT: an existing key file is kept; only its mode and owner are corrected.
+keep_secret() {
+    local file=$1 what=$2 fixed=0
+    if [ "$(mode_of "$file")" != 600 ]; then act "chmod 0600 $file" chmod 0600 "$file"; fixed=1; fi
+    if [ "$OWN" = 1 ] && [ "$(owner_of "$file")" != "$SVC:$SVC" ]; then act "chown $SVC:$SVC $file" chown "$SVC:$SVC" "$file"; fixed=1; fi
+    [ "$fixed" = 1 ] || ok "$file kept ($what)"
+}
+
+# The telecommand keys (flight/link/sdls.py KeyRing): SPI 1 seals and checks telecommands;
+# SPI 100, the master key, only unwraps new keys uploaded by KEY_LOAD and never authenticates a
+# command. 32 bytes each from /dev/urandom, in hex, with shell tools only (no venv needed).
+rand_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
+# shellcheck disable=SC2016  # commands shown, not run: their $(...) and $d stay as they are
+describe_make_tc_keys() {
+    local rand="od -An -tx1 -N32 /dev/urandom | tr -d ' \\n'"
+    printf '(umask 077; printf "1 %%s\\n100 %%s master\\n" "$(%s)" "$(%s)" > %q)   (after a comment header)\n' \
+        "$rand" "$rand" "$TC_KEYS.tmp"
+    if [ "$OWN" = 1 ]; then printf 'chown %s:%s %q\n' "$SVC" "$SVC" "$TC_KEYS.tmp"; fi
+    printf 'sync %q; mv %q %q\n' "$TC_KEYS.tmp" "$TC_KEYS.tmp" "$TC_KEYS"
+}
+make_tc_keys() {
+    local tmp=$TC_KEYS.tmp active master
+    active=$(rand_hex)
+    master=$(rand_hex)
+    case "$active$master" in
+        *[!0-9a-f]*) die "reading /dev/urandom gave no hex key" ;;
+    esac
+    if [ ${#active} != 64 ] || [ ${#master} != 64 ]; then die "reading /dev/urandom gave a short key"; fi
+    rm -f "$tmp"
+    (
+        umask 077
+        {
+            printf '# Sunlit telecommand keys, made by deploy/install.sh (format: flight/link/sdls.py KeyRing).\n'
+            printf '# SPI KEY [state]: no state = active (seals telecommands); master = key-encryption key,\n'
+            printf '# only unwraps keys sent up by KEY_LOAD. The ground server holds a copy ([[spacecraft]]\n'
+            printf '# tc_keys); keep a copy offline as well: /opt/sunlit/share/README.md, "Keys".\n'
+            printf '1 %s\n100 %s master\n' "$active" "$master"
+        } >"$tmp"
+    )
+    chmod 0600 "$tmp"
+    if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$tmp"; fi
+    sync "$tmp" 2>/dev/null || sync     # a power cut must not leave an empty key file behind
+    mv "$tmp" "$TC_KEYS"
+}
+if [ -f "$TC_KEYS" ]; then
+    keep_secret "$TC_KEYS" "telecommand keys"
+    if [ -r "$TC_KEYS" ] && ! grep -Eq '^[[:space:]]*[0-9]+[[:space:]]+[0-9a-fA-F]{64}[[:space:]]+master[[:space:]]*(#.*)?$' "$TC_KEYS"; then
+        info "$TC_KEYS has no master key: new keys cannot be sent up by command (KEY_LOAD)"
+    fi
+else
+    act "generate the telecommand keys $TC_KEYS (SPI 1 active, SPI 100 master; mode 0600)" make_tc_keys
+    info "copy $TC_KEYS to the ground server over a secure channel"
+    info "(scp or ssh; never over the link, never by e-mail), mode 600 there, and name it in the ground"
+    info "server's config: [[spacecraft]] tc_keys = PATH. Keep one more copy offline, on paper in a"
+    info "safe: without it a ground that loses its key file must re-flash the board (README.md, \"Lost keys\")."
+fi
+if [ -f "$OLD_KEY" ]; then
+    info "$OLD_KEY (the link key of earlier versions) is not used by anything; kept: remove it when you like"
+fi
+
+# The agent's CurveZMQ certificate (pyzmq's zmq.auth format): made with the venv's pyzmq in a
+# private directory beside it, the secret 0600 before it is moved into place (the secret last:
+# it is what says the pair exists).
+# shellcheck disable=SC2016  # commands shown, not run: their $(...) and $d stay as they are
+describe_make_zmq_cert() {
+    printf 'd=$(mktemp -d %q)\n' "$ZMQDIR/.new.XXXXXX"
+    printf '(umask 077; %q -c %s "$d")\n' "$VPY" "'import sys, zmq.auth; zmq.auth.create_certificates(sys.argv[1], \"agent\")'"
+    printf 'chmod 0600 "$d/agent.key_secret"; chmod 0644 "$d/agent.key"\n'
+    if [ "$OWN" = 1 ]; then printf 'chown %s:%s "$d/agent.key" "$d/agent.key_secret"\n' "$SVC" "$SVC"; fi
+    printf 'mv "$d/agent.key" %q; mv "$d/agent.key_secret" %q; rmdir "$d"\n' "$ZMQ_PUBLIC" "$ZMQ_SECRET"
+}
+make_zmq_cert() {
+    local d
+    rm -rf "$ZMQDIR"/.new.*        # left by an interrupted run
+    d=$(mktemp -d "$ZMQDIR/.new.XXXXXX")
+    (umask 077 && "$VPY" -c 'import sys, zmq.auth; zmq.auth.create_certificates(sys.argv[1], "agent")' "$d")
+    chmod 0600 "$d/agent.key_secret"
+    chmod 0644 "$d/agent.key"
+    if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$d/agent.key" "$d/agent.key_secret"; fi
+    mv "$d/agent.key" "$ZMQ_PUBLIC"
+    mv "$d/agent.key_secret" "$ZMQ_SECRET"
+    rmdir "$d"
+}
+if [ -f "$ZMQ_SECRET" ]; then
+    keep_secret "$ZMQ_SECRET" "the agent's CurveZMQ secret certificate"
+    if [ ! -f "$ZMQ_PUBLIC" ]; then
+        warn "$ZMQ_PUBLIC is missing beside $ZMQ_SECRET: the ground needs it; remove the secret and run install.sh again for a new pair"
+    fi
+elif [ "$DRY" = 1 ] || { [ -x "$VPY" ] && "$VPY" -c 'import zmq.auth' >/dev/null 2>&1; }; then
+    act "generate the agent's CurveZMQ certificate $ZMQ_PUBLIC and $ZMQ_SECRET (mode 0600)" make_zmq_cert
+    info "give the ground server a copy of $ZMQ_PUBLIC (its [[spacecraft]] zmq_server_public),"
+    info "and put the ground's public certificate (its NAME.key, never NAME.key_secret) into"
+    info "$ZMQ_CLIENTS/ (README.md, \"CurveZMQ\"): a link off loopback takes no ground without it."
+else
+    info "not made: the venv cannot import pyzmq; run install.sh again once it can"
+fi
+
+# The agent's own check of its config, now that the keys it names exist. Under --root the
+# [security] files are looked up under ROOT (the config names them as the board sees them).
 if [ "$VENV_WORKS" = 1 ] && [ -f "$CONF" ]; then
-    if err=$("$VPY" -c 'import sys; from flight.config import load_config; load_config(sys.argv[1])' "$CONF" 2>&1); then
-        ok "$CONF passes the agent's checks"
+    if err=$("$VPY" - "$CONF" "$ROOT" 2>&1 <<'PYEOF'
+import sys
+from pathlib import Path
+
+from flight.config import load_config
+
+conf, root = sys.argv[1], sys.argv[2]
+overrides = {}
+if root:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: tomli is a dependency of Sunlit there
+        import tomli as tomllib
+    try:
+        security = tomllib.loads(Path(conf).read_text()).get("security", {})
+    except (OSError, ValueError):
+        security = {}  # load_config says what is wrong with it
+    if isinstance(security, dict):
+        overrides = {f"security.{key}": root + value for key, value in security.items()
+                     if isinstance(value, str) and value.startswith("/")}
+load_config(conf, overrides)
+PYEOF
+    ); then
+        ok "$CONF passes the agent's checks${ROOT:+ (its [security] files looked up under $ROOT)}"
     else
         warn "$CONF does not pass the agent's checks: ${err##*$'\n'}"
     fi
-fi
-
-# --- link key --------------------------------------------------------------------------------
-
-step keys
-describe_make_key() {
-    printf '(umask 077; head -c 32 /dev/urandom > %q; mv %q %q)\n' "$KEY.tmp" "$KEY.tmp" "$KEY"
-    if [ "$OWN" = 1 ]; then printf 'chown %s:%s %q\n' "$SVC" "$SVC" "$KEY"; fi
-}
-make_key() {
-    (umask 077 && head -c 32 /dev/urandom >"$KEY.tmp" && chmod 0600 "$KEY.tmp" && mv "$KEY.tmp" "$KEY")
-    if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$KEY"; fi
-}
-if [ -f "$KEY" ]; then
-    fixed=0
-    if [ "$(mode_of "$KEY")" != 600 ]; then act "chmod 0600 $KEY" chmod 0600 "$KEY"; fixed=1; fi
-    if [ "$OWN" = 1 ] && [ "$(owner_of "$KEY")" != "$SVC:$SVC" ]; then act "chown $SVC:$SVC $KEY" chown "$SVC:$SVC" "$KEY"; fixed=1; fi
-    [ "$fixed" = 1 ] || ok "$KEY kept ($(stat -c %s "$KEY") bytes)"
-else
-    act "generate the link key $KEY (32 random bytes, mode 0600)" make_key
-    info "give the ground station a copy over a secure channel; the agent does not authenticate"
-    info "commands with it yet (deploy/README.md, step 3): it is provisioned so the board is ready"
 fi
 
 # --- model store -----------------------------------------------------------------------------

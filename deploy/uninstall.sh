@@ -3,7 +3,7 @@
 # /opt/sunlit/share/uninstall.sh too, so a board without the checkout can run it).
 #
 # Keeps, unless --purge: the agent's data (/var/lib/sunlit: state, parameters, models,
-# products, checkpoints), its configuration and link key (/etc/sunlit) and the user sunlit.
+# products, checkpoints), its configuration and keys (/etc/sunlit) and the user sunlit.
 # A second run finds nothing to remove and says so.
 set -euo pipefail
 
@@ -13,7 +13,7 @@ usage: sudo deploy/uninstall.sh [--root DIR] [--dry-run] [--purge] [--no-systemc
 
   --root DIR       remove from under DIR instead of / (tests, images)
   --dry-run        print every action and change nothing
-  --purge          also remove /var/lib/sunlit, /etc/sunlit (config and link key) and the user sunlit
+  --purge          also remove /var/lib/sunlit, /etc/sunlit (config and keys) and the user sunlit
   --no-systemctl   do not call systemctl or udevadm (tests)
 EOF
 }
@@ -107,7 +107,7 @@ if [ "$PURGE" = 1 ]; then
 else
     kept=()
     for p in /var/lib/sunlit /etc/sunlit; do [ -e "$(T "$p")" ] && kept+=("$(T "$p")"); done
-    if [ ${#kept[@]} -gt 0 ]; then printf '  kept: %s (--purge removes them, the link key too)\n' "${kept[*]}"; fi
+    if [ ${#kept[@]} -gt 0 ]; then printf '  kept: %s (--purge removes them, the keys too)\n' "${kept[*]}"; fi
 fi
 
 if [ "$NO_SYSTEMCTL" = 0 ] && [ -z "$ROOT" ]; then

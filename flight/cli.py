@@ -69,8 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reason = agent.run()
     finally:
         agent.close()
-    print(f"sunlit-flight: stopped ({reason})", file=sys.stderr)
-    return 0
+    print(f"sunlit-flight: stopped ({reason}), exit status {agent.exit_status}", file=sys.stderr)
+    return agent.exit_status
 
 
 def _cmd_dictionary(args: argparse.Namespace) -> int:
@@ -79,6 +79,19 @@ def _cmd_dictionary(args: argparse.Namespace) -> int:
     else:
         json.dump(DICTIONARY.to_json(), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_zmq_keys(args: argparse.Namespace) -> int:
+    from flight.link.curve import make_certificate
+
+    try:
+        public, secret = make_certificate(args.dir, args.name)
+    except (OSError, ValueError) as exc:
+        print(f"sunlit-flight zmq-keys: {exc}", file=sys.stderr)
+        return 2
+    print(f"{public}  public: give it to the peer (the agent's to the ground; a ground's into the agent's "
+          f"[security] zmq_clients)\n{secret}  secret (mode 600): stays here")
     return 0
 
 
@@ -192,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--markdown", action="store_true", help="the Markdown reference in docs/")
     dic.add_argument("--compact", action="store_true", help="JSON on one line")
     dic.set_defaults(func=_cmd_dictionary)
+
+    zk = sub.add_parser("zmq-keys", help="make a CurveZMQ certificate pair: DIR/NAME.key (public) and "
+                                         "DIR/NAME.key_secret (mode 600); never overwrites")
+    zk.add_argument("dir")
+    zk.add_argument("name", help="e.g. agent, or the ground station's name")
+    zk.set_defaults(func=_cmd_zmq_keys)
 
     pkt = sub.add_parser("packet", help="encode or decode packets, for debugging a link")
     psub = pkt.add_subparsers(dest="packet_cmd", required=True)

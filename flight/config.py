@@ -49,8 +49,18 @@ Example (every key optional except where noted)::
                                          # (bench and tests; never on a flight board)
 
     [security]                           # authenticated telecommands (flight/link/sdls.py)
-    tc_keys = "/etc/sunlit/keys/tc.keys" # key slots, 'SPI HEX-KEY [revoked]' lines, mode 600; every
-                                         # telecommand must then carry a valid MAC (none: not checked)
+    tc_keys = "/etc/sunlit/keys/tc.keys" # key slots, 'SPI HEX-KEY [active|revoked|master|telemetry]'
+                                         # lines, mode 600; every telecommand must then carry a valid
+                                         # MAC (none: not checked); KEY_LOAD/KEY_REVOKE change them
+    tm_auth = false                      # true: every telemetry packet leaves sealed with the
+                                         # 'telemetry' slot of tc_keys (the ground: [[spacecraft]] tm_auth)
+    zmq_curve = "auto"                   # CurveZMQ on the ZeroMQ link (flight/link/curve.py): auto | on | off;
+                                         # auto: on unless the link is zmq+ipc or on a loopback host
+                                         # (127.0.0.0/8, ::1, localhost); serial links ignore it
+    zmq_server_secret = "/etc/sunlit/keys/zmq/agent.key_secret"  # the agent's certificate (pyzmq's
+                                         # zmq.auth format, mode 600); required when CURVE is on
+    zmq_clients = "/etc/sunlit/keys/zmq/clients"  # the allow-list: the grounds' public certificates
+                                         # (*.key); only these connect; required when CURVE is on
 
     [store]                              # the on-board packet store (flight/agent/tm_store.py)
     dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
@@ -115,7 +125,8 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None)},
     "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
     "models": {"trusted_keys": ((str,), None), "allow_unsigned": ((bool,), False)},
-    "security": {"tc_keys": ((str,), None)},
+    "security": {"tc_keys": ((str,), None), "tm_auth": ((bool,), False), "zmq_curve": ((str,), "auto"),
+                 "zmq_server_secret": ((str,), None), "zmq_clients": ((str,), None)},
 }
 
 
@@ -145,7 +156,26 @@ class Config:
     trusted_keys: Path | None = None  # [models]: the operators' public keys; None: signed models refused
     allow_unsigned_models: bool = False  # [models] allow_unsigned
     tc_keys: Path | None = None  # [security]: the telecommand key slots; None: telecommands are not authenticated
+    tm_auth: bool = False  # [security]: seal every telemetry packet with tc_keys' telemetry slot
+    zmq_curve: str = "auto"  # [security]: CurveZMQ on a ZeroMQ link: auto | on | off (flight/link/curve.py)
+    zmq_server_secret: Path | None = None  # [security]: the agent's secret certificate (CURVE on)
+    zmq_clients: Path | None = None  # [security]: the directory of allowed clients' certificates (CURVE on)
     source: str = "(defaults)"
+
+    @property
+    def curve_on(self) -> bool:
+        """Whether the link runs CurveZMQ (``zmq_curve``, with "auto" decided by the link URL)."""
+        from flight.link.curve import curve_wanted
+
+        return curve_wanted(self.link_url, self.zmq_curve)
+
+    def link_curve(self) -> Any:
+        """The agent's CURVE keys for ``open_flight_link`` (a CurveKeys), or None when CURVE is off."""
+        if not self.curve_on:
+            return None
+        from flight.link.curve import server_keys
+
+        return server_keys(self.zmq_server_secret, self.zmq_clients)
 
     def board_options(self) -> BoardOptions:
         """What the hardware backend is told (the [hal] section)."""
@@ -252,9 +282,30 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         from flight.link.sdls import KeyFileError as TcKeyError, KeyRing
 
         try:
-            KeyRing.load(tc_keys)
+            ring = KeyRing.load(tc_keys)
         except TcKeyError as exc:
             raise fail("security.tc_keys", str(exc)) from None
+        if get("security.tm_auth") and ring.telemetry_slot() is None:
+            raise fail("security.tm_auth", f"true, but {tc_keys} has no telemetry slot ('SPI HEX telemetry')")
+    elif get("security.tm_auth"):
+        raise fail("security.tm_auth", "true needs security.tc_keys (the telemetry slot is one of its keys)")
+
+    zmq_curve = get("security.zmq_curve")
+    zmq_server_secret, zmq_clients = get("security.zmq_server_secret"), get("security.zmq_clients")
+    from flight.link.curve import CURVE_SETTINGS, MAKE_KEYS_HINT, CurveKeyError, curve_wanted, load_allowed, load_secret
+
+    if zmq_curve not in CURVE_SETTINGS:
+        raise fail("security.zmq_curve", f"{zmq_curve!r} is not one of {', '.join(CURVE_SETTINGS)}")
+    if curve_wanted(url, zmq_curve):
+        why = "zmq_curve is on" if zmq_curve == "on" else f"zmq_curve is auto and {url} is not loopback or ipc"
+        for key, value, check in (("security.zmq_server_secret", zmq_server_secret, load_secret),
+                                  ("security.zmq_clients", zmq_clients, load_allowed)):
+            if value is None:
+                raise fail(key, f"required: {why}; {MAKE_KEYS_HINT} (or set zmq_curve = \"off\")")
+            try:
+                check(value)
+            except CurveKeyError as exc:
+                raise fail(key, str(exc)) from None
 
     params = raw.get("parameters", {})
     if not isinstance(params, dict):
@@ -294,6 +345,10 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         trusted_keys=Path(trusted_keys) if trusted_keys is not None else None,
         allow_unsigned_models=get("models.allow_unsigned"),
         tc_keys=Path(tc_keys) if tc_keys is not None else None,
+        tm_auth=get("security.tm_auth"),
+        zmq_curve=zmq_curve,
+        zmq_server_secret=Path(zmq_server_secret) if zmq_server_secret is not None else None,
+        zmq_clients=Path(zmq_clients) if zmq_clients is not None else None,
         source=source,
     )
 

@@ -25,7 +25,9 @@ read). What is checked, in order:
 - ``disk``: the state directory's file system has ``min_free_mb`` free;
 - ``model store``: every model of the working and golden copies matches its SHA-256
   (:meth:`flight.compute.store.ModelStore.verify_all`) and the golden copy is there;
-- ``link key``: the HMAC key file exists, is 32 bytes and mode 0600.
+- ``telecommand keys``: the key file of ``[security] tc_keys`` (or ``--key``) exists, is mode
+  0600, parses (flight/link/sdls.py) with an active slot and no all-zero key; no master slot
+  (no rotation by command) is a warning.
 
 Nothing here changes the board: no power mode is set, no file is written (a bound socket
 is closed at once, and a live ipc socket is pinged, never bound over: ZeroMQ would take its
@@ -52,8 +54,7 @@ from flight.config import Config, ConfigError, load_config
 from flight.hal.base import Board, open_board
 
 DEFAULT_CONFIG = Path("/etc/sunlit/agent.toml")
-DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/link.key")
-KEY_BYTES = 32  # HMAC-SHA256 key, as deploy/install.sh makes it (FACTS.md: PROVES F Prime Authenticate)
+DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/tc.keys")  # where deploy/install.sh provisions them
 DEFAULT_MIN_FREE_MB = 100.0
 
 # Plausible values of a board that runs. Temperatures: the range industrial parts are
@@ -390,6 +391,8 @@ def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Chec
     if ipc_paths:
         # Never bind over a live ipc socket: ZeroMQ would take the path from the agent holding it.
         if any(_unix_listening(p) for p in ipc_paths):
+            if config.curve_on:
+                return [_curve_in_use(link.cmd_endpoint)]
             if _answers_ping(config.link_url, timeout_s):
                 return [Check("link", Status.PASS, f"{link.cmd_endpoint} is in use by an agent that answers a "
                               "PUS ping (17,1)", {"bound": False, "agent_answers": True})]
@@ -402,6 +405,8 @@ def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Chec
     try:
         flight_link = open_flight_link(link)
     except OSError as bind_error:
+        if config.curve_on:
+            return [_curve_in_use(link.cmd_endpoint)]
         if _answers_ping(config.link_url, timeout_s):
             return [Check("link", Status.PASS,
                           f"{link.cmd_endpoint} is in use by an agent that answers a PUS ping (17,1)",
@@ -412,6 +417,13 @@ def _check_link(config: Config, check_link: bool, timeout_s: float) -> list[Chec
     flight_link.close()
     return [Check("link", Status.PASS, f"can bind {link.cmd_endpoint} and {link.tm_endpoint} (no agent running)",
                   {"bound": True})]
+
+
+def _curve_in_use(endpoint: str) -> Check:
+    """The link is taken and CurveZMQ is on: the agent lets in listed client keys only, and the
+    selftest holds none, so it cannot ask whether the agent there answers."""
+    return Check("link", Status.WARN, f"{endpoint} is in use; CurveZMQ is on, so the selftest (not a listed "
+                 "client) cannot ping whatever holds it: check from the ground", {"bound": False, "curve": True})
 
 
 def _unix_listening(path: Path) -> bool:
@@ -539,36 +551,50 @@ def _check_store(config: Config) -> list[Check]:
     return rows
 
 
-def _check_key(key_path: Path) -> list[Check]:
+def _check_key(key_path: Path | None) -> list[Check]:
+    """The telecommand key file the agent authenticates with ([security] tc_keys)."""
+    name = "telecommand keys"
+    if key_path is None:
+        return [Check(name, Status.FAIL, "no [security] tc_keys: telecommands are not authenticated, and any "
+                      f"process that reaches the link commands the board (deploy/install.sh makes {DEFAULT_KEY_PATH})")]
     try:
         st = key_path.stat()
     except FileNotFoundError:
-        return [Check("link key", Status.FAIL, f"{key_path}: missing (deploy/install.sh makes one)", {"path": str(key_path)})]
+        return [Check(name, Status.FAIL, f"{key_path}: missing (deploy/install.sh makes one)", {"path": str(key_path)})]
     except PermissionError:
-        return [Check("link key", Status.FAIL, f"{key_path}: cannot look at it as uid {os.geteuid()} "
+        return [Check(name, Status.FAIL, f"{key_path}: cannot look at it as uid {os.geteuid()} "
                       "(run the selftest as the service user or root)", {"path": str(key_path)})]
     mode = stat.S_IMODE(st.st_mode)
-    data = {"path": str(key_path), "mode": f"{mode:04o}", "uid": st.st_uid, "size": st.st_size}
+    data = {"path": str(key_path), "mode": f"{mode:04o}", "uid": st.st_uid}
     if not stat.S_ISREG(st.st_mode):
-        return [Check("link key", Status.FAIL, f"{key_path}: not a regular file", data)]
+        return [Check(name, Status.FAIL, f"{key_path}: not a regular file", data)]
     if mode != 0o600:
-        return [Check("link key", Status.FAIL, f"{key_path}: mode {mode:04o}, must be 0600 (chmod 600 {key_path})", data)]
+        return [Check(name, Status.FAIL, f"{key_path}: mode {mode:04o}, must be 0600 (chmod 600 {key_path})", data)]
+    from flight.link.sdls import KeyFileError, KeyRing
+
     try:
-        key = key_path.read_bytes()
+        ring = KeyRing.load(key_path)
     except PermissionError:
-        return [Check("link key", Status.FAIL, f"{key_path}: not readable by uid {os.geteuid()} "
+        return [Check(name, Status.FAIL, f"{key_path}: not readable by uid {os.geteuid()} "
                       "(run the selftest as the service user or root)", data)]
-    if len(key) != KEY_BYTES:
-        return [Check("link key", Status.FAIL, f"{key_path}: {len(key)} bytes, expected {KEY_BYTES}", data)]
-    if key == bytes(KEY_BYTES):
-        return [Check("link key", Status.FAIL, f"{key_path}: all zeros, not a key", data)]
+    except KeyFileError as exc:
+        return [Check(name, Status.FAIL, str(exc), data)]
+    zero = [s.spi for s in ring.slots.values() if s.key == bytes(len(s.key))]
+    if zero:
+        return [Check(name, Status.FAIL, f"{key_path}: slot {zero[0]} is all zeros, not a key", data)]
+    masters = sorted(s.spi for s in ring.slots.values() if s.state == "master")
+    data.update(active=ring.active(), masters=masters)
     try:
         import pwd
 
         owner = pwd.getpwuid(st.st_uid).pw_name
     except (ImportError, KeyError):
         owner = str(st.st_uid)
-    return [Check("link key", Status.PASS, f"{key_path}: {KEY_BYTES} bytes, mode 0600, owner {owner}", data)]
+    text = f"{key_path}: active slots {ring.active()}, master {masters or 'none'}; mode 0600, owner {owner}"
+    if not masters:
+        return [Check(name, Status.WARN, f"{text}: without a master key, keys cannot be rotated by command (KEY_LOAD)",
+                      data)]
+    return [Check(name, Status.PASS, text, data)]
 
 
 # --- running it -----------------------------------------------------------------------------
@@ -586,7 +612,7 @@ def run_selftest(
     config: Config,
     *,
     check_link: bool = True,
-    key_path: Path | str = DEFAULT_KEY_PATH,
+    key_path: Path | str | None = None,
     min_free_mb: float = DEFAULT_MIN_FREE_MB,
     ping_timeout_s: float = PING_TIMEOUT_S,
 ) -> SelftestReport:
@@ -622,7 +648,8 @@ def run_selftest(
     rows += _guarded("link", lambda: _check_link(config, check_link, ping_timeout_s))
     rows += _guarded("disk", lambda: _check_disk(config, min_free_mb))
     rows += _guarded("model store", lambda: _check_store(config))
-    rows += _guarded("link key", lambda: _check_key(Path(key_path)))
+    key = key_path if key_path is not None else config.tc_keys
+    rows += _guarded("telecommand keys", lambda: _check_key(Path(key) if key is not None else None))
     return SelftestReport(tuple(rows), config.source, time.monotonic() - started)
 
 
@@ -632,7 +659,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                          "built-in defaults)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     parser.add_argument("--no-link", action="store_true", help="do not bind or open the link")
-    parser.add_argument("--key", default=str(DEFAULT_KEY_PATH), help=f"the link key file (default {DEFAULT_KEY_PATH})")
+    parser.add_argument("--key", help="the telecommand key file (default: the config's [security] tc_keys)")
     parser.add_argument("--min-free-mb", type=float, default=DEFAULT_MIN_FREE_MB, metavar="MB",
                         help=f"free space the state directory needs (default {DEFAULT_MIN_FREE_MB:g} MB)")
     return parser

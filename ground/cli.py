@@ -60,7 +60,7 @@ def _open(args: argparse.Namespace) -> GroundClient:
     if args.direct:
         print(f"direct link {args.direct}: for debugging on the bench; the ground server does not archive "
               "this session and other operators do not see it", file=sys.stderr)
-        return direct_client(args.direct, args.tc_keys)
+        return direct_client(args.direct, args.tc_keys, args.zmq_server_public, args.zmq_client_secret, args.tm_auth)
     return ServerClient(_api(args), args.spacecraft)
 
 
@@ -584,6 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="talk to an agent's link directly, without the server (bench debugging only)")
     parser.add_argument("--tc-keys", metavar="FILE",
                         help="with --direct: seal telecommands with this key file (an agent with [security] tc_keys)")
+    parser.add_argument("--tm-auth", action="store_true",
+                        help="with --direct and --tc-keys: take only telemetry sealed with the key file's telemetry "
+                             "slot (an agent with [security] tm_auth)")
+    parser.add_argument("--zmq-server-public", metavar="FILE",
+                        help="with --direct: the agent's CurveZMQ public certificate (NAME.key), for an agent "
+                             "with CURVE on (by default on any link off loopback)")
+    parser.add_argument("--zmq-client-secret", metavar="FILE",
+                        help="with --direct: this ground's CurveZMQ secret certificate (NAME.key_secret, mode 600), "
+                             "its NAME.key in the agent's [security] zmq_clients")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     srv = sub.add_parser("server", help="the ground server: links, archive, command queue, web console, API")
@@ -669,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ground.model_cli import add_model_parser
 
     add_model_parser(sub)
+    from ground.key_cli import add_key_parser
+
+    add_key_parser(sub)
     return parser
 
 

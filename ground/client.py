@@ -592,12 +592,32 @@ class GroundClient:
         self.link.close()
 
 
-def direct_client(link_url: str, tc_keys: str | None = None) -> GroundClient:
+def direct_client(link_url: str, tc_keys: str | None = None, zmq_server_public: str | None = None,
+                  zmq_client_secret: str | None = None, tm_auth: bool = False) -> GroundClient:
     """A client on a link URL (``--direct``), sealing its telecommands with the key file
-    ``tc_keys`` when the agent authenticates them (flight/link/sdls.py)."""
-    if not tc_keys:
+    ``tc_keys`` when the agent authenticates them (flight/link/sdls.py), and a CurveZMQ client
+    of the agent with ``zmq_server_public`` (its public certificate) and ``zmq_client_secret``
+    (this ground's secret one, listed in the agent's allow-list; flight/link/curve.py). ``tm_auth``:
+    take only telemetry sealed with the key file's telemetry slot (an agent with ``tm_auth``)."""
+    from flight.link.curve import CurveKeyError, client_keys
+
+    curve = None
+    if zmq_server_public or zmq_client_secret:
+        if not (zmq_server_public and zmq_client_secret):
+            raise SystemExit("sunlit-ground: --zmq-server-public and --zmq-client-secret go together")
+        try:
+            curve = client_keys(zmq_server_public, zmq_client_secret)
+        except CurveKeyError as exc:
+            raise SystemExit(f"sunlit-ground: CurveZMQ keys: {exc}") from None
+    if tm_auth and not tc_keys:
+        raise SystemExit("sunlit-ground: --tm-auth needs --tc-keys (its telemetry slot checks the telemetry)")
+    if not tc_keys and curve is None:
         return GroundClient(link_url)
+    link = open_ground_link(link_url, curve=curve)
+    if not tc_keys:
+        return GroundClient(link)
     try:
-        return GroundClient(SealingLink.from_key_file(open_ground_link(link_url), tc_keys))
+        return GroundClient(SealingLink.from_key_file(link, tc_keys, tm_auth=tm_auth))
     except KeyFileError as exc:
+        link.close()
         raise SystemExit(f"sunlit-ground: --tc-keys: {exc}") from None

@@ -196,7 +196,8 @@ def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
 def _direct_files(args: argparse.Namespace) -> tuple[GroundClient, GroundFiles]:
     print(f"direct link {args.direct}: for debugging on the bench; the ground server does not archive these "
           "transfers and other operators do not see them", file=sys.stderr)
-    client = direct_client(args.direct, getattr(args, 'tc_keys', None))
+    client = direct_client(args.direct, getattr(args, 'tc_keys', None), getattr(args, 'zmq_server_public', None),
+                           getattr(args, 'zmq_client_secret', None), getattr(args, 'tm_auth', False))
     try:
         client.connect(timeout_s=min(args.timeout, 20.0))
         files = GroundFiles(client, Path(args.area) / (args.spacecraft or "direct"))
@@ -269,7 +270,9 @@ def _command(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dic
     or an exit code after saying why."""
     if args.direct:
         print(f"direct link {args.direct}: for debugging on the bench", file=sys.stderr)
-        client: GroundClient = direct_client(args.direct, getattr(args, 'tc_keys', None))
+        client: GroundClient = direct_client(args.direct, getattr(args, 'tc_keys', None),
+                                             getattr(args, 'zmq_server_public', None),
+                                             getattr(args, 'zmq_client_secret', None), getattr(args, 'tm_auth', False))
     else:
         client = ServerClient(_api(args), args.spacecraft)
     try:

@@ -150,6 +150,9 @@ class SpacecraftLink:
         self.link_url = config.link
         self._link = link if link is not None else config.link
         self.tc_keys = config.tc_keys
+        self.tm_auth = config.tm_auth
+        self.sealing: SealingLink | None = None
+        self._link_curve = config.link_curve  # CurveZMQ keys, loaded when the link opens (None: plain)
         self.server = server
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
@@ -208,6 +211,15 @@ class SpacecraftLink:
         if error:
             raise error[0]
 
+    def _curve_hint(self) -> str:
+        """Why an agent may stay silent: one off loopback runs CurveZMQ by default (flight/link/curve.py)."""
+        from flight.link.curve import curve_wanted
+
+        if isinstance(self._link, str) and curve_wanted(self._link) and self._link_curve() is None:
+            return ("; an agent off loopback takes CurveZMQ clients only by default: set this spacecraft's "
+                    "zmq_server_public and zmq_client_secret")
+        return ""
+
     def join(self, timeout_s: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -215,9 +227,13 @@ class SpacecraftLink:
     def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
         try:
             link = self._link
+            if isinstance(link, str):
+                curve = self._link_curve()
+                if curve is not None:
+                    link = open_ground_link(link, curve=curve)
             if self.tc_keys is not None:  # the server seals: operators and their programs never hold keys
-                link = SealingLink.from_key_file(open_ground_link(link) if isinstance(link, str) else link,
-                                                 self.tc_keys)
+                link = self.sealing = SealingLink.from_key_file(
+                    open_ground_link(link) if isinstance(link, str) else link, self.tc_keys, tm_auth=self.tm_auth)
             client = GroundClient(link, self.dictionary,
                                   tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
             files_config = self.server.config.files
@@ -243,7 +259,7 @@ class SpacecraftLink:
                     client.connect(timeout_s=min(0.5, self.server.connect_timeout_s))
                     self.connected = True
                 except TimeoutError:
-                    self.link_error = f"agent not answering a PUS ping yet (link {self.link_url})"
+                    self.link_error = f"agent not answering a PUS ping yet (link {self.link_url}){self._curve_hint()}"
                 except Exception as exc:  # noqa: BLE001 - a link that fails is shown, not fatal
                     self.link_error = f"{type(exc).__name__}: {exc}"
                     stop.wait(0.5)
@@ -600,6 +616,10 @@ class SpacecraftLink:
             "link_error": self.link_error,
             "packets": self.packets,
             "bad_packets": self.bad_packets,
+            "tm_auth": self.tm_auth,
+            "tm_auth_failed": self.sealing.tm_auth_failed if self.sealing else 0,
+            "tm_replayed": self.sealing.tm_replayed if self.sealing else 0,
+            "key_error": self.sealing.key_error if self.sealing else None,
             "duplicates": self.duplicates,
             "gaps_missing": client.gaps.missing if client else 0,
             "played_back": client.played_back if client else 0,

@@ -14,6 +14,10 @@
     [[spacecraft]]
     id = "sunlit-1"
     link = "zmq+ipc:///tmp/sunlit-link"
+    # tc_keys = "/etc/sunlit/keys/tc.keys"              # seal every telecommand (flight/link/sdls.py)
+    # zmq_server_public = "/etc/sunlit/keys/zmq/agent.key"         # CurveZMQ (flight/link/curve.py):
+    # zmq_client_secret = "/etc/sunlit/keys/zmq/ground.key_secret" # both or neither; the agent must
+    #                             # list this ground's ground.key in its [security] zmq_clients
 
     [commands]
     two_person = ["SHUTDOWN"]   # or "hazardous": every hazardous command needs a second operator
@@ -62,6 +66,17 @@ class SpacecraftConfig:
     id: str
     link: str
     tc_keys: str | None = None  # the spacecraft's telecommand key slots: every command sealed (flight/link/sdls.py)
+    zmq_server_public: str | None = None  # CurveZMQ: the agent's public certificate (NAME.key)
+    zmq_client_secret: str | None = None  # CurveZMQ: this ground's secret certificate (NAME.key_secret, mode 600)
+    tm_auth: bool = False  # check every telemetry packet against tc_keys' telemetry slot (the agent's tm_auth)
+
+    def link_curve(self) -> Any:
+        """The CurveKeys to open this spacecraft's link with, or None (a plain link)."""
+        if self.zmq_server_public is None or self.zmq_client_secret is None:
+            return None
+        from flight.link.curve import client_keys
+
+        return client_keys(self.zmq_server_public, self.zmq_client_secret)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,28 @@ def _unknown(table: dict, allowed: set[str], where: str) -> None:
         raise ServerConfigError(f"{where}.{extra[0]}: unknown key (known: {', '.join(sorted(allowed))})")
 
 
+def _curve_files(sc: dict, where: str) -> tuple[str | None, str | None]:
+    """[[spacecraft]] zmq_server_public and zmq_client_secret: both or neither, each checked."""
+    from flight.link.curve import CurveKeyError, load_public, load_secret
+
+    public, secret = sc.get("zmq_server_public"), sc.get("zmq_client_secret")
+    if (public is None) != (secret is None):
+        given, missing = ("zmq_server_public", "zmq_client_secret") if secret is None else \
+            ("zmq_client_secret", "zmq_server_public")
+        raise ServerConfigError(f"{where}.{missing}: required with {given} (CurveZMQ needs the agent's public "
+                                "certificate and this ground's secret one)")
+    for key, value, check in (("zmq_server_public", public, load_public), ("zmq_client_secret", secret, load_secret)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ServerConfigError(f"{where}.{key}: {value!r} must be the path of a certificate file")
+        try:
+            check(value)
+        except CurveKeyError as exc:
+            raise ServerConfigError(f"{where}.{key}: {exc}") from None
+    return public, secret
+
+
 def parse_two_person(value: Any, dictionary: Dictionary, where: str = "commands.two_person") -> frozenset[str]:
     if value == "hazardous":
         return frozenset(c.name for c in dictionary.commands if c.hazardous)
@@ -159,7 +196,7 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
         where = f"spacecraft[{i}]"
         if not isinstance(sc, dict):
             raise ServerConfigError(f"{where}: must be a table with id and link")
-        _unknown(sc, {"id", "link", "tc_keys"}, where)
+        _unknown(sc, {"id", "link", "tc_keys", "tm_auth", "zmq_server_public", "zmq_client_secret"}, where)
         sc_id = check_spacecraft_id(sc.get("id"), f"{where}.id")
         if sc_id in seen:
             raise ServerConfigError(f"{where}.id: {sc_id!r} appears twice")
@@ -174,10 +211,16 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
             if not isinstance(tc_keys, str):
                 raise ServerConfigError(f"{where}.tc_keys: {tc_keys!r} must be the path of a key file")
             try:
-                KeyRing.load(tc_keys)
+                ring = KeyRing.load(tc_keys)
             except KeyFileError as exc:
                 raise ServerConfigError(f"{where}.tc_keys: {exc}") from None
-        spacecraft.append(SpacecraftConfig(sc_id, link, tc_keys))
+        tm_auth = sc.get("tm_auth", False)
+        if not isinstance(tm_auth, bool):
+            raise ServerConfigError(f"{where}.tm_auth: {tm_auth!r} must be true or false")
+        if tm_auth and (tc_keys is None or ring.telemetry_slot() is None):
+            raise ServerConfigError(f"{where}.tm_auth: true needs tc_keys with a telemetry slot ('SPI HEX telemetry')")
+        curve = _curve_files(sc, where)
+        spacecraft.append(SpacecraftConfig(sc_id, link, tc_keys, *curve, tm_auth=tm_auth))
     cmds = data.get("commands", {})
     _unknown(cmds, {"two_person"}, "commands")
     two_person = parse_two_person(cmds.get("two_person", []), dictionary)

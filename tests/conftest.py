@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ground.client import GroundClient
+from ground.client import GroundClient, direct_client
 from hil.agent_process import AgentProcess, free_tcp_port_pair
 
 
@@ -63,8 +63,9 @@ def start_agent(tmp_path):
 def make_client():
     clients: list[GroundClient] = []
 
-    def make(url: str, wait_for_agent: bool = True) -> GroundClient:
-        client = GroundClient(url)
+    def make(url: str, wait_for_agent: bool = True, tc_keys: Path | str | None = None) -> GroundClient:
+        """``tc_keys``: seal every telecommand with that key file (an agent with [security] tc_keys)."""
+        client = GroundClient(url) if tc_keys is None else direct_client(url, str(tc_keys))
         clients.append(client)
         if wait_for_agent:
             assert client.dictionary_matches(timeout_s=20.0) is True, "agent did not come up with our dictionary"

@@ -17,15 +17,43 @@ SAMPLE_OPERATOR = "test-operator"
 SAMPLE_OPERATOR_SEED = bytes(range(32))  # a fixed key for tests: never an operator's
 
 
-def sample_agent_args(directory: Path) -> list[str]:
-    """Flags for an agent that trusts the sample operator's key ([models] trusted_keys)."""
+def sample_agent_args(directory: Path, tc_keys: bool = False) -> list[str]:
+    """Flags for an agent that trusts the sample operator's key ([models] trusted_keys); with
+    ``tc_keys``, one that also authenticates telecommands with the sample key slots (seal with
+    ``make_client(url, tc_keys=sample_tc_keys(directory))``)."""
     from ground.model_package import key_from_seed, public_line
 
     keys = Path(directory) / "operators.keys"
     keys.write_text(public_line(SAMPLE_OPERATOR, key_from_seed(SAMPLE_OPERATOR_SEED)) + "\n")
     config = Path(directory) / "agent-models.toml"
-    config.write_text(f'[models]\ntrusted_keys = "{keys}"\n')
+    text = f'[models]\ntrusted_keys = "{keys}"\n'
+    if tc_keys:
+        text += f'[security]\ntc_keys = "{sample_tc_keys(directory)}"\n'
+    config.write_text(text)
     return ["--config", str(config)]
+
+
+# Telecommand key slots for tests (fixed keys: never a board's): SPI 1 active, SPI 100 the master
+# key under which KEY_LOAD's sample key (SPI 2) is wrapped.
+SAMPLE_TC_KEY = bytes(range(100, 132))
+SAMPLE_MASTER_KEY = bytes(range(200, 232))
+SAMPLE_LOADED_KEY = bytes(range(50, 82))
+
+
+def sample_tc_keys(directory: Path) -> Path:
+    """The sample key file in ``directory`` (mode 600), written once."""
+    from flight.link.sdls import KeyRing, KeySlot
+
+    path = Path(directory) / "tc.keys"
+    if not path.exists():
+        KeyRing({1: KeySlot(1, SAMPLE_TC_KEY), 100: KeySlot(100, SAMPLE_MASTER_KEY, "master")}).save(path)
+    return path
+
+
+def _sample_wrapped() -> str:
+    from flight.link.sdls import wrap_key
+
+    return wrap_key(SAMPLE_MASTER_KEY, SAMPLE_LOADED_KEY).hex()
 
 
 def pack_sample_model(staging: Path, version: str = "2") -> None:
@@ -102,7 +130,10 @@ VALID_ARGS = {
     "FILE_LIST": {"directory": "products"},
     "FILE_DELETE": {"name": SAMPLE_DELETE},
     "FILE_STATUS": {},
-    "SHUTDOWN": {"reason": "test"},
+    "KEY_LOAD": {"spi": 2, "master": 100, "wrapped": _sample_wrapped()},  # needs sample_agent_args(tc_keys=True)
+    "KEY_REVOKE": {"spi": 2},  # the one just loaded (the client seals with SPI 1)
+    "KEY_LIST": {},
+    "SHUTDOWN": {"reason": "test", "then": "STAY_DOWN"},  # exit status 0 (RESTART_SAFE: 75)
 }
 assert set(VALID_ARGS) == set(DICTIONARY.command_by_name), "add the new command to tests/samples.py"
 

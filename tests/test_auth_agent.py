@@ -140,3 +140,160 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
         assert operator.send("NOOP", timeout_s=20).completed  # the agent still runs
     finally:
         server.stop()
+
+
+MASTER = bytes(range(64, 96))
+
+
+def rotation_rig(tmp_path) -> tuple[InProcessAgent, object]:
+    """A board and a ground holding the same slots (SPI 1 active, SPI 100 master); the ground's
+    client seals from its key file, following it when it changes."""
+    board_keys, ground_keys = tmp_path / "board.keys", tmp_path / "ground.keys"
+    for path in (board_keys, ground_keys):
+        KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(path)
+    rig = InProcessAgent(tmp_path / "agent", tc_keys=board_keys)
+    rig.client = GroundClient(SealingLink.from_key_file(rig.link.ground, ground_keys))
+    rig.pump()
+    return rig, ground_keys
+
+
+def key_cli(*argv: str, capsys) -> tuple[int, str, str]:
+    from ground.cli import main
+
+    code = main(["key", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.req("SEC-011")
+def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
+    rig, ground_keys = rotation_rig(tmp_path)
+    try:
+        code, out, _ = key_cli("new", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)
+        assert code == 0 and KeyRing.load(ground_keys).slots[2].state == "pending"
+        line = next(ln for ln in out.splitlines() if ln.startswith("KEY_LOAD "))
+        args = dict(part.split("=", 1) for part in line.split()[1:])
+        assert args["master"] == "100" and len(args["wrapped"]) == 80
+        assert KeyRing.load(ground_keys).slots[2].key.hex() not in out  # the key itself is never shown
+        result = rig.send("KEY_LOAD", spi=2, master=100, wrapped=args["wrapped"])
+        assert result.completed, result.outcome
+        fingerprint = KeyRing.load(ground_keys).slots[2].fingerprint()
+        assert rig.events("KEY_LOADED")[-1].args == {"spi": 2, "fingerprint": fingerprint}
+        assert rig.client.link.sealer.spi == 1  # pending on the ground: not used yet
+        assert key_cli("activate", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)[0] == 0
+        assert rig.send("KEY_REVOKE", spi=1).completed  # sealed with slot 2: the file was read again
+        assert rig.client.link.sealer.spi == 2
+        assert rig.events("KEY_REVOKED")[-1].args == {"spi": 1}
+        slots = rig.send("KEY_LIST").result["slots"]
+        assert {s["spi"]: s["state"] for s in slots} == {1: "revoked", 2: "active", 100: "master"}
+        assert all(len(s["fingerprint"]) == 8 for s in slots)
+        SealingLink(rig.link.ground, Sealer(1, KEY)).send(forged("NOOP", {}, 900))
+        assert rig.hk()["tc_auth_rejected"] == 1 and rig.hk()["tc_keys_active"] == 1
+        # Refusals name the field and change nothing.
+        assert "last active" in rig.send("KEY_REVOKE", spi=2).outcome
+        assert "master key" in rig.send("KEY_REVOKE", spi=100).outcome
+        assert "taken" in rig.send("KEY_LOAD", spi=1, master=100, wrapped=args["wrapped"]).outcome
+        assert "not a master" in rig.send("KEY_LOAD", spi=3, master=2, wrapped=args["wrapped"]).outcome
+        assert "wrapped:" in rig.send("KEY_LOAD", spi=3, master=100, wrapped="00" * 40).outcome
+        assert "wrapped:" in rig.send("KEY_LOAD", spi=3, master=100, wrapped="zz").outcome
+        assert 3 not in rig.agent.keys._ring.slots
+    finally:
+        rig.close()
+    again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "board.keys")  # the same state directory
+    try:
+        sealing = SealingLink.from_key_file(again.link.ground, ground_keys)
+        later_us = sealing.sealer.next_sn() + 10_000_000  # past the replay reservation a restart leaves (5 s)
+        sealing.sealer.last_sn = later_us
+        again.client = GroundClient(sealing)
+        assert again.send("NOOP").completed  # slot 2, loaded by command, is still in force
+        SealingLink(again.link.ground, Sealer(1, KEY, lambda: later_us + 1000)).send(forged("NOOP", {}, 901))
+        assert again.hk()["tc_auth_rejected"] == 1  # and slot 1 still revoked
+        assert [e.args["kind"] for e in again.events("TC_AUTH_REJECTED")] == ["revoked"]
+    finally:
+        again.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_a_damaged_key_state_is_reported_and_the_provisioned_keys_stay_in_force(tmp_path):
+    rig, _ground_keys = rotation_rig(tmp_path)
+    rig.close()
+    (tmp_path / "agent" / "tc_keys_state").write_text("{not json")
+    again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "board.keys")
+    try:
+        corrupt = [e.args for e in again.events("STATE_CORRUPT")]  # said at boot
+        assert any(e["what"] == "telecommand keys" and "tc_keys_state" in e["reason"] for e in corrupt)
+        again.client = GroundClient(SealingLink(again.link.ground, Sealer(1, KEY)))
+        assert again.send("NOOP").completed
+    finally:
+        again.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_key_commands_fail_saying_so_when_authentication_is_off(tmp_path):
+    rig = InProcessAgent(tmp_path / "agent")
+    try:
+        result = rig.send("KEY_LIST")
+        assert not result.completed and "OFF" in result.outcome
+        assert rig.hk()["tc_keys_active"] == 0
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_the_key_cli_refuses_what_would_break_the_ground(tmp_path, capsys):
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY)}).save(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    code, _, err = key_cli("new", "--keys", str(path), "--spi", "2", capsys=capsys)
+    assert code == 2 and "no master key" in err and "Traceback" not in err
+    code, _, err = key_cli("revoke", "--keys", str(path), "--spi", "1", capsys=capsys)
+    assert code == 2 and "last active" in err
+    code, _, err = key_cli("activate", "--keys", str(path), "--spi", "7", capsys=capsys)
+    assert code == 2 and "no such slot" in err
+    code, out, _ = key_cli("list", "--keys", str(path), capsys=capsys)
+    assert code == 0 and KEY.hex() not in out and KeySlot(1, KEY).fingerprint() in out
+    path.chmod(0o644)
+    code, _, err = key_cli("list", "--keys", str(path), capsys=capsys)
+    assert code == 2 and "chmod 600" in err
+
+
+@pytest.mark.req("SEC-013")
+def test_an_agent_with_tm_auth_seals_its_telemetry_and_the_ground_drops_a_forgers(tmp_path):
+    tm_key = bytes(range(120, 152))
+    board_keys = tmp_path / "tc.keys"
+    ring = KeyRing({1: KeySlot(1, KEY), 7: KeySlot(7, tm_key, "telemetry")})
+    ring.save(board_keys)
+    rig = InProcessAgent(tmp_path / "agent", tc_keys=board_keys, tm_auth=True)
+    sealing = SealingLink(rig.link.ground, Sealer(1, KEY), tm_ring=ring)
+    rig.client = GroundClient(sealing)
+    try:
+        assert rig.send("PING", token=5).result["token"] == 5  # the report came sealed, and opened
+        assert rig.hk()["tc_auth"] == "HMAC-SHA256"
+        codec = Codec(DICTIONARY)
+        rig.link.flight.publish(codec.encode_event("SAFE_ENTERED", {"reason": "forged"}, 0.0))  # under the agent
+        rig.advance(2)
+        assert not rig.events("SAFE_ENTERED") and sealing.tm_auth_failed == 1
+        plain = GroundClient(rig.link.ground)  # a ground that does not check: sees sealed packets it cannot read
+        try:
+            for _ in range(3):  # housekeeping comes, read by this client alone
+                rig.clock.advance(1.0)
+                plain.poll(0)
+            assert plain.bad_packets > 0 and not plain.latest
+        finally:
+            plain.close()
+    finally:
+        rig.close()
+
+
+def test_tm_auth_needs_a_telemetry_slot(tmp_path):
+    from flight.config import ConfigError, load_config
+
+    keys = tmp_path / "tc.keys"
+    KeyRing({1: KeySlot(1, KEY)}).save(keys)
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[security]\ntc_keys = "{keys}"\ntm_auth = true\n')
+    with pytest.raises(ConfigError, match="security.tm_auth"):
+        load_config(config)
+    config.write_text('[security]\ntm_auth = true\n')
+    with pytest.raises(ConfigError, match="security.tm_auth"):
+        load_config(config)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from flight.config import load_config
+from flight.config import Config, load_config, parse_config
 from flight.hal.jetson import detect_board
 from flight.hal.jetson import parse_nvpmodel_conf
+from flight.link.sdls import KeyRing
 from hil.agent_process import free_tcp_port_pair
 from tests.fakeboard import BOARDS, FIXTURES
 
@@ -34,6 +35,10 @@ INSTALL = DEPLOY / "install.sh"
 UNINSTALL = DEPLOY / "uninstall.sh"
 ORIN_NX_MODEL = BOARDS["orin_nx_16gb"].model  # "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"
 IN_VENV = sys.prefix != sys.base_prefix
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -107,6 +112,21 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def under_root(text: str, root: Path) -> str:
+    """A config install.sh wrote, with the key files it names as the board sees them
+    (/etc/sunlit/keys/...) moved under ``root``, where this test's install put them."""
+    return text.replace('"/etc/sunlit/keys/', f'"{root}/etc/sunlit/keys/')
+
+
+def installed_config(root: Path, path: Path | None = None) -> Config:
+    """The agent's view of an installed config (its [security] files under ``root``)."""
+    path = path or root / "etc/sunlit/agent.toml"
+    return parse_config(tomllib.loads(under_root(path.read_text(), root)), str(path))
+
+
+TC_KEY_LINE = re.compile(r"^(\d+) ([0-9a-f]{64})(?: (master))?$")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory, source):
     """One real install into a temporary Orin NX root, shared by the checks that only look."""
@@ -133,9 +153,15 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, source):
         f"would install {root}/etc/sunlit/agent.toml",
         f"would install {root}/etc/systemd/system/sunlit-agent.service",
         f"would install {root}/etc/udev/rules.d/99-sunlit-link.rules",
-        f"would generate the link key {root}/etc/sunlit/keys/link.key",
+        f"would create {root}/etc/sunlit/keys/zmq/clients (0750)",
+        f"would generate the telecommand keys {root}/etc/sunlit/keys/tc.keys (SPI 1 active, SPI 100 master; mode 0600)",
+        f"copy {root}/etc/sunlit/keys/tc.keys to the ground server over a secure channel",
         "$ install -d -m 0755",
-        "$ (umask 077; head -c 32 /dev/urandom > ",  # steps done by a function show their commands too
+        # steps done by a function show their commands too
+        """$ (umask 077; printf "1 %s\\n100 %s master\\n" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')" """,
+        f"; mv {root}/etc/sunlit/keys/tc.keys.tmp {root}/etc/sunlit/keys/tc.keys\n",
+        f"would generate the agent's CurveZMQ certificate {root}/etc/sunlit/keys/zmq/agent.key and ",
+        "zmq.auth.create_certificates(sys.argv[1], \"agent\")",
         f"$ tar -C {source} -cf - ",
         "-m pip install --no-deps --force-reinstall",
     ):
@@ -155,8 +181,26 @@ def test_install_lays_out_the_board(installed):
     for path, want in [("opt/sunlit", 0o755), ("etc/sunlit", 0o750), ("etc/sunlit/keys", 0o700),
                        ("var/lib/sunlit", 0o750), ("var/lib/sunlit/state", 0o750), ("var/lib/sunlit/compute", 0o750)]:
         assert (root / path).is_dir() and mode(root / path) == want, path
-    key = root / "etc/sunlit/keys/link.key"
-    assert mode(key) == 0o600 and len(key.read_bytes()) == 32 and key.read_bytes() != bytes(32)
+    # The telecommand keys: SPI 1 active, SPI 100 the master (key-encryption key), as the agent reads them.
+    tc_keys = root / "etc/sunlit/keys/tc.keys"
+    assert mode(tc_keys) == 0o600 and not (root / "etc/sunlit/keys/link.key").exists()
+    lines = [line for line in tc_keys.read_text().splitlines() if line and not line.startswith("#")]
+    assert [TC_KEY_LINE.match(line).group(1, 3) for line in lines] == [("1", None), ("100", "master")], lines
+    ring = KeyRing.load(tc_keys)  # the "master" word: flight/link/sdls.py
+    assert ring.active() == [1] and ring.slots[100].state == "master"
+    assert len({ring.slots[1].key, ring.slots[100].key, bytes(32)}) == 3
+    assert f"copy {tc_keys} to the ground server over a secure channel" in out and "tc_keys = PATH" in out
+    # The agent's CurveZMQ certificate (pyzmq's format, the secret 0600) and the empty allow-list.
+    zmq_dir = root / "etc/sunlit/keys/zmq"
+    assert mode(zmq_dir / "agent.key_secret") == 0o600 and mode(zmq_dir / "clients") == 0o750
+    assert list((zmq_dir / "clients").iterdir()) == [] and sorted(p.name for p in zmq_dir.iterdir()) == [
+        "agent.key", "agent.key_secret", "clients"]  # no staging directory left behind
+    from flight.link.curve import load_public, load_secret
+
+    assert load_secret(zmq_dir / "agent.key_secret")[0] == load_public(zmq_dir / "agent.key")
+    assert "give the ground server a copy of" in out and f"certificate (its NAME.key, never NAME.key_secret) into\n  {zmq_dir}/clients/" in out
+    # The agent's loader checked the config with the keys it names (looked up under the root here).
+    assert f"ok: {root}/etc/sunlit/agent.toml passes the agent's checks (its [security] files looked up under {root})" in out
     # units, journald drop-in and udev rule: copied as they are in deploy/ (the rule with this board's UART)
     for rel, src in [("etc/systemd/system/sunlit-agent.service", "systemd/sunlit-agent.service"),
                      ("etc/systemd/system/sunlit-safe.service", "systemd/sunlit-safe.service"),
@@ -177,10 +221,16 @@ def test_the_config_is_for_the_detected_module(installed):
     assert mode(conf) == 0o640
     text = conf.read_text()
     assert f'model "{ORIN_NX_MODEL}" -> orin_nx_16gb' in text and '# board = "orin_nx_16gb"' in text
-    config = load_config(conf)
+    config = installed_config(root)
     assert (config.hal_backend, config.board) == ("jetson", None)  # detected at each start
     assert config.state_dir == Path("/var/lib/sunlit/state") and config.compute_dir == Path("/var/lib/sunlit/compute")
     assert config.link_url == "zmq://127.0.0.1:5550" and config.bench_supply is False
+    # The key files as the board sees them (the agent reads them there), not under the test's root.
+    security = tomllib.loads(text)["security"]
+    assert security == {"tc_keys": "/etc/sunlit/keys/tc.keys",
+                        "zmq_server_secret": "/etc/sunlit/keys/zmq/agent.key_secret",
+                        "zmq_clients": "/etc/sunlit/keys/zmq/clients"}
+    assert config.tc_keys == root / "etc/sunlit/keys/tc.keys"
     assert (root / "opt/sunlit/share/agent.default.toml").read_text() == text
 
 
@@ -194,24 +244,27 @@ def test_a_second_run_changes_nothing_and_says_so(installed, source):
     changes = [line for line in out.splitlines() if line.startswith("  ") and not line.startswith(("  ok:", "  WARNING"))
                and not line.startswith("    ")]
     assert all(not re.match(r"  (create|install|update|chmod|chown|generate|copy|enable)\b", line) for line in changes), changes
+    assert f"ok: {root}/etc/sunlit/keys/tc.keys kept (telecommand keys)" in out  # byte for byte: the snapshot
+    assert f"ok: {root}/etc/sunlit/keys/zmq/agent.key_secret kept" in out
 
 
 def test_the_installed_venv_runs_the_selftest(installed, tmp_path):
     """The acceptance check after an install: the selftest from the installed venv, on this
-    machine's linux backend, with the state directory, store and key install.sh made."""
+    machine's linux backend, with the state directory, store and keys install.sh made."""
     root, _ = installed
     config = tmp_path / "selftest.toml"
     config.write_text(
         f'[link]\nurl = "zmq://127.0.0.1:{free_tcp_port_pair()}"\n[hal]\nbackend = "linux"\n'
         f'[paths]\nstate_dir = "{root}/var/lib/sunlit/state"\n[compute]\ndir = "{root}/var/lib/sunlit/compute"\n'
+        f'[security]\ntc_keys = "{root}/etc/sunlit/keys/tc.keys"\n'
     )
     proc = subprocess.run([str(root / "opt/sunlit/venv/bin/python"), "-m", "flight.selftest", "--config", str(config),
-                           "--key", str(root / "etc/sunlit/keys/link.key"), "--json"],
+                           "--json"],  # the key file the installer made, from [security] tc_keys
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     body = json.loads(proc.stdout)
     assert proc.returncode == 0 and body["passed"], proc.stdout + proc.stderr
     status = {r["check"]: r["status"] for r in body["rows"]}
-    assert status["model store"] == "PASS" and status["link key"] == "PASS" and status["onnxruntime"] == "PASS"
+    assert status["model store"] == "PASS" and status["telecommand keys"] == "PASS" and status["onnxruntime"] == "PASS"
     where = subprocess.run([str(root / "opt/sunlit/venv/bin/python"), "-c", "import flight; print(flight.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path).stdout
     assert where.startswith(str(root / "opt/sunlit/venv")), where  # the installed copy, not the checkout
@@ -221,16 +274,19 @@ def test_safe_config_turns_compute_off_and_falls_back_to_the_default(installed, 
     root, _ = installed
     python = str(root / "opt/sunlit/venv/bin/python")
     helper = str(root / "opt/sunlit/libexec/sunlit-safe-config")
-    default = root / "opt/sunlit/share/agent.default.toml"
+    default = tmp_path / "agent.default.toml"  # naming the key files under the test's root, as the board has them
+    default.write_text(under_root((root / "opt/sunlit/share/agent.default.toml").read_text(), root))
     conf = tmp_path / "agent.toml"
-    conf.write_text((root / "etc/sunlit/agent.toml").read_text() + '\n[parameters]\nbattery_floor_pct = 40.0\n')
+    conf.write_text(under_root((root / "etc/sunlit/agent.toml").read_text(), root)
+                    + '\n[parameters]\nbattery_floor_pct = 40.0\n')
     out = tmp_path / "safe.toml"
     proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     safe, normal = load_config(out), load_config(conf)
     assert safe.compute_enabled is False
-    assert (safe.link_url, safe.hal_backend, safe.state_dir, safe.parameters) == (
-        normal.link_url, normal.hal_backend, normal.state_dir, normal.parameters)
+    assert (safe.link_url, safe.hal_backend, safe.state_dir, safe.parameters, safe.tc_keys) == (
+        normal.link_url, normal.hal_backend, normal.state_dir, normal.parameters, normal.tc_keys)
+    assert safe.tc_keys is not None  # the fallback authenticates telecommands too
     conf.write_text("[link]\nurl = 'tcp://nowhere'\n")  # the kind of config that keeps the agent from starting
     proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
     assert proc.returncode == 0 and f"using {default}" in proc.stderr
@@ -239,21 +295,39 @@ def test_safe_config_turns_compute_off_and_falls_back_to_the_default(installed, 
     assert proc.returncode == 1 and "cannot be used either" in proc.stderr
 
 
-def test_an_existing_config_and_key_are_kept(tmp_path, source):
+def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     root = jetson_root(tmp_path / "root")
     mine = '[link]\nurl = "serial:///dev/sunlit-link?baud=57600"\n'
-    (root / "etc/sunlit/keys").mkdir(parents=True)
+    (root / "etc/sunlit/keys/zmq").mkdir(parents=True)
     (root / "etc/sunlit/agent.toml").write_text(mine)
-    key = root / "etc/sunlit/keys/link.key"
-    key.write_bytes(b"k" * 32)
-    key.chmod(0o644)
+    old_key = root / "etc/sunlit/keys/link.key"  # made by earlier versions
+    old_key.write_bytes(b"k" * 32)
+    tc_keys = root / "etc/sunlit/keys/tc.keys"
+    provisioned = f"# ours\n1 {'ab' * 32}\n2 {'cd' * 32} revoked\n100 {'ef' * 32} master\n"
+    tc_keys.write_text(provisioned)
+    tc_keys.chmod(0o644)
+    import zmq.auth
+
+    zmq.auth.create_certificates(root / "etc/sunlit/keys/zmq", "agent")
+    secret = root / "etc/sunlit/keys/zmq/agent.key_secret"
+    secret.chmod(0o644)
+    certificate = secret.read_bytes()
     out = install(root, source).stdout
     assert (root / "etc/sunlit/agent.toml").read_text() == mine
     new = root / "etc/sunlit/agent.toml.new"
     assert new.exists() and "never overwritten" in out and f"diff {root}/etc/sunlit/agent.toml {new}" in out
-    assert key.read_bytes() == b"k" * 32 and mode(key) == 0o600 and f"chmod 0600 {key}" in out
-    # Again: the user's config is theirs, the default has not changed: nothing to say or do.
-    assert install(root, source).stdout.rstrip().endswith("nothing to change: Sunlit is installed and up to date in " + str(root))
+    # The keys are kept byte for byte; a mode others could read is corrected.
+    assert tc_keys.read_text() == provisioned and mode(tc_keys) == 0o600 and f"chmod 0600 {tc_keys}" in out
+    assert secret.read_bytes() == certificate and mode(secret) == 0o600 and f"chmod 0600 {secret}" in out
+    assert "would generate" not in out and "generate the" not in out
+    assert old_key.read_bytes() == b"k" * 32 and f"{old_key} (the link key of earlier versions) is not used" in out
+    # The user's config names no telecommand keys: the agent would take any command. Said, every run.
+    warning = f"WARNING: {root}/etc/sunlit/agent.toml has no [security] tc_keys"
+    assert warning in out
+    # Again: the user's config is theirs, the default has not changed: nothing to do.
+    again = install(root, source).stdout
+    assert again.rstrip().endswith("nothing to change: Sunlit is installed and up to date in " + str(root))
+    assert warning in again
     # A new default (another link) is offered beside it, the user's file still untouched.
     out = install(root, source, "--link", "zmq://0.0.0.0:6000").stdout
     assert 'url = "zmq://0.0.0.0:6000"' in new.read_text() and (root / "etc/sunlit/agent.toml").read_text() == mine
@@ -264,7 +338,7 @@ def test_unknown_board_gets_the_linux_backend(tmp_path, source):
     root = jetson_root(tmp_path / "root", "Raspberry Pi 4 Model B Rev 1.4")
     out = install(root, source).stdout
     assert '"Raspberry Pi 4 Model B Rev 1.4" is not an Orin Nano, Orin NX or AGX Orin: configuring the linux backend' in out
-    config = load_config(root / "etc/sunlit/agent.toml")
+    config = installed_config(root)
     assert config.hal_backend == "linux" and "board" not in (root / "etc/sunlit/agent.toml").read_text().split("[hal]")[1].split("[")[0]
 
 
@@ -303,7 +377,7 @@ def test_choices_are_kept_by_a_run_without_them(tmp_path, source):
     rule = root / "etc/udev/rules.d/99-sunlit-link.rules"
     default = root / "opt/sunlit/share/agent.default.toml"
     assert 'KERNEL=="ttyTHS2"' in rule.read_text() and f'url = "{link}"' in default.read_text()
-    config = load_config(root / "etc/sunlit/agent.toml")  # the carrier's model names no board: pinned
+    config = installed_config(root)  # the carrier's model names no board: pinned
     assert (config.hal_backend, config.board, config.link_url) == ("jetson", "orin_nano", link)
     assert (root / "etc/sunlit/install.conf").read_text().splitlines()[1:] == [
         "board=orin_nano", f"link={link}", "uart=ttyTHS2"]
@@ -499,7 +573,8 @@ def test_uninstall_keeps_data_unless_purged(tmp_path, source):
     for gone in ("opt/sunlit", "etc/systemd/system/sunlit-agent.service", "etc/systemd/system/sunlit-safe.service",
                  "etc/systemd/journald.conf.d/sunlit.conf", "etc/udev/rules.d/99-sunlit-link.rules"):
         assert not (root / gone).exists(), gone
-    for kept in ("var/lib/sunlit/compute/models/golden/manifest.json", "etc/sunlit/agent.toml", "etc/sunlit/keys/link.key"):
+    for kept in ("var/lib/sunlit/compute/models/golden/manifest.json", "etc/sunlit/agent.toml", "etc/sunlit/keys/tc.keys",
+                 "etc/sunlit/keys/zmq/agent.key_secret"):
         assert (root / kept).exists(), kept
     assert f"kept: {root}/var/lib/sunlit {root}/etc/sunlit" in out
     assert "nothing to remove from" in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
@@ -606,6 +681,43 @@ def test_safe_unit_is_the_agent_with_compute_off_and_never_beside_it():
     for key in set(agent) | set(safe):
         if key not in differ:
             assert agent.get(key) == safe.get(key), key
+
+
+def systemd_after_exit(unit: dict[str, list[str]], status: int) -> tuple[str, bool]:
+    """What systemd does when a unit's main process exits with ``status`` on its own (not by
+    systemctl stop, which never restarts): (the unit's result, whether it is restarted).
+    systemd.service(5): RestartPreventExitStatus= wins over RestartForceExitStatus=, which wins
+    over Restart=; SuccessExitStatus= makes a status clean, as 0 is."""
+    def listed(key: str) -> set[int]:
+        return {int(v) for line in unit.get(key, []) for v in line.split() if v.isdigit()}
+
+    clean = status == 0 or status in listed("SuccessExitStatus")
+    result = "success" if clean else "exit-code"
+    if status in listed("RestartPreventExitStatus"):
+        return result, False
+    if status in listed("RestartForceExitStatus"):
+        return result, True
+    restart = unit["Restart"][0]
+    return result, restart == "always" or (restart == "on-failure" and not clean)
+
+
+def test_units_act_on_the_agents_exit_status():
+    """SHUTDOWN then=RESTART_SAFE exits 75: started again (in SAFE, as every start), and not a
+    failure (no OnFailure=); then=STAY_DOWN, or SIGTERM, exits 0: down until the next boot, in
+    the SAFE fallback too (Restart=always); a config error (2) or a crash (1): restarted."""
+    from flight.agent.executive import EXIT_RESTART_SAFE, EXIT_STAY_DOWN
+
+    assert (EXIT_RESTART_SAFE, EXIT_STAY_DOWN) == (75, 0)
+    for name in ("sunlit-agent.service", "sunlit-safe.service"):
+        unit = unit_settings(name)
+        assert unit["SuccessExitStatus"] == ["75"] and unit["RestartForceExitStatus"] == ["75"], name
+        assert unit["RestartPreventExitStatus"] == ["0"], name
+        assert systemd_after_exit(unit, EXIT_RESTART_SAFE) == ("success", True), name
+        assert systemd_after_exit(unit, EXIT_STAY_DOWN) == ("success", False), name
+        assert systemd_after_exit(unit, 2) == ("exit-code", True) and systemd_after_exit(unit, 1) == ("exit-code", True)
+    # Without the settings, the plain Restart= lines would do the wrong thing: that is why they are there.
+    assert systemd_after_exit({"Restart": ["always"]}, 0) == ("success", True)
+    assert systemd_after_exit({"Restart": ["on-failure"]}, 75) == ("exit-code", True)  # a "failure": OnFailure=
 
 
 def test_journald_dropin_caps_the_journal():

@@ -158,10 +158,10 @@ def test_the_agent_process_says_ready_feeds_the_watchdog_and_says_stopping(
         _datagrams_until(sock, b"WATCHDOG=1", after_ready)
         _datagrams_until(sock, b"WATCHDOG=1", after_ready)  # and again: it keeps feeding
         client = make_client(ipc_url)
-        assert client.send("SHUTDOWN", {"reason": "test\nWATCHDOG=trigger"}).completed
+        assert client.send("SHUTDOWN", {"reason": "test\nWATCHDOG=trigger", "then": "STAY_DOWN"}).completed
         stop: list[bytes] = []
         _datagrams_until(sock, b"STOPPING=1", stop)
-        assert stop[-1] == b"STOPPING=1\nSTATUS=commanded: test WATCHDOG=trigger"
-        assert agent.proc.wait(30) == 0
+        assert stop[-1] == b"STOPPING=1\nSTATUS=commanded: test WATCHDOG=trigger; then STAY_DOWN"
+        assert agent.proc.wait(30) == 0  # STAY_DOWN: the unit leaves it down (RESTART_SAFE exits 75)
     finally:
         sock.close()

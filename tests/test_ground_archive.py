@@ -55,7 +55,7 @@ def agent_hk_values(i: int) -> dict:
         mode=("SAFE", "IDLE", "COMPUTE")[i % 3], boot_count=3, uptime_s=10.0 + i, dict_hash=DICTIONARY.version_hash,
         cmd_accepted=i, cmd_rejected=0, cmd_executed=i, cmd_failed=0, internal_errors=0, tc_received=i,
         tc_bad_packets=0, tc_duplicates=0, tm_sent=4 * i, tm_dropped=0, link_kind="ZMQ", cpu_pct=12.5 + (i % 50) / 4,
-        tc_auth="OFF", tc_auth_rejected=0,
+        tc_auth="OFF", tc_auth_rejected=0, tc_keys_active=0, zmq_auth_refused=0,
         mem_pct=41.0, hal_backend="linux", sensors_missing=2, control_late_p99_ms=None if i % 5 == 0 else 1.25,
     )
     return values

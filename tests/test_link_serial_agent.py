@@ -6,7 +6,7 @@ import pytest
 
 from flight.link.messages import HkRecord
 from hil.ptyline import PtyLine
-from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, stage_sample_model
+from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, sample_tc_keys, stage_sample_model
 
 
 @pytest.fixture
@@ -22,9 +22,9 @@ def hk(client, predicate, timeout_s=15.0):
 
 @pytest.mark.req("LNK-002", "LNK-004")
 def test_every_command_completes_over_serial(line, start_agent, make_client, tmp_path):
-    agent = start_agent(f"serial://{line.a_path}?baud=115200", *sample_agent_args(tmp_path))
+    agent = start_agent(f"serial://{line.a_path}?baud=115200", *sample_agent_args(tmp_path, tc_keys=True))
     stage_sample_model(agent.state_dir)
-    client = make_client(f"serial://{line.b_path}?baud=115200")
+    client = make_client(f"serial://{line.b_path}?baud=115200", tc_keys=sample_tc_keys(tmp_path))
     for name in ORDERED:
         result = client.send(name, VALID_ARGS[name], timeout_s=10)
         assert result.completed, f"{name}: {result.outcome}"

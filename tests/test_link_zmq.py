@@ -16,7 +16,7 @@ from flight.link.messages import EventRecord, HkRecord, Stage
 from flight.link.packets import pack_tc, pack_tm
 from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 from ground.client import CommandTimeout
-from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, stage_sample_model
+from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, sample_tc_keys, stage_sample_model
 
 
 def hk_where(client, predicate, timeout_s=10.0):
@@ -36,18 +36,20 @@ def event_named(client, name, timeout_s=10.0):
 
 @pytest.mark.req("LNK-002", "AGT-040")
 def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url, tmp_path):
-    stage_sample_model(start_agent(tcp_url, *sample_agent_args(tmp_path)).state_dir)
-    client = make_client(tcp_url)
+    stage_sample_model(start_agent(tcp_url, *sample_agent_args(tmp_path, tc_keys=True)).state_dir)
+    client = make_client(tcp_url, tc_keys=sample_tc_keys(tmp_path))  # KEY_* need authentication on
     for name in ORDERED:
         result = client.send(name, VALID_ARGS[name])
         assert result.completed, f"{name}: {result.outcome}"
         assert [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
         assert all(r.request_id == result.reports[0].request_id for r in result.reports)
-    assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test"
+    assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test; then STAY_DOWN"
 
 
-def test_ping_result_and_events_and_housekeeping_over_ipc(start_agent, make_client, ipc_url):
-    start_agent(ipc_url)
+@pytest.mark.req("SEC-012")
+def test_ping_result_and_events_and_housekeeping_over_ipc_and_a_shutdown_that_asks_for_a_restart(
+        start_agent, make_client, ipc_url):
+    agent = start_agent(ipc_url)
     client = make_client(ipc_url)
     result = client.send("PING", {"token": 99})
     assert result.result["token"] == 99 and result.result["dict_hash"] == DICTIONARY.version_hash
@@ -55,6 +57,11 @@ def test_ping_result_and_events_and_housekeeping_over_ipc(start_agent, make_clie
     values = hk_where(client, lambda v: v["cmd_executed"] >= 1)
     assert set(values) == set(DICTIONARY.packet_by_name["AGENT_HK"].channels)
     assert values["link_kind"] == "ZMQ" and values["cmd_accepted"] == 1
+    # SHUTDOWN's default is RESTART_SAFE: exit status 75, which the service restarts (deploy/systemd).
+    result = client.send("SHUTDOWN", {"reason": "test"})
+    assert result.completed and result.result == {"stopping": True, "then": "RESTART_SAFE", "exit_status": 75}
+    assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test; then RESTART_SAFE"
+    assert agent.proc.wait(30) == 75
 
 
 @pytest.mark.req("LNK-002")

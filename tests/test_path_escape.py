@@ -91,6 +91,7 @@ NOT_FILES = {
     ("SCHEDULE_AT", "args"): "its command's arguments: checked as that command's (test_a_time_tag_...)",
     ("SCHEDULE_AFTER", "args"): "its command's arguments: checked as that command's (test_a_time_tag_...)",
     ("FILE_CANCEL", "transfer"): "looked up among the transfers",
+    ("KEY_LOAD", "wrapped"): "80 hex digits, unwrapped under a master key",
     ("SHUTDOWN", "reason"): "logged",
 }
 

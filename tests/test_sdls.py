@@ -10,7 +10,8 @@ import pytest
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
 from flight.link.packets import CRC_LEN, Telecommand, _crc, unpack
-from flight.link.sdls import OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot, ReplayGuard, Sealer, open_tc
+from flight.link.sdls import (OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot, ReplayGuard, Sealer,
+                              SealingLink, open_tc)
 
 KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
 
@@ -72,7 +73,7 @@ def test_forged_and_wrong_key_commands_are_refused_before_their_data_is_read(tmp
 
 @pytest.mark.req("SEC-001")
 def test_an_unknown_or_revoked_slot_is_refused(tmp_path):
-    keys = ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B, revoked=True))
+    keys = ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B, "revoked"))
     with pytest.raises(AuthError) as err:
         open_tc(Sealer(2, KEY_B, Clock()).seal(command()), keys, None)
     assert err.value.kind == "revoked"
@@ -131,7 +132,7 @@ def test_a_corrupt_replay_file_refuses_everything_up_to_now(tmp_path):
 @pytest.mark.req("SEC-003")
 def test_key_files_are_checked_naming_the_line_and_must_be_private(tmp_path):
     path = tmp_path / "tc.keys"
-    good = KeyRing({1: KeySlot(1, KEY_A), 2: KeySlot(2, KEY_B, revoked=True)})
+    good = KeyRing({1: KeySlot(1, KEY_A), 2: KeySlot(2, KEY_B, "revoked")})
     path.write_text("# slots\n" + good.dump())
     path.chmod(0o644)
     with pytest.raises(KeyFileError, match="readable by others"):
@@ -144,3 +145,103 @@ def test_key_files_are_checked_naming_the_line_and_must_be_private(tmp_path):
         path.write_text(text)
         with pytest.raises(KeyFileError, match=where):
             KeyRing.load(path)
+
+
+@pytest.mark.req("SEC-011")
+def test_a_master_or_pending_slot_never_authenticates_a_telecommand():
+    keys = ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B, "master"), KeySlot(3, bytes(32), "pending"))
+    for spi, key, kind in ((2, KEY_B, "master"), (3, bytes(32), "pending")):
+        with pytest.raises(AuthError) as err:
+            open_tc(Sealer(spi, key, Clock()).seal(command()), keys, None)
+        assert err.value.kind == kind
+
+
+@pytest.mark.req("SEC-011")
+def test_a_wrapped_key_unwraps_only_under_its_master_and_undamaged():
+    from flight.link.sdls import unwrap_key, wrap_key
+
+    wrapped = wrap_key(KEY_B, KEY_A)
+    assert len(wrapped) == 40 and KEY_A not in wrapped and unwrap_key(KEY_B, wrapped) == KEY_A
+    with pytest.raises(ValueError, match="does not unwrap"):
+        unwrap_key(KEY_A, wrapped)
+    damaged = bytearray(wrapped)
+    damaged[7] ^= 1
+    with pytest.raises(ValueError, match="does not unwrap"):
+        unwrap_key(KEY_B, bytes(damaged))
+    with pytest.raises(ValueError, match="40"):
+        unwrap_key(KEY_B, wrapped[:-1])
+
+
+@pytest.mark.req("SEC-011")
+def test_the_overlay_puts_loaded_keys_and_revocations_on_the_provisioned_ring(tmp_path):
+    from flight.link.sdls import KeyOverlay, wrap_key
+
+    master = bytes(range(9, 41))
+    overlay = KeyOverlay(tmp_path / "tc_keys_state")
+    overlay.loaded[5] = (100, wrap_key(master, KEY_B).hex())
+    overlay.loaded[6] = (1, wrap_key(master, KEY_B).hex())  # "master" 1 is not a master: left out
+    overlay.revoked.add(1)
+    overlay.write()
+    assert (tmp_path / "tc_keys_state").stat().st_mode & 0o777 == 0o600
+    assert KEY_B.hex() not in (tmp_path / "tc_keys_state").read_text()  # kept wrapped
+    again = KeyOverlay(tmp_path / "tc_keys_state")
+    again.read()
+    keys = ring(KeySlot(1, KEY_A), KeySlot(100, master, "master"))
+    problems = again.apply(keys)
+    assert keys.slots[5].key == KEY_B and keys.slots[5].active and keys.slots[1].revoked
+    assert 6 not in keys.slots and len(problems) == 1 and "SPI 6" in problems[0]
+
+
+@pytest.mark.req("SEC-011")
+def test_a_sealing_link_follows_its_key_file_and_keeps_the_last_good_key(tmp_path):
+    from flight.link.memory_link import MemoryLink
+
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A), 2: KeySlot(2, KEY_B, "pending")}).save(path)
+    pair = MemoryLink()
+    link = SealingLink.from_key_file(pair.ground, path)
+    link.send(command())
+    assert link.sealer.spi == 1
+    KeyRing({1: KeySlot(1, KEY_A), 2: KeySlot(2, KEY_B)}).save(path)
+    link.send(command(2))
+    assert link.sealer.spi == 2
+    path.write_text("garbage\n")
+    path.chmod(0o600)
+    link.send(command(3))
+    assert link.sealer.spi == 2 and link.key_error and ":1:" in link.key_error
+    spis = [open_tc(i.packet, ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B)), None)[0] for i in pair.flight.receive()]
+    assert spis == [1, 2, 2]
+
+
+@pytest.mark.req("SEC-013")
+def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
+    from flight.link.memory_link import MemoryLink
+    from flight.link.sdls import TelemetrySealingLink
+
+    tm_key = bytes(range(70, 102))
+    keys = ring(KeySlot(1, KEY_A), KeySlot(9, tm_key, "telemetry"))
+    codec = Codec(DICTIONARY)
+    pair = MemoryLink()
+    board = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), boot_count=3)
+    ground = SealingLink(pair.ground, Sealer(1, KEY_A), tm_ring=keys)
+    events = [codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i) for i in range(3)]
+    for packet in events:
+        assert board.publish(packet)
+    assert ground.receive() == events  # opened: the plain packets, as the board made them
+    pair.flight.publish(events[0])  # a forger on the link: not sealed
+    pair.flight.publish(TelemetrySealingLink(pair.flight, KeySlot(9, KEY_B, "telemetry"), 3).sealer.seal(events[1]))
+    captured = board.sealer.seal(events[2])
+    pair.flight.publish(captured)
+    pair.flight.publish(captured)  # the same sealed packet again: replayed
+    assert ground.receive() == [events[2]]
+    assert ground.tm_auth_failed == 2 and ground.tm_replayed == 1
+    # After the board restarts (boot count 4) its SNs are above every earlier one, whatever its clock.
+    again = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), boot_count=4)
+    again.publish(events[0])
+    assert ground.receive() == [events[0]]
+    # A telecommand key never seals telemetry the ground takes, nor the telemetry key a telecommand.
+    pair.flight.publish(Sealer(1, KEY_A, Clock()).seal(events[1]))
+    assert ground.receive() == [] and ground.tm_auth_failed == 3
+    with pytest.raises(AuthError) as err:
+        open_tc(Sealer(9, tm_key, Clock()).seal(command()), keys, None)
+    assert err.value.kind == "telemetry"

@@ -27,8 +27,11 @@ def install_store(state_dir: Path) -> ModelStore:
 
 
 def write_key(path: Path, data: bytes | None = None, mode: int = 0o600) -> Path:
+    """A telecommand key file as install.sh writes it (an active slot and a master), or ``data``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(os.urandom(32) if data is None else data)
+    if data is None:
+        data = f"1 {os.urandom(32).hex()}\n100 {os.urandom(32).hex()} master\n".encode()
+    path.write_bytes(data)
     path.chmod(mode)
     return path
 
@@ -39,7 +42,7 @@ def prepared(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     install_store(state)
-    return {"state": state, "key": write_key(tmp_path / "keys" / "link.key")}
+    return {"state": state, "key": write_key(tmp_path / "keys" / "tc.keys")}
 
 
 def config_for(state: Path, **hal) -> object:
@@ -69,7 +72,7 @@ def test_passes_on_the_linux_backend_of_this_machine(prepared):
     assert report.passed, report.table()
     assert status_of(report, "onnxruntime") is Status.PASS
     assert status_of(report, "model store") is Status.PASS
-    assert status_of(report, "link key") is Status.PASS
+    assert status_of(report, "telecommand keys") is Status.PASS
     assert status_of(report, "link") is Status.PASS
     assert "selftest PASS" in report.table()
 
@@ -203,19 +206,25 @@ def test_a_missing_golden_copy_fails_unless_compute_is_off(tmp_path, prepared):
     ("data", "mode", "why"),
     [
         (None, 0o644, "mode 0644, must be 0600"),
-        (b"short", 0o600, "5 bytes, expected 32"),
-        (bytes(32), 0o600, "all zeros"),
+        (b"short", 0o600, ":1: expected"),
+        (b"1 " + b"0" * 64 + b"\n", 0o600, "all zeros"),
+        (b"1 " + b"1" * 64 + b" revoked\n", 0o600, "no active key"),
     ],
 )
 def test_bad_keys_fail(prepared, tmp_path, data, mode, why):
     key = write_key(tmp_path / "bad.key", data, mode)
     report = run_selftest(config_for(prepared["state"]), key_path=key, check_link=False)
-    assert why in {r.name: r.detail for r in report.failures}["link key"]
+    assert why in {r.name: r.detail for r in report.failures}["telecommand keys"]
 
 
-def test_a_missing_key_fails(prepared, tmp_path):
+def test_a_missing_key_or_none_configured_fails_and_no_master_warns(prepared, tmp_path):
     report = run_selftest(config_for(prepared["state"]), key_path=tmp_path / "none.key", check_link=False)
-    assert "missing" in {r.name: r.detail for r in report.failures}["link key"]
+    assert "missing" in {r.name: r.detail for r in report.failures}["telecommand keys"]
+    report = run_selftest(config_for(prepared["state"]), check_link=False)  # no [security] tc_keys, no --key
+    assert "not authenticated" in {r.name: r.detail for r in report.failures}["telecommand keys"]
+    key = write_key(tmp_path / "solo.keys", f"1 {os.urandom(32).hex()}\n".encode())
+    report = run_selftest(config_for(prepared["state"]), key_path=key, check_link=False)
+    assert status_of(report, "telecommand keys") is Status.WARN
 
 
 def test_disk_below_the_threshold_fails(prepared):

@@ -34,10 +34,11 @@ from flight.agent.contacts import Contacts
 from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
 from flight.agent.downlink import Downlink
-from flight.agent.executive import Executive
+from flight.agent.executive import EXIT_STAY_DOWN, Executive
 from flight.agent.files import FileManager
 from flight.agent.housekeeping import Housekeeping
 from flight.agent.journal import CommandJournal
+from flight.agent.keys import KeyManager
 from flight.agent.link_service import LinkService
 from flight.agent.mode_manager import ModeManager
 from flight.agent.modes import Conditions
@@ -55,7 +56,7 @@ from flight.link.dictionary import Dictionary
 from flight.link.interface import FlightLink
 from flight.link.messages import Codec, PlanRecord
 from flight.link.packets import unpack
-from flight.link.sdls import KeyRing, ReplayGuard
+from flight.link.sdls import KeyOverlay, KeyRing, ReplayGuard, TelemetrySealingLink
 from flight.link.transport import open_flight_link
 from flight.storage import DirectoryLock, remove_interrupted_writes
 
@@ -92,12 +93,13 @@ class Agent:
         self._removed = remove_interrupted_writes(self.state_dir)
         self.board = board or open_board(config.hal_backend, config.board_options())
         self._opened.append(self.board)
-        self.link = link or open_flight_link(config.link_url)
+        self.link = link or open_flight_link(config.link_url, curve=config.link_curve())
         self._opened.append(self.link)
         self.clock = self.board.clock
         self.codec = Codec(dictionary, Apid.AGENT)
         self.faults = FaultLog(self.clock)
         self._stop_reason: str | None = None
+        self.exit_status = EXIT_STAY_DOWN
         self._booted = False
         stepper = self.board.stepper
         self.lockstep = stepper is not None and stepper.lockstep
@@ -107,6 +109,10 @@ class Agent:
 
         # --- components ---
         self.memory = PersistentState(self.state_dir / "state.json", self.clock)
+        keys = KeyRing.load(config.tc_keys) if config.tc_keys is not None else None
+        tm_slot = keys.telemetry_slot() if keys is not None and config.tm_auth else None
+        if tm_slot is not None:  # sealed as it leaves, whoever sends it (flight/link/sdls.py)
+            self.link = TelemetrySealingLink(self.link, tm_slot, self.memory.boot_count)
         counters = self.memory.counters  # types checked when the state file was read
         # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
         store = ParameterStore(dictionary, self.state_dir / "params.json",
@@ -125,8 +131,15 @@ class Agent:
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
                                      CommandJournal(self.state_dir / "commands.journal"))
-        keys = KeyRing.load(config.tc_keys) if config.tc_keys is not None else None
+        self.key_overlay = KeyOverlay(self.state_dir / "tc_keys_state") if keys is not None else None
+        self._key_problems: list[str] = []
+        if keys is not None and self.key_overlay is not None:
+            self.key_overlay.read()
+            self._key_problems = self.key_overlay.apply(keys)
+            if self.key_overlay.load_error:
+                self._key_problems.insert(0, self.key_overlay.load_error)
         self.replay = ReplayGuard(self.state_dir / "tc_replay.json") if keys is not None else None
+        self.keys = KeyManager(events(KeyManager), keys, self.key_overlay)
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters, self.downlink.reply, self.downlink.acknowledged,
                                         lambda pdu: self.files.receive(pdu), keys, self.replay)
@@ -159,7 +172,7 @@ class Agent:
                                  self.executive.internal_error)
         self.components: tuple[Component, ...] = (self.executive, self.modes, self.params, self.dispatcher,
                                                   self.link_service, self.downlink, self.scheduler, self.contacts,
-                                                  self.controller, self.compute, self.files)
+                                                  self.controller, self.compute, self.files, self.keys)
         check_wiring(dictionary, self.components)
         for component in self.components:
             for name, handler in component.handlers().items():
@@ -367,6 +380,7 @@ class Agent:
                                                           (self.memory.file.load_error, "state"),
                                                           (self.replay.load_error if self.replay else None,
                                                            "telecommand replay window")) if problem]
+        problems += [("telecommand keys", problem) for problem in self._key_problems]
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
         self.compute.time_began()
@@ -377,8 +391,10 @@ class Agent:
         self.params.report()
         sdnotify.ready(self._systemd_status())
 
-    def stop(self, reason: str) -> None:
-        """Ask the loop to end after this turn; safe from a signal handler or another thread."""
+    def stop(self, reason: str, exit_status: int = EXIT_STAY_DOWN) -> None:
+        """Ask the loop to end after this turn; safe from a signal handler or another thread.
+        ``exit_status``: what the process should exit with (the service acts on it: SHUTDOWN)."""
+        self.exit_status = exit_status
         self._stop_reason = reason
         try:
             self._wake_w.send(b"\0")

@@ -15,6 +15,12 @@ from flight.clock import Clock
 from flight.link.messages import CommandRequest
 
 
+# How the process ends, for its service manager (deploy/systemd: RestartForceExitStatus=75).
+EXIT_STAY_DOWN = 0        # a SHUTDOWN ... then=STAY_DOWN, or SIGTERM: not restarted until the next boot
+EXIT_RESTART_SAFE = 75    # EX_TEMPFAIL: SHUTDOWN then=RESTART_SAFE: started again, in SAFE as every start
+SHUTDOWN_EXIT = {"RESTART_SAFE": EXIT_RESTART_SAFE, "STAY_DOWN": EXIT_STAY_DOWN}
+
+
 class Executive(Component):
     NAME = "executive"
     COMMANDS = ("NOOP", "PING", "RESET_COUNTERS", "SHUTDOWN")
@@ -24,8 +30,9 @@ class Executive(Component):
 
     def __init__(self, emit: EventPort, clock: Clock, faults: FaultLog, modes: ModePort, *, boot_count: int,
                  dict_hash: str, hal_backend: str, control_late_p99_s: Callable[[], float | None],
-                 stop: Callable[[str], None], resets: Iterable[Callable[[], None]]):
-        """``stop(reason)`` ends the loop after this turn; ``resets`` zero the other components' counters."""
+                 stop: Callable[[str, int], None], resets: Iterable[Callable[[], None]]):
+        """``stop(reason, exit_status)`` ends the loop after this turn; ``resets`` zero the other
+        components' counters."""
         self._emit = emit
         self._clock = clock
         self._faults = faults
@@ -81,8 +88,9 @@ class Executive(Component):
         self._emit("COUNTERS_RESET")
 
     def _shutdown(self, req: CommandRequest) -> dict[str, Any]:
-        self._stop(f"commanded: {req.args['reason']}")
-        return {"stopping": True}
+        then = req.args["then"]
+        self._stop(f"commanded: {req.args['reason']}; then {then}", SHUTDOWN_EXIT[then])
+        return {"stopping": True, "then": then, "exit_status": SHUTDOWN_EXIT[then]}
 
     def telemetry(self) -> dict[str, Any]:
         late = self._late_p99_s()

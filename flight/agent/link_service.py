@@ -27,7 +27,7 @@ class LinkService(Component):
     NAME = "link service"
     EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED")
     CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s", "tc_auth",
-                "tc_auth_rejected")
+                "tc_auth_rejected", "zmq_auth_refused")
 
     def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
                  dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None,
@@ -161,4 +161,5 @@ class LinkService(Component):
             "contact_age_s": round(self.contact_age_s(), 3),
             "tc_auth": "OFF" if self._keys is None else "HMAC-SHA256",
             "tc_auth_rejected": self.tc_auth_rejected,
+            "zmq_auth_refused": getattr(s, "rx_auth_refused", 0),
         }

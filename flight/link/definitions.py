@@ -403,11 +403,27 @@ COMMANDS = (
             hazardous=True),
     Command("FILE_STATUS", 0x0074, "Report the file transfers in progress and queued, and the last ones finished "
             "(id, direction, name, bytes, state)."),
+    Command("KEY_LOAD", 0x00E0, "Load a new telecommand key into a free slot: the key comes wrapped under a master "
+            "key (AES key wrap, RFC 3394; `sunlit-ground key new` makes it) and is kept, still wrapped, in the state "
+            "directory. Commands sealed with it are taken from the next one on.",
+            (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The new slot (security parameter index)"),
+             Argument("master", ValueSpec(T.U16, "", 1, 65535), "The master key's slot it is wrapped under"),
+             Argument("wrapped", ValueSpec(T.STRING, max_len=2 * 40), "The wrapped key, 80 hex digits")),
+            hazardous=True),
+    Command("KEY_REVOKE", 0x00E1, "Revoke a telecommand key slot: commands sealed with it are refused from now on, "
+            "after a restart too. The last active slot cannot be revoked.",
+            (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The slot to revoke"),), hazardous=True),
+    Command("KEY_LIST", 0x00E2, "Report the key slots: SPI, state (active, revoked, master) and a fingerprint (the "
+            "first 8 hex digits of the key's SHA-256; never the key)."),
     Command(
         "SHUTDOWN",
         0x00F0,
-        "Stop the agent cleanly (state saved); under systemd it is restarted only if configured so.",
-        (Argument("reason", ValueSpec(T.STRING, max_len=64), "Why, for the log", default="commanded"),),
+        "Stop the agent cleanly (state saved). RESTART_SAFE: the agent exits with status 75 and its service starts "
+        "it again, in SAFE; STAY_DOWN: it exits with status 0 and stays down until the board's next boot "
+        "(deploy/README.md, \"The services\").",
+        (Argument("reason", ValueSpec(T.STRING, max_len=64), "Why, for the log", default="commanded"),
+         Argument("then", ValueSpec(T.ENUM, choices=("RESTART_SAFE", "STAY_DOWN")), "What happens next",
+                  default="RESTART_SAFE")),
         hazardous=True,
     ),
 )
@@ -424,6 +440,9 @@ _LINK_CHANNELS = (
             "from [security] tc_keys) or OFF (any packet on the link is taken)"),
     Channel("tc_auth_rejected", T.U32, "count", "Telecommands refused by authentication (forged, replayed, stale, "
             "unknown or revoked key); never parsed further", Limits(warn_high=1)),
+    Channel("tc_keys_active", T.U16, "count", "Telecommand key slots active (0 with authentication OFF)"),
+    Channel("zmq_auth_refused", T.U32, "count", "ZeroMQ connections refused by CURVE authentication (a key not in "
+            "[security] zmq_clients, or no CURVE); 0 on a serial link", Limits(warn_high=1)),
 )
 
 CHANNELS = (
@@ -780,6 +799,10 @@ EVENTS = (
     Event("DISK_LOW", 0x00C8, Severity.WARNING_HI, "Disk low: {free_mb:.0f} MB free (reserve {reserve_mb:.0f} MB); "
           "{refused}", "Free space fell under disk_reserve_mb: new work and incoming files are refused",
           ("free_mb", "reserve_mb", "refused")),
+    Event("KEY_LOADED", 0x00D1, Severity.ACTIVITY_HI, "Telecommand key SPI {spi} loaded (fingerprint {fingerprint})",
+          "A new key slot is active (KEY_LOAD)", ("spi", "fingerprint")),
+    Event("KEY_REVOKED", 0x00D2, Severity.WARNING_LO, "Telecommand key SPI {spi} revoked",
+          "Commands sealed with this slot are refused from now on (KEY_REVOKE)", ("spi",)),
     Event("TC_AUTH_REJECTED", 0x00D0, Severity.WARNING_HI, "{count} telecommands refused by authentication, "
           "last: {reason}", "Forged, replayed, stale or wrong-key telecommands were dropped before being read "
           "(reported at most once per housekeeping period)", ("count", "kind", "reason")),

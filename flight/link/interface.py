@@ -18,12 +18,16 @@ Links are named by URL:
 - ``zmq://HOST:PORT`` TCP: commands on PORT, telemetry on PORT+1;
 - ``zmq+ipc:///run/sunlit/link``: the same over Unix sockets ``…link.cmd`` and ``…link.tm``;
 - ``serial:///dev/ttyUSB0?baud=115200``: COBS frames on a serial line, both directions.
+
+Keys never go into a URL: a ZeroMQ link's CurveZMQ keys travel beside it in
+:class:`CurveKeys` (``LinkConfig.curve``; loaded by :mod:`flight.link.curve`).
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +42,24 @@ class LinkConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ key material of one end of a ZeroMQ link (Z85 text, 40 bytes a key).
+
+    The agent (a CURVE server) has ``allowed_dir``, the directory of its clients' public
+    certificates (``*.key``) that the ZAP handler lets in; a ground end (a CURVE client) has
+    ``server_public``, the agent's public key. The secret never shows in a repr."""
+
+    public: bytes
+    secret: bytes = field(repr=False)
+    server_public: bytes | None = None  # a client: the agent's public key
+    allowed_dir: Path | None = None  # a server: the ZAP allow-list, a directory of *.key certificates
+
+    @property
+    def is_server(self) -> bool:
+        return self.server_public is None
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     kind: LinkKind
     url: str
@@ -46,6 +68,7 @@ class LinkConfig:
     device: str = ""  # serial device path
     baud: int = DEFAULT_BAUD
     queue_packets: int = DEFAULT_QUEUE_PACKETS  # bound of every outgoing queue
+    curve: CurveKeys | None = None  # ZeroMQ only: CurveZMQ encryption and the ZAP allow-list; None: plain
 
 
 def parse_link_url(url: str) -> LinkConfig:
@@ -104,6 +127,7 @@ class LinkStats:
     tx_bytes: int = 0
     tx_dropped: int = 0  # packets refused because an outgoing queue was full
     tx_unroutable: int = 0  # replies whose requester had gone (they still went out on the stream)
+    rx_auth_refused: int = 0  # ZeroMQ with CURVE: handshakes refused (key not allowed, no or bad CURVE)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -20,27 +20,36 @@ MAC before its CRC::
   most ``reserve`` of the ground's time refused after an agent's restart.
 
 :func:`open_tc` checks in the cheapest order and parses nothing beyond the headers before the
-MAC has passed: length, CRC, SPI known and not revoked, MAC, then the replay window.
+MAC has passed: length, CRC, SPI known and active, MAC, then the replay window.
+
+**Keys** (:class:`KeyRing`): each slot is ``active`` (seals and verifies telecommands),
+``revoked``, ``pending`` (the ground holds it, the agent may not yet: never used to seal) or
+``master`` (a key-encryption key, SDLS's "master key": it only unwraps a new key uploaded by
+KEY_LOAD, AES key wrap RFC 3394, and never authenticates a telecommand). The agent keeps the
+keys it was given by command, still wrapped, and its revocations in a checked state file
+(:class:`KeyOverlay`) over the provisioned key file, which it never writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
-from collections import deque
 import re
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as chmac
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from flight.link.interface import GroundLink
+from flight.link.interface import FlightLink, GroundLink
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, fsync_path, read_checked_json, write_checked_json
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
 SEC_HEADER_LEN = SPI_LEN + SN_LEN
@@ -49,7 +58,11 @@ KEY_LEN = 32
 RESERVE_US = 5_000_000      # what a reservation covers ahead of the highest SN (5 s of ground time)
 WINDOW_US = 2_000_000       # how far below the highest SN a packet may still come (2 s)
 MAX_SEEN = 65_536           # SNs remembered within the window (bounded)
-_KEY_LINE = re.compile(r"^\s*(\d{1,5})\s+([0-9a-fA-F]{64})(\s+revoked)?\s*$")
+STATES = ("active", "revoked", "pending", "master", "telemetry")
+_KEY_LINE = re.compile(r"^\s*(\d{1,5})\s+([0-9a-fA-F]{64})(?:\s+(active|revoked|pending|master|telemetry))?\s*$")
+TM_SN_BOOT_SHIFT = 40       # a telemetry SN is boot count << 40 | a counter: increasing across restarts
+TM_WINDOW = 4096            # telemetry SNs (packets, not microseconds) a packet may come behind the highest
+WRAPPED_LEN = KEY_LEN + 8  # RFC 3394 adds one 64-bit block
 
 
 class AuthError(ValueError):
@@ -68,7 +81,19 @@ class KeyFileError(ValueError):
 class KeySlot:
     spi: int
     key: bytes
-    revoked: bool = False
+    state: str = "active"
+
+    @property
+    def revoked(self) -> bool:
+        return self.state == "revoked"
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    def fingerprint(self) -> str:
+        """What may be shown of a key: the first 8 hex digits of its SHA-256 (never the key)."""
+        return hashlib.sha256(self.key).hexdigest()[:8]
 
 
 def _mac(key: bytes, data: bytes) -> bytes:
@@ -78,14 +103,15 @@ def _mac(key: bytes, data: bytes) -> bytes:
 
 
 class KeyRing:
-    """The key slots a side holds: SPI -> 32-byte key, each active or revoked."""
+    """The key slots a side holds: SPI -> 32-byte key and its state (:data:`STATES`)."""
 
     def __init__(self, slots: dict[int, KeySlot] | None = None):
         self.slots = dict(slots or {})
 
     @classmethod
     def load(cls, path: Path | str) -> KeyRing:
-        """Lines ``SPI HEX-KEY [revoked]`` (# comments); refused if others may read the file."""
+        """Lines ``SPI HEX-KEY [active|revoked|pending|master]`` (# comments; no word: active);
+        refused if others may read the file."""
         path = Path(path)
         try:
             st = path.stat()
@@ -101,21 +127,111 @@ class KeyRing:
                 continue
             m = _KEY_LINE.match(line)
             if not m:
-                raise KeyFileError(f"{path}:{n}: expected 'SPI 64-HEX-DIGIT-KEY [revoked]'")
+                raise KeyFileError(f"{path}:{n}: expected 'SPI 64-HEX-DIGIT-KEY "
+                                   "[active|revoked|pending|master|telemetry]'")
             spi = int(m.group(1))
             if not 1 <= spi <= 0xFFFF or spi in slots:
                 raise KeyFileError(f"{path}:{n}: SPI {spi} out of 1..65535 or given twice")
-            slots[spi] = KeySlot(spi, bytes.fromhex(m.group(2)), bool(m.group(3)))
-        if not any(not s.revoked for s in slots.values()):
+            slots[spi] = KeySlot(spi, bytes.fromhex(m.group(2)), m.group(3) or "active")
+        if not any(s.active for s in slots.values()):
             raise KeyFileError(f"{path}: no active key")
         return cls(slots)
+
+    def active(self) -> list[int]:
+        return sorted(s.spi for s in self.slots.values() if s.active)
+
+    def telemetry_slot(self) -> KeySlot | None:
+        """The slot that seals telemetry (the highest ``telemetry`` one), if any."""
+        slots = sorted((s for s in self.slots.values() if s.state == "telemetry"), key=lambda s: s.spi)
+        return slots[-1] if slots else None
+
+    def save(self, path: Path | str) -> None:
+        """Write the file atomically, mode 600 from the start (the ground's key store)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, self.dump().encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
 
     @staticmethod
     def new_key() -> bytes:
         return os.urandom(KEY_LEN)
 
     def dump(self) -> str:
-        return "".join(f"{s.spi} {s.key.hex()}{' revoked' if s.revoked else ''}\n" for s in self.slots.values())
+        return "".join(f"{s.spi} {s.key.hex()}{'' if s.active else ' ' + s.state}\n"
+                       for s in sorted(self.slots.values(), key=lambda s: s.spi))
+
+
+def wrap_key(master: bytes, key: bytes) -> bytes:
+    """A new telecommand key wrapped under a master key (AES-256 key wrap, RFC 3394)."""
+    return aes_key_wrap(master, key)
+
+
+def unwrap_key(master: bytes, wrapped: bytes) -> bytes:
+    """The key inside ``wrapped``; ValueError if it was not wrapped under ``master`` or is damaged
+    (RFC 3394's integrity check)."""
+    if len(wrapped) != WRAPPED_LEN:
+        raise ValueError(f"wrapped key: {len(wrapped)} bytes, expected {WRAPPED_LEN}")
+    try:
+        return aes_key_unwrap(master, wrapped)
+    except InvalidUnwrap:
+        raise ValueError("wrapped key does not unwrap under that master key (another key, or damaged)") from None
+
+
+class KeyOverlay:
+    """The agent's changes to its provisioned keys, kept in the state directory (checked JSON,
+    mode 600): keys loaded by command, still wrapped under their master key, and revocations.
+    The provisioned file stays as installed (read-only under systemd); removing this file
+    returns the board to it (deploy/README.md, "Lost keys")."""
+
+    def __init__(self, path: Path | str | None):
+        self.path = Path(path) if path is not None else None
+        self.loaded: dict[int, tuple[int, str]] = {}  # SPI -> (master SPI, wrapped key hex)
+        self.revoked: set[int] = set()
+        self.load_error: str | None = None
+
+    def read(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            body = read_checked_json(self.path)
+            loaded = {int(k): (int(v[0]), str(v[1])) for k, v in body["loaded"].items()}
+            revoked = {int(s) for s in body["revoked"]}
+        except (CorruptFile, OSError, KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+            self.load_error = f"{self.path.name} unreadable ({exc}); only the provisioned keys are in force"
+            return
+        self.loaded, self.revoked = loaded, revoked
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        write_checked_json(self.path, {"loaded": {str(k): list(v) for k, v in self.loaded.items()},
+                                       "revoked": sorted(self.revoked)})
+        os.chmod(self.path, 0o600)
+
+    def apply(self, ring: KeyRing) -> list[str]:
+        """Put the overlay onto ``ring``; what could not be applied, one line each (a master gone)."""
+        problems = []
+        for spi, (master_spi, wrapped) in sorted(self.loaded.items()):
+            master = ring.slots.get(master_spi)
+            if spi in ring.slots or master is None or master.state != "master":
+                problems.append(f"SPI {spi}: its master SPI {master_spi} is not a master key here, or the slot "
+                                "is provisioned; left out")
+                continue
+            try:
+                ring.slots[spi] = KeySlot(spi, unwrap_key(master.key, bytes.fromhex(wrapped)))
+            except ValueError as exc:
+                problems.append(f"SPI {spi}: {exc}; left out")
+        for spi in sorted(self.revoked):
+            if spi in ring.slots and ring.slots[spi].state != "master":
+                ring.slots[spi].state = "revoked"
+        return problems
 
 
 class Sealer:
@@ -145,10 +261,11 @@ class Sealer:
         return body + _crc(body).to_bytes(2, "big")
 
 
-def open_tc(raw: bytes, ring: KeyRing, guard: ReplayGuard | None) -> tuple[int, int, bytes]:
-    """(SPI, SN, the plain telecommand) of a sealed one, or :class:`AuthError` saying why."""
+def open_tc(raw: bytes, ring: KeyRing, guard: ReplayGuard | None, state: str = "active") -> tuple[int, int, bytes]:
+    """(SPI, SN, the plain telecommand) of a sealed one, or :class:`AuthError` saying why.
+    ``state``: the slots that may have sealed it (``telemetry`` for the ground's check of telemetry)."""
     if len(raw) < PRIMARY_HEADER_LEN + OVERHEAD + CRC_LEN:
-        raise AuthError("short", f"{len(raw)} bytes: too short for a sealed telecommand")
+        raise AuthError("short", f"{len(raw)} bytes: too short for a sealed packet")
     if struct.unpack_from(">H", raw, 4)[0] + 1 + PRIMARY_HEADER_LEN != len(raw):
         raise AuthError("length", "packet length field does not match the packet")
     if _crc(raw[:-CRC_LEN]) != int.from_bytes(raw[-CRC_LEN:], "big"):
@@ -157,8 +274,9 @@ def open_tc(raw: bytes, ring: KeyRing, guard: ReplayGuard | None) -> tuple[int, 
     slot = ring.slots.get(spi)
     if slot is None:
         raise AuthError("unknown_spi", f"SPI {spi}: no such key slot")
-    if slot.revoked:
-        raise AuthError("revoked", f"SPI {spi}: key revoked")
+    if slot.state != state:
+        raise AuthError(slot.state, f"SPI {spi}: key {slot.state}, not one for "
+                                    f"{'telecommands' if state == 'active' else state}")
     body, mac = raw[:-CRC_LEN - MAC_LEN], raw[-CRC_LEN - MAC_LEN:-CRC_LEN]
     if not hmac.compare_digest(_mac(slot.key, body), mac):
         raise AuthError("bad_mac", f"SPI {spi}: MAC does not verify (forged, corrupted or another key)")
@@ -184,6 +302,7 @@ class ReplayGuard:
         self._order: dict[int, deque[int]] = {}  # the same SNs in the order taken: pruned from the left
         self.load_error: str | None = None
         self.store_error: str | None = None
+        self._corrupt_floor = 0  # set when the file on disk cannot be read
         self._load()
 
     def _load(self) -> None:
@@ -201,7 +320,7 @@ class ReplayGuard:
         self.reserved = dict(self.floor)
 
     def floor_of(self, spi: int) -> int:
-        return self.floor.get(spi, getattr(self, "_corrupt_floor", 0))
+        return self.floor.get(spi, self._corrupt_floor)
 
     def check(self, spi: int, sn: int) -> None:
         if sn <= self.floor_of(spi):
@@ -238,35 +357,103 @@ class ReplayGuard:
                 self.store_error = f"{self.path.name}: {exc.strerror or exc}"
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _chosen(ring: KeyRing, path: Path, spi: int | None) -> tuple[int, bytes]:
+    active = ring.active()
+    chosen = active[-1] if spi is None else spi
+    if chosen not in active:
+        raise KeyFileError(f"{path}: no active slot {chosen} (active: {active})")
+    return chosen, ring.slots[chosen].key
+
+
 class SealingLink(GroundLink):
     """A ground link whose every telecommand goes out sealed (the ground server's, a direct
     console's); everything else is the wrapped link's."""
 
-    def __init__(self, link: GroundLink, sealer: Sealer):
+    def __init__(self, link: GroundLink, sealer: Sealer, tm_ring: KeyRing | None = None):
+        """``tm_ring``: check every telemetry packet against its ``telemetry`` slot (the agent's
+        ``[security] tm_auth``): a packet that does not open is dropped and counted."""
         self._link = link
         self.sealer = sealer
+        self._tm_ring = tm_ring
+        self._tm_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
+        self.tm_auth_failed = 0   # telemetry dropped: not sealed, forged, another key
+        self.tm_replayed = 0      # telemetry dropped: an SN seen already or too old
+        self.tm_last_error = ""
+        self._path: Path | None = None
+        self._spi: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self.key_error: str | None = None  # the key file changed and could not be used: the last key seals
 
     @classmethod
-    def from_key_file(cls, link: GroundLink, path: Path | str, spi: int | None = None) -> SealingLink:
-        """Seal with slot ``spi`` of a key file (default: the highest active one)."""
+    def from_key_file(cls, link: GroundLink, path: Path | str, spi: int | None = None,
+                      tm_auth: bool = False) -> SealingLink:
+        """Seal with slot ``spi`` of a key file (default: the highest active one). With no ``spi``
+        the file is read again whenever it changes (a rotation activated by ``sunlit-ground key
+        activate`` is in force from the next command, without a restart)."""
+        path = Path(path)
         ring = KeyRing.load(path)
-        active = sorted(s.spi for s in ring.slots.values() if not s.revoked)
-        chosen = active[-1] if spi is None else spi
-        if chosen not in active:
-            raise KeyFileError(f"{path}: no active slot {chosen} (active: {active})")
-        return cls(link, Sealer(chosen, ring.slots[chosen].key))
+        if tm_auth and ring.telemetry_slot() is None:
+            raise KeyFileError(f"{path}: no telemetry slot ('SPI HEX telemetry') to check telemetry with")
+        sealing = cls(link, Sealer(*_chosen(ring, path, spi)), ring if tm_auth else None)
+        sealing._path, sealing._spi, sealing._stamp = path, spi, _stamp(path)
+        return sealing
+
+    def _follow_key_file(self) -> None:
+        if self._path is None or self._spi is not None:
+            return
+        stamp = _stamp(self._path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            ring = KeyRing.load(self._path)
+            chosen, key = _chosen(ring, self._path, None)
+            if self._tm_ring is not None and ring.telemetry_slot() is None:
+                raise KeyFileError(f"{self._path}: no telemetry slot left")
+        except (KeyFileError, ValueError) as exc:
+            self.key_error = str(exc)
+            return
+        self.key_error = None
+        if self._tm_ring is not None:
+            self._tm_ring = ring
+        if chosen != self.sealer.spi or key != self.sealer._key:
+            self.sealer = Sealer(chosen, key, self.sealer._clock_us, self.sealer.last_sn)
 
     def pollables(self) -> list:
         return self._link.pollables()
 
     def send(self, packet: bytes) -> bool:
+        self._follow_key_file()
         return self._link.send(self.sealer.seal(packet))
 
     def receive(self) -> list[bytes]:
-        return self._link.receive()
+        return [packet for packet, _stream in self.receive_tagged()]
 
     def receive_tagged(self) -> list[tuple[bytes, bool]]:
-        return self._link.receive_tagged()
+        got = self._link.receive_tagged()
+        if self._tm_ring is None:
+            return got
+        out = []
+        for raw, stream in got:
+            try:
+                _spi, _sn, plain = open_tc(raw, self._tm_ring, self._tm_guard, "telemetry")
+            except AuthError as exc:
+                if exc.kind in ("replay", "stale"):
+                    self.tm_replayed += 1
+                else:
+                    self.tm_auth_failed += 1
+                self.tm_last_error = str(exc)[:160]
+                continue
+            out.append((plain, stream))
+        return out
 
     def reset_commands(self) -> None:
         self._link.reset_commands()
@@ -279,3 +466,47 @@ class SealingLink(GroundLink):
 
     def __getattr__(self, name: str):
         return getattr(self._link, name)  # stats, kind, backlog_bytes, line_rate_bps ...
+
+
+class TelemetrySealingLink(FlightLink):
+    """The agent's link with every telemetry packet sealed (``[security] tm_auth``): the ground
+    can tell the board's telemetry from a forger's. SNs are the boot count << 40 plus a counter,
+    so they increase across restarts whatever the board's clock says; packets are sealed as they
+    leave (a played-back one gets a new SN), after the packet store."""
+
+    def __init__(self, link: FlightLink, slot: KeySlot, boot_count: int):
+        self._link = link
+        self.sealer = Sealer(slot.spi, slot.key, clock_us=lambda: 0, last_sn=boot_count << TM_SN_BOOT_SHIFT)
+
+    def pollables(self) -> list:
+        return self._link.pollables()
+
+    def receive(self) -> list:
+        return self._link.receive()
+
+    def reply(self, peer, packet: bytes) -> bool:
+        return self._link.reply(peer, self.sealer.seal(packet))
+
+    def publish(self, packet: bytes) -> bool:
+        return self._link.publish(self.sealer.seal(packet))
+
+    def flush(self) -> None:
+        self._link.flush()
+
+    def backlog_bytes(self) -> int:
+        return self._link.backlog_bytes()
+
+    def line_rate_bps(self) -> float | None:
+        return self._link.line_rate_bps()
+
+    def wants_write(self) -> bool:
+        return self._link.wants_write()
+
+    def write_pollables(self) -> list:
+        return self._link.write_pollables()
+
+    def close(self) -> None:
+        self._link.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._link, name)  # stats, kind, config, subscribers ...

@@ -7,8 +7,11 @@ module only chooses between them, so no link module imports the factory back.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flight.link.definitions import LinkKind
 from flight.link.interface import (
+    CurveKeys,
     FlightLink,
     GroundLink,
     Inbound,
@@ -21,21 +24,31 @@ from flight.link.serial_link import SerialFlightLink, SerialGroundLink
 from flight.link.zmq_link import ZmqFlightLink, ZmqGroundLink
 
 
-def open_flight_link(config: LinkConfig | str) -> FlightLink:
+def _with_curve(config: LinkConfig | str, curve: CurveKeys | None) -> LinkConfig:
     config = parse_link_url(config) if isinstance(config, str) else config
+    if curve is not None and config.kind is LinkKind.ZMQ:  # serial links have no CURVE
+        config = dataclasses.replace(config, curve=curve)
+    return config
+
+
+def open_flight_link(config: LinkConfig | str, curve: CurveKeys | None = None) -> FlightLink:
+    """The agent's end; ``curve``: its CURVE server keys and allow-list (flight.link.curve.server_keys)."""
+    config = _with_curve(config, curve)
     if config.kind is LinkKind.ZMQ:
         return ZmqFlightLink(config)
     return SerialFlightLink(config)
 
 
-def open_ground_link(config: LinkConfig | str) -> GroundLink:
-    config = parse_link_url(config) if isinstance(config, str) else config
+def open_ground_link(config: LinkConfig | str, curve: CurveKeys | None = None) -> GroundLink:
+    """A ground end; ``curve``: the agent's public key and this end's keys (flight.link.curve.client_keys)."""
+    config = _with_curve(config, curve)
     if config.kind is LinkKind.ZMQ:
         return ZmqGroundLink(config)
     return SerialGroundLink(config)
 
 
 __all__ = [
+    "CurveKeys",
     "FlightLink",
     "GroundLink",
     "Inbound",

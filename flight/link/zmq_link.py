@@ -13,6 +13,14 @@ Why these socket types:
 
 ZeroMQ reconnects by itself when either end restarts; both ends bind/connect once and
 keep their sockets, except the DEALER that a retry replaces.
+
+CurveZMQ (``LinkConfig.curve``, see :mod:`flight.link.curve`): the agent's ROUTER and XPUB
+are CURVE servers, and a ZAP handler (pyzmq's ``ThreadAuthenticator``) lets in only the
+client keys of the allow-list. Such a link has a ZeroMQ context of its own, so its ZAP
+handler (one per context) is its alone and ends with it in ``close()``. A socket monitor on
+each server socket, read without blocking in ``receive()``, counts the handshakes refused
+(``LinkStats.rx_auth_refused``). A console's DEALER and SUB are CURVE clients that know the
+agent's public key. Without ``curve`` nothing of this exists: plain ZMTP, as before.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ import itertools
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from flight.link.definitions import LinkKind
-from flight.link.interface import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.interface import CurveKeys, FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 1000
@@ -32,6 +41,11 @@ _HEARTBEAT_TIMEOUT_MS = 5000
 _CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this long to leave
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
 _identity_counter = itertools.count(1)
+# Handshakes that a CURVE server refused: the ZAP handler said no (a key not in the allow-list),
+# or the peer spoke no CURVE or not with this server's key (a plain client, a wrong server key).
+_AUTH_REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                 zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_AUTH_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
 
 def _context() -> zmq.Context:
@@ -49,6 +63,15 @@ def _common(sock: zmq.Socket, hwm: int) -> None:
     # subscriber would hold the XPUB's NODROP back-pressure forever.
     sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+
+
+def _curve_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
+    """Make ``sock`` a CURVE client of the agent (before it connects); nothing without keys."""
+    if keys is None:
+        return
+    sock.curve_serverkey = keys.server_public
+    sock.curve_publickey = keys.public
+    sock.curve_secretkey = keys.secret
 
 
 def _send_counted(sock: zmq.Socket, packet: bytes, stats: LinkStats) -> bool:
@@ -70,7 +93,13 @@ class ZmqFlightLink(FlightLink):
         self.config = config
         self.stats = LinkStats()
         self.subscribers = 0
-        ctx = _context()
+        self._ctx: zmq.Context | None = None  # CURVE only: this link's own context, its ZAP handler's
+        self._auth: Any = None  # CURVE only: the ThreadAuthenticator
+        self._monitors: list[zmq.Socket] = []
+        keys = config.curve
+        if keys is not None and keys.allowed_dir is None:
+            raise ValueError("an agent's CURVE keys need the allow-list directory (allowed_dir)")
+        ctx = _context() if keys is None else self._start_curve(keys)
         self._cmd = ctx.socket(zmq.ROUTER)
         _common(self._cmd, config.queue_packets)
         self._cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises instead of vanishing
@@ -78,16 +107,54 @@ class ZmqFlightLink(FlightLink):
         _common(self._tm, config.queue_packets)
         self._tm.setsockopt(zmq.XPUB_NODROP, 1)
         try:
+            if keys is not None:
+                for sock in (self._cmd, self._tm):
+                    sock.curve_server = True
+                    sock.curve_secretkey = keys.secret
+                    sock.curve_publickey = keys.public
+                    self._monitors.append(sock.get_monitor_socket(_AUTH_EVENTS))
             self._cmd.bind(config.cmd_endpoint)
             self._tm.bind(config.tm_endpoint)
         except zmq.ZMQError as exc:
             self.close()
             raise OSError(f"cannot bind {config.url} ({config.cmd_endpoint}, {config.tm_endpoint}): {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_curve(self, keys: CurveKeys) -> zmq.Context:
+        """A context of this link's own, with a ZAP handler that lets in the allow-list only."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from flight.link.curve import load_allowed
+
+        load_allowed(keys.allowed_dir)  # pyzmq would only log a bad directory, and let nobody in
+        self._ctx = zmq.Context()
+        try:
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(keys.allowed_dir))
+        except BaseException:
+            self.close()
+            raise
+        return self._ctx
 
     def pollables(self) -> list[Any]:
         return [self._cmd, self._tm]
 
+    def _count_refused(self) -> None:
+        for monitor in self._monitors:
+            for _ in range(_MAX_DRAIN):
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if event["event"] in _AUTH_REFUSED:
+                    self.stats.rx_auth_refused += 1
+
     def receive(self) -> list[Inbound]:
+        if self._monitors:
+            self._count_refused()
         out: list[Inbound] = []
         for _ in range(_MAX_DRAIN):
             try:
@@ -135,7 +202,21 @@ class ZmqFlightLink(FlightLink):
     def close(self) -> None:
         for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
             if sock is not None and not sock.closed:
+                if getattr(self, "_monitors", None):
+                    try:
+                        sock.disable_monitor()
+                    except zmq.ZMQError:
+                        pass
                 sock.close(linger=_CLOSE_LINGER_MS)
+        for monitor in getattr(self, "_monitors", []):
+            monitor.close(linger=0)
+        self._monitors = []
+        if getattr(self, "_auth", None) is not None:
+            self._auth.stop()  # its thread joined: no ZAP handler outlives the link
+            self._auth = None
+        if getattr(self, "_ctx", None) is not None:
+            self._ctx.term()  # waits at most the sockets' linger for the last reports to leave
+            self._ctx = None
 
 
 class ZmqGroundLink(GroundLink):
@@ -145,9 +226,12 @@ class ZmqGroundLink(GroundLink):
         self.config = config
         self.stats = LinkStats()
         self.stream_packets = 0  # received on the telemetry stream (not replies): proves the SUB is joined
+        if config.curve is not None and config.curve.server_public is None:
+            raise ValueError("a ground link's CURVE keys need the agent's public key (server_public)")
         ctx = _context()
         self._tm = ctx.socket(zmq.SUB)
         _common(self._tm, config.queue_packets)
+        _curve_client(self._tm, config.curve)
         self._tm.setsockopt(zmq.SUBSCRIBE, b"")
         self._tm.connect(config.tm_endpoint)
         self._cmd = self._open_dealer()
@@ -157,6 +241,7 @@ class ZmqGroundLink(GroundLink):
         _common(sock, self.config.queue_packets)
         # A unique identity per socket, so the agent's ROUTER never mixes two consoles.
         sock.setsockopt(zmq.IDENTITY, f"g{id(self):x}-{next(_identity_counter)}".encode())
+        _curve_client(sock, self.config.curve)  # the retry's new DEALER too
         sock.connect(self.config.cmd_endpoint)
         return sock
 

@@ -1,0 +1,96 @@
+"""The key manager: the telecommand key slots, changed only by authenticated command.
+
+SDLS key management, in small (CCSDS 355.1-B-1's OTAR, activation and deactivation): a new key
+comes up wrapped under a master key (KEY_LOAD), a slot is revoked (KEY_REVOKE), and KEY_LIST
+says what is in force without showing a key. The ring is the one the link service checks every
+telecommand against, so a change holds from the next packet; it is kept across restarts by
+the overlay in the state directory (flight/link/sdls.py ``KeyOverlay``), written before the
+ring changes: a command reports completed only once the change would survive a power cut.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.ports import Component, EventPort
+from flight.link.dictionary import FailureCode
+from flight.link.messages import CommandRequest
+from flight.link.sdls import KeyOverlay, KeyRing, KeySlot, unwrap_key
+
+
+class KeyManager(Component):
+    NAME = "key manager"
+    COMMANDS = ("KEY_LOAD", "KEY_REVOKE", "KEY_LIST")
+    EVENTS = ("KEY_LOADED", "KEY_REVOKED")
+    CHANNELS = ("tc_keys_active",)
+
+    def __init__(self, emit: EventPort, ring: KeyRing | None, overlay: KeyOverlay | None):
+        """``ring`` None: telecommands are not authenticated, and every key command fails saying so."""
+        self._emit = emit
+        self._ring = ring
+        self._overlay = overlay
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"KEY_LOAD": Handler(self._load), "KEY_REVOKE": Handler(self._revoke),
+                "KEY_LIST": Handler(self._list)}
+
+    def _keys(self) -> tuple[KeyRing, KeyOverlay]:
+        if self._ring is None or self._overlay is None:
+            raise CommandFailed("telecommand authentication is OFF ([security] tc_keys): there are no key slots")
+        return self._ring, self._overlay
+
+    def _load(self, req: CommandRequest) -> dict[str, Any]:
+        ring, overlay = self._keys()
+        spi, master_spi, wrapped = int(req.args["spi"]), int(req.args["master"]), req.args["wrapped"].strip()
+        if spi in ring.slots:
+            raise CommandFailed(f"spi: slot {spi} is taken ({ring.slots[spi].state}); a slot is never reused",
+                                FailureCode.OUT_OF_RANGE)
+        master = ring.slots.get(master_spi)
+        if master is None or master.state != "master":
+            raise CommandFailed(f"master: slot {master_spi} is not a master key here (masters: "
+                                f"{sorted(s.spi for s in ring.slots.values() if s.state == 'master')})",
+                                FailureCode.OUT_OF_RANGE)
+        try:
+            key = unwrap_key(master.key, bytes.fromhex(wrapped))
+        except ValueError as exc:
+            raise CommandFailed(f"wrapped: {exc}", FailureCode.BAD_ARGUMENTS) from None
+        overlay.loaded[spi] = (master_spi, wrapped.lower())
+        try:
+            overlay.write()
+        except OSError as exc:
+            del overlay.loaded[spi]
+            raise CommandFailed(f"the key could not be kept ({exc.strerror or exc}); not loaded") from None
+        slot = ring.slots[spi] = KeySlot(spi, key)
+        self._emit("KEY_LOADED", spi=spi, fingerprint=slot.fingerprint())
+        return {"spi": spi, "fingerprint": slot.fingerprint(), "active": ring.active()}
+
+    def _revoke(self, req: CommandRequest) -> dict[str, Any]:
+        ring, overlay = self._keys()
+        spi = int(req.args["spi"])
+        slot = ring.slots.get(spi)
+        if slot is None:
+            raise CommandFailed(f"spi: no slot {spi} (slots: {sorted(ring.slots)})", FailureCode.OUT_OF_RANGE)
+        if slot.state == "master":
+            raise CommandFailed(f"spi: slot {spi} is a master key, not a telecommand key", FailureCode.OUT_OF_RANGE)
+        if slot.active and ring.active() == [spi]:
+            raise CommandFailed(f"spi: slot {spi} is the last active key; load another first (KEY_LOAD)",
+                                FailureCode.OUT_OF_RANGE)
+        if slot.active:
+            overlay.revoked.add(spi)
+            try:
+                overlay.write()
+            except OSError as exc:
+                overlay.revoked.discard(spi)
+                raise CommandFailed(f"the revocation could not be kept ({exc.strerror or exc}); not revoked") from None
+            slot.state = "revoked"
+            self._emit("KEY_REVOKED", spi=spi)
+        return {"spi": spi, "active": ring.active()}
+
+    def _list(self, req: CommandRequest) -> dict[str, Any]:
+        ring, _overlay = self._keys()
+        return {"slots": [{"spi": s.spi, "state": s.state, "fingerprint": s.fingerprint()}
+                          for s in sorted(ring.slots.values(), key=lambda s: s.spi)]}
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"tc_keys_active": 0 if self._ring is None else len(self._ring.active())}

@@ -1,0 +1,123 @@
+"""``sunlit-ground key``: the key custodian's side of telecommand key rotation.
+
+The ground's key file (the server's ``[[spacecraft]] tc_keys``, mode 600) holds the same slots
+as the board. A rotation (deploy/README.md, "Keys"):
+
+1. ``key new --keys F --spi N``: a fresh key in slot N, marked ``pending`` (the server never
+   seals with a pending slot), and the KEY_LOAD command that carries it, wrapped under the
+   master key (AES key wrap, RFC 3394): only the board, which holds the master, can unwrap it.
+2. An operator sends that KEY_LOAD and checks it with KEY_LIST (the fingerprints match).
+3. ``key activate --keys F --spi N``: the server seals with the highest active slot and reads
+   the file again when it changes, so the next command goes out under slot N.
+4. An operator sends KEY_REVOKE spi=OLD; ``key revoke --keys F --spi OLD`` records it here.
+
+No subcommand prints a key: only fingerprints (the first 8 hex digits of its SHA-256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from flight.link.sdls import KeyFileError, KeyRing, KeySlot, wrap_key
+
+EXIT_FAILED, EXIT_INPUT = 1, 2
+
+
+class KeyCommandError(ValueError):
+    pass
+
+
+def _ring(path: str) -> KeyRing:
+    return KeyRing.load(path)
+
+
+def _master(ring: KeyRing, spi: int | None) -> KeySlot:
+    masters = sorted(s.spi for s in ring.slots.values() if s.state == "master")
+    if not masters:
+        raise KeyCommandError("no master key in the file: a new key can only go up wrapped under one "
+                              "(deploy/README.md, \"Lost keys\")")
+    chosen = masters[-1] if spi is None else spi
+    if chosen not in masters:
+        raise KeyCommandError(f"--master {chosen}: not a master slot (masters: {masters})")
+    return ring.slots[chosen]
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    ring = _ring(args.keys)
+    if not 1 <= args.spi <= 0xFFFF:
+        raise KeyCommandError(f"--spi {args.spi}: out of 1..65535")
+    if args.spi in ring.slots:
+        raise KeyCommandError(f"--spi {args.spi}: slot taken ({ring.slots[args.spi].state}); a slot is never reused")
+    master = _master(ring, args.master)
+    slot = KeySlot(args.spi, KeyRing.new_key(), "pending")
+    ring.slots[slot.spi] = slot
+    ring.save(args.keys)
+    wrapped = wrap_key(master.key, slot.key).hex()
+    print(f"slot {slot.spi} pending, fingerprint {slot.fingerprint()}; send, then check with KEY_LIST:")
+    print(f"KEY_LOAD spi={slot.spi} master={master.spi} wrapped={wrapped}")
+    print(f"then: sunlit-ground key activate --keys {args.keys} --spi {slot.spi}")
+    return 0
+
+
+def _set_state(args: argparse.Namespace, state: str, allowed: tuple[str, ...]) -> int:
+    ring = _ring(args.keys)
+    slot = ring.slots.get(args.spi)
+    if slot is None or slot.state not in allowed:
+        raise KeyCommandError(f"--spi {args.spi}: {'no such slot' if slot is None else 'slot is ' + slot.state}; "
+                              f"only a {' or '.join(allowed)} slot can be made {state}")
+    if state == "revoked" and slot.active and ring.active() == [slot.spi]:
+        raise KeyCommandError(f"--spi {args.spi}: the last active slot; activate another first")
+    slot.state = state
+    ring.save(args.keys)
+    print(f"slot {slot.spi} {state} (fingerprint {slot.fingerprint()}); active: {ring.active()}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    ring = _ring(args.keys)
+    for slot in sorted(ring.slots.values(), key=lambda s: s.spi):
+        print(f"{slot.spi:>5}  {slot.state:<8} {slot.fingerprint()}")
+    return 0
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (KeyFileError, KeyCommandError) as exc:
+            print(f"sunlit-ground key: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        except OSError as exc:
+            print(f"sunlit-ground key: {exc.filename or args.keys}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run
+
+
+def add_key_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``key`` and its subcommands to a parser's subparsers; each sets ``func``."""
+    key = subparsers.add_parser("key", help="telecommand key rotation on the ground's key file (KEY_LOAD, KEY_REVOKE)",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = key.add_subparsers(dest="key_cmd", required=True)
+
+    def common(p: argparse.ArgumentParser, spi: bool = True) -> None:
+        p.add_argument("--keys", required=True, help="the ground's key file ([[spacecraft]] tc_keys, mode 600)")
+        if spi:
+            p.add_argument("--spi", type=int, required=True, help="the slot")
+
+    new = sub.add_parser("new", help="a new pending slot, and the KEY_LOAD that carries it wrapped")
+    common(new)
+    new.add_argument("--master", type=int, help="the master slot to wrap it under (default: the highest)")
+    new.set_defaults(func=_guarded(_cmd_new))
+    activate = sub.add_parser("activate", help="seal with this slot from now on (after KEY_LOAD completed)")
+    common(activate)
+    activate.set_defaults(func=_guarded(lambda a: _set_state(a, "active", ("pending",))))
+    revoke = sub.add_parser("revoke", help="record a slot revoked (after KEY_REVOKE completed)")
+    common(revoke)
+    revoke.set_defaults(func=_guarded(lambda a: _set_state(a, "revoked", ("active", "pending"))))
+    lst = sub.add_parser("list", help="the slots: SPI, state, fingerprint (never a key)")
+    common(lst, spi=False)
+    lst.set_defaults(func=_guarded(_cmd_list))
+    return key
