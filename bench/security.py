@@ -17,6 +17,10 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
   and extended, plain packets); a crash is the agent process gone; internal errors are counted
   by the agent itself.
 - ``path_escape_accepted``: bench/path_escape.py (every file-naming command with every escape).
+- ``tm_seal_us``: sealing (agent, ``[security] tm_auth``) plus opening (ground) one housekeeping-
+  sized telemetry packet, median over 20 000, in this process; ``tm_forged_accepted``: of 1000
+  telemetry packets a forger puts on the link (plain, or sealed with another key; random junk
+  between them), those the ground took (``tm_forged_refused`` counts the junk too).
 """
 
 from __future__ import annotations
@@ -101,6 +105,35 @@ def auth_overhead_us() -> float:
         open_tc(sealer.seal(plain), ring, guard)
         samples.append((time.perf_counter() - t0) * 1e6)
     return statistics.median(samples)
+
+
+def tm_auth() -> dict:
+    """What sealing telemetry costs, and whether a ground that checks it takes a forger's."""
+    from flight.link.memory_link import MemoryLink
+    from flight.link.sdls import SealingLink, TelemetrySealingLink
+
+    tm_key = bytes(range(40, 72))
+    ring = KeyRing({1: KeySlot(1, KEY), 9: KeySlot(9, tm_key, "telemetry")})
+    pair = MemoryLink(queue_packets=100_000)
+    board = TelemetrySealingLink(pair.flight, ring.telemetry_slot(), boot_count=1)
+    ground = SealingLink(pair.ground, Sealer(1, KEY), tm_ring=ring)
+    packet = Codec(DICTIONARY).encode_event("INTERNAL_ERROR", {"where": "x" * 200, "reason": "y" * 200}, 0.0)
+    samples = []
+    for _ in range(20_000):
+        t0 = time.perf_counter()
+        board.publish(packet)
+        got = ground.receive()
+        samples.append((time.perf_counter() - t0) * 1e6)
+        assert got == [packet]
+    forger = TelemetrySealingLink(pair.flight, KeySlot(9, bytes(32), "telemetry"), boot_count=2)
+    rng = random.Random(16)
+    for i in range(1000):
+        pair.flight.publish(packet) if i % 2 else forger.publish(packet)
+        if rng.random() < 0.5:
+            pair.flight.publish(bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64))))
+    accepted = len(ground.receive())
+    return {"tm_seal_us": round(statistics.median(samples), 2), "tm_forged_accepted": accepted,
+            "tm_forged_refused": ground.tm_auth_failed + ground.tm_replayed}
 
 
 def main() -> dict:
@@ -209,6 +242,7 @@ def main() -> dict:
             ground.close()
             agent.stop()
     out["auth_overhead_us"] = round(auth_overhead_us(), 2)
+    out.update(tm_auth())
     from bench.link import tc_rtt  # the same round trip with no keys, on this machine now, to compare
     out["tc_rtt_p99_us_without_auth"] = tc_rtt(free_tcp_port_pair())["tc_rtt_p99_us"]
     try:

@@ -646,6 +646,7 @@ make_tc_keys() {
     if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$tmp"; fi
     sync "$tmp" 2>/dev/null || sync     # a power cut must not leave an empty key file behind
     mv "$tmp" "$TC_KEYS"
+    sync "$KEYDIR" 2>/dev/null || sync  # and the rename itself
 }
 if [ -f "$TC_KEYS" ]; then
     keep_secret "$TC_KEYS" "telecommand keys"
@@ -682,9 +683,11 @@ make_zmq_cert() {
     chmod 0600 "$d/agent.key_secret"
     chmod 0644 "$d/agent.key"
     if [ "$OWN" = 1 ]; then chown "$SVC:$SVC" "$d/agent.key" "$d/agent.key_secret"; fi
+    sync "$d/agent.key" "$d/agent.key_secret" 2>/dev/null || sync  # never an empty secret after a power cut
     mv "$d/agent.key" "$ZMQ_PUBLIC"
     mv "$d/agent.key_secret" "$ZMQ_SECRET"
     rmdir "$d"
+    sync "$ZMQDIR" 2>/dev/null || sync  # the renames themselves
 }
 if [ -f "$ZMQ_SECRET" ]; then
     keep_secret "$ZMQ_SECRET" "the agent's CurveZMQ secret certificate"

@@ -153,6 +153,7 @@ class SpacecraftLink:
         self.tm_auth = config.tm_auth
         self.sealing: SealingLink | None = None
         self._link_curve = config.link_curve  # CurveZMQ keys, loaded when the link opens (None: plain)
+        self._curve_configured = config.zmq_server_public is not None
         self.server = server
         self.dictionary = server.dictionary
         self.queue = CommandQueue(self.id, server.config.timeouts, server.config.two_person,
@@ -215,7 +216,7 @@ class SpacecraftLink:
         """Why an agent may stay silent: one off loopback runs CurveZMQ by default (flight/link/curve.py)."""
         from flight.link.curve import curve_wanted
 
-        if isinstance(self._link, str) and curve_wanted(self._link) and self._link_curve() is None:
+        if isinstance(self._link, str) and curve_wanted(self._link) and not self._curve_configured:
             return ("; an agent off loopback takes CurveZMQ clients only by default: set this spacecraft's "
                     "zmq_server_public and zmq_client_secret")
         return ""

@@ -196,6 +196,8 @@ def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
         assert "not a master" in rig.send("KEY_LOAD", spi=3, master=2, wrapped=args["wrapped"]).outcome
         assert "wrapped:" in rig.send("KEY_LOAD", spi=3, master=100, wrapped="00" * 40).outcome
         assert "wrapped:" in rig.send("KEY_LOAD", spi=3, master=100, wrapped="zz").outcome
+        assert "never loaded twice" in rig.send("KEY_LOAD", spi=3, master=100, wrapped=args["wrapped"]).outcome
+        assert rig.send("KEY_REVOKE", spi=1).result["already"] is True  # revoked: left as it is
         assert 3 not in rig.agent.keys._ring.slots
     finally:
         rig.close()
@@ -214,18 +216,37 @@ def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
 
 
 @pytest.mark.req("SEC-011")
-def test_a_damaged_key_state_is_reported_and_the_provisioned_keys_stay_in_force(tmp_path):
+def test_a_damaged_key_state_keeps_its_revocations_and_losing_both_copies_is_said(tmp_path):
+    from flight.link.sdls import wrap_key
+
     rig, _ground_keys = rotation_rig(tmp_path)
-    rig.close()
-    (tmp_path / "agent" / "tc_keys_state").write_text("{not json")
+    new_key = bytes(range(7, 39))
+    try:
+        assert rig.send("KEY_LOAD", spi=2, master=100, wrapped=wrap_key(MASTER, new_key).hex()).completed
+        assert rig.send("KEY_REVOKE", spi=1).completed
+    finally:
+        rig.close()
+    state = tmp_path / "agent" / "tc_keys_state"
+    state.write_text("{not json")  # one copy damaged: the other holds the revocation
     again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "board.keys")
     try:
         corrupt = [e.args for e in again.events("STATE_CORRUPT")]  # said at boot
-        assert any(e["what"] == "telecommand keys" and "tc_keys_state" in e["reason"] for e in corrupt)
-        again.client = GroundClient(SealingLink(again.link.ground, Sealer(1, KEY)))
-        assert again.send("NOOP").completed
+        assert any(e["what"] == "telecommand keys" and "other copy is in force" in e["reason"] for e in corrupt)
+        assert {s.spi: s.state for s in again.agent.keys._ring.slots.values()} == {1: "revoked", 2: "active",
+                                                                                 100: "master"}
     finally:
         again.close()
+    for copy in (state, state.with_name("tc_keys_state.bak")):
+        copy.write_text("{not json")
+    lost = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "board.keys")
+    try:
+        corrupt = [e.args for e in lost.events("STATE_CORRUPT")]
+        assert any("only the provisioned keys" in e["reason"] for e in corrupt)
+        lost.client = GroundClient(SealingLink(lost.link.ground, Sealer(1, KEY, lambda: 2 ** 62)))
+        listing = lost.send("KEY_LIST").result
+        assert "only the provisioned keys" in listing["state_error"]
+    finally:
+        lost.close()
 
 
 @pytest.mark.req("SEC-011")

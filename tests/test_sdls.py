@@ -180,16 +180,46 @@ def test_the_overlay_puts_loaded_keys_and_revocations_on_the_provisioned_ring(tm
     overlay = KeyOverlay(tmp_path / "tc_keys_state")
     overlay.loaded[5] = (100, wrap_key(master, KEY_B).hex())
     overlay.loaded[6] = (1, wrap_key(master, KEY_B).hex())  # "master" 1 is not a master: left out
-    overlay.revoked.add(1)
+    overlay.revoked[1] = KeySlot(1, KEY_A).fingerprint()
     overlay.write()
-    assert (tmp_path / "tc_keys_state").stat().st_mode & 0o777 == 0o600
-    assert KEY_B.hex() not in (tmp_path / "tc_keys_state").read_text()  # kept wrapped
+    for copy in ("tc_keys_state", "tc_keys_state.bak"):
+        assert (tmp_path / copy).stat().st_mode & 0o777 == 0o600
+        assert KEY_B.hex() not in (tmp_path / copy).read_text()  # kept wrapped
     again = KeyOverlay(tmp_path / "tc_keys_state")
     again.read()
     keys = ring(KeySlot(1, KEY_A), KeySlot(100, master, "master"))
     problems = again.apply(keys)
     assert keys.slots[5].key == KEY_B and keys.slots[5].active and keys.slots[1].revoked
     assert 6 not in keys.slots and len(problems) == 1 and "SPI 6" in problems[0]
+    # A revocation is of a key: slot 1 provisioned again with a new key stays active.
+    fresh = ring(KeySlot(1, bytes(range(3, 35))), KeySlot(100, master, "master"))
+    problems = again.apply(fresh)
+    assert fresh.slots[1].active and any("SPI 1" in p and "new one is active" in p for p in problems)
+    # Every active key revoked (the file edited to hold only revoked ones): said loudly.
+    alone = ring(KeySlot(1, KEY_A))
+    assert any("no active telecommand key" in p for p in KeyOverlay.apply(again, alone))
+
+
+@pytest.mark.req("SEC-011")
+def test_a_damaged_overlay_copy_falls_back_to_the_other_and_both_lost_is_said(tmp_path):
+    from flight.link.sdls import KeyOverlay
+
+    overlay = KeyOverlay(tmp_path / "tc_keys_state")
+    overlay.revoked[1] = KeySlot(1, KEY_A).fingerprint()
+    overlay.write()
+    (tmp_path / "tc_keys_state").write_text("{damaged")
+    again = KeyOverlay(tmp_path / "tc_keys_state")
+    again.read()
+    assert again.load_error is None and again.revoked == overlay.revoked  # the revocation holds
+    assert again.problems and (tmp_path / "tc_keys_state.corrupt").exists()
+    from flight.storage import read_checked_json
+
+    assert read_checked_json(tmp_path / "tc_keys_state") == read_checked_json(tmp_path / "tc_keys_state.bak")
+    for copy in ("tc_keys_state", "tc_keys_state.bak"):
+        (tmp_path / copy).write_text("{damaged")
+    lost = KeyOverlay(tmp_path / "tc_keys_state")
+    lost.read()
+    assert lost.load_error and "only the provisioned keys" in lost.load_error and not lost.revoked
 
 
 @pytest.mark.req("SEC-011")

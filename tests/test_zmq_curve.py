@@ -303,3 +303,20 @@ def test_the_zmq_keys_command_makes_a_pair_and_refuses_to_overwrite(tmp_path, ca
     assert main(["zmq-keys", str(tmp_path), "ground"]) == 2
     err = capsys.readouterr().err
     assert "exists already" in err and "Traceback" not in err
+
+
+@pytest.mark.req("SEC-007")
+def test_with_its_zap_handler_gone_the_agent_lets_nobody_in(keys, links):
+    url = f"zmq://127.0.0.1:{free_tcp_port_pair()}"
+    flight = links(agent_link(keys, url))
+    flight._auth.stop()  # the handler's thread ended (a crash of it): ZAP is enforced, so none get in
+    stranger = links(open_ground_link(url, curve=client_keys(keys / "agent.key", keys / "stranger.key_secret")))
+    listed = links(open_ground_link(url, curve=client_keys(keys / "agent.key", keys / "ground.key_secret")))
+    end = time.monotonic() + 1.0
+    seen: list[bytes] = []
+    while time.monotonic() < end:
+        stranger.send(b"from-outside")
+        seen += [i.packet for i in flight.receive()]
+        flight.publish(b"telemetry")
+        time.sleep(0.02)
+    assert seen == [] and stranger.receive() == [] and listed.receive() == []

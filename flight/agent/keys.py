@@ -43,8 +43,9 @@ class KeyManager(Component):
     def _load(self, req: CommandRequest) -> dict[str, Any]:
         ring, overlay = self._keys()
         spi, master_spi, wrapped = int(req.args["spi"]), int(req.args["master"]), req.args["wrapped"].strip()
-        if spi in ring.slots:
-            raise CommandFailed(f"spi: slot {spi} is taken ({ring.slots[spi].state}); a slot is never reused",
+        if spi in ring.slots or overlay.taken(spi):
+            state = ring.slots[spi].state if spi in ring.slots else "used before"
+            raise CommandFailed(f"spi: slot {spi} is taken ({state}); a slot is never reused",
                                 FailureCode.OUT_OF_RANGE)
         master = ring.slots.get(master_spi)
         if master is None or master.state != "master":
@@ -55,6 +56,10 @@ class KeyManager(Component):
             key = unwrap_key(master.key, bytes.fromhex(wrapped))
         except ValueError as exc:
             raise CommandFailed(f"wrapped: {exc}", FailureCode.BAD_ARGUMENTS) from None
+        same = [s.spi for s in ring.slots.values() if s.key == key]
+        if same:  # a revoked key must not come back under a new number
+            raise CommandFailed(f"wrapped: that key is slot {same[0]}'s ({ring.slots[same[0]].state}); a key is "
+                                "never loaded twice", FailureCode.BAD_ARGUMENTS)
         overlay.loaded[spi] = (master_spi, wrapped.lower())
         try:
             overlay.write()
@@ -71,26 +76,29 @@ class KeyManager(Component):
         slot = ring.slots.get(spi)
         if slot is None:
             raise CommandFailed(f"spi: no slot {spi} (slots: {sorted(ring.slots)})", FailureCode.OUT_OF_RANGE)
-        if slot.state == "master":
-            raise CommandFailed(f"spi: slot {spi} is a master key, not a telecommand key", FailureCode.OUT_OF_RANGE)
-        if slot.active and ring.active() == [spi]:
+        if slot.revoked:
+            return {"spi": spi, "active": ring.active(), "already": True}
+        if not slot.active:
+            raise CommandFailed(f"spi: slot {spi} is a {slot.state} key, not an active telecommand key; it is "
+                                "changed in the key file (deploy/README.md, \"Keys\")", FailureCode.OUT_OF_RANGE)
+        if ring.active() == [spi]:
             raise CommandFailed(f"spi: slot {spi} is the last active key; load another first (KEY_LOAD)",
                                 FailureCode.OUT_OF_RANGE)
-        if slot.active:
-            overlay.revoked.add(spi)
-            try:
-                overlay.write()
-            except OSError as exc:
-                overlay.revoked.discard(spi)
-                raise CommandFailed(f"the revocation could not be kept ({exc.strerror or exc}); not revoked") from None
-            slot.state = "revoked"
-            self._emit("KEY_REVOKED", spi=spi)
+        overlay.revoked[spi] = slot.fingerprint()
+        try:
+            overlay.write()
+        except OSError as exc:
+            del overlay.revoked[spi]
+            raise CommandFailed(f"the revocation could not be kept ({exc.strerror or exc}); not revoked") from None
+        slot.state = "revoked"
+        self._emit("KEY_REVOKED", spi=spi)
         return {"spi": spi, "active": ring.active()}
 
     def _list(self, req: CommandRequest) -> dict[str, Any]:
-        ring, _overlay = self._keys()
+        ring, overlay = self._keys()
         return {"slots": [{"spi": s.spi, "state": s.state, "fingerprint": s.fingerprint()}
-                          for s in sorted(ring.slots.values(), key=lambda s: s.spi)]}
+                          for s in sorted(ring.slots.values(), key=lambda s: s.spi)],
+                "state_error": overlay.load_error}
 
     def telemetry(self) -> dict[str, Any]:
         return {"tc_keys_active": 0 if self._ring is None else len(self._ring.active())}

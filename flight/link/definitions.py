@@ -405,16 +405,18 @@ COMMANDS = (
             "(id, direction, name, bytes, state)."),
     Command("KEY_LOAD", 0x00E0, "Load a new telecommand key into a free slot: the key comes wrapped under a master "
             "key (AES key wrap, RFC 3394; `sunlit-ground key new` makes it) and is kept, still wrapped, in the state "
-            "directory. Commands sealed with it are taken from the next one on.",
+            "directory. Commands sealed with it are taken from the next one on. (Master and telemetry keys change "
+            "only in the provisioned key file.)",
             (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The new slot (security parameter index)"),
              Argument("master", ValueSpec(T.U16, "", 1, 65535), "The master key's slot it is wrapped under"),
              Argument("wrapped", ValueSpec(T.STRING, max_len=2 * 40), "The wrapped key, 80 hex digits")),
             hazardous=True),
-    Command("KEY_REVOKE", 0x00E1, "Revoke a telecommand key slot: commands sealed with it are refused from now on, "
-            "after a restart too. The last active slot cannot be revoked.",
+    Command("KEY_REVOKE", 0x00E1, "Revoke an active telecommand key slot: commands sealed with it are refused from "
+            "now on, after a restart too. The last active slot cannot be revoked; a revoked one is left as it is.",
             (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The slot to revoke"),), hazardous=True),
-    Command("KEY_LIST", 0x00E2, "Report the key slots: SPI, state (active, revoked, master) and a fingerprint (the "
-            "first 8 hex digits of the key's SHA-256; never the key)."),
+    Command("KEY_LIST", 0x00E2, "Report the key slots: SPI, state (active, revoked, master, telemetry) and a "
+            "fingerprint (the first 8 hex digits of the key's SHA-256; never the key), and whether the changes made "
+            "by command were lost to a damaged state file."),
     Command(
         "SHUTDOWN",
         0x00F0,

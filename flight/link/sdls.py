@@ -37,9 +37,10 @@ import hmac
 import os
 import re
 import struct
+import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +50,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from flight.link.interface import FlightLink, GroundLink
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
-from flight.storage import CorruptFile, fsync_path, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_json, write_checked_json
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
 SEC_HEADER_LEN = SPI_LEN + SN_LEN
@@ -80,7 +81,7 @@ class KeyFileError(ValueError):
 @dataclass
 class KeySlot:
     spi: int
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback
     state: str = "active"
 
     @property
@@ -118,6 +119,8 @@ class KeyRing:
             text = path.read_text()
         except OSError as exc:
             raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise KeyFileError(f"{path}: not a text file of 'SPI HEX-KEY [state]' lines") from None
         if st.st_mode & 0o077:
             raise KeyFileError(f"{path}: mode {st.st_mode & 0o777:o}, readable by others; chmod 600 it")
         slots: dict[int, KeySlot] = {}
@@ -146,17 +149,34 @@ class KeyRing:
         return slots[-1] if slots else None
 
     def save(self, path: Path | str) -> None:
-        """Write the file atomically, mode 600 from the start (the ground's key store)."""
+        """Write the file atomically, mode 600 from the start (the ground's key store), keeping
+        the owner of the file it replaces (the server's user must still read it after a
+        custodian, or root, changed it). Comments are not kept."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.fchmod(fd, 0o600)
+            owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
+        except OSError:
+            owner = None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600, O_EXCL
+        try:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, *owner)
+                except PermissionError:
+                    pass  # not ours to give away: the file becomes this user's (deploy/README.md, "Keys")
             os.write(fd, self.dump().encode())
             os.fsync(fd)
-        finally:
             os.close(fd)
-        os.replace(tmp, path)
+            fd = -1
+            os.replace(tmp, path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
         fsync_path(path.parent)
 
     @staticmethod
@@ -186,38 +206,65 @@ def unwrap_key(master: bytes, wrapped: bytes) -> bytes:
 
 class KeyOverlay:
     """The agent's changes to its provisioned keys, kept in the state directory (checked JSON,
-    mode 600): keys loaded by command, still wrapped under their master key, and revocations.
-    The provisioned file stays as installed (read-only under systemd); removing this file
-    returns the board to it (deploy/README.md, "Lost keys")."""
+    mode 600, in two copies: a damaged one falls back to the other): keys loaded by command,
+    still wrapped under their master key, and revocations, each of one key (its fingerprint),
+    not of a slot number. The provisioned file stays as installed (read-only under systemd);
+    removing both copies returns the board to it (deploy/README.md, "Lost keys")."""
 
     def __init__(self, path: Path | str | None):
         self.path = Path(path) if path is not None else None
         self.loaded: dict[int, tuple[int, str]] = {}  # SPI -> (master SPI, wrapped key hex)
-        self.revoked: set[int] = set()
-        self.load_error: str | None = None
+        self.revoked: dict[int, str] = {}              # SPI -> fingerprint of the key revoked
+        self.load_error: str | None = None             # neither copy could be read: provisioned keys only
+        self.problems: list[str] = []                  # what reading found (a copy damaged and set aside)
+
+    def _copies(self) -> list[Path]:
+        assert self.path is not None
+        return [self.path, self.path.with_name(self.path.name + ".bak")]
 
     def read(self) -> None:
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return
-        try:
-            body = read_checked_json(self.path)
-            loaded = {int(k): (int(v[0]), str(v[1])) for k, v in body["loaded"].items()}
-            revoked = {int(s) for s in body["revoked"]}
-        except (CorruptFile, OSError, KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
-            self.load_error = f"{self.path.name} unreadable ({exc}); only the provisioned keys are in force"
+        errors = []
+        for copy in self._copies():
+            if not copy.exists():
+                continue
+            try:
+                body = read_checked_json(copy)
+                loaded = {int(k): (int(v[0]), str(v[1])) for k, v in body["loaded"].items()}
+                revoked = {int(k): str(v) for k, v in body["revoked"].items()}
+            except (CorruptFile, OSError, KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+                moved = quarantine(copy)
+                errors.append(f"{copy.name} damaged{', set aside as ' + moved.name if moved else ''} ({exc})")
+                continue
+            self.loaded, self.revoked = loaded, revoked
+            self.problems = [f"the other copy is in force: {e}" for e in errors]
+            if errors:
+                try:
+                    self.write()  # both copies again
+                except OSError:
+                    pass
             return
-        self.loaded, self.revoked = loaded, revoked
+        if errors:
+            self.load_error = ("only the provisioned keys are in force, those loaded and revoked by command are "
+                               "lost (deploy/README.md, \"Lost keys\"): " + "; ".join(errors))
 
     def write(self) -> None:
         if self.path is None:
             return
-        write_checked_json(self.path, {"loaded": {str(k): list(v) for k, v in self.loaded.items()},
-                                       "revoked": sorted(self.revoked)})
-        os.chmod(self.path, 0o600)
+        body = {"loaded": {str(k): list(v) for k, v in self.loaded.items()},
+                "revoked": {str(k): v for k, v in self.revoked.items()}}
+        for copy in self._copies():  # one after the other: a cut between them leaves one whole
+            write_checked_json(copy, body)
+            os.chmod(copy, 0o600)
+
+    def taken(self, spi: int) -> bool:
+        """A slot number the overlay has used (loaded, or revoked): never given again."""
+        return spi in self.loaded or spi in self.revoked
 
     def apply(self, ring: KeyRing) -> list[str]:
-        """Put the overlay onto ``ring``; what could not be applied, one line each (a master gone)."""
-        problems = []
+        """Put the overlay onto ``ring``; what could not be applied, one line each."""
+        problems = list(self.problems)
         for spi, (master_spi, wrapped) in sorted(self.loaded.items()):
             master = ring.slots.get(master_spi)
             if spi in ring.slots or master is None or master.state != "master":
@@ -228,9 +275,18 @@ class KeyOverlay:
                 ring.slots[spi] = KeySlot(spi, unwrap_key(master.key, bytes.fromhex(wrapped)))
             except ValueError as exc:
                 problems.append(f"SPI {spi}: {exc}; left out")
-        for spi in sorted(self.revoked):
-            if spi in ring.slots and ring.slots[spi].state != "master":
-                ring.slots[spi].state = "revoked"
+        for spi, fingerprint in sorted(self.revoked.items()):
+            slot = ring.slots.get(spi)
+            if slot is None or slot.state != "active":
+                continue
+            if slot.fingerprint() == fingerprint:
+                slot.state = "revoked"
+            else:  # the file was provisioned again with a new key in that slot: the revocation was of the old one
+                problems.append(f"SPI {spi}: the key revoked ({fingerprint}) is not the one provisioned now "
+                                f"({slot.fingerprint()}); the new one is active")
+        if not ring.active():
+            problems.append("no active telecommand key after the changes made by command: no command can be "
+                            "taken; remove tc_keys_state* on the board (deploy/README.md, \"Lost keys\")")
         return problems
 
 
@@ -254,6 +310,8 @@ class Sealer:
             raise ValueError("not a packet")
         inner = packet[PRIMARY_HEADER_LEN:-CRC_LEN]
         length = struct.unpack_from(">H", packet, 4)[0] + OVERHEAD
+        if length > 0xFFFF:
+            raise ValueError(f"a {len(packet)}-byte packet has no room for the {OVERHEAD} bytes of the seal")
         header = packet[:4] + struct.pack(">H", length)
         sec = struct.pack(">HQ", self.spi, self.next_sn())
         body = header + sec + inner
@@ -485,10 +543,19 @@ class TelemetrySealingLink(FlightLink):
         return self._link.receive()
 
     def reply(self, peer, packet: bytes) -> bool:
-        return self._link.reply(peer, self.sealer.seal(packet))
+        sealed = self._seal(packet)
+        return sealed is not None and self._link.reply(peer, sealed)
 
     def publish(self, packet: bytes) -> bool:
-        return self._link.publish(self.sealer.seal(packet))
+        sealed = self._seal(packet)
+        return sealed is not None and self._link.publish(sealed)
+
+    def _seal(self, packet: bytes) -> bytes | None:
+        try:
+            return self.sealer.seal(packet)
+        except ValueError:  # no room for the seal (no packet the agent makes comes near): counted as dropped
+            self._link.stats.tx_dropped += 1
+            return None
 
     def flush(self) -> None:
         self._link.flush()

@@ -41,6 +41,7 @@ _HEARTBEAT_TIMEOUT_MS = 5000
 _CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this long to leave
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
 _identity_counter = itertools.count(1)
+ZAP_DOMAIN = b"sunlit"  # the agent's sockets' ZAP domain: the allow-list is configured for it
 # Handshakes that a CURVE server refused: the ZAP handler said no (a key not in the allow-list),
 # or the peer spoke no CURVE or not with this server's key (a plain client, a wrong server key).
 _AUTH_REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -109,6 +110,10 @@ class ZmqFlightLink(FlightLink):
         try:
             if keys is not None:
                 for sock in (self._cmd, self._tm):
+                    # ZAP enforced: with no handler answering (its thread gone) libzmq would let any
+                    # CURVE client in; enforced, it lets none in.
+                    sock.zap_domain = ZAP_DOMAIN
+                    sock.zap_enforce_domain = True
                     sock.curve_server = True
                     sock.curve_secretkey = keys.secret
                     sock.curve_publickey = keys.public
@@ -133,7 +138,7 @@ class ZmqFlightLink(FlightLink):
         try:
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(keys.allowed_dir))
+            self._auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=str(keys.allowed_dir))
         except BaseException:
             self.close()
             raise
