@@ -1,13 +1,34 @@
 """On-board compute figures. Prints one JSON object as its last line.
 
-- ``infer_agent_per_s``: tiles per second through the compute worker's job path (an
-  INFER_START job on the shipped cloud-screening model: session from the model store with
-  its SHA-256 check, batching, per-tile results, product written), in this process.
-- ``infer_bare_per_s``: tiles per second from a bare ``InferenceSession.run`` loop on the
-  same model, same batch and threads, same input, same run.
-- ``infer_ratio``: the first over the second (target >= 0.95). Both get the tiles in memory;
-  the job's read of its input set from disk is ``infer_input_load_ms``, apart. The job path's
-  time includes writing its product (atomic, fsync'd) and its job-list updates.
+Inference: the shipped cloud-screening model, CPU provider, batch ``BATCH``, ``THREADS``
+intra-op thread, over ``BENCH_COMPUTE_REPEAT`` (default 100) x the 800 held-out tiles
+(80 000 tiles, about 2 s per side on one core). It is measured in ``BENCH_COMPUTE_PAIRS``
+pairs (default 7). In a pair both sides go over the same tiles (one array in memory, the
+job's own read of its input set), interleaved: each slice of the job (one ``work_slice``,
+about ``flight.compute.worker.SLICE_S`` of work) alternates with a bare run over the same
+tiles, the bare side first in pairs 0, 2, ... and second in pairs 1, 3, ... So a slow spell
+of this machine (shared cores here swing by +-20 % for a second or two) lands on both sides
+of a pair alike.
+
+- ``infer_bare_per_s``: median over the pairs of the tiles per second of bare
+  ``InferenceSession.run`` calls, batch after batch, their outputs dropped.
+- ``infer_agent_per_s``: median over the pairs of the tiles per second through the compute
+  worker's job path, one INFERENCE job per pair driven by ``Worker.work_slice`` until DONE,
+  the worker as it starts (no double runs: the unchecked path). Timed: all that each
+  ``work_slice`` call does (the weight-scrub step it starts with, choosing the job, batching,
+  the runs, the non-finite check, class and confidence per tile, the receipt's bookkeeping,
+  the running totals, events), so also the product written at the end (.npz and .json
+  summary, each atomic and fsync'd) and the job-list saves (``jobs.json`` on start and on
+  finish, fsync'd). Not timed, as in a worker that has been running: opening the session
+  (with the model store's SHA-256 check), done once before the first pair, and reading the
+  input set from disk, done once: ``infer_input_load_ms``.
+- The bare session copies the worker's session options (``infer_optimization`` is their
+  graph optimisation level): see :class:`Bare`.
+- ``infer_ratio``: the median of the per-pair ratios job / bare (target >= 0.95);
+  ``infer_ratio_min`` and ``infer_ratio_max`` are their extremes, ``infer_pairs`` their count.
+- Warm-up is the same on both sides before each pair: ``BENCH_COMPUTE_WARMUP`` batches
+  (default 3) of the same tiles, run bare on the bare session and as a small job of that many
+  batches (product included) on the worker's; ``infer_warmup_batches`` says how many.
 - ``train_step_us``, ``torch_step_us``, ``train_speedup_vs_torch``, ``train_final_accuracy``:
   from bench.train_graph (64-128-10 MLP, batch 64, one thread; see there).
 """
@@ -16,77 +37,178 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from bench.train_graph import figures as training_figures
-from flight.compute.providers import open_session
-from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
 from flight.compute.protocol import JobSpec
+from flight.compute.providers import DISABLE_PREPACKING, open_session
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.compute.worker import Job, JobState, Worker
 from flight.link.definitions import Admission, JobKind
 
 BATCH = 64
 THREADS = 1
 REPEAT = int(os.environ.get("BENCH_COMPUTE_REPEAT", "100"))  # 800 tiles x 100 = 80 000 tiles per measurement
-LOAD_MS: list[float] = []
+PAIRS = max(1, int(os.environ.get("BENCH_COMPUTE_PAIRS", "7")))
+WARMUP_BATCHES = max(1, int(os.environ.get("BENCH_COMPUTE_WARMUP", "3")))
+INPUT_SET = "bench_tiles"
 
 
 def _tiles() -> np.ndarray:
     return np.concatenate([load_held_out().tiles.astype(np.float32)] * REPEAT)
 
 
-def infer_bare(tiles: np.ndarray) -> float:
-    session = open_session((MODELS_DIR / MODEL_FILE).read_bytes(), threads=THREADS).session
-    name = session.get_inputs()[0].name
-    session.run(["probabilities"], {name: tiles[:BATCH]})  # warm-up
-    t0 = time.perf_counter()
-    for start in range(0, len(tiles), BATCH):
-        session.run(["probabilities"], {name: tiles[start : start + BATCH]})
-    return len(tiles) / (time.perf_counter() - t0)
+class Bare:
+    """A bare onnxruntime session on the shipped model (the file's bytes, no worker around it),
+    with the session options of ``like`` (the worker's session): threads, execution mode,
+    graph optimisation level and whether weights are pre-packed. The level alone matters: on a
+    2-core x86 VM ORT_ENABLE_ALL (NCHWc layout) ran this model 1.35x slower than the worker's
+    ORT_ENABLE_EXTENDED, so bare and job share it for the ratio to be the job path's alone."""
+
+    def __init__(self, like: Any) -> None:
+        worker_options = like.get_session_options()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = worker_options.intra_op_num_threads
+        options.inter_op_num_threads = worker_options.inter_op_num_threads
+        options.execution_mode = worker_options.execution_mode
+        options.graph_optimization_level = worker_options.graph_optimization_level
+        for key in (DISABLE_PREPACKING,):
+            try:
+                options.add_session_config_entry(key, worker_options.get_session_config_entry(key))
+            except RuntimeError:  # not set on the worker's session: onnxruntime's default
+                pass
+        self.optimization = options.graph_optimization_level.name
+        self.session = open_session((MODELS_DIR / MODEL_FILE).read_bytes(), options=options).session
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, tiles: np.ndarray) -> float:
+        """Seconds for ``tiles`` in batches of ``BATCH``, outputs dropped."""
+        run, name = self.session.run, self.input_name
+        t0 = time.perf_counter()
+        for start in range(0, len(tiles), BATCH):
+            run(["probabilities"], {name: tiles[start : start + BATCH]})
+        return time.perf_counter() - t0
 
 
-def infer_agent(tiles: np.ndarray, root: Path) -> float:
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    np.savez(root / "data" / "bench_tiles.npz", x=tiles)
-    worker = Worker("ipc://" + str(root / "unused.sock"), root)  # nothing listens: messages go nowhere
-    worker.install_shipped_models()
-    worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, THREADS, BATCH, 1.0
-    worker._session("cloud_screen")  # noqa: SLF001 - open (and verify) before timing, as a running worker has
-    worker.jobs[1] = Job(JobSpec(1, JobKind.INFERENCE, "bench_tiles"))
-    # The bare loop is handed its tiles in memory; so is the job (its read from disk is timed apart).
-    t_load = time.perf_counter()
-    worker._inputs[1] = worker._input_set("bench_tiles")  # noqa: SLF001
-    LOAD_MS.append((time.perf_counter() - t_load) * 1000.0)
-    t0 = time.perf_counter()
-    while worker.jobs[1].state not in (JobState.DONE, JobState.FAILED):
-        worker.work_slice()
-    elapsed = time.perf_counter() - t0
-    worker._sock.close(0)  # noqa: SLF001
-    assert worker.jobs[1].state is JobState.DONE, worker.jobs[1].detail
-    return len(tiles) / elapsed
+class JobPath:
+    """A compute worker with the shipped model installed and its session open (SHA-256 checked),
+    whose socket leads nowhere (its messages are dropped); one inference job per measurement."""
+
+    def __init__(self, root: Path, tiles: np.ndarray) -> None:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        np.savez(root / "data" / f"{INPUT_SET}.npz", x=tiles)
+        # Nothing listens on the socket: the worker's messages (events, status) go nowhere.
+        worker = self.worker = Worker("ipc://" + str(root / "unused.sock"), root)
+        worker.install_shipped_models()
+        worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, THREADS, BATCH, 1.0
+        # Open (and verify) the session before timing, as a running worker has; the bare side copies its options.
+        self.session = worker._session(MODEL_NAME).session  # noqa: SLF001
+        t_load = time.perf_counter()
+        self.tiles = worker._input_set(INPUT_SET)  # noqa: SLF001 - the job's own read of its input set
+        self.load_ms = (time.perf_counter() - t_load) * 1000.0
+        self._next_id = 1
+
+    def start(self, tiles: np.ndarray) -> Job:
+        """A new job over ``tiles``, handed to it in memory (its read from disk is timed apart)."""
+        job_id = self._next_id
+        self._next_id += 1
+        job = self.worker.jobs[job_id] = Job(JobSpec(job_id, JobKind.INFERENCE, INPUT_SET, model=MODEL_NAME))
+        self.worker._inputs[job_id] = tiles  # noqa: SLF001
+        return job
+
+    def slice(self) -> float:
+        """Seconds for one ``work_slice`` (the job's last one writes its product and finishes it)."""
+        t0 = time.perf_counter()
+        self.worker.work_slice()
+        return time.perf_counter() - t0
+
+    def run(self, tiles: np.ndarray) -> float:
+        """Seconds for a whole job over ``tiles``, slice after slice."""
+        job, elapsed = self.start(tiles), 0.0
+        while not _ended(job):
+            elapsed += self.slice()
+        _check(job)
+        return elapsed
+
+    def close(self) -> None:
+        self.worker._sock.close(0)  # noqa: SLF001
 
 
-def main() -> int:
-    tiles = _tiles()
+def _ended(job: Job) -> bool:
+    return job.state in (JobState.DONE, JobState.FAILED)
+
+
+def _check(job: Job) -> None:
+    assert job.state is JobState.DONE, job.detail
+
+
+def pair(bare: Bare, agent: JobPath, tiles: np.ndarray, bare_first: bool) -> tuple[float, float]:
+    """(bare seconds, job seconds) over the same ``tiles``, interleaved: each of the job's slices
+    (about ``SLICE_S`` of work) alternates with a bare run over the same number of tiles, the side
+    that goes first fixed by ``bare_first``; both start warmed up alike."""
+    bare.run(tiles[: WARMUP_BATCHES * BATCH])
+    agent.run(tiles[: WARMUP_BATCHES * BATCH])
+    job = agent.start(tiles)
+    bare_s = job_s = 0.0
+    done = 0  # tiles the bare side has done
+    chunk = 32 * BATCH  # until the job's first slice says how many tiles a slice takes
+    while not _ended(job) or done < len(tiles):
+        if bare_first and done < len(tiles):
+            bare_s += bare.run(tiles[done : done + chunk])
+            done = min(len(tiles), done + chunk)
+        if not _ended(job):
+            before = job.progress
+            job_s += agent.slice()
+            chunk = max(BATCH, job.progress - before) if not _ended(job) else chunk
+        if not bare_first and done < len(tiles):
+            target = len(tiles) if _ended(job) else job.progress  # the tiles the job just did
+            bare_s += bare.run(tiles[done:target])
+            done = target
+    _check(job)
+    return bare_s, job_s
+
+
+def inference_figures() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        agent_rates, bare_rates = [], []
-        for i in range(3):  # interleaved, best of three each: the same conditions for both
-            bare_rates.append(infer_bare(tiles))
-            agent_rates.append(infer_agent(tiles, Path(tmp) / f"w{i}"))
-    out: dict[str, object] = {
-        "infer_agent_per_s": round(max(agent_rates)),
-        "infer_bare_per_s": round(max(bare_rates)),
-        "infer_ratio": round(max(agent_rates) / max(bare_rates), 3),
+        agent = JobPath(Path(tmp) / "worker", _tiles())
+        try:
+            tiles = agent.tiles  # one array for both sides: the tiles as the job read them
+            bare = Bare(like=agent.session)
+            agent_rates, bare_rates, ratios = [], [], []
+            for i in range(PAIRS):
+                bare_s, job_s = pair(bare, agent, tiles, bare_first=i % 2 == 0)
+                agent_rates.append(len(tiles) / job_s)
+                bare_rates.append(len(tiles) / bare_s)
+                ratios.append(bare_s / job_s)
+        finally:
+            agent.close()
+    return {
+        "infer_agent_per_s": round(statistics.median(agent_rates)),
+        "infer_bare_per_s": round(statistics.median(bare_rates)),
+        "infer_ratio": round(statistics.median(ratios), 3),
+        "infer_ratio_min": round(min(ratios), 3),
+        "infer_ratio_max": round(max(ratios), 3),
+        "infer_pairs": PAIRS,
+        "infer_warmup_batches": WARMUP_BATCHES,
+        "infer_optimization": bare.optimization,
         "infer_batch": BATCH,
         "infer_threads": THREADS,
         "infer_tiles": len(tiles),
-        "infer_input_load_ms": round(min(LOAD_MS), 1),
+        "infer_input_load_ms": round(agent.load_ms, 1),
     }
+
+
+def main() -> int:
+    out = inference_figures()
     train = training_figures()
     for key in ("train_step_us", "torch_step_us", "train_speedup_vs_torch", "train_final_accuracy"):
         out[key] = train[key]

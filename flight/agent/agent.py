@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from flight import sdnotify
-from flight.agent.compute import ComputeSupervisor
+from flight.agent.compute import ComputeSupervisor, radiation_estimate
 from flight.agent.contacts import Contacts
 from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
@@ -158,7 +158,9 @@ class Agent:
                                          self.memory.allocate_job_id, self.executive.internal_error,
                                          lockstep=self.lockstep, trusted_keys=config.trusted_keys,
                                          allow_unsigned=config.allow_unsigned_models,
-                                         disk_refusal=self.files.disk_refusal)
+                                         disk_refusal=self.files.disk_refusal,
+                                         radiation=lambda: radiation_estimate(self.controller.orbit,
+                                                                              self.clock.now_s()))
         self._opened.append(self.compute)
         self.controller = Controller(
             self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,

@@ -23,6 +23,11 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   a full queue; a package that fails its signature, hash or reference check) when the worker
   replies: ``MODEL_INSTALL`` once the new version is active. A job queued but not admitted now raises ``JOB_WAITING`` with the
   reason and what to do about it.
+- **The environment, as the agent predicts it.** Each admission carries the radiation estimate
+  from the agent's own orbit (:func:`radiation_estimate`: the TLE propagated to now, the SAA
+  ellipse model of flight/orbit/saa.py and the latitude; UNKNOWN without a TLE), never the
+  harness's truth, and the result-check parameters: the worker's weight scrub period and its
+  double runs follow them (flight/compute/scrub.py, flight/compute/checks.py).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import zmq
 
 from flight.agent.dispatcher import CommandFailed, Deferred, Handler
@@ -43,10 +49,13 @@ from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
 from flight.clock import Clock
 from flight.compute import protocol as cp
+from flight.compute.scrub import flux_class
 from flight.files.filestore import NameRefused
 from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, JobKind
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
+from flight.orbit import Orbit, PropagationError, geodetic_from_teme
+from flight.orbit.saa import in_saa
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
@@ -74,18 +83,22 @@ class ComputeSupervisor(Component):
     EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING",
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
-              "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED")
+              "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "RESULT_CHECK_FAILED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
                  params: Mapping[str, Any], allocate_job_id: Callable[[], int],
                  internal_error: Callable[[str, BaseException], None], lockstep: bool = False,
                  trusted_keys: Path | None = None, allow_unsigned: bool = False,
-                 disk_refusal: Callable[[], str | None] = lambda: None):
+                 disk_refusal: Callable[[], str | None] = lambda: None,
+                 radiation: Callable[[], cp.Radiation] = lambda: cp.NO_RADIATION):
         """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not.
         ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker.
         ``disk_refusal``: why the disk cannot take a new job's products now (the file manager's
-        reserve), or None."""
+        reserve), or None. ``radiation``: the environment the agent predicts now from its own orbit
+        (:func:`radiation_estimate` on the controller's orbit and the agent's clock)."""
+        self._radiation = radiation
+        self.radiation = cp.NO_RADIATION
         self.root = Path(root)
         self.trusted_keys = trusted_keys
         self.allow_unsigned = allow_unsigned
@@ -249,13 +262,22 @@ class ComputeSupervisor(Component):
         lowest mode gets one thread, small batches and a quarter duty; the highest all cores,
         large batches and full duty. Then the heartbeat and the watchdog."""
         self.admission, self.admission_reason = admission, reason
+        try:  # also with compute off: flux_class in housekeeping is the agent's estimate all the same
+            self.radiation = self._radiation()
+        except Exception as exc:  # noqa: BLE001 - no estimate this tick: the worker scrubs as for UNKNOWN
+            self._internal_error("radiation estimate", exc)
+            self.radiation = cp.NO_RADIATION
         if not self.enabled:
             return
         share = (mode_index + 1) / max(1, n_modes)
         self.threads = max(1, round((os.cpu_count() or 1) * share))
         batch = 16 if share <= 0.34 else (32 if share <= 0.67 else 64)
         self.duty = max(0.25, share) if admission is not Admission.NONE else 0.0
-        self._send(cp.Admit(admission, self.threads, batch, max(self.duty, 0.05), power_w, reason[:200]))
+        p = self._params
+        self._send(cp.Admit(admission, self.threads, batch, max(self.duty, 0.05), power_w, reason[:200],
+                            radiation=self.radiation, double_run_fraction=float(p["double_run_fraction"]),
+                            double_run_all_in_saa=bool(p["double_run_all_in_saa"]),
+                            scrub_weights=bool(p["weights_scrub"])))
         self._heartbeat()
 
     def _heartbeat(self) -> None:
@@ -421,7 +443,36 @@ class ComputeSupervisor(Component):
             "model_uplinked_by": st.model_uplinked_by or None,
             "model_fallback_version": st.model_fallback_version if have and st.model_name else None,
             "model_probation": st.model_probation if have and st.model_name else None,
+            "model_protection": st.model_protection or None,
+            "flux_class": self.radiation.flux_class.value,
+            "scrub_age_s": st.scrub_age_s,
+            "scrub_period_s": st.scrub_period_s,
+            "scrub_passes": st.scrub_passes if have else None,
+            "scrub_chunks": st.scrub_chunks if have else None,
+            "scrub_repairs": st.scrub_repairs if have else None,
+            "checks_failed": st.checks_failed if have else None,
+            "reruns": st.reruns if have else None,
+            "double_runs": st.double_runs if have else None,
+            "results_marked": st.results_marked if have else None,
         }
         for cls, channel in CLASS_NAMES.items():
             out[channel] = st.infer_classes.get(cls, 0) if have else None
         return out
+
+
+def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
+    """The environment at ``now_unix_s`` as the agent predicts it from ``orbit`` (its TLE): inside the
+    SAA ellipse model or not, the geodetic latitude, the class the worker's checks follow
+    (:func:`flight.compute.scrub.flux_class`) and the orbital period. One sgp4 propagation (tens of
+    microseconds). UNKNOWN without an orbit, or where sgp4 cannot propagate it (a decayed TLE)."""
+    if orbit is None:
+        return cp.NO_RADIATION
+    t = np.array([float(now_unix_s)])
+    try:
+        r_teme_km, _ = orbit.propagate(t)
+    except PropagationError:
+        return cp.NO_RADIATION
+    lat_deg, lon_deg, alt_km = geodetic_from_teme(r_teme_km, t)
+    lat = float(np.asarray(lat_deg).reshape(-1)[0])
+    inside = bool(np.asarray(in_saa(lat_deg, lon_deg, alt_km)).reshape(-1)[0])
+    return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s))

@@ -7,7 +7,9 @@ the compute directory. Every message is one record below, encoded by :data:`CODE
 agent → worker
 
 - :class:`Admit` every control tick: what may run, with threads, batch and duty for the power
-  mode in force, and why (the reason is what an operator reads when a job waits).
+  mode in force, and why (the reason is what an operator reads when a job waits); the radiation
+  environment the agent predicts from its own orbit (:class:`Radiation`: the weight scrubbing
+  period and the double runs follow it) and the result-check parameters.
 - :class:`Ping` every control tick, on the agent's clock: the worker answers :class:`Pong`
   between two slices of work, so a worker that stops answering is a hung worker whatever the
   agent's clock is (real time on a board, simulated time under the harness).
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flight.link.definitions import Admission, JobKind
+from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.records import RecordCodec
 
 
@@ -55,6 +57,20 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class Radiation:
+    """The environment as the agent predicts it now from its TLE (flight/agent/compute.py:
+    radiation_estimate), never the harness's truth: UNKNOWN with no orbit."""
+
+    flux_class: FluxClass
+    in_saa: bool
+    lat_deg: float | None  # geodetic, at the sub-satellite point
+    orbit_period_s: float | None  # the scrubber's full pass never takes longer than one orbit
+
+
+NO_RADIATION = Radiation(FluxClass.UNKNOWN, False, None, None)
+
+
+@dataclass(frozen=True)
 class Admit:
     admission: Admission
     threads: int
@@ -62,6 +78,10 @@ class Admit:
     duty: float  # 0.05..1: the share of time the worker may compute
     power_w: float | None  # board power now, for energy per training step
     reason: str
+    radiation: Radiation
+    double_run_fraction: float  # 0..1 of the inference batches run twice and compared
+    double_run_all_in_saa: bool  # every batch run twice while radiation.in_saa
+    scrub_weights: bool  # sessions on weights the worker owns and scrubs (flight/compute/scrub.py)
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,17 @@ class Status:
     model_uplinked_by: str = ""
     model_fallback_version: str = ""  # "": none
     model_probation: bool = False
+    # Weights and results (flight/compute/scrub.py, flight/compute/checks.py); counts since the worker started.
+    model_protection: str = ""  # flight.link.definitions.Protection's value; "": no session open
+    scrub_age_s: float | None = None  # None: no scrubbed session open
+    scrub_period_s: float | None = None
+    scrub_passes: int = 0
+    scrub_chunks: int = 0
+    scrub_repairs: int = 0
+    checks_failed: int = 0
+    reruns: int = 0
+    double_runs: int = 0
+    results_marked: int = 0
 
 
 @dataclass(frozen=True)

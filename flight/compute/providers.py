@@ -19,6 +19,32 @@ expects (``[TensorRT, CUDA, CPU]``): nodes TensorRT cannot take run on CUDA, the
 
 Not thread-safe (warnings are caught process-wide while a session is created); the agent
 opens sessions from one thread.
+
+Weights the worker owns (:func:`owned_weights_options`): every initializer handed to onnxruntime
+as an ``OrtValue`` over a numpy array the caller keeps (``SessionOptions.add_initializer``), so
+that the weight scrubber (flight/compute/scrub.py) checks and repairs the very memory the CPU
+execution provider computes from. Two onnxruntime habits would make it compute from copies
+instead, and both are turned off for such sessions:
+
+- pre-packing: the CPU kernels of Gemm/MatMul/Conv copy their weights into a packed layout at
+  session start (``session.disable_prepacking`` = ``1``,
+  onnxruntime_session_options_config_keys.h, kOrtSessionOptionsConfigDisablePrepacking);
+- layout optimisation (level ``all``): on x86 the NCHWc transformer rewrites Conv weights into
+  new, reordered initializers. Measured on the shipped model (onnxruntime 1.32, x86): at level
+  ``all`` a change to any Conv weight never reached the output; at ``extended`` a change to any
+  initializer did, so owned-weight sessions run at ``extended``.
+
+The price (one PC core, batch 64): none on the shipped model (``extended`` without pre-packing
+ran 1.29x the default session: its tensors are too small for the NCHWc reorder to pay), but a
+model of large MatMul layers (4 x 1024 x 1024) ran at 0.58x, its GEMM kernels being fast only on
+packed weights. The parameter ``weights_scrub`` turns owned weights off for such models.
+
+What this does not cover, said plainly: a GPU provider (CUDA, TensorRT) copies the weights to
+device memory (on a Jetson the same DRAM, but another buffer) and computes from that copy, and
+TensorRT builds its own engine from them; the scrubber then checks host buffers nothing computes
+from. Constants that a graph optimisation derives from a weight (a folded Transpose, a fused
+BatchNorm) are new buffers too. The worker claims ``scrubbed`` protection only for sessions on
+the CPU provider.
 """
 
 from __future__ import annotations
@@ -29,6 +55,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import onnxruntime as ort
+
+DISABLE_PREPACKING = "session.disable_prepacking"
+"""Session config key (onnxruntime_session_options_config_keys.h): "1" keeps kernels from copying weights."""
+OWNED_WEIGHTS_OPTIMIZATION = "extended"
+"""The graph optimisation level of owned-weight sessions: the highest that computes from the owned buffers."""
 
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -85,6 +116,32 @@ def session_options_for(
     options.graph_optimization_level = _OPTIMIZATION[optimization]
     options.log_severity_level = log_severity
     return options
+
+
+def owned_weights_options(
+    initializers: Mapping[str, Any],
+    threads: int | None = None,
+    *,
+    log_severity: int = 3,
+) -> tuple[ort.SessionOptions, tuple[Any, ...]]:
+    """Session options whose initializers are ``initializers`` (name -> numpy array), used in place.
+
+    Returns the options and the ``OrtValue`` objects made over the arrays: keep both, and the
+    arrays, alive for as long as the session (onnxruntime does not own them). Pre-packing is off
+    and the optimisation level is :data:`OWNED_WEIGHTS_OPTIMIZATION`, so on the CPU provider a
+    change to an array (a bit flip, its repair) is a change to what the session computes; the
+    module docstring says what is not covered. Each array must be C-contiguous and writable.
+    """
+    options = session_options_for(threads, optimization=OWNED_WEIGHTS_OPTIMIZATION, log_severity=log_severity)
+    options.add_session_config_entry(DISABLE_PREPACKING, "1")
+    values = []
+    for name, array in initializers.items():
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            raise ValueError(f"initializer {name!r}: the buffer must be C-contiguous and writable")
+        value = ort.OrtValue.ortvalue_from_numpy(array)  # a view of the array's memory on the CPU, no copy
+        options.add_initializer(name, value)
+        values.append(value)
+    return options, tuple(values)
 
 
 def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:

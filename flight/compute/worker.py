@@ -28,6 +28,15 @@ fails to load or its first job fails or gives non-finite outputs, the worker rol
 fallback on its own (``MODEL_ROLLED_BACK``) and runs the job again. Every product names the
 model version it came from (name, version, SHA-256, who uplinked it).
 
+Weights and results under radiation: a session's initializers live in numpy buffers the worker
+owns (flight/compute/providers.py: owned_weights_options), which a :class:`WeightScrubber`
+(flight/compute/scrub.py) checks against three voted golden copies from the loop, a full pass per
+period that follows the flux the agent predicts (``Admit.radiation``). A batch whose check fails
+(the checksum pass's per-sample flag, flight/compute/checks.py, or a double run that disagrees)
+makes the worker scrub at once and run it again; tiles that still fail are marked in the product.
+Every product carries a receipt: model SHA-256, protection level, check status with counts, scrub
+age, the predicted environment.
+
 A worker never outlives its agent and never shares its directory: it asks Linux to signal
 it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
 is still its parent (the agent may have died before the request took), and it holds the
@@ -38,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import enum
+import hashlib
 import json
+import math
 import os
 import signal
 import sys
@@ -51,8 +62,20 @@ import numpy as np
 import zmq
 
 from flight.compute import protocol as cp
+from flight.compute.checks import (
+    CHECK_OUTPUT,
+    FAILED,
+    PASSED,
+    UNCHECKED,
+    DoubleRunSchedule,
+    ProductChecks,
+    abft_flags,
+    protection_of,
+    rows_agree,
+)
 from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
-from flight.compute.providers import open_session
+from flight.compute.providers import CPU, SessionError, open_session, owned_weights_options
+from flight.compute.scrub import Repair, WeightScrubber, WeightsUnrepairable, scrub_period_s
 from flight.compute.store import (
     Copy,
     ModelIntegrityError,
@@ -68,7 +91,7 @@ from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
 from flight.files.filestore import NameRefused, resolve
 from flight.lifetime import die_with_parent
-from flight.link.definitions import Admission, JobKind
+from flight.link.definitions import Admission, JobKind, Protection
 from flight.link.dictionary import FailureCode
 from flight.records import ProtocolError
 from flight.storage import (
@@ -89,6 +112,9 @@ MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
+RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
+CHECK_EVENT_MIN_S = 10.0  # RESULT_CHECK_FAILED at most this often (the counters count every one)
+REPAIR_EVENTS_PER_STEP = 8  # WEIGHTS_REPAIRED events per scrub step at most (scrub_repairs counts all)
 
 
 class JobState(str, enum.Enum):
@@ -144,6 +170,12 @@ class _Session(NamedTuple):
     version: str
     sha256: str
     from_golden: bool
+    provider: str = CPU
+    scrubber: WeightScrubber | None = None  # None: the weights are not scrubbed (off, or not the CPU provider)
+    owned: Any = None  # the OrtValues over the scrubber's arrays: alive as long as the session
+    check_output: str | None = None  # the checksum pass's per-sample output, where the model has one
+    protection: Protection = Protection.NONE
+    name: str = ""
 
 
 @dataclass
@@ -178,11 +210,29 @@ class Worker:
         self.reason = "waiting for the agent"
         self.provider = ""
         self.totals = InferenceTotals()
-        self._sessions: dict[tuple[str, int], _Session] = {}
+        self._sessions: dict[tuple[str, int, bool], _Session] = {}
         self._states: dict[str, ModelState | None] = {}  # the store's, cached until a model changes
         self._current_model = self._latest_model()  # whose provenance goes into the status
         self._training: dict[int, TrainingJob] = {}
         self._results: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._checks: dict[int, ProductChecks] = {}  # per inference job: what its product's receipt says
+        # The environment and the check parameters, as the agent last sent them (Admit); until then
+        # nothing is known and nothing is run twice.
+        self.radiation = cp.NO_RADIATION
+        self.double_run_fraction = 0.0
+        self.double_run_all_in_saa = False
+        self.scrub_weights = True
+        self._double = DoubleRunSchedule()
+        self.scrub_passes = 0
+        self.scrub_chunks = 0
+        self.scrub_repairs = 0
+        self.checks_failed = 0
+        self.reruns = 0
+        self.double_runs = 0
+        self.results_marked = 0
+        self._check_event_at = -math.inf
+        self._drops = 0  # sessions dropped for weights nothing could repair
+        self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self._cursor: dict[int, int] = {}
         self._inputs: dict[int, np.ndarray] = {}
         self._output_names: dict[int, list[str]] = {}
@@ -232,6 +282,12 @@ class Worker:
             self.duty = min(1.0, max(0.05, msg.duty))
             self.power_w = msg.power_w
             self.reason = msg.reason[:200]
+            self.radiation = msg.radiation
+            self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
+            self.double_run_all_in_saa = msg.double_run_all_in_saa
+            if msg.scrub_weights != self.scrub_weights:
+                self.scrub_weights = msg.scrub_weights
+                self._sessions.clear()  # opened again, with or without owned weights, at the next slice
         elif isinstance(msg, cp.StartJob):
             self._start_job(msg)
         elif isinstance(msg, cp.CancelJob):
@@ -334,14 +390,14 @@ class Worker:
     # --- work ------------------------------------------------------------------------------
 
     def _session(self, model: str) -> _Session:
-        key = (model, self.threads)
+        key = (model, self.threads, self.scrub_weights)
         if key not in self._sessions:
             state = self._state(model)
             if state is not None and state.probation and state.fallback is not None:
                 # A version on probation that will not load is rolled back, not replaced by the golden copy.
                 try:
                     loaded = self.store.load(model)
-                    opened = open_session(loaded.bytes, threads=self.threads)
+                    opened = self._open(model, loaded.bytes, loaded.version, loaded.sha256, False)
                 except Exception as exc:  # noqa: BLE001 - integrity, onnxruntime: either way it failed to load
                     if self._auto_rollback(model, f"version {state.active.version} failed to load: {exc}"):
                         return self._session(model)
@@ -350,15 +406,106 @@ class Worker:
                 loaded = self.store.load_or_golden(model)
                 if loaded.from_golden:
                     self.event("MODEL_GOLDEN_USED", name=model, reason=loaded.fallback_reason[:200])
-                opened = open_session(loaded.bytes, threads=self.threads)
-            for line in opened.fallbacks:
-                self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
-            self.provider = opened.provider
+                opened = self._open(model, loaded.bytes, loaded.version, loaded.sha256, loaded.from_golden)
             self._sessions = {k: v for k, v in self._sessions.items() if k[0] != model}  # threads changed
-            self._sessions[key] = _Session(opened.session, opened.session.get_inputs()[0].name, loaded.version,
-                                           loaded.sha256, loaded.from_golden)
+            self._sessions[key] = opened
             self._current_model = model
         return self._sessions[key]
+
+    def _open(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
+        """A session on ``data`` (the store's verified bytes). With ``scrub_weights`` its initializers
+        are buffers a :class:`WeightScrubber` owns, golden copies made from these same bytes; the
+        weights count as scrubbed only on the CPU provider, the one that computes from them."""
+        scrubber = owned = None
+        opened = None
+        if self.scrub_weights:
+            scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
+            options, owned = owned_weights_options(scrubber.owned, self.threads)
+            try:
+                opened = open_session(data, threads=self.threads, options=options)
+            except SessionError as exc:  # onnxruntime refused the owned buffers: run it as it builds it, and say so
+                refused = f"{name}: no session on owned weights, its weights are not scrubbed ({exc})"
+                scrubber = owned = None
+        if opened is None:
+            opened = open_session(data, threads=self.threads)
+            if self.scrub_weights:
+                self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=refused[:200])
+        for line in opened.fallbacks:
+            self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
+        self.provider = opened.provider
+        session = opened.session
+        check = CHECK_OUTPUT if any(o.name == CHECK_OUTPUT for o in session.get_outputs()) else None
+        # On a GPU provider the session computes from device copies: keep the buffers alive (it was
+        # built on them) but do not scrub what nothing reads, nor claim it.
+        scrubbed = scrubber is not None and opened.provider == CPU
+        return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
+                        scrubber if scrubbed else None, (owned, scrubber), check,
+                        protection_of(scrubbed, check is not None), name)
+
+    # --- weights and results under radiation ------------------------------------------------
+
+    def _scrub_period_s(self) -> float:
+        return scrub_period_s(self.radiation.flux_class, self.radiation.orbit_period_s)
+
+    def _scrubbers(self) -> list[tuple[str, WeightScrubber]]:
+        seen: dict[int, tuple[str, WeightScrubber]] = {}
+        for s in self._sessions.values():
+            if s.scrubber is not None:
+                seen.setdefault(id(s.scrubber), (s.name, s.scrubber))
+        return list(seen.values())
+
+    def scrub_tick(self, now_s: float | None = None) -> None:
+        """From the loop: the scrub owed now on every scrubbed session, at the period the flux asks for."""
+        now_s = time.monotonic() if now_s is None else now_s
+        period = self._scrub_period_s()
+        for name, scrubber in self._scrubbers():
+            scrubber.period_s = period
+            self._scrub(name, scrubber, lambda sc: sc.step(now_s))
+
+    def _scrub_now(self, model: _Session) -> None:
+        """A full pass over ``model``'s weights now (a result check failed), unless one ran just before."""
+        scrubber = model.scrubber
+        if scrubber is None:
+            return
+        now = time.monotonic()
+        if now - self._last_full_scrub.get(id(scrubber), -math.inf) < RESCRUB_MIN_S:
+            return
+        live = {id(sc) for _name, sc in self._scrubbers()}
+        self._last_full_scrub = {k: v for k, v in self._last_full_scrub.items() if k in live}
+        self._last_full_scrub[id(scrubber)] = now
+        self._scrub(model.name, scrubber, lambda sc: sc.scrub_all(now))
+
+    def _scrub(self, name: str, scrubber: WeightScrubber, run: Any) -> None:
+        passes, chunks = scrubber.passes, scrubber.chunks_checked
+        try:
+            repairs: list[Repair] = run(scrubber)
+        except WeightsUnrepairable as exc:
+            # Nothing in memory settles it: drop the session; the next slice loads the model from the
+            # store again (SHA-256 checked, golden copy if need be) and builds a new one.
+            self._sessions = {k: v for k, v in self._sessions.items() if v.scrubber is not scrubber}
+            self._drops += 1
+            self.scrub_repairs += 1
+            self._repaired()
+            self.event("WEIGHTS_REPAIRED", name=name, tensor=exc.tensor, chunk=exc.chunk, bytes=0, golden=0,
+                       source="model store")
+            return
+        finally:
+            self.scrub_passes += scrubber.passes - passes
+            self.scrub_chunks += scrubber.chunks_checked - chunks
+        self.scrub_repairs += len(repairs)
+        if repairs:
+            self._repaired(len(repairs))
+        for r in repairs[:REPAIR_EVENTS_PER_STEP]:
+            self.event("WEIGHTS_REPAIRED", name=name, tensor=r.tensor[:64], chunk=r.chunk, bytes=r.bytes_differing,
+                       golden=r.golden_fixed, source=r.source)
+
+    def _repaired(self, count: int = 1) -> None:
+        """Products being computed saw ``count`` repairs: their receipts say so."""
+        for checks in self._checks.values():
+            checks.weights_repaired += count
+
+    def _product_checks(self, model: _Session) -> ProductChecks:
+        return ProductChecks(model.sha256, model.protection, model.provider)
 
     # --- the model lifecycle ---------------------------------------------------------------
 
@@ -417,7 +564,7 @@ class Worker:
         if not self._auto_rollback(job.model, f"version {state.active.version} {why} on its first job, "
                                               f"{job.job_id}"[:200]):
             return False
-        for table in (self._cursor, self._results):
+        for table in (self._cursor, self._results, self._checks):
             table.pop(job.job_id, None)
         job.progress, job.detail = 0, f"restarted after the rollback of {job.model}"[:120]
         self._save_jobs()
@@ -551,6 +698,7 @@ class Worker:
 
     def work_slice(self) -> float:
         """Run one slice of the best job; return the seconds spent working."""
+        self.scrub_tick()  # before the job's clock starts: scrubbing is not the job's busy time
         job = self._next_job()
         if job is None or job.kind is not JobKind.TRAINING:
             self._pause_training("not admitted: " + (self.reason or self.admission.value) if job is None
@@ -583,7 +731,6 @@ class Worker:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds for a model it cannot run
             raise ModelLoadFailed(f"{type(exc).__name__}: {exc}") from exc
-        session, input_name = model.session, model.input_name
         if job.continuous:
             # Hidden names are files still being written (write as .NAME, then rename): leave them.
             # A symbolic link is not a tile the ground sent: left where it is, never read.
@@ -593,8 +740,12 @@ class Worker:
                 return
             path = files[0]
             tiles = np.load(path, allow_pickle=False).astype(np.float32)
-            classes, conf = self._run_batches(session, input_name, tiles)
-            self._write_product(job, classes, conf, source=path.name, model=model)
+            checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
+            try:
+                classes, conf = self._classify(self._checked_probs(job, model, tiles, checks), 1)
+                self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
+            finally:
+                self._checks.pop(job.job_id, None)
             self._proven(job.model, model)
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
@@ -604,29 +755,70 @@ class Worker:
         data = self._inputs.get(job.job_id)
         if data is None:  # read once per job, not once per slice
             data = self._inputs[job.job_id] = self._input_set(job.name)
+        checks = self._checks.get(job.job_id)
+        if checks is None:
+            checks = self._checks[job.job_id] = self._product_checks(model)
         start = self._cursor.get(job.job_id, 0)
         t_end = time.monotonic() + SLICE_S
+        drops = self._drops
+        parts: list[np.ndarray] = []
         while start < len(data) and time.monotonic() < t_end:
             batch = data[start : start + self.batch]
-            classes, conf = self._run_batches(session, input_name, batch)
-            self._results.setdefault(job.job_id, []).append((classes, conf))
+            parts.append(self._checked_probs(job, model, batch, checks))
             start += len(batch)
+            if self._drops != drops:
+                break  # weights nothing could repair: the next slice runs on a session built anew
+        if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
+            probs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._results.setdefault(job.job_id, []).append(self._classify(probs, len(parts)))
         self._cursor[job.job_id] = start
         job.progress = start
         if start >= len(data):
             parts = self._results.pop(job.job_id, [])
             classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
             conf = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
-            path = self._write_product(job, classes, conf, source=job.name, model=model)
+            path = self._write_product(job, classes, conf, source=job.name, model=model, checks=checks)
             self._proven(job.model, model)
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}")
 
-    def _run_batches(self, session: Any, input_name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        wanted = self._output_names.get(id(session))
-        if wanted is None:
-            names = [o.name for o in session.get_outputs()]
-            wanted = self._output_names[id(session)] = ["probabilities" if "probabilities" in names else names[0]]
-        (probs,) = session.run(wanted, {input_name: tiles})
+    def _session_dropped(self, model: _Session) -> bool:
+        return all(s is not model for s in self._sessions.values())
+
+    def _checked_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks) -> np.ndarray:
+        """The probabilities of one batch, checked: the checksum flags where the model has them, a
+        double run where one is due. A failed check scrubs the weights and runs the batch again;
+        tiles failing again are marked FAILED in ``checks`` (the product's receipt)."""
+        double = self._double.due(self.double_run_fraction, self.double_run_all_in_saa and self.radiation.in_saa)
+        checked = double or model.check_output is not None
+        if checked:
+            self.double_runs += double
+            probs, ok, failed = self._checked_run(model, tiles, double)
+        else:  # the common case, kept to one run and no per-tile bookkeeping
+            probs, ok, failed = self._run_model(model, tiles)[0], None, ""
+        mismatch, abft_failed, rerun = "double run" in failed, "checksum" in failed, bool(failed)
+        if failed:
+            self.checks_failed += 1
+            bad = int(np.count_nonzero(~ok))
+            self._scrub_now(model)
+            if self._session_dropped(model):  # its weights could not be repaired: a session built anew
+                model = self._session(job.model)
+            self.reruns += 1
+            # Run twice again where a double run disagreed: the comparison is the check.
+            probs, ok, again = self._checked_run(model, tiles, double)
+            self.results_marked += bool(again)
+            self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again)
+        status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
+        checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
+        rad, scrubber = self.radiation, model.scrubber
+        checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
+                         rerun=rerun, scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
+                         scrub_period_s=scrubber.period_s if scrubber is not None else None,
+                         flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
+        return probs
+
+    def _classify(self, probs: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarray]:
+        """Class and confidence per tile of ``probs`` (``batches`` runs' worth), added to the totals;
+        :class:`NonFiniteOutput` if any output is NaN or infinite."""
         finite = np.isfinite(probs)
         if not finite.all():
             raise NonFiniteOutput(f"the model gave {int(probs.size - finite.sum())} non-finite outputs of "
@@ -635,24 +827,77 @@ class Worker:
         conf = probs[np.arange(len(classes)), classes]
         t = self.totals
         t.count += len(classes)
-        t.batches += 1
+        t.batches += batches
         t.confidence_sum += float(conf.sum())
         for c, n in enumerate(np.bincount(classes, minlength=probs.shape[1]).tolist()):
             if n:
                 t.classes[str(c)] = t.classes.get(str(c), 0) + n
         return classes, conf
 
-    def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str, model: _Session) -> Path:
+    def _checked_run(self, model: _Session, tiles: np.ndarray, double: bool) -> tuple[np.ndarray, np.ndarray, str]:
+        """One run of ``tiles`` (two with ``double``): (probabilities, per-tile ok, what failed: "" when
+        nothing did, else "checksum", "double run" or both)."""
+        probs, flags = self._run_model(model, tiles)
+        ok = np.ones(len(tiles), bool)
+        failed = []
+        if flags is not None and not flags.all():
+            ok &= flags
+            failed.append("checksum")
+        if double:
+            again, _ = self._run_model(model, tiles)
+            same = rows_agree(probs, again, exact=model.provider == CPU)
+            if not same.all():
+                ok &= same
+                failed.append("double run")
+        return probs, ok, "+".join(failed)
+
+    def _run_model(self, model: _Session, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, the checksum pass's per-tile flags or None) of one session run."""
+        session = model.session
+        wanted = self._output_names.get(id(session))
+        if wanted is None:
+            names = [o.name for o in session.get_outputs() if o.name != CHECK_OUTPUT]
+            wanted = ["probabilities" if "probabilities" in names else names[0]]
+            if model.check_output is not None:
+                wanted.append(model.check_output)
+            self._output_names[id(session)] = wanted
+        outputs = session.run(wanted, {model.input_name: tiles})
+        if model.check_output is None:
+            return outputs[0], None
+        try:
+            return outputs[0], abft_flags(outputs[1], len(tiles))
+        except ValueError:
+            return outputs[0], np.zeros(len(tiles), bool)  # a check that cannot be read has not passed
+
+    def _check_failed(self, job: Job, check: str, tiles: int, again: str) -> None:
+        now = time.monotonic()
+        if now - self._check_event_at < CHECK_EVENT_MIN_S:
+            return
+        self._check_event_at = now
+        outcome = (f"failed again after a scrub ({again}): tiles marked failed in the product" if again
+                   else "passed after a scrub and a rerun")
+        self.event("RESULT_CHECK_FAILED", job_id=job.job_id, check=check, tiles=tiles, outcome=outcome)
+
+    def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str, model: _Session,
+                       checks: ProductChecks | None = None) -> Path:
         """A product for downlink: per-tile class and confidence, atomic, with a JSON summary. Both
-        carry the model's provenance (name, version, SHA-256, who uplinked it) as their header."""
+        carry the model's provenance (name, version, SHA-256, who uplinked it) as their header and
+        the receipt of the checks (:class:`~flight.compute.checks.ProductChecks`); the .npz has the
+        per-tile check status (``check``: 1 passed, 0 unchecked, -1 failed)."""
         stem = f"job{job.job_id:05d}-{Path(source).stem}"
         header = self._provenance(job.model, model)
-        buf = _npz_bytes(classes=classes, confidence=conf, **{k: np.array(v) for k, v in header.items()})
+        checks = checks if checks is not None else self._product_checks(model)
+        receipt = checks.receipt()
+        status = checks.tile_status()
+        if len(status) != len(classes):  # never: every batch adds its status; but a receipt must not lie
+            status = np.full(len(classes), UNCHECKED, np.int8)
+        buf = _npz_bytes(classes=classes, confidence=conf, check=status, receipt=np.array(json.dumps(receipt)),
+                         **{k: np.array(v) for k, v in header.items()})
         products = self._dir("products")
         write_atomic(products / f"{stem}.npz", buf)
         summary = {"job_id": job.job_id, **header, "source": source, "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
-                   "confidence_mean": float(conf.mean()) if len(conf) else None}
+                   "confidence_mean": float(conf.mean()) if len(conf) else None, "receipt": receipt}
         write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())
         return products / f"{stem}.npz"
 
@@ -680,7 +925,15 @@ class Worker:
         if tjob.done:
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
-            write_atomic(out, model.SerializeToString())
+            data = model.SerializeToString()
+            write_atomic(out, data)
+            # Its receipt: training weights change every step, so nothing scrubs or checks them.
+            receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, self.provider or CPU)
+            receipt.add_batch(0, None, flux=self.radiation.flux_class, in_saa=self.radiation.in_saa,
+                              lat_deg=self.radiation.lat_deg)
+            summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
+                       "receipt": receipt.receipt()}
+            write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
             self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
 
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
@@ -689,6 +942,7 @@ class Worker:
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)
+        self._checks.pop(job.job_id, None)
         self._prune()
         self._save_jobs()
         if state is JobState.DONE:
@@ -729,7 +983,19 @@ class Worker:
             model_uplinked_by=model.active_provenance.uplinked_by if model else "",
             model_fallback_version=model.fallback.version if model and model.fallback else "",
             model_probation=model.probation if model else False,
+            **self._check_status(),
         )
+
+    def _check_status(self) -> dict[str, Any]:
+        """The weights' and results' part of the status: the current model's session, the worker's counts."""
+        current = next((s for k, s in self._sessions.items() if k[0] == self._current_model), None)
+        ages = [sc.age_s(time.monotonic()) for _name, sc in self._scrubbers()]
+        return {"model_protection": current.protection.value if current is not None else "",
+                "scrub_age_s": max(ages) if ages else None,
+                "scrub_period_s": self._scrub_period_s() if ages else None,
+                "scrub_passes": self.scrub_passes, "scrub_chunks": self.scrub_chunks,
+                "scrub_repairs": self.scrub_repairs, "checks_failed": self.checks_failed, "reruns": self.reruns,
+                "double_runs": self.double_runs, "results_marked": self.results_marked}
 
     def _product_count(self) -> int:
         """Products in products/; 0 while a symbolic link leads it out (nothing is listed through it)."""

@@ -71,6 +71,27 @@ class JobKind(str, enum.Enum):
     TRAINING = "TRAINING"
 
 
+class FluxClass(str, enum.Enum):
+    """The radiation environment as the agent predicts it from its own orbit (flight/compute/scrub.py:
+    :func:`~flight.compute.scrub.flux_class`): inside the SAA model, at high latitude, elsewhere, or not known
+    (no orbit). What the weight scrubbing period and the double runs of results follow."""
+
+    UNKNOWN = "UNKNOWN"  # no TLE: no prediction
+    QUIET = "QUIET"
+    HIGH_LATITUDE = "HIGH_LATITUDE"
+    SAA = "SAA"
+
+
+class Protection(str, enum.Enum):
+    """How a model's results are protected (flight/compute/checks.py): weights the worker scrubs in the
+    memory ONNX Runtime computes from, a checksum pass (ABFT) that flags each sample, both, or neither."""
+
+    NONE = "none"
+    SCRUBBED = "scrubbed"
+    ABFT = "abft"
+    ABFT_SCRUBBED = "abft+scrubbed"
+
+
 class LinkKind(str, enum.Enum):
     ZMQ = "ZMQ"
     SERIAL = "SERIAL"
@@ -128,6 +149,22 @@ PARAMETERS = (
               "Window over which faults are counted"),
     Parameter("compute_watchdog_s", 0x0040, ValueSpec(T.F64, "s", 2.0, 600.0), 10.0,
               "A compute worker silent this long is taken as hung and restarted"),
+    # Results and weights under radiation (flight/compute/checks.py, flight/compute/scrub.py).
+    Parameter("double_run_fraction", 0x0041, ValueSpec(T.F64, "", 0.0, 1.0), 0.02,
+              "Share of the inference batches run twice and compared (bit for bit on the CPU, within a "
+              "tolerance on a GPU); a mismatch scrubs the weights and runs the batch again. 0.02 (one batch in "
+              "50) costs 2 % of the throughput and samples the transient upsets a weight scrub cannot see"),
+    Parameter("double_run_all_in_saa", 0x0042, ValueSpec(T.BOOL), False,
+              "Run every inference batch twice while the agent predicts it is inside the South Atlantic "
+              "Anomaly (where most upsets happen): half the throughput there, ~6-8 % over an orbit"),
+    Parameter("weights_scrub", 0x0043, ValueSpec(T.BOOL), True,
+              "Run models on weights the compute worker owns and checks against three golden copies (a full "
+              "pass every 30 s in the SAA, 300 s at high latitude, 1500 s elsewhere, at least once per orbit); "
+              "ONNX Runtime then computes from those buffers (no weight pre-packing, graph optimisation "
+              "'extended'). Covers the CPU provider only; off: the sessions as ONNX Runtime builds them. Cost, "
+              "measured on a PC core: none on the shipped model (1.29x ONNX Runtime's default session), "
+              "but ~40 % of the throughput of models dominated by large MatMul/Gemm layers (a 4x1024x1024 MLP "
+              "ran at 0.58x: their kernels are fast only on pre-packed weights): turn it off for those"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
@@ -561,6 +598,24 @@ COMPUTE_CHANNELS = (
     Channel("model_fallback_version", T.STRING, "", "Version MODEL_ROLLBACK would restore (empty: none)"),
     Channel("model_probation", T.BOOL, "", "The active version has not yet run a job; it is rolled back to the "
             "fallback by itself if it fails to load, or its first job fails or gives non-finite outputs"),
+    Channel("model_protection", T.ENUM, "", "How the results of model_name's session are protected: weights "
+            "scrubbed in the memory ONNX Runtime computes from (CPU provider), a checksum pass (abft), both, none",
+            choices=choices_of(Protection)),
+    Channel("flux_class", T.ENUM, "", "The radiation environment the agent predicts from its TLE (SAA model, "
+            "latitude): what the scrub period and the double runs follow", choices=choices_of(FluxClass)),
+    Channel("scrub_age_s", T.F64, "s", "Time since the weight chunk checked longest ago was checked (none: no "
+            "scrubbed session)"),
+    Channel("scrub_period_s", T.F64, "s", "Full-pass period of the weight scrub in force (follows flux_class)"),
+    Channel("scrub_passes", T.U32, "count", "Full passes over the weights since the worker started"),
+    Channel("scrub_chunks", T.U64, "count", "Weight chunks (64 KiB) checked since the worker started"),
+    Channel("scrub_repairs", T.U32, "count", "Weight chunks repaired from the golden copies (or reloaded from "
+            "the model store) since the worker started", Limits(warn_high=1)),
+    Channel("checks_failed", T.U32, "count", "Result checks failed (checksum flag or double-run mismatch), "
+            "before the scrub and rerun", Limits(warn_high=1)),
+    Channel("reruns", T.U32, "count", "Batches run again after a failed check and a scrub"),
+    Channel("double_runs", T.U32, "count", "Batches run twice and compared"),
+    Channel("results_marked", T.U32, "count", "Batches that failed their check again after the scrub and rerun: "
+            "their tiles are marked failed in the product", Limits(warn_high=1)),
 )
 
 STORE_CHANNELS = (
@@ -746,6 +801,19 @@ EVENTS = (
           "The worker stopped reporting (a hang or crash); it is killed and restarted", ("age_s",)),
     Event("COMPUTE_STARTED", 0x00AB, Severity.ACTIVITY_LO, "Compute worker started (pid {pid})",
           "The compute worker process is up", ("pid",)),
+    Event("WEIGHTS_REPAIRED", 0x00E8, Severity.WARNING_LO,
+          "Weights of {name} repaired: tensor {tensor} chunk {chunk}, {bytes} bytes wrong, {golden} golden copies "
+          "outvoted ({source})",
+          "The weight scrub found a chunk that disagreed with its CRC-32 and put it right from the bitwise vote of "
+          "three golden copies (source vote), the one copy still matching (single copy), a recomputed CRC (crc "
+          "table), or by reloading the model from the store when nothing settled it (model store); results "
+          "since the chunk's previous check may be wrong (products say how many repairs they saw)",
+          ("name", "tensor", "chunk", "bytes", "golden", "source")),
+    Event("RESULT_CHECK_FAILED", 0x00E9, Severity.WARNING_HI,
+          "Job {job_id}: {check} check failed on {tiles} tiles; {outcome}",
+          "A batch failed its checksum flags or its double run; the weights were scrubbed and the batch run again "
+          "(outcome: passed then, or its tiles marked failed in the product). At most one every 10 s; "
+          "checks_failed and results_marked count them all", ("job_id", "check", "tiles", "outcome")),
     Event("STORE_DROPPED", 0x0031, Severity.WARNING_HI,
           "Packet store full: {count} packets the ground never had dropped ({store})",
           "The store went past its size and deleted its oldest segments, lowest class first; reported at most "
@@ -813,7 +881,8 @@ EVENTS = (
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),
 )
 
-ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource, StoreName)
+ENUMERATIONS = (Mode, Admission, ThermalState, ComputeState, JobKind, LinkKind, EpsSource, StoreName,
+                FluxClass, Protection)
 
 DICTIONARY = Dictionary(COMMANDS, CHANNELS + POWER_CHANNELS + THERMAL_CHANNELS + COMPUTE_CHANNELS + STORE_CHANNELS
                         + SCHEDULE_CHANNELS + FILE_CHANNELS,

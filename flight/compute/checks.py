@@ -1,0 +1,190 @@
+"""Checks of results and the receipt on every product (pure: arrays and counts in, records out).
+
+A result can be wrong without any weight being wrong: an upset in a register, a cache line or
+the GPU's logic corrupts one run and not the next. Two checks catch that, and the receipt says
+what was checked:
+
+- **The checksum pass (ABFT).** A protected model (flight/compute/abft.py) has an extra
+  per-sample output, :data:`CHECK_OUTPUT`: true (non-zero) where the sample's checksums held.
+- **Double runs.** A share of the batches (the parameter ``double_run_fraction``; all of them
+  inside the SAA with ``double_run_all_in_saa``) run twice and are compared: bit for bit on the
+  CPU, which is deterministic for the same input, threads and batch; within a tolerance on a GPU
+  (its reductions may add in another order from one run to the next).
+
+When a check fails the worker scrubs the weights at once (flight/compute/scrub.py) and runs the
+batch again; tiles that still fail are marked failed in the product. Per tile, in the product's
+``check`` array: :data:`UNCHECKED` (0), :data:`PASSED` (1), :data:`FAILED` (-1).
+
+The receipt (:meth:`ProductChecks.receipt`) is in every product's summary: the model's SHA-256,
+its protection level, the check status with counts, the scrub age, and the environment the agent
+predicted while it was computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flight.link.definitions import FluxClass, Protection
+
+try:  # the checksum pass names its output; a build without it still reads flags by the agreed name
+    from flight.compute import abft as _abft
+except ImportError:
+    _abft = None
+CHECK_OUTPUT: str = getattr(_abft, "CHECK_OUTPUT", None) or getattr(_abft, "OUTPUT", None) or "abft_ok"
+"""The per-sample output of a model protected by the checksum pass (flight/compute/abft.py)."""
+
+UNCHECKED, PASSED, FAILED = 0, 1, -1
+
+GPU_RTOL = 1e-4
+GPU_ATOL = 1e-6
+"""Two runs of the same batch on a GPU agree within these (relative, absolute) on outputs of
+order 1 (probabilities): float32 sums added in another order differ in the last few bits, ~1e-7
+relative per operation, a few hundred operations deep. A flipped exponent or high mantissa bit is
+far outside it; a flip in the lowest bits of one output is not caught (and changes no class)."""
+
+FLUX_SOURCE = "predicted by the agent from its TLE: SAA ellipse model (flight/orbit/saa.py) and latitude; no flux value on board"
+
+_FLUX_RANK = {FluxClass.UNKNOWN: 0, FluxClass.QUIET: 1, FluxClass.HIGH_LATITUDE: 2, FluxClass.SAA: 3}
+
+
+def protection_of(scrubbed: bool, abft: bool) -> Protection:
+    """The protection level of a session: scrubbed weights (on the CPU provider), the checksum pass, both, none."""
+    if abft:
+        return Protection.ABFT_SCRUBBED if scrubbed else Protection.ABFT
+    return Protection.SCRUBBED if scrubbed else Protection.NONE
+
+
+def abft_flags(values: Any, samples: int) -> np.ndarray:
+    """The checksum pass's output as one bool per sample (non-zero: passed).
+
+    Raises ValueError when it does not have one value per sample: a model whose check cannot be
+    read counts as not checked by the caller, never as passed.
+    """
+    flags = np.asarray(values)
+    if flags.ndim == 0 or flags.shape[0] != samples or flags.size != samples:
+        raise ValueError(f"{CHECK_OUTPUT} has shape {flags.shape}, not one value per sample ({samples})")
+    return flags.reshape(samples) != 0
+
+
+def rows_agree(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
+    """Per sample (first axis): do two runs' outputs agree? Bit for bit when ``exact`` (NaN agrees
+    with NaN: a model that gives NaN gives it both times), else within GPU_RTOL/GPU_ATOL."""
+    if a.shape != b.shape:
+        return np.zeros(a.shape[0] if a.ndim else 1, bool)
+    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    if exact:
+        same = (a2.view(np.uint8) == b2.view(np.uint8)) if a2.dtype == b2.dtype else (a2 == b2)
+        return same.all(axis=1)
+    return np.isclose(a2, b2, rtol=GPU_RTOL, atol=GPU_ATOL, equal_nan=True).all(axis=1)
+
+
+class DoubleRunSchedule:
+    """Which batches run twice: ``fraction`` of them, spread evenly and deterministically (the
+    credit of each batch adds up; a batch runs twice each time it reaches one), or every batch
+    while ``every`` is True (inside the SAA with double_run_all_in_saa)."""
+
+    def __init__(self) -> None:
+        self._credit = 0.0
+
+    def due(self, fraction: float, every: bool = False) -> bool:
+        if every:
+            return True
+        fraction = min(1.0, max(0.0, fraction)) if math.isfinite(fraction) else 0.0
+        self._credit += fraction
+        if self._credit >= 1.0 - 1e-9:
+            self._credit -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class ProductChecks:
+    """What was checked while one product was computed, batch by batch; :meth:`receipt` at the end."""
+
+    model_sha256: str
+    protection: Protection
+    provider: str
+    batches: int = 0
+    tiles: int = 0
+    tiles_checked: int = 0
+    tiles_failed: int = 0
+    double_runs: int = 0
+    double_run_mismatches: int = 0
+    abft_failures: int = 0
+    reruns: int = 0
+    weights_repaired: int = 0
+    scrub_age_s: float | None = None  # the largest seen
+    scrub_period_s: float | None = None  # the shortest in force
+    flux_class: FluxClass = FluxClass.UNKNOWN  # the worst seen
+    in_saa: bool = False  # any batch inside the SAA
+    lat_deg: float | None = None  # at the last batch
+    status: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # (tiles, status; None: unchecked)
+
+    def add_batch(self, tiles: int, status: np.ndarray | None, *, double_run: bool = False, mismatch: bool = False,
+                  abft_failed: bool = False, rerun: bool = False, scrub_age_s: float | None = None,
+                  scrub_period_s: float | None = None, flux: FluxClass = FluxClass.UNKNOWN, in_saa: bool = False,
+                  lat_deg: float | None = None) -> None:
+        """One batch of ``tiles``: its per-tile status (PASSED/FAILED/UNCHECKED), or None when none
+        of it was checked (the common case, kept cheap: no array per batch)."""
+        if status is not None:
+            status = np.asarray(status, np.int8)
+            if len(status) != tiles:
+                raise ValueError(f"{len(status)} statuses for {tiles} tiles")
+            self.tiles_checked += int(np.count_nonzero(status != UNCHECKED))
+            self.tiles_failed += int(np.count_nonzero(status == FAILED))
+        self.status.append((tiles, status))
+        self.batches += 1
+        self.tiles += tiles
+        self.double_runs += int(double_run)
+        self.double_run_mismatches += int(mismatch)
+        self.abft_failures += int(abft_failed)
+        self.reruns += int(rerun)
+        if scrub_age_s is not None:
+            self.scrub_age_s = max(scrub_age_s, self.scrub_age_s or 0.0)
+        if scrub_period_s is not None:
+            self.scrub_period_s = min(scrub_period_s, self.scrub_period_s or math.inf)
+        if _FLUX_RANK[flux] > _FLUX_RANK[self.flux_class]:
+            self.flux_class = flux
+        self.in_saa = self.in_saa or in_saa
+        self.lat_deg = lat_deg
+
+    def tile_status(self) -> np.ndarray:
+        parts = [s if s is not None else np.full(n, UNCHECKED, np.int8) for n, s in self.status]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+
+    @property
+    def check_status(self) -> str:
+        """failed (some tile failed, even after a scrub and a rerun), passed (every tile checked
+        passed, and at least one was checked: the counts say how many), unchecked (none was)."""
+        if self.tiles_failed:
+            return "failed"
+        return "passed" if self.tiles_checked else "unchecked"
+
+    def receipt(self) -> dict[str, Any]:
+        """The receipt (JSON-able): model, protection, checks and their counts, scrub age, environment."""
+        return {
+            "model_sha256": self.model_sha256,
+            "protection": self.protection.value,
+            "provider": self.provider,
+            "check_status": self.check_status,
+            "tiles_checked": self.tiles_checked,
+            "tiles_passed": self.tiles_checked - self.tiles_failed,
+            "tiles_failed": self.tiles_failed,
+            "tiles_unchecked": self.tiles - self.tiles_checked,
+            "batches": self.batches,
+            "double_runs": self.double_runs,
+            "double_run_mismatches": self.double_run_mismatches,
+            "abft_failures": self.abft_failures,
+            "reruns": self.reruns,
+            "weights_repaired": self.weights_repaired,
+            "scrub_age_s": None if self.scrub_age_s is None else round(self.scrub_age_s, 3),
+            "scrub_period_s": self.scrub_period_s,
+            "flux_class": self.flux_class.value,
+            "in_saa": self.in_saa,
+            "lat_deg": None if self.lat_deg is None else round(self.lat_deg, 3),
+            "flux_source": FLUX_SOURCE,
+        }

@@ -1,0 +1,316 @@
+"""Checked inference (flight.compute.abft): checksums on Conv, Gemm and MatMul, in real onnxruntime sessions.
+
+The faults are the ones the pass is for: a bit flipped in a weight after protection (an
+initializer edited in a copy of the protected model, as memory would be), and a wrong value
+in a checked node's output (a node inserted between the node and its consumers, the check
+among them, as a compute fault would be).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from flight.compute import abft
+from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
+
+CONSEQUENCE = 1e-3  # an output moved by more than this matters (bench/radiation.py uses the same)
+
+
+def session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def shipped() -> onnx.ModelProto:
+    return onnx.load(str(MODELS_DIR / MODEL_FILE))
+
+
+@pytest.fixture(scope="module")
+def protected(shipped: onnx.ModelProto) -> onnx.ModelProto:
+    return abft.protect(shipped)
+
+
+@pytest.fixture(scope="module")
+def tiles() -> np.ndarray:
+    return load_held_out().tiles.astype(np.float32)
+
+
+def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    s = session(model)
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
+
+
+def with_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, t in enumerate(out.graph.initializer):
+        if t.name == name:
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, name))
+            return out
+    raise KeyError(name)
+
+
+def flipped(value: np.ndarray, index: int, bit: int) -> np.ndarray:
+    out = value.copy()
+    out.reshape(-1).view(np.uint32)[index] ^= np.uint32(1 << bit)
+    return out
+
+
+def perturbed_after(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    """``tensor`` + an extra input ``delta`` (same shape), between its node and all its consumers."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = list(out.graph.node)
+    at = next(i for i, n in enumerate(nodes) if tensor in n.output)
+    nodes[at].output[list(nodes[at].output).index(tensor)] = tensor + "/raw"
+    nodes.insert(at + 1, helper.make_node("Add", [tensor + "/raw", "delta"], [tensor], name="fault"))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.input.append(helper.make_tensor_value_info("delta", TensorProto.FLOAT, None))
+    return out
+
+
+def mattered(clean: dict[str, np.ndarray], faulty: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
+    """Per sample: an output moved by more than CONSEQUENCE of its scale (1 for probabilities), or became non-finite."""
+    hit = np.zeros(len(clean[abft.OUTPUT]), bool)
+    for name in names:
+        scale = max(1.0, float(np.abs(clean[name]).max()))
+        moved = ~np.isfinite(faulty[name]) | (np.abs(faulty[name] - clean[name]) > CONSEQUENCE * scale)
+        hit |= moved.reshape(len(hit), -1).any(axis=1)
+    return hit
+
+
+# -- the shipped model ------------------------------------------------------------------------
+
+
+@pytest.mark.req("RAD-001", "RAD-002")
+def test_protected_shipped_model_keeps_its_outputs_and_passes_the_held_out_tiles(shipped, protected, tiles):
+    onnx.checker.check_model(protected, full_check=True)
+    assert [o.name for o in protected.graph.output] == [o.name for o in shipped.graph.output] + [abft.OUTPUT]
+    assert {n.name for n in shipped.graph.node} <= {n.name for n in protected.graph.node}
+    record = abft.describe(protected)
+    assert [c["node"] for c in record["checks"]] == ["conv3x3", "conv1x1_hidden", "conv1x1_pixel", "head"]
+    assert record["skipped"] == []
+    before, after = run(shipped, {"tiles": tiles}), run(protected, {"tiles": tiles})
+    for name in ("logits", "probabilities", "cloud_fraction"):
+        np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-6)
+    ok = after[abft.OUTPUT]
+    assert ok.dtype == np.bool_ and ok.shape == (len(tiles),)
+    assert ok.all(), f"clean held-out tiles flagged: {np.flatnonzero(~ok)[:10]}"
+
+
+@pytest.mark.req("RAD-002")
+def test_no_false_alarm_on_clean_inputs_across_the_data_range(protected, tiles):
+    """Uniform reflectance over the data's range, the held-out tiles turned and mirrored,
+    scaled, and flat tiles: none flagged, on one thread and on two, optimised or not."""
+    rng = np.random.default_rng(5)
+    top = float(tiles.max())
+    inputs = np.concatenate([
+        rng.uniform(0.0, top, size=(1024, *tiles.shape[1:])),
+        np.rot90(tiles, 1, axes=(2, 3)), tiles[..., ::-1] * 1.2, tiles * 0.3,
+        np.stack([np.full(tiles.shape[1:], v) for v in (0.0, 1e-4, top, 1.0)]),
+    ]).astype(np.float32)
+    for threads, level in ((1, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                           (2, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = level
+        s = ort.InferenceSession(protected.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        (ok,) = s.run([abft.OUTPUT], {"tiles": inputs})
+        assert ok.all(), f"{threads} threads: clean inputs flagged: {np.flatnonzero(~ok)[:10]}"
+
+
+@pytest.mark.req("RAD-003")
+def test_bit_flips_in_weights_after_protection_are_flagged_where_they_matter(protected, tiles):
+    """For every checked weight and bias: its largest element, and a middling one, flipped at
+    the sign, exponent and high mantissa bits in the protected model's own initializer."""
+    batch = tiles[::25]  # 32 tiles
+    clean = run(protected, {"tiles": batch})
+    weights = {t.name: numpy_helper.to_array(t) for t in protected.graph.initializer}
+    cases = consequential = 0
+    for name in ("w1", "b1", "w2", "b2", "w3", "b3", "wh", "bh"):
+        w = weights[name].reshape(-1)
+        for index in {int(np.argmax(np.abs(w))), int(np.argsort(np.abs(w))[len(w) // 2])}:
+            for bit in (31, 30, 29, 27, 25, 23, 22, 20):
+                faulty = run(with_initializer(protected, name, flipped(weights[name], index, bit)), {"tiles": batch})
+                hit = mattered(clean, faulty, ("probabilities", "cloud_fraction"))
+                cases += 1
+                if hit.any():
+                    consequential += 1
+                    missed = hit & faulty[abft.OUTPUT]
+                    assert not missed.any(), f"{name}[{index}] bit {bit}: tiles {np.flatnonzero(missed)} not flagged"
+    assert cases == 8 * 2 * 8 - 2 * 8  # b3 has one element: one index, not two
+    assert consequential >= cases // 2  # the flips chosen mostly matter: the assertion above is exercised
+
+
+@pytest.mark.req("RAD-003")
+def test_a_weight_turned_nan_or_infinite_flags_every_tile(protected, tiles):
+    w2 = numpy_helper.to_array(next(t for t in protected.graph.initializer if t.name == "w2")).copy()
+    for bad in (np.nan, np.inf):
+        w2.flat[5] = bad
+        ok = run(with_initializer(protected, "w2", w2), {"tiles": tiles[:16]})[abft.OUTPUT]
+        assert not ok.any()
+
+
+@pytest.mark.req("RAD-003")
+@pytest.mark.parametrize("tensor", ["a1", "a2", "pixel_logit", "logits"])
+def test_a_fault_in_a_checked_output_flags_that_tile_only(protected, tiles, tensor):
+    s = session(perturbed_after(protected, tensor))
+    batch = tiles[:8]
+    (ok,) = s.run([abft.OUTPUT], {"tiles": batch, "delta": np.zeros(1, np.float32)})  # broadcast: no fault
+    assert ok.all()
+    shape = {"a1": (8, 16, 16, 16), "a2": (8, 12, 16, 16), "pixel_logit": (8, 1, 16, 16), "logits": (8, 2)}[tensor]
+    delta = np.zeros(shape, np.float32)
+    delta[3].flat[delta[3].size // 2] = 0.5  # one element of tile 3, as a compute fault would leave it
+    (ok,) = s.run([abft.OUTPUT], {"tiles": batch, "delta": delta})
+    assert list(ok) == [True, True, True, False, True, True, True, True]
+
+
+# -- other models: Gemm, MatMul, grouped and strided Conv, unknown sizes -----------------------
+
+
+def model_of(nodes, inputs, outputs, inits, opset):
+    graph = helper.make_graph(nodes, "m", inputs, outputs, initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def check_clean_and_faulty(model: onnx.ModelProto, feed: dict[str, np.ndarray], weight: str, outputs: tuple[str, ...]):
+    """Same outputs, clean passes; flips in ``weight`` that matter are flagged on every tile they touch."""
+    p = abft.protect(model)
+    onnx.checker.check_model(p)
+    before, clean = run(model, feed), run(p, feed)
+    for name in outputs:
+        np.testing.assert_array_equal(clean[name], before[name])
+    assert clean[abft.OUTPUT].shape == (len(next(iter(feed.values()))),) and clean[abft.OUTPUT].all()
+    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == weight))
+    consequential = 0
+    for index in range(0, w.size, max(1, w.size // 7)):
+        for bit in (31, 30, 26, 23, 22):
+            faulty = run(with_initializer(p, weight, flipped(w, index, bit)), feed)
+            hit = mattered(clean, faulty, outputs)
+            consequential += bool(hit.any())
+            assert not (hit & faulty[abft.OUTPUT]).any(), f"{weight}[{index}] bit {bit}"
+    assert consequential >= 10
+    return p
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+def test_a_gemm_model_is_checked_per_row():
+    rng = np.random.default_rng(1)
+    model = model_of(
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 7])],
+        {"w": rng.normal(size=(7, 20)).astype(np.float32), "c": rng.normal(size=(7,)).astype(np.float32)}, 13)
+    x = rng.normal(size=(32, 20)).astype(np.float32) * 3  # signed input: the check reads |x| too
+    p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
+    assert abft.describe(p)["checks"][0]["form"] == "rows"
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+@pytest.mark.parametrize("rank", [2, 3])
+def test_a_matmul_model_is_checked(rank):
+    rng = np.random.default_rng(rank)
+    shape = ["batch", 24] if rank == 2 else ["batch", 5, 24]
+    model = model_of(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*shape[:-1], 3])],
+        {"w": rng.normal(size=(24, 10)).astype(np.float32), "w2": rng.normal(size=(10, 3)).astype(np.float32)}, 18)
+    x = rng.normal(size=(16, 24) if rank == 2 else (16, 5, 24)).astype(np.float32)
+    p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
+    assert [c["per_sample"] for c in abft.describe(p)["checks"]] == [True, True]
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+def test_grouped_strided_conv_and_a_conv_of_unknown_size_are_checked():
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "wg", "bg"], ["a"], group=2, strides=[2, 1], pads=[1, 0, 1, 2],
+                         kernel_shape=[3, 2], dilations=[1, 2]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    inits = {"wg": rng.normal(size=(6, 2, 3, 2)).astype(np.float32), "bg": rng.normal(size=(6,)).astype(np.float32)}
+    x = rng.normal(size=(8, 4, 9, 11)).astype(np.float32)
+    static = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 9, 11])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, None, None])], inits, 17)
+    p = check_clean_and_faulty(static, {"x": x}, "wg", ("y",))
+    assert abft.describe(p)["checks"][0]["form"] == "conv-rows"
+    dynamic = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, "h", "w"])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, None, None])], inits, 17)
+    p = check_clean_and_faulty(dynamic, {"x": x}, "wg", ("y",))
+    assert abft.describe(p)["checks"][0]["form"] == "conv-pixel"
+    assert run(p, {"x": rng.normal(size=(2, 4, 20, 7)).astype(np.float32)})[abft.OUTPUT].all()  # any size
+
+
+@pytest.mark.req("RAD-001")
+def test_a_conv_whose_row_check_would_be_too_large_is_checked_per_pixel(monkeypatch, protected):
+    sizes = {c["node"]: c["form"] for c in abft.describe(protected)["checks"]}
+    assert sizes["conv3x3"] == "conv-rows"
+    monkeypatch.setattr(abft, "MAX_CHECK_WEIGHTS", 4 * 16 * 16 * 16 - 1)  # G of conv3x3: C * H * W * H_out
+    model = abft.protect(onnx.load(str(MODELS_DIR / MODEL_FILE)))
+    forms = {c["node"]: c["form"] for c in abft.describe(model)["checks"]}
+    assert forms == {"conv3x3": "conv-pixel", "conv1x1_hidden": "conv-rows", "conv1x1_pixel": "conv-rows", "head": "rows"}
+    tiles = load_held_out().tiles[:64]
+    assert run(model, {"tiles": tiles})[abft.OUTPUT].all()
+    w1 = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w1"))
+    assert not run(with_initializer(model, "w1", flipped(w1, 3, 30)), {"tiles": tiles})[abft.OUTPUT].any()
+
+
+# -- the record, determinism, refusals ---------------------------------------------------------
+
+
+@pytest.mark.req("RAD-004")
+def test_protect_bytes_is_deterministic_and_the_model_says_it_is_protected(shipped):
+    data = shipped.SerializeToString()
+    first, second = abft.protect_bytes(data), abft.protect_bytes(data)
+    assert first == second
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(abft.protect_bytes(bytes(data))).hexdigest()
+    assert abft.protect_bytes(data, precision="tf32") != first  # the tolerance is part of the model
+    model = onnx.load_from_string(first)
+    assert abft.is_protected(model) and not abft.is_protected(shipped)
+    record = abft.describe(model)
+    assert record["version"] == abft.PASS_VERSION and record["precision"] == "fp32" and record["output"] == abft.OUTPUT
+    assert all(0 < c["rtol"] < 1e-4 for c in record["checks"])
+    with pytest.raises(ValueError, match="already protected"):
+        abft.protect(model)
+    with pytest.raises(ValueError, match="not protected"):
+        abft.describe(shipped)
+
+
+@pytest.mark.req("RAD-004")
+def test_what_cannot_be_checked_is_refused_by_name_or_skipped_and_listed():
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fixed"),
+             helper.make_node("MatMul", ["h", "v"], ["y"], name="dynamic")]
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+                             helper.make_tensor_value_info("v", TensorProto.FLOAT, [3, 2])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+                     {"w": rng.normal(size=(4, 3)).astype(np.float32)}, 17)
+    with pytest.raises(ValueError, match="'dynamic'.*not a constant"):
+        abft.protect(model)
+    p = abft.protect(model, strict=False)
+    record = abft.describe(p)
+    assert [c["node"] for c in record["checks"]] == ["fixed"]
+    assert [(s["node"], s["op"]) for s in record["skipped"]] == [("dynamic", "MatMul")]
+    feed = {"x": rng.normal(size=(5, 4)).astype(np.float32), "v": rng.normal(size=(3, 2)).astype(np.float32)}
+    assert run(p, feed)[abft.OUTPUT].all()
+    only_dynamic = model_of([nodes[1]], [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["n", 3]),
+                                         helper.make_tensor_value_info("v", TensorProto.FLOAT, [3, 2])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])], {}, 17)
+    with pytest.raises(ValueError, match="nothing to check"):
+        abft.protect(only_dynamic, strict=False)
+    with pytest.raises(ValueError, match="precision"):
+        abft.protect(model, precision="fp16")
