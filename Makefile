@@ -26,14 +26,19 @@ $(BENCH_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hil.demo
 
-# Both tiers: the fast one (in-process) and the system one (sockets, subprocesses, a browser).
+# Both tiers: the fast one (in-process) and the system one (sockets, subprocesses, a browser),
+# on two pytest workers (pytest-xdist), a test file to a worker so module fixtures run once: most
+# system tests wait on real time (agents starting, a serial line at its baud rate), which the
+# other worker uses. TEST_WORKERS=0 runs them in this process, one after the other.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
 	bash scripts/ensure_test_tools.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PAR) --durations=15
 
-# The fast tier alone, under a minute: no sockets, subprocesses or browser (tests/conftest.py).
+# The fast tier alone: no sockets, subprocesses or browser (tests/conftest.py).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not system"
+	$(PY) -m pytest -q -m "not system" $(PYTEST_PAR)
 
 bench: $(BENCH_STAMP)
 	bash scripts/ensure_test_tools.sh

@@ -14,7 +14,7 @@ of a pair alike.
   ``InferenceSession.run`` calls, batch after batch, their outputs dropped.
 - ``infer_agent_per_s``: median over the pairs of the tiles per second through the compute
   worker's job path, one INFERENCE job per pair driven by ``Worker.work_slice`` until DONE,
-  the worker as it starts (no double runs: the unchecked path). Timed: all that each
+  the worker as it starts (no double runs) with ``abft_checks`` off: the unchecked path. Timed: all that each
   ``work_slice`` call does (the weight-scrub step it starts with, choosing the job, batching,
   the runs, the non-finite check, class and confidence per tile, the receipt's bookkeeping,
   the running totals, events), so also the product written at the end (.npz and .json
@@ -26,6 +26,14 @@ of a pair alike.
   graph optimisation level): see :class:`Bare`.
 - ``infer_ratio``: the median of the per-pair ratios job / bare (target >= 0.95);
   ``infer_ratio_min`` and ``infer_ratio_max`` are their extremes, ``infer_pairs`` their count.
+- ``infer_ratio_checked``: the same with ``abft_checks`` on (the checked path: the model as the
+  checksum pass rewrites it, every batch's ``abft_ok`` flags read and put in the receipt), against
+  the same bare session on the model as shipped, so it is what the checks cost;
+  ``BENCH_COMPUTE_CHECKED_PAIRS`` pairs (default 3; 0 leaves these figures out),
+  ``infer_ratio_checked_min``/``_max``.
+- ``infer_open_ms`` and ``infer_checked_open_ms``: opening the job's session (the store's SHA-256
+  check, the owned weights and their golden copies, onnxruntime's session), unchecked and checked:
+  the difference is mostly the checksum pass, run once per model version. Not in the ratios.
 - Warm-up is the same on both sides before each pair: ``BENCH_COMPUTE_WARMUP`` batches
   (default 3) of the same tiles, run bare on the bare session and as a small job of that many
   batches (product included) on the worker's; ``infer_warmup_batches`` says how many.
@@ -58,6 +66,7 @@ BATCH = 64
 THREADS = 1
 REPEAT = int(os.environ.get("BENCH_COMPUTE_REPEAT", "100"))  # 800 tiles x 100 = 80 000 tiles per measurement
 PAIRS = max(1, int(os.environ.get("BENCH_COMPUTE_PAIRS", "7")))
+CHECKED_PAIRS = max(0, int(os.environ.get("BENCH_COMPUTE_CHECKED_PAIRS", "3")))
 WARMUP_BATCHES = max(1, int(os.environ.get("BENCH_COMPUTE_WARMUP", "3")))
 INPUT_SET = "bench_tiles"
 
@@ -101,19 +110,29 @@ class Bare:
 
 class JobPath:
     """A compute worker with the shipped model installed and its session open (SHA-256 checked),
-    whose socket leads nowhere (its messages are dropped); one inference job per measurement."""
+    whose socket leads nowhere (its messages are dropped); one inference job per measurement.
+    ``abft_checks``: the worker's parameter of that name (what the agent would send)."""
 
-    def __init__(self, root: Path, tiles: np.ndarray) -> None:
+    def __init__(self, root: Path, tiles: np.ndarray, abft_checks: bool = False, same_data: Path | None = None) -> None:
         (root / "data").mkdir(parents=True, exist_ok=True)
-        np.savez(root / "data" / f"{INPUT_SET}.npz", x=tiles)
+        if same_data is None:
+            np.savez(root / "data" / f"{INPUT_SET}.npz", x=tiles)
+        else:  # another JobPath's input set (a hard link: 330 MB not written twice)
+            os.link(same_data / "data" / f"{INPUT_SET}.npz", root / "data" / f"{INPUT_SET}.npz")
         # Nothing listens on the socket: the worker's messages (events, status) go nowhere.
         worker = self.worker = Worker("ipc://" + str(root / "unused.sock"), root)
         worker.install_shipped_models()
         worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, THREADS, BATCH, 1.0
+        worker.abft_checks = abft_checks  # set here either way: the figure must not follow the worker's default
         # Open (and verify) the session before timing, as a running worker has; the bare side copies its options.
-        self.session = worker._session(MODEL_NAME).session  # noqa: SLF001
+        t_open = time.perf_counter()
+        model = worker._session(MODEL_NAME)  # noqa: SLF001
+        self.open_ms = (time.perf_counter() - t_open) * 1000.0
+        assert (model.check_output is not None) == abft_checks, model.protection
+        self.session = model.session
         t_load = time.perf_counter()
-        self.tiles = worker._input_set(INPUT_SET)  # noqa: SLF001 - the job's own read of its input set
+        # The job's own read of its input set; the same array where it is the other JobPath's set.
+        self.tiles = worker._input_set(INPUT_SET) if same_data is None else tiles  # noqa: SLF001
         self.load_ms = (time.perf_counter() - t_load) * 1000.0
         self._next_id = 1
 
@@ -177,20 +196,41 @@ def pair(bare: Bare, agent: JobPath, tiles: np.ndarray, bare_first: bool) -> tup
     return bare_s, job_s
 
 
+def _pairs(bare: Bare, agent: JobPath, tiles: np.ndarray, n: int) -> tuple[list[float], list[float], list[float]]:
+    """(job tiles/s, bare tiles/s, job/bare ratio) of ``n`` pairs, which side goes first alternating."""
+    agent_rates, bare_rates, ratios = [], [], []
+    for i in range(n):
+        bare_s, job_s = pair(bare, agent, tiles, bare_first=i % 2 == 0)
+        agent_rates.append(len(tiles) / job_s)
+        bare_rates.append(len(tiles) / bare_s)
+        ratios.append(bare_s / job_s)
+    return agent_rates, bare_rates, ratios
+
+
 def inference_figures() -> dict[str, object]:
+    checked: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         agent = JobPath(Path(tmp) / "worker", _tiles())
         try:
             tiles = agent.tiles  # one array for both sides: the tiles as the job read them
             bare = Bare(like=agent.session)
-            agent_rates, bare_rates, ratios = [], [], []
-            for i in range(PAIRS):
-                bare_s, job_s = pair(bare, agent, tiles, bare_first=i % 2 == 0)
-                agent_rates.append(len(tiles) / job_s)
-                bare_rates.append(len(tiles) / bare_s)
-                ratios.append(bare_s / job_s)
+            agent_rates, bare_rates, ratios = _pairs(bare, agent, tiles, PAIRS)
         finally:
             agent.close()
+        load_ms, open_ms = agent.load_ms, agent.open_ms
+        if CHECKED_PAIRS:
+            # Its own worker and directory (the first one's session, products and jobs left alone);
+            # its session's options are the unchecked one's, so the same bare session is the reference.
+            agent = JobPath(Path(tmp) / "worker_checked", tiles, abft_checks=True, same_data=Path(tmp) / "worker")
+            try:
+                _, _, checked_ratios = _pairs(bare, agent, tiles, CHECKED_PAIRS)
+                checked = {"infer_ratio_checked": round(statistics.median(checked_ratios), 3),
+                           "infer_ratio_checked_min": round(min(checked_ratios), 3),
+                           "infer_ratio_checked_max": round(max(checked_ratios), 3),
+                           "infer_checked_pairs": CHECKED_PAIRS,
+                           "infer_checked_open_ms": round(agent.open_ms, 1)}
+            finally:
+                agent.close()
     return {
         "infer_agent_per_s": round(statistics.median(agent_rates)),
         "infer_bare_per_s": round(statistics.median(bare_rates)),
@@ -203,7 +243,9 @@ def inference_figures() -> dict[str, object]:
         "infer_batch": BATCH,
         "infer_threads": THREADS,
         "infer_tiles": len(tiles),
-        "infer_input_load_ms": round(agent.load_ms, 1),
+        "infer_input_load_ms": round(load_ms, 1),
+        "infer_open_ms": round(open_ms, 1),
+        **checked,
     }
 
 

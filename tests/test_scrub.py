@@ -484,11 +484,11 @@ def test_an_agent_sends_its_orbit_estimate_to_the_worker_and_products_carry_it(s
                     and i.record.args["job_id"] == job_id, 60.0)
     values = hk(lambda v: (v["double_runs"] or 0) > 0)
     # The ISS's orbit (51.6 deg) never reaches high latitude: inside the SAA or quiet, never unknown.
-    assert values["flux_class"] in ("QUIET", "SAA") and values["model_protection"] == "scrubbed"
+    assert values["flux_class"] in ("QUIET", "SAA") and values["model_protection"] == "abft+scrubbed"
     assert values["scrub_period_s"] in (30.0, 1500.0) and values["scrub_age_s"] is not None
     summary = json.loads(next((state / "compute" / "products").glob(f"job{job_id:05d}-*.json")).read_text())
     receipt = summary["receipt"]
     assert receipt["flux_class"] in ("QUIET", "SAA") and receipt["lat_deg"] is not None
     assert abs(receipt["lat_deg"]) <= 52.0
-    assert (receipt["check_status"], receipt["tiles_checked"], receipt["protection"]) == ("passed", 800, "scrubbed")
+    assert (receipt["check_status"], receipt["tiles_checked"], receipt["protection"]) == ("passed", 800, "abft+scrubbed")
     assert receipt["double_runs"] == receipt["batches"] > 0

@@ -345,6 +345,10 @@ class Agent:
                 self.files.end_turn()  # CFDP PDUs as the budget and the line allow
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("files", exc)
+        try:
+            self.dispatcher.end_turn()  # the outcomes of this turn's commands made durable, after their reports went out
+        except Exception as exc:  # noqa: BLE001
+            self.executive.internal_error("command journal", exc)
         self.link.flush()
         if self._watchdog_every_s is not None:
             self._feed_watchdog()

@@ -287,6 +287,11 @@ class Dispatcher(Component):
         else:
             self._finish(report, name, True, result, FailureCode.NONE, cmd_id)
 
+    def end_turn(self) -> None:
+        """From the agent's loop, once a turn: fsync the journal's finished records (journal.py says why then)."""
+        if self.journal is not None:
+            self.journal.sync()
+
     def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode, cmd_id: int = 0) -> None:
         """The completion report: ``value`` is the result map on success, the reason on failure."""
         if cmd_id and self.journal is not None:

@@ -7,8 +7,9 @@ half-way was never answered. The journal closes both holes:
 
 - before a command's handler runs, a *started* record (cmd_id, a digest of the TC's data,
   opcode) is appended and fsynced: a command that may have run is known after any crash;
-- when it ends, a *finished* record (success or the failure code and reason) is appended and
-  fsynced;
+- when it ends, a *finished* record (success or the failure code and reason) is appended, and
+  fsynced at the end of that loop turn (:meth:`CommandJournal.sync`), with the packet store's
+  segments that hold its completion report, so the report goes out a fsync sooner;
 - a TC whose cmd_id the journal knows is never run again: a finished one is answered with
   its outcome (without the result map, which is not kept); a started one that never
   finished was cut off by a reset, and is answered as failed, saying so.
@@ -19,8 +20,12 @@ whose CRC fails is skipped (counted in ``bad_records``) and a torn last record (
 mid-append) is dropped, the file rewritten without it so that appends frame again. Bounded: past ``2 × window`` records the file is rewritten
 atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
 
-fsync policy, stated: one fsync per record, two per command that runs. Commands come a few
-per pass, so the cost (milliseconds on eMMC) is nothing beside the guarantee.
+fsync policy, stated: the *started* record is fsynced before the command runs (the guarantee
+that nothing runs twice rests on it); *finished* records are fsynced at the end of the loop turn
+(or by the next *started* record's fsync, whichever is first). A power cut in between loses a
+*finished* record, not the command: a retry after the restart is answered as cut off by a reset,
+as it would be had the cut come a moment earlier, and the completion report went to the store
+under the same policy.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class CommandJournal:
         self.entries: OrderedDict[int, JournalEntry] = OrderedDict()
         self.bad_records = 0
         self._records = 0
+        self._unsynced = False  # a finished record written since the last fsync
         self._load()
 
     def get(self, cmd_id: int) -> JournalEntry | None:
@@ -72,11 +78,23 @@ class CommandJournal:
         self._append(entry, "S")
 
     def finished(self, cmd_id: int, ok: bool, code: int, reason: str) -> None:
+        """Record the outcome; made durable by :meth:`sync` at the end of the loop turn."""
         started = self.entries.get(cmd_id)
         if started is None:
             return
         self._append(JournalEntry(cmd_id, started.digest, started.opcode, True, bool(ok), int(code), reason[:200]),
-                     "F")
+                     "F", durable=False)
+
+    def sync(self) -> None:
+        """fsync what :meth:`finished` appended since the last fsync (nothing when nothing was)."""
+        if not self._unsynced:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._unsynced = False
 
     # --- the file -----------------------------------------------------------------------------
 
@@ -86,12 +104,14 @@ class CommandJournal:
                                 use_bin_type=True)
         return _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
 
-    def _append(self, entry: JournalEntry, kind: str) -> None:
+    def _append(self, entry: JournalEntry, kind: str, durable: bool = True) -> None:
         record = self._encode(entry, kind)
         with open(self.path, "ab") as f:
             f.write(record)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
+        self._unsynced = not durable
         self._remember(entry)
         self._records += 1
         if self._records > 2 * self.window:

@@ -59,15 +59,21 @@ class JobSpec:
 @dataclass(frozen=True)
 class Radiation:
     """The environment as the agent predicts it now from its TLE (flight/agent/compute.py:
-    radiation_estimate), never the harness's truth: UNKNOWN with no orbit."""
+    radiation_estimate), never the harness's truth: UNKNOWN with no orbit.
+
+    ``saa_entry_in_s``: seconds from when the agent computed it to the next SAA entry; 0.0
+    while inside (the entry has happened); None with no orbit, or no entry within the
+    look-ahead (flight/agent/compute.py: SAA_LOOKAHEAD_S). A training job checkpoints on it
+    before the entry (flight/compute/training_job.py: TrainingJob.radiation_tick)."""
 
     flux_class: FluxClass
     in_saa: bool
     lat_deg: float | None  # geodetic, at the sub-satellite point
     orbit_period_s: float | None  # the scrubber's full pass never takes longer than one orbit
+    saa_entry_in_s: float | None = None
 
 
-NO_RADIATION = Radiation(FluxClass.UNKNOWN, False, None, None)
+NO_RADIATION = Radiation(FluxClass.UNKNOWN, False, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class Admit:
     double_run_fraction: float  # 0..1 of the inference batches run twice and compared
     double_run_all_in_saa: bool  # every batch run twice while radiation.in_saa
     scrub_weights: bool  # sessions on weights the worker owns and scrubs (flight/compute/scrub.py)
+    # Models run with the checksum pass's checks (flight/compute/abft.py). The agent always sends its
+    # parameter abft_checks; a sender that does not says nothing about checks, and gets none.
+    abft_checks: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,10 @@ class Status:
     reruns: int = 0
     double_runs: int = 0
     results_marked: int = 0
+    # Training under radiation (flight/compute/training/guard.py, training_job.py); counts since the worker started.
+    train_steps_refused: int = 0
+    train_restores: int = 0
+    train_saa_checkpoints: int = 0
 
 
 @dataclass(frozen=True)

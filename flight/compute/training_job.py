@@ -5,6 +5,21 @@ run that never stopped. The data order is a pure function of (seed, epoch) — a
 permutation per epoch — so a checkpoint only has to store the epoch and the index within
 it. A checkpoint is written every ``checkpoint_every`` steps and on every pause; a kill
 loses at most the steps since the last one.
+
+Under radiation (issue 17):
+
+- Before the SAA: :meth:`TrainingJob.radiation_tick` takes the environment the agent predicts
+  from its own TLE (``Admit.radiation``) and writes a checkpoint once per pass when the entry
+  is :data:`SAA_CHECKPOINT_LEAD_S` or less ahead, so a worker lost in the SAA resumes from
+  no earlier than just before it, however far apart the periodic checkpoints are.
+- Every step: the trainer refuses a step whose loss, gradient or update is not finite or out
+  of range before it is committed (flight/compute/training/guard.py). The job then climbs a
+  ladder: the same batch once more (an upset during the step leaves no trace: the run is bit
+  for bit the one without it); then the next batch (the data may be what is wrong: later
+  batches that share a sample with it are skipped too); at :data:`REFUSALS_BEFORE_RESTORE` in
+  a row otherwise, the state itself is suspect and the last checkpoint is loaded; refused
+  that often again from the same checkpoint, the job fails (:class:`TrainingRefusedError`:
+  the training diverges, or its data is bad).
 """
 
 from __future__ import annotations
@@ -17,7 +32,29 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from flight.compute.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from flight.compute.protocol import Radiation
+from flight.compute.training import StepRefusedError
 from flight.storage import CorruptFile, quarantine
+
+SAA_CHECKPOINT_LEAD_S = 30.0
+"""Checkpoint when the predicted SAA entry is this close. It must cover, with room to spare:
+the prediction's error (flight/agent/compute.py: radiation_estimate, within 1.5 s of a 1 s
+scan of the same TLE), its age when used (one control tick, 1 s), the wait for this
+call (one work slice, ~50 ms; longer only while inference goes first, and a training job
+that waits was checkpointed when it paused) and writing it (20 ms with both fsyncs for the
+worker's 1024-128-2 Adam job, 1.6 MB, on a PC's disk; allow a slow eMMC 50 times that). The
+price of a longer lead: a worker lost before the first periodic checkpoint of the pass
+loses up to the lead's worth of steps more."""
+
+REFUSALS_BEFORE_RESTORE = 3
+"""Refused steps in a row before the last checkpoint is loaded: the first is retried on the
+same batch, the second skips it; a third, on a batch with none of its samples, means the
+state is at fault. (A bad sample in memory can be in two batches in a row, the last of one
+epoch and the first of the next: that is still the data, and is skipped.)"""
+
+
+class TrainingRefusedError(ArithmeticError):
+    """Steps keep being refused even from the last checkpoint: the job cannot go on as it is."""
 
 
 class SteppableTrainer(Protocol):
@@ -60,6 +97,16 @@ class DataCursor:
         self.index += self.batch_size
         return idx
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, index): where the next batch starts; :meth:`seek` goes back there."""
+        return self.epoch, self.index
+
+    def seek(self, epoch: int, index: int) -> None:
+        if epoch != self.epoch:
+            self._order = self._permutation(epoch)
+        self.epoch, self.index = epoch, index
+
 
 @dataclass
 class TrainingStatus:
@@ -69,6 +116,11 @@ class TrainingStatus:
     steps_per_s: float = 0.0
     last_checkpoint_step: int = -1
     resumed_from: int | None = None
+    # Under radiation; counts since this job object was made (a worker restart starts them at 0).
+    saa_checkpoints: int = 0  # passes for which the state was checkpointed before the SAA entry
+    steps_refused: int = 0  # steps the checks refused (none of them was committed)
+    restores: int = 0  # times the last checkpoint was loaded because steps kept being refused
+    last_refusal: str = ""  # why the last refused step was refused, with the numbers
 
 
 class TrainingJob:
@@ -90,6 +142,10 @@ class TrainingJob:
         self._clock = clock
         self._correct = 0.0
         self._seen = 0
+        self._saa_armed = True  # False from the pre-entry checkpoint until the entry is no longer near
+        self._refused_in_row = 0
+        self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
+        self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
 
     @property
     def done(self) -> bool:
@@ -109,26 +165,62 @@ class TrainingJob:
             quarantine(self.checkpoint_path)
             self._event("checkpoint_corrupt", reason=str(exc))
             return False
+        self._load(ck)
+        self.status.resumed_from = ck.step
+        return True
+
+    def _load(self, ck: Checkpoint) -> None:
         self.trainer.load_state(ck.arrays)
         self.cursor = DataCursor(len(self.x), self.plan.batch_size, self.plan.seed,
                                  int(ck.meta["epoch"]), int(ck.meta["index"]))
         self.status.step = self.status.last_checkpoint_step = ck.step
-        self.status.resumed_from = ck.step
-        return True
 
     def checkpoint(self) -> None:
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
                                 "batch_size": self.plan.batch_size}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
+        self._restored_from = None
+
+    def radiation_tick(self, radiation: Radiation) -> bool:
+        """Checkpoint now if the SAA entry the agent predicts is within :data:`SAA_CHECKPOINT_LEAD_S`;
+        once per pass. True if it did (the state was saved before this pass's entry).
+
+        Pure apart from the checkpoint: call it between slices with the last ``Admit.radiation``.
+        Armed while no entry is near (none predicted, or further than the lead); fires on the first
+        call that finds one near while still outside; then waits until the entry is no longer near,
+        i.e. the pass is over (inside, ``saa_entry_in_s`` is 0). Inside already (a job started or
+        resumed in the SAA), it does nothing: a checkpoint now would not be one from before it.
+        """
+        entry_s = radiation.saa_entry_in_s
+        if entry_s is None or entry_s > SAA_CHECKPOINT_LEAD_S:
+            self._saa_armed = True
+            return False
+        if not self._saa_armed or radiation.in_saa or self.done:
+            self._saa_armed = False
+            return False
+        self._saa_armed = False
+        if self.status.last_checkpoint_step != self.status.step:  # else the file holds this very state
+            self.checkpoint()
+        self.status.saa_checkpoints += 1
+        self._event("saa_checkpoint", step=self.status.step, entry_in_s=round(entry_s, 1))
+        return True
 
     def run(self, max_steps: int) -> int:
         """Run up to ``max_steps`` steps (fewer at the end of the plan); return how many ran."""
-        ran = 0
+        ran = tried = 0
         t0 = self._clock()
-        while ran < max_steps and not self.done:
+        while tried < max_steps and not self.done:
+            tried += 1
+            position = self.cursor.position
             idx = self.cursor.next_indices()
-            loss, correct = self.trainer.step(self.x[idx], self.y[idx])
+            try:
+                loss, correct = self.trainer.step(self.x[idx], self.y[idx])
+            except StepRefusedError as exc:
+                self._refused(exc, position, idx)
+                continue
+            self._refused_in_row = 0
+            self._suspects = None
             self.status.step += 1
             self.status.loss = float(loss)
             self._correct += float(correct)
@@ -142,6 +234,45 @@ class TrainingJob:
         if self._seen:
             self.status.accuracy = self._correct / self._seen
         return ran
+
+    def _refused(self, exc: StepRefusedError, position: tuple[int, int], idx: np.ndarray) -> None:
+        """A step the trainer refused (its state is as before it): count it and climb the ladder."""
+        self.status.steps_refused += 1
+        self.status.last_refusal = exc.reason[:200]
+        self._refused_in_row += 1
+        self._event("step_refused", step=self.status.step + 1, reason=exc.reason, in_row=self._refused_in_row)
+        if self._refused_in_row == 1:
+            self.cursor.seek(*position)  # the same batch again: an upset during the step does not recur
+        elif self._refused_in_row == 2:
+            self._suspects = idx  # refused twice: this batch's data may be what is wrong; go on to the next
+        elif self._suspects is not None and np.intersect1d(self._suspects, idx).size:
+            self._suspects = np.intersect1d(self._suspects, idx)  # the same sample again: still the data
+            if self._refused_in_row > 2 * REFUSALS_BEFORE_RESTORE:  # in every batch: batches near the whole set
+                raise TrainingRefusedError(
+                    f"{self._refused_in_row} steps refused in a row, the last: {exc.reason}; every batch holds "
+                    f"sample(s) {self._suspects[:8].tolist()} of the data set (check the data set, or use smaller batches)")
+        elif self._refused_in_row >= REFUSALS_BEFORE_RESTORE:
+            self._restore(exc)
+
+    def _restore(self, exc: StepRefusedError) -> None:
+        ck_step = self.status.last_checkpoint_step
+        why = f"{self._refused_in_row} steps refused in a row, the last: {exc.reason}"
+        if ck_step < 0:
+            raise TrainingRefusedError(f"{why}; no checkpoint yet to go back to (start the job again)")
+        if self._restored_from == ck_step:
+            raise TrainingRefusedError(
+                f"{why}, again after going back to the checkpoint of step {ck_step}: the training diverges or "
+                "its data is bad (lower the learning rate, or check the data set)")
+        try:
+            ck = load_checkpoint(self.checkpoint_path)
+        except (CorruptFile, OSError) as exc_ck:
+            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is unreadable: {exc_ck}") from None
+        self._load(ck)
+        self._restored_from = ck.step
+        self._refused_in_row = 0
+        self._suspects = None
+        self.status.restores += 1
+        self._event("restored", step=ck.step, reason=why)
 
     def pause(self, reason: str) -> None:
         """Stop here: checkpoint now, so nothing is lost whatever happens next."""

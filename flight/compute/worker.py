@@ -31,11 +31,14 @@ model version it came from (name, version, SHA-256, who uplinked it).
 Weights and results under radiation: a session's initializers live in numpy buffers the worker
 owns (flight/compute/providers.py: owned_weights_options), which a :class:`WeightScrubber`
 (flight/compute/scrub.py) checks against three voted golden copies from the loop, a full pass per
-period that follows the flux the agent predicts (``Admit.radiation``). A batch whose check fails
-(the checksum pass's per-sample flag, flight/compute/checks.py, or a double run that disagrees)
-makes the worker scrub at once and run it again; tiles that still fail are marked in the product.
-Every product carries a receipt: model SHA-256, protection level, check status with counts, scrub
-age, the predicted environment.
+period that follows the flux the agent predicts (``Admit.radiation``). With ``abft_checks`` the
+session runs the model as the checksum pass (flight/compute/abft.py) rewrites it, made once per
+model version from the store's verified bytes, its check weights owned and scrubbed with the rest;
+a model the pass refuses runs unchecked, said once. A batch whose check fails (the checksum pass's
+per-sample flag, flight/compute/checks.py, or a double run that disagrees) makes the worker scrub
+at once and run it again; tiles that still fail are marked in the product. Every product carries a
+receipt: model SHA-256 (the store's, as uplinked), protection level, check status with counts,
+scrub age, the predicted environment.
 
 A worker never outlives its agent and never shares its directory: it asks Linux to signal
 it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
@@ -59,9 +62,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import onnx
 import zmq
 
 from flight.compute import protocol as cp
+from flight.compute.abft import protect_bytes
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -176,6 +181,20 @@ class _Session(NamedTuple):
     check_output: str | None = None  # the checksum pass's per-sample output, where the model has one
     protection: Protection = Protection.NONE
     name: str = ""
+    outputs: tuple[str, ...] = ()  # what a run asks for: the model's own result, then check_output where it has one
+
+
+class _CheckedModel(NamedTuple):
+    """One model version as the worker runs it with ``abft_checks``: made once, kept while it is the one."""
+
+    source_sha256: str  # the store's bytes it was made from
+    data: bytes | None  # the protected model; None: run the store's bytes (their own check output, or refused)
+    sha256: str  # of ``data``, checked at each reuse ("" with no data)
+
+
+def _has_check_output(data: bytes) -> bool:
+    """Whether the ONNX model ``data`` already gives the checksum pass's per-sample output."""
+    return any(o.name == CHECK_OUTPUT for o in onnx.load_from_string(data).graph.output)
 
 
 @dataclass
@@ -222,6 +241,11 @@ class Worker:
         self.double_run_fraction = 0.0
         self.double_run_all_in_saa = False
         self.scrub_weights = True
+        # Off until the agent says (its parameter abft_checks is on by default, sent with every
+        # admission, and nothing runs before the first): a harness that drives the worker without
+        # an agent gets the model as uplinked.
+        self.abft_checks = False
+        self._checked_models: dict[str, _CheckedModel] = {}  # model name -> its version as the pass made it
         self._double = DoubleRunSchedule()
         self.scrub_passes = 0
         self.scrub_chunks = 0
@@ -231,11 +255,14 @@ class Worker:
         self.double_runs = 0
         self.results_marked = 0
         self._check_event_at = -math.inf
+        self.train_steps_refused = 0  # training under radiation (training/guard.py), since the worker started
+        self.train_restores = 0
+        self.train_saa_checkpoints = 0
+        self._refusal_event_at = -math.inf
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self._cursor: dict[int, int] = {}
         self._inputs: dict[int, np.ndarray] = {}
-        self._output_names: dict[int, list[str]] = {}
         self._stop = False
         self._last_status = 0.0
         self._train_rate = (0.0, 0.0)  # (steps, seconds) over the last slice
@@ -285,9 +312,9 @@ class Worker:
             self.radiation = msg.radiation
             self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
             self.double_run_all_in_saa = msg.double_run_all_in_saa
-            if msg.scrub_weights != self.scrub_weights:
-                self.scrub_weights = msg.scrub_weights
-                self._sessions.clear()  # opened again, with or without owned weights, at the next slice
+            if (msg.scrub_weights, msg.abft_checks) != (self.scrub_weights, self.abft_checks):
+                self.scrub_weights, self.abft_checks = msg.scrub_weights, msg.abft_checks
+                self._sessions.clear()  # opened again, with or without owned weights and checks, at the next slice
         elif isinstance(msg, cp.StartJob):
             self._start_job(msg)
         elif isinstance(msg, cp.CancelJob):
@@ -390,7 +417,7 @@ class Worker:
     # --- work ------------------------------------------------------------------------------
 
     def _session(self, model: str) -> _Session:
-        key = (model, self.threads, self.scrub_weights)
+        key = (model, self.threads, self.scrub_weights, self.abft_checks)
         if key not in self._sessions:
             state = self._state(model)
             if state is not None and state.probation and state.fallback is not None:
@@ -413,9 +440,55 @@ class Worker:
         return self._sessions[key]
 
     def _open(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
-        """A session on ``data`` (the store's verified bytes). With ``scrub_weights`` its initializers
-        are buffers a :class:`WeightScrubber` owns, golden copies made from these same bytes; the
-        weights count as scrubbed only on the CPU provider, the one that computes from them."""
+        """A session on ``data`` (the store's verified bytes, SHA-256 ``sha256``). With ``abft_checks``
+        it runs the model as the checksum pass rewrites it (:meth:`_checked_bytes`); a protected model
+        onnxruntime will not open runs as uplinked, said once. The session keeps the store's
+        ``sha256``: the receipt names the model the ground uplinked, whatever the pass added to it."""
+        checked = self._checked_bytes(name, data, sha256) if self.abft_checks else None
+        if checked is not None:
+            try:
+                return self._open_bytes(name, checked, version, sha256, from_golden)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's kinds: the pass's graph is at fault, not the model
+                self._checks_refused(name, sha256, f"onnxruntime will not open it protected ({type(exc).__name__}: "
+                                                   f"{exc})")
+        return self._open_bytes(name, data, version, sha256, from_golden)
+
+    def _checked_bytes(self, name: str, data: bytes, sha256: str) -> bytes | None:
+        """``data`` (the store's verified bytes of ``name``, SHA-256 ``sha256``) with the checksum pass's
+        checks added, or None to run ``data`` as it is: it has its own check output already, or the pass
+        refused it (said once per version: PROVIDER_FALLBACK, naming the node).
+
+        Made once per version and kept, one version per model name (a session opens again whenever
+        the threads or the parameters change). The pass is deterministic, so the kept bytes have a
+        SHA-256 of their own, checked at each reuse like the store's: a flip in them while kept would
+        otherwise become the scrubber's golden copy; on a mismatch they are made again."""
+        kept = self._checked_models.get(name)
+        if kept is not None and kept.source_sha256 == sha256 and (
+                kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
+            return kept.data
+        try:
+            if _has_check_output(data):
+                kept = _CheckedModel(sha256, None, "")
+            else:
+                protected = protect_bytes(data)
+                kept = _CheckedModel(sha256, protected, hashlib.sha256(protected).hexdigest())
+        except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self._checks_refused(name, sha256, f"the checksum pass refused it ({why})")
+            return None
+        self._checked_models[name] = kept
+        return kept.data
+
+    def _checks_refused(self, name: str, sha256: str, reason: str) -> None:
+        """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
+        self._checked_models[name] = _CheckedModel(sha256, None, "")
+        self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
+
+    def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
+        """A session on ``data``, as it is. With ``scrub_weights`` its initializers are buffers a
+        :class:`WeightScrubber` owns, golden copies made from these same bytes (the checksum pass's
+        weights included, where it protected them); the weights count as scrubbed only on the CPU
+        provider, the one that computes from them."""
         scrubber = owned = None
         opened = None
         if self.scrub_weights:
@@ -434,13 +507,17 @@ class Worker:
             self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
         self.provider = opened.provider
         session = opened.session
-        check = CHECK_OUTPUT if any(o.name == CHECK_OUTPUT for o in session.get_outputs()) else None
+        names = [o.name for o in session.get_outputs()]
+        check = CHECK_OUTPUT if CHECK_OUTPUT in names else None
+        # The model's own result, never an output the checksum pass added: "probabilities", else the first.
+        own = [n for n in names if n != CHECK_OUTPUT]
+        outputs = ("probabilities" if "probabilities" in own else own[0],) + ((check,) if check else ())
         # On a GPU provider the session computes from device copies: keep the buffers alive (it was
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
                         scrubber if scrubbed else None, (owned, scrubber), check,
-                        protection_of(scrubbed, check is not None), name)
+                        protection_of(scrubbed, check is not None), name, outputs)
 
     # --- weights and results under radiation ------------------------------------------------
 
@@ -742,7 +819,7 @@ class Worker:
             tiles = np.load(path, allow_pickle=False).astype(np.float32)
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
-                classes, conf = self._classify(self._checked_probs(job, model, tiles, checks), 1)
+                classes, conf = self._classify(self._checked_probs(job, model, tiles, checks, self._double_due()), 1)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
             finally:
                 self._checks.pop(job.job_id, None)
@@ -762,12 +839,37 @@ class Worker:
         t_end = time.monotonic() + SLICE_S
         drops = self._drops
         parts: list[np.ndarray] = []
+        # The common batches are one session.run and nothing else: with no double run due, one with no
+        # check output (unchecked), or one whose flags all held (passed). A run of such batches of one
+        # kind goes into the receipt in one call (their order kept); anything else (a double run, a
+        # flag that failed) goes through _checked_probs, the first run's result with it.
+        lean = model.check_output is None
+        run, feed, wanted = model.session.run, model.input_name, model.outputs
+        every = self.double_run_all_in_saa and self.radiation.in_saa
+        run_kind, run_tiles, run_batches = UNCHECKED, 0, 0  # the batches not yet in the receipt
         while start < len(data) and time.monotonic() < t_end:
             batch = data[start : start + self.batch]
-            parts.append(self._checked_probs(job, model, batch, checks))
+            double = self._double.due(self.double_run_fraction, every)
+            kind = first = None
+            if not double:
+                if lean:
+                    probs, kind = run(wanted, {feed: batch})[0], UNCHECKED
+                else:
+                    first = self._run_model(model, batch)
+                    probs, kind = first[0], (PASSED if first[1].all() else None)
+            if run_batches and kind != run_kind:  # the run ends here: into the receipt before this batch
+                self._add_run(checks, model, run_kind, run_tiles, run_batches)
+                run_tiles = run_batches = 0
+            if kind is None:
+                probs = self._checked_probs(job, model, batch, checks, double, first)
+            else:
+                run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
+            parts.append(probs)
             start += len(batch)
             if self._drops != drops:
                 break  # weights nothing could repair: the next slice runs on a session built anew
+        if run_batches:
+            self._add_run(checks, model, run_kind, run_tiles, run_batches)
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
             probs = parts[0] if len(parts) == 1 else np.concatenate(parts)
             self._results.setdefault(job.job_id, []).append(self._classify(probs, len(parts)))
@@ -784,15 +886,31 @@ class Worker:
     def _session_dropped(self, model: _Session) -> bool:
         return all(s is not model for s in self._sessions.values())
 
-    def _checked_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks) -> np.ndarray:
+    def _double_due(self) -> bool:
+        """Whether the next batch runs twice (the schedule's credit is spent: ask once per batch)."""
+        return self._double.due(self.double_run_fraction, self.double_run_all_in_saa and self.radiation.in_saa)
+
+    def _add_run(self, checks: ProductChecks, model: _Session, kind: int, tiles: int, batches: int) -> None:
+        """``batches`` consecutive batches, ``tiles`` in all, each run once, into the receipt: UNCHECKED
+        (nothing checked them) or PASSED (every flag held) per ``kind``."""
+        checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
+        rad, scrubber = self.radiation, model.scrubber
+        status = None if kind == UNCHECKED else np.full(tiles, kind, np.int8)
+        checks.add_batch(tiles, status, batches=batches,
+                         scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
+                         scrub_period_s=scrubber.period_s if scrubber is not None else None,
+                         flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
+
+    def _checked_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks,
+                       double: bool, first: tuple[np.ndarray, np.ndarray | None] | None = None) -> np.ndarray:
         """The probabilities of one batch, checked: the checksum flags where the model has them, a
-        double run where one is due. A failed check scrubs the weights and runs the batch again;
-        tiles failing again are marked FAILED in ``checks`` (the product's receipt)."""
-        double = self._double.due(self.double_run_fraction, self.double_run_all_in_saa and self.radiation.in_saa)
+        double run where one is ``double`` (due). A failed check scrubs the weights and runs the batch
+        again; tiles failing again are marked FAILED in ``checks`` (the product's receipt). ``first``:
+        the batch's first run (:meth:`_run_model`) where the caller has made it already."""
         checked = double or model.check_output is not None
         if checked:
             self.double_runs += double
-            probs, ok, failed = self._checked_run(model, tiles, double)
+            probs, ok, failed = self._checked_run(model, tiles, double, first)
         else:  # the common case, kept to one run and no per-tile bookkeeping
             probs, ok, failed = self._run_model(model, tiles)[0], None, ""
         mismatch, abft_failed, rerun = "double run" in failed, "checksum" in failed, bool(failed)
@@ -834,10 +952,11 @@ class Worker:
                 t.classes[str(c)] = t.classes.get(str(c), 0) + n
         return classes, conf
 
-    def _checked_run(self, model: _Session, tiles: np.ndarray, double: bool) -> tuple[np.ndarray, np.ndarray, str]:
-        """One run of ``tiles`` (two with ``double``): (probabilities, per-tile ok, what failed: "" when
-        nothing did, else "checksum", "double run" or both)."""
-        probs, flags = self._run_model(model, tiles)
+    def _checked_run(self, model: _Session, tiles: np.ndarray, double: bool,
+                     first: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+        """One run of ``tiles`` (two with ``double``; ``first`` is the first where it was made already):
+        (probabilities, per-tile ok, what failed: "" when nothing did, else "checksum", "double run" or both)."""
+        probs, flags = first if first is not None else self._run_model(model, tiles)
         ok = np.ones(len(tiles), bool)
         failed = []
         if flags is not None and not flags.all():
@@ -853,15 +972,7 @@ class Worker:
 
     def _run_model(self, model: _Session, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities, the checksum pass's per-tile flags or None) of one session run."""
-        session = model.session
-        wanted = self._output_names.get(id(session))
-        if wanted is None:
-            names = [o.name for o in session.get_outputs() if o.name != CHECK_OUTPUT]
-            wanted = ["probabilities" if "probabilities" in names else names[0]]
-            if model.check_output is not None:
-                wanted.append(model.check_output)
-            self._output_names[id(session)] = wanted
-        outputs = session.run(wanted, {model.input_name: tiles})
+        outputs = model.session.run(model.outputs, {model.input_name: tiles})
         if model.check_output is None:
             return outputs[0], None
         try:
@@ -911,11 +1022,13 @@ class Worker:
             spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(int(y.max()) + 1)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
-            tjob = TrainingJob(trainer, x, y, plan, self._dir("checkpoints") / f"job{job.job_id:05d}.ck")
+            tjob = TrainingJob(trainer, x, y, plan, self._dir("checkpoints") / f"job{job.job_id:05d}.ck",
+                               on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args))
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
             self._training[job.job_id] = tjob
+        tjob.radiation_tick(self.radiation)  # once per SAA pass, just before the entry the agent predicts
         t0 = time.monotonic()
         steps = 0
         while time.monotonic() - t0 < SLICE_S and not tjob.done:
@@ -995,7 +1108,27 @@ class Worker:
                 "scrub_period_s": self._scrub_period_s() if ages else None,
                 "scrub_passes": self.scrub_passes, "scrub_chunks": self.scrub_chunks,
                 "scrub_repairs": self.scrub_repairs, "checks_failed": self.checks_failed, "reruns": self.reruns,
-                "double_runs": self.double_runs, "results_marked": self.results_marked}
+                "double_runs": self.double_runs, "results_marked": self.results_marked,
+                "train_steps_refused": self.train_steps_refused, "train_restores": self.train_restores,
+                "train_saa_checkpoints": self.train_saa_checkpoints}
+
+    def _training_event(self, job_id: int, kind: str, args: dict[str, Any]) -> None:
+        """A training job's word (training_job.py): counted, and said as the dictionary's event."""
+        if kind == "step_refused":
+            self.train_steps_refused += 1
+            now = time.monotonic()
+            if now - self._refusal_event_at >= CHECK_EVENT_MIN_S:  # a bad sample is refused twice an epoch
+                self._refusal_event_at = now
+                self.event("TRAIN_STEP_REFUSED", job_id=job_id, step=args["step"], reason=str(args["reason"])[:200],
+                           in_row=args["in_row"])
+        elif kind == "restored":
+            self.train_restores += 1
+            self.event("TRAIN_RESTORED", job_id=job_id, step=args["step"], reason=str(args["reason"])[:200])
+        elif kind == "saa_checkpoint":
+            self.train_saa_checkpoints += 1
+            self.event("TRAIN_SAA_CHECKPOINT", job_id=job_id, step=args["step"], entry_in_s=args["entry_in_s"])
+        # "paused": the worker says JOB_PAUSED itself. "checkpoint_corrupt": the file is quarantined and the
+        # job starts from step 0, no JOB_RESUMED said (as before these checks); left for the job's progress to show.
 
     def _product_count(self) -> int:
         """Products in products/; 0 while a symbolic link leads it out (nothing is listed through it)."""

@@ -165,6 +165,15 @@ PARAMETERS = (
               "measured on a PC core: none on the shipped model (1.29x ONNX Runtime's default session), "
               "but ~40 % of the throughput of models dominated by large MatMul/Gemm layers (a 4x1024x1024 MLP "
               "ran at 0.58x: their kernels are fast only on pre-packed weights): turn it off for those"),
+    Parameter("abft_checks", 0x0044, ValueSpec(T.BOOL), True,
+              "Run models with the checksum pass (flight/compute/abft.py): each Conv, Gemm and MatMul checked, "
+              "one abft_ok flag per tile; a batch with a failed flag is run again after a scrub of the weights, "
+              "and tiles failing again are marked failed in the product. Made once per model version "
+              "from the store's checked bytes, its check weights scrubbed with the model's; the products keep "
+              "the uplinked model's SHA-256. A model the pass refuses runs unchecked (PROVIDER_FALLBACK says "
+              "why). Off: the model as uplinked, results checked only by double runs. Cost: what the checks "
+              "read (bench.compute: infer_ratio_checked against infer_ratio; 0.50-0.54 against 0.96-1.05 on "
+              "a shared 2-core PC, one thread, with the pass of this writing)"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
@@ -616,6 +625,12 @@ COMPUTE_CHANNELS = (
     Channel("double_runs", T.U32, "count", "Batches run twice and compared"),
     Channel("results_marked", T.U32, "count", "Batches that failed their check again after the scrub and rerun: "
             "their tiles are marked failed in the product", Limits(warn_high=1)),
+    Channel("train_steps_refused", T.U32, "count", "Training steps refused before they were committed: a loss, "
+            "gradient or update not finite, or a norm far above the recent ones (flight/compute/training/guard.py)"),
+    Channel("train_restores", T.U32, "count", "Training jobs sent back to their last checkpoint after refusals "
+            "that persisted past a retry and a skipped batch", Limits(warn_high=1)),
+    Channel("train_saa_checkpoints", T.U32, "count", "Checkpoints written because the agent predicted an SAA "
+            "entry within 30 s"),
 )
 
 STORE_CHANNELS = (
@@ -814,6 +829,22 @@ EVENTS = (
           "A batch failed its checksum flags or its double run; the weights were scrubbed and the batch run again "
           "(outcome: passed then, or its tiles marked failed in the product). At most one every 10 s; "
           "checks_failed and results_marked count them all", ("job_id", "check", "tiles", "outcome")),
+    Event("TRAIN_STEP_REFUSED", 0x00EB, Severity.WARNING_LO,
+          "Job {job_id}: training step {step} refused ({reason}), {in_row} in a row",
+          "A training step failed its check before it was committed (a flipped bit in a gradient, a bad sample): "
+          "the weights are as before it; the batch is retried, then skipped. At most one every 10 s; "
+          "train_steps_refused counts them all", ("job_id", "step", "reason", "in_row")),
+    Event("TRAIN_RESTORED", 0x00EC, Severity.WARNING_HI, "Job {job_id} back to its checkpoint at step {step}: {reason}",
+          "Refused steps persisted past a retry and a skipped batch: the job went back to its last checkpoint",
+          ("job_id", "step", "reason")),
+    Event("TRAIN_SAA_CHECKPOINT", 0x00ED, Severity.ACTIVITY_LO,
+          "Job {job_id} checkpointed at step {step}: SAA entry predicted in {entry_in_s:.0f} s",
+          "A training job saved a checkpoint before the SAA entry the agent predicts from its own TLE",
+          ("job_id", "step", "entry_in_s")),
+    Event("MODEL_UNCHECKED", 0x00EA, Severity.WARNING_LO, "Model {name} runs without the checksum pass: {reason}",
+          "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
+          "or onnxruntime would not open the protected model; it runs as uplinked, its products say unchecked "
+          "unless a double run checks them. Said once per version", ("name", "reason")),
     Event("STORE_DROPPED", 0x0031, Severity.WARNING_HI,
           "Packet store full: {count} packets the ground never had dropped ({store})",
           "The store went past its size and deleted its oldest segments, lowest class first; reported at most "

@@ -8,7 +8,8 @@ so any onnxruntime build runs it on any execution provider (CPU, CUDA, TensorRT)
 Modules: ``spec`` (what to train: :class:`MlpSpec`, :class:`Dense`, :class:`Sgd`,
 :class:`Adam`, validated once), ``graph`` (pure builders: specs in, ``ModelProto`` out),
 ``head`` (take the last layers of an inference model as a trainable head), ``trainer``
-(:class:`Trainer`: the session and the state as ``OrtValue``\\ s), ``reference`` (the same
+(:class:`Trainer`: the session and the state as ``OrtValue``\\ s), ``guard`` (each step's
+gradient and update checked before it is committed), ``reference`` (the same
 step in numpy, the yardstick for the graphs).
 
 >>> from flight.compute.training import Adam, Dense, MlpSpec, Trainer
@@ -28,6 +29,7 @@ from flight.compute.training.graph import (
     init_state,
     init_weights,
 )
+from flight.compute.training.guard import StepGuard, StepLimits
 from flight.compute.training.head import DenseNode, TrainableHead, dense_layers, from_inference_head
 from flight.compute.training.spec import (
     ACTIVATIONS,
@@ -41,7 +43,7 @@ from flight.compute.training.spec import (
     next_name,
     step_signature,
 )
-from flight.compute.training.trainer import STEP_KEY, NonFiniteLossError, StepResult, Trainer
+from flight.compute.training.trainer import STEP_KEY, NonFiniteLossError, StepRefusedError, StepResult, Trainer
 
 __all__ = [
     "ACTIVATIONS",
@@ -56,6 +58,9 @@ __all__ = [
     "NonFiniteLossError",
     "Sgd",
     "SpecError",
+    "StepGuard",
+    "StepLimits",
+    "StepRefusedError",
     "StepResult",
     "StepSignature",
     "TrainableHead",

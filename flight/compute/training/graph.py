@@ -150,6 +150,7 @@ def build_training_step(
     *,
     dtype: str = "float32",
     emit_outputs: bool = False,
+    emit_checks: bool = False,
 ) -> onnx.ModelProto:
     """One training step as one ONNX graph: forward, loss, backward, optimizer update.
 
@@ -161,6 +162,17 @@ def build_training_step(
     for every carried ``n``, and with ``emit_outputs`` the forward output ``logits [B, out]``
     (the logits for CE, the activated output for mse).
 
+    With ``emit_checks`` two more scalar outputs, what a step check needs to refuse an update
+    before it is committed (:mod:`flight.compute.training.guard`): ``grad_sq``, the sum over all
+    parameters of the squared batch-mean gradient, and ``update_sq``, the sum of the squared
+    updates ``θ − θ.next`` taken from the update tensors themselves (no cancellation against
+    ``θ``). A non-finite gradient or update makes them non-finite (a square that overflows
+    float32 gives inf). For plain SGD the update is ``lr·g``, so ``grad_sq = update_sq / lr²``,
+    and the weight update is a ``Gemm`` then a ``Sub`` instead of one fused ``Gemm``; with
+    momentum the gradient ``Gemm`` is not fused with the velocity either. Not covered: an
+    upset in the optimizer state's own arithmetic (Adam's ``m``, ``v``; a velocity) after the
+    gradient, which shows only if it moves the update.
+
     The batch size is fixed in the graph (static shapes suit TensorRT and the memory planner);
     ``dtype`` ``"float64"`` is for gradient checks.
     """
@@ -169,7 +181,10 @@ def build_training_step(
     dt = check_dtype(dtype)
     sig = step_signature(spec, optimizer)
     b = _Builder(dt)
-    b.reserve(sig.x, sig.y, sig.lr, sig.loss, sig.correct, sig.logits, *sig.carried, *map(next_name, sig.carried))
+    b.reserve(sig.x, sig.y, sig.lr, sig.loss, sig.correct, sig.logits, sig.grad_sq, sig.update_sq,
+              *sig.carried, *map(next_name, sig.carried))
+    grad_terms: list[str] = []  # per-parameter sums of squares, for emit_checks
+    update_terms: list[str] = []
     ce = spec.loss == "softmax_cross_entropy"
     n_out = spec.output_dim
 
@@ -220,19 +235,36 @@ def build_training_step(
             grad_below = _activation_backward(b, dh, acts[i], spec.layers[i - 1].activation, f"G{i - 1}")
         if plain_sgd:
             gs = b.op("Mul", [grad, lr_over_b], f"G{i}.scaled")
-            b.op("Gemm", [h_in, gs, w], "", out=next_name(w), transA=1, alpha=-1.0, beta=1.0)
+            if emit_checks:
+                step_w = b.op("Gemm", [h_in, gs], f"step_W{i}", transA=1)
+                b.op("Sub", [w, step_w], "", out=next_name(w))
+                update_terms.append(b.op("ReduceSumSquare", [step_w], f"step_W{i}.sq", keepdims=0))
+            else:
+                b.op("Gemm", [h_in, gs, w], "", out=next_name(w), transA=1, alpha=-1.0, beta=1.0)
             db = b.op("ReduceSum", [gs, b.const([0], np.int64, "axis0")], f"step_b{i}", keepdims=0)
             b.op("Sub", [bias, db], "", out=next_name(bias))
+            if emit_checks:
+                update_terms.append(b.op("ReduceSumSquare", [db], f"step_b{i}.sq", keepdims=0))
         elif isinstance(optimizer, Sgd):  # momentum: v ← μ v + g, θ ← θ − lr v
             mu = b.scalar(optimizer.momentum, "momentum")
             g_mean = b.op("Mul", [grad, b.scalar(inv_b, "inv_b")], f"G{i}.mean")
             mu_v_w = b.op("Mul", [f"{w}.velocity", mu], f"mu_vW{i}")
-            v_w = b.op("Gemm", [h_in, g_mean, mu_v_w], "", out=next_name(f"{w}.velocity"), transA=1)
-            b.op("Sub", [w, b.op("Mul", [v_w, lr], f"step_W{i}")], "", out=next_name(w))
+            if emit_checks:
+                g_w = b.op("Gemm", [h_in, g_mean], f"grad_W{i}", transA=1)
+                v_w = b.op("Add", [mu_v_w, g_w], "", out=next_name(f"{w}.velocity"))
+                grad_terms.append(b.op("ReduceSumSquare", [g_w], f"grad_W{i}.sq", keepdims=0))
+            else:
+                v_w = b.op("Gemm", [h_in, g_mean, mu_v_w], "", out=next_name(f"{w}.velocity"), transA=1)
+            step_w = b.op("Mul", [v_w, lr], f"step_W{i}")
+            b.op("Sub", [w, step_w], "", out=next_name(w))
             g_b = b.op("ReduceSum", [g_mean, b.const([0], np.int64, "axis0")], f"grad_b{i}", keepdims=0)
             v_b = b.op("Add", [b.op("Mul", [f"{bias}.velocity", mu], f"mu_vb{i}"), g_b],
                        "", out=next_name(f"{bias}.velocity"))
-            b.op("Sub", [bias, b.op("Mul", [v_b, lr], f"step_b{i}")], "", out=next_name(bias))
+            step_b = b.op("Mul", [v_b, lr], f"step_b{i}")
+            b.op("Sub", [bias, step_b], "", out=next_name(bias))
+            if emit_checks:
+                grad_terms.append(b.op("ReduceSumSquare", [g_b], f"grad_b{i}.sq", keepdims=0))
+                update_terms += [b.op("ReduceSumSquare", [s], f"{s}.sq", keepdims=0) for s in (step_w, step_b)]
         else:
             g_mean = b.op("Mul", [grad, b.scalar(inv_b, "inv_b")], f"G{i}.mean")
             g_w = b.op("Gemm", [h_in, g_mean], f"grad_W{i}", transA=1)
@@ -249,8 +281,17 @@ def build_training_step(
                                      b.scalar(optimizer.eps, "eps")], f"{p}.denom")
                 upd = b.op("Mul", [b.op("Div", [m, denom], f"{p}.ratio"), step_size], f"{p}.step")
                 b.op("Sub", [p, upd], "", out=next_name(p))
+                if emit_checks:
+                    grad_terms.append(b.op("ReduceSumSquare", [g], f"{p}.grad.sq", keepdims=0))
+                    update_terms.append(b.op("ReduceSumSquare", [upd], f"{p}.step.sq", keepdims=0))
         if i > 0:
             grad = grad_below
+    if emit_checks:
+        b.op("Sum", update_terms, "", out=sig.update_sq)
+        if plain_sgd:  # the update is lr·g: no gradient tensor of its own to sum
+            b.op("Div", [sig.update_sq, b.op("Mul", [lr, lr], "lr2")], "", out=sig.grad_sq)
+        else:
+            b.op("Sum", grad_terms, "", out=sig.grad_sq)
 
     elem = b.elem
     y_info = (_value_info(sig.y, TensorProto.INT64, (batch,)) if ce
@@ -263,6 +304,8 @@ def build_training_step(
         outputs.append(_value_info(next_name(name), e, sig.shapes[name]))
     if emit_outputs:
         outputs.append(_value_info(sig.logits, elem, (batch, n_out)))
+    if emit_checks:
+        outputs += [_value_info(sig.grad_sq, elem, ()), _value_info(sig.update_sq, elem, ())]
     graph = helper.make_graph(b.nodes, "training_step", inputs, outputs, initializer=b.initializers)
     return _model(graph, f"training step: {spec!r}, {optimizer!r}, batch {batch}, {dt.name}")
 

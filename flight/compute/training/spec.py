@@ -191,6 +191,8 @@ class StepSignature:
     loss: str = "loss"
     correct: str = "correct"
     logits: str = "logits"  # only when built with ``emit_outputs=True``
+    grad_sq: str = "grad_sq"  # only when built with ``emit_checks=True``: sum of squared gradients
+    update_sq: str = "update_sq"  # likewise: sum of squared parameter updates
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
 
     @property

@@ -1,0 +1,341 @@
+"""Checked inference: the worker runs each model as the checksum pass (flight/compute/abft.py)
+rewrites it, with ``abft_checks`` on, and the lean unchecked path with it off.
+
+Real onnxruntime sessions throughout: the shipped cloud-screening model, protected by the worker
+itself from the model store's bytes, on buffers its WeightScrubber owns; the worker runs in this
+process on a real socket (tests/model_helpers.py). Upsets are bit flips in those buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import zmq
+from onnx import TensorProto, helper, numpy_helper
+
+from flight.agent.compute import ComputeSupervisor
+from flight.compute import protocol as cp
+from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
+from flight.compute.package import ReferenceSet, compare_outputs, run_outputs, sha256_hex
+from flight.compute.providers import CPU
+from flight.compute.store import Provenance
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, Protection
+from tests.model_helpers import WorkerBench
+
+SHIPPED = (MODELS_DIR / MODEL_FILE).read_bytes()
+TILES = load_held_out().tiles[:24].astype(np.float32)
+QUIET = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0)  # a 1500 s scrub period: no step repairs mid-test
+BATCH = 8
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = WorkerBench(tmp_path / "compute", allow_unsigned=True)
+    b.worker.install_shipped_models()
+    b.data_set("tiles", TILES)
+    yield b
+    b.close()
+
+
+def admit(bench, abft: bool, scrub: bool = True, fraction: float = 0.0, threads: int = 1) -> None:
+    """What the agent sends every tick: here, the parameters under test."""
+    bench.worker._handle(cp.Admit(Admission.ALL, threads, BATCH, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                  double_run_fraction=fraction, double_run_all_in_saa=False, scrub_weights=scrub,
+                                  abft_checks=abft))
+
+
+def product(bench, job_id: int, name: str = "tiles"):
+    """(receipt, per-tile check, classes, confidence) of a job's product."""
+    summary = json.loads((bench.root / "products" / f"job{job_id:05d}-{name}.json").read_text())
+    with np.load(bench.root / "products" / f"job{job_id:05d}-{name}.npz", allow_pickle=False) as npz:
+        receipt = json.loads(str(npz["receipt"]))
+        assert summary["receipt"] == receipt
+        return receipt, npz["check"].tolist(), npz["classes"], npz["confidence"]
+
+
+def infer(bench, job_id: int, model: str = MODEL_NAME):
+    job = bench.infer(job_id, "tiles", model=model)
+    assert job.state.value == "DONE", job.detail
+    return product(bench, job_id)
+
+
+def unchecked_said(bench) -> list[cp.WorkerEvent]:
+    """The worker's word that a model runs without the checksum pass (MODEL_UNCHECKED)."""
+    return bench.events("MODEL_UNCHECKED")
+
+
+def flip(buffer: np.ndarray, byte: int, bit: int) -> None:
+    buffer[byte] ^= np.uint8(1 << bit)
+
+
+def run_all(model, tiles: np.ndarray = TILES) -> list[np.ndarray]:
+    """Every output the worker asks of ``model``'s session: the model's own result, then abft_ok."""
+    return model.session.run(list(model.outputs), {model.input_name: tiles})
+
+
+# --- the checked path gives the model's own results, and says it checked them -------------------
+
+
+@pytest.mark.req("RAD-001", "RAD-104", "RAD-106")
+def test_a_checked_job_gives_the_same_results_as_an_unchecked_one_and_says_it_checked_them(bench):
+    admit(bench, abft=False)
+    plain, plain_check, plain_classes, plain_conf = infer(bench, 1)
+    admit(bench, abft=True)
+    receipt, check, classes, conf = infer(bench, 2)
+    # The pass only reads: the model's own outputs are bit for bit those of the model as uplinked.
+    np.testing.assert_array_equal(classes, plain_classes)
+    np.testing.assert_array_equal(conf, plain_conf)
+    assert (plain["protection"], plain["check_status"], plain_check) == ("scrubbed", "unchecked", [UNCHECKED] * 24)
+    assert (receipt["protection"], receipt["provider"], receipt["check_status"]) == ("abft+scrubbed", CPU, "passed")
+    assert (receipt["tiles_checked"], receipt["tiles_passed"], receipt["tiles_unchecked"], receipt["batches"],
+            receipt["abft_failures"], receipt["reruns"]) == (24, 24, 0, 3, 0, 0)
+    assert check == [PASSED] * 24
+    # The receipt names the model the ground uplinked, not the bytes the pass made from it.
+    assert receipt["model_sha256"] == plain["model_sha256"] == sha256_hex(SHIPPED)
+    assert bench.worker.status().model_protection == "abft+scrubbed"
+    assert unchecked_said(bench) == []
+    # With a double run every other batch too: every tile still checked, once per batch at least.
+    admit(bench, abft=True, fraction=0.5)
+    receipt, check, classes, _ = infer(bench, 3)
+    assert (receipt["batches"], receipt["double_runs"], receipt["tiles_checked"], check) == (3, 1, 24, [PASSED] * 24)
+    np.testing.assert_array_equal(classes, plain_classes)
+    # Without owned weights the checks still run: protection abft alone.
+    admit(bench, abft=True, scrub=False)
+    assert infer(bench, 4)[0]["protection"] == "abft"
+
+
+@pytest.mark.req("RAD-001")
+def test_the_checked_session_gives_the_reference_outputs_of_the_model_as_uplinked(bench):
+    state = bench.worker.store.state(MODEL_NAME)
+    reference = ReferenceSet.from_bytes(bench.worker.store.load_reference(MODEL_NAME, state.active.version))
+    names = list(reference.outputs)
+    assert sorted(names) == ["cloud_fraction", "logits", "probabilities"]  # every output of the file
+    admit(bench, abft=False)
+    plain = run_outputs(bench.worker._session(MODEL_NAME).session, reference.x, names, BATCH)  # noqa: SLF001
+    admit(bench, abft=True)
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert model.check_output == CHECK_OUTPUT and model.outputs == ("probabilities", CHECK_OUTPUT)
+    assert [o.name for o in model.session.get_outputs()] == ["logits", "probabilities", "cloud_fraction", CHECK_OUTPUT]
+    checked = run_outputs(model.session, reference.x, names + [CHECK_OUTPUT], BATCH)
+    # Bit for bit the outputs of the same session options without the checks...
+    for name in names:
+        np.testing.assert_array_equal(checked[name], plain[name], err_msg=name)
+    assert checked[CHECK_OUTPUT].all()
+    # ...and within float32 rounding of those the reference set holds, computed when the model was
+    # installed, in a session of onnxruntime's default options (optimisation "all", pre-packed
+    # weights: another summation order, measured 4.8e-7 on logits of order 1). 1e-5 is 100 times
+    # tighter than the tolerance uplinks are signed with (package.DEFAULT_TOLERANCE, 1e-3).
+    result = compare_outputs({n: checked[n] for n in names}, reference.outputs, 1e-5)
+    assert result.ok, result.describe()
+
+
+# --- upsets: caught by the flags, scrubbed, run again ---------------------------------------------
+
+
+@pytest.mark.req("RAD-105", "RAD-104")
+def test_a_flipped_model_weight_is_caught_by_the_checksum_repaired_and_the_batch_run_again(bench):
+    admit(bench, abft=False)
+    _, _, want_classes, want_conf = infer(bench, 1)  # the unchecked path, on intact weights
+    admit(bench, abft=True)
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    clean_probs, clean_ok = run_all(model)
+    assert clean_ok.all()
+    flip(model.scrubber.owned_bytes("w2"), 4 * 5 + 3, 5)  # w2[5], a Conv weight: its exponent, 2**32 times
+    hit_probs, hit_ok = run_all(model)
+    assert not np.array_equal(hit_probs, clean_probs)  # the session computes from the flipped buffer
+    assert not hit_ok.any()  # and every sample's checksum says so
+
+    receipt, check, classes, conf = infer(bench, 2)
+    np.testing.assert_array_equal(classes, want_classes)  # computed on the repaired weights
+    np.testing.assert_array_equal(conf, want_conf)
+    assert check == [PASSED] * 24 and receipt["check_status"] == "passed"
+    assert (receipt["abft_failures"], receipt["reruns"], receipt["weights_repaired"], receipt["tiles_failed"],
+            receipt["batches"], receipt["tiles_checked"]) == (1, 1, 1, 0, 3, 24)
+    (repaired,) = bench.events("WEIGHTS_REPAIRED")
+    assert (repaired.args["tensor"], repaired.args["source"], repaired.args["bytes"]) == ("w2", "vote", 1)
+    (failed,) = bench.events("RESULT_CHECK_FAILED")
+    assert failed.args == {"job_id": 2, "check": "checksum", "tiles": BATCH,
+                           "outcome": "passed after a scrub and a rerun"}
+
+
+@pytest.mark.req("RAD-101", "RAD-102", "RAD-105")
+def test_a_flipped_checksum_weight_is_owned_scrubbed_and_repaired_too(bench):
+    admit(bench, abft=True)
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    added = [n for n in model.scrubber.names if n.startswith("abft/")]
+    assert "abft/2/g" in added and len(added) >= 10  # the pass's weights are in the owned, scrubbed set
+    clean_probs, _ = run_all(model)
+    g = model.scrubber.owned["abft/2/g"]
+    element = int(np.flatnonzero(g)[0])
+    flip(model.scrubber.owned_bytes("abft/2/g"), 4 * element + 3, 6)  # its exponent's top bit
+    probs, ok = run_all(model)
+    np.testing.assert_array_equal(probs, clean_probs)  # the model's own result does not read it...
+    assert not ok.any()  # ...the check does, from the owned buffer
+
+    receipt, check, _, _ = infer(bench, 1)
+    assert check == [PASSED] * 24 and receipt["check_status"] == "passed"
+    assert (receipt["abft_failures"], receipt["reruns"], receipt["weights_repaired"]) == (1, 1, 1)
+    assert [e.args["tensor"] for e in bench.events("WEIGHTS_REPAIRED")] == ["abft/2/g"]
+    assert model.scrubber.verify() and run_all(model)[1].all()
+
+
+@pytest.mark.req("RAD-105")
+def test_a_flip_in_every_copy_cannot_be_repaired_and_marks_the_tiles_failed(bench):
+    admit(bench, abft=True)
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    sc = model.scrubber
+    # The same flip in the owned buffer and all three golden copies (as if the weight had been hit
+    # before the copies were taken): four copies agree, so the scrub trusts them over the CRC.
+    for view in (sc.owned_bytes("w2"), *(sc.golden_bytes(k, "w2") for k in range(3))):
+        flip(view, 4 * 5 + 3, 5)
+    receipt, check, _, _ = infer(bench, 1)
+    assert check == [FAILED] * 24
+    assert (receipt["check_status"], receipt["tiles_failed"], receipt["tiles_passed"], receipt["tiles_checked"]) == (
+        "failed", 24, 0, 24)
+    assert receipt["abft_failures"] == receipt["reruns"] == 3  # every batch: failed, run again, failed again
+    (event,) = bench.events("RESULT_CHECK_FAILED")  # the others within 10 s are counted, not sent
+    assert event.args["outcome"].startswith("failed again after a scrub (checksum)")
+    assert [e.args["source"] for e in bench.events("WEIGHTS_REPAIRED")] == ["crc table"]
+    status = bench.worker.status()
+    assert (status.checks_failed, status.reruns, status.results_marked) == (3, 3, 3)
+
+
+# --- the unchecked path, and the parameter ---------------------------------------------------------
+
+
+@pytest.mark.req("RAD-104")
+def test_abft_checks_off_runs_unchecked_and_the_receipt_counts_every_tile_in_order(bench):
+    admit(bench, abft=False)
+    receipt, check, _, _ = infer(bench, 1)
+    assert (receipt["protection"], receipt["check_status"], receipt["tiles_unchecked"], receipt["tiles_checked"],
+            receipt["batches"]) == ("scrubbed", "unchecked", 24, 0, 3)
+    assert check == [UNCHECKED] * 24 and bench.worker._session(MODEL_NAME).check_output is None  # noqa: SLF001
+    # Every other batch run twice: the unchecked batches around it keep their places in the product.
+    admit(bench, abft=False, fraction=0.5)
+    receipt, check, _, _ = infer(bench, 2)
+    assert check == [UNCHECKED] * BATCH + [PASSED] * BATCH + [UNCHECKED] * BATCH
+    assert (receipt["batches"], receipt["double_runs"], receipt["tiles_checked"], receipt["tiles_unchecked"]) == (
+        3, 1, 8, 16)
+    admit(bench, abft=False, scrub=False)
+    receipt, check, _, _ = infer(bench, 3)
+    assert (receipt["protection"], receipt["check_status"], receipt["scrub_age_s"]) == ("none", "unchecked", None)
+
+
+def test_unchecked_batches_enter_the_receipt_together_with_exact_counts():
+    many = ProductChecks("ab" * 32, Protection.SCRUBBED, CPU)
+    one_by_one = ProductChecks("ab" * 32, Protection.SCRUBBED, CPU)
+    many.add_batch(20, None, batches=3, scrub_age_s=2.0, flux=FluxClass.QUIET)
+    for n in (8, 8, 4):
+        one_by_one.add_batch(n, None, scrub_age_s=2.0, flux=FluxClass.QUIET)
+    assert many.receipt() == one_by_one.receipt()
+    np.testing.assert_array_equal(many.tile_status(), one_by_one.tile_status())
+    with pytest.raises(ValueError, match="batches must be at least 1, got 0"):
+        many.add_batch(4, None, batches=0)
+
+
+@pytest.mark.req("RAD-105", "RAD-106")
+def test_changing_abft_checks_reopens_the_session_and_the_pass_runs_once_per_version(bench):
+    admit(bench, abft=True)
+    checked = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
+    assert checked.check_output == CHECK_OUTPUT and made.source_sha256 == sha256_hex(SHIPPED)
+    admit(bench, abft=False)
+    assert bench.worker._sessions == {}  # noqa: SLF001 - dropped at once
+    plain = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert plain.check_output is None and plain.protection.value == "scrubbed"
+    assert "abft/2/g" not in plain.scrubber.names
+    admit(bench, abft=False)  # the same again: nothing reopens
+    assert bench.worker._session(MODEL_NAME) is plain  # noqa: SLF001
+    admit(bench, abft=True, threads=2)  # on again (and the threads changed): the pass is not run again
+    again = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert again.check_output == CHECK_OUTPUT and again is not checked
+    assert bench.worker._checked_models[MODEL_NAME].data is made.data  # noqa: SLF001
+    # Kept bytes hit while kept (one bit of a weight) are not built on: made again from the store's.
+    hit = bytearray(made.data)
+    hit[len(hit) // 2] ^= 0x40
+    bench.worker._checked_models[MODEL_NAME] = made._replace(data=bytes(hit))  # noqa: SLF001
+    admit(bench, abft=True, threads=1)
+    rebuilt = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert bench.worker._checked_models[MODEL_NAME].data == made.data  # noqa: SLF001
+    assert rebuilt.scrubber.verify() and run_all(rebuilt)[1].all()
+
+
+@pytest.mark.system  # a real ZeroMQ socket pair
+@pytest.mark.req("RAD-106")
+def test_the_agent_sends_abft_checks_with_every_admission(tmp_path):
+    assert DICTIONARY.parameter_defaults["abft_checks"] is True
+    for value in (True, False):
+        params = dict(DICTIONARY.parameter_defaults, abft_checks=value)
+        sup = ComputeSupervisor(tmp_path / f"compute{value}", True, lambda *a, **k: None, _Faults(), _Clock(), params,
+                                lambda: 1, lambda where, exc: None)
+        peer = zmq.Context.instance().socket(zmq.DEALER)
+        peer.setsockopt(zmq.IDENTITY, b"compute")
+        peer.linger = 0
+        peer.connect(sup.endpoint)
+        try:
+            admits: list[cp.Admit] = []
+            deadline = time.monotonic() + 5.0
+            while not admits and time.monotonic() < deadline:  # until the ROUTER knows the peer
+                sup.admit(Admission.INFERENCE, 1, 3, 5.0, "test")
+                while peer.poll(50):
+                    admits += [m for m in [cp.decode(peer.recv())] if isinstance(m, cp.Admit)]
+            assert admits and all(a.abft_checks is value for a in admits)
+        finally:
+            peer.close(0)
+            sup.close()
+
+
+class _Faults:
+    def record(self, what):
+        pass
+
+
+class _Clock:
+    def monotonic_s(self):
+        return 0.0
+
+    def now_s(self):
+        return 1_794_830_400.0
+
+
+# --- a model the pass refuses --------------------------------------------------------------------
+
+
+def unprotectable() -> bytes:
+    """probabilities = softmax(x . w), w an initializer a graph input may override: not a constant,
+    so the checksum pass refuses the MatMul by name; onnxruntime runs it on the initializer."""
+    w = numpy_helper.from_array(np.array([[2.0, -1.0], [0.5, 3.0]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mix"),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+        "unprotectable",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.req("RAD-106")
+def test_a_model_the_pass_refuses_runs_unchecked_and_says_so_once(bench):
+    bench.worker.store.install("mixer", "1", unprotectable(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    x = np.random.default_rng(3).uniform(-1.0, 1.0, size=(12, 2)).astype(np.float32)
+    bench.data_set("tiles", x)
+    admit(bench, abft=True)
+    receipt, check, classes, _ = infer(bench, 1, model="mixer")
+    np.testing.assert_array_equal(classes, (x @ np.array([[2.0, -1.0], [0.5, 3.0]], np.float32)).argmax(axis=1))
+    assert (receipt["protection"], receipt["check_status"], check) == ("scrubbed", "unchecked", [UNCHECKED] * 12)
+    (said,) = unchecked_said(bench)
+    assert said.args["name"] == "mixer" and said.args["reason"].startswith("the checksum pass refused it")
+    assert "MatMul node 'mix'" in said.args["reason"]
+    admit(bench, abft=True, threads=2)  # a new session on the same version: nothing said again
+    infer(bench, 2, model="mixer")
+    assert len(unchecked_said(bench)) == 1

@@ -1,0 +1,412 @@
+"""On-board training under radiation (issue 17): a checkpoint before the SAA, every step checked.
+
+Real trainers on real onnxruntime sessions and real data: scikit-learn's bundled digits
+(tests/test_training_digits.py says what they are), and the small synthetic set of
+tests/test_compute_jobs.py. Upsets are injected by flipping bits: in a batch (the data a
+step's gradient is computed from, as an upset in the input buffer would), in the trainer's
+state (through ``load_state``, as an upset in its memory would), in a data set in memory.
+The environment comes from :func:`radiation_estimate` on a real orbit, checked against a
+1 s scan of ``in_saa`` over the same orbit.
+"""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import numpy as np
+import pytest
+
+from flight.agent.compute import SAA_LOOKAHEAD_S, radiation_estimate
+from flight.compute import protocol as cp
+from flight.compute.checkpoint import load_checkpoint
+from flight.compute.training import (
+    Adam,
+    Dense,
+    MlpSpec,
+    NonFiniteLossError,
+    Sgd,
+    StepLimits,
+    StepRefusedError,
+    Trainer,
+    build_training_step,
+    guard,
+)
+from flight.compute.training_job import (
+    REFUSALS_BEFORE_RESTORE,
+    SAA_CHECKPOINT_LEAD_S,
+    TrainingJob,
+    TrainingPlan,
+    TrainingRefusedError,
+)
+from flight.link.definitions import FluxClass
+from flight.orbit import Orbit, geodetic_from_teme, in_saa
+from flight.records import RecordCodec
+
+datasets = pytest.importorskip("sklearn.datasets")
+
+START_UNIX_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z, as tests/test_scrub.py
+DIGITS_SPEC = MlpSpec(64, (Dense(128, "relu"), Dense(10)))
+HELD_OUT = 450
+
+
+def _digits():
+    digits = datasets.load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    return x[order[HELD_OUT:]], y[order[HELD_OUT:]], x[order[:HELD_OUT]], y[order[:HELD_OUT]]
+
+
+def _synthetic(n=96, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1).astype(np.int64)
+    return x, y
+
+
+def flip(array: np.ndarray, flat_index: int, bit: int) -> None:
+    """Flip one bit of one float32 in place (bit 30: the top exponent bit; 23..29 the others)."""
+    array.reshape(-1).view(np.uint32)[flat_index] ^= np.uint32(1 << bit)
+
+
+def assert_same_bits(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        np.testing.assert_array_equal(value, b[key], err_msg=key)
+
+
+def held_out_accuracy(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(trainer.inference_model().SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((session.run(["logits"], {"x": x})[0].argmax(axis=1) == y).mean())
+
+
+def in_saa_scan(orbit: Orbit, start_unix_s: float, duration_s: float) -> np.ndarray:
+    """The brute force: in_saa at every whole second of [start, start + duration]."""
+    t = start_unix_s + np.arange(0.0, duration_s + 1.0, 1.0)
+    r_teme_km, _ = orbit.propagate(t)
+    return np.asarray(in_saa(*geodetic_from_teme(r_teme_km, t)))
+
+
+# --- the predicted SAA entry ---------------------------------------------------------------
+
+
+@pytest.mark.req("RAD-107")
+@pytest.mark.parametrize("inc_deg, raan_deg", [(51.6, 30.0), (97.6, 0.0), (28.5, 100.0)])
+def test_the_predicted_entry_agrees_with_a_one_second_scan_of_in_saa(inc_deg, raan_deg):
+    orbit = Orbit.from_elements(550.0, inc_deg, raan_deg, START_UNIX_S)
+    hours_s = 6 * 3600.0
+    inside = in_saa_scan(orbit, START_UNIX_S, hours_s + SAA_LOOKAHEAD_S)
+    seen = {"inside": 0, "ahead": 0, "none": 0}
+    for offset_s in range(0, int(hours_s), 40):
+        got = radiation_estimate(orbit, START_UNIX_S + offset_s)
+        window = inside[offset_s:offset_s + int(SAA_LOOKAHEAD_S) + 1]
+        assert got.in_saa == bool(window[0])
+        if window[0]:
+            assert got.saa_entry_in_s == 0.0
+            seen["inside"] += 1
+        elif not window.any():
+            assert got.saa_entry_in_s is None, offset_s
+            seen["none"] += 1
+        else:
+            # The scan's first second inside is at most 1 s after the crossing; the estimate
+            # interpolates between samples 30 s apart, measured within 1 s of the crossing:
+            # so it lies within [first - 2 s, first + 1 s].
+            first_s = float(np.flatnonzero(window)[0])
+            assert got.saa_entry_in_s is not None and first_s - 2.0 <= got.saa_entry_in_s <= first_s + 1.0, \
+                (offset_s, got.saa_entry_in_s, first_s)
+            seen["ahead"] += 1
+    assert min(seen.values()) > 0, seen  # every case came up
+
+
+@pytest.mark.req("RAD-107")
+def test_no_orbit_no_prediction_and_the_record_round_trips():
+    assert radiation_estimate(None, START_UNIX_S) == cp.NO_RADIATION
+    assert cp.NO_RADIATION.saa_entry_in_s is None and cp.NO_RADIATION.flux_class is FluxClass.UNKNOWN
+    codec = RecordCodec("radiation", (cp.Radiation,))  # the codec the compute protocol is built on
+    for record in (cp.NO_RADIATION, cp.Radiation(FluxClass.SAA, True, -30.0, 5700.0, 0.0),
+                   cp.Radiation(FluxClass.QUIET, False, 12.5, 5700.0, 123.4)):
+        assert codec.decode(codec.encode(record)) == record
+    assert cp.Radiation(FluxClass.QUIET, False, 1.0, 5700.0).saa_entry_in_s is None  # older 4-field form
+
+
+# --- a checkpoint before the SAA -----------------------------------------------------------
+
+
+def _synthetic_job(tmp_path, name="job.ck", checkpoint_every=1_000_000):
+    x, y = _synthetic()
+    plan = TrainingPlan(total_steps=10_000_000, batch_size=16, checkpoint_every=checkpoint_every, seed=5)
+    events: list[tuple[str, dict]] = []
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "tanh"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
+                      tmp_path / name, on_event=lambda what, **args: events.append((what, args)))
+    return job, events
+
+
+@pytest.mark.req("RAD-108")
+def test_a_predicted_entry_ahead_checkpoints_exactly_once_before_each_pass(tmp_path):
+    orbit = Orbit.from_elements(550.0, 51.6, 30.0, START_UNIX_S)
+    span_s, tick_s = 5 * 3600.0, 5.0
+    inside = in_saa_scan(orbit, START_UNIX_S, span_s)
+    entries_s = np.flatnonzero(inside[1:] & ~inside[:-1]) + 1.0  # first second inside of each pass
+    assert len(entries_s) >= 2
+    # Start a minute into a pass: the pass under way gets no checkpoint (it would not be from before it).
+    start_s = float(entries_s[0]) + 60.0
+    assert inside[int(start_s)]
+    job, events = _synthetic_job(tmp_path)
+    fired: list[tuple[float, int]] = []
+    for offset_s in np.arange(start_s, span_s, tick_s):
+        radiation = radiation_estimate(orbit, START_UNIX_S + offset_s)
+        if job.radiation_tick(radiation):
+            assert not radiation.in_saa
+            assert load_checkpoint(job.checkpoint_path).step == job.status.step  # written now, this state
+            fired.append((float(offset_s), job.status.step))
+        job.run(3)  # training goes on between control ticks
+    later = [e for e in entries_s if start_s < e < span_s]
+    assert len(fired) == len(later) == job.status.saa_checkpoints
+    for (when_s, _step), entry_s in zip(fired, later):
+        # Before the entry, no earlier than the lead (plus a tick and the prediction's 2 s) before it.
+        assert entry_s - SAA_CHECKPOINT_LEAD_S - tick_s - 2.0 <= when_s < entry_s, (when_s, entry_s)
+    assert [what for what, _ in events] == ["saa_checkpoint"] * len(fired)
+    assert job.status.last_checkpoint_step == fired[-1][1]  # nothing else wrote one (checkpoint_every is huge)
+
+
+@pytest.mark.req("RAD-108")
+def test_with_no_tle_there_is_no_prediction_no_checkpoint_and_no_crash(tmp_path):
+    job, events = _synthetic_job(tmp_path)
+    for k in range(200):
+        assert job.radiation_tick(radiation_estimate(None, START_UNIX_S + k)) is False
+        job.run(2)
+    assert job.status.step == 400 and job.status.saa_checkpoints == 0 and events == []
+    assert not job.checkpoint_path.exists()
+
+
+# --- every step checked --------------------------------------------------------------------
+
+
+@pytest.mark.req("RAD-109")
+@pytest.mark.parametrize("optimizer", [Adam(1e-3), Sgd(0.1), Sgd(0.05, momentum=0.9)], ids=repr)
+def test_a_flipped_exponent_bit_in_a_batch_is_refused_and_the_state_is_as_before(optimizer):
+    x, y, _, _ = _digits()
+    trainer = Trainer(DIGITS_SPEC, optimizer, 64, seed=0)
+    for k in range(30):
+        rows = slice((k % 21) * 64, (k % 21 + 1) * 64)
+        trainer.step(x[rows], y[rows])
+    before = trainer.state_arrays()
+    bad = x[:64].copy()
+    k = int(np.flatnonzero((bad.reshape(-1) > 0.0) & (bad.reshape(-1) < 1.0))[0])
+    flip(bad, k, 30)  # the top exponent bit: a pixel of 1/16 becomes 2e37
+    with pytest.raises(StepRefusedError) as info:
+        trainer.step(bad, y[:64])
+    # The loss stayed finite: it is the gradient check that refused it (its square overflows float32).
+    assert not isinstance(info.value, NonFiniteLossError) and math.isfinite(info.value.loss)
+    assert info.value.reason == "gradient not finite (norm inf)" and info.value.step == 31
+    assert trainer.steps == 30
+    assert_same_bits(trainer.state_arrays(), before)
+    assert np.isfinite(trainer.step(x[:64], y[:64]).loss) and trainer.steps == 31
+
+
+@pytest.mark.req("RAD-109")
+def test_a_finite_but_out_of_range_gradient_is_refused_by_the_ratio_to_the_recent_peak():
+    x, y = _synthetic()
+    trainer = Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1)
+    for k in range(30):
+        trainer.step(x[(k % 6) * 16:(k % 6) * 16 + 16], y[(k % 6) * 16:(k % 6) * 16 + 16])
+    before = trainer.state_arrays()
+    bad = x[:16].copy()
+    k = int(np.flatnonzero(np.abs(bad.reshape(-1)) >= 2.0)[0])
+    flip(bad, k, 27)  # x 2^16: 2.04 becomes 133754, finite and below the absolute bound
+    with pytest.raises(StepRefusedError, match=r"gradient norm .* times the largest of the last 30 accepted steps "
+                                               r"\(limit 100\)") as info:
+        trainer.step(bad, y[:16])
+    assert 100 * trainer.guard.peaks[0] < info.value.grad_norm < StepLimits().max_norm
+    assert_same_bits(trainer.state_arrays(), before)
+
+
+@pytest.mark.req("RAD-109")
+def test_an_upset_in_the_optimizer_state_is_refused_and_the_job_goes_back_to_its_checkpoint(tmp_path):
+    """A flip in Adam's first moment makes the update 1e37: every step from that state is refused;
+    the job retries the batch, skips it, then loads its last checkpoint, and ends bit for bit where
+    a run without the upset ends (the checkpoint holds the clean state and the data position)."""
+    x, y, x_test, y_test = _digits()
+    plan = TrainingPlan(total_steps=21 * 30, batch_size=64, checkpoint_every=50, seed=7)  # 30 epochs
+    clean = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x, y, plan, tmp_path / "clean.ck")
+    clean.run(10_000)
+    events: list[tuple[str, dict]] = []
+    job = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x, y, plan, tmp_path / "upset.ck",
+                      on_event=lambda what, **args: events.append((what, args)))
+    job.run(120)  # checkpoints at 50 and 100
+    state = job.trainer.state_arrays()
+    m = state["W1.adam_m"]
+    k = int(np.argmax(np.abs(m)))
+    flip(m, k, 30)
+    job.trainer.load_state(state)  # as if the bit had flipped in the trainer's memory
+    before = job.trainer.state_arrays()
+    assert job.run(2) == 0  # refused, retried on the same batch and refused again: nothing committed
+    assert_same_bits(job.trainer.state_arrays(), before)
+    assert job.status.step == 120 and job.status.steps_refused == 2
+    assert job.status.last_refusal == "update not finite (norm inf)"
+    job.run(10_000)
+    assert job.status.steps_refused == REFUSALS_BEFORE_RESTORE and job.status.restores == 1
+    assert [what for what, _ in events] == ["step_refused"] * 3 + ["restored"] and events[-1][1]["step"] == 100
+    assert job.done and job.status.step == clean.status.step
+    assert_same_bits(job.trainer.state_arrays(), clean.trainer.state_arrays())
+    assert held_out_accuracy(job.trainer, x_test, y_test) > 0.95  # tests/test_training_digits.py's bar
+
+
+@pytest.mark.req("RAD-109")
+def test_an_upset_during_a_step_leaves_no_trace_and_training_converges(tmp_path):
+    """Transient upsets in the batches of five steps: each is refused, the batch is run again
+    clean, and the job ends bit for bit where a run without upsets ends."""
+    x, y, x_test, y_test = _digits()
+    plan = TrainingPlan(total_steps=21 * 30, batch_size=64, checkpoint_every=50, seed=7)
+    clean = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x, y, plan, tmp_path / "clean.ck")
+    clean.run(10_000)
+    job = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x, y, plan, tmp_path / "upset.ck")
+    rng = np.random.default_rng(11)
+    for at_step in (3, 60, 200, 401, 600):
+        job.run(at_step - job.status.step)
+        position = job.cursor.position
+        row = int(job.cursor.next_indices()[0])  # the first sample of the next batch
+        job.cursor.seek(*position)
+        col = int(rng.choice(np.flatnonzero(job.x[row] > 0.0)))
+        flip(job.x, row * job.x.shape[1] + col, 30)  # the upset...
+        refused = job.status.steps_refused
+        assert job.run(1) == 0 and job.status.steps_refused == refused + 1
+        flip(job.x, row * job.x.shape[1] + col, 30)  # ...was transient
+    job.run(10_000)
+    assert job.status.steps_refused == 5 and job.status.restores == 0
+    assert_same_bits(job.trainer.state_arrays(), clean.trainer.state_arrays())
+    assert held_out_accuracy(job.trainer, x_test, y_test) > 0.95
+
+
+@pytest.mark.req("RAD-109")
+def test_a_bad_sample_in_memory_is_skipped_each_epoch_and_training_goes_on(tmp_path):
+    x, y, x_test, y_test = _digits()
+    plan = TrainingPlan(total_steps=21 * 30, batch_size=64, checkpoint_every=50, seed=7)
+    job = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x, y, plan, tmp_path / "job.ck")
+    x_bad = job.x = x.copy()
+    flip(x_bad, int(np.flatnonzero(x_bad[5] > 0.0)[0]) + 5 * x.shape[1], 30)  # stays flipped
+    job.run(10_000)
+    # Each epoch (31 or so: the skipped batches make up steps) the batch holding sample 5 is
+    # refused twice, retried then skipped, unless the sample fell in the dropped tail; where it
+    # is last in one epoch and first in the next, three in a row, but the same sample: no restore.
+    assert job.done and job.status.restores == 0
+    assert 2 * 25 <= job.status.steps_refused <= 3 * 32
+    assert held_out_accuracy(job.trainer, x_test, y_test) > 0.95
+
+
+@pytest.mark.req("RAD-109")
+def test_refused_again_from_the_same_checkpoint_the_job_fails_and_says_why(tmp_path):
+    job, _events = _synthetic_job(tmp_path, checkpoint_every=20)
+    job.run(30)
+    state = job.trainer.state_arrays()
+    flip(state["W0.adam_m"], 0, 30)
+    job.trainer.load_state(state)
+    job.checkpoint()  # the bad state got into the checkpoint too
+    with pytest.raises(TrainingRefusedError, match=r"again after going back to the checkpoint of step 30: "
+                                                    r"the training diverges or its data is bad"):
+        job.run(100)
+    assert job.status.restores == 1 and job.status.steps_refused == 2 * REFUSALS_BEFORE_RESTORE
+
+
+@pytest.mark.req("RAD-109")
+def test_the_check_outputs_are_the_gradient_and_update_norms():
+    """grad_sq and update_sq against the numpy reference step (float64)."""
+    import onnxruntime as ort
+
+    from flight.compute.training import reference
+    from flight.compute.training.graph import init_state, init_weights
+
+    spec = MlpSpec(6, (Dense(5, "tanh"), Dense(3)))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 6)), rng.integers(0, 3, 8)
+    for optimizer in (Sgd(0.1), Sgd(0.1, momentum=0.9), Adam(1e-2)):
+        model = build_training_step(spec, optimizer, 8, dtype="float64", emit_checks=True)
+        assert [o.name for o in model.graph.output][-2:] == ["grad_sq", "update_sq"]
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        weights = init_weights(spec, seed=1, dtype="float64")
+        feeds = {"x": x, "y": y, "lr": np.array(optimizer.lr), **weights, **init_state(spec, optimizer, dtype="float64")}
+        out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        _, _, grads = reference.loss_and_grads(spec, weights, x, y)
+        assert out["grad_sq"] == pytest.approx(sum(float((g ** 2).sum()) for g in grads.values()), rel=1e-12)
+        moved = sum(float(((weights[p] - out[f"{p}.next"]) ** 2).sum()) for p in weights)
+        assert out["update_sq"] == pytest.approx(moved, rel=1e-9)
+
+
+def test_the_guards_examples():
+    assert doctest.testmod(guard, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+# --- and none of it gets in the way of clean training --------------------------------------
+
+
+@pytest.mark.req("RAD-110")
+@pytest.mark.parametrize("optimizer, batch, steps", [
+    (Adam(1e-3), 64, 2000),  # the worker's optimizer and batch
+    (Sgd(0.1), 8, 2000),  # small batches: the noisiest norms of the sweep in guard.py
+    (Adam(1e-3), 1, 3000),  # one sample a step: norms that span decades
+], ids=["adam-64", "sgd-8", "adam-1"])
+def test_many_clean_steps_on_real_data_give_no_refusal(tmp_path, optimizer, batch, steps):
+    x, y, _, _ = _digits()
+    plan = TrainingPlan(total_steps=steps, batch_size=batch, checkpoint_every=1000, seed=3)
+    job = TrainingJob(Trainer(DIGITS_SPEC, optimizer, batch, seed=2), x, y, plan, tmp_path / "job.ck")
+    losses = []
+    while not job.done:
+        job.run(50)
+        losses.append(job.status.loss)
+    assert job.status.step == steps and job.status.steps_refused == 0 and job.status.restores == 0
+    assert np.mean(losses[-5:]) < 0.25 * np.mean(losses[:2])
+
+
+@pytest.mark.req("RAD-109")
+def test_a_bad_sample_in_every_batch_fails_the_job_rather_than_looping(tmp_path):
+    x, y = _synthetic(n=16)
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y,
+                      TrainingPlan(total_steps=100, batch_size=16, checkpoint_every=10), tmp_path / "job.ck")
+    job.run(20)
+    job.x = x.copy()
+    job.x[3, 4] = np.nan  # batch = the whole set: every batch holds it
+    with pytest.raises(TrainingRefusedError, match=r"7 steps refused in a row, the last: loss nan; every batch "
+                                                    r"holds sample\(s\) \[0, 1, 2, 3"):
+        job.run(100)
+    assert job.status.restores == 0 and job.status.step == 20
+
+
+# --- in the worker: the agent's prediction reaches the job, and the job's word reaches the ground ---
+
+
+@pytest.mark.req("RAD-108", "RAD-109")
+def test_the_worker_checkpoints_before_a_predicted_entry_and_says_so_and_relays_refusals(tmp_path):
+    from flight.link.definitions import Admission, FluxClass, JobKind
+    from tests.model_helpers import WorkerBench
+
+    x, y = _synthetic(n=256)
+    flip(x, 5 * x.shape[1], 30)  # one sample stays bad in memory: its batch is refused each epoch
+    bench = WorkerBench(tmp_path / "compute")
+    try:
+        (bench.root / "data").mkdir(parents=True, exist_ok=True)
+        np.savez(bench.root / "data" / "synthetic.npz", x=x, y=y)
+        ahead = cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=20.0)
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=ahead,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(
+            1, JobKind.TRAINING, "synthetic", steps=64, batch_size=16, checkpoint_every=1_000_000)))
+        assert reply.ok, reply.reason
+        job = bench.worker.jobs[1]
+        for _ in range(200):
+            if job.state.value not in ("QUEUED", "RUNNING"):
+                break
+            bench.worker.work_slice()
+        assert job.state.value == "DONE", job.detail
+        status = bench.worker.status()
+        (said,) = bench.events("TRAIN_SAA_CHECKPOINT")  # once per pass, however many slices saw it ahead
+        assert said.args["job_id"] == 1 and said.args["entry_in_s"] == 20.0
+        assert status.train_saa_checkpoints == 1
+        assert (bench.root / "checkpoints" / "job00001.ck").exists()
+        assert status.train_steps_refused >= 2 and status.train_restores == 0
+        refused = bench.events("TRAIN_STEP_REFUSED")
+        assert 1 <= len(refused) <= status.train_steps_refused and refused[0].args["job_id"] == 1
+    finally:
+        bench.close()
