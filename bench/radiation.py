@@ -24,19 +24,27 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
   here on the CPU: what a Jetson Orin would catch with TF32 left on.
-- ``abft_overhead``: protected over bare, sessions as the worker opens them by default (CPU
-  provider, 1 thread, graph optimisation ``all``), batch 64, all outputs; ``OVERHEAD_PAIRS``
-  interleaved pairs of ``OVERHEAD_RUNS`` runs each (which goes first alternates), the median
-  of the per-pair ratios, minus 1. ``abft_overhead_extended``: the same with optimisation
-  ``extended`` (what the worker uses with ``weights_scrub``), where onnxruntime does not
-  reorder tensors into its blocked NCHWc layout and back for the checks.
+- ``abft_overhead``: protected over bare, sessions as the worker opens them without
+  ``weights_scrub`` (CPU provider, 1 thread, graph optimisation ``all``), batch 64, all
+  outputs; ``OVERHEAD_PAIRS`` interleaved pairs of ``OVERHEAD_RUNS`` runs each (which goes
+  first alternates), the median of the per-pair ratios, minus 1. ``abft_overhead_extended``:
+  the same with optimisation ``extended``. ``abft_overhead_by_setting``: the same figure for
+  each of ``OVERHEAD_SETTINGS``: sessions as the worker opens them by default, with
+  ``weights_scrub`` (``owned``: owned initializers, pre-packing off, ``extended``), and without
+  (``all``), on 1 and 2 threads, batches of 64 and 16 tiles. On x86 at ``all`` onnxruntime
+  keeps Conv outputs in its blocked NCHWc layout and reorders every one the checks read; a
+  Jetson's CPU has no NCHWc kernels. ``abft_overhead_floor``: what reading the checked nodes'
+  outputs costs by itself (each also a graph output, through a Shape that reads no data, so
+  onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
+  part no checksum design can remove.
 - ``abft_detect_rate_over_1e-2``, ``abft_detect_rate_class_only``: the same flips judged by
   a coarser consequence (an output moved by > 1e-2; the class alone, or non-finite).
 - ``false_alarms``: tiles flagged among ``false_alarm_tiles`` clean ones (batches of 64): the
   held-out tiles; procedural tiles from the same generator with another seed, each in the 8
   rotations and mirrors; tiles of uniform random reflectance over the data's range; and flat
-  tiles (0, the data's maximum, 1.0). On 1 thread, and again on 2 threads and with graph
-  optimisation off (other kernels, other summation orders) over part of them.
+  tiles (0, the data's maximum, 1.0). On 1 thread, and again on 2 threads, with graph
+  optimisation off, and as the worker opens owned-weight sessions (``extended``, 2 threads,
+  batches of 16) over part of them (other kernels, other summation orders).
 
 ``python -m bench.radiation [--seed N]``; the published figures use the default seed
 (:data:`SEED`). The tolerance (:data:`flight.compute.abft.SAFETY`) was chosen from the
@@ -57,7 +65,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from flight.compute import abft
-from flight.compute.providers import open_session, session_options_for
+from flight.compute.providers import open_session, owned_weights_options, session_options_for
 from flight.compute.usecase.cloud import generate_tiles
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
 
@@ -70,6 +78,7 @@ TF32_FLIPS = 2000
 OVERHEAD_BATCH = 64
 OVERHEAD_PAIRS = 60
 OVERHEAD_RUNS = 10
+OVERHEAD_SETTINGS = tuple((kind, threads, batch) for kind in ("owned", "all") for threads in (1, 2) for batch in (64, 16))
 GENERATED_TILES = 12_400  # x 8 rotations and mirrors
 RANDOM_TILES = 2048
 OUTPUTS = ("logits", "probabilities", "cloud_fraction")
@@ -289,12 +298,25 @@ def count_false_alarms(session: ort.InferenceSession, tiles: np.ndarray, batch: 
 # -- overhead -----------------------------------------------------------------------------------
 
 
-def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str = "all") -> float:
-    """Median over interleaved pairs of (protected time / bare time), minus 1; one thread, batch 64."""
-    options = session_options_for(1, optimization=optimization)
-    s_bare = ort.InferenceSession(bare, options, providers=["CPUExecutionProvider"])
-    s_prot = ort.InferenceSession(protected, options, providers=["CPUExecutionProvider"])
-    batches = [tiles[i:i + OVERHEAD_BATCH] for i in range(0, len(tiles) - OVERHEAD_BATCH + 1, OVERHEAD_BATCH)]
+def cpu_session(data: bytes, kind: str, threads: int) -> tuple[ort.InferenceSession, object]:
+    """A CPU session on ``data`` as the worker opens one: ``kind`` "owned" (its initializers
+    buffers the caller keeps, as with ``weights_scrub``), else the optimisation level. Keep
+    the second value as long as the session: the owned buffers."""
+    if kind != "owned":
+        return ort.InferenceSession(data, session_options_for(threads, optimization=kind),
+                                    providers=["CPUExecutionProvider"]), None
+    model = onnx.load_from_string(data)
+    arrays = {t.name: np.ascontiguousarray(onnx.numpy_helper.to_array(t)).copy() for t in model.graph.initializer}
+    options, values = owned_weights_options(arrays, threads)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]), (arrays, values)
+
+
+def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str = "all", threads: int = 1,
+             batch: int = OVERHEAD_BATCH) -> float:
+    """Median over interleaved pairs of (protected time / bare time), minus 1."""
+    sessions = [cpu_session(bare, optimization, threads), cpu_session(protected, optimization, threads)]
+    s_bare, s_prot = (session for session, _owned in sessions)
+    batches = [tiles[i:i + batch] for i in range(0, len(tiles) - batch + 1, batch)]
 
     def timed(session: ort.InferenceSession, first: int) -> float:
         t0 = time.perf_counter()
@@ -312,6 +334,35 @@ def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str
             b, p = timed(s_bare, i), timed(s_prot, i)
         ratios.append(p / b)
     return float(np.median(ratios)) - 1.0
+
+
+def outputs_read(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose ``tensors`` are also read by a Shape (no data read), the Shapes
+    joined into one more output: what a check costs before it computes anything, the fusions
+    onnxruntime loses. Made in reverse, so that onnxruntime's order (a depth-first walk back
+    from the outputs, the newest input first) runs each Shape before the activation after
+    its tensor, as a check runs, and the activation can run in place."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    shapes = [name + "/shape" for name in tensors]
+    for name, shape in reversed(list(zip(tensors, shapes))):
+        out.graph.node.append(helper.make_node("Shape", [name], [shape], name=shape))
+    out.graph.node.append(helper.make_node("Concat", shapes, ["read/shapes"], name="read/shapes", axis=0))
+    out.graph.output.append(helper.make_tensor_value_info("read/shapes", TensorProto.INT64, None))
+    return out
+
+
+def overhead_figures(bare: bytes, protected: onnx.ModelProto, tiles: np.ndarray) -> dict[str, object]:
+    data = protected.SerializeToString()
+    floor = outputs_read(onnx.load_from_string(bare), [c["output"] for c in abft.describe(protected)["checks"]])
+    return {
+        "abft_overhead": round(overhead(bare, data, tiles), 4),
+        "abft_overhead_extended": round(overhead(bare, data, tiles, optimization="extended"), 4),
+        "abft_overhead_by_setting": {f"{kind}/{threads}thread/batch{batch}":
+                                     round(overhead(bare, data, tiles, kind, threads, batch), 4)
+                                     for kind, threads, batch in OVERHEAD_SETTINGS},
+        "abft_overhead_floor": round(overhead(bare, floor.SerializeToString(), tiles, "owned"), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -337,12 +388,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     two = open_session(protected_bytes, ["CPUExecutionProvider"], threads=2).session
     plain = ort.InferenceSession(protected_bytes, session_options_for(1, optimization="disable"),
                                  providers=["CPUExecutionProvider"])
-    alarms_other = count_false_alarms(two, part) + count_false_alarms(plain, part)
+    owned = cpu_session(protected_bytes, "owned", 2)
+    alarms_other = count_false_alarms(two, part) + count_false_alarms(plain, part) + count_false_alarms(owned[0], part, 16)
     flip_clean = sum(t.clean_flags for t in (*tallies.values(), *tf32.values()))
     flip_clean_tiles = sum(t.clean_tiles for t in (*tallies.values(), *tf32.values()))
 
-    over = overhead(bare, protected_bytes, held)
-    over_ext = overhead(bare, protected_bytes, held, optimization="extended")
+    costs = overhead_figures(bare, protected, held)
     record = abft.describe(protected)
     return {
         "abft_detect_rate": checked.rate(),
@@ -365,10 +416,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "unchecked_flips_consequential_weights": tallies["unchecked_weights"].consequential[0],
         "unchecked_detect_rate_activations": tallies["unchecked_activations"].rate(),
         "unchecked_flips_consequential_activations": tallies["unchecked_activations"].consequential[0],
-        "abft_overhead": round(over, 4),
-        "abft_overhead_extended": round(over_ext, 4),
+        **costs,
         "false_alarms": alarms + alarms_other + flip_clean,
-        "false_alarm_tiles": len(tiles) + 2 * len(part) + flip_clean_tiles,
+        "false_alarm_tiles": len(tiles) + 3 * len(part) + flip_clean_tiles,
         "false_alarms_1_thread": alarms,
         "false_alarm_tiles_1_thread": len(tiles),
         "abft_rtol": {c["output"]: c["rtol"] for c in record["checks"]},

@@ -361,7 +361,7 @@ class ServerClient(GroundClient):
         name: str,
         args: dict[str, Any] | None = None,
         wait: str = "completed",
-        timeout_s: float = 5.0,
+        timeout_s: float | None = None,
         retries: int = 3,
         attempt_timeout_s: float = 1.0,
         on_report: Callable[[Verification], None] | None = None,
@@ -383,6 +383,7 @@ class ServerClient(GroundClient):
         entry_id = entry["id"]
         shown = 0
         seen_states: set[str] = set()
+        timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         target = {"sent": ("sent", "accepted", "started", "completed"), "accepted": ("accepted", "started", "completed"),
                   "completed": ("completed",)}[wait]

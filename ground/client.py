@@ -186,6 +186,7 @@ class GroundClient:
         self.codec = Codec(dictionary)
         self.source_id = source_id
         self.clock = clock
+        self.command_timeout_s = 5.0  # send()'s wait for the final report when the caller names none
         self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
         self.tracker = tracker if tracker is not None else CompletenessTracker()
         self.bad_packets = 0
@@ -400,13 +401,14 @@ class GroundClient:
         name: str,
         args: dict[str, Any] | None = None,
         wait: str = "completed",
-        timeout_s: float = 5.0,
+        timeout_s: float | None = None,
         retries: int = 3,
         attempt_timeout_s: float = 1.0,
         on_report: Callable[[Verification], None] | None = None,
         cmd_id: int | None = None,
     ) -> CommandResult:
-        """Send a command and wait for ``wait`` ('sent', 'accepted', 'completed').
+        """Send a command and wait for ``wait`` ('sent', 'accepted', 'completed'), at most
+        ``timeout_s`` (default :attr:`command_timeout_s`, 5 s).
 
         Arguments are checked against the dictionary first (ArgumentError, nothing sent).
         Returns the result, failed or not. When the wanted stage and no failure arrived within
@@ -416,6 +418,7 @@ class GroundClient:
         """
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
+        timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
         packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,

@@ -59,6 +59,9 @@ def start_agent(tmp_path):
         proc.stop()
 
 
+COMMAND_BOUND_S = 30.0
+
+
 @pytest.fixture
 def make_client():
     clients: list[GroundClient] = []
@@ -66,6 +69,9 @@ def make_client():
     def make(url: str, wait_for_agent: bool = True, tc_keys: Path | str | None = None) -> GroundClient:
         """``tc_keys``: seal every telecommand with that key file (an agent with [security] tc_keys)."""
         client = GroundClient(url) if tc_keys is None else direct_client(url, str(tc_keys))
+        # A bound, not a measure: a command the worker completes (INFER_START, MODEL_INSTALL) waits
+        # on a worker that a loaded CI machine (two test workers on two cores) may still be starting.
+        client.command_timeout_s = COMMAND_BOUND_S
         clients.append(client)
         if wait_for_agent:
             assert client.dictionary_matches(timeout_s=20.0) is True, "agent did not come up with our dictionary"

@@ -1,30 +1,34 @@
 """Checked inference: an ONNX graph pass that adds checksums to Conv, Gemm and MatMul nodes.
 
 Algorithm-based fault tolerance (Huang & Abraham, IEEE Trans. Computers C-33(6), 1984): a
-linear operation commutes with a sum, so the sum of its outputs can be computed a second
-way, from sums of its weights, at a fraction of the cost. NVIDIA's ABED (Hari et al.,
+linear operation commutes with a sum, so a sum of its outputs can be computed a second way,
+from sums of its input and weights, at a fraction of the cost. NVIDIA's ABED (Hari et al.,
 "Making convolutions resilient via algorithm-based error detection techniques", IEEE TDSC
 2022) checks TensorRT convolutions this way. :func:`protect` rewrites a model so that, next
 to its own outputs, it gives a per-sample flag :data:`OUTPUT` (bool ``[batch]``, true when
-every check of that sample held), with standard ONNX operators only (Gemm, MatMul,
-ReduceSum, Abs, Sub, Flatten, LessOrEqual, Cast, ReduceMin, Concat, Min; Conv where sizes
-are unknown), so it runs on any execution provider. The model's own nodes, outputs and
-names are untouched: the checks only read.
+every check of that sample held), with standard ONNX operators only (ReduceSum, Reshape,
+GlobalAveragePool, Flatten, Abs, MatMul, Gemm, Concat, LessOrEqual, Cast, ReduceMin; Conv,
+Sub, Add, Min where a check cannot take the common form), so it runs on any execution
+provider. The model's own nodes, outputs and names are untouched: the checks only read.
 
 The checks, for a node whose weights are constants (initializers or Constant nodes):
 
-- Conv ``Y = conv(X, W) + b``, ``W[K, C/g, k...]``: ABED's output-channel checksum,
-  ``sum_k Y_k = conv(X, W_sum) + sum(b)`` with ``W_sum[c] = sum_k W[k, c]`` (per group),
-  summed once more over each output row (the first spatial axis). Where shape inference
-  gives the sizes, the right side is a matrix product ``X . G`` with ``G[c, i, h]`` (what
-  input element (c, i) adds to row h, padding and strides included) computed here, once,
-  and stored as an initializer: computing it at run time from ``W`` would follow a bit
-  flip in ``W`` and miss it. Per row rather than per sample: a change that sums to about
-  zero over a whole sample (a weight flip times a zero-mean input) shows in its rows, and
-  a row's tolerance is a row's rounding, not a sample's. Rather than per pixel: the check
-  reads X and Y once each and is a small Gemm, where a second convolution with one output
-  channel costs as much as the layer on a CPU. Where sizes are unknown, or ``G`` would be
-  larger than :data:`MAX_CHECK_WEIGHTS`, per pixel with two one-channel Convs.
+- Conv ``Y = conv(X, W) + b``, ``W[K, C/g, k...]``, sizes known: per sample and per output
+  channel ``k``, the sum of ``Y[k]`` over its positions, ``S_k``, against
+  ``P_k = sum_{c,i} G[c, i, k] X[c, i] + positions * b_k``, ``G[c, i, k]`` the sum of the
+  weights ``W[k, c, t]`` over the taps ``t`` that read input position ``i`` (padding,
+  strides, dilations and groups included): the input checksum of the convolution seen as a
+  product over positions. ``G`` is computed here, once, and stored as an initializer: a bit
+  flip in ``W`` afterwards breaks the equality (computing ``G`` from ``W`` at run time would
+  follow the flip). Where every tap reads every input position once (1x1, stride 1, no
+  padding) ``G`` does not change with the position and ``P`` needs only the sums of ``X``
+  over its positions; else ``X`` is first summed over the columns each tap of the last axis
+  reads (a MatMul with a 0/1 matrix), which leaves ``G`` a matrix of ``C * H * k_W`` rows.
+  Where ``X`` can be negative, the sums are over each of the smallest number (2 or more) of
+  equal runs of whole output rows instead: a zero-mean input (normalised data) can cancel a
+  weight flip's effect over the whole output, rarely over each half. Where sizes are
+  unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`: ABED's output-channel
+  checksum at every output position, with two one-channel Convs (slow).
 - Gemm / MatMul ``Y = A B (+ C)``, ``B`` constant ``[K, N]``: the row sums ``Y e`` must
   equal ``A (B e) (+ C e)``, ``B e`` (K numbers) stored here. Row sums, not column sums: a
   row is one sample, so the flag is per sample, and the check costs ``2K`` multiply-adds a
@@ -33,25 +37,45 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   ``K x N`` product per batch and mixes the samples; it adds coverage only for faults that
   leave every row sum unchanged (two compensating errors in one row), so it is left out.
 
+Why these sums. On a CPU the checks cost what they read, not their multiply-adds: a pass
+over a tensor costs about as much as a small layer, a node about a microsecond. So each
+check reads its node's output once, with a ReduceSum over contiguous memory (the fastest
+reduction onnxruntime has), and its input once (or not at all, where the model already
+averages it: its GlobalAveragePool is reused). ABED's per-position checksum needs the sum
+over channels at every position and a one-channel convolution for ``P``, which onnxruntime
+runs at about the cost of the layer. Each check is then written as sums of products, two
+columns per checksum, ``S - P - B`` and ``P - S - B`` (``B`` its tolerance), both <= 0 where
+it holds: a chain of Gemms, ``Gemm(A_i, B_i, previous)``, adds its terms, with no Sub, Abs
+or compare of its own. One LessOrEqual, Cast and ReduceMin over all the checks' columns
+give the flag. The nodes are made so that onnxruntime runs each check right after the node
+it checks (:meth:`_Pass._flag`). What no check can avoid: a checked node's output must
+exist, so onnxruntime can no longer fuse the node with the activation after it (Conv+Relu,
+Conv+Sigmoid), and the activation becomes a pass of its own (``python -m bench.radiation``:
+``abft_overhead_floor``, about a fifth of what the checks cost on the shipped model).
+
 Tolerance. Floating-point sums rounded in a different order differ; the bound used is the
 textbook one for a sum of ``n`` terms (Higham, *Accuracy and Stability of Numerical
 Algorithms*, 2nd ed., section 3.1: ``|fl(x.y) - x.y| <= n u sum |x_i y_i|``), whatever the
-order. A check holds when ``|S - P| <= atol + rtol * M``, ``M`` the sum of the magnitudes
-of every term behind it (``sum |W| |X| + sum |b|`` over the row), computed at run time by
-the check from ``|X|`` (or from X itself where it cannot be negative: after Relu, Sigmoid,
-pooling...). ``rtol`` per node is ``SAFETY * n_dot * u + 4 * u_operand + n_sum * u``: ``u``
-the unit roundoff of the accumulation, ``u_operand`` that of the operands where the
+order. A check holds when ``|S - P| <= atol + rtol * M (+ rtol_P * M')``, ``M`` the sum of
+the magnitudes of every term behind it (``sum |W| |X| + |b|`` over the positions summed),
+bounded at run time from the sums of ``|X|`` (or of X itself where it cannot be negative:
+after Relu, Sigmoid, pooling...); for a Conv, ``M'`` is the magnitude of ``P``'s own
+products (``sum |G| |X|``, where the taps of a filter may cancel in ``G``) and ``rtol_P``
+their rounding. ``rtol`` per node is ``SAFETY * n_dot * u + 8 * u_operand + n_sum * u``:
+``u`` the unit roundoff of the accumulation, ``u_operand`` that of the operands where the
 provider rounds them first (TF32), ``n_dot`` the terms of one output of the node and
-``n_sum`` those of the plain sums. :data:`SAFETY` is margin for convolution algorithms the
-bound does not strictly cover (Winograd and FFT convolutions on GPUs). So a clean input
-cannot raise the flag, and a fault that moves a checksum by more than the rounding any
-correct computation could make is caught. NaN and infinities fail every check.
+``n_sum`` those of the plain sums (:func:`_chain_terms` for the chain's).
+:data:`SAFETY` is margin for convolution algorithms the bound does not strictly cover
+(Winograd and FFT convolutions on GPUs). So a clean input cannot raise the flag, and a fault
+that moves a checksum by more than the rounding any correct computation could make is
+caught. NaN and infinities fail every check (a NaN in a check's sums reaches that check's
+columns in that sample's row: the flag of that sample only).
 
 What is not checked (see docs/architecture.md): the other operators (Relu, pooling,
 Softmax, the input's normalisation) and their constants; a fault in a checked node's input
 (both sides see it); a fault in the check's own nodes (it can only raise the flag, or hide
-a fault of the same sample by coinciding with one). Weights of unchecked operators are for
-the scrubber's hashes.
+a fault of the same sample by coinciding with one), the model's GlobalAveragePool a check
+reuses included. Weights of unchecked operators are for the scrubber's hashes.
 """
 
 from __future__ import annotations
@@ -64,7 +88,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-PASS_VERSION = 1
+PASS_VERSION = 2
 """Bumped when the checks or the tolerance change, so a protected model says what made it."""
 
 OUTPUT = "abft_ok"
@@ -98,8 +122,12 @@ a bound too loose to catch anything."""
 CHECKED_OPS = ("Conv", "Gemm", "MatMul")
 
 MAX_CHECK_WEIGHTS = 1 << 22
-"""Largest ``G`` (elements) a row check may store: ``C * H_in * W_in * H_out`` for a Conv that
-mixes positions within a row (3x3...), 16 MiB of float32. Past it the Conv is checked per pixel."""
+"""Largest ``G`` (elements) a Conv's check may store: ``C * H_in * k_W * K`` for a 2-D Conv that
+is not pointwise (3x3...), times the runs of rows where the input is signed; 16 MiB of float32.
+Past it the runs are dropped, then the Conv is checked per pixel."""
+
+_BLOCKED_CHANNELS = 8
+"""onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: see :meth:`_Pass._position_sums`."""
 
 _MIN_OPSET = 13  # LessOrEqual (12) and ReduceSum taking its axes as an input (13)
 
@@ -124,12 +152,23 @@ class Check:
     output: str  # the tensor whose sum is checked
     rtol: float
     per_sample: bool  # False: the output has no batch axis the pass could prove; a fault flags the whole batch
-    form: str  # "conv-rows" (per output row), "conv-pixel" (per output pixel: sizes unknown), "rows" (Gemm, MatMul)
+    form: str  # "conv-channels" (per output channel, runs of rows), "conv-pixel" (per output pixel), "rows" (Gemm, MatMul)
+    rtol_p: float = 0.0  # a Conv's "conv-channels": the rounding of P's own products, on their own magnitudes
 
 
 @dataclass(frozen=True)
 class _Outcome:
-    residual: str  # [N, w]: <= 0 where the check holds
+    residual: str  # [N, ...]: <= 0 where the check holds
+    per_sample: bool
+
+
+@dataclass(frozen=True)
+class _Linear:
+    """A check as a sum of products, ``sum_i A_i B_i + const``: ``[rows, 2 n]``, for each of its ``n``
+    checksums the columns S - P - B and P - S - B, both <= 0 where it holds."""
+
+    parts: tuple[tuple[str, np.ndarray, int, str], ...]  # (A [rows, m], or [m, rows] if transA; B [m, 2 n]; transA; name)
+    const: np.ndarray  # [1, 2 n]
     per_sample: bool
 
 
@@ -200,6 +239,17 @@ def checkable(model: onnx.ModelProto) -> tuple[list[str], list[Skipped]]:
     return [label for label, _node, _i in p.candidates()], p.skipped
 
 
+def _chain_terms(terms: list[int]) -> int:
+    """The rounding of a chain of Gemms in units of ``u M``, its parts' terms per column given largest first.
+
+    Part ``j`` (from 0) rounds ``A_j B_j + C``, ``n_j`` products and ``C``, the constant row and
+    the parts before it, each at most ``M`` (the check's magnitudes, S's, P's and the bias's
+    alike; the bound's ``r M`` below it): at most ``(n_j + 1) u (j + 2) M``. Hence the largest
+    parts first.
+    """
+    return sum((n + 1) * (j + 2) for j, n in enumerate(terms))
+
+
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool):
         self.model = model
@@ -225,6 +275,13 @@ class _Pass:
                         self.consts[node.output[0]] = numpy_helper.to_array(a.t)
         self.nonneg = self._nonneg_tensors()
         self.shapes = self._inferred_shapes()
+        # the model's own means over positions: tensor -> [N, C] (its Flatten where it has one) or [N, C, 1...]
+        self._global_means: dict[str, str] = {}
+        for n in self.graph.node:
+            if n.op_type == "GlobalAveragePool" and n.domain in ("", "ai.onnx"):
+                flat = [f.output[0] for f in self.graph.node if f.op_type == "Flatten" and f.input[0] == n.output[0]
+                        and all(a.name != "axis" or a.i == 1 for a in f.attribute)]
+                self._global_means[n.input[0]] = flat[0] if flat else n.output[0]
 
     # -- what to check ---------------------------------------------------------------------
 
@@ -263,15 +320,15 @@ class _Pass:
         for name in self._all_names():
             if name.startswith(PREFIX):
                 raise ValueError(f"the model already has a name starting with {PREFIX!r} ({name!r})")
-        outcomes = [self._check(label, node, i) for label, node, i in list(self.candidates())]
+        results = [self._check(label, node, i) for label, node, i in list(self.candidates())]
         if self.skipped and self.strict:
             s = self.skipped[0]
             more = f" (and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ""
             raise ValueError(f"cannot check {s.op} node {s.node!r}: {s.reason}{more}; "
                              "protect(..., strict=False) leaves such nodes unchecked and lists them")
-        if not outcomes:
+        if not results:
             raise ValueError("nothing to check: the model has no Conv, Gemm or MatMul node with constant weights")
-        self._flag(outcomes)
+        self._flag([r for r in results if isinstance(r, _Linear)], [r for r in results if isinstance(r, _Outcome)])
         self.graph.node.extend(self.new_nodes)
         self.graph.initializer.extend(self.new_inits)
         record = {
@@ -288,28 +345,28 @@ class _Pass:
 
     # -- one check -------------------------------------------------------------------------
     #
-    # Every check ends in a residual |S - P| - B, [N, ...]: S the checksum of what the node
-    # computed, P the same sum predicted from the input and the constants computed here, B
-    # the tolerance (atol + rtol * M, M the magnitudes of every term behind S and P). It
-    # holds where the residual is <= 0; NaN and infinities fail it.
+    # A check is S, the checksum of what the node computed, against P, the same sum predicted
+    # from the node's input and constants computed here, within B, the tolerance (atol + rtol
+    # * M, M the magnitudes of every term behind S and P). Most are written as a _Linear (the
+    # columns S - P - B and P - S - B, each a sum of products, <= 0 where the check holds);
+    # the rest as an _Outcome (a residual |S - P| - B, <= 0 where it holds).
 
-    def _check(self, label: str, node: onnx.NodeProto, i: int) -> _Outcome:
+    def _check(self, label: str, node: onnx.NodeProto, i: int) -> _Linear | _Outcome:
         p = f"{PREFIX}{i}/"
         signed = node.input[0] not in self.nonneg
-        if node.op_type == "Conv":
-            residual, two_d, r, form = self._conv(node, p, signed)
-        else:
-            residual, two_d, r, form = self._gemm_or_matmul(node, p, signed)
         per_sample = self._batch_dim(node.output[0])
-        self.checks.append(Check(label, node.op_type, node.output[0], float(r), per_sample, form))
-        if not two_d:
-            residual = self._node("Flatten", [residual], p + "flat", axis=1)
-        return _Outcome(residual, per_sample)
+        if node.op_type == "Conv":
+            result, r, r_p, form = self._conv(node, p, signed, per_sample)
+        else:
+            result, r, r_p, form = self._gemm_or_matmul(node, p, signed, per_sample)
+        self.checks.append(Check(label, node.op_type, node.output[0], float(r), per_sample, form, float(r_p)))
+        return result
 
     def _residual(self, p: str, d: str, bound: str) -> str:
         return self._node("Sub", [self._node("Abs", [d], p + "abs_d"), bound], p + "residual")
 
-    def _conv(self, node: onnx.NodeProto, p: str, signed: bool) -> tuple[str, bool, float, str]:
+    def _conv(self, node: onnx.NodeProto, p: str, signed: bool,
+              per_sample: bool) -> tuple[_Linear | _Outcome, float, float, str]:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         group = int(attrs.get("group", 1))
         w = self.consts[node.input[1]].astype(np.float64)
@@ -317,72 +374,136 @@ class _Pass:
         if k_out % group:
             raise ValueError(f"Conv node {node.name!r}: {k_out} output channels do not divide into {group} groups")
         kg = k_out // group
-        w_sum = np.concatenate([w[g * kg:(g + 1) * kg].sum(axis=0) for g in range(group)])  # [C, k...]
-        w_abs = np.concatenate([np.abs(w[g * kg:(g + 1) * kg]).sum(axis=0) for g in range(group)])
         b = self.consts[node.input[2]].astype(np.float64).reshape(k_out) if len(node.input) > 2 and node.input[2] \
             else np.zeros(k_out)
         n_dot = c_per_group * int(np.prod(w.shape[2:])) + 1  # each output element: its dot product and its bias
+        # w_ck[c, k, taps...]: the weight input channel c has in output channel k (zero across groups)
+        channels = c_per_group * group
+        w_ck = np.zeros((channels, k_out, *w.shape[2:]))
+        for g in range(group):
+            w_ck[g * c_per_group:(g + 1) * c_per_group, g * kg:(g + 1) * kg] = np.swapaxes(w[g * kg:(g + 1) * kg], 0, 1)
         sizes = self._sizes(node, w.shape[2:], attrs)
         if sizes is None:
-            return self._conv_per_pixel(node, p, signed, w_sum, w_abs, b, n_dot, attrs)
+            return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         in_dims, out_dims, reach = sizes
-        rest_pointwise = all(reach[a].shape[0] == 1 and np.array_equal(reach[a][0].sum(axis=1), np.ones(in_dims[a]))
-                             for a in range(1, len(in_dims)))
-        g_size = w_sum.shape[0] * (in_dims[0] if rest_pointwise else int(np.prod(in_dims))) * out_dims[0]
-        if g_size > MAX_CHECK_WEIGHTS:
-            return self._conv_per_pixel(node, p, signed, w_sum, w_abs, b, n_dot, attrs)
-        # One check per output row (the first spatial axis): the sum of Y over channels and
-        # over the row's positions against P_h = sum_{c,i} G[c, i, h] X[c, i] + (positions) sum(b),
-        # G computed here from W_sum (what input element (c, i) adds to row h). Per row rather
-        # than over the whole sample: a change that sums to about zero over a sample of signed
-        # input (a weight flip times a zero-mean input) shows in its rows, and a row's
-        # tolerance is a row's rounding, not a sample's.
-        rows, per_row, channels = out_dims[0], int(np.prod(out_dims[1:])), w_sum.shape[0]
-        taps_rest = [t.sum(axis=2) for t in reach[1:]]  # [taps, inputs]: which input a tap reads, for any output
-        letters = "abcdefg"[: len(in_dims) - 1]
-        spec = ",".join(["zy" + letters, "yIH"] + [f"{t}{t.upper()}" for t in letters]) + "->zI" + letters.upper() + "H"
-        g_sum = np.einsum(spec, w_sum, reach[0], *taps_rest)  # [C, H_in, rest..., H_out]
-        g_abs = np.einsum(spec, w_abs, reach[0], *taps_rest)
-        g_max = g_abs.reshape(channels, in_dims[0], -1, rows).max(axis=2)  # [C, H_in, H_out]
-        if rest_pointwise:  # G does not change along an input row: sum the rows first
-            x = self._row_sums(node.input[0], in_dims, p + "x_rows")
-            g_sum = g_sum.reshape(channels, in_dims[0], -1, rows)[:, :, 0]
-            terms = int(np.prod(in_dims[1:])) + int((g_sum != 0).reshape(-1, rows).sum(axis=0).max())
+        taps = [hits.sum(axis=2) for hits in reach]  # [tap, input]: 1 where the tap reads that input for some output
+        pointwise = all(np.array_equal(t, np.ones_like(t)) for t in taps)
+        g_size = channels * int(np.prod(in_dims[:-1])) * taps[-1].shape[0] * k_out if len(in_dims) > 1 \
+            else channels * in_dims[0] * k_out  # G's elements, a run of rows
+        if not pointwise and g_size > MAX_CHECK_WEIGHTS:
+            return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
+        identity = all(h.shape[0] == 1 and h.shape[1] == h.shape[2] and np.array_equal(h[0], np.eye(h.shape[1]))
+                       for h in reach)  # output position o reads input position o alone
+        blocks = 1
+        if signed and (identity or not pointwise):  # the smallest split into equal runs of whole rows
+            blocks = next(d for d in range(2, out_dims[0] + 1) if out_dims[0] % d == 0) if out_dims[0] > 1 else 1
+            if not pointwise and g_size * blocks > MAX_CHECK_WEIGHTS:
+                blocks = 1
+        # For each block j of output rows: S_kj, the sum of Y[k] over the block's positions, against
+        # P_kj = sum_{c,i} G[c, i, k, j] X[c, i] + positions * b_k, G[c, i, k, j] the sum of W[k, c, t]
+        # over the taps t that read input position i for an output in the block. Arrays below are
+        # [C, input rows or blocks, K, output blocks] before they are flattened to rows c * ... + b and
+        # columns k * blocks + j: the order of a Reshape of [N, C, positions] to [N, C * runs, -1].
+        positions, rank_x = int(np.prod(out_dims)) // blocks, 2 + len(in_dims)
+        if pointwise:  # G does not change with the position: P from the sums of X over positions
+            diagonal = np.eye(blocks)[None, :, None, :]
+            g_sum = w_ck.reshape(channels, k_out, -1).sum(axis=2)[:, None, :, None] * diagonal
+            g_abs = np.abs(w_ck).reshape(channels, k_out, -1).sum(axis=2)[:, None, :, None] * diagonal
+            predicted, p_scale = self._position_sums(node.input[0], rank_x, blocks, p + "x_sums", channels)
+            p_coefficients, g_sum_max = p_scale * g_sum.reshape(channels * blocks, -1), np.abs(g_sum)
+            n_predict = int(np.prod(in_dims)) // blocks  # each sum of X; its product with g_sum is a term of the chain
+            in_runs = blocks
         else:
-            x = node.input[0]
-            terms = int((g_sum != 0).reshape(-1, rows).sum(axis=0).max())
-        r = self._rtol(n_dot, k_out * per_row + terms + 4)
-        # B_h = atol + r (M_h + positions * sum |b|), M_h = sum_{c,i} G_abs[c, i, h] |X[c, i]| (where G_abs
-        # does not change along a row, with the row sums of |X|: the same number, fewer terms)
-        if not signed and rest_pointwise:
-            magnitudes, g_bound = x, g_max  # the row sums of a non-negative X are its L1 norms
-        elif rest_pointwise:
-            absolute = self._node("Abs", [node.input[0]], p + "abs_x")
-            magnitudes = self._row_sums(absolute, in_dims, p + "l1_rows")
-            g_bound = g_max
-        else:  # the Gemm reads all of X for P already: the exact bound costs another like it
-            magnitudes = self._node("Abs", [node.input[0]], p + "abs_x") if signed else node.input[0]
-            g_bound = g_abs
-        bound = self._node("Gemm", [self._node("Flatten", [magnitudes], p + "m", axis=1),
-                                    self._init(p + "g_abs", r * g_bound.reshape(-1, rows)),
-                                    self._init(p + "slack", np.full((1, rows), r * np.abs(b).sum() * per_row + self.atol))],
-                           p + "bound")
-        # d_h = sum_k sum_row Y - P_h, as one Gemm chain: (row sums of Y) . E + (X . -G - P0)
-        x = self._node("Flatten", [x], p + "x", axis=1)
-        p0 = self._init(p + "p0", np.full((1, rows), -b.sum() * per_row))
-        predicted = self._node("Gemm", [x, self._init(p + "g", -g_sum.reshape(-1, rows)), p0], p + "minus_p")
-        y = self._node("Flatten", [self._row_sums(node.output[0], out_dims, p + "y_rows")], p + "y", axis=1)
-        e = self._init(p + "e", np.tile(np.eye(rows), (k_out, 1)))  # [K * H_out, H_out]: the sum over channels
-        d = self._node("Gemm", [y, e, predicted], p + "d")
-        return self._residual(p, d, bound), True, r, "conv-rows"
+            rows = np.arange(out_dims[0]) // (out_dims[0] // blocks)
+            reach_rows = np.stack([reach[0][:, :, rows == j].sum(axis=2) for j in range(blocks)], axis=2)
+            letters_t, letters_i = "abdefgh"[: len(in_dims)], "lmnopqr"[: len(in_dims)]
+            inputs = [letters_t[0] + letters_i[0] + "z"] + [t + i for t, i in zip(letters_t[1:], letters_i[1:])]
+            x_in = node.input[0]
+            if len(in_dims) > 1:  # the last axis first: X1[..., t] = sum of X over the columns tap t reads
+                columns = self._init(p + "columns", taps[-1].T)
+                inputs, x_in = inputs[:-1], self._node("MatMul", [x_in, columns], p + "x_columns")
+                kept = letters_i[:-1] + letters_t[-1]  # G[c, i..., t_last, k, j]
+                n_predict = in_dims[-1]  # each sum of the last axis
+            else:
+                kept, n_predict = letters_i, 0
+            spec = ",".join(["ck" + letters_t] + inputs) + "->c" + kept + "kz"
+            g_full = np.einsum(spec, w_ck, reach_rows, *taps[1:-1] if len(in_dims) > 1 else []).reshape(
+                channels, in_dims[0], -1, k_out, blocks)
+            g_full_abs = np.einsum(spec, np.abs(w_ck), reach_rows, *taps[1:-1] if len(in_dims) > 1 else []).reshape(
+                g_full.shape)
+            flat = self._node("Flatten", [x_in], p + "x", axis=1)
+            if signed:
+                predicted = self._node("Gemm", [flat, self._init(p + "g", g_full.reshape(-1, k_out * blocks))], p + "p")
+                p_coefficients, p_scale = np.eye(k_out * blocks), 1.0
+                n_predict += int((g_full != 0).sum(axis=(0, 1, 2)).max())  # and the terms of P's dot product
 
-    def _row_sums(self, x: str, dims: list[int], name: str) -> str:
-        """Sums of ``x`` over all but its first spatial axis: [N, C, H]. (AveragePool would let
-        onnxruntime keep its blocked NCHWc layout for 8- or 16-channel tensors, but it is ten
-        times slower than ReduceSum on the others.)"""
-        if len(dims) == 1:
-            return x
-        return self._reduce("ReduceSum", x, list(range(3, 2 + len(dims))), name, keepdims=0)
+                def per_row(g: np.ndarray) -> np.ndarray:  # the largest in each input row, the last axis' taps summed
+                    return g.reshape(channels, in_dims[0], -1, taps[-1].shape[0] if len(in_dims) > 1 else 1,
+                                     k_out, blocks).sum(axis=3).max(axis=2)
+
+                g_abs, g_sum_max = per_row(g_full_abs), per_row(np.abs(g_full))
+                in_runs = in_dims[0]
+            else:  # |G| times X's sums are M's own terms: one product gives P and B
+                predicted, p_coefficients, p_scale = flat, g_full.reshape(-1, k_out * blocks), 1.0
+                g_abs, g_sum_max = g_full_abs.reshape(p_coefficients.shape), np.abs(p_coefficients)
+        # Tolerance B_kj = atol + r M_kj + r_p M'_kj. M_kj = sum_{c,i} |G|[c,i,k,j] |X[c,i]| + positions |b_k|
+        # (|G| made from |W|) is the magnitude of every term behind S and P. For a non-negative X it is
+        # computed from the same sums of X as P, in the same product; else it is bounded by
+        # sum_{c,b} max_{i in b} |G|[c,i,k,j] L1[c,b], L1 the sums of |X| over each input row (each run,
+        # for a pointwise Conv): a little above M, as fewer taps read the edges. r covers the node's
+        # own rounding, S's sum and the chain's. M'_kj: the same with G's entries instead of |G|'s (the
+        # taps of a 3x3 filter partly cancel), the magnitude of P's products; r_p, the rounding of the
+        # sums of X that P reads and of P's dot product where it is a product of its own.
+        merged = not signed
+        p_terms = int((p_coefficients != 0).sum(axis=0).max())
+        bound_terms = 0 if merged else int((g_abs.reshape(channels * in_runs, -1) != 0).sum(axis=0).max())
+        chain = sorted([1, p_terms] if merged else [1, p_terms, bound_terms], reverse=True)
+        r = self._rtol(n_dot, positions + _chain_terms(chain) + 4)
+        r_p = 0.0 if self.rtol is not None else (n_predict + 1) * self.u_acc
+        g_bound = (r * g_abs + r_p * g_sum_max).reshape(-1, k_out * blocks)
+        s, s_scale = self._position_sums(node.output[0], 2 + len(out_dims), blocks, p + "y_sums", k_out)
+        eye = np.eye(k_out * blocks)
+        parts = [(1, (s, s_scale * np.hstack([eye, -eye]), 0, p + "s"))]
+        if merged:
+            parts.append((p_terms, (predicted, np.hstack([-p_coefficients - p_scale * g_bound,
+                                                          p_coefficients - p_scale * g_bound]), 0, p + "p_term")))
+        else:  # L1: the sums of |X| over each input row (or run of rows)
+            absolute = self._node("Abs", [node.input[0]], p + "abs_x")
+            magnitudes, m_scale = self._position_sums(absolute, rank_x, in_runs, p + "l1", channels)
+            parts += [(p_terms, (predicted, np.hstack([-p_coefficients, p_coefficients]), 0, p + "p_term")),
+                      (bound_terms, (magnitudes, -m_scale * np.hstack([g_bound, g_bound]), 0, p + "bound"))]
+        parts = [part for _terms, part in sorted(parts, key=lambda tp: -tp[0])]  # largest first, as _chain_terms counts
+        bias = np.repeat(b, blocks)
+        slack = r * positions * np.abs(bias) + self.atol
+        const = np.concatenate([-positions * bias - slack, positions * bias - slack])[None]
+        return _Linear(tuple(parts), const, per_sample), r, r_p, "conv-channels"
+
+    def _position_sums(self, x: str, rank: int, blocks: int, name: str, channels: int) -> tuple[str, float]:
+        """``x`` [N, C, positions...] summed over each of ``blocks`` equal runs of its positions (whole
+        rows): ([N, C * blocks] tensor, a scale to multiply it by).
+
+        Over all positions: the model's own GlobalAveragePool of ``x`` where it has one (no second
+        pass over ``x``); else a GlobalAveragePool where ``C`` is a multiple of 8, as onnxruntime's
+        x86 NCHWc layout keeps such a tensor blocked at optimisation level ``all`` and reorders it
+        for any other reader (on the shipped model, a reorder of h1 cost a fifth of the model's
+        time), and a ReduceSum over the trailing axes elsewhere (slightly faster than a
+        GlobalAveragePool at ``extended``). Over runs: a Reshape to [N, C * blocks, -1] and a
+        ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
+        AveragePool, is several times slower).
+        """
+        shape = self.shapes.get(x)
+        known = bool(shape) and len(shape) == rank and all(isinstance(d, int) for d in shape[2:])
+        if blocks > 1:
+            runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
+            runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
+            return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0
+        mean = self._global_means.get(x) if known else None
+        if mean is None and known and channels % _BLOCKED_CHANNELS == 0:
+            mean = self._node("GlobalAveragePool", [x], name + "_mean")
+        if mean is not None:
+            flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
+            return flat, float(np.prod(shape[2:]))
+        return self._reduce("ReduceSum", x, list(range(2, rank)), name, keepdims=0), 1.0
 
     def _sizes(self, node: onnx.NodeProto, kernel: tuple[int, ...], attrs: dict[str, object]):
         """Static spatial sizes of a Conv's input and output, and per axis which input each tap reads.
@@ -422,9 +543,11 @@ class _Pass:
             reach.append(hits)
         return in_dims, out_dims, reach
 
-    def _conv_per_pixel(self, node: onnx.NodeProto, p: str, signed: bool, w_sum: np.ndarray, w_abs: np.ndarray,
-                        b: np.ndarray, n_dot: int, attrs: dict[str, object]) -> tuple[str, bool, float, str]:
-        """For a Conv of unknown sizes: two one-channel Convs give P and B at every output pixel (slower)."""
+    def _conv_per_pixel(self, node: onnx.NodeProto, p: str, signed: bool, w_ck: np.ndarray, b: np.ndarray, n_dot: int,
+                        attrs: dict[str, object], per_sample: bool) -> tuple[_Outcome, float, float, str]:
+        """For a Conv of unknown sizes (or a G too large): two one-channel Convs give P and B at every
+        output position (slower: onnxruntime runs a one-channel Conv at about the cost of the layer)."""
+        w_sum, w_abs = w_ck.sum(axis=1), np.abs(w_ck).sum(axis=1)  # [C, taps...]: ABED's filter checksum
         n_dot += w_sum.shape[0] * int(np.prod(w_sum.shape[1:])) + 1  # the check Conv is a convolution too
         r = self._rtol(n_dot, len(b) + 2)
         kept = [helper.make_attribute(k, v) for k, v in attrs.items() if k != "group"]
@@ -441,9 +564,11 @@ class _Pass:
         magnitudes = self._node("Abs", [x], p + "abs_x") if signed else x
         bound = conv(magnitudes, r * w_abs, r * np.abs(b).sum() + self.atol, p + "bound")
         s = self._reduce("ReduceSum", node.output[0], [1], p + "sum")  # [N, 1, ...]
-        return self._residual(p, self._node("Sub", [s, predicted], p + "d"), bound), False, r, "conv-pixel"
+        residual = self._residual(p, self._node("Sub", [s, predicted], p + "d"), bound)
+        return _Outcome(residual, per_sample), r, 0.0, "conv-pixel"
 
-    def _gemm_or_matmul(self, node: onnx.NodeProto, p: str, signed: bool) -> tuple[str, bool, float, str]:
+    def _gemm_or_matmul(self, node: onnx.NodeProto, p: str, signed: bool,
+                        per_sample: bool) -> tuple[_Linear | _Outcome, float, float, str]:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         b = self.consts[node.input[1]].astype(np.float64)
         alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
@@ -460,55 +585,83 @@ class _Pass:
             full = np.broadcast_to(c.reshape(rows, -1), (rows, n_out))
             c_sum = beta * full.sum(axis=1, keepdims=True)  # [1 or M, 1]
             c_abs = abs(beta) * np.abs(full).sum(axis=1, keepdims=True)
-        r = self._rtol(k_in + 2, n_out + k_in + 4)  # dot product, alpha, C; the row sum; the check's dot product
         a, y = node.input[0], node.output[0]
+        a_shape = self.shapes.get(a)
+        if node.op_type == "Gemm" or (a_shape is not None and len(a_shape) == 2):  # [M, N]: into the chain
+            # S = Y e, P = A (B e) + C e, B = atol + r (|A| (|B| e) + |C| e); columns S - P - B, P - S - B
+            slack_terms = [k_in] + ([k_in] if signed else []) + [n_out] + ([2] if c_sum.shape[0] > 1 else [])
+            r = self._rtol(k_in + 2, _chain_terms(sorted(slack_terms, reverse=True)) + 4)
+            e = np.ones((n_out, 1))
+            parts = []
+            if signed:
+                magnitudes = self._node("Abs", [a], p + "abs_a")
+                parts += [(k_in, (a, np.hstack([-v, v]), trans_a, p + "p_term")),
+                          (k_in, (magnitudes, np.hstack([-r * m, -r * m]), trans_a, p + "bound"))]
+            else:
+                parts += [(k_in, (a, np.hstack([-v - r * m, v - r * m]), trans_a, p + "p_term"))]
+            parts.append((n_out, (y, np.hstack([e, -e]), 0, p + "s")))
+            slack = r * c_abs + self.atol
+            rows_const = np.hstack([-c_sum - slack, c_sum - slack])  # [1 or M, 2]
+            if rows_const.shape[0] > 1:  # C differs per row: a constant term of its own
+                parts.append((2, (self._init(p + "c_rows", rows_const), np.eye(2), 0, p + "c_term")))
+                rows_const = np.zeros((1, 2))
+            parts = [part for _terms, part in sorted(parts, key=lambda tp: -tp[0])]
+            return _Linear(tuple(parts), rows_const, per_sample), r, 0.0, "rows"
+        # a batched MatMul, [..., M, K] x [K, N]: S - P with MatMul and Sub, per row
+        r = self._rtol(k_in + 2, n_out + k_in + 4)
         ones = self._init(p + "ones", np.ones((n_out, 1)))
         magnitudes = self._node("Abs", [a], p + "abs_a") if signed else a
-        a_shape = self.shapes.get(a)
-        if node.op_type == "Gemm" or (a_shape is not None and len(a_shape) == 2):  # [M, N]: Gemm chains
-            predicted = self._node("Gemm", [a, self._init(p + "v", -v), self._init(p + "c", -c_sum)], p + "minus_p",
-                                   transA=trans_a)
-            d = self._node("Gemm", [y, ones, predicted], p + "d")  # [M, 1]
-            bound = self._node("Gemm", [magnitudes, self._init(p + "m", r * m),
-                                        self._init(p + "slack", r * c_abs + self.atol)], p + "bound", transA=trans_a)
-            return self._residual(p, d, bound), True, r, "rows"
-        # a batched MatMul, [..., M, K] x [K, N]: the same with MatMul and Add
         s = self._node("MatMul", [y, ones], p + "sum")
         predicted = self._node("MatMul", [a, self._init(p + "v", v)], p + "p")
         d = self._node("Sub", [s, predicted], p + "d")
         scaled = self._node("MatMul", [magnitudes, self._init(p + "m", r * m)], p + "m_r")
         bound = self._node("Add", [scaled, self._init(p + "slack", np.array([self.atol]))], p + "bound")
-        return self._residual(p, d, bound), False, r, "rows"
+        return _Outcome(self._residual(p, d, bound), per_sample), r, 0.0, "rows"
 
     def _rtol(self, n_dot: int, n_sum: int) -> float:
         """Relative tolerance: ``n_dot`` terms in each of the node's own products, ``n_sum`` in plain sums.
 
         The node's products get :data:`SAFETY` (a GPU may compute a convolution by a
         transform whose error exceeds the dot-product bound); sums (ReduceSum, the check's
-        Gemm) are held to the bound itself, ``n u``, which no summation order exceeds.
-        Operands rounded before multiplying (TF32) cost ``2 u_operand`` on each side.
+        Gemms) are held to the bound itself, ``n u``, which no summation order exceeds.
+        Operands rounded before multiplying (TF32) cost ``2 u_operand`` in each product: the
+        node's, the check's prediction, and its chain, whose Gemms round S, P and the bound.
         """
         if self.rtol is not None:
             return self.rtol
-        return SAFETY * n_dot * self.u_acc + 4 * self.u_op + (n_sum + 2) * self.u_acc
+        return SAFETY * n_dot * self.u_acc + 8 * self.u_op + (n_sum + 2) * self.u_acc
 
     # -- the flag --------------------------------------------------------------------------
 
-    def _flag(self, outcomes: list[_Outcome]) -> None:
-        """``abft_ok[n]``: every check of sample ``n`` held; NaN fails (LessOrEqual is false for it)."""
+    def _flag(self, linear: list[_Linear], outcomes: list[_Outcome]) -> None:
+        """``abft_ok[n]``: every check of sample ``n`` held; NaN fails (LessOrEqual is false for it).
+
+        Each check's residual columns side by side, one LessOrEqual, Cast and ReduceMin for all.
+        Checks whose rows are not provably the samples decide for the whole batch.
+
+        The sums of products are made last check first: onnxruntime (1.32) orders nodes by a
+        depth-first walk back from the outputs, newest input first, so made in that order each
+        check runs right after the node it checks, while the node's output is in cache, and
+        before the activation after it, which can then overwrite that output in place (on the
+        shipped model, made in graph order, the checks all ran last and cost 1.6 times as much).
+        """
         oks = []
         for per_sample, name in ((True, "sample"), (False, "batch")):
-            columns = [o.residual for o in outcomes if o.per_sample == per_sample]
+            chained = [(j, c) for j, c in enumerate(linear) if c.per_sample == per_sample]
+            sums = {j: self._sum_of_products(c, f"{PREFIX}{name}{j}/") for j, c in reversed(chained)}
+            columns = [sums[j] for j, _ in chained] + [o.residual for o in outcomes if o.per_sample == per_sample]
             if not columns:
                 continue
-            if not per_sample:  # one row: the whole batch
+            if per_sample:
+                columns = [c if c in sums.values() else self._node("Flatten", [c], c + "/flat", axis=1) for c in columns]
+            else:  # one row: the whole batch
                 row = self._init(f"{PREFIX}row", np.array([1, -1]), np.int64)
                 columns = [self._node("Reshape", [c, row], c + "/row") for c in columns]
             joined = columns[0] if len(columns) == 1 else self._node("Concat", columns, f"{PREFIX}{name}/all", axis=1)
             held = self._node("LessOrEqual", [joined, self._init(f"{PREFIX}zero", np.array(0.0))], f"{PREFIX}{name}/held")
             as_float = self._node("Cast", [held], f"{PREFIX}{name}/held_f", to=TensorProto.FLOAT)
             oks.append(self._reduce("ReduceMin", as_float, [1], f"{PREFIX}{name}/ok", keepdims=0))  # [N] or [1]
-        if not any(o.per_sample for o in outcomes):  # spread the batch-wide verdict over the batch
+        if not any(c.per_sample for c in linear) and not any(o.per_sample for o in outcomes):
             shape = self._node("Shape", [self._first_input()], f"{PREFIX}input_shape")
             n = self._node("Slice", [shape, self._init(f"{PREFIX}s0", np.array([0]), np.int64),
                                      self._init(f"{PREFIX}s1", np.array([1]), np.int64)], f"{PREFIX}batch_size")
@@ -516,6 +669,14 @@ class _Pass:
         ok = oks[0] if len(oks) == 1 else self._node("Min", oks, f"{PREFIX}ok")
         self._node("Cast", [ok], OUTPUT, to=TensorProto.BOOL)
         self.graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.BOOL, [self._batch_param()]))
+
+    def _sum_of_products(self, check: _Linear, p: str) -> str:
+        """A check's residual ``sum_i A_i B_i + const``: a chain of Gemms, ``Gemm(A_i, B_i, previous)``,
+        the first from the constant row; no Sub, Abs or compare of its own."""
+        acc = self._init(p + "const", check.const)
+        for tensor, coefficients, trans_a, name in check.parts:
+            acc = self._node("Gemm", [tensor, self._init(name + "_b", coefficients), acc], name, transA=trans_a)
+        return acc
 
     # -- helpers ---------------------------------------------------------------------------
 

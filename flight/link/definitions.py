@@ -170,10 +170,10 @@ PARAMETERS = (
               "one abft_ok flag per tile; a batch with a failed flag is run again after a scrub of the weights, "
               "and tiles failing again are marked failed in the product. Made once per model version "
               "from the store's checked bytes, its check weights scrubbed with the model's; the products keep "
-              "the uplinked model's SHA-256. A model the pass refuses runs unchecked (PROVIDER_FALLBACK says "
+              "the uplinked model's SHA-256. A model the pass refuses runs unchecked (MODEL_UNCHECKED says "
               "why). Off: the model as uplinked, results checked only by double runs. Cost: what the checks "
-              "read (bench.compute: infer_ratio_checked against infer_ratio; 0.50-0.54 against 0.96-1.05 on "
-              "a shared 2-core PC, one thread, with the pass of this writing)"),
+              "read (bench.compute: infer_ratio_checked against infer_ratio; 0.69 against 0.98 on a shared "
+              "2-core PC, one thread, checksum pass version 2)"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
