@@ -45,6 +45,32 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   tiles (0, the data's maximum, 1.0). On 1 thread, and again on 2 threads, with graph
   optimisation off, and as the worker opens owned-weight sessions (``extended``, 2 threads,
   batches of 16) over part of them (other kernels, other summation orders).
+- ``scrub_detect_latency_s`` (per flux class: ``p50_s``, ``p99_s``, ``max_s``; the same in
+  ``scrub_detect_latency_s_p99``/``_p50``/``_max``): measured on the worker's own code, simulated
+  time. A worker in this process (tests/model_helpers.py's bench, the shipped model installed,
+  ``abft_checks`` on, the agent's class admitted), its ``time`` module replaced by a
+  :class:`SimClock` for the run (the worker's code unchanged, its clock passed in; nothing
+  sleeps). One bit of a byte drawn uniformly over the owned buffers of the model's session
+  (``scrub_model_weight_bytes``, the checksum weights included) flips at a time uniform over a
+  period, ``Worker.scrub_tick(now_s)`` runs every ``SCRUB_TICK_S`` (the loop's longest wait,
+  ``IDLE_WAIT_S``); the latency runs to the tick whose step repaired it. ``SCRUB_FLIPS`` flips
+  per class (SAA 30 s, high latitude 300 s, quiet 1500 s). No batch runs meanwhile: a failed
+  check would scrub at once.
+- ``scrub_cpu_pct``: this thread's CPU time (``time.thread_time``) in ``scrub_tick`` per second
+  of simulated flight, in % of one core, ticks every ``SCRUB_TICK_S`` over
+  ``SCRUB_CPU_FLIGHT_S``; ``scrub_cpu_pct_busy_loop`` the same with a tick every ``SLICE_S``
+  (the loop while it computes). Mostly the per-call cost at this model's size.
+- ``corrupt_results_reported_good``: tiles whose product says passed while their class differs
+  from the clean one, or their confidence by > ``CONSEQUENCE``, over a simulated day
+  (:func:`upset_day`). What is modelled, not measured: the truth (the harness's upset model,
+  hil/profiles/radiation.py, along the TLE of hil/data/profiles/sso_550.parquet flown for a day,
+  per bit, x ``DAY_UPSET_SCALE``; ``day_truth_vs_profile_rel`` checks it against the profile's
+  3 h column); upsets land only in the weights the scrubber keeps (owned and golden; activations
+  and outputs have no hook in the worker); one job of ``DAY_TILES_PER_STEP`` tiles per
+  ``DAY_STEP_S`` step, not continuous inference (``day_compression``). What is the worker's
+  own: the agent's predicted class (``radiation_estimate``), the scrub, the checks, the rerun,
+  the products and their receipts. ``day_upsets`` and ``day_tiles`` say what happened
+  (:class:`DayTally`); ``day_stress`` the first ``DAY_STRESS_S`` again at ``DAY_STRESS_SCALE``.
 
 ``python -m bench.radiation [--seed N]``; the published figures use the default seed
 (:data:`SEED`). The tolerance (:data:`flight.compute.abft.SAFETY`) was chosen from the
@@ -54,20 +80,42 @@ rounding bound and checked on seed 1, never tuned on this seed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from flight.agent.compute import radiation_estimate
 from flight.compute import abft
-from flight.compute.providers import open_session, owned_weights_options, session_options_for
+from flight.compute import protocol as cp
+from flight.compute import worker as worker_module
+from flight.compute.checks import FAILED, PASSED, UNCHECKED
+from flight.compute.providers import (
+    open_session,
+    owned_weights_options,
+    session_options_for,
+)
+from flight.compute.scrub import scrub_period_s
 from flight.compute.usecase.cloud import generate_tiles
-from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
+from flight.compute.usecase.shipped import (
+    MODEL_FILE,
+    MODEL_NAME,
+    MODELS_DIR,
+    load_held_out,
+)
+from flight.compute.worker import ACTIVE
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
+from flight.orbit import Orbit, geodetic_from_teme
+from hil.profiles.format import read_profile
+from hil.profiles.radiation import RadiationParams, radiation_along_track
 
 SEED = 17  # issue 17; the tolerance was checked on seed 1
 CONSEQUENCE = 1e-3
@@ -82,6 +130,19 @@ OVERHEAD_SETTINGS = tuple((kind, threads, batch) for kind in ("owned", "all") fo
 GENERATED_TILES = 12_400  # x 8 rotations and mirrors
 RANDOM_TILES = 2048
 OUTPUTS = ("logits", "probabilities", "cloud_fraction")
+SCRUB_CLASSES = (FluxClass.SAA, FluxClass.HIGH_LATITUDE, FluxClass.QUIET)
+SCRUB_FLIPS = 1000  # per flux class, one at a time
+SCRUB_TICK_S = 1.0  # flight.compute.worker.IDLE_WAIT_S: the longest the loop goes between two scrub_tick calls
+SCRUB_CPU_FLIGHT_S = 6000.0  # simulated flight per class for scrub_cpu_pct: 4 passes at 1500 s, 200 at 30 s
+SSO_PERIOD_S = 5739.0  # the profile's orbit (hil/data/profiles/sso_550.parquet, metadata orbit.period_s)
+DAY_PROFILE = Path(__file__).resolve().parent.parent / "hil" / "data" / "profiles" / "sso_550.parquet"
+DAY_S = 86400.0
+DAY_STEP_S = 60.0
+DAY_UPSET_SCALE = 100.0  # x the harness's upset rate along the track
+DAY_STRESS_SCALE = 1e4  # and the first DAY_STRESS_S of the day again at this scale: enough upsets to count
+DAY_STRESS_S = 21600.0
+DAY_TILES_PER_STEP = 16  # held-out tiles run per step (the 800 in turn)
+DAY_BATCH = 8  # the worker's batch (Admit.batch): two batches a step
 
 CHECKED_WEIGHTS = ("w1", "b1", "w2", "b2", "w3", "b3", "wh", "bh")
 UNCHECKED_WEIGHTS = ("band_mean", "band_std")
@@ -365,6 +426,382 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, tiles: np.ndarray)
     }
 
 
+# -- the scrubber and the worker on a simulated clock -------------------------------------------
+
+
+class SimClock:
+    """The worker's clock, simulated: stands in for the ``time`` module the worker reads
+    (``monotonic()`` returns :attr:`now_s`, set by the bench; everything else is the real module's).
+    Installed over ``flight.compute.worker.time`` by :func:`simulated_worker` and put back after:
+    the worker's code is run unchanged, its clock passed in from outside, so a simulated day is
+    exact and repeatable and nothing sleeps."""
+
+    def __init__(self, now_s: float):
+        self.now_s = float(now_s)
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def simulated_worker(radiation: cp.Radiation, batch: int = DAY_BATCH):
+    """A :class:`~flight.compute.worker.Worker` in this process (tests/model_helpers.py: a real
+    socket, a model store in a temporary directory, the shipped model installed), on a
+    :class:`SimClock`, admitted as the agent admits it: ``abft_checks`` and ``weights_scrub`` on,
+    the flight defaults for the double run. Yields (bench, clock)."""
+    from tests.model_helpers import WorkerBench  # the worker harness the tests use
+
+    clock = SimClock(1000.0)
+    real_time = worker_module.time
+    worker_module.time = clock
+    try:
+        with tempfile.TemporaryDirectory(prefix="sunlit-radiation-") as tmp:
+            bench = WorkerBench(Path(tmp) / "compute", allow_unsigned=True)
+            try:
+                bench.worker.install_shipped_models()
+                admit(bench.worker, radiation, batch)
+                bench.worker._session(MODEL_NAME)
+                yield bench, clock
+            finally:
+                bench.close()
+    finally:
+        worker_module.time = real_time
+
+
+def admit(worker, radiation: cp.Radiation, batch: int = DAY_BATCH) -> None:
+    """What the agent sends the worker every tick, with ``radiation`` as it predicts it."""
+    defaults = DICTIONARY.parameter_defaults
+    worker._handle(cp.Admit(Admission.ALL, 1, batch, 1.0, None, "bench", radiation=radiation,
+                            double_run_fraction=defaults["double_run_fraction"],
+                            double_run_all_in_saa=defaults["double_run_all_in_saa"],
+                            scrub_weights=True, abft_checks=True))
+
+
+def radiation_of(flux: FluxClass) -> cp.Radiation:
+    """A prediction of class ``flux`` (what ``radiation_estimate`` would send), on the SSO's orbit."""
+    lat = {FluxClass.SAA: -30.0, FluxClass.HIGH_LATITUDE: 70.0, FluxClass.QUIET: 10.0}[flux]
+    return cp.Radiation(flux, flux is FluxClass.SAA, lat, SSO_PERIOD_S, 0.0 if flux is FluxClass.SAA else None)
+
+
+def owned_sites(scrubber) -> tuple[tuple[str, ...], np.ndarray]:
+    """(tensor names, cumulative byte counts) of the owned buffers: a byte drawn uniformly over all
+    of them, as a proton would hit one."""
+    return scrubber.names, np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
+
+
+def draw_byte(rng: np.random.Generator, names: tuple[str, ...], ends: np.ndarray) -> tuple[str, int, int]:
+    """(tensor, byte within it, bit 0..7), uniform over every byte of ``ends``' buffers."""
+    k = int(rng.integers(int(ends[-1])))
+    t = int(np.searchsorted(ends, k, side="right"))
+    return names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
+
+
+def scrub_latency(flux: FluxClass, flips: int, rng: np.random.Generator, tick_s: float = SCRUB_TICK_S) -> dict[str, float]:
+    """Seconds from a flip in an owned weight to its repair by the worker's periodic scrub.
+
+    One flip at a time, at a time uniform over one period after the last repair (so its place
+    relative to the scrubber's cursor is random), in a byte drawn uniformly over the owned buffers
+    of the shipped model's session (its checksum weights included), one of its 8 bits;
+    ``Worker.scrub_tick(now_s)`` is called every ``tick_s`` of simulated time, as the worker's loop
+    calls it when idle (``IDLE_WAIT_S``, its longest wait); the latency ends at the tick whose
+    step made the repair (``scrub_repairs`` went up). No inference runs: this is the scrub alone,
+    not a check that failed and scrubbed everything at once."""
+    with simulated_worker(radiation_of(flux)) as (bench, clock):
+        worker = bench.worker
+        scrubber = worker._session(MODEL_NAME).scrubber
+        names, ends = owned_sites(scrubber)
+        period = scrub_period_s(flux, SSO_PERIOD_S)
+        latencies = []
+        tick = clock.now_s
+        for _ in range(flips):
+            t_flip = clock.now_s + float(rng.uniform(0.0, period))
+            while tick <= t_flip:
+                clock.now_s = tick
+                worker.scrub_tick(tick)
+                tick += tick_s
+            name, byte, bit = draw_byte(rng, names, ends)
+            scrubber.owned_bytes(name)[byte] ^= np.uint8(1 << bit)
+            repaired = worker.scrub_repairs
+            while worker.scrub_repairs == repaired:
+                clock.now_s = tick
+                worker.scrub_tick(tick)
+                tick += tick_s
+            latencies.append(clock.now_s - t_flip)
+            assert scrubber.verify(), "a repair leaves every owned chunk matching its CRC"
+        lat = np.array(latencies)
+        return {"period_s": period, "flips": flips, "p50_s": round(float(np.percentile(lat, 50)), 2),
+                "p99_s": round(float(np.percentile(lat, 99)), 2), "max_s": round(float(lat.max()), 2)}
+
+
+def scrub_cpu(flux: FluxClass, flight_s: float = SCRUB_CPU_FLIGHT_S, tick_s: float = SCRUB_TICK_S) -> dict[str, float]:
+    """CPU time this thread spends in ``Worker.scrub_tick`` per second of simulated flight, as a
+    percentage of one core: ticks every ``tick_s`` over ``flight_s`` (several full passes at every
+    period), the shipped model's session, nothing to repair. ``time.thread_time``: this thread's
+    CPU alone, not the wall clock of a shared machine."""
+    with simulated_worker(radiation_of(flux)) as (bench, clock):
+        worker = bench.worker
+        ticks = np.arange(1, int(flight_s / tick_s) + 1) * tick_s + clock.now_s
+        t0 = time.thread_time()
+        for tick in ticks:
+            clock.now_s = float(tick)
+            worker.scrub_tick(float(tick))
+        cpu_s = time.thread_time() - t0
+        scrubber = worker._session(MODEL_NAME).scrubber
+        return {"cpu_pct": round(100.0 * cpu_s / flight_s, 5), "passes": scrubber.passes,
+                "cpu_s_per_pass": round(cpu_s / max(1, scrubber.passes), 6)}
+
+
+def scrub_figures(seed: int, flips: int = SCRUB_FLIPS) -> dict[str, object]:
+    rng = np.random.default_rng(seed + 3000)
+    latency = {flux.value: scrub_latency(flux, flips, rng) for flux in SCRUB_CLASSES}
+    cpu = {flux.value: scrub_cpu(flux) for flux in SCRUB_CLASSES}
+    busy = {flux.value: scrub_cpu(flux, tick_s=worker_module.SLICE_S)["cpu_pct"] for flux in SCRUB_CLASSES}
+    with simulated_worker(radiation_of(FluxClass.QUIET)) as (bench, _clock):
+        scrubber = bench.worker._session(MODEL_NAME).scrubber
+        weight_bytes, tensors = scrubber.bytes_total, len(scrubber.names)
+    return {
+        "scrub_detect_latency_s": latency,
+        "scrub_detect_latency_s_p99": {k: v["p99_s"] for k, v in latency.items()},
+        "scrub_detect_latency_s_p50": {k: v["p50_s"] for k, v in latency.items()},
+        "scrub_detect_latency_s_max": {k: v["max_s"] for k, v in latency.items()},
+        "scrub_cpu_pct": {k: v["cpu_pct"] for k, v in cpu.items()},
+        "scrub_cpu_pct_busy_loop": busy,
+        "scrub_cpu_detail": cpu,
+        "scrub_model_weight_bytes": weight_bytes,
+        "scrub_model_tensors": tensors,
+        "scrub_tick_s": SCRUB_TICK_S,
+    }
+
+
+# -- a simulated day of upsets through the worker -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayTrack:
+    """A day of the profile's orbit at ``DAY_STEP_S``: the truth (the harness's upset model along
+    the track, per bit) and what the agent predicts (``radiation_estimate`` from the same TLE)."""
+
+    time_unix_s: np.ndarray
+    upsets_per_bit_s: np.ndarray
+    predicted: tuple[cp.Radiation, ...]
+    profile_check_rel: float  # the truth model against the profile's own column, where both exist
+
+
+def day_track(profile_path: Path = DAY_PROFILE, day_s: float = DAY_S, step_s: float = DAY_STEP_S) -> DayTrack:
+    """The profile's TLE flown for ``day_s``: upset rate per bit from the harness's own model
+    (hil/profiles/radiation.py, the parameters in the profile's metadata: AP8 flux above 10 MeV
+    times the cross-section, divided here by the bits it was given for), and the class the agent
+    predicts at each step. The profile holds 3 h; the same model run over its own samples is
+    compared with its ``upset_rate_per_s`` column (``profile_check_rel``, the largest relative
+    difference where the rate is not negligible)."""
+    profile = read_profile(profile_path)
+    orbit = Orbit.from_tle(*profile.tle())
+    meta = profile.metadata["radiation"]
+    params = RadiationParams(solar_cycle=meta["solar_cycle"], cross_section_cm2_per_bit=meta["cross_section_cm2_per_bit"],
+                             bits=meta["bits"])
+
+    def rate_per_bit(t: np.ndarray) -> np.ndarray:
+        r_teme_km, _ = orbit.propagate(t)
+        lat, lon, alt = geodetic_from_teme(r_teme_km, t)
+        return radiation_along_track(t, lat, lon, alt, params).upset_rate_per_s / params.bits
+
+    t = profile.start_s + step_s * np.arange(int(day_s / step_s))
+    own = rate_per_bit(profile.time_s) * params.bits
+    column = profile.columns["upset_rate_per_s"]
+    big = column > 0.01 * column.max()
+    check = float(np.max(np.abs(own[big] - column[big]) / column[big]))
+    return DayTrack(t, rate_per_bit(t), tuple(radiation_estimate(orbit, float(x)) for x in t), check)
+
+
+@dataclass
+class DayTally:
+    """What a simulated day did. Upsets: ``injected`` (``owned`` in the buffers the session reads,
+    ``golden`` in the scrubber's three golden copies); of the owned ones ``repaired_before_use``
+    (a periodic scrub step put it right before any batch ran on it), ``detected`` (a batch ran on
+    it and a check failed), ``corrected_after_rerun`` (of those, every tile passed after the
+    scrub and the rerun), ``used_undetected`` (batches ran on it and no check failed: harmless,
+    or a corrupt result passed). Tiles: by the status in their product's receipt, and against
+    the clean reference."""
+
+    injected: int = 0
+    injected_owned: int = 0
+    injected_golden: int = 0
+    repaired_before_use: int = 0
+    detected: int = 0
+    corrected_after_rerun: int = 0
+    used_undetected: int = 0
+    tiles: int = 0
+    tiles_passed: int = 0
+    tiles_failed: int = 0
+    tiles_unchecked: int = 0
+    tiles_corrupt: int = 0
+    corrupt_reported_good: int = 0
+    jobs: int = 0
+    outstanding_at_end: int = 0  # owned upsets not yet put right when the day ends
+    weight_bytes: int = 0  # owned bytes (each golden copy as many)
+    examples: list[str] = field(default_factory=list)
+
+
+def corrupt(classes: np.ndarray, conf: np.ndarray, ref_classes: np.ndarray, ref_conf: np.ndarray) -> np.ndarray:
+    """Per tile: the class differs from the clean reference, or its confidence (its probability)
+    by more than ``CONSEQUENCE``, or it is not finite."""
+    return (classes != ref_classes) | ~np.isfinite(conf) | (np.abs(conf - ref_conf) > CONSEQUENCE)
+
+
+def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = DAY_TILES_PER_STEP,
+              track: DayTrack | None = None) -> tuple[DayTally, DayTrack]:
+    """A day of the orbit through the worker, its clock simulated; see :func:`day_track` for the truth.
+
+    Each ``DAY_STEP_S`` step: the agent's prediction is admitted (the scrub period follows it);
+    ``Poisson(rate x scale x bits x step)`` upsets land at uniform times in the step, each on a
+    byte drawn uniformly over the owned buffers and the three golden copies (every byte the
+    scrubber keeps is exposed), one of its 8 bits; ``scrub_tick`` runs every ``SCRUB_TICK_S``; and
+    at a time uniform in the step one inference job of ``tiles_per_step`` held-out tiles (the 800
+    in turn) runs through the worker (``work_slice``: its own scrub tick, checked batches, a
+    failed check scrubbed and rerun, a product with its receipt). Every tile of every product is
+    compared with the same tile from the worker before any upset.
+
+    Modelled, not measured: the upset rate (the harness's AP8 model, x ``scale``), that upsets hit
+    only the weights (activations, outputs and the runtime's own memory are not reachable without
+    a hook in the worker), and the duty: one batch-set a step instead of continuous inference."""
+    rng = np.random.default_rng(seed + 4000)
+    track = day_track() if track is None else track
+    held = load_held_out().tiles.astype(np.float32)
+    sets = len(held) // tiles_per_step
+    tally = DayTally()
+    with simulated_worker(track.predicted[0]) as (bench, clock):
+        worker = bench.worker
+        for s in range(sets):
+            bench.data_set(f"s{s}", held[s * tiles_per_step:(s + 1) * tiles_per_step])
+        ref = [run_job(bench, 1 + s, f"s{s}") for s in range(sets)]  # before any upset: the clean reference
+        assert all((r[2] == PASSED).all() for r in ref), "the clean reference passed its checks"
+        job_id = 1 + sets
+        scrubber = worker._session(MODEL_NAME).scrubber
+        names, ends = owned_sites(scrubber)
+        owned_total = tally.weight_bytes = int(ends[-1])
+        clean = {n: scrubber.owned_bytes(n).copy() for n in names}
+        upsets_owned: list[dict] = []  # not yet put right: tensor, byte, used (a batch ran on it), caught, marked
+        t0 = clock.now_s
+        for k, radiation in enumerate(track.predicted):
+            start = t0 + k * DAY_STEP_S
+            admit(worker, radiation)
+            n = int(rng.poisson(track.upsets_per_bit_s[k] * scale * 8 * 4 * owned_total * DAY_STEP_S))
+            events = [(float(u), "upset") for u in start + rng.uniform(0.0, DAY_STEP_S, n)]
+            events.append((start + float(rng.uniform(0.0, DAY_STEP_S)), "job"))
+            events += [(start + i * SCRUB_TICK_S, "tick") for i in range(int(DAY_STEP_S / SCRUB_TICK_S))]
+            for when, what in sorted(events):
+                clock.now_s = when
+                if what == "tick":
+                    worker.scrub_tick(when)
+                elif what == "upset":
+                    tally.injected += 1
+                    copy = int(rng.integers(4))  # 0: owned, 1..3: a golden copy (the four equal in size)
+                    name, byte, bit = draw_byte(rng, names, ends)
+                    view = scrubber.owned_bytes(name) if copy == 0 else scrubber.golden_bytes(copy - 1, name)
+                    view[byte] ^= np.uint8(1 << bit)
+                    if copy == 0:
+                        tally.injected_owned += 1
+                        upsets_owned.append({"tensor": name, "byte": byte, "bit": bit, "used": False,
+                                             "caught": False, "marked": False})
+                    else:
+                        tally.injected_golden += 1
+                else:
+                    s = (job_id - 1) % sets
+                    failed_before, marked_before = worker.checks_failed, worker.results_marked
+                    present = [u for u in upsets_owned if scrubber.owned_bytes(u["tensor"])[u["byte"]]
+                               != clean[u["tensor"]][u["byte"]]]
+                    classes, conf, status = run_job(bench, job_id, f"s{s}")
+                    job_id += 1
+                    tally.jobs += 1
+                    tally.tiles += len(status)
+                    tally.tiles_passed += int((status == PASSED).sum())
+                    tally.tiles_failed += int((status == FAILED).sum())
+                    tally.tiles_unchecked += int((status == UNCHECKED).sum())
+                    bad = corrupt(classes, conf, ref[s][0], ref[s][1])
+                    tally.tiles_corrupt += int(bad.sum())
+                    sneaked = bad & (status == PASSED)
+                    tally.corrupt_reported_good += int(sneaked.sum())
+                    if sneaked.any() and len(tally.examples) < 5:
+                        where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
+                        tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
+                    for u in present:
+                        u["used"] = True
+                        if worker.checks_failed > failed_before:
+                            u["caught"] = True
+                            u["marked"] = worker.results_marked > marked_before
+                # Settle the upsets put right by now (a scrub step, or the full scrub after a failed check).
+                still = []
+                for u in upsets_owned:
+                    if scrubber.owned_bytes(u["tensor"])[u["byte"]] != clean[u["tensor"]][u["byte"]]:
+                        still.append(u)
+                    elif not u["used"]:
+                        tally.repaired_before_use += 1
+                    elif u["caught"]:
+                        tally.detected += 1
+                        tally.corrected_after_rerun += not u["marked"]
+                    else:
+                        tally.used_undetected += 1
+                upsets_owned = still
+        tally.outstanding_at_end = len(upsets_owned)
+    return tally, track
+
+
+def run_job(bench, job_id: int, input_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One inference job of the shipped model through the worker: (classes, confidence, per-tile
+    check status) of its product, as the ground would read them. The StartJob is handed to the
+    worker as the tests' bench does, its reply read without waiting on the socket's poll."""
+    worker = bench.worker
+    worker._handle(cp.StartJob(job_id, cp.JobSpec(job_id, JobKind.INFERENCE, input_set, model=MODEL_NAME)))
+    job = worker.jobs[job_id]
+    for _ in range(100):
+        if job.state not in ACTIVE:
+            break
+        worker.work_slice()
+    bench.drain()
+    bench.messages.clear()  # events and replies: counted by the worker's own counters, not needed here
+    assert job.state.value == "DONE", job.detail
+    with np.load(bench.root / "products" / f"job{job_id:05d}-{input_set}.npz", allow_pickle=False) as npz:
+        return npz["classes"], npz["confidence"], npz["check"]
+
+
+def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
+    t_start = time.perf_counter()
+    tally, track = upset_day(seed, scale)
+    flux = [r.flux_class.value for r in track.predicted]
+    stress_track = DayTrack(track.time_unix_s[:int(DAY_STRESS_S / DAY_STEP_S)],
+                            track.upsets_per_bit_s[:int(DAY_STRESS_S / DAY_STEP_S)],
+                            track.predicted[:int(DAY_STRESS_S / DAY_STEP_S)], track.profile_check_rel)
+    stress, _ = upset_day(seed + 1, DAY_STRESS_SCALE, track=stress_track)
+    return {
+        "corrupt_results_reported_good": tally.corrupt_reported_good,
+        "day_upsets": {k: getattr(tally, k) for k in (
+            "injected", "injected_owned", "injected_golden", "repaired_before_use", "detected",
+            "corrected_after_rerun", "used_undetected", "outstanding_at_end")},
+        "day_tiles": {k: getattr(tally, k) for k in (
+            "tiles", "tiles_passed", "tiles_failed", "tiles_unchecked", "tiles_corrupt", "corrupt_reported_good",
+            "jobs")},
+        "day_corrupt_examples": tally.examples,
+        "day_upset_scale": scale,
+        "day_upsets_expected": round(float(np.sum(track.upsets_per_bit_s)) * DAY_STEP_S * scale * 8 * 4
+                                     * tally.weight_bytes, 2),
+        "day_predicted_flux_steps": {c: flux.count(c) for c in sorted(set(flux))},
+        "day_truth_vs_profile_rel": round(track.profile_check_rel, 4),
+        "day_compression": f"{DAY_TILES_PER_STEP} tiles once per {DAY_STEP_S:g} s step ({len(track.predicted)} steps), "
+                           f"at a time uniform in the step; scrub_tick every {SCRUB_TICK_S:g} s",
+        "day_stress": {"upset_scale": DAY_STRESS_SCALE, "simulated_s": DAY_STRESS_S,
+                       "corrupt_results_reported_good": stress.corrupt_reported_good,
+                       **{k: getattr(stress, k) for k in (
+                           "injected", "injected_owned", "injected_golden", "repaired_before_use", "detected",
+                           "corrected_after_rerun", "used_undetected", "outstanding_at_end", "tiles", "tiles_passed",
+                           "tiles_failed", "tiles_corrupt")},
+                       "examples": stress.examples},
+        "day_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=SEED)
@@ -395,6 +832,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     costs = overhead_figures(bare, protected, held)
     record = abft.describe(protected)
+    scrub = scrub_figures(args.seed)
+    day = day_figures(args.seed)
     return {
         "abft_detect_rate": checked.rate(),
         "abft_flips_injected": checked.injected,
@@ -423,6 +862,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "false_alarm_tiles_1_thread": len(tiles),
         "abft_rtol": {c["output"]: c["rtol"] for c in record["checks"]},
         "abft_pass_version": abft.PASS_VERSION,
+        **scrub,
+        **day,
         "seed": args.seed,
         "onnxruntime": ort.__version__,
         "bench_s": round(time.perf_counter() - t_start, 1),

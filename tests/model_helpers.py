@@ -11,6 +11,7 @@ import numpy as np
 import zmq
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.agent.compute import ComputeSupervisor
 from flight.compute import protocol as cp
 from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
 from flight.compute.worker import ACTIVE, Worker
@@ -156,3 +157,38 @@ class WorkerBench:
     def close(self) -> None:
         self.worker._sock.close(0)
         self.router.close(0)
+
+
+def admissions(root: Path, params: dict, radiation=None) -> tuple[list[cp.Admit], dict]:
+    """What an agent's :class:`ComputeSupervisor` (no worker started) sends with one admission,
+    read from a real DEALER socket that connects as its worker, and its telemetry then."""
+
+    class NoFaults:
+        def record(self, what):
+            pass
+
+    class Clock:
+        def monotonic_s(self):
+            return 0.0
+
+        def now_s(self):
+            return 1_794_830_400.0  # 2026-11-16T12:00:00Z
+
+    more = {} if radiation is None else {"radiation": radiation}
+    sup = ComputeSupervisor(root, True, lambda *a, **k: None, NoFaults(), Clock(), params, lambda: 1,
+                            lambda where, exc: None, **more)
+    peer = zmq.Context.instance().socket(zmq.DEALER)
+    peer.setsockopt(zmq.IDENTITY, b"compute")
+    peer.linger = 0
+    peer.connect(sup.endpoint)
+    try:
+        admits: list[cp.Admit] = []
+        deadline = time.monotonic() + 5.0
+        while not admits and time.monotonic() < deadline:  # until the ROUTER knows the peer
+            sup.admit(Admission.INFERENCE, 1, 3, 5.0, "test")
+            while peer.poll(50):
+                admits += [m for m in [cp.decode(peer.recv())] if isinstance(m, cp.Admit)]
+        return admits, sup.telemetry()
+    finally:
+        peer.close(0)
+        sup.close()

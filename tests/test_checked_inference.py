@@ -13,10 +13,8 @@ import time
 
 import numpy as np
 import pytest
-import zmq
 from onnx import TensorProto, helper, numpy_helper
 
-from flight.agent.compute import ComputeSupervisor
 from flight.compute import protocol as cp
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
 from flight.compute.package import ReferenceSet, compare_outputs, run_outputs, sha256_hex
@@ -24,7 +22,7 @@ from flight.compute.providers import CPU
 from flight.compute.store import Provenance
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, Protection
-from tests.model_helpers import WorkerBench
+from tests.model_helpers import WorkerBench, admissions
 
 SHIPPED = (MODELS_DIR / MODEL_FILE).read_bytes()
 TILES = load_held_out().tiles[:24].astype(np.float32)
@@ -269,37 +267,8 @@ def test_changing_abft_checks_reopens_the_session_and_the_pass_runs_once_per_ver
 def test_the_agent_sends_abft_checks_with_every_admission(tmp_path):
     assert DICTIONARY.parameter_defaults["abft_checks"] is True
     for value in (True, False):
-        params = dict(DICTIONARY.parameter_defaults, abft_checks=value)
-        sup = ComputeSupervisor(tmp_path / f"compute{value}", True, lambda *a, **k: None, _Faults(), _Clock(), params,
-                                lambda: 1, lambda where, exc: None)
-        peer = zmq.Context.instance().socket(zmq.DEALER)
-        peer.setsockopt(zmq.IDENTITY, b"compute")
-        peer.linger = 0
-        peer.connect(sup.endpoint)
-        try:
-            admits: list[cp.Admit] = []
-            deadline = time.monotonic() + 5.0
-            while not admits and time.monotonic() < deadline:  # until the ROUTER knows the peer
-                sup.admit(Admission.INFERENCE, 1, 3, 5.0, "test")
-                while peer.poll(50):
-                    admits += [m for m in [cp.decode(peer.recv())] if isinstance(m, cp.Admit)]
-            assert admits and all(a.abft_checks is value for a in admits)
-        finally:
-            peer.close(0)
-            sup.close()
-
-
-class _Faults:
-    def record(self, what):
-        pass
-
-
-class _Clock:
-    def monotonic_s(self):
-        return 0.0
-
-    def now_s(self):
-        return 1_794_830_400.0
+        admits, _ = admissions(tmp_path / f"compute{value}", dict(DICTIONARY.parameter_defaults, abft_checks=value))
+        assert admits and all(a.abft_checks is value for a in admits)
 
 
 # --- a model the pass refuses --------------------------------------------------------------------

@@ -12,10 +12,9 @@ import time
 
 import numpy as np
 import pytest
-import zmq
 from onnx import TensorProto, helper, numpy_helper
 
-from flight.agent.compute import ComputeSupervisor, radiation_estimate
+from flight.agent.compute import radiation_estimate
 from flight.compute import protocol as cp
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, DoubleRunSchedule, rows_agree
 from flight.compute.package import sha256_hex
@@ -33,7 +32,7 @@ from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass
 from flight.orbit import Orbit
 from flight.orbit.predict import saa_mask
-from tests.model_helpers import WorkerBench
+from tests.model_helpers import WorkerBench, admissions
 
 SHIPPED = (MODELS_DIR / MODEL_FILE).read_bytes()
 TILES = load_held_out().tiles[:32].astype(np.float32)
@@ -190,43 +189,16 @@ def test_the_agent_predicts_the_environment_from_its_own_orbit():
     assert radiation_estimate(None, START_UNIX_S) == cp.NO_RADIATION
 
 
+@pytest.mark.system  # a real ZeroMQ socket pair
 @pytest.mark.req("RAD-103")
 def test_every_admission_carries_the_agents_estimate_and_the_check_parameters(tmp_path):
     params = dict(DICTIONARY.parameter_defaults, double_run_fraction=0.25, double_run_all_in_saa=True)
     estimate = cp.Radiation(FluxClass.SAA, True, -31.5, 5700.0)
-    sup = ComputeSupervisor(tmp_path / "compute", True, lambda *a, **k: None, _Faults(), _Clock(), params,
-                            lambda: 1, lambda where, exc: None, radiation=lambda: estimate)
-    peer = zmq.Context.instance().socket(zmq.DEALER)
-    peer.setsockopt(zmq.IDENTITY, b"compute")
-    peer.linger = 0
-    peer.connect(sup.endpoint)
-    try:
-        admits: list[cp.Admit] = []
-        deadline = time.monotonic() + 5.0
-        while not admits and time.monotonic() < deadline:  # until the ROUTER knows the peer
-            sup.admit(Admission.INFERENCE, 1, 3, 5.0, "test")
-            while peer.poll(50):
-                admits += [m for m in [cp.decode(peer.recv())] if isinstance(m, cp.Admit)]
-        assert admits and admits[0].radiation == estimate
-        assert (admits[0].double_run_fraction, admits[0].double_run_all_in_saa, admits[0].scrub_weights) == (
-            0.25, True, True)
-        assert sup.telemetry()["flux_class"] == "SAA"
-    finally:
-        peer.close(0)
-        sup.close()
-
-
-class _Faults:
-    def record(self, what):
-        pass
-
-
-class _Clock:
-    def monotonic_s(self):
-        return 0.0
-
-    def now_s(self):
-        return START_UNIX_S
+    admits, telemetry = admissions(tmp_path / "compute", params, radiation=lambda: estimate)
+    assert admits and admits[0].radiation == estimate
+    assert (admits[0].double_run_fraction, admits[0].double_run_all_in_saa, admits[0].scrub_weights) == (
+        0.25, True, True)
+    assert telemetry["flux_class"] == "SAA"
 
 
 # --- results: receipts, checks, reruns ------------------------------------------------------------

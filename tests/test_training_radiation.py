@@ -43,19 +43,10 @@ from flight.link.definitions import FluxClass
 from flight.orbit import Orbit, geodetic_from_teme, in_saa
 from flight.records import RecordCodec
 
-datasets = pytest.importorskip("sklearn.datasets")
+from tests.test_training_digits import _digits  # scikit-learn's digits, split as that test splits them
 
 START_UNIX_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z, as tests/test_scrub.py
 DIGITS_SPEC = MlpSpec(64, (Dense(128, "relu"), Dense(10)))
-HELD_OUT = 450
-
-
-def _digits():
-    digits = datasets.load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    return x[order[HELD_OUT:]], y[order[HELD_OUT:]], x[order[:HELD_OUT]], y[order[:HELD_OUT]]
 
 
 def _synthetic(n=96, seed=3):
