@@ -118,3 +118,24 @@ def test_after_kill_9_a_retry_is_answered_from_the_journal_not_run(start_agent, 
 
 def _noop_on(client, cmd_id: int):
     return client.send("NOOP", {}, timeout_s=5.0, retries=2, cmd_id=cmd_id)
+
+
+@pytest.mark.req("AGT-016")
+def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(tmp_path, monkeypatch):
+    """The started record is fsynced before the command runs (nothing runs twice); the finished one
+    is in the file at once (a kill -9 keeps it) and fsynced by ``sync`` at the end of the loop turn."""
+    import flight.agent.journal as journal_module
+
+    synced: list[int] = []
+    real_fsync = journal_module.os.fsync
+    monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    journal = CommandJournal(tmp_path / "commands.journal")
+    journal.started(7, b"d" * 8, 0x0001)
+    assert len(synced) == 1
+    journal.finished(7, True, 0, "")
+    assert len(synced) == 1  # not yet: the completion report goes out first
+    assert CommandJournal(tmp_path / "commands.journal").get(7).finished  # but it is in the file already
+    journal.sync()
+    assert len(synced) == 2
+    journal.sync()
+    assert len(synced) == 2  # nothing new, no fsync

@@ -336,6 +336,10 @@ class Agent:
                 self.executive.internal_error("scheduler", exc)
         if stepper is not None and stepper.pending_step and self.compute.hold_s() is None:
             self._answer_step()  # every harness step gets exactly one answer
+        try:  # before the store's fsync: a durable completion report never outlives its journal record
+            self.dispatcher.end_turn()  # the outcomes of this turn's commands made durable, after their reports went out
+        except Exception as exc:  # noqa: BLE001
+            self.executive.internal_error("command journal", exc)
         if self._booted:
             try:
                 self.downlink.end_turn()  # playback as the budget allows; the store's fsync policy
@@ -345,10 +349,6 @@ class Agent:
                 self.files.end_turn()  # CFDP PDUs as the budget and the line allow
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("files", exc)
-        try:
-            self.dispatcher.end_turn()  # the outcomes of this turn's commands made durable, after their reports went out
-        except Exception as exc:  # noqa: BLE001
-            self.executive.internal_error("command journal", exc)
         self.link.flush()
         if self._watchdog_every_s is not None:
             self._feed_watchdog()

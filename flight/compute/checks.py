@@ -167,11 +167,14 @@ class ProductChecks:
 
     @property
     def check_status(self) -> str:
-        """failed (some tile failed, even after a scrub and a rerun), passed (every tile checked
-        passed, and at least one was checked: the counts say how many), unchecked (none was)."""
+        """failed (some tile failed, even after a scrub and a rerun), passed (every tile was checked
+        and passed), partial (those checked passed, others were not checked: a sample of double
+        runs without the checksum pass; the counts say how many), unchecked (none was)."""
         if self.tiles_failed:
             return "failed"
-        return "passed" if self.tiles_checked else "unchecked"
+        if not self.tiles_checked:
+            return "unchecked"
+        return "passed" if self.tiles_checked == self.tiles else "partial"
 
     def receipt(self) -> dict[str, Any]:
         """The receipt (JSON-able): model, protection, checks and their counts, scrub age, environment."""

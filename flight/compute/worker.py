@@ -66,7 +66,7 @@ import onnx
 import zmq
 
 from flight.compute import protocol as cp
-from flight.compute.abft import protect_bytes
+from flight.compute.abft import PASS_VERSION, describe, is_protected, protect_bytes
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -118,6 +118,7 @@ KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; produc
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
+REBUILD_AFTER_FAILED_AGAIN = 2  # batches in a row failing again after a scrub before the session is rebuilt
 CHECK_EVENT_MIN_S = 10.0  # RESULT_CHECK_FAILED at most this often (the counters count every one)
 REPAIR_EVENTS_PER_STEP = 8  # WEIGHTS_REPAIRED events per scrub step at most (scrub_repairs counts all)
 
@@ -192,9 +193,17 @@ class _CheckedModel(NamedTuple):
     sha256: str  # of ``data``, checked at each reuse ("" with no data)
 
 
-def _has_check_output(data: bytes) -> bool:
-    """Whether the ONNX model ``data`` already gives the checksum pass's per-sample output."""
-    return any(o.name == CHECK_OUTPUT for o in onnx.load_from_string(data).graph.output)
+def _check_output_of(data: bytes) -> str:
+    """What the ONNX model ``data`` says of the checksum pass's per-sample output: "ours" (this
+    build's pass made it, same version: its flag is trusted), "foreign" (an output of that name the
+    pass of this build did not make: never read as a check), or "" (none)."""
+    model = onnx.load_from_string(data)
+    if not any(o.name == CHECK_OUTPUT for o in model.graph.output):
+        return ""
+    try:
+        return "ours" if is_protected(model) and describe(model).get("version") == PASS_VERSION else "foreign"
+    except ValueError:  # a record that does not parse
+        return "foreign"
 
 
 @dataclass
@@ -255,6 +264,7 @@ class Worker:
         self.double_runs = 0
         self.results_marked = 0
         self._check_event_at = -math.inf
+        self._failed_in_row: tuple[Any, int] = (None, 0)  # (session, batches failing again after a scrub in a row)
         self.train_steps_refused = 0  # training under radiation (training/guard.py), since the worker started
         self.train_restores = 0
         self.train_saa_checkpoints = 0
@@ -456,7 +466,7 @@ class Worker:
     def _checked_bytes(self, name: str, data: bytes, sha256: str) -> bytes | None:
         """``data`` (the store's verified bytes of ``name``, SHA-256 ``sha256``) with the checksum pass's
         checks added, or None to run ``data`` as it is: it has its own check output already, or the pass
-        refused it (said once per version: PROVIDER_FALLBACK, naming the node).
+        refused it (said once per version: MODEL_UNCHECKED, naming the node).
 
         Made once per version and kept, one version per model name (a session opens again whenever
         the threads or the parameters change). The pass is deterministic, so the kept bytes have a
@@ -467,7 +477,12 @@ class Worker:
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
         try:
-            if _has_check_output(data):
+            made_by = _check_output_of(data)
+            if made_by == "foreign":
+                self._checks_refused(name, sha256, f"it has an output {CHECK_OUTPUT} that the checksum pass of this "
+                                                   f"build (version {PASS_VERSION}) did not make")
+                return None
+            if made_by == "ours":
                 kept = _CheckedModel(sha256, None, "")
             else:
                 protected = protect_bytes(data)
@@ -508,15 +523,18 @@ class Worker:
         self.provider = opened.provider
         session = opened.session
         names = [o.name for o in session.get_outputs()]
-        check = CHECK_OUTPUT if CHECK_OUTPUT in names else None
+        check = CHECK_OUTPUT if CHECK_OUTPUT in names and _check_output_of(data) == "ours" else None
         # The model's own result, never an output the checksum pass added: "probabilities", else the first.
         own = [n for n in names if n != CHECK_OUTPUT]
         outputs = ("probabilities" if "probabilities" in own else own[0],) + ((check,) if check else ())
         # On a GPU provider the session computes from device copies: keep the buffers alive (it was
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
+        # The OrtValues and the arrays under them stay alive with the session; the golden copies only
+        # where they are scrubbed.
+        kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
-                        scrubber if scrubbed else None, (owned, scrubber), check,
+                        scrubber if scrubbed else None, kept, check,
                         protection_of(scrubbed, check is not None), name, outputs)
 
     # --- weights and results under radiation ------------------------------------------------
@@ -562,7 +580,7 @@ class Worker:
             self._sessions = {k: v for k, v in self._sessions.items() if v.scrubber is not scrubber}
             self._drops += 1
             self.scrub_repairs += 1
-            self._repaired()
+            self._repaired(name)
             self.event("WEIGHTS_REPAIRED", name=name, tensor=exc.tensor, chunk=exc.chunk, bytes=0, golden=0,
                        source="model store")
             return
@@ -571,15 +589,17 @@ class Worker:
             self.scrub_chunks += scrubber.chunks_checked - chunks
         self.scrub_repairs += len(repairs)
         if repairs:
-            self._repaired(len(repairs))
+            self._repaired(name, len(repairs))
         for r in repairs[:REPAIR_EVENTS_PER_STEP]:
             self.event("WEIGHTS_REPAIRED", name=name, tensor=r.tensor[:64], chunk=r.chunk, bytes=r.bytes_differing,
                        golden=r.golden_fixed, source=r.source)
 
-    def _repaired(self, count: int = 1) -> None:
-        """Products being computed saw ``count`` repairs: their receipts say so."""
-        for checks in self._checks.values():
-            checks.weights_repaired += count
+    def _repaired(self, name: str, count: int = 1) -> None:
+        """Products being computed on model ``name`` saw ``count`` repairs: their receipts say so."""
+        for job_id, checks in self._checks.items():
+            job = self.jobs.get(job_id)
+            if job is None or job.model == name:
+                checks.weights_repaired += count
 
     def _product_checks(self, model: _Session) -> ProductChecks:
         return ProductChecks(model.sha256, model.protection, model.provider)
@@ -924,7 +944,8 @@ class Worker:
             # Run twice again where a double run disagreed: the comparison is the check.
             probs, ok, again = self._checked_run(model, tiles, double)
             self.results_marked += bool(again)
-            self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again)
+            rebuilt = self._failing_again(model, bool(again))
+            self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again, rebuilt)
         status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
         checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
         rad, scrubber = self.radiation, model.scrubber
@@ -980,13 +1001,34 @@ class Worker:
         except ValueError:
             return outputs[0], np.zeros(len(tiles), bool)  # a check that cannot be read has not passed
 
-    def _check_failed(self, job: Job, check: str, tiles: int, again: str) -> None:
+    def _failing_again(self, model: _Session, again: bool) -> bool:
+        """Count batches of ``model`` failing again after a scrub, in a row; at
+        :data:`REBUILD_AFTER_FAILED_AGAIN` drop its session (the next slice builds it anew from the
+        store's SHA-256-checked bytes) and return True. A fault the scrub cannot see (all four copies
+        agreeing on a flipped bit, a constant onnxruntime derived from a weight) is cured that way."""
+        if not again:
+            self._failed_in_row = (None, 0)
+            return False
+        seen, n = self._failed_in_row
+        n = n + 1 if seen is model.session else 1
+        self._failed_in_row = (model.session, n)
+        if n < REBUILD_AFTER_FAILED_AGAIN:
+            return False
+        self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
+        self._checked_models.pop(model.name, None)  # the protected bytes are made again too
+        self._drops += 1
+        self._failed_in_row = (None, 0)
+        return True
+
+    def _check_failed(self, job: Job, check: str, tiles: int, again: str, rebuilt: bool = False) -> None:
         now = time.monotonic()
-        if now - self._check_event_at < CHECK_EVENT_MIN_S:
+        if now - self._check_event_at < CHECK_EVENT_MIN_S and not rebuilt:
             return
         self._check_event_at = now
         outcome = (f"failed again after a scrub ({again}): tiles marked failed in the product" if again
                    else "passed after a scrub and a rerun")
+        if rebuilt:
+            outcome += f"; {REBUILD_AFTER_FAILED_AGAIN} batches in a row: the model is loaded again from the store"
         self.event("RESULT_CHECK_FAILED", job_id=job.job_id, check=check, tiles=tiles, outcome=outcome)
 
     def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str, model: _Session,
@@ -1040,12 +1082,15 @@ class Worker:
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             data = model.SerializeToString()
             write_atomic(out, data)
-            # Its receipt: training weights change every step, so nothing scrubs or checks them.
-            receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, self.provider or CPU)
+            # Its receipt: training weights change every step, so nothing scrubs them; the step checks
+            # (training/guard.py) guard them instead, and the summary counts what they refused. The
+            # trainer's sessions run on the CPU provider.
+            receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, CPU)
             receipt.add_batch(0, None, flux=self.radiation.flux_class, in_saa=self.radiation.in_saa,
                               lat_deg=self.radiation.lat_deg)
             summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
-                       "receipt": receipt.receipt()}
+                       "receipt": receipt.receipt(), "steps_refused": tjob.status.steps_refused,
+                       "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
             write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
             self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
 
