@@ -43,17 +43,11 @@ from flight.link.definitions import FluxClass
 from flight.orbit import Orbit, geodetic_from_teme, in_saa
 from flight.records import RecordCodec
 
+from tests.test_compute_jobs import _data as _synthetic  # the small synthetic set of the job tests
 from tests.test_training_digits import _digits  # scikit-learn's digits, split as that test splits them
 
 START_UNIX_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z, as tests/test_scrub.py
 DIGITS_SPEC = MlpSpec(64, (Dense(128, "relu"), Dense(10)))
-
-
-def _synthetic(n=96, seed=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 12)).astype(np.float32)
-    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1).astype(np.int64)
-    return x, y
 
 
 def flip(array: np.ndarray, flat_index: int, bit: int) -> None:
