@@ -98,6 +98,7 @@ from flight.compute import abft
 from flight.compute import protocol as cp
 from flight.compute import worker as worker_module
 from flight.compute.checks import FAILED, PASSED, UNCHECKED
+from flight.compute.inject import flip_bit, with_hooks
 from flight.compute.providers import (
     open_session,
     owned_weights_options,
@@ -150,7 +151,7 @@ CHECKED_ACTIVATIONS = ("a1", "a2", "pixel_logit", "logits")
 UNCHECKED_ACTIVATIONS = ("xn", "h1", "h2", "pixel_p", "hmean", "z")
 
 
-# -- model surgery for injection (test copies only; flight code never does this) ----------------
+# -- model surgery for injection (test copies; the worker's own hooks are flight/compute/inject.py) --
 
 
 def weights_as_inputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
@@ -166,40 +167,6 @@ def weights_as_inputs(model: onnx.ModelProto, names: tuple[str, ...]) -> onnx.Mo
     for t in moved:
         out.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     return out
-
-
-def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
-    """A copy of ``model`` where each tensor ``T`` of ``tensors`` passes through ``Where(T/mask, T/value, T)``.
-
-    The node that made ``T`` now writes ``T/raw``; every consumer (the model's and the
-    check's) reads the hooked ``T``. Inputs ``T/mask`` (bool, ``T``'s shape) and ``T/value``
-    (float [1]); ``T`` is also an output, so a clean run gives the value to flip.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    hooks = []
-    for name in tensors:
-        producer = next((n for n in g.node if name in n.output), None)
-        if producer is None:
-            raise ValueError(f"no node makes {name!r}")
-        producer.output[list(producer.output).index(name)] = name + "/raw"
-        hooks.append(helper.make_node("Where", [name + "/mask", name + "/value", name + "/raw"], [name], name=name + "/hook"))
-        g.input.append(helper.make_tensor_value_info(name + "/mask", TensorProto.BOOL, None))
-        g.input.append(helper.make_tensor_value_info(name + "/value", TensorProto.FLOAT, [1]))
-        if name not in {o.name for o in g.output}:
-            g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    # keep the node list topological: each hook right after its producer
-    nodes = list(g.node)
-    del g.node[:]
-    for n in nodes:
-        g.node.append(n)
-        g.node.extend(h for h in hooks if h.input[2] in n.output)
-    return out
-
-
-def flip_bit(value: np.float32, bit: int) -> np.float32:
-    return np.array([value], np.float32).view(np.uint32).__xor__(np.uint32(1 << bit)).view(np.float32)[0]
 
 
 def consequential(clean: dict[str, np.ndarray], faulty: dict[str, np.ndarray], threshold: float = CONSEQUENCE) -> np.ndarray:

@@ -30,6 +30,12 @@ so telemetry sent out of contact is lost and commands wait for the next contact.
 joins before time starts on a clean, open link; an agent restarted out of contact is heard at
 the next one. A packet in flight across a step boundary is judged at the step the proxy takes
 it in: at a contact's edges that is the step of the packet or the next one.
+
+Upsets into the worker's memory (``[radiation] memory_upset_scale``, real compute only): each
+step the harness draws them from the profile's ``upset_rate_per_s`` (the truth) and asks the
+worker for each by a request file; the worker (``[compute] upset_injection``, set in the
+configuration written here) flips the bits and keeps a ledger of what became of each, which the
+harness reads once the agent has stopped (``RunResult.memory_upsets``).
 """
 
 from __future__ import annotations
@@ -47,10 +53,13 @@ import numpy as np
 
 import tomli_w
 
+from flight.compute.inject import LEDGER as INJECT_LEDGER
+from flight.compute.inject import REQUEST_DIR as INJECT_DIR
 from flight.hal.boards import load_board
 from flight.hal.sim_protocol import EpsValues, Load
 from flight.link.definitions import Admission, Mode
 from flight.link.messages import EventRecord, PlanRecord
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
 from hil.link_proxy import LinkFaults, LinkProxy
@@ -107,6 +116,9 @@ class RunResult:
     # [link]: the proxy's counters per direction (hil/link_proxy.py ProxyStats) and whether it
     # gated by contact; empty without a [link] table.
     link: dict[str, Any] = field(default_factory=dict)
+    # [radiation] memory_upset_scale: the upsets asked of the worker and its ledger's account of
+    # them (flight/compute/inject.py); empty when none were asked.
+    memory_upsets: dict[str, Any] = field(default_factory=dict)
 
 
 class ClosedLoop:
@@ -128,6 +140,9 @@ class ClosedLoop:
         board_c, radiator_c = params.steady_state_c(self.board.modes[0].idle_power_w, mean_sun)
         self.thermal = ThermalModel(params, float(board_c), float(radiator_c))
         self.rng = random.Random(scenario.seed)
+        self.memory_rng = random.Random(scenario.seed * 7919 + 17)  # its own stream: other draws stay as they were
+        self.memory_requested: dict[str, int] = {}
+        self._memory_count = 0
         self.trace = Trace()
         self.events: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
@@ -162,7 +177,7 @@ class ClosedLoop:
                     "lockstep": lockstep},
             "rates": {"hk_period_s": 10.0 if lockstep else 1.0, "control_period_s": 10.0 if lockstep else 1.0},
             "power": {"battery_capacity_wh": float(sc.capacity_wh), "platform_load_w": float(sc.platform_load_w)},
-            "compute": {"enabled": bool(sc.compute_real)},
+            "compute": {"enabled": bool(sc.compute_real), "upset_injection": sc.memory_upset_scale > 0},
             "paths": {"state_dir": str(self.workdir / "state")},
         }
         tle = self.profile.tle()
@@ -302,6 +317,8 @@ class ClosedLoop:
                     self._apply_fault(faults.pop(0), t, rel_s)
                 if sc.compute_real and not naive and k % max(1, round(sc.capture_every_s / sc.step_s)) == 0:
                     self._capture(k)
+                if sc.memory_upset_scale > 0 and not naive and k < n_steps:
+                    self._memory_upsets(row, rel_s)
                 board_c = self.thermal.board_temp_c
                 up = naive or t >= self._agent_down_until
                 if sc.time_mode == "realtime":  # the environment follows the wall clock
@@ -347,7 +364,8 @@ class ClosedLoop:
             link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link.gate_by_contact}
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
-                         real_tiles, self.notes, list(self.plans), self.plans_received, link)
+                         real_tiles, self.notes, list(self.plans), self.plans_received, link,
+                         self._memory_account() if sc.memory_upset_scale > 0 and not naive else {})
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]
@@ -486,6 +504,45 @@ class ClosedLoop:
                 entry["resumed_at_s"] = rel_s
             except ProcessLookupError:
                 entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
+
+    def _memory_upsets(self, row: dict[str, Any], rel_s: float) -> None:
+        """The truth's upsets into the worker's memory this step: Poisson(profile rate x scale x step),
+        each into a target drawn from [radiation] memory_targets, asked of the worker as a request
+        file it takes in (flight/compute/inject.py); the bit and the place are the worker's draw
+        from the seed given here."""
+        sc = self.sc
+        lam = float(row.get("upset_rate_per_s", 0.0)) * sc.memory_upset_scale * sc.step_s
+        n = _poisson(self.memory_rng, lam)
+        if not n:
+            return
+        requests = self.workdir / "state" / "compute" / INJECT_DIR
+        requests.mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            target = sc.memory_targets[self.memory_rng.randrange(len(sc.memory_targets))]
+            self.memory_requested[target] = self.memory_requested.get(target, 0) + 1
+            self._memory_count += 1
+            write_checked_json(requests / f"u{self._memory_count:06d}.json",
+                               {"target": target, "seed": self.memory_rng.getrandbits(31), "at_s": rel_s})
+
+    def _memory_account(self) -> dict[str, Any]:
+        """What was asked of the worker, and its ledger's account (written as it went; read once the
+        agent and its worker have stopped)."""
+        account: dict[str, Any] = {"scale": self.sc.memory_upset_scale, "targets": list(self.sc.memory_targets),
+                                   "requested": dict(self.memory_requested)}
+        path = self.workdir / "state" / "compute" / INJECT_DIR / INJECT_LEDGER
+        try:
+            ledger = read_checked_json(path)
+        except CorruptFile as exc:
+            if self._memory_count:
+                self.notes.append(f"memory upsets: no ledger from the worker ({exc})")
+            ledger = {"totals": {}, "upsets": []}
+        account["totals"] = ledger.get("totals", {})
+        account["batches"] = ledger.get("batches", {})  # each judged batch once: distinct corrupt tiles
+        account["bad_requests"] = ledger.get("bad_requests", 0)
+        upsets = ledger.get("upsets", [])
+        account["reported_good_while_corrupt"] = [u for u in upsets if u.get("corrupt_passed")][:20]
+        account["examples"] = upsets[:10]
+        return account
 
     def _capture(self, k: int) -> None:
         """Play the payload camera: a file of generated tiles lands in the agent's incoming/ directory."""

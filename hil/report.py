@@ -75,6 +75,14 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         checks.append(Check("commands_verified", not failed,
                             f"{len(result.commands) - len(failed)} of {len(result.commands)} commands completed"
                             + (f"; first failure: {failed[0]['command']}: {failed[0]['outcome']}" if failed else "")))
+    if result.memory_upsets:  # upsets into the worker's memory: a corrupt result reported good fails the run
+        totals = result.memory_upsets.get("totals", {})
+        good = result.memory_upsets.get("batches", {}).get("corrupt_reported_good", 0)
+        applied = sum(t.get("applied", 0) for t in totals.values())
+        detected = sum(t.get("detected", 0) for t in totals.values())
+        checks.append(Check("no_corrupt_result_reported_good", good == 0,
+                            f"{applied} upsets in the worker's memory, {detected} detected; {good} tiles reported "
+                            f"passed while corrupt"))
     if crit.min_work is not None:
         work = work_done(result)
         how = "screened by the real worker" if result.scenario.compute_real else "done (modelled)"
@@ -115,6 +123,9 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         # [link]: the proxy's packets per direction (passed, dropped, corrupted, duplicated, reordered,
         # los_dropped, undeliverable) and whether it gated by contact; None without a proxy.
         "link": result.link or None,
+        # [radiation] memory_upset_scale: per target, the upsets asked for, applied, detected,
+        # corrected, and the tiles reported passed while corrupt (flight/compute/inject.py); None without.
+        "memory_upsets": result.memory_upsets or None,
         # The agent's energy plans (TM(140,1)) held against the harness's battery.
         **plan_error(result),
         "notes": result.notes,
@@ -253,6 +264,33 @@ def _fault_table(result: RunResult, verdicts: list[FaultVerdict]) -> str:
             f"<th>why</th></tr>{rows}</table>")
 
 
+def _memory_table(result: RunResult) -> str:
+    account = result.memory_upsets
+    if not account:
+        return "<p>none asked ([radiation] memory_upset_scale = 0)</p>"
+    requested = account.get("requested", {})
+    columns = ("applied", "not_applied", "waiting", "detected", "corrected", "harmful", "corrupt_tiles",
+               "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed")
+    rows = "".join(
+        f"<tr class={'bad' if t.get('corrupt_reported_good') else 'ok'}><td>{html.escape(name)}</td>"
+        f"<td>{requested.get(name, 0)}</td>" + "".join(f"<td>{t.get(c, 0)}</td>" for c in columns) + "</tr>"
+        for name, t in account.get("totals", {}).items())
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in ("asked", *columns))
+    b = account.get("batches", {})
+    batches = (f"<p>{b.get('judged', 0)} batches judged while an upset was live: {b.get('corrupt_tiles', 0)} corrupt "
+               f"tiles, {b.get('corrupt_reported_good', 0)} of them reported passed, {b.get('corrupt_unchecked', 0)} "
+               f"unchecked, {b.get('corrupt_marked_failed', 0)} marked failed (each tile once; the table's tile counts "
+               f"are per upset, and upsets that shared a batch share its tiles).</p>")
+    sneaked = "".join(f"<li>{html.escape(u.get('target', ''))}: {html.escape(u.get('site', ''))} "
+                      f"({u.get('corrupt_passed', 0)} tiles)</li>" for u in account.get("reported_good_while_corrupt", []))
+    return (f"<p>At the profile's upset rate × {account.get('scale')}, into {', '.join(account.get('targets', []))} "
+            f"(modelled by the harness: the bits are flipped in the real worker's memory). Detected: by a failed "
+            f"checksum, a double run, the output CRC, the scrub, or a reload; corrupt: a tile whose class or a "
+            f"probability (by more than 1e-3) differs from a reference run.</p>"
+            f"<table><tr><th>target</th>{head}</tr>{rows}</table>{batches}"
+            + (f"<p>Reported passed while corrupt:</p><ul>{sneaked}</ul>" if sneaked else ""))
+
+
 def _fault_what(f: dict[str, Any]) -> str:
     parts = [f"{f['duration_s']:.0f} s" if f.get("duration_s") else "", f.get("zone", ""),
              f"{f['energy_wh']} Wh" if f.get("energy_wh") else "", f.get("resumed", "")]
@@ -302,6 +340,7 @@ Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.
 <h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">
 <h2>Energy plan</h2>{_plan_paragraph(body)}
 <h2>Faults</h2>{_fault_table(result, verdicts)}
+<h2>Upsets in the worker's memory</h2>{_memory_table(result)}
 <h2>Commands</h2>{_command_table(result)}
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
 <h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""

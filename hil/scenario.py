@@ -63,6 +63,9 @@ Example, every key (the defaults are shown where a key may be left out)::
 
     [radiation]
     fault_rate_scale = 0.0        # > 0: also draw upsets from the profile's upset rate (x this scale)
+    memory_upset_scale = 0.0      # > 0 (real compute only): upsets into the worker's memory at the
+                                  #   profile's upset rate x this scale (see below)
+    memory_targets = ["weights", "activations", "outputs"]   # where they land, one drawn per upset
 
     [parameters]                  # start-up values of the agent's dictionary parameters
     battery_floor_pct = 30.0
@@ -138,6 +141,17 @@ scenario that sends one with ``commands_verified = true`` is refused here, as is
 ``compute_hang`` fault (there is no worker to hang). With ``real = true`` the worker screens the
 camera's tiles with ONNX Runtime and the work figure counts those tiles; the model's figure is
 kept in the summary as a reference only. The summary says which (hil/run.py).
+
+Upsets into the worker's memory, ``[radiation] memory_upset_scale`` (real compute only). Each
+step the harness draws ``Poisson(upset_rate_per_s x memory_upset_scale x step_s)`` upsets from
+the profile (the truth), each into one of ``memory_targets`` drawn uniformly, and asks the worker
+for it (a file in ``compute/hil-upsets/``; the agent runs with ``[compute] upset_injection``,
+flight/compute/inject.py): a bit of the weights it owns, of an activation through a hook in the
+graph, or of a result it holds. The worker follows each to its end and keeps a ledger; the
+summary (``memory_upsets``) and the report count per target the upsets asked for, applied,
+detected (and by what), corrected, and the tiles whose product said passed while corrupt
+(``corrupt_reported_good``). The profile's rate is for the whole board; all of it is aimed at the
+worker's few megabytes, which is why the scale is a stress factor, not a physical one.
 """
 
 from __future__ import annotations
@@ -160,6 +174,7 @@ from flight.agent.compute import ComputeSupervisor
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from flight.compute.inject import TARGETS as MEMORY_TARGETS
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
@@ -213,7 +228,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "battery": ("capacity_wh", "soc_initial_pct"),
     "power": ("platform_load_w",),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
-    "radiation": ("fault_rate_scale",),
+    "radiation": ("fault_rate_scale", "memory_upset_scale", "memory_targets"),
     "criteria": ("charge_floor_pct", "temp_max_c", "min_work", "commands_verified", "no_unhandled_fault"),
     "orbit": tuple(ORBIT_KEYS),
     "commands": ("at_s", "command", "args"),
@@ -295,6 +310,8 @@ class Scenario:
     capture_every_s: float = 60.0
     tiles_per_capture: int = 256
     fault_rate_scale: float = 0.0  # > 0: also draw upsets from the profile's upset rate (x this scale)
+    memory_upset_scale: float = 0.0  # > 0: upsets into the worker's memory at the profile's rate x this
+    memory_targets: tuple[str, ...] = MEMORY_TARGETS
     tle: tuple[str, str] | None = None
     faults: tuple[FaultSpec, ...] = ()
     commands: tuple[CommandSpec, ...] = ()
@@ -487,6 +504,14 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
                 raise c.fail(f"compute.{key}", "only used when real = true (the harness plays the camera for the "
                                                "real worker); modelled compute takes tiles_per_s_at_maxn")
 
+    memory_scale = c.number(radiation, "memory_upset_scale", "radiation", 0.0, lo=0)
+    if memory_scale > 0 and not real:
+        raise c.fail("radiation.memory_upset_scale", "upsets into the worker's memory need the real worker "
+                                                     "([compute] real = true)")
+    targets = radiation.get("memory_targets", list(MEMORY_TARGETS))
+    if not isinstance(targets, list) or not targets or any(t not in MEMORY_TARGETS for t in targets):
+        raise c.fail("radiation.memory_targets", f"a non-empty list of {', '.join(MEMORY_TARGETS)}; got {targets!r}")
+
     commands_verified = c.boolean(crit, "commands_verified", "criteria", True)
     faults = [_fault(c, f, i, duration, board.thermal_zones, real) for i, f in enumerate(c.tables(raw, "faults"))]
     commands = [_command(c, cmd, i, duration, real, agent == "sunlit" and commands_verified)
@@ -512,6 +537,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
         tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, integer=True)),
         fault_rate_scale=c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0),
+        memory_upset_scale=memory_scale,
+        memory_targets=tuple(dict.fromkeys(targets)),
         tle=tle,
         faults=tuple(sorted(faults, key=lambda f: f.at_s)),
         commands=tuple(sorted(commands, key=lambda cmd: cmd.at_s)),

@@ -80,9 +80,11 @@ def stage_delta(staging: Path, name: str, delta: Delta, version: str, base_manif
 class WorkerBench:
     """A :class:`Worker` in this process, its messages read from a real ROUTER socket (inproc)."""
 
-    def __init__(self, root: Path, trusted_keys: Path | None = None, allow_unsigned: bool = False):
+    def __init__(self, root: Path, trusted_keys: Path | None = None, allow_unsigned: bool = False,
+                 upset_injection: bool = False):
         self.root = Path(root)
         self.trusted_keys, self.allow_unsigned = trusted_keys, allow_unsigned
+        self.upset_injection = upset_injection
         self.messages: list = []
         self._req = 0
         self.worker = self._start()
@@ -92,7 +94,8 @@ class WorkerBench:
         self.router = zmq.Context.instance().socket(zmq.ROUTER)
         self.router.linger = 0
         self.router.bind(endpoint)
-        worker = Worker(endpoint, self.root, trusted_keys=self.trusted_keys, allow_unsigned=self.allow_unsigned)
+        worker = Worker(endpoint, self.root, trusted_keys=self.trusted_keys, allow_unsigned=self.allow_unsigned,
+                        upset_injection=self.upset_injection)
         worker.admission, worker.threads, worker.batch, worker.duty = Admission.ALL, 1, 4, 1.0
         return worker
 

@@ -127,8 +127,9 @@ def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(
     import flight.agent.journal as journal_module
 
     synced: list[int] = []
-    real_fsync = journal_module.os.fsync
+    real_fsync, real_fdatasync = journal_module.os.fsync, journal_module.os.fdatasync
     monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(journal_module.os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd))[1])
     journal = CommandJournal(tmp_path / "commands.journal")
     journal.started(7, b"d" * 8, 0x0001)
     assert len(synced) == 1
@@ -139,3 +140,7 @@ def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(
     assert len(synced) == 2
     journal.sync()
     assert len(synced) == 2  # nothing new, no fsync
+    journal.finished(7, False, 3, "again")
+    journal.close()  # the agent's clean end: what is unsynced is synced
+    assert len(synced) == 3
+    assert CommandJournal(tmp_path / "commands.journal").get(7).reason == "again"

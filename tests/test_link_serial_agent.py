@@ -29,6 +29,8 @@ def test_every_command_completes_over_serial(line, start_agent, make_client, tmp
         result = client.send(name, VALID_ARGS[name], timeout_s=10)
         assert result.completed, f"{name}: {result.outcome}"
     assert agent.proc.wait(10) == 0  # SHUTDOWN, the last command, stopped it cleanly
+    # One line, one peer: each report went out once, never as a reply and again as a stream copy (LNK-009).
+    assert client.duplicates == 0
 
 
 @pytest.mark.req("LNK-007")

@@ -13,7 +13,7 @@ import zmq
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, FailureCode
 from flight.link.messages import EventRecord, HkRecord, Stage
-from flight.link.packets import pack_tc, pack_tm
+from flight.link.packets import pack_tc, pack_tm, unpack
 from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 from ground.client import CommandTimeout
 from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, sample_tc_keys, stage_sample_model
@@ -264,3 +264,86 @@ def test_corrupt_state_files_do_not_stop_the_agent(start_agent, make_client, ipc
     client = make_client(ipc_url)
     assert client.send("NOOP").completed
     assert (state / "state.json.corrupt").exists() and (state / "params.json.corrupt").exists()
+
+
+def _dealer_packets(client) -> int:
+    """Packets the client took on its DEALER (replies), not on the telemetry stream."""
+    return client.link.stats.rx_packets - client.link.stream_packets
+
+
+@pytest.mark.req("LNK-009")
+def test_a_subscribed_sender_gets_each_report_once_on_the_stream(start_agent, make_client, ipc_url):
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    first = client.send("NOOP")  # the agent learns of this console's SUB as it joins (presence topic)
+    assert first.completed
+    hk_where(client, lambda v: v["cmd_executed"] >= 1)  # a housekeeping turn later: its subscription is in
+    before = _dealer_packets(client), client.duplicates
+    for _ in range(5):
+        result = client.send("NOOP")
+        assert result.completed and [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.STARTED,
+                                                                          Stage.COMPLETED]
+    assert (_dealer_packets(client), client.duplicates) == before  # no second copy of any report
+    # A retry opens a new DEALER (Lazy Pirate): the new identity is announced, the old one withdrawn.
+    client.link.reset_commands()
+    hk_where(client, lambda v: v["cmd_executed"] >= 6)
+    before = _dealer_packets(client)
+    assert client.send("NOOP").completed and _dealer_packets(client) == before
+
+
+@pytest.mark.req("LNK-009")
+def test_a_sender_without_a_stream_gets_its_reports_directly(start_agent, make_client, ipc_url):
+    """A tool with only a DEALER (or one whose SUB has not joined yet) still gets every report."""
+    from flight.link.transport import parse_link_url
+
+    start_agent(ipc_url)
+    watcher = make_client(ipc_url)  # someone is subscribed: the stream is up, just not the sender's
+    codec = watcher.codec
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(parse_link_url(ipc_url).cmd_endpoint)
+    try:
+        packet, cmd_id = codec.encode_command("NOOP", {}, None, 7)
+        dealer.send(packet)
+        stages = []
+        while len(stages) < 3 and dealer.poll(10_000):
+            report = codec.decode_tm(unpack(dealer.recv()))
+            assert report.cmd_id == cmd_id
+            stages.append(report.stage)
+        assert stages == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
+        # ... and the subscribed watcher saw them on the stream, once each.
+        seen = watcher.wait_for(lambda i: getattr(i.record, "cmd_id", None) == cmd_id
+                                and getattr(i.record, "stage", None) == Stage.COMPLETED, 10)
+        assert not seen.duplicate
+    finally:
+        dealer.close(0)
+
+
+@pytest.mark.req("LNK-009")
+def test_the_agent_knows_which_senders_the_stream_reaches(short_dir):
+    from flight.link.transport import open_ground_link
+
+    flight = open_flight_link(f"zmq+ipc://{short_dir}/p")
+    ground = open_ground_link(f"zmq+ipc://{short_dir}/p")
+
+    def settle(done) -> None:  # subscriptions travel like packets: take them in until done (10 s bound)
+        for _ in range(1000):
+            flight.receive()
+            if done():
+                return
+            threading.Event().wait(0.01)
+
+    try:
+        first = ground._identity
+        settle(lambda: flight.stream_reaches(first))
+        assert flight.stream_reaches(first) and not flight.stream_reaches(b"someone-else")
+        ground.reset_commands()  # the retry's new DEALER: its identity in, the old one out
+        second = ground._identity
+        settle(lambda: flight.stream_reaches(second) and not flight.stream_reaches(first))
+        assert flight.stream_reaches(second) and not flight.stream_reaches(first)
+        ground.close()  # the console goes: its SUB's subscriptions are withdrawn
+        settle(lambda: not flight.stream_reaches(second))
+        assert not flight.stream_reaches(second)
+    finally:
+        ground.close()
+        flight.close()

@@ -158,6 +158,7 @@ class Agent:
                                          self.memory.allocate_job_id, self.executive.internal_error,
                                          lockstep=self.lockstep, trusted_keys=config.trusted_keys,
                                          allow_unsigned=config.allow_unsigned_models,
+                                         upset_injection=config.compute_upset_injection,
                                          disk_refusal=self.files.disk_refusal,
                                          radiation=lambda: radiation_estimate(self.controller.orbit,
                                                                               self.clock.now_s()))
@@ -430,12 +431,15 @@ class Agent:
         sdnotify.stopping(reason)
         self.executive.stopping(reason)
         self._save_state(stopping=True)
+        self.dispatcher.end_turn()
         self.downlink.end_turn()
         self.link.flush()
         return reason
 
     def close(self) -> None:
         self.compute.close()
+        if self.dispatcher.journal is not None:
+            self.dispatcher.journal.close()
         self.downlink.close()
         self.link.close()
         self.board.close()

@@ -91,11 +91,12 @@ class ComputeSupervisor(Component):
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
                  params: Mapping[str, Any], allocate_job_id: Callable[[], int],
                  internal_error: Callable[[str, BaseException], None], lockstep: bool = False,
-                 trusted_keys: Path | None = None, allow_unsigned: bool = False,
+                 trusted_keys: Path | None = None, allow_unsigned: bool = False, upset_injection: bool = False,
                  disk_refusal: Callable[[], str | None] = lambda: None,
                  radiation: Callable[[], cp.Radiation] = lambda: cp.NO_RADIATION):
         """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not.
-        ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker.
+        ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker;
+        ``upset_injection``: [compute] upset_injection (HIL only), handed to the worker.
         ``disk_refusal``: why the disk cannot take a new job's products now (the file manager's
         reserve), or None. ``radiation``: the environment the agent predicts now from its own orbit
         (:func:`radiation_estimate` on the controller's orbit and the agent's clock)."""
@@ -104,6 +105,7 @@ class ComputeSupervisor(Component):
         self.root = Path(root)
         self.trusted_keys = trusted_keys
         self.allow_unsigned = allow_unsigned
+        self.upset_injection = upset_injection
         self._disk_refusal = disk_refusal
         self.enabled = enabled
         self.lockstep = lockstep
@@ -152,7 +154,8 @@ class ComputeSupervisor(Component):
             return
         log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
         models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
-                  *(["--allow-unsigned"] if self.allow_unsigned else [])]
+                  *(["--allow-unsigned"] if self.allow_unsigned else []),
+                  *(["--upset-injection"] if self.upset_injection else [])]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
              "--parent-pid", str(os.getpid()), *models],

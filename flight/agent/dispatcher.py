@@ -251,26 +251,30 @@ class Dispatcher(Component):
             self._reject(report, request.command, FailureCode.UNKNOWN_COMMAND, "no handler in this agent build")
             return
         self.counters.accepted += 1
-        report(Stage.ACCEPTED, True)
         name = request.command.name
+        # The guard and the journal's fsync come before the acceptance report, so that the
+        # reports a command gets before it runs leave together: one wake of the link's I/O, not
+        # one a report (the sender sees the same reports, in the same order, a fsync later).
+        refused: tuple[FailureCode, str, str] | None = None
         if handler.guard is not None:
             try:
                 handler.guard(request)
             except CommandFailed as exc:
-                self.counters.failed += 1
-                report(Stage.STARTED, False, exc.code, exc.reason)
-                self._emit("COMMAND_FAILED", name=name, reason=exc.reason)
-                return
-        if cmd_id and self.journal is not None:
+                refused = (exc.code, exc.reason, exc.reason)
+        if refused is None and cmd_id and self.journal is not None:
             try:  # durable before it runs: after any crash, a command that may have run is known
                 self.journal.started(cmd_id, digest, opcode)
             except OSError as exc:
-                self.counters.failed += 1
-                report(Stage.STARTED, False, FailureCode.EXECUTION_ERROR,
-                       f"not run: the command journal could not record it ({exc.strerror or exc}), so it could not "
-                       "be kept from running twice")
-                self._emit("COMMAND_FAILED", name=name, reason="command journal not writable")
-                return
+                refused = (FailureCode.EXECUTION_ERROR,
+                           f"not run: the command journal could not record it ({exc.strerror or exc}), so it could "
+                           "not be kept from running twice", "command journal not writable")
+        report(Stage.ACCEPTED, True)
+        if refused is not None:
+            code, reason, said = refused
+            self.counters.failed += 1
+            report(Stage.STARTED, False, code, reason)
+            self._emit("COMMAND_FAILED", name=name, reason=said)
+            return
         report(Stage.STARTED, True)
         self._emit("COMMAND_DISPATCHED", name=name)
         try:

@@ -147,8 +147,8 @@ class Downlink(Component):
 
     # --- what the agent sends ---------------------------------------------------------------
 
-    def publish(self, packet: bytes) -> None:
-        """One packet of the agent's telemetry: kept, and sent live as the link allows."""
+    def publish(self, packet: bytes) -> bool:
+        """One packet of the agent's telemetry: kept, and sent live as the link allows (True if it went)."""
         now = self._clock.monotonic_s()
         try:
             tm = unpack(packet)
@@ -170,12 +170,14 @@ class Downlink(Component):
         if not live:
             self.live_deferred += 1
         self._keep(packet, tm, now if live else None)
+        return live
 
     def reply(self, peer: Any, packet: bytes) -> None:
-        """A report to the command's sender directly, and on the stream (and into the store)."""
-        if peer is not None:
+        """A report on the stream (and into the store), and to the command's sender directly
+        unless the stream is known to reach it and took the report: one copy, not two."""
+        live = self.publish(packet)
+        if peer is not None and not (live and self.link.stream_reaches(peer)):
             self.link.reply(peer, packet)
-        self.publish(packet)
 
     def _keep(self, packet: bytes, tm: Telemetry | None, sent_at: float | None) -> None:
         if self.store is None or tm is None or class_of(tm.service) not in self.enabled:

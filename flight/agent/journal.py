@@ -20,12 +20,13 @@ whose CRC fails is skipped (counted in ``bad_records``) and a torn last record (
 mid-append) is dropped, the file rewritten without it so that appends frame again. Bounded: past ``2 × window`` records the file is rewritten
 atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
 
-fsync policy, stated: the *started* record is fsynced before the command runs (the guarantee
-that nothing runs twice rests on it); *finished* records are fsynced at the end of the loop turn
-(or by the next *started* record's fsync, whichever is first). A power cut in between loses a
-*finished* record, not the command: a retry after the restart is answered as cut off by a reset,
-as it would be had the cut come a moment earlier, and the completion report went to the store
-under the same policy.
+fsync policy, stated: the *started* record is made durable (``fdatasync`` on the descriptor the
+journal keeps open: an append's data and its size, not its times) before the command runs (the
+guarantee that nothing runs twice rests on it); *finished* records are fsynced at the end of the
+loop turn (or by the next *started* record's sync, whichever is first). A power cut in
+between loses a *finished* record, not the command: a retry after the restart is answered as
+cut off by a reset, as it would be had the cut come a moment earlier, and the completion report
+went to the store under the same policy.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class CommandJournal:
         self.bad_records = 0
         self._records = 0
         self._unsynced = False  # a finished record written since the last fsync
+        self._fd: int | None = None  # kept open for appends (O_APPEND): no open and close a command
         self._load()
 
     def get(self, cmd_id: int) -> JournalEntry | None:
@@ -89,12 +91,24 @@ class CommandJournal:
         """fsync what :meth:`finished` appended since the last fsync (nothing when nothing was)."""
         if not self._unsynced:
             return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(self._open())
         self._unsynced = False
+
+    def close(self) -> None:
+        """Sync and close the file (the agent's clean end; appending again reopens it)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if self._unsynced:
+                    os.fsync(fd)
+                    self._unsynced = False
+            finally:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     # --- the file -----------------------------------------------------------------------------
 
@@ -104,13 +118,18 @@ class CommandJournal:
                                 use_bin_type=True)
         return _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
 
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
     def _append(self, entry: JournalEntry, kind: str, durable: bool = True) -> None:
         record = self._encode(entry, kind)
-        with open(self.path, "ab") as f:
-            f.write(record)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
+        fd = self._open()
+        if os.write(fd, record) != len(record):
+            raise OSError(f"{self.path}: short write of a journal record")
+        if durable:
+            os.fdatasync(fd)  # the data and the new size: all a reader after a power cut needs
         self._unsynced = not durable
         self._remember(entry)
         self._records += 1
@@ -127,6 +146,9 @@ class CommandJournal:
         """The newest ``window`` commands, one record each, written atomically."""
         data = b"".join(self._encode(e, "F" if e.finished else "S") for e in self.entries.values())
         write_atomic(self.path, data)
+        if self._fd is not None:  # the old file's descriptor: appends go to the new one
+            os.close(self._fd)
+            self._fd = None
         self._records = len(self.entries)
 
     def _load(self) -> None:

@@ -57,6 +57,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,6 +80,7 @@ from flight.compute.checks import (
     rows_agree,
 )
 from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
+from flight.compute.inject import UpsetInjector
 from flight.compute.providers import CPU, SessionError, open_session, owned_weights_options
 from flight.compute.scrub import Repair, WeightScrubber, WeightsUnrepairable, scrub_period_s
 from flight.compute.store import (
@@ -183,6 +185,7 @@ class _Session(NamedTuple):
     protection: Protection = Protection.NONE
     name: str = ""
     outputs: tuple[str, ...] = ()  # what a run asks for: the model's own result, then check_output where it has one
+    data: bytes = b""  # the model as this session runs it (HIL upset injection hooks and judges it; else unused)
 
 
 class _CheckedModel(NamedTuple):
@@ -217,9 +220,10 @@ class InferenceTotals:
 
 class Worker:
     def __init__(self, endpoint: str, root: Path, store: ModelStore | None = None,
-                 trusted_keys: Path | None = None, allow_unsigned: bool = False):
+                 trusted_keys: Path | None = None, allow_unsigned: bool = False, upset_injection: bool = False):
         """``trusted_keys``: the operators' public keys ([models] trusted_keys; read at each install);
-        ``allow_unsigned``: take a model with no signed manifest on its SHA-256 alone."""
+        ``allow_unsigned``: take a model with no signed manifest on its SHA-256 alone;
+        ``upset_injection``: HIL only, take the harness's upsets into memory (flight/compute/inject.py)."""
         self.root = Path(root)
         self.trusted_keys = Path(trusted_keys) if trusted_keys is not None else None
         self.allow_unsigned = allow_unsigned
@@ -263,6 +267,7 @@ class Worker:
         self.reruns = 0
         self.double_runs = 0
         self.results_marked = 0
+        self.last_check_failed = ""  # what failed in the last checked batch's first run ("" if nothing)
         self._check_event_at = -math.inf
         self._failed_in_row: tuple[Any, int] = (None, 0)  # (session, batches failing again after a scrub in a row)
         self.train_steps_refused = 0  # training under radiation (training/guard.py), since the worker started
@@ -276,6 +281,8 @@ class Worker:
         self._stop = False
         self._last_status = 0.0
         self._train_rate = (0.0, 0.0)  # (steps, seconds) over the last slice
+        self._injector = UpsetInjector(self.root, self._reference_session, self._hooked_session) \
+            if upset_injection else None
         self._sock = zmq.Context.instance().socket(zmq.DEALER)
         self._sock.setsockopt(zmq.IDENTITY, b"compute")
         self._sock.linger = 500
@@ -535,9 +542,23 @@ class Worker:
         kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
                         scrubber if scrubbed else None, kept, check,
-                        protection_of(scrubbed, check is not None), name, outputs)
+                        protection_of(scrubbed, check is not None), name, outputs,
+                        data if self._injector is not None else b"")
 
     # --- weights and results under radiation ------------------------------------------------
+
+    def _reference_session(self, data: bytes) -> Any:
+        """HIL upset injection: a plain session on ``data``, its weights onnxruntime's own copy."""
+        return open_session(data, threads=self.threads).session
+
+    def _hooked_session(self, data: bytes, model: _Session) -> Any:
+        """HIL upset injection: a session on the hooked graph ``data`` over ``model``'s owned weights."""
+        if model.scrubber is None:
+            return open_session(data, threads=self.threads).session
+        options, owned = owned_weights_options(model.scrubber.owned, self.threads)
+        session = open_session(data, threads=self.threads, options=options).session
+        session._sunlit_owned = owned  # the OrtValues live as long as the session
+        return session
 
     def _scrub_period_s(self) -> float:
         return scrub_period_s(self.radiation.flux_class, self.radiation.orbit_period_s)
@@ -552,10 +573,17 @@ class Worker:
     def scrub_tick(self, now_s: float | None = None) -> None:
         """From the loop: the scrub owed now on every scrubbed session, at the period the flux asks for."""
         now_s = time.monotonic() if now_s is None else now_s
+        if self._injector is not None:  # HIL only: weight upsets land whether or not a job runs
+            self._injector.poll()
+            owned = [s for s in self._sessions.values() if s.scrubber is not None]
+            if owned:
+                self._injector.strike_weights(owned[0])
         period = self._scrub_period_s()
         for name, scrubber in self._scrubbers():
             scrubber.period_s = period
             self._scrub(name, scrubber, lambda sc: sc.step(now_s))
+        if self._injector is not None:
+            self._injector.save()
 
     def _scrub_now(self, model: _Session) -> None:
         """A full pass over ``model``'s weights now (a result check failed), unless one ran just before."""
@@ -587,6 +615,9 @@ class Worker:
         finally:
             self.scrub_passes += scrubber.passes - passes
             self.scrub_chunks += scrubber.chunks_checked - chunks
+            if self._injector is not None:
+                self._injector.settle(list(self._sessions.values()))
+                self._injector.save()
         self.scrub_repairs += len(repairs)
         if repairs:
             self._repaired(name, len(repairs))
@@ -828,6 +859,10 @@ class Worker:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds for a model it cannot run
             raise ModelLoadFailed(f"{type(exc).__name__}: {exc}") from exc
+        injector = self._injector
+        if injector is not None:  # HIL only: the harness's upsets, weights struck now
+            injector.poll()
+            injector.strike_weights(model)
         if job.continuous:
             # Hidden names are files still being written (write as .NAME, then rename): leave them.
             # A symbolic link is not a tile the ground sent: left where it is, never read.
@@ -839,10 +874,17 @@ class Worker:
             tiles = np.load(path, allow_pickle=False).astype(np.float32)
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
-                classes, conf = self._classify(self._checked_probs(job, model, tiles, checks, self._double_due()), 1)
+                if injector is not None and injector.live():
+                    probs = self._judged_probs(job, model, tiles, checks, self._double_due())
+                else:
+                    probs = self._checked_probs(job, model, tiles, checks, self._double_due())
+                probs = self._released(job, model, tiles, self._hold(probs), checks, 0)
+                classes, conf = self._classify(probs, 1)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
             finally:
                 self._checks.pop(job.job_id, None)
+                if injector is not None:
+                    injector.save()
             self._proven(job.model, model)
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
@@ -858,7 +900,8 @@ class Worker:
         start = self._cursor.get(job.job_id, 0)
         t_end = time.monotonic() + SLICE_S
         drops = self._drops
-        parts: list[np.ndarray] = []
+        parts: list[tuple[tuple[np.ndarray, int], int]] = []  # (held result, its first tile) per batch
+        hold = self._hold
         # The common batches are one session.run and nothing else: with no double run due, one with no
         # check output (unchecked), or one whose flags all held (passed). A run of such batches of one
         # kind goes into the receipt in one call (their order kept); anything else (a double run, a
@@ -871,7 +914,10 @@ class Worker:
             batch = data[start : start + self.batch]
             double = self._double.due(self.double_run_fraction, every)
             kind = first = None
-            if not double:
+            judged = injector is not None and injector.live()
+            if judged:
+                kind = None  # through _judged_probs below
+            elif not double:
                 if lean:
                     probs, kind = run(wanted, {feed: batch})[0], UNCHECKED
                 else:
@@ -880,19 +926,24 @@ class Worker:
             if run_batches and kind != run_kind:  # the run ends here: into the receipt before this batch
                 self._add_run(checks, model, run_kind, run_tiles, run_batches)
                 run_tiles = run_batches = 0
-            if kind is None:
+            if judged:
+                probs = self._judged_probs(job, model, batch, checks, double)
+            elif kind is None:
                 probs = self._checked_probs(job, model, batch, checks, double, first)
             else:
                 run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
-            parts.append(probs)
+            parts.append((hold(probs), start))
             start += len(batch)
             if self._drops != drops:
                 break  # weights nothing could repair: the next slice runs on a session built anew
         if run_batches:
             self._add_run(checks, model, run_kind, run_tiles, run_batches)
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
-            probs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
+            probs = got[0] if len(got) == 1 else np.concatenate(got)
             self._results.setdefault(job.job_id, []).append(self._classify(probs, len(parts)))
+        if injector is not None:
+            injector.save()
         self._cursor[job.job_id] = start
         job.progress = start
         if start >= len(data):
@@ -932,7 +983,8 @@ class Worker:
             self.double_runs += double
             probs, ok, failed = self._checked_run(model, tiles, double, first)
         else:  # the common case, kept to one run and no per-tile bookkeeping
-            probs, ok, failed = self._run_model(model, tiles)[0], None, ""
+            probs, ok, failed = (first[0] if first is not None else self._run_model(model, tiles)[0]), None, ""
+        self.last_check_failed = failed
         mismatch, abft_failed, rerun = "double run" in failed, "checksum" in failed, bool(failed)
         if failed:
             self.checks_failed += 1
@@ -953,6 +1005,42 @@ class Worker:
                          rerun=rerun, scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
                          scrub_period_s=scrubber.period_s if scrubber is not None else None,
                          flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
+        return probs
+
+    def _hold(self, probs: np.ndarray) -> tuple[np.ndarray, int]:
+        """A batch's probabilities as they wait in memory to be classified, with their CRC-32 taken
+        as they came out of the run (checked again by :meth:`_released`)."""
+        crc = zlib.crc32(probs)
+        if self._injector is not None:  # HIL only: an upset in the result while it is held
+            probs = self._injector.strike_output(probs)
+        return probs, crc
+
+    def _released(self, job: Job, model: _Session, tiles: np.ndarray, held: tuple[np.ndarray, int],
+                  checks: ProductChecks, first_tile: int) -> np.ndarray:
+        """A held result, checked against the CRC-32 it had when made: a result changed while it
+        waited (an upset in memory that no check of the graph could see) is made again."""
+        probs, crc = held
+        changed = zlib.crc32(probs) != crc
+        upsets = self._injector.output_upsets(probs) if self._injector is not None else []
+        if changed:
+            self.checks_failed += 1
+            self.reruns += 1
+            probs = self._run_model(model, tiles)[0]
+            self._check_failed(job, "output CRC", len(tiles), "")
+        if upsets:
+            status = checks.tile_status()[first_tile:first_tile + len(tiles)]
+            self._injector.judge_output(upsets, model, tiles, probs, status, changed)
+        return probs
+
+    def _judged_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks,
+                      double: bool) -> np.ndarray:
+        """HIL upset injection: one batch with the upsets that wait for it (its first run through
+        the injector), checked as any batch is, then judged against the reference."""
+        first = self._injector.first_run(model, tiles, self._run_model)
+        probs = self._checked_probs(job, model, tiles, checks, double, first)
+        n, status = checks.status[-1]
+        self._injector.judge(model, tiles, probs, status if status is not None else np.full(n, UNCHECKED, np.int8),
+                             self.last_check_failed)
         return probs
 
     def _classify(self, probs: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1256,6 +1344,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the operators' public keys for signed models ([models] trusted_keys)")
     parser.add_argument("--allow-unsigned", action="store_true",
                         help="install a model with no signed manifest on its SHA-256 alone ([models] allow_unsigned)")
+    parser.add_argument("--upset-injection", action="store_true",
+                        help="HIL only: take the harness's upsets into memory (flight/compute/inject.py)")
     parser.add_argument("--lock-wait-s", type=float, default=LOCK_WAIT_S,
                         help=f"how long to wait for another worker to leave the directory (default {LOCK_WAIT_S:g} s)")
     args = parser.parse_args(argv)
@@ -1270,7 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     try:
         Worker(args.endpoint, Path(args.root), trusted_keys=Path(args.trusted_keys) if args.trusted_keys else None,
-               allow_unsigned=args.allow_unsigned).run(args.parent_pid)
+               allow_unsigned=args.allow_unsigned, upset_injection=args.upset_injection).run(args.parent_pid)
     finally:
         lock.release()
     return 0

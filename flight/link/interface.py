@@ -165,6 +165,11 @@ class FlightLink(abc.ABC):
     def publish(self, packet: bytes) -> bool:
         """Put ``packet`` on the telemetry stream; False (and counted) if it was dropped."""
 
+    def stream_reaches(self, peer: Any) -> bool:
+        """True when the telemetry stream is known to reach the sender ``peer``, so a report
+        published needs no copy of its own to that sender (one copy a report, not two)."""
+        return False
+
     def flush(self) -> None:
         """Move queued output to the line; links that queue override this."""
 

@@ -550,6 +550,9 @@ class TelemetrySealingLink(FlightLink):
         sealed = self._seal(packet)
         return sealed is not None and self._link.publish(sealed)
 
+    def stream_reaches(self, peer) -> bool:
+        return self._link.stream_reaches(peer)
+
     def _seal(self, packet: bytes) -> bytes | None:
         try:
             return self.sealer.seal(packet)

@@ -255,6 +255,9 @@ class SerialFlightLink(_SerialEnd, FlightLink):
     def reply(self, peer: Any, packet: bytes) -> bool:
         return self._enqueue(packet)  # one line, one peer: a reply is just the next packet out
 
+    def stream_reaches(self, peer: Any) -> bool:
+        return True  # one line, one peer: what is published reaches the sender
+
 
 class SerialGroundLink(_SerialEnd, GroundLink):
     """A console's end of a serial line: commands out, all telemetry in."""

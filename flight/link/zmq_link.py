@@ -11,6 +11,14 @@ Why these socket types:
   and is counted, instead of PUB's silent drop. Consoles count sequence gaps as well,
   since a subscriber that joins late misses what came before.
 
+One copy of each report: a console's SUB also subscribes to a *presence* topic naming its
+DEALER (``PRESENCE_PREFIX`` + the DEALER's identity; no packet can match it, a CCSDS packet's
+first byte being below 0x20). The XPUB hands the agent that subscription, and its withdrawal
+when the SUB goes or is replaced, so the agent knows which senders the stream reaches
+(:meth:`ZmqFlightLink.stream_reaches`) and publishes their reports only; a sender the stream is
+not known to reach (no SUB, a SUB not joined yet, a proxy in between) gets its reports on its
+DEALER as well.
+
 ZeroMQ reconnects by itself when either end restarts; both ends bind/connect once and
 keep their sockets, except the DEALER that a retry replaces.
 
@@ -41,6 +49,8 @@ _HEARTBEAT_TIMEOUT_MS = 5000
 _CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this long to leave
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
 _identity_counter = itertools.count(1)
+PRESENCE_PREFIX = b"\xffsunlit-present:"  # + a DEALER's identity: that console's SUB is joined
+MAX_PRESENT = 4096  # senders remembered as subscribed; past it a sender just gets its replies directly
 ZAP_DOMAIN = b"sunlit"  # the agent's sockets' ZAP domain: the allow-list is configured for it
 # Handshakes that a CURVE server refused: the ZAP handler said no (a key not in the allow-list),
 # or the peer spoke no CURVE or not with this server's key (a plain client, a wrong server key).
@@ -94,6 +104,7 @@ class ZmqFlightLink(FlightLink):
         self.config = config
         self.stats = LinkStats()
         self.subscribers = 0
+        self._present: set[bytes] = set()  # DEALER identities whose console's SUB is joined
         self._ctx: zmq.Context | None = None  # CURVE only: this link's own context, its ZAP handler's
         self._auth: Any = None  # CURVE only: the ThreadAuthenticator
         self._monitors: list[zmq.Socket] = []
@@ -173,16 +184,26 @@ class ZmqFlightLink(FlightLink):
             self.stats.rx_packets += 1
             self.stats.rx_bytes += len(packet)
             out.append(Inbound(packet, identity))
-        for _ in range(_MAX_DRAIN):  # subscription messages: keep a subscriber count, nothing else
+        for _ in range(_MAX_DRAIN):  # subscription messages: a subscriber count, and who is present
             try:
                 msg = self._tm.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if msg[:1] == b"\x01":
+            kind, topic = msg[:1], msg[1:]
+            if topic.startswith(PRESENCE_PREFIX):
+                identity = topic[len(PRESENCE_PREFIX):]
+                if kind == b"\x01" and len(self._present) < MAX_PRESENT:
+                    self._present.add(identity)
+                elif kind == b"\x00":
+                    self._present.discard(identity)
+            elif kind == b"\x01":
                 self.subscribers += 1
-            elif msg[:1] == b"\x00":
+            elif kind == b"\x00":
                 self.subscribers = max(0, self.subscribers - 1)
         return out
+
+    def stream_reaches(self, peer: Any) -> bool:
+        return peer in self._present
 
     def reply(self, peer: Any, packet: bytes) -> bool:
         try:
@@ -239,15 +260,22 @@ class ZmqGroundLink(GroundLink):
         _curve_client(self._tm, config.curve)
         self._tm.setsockopt(zmq.SUBSCRIBE, b"")
         self._tm.connect(config.tm_endpoint)
+        self._identity = b""
         self._cmd = self._open_dealer()
 
     def _open_dealer(self) -> zmq.Socket:
         sock = _context().socket(zmq.DEALER)
         _common(sock, self.config.queue_packets)
         # A unique identity per socket, so the agent's ROUTER never mixes two consoles.
-        sock.setsockopt(zmq.IDENTITY, f"g{id(self):x}-{next(_identity_counter)}".encode())
+        identity = f"g{id(self):x}-{next(_identity_counter)}".encode()
+        sock.setsockopt(zmq.IDENTITY, identity)
         _curve_client(sock, self.config.curve)  # the retry's new DEALER too
         sock.connect(self.config.cmd_endpoint)
+        # This SUB reaches that DEALER's console: the agent publishes its reports once, not twice.
+        if self._identity:
+            self._tm.setsockopt(zmq.UNSUBSCRIBE, PRESENCE_PREFIX + self._identity)
+        self._tm.setsockopt(zmq.SUBSCRIBE, PRESENCE_PREFIX + identity)
+        self._identity = identity
         return sock
 
     def pollables(self) -> list[Any]:

@@ -1,0 +1,395 @@
+"""Upsets the HIL harness puts into the compute worker's memory: the weights it owns, the
+activations (through a hook in the graph) and the outputs it holds. HIL only: the worker honours
+them only when started with ``--upset-injection`` (the agent's ``[compute] upset_injection``,
+which the harness sets in the configuration it writes); a board never sets it.
+
+The harness is the truth (hil/loop.py: Poisson draws from the profile's upset rate x a factor)
+and asks, one JSON file per upset in ``<compute root>/hil-upsets/``; this module is the worker's
+side, which makes each happen where a proton would and follows it to its end:
+
+- ``weights``: one bit of one byte drawn uniformly over the buffers a :class:`WeightScrubber`
+  owns, the very ones onnxruntime computes from. It stays until the scrub repairs it, a failed
+  check's scrub does, or the session is built anew from the store.
+- ``activations``: one bit of one element drawn uniformly over every tensor the model's own nodes
+  make, in the next batch: that batch runs on a copy of the session's graph whose tensors pass
+  through ``Where(mask, value, T)`` hooks (:func:`with_hooks`), on the same owned weights.
+- ``outputs``: one bit of one probability of the next batch while the worker holds it, after
+  the session returned it and its CRC-32 was taken, before it is classified (the worker checks
+  that CRC on release and runs the batch again on a mismatch).
+
+Every batch run while an upset is live is judged against a reference session on the model's
+checked bytes, whose weights onnxruntime keeps apart from the owned buffers: a tile is corrupt
+when its class changed, a probability moved by more than :data:`CONSEQUENCE`, or it is not
+finite. The ledger (``hil-upsets/ledger.json``, checked JSON, rewritten atomically when it
+changes) gives each upset: where it landed, what detected it (``checksum``, ``double run``,
+``output CRC``, ``scrub``, ``reload``), whether it was put right, and its corrupt tiles by what their product said
+of them (passed, unchecked, failed). The judging costs a reference run per batch touched, which is
+why it never runs on a board.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from flight.compute.checks import FAILED, PASSED, UNCHECKED, abft_flags
+from flight.storage import CorruptFile, read_checked_json, write_checked_json
+
+REQUEST_DIR = "hil-upsets"
+LEDGER = "ledger.json"
+TARGETS = ("weights", "activations", "outputs")
+CONSEQUENCE = 1e-3  # a probability moved by more than this, or the class changed: the tile is corrupt
+MAX_UPSETS = 10_000  # the ledger keeps this many; later requests are counted, not followed
+
+
+def flip_bit(value: np.float32, bit: int) -> np.float32:
+    """``value`` with bit ``bit`` (0..31) of its IEEE-754 single flipped."""
+    return np.array([value], np.float32).view(np.uint32).__xor__(np.uint32(1 << bit)).view(np.float32)[0]
+
+
+def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
+    """A copy of ``model`` where each tensor ``T`` of ``tensors`` passes through ``Where(T/mask, T/value, T)``.
+
+    The node that made ``T`` now writes ``T/raw``; every consumer (the model's and the checksum
+    pass's) reads the hooked ``T``. Inputs ``T/mask`` (bool, broadcast to ``T``'s shape) and
+    ``T/value`` (float [1]); ``T`` is also an output, so a clean run gives the value to flip.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    hooks = []
+    for name in tensors:
+        producer = next((n for n in g.node if name in n.output), None)
+        if producer is None:
+            raise ValueError(f"no node makes {name!r}")
+        producer.output[list(producer.output).index(name)] = name + "/raw"
+        hooks.append(helper.make_node("Where", [name + "/mask", name + "/value", name + "/raw"], [name],
+                                      name=name + "/hook"))
+        g.input.append(helper.make_tensor_value_info(name + "/mask", TensorProto.BOOL, None))
+        g.input.append(helper.make_tensor_value_info(name + "/value", TensorProto.FLOAT, [1]))
+        if name not in {o.name for o in g.output}:
+            g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    nodes = list(g.node)  # keep the node list topological: each hook right after its producer
+    del g.node[:]
+    for n in nodes:
+        g.node.append(n)
+        g.node.extend(h for h in hooks if h.input[2] in n.output)
+    return out
+
+
+def activation_tensors(model: onnx.ModelProto, skip_prefix: str = "abft/") -> tuple[str, ...]:
+    """The float tensors the model's own nodes make (not the checksum pass's): where activations live."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    out = []
+    for node in model.graph.node:
+        if node.name.startswith(skip_prefix):
+            continue
+        for name in node.output:
+            if name and not name.startswith(skip_prefix) and types.get(name) == TensorProto.FLOAT:
+                out.append(name)
+    return tuple(out)
+
+
+@dataclasses.dataclass
+class Upset:
+    """One upset the harness asked for, and what became of it."""
+
+    id: str
+    target: str
+    seed: int
+    state: str = "waiting"  # waiting (no batch or session yet), live, ended, not_applied
+    site: str = ""
+    batches: int = 0  # batches run while it was live
+    detected_by: str = ""
+    corrected: bool = False  # put right (repaired, or the batch's product was right after a rerun)
+    corrupt_tiles: int = 0
+    corrupt_passed: int = 0  # corrupt, and the product said passed: reported good while corrupt
+    corrupt_unchecked: int = 0  # corrupt, and the product said unchecked
+    corrupt_failed: int = 0  # corrupt, and the product marked them failed
+    note: str = ""
+    want_tensor: str = ""  # the request may name the tensor (activations) and the bit; else both are drawn
+    want_bit: int | None = None
+    # Where a weight upset sits (not in the ledger): its scrubber, tensor, byte.
+    _where: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def ledger(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not f.name.startswith(("_", "want_"))}
+
+
+class UpsetInjector:
+    """The worker's side of the harness's upsets: takes the requests, makes them happen, judges."""
+
+    def __init__(self, root: Path, open_reference: Callable[[bytes], Any], open_hooked: Callable[[bytes, Any], Any]):
+        """``open_reference(data)``: a plain session on ``data`` (weights onnxruntime's own);
+        ``open_hooked(data, session)``: a session on the hooked graph ``data`` over the owned
+        weights of the worker's session."""
+        self.dir = Path(root) / REQUEST_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._open_reference = open_reference
+        self._open_hooked = open_hooked
+        self.upsets: list[Upset] = []
+        self.bad_requests = 0
+        self.dropped = 0
+        self._references: dict[str, Any] = {}  # model sha256 + protection -> reference session
+        self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
+        self._changed = False
+        # Per judged batch, once, however many upsets were live in it: the tiles that were corrupt,
+        # by what the product said of them (the per-upset counts share a batch's tiles).
+        self.batches = {"judged": 0, "corrupt_tiles": 0, "corrupt_reported_good": 0, "corrupt_unchecked": 0,
+                        "corrupt_marked_failed": 0}
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Take the requests the harness has written (each file once, then removed)."""
+        try:
+            names = sorted(p for p in os.listdir(self.dir) if p.endswith(".json") and p != LEDGER)
+        except OSError:
+            return
+        for name in names:
+            path = self.dir / name
+            try:
+                body = read_checked_json(path)
+                target, seed = body["target"], int(body["seed"])
+                if target not in TARGETS:
+                    raise ValueError(f"target {target!r} is none of {TARGETS}")
+                tensor, bit = str(body.get("tensor", "")), body.get("bit")
+                if bit is not None and not 0 <= int(bit) < (8 if target == "weights" else 32):
+                    raise ValueError(f"bit {bit} outside the {target}' width")
+            except (CorruptFile, KeyError, TypeError, ValueError):
+                self.bad_requests += 1
+                target = None
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            if target is None:
+                continue
+            if len(self.upsets) >= MAX_UPSETS:
+                self.dropped += 1
+                continue
+            self.upsets.append(Upset(name[:-5], target, seed, want_tensor=tensor,
+                                     want_bit=None if bit is None else int(bit)))
+            self._changed = True
+
+    def waiting(self, target: str) -> list[Upset]:
+        return [u for u in self.upsets if u.state == "waiting" and u.target == target]
+
+    def live(self) -> bool:
+        """An upset is in memory now, or one waits for the next batch: judge the batches."""
+        return any(u.state == "live" or (u.state == "waiting" and u.target != "weights") for u in self.upsets)
+
+    # --- weights ------------------------------------------------------------------------------
+
+    def strike_weights(self, session: Any) -> None:
+        """Put the waiting weight upsets into ``session``'s owned buffers (worker ``_Session``)."""
+        for u in self.waiting("weights"):
+            scrubber = session.scrubber
+            if scrubber is None:
+                u.state, u.note = "not_applied", "the session's weights are not buffers the worker owns (no scrub, or a GPU)"
+                self._changed = True
+                continue
+            rng = np.random.default_rng(u.seed)
+            ends = np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
+            k = int(rng.integers(int(ends[-1])))
+            t = int(np.searchsorted(ends, k, side="right"))
+            tensor, byte, bit = scrubber.names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
+            bit = bit if u.want_bit is None else u.want_bit
+            scrubber.owned_bytes(tensor)[byte] ^= np.uint8(1 << bit)
+            u.state, u.site, u._where = "live", f"{tensor}[byte {byte}] bit {bit}", (session, scrubber, tensor, byte)
+            self._changed = True
+
+    def settle(self, sessions: list[Any]) -> None:
+        """Weight upsets put right since: the byte is the golden one again (a scrub), or the
+        session it was in is gone (built anew from the store)."""
+        for u in self.upsets:
+            if u.state != "live" or u.target != "weights":
+                continue
+            session, scrubber, tensor, byte = u._where
+            if all(s is not session for s in sessions):
+                u.state, u.corrected = "ended", True
+                u.detected_by = u.detected_by or "reload"
+            elif scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]:
+                u.state, u.corrected = "ended", True
+                u.detected_by = u.detected_by or "scrub"
+            else:
+                continue
+            u._where = None
+            self._changed = True
+
+    # --- a batch --------------------------------------------------------------------------
+
+    def first_run(self, session: Any, tiles: np.ndarray, run: Callable[[Any, np.ndarray], tuple]) -> tuple:
+        """The batch's first run with the activation upsets that wait for it (through the hooked
+        graph), every one that waits, one per tensor (another on a tensor already hit waits for
+        the next batch). Returns ``run``'s (probabilities, flags) shape."""
+        act = self.waiting("activations")
+        if act and session.data:
+            result = self._hooked_run(session, tiles, act)
+        else:
+            for u in act:  # no graph to hook (should not happen): said, not pretended
+                u.state, u.note = "not_applied", "no model bytes to hook"
+            result = run(session, tiles)
+        self._changed = True
+        return result
+
+    def strike_output(self, probs: np.ndarray) -> np.ndarray:
+        """The output upsets that wait, all of them: one bit of one probability each of the result
+        ``probs`` while the worker holds it (after its CRC was taken). Returns the array to hold
+        (``probs`` untouched when nothing waits)."""
+        out = self.waiting("outputs")
+        if not out:
+            return probs
+        held = np.array(probs, copy=True)
+        width = held.shape[-1] if held.ndim > 1 else 1
+        for u in out:
+            rng = np.random.default_rng(u.seed)
+            k, bit = int(rng.integers(held.size)), int(rng.integers(32))
+            bit = bit if u.want_bit is None else u.want_bit
+            before = held.flat[k]
+            held.flat[k] = flip_bit(before, bit)
+            u.state, u.site, u._where = "live", (f"probabilities[{k // width},{k % width}] bit {bit}: "
+                                                 f"{float(before):.6g} -> {float(held.flat[k]):.6g}"), held
+        self._changed = True
+        return held
+
+    def output_upsets(self, probs: np.ndarray) -> list[Upset]:
+        """The output upsets struck into the held array ``probs``."""
+        return [u for u in self.upsets if u.target == "outputs" and u.state == "live" and u._where is probs]
+
+    def judge_output(self, upsets: list[Upset], session: Any, tiles: np.ndarray, probs: np.ndarray,
+                     status: np.ndarray, detected: bool) -> None:
+        """The end of output upsets: ``probs`` is the result as it went to the product."""
+        for u in upsets:
+            u._where = None
+        self._charge(upsets, session, tiles, probs, status, "output CRC" if detected else "")
+
+    def _hooked_run(self, session: Any, tiles: np.ndarray, upsets: list[Upset]) -> tuple:
+        hooked, tensors = self._hooked_session(session)
+        outputs = list(session.outputs) + [t for t in tensors if t not in session.outputs]
+        feed: dict[str, Any] = {session.input_name: tiles}
+        off = np.zeros(1, bool)
+        for t in tensors:
+            feed[t + "/mask"], feed[t + "/value"] = off, np.zeros(1, np.float32)
+        clean = dict(zip(outputs, hooked.run(outputs, feed)))
+        sizes = np.cumsum([clean[t].size for t in tensors])
+        hit: set[str] = set()
+        for u in upsets:
+            rng = np.random.default_rng(u.seed)
+            if u.want_tensor in tensors:  # an element of the named tensor
+                i = tensors.index(u.want_tensor)
+                k = (int(sizes[i - 1]) if i else 0) + int(rng.integers(clean[u.want_tensor].size))
+            else:
+                k = int(rng.integers(int(sizes[-1])))
+                i = int(np.searchsorted(sizes, k, side="right"))
+            name, at, bit = tensors[i], k - (int(sizes[i - 1]) if i else 0), int(rng.integers(32))
+            bit = bit if u.want_bit is None else u.want_bit
+            if name in hit:
+                continue  # one value a hook: this one waits for the next batch
+            hit.add(name)
+            mask = np.zeros(clean[name].shape, bool)
+            mask.flat[at] = True
+            new = flip_bit(clean[name].flat[at], bit)
+            feed[name + "/mask"], feed[name + "/value"] = mask, np.array([new], np.float32)
+            u.state, u.site = "live", f"{name}[{at}] bit {bit}: {float(clean[name].flat[at]):.6g} -> {float(new):.6g}"
+        got = hooked.run(list(session.outputs), feed)
+        probs = got[0]
+        if session.check_output is None:
+            return probs, None
+        try:
+            return probs, abft_flags(got[1], len(tiles))
+        except ValueError:
+            return probs, np.zeros(len(tiles), bool)
+
+    def _hooked_session(self, session: Any) -> tuple[Any, tuple[str, ...]]:
+        kept = self._hooked.get(id(session))
+        if kept is not None and kept[0] is session:
+            return kept[1], kept[2]
+        model = onnx.load_from_string(session.data)
+        tensors = activation_tensors(model)
+        hooked = self._open_hooked(with_hooks(model, tensors).SerializeToString(), session)
+        self._hooked = {id(session): (session, hooked, tensors)}  # one model at a time
+        return hooked, tensors
+
+    def judge(self, session: Any, tiles: np.ndarray, probs: np.ndarray, status: np.ndarray | None,
+              failed_check: str) -> None:
+        """The batch's product rows ``probs`` (after any rerun) and their check status, against the
+        reference; charged to every live upset. ``failed_check``: what failed in the batch's first
+        run ("" if nothing did). An activation upset ends here; an output upset ends when its held
+        result is released (:meth:`judge_output`)."""
+        live = [u for u in self.upsets if u.state == "live" and u.target != "outputs"]
+        if live:
+            self._charge(live, session, tiles, probs, status, failed_check)
+
+    def _charge(self, live: list[Upset], session: Any, tiles: np.ndarray, probs: np.ndarray,
+                status: np.ndarray | None, failed_check: str) -> None:
+        reference = self._reference(session)
+        clean = reference.run([session.outputs[0]], {session.input_name: tiles})[0]
+        bad = (~np.isfinite(probs).all(axis=1) | (np.abs(np.nan_to_num(probs, nan=9.0) - clean) > CONSEQUENCE).any(axis=1)
+               | (np.nan_to_num(probs, nan=-1.0).argmax(axis=1) != clean.argmax(axis=1)))
+        status = np.full(len(tiles), UNCHECKED, np.int8) if status is None else status
+        b = self.batches
+        b["judged"] += 1
+        b["corrupt_tiles"] += int(bad.sum())
+        b["corrupt_reported_good"] += int((bad & (status == PASSED)).sum())
+        b["corrupt_unchecked"] += int((bad & (status == UNCHECKED)).sum())
+        b["corrupt_marked_failed"] += int((bad & (status == FAILED)).sum())
+        for u in live:
+            u.batches += 1
+            u.corrupt_tiles += int(bad.sum())
+            u.corrupt_passed += int((bad & (status == PASSED)).sum())
+            u.corrupt_unchecked += int((bad & (status == UNCHECKED)).sum())
+            u.corrupt_failed += int((bad & (status == FAILED)).sum())
+            if failed_check and not u.detected_by:
+                u.detected_by = failed_check
+            if u.target != "weights":
+                u.state = "ended"
+                u.corrected = not bad.any()
+        self._changed = True
+
+    def _reference(self, session: Any) -> Any:
+        key = f"{session.sha256}/{session.protection}"
+        ref = self._references.get(key)
+        if ref is None:
+            ref = self._references[key] = self._open_reference(session.data)
+        return ref
+
+    # --- the ledger -------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for t in TARGETS:
+            mine = [u for u in self.upsets if u.target == t]
+            out[t] = {
+                "requested": len(mine),
+                "applied": sum(u.state in ("live", "ended") for u in mine),
+                "not_applied": sum(u.state == "not_applied" for u in mine),
+                "waiting": sum(u.state == "waiting" for u in mine),
+                "detected": sum(bool(u.detected_by) for u in mine),
+                "corrected": sum(u.corrected for u in mine),
+                "harmful": sum(u.corrupt_tiles > 0 for u in mine),
+                "corrupt_tiles": sum(u.corrupt_tiles for u in mine),
+                "corrupt_reported_good": sum(u.corrupt_passed for u in mine),
+                "corrupt_unchecked": sum(u.corrupt_unchecked for u in mine),
+                "corrupt_marked_failed": sum(u.corrupt_failed for u in mine),
+            }
+        return out
+
+    def save(self) -> None:
+        """Rewrite the ledger if anything changed since it was last written."""
+        if not self._changed:
+            return
+        body = {"totals": self.totals(), "batches": self.batches, "bad_requests": self.bad_requests,
+                "dropped": self.dropped,
+                "upsets": [u.ledger() for u in self.upsets]}
+        write_checked_json(self.dir / LEDGER, json.loads(json.dumps(body)))
+        self._changed = False

@@ -1,0 +1,142 @@
+"""Upsets the HIL harness puts into the worker's memory (flight/compute/inject.py): each lands
+where a proton would, and the ledger follows it to what detected it and what the product said."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flight.compute import protocol as cp
+from flight.compute.inject import LEDGER, REQUEST_DIR, activation_tensors, with_hooks
+from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
+from flight.storage import read_checked_json, write_checked_json
+from tests.model_helpers import WorkerBench
+
+QUIET = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, None)
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = WorkerBench(tmp_path / "compute", allow_unsigned=True, upset_injection=True)
+    b.worker.install_shipped_models()
+    defaults = DICTIONARY.parameter_defaults
+    b.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,
+                              double_run_fraction=0.0, double_run_all_in_saa=defaults["double_run_all_in_saa"],
+                              scrub_weights=True, abft_checks=True))
+    b.data_set("held", load_held_out().tiles[:32])
+    yield b
+    b.close()
+
+
+def request(bench, name: str, **body) -> None:
+    write_checked_json(bench.root / REQUEST_DIR / f"{name}.json", {"seed": 7, **body})
+
+
+def ledger(bench) -> dict:
+    return read_checked_json(bench.root / REQUEST_DIR / LEDGER)
+
+
+def run_job(bench, job_id: int):
+    job = bench.infer(job_id, "held", model=MODEL_NAME)
+    assert job.state.value == "DONE", job.detail
+    with np.load(bench.root / "products" / f"job{job_id:05d}-held.npz", allow_pickle=False) as npz:
+        return npz["check"]
+
+
+@pytest.mark.req("RAD-111")
+def test_a_weight_upset_lands_in_the_owned_buffers_and_the_scrub_puts_it_right(bench):
+    session = bench.worker._session(MODEL_NAME)
+    scrubber = session.scrubber
+    request(bench, "u1", target="weights", bit=6)
+    bench.worker.scrub_tick(0.0)  # the worker takes it in (and its scrub is not due yet)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "live" and upset["site"].endswith("bit 6")
+    tensor, byte = upset["site"].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    assert scrubber.owned_bytes(tensor)[byte] != scrubber.golden_bytes(0, tensor)[byte]
+    bench.worker._scrub_now(session)  # a full pass, as after a failed check
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "ended" and upset["corrected"] and upset["detected_by"] == "scrub"
+    assert scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]
+
+
+@pytest.mark.req("RAD-111")
+def test_an_activation_flip_in_a_checked_tensor_is_caught_and_the_product_is_right(bench):
+    request(bench, "u1", target="activations", tensor="a1", bit=30)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "ended" and upset["site"].startswith("a1[") and upset["batches"] == 1
+    assert upset["detected_by"] == "checksum" and upset["corrected"]  # rerun after a scrub: clean
+    assert upset["corrupt_passed"] == 0 and (status == 1).all()
+    assert bench.worker.checks_failed == 1 and bench.worker.reruns == 1
+
+
+@pytest.mark.req("RAD-111")
+def test_an_upset_the_checks_cannot_see_is_counted_as_reported_good_while_corrupt(bench):
+    """A flip in the head's input ``z`` (made by no checked node) is computed on consistently by the
+    check of the Gemm that reads it: the ledger must say so, not claim a detection."""
+    request(bench, "u1", target="activations", tensor="z", bit=30)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["site"].startswith("z[") and upset["detected_by"] == ""
+    assert upset["corrupt_tiles"] >= 1 and upset["corrupt_passed"] == upset["corrupt_tiles"]
+    assert not upset["corrected"] and (status == 1).all()
+    totals = ledger(bench)["totals"]["activations"]
+    assert totals["corrupt_reported_good"] == upset["corrupt_passed"] and totals["detected"] == 0
+
+
+@pytest.mark.req("RAD-111")
+def test_requests_that_make_no_sense_are_counted_and_lose_nothing_else(bench):
+    request(bench, "bad1", target="cache")
+    request(bench, "bad2", target="weights", bit=9)
+    (bench.root / REQUEST_DIR / "bad3.json").write_text("{not json")
+    request(bench, "good", target="outputs", bit=30)
+    status = run_job(bench, 1)
+    body = ledger(bench)
+    assert body["bad_requests"] == 3 and [u["id"] for u in body["upsets"]] == ["good"]
+    assert not list((bench.root / REQUEST_DIR).glob("bad*.json"))  # each request read once
+    assert len(status) == 32
+
+
+def test_the_hooks_pass_every_tensor_through_unchanged_when_off(bench):
+    import onnx
+
+    from flight.compute.providers import open_session
+
+    session = bench.worker._session(MODEL_NAME)
+    model = onnx.load_from_string(session.data)
+    tensors = activation_tensors(model)
+    assert {"a1", "a2", "logits", "xn"} <= set(tensors) and not any(t.startswith("abft/") for t in tensors)
+    hooked = open_session(with_hooks(model, tensors).SerializeToString(), threads=1).session
+    tiles = load_held_out().tiles[:4].astype(np.float32)
+    feed = {session.input_name: tiles, **{t + "/mask": np.zeros(1, bool) for t in tensors},
+            **{t + "/value": np.zeros(1, np.float32) for t in tensors}}
+    plain = open_session(session.data, threads=1).session.run(["probabilities"], {session.input_name: tiles})[0]
+    assert np.array_equal(hooked.run(["probabilities"], feed)[0], plain)
+
+
+@pytest.mark.req("RAD-111")
+def test_an_upset_in_a_held_result_is_caught_by_its_crc_and_the_batch_made_again(bench):
+    request(bench, "u1", target="outputs", bit=30)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["site"].startswith("probabilities[") and upset["detected_by"] == "output CRC"
+    assert upset["corrected"] and upset["corrupt_tiles"] == 0 and (status == 1).all()
+    with np.load(bench.root / "products" / "job00001-held.npz", allow_pickle=False) as npz:
+        confidence = npz["confidence"]
+    assert np.isfinite(confidence).all() and (confidence <= 1.0).all()  # the product holds the run's result
+
+
+@pytest.mark.req("RAD-111")
+def test_upsets_that_wait_together_strike_the_next_batch_together_and_its_tiles_count_once(bench):
+    request(bench, "o1", target="outputs", bit=30)
+    request(bench, "o2", target="outputs", bit=29)
+    request(bench, "a1", target="activations", tensor="a1", bit=30)
+    request(bench, "a2", target="activations", tensor="a2", bit=30)
+    run_job(bench, 1)
+    body = ledger(bench)
+    upsets = {u["id"]: u for u in body["upsets"]}
+    assert all(u["state"] == "ended" and u["batches"] == 1 for u in upsets.values())  # all in the first batch
+    assert upsets["o1"]["detected_by"] == upsets["o2"]["detected_by"] == "output CRC"
+    assert upsets["a1"]["detected_by"] == upsets["a2"]["detected_by"] == "checksum"
+    assert body["batches"]["corrupt_reported_good"] == 0 and body["batches"]["judged"] >= 1
