@@ -5,7 +5,12 @@
 - ``zmq_raw_per_s``: the same sockets and processes carrying plain bytes of the same size, same run.
 - ``zmq_ratio``: the first over the second (target >= 0.25).
 - ``tc_rtt_p50_us``/``tc_rtt_p99_us``: NOOP from send to completion report, agent in its own
-  process on TCP loopback (target p99 < 1000).
+  process on TCP loopback (target p99 < 1000). ``tc_agent_cpu_us``/``tc_client_cpu_us``: the CPU
+  time (user + system, all threads: ZeroMQ's I/O thread too) each process spent per command over
+  the same run, the agent's read from /proc: what a command costs, which a loaded or shared
+  machine's scheduling moves far less than it moves the latency. ``tc_floor_p50_us``/
+  ``tc_floor_p99_us``: the same message pattern in bare pyzmq (a DEALER/ROUTER request, three
+  replies and four stream packets back, no Sunlit code), just before: the machine's own floor.
 - ``serial_efficiency_256B``: packet bytes over wire bytes for a 256-byte packet (target >= 0.97).
 - ``serial_pty_per_s``: packets per second through a pseudo-terminal pair, COBS framed.
 """
@@ -98,11 +103,13 @@ def tc_rtt(port: int) -> dict[str, float]:
             for _ in range(100):  # warm up both processes
                 client.send("NOOP")
             samples = []
+            agent_cpu0, client_cpu0 = _process_cpu_s(agent.proc.pid), time.process_time()
             for _ in range(N_RTT):
                 t0 = time.perf_counter()
                 result = client.send("NOOP")
                 samples.append((time.perf_counter() - t0) * 1e6)
                 assert result.completed
+            agent_cpu, client_cpu = _process_cpu_s(agent.proc.pid) - agent_cpu0, time.process_time() - client_cpu0
         finally:
             client.close()
             agent.stop()
@@ -110,7 +117,76 @@ def tc_rtt(port: int) -> dict[str, float]:
     return {
         "tc_rtt_p50_us": round(statistics.median(samples), 1),
         "tc_rtt_p99_us": round(samples[int(len(samples) * 0.99) - 1], 1),
+        "tc_agent_cpu_us": round(agent_cpu / N_RTT * 1e6, 1),
+        "tc_client_cpu_us": round(client_cpu / N_RTT * 1e6, 1),
     }
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _floor_server(port: int) -> None:
+    ctx = zmq.Context()
+    router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.XPUB)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    pub.bind(f"tcp://127.0.0.1:{port + 1}")
+    while True:
+        ident, msg = router.recv_multipart()
+        if msg == b"stop":
+            break
+        for _ in range(3):
+            router.send_multipart([ident, b"r" * 40])
+            pub.send(b"s" * 40)
+        pub.send(b"e" * 40)
+    router.close(0)
+    pub.close(0)
+    ctx.term()
+
+
+def tc_floor(port: int) -> dict[str, float]:
+    """The round trip of tc_rtt's message pattern in bare pyzmq: what this machine gives any
+    Python code before Sunlit does anything (the server in its own process, as the agent is)."""
+    server = multiprocessing.get_context("spawn").Process(target=_floor_server, args=(port,), daemon=True)
+    server.start()
+    ctx = zmq.Context()
+    dealer, sub = ctx.socket(zmq.DEALER), ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    sub.connect(f"tcp://127.0.0.1:{port + 1}")
+    poller = zmq.Poller()
+    poller.register(dealer, zmq.POLLIN)
+    poller.register(sub, zmq.POLLIN)
+    try:
+        samples = []
+        for i in range(N_RTT + 200):
+            t0 = time.perf_counter()
+            dealer.send(b"c")
+            got = 0
+            while got < 3:
+                if not poller.poll(5000):
+                    raise RuntimeError("the floor server did not answer")
+                while dealer.poll(0):
+                    dealer.recv()
+                    got += 1
+                while sub.poll(0):
+                    sub.recv()
+            if i >= 200:  # the first ones warm up (and let the SUB join)
+                samples.append((time.perf_counter() - t0) * 1e6)
+        dealer.send(b"stop")
+    finally:
+        server.join(5)
+        if server.is_alive():
+            server.kill()
+            server.join()
+        dealer.close(0)
+        sub.close(0)
+        ctx.term()
+    samples.sort()
+    return {"tc_floor_p50_us": round(statistics.median(samples), 1),
+            "tc_floor_p99_us": round(samples[int(len(samples) * 0.99) - 1], 1)}
 
 
 def serial_figures() -> dict[str, float]:
@@ -148,6 +224,7 @@ def main() -> int:
 
     out: dict[str, float] = {}
     out.update(zmq_throughput(free_tcp_port_pair()))
+    out.update(tc_floor(free_tcp_port_pair()))
     out.update(tc_rtt(free_tcp_port_pair()))
     try:
         out.update(serial_figures())

@@ -66,7 +66,8 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   hil/profiles/radiation.py, along the TLE of hil/data/profiles/sso_550.parquet flown for a day,
   per bit, x ``DAY_UPSET_SCALE``; ``day_truth_vs_profile_rel`` checks it against the profile's
   3 h column); upsets land only in the weights the scrubber keeps (owned and golden; activations
-  and outputs have no hook in the worker); one job of ``DAY_TILES_PER_STEP`` tiles per
+  and results held are the HIL's, through the worker's hooks: hil/scenarios/sso_memory_upsets.toml,
+  flight/compute/inject.py); one job of ``DAY_TILES_PER_STEP`` tiles per
   ``DAY_STEP_S`` step, not continuous inference (``day_compression``). What is the worker's
   own: the agent's predicted class (``radiation_estimate``), the scrub, the checks, the rerun,
   the products and their receipts. ``day_upsets`` and ``day_tiles`` say what happened
@@ -632,8 +633,8 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
     compared with the same tile from the worker before any upset.
 
     Modelled, not measured: the upset rate (the harness's AP8 model, x ``scale``), that upsets hit
-    only the weights (activations, outputs and the runtime's own memory are not reachable without
-    a hook in the worker), and the duty: one batch-set a step instead of continuous inference."""
+    only the weights (activations and held results: the HIL's memory upsets, hil/loop.py; the
+    runtime's own memory is reachable by neither), and the duty: one batch-set a step instead of continuous inference."""
     rng = np.random.default_rng(seed + 4000)
     track = day_track() if track is None else track
     held = load_held_out().tiles.astype(np.float32)

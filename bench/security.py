@@ -10,8 +10,11 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
   again on the same state directory.
 - ``auth_overhead_us``: sealing (ground) plus checking (agent: CRC, MAC, replay window) one
   telecommand, median over 20 000, in this process.
-- ``tc_rtt_p99_us``: a sealed NOOP from send to its completion report, p99 over 1000;
-  ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after, to compare.
+- ``tc_rtt_p99_us``: a sealed NOOP from send to its completion report, p99 over 1000 (and
+  ``tc_rtt_p50_us``); ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just
+  after, to compare, with its CPU per command (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the
+  machine's floor for the same message pattern in bare pyzmq (``tc_floor_p50_us``,
+  ``tc_floor_p99_us``).
 - ``fuzz_inputs``, ``fuzz_crashes``, ``fuzz_internal_errors``: ``BENCH_FUZZ`` (100 000) inputs to
   the agent with authentication on (random bytes, sealed packets with bits flipped, truncated
   and extended, plain packets); a crash is the agent process gone; internal errors are counted
@@ -196,6 +199,7 @@ def main() -> dict:
                 rtt.append((time.perf_counter() - t0) * 1e6)
             rtt.sort()
             out["tc_rtt_p99_us"] = round(rtt[int(len(rtt) * 0.99) - 1], 1)
+            out["tc_rtt_p50_us"] = round(rtt[len(rtt) // 2], 1)
 
             rng = random.Random(11)
             plain = codec.encode_command("NOOP", {}, 3)[0]
@@ -243,8 +247,13 @@ def main() -> dict:
             agent.stop()
     out["auth_overhead_us"] = round(auth_overhead_us(), 2)
     out.update(tm_auth())
-    from bench.link import tc_rtt  # the same round trip with no keys, on this machine now, to compare
-    out["tc_rtt_p99_us_without_auth"] = tc_rtt(free_tcp_port_pair())["tc_rtt_p99_us"]
+    from bench.link import tc_floor, tc_rtt  # the same round trip with no keys, on this machine now, to compare
+
+    plain = tc_rtt(free_tcp_port_pair())
+    out["tc_rtt_p99_us_without_auth"] = plain["tc_rtt_p99_us"]
+    out["tc_rtt_p50_us_without_auth"] = plain["tc_rtt_p50_us"]
+    out["tc_agent_cpu_us"], out["tc_client_cpu_us"] = plain["tc_agent_cpu_us"], plain["tc_client_cpu_us"]
+    out.update(tc_floor(free_tcp_port_pair()))
     try:
         from bench.path_escape import path_escape_accepted
         accepted, tried = path_escape_accepted()

@@ -240,6 +240,9 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     backend = get("hal.backend")
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
+    if get("compute.upset_injection") and backend != "sim":
+        raise fail("compute.upset_injection", "HIL only: the harness's upsets into the worker's memory are taken "
+                                              "only with [hal] backend = \"sim\", never on a board")
     for key in ("rates.hk_period_s", "rates.control_period_s"):
         if not 0.01 <= float(get(key)) <= 3600:
             raise fail(key, f"{get(key)} s is outside 0.01..3600 s")

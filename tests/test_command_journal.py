@@ -127,9 +127,9 @@ def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(
     import flight.agent.journal as journal_module
 
     synced: list[int] = []
-    real_fsync, real_fdatasync = journal_module.os.fsync, journal_module.os.fdatasync
+    real_fsync, real_datasync = journal_module.os.fsync, journal_module._datasync
     monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    monkeypatch.setattr(journal_module.os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd))[1])
+    monkeypatch.setattr(journal_module, "_datasync", lambda fd: (synced.append(fd), real_datasync(fd))[1])
     journal = CommandJournal(tmp_path / "commands.journal")
     journal.started(7, b"d" * 8, 0x0001)
     assert len(synced) == 1
@@ -144,3 +144,41 @@ def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(
     journal.close()  # the agent's clean end: what is unsynced is synced
     assert len(synced) == 3
     assert CommandJournal(tmp_path / "commands.journal").get(7).reason == "again"
+
+
+@pytest.mark.req("AGT-016")
+def test_a_failed_append_leaves_no_torn_record_and_a_failed_sync_rewrites_the_file(tmp_path, monkeypatch):
+    import flight.agent.journal as journal_module
+
+    path = tmp_path / "commands.journal"
+    journal = CommandJournal(path)
+    journal.started(1, b"a" * 8, 0x0001)
+    real_write = journal_module.os.write
+    calls = []
+
+    def half_then_fail(fd, data):  # the disk takes half the record, then refuses
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", half_then_fail)
+    with pytest.raises(OSError):
+        journal.started(2, b"b" * 8, 0x0001)
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    journal.started(3, b"c" * 8, 0x0001)  # appends frame again: no half record before it
+    again = CommandJournal(path)
+    assert again.bad_records == 0 and again.get(1) and again.get(3) and again.get(2) is None
+
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module, "_datasync", eio)
+    with pytest.raises(OSError):
+        journal.started(4, b"d" * 8, 0x0001)
+    monkeypatch.undo()
+    # The file was written anew from what the journal knew (4 not among it: it was refused, never run).
+    again = CommandJournal(path)
+    assert again.bad_records == 0 and again.get(1) and again.get(3) and again.get(4) is None
+    journal.started(5, b"e" * 8, 0x0001)
+    assert CommandJournal(path).get(5) is not None

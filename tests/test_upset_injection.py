@@ -9,7 +9,7 @@ import pytest
 from flight.compute import protocol as cp
 from flight.compute.inject import LEDGER, REQUEST_DIR, activation_tensors, with_hooks
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
-from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
+from flight.link.definitions import DICTIONARY, Admission, FluxClass
 from flight.storage import read_checked_json, write_checked_json
 from tests.model_helpers import WorkerBench
 
@@ -124,7 +124,11 @@ def test_an_upset_in_a_held_result_is_caught_by_its_crc_and_the_batch_made_again
     assert upset["corrected"] and upset["corrupt_tiles"] == 0 and (status == 1).all()
     with np.load(bench.root / "products" / "job00001-held.npz", allow_pickle=False) as npz:
         confidence = npz["confidence"]
-    assert np.isfinite(confidence).all() and (confidence <= 1.0).all()  # the product holds the run's result
+        receipt = __import__("json").loads(str(npz["receipt"]))
+    assert np.isfinite(confidence).all() and (confidence <= 1.0).all()  # the product holds the new run's result
+    # The receipt says the tiles were made again, and their status is the new run's checks'.
+    assert (receipt["results_changed"], receipt["reruns"], receipt["check_status"]) == (1, 1, "passed")
+    assert bench.worker.checks_failed == 1 and bench.worker.reruns == 1
 
 
 @pytest.mark.req("RAD-111")
@@ -139,4 +143,55 @@ def test_upsets_that_wait_together_strike_the_next_batch_together_and_its_tiles_
     assert all(u["state"] == "ended" and u["batches"] == 1 for u in upsets.values())  # all in the first batch
     assert upsets["o1"]["detected_by"] == upsets["o2"]["detected_by"] == "output CRC"
     assert upsets["a1"]["detected_by"] == upsets["a2"]["detected_by"] == "checksum"
-    assert body["batches"]["corrupt_reported_good"] == 0 and body["batches"]["judged"] >= 1
+    assert body["batches"]["judged"] == 1 and body["batches"]["corrupt_reported_good"] == 0
+
+
+@pytest.mark.req("RAD-111")
+def test_a_batch_is_judged_once_on_what_went_into_the_product(bench):
+    """An unseen flip in ``z`` and a flip in the held result, in one batch: the CRC makes the batch
+    again, clean, so nothing corrupt went into the product and nothing is charged for it."""
+    request(bench, "a", target="activations", tensor="z", bit=30)
+    request(bench, "o", target="outputs", bit=30)
+    status = run_job(bench, 1)
+    body = ledger(bench)
+    assert body["batches"] == {"judged": 1, "corrupt_tiles": 0, "corrupt_reported_good": 0, "corrupt_unchecked": 0,
+                               "corrupt_marked_failed": 0}
+    assert all(u["corrected"] and u["corrupt_tiles"] == 0 for u in body["upsets"]) and (status == 1).all()
+
+
+@pytest.mark.req("RAD-111")
+def test_a_weight_upset_the_checksum_finds_is_credited_to_the_checksum_not_the_scrub_after_it(bench):
+    """Bit 6 of the top byte of w1's first float is an exponent bit: the output moves, the checksum
+    fails, the worker scrubs (which repairs it) and runs again. The checksum found it."""
+    request(bench, "w", target="weights", tensor="w1", byte=3, bit=6)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["site"] == "w1[byte 3] bit 6" and upset["state"] == "ended" and upset["corrected"]
+    assert upset["detected_by"] == "checksum" and upset["batches"] >= 1 and upset["corrupt_passed"] == 0
+    assert bench.worker.checks_failed >= 1 and (status == 1).all()
+
+
+@pytest.mark.req("RAD-111")
+def test_a_request_that_cannot_be_carried_out_costs_the_ledger_a_line_not_the_job(bench, monkeypatch):
+    request(bench, "bad-seed", target="outputs", seed=-1)
+    request(bench, "a", target="activations", tensor="a1", bit=30)
+    injector = bench.worker._injector
+    monkeypatch.setattr(injector, "_hooked_session", lambda session: (_ for _ in ()).throw(RuntimeError("no graph")))
+    status = run_job(bench, 1)
+    body = ledger(bench)
+    assert body["bad_requests"] == 1 and len(status) == 32
+    [upset] = body["upsets"]
+    assert upset["state"] == "not_applied" and "no graph" in upset["note"] and body["errors"]
+    assert run_job(bench, 2) is not None  # the next job runs too
+
+
+@pytest.mark.req("RAD-111")
+def test_a_board_refuses_upset_injection_only_the_sim_backend_takes_it():
+    from flight.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="compute.upset_injection"):
+        parse_config({"hal": {"backend": "jetson"}, "compute": {"upset_injection": True}})
+    with pytest.raises(ConfigError, match="compute.upset_injection"):
+        parse_config({"compute": {"upset_injection": True}}, overrides={"hal.backend": "linux"})
+    assert parse_config({"hal": {"backend": "sim"}, "compute": {"upset_injection": True}}).compute_upset_injection
+    assert not parse_config({"hal": {"backend": "jetson"}}).compute_upset_injection

@@ -431,7 +431,10 @@ class Agent:
         sdnotify.stopping(reason)
         self.executive.stopping(reason)
         self._save_state(stopping=True)
-        self.dispatcher.end_turn()
+        try:
+            self.dispatcher.end_turn()
+        except Exception as exc:  # noqa: BLE001 - the store's sync and the last packets still go
+            self.executive.internal_error("command journal", exc)
         self.downlink.end_turn()
         self.link.flush()
         return reason
@@ -439,7 +442,10 @@ class Agent:
     def close(self) -> None:
         self.compute.close()
         if self.dispatcher.journal is not None:
-            self.dispatcher.journal.close()
+            try:
+                self.dispatcher.journal.close()
+            except OSError:
+                pass  # closing goes on: the store, the link, the board and the lock are still to close
         self.downlink.close()
         self.link.close()
         self.board.close()

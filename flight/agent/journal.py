@@ -42,6 +42,7 @@ import msgpack
 
 from flight.storage import write_atomic
 
+_datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync where the OS has it (Linux: the boards)
 JOURNAL_COMMANDS = 4096  # commands remembered: far longer than any retry, across restarts
 _HEADER = struct.Struct(">I")
 MAX_RECORD = 1024  # bytes of payload: a reason is cut to 200 characters
@@ -91,8 +92,25 @@ class CommandJournal:
         """fsync what :meth:`finished` appended since the last fsync (nothing when nothing was)."""
         if not self._unsynced:
             return
-        os.fsync(self._open())
+        self._sync(self._open(), os.fsync)
         self._unsynced = False
+
+    def _sync(self, fd: int, how) -> None:
+        """``how(fd)``; on failure the file is written anew from memory before the error goes on.
+
+        After a failed fsync the kernel may have dropped the pages it could not write, and a later
+        fsync on the same descriptor reports success: so the descriptor is closed and the journal
+        rewritten atomically (every command this agent knows, one record each); if that fails too,
+        the next append tries again on a fresh descriptor."""
+        try:
+            how(fd)
+        except OSError:
+            self._drop_fd()
+            try:
+                self._compact()
+            except OSError:
+                pass
+            raise
 
     def close(self) -> None:
         """Sync and close the file (the agent's clean end; appending again reopens it)."""
@@ -123,13 +141,30 @@ class CommandJournal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return self._fd
 
+    def _drop_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def _append(self, entry: JournalEntry, kind: str, durable: bool = True) -> None:
         record = self._encode(entry, kind)
         fd = self._open()
-        if os.write(fd, record) != len(record):
-            raise OSError(f"{self.path}: short write of a journal record")
-        if durable:
-            os.fdatasync(fd)  # the data and the new size: all a reader after a power cut needs
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(record)
+            while view:  # a short write goes on where it stopped
+                view = view[os.write(fd, view):]
+        except OSError:
+            try:  # no torn record left for the next append to frame after
+                os.ftruncate(fd, size)
+            except OSError:
+                self._drop_fd()
+            raise
+        if durable:  # the data and the new size: all a reader after a power cut needs
+            self._sync(fd, _datasync)
         self._unsynced = not durable
         self._remember(entry)
         self._records += 1
@@ -146,9 +181,7 @@ class CommandJournal:
         """The newest ``window`` commands, one record each, written atomically."""
         data = b"".join(self._encode(e, "F" if e.finished else "S") for e in self.entries.values())
         write_atomic(self.path, data)
-        if self._fd is not None:  # the old file's descriptor: appends go to the new one
-            os.close(self._fd)
-            self._fd = None
+        self._drop_fd()  # the old file's descriptor: appends go to the new one
         self._records = len(self.entries)
 
     def _load(self) -> None:

@@ -116,6 +116,7 @@ class ProductChecks:
     double_run_mismatches: int = 0
     abft_failures: int = 0
     reruns: int = 0
+    results_changed: int = 0  # held results found changed (their CRC-32) and made again
     weights_repaired: int = 0
     scrub_age_s: float | None = None  # the largest seen
     scrub_period_s: float | None = None  # the shortest in force
@@ -161,6 +162,20 @@ class ProductChecks:
         self.in_saa = self.in_saa or in_saa
         self.lat_deg = lat_deg
 
+    def restate(self, first_tile: int, status: np.ndarray | None) -> None:
+        """Tiles ``first_tile`` onwards (``len(status)`` of them) were made again: their result
+        changed while it was held (its CRC-32). Their status becomes the new run's (None: unchecked)."""
+        whole = self.tile_status()
+        n = len(status) if status is not None else 0
+        if status is None or first_tile < 0 or first_tile + n > len(whole):
+            raise ValueError(f"tiles {first_tile}..{first_tile + n} are not in this product's {len(whole)}")
+        whole[first_tile:first_tile + n] = np.asarray(status, np.int8)
+        self.status = [(len(whole), whole)]
+        self.tiles_checked = int(np.count_nonzero(whole != UNCHECKED))
+        self.tiles_failed = int(np.count_nonzero(whole == FAILED))
+        self.reruns += 1
+        self.results_changed += 1
+
     def tile_status(self) -> np.ndarray:
         parts = [s if s is not None else np.full(n, UNCHECKED, np.int8) for n, s in self.status]
         return np.concatenate(parts) if parts else np.zeros(0, np.int8)
@@ -192,6 +207,7 @@ class ProductChecks:
             "double_run_mismatches": self.double_run_mismatches,
             "abft_failures": self.abft_failures,
             "reruns": self.reruns,
+            "results_changed": self.results_changed,
             "weights_repaired": self.weights_repaired,
             "scrub_age_s": None if self.scrub_age_s is None else round(self.scrub_age_s, 3),
             "scrub_period_s": self.scrub_period_s,

@@ -107,26 +107,40 @@ class Upset:
     seed: int
     state: str = "waiting"  # waiting (no batch or session yet), live, ended, not_applied
     site: str = ""
-    batches: int = 0  # batches run while it was live
+    batches: int = 0  # batches whose result it was in (weights: run while it was in memory)
     detected_by: str = ""
-    corrected: bool = False  # put right (repaired, or the batch's product was right after a rerun)
+    corrected: bool = False  # put right (repaired, or its batch's product was right after all)
     corrupt_tiles: int = 0
     corrupt_passed: int = 0  # corrupt, and the product said passed: reported good while corrupt
     corrupt_unchecked: int = 0  # corrupt, and the product said unchecked
     corrupt_failed: int = 0  # corrupt, and the product marked them failed
     note: str = ""
-    want_tensor: str = ""  # the request may name the tensor (activations) and the bit; else both are drawn
+    want_tensor: str = ""  # the request may name the tensor, the byte (weights) and the bit; else drawn
+    want_byte: int | None = None
     want_bit: int | None = None
-    # Where a weight upset sits (not in the ledger): its scrubber, tensor, byte.
+    # Not in the ledger: where a weight upset sits (session, scrubber, tensor, byte), or the held
+    # array an output upset is in; what put a weight upset right while a batch was being checked.
     _where: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _repaired_by: str = dataclasses.field(default="", repr=False, compare=False)
 
     def ledger(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if not f.name.startswith(("_", "want_"))}
 
 
+@dataclasses.dataclass
+class Batch:
+    """The upsets one batch's result carries, from its first run to its release into the product."""
+
+    upsets: list[Upset] = dataclasses.field(default_factory=list)
+    failed_check: str = ""  # what failed in its first run ("" if nothing did)
+
+
 class UpsetInjector:
-    """The worker's side of the harness's upsets: takes the requests, makes them happen, judges."""
+    """The worker's side of the harness's upsets: takes the requests, makes them happen, judges.
+
+    Nothing here raises into the worker: a request that cannot be carried out is marked
+    ``not_applied`` with the reason, and the batch runs as if there were none."""
 
     def __init__(self, root: Path, open_reference: Callable[[bytes], Any], open_hooked: Callable[[bytes, Any], Any]):
         """``open_reference(data)``: a plain session on ``data`` (weights onnxruntime's own);
@@ -139,13 +153,24 @@ class UpsetInjector:
         self.upsets: list[Upset] = []
         self.bad_requests = 0
         self.dropped = 0
+        self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
         self._references: dict[str, Any] = {}  # model sha256 + protection -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
+        self._in_flight: Batch | None = None  # the batch being run and checked now
         self._changed = False
-        # Per judged batch, once, however many upsets were live in it: the tiles that were corrupt,
-        # by what the product said of them (the per-upset counts share a batch's tiles).
+        # Each released batch once, however many upsets it carried: its corrupt tiles by what the
+        # product said of them (the per-upset counts share a batch's tiles).
         self.batches = {"judged": 0, "corrupt_tiles": 0, "corrupt_reported_good": 0, "corrupt_unchecked": 0,
                         "corrupt_marked_failed": 0}
+
+    def _broke(self, upsets: list[Upset], what: str, exc: BaseException) -> None:
+        reason = f"{what}: {type(exc).__name__}: {exc}"[:200]
+        if len(self.errors) < 20:
+            self.errors.append(reason)
+        for u in upsets:
+            if u.state in ("waiting", "live"):
+                u.state, u.note, u._where = "not_applied", reason, None
+        self._changed = True
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -162,11 +187,16 @@ class UpsetInjector:
                 target, seed = body["target"], int(body["seed"])
                 if target not in TARGETS:
                     raise ValueError(f"target {target!r} is none of {TARGETS}")
-                tensor, bit = str(body.get("tensor", "")), body.get("bit")
+                if not 0 <= seed < 2 ** 63:
+                    raise ValueError(f"seed {seed} outside 0..2**63")
+                tensor, byte, bit = str(body.get("tensor", "")), body.get("byte"), body.get("bit")
                 if bit is not None and not 0 <= int(bit) < (8 if target == "weights" else 32):
                     raise ValueError(f"bit {bit} outside the {target}' width")
-            except (CorruptFile, KeyError, TypeError, ValueError):
+                if byte is not None and (target != "weights" or not tensor or int(byte) < 0):
+                    raise ValueError("a byte is for weights, with its tensor, and not negative")
+            except (CorruptFile, KeyError, TypeError, ValueError, OverflowError):
                 self.bad_requests += 1
+                self._changed = True
                 target = None
             try:
                 path.unlink()
@@ -178,6 +208,7 @@ class UpsetInjector:
                 self.dropped += 1
                 continue
             self.upsets.append(Upset(name[:-5], target, seed, want_tensor=tensor,
+                                     want_byte=None if byte is None else int(byte),
                                      want_bit=None if bit is None else int(bit)))
             self._changed = True
 
@@ -185,8 +216,9 @@ class UpsetInjector:
         return [u for u in self.upsets if u.state == "waiting" and u.target == target]
 
     def live(self) -> bool:
-        """An upset is in memory now, or one waits for the next batch: judge the batches."""
-        return any(u.state == "live" or (u.state == "waiting" and u.target != "weights") for u in self.upsets)
+        """A weight upset is in memory now, or one waits for the next batch: judge the batches."""
+        return any((u.state == "live" and u.target == "weights") or (u.state == "waiting" and u.target != "weights")
+                   for u in self.upsets)
 
     # --- weights ------------------------------------------------------------------------------
 
@@ -198,80 +230,144 @@ class UpsetInjector:
                 u.state, u.note = "not_applied", "the session's weights are not buffers the worker owns (no scrub, or a GPU)"
                 self._changed = True
                 continue
-            rng = np.random.default_rng(u.seed)
-            ends = np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
-            k = int(rng.integers(int(ends[-1])))
-            t = int(np.searchsorted(ends, k, side="right"))
-            tensor, byte, bit = scrubber.names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
-            bit = bit if u.want_bit is None else u.want_bit
-            scrubber.owned_bytes(tensor)[byte] ^= np.uint8(1 << bit)
+            try:
+                rng = np.random.default_rng(u.seed)
+                ends = np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
+                k = int(rng.integers(int(ends[-1])))
+                t = int(np.searchsorted(ends, k, side="right"))
+                tensor, byte, bit = scrubber.names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
+                if u.want_tensor:  # the request names the tensor (and maybe the byte)
+                    if u.want_tensor not in scrubber.names:
+                        raise ValueError(f"no owned weights named {u.want_tensor!r}")
+                    tensor, size = u.want_tensor, scrubber.owned_bytes(u.want_tensor).size
+                    byte = int(rng.integers(size)) if u.want_byte is None else u.want_byte
+                    if byte >= size:
+                        raise ValueError(f"byte {byte} outside {tensor}'s {size}")
+                bit = bit if u.want_bit is None else u.want_bit
+                scrubber.owned_bytes(tensor)[byte] ^= np.uint8(1 << bit)
+            except Exception as exc:  # noqa: BLE001 - HIL only: said in the ledger, never raised into the worker
+                self._broke([u], "weights", exc)
+                continue
             u.state, u.site, u._where = "live", f"{tensor}[byte {byte}] bit {bit}", (session, scrubber, tensor, byte)
             self._changed = True
 
     def settle(self, sessions: list[Any]) -> None:
         """Weight upsets put right since: the byte is the golden one again (a scrub), or the
-        session it was in is gone (built anew from the store)."""
+        session it was in is gone (built anew from the store, or dropped). One put right while a
+        batch is being checked is credited to that batch's check when it is released."""
         for u in self.upsets:
             if u.state != "live" or u.target != "weights":
                 continue
             session, scrubber, tensor, byte = u._where
             if all(s is not session for s in sessions):
-                u.state, u.corrected = "ended", True
-                u.detected_by = u.detected_by or "reload"
+                how = "reload"
             elif scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]:
-                u.state, u.corrected = "ended", True
-                u.detected_by = u.detected_by or "scrub"
+                how = "scrub"
             else:
                 continue
-            u._where = None
+            u.state, u.corrected, u._where = "ended", True, None
+            if self._in_flight is not None and u in self._in_flight.upsets:
+                u._repaired_by = how  # the batch's check may have found it first: see release()
+            else:
+                u.detected_by = u.detected_by or how
             self._changed = True
 
     # --- a batch --------------------------------------------------------------------------
 
-    def first_run(self, session: Any, tiles: np.ndarray, run: Callable[[Any, np.ndarray], tuple]) -> tuple:
+    def first_run(self, session: Any, tiles: np.ndarray, run: Callable[[Any, np.ndarray], tuple]) -> tuple[tuple, Batch]:
         """The batch's first run with the activation upsets that wait for it (through the hooked
-        graph), every one that waits, one per tensor (another on a tensor already hit waits for
-        the next batch). Returns ``run``'s (probabilities, flags) shape."""
+        graph; every one that waits, one per tensor: another on a tensor already hit waits for the
+        next batch). Returns ``run``'s (probabilities, flags) and the batch's upsets so far (the
+        weight upsets in memory now, the activations struck), in flight until :meth:`release`."""
+        batch = Batch([u for u in self.upsets if u.state == "live" and u.target == "weights"])
+        self._in_flight = batch
         act = self.waiting("activations")
         if act and session.data:
-            result = self._hooked_run(session, tiles, act)
-        else:
-            for u in act:  # no graph to hook (should not happen): said, not pretended
-                u.state, u.note = "not_applied", "no model bytes to hook"
-            result = run(session, tiles)
-        self._changed = True
-        return result
+            try:
+                result = self._hooked_run(session, tiles, act)
+                batch.upsets += [u for u in act if u.state == "live"]
+                self._changed = True
+                return result, batch
+            except Exception as exc:  # noqa: BLE001 - HIL only: the batch runs as if nothing waited
+                self._broke([u for u in act if u.state in ("waiting", "live")], "activations", exc)
+        elif act:
+            self._broke(act, "activations", ValueError("no model bytes to hook"))
+        return run(session, tiles), batch
 
-    def strike_output(self, probs: np.ndarray) -> np.ndarray:
+    def checked(self, batch: Batch, failed_check: str) -> None:
+        """What failed in the batch's first run, once it has been checked (and rerun if need be)."""
+        batch.failed_check = failed_check
+        self._in_flight = None
+
+    def strike_output(self, probs: np.ndarray, batch: Batch | None) -> tuple[np.ndarray, Batch | None]:
         """The output upsets that wait, all of them: one bit of one probability each of the result
         ``probs`` while the worker holds it (after its CRC was taken). Returns the array to hold
-        (``probs`` untouched when nothing waits)."""
+        (``probs`` untouched when nothing waits) and the batch's upsets with them."""
         out = self.waiting("outputs")
         if not out:
-            return probs
-        held = np.array(probs, copy=True)
-        width = held.shape[-1] if held.ndim > 1 else 1
-        for u in out:
-            rng = np.random.default_rng(u.seed)
-            k, bit = int(rng.integers(held.size)), int(rng.integers(32))
-            bit = bit if u.want_bit is None else u.want_bit
-            before = held.flat[k]
-            held.flat[k] = flip_bit(before, bit)
-            u.state, u.site, u._where = "live", (f"probabilities[{k // width},{k % width}] bit {bit}: "
-                                                 f"{float(before):.6g} -> {float(held.flat[k]):.6g}"), held
+            return probs, batch
+        try:
+            held = np.array(probs, copy=True)
+            width = held.shape[-1] if held.ndim > 1 else 1
+            for u in out:
+                rng = np.random.default_rng(u.seed)
+                k, bit = int(rng.integers(held.size)), int(rng.integers(32))
+                bit = bit if u.want_bit is None else u.want_bit
+                before = held.flat[k]
+                held.flat[k] = flip_bit(before, bit)
+                u.state, u.site = "live", (f"probabilities[{k // width},{k % width}] bit {bit}: "
+                                           f"{float(before):.6g} -> {float(held.flat[k]):.6g}")
+        except Exception as exc:  # noqa: BLE001 - HIL only
+            self._broke(out, "outputs", exc)
+            return probs, batch
+        batch = batch if batch is not None else Batch()
+        batch.upsets += out
         self._changed = True
-        return held
+        return held, batch
 
-    def output_upsets(self, probs: np.ndarray) -> list[Upset]:
-        """The output upsets struck into the held array ``probs``."""
-        return [u for u in self.upsets if u.target == "outputs" and u.state == "live" and u._where is probs]
+    def release(self, batch: Batch, session: Any, tiles: np.ndarray, probs: np.ndarray, status: np.ndarray,
+                crc_changed: bool) -> None:
+        """The batch's result goes into the product as ``probs`` with per-tile ``status``: judged
+        once against the reference, charged to every upset it carried. An activation or output
+        upset ends here."""
+        if not batch.upsets:
+            return
+        try:
+            reference = self._reference(session)
+            clean = reference.run([session.outputs[0]], {session.input_name: tiles})[0]
+        except Exception as exc:  # noqa: BLE001 - HIL only: no judgement, said so
+            self._broke([u for u in batch.upsets if u.target != "weights"], "reference run", exc)
+            return
+        finite = np.isfinite(probs).all(axis=1)
+        bad = (~finite | (np.abs(np.nan_to_num(probs, nan=9.0) - clean) > CONSEQUENCE).any(axis=1)
+               | (np.nan_to_num(probs, nan=-1.0).argmax(axis=1) != clean.argmax(axis=1)))
+        b = self.batches
+        b["judged"] += 1
+        b["corrupt_tiles"] += int(bad.sum())
+        b["corrupt_reported_good"] += int((bad & (status == PASSED)).sum())
+        b["corrupt_unchecked"] += int((bad & (status == UNCHECKED)).sum())
+        b["corrupt_marked_failed"] += int((bad & (status == FAILED)).sum())
+        for u in batch.upsets:
+            u.batches += 1
+            u.corrupt_tiles += int(bad.sum())
+            u.corrupt_passed += int((bad & (status == PASSED)).sum())
+            u.corrupt_unchecked += int((bad & (status == UNCHECKED)).sum())
+            u.corrupt_failed += int((bad & (status == FAILED)).sum())
+            if not u.detected_by:
+                u.detected_by = ("output CRC" if crc_changed else "") if u.target == "outputs" \
+                    else (batch.failed_check or u._repaired_by or ("output CRC" if crc_changed else ""))
+            if u.target != "weights":
+                u.state, u.corrected = "ended", not bad.any()
+        self._changed = True
 
-    def judge_output(self, upsets: list[Upset], session: Any, tiles: np.ndarray, probs: np.ndarray,
-                     status: np.ndarray, detected: bool) -> None:
-        """The end of output upsets: ``probs`` is the result as it went to the product."""
-        for u in upsets:
-            u._where = None
-        self._charge(upsets, session, tiles, probs, status, "output CRC" if detected else "")
+    def end_unreleased(self) -> None:
+        """The end of a slice: an activation or output upset whose batch never reached a product
+        (the job failed on the way) ends here, harmless to any product."""
+        self._in_flight = None
+        for u in self.upsets:
+            if u.state == "live" and u.target != "weights":
+                u.state, u.corrected, u.note = "ended", True, "its batch reached no product"
+                self._changed = True
 
     def _hooked_run(self, session: Any, tiles: np.ndarray, upsets: list[Upset]) -> tuple:
         hooked, tensors = self._hooked_session(session)
@@ -320,47 +416,12 @@ class UpsetInjector:
         self._hooked = {id(session): (session, hooked, tensors)}  # one model at a time
         return hooked, tensors
 
-    def judge(self, session: Any, tiles: np.ndarray, probs: np.ndarray, status: np.ndarray | None,
-              failed_check: str) -> None:
-        """The batch's product rows ``probs`` (after any rerun) and their check status, against the
-        reference; charged to every live upset. ``failed_check``: what failed in the batch's first
-        run ("" if nothing did). An activation upset ends here; an output upset ends when its held
-        result is released (:meth:`judge_output`)."""
-        live = [u for u in self.upsets if u.state == "live" and u.target != "outputs"]
-        if live:
-            self._charge(live, session, tiles, probs, status, failed_check)
-
-    def _charge(self, live: list[Upset], session: Any, tiles: np.ndarray, probs: np.ndarray,
-                status: np.ndarray | None, failed_check: str) -> None:
-        reference = self._reference(session)
-        clean = reference.run([session.outputs[0]], {session.input_name: tiles})[0]
-        bad = (~np.isfinite(probs).all(axis=1) | (np.abs(np.nan_to_num(probs, nan=9.0) - clean) > CONSEQUENCE).any(axis=1)
-               | (np.nan_to_num(probs, nan=-1.0).argmax(axis=1) != clean.argmax(axis=1)))
-        status = np.full(len(tiles), UNCHECKED, np.int8) if status is None else status
-        b = self.batches
-        b["judged"] += 1
-        b["corrupt_tiles"] += int(bad.sum())
-        b["corrupt_reported_good"] += int((bad & (status == PASSED)).sum())
-        b["corrupt_unchecked"] += int((bad & (status == UNCHECKED)).sum())
-        b["corrupt_marked_failed"] += int((bad & (status == FAILED)).sum())
-        for u in live:
-            u.batches += 1
-            u.corrupt_tiles += int(bad.sum())
-            u.corrupt_passed += int((bad & (status == PASSED)).sum())
-            u.corrupt_unchecked += int((bad & (status == UNCHECKED)).sum())
-            u.corrupt_failed += int((bad & (status == FAILED)).sum())
-            if failed_check and not u.detected_by:
-                u.detected_by = failed_check
-            if u.target != "weights":
-                u.state = "ended"
-                u.corrected = not bad.any()
-        self._changed = True
-
     def _reference(self, session: Any) -> Any:
         key = f"{session.sha256}/{session.protection}"
         ref = self._references.get(key)
         if ref is None:
-            ref = self._references[key] = self._open_reference(session.data)
+            self._references = {key: self._open_reference(session.data)}  # one model at a time
+            ref = self._references[key]
         return ref
 
     # --- the ledger -------------------------------------------------------------------------
@@ -389,7 +450,12 @@ class UpsetInjector:
         if not self._changed:
             return
         body = {"totals": self.totals(), "batches": self.batches, "bad_requests": self.bad_requests,
-                "dropped": self.dropped,
+                "dropped": self.dropped, "errors": self.errors,
                 "upsets": [u.ledger() for u in self.upsets]}
-        write_checked_json(self.dir / LEDGER, json.loads(json.dumps(body)))
+        try:
+            write_checked_json(self.dir / LEDGER, json.loads(json.dumps(body)))
+        except OSError as exc:  # a full disk: the ledger is written at the next change
+            if len(self.errors) < 20:
+                self.errors.append(f"ledger not written: {exc}"[:200])
+            return
         self._changed = False

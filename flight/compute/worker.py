@@ -80,7 +80,7 @@ from flight.compute.checks import (
     rows_agree,
 )
 from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
-from flight.compute.inject import UpsetInjector
+from flight.compute.inject import Batch, UpsetInjector
 from flight.compute.providers import CPU, SessionError, open_session, owned_weights_options
 from flight.compute.scrub import Repair, WeightScrubber, WeightsUnrepairable, scrub_period_s
 from flight.compute.store import (
@@ -575,6 +575,7 @@ class Worker:
         now_s = time.monotonic() if now_s is None else now_s
         if self._injector is not None:  # HIL only: weight upsets land whether or not a job runs
             self._injector.poll()
+            self._injector.settle(list(self._sessions.values()))  # a session dropped since ends its upsets
             owned = [s for s in self._sessions.values() if s.scrubber is not None]
             if owned:
                 self._injector.strike_weights(owned[0])
@@ -842,7 +843,12 @@ class Worker:
         t0 = time.monotonic()
         try:
             if job.kind is JobKind.INFERENCE:
-                self._infer_slice(job)
+                try:
+                    self._infer_slice(job)
+                finally:
+                    if self._injector is not None:  # HIL only: what the slice left, ended and written down
+                        self._injector.end_unreleased()
+                        self._injector.save()
             else:
                 self._train_slice(job)
         except ModelIntegrityError as exc:  # both copies bad: nothing to run this job on
@@ -874,17 +880,16 @@ class Worker:
             tiles = np.load(path, allow_pickle=False).astype(np.float32)
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
+                batch = None
                 if injector is not None and injector.live():
-                    probs = self._judged_probs(job, model, tiles, checks, self._double_due())
+                    probs, batch = self._judged_probs(job, model, tiles, checks, self._double_due())
                 else:
                     probs = self._checked_probs(job, model, tiles, checks, self._double_due())
-                probs = self._released(job, model, tiles, self._hold(probs), checks, 0)
+                probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0)
                 classes, conf = self._classify(probs, 1)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
             finally:
                 self._checks.pop(job.job_id, None)
-                if injector is not None:
-                    injector.save()
             self._proven(job.model, model)
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
@@ -900,7 +905,7 @@ class Worker:
         start = self._cursor.get(job.job_id, 0)
         t_end = time.monotonic() + SLICE_S
         drops = self._drops
-        parts: list[tuple[tuple[np.ndarray, int], int]] = []  # (held result, its first tile) per batch
+        parts: list[tuple[tuple[np.ndarray, int, Any], int]] = []  # (held result, its first tile) per batch
         hold = self._hold
         # The common batches are one session.run and nothing else: with no double run due, one with no
         # check output (unchecked), or one whose flags all held (passed). A run of such batches of one
@@ -913,7 +918,7 @@ class Worker:
         while start < len(data) and time.monotonic() < t_end:
             batch = data[start : start + self.batch]
             double = self._double.due(self.double_run_fraction, every)
-            kind = first = None
+            kind = first = batch_upsets = None
             judged = injector is not None and injector.live()
             if judged:
                 kind = None  # through _judged_probs below
@@ -927,12 +932,12 @@ class Worker:
                 self._add_run(checks, model, run_kind, run_tiles, run_batches)
                 run_tiles = run_batches = 0
             if judged:
-                probs = self._judged_probs(job, model, batch, checks, double)
+                probs, batch_upsets = self._judged_probs(job, model, batch, checks, double)
             elif kind is None:
                 probs = self._checked_probs(job, model, batch, checks, double, first)
             else:
                 run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
-            parts.append((hold(probs), start))
+            parts.append((hold(probs, batch_upsets), start))
             start += len(batch)
             if self._drops != drops:
                 break  # weights nothing could repair: the next slice runs on a session built anew
@@ -942,8 +947,6 @@ class Worker:
             got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
             probs = got[0] if len(got) == 1 else np.concatenate(got)
             self._results.setdefault(job.job_id, []).append(self._classify(probs, len(parts)))
-        if injector is not None:
-            injector.save()
         self._cursor[job.job_id] = start
         job.progress = start
         if start >= len(data):
@@ -1007,41 +1010,49 @@ class Worker:
                          flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
         return probs
 
-    def _hold(self, probs: np.ndarray) -> tuple[np.ndarray, int]:
-        """A batch's probabilities as they wait in memory to be classified, with their CRC-32 taken
-        as they came out of the run (checked again by :meth:`_released`)."""
+    def _hold(self, probs: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, int, Batch | None]:
+        """A batch's probabilities as they wait in memory to be classified, with the CRC-32 they had
+        as they came out of the run (checked again by :meth:`_released`). ``batch``: HIL upset
+        injection's account of the batch (:meth:`_judged_probs`), None otherwise."""
         crc = zlib.crc32(probs)
         if self._injector is not None:  # HIL only: an upset in the result while it is held
-            probs = self._injector.strike_output(probs)
-        return probs, crc
+            probs, batch = self._injector.strike_output(probs, batch)
+        return probs, crc, batch
 
-    def _released(self, job: Job, model: _Session, tiles: np.ndarray, held: tuple[np.ndarray, int],
+    def _released(self, job: Job, model: _Session, tiles: np.ndarray, held: tuple[np.ndarray, int, Batch | None],
                   checks: ProductChecks, first_tile: int) -> np.ndarray:
-        """A held result, checked against the CRC-32 it had when made: a result changed while it
-        waited (an upset in memory that no check of the graph could see) is made again."""
-        probs, crc = held
+        """A held result, checked against the CRC-32 it had when made. One changed while it waited
+        (an upset in memory that no check in the graph can see) is made again on the model's
+        current session, checked as the model allows (its checksum flags; a double run where it has
+        none), and the receipt restates those tiles (``results_changed``, ``reruns``)."""
+        probs, crc, batch = held
         changed = zlib.crc32(probs) != crc
-        upsets = self._injector.output_upsets(probs) if self._injector is not None else []
         if changed:
             self.checks_failed += 1
             self.reruns += 1
-            probs = self._run_model(model, tiles)[0]
-            self._check_failed(job, "output CRC", len(tiles), "")
-        if upsets:
+            current = self._session(job.model)
+            probs, ok, failed = self._checked_run(current, tiles, double=current.check_output is None)
+            self.results_marked += bool(failed)
+            checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8))
+            self._check_failed(job, "output CRC", len(tiles), failed,
+                               outcome=("made again: " + (f"{failed} failed on the new run, tiles marked failed"
+                                                          if failed else "the new run passed its checks")))
+        if batch is not None:
             status = checks.tile_status()[first_tile:first_tile + len(tiles)]
-            self._injector.judge_output(upsets, model, tiles, probs, status, changed)
+            self._injector.release(batch, model, tiles, probs, status, changed)
         return probs
 
     def _judged_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks,
-                      double: bool) -> np.ndarray:
+                      double: bool) -> tuple[np.ndarray, Batch]:
         """HIL upset injection: one batch with the upsets that wait for it (its first run through
-        the injector), checked as any batch is, then judged against the reference."""
-        first = self._injector.first_run(model, tiles, self._run_model)
-        probs = self._checked_probs(job, model, tiles, checks, double, first)
-        n, status = checks.status[-1]
-        self._injector.judge(model, tiles, probs, status if status is not None else np.full(n, UNCHECKED, np.int8),
-                             self.last_check_failed)
-        return probs
+        the injector), checked as any batch is; judged when its result is released."""
+        first, batch = self._injector.first_run(model, tiles, self._run_model)
+        self.last_check_failed = ""
+        try:
+            probs = self._checked_probs(job, model, tiles, checks, double, first)
+        finally:
+            self._injector.checked(batch, self.last_check_failed)
+        return probs, batch
 
     def _classify(self, probs: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarray]:
         """Class and confidence per tile of ``probs`` (``batches`` runs' worth), added to the totals;
@@ -1108,13 +1119,14 @@ class Worker:
         self._failed_in_row = (None, 0)
         return True
 
-    def _check_failed(self, job: Job, check: str, tiles: int, again: str, rebuilt: bool = False) -> None:
+    def _check_failed(self, job: Job, check: str, tiles: int, again: str, rebuilt: bool = False,
+                      outcome: str | None = None) -> None:
         now = time.monotonic()
         if now - self._check_event_at < CHECK_EVENT_MIN_S and not rebuilt:
             return
         self._check_event_at = now
-        outcome = (f"failed again after a scrub ({again}): tiles marked failed in the product" if again
-                   else "passed after a scrub and a rerun")
+        outcome = outcome or (f"failed again after a scrub ({again}): tiles marked failed in the product" if again
+                              else "passed after a scrub and a rerun")
         if rebuilt:
             outcome += f"; {REBUILD_AFTER_FAILED_AGAIN} batches in a row: the model is loaded again from the store"
         self.event("RESULT_CHECK_FAILED", job_id=job.job_id, check=check, tiles=tiles, outcome=outcome)

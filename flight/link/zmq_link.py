@@ -33,7 +33,7 @@ agent's public key. Without ``curve`` nothing of this exists: plain ZMTP, as bef
 
 from __future__ import annotations
 
-import itertools
+import os
 from typing import Any
 
 import zmq
@@ -48,7 +48,6 @@ _HEARTBEAT_IVL_MS = 1000
 _HEARTBEAT_TIMEOUT_MS = 5000
 _CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this long to leave
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
-_identity_counter = itertools.count(1)
 PRESENCE_PREFIX = b"\xffsunlit-present:"  # + a DEALER's identity: that console's SUB is joined
 MAX_PRESENT = 4096  # senders remembered as subscribed; past it a sender just gets its replies directly
 ZAP_DOMAIN = b"sunlit"  # the agent's sockets' ZAP domain: the allow-list is configured for it
@@ -266,8 +265,9 @@ class ZmqGroundLink(GroundLink):
     def _open_dealer(self) -> zmq.Socket:
         sock = _context().socket(zmq.DEALER)
         _common(sock, self.config.queue_packets)
-        # A unique identity per socket, so the agent's ROUTER never mixes two consoles.
-        identity = f"g{id(self):x}-{next(_identity_counter)}".encode()
+        # A unique identity per socket, so the agent's ROUTER never mixes two consoles; random, so
+        # no other console can guess it (and claim this one's presence, silencing its replies).
+        identity = f"g{os.urandom(12).hex()}".encode()
         sock.setsockopt(zmq.IDENTITY, identity)
         _curve_client(sock, self.config.curve)  # the retry's new DEALER too
         sock.connect(self.config.cmd_endpoint)
