@@ -195,3 +195,16 @@ def test_a_board_refuses_upset_injection_only_the_sim_backend_takes_it():
         parse_config({"compute": {"upset_injection": True}}, overrides={"hal.backend": "linux"})
     assert parse_config({"hal": {"backend": "sim"}, "compute": {"upset_injection": True}}).compute_upset_injection
     assert not parse_config({"hal": {"backend": "jetson"}}).compute_upset_injection
+
+
+@pytest.mark.req("RAD-111")
+def test_the_output_crc_is_not_credited_with_an_upset_it_did_not_find(bench):
+    """A harmless activation flip (a low mantissa bit of a1) shares a batch with a held-result
+    flip: the CRC makes the batch again, but it found the output upset, not the activation one."""
+    request(bench, "a", target="activations", tensor="a1", bit=0)
+    request(bench, "o", target="outputs", bit=30)
+    run_job(bench, 1)
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    assert upsets["o"]["detected_by"] == "output CRC"
+    assert upsets["a"]["detected_by"] in ("", "checksum") and upsets["a"]["detected_by"] != "output CRC"
+    assert upsets["a"]["corrected"] and upsets["a"]["corrupt_tiles"] == 0

@@ -353,9 +353,9 @@ class UpsetInjector:
             u.corrupt_passed += int((bad & (status == PASSED)).sum())
             u.corrupt_unchecked += int((bad & (status == UNCHECKED)).sum())
             u.corrupt_failed += int((bad & (status == FAILED)).sum())
-            if not u.detected_by:
+            if not u.detected_by:  # what found this upset: the CRC finds only a held result's
                 u.detected_by = ("output CRC" if crc_changed else "") if u.target == "outputs" \
-                    else (batch.failed_check or u._repaired_by or ("output CRC" if crc_changed else ""))
+                    else (batch.failed_check or u._repaired_by)
             if u.target != "weights":
                 u.state, u.corrected = "ended", not bad.any()
         self._changed = True
