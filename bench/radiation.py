@@ -99,7 +99,7 @@ from flight.compute import abft
 from flight.compute import protocol as cp
 from flight.compute import worker as worker_module
 from flight.compute.checks import FAILED, PASSED, UNCHECKED
-from flight.compute.inject import flip_bit, with_hooks
+from flight.compute.inject import CONSEQUENCE, draw_byte, flip_bit, owned_sites, with_hooks
 from flight.compute.providers import (
     open_session,
     owned_weights_options,
@@ -120,7 +120,6 @@ from hil.profiles.format import read_profile
 from hil.profiles.radiation import RadiationParams, radiation_along_track
 
 SEED = 17  # issue 17; the tolerance was checked on seed 1
-CONSEQUENCE = 1e-3
 FLIP_BATCH = 16
 FLIPS = 6000  # weights and activations, half each
 UNCHECKED_FLIPS = 1000  # each, weights and activations
@@ -452,19 +451,6 @@ def radiation_of(flux: FluxClass) -> cp.Radiation:
     """A prediction of class ``flux`` (what ``radiation_estimate`` would send), on the SSO's orbit."""
     lat = {FluxClass.SAA: -30.0, FluxClass.HIGH_LATITUDE: 70.0, FluxClass.QUIET: 10.0}[flux]
     return cp.Radiation(flux, flux is FluxClass.SAA, lat, SSO_PERIOD_S, 0.0 if flux is FluxClass.SAA else None)
-
-
-def owned_sites(scrubber) -> tuple[tuple[str, ...], np.ndarray]:
-    """(tensor names, cumulative byte counts) of the owned buffers: a byte drawn uniformly over all
-    of them, as a proton would hit one."""
-    return scrubber.names, np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
-
-
-def draw_byte(rng: np.random.Generator, names: tuple[str, ...], ends: np.ndarray) -> tuple[str, int, int]:
-    """(tensor, byte within it, bit 0..7), uniform over every byte of ``ends``' buffers."""
-    k = int(rng.integers(int(ends[-1])))
-    t = int(np.searchsorted(ends, k, side="right"))
-    return names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
 
 
 def scrub_latency(flux: FluxClass, flips: int, rng: np.random.Generator, tick_s: float = SCRUB_TICK_S) -> dict[str, float]:

@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from flight.compute.inject import CONSEQUENCE
 from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
 from hil.loop import RunResult
 
@@ -286,7 +287,7 @@ def _memory_table(result: RunResult) -> str:
     return (f"<p>At the profile's upset rate × {account.get('scale')}, into {', '.join(account.get('targets', []))} "
             f"(modelled by the harness: the bits are flipped in the real worker's memory). Detected: by a failed "
             f"checksum, a double run, the output CRC, the scrub, or a reload; corrupt: a tile whose class or a "
-            f"probability (by more than 1e-3) differs from a reference run.</p>"
+            f"probability (by more than {CONSEQUENCE:g}) differs from a reference run.</p>"
             f"<table><tr><th>target</th>{head}</tr>{rows}</table>{batches}"
             + (f"<p>Reported passed while corrupt:</p><ul>{sneaked}</ul>" if sneaked else ""))
 

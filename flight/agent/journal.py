@@ -152,14 +152,13 @@ class CommandJournal:
     def _append(self, entry: JournalEntry, kind: str, durable: bool = True) -> None:
         record = self._encode(entry, kind)
         fd = self._open()
-        size = os.fstat(fd).st_size
+        view = memoryview(record)
         try:
-            view = memoryview(record)
             while view:  # a short write goes on where it stopped
                 view = view[os.write(fd, view):]
         except OSError:
-            try:  # no torn record left for the next append to frame after
-                os.ftruncate(fd, size)
+            try:  # no torn record left for the next append to frame after: cut what this one wrote
+                os.ftruncate(fd, os.fstat(fd).st_size - (len(record) - len(view)))
             except OSError:
                 self._drop_fd()
             raise

@@ -54,6 +54,19 @@ def flip_bit(value: np.float32, bit: int) -> np.float32:
     return np.array([value], np.float32).view(np.uint32).__xor__(np.uint32(1 << bit)).view(np.float32)[0]
 
 
+def owned_sites(scrubber: Any) -> tuple[tuple[str, ...], np.ndarray]:
+    """(tensor names, cumulative byte counts) of a scrubber's owned buffers: a byte drawn uniformly
+    over all of them, as a proton would hit one."""
+    return scrubber.names, np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
+
+
+def draw_byte(rng: np.random.Generator, names: tuple[str, ...], ends: np.ndarray) -> tuple[str, int, int]:
+    """(tensor, byte within it, bit 0..7), uniform over every byte of ``ends``' buffers."""
+    k = int(rng.integers(int(ends[-1])))
+    t = int(np.searchsorted(ends, k, side="right"))
+    return names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
+
+
 def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
     """A copy of ``model`` where each tensor ``T`` of ``tensors`` passes through ``Where(T/mask, T/value, T)``.
 
@@ -232,10 +245,7 @@ class UpsetInjector:
                 continue
             try:
                 rng = np.random.default_rng(u.seed)
-                ends = np.cumsum([scrubber.owned_bytes(n).size for n in scrubber.names])
-                k = int(rng.integers(int(ends[-1])))
-                t = int(np.searchsorted(ends, k, side="right"))
-                tensor, byte, bit = scrubber.names[t], k - (int(ends[t - 1]) if t else 0), int(rng.integers(8))
+                tensor, byte, bit = draw_byte(rng, *owned_sites(scrubber))
                 if u.want_tensor:  # the request names the tensor (and maybe the byte)
                     if u.want_tensor not in scrubber.names:
                         raise ValueError(f"no owned weights named {u.want_tensor!r}")
