@@ -234,16 +234,17 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
     index = plan.mode_at(inp.now_s)
     headroom = (plan.min_soc_pct - keep) / 100.0 * inp.battery.capacity_wh
     horizon_min = len(plan.mode_index) * plan.step_s / 60.0
+    # The solve time is in plan_ms, not here: a reason must not depend on the machine.
+    keeps = f"keeps {keep:.0f} %" + ("" if plan.held_pct is None else f", holds {plan.held_pct:.0f} % an orbit on")
     if index < 0:
         lowest = inp.modes[0]
         return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
                              f"plan over {horizon_min:.0f} min (forecast): idle now, lowest charge "
-                             f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %)", headroom), plan
+                             f"{plan.min_soc_pct:.1f} % ({keeps})", headroom), plan
     mode = inp.modes[index]
     admission = Admission.ALL if plan.min_soc_pct >= keep + settings.training_reserve_pct else Admission.INFERENCE
     reason = (f"plan over {horizon_min:.0f} min (forecast): {mode.name} now, lowest charge "
-              f"{plan.min_soc_pct:.1f} % (keeps {keep:.0f} %)")  # the solve time is in plan_ms, not here:
-                                                                   # a reason must not depend on the machine
+              f"{plan.min_soc_pct:.1f} % ({keeps})")
     return PowerDecision(mode.name, index, admission, mode.loaded_w, reason, headroom), plan
 
 

@@ -126,11 +126,12 @@ PARAMETERS = (
     Parameter("training_reserve_pct", 0x0013, ValueSpec(T.F64, "%", 0.0, 60.0), 15.0,
               "Training is admitted only with this much charge above floor and margin (inference goes first)"),
     Parameter("load_margin_pct", 0x0014, ValueSpec(T.F64, "%", 0.0, 300.0), 70.0,
-              "The plan's reserves (for the orbit after its horizon, and for a day on a power-scarce orbit) "
-              "assume the rest of the spacecraft may draw this much more than the agent has measured: a "
-              "heater or a transmitter nobody announced. 70 % kept the floor in every case of bench.power "
-              "(loads that step up by 1-4 W unannounced; 50 % did not); the reserve it builds on a marginal "
-              "day is energy not worked, 30 % of the day's work in bench.power's worst case"),
+              "The plan allows for the rest of the spacecraft drawing this much more than the agent has "
+              "measured (a heater or a transmitter nobody announced): in the reserve for the orbit after its "
+              "horizon, and on a day that load would make power-scarce, by holding the charge it has (one "
+              "orbit ahead, up to a day's reserve) rather than spending it; it never idles to build that "
+              "reserve. 70 % kept the floor in every case of bench.power (loads that step up by 1-4 W "
+              "unannounced)"),
     Parameter("thermal_soft_limit_c", 0x0020, ValueSpec(T.F64, "degC", 30.0, 110.0), 85.0,
               "At or above this (or heading there within the lookahead) the power mode steps down one level"),
     Parameter("thermal_hard_limit_c", 0x0021, ValueSpec(T.F64, "degC", 40.0, 120.0), 95.0,
