@@ -185,7 +185,8 @@ def fly(case: PowerCase, policy: str) -> Flight:
             if stale:
                 t0 = time.perf_counter()
                 plan = make_plan(now, soc, forecast, PLAN_STEP_S, platform_belief, battery, modes,
-                                 FLOOR_PCT + MARGIN_PCT, len(modes) - 1, margin_w=2.0 * cal.error_w,
+                                 FLOOR_PCT + MARGIN_PCT, len(modes) - 1, orbit_period_s=orbit.period_s,
+                                 margin_w=2.0 * cal.error_w,
                                  load_margin_w=LOAD_MARGIN_PCT / 100.0 * platform_belief, time_limit_s=None)
                 if plan is not None:
                     plan_ms.append((time.perf_counter() - t0) * 1000.0)

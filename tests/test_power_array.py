@@ -185,6 +185,18 @@ def test_the_agent_reports_its_forecast_and_plans_on_it(tmp_path):
     plan = rig.agent.controller.last.decision  # the energy plan, made in every mode
     assert "(forecast)" in plan.reason, plan.reason
     assert values["plan_ms"] is not None and values["plan_min_soc_pct"] >= 30.0, "the receding-horizon plan ran"
+    assert values["plan_held_pct"] is None and "holds" not in plan.reason, "arrays well above the load: no hold"
+    # A 60 W platform: the arrays cover it as measured, not with 70 % more: the plan holds a charge.
+    loaded = InProcessAgent(tmp_path / "loaded", tle=ISS_TLE, array=array, platform_load_w=60.0)
+    try:
+        loaded.eps.reading = loaded.eps.reading.__class__(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=100.0)
+        loaded.advance(30.0)
+        held = loaded.hk()["plan_held_pct"]
+        held_plan, held_reason = loaded.agent.controller.state.plan, loaded.agent.controller.last.decision.reason
+    finally:
+        loaded.close()
+    assert held is not None and held == held_plan.held_pct and held > 35.0, held
+    assert f"holds {held:.0f} % an orbit on" in held_reason, held_reason
     bare = InProcessAgent(tmp_path / "without", tle=ISS_TLE)
     try:
         plain = bare.hk()

@@ -88,7 +88,7 @@ class Controller(Component):
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
                 "solar_predicted_w", "solar_model_scale", "solar_error_w", "plan_ms", "plan_min_soc_pct",
-                "platform_load_est_w", "thermal_model_rms_c", "plan_temp_max_c",
+                "plan_held_pct", "platform_load_est_w", "thermal_model_rms_c", "plan_temp_max_c",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -212,6 +212,7 @@ class Controller(Component):
             platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w, thermal=thermal,
+            orbit_period_s=self.orbit.period_s if self.orbit is not None else None,
             plan_time_limit_s=None if self.board.stepper is not None else DEFAULT_TIME_LIMIT_S,
         ), self.state)
         self.state, self.last = out.state, out
@@ -456,6 +457,7 @@ class Controller(Component):
             "solar_error_w": self.calibration.error_w if self.setup.array is not None else None,
             "plan_ms": self.state.plan.solve_ms if self.state.plan is not None else None,
             "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
+            "plan_held_pct": self.state.plan.held_pct if self.state.plan is not None else None,
             "platform_load_est_w": self.load.load_w,
             "thermal_model_rms_c": self.thermal_error_c if self.thermal_fit.usable else None,
             "plan_temp_max_c": self.state.plan.temp_max_c if self.state.plan is not None else None,

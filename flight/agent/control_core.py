@@ -72,6 +72,7 @@ class ControlInputs:
     forecast_step_s: float = 60.0
     solar_error_w: float = 0.0  # the forecast's observed RMS error: the plan's margin on it
     thermal: ThermalPlanInputs | None = None  # the learnt board model, once trusted: the plan's thermal limit
+    orbit_period_s: float | None = None  # where the plan looks one orbit ahead (None: 2/3 of the forecast)
     # The planner's wall-clock limit; None in lockstep, where a result must not depend on how
     # busy the machine is (the same seed flies the same day).
     plan_time_limit_s: float | None = DEFAULT_TIME_LIMIT_S
@@ -226,6 +227,7 @@ def _receding_horizon(inp: ControlInputs, inputs: PowerInputs, settings: PowerSe
     if not fresh:
         plan = make_plan(inp.now_s, soc, inputs.solar_forecast_w, inputs.forecast_step_s, inputs.platform_load_w,
                          inp.battery, inp.modes, keep, cap, time_limit_s=inp.plan_time_limit_s,
+                         orbit_period_s=inp.orbit_period_s,
                          margin_w=inputs.forecast_margin_w,
                          load_margin_w=inp.params["load_margin_pct"] / 100.0 * inputs.platform_load_w,
                          thermal=inp.thermal)

@@ -537,6 +537,8 @@ POWER_CHANNELS = (
             Limits(warn_high=100.0)),
     Channel("plan_min_soc_pct", T.F64, "%", "The lowest charge the plan in force predicts over its horizon",
             Limits(warn_low=FromParam("battery_floor_pct"))),
+    Channel("plan_held_pct", T.F64, "%", "The charge the plan in force holds one orbit ahead, at the same point "
+            "of the orbit, towards the reserve load_margin_pct asks for (nil: no such hold)"),
     Channel("platform_load_est_w", T.F64, "W", "The rest of the spacecraft's draw as the plan takes it: the "
             "configured value, then learnt each minute from the battery's energy balance"),
     Channel("thermal_model_rms_c", T.F64, "degC", "Error of the board temperature model the agent learns "
