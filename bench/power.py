@@ -18,7 +18,7 @@ lies inside the agent's margin above the floor); their floor violations still co
   optimum ending at least as full as the agent ended, or as it started where the agent ended
   fuller (``hil/oracle.py``'s rule): a reserve the agent built that day counts as work not
   done (the plan holds the charge it has for ``load_margin_pct``'s reserve, and builds it
-  only from energy it could not use);
+  only from energy it did not count on);
 - ``same_energy_work_vs_oracle_*``: the same with the optimum always ending at least as full
   as the agent ended: both spend the same energy, and what the agent banked for tomorrow
   counts as the work the optimum made of it;

@@ -20,8 +20,9 @@ platform load the agent knows of, and the battery:
   same point of the orbit, the battery must hold what it holds now, up to that reserve
   (:func:`_held_wh`). The plan does not spend a charge it already has below the reserve, and
   does not idle to build the reserve either: it grows only from energy the plan did not
-  count on (a full battery, a forecast beaten, the forecast margin it keeps back). The day a heater comes on is not the day to have
-  spent the reserve; nor is a day on which no heater comes on the day to stop working for it.
+  count on (a full battery, a forecast beaten, the forecast margin it keeps back). The day a
+  heater comes on is not the day to have spent the reserve; nor is a day on which no heater
+  comes on the day to stop working for it.
   Building it at the horizon's end, as a plan once did, spent up to 30 % of a day's work on a
   reserve the day never called on (``bench.power``'s worst case, 0.698 of the optimum); with
   no margin at all, two unannounced steps took one case's battery below the floor for 185
