@@ -140,7 +140,8 @@ def _held_wh(now_wh: float, keep_wh: float, margin_reserve_wh: float, measured_r
     """The charge the plan must hold one orbit ahead for the reserve only the load margin asks
     for: what the battery holds now, up to ``keep + margin_reserve``, and never more than
     idling would leave there (so a plan always exists). None where the margin asks for no more
-    than the reserves the end of the horizon already keeps.
+    than the reserves the end of the horizon already keeps, or the hold for no more than every
+    step keeps anyway.
 
     >>> _held_wh(40.0, 35.0, 50.0, 10.0, 44.0)  # below the reserve: hold what it has
     40.0
@@ -150,10 +151,13 @@ def _held_wh(now_wh: float, keep_wh: float, margin_reserve_wh: float, measured_r
     38.0
     >>> _held_wh(40.0, 35.0, 10.0, 10.0, 44.0) is None
     True
+    >>> _held_wh(34.0, 35.0, 50.0, 10.0, 44.0) is None  # below what every step keeps
+    True
     """
     if margin_reserve_wh <= measured_reserve_wh:
         return None
-    return min(now_wh, keep_wh + margin_reserve_wh, idle_at_orbit_wh)
+    held = min(now_wh, keep_wh + margin_reserve_wh, idle_at_orbit_wh)
+    return held if held > keep_wh + 1e-9 else None
 
 
 TERMINAL_VALUE_FRACTION = 0.9
@@ -267,8 +271,6 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     held = _held_wh(soc_pct / 100.0 * full, keep,
                     _scarcity_reserve_wh(expected[last_orbit], reserve_load_w, idle_w, step_s, battery), reserve,
                     float(idle_path[orbit_k]))
-    if held is not None and held <= keep + 1e-9:
-        held = None  # no more than every step keeps anyway
 
     rows = _thermal_rows(thermal, solar.size, idle_w) if thermal is not None and thermal.fit.usable else None
 
