@@ -55,13 +55,18 @@ def test_the_journal_keeps_the_newest_commands_and_does_not_grow(tmp_path):
     assert kept._records <= 2 * 50 + 1 and len(path.read_bytes()) <= (2 * 50 + 1) * record
 
 
-def _noop(rig, cmd_id: int, args: dict | None = None, name: str = "NOOP"):
-    return rig.client.send(name, args or {}, timeout_s=2.0, retries=0, cmd_id=cmd_id)
+# A command that changes something (here, a parameter set to the value it has), so it is journaled:
+# read-only ones (NOOP, PING, GET_PARAM...) are not (see the last tests).
+JOURNALED = ("SET_PARAM", {"name": "hk_period_s", "value": "1"})
+
+
+def _noop(rig, cmd_id: int, args: dict | None = None, name: str = JOURNALED[0]):
+    return rig.client.send(name, args or JOURNALED[1], timeout_s=2.0, retries=0, cmd_id=cmd_id)
 
 
 @pytest.mark.req("AGT-016", "AGT-040")
 def test_a_command_run_before_a_restart_is_answered_never_run_again(tmp_path):
-    """In process: a NOOP runs; the agent goes away without a clean stop and a new one starts on
+    """In process: a command runs; the agent goes away without a clean stop and a new one starts on
     the same state directory; the same command (a ground retry) is answered completed from the
     journal and not run; the same cmd_id on another command is refused; a command the journal
     saw start but never finish (cut off by the reset) is answered as failed, saying so."""
@@ -76,10 +81,10 @@ def test_a_command_run_before_a_restart_is_answered_never_run_again(tmp_path):
     finally:
         first.agent._lock.release()  # gone without a clean stop: no state saved, the journal is what is left
         first.client.close()
-    # A NOOP the journal saw start and never finish: cut off mid-run by the reset.
-    packet, _ = Codec(DICTIONARY).encode_command("NOOP", {}, 0xCAFE)
+    # A command the journal saw start and never finish: cut off mid-run by the reset.
+    packet, _ = Codec(DICTIONARY).encode_command(*JOURNALED, 0xCAFE)
     digest = hashlib.sha256(unpack(packet).app_data).digest()[:16]
-    CommandJournal(state / "commands.journal").started(0xCAFE, digest, DICTIONARY.command_by_name["NOOP"].opcode)
+    CommandJournal(state / "commands.journal").started(0xCAFE, digest, DICTIONARY.command_by_name[JOURNALED[0]].opcode)
 
     second = InProcessAgent(state)
     try:
@@ -102,7 +107,7 @@ def test_a_command_run_before_a_restart_is_answered_never_run_again(tmp_path):
 
 @pytest.mark.req("AGT-016")
 def test_after_kill_9_a_retry_is_answered_from_the_journal_not_run(start_agent, make_client, ipc_url):
-    """The agent as a real process: a NOOP runs, the agent is killed with SIGKILL (no clean
+    """The agent as a real process: a command runs, the agent is killed with SIGKILL (no clean
     stop, nothing saved but what was fsynced), a new agent starts on the same state directory,
     and the ground's retry of the same command is answered completed without running it."""
     first = start_agent(ipc_url)
@@ -117,7 +122,7 @@ def test_after_kill_9_a_retry_is_answered_from_the_journal_not_run(start_agent, 
 
 
 def _noop_on(client, cmd_id: int):
-    return client.send("NOOP", {}, timeout_s=5.0, retries=2, cmd_id=cmd_id)
+    return client.send(*JOURNALED, timeout_s=5.0, retries=2, cmd_id=cmd_id)
 
 
 @pytest.mark.req("AGT-016")
@@ -182,3 +187,35 @@ def test_a_failed_append_leaves_no_torn_record_and_a_failed_sync_rewrites_the_fi
     assert again.bad_records == 0 and again.get(1) and again.get(3) and again.get(4) is None
     journal.started(5, b"e" * 8, 0x0001)
     assert CommandJournal(path).get(5) is not None
+
+
+@pytest.mark.req("AGT-016")
+def test_a_read_only_command_is_not_journaled_and_runs_again_after_a_restart(tmp_path):
+    """NOOP, PING and the other read-only commands change nothing that outlives them: they are not
+    written to the journal (no flash write, no fsync before they run), and a retry after a restart
+    runs them again."""
+    from tests.inproc import InProcessAgent
+
+    state = tmp_path / "state"
+    read_only = sorted(c.name for c in DICTIONARY.commands if c.read_only)
+    assert {"NOOP", "PING", "GET_PARAM", "COMMAND_STATUS"} <= set(read_only)
+    assert not any(DICTIONARY.command_by_name[n].hazardous for n in read_only)
+    first = InProcessAgent(state)
+    try:
+        assert first.client.send("PING", {"token": 9}, timeout_s=2.0, retries=0, cmd_id=0xB0B).completed
+        assert first.client.send(*JOURNALED, timeout_s=2.0, retries=0, cmd_id=0xB0C).completed
+        journal = first.agent.dispatcher.journal
+        assert journal.get(0xB0B) is None and journal.get(0xB0C) is not None
+        assert [e.args["token"] for e in first.events("PING_RECEIVED")] == [9]
+    finally:
+        first.agent._lock.release()
+        first.client.close()
+    on_disk = CommandJournal(state / "commands.journal")
+    assert on_disk.get(0xB0B) is None and on_disk.get(0xB0C).finished
+    second = InProcessAgent(state)
+    try:
+        retry = second.client.send("PING", {"token": 9}, timeout_s=2.0, retries=0, cmd_id=0xB0B)
+        assert retry.completed and retry.reports[-1].result["token"] == 9  # run again: a fresh answer
+        assert [e.args["token"] for e in second.events("PING_RECEIVED")] == [9]
+    finally:
+        second.close()

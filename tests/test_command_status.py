@@ -27,7 +27,8 @@ def test_the_agent_says_what_became_of_a_command_and_runs_nothing(tmp_path):
 def test_after_a_restart_the_journal_answers_and_a_cut_off_command_is_interrupted(tmp_path):
     rig = InProcessAgent(tmp_path)
     try:
-        assert rig.client.send("NOOP", {}, cmd_id=2001, retries=0).completed
+        assert rig.client.send("SET_PARAM", {"name": "hk_period_s", "value": "1"}, cmd_id=2001, retries=0).completed
+        assert rig.client.send("NOOP", {}, cmd_id=2003, retries=0).completed  # read-only: not journaled
     finally:
         rig.close()
     CommandJournal(tmp_path / "commands.journal").started(2002, b"\0" * 16, 0x0001)  # a reset in mid-command
@@ -36,5 +37,7 @@ def test_after_a_restart_the_journal_answers_and_a_cut_off_command_is_interrupte
         assert again.send("COMMAND_STATUS", cmd_id=2001).result["state"] == "completed"
         cut = again.send("COMMAND_STATUS", cmd_id=2002).result
         assert cut["state"] == "interrupted" and "reset" in cut["reason"]
+        read_only = again.send("COMMAND_STATUS", cmd_id=2003).result
+        assert read_only["state"] == "not_received" and "read-only" in read_only["reason"]
     finally:
         again.close()

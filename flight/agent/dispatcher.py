@@ -5,7 +5,8 @@ start, then completion success or failure, each with the failure code and reason
 Reports for each ``cmd_id`` are cached, so a console retrying after a lost reply gets
 the same reports again and the command does not run twice; across a restart the command
 journal (``flight.agent.journal``) keeps that promise: a command it knows is answered with
-its outcome, or as cut off by the reset, and never run again.
+its outcome, or as cut off by the reset, and never run again (a read-only command is not
+journaled: it changes nothing, and a retry after a restart runs it again).
 
 A handler returns its result map, raises :class:`CommandFailed`, or returns a
 :class:`Deferred` when the work finishes later (a job handed to the compute worker): the
@@ -148,7 +149,8 @@ class Dispatcher(Component):
         else:
             return {"state": "not_received", "code": "NONE",
                     "reason": f"not among the last {self.journal.window if self.journal else RETRY_CACHE_COMMANDS} "
-                              "commands this agent kept: it never arrived (or is older than that)"}
+                              "commands this agent kept: it never arrived (or is older than that, or was a "
+                              "read-only command sent before a restart, which is not journaled: send it again)"}
         try:
             name = FailureCode(code).name
         except ValueError:
@@ -261,7 +263,9 @@ class Dispatcher(Component):
                 handler.guard(request)
             except CommandFailed as exc:
                 refused = (exc.code, exc.reason, exc.reason)
-        if refused is None and cmd_id and self.journal is not None:
+        if refused is None and cmd_id and self.journal is not None and not request.command.read_only:
+            # A read-only command is not journaled: run again on a retry after a restart, it does no
+            # harm, and the command path's own checks (NOOP, PING) cost no write to flash.
             try:  # durable before it runs: after any crash, a command that may have run is known
                 self.journal.started(cmd_id, digest, opcode)
             except OSError as exc:

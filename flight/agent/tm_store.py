@@ -228,12 +228,14 @@ class PacketStore:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def append(self, packet: bytes, sent_at: float | None = None) -> StoredPacket:
-        """Keep one telemetry packet; ``sent_at`` (monotonic s) if it already went out live.
+    def append(self, packet: bytes, sent_at: float | None = None, tm: Telemetry | None = None) -> StoredPacket:
+        """Keep one telemetry packet; ``sent_at`` (monotonic s) if it already went out live; ``tm``
+        the packet already unpacked (the downlink has it: not checked twice).
 
         Raises :class:`PacketError` if ``packet`` is not a telemetry packet (the agent only
         stores what it made), OSError if the disk refuses (the caller counts it)."""
-        tm = unpack(packet)
+        if tm is None:
+            tm = unpack(packet)
         if not isinstance(tm, Telemetry):
             raise PacketError("type", "the packet store keeps telemetry packets only")
         cls = class_of(tm.service)

@@ -231,21 +231,23 @@ PARAMETERS += (
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
 COMMANDS = (
-    Command("NOOP", 0x0001, "Do nothing but count; proves the command path end to end."),
+    Command("NOOP", 0x0001, "Do nothing but count; proves the command path end to end.", read_only=True),
     Command(
         "PING",
         0x0002,
         "Ask the agent to answer; the completion report echoes the token with the agent's uptime and dictionary hash.",
         (Argument("token", ValueSpec(T.U32), "Any number; returned unchanged", default=0),),
+        read_only=True,
     ),
     Command("RESET_COUNTERS", 0x0003, "Zero the command, error and link counters in housekeeping."),
     Command(
         "COMMAND_STATUS",
         0x0004,
         "Say what became of a command, by its cmd_id, running nothing: completed, failed, interrupted (cut off "
-        "by a reset), running, or not_received (not among the last 4096 commands the agent keeps); the "
-        "completion report carries state, code and reason.",
+        "by a reset), running, or not_received (not among the last 4096 commands the agent keeps; a read-only "
+        "command is kept only until a restart); the completion report carries state, code and reason.",
         (Argument("cmd_id", ValueSpec(T.U64), "The command's cmd_id, as the ground drew it"),),
+        read_only=True,
     ),
     Command(
         "SET_MODE",
@@ -259,6 +261,7 @@ COMMANDS = (
         0x0020,
         "Read a parameter; the completion report carries its value, default and whether it is saved.",
         (Argument("name", ValueSpec(T.ENUM, choices=PARAMETER_NAMES), "Parameter name"),),
+        read_only=True,
     ),
     Command(
         "SET_PARAM",
@@ -411,7 +414,7 @@ COMMANDS = (
             (Argument("entry_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Entry id from SCHEDULE_AT or SCHEDULE_LIST"),)),
     Command("SCHEDULE_RESET", 0x0063, "Delete every entry of the schedule; ids go on counting.", hazardous=True),
     Command("SCHEDULE_LIST", 0x0064, "Report the schedule: the count, and the first 40 entries (id, release time, "
-            "command, held) in the completion report."),
+            "command, held) in the completion report.", read_only=True),
     Command("SCHEDULE_RELEASE", 0x0065, "Release entries held after a clock jump or a restart (0: all of them): "
             "those whose time has passed run at once.",
             (Argument("entry_id", ValueSpec(T.U32, "", 0, 2**32 - 1), "Entry id, or 0 for every held entry",
@@ -443,13 +446,13 @@ COMMANDS = (
             (Argument("transfer", ValueSpec(T.STRING, max_len=40), "Transfer id (FILE_STATUS, FILE_STARTED)"),)),
     Command("FILE_LIST", 0x0072, "List a directory of the agent's file area (PUS 23 style): names, sizes and times "
             "of the first 100 entries, and the free space.",
-            (Argument("directory", ValueSpec(T.STRING, max_len=200), "Directory, e.g. products"),)),
+            (Argument("directory", ValueSpec(T.STRING, max_len=200), "Directory, e.g. products"),), read_only=True),
     Command("FILE_DELETE", 0x0073, "Delete one file of the agent's file area (never a model in the store, never a "
             "file being transferred).",
             (Argument("name", ValueSpec(T.STRING, max_len=200), "File name, e.g. products/job-3.npz"),),
             hazardous=True),
     Command("FILE_STATUS", 0x0074, "Report the file transfers in progress and queued, and the last ones finished "
-            "(id, direction, name, bytes, state)."),
+            "(id, direction, name, bytes, state).", read_only=True),
     Command("KEY_LOAD", 0x00E0, "Load a new telecommand key into a free slot: the key comes wrapped under a master "
             "key (AES key wrap, RFC 3394; `sunlit-ground key new` makes it) and is kept, still wrapped, in the state "
             "directory. Commands sealed with it are taken from the next one on. (Master and telemetry keys change "
@@ -463,7 +466,7 @@ COMMANDS = (
             (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The slot to revoke"),), hazardous=True),
     Command("KEY_LIST", 0x00E2, "Report the key slots: SPI, state (active, revoked, master, telemetry) and a "
             "fingerprint (the first 8 hex digits of the key's SHA-256; never the key), and whether the changes made "
-            "by command were lost to a damaged state file."),
+            "by command were lost to a damaged state file.", read_only=True),
     Command(
         "SHUTDOWN",
         0x00F0,

@@ -224,13 +224,18 @@ class Argument:
 
 @dataclass(frozen=True)
 class Command:
-    """One telecommand. ``hazardous`` commands make the console ask before sending."""
+    """One telecommand. ``hazardous`` commands make the console ask before sending.
+
+    ``read_only`` commands change nothing that outlives them (they report): the agent does not
+    journal them, since running one again on a retry after a restart does no harm, and a command
+    path checked with NOOP or PING then costs no write to the board's flash."""
 
     name: str
     opcode: int
     description: str
     args: tuple[Argument, ...] = ()
     hazardous: bool = False
+    read_only: bool = False
 
     def arg(self, name: str) -> Argument:
         for a in self.args:
@@ -263,6 +268,7 @@ class Command:
             "opcode": self.opcode,
             "description": self.description,
             "hazardous": self.hazardous,
+            "read_only": self.read_only,
             "args": [a.to_json() for a in self.args],
         }
 
@@ -453,6 +459,9 @@ class Dictionary:
         for c in self.commands:
             if len({a.name for a in c.args}) != len(c.args):
                 raise DictionaryError(f"command {c.name} repeats an argument name")
+            if c.read_only and c.hazardous:
+                raise DictionaryError(f"command {c.name} is read-only and hazardous: a command that changes nothing "
+                                      "is not hazardous")
         for ch in self.channels:
             for name in ch.limits.params():
                 if name not in self.parameter_by_name:

@@ -18,10 +18,12 @@ def dictionary_markdown(d: Dictionary) -> str:
         "",
         "## Commands",
         "",
-        "Telecommands are PUS TC(8,1) to the agent's APID, data `[opcode, cmd_id, {args}]` in msgpack.",
+        "Telecommands are PUS TC(8,1) to the agent's APID, data `[opcode, cmd_id, {args}]` in msgpack. "
+        "Hazardous commands make the console ask before sending; read-only ones change nothing that outlives "
+        "them, and the agent does not journal them (a retry after a restart runs them again).",
         "",
-        "| opcode | name | arguments | hazardous | description |",
-        "|---|---|---|---|---|",
+        "| opcode | name | arguments | hazardous | read-only | description |",
+        "|---|---|---|---|---|---|",
     ]
     for c in d.commands:
         args = "<br>".join(
@@ -33,7 +35,8 @@ def dictionary_markdown(d: Dictionary) -> str:
             + f" — {_cell(a.description)}"
             for a in c.args
         )
-        lines.append(f"| `{c.opcode:#06x}` | `{c.name}` | {args or '—'} | {'yes' if c.hazardous else ''} | {_cell(c.description)} |")
+        lines.append(f"| `{c.opcode:#06x}` | `{c.name}` | {args or '—'} | {'yes' if c.hazardous else ''} | "
+                     f"{'yes' if c.read_only else ''} | {_cell(c.description)} |")
     lines += ["", "## Enumerations", "", "Declared once, as Python enums in `flight/link/definitions.py`, and "
               "imported by the code that uses them.", "", "| enumeration | values |", "|---|---|"]
     lines += [f"| `{name}` | {', '.join(f'`{v}`' for v in values)} |" for name, values in d.enumerations.items()]
