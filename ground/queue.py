@@ -22,8 +22,9 @@ An entry's life::
   keeps listening, and its report, late or played back from the agent's store, settles it
   (``completed`` or ``failed``). :meth:`CommandQueue.asked` records that the ground asked the
   agent again (the same cmd_id, answered without running it twice, or COMMAND_STATUS, which
-  runs nothing); :meth:`CommandQueue.settle_from_status` applies the agent's answer, a
-  command it never received ending in ``timeout``: it never ran.
+  runs nothing; a read-only command, which the agent does not journal, is always sent again);
+  :meth:`CommandQueue.settle_from_status` applies the agent's answer, a command it never
+  received ending in ``timeout``: it never ran.
 
 Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
 server can push and archive exactly those. Thread-safe (one lock).
@@ -283,13 +284,14 @@ class CommandQueue:
                     self._window(entry, "completed", now_s + self.timeouts.completed_for(entry.name))
             return entry
 
-    def asked(self, entry_id: int, now_s: float) -> Entry:
+    def asked(self, entry_id: int, now_s: float, read_only: bool = False) -> Entry:
         """The ground asked the agent again about an entry whose outcome is unknown."""
         with self._lock:
             entry = self._get(entry_id)
             entry.attempts += 1
-            entry.stage("asked", now_s, reason="outcome unknown: the same cmd_id sent again; the agent answers "
-                                               "from its command journal without running it again")
+            entry.stage("asked", now_s, reason="outcome unknown: the same cmd_id sent again; " + (
+                "a read-only command: answered from the agent's retry cache, or run again (it changes nothing)"
+                if read_only else "the agent answers from its command journal without running it again"))
             return entry
 
     def settle_from_status(self, entry_id: int, answer: dict[str, Any], now_s: float) -> Entry | None:

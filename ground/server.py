@@ -383,11 +383,16 @@ class SpacecraftLink:
     def _ask(self, client: GroundClient, entry: Any) -> None:
         """One the agent acknowledged: the same cmd_id again (answered from its cache or journal,
         never run twice). One with no report at all: COMMAND_STATUS, which runs nothing (the same
-        packet would run it now, late, if it never arrived); its answer settles the entry."""
+        packet would run it now, late, if it never arrived); its answer settles the entry. A
+        read-only command (NOOP, GET_PARAM...): the same cmd_id again either way. The agent does
+        not journal it, so after a restart COMMAND_STATUS would say it never arrived when it may
+        have run; sent again, it is answered from the cache or run, which changes nothing."""
         now = time.time()
-        if any(s.get("agent") for s in entry.stages):
+        command = self.dictionary.command_by_name.get(entry.name)
+        read_only = command is not None and command.read_only
+        if read_only or any(s.get("agent") for s in entry.stages):
             if client.ask(entry.cmd_id):
-                self.server.command_changed(self.queue.asked(entry.id, now))
+                self.server.command_changed(self.queue.asked(entry.id, now, read_only=read_only))
             return
         if any(e == entry.id for e, _r in self._status_asks.values()):
             return  # asked already; the answer is on its way

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flight.agent.journal import CommandJournal
+from flight.link.definitions import DICTIONARY
 from tests.inproc import InProcessAgent
 
 
@@ -31,7 +32,8 @@ def test_after_a_restart_the_journal_answers_and_a_cut_off_command_is_interrupte
         assert rig.client.send("NOOP", {}, cmd_id=2003, retries=0).completed  # read-only: not journaled
     finally:
         rig.close()
-    CommandJournal(tmp_path / "commands.journal").started(2002, b"\0" * 16, 0x0001)  # a reset in mid-command
+    opcode = DICTIONARY.command_by_name["SET_PARAM"].opcode
+    CommandJournal(tmp_path / "commands.journal").started(2002, b"\0" * 16, opcode)  # a reset in mid-command
     again = InProcessAgent(tmp_path)
     try:
         assert again.send("COMMAND_STATUS", cmd_id=2001).result["state"] == "completed"

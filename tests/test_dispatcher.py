@@ -80,3 +80,30 @@ def test_guards_and_handler_errors_are_answered():
     assert bench.stages() == [("accepted", True), ("started", False), ("accepted", True), ("started", True),
                               ("completed", False)]
     assert "ZeroDivisionError" in bench.codec.decode_tm(unpack(bench.reports[-1])).reason
+
+
+@pytest.mark.req("AGT-017")
+def test_a_read_only_command_the_retry_cache_still_holds_is_never_answered_as_running_once_ended():
+    """A read-only command is answered by COMMAND_STATUS from this boot's outcomes only (it is not
+    journaled); one the ground keeps retrying stays in the retry cache, and its outcome with it,
+    however many commands pass meanwhile."""
+    from flight.agent.dispatcher import FINALS_KEPT
+
+    bench = Bench()
+    bench.dispatcher.register("NOOP", Handler(lambda req: {}))
+    bench.dispatcher.register("PING", Handler(lambda req: {"token": req.args["token"]}))
+    for name, handler in bench.dispatcher.handlers().items():
+        bench.dispatcher.register(name, handler)
+    kept = bench.send("PING", {"token": 1}, 0xBEEF)
+    for i in range(FINALS_KEPT + 100):
+        bench.send("NOOP", {}, 10_000 + i)
+        if i % 100 == 0:
+            bench.send("PING", {"token": 1}, kept)  # the same command again: answered from the cache
+    assert bench.dispatcher.counters.duplicates >= FINALS_KEPT // 100
+    bench.send("COMMAND_STATUS", {"cmd_id": kept})
+    answer = bench.codec.decode_tm(unpack(bench.reports[-1])).result
+    assert answer["state"] == "completed", answer
+    bench.send("COMMAND_STATUS", {"cmd_id": 10_000})  # long gone: said so, with the read-only rule
+    gone = bench.codec.decode_tm(unpack(bench.reports[-1])).result
+    assert gone["state"] == "not_received" and f"last {FINALS_KEPT}" in gone["reason"]
+    assert str(FINALS_KEPT) in DICTIONARY.command_by_name["COMMAND_STATUS"].description

@@ -699,6 +699,59 @@ def test_the_server_keeps_an_unknown_outcome_asks_at_the_next_contact_and_settle
     assert [r.stage for r in row.reports] == ["accepted", "started", "completed"]
 
 
+@pytest.mark.req("GND-042", "AGT-016", "AGT-017")
+def test_with_no_report_at_all_the_server_asks_by_status_but_resends_a_read_only_command(scripted, monkeypatch):
+    """Two commands that got no report at all. RESET_COUNTERS: the server asks with COMMAND_STATUS
+    (the same packet would run it now, late), and the agent's "not received" ends it in timeout.
+    NOOP: read-only, so the agent does not journal it and, after a restart, could not say whether it
+    ran; the server sends the same packet again, and its reports settle it."""
+    import ground.server as server_module
+
+    monkeypatch.setattr(server_module, "HEARD_LATELY_S", 0.0)
+    source, server = scripted(Timeouts(accepted_s=0.5, completed_s=0.5), pass_gap_s=1.0)
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.client is not None and link.client.agent_dict_hash is not None,
+           "the agent's dictionary (housekeeping)")
+    changes = server.submit(None, "RESET_COUNTERS", {}, "alice")
+    noop = server.submit(None, "NOOP", {}, "alice")
+
+    def got(n: int):
+        return lambda: (source.take(), len(source.commands) >= n)[1]
+    _until(got(2), "both commands on the link")
+    by_name = {DICTIONARY.command_by_opcode[Codec.peek_cmd_id(unpack(c.packet))[0]].name: c for c in source.commands}
+    _until(lambda: changes.state is State.UNKNOWN and noop.state is State.UNKNOWN, "no report: both unknown")
+
+    _until(lambda: time.time() - link.last_packet_wall_s > 1.5, "a silence longer than the pass gap")
+    mark = len(source.commands)
+    source.hk()  # contact again
+    codec = source.codec
+
+    def names_since() -> list[str]:
+        source.take()
+        return [codec.decode_command(unpack(c.packet)).command.name for c in source.commands[mark:]]
+    _until(lambda: "COMMAND_STATUS" in names_since() and noop.stages[-1]["stage"] == "asked", "the server asking")
+    asked = source.commands[mark:]
+    statuses = [codec.decode_command(unpack(c.packet)) for c in asked]
+    assert [r.args["cmd_id"] for r in statuses if r.command.name == "COMMAND_STATUS"] == [changes.cmd_id]
+    assert any(c.packet == by_name["NOOP"].packet for c in asked), "the same NOOP packet, same cmd_id"
+    assert "read-only" in noop.stages[-1]["reason"] and noop.state is State.UNKNOWN
+    assert changes.state is State.UNKNOWN
+
+    for c in asked:
+        tc = unpack(c.packet)
+        body = codec.decode_command(tc)
+        if body.command.name == "RESET_COUNTERS":
+            continue  # a Lazy Pirate retry of the client's: the agent never got it
+        result = {"state": "not_received", "code": "NONE", "reason": "never arrived"} \
+            if body.command.name == "COMMAND_STATUS" else {}
+        for k, stage in enumerate((Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED)):
+            source.link.publish(codec.encode_verification(
+                Verification(stage, True, tc.request_id, body.cmd_id, body.command.opcode,
+                             result=result if stage is Stage.COMPLETED else {}), T0_S + 300 + k))
+    _until(lambda: noop.state is State.COMPLETED and changes.state is State.TIMEOUT, "both settled")
+    assert "never arrived" in changes.stages[-1]["reason"]
+
+
 @pytest.mark.req("GND-041")
 def test_an_old_played_back_packet_is_still_acknowledged_after_the_tracker_forgets_it():
     """A store that holds more than the tracker's horizon: the old packet is acknowledged all the

@@ -38,6 +38,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 RETRY_CACHE_COMMANDS = 512  # commands remembered for retries; far more than a console has in flight
+# Final outcomes remembered this boot, for COMMAND_STATUS: more than the retry cache holds, and
+# touched with it, so a command the cache still holds is never answered as running once it ended.
+FINALS_KEPT = 2 * RETRY_CACHE_COMMANDS
 
 
 class CommandFailed(Exception):
@@ -120,7 +123,7 @@ class Dispatcher(Component):
         # Told of every command's final report (cmd_id, ok, reason): a sequence waits on its steps.
         self.on_final: list[Callable[[int, bool, str], None]] = []
         # cmd_id -> (ok, code, reason) of the final report, this boot: COMMAND_STATUS for what the
-        # journal does not hold (refused at acceptance or start, before it was recorded).
+        # journal does not hold (refused at acceptance or start, before it was recorded; read-only).
         self._finals: OrderedDict[int, tuple[bool, int, str]] = OrderedDict()
 
     def register(self, name: str, handler: Handler) -> None:
@@ -147,10 +150,11 @@ class Dispatcher(Component):
             return {"state": state, "code": "NONE", "reason": "" if state == "running" else
                     "cut off by a reset before it finished: it may have done part of its work"}
         else:
+            kept = self.journal.window if self.journal else FINALS_KEPT
             return {"state": "not_received", "code": "NONE",
-                    "reason": f"not among the last {self.journal.window if self.journal else RETRY_CACHE_COMMANDS} "
-                              "commands this agent kept: it never arrived (or is older than that, or was a "
-                              "read-only command sent before a restart, which is not journaled: send it again)"}
+                    "reason": f"not among the last {kept} commands this agent kept: it never arrived, or is older "
+                              f"than that; or it was a read-only command, which is not journaled (kept only among "
+                              f"the last {FINALS_KEPT}, and not across a restart): send it again"}
         try:
             name = FailureCode(code).name
         except ValueError:
@@ -172,6 +176,8 @@ class Dispatcher(Component):
         if cmd_id and cmd_id in self._cache:
             cached_digest, reports = self._cache[cmd_id]
             self._cache.move_to_end(cmd_id)
+            if cmd_id in self._finals:
+                self._finals.move_to_end(cmd_id)
             if cached_digest == digest and reports:
                 self.counters.duplicates += 1
                 for report in reports:
@@ -190,7 +196,7 @@ class Dispatcher(Component):
             self._send_report(peer, packet)
             if final and cmd_id:
                 self._finals[cmd_id] = (ok, int(code), reason)
-                while len(self._finals) > RETRY_CACHE_COMMANDS:
+                while len(self._finals) > FINALS_KEPT:
                     self._finals.popitem(last=False)
                 for listener in self.on_final:
                     listener(cmd_id, ok, reason)
@@ -265,7 +271,7 @@ class Dispatcher(Component):
                 refused = (exc.code, exc.reason, exc.reason)
         if refused is None and cmd_id and self.journal is not None and not request.command.read_only:
             # A read-only command is not journaled: run again on a retry after a restart, it does no
-            # harm, and the command path's own checks (NOOP, PING) cost no write to flash.
+            # harm, and the command path's own checks (NOOP, PING) cost no journal write and fsync.
             try:  # durable before it runs: after any crash, a command that may have run is known
                 self.journal.started(cmd_id, digest, opcode)
             except OSError as exc:

@@ -183,7 +183,7 @@ class Downlink(Component):
         if self.store is None or tm is None or class_of(tm.service) not in self.enabled:
             return
         try:
-            self.store.append(packet, sent_at, tm)
+            self.store.append(packet, sent_at, tm=tm)
         except (OSError, PacketError) as exc:
             self.store_errors += 1
             if not self._error_reported:

@@ -6,8 +6,8 @@ retry that arrived after the restart ran the command a second time, while a comm
 half-way was never answered. The journal closes both holes:
 
 - read-only commands (``Command.read_only``: NOOP, PING, GET_PARAM...) are not recorded: they
-  change nothing that outlives them, so running one again on a retry after a restart does no
-  harm, and the command path's checks cost no flash write;
+  change nothing that outlives them but the command counters, so running one again on a retry
+  after a restart does no harm, and the command path's checks cost no journal write and fsync;
 - before a command's handler runs, a *started* record (cmd_id, a digest of the TC's data,
   opcode) is appended and fsynced: a command that may have run is known after any crash;
 - when it ends, a *finished* record (success or the failure code and reason) is appended, and

@@ -228,9 +228,9 @@ class PacketStore:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def append(self, packet: bytes, sent_at: float | None = None, tm: Telemetry | None = None) -> StoredPacket:
+    def append(self, packet: bytes, sent_at: float | None = None, *, tm: Telemetry | None = None) -> StoredPacket:
         """Keep one telemetry packet; ``sent_at`` (monotonic s) if it already went out live; ``tm``
-        the packet already unpacked (the downlink has it: not checked twice).
+        is ``unpack(packet)`` where the caller has it already (the downlink: not unpacked twice).
 
         Raises :class:`PacketError` if ``packet`` is not a telemetry packet (the agent only
         stores what it made), OSError if the disk refuses (the caller counts it)."""

@@ -245,7 +245,8 @@ COMMANDS = (
         0x0004,
         "Say what became of a command, by its cmd_id, running nothing: completed, failed, interrupted (cut off "
         "by a reset), running, or not_received (not among the last 4096 commands the agent keeps; a read-only "
-        "command is kept only until a restart); the completion report carries state, code and reason.",
+        "one, not journaled, only among the last 1024 and until a restart); the completion report carries "
+        "state, code and reason.",
         (Argument("cmd_id", ValueSpec(T.U64), "The command's cmd_id, as the ground drew it"),),
         read_only=True,
     ),

@@ -226,9 +226,10 @@ class Argument:
 class Command:
     """One telecommand. ``hazardous`` commands make the console ask before sending.
 
-    ``read_only`` commands change nothing that outlives them (they report): the agent does not
-    journal them, since running one again on a retry after a restart does no harm, and a command
-    path checked with NOOP or PING then costs no write to the board's flash."""
+    ``read_only`` commands change nothing that outlives them but the command counters (they
+    report): the agent does not journal them, since running one again on a retry after a restart
+    does no harm, and a command path checked with NOOP or PING then costs no journal write and
+    fsync."""
 
     name: str
     opcode: int
