@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import msgpack
 import zmq
@@ -89,13 +90,15 @@ def zmq_throughput(port: int) -> dict[str, float]:
             "zmq_packet_bytes": len(_make_tm(0, 0.0))}
 
 
-def tc_rtt(port: int) -> dict[str, float]:
+def tc_rtt(port: int, agent_args: Sequence[str] = ()) -> dict[str, float]:
+    """``agent_args``: the agent's command line after its link (bench.security gives the config
+    of its own agent, keys left out, to compare like with like)."""
     from ground.client import GroundClient
     from hil.agent_process import AgentProcess
 
     url = f"zmq://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        agent = AgentProcess(url, Path(tmp) / "agent.log").start()
+        agent = AgentProcess(url, Path(tmp) / "agent.log", agent_args).start()
         client = GroundClient(url)
         try:
             if not client.dictionary_matches(timeout_s=20):

@@ -11,12 +11,15 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
 - ``auth_overhead_us``: sealing (ground) plus checking (agent: CRC, MAC, replay window) one
   telecommand, median over 20 000, in this process.
 - ``tc_rtt_p99_us``: a sealed NOOP from send to its completion report, p99 over 1000 (and
-  ``tc_rtt_p50_us``). NOOP is read-only, so the agent does not journal it;
-  ``tc_rtt_journaled_p99_us`` (and ``_p50_us``) is the same for a command that is journaled
-  (RESET_COUNTERS: an fdatasync before it runs, an fsync after, and one event more than NOOP's).
-  ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after, to compare,
-  with its CPU per command (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the machine's floor
-  for the same message pattern in bare pyzmq (``tc_floor_p50_us``, ``tc_floor_p99_us``).
+  ``tc_rtt_p50_us``), with the ground's the only telemetry subscription (the wrong-key ground
+  link, which would take every packet too, is closed first). NOOP is read-only, so the agent
+  does not journal it; ``tc_rtt_journaled_p99_us`` (and ``_p50_us``) is the same for a command
+  that is journaled (RESET_COUNTERS: an fdatasync before it runs, an fsync after, and one event
+  more than NOOP's).
+  ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after on an agent
+  configured as this one but with no keys, to compare, with its CPU per command
+  (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the machine's floor for the same message
+  pattern in bare pyzmq (``tc_floor_p50_us``, ``tc_floor_p99_us``).
 - ``fuzz_inputs``, ``fuzz_crashes``, ``fuzz_internal_errors``: ``BENCH_FUZZ`` (100 000) inputs to
   the agent with authentication on (random bytes, sealed packets with bits flipped, truncated
   and extended, plain packets); a crash is the agent process gone; internal errors are counted
@@ -53,10 +56,16 @@ N_FUZZ = int(os.environ.get("BENCH_FUZZ", "100000"))
 KEY, OTHER = os.urandom(32), os.urandom(32)
 
 
-def _agent(url: str, state: Path, keys: Path) -> AgentProcess:
+def _agent_args(state: Path, keys: Path | None = None) -> list[str]:
+    """The bench's agent: no compute, housekeeping at 5 Hz; with ``keys``, sealed commands only."""
     config = state.parent / "agent.toml"
-    config.write_text(f'[paths]\nstate_dir = "{state}"\n[compute]\nenabled = false\n[security]\ntc_keys = "{keys}"\n')
-    return AgentProcess(url, state.parent / "agent.log", ["--config", str(config), "--hk-period", "0.2"]).start()
+    security = f'[security]\ntc_keys = "{keys}"\n' if keys is not None else ""
+    config.write_text(f'[paths]\nstate_dir = "{state}"\n[compute]\nenabled = false\n{security}')
+    return ["--config", str(config), "--hk-period", "0.2"]
+
+
+def _agent(url: str, state: Path, keys: Path) -> AgentProcess:
+    return AgentProcess(url, state.parent / "agent.log", _agent_args(state, keys)).start()
 
 
 def _counters(client: GroundClient) -> dict:
@@ -171,6 +180,7 @@ def main() -> dict:
             after = _counters(ground)
             out["forged_accepted"] = after["cmd_accepted"] - base["cmd_accepted"]
             out["forged_refused"] = after["tc_auth_rejected"] - base["tc_auth_rejected"]  # they did arrive
+            forger.close()
             stranger = SealingLink(open_ground_link(url), Sealer(1, OTHER))
             time.sleep(0.5)
             _blast(stranger, [codec.encode_command("SET_PARAM", {"name": "hk_period_s", "value": "9"}, 20_000 + i)[0]
@@ -180,6 +190,7 @@ def main() -> dict:
             after2 = _counters(ground)
             out["wrong_key_accepted"] = after2["cmd_accepted"] - after["cmd_accepted"]
             out["wrong_key_refused"] = after2["tc_auth_rejected"] - after["tc_auth_rejected"]
+            stranger.close()  # its SUB would take every packet too: the round trips below have one ground
 
             captured.clear()
             for i in range(N):
@@ -228,8 +239,6 @@ def main() -> dict:
             out["fuzz_inputs"] = N_FUZZ
             out["fuzz_crashes"] = 0 if alive else 1
             out["fuzz_internal_errors"] = after5["internal_errors"]
-            forger.close()
-            stranger.close()
 
             agent.stop()  # a restart: the replay window's reservation is all it keeps
             agent = _agent(url, state, keys)
@@ -253,7 +262,8 @@ def main() -> dict:
     out.update(tm_auth())
     from bench.link import tc_floor, tc_rtt  # the same round trip with no keys, on this machine now, to compare
 
-    plain = tc_rtt(free_tcp_port_pair())
+    with tempfile.TemporaryDirectory(prefix="bench-security-plain-") as d:  # this agent, with no keys
+        plain = tc_rtt(free_tcp_port_pair(), _agent_args(Path(d) / "state"))
     out["tc_rtt_p99_us_without_auth"] = plain["tc_rtt_p99_us"]
     out["tc_rtt_p50_us_without_auth"] = plain["tc_rtt_p50_us"]
     out["tc_agent_cpu_us"], out["tc_client_cpu_us"] = plain["tc_agent_cpu_us"], plain["tc_client_cpu_us"]
