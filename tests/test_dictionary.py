@@ -38,6 +38,8 @@ def test_duplicates_are_refused():
         Dictionary([noop, Command("OTHER", 1, "y")], [], [], [], [])
     with pytest.raises(DictionaryError, match="unknown channel nope"):
         Dictionary([], [], [HkPacket(1, "HK", 16, ("nope",), "")], [], [])
+    with pytest.raises(DictionaryError, match="command WIPE is read-only and hazardous"):
+        Dictionary([Command("WIPE", 2, "z", hazardous=True, read_only=True)], [], [], [], [])
 
 
 @pytest.mark.parametrize(
