@@ -192,7 +192,7 @@ def test_a_failed_append_leaves_no_torn_record_and_a_failed_sync_rewrites_the_fi
 @pytest.mark.req("AGT-016")
 def test_a_read_only_command_is_not_journaled_and_runs_again_after_a_restart(tmp_path):
     """NOOP, PING and the other read-only commands change nothing that outlives them: they are not
-    written to the journal (no flash write, no fsync before they run), and a retry after a restart
+    written to the journal (no journal write, no fsync before they run), and a retry after a restart
     runs them again."""
     from tests.inproc import InProcessAgent
 
