@@ -3,7 +3,7 @@
 - ``path_escape_accepted``: of every command argument that names a file on board (the table of
   ``tests/test_path_escape.py``) times every escape pattern (absolute path, ``..``, hidden name,
   NUL, trailing newline, backslashes, a long name, a symbolic link planted inside that leads out,
-  the allowed directory itself such a link), sent directly and as a time tag's command to an
+  one that leads to another directory of the same file area, the allowed directory itself a link out), sent directly and as a time tag's command to an
   in-process agent whose compute worker runs: how many were accepted (completed). Target 0.
 - ``path_escape_tried``: how many were tried; ``path_escape_not_bad_arguments``: refused, but
   not with BAD_ARGUMENTS naming the argument; ``path_escape_paths_given_away``: failure reasons

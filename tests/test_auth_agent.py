@@ -84,6 +84,53 @@ def test_a_captured_command_replayed_is_refused_even_after_a_restart(tmp_path):
         again.close()
 
 
+@pytest.mark.req("SEC-002")
+def test_a_replay_window_lost_with_the_state_directory_still_refuses_a_captured_command(tmp_path):
+    r = keyed_rig(tmp_path)
+    captured: list[bytes] = []
+    send = r.link.ground.send
+    r.link.ground.send = lambda packet: captured.append(packet) or send(packet)
+    assert r.send("SET_PARAM", name="hk_period_s", value="0.5").completed
+    r.link.ground.send = send
+    r.close()
+    (tmp_path / "agent" / "tc_replay.json").unlink()  # restored from an old copy, or lost: keys still in force
+    again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "tc.keys")
+    try:
+        said = [e.args for e in again.events("STATE_CORRUPT") if e.args["what"] == "telecommand replay window"]
+        assert said and "missing" in said[0]["reason"]  # said at boot
+        for packet in captured:
+            again.link.ground.send(packet)
+        again.advance(2)
+        assert again.hk()["tc_auth_rejected"] == len(captured)
+        assert again.agent.params["hk_period_s"] == 1.0  # the replayed SET_PARAM did not run
+        assert [e.args["kind"] for e in again.events("TC_AUTH_REJECTED")] == ["replay"]
+    finally:
+        again.close()
+
+
+@pytest.mark.req("SEC-002")
+def test_a_replay_window_the_agent_cannot_write_is_reported_and_commands_still_run(rig):
+    path = rig.agent.state_dir / "tc_replay.json"
+    path.unlink(missing_ok=True)
+    path.mkdir()  # the next reservation cannot be written over it
+    far = Sealer(1, KEY, lambda: 2 ** 62)  # past any reservation: the agent must write a new one
+    rig.client = GroundClient(SealingLink(rig.link.ground, far))
+    assert rig.send("SET_PARAM", name="hk_period_s", value="2").completed
+    rig.hk()
+    said = rig.events("TC_REPLAY_NOT_KEPT")
+    assert len(said) == 1 and said[0].args["count"] == 1 and "tc_replay.json" in said[0].args["reason"]
+    rig.hk()
+    assert len(rig.events("TC_REPLAY_NOT_KEPT")) == 1  # said once, not every period
+
+
+@pytest.mark.req("SEC-012")
+def test_a_stop_asked_after_a_commanded_restart_does_not_turn_it_into_staying_down(rig):
+    assert rig.send("SHUTDOWN", reason="restart", then="RESTART_SAFE").completed
+    status = rig.agent.exit_status
+    rig.agent.stop("SIGTERM")  # the service manager's stop arriving while the agent ends its run
+    assert rig.agent.exit_status == status == 75 and rig.agent._stop_reason != "SIGTERM"
+
+
 @pytest.mark.req("SEC-004")
 def test_forged_pings_are_not_contact(tmp_path):
     r = keyed_rig(tmp_path, parameters={"contact_timeout_s": 20.0})
@@ -180,6 +227,9 @@ def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
         fingerprint = KeyRing.load(ground_keys).slots[2].fingerprint()
         assert rig.events("KEY_LOADED")[-1].args == {"spi": 2, "fingerprint": fingerprint}
         assert rig.client.link.sealer.spi == 1  # pending on the ground: not used yet
+        refused = rig.send("KEY_REVOKE", spi=1)  # sealed by slot 1 itself: it would lock the ground out
+        assert not refused.completed and "spi: slot 1 sealed this command" in refused.outcome
+        assert rig.agent.keys._ring.slots[1].active and not rig.events("KEY_REVOKED")
         assert key_cli("activate", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)[0] == 0
         assert rig.send("KEY_REVOKE", spi=1).completed  # sealed with slot 2: the file was read again
         assert rig.client.link.sealer.spi == 2
@@ -223,6 +273,7 @@ def test_a_damaged_key_state_keeps_its_revocations_and_losing_both_copies_is_sai
     new_key = bytes(range(7, 39))
     try:
         assert rig.send("KEY_LOAD", spi=2, master=100, wrapped=wrap_key(MASTER, new_key).hex()).completed
+        rig.client = GroundClient(SealingLink(rig.link.ground, Sealer(2, new_key)))  # the ground moves to slot 2
         assert rig.send("KEY_REVOKE", spi=1).completed
     finally:
         rig.close()

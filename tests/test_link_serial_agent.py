@@ -44,3 +44,25 @@ def test_line_noise_costs_only_the_damaged_packets(line, start_agent, make_clien
     values = hk(client, lambda v: v["cmd_executed"] >= 5)
     assert values["cmd_executed"] == 5 and values["tc_bad_packets"] >= 1 and values["link_kind"] == "SERIAL"
     assert values["internal_errors"] == 0
+
+
+@pytest.mark.req("SEC-001", "SEC-002")
+def test_forged_and_replayed_commands_on_the_serial_line_are_refused(line, start_agent, make_client, tmp_path):
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+
+    agent = start_agent(f"serial://{line.a_path}?baud=115200", *sample_agent_args(tmp_path, tc_keys=True))
+    client = make_client(f"serial://{line.b_path}?baud=115200", tc_keys=sample_tc_keys(tmp_path))
+    plain = client.link._link  # the line under the sealing link: what any process on the cable can write
+    captured: list[bytes] = []
+    send = plain.send
+    plain.send = lambda packet: captured.append(packet) or send(packet)
+    assert client.send("SET_PARAM", {"name": "hk_period_s", "value": "0.5"}, timeout_s=10).completed
+    plain.send = send
+    for i in range(5):  # unsealed: what a process without the key sends
+        plain.send(Codec(DICTIONARY).encode_command("SHUTDOWN", {"reason": "forged"}, 1000 + i)[0])
+    for packet in captured:
+        plain.send(packet)  # sealed by the ground, sent again
+    values = hk(client, lambda v: v["tc_auth_rejected"] >= 5 + len(captured))
+    assert values["tc_auth_rejected"] == 5 + len(captured) and values["cmd_executed"] == 1
+    assert client.send("NOOP", timeout_s=10).completed and agent.proc.poll() is None

@@ -3,8 +3,8 @@
 One table (:data:`CASES`) lists each command argument that becomes a path on board; every
 escape pattern (:data:`PATTERNS`: an absolute path, ``..`` at the start and inside, a hidden
 name, a NUL, a trailing newline, backslashes, a name as long as the dictionary allows, a
-symbolic link planted inside the allowed directory that leads out, and the allowed directory
-itself replaced by such a link) is tried on each, directly and as a time tag's command, against
+symbolic link planted inside the allowed directory that leads out, one that leads to another
+directory of the same file area, and the allowed directory itself replaced by a link out) is tried on each, directly and as a time tag's command, against
 an in-process agent whose compute worker runs. Each must fail with BAD_ARGUMENTS, the reason
 naming the argument and never the board's absolute paths, and nothing outside the agent's
 directories may be read (access times, where the file system keeps them) or written.
@@ -96,7 +96,7 @@ NOT_FILES = {
 }
 
 SHAPE_PATTERNS = ("absolute", "traversal", "inner_traversal", "hidden", "nul", "newline", "backslash", "long")
-LINK_PATTERNS = ("symlink", "linked_dir")
+LINK_PATTERNS = ("symlink", "linked_dir", "sibling")
 PATTERNS = SHAPE_PATTERNS + LINK_PATTERNS
 
 
@@ -117,7 +117,8 @@ def escape_value(case: Case, pattern: str) -> str:
 
 
 def applies(case: Case, pattern: str) -> bool:
-    return {"symlink": case.link is not None, "linked_dir": case.linked_dir is not None}.get(pattern, True)
+    return {"symlink": case.link is not None, "linked_dir": case.linked_dir is not None,
+            "sibling": case.link is not None}.get(pattern, True)
 
 
 class EscapeRig:
@@ -183,6 +184,20 @@ class EscapeRig:
     def plant(self, case: Case, pattern: str) -> tuple[str, list[tuple[Path, Path | None]]]:
         """Plant ``pattern``'s link for ``case``: (value to send, what to undo)."""
         undo: list[tuple[Path, Path | None]] = []
+        if pattern == "sibling":  # a link to another directory of the same file area, and what it finds there
+            root = self.compute if case.link.startswith("compute/") else self.state
+            elsewhere = root / "elsewhere"
+            elsewhere.mkdir()
+            target = elsewhere / case.target if case.target else elsewhere
+            if case.target:
+                source = self.outside / case.target
+                st = source.stat()
+                shutil.copyfile(source, target)
+                os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))  # this read is ours, not the agent's
+            link = self.state / case.link
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+            return case.value, [(link, None), (elsewhere, None)]
         if pattern == "symlink":
             link = self.state / case.link
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +217,10 @@ class EscapeRig:
     @staticmethod
     def unplant(undo: list[tuple[Path, Path | None]]) -> None:
         for link, kept in undo:
-            link.unlink()
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            else:
+                link.unlink()
             if kept is not None:
                 kept.rename(link)
 

@@ -129,6 +129,69 @@ def test_a_corrupt_replay_file_refuses_everything_up_to_now(tmp_path):
         open_tc(old, ring(), guard)
 
 
+@pytest.mark.req("SEC-002")
+def test_a_replay_file_lost_after_the_agent_has_run_refuses_what_was_captured_before(tmp_path):
+    path = tmp_path / "replay.json"
+    clock = Clock()
+    captured = [Sealer(1, KEY_A, clock).seal(command(i)) for i in range(5)]
+    guard = ReplayGuard(path)
+    for raw in captured:
+        open_tc(raw, ring(), guard)
+    path.unlink()  # the state directory restored from an old copy, or wiped, while the keys stay in force
+    first_boot = ReplayGuard(path)  # never booted before: nothing to have lost, nothing refused
+    assert first_boot.load_error is None and first_boot.floor_of(1) == 0 and not path.exists()
+    board_now_us = clock.t + 1_000_000
+    restarted = ReplayGuard(path, expected=True, now_us=lambda: board_now_us)
+    assert restarted.load_error and "missing" in restarted.load_error
+    for raw in captured:
+        with pytest.raises(AuthError) as err:
+            open_tc(raw, ring(), restarted)
+        assert err.value.kind == "replay"
+    later = Sealer(1, KEY_A, lambda: board_now_us + RESERVE_US + 1)
+    open_tc(later.seal(command(9)), ring(), restarted)  # the ground's clock past the floor: taken again
+
+
+@pytest.mark.req("SEC-002")
+def test_the_floor_left_by_a_lost_replay_file_covers_every_slot_across_later_restarts(tmp_path):
+    path = tmp_path / "replay.json"
+    keys = ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B))
+    clock = Clock()
+    captured_1 = Sealer(1, KEY_A, clock).seal(command(1))
+    open_tc(captured_1, keys, ReplayGuard(path))
+    path.write_text("{broken")
+    now_us = clock.t + 1000
+    damaged = ReplayGuard(path, now_us=lambda: now_us)
+    assert damaged.load_error and "unreadable" in damaged.load_error
+    # The ground moves to slot 2; its commands rewrite the file, which must still hold slot 1's floor.
+    open_tc(Sealer(2, KEY_B, lambda: now_us + RESERVE_US + 10).seal(command(2)), keys, damaged)
+    restarted = ReplayGuard(path, expected=True)
+    assert restarted.load_error is None
+    with pytest.raises(AuthError) as err:
+        open_tc(captured_1, keys, restarted)
+    assert err.value.kind == "replay"
+
+
+@pytest.mark.req("SEC-002")
+def test_a_replay_window_that_cannot_be_written_is_counted_and_commands_still_go(tmp_path):
+    path = tmp_path / "replay.json"
+    clock = Clock()
+    guard = ReplayGuard(path)
+    open_tc(Sealer(1, KEY_A, clock).seal(command(1)), ring(), guard)
+    path.unlink()
+    path.mkdir()  # the next write cannot replace it
+    clock.t += RESERVE_US  # past the reservation: the next command writes a new one
+    sealer = Sealer(1, KEY_A, clock)
+    raw = sealer.seal(command(2))
+    open_tc(raw, ring(), guard)  # taken: a disk that refuses writes must not lock the ground out
+    assert guard.store_failures == 1 and guard.store_error and "replay.json" in guard.store_error
+    with pytest.raises(AuthError):
+        open_tc(raw, ring(), guard)  # the window in memory still refuses it again
+    path.rmdir()
+    clock.t += RESERVE_US
+    open_tc(sealer.seal(command(3)), ring(), guard)
+    assert guard.store_error is None and guard.store_failures == 1 and path.is_file()
+
+
 @pytest.mark.req("SEC-003")
 def test_key_files_are_checked_naming_the_line_and_must_be_private(tmp_path):
     path = tmp_path / "tc.keys"

@@ -138,11 +138,13 @@ class Agent:
             self._key_problems = self.key_overlay.apply(keys)
             if self.key_overlay.load_error:
                 self._key_problems.insert(0, self.key_overlay.load_error)
-        self.replay = ReplayGuard(self.state_dir / "tc_replay.json") if keys is not None else None
-        self.keys = KeyManager(events(KeyManager), keys, self.key_overlay)
+        # Booted before: a replay window that is not there was lost, not never made (flight/link/sdls.py).
+        self.replay = ReplayGuard(self.state_dir / "tc_replay.json", expected=self.memory.boot_count > 1) \
+            if keys is not None else None
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters, self.downlink.reply, self.downlink.acknowledged,
                                         lambda pdu: self.files.receive(pdu), keys, self.replay)
+        self.keys = KeyManager(events(KeyManager), keys, self.key_overlay, self.link_service.sealed_with)
         self.timers = Timers(self.clock)
         self.executive = Executive(
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
@@ -400,9 +402,12 @@ class Agent:
 
     def stop(self, reason: str, exit_status: int = EXIT_STAY_DOWN) -> None:
         """Ask the loop to end after this turn; safe from a signal handler or another thread.
-        ``exit_status``: what the process should exit with (the service acts on it: SHUTDOWN)."""
-        self.exit_status = exit_status
-        self._stop_reason = reason
+        ``exit_status``: what the process should exit with (the service acts on it: SHUTDOWN).
+        The first request says how the run ends: a SIGTERM arriving after SHUTDOWN then=RESTART_SAFE
+        must not turn the restart into staying down."""
+        if self._stop_reason is None:
+            self.exit_status = exit_status
+            self._stop_reason = reason
         try:
             self._wake_w.send(b"\0")
         except OSError:

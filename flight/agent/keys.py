@@ -10,7 +10,7 @@ ring changes: a command reports completed only once the change would survive a p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort
@@ -25,11 +25,14 @@ class KeyManager(Component):
     EVENTS = ("KEY_LOADED", "KEY_REVOKED")
     CHANNELS = ("tc_keys_active",)
 
-    def __init__(self, emit: EventPort, ring: KeyRing | None, overlay: KeyOverlay | None):
-        """``ring`` None: telecommands are not authenticated, and every key command fails saying so."""
+    def __init__(self, emit: EventPort, ring: KeyRing | None, overlay: KeyOverlay | None,
+                 sealed_with: Callable[[], int | None] = lambda: None):
+        """``ring`` None: telecommands are not authenticated, and every key command fails saying so.
+        ``sealed_with``: the slot that sealed the command being run (the link service's port)."""
         self._emit = emit
         self._ring = ring
         self._overlay = overlay
+        self._sealed_with = sealed_with
 
     def handlers(self) -> dict[str, Handler]:
         return {"KEY_LOAD": Handler(self._load), "KEY_REVOKE": Handler(self._revoke),
@@ -83,6 +86,10 @@ class KeyManager(Component):
                                 "changed in the key file (deploy/README.md, \"Keys\")", FailureCode.OUT_OF_RANGE)
         if ring.active() == [spi]:
             raise CommandFailed(f"spi: slot {spi} is the last active key; load another first (KEY_LOAD)",
+                                FailureCode.OUT_OF_RANGE)
+        if self._sealed_with() == spi:  # the ground seals with it: revoking it would lock the ground out
+            raise CommandFailed(f"spi: slot {spi} sealed this command; activate the new slot on the ground "
+                                "(sunlit-ground key activate), then revoke this one with a command it seals",
                                 FailureCode.OUT_OF_RANGE)
         overlay.revoked[spi] = slot.fingerprint()
         try:

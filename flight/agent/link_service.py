@@ -25,7 +25,7 @@ ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
 
 class LinkService(Component):
     NAME = "link service"
-    EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED")
+    EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED", "TC_REPLAY_NOT_KEPT")
     CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s", "tc_auth",
                 "tc_auth_rejected", "zmq_auth_refused")
 
@@ -48,6 +48,8 @@ class LinkService(Component):
         self.tc_auth_rejected = 0
         self._auth_unreported = 0
         self._auth_last: tuple[str, str] = ("", "")
+        self._replay_failures_reported = 0
+        self._sealed_with: int | None = None
         self._codec = codec
         self._clock = clock
         self._emit = emit
@@ -70,11 +72,17 @@ class LinkService(Component):
         self.link.publish(packet)
 
     def report_auth(self) -> None:
-        """Once per housekeeping period: refused telecommands since the last report, as one event."""
+        """Once per housekeeping period: refused telecommands since the last report, as one event;
+        failed writes of the replay window since the last report, as another."""
         if self._auth_unreported:
             kind, reason = self._auth_last
             self._emit("TC_AUTH_REJECTED", count=self._auth_unreported, kind=kind, reason=reason)
             self._auth_unreported = 0
+        replay = self._replay
+        if replay is not None and replay.store_failures > self._replay_failures_reported:
+            self._emit("TC_REPLAY_NOT_KEPT", count=replay.store_failures - self._replay_failures_reported,
+                       reason=replay.store_error or "written since")
+            self._replay_failures_reported = replay.store_failures
 
     def report_drops(self) -> None:
         dropped = self.link.stats.tx_dropped
@@ -87,14 +95,28 @@ class LinkService(Component):
     def handle(self, inbound: Inbound) -> None:
         self.tc_received += 1
         raw = inbound.packet
+        spi = None
         if self._keys is not None:
             try:
-                _spi, _sn, raw = open_tc(raw, self._keys, self._replay)
+                spi, _sn, raw = open_tc(raw, self._keys, self._replay)
             except AuthError as exc:  # dropped unread and unanswered: a forger learns nothing
                 self.tc_auth_rejected += 1
                 self._auth_unreported += 1
                 self._auth_last = (exc.kind, str(exc)[:160])
                 return
+        self._sealed_with = spi
+        try:
+            self._take(inbound, raw)
+        finally:
+            self._sealed_with = None
+
+    def sealed_with(self) -> int | None:
+        """The key slot that sealed the telecommand being handled now; None outside one (a time-tagged
+        command released later) or with authentication OFF. KEY_REVOKE refuses to revoke it."""
+        return self._sealed_with
+
+    def _take(self, inbound: Inbound, raw: bytes) -> None:
+        """An authenticated (or, with authentication OFF, a plain) packet: parsed and routed."""
         try:
             packet = unpack(raw)
         except PacketError as exc:

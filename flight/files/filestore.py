@@ -53,13 +53,19 @@ def check_name(name: str, tops: frozenset[str] | None, field: str = "name") -> s
 
 
 def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "name") -> Path:
-    """``root/name`` after :func:`check_name`, refused if links lead it outside ``root``."""
+    """``root/name`` after :func:`check_name`, refused if links lead it outside ``root`` or, for a
+    name in a directory, outside that directory (a link under ``products/`` to a model or to
+    ``jobs.json`` stays in the file area, but not where the name may reach)."""
     rel = check_name(name, tops, field)
     path = root / rel
-    real_root = os.path.realpath(root)
     real = os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root:
-        raise NameRefused(f"{field}: {name!r} leads outside the file area")
+    top, _, rest = rel.partition("/")
+    bases = [(os.path.realpath(root), "the file area")]
+    if rest:
+        bases.append((os.path.realpath(root / top), f"{top}/"))
+    for base, what in bases:
+        if os.path.commonpath([base, real]) != base:
+            raise NameRefused(f"{field}: {name!r} leads outside {what}")
     return path
 
 

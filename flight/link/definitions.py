@@ -914,6 +914,11 @@ EVENTS = (
     Event("TC_AUTH_REJECTED", 0x00D0, Severity.WARNING_HI, "{count} telecommands refused by authentication, "
           "last: {reason}", "Forged, replayed, stale or wrong-key telecommands were dropped before being read "
           "(reported at most once per housekeeping period)", ("count", "kind", "reason")),
+    Event("TC_REPLAY_NOT_KEPT", 0x00D3, Severity.WARNING_HI, "Telecommand replay window not written "
+          "({count} failed writes): {reason}", "The reservation that keeps captured telecommands from being "
+          "taken again after a restart could not be written; commands still run, and the window in memory "
+          "still refuses replays, but a restart before the next good write could take one (reported at most "
+          "once per housekeeping period)", ("count", "reason")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),

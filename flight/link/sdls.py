@@ -7,7 +7,9 @@ MAC before its CRC::
 
 - **SPI** (security parameter index) names the key slot; **SN** is the sender's sequence
   number, strictly increasing per slot: the ground uses its clock in microseconds (never less
-  than its last one + 1), so a restarted ground or a second console never goes backwards.
+  than its last one + 1), so a restarted ground keeps going forwards as long as its clock does.
+  Two grounds sealing with one slot must keep their clocks within the window of each other (or
+  use a slot each); a ground whose clock steps back is refused until it has caught up.
 - **MAC**: HMAC-SHA256 (``cryptography``), truncated to 128 bits, over the primary header,
   SPI, SN and data: authentication only, as SDLS's authentication mode (the data stays
   readable; confidentiality is the link's, CurveZMQ).
@@ -17,7 +19,11 @@ MAC before its CRC::
   (atomically, checked) only when the SN passes the last reservation, as that SN plus
   ``reserve`` (5 s of the ground's clock); after a restart nothing at or below the reservation
   is taken, so a packet seen before the restart can never be taken again, at the cost of at
-  most ``reserve`` of the ground's time refused after an agent's restart.
+  most ``reserve`` of the ground's time refused after an agent's restart. A reservation that
+  cannot be read, or is missing on an agent that has booted before (a state directory wiped
+  or restored from an old copy), refuses every SN up to the board's clock plus ``reserve`` on
+  every slot, a floor kept in the file from then on. A reservation that cannot be written is
+  counted and reported (``TC_REPLAY_NOT_KEPT``); commands still go.
 
 :func:`open_tc` checks in the cheapest order and parses nothing beyond the headers before the
 MAC has passed: length, CRC, SPI known and active, MAC, then the replay window.
@@ -59,6 +65,7 @@ KEY_LEN = 32
 RESERVE_US = 5_000_000      # what a reservation covers ahead of the highest SN (5 s of ground time)
 WINDOW_US = 2_000_000       # how far below the highest SN a packet may still come (2 s)
 MAX_SEEN = 65_536           # SNs remembered within the window (bounded)
+_ALL_SLOTS = "*"             # the replay file's key for a floor over every slot
 STATES = ("active", "revoked", "pending", "master", "telemetry")
 _KEY_LINE = re.compile(r"^\s*(\d{1,5})\s+([0-9a-fA-F]{64})(?:\s+(active|revoked|pending|master|telemetry))?\s*$")
 TM_SN_BOOT_SHIFT = 40       # a telemetry SN is boot count << 40 | a counter: increasing across restarts
@@ -350,7 +357,11 @@ class ReplayGuard:
     """Per SPI: the highest SN taken, the SNs taken within the window, and the reservation on
     disk (see the module's text). ``check`` raises :class:`AuthError` or records the SN."""
 
-    def __init__(self, path: Path | str | None, window: int = WINDOW_US, reserve: int = RESERVE_US):
+    def __init__(self, path: Path | str | None, window: int = WINDOW_US, reserve: int = RESERVE_US, *,
+                 expected: bool = False, now_us: Callable[[], int] = lambda: time.time_ns() // 1000):
+        """``expected``: the file should be there (the agent has booted before), so a missing one
+        is taken as an unreadable one: a state directory restored or wiped must not reopen the
+        window to packets captured before. ``now_us``: the clock that bounds SNs after a loss."""
         self.path = Path(path) if path is not None else None
         self.window, self.reserve = window, reserve
         self.highest: dict[int, int] = {}
@@ -360,25 +371,38 @@ class ReplayGuard:
         self._order: dict[int, deque[int]] = {}  # the same SNs in the order taken: pruned from the left
         self.load_error: str | None = None
         self.store_error: str | None = None
-        self._corrupt_floor = 0  # set when the file on disk cannot be read
-        self._load()
+        self.store_failures = 0  # writes of the reservation that failed (reported by the link service)
+        self._floor_all = 0  # every slot, after a reservation was lost: kept in the file ("*") from then on
+        self._now_us = now_us
+        self._load(expected)
 
-    def _load(self) -> None:
-        if self.path is None or not self.path.exists():
+    def _load(self, expected: bool) -> None:
+        if self.path is None:
+            return
+        if not self.path.exists():
+            if expected:
+                self._lost(f"{self.path.name} missing though the agent has run before")
             return
         try:
             body = read_checked_json(self.path)
+            floor_all = int(body.pop(_ALL_SLOTS, 0))
             self.floor = {int(k): int(v) for k, v in body.items()}
         except (CorruptFile, OSError, AttributeError, TypeError, ValueError) as exc:
-            # Unreadable: refuse every SN up to now on the ground's clock, plus the reserve.
-            self.load_error = f"{self.path.name} unreadable ({exc}); SNs up to now + {self.reserve} us refused"
-            self.floor = {}
-            self._corrupt_floor = time.time_ns() // 1000 + self.reserve
+            self._lost(f"{self.path.name} unreadable ({exc})")
             return
+        self._floor_all = floor_all
         self.reserved = dict(self.floor)
 
+    def _lost(self, why: str) -> None:
+        """No reservation to trust: refuse every SN up to now on the board's clock, plus the
+        reserve, for every slot, and keep that floor in the file so a later restart keeps it."""
+        self._floor_all = self._now_us() + self.reserve
+        self.floor = {}
+        self.load_error = f"{why}; SNs up to now + {self.reserve} us refused"
+        self._write()
+
     def floor_of(self, spi: int) -> int:
-        return self.floor.get(spi, self._corrupt_floor)
+        return max(self.floor.get(spi, 0), self._floor_all)
 
     def check(self, spi: int, sn: int) -> None:
         if sn <= self.floor_of(spi):
@@ -407,12 +431,23 @@ class ReplayGuard:
 
     def _reserve(self, spi: int, value: int) -> None:
         self.reserved[spi] = value
-        if self.path is not None:
-            try:
-                write_checked_json(self.path, {str(k): v for k, v in self.reserved.items()})
-                self.store_error = None
-            except OSError as exc:  # commands still go; a restart before the next write may take a replay
-                self.store_error = f"{self.path.name}: {exc.strerror or exc}"
+        self._write()
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        body: dict[str, int] = {str(k): v for k, v in self.reserved.items()}
+        if self._floor_all:
+            body[_ALL_SLOTS] = self._floor_all
+        try:
+            write_checked_json(self.path, body)
+            self.store_error = None
+        except OSError as exc:
+            # Commands still go (a full disk must not lock the ground out), and the window in memory
+            # still refuses replays; a restart before the next good write may take one. Counted and
+            # reported (TC_REPLAY_NOT_KEPT) so that the operators know.
+            self.store_failures += 1
+            self.store_error = f"{self.path.name}: {exc.strerror or exc}"
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
