@@ -64,14 +64,18 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   from the clean one, or their confidence by > ``CONSEQUENCE``, over a simulated day
   (:func:`upset_day`). What is modelled, not measured: the truth (the harness's upset model,
   hil/profiles/radiation.py, along the TLE of hil/data/profiles/sso_550.parquet flown for a day,
-  per bit, x ``DAY_UPSET_SCALE``; ``day_truth_vs_profile_rel`` checks it against the profile's
-  3 h column); upsets land only in the weights the scrubber keeps (owned and golden; activations
+  per bit; ``day_truth_vs_profile_rel`` checks it against the profile's 3 h column): the day runs
+  at ``DAY_UPSET_SCALE`` times the SAA's rate (the track's peak) at every step, while the agent
+  predicts its own flux class along the orbit, so its scrub period is mostly the quiet one and
+  the checks, not the scrubber, must catch what lands; upsets land only in the weights the scrubber keeps (owned and golden; activations
   and results held are the HIL's, through the worker's hooks: hil/scenarios/sso_memory_upsets.toml,
   flight/compute/inject.py); one job of ``DAY_TILES_PER_STEP`` tiles per
   ``DAY_STEP_S`` step, not continuous inference (``day_compression``). What is the worker's
   own: the agent's predicted class (``radiation_estimate``), the scrub, the checks, the rerun,
   the products and their receipts. ``day_upsets`` and ``day_tiles`` say what happened
-  (:class:`DayTally`); ``day_stress`` the first ``DAY_STRESS_S`` again at ``DAY_STRESS_SCALE``.
+  (:class:`DayTally`; ``injected_owned_model``: the upsets in the model's own weights, not in
+  the checks' sums, which make up most of the bytes kept); ``day_stress`` the first
+  ``DAY_STRESS_S`` of the track again at ``DAY_STRESS_SCALE`` times its own rate.
 
 ``python -m bench.radiation [--seed N]``; the published figures use the default seed
 (:data:`SEED`). The tolerance (:data:`flight.compute.abft.SAFETY`) was chosen from the
@@ -139,7 +143,7 @@ SSO_PERIOD_S = 5739.0  # the profile's orbit (hil/data/profiles/sso_550.parquet,
 DAY_PROFILE = Path(__file__).resolve().parent.parent / "hil" / "data" / "profiles" / "sso_550.parquet"
 DAY_S = 86400.0
 DAY_STEP_S = 60.0
-DAY_UPSET_SCALE = 100.0  # x the harness's upset rate along the track
+DAY_UPSET_SCALE = 100.0  # x the harness's upset rate in the SAA (the track's peak), all day
 DAY_STRESS_SCALE = 1e4  # and the first DAY_STRESS_S of the day again at this scale: enough upsets to count
 DAY_STRESS_S = 21600.0
 DAY_TILES_PER_STEP = 16  # held-out tiles run per step (the 800 in turn)
@@ -583,6 +587,7 @@ class DayTally:
     injected: int = 0
     injected_owned: int = 0
     injected_golden: int = 0
+    injected_owned_model: int = 0  # of the owned: in the model's own weights (the rest: the checks' sums)
     repaired_before_use: int = 0
     detected: int = 0
     corrected_after_rerun: int = 0
@@ -658,6 +663,7 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                     view[byte] ^= np.uint8(1 << bit)
                     if copy == 0:
                         tally.injected_owned += 1
+                        tally.injected_owned_model += not name.startswith(abft.PREFIX)
                         upsets_owned.append({"tensor": name, "byte": byte, "bit": bit, "used": False,
                                              "caught": False, "marked": False})
                     else:
@@ -723,7 +729,11 @@ def run_job(bench, job_id: int, input_set: str) -> tuple[np.ndarray, np.ndarray,
 
 def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
     t_start = time.perf_counter()
-    tally, track = upset_day(seed, scale)
+    track = day_track()
+    saa_rate = float(track.upsets_per_bit_s.max())
+    saa_day = DayTrack(track.time_unix_s, np.full_like(track.upsets_per_bit_s, saa_rate), track.predicted,
+                       track.profile_check_rel)
+    tally, _ = upset_day(seed, scale, track=saa_day)
     flux = [r.flux_class.value for r in track.predicted]
     stress_track = DayTrack(track.time_unix_s[:int(DAY_STRESS_S / DAY_STEP_S)],
                             track.upsets_per_bit_s[:int(DAY_STRESS_S / DAY_STEP_S)],
@@ -732,14 +742,16 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
     return {
         "corrupt_results_reported_good": tally.corrupt_reported_good,
         "day_upsets": {k: getattr(tally, k) for k in (
-            "injected", "injected_owned", "injected_golden", "repaired_before_use", "detected",
+            "injected", "injected_owned", "injected_owned_model", "injected_golden", "repaired_before_use", "detected",
             "corrected_after_rerun", "used_undetected", "outstanding_at_end")},
         "day_tiles": {k: getattr(tally, k) for k in (
             "tiles", "tiles_passed", "tiles_failed", "tiles_unchecked", "tiles_corrupt", "corrupt_reported_good",
             "jobs")},
         "day_corrupt_examples": tally.examples,
         "day_upset_scale": scale,
-        "day_upsets_expected": round(float(np.sum(track.upsets_per_bit_s)) * DAY_STEP_S * scale * 8 * 4
+        "day_upset_rate": f"{scale:g} x the SAA's rate (the track's peak, {saa_rate:.3g} per bit per s) at every step; "
+                          f"the track's mean is {float(track.upsets_per_bit_s.mean()):.3g}",
+        "day_upsets_expected": round(saa_rate * len(track.predicted) * DAY_STEP_S * scale * 8 * 4
                                      * tally.weight_bytes, 2),
         "day_predicted_flux_steps": {c: flux.count(c) for c in sorted(set(flux))},
         "day_truth_vs_profile_rel": round(track.profile_check_rel, 4),
@@ -748,7 +760,7 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
         "day_stress": {"upset_scale": DAY_STRESS_SCALE, "simulated_s": DAY_STRESS_S,
                        "corrupt_results_reported_good": stress.corrupt_reported_good,
                        **{k: getattr(stress, k) for k in (
-                           "injected", "injected_owned", "injected_golden", "repaired_before_use", "detected",
+                           "injected", "injected_owned", "injected_owned_model", "injected_golden", "repaired_before_use", "detected",
                            "corrected_after_rerun", "used_undetected", "outstanding_at_end", "tiles", "tiles_passed",
                            "tiles_failed", "tiles_corrupt")},
                        "examples": stress.examples},

@@ -530,11 +530,13 @@ class ClosedLoop:
         account: dict[str, Any] = {"scale": self.sc.memory_upset_scale, "targets": list(self.sc.memory_targets),
                                    "requested": dict(self.memory_requested)}
         path = self.workdir / "state" / "compute" / INJECT_DIR / INJECT_LEDGER
+        account["ledger_error"] = None  # why there is no ledger to judge by (the criterion fails on it)
         try:
             ledger = read_checked_json(path)
         except CorruptFile as exc:
             if self._memory_count:
                 self.notes.append(f"memory upsets: no ledger from the worker ({exc})")
+            account["ledger_error"] = str(exc)
             ledger = {"totals": {}, "upsets": []}
         account["totals"] = ledger.get("totals", {})
         account["batches"] = ledger.get("batches", {})  # each judged batch once: distinct corrupt tiles

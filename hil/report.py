@@ -76,19 +76,41 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         checks.append(Check("commands_verified", not failed,
                             f"{len(result.commands) - len(failed)} of {len(result.commands)} commands completed"
                             + (f"; first failure: {failed[0]['command']}: {failed[0]['outcome']}" if failed else "")))
-    if result.memory_upsets:  # upsets into the worker's memory: a corrupt result reported good fails the run
-        totals = result.memory_upsets.get("totals", {})
-        good = result.memory_upsets.get("batches", {}).get("corrupt_reported_good", 0)
-        applied = sum(t.get("applied", 0) for t in totals.values())
-        detected = sum(t.get("detected", 0) for t in totals.values())
-        checks.append(Check("no_corrupt_result_reported_good", good == 0,
-                            f"{applied} upsets in the worker's memory, {detected} detected; {good} tiles reported "
-                            f"passed while corrupt"))
+    if result.memory_upsets or (sc.memory_upset_scale > 0 and sc.agent != "naive"):
+        checks.append(corrupt_results_check(result))  # upsets into the worker's memory
     if crit.min_work is not None:
         work = work_done(result)
         how = "screened by the real worker" if result.scenario.compute_real else "done (modelled)"
         checks.append(Check("minimum_work", work >= crit.min_work, f"{work:.0f} tiles {how} (minimum {crit.min_work})"))
     return checks
+
+
+def corrupt_results_check(result: RunResult) -> Check:
+    """``no_corrupt_result_reported_good``: a corrupt tile its product said passed fails the run, and so
+    does a run that asked for upsets and has none to judge (no ledger, none applied): it proved nothing.
+    Corrupt tiles nothing checked (checks off) are said apart: their product said unchecked, not good."""
+    account = result.memory_upsets
+    totals, batches = account.get("totals", {}), account.get("batches", {})
+    requested = sum(account.get("requested", {}).values())
+    applied = sum(t.get("applied", 0) for t in totals.values())
+    detected = sum(t.get("detected", 0) for t in totals.values())
+    good, unchecked = batches.get("corrupt_reported_good", 0), batches.get("corrupt_unchecked", 0)
+    detail = (f"{applied} upsets in the worker's memory, {detected} detected; {good} tiles reported passed while "
+              f"corrupt; {unchecked} corrupt tiles unchecked")
+    if not account:
+        empty = "no account of them from the run"
+    elif not requested:
+        empty = "the harness drew none (the profile's upset rate x the scale x the run's steps)"
+    elif account.get("ledger_error"):
+        empty = f"{requested} asked for, but no ledger from the worker ({account['ledger_error']})"
+    elif not applied:
+        why = next((u.get("note") for u in account.get("examples", []) if u.get("note")), "")
+        empty = f"{requested} asked for, none applied" + (f" (first reason: {why})" if why else "")
+    else:
+        return Check("no_corrupt_result_reported_good", good == 0, detail)
+    return Check("no_corrupt_result_reported_good", False,
+                 f"memory upsets asked for (memory_upset_scale {result.scenario.memory_upset_scale:g}) but none "
+                 f"judged: {empty}; {detail}")
 
 
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:
@@ -127,6 +149,10 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         # [radiation] memory_upset_scale: per target, the upsets asked for, applied, detected,
         # corrected, and the tiles reported passed while corrupt (flight/compute/inject.py); None without.
         "memory_upsets": result.memory_upsets or None,
+        # Corrupt tiles their product said unchecked (checks off, or batches no check ran on): not
+        # reported good, not caught either; None without memory upsets.
+        "corrupt_results_unchecked": (result.memory_upsets.get("batches", {}).get("corrupt_unchecked", 0)
+                                      if result.memory_upsets else None),
         # The agent's energy plans (TM(140,1)) held against the harness's battery.
         **plan_error(result),
         "notes": result.notes,

@@ -150,8 +150,11 @@ flight/compute/inject.py): a bit of the weights it owns, of an activation throug
 graph, or of a result it holds. The worker follows each to its end and keeps a ledger; the
 summary (``memory_upsets``) and the report count per target the upsets asked for, applied,
 detected (and by what), corrected, and the tiles whose product said passed while corrupt
-(``corrupt_reported_good``). The profile's rate is for the whole board; all of it is aimed at the
-worker's few megabytes, which is why the scale is a stress factor, not a physical one.
+(``corrupt_reported_good``) or unchecked (``corrupt_results_unchecked``: checks off). A run that
+asked for upsets and has none to judge (none drawn, no ledger, none applied) fails
+``no_corrupt_result_reported_good`` too: it tested nothing. The profile's rate is for the whole
+board; all of it is aimed at the worker's few megabytes, which is why the scale is a stress
+factor, not a physical one.
 """
 
 from __future__ import annotations

@@ -12,13 +12,16 @@ import json
 import time
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute import protocol as cp
+from flight.compute.abft import describe
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
 from flight.compute.package import ReferenceSet, compare_outputs, run_outputs, sha256_hex
-from flight.compute.providers import CPU
+from flight.compute.providers import CPU, CUDA, GPU_PROVIDERS
 from flight.compute.store import Provenance
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, Protection
@@ -264,6 +267,32 @@ def test_changing_abft_checks_reopens_the_session_and_the_pass_runs_once_per_ver
     rebuilt = bench.worker._session(MODEL_NAME)  # noqa: SLF001
     assert bench.worker._checked_models[MODEL_NAME].data == made.data  # noqa: SLF001
     assert rebuilt.scrubber.verify() and run_all(rebuilt)[1].all()
+
+
+@pytest.mark.skipif(bool(set(GPU_PROVIDERS) & set(ort.get_available_providers())),
+                    reason="checks the CPU-only build; with a GPU provider the worker checks at tf32")
+@pytest.mark.req("RAD-104", "RAD-106")
+def test_on_the_cpu_the_worker_checks_at_fp32_says_so_and_keeps_each_precision_apart(bench):
+    admit(bench, abft=False)
+    assert infer(bench, 1)[0]["abft_precision"] is None  # no checksum pass: no precision claimed
+    admit(bench, abft=True)
+    receipt = infer(bench, 2)[0]
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
+    # Only the CPU provider is in this onnxruntime build: float32 arithmetic, float32 tolerance.
+    assert (receipt["abft_precision"], receipt["provider"], receipt["check_status"]) == ("fp32", CPU, "passed")
+    assert model.abft_precision == made.precision == describe(onnx.load_from_string(made.data))["precision"] == "fp32"
+    # A GPU provider the build lacks changes nothing: onnxruntime would run the model on the CPU.
+    bench.worker.providers = (CUDA, CPU)
+    again = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert again is not model and again.abft_precision == "fp32"
+    assert bench.worker._checked_models[MODEL_NAME].data is made.data  # noqa: SLF001 - the same precision: reused
+    # The kept model is kept per precision: one made for tf32 is never reused for fp32, nor the other way.
+    sha = sha256_hex(SHIPPED)
+    tf32 = bench.worker._checked_bytes(MODEL_NAME, SHIPPED, sha, "tf32")  # noqa: SLF001
+    assert tf32 != made.data and describe(onnx.load_from_string(tf32))["precision"] == "tf32"
+    fp32 = bench.worker._checked_bytes(MODEL_NAME, SHIPPED, sha, "fp32")  # noqa: SLF001
+    assert fp32 == made.data and describe(onnx.load_from_string(fp32))["precision"] == "fp32"
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair

@@ -17,6 +17,7 @@ from flight.compute.providers import (
     TENSORRT,
     OpenedSession,
     SessionError,
+    abft_precision,
     open_session,
     providers_to_try,
     session_options_for,
@@ -38,6 +39,22 @@ def test_preference_order_and_cpu_last():
     assert providers_to_try([CUDA, CUDA]) == [CUDA, CPU]  # repeats dropped, CPU always last
     with pytest.raises(TypeError, match="provider_options"):
         providers_to_try([(CUDA, {"device_id": 0})])
+
+
+@pytest.mark.req("RAD-106")
+def test_the_checksum_precision_is_tf32_wherever_a_gpu_provider_may_run_the_model():
+    everything = [TENSORRT, CUDA, CPU]
+    # A GPU provider asked for and built in: its Conv/MatMul may round operands to TF32.
+    assert abft_precision(None, everything) == "tf32"  # the worker's list: TensorRT, CUDA, CPU
+    assert abft_precision([TENSORRT, CPU], [TENSORRT, CPU]) == "tf32"
+    assert abft_precision([CUDA], [CUDA, CPU]) == "tf32"
+    # Asked for but not in the build, or built in but not asked for: only the CPU runs it.
+    assert abft_precision(None, [CPU]) == "fp32"
+    assert abft_precision([CPU], everything) == "fp32"
+    assert abft_precision([TENSORRT, CUDA], [CPU]) == "fp32"
+    assert abft_precision(["SomeOtherExecutionProvider"], ["SomeOtherExecutionProvider", CPU]) == "fp32"
+    # Without lists of its own: the worker's default order over this onnxruntime build's providers.
+    assert abft_precision() == ("tf32" if {TENSORRT, CUDA} & set(ort.get_available_providers()) else "fp32")
 
 
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")

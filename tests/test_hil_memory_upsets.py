@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from flight.compute import protocol as cp
+from flight.compute.inject import REQUEST_DIR
+from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
+from flight.link.definitions import Admission, FluxClass
+from flight.storage import write_checked_json
 from hil.scenario import ScenarioError, parse_scenario
+from tests.model_helpers import WorkerBench
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
@@ -72,3 +79,111 @@ def test_memory_upsets_need_the_real_worker_and_known_targets():
         parse_scenario(scenario(memory_upset_scale=1.0, memory_targets=[]))
     sc = parse_scenario(scenario(memory_upset_scale=10.0))
     assert sc.memory_targets == ("weights", "activations", "outputs") and sc.memory_upset_scale == 10.0
+
+
+# --- the criterion judges what the worker's ledger says, and fails a run that has nothing to judge --------
+
+QUIET = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, None)
+STEP_S = 10  # scenario()'s step
+THREE_UPSETS_PER_S = 3.0 / (SCALE * STEP_S)  # a profile rate that makes Poisson(3) upsets in one step
+
+
+def made_up_run(sc, account):
+    """Three steps of a run, made up (no agent), carrying the harness's account of the memory upsets."""
+    from hil.loop import RunResult, Trace
+
+    tr = Trace()
+    for k in range(3):
+        for name, value in [("time_s", 1.8e9 + STEP_S * k), ("soc_pct", 80.0), ("bus_voltage_v", 16.0),
+                            ("solar_power_w", 50.0), ("board_power_w", 10.0), ("temp_board_c", 40.0),
+                            ("temp_radiator_c", 20.0), ("power_mode", "15W"), ("mode", "COMPUTE"), ("duty", 1.0),
+                            ("work", 0.0), ("shadow_factor", 1.0), ("proton_flux_cm2_s", 0.0), ("agent_up", True)]:
+            getattr(tr, name).append(value)
+    return RunResult(scenario=sc, trace=tr, events=[], faults=[], commands=[], wall_s=0.5, sim_s=20.0,
+                     max_lag_ms=None, agent_silences=0, real_tiles=32, notes=[], memory_upsets=account)
+
+
+def harness_and_worker(tmp_path, targets, abft=True, scrub=True):
+    """The harness's loop (not flown) and a real worker with upset injection on the compute directory
+    the loop writes its requests into, as the agent's worker would be."""
+    from hil.loop import ClosedLoop
+
+    loop = ClosedLoop(parse_scenario(scenario(memory_upset_scale=SCALE, memory_targets=targets)), tmp_path / "run")
+    bench = WorkerBench(tmp_path / "run" / "state" / "compute", allow_unsigned=True, upset_injection=True)
+    bench.worker.install_shipped_models()
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=scrub,
+                                  abft_checks=abft))
+    bench.data_set("held", load_held_out().tiles[:32].astype(np.float32))
+    return loop, bench
+
+
+def judged(loop, bench=None):
+    """The worker runs a job on the upsets asked (if there is a worker); the criterion on the loop's account."""
+    from hil.report import evaluate, summary
+
+    if bench is not None:
+        job = bench.infer(1, "held", model=MODEL_NAME)
+        assert job.state.value == "DONE", job.detail
+        bench.close()
+    result = made_up_run(loop.sc, loop._memory_account())  # noqa: SLF001
+    checks = evaluate(result)
+    return {c.name: c for c in checks}["no_corrupt_result_reported_good"], result, summary(result, checks)
+
+
+@pytest.mark.req("HIL-022")
+def test_upsets_asked_for_with_no_ledger_from_the_worker_fail_the_criterion(tmp_path):
+    from hil.loop import ClosedLoop
+
+    loop = ClosedLoop(parse_scenario(scenario(memory_upset_scale=SCALE)), tmp_path / "run")
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001 - asked; no worker takes them
+    asked = sum(loop.memory_requested.values())
+    assert asked >= 1
+    check, result, _ = judged(loop)
+    assert not check.passed and f"{asked} asked for, but no ledger from the worker" in check.detail
+    assert "0 tiles reported passed while corrupt" in check.detail  # which alone would have passed
+    assert "cannot be read" in result.memory_upsets["ledger_error"]  # the loop says why it has no ledger
+    # The scale asks for upsets but the rate over the run drew none: nothing was tested either.
+    loop = ClosedLoop(parse_scenario(scenario(memory_upset_scale=SCALE)), tmp_path / "quiet")
+    loop._memory_upsets({"upset_rate_per_s": 0.0}, 0.0)  # noqa: SLF001
+    check, _, _ = judged(loop)
+    assert not check.passed and "the harness drew none" in check.detail
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_upsets_asked_for_and_none_applied_fail_the_criterion_with_the_reason(tmp_path):
+    # Without owned weights (weights_scrub off) there is nowhere for a weight upset to land.
+    loop, bench = harness_and_worker(tmp_path, ["weights"], scrub=False)
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    asked = sum(loop.memory_requested.values())
+    check, result, _ = judged(loop, bench)
+    weights = result.memory_upsets["totals"]["weights"]
+    assert asked >= 1 and (weights["requested"], weights["applied"], weights["not_applied"]) == (asked, 0, asked)
+    assert not check.passed and f"{asked} asked for, none applied" in check.detail
+    assert "not buffers the worker owns" in check.detail  # the worker's reason, from its ledger
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_a_run_whose_upsets_were_applied_and_none_reported_good_passes_as_before(tmp_path):
+    loop, bench = harness_and_worker(tmp_path, ["outputs"])  # each caught by its CRC and made again
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    check, result, body = judged(loop, bench)
+    applied = result.memory_upsets["totals"]["outputs"]["applied"]
+    assert applied >= 1 and check.passed, check.detail
+    assert check.detail.startswith(f"{applied} upsets in the worker's memory, {applied} detected; 0 tiles reported "
+                                   f"passed while corrupt; 0 corrupt tiles unchecked")
+    assert body["corrupt_results_unchecked"] == 0
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_with_checks_off_corrupt_tiles_are_counted_as_unchecked_not_dropped(tmp_path):
+    loop, bench = harness_and_worker(tmp_path, ["activations"], abft=False)
+    # A flip no check could see even with checks on (the head's input): its tiles are corrupt.
+    write_checked_json(bench.root / REQUEST_DIR / "u000001.json", {"target": "activations", "seed": 7,
+                                                                    "tensor": "z", "bit": 30})
+    loop.memory_requested["activations"] = 1
+    check, result, body = judged(loop, bench)
+    unchecked = result.memory_upsets["batches"]["corrupt_unchecked"]
+    assert unchecked >= 1 and result.memory_upsets["batches"]["corrupt_reported_good"] == 0
+    assert check.passed and f"0 tiles reported passed while corrupt; {unchecked} corrupt tiles unchecked" in check.detail
+    assert body["corrupt_results_unchecked"] == unchecked

@@ -16,8 +16,8 @@ batch again; tiles that still fail are marked failed in the product. Per tile, i
 ``check`` array: :data:`UNCHECKED` (0), :data:`PASSED` (1), :data:`FAILED` (-1).
 
 The receipt (:meth:`ProductChecks.receipt`) is in every product's summary: the model's SHA-256,
-its protection level, the check status with counts, the scrub age, and the environment the agent
-predicted while it was computed.
+its protection level (with the arithmetic the checksum pass checked for: ``abft_precision``), the
+check status with counts, the scrub age, and the environment the agent predicted while it was computed.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class ProductChecks:
     model_sha256: str
     protection: Protection
     provider: str
+    abft_precision: str = ""  # the arithmetic the checksum pass checks for ("fp32", "tf32"); "": no checksum pass
     batches: int = 0
     tiles: int = 0
     tiles_checked: int = 0
@@ -197,6 +198,7 @@ class ProductChecks:
             "model_sha256": self.model_sha256,
             "protection": self.protection.value,
             "provider": self.provider,
+            "abft_precision": self.abft_precision or None,
             "check_status": self.check_status,
             "tiles_checked": self.tiles_checked,
             "tiles_passed": self.tiles_checked - self.tiles_failed,

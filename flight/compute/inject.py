@@ -167,7 +167,7 @@ class UpsetInjector:
         self.bad_requests = 0
         self.dropped = 0
         self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
-        self._references: dict[str, Any] = {}  # model sha256 + protection -> reference session
+        self._references: dict[str, Any] = {}  # model sha256 + protection + precision -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
         self._in_flight: Batch | None = None  # the batch being run and checked now
         self._changed = False
@@ -427,7 +427,7 @@ class UpsetInjector:
         return hooked, tensors
 
     def _reference(self, session: Any) -> Any:
-        key = f"{session.sha256}/{session.protection}"
+        key = f"{session.sha256}/{session.protection}/{session.abft_precision}"  # the bytes it was protected to
         ref = self._references.get(key)
         if ref is None:
             self._references = {key: self._open_reference(session.data)}  # one model at a time

@@ -66,6 +66,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PREFERENCE = (TENSORRT, CUDA, CPU)
 """Fastest first. CPU is always tried last whatever the caller asks for: it cannot be missing."""
+GPU_PROVIDERS = (TENSORRT, CUDA)
+"""Providers whose Conv/MatMul may round operands to TF32 (flight/compute/abft.py: PRECISIONS)."""
 
 _OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -155,6 +157,13 @@ def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:
     if CPU not in order:
         order.append(CPU)
     return order
+
+
+def abft_precision(preferred: Sequence[str] | None = None, available: Sequence[str] | None = None) -> str:
+    """The checksum pass's precision: "tf32" if a GPU may run the model (on Orin: TF32 by default), else "fp32"."""
+    # A GPU session that fails to open falls back to the CPU with this model: a looser check there, no false alarm.
+    have = ort.get_available_providers() if available is None else available
+    return "tf32" if any(p in GPU_PROVIDERS and p in have for p in providers_to_try(preferred)) else "fp32"
 
 
 def open_session(

@@ -33,12 +33,13 @@ owns (flight/compute/providers.py: owned_weights_options), which a :class:`Weigh
 (flight/compute/scrub.py) checks against three voted golden copies from the loop, a full pass per
 period that follows the flux the agent predicts (``Admit.radiation``). With ``abft_checks`` the
 session runs the model as the checksum pass (flight/compute/abft.py) rewrites it, made once per
-model version from the store's verified bytes, its check weights owned and scrubbed with the rest;
-a model the pass refuses runs unchecked, said once. A batch whose check fails (the checksum pass's
+model version from the store's verified bytes for the arithmetic of the providers it may run on
+(tf32 where a GPU provider may: providers.abft_precision), its check weights owned and scrubbed
+with the rest; a model the pass refuses runs unchecked, said once. A batch whose check fails (the checksum pass's
 per-sample flag, flight/compute/checks.py, or a double run that disagrees) makes the worker scrub
 at once and run it again; tiles that still fail are marked in the product. Every product carries a
-receipt: model SHA-256 (the store's, as uplinked), protection level, check status with counts,
-scrub age, the predicted environment.
+receipt: model SHA-256 (the store's, as uplinked), protection level and the checksum pass's
+precision, check status with counts, scrub age, the predicted environment.
 
 A worker never outlives its agent and never shares its directory: it asks Linux to signal
 it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
@@ -81,7 +82,14 @@ from flight.compute.checks import (
 )
 from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.inject import Batch, UpsetInjector
-from flight.compute.providers import CPU, SessionError, open_session, owned_weights_options
+from flight.compute.providers import (
+    CPU,
+    PREFERENCE,
+    SessionError,
+    abft_precision,
+    open_session,
+    owned_weights_options,
+)
 from flight.compute.scrub import Repair, WeightScrubber, WeightsUnrepairable, scrub_period_s
 from flight.compute.store import (
     Copy,
@@ -186,6 +194,7 @@ class _Session(NamedTuple):
     name: str = ""
     outputs: tuple[str, ...] = ()  # what a run asks for: the model's own result, then check_output where it has one
     data: bytes = b""  # the model as this session runs it (HIL upset injection hooks and judges it; else unused)
+    abft_precision: str = ""  # the checksum pass's record of the arithmetic it checks for: "fp32", "tf32"; "" unchecked
 
 
 class _CheckedModel(NamedTuple):
@@ -194,19 +203,24 @@ class _CheckedModel(NamedTuple):
     source_sha256: str  # the store's bytes it was made from
     data: bytes | None  # the protected model; None: run the store's bytes (their own check output, or refused)
     sha256: str  # of ``data``, checked at each reuse ("" with no data)
+    precision: str  # the arithmetic it was made for (providers.abft_precision): made again when that changes
 
 
-def _check_output_of(data: bytes) -> str:
+def _check_output_of(data: bytes) -> tuple[str, str]:
     """What the ONNX model ``data`` says of the checksum pass's per-sample output: "ours" (this
     build's pass made it, same version: its flag is trusted), "foreign" (an output of that name the
-    pass of this build did not make: never read as a check), or "" (none)."""
+    pass of this build did not make: never read as a check), or "" (none); with the precision the
+    pass's record gives where it is ours ("" otherwise)."""
     model = onnx.load_from_string(data)
     if not any(o.name == CHECK_OUTPUT for o in model.graph.output):
-        return ""
+        return "", ""
     try:
-        return "ours" if is_protected(model) and describe(model).get("version") == PASS_VERSION else "foreign"
+        record = describe(model) if is_protected(model) else {}
     except ValueError:  # a record that does not parse
-        return "foreign"
+        return "foreign", ""
+    if record.get("version") != PASS_VERSION:
+        return "foreign", ""
+    return "ours", str(record.get("precision", ""))
 
 
 @dataclass
@@ -241,8 +255,10 @@ class Worker:
         self.power_w: float | None = None
         self.reason = "waiting for the agent"
         self.provider = ""
+        # What every session is opened with, fastest first; the checksum pass's precision follows it.
+        self.providers: tuple[str, ...] = PREFERENCE
         self.totals = InferenceTotals()
-        self._sessions: dict[tuple[str, int, bool], _Session] = {}
+        self._sessions: dict[tuple[Any, ...], _Session] = {}
         self._states: dict[str, ModelState | None] = {}  # the store's, cached until a model changes
         self._current_model = self._latest_model()  # whose provenance goes into the status
         self._training: dict[int, TrainingJob] = {}
@@ -434,7 +450,7 @@ class Worker:
     # --- work ------------------------------------------------------------------------------
 
     def _session(self, model: str) -> _Session:
-        key = (model, self.threads, self.scrub_weights, self.abft_checks)
+        key = (model, self.threads, self.scrub_weights, self.abft_checks, self.providers)
         if key not in self._sessions:
             state = self._state(model)
             if state is not None and state.probation and state.fallback is not None:
@@ -460,50 +476,54 @@ class Worker:
         """A session on ``data`` (the store's verified bytes, SHA-256 ``sha256``). With ``abft_checks``
         it runs the model as the checksum pass rewrites it (:meth:`_checked_bytes`); a protected model
         onnxruntime will not open runs as uplinked, said once. The session keeps the store's
-        ``sha256``: the receipt names the model the ground uplinked, whatever the pass added to it."""
-        checked = self._checked_bytes(name, data, sha256) if self.abft_checks else None
+        ``sha256``: the receipt names the model the ground uplinked, whatever the pass added to it.
+        The pass checks for the arithmetic of the providers the session may run on (tf32 where a GPU
+        may, :func:`~flight.compute.providers.abft_precision`)."""
+        precision = abft_precision(self.providers)
+        checked = self._checked_bytes(name, data, sha256, precision) if self.abft_checks else None
         if checked is not None:
             try:
                 return self._open_bytes(name, checked, version, sha256, from_golden)
             except Exception as exc:  # noqa: BLE001 - onnxruntime's kinds: the pass's graph is at fault, not the model
                 self._checks_refused(name, sha256, f"onnxruntime will not open it protected ({type(exc).__name__}: "
-                                                   f"{exc})")
+                                                   f"{exc})", precision)
         return self._open_bytes(name, data, version, sha256, from_golden)
 
-    def _checked_bytes(self, name: str, data: bytes, sha256: str) -> bytes | None:
+    def _checked_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
         """``data`` (the store's verified bytes of ``name``, SHA-256 ``sha256``) with the checksum pass's
-        checks added, or None to run ``data`` as it is: it has its own check output already, or the pass
-        refused it (said once per version: MODEL_UNCHECKED, naming the node).
+        checks added for the arithmetic ``precision`` ("fp32", "tf32"), or None to run ``data`` as it
+        is: it has its own check output already, or the pass refused it (said once per version:
+        MODEL_UNCHECKED, naming the node).
 
-        Made once per version and kept, one version per model name (a session opens again whenever
-        the threads or the parameters change). The pass is deterministic, so the kept bytes have a
-        SHA-256 of their own, checked at each reuse like the store's: a flip in them while kept would
-        otherwise become the scrubber's golden copy; on a mismatch they are made again."""
+        Made once per version and precision and kept, one per model name (a session opens again
+        whenever the threads or the parameters change). The pass is deterministic, so the kept bytes
+        have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while kept
+        would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
-        if kept is not None and kept.source_sha256 == sha256 and (
+        if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
         try:
-            made_by = _check_output_of(data)
+            made_by, _ = _check_output_of(data)
             if made_by == "foreign":
                 self._checks_refused(name, sha256, f"it has an output {CHECK_OUTPUT} that the checksum pass of this "
-                                                   f"build (version {PASS_VERSION}) did not make")
+                                                   f"build (version {PASS_VERSION}) did not make", precision)
                 return None
             if made_by == "ours":
-                kept = _CheckedModel(sha256, None, "")
+                kept = _CheckedModel(sha256, None, "", precision)
             else:
-                protected = protect_bytes(data)
-                kept = _CheckedModel(sha256, protected, hashlib.sha256(protected).hexdigest())
+                protected = protect_bytes(data, precision=precision)
+                kept = _CheckedModel(sha256, protected, hashlib.sha256(protected).hexdigest(), precision)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
             why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            self._checks_refused(name, sha256, f"the checksum pass refused it ({why})")
+            self._checks_refused(name, sha256, f"the checksum pass refused it ({why})", precision)
             return None
         self._checked_models[name] = kept
         return kept.data
 
-    def _checks_refused(self, name: str, sha256: str, reason: str) -> None:
+    def _checks_refused(self, name: str, sha256: str, reason: str, precision: str) -> None:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
-        self._checked_models[name] = _CheckedModel(sha256, None, "")
+        self._checked_models[name] = _CheckedModel(sha256, None, "", precision)
         self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
@@ -517,12 +537,12 @@ class Worker:
             scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
             options, owned = owned_weights_options(scrubber.owned, self.threads)
             try:
-                opened = open_session(data, threads=self.threads, options=options)
+                opened = open_session(data, self.providers, self.threads, options=options)
             except SessionError as exc:  # onnxruntime refused the owned buffers: run it as it builds it, and say so
                 refused = f"{name}: no session on owned weights, its weights are not scrubbed ({exc})"
                 scrubber = owned = None
         if opened is None:
-            opened = open_session(data, threads=self.threads)
+            opened = open_session(data, self.providers, self.threads)
             if self.scrub_weights:
                 self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=refused[:200])
         for line in opened.fallbacks:
@@ -530,7 +550,8 @@ class Worker:
         self.provider = opened.provider
         session = opened.session
         names = [o.name for o in session.get_outputs()]
-        check = CHECK_OUTPUT if CHECK_OUTPUT in names and _check_output_of(data) == "ours" else None
+        made_by, precision = _check_output_of(data) if CHECK_OUTPUT in names else ("", "")
+        check = CHECK_OUTPUT if made_by == "ours" else None
         # The model's own result, never an output the checksum pass added: "probabilities", else the first.
         own = [n for n in names if n != CHECK_OUTPUT]
         outputs = ("probabilities" if "probabilities" in own else own[0],) + ((check,) if check else ())
@@ -543,20 +564,20 @@ class Worker:
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
                         scrubber if scrubbed else None, kept, check,
                         protection_of(scrubbed, check is not None), name, outputs,
-                        data if self._injector is not None else b"")
+                        data if self._injector is not None else b"", precision if check else "")
 
     # --- weights and results under radiation ------------------------------------------------
 
     def _reference_session(self, data: bytes) -> Any:
         """HIL upset injection: a plain session on ``data``, its weights onnxruntime's own copy."""
-        return open_session(data, threads=self.threads).session
+        return open_session(data, self.providers, self.threads).session
 
     def _hooked_session(self, data: bytes, model: _Session) -> Any:
         """HIL upset injection: a session on the hooked graph ``data`` over ``model``'s owned weights."""
         if model.scrubber is None:
-            return open_session(data, threads=self.threads).session
+            return open_session(data, self.providers, self.threads).session
         options, owned = owned_weights_options(model.scrubber.owned, self.threads)
-        session = open_session(data, threads=self.threads, options=options).session
+        session = open_session(data, self.providers, self.threads, options=options).session
         session._sunlit_owned = owned  # the OrtValues live as long as the session
         return session
 
@@ -634,7 +655,7 @@ class Worker:
                 checks.weights_repaired += count
 
     def _product_checks(self, model: _Session) -> ProductChecks:
-        return ProductChecks(model.sha256, model.protection, model.provider)
+        return ProductChecks(model.sha256, model.protection, model.provider, model.abft_precision)
 
     # --- the model lifecycle ---------------------------------------------------------------
 
@@ -968,6 +989,7 @@ class Worker:
         """``batches`` consecutive batches, ``tiles`` in all, each run once, into the receipt: UNCHECKED
         (nothing checked them) or PASSED (every flag held) per ``kind``."""
         checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
+        checks.abft_precision = model.abft_precision
         rad, scrubber = self.radiation, model.scrubber
         status = None if kind == UNCHECKED else np.full(tiles, kind, np.int8)
         checks.add_batch(tiles, status, batches=batches,
@@ -1003,6 +1025,7 @@ class Worker:
             self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again, rebuilt)
         status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
         checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
+        checks.abft_precision = model.abft_precision
         rad, scrubber = self.radiation, model.scrubber
         checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
                          rerun=rerun, scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
