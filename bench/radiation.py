@@ -45,6 +45,15 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   tiles (0, the data's maximum, 1.0). On 1 thread, and again on 2 threads, with graph
   optimisation off, and as the worker opens owned-weight sessions (``extended``, 2 threads,
   batches of 16) over part of them (other kernels, other summation orders).
+- Range checks (flight.compute.ranges, the parameter ``range_checks``): the protected model with
+  ranges learned as the worker learns them (the shipped model's ``REFERENCE_TILES`` reference
+  tiles, ``ranges.DEFAULT_MARGIN``) added. ``range_detect_rate_activations``: the very flips of
+  ``unchecked_detect_rate_activations`` (the same draws, replayed) judged by ``abft_ok`` and
+  ``range_ok``; ``_class_only`` by the class alone. ``range_false_alarms`` among
+  ``range_false_alarm_tiles``: tiles either flag fails on, over the tiles ``false_alarms`` counts
+  (``range_false_alarms_by_set``: [flagged, tiles] per set on 1 thread: tiles of uniform random
+  reflectance are unlike any reference tile, and flagged as such). ``range_overhead``: as
+  ``abft_overhead``, the model with both checks over the bare one.
 - ``scrub_detect_latency_s`` (per flux class: ``p50_s``, ``p99_s``, ``max_s``; the same in
   ``scrub_detect_latency_s_p99``/``_p50``/``_max``): measured on the worker's own code, simulated
   time. A worker in this process (tests/model_helpers.py's bench, the shipped model installed,
@@ -99,11 +108,12 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from flight.agent.compute import radiation_estimate
-from flight.compute import abft
+from flight.compute import abft, ranges
 from flight.compute import protocol as cp
 from flight.compute import worker as worker_module
 from flight.compute.checks import FAILED, PASSED, UNCHECKED
 from flight.compute.inject import CONSEQUENCE, draw_byte, flip_bit, owned_sites, with_hooks
+from flight.compute.package import shipped_reference_inputs
 from flight.compute.providers import (
     open_session,
     owned_weights_options,
@@ -203,12 +213,13 @@ class Tally:
     clean_flags: int = 0  # tiles flagged in the clean runs made for comparison
     clean_tiles: int = 0
     missed: list[str] = field(default_factory=list)
+    flags: tuple[str, ...] = (abft.OUTPUT,)  # a tile passes when all of these are true
 
     def add(self, clean: dict[str, np.ndarray], faulty: dict[str, np.ndarray], what: str) -> None:
         self.injected += 1
         self.clean_tiles += len(clean[abft.OUTPUT])
-        self.clean_flags += int((~clean[abft.OUTPUT]).sum())
-        flagged = ~faulty[abft.OUTPUT]
+        self.clean_flags += int((~passed(clean, self.flags)).sum())
+        flagged = ~passed(faulty, self.flags)
         for i, threshold in enumerate(self.thresholds):
             hit = consequential(clean, faulty, threshold)
             if hit.any():
@@ -229,7 +240,12 @@ class Tally:
                      [a + b for a, b in zip(self.detected, other.detected)],
                      self.flagged_harmless + other.flagged_harmless,
                      self.clean_flags + other.clean_flags, self.clean_tiles + other.clean_tiles,
-                     (self.missed + other.missed)[:5])
+                     (self.missed + other.missed)[:5], self.flags)
+
+
+def passed(outputs: dict[str, np.ndarray], flags: tuple[str, ...]) -> np.ndarray:
+    """Per tile: every flag of ``flags`` true (abft_ok, and range_ok where judged by both)."""
+    return np.logical_and.reduce([np.asarray(outputs[f], bool) for f in flags])
 
 
 class Injector:
@@ -242,7 +258,8 @@ class Injector:
         init = {t.name: onnx.numpy_helper.to_array(t) for t in protected.graph.initializer}
         self.weights = {name: init[name].copy() for name in weights}
         self.activations = activations
-        self.outputs = [*OUTPUTS, abft.OUTPUT, *[a for a in activations if a not in OUTPUTS]]
+        flags = [abft.OUTPUT] + [ranges.OUTPUT for o in protected.graph.output if o.name == ranges.OUTPUT]
+        self.outputs = [*OUTPUTS, *flags, *[a for a in activations if a not in OUTPUTS]]
 
     def run(self, tiles: np.ndarray, masks: dict[str, np.ndarray], values: dict[str, float],
             weights: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -253,9 +270,10 @@ class Injector:
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
 
     def campaign(self, rng: np.random.Generator, pool: np.ndarray, n: int, kind: str,
-                 sites: tuple[str, ...]) -> Tally:
-        """``n`` flips, each on a fresh batch of ``FLIP_BATCH`` tiles from ``pool``: in weights or activations."""
-        tally = Tally()
+                 sites: tuple[str, ...], flags: tuple[str, ...] = (abft.OUTPUT,)) -> Tally:
+        """``n`` flips, each on a fresh batch of ``FLIP_BATCH`` tiles from ``pool``: in weights or activations,
+        judged by ``flags``."""
+        tally = Tally(flags=flags)
         for _ in range(n):
             tiles = pool[rng.choice(len(pool), FLIP_BATCH, replace=False)]
             site = sites[rng.integers(len(sites))]
@@ -290,7 +308,11 @@ class Injector:
     _no_fault = np.zeros(1, bool)
 
 
-def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: int, unchecked: int) -> dict[str, Tally]:
+def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: int, unchecked: int,
+                   ranged: onnx.ModelProto | None = None) -> dict[str, Tally]:
+    """The flip campaigns on ``protected``; with ``ranged`` (``protected`` with range checks too) the
+    unchecked activations' flips again, the same draws, on it and judged by abft_ok and range_ok
+    (``"range_activations"``)."""
     rng = np.random.default_rng(seed)
     inj = Injector(protected, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS)
     out = {
@@ -299,7 +321,14 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
     }
     if unchecked:
         out["unchecked_weights"] = inj.campaign(rng, pool, unchecked, "weight", UNCHECKED_WEIGHTS)
+        state = rng.bit_generator.state
         out["unchecked_activations"] = inj.campaign(rng, pool, unchecked, "activation", UNCHECKED_ACTIVATIONS)
+        if ranged is not None:
+            replay = np.random.default_rng()
+            replay.bit_generator.state = state
+            both = Injector(ranged, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS)
+            out["range_activations"] = both.campaign(replay, pool, unchecked, "activation", UNCHECKED_ACTIVATIONS,
+                                                     flags=(abft.OUTPUT, ranges.OUTPUT))
     return out
 
 
@@ -319,12 +348,37 @@ def clean_tiles(seed: int, generated: int = GENERATED_TILES, random_tiles: int =
     return np.ascontiguousarray(np.concatenate([held, *views, uniform, flat]))
 
 
-def count_false_alarms(session: ort.InferenceSession, tiles: np.ndarray, batch: int = 64) -> int:
+def count_false_alarms(session: ort.InferenceSession, tiles: np.ndarray, batch: int = 64,
+                       flags: tuple[str, ...] = (abft.OUTPUT,)) -> int:
+    """Tiles of ``tiles`` with any of ``flags`` false."""
     flagged = 0
     for start in range(0, len(tiles), batch):
-        (ok,) = session.run([abft.OUTPUT], {"tiles": tiles[start:start + batch]})
-        flagged += int((~ok).sum())
+        got = session.run(list(flags), {"tiles": tiles[start:start + batch]})
+        flagged += int((~np.logical_and.reduce(got)).sum())
     return flagged
+
+
+def range_false_alarm_figures(ranged: bytes, tiles: np.ndarray, part: np.ndarray, flips: Tally) -> dict[str, object]:
+    """False alarms of the model with both checks (a tile flagged when abft_ok or range_ok is false) over
+    the tiles ``false_alarms`` counts: :func:`clean_tiles` on 1 thread (and per set), ``part`` on 2
+    threads, with optimisation off and on owned weights, and the clean runs of the range flip campaign."""
+    flags = (abft.OUTPUT, ranges.OUTPUT)
+    one = open_session(ranged, ["CPUExecutionProvider"], threads=1).session
+    n_held, n_views = len(load_held_out().tiles), 8 * GENERATED_TILES
+    sets = {"held_out": tiles[:n_held], "generated_8_orientations": tiles[n_held:n_held + n_views],
+            "random_reflectance": tiles[n_held + n_views:len(tiles) - 3], "flat": tiles[len(tiles) - 3:]}
+    by_set = {name: count_false_alarms(one, chunk, flags=flags) for name, chunk in sets.items()}
+    two = open_session(ranged, ["CPUExecutionProvider"], threads=2).session
+    plain = ort.InferenceSession(ranged, session_options_for(1, optimization="disable"),
+                                 providers=["CPUExecutionProvider"])
+    owned = cpu_session(ranged, "owned", 2)
+    other = (count_false_alarms(two, part, flags=flags) + count_false_alarms(plain, part, flags=flags)
+             + count_false_alarms(owned[0], part, 16, flags=flags))
+    return {
+        "range_false_alarms": sum(by_set.values()) + other + flips.clean_flags,
+        "range_false_alarm_tiles": len(tiles) + 3 * len(part) + flips.clean_tiles,
+        "range_false_alarms_by_set": {name: [flagged, len(sets[name])] for name, flagged in by_set.items()},
+    }
 
 
 # -- overhead -----------------------------------------------------------------------------------
@@ -778,8 +832,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     protected = abft.protect(model)
     protected_bytes = protected.SerializeToString()
     held = load_held_out().tiles.astype(np.float32)
+    reference = shipped_reference_inputs()  # what the worker learns the shipped model's ranges from
+    ranged = ranges.protect(protected, ranges.learn(bare, reference), margin=ranges.DEFAULT_MARGIN)
+    ranged_bytes = ranged.SerializeToString()
 
-    tallies = flip_campaigns(protected, held, args.seed, FLIPS, UNCHECKED_FLIPS)
+    tallies = flip_campaigns(protected, held, args.seed, FLIPS, UNCHECKED_FLIPS, ranged)
+    ranged_flips = tallies.pop("range_activations")
     checked = tallies["weights"].merge(tallies["activations"])
     tf32 = flip_campaigns(abft.protect(model, precision="tf32"), held, args.seed + 1, TF32_FLIPS, 0)
     tf32_all = tf32["weights"].merge(tf32["activations"])
@@ -795,6 +853,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     alarms_other = count_false_alarms(two, part) + count_false_alarms(plain, part) + count_false_alarms(owned[0], part, 16)
     flip_clean = sum(t.clean_flags for t in (*tallies.values(), *tf32.values()))
     flip_clean_tiles = sum(t.clean_tiles for t in (*tallies.values(), *tf32.values()))
+    range_figures = range_false_alarm_figures(ranged_bytes, tiles, part, ranged_flips)
 
     costs = overhead_figures(bare, protected, held)
     record = abft.describe(protected)
@@ -826,6 +885,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "false_alarm_tiles": len(tiles) + 3 * len(part) + flip_clean_tiles,
         "false_alarms_1_thread": alarms,
         "false_alarm_tiles_1_thread": len(tiles),
+        "range_detect_rate_activations": ranged_flips.rate(),
+        "range_flips_consequential_activations": ranged_flips.consequential[0],
+        "range_detect_rate_activations_class_only": ranged_flips.rate(2),
+        "range_missed_examples": ranged_flips.missed,
+        **range_figures,
+        "range_overhead": round(overhead(bare, ranged_bytes, held), 4),
+        "range_margin": ranges.DEFAULT_MARGIN,
+        "range_reference_tiles": len(reference),
+        "range_tensors": list(ranges.describe(ranged)["ranges"]),
         "abft_rtol": {c["output"]: c["rtol"] for c in record["checks"]},
         "abft_pass_version": abft.PASS_VERSION,
         **scrub,

@@ -30,6 +30,19 @@ def rig(tmp_path):
     r.close()
 
 
+def sent_sealed(rig: InProcessAgent, *commands: tuple[str, dict]) -> list[bytes]:
+    """Send ``commands`` (each must complete) and return the sealed packets as they went on the link."""
+    captured: list[bytes] = []
+    send = rig.link.ground.send
+    rig.link.ground.send = lambda packet: captured.append(packet) or send(packet)
+    try:
+        for name, args in commands:
+            assert rig.send(name, **args).completed
+    finally:
+        rig.link.ground.send = send
+    return captured
+
+
 def forged(name: str, args: dict, cmd_id: int) -> bytes:
     return Codec(DICTIONARY).encode_command(name, args, cmd_id)[0]
 
@@ -61,12 +74,7 @@ def test_a_command_sealed_with_another_key_is_refused(rig):
 @pytest.mark.req("SEC-002")
 def test_a_captured_command_replayed_is_refused_even_after_a_restart(tmp_path):
     r = keyed_rig(tmp_path)
-    captured: list[bytes] = []
-    send = r.link.ground.send
-    r.link.ground.send = lambda packet: captured.append(packet) or send(packet)
-    assert r.send("SET_PARAM", name="hk_period_s", value="0.5").completed
-    assert r.send("SAVE_PARAMS").completed
-    r.link.ground.send = send
+    captured = sent_sealed(r, ("SET_PARAM", {"name": "hk_period_s", "value": "0.5"}), ("SAVE_PARAMS", {}))
     for packet in captured:
         r.link.ground.send(packet)
     r.advance(2)
@@ -87,11 +95,7 @@ def test_a_captured_command_replayed_is_refused_even_after_a_restart(tmp_path):
 @pytest.mark.req("SEC-002")
 def test_a_replay_window_lost_with_the_state_directory_still_refuses_a_captured_command(tmp_path):
     r = keyed_rig(tmp_path)
-    captured: list[bytes] = []
-    send = r.link.ground.send
-    r.link.ground.send = lambda packet: captured.append(packet) or send(packet)
-    assert r.send("SET_PARAM", name="hk_period_s", value="0.5").completed
-    r.link.ground.send = send
+    captured = sent_sealed(r, ("SET_PARAM", {"name": "hk_period_s", "value": "0.5"}))
     r.close()
     (tmp_path / "agent" / "tc_replay.json").unlink()  # restored from an old copy, or lost: keys still in force
     again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "tc.keys")

@@ -296,12 +296,13 @@ def test_on_the_cpu_the_worker_checks_at_fp32_says_so_and_keeps_each_precision_a
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair
-@pytest.mark.req("RAD-106")
-def test_the_agent_sends_abft_checks_with_every_admission(tmp_path):
-    assert DICTIONARY.parameter_defaults["abft_checks"] is True
+@pytest.mark.req("RAD-106", "RAD-112")
+@pytest.mark.parametrize("param, default", [("abft_checks", True), ("range_checks", False)])
+def test_the_agent_sends_each_check_parameter_with_every_admission(tmp_path, param, default):
+    assert DICTIONARY.parameter_defaults[param] is default
     for value in (True, False):
-        admits, _ = admissions(tmp_path / f"compute{value}", dict(DICTIONARY.parameter_defaults, abft_checks=value))
-        assert admits and all(a.abft_checks is value for a in admits)
+        admits, _ = admissions(tmp_path / f"{param}{value}", dict(DICTIONARY.parameter_defaults, **{param: value}))
+        assert admits and all(getattr(a, param) is value for a in admits)
 
 
 # --- a model the pass refuses --------------------------------------------------------------------

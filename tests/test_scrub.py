@@ -25,6 +25,7 @@ from flight.compute.scrub import (
     STEP_BYTES,
     WeightScrubber,
     WeightsUnrepairable,
+    constants_as_initializers,
     flux_class,
     scrub_period_s,
 )
@@ -470,3 +471,53 @@ def test_an_agent_sends_its_orbit_estimate_to_the_worker_and_products_carry_it(s
     assert abs(receipt["lat_deg"]) <= 52.0
     assert (receipt["check_status"], receipt["tiles_checked"], receipt["protection"]) == ("passed", 800, "abft+scrubbed")
     assert receipt["double_runs"] == receipt["batches"] > 0
+
+
+@pytest.mark.req("RAD-101")
+def test_weights_kept_in_constant_nodes_are_owned_and_scrubbed_like_initializers():
+    """Some exporters keep weights in Constant nodes: made initializers first, they are owned, reach
+    the output, and a flip in one is repaired; the model computes what it did."""
+    import onnx
+
+    proto = onnx.load_from_string(SHIPPED)
+    w1 = next(t for t in proto.graph.initializer if t.name == "w1")
+    proto.graph.initializer.remove(w1)
+    proto.graph.node.insert(0, helper.make_node("Constant", [], ["w1"], value=w1))
+    as_constant = proto.SerializeToString()
+    assert "w1" not in WeightScrubber.from_onnx(as_constant, 0.0).owned  # the gap this closes
+    data = constants_as_initializers(as_constant)
+    assert constants_as_initializers(SHIPPED) == SHIPPED  # nothing to move: the very bytes
+    scrubber = WeightScrubber.from_onnx(data, 0.0, period_s=30.0)
+    assert "w1" in scrubber.owned
+    options, _owned = owned_weights_options(scrubber.owned, 1)
+    session = open_session(data, preferred=[CPU], threads=1, options=options).session
+    before = run(session)
+    reference = shipped_session()  # kept whole: its session computes from the buffers it owns
+    np.testing.assert_array_equal(before, run(reference[1]))  # as the model with initializers computes
+    flip(scrubber.owned_bytes("w1"), 4 * 37 + 3, 6)
+    assert not np.allclose(run(session), before)
+    for t_s in range(1, int(scrubber.period_s) + 2):
+        scrubber.step(float(t_s))
+    np.testing.assert_array_equal(run(session), before)
+
+
+@pytest.mark.req("RAD-101", "RAD-105")
+def test_the_worker_scrubs_a_weight_its_model_keeps_in_a_constant_node(bench):
+    import onnx
+
+    proto = onnx.load_from_string(SHIPPED)
+    w1 = next(t for t in proto.graph.initializer if t.name == "w1")
+    proto.graph.initializer.remove(w1)
+    proto.graph.node.insert(0, helper.make_node("Constant", [], ["w1"], value=w1))
+    install(bench, "constant", proto.SerializeToString())
+    bench.data_set("day", TILES[:8])
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 4, 1.0, None, "test", radiation=cp.NO_RADIATION,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                  abft_checks=True))
+    session = bench.worker._session("constant")  # noqa: SLF001 - open it, then hit its weights
+    assert "w1" in session.scrubber.owned and session.protection.value == "abft+scrubbed"
+    flip(session.scrubber.owned_bytes("w1"), 4 * 37 + 3, 6)  # the output changes: the checksum fails
+    assert bench.infer(1, "day", model="constant").state.value == "DONE"
+    _summary, check, receipt, _classes = product(bench, 1, "day")
+    assert check.tolist() == [PASSED] * 8 and receipt["weights_repaired"] >= 1
+    assert any(e.args["tensor"] == "w1" for e in bench.events("WEIGHTS_REPAIRED"))

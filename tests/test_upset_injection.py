@@ -208,3 +208,23 @@ def test_the_output_crc_is_not_credited_with_an_upset_it_did_not_find(bench):
     assert upsets["o"]["detected_by"] == "output CRC"
     assert upsets["a"]["detected_by"] in ("", "checksum") and upsets["a"]["detected_by"] != "output CRC"
     assert upsets["a"]["corrected"] and upsets["a"]["corrupt_tiles"] == 0
+
+
+@pytest.mark.req("RAD-111", "RAD-112")
+def test_with_range_checks_the_same_flip_in_z_is_caught_by_them_and_put_right(bench):
+    """An upset the checksum pass cannot see (above), with ``range_checks`` on: the hooked run's range
+    flag fails, the batch is scrubbed and run again, and the ledger names the range checks. (A flip
+    that stays within the learned range, a zero made 2.0, still passes: bench.radiation's
+    range_detect_rate_activations counts those.)"""
+    defaults = DICTIONARY.parameter_defaults
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,
+                                  double_run_fraction=0.0, double_run_all_in_saa=defaults["double_run_all_in_saa"],
+                                  scrub_weights=True, abft_checks=True, range_checks=True))
+    request(bench, "u1", target="activations", tensor="z", bit=30, seed=1)  # a non-zero element: it leaves the range
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["site"].startswith("z[") and float(upset["site"].split("-> ")[1]) > 1e30  # far out of range
+    assert upset["detected_by"] == "range" and upset["corrected"]
+    assert upset["corrupt_passed"] == 0 and (status == 1).all()
+    totals = ledger(bench)["totals"]["activations"]
+    assert totals["corrupt_reported_good"] == 0 and totals["detected"] == 1

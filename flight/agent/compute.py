@@ -85,7 +85,7 @@ class ComputeSupervisor(Component):
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
               "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "RESULT_CHECK_FAILED",
-              "MODEL_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT")
+              "MODEL_UNCHECKED", "MODEL_RANGES_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
@@ -282,7 +282,8 @@ class ComputeSupervisor(Component):
         self._send(cp.Admit(admission, self.threads, batch, max(self.duty, 0.05), power_w, reason[:200],
                             radiation=self.radiation, double_run_fraction=float(p["double_run_fraction"]),
                             double_run_all_in_saa=bool(p["double_run_all_in_saa"]),
-                            scrub_weights=bool(p["weights_scrub"]), abft_checks=bool(p["abft_checks"])))
+                            scrub_weights=bool(p["weights_scrub"]), abft_checks=bool(p["abft_checks"]),
+                            range_checks=bool(p["range_checks"])))
         self._heartbeat()
 
     def _heartbeat(self) -> None:

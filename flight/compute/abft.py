@@ -220,15 +220,25 @@ def protect_bytes(data: bytes, **options: object) -> bytes:
 
 def is_protected(model: onnx.ModelProto) -> bool:
     """Whether :func:`protect` made ``model``: it has the :data:`OUTPUT` output and the pass's record."""
-    return any(o.name == OUTPUT for o in model.graph.output) and any(p.key == META_KEY for p in model.metadata_props)
+    return marked(model, OUTPUT, META_KEY)
 
 
 def describe(model: onnx.ModelProto) -> dict[str, object]:
     """The pass's record in a protected model: version, precision, atol, checks, skipped (as dicts)."""
+    return record(model, META_KEY, "protected")
+
+
+def marked(model: onnx.ModelProto, output: str, key: str) -> bool:
+    """Whether a graph pass left its ``output`` and its record under ``key`` in ``model`` (this one, ranges.py)."""
+    return any(o.name == output for o in model.graph.output) and any(p.key == key for p in model.metadata_props)
+
+
+def record(model: onnx.ModelProto, key: str, what: str) -> dict[str, object]:
+    """The JSON record a graph pass left under ``key`` in ``metadata_props``; ValueError (``what``) if none."""
     for prop in model.metadata_props:
-        if prop.key == META_KEY:
+        if prop.key == key:
             return json.loads(prop.value)
-    raise ValueError("model is not protected: no 'abft' entry in its metadata_props")
+    raise ValueError(f"model is not {what}: no {key!r} entry in its metadata_props")
 
 
 def checkable(model: onnx.ModelProto) -> tuple[list[str], list[Skipped]]:

@@ -6,6 +6,9 @@ what was checked:
 
 - **The checksum pass (ABFT).** A protected model (flight/compute/abft.py) has an extra
   per-sample output, :data:`CHECK_OUTPUT`: true (non-zero) where the sample's checksums held.
+- **Range checks.** With ``range_checks``, also :data:`RANGE_OUTPUT` (flight/compute/ranges.py): true
+  where every ranged activation of the sample stayed within the bounds learned from the model's
+  reference inputs. A sample passes only where every flag the model has is true (:func:`check_flags`).
 - **Double runs.** A share of the batches (the parameter ``double_run_fraction``; all of them
   inside the SAA with ``double_run_all_in_saa``) run twice and are compared: bit for bit on the
   CPU, which is deterministic for the same input, threads and batch; within a tolerance on a GPU
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,6 +39,9 @@ except ImportError:
     _abft = None
 CHECK_OUTPUT: str = getattr(_abft, "CHECK_OUTPUT", None) or getattr(_abft, "OUTPUT", None) or "abft_ok"
 """The per-sample output of a model protected by the checksum pass (flight/compute/abft.py)."""
+
+RANGE_OUTPUT = "range_ok"
+"""The per-sample output of the range checks (flight/compute/ranges.py: OUTPUT)."""
 
 UNCHECKED, PASSED, FAILED = 0, 1, -1
 
@@ -51,11 +57,11 @@ FLUX_SOURCE = "predicted by the agent from its TLE: SAA ellipse model (flight/or
 _FLUX_RANK = {FluxClass.UNKNOWN: 0, FluxClass.QUIET: 1, FluxClass.HIGH_LATITUDE: 2, FluxClass.SAA: 3}
 
 
-def protection_of(scrubbed: bool, abft: bool) -> Protection:
-    """The protection level of a session: scrubbed weights (on the CPU provider), the checksum pass, both, none."""
-    if abft:
-        return Protection.ABFT_SCRUBBED if scrubbed else Protection.ABFT
-    return Protection.SCRUBBED if scrubbed else Protection.NONE
+def protection_of(scrubbed: bool, abft: bool, ranges: bool = False) -> Protection:
+    """The protection level of a session: the checksum pass, range checks, scrubbed weights (on the CPU
+    provider), named in that order and joined by "+"; none without any."""
+    name = "+".join(part for part, on in (("abft", abft), ("ranges", ranges), ("scrubbed", scrubbed)) if on)
+    return Protection(name or Protection.NONE.value)
 
 
 def abft_flags(values: Any, samples: int) -> np.ndarray:
@@ -68,6 +74,22 @@ def abft_flags(values: Any, samples: int) -> np.ndarray:
     if flags.ndim == 0 or flags.shape[0] != samples or flags.size != samples:
         raise ValueError(f"{CHECK_OUTPUT} has shape {flags.shape}, not one value per sample ({samples})")
     return flags.reshape(samples) != 0
+
+
+def check_flags(outputs: Sequence[str], values: Sequence[Any], samples: int) -> tuple[np.ndarray, str]:
+    """A run's per-sample flags (the checksum pass's, the range checks'; ``outputs`` their names) as
+    one, true where all are, and which failed: "checksum", "range", both joined by "+", or "". A flag
+    that cannot be read (not one value per sample) has not passed."""
+    ok, failed = np.ones(samples, bool), []
+    for name, v in zip(outputs, values):
+        try:
+            flags = abft_flags(v, samples)
+        except ValueError:
+            flags = np.zeros(samples, bool)
+        if not flags.all():
+            failed.append("checksum" if name == CHECK_OUTPUT else "range")
+        ok &= flags
+    return ok, "+".join(failed)
 
 
 def rows_agree(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
@@ -116,6 +138,7 @@ class ProductChecks:
     double_runs: int = 0
     double_run_mismatches: int = 0
     abft_failures: int = 0
+    range_failures: int = 0  # batches whose range flags failed on their first run
     reruns: int = 0
     results_changed: int = 0  # held results found changed (their CRC-32) and made again
     weights_repaired: int = 0
@@ -127,7 +150,7 @@ class ProductChecks:
     status: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # (tiles, status; None: unchecked)
 
     def add_batch(self, tiles: int, status: np.ndarray | None, *, batches: int = 1, double_run: bool = False,
-                  mismatch: bool = False, abft_failed: bool = False, rerun: bool = False,
+                  mismatch: bool = False, abft_failed: bool = False, range_failed: bool = False, rerun: bool = False,
                   scrub_age_s: float | None = None, scrub_period_s: float | None = None,
                   flux: FluxClass = FluxClass.UNKNOWN, in_saa: bool = False, lat_deg: float | None = None) -> None:
         """One batch of ``tiles``: its per-tile status (PASSED/FAILED/UNCHECKED), or None when none
@@ -153,6 +176,7 @@ class ProductChecks:
         self.double_runs += int(double_run)
         self.double_run_mismatches += int(mismatch)
         self.abft_failures += int(abft_failed)
+        self.range_failures += int(range_failed)
         self.reruns += int(rerun)
         if scrub_age_s is not None:
             self.scrub_age_s = max(scrub_age_s, self.scrub_age_s or 0.0)
@@ -208,6 +232,7 @@ class ProductChecks:
             "double_runs": self.double_runs,
             "double_run_mismatches": self.double_run_mismatches,
             "abft_failures": self.abft_failures,
+            "range_failures": self.range_failures,
             "reruns": self.reruns,
             "results_changed": self.results_changed,
             "weights_repaired": self.weights_repaired,

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from flight.compute.checks import FAILED, PASSED, UNCHECKED, abft_flags
+from flight.compute.checks import FAILED, PASSED, UNCHECKED, check_flags
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 
 REQUEST_DIR = "hil-upsets"
@@ -170,6 +170,7 @@ class UpsetInjector:
         self._references: dict[str, Any] = {}  # model sha256 + protection + precision -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
         self._in_flight: Batch | None = None  # the batch being run and checked now
+        self.failed_flags: str | None = None  # which flags the last first run failed, where it went through the hooks
         self._changed = False
         # Each released batch once, however many upsets it carried: its corrupt tiles by what the
         # product said of them (the per-upset counts share a batch's tiles).
@@ -291,6 +292,7 @@ class UpsetInjector:
         weight upsets in memory now, the activations struck), in flight until :meth:`release`."""
         batch = Batch([u for u in self.upsets if u.state == "live" and u.target == "weights"])
         self._in_flight = batch
+        self.failed_flags = None  # set by a hooked run: which of its flags failed
         act = self.waiting("activations")
         if act and session.data:
             try:
@@ -408,13 +410,11 @@ class UpsetInjector:
             feed[name + "/mask"], feed[name + "/value"] = mask, np.array([new], np.float32)
             u.state, u.site = "live", f"{name}[{at}] bit {bit}: {float(clean[name].flat[at]):.6g} -> {float(new):.6g}"
         got = hooked.run(list(session.outputs), feed)
-        probs = got[0]
-        if session.check_output is None:
-            return probs, None
-        try:
-            return probs, abft_flags(got[1], len(tiles))
-        except ValueError:
-            return probs, np.zeros(len(tiles), bool)
+        self.failed_flags = ""
+        if len(got) == 1:  # nothing checks this model's results
+            return got[0], None
+        ok, self.failed_flags = check_flags(session.outputs[1:], got[1:], len(tiles))  # as the worker reads them
+        return got[0], ok
 
     def _hooked_session(self, session: Any) -> tuple[Any, tuple[str, ...]]:
         kept = self._hooked.get(id(session))

@@ -91,6 +91,8 @@ class Admit:
     # Models run with the checksum pass's checks (flight/compute/abft.py). The agent always sends its
     # parameter abft_checks; a sender that does not says nothing about checks, and gets none.
     abft_checks: bool = False
+    # And with range checks on their activations (flight/compute/ranges.py): the parameter range_checks.
+    range_checks: bool = False
 
 
 @dataclass(frozen=True)

@@ -216,8 +216,9 @@ class WeightScrubber:
 
     @classmethod
     def from_onnx(cls, model: bytes, now_s: float, **kwargs) -> WeightScrubber:
-        """The initializers of an ONNX model (give it the store's verified bytes). Tensors with no
-        fixed layout (strings) are left to the model: :attr:`names` says which are scrubbed."""
+        """The initializers of an ONNX model (give it the store's verified bytes, its Constant nodes
+        made initializers first: :func:`constants_as_initializers`). Tensors with no fixed layout
+        (strings) are left to the model: :attr:`names` says which are scrubbed."""
         import onnx
         from onnx import numpy_helper
 
@@ -342,3 +343,30 @@ def _bytes_of(array: np.ndarray) -> np.ndarray:
     flat = array.reshape(-1)
     assert np.shares_memory(flat, array) or array.size == 0, "reshape of a C-contiguous array is a view"
     return flat.view(np.uint8)
+
+
+def constants_as_initializers(model: bytes) -> bytes:
+    """``model`` with each top-level Constant node that holds a tensor made an initializer of the
+    same name (the graph computes the same). Weights kept in Constant nodes (some exporters do)
+    would otherwise never be owned, so never scrubbed, while the session says it is; unchanged
+    bytes where there is none."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    graph = proto.graph
+    kept, moved = [], []
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.output) == 1:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            moved.append(tensor)
+        else:
+            kept.append(node)
+    if not moved:
+        return model
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(moved)
+    return proto.SerializeToString()

@@ -35,11 +35,14 @@ period that follows the flux the agent predicts (``Admit.radiation``). With ``ab
 session runs the model as the checksum pass (flight/compute/abft.py) rewrites it, made once per
 model version from the store's verified bytes for the arithmetic of the providers it may run on
 (tf32 where a GPU provider may: providers.abft_precision), its check weights owned and scrubbed
-with the rest; a model the pass refuses runs unchecked, said once. A batch whose check fails (the checksum pass's
-per-sample flag, flight/compute/checks.py, or a double run that disagrees) makes the worker scrub
-at once and run it again; tiles that still fail are marked in the product. Every product carries a
-receipt: model SHA-256 (the store's, as uplinked), protection level and the checksum pass's
-precision, check status with counts, scrub age, the predicted environment.
+with the rest; a model the pass refuses runs unchecked, said once. With ``range_checks`` the model
+also gets range checks on its activations (flight/compute/ranges.py), learned once per version from
+the reference inputs the store keeps with it (a version with none runs without them). A batch whose
+check fails (the checksum pass's or the range checks' per-sample flag, flight/compute/checks.py, or a
+double run that disagrees) makes the worker scrub at once and run it again; tiles that still fail
+are marked in the product. Every product carries a receipt: model SHA-256 (the store's, as
+uplinked), protection level and the checksum pass's precision, check status with counts, scrub
+age, the predicted environment.
 
 A worker never outlives its agent and never shares its directory: it asks Linux to signal
 it when the agent dies (PR_SET_PDEATHSIG), then checks that the agent whose pid it was given
@@ -68,19 +71,21 @@ import onnx
 import zmq
 
 from flight.compute import protocol as cp
+from flight.compute import ranges as range_pass
 from flight.compute.abft import PASS_VERSION, describe, is_protected, protect_bytes
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
     PASSED,
+    RANGE_OUTPUT,
     UNCHECKED,
     DoubleRunSchedule,
     ProductChecks,
-    abft_flags,
+    check_flags,
     protection_of,
     rows_agree,
 )
-from flight.compute.package import ReferenceSet, expected_outputs, shipped_reference_inputs
+from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.inject import Batch, UpsetInjector
 from flight.compute.providers import (
     CPU,
@@ -90,7 +95,13 @@ from flight.compute.providers import (
     open_session,
     owned_weights_options,
 )
-from flight.compute.scrub import Repair, WeightScrubber, WeightsUnrepairable, scrub_period_s
+from flight.compute.scrub import (
+    Repair,
+    WeightScrubber,
+    WeightsUnrepairable,
+    constants_as_initializers,
+    scrub_period_s,
+)
 from flight.compute.store import (
     Copy,
     ModelIntegrityError,
@@ -192,18 +203,27 @@ class _Session(NamedTuple):
     check_output: str | None = None  # the checksum pass's per-sample output, where the model has one
     protection: Protection = Protection.NONE
     name: str = ""
-    outputs: tuple[str, ...] = ()  # what a run asks for: the model's own result, then check_output where it has one
+    outputs: tuple[str, ...] = ()  # what a run asks for: the model's own result, then check_output, range_output
     data: bytes = b""  # the model as this session runs it (HIL upset injection hooks and judges it; else unused)
     abft_precision: str = ""  # the checksum pass's record of the arithmetic it checks for: "fp32", "tf32"; "" unchecked
+    range_output: str | None = None  # the range checks' per-sample output, where the model has them
+
+    @property
+    def checked(self) -> bool:
+        """Whether a run gives per-sample flags (the checksum pass's, the range checks', or both)."""
+        return len(self.outputs) > 1
 
 
 class _CheckedModel(NamedTuple):
-    """One model version as the worker runs it with ``abft_checks``: made once, kept while it is the one."""
+    """One model version as the worker runs it with ``abft_checks`` or ``range_checks``: made once, kept
+    while it is the one and the parameters are those it was made for."""
 
     source_sha256: str  # the store's bytes it was made from
     data: bytes | None  # the protected model; None: run the store's bytes (their own check output, or refused)
     sha256: str  # of ``data``, checked at each reuse ("" with no data)
     precision: str  # the arithmetic it was made for (providers.abft_precision): made again when that changes
+    abft: bool = True  # the parameters it was made for: made again when either changes
+    ranges: bool = False
 
 
 def _check_output_of(data: bytes) -> tuple[str, str]:
@@ -221,6 +241,18 @@ def _check_output_of(data: bytes) -> tuple[str, str]:
     if record.get("version") != PASS_VERSION:
         return "foreign", ""
     return "ours", str(record.get("precision", ""))
+
+
+def _range_output_of(data: bytes) -> str:
+    """As :func:`_check_output_of` for the range checks' output: "ours", "foreign" or ""."""
+    model = onnx.load_from_string(data)
+    if not any(o.name == RANGE_OUTPUT for o in model.graph.output):
+        return ""
+    try:
+        record = range_pass.describe(model) if range_pass.is_protected(model) else {}
+    except ValueError:
+        return "foreign"
+    return "ours" if record.get("version") == range_pass.PASS_VERSION else "foreign"
 
 
 @dataclass
@@ -274,7 +306,11 @@ class Worker:
         # admission, and nothing runs before the first): a harness that drives the worker without
         # an agent gets the model as uplinked.
         self.abft_checks = False
+        self.range_checks = False  # the parameter range_checks (off by default, as the agent's)
         self._checked_models: dict[str, _CheckedModel] = {}  # model name -> its version as the pass made it
+        # model name -> why its current version runs without range checks (MODEL_RANGES_UNCHECKED says it)
+        self.range_notes: dict[str, str] = {}
+        self._failed_flags = ""  # which flags failed in the last _run_model: "checksum", "range", both, or ""
         self._double = DoubleRunSchedule()
         self.scrub_passes = 0
         self.scrub_chunks = 0
@@ -345,8 +381,9 @@ class Worker:
             self.radiation = msg.radiation
             self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
             self.double_run_all_in_saa = msg.double_run_all_in_saa
-            if (msg.scrub_weights, msg.abft_checks) != (self.scrub_weights, self.abft_checks):
-                self.scrub_weights, self.abft_checks = msg.scrub_weights, msg.abft_checks
+            wanted = (msg.scrub_weights, msg.abft_checks, msg.range_checks)
+            if wanted != (self.scrub_weights, self.abft_checks, self.range_checks):
+                self.scrub_weights, self.abft_checks, self.range_checks = wanted
                 self._sessions.clear()  # opened again, with or without owned weights and checks, at the next slice
         elif isinstance(msg, cp.StartJob):
             self._start_job(msg)
@@ -450,7 +487,7 @@ class Worker:
     # --- work ------------------------------------------------------------------------------
 
     def _session(self, model: str) -> _Session:
-        key = (model, self.threads, self.scrub_weights, self.abft_checks, self.providers)
+        key = (model, self.threads, self.scrub_weights, self.abft_checks, self.range_checks, self.providers)
         if key not in self._sessions:
             state = self._state(model)
             if state is not None and state.probation and state.fallback is not None:
@@ -478,9 +515,11 @@ class Worker:
         onnxruntime will not open runs as uplinked, said once. The session keeps the store's
         ``sha256``: the receipt names the model the ground uplinked, whatever the pass added to it.
         The pass checks for the arithmetic of the providers the session may run on (tf32 where a GPU
-        may, :func:`~flight.compute.providers.abft_precision`)."""
+        may, :func:`~flight.compute.providers.abft_precision`). With ``range_checks`` the range checks
+        learned from the version's reference inputs are added to it (:meth:`_ranged_bytes`)."""
         precision = abft_precision(self.providers)
-        checked = self._checked_bytes(name, data, sha256, precision) if self.abft_checks else None
+        checked = self._checked_bytes(name, data, sha256, precision, version) \
+            if self.abft_checks or self.range_checks else None
         if checked is not None:
             try:
                 return self._open_bytes(name, checked, version, sha256, from_golden)
@@ -489,41 +528,88 @@ class Worker:
                                                    f"{exc})", precision)
         return self._open_bytes(name, data, version, sha256, from_golden)
 
-    def _checked_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
-        """``data`` (the store's verified bytes of ``name``, SHA-256 ``sha256``) with the checksum pass's
-        checks added for the arithmetic ``precision`` ("fp32", "tf32"), or None to run ``data`` as it
-        is: it has its own check output already, or the pass refused it (said once per version:
-        MODEL_UNCHECKED, naming the node).
+    def _checked_bytes(self, name: str, data: bytes, sha256: str, precision: str, version: str = "") -> bytes | None:
+        """``data`` (the store's verified bytes of ``name``, SHA-256 ``sha256``, version ``version``) with
+        the checksum pass's checks added for the arithmetic ``precision`` ("fp32", "tf32") while
+        ``abft_checks`` is on, and the range checks while ``range_checks`` is; or None to run ``data``
+        as it is: it has its own check outputs already, or neither pass could add any (the checksum
+        pass refusing it is said once per version: MODEL_UNCHECKED, naming the node).
 
-        Made once per version and precision and kept, one per model name (a session opens again
-        whenever the threads or the parameters change). The pass is deterministic, so the kept bytes
-        have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while kept
-        would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
+        Made once per version, precision and parameters and kept, one per model name (a session opens
+        again whenever the threads or the parameters change). Both passes are deterministic, so the kept
+        bytes have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while
+        kept would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
+                kept.abft, kept.ranges) == (self.abft_checks, self.range_checks) and (
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
+        protected = self._abft_bytes(name, data, sha256, precision) if self.abft_checks else None
+        if self.range_checks:
+            protected = self._ranged_bytes(name, version, data, protected) or protected
+        digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
+        self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
+                                                   self.range_checks)
+        return protected
+
+    def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
+        """``data`` with the checksum pass's checks, or None: it has ours already, or the pass refused it (said)."""
         try:
             made_by, _ = _check_output_of(data)
             if made_by == "foreign":
                 self._checks_refused(name, sha256, f"it has an output {CHECK_OUTPUT} that the checksum pass of this "
                                                    f"build (version {PASS_VERSION}) did not make", precision)
                 return None
-            if made_by == "ours":
-                kept = _CheckedModel(sha256, None, "", precision)
-            else:
-                protected = protect_bytes(data, precision=precision)
-                kept = _CheckedModel(sha256, protected, hashlib.sha256(protected).hexdigest(), precision)
+            return None if made_by == "ours" else protect_bytes(data, precision=precision)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
             why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             self._checks_refused(name, sha256, f"the checksum pass refused it ({why})", precision)
             return None
-        self._checked_models[name] = kept
-        return kept.data
+
+    def _ranged_bytes(self, name: str, version: str, data: bytes, checked: bytes | None) -> bytes | None:
+        """``checked`` (else ``data``) with range checks learned from the reference inputs the store keeps
+        with ``version`` of ``name``, or None to leave them out: the model has range checks of its own, or
+        none can be learned (no reference inputs, or the pass refused it: :meth:`_ranges_refused`)."""
+        self.range_notes.pop(name, None)
+        try:
+            made_by = _range_output_of(data)
+            if made_by:  # ours: read as they are; foreign: never read, never replaced
+                if made_by == "foreign":
+                    self._ranges_refused(name, f"it has an output {RANGE_OUTPUT} the range checks of this build "
+                                               "did not make")
+                return None
+            inputs = self._reference_inputs(name, version)
+            if inputs is None:
+                self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges to "
+                                           "learn")
+                return None
+            learned = range_pass.learn(data, inputs)
+            return range_pass.protect_bytes(checked if checked is not None else data, learned,
+                                            margin=range_pass.DEFAULT_MARGIN)
+        except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self._ranges_refused(name, f"the range checks refused it ({why})")
+            return None
+
+    def _ranges_refused(self, name: str, reason: str) -> None:
+        """``name`` runs without range checks though ``range_checks`` is on: noted, and said."""
+        self.range_notes[name] = reason[:200]
+        self.event("MODEL_RANGES_UNCHECKED", name=name, reason=reason[:200])
+
+    def _reference_inputs(self, name: str, version: str) -> np.ndarray | None:
+        """The reference inputs the store keeps with ``version`` of ``name`` (checked), None if none."""
+        if not version:
+            return None
+        try:
+            kept = self.store.load_reference(name, version)
+            inputs = ReferenceSet.from_bytes(kept).x if kept is not None else None
+        except (ModelIntegrityError, ModelNotFound, PackageError):
+            return None
+        return None if inputs is None or not len(inputs) else np.ascontiguousarray(inputs, np.float32)
 
     def _checks_refused(self, name: str, sha256: str, reason: str, precision: str) -> None:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
-        self._checked_models[name] = _CheckedModel(sha256, None, "", precision)
+        self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks)
         self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
@@ -534,6 +620,7 @@ class Worker:
         scrubber = owned = None
         opened = None
         if self.scrub_weights:
+            data = constants_as_initializers(data)  # weights in Constant nodes: owned and scrubbed too
             scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
             options, owned = owned_weights_options(scrubber.owned, self.threads)
             try:
@@ -552,9 +639,10 @@ class Worker:
         names = [o.name for o in session.get_outputs()]
         made_by, precision = _check_output_of(data) if CHECK_OUTPUT in names else ("", "")
         check = CHECK_OUTPUT if made_by == "ours" else None
-        # The model's own result, never an output the checksum pass added: "probabilities", else the first.
-        own = [n for n in names if n != CHECK_OUTPUT]
-        outputs = ("probabilities" if "probabilities" in own else own[0],) + ((check,) if check else ())
+        ranged = RANGE_OUTPUT if RANGE_OUTPUT in names and _range_output_of(data) == "ours" else None
+        # The model's own result, never an output a pass added: "probabilities", else the first.
+        own = [n for n in names if n not in (CHECK_OUTPUT, RANGE_OUTPUT)]
+        outputs = ("probabilities" if "probabilities" in own else own[0],) + tuple(c for c in (check, ranged) if c)
         # On a GPU provider the session computes from device copies: keep the buffers alive (it was
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
@@ -563,8 +651,8 @@ class Worker:
         kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
                         scrubber if scrubbed else None, kept, check,
-                        protection_of(scrubbed, check is not None), name, outputs,
-                        data if self._injector is not None else b"", precision if check else "")
+                        protection_of(scrubbed, check is not None, ranged is not None), name, outputs,
+                        data if self._injector is not None else b"", precision if check else "", ranged)
 
     # --- weights and results under radiation ------------------------------------------------
 
@@ -932,7 +1020,7 @@ class Worker:
         # check output (unchecked), or one whose flags all held (passed). A run of such batches of one
         # kind goes into the receipt in one call (their order kept); anything else (a double run, a
         # flag that failed) goes through _checked_probs, the first run's result with it.
-        lean = model.check_output is None
+        lean = not model.checked
         run, feed, wanted = model.session.run, model.input_name, model.outputs
         every = self.double_run_all_in_saa and self.radiation.in_saa
         run_kind, run_tiles, run_batches = UNCHECKED, 0, 0  # the batches not yet in the receipt
@@ -1003,14 +1091,15 @@ class Worker:
         double run where one is ``double`` (due). A failed check scrubs the weights and runs the batch
         again; tiles failing again are marked FAILED in ``checks`` (the product's receipt). ``first``:
         the batch's first run (:meth:`_run_model`) where the caller has made it already."""
-        checked = double or model.check_output is not None
+        checked = double or model.checked
         if checked:
             self.double_runs += double
             probs, ok, failed = self._checked_run(model, tiles, double, first)
         else:  # the common case, kept to one run and no per-tile bookkeeping
             probs, ok, failed = (first[0] if first is not None else self._run_model(model, tiles)[0]), None, ""
         self.last_check_failed = failed
-        mismatch, abft_failed, rerun = "double run" in failed, "checksum" in failed, bool(failed)
+        mismatch, abft_failed, range_failed = "double run" in failed, "checksum" in failed, "range" in failed
+        rerun = bool(failed)
         if failed:
             self.checks_failed += 1
             bad = int(np.count_nonzero(~ok))
@@ -1028,7 +1117,8 @@ class Worker:
         checks.abft_precision = model.abft_precision
         rad, scrubber = self.radiation, model.scrubber
         checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
-                         rerun=rerun, scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
+                         range_failed=range_failed, rerun=rerun,
+                         scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
                          scrub_period_s=scrubber.period_s if scrubber is not None else None,
                          flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
         return probs
@@ -1054,7 +1144,7 @@ class Worker:
             self.checks_failed += 1
             self.reruns += 1
             current = self._session(job.model)
-            probs, ok, failed = self._checked_run(current, tiles, double=current.check_output is None)
+            probs, ok, failed = self._checked_run(current, tiles, double=not current.checked)
             self.results_marked += bool(failed)
             checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8))
             self._check_failed(job, "output CRC", len(tiles), failed,
@@ -1069,7 +1159,10 @@ class Worker:
                       double: bool) -> tuple[np.ndarray, Batch]:
         """HIL upset injection: one batch with the upsets that wait for it (its first run through
         the injector), checked as any batch is; judged when its result is released."""
+        self._failed_flags = ""
         first, batch = self._injector.first_run(model, tiles, self._run_model)
+        if self._injector.failed_flags is not None:  # the first run went through the hooked graph
+            self._failed_flags = self._injector.failed_flags
         self.last_check_failed = ""
         try:
             probs = self._checked_probs(job, model, tiles, checks, double, first)
@@ -1097,14 +1190,15 @@ class Worker:
 
     def _checked_run(self, model: _Session, tiles: np.ndarray, double: bool,
                      first: tuple[np.ndarray, np.ndarray | None] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-        """One run of ``tiles`` (two with ``double``; ``first`` is the first where it was made already):
-        (probabilities, per-tile ok, what failed: "" when nothing did, else "checksum", "double run" or both)."""
+        """One run of ``tiles`` (two with ``double``; ``first`` is the first where it was made already, by
+        :meth:`_run_model` just before): (probabilities, per-tile ok, what failed: "" when nothing did,
+        else "checksum", "range", "double run" or several joined by "+")."""
         probs, flags = first if first is not None else self._run_model(model, tiles)
         ok = np.ones(len(tiles), bool)
         failed = []
         if flags is not None and not flags.all():
             ok &= flags
-            failed.append("checksum")
+            failed.append(self._failed_flags)  # which flag failed, as the run that made them found it
         if double:
             again, _ = self._run_model(model, tiles)
             same = rows_agree(probs, again, exact=model.provider == CPU)
@@ -1114,14 +1208,14 @@ class Worker:
         return probs, ok, "+".join(failed)
 
     def _run_model(self, model: _Session, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, the checksum pass's per-tile flags or None) of one session run."""
+        """(probabilities, per-tile flags or None) of one session run: a tile passes where every flag the
+        model has (the checksum pass's, the range checks') is true. Which failed: :attr:`_failed_flags`."""
         outputs = model.session.run(model.outputs, {model.input_name: tiles})
-        if model.check_output is None:
+        self._failed_flags = ""
+        if len(outputs) == 1:
             return outputs[0], None
-        try:
-            return outputs[0], abft_flags(outputs[1], len(tiles))
-        except ValueError:
-            return outputs[0], np.zeros(len(tiles), bool)  # a check that cannot be read has not passed
+        ok, self._failed_flags = check_flags(model.outputs[1:], outputs[1:], len(tiles))
+        return outputs[0], ok
 
     def _failing_again(self, model: _Session, again: bool) -> bool:
         """Count batches of ``model`` failing again after a scrub, in a row; at
