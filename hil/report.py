@@ -87,8 +87,8 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
 
 def corrupt_results_check(result: RunResult) -> Check:
     """``no_corrupt_result_reported_good``: a corrupt tile its product said passed fails the run, and so
-    does a run that asked for upsets and has none to judge (no ledger, none applied): it proved nothing.
-    Corrupt tiles nothing checked (checks off) are said apart: their product said unchecked, not good."""
+    does a run that asked for upsets and has none to judge (no ledger, none applied, none judged): it
+    proved nothing. Corrupt tiles nothing checked (checks off) are said apart: their product said unchecked, not good."""
     account = result.memory_upsets
     totals, batches = account.get("totals", {}), account.get("batches", {})
     requested = sum(account.get("requested", {}).values())
@@ -106,6 +106,8 @@ def corrupt_results_check(result: RunResult) -> Check:
     elif not applied:
         why = next((u.get("note") for u in account.get("examples", []) if u.get("note")), "")
         empty = f"{requested} asked for, none applied" + (f" (first reason: {why})" if why else "")
+    elif not batches.get("judged", 0):
+        empty = f"{applied} applied, but no batch ran while one was live (no compute job in the run?)"
     else:
         return Check("no_corrupt_result_reported_good", good == 0, detail)
     return Check("no_corrupt_result_reported_good", False,

@@ -151,8 +151,8 @@ graph, or of a result it holds. The worker follows each to its end and keeps a l
 summary (``memory_upsets``) and the report count per target the upsets asked for, applied,
 detected (and by what), corrected, and the tiles whose product said passed while corrupt
 (``corrupt_reported_good``) or unchecked (``corrupt_results_unchecked``: checks off). A run that
-asked for upsets and has none to judge (none drawn, no ledger, none applied) fails
-``no_corrupt_result_reported_good`` too: it tested nothing. The profile's rate is for the whole
+asked for upsets and has none to judge (none drawn, no ledger, none applied, no batch run on
+one) fails ``no_corrupt_result_reported_good`` too: it tested nothing. The profile's rate is for the whole
 board; all of it is aimed at the worker's few megabytes, which is why the scale is a stress
 factor, not a physical one.
 """

@@ -113,6 +113,18 @@ def test_a_replay_window_lost_with_the_state_directory_still_refuses_a_captured_
 
 
 @pytest.mark.req("SEC-002")
+def test_a_restart_before_any_command_is_not_taken_for_a_lost_replay_window(tmp_path):
+    keyed_rig(tmp_path).close()  # the first start with keys: no command taken before the restart
+    again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "tc.keys")
+    try:
+        assert not [e for e in again.events("STATE_CORRUPT") if e.args["what"] == "telecommand replay window"]
+        again.client = GroundClient(SealingLink(again.link.ground, Sealer(1, KEY)))
+        assert again.send("NOOP").completed  # the ground's clock, now: taken at once
+    finally:
+        again.close()
+
+
+@pytest.mark.req("SEC-002")
 def test_a_replay_window_the_agent_cannot_write_is_reported_and_commands_still_run(rig):
     path = rig.agent.state_dir / "tc_replay.json"
     path.unlink(missing_ok=True)
@@ -131,8 +143,12 @@ def test_a_replay_window_the_agent_cannot_write_is_reported_and_commands_still_r
 def test_a_stop_asked_after_a_commanded_restart_does_not_turn_it_into_staying_down(rig):
     assert rig.send("SHUTDOWN", reason="restart", then="RESTART_SAFE").completed
     status = rig.agent.exit_status
-    rig.agent.stop("SIGTERM")  # the service manager's stop arriving while the agent ends its run
-    assert rig.agent.exit_status == status == 75 and rig.agent._stop_reason != "SIGTERM"
+    assert rig.agent.stop("SIGTERM") == status == 75  # the service manager's stop while the agent ends its run
+    assert rig.agent.exit_status == 75 and rig.agent._stop_reason != "SIGTERM"
+    # A second SHUTDOWN that would end it otherwise is refused, saying how the run will end.
+    other = rig.send("SHUTDOWN", reason="stay", then="STAY_DOWN")
+    assert not other.completed and "already under way and exits with status 75" in other.outcome
+    assert rig.agent.exit_status == 75
 
 
 @pytest.mark.req("SEC-004")
@@ -267,6 +283,25 @@ def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
         assert [e.args["kind"] for e in again.events("TC_AUTH_REJECTED")] == ["revoked"]
     finally:
         again.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_a_time_tagged_key_revoke_is_refused_when_released(tmp_path):
+    """Released from the schedule, no slot sealed it: it could be the ground's own, so it is refused."""
+    import json
+
+    from flight.link.sdls import wrap_key
+
+    rig, _ground_keys = rotation_rig(tmp_path)
+    try:
+        assert rig.send("KEY_LOAD", spi=2, master=100, wrapped=wrap_key(MASTER, bytes(range(7, 39))).hex()).completed
+        assert rig.send("SCHEDULE_AFTER", delay_s=2.0, command="KEY_REVOKE", args=json.dumps({"spi": 1})).completed
+        rig.advance(4)
+        assert rig.agent.keys._ring.slots[1].active and not rig.events("KEY_REVOKED")
+        failed = [e.args for e in rig.events("COMMAND_FAILED") if e.args["name"] == "KEY_REVOKE"]
+        assert failed and "not from a time tag" in failed[0]["reason"]
+    finally:
+        rig.close()
 
 
 @pytest.mark.req("SEC-011")

@@ -187,3 +187,16 @@ def test_with_checks_off_corrupt_tiles_are_counted_as_unchecked_not_dropped(tmp_
     assert unchecked >= 1 and result.memory_upsets["batches"]["corrupt_reported_good"] == 0
     assert check.passed and f"0 tiles reported passed while corrupt; {unchecked} corrupt tiles unchecked" in check.detail
     assert body["corrupt_results_unchecked"] == unchecked
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_upsets_applied_with_no_batch_run_while_live_fail_the_criterion(tmp_path):
+    loop, bench = harness_and_worker(tmp_path, ["weights"])
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    bench.worker._session(MODEL_NAME)  # noqa: SLF001 - its owned weights, where they land
+    bench.worker.scrub_tick(0.0)  # taken in and applied; no job runs on them
+    bench.close()
+    check, result, _ = judged(loop)
+    assert result.memory_upsets["totals"]["weights"]["applied"] >= 1, result.memory_upsets
+    assert result.memory_upsets["batches"]["judged"] == 0
+    assert not check.passed and "no batch ran while one was live" in check.detail

@@ -355,3 +355,21 @@ def test_a_model_with_no_reference_inputs_runs_without_ranges_and_the_worker_say
     assert said.args["name"] == "tiny" and said.args["reason"].startswith("no reference inputs kept with version 1")
     # The shipped model, with its reference set, gets them all the same.
     assert infer(bench, 2)[0]["protection"] == "abft+ranges+scrubbed" and MODEL_NAME not in bench.worker.range_notes
+
+
+@pytest.mark.req("RAD-112")
+def test_the_same_bytes_installed_again_with_reference_inputs_get_their_ranges(bench):
+    """Ranges are learned per version: a version with no reference inputs runs without them; the
+    very same bytes installed as the next version with a reference set get them."""
+    from flight.compute.package import ReferenceSet, expected_outputs
+
+    x = np.random.default_rng(3).uniform(0.1, 1.0, (8, 2)).astype(np.float32)
+    bench.worker.store.install("tiny", "1", tiny(2.0), provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("pairs", x)
+    admit(bench, abft_on=False, ranges_on=True)
+    assert infer(bench, 1, model="tiny", name="pairs")[0]["protection"] == "scrubbed"
+    bench.worker.store.install("tiny", "2", tiny(2.0), provenance=Provenance("test", False, "", time.time()),
+                               reference=ReferenceSet(x, expected_outputs(tiny(2.0), x)).to_bytes())
+    bench.worker._forget("tiny")  # noqa: SLF001 - as an install through the worker does
+    receipt = infer(bench, 2, model="tiny", name="pairs")[0]
+    assert receipt["protection"] == "ranges+scrubbed", bench.worker.range_notes

@@ -138,8 +138,10 @@ def test_a_replay_file_lost_after_the_agent_has_run_refuses_what_was_captured_be
     for raw in captured:
         open_tc(raw, ring(), guard)
     path.unlink()  # the state directory restored from an old copy, or wiped, while the keys stay in force
-    first_boot = ReplayGuard(path)  # never booted before: nothing to have lost, nothing refused
-    assert first_boot.load_error is None and first_boot.floor_of(1) == 0 and not path.exists()
+    first_boot = ReplayGuard(path)  # never written before: nothing to have lost, nothing refused
+    assert first_boot.load_error is None and first_boot.floor_of(1) == 0
+    assert first_boot.kept and path.exists()  # written at once: from now on its absence is a loss
+    path.unlink()
     board_now_us = clock.t + 1_000_000
     restarted = ReplayGuard(path, expected=True, now_us=lambda: board_now_us)
     assert restarted.load_error and "missing" in restarted.load_error

@@ -138,9 +138,11 @@ class Agent:
             self._key_problems = self.key_overlay.apply(keys)
             if self.key_overlay.load_error:
                 self._key_problems.insert(0, self.key_overlay.load_error)
-        # Booted before: a replay window that is not there was lost, not never made (flight/link/sdls.py).
-        self.replay = ReplayGuard(self.state_dir / "tc_replay.json", expected=self.memory.boot_count > 1) \
+        # Written once before: a replay window that is not there was lost, not never made (flight/link/sdls.py).
+        self.replay = ReplayGuard(self.state_dir / "tc_replay.json", expected=self.memory.tc_replay_kept) \
             if keys is not None else None
+        if self.replay is not None and self.replay.kept:
+            self.memory.remember_tc_replay_kept()
         self.link_service = LinkService(self.link, self.codec, self.clock, events(LinkService), self.dispatcher.handle,
                                         counters, self.downlink.reply, self.downlink.acknowledged,
                                         lambda pdu: self.files.receive(pdu), keys, self.replay)
@@ -400,11 +402,11 @@ class Agent:
         self.params.report()
         sdnotify.ready(self._systemd_status())
 
-    def stop(self, reason: str, exit_status: int = EXIT_STAY_DOWN) -> None:
+    def stop(self, reason: str, exit_status: int = EXIT_STAY_DOWN) -> int:
         """Ask the loop to end after this turn; safe from a signal handler or another thread.
         ``exit_status``: what the process should exit with (the service acts on it: SHUTDOWN).
-        The first request says how the run ends: a SIGTERM arriving after SHUTDOWN then=RESTART_SAFE
-        must not turn the restart into staying down."""
+        The first request says how the run ends (a SIGTERM arriving after SHUTDOWN then=RESTART_SAFE
+        must not turn the restart into staying down); returns the exit status decided."""
         if self._stop_reason is None:
             self.exit_status = exit_status
             self._stop_reason = reason
@@ -412,6 +414,7 @@ class Agent:
             self._wake_w.send(b"\0")
         except OSError:
             pass
+        return self.exit_status
 
     def start(self) -> None:
         """Start the worker and, unless the harness drives time, boot now."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from flight.agent.dispatcher import Handler
+from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort, FaultLog, ModePort
 from flight.clock import Clock
 from flight.link.messages import CommandRequest
@@ -30,7 +30,7 @@ class Executive(Component):
 
     def __init__(self, emit: EventPort, clock: Clock, faults: FaultLog, modes: ModePort, *, boot_count: int,
                  dict_hash: str, hal_backend: str, control_late_p99_s: Callable[[], float | None],
-                 stop: Callable[[str, int], None], resets: Iterable[Callable[[], None]]):
+                 stop: Callable[[str, int], int], resets: Iterable[Callable[[], None]]):
         """``stop(reason, exit_status)`` ends the loop after this turn; ``resets`` zero the other
         components' counters."""
         self._emit = emit
@@ -89,8 +89,11 @@ class Executive(Component):
 
     def _shutdown(self, req: CommandRequest) -> dict[str, Any]:
         then = req.args["then"]
-        self._stop(f"commanded: {req.args['reason']}; then {then}", SHUTDOWN_EXIT[then])
-        return {"stopping": True, "then": then, "exit_status": SHUTDOWN_EXIT[then]}
+        status = self._stop(f"commanded: {req.args['reason']}; then {then}", SHUTDOWN_EXIT[then])
+        if status != SHUTDOWN_EXIT[then]:  # a stop asked before this one decides how the run ends
+            raise CommandFailed(f"then: a stop is already under way and exits with status {status}, not "
+                                f"{SHUTDOWN_EXIT[then]} ({then})")
+        return {"stopping": True, "then": then, "exit_status": status}
 
     def telemetry(self) -> dict[str, Any]:
         late = self._late_p99_s()

@@ -87,7 +87,12 @@ class KeyManager(Component):
         if ring.active() == [spi]:
             raise CommandFailed(f"spi: slot {spi} is the last active key; load another first (KEY_LOAD)",
                                 FailureCode.OUT_OF_RANGE)
-        if self._sealed_with() == spi:  # the ground seals with it: revoking it would lock the ground out
+        sealer = self._sealed_with()
+        if sealer is None:  # released from a time tag or a sequence: which slot the ground seals with is unknown
+            raise CommandFailed("spi: KEY_REVOKE runs only as the ground sends it, not from a time tag or a "
+                                "sequence: the slot that sealed it must not be the one revoked",
+                                FailureCode.OUT_OF_RANGE)
+        if sealer == spi:  # the ground seals with it: revoking it would lock the ground out
             raise CommandFailed(f"spi: slot {spi} sealed this command; activate the new slot on the ground "
                                 "(sunlit-ground key activate), then revoke this one with a command it seals",
                                 FailureCode.OUT_OF_RANGE)

@@ -24,6 +24,7 @@ class AgentState:
     mode: str = "BOOT"  # the mode in force, saved on each change: after a reset, what it was doing
     resume_mode: str | None = None  # the mode an automatic, recoverable SAFE fell from (flight/agent/modes.py)
     recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
+    tc_replay_kept: bool = False  # a telecommand replay window was written: its absence later is a loss
 
 
 def _check_types(state: AgentState, path: Path) -> None:
@@ -41,6 +42,7 @@ def _check_types(state: AgentState, path: Path) -> None:
         and isinstance(state.mode, str) and (state.resume_mode is None or isinstance(state.resume_mode, str))
         and isinstance(state.recoveries_s, list)
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
+        and isinstance(state.tc_replay_kept, bool)
     )
     if not ok:
         raise CorruptFile(f"{path}: a field has the wrong type or range")
@@ -151,6 +153,18 @@ class PersistentState:
         """An automatic recovery at ``t_s``; those at or before ``keep_after_s`` are forgotten (bounded)."""
         self.state.recoveries_s = [t for t in self.state.recoveries_s if t > keep_after_s][-99:] + [float(t_s)]
         self.save(force=True)
+
+    # --- for the link service's replay window ---------------------------------------------------
+
+    @property
+    def tc_replay_kept(self) -> bool:
+        return self.state.tc_replay_kept
+
+    def remember_tc_replay_kept(self) -> None:
+        """Saved at once: from now on a replay window that is not there was lost (flight/link/sdls.py)."""
+        if not self.state.tc_replay_kept:
+            self.state.tc_replay_kept = True
+            self.save(force=True)
 
     # --- for the compute supervisor -----------------------------------------------------------
 

@@ -224,6 +224,7 @@ class _CheckedModel(NamedTuple):
     precision: str  # the arithmetic it was made for (providers.abft_precision): made again when that changes
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
+    version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
 
 
 def _check_output_of(data: bytes) -> tuple[str, str]:
@@ -525,7 +526,7 @@ class Worker:
                 return self._open_bytes(name, checked, version, sha256, from_golden)
             except Exception as exc:  # noqa: BLE001 - onnxruntime's kinds: the pass's graph is at fault, not the model
                 self._checks_refused(name, sha256, f"onnxruntime will not open it protected ({type(exc).__name__}: "
-                                                   f"{exc})", precision)
+                                                   f"{exc})", precision, version)
         return self._open_bytes(name, data, version, sha256, from_golden)
 
     def _checked_bytes(self, name: str, data: bytes, sha256: str, precision: str, version: str = "") -> bytes | None:
@@ -541,7 +542,7 @@ class Worker:
         kept would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
-                kept.abft, kept.ranges) == (self.abft_checks, self.range_checks) and (
+                kept.abft, kept.ranges, kept.version) == (self.abft_checks, self.range_checks, version) and (
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
         protected = self._abft_bytes(name, data, sha256, precision) if self.abft_checks else None
@@ -549,7 +550,7 @@ class Worker:
             protected = self._ranged_bytes(name, version, data, protected) or protected
         digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
         self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
-                                                   self.range_checks)
+                                                   self.range_checks, version)
         return protected
 
     def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
@@ -607,9 +608,10 @@ class Worker:
             return None
         return None if inputs is None or not len(inputs) else np.ascontiguousarray(inputs, np.float32)
 
-    def _checks_refused(self, name: str, sha256: str, reason: str, precision: str) -> None:
+    def _checks_refused(self, name: str, sha256: str, reason: str, precision: str, version: str = "") -> None:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
-        self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks)
+        self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks,
+                                                   version)
         self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:

@@ -20,10 +20,13 @@ MAC before its CRC::
   ``reserve`` (5 s of the ground's clock); after a restart nothing at or below the reservation
   is taken, so a packet seen before the restart can never be taken again, at the cost of at
   most ``reserve`` of the ground's time refused after an agent's restart. A reservation that
-  cannot be read, or is missing on an agent that has booted before (a state directory wiped
-  or restored from an old copy), refuses every SN up to the board's clock plus ``reserve`` on
-  every slot, a floor kept in the file from then on. A reservation that cannot be written is
-  counted and reported (``TC_REPLAY_NOT_KEPT``); commands still go.
+  cannot be read, or is missing though the agent's state says one was written (the file lost
+  on its own), refuses every SN up to the board's clock plus ``reserve`` on every slot, a floor
+  kept in the file from then on. Not covered: a whole state directory wiped (the agent starts
+  as new: the keys' rotation is lost with it too) or restored from an old copy (its old
+  reservation is taken as it is): rotate the keys after either (deploy/README.md, "Lost keys").
+  A reservation that cannot be written is counted and reported (``TC_REPLAY_NOT_KEPT``);
+  commands still go.
 
 :func:`open_tc` checks in the cheapest order and parses nothing beyond the headers before the
 MAC has passed: length, CRC, SPI known and active, MAC, then the replay window.
@@ -359,9 +362,11 @@ class ReplayGuard:
 
     def __init__(self, path: Path | str | None, window: int = WINDOW_US, reserve: int = RESERVE_US, *,
                  expected: bool = False, now_us: Callable[[], int] = lambda: time.time_ns() // 1000):
-        """``expected``: the file should be there (the agent has booted before), so a missing one
-        is taken as an unreadable one: a state directory restored or wiped must not reopen the
-        window to packets captured before. ``now_us``: the clock that bounds SNs after a loss."""
+        """``expected``: the file was written before (the agent's state says so), so a missing one
+        is taken as an unreadable one: losing it must not reopen the window to packets captured
+        before. A missing one not expected (the first start with keys) is written at once, empty,
+        so that from then on its absence is a loss (:attr:`kept`). ``now_us``: the clock that
+        bounds SNs after a loss."""
         self.path = Path(path) if path is not None else None
         self.window, self.reserve = window, reserve
         self.highest: dict[int, int] = {}
@@ -381,13 +386,16 @@ class ReplayGuard:
             return
         if not self.path.exists():
             if expected:
-                self._lost(f"{self.path.name} missing though the agent has run before")
+                self._lost(f"{self.path.name} missing though one was written before")
+            else:
+                self._write()  # the first start with keys: from now on, its absence is a loss
             return
         try:
             body = read_checked_json(self.path)
             floor_all = int(body.pop(_ALL_SLOTS, 0))
             self.floor = {int(k): int(v) for k, v in body.items()}
         except (CorruptFile, OSError, AttributeError, TypeError, ValueError) as exc:
+            quarantine(self.path)  # kept aside to be looked at (NAME.corrupt), not read again
             self._lost(f"{self.path.name} unreadable ({exc})")
             return
         self._floor_all = floor_all
@@ -400,6 +408,11 @@ class ReplayGuard:
         self.floor = {}
         self.load_error = f"{why}; SNs up to now + {self.reserve} us refused"
         self._write()
+
+    @property
+    def kept(self) -> bool:
+        """Whether the window is on disk now (False: no path, or it could not be written)."""
+        return self.path is not None and self.path.is_file()
 
     def floor_of(self, spi: int) -> int:
         return max(self.floor.get(spi, 0), self._floor_all)
