@@ -201,7 +201,7 @@ def protect(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     g.initializer.extend(inits)
     g.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.BOOL, [batch]))
     entry = {"version": PASS_VERSION, "margin": margin, "output": OUTPUT, "flat_widening": FLAT_WIDENING,
-              "ranges": {name: list(clean[name]) for name in sorted(clean, key=order.__getitem__)}}
+             "ranges": {name: list(clean[name]) for name in sorted(clean, key=order.__getitem__)}}
     out.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(entry)))
     return out
 
