@@ -197,6 +197,48 @@ def test_store_dump_completes_only_when_its_packets_are_on_the_link(rig):
     assert dumped
 
 
+@pytest.mark.req("AGT-016")
+def test_a_store_dump_completed_by_playback_has_its_journal_record_on_disk_before_its_report(rig, monkeypatch):
+    store, journal = rig.agent.downlink.store, rig.agent.dispatcher.journal
+    real_sync, journal_unsynced_at_store_sync = store.sync, []
+
+    def sync(*args, **kwargs):
+        journal_unsynced_at_store_sync.append(journal._unsynced)
+        return real_sync(*args, **kwargs)
+
+    monkeypatch.setattr(store, "sync", sync)
+    ground = Ground(rig)
+    for _ in range(5):
+        ground.step()
+    result = rig.client.submit("STORE_DUMP", {"from_unix_s": rig.clock.now_s() - 4.0,
+                                              "to_unix_s": rig.clock.now_s() - 1.0}, retries=0)
+    ground.listening = True
+    for _ in range(3):
+        ground.step()
+    assert result.cmd_id in {ground.codec.decode_tm(tm).cmd_id for tm in ground.live.values()
+                             if tm.service == Service.VERIFICATION and tm.subtype == 7}  # completed in playback
+    assert journal_unsynced_at_store_sync and not any(journal_unsynced_at_store_sync)
+
+
+@pytest.mark.req("AGT-096")
+def test_a_failing_fsync_is_counted_and_said_once_until_one_works_again(rig, monkeypatch):
+    store, downlink = rig.agent.downlink.store, rig.agent.downlink
+
+    def refuse() -> int:  # an eMMC that fails its flushes (EIO)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store, "sync", refuse)
+    for token in range(5):  # each turn stores reports and fails to sync them
+        assert rig.send("PING", token=token).completed
+    assert len(rig.events("STORE_ERROR")) == 1 and "fsync" in rig.events("STORE_ERROR")[0].args["reason"]
+    assert downlink.store_errors >= 5
+    monkeypatch.undo()
+    assert rig.send("PING", token=10).completed  # it works again ...
+    monkeypatch.setattr(store, "sync", refuse)
+    assert rig.send("PING", token=11).completed  # ... so the next failure is said again
+    assert len(rig.events("STORE_ERROR")) == 2
+
+
 @pytest.mark.req("AGT-095")
 def test_store_delete_forgets_up_to_a_time_and_counts(rig):
     rig.advance(10)

@@ -341,13 +341,18 @@ class Agent:
                 self.executive.internal_error("scheduler", exc)
         if stepper is not None and stepper.pending_step and self.compute.hold_s() is None:
             self._answer_step()  # every harness step gets exactly one answer
+        if self._booted:
+            try:
+                self.downlink.play()  # playback as the budget allows (it may complete a STORE_DUMP)
+            except Exception as exc:  # noqa: BLE001
+                self.executive.internal_error("downlink", exc)
         try:  # before the store's fsync: a durable completion report never outlives its journal record
             self.dispatcher.end_turn()  # the outcomes of this turn's commands made durable, after their reports went out
         except Exception as exc:  # noqa: BLE001
             self.executive.internal_error("command journal", exc)
         if self._booted:
             try:
-                self.downlink.end_turn()  # playback as the budget allows; the store's fsync policy
+                self.downlink.end_turn()  # the store's fsync policy
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("downlink", exc)
             try:

@@ -129,6 +129,7 @@ class Downlink(Component):
         self._load_enabled()
         self.store_errors = 0
         self._error_reported = False
+        self._sync_error_reported = False
         self.playback_sent = 0
         self.live_deferred = 0
         self._hk_count: dict[int, int] = {}
@@ -219,8 +220,10 @@ class Downlink(Component):
 
     # --- the loop's hooks -------------------------------------------------------------------
 
-    def end_turn(self) -> None:
-        """Play back what the budget allows, then sync the store as the policy says."""
+    def play(self) -> None:
+        """Play back what the budget allows. The agent calls it before the command journal's
+        sync: a STORE_DUMP completed here writes its journal record, which must be on disk before
+        its completion report is (:meth:`end_turn`)."""
         now = self._clock.monotonic_s()
         if self.store is None:
             return
@@ -228,15 +231,24 @@ class Downlink(Component):
             self._play(now)
         elif self._session is not None:
             self._session = None
+
+    def end_turn(self) -> None:
+        """Sync the store as the policy says, after the journal's sync of this turn. A refused
+        fsync is counted, and said once until one works again: the event is a report too, and
+        said at every failure it would fail the next turn's fsync and be said again."""
+        now = self._clock.monotonic_s()
+        if self.store is None:
+            return
         dirty = self.store.dirty
         if dirty and (StoreClass.REPORTS in dirty or now - self._sync_at >= SYNC_PERIOD_S):
             t0 = time.perf_counter()
             try:
                 self.store.sync()
+                self._sync_error_reported = False
             except OSError as exc:
                 self.store_errors += 1
-                if not self._error_reported:
-                    self._error_reported = True
+                if not self._sync_error_reported:
+                    self._sync_error_reported = True
                     self._emit("STORE_ERROR", reason=f"fsync: {exc}")
             self._sync_ms = (time.perf_counter() - t0) * 1000.0
             self._sync_at = now
