@@ -22,8 +22,8 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
   (RESET_COUNTERS: an fdatasync before it runs, an fsync after, and one event more than
   NOOP's), at 1 Hz.
   ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after on an agent
-  configured as this one (housekeeping at 1 Hz) but with no keys, to compare, with its CPU per command
-  (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the machine's floor for the same message
+  configured as this one (housekeeping at 1 Hz) but with no keys, to compare, with its CPU per
+  command (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the machine's floor for the same message
   pattern in bare pyzmq (``tc_floor_p50_us``, ``tc_floor_p99_us``).
 - ``fuzz_inputs``, ``fuzz_crashes``, ``fuzz_internal_errors``: ``BENCH_FUZZ`` (100 000) inputs to
   the agent with authentication on (random bytes, sealed packets with bits flipped, truncated
@@ -216,7 +216,8 @@ def main() -> dict:
             for key, name, args in (("tc_rtt_hk_5hz", "NOOP", {}), ("tc_rtt", "NOOP", {}),
                                     ("tc_rtt_journaled", "RESET_COUNTERS", {})):
                 if key == "tc_rtt":  # bench/link.py's conditions: housekeeping at its default rate
-                    assert ground.send("SET_PARAM", {"name": "hk_period_s", "value": str(DEFAULT_HK_PERIOD_S)}).completed
+                    default = {"name": "hk_period_s", "value": str(DEFAULT_HK_PERIOD_S)}
+                    assert ground.send("SET_PARAM", default).completed
                     time.sleep(0.5)
                 rtt = []
                 for _ in range(1000):
