@@ -74,6 +74,10 @@ class Ground:
         return values
 
 
+def tm_is_event(record, name: str) -> bool:
+    return getattr(getattr(record, "event", None), "name", None) == name
+
+
 @pytest.fixture
 def rig(tmp_path):
     agent = InProcessAgent(tmp_path)
@@ -237,6 +241,80 @@ def test_a_failing_fsync_is_counted_and_said_once_until_one_works_again(rig, mon
     monkeypatch.setattr(store, "sync", refuse)
     assert rig.send("PING", token=11).completed  # ... so the next failure is said again
     assert len(rig.events("STORE_ERROR")) == 2
+
+
+@pytest.mark.req("AGT-096")
+def test_a_playback_read_the_disk_refuses_is_counted_said_once_and_tried_again_later(rig, monkeypatch):
+    store, downlink = rig.agent.downlink.store, rig.agent.downlink
+    ground = Ground(rig)
+    for _ in range(3):
+        ground.step()
+    lost = [unpack(raw) for _ in range(10) for raw in ground.step(lose=True)]
+    real_read = store.read
+
+    def refuse(seg, i):  # out of file descriptors: it may pass
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(store, "read", refuse)
+    ground.listening = True
+    for _ in range(5):
+        ground.step()
+    assert not ground.played  # nothing could be read, nothing was lost either
+    assert rig.agent.executive.internal_errors == 0
+    said = [r.args["reason"] for r in map(ground.codec.decode_tm, ground.live.values())
+            if tm_is_event(r, "STORE_ERROR")]
+    assert len(said) == 1 and "playback read" in said[0] and "Too many open files" in said[0]
+    assert downlink.store_errors >= 1
+    monkeypatch.setattr(store, "read", real_read)
+    for _ in range(30):  # the next look for resends finds the disk willing
+        ground.step()
+    assert {key(tm) for tm in lost} <= set(ground.played)
+    assert rig.agent.executive.internal_errors == 0
+
+
+@pytest.mark.req("AGT-096")
+def test_a_stored_record_the_disk_cannot_read_is_counted_corrupt_and_the_rest_comes_down(rig, monkeypatch):
+    import builtins
+
+    store = rig.agent.downlink.store
+    ground = Ground(rig)
+    for _ in range(3):
+        ground.step()
+    lost = [unpack(raw) for _ in range(10) for raw in ground.step(lose=True)]
+    bad = next(key(tm) for tm in lost if tm.service == Service.HOUSEKEEPING)
+    seg, i = next((s, j) for segs in store.segments.values() for s in segs for j in range(len(s.ids))
+                  if (s.apids[j], s.seqs[j]) == bad[:2])
+    real_open, offset = builtins.open, seg.offsets[i]
+
+    class Unreadable:  # the eMMC's blocks under one record fail (EIO)
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def seek(self, pos):
+            self.pos = self.f.seek(pos)
+
+        def read(self, n):
+            if self.pos < offset <= self.pos + n:
+                raise OSError(5, "Input/output error")
+            return self.f.read(n)
+
+    def open_(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return Unreadable(f) if str(path) == str(seg.path) and mode == "rb" else f
+
+    monkeypatch.setattr(builtins, "open", open_)
+    ground.listening = True
+    for _ in range(30):
+        ground.step()
+    monkeypatch.undo()
+    assert bad not in ground.played and {key(tm) for tm in lost} - {bad} <= set(ground.played)
+    assert store.stats.corrupt_records == 1 and rig.agent.executive.internal_errors == 0
 
 
 @pytest.mark.req("AGT-095")

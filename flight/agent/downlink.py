@@ -19,7 +19,8 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   (completed when every packet of it is on the link), and delete up to a time.
 - **Bounded**: the store drops its oldest housekeeping first when full, and says so
   (``STORE_DROPPED``, ``store_dropped``). A disk that refuses writes costs the store, never
-  the live stream (``STORE_ERROR``, ``store_errors``).
+  the live stream (``STORE_ERROR``, ``store_errors``); one that refuses a playback read puts
+  playback off to its next look for resends, and a record it cannot read (EIO) is skipped.
 - **fsync**: the store's segments are synced at the end of each loop turn that stored a report
   or an event (:meth:`Downlink.end_turn`), and every :data:`flight.agent.tm_store.SYNC_PERIOD_S`
   otherwise.
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import msgpack
 
@@ -130,6 +131,8 @@ class Downlink(Component):
         self.store_errors = 0
         self._error_reported = False
         self._sync_error_reported = False
+        self._read_error_reported = False
+        self._read_refused = False  # a playback read refused during this look
         self.playback_sent = 0
         self.live_deferred = 0
         self._hk_count: dict[int, int] = {}
@@ -305,10 +308,14 @@ class Downlink(Component):
         silence_ended = self._session.start if self._session is not None else -math.inf
         routine = self.store.pending(now, resend_s, silence_ended if now - silence_ended >= ACK_GRACE_S else -math.inf)
         carry: list[tuple[Segment, int]] = []  # taken from the routine order for the next container of this look
+        self._read_refused = False
         while room > 0:
             batch, records, dumped = self._batch(routine, carry)
             if not batch:
-                self._caught_up(now, resend_s)
+                if self._read_refused:
+                    self._idle_until = now + resend_s
+                else:
+                    self._caught_up(now, resend_s)
                 return
             container = self._encode_playback(batch, self._clock.now_s())
             if not self.link.publish(container):
@@ -326,6 +333,9 @@ class Downlink(Component):
             self._tokens -= len(container)
             room -= len(container)
             self._settle_dump()
+            if self._read_refused:
+                self._idle_until = now + resend_s
+                return
 
     def _batch(self, routine, carry: list[tuple[Segment, int]]) -> tuple[list[bytes], list[tuple[Segment, int]], int]:
         """Up to a container's worth: the dump's packets first (how many: the third value), then
@@ -338,8 +348,10 @@ class Downlink(Component):
             seg, i = dump.peek()
             if batch and size + seg.lengths[i] > MAX_PLAYBACK_BYTES:
                 return batch, records, dumped
+            packet = self._read(seg, i)
+            if packet is False:
+                return batch, records, dumped  # the disk refused: this record leads next time
             dump.take()
-            packet = self.store.read(seg, i)
             if packet is None:
                 dump.gone += 1  # deleted (acknowledged, dropped) since the dump was asked for
                 continue
@@ -357,7 +369,9 @@ class Downlink(Component):
             if batch and size + seg.lengths[i] > MAX_PLAYBACK_BYTES:
                 carry.append(item)  # it leads the next container
                 break
-            packet = self.store.read(seg, i)
+            packet = self._read(seg, i)
+            if packet is False:
+                break  # the disk refused: unsent, so it comes again
             if packet is None:
                 self.store.acknowledge_ids([seg.ids[i]])  # unreadable (counted): it can never come down
                 continue
@@ -365,6 +379,22 @@ class Downlink(Component):
             records.append((seg, i))
             size += len(packet)
         return batch, records, dumped
+
+    def _read(self, seg: Segment, i: int) -> bytes | None | Literal[False]:
+        """A stored packet for playback; None if it is gone or unreadable for good (counted by the
+        store), False if the disk refused for now: counted, said once until a read works again,
+        and playback rests until the next look for resends (not a refusal every 50 ms)."""
+        try:
+            packet = self.store.read(seg, i)
+        except OSError as exc:
+            self.store_errors += 1
+            if not self._read_error_reported:
+                self._read_error_reported = True
+                self._emit("STORE_ERROR", reason=f"playback read: {exc.strerror or exc}")
+            self._read_refused = True
+            return False
+        self._read_error_reported = False
+        return packet
 
     def _settle_dump(self) -> None:
         dump = self._dump

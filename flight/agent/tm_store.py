@@ -40,6 +40,7 @@ at most the last ``SYNC_PERIOD_S`` of housekeeping, parameter reports and plans.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import re
 import struct
@@ -474,13 +475,19 @@ class PacketStore:
 
     def read(self, seg: Segment, i: int) -> bytes | None:
         """The packet of record ``i`` of ``seg``, checked again; None if the segment is gone or
-        the bytes no longer match their CRC (counted)."""
+        the bytes no longer match their CRC or cannot be read (EIO; both counted). Raises
+        OSError for a refusal that may pass (no file descriptor, no memory)."""
         try:
             with open(seg.path, "rb") as f:
                 start = seg.offsets[i] - _META.size - _FRAME.size
                 f.seek(start)
                 raw = f.read(_FRAME.size + _META.size + seg.lengths[i] + _CRC.size)
         except (FileNotFoundError, IndexError):
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise  # the disk may answer later (no descriptors, no memory): the caller waits and asks again
+            self.stats.corrupt_records += 1  # the medium cannot give these bytes back: as a failed CRC
             return None
         walked = _records(raw, MAX_PACKET)[0]
         if len(walked) != 1 or walked[0][2] is None:

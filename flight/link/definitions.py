@@ -669,9 +669,10 @@ STORE_CHANNELS = (
             "full (all classes)", Limits(warn_high=1)),
     Channel("store_dropped_reports", T.U32, "count", "Events and verification reports among store_dropped",
             Limits(warn_high=1)),
-    Channel("store_corrupt", T.U32, "count", "Stored records that failed their CRC when read", Limits(warn_high=1)),
-    Channel("store_errors", T.U32, "count", "Packets the store could not write (a full or failing disk); they went "
-            "out live only", Limits(warn_high=1)),
+    Channel("store_corrupt", T.U32, "count", "Stored records that failed their CRC, or that the disk could not "
+            "read (EIO), when read", Limits(warn_high=1)),
+    Channel("store_errors", T.U32, "count", "Store operations the disk refused: packets not written (they went out "
+            "live only), fsyncs, acknowledgements not kept, playback reads put off", Limits(warn_high=1)),
     Channel("store_enabled", T.STRING, "", "The store classes being kept (REPORTS,OTHER,HK; none: nothing is)"),
     Channel("store_sync_ms", T.F64, "ms", "Time of the last fsync of the store's segments (the stated policy: "
             "each loop turn that stored a report or event, else every 5 s)"),
