@@ -8,6 +8,12 @@ procedures rely on them:
 - *started* / *completed*: the agent began and finished executing it (PUS 1,3 / 1,7);
 - a *failure* at any stage (PUS 1,2 / 1,4 / 1,8) is final and carries a code and reason.
 
+The success reports come as the TC's PUS-C acknowledgement flags ask: by default
+(:data:`DEFAULT_ACK_FLAGS`) acceptance and completion. The agent sends its start report in the
+same turn as the acceptance, so it says nothing the acceptance does not, and costs a packet
+on the downlink and in the store per command; ask for it (``ack_flags``) where a procedure
+wants it. A failure report comes whatever the flags say.
+
 Retries follow the zguide's Lazy Pirate: with no report within ``attempt_timeout_s`` the
 client drops its command socket, opens a new one and sends the *same* packet (same
 ``cmd_id``), which the agent executes at most once.
@@ -62,12 +68,22 @@ from flight.link.messages import (
     Stage,
     Verification,
 )
-from flight.link.packets import GapCounter, PacketError, Service, Subtype, Telemetry, unpack
+from flight.link.packets import (
+    ACK_ACCEPTANCE,
+    ACK_COMPLETION,
+    GapCounter,
+    PacketError,
+    Service,
+    Subtype,
+    Telemetry,
+    unpack,
+)
 from flight.link.sdls import KeyFileError, SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from ground.completeness import CompletenessTracker, packet_key
 
 
+DEFAULT_ACK_FLAGS = ACK_ACCEPTANCE | ACK_COMPLETION  # the success reports asked for, unless told otherwise
 RESTART_TOLERANCE_S = 1.0  # packet times resolve 1 ms; this absorbs clock adjustments, not a restart
 KEEP_UNSETTLED = 256  # commands whose outcome is unknown, still listened for (the oldest go first)
 
@@ -103,6 +119,7 @@ class CommandResult:
     gave_up: bool = False  # the sender stopped waiting before a final report: "unknown" or "timeout"
     never_received: bool = False  # the agent said so (COMMAND_STATUS), or no attempt left the ground
     handed: int = 0  # attempts the link took (a full queue refuses one)
+    ack_flags: int = DEFAULT_ACK_FLAGS  # the success reports the command asked for (packets.ACK_*)
 
     def stage_reached(self, stage: Stage) -> bool:
         return any(r.stage is stage and r.success for r in self.reports)
@@ -169,6 +186,9 @@ class Received:
     duplicate: bool = False  # the ground had it already: poll() returns it, listeners never see it
 
 
+_WAIT_ACK = {"sent": 0, "accepted": ACK_ACCEPTANCE, "completed": ACK_COMPLETION}
+
+
 class GroundClient:
     def __init__(
         self,
@@ -187,6 +207,7 @@ class GroundClient:
         self.source_id = source_id
         self.clock = clock
         self.command_timeout_s = 5.0  # send()'s wait for the final report when the caller names none
+        self.ack_flags = DEFAULT_ACK_FLAGS  # the success reports a command asks for when the caller names none
         self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
         self.tracker = tracker if tracker is not None else CompletenessTracker()
         self.bad_packets = 0
@@ -406,9 +427,11 @@ class GroundClient:
         attempt_timeout_s: float = 1.0,
         on_report: Callable[[Verification], None] | None = None,
         cmd_id: int | None = None,
+        ack_flags: int | None = None,
     ) -> CommandResult:
         """Send a command and wait for ``wait`` ('sent', 'accepted', 'completed'), at most
-        ``timeout_s`` (default :attr:`command_timeout_s`, 5 s).
+        ``timeout_s`` (default :attr:`command_timeout_s`, 5 s). ``ack_flags``: the success reports
+        to ask for (default :attr:`ack_flags`); the stage waited for is always among them.
 
         Arguments are checked against the dictionary first (ArgumentError, nothing sent).
         Returns the result, failed or not. When the wanted stage and no failure arrived within
@@ -419,10 +442,11 @@ class GroundClient:
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
-        packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id)
+        flags = (self.ack_flags if ack_flags is None else ack_flags) | _WAIT_ACK[wait]
+        packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
-                               sent_at_s=time.time())
+                               sent_at_s=time.time(), ack_flags=flags)
         self._pending[cmd_id] = result
         self._packets[cmd_id] = packet
         try:
@@ -544,14 +568,15 @@ class GroundClient:
     # --- commanding without waiting (the ground server keeps many in flight) -----------------
 
     def submit(self, name: str, args: dict[str, Any], retries: int = 3, attempt_timeout_s: float = 1.0,
-               cmd_id: int | None = None) -> CommandResult:
+               cmd_id: int | None = None, ack_flags: int | None = None) -> CommandResult:
         """Send a command and return at once; its reports collect on the result as :meth:`poll`
         takes them in, and :meth:`retry_due` resends it (same ``cmd_id``) while none has come.
-        Call :meth:`forget` once it is final."""
-        packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id)
+        Call :meth:`forget` once it is final. ``ack_flags`` as :meth:`send` (completion is always asked)."""
+        flags = (self.ack_flags if ack_flags is None else ack_flags) | ACK_COMPLETION
+        packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,
-                               sent_at_s=time.time())
+                               sent_at_s=time.time(), ack_flags=flags)
         self._pending[cmd_id] = result
         self._packets[cmd_id] = packet
         self._send_attempt(result, packet)

@@ -6,6 +6,7 @@ An entry's life::
           │ reject/expire            │ cancel                                 │
           ▼                          ▼                                        ▼
        rejected                  cancelled               accepted ► started ► completed
+                                                         (started: where its report was asked for)
                                                          (or failed at a stage, or timeout,
                                                           or unknown ──late report──► completed/failed)
 
@@ -37,7 +38,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, Iterable
 
 
 class State(str, enum.Enum):
@@ -61,6 +62,14 @@ class State(str, enum.Enum):
 
 _FINAL = {State.COMPLETED, State.FAILED, State.TIMEOUT, State.REJECTED, State.CANCELLED}
 _ORDER = {State.SENT: 1, State.ACCEPTED: 2, State.STARTED: 3, State.UNKNOWN: 3, State.COMPLETED: 4}
+
+
+def _reached(entry: Entry) -> int:
+    """How far the agent said the entry got; accepted counts as started where no start report was
+    asked for (the agent would have said a start failure, which comes whatever the flags)."""
+    if entry.state is State.ACCEPTED and State.STARTED.value not in entry.acks:
+        return _ORDER[State.STARTED]
+    return _ORDER.get(entry.state, 0)
 
 
 class QueueError(ValueError):
@@ -103,6 +112,7 @@ class Entry:
     attempts: int = 0
     deadline_s: float | None = None  # when the current stage's window closes
     waiting_for: str = ""  # the stage the window is for
+    acks: tuple[str, ...] = ("accepted", "started", "completed")  # the success reports asked of the agent
 
     def stage(self, stage: str, at_s: float, ok: bool = True, code: str = "", reason: str = "",
               by: str = "", agent: bool = False) -> None:
@@ -132,6 +142,7 @@ class Entry:
             "cmd_id": None if self.cmd_id is None else str(self.cmd_id),  # 64 bits: beyond a JS number
             "stages": [dict(s) for s in self.stages], "result": self.result, "attempts": self.attempts,
             "waiting_for": self.waiting_for, "deadline_s": self.deadline_s, "outcome": self.outcome,
+            "acks": list(self.acks),
         }
 
 
@@ -237,11 +248,14 @@ class CommandQueue:
                     return entry
             return None
 
-    def sent(self, entry_id: int, cmd_id: int, attempts: int, now_s: float) -> Entry:
+    def sent(self, entry_id: int, cmd_id: int, attempts: int, now_s: float, acks: Iterable[str] | None = None) -> Entry:
+        """The link took the command; ``acks``: the stages whose success reports it asked for."""
         with self._lock:
             entry = self._get(entry_id)
             entry.cmd_id = cmd_id
             entry.attempts = attempts
+            if acks is not None:
+                entry.acks = tuple(acks)
             self._by_cmd_id[cmd_id] = entry_id
             if entry.state is State.RELEASED:
                 entry.state = State.SENT
@@ -331,7 +345,7 @@ class CommandQueue:
                     entry.stage("approval", now_s, ok=False, code="EXPIRED",
                                 reason=f"no second operator approved within {self.timeouts.approval_s:g} s")
                 elif (entry.waiting_for in ("accepted", "completed") and entry.state is not State.UNKNOWN
-                      and _ORDER.get(entry.state, 0) >= self.unknown_from):
+                      and _reached(entry) >= self.unknown_from):
                     reached, entry.state = entry.state.value, State.UNKNOWN
                     if reached == State.SENT.value:
                         entry.stage("unknown", now_s, reason=f"sent, no report in {self.timeouts.accepted_s:g} s: "

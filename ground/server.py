@@ -61,7 +61,7 @@ from aiohttp import WSMsgType, web
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_stages
 from flight.link.packets import SequenceCounters, Service, Subtype, pack_tm
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
@@ -442,7 +442,8 @@ class SpacecraftLink:
                     self.server.command_changed(self.queue.send_failed(entry.id, "BAD_ARGUMENTS", str(exc), now))
                 else:
                     self._inflight[result.cmd_id] = (entry.id, result, 0)
-                    self.server.command_changed(self.queue.sent(entry.id, result.cmd_id, result.attempts, now))
+                    self.server.command_changed(self.queue.sent(entry.id, result.cmd_id, result.attempts, now,
+                                                                [s.value for s in ack_stages(result.ack_flags)]))
         client.retry_due()
         self._tick()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from flight.agent.dispatcher import CommandFailed, Deferred, Dispatcher, Handler
@@ -9,7 +10,8 @@ from flight.agent.ports import EventPort
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import FailureCode
 from flight.link.messages import Codec, Stage
-from flight.link.packets import unpack
+from flight.link.apid import Apid
+from flight.link.packets import ACK_ACCEPTANCE, ACK_ALL, ACK_COMPLETION, ACK_START, Service, Subtype, pack_tc, unpack
 
 
 class Bench:
@@ -20,8 +22,8 @@ class Bench:
         emit = EventPort("dispatcher", Dispatcher.EVENTS, DICTIONARY, lambda name, args: self.events.append(name))
         self.dispatcher = Dispatcher(self.codec, lambda peer, packet: self.reports.append(packet), lambda: 0.0, emit)
 
-    def send(self, name: str, args: dict | None = None, cmd_id: int | None = None):
-        packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id)
+    def send(self, name: str, args: dict | None = None, cmd_id: int | None = None, ack_flags: int = ACK_ALL):
+        packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, ack_flags=ack_flags)
         self.dispatcher.handle(unpack(packet), "peer")
         return cmd_id
 
@@ -80,6 +82,51 @@ def test_guards_and_handler_errors_are_answered():
     assert bench.stages() == [("accepted", True), ("started", False), ("accepted", True), ("started", True),
                               ("completed", False)]
     assert "ZeroDivisionError" in bench.codec.decode_tm(unpack(bench.reports[-1])).reason
+
+
+@pytest.mark.req("LNK-002")
+def test_success_reports_go_out_as_the_acknowledgement_flags_ask_and_failures_always():
+    bench = Bench()
+    bench.dispatcher.register("NOOP", Handler(lambda req: None))
+
+    def refuse(req):
+        raise CommandFailed("not now", FailureCode.NOT_ALLOWED_IN_MODE)
+
+    bench.dispatcher.register("PING", Handler(lambda req: {}, refuse))
+    bench.send("NOOP", ack_flags=ACK_ACCEPTANCE | ACK_COMPLETION)
+    assert bench.stages() == [("accepted", True), ("completed", True)]
+    bench.send("NOOP", ack_flags=ACK_START)
+    assert bench.stages()[2:] == [("started", True)]
+    bench.send("PING", {"token": 1}, ack_flags=ACK_COMPLETION)  # refused at start: said, though not asked
+    assert bench.stages()[3:] == [("started", False)]
+    opcode = DICTIONARY.command_by_name["NOOP"].opcode
+    bad = pack_tc(Apid.AGENT, 1, Service.FUNCTION, Subtype.PERFORM_FUNCTION,
+                  msgpack.packb([opcode, 77, {"bogus": 1}]), ack_flags=0)  # asks for nothing, has a bad argument
+    bench.dispatcher.handle(unpack(bad), "peer")
+    assert bench.stages()[4:] == [("accepted", False)]
+
+
+@pytest.mark.req("LNK-002")
+def test_a_command_that_asked_for_no_report_runs_once_however_often_it_is_sent():
+    bench = Bench()
+    runs, pending = [], []
+
+    def later(req):
+        runs.append(req.cmd_id)
+        pending.append(Deferred())
+        return pending[-1]
+
+    bench.dispatcher.register("JOB_CANCEL", Handler(later))
+    cmd_id = bench.send("JOB_CANCEL", {"job_id": 3}, ack_flags=0)
+    bench.send("JOB_CANCEL", {"job_id": 3}, cmd_id, ack_flags=0)  # a resend: answered (with nothing), not run
+    assert runs == [cmd_id] and bench.reports == [] and bench.dispatcher.counters.duplicates == 1
+    cmd_id = bench.send("JOB_CANCEL", {"job_id": 4}, ack_flags=ACK_COMPLETION)
+    bench.send("JOB_CANCEL", {"job_id": 4}, cmd_id, ack_flags=ACK_COMPLETION)
+    assert len(runs) == 2 and bench.reports == []
+    pending[1].complete({"job_id": 4})
+    assert bench.stages() == [("completed", True)]
+    bench.send("JOB_CANCEL", {"job_id": 4}, cmd_id, ack_flags=ACK_COMPLETION)  # after it ended: its report again
+    assert len(runs) == 2 and bench.stages() == [("completed", True)] * 2
 
 
 @pytest.mark.req("AGT-017")

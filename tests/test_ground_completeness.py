@@ -248,7 +248,7 @@ def test_a_completion_lost_live_comes_in_playback_and_settles_an_unknown_outcome
             rig.client.send("NOOP", {}, timeout_s=0.3, retries=0, cmd_id=cmd_id)
         result = waited.value.result
         assert isinstance(waited.value, CommandTimeout), "callers that know only timeouts still stop"
-        assert result.outcome == "unknown" and result.gave_up and result.stage_reached(Stage.STARTED)
+        assert result.outcome == "unknown" and result.gave_up and result.stage_reached(Stage.ACCEPTED)
         assert not result.final and rig.client.unsettled() == [result]
         settled: list = []
         rig.client.settled_listeners.append(settled.append)
@@ -371,6 +371,18 @@ def test_the_queue_keeps_an_acknowledged_command_unknown_until_its_report_settle
     plain.report(1, "started", True, "", "", {}, 0.1)
     plain.tick(10.1)
     assert h.state is State.UNKNOWN
+    i = plain.submit("NOOP", {}, "alice", False, 20.0)  # no start report asked for: accepted is as far as it says
+    plain.next_to_send(20.0)
+    plain.sent(i.id, 2, 1, 20.0, acks=["accepted", "completed"])
+    plain.report(2, "accepted", True, "", "", {}, 20.1)
+    plain.tick(30.1)
+    assert i.state is State.UNKNOWN and plain.snapshot(i)["acks"] == ["accepted", "completed"]
+    j = plain.submit("NOOP", {}, "alice", False, 40.0)  # a start asked for and not come: accepted is not enough
+    plain.next_to_send(40.0)
+    plain.sent(j.id, 3, 1, 40.0)
+    plain.report(3, "accepted", True, "", "", {}, 40.1)
+    plain.tick(50.1)
+    assert j.state is State.TIMEOUT
     with pytest.raises(ValueError, match="unknown_after"):
         CommandQueue("sc", T, unknown_after="completed")
 

@@ -262,7 +262,8 @@ def test_two_person_rule_then_the_history_names_both_operators(ground):
         done = alice.server_link.wait_command(entry.id, lambda e: e["final"], 20.0)
         assert done["state"] == "completed", done
         assert [s["stage"] for s in done["stages"]] == ["queued", "approved", "released", "sent", "accepted",
-                                                        "started", "completed"]
+                                                        "completed"]
+        assert done["acks"] == ["accepted", "completed"]  # what the web console waits for
     finally:
         alice.close()
         bob.close()

@@ -14,7 +14,7 @@ import zmq
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, FailureCode
 from flight.link.messages import EventRecord, HkRecord, Stage
-from flight.link.packets import pack_tc, pack_tm, unpack
+from flight.link.packets import ACK_ALL, pack_tc, pack_tm, unpack
 from flight.link.transport import LinkConfigError, open_flight_link, parse_link_url
 from ground.client import CommandTimeout
 from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, sample_tc_keys, stage_sample_model
@@ -42,8 +42,15 @@ def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url, tmp
     for name in ORDERED:
         result = client.send(name, VALID_ARGS[name])
         assert result.completed, f"{name}: {result.outcome}"
-        assert [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
+        assert [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.COMPLETED]  # as the default flags ask
         assert all(r.request_id == result.reports[0].request_id for r in result.reports)
+        if name == "NOOP":  # other flags, other reports; a failure comes whatever they ask
+            every = client.send(name, {}, ack_flags=ACK_ALL)
+            assert [r.stage for r in every.reports] == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
+            only = client.send(name, {}, ack_flags=0)  # the stage waited for is asked for all the same
+            assert only.completed and [r.stage for r in only.reports] == [Stage.COMPLETED]
+            refused = client.send("SET_MODE", {"mode": "COMPUTE"}, ack_flags=0)  # SAFE → COMPUTE skips IDLE
+            assert [(r.stage, r.success) for r in refused.reports] == [(Stage.STARTED, False)]
     assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test; then STAY_DOWN"
 
 
@@ -287,8 +294,7 @@ def test_a_subscribed_sender_gets_each_report_once_on_the_stream(start_agent, ma
     before = _dealer_packets(client), client.duplicates
     for _ in range(5):
         result = client.send("NOOP")
-        assert result.completed and [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.STARTED,
-                                                                          Stage.COMPLETED]
+        assert result.completed and [r.stage for r in result.reports] == [Stage.ACCEPTED, Stage.COMPLETED]
     assert (_dealer_packets(client), client.duplicates) == before  # no second copy of any report
     # A retry opens a new DEALER (Lazy Pirate): the new identity is announced, the old one withdrawn.
     reset_at = time.time()

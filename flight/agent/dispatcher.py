@@ -1,7 +1,10 @@
 """Command dispatch with PUS service 1 verification and execute-once retries.
 
 Every telecommand gets an answer (F Prime's rule): acceptance success or failure, then
-start, then completion success or failure, each with the failure code and reason.
+start, then completion success or failure, each with the failure code and reason. A success
+report goes out only if the TC's PUS-C acknowledgement flags ask for it (the ground asks for
+acceptance and completion unless told otherwise: a start report that leaves in the same turn
+as the acceptance tells it nothing); a failure report always goes out.
 Reports for each ``cmd_id`` are cached, so a console retrying after a lost reply gets
 the same reports again and the command does not run twice; across a restart the command
 journal (``flight.agent.journal``) keeps that promise: a command it knows is answered with
@@ -25,7 +28,7 @@ from typing import Any, Callable
 from flight.agent.journal import CommandJournal, JournalEntry
 from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Command, FailureCode
-from flight.link.messages import Codec, CommandRequest, Stage, Verification
+from flight.link.messages import STAGE_ACK, Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
 
 
@@ -178,22 +181,24 @@ class Dispatcher(Component):
             self._cache.move_to_end(cmd_id)
             if cmd_id in self._finals:
                 self._finals.move_to_end(cmd_id)
-            if cached_digest == digest and reports:
+            if cached_digest == digest:  # the same command again: what it was told, never a second run
                 self.counters.duplicates += 1
                 for report in reports:
                     self._send_report(peer, report)
                 return
         sent: list[bytes] = []
-        final = False
+        final = answered = False
         known = self.journal.get(cmd_id) if cmd_id and self.journal is not None and cmd_id not in self._cache else None
 
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
-            nonlocal final
+            nonlocal final, answered
             v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, reason, result or {})
-            packet = self.codec.encode_verification(v, self._now_s())
-            sent.append(packet)
             final = v.final
-            self._send_report(peer, packet)
+            answered = True
+            if not ok or tc.ack_flags & STAGE_ACK[stage]:  # PUS-C: successes as asked for, failures always
+                packet = self.codec.encode_verification(v, self._now_s())
+                sent.append(packet)
+                self._send_report(peer, packet)
             if final and cmd_id:
                 self._finals[cmd_id] = (ok, int(code), reason)
                 while len(self._finals) > FINALS_KEPT:
@@ -222,8 +227,8 @@ class Dispatcher(Component):
             raise
         finally:
             # Cached by reference: a deferred completion appends to ``sent`` later, and a retry
-            # arriving meanwhile gets the reports so far.
-            if cmd_id and sent and cmd_id not in self._cache:
+            # arriving meanwhile gets the reports so far (none, if its flags asked for none yet).
+            if cmd_id and answered and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
                 while len(self._cache) > RETRY_CACHE_COMMANDS:
                     self._cache.popitem(last=False)

@@ -57,6 +57,10 @@ from flight.link.dictionary import (
     ValueType,
 )
 from flight.link.packets import (
+    ACK_ACCEPTANCE,
+    ACK_ALL,
+    ACK_COMPLETION,
+    ACK_START,
     MAX_SEQ_COUNT,
     PacketError,
     SequenceCounters,
@@ -84,6 +88,13 @@ _STAGE_SUBTYPES = {
     Stage.COMPLETED: (Subtype.COMPLETION_SUCCESS, Subtype.COMPLETION_FAILURE),
 }
 _SUBTYPE_STAGE = {sub: (stage, ok) for stage, pair in _STAGE_SUBTYPES.items() for sub, ok in zip(pair, (True, False))}
+# The acknowledgement flag that asks for each stage's success report (packets.ACK_*).
+STAGE_ACK = {Stage.ACCEPTED: ACK_ACCEPTANCE, Stage.STARTED: ACK_START, Stage.COMPLETED: ACK_COMPLETION}
+
+
+def ack_stages(ack_flags: int) -> list[Stage]:
+    """The stages whose success reports ``ack_flags`` ask for, in order."""
+    return [stage for stage, flag in STAGE_ACK.items() if ack_flags & flag]
 
 _EVENT_SUBTYPE = {
     Severity.DIAGNOSTIC: Subtype.EVENT_INFO,
@@ -390,14 +401,17 @@ class Codec:
     # --- commands (ground side builds, agent side decodes) ---------------------------------
 
     def encode_command(
-        self, name: str, args: dict[str, Any], cmd_id: int | None = None, source_id: int = 0, dest_apid: int = Apid.AGENT
+        self, name: str, args: dict[str, Any], cmd_id: int | None = None, source_id: int = 0, dest_apid: int = Apid.AGENT,
+        ack_flags: int = ACK_ALL,
     ) -> tuple[bytes, int]:
-        """Validate ``args`` against the dictionary and build the TC; return (packet, cmd_id)."""
+        """Validate ``args`` against the dictionary and build the TC; return (packet, cmd_id).
+        ``ack_flags``: the success reports asked for (packets.ACK_*; failures always come)."""
         command = self.dictionary.command(name)
         checked = command.validate_args(args)
         cmd_id = new_cmd_id() if cmd_id is None else cmd_id
         data = msgpack.packb([command.opcode, cmd_id, checked], use_bin_type=True)
-        return pack_tc(dest_apid, self.seq.next(dest_apid), Service.FUNCTION, Subtype.PERFORM_FUNCTION, data, source_id), cmd_id
+        return pack_tc(dest_apid, self.seq.next(dest_apid), Service.FUNCTION, Subtype.PERFORM_FUNCTION, data, source_id,
+                       ack_flags), cmd_id
 
     def decode_command(self, tc: Telecommand) -> CommandRequest:
         """Decode a TC(8,1). Raises PacketError for a broken envelope, ArgumentError for the rest."""

@@ -25,6 +25,15 @@ from typing import NamedTuple
 
 import anycrc
 
+# PUS-C acknowledgement flags (ECSS-E-ST-70-41C, TC secondary header): which *successful*
+# verification reports the sender asks for. ECSS numbers bits from the most significant, so
+# bit 3, acceptance, is the least significant; a failure at any stage is reported whatever they say.
+ACK_ACCEPTANCE = 0b0001
+ACK_START = 0b0010
+ACK_PROGRESS = 0b0100
+ACK_COMPLETION = 0b1000
+ACK_ALL = 0b1111
+
 PRIMARY_HEADER_LEN = 6
 TC_SEC_HEADER_LEN = 5
 TM_SEC_HEADER_LEN = 14
@@ -165,7 +174,7 @@ def pack_tc(
     subtype: int,
     app_data: bytes = b"",
     source_id: int = 0,
-    ack_flags: int = 0b1111,
+    ack_flags: int = ACK_ALL,
 ) -> bytes:
     """Build a PUS-C telecommand with CRC."""
     _check_common(apid, seq_count, service, subtype)

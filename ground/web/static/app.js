@@ -567,7 +567,8 @@ function setCommand(c, entry) {
 function expectedStages(entry) {
   const out = ["queued"];
   if (entry.needs_approval) out.push("approved");
-  out.push("released", "sent", "accepted", "started", "completed");
+  // The agent's success reports come as the command asked for them (PUS-C acknowledgement flags).
+  out.push("released", "sent", ...(entry.acks || ["accepted", "started", "completed"]));
   return out;
 }
 
