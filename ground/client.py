@@ -253,12 +253,16 @@ class GroundClient:
         marked ``duplicate`` (listeners, values and command results never see those)."""
         self.link.flush()
         self._register()
-        if timeout_s > 0:
-            if self._items:
+        if self._items:
+            if timeout_s > 0:
                 self._poller.poll(int(timeout_s * 1000) + 1)
-            else:  # the link has nothing to wait on (a serial port being reopened)
+            got = self.link.receive_tagged()
+        else:  # nothing to wait on (a serial port being reopened, a memory link): what is there, else a nap
+            got = self.link.receive_tagged()
+            if not got and timeout_s > 0:
                 time.sleep(min(timeout_s, 0.1))
-        out = [item for raw, stream in self.link.receive_tagged() for item in self._take(raw, stream)]
+                got = self.link.receive_tagged()
+        out = [item for raw, stream in got for item in self._take(raw, stream)]
         self.link.flush()
         return out
 
