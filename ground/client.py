@@ -11,8 +11,10 @@ procedures rely on them:
 The success reports come as the TC's PUS-C acknowledgement flags ask: by default
 (:data:`DEFAULT_ACK_FLAGS`) acceptance and completion. The agent sends its start report in the
 same turn as the acceptance, so it says nothing the acceptance does not, and costs a packet
-on the downlink and in the store per command; ask for it (``ack_flags``) where a procedure
-wants it. A failure report comes whatever the flags say.
+on the downlink and in the store per command; :meth:`GroundClient.send` and ``submit`` ask
+for it where told (``ack_flags``; through the server, its client's flags hold). The stage waited
+for is always asked for, and acceptance wherever the client retries: a retry stops at the
+first report. A failure report comes whatever the flags say.
 
 Retries follow the zguide's Lazy Pirate: with no report within ``attempt_timeout_s`` the
 client drops its command socket, opens a new one and sends the *same* packet (same
@@ -435,7 +437,8 @@ class GroundClient:
     ) -> CommandResult:
         """Send a command and wait for ``wait`` ('sent', 'accepted', 'completed'), at most
         ``timeout_s`` (default :attr:`command_timeout_s`, 5 s). ``ack_flags``: the success reports
-        to ask for (default :attr:`ack_flags`); the stage waited for is always among them.
+        to ask for (default :attr:`ack_flags`); the stage waited for is always among them, and
+        acceptance where ``retries`` > 0.
 
         Arguments are checked against the dictionary first (ArgumentError, nothing sent).
         Returns the result, failed or not. When the wanted stage and no failure arrived within
@@ -447,6 +450,8 @@ class GroundClient:
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
         flags = (self.ack_flags if ack_flags is None else ack_flags) | _WAIT_ACK[wait]
+        if retries > 0:
+            flags |= ACK_ACCEPTANCE  # Lazy Pirate resends until the first report: it must come soon
         packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
@@ -575,8 +580,11 @@ class GroundClient:
                cmd_id: int | None = None, ack_flags: int | None = None) -> CommandResult:
         """Send a command and return at once; its reports collect on the result as :meth:`poll`
         takes them in, and :meth:`retry_due` resends it (same ``cmd_id``) while none has come.
-        Call :meth:`forget` once it is final. ``ack_flags`` as :meth:`send` (completion is always asked)."""
+        Call :meth:`forget` once it is final. ``ack_flags`` as :meth:`send` (completion is always
+        asked for, and acceptance where ``retries`` > 0)."""
         flags = (self.ack_flags if ack_flags is None else ack_flags) | ACK_COMPLETION
+        if retries > 0:
+            flags |= ACK_ACCEPTANCE
         packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,

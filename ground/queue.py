@@ -112,7 +112,9 @@ class Entry:
     attempts: int = 0
     deadline_s: float | None = None  # when the current stage's window closes
     waiting_for: str = ""  # the stage the window is for
-    acks: tuple[str, ...] = ("accepted", "started", "completed")  # the success reports asked of the agent
+    # The success reports asked of the agent: the ground client's default (acceptance, completion)
+    # until sent() records what the command went with.
+    acks: tuple[str, ...] = ("accepted", "completed")
 
     def stage(self, stage: str, at_s: float, ok: bool = True, code: str = "", reason: str = "",
               by: str = "", agent: bool = False) -> None:

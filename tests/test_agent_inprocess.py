@@ -38,6 +38,16 @@ def test_these_tests_are_in_the_fast_tier(rig, request):
     assert request.node.get_closest_marker("system") is None
 
 
+@pytest.mark.req("LNK-004")
+def test_a_client_on_a_link_with_nothing_to_wait_on_takes_what_is_there_before_it_naps(rig, monkeypatch):
+    import ground.client
+
+    naps = []
+    monkeypatch.setattr(ground.client.time, "sleep", naps.append)
+    assert rig.send("NOOP").completed and naps == []  # the answer was made as the client read: no nap
+    assert rig.client.poll(0.5) == [] and naps == [0.1]  # nothing to come (time stands still): one nap
+
+
 @pytest.mark.req("AGT-001", "AGT-010")
 def test_boots_safe_and_every_packet_carries_exactly_its_channels(rig):
     assert [e.event.name for e in rig.client.events][:2] == ["AGENT_STARTED", "MODE_CHANGED"]

@@ -129,6 +129,43 @@ def test_a_command_that_asked_for_no_report_runs_once_however_often_it_is_sent()
     assert len(runs) == 2 and bench.stages() == [("completed", True)] * 2
 
 
+@pytest.mark.req("LNK-002", "AGT-016")
+def test_a_command_that_asked_for_no_report_is_not_run_again_after_a_restart(tmp_path):
+    from flight.agent.journal import CommandJournal
+
+    runs = []
+
+    def boot() -> Bench:  # a new dispatcher on the same journal, its retry cache empty
+        bench = Bench()
+        bench.dispatcher.journal = CommandJournal(tmp_path / "journal")
+        bench.dispatcher.register("RESET_COUNTERS", Handler(lambda req: runs.append(req.cmd_id)))
+        return bench
+
+    first = boot()
+    cmd_id = first.send("RESET_COUNTERS", ack_flags=0)
+    first.dispatcher.end_turn()
+    first.dispatcher.journal.close()
+    again = boot()
+    again.send("RESET_COUNTERS", cmd_id=cmd_id, ack_flags=0)
+    again.dispatcher.journal.close()
+    assert runs == [cmd_id] and first.reports == again.reports == []
+    third = boot()
+    third.send("RESET_COUNTERS", cmd_id=cmd_id, ack_flags=ACK_COMPLETION)  # asked now: told, still not run
+    third.dispatcher.journal.close()
+    assert runs == [cmd_id] and third.stages() == [("completed", True)]
+
+
+@pytest.mark.req("LNK-002")
+def test_a_completion_report_that_cannot_be_made_still_ends_the_command():
+    bench = Bench()
+    finals = []
+    bench.dispatcher.on_final.append(lambda cmd_id, ok, reason: finals.append(ok))
+    bench.dispatcher.register("NOOP", Handler(lambda req: {"kinds": {1, 2}}))  # a set: msgpack cannot say it
+    with pytest.raises(TypeError):
+        bench.send("NOOP", ack_flags=ACK_ACCEPTANCE | ACK_COMPLETION)
+    assert bench.stages() == [("accepted", True), ("completed", False)] and finals == [False]
+
+
 @pytest.mark.req("AGT-017")
 def test_a_read_only_command_the_retry_cache_still_holds_is_never_answered_as_running_once_ended():
     """A read-only command is answered by COMMAND_STATUS from this boot's outcomes only (it is not

@@ -4,6 +4,9 @@ store commands do what they say, and a broken store or acknowledgement costs not
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from flight.agent.tm_store import StoreClass
@@ -243,50 +246,36 @@ def test_a_failing_fsync_is_counted_and_said_once_until_one_works_again(rig, mon
     assert len(rig.events("STORE_ERROR")) == 2
 
 
-@pytest.mark.req("AGT-096")
-def test_a_playback_read_the_disk_refuses_is_counted_said_once_and_tried_again_later(rig, monkeypatch):
-    store, downlink = rig.agent.downlink.store, rig.agent.downlink
+def store_errors_said(ground: Ground) -> list[str]:
+    return [r.args["reason"] for r in map(ground.codec.decode_tm, ground.live.values()) if tm_is_event(r, "STORE_ERROR")]
+
+
+def outcome_of(ground: Ground, cmd_id: int):
+    """The final report of ``cmd_id`` the ground has, live or played back (None: none yet)."""
+    for tm in list(ground.live.values()) + list(ground.played.values()):
+        if tm.service == Service.VERIFICATION:
+            v = ground.codec.decode_tm(tm)
+            if v.cmd_id == cmd_id and v.final:
+                return v
+    return None
+
+
+def lose_then_listen(rig, seconds: int = 10) -> tuple[Ground, list[Telemetry]]:
+    """An outage of ``seconds``, then a ground that listens: what was lost waits for playback."""
     ground = Ground(rig)
     for _ in range(3):
         ground.step()
-    lost = [unpack(raw) for _ in range(10) for raw in ground.step(lose=True)]
-    real_read = store.read
-
-    def refuse(seg, i):  # out of file descriptors: it may pass
-        raise OSError(24, "Too many open files")
-
-    monkeypatch.setattr(store, "read", refuse)
-    ground.listening = True
-    for _ in range(5):
-        ground.step()
-    assert not ground.played  # nothing could be read, nothing was lost either
-    assert rig.agent.executive.internal_errors == 0
-    said = [r.args["reason"] for r in map(ground.codec.decode_tm, ground.live.values())
-            if tm_is_event(r, "STORE_ERROR")]
-    assert len(said) == 1 and "playback read" in said[0] and "Too many open files" in said[0]
-    assert downlink.store_errors >= 1
-    monkeypatch.setattr(store, "read", real_read)
-    for _ in range(30):  # the next look for resends finds the disk willing
-        ground.step()
-    assert {key(tm) for tm in lost} <= set(ground.played)
-    assert rig.agent.executive.internal_errors == 0
+    lost = [unpack(raw) for _ in range(seconds) for raw in ground.step(lose=True)]
+    return ground, lost
 
 
-@pytest.mark.req("AGT-096")
-def test_a_stored_record_the_disk_cannot_read_is_counted_corrupt_and_the_rest_comes_down(rig, monkeypatch):
+def unreadable_record(monkeypatch, seg, i: int, errno_: int) -> None:
+    """The blocks under record ``i`` of ``seg`` fail every read with ``errno_``."""
     import builtins
 
-    store = rig.agent.downlink.store
-    ground = Ground(rig)
-    for _ in range(3):
-        ground.step()
-    lost = [unpack(raw) for _ in range(10) for raw in ground.step(lose=True)]
-    bad = next(key(tm) for tm in lost if tm.service == Service.HOUSEKEEPING)
-    seg, i = next((s, j) for segs in store.segments.values() for s in segs for j in range(len(s.ids))
-                  if (s.apids[j], s.seqs[j]) == bad[:2])
     real_open, offset = builtins.open, seg.offsets[i]
 
-    class Unreadable:  # the eMMC's blocks under one record fail (EIO)
+    class Unreadable:
         def __init__(self, f):
             self.f = f
 
@@ -301,7 +290,7 @@ def test_a_stored_record_the_disk_cannot_read_is_counted_corrupt_and_the_rest_co
 
         def read(self, n):
             if self.pos < offset <= self.pos + n:
-                raise OSError(5, "Input/output error")
+                raise OSError(errno_, os.strerror(errno_))
             return self.f.read(n)
 
     def open_(path, mode="r", *args, **kwargs):
@@ -309,12 +298,110 @@ def test_a_stored_record_the_disk_cannot_read_is_counted_corrupt_and_the_rest_co
         return Unreadable(f) if str(path) == str(seg.path) and mode == "rb" else f
 
     monkeypatch.setattr(builtins, "open", open_)
+
+
+def record_of(store, tm: Telemetry):
+    return next((s, j) for segs in store.segments.values() for s in segs for j in range(len(s.ids))
+                if (s.apids[j], s.seqs[j]) == (tm.apid, tm.seq_count))
+
+
+@pytest.mark.req("AGT-096")
+def test_a_playback_read_the_disk_refuses_is_counted_said_once_and_rests_before_the_next_try(rig, monkeypatch):
+    store, downlink = rig.agent.downlink.store, rig.agent.downlink
+    ground, lost = lose_then_listen(rig)
+    real_read, tries = store.read, []
+
+    def refuse(seg, i):  # out of file descriptors: it may pass
+        tries.append(rig.clock.monotonic_s())
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(store, "read", refuse)
+    ground.listening = True
+    for _ in range(50):  # what went out unheard is played back a few seconds into the pass
+        ground.step(0.1)
+        if tries:
+            break
+    for _ in range(9):  # 0.9 s more of looks every 0.1 s: that one try, then the rest
+        ground.step(0.1)
+    assert len(tries) == 1 and downlink.store_errors == 1
+    for _ in range(30):  # 3 s more: a try a second, the event said once, nothing lost, nothing raised
+        ground.step(0.1)
+    assert 3 <= len(tries) <= 5 and downlink.store_errors == len(tries) and not ground.played
+    said = store_errors_said(ground)
+    assert len(said) == 1 and "playback read" in said[0] and "Too many open files" in said[0]
+    assert rig.agent.executive.internal_errors == 0
+    monkeypatch.setattr(store, "read", real_read)
+    for _ in range(30):  # the disk reads again
+        ground.step()
+    assert {key(tm) for tm in lost} <= set(ground.played)
+    assert rig.agent.executive.internal_errors == 0
+
+
+@pytest.mark.req("AGT-096")
+@pytest.mark.parametrize("errno_", [errno.EIO, errno.EBADMSG, errno.EUCLEAN])  # the medium; ext4's checksums
+def test_a_stored_record_the_disk_cannot_read_is_counted_corrupt_and_the_rest_comes_down(rig, monkeypatch, errno_):
+    store = rig.agent.downlink.store
+    ground, lost = lose_then_listen(rig)
+    bad = next(tm for tm in lost if tm.service == Service.HOUSEKEEPING)  # the oldest: every other waits behind it
+    unreadable_record(monkeypatch, *record_of(store, bad), errno_)
     ground.listening = True
     for _ in range(30):
         ground.step()
     monkeypatch.undo()
-    assert bad not in ground.played and {key(tm) for tm in lost} - {bad} <= set(ground.played)
+    assert key(bad) not in ground.played and {key(tm) for tm in lost} - {key(bad)} <= set(ground.played)
     assert store.stats.corrupt_records == 1 and rig.agent.executive.internal_errors == 0
+
+
+@pytest.mark.req("AGT-095", "AGT-096")
+def test_a_dump_counts_a_record_the_disk_cannot_read_once_and_waits_out_a_refusing_disk(rig, monkeypatch):
+    store = rig.agent.downlink.store
+    ground, lost = lose_then_listen(rig, 5)
+    bad = lost[len(lost) // 2]
+    unreadable_record(monkeypatch, *record_of(store, bad), errno.EIO)
+    t_from, t_to = lost[0].time_s - 0.5, lost[-1].time_s + 0.5
+    dump = rig.client.submit("STORE_DUMP", {"from_unix_s": t_from, "to_unix_s": t_to}, retries=0)
+    ground.listening = True
+    for _ in range(20):
+        ground.step()
+    done = outcome_of(ground, dump.cmd_id)
+    assert done is not None and done.success and done.result["unreadable"] == 1 and done.result["gone"] == 0
+    assert store.stats.corrupt_records == 1  # the routine playback after it does not read it again
+    monkeypatch.undo()
+
+    tries = []
+
+    def refuse(seg, i):
+        tries.append(1)
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(store, "read", refuse)
+    waits = rig.client.submit("STORE_DUMP", {"from_unix_s": t_from, "to_unix_s": t_to}, retries=0)
+    for _ in range(20):  # 2 s with a dump waiting: a try a second, not one a look
+        ground.step(0.1)
+    assert 1 <= len(tries) <= 3 and outcome_of(ground, waits.cmd_id) is None
+    for _ in range(65):  # a minute of refusals: the dump fails, saying why; the records stay stored
+        ground.step()
+    failed = outcome_of(ground, waits.cmd_id)
+    assert failed is not None and not failed.success and "Cannot allocate memory" in failed.reason
+    assert len(tries) <= 70 and rig.agent.executive.internal_errors == 0
+
+
+@pytest.mark.req("AGT-096")
+def test_an_unreadable_record_whose_acknowledgement_fails_costs_no_internal_error(rig, monkeypatch):
+    store = rig.agent.downlink.store
+    ground, lost = lose_then_listen(rig)
+    unreadable_record(monkeypatch, *record_of(store, lost[0]), errno.EIO)
+
+    def refuse(ids):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "acknowledge_ids", refuse)
+    ground.listening = True
+    for _ in range(10):
+        ground.step()
+    assert rig.agent.executive.internal_errors == 0 and rig.agent.downlink.store_errors >= 1
+    assert any("not acknowledged" in r for r in store_errors_said(ground))
+    assert {key(tm) for tm in lost[1:]} <= set(ground.played)
 
 
 @pytest.mark.req("AGT-095")

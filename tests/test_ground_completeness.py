@@ -379,7 +379,7 @@ def test_the_queue_keeps_an_acknowledged_command_unknown_until_its_report_settle
     assert i.state is State.UNKNOWN and plain.snapshot(i)["acks"] == ["accepted", "completed"]
     j = plain.submit("NOOP", {}, "alice", False, 40.0)  # a start asked for and not come: accepted is not enough
     plain.next_to_send(40.0)
-    plain.sent(j.id, 3, 1, 40.0)
+    plain.sent(j.id, 3, 1, 40.0, acks=["accepted", "started", "completed"])
     plain.report(3, "accepted", True, "", "", {}, 40.1)
     plain.tick(50.1)
     assert j.state is State.TIMEOUT

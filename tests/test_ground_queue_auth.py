@@ -47,7 +47,7 @@ def test_each_stage_has_a_window_and_a_late_report_is_kept():
     assert e.state is State.TIMEOUT and e.stages[-1]["code"] == "TIMEOUT" and e.stages[-1]["stage"] == "sent"
     f = q.submit("TRAIN_START", {}, "alice", False, 10.0)
     q.next_to_send(10.0)
-    q.sent(f.id, 7, 1, 10.0)
+    q.sent(f.id, 7, 1, 10.0, acks=["accepted", "started", "completed"])  # its start report never comes
     q.report(7, "accepted", True, "", "", {}, 11.0)
     assert f.waiting_for == "completed" and f.deadline_s == pytest.approx(111.0), "TRAIN_START's own window"
     q.tick(111.0)

@@ -47,9 +47,11 @@ def test_every_command_completes_over_tcp(start_agent, make_client, tcp_url, tmp
         if name == "NOOP":  # other flags, other reports; a failure comes whatever they ask
             every = client.send(name, {}, ack_flags=ACK_ALL)
             assert [r.stage for r in every.reports] == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
-            only = client.send(name, {}, ack_flags=0)  # the stage waited for is asked for all the same
+            only = client.send(name, {}, ack_flags=0, retries=0)  # the stage waited for is asked all the same
             assert only.completed and [r.stage for r in only.reports] == [Stage.COMPLETED]
-            refused = client.send("SET_MODE", {"mode": "COMPUTE"}, ack_flags=0)  # SAFE → COMPUTE skips IDLE
+            retried = client.send(name, {}, ack_flags=0)  # ... and acceptance where it retries until a report
+            assert [r.stage for r in retried.reports] == [Stage.ACCEPTED, Stage.COMPLETED]
+            refused = client.send("SET_MODE", {"mode": "COMPUTE"}, ack_flags=0, retries=0)  # SAFE → COMPUTE
             assert [(r.stage, r.success) for r in refused.reports] == [(Stage.STARTED, False)]
     assert event_named(client, "AGENT_STOPPING").args["reason"] == "commanded: test; then STAY_DOWN"
 

@@ -173,7 +173,8 @@ class Dispatcher(Component):
         self.counters = DispatchCounters()
 
     def handle(self, tc: Telecommand, peer: Any) -> None:
-        """Run one TC(8,1) through acceptance, start and completion; every command gets a final report."""
+        """Run one TC(8,1) through acceptance, start and completion; every command gets a final answer
+        (its failure report always, its completion report where its flags ask for it)."""
         opcode, cmd_id = Codec.peek_cmd_id(tc)
         digest = hashlib.sha256(tc.app_data).digest()[:16]
         if cmd_id and cmd_id in self._cache:
@@ -193,12 +194,11 @@ class Dispatcher(Component):
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
             nonlocal final, answered
             v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, reason, result or {})
-            final = v.final
-            answered = True
             if not ok or tc.ack_flags & STAGE_ACK[stage]:  # PUS-C: successes as asked for, failures always
-                packet = self.codec.encode_verification(v, self._now_s())
+                packet = self.codec.encode_verification(v, self._now_s())  # may raise: then not yet final
                 sent.append(packet)
                 self._send_report(peer, packet)
+            final, answered = v.final, True
             if final and cmd_id:
                 self._finals[cmd_id] = (ok, int(code), reason)
                 while len(self._finals) > FINALS_KEPT:

@@ -19,8 +19,9 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   (completed when every packet of it is on the link), and delete up to a time.
 - **Bounded**: the store drops its oldest housekeeping first when full, and says so
   (``STORE_DROPPED``, ``store_dropped``). A disk that refuses writes costs the store, never
-  the live stream (``STORE_ERROR``, ``store_errors``); one that refuses a playback read puts
-  playback off to its next look for resends, and a record it cannot read (EIO) is skipped.
+  the live stream (``STORE_ERROR``, ``store_errors``); one that refuses a playback read for now
+  (no descriptor, no memory) rests playback a second, a dump it refuses for a minute fails, and
+  a record it cannot read (EIO, a checksum the filesystem refuses) is counted and skipped.
 - **fsync**: the store's segments are synced at the end of each loop turn that stored a report
   or an event (:meth:`Downlink.end_turn`), and every :data:`flight.agent.tm_store.SYNC_PERIOD_S`
   otherwise.
@@ -50,6 +51,8 @@ LIVE_BACKLOG_S = 2.0       # of the line queued already: past it, live packets w
 PLAYBACK_BACKLOG_S = 0.25  # of the line playback may queue: the most a live packet waits behind it
 PLAYBACK_BURST_S = 0.5     # the token bucket holds this much of playback_rate_bps
 SCAN_EVERY_S = 0.05        # the least time between two looks for packets to play back
+READ_REST_S = 1.0          # after a read the disk refused for now (no descriptor, no memory): the next try
+DUMP_REFUSED_S = 60.0      # a dump whose reads the disk refuses this long fails; its records stay stored
 ACK_GRACE_S = 3.0          # after the ground's first acknowledgement, what went out during its silence
 #                            is sent again only if not acknowledged by then (the ground acknowledges
 #                            about once a second; what sat in a line's buffers arrives first)
@@ -91,6 +94,7 @@ class _Dump:
         self.deferred = deferred
         self.sent = 0
         self.gone = 0
+        self.unreadable = 0
         self._next = next(items, None)
 
     @property
@@ -133,6 +137,9 @@ class Downlink(Component):
         self._sync_error_reported = False
         self._read_error_reported = False
         self._read_refused = False  # a playback read refused during this look
+        self._read_error = ""
+        self._refused_until = -math.inf  # playback rests until then after a refused read
+        self._refused_since: float | None = None  # the first of the refusals since the last read that worked
         self.playback_sent = 0
         self.live_deferred = 0
         self._hk_count: dict[int, int] = {}
@@ -262,6 +269,8 @@ class Downlink(Component):
         if self.store is None or not self.listening():
             return None
         now = self._clock.monotonic_s()
+        if now < self._refused_until:
+            return self._refused_until
         if self._dump is None and now < self._idle_until:
             return self._idle_until
         rate = float(self._params["playback_rate_bps"])
@@ -298,6 +307,8 @@ class Downlink(Component):
         self._tokens = min(max(MAX_PLAYBACK_BYTES, rate * PLAYBACK_BURST_S),
                            self._tokens + rate * max(0.0, now - self._tokens_at))
         self._tokens_at = now
+        if now < self._refused_until:
+            return
         if self._dump is None and now < self._idle_until:
             return
         line = self.link.line_rate_bps()
@@ -313,7 +324,7 @@ class Downlink(Component):
             batch, records, dumped = self._batch(routine, carry)
             if not batch:
                 if self._read_refused:
-                    self._idle_until = now + resend_s
+                    self._refused(now)
                 else:
                     self._caught_up(now, resend_s)
                 return
@@ -334,7 +345,7 @@ class Downlink(Component):
             room -= len(container)
             self._settle_dump()
             if self._read_refused:
-                self._idle_until = now + resend_s
+                self._refused(now)
                 return
 
     def _batch(self, routine, carry: list[tuple[Segment, int]]) -> tuple[list[bytes], list[tuple[Segment, int]], int]:
@@ -348,12 +359,17 @@ class Downlink(Component):
             seg, i = dump.peek()
             if batch and size + seg.lengths[i] > MAX_PLAYBACK_BYTES:
                 return batch, records, dumped
+            corrupt = self.store.stats.corrupt_records
             packet = self._read(seg, i)
             if packet is False:
                 return batch, records, dumped  # the disk refused: this record leads next time
             dump.take()
             if packet is None:
-                dump.gone += 1  # deleted (acknowledged, dropped) since the dump was asked for
+                if self.store.stats.corrupt_records > corrupt:
+                    dump.unreadable += 1  # counted by the store; it can never come down
+                    self._forget(seg, i)
+                else:
+                    dump.gone += 1  # deleted (acknowledged, dropped) since the dump was asked for
                 continue
             batch.append(packet)
             records.append((seg, i))
@@ -373,7 +389,7 @@ class Downlink(Component):
             if packet is False:
                 break  # the disk refused: unsent, so it comes again
             if packet is None:
-                self.store.acknowledge_ids([seg.ids[i]])  # unreadable (counted): it can never come down
+                self._forget(seg, i)  # unreadable (counted by the store): it can never come down
                 continue
             batch.append(packet)
             records.append((seg, i))
@@ -383,24 +399,49 @@ class Downlink(Component):
     def _read(self, seg: Segment, i: int) -> bytes | None | Literal[False]:
         """A stored packet for playback; None if it is gone or unreadable for good (counted by the
         store), False if the disk refused for now: counted, said once until a read works again,
-        and playback rests until the next look for resends (not a refusal every 50 ms)."""
+        and playback rests :data:`READ_REST_S` (:meth:`_refused`), not a refusal every look."""
         try:
             packet = self.store.read(seg, i)
         except OSError as exc:
             self.store_errors += 1
-            if not self._read_error_reported:
-                self._read_error_reported = True
-                self._emit("STORE_ERROR", reason=f"playback read: {exc.strerror or exc}")
+            self._read_error = exc.strerror or str(exc)
+            self._say_once(f"playback read: {self._read_error}")
             self._read_refused = True
             return False
         self._read_error_reported = False
+        self._refused_since = None
         return packet
+
+    def _say_once(self, reason: str) -> None:
+        if not self._read_error_reported:
+            self._read_error_reported = True
+            self._emit("STORE_ERROR", reason=reason)
+
+    def _forget(self, seg: Segment, i: int) -> None:
+        """A record that can never come down: acknowledged, so that nothing looks for it again."""
+        try:
+            self.store.acknowledge_ids([seg.ids[i]])
+        except OSError as exc:
+            self.store_errors += 1
+            self._say_once(f"unreadable record not acknowledged: {exc.strerror or exc}")
+
+    def _refused(self, now: float) -> None:
+        """A read refused in this look: rest; a dump refused for :data:`DUMP_REFUSED_S` fails (its
+        records stay stored, and routine playback sends them once the disk reads again)."""
+        self._refused_until = now + READ_REST_S
+        if self._refused_since is None:
+            self._refused_since = now
+        dump = self._dump
+        if dump is not None and now - self._refused_since >= DUMP_REFUSED_S:
+            self._dump = None
+            dump.deferred.fail(f"the disk refused reads for {DUMP_REFUSED_S:g} s ({self._read_error}) after "
+                               f"{dump.sent} packets; the rest stay stored")
 
     def _settle_dump(self) -> None:
         dump = self._dump
         if dump is not None and dump.finished:
             self._dump = None
-            dump.deferred.complete({"packets": dump.sent, "gone": dump.gone})
+            dump.deferred.complete({"packets": dump.sent, "gone": dump.gone, "unreadable": dump.unreadable})
 
     def _caught_up(self, now: float, resend_s: float) -> None:
         """Nothing to send: sleep until the oldest unacknowledged packet can be due for a resend
@@ -457,7 +498,7 @@ class Downlink(Component):
                                  _classes(req.args["store"]))
         dump = _Dump(items, Deferred())
         if dump.finished:
-            return {"packets": 0, "gone": 0}
+            return {"packets": 0, "gone": 0, "unreadable": 0}
         self._dump = dump
         return dump.deferred
 

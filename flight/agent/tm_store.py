@@ -58,6 +58,10 @@ MAGIC = b"\xa5\x5a"
 _FRAME = struct.Struct(">2sI")  # magic, payload length
 _CRC = struct.Struct(">I")
 _META = struct.Struct(">QqHH")  # store_id, time_ms, apid, seq_count
+# Read errors that say these bytes are lost (the medium, or a filesystem checksum: ext4 and f2fs
+# say EBADMSG or EUCLEAN), not that the disk is busy or out of descriptors.
+_UNREADABLE = frozenset(e for e in (errno.EIO, errno.EBADMSG, errno.ENODATA, getattr(errno, "EUCLEAN", None))
+                        if e is not None)
 _RANGE = struct.Struct(">QQ")  # an acknowledged range of store ids, inclusive
 _HIGHEST = struct.Struct(">Q")  # in acks.log too: the highest store id ever given
 MAX_PACKET = 65_542 + 64  # the longest Space Packet, with room to spare: a longer length is corrupt
@@ -475,7 +479,7 @@ class PacketStore:
 
     def read(self, seg: Segment, i: int) -> bytes | None:
         """The packet of record ``i`` of ``seg``, checked again; None if the segment is gone or
-        the bytes no longer match their CRC or cannot be read (EIO; both counted). Raises
+        the bytes no longer match their CRC or cannot be read (:data:`_UNREADABLE`; both counted). Raises
         OSError for a refusal that may pass (no file descriptor, no memory)."""
         try:
             with open(seg.path, "rb") as f:
@@ -485,7 +489,7 @@ class PacketStore:
         except (FileNotFoundError, IndexError):
             return None
         except OSError as exc:
-            if exc.errno != errno.EIO:
+            if exc.errno not in _UNREADABLE:
                 raise  # the disk may answer later (no descriptors, no memory): the caller waits and asks again
             self.stats.corrupt_records += 1  # the medium cannot give these bytes back: as a failed CRC
             return None

@@ -386,7 +386,8 @@ COMMANDS = (
         "STORE_DUMP",
         0x0052,
         "Play back every stored packet with a time in [from_unix_s, to_unix_s], acknowledged or not, ahead of the "
-        "routine playback; completes when every one of them has been handed to the link.",
+        "routine playback; completes when every one of them has been handed to the link (the result counts those "
+        "gone meanwhile and those the disk could not read); fails if the disk refuses its reads for a minute.",
         (
             Argument("from_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "Start of the range (packet time, UTC)"),
             Argument("to_unix_s", ValueSpec(T.F64, "s", 0.0, 1e10), "End of the range (packet time, UTC)"),
