@@ -48,7 +48,8 @@ def _make_tm(i: int, t_now: float) -> bytes:
 
 def _sender(port: int, n: int, encode: bool) -> None:
     """The agent's side, in its own process as on a board: encode (or not) and publish."""
-    pub = zmq.Context.instance().socket(zmq.XPUB)
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
     _common(pub, 1000)
     pub.setsockopt(zmq.XPUB_NODROP, 1)
     pub.bind(f"tcp://127.0.0.1:{port}")
@@ -58,6 +59,7 @@ def _sender(port: int, n: int, encode: bool) -> None:
     for i in range(n):
         pub.send(_make_tm(i, t_now) if encode else raw)  # blocking: XPUB_NODROP pushes back
     pub.close(linger=-1)
+    ctx.term()  # returns once every packet has left: a process that exits before loses the tail
 
 
 def _stream(port: int, n: int, encode: bool) -> float:
@@ -66,26 +68,34 @@ def _stream(port: int, n: int, encode: bool) -> float:
     sender.start()
     sub = zmq.Context.instance().socket(zmq.SUB)
     _common(sub, 1000)
+    sub.setsockopt(zmq.RCVTIMEO, 60_000)  # a sender that died says so instead of a wait without end
     sub.subscribe(b"")
     sub.connect(f"tcp://127.0.0.1:{port}")
-    first = sub.recv()
-    t0 = time.perf_counter()
-    if encode:
-        msgpack.unpackb(unpack(first).source_data)
-        for _ in range(n - 1):
-            msgpack.unpackb(unpack(sub.recv()).source_data)
-    else:
-        for _ in range(n - 1):
-            sub.recv()
-    elapsed = time.perf_counter() - t0
-    sub.close(0)
-    sender.join()
+    try:
+        first = sub.recv()
+        t0 = time.perf_counter()
+        if encode:
+            msgpack.unpackb(unpack(first).source_data)
+            for _ in range(n - 1):
+                msgpack.unpackb(unpack(sub.recv()).source_data)
+        else:
+            for _ in range(n - 1):
+                sub.recv()
+        elapsed = time.perf_counter() - t0
+    except zmq.Again:
+        raise RuntimeError(f"the sender stopped short of {n} packets (exit code {sender.exitcode})") from None
+    finally:
+        sub.close(0)
+        sender.join(10)
+        if sender.is_alive():
+            sender.kill()
+            sender.join()
     return (n - 1) / elapsed
 
 
-def zmq_throughput(port: int) -> dict[str, float]:
+def zmq_throughput(port: int, raw_port: int) -> dict[str, float]:
     tm = _stream(port, N_TM, encode=True)
-    raw = _stream(port + 2, N_TM, encode=False)
+    raw = _stream(raw_port, N_TM, encode=False)
     return {"zmq_tm_per_s": round(tm), "zmq_raw_per_s": round(raw), "zmq_ratio": round(tm / raw, 3),
             "zmq_packet_bytes": len(_make_tm(0, 0.0))}
 
@@ -226,7 +236,7 @@ def main() -> int:
     from hil.agent_process import free_tcp_port_pair
 
     out: dict[str, float] = {}
-    out.update(zmq_throughput(free_tcp_port_pair()))
+    out.update(zmq_throughput(free_tcp_port_pair(), free_tcp_port_pair()))
     out.update(tc_floor(free_tcp_port_pair()))
     out.update(tc_rtt(free_tcp_port_pair()))
     try:
