@@ -449,9 +449,7 @@ class GroundClient:
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
-        flags = (self.ack_flags if ack_flags is None else ack_flags) | _WAIT_ACK[wait]
-        if retries > 0:
-            flags |= ACK_ACCEPTANCE  # Lazy Pirate resends until the first report: it must come soon
+        flags = self._flags(ack_flags, _WAIT_ACK[wait], retries)
         packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
@@ -505,6 +503,12 @@ class GroundClient:
             self._pending.pop(cmd_id, None)
             if cmd_id not in self._unsettled:
                 self._packets.pop(cmd_id, None)
+
+    def _flags(self, ack_flags: int | None, waited: int, retries: int) -> int:
+        """The flags a command goes with: the caller's (else :attr:`ack_flags`), the stage waited
+        for, and acceptance where it is retried (Lazy Pirate resends until the first report)."""
+        flags = (self.ack_flags if ack_flags is None else ack_flags) | waited
+        return flags | ACK_ACCEPTANCE if retries > 0 else flags
 
     def _unsettle(self, result: CommandResult) -> None:
         """Keep listening for a command given up on while its outcome is unknown."""
@@ -582,9 +586,7 @@ class GroundClient:
         takes them in, and :meth:`retry_due` resends it (same ``cmd_id``) while none has come.
         Call :meth:`forget` once it is final. ``ack_flags`` as :meth:`send` (completion is always
         asked for, and acceptance where ``retries`` > 0)."""
-        flags = (self.ack_flags if ack_flags is None else ack_flags) | ACK_COMPLETION
-        if retries > 0:
-            flags |= ACK_ACCEPTANCE
+        flags = self._flags(ack_flags, ACK_COMPLETION, retries)
         packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
         result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,

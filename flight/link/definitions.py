@@ -671,7 +671,7 @@ STORE_CHANNELS = (
     Channel("store_dropped_reports", T.U32, "count", "Events and verification reports among store_dropped",
             Limits(warn_high=1)),
     Channel("store_corrupt", T.U32, "count", "Stored records that failed their CRC, or that the disk could not "
-            "read (EIO), when read", Limits(warn_high=1)),
+            "read (EIO, a filesystem checksum), when read", Limits(warn_high=1)),
     Channel("store_errors", T.U32, "count", "Store operations the disk refused: packets not written (they went out "
             "live only), fsyncs, acknowledgements not kept, playback reads put off", Limits(warn_high=1)),
     Channel("store_enabled", T.STRING, "", "The store classes being kept (REPORTS,OTHER,HK; none: nothing is)"),

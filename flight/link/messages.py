@@ -96,6 +96,7 @@ def ack_stages(ack_flags: int) -> list[Stage]:
     """The stages whose success reports ``ack_flags`` ask for, in order."""
     return [stage for stage, flag in STAGE_ACK.items() if ack_flags & flag]
 
+
 _EVENT_SUBTYPE = {
     Severity.DIAGNOSTIC: Subtype.EVENT_INFO,
     Severity.ACTIVITY_LO: Subtype.EVENT_INFO,
