@@ -404,6 +404,51 @@ def test_an_unreadable_record_whose_acknowledgement_fails_costs_no_internal_erro
     assert {key(tm) for tm in lost[1:]} <= set(ground.played)
 
 
+@pytest.mark.req("AGT-092", "LNK-002")
+def test_a_commands_reports_go_out_live_before_the_store_writes_them_and_all_are_written_in_order(rig, monkeypatch):
+    """The reports of a command go live without waiting on the disk; once it is handled they
+    are written, in the order they went, and nothing of the turn is left unwritten."""
+    order: list[tuple[str, int, int]] = []
+    link, store = rig.agent.downlink.link, rig.agent.downlink.store
+    publish, append = link.publish, store.append
+    monkeypatch.setattr(link, "publish", lambda packet: order.append(("live", packet[7], packet[8])) or publish(packet))
+
+    def kept(packet, sent_at=None, *, tm=None):
+        order.append(("kept", packet[7], packet[8]))
+        return append(packet, sent_at, tm=tm)
+
+    monkeypatch.setattr(store, "append", kept)
+    assert rig.send("NOOP").completed
+    reports = [(1, 1), (5, 1), (1, 7)]  # acceptance, COMMAND_DISPATCHED, completion
+    assert order == [("live", *r) for r in reports] + [("kept", *r) for r in reports]
+    assert rig.agent.downlink._held is None  # released: what comes next is written at once
+    order.clear()
+    rig.advance(1.0)  # housekeeping: not a command's, written as it goes
+    assert order and [kind for kind, *_ in order[:2]] == ["live", "kept"]
+
+
+@pytest.mark.req("AGT-095")
+def test_a_store_command_applies_to_what_was_published_before_it(rig):
+    """STORE_DISABLE's own acceptance report went out before it ran: it is kept, as the setting
+    then was; its completion report, after, is not."""
+    def reports_held() -> set[tuple[int, int]]:  # (subtype, request id) of the stored TM(1,x)
+        store, codec = rig.agent.downlink.store, Codec(DICTIONARY, Apid.AGENT)
+        out = set()
+        for seg, i in store.iter_range(0, 2**62, [StoreClass.REPORTS]):
+            tm = unpack(store.read(seg, i))
+            if tm.service == Service.VERIFICATION:
+                out.add((tm.subtype, codec.decode_tm(tm).request_id))
+        return out
+
+    result = rig.send("STORE_DISABLE", store="REPORTS")
+    assert result.completed
+    held = reports_held()
+    assert (1, result.request_id) in held and (7, result.request_id) not in held
+    assert rig.send("STORE_ENABLE", store="REPORTS").completed
+    noop = rig.send("NOOP")
+    assert {(1, noop.request_id), (7, noop.request_id)} <= reports_held()
+
+
 @pytest.mark.req("AGT-095")
 def test_store_delete_forgets_up_to_a_time_and_counts(rig):
     rig.advance(10)

@@ -362,3 +362,52 @@ def test_the_agent_knows_which_senders_the_stream_reaches(short_dir):
     finally:
         ground.close()
         flight.close()
+
+
+@pytest.mark.req("LNK-004")
+def test_receive_takes_every_waiting_command_and_counts_a_badly_framed_one(short_dir):
+    """The agent's end reads a socket only while it says a whole message waits: every command
+    that came is taken, each sender's in order, a message of the wrong shape is counted without
+    costing the ones around it, and a call with nothing waiting returns nothing; the ground's
+    end likewise takes every packet waiting, in order."""
+    from flight.link.transport import open_ground_link
+
+    flight = open_flight_link(f"zmq+ipc://{short_dir}/r")
+    ground = open_ground_link(f"zmq+ipc://{short_dir}/r")
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.connect(f"ipc://{short_dir}/r.cmd")
+    try:
+        raw.send(b"first")
+        raw.send_multipart([b"two", b"frames"])  # the agent's ROUTER sees three: one too many
+        raw.send(b"second")
+        ground.send(b"third")
+        poller = zmq.Poller()
+        for sock in flight.pollables():
+            poller.register(sock, zmq.POLLIN)
+        got: list[bytes] = []
+        calls = 0
+        while len(got) < 3 and calls < 1000:  # 10 s at most
+            poller.poll(10)
+            got += [inbound.packet for inbound in flight.receive()]
+            calls += 1
+        # One sender's in its order (the ROUTER queues senders fairly, not in arrival order).
+        assert [p for p in got if p != b"third"] == [b"first", b"second"] and b"third" in got
+        assert len(got) == 3 and flight.stats.rx_bad_frames == 1
+        assert flight.receive() == []  # nothing left, and asking again costs nothing
+        while flight.subscribers == 0 and calls < 2000:  # the ground's SUB joins like a packet comes
+            poller.poll(10)
+            flight.receive()
+            calls += 1
+        for i in range(5):
+            assert flight.publish(b"tm%d" % i)
+        seen: list[bytes] = []
+        for _ in range(1000):
+            if len(seen) >= 5:
+                break
+            time.sleep(0.01)
+            seen += ground.receive()
+        assert seen == [b"tm%d" % i for i in range(5)] and ground.receive() == []
+    finally:
+        raw.close(0)
+        ground.close()
+        flight.close()

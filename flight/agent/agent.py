@@ -318,10 +318,15 @@ class Agent:
             except BlockingIOError:
                 pass
         for inbound in self.link.receive():
+            self.downlink.hold()  # a command's reports go out first, and are written to the store after
             try:
                 self.link_service.handle(inbound)
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
                 self.executive.internal_error("command input", exc)
+            try:
+                self.downlink.release()
+            except Exception as exc:  # noqa: BLE001
+                self.executive.internal_error("downlink", exc)
         try:
             self.compute.receive()
         except Exception as exc:  # noqa: BLE001

@@ -6,7 +6,9 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   more than :data:`LIVE_BACKLOG_S` of the line (a serial line after an outage) or it is
   housekeeping decimated by ``hk_live_every``; either way it is in the store, unsent, and
   comes down in playback. Live data never waits behind a backlog of old data: playback keeps
-  no more than :data:`PLAYBACK_BACKLOG_S` of the line queued ahead of it.
+  no more than :data:`PLAYBACK_BACKLOG_S` of the line queued ahead of it. Nor on the disk: a
+  packet is written to the store after it went, and a command's reports and events once the
+  command has been handled (:meth:`Downlink.hold`), so a round trip costs no write.
 - **The ground acknowledges** (TC(15,130), a few times a second while it hears us): runs of
   each APID's sequence it received. An acknowledgement is also how the agent knows the ground
   listens: for ``ground_window_s`` after one, stored packets not yet acknowledged are played
@@ -44,7 +46,15 @@ from flight.link.definitions import STORE_CHANNELS, StoreName
 from flight.link.interface import FlightLink
 from flight.link.dictionary import FailureCode
 from flight.link.messages import MAX_PLAYBACK_BYTES, MAX_PLAYBACK_PACKETS, AckRun, CommandRequest
-from flight.link.packets import PacketError, Service, Telemetry, unpack
+from flight.link.packets import (
+    CRC_LEN,
+    PRIMARY_HEADER_LEN,
+    TM_SEC_HEADER_LEN,
+    PacketError,
+    Service,
+    Telemetry,
+    unpack,
+)
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 
 LIVE_BACKLOG_S = 2.0       # of the line queued already: past it, live packets wait in the store
@@ -56,6 +66,7 @@ DUMP_REFUSED_S = 60.0      # a dump whose reads the disk refuses this long fails
 ACK_GRACE_S = 3.0          # after the ground's first acknowledgement, what went out during its silence
 #                            is sent again only if not acknowledged by then (the ground acknowledges
 #                            about once a second; what sat in a line's buffers arrives first)
+_TM_HEADERS = PRIMARY_HEADER_LEN + TM_SEC_HEADER_LEN  # a TM packet's source data starts here
 
 
 def _hk_sid(data: bytes) -> int:
@@ -151,6 +162,7 @@ class Downlink(Component):
         self._dump: _Dump | None = None  # one STORE_DUMP at a time
         self._sync_at = clock.monotonic_s()
         self._sync_ms: float | None = None
+        self._held: list[tuple[bytes, float | None]] | None = None  # published, kept at release()
         self._reported_dropped = self._dropped_total()
         self._rate_bytes = 0
         self._rate_since = clock.monotonic_s()
@@ -159,17 +171,16 @@ class Downlink(Component):
     # --- what the agent sends ---------------------------------------------------------------
 
     def publish(self, packet: bytes) -> bool:
-        """One packet of the agent's telemetry: kept, and sent live as the link allows (True if it went)."""
+        """One packet of the agent's telemetry: kept, and sent live as the link allows (True if it
+        went). While :meth:`hold` is in force it is written to the store at :meth:`release`."""
         now = self._clock.monotonic_s()
-        try:
-            tm = unpack(packet)
-        except PacketError:
-            tm = None
         live = True
-        if isinstance(tm, Telemetry) and tm.service == Service.HOUSEKEEPING:
+        # The service from the header (the packet is the agent's own: unpacked, and its CRC
+        # checked, when it is kept, after it went out).
+        if len(packet) > _TM_HEADERS and not packet[0] & 0x10 and packet[7] == Service.HOUSEKEEPING:
             every = int(self._params["hk_live_every"])
             if every > 1:
-                sid = _hk_sid(tm.source_data)
+                sid = _hk_sid(packet[_TM_HEADERS:-CRC_LEN])
                 n = self._hk_count.get(sid, 0)
                 self._hk_count[sid] = n + 1
                 live = n % every == 0
@@ -180,8 +191,31 @@ class Downlink(Component):
             live = self.link.publish(packet)
         if not live:
             self.live_deferred += 1
-        self._keep(packet, tm, now if live else None)
+        if self._held is not None:
+            self._held.append((packet, now if live else None))
+        else:
+            self._keep(packet, now if live else None)
         return live
+
+    def hold(self) -> None:
+        """Write what is published from now on to the store at :meth:`release`, not at once: the
+        agent holds while it handles a command, so that the command's reports go out live
+        without waiting on the disk, and are written (in order) once its completion went."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Stop holding, and write what was held."""
+        held, self._held = self._held, None
+        for packet, sent_at in held or ():
+            self._keep(packet, sent_at)
+
+    def _keep_held(self) -> None:
+        """Write what is held so far, and go on holding."""
+        if self._held:
+            held, self._held = self._held, []
+            for packet, sent_at in held:
+                self._keep(packet, sent_at)
 
     def reply(self, peer: Any, packet: bytes) -> None:
         """A report on the stream (and into the store), and to the command's sender directly
@@ -190,8 +224,14 @@ class Downlink(Component):
         if peer is not None and not (live and self.link.stream_reaches(peer)):
             self.link.reply(peer, packet)
 
-    def _keep(self, packet: bytes, tm: Telemetry | None, sent_at: float | None) -> None:
-        if self.store is None or tm is None or class_of(tm.service) not in self.enabled:
+    def _keep(self, packet: bytes, sent_at: float | None) -> None:
+        if self.store is None:
+            return
+        try:
+            tm = unpack(packet)
+        except PacketError:
+            return  # not a packet the store could index (the agent makes none such)
+        if not isinstance(tm, Telemetry) or class_of(tm.service) not in self.enabled:
             return
         try:
             self.store.append(packet, sent_at, tm=tm)
@@ -468,8 +508,11 @@ class Downlink(Component):
         }
 
     def _need_store(self) -> PacketStore:
+        """The store, with what is held written first: a store command sees (and its setting
+        applies to) exactly what was published before it."""
         if self.store is None:
             raise CommandFailed(f"no packet store: {self._store_error}")
+        self._keep_held()
         return self.store
 
     def _set_enabled(self, name: str, on: bool) -> dict[str, Any]:

@@ -84,6 +84,15 @@ def _curve_client(sock: zmq.Socket, keys: CurveKeys | None) -> None:
     sock.curve_secretkey = keys.secret
 
 
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: an enum's & costs more than the call
+
+
+def _readable(sock: zmq.Socket) -> bool:
+    """Whether a whole message waits on ``sock``: asked of the socket (ZMQ_EVENTS) before each
+    read, because a read that finds nothing costs a raised Again, several times the read itself."""
+    return bool(sock.get(_EVENTS) & _POLLIN)
+
+
 def _send_counted(sock: zmq.Socket, packet: bytes, stats: LinkStats) -> bool:
     """Send without blocking; a full queue is a counted drop, never a stall or a silent loss."""
     try:
@@ -172,6 +181,8 @@ class ZmqFlightLink(FlightLink):
             self._count_refused()
         out: list[Inbound] = []
         for _ in range(_MAX_DRAIN):
+            if not _readable(self._cmd):
+                break
             try:
                 frames = self._cmd.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -184,6 +195,8 @@ class ZmqFlightLink(FlightLink):
             self.stats.rx_bytes += len(packet)
             out.append(Inbound(packet, identity))
         for _ in range(_MAX_DRAIN):  # subscription messages: a subscriber count, and who is present
+            if not _readable(self._tm):
+                break
             try:
                 msg = self._tm.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -292,6 +305,8 @@ class ZmqGroundLink(GroundLink):
         for sock in (self._cmd, self._tm):
             stream = sock is self._tm
             for _ in range(_MAX_DRAIN):
+                if not _readable(sock):
+                    break
                 try:
                     packet = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
