@@ -97,8 +97,8 @@ class FileManager(Component):
     def end_turn(self) -> None:
         """Send what the budget and the line allow; suspend at loss of signal."""
         self._contact()
-        if self.entity.suspended:
-            return
+        if self.entity.suspended or not self.entity.pending():
+            return  # no transaction, nothing queued: no timer to run, nothing to send (the bucket fills meanwhile)
         now = self._clock.monotonic_s()
         rate = float(self._params["file_rate_bps"])
         self._tokens = min(rate * BURST_S + 2048, self._tokens + rate * max(0.0, now - self._tokens_at))
