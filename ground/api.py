@@ -29,7 +29,7 @@ from typing import Any, Callable
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, FailureCode
 from flight.link.interface import GroundLink
-from flight.link.messages import Stage, Verification
+from flight.link.messages import Stage, Verification, ack_flags_for, ack_stages
 from ground.auth import default_token_path
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient
 
@@ -351,10 +351,13 @@ class ServerClient(GroundClient):
         self.agent_dict_hash = agent_hash
         return agent_hash == self.dictionary.version_hash
 
-    def submit_entry(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Queue a command on the server (already confirmed by the caller); the queue entry."""
-        return self.api.post("/api/commands", {"spacecraft": self.spacecraft, "name": name, "args": args,
-                                               "confirm": True})
+    def submit_entry(self, name: str, args: dict[str, Any], ack_flags: int | None = None) -> dict[str, Any]:
+        """Queue a command on the server (already confirmed by the caller); the queue entry.
+        ``ack_flags``: the success reports to ask the agent for (None: the server's default)."""
+        body: dict[str, Any] = {"spacecraft": self.spacecraft, "name": name, "args": args, "confirm": True}
+        if ack_flags is not None:
+            body["acks"] = [stage.value for stage in ack_stages(ack_flags)]
+        return self.api.post("/api/commands", body)
 
     def send(
         self,
@@ -367,6 +370,7 @@ class ServerClient(GroundClient):
         on_report: Callable[[Verification], None] | None = None,
         cmd_id: int | None = None,
         on_entry: Callable[[dict[str, Any]], None] | None = None,
+        ack_flags: int | None = None,
     ) -> CommandResult:
         """As :meth:`GroundClient.send`, through the server's queue: the server retries, checks
         time windows and files the command under this session's user. A command the queue
@@ -378,7 +382,7 @@ class ServerClient(GroundClient):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         command = self.dictionary.command(name)
         values = command.validate_args(args or {})
-        entry = self.submit_entry(command.name, values)
+        entry = self.submit_entry(command.name, values, ack_flags)
         result = CommandResult(command.name, values, 0, command.opcode, sent_at_s=time.time())
         entry_id = entry["id"]
         shown = 0
@@ -423,6 +427,10 @@ class ServerClient(GroundClient):
         if entry.get("cmd_id"):
             result.cmd_id = int(entry["cmd_id"])
         result.attempts = int(entry.get("attempts") or 0)
+        try:
+            result.ack_flags = ack_flags_for(entry.get("acks") or ())  # what the command went with
+        except (TypeError, ValueError):
+            pass  # a newer server's stage this client does not know: the flags stay as they were
         reports = []
         for stage in entry.get("stages", []):
             pus = _PUS_STAGES.get(stage.get("stage"))

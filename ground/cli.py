@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from flight.cli import parse_assignments, quiet_stdout
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for
 from flight.link.transport import LinkConfigError
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
@@ -90,6 +90,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
         values = command.validate_args(parse_assignments(args.args))
     except (ArgumentError, ValueError) as exc:
         raise Refused(f"refused before sending: {exc}") from None
+    try:
+        ack_flags = None if args.ack is None else ack_flags_for(s.strip() for s in args.ack.split(",") if s.strip())
+    except ValueError as exc:
+        raise Refused(f"refused before sending: --ack: {exc}") from None
     _confirm(command, args.yes)
     client = _open(args)
     try:
@@ -116,7 +120,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
         print(f"  {_stamp()} {command.name}: {'queued' if not args.direct else 'sent'} {json.dumps(values)}", flush=True)
         kwargs: dict[str, Any] = {"on_entry": entry} if isinstance(client, ServerClient) else {}
         try:
-            result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show, **kwargs)
+            result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show,
+                                 ack_flags=ack_flags, **kwargs)
         except CommandOutcomeUnknown as exc:
             print(f"unknown: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
@@ -626,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", choices=("sent", "accepted", "completed"), default="completed")
     send.add_argument("--timeout", type=float, default=10.0, metavar="S")
     send.add_argument("--yes", action="store_true", help="send a hazardous command without asking")
+    send.add_argument("--ack", metavar="STAGES", help="the success reports to ask the agent for, comma-separated "
+                      "(accepted, started, completed); completion, and acceptance where it is retried, always come. "
+                      "Default: accepted,completed")
     send.set_defaults(func=_cmd_send)
     for action in ("approve", "reject", "cancel"):
         p = sub.add_parser(action, help=f"{action} a queued command (by its queue id)")

@@ -12,9 +12,9 @@ The success reports come as the TC's PUS-C acknowledgement flags ask: by default
 (:data:`DEFAULT_ACK_FLAGS`) acceptance and completion. The agent sends its start report in the
 same turn as the acceptance, so it says nothing the acceptance does not, and costs a packet
 on the downlink and in the store per command; :meth:`GroundClient.send` and ``submit`` ask
-for it where told (``ack_flags``; through the server, its client's flags hold). The stage waited
-for is always asked for, and acceptance wherever the client retries: a retry stops at the
-first report. A failure report comes whatever the flags say.
+for it where told (``ack_flags``; through the server, the queue entry's ``acks``; the CLI's
+``--ack``). The stage waited for is always asked for, and acceptance wherever the client
+retries: a retry stops at the first report. A failure report comes whatever the flags say.
 
 Retries follow the zguide's Lazy Pirate: with no report within ``attempt_timeout_s`` the
 client drops its command socket, opens a new one and sends the *same* packet (same

@@ -115,6 +115,7 @@ class Entry:
     # The success reports asked of the agent: the ground client's default (acceptance, completion)
     # until sent() records what the command went with.
     acks: tuple[str, ...] = ("accepted", "completed")
+    ask_flags: int | None = None  # the operator's choice of them (PUS-C flags), None: the client's default
 
     def stage(self, stage: str, at_s: float, ok: bool = True, code: str = "", reason: str = "",
               by: str = "", agent: bool = False) -> None:
@@ -174,12 +175,14 @@ class CommandQueue:
 
     # --- operators ------------------------------------------------------------------------
 
-    def submit(self, name: str, args: dict[str, Any], who: str, hazardous: bool, now_s: float) -> Entry:
-        """Queue a command already checked against the dictionary."""
+    def submit(self, name: str, args: dict[str, Any], who: str, hazardous: bool, now_s: float,
+               ask_flags: int | None = None) -> Entry:
+        """Queue a command already checked against the dictionary; ``ask_flags``: the success
+        reports to ask the agent for (PUS-C acknowledgement flags; None: the client's default)."""
         needs = name in self.approval
         with self._lock:
             entry = Entry(next(self._ids), self.spacecraft, name, dict(args), who, hazardous, needs,
-                          State.PENDING_APPROVAL if needs else State.QUEUED, now_s)
+                          State.PENDING_APPROVAL if needs else State.QUEUED, now_s, ask_flags=ask_flags)
             entry.stage("queued", now_s, by=who)
             if needs:
                 self._window(entry, "approval", now_s + self.timeouts.approval_s)

@@ -60,8 +60,8 @@ from aiohttp import WSMsgType, web
 
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import ArgumentError, Dictionary, Severity
-from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_stages
+from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Severity
+from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for, ack_stages
 from flight.link.packets import SequenceCounters, Service, Subtype, pack_tm
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
@@ -437,7 +437,7 @@ class SpacecraftLink:
                     f"the agent's dictionary {agent_hash} is not the server's {self.dictionary.version_hash}", now))
             else:
                 try:
-                    result = client.submit(entry.name, entry.args)
+                    result = client.submit(entry.name, entry.args, ack_flags=entry.ask_flags)
                 except (ArgumentError, ValueError) as exc:  # checked at submit: only a dictionary change gets here
                     self.server.command_changed(self.queue.send_failed(entry.id, "BAD_ARGUMENTS", str(exc), now))
                 else:
@@ -1379,26 +1379,35 @@ class GroundServer:
     # --- routes: commanding --------------------------------------------------------------
 
     def submit(self, spacecraft: str | None, name: str, args: dict[str, Any], who: str,
-               confirm: bool = False) -> Entry:
+               confirm: bool = False, acks: list[str] | None = None) -> Entry:
         """Check a command against the dictionary and queue it. ArgumentError: nothing queued;
-        PermissionError: a hazardous command without ``confirm``."""
+        PermissionError: a hazardous command without ``confirm``. ``acks``: the stages whose
+        success reports to ask for (the client adds the ones it needs: completion, and acceptance
+        where it retries); None: its default."""
         link = self.link_for(spacecraft)
         command = self.dictionary.command(name)
         values = command.validate_args(args)
         if command.hazardous and not confirm:
             raise PermissionError(f"{command.name} is hazardous: confirm it to send it")
-        entry = link.queue.submit(command.name, values, who, command.hazardous, time.time())
+        try:
+            ask = None if acks is None else ack_flags_for(acks)
+        except ValueError as exc:
+            raise ArgumentError(f"acks: {exc}", FailureCode.BAD_ARGUMENTS) from None
+        entry = link.queue.submit(command.name, values, who, command.hazardous, time.time(), ask_flags=ask)
         self.command_changed(entry)
         return entry
 
     async def _api_submit(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        name, args = body.get("name"), body.get("args") or {}
-        if not isinstance(name, str) or not isinstance(args, dict):
-            return _error(400, 'expected {"spacecraft": ID, "name": COMMAND, "args": {...}, "confirm": bool}')
+        name, args, acks = body.get("name"), body.get("args") or {}, body.get("acks")
+        if not isinstance(name, str) or not isinstance(args, dict) or not (
+                acks is None or (isinstance(acks, list) and len(acks) <= 8 and all(isinstance(a, str) for a in acks))):
+            return _error(400, 'expected {"spacecraft": ID, "name": COMMAND, "args": {...}, "confirm": bool, '
+                               '"acks": [STAGE, ...] (optional)}')
         session: Session = request[SESSION_KEY]
         try:
-            entry = self.submit(body.get("spacecraft"), name, args, session.user, confirm=body.get("confirm") is True)
+            entry = self.submit(body.get("spacecraft"), name, args, session.user, confirm=body.get("confirm") is True,
+                                acks=acks)
         except ArgumentError as exc:
             return _error(400, str(exc), exc.code.name)
         except PermissionError as exc:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from flight.link.definitions import DICTIONARY
+from flight.link.messages import Stage
+from flight.link.packets import ACK_START
 from ground.api import ApiClient, ServerClient, ServerError
 from ground.auth import Role, UserStore
 from ground.client import CommandTimeout
@@ -287,6 +289,32 @@ def test_a_held_queue_sends_nothing_until_released(ground):
         alice.close()
 
 
+@pytest.mark.req("GND-023", "LNK-002")
+def test_an_operator_chooses_the_reports_a_command_asks_for_through_the_server(ground):
+    """The start report, asked for through the queue, comes back as the agent's own; a stage that
+    is not one is refused naming ``acks``, and nothing is queued."""
+    alice = client_for(ground, "alice")
+    try:
+        entries: list[dict] = []
+        result = alice.send("PING", {"token": 7}, ack_flags=ACK_START, timeout_s=20.0, on_entry=entries.append)
+        assert result.completed and result.stage_reached(Stage.STARTED)
+        done = alice.server_link.wait_command(entries[0]["id"], lambda e: e["final"], 20.0)
+        assert done["acks"] == ["accepted", "started", "completed"]  # completion and acceptance come anyway
+        assert [s["stage"] for s in done["stages"] if s.get("agent")] == ["accepted", "started", "completed"]
+        plain = alice.send("PING", {"token": 8}, timeout_s=20.0)
+        assert plain.completed and not plain.stage_reached(Stage.STARTED)
+        before = len(ground.links["sunlit-1"].queue.entries())
+        with pytest.raises(ServerError) as refused:
+            alice.api.post("/api/commands", {"name": "PING", "args": {"token": 9}, "acks": ["started", "landed"]})
+        assert refused.value.status == 400 and "acks" in str(refused.value) and "'landed'" in str(refused.value)
+        with pytest.raises(ServerError) as shape:
+            alice.api.post("/api/commands", {"name": "PING", "args": {"token": 9}, "acks": "started"})
+        assert shape.value.status == 400 and "acks" in str(shape.value)
+        assert len(ground.links["sunlit-1"].queue.entries()) == before
+    finally:
+        alice.close()
+
+
 @pytest.mark.req("GND-023")
 def test_a_command_the_agent_refuses_fails_with_its_reason(ground):
     alice = client_for(ground, "alice")
@@ -429,6 +457,10 @@ def test_cli_through_the_server_as_a_new_user_tries_it(ground, tmp_path):
 
     out = run_cli("send", "PING", "token=3", env=env)
     assert out.returncode == 0 and "completed" in out.stdout and '"token": 3' in out.stdout, out.stderr
+    out = run_cli("send", "PING", "token=4", "--ack", "accepted,started", env=env)  # the start report shown too
+    assert out.returncode == 0 and "PING: started" in out.stdout and "PING: completed" in out.stdout, out.stderr
+    out = run_cli("send", "PING", "token=4", "--ack", "accepted,done", env=env)
+    assert out.returncode == 2 and "--ack: 'done' is not a stage" in out.stderr and "Traceback" not in out.stderr
     # A hazardous command with no terminal and no --yes is refused with a word, not an EOFError.
     out = run_cli("send", "SHUTDOWN", env=env, stdin="")
     assert out.returncode == 3 and "--yes" in out.stderr and "Traceback" not in out.stderr

@@ -39,7 +39,7 @@ import enum
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import msgpack
 
@@ -95,6 +95,18 @@ STAGE_ACK = {Stage.ACCEPTED: ACK_ACCEPTANCE, Stage.STARTED: ACK_START, Stage.COM
 def ack_stages(ack_flags: int) -> list[Stage]:
     """The stages whose success reports ``ack_flags`` ask for, in order."""
     return [stage for stage, flag in STAGE_ACK.items() if ack_flags & flag]
+
+
+def ack_flags_for(stages: Iterable[str]) -> int:
+    """The flags that ask for the success reports of ``stages`` (their names: an operator's
+    choice); ValueError naming the first that is not a stage."""
+    flags = 0
+    for name in stages:
+        stage = next((s for s in STAGE_ACK if s.value == name), None)
+        if stage is None:
+            raise ValueError(f"{str(name)[:40]!r} is not a stage: {', '.join(s.value for s in STAGE_ACK)}")
+        flags |= STAGE_ACK[stage]
+    return flags
 
 
 _EVENT_SUBTYPE = {
