@@ -427,10 +427,11 @@ class ServerClient(GroundClient):
         if entry.get("cmd_id"):
             result.cmd_id = int(entry["cmd_id"])
         result.attempts = int(entry.get("attempts") or 0)
-        try:
-            result.ack_flags = ack_flags_for(entry.get("acks") or ())  # what the command went with
-        except (TypeError, ValueError):
-            pass  # a newer server's stage this client does not know: the flags stay as they were
+        if "acks" in entry:
+            try:
+                result.ack_flags = ack_flags_for(entry["acks"])  # what the command goes with
+            except (TypeError, ValueError):
+                pass  # a newer server's stage this client does not know: the flags stay as they were
         reports = []
         for stage in entry.get("stages", []):
             pus = _PUS_STAGES.get(stage.get("stage"))

@@ -176,13 +176,16 @@ class CommandQueue:
     # --- operators ------------------------------------------------------------------------
 
     def submit(self, name: str, args: dict[str, Any], who: str, hazardous: bool, now_s: float,
-               ask_flags: int | None = None) -> Entry:
+               ask_flags: int | None = None, acks: Iterable[str] | None = None) -> Entry:
         """Queue a command already checked against the dictionary; ``ask_flags``: the success
-        reports to ask the agent for (PUS-C acknowledgement flags; None: the client's default)."""
+        reports to ask the agent for (PUS-C acknowledgement flags; None: the client's default),
+        ``acks`` the stages they will come for (with what the client adds to them)."""
         needs = name in self.approval
         with self._lock:
             entry = Entry(next(self._ids), self.spacecraft, name, dict(args), who, hazardous, needs,
                           State.PENDING_APPROVAL if needs else State.QUEUED, now_s, ask_flags=ask_flags)
+            if acks is not None:  # shown from now on: an approver sees what the command will ask for
+                entry.acks = tuple(acks)
             entry.stage("queued", now_s, by=who)
             if needs:
                 self._window(entry, "approval", now_s + self.timeouts.approval_s)

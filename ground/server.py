@@ -62,7 +62,7 @@ from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for, ack_stages
-from flight.link.packets import SequenceCounters, Service, Subtype, pack_tm
+from flight.link.packets import ACK_ACCEPTANCE, ACK_COMPLETION, SequenceCounters, Service, Subtype, pack_tm
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from ground.alarms import Alarm, AlarmManager, LimitStore
@@ -1387,13 +1387,16 @@ class GroundServer:
         link = self.link_for(spacecraft)
         command = self.dictionary.command(name)
         values = command.validate_args(args)
-        if command.hazardous and not confirm:
-            raise PermissionError(f"{command.name} is hazardous: confirm it to send it")
         try:
             ask = None if acks is None else ack_flags_for(acks)
         except ValueError as exc:
             raise ArgumentError(f"acks: {exc}", FailureCode.BAD_ARGUMENTS) from None
-        entry = link.queue.submit(command.name, values, who, command.hazardous, time.time(), ask_flags=ask)
+        if command.hazardous and not confirm:
+            raise PermissionError(f"{command.name} is hazardous: confirm it to send it")
+        # What the server's client adds to them: completion always, acceptance as it retries.
+        expected = None if ask is None else [s.value for s in ack_stages(ask | ACK_ACCEPTANCE | ACK_COMPLETION)]
+        entry = link.queue.submit(command.name, values, who, command.hazardous, time.time(), ask_flags=ask,
+                                  acks=expected)
         self.command_changed(entry)
         return entry
 

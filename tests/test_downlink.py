@@ -427,6 +427,29 @@ def test_a_commands_reports_go_out_live_before_the_store_writes_them_and_all_are
     assert order and [kind for kind, *_ in order[:2]] == ["live", "kept"]
 
 
+@pytest.mark.req("AGT-092", "AGT-096")
+def test_a_held_report_the_store_fails_on_costs_that_report_only(rig, monkeypatch):
+    """A fault in the store's code on one held report (not a refusal of the disk): the rest of
+    the command's reports are written, the one is counted, the fault is an internal error, and
+    the downlink holds nothing after."""
+    store = rig.agent.downlink.store
+    append, seen = store.append, []
+
+    def faulty(packet, sent_at=None, *, tm=None):
+        seen.append(packet[8])
+        if len(seen) == 1:
+            raise RuntimeError("a bug in the store")
+        return append(packet, sent_at, tm=tm)
+
+    monkeypatch.setattr(store, "append", faulty)
+    records, errors = store.stats.records, rig.agent.downlink.store_errors
+    assert rig.send("NOOP").completed  # it went live whatever the store did
+    # The acceptance lost; the event and the completion kept, and then the internal error's event.
+    assert seen == [1, 1, 7, 3] and store.stats.records == records + 3
+    assert rig.agent.downlink.store_errors == errors + 1 and rig.agent.executive.internal_errors == 1
+    assert rig.agent.downlink._held is None
+
+
 @pytest.mark.req("AGT-095")
 def test_a_store_command_applies_to_what_was_published_before_it(rig):
     """STORE_DISABLE's own acceptance report went out before it ran: it is kept, as the setting

@@ -295,6 +295,11 @@ def test_an_operator_chooses_the_reports_a_command_asks_for_through_the_server(g
     is not one is refused naming ``acks``, and nothing is queued."""
     alice = client_for(ground, "alice")
     try:
+        alice.api.post("/api/queue/hold", {})  # what the entry will ask for shows before it goes
+        held = alice.submit_entry("PING", {"token": 6}, ACK_START)
+        assert held["state"] == "queued" and held["acks"] == ["accepted", "started", "completed"]
+        alice.api.post("/api/queue/release", {})
+        assert alice.server_link.wait_command(held["id"], lambda e: e["final"], 20.0)["state"] == "completed"
         entries: list[dict] = []
         result = alice.send("PING", {"token": 7}, ack_flags=ACK_START, timeout_s=20.0, on_entry=entries.append)
         assert result.completed and result.stage_reached(Stage.STARTED)

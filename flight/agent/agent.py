@@ -323,10 +323,11 @@ class Agent:
                 self.link_service.handle(inbound)
             except Exception as exc:  # noqa: BLE001 - the last line of defence: count, report, carry on
                 self.executive.internal_error("command input", exc)
-            try:
-                self.downlink.release()
-            except Exception as exc:  # noqa: BLE001
-                self.executive.internal_error("downlink", exc)
+            finally:
+                try:
+                    self.downlink.release()
+                except Exception as exc:  # noqa: BLE001
+                    self.executive.internal_error("downlink", exc)
         try:
             self.compute.receive()
         except Exception as exc:  # noqa: BLE001

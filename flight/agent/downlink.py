@@ -7,8 +7,9 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   housekeeping decimated by ``hk_live_every``; either way it is in the store, unsent, and
   comes down in playback. Live data never waits behind a backlog of old data: playback keeps
   no more than :data:`PLAYBACK_BACKLOG_S` of the line queued ahead of it. Nor on the disk: a
-  packet is written to the store after it went, and a command's reports and events once the
-  command has been handled (:meth:`Downlink.hold`), so a round trip costs no write.
+  packet is written to the store after it went, and the reports and events of a command from
+  the ground once the command has been handled (:meth:`Downlink.hold`), so a round trip costs
+  no write.
 - **The ground acknowledges** (TC(15,130), a few times a second while it hears us): runs of
   each APID's sequence it received. An acknowledgement is also how the agent knows the ground
   listens: for ``ground_window_s`` after one, stored packets not yet acknowledged are played
@@ -207,15 +208,27 @@ class Downlink(Component):
     def release(self) -> None:
         """Stop holding, and write what was held."""
         held, self._held = self._held, None
-        for packet, sent_at in held or ():
-            self._keep(packet, sent_at)
+        self._keep_all(held or ())
 
     def _keep_held(self) -> None:
         """Write what is held so far, and go on holding."""
         if self._held:
             held, self._held = self._held, []
-            for packet, sent_at in held:
+            self._keep_all(held)
+
+    def _keep_all(self, held: list[tuple[bytes, float | None]]) -> None:
+        """Write each; a packet that cannot be (a fault in the store's code, not a refusal of the
+        disk, which ``_keep`` counts itself) costs that packet only, counted, and the first such
+        fault is raised once the rest are written (the agent counts it as an internal error)."""
+        fault: Exception | None = None
+        for packet, sent_at in held:
+            try:
                 self._keep(packet, sent_at)
+            except Exception as exc:  # noqa: BLE001 - the rest of the command's reports still get written
+                self.store_errors += 1
+                fault = fault or exc
+        if fault is not None:
+            raise fault
 
     def reply(self, peer: Any, packet: bytes) -> None:
         """A report on the stream (and into the store), and to the command's sender directly
