@@ -450,10 +450,10 @@ class GroundClient:
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         timeout_s = self.command_timeout_s if timeout_s is None else timeout_s
         flags = self._flags(ack_flags, _WAIT_ACK[wait], retries)
-        packet, cmd_id = self.codec.encode_command(name, args or {}, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
-        result = CommandResult(command.name, command.validate_args(args or {}), cmd_id, command.opcode,
-                               sent_at_s=time.time(), ack_flags=flags)
+        checked = command.validate_args(args or {})
+        packet, cmd_id = self.codec.encode_checked(command, checked, cmd_id, self.source_id, ack_flags=flags)
+        result = CommandResult(command.name, checked, cmd_id, command.opcode, sent_at_s=time.time(), ack_flags=flags)
         self._pending[cmd_id] = result
         self._packets[cmd_id] = packet
         try:
@@ -587,10 +587,10 @@ class GroundClient:
         Call :meth:`forget` once it is final. ``ack_flags`` as :meth:`send` (completion is always
         asked for, and acceptance where ``retries`` > 0)."""
         flags = self._flags(ack_flags, ACK_COMPLETION, retries)
-        packet, cmd_id = self.codec.encode_command(name, args, cmd_id, self.source_id, ack_flags=flags)
         command = self.dictionary.command(name)
-        result = CommandResult(command.name, command.validate_args(args), cmd_id, command.opcode,
-                               sent_at_s=time.time(), ack_flags=flags)
+        checked = command.validate_args(args)
+        packet, cmd_id = self.codec.encode_checked(command, checked, cmd_id, self.source_id, ack_flags=flags)
+        result = CommandResult(command.name, checked, cmd_id, command.opcode, sent_at_s=time.time(), ack_flags=flags)
         self._pending[cmd_id] = result
         self._packets[cmd_id] = packet
         self._send_attempt(result, packet)

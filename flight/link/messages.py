@@ -420,7 +420,14 @@ class Codec:
         """Validate ``args`` against the dictionary and build the TC; return (packet, cmd_id).
         ``ack_flags``: the success reports asked for (packets.ACK_*; failures always come)."""
         command = self.dictionary.command(name)
-        checked = command.validate_args(args)
+        return self.encode_checked(command, command.validate_args(args), cmd_id, source_id, dest_apid, ack_flags)
+
+    def encode_checked(
+        self, command: Command, checked: dict[str, Any], cmd_id: int | None = None, source_id: int = 0,
+        dest_apid: int = Apid.AGENT, ack_flags: int = ACK_ALL,
+    ) -> tuple[bytes, int]:
+        """:meth:`encode_command` for arguments ``command.validate_args`` returned already (the
+        ground client keeps them on the command's result: checked once, not twice)."""
         cmd_id = new_cmd_id() if cmd_id is None else cmd_id
         data = msgpack.packb([command.opcode, cmd_id, checked], use_bin_type=True)
         return pack_tc(dest_apid, self.seq.next(dest_apid), Service.FUNCTION, Subtype.PERFORM_FUNCTION, data, source_id,
