@@ -112,8 +112,8 @@ class Entry:
     attempts: int = 0
     deadline_s: float | None = None  # when the current stage's window closes
     waiting_for: str = ""  # the stage the window is for
-    # The success reports asked of the agent: the ground client's default (acceptance, completion)
-    # until sent() records what the command went with.
+    # The success reports asked of the agent: the ground client's default (acceptance, completion),
+    # or what its operator chose (submit), until sent() records what the command went with.
     acks: tuple[str, ...] = ("accepted", "completed")
     ask_flags: int | None = None  # the operator's choice of them (PUS-C flags), None: the client's default
 
