@@ -699,7 +699,9 @@ def test_the_server_keeps_an_unknown_outcome_asks_at_the_next_contact_and_settle
         source.take()
         return any(c.packet == sent.packet for c in source.commands[1:])
     _until(asked, "the same command again, same cmd_id")
-    assert [s["stage"] for s in entry.stages][-1] == "asked" and entry.state is State.UNKNOWN
+    # The server records the question once the link took it: the packet can be seen here first.
+    _until(lambda: [s["stage"] for s in entry.stages][-1] == "asked", "the queue's record of the question")
+    assert entry.state is State.UNKNOWN
 
     done = codec.encode_verification(Verification(Stage.COMPLETED, True, tc.request_id, cmd_id, opcode), T0_S + 52)
     source.link.publish(codec.encode_playback([done], T0_S + 200))  # it comes played back
