@@ -11,6 +11,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
 from flight.link.packets import CRC_LEN, Telecommand, _crc, unpack
 from flight.link.sdls import (OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot, ReplayGuard, Sealer,
+                              SnFloor,
                               SealingLink, open_tc)
 
 KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
@@ -306,6 +307,94 @@ def test_a_sealing_link_follows_its_key_file_and_keeps_the_last_good_key(tmp_pat
     assert link.sealer.spi == 2 and link.key_error and ":1:" in link.key_error
     spis = [open_tc(i.packet, ring(KeySlot(1, KEY_A), KeySlot(2, KEY_B)), None)[0] for i in pair.flight.receive()]
     assert spis == [1, 2, 2]
+
+
+def _ground(path, clock):
+    """A ground (the server, a direct console) sealing with the key file at ``path``, and what it sent."""
+    from flight.link.memory_link import MemoryLink
+
+    pair = MemoryLink()
+    return SealingLink.from_key_file(pair.ground, path, clock_us=clock), pair.flight
+
+
+@pytest.mark.req("SEC-002")
+def test_a_ground_restarted_after_its_clock_stepped_back_is_still_taken(tmp_path):
+    """The ground's SN is its clock. Restarted after the clock stepped back an hour, it seals above
+    every SN it used before (the floor kept beside its key file), so the agent takes its commands
+    at once, not an hour later; and never takes again one captured before."""
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    guard = ReplayGuard(tmp_path / "replay.json")
+    clock = Clock()
+    before, on_board = _ground(path, clock)
+    for i in range(20):
+        before.send(command(i))
+    captured = [inbound.packet for inbound in on_board.receive()]
+    for raw in captured:
+        open_tc(raw, ring(), guard)
+    clock.t -= 3600 * 1_000_000  # an NTP step, a dead RTC: an hour back
+    after, on_board = _ground(path, clock)
+    after.send(command(50))
+    (raw,) = [inbound.packet for inbound in on_board.receive()]
+    _spi, sn, _plain = open_tc(raw, ring(), guard)
+    assert sn > max(open_tc(r, ring(), None)[1] for r in captured) and after.sn_error is None
+    for raw in captured:
+        with pytest.raises(AuthError):
+            open_tc(raw, ring(), guard)
+    # Without the floor (the file gone), the same ground is refused: what the floor is for.
+    (tmp_path / "ground.keys.sn").unlink()
+    bare, on_board = _ground(path, clock)
+    bare.send(command(51))
+    with pytest.raises(AuthError) as err:
+        open_tc(on_board.receive()[0].packet, ring(), guard)
+    assert err.value.kind == "stale"
+
+
+@pytest.mark.req("SEC-002")
+def test_a_ground_restarted_with_its_clock_going_forwards_seals_from_the_clock(tmp_path):
+    """A plain restart: the clock is past every SN used, so the SNs are the clock again (two
+    grounds on one slot stay within the agent's window of each other), not the reservation
+    5 s ahead of it."""
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    clock = Clock()
+    first, _ = _ground(path, clock)
+    first.send(command(1))
+    assert SnFloor(tmp_path / "ground.keys.sn").reserved == first.sealer.last_sn + RESERVE_US
+    clock.t += 1_000_000
+    second, on_board = _ground(path, clock)
+    second.send(command(2))
+    _spi, sn, _plain = open_tc(on_board.receive()[0].packet, ring(), None)
+    assert sn == clock.t  # the clock, to the microsecond
+
+
+@pytest.mark.req("SEC-002")
+def test_a_broken_or_unwritable_sn_floor_is_said_and_sealing_goes_on(tmp_path):
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    floor_file = tmp_path / "ground.keys.sn"
+    floor_file.write_text("{not a checked file")
+    clock = Clock()
+    ground, on_board = _ground(path, clock)
+    assert "ground.keys.sn" in ground.sn_error and "sealing from the clock" in ground.sn_error
+    ground.send(command(1))
+    open_tc(on_board.receive()[0].packet, ring(), None)  # sealed from the clock, and taken
+    assert ground.sn_error is None and SnFloor(floor_file).reserved > 0  # the next reservation mended it
+    floor_file.unlink()
+    floor_file.mkdir()  # a path the reservation cannot be written to
+    clock.t += 2 * RESERVE_US
+    ground.send(command(2))
+    assert "cannot be written" in ground.sn_error
+    open_tc(on_board.receive()[0].packet, ring(), None)
+
+
+@pytest.mark.req("SEC-002")
+def test_two_grounds_on_one_key_file_never_lower_its_reservation(tmp_path):
+    floor_file = tmp_path / "ground.keys.sn"
+    ahead, behind = SnFloor(floor_file), SnFloor(floor_file)
+    ahead.passed(10 * RESERVE_US)
+    behind.passed(2 * RESERVE_US)  # older news from another process: the file keeps the larger
+    assert SnFloor(floor_file).reserved == 11 * RESERVE_US == behind.reserved
 
 
 @pytest.mark.req("SEC-013")

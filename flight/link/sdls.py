@@ -7,9 +7,9 @@ MAC before its CRC::
 
 - **SPI** (security parameter index) names the key slot; **SN** is the sender's sequence
   number, strictly increasing per slot: the ground uses its clock in microseconds (never less
-  than its last one + 1), so a restarted ground keeps going forwards as long as its clock does.
-  Two grounds sealing with one slot must keep their clocks within the window of each other (or
-  use a slot each); a ground whose clock steps back is refused until it has caught up.
+  than its last one + 1). Two grounds sealing with one slot must keep their clocks within the
+  window of each other (or use a slot each). A ground restarted after its clock stepped back
+  seals above the SNs it used before, kept beside its key file (:class:`SnFloor`).
 - **MAC**: HMAC-SHA256 (``cryptography``), truncated to 128 bits, over the primary header,
   SPI, SN and data: authentication only, as SDLS's authentication mode (the data stays
   readable; confidentiality is the link's, CurveZMQ).
@@ -41,6 +41,7 @@ keys it was given by command, still wrapped, and its revocations in a checked st
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -308,18 +309,89 @@ class KeyOverlay:
         return problems
 
 
+class SnFloor:
+    """The ground's SNs kept above those it used before a restart, whatever its clock did
+    meanwhile: a reservation on disk (``KEYFILE.sn``, atomic, checked, mode 600), written when an
+    SN passes it as that SN plus ``reserve_us``, at most once per ``reserve_us`` of sealing.
+
+    Why: the SN is the ground's clock, and the agent refuses an SN more than its window below the
+    highest it took. A ground whose clock stepped back (an NTP step, a dead RTC) kept its last SN
+    while it ran, but lost it at a restart, and was refused until its clock caught up: hours,
+    or for ever. At start the reservation is the floor where the clock is behind it by more than
+    ``reserve_us``, so behind an SN already used: the clock stepped back. Otherwise the clock is
+    already past every SN used (each was the clock, when it was used), and sealing goes on from
+    the clock, so that grounds sharing a slot stay within the agent's window of each other.
+
+    Only the ground's availability rests on this file, never the agent's safety: a lost or
+    corrupt one is said (:attr:`error`) and sealing goes on from the clock. Several processes
+    may seal with one key file (the server, a direct console): a reservation never goes down,
+    each write takes the larger under a lock."""
+
+    def __init__(self, path: Path | str, reserve_us: int = RESERVE_US):
+        self.path = Path(path)
+        self.reserve_us = int(reserve_us)
+        self.reserved = 0
+        self.error: str | None = None
+        try:
+            self.reserved = self._read()
+        except CorruptFile as exc:
+            self.error = f"{exc}; sealing from the clock"
+
+    def _read(self) -> int:
+        if not self.path.exists():
+            return 0
+        body = read_checked_json(self.path)
+        value = body.get("reserved_us") if isinstance(body, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CorruptFile(f"{self.path}: reserved_us is not a count of microseconds")
+        return value
+
+    def start(self, now_us: int) -> int:
+        """The SN to seal above at start: the reservation where the clock stepped back behind an
+        SN already used, else 0 (the clock is past them)."""
+        return self.reserved if now_us < self.reserved - self.reserve_us else 0
+
+    def passed(self, sn: int) -> None:
+        """Called with each SN sealed: past the reservation, reserve ``reserve_us`` more on disk."""
+        if sn <= self.reserved:
+            return
+        target = self.reserved = sn + self.reserve_us  # tried once a reserve, even if the disk refuses
+        try:
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # another ground process on this key file
+                try:
+                    current = self._read()
+                except CorruptFile:
+                    current = 0
+                if current < target:
+                    write_checked_json(self.path, {"reserved_us": target})
+                else:
+                    self.reserved = current
+            finally:
+                os.close(fd)  # and the lock with it
+        except OSError as exc:
+            self.error = f"{self.path}: cannot be written ({exc.strerror or exc}); sealing from the clock"
+            return
+        self.error = None
+
+
 class Sealer:
     """The ground's side: seals each telecommand with one slot's key and the next SN."""
 
     def __init__(self, spi: int, key: bytes, clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
-                 last_sn: int = 0):
+                 last_sn: int = 0, floor: SnFloor | None = None):
+        """``floor``: the SNs used before a restart (:class:`SnFloor`); none: the clock alone."""
         if len(key) != KEY_LEN:
             raise ValueError(f"key: {len(key)} bytes, expected {KEY_LEN}")
         self.spi, self._key, self._clock_us = spi, key, clock_us
-        self.last_sn = last_sn
+        self.floor = floor
+        self.last_sn = last_sn if floor is None else max(last_sn, floor.start(int(clock_us())))
 
     def next_sn(self) -> int:
         self.last_sn = max(self.last_sn + 1, int(self._clock_us()))
+        if self.floor is not None:
+            self.floor.passed(self.last_sn)
         return self.last_sn
 
     def seal(self, packet: bytes) -> bytes:
@@ -506,17 +578,26 @@ class SealingLink(GroundLink):
         self._stamp: tuple[int, int, int] | None = None
         self.key_error: str | None = None  # the key file changed and could not be used: the last key seals
 
+    @property
+    def sn_error(self) -> str | None:
+        """Why the SNs used are not kept on disk now (:class:`SnFloor`), or None."""
+        floor = self.sealer.floor
+        return floor.error if floor is not None else None
+
     @classmethod
     def from_key_file(cls, link: GroundLink, path: Path | str, spi: int | None = None,
-                      tm_auth: bool = False) -> SealingLink:
+                      tm_auth: bool = False, clock_us: Callable[[], int] | None = None) -> SealingLink:
         """Seal with slot ``spi`` of a key file (default: the highest active one). With no ``spi``
         the file is read again whenever it changes (a rotation activated by ``sunlit-ground key
-        activate`` is in force from the next command, without a restart)."""
+        activate`` is in force from the next command, without a restart). The SNs used are kept
+        beside it (``PATH.sn``, :class:`SnFloor`); ``clock_us``: the ground's clock (tests)."""
         path = Path(path)
         ring = KeyRing.load(path)
         if tm_auth and ring.telemetry_slot() is None:
             raise KeyFileError(f"{path}: no telemetry slot ('SPI HEX telemetry') to check telemetry with")
-        sealing = cls(link, Sealer(*_chosen(ring, path, spi)), ring if tm_auth else None)
+        clock = {} if clock_us is None else {"clock_us": clock_us}
+        floor = SnFloor(path.with_name(path.name + ".sn"))
+        sealing = cls(link, Sealer(*_chosen(ring, path, spi), floor=floor, **clock), ring if tm_auth else None)
         sealing._path, sealing._spi, sealing._stamp = path, spi, _stamp(path)
         return sealing
 
@@ -539,7 +620,7 @@ class SealingLink(GroundLink):
         if self._tm_ring is not None:
             self._tm_ring = ring
         if chosen != self.sealer.spi or key != self.sealer._key:
-            self.sealer = Sealer(chosen, key, self.sealer._clock_us, self.sealer.last_sn)
+            self.sealer = Sealer(chosen, key, self.sealer._clock_us, self.sealer.last_sn, self.sealer.floor)
 
     def pollables(self) -> list:
         return self._link.pollables()
