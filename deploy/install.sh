@@ -659,6 +659,8 @@ else
     info "(scp or ssh; never over the link, never by e-mail), mode 600 there, and name it in the ground"
     info "server's config: [[spacecraft]] tc_keys = PATH. Keep one more copy offline, on paper in a"
     info "safe: without it a ground that loses its key file must re-flash the board (README.md, \"Lost keys\")."
+    info "On the ground, move the master out of the server's copy: sunlit-ground key split --keys PATH"
+    info "--master-keys CUSTODIAN-FILE (README.md, \"Keys\")."
 fi
 if [ -f "$OLD_KEY" ]; then
     info "$OLD_KEY (the link key of earlier versions) is not used by anything; kept: remove it when you like"

@@ -1,11 +1,15 @@
 """``sunlit-ground key``: the key custodian's side of telecommand key rotation.
 
 The ground's key file (the server's ``[[spacecraft]] tc_keys``, mode 600) holds the same slots
-as the board. A rotation (deploy/README.md, "Keys"):
+as the board but the master: the server seals with active slots and never needs a master, so
+``key split --keys F --master-keys M`` moves the provisioned file's masters to the custodian's
+own file M (mode 600, kept off the server's computer between rotations). A leaked server file
+then cannot load keys on board. A rotation (deploy/README.md, "Keys"):
 
-1. ``key new --keys F --spi N``: a fresh key in slot N, marked ``pending`` (the server never
-   seals with a pending slot), and the KEY_LOAD command that carries it, wrapped under the
-   master key (AES key wrap, RFC 3394): only the board, which holds the master, can unwrap it.
+1. ``key new --keys F --master-keys M --spi N``: a fresh key in slot N, marked ``pending`` (the
+   server never seals with a pending slot), and the KEY_LOAD command that carries it, wrapped
+   under a master key of M (AES key wrap, RFC 3394): only the board, which holds the master,
+   can unwrap it. Without ``--master-keys`` the master is read from F (a file not yet split).
 2. An operator sends that KEY_LOAD and checks it with KEY_LIST (the fingerprints match).
 3. ``key activate --keys F --spi N``: the server seals with the highest active slot and reads
    the file again when it changes, so the next command goes out under slot N.
@@ -17,6 +21,7 @@ No subcommand prints a key: only fingerprints (the first 8 hex digits of its SHA
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable
 
@@ -50,7 +55,10 @@ def _cmd_new(args: argparse.Namespace) -> int:
         raise KeyCommandError(f"--spi {args.spi}: out of 1..65535")
     if args.spi in ring.slots:
         raise KeyCommandError(f"--spi {args.spi}: slot taken ({ring.slots[args.spi].state}); a slot is never reused")
-    master = _master(ring, args.master)
+    masters = KeyRing.load(args.master_keys, need_active=False) if args.master_keys else ring
+    if args.master_keys and args.spi in masters.slots:
+        raise KeyCommandError(f"--spi {args.spi}: slot taken by a master in --master-keys; a slot is never reused")
+    master = _master(masters, args.master)
     slot = KeySlot(args.spi, KeyRing.new_key(), "pending")
     ring.slots[slot.spi] = slot
     ring.save(args.keys)
@@ -58,6 +66,34 @@ def _cmd_new(args: argparse.Namespace) -> int:
     print(f"slot {slot.spi} pending, fingerprint {slot.fingerprint()}; send, then check with KEY_LIST:")
     print(f"KEY_LOAD spi={slot.spi} master={master.spi} wrapped={wrapped}")
     print(f"then: sunlit-ground key activate --keys {args.keys} --spi {slot.spi}")
+    if not args.master_keys:
+        print(f"note: the master is in {args.keys}, which the server reads; move it out: "
+              f"sunlit-ground key split --keys {args.keys} --master-keys FILE", file=sys.stderr)
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    """Move the master slots of the server's key file to the custodian's file: written there
+    first, so that a failure between the two writes leaves a master in both, never in neither."""
+    ring = _ring(args.keys)
+    moved = {spi: ring.slots[spi] for spi in ring.masters()}
+    if not moved:
+        raise KeyCommandError(f"--keys {args.keys}: no master slot to move")
+    held = KeyRing.load(args.master_keys, need_active=False) if os.path.exists(args.master_keys) else KeyRing()
+    for spi, slot in moved.items():
+        there = held.slots.get(spi)
+        if there is not None and (there.key != slot.key or there.state != "master"):
+            raise KeyCommandError(f"--master-keys {args.master_keys}: slot {spi} there is another key "
+                                  f"({there.state} {there.fingerprint()}, not master {slot.fingerprint()}); nothing moved")
+        held.slots[spi] = slot
+    held.save(args.master_keys)
+    for spi in moved:
+        del ring.slots[spi]
+    ring.save(args.keys)
+    print(f"master slot(s) {sorted(moved)} moved to {args.master_keys} "
+          f"({', '.join(moved[spi].fingerprint() for spi in sorted(moved))}); {args.keys} keeps {sorted(ring.slots)}")
+    print(f"keep {args.master_keys} with the custodian, off the server's computer between rotations; "
+          f"key new takes it: --master-keys {args.master_keys}")
     return 0
 
 
@@ -110,7 +146,13 @@ def add_key_parser(subparsers: Any) -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="a new pending slot, and the KEY_LOAD that carries it wrapped")
     common(new)
     new.add_argument("--master", type=int, help="the master slot to wrap it under (default: the highest)")
+    new.add_argument("--master-keys", help="the custodian's file of master keys (key split); default: --keys")
     new.set_defaults(func=_guarded(_cmd_new))
+    split = sub.add_parser("split", help="move the master slots out of the server's key file to the custodian's")
+    common(split, spi=False)
+    split.add_argument("--master-keys", required=True, help="the custodian's file of master keys (mode 600; "
+                       "made if missing)")
+    split.set_defaults(func=_guarded(_cmd_split))
     activate = sub.add_parser("activate", help="seal with this slot from now on (after KEY_LOAD completed)")
     common(activate)
     activate.set_defaults(func=_guarded(lambda a: _set_state(a, "active", ("pending",))))

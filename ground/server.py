@@ -628,6 +628,7 @@ class SpacecraftLink:
             "tm_replayed": self.sealing.tm_replayed if self.sealing else 0,
             "key_error": self.sealing.key_error if self.sealing else None,
             "sn_error": self.sealing.sn_error if self.sealing else None,
+            "key_warning": self.sealing.key_warning if self.sealing else None,
             "duplicates": self.duplicates,
             "gaps_missing": client.gaps.missing if client else 0,
             "played_back": client.played_back if client else 0,

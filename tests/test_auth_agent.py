@@ -286,6 +286,52 @@ def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
 
 
 @pytest.mark.req("SEC-011")
+def test_the_masters_move_to_the_custodians_file_and_a_rotation_takes_them_from_there(tmp_path, capsys):
+    """The server needs active slots only: ``key split`` moves the provisioned file's master out
+    of its reach (a leaked server file can then load no key on board), the server stops saying
+    its file holds one, and a rotation wraps the new key under the custodian's master."""
+    rig, ground_keys = rotation_rig(tmp_path)
+    masters = tmp_path / "custodian" / "masters.keys"
+    masters.parent.mkdir(mode=0o700)
+    try:
+        assert "key split" in rig.client.link.key_warning  # said in the server's status
+        code, out, _ = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)
+        assert code == 0 and MASTER.hex() not in out and KeySlot(100, MASTER).fingerprint() in out
+        assert KeyRing.load(ground_keys).masters() == [] and sorted(KeyRing.load(ground_keys).slots) == [1]
+        assert KeyRing.load(masters, need_active=False).slots[100].key == MASTER
+        assert oct(masters.stat().st_mode & 0o777) == "0o600"
+        assert rig.send("NOOP").completed and rig.client.link.key_warning is None  # the file, read again
+        code, _, err = key_cli("new", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)
+        assert code == 2 and "no master key" in err  # not in the server's file any more
+        code, _, err = key_cli("new", "--keys", str(ground_keys), "--master-keys", str(masters), "--spi", "100",
+                               capsys=capsys)
+        assert code == 2 and "never reused" in err  # the master's slot number is taken
+        code, out, err = key_cli("new", "--keys", str(ground_keys), "--master-keys", str(masters), "--spi", "2",
+                                 capsys=capsys)
+        assert code == 0 and "key split" not in err
+        line = next(ln for ln in out.splitlines() if ln.startswith("KEY_LOAD "))
+        args = dict(part.split("=", 1) for part in line.split()[1:])
+        assert rig.send("KEY_LOAD", spi=2, master=100, wrapped=args["wrapped"]).completed
+        assert key_cli("activate", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)[0] == 0
+        assert rig.send("NOOP").completed and rig.client.link.sealer.spi == 2
+        code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)
+        assert code == 2 and "no master slot" in err
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_a_split_onto_another_key_in_the_slot_moves_nothing(tmp_path, capsys):
+    ground_keys, masters = tmp_path / "ground.keys", tmp_path / "masters.keys"
+    KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(ground_keys)
+    KeyRing({100: KeySlot(100, OTHER, "master")}).save(masters)
+    code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)
+    assert code == 2 and "slot 100 there is another key" in err and "Traceback" not in err
+    assert KeyRing.load(ground_keys).masters() == [100]
+    assert KeyRing.load(masters, need_active=False).slots[100].key == OTHER
+
+
+@pytest.mark.req("SEC-011")
 def test_a_time_tagged_key_revoke_is_refused_when_released(tmp_path):
     """Released from the schedule, no slot sealed it: it could be the ground's own, so it is refused."""
     import json

@@ -129,9 +129,10 @@ class KeyRing:
         self.slots = dict(slots or {})
 
     @classmethod
-    def load(cls, path: Path | str) -> KeyRing:
+    def load(cls, path: Path | str, need_active: bool = True) -> KeyRing:
         """Lines ``SPI HEX-KEY [active|revoked|pending|master]`` (# comments; no word: active);
-        refused if others may read the file."""
+        refused if others may read the file, or (``need_active``) if no slot is active: every
+        key file but the custodian's file of master keys (``sunlit-ground key split``)."""
         path = Path(path)
         try:
             st = path.stat()
@@ -155,9 +156,14 @@ class KeyRing:
             if not 1 <= spi <= 0xFFFF or spi in slots:
                 raise KeyFileError(f"{path}:{n}: SPI {spi} out of 1..65535 or given twice")
             slots[spi] = KeySlot(spi, bytes.fromhex(m.group(2)), m.group(3) or "active")
-        if not any(s.active for s in slots.values()):
+        if need_active and not any(s.active for s in slots.values()):
             raise KeyFileError(f"{path}: no active key")
+        if not slots:
+            raise KeyFileError(f"{path}: no key")
         return cls(slots)
+
+    def masters(self) -> list[int]:
+        return sorted(s.spi for s in self.slots.values() if s.state == "master")
 
     def active(self) -> list[int]:
         return sorted(s.spi for s in self.slots.values() if s.active)
@@ -577,6 +583,15 @@ class SealingLink(GroundLink):
         self._spi: int | None = None
         self._stamp: tuple[int, int, int] | None = None
         self.key_error: str | None = None  # the key file changed and could not be used: the last key seals
+        self._masters: list[int] = []  # master slots found in the key file (a key_warning)
+
+    @property
+    def key_warning(self) -> str | None:
+        """What is wrong with how the key file is kept, though it seals: a master key in it."""
+        if self._masters:
+            return (f"{self._path} holds master key slot(s) {self._masters}: the server needs active slots only; "
+                    "move the masters to the custodian's file (sunlit-ground key split)")
+        return None
 
     @property
     def sn_error(self) -> str | None:
@@ -599,6 +614,7 @@ class SealingLink(GroundLink):
         floor = SnFloor(path.with_name(path.name + ".sn"))
         sealing = cls(link, Sealer(*_chosen(ring, path, spi), floor=floor, **clock), ring if tm_auth else None)
         sealing._path, sealing._spi, sealing._stamp = path, spi, _stamp(path)
+        sealing._masters = ring.masters()
         return sealing
 
     def _follow_key_file(self) -> None:
@@ -617,6 +633,7 @@ class SealingLink(GroundLink):
             self.key_error = str(exc)
             return
         self.key_error = None
+        self._masters = ring.masters()
         if self._tm_ring is not None:
             self._tm_ring = ring
         if chosen != self.sealer.spi or key != self.sealer._key:
