@@ -41,8 +41,8 @@ def _ring(path: str) -> KeyRing:
 def _master(ring: KeyRing, spi: int | None) -> KeySlot:
     masters = sorted(s.spi for s in ring.slots.values() if s.state == "master")
     if not masters:
-        raise KeyCommandError("no master key in the file: a new key can only go up wrapped under one "
-                              "(deploy/README.md, \"Lost keys\")")
+        raise KeyCommandError("no master key in the file: a new key can only go up wrapped under one; after "
+                              "key split, name the custodian's file: --master-keys FILE (deploy/README.md, \"Keys\")")
     chosen = masters[-1] if spi is None else spi
     if chosen not in masters:
         raise KeyCommandError(f"--master {chosen}: not a master slot (masters: {masters})")
@@ -73,23 +73,40 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
-    """Move the master slots of the server's key file to the custodian's file: written there
-    first, so that a failure between the two writes leaves a master in both, never in neither."""
+    """Move the master slots of the server's key file to the custodian's file: written there and
+    read back first, so that a failure anywhere leaves the masters in both files, never in neither."""
     ring = _ring(args.keys)
     moved = {spi: ring.slots[spi] for spi in ring.masters()}
     if not moved:
         raise KeyCommandError(f"--keys {args.keys}: no master slot to move")
-    held = KeyRing.load(args.master_keys, need_active=False) if os.path.exists(args.master_keys) else KeyRing()
+    target = os.path.abspath(args.master_keys)
+    if not os.path.isdir(os.path.dirname(target)):
+        raise KeyCommandError(f"--master-keys {args.master_keys}: no such directory")
+    if os.path.exists(target) and os.path.samefile(target, args.keys):
+        raise KeyCommandError(f"--master-keys {args.master_keys}: the same file as --keys; nothing moved")
+    held = KeyRing.load(target, need_active=False) if os.path.exists(target) else KeyRing()
     for spi, slot in moved.items():
         there = held.slots.get(spi)
         if there is not None and (there.key != slot.key or there.state != "master"):
             raise KeyCommandError(f"--master-keys {args.master_keys}: slot {spi} there is another key "
                                   f"({there.state} {there.fingerprint()}, not master {slot.fingerprint()}); nothing moved")
         held.slots[spi] = slot
-    held.save(args.master_keys)
+    held.save(target)
+    try:
+        back = KeyRing.load(target, need_active=False)
+    except KeyFileError as exc:  # a medium that keeps no Unix modes (FAT) shows it readable by all
+        raise KeyCommandError(f"--master-keys: written, but it cannot be read back as a key file ({exc}); "
+                              f"the masters stay in {args.keys} too: use a medium that keeps file modes") from None
+    if any(spi not in back.slots or back.slots[spi].key != slot.key for spi, slot in moved.items()):
+        raise KeyCommandError(f"--master-keys {args.master_keys}: read back other than written; the masters "
+                              f"stay in {args.keys} too")
     for spi in moved:
         del ring.slots[spi]
-    ring.save(args.keys)
+    try:
+        ring.save(args.keys)
+    except OSError as exc:
+        raise KeyCommandError(f"--keys {args.keys}: cannot be written ({exc.strerror or exc}); the masters are in "
+                              f"both files now: run key split again") from None
     print(f"master slot(s) {sorted(moved)} moved to {args.master_keys} "
           f"({', '.join(moved[spi].fingerprint() for spi in sorted(moved))}); {args.keys} keeps {sorted(ring.slots)}")
     print(f"keep {args.master_keys} with the custodian, off the server's computer between rotations; "

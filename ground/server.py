@@ -233,8 +233,13 @@ class SpacecraftLink:
                 if curve is not None:
                     link = open_ground_link(link, curve=curve)
             if self.tc_keys is not None:  # the server seals: operators and their programs never hold keys
+                archive = self.server.config.archive
+                # The SNs used, in the server's own state (beside the archive: writable under systemd,
+                # where the key file is not), else beside the key file.
+                sn_path = None if archive is None else Path(archive).parent / f"{self.id}.tc_sn"
                 link = self.sealing = SealingLink.from_key_file(
-                    open_ground_link(link) if isinstance(link, str) else link, self.tc_keys, tm_auth=self.tm_auth)
+                    open_ground_link(link) if isinstance(link, str) else link, self.tc_keys, tm_auth=self.tm_auth,
+                    sn_path=sn_path)
             client = GroundClient(link, self.dictionary,
                                   tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
             files_config = self.server.config.files

@@ -184,12 +184,15 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
     agent_config.write_text(f'[security]\ntc_keys = "{keys}"\n')
     start_agent(ipc_url, "--config", str(agent_config))
     users = make_users(tmp_path / "users.toml")
-    config = quick_config(ipc_url, port=0, archive=None, users=users)
+    config = quick_config(ipc_url, port=0, archive=tmp_path / "var" / "ground.sqlite", users=users)
     config = dataclasses.replace(config, spacecraft=(dataclasses.replace(config.spacecraft[0], tc_keys=str(keys)),))
     server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
     try:
         operator = client_for(server, "alice")
         assert operator.send("NOOP", timeout_s=20).completed  # sealed by the server: the operator holds no key
+        # The SNs it used, in its own state beside the archive (the key file's folder may be read-only).
+        assert (tmp_path / "var" / f"{config.spacecraft[0].id}.tc_sn").exists()
+        assert not (tmp_path / "tc.keys.sn").exists()
         forger = GroundClient(ipc_url)  # any process on the board's network or socket
         try:
             forger.poll(1.0)  # connected
@@ -318,6 +321,50 @@ def test_the_masters_move_to_the_custodians_file_and_a_rotation_takes_them_from_
         assert code == 2 and "no master slot" in err
     finally:
         rig.close()
+
+
+@pytest.mark.req("SEC-011")
+def test_a_split_that_fails_midway_leaves_the_masters_in_both_files_never_in_neither(tmp_path, capsys, monkeypatch):
+    ground_keys, masters = tmp_path / "ground.keys", tmp_path / "masters.keys"
+    KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(ground_keys)
+    code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(ground_keys), capsys=capsys)
+    assert code == 2 and "same file" in err and KeyRing.load(ground_keys).masters() == [100]
+    code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(tmp_path / "no" / "m.keys"),
+                           capsys=capsys)
+    assert code == 2 and "--master-keys" in err and "no such directory" in err
+    save = KeyRing.save
+
+    def server_file_refused(ring, path):  # the custodian's file is written; the server's is not
+        if str(path) == str(ground_keys):
+            raise PermissionError(13, "Permission denied")
+        save(ring, path)
+
+    monkeypatch.setattr(KeyRing, "save", server_file_refused)
+    code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)
+    assert code == 2 and "in both files" in err and "run key split again" in err and "Traceback" not in err
+    assert KeyRing.load(ground_keys).masters() == [100] and KeyRing.load(masters, need_active=False).masters() == [100]
+    monkeypatch.setattr(KeyRing, "save", save)
+    assert key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)[0] == 0
+    assert KeyRing.load(ground_keys).masters() == [] and KeyRing.load(masters, need_active=False).masters() == [100]
+
+
+@pytest.mark.req("SEC-011")
+def test_a_custodians_file_that_cannot_be_read_back_keeps_the_masters_in_the_servers(tmp_path, capsys, monkeypatch):
+    """A medium that keeps no Unix modes (a FAT stick) shows every file readable by all, and a key
+    file so shown is refused: found on reading it back, before anything leaves the server's file."""
+    ground_keys, masters = tmp_path / "ground.keys", tmp_path / "masters.keys"
+    KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(ground_keys)
+    save = KeyRing.save
+
+    def as_on_fat(ring, path):
+        save(ring, path)
+        if str(path) == str(masters):
+            masters.chmod(0o644)
+
+    monkeypatch.setattr(KeyRing, "save", as_on_fat)
+    code, _, err = key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)
+    assert code == 2 and "cannot be read back" in err and "keeps file modes" in err
+    assert KeyRing.load(ground_keys).masters() == [100]
 
 
 @pytest.mark.req("SEC-011")

@@ -10,8 +10,8 @@ import pytest
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
 from flight.link.packets import CRC_LEN, Telecommand, _crc, unpack
-from flight.link.sdls import (OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot, ReplayGuard, Sealer,
-                              SnFloor,
+from flight.link.sdls import (GROUND_RESERVE_US, OVERHEAD, RESERVE_US, AuthError, KeyFileError, KeyRing, KeySlot,
+                              ReplayGuard, Sealer, SnFloor,
                               SealingLink, open_tc)
 
 KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
@@ -352,24 +352,51 @@ def test_a_ground_restarted_after_its_clock_stepped_back_is_still_taken(tmp_path
 
 @pytest.mark.req("SEC-002")
 def test_a_ground_restarted_with_its_clock_going_forwards_seals_from_the_clock(tmp_path):
-    """A plain restart: the clock is past every SN used, so the SNs are the clock again (two
-    grounds on one slot stay within the agent's window of each other), not the reservation
-    5 s ahead of it."""
+    """A plain restart: sealing goes on above the reservation, at most half the agent's window
+    ahead of the clock (two grounds on one slot stay within the window of each other), and from
+    the clock once it is past."""
     path = tmp_path / "ground.keys"
     KeyRing({1: KeySlot(1, KEY_A)}).save(path)
     clock = Clock()
     first, _ = _ground(path, clock)
     first.send(command(1))
-    assert SnFloor(tmp_path / "ground.keys.sn").reserved == first.sealer.last_sn + RESERVE_US
-    clock.t += 1_000_000
-    second, on_board = _ground(path, clock)
-    second.send(command(2))
+    reserved = SnFloor(tmp_path / "ground.keys.sn").reserved
+    assert reserved == first.sealer.last_sn + GROUND_RESERVE_US
+    clock.t += GROUND_RESERVE_US // 10  # restarted at once: just above the reservation, under 1 s ahead
+    soon, on_board = _ground(path, clock)
+    soon.send(command(2))
+    _spi, sn, _plain = open_tc(on_board.receive()[0].packet, ring(), None)
+    assert sn == reserved + 1 and 0 < sn - clock.t < GROUND_RESERVE_US
+    clock.t += 2 * GROUND_RESERVE_US  # later: the clock is past every SN used
+    later, on_board = _ground(path, clock)
+    later.send(command(3))
     _spi, sn, _plain = open_tc(on_board.receive()[0].packet, ring(), None)
     assert sn == clock.t  # the clock, to the microsecond
 
 
 @pytest.mark.req("SEC-002")
-def test_a_broken_or_unwritable_sn_floor_is_said_and_sealing_goes_on(tmp_path):
+def test_a_ground_restarted_after_a_small_step_back_is_taken_at_once(tmp_path):
+    """Every SN used is at or below the reservation: a restarted ground seals above it, so its
+    first command is taken whatever the step (none is an SN used already, none stale)."""
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    for back_us in (300_000, GROUND_RESERVE_US - 1, GROUND_RESERVE_US + 1, 4_000_000):
+        (tmp_path / "ground.keys.sn").unlink(missing_ok=True)
+        guard = ReplayGuard(tmp_path / f"replay{back_us}.json")
+        clock = Clock()
+        ground, on_board = _ground(path, clock)
+        for i in range(int(0.95 * GROUND_RESERVE_US) // 1000):  # a millisecond apart: up to the reservation
+            ground.send(command(i))
+        for inbound in on_board.receive():
+            open_tc(inbound.packet, ring(), guard)
+        clock.t -= back_us
+        again, on_board = _ground(path, clock)
+        again.send(command(9999))
+        open_tc(on_board.receive()[0].packet, ring(), guard)  # taken: not stale, not a replay
+
+
+@pytest.mark.req("SEC-002")
+def test_a_broken_or_unreadable_sn_floor_is_said_and_sealing_goes_on(tmp_path):
     path = tmp_path / "ground.keys"
     KeyRing({1: KeySlot(1, KEY_A)}).save(path)
     floor_file = tmp_path / "ground.keys.sn"
@@ -381,20 +408,41 @@ def test_a_broken_or_unwritable_sn_floor_is_said_and_sealing_goes_on(tmp_path):
     open_tc(on_board.receive()[0].packet, ring(), None)  # sealed from the clock, and taken
     assert ground.sn_error is None and SnFloor(floor_file).reserved > 0  # the next reservation mended it
     floor_file.unlink()
-    floor_file.mkdir()  # a path the reservation cannot be written to
-    clock.t += 2 * RESERVE_US
+    floor_file.mkdir()  # a path the reservation can neither be read from nor written to
+    clock.t += 2 * GROUND_RESERVE_US
     ground.send(command(2))
-    assert "cannot be written" in ground.sn_error
+    assert "ground.keys.sn" in ground.sn_error and "sealing from the clock" in ground.sn_error
     open_tc(on_board.receive()[0].packet, ring(), None)
+    assert floor_file.is_dir()  # nothing written over what could not be read
+
+
+@pytest.mark.req("SEC-002")
+def test_a_server_keeps_its_sns_in_its_own_state_not_beside_the_key_file(tmp_path):
+    """Under systemd the key file's folder is read-only for the server (ProtectSystem=strict):
+    the server keeps its reservation beside its archive, a state folder it may write."""
+    from flight.link.memory_link import MemoryLink
+
+    keys_dir, state = tmp_path / "etc", tmp_path / "var"
+    keys_dir.mkdir()
+    path = keys_dir / "sunlit-1.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    keys_dir.chmod(0o500)
+    try:
+        sealing = SealingLink.from_key_file(MemoryLink().ground, path, sn_path=state / "sunlit-1.tc_sn")
+        sealing.send(command(1))
+        assert sealing.sn_error is None and SnFloor(state / "sunlit-1.tc_sn").reserved > 0
+        assert not (keys_dir / "sunlit-1.keys.sn").exists()
+    finally:
+        keys_dir.chmod(0o700)
 
 
 @pytest.mark.req("SEC-002")
 def test_two_grounds_on_one_key_file_never_lower_its_reservation(tmp_path):
     floor_file = tmp_path / "ground.keys.sn"
     ahead, behind = SnFloor(floor_file), SnFloor(floor_file)
-    ahead.passed(10 * RESERVE_US)
-    behind.passed(2 * RESERVE_US)  # older news from another process: the file keeps the larger
-    assert SnFloor(floor_file).reserved == 11 * RESERVE_US == behind.reserved
+    ahead.passed(10 * GROUND_RESERVE_US)
+    behind.passed(2 * GROUND_RESERVE_US)  # older news from another process: the file keeps the larger
+    assert SnFloor(floor_file).reserved == 11 * GROUND_RESERVE_US == behind.reserved
 
 
 @pytest.mark.req("SEC-013")

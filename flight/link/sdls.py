@@ -8,8 +8,8 @@ MAC before its CRC::
 - **SPI** (security parameter index) names the key slot; **SN** is the sender's sequence
   number, strictly increasing per slot: the ground uses its clock in microseconds (never less
   than its last one + 1). Two grounds sealing with one slot must keep their clocks within the
-  window of each other (or use a slot each). A ground restarted after its clock stepped back
-  seals above the SNs it used before, kept beside its key file (:class:`SnFloor`).
+  window of each other (or use a slot each). A restarted ground seals above the SNs it used
+  before, kept on disk (:class:`SnFloor`), so a clock that stepped back meanwhile costs nothing.
 - **MAC**: HMAC-SHA256 (``cryptography``), truncated to 128 bits, over the primary header,
   SPI, SN and data: authentication only, as SDLS's authentication mode (the data stays
   readable; confidentiality is the link's, CurveZMQ).
@@ -69,6 +69,7 @@ OVERHEAD = SEC_HEADER_LEN + MAC_LEN
 KEY_LEN = 32
 RESERVE_US = 5_000_000      # what a reservation covers ahead of the highest SN (5 s of ground time)
 WINDOW_US = 2_000_000       # how far below the highest SN a packet may still come (2 s)
+GROUND_RESERVE_US = WINDOW_US // 2  # the ground's reservation of its SNs (SnFloor): within the window
 MAX_SEEN = 65_536           # SNs remembered within the window (bounded)
 _ALL_SLOTS = "*"             # the replay file's key for a floor over every slot
 STATES = ("active", "revoked", "pending", "master", "telemetry")
@@ -317,34 +318,39 @@ class KeyOverlay:
 
 class SnFloor:
     """The ground's SNs kept above those it used before a restart, whatever its clock did
-    meanwhile: a reservation on disk (``KEYFILE.sn``, atomic, checked, mode 600), written when an
-    SN passes it as that SN plus ``reserve_us``, at most once per ``reserve_us`` of sealing.
+    meanwhile: a reservation on disk (atomic, checked, mode 600), written when an SN passes it as
+    that SN plus ``reserve_us`` (half the agent's window), at most once per ``reserve_us`` of
+    sealing. Every SN used is at or below the reservation, and a restarted ground seals above it
+    (or from its clock, once that is past it).
 
     Why: the SN is the ground's clock, and the agent refuses an SN more than its window below the
-    highest it took. A ground whose clock stepped back (an NTP step, a dead RTC) kept its last SN
-    while it ran, but lost it at a restart, and was refused until its clock caught up: hours,
-    or for ever. At start the reservation is the floor where the clock is behind it by more than
-    ``reserve_us``, so behind an SN already used: the clock stepped back. Otherwise the clock is
-    already past every SN used (each was the clock, when it was used), and sealing goes on from
-    the clock, so that grounds sharing a slot stay within the agent's window of each other.
+    highest it took, or one it took already. A ground whose clock stepped back (an NTP step, a
+    dead RTC) kept its last SN while it ran, but lost it at a restart, and was refused until its
+    clock caught up: hours, or for ever. With no step back, the clock is at most ``reserve_us``
+    behind the reservation at a restart, so a ground's SNs run at most that far ahead of its
+    clock, and grounds sharing a slot stay within the agent's window of each other.
 
     Only the ground's availability rests on this file, never the agent's safety: a lost or
     corrupt one is said (:attr:`error`) and sealing goes on from the clock. Several processes
-    may seal with one key file (the server, a direct console): a reservation never goes down,
-    each write takes the larger under a lock."""
+    may seal with one file: a reservation never goes down, each write takes the larger under a
+    lock, and a file that cannot be read is never written over."""
 
-    def __init__(self, path: Path | str, reserve_us: int = RESERVE_US):
+    def __init__(self, path: Path | str, reserve_us: int = GROUND_RESERVE_US):
         self.path = Path(path)
         self.reserve_us = int(reserve_us)
         self.reserved = 0
         self.error: str | None = None
         try:
             self.reserved = self._read()
-        except CorruptFile as exc:
-            self.error = f"{exc}; sealing from the clock"
+        except (CorruptFile, OSError) as exc:
+            self.error = f"{_why(self.path, exc)}; sealing from the clock"
 
     def _read(self) -> int:
-        if not self.path.exists():
+        """The reservation (0: no file); OSError where the file is there but cannot be opened."""
+        try:
+            with open(self.path, "rb"):
+                pass
+        except FileNotFoundError:
             return 0
         body = read_checked_json(self.path)
         value = body.get("reserved_us") if isinstance(body, dict) else None
@@ -352,24 +358,20 @@ class SnFloor:
             raise CorruptFile(f"{self.path}: reserved_us is not a count of microseconds")
         return value
 
-    def start(self, now_us: int) -> int:
-        """The SN to seal above at start: the reservation where the clock stepped back behind an
-        SN already used, else 0 (the clock is past them)."""
-        return self.reserved if now_us < self.reserved - self.reserve_us else 0
-
     def passed(self, sn: int) -> None:
         """Called with each SN sealed: past the reservation, reserve ``reserve_us`` more on disk."""
         if sn <= self.reserved:
             return
         target = self.reserved = sn + self.reserve_us  # tried once a reserve, even if the disk refuses
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # another ground process on this key file
+                fcntl.flock(fd, fcntl.LOCK_EX)  # another ground process on this file
                 try:
                     current = self._read()
                 except CorruptFile:
-                    current = 0
+                    current = 0  # written over: a corrupt reservation holds nothing
                 if current < target:
                     write_checked_json(self.path, {"reserved_us": target})
                 else:
@@ -377,9 +379,15 @@ class SnFloor:
             finally:
                 os.close(fd)  # and the lock with it
         except OSError as exc:
-            self.error = f"{self.path}: cannot be written ({exc.strerror or exc}); sealing from the clock"
+            self.error = f"{_why(self.path, exc)}; sealing from the clock"
             return
         self.error = None
+
+
+def _why(path: Path, exc: Exception) -> str:
+    if isinstance(exc, CorruptFile):
+        return str(exc)
+    return f"{path}: {getattr(exc, 'strerror', None) or exc}"
 
 
 class Sealer:
@@ -392,7 +400,7 @@ class Sealer:
             raise ValueError(f"key: {len(key)} bytes, expected {KEY_LEN}")
         self.spi, self._key, self._clock_us = spi, key, clock_us
         self.floor = floor
-        self.last_sn = last_sn if floor is None else max(last_sn, floor.start(int(clock_us())))
+        self.last_sn = last_sn if floor is None else max(last_sn, floor.reserved)
 
     def next_sn(self) -> int:
         self.last_sn = max(self.last_sn + 1, int(self._clock_us()))
@@ -584,10 +592,19 @@ class SealingLink(GroundLink):
         self._stamp: tuple[int, int, int] | None = None
         self.key_error: str | None = None  # the key file changed and could not be used: the last key seals
         self._masters: list[int] = []  # master slots found in the key file (a key_warning)
+        self._masters_stamp: tuple[int, int, int] | None = None
 
     @property
     def key_warning(self) -> str | None:
-        """What is wrong with how the key file is kept, though it seals: a master key in it."""
+        """What is wrong with how the key file is kept, though it seals: a master key in it. Read
+        from the file again if it changed since (the server's status asks from its own thread:
+        the sealer is left to the link's)."""
+        if self._path is not None and _stamp(self._path) != self._masters_stamp:
+            self._masters_stamp = _stamp(self._path)
+            try:
+                self._masters = KeyRing.load(self._path).masters()
+            except (KeyFileError, ValueError):
+                pass  # key_error says so once the link reads it
         if self._masters:
             return (f"{self._path} holds master key slot(s) {self._masters}: the server needs active slots only; "
                     "move the masters to the custodian's file (sunlit-ground key split)")
@@ -601,20 +618,22 @@ class SealingLink(GroundLink):
 
     @classmethod
     def from_key_file(cls, link: GroundLink, path: Path | str, spi: int | None = None,
-                      tm_auth: bool = False, clock_us: Callable[[], int] | None = None) -> SealingLink:
+                      tm_auth: bool = False, clock_us: Callable[[], int] | None = None,
+                      sn_path: Path | str | None = None) -> SealingLink:
         """Seal with slot ``spi`` of a key file (default: the highest active one). With no ``spi``
         the file is read again whenever it changes (a rotation activated by ``sunlit-ground key
         activate`` is in force from the next command, without a restart). The SNs used are kept
-        beside it (``PATH.sn``, :class:`SnFloor`); ``clock_us``: the ground's clock (tests)."""
+        in ``sn_path`` (:class:`SnFloor`; default: beside the key file, ``PATH.sn``);
+        ``clock_us``: the ground's clock (tests)."""
         path = Path(path)
         ring = KeyRing.load(path)
         if tm_auth and ring.telemetry_slot() is None:
             raise KeyFileError(f"{path}: no telemetry slot ('SPI HEX telemetry') to check telemetry with")
         clock = {} if clock_us is None else {"clock_us": clock_us}
-        floor = SnFloor(path.with_name(path.name + ".sn"))
+        floor = SnFloor(path.with_name(path.name + ".sn") if sn_path is None else sn_path)
         sealing = cls(link, Sealer(*_chosen(ring, path, spi), floor=floor, **clock), ring if tm_auth else None)
         sealing._path, sealing._spi, sealing._stamp = path, spi, _stamp(path)
-        sealing._masters = ring.masters()
+        sealing._masters, sealing._masters_stamp = ring.masters(), sealing._stamp
         return sealing
 
     def _follow_key_file(self) -> None:
