@@ -39,7 +39,7 @@ def _ring(path: str) -> KeyRing:
 
 
 def _master(ring: KeyRing, spi: int | None) -> KeySlot:
-    masters = sorted(s.spi for s in ring.slots.values() if s.state == "master")
+    masters = ring.masters()
     if not masters:
         raise KeyCommandError("no master key in the file: a new key can only go up wrapped under one; after "
                               "key split, name the custodian's file: --master-keys FILE (deploy/README.md, \"Keys\")")
