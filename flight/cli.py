@@ -65,6 +65,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
+    if config.tc_keys is None:  # a bench or a test may run so; a board never should (install.sh provisions keys)
+        print("sunlit-flight: warning: telecommands are NOT authenticated (no [security] tc_keys): any process "
+              "that reaches the link can command this agent", file=sys.stderr, flush=True)
+    else:
+        print(f"sunlit-flight: telecommands authenticated (HMAC-SHA256, key slots {config.tc_keys})",
+              file=sys.stderr, flush=True)
     try:
         reason = agent.run()
     finally:

@@ -182,7 +182,7 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
     keys.chmod(0o600)
     agent_config = tmp_path / "agent.toml"
     agent_config.write_text(f'[security]\ntc_keys = "{keys}"\n')
-    start_agent(ipc_url, "--config", str(agent_config))
+    agent = start_agent(ipc_url, "--config", str(agent_config))
     users = make_users(tmp_path / "users.toml")
     config = quick_config(ipc_url, port=0, archive=tmp_path / "var" / "ground.sqlite", users=users)
     config = dataclasses.replace(config, spacecraft=(dataclasses.replace(config.spacecraft[0], tc_keys=str(keys)),))
@@ -208,8 +208,16 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
                                    20).record.values
         assert values["tc_auth"] == "HMAC-SHA256" and values["tc_auth_rejected"] == 20
         assert operator.send("NOOP", timeout_s=20).completed  # the agent still runs
+        assert "telecommands authenticated (HMAC-SHA256" in agent.log() and "NOT authenticated" not in agent.log()
     finally:
         server.stop()
+
+
+@pytest.mark.req("SEC-001")
+def test_an_agent_without_keys_says_at_start_that_anyone_can_command_it(ipc_url, start_agent, make_client):
+    agent = start_agent(ipc_url)
+    make_client(ipc_url)  # it is up
+    assert "warning: telecommands are NOT authenticated (no [security] tc_keys)" in agent.log()
 
 
 MASTER = bytes(range(64, 96))
