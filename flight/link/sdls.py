@@ -599,8 +599,9 @@ class SealingLink(GroundLink):
         """What is wrong with how the key file is kept, though it seals: a master key in it. Read
         from the file again if it changed since (the server's status asks from its own thread:
         the sealer is left to the link's)."""
-        if self._path is not None and _stamp(self._path) != self._masters_stamp:
-            self._masters_stamp = _stamp(self._path)
+        stamp = _stamp(self._path) if self._path is not None else None
+        if stamp is not None and stamp != self._masters_stamp:
+            self._masters_stamp = stamp
             try:
                 self._masters = KeyRing.load(self._path).masters()
             except (KeyFileError, ValueError):
@@ -652,7 +653,6 @@ class SealingLink(GroundLink):
             self.key_error = str(exc)
             return
         self.key_error = None
-        self._masters = ring.masters()
         if self._tm_ring is not None:
             self._tm_ring = ring
         if chosen != self.sealer.spi or key != self.sealer._key:
