@@ -23,7 +23,8 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   input, the Relu and Sigmoid outputs, the pooled features).
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
-  here on the CPU: what a Jetson Orin would catch with TF32 left on.
+  here on the CPU: what a Jetson Orin would catch with TF32 allowed (``[compute] gpu_tf32``; by
+  default the worker runs with TF32 forbidden and checks at fp32).
 - ``abft_overhead``: protected over bare, sessions as the worker opens them without
   ``weights_scrub`` (CPU provider, 1 thread, graph optimisation ``all``), batch 64, all
   outputs; ``OVERHEAD_PAIRS`` interleaved pairs of ``OVERHEAD_RUNS`` runs each (which goes

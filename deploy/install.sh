@@ -559,7 +559,10 @@ step configuration
         printf '# board = "%s"\n' "$BOARD"
     fi
     printf '\n[paths]\nstate_dir = "/var/lib/sunlit/state"\n\n'
-    printf '[compute]\ndir = "/var/lib/sunlit/compute"\n\n'
+    printf '[compute]\ndir = "/var/lib/sunlit/compute"\n'
+    printf '# true: the GPU may round Conv/MatMul operands to TF32 (faster); the checksum pass then\n'
+    printf '# allows for that rounding and catches fewer faults (flight/compute/arithmetic.py)\n'
+    printf 'gpu_tf32 = false\n\n'
     printf '[power]\n'
     printf '# true on a desk with no EPS and no battery: compute is admitted in full, telemetry says why\n'
     printf 'bench_supply = false\n\n'

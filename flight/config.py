@@ -43,6 +43,8 @@ Example (every key optional except where noted)::
     dir = "/var/lib/sunlit/compute"      # models, data sets, products, checkpoints (default STATE_DIR/compute)
     upset_injection = false              # HIL only: the worker takes the harness's upsets into memory
                                          # (flight/compute/inject.py); never on a board
+    gpu_tf32 = false                     # true: the GPU may round Conv/GEMM operands to TF32 (faster;
+                                         # the checksum pass then catches fewer faults: tf32 tolerance)
 
     [models]                             # who may uplink models (flight/compute/package.py)
     trusted_keys = "/etc/sunlit/operators.keys"  # a file of 'operator-name hex-public-key' lines, or a
@@ -124,7 +126,8 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
               "degradation_per_year": (_NUM, 0.0), "years": (_NUM, 0.0), "temp_coeff_per_c": (_NUM, -0.002),
               "panels": ((list,), None)},
     "paths": {"state_dir": ((str,), "var/sunlit")},
-    "compute": {"enabled": ((bool,), None), "dir": ((str,), None), "upset_injection": ((bool,), False)},
+    "compute": {"enabled": ((bool,), None), "dir": ((str,), None), "upset_injection": ((bool,), False),
+                "gpu_tf32": ((bool,), False)},
     "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
     "models": {"trusted_keys": ((str,), None), "allow_unsigned": ((bool,), False)},
     "security": {"tc_keys": ((str,), None), "tm_auth": ((bool,), False), "zmq_curve": ((str,), "auto"),
@@ -152,6 +155,7 @@ class Config:
     compute_enabled: bool | None = None  # None: on unless lockstep HIL (compute is modelled there)
     compute_dir: Path | None = None
     compute_upset_injection: bool = False  # [compute] upset_injection: HIL only (flight/compute/inject.py)
+    compute_gpu_tf32: bool = False  # [compute] gpu_tf32: the worker's GPU libraries may use TF32 (providers.py)
     array: Any = None  # flight.power.array.ArrayModel, or None: no [array] section
     store_dir: Path | None = None  # None: STATE_DIR/store
     store_max_mb: float = 64.0
@@ -345,6 +349,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         compute_enabled=get("compute.enabled"),
         compute_dir=Path(get("compute.dir")) if get("compute.dir") else None,
         compute_upset_injection=get("compute.upset_injection"),
+        compute_gpu_tf32=get("compute.gpu_tf32"),
         array=array,
         store_dir=Path(get("store.dir")) if get("store.dir") else None,
         store_max_mb=store_max_mb,

@@ -270,7 +270,7 @@ def test_changing_abft_checks_reopens_the_session_and_the_pass_runs_once_per_ver
 
 
 @pytest.mark.skipif(bool(set(GPU_PROVIDERS) & set(ort.get_available_providers())),
-                    reason="checks the CPU-only build; with a GPU provider the worker checks at tf32")
+                    reason="checks the CPU-only build; with a GPU provider the worker checks at tf32 where TF32 is allowed")
 @pytest.mark.req("RAD-104", "RAD-106")
 def test_on_the_cpu_the_worker_checks_at_fp32_says_so_and_keeps_each_precision_apart(bench):
     admit(bench, abft=False)

@@ -6,10 +6,15 @@ either raises (an unknown provider) or warns and quietly uses the CPU (a known p
 missing from the build). Both must end on the CPU with the reason recorded.
 """
 
+import os
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from flight.agent.compute import ComputeSupervisor
+from flight.compute.arithmetic import TF32_OVERRIDE, tf32_allowed, worker_environment
 from flight.compute.providers import (
     CPU,
     CUDA,
@@ -23,6 +28,7 @@ from flight.compute.providers import (
     session_options_for,
 )
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
+from flight.config import ConfigError, parse_config
 
 MODEL = MODELS_DIR / MODEL_FILE
 GPU_BUILD = CUDA in ort.get_available_providers()
@@ -42,19 +48,67 @@ def test_preference_order_and_cpu_last():
 
 
 @pytest.mark.req("RAD-106")
-def test_the_checksum_precision_is_tf32_wherever_a_gpu_provider_may_run_the_model():
+def test_the_checksum_precision_is_tf32_wherever_a_gpu_provider_may_run_the_model_with_tf32_allowed():
     everything = [TENSORRT, CUDA, CPU]
+    allowed = {}  # an environment without NVIDIA's override: the libraries' default, TF32 on Orin
     # A GPU provider asked for and built in: its Conv/MatMul may round operands to TF32.
-    assert abft_precision(None, everything) == "tf32"  # the worker's list: TensorRT, CUDA, CPU
-    assert abft_precision([TENSORRT, CPU], [TENSORRT, CPU]) == "tf32"
-    assert abft_precision([CUDA], [CUDA, CPU]) == "tf32"
+    assert abft_precision(None, everything, allowed) == "tf32"  # the worker's list: TensorRT, CUDA, CPU
+    assert abft_precision([TENSORRT, CPU], [TENSORRT, CPU], allowed) == "tf32"
+    assert abft_precision([CUDA], [CUDA, CPU], allowed) == "tf32"
     # Asked for but not in the build, or built in but not asked for: only the CPU runs it.
-    assert abft_precision(None, [CPU]) == "fp32"
-    assert abft_precision([CPU], everything) == "fp32"
-    assert abft_precision([TENSORRT, CUDA], [CPU]) == "fp32"
-    assert abft_precision(["SomeOtherExecutionProvider"], ["SomeOtherExecutionProvider", CPU]) == "fp32"
-    # Without lists of its own: the worker's default order over this onnxruntime build's providers.
-    assert abft_precision() == ("tf32" if {TENSORRT, CUDA} & set(ort.get_available_providers()) else "fp32")
+    assert abft_precision(None, [CPU], allowed) == "fp32"
+    assert abft_precision([CPU], everything, allowed) == "fp32"
+    assert abft_precision([TENSORRT, CUDA], [CPU], allowed) == "fp32"
+    assert abft_precision(["SomeOtherExecutionProvider"], ["SomeOtherExecutionProvider", CPU], allowed) == "fp32"
+    # TF32 forbidden in the process (the worker's environment unless [compute] gpu_tf32): FP32 on the GPU too.
+    forbidden = {TF32_OVERRIDE: "0"}
+    assert abft_precision(None, everything, forbidden) == "fp32"
+    assert abft_precision([CUDA], [CUDA, CPU], forbidden) == "fp32"
+    assert abft_precision([CUDA], [CUDA, CPU], {TF32_OVERRIDE: "1"}) == "tf32"  # only "0" forbids it
+    # Without lists of its own: the worker's default order over this onnxruntime build's providers, in
+    # this process's environment.
+    gpu = bool({TENSORRT, CUDA} & set(ort.get_available_providers()))
+    assert abft_precision() == ("tf32" if gpu and tf32_allowed() else "fp32")
+
+
+@pytest.mark.req("RAD-106")
+def test_the_worker_starts_with_tf32_forbidden_unless_the_configuration_allows_it(tmp_path):
+    base = {"PATH": "/usr/bin", TF32_OVERRIDE: "1"}
+    assert worker_environment(base, tf32=False) == {"PATH": "/usr/bin", TF32_OVERRIDE: "0"}
+    assert worker_environment(base, tf32=True) == base and base[TF32_OVERRIDE] == "1"  # not changed in place
+    assert not tf32_allowed(worker_environment({}, tf32=False)) and tf32_allowed(worker_environment({}, tf32=True))
+    assert parse_config({}).compute_gpu_tf32 is False
+    assert parse_config({"compute": {"gpu_tf32": True}}).compute_gpu_tf32 is True
+    with pytest.raises(ConfigError, match="compute.gpu_tf32"):
+        parse_config({"compute": {"gpu_tf32": "yes"}})
+
+    # The agent's supervisor starts the real worker process with that environment.
+    def worker_environ(root, **more) -> dict[str, str]:
+        sup = ComputeSupervisor(root, True, lambda *a, **k: None, _NoFaults(), _Clock(), {}, lambda: 1,
+                                lambda where, exc: None, **more)
+        try:
+            sup.start()
+            raw = Path(f"/proc/{sup.proc.pid}/environ").read_bytes()
+        finally:
+            sup.close()
+        assert sup.proc.poll() is not None  # the worker is gone with its supervisor
+        return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+    assert worker_environ(tmp_path / "fp32")[TF32_OVERRIDE] == "0"
+    assert worker_environ(tmp_path / "tf32", gpu_tf32=True).get(TF32_OVERRIDE) == os.environ.get(TF32_OVERRIDE)
+
+
+class _NoFaults:
+    def record(self, what):
+        pass
+
+
+class _Clock:
+    def monotonic_s(self):
+        return 0.0
+
+    def now_s(self):
+        return 1_794_830_400.0
 
 
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")

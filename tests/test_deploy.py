@@ -225,6 +225,8 @@ def test_the_config_is_for_the_detected_module(installed):
     assert (config.hal_backend, config.board) == ("jetson", None)  # detected at each start
     assert config.state_dir == Path("/var/lib/sunlit/state") and config.compute_dir == Path("/var/lib/sunlit/compute")
     assert config.link_url == "zmq://127.0.0.1:5550" and config.bench_supply is False
+    # The GPU in FP32 (the worker's checks hold at their FP32 tolerance), said where an operator looks.
+    assert config.compute_gpu_tf32 is False and tomllib.loads(text)["compute"]["gpu_tf32"] is False
     # The key files as the board sees them (the agent reads them there), not under the test's root.
     security = tomllib.loads(text)["security"]
     assert security == {"tc_keys": "/etc/sunlit/keys/tc.keys",

@@ -163,6 +163,7 @@ class Agent:
                                          lockstep=self.lockstep, trusted_keys=config.trusted_keys,
                                          allow_unsigned=config.allow_unsigned_models,
                                          upset_injection=config.compute_upset_injection,
+                                         gpu_tf32=config.compute_gpu_tf32,
                                          disk_refusal=self.files.disk_refusal,
                                          radiation=lambda: radiation_estimate(self.controller.orbit,
                                                                               self.clock.now_s()))

@@ -50,6 +50,7 @@ from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
 from flight.clock import Clock
 from flight.compute import protocol as cp
+from flight.compute.arithmetic import worker_environment
 from flight.compute.scrub import flux_class
 from flight.files.filestore import NameRefused
 from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, JobKind
@@ -92,11 +93,14 @@ class ComputeSupervisor(Component):
                  params: Mapping[str, Any], allocate_job_id: Callable[[], int],
                  internal_error: Callable[[str, BaseException], None], lockstep: bool = False,
                  trusted_keys: Path | None = None, allow_unsigned: bool = False, upset_injection: bool = False,
+                 gpu_tf32: bool = False,
                  disk_refusal: Callable[[], str | None] = lambda: None,
                  radiation: Callable[[], cp.Radiation] = lambda: cp.NO_RADIATION):
         """``internal_error(where, exc)``: the executive's, for what the worker sends that it should not.
         ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker;
         ``upset_injection``: [compute] upset_injection (HIL only), handed to the worker.
+        ``gpu_tf32``: [compute] gpu_tf32; false: the worker starts with TF32 forbidden to NVIDIA's
+        libraries (:func:`~flight.compute.providers.worker_environment`), so its checks hold in FP32.
         ``disk_refusal``: why the disk cannot take a new job's products now (the file manager's
         reserve), or None. ``radiation``: the environment the agent predicts now from its own orbit
         (:func:`radiation_estimate` on the controller's orbit and the agent's clock)."""
@@ -106,6 +110,7 @@ class ComputeSupervisor(Component):
         self.trusted_keys = trusted_keys
         self.allow_unsigned = allow_unsigned
         self.upset_injection = upset_injection
+        self.gpu_tf32 = gpu_tf32
         self._disk_refusal = disk_refusal
         self.enabled = enabled
         self.lockstep = lockstep
@@ -160,6 +165,7 @@ class ComputeSupervisor(Component):
             [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
              "--parent-pid", str(os.getpid()), *models],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=worker_environment(os.environ, self.gpu_tf32),
         )
         log.close()
         self.state = ComputeState.STARTING

@@ -56,6 +56,8 @@ from typing import Any, NamedTuple
 
 import onnxruntime as ort
 
+from flight.compute.arithmetic import tf32_allowed
+
 DISABLE_PREPACKING = "session.disable_prepacking"
 """Session config key (onnxruntime_session_options_config_keys.h): "1" keeps kernels from copying weights."""
 OWNED_WEIGHTS_OPTIMIZATION = "extended"
@@ -159,11 +161,14 @@ def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:
     return order
 
 
-def abft_precision(preferred: Sequence[str] | None = None, available: Sequence[str] | None = None) -> str:
-    """The checksum pass's precision: "tf32" if a GPU may run the model (on Orin: TF32 by default), else "fp32"."""
+def abft_precision(preferred: Sequence[str] | None = None, available: Sequence[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """The checksum pass's precision: "tf32" if a GPU may run the model and TF32 is allowed in this
+    process (:func:`tf32_allowed`; on Orin TF32 is on unless forbidden), else "fp32"."""
     # A GPU session that fails to open falls back to the CPU with this model: a looser check there, no false alarm.
     have = ort.get_available_providers() if available is None else available
-    return "tf32" if any(p in GPU_PROVIDERS and p in have for p in providers_to_try(preferred)) else "fp32"
+    gpu = any(p in GPU_PROVIDERS and p in have for p in providers_to_try(preferred))
+    return "tf32" if gpu and tf32_allowed(environ) else "fp32"
 
 
 def open_session(

@@ -34,7 +34,7 @@ owns (flight/compute/providers.py: owned_weights_options), which a :class:`Weigh
 period that follows the flux the agent predicts (``Admit.radiation``). With ``abft_checks`` the
 session runs the model as the checksum pass (flight/compute/abft.py) rewrites it, made once per
 model version from the store's verified bytes for the arithmetic of the providers it may run on
-(tf32 where a GPU provider may: providers.abft_precision), its check weights owned and scrubbed
+(tf32 where a GPU provider may and TF32 is allowed: providers.abft_precision), its check weights owned and scrubbed
 with the rest; a model the pass refuses runs unchecked, said once. With ``range_checks`` the model
 also gets range checks on its activations (flight/compute/ranges.py), learned once per version from
 the reference inputs the store keeps with it (a version with none runs without them). A batch whose
@@ -516,7 +516,8 @@ class Worker:
         onnxruntime will not open runs as uplinked, said once. The session keeps the store's
         ``sha256``: the receipt names the model the ground uplinked, whatever the pass added to it.
         The pass checks for the arithmetic of the providers the session may run on (tf32 where a GPU
-        may, :func:`~flight.compute.providers.abft_precision`). With ``range_checks`` the range checks
+        may and this process allows TF32, :func:`~flight.compute.providers.abft_precision`: the agent
+        starts the worker with it forbidden unless [compute] gpu_tf32). With ``range_checks`` the range checks
         learned from the version's reference inputs are added to it (:meth:`_ranged_bytes`)."""
         precision = abft_precision(self.providers)
         checked = self._checked_bytes(name, data, sha256, precision, version) \

@@ -1,0 +1,41 @@
+"""What arithmetic the compute worker's GPU libraries may use: FP32, or TF32 where allowed.
+
+Apart from flight/compute/providers.py so that the agent, which starts the worker with this
+environment, need not import onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
+"""NVIDIA's process-wide switch: "0" keeps every FP32 Conv and GEMM of cuBLAS, cuDNN and TensorRT in
+FP32, overriding their defaults and any programmatic setting (onnxruntime's CUDA provider turns TF32
+on unless told ``use_tf32=0``, TensorRT's builder by default, and onnxruntime's TensorRT provider has
+no option for it). Read when the libraries make their handles, so it is set in the compute worker's
+environment before it starts (:func:`worker_environment`)."""
+
+
+def worker_environment(base: Mapping[str, str], tf32: bool) -> dict[str, str]:
+    """The compute worker's environment: ``base`` with TF32 forbidden (:data:`TF32_OVERRIDE` "0")
+    unless ``tf32`` ([compute] gpu_tf32), in which case ``base`` is left as it is.
+
+    Why FP32 by default: under TF32 the checksum pass must allow for operands rounded to 10 bits and
+    misses errors of that size. Measured once on an H200 (the shipped model's protected graph run node
+    by node through PyTorch's cuDNN and cuBLAS calls, not onnxruntime's CUDA provider, whose wheel
+    could not be brought there): TF32 with the TF32 tolerance caught 526 of 680 consequential bit
+    flips, FP32 with the FP32 tolerance 676 of 676, and with this variable set FP32 held although
+    TF32 was asked for programmatically; no clean tile was flagged in any of them
+    (docs/architecture.md; ``abft_detect_rate_tf32_tolerance`` in ``python -m bench.radiation`` is
+    the TF32 figure on the CPU). The price: FP32 Conv and GEMM on the GPU run slower than TF32, for
+    every model the worker runs, training included."""
+    env = dict(base)
+    if not tf32:
+        env[TF32_OVERRIDE] = "0"
+    return env
+
+
+def tf32_allowed(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether NVIDIA's libraries in this process may round FP32 operands to TF32 (default: yes)."""
+    return (os.environ if environ is None else environ).get(TF32_OVERRIDE, "").strip() != "0"
