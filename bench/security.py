@@ -26,7 +26,9 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
   ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after on an agent
   configured as this one (housekeeping at 1 Hz) but with no keys, to compare, with its CPU per
   command (``tc_agent_cpu_us``, ``tc_client_cpu_us``) and the machine's floor for the same message
-  pattern in bare pyzmq (``tc_floor_p50_us``, ``tc_floor_p99_us``).
+  pattern in bare pyzmq (``tc_floor_p50_us``, ``tc_floor_p99_us``). ``store_fsync``: where the
+  agents here synced their packet store, as ``[store] fsync = "auto"`` chose on this machine
+  (``thread`` from 4 CPUs, else ``loop``: flight/agent/tm_store.py, ``sync_in_thread``).
 - ``fuzz_inputs``, ``fuzz_crashes``, ``fuzz_internal_errors``: ``BENCH_FUZZ`` (100 000) inputs to
   the agent with authentication on (random bytes, sealed packets with bits flipped, truncated
   and extended, plain packets); a crash is the agent process gone; internal errors are counted
@@ -52,6 +54,7 @@ from pathlib import Path
 import zmq
 
 from bench.link import N_RTT
+from flight.agent.tm_store import sync_in_thread
 from flight.config import Config
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec, HkRecord
@@ -284,6 +287,7 @@ def main() -> dict:
     out["tc_rtt_p50_us_without_auth"] = plain["tc_rtt_p50_us"]
     out["tc_agent_cpu_us"], out["tc_client_cpu_us"] = plain["tc_agent_cpu_us"], plain["tc_client_cpu_us"]
     out.update(tc_floor(free_tcp_port_pair()))
+    out["store_fsync"] = "thread" if sync_in_thread("auto") else "loop"  # the agents' default, decided as they did
     try:
         from bench.path_escape import path_escape_accepted
         accepted, tried = path_escape_accepted()

@@ -69,6 +69,9 @@ Example (every key optional except where noted)::
     [store]                              # the on-board packet store (flight/agent/tm_store.py)
     dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
     max_mb = 64                          # its size; past it the oldest housekeeping goes first
+    fsync = "auto"                       # thread | loop | auto: the segments' fsync in a thread of its
+                                         # own (the loop never waits on the disk) or in the loop; auto:
+                                         # a thread where the agent may run on 4 or more CPUs
 
     [[stations]]                         # ground stations, for the pass prediction (any number)
     name = "svalbard"
@@ -107,6 +110,9 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the file and the key."""
 
 
+STORE_FSYNC = ("auto", "thread", "loop")
+"""[store] fsync: where the packet store's segments are fsynced (flight/agent/tm_store.py: BackgroundSync)."""
+
 _NUM = (int, float)
 # section -> key -> (accepted types, default); None default means "required if the section is used"
 _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
@@ -128,7 +134,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "paths": {"state_dir": ((str,), "var/sunlit")},
     "compute": {"enabled": ((bool,), None), "dir": ((str,), None), "upset_injection": ((bool,), False),
                 "gpu_tf32": ((bool,), False)},
-    "store": {"dir": ((str,), None), "max_mb": (_NUM, 64)},
+    "store": {"dir": ((str,), None), "max_mb": (_NUM, 64), "fsync": ((str,), "auto")},
     "models": {"trusted_keys": ((str,), None), "allow_unsigned": ((bool,), False)},
     "security": {"tc_keys": ((str,), None), "tm_auth": ((bool,), False), "zmq_curve": ((str,), "auto"),
                  "zmq_server_secret": ((str,), None), "zmq_clients": ((str,), None)},
@@ -159,6 +165,7 @@ class Config:
     array: Any = None  # flight.power.array.ArrayModel, or None: no [array] section
     store_dir: Path | None = None  # None: STATE_DIR/store
     store_max_mb: float = 64.0
+    store_fsync: str = "auto"  # [store] fsync: thread | loop | auto (flight/agent/tm_store.py: BackgroundSync)
     stations: tuple = ()  # flight.orbit.passes.Station, from [[stations]]
     trusted_keys: Path | None = None  # [models]: the operators' public keys; None: signed models refused
     allow_unsigned_models: bool = False  # [models] allow_unsigned
@@ -270,6 +277,8 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     store_max_mb = float(get("store.max_mb"))
     if not 1.0 <= store_max_mb <= 1_000_000.0:
         raise fail("store.max_mb", f"{store_max_mb} MB is outside 1..1000000 (four segments of 256 KiB at least)")
+    if get("store.fsync") not in STORE_FSYNC:
+        raise fail("store.fsync", f"{get('store.fsync')!r} is not one of {', '.join(STORE_FSYNC)}")
 
     from flight.orbit.passes import StationError, parse_stations
 
@@ -353,6 +362,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         array=array,
         store_dir=Path(get("store.dir")) if get("store.dir") else None,
         store_max_mb=store_max_mb,
+        store_fsync=get("store.fsync"),
         stations=stations,
         trusted_keys=Path(trusted_keys) if trusted_keys is not None else None,
         allow_unsigned_models=get("models.allow_unsigned"),

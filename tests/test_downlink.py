@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import pytest
 
-from flight.agent.tm_store import StoreClass
+from flight.agent.tm_store import BackgroundSync, StoreClass, sync_in_thread
+from flight.config import ConfigError, parse_config
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import AckRun, Codec, PlaybackRecord
@@ -207,13 +209,16 @@ def test_store_dump_completes_only_when_its_packets_are_on_the_link(rig):
 @pytest.mark.req("AGT-016")
 def test_a_store_dump_completed_by_playback_has_its_journal_record_on_disk_before_its_report(rig, monkeypatch):
     store, journal = rig.agent.downlink.store, rig.agent.dispatcher.journal
-    real_sync, journal_unsynced_at_store_sync = store.sync, []
+    journal_unsynced_at_store_sync = []
 
-    def sync(*args, **kwargs):
-        journal_unsynced_at_store_sync.append(journal._unsynced)
-        return real_sync(*args, **kwargs)
+    def noting(real):  # the store's sync in the loop, or its hand-over to the thread (it starts after)
+        def start(*args, **kwargs):
+            journal_unsynced_at_store_sync.append(journal._unsynced)
+            return real(*args, **kwargs)
+        return start
 
-    monkeypatch.setattr(store, "sync", sync)
+    monkeypatch.setattr(store, "sync", noting(store.sync))
+    monkeypatch.setattr(store, "take_dirty", noting(store.take_dirty))
     ground = Ground(rig)
     for _ in range(5):
         ground.step()
@@ -228,22 +233,120 @@ def test_a_store_dump_completed_by_playback_has_its_journal_record_on_disk_befor
 
 
 @pytest.mark.req("AGT-096")
-def test_a_failing_fsync_is_counted_and_said_once_until_one_works_again(rig, monkeypatch):
-    store, downlink = rig.agent.downlink.store, rig.agent.downlink
+@pytest.mark.parametrize("fsync", ["loop", "thread"])
+def test_a_failing_fsync_is_counted_and_said_once_until_one_works_again(tmp_path, monkeypatch, fsync):
+    rig = InProcessAgent(tmp_path, store_fsync=fsync)
+    try:
+        downlink = rig.agent.downlink
+        syncer = downlink.syncer
+        assert (syncer is not None) == (fsync == "thread")
 
-    def refuse() -> int:  # an eMMC that fails its flushes (EIO)
-        raise OSError(5, "Input/output error")
+        def refuse(*args) -> None:  # an eMMC that fails its flushes (EIO)
+            raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(store, "sync", refuse)
-    for token in range(5):  # each turn stores reports and fails to sync them
-        assert rig.send("PING", token=token).completed
-    assert len(rig.events("STORE_ERROR")) == 1 and "fsync" in rig.events("STORE_ERROR")[0].args["reason"]
-    assert downlink.store_errors >= 5
-    monkeypatch.undo()
-    assert rig.send("PING", token=10).completed  # it works again ...
-    monkeypatch.setattr(store, "sync", refuse)
-    assert rig.send("PING", token=11).completed  # ... so the next failure is said again
-    assert len(rig.events("STORE_ERROR")) == 2
+        def refusing(on: bool) -> None:
+            if syncer is not None:
+                monkeypatch.setattr(syncer, "_fsync", refuse if on else os.fsync)
+            elif on:
+                monkeypatch.setattr(downlink.store, "sync", refuse)
+            else:
+                monkeypatch.undo()
+
+        def send(token: int) -> None:
+            assert rig.send("PING", token=token).completed
+            assert syncer is None or syncer.drain(10.0)  # its fsync has run: the next turn takes its outcome
+
+        refusing(True)
+        for token in range(5):  # each turn stores reports and fails to sync them
+            send(token)
+        rig.pump()  # a turn takes the outcome, and the ground reads what it said
+        assert len(rig.events("STORE_ERROR")) == 1 and "fsync" in rig.events("STORE_ERROR")[0].args["reason"]
+        assert downlink.store_errors >= 5
+        refusing(False)
+        send(10)  # it works again ...
+        rig.pump()
+        refusing(True)
+        send(11)  # ... so the next failure is said again
+        rig.pump()
+        assert len(rig.events("STORE_ERROR")) == 2
+    finally:
+        rig.close()
+
+
+def test_where_the_store_syncs_is_configured_and_auto_decides_by_the_cpus():
+    assert [sync_in_thread("auto", cpus) for cpus in (1, 2, 3, 4, 12)] == [False, False, False, True, True]
+    assert sync_in_thread("thread", 1) and not sync_in_thread("loop", 64)
+    with pytest.raises(ValueError, match="'fast' is not one of auto, thread, loop"):
+        sync_in_thread("fast")
+    assert parse_config({}).store_fsync == "auto" and parse_config({"store": {"fsync": "thread"}}).store_fsync == "thread"
+    with pytest.raises(ConfigError, match="store.fsync"):
+        parse_config({"store": {"fsync": "fast"}})
+
+
+@pytest.mark.req("AGT-096")
+def test_the_loop_never_waits_for_the_stores_fsync_and_every_report_is_synced_after(tmp_path, monkeypatch):
+    """``[store] fsync = "thread"``. A disk that takes its time over a flush (an eMMC's fsync can
+    take tens of ms): commands go on being taken and completed while it lasts, and what they
+    stored is synced once it ends, and at the latest when the agent closes."""
+    rig = InProcessAgent(tmp_path, store_fsync="thread")
+    try:
+        _loop_goes_on_while_the_disk_flushes(rig, monkeypatch)
+    finally:
+        rig.close()
+    assert not rig.agent.downlink.syncer._thread.is_alive()  # closed with the agent
+
+
+def _loop_goes_on_while_the_disk_flushes(rig, monkeypatch) -> None:
+    downlink, store = rig.agent.downlink, rig.agent.downlink.store
+    started, release, synced = threading.Event(), threading.Event(), []
+
+    def slow_fsync(fd: int) -> None:
+        started.set()
+        assert release.wait(30.0)
+        os.fsync(fd)
+        synced.append(os.fstat(fd).st_ino)
+
+    monkeypatch.setattr(downlink.syncer, "_fsync", slow_fsync)
+    assert rig.send("PING", token=1).completed
+    assert started.wait(10.0)  # the store's fsync is under way, and stuck
+    for token in range(2, 7):
+        assert rig.send("PING", token=token).completed  # the loop takes and completes commands meanwhile
+    assert not synced and store.dirty == frozenset()  # all handed over, none synced yet
+    release.set()
+    assert downlink.syncer.drain(10.0)
+    active = store.segments[StoreClass.REPORTS][-1].path
+    assert os.stat(active).st_ino in synced  # the reports' segment was synced once the disk answered
+
+
+def test_the_background_sync_syncs_what_it_is_handed_in_order_and_stops_cleanly(tmp_path):
+    seen: list[int] = []
+
+    def fsync(fd: int) -> None:
+        seen.append(os.fstat(fd).st_size)
+        if os.fstat(fd).st_size == 2:
+            raise OSError(errno.EIO, "Input/output error")
+
+    syncer = BackgroundSync(fsync=fsync)
+    fds = []
+    for size in (1, 2, 3):
+        fd = os.open(tmp_path / f"f{size}", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x" * size)
+        fds.append(fd)
+    syncer.submit(fds)
+    assert syncer.drain(10.0)
+    outcomes = syncer.outcomes()
+    assert seen == [1, 2, 3] and outcomes[0] is None and outcomes[1].errno == errno.EIO and outcomes[2] is None
+    assert syncer.outcomes() == [] and syncer.last_ms is not None
+    for fd in fds:  # the thread closed every descriptor it was handed
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    syncer.close()
+    assert not syncer._thread.is_alive()
+    late = os.open(tmp_path / "late", os.O_WRONLY | os.O_CREAT, 0o600)
+    with pytest.raises(RuntimeError, match="closed"):
+        syncer.submit([late])
+    with pytest.raises(OSError):
+        os.fstat(late)  # refused, and closed all the same: nothing leaks
 
 
 def store_errors_said(ground: Ground) -> list[str]:

@@ -25,9 +25,11 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   the live stream (``STORE_ERROR``, ``store_errors``); one that refuses a playback read for now
   (no descriptor, no memory) rests playback a second, a dump it refuses for a minute fails, and
   a record it cannot read (EIO, a checksum the filesystem refuses) is counted and skipped.
-- **fsync**: the store's segments are synced at the end of each loop turn that stored a report
-  or an event (:meth:`Downlink.end_turn`), and every :data:`flight.agent.tm_store.SYNC_PERIOD_S`
-  otherwise.
+- **fsync**: the store's segments are synced after each loop turn that stored a report or an
+  event (:meth:`Downlink.end_turn`), and every :data:`flight.agent.tm_store.SYNC_PERIOD_S`
+  otherwise, in the loop or, with ``[store] fsync`` (by default where there are CPUs for it), in a
+  thread of their own (:class:`flight.agent.tm_store.BackgroundSync`): the loop hands them over and
+  goes back to its sockets, never waiting on the disk.
 """
 
 from __future__ import annotations
@@ -41,7 +43,16 @@ import msgpack
 
 from flight.agent.dispatcher import CommandFailed, Deferred, Handler
 from flight.agent.ports import Component, EventPort
-from flight.agent.tm_store import ACKED, SYNC_PERIOD_S, PacketStore, Segment, StoreClass, class_of
+from flight.agent.tm_store import (
+    ACKED,
+    SYNC_PERIOD_S,
+    BackgroundSync,
+    PacketStore,
+    Segment,
+    StoreClass,
+    class_of,
+    sync_in_thread,
+)
 from flight.clock import Clock
 from flight.link.definitions import STORE_CHANNELS, StoreName
 from flight.link.interface import FlightLink
@@ -130,9 +141,10 @@ class Downlink(Component):
     CHANNELS = tuple(c.name for c in STORE_CHANNELS)
 
     def __init__(self, link: FlightLink, store: PacketStore | None, encode_playback: Callable[[list[bytes], float], bytes],
-                 clock: Clock, emit: EventPort, params: Any, store_error: str | None = None):
+                 clock: Clock, emit: EventPort, params: Any, store_error: str | None = None, fsync: str = "auto"):
         """``store``: None when its directory could not be opened (``store_error`` says why):
-        packets then go out live only, and telemetry says so."""
+        packets then go out live only, and telemetry says so. ``fsync``: [store] fsync, where the
+        store's segments are synced (:func:`~flight.agent.tm_store.sync_in_thread`)."""
         self.link = link
         self.store = store
         self._encode_playback = encode_playback
@@ -162,7 +174,8 @@ class Downlink(Component):
         self._idle_until = -math.inf  # nothing to play back before then (nothing new stored meanwhile)
         self._dump: _Dump | None = None  # one STORE_DUMP at a time
         self._sync_at = clock.monotonic_s()
-        self._sync_ms: float | None = None
+        self.syncer = BackgroundSync() if store is not None and sync_in_thread(fsync) else None
+        self._sync_ms: float | None = None  # the last fsync made in the loop (no syncer)
         self._held: list[tuple[bytes, float | None]] | None = None  # published, kept at release()
         self._reported_dropped = self._dropped_total()
         self._rate_bytes = 0
@@ -296,25 +309,38 @@ class Downlink(Component):
             self._session = None
 
     def end_turn(self) -> None:
-        """Sync the store as the policy says, after the journal's sync of this turn. A refused
-        fsync is counted, and said once until one works again: the event is a report too, and
-        said at every failure it would fail the next turn's fsync and be said again."""
+        """Hand the store's sync to its thread as the policy says, after the journal's sync of this
+        turn (so it starts after that sync ended), and take what the syncs finished since gave. A
+        refused fsync is counted, and said once until one works again: the event is a report too,
+        and said at every failure it would fail the next fsync and be said again."""
         now = self._clock.monotonic_s()
         if self.store is None:
             return
+        for outcome in self.syncer.outcomes() if self.syncer is not None else ():
+            self._sync_outcome(outcome)
         dirty = self.store.dirty
         if dirty and (StoreClass.REPORTS in dirty or now - self._sync_at >= SYNC_PERIOD_S):
             t0 = time.perf_counter()
             try:
-                self.store.sync()
-                self._sync_error_reported = False
-            except OSError as exc:
-                self.store_errors += 1
-                if not self._sync_error_reported:
-                    self._sync_error_reported = True
-                    self._emit("STORE_ERROR", reason=f"fsync: {exc}")
-            self._sync_ms = (time.perf_counter() - t0) * 1000.0
+                if self.syncer is not None:
+                    self.syncer.submit(self.store.take_dirty())
+                else:
+                    self.store.sync()
+                    self._sync_ms = (time.perf_counter() - t0) * 1000.0
+                    self._sync_outcome(None)
+            except OSError as exc:  # the fsync refused, or (thread) no descriptor left to duplicate
+                self._sync_outcome(exc)
             self._sync_at = now
+
+    def _sync_outcome(self, outcome: OSError | None) -> None:
+        """Count a refused fsync, and say it once until one works again."""
+        if outcome is None:
+            self._sync_error_reported = False
+            return
+        self.store_errors += 1
+        if not self._sync_error_reported:
+            self._sync_error_reported = True
+            self._emit("STORE_ERROR", reason=f"fsync: {outcome}")
 
     def next_due_s(self) -> float | None:
         """When playback can next put a container on the link (monotonic), None when there is
@@ -595,7 +621,7 @@ class Downlink(Component):
             "store_corrupt": (s.corrupt_records + s.torn_tails) if s else 0,
             "store_errors": self.store_errors,
             "store_enabled": self._enabled_text() if self.store is not None else "none",
-            "store_sync_ms": None if self._sync_ms is None else round(self._sync_ms, 3),
+            "store_sync_ms": _ms(self.syncer.last_ms if self.syncer is not None else self._sync_ms),
             "playback_sent": self.playback_sent,
             "playback_rate_bps": round(self._rate_bps, 1),
             "live_deferred": self.live_deferred,
@@ -606,7 +632,12 @@ class Downlink(Component):
         if self._dump is not None and not self._dump.deferred.settled:
             self._dump.deferred.fail(f"the agent stopped with the dump part sent ({self._dump.sent} packets)")
         self._dump = None
+        if self.syncer is not None:
+            self.syncer.close()  # what was handed over is synced first
         if self.store is not None:
             self.store.close()
 
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 

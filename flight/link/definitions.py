@@ -675,8 +675,8 @@ STORE_CHANNELS = (
     Channel("store_errors", T.U32, "count", "Store operations the disk refused: packets not written (they went out "
             "live only), fsyncs, acknowledgements not kept, playback reads put off", Limits(warn_high=1)),
     Channel("store_enabled", T.STRING, "", "The store classes being kept (REPORTS,OTHER,HK; none: nothing is)"),
-    Channel("store_sync_ms", T.F64, "ms", "Time of the last fsync of the store's segments (the stated policy: "
-            "each loop turn that stored a report or event, else every 5 s)"),
+    Channel("store_sync_ms", T.F64, "ms", "Time of the last fsyncs of the store's segments, made after each loop turn "
+            "that stored a report or event, else every 5 s, in the loop or in a thread of their own ([store] fsync)"),
     Channel("playback_sent", T.U32, "count", "Stored packets played back since the agent started"),
     Channel("playback_rate_bps", T.F64, "B/s", "Bytes of playback per second over the last housekeeping period"),
     Channel("live_deferred", T.U32, "count", "Live packets kept for playback instead of sent: housekeeping "
