@@ -380,3 +380,26 @@ def test_what_cannot_be_checked_is_refused_by_name_or_skipped_and_listed():
         abft.protect(only_dynamic, strict=False)
     with pytest.raises(ValueError, match="precision"):
         abft.protect(model, precision="fp16")
+
+
+@pytest.mark.req("RAD-106")
+def test_the_gpu_benchs_torch_interpreter_computes_what_onnxruntime_computes():
+    """bench/abft_gpu.py's figures are only as good as its interpreter: on the CPU it must give
+    onnxruntime's outputs and flags, flagged flips included (skipped without the bench extra's torch)."""
+    torch = pytest.importorskip("torch")
+    from bench.abft_gpu import TorchGraph
+    from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
+
+    protected = abft.protect(onnx.load(str(MODELS_DIR / MODEL_FILE)))
+    graph = TorchGraph(protected, torch, "cpu")
+    tiles = np.random.default_rng(5).uniform(0.0, 0.4, size=(8, 4, 16, 16)).astype(np.float32)
+    ours = graph.run(tiles)
+    theirs = run(protected, {"tiles": tiles})
+    for name in ("probabilities", "cloud_fraction", "logits"):
+        assert np.allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6), name
+    assert ours[abft.OUTPUT].all() and theirs[abft.OUTPUT].all()
+    bad = graph.init["w1"].copy()
+    bad.flat[7] = -bad.flat[7] * 1e6  # a weight gone wrong: every tile flagged
+    flagged = ~graph.run(tiles, weights={"w1": bad})[abft.OUTPUT]
+    assert flagged.all()
+    assert (~graph.run(tiles, flip=("a2", 3, 30))[abft.OUTPUT]).any()  # an exponent bit of one activation

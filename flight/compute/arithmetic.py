@@ -22,14 +22,13 @@ def worker_environment(base: Mapping[str, str], tf32: bool) -> dict[str, str]:
     unless ``tf32`` ([compute] gpu_tf32), in which case ``base`` is left as it is.
 
     Why FP32 by default: under TF32 the checksum pass must allow for operands rounded to 10 bits and
-    misses errors of that size. Measured once on an H200 (the shipped model's protected graph run node
-    by node through PyTorch's cuDNN and cuBLAS calls, not onnxruntime's CUDA provider, whose wheel
-    could not be brought there): TF32 with the TF32 tolerance caught 526 of 680 consequential bit
-    flips, FP32 with the FP32 tolerance 676 of 676, and with this variable set FP32 held although
-    TF32 was asked for programmatically; no clean tile was flagged in any of them
-    (docs/architecture.md; ``abft_detect_rate_tf32_tolerance`` in ``python -m bench.radiation`` is
-    the TF32 figure on the CPU). The price: FP32 Conv and GEMM on the GPU run slower than TF32, for
-    every model the worker runs, training included."""
+    misses errors of that size. ``python -m bench.abft_gpu`` on an H200 (the protected graph through
+    PyTorch's cuDNN and cuBLAS, not onnxruntime's CUDA provider: docs/architecture.md): TF32 with
+    the TF32 tolerance caught 531 of 678 consequential bit flips, FP32 with the FP32 tolerance 674
+    of 674, and with this variable set FP32 held although TF32 was asked for programmatically; no
+    clean tile was flagged in any of them (``abft_detect_rate_tf32_tolerance`` in ``python -m
+    bench.radiation`` is the TF32 figure on the CPU). The price: FP32 Conv and GEMM on the GPU run
+    slower than TF32, for every model the worker runs, training included."""
     env = dict(base)
     if not tf32:
         env[TF32_OVERRIDE] = "0"
