@@ -162,24 +162,33 @@ class WorkerBench:
         self.router.close(0)
 
 
+class NoFaults:
+    """A fault log port that keeps nothing (a supervisor on its own)."""
+
+    def record(self, what):
+        pass
+
+
+class FixedClock:
+    """A clock port that stands still."""
+
+    def monotonic_s(self):
+        return 0.0
+
+    def now_s(self):
+        return 1_794_830_400.0  # 2026-11-16T12:00:00Z
+
+
+def supervisor(root: Path, params: dict, **more) -> ComputeSupervisor:
+    """An agent's :class:`ComputeSupervisor` on its own: its ports discard, its clock stands still."""
+    return ComputeSupervisor(root, True, lambda *a, **k: None, NoFaults(), FixedClock(), params, lambda: 1,
+                             lambda where, exc: None, **more)
+
+
 def admissions(root: Path, params: dict, radiation=None) -> tuple[list[cp.Admit], dict]:
     """What an agent's :class:`ComputeSupervisor` (no worker started) sends with one admission,
     read from a real DEALER socket that connects as its worker, and its telemetry then."""
-
-    class NoFaults:
-        def record(self, what):
-            pass
-
-    class Clock:
-        def monotonic_s(self):
-            return 0.0
-
-        def now_s(self):
-            return 1_794_830_400.0  # 2026-11-16T12:00:00Z
-
-    more = {} if radiation is None else {"radiation": radiation}
-    sup = ComputeSupervisor(root, True, lambda *a, **k: None, NoFaults(), Clock(), params, lambda: 1,
-                            lambda where, exc: None, **more)
+    sup = supervisor(root, params, **({} if radiation is None else {"radiation": radiation}))
     peer = zmq.Context.instance().socket(zmq.DEALER)
     peer.setsockopt(zmq.IDENTITY, b"compute")
     peer.linger = 0

@@ -13,7 +13,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from flight.agent.compute import ComputeSupervisor
 from flight.compute.arithmetic import TF32_OVERRIDE, tf32_allowed, worker_environment
 from flight.compute.providers import (
     CPU,
@@ -29,6 +28,7 @@ from flight.compute.providers import (
 )
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
 from flight.config import ConfigError, parse_config
+from tests.model_helpers import supervisor
 
 MODEL = MODELS_DIR / MODEL_FILE
 GPU_BUILD = CUDA in ort.get_available_providers()
@@ -84,8 +84,7 @@ def test_the_worker_starts_with_tf32_forbidden_unless_the_configuration_allows_i
 
     # The agent's supervisor starts the real worker process with that environment.
     def worker_environ(root, **more) -> dict[str, str]:
-        sup = ComputeSupervisor(root, True, lambda *a, **k: None, _NoFaults(), _Clock(), {}, lambda: 1,
-                                lambda where, exc: None, **more)
+        sup = supervisor(root, {}, **more)
         try:
             sup.start()
             raw = Path(f"/proc/{sup.proc.pid}/environ").read_bytes()
@@ -96,19 +95,6 @@ def test_the_worker_starts_with_tf32_forbidden_unless_the_configuration_allows_i
 
     assert worker_environ(tmp_path / "fp32")[TF32_OVERRIDE] == "0"
     assert worker_environ(tmp_path / "tf32", gpu_tf32=True).get(TF32_OVERRIDE) == os.environ.get(TF32_OVERRIDE)
-
-
-class _NoFaults:
-    def record(self, what):
-        pass
-
-
-class _Clock:
-    def monotonic_s(self):
-        return 0.0
-
-    def now_s(self):
-        return 1_794_830_400.0
 
 
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")
