@@ -50,7 +50,13 @@ class TorchGraph:
     """An ONNX graph run node by node with torch on ``device``; a weight can be swapped and one
     element of one node's output flipped (before its consumers and its check read it)."""
 
+    UNSUPPORTED = {"auto_pad": {"NOTSET", b"NOTSET"}, "noop_with_empty_axes": {0}, "allowzero": {0}}
+    """Attributes whose other values this interpreter does not implement: refused, not guessed."""
+
     def __init__(self, model: onnx.ModelProto, torch, device: str):
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if not 13 <= opset <= 17:  # ReduceSum's axes an input (13), ReduceMin's an attribute (until 18)
+            raise NotImplementedError(f"opset {opset}: this interpreter follows opsets 13 to 17")
         self.torch, self.device = torch, device
         self.nodes = list(model.graph.node)
         self.init = {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
@@ -69,6 +75,9 @@ class TorchGraph:
         sizes: dict[str, int] = {}
         for node in self.nodes:
             a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+            for name, allowed in self.UNSUPPORTED.items():
+                if name in a and a[name] not in allowed:
+                    raise NotImplementedError(f"{node.op_type} {node.name}: {name}={a[name]!r}")
             x = [env[name] if name else None for name in node.input]
             op = node.op_type
             if op == "Sub":

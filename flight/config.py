@@ -70,7 +70,7 @@ Example (every key optional except where noted)::
     dir = "/var/lib/sunlit/store"        # default STATE_DIR/store
     max_mb = 64                          # its size; past it the oldest housekeeping goes first
     fsync = "auto"                       # thread | loop | auto: the segments' fsync in a thread of its
-                                         # own (the loop never waits on the disk) or in the loop; auto:
+                                         # own (the loop never waits on their flush) or in the loop; auto:
                                          # a thread where the agent may run on 4 or more CPUs
 
     [[stations]]                         # ground stations, for the pass prediction (any number)

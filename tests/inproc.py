@@ -100,7 +100,10 @@ class InProcessAgent:
         self.board = scripted_board(self.clock, eps)
         self.hal: ScriptedHal = self.board.hal  # type: ignore[assignment]
         self.link = MemoryLink()
-        base = Config(state_dir=Path(state_dir), hk_period_s=1.0, control_period_s=1.0, compute_enabled=False)
+        # The store's fsync in the loop, whatever the machine's CPUs ([store] fsync = "auto" would
+        # decide by them): the same run everywhere; tests that want the thread say so.
+        base = Config(state_dir=Path(state_dir), hk_period_s=1.0, control_period_s=1.0, compute_enabled=False,
+                      store_fsync="loop")
         self.config = replace(base, **config)
         self.agent = Agent(self.config, link=self.link.flight, board=self.board)
         self.client = GroundClient(self.link.ground)

@@ -385,7 +385,8 @@ def test_what_cannot_be_checked_is_refused_by_name_or_skipped_and_listed():
 @pytest.mark.req("RAD-106")
 def test_the_gpu_benchs_torch_interpreter_computes_what_onnxruntime_computes():
     """bench/abft_gpu.py's figures are only as good as its interpreter: on the CPU it must give
-    onnxruntime's outputs and flags, flagged flips included (skipped without the bench extra's torch)."""
+    onnxruntime's outputs and flags, on clean tiles and under a flipped weight (skipped without the
+    bench extra's torch)."""
     torch = pytest.importorskip("torch")
     from bench.abft_gpu import TorchGraph
     from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
@@ -398,8 +399,19 @@ def test_the_gpu_benchs_torch_interpreter_computes_what_onnxruntime_computes():
     for name in ("probabilities", "cloud_fraction", "logits"):
         assert np.allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6), name
     assert ours[abft.OUTPUT].all() and theirs[abft.OUTPUT].all()
-    bad = graph.init["w1"].copy()
-    bad.flat[7] = -bad.flat[7] * 1e6  # a weight gone wrong: every tile flagged
-    flagged = ~graph.run(tiles, weights={"w1": bad})[abft.OUTPUT]
-    assert flagged.all()
+    rng = np.random.default_rng(6)
+    for name in ("w1", "w2", "wh"):  # a bit flipped in a weight: the same flags as onnxruntime's
+        for _ in range(8):
+            bad = graph.init[name].copy()
+            k, bit = int(rng.integers(bad.size)), int(rng.integers(32))
+            bad.flat[k] = np.frombuffer((bad.flat[k:k + 1].view(np.uint32) ^ np.uint32(1 << bit)).tobytes(), np.float32)[0]
+            if not np.isfinite(bad.flat[k]):
+                continue
+            swapped = onnx.ModelProto()
+            swapped.CopyFrom(protected)
+            for init in swapped.graph.initializer:
+                if init.name == name:
+                    init.CopyFrom(numpy_helper.from_array(bad, name))
+            flags = run(swapped, {"tiles": tiles})[abft.OUTPUT]
+            assert (graph.run(tiles, weights={name: bad})[abft.OUTPUT] == flags).all(), (name, k, bit)
     assert (~graph.run(tiles, flip=("a2", 3, 30))[abft.OUTPUT]).any()  # an exponent bit of one activation

@@ -304,18 +304,43 @@ def _loop_goes_on_while_the_disk_flushes(rig, monkeypatch) -> None:
         started.set()
         assert release.wait(30.0)
         os.fsync(fd)
-        synced.append(os.fstat(fd).st_ino)
+        synced.append((os.fstat(fd).st_ino, os.fstat(fd).st_size))
 
     monkeypatch.setattr(downlink.syncer, "_fsync", slow_fsync)
     assert rig.send("PING", token=1).completed
     assert started.wait(10.0)  # the store's fsync is under way, and stuck
-    for token in range(2, 7):
+    for token in range(2, 40):
         assert rig.send("PING", token=token).completed  # the loop takes and completes commands meanwhile
-    assert not synced and store.dirty == frozenset()  # all handed over, none synced yet
+    # One batch at a time: what the commands stored meanwhile waits, dirty, not a descriptor each.
+    assert not synced and StoreClass.REPORTS in store.dirty and not downlink.syncer.idle
     release.set()
     assert downlink.syncer.drain(10.0)
+    rig.pump()  # the next turn hands over what waited
+    assert downlink.syncer.drain(10.0)
     active = store.segments[StoreClass.REPORTS][-1].path
-    assert os.stat(active).st_ino in synced  # the reports' segment was synced once the disk answered
+    size = os.stat(active).st_size
+    assert (os.stat(active).st_ino, size) in synced  # the reports' segment, whole, once the disk answered
+
+
+@pytest.mark.req("AGT-016")
+def test_with_the_fsync_in_a_thread_no_report_is_written_ahead_of_its_journal_record(tmp_path, monkeypatch):
+    """The thread's fsync may be under way while the loop writes: so every write to the store
+    comes after the journal's sync of the commands that finished (their reports follow them)."""
+    rig = InProcessAgent(tmp_path, store_fsync="thread")
+    try:
+        store, journal = rig.agent.downlink.store, rig.agent.dispatcher.journal
+        real_append, unsynced_at_append = store.append, []
+
+        def append(*args, **kwargs):
+            unsynced_at_append.append(journal._unsynced)
+            return real_append(*args, **kwargs)
+
+        monkeypatch.setattr(store, "append", append)
+        for value in ("3", "4"):  # journaled: started and finished records, and reports
+            assert rig.send("SET_PARAM", name="fault_limit", value=value).completed
+        assert unsynced_at_append and not any(unsynced_at_append)
+    finally:
+        rig.close()
 
 
 def test_the_background_sync_syncs_what_it_is_handed_in_order_and_stops_cleanly(tmp_path):
@@ -332,15 +357,18 @@ def test_the_background_sync_syncs_what_it_is_handed_in_order_and_stops_cleanly(
         fd = os.open(tmp_path / f"f{size}", os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, b"x" * size)
         fds.append(fd)
-    syncer.submit(fds)
+    assert syncer.idle and not syncer._thread.is_alive()  # no thread before the first batch
+    syncer.submit(fds[:1])
+    assert syncer.drain(10.0)
+    syncer.submit(fds[1:])  # one batch: a refused fsync and one that works
     assert syncer.drain(10.0)
     outcomes = syncer.outcomes()
-    assert seen == [1, 2, 3] and outcomes[0] is None and outcomes[1].errno == errno.EIO and outcomes[2] is None
+    assert seen == [1, 2, 3] and outcomes[0] is None and outcomes[1].errno == errno.EIO and len(outcomes) == 2
     assert syncer.outcomes() == [] and syncer.last_ms is not None
     for fd in fds:  # the thread closed every descriptor it was handed
         with pytest.raises(OSError):
             os.fstat(fd)
-    syncer.close()
+    assert syncer.close()
     assert not syncer._thread.is_alive()
     late = os.open(tmp_path / "late", os.O_WRONLY | os.O_CREAT, 0o600)
     with pytest.raises(RuntimeError, match="closed"):

@@ -125,7 +125,8 @@ class Agent:
         except (StoreError, OSError) as exc:  # the agent flies without it: live only, and says so
             store_error = f"{config.store_dir or self.state_dir / 'store'}: {exc}"
         self.downlink = Downlink(self.link, packets, self.codec.encode_playback, self.clock, events(Downlink), self.params,
-                                 store_error, fsync=config.store_fsync)
+                                 store_error, fsync=config.store_fsync,
+                                 sync_journal=lambda: self.dispatcher.end_turn())
         self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params)
         self.dispatcher = Dispatcher(self.codec, self.downlink.reply,
                                      self.clock.now_s, events(Dispatcher),

@@ -100,7 +100,7 @@ class ComputeSupervisor(Component):
         ``trusted_keys``, ``allow_unsigned``: the [models] configuration, handed to the worker;
         ``upset_injection``: [compute] upset_injection (HIL only), handed to the worker.
         ``gpu_tf32``: [compute] gpu_tf32; false: the worker starts with TF32 forbidden to NVIDIA's
-        libraries (:func:`~flight.compute.providers.worker_environment`), so its checks hold in FP32.
+        libraries (:func:`~flight.compute.arithmetic.worker_environment`), so its checks hold in FP32.
         ``disk_refusal``: why the disk cannot take a new job's products now (the file manager's
         reserve), or None. ``radiation``: the environment the agent predicts now from its own orbit
         (:func:`radiation_estimate` on the controller's orbit and the agent's clock)."""

@@ -29,7 +29,8 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   event (:meth:`Downlink.end_turn`), and every :data:`flight.agent.tm_store.SYNC_PERIOD_S`
   otherwise, in the loop or, with ``[store] fsync`` (by default where there are CPUs for it), in a
   thread of their own (:class:`flight.agent.tm_store.BackgroundSync`): the loop hands them over and
-  goes back to its sockets, never waiting on the disk.
+  goes back to its sockets, never waiting for their flush; each write to the store then comes
+  after the command journal's sync of what finished (no report on the disk ahead of its record).
 """
 
 from __future__ import annotations
@@ -141,10 +142,14 @@ class Downlink(Component):
     CHANNELS = tuple(c.name for c in STORE_CHANNELS)
 
     def __init__(self, link: FlightLink, store: PacketStore | None, encode_playback: Callable[[list[bytes], float], bytes],
-                 clock: Clock, emit: EventPort, params: Any, store_error: str | None = None, fsync: str = "auto"):
+                 clock: Clock, emit: EventPort, params: Any, store_error: str | None = None, fsync: str = "auto",
+                 sync_journal: Callable[[], None] = lambda: None):
         """``store``: None when its directory could not be opened (``store_error`` says why):
         packets then go out live only, and telemetry says so. ``fsync``: [store] fsync, where the
-        store's segments are synced (:func:`~flight.agent.tm_store.sync_in_thread`)."""
+        store's segments are synced (:func:`~flight.agent.tm_store.sync_in_thread`).
+        ``sync_journal``: the command journal's sync of its finished records; with the fsync in a
+        thread it runs before each write to the store, so that no report reaches the disk ahead of
+        its command's journal record (the thread's fsync may be under way while the loop writes)."""
         self.link = link
         self.store = store
         self._encode_playback = encode_playback
@@ -175,6 +180,7 @@ class Downlink(Component):
         self._dump: _Dump | None = None  # one STORE_DUMP at a time
         self._sync_at = clock.monotonic_s()
         self.syncer = BackgroundSync() if store is not None and sync_in_thread(fsync) else None
+        self._sync_journal = sync_journal
         self._sync_ms: float | None = None  # the last fsync made in the loop (no syncer)
         self._held: list[tuple[bytes, float | None]] | None = None  # published, kept at release()
         self._reported_dropped = self._dropped_total()
@@ -259,6 +265,11 @@ class Downlink(Component):
             return  # not a packet the store could index (the agent makes none such)
         if not isinstance(tm, Telemetry) or class_of(tm.service) not in self.enabled:
             return
+        if self.syncer is not None:
+            try:
+                self._sync_journal()  # nothing to do unless a command finished since its last sync
+            except OSError:
+                pass  # the journal's own sync at the end of the turn says so; the report is still kept
         try:
             self.store.append(packet, sent_at, tm=tm)
         except (OSError, PacketError) as exc:
@@ -320,6 +331,8 @@ class Downlink(Component):
             self._sync_outcome(outcome)
         dirty = self.store.dirty
         if dirty and (StoreClass.REPORTS in dirty or now - self._sync_at >= SYNC_PERIOD_S):
+            if self.syncer is not None and not self.syncer.idle:
+                return  # one batch at a time: what is dirty goes with the next, once this one is done
             t0 = time.perf_counter()
             try:
                 if self.syncer is not None:
@@ -634,6 +647,8 @@ class Downlink(Component):
         self._dump = None
         if self.syncer is not None:
             self.syncer.close()  # what was handed over is synced first
+            for outcome in self.syncer.outcomes():  # the last batches: counted (nothing is said any more)
+                self.store_errors += outcome is not None
         if self.store is not None:
             self.store.close()
 

@@ -283,16 +283,17 @@ class PacketStore:
         The caller fsyncs and closes each; a duplicate stays valid when the store closes its own
         (a segment sealed or deleted meanwhile), so it never syncs a descriptor reused for another file."""
         fds: list[int] = []
+        taken = list(self._dirty if classes is None else set(classes) & self._dirty)
         try:
-            for cls in list(self._dirty if classes is None else set(classes) & self._dirty):
+            for cls in taken:
                 segs = self.segments[cls]
                 if segs and segs[-1].path in self._fds:
                     fds.append(os.dup(self._fds[segs[-1].path]))
-                self._dirty.discard(cls)
-        except OSError:  # no descriptor left: none handed over, none leaked
+        except OSError:  # no descriptor left: none handed over, none leaked, all still to sync
             for fd in fds:
                 os.close(fd)
             raise
+        self._dirty.difference_update(taken)
         return fds
 
     @property
@@ -651,17 +652,26 @@ def sync_in_thread(mode: str, cpus: int | None = None) -> bool:
 
 
 class BackgroundSync:
-    """fsyncs the store's segments in a thread of its own, so that the agent's loop never waits on
-    the disk: it hands over descriptors (:meth:`PacketStore.take_dirty`) at the end of a turn and
-    goes back to its sockets, and the next telecommand is not held behind the fsync. Measured with
+    """fsyncs the store's segments in a thread of its own, so that the agent's loop never waits for
+    their flush: it hands over descriptors (:meth:`PacketStore.take_dirty`) at the end of a turn and
+    goes back to its sockets, and the next telecommand is not held behind the fsync (the command
+    journal's own fsyncs, a segment's when it is sealed or made, and the acknowledgement log's stay
+    in the loop: they are rarer, or the guarantee against running a command twice rests on them).
+    Measured with
     ``python -m bench.security``'s round trip (2000 NOOPs) on a 16-core machine, 6 interleaved
-    pairs: p99 328-525 us with this thread, 793-2246 us with the fsync in the loop, 317-419 us with
-    no fsync at all (fsync there: p50 65 us, p99 323 us; an eMMC's is longer). The policy stays what
+    pairs, with this thread's first version (a batch every turn, no journal sync before a write):
+    p99 328-525 us with the thread, 793-2246 us with the fsync in the loop, 317-419 us with no fsync
+    at all (fsync there: p50 65 us, p99 323 us; an eMMC's is longer). The policy stays what
     the module docstring says, a fsync later: every report is on the disk about one fsync after the
     turn that stored it ended. Where: :func:`sync_in_thread`.
 
-    Outcomes come back in order through :meth:`outcomes` (None for a fsync that worked, the
-    OSError for one refused), for the loop to count and say. ``fsync`` is injectable for tests."""
+    One batch at a time: the loop hands over a batch only when the last is done (:attr:`idle`),
+    so a disk that stalls costs at most one duplicate descriptor per store class, and the classes
+    written meanwhile stay dirty for the next batch, at the loop's first turn after (at most a
+    housekeeping period later). Outcomes come back per batch, in order,
+    through :meth:`outcomes` (None: every fsync of the batch worked; else the first OSError), for
+    the loop to count and say. The thread starts with the first batch. ``fsync`` is injectable for
+    tests."""
 
     def __init__(self, fsync=os.fsync, name: str = "store-fsync"):
         self._fsync = fsync
@@ -672,10 +682,15 @@ class BackgroundSync:
         self._outcomes: list[OSError | None] = []
         self.last_ms: float | None = None  # the last batch's fsyncs, in ms
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing handed over is waiting or being synced."""
+        with self._cv:
+            return not self._queue and not self._busy
 
     def submit(self, fds: list[int]) -> None:
-        """Sync and close ``fds`` (this object owns them from now on)."""
+        """Sync and close ``fds``, one batch (this object owns them from now on)."""
         if not fds:
             return
         with self._cv:
@@ -683,11 +698,13 @@ class BackgroundSync:
                 for fd in fds:
                     os.close(fd)
                 raise RuntimeError("the store's background sync is closed")
+            if not self._thread.is_alive():
+                self._thread.start()
             self._queue.extend(fds)
             self._cv.notify()
 
     def outcomes(self) -> list[OSError | None]:
-        """What each fsync finished since the last call gave, in order (None: it worked)."""
+        """What each batch finished since the last call gave, in order (None: all its fsyncs worked)."""
         with self._cv:
             out, self._outcomes = self._outcomes, []
         return out
@@ -697,12 +714,15 @@ class BackgroundSync:
         with self._cv:
             return self._cv.wait_for(lambda: not self._queue and not self._busy, timeout_s)
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Sync what was handed over, then stop the thread."""
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Sync what was handed over, then stop the thread; False if it had not stopped within
+        ``timeout_s`` (a disk that does not answer: the thread is a daemon, the process exits)."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
@@ -713,13 +733,13 @@ class BackgroundSync:
                 fds, self._queue = self._queue, []
                 self._busy = True
             t0 = time.perf_counter()
-            done: list[OSError | None] = []
+            first: OSError | None = None
             for fd in fds:
                 try:
                     self._fsync(fd)
-                    done.append(None)
                 except Exception as exc:  # noqa: BLE001 - a thread that died would leave the store unsynced
-                    done.append(exc if isinstance(exc, OSError) else OSError(f"{type(exc).__name__}: {exc}"))
+                    if first is None:
+                        first = exc if isinstance(exc, OSError) else OSError(f"{type(exc).__name__}: {exc}")
                 finally:
                     try:
                         os.close(fd)
@@ -727,7 +747,7 @@ class BackgroundSync:
                         pass
             with self._cv:
                 self.last_ms = (time.perf_counter() - t0) * 1000.0
-                self._outcomes.extend(done)
+                self._outcomes.append(first)
                 if len(self._outcomes) > 1024:  # nobody has collected them for a long while: keep the newest
                     del self._outcomes[:-1024]
                 self._busy = False

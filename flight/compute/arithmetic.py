@@ -28,7 +28,9 @@ def worker_environment(base: Mapping[str, str], tf32: bool) -> dict[str, str]:
     of 674, and with this variable set FP32 held although TF32 was asked for programmatically; no
     clean tile was flagged in any of them (``abft_detect_rate_tf32_tolerance`` in ``python -m
     bench.radiation`` is the TF32 figure on the CPU). The price: FP32 Conv and GEMM on the GPU run
-    slower than TF32, for every model the worker runs, training included."""
+    slower than TF32, for every model the worker runs, training included. TensorRT reads the
+    variable when it builds an engine: an engine cache built while TF32 was allowed would keep it
+    (the worker enables no cache)."""
     env = dict(base)
     if not tf32:
         env[TF32_OVERRIDE] = "0"
