@@ -320,10 +320,10 @@ class Downlink(Component):
             self._session = None
 
     def end_turn(self) -> None:
-        """Hand the store's sync to its thread as the policy says, after the journal's sync of this
-        turn (so it starts after that sync ended), and take what the syncs finished since gave. A
-        refused fsync is counted, and said once until one works again: the event is a report too,
-        and said at every failure it would fail the next fsync and be said again."""
+        """Sync the store as the policy says, after the journal's sync of this turn: here, or handed
+        to its thread (so it starts after that sync ended), taking what the thread's syncs finished
+        since gave. A refused fsync is counted, and said once until one works again: the event is a
+        report too, and said at every failure it would fail the next fsync and be said again."""
         now = self._clock.monotonic_s()
         if self.store is None:
             return
@@ -339,10 +339,11 @@ class Downlink(Component):
                     self.syncer.submit(self.store.take_dirty())
                 else:
                     self.store.sync()
-                    self._sync_ms = (time.perf_counter() - t0) * 1000.0
                     self._sync_outcome(None)
             except OSError as exc:  # the fsync refused, or (thread) no descriptor left to duplicate
                 self._sync_outcome(exc)
+            if self.syncer is None:
+                self._sync_ms = (time.perf_counter() - t0) * 1000.0
             self._sync_at = now
 
     def _sync_outcome(self, outcome: OSError | None) -> None:
