@@ -7,6 +7,7 @@ missing from the build). Both must end on the CPU with the reason recorded.
 """
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,11 @@ def test_the_worker_starts_with_tf32_forbidden_unless_the_configuration_allows_i
         sup = supervisor(root, {}, **more)
         try:
             sup.start()
-            raw = Path(f"/proc/{sup.proc.pid}/environ").read_bytes()
+            # Popen returns once the child's exec has begun; the kernel fills in the new program's
+            # environment a moment later, and /proc reads empty until then.
+            deadline = time.monotonic() + 30.0
+            while not (raw := Path(f"/proc/{sup.proc.pid}/environ").read_bytes()) and time.monotonic() < deadline:
+                time.sleep(0.01)
         finally:
             sup.close()
         assert sup.proc.poll() is not None  # the worker is gone with its supervisor
