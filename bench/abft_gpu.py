@@ -72,7 +72,6 @@ class TorchGraph:
         env = dict(self.consts)
         env.update({k: self._tensor(v) for k, v in (weights or {}).items()})
         env["tiles"] = self._tensor(tiles)
-        sizes: dict[str, int] = {}
         for node in self.nodes:
             a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
             for name, allowed in self.UNSUPPORTED.items():
@@ -131,7 +130,6 @@ class TorchGraph:
             else:
                 raise NotImplementedError(f"operator {op} (node {node.name})")
             out = node.output[0]
-            sizes[out] = y.numel()
             if flip is not None and flip[0] == out:
                 flat = y.reshape(-1).clone()
                 flat[flip[1] % flat.numel()] = float(flip_bit(np.float32(flat[flip[1] % flat.numel()].item()), flip[2]))
