@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -66,18 +67,46 @@ class AgentProcess:
         self.stop()
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000  # below it: well-known and commonly configured services
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux's default, 32768, if unreadable)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_tcp_port_pair() -> int:
-    """A port P with P and P+1 both free on loopback (a ZeroMQ link's commands and telemetry)."""
+    """A port P with P and P+1 both free on loopback (a ZeroMQ link's commands and telemetry).
+
+    Drawn below the kernel's ephemeral range where it leaves room: a port the kernel chooses
+    for ``bind(0)`` is one any outgoing connection may take before the agent binds it, a
+    second later (bench.security's agent on a 16-core machine once found P+1 taken). A
+    system RNG, not ``random``'s seeded one, so parallel test workers do not draw alike.
+    """
+    low = _ephemeral_low()
+    draw = random.SystemRandom()
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
+        if low - 2 > _LOWEST_PORT:
+            port = draw.randrange(_LOWEST_PORT, low - 2)
+        else:  # no room below the range: the kernel's choice, as before
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port >= 65534:
                 continue
-        return port
+        if all(_bindable(p) for p in (port, port + 1)):
+            return port
     raise RuntimeError("no free pair of TCP ports on loopback")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -136,3 +136,28 @@ def test_an_agent_started_by_a_harness_stops_when_the_harness_is_killed(tmp_path
         if harness.poll() is None:
             harness.kill()
             harness.wait(10)
+
+
+def test_a_port_pair_for_an_agent_is_drawn_where_no_outgoing_connection_can_take_it(monkeypatch, tmp_path):
+    """Ports the kernel gives connections (its ephemeral range) are left alone; where the range
+    leaves no room below it, the kernel's own choice is taken, and both ports are free."""
+    import socket
+
+    from hil import agent_process
+
+    low = agent_process._ephemeral_low()
+    for _ in range(200):
+        port = agent_process.free_tcp_port_pair()
+        if low - 2 > agent_process._LOWEST_PORT:
+            assert agent_process._LOWEST_PORT <= port and port + 1 < low
+        with socket.socket() as a, socket.socket() as b:  # both free: the agent can bind them
+            a.bind(("127.0.0.1", port))
+            b.bind(("127.0.0.1", port + 1))
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("1024\t65535\n")  # a machine that gives every port to connections
+    monkeypatch.setattr(agent_process, "_EPHEMERAL_RANGE", ranges)
+    assert agent_process._ephemeral_low() == 1024
+    port = agent_process.free_tcp_port_pair()
+    assert 1024 <= port < 65534
+    ranges.write_text("garbage")
+    assert agent_process._ephemeral_low() == 32768
