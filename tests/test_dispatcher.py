@@ -129,6 +129,48 @@ def test_a_command_that_asked_for_no_report_runs_once_however_often_it_is_sent()
     assert len(runs) == 2 and bench.stages() == [("completed", True)] * 2
 
 
+@pytest.mark.req("LNK-002")
+def test_a_retry_is_answered_with_the_reports_its_own_flags_ask_for_from_the_first_run():
+    """The retry cache keeps every report of the run, sent or not: a resend that asks for
+    other stages gets those (failures always), the very reports of the one run."""
+    bench = Bench()
+    runs = []
+    bench.dispatcher.register("PING", Handler(lambda req: runs.append(req.cmd_id) or {"token": req.args["token"]}))
+    cmd_id = bench.send("PING", {"token": 5}, ack_flags=ACK_COMPLETION)
+    assert bench.stages() == [("completed", True)]
+    first = bench.reports[0]
+    bench.send("PING", {"token": 5}, cmd_id, ack_flags=ACK_ALL)  # the operator resends, asking for every stage
+    assert bench.stages()[1:] == [("accepted", True), ("started", True), ("completed", True)]
+    assert bench.reports[3] == first  # the completion as it was sent, not made anew
+    assert bench.codec.decode_tm(unpack(bench.reports[3])).result == {"token": 5}
+    bench.send("PING", {"token": 5}, cmd_id, ack_flags=ACK_START)  # asks for less: gets less
+    assert bench.stages()[4:] == [("started", True)]
+    bench.send("PING", {"token": 5}, cmd_id, ack_flags=0)
+    assert len(bench.reports) == 5 and runs == [cmd_id] and bench.dispatcher.counters.duplicates == 3
+
+    def not_now(req):
+        raise CommandFailed("not now", FailureCode.NOT_ALLOWED_IN_MODE)
+
+    bench.dispatcher.register("SET_PARAM", Handler(lambda req: None, not_now))
+    failing = bench.send("SET_PARAM", {"name": "hk_period_s", "value": "1"}, ack_flags=0)  # refused at start
+    told = len(bench.reports)
+    assert bench.stages()[-1] == ("started", False)
+    bench.send("SET_PARAM", {"name": "hk_period_s", "value": "1"}, failing, ack_flags=0)  # the failure, always
+    assert bench.stages()[told:] == [("started", False)]
+    bench.send("SET_PARAM", {"name": "hk_period_s", "value": "1"}, failing, ack_flags=ACK_ALL)
+    assert bench.stages()[told + 1:] == [("accepted", True), ("started", False)]
+
+
+def test_a_retry_asking_for_a_completion_whose_result_no_report_can_carry_gets_the_success_without_it():
+    bench = Bench()
+    bench.dispatcher.register("NOOP", Handler(lambda req: {"blob": object()}))  # no codec can pack it
+    cmd_id = bench.send("NOOP", ack_flags=ACK_ACCEPTANCE)  # its completion was not asked for, so never made
+    assert bench.stages() == [("accepted", True)] and bench.dispatcher.counters.executed == 1
+    bench.send("NOOP", cmd_id=cmd_id, ack_flags=ACK_COMPLETION)
+    v = bench.codec.decode_tm(unpack(bench.reports[-1]))
+    assert (v.stage, v.success, v.result) == (Stage.COMPLETED, True, {"note": "its result does not fit a report"})
+
+
 @pytest.mark.req("LNK-002", "AGT-016")
 def test_a_command_that_asked_for_no_report_is_not_run_again_after_a_restart(tmp_path):
     from flight.agent.journal import CommandJournal

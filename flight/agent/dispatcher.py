@@ -6,7 +6,8 @@ report goes out only if the TC's PUS-C acknowledgement flags ask for it (the gro
 acceptance and completion unless told otherwise: a start report that leaves in the same turn
 as the acceptance tells it nothing); a failure report always goes out.
 Reports for each ``cmd_id`` are cached, so a console retrying after a lost reply gets
-the same reports again and the command does not run twice; across a restart the command
+the same reports again and the command does not run twice (the successes its own flags ask
+for: a retry may ask for a report the first attempt did not); across a restart the command
 journal (``flight.agent.journal``) keeps that promise: a command it knows is answered with
 its outcome, or as cut off by the reset, and never run again (a read-only command is not
 journaled: it changes nothing, and a retry after a restart runs it again).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from flight.agent.journal import CommandJournal, JournalEntry
@@ -102,6 +103,29 @@ class DispatchCounters:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class _Told:
+    """One report a command was given, for a retry: ``packet`` as sent, or None where the
+    command's flags did not ask for this success (made from ``verification`` if a retry does)."""
+
+    verification: Verification
+    time_s: float
+    packet: bytes | None
+
+    def packet_for(self, ack_flags: int, codec: Codec) -> bytes | None:
+        """The report a retry with ``ack_flags`` gets (failures always), or None."""
+        v = self.verification
+        if v.success and not ack_flags & STAGE_ACK[v.stage]:
+            return None
+        if self.packet is not None:
+            return self.packet
+        try:
+            return codec.encode_verification(v, self.time_s)
+        except Exception:  # noqa: BLE001 - a result no report can carry: the success, without it
+            return codec.encode_verification(replace(v, result={"note": "its result does not fit a report"}),
+                                             self.time_s)
+
+
 class Dispatcher(Component):
     """F Prime's CmdDispatcher: decode, check, route to the owning component, verify."""
 
@@ -121,8 +145,8 @@ class Dispatcher(Component):
         self._send_report = send_report
         self._now_s = now_s
         self._emit = emit
-        # cmd_id -> (digest of the TC's data, the reports sent so far): a retry must be the same command.
-        self._cache: OrderedDict[int, tuple[bytes, list[bytes]]] = OrderedDict()
+        # cmd_id -> (digest of the TC's data, the reports so far): a retry must be the same command.
+        self._cache: OrderedDict[int, tuple[bytes, list[_Told]]] = OrderedDict()
         # Told of every command's final report (cmd_id, ok, reason): a sequence waits on its steps.
         self.on_final: list[Callable[[int, bool, str], None]] = []
         # cmd_id -> (ok, code, reason) of the final report, this boot: COMMAND_STATUS for what the
@@ -184,20 +208,23 @@ class Dispatcher(Component):
                 self._finals.move_to_end(cmd_id)
             if cached_digest == digest:  # the same command again: what it was told, never a second run
                 self.counters.duplicates += 1
-                for report in reports:
-                    self._send_report(peer, report)
+                for told in reports:
+                    packet = told.packet_for(tc.ack_flags, self.codec)
+                    if packet is not None:
+                        self._send_report(peer, packet)
                 return
-        sent: list[bytes] = []
+        sent: list[_Told] = []
         final = answered = False
         known = self.journal.get(cmd_id) if cmd_id and self.journal is not None and cmd_id not in self._cache else None
 
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
             nonlocal final, answered
             v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, reason, result or {})
+            time_s, packet = self._now_s(), None
             if not ok or tc.ack_flags & STAGE_ACK[stage]:  # PUS-C: successes as asked for, failures always
-                packet = self.codec.encode_verification(v, self._now_s())  # may raise: then not yet final
-                sent.append(packet)
+                packet = self.codec.encode_verification(v, time_s)  # may raise: then not yet final
                 self._send_report(peer, packet)
+            sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
             if final and cmd_id:
                 self._finals[cmd_id] = (ok, int(code), reason)
