@@ -445,6 +445,59 @@ def test_two_grounds_on_one_key_file_never_lower_its_reservation(tmp_path):
     assert SnFloor(floor_file).reserved == 11 * GROUND_RESERVE_US == behind.reserved
 
 
+_WRITER = """
+import fcntl, os, sys
+from flight.link.sdls import SnFloor
+if os.environ.get("SUNLIT_TEST_NO_LOCK"):
+    fcntl.flock = lambda fd, op: None  # what the test shows it needs
+path, first, step, n = sys.argv[1], *map(int, sys.argv[2:])
+lowered = 0
+for k in range(n):
+    sn = first + k * step
+    SnFloor(path, reserve_us=1).passed(sn)  # read afresh each time, as by a ground process just started
+    if SnFloor(path).reserved < sn:  # an SN used above the reservation: another process wrote less over it
+        lowered += 1
+print(lowered)
+"""
+
+
+def _contend(floor_file, processes: int, writes: int, env: dict) -> tuple[int, int]:
+    """``processes`` ground processes writing interleaved reservations at once: (lowered seen, final)."""
+    import subprocess
+    import sys
+
+    children = [subprocess.Popen([sys.executable, "-c", _WRITER, str(floor_file), str(1000 + i), str(processes),
+                                  str(writes)], stdout=subprocess.PIPE, text=True, env=env)
+                for i in range(processes)]
+    lowered = 0
+    try:
+        for child in children:
+            out, _ = child.communicate(timeout=120)
+            assert child.returncode == 0
+            lowered += int(out)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    return lowered, SnFloor(floor_file).reserved
+
+
+@pytest.mark.req("SEC-002")
+def test_ground_processes_writing_one_reservation_at_once_never_lower_it(tmp_path):
+    """Real contention: four processes, each reading, deciding and writing under the lock while
+    the others do. Without the lock (the control run) a slower writer puts back a smaller
+    reservation over a larger one; with it, never, and the file ends at the largest."""
+    import os
+
+    processes, writes = 4, 150
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    lowered, final = _contend(tmp_path / "locked.sn", processes, writes, env)
+    assert lowered == 0 and final >= 1000 + (writes - 1) * processes + processes - 1  # the last SN used
+    unlocked, _ = _contend(tmp_path / "unlocked.sn", processes, writes, dict(env, SUNLIT_TEST_NO_LOCK="1"))
+    assert unlocked > 0  # the same run without the lock does lower it: the test can see what the lock prevents
+
+
 @pytest.mark.req("SEC-013")
 def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     from flight.link.memory_link import MemoryLink
