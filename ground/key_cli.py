@@ -15,7 +15,9 @@ then cannot load keys on board. A rotation (deploy/README.md, "Keys"):
    the file again when it changes, so the next command goes out under slot N.
 4. An operator sends KEY_REVOKE spi=OLD; ``key revoke --keys F --spi OLD`` records it here.
 
-No subcommand prints a key: only fingerprints (the first 8 hex digits of its SHA-256).
+No subcommand prints a key: only fingerprints (the first 8 hex digits of its SHA-256). The
+files' comments are kept; a slot moved by ``split`` takes its own with it, and ``new`` notes
+when and under which master it made a slot.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Any, Callable
 
 from flight.link.sdls import KeyFileError, KeyRing, KeySlot, wrap_key
@@ -61,6 +64,9 @@ def _cmd_new(args: argparse.Namespace) -> int:
     master = _master(masters, args.master)
     slot = KeySlot(args.spi, KeyRing.new_key(), "pending")
     ring.slots[slot.spi] = slot
+    made = time.strftime("%Y-%m-%d", time.gmtime())
+    ring.notes[slot.spi] = ([f"# slot {slot.spi}: made by sunlit-ground key new on {made} (UTC), "
+                             f"sent up wrapped under master {master.spi}"], "")
     ring.save(args.keys)
     wrapped = wrap_key(master.key, slot.key).hex()
     print(f"slot {slot.spi} pending, fingerprint {slot.fingerprint()}; send, then check with KEY_LIST:")
@@ -70,6 +76,11 @@ def _cmd_new(args: argparse.Namespace) -> int:
         print(f"note: the master is in {args.keys}, which the server reads; move it out: "
               f"sunlit-ground key split --keys {args.keys} --master-keys FILE", file=sys.stderr)
     return 0
+
+
+def _printable(text: str) -> str:
+    """``text`` for a comment line: a newline in a file name must not end the comment."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
@@ -84,13 +95,18 @@ def _cmd_split(args: argparse.Namespace) -> int:
         raise KeyCommandError(f"--master-keys {args.master_keys}: no such directory")
     if os.path.exists(target) and os.path.samefile(target, args.keys):
         raise KeyCommandError(f"--master-keys {args.master_keys}: the same file as --keys; nothing moved")
-    held = KeyRing.load(target, need_active=False) if os.path.exists(target) else KeyRing()
+    held = KeyRing.load(target, need_active=False) if os.path.exists(target) else KeyRing(header=[
+        "# Sunlit master keys (key-encryption keys), moved by sunlit-ground key split out of",
+        f"# {_printable(os.path.abspath(args.keys))}. The custodian's file: keep it off the server's computer",
+        "# between rotations; key new --master-keys reads it. Lost or leaked: deploy/README.md, \"Lost keys\"."])
     for spi, slot in moved.items():
         there = held.slots.get(spi)
         if there is not None and (there.key != slot.key or there.state != "master"):
             raise KeyCommandError(f"--master-keys {args.master_keys}: slot {spi} there is another key "
                                   f"({there.state} {there.fingerprint()}, not master {slot.fingerprint()}); nothing moved")
         held.slots[spi] = slot
+        if spi in ring.notes and not (there is not None and spi in held.notes):
+            held.notes[spi] = ring.notes[spi]
     held.save(target)
     try:
         back = KeyRing.load(target, need_active=False)
@@ -102,6 +118,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
                               f"stay in {args.keys} too")
     for spi in moved:
         del ring.slots[spi]
+        ring.notes.pop(spi, None)
     try:
         ring.save(args.keys)
     except OSError as exc:

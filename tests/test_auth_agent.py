@@ -376,6 +376,46 @@ def test_a_custodians_file_that_cannot_be_read_back_keeps_the_masters_in_the_ser
 
 
 @pytest.mark.req("SEC-011")
+def test_the_key_files_comments_outlive_a_split_and_a_rotation(tmp_path, capsys):
+    """install.sh's header and an operator's notes stay where they were; the master's own note
+    goes with it to the custodian's file, which says what it is; key new notes the slot it made."""
+    ground_keys, masters = tmp_path / "ground.keys", tmp_path / "masters.keys"
+    ground_keys.write_text(
+        "# Sunlit telecommand keys, made by deploy/install.sh\n# SPI KEY [state]\n"
+        f"1 {KEY.hex()}  # the launch key\n"
+        "# the master: kept in the safe as well\n"
+        f"100 {MASTER.hex()} master  # never seals\n"
+        "# end of file\n")
+    ground_keys.chmod(0o600)
+    assert key_cli("split", "--keys", str(ground_keys), "--master-keys", str(masters), capsys=capsys)[0] == 0
+    assert ground_keys.read_text() == ("# Sunlit telecommand keys, made by deploy/install.sh\n# SPI KEY [state]\n"
+                                       f"1 {KEY.hex()}  # the launch key\n# end of file\n")
+    custodian = masters.read_text().splitlines()
+    assert custodian[0].startswith("# Sunlit master keys") and str(ground_keys) in custodian[1]
+    assert custodian[-2:] == ["# the master: kept in the safe as well", f"100 {MASTER.hex()} master  # never seals"]
+    assert KeyRing.load(masters, need_active=False).slots[100].key == MASTER
+
+    code, _, _ = key_cli("new", "--keys", str(ground_keys), "--master-keys", str(masters), "--spi", "2",
+                         capsys=capsys)
+    assert code == 0 and key_cli("activate", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)[0] == 0
+    assert key_cli("revoke", "--keys", str(ground_keys), "--spi", "1", capsys=capsys)[0] == 0
+    lines = ground_keys.read_text().splitlines()
+    assert lines[:3] == ["# Sunlit telecommand keys, made by deploy/install.sh", "# SPI KEY [state]",
+                         f"1 {KEY.hex()} revoked  # the launch key"]
+    assert lines[3].startswith("# slot 2: made by sunlit-ground key new on ") and "master 100" in lines[3]
+    assert lines[4].startswith("2 ") and lines[4].split()[2:] == [] and lines[5:] == ["# end of file"]
+    assert sorted(KeyRing.load(ground_keys).slots) == [1, 2] and KeyRing.load(ground_keys).active() == [2]
+
+
+def test_a_file_name_with_a_newline_cannot_break_the_custodians_header(tmp_path, capsys):
+    odd = tmp_path / "ground\n100 keys"
+    KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(odd)
+    masters = tmp_path / "masters.keys"
+    assert key_cli("split", "--keys", str(odd), "--master-keys", str(masters), capsys=capsys)[0] == 0
+    assert KeyRing.load(masters, need_active=False).masters() == [100]  # every header line still a comment
+
+
+@pytest.mark.req("SEC-011")
 def test_a_split_onto_another_key_in_the_slot_moves_nothing(tmp_path, capsys):
     ground_keys, masters = tmp_path / "ground.keys", tmp_path / "masters.keys"
     KeyRing({1: KeySlot(1, KEY), 100: KeySlot(100, MASTER, "master")}).save(ground_keys)

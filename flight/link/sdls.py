@@ -126,8 +126,14 @@ def _mac(key: bytes, data: bytes) -> bytes:
 class KeyRing:
     """The key slots a side holds: SPI -> 32-byte key and its state (:data:`STATES`)."""
 
-    def __init__(self, slots: dict[int, KeySlot] | None = None):
+    def __init__(self, slots: dict[int, KeySlot] | None = None, header: list[str] | None = None):
         self.slots = dict(slots or {})
+        # The file's comments, written back by save so that a custodian's notes and install.sh's
+        # header outlive a rotation: the lines before the first slot, those after the last, and
+        # per slot the comment lines just above it and the comment on its own line.
+        self.header: list[str] = list(header or [])
+        self.tail: list[str] = []
+        self.notes: dict[int, tuple[list[str], str]] = {}
 
     @classmethod
     def load(cls, path: Path | str, need_active: bool = True) -> KeyRing:
@@ -145,9 +151,13 @@ class KeyRing:
         if st.st_mode & 0o077:
             raise KeyFileError(f"{path}: mode {st.st_mode & 0o777:o}, readable by others; chmod 600 it")
         slots: dict[int, KeySlot] = {}
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0]
+        comments: list[str] = []  # since the last slot's line
+        header: list[str] | None = None
+        notes: dict[int, tuple[list[str], str]] = {}
+        for n, raw in enumerate(text.splitlines(), 1):
+            line, hashed, comment = raw.partition("#")
             if not line.strip():
+                comments.append(raw.rstrip())
                 continue
             m = _KEY_LINE.match(line)
             if not m:
@@ -157,11 +167,16 @@ class KeyRing:
             if not 1 <= spi <= 0xFFFF or spi in slots:
                 raise KeyFileError(f"{path}:{n}: SPI {spi} out of 1..65535 or given twice")
             slots[spi] = KeySlot(spi, bytes.fromhex(m.group(2)), m.group(3) or "active")
+            if header is None:
+                header, comments = comments, []
+            notes[spi], comments = (comments, (hashed + comment).rstrip()), []
         if need_active and not any(s.active for s in slots.values()):
             raise KeyFileError(f"{path}: no active key")
         if not slots:
             raise KeyFileError(f"{path}: no key")
-        return cls(slots)
+        ring = cls(slots, header)
+        ring.notes, ring.tail = notes, comments
+        return ring
 
     def masters(self) -> list[int]:
         return sorted(s.spi for s in self.slots.values() if s.state == "master")
@@ -177,7 +192,7 @@ class KeyRing:
     def save(self, path: Path | str) -> None:
         """Write the file atomically, mode 600 from the start (the ground's key store), keeping
         the owner of the file it replaces (the server's user must still read it after a
-        custodian, or root, changed it). Comments are not kept."""
+        custodian, or root, changed it), and the comments it was read with."""
         path = Path(path)
         try:
             owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
@@ -210,8 +225,12 @@ class KeyRing:
         return os.urandom(KEY_LEN)
 
     def dump(self) -> str:
-        return "".join(f"{s.spi} {s.key.hex()}{'' if s.active else ' ' + s.state}\n"
-                       for s in sorted(self.slots.values(), key=lambda s: s.spi))
+        lines = list(self.header)
+        for s in sorted(self.slots.values(), key=lambda s: s.spi):
+            above, after = self.notes.get(s.spi, ([], ""))
+            lines += above
+            lines.append(f"{s.spi} {s.key.hex()}{'' if s.active else ' ' + s.state}{'  ' + after if after else ''}")
+        return "".join(line + "\n" for line in lines + self.tail)
 
 
 def wrap_key(master: bytes, key: bytes) -> bytes:
