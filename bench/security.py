@@ -143,7 +143,7 @@ def tm_auth() -> dict:
     tm_key = bytes(range(40, 72))
     ring = KeyRing({1: KeySlot(1, KEY), 9: KeySlot(9, tm_key, "telemetry")})
     pair = MemoryLink(queue_packets=100_000)
-    board = TelemetrySealingLink(pair.flight, ring.telemetry_slot(), boot_count=1)
+    board = TelemetrySealingLink(pair.flight, ring.telemetry_slot(), epoch=1)
     ground = SealingLink(pair.ground, Sealer(1, KEY), tm_ring=ring)
     packet = Codec(DICTIONARY).encode_event("INTERNAL_ERROR", {"where": "x" * 200, "reason": "y" * 200}, 0.0)
     samples = []
@@ -153,7 +153,7 @@ def tm_auth() -> dict:
         got = ground.receive()
         samples.append((time.perf_counter() - t0) * 1e6)
         assert got == [packet]
-    forger = TelemetrySealingLink(pair.flight, KeySlot(9, bytes(32), "telemetry"), boot_count=2)
+    forger = TelemetrySealingLink(pair.flight, KeySlot(9, bytes(32), "telemetry"), epoch=2)
     rng = random.Random(16)
     for i in range(1000):
         pair.flight.publish(packet) if i % 2 else forger.publish(packet)

@@ -24,6 +24,16 @@ class CorruptFile(ValueError):
     """A checked file failed its check; the message says which file and how."""
 
 
+# An absolute path of two parts or more, not inside a URL (tcp://, ipc:///) or a relative path.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/])/(?:[^\s/'\"()\[\]{},;:]+/)+([^\s/'\"()\[\]{},;:]+)")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute path in it cut to its last part: what the board says to the
+    ground (events, failure reasons) names a file, never where the board keeps it (SEC-006)."""
+    return _ABSOLUTE_PATH.sub(r"\1", text) if "/" in text else text
+
+
 def write_atomic(path: Path | str, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

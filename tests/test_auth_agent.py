@@ -6,7 +6,7 @@ import pytest
 
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
-from flight.link.sdls import KeyRing, KeySlot, Sealer, SealingLink
+from flight.link.sdls import RESERVE_US, KeyRing, KeySlot, Sealer, SealingLink
 from ground.client import GroundClient
 from tests.inproc import InProcessAgent
 
@@ -98,18 +98,23 @@ def test_a_replay_window_lost_with_the_state_directory_still_refuses_a_captured_
     captured = sent_sealed(r, ("SET_PARAM", {"name": "hk_period_s", "value": "0.5"}))
     r.close()
     (tmp_path / "agent" / "tc_replay.json").unlink()  # restored from an old copy, or lost: keys still in force
-    again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "tc.keys")
-    try:
-        said = [e.args for e in again.events("STATE_CORRUPT") if e.args["what"] == "telecommand replay window"]
-        assert said and "missing" in said[0]["reason"]  # said at boot
-        for packet in captured:
-            again.link.ground.send(packet)
-        again.advance(2)
-        assert again.hk()["tc_auth_rejected"] == len(captured)
-        assert again.agent.params["hk_period_s"] == 1.0  # the replayed SET_PARAM did not run
-        assert [e.args["kind"] for e in again.events("TC_AUTH_REJECTED")] == ["replay"]
-    finally:
-        again.close()
+    state = (tmp_path / "agent" / "state.json").read_bytes()
+    for also in (None, "state.json damaged"):  # then the state cannot say a window was written: taken as lost too
+        if also:
+            (tmp_path / "agent" / "tc_replay.json").unlink()
+            (tmp_path / "agent" / "state.json").write_bytes(state[:-9])
+        again = InProcessAgent(tmp_path / "agent", tc_keys=tmp_path / "tc.keys")
+        try:
+            said = [e.args for e in again.events("STATE_CORRUPT") if e.args["what"] == "telecommand replay window"]
+            assert said and "missing" in said[0]["reason"], also  # said at boot
+            for packet in captured:
+                again.link.ground.send(packet)
+            again.advance(2)
+            assert again.hk()["tc_auth_rejected"] == len(captured)
+            assert again.agent.params["hk_period_s"] == 1.0  # the replayed SET_PARAM did not run
+            assert [e.args["kind"] for e in again.events("TC_AUTH_REJECTED")] == ["replay"]
+        finally:
+            again.close()
 
 
 @pytest.mark.req("SEC-002")
@@ -475,7 +480,9 @@ def test_a_damaged_key_state_keeps_its_revocations_and_losing_both_copies_is_sai
         assert any("only the provisioned keys" in e["reason"] for e in corrupt)
         lost.client = GroundClient(SealingLink(lost.link.ground, Sealer(1, KEY, lambda: 2 ** 62)))
         listing = lost.send("KEY_LIST").result
-        assert "only the provisioned keys" in listing["state_error"]
+        assert "only the provisioned keys" in listing["state_error"] and "tc_keys_state.bak" in listing["state_error"]
+        # The files are named, never where the board keeps them (SEC-006).
+        assert str(tmp_path) not in listing["state_error"] and all(str(tmp_path) not in e["reason"] for e in corrupt)
     finally:
         lost.close()
 
@@ -535,6 +542,62 @@ def test_an_agent_with_tm_auth_seals_its_telemetry_and_the_ground_drops_a_forger
             plain.close()
     finally:
         rig.close()
+
+
+@pytest.mark.req("SEC-013")
+def test_telemetry_sns_go_up_across_a_restart_that_lost_the_state_file(tmp_path, monkeypatch):
+    """The boot count lives in state.json; the SNs' epoch does not rest on it alone: with that
+    file lost (or damaged) a restart still seals above every SN the ground has seen."""
+    tm_key = bytes(range(120, 152))
+    board_keys = tmp_path / "tc.keys"
+    ring = KeyRing({1: KeySlot(1, KEY), 7: KeySlot(7, tm_key, "telemetry")})
+    ring.save(board_keys)
+    highest, sealer = [], Sealer(1, KEY)  # one ground, sealing on across the board's restarts
+    from tests import inproc
+
+    start_s = inproc.T0_S
+    for k, damage in enumerate((None, "lost", "damaged", "both lost")):
+        monkeypatch.setattr(inproc, "T0_S", start_s + 120.0 * k)  # each start two minutes after the last
+        state = tmp_path / "agent"
+        if damage == "lost":
+            (state / "state.json").unlink()
+        elif damage == "damaged":
+            (state / "state.json").write_text("{")
+        elif damage == "both lost":
+            (state / "state.json").unlink()
+            (state / "tm_epoch.json").unlink()
+        sealer.last_sn += RESERVE_US  # the ground's clock, past the SNs the board reserved (a restart takes time)
+        rig = InProcessAgent(state, tc_keys=board_keys, tm_auth=True)
+        sealing = SealingLink(rig.link.ground, sealer, tm_ring=ring)
+        rig.client = GroundClient(sealing)
+        try:
+            assert rig.send("NOOP").completed
+            highest.append(sealing._tm_guard.highest[7])
+            if damage is not None:
+                assert rig.hk()["boot_count"] <= 2  # the boot count started again
+        finally:
+            rig.close()
+    epochs = [sn >> 40 for sn in highest]
+    assert epochs[1:3] == [epochs[0] + 1, epochs[0] + 2]  # one more each start, whatever the boot count said
+    assert epochs[3] == epochs[0] + 6  # both files gone: the board's clock, in minutes (six after the first start)
+
+
+def test_the_telemetry_epoch_file_is_checked_and_a_damaged_one_is_said_and_set_aside(tmp_path):
+    from flight.link.sdls import MISSION_EPOCH_UNIX_S, TM_EPOCH_MAX, TmEpoch
+
+    path = tmp_path / "tm_epoch.json"
+    now = lambda: MISSION_EPOCH_UNIX_S + 600.0  # noqa: E731 - ten minutes into the mission's clock
+    first = TmEpoch(path, 1, now)
+    assert first.epoch == 10 and first.load_error is None and first.store_error is None
+    assert TmEpoch(path, 1, now).epoch == 11 and TmEpoch(path, 40, now).epoch == 40  # the boot count, if larger
+    path.write_text(path.read_text().replace("40", "41"))  # its checksum no longer matches
+    damaged = TmEpoch(path, 3, lambda: MISSION_EPOCH_UNIX_S + 6000.0)
+    assert damaged.epoch == 100 and "tm_epoch.json unreadable" in damaged.load_error
+    assert (tmp_path / "tm_epoch.json.corrupt").exists() and TmEpoch(path, 1, now).epoch == 101
+    assert TmEpoch(tmp_path / "far.json", 1, lambda: 1e12).epoch == TM_EPOCH_MAX  # a clock far ahead: the largest
+    (tmp_path / "a_file").write_text("")
+    stuck = TmEpoch(tmp_path / "a_file" / "tm_epoch.json", 5, now)  # cannot be written: said, and sealing goes on
+    assert stuck.epoch == 10 and stuck.store_error and "may reuse" in stuck.store_error
 
 
 def test_tm_auth_needs_a_telemetry_slot(tmp_path):

@@ -445,6 +445,47 @@ def test_two_grounds_on_one_key_file_never_lower_its_reservation(tmp_path):
     assert SnFloor(floor_file).reserved == 11 * GROUND_RESERVE_US == behind.reserved
 
 
+@pytest.mark.req("SEC-011")
+def test_a_key_change_that_cannot_be_written_whole_is_in_neither_copy(tmp_path, monkeypatch):
+    """KEY_LOAD or KEY_REVOKE says "not loaded" when the disk refuses: then neither copy may hold
+    the change, or a restart (or a damaged primary later) would bring it in."""
+    from pathlib import Path
+
+    from flight.link import sdls
+    from flight.storage import read_checked_json
+
+    overlay = sdls.KeyOverlay(tmp_path / "tc_keys_state")
+    overlay.read()
+    overlay.revoked[1] = KeySlot(1, KEY_A).fingerprint()
+    overlay.write()
+    before = read_checked_json(tmp_path / "tc_keys_state")
+    real = sdls.write_checked_json
+    for failing in ("tc_keys_state", "tc_keys_state.bak"):
+        def refuse(path, body, failing=failing):
+            if Path(path).name == failing:
+                raise OSError(28, "No space left on device")
+            real(path, body)
+
+        monkeypatch.setattr(sdls, "write_checked_json", refuse)
+        overlay.loaded[2] = (100, "ab" * 20)
+        with pytest.raises(OSError):
+            overlay.write()
+        del overlay.loaded[2]  # as the handler does
+        monkeypatch.setattr(sdls, "write_checked_json", real)
+        for copy in ("tc_keys_state", "tc_keys_state.bak"):
+            assert read_checked_json(tmp_path / copy) == before, (failing, copy)
+    again = sdls.KeyOverlay(tmp_path / "tc_keys_state")
+    again.read()
+    assert again.loaded == {} and list(again.revoked) == [1]
+    first = sdls.KeyOverlay(tmp_path / "new" / "tc_keys_state")  # nothing on disk before: the backup goes again
+    (tmp_path / "new").mkdir()
+    first.loaded[2] = (100, "ab" * 20)
+    monkeypatch.setattr(sdls, "write_checked_json", lambda path, body: refuse(path, body, "tc_keys_state"))
+    with pytest.raises(OSError):
+        first.write()
+    assert list((tmp_path / "new").iterdir()) == []
+
+
 _WRITER = """
 import fcntl, os, sys
 from flight.link.sdls import SnFloor
@@ -507,7 +548,7 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     keys = ring(KeySlot(1, KEY_A), KeySlot(9, tm_key, "telemetry"))
     codec = Codec(DICTIONARY)
     pair = MemoryLink()
-    board = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), boot_count=3)
+    board = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), epoch=3)
     ground = SealingLink(pair.ground, Sealer(1, KEY_A), tm_ring=keys)
     events = [codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i) for i in range(3)]
     for packet in events:
@@ -521,7 +562,7 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     assert ground.receive() == [events[2]]
     assert ground.tm_auth_failed == 2 and ground.tm_replayed == 1
     # After the board restarts (boot count 4) its SNs are above every earlier one, whatever its clock.
-    again = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), boot_count=4)
+    again = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), epoch=4)
     again.publish(events[0])
     assert ground.receive() == [events[0]]
     # A telecommand key never seals telemetry the ground takes, nor the telemetry key a telecommand.

@@ -8,7 +8,7 @@ from flight.agent.params import ParameterStore
 from flight.config import ConfigError, load_config, parse_config
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, read_checked_json, redact_paths, write_checked_json
 
 
 @pytest.mark.req("AGT-013")
@@ -31,6 +31,18 @@ def test_checked_json_round_trip_and_corruption(tmp_path):
 
 
 @pytest.mark.req("AGT-013")
+@pytest.mark.req("SEC-006")
+@pytest.mark.parametrize("text, said", [
+    ("/var/lib/sunlit/state/tc_keys_state.bak: not a Sunlit checked file", "tc_keys_state.bak: not a Sunlit checked file"),
+    ("state.json unreadable (/home/ubuntu/.sunlit/state.json: SHA-256 mismatch)", "state.json unreadable (state.json: SHA-256 mismatch)"),
+    ("'/opt/sunlit/models/a.onnx', '/opt/sunlit/models/b.onnx'", "'a.onnx', 'b.onnx'"),
+    ("zmq://127.0.0.1:5000 and ipc:///run/sunlit/link", "zmq://127.0.0.1:5000 and ipc:///run/sunlit/link"),  # links
+    ("3 km/s, 1/2 done, models/a.onnx, ./x/y, ~/x/y, /dev", "3 km/s, 1/2 done, models/a.onnx, ./x/y, ~/x/y, /dev"),
+])
+def test_texts_for_the_ground_name_files_never_where_the_board_keeps_them(text, said):
+    assert redact_paths(text) == said
+
+
 def test_parameters_layers_and_persistence(tmp_path):
     path = tmp_path / "params.json"
     store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})

@@ -56,7 +56,7 @@ from flight.link.dictionary import Dictionary
 from flight.link.interface import FlightLink
 from flight.link.messages import Codec, PlanRecord
 from flight.link.packets import unpack
-from flight.link.sdls import KeyOverlay, KeyRing, ReplayGuard, TelemetrySealingLink
+from flight.link.sdls import KeyOverlay, KeyRing, ReplayGuard, TelemetrySealingLink, TmEpoch
 from flight.link.transport import open_flight_link
 from flight.storage import DirectoryLock, remove_interrupted_writes
 
@@ -111,8 +111,10 @@ class Agent:
         self.memory = PersistentState(self.state_dir / "state.json", self.clock)
         keys = KeyRing.load(config.tc_keys) if config.tc_keys is not None else None
         tm_slot = keys.telemetry_slot() if keys is not None and config.tm_auth else None
+        self.tm_epoch = TmEpoch(self.state_dir / "tm_epoch.json", self.memory.boot_count, self.clock.now_s) \
+            if tm_slot is not None else None
         if tm_slot is not None:  # sealed as it leaves, whoever sends it (flight/link/sdls.py)
-            self.link = TelemetrySealingLink(self.link, tm_slot, self.memory.boot_count)
+            self.link = TelemetrySealingLink(self.link, tm_slot, self.tm_epoch.epoch)
         counters = self.memory.counters  # types checked when the state file was read
         # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
         store = ParameterStore(dictionary, self.state_dir / "params.json",
@@ -140,7 +142,9 @@ class Agent:
             if self.key_overlay.load_error:
                 self._key_problems.insert(0, self.key_overlay.load_error)
         # Written once before: a replay window that is not there was lost, not never made (flight/link/sdls.py).
-        self.replay = ReplayGuard(self.state_dir / "tc_replay.json", expected=self.memory.tc_replay_kept) \
+        # A state file that could not be read cannot say it was not: then it is taken as lost too.
+        replay_expected = self.memory.tc_replay_kept or self.memory.file.load_error is not None
+        self.replay = ReplayGuard(self.state_dir / "tc_replay.json", expected=replay_expected) \
             if keys is not None else None
         if self.replay is not None and self.replay.kept:
             self.memory.remember_tc_replay_kept()
@@ -403,7 +407,11 @@ class Agent:
         problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
                                                           (self.memory.file.load_error, "state"),
                                                           (self.replay.load_error if self.replay else None,
-                                                           "telecommand replay window")) if problem]
+                                                           "telecommand replay window"),
+                                                          (self.tm_epoch.load_error if self.tm_epoch else None,
+                                                           "telemetry SNs"),
+                                                          (self.tm_epoch.store_error if self.tm_epoch else None,
+                                                           "telemetry SNs")) if problem]
         problems += [("telecommand keys", problem) for problem in self._key_problems]
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))

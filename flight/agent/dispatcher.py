@@ -31,6 +31,7 @@ from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Command, FailureCode
 from flight.link.messages import STAGE_ACK, Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
+from flight.storage import redact_paths
 
 
 def describe_error(exc: BaseException) -> str:
@@ -219,7 +220,7 @@ class Dispatcher(Component):
 
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
             nonlocal final, answered
-            v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, reason, result or {})
+            v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, redact_paths(reason), result or {})
             time_s, packet = self._now_s(), None
             if not ok or tc.ack_flags & STAGE_ACK[stage]:  # PUS-C: successes as asked for, failures always
                 packet = self.codec.encode_verification(v, time_s)  # may raise: then not yet final

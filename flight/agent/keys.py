@@ -17,6 +17,7 @@ from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.link.sdls import KeyOverlay, KeyRing, KeySlot, unwrap_key
+from flight.storage import redact_paths
 
 
 class KeyManager(Component):
@@ -110,7 +111,7 @@ class KeyManager(Component):
         ring, overlay = self._keys()
         return {"slots": [{"spi": s.spi, "state": s.state, "fingerprint": s.fingerprint()}
                           for s in sorted(ring.slots.values(), key=lambda s: s.spi)],
-                "state_error": overlay.load_error}
+                "state_error": None if overlay.load_error is None else redact_paths(overlay.load_error)}
 
     def telemetry(self) -> dict[str, Any]:
         return {"tc_keys_active": 0 if self._ring is None else len(self._ring.active())}

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol
 from flight.clock import Clock
 from flight.link.definitions import Mode
 from flight.link.dictionary import Dictionary
+from flight.storage import redact_paths
 
 MAX_TEXT_ARG = 200  # event text arguments are cut here: a reason quoting a huge input must still fit
 
@@ -73,7 +74,8 @@ class EventPort:
         event = self._dictionary.event_by_name[name]
         if set(args) != set(event.args):
             raise WiringError(f"{self.owner}: event {name} takes {sorted(event.args)}, got {sorted(args)}")
-        self._sink(name, {k: v[:MAX_TEXT_ARG] if isinstance(v, str) else v for k, v in args.items()})
+        # Texts are cut to the packet's limit, and any absolute path in them to its file's name.
+        self._sink(name, {k: redact_paths(v)[:MAX_TEXT_ARG] if isinstance(v, str) else v for k, v in args.items()})
 
 
 class ModePort(Protocol):

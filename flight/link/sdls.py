@@ -249,6 +249,11 @@ def unwrap_key(master: bytes, wrapped: bytes) -> bytes:
         raise ValueError("wrapped key does not unwrap under that master key (another key, or damaged)") from None
 
 
+def _write_secret(path: Path, body: object) -> None:
+    write_checked_json(path, body)
+    os.chmod(path, 0o600)
+
+
 class KeyOverlay:
     """The agent's changes to its provisioned keys, kept in the state directory (checked JSON,
     mode 600, in two copies: a damaged one falls back to the other): keys loaded by command,
@@ -262,6 +267,7 @@ class KeyOverlay:
         self.revoked: dict[int, str] = {}              # SPI -> fingerprint of the key revoked
         self.load_error: str | None = None             # neither copy could be read: provisioned keys only
         self.problems: list[str] = []                  # what reading found (a copy damaged and set aside)
+        self._on_disk: dict | None = None              # the body in force on disk, as read or last written
 
     def _copies(self) -> list[Path]:
         assert self.path is not None
@@ -283,6 +289,7 @@ class KeyOverlay:
                 errors.append(f"{copy.name} damaged{', set aside as ' + moved.name if moved else ''} ({exc})")
                 continue
             self.loaded, self.revoked = loaded, revoked
+            self._on_disk = body
             self.problems = [f"the other copy is in force: {e}" for e in errors]
             if errors:
                 try:
@@ -299,9 +306,25 @@ class KeyOverlay:
             return
         body = {"loaded": {str(k): list(v) for k, v in self.loaded.items()},
                 "revoked": {str(k): v for k, v in self.revoked.items()}}
-        for copy in self._copies():  # one after the other: a cut between them leaves one whole
-            write_checked_json(copy, body)
-            os.chmod(copy, 0o600)
+        primary, backup = self._copies()
+        # The backup first: read() takes the primary, so until the primary is written nothing has
+        # changed, and a failure says so truly. A primary that then fails puts the backup back, so
+        # that a damaged primary later cannot bring in a change the command said was not made.
+        # One after the other, so a power cut between them leaves one whole.
+        previous = self._on_disk
+        _write_secret(backup, body)
+        try:
+            _write_secret(primary, body)
+        except OSError:
+            try:
+                if previous is None:
+                    backup.unlink(missing_ok=True)
+                else:
+                    _write_secret(backup, previous)
+            except OSError:
+                pass  # the primary, which read() takes first, still holds what it held
+            raise
+        self._on_disk = body
 
     def taken(self, spi: int) -> bool:
         """A slot number the overlay has used (loaded, or revoked): never given again."""
@@ -718,15 +741,54 @@ class SealingLink(GroundLink):
         return getattr(self._link, name)  # stats, kind, backlog_bytes, line_rate_bps ...
 
 
+TM_EPOCH_MAX = (1 << (8 * SN_LEN - TM_SN_BOOT_SHIFT)) - 1
+MISSION_EPOCH_UNIX_S = 1_735_689_600  # 2025-01-01T00:00:00Z: TmEpoch's fallback counts minutes from it
+
+
+class TmEpoch:
+    """The telemetry SNs' epoch, the bits above :data:`TM_SN_BOOT_SHIFT`: one more than the last
+    start's, kept on disk (checked, atomic) apart from the agent's state file, so that SNs never
+    go back after a restart. Taken from the boot count alone, they went back whenever the state
+    file was lost or unreadable, and a ground still running refused every packet after as stale.
+
+    The epoch is the largest of the boot count, the one on file plus one, and, where the file is
+    missing or unreadable, the minutes since :data:`MISSION_EPOCH_UNIX_S` on the board's clock
+    (a board does not start twice a minute; 24 bits of minutes last until 2056). Only the
+    ground's view of the telemetry rests on it: a file that cannot be written is said
+    (:attr:`store_error`), and telemetry is sealed all the same."""
+
+    def __init__(self, path: Path | str, boot_count: int, now_s: Callable[[], float]):
+        self.path = Path(path)
+        self.load_error: str | None = None
+        self.store_error: str | None = None
+        stored = 0
+        try:
+            body = read_checked_json(self.path)
+            stored = body["epoch"] if isinstance(body, dict) else None
+            if not isinstance(stored, int) or isinstance(stored, bool) or not 0 <= stored <= TM_EPOCH_MAX:
+                raise CorruptFile(f"{self.path.name}: epoch is not a count of starts")
+            floor = stored + 1
+        except (CorruptFile, OSError) as exc:
+            if self.path.exists():
+                quarantine(self.path)
+                self.load_error = f"{self.path.name} unreadable ({exc}); telemetry SNs from the board's clock"
+            floor = int((now_s() - MISSION_EPOCH_UNIX_S) // 60)
+        self.epoch = min(max(int(boot_count), floor, 1), TM_EPOCH_MAX)
+        try:
+            write_checked_json(self.path, {"epoch": self.epoch})
+        except OSError as exc:
+            self.store_error = f"{self.path.name}: {exc.strerror or exc}; the next start may reuse telemetry SNs"
+
+
 class TelemetrySealingLink(FlightLink):
     """The agent's link with every telemetry packet sealed (``[security] tm_auth``): the ground
-    can tell the board's telemetry from a forger's. SNs are the boot count << 40 plus a counter,
-    so they increase across restarts whatever the board's clock says; packets are sealed as they
-    leave (a played-back one gets a new SN), after the packet store."""
+    can tell the board's telemetry from a forger's. SNs are the start's epoch (:class:`TmEpoch`)
+    << 40 plus a counter, so they increase across restarts whatever the board's clock says;
+    packets are sealed as they leave (a played-back one gets a new SN), after the packet store."""
 
-    def __init__(self, link: FlightLink, slot: KeySlot, boot_count: int):
+    def __init__(self, link: FlightLink, slot: KeySlot, epoch: int):
         self._link = link
-        self.sealer = Sealer(slot.spi, slot.key, clock_us=lambda: 0, last_sn=boot_count << TM_SN_BOOT_SHIFT)
+        self.sealer = Sealer(slot.spi, slot.key, clock_us=lambda: 0, last_sn=epoch << TM_SN_BOOT_SHIFT)
 
     def pollables(self) -> list:
         return self._link.pollables()
