@@ -64,6 +64,39 @@ def test_a_corrupt_checkpoint_is_refused_and_the_job_starts_over(tmp_path):
     assert again.resume() is False and events and (tmp_path / "c.ck.corrupt").exists()
 
 
+def test_a_flip_in_a_checkpoints_header_is_refused_and_the_first_layout_still_loads():
+    """The header holds the step and the data position: a flip there must not resume a job at
+    the wrong place. Every byte of a checkpoint is under its digest; files of the first
+    layout (the payload's digest only), written before, load as they did."""
+    import hashlib
+    import io
+    import struct
+
+    from flight.compute.checkpoint import MAGIC_V1, Checkpoint, decode_checkpoint, encode_checkpoint
+
+    ck = Checkpoint(1200, {"w": np.arange(6, dtype=np.float32)}, {"epoch": 3, "index": 64})
+    raw = encode_checkpoint(ck)
+    assert decode_checkpoint(raw).step == 1200
+    header_at = raw.index(b'"step"')
+    for where in range(12, len(raw), max(1, len(raw) // 97)):  # header, payload and the digest itself
+        bad = bytearray(raw)
+        bad[where] ^= 0x02
+        with pytest.raises(CorruptFile, match="SHA-256|unreadable|magic"):
+            decode_checkpoint(bytes(bad))
+    bad = bytearray(raw)
+    bad[header_at + 8] ^= 0x02  # "step": 1200 -> 1202, as the review found it loaded
+    with pytest.raises(CorruptFile, match="SHA-256"):
+        decode_checkpoint(bytes(bad))
+
+    buf = io.BytesIO()
+    np.savez(buf, **ck.arrays)
+    payload = buf.getvalue()
+    header = json.dumps({"step": 7, "meta": {}, "sha256": hashlib.sha256(payload).hexdigest(),
+                         "payload_len": len(payload)}, sort_keys=True).encode()
+    old = decode_checkpoint(MAGIC_V1 + struct.pack(">I", len(header)) + header + payload)
+    assert old.step == 7 and (old.arrays["w"] == ck.arrays["w"]).all()
+
+
 def hk_values(client, predicate, timeout_s=60.0):
     item = client.wait_for(lambda i: isinstance(i.record, HkRecord) and i.record.packet.name == "COMPUTE_HK"
                            and predicate(i.record.values), timeout_s)

@@ -1,9 +1,12 @@
 """Training checkpoints that survive a power cut: one file, written atomically, SHA-256 checked.
 
-Layout: ``SUNLITCK`` magic, 4-byte big-endian header length, a JSON header (step, data
-position, job metadata, SHA-256 of the payload), then the payload: an ``.npz`` of every
-array (weights, optimizer state). A checkpoint either loads exactly as written or is
-refused with :class:`CorruptFile`; the previous one is kept until the new one is in place.
+Layout: ``SUNLITC2`` magic, 4-byte big-endian header length, a JSON header (step, data
+position, job metadata, SHA-256 of the payload), the payload (an ``.npz`` of every array:
+weights, optimizer state), then the SHA-256 of everything before it, header included: a
+flipped bit in the step or the data position must not resume a job at the wrong place. A
+checkpoint either loads exactly as written or is refused with :class:`CorruptFile`; the
+previous one is kept until the new one is in place. Files of the first layout (``SUNLITCK``,
+no digest over the header) written before this one still load.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import numpy as np
 
 from flight.storage import CorruptFile, write_atomic
 
-MAGIC = b"SUNLITCK"
+MAGIC = b"SUNLITC2"
+MAGIC_V1 = b"SUNLITCK"  # the first layout: the payload's digest only
 _HEADER_LEN = struct.Struct(">I")
+_DIGEST_LEN = 32
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,17 @@ def encode_checkpoint(ck: Checkpoint) -> bytes:
     payload = buf.getvalue()
     header = json.dumps({"step": ck.step, "meta": ck.meta, "sha256": hashlib.sha256(payload).hexdigest(),
                          "payload_len": len(payload)}, sort_keys=True).encode()
-    return MAGIC + _HEADER_LEN.pack(len(header)) + header + payload
+    body = MAGIC + _HEADER_LEN.pack(len(header)) + header + payload
+    return body + hashlib.sha256(body).digest()
 
 
 def decode_checkpoint(raw: bytes, source: str = "checkpoint") -> Checkpoint:
-    if raw[:8] != MAGIC:
+    if raw[:8] == MAGIC:
+        body, stored = raw[:-_DIGEST_LEN], raw[-_DIGEST_LEN:]
+        if len(raw) < 8 + _HEADER_LEN.size + _DIGEST_LEN or hashlib.sha256(body).digest() != stored:
+            raise CorruptFile(f"{source}: SHA-256 mismatch (header and payload)")
+        raw = body
+    elif raw[:8] != MAGIC_V1:
         raise CorruptFile(f"{source}: not a Sunlit checkpoint (magic {raw[:8]!r})")
     try:
         (n,) = _HEADER_LEN.unpack_from(raw, 8)
