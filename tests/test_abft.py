@@ -243,6 +243,36 @@ def check_clean_and_faulty(model: onnx.ModelProto, feed: dict[str, np.ndarray], 
     return p
 
 
+@pytest.mark.req("RAD-002")
+@pytest.mark.parametrize("between", ["pad -1", "cubic resize"])
+def test_an_op_that_can_make_non_negative_data_negative_keeps_the_checks_bound_signed(between):
+    """A Relu's output padded with -1, or resized cubically (its weights below zero overshoot),
+    is no longer non-negative: the Conv after it must be checked as on signed data, else every
+    clean sample fails (the bound r * sum |G| X goes negative with X)."""
+    rng = np.random.default_rng(3)
+    inits = {"w": rng.standard_normal((8, 4, 3, 3)).astype(np.float32)}
+    opset = 17
+    if between.startswith("pad"):
+        inits |= {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "fill": np.array(-1.0, np.float32)}
+        middle = helper.make_node("Pad", ["r", "pads", "fill"], ["m"], mode="constant")
+    else:
+        inits |= {"scales": np.array([1, 1, 2, 2], np.float32)}
+        middle = helper.make_node("Resize", ["r", "", "scales"], ["m"], mode="cubic")
+    model = model_of(
+        [helper.make_node("Relu", ["x"], ["r"]), middle, helper.make_node("Conv", ["m", "w"], ["y"], name="conv")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits, opset)
+    assert "m" not in abft._Pass(model, "fp32", None, abft.DEFAULT_ATOL, True)._nonneg_tensors()
+    p = abft.protect(model)
+    for scale in (1.0, 0.1, 0.01):
+        x = (scale * rng.standard_normal((16, 4, 16, 16))).astype(np.float32)
+        assert run(p, {"x": x})[abft.OUTPUT].all(), scale
+    plain = model_of([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"], name="conv")],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 16, 16])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"w": inits["w"]}, opset)
+    assert "r" in abft._Pass(plain, "fp32", None, abft.DEFAULT_ATOL, True)._nonneg_tensors()  # a Relu's alone is
+
+
 @pytest.mark.req("RAD-001", "RAD-003")
 def test_a_gemm_model_is_checked_per_row():
     rng = np.random.default_rng(1)

@@ -50,8 +50,10 @@ or compare of its own. One LessOrEqual, Cast and ReduceMin over all the checks' 
 give the flag. The nodes are made so that onnxruntime runs each check right after the node
 it checks (:meth:`_Pass._flag`). What no check can avoid: a checked node's output must
 exist, so onnxruntime can no longer fuse the node with the activation after it (Conv+Relu,
-Conv+Sigmoid), and the activation becomes a pass of its own (``python -m bench.radiation``:
-``abft_overhead_floor``, about a fifth of what the checks cost on the shipped model).
+Conv+Sigmoid), and the activation becomes a pass of its own; on x86 at optimisation ``all``
+the output also leaves onnxruntime's NCHWc layout, a reorder of its own (``python -m
+bench.radiation``: ``abft_overhead_floor``, a tenth of what the checks cost on the shipped
+model at ``extended``; ``abft_overhead_floor_all``, nearly half of it at ``all``).
 
 Tolerance. Floating-point sums rounded in a different order differ; the bound used is the
 textbook one for a sum of ``n`` terms (Higham, *Accuracy and Stability of Numerical
@@ -141,6 +143,16 @@ _NONNEG_IF_INPUTS = {
 }
 _DATA_INPUTS = {"Reshape": 1, "Squeeze": 1, "Unsqueeze": 1, "Resize": 1, "Slice": 1, "Gather": 1,
                 "Tile": 1, "Expand": 1, "Pad": 1, "Split": 1, "Upsample": 1}  # the rest are shapes/indices
+
+
+def _keeps_sign(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` (of :data:`_NONNEG_IF_INPUTS`, its data inputs non-negative) keeps its
+    output non-negative: a cubic Resize, whose weights below zero overshoot, does not. (A Pad's
+    fill value is one of its data inputs: :meth:`_Pass._nonneg_tensors`.)"""
+    if node.op_type == "Resize":
+        mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"nearest")
+        return (mode.decode() if isinstance(mode, bytes) else str(mode)) != "cubic"
+    return True
 
 
 @dataclass(frozen=True)
@@ -746,9 +758,12 @@ class _Pass:
         for node in self.graph.node:  # graph order is topological
             if node.domain not in ("", "ai.onnx"):
                 continue
-            data = node.input[: _DATA_INPUTS.get(node.op_type, len(node.input))]
+            data = list(node.input[: _DATA_INPUTS.get(node.op_type, len(node.input))])
+            if node.op_type == "Pad" and len(node.input) > 2:
+                data.append(node.input[2])  # the fill value must be >= 0 too
             if node.op_type in _NONNEG_ALWAYS or (
                 node.op_type in _NONNEG_IF_INPUTS and all(i in known for i in data if i)
+                and _keeps_sign(node)
             ):
                 known.update(o for o in node.output if o)
         return known
