@@ -373,3 +373,46 @@ def test_a_flag_the_pass_of_this_build_did_not_make_is_never_read_as_a_check(ben
     assert (receipt["protection"], receipt["check_status"], check) == ("scrubbed", "unchecked", [UNCHECKED] * 12)
     (said,) = unchecked_said(bench)
     assert said.args["name"] == "always" and "did not make" in said.args["reason"]
+
+
+@pytest.mark.req("RAD-104")
+def test_a_model_installed_while_a_job_runs_starts_the_job_again_so_its_product_comes_from_one_model(
+        tmp_path, monkeypatch):
+    """A data-set job spans slices; a version installed between two of them would have made a
+    product half of each, its receipt naming the last. The job starts again on the new one."""
+    import flight.compute.worker as worker_module
+    from flight.link.definitions import JobKind
+    from tests.model_helpers import tiny
+
+    monkeypatch.setattr(worker_module, "SLICE_S", 0.0005)  # a batch or a few a slice: the job spans many
+    v1, v2 = tiny(1.0), tiny(2.0)
+    b = WorkerBench(tmp_path / "compute", allow_unsigned=True)
+    try:
+        b.staging.mkdir(parents=True, exist_ok=True)
+        (b.staging / "tiny.onnx").write_bytes(v1)
+        assert b.install("1", sha256_hex(v1)).ok
+        x = np.random.default_rng(0).uniform(0.1, 1.0, (200, 2)).astype(np.float32)
+        b.data_set("set", x)
+        assert b.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.INFERENCE, "set", model="tiny"))).ok
+        job = b.worker.jobs[1]
+        for _ in range(100):
+            b.worker.work_slice()
+            if job.progress >= 20:
+                break
+        assert 0 < job.progress < len(x)
+        (b.staging / "tiny.onnx").write_bytes(v2)
+        assert b.install("2", sha256_hex(v2)).ok
+        for _ in range(400):
+            if job.state.value != "RUNNING":
+                break
+            b.worker.work_slice()
+        assert job.state.value == "DONE", job.detail
+        product = json.loads(next((b.root / "products").glob("*.json")).read_text())
+        with np.load(next((b.root / "products").glob("*.npz"))) as z:
+            conf = z["confidence"]
+        assert np.allclose(conf, 2.0 * np.abs(x).max(axis=1), rtol=1e-6)  # every tile by version 2
+        assert product["model_version"] == "2" and product["receipt"]["model_sha256"] == sha256_hex(v2)
+        receipt = product["receipt"]
+        assert receipt["tiles_checked"] + receipt["tiles_unchecked"] == len(x)  # counted once, not once a version
+    finally:
+        b.close()

@@ -1012,6 +1012,13 @@ class Worker:
         if data is None:  # read once per job, not once per slice
             data = self._inputs[job.job_id] = self._input_set(job.name)
         checks = self._checks.get(job.job_id)
+        if checks is not None and checks.model_sha256 != model.sha256:
+            # Another version became active between two slices (MODEL_INSTALL, a rollback): one
+            # product comes from one model, as its receipt says, so the job starts again on this one.
+            for table in (self._cursor, self._results, self._checks):
+                table.pop(job.job_id, None)
+            job.progress, job.detail, checks = 0, f"restarted on {job.model} {model.version}: the model changed"[:120], None
+            self._save_jobs()
         if checks is None:
             checks = self._checks[job.job_id] = self._product_checks(model)
         start = self._cursor.get(job.job_id, 0)
