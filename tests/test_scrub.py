@@ -521,3 +521,68 @@ def test_the_worker_scrubs_a_weight_its_model_keeps_in_a_constant_node(bench):
     _summary, check, receipt, _classes = product(bench, 1, "day")
     assert check.tolist() == [PASSED] * 8 and receipt["weights_repaired"] >= 1
     assert any(e.args["tensor"] == "w1" for e in bench.events("WEIGHTS_REPAIRED"))
+
+
+def _folding_models() -> dict[str, tuple[bytes, str]]:
+    """Graphs whose weight onnxruntime folds into a constant of its own at session start, at the
+    owned-weight sessions' optimisation level: a flip in the owned buffer would change nothing."""
+    rng = np.random.default_rng(4)
+
+    def f(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def model(nodes, inits, shape):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(v, k) for k, v in inits.items()])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m.SerializeToString()
+
+    return {
+        "conv_bn": (model([helper.make_node("Conv", ["x", "w"], ["c"]),
+                           helper.make_node("BatchNormalization", ["c", "s", "bb", "mu", "var"], ["y"])],
+                          {"w": f(4, 3, 3, 3), "s": f(4), "bb": f(4), "mu": f(4), "var": np.abs(f(4)) + 1},
+                          ["N", 3, 8, 8]), "w"),
+        "conv_mul": (model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+                           {"w": f(4, 3, 3, 3), "s": f(4, 1, 1)}, ["N", 3, 8, 8]), "w"),
+        "matmul_t": (model([helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
+                           {"w": f(5, 6)}, ["N", 6]), "w"),
+    }
+
+
+@pytest.mark.req("RAD-101", "RAD-104")
+@pytest.mark.parametrize("case", ["conv_bn", "conv_mul", "matmul_t"])
+def test_weights_onnxruntime_would_fold_into_its_own_constants_are_still_what_the_session_computes_from(bench, case):
+    """A weight folded at session start (Conv+BatchNormalization, a Mul by a constant, a Transpose
+    of a weight) leaves the owned buffer unread: the worker finds it on a probe and opens the
+    model with no graph optimisation, so that a flip in the buffer it scrubs changes the output
+    and the receipt's "scrubbed" is true; it says so."""
+    from flight.compute.providers import owned_weights_options, unread_buffers
+    from flight.compute.scrub import WeightScrubber
+
+    data, weight = _folding_models()[case]
+    scrubber = WeightScrubber.from_onnx(data, 0.0)
+    options, _owned = owned_weights_options(scrubber.owned, 1)
+    unread = unread_buffers(open_session(data, preferred=[CPU], threads=1, options=options).session, scrubber.owned)
+    assert weight in unread  # as the options alone open it: the flaw the worker mends
+    install(bench, case, data)
+    admit(bench)
+    session = bench.worker._session(case)  # noqa: SLF001
+    assert session.protection.value == "scrubbed"
+    said = [e.args["reason"] for e in bench.events("PROVIDER_FALLBACK")]
+    assert any("no graph optimisation" in r and weight in r for r in said), said
+    x = np.random.default_rng(5).standard_normal([2] + [d if isinstance(d, int) else 2 for d in
+                                                    session.session.get_inputs()[0].shape[1:]]).astype(np.float32)
+    before = session.session.run(None, {"x": x})[0]
+    session.scrubber.owned[weight].reshape(-1)[0] += 10.0  # what a flip does to the owned buffer
+    assert not np.array_equal(session.session.run(None, {"x": x})[0], before)
+    assert not session.scrubber.verify()  # and the scrub sees it
+
+
+def test_a_model_whose_buffers_are_all_read_opens_as_before_and_says_nothing(bench):
+    install(bench, "shipped", SHIPPED)
+    admit(bench)
+    session = bench.worker._session("shipped")  # noqa: SLF001
+    assert session.protection.value.endswith("scrubbed")
+    assert not [e for e in bench.events("PROVIDER_FALLBACK") if "folds" in e.args["reason"]]

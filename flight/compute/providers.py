@@ -43,8 +43,9 @@ What this does not cover, said plainly: a GPU provider (CUDA, TensorRT) copies t
 device memory (on a Jetson the same DRAM, but another buffer) and computes from that copy, and
 TensorRT builds its own engine from them; the scrubber then checks host buffers nothing computes
 from. Constants that a graph optimisation derives from a weight (a folded Transpose, a fused
-BatchNorm) are new buffers too. The worker claims ``scrubbed`` protection only for sessions on
-the CPU provider.
+BatchNorm) are new buffers too: :func:`unread_buffers` finds them on a probe, and the worker
+then opens the model with no graph optimisation, or does not claim ``scrubbed``. The worker
+claims ``scrubbed`` protection only for sessions on the CPU provider.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import onnxruntime as ort
 
 from flight.compute.arithmetic import tf32_allowed
@@ -127,6 +129,7 @@ def owned_weights_options(
     threads: int | None = None,
     *,
     log_severity: int = 3,
+    optimization: str = OWNED_WEIGHTS_OPTIMIZATION,
 ) -> tuple[ort.SessionOptions, tuple[Any, ...]]:
     """Session options whose initializers are ``initializers`` (name -> numpy array), used in place.
 
@@ -136,7 +139,7 @@ def owned_weights_options(
     change to an array (a bit flip, its repair) is a change to what the session computes; the
     module docstring says what is not covered. Each array must be C-contiguous and writable.
     """
-    options = session_options_for(threads, optimization=OWNED_WEIGHTS_OPTIMIZATION, log_severity=log_severity)
+    options = session_options_for(threads, optimization=optimization, log_severity=log_severity)
     options.add_session_config_entry(DISABLE_PREPACKING, "1")
     values = []
     for name, array in initializers.items():
@@ -146,6 +149,66 @@ def owned_weights_options(
         options.add_initializer(name, value)
         values.append(value)
     return options, tuple(values)
+
+
+_PROBE_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarray],
+                   probe: Mapping[str, np.ndarray] | None = None) -> list[str] | None:
+    """The floating-point ``arrays`` (an owned-weight session's initializers) that the session does
+    not compute from: a graph optimisation folded them into constants of its own at session start
+    (a Conv followed by BatchNormalization or by a Mul by a constant, a Transpose of a weight), so
+    a flip in them changes nothing and scrubbing them checks memory nothing reads.
+
+    Each is moved, up and then down, by more than its own size while the session runs on
+    ``probe`` (a feed; a model with range checks needs one of its reference inputs, which pass
+    them, else no move of a bound changes its flag), else on normal noise, batch 1; one whose
+    moves change none of the outputs is unread. Restored bit for bit after. None where the
+    probe cannot run (an input of a type noise cannot stand for): nothing is known then.
+    """
+    rng = np.random.default_rng(0)
+    feed = dict(probe or {})
+    for item in session.get_inputs():
+        if item.name in feed:
+            continue
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in item.shape]
+        kind = _PROBE_TYPES.get(item.type)
+        if kind is None:
+            return None
+        feed[item.name] = rng.standard_normal(shape).astype(kind)
+    try:
+        before = session.run(None, feed)
+    except Exception:  # noqa: BLE001 - onnxruntime raises several kinds for a probe it cannot take
+        return None
+    unread = []
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or array.size == 0:
+            continue
+        saved = array.copy()
+        read = False
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                for sign in (1.0, -1.0):
+                    array[...] = saved + sign * (np.abs(saved) + 1.0)
+                    try:
+                        after = session.run(None, feed)
+                    except Exception:  # noqa: BLE001 - it failed on the change: it reads the buffer
+                        read = True
+                        break
+                    if any(not _same(a, b) for a, b in zip(before, after)):
+                        read = True
+                        break
+        finally:
+            np.copyto(array, saved)
+        if not read:
+            unread.append(name)
+    return unread
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))
 
 
 def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:

@@ -89,11 +89,13 @@ from flight.compute.package import PackageError, ReferenceSet, expected_outputs,
 from flight.compute.inject import Batch, UpsetInjector
 from flight.compute.providers import (
     CPU,
+    OWNED_WEIGHTS_OPTIMIZATION,
     PREFERENCE,
     SessionError,
     abft_precision,
     open_session,
     owned_weights_options,
+    unread_buffers,
 )
 from flight.compute.scrub import (
     Repair,
@@ -207,6 +209,7 @@ class _Session(NamedTuple):
     data: bytes = b""  # the model as this session runs it (HIL upset injection hooks and judges it; else unused)
     abft_precision: str = ""  # the checksum pass's record of the arithmetic it checks for: "fp32", "tf32"; "" unchecked
     range_output: str | None = None  # the range checks' per-sample output, where the model has them
+    optimization: str = OWNED_WEIGHTS_OPTIMIZATION  # owned weights: the level that computes from every buffer
 
     @property
     def checked(self) -> bool:
@@ -225,6 +228,11 @@ class _CheckedModel(NamedTuple):
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
+
+
+def _node_inputs(data: bytes) -> set[str]:
+    """Every tensor a node of the ONNX model ``data`` reads (its main graph)."""
+    return {name for node in onnx.load_from_string(data).graph.node for name in node.input}
 
 
 def _check_output_of(data: bytes) -> tuple[str, str]:
@@ -649,13 +657,50 @@ class Worker:
         # On a GPU provider the session computes from device copies: keep the buffers alive (it was
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
+        optimization = OWNED_WEIGHTS_OPTIMIZATION
+        if scrubbed:
+            reference = self._reference_inputs(name, version)
+            probe = None if reference is None else {session.get_inputs()[0].name: reference[:1]}
+            reopened = self._computing_from_owned(name, data, opened, owned, scrubber, probe)
+            if reopened is None:
+                scrubbed = False
+            elif reopened[0] is not opened:
+                opened, owned, optimization = reopened[0], reopened[1], "disable"
+            session = opened.session
         # The OrtValues and the arrays under them stay alive with the session; the golden copies only
         # where they are scrubbed.
         kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
         return _Session(session, session.get_inputs()[0].name, version, sha256, from_golden, opened.provider,
                         scrubber if scrubbed else None, kept, check,
                         protection_of(scrubbed, check is not None, ranged is not None), name, outputs,
-                        data if self._injector is not None else b"", precision if check else "", ranged)
+                        data if self._injector is not None else b"", precision if check else "", ranged,
+                        optimization)
+
+    def _computing_from_owned(self, name: str, data: bytes, opened: Any, owned: Any, scrubber: WeightScrubber,
+                              probe: dict[str, np.ndarray] | None) -> tuple[Any, Any] | None:
+        """The owned-weight session ``opened``, or one opened anew with no graph optimisation, whichever
+        computes from every buffer the scrubber owns, with its OrtValues; None where neither does: its
+        weights are not claimed scrubbed. Said where it is not ``opened`` (PROVIDER_FALLBACK).
+        ``probe``: the model's reference input, where the store keeps one (providers.unread_buffers)."""
+        used = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
+        owned_used = {k: v for k, v in scrubber.owned.items() if k in used}
+        unread = unread_buffers(opened.session, owned_used, probe)
+        if not unread:  # None: the probe could not run; the claim rests on the options, as before
+            return opened, owned
+        folded = f"{name}: onnxruntime folds {', '.join(unread[:3])}{' ...' if len(unread) > 3 else ''} into " \
+                 "constants of its own"
+        options, owned_plain = owned_weights_options(scrubber.owned, self.threads, optimization="disable")
+        try:
+            plain = open_session(data, self.providers, self.threads, options=options)
+        except SessionError:
+            plain = None
+        if plain is not None and plain.provider == CPU and unread_buffers(plain.session, owned_used, probe) == []:
+            self.event("PROVIDER_FALLBACK", provider=plain.provider,
+                       reason=f"{folded}: opened with no graph optimisation, so the scrub checks what runs"[:200])
+            return plain, owned_plain
+        self.event("PROVIDER_FALLBACK", provider=opened.provider,
+                   reason=f"{folded}, even with no graph optimisation: its weights are not scrubbed"[:200])
+        return None
 
     # --- weights and results under radiation ------------------------------------------------
 
@@ -667,7 +712,7 @@ class Worker:
         """HIL upset injection: a session on the hooked graph ``data`` over ``model``'s owned weights."""
         if model.scrubber is None:
             return open_session(data, self.providers, self.threads).session
-        options, owned = owned_weights_options(model.scrubber.owned, self.threads)
+        options, owned = owned_weights_options(model.scrubber.owned, self.threads, optimization=model.optimization)
         session = open_session(data, self.providers, self.threads, options=options).session
         session._sunlit_owned = owned  # the OrtValues live as long as the session
         return session
