@@ -445,3 +445,36 @@ def test_the_gpu_benchs_torch_interpreter_computes_what_onnxruntime_computes():
             flags = run(swapped, {"tiles": tiles})[abft.OUTPUT]
             assert (graph.run(tiles, weights={name: bad})[abft.OUTPUT] == flags).all(), (name, k, bit)
     assert (~graph.run(tiles, flip=("a2", 3, 30))[abft.OUTPUT]).any()  # an exponent bit of one activation
+
+
+@pytest.mark.req("RAD-002", "RAD-003")
+def test_a_wide_layers_flipped_weights_do_not_hide_in_its_checksum_and_clean_inputs_pass():
+    """A Gemm of 1024 inputs and 128 outputs (the worker's training MLP's first layer): under the
+    worst-case bound (n u) its row checksum's tolerance was larger than a flipped weight's effect
+    on one output, and not one of 403 flips that moved an output by 1e-3 of its scale was caught
+    (review). Sums over 16 columns and the probabilistic bound catch them; clean inputs of every
+    kind still pass."""
+    from bench.radiation import WIDE_INPUTS, wide_inputs, wide_layers
+
+    rng = np.random.default_rng(11)
+    model, shape = wide_layers(rng)["relu_gemm_1024_128"]
+    p = abft.protect(model)
+    (check,) = abft.describe(p)["checks"]
+    assert check["form"] == "rows" and check["rtol"] < 3e-5
+    groups = abft._column_groups(128)
+    assert groups.shape == (128, 8) and (groups.sum(axis=1) == 1).all() and (groups.sum(axis=0) == 16).all()
+    assert abft._column_groups(2).shape == (2, 1) and abft._column_groups(17).sum(axis=0).tolist() == [9, 8]
+    s = session(p)
+    for kind in WIDE_INPUTS:
+        assert s.run([abft.OUTPUT], {"x": wide_inputs(kind, 16, shape, rng)})[0].all(), kind
+    x = wide_inputs("normal", 8, shape, rng)
+    clean = s.run(["y"], {"x": x})[0]
+    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == "w"))
+    moved = caught = 0
+    for j in range(24):
+        index = int(rng.integers(w.size))
+        faulty = session(with_initializer(p, "w", flipped(w, index, 31 if j % 2 == 0 else 23)))
+        y, ok = faulty.run(["y", abft.OUTPUT], {"x": x})
+        hit = np.abs(y - clean).max(axis=1) > 1e-3 * np.abs(clean).max()
+        moved, caught = moved + int(hit.sum()), caught + int((hit & ~ok).sum())
+    assert moved >= 20 and caught >= 0.9 * moved, (caught, moved)
