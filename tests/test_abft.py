@@ -478,3 +478,20 @@ def test_a_wide_layers_flipped_weights_do_not_hide_in_its_checksum_and_clean_inp
         hit = np.abs(y - clean).max(axis=1) > 1e-3 * np.abs(clean).max()
         moved, caught = moved + int(hit.sum()), caught + int((hit & ~ok).sum())
     assert moved >= 20 and caught >= 0.9 * moved, (caught, moved)
+
+
+@pytest.mark.req("RAD-002")
+def test_a_flat_frame_through_a_large_conv_is_not_flagged():
+    """Over a constant frame every term of a sum over positions is the same and every rounding
+    goes one way: the error grows as n, not sqrt(n). A 3x3 Conv's checksums over 256 x 256
+    positions flagged such frames (a saturated scene, a no-data fill) when the plain sums were
+    given the probabilistic bound (review); they keep the worst case."""
+    rng = np.random.default_rng(0)
+    model = model_of([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 256, 256])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                     {"w": (rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32),
+                      "b": (rng.standard_normal(16) * 0.1).astype(np.float32)}, 17)
+    s = session(abft.protect(model))
+    for value in (0.1, 0.7, 1 / 3, 1.0):
+        assert s.run([abft.OUTPUT], {"x": np.full((2, 3, 256, 256), value, np.float32)})[0].all(), value

@@ -594,7 +594,13 @@ def test_the_telemetry_epoch_file_is_checked_and_a_damaged_one_is_said_and_set_a
     damaged = TmEpoch(path, 3, lambda: MISSION_EPOCH_UNIX_S + 6000.0)
     assert damaged.epoch == 100 and "tm_epoch.json unreadable" in damaged.load_error
     assert (tmp_path / "tm_epoch.json.corrupt").exists() and TmEpoch(path, 1, now).epoch == 101
-    assert TmEpoch(tmp_path / "far.json", 1, lambda: 1e12).epoch == TM_EPOCH_MAX  # a clock far ahead: the largest
+    far = TmEpoch(tmp_path / "far.json", 1, lambda: 1e12)  # a clock far ahead: half the range, room for more starts
+    assert far.epoch == TM_EPOCH_MAX // 2 and TmEpoch(tmp_path / "far.json", 1, lambda: 1e12).epoch == far.epoch + 1
+    from flight.storage import write_checked_json
+
+    write_checked_json(path, {"not": "an epoch"})  # checked, but not ours: said, never raised out of the agent's start
+    odd = TmEpoch(path, 2, now)
+    assert odd.epoch == 10 and "epoch is not a count" in odd.load_error
     (tmp_path / "a_file").write_text("")
     stuck = TmEpoch(tmp_path / "a_file" / "tm_epoch.json", 5, now)  # cannot be written: said, and sealing goes on
     assert stuck.epoch == 10 and stuck.store_error and "may reuse" in stuck.store_error

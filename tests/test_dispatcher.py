@@ -233,3 +233,24 @@ def test_a_read_only_command_the_retry_cache_still_holds_is_never_answered_as_ru
     gone = bench.codec.decode_tm(unpack(bench.reports[-1])).result
     assert gone["state"] == "not_received" and f"last {FINALS_KEPT}" in gone["reason"]
     assert str(FINALS_KEPT) in DICTIONARY.command_by_name["COMMAND_STATUS"].description
+
+
+@pytest.mark.req("SEC-006")
+def test_command_status_and_the_journal_say_a_failure_as_its_report_did_with_paths_cut(tmp_path):
+    from flight.agent.journal import CommandJournal
+
+    bench = Bench()
+    bench.dispatcher.journal = CommandJournal(tmp_path / "commands.journal")
+
+    def fail(req):
+        raise CommandFailed("could not read /var/lib/sunlit/state/keys/overlay.json", FailureCode.EXECUTION_ERROR)
+
+    bench.dispatcher.register("RESET_COUNTERS", Handler(fail))  # journaled: its reason kept on disk too
+    for name, handler in bench.dispatcher.handlers().items():
+        bench.dispatcher.register(name, handler)
+    cmd_id = bench.send("RESET_COUNTERS")
+    assert bench.codec.decode_tm(unpack(bench.reports[-1])).reason == "could not read overlay.json"
+    bench.send("COMMAND_STATUS", {"cmd_id": cmd_id})
+    status = bench.codec.decode_tm(unpack(bench.reports[-1])).result
+    assert "/var/lib" not in str(status) and "overlay.json" in str(status)
+    assert "/var/lib" not in (tmp_path / "commands.journal").read_bytes().decode("latin-1")

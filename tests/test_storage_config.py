@@ -30,7 +30,6 @@ def test_checked_json_round_trip_and_corruption(tmp_path):
         read_checked_json(path)
 
 
-@pytest.mark.req("AGT-013")
 @pytest.mark.req("SEC-006")
 @pytest.mark.parametrize("text, said", [
     ("/var/lib/sunlit/state/tc_keys_state.bak: not a Sunlit checked file", "tc_keys_state.bak: not a Sunlit checked file"),
@@ -43,6 +42,7 @@ def test_texts_for_the_ground_name_files_never_where_the_board_keeps_them(text, 
     assert redact_paths(text) == said
 
 
+@pytest.mark.req("AGT-013")
 def test_parameters_layers_and_persistence(tmp_path):
     path = tmp_path / "params.json"
     store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})

@@ -228,7 +228,7 @@ class Dispatcher(Component):
             sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
             if final and cmd_id:
-                self._finals[cmd_id] = (ok, int(code), reason)
+                self._finals[cmd_id] = (ok, int(code), v.reason)  # as the report said it: paths cut
                 while len(self._finals) > FINALS_KEPT:
                     self._finals.popitem(last=False)
                 for listener in self.on_final:
@@ -343,7 +343,7 @@ class Dispatcher(Component):
         """The completion report: ``value`` is the result map on success, the reason on failure."""
         if cmd_id and self.journal is not None:
             try:
-                self.journal.finished(cmd_id, ok, int(code), "" if ok else str(value))
+                self.journal.finished(cmd_id, ok, int(code), "" if ok else redact_paths(str(value)))
             except OSError:
                 pass  # the outcome still goes out now; a retry after a restart reads it as interrupted
         if ok:

@@ -66,22 +66,26 @@ probability that falls as ``exp(-lambda^2 / 2)``). Why: under the worst case a w
 checksum, the sum of many outputs, had a tolerance so large that a flipped weight's effect
 on one output hid in it (a Gemm of 1024 inputs and 128 outputs: 0 of 403 flips that moved an
 output by 1e-3 of its scale caught, found in review; with this bound and column groups,
-:data:`GEMM_GROUP`, 388). Measured, not assumed: the largest ``|S - P|`` in units of ``u M``
-stayed at or below 2.4 for onnxruntime's CPU kernels on every kind of input tried (signed,
-non-negative, constant, one-hot, a dynamic range of 1e12, weights all positive) for ``n``
-from 64 to 4096, and cuDNN's and cuBLAS's FP32 kernels on an H200 (both algorithm choices,
-Winograd among them) flagged no clean tile of the shipped model in 3e5, nor of six wide
-layers (``python -m bench.radiation``, ``python -m bench.abft_gpu``).
+:data:`GEMM_GROUP`, 382). Plain sums (a ReduceSum or a pooling over positions) keep the worst
+case, ``n u``: over a constant frame their roundings all go one way (:meth:`_Pass._rtol`).
+Measured, not assumed: the largest ``|S - P|`` of a Gemm in units of ``u M`` stayed at or
+below 2.4 for onnxruntime's CPU kernels on every kind of input tried (signed, non-negative,
+constant, one-hot, a dynamic range of 1e12, weights all positive) for ``n`` from 64 to 4096,
+and cuDNN's and cuBLAS's FP32 kernels on an H200 (both algorithm choices, Winograd among
+them) flagged no clean tile of the shipped model in 3e5, nor of six wide layers (``python -m
+bench.radiation``, ``python -m bench.abft_gpu``; the H200 run before plain sums were given back
+their worst case, whose tolerance was tighter still).
 A check holds when ``|S - P| <= atol + rtol * M (+ rtol_P * M')``, ``M`` the sum of
 the magnitudes of every term behind it (``sum |W| |X| + |b|`` over the positions summed),
 bounded at run time from the sums of ``|X|`` (or of X itself where it cannot be negative:
 after Relu, Sigmoid, pooling...); for a Conv, ``M'`` is the magnitude of ``P``'s own
 products (``sum |G| |X|``, where the taps of a filter may cancel in ``G``) and ``rtol_P``
-their rounding. ``rtol`` per node is ``SAFETY * sqrt(n_dot) u + 8 u_operand + sqrt(n_sum) u``:
-``u`` the unit roundoff of the accumulation, ``u_operand`` that of the operands where the
-provider rounds them first (TF32; the worst case, operands are rounded once), ``n_dot`` the
-terms of one output of the node and ``n_sum`` those of the plain sums (:func:`_chain_terms`
-for the chain's); ``rtol_P`` is ``sqrt(n_P) u``. :data:`SAFETY` is the margin, on the node's
+their rounding. ``rtol`` per node is ``SAFETY * sqrt(n_dot) u + 8 u_operand + sqrt(n_sum) u
++ n_plain u``: ``u`` the unit roundoff of the accumulation, ``u_operand`` that of the operands
+where the provider rounds them first (TF32; the worst case, operands are rounded once),
+``n_dot`` the terms of one output of the node, ``n_sum`` those of the check's own products
+(:func:`_chain_terms`) and ``n_plain`` those of its plain sums; ``rtol_P`` is ``sqrt(n_P) u``
+for P's products plus ``n u`` for the sums of X it reads. :data:`SAFETY` is the margin, on the node's
 own products, for rounding that is not independent and for convolution algorithms that round
 more (Winograd and FFT on GPUs). So a clean input does not raise the flag, and a fault that
 moves a checksum by more than such rounding is caught. NaN and infinities fail every check (a NaN in a check's sums reaches that check's
@@ -278,15 +282,22 @@ def checkable(model: onnx.ModelProto) -> tuple[list[str], list[Skipped]]:
 
 
 GEMM_GROUP = 16
-"""Output columns per checksum of a Gemm or MatMul: a row's sum over all of a wide layer's columns
-has magnitudes (and so a tolerance) so large that a flipped weight's effect on one output hides in
-it; per group of 16 the tolerance is that of 16 columns, and the check costs 2 K multiply-adds a
-row per group against the node's K N."""
+"""Output columns per checksum of a Gemm or MatMul (at least; :data:`GEMM_GROUPS` at most): a
+row's sum over all of a wide layer's columns has magnitudes (and so a tolerance) so large that a
+flipped weight's effect on one output hides in it; per group of 16 the tolerance is that of 16
+columns. The check costs ``2 K`` multiply-adds a row per group and per column it keeps (two, S - P
+- B and P - S - B; two more for a signed input's bound) against the node's ``K N``."""
+
+GEMM_GROUPS = 8
+"""Groups per Gemm or MatMul at most: past 128 columns the groups widen instead, so that the check
+of a wide signed layer costs at most ``4 x 8 x 2 K`` multiply-adds a row (a sixteenth of a
+1024-by-1024 layer's; 64 groups of 16 cost it 0.4 of the layer's time, found in review)."""
 
 
 def _column_groups(n_out: int) -> np.ndarray:
-    """[N, G] indicator of ``n_out`` columns in G groups of at most :data:`GEMM_GROUP`, as equal as can be."""
-    g = -(-n_out // GEMM_GROUP)
+    """[N, G] indicator of ``n_out`` columns in G groups of :data:`GEMM_GROUP` or more (at most
+    :data:`GEMM_GROUPS`), as equal as can be."""
+    g = min(-(-n_out // GEMM_GROUP), GEMM_GROUPS)
     return (np.arange(n_out)[:, None] * g // n_out == np.arange(g)[None, :]).astype(np.float64)
 
 
@@ -468,7 +479,7 @@ class _Pass:
             g_abs = np.abs(w_ck).reshape(channels, k_out, -1).sum(axis=2)[:, None, :, None] * diagonal
             predicted, p_scale = self._position_sums(node.input[0], rank_x, blocks, p + "x_sums", channels)
             p_coefficients, g_sum_max = p_scale * g_sum.reshape(channels * blocks, -1), np.abs(g_sum)
-            n_predict = int(np.prod(in_dims)) // blocks  # each sum of X; its product with g_sum is a term of the chain
+            x_plain, n_predict = int(np.prod(in_dims)) // blocks, 0  # each sum of X, a plain sum; P's products: the chain's
             in_runs = blocks
         else:
             rows = np.arange(out_dims[0]) // (out_dims[0] // blocks)
@@ -480,9 +491,9 @@ class _Pass:
                 columns = self._init(p + "columns", taps[-1].T)
                 inputs, x_in = inputs[:-1], self._node("MatMul", [x_in, columns], p + "x_columns")
                 kept = letters_i[:-1] + letters_t[-1]  # G[c, i..., t_last, k, j]
-                n_predict = in_dims[-1]  # each sum of the last axis
+                x_plain, n_predict = in_dims[-1], 0  # each sum of the last axis, a plain sum
             else:
-                kept, n_predict = letters_i, 0
+                kept, x_plain, n_predict = letters_i, 0, 0
             spec = ",".join(["ck" + letters_t] + inputs) + "->c" + kept + "kz"
             g_full = np.einsum(spec, w_ck, reach_rows, *taps[1:-1] if len(in_dims) > 1 else []).reshape(
                 channels, in_dims[0], -1, k_out, blocks)
@@ -515,8 +526,8 @@ class _Pass:
         p_terms = int((p_coefficients != 0).sum(axis=0).max())
         bound_terms = 0 if merged else int((g_abs.reshape(channels * in_runs, -1) != 0).sum(axis=0).max())
         chain = sorted([1, p_terms] if merged else [1, p_terms, bound_terms], reverse=True)
-        r = self._rtol(n_dot, positions + _chain_terms(chain) + 4)
-        r_p = 0.0 if self.rtol is not None else _terms(n_predict + 1) * self.u_acc
+        r = self._rtol(n_dot, _chain_terms(chain) + 4, positions)  # S: a plain sum over the positions
+        r_p = 0.0 if self.rtol is not None else (x_plain + _terms(n_predict + 1)) * self.u_acc
         g_bound = (r * g_abs + r_p * g_sum_max).reshape(-1, k_out * blocks)
         s, s_scale = self._position_sums(node.output[0], 2 + len(out_dims), blocks, p + "y_sums", k_out)
         eye = np.eye(k_out * blocks)
@@ -606,7 +617,7 @@ class _Pass:
         output position (slower: onnxruntime runs a one-channel Conv at about the cost of the layer)."""
         w_sum, w_abs = w_ck.sum(axis=1), np.abs(w_ck).sum(axis=1)  # [C, taps...]: ABED's filter checksum
         n_dot += w_sum.shape[0] * int(np.prod(w_sum.shape[1:])) + 1  # the check Conv is a convolution too
-        r = self._rtol(n_dot, len(b) + 2)
+        r = self._rtol(n_dot, 0, len(b) + 2)  # S: a plain sum over the output channels
         kept = [helper.make_attribute(k, v) for k, v in attrs.items() if k != "group"]
 
         def conv(x: str, weight: np.ndarray, bias: float, name: str) -> str:
@@ -649,7 +660,7 @@ class _Pass:
         if node.op_type == "Gemm" or (a_shape is not None and len(a_shape) == 2):  # [M, N]: into the chain
             # S = Y e, P = A (B e) + C e, B = atol + r (|A| (|B| e) + |C| e); columns S - P - B, P - S - B
             slack_terms = [k_in] + ([k_in] if signed else []) + [width] + ([2] if c_sum.shape[0] > 1 else [])
-            r = self._rtol(k_in + 2, _chain_terms(sorted(slack_terms, reverse=True)) + 4)
+            r = self._rtol(k_in + 2, _chain_terms(sorted(slack_terms, reverse=True)) + 4, width)
             e, g = groups, groups.shape[1]
             parts = []
             if signed:
@@ -667,7 +678,7 @@ class _Pass:
             parts = [part for _terms, part in sorted(parts, key=lambda tp: -tp[0])]
             return _Linear(tuple(parts), rows_const, per_sample), r, 0.0, "rows"
         # a batched MatMul, [..., M, K] x [K, N]: S - P with MatMul and Sub, per row
-        r = self._rtol(k_in + 2, width + k_in + 4)
+        r = self._rtol(k_in + 2, k_in + 4, width)
         columns = self._init(p + "groups", groups)
         magnitudes = self._node("Abs", [a], p + "abs_a") if signed else a
         s = self._node("MatMul", [y, columns], p + "sum")
@@ -677,18 +688,22 @@ class _Pass:
         bound = self._node("Add", [scaled, self._init(p + "slack", np.array([self.atol]))], p + "bound")
         return _Outcome(self._residual(p, d, bound), per_sample), r, 0.0, "rows"
 
-    def _rtol(self, n_dot: int, n_sum: int) -> float:
-        """Relative tolerance: ``n_dot`` terms in each of the node's own products, ``n_sum`` in plain sums.
+    def _rtol(self, n_dot: int, n_sum: int, n_plain: int = 0) -> float:
+        """Relative tolerance: ``n_dot`` terms in each of the node's own products, ``n_sum`` in the
+        check's own products (its chain of Gemms), ``n_plain`` in plain sums (a ReduceSum or a
+        pooling over positions, a row's sum over a group of columns).
 
-        The node's products get :data:`SAFETY` (a GPU may compute a convolution by a
-        transform whose error exceeds the dot-product bound); sums (ReduceSum, the check's
-        Gemms) are held to the bound itself, ``n u``, which no summation order exceeds.
-        Operands rounded before multiplying (TF32) cost ``2 u_operand`` in each product: the
-        node's, the check's prediction, and its chain, whose Gemms round S, P and the bound.
+        Products get the probabilistic bound, ``sqrt(n) u``: their terms differ and their roundings
+        go both ways. Plain sums keep the worst case, ``n u``: over a constant frame every term is
+        the same and every rounding goes the same way, and the error grows as ``n`` (a 3x3 Conv's
+        sums over 256 x 256 positions flagged flat frames under ``sqrt(n)``, found in review). The
+        node's products get :data:`SAFETY`. Operands rounded before multiplying (TF32) cost
+        ``2 u_operand`` in each product: the node's, the check's prediction, and its chain, whose
+        Gemms round S, P and the bound.
         """
         if self.rtol is not None:
             return self.rtol
-        return SAFETY * _terms(n_dot) * self.u_acc + 8 * self.u_op + _terms(n_sum + 2) * self.u_acc
+        return SAFETY * _terms(n_dot) * self.u_acc + 8 * self.u_op + (_terms(n_sum + 2) + n_plain) * self.u_acc
 
     # -- the flag --------------------------------------------------------------------------
 

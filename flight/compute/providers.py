@@ -165,7 +165,9 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
     ``probe`` (a feed; a model with range checks needs one of its reference inputs, which pass
     them, else no move of a bound changes its flag), else on normal noise, batch 1; one whose
     moves change none of the outputs is unread. Restored bit for bit after. None where the
-    probe cannot run (an input of a type noise cannot stand for): nothing is known then.
+    probe cannot run (an input of a type noise cannot stand for): nothing is known then. Not
+    found: a buffer read by one node and folded for another (a weight shared by a fused Conv
+    and an unfused one) counts as read.
     """
     rng = np.random.default_rng(0)
     feed = dict(probe or {})

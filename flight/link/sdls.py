@@ -764,7 +764,7 @@ class TmEpoch:
         stored = 0
         try:
             body = read_checked_json(self.path)
-            stored = body["epoch"] if isinstance(body, dict) else None
+            stored = body.get("epoch") if isinstance(body, dict) else None
             if not isinstance(stored, int) or isinstance(stored, bool) or not 0 <= stored <= TM_EPOCH_MAX:
                 raise CorruptFile(f"{self.path.name}: epoch is not a count of starts")
             floor = stored + 1
@@ -772,7 +772,8 @@ class TmEpoch:
             if self.path.exists():
                 quarantine(self.path)
                 self.load_error = f"{self.path.name} unreadable ({exc}); telemetry SNs from the board's clock"
-            floor = int((now_s() - MISSION_EPOCH_UNIX_S) // 60)
+            # At most half the range: a clock far ahead must leave room for the starts after it.
+            floor = min(int((now_s() - MISSION_EPOCH_UNIX_S) // 60), TM_EPOCH_MAX // 2)
         self.epoch = min(max(int(boot_count), floor, 1), TM_EPOCH_MAX)
         try:
             write_checked_json(self.path, {"epoch": self.epoch})
