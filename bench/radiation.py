@@ -39,7 +39,7 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
   part no checksum design can remove. ``abft_overhead_floor_all``: the same at ``all``, the
   headline's setting, where reading an output also breaks onnxruntime's NCHWc chain there
-  (reorders the bare model does not run): on x86 it came to 0.15 to 0.18 by itself, so no
+  (reorders the bare model does not run): on x86 it came to 0.15 to 0.19 by itself, so no
   check that reads the checked nodes' outputs can meet a 0.15 target at that setting.
 - ``abft_wide_layers``: single generated layers wider than the shipped model's (Convs of 64 to
   256 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
