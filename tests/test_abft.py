@@ -492,6 +492,16 @@ def test_a_flat_frame_through_a_large_conv_is_not_flagged():
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                      {"w": (rng.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32),
                       "b": (rng.standard_normal(16) * 0.1).astype(np.float32)}, 17)
-    s = session(abft.protect(model))
+    p = abft.protect(model)
+    s = session(p)
     for value in (0.1, 0.7, 1 / 3, 1.0):
         assert s.run([abft.OUTPUT], {"x": np.full((2, 3, 256, 256), value, np.float32)})[0].all(), value
+    # Summed a row at a time, then the rows: the worst case is 256 + 256 terms, not 65536 (one sum
+    # over the frame needs 4e-3 of the magnitudes), and a weight's sign flipped shows.
+    (check,) = abft.describe(p)["checks"]
+    assert check["rtol"] < 1e-4
+    x = rng.standard_normal((2, 3, 256, 256)).astype(np.float32)
+    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == "w"))
+    flagged = sum(int((~session(with_initializer(p, "w", flipped(w, index, 31))).run([abft.OUTPUT], {"x": x})[0]).sum())
+                  for index in (5, 77, 301, 402))
+    assert flagged >= 7, flagged  # of 8 samples

@@ -67,7 +67,8 @@ checksum, the sum of many outputs, had a tolerance so large that a flipped weigh
 on one output hid in it (a Gemm of 1024 inputs and 128 outputs: 0 of 403 flips that moved an
 output by 1e-3 of its scale caught, found in review; with this bound and column groups,
 :data:`GEMM_GROUP`, 382). Plain sums (a ReduceSum or a pooling over positions) keep the worst
-case, ``n u``: over a constant frame their roundings all go one way (:meth:`_Pass._rtol`).
+case, ``n u``: over a constant frame their roundings all go one way (:meth:`_Pass._rtol`); a
+large frame is summed a row at a time, then the rows (:data:`TWO_STAGE_POSITIONS`).
 Measured, not assumed: the largest ``|S - P|`` of a Gemm in units of ``u M`` stayed at or
 below 2.4 for onnxruntime's CPU kernels on every kind of input tried (signed, non-negative,
 constant, one-hot, a dynamic range of 1e12, weights all positive) for ``n`` from 64 to 4096,
@@ -288,6 +289,11 @@ flipped weight's effect on one output hides in it; per group of 16 the tolerance
 columns. The check costs ``2 K`` multiply-adds a row per group and per column it keeps (two, S - P
 - B and P - S - B; two more for a signed input's bound) against the node's ``K N``."""
 
+TWO_STAGE_POSITIONS = 256
+"""Positions a run of a Conv's output (or input) past which its checksums sum each row first, then
+the rows: the worst case of a plain sum grows with its terms (:meth:`_Pass._position_sums`). The
+shipped model's 16 x 16 tiles stay at one stage."""
+
 GEMM_GROUPS = 8
 """Groups per Gemm or MatMul at most: past 128 columns the groups widen instead, so that the check
 of a wide signed layer costs at most ``4 x 8 x 2 K`` multiply-adds a row (a sixteenth of a
@@ -477,9 +483,10 @@ class _Pass:
             diagonal = np.eye(blocks)[None, :, None, :]
             g_sum = w_ck.reshape(channels, k_out, -1).sum(axis=2)[:, None, :, None] * diagonal
             g_abs = np.abs(w_ck).reshape(channels, k_out, -1).sum(axis=2)[:, None, :, None] * diagonal
-            predicted, p_scale = self._position_sums(node.input[0], rank_x, blocks, p + "x_sums", channels)
+            predicted, p_scale, x_plain = self._position_sums(node.input[0], rank_x, blocks, p + "x_sums", channels)
+            x_plain = x_plain or int(np.prod(in_dims)) // blocks  # shapes as _sizes read them
             p_coefficients, g_sum_max = p_scale * g_sum.reshape(channels * blocks, -1), np.abs(g_sum)
-            x_plain, n_predict = int(np.prod(in_dims)) // blocks, 0  # each sum of X, a plain sum; P's products: the chain's
+            n_predict = 0  # P's products are the chain's; x_plain: each sum of X, a plain sum
             in_runs = blocks
         else:
             rows = np.arange(out_dims[0]) // (out_dims[0] // blocks)
@@ -526,10 +533,11 @@ class _Pass:
         p_terms = int((p_coefficients != 0).sum(axis=0).max())
         bound_terms = 0 if merged else int((g_abs.reshape(channels * in_runs, -1) != 0).sum(axis=0).max())
         chain = sorted([1, p_terms] if merged else [1, p_terms, bound_terms], reverse=True)
-        r = self._rtol(n_dot, _chain_terms(chain) + 4, positions)  # S: a plain sum over the positions
+        s_plain = self._sum_terms(node.output[0], 2 + len(out_dims), blocks)[1] or positions  # S: plain sums
+        r = self._rtol(n_dot, _chain_terms(chain) + 4, s_plain)
         r_p = 0.0 if self.rtol is not None else (x_plain + _terms(n_predict + 1)) * self.u_acc
         g_bound = (r * g_abs + r_p * g_sum_max).reshape(-1, k_out * blocks)
-        s, s_scale = self._position_sums(node.output[0], 2 + len(out_dims), blocks, p + "y_sums", k_out)
+        s, s_scale, _ = self._position_sums(node.output[0], 2 + len(out_dims), blocks, p + "y_sums", k_out)
         eye = np.eye(k_out * blocks)
         parts = [(1, (s, s_scale * np.hstack([eye, -eye]), 0, p + "s"))]
         if merged:
@@ -537,7 +545,7 @@ class _Pass:
                                                           p_coefficients - p_scale * g_bound]), 0, p + "p_term")))
         else:  # L1: the sums of |X| over each input row (or run of rows)
             absolute = self._node("Abs", [node.input[0]], p + "abs_x")
-            magnitudes, m_scale = self._position_sums(absolute, rank_x, in_runs, p + "l1", channels)
+            magnitudes, m_scale, _ = self._position_sums(absolute, rank_x, in_runs, p + "l1", channels)
             parts += [(p_terms, (predicted, np.hstack([-p_coefficients, p_coefficients]), 0, p + "p_term")),
                       (bound_terms, (magnitudes, -m_scale * np.hstack([g_bound, g_bound]), 0, p + "bound"))]
         parts = [part for _terms, part in sorted(parts, key=lambda tp: -tp[0])]  # largest first, as _chain_terms counts
@@ -546,9 +554,10 @@ class _Pass:
         const = np.concatenate([-positions * bias - slack, positions * bias - slack])[None]
         return _Linear(tuple(parts), const, per_sample), r, r_p, "conv-channels"
 
-    def _position_sums(self, x: str, rank: int, blocks: int, name: str, channels: int) -> tuple[str, float]:
+    def _position_sums(self, x: str, rank: int, blocks: int, name: str, channels: int) -> tuple[str, float, int]:
         """``x`` [N, C, positions...] summed over each of ``blocks`` equal runs of its positions (whole
-        rows): ([N, C * blocks] tensor, a scale to multiply it by).
+        rows): ([N, C * blocks] tensor, a scale to multiply it by, the terms of the plain sums behind
+        each of its values, whose rounding the tolerance must allow as ``n u``).
 
         Over all positions: the model's own GlobalAveragePool of ``x`` where it has one (no second
         pass over ``x``); else a GlobalAveragePool where ``C`` is a multiple of 8, as onnxruntime's
@@ -558,20 +567,41 @@ class _Pass:
         GlobalAveragePool at ``extended``). Over runs: a Reshape to [N, C * blocks, -1] and a
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
+
+        More than :data:`TWO_STAGE_POSITIONS` positions a run (a large frame): each row is summed
+        first, then the rows, so that the worst case of the sums is ``W + rows`` terms rather than
+        ``W x rows`` (a constant frame rounds every term the same way, and a single sum over
+        256 x 256 positions would need a tolerance that hides a flipped weight).
         """
         shape = self.shapes.get(x)
         known = bool(shape) and len(shape) == rank and all(isinstance(d, int) for d in shape[2:])
+        per_run, terms = self._sum_terms(x, rank, blocks)
+        if terms < per_run:  # two stages
+            rows = self._reduce("ReduceSum", x, [rank - 1], name + "_rows", keepdims=0)  # [N, C, ...]: each row
+            runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
+            runs = self._node("Reshape", [rows, runs_shape], name + "_runs")  # [N, C * blocks, rows / blocks]
+            return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, terms
         if blocks > 1:
             runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
-            return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0
+            return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, per_run
         mean = self._global_means.get(x) if known else None
         if mean is None and known and channels % _BLOCKED_CHANNELS == 0:
             mean = self._node("GlobalAveragePool", [x], name + "_mean")
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
-            return flat, float(np.prod(shape[2:]))
-        return self._reduce("ReduceSum", x, list(range(2, rank)), name, keepdims=0), 1.0
+            return flat, float(np.prod(shape[2:])), per_run
+        return self._reduce("ReduceSum", x, list(range(2, rank)), name, keepdims=0), 1.0, per_run
+
+    def _sum_terms(self, x: str, rank: int, blocks: int) -> tuple[int, int]:
+        """(positions a run of ``x``, terms of the plain sums :meth:`_position_sums` makes of it)."""
+        shape = self.shapes.get(x)
+        if not (shape and len(shape) == rank and all(isinstance(d, int) for d in shape[2:])):
+            return 0, 0
+        per_run = int(np.prod(shape[2:])) // blocks
+        if rank >= 4 and per_run > TWO_STAGE_POSITIONS and shape[-1] > 1:
+            return per_run, shape[-1] + per_run // shape[-1]
+        return per_run, per_run
 
     def _sizes(self, node: onnx.NodeProto, kernel: tuple[int, ...], attrs: dict[str, object]):
         """Static spatial sizes of a Conv's input and output, and per axis which input each tap reads.
