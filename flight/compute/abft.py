@@ -30,7 +30,8 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`: ABED's output-channel
   checksum at every output position, with two one-channel Convs (slow).
 - Gemm / MatMul ``Y = A B (+ C)``, ``B`` constant ``[K, N]``: the row sums ``Y E`` over each
-  group of at most :data:`GEMM_GROUP` columns (``E`` their ``[N, G]`` indicator) must equal
+  group of columns (:func:`_column_groups`: at most :data:`GEMM_GROUP`, wider past
+  :data:`GEMM_GROUPS` groups; ``E`` their ``[N, G]`` indicator) must equal
   ``A (B E) (+ C E)``, ``B E`` (``K G`` numbers) stored here. Row sums, not column sums: a
   row is one sample, so the flag is per sample, and the check costs ``2 K G`` multiply-adds a
   row against ``K N`` for the node. The column check ``e^T Y = (e^T A) B`` would need ``B``
@@ -68,7 +69,7 @@ on one output hid in it (a Gemm of 1024 inputs and 128 outputs: 0 of 403 flips t
 output by 1e-3 of its scale caught, found in review; with this bound and column groups,
 :data:`GEMM_GROUP`, 382). Plain sums (a ReduceSum or a pooling over positions) keep the worst
 case, ``n u``: over a constant frame their roundings all go one way (:meth:`_Pass._rtol`); a
-large frame is summed a row at a time, then the rows (:data:`TWO_STAGE_POSITIONS`).
+large frame is summed in chunks of about its square root, then the chunks (:data:`TWO_STAGE_POSITIONS`).
 Measured, not assumed: the largest ``|S - P|`` of a Gemm in units of ``u M`` stayed at or
 below 2.4 for onnxruntime's CPU kernels on every kind of input tried (signed, non-negative,
 constant, one-hot, a dynamic range of 1e12, weights all positive) for ``n`` from 64 to 4096,
@@ -81,7 +82,7 @@ the magnitudes of every term behind it (``sum |W| |X| + |b|`` over the positions
 bounded at run time from the sums of ``|X|`` (or of X itself where it cannot be negative:
 after Relu, Sigmoid, pooling...); for a Conv, ``M'`` is the magnitude of ``P``'s own
 products (``sum |G| |X|``, where the taps of a filter may cancel in ``G``) and ``rtol_P``
-their rounding. ``rtol`` per node is ``SAFETY * sqrt(n_dot) u + 8 u_operand + sqrt(n_sum) u
+their rounding. ``rtol`` per node is ``SAFETY * sqrt(n_dot) u + 8 u_operand + sqrt(n_sum + 2) u
 + n_plain u``: ``u`` the unit roundoff of the accumulation, ``u_operand`` that of the operands
 where the provider rounds them first (TF32; the worst case, operands are rounded once),
 ``n_dot`` the terms of one output of the node, ``n_sum`` those of the check's own products
@@ -283,15 +284,15 @@ def checkable(model: onnx.ModelProto) -> tuple[list[str], list[Skipped]]:
 
 
 GEMM_GROUP = 16
-"""Output columns per checksum of a Gemm or MatMul (at least; :data:`GEMM_GROUPS` at most): a
+"""Output columns per checksum of a Gemm or MatMul at most, up to :data:`GEMM_GROUPS` groups: a
 row's sum over all of a wide layer's columns has magnitudes (and so a tolerance) so large that a
 flipped weight's effect on one output hides in it; per group of 16 the tolerance is that of 16
 columns. The check costs ``2 K`` multiply-adds a row per group and per column it keeps (two, S - P
 - B and P - S - B; two more for a signed input's bound) against the node's ``K N``."""
 
 TWO_STAGE_POSITIONS = 256
-"""Positions a run of a Conv's output (or input) past which its checksums sum each row first, then
-the rows: the worst case of a plain sum grows with its terms (:meth:`_Pass._position_sums`). The
+"""Positions a run of a Conv's output (or input) past which its checksums sum it in chunks, then
+the chunks: the worst case of a plain sum grows with its terms (:meth:`_Pass._position_sums`). The
 shipped model's 16 x 16 tiles stay at one stage."""
 
 GEMM_GROUPS = 8
@@ -300,9 +301,18 @@ of a wide signed layer costs at most ``4 x 8 x 2 K`` multiply-adds a row (a sixt
 1024-by-1024 layer's; 64 groups of 16 cost it 0.4 of the layer's time, found in review)."""
 
 
+def _chunk(n: int) -> int:
+    """The divisor of ``n`` nearest its square root from below (1 where ``n`` is prime): the length
+    of the chunks a two-stage sum cuts ``n`` terms into, ``chunk + n / chunk`` terms in the worst case."""
+    for d in range(math.isqrt(n), 1, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
 def _column_groups(n_out: int) -> np.ndarray:
-    """[N, G] indicator of ``n_out`` columns in G groups of :data:`GEMM_GROUP` or more (at most
-    :data:`GEMM_GROUPS`), as equal as can be."""
+    """[N, G] indicator of ``n_out`` columns in G groups as equal as can be: the fewest of at most
+    :data:`GEMM_GROUP` columns, but no more than :data:`GEMM_GROUPS` (wider groups past that)."""
     g = min(-(-n_out // GEMM_GROUP), GEMM_GROUPS)
     return (np.arange(n_out)[:, None] * g // n_out == np.arange(g)[None, :]).astype(np.float64)
 
@@ -568,19 +578,23 @@ class _Pass:
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
 
-        More than :data:`TWO_STAGE_POSITIONS` positions a run (a large frame): each row is summed
-        first, then the rows, so that the worst case of the sums is ``W + rows`` terms rather than
-        ``W x rows`` (a constant frame rounds every term the same way, and a single sum over
-        256 x 256 positions would need a tolerance that hides a flipped weight).
+        More than :data:`TWO_STAGE_POSITIONS` positions a run (a large frame, a long signal): the
+        run is cut into chunks of about its square root (:func:`_chunk`, a Reshape of contiguous
+        memory, whatever the rank), each chunk summed, then the chunks, so that the worst case of
+        the sums is ``2 sqrt(n)`` terms rather than ``n`` (a constant frame rounds every term the
+        same way, and a single sum over 256 x 256 positions would need a tolerance that hides a
+        flipped weight). A run of a prime number of positions stays one sum.
         """
         shape = self.shapes.get(x)
         known = bool(shape) and len(shape) == rank and all(isinstance(d, int) for d in shape[2:])
         per_run, terms = self._sum_terms(x, rank, blocks)
-        if terms < per_run:  # two stages
-            rows = self._reduce("ReduceSum", x, [rank - 1], name + "_rows", keepdims=0)  # [N, C, ...]: each row
-            runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
-            runs = self._node("Reshape", [rows, runs_shape], name + "_runs")  # [N, C * blocks, rows / blocks]
-            return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, terms
+        if terms < per_run:  # two stages: each run cut into chunks, each chunk summed, then the chunks
+            chunk = _chunk(per_run)
+            chunks_shape = self._init(f"{PREFIX}chunks{channels * blocks}x{per_run // chunk}x{chunk}",
+                                      np.array([0, channels * blocks, per_run // chunk, chunk]), np.int64)
+            chunks = self._node("Reshape", [x, chunks_shape], name + "_chunks")  # [N, C * blocks, chunks, chunk]
+            partial = self._reduce("ReduceSum", chunks, [3], name + "_partial", keepdims=0)
+            return self._reduce("ReduceSum", partial, [2], name, keepdims=0), 1.0, terms
         if blocks > 1:
             runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
@@ -599,9 +613,8 @@ class _Pass:
         if not (shape and len(shape) == rank and all(isinstance(d, int) for d in shape[2:])):
             return 0, 0
         per_run = int(np.prod(shape[2:])) // blocks
-        if rank >= 4 and per_run > TWO_STAGE_POSITIONS and shape[-1] > 1:
-            return per_run, shape[-1] + per_run // shape[-1]
-        return per_run, per_run
+        chunk = _chunk(per_run) if per_run > TWO_STAGE_POSITIONS else 1
+        return per_run, (chunk + per_run // chunk if chunk > 1 else per_run)
 
     def _sizes(self, node: onnx.NodeProto, kernel: tuple[int, ...], attrs: dict[str, object]):
         """Static spatial sizes of a Conv's input and output, and per axis which input each tap reads.
