@@ -524,10 +524,7 @@ def wide_layer_figures(seed: int) -> dict[str, object]:
     for name, (model, shape) in wide_layers(rng).items():
         protected = abft.protect(model)
         data = protected.SerializeToString()
-        arrays = {t.name: np.ascontiguousarray(onnx.numpy_helper.to_array(t)).copy()
-                  for t in protected.graph.initializer}
-        options, _values = owned_weights_options(arrays, 1)
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session, (arrays, _values) = cpu_session(data, "owned", 1)  # the arrays it computes from
         bad = seen = 0
         for kind in WIDE_INPUTS:
             for batch in (1, 16):
