@@ -234,12 +234,13 @@ class SpacecraftLink:
                     link = open_ground_link(link, curve=curve)
             if self.tc_keys is not None:  # the server seals: operators and their programs never hold keys
                 archive = self.server.config.archive
-                # The SNs used, in the server's own state (beside the archive: writable under systemd,
-                # where the key file is not), else beside the key file.
-                sn_path = None if archive is None else Path(archive).parent / f"{self.id}.tc_sn"
+                # The SNs used, and the highest telemetry SNs taken, in the server's own state (beside
+                # the archive: writable under systemd, where the key file is not), else beside the key file.
+                state = None if archive is None else Path(archive).parent
                 link = self.sealing = SealingLink.from_key_file(
                     open_ground_link(link) if isinstance(link, str) else link, self.tc_keys, tm_auth=self.tm_auth,
-                    sn_path=sn_path)
+                    sn_path=None if state is None else state / f"{self.id}.tc_sn",
+                    tm_sn_path=None if state is None else state / f"{self.id}.tm_sn")
             client = GroundClient(link, self.dictionary,
                                   tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
             files_config = self.server.config.files
@@ -633,6 +634,7 @@ class SpacecraftLink:
             "tm_replayed": self.sealing.tm_replayed if self.sealing else 0,
             "key_error": self.sealing.key_error if self.sealing else None,
             "sn_error": self.sealing.sn_error if self.sealing else None,
+            "tm_sn_error": self.sealing.tm_sn_error if self.sealing else None,
             "key_warning": self.sealing.key_warning if self.sealing else None,
             "duplicates": self.duplicates,
             "gaps_missing": client.gaps.missing if client else 0,

@@ -183,14 +183,15 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
     from tests.test_ground_server import client_for, make_users
 
     keys = tmp_path / "tc.keys"
-    keys.write_text(KeyRing({1: KeySlot(1, KEY)}).dump())
+    keys.write_text(KeyRing({1: KeySlot(1, KEY), 7: KeySlot(7, bytes(range(120, 152)), "telemetry")}).dump())
     keys.chmod(0o600)
     agent_config = tmp_path / "agent.toml"
-    agent_config.write_text(f'[security]\ntc_keys = "{keys}"\n')
+    agent_config.write_text(f'[security]\ntc_keys = "{keys}"\ntm_auth = true\n')
     agent = start_agent(ipc_url, "--config", str(agent_config))
     users = make_users(tmp_path / "users.toml")
     config = quick_config(ipc_url, port=0, archive=tmp_path / "var" / "ground.sqlite", users=users)
-    config = dataclasses.replace(config, spacecraft=(dataclasses.replace(config.spacecraft[0], tc_keys=str(keys)),))
+    config = dataclasses.replace(config, spacecraft=(dataclasses.replace(config.spacecraft[0], tc_keys=str(keys),
+                                                                         tm_auth=True),))
     server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
     try:
         operator = client_for(server, "alice")
@@ -207,15 +208,20 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
         finally:
             forger.close()
         direct = subprocess.run([sys.executable, "-m", "ground.cli", "--direct", ipc_url, "--tc-keys", str(keys),
-                                 "send", "NOOP"], capture_output=True, text=True, timeout=60)
+                                 "--tm-auth", "send", "NOOP"], capture_output=True, text=True, timeout=60)
         assert direct.returncode == 0, direct.stderr
         values = operator.wait_for(lambda i: getattr(i.record, "values", {}).get("tc_auth_rejected", 0) >= 20,
                                    20).record.values
         assert values["tc_auth"] == "HMAC-SHA256" and values["tc_auth_rejected"] == 20
         assert operator.send("NOOP", timeout_s=20).completed  # the agent still runs
         assert "telecommands authenticated (HMAC-SHA256" in agent.log() and "NOT authenticated" not in agent.log()
+        assert server.status()["spacecraft"][config.spacecraft[0].id]["tm_sn_error"] is None
     finally:
         server.stop()
+    # The highest telemetry SNs it took, in its own state too: a restarted server refuses what was captured before.
+    from flight.link.sdls import TmFloor
+
+    assert TmFloor(tmp_path / "var" / f"{config.spacecraft[0].id}.tm_sn").highest[7] > 0
 
 
 @pytest.mark.req("SEC-001")

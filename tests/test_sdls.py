@@ -571,3 +571,87 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     with pytest.raises(AuthError) as err:
         open_tc(Sealer(9, tm_key, Clock()).seal(command()), keys, None)
     assert err.value.kind == "telemetry"
+
+
+def _tm_rig(floor_path, tm_key=bytes(range(70, 102)), now_s=None, pair=None):
+    """A board sealing telemetry and a ground checking it with its highest SNs kept in ``floor_path``
+    (on ``pair``, or a new link)."""
+    from flight.link.memory_link import MemoryLink
+    from flight.link.sdls import TelemetrySealingLink, TmFloor
+
+    keys = ring(KeySlot(1, KEY_A), KeySlot(9, tm_key, "telemetry"))
+    pair = MemoryLink() if pair is None else pair
+    board = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), epoch=3)
+    floor = None if floor_path is None else TmFloor(floor_path, **({} if now_s is None else {"now_s": now_s}))
+    return pair, board, SealingLink(pair.ground, Sealer(1, KEY_A), tm_ring=keys, tm_floor=floor)
+
+
+@pytest.mark.req("SEC-013")
+def test_telemetry_captured_before_a_ground_restart_is_refused_after_it(tmp_path):
+    codec = Codec(DICTIONARY)
+    events = [codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i) for i in range(4)]
+    pair, board, ground = _tm_rig(tmp_path / "ground.tm_sn")
+    captured = [board.sealer.seal(packet) for packet in events[:3]]
+    for raw in captured:
+        pair.flight.publish(raw)
+    assert ground.receive() == events[:3]
+    ground.close()  # the ground stops; a forger has recorded its telemetry
+    for floor_path in (tmp_path / "ground.tm_sn", None):  # restarted with its floor, and (control) without
+        again = _tm_rig(floor_path, pair=pair)[2]
+        for raw in captured:
+            pair.flight.publish(raw)
+        pair.flight.publish(board.sealer.seal(events[3]))  # the board's next packet
+        if floor_path is not None:
+            assert again.receive() == [events[3]] and again.tm_replayed == 3 and again.tm_sn_error is None
+            assert "taken before a restart" in again.tm_last_error
+        else:
+            assert again.receive() == events[:3] + [events[3]]  # what the file prevents: every one taken again
+
+
+@pytest.mark.req("SEC-013")
+def test_the_ground_writes_its_telemetry_floor_at_most_once_a_period_and_at_close(tmp_path):
+    from flight.link.sdls import TmFloor
+
+    codec = Codec(DICTIONARY)
+    now = [0.0]
+    path = tmp_path / "ground.tm_sn"
+    pair, board, ground = _tm_rig(path, now_s=lambda: now[0])
+    sns = []
+    for t in (0.0, 0.4, 0.9, 1.2, 1.5):
+        now[0] = t
+        raw = board.sealer.seal(codec.encode_event("PING_RECEIVED", {"token": int(t * 10)}, 1000.0 + t))
+        sns.append(open_tc(raw, ring(KeySlot(9, bytes(range(70, 102)), "telemetry")), None, "telemetry")[1])
+        pair.flight.publish(raw)
+        ground.receive()
+        on_disk = TmFloor(path).highest[9]
+        assert on_disk == (sns[0] if t < 1.0 else sns[3])  # written at the first, then a period later
+    ground.close()
+    assert TmFloor(path).highest[9] == sns[-1]  # and at close
+
+
+@pytest.mark.req("SEC-013")
+def test_a_broken_telemetry_floor_is_said_telemetry_still_comes_and_grounds_on_one_file_keep_the_larger(tmp_path):
+    from flight.link.sdls import TmFloor
+
+    codec = Codec(DICTIONARY)
+    path = tmp_path / "ground.tm_sn"
+    path.write_text("{not a checked file")
+    pair, board, ground = _tm_rig(path)
+    assert "ground.tm_sn" in ground.tm_sn_error and "may be taken once" in ground.tm_sn_error
+    event = codec.encode_event("PING_RECEIVED", {"token": 1}, 1000.0)
+    pair.flight.publish(board.sealer.seal(event))
+    assert ground.receive() == [event]  # telemetry comes, checked against the window in memory
+    assert ground.tm_sn_error is None and TmFloor(path).highest[9] > 0  # the first write mended the file
+    # Two grounds on one file (the server and a direct console): each write keeps the larger per slot.
+    a, b = TmFloor(path), TmFloor(path)
+    a.taken(9, 1 << 50)
+    b.taken(9, 5)
+    b.taken(11, 7)
+    assert TmFloor(path).highest == {9: 1 << 50, 11: 7}
+    path.unlink()
+    path.mkdir()  # a path the floor can neither be read from nor written to
+    stuck = TmFloor(path)
+    assert "may be taken once" in stuck.error
+    stuck.taken(9, 1 << 51)
+    stuck.flush()
+    assert "may be taken once" in stuck.error and path.is_dir()  # said, nothing written over

@@ -51,6 +51,7 @@ import struct
 import tempfile
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -406,10 +407,7 @@ class SnFloor:
             return
         target = self.reserved = sn + self.reserve_us  # tried once a reserve, even if the disk refuses
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # another ground process on this file
+            with _locked(self.path):
                 try:
                     current = self._read()
                 except CorruptFile:
@@ -418,10 +416,100 @@ class SnFloor:
                     write_checked_json(self.path, {"reserved_us": target})
                 else:
                     self.reserved = current
-            finally:
-                os.close(fd)  # and the lock with it
         except OSError as exc:
             self.error = f"{_why(self.path, exc)}; sealing from the clock"
+            return
+        self.error = None
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold ``PATH.lock`` exclusively (another ground process updating the same file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+TM_FLOOR_PERIOD_S = 1.0  # the ground writes the highest telemetry SN it took at most this often
+
+
+class TmFloor:
+    """The highest telemetry SN the ground took, per slot, kept on disk (atomic, checked, mode
+    600), so that a restarted ground refuses telemetry captured before it. Without it the
+    ground's window was in memory only, and any sealed packet recorded before a restart could
+    be played to it once after.
+
+    Written when it went up, at most once per ``period_s`` (a file per packet would be a
+    fsync per packet), and at :meth:`flush` (the link's close): what arrived within the last
+    ``period_s`` before a ground stopped without closing (a kill, a power cut) can still be played
+    to it once. Several processes may check telemetry with one file (the server and a direct
+    console): each write takes the larger per slot, under a lock. Only the ground's view of
+    telemetry rests on this file: a lost or unreadable one is said (:attr:`error`), and
+    telemetry is taken from the window in memory as before."""
+
+    def __init__(self, path: Path | str, period_s: float = TM_FLOOR_PERIOD_S,
+                 now_s: Callable[[], float] = time.monotonic):
+        self.path = Path(path)
+        self.period_s = float(period_s)
+        self._now_s = now_s
+        self.error: str | None = None
+        self.stored: dict[int, int] = {}
+        try:
+            self.stored = self._read()
+        except (CorruptFile, OSError) as exc:
+            self.error = f"{_why(self.path, exc)}; telemetry from before this start may be taken once"
+        self.highest = dict(self.stored)
+        self._written_s: float | None = None
+
+    def _read(self) -> dict[int, int]:
+        try:
+            with open(self.path, "rb"):
+                pass
+        except FileNotFoundError:
+            return {}
+        body = read_checked_json(self.path)
+        highest = body.get("highest") if isinstance(body, dict) else None
+        if not isinstance(highest, dict):
+            raise CorruptFile(f"{self.path}: highest is not a table of slots")
+        out = {}
+        for spi, sn in highest.items():
+            if not (isinstance(spi, str) and spi.isdigit() and isinstance(sn, int) and not isinstance(sn, bool)
+                    and 0 <= sn < 1 << (8 * SN_LEN)):
+                raise CorruptFile(f"{self.path}: highest[{spi!r}] is not an SN")
+            out[int(spi)] = sn
+        return out
+
+    def taken(self, spi: int, sn: int) -> None:
+        """Called with each telemetry SN the ground took."""
+        if sn <= self.highest.get(spi, -1):
+            return
+        self.highest[spi] = sn
+        now = self._now_s()
+        if self._written_s is None or now - self._written_s >= self.period_s:
+            self._written_s = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what went up since the last write, now."""
+        if all(sn <= self.stored.get(spi, -1) for spi, sn in self.highest.items()):
+            return
+        try:
+            with _locked(self.path):
+                try:
+                    current = self._read()
+                except CorruptFile:
+                    current = {}  # written over: a corrupt file holds nothing
+                merged = {spi: max(sn, current.get(spi, -1)) for spi, sn in self.highest.items()}
+                merged.update({spi: sn for spi, sn in current.items() if spi not in merged})
+                if merged != current:
+                    write_checked_json(self.path, {"highest": {str(spi): sn for spi, sn in sorted(merged.items())}})
+                self.stored = merged
+        except OSError as exc:
+            self.error = f"{_why(self.path, exc)}; telemetry from before a restart may be taken once"
             return
         self.error = None
 
@@ -619,13 +707,18 @@ class SealingLink(GroundLink):
     """A ground link whose every telecommand goes out sealed (the ground server's, a direct
     console's); everything else is the wrapped link's."""
 
-    def __init__(self, link: GroundLink, sealer: Sealer, tm_ring: KeyRing | None = None):
+    def __init__(self, link: GroundLink, sealer: Sealer, tm_ring: KeyRing | None = None,
+                 tm_floor: TmFloor | None = None):
         """``tm_ring``: check every telemetry packet against its ``telemetry`` slot (the agent's
-        ``[security] tm_auth``): a packet that does not open is dropped and counted."""
+        ``[security] tm_auth``): a packet that does not open is dropped and counted. ``tm_floor``:
+        the highest telemetry SNs taken before, kept on disk: nothing at or below them is taken."""
         self._link = link
         self.sealer = sealer
         self._tm_ring = tm_ring
         self._tm_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
+        self._tm_floor = tm_floor if tm_ring is not None else None
+        if self._tm_floor is not None:
+            self._tm_guard.floor.update(self._tm_floor.highest)
         self.tm_auth_failed = 0   # telemetry dropped: not sealed, forged, another key
         self.tm_replayed = 0      # telemetry dropped: an SN seen already or too old
         self.tm_last_error = ""
@@ -659,22 +752,32 @@ class SealingLink(GroundLink):
         floor = self.sealer.floor
         return floor.error if floor is not None else None
 
+    @property
+    def tm_sn_error(self) -> str | None:
+        """Why the highest telemetry SNs taken are not kept on disk now (:class:`TmFloor`), or None."""
+        return self._tm_floor.error if self._tm_floor is not None else None
+
     @classmethod
     def from_key_file(cls, link: GroundLink, path: Path | str, spi: int | None = None,
                       tm_auth: bool = False, clock_us: Callable[[], int] | None = None,
-                      sn_path: Path | str | None = None) -> SealingLink:
+                      sn_path: Path | str | None = None, tm_sn_path: Path | str | None = None) -> SealingLink:
         """Seal with slot ``spi`` of a key file (default: the highest active one). With no ``spi``
         the file is read again whenever it changes (a rotation activated by ``sunlit-ground key
         activate`` is in force from the next command, without a restart). The SNs used are kept
-        in ``sn_path`` (:class:`SnFloor`; default: beside the key file, ``PATH.sn``);
-        ``clock_us``: the ground's clock (tests)."""
+        in ``sn_path`` (:class:`SnFloor`; default: beside the key file, ``PATH.sn``), with
+        ``tm_auth`` the highest telemetry SNs taken in ``tm_sn_path`` (:class:`TmFloor`; default:
+        ``PATH.tm_sn``); ``clock_us``: the ground's clock (tests)."""
         path = Path(path)
         ring = KeyRing.load(path)
         if tm_auth and ring.telemetry_slot() is None:
             raise KeyFileError(f"{path}: no telemetry slot ('SPI HEX telemetry') to check telemetry with")
         clock = {} if clock_us is None else {"clock_us": clock_us}
         floor = SnFloor(path.with_name(path.name + ".sn") if sn_path is None else sn_path)
-        sealing = cls(link, Sealer(*_chosen(ring, path, spi), floor=floor, **clock), ring if tm_auth else None)
+        tm_floor = None
+        if tm_auth:
+            tm_floor = TmFloor(path.with_name(path.name + ".tm_sn") if tm_sn_path is None else tm_sn_path)
+        sealing = cls(link, Sealer(*_chosen(ring, path, spi), floor=floor, **clock), ring if tm_auth else None,
+                      tm_floor)
         sealing._path, sealing._spi, sealing._stamp = path, spi, _stamp(path)
         sealing._masters, sealing._masters_stamp = ring.masters(), sealing._stamp
         return sealing
@@ -717,7 +820,7 @@ class SealingLink(GroundLink):
         out = []
         for raw, stream in got:
             try:
-                _spi, _sn, plain = open_tc(raw, self._tm_ring, self._tm_guard, "telemetry")
+                spi, sn, plain = open_tc(raw, self._tm_ring, self._tm_guard, "telemetry")
             except AuthError as exc:
                 if exc.kind in ("replay", "stale"):
                     self.tm_replayed += 1
@@ -725,6 +828,8 @@ class SealingLink(GroundLink):
                     self.tm_auth_failed += 1
                 self.tm_last_error = str(exc)[:160]
                 continue
+            if self._tm_floor is not None:
+                self._tm_floor.taken(spi, sn)
             out.append((plain, stream))
         return out
 
@@ -735,6 +840,8 @@ class SealingLink(GroundLink):
         self._link.flush()
 
     def close(self) -> None:
+        if self._tm_floor is not None:
+            self._tm_floor.flush()
         self._link.close()
 
     def __getattr__(self, name: str):
