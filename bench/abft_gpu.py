@@ -2,11 +2,11 @@
 
 Why this exists: the checks' tolerance is the rounding bound of the arithmetic they are made
 for (flight/compute/abft.py), and a GPU may compute Conv and GEMM differently from the CPU
-(cuDNN's Winograd and FFT algorithms, TF32 operands). onnxruntime's CUDA provider is what a
-Jetson runs, but its wheel (over 240 MiB) could not be brought to the GPU machine this was
-measured on, so the protected graph is run here node by node with PyTorch's own cuDNN and
-cuBLAS calls (:class:`TorchGraph`, the 17 operators the protected cloud model uses). That
-answers the arithmetic question, not whether onnxruntime's kernels choose the same algorithms.
+(cuDNN's Winograd and FFT algorithms, TF32 operands). The protected graph is run here node by
+node with PyTorch's own cuDNN and cuBLAS calls (:class:`TorchGraph`, the 17 operators the
+protected cloud model uses), each algorithm choice and batch size forced: the arithmetic
+question. bench/abft_ort_gpu.py runs the same model through onnxruntime's CUDA provider and
+the kernels it chooses, as a Jetson's worker does, where onnxruntime-gpu is installed.
 Needs ``torch`` (``pip install .[bench]``). Without a CUDA device it runs on the CPU, where the
 TF32 and cuDNN switches change nothing: one pass at batch 64 (``make bench`` runs it so).
 

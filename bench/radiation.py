@@ -111,8 +111,10 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -157,6 +159,7 @@ OVERHEAD_SETTINGS = tuple((kind, threads, batch) for kind in ("owned", "all") fo
 GENERATED_TILES = 12_400  # x 8 rotations and mirrors
 RANDOM_TILES = 2048
 OUTPUTS = ("logits", "probabilities", "cloud_fraction")
+CPU_ONLY = ("CPUExecutionProvider",)
 SCRUB_CLASSES = (FluxClass.SAA, FluxClass.HIGH_LATITUDE, FluxClass.QUIET)
 SCRUB_FLIPS = 1000  # per flux class, one at a time
 SCRUB_TICK_S = 1.0  # flight.compute.worker.IDLE_WAIT_S: the longest the loop goes between two scrub_tick calls
@@ -263,10 +266,11 @@ def passed(outputs: dict[str, np.ndarray], flags: tuple[str, ...]) -> np.ndarray
 class Injector:
     """One session of a protected model with every weight an input and every tensor of interest hooked."""
 
-    def __init__(self, protected: onnx.ModelProto, weights: tuple[str, ...], activations: tuple[str, ...]):
+    def __init__(self, protected: onnx.ModelProto, weights: tuple[str, ...], activations: tuple[str, ...],
+                 providers: Sequence[Any] = CPU_ONLY):
         model = with_hooks(weights_as_inputs(protected, weights), activations)
         options = session_options_for(1)
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
         init = {t.name: onnx.numpy_helper.to_array(t) for t in protected.graph.initializer}
         self.weights = {name: init[name].copy() for name in weights}
         self.activations = activations
@@ -321,12 +325,13 @@ class Injector:
 
 
 def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: int, unchecked: int,
-                   ranged: onnx.ModelProto | None = None) -> dict[str, Tally]:
+                   ranged: onnx.ModelProto | None = None, providers: Sequence[Any] = CPU_ONLY) -> dict[str, Tally]:
     """The flip campaigns on ``protected``; with ``ranged`` (``protected`` with range checks too) the
     unchecked activations' flips again, the same draws, on it and judged by abft_ok and range_ok
-    (``"range_activations"``)."""
+    (``"range_activations"``). ``providers``: onnxruntime's, for the sessions (bench/abft_ort_gpu.py)."""
     rng = np.random.default_rng(seed)
-    inj = Injector(protected, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS)
+    inj = Injector(protected, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS,
+                   providers)
     out = {
         "weights": inj.campaign(rng, pool, n // 2, "weight", CHECKED_WEIGHTS),
         "activations": inj.campaign(rng, pool, n - n // 2, "activation", CHECKED_ACTIVATIONS),
@@ -396,23 +401,26 @@ def range_false_alarm_figures(ranged: bytes, tiles: np.ndarray, part: np.ndarray
 # -- overhead -----------------------------------------------------------------------------------
 
 
-def cpu_session(data: bytes, kind: str, threads: int) -> tuple[ort.InferenceSession, object]:
+def cpu_session(data: bytes, kind: str, threads: int,
+                providers: Sequence[Any] = CPU_ONLY) -> tuple[ort.InferenceSession, object]:
     """A CPU session on ``data`` as the worker opens one: ``kind`` "owned" (its initializers
     buffers the caller keeps, as with ``weights_scrub``), else the optimisation level. Keep
-    the second value as long as the session: the owned buffers."""
+    the second value as long as the session: the owned buffers. ``providers``: another
+    provider's session, made the same way (bench/abft_ort_gpu.py)."""
     if kind != "owned":
         return ort.InferenceSession(data, session_options_for(threads, optimization=kind),
-                                    providers=["CPUExecutionProvider"]), None
+                                    providers=list(providers)), None
     model = onnx.load_from_string(data)
     arrays = {t.name: np.ascontiguousarray(onnx.numpy_helper.to_array(t)).copy() for t in model.graph.initializer}
     options, values = owned_weights_options(arrays, threads)
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]), (arrays, values)
+    return ort.InferenceSession(data, options, providers=list(providers)), (arrays, values)
 
 
 def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str = "all", threads: int = 1,
-             batch: int = OVERHEAD_BATCH) -> float:
+             batch: int = OVERHEAD_BATCH, providers: Sequence[Any] = CPU_ONLY) -> float:
     """Median over interleaved pairs of (protected time / bare time), minus 1."""
-    sessions = [cpu_session(bare, optimization, threads), cpu_session(protected, optimization, threads)]
+    sessions = [cpu_session(bare, optimization, threads, providers), cpu_session(protected, optimization, threads,
+                                                                                  providers)]
     s_bare, s_prot = (session for session, _owned in sessions)
     batches = [tiles[i:i + batch] for i in range(0, len(tiles) - batch + 1, batch)]
 

@@ -412,6 +412,24 @@ def test_what_cannot_be_checked_is_refused_by_name_or_skipped_and_listed():
         abft.protect(model, precision="fp16")
 
 
+def test_the_onnxruntime_gpu_bench_says_why_it_does_not_run_where_there_is_no_cuda_provider():
+    """bench/abft_ort_gpu.py runs only where onnxruntime has the CUDA provider; anywhere else (this
+    CI) it says so in its JSON, and its flip campaigns run on whatever providers they are given."""
+    import onnxruntime as ort
+
+    from bench import abft_ort_gpu, radiation
+    from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR, load_held_out
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: the bench runs for real")
+    assert "no CUDAExecutionProvider" in abft_ort_gpu.main([])["skipped"]
+    protected = abft.protect(onnx.load(str(MODELS_DIR / MODEL_FILE)))
+    tally = radiation.flip_campaigns(protected, load_held_out().tiles[:64].astype(np.float32), 3, 40, 0,
+                                     providers=["CPUExecutionProvider"])
+    assert tally["weights"].injected + tally["activations"].injected == 40
+    assert tally["weights"].clean_flags == tally["activations"].clean_flags == 0
+
+
 @pytest.mark.req("RAD-106")
 def test_the_gpu_benchs_torch_interpreter_computes_what_onnxruntime_computes():
     """bench/abft_gpu.py's figures are only as good as its interpreter: on the CPU it must give

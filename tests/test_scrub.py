@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from flight.agent.compute import radiation_estimate
 from flight.compute import abft
 from flight.compute import protocol as cp
-from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, DoubleRunSchedule, rows_agree
+from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, DoubleRunSchedule, ProductChecks, rows_agree
 from flight.compute.package import sha256_hex
 from flight.compute.providers import CPU, open_session, owned_weights_options
 from flight.compute.scrub import (
@@ -31,7 +31,7 @@ from flight.compute.scrub import (
 )
 from flight.compute.store import Provenance
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR, load_held_out
-from flight.link.definitions import DICTIONARY, Admission, FluxClass
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind, Protection
 from flight.orbit import Orbit
 from flight.orbit.predict import saa_mask
 from tests.model_helpers import WorkerBench, admissions
@@ -302,6 +302,33 @@ def test_every_product_carries_a_receipt(bench):
     assert bench.worker.status().scrub_age_s is None
 
 
+@pytest.mark.req("RAD-104")
+def test_a_product_computed_partly_without_scrubbed_weights_does_not_claim_them(bench):
+    """weights_scrub turned on while a data-set job runs: the batches before ran on weights nobody
+    checked, so the receipt claims only what held for every batch."""
+    bench.worker.install_shipped_models()
+    tiles = load_held_out().tiles.astype(np.float32)
+    bench.data_set("long", np.concatenate([tiles] * 5))
+    admit(bench, scrub=False)
+    job = bench.request(lambda q: cp.StartJob(q, cp.JobSpec(1, JobKind.INFERENCE, "long", model="cloud_screen")))
+    assert job.ok, job.reason
+    bench.worker.work_slice()
+    assert 0 < bench.worker.jobs[1].progress < 5 * len(tiles)  # part of it, unscrubbed
+    admit(bench, scrub=True)
+    while bench.worker.jobs[1].state.value not in ("DONE", "FAILED"):
+        bench.worker.work_slice()
+    assert bench.worker.jobs[1].state.value == "DONE"
+    assert product(bench, 1, "long")[2]["protection"] == "none"  # not "scrubbed", which its last batches were
+    receipt = ProductChecks("a" * 64, Protection.ABFT_SCRUBBED, CPU, "fp32")
+    receipt.ran_on("a" * 64, Protection.ABFT_SCRUBBED, CPU, "fp32")
+    receipt.add_batch(4, None)
+    receipt.ran_on("a" * 64, Protection.ABFT_RANGES, "CUDAExecutionProvider", "tf32")
+    assert (receipt.protection, receipt.provider, receipt.abft_precision) == (
+        Protection.ABFT, f"{CPU}+CUDAExecutionProvider", "tf32")
+    with pytest.raises(ValueError, match="two models"):
+        receipt.ran_on("b" * 64, Protection.ABFT, CPU, "fp32")
+
+
 @pytest.mark.req("RAD-105")
 def test_a_failed_checksum_scrubs_the_weights_runs_again_and_the_product_is_right(bench):
     install(bench, "checked", checked_model())
@@ -385,6 +412,22 @@ def test_a_check_that_fails_again_after_the_scrub_marks_the_tiles(bench):
     assert first.args["outcome"].startswith("failed again after a scrub") and first.args["tiles"] == 1
     assert second.args["outcome"].endswith("the model is loaded again from the store")
     assert (bench.worker.status().checks_failed, bench.worker.status().results_marked) == (2, 2)
+
+
+
+@pytest.mark.req("RAD-105")
+def test_two_batches_failing_again_with_passing_ones_between_them_do_not_rebuild_the_session(bench):
+    install(bench, "checked", checked_model(fail_negative=True))
+    x = np.random.default_rng(5).uniform(0.1, 1.0, size=(40, 2)).astype(np.float32)
+    x[[1, 37], 0] = -0.5  # batches 0 and 9 fail again; the 8 batches between them pass
+    bench.data_set("day", x)
+    admit(bench)
+    first = bench.worker._session("checked")
+    assert bench.infer(1, "day", model="checked").state.value == "DONE"
+    events = bench.events("RESULT_CHECK_FAILED")
+    assert events and not any("in a row" in e.args["outcome"] for e in events)
+    assert bench.worker.status().results_marked == 2  # both failed again
+    assert bench.worker._drops == 0 and bench.worker._session("checked") is first  # and nothing was rebuilt
 
 
 class _Flaky:
@@ -578,6 +621,36 @@ def test_weights_onnxruntime_would_fold_into_its_own_constants_are_still_what_th
     session.scrubber.owned[weight].reshape(-1)[0] += 10.0  # what a flip does to the owned buffer
     assert not np.array_equal(session.session.run(None, {"x": x})[0], before)
     assert not session.scrubber.verify()  # and the scrub sees it
+
+
+@pytest.mark.req("RAD-101", "RAD-104")
+def test_weights_inside_a_subgraph_are_not_claimed_scrubbed(bench):
+    """onnxruntime takes owned buffers for the main graph's initializers only: a weight in an If's
+    branches stays its own copy, which no scrub sees, so the session does not say "scrubbed"."""
+    from flight.compute.scrub import subgraph_weights
+
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+
+    def branch(name):
+        return helper.make_graph([helper.make_node("MatMul", ["x", "w_sub"], ["o_" + name])], name, [],
+                                 [helper.make_tensor_value_info("o_" + name, TensorProto.FLOAT, ["N", 3])],
+                                 initializer=[numpy_helper.from_array(w, "w_sub")])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("IsNaN", ["s"], ["nan"]),
+             helper.make_node("Not", ["nan"], ["c"]),
+             helper.make_node("If", ["c"], ["l0"], then_branch=branch("then"), else_branch=branch("else")),
+             helper.make_node("Add", ["l0", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "sub", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[numpy_helper.from_array(np.array([0.1, 0.2, 0.3], np.float32), "bias")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
+    assert subgraph_weights(data) == ["w_sub", "w_sub"] and subgraph_weights(SHIPPED) == []
+    install(bench, "branchy", data)
+    admit(bench)
+    session = bench.worker._session("branchy")  # noqa: SLF001
+    assert session.protection.value == "none" and session.scrubber is None
+    said = [e.args["reason"] for e in bench.events("PROVIDER_FALLBACK")]
+    assert any("inside subgraphs (w_sub" in r and "not scrubbed" in r for r in said), said
 
 
 def test_a_model_whose_buffers_are_all_read_opens_as_before_and_says_nothing(bench):

@@ -282,6 +282,26 @@ def test_a_bad_sample_in_memory_is_skipped_each_epoch_and_training_goes_on(tmp_p
     assert held_out_accuracy(job.trainer, x_test, y_test) > 0.95
 
 
+
+@pytest.mark.req("RAD-109")
+def test_a_restarted_job_keeps_its_counts_of_refused_steps_from_its_checkpoint(tmp_path):
+    """A worker restart (watchdog, power cycle) resumes the job from its checkpoint: the counts the
+    trained model's summary gives are the whole job's, not those since the restart."""
+    x, y, _x_test, _y_test = _digits()
+    plan = TrainingPlan(total_steps=200, batch_size=64, checkpoint_every=50, seed=7)
+    x_bad = x.copy()
+    flip(x_bad, int(np.flatnonzero(x_bad[5] > 0.0)[0]) + 5 * x.shape[1], 30)
+    job = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x_bad, y, plan, tmp_path / "job.ck")
+    job.run(100)
+    job.pause("the worker stops")  # checkpointed now
+    step, before = job.status.step, job.status.steps_refused
+    assert before > 0 and job.status.last_checkpoint_step == step
+    again = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x_bad, y, plan, tmp_path / "job.ck")
+    assert again.resume() and again.status.step == step and again.status.steps_refused == before
+    again.run(10_000)
+    assert again.done and again.status.steps_refused > before
+
+
 @pytest.mark.req("RAD-109")
 def test_refused_again_from_the_same_checkpoint_the_job_fails_and_says_why(tmp_path):
     job, _events = _synthetic_job(tmp_path, checkpoint_every=20)

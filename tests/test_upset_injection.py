@@ -171,6 +171,42 @@ def test_a_weight_upset_the_checksum_finds_is_credited_to_the_checksum_not_the_s
     assert bench.worker.checks_failed >= 1 and (status == 1).all()
 
 
+
+@pytest.mark.req("RAD-111")
+def test_a_weight_upset_whose_session_closes_for_another_reason_is_not_counted_as_found(bench):
+    """The power mode changes the worker's threads: the session is opened again and the upset goes
+    with the old one. Put right, but nothing found it: the ledger must not count it detected."""
+    bench.worker._session(MODEL_NAME)
+    request(bench, "u1", target="weights", bit=6)
+    bench.worker.scrub_tick(0.0)  # struck; the scrub is not due
+    assert ledger(bench)["upsets"][0]["state"] == "live"
+    bench.worker._handle(cp.Admit(Admission.ALL, 2, 16, 1.0, None, "test", radiation=QUIET, double_run_fraction=0.0,
+                                  double_run_all_in_saa=False, scrub_weights=True, abft_checks=True))
+    bench.worker._session(MODEL_NAME)  # two threads now: another session
+    bench.worker.scrub_tick(0.0)
+    body = ledger(bench)
+    [upset] = body["upsets"]
+    assert upset["state"] == "ended" and upset["corrected"] and upset["detected_by"] == ""
+    assert "closed" in upset["note"] and body["totals"]["weights"]["detected"] == 0
+    # One the worker rebuilt its session for (weights it could not repair) is found by that reload.
+    session = bench.worker._session(MODEL_NAME)
+    request(bench, "u2", target="weights", bit=6)
+    bench.worker.scrub_tick(0.0)
+    bench.worker._injector.rebuilt([session])
+    bench.worker._sessions.clear()
+    bench.worker.scrub_tick(0.0)
+    assert [u["detected_by"] for u in ledger(bench)["upsets"]] == ["", "reload"]
+
+
+@pytest.mark.req("RAD-111")
+def test_an_activation_upset_naming_no_such_tensor_is_not_carried_out_elsewhere(bench):
+    request(bench, "a", target="activations", tensor="no_such_tensor", bit=30)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "not_applied" and "no_such_tensor" in upset["note"] and upset["site"] == ""
+    assert (status == 1).all()  # nothing struck: every tile passed
+
+
 @pytest.mark.req("RAD-111")
 def test_a_request_that_cannot_be_carried_out_costs_the_ledger_a_line_not_the_job(bench, monkeypatch):
     request(bench, "bad-seed", target="outputs", seed=-1)

@@ -22,11 +22,12 @@ def worker_environment(base: Mapping[str, str], tf32: bool) -> dict[str, str]:
     unless ``tf32`` ([compute] gpu_tf32), in which case ``base`` is left as it is.
 
     Why FP32 by default: under TF32 the checksum pass must allow for operands rounded to 10 bits and
-    misses errors of that size. ``python -m bench.abft_gpu`` on an H200 (the protected graph through
-    PyTorch's cuDNN and cuBLAS, not onnxruntime's CUDA provider: docs/architecture.md): TF32 with
-    the TF32 tolerance caught 531 of 678 consequential bit flips, FP32 with the FP32 tolerance 674
-    of 674, and with this variable set FP32 held although TF32 was asked for programmatically; no
-    clean tile was flagged in any of them (``abft_detect_rate_tf32_tolerance`` in ``python -m
+    misses errors of that size. ``python -m bench.abft_ort_gpu`` on an H200 (onnxruntime's CUDA
+    provider, its options at their defaults, which ask for TF32: docs/architecture.md): with this
+    variable set the FP32 tolerance held (no clean tile of 102,051 flagged) and caught 676 of 676
+    consequential bit flips; without it every tile failed that tolerance, and the TF32 one caught
+    273 of 361 (``bench.abft_gpu``, through PyTorch's cuDNN and cuBLAS: 531 of 678); no clean tile
+    was flagged at the tolerance the worker chose (``abft_detect_rate_tf32_tolerance`` in ``python -m
     bench.radiation`` is the TF32 figure on the CPU). The price: FP32 Conv and GEMM on the GPU run
     slower than TF32, for every model the worker runs, training included. TensorRT reads the
     variable when it builds an engine: an engine cache built while TF32 was allowed would keep it

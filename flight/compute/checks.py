@@ -149,6 +149,28 @@ class ProductChecks:
     lat_deg: float | None = None  # at the last batch
     status: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # (tiles, status; None: unchecked)
 
+    def ran_on(self, model_sha256: str, protection: Protection, provider: str, abft_precision: str) -> None:
+        """The session the next batches run on. One product may run on several (its parameters
+        changed between two slices, a session rebuilt after failing again): the receipt then claims
+        only what held for every batch, the protections' common parts, every provider, and the
+        looser precision; a model's SHA-256 never changes within a product (the worker starts
+        the job again)."""
+        if self.batches == 0:
+            self.model_sha256, self.protection, self.provider = model_sha256, protection, provider
+            self.abft_precision = abft_precision
+            return
+        if model_sha256 != self.model_sha256:
+            raise ValueError(f"a product's batches ran on two models ({self.model_sha256[:12]}, {model_sha256[:12]})")
+        if protection != self.protection:
+            ours, theirs = self.protection.value.split("+"), protection.value.split("+")
+            self.protection = Protection("+".join(p for p in ours if p in theirs) or Protection.NONE.value)
+        if provider not in self.provider.split("+"):
+            self.provider = f"{self.provider}+{provider}"
+        if "abft" not in self.protection.value:
+            self.abft_precision = ""
+        elif abft_precision != self.abft_precision:
+            self.abft_precision = "tf32" if "tf32" in (abft_precision, self.abft_precision) else abft_precision
+
     def add_batch(self, tiles: int, status: np.ndarray | None, *, batches: int = 1, double_run: bool = False,
                   mismatch: bool = False, abft_failed: bool = False, range_failed: bool = False, rerun: bool = False,
                   scrub_age_s: float | None = None, scrub_period_s: float | None = None,

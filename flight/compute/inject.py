@@ -164,6 +164,7 @@ class UpsetInjector:
         self._open_reference = open_reference
         self._open_hooked = open_hooked
         self.upsets: list[Upset] = []
+        self._rebuilt: list[Any] = []  # sessions the worker dropped because of a fault (rebuilt())
         self.bad_requests = 0
         self.dropped = 0
         self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
@@ -262,26 +263,38 @@ class UpsetInjector:
             u.state, u.site, u._where = "live", f"{tensor}[byte {byte}] bit {bit}", (session, scrubber, tensor, byte)
             self._changed = True
 
+    def rebuilt(self, sessions: list[Any]) -> None:
+        """The worker drops ``sessions`` because of a fault (weights the scrub could not repair, a
+        batch failing again after a scrub): their upsets end as found and put right by a reload.
+        A session closed for any other reason (threads, parameters, another model version) ends its
+        upsets too, but as found by nothing."""
+        self._rebuilt.extend(s for s in sessions if all(s is not r for r in self._rebuilt))
+
     def settle(self, sessions: list[Any]) -> None:
         """Weight upsets put right since: the byte is the golden one again (a scrub), or the
-        session it was in is gone (built anew from the store, or dropped). One put right while a
-        batch is being checked is credited to that batch's check when it is released."""
+        session it was in is gone (built anew from the store after a fault: :meth:`rebuilt`; or
+        closed for another reason: put right, found by nothing). One put right while a batch is
+        being checked is credited to that batch's check when it is released."""
         for u in self.upsets:
             if u.state != "live" or u.target != "weights":
                 continue
             session, scrubber, tensor, byte = u._where
             if all(s is not session for s in sessions):
-                how = "reload"
+                how = "reload" if any(r is session for r in self._rebuilt) else ""
             elif scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]:
                 how = "scrub"
             else:
                 continue
             u.state, u.corrected, u._where = "ended", True, None
+            if not how:
+                u.note = "its session was closed (threads, parameters or a model change): gone undetected"
             if self._in_flight is not None and u in self._in_flight.upsets:
                 u._repaired_by = how  # the batch's check may have found it first: see release()
             else:
                 u.detected_by = u.detected_by or how
             self._changed = True
+        live = [u._where[0] for u in self.upsets if u.state == "live" and u.target == "weights"]
+        self._rebuilt = [r for r in self._rebuilt if any(r is s for s in live)]  # bounded: only sessions still owed
 
     # --- a batch --------------------------------------------------------------------------
 
@@ -393,7 +406,10 @@ class UpsetInjector:
         hit: set[str] = set()
         for u in upsets:
             rng = np.random.default_rng(u.seed)
-            if u.want_tensor in tensors:  # an element of the named tensor
+            if u.want_tensor and u.want_tensor not in tensors:
+                self._broke([u], "activations", ValueError(f"no hooked tensor named {u.want_tensor!r}"))
+                continue
+            if u.want_tensor:  # an element of the named tensor
                 i = tensors.index(u.want_tensor)
                 k = (int(sizes[i - 1]) if i else 0) + int(rng.integers(clean[u.want_tensor].size))
             else:

@@ -345,6 +345,32 @@ def _bytes_of(array: np.ndarray) -> np.ndarray:
     return flat.view(np.uint8)
 
 
+def subgraph_weights(model: bytes) -> list[str]:
+    """The tensors held inside the subgraphs of an ONNX model (the branches of an If, the bodies of a
+    Loop or Scan, at any depth): their initializers and Constant nodes. onnxruntime takes the
+    worker's buffers for the main graph's initializers only, so these stay its own copies, which no
+    scrub sees; a model that has any is not claimed scrubbed."""
+    import onnx
+
+    found: list[str] = []
+
+    def walk(graph: onnx.GraphProto, top: bool) -> None:
+        if not top:
+            found.extend(t.name for t in graph.initializer)
+        for node in graph.node:
+            if not top and node.op_type == "Constant":
+                found.extend(node.output[:1])
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g, False)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        walk(sub, False)
+
+    walk(onnx.load_from_string(model).graph, True)
+    return found
+
+
 def constants_as_initializers(model: bytes) -> bytes:
     """``model`` with each top-level Constant node that holds a tensor made an initializer of the
     same name (the graph computes the same). Weights kept in Constant nodes (some exporters do)

@@ -116,11 +116,15 @@ class TrainingStatus:
     steps_per_s: float = 0.0
     last_checkpoint_step: int = -1
     resumed_from: int | None = None
-    # Under radiation; counts since this job object was made (a worker restart starts them at 0).
+    # Under radiation; counts for the whole job: kept in each checkpoint, and taken back from the one a
+    # restarted worker resumes from (what happened after that checkpoint and before the restart is lost).
     saa_checkpoints: int = 0  # passes for which the state was checkpointed before the SAA entry
     steps_refused: int = 0  # steps the checks refused (none of them was committed)
     restores: int = 0  # times the last checkpoint was loaded because steps kept being refused
     last_refusal: str = ""  # why the last refused step was refused, with the numbers
+
+
+_COUNTS = ("saa_checkpoints", "steps_refused", "restores")  # TrainingStatus counts a checkpoint keeps
 
 
 class TrainingJob:
@@ -167,6 +171,10 @@ class TrainingJob:
             return False
         self._load(ck)
         self.status.resumed_from = ck.step
+        for key in _COUNTS:  # a checkpoint of an earlier layout has none: counted from here
+            value = ck.meta.get(key, 0)
+            setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                    else 0)
         return True
 
     def _load(self, ck: Checkpoint) -> None:
@@ -177,7 +185,8 @@ class TrainingJob:
 
     def checkpoint(self) -> None:
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
-                                "batch_size": self.plan.batch_size}
+                                "batch_size": self.plan.batch_size,
+                                **{key: getattr(self.status, key) for key in _COUNTS}}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
         self._restored_from = None
@@ -200,9 +209,9 @@ class TrainingJob:
             self._saa_armed = False
             return False
         self._saa_armed = False
+        self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
         if self.status.last_checkpoint_step != self.status.step:  # else the file holds this very state
             self.checkpoint()
-        self.status.saa_checkpoints += 1
         self._event("saa_checkpoint", step=self.status.step, entry_in_s=round(entry_s, 1))
         return True
 

@@ -102,6 +102,7 @@ from flight.compute.scrub import (
     WeightScrubber,
     WeightsUnrepairable,
     constants_as_initializers,
+    subgraph_weights,
     scrub_period_s,
 )
 from flight.compute.store import (
@@ -658,6 +659,12 @@ class Worker:
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
         optimization = OWNED_WEIGHTS_OPTIMIZATION
+        hidden = subgraph_weights(data) if scrubbed else []
+        if hidden:
+            scrubbed = False
+            self.event("PROVIDER_FALLBACK", provider=opened.provider,
+                       reason=f"{name}: weights inside subgraphs ({', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''})"
+                              " are onnxruntime's own copies: its weights are not scrubbed"[:200])
         if scrubbed:
             reference = self._reference_inputs(name, version)
             probe = None if reference is None else {session.get_inputs()[0].name: reference[:1]}
@@ -763,6 +770,8 @@ class Worker:
         except WeightsUnrepairable as exc:
             # Nothing in memory settles it: drop the session; the next slice loads the model from the
             # store again (SHA-256 checked, golden copy if need be) and builds a new one.
+            if self._injector is not None:
+                self._injector.rebuilt([v for v in self._sessions.values() if v.scrubber is scrubber])
             self._sessions = {k: v for k, v in self._sessions.items() if v.scrubber is not scrubber}
             self._drops += 1
             self.scrub_repairs += 1
@@ -1131,8 +1140,9 @@ class Worker:
     def _add_run(self, checks: ProductChecks, model: _Session, kind: int, tiles: int, batches: int) -> None:
         """``batches`` consecutive batches, ``tiles`` in all, each run once, into the receipt: UNCHECKED
         (nothing checked them) or PASSED (every flag held) per ``kind``."""
-        checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
-        checks.abft_precision = model.abft_precision
+        checks.ran_on(model.sha256, model.protection, model.provider, model.abft_precision)
+        if kind == PASSED:
+            self._failed_in_row = (None, 0)  # "in a row": a batch whose checks held ends the run
         rad, scrubber = self.radiation, model.scrubber
         status = None if kind == UNCHECKED else np.full(tiles, kind, np.int8)
         checks.add_batch(tiles, status, batches=batches,
@@ -1167,9 +1177,10 @@ class Worker:
             self.results_marked += bool(again)
             rebuilt = self._failing_again(model, bool(again))
             self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again, rebuilt)
+        elif checked:
+            self._failed_in_row = (None, 0)  # "in a row": a batch whose checks held ends the run
         status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
-        checks.model_sha256, checks.protection, checks.provider = model.sha256, model.protection, model.provider
-        checks.abft_precision = model.abft_precision
+        checks.ran_on(model.sha256, model.protection, model.provider, model.abft_precision)
         rad, scrubber = self.radiation, model.scrubber
         checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
                          range_failed=range_failed, rerun=rerun,
@@ -1285,6 +1296,8 @@ class Worker:
         self._failed_in_row = (model.session, n)
         if n < REBUILD_AFTER_FAILED_AGAIN:
             return False
+        if self._injector is not None:
+            self._injector.rebuilt([model])
         self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
         self._checked_models.pop(model.name, None)  # the protected bytes are made again too
         self._drops += 1
