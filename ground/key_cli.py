@@ -15,6 +15,10 @@ then cannot load keys on board. A rotation (deploy/README.md, "Keys"):
    the file again when it changes, so the next command goes out under slot N.
 4. An operator sends KEY_REVOKE spi=OLD; ``key revoke --keys F --spi OLD`` records it here.
 
+``key sn-floor --sn-file S (--above N | --at TIME)`` is not a rotation: after the ground's clock
+stepped back with its SN file lost, the agent refuses every command as stale (a KEY_LOAD too);
+it raises the reservation in S so that the ground, restarted, seals above the agent's highest SN.
+
 No subcommand prints a key: only fingerprints (the first 8 hex digits of its SHA-256). The
 files' comments are kept; a slot moved by ``split`` takes its own with it, and ``new`` notes
 when and under which master it made a slot.
@@ -26,9 +30,10 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime
 from typing import Any, Callable
 
-from flight.link.sdls import KeyFileError, KeyRing, KeySlot, wrap_key
+from flight.link.sdls import WINDOW_US, KeyFileError, KeyRing, KeySlot, SnFloor, wrap_key
 
 EXIT_FAILED, EXIT_INPUT = 1, 2
 
@@ -152,6 +157,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sn_floor(args: argparse.Namespace) -> int:
+    """Raise the ground's SN reservation (:class:`SnFloor`) so that it seals above the agent's highest
+    SN from its next start: the way back after its clock stepped back with the file lost, when every
+    command (a KEY_LOAD too) is refused as stale."""
+    if args.at is not None:
+        try:
+            when = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            raise KeyCommandError(f"--at {args.at!r}: not an ISO 8601 time (2026-12-04T18:00:00Z)") from None
+        if when.tzinfo is None:
+            raise KeyCommandError(f"--at {args.at!r}: give the time zone (Z for UTC)")
+        above = int(when.timestamp() * 1_000_000)
+    else:
+        if args.above < 0:
+            raise KeyCommandError(f"--above {args.above}: an SN is not negative")
+        above = args.above + WINDOW_US
+    floor = SnFloor(args.sn_file)
+    if floor.error is not None:
+        raise KeyCommandError(f"{floor.error}: mend or move it first")
+    before = floor.reserved
+    floor.passed(above)
+    if floor.error is not None:
+        raise KeyCommandError(floor.error)
+    if floor.reserved == before:
+        print(f"{args.sn_file}: already above {above} ({before}); nothing written")
+    else:
+        print(f"{args.sn_file}: reservation {before} -> {floor.reserved}; restart the server (or console) to seal above it")
+    return 0
+
+
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -160,7 +195,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             print(f"sunlit-ground key: {exc}", file=sys.stderr)
             return EXIT_INPUT
         except OSError as exc:
-            print(f"sunlit-ground key: {exc.filename or args.keys}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"sunlit-ground key: {exc.filename or getattr(args, 'keys', '')}: {exc.strerror or exc}",
+                  file=sys.stderr)
             return EXIT_FAILED
 
     return run
@@ -196,4 +232,14 @@ def add_key_parser(subparsers: Any) -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="the slots: SPI, state, fingerprint (never a key)")
     common(lst, spi=False)
     lst.set_defaults(func=_guarded(_cmd_list))
+    floor = sub.add_parser("sn-floor", help="seal above the agent's highest SN from the next start (the ground's "
+                           "clock stepped back and its SN file was lost: every command refused as stale)")
+    floor.add_argument("--sn-file", required=True, help="the ground's SN reservation: the server's ID.tc_sn beside "
+                       "its archive, a direct console's KEYFILE.sn (made if missing)")
+    which = floor.add_mutually_exclusive_group(required=True)
+    which.add_argument("--above", type=int, help="the number TC_AUTH_REJECTED gives for a stale command "
+                       "('older than the window (N)'), or any SN at or below the agent's highest")
+    which.add_argument("--at", help="a UTC time at or after the last command the board took, read from a "
+                       "clock that was right then (ISO 8601: 2026-12-04T18:00:00Z)")
+    floor.set_defaults(func=_guarded(_cmd_sn_floor))
     return key

@@ -254,6 +254,39 @@ def key_cli(*argv: str, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.req("SEC-002", "SEC-011")
+def test_after_the_grounds_clock_stepped_back_with_its_sn_file_lost_sn_floor_gets_commands_through(tmp_path, capsys):
+    """Every command is refused as stale then, a KEY_LOAD too, so no rotation helps: the custodian
+    raises the reservation above the agent's highest SN (the number its refusal gives) and the
+    restarted ground seals above it, its clock still behind."""
+    import re
+    import time
+
+    from ground.client import CommandOutcomeUnknown
+
+    rig, ground_keys = rotation_rig(tmp_path)
+    sn_file = tmp_path / "ground.keys.sn"
+    try:
+        assert rig.send("NOOP").completed
+        sn_file.unlink()  # lost
+        behind = time.time_ns() // 1000 - 3600 * 1_000_000  # and the ground's clock an hour back
+        rig.client = GroundClient(SealingLink.from_key_file(rig.link.ground, ground_keys, clock_us=lambda: behind))
+        with pytest.raises(CommandOutcomeUnknown):
+            rig.send("NOOP")
+        assert rig.hk()["tc_auth_rejected"] == 1  # and said at the next housekeeping period
+        reason = rig.events("TC_AUTH_REJECTED")[-1].args["reason"]
+        above = re.search(r"older than the window \((\d+)\)", reason).group(1)
+        assert key_cli("sn-floor", "--sn-file", str(sn_file), "--at", "2026-12-04T18:00", capsys=capsys)[0] == 2
+        code, out, _ = key_cli("sn-floor", "--sn-file", str(sn_file), "--above", above, capsys=capsys)
+        assert code == 0 and "restart the server" in out
+        rig.client = GroundClient(SealingLink.from_key_file(rig.link.ground, ground_keys, clock_us=lambda: behind))
+        assert rig.send("NOOP").completed  # restarted: sealed above the agent's highest, its clock still behind
+        code, out, _ = key_cli("sn-floor", "--sn-file", str(sn_file), "--above", "5", capsys=capsys)
+        assert code == 0 and "nothing written" in out  # never lowered
+    finally:
+        rig.close()
+
+
 @pytest.mark.req("SEC-011")
 def test_a_key_rotation_by_command_holds_across_a_restart(tmp_path, capsys):
     rig, ground_keys = rotation_rig(tmp_path)
