@@ -302,6 +302,37 @@ def test_every_product_carries_a_receipt(bench):
     assert bench.worker.status().scrub_age_s is None
 
 
+@pytest.mark.req("RAD-102")
+def test_a_scrub_that_cannot_keep_its_period_says_so_once_and_an_saa_entry_alone_does_not(bench):
+    """A model too large for the scrub's budget per step (here: one chunk a step) falls behind its
+    period: SCRUB_BEHIND, once. Entering the SAA shortens the period from 1500 s to 30 s; the first
+    pass at the new period is a catching up, not a lag, and says nothing."""
+    bench.worker.install_shipped_models()
+    quiet = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0)
+    saa = cp.Radiation(FluxClass.SAA, True, -29.75, 5700.0)
+    admit(bench, quiet)
+    scrubber = bench.worker._session("cloud_screen").scrubber  # noqa: SLF001
+    for t in range(0, 1600, 100):
+        bench.worker.scrub_tick(float(t))
+    admit(bench, saa)  # the period becomes 30 s; the oldest check is up to 1500 s old
+    for t in range(1600, 1700):
+        bench.worker.scrub_tick(float(t))
+    assert not bench.events("SCRUB_BEHIND") and not scrubber.stats(1699.0).behind
+    bench.worker.scrub_step_bytes = 1  # one chunk a step, a step every 10 s: a pass takes chunks x 10 s
+    assert len(scrubber._chunks) * 10 > 2 * 30  # noqa: SLF001
+    for t in range(1700, 2300, 10):
+        bench.worker.scrub_tick(float(t))
+    (said,) = bench.events("SCRUB_BEHIND")
+    assert said.args["name"] == "cloud_screen" and said.args["period_s"] == 30.0 and said.args["age_s"] > 33.0
+    bench.worker.scrub_step_bytes = 4 * 1024 * 1024
+    bench.worker.scrub_tick(2300.0)  # caught up
+    assert not scrubber.stats(2300.0).behind
+    bench.worker.scrub_step_bytes = 1
+    for t in range(2310, 2900, 10):
+        bench.worker.scrub_tick(float(t))
+    assert len(bench.events("SCRUB_BEHIND")) == 2  # behind again: said again
+
+
 @pytest.mark.req("RAD-104")
 def test_a_product_computed_partly_without_scrubbed_weights_does_not_claim_them(bench):
     """weights_scrub turned on while a data-set job runs: the batches before ran on weights nobody

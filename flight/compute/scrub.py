@@ -26,7 +26,7 @@ What it does (pure logic: arrays and times in, repairs and counters out; no I/O,
   ``budget_bytes`` of them, so the worker's loop keeps its latency. With calls at least once a
   second (the worker's idle wait) and the default budget, a full pass fits the shortest period
   for models up to ``STEP_BYTES * SCRUB_PERIOD_S[SAA]`` bytes (120 MiB); past that
-  :attr:`ScrubStats.behind` says so. Each pass also checks one of the golden copies in turn
+  :attr:`ScrubStats.behind` says so, and the worker raises SCRUB_BEHIND. Each pass also checks one of the golden copies in turn
   (pass ``p`` checks copy ``p % 3``), so the golden copies are themselves scrubbed every three
   passes at a third of the cost of checking all three every time.
   :meth:`WeightScrubber.scrub_all` checks everything now (after a result check failed).

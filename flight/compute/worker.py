@@ -98,6 +98,8 @@ from flight.compute.providers import (
     unread_buffers,
 )
 from flight.compute.scrub import (
+    BEHIND_FACTOR,
+    STEP_BYTES,
     Repair,
     WeightScrubber,
     WeightsUnrepairable,
@@ -338,6 +340,9 @@ class Worker:
         self._refusal_event_at = -math.inf
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
+        self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
+        self._period_since: tuple[float, float] | None = None  # (scrub period, since when it has been in force)
+        self._behind: set[int] = set()  # id(scrubber) of those said behind (SCRUB_BEHIND) and not caught up since
         self._cursor: dict[int, int] = {}
         self._inputs: dict[int, np.ndarray] = {}
         self._stop = False
@@ -744,9 +749,22 @@ class Worker:
             if owned:
                 self._injector.strike_weights(owned[0])
         period = self._scrub_period_s()
+        if self._period_since is None or self._period_since[0] != period:
+            self._period_since = (period, now_s)
+        settled = now_s - self._period_since[1] > BEHIND_FACTOR * period  # a shorter period is caught up within one
+        live = set()
         for name, scrubber in self._scrubbers():
             scrubber.period_s = period
-            self._scrub(name, scrubber, lambda sc: sc.step(now_s))
+            self._scrub(name, scrubber, lambda sc: sc.step(now_s, self.scrub_step_bytes))
+            live.add(id(scrubber))
+            stats = scrubber.stats(now_s)
+            if not stats.behind:
+                self._behind.discard(id(scrubber))
+            elif settled and id(scrubber) not in self._behind:
+                self._behind.add(id(scrubber))
+                self.event("SCRUB_BEHIND", name=name, age_s=round(stats.age_s, 1), period_s=period,
+                           bytes=stats.bytes_total)
+        self._behind &= live
         if self._injector is not None:
             self._injector.save()
 

@@ -874,6 +874,12 @@ EVENTS = (
           "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
           "or onnxruntime would not open the protected model; it runs as uplinked, its products say unchecked "
           "unless a double run checks them. Said once per version", ("name", "reason")),
+    Event("SCRUB_BEHIND", 0x00EF, Severity.WARNING_LO,
+          "Weight scrub of {name} behind: its oldest check {age_s} s old, the period {period_s} s ({bytes} bytes)",
+          "The scrub could not check every chunk of this model's weights within its period (a model too large for "
+          "the scrub's budget per step, or a loop that did not call it often enough), so the weights' guarantee "
+          "is older than the flux asks for. Said once each time it falls behind, not while a shorter period (the "
+          "SAA) is first being caught up", ("name", "age_s", "period_s", "bytes")),
     Event("MODEL_RANGES_UNCHECKED", 0x00EE, Severity.WARNING_LO, "Model {name} runs without range checks: {reason}",
           "With range_checks on, no ranges could be learned for this model version (no reference inputs kept with "
           "it, or the range pass refused it); its results are checked as the other checks allow. Said when its "
