@@ -33,9 +33,10 @@ import time
 from datetime import datetime
 from typing import Any, Callable
 
-from flight.link.sdls import WINDOW_US, KeyFileError, KeyRing, KeySlot, SnFloor, wrap_key
+from flight.link.sdls import GROUND_RESERVE_US, SN_MAX, WINDOW_US, KeyFileError, KeyRing, KeySlot, SnFloor, wrap_key
 
 EXIT_FAILED, EXIT_INPUT = 1, 2
+SN_FLOOR_MAX_AHEAD_S = 86_400.0  # key sn-floor refuses more than this past the computer's clock unless --force
 
 
 class KeyCommandError(ValueError):
@@ -173,6 +174,13 @@ def _cmd_sn_floor(args: argparse.Namespace) -> int:
         if args.above < 0:
             raise KeyCommandError(f"--above {args.above}: an SN is not negative")
         above = args.above + WINDOW_US
+    ahead_s = above / 1e6 - time.time()
+    if above + GROUND_RESERVE_US > SN_MAX:
+        raise KeyCommandError(f"{above}: past the largest SN ({SN_MAX}) less a reservation: a typing error?")
+    if ahead_s > SN_FLOOR_MAX_AHEAD_S and not args.force:
+        raise KeyCommandError(f"{above}: {ahead_s / 86400:.1f} days ahead of this computer's clock; the ground's SNs "
+                              "would stay that far ahead for good (every ground on the slot with them): check the "
+                              "number, or --force")
     floor = SnFloor(args.sn_file)
     if floor.error is not None:
         raise KeyCommandError(f"{floor.error}: mend or move it first")
@@ -241,5 +249,7 @@ def add_key_parser(subparsers: Any) -> argparse.ArgumentParser:
                        "('older than the window (N)'), or any SN at or below the agent's highest")
     which.add_argument("--at", help="a UTC time at or after the last command the board took, read from a "
                        "clock that was right then (ISO 8601: 2026-12-04T18:00:00Z)")
+    floor.add_argument("--force", action="store_true", help="take a value more than a day ahead of this "
+                       "computer's clock (its clock is the one that is wrong)")
     floor.set_defaults(func=_guarded(_cmd_sn_floor))
     return key

@@ -277,6 +277,10 @@ def test_after_the_grounds_clock_stepped_back_with_its_sn_file_lost_sn_floor_get
         reason = rig.events("TC_AUTH_REJECTED")[-1].args["reason"]
         above = re.search(r"older than the window \((\d+)\)", reason).group(1)
         assert key_cli("sn-floor", "--sn-file", str(sn_file), "--at", "2026-12-04T18:00", capsys=capsys)[0] == 2
+        code, _, err = key_cli("sn-floor", "--sn-file", str(sn_file), "--above", str(2**64 - 1), capsys=capsys)
+        assert code == 2 and "largest SN" in err  # a typing error would leave the ground unable to seal
+        code, _, err = key_cli("sn-floor", "--sn-file", str(sn_file), "--at", "2126-12-04T18:00Z", capsys=capsys)
+        assert code == 2 and "days ahead" in err and "--force" in err
         code, out, _ = key_cli("sn-floor", "--sn-file", str(sn_file), "--above", above, capsys=capsys)
         assert code == 0 and "restart the server" in out
         rig.client = GroundClient(SealingLink.from_key_file(rig.link.ground, ground_keys, clock_us=lambda: behind))

@@ -446,6 +446,40 @@ def test_a_check_that_fails_again_after_the_scrub_marks_the_tiles(bench):
 
 
 
+@pytest.mark.req("RAD-104")
+def test_a_batch_whose_rebuilt_session_comes_from_another_version_restarts_the_job_on_it(bench):
+    """Weights nothing in memory settles, and the store's working copy of version 2 damaged too:
+    the session is built anew from the golden copy, version 1, in the middle of a batch. One
+    product from one version: the job starts again on version 1 (it failed on two models)."""
+    install(bench, "checked", checked_model())  # version 1, golden
+    store = bench.worker.store
+    store.activate("checked", "2", checked_model(fail_negative=True), Provenance("test", False, "", time.time()))
+    store.end_probation("checked")  # version 2 active, a working copy only
+    x = np.random.default_rng(5).uniform(0.1, 1.0, size=(40, 2)).astype(np.float32)
+    x[9, 0] = -0.5  # a batch whose check fails: scrubbed, run again
+    bench.data_set("day", x)
+    admit(bench)
+    original = bench.worker._scrub_now  # noqa: SLF001
+
+    def struck(model):
+        scrubber = model.scrubber
+        for view, bit in ((scrubber.golden_bytes(0, "scale"), 0), (scrubber.golden_bytes(1, "scale"), 0),
+                          (scrubber.golden_bytes(2, "scale"), 1), (scrubber.owned_bytes("scale"), 2)):
+            flip(view, 3, bit)  # no majority settles it
+        path = store.load("checked").path
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 1
+        path.write_bytes(bytes(raw))  # and version 2's only copy is damaged
+        bench.worker._scrub_now = original  # noqa: SLF001
+        return original(model)
+
+    bench.worker._scrub_now = struck  # noqa: SLF001
+    job = bench.infer(1, "day", model="checked")
+    assert job.state.value == "DONE", job.detail
+    _, check, receipt, _ = product(bench, 1, "day")
+    assert receipt["model_sha256"] == sha256_hex(checked_model()) and len(check) == 40  # all of it on version 1
+
+
 @pytest.mark.req("RAD-105")
 def test_two_batches_failing_again_with_passing_ones_between_them_do_not_rebuild_the_session(bench):
     install(bench, "checked", checked_model(fail_negative=True))

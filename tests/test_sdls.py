@@ -318,6 +318,36 @@ def _ground(path, clock):
 
 
 @pytest.mark.req("SEC-002")
+def test_grounds_started_and_stopped_in_quick_succession_do_not_run_ahead_of_their_clock(tmp_path):
+    """A console run per command: each closed cleanly brings the reservation down to the SN it used,
+    so the next seals just above it, not a reserve ahead; one killed (no close) leaves its reserve,
+    and the next seals above that, as it must."""
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    clock = Clock()
+    ahead = []
+    for _run in range(20):
+        clock.t += 300_000  # 0.3 s between runs
+        ground, on_board = _ground(path, clock)
+        ground.send(command(1))
+        ahead.append(open_tc(on_board.receive()[0].packet, ring(), None)[1] - clock.t)
+        ground.close()
+    assert max(ahead) <= 0  # sealed from the clock each time: no drift
+    ground, on_board = _ground(path, clock)
+    ground.send(command(2))
+    used = open_tc(on_board.receive()[0].packet, ring(), None)[1]
+    assert SnFloor(tmp_path / "ground.keys.sn").reserved == used + GROUND_RESERVE_US  # killed: not closed
+    again, on_board = _ground(path, clock)
+    again.send(command(3))
+    assert open_tc(on_board.receive()[0].packet, ring(), None)[1] > used + GROUND_RESERVE_US  # above the reserve
+    # Another process raised the file since: a close never lowers what it did not write.
+    other = SnFloor(tmp_path / "ground.keys.sn")
+    other.passed(clock.t + 10 * GROUND_RESERVE_US)
+    again.close()
+    assert SnFloor(tmp_path / "ground.keys.sn").reserved == clock.t + 11 * GROUND_RESERVE_US
+
+
+@pytest.mark.req("SEC-002")
 def test_a_ground_restarted_after_its_clock_stepped_back_is_still_taken(tmp_path):
     """The ground's SN is its clock. Restarted after the clock stepped back an hour, it seals above
     every SN it used before (the floor kept beside its key file), so the agent takes its commands
@@ -625,8 +655,15 @@ def test_the_ground_writes_its_telemetry_floor_at_most_once_a_period_and_at_clos
         ground.receive()
         on_disk = TmFloor(path).highest[9]
         assert on_disk == (sns[0] if t < 1.0 else sns[3])  # written at the first, then a period later
+    now[0] = 2.6
+    ground.flush()  # no packet since, a period after the last write: the link's flush writes it
+    assert TmFloor(path).highest[9] == sns[-1]
+    raw = board.sealer.seal(codec.encode_event("PING_RECEIVED", {"token": 99}, 1003.0))
+    pair.flight.publish(raw)
+    ground.receive()
     ground.close()
-    assert TmFloor(path).highest[9] == sns[-1]  # and at close
+    assert TmFloor(path).highest[9] == open_tc(raw, ring(KeySlot(9, bytes(range(70, 102)), "telemetry")), None,
+                                               "telemetry")[1]  # and at close
 
 
 @pytest.mark.req("SEC-013")
@@ -641,7 +678,8 @@ def test_a_broken_telemetry_floor_is_said_telemetry_still_comes_and_grounds_on_o
     event = codec.encode_event("PING_RECEIVED", {"token": 1}, 1000.0)
     pair.flight.publish(board.sealer.seal(event))
     assert ground.receive() == [event]  # telemetry comes, checked against the window in memory
-    assert ground.tm_sn_error is None and TmFloor(path).highest[9] > 0  # the first write mended the file
+    assert TmFloor(path).highest[9] > 0 and (tmp_path / "ground.tm_sn.corrupt").exists()  # a new file, the old aside
+    assert "may be taken once" in ground.tm_sn_error  # still said: what was lost at the start is still lost
     # Two grounds on one file (the server and a direct console): each write keeps the larger per slot.
     a, b = TmFloor(path), TmFloor(path)
     a.taken(9, 1 << 50)

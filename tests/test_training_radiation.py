@@ -283,6 +283,50 @@ def test_a_bad_sample_in_memory_is_skipped_each_epoch_and_training_goes_on(tmp_p
 
 
 
+class _Refusing:
+    """A trainer whose steps add one to a weight, or are refused while ``refuse`` is set."""
+
+    def __init__(self):
+        self.w, self.refuse, self.n = np.zeros(3, np.float32), False, 0
+
+    def step(self, x, y):
+        self.n += 1
+        if self.refuse:
+            raise StepRefusedError(self.n, "update norm 1e9 > 10")
+        self.w += 1
+        return 0.5, float(len(x))
+
+    def state_arrays(self):
+        return {"w": self.w.copy()}
+
+    def load_state(self, arrays):
+        self.w = arrays["w"].copy()
+
+
+@pytest.mark.req("RAD-109")
+def test_counts_that_went_up_with_no_new_step_are_written_at_a_pause_and_an_saa_checkpoint(tmp_path):
+    """Refused steps and a restore leave the step where the checkpoint is; a pause (and an SAA
+    checkpoint finding the file at this step) still writes the counts, and a second restore to the
+    same checkpoint is still refused as diverging."""
+    x, y = np.zeros((64, 3), np.float32), np.zeros(64, np.int64)
+    plan = TrainingPlan(total_steps=1000, batch_size=8, checkpoint_every=10, seed=1)
+    trainer = _Refusing()
+    job = TrainingJob(trainer, x, y, plan, tmp_path / "job.ck")
+    job.run(10)  # a checkpoint at step 10
+    trainer.refuse = True
+    job.run(REFUSALS_BEFORE_RESTORE)  # refused in a row: back to the checkpoint of step 10
+    assert (job.status.step, job.status.restores, job.status.steps_refused) == (10, 1, REFUSALS_BEFORE_RESTORE)
+    job.pause("leaving admission")
+    job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 30.0))  # an SAA entry 30 s ahead
+    assert job.status.saa_checkpoints == 1
+    again = TrainingJob(_Refusing(), x, y, plan, tmp_path / "job.ck")
+    assert again.resume()
+    assert (again.status.restores, again.status.steps_refused, again.status.saa_checkpoints) == (
+        1, REFUSALS_BEFORE_RESTORE, 1)
+    with pytest.raises(TrainingRefusedError, match="again after going back to the checkpoint of step 10"):
+        job.run(2 * REFUSALS_BEFORE_RESTORE)  # the rewrite with its counts did not reset the guard
+
+
 @pytest.mark.req("RAD-109")
 def test_a_restarted_job_keeps_its_counts_of_refused_steps_from_its_checkpoint(tmp_path):
     """A worker restart (watchdog, power cycle) resumes the job from its checkpoint: the counts the

@@ -199,6 +199,25 @@ def test_a_weight_upset_whose_session_closes_for_another_reason_is_not_counted_a
 
 
 @pytest.mark.req("RAD-111")
+def test_unrepairable_weights_credit_the_upset_to_the_reload_the_worker_made(bench):
+    """The worker's own fault path (weights no majority settles: the session dropped, built anew from
+    the store) tells the injector, which credits the upset to that reload."""
+    session = bench.worker._session(MODEL_NAME)
+    scrubber = session.scrubber
+    request(bench, "u1", target="weights", bit=6)
+    bench.worker.scrub_tick(0.0)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "live"
+    tensor, byte = upset["site"].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    for copy, bit in ((0, 0), (1, 0), (2, 1)):  # no majority of the golden copies settles it
+        scrubber.golden_bytes(copy, tensor)[byte] ^= 1 << bit
+    bench.worker._scrub_now(session)
+    assert bench.worker._sessions == {}  # dropped: the WeightsUnrepairable path ran
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "ended" and upset["detected_by"] == "reload"
+
+
+@pytest.mark.req("RAD-111")
 def test_an_activation_upset_naming_no_such_tensor_is_not_carried_out_elsewhere(bench):
     request(bench, "a", target="activations", tensor="no_such_tensor", bit=30)
     status = run_job(bench, 1)

@@ -150,6 +150,7 @@ class TrainingJob:
         self._refused_in_row = 0
         self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
         self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
+        self._saved_counts: dict[str, int] = {}  # the counts the checkpoint file holds (_COUNTS)
 
     @property
     def done(self) -> bool:
@@ -175,6 +176,7 @@ class TrainingJob:
             value = ck.meta.get(key, 0)
             setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
                     else 0)
+        self._saved_counts = {key: getattr(self.status, key) for key in _COUNTS}
         return True
 
     def _load(self, ck: Checkpoint) -> None:
@@ -184,12 +186,21 @@ class TrainingJob:
         self.status.step = self.status.last_checkpoint_step = ck.step
 
     def checkpoint(self) -> None:
+        moved = self.status.step != self.status.last_checkpoint_step
+        counts = {key: getattr(self.status, key) for key in _COUNTS}
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
-                                "batch_size": self.plan.batch_size,
-                                **{key: getattr(self.status, key) for key in _COUNTS}}
+                                "batch_size": self.plan.batch_size, **counts}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
-        self._restored_from = None
+        self._saved_counts = counts
+        if moved:  # a new state: going back to it is a first time (the same one rewritten with its counts is not)
+            self._restored_from = None
+
+    def _unsaved(self) -> bool:
+        """Whether the file lacks this state: a step since, or counts that went up since (refused
+        steps, a restore, the SAA checkpoint being counted)."""
+        return self.status.last_checkpoint_step != self.status.step or \
+            self._saved_counts != {key: getattr(self.status, key) for key in _COUNTS}
 
     def radiation_tick(self, radiation: Radiation) -> bool:
         """Checkpoint now if the SAA entry the agent predicts is within :data:`SAA_CHECKPOINT_LEAD_S`;
@@ -210,7 +221,7 @@ class TrainingJob:
             return False
         self._saa_armed = False
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
-        if self.status.last_checkpoint_step != self.status.step:  # else the file holds this very state
+        if self._unsaved():
             self.checkpoint()
         self._event("saa_checkpoint", step=self.status.step, entry_in_s=round(entry_s, 1))
         return True
@@ -285,6 +296,6 @@ class TrainingJob:
 
     def pause(self, reason: str) -> None:
         """Stop here: checkpoint now, so nothing is lost whatever happens next."""
-        if self.status.last_checkpoint_step != self.status.step:
+        if self._unsaved():
             self.checkpoint()
         self._event("paused", reason=reason, step=self.status.step)

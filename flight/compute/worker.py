@@ -233,6 +233,15 @@ class _CheckedModel(NamedTuple):
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
 
 
+class _ModelChanged(Exception):
+    """A session rebuilt in the middle of a batch came from another model version than the
+    product's first batches (:meth:`Worker._restart_job`)."""
+
+    def __init__(self, model: Any):
+        super().__init__(f"{model.name} is now {model.version}")
+        self.model = model
+
+
 def _node_inputs(data: bytes) -> set[str]:
     """Every tensor a node of the ONNX model ``data`` reads (its main graph)."""
     return {name for node in onnx.load_from_string(data).graph.node for name in node.input}
@@ -1072,6 +1081,8 @@ class Worker:
                 probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0)
                 classes, conf = self._classify(probs, 1)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
+            except _ModelChanged:
+                return  # the file stays: the next slice makes its product on the new version, whole
             finally:
                 self._checks.pop(job.job_id, None)
             self._proven(job.model, model)
@@ -1087,10 +1098,8 @@ class Worker:
         if checks is not None and checks.model_sha256 != model.sha256:
             # Another version became active between two slices (MODEL_INSTALL, a rollback): one
             # product comes from one model, as its receipt says, so the job starts again on this one.
-            for table in (self._cursor, self._results, self._checks):
-                table.pop(job.job_id, None)
-            job.progress, job.detail, checks = 0, f"restarted on {job.model} {model.version}: the model changed"[:120], None
-            self._save_jobs()
+            self._restart_job(job, model)
+            checks = None
         if checks is None:
             checks = self._checks[job.job_id] = self._product_checks(model)
         start = self._cursor.get(job.job_id, 0)
@@ -1106,34 +1115,38 @@ class Worker:
         run, feed, wanted = model.session.run, model.input_name, model.outputs
         every = self.double_run_all_in_saa and self.radiation.in_saa
         run_kind, run_tiles, run_batches = UNCHECKED, 0, 0  # the batches not yet in the receipt
-        while start < len(data) and time.monotonic() < t_end:
-            batch = data[start : start + self.batch]
-            double = self._double.due(self.double_run_fraction, every)
-            kind = first = batch_upsets = None
-            judged = injector is not None and injector.live()
-            if judged:
-                kind = None  # through _judged_probs below
-            elif not double:
-                if lean:
-                    probs, kind = run(wanted, {feed: batch})[0], UNCHECKED
+        try:
+            while start < len(data) and time.monotonic() < t_end:
+                batch = data[start : start + self.batch]
+                double = self._double.due(self.double_run_fraction, every)
+                kind = first = batch_upsets = None
+                judged = injector is not None and injector.live()
+                if judged:
+                    kind = None  # through _judged_probs below
+                elif not double:
+                    if lean:
+                        probs, kind = run(wanted, {feed: batch})[0], UNCHECKED
+                    else:
+                        first = self._run_model(model, batch)
+                        probs, kind = first[0], (PASSED if first[1].all() else None)
+                if run_batches and kind != run_kind:  # the run ends here: into the receipt before this batch
+                    self._add_run(checks, model, run_kind, run_tiles, run_batches)
+                    run_tiles = run_batches = 0
+                if judged:
+                    probs, batch_upsets = self._judged_probs(job, model, batch, checks, double)
+                elif kind is None:
+                    probs = self._checked_probs(job, model, batch, checks, double, first)
                 else:
-                    first = self._run_model(model, batch)
-                    probs, kind = first[0], (PASSED if first[1].all() else None)
-            if run_batches and kind != run_kind:  # the run ends here: into the receipt before this batch
+                    run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
+                parts.append((hold(probs, batch_upsets), start))
+                start += len(batch)
+                if self._drops != drops:
+                    break  # weights nothing could repair: the next slice runs on a session built anew
+            if run_batches:
                 self._add_run(checks, model, run_kind, run_tiles, run_batches)
-                run_tiles = run_batches = 0
-            if judged:
-                probs, batch_upsets = self._judged_probs(job, model, batch, checks, double)
-            elif kind is None:
-                probs = self._checked_probs(job, model, batch, checks, double, first)
-            else:
-                run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
-            parts.append((hold(probs, batch_upsets), start))
-            start += len(batch)
-            if self._drops != drops:
-                break  # weights nothing could repair: the next slice runs on a session built anew
-        if run_batches:
-            self._add_run(checks, model, run_kind, run_tiles, run_batches)
+        except _ModelChanged as changed:  # a session rebuilt mid-batch came from another version
+            self._restart_job(job, changed.model)
+            return
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
             got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
             probs = got[0] if len(got) == 1 else np.concatenate(got)
@@ -1147,6 +1160,15 @@ class Worker:
             path = self._write_product(job, classes, conf, source=job.name, model=model, checks=checks)
             self._proven(job.model, model)
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}")
+
+    def _restart_job(self, job: Job, model: _Session) -> None:
+        """Start a data-set job again on ``model``: one product comes from one model version, as its
+        receipt says, and the version changed (MODEL_INSTALL or a rollback between two slices, or a
+        session rebuilt from the store's golden copy mid-batch)."""
+        for table in (self._cursor, self._results, self._checks):
+            table.pop(job.job_id, None)
+        job.progress, job.detail = 0, f"restarted on {job.model} {model.version}: the model changed"[:120]
+        self._save_jobs()
 
     def _session_dropped(self, model: _Session) -> bool:
         return all(s is not model for s in self._sessions.values())
@@ -1189,6 +1211,8 @@ class Worker:
             self._scrub_now(model)
             if self._session_dropped(model):  # its weights could not be repaired: a session built anew
                 model = self._session(job.model)
+                if model.sha256 != checks.model_sha256:  # from another version (the golden copy, a rollback)
+                    raise _ModelChanged(model)
             self.reruns += 1
             # Run twice again where a double run disagreed: the comparison is the check.
             probs, ok, again = self._checked_run(model, tiles, double)

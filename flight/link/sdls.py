@@ -47,6 +47,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import struct
 import tempfile
 import time
@@ -65,6 +66,7 @@ from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
 from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_json, write_checked_json
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
+SN_MAX = (1 << (8 * SN_LEN)) - 1
 SEC_HEADER_LEN = SPI_LEN + SN_LEN
 OVERHEAD = SEC_HEADER_LEN + MAC_LEN
 KEY_LEN = 32
@@ -383,6 +385,7 @@ class SnFloor:
         self.reserve_us = int(reserve_us)
         self.reserved = 0
         self.error: str | None = None
+        self._token = secrets.token_hex(8)  # this process's writes, told from another's (release)
         try:
             self.reserved = self._read()
         except (CorruptFile, OSError) as exc:
@@ -390,16 +393,21 @@ class SnFloor:
 
     def _read(self) -> int:
         """The reservation (0: no file); OSError where the file is there but cannot be opened."""
+        return self._read_body()[0]
+
+    def _read_body(self) -> tuple[int, str]:
+        """(the reservation, the token of the process that wrote it); (0, "") for no file."""
         try:
             with open(self.path, "rb"):
                 pass
         except FileNotFoundError:
-            return 0
+            return 0, ""
         body = read_checked_json(self.path)
         value = body.get("reserved_us") if isinstance(body, dict) else None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CorruptFile(f"{self.path}: reserved_us is not a count of microseconds")
-        return value
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SN_MAX - self.reserve_us:
+            raise CorruptFile(f"{self.path}: reserved_us is not a count of microseconds an SN can pass")
+        by = body.get("by", "")
+        return value, by if isinstance(by, str) else ""
 
     def passed(self, sn: int) -> None:
         """Called with each SN sealed: past the reservation, reserve ``reserve_us`` more on disk."""
@@ -413,13 +421,33 @@ class SnFloor:
                 except CorruptFile:
                     current = 0  # written over: a corrupt reservation holds nothing
                 if current < target:
-                    write_checked_json(self.path, {"reserved_us": target})
+                    write_checked_json(self.path, {"reserved_us": target, "by": self._token})
                 else:
                     self.reserved = current
         except OSError as exc:
             self.error = f"{_why(self.path, exc)}; sealing from the clock"
             return
         self.error = None
+
+    def release(self, last_sn: int) -> None:
+        """At a clean close: bring the reservation down to ``last_sn``, the last SN sealed, where this
+        process wrote it last (no other has raised it since): a restart then seals from ``last_sn``
+        + 1, not from a reserve ahead. Without it, grounds started and stopped in quick succession
+        (a console run per command) each sealed up to ``reserve_us`` further ahead of their clock,
+        and another ground on the slot sealing from its clock was refused as stale meanwhile."""
+        if self.error is not None or not 0 < last_sn < self.reserved:
+            return
+        try:
+            with _locked(self.path):
+                try:
+                    current, by = self._read_body()
+                except CorruptFile:
+                    return
+                if by == self._token and last_sn < current:
+                    write_checked_json(self.path, {"reserved_us": last_sn, "by": self._token})
+                    self.reserved = last_sn
+        except OSError as exc:
+            self.error = f"{_why(self.path, exc)}; sealing from the clock"
 
 
 @contextmanager
@@ -456,14 +484,23 @@ class TmFloor:
         self.path = Path(path)
         self.period_s = float(period_s)
         self._now_s = now_s
-        self.error: str | None = None
+        self.load_error: str | None = None  # for the life of this process: what it lost at its start
+        self.store_error: str | None = None  # the last write's, until one works
         self.stored: dict[int, int] = {}
         try:
             self.stored = self._read()
-        except (CorruptFile, OSError) as exc:
-            self.error = f"{_why(self.path, exc)}; telemetry from before this start may be taken once"
+        except CorruptFile as exc:
+            quarantine(self.path)  # kept aside to be looked at (NAME.corrupt), and a new one written
+            self.load_error = f"{_why(self.path, exc)}; telemetry from before this start may be taken once"
+        except OSError as exc:
+            self.load_error = f"{_why(self.path, exc)}; telemetry from before this start may be taken once"
         self.highest = dict(self.stored)
         self._written_s: float | None = None
+
+    @property
+    def error(self) -> str | None:
+        """What the operators should know of this file now, or None."""
+        return self.load_error or self.store_error
 
     def _read(self) -> dict[int, int]:
         try:
@@ -477,8 +514,8 @@ class TmFloor:
             raise CorruptFile(f"{self.path}: highest is not a table of slots")
         out = {}
         for spi, sn in highest.items():
-            if not (isinstance(spi, str) and spi.isdigit() and isinstance(sn, int) and not isinstance(sn, bool)
-                    and 0 <= sn < 1 << (8 * SN_LEN)):
+            if not (isinstance(spi, str) and spi.isascii() and spi.isdigit() and isinstance(sn, int)
+                    and not isinstance(sn, bool) and 0 <= sn <= SN_MAX):
                 raise CorruptFile(f"{self.path}: highest[{spi!r}] is not an SN")
             out[int(spi)] = sn
         return out
@@ -488,10 +525,16 @@ class TmFloor:
         if sn <= self.highest.get(spi, -1):
             return
         self.highest[spi] = sn
+        self.tick()
+
+    def tick(self) -> None:
+        """Write what went up, if the last write is a period old (the link's flush calls it each
+        poll, so the last packets of a pass are on disk a period after them, not at the next pass)."""
         now = self._now_s()
         if self._written_s is None or now - self._written_s >= self.period_s:
-            self._written_s = now
-            self.flush()
+            if any(sn > self.stored.get(spi, -1) for spi, sn in self.highest.items()):
+                self._written_s = now
+                self.flush()
 
     def flush(self) -> None:
         """Write what went up since the last write, now."""
@@ -509,9 +552,9 @@ class TmFloor:
                     write_checked_json(self.path, {"highest": {str(spi): sn for spi, sn in sorted(merged.items())}})
                 self.stored = merged
         except OSError as exc:
-            self.error = f"{_why(self.path, exc)}; telemetry from before a restart may be taken once"
+            self.store_error = f"{_why(self.path, exc)}; telemetry from before a restart may be taken once"
             return
-        self.error = None
+        self.store_error = None
 
 
 def _why(path: Path, exc: Exception) -> str:
@@ -837,11 +880,15 @@ class SealingLink(GroundLink):
         self._link.reset_commands()
 
     def flush(self) -> None:
+        if self._tm_floor is not None:
+            self._tm_floor.tick()
         self._link.flush()
 
     def close(self) -> None:
         if self._tm_floor is not None:
             self._tm_floor.flush()
+        if self.sealer.floor is not None:
+            self.sealer.floor.release(self.sealer.last_sn)
         self._link.close()
 
     def __getattr__(self, name: str):
