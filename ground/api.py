@@ -48,7 +48,11 @@ class ServerError(RuntimeError):
 
 
 def _base(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here
+    except ValueError as exc:
+        raise ServerError(f"server URL {url!r}: {exc}; give http://HOST:PORT") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ServerError(f"server URL {url!r}: give http://HOST:PORT")
     return f"{parts.scheme}://{parts.netloc}"
@@ -84,7 +88,10 @@ def save_token(server: str, user: str, token: str, path: Path | None = None) -> 
         data["servers"][_base(server)] = {"user": user, "token": token, "saved_s": time.time()}
     else:
         data["servers"].pop(_base(server), None)
-    write_atomic(path, json.dumps(data, indent=1).encode())
+    try:
+        write_atomic(path, json.dumps(data, indent=1).encode())
+    except OSError as exc:
+        raise ServerError(f"{path}: the session token cannot be kept there: {exc.strerror or exc}") from None
     return path
 
 
@@ -108,11 +115,14 @@ class ApiClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         if self.token:
+            if not self.token.isprintable() or " " in self.token:
+                raise ServerError(f"the session token (from {TOKEN_ENV} or the token file) is not one the server "
+                                  "gave: log in again (sunlit-ground login)")
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read() or b"{}")
+                raw = resp.read()
         except urllib.error.HTTPError as exc:
             try:
                 answer = json.loads(exc.read() or b"{}")
@@ -125,6 +135,10 @@ class ApiClient:
             reason = getattr(exc, "reason", exc)
             raise ServerError(f"cannot reach the ground server at {self.server}: {reason} "
                               "(is `sunlit-ground server` running? --server URL)") from None
+        except ValueError as exc:  # the URL or a header that http.client refuses (never echoed: a header holds the token)
+            raise ServerError(f"{url}: the request could not be made ({type(exc).__name__})") from None
+        try:
+            return json.loads(raw or b"{}")
         except ValueError:
             raise ServerError(f"{url}: the answer is not JSON; is {self.server} a Sunlit ground server?") from None
 
@@ -415,6 +429,13 @@ class ServerClient(GroundClient):
                         f"{command.name}: outcome unknown: the agent acknowledged it and no {wait} report came "
                         f"(server queue entry {entry_id}, {entry['state']}); the server keeps listening for it "
                         "and asks the agent again at the next contact", result)
+                if entry["state"] in ("sent", "unknown") or entry.get("attempts"):
+                    # On the link: the agent may have it and its reports be lost on the way down. "Never
+                    # ran" here would have an operator send it again, and a second cmd_id runs it twice.
+                    raise CommandOutcomeUnknown(
+                        f"{command.name}: outcome unknown: the server sent it and no report came within "
+                        f"{timeout_s} s (server queue entry {entry_id}, {entry['state']}); the agent may have "
+                        "run it: check before sending it again (sunlit-ground queue)", result)
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
                                      f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:

@@ -810,8 +810,11 @@ class Archive:
         self._sids_noted: set[int] = set()
         self._unsealed_hint: dict[tuple[int, int], int] = {}  # (sc, sid) -> rows recorded since last counted
         # isolation_level=None: no implicit transactions; _write() opens and closes them.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_timeout_s)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=busy_timeout_s)
+        except sqlite3.Error as exc:  # a folder, a file it may not open
+            raise ArchiveError(f"{self.path} cannot be opened as an archive: {exc}") from None
         try:
             if not self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 # A new file: before any table and before WAL, or it cannot be changed any more.

@@ -279,6 +279,10 @@ def _run_guarded(func):
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"sunlit-ground archive: {text}", file=sys.stderr)
             return 2
+        except OSError as exc:  # an output file it cannot write, a disk full
+            print(f"sunlit-ground archive: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
     return run
 
 

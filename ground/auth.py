@@ -14,8 +14,12 @@
   ``SameSite=Strict`` cookie and proves each state-changing request with the session's CSRF
   token in a header; a program (the CLI) sends the token as ``Authorization: Bearer``, which
   no other site's page can make a browser send, so it needs no CSRF token.
-- **Logins** that fail are counted per user name; after ``MAX_FAILURES`` in a row that name is
-  locked for ``LOCKOUT_S`` (guessing costs time, and a locked account is visible in status).
+- **Logins** that fail are counted per user name and client address; after ``MAX_FAILURES`` in
+  a row that name is locked for ``LOCKOUT_S`` from that address (guessing costs time; counted
+  per name alone, anyone who could reach the server kept any operator, the admin too, locked
+  out with a guess every 30 s). Behind a proxy every client has the proxy's address: then it
+  is per name again. A password changed in the users file ends the sessions opened with the
+  old one, as removing the user does.
 
 Roles are ordered: a viewer reads telemetry, events, the archive and the queue; an operator
 also commands, approves others' commands, acknowledges alarms and holds or releases the
@@ -33,7 +37,7 @@ import secrets
 import stat
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,6 +106,7 @@ class Session:
     created_s: float
     last_seen_s: float
     ended: bool = False
+    password_hash: str = field(default="", repr=False)  # the user's at login: a change ends the session
 
 
 def hash_password(password: str) -> str:
@@ -235,7 +240,7 @@ class Sessions:
         self.max_s = max_s
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # SHA-256 of the token -> session
-        self._failures: dict[str, tuple[int, float]] = {}  # user name -> (failures in a row, locked until)
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # (name, address) -> (failures, locked until)
         self._checks = threading.BoundedSemaphore(PARALLEL_CHECKS)
         self.logins = 0
         self.failed_logins = 0
@@ -245,8 +250,9 @@ class Sessions:
     def _key(token: str) -> str:
         return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
-    def login(self, name: str, password: str) -> tuple[str, Session]:
-        """A new session's token (shown once) and the session; AuthError when refused.
+    def login(self, name: str, password: str, address: str = "") -> tuple[str, Session]:
+        """A new session's token (shown once) and the session; AuthError when refused. ``address``:
+        the client's (the server's request.remote), which the lockout is kept per.
 
         Each attempt counts as a failure *before* the password is checked (and is taken back
         when it was right), so parallel guesses cannot get past the lockout; at most
@@ -256,14 +262,15 @@ class Sessions:
             raise AuthError("give user and password as strings", 400)
         self.users.refresh()
         now = self.clock()
+        key = (name, str(address or "")[:64])
         with self._lock:
-            count, until = self._failures.pop(name, (0, 0.0))
+            count, until = self._failures.pop(key, (0, 0.0))
             if until > now:
-                self._failures[name] = (count, until)
+                self._failures[key] = (count, until)
                 self.failed_logins += 1
                 raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
             count += 1
-            self._failures[name] = (count, now + LOCKOUT_S if count >= MAX_FAILURES else 0.0)
+            self._failures[key] = (count, now + LOCKOUT_S if count >= MAX_FAILURES else 0.0)
             while len(self._failures) > MAX_TRACKED_NAMES:  # bounded: the oldest names go, never all
                 self._failures.pop(next(iter(self._failures)))
         with self._checks:
@@ -272,9 +279,10 @@ class Sessions:
             if user is None:
                 self.failed_logins += 1
                 raise AuthError("wrong user name or password")
-            self._failures.pop(name, None)
+            self._failures.pop(key, None)
             token = secrets.token_urlsafe(32)
-            session = Session(user.name, user.role, secrets.token_urlsafe(24), now, now)
+            session = Session(user.name, user.role, secrets.token_urlsafe(24), now, now,
+                              password_hash=user.password_hash)
             self._sessions[self._key(token)] = session
             mine = [k for k, s in self._sessions.items() if s.user == user.name]
             for key in mine[:max(0, len(mine) - MAX_SESSIONS_PER_USER)]:  # a user's oldest go first
@@ -296,7 +304,8 @@ class Sessions:
             if session is None:
                 return None
             user = self.users.users.get(session.user)  # None: removed from the file since
-            if user is None or now - session.last_seen_s > self.idle_s or now - session.created_s > self.max_s:
+            if user is None or user.password_hash != session.password_hash or \
+                    now - session.last_seen_s > self.idle_s or now - session.created_s > self.max_s:
                 session.ended = True
                 del self._sessions[key]
                 return None
@@ -315,7 +324,9 @@ class Sessions:
         """Whether a session held by a long-lived connection (a WebSocket) may go on."""
         self.users.refresh()
         now = self.clock()
-        if session.ended or now - session.created_s > self.max_s or session.user not in self.users.users:
+        user = self.users.users.get(session.user)
+        if session.ended or now - session.created_s > self.max_s or user is None or \
+                user.password_hash != session.password_hash:
             session.ended = True
             return False
         session.last_seen_s = now  # watching is activity

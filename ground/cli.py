@@ -604,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--config", help="server configuration (TOML; see docs/ground-api.md)")
     srv.add_argument("--link", help="one spacecraft's link URL (instead of --config)")
     srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--port", type=_port, default=8080)
     srv.add_argument("--archive", default="var/ground.sqlite")
     srv.add_argument("--no-archive", action="store_true", help="keep nothing (tests, demos)")
     srv.add_argument("--users", default="etc/ground-users.toml", help="the operators file (sunlit-ground user ...)")
@@ -690,6 +690,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_parser(sub)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,7 +81,7 @@ from flight.link.packets import (
     unpack,
 )
 from flight.link.sdls import KeyFileError, SealingLink
-from flight.link.transport import GroundLink, open_ground_link
+from flight.link.transport import GroundLink, LinkConfigError, open_ground_link
 from ground.completeness import CompletenessTracker, packet_key
 
 
@@ -191,6 +191,18 @@ class Received:
 _WAIT_ACK = {"sent": 0, "accepted": ACK_ACCEPTANCE, "completed": ACK_COMPLETION}
 
 
+MAX_UPTIME_S = 1e10  # three centuries: an uptime past it is a hostile or corrupt value, not a board's
+
+
+def _started_s(time_s: float, uptime: Any) -> float | None:
+    """When the agent started (its packet's time less its uptime), or None where the uptime is no
+    number a board could report (a hostile 1e308 overflowed the arithmetic after it)."""
+    if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) and 0 <= uptime <= MAX_UPTIME_S:
+        started = time_s - uptime
+        return started if math.isfinite(started) else None
+    return None
+
+
 class GroundClient:
     def __init__(
         self,
@@ -264,7 +276,13 @@ class GroundClient:
             if not got and timeout_s > 0:
                 time.sleep(min(timeout_s, 0.1))
                 got = self.link.receive_tagged()
-        out = [item for raw, stream in got for item in self._take(raw, stream)]
+        out: list[Received] = []
+        for raw, stream in got:
+            try:
+                out.extend(self._take(raw, stream))
+            except Exception as exc:  # noqa: BLE001 - one packet no code foresaw costs itself, not the others taken with it
+                self.bad_packets += 1
+                out.append(Received(raw, None, None, error=f"not taken in: {type(exc).__name__}: {exc}"[:200]))
         self.link.flush()
         return out
 
@@ -326,9 +344,9 @@ class GroundClient:
         if isinstance(record, Verification):
             self._report(record)
         elif isinstance(record, HkRecord):
-            uptime = record.values.get("uptime_s")
-            if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) and math.isfinite(uptime):
-                self.tracker.boot_at(int(round((record.time_s - uptime) * 1000.0)))  # counts restart there
+            started_s = _started_s(record.time_s, record.values.get("uptime_s"))
+            if started_s is not None:
+                self.tracker.boot_at(int(round(started_s * 1000.0)))  # counts restart there
             if not played_back:
                 self._notice_restart(packet.apid, record.values, record.time_s)
                 if "dict_hash" in record.values:
@@ -366,9 +384,9 @@ class GroundClient:
     def _notice_restart(self, apid: int, values: dict[str, Any], time_s: float) -> None:
         """An agent restart shows as a new boot count or a new start time (packet time minus
         uptime); sequence counts alone cannot tell when the first packets after it were missed."""
-        boot, uptime = values.get("boot_count"), values.get("uptime_s")
+        boot = values.get("boot_count")
         old_boot = self.latest.get("boot_count", (None, 0))[0]
-        started_s = time_s - uptime if isinstance(uptime, (int, float)) else None
+        started_s = _started_s(time_s, values.get("uptime_s"))
         moved = (started_s is not None and self._agent_started_s is not None
                  and abs(started_s - self._agent_started_s) > RESTART_TOLERANCE_S)
         if (boot is not None and old_boot is not None and boot != old_boot) or moved:
@@ -653,9 +671,12 @@ def direct_client(link_url: str, tc_keys: str | None = None, zmq_server_public: 
             raise SystemExit(f"sunlit-ground: CurveZMQ keys: {exc}") from None
     if tm_auth and not tc_keys:
         raise SystemExit("sunlit-ground: --tm-auth needs --tc-keys (its telemetry slot checks the telemetry)")
-    if not tc_keys and curve is None:
-        return GroundClient(link_url)
-    link = open_ground_link(link_url, curve=curve)
+    try:
+        if not tc_keys and curve is None:
+            return GroundClient(link_url)
+        link = open_ground_link(link_url, curve=curve)
+    except OSError as exc:  # a serial port that is not there, or busy (pyserial's SerialException)
+        raise LinkConfigError(f"{link_url}: the link cannot be opened: {exc.strerror or exc}") from None
     if not tc_keys:
         return GroundClient(link)
     try:

@@ -1027,6 +1027,15 @@ class GroundServer:
 
     # --- the guard: host, origin, session, CSRF, role ------------------------------------
 
+    async def _counted(self, handler: Callable, request: web.Request) -> web.StreamResponse:
+        """The handler's answer; a request it refuses as malformed (a 4xx it raises: not JSON, too
+        large, the wrong content type) is counted with the others refused."""
+        try:
+            return await handler(request)
+        except web.HTTPClientError:
+            self.sessions.refused_requests += 1
+            raise
+
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         if request.host not in self.allowed_hosts:
@@ -1045,7 +1054,7 @@ class GroundServer:
             return _error(403, f"{request.method} {request.path} has no role assigned", "FORBIDDEN")  # fail closed
         need: Role | None = self.route_roles[key]
         if need is None:
-            response = await handler(request)
+            response = await self._counted(handler, request)
         else:
             session, by_cookie = self._session(request)
             if session is None:
@@ -1063,7 +1072,7 @@ class GroundServer:
                 return _error(403, f"{session.user} is a {session.role.name.lower()}; this needs "
                                    f"{need.name.lower()}", "FORBIDDEN")
             request[SESSION_KEY] = session
-            response = await handler(request)
+            response = await self._counted(handler, request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
@@ -1099,7 +1108,7 @@ class GroundServer:
         loop = asyncio.get_running_loop()
         try:  # argon2 takes tens of ms on purpose: off the event loop
             token, session = await loop.run_in_executor(None, self.sessions.login, body.get("user"),
-                                                        body.get("password"))
+                                                        body.get("password"), request.remote or "")
         except AuthError as exc:
             return _error(exc.status, str(exc), "LOGIN_FAILED")
         response = _json({"user": session.user, "role": session.role.name.lower(), "csrf": session.csrf,
@@ -1574,7 +1583,7 @@ class GroundServer:
     def _page_message(self, data: str, page: object) -> None:
         try:
             msg = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(msg, dict) or msg.get("type") != "drawn":
             return
@@ -1650,10 +1659,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
                                            content_type="application/json")
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, LookupError, RecursionError):  # not JSON, a charset nobody knows, nested past the parser
         body = None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object"}), content_type="application/json")
+        raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object in UTF-8"}),
+                                 content_type="application/json")
     return body
 
 

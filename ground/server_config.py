@@ -124,6 +124,8 @@ def _number(table: dict, key: str, where: str, lo: float, hi: float, default: fl
 
 
 def _unknown(table: dict, allowed: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ServerConfigError(f"{where}: {table!r} must be a table ([{where}] with {', '.join(sorted(allowed))})")
     extra = sorted(set(table) - allowed)
     if extra:
         raise ServerConfigError(f"{where}.{extra[0]}: unknown key (known: {', '.join(sorted(allowed))})")

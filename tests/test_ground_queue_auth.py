@@ -224,6 +224,16 @@ def test_sessions_expire_end_at_logout_and_follow_the_users_file(users):
     users.refresh(force=True)
     assert "alice" not in users.users
     assert sessions.get(token) is None, "a user removed from the file loses their sessions"
+    # A password changed in the file (`sunlit-ground user passwd vera`): a session opened with the old
+    # one (a stolen token) ends, on a request and on a WebSocket alike; one opened after goes on.
+    token, session = sessions.login("vera", "vera-pass")
+    other = UserStore.load(users.path)
+    other.set("vera", Role.VIEWER, "vera-new-pass")
+    other.save()
+    users.refresh(force=True)
+    assert sessions.get(token) is None and not sessions.alive(session)
+    token, session = sessions.login("vera", "vera-new-pass")
+    assert sessions.get(token) is session and sessions.alive(session)
 
 
 @pytest.mark.req("GND-021")
@@ -260,6 +270,21 @@ def test_repeated_failed_logins_lock_the_name(users):
     assert sessions.login("vera", "vera-pass")[1].role is Role.VIEWER
 
 
+@pytest.mark.req("GND-021")
+def test_a_guesser_locks_the_name_from_its_own_address_not_from_the_operators(users):
+    """Counted per name alone, one guess every 30 s from anywhere kept an operator out for good."""
+    now = [0.0]
+    sessions = Sessions(users, clock=lambda: now[0])
+    for _ in range(3):  # the guesser keeps at it, a lockout after another
+        for _ in range(MAX_FAILURES):
+            with pytest.raises(AuthError):
+                sessions.login("vera", "guess", "203.0.113.9")
+        with pytest.raises(AuthError, match="too many failed logins"):
+            sessions.login("vera", "vera-pass", "203.0.113.9")
+        assert sessions.login("vera", "vera-pass", "10.0.0.5")[1].user == "vera"  # the operator's console
+        now[0] += 31
+
+
 # --- configuration and hosts ----------------------------------------------------------------
 
 
@@ -292,3 +317,45 @@ def test_the_host_allow_list_holds_loopback_and_configured_names_only():
     # Another service on this machine (port 80, 3000) is another origin, whose cookie jar is shared.
     assert "localhost" not in hosts and "127.0.0.1" not in hosts and "localhost:3000" not in hosts
     assert "localhost" in allowed_hosts((), "127.0.0.1", 80)
+
+
+@pytest.mark.req("GND-025")
+def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_traceback(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """Each of these ended in a Python traceback (review): a port out of range, a folder where the
+    archive goes, a config whose table is a number, a server URL with a broken host or port, a
+    token file that cannot be written, a serial port that is not there, a token with a line break."""
+    from ground.cli import main
+
+    users = tmp_path / "users.toml"
+    store = UserStore(users)
+    store.set("alice", Role.OPERATOR, "alice-pass")
+    store.save()
+    (tmp_path / "a-folder").mkdir()
+    bad_config = tmp_path / "ground.toml"
+    bad_config.write_text('commands = 5\n[[spacecraft]]\nid = "sunlit-1"\nlink = "zmq://127.0.0.1:5550"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    (tmp_path / "cfg" / "sunlit").mkdir(parents=True)
+    (tmp_path / "cfg" / "sunlit" / "ground-session.json").mkdir()  # the token file's path is a folder
+    cases = [
+        (["server", "--link", "zmq://127.0.0.1:5550", "--port", "70000"], "not a port"),
+        (["server", "--link", "zmq://127.0.0.1:5550", "--port", "0", "--users", str(users),
+          "--archive", str(tmp_path / "a-folder")], "cannot be opened as an archive"),
+        (["archive", "query", "mode", "--db", str(tmp_path / "a-folder")], "cannot be opened as an archive"),
+        (["server", "--config", str(bad_config)], "commands: 5 must be a table"),
+        (["--server", "http://[::1", "logout"], "server URL"),
+        (["--server", "http://127.0.0.1:abc", "logout"], "server URL"),
+        (["--server", "http://127.0.0.1:9", "logout"], "cannot be kept there"),
+        (["--direct", "serial:///nonexistent/tty", "send", "NOOP"], "cannot be opened"),
+    ]
+    for argv, said in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own refusal: a usage line, exit 2
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code != 0 and said in err and "Traceback" not in err, (argv, code, err)
+    monkeypatch.setenv("SUNLIT_GROUND_TOKEN", "bad\ntoken")
+    assert main(["--server", "http://127.0.0.1:9", "queue"]) != 0
+    err = capsys.readouterr().err
+    assert "not one the server gave" in err and "bad\ntoken" not in err  # the token is not echoed

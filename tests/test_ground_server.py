@@ -196,6 +196,17 @@ def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(ground):
     with pytest.raises(urllib.error.HTTPError) as form:
         urllib.request.urlopen(req, timeout=10)
     assert form.value.code == 415
+    # Bodies no parser takes (a charset nobody knows, nesting past the parser's depth): refused,
+    # named and counted, before login too; never the framework's 500.
+    refused = ground.sessions.refused_requests
+    for path, auth, ctype, data in [("api/login", {}, "application/json; charset=bogus", b'{"user": "a"}'),
+                                    ("api/commands", {"Authorization": f"Bearer {token}"}, "application/json",
+                                     b"[" * 50_000 + b"]" * 50_000)]:
+        req = urllib.request.Request(ground.url + path, data=data, method="POST", headers={**auth, "Content-Type": ctype})
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(req, timeout=10)
+        assert bad.value.code == 400 and b"JSON object" in bad.value.read(), path
+    assert ground.sessions.refused_requests == refused + 2
     status, answer, _ = http(ground, "POST", "/api/commands", ping, token=token,
                              headers={"Origin": f"http://127.0.0.1:{port}"})
     assert status == 202 and answer["who"] == "alice"
@@ -437,6 +448,20 @@ def test_a_hostile_packet_is_archived_raw_counted_and_the_server_goes_on(source_
     wait_until(delivered, what="the hostile and the good packet taken in")
     status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
     assert status["bad_packets"] >= 1 and status["internal_errors"] == 0
+    # Housekeeping whose uptime is 1e308 (its start time overflows): itself only, not the packets with it.
+    values.update(uptime_s=1e308, mode="NOMINAL")
+    overflowing = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 2)
+    values.update(uptime_s=3.0, mode="SAFE")
+    after = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 3)
+
+    def both() -> bool:
+        source.publish(overflowing)
+        source.publish(after)
+        source.receive()
+        return server.links["sunlit-1"].latest.get("uptime_s", (None,))[0] == 3.0
+
+    wait_until(both, what="the packet after the overflowing one")
+    assert http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]["internal_errors"] == 0
     server.links["sunlit-1"].recorder.flush()
     assert server.archive.counts()["invalid_packets"] >= 1
 
@@ -584,6 +609,35 @@ def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server
     done = wait_until(lambda: (e := server.links["sunlit-1"].queue.get(entry["id"])).state.final and e,
                       what="the entry's end")
     assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
+
+
+def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_a_timeout(source_and_server):
+    """Reports lost on the way down: the agent may have run the command. A timeout (the CLI's "it
+    never ran", exit 4) would have the operator send it again, under a new cmd_id: run twice."""
+    from flight.link.messages import Codec
+    from flight.link.packets import unpack
+    from ground.client import CommandOutcomeUnknown
+
+    source, server = source_and_server
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+    taken: list = []
+
+    def heard() -> bool:
+        source.publish(hk)
+        taken.extend(p for p in source.receive() if unpack(p.packet).service == 8)
+        return server.links["sunlit-1"].client.agent_dict_hash == DICTIONARY.version_hash
+
+    wait_until(heard, what="the agent's housekeeping")
+    alice = client_for(server, "alice")
+    try:
+        with pytest.raises(CommandOutcomeUnknown, match="the agent may have run it"):
+            alice.send("NOOP", {}, timeout_s=2.0, on_entry=lambda e: heard())
+    finally:
+        alice.close()
+    assert wait_until(lambda: heard() and taken, what="the command on the link")  # it went: the agent has it
 
 
 @pytest.mark.req("GND-022")
