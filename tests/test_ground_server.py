@@ -611,6 +611,7 @@ def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server
     assert done.state.value == "failed" and done.stages[-1]["code"] == "DICTIONARY_MISMATCH"
 
 
+@pytest.mark.req("GND-025")
 def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_a_timeout(source_and_server):
     """Reports lost on the way down: the agent may have run the command. A timeout (the CLI's "it
     never ran", exit 4) would have the operator send it again, under a new cmd_id: run twice."""
