@@ -472,9 +472,10 @@ class TmFloor:
     be played to it once after.
 
     Written when it went up, at most once per ``period_s`` (a file per packet would be a
-    fsync per packet), and at :meth:`flush` (the link's close): what arrived within the last
-    ``period_s`` before a ground stopped without closing (a kill, a power cut) can still be played
-    to it once. Several processes may check telemetry with one file (the server and a direct
+    fsync per packet), from each packet taken and each flush of the link (:meth:`tick`: the
+    client flushes at every poll, so the last packets of a pass are on disk a period after
+    them), and at the link's close (:meth:`flush`): what arrived within the last ``period_s``
+    before a ground stopped without closing (a kill, a power cut) can still be played to it once. Several processes may check telemetry with one file (the server and a direct
     console): each write takes the larger per slot, under a lock. Only the ground's view of
     telemetry rests on this file: a lost or unreadable one is said (:attr:`error`), and
     telemetry is taken from the window in memory as before."""
