@@ -766,14 +766,15 @@ class Worker:
             scrubber.period_s = period
             self._scrub(name, scrubber, lambda sc: sc.step(now_s, self.scrub_step_bytes))
             live.add(id(scrubber))
-            stats = scrubber.stats(now_s)
-            if not stats.behind:
+            age_s = scrubber.age_s(now_s)
+            if age_s <= BEHIND_FACTOR * period:  # ScrubStats.behind, without making the whole record
                 self._behind.discard(id(scrubber))
             elif settled and id(scrubber) not in self._behind:
                 self._behind.add(id(scrubber))
-                self.event("SCRUB_BEHIND", name=name, age_s=round(stats.age_s, 1), period_s=period,
-                           bytes=stats.bytes_total)
-        self._behind &= live
+                self.event("SCRUB_BEHIND", name=name, age_s=round(age_s, 1), period_s=period,
+                           bytes=scrubber.bytes_total)
+        if self._behind:
+            self._behind &= live
         if self._injector is not None:
             self._injector.save()
 
