@@ -235,9 +235,14 @@ def _send_from_form(page, name: str, args: dict | None = None, confirm: bool = F
     if confirm:
         page.check("#cmd-confirm")
     before = page.get_attribute("#cmd-form", "data-last-id")
+    page.evaluate("() => { document.getElementById('cmd-error').textContent = ''; }")
     page.click("#cmd-send")
-    page.wait_for_function("b => (document.getElementById('cmd-form').dataset.lastId || null) !== b", arg=before)
-    return page.locator(f"#cmd-{page.get_attribute('#cmd-form', 'data-last-id')}")
+    # The server's answer: a new entry, or the form's own error (said in the failure, not a bare timeout).
+    page.wait_for_function("b => (document.getElementById('cmd-form').dataset.lastId || null) !== b"
+                           " || document.getElementById('cmd-error').textContent !== ''", arg=before)
+    last = page.get_attribute("#cmd-form", "data-last-id")
+    assert last != before, f"{name} not queued: {page.text_content('#cmd-error')!r}"
+    return page.locator(f"#cmd-{last}")
 
 
 def _http(server: GroundServer, path: str, body: dict | None = None, token: str | None = None,
