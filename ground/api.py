@@ -116,8 +116,9 @@ class ApiClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             if not self.token.isprintable() or " " in self.token:
-                raise ServerError(f"the session token (from {TOKEN_ENV} or the token file) is not one the server "
-                                  "gave: log in again (sunlit-ground login)")
+                where = f"{TOKEN_ENV} (it overrides the token file): set it right or unset it" if os.environ.get(
+                    TOKEN_ENV) else "the token file: log in again (sunlit-ground login)"
+                raise ServerError(f"the session token is not one the server gave; from {where}")
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
@@ -436,11 +437,31 @@ class ServerClient(GroundClient):
                         f"{command.name}: outcome unknown: the server sent it and no report came within "
                         f"{timeout_s} s (server queue entry {entry_id}, {entry['state']}); the agent may have "
                         "run it: check before sending it again (sunlit-ground queue)", result)
+                if entry["state"] in ("queued", "released"):
+                    # Still to go out: left there, it would be sent later, after a timeout that says it never ran.
+                    entry = self._take_back(entry_id, entry)
+                    if entry["state"] != "cancelled":
+                        raise CommandOutcomeUnknown(
+                            f"{command.name}: outcome unknown: no {wait} within {timeout_s} s, and the server "
+                            f"released it to the link as the wait ended (entry {entry_id}, {entry['state']}): "
+                            "check before sending it again (sunlit-ground queue)", result)
+                    raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; still queued (agent not "
+                                         f"heard, or the queue held): cancelled, it never left the ground (entry "
+                                         f"{entry_id})", result)
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
                                      f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:
                 raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
             self.poll(min(left, 0.1))
+
+    def _take_back(self, entry_id: int, entry: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a command still queued; the entry as the server then has it (released or sent
+        meanwhile: not cancelled, and said so by the caller)."""
+        try:
+            return self.api.post(f"/api/commands/{entry_id}/cancel", {"spacecraft": self.spacecraft})
+        except ServerError:
+            self.poll(0.2)
+            return self.server_link.commands.get(entry_id, {**entry, "state": "released"})
 
     @staticmethod
     def _fill(result: CommandResult, entry: dict[str, Any]) -> None:

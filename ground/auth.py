@@ -14,11 +14,13 @@
   ``SameSite=Strict`` cookie and proves each state-changing request with the session's CSRF
   token in a header; a program (the CLI) sends the token as ``Authorization: Bearer``, which
   no other site's page can make a browser send, so it needs no CSRF token.
-- **Logins** that fail are counted per user name and client address; after ``MAX_FAILURES`` in
-  a row that name is locked for ``LOCKOUT_S`` from that address (guessing costs time; counted
-  per name alone, anyone who could reach the server kept any operator, the admin too, locked
-  out with a guess every 30 s). Behind a proxy every client has the proxy's address: then it
-  is per name again. A password changed in the users file ends the sessions opened with the
+- **Logins** that fail are counted per user name and client address (an IPv6 client by its
+  /64); after ``MAX_FAILURES`` in a row that name is locked for ``LOCKOUT_S`` from that address
+  (guessing costs time; counted per name alone, anyone who could reach the server kept any
+  operator, the admin too, locked out with a guess every 30 s), and after
+  ``MAX_NAME_FAILURES`` from all addresses together, from every address (a guesser with many
+  addresses is bounded too, and must keep up ten times the rate to lock an operator out).
+  Behind a proxy every client has the proxy's address: then it is per name again. A password changed in the users file ends the sessions opened with the
   old one, as removing the user does.
 
 Roles are ordered: a viewer reads telemetry, events, the archive and the queue; an operator
@@ -31,6 +33,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -54,6 +57,7 @@ USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD = 8
 MAX_FAILURES = 5
 LOCKOUT_S = 30.0
+MAX_NAME_FAILURES = 50  # failures in a row for a name from all addresses together: then locked from every one
 SESSION_IDLE_S = 8 * 3600.0  # a shift
 SESSION_MAX_S = 24 * 3600.0
 MAX_SESSIONS = 1000  # a bound on memory: the oldest session goes first
@@ -262,15 +266,17 @@ class Sessions:
             raise AuthError("give user and password as strings", 400)
         self.users.refresh()
         now = self.clock()
-        key = (name, str(address or "")[:64])
+        key = (name, _client(address))
+        everywhere = (name, "*")  # every address together: a guesser with many addresses is bounded too
         with self._lock:
-            count, until = self._failures.pop(key, (0, 0.0))
-            if until > now:
-                self._failures[key] = (count, until)
-                self.failed_logins += 1
-                raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
-            count += 1
-            self._failures[key] = (count, now + LOCKOUT_S if count >= MAX_FAILURES else 0.0)
+            for k, limit in ((everywhere, MAX_NAME_FAILURES), (key, MAX_FAILURES)):
+                count, until = self._failures.get(k, (0, 0.0))
+                if until > now:
+                    self.failed_logins += 1
+                    raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
+            for k, limit in ((everywhere, MAX_NAME_FAILURES), (key, MAX_FAILURES)):
+                count = self._failures.pop(k, (0, 0.0))[0] + 1
+                self._failures[k] = (count, now + LOCKOUT_S if count >= limit else 0.0)
             while len(self._failures) > MAX_TRACKED_NAMES:  # bounded: the oldest names go, never all
                 self._failures.pop(next(iter(self._failures)))
         with self._checks:
@@ -280,6 +286,7 @@ class Sessions:
                 self.failed_logins += 1
                 raise AuthError("wrong user name or password")
             self._failures.pop(key, None)
+            self._failures.pop(everywhere, None)
             token = secrets.token_urlsafe(32)
             session = Session(user.name, user.role, secrets.token_urlsafe(24), now, now,
                               password_hash=user.password_hash)
@@ -335,6 +342,21 @@ class Sessions:
     def active(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+
+def _client(address: str | None) -> str:
+    """What the login lockout is kept per: the client's IPv4 address, or its IPv6 /64 (one host
+    commonly holds a whole /64, and would otherwise get five tries from each of its addresses)."""
+    text = str(address or "")[:64]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

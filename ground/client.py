@@ -225,6 +225,8 @@ class GroundClient:
         self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
         self.tracker = tracker if tracker is not None else CompletenessTracker()
         self.bad_packets = 0
+        self.internal_errors = 0  # packets a failure here kept from being taken in (each archived raw)
+        self.last_internal_error = ""
         self.duplicates = 0  # packets dropped because the ground already had them
         self.played_back = 0  # new packets taken out of playback containers
         self.store_acks = 0  # acknowledgements sent to the agent's packet store
@@ -276,13 +278,7 @@ class GroundClient:
             if not got and timeout_s > 0:
                 time.sleep(min(timeout_s, 0.1))
                 got = self.link.receive_tagged()
-        out: list[Received] = []
-        for raw, stream in got:
-            try:
-                out.extend(self._take(raw, stream))
-            except Exception as exc:  # noqa: BLE001 - one packet no code foresaw costs itself, not the others taken with it
-                self.bad_packets += 1
-                out.append(Received(raw, None, None, error=f"not taken in: {type(exc).__name__}: {exc}"[:200]))
+        out = [item for raw, stream in got for item in self._take(raw, stream)]
         self.link.flush()
         return out
 
@@ -298,6 +294,25 @@ class GroundClient:
         return items
 
     def _intake(self, raw: bytes, stream: bool, played_back: bool, out: list[Received]) -> None:
+        """One packet (a playback container's inner ones each on their own): what it holds into
+        ``out``. A failure no code here foresaw (a bug, a value no check thought of) costs this
+        packet only, counted in :attr:`internal_errors`, which the server's status shows: one that
+        failed before it was taken in goes to the listeners as a bad packet (archived raw), one
+        that failed after (in what it sets here) is archived as it was taken; the packets around
+        it go on."""
+        before = len(out)
+        try:
+            self._intake_one(raw, stream, played_back, out)
+        except Exception as exc:  # noqa: BLE001 - said, counted, and the next packet is taken in
+            self.internal_errors += 1
+            self.last_internal_error = f"{type(exc).__name__}: {exc}"[:200]
+            if len(out) == before:  # failed before it was taken in: kept raw, as a bad packet
+                self.bad_packets += 1
+                out.append(Received(raw, None, None, error=f"not taken in: {self.last_internal_error}",
+                                    played_back=played_back))
+            # else taken in (archived with what it meant) and failed in what it sets here: counted
+
+    def _intake_one(self, raw: bytes, stream: bool, played_back: bool, out: list[Received]) -> None:
         try:
             packet = unpack(raw)
             if not isinstance(packet, Telemetry):

@@ -175,7 +175,7 @@ def _cmd_sn_floor(args: argparse.Namespace) -> int:
             raise KeyCommandError(f"--above {args.above}: an SN is not negative")
         above = args.above + WINDOW_US
     ahead_s = above / 1e6 - time.time()
-    if above + GROUND_RESERVE_US > SN_MAX:
+    if above + 2 * GROUND_RESERVE_US > SN_MAX:  # the reservation written, and the reserve a reader allows past it
         raise KeyCommandError(f"{above}: past the largest SN ({SN_MAX}) less a reservation: a typing error?")
     if ahead_s > SN_FLOOR_MAX_AHEAD_S and not args.force:
         raise KeyCommandError(f"{above}: {ahead_s / 86400:.1f} days ahead of this computer's clock; the ground's SNs "

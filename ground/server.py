@@ -626,7 +626,8 @@ class SpacecraftLink:
             "silent_s": silent,
             "stale_after_s": self.stale_after_s(),
             "link_silent": silent is None or silent > self.stale_after_s(),
-            "link_error": self.link_error,
+            "link_error": self.link_error or (f"a packet not taken in: {client.last_internal_error}"
+                                              if client is not None and client.last_internal_error else ""),
             "packets": self.packets,
             "bad_packets": self.bad_packets,
             "tm_auth": self.tm_auth,
@@ -644,7 +645,7 @@ class SpacecraftLink:
             "agent_restarts": client.agent_restarts if client else 0,
             "agent_dict_hash": agent_hash,
             "dict_match": None if agent_hash is None else agent_hash == self.dictionary.version_hash,
-            "internal_errors": self.internal_errors,
+            "internal_errors": self.internal_errors + (client.internal_errors if client is not None else 0),
             "archive": self.recorder.statistics().__dict__ if self.recorder is not None else None,
             "queue": self.queue.status(),
             "files": self.files.status() if self.files is not None else None,

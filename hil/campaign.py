@@ -428,6 +428,7 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
         })
         for check in body["checks"]:
             row[f"check_{check['name']}"] = bool(check["passed"])
+        row.update(_upset_columns(body.get("memory_upsets")))
     except Exception as exc:  # noqa: BLE001 - one case that cannot run must not end the campaign
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         row.update({"status": "error", "passed": False, "error": last[:500]})
@@ -663,13 +664,33 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS}
 
 
+UPSET_COLUMNS = ("upsets_requested", "upsets_applied", "upsets_detected", "upsets_corrected",
+                 "upsets_corrupt_reported_good", "upsets_corrupt_unchecked")
+"""A case's memory upsets (its run's account, hil/loop.py), where its scenario asks for them."""
+
+
+def _upset_columns(account: dict[str, Any] | None) -> dict[str, int]:
+    """The memory upsets of one case as columns: asked, applied, detected and put right (each upset
+    once), and the corrupt tiles its products said passed or unchecked (each judged batch once)."""
+    if not account:
+        return {}
+    totals, batches = account.get("totals", {}), account.get("batches", {})
+    applied = {key: sum(int(t.get(key, 0)) for t in totals.values()) for key in ("applied", "detected", "corrected")}
+    return {"upsets_requested": sum(int(n) for n in account.get("requested", {}).values()),
+            "upsets_applied": applied["applied"], "upsets_detected": applied["detected"],
+            "upsets_corrected": applied["corrected"],
+            "upsets_corrupt_reported_good": int(batches.get("corrupt_reported_good", 0)),
+            "upsets_corrupt_unchecked": int(batches.get("corrupt_unchecked", 0))}
+
+
 def _columns(campaign: Campaign, rows: list[dict[str, Any]]) -> list[str]:
     params = [*campaign.sweep, *sorted(campaign.dispersion)]
     if "seed" not in params:
         params.append("seed")
     checks = sorted({k for r in rows for k in r if k.startswith("check_")})
+    upsets = [c for c in UPSET_COLUMNS if any(c in r for r in rows)]  # only where a case asked for upsets
     results = [c for c in RESULT_COLUMNS if c not in params and c != "case"]
-    return ["case", *params, *results[:2], *checks, *results[2:]]
+    return ["case", *params, *results[:2], *checks, *upsets, *results[2:]]
 
 
 def write_results(out: Path, campaign: Campaign, rows: list[dict[str, Any]]) -> None:

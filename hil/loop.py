@@ -66,6 +66,8 @@ from hil.link_proxy import LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentSilent, SimEnvironment
 
+MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
+
 # Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
 # board profiles' own numbers; a lumped model has one board node).
 MAX_PLANS = 2000  # a day of plans at one a minute, and then some: the report keeps the newest
@@ -143,6 +145,7 @@ class ClosedLoop:
         self.memory_rng = random.Random(scenario.seed * 7919 + 17)  # its own stream: other draws stay as they were
         self.memory_requested: dict[str, int] = {}
         self._memory_count = 0
+        self.memory_not_written = 0  # drawn past MAX_MEMORY_UPSETS_PER_STEP in one step
         self.trace = Trace()
         self.events: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
@@ -513,6 +516,9 @@ class ClosedLoop:
         sc = self.sc
         lam = float(row.get("upset_rate_per_s", 0.0)) * sc.memory_upset_scale * sc.step_s
         n = _poisson(self.memory_rng, lam)
+        if n > MAX_MEMORY_UPSETS_PER_STEP:  # a file each: said, and the run's criterion fails on it
+            self.memory_not_written += n - MAX_MEMORY_UPSETS_PER_STEP
+            n = MAX_MEMORY_UPSETS_PER_STEP
         if not n:
             return
         requests = self.workdir / "state" / "compute" / INJECT_DIR
@@ -528,8 +534,14 @@ class ClosedLoop:
         """What was asked of the worker, and its ledger's account (written as it went; read once the
         agent and its worker have stopped)."""
         account: dict[str, Any] = {"scale": self.sc.memory_upset_scale, "targets": list(self.sc.memory_targets),
-                                   "requested": dict(self.memory_requested)}
-        path = self.workdir / "state" / "compute" / INJECT_DIR / INJECT_LEDGER
+                                   "requested": dict(self.memory_requested), "not_written": self.memory_not_written,
+                                   "per_step_max": MAX_MEMORY_UPSETS_PER_STEP}
+        requests = self.workdir / "state" / "compute" / INJECT_DIR
+        path = requests / INJECT_LEDGER
+        try:  # requests the worker never took in (it was down, or the run ended first)
+            account["unread"] = sum(1 for p in requests.glob("u*.json"))
+        except OSError:
+            account["unread"] = 0
         account["ledger_error"] = None  # why there is no ledger to judge by (the criterion fails on it)
         try:
             ledger = read_checked_json(path)
@@ -541,6 +553,9 @@ class ClosedLoop:
         account["totals"] = ledger.get("totals", {})
         account["batches"] = ledger.get("batches", {})  # each judged batch once: distinct corrupt tiles
         account["bad_requests"] = ledger.get("bad_requests", 0)
+        for key in ("dropped", "unjudged", "restarts"):  # the worker's limits and failures: the criterion reads them
+            account[key] = ledger.get(key, 0)
+        account["errors"] = ledger.get("errors", [])[:20]
         upsets = ledger.get("upsets", [])
         account["reported_good_while_corrupt"] = [u for u in upsets if u.get("corrupt_passed")][:20]
         account["examples"] = upsets[:10]
@@ -582,9 +597,17 @@ class ClosedLoop:
         return real
 
 
+_POISSON_DIRECT_MAX = 500.0  # past this, exp(-lam) nears float underflow: the direct product method tops out ~745
+
+
 def _poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw with mean ``lam`` from ``rng``: Knuth's product method up to
+    :data:`_POISSON_DIRECT_MAX` (the seeded runs' draws as they always were), numpy's beyond, seeded
+    from ``rng`` (the product method's ``exp(-lam)`` underflows near 745, and every draw came out ~745)."""
     if lam <= 0:
         return 0
+    if lam > _POISSON_DIRECT_MAX:
+        return int(np.random.default_rng(rng.getrandbits(64)).poisson(lam))
     n, p, threshold = 0, 1.0, math.exp(-lam)
     while True:
         p *= rng.random()

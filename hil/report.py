@@ -97,6 +97,19 @@ def corrupt_results_check(result: RunResult) -> Check:
     good, unchecked = batches.get("corrupt_reported_good", 0), batches.get("corrupt_unchecked", 0)
     detail = (f"{applied} upsets in the worker's memory, {detected} detected; {good} tiles reported passed while "
               f"corrupt; {unchecked} corrupt tiles unchecked")
+    if account.get("restarts"):
+        detail += f"; the ledger carried across {account['restarts']} worker restart(s)"
+    followed = sum(t.get("requested", 0) for t in totals.values())
+    lost = requested - followed - account.get("unread", 0) - account.get("bad_requests", 0) - account.get("dropped", 0)
+    # What the harness could not account for is as bad as a corrupt result reported good: it proved nothing of it.
+    unaccounted = [why for why, n in (
+        (f"{account.get('not_written', 0)} drawn past {account.get('per_step_max')} a step were not asked for "
+         "(lower memory_upset_scale)", account.get("not_written", 0)),
+        (f"{account.get('dropped', 0)} refused by the worker, over its limit of pending upsets",
+         account.get("dropped", 0)),
+        (f"{account.get('unjudged', 0)} batches carrying upsets not judged ({'; '.join(account.get('errors', [])[:1])})",
+         account.get("unjudged", 0)),
+        (f"{lost} asked for and in no ledger", lost)) if n]
     if not account:
         empty = "no account of them from the run"
     elif not requested:
@@ -108,6 +121,9 @@ def corrupt_results_check(result: RunResult) -> Check:
         empty = f"{requested} asked for, none applied" + (f" (first reason: {why})" if why else "")
     elif not batches.get("judged", 0):
         empty = f"{applied} applied, but no batch ran while one was live (no compute job in the run?)"
+    elif unaccounted:
+        return Check("no_corrupt_result_reported_good", False,
+                     f"memory upsets not all accounted for: {'; '.join(unaccounted)}; {detail}")
     else:
         return Check("no_corrupt_result_reported_good", good == 0, detail)
     return Check("no_corrupt_result_reported_good", False,

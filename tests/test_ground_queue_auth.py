@@ -283,6 +283,22 @@ def test_a_guesser_locks_the_name_from_its_own_address_not_from_the_operators(us
             sessions.login("vera", "vera-pass", "203.0.113.9")
         assert sessions.login("vera", "vera-pass", "10.0.0.5")[1].user == "vera"  # the operator's console
         now[0] += 31
+    # Many addresses (an IPv6 /64 is one client; a botnet is not): bounded for the name as a whole.
+    for i in range(MAX_FAILURES + 1):
+        with pytest.raises(AuthError):
+            sessions.login("vera", "guess", f"2001:db8::{i:x}")
+    with pytest.raises(AuthError, match="too many failed logins"):
+        sessions.login("vera", "vera-pass", "2001:db8::ffff")  # the same /64: locked
+    from ground.auth import MAX_NAME_FAILURES
+
+    now[0] += 31
+    refused = 0
+    for i in range(MAX_NAME_FAILURES + 10):
+        try:
+            sessions.login("vera", "guess", f"198.51.100.{i}")
+        except AuthError as exc:
+            refused += exc.status == 429
+    assert refused >= 10  # past MAX_NAME_FAILURES, from any address
 
 
 # --- configuration and hosts ----------------------------------------------------------------
@@ -358,4 +374,4 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
     monkeypatch.setenv("SUNLIT_GROUND_TOKEN", "bad\ntoken")
     assert main(["--server", "http://127.0.0.1:9", "queue"]) != 0
     err = capsys.readouterr().err
-    assert "not one the server gave" in err and "bad\ntoken" not in err  # the token is not echoed
+    assert "not one the server gave" in err and "unset it" in err and "bad\ntoken" not in err  # not echoed

@@ -612,6 +612,80 @@ def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server
 
 
 @pytest.mark.req("GND-025")
+def test_a_packet_no_code_foresaw_is_archived_raw_counted_and_said_and_the_others_go_on(source_and_server,
+                                                                                       monkeypatch):
+    """A failure in taking one packet in (a bug, a value nothing checked; here made to happen for an
+    uptime of 2 s) costs that packet only, live or inside a playback container: it reaches the
+    archive raw, the server's status counts and says it, and the packets around it are taken in."""
+    import ground.client as client_module
+    from flight.link.messages import Codec
+
+    real = client_module._started_s
+    monkeypatch.setattr(client_module, "_started_s",
+                        lambda time_s, uptime: (_ for _ in ()).throw(KeyError("made to fail")) if uptime == 2.0
+                        else real(time_s, uptime))
+    source, server = source_and_server
+    token = login(server, "vera")
+    codec = Codec(DICTIONARY)
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+
+    def hk(uptime_s: float, t: float) -> bytes:
+        values.update(mode="SAFE", uptime_s=uptime_s)
+        return codec.encode_hk(packet.sid, values, t)
+
+    link = server.links["sunlit-1"]
+    container = codec.encode_playback([hk(5.0, 1.7e9 + 5), hk(2.0, 1.7e9 + 6), hk(7.0, 1.7e9 + 7)], 1.7e9 + 8)
+
+    def taken() -> bool:
+        source.publish(hk(2.0, 1.7e9 + 1))
+        source.publish(hk(3.0, 1.7e9 + 2))
+        source.publish(container)
+        source.receive()
+        return link.latest.get("uptime_s", (None,))[0] in (3.0, 7.0) and link.client.internal_errors >= 2
+
+    wait_until(taken, what="the packets around the failing ones")
+    status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
+    assert status["internal_errors"] >= 2 and "made to fail" in status["link_error"]
+    link.recorder.flush()
+    uptimes = server.archive.query(["uptime_s"], 1.7e9, 1.7e9 + 10)["uptime_s"][1].tolist()
+    assert sorted(set(uptimes)) == [2.0, 3.0, 5.0, 7.0]  # each archived: the failing ones, and those around them
+
+
+@pytest.mark.req("GND-025")
+def test_a_command_still_queued_when_the_wait_ends_is_cancelled_so_that_never_ran_stays_true(source_and_server):
+    """The agent not heard yet: the command waits in the queue. A timeout (exit 4, "it never ran")
+    that left it there had it sent once the agent was heard: an operator who sent it again ran it twice."""
+    from flight.link.messages import Codec
+    from flight.link.packets import unpack
+
+    source, server = source_and_server
+    alice = client_for(server, "alice")
+    try:
+        with pytest.raises(CommandTimeout, match="cancelled, it never left the ground"):
+            alice.send("NOOP", {}, timeout_s=1.0)
+    finally:
+        alice.close()
+    entry = server.links["sunlit-1"].queue.entries()[-1]
+    assert entry.state.value == "cancelled"
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+    taken: list = []
+
+    def heard() -> bool:
+        source.publish(hk)
+        taken.extend(p for p in source.receive() if unpack(p.packet).service == 8)
+        return server.links["sunlit-1"].client.agent_dict_hash == DICTIONARY.version_hash
+
+    wait_until(heard, what="the agent's housekeeping")
+    time.sleep(1.0)
+    heard()
+    assert taken == []  # the agent, heard at last, never got it
+
+
+@pytest.mark.req("GND-025")
 def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_a_timeout(source_and_server):
     """Reports lost on the way down: the agent may have run the command. A timeout (the CLI's "it
     never ran", exit 4) would have the operator send it again, under a new cmd_id: run twice."""

@@ -203,3 +203,19 @@ def test_the_shipped_campaigns_load():
         c = load_campaign(path)
         assert c.n_cases >= 8, path
         assert json.dumps([c.case(i).params for i in range(c.n_cases)])  # plain values, ready for TOML and JSON
+
+
+@pytest.mark.req("HIL-022")
+def test_a_case_with_memory_upsets_keeps_their_counts_as_columns():
+    """A campaign's table counts injected, detected and corrected upsets and the corrupt results
+    reported good across its cases, not only whether each case's criterion held."""
+    from hil.campaign import UPSET_COLUMNS, _upset_columns
+
+    account = {"requested": {"weights": 3, "outputs": 2},
+               "totals": {"weights": {"applied": 3, "detected": 2, "corrected": 3},
+                          "outputs": {"applied": 2, "detected": 2, "corrected": 2}},
+               "batches": {"corrupt_reported_good": 1, "corrupt_unchecked": 4}}
+    row = _upset_columns(account)
+    assert tuple(row) == UPSET_COLUMNS
+    assert list(row.values()) == [5, 5, 4, 5, 1, 4]
+    assert _upset_columns(None) == {} and _upset_columns({}) == {}  # a case that asked for none: no columns

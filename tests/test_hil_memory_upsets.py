@@ -118,12 +118,12 @@ def harness_and_worker(tmp_path, targets, abft=True, scrub=True):
     return loop, bench
 
 
-def judged(loop, bench=None):
+def judged(loop, bench=None, job_id=1):
     """The worker runs a job on the upsets asked (if there is a worker); the criterion on the loop's account."""
     from hil.report import evaluate, summary
 
     if bench is not None:
-        job = bench.infer(1, "held", model=MODEL_NAME)
+        job = bench.infer(job_id, "held", model=MODEL_NAME)
         assert job.state.value == "DONE", job.detail
         bench.close()
     result = made_up_run(loop.sc, loop._memory_account())  # noqa: SLF001
@@ -200,3 +200,59 @@ def test_upsets_applied_with_no_batch_run_while_live_fail_the_criterion(tmp_path
     assert result.memory_upsets["totals"]["weights"]["applied"] >= 1, result.memory_upsets
     assert result.memory_upsets["batches"]["judged"] == 0
     assert not check.passed and "no batch ran while one was live" in check.detail
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fail_the_run(tmp_path):
+    """A reboot, the watchdog or a crash starts a new worker: it takes up the ledger its predecessor
+    wrote. Before, its first change wrote over it, and the corrupt tile reported good was lost to
+    the report (the run passed)."""
+    loop, bench = harness_and_worker(tmp_path, ["activations"], abft=True)
+    # A flip no check can see (the head's input): its tile is reported good while corrupt.
+    write_checked_json(bench.root / REQUEST_DIR / "u000001.json", {"target": "activations", "seed": 7,
+                                                                    "tensor": "z", "bit": 30})
+    loop.memory_requested["activations"] = 1
+    assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
+    bench.restart()  # a new worker process on the same compute directory
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                  abft_checks=True))
+    write_checked_json(bench.root / REQUEST_DIR / "u000002.json", {"target": "outputs", "seed": 3, "bit": 30})
+    loop.memory_requested["outputs"] = 1
+    check, result, _ = judged(loop, bench, job_id=2)
+    account = result.memory_upsets
+    assert account["restarts"] == 1 and sum(t["requested"] for t in account["totals"].values()) == 2
+    assert account["batches"]["corrupt_reported_good"] >= 1 and not check.passed
+    assert "worker restart" in check.detail
+
+
+@pytest.mark.req("HIL-022")
+def test_upsets_the_harness_could_not_account_for_fail_the_run(tmp_path):
+    """Asked for and in no ledger (a request lost), refused by the worker over its limit, or drawn past
+    what the harness writes a step: each fails the criterion, as a corrupt result reported good does."""
+    from hil.loop import MAX_MEMORY_UPSETS_PER_STEP, ClosedLoop
+
+    loop, bench = harness_and_worker(tmp_path, ["outputs"])
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    loop.memory_requested["outputs"] += 2  # two the worker never saw: their files are gone
+    check, result, _ = judged(loop, bench)
+    assert not check.passed and "2 asked for and in no ledger" in check.detail, check.detail
+    loop = ClosedLoop(parse_scenario(scenario(memory_upset_scale=SCALE)), tmp_path / "many")
+    loop._memory_upsets({"upset_rate_per_s": 100 * MAX_MEMORY_UPSETS_PER_STEP / (SCALE * STEP_S)}, 0.0)  # noqa: SLF001
+    assert sum(loop.memory_requested.values()) == MAX_MEMORY_UPSETS_PER_STEP
+    assert loop.memory_not_written > 50 * MAX_MEMORY_UPSETS_PER_STEP  # a Poisson draw near 100,000, not ~745
+    account = loop._memory_account()  # noqa: SLF001
+    assert account["not_written"] == loop.memory_not_written and account["unread"] == MAX_MEMORY_UPSETS_PER_STEP
+
+
+def test_the_harness_poisson_draws_have_the_mean_asked_at_any_rate():
+    """The product method topped out near 745 draws whatever the mean (exp(-lam) underflows): a
+    scale asking for more was silently under-drawn."""
+    import random
+
+    from hil.loop import _poisson
+
+    rng = random.Random(5)
+    for lam in (3.0, 400.0, 800.0, 20_000.0):
+        mean = sum(_poisson(rng, lam) for _ in range(200)) / 200
+        assert abs(mean - lam) < 5 * (lam / 200) ** 0.5 + 0.5, (lam, mean)

@@ -348,6 +348,22 @@ def test_grounds_started_and_stopped_in_quick_succession_do_not_run_ahead_of_the
 
 
 @pytest.mark.req("SEC-002")
+def test_a_close_never_lowers_a_reservation_another_process_on_the_file_relies_on(tmp_path):
+    """B seals under A's reservation (it writes nothing of its own then): A's clean close must not
+    bring the file below SNs B has used."""
+    path = tmp_path / "ground.sn"
+    a, b = SnFloor(path), SnFloor(path)
+    a.passed(10_000_000)  # A reserves 10 s + the reserve
+    b.passed(10_500_000)  # B's SN, under A's reservation: B adopts it
+    a.release(10_000_000)
+    assert SnFloor(path).reserved >= 10_500_000 + 1  # above every SN B used
+    from ground.cli import main
+
+    assert main(["key", "sn-floor", "--sn-file", str(tmp_path / "x.sn"), "--force", "--above",
+                 str((1 << 64) - 1 - 3 * GROUND_RESERVE_US)]) == 2  # one the reader could not read back
+
+
+@pytest.mark.req("SEC-002")
 def test_a_ground_restarted_after_its_clock_stepped_back_is_still_taken(tmp_path):
     """The ground's SN is its clock. Restarted after the clock stepped back an hour, it seals above
     every SN it used before (the floor kept beside its key file), so the agent takes its commands

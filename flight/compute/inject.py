@@ -46,7 +46,10 @@ REQUEST_DIR = "hil-upsets"
 LEDGER = "ledger.json"
 TARGETS = ("weights", "activations", "outputs")
 CONSEQUENCE = 1e-3  # a probability moved by more than this, or the class changed: the tile is corrupt
-MAX_UPSETS = 10_000  # the ledger keeps this many; later requests are counted, not followed
+MAX_PENDING = 10_000  # upsets waiting or live at once; a request past it is counted (dropped), not followed
+MAX_LISTED = 2_000  # ended upsets the ledger lists one by one; older ones are folded into its totals
+_COUNTED = ("requested", "applied", "not_applied", "waiting", "detected", "corrected", "harmful", "corrupt_tiles",
+            "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed")
 
 
 def flip_bit(value: np.float32, bit: int) -> np.float32:
@@ -140,6 +143,21 @@ class Upset:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if not f.name.startswith(("_", "want_"))}
 
+    @classmethod
+    def from_ledger(cls, entry: dict[str, Any]) -> Upset:
+        """An upset as a ledger lists it (a restarted worker carries its predecessor's on)."""
+        names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith(("_", "want_"))}
+        return cls(**{k: v for k, v in entry.items() if k in names})
+
+    def counts(self) -> dict[str, int]:
+        """What this upset adds to the ledger's totals (:data:`_COUNTED`)."""
+        return {"requested": 1, "applied": int(self.state in ("live", "ended")),
+                "not_applied": int(self.state == "not_applied"), "waiting": int(self.state == "waiting"),
+                "detected": int(bool(self.detected_by)), "corrected": int(self.corrected),
+                "harmful": int(self.corrupt_tiles > 0), "corrupt_tiles": self.corrupt_tiles,
+                "corrupt_reported_good": self.corrupt_passed, "corrupt_unchecked": self.corrupt_unchecked,
+                "corrupt_marked_failed": self.corrupt_failed}
+
 
 @dataclasses.dataclass
 class Batch:
@@ -164,9 +182,12 @@ class UpsetInjector:
         self._open_reference = open_reference
         self._open_hooked = open_hooked
         self.upsets: list[Upset] = []
+        self._folded = {t: dict.fromkeys(_COUNTED, 0) for t in TARGETS}  # ended upsets no longer listed
         self._rebuilt: list[Any] = []  # sessions the worker dropped because of a fault (rebuilt())
         self.bad_requests = 0
         self.dropped = 0
+        self.unjudged = 0  # batches that carried upsets and could not be judged (the reference run failed)
+        self.restarts = 0  # workers before this one that kept this ledger
         self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
         self._references: dict[str, Any] = {}  # model sha256 + protection + precision -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
@@ -177,6 +198,41 @@ class UpsetInjector:
         # product said of them (the per-upset counts share a batch's tiles).
         self.batches = {"judged": 0, "corrupt_tiles": 0, "corrupt_reported_good": 0, "corrupt_unchecked": 0,
                         "corrupt_marked_failed": 0}
+        self._carry_on()
+
+    def _carry_on(self) -> None:
+        """A worker started again (a reboot, the watchdog, a crash) takes up the ledger its
+        predecessor wrote: its counts go on, and what was in that process's memory ends with it (a
+        live weight upset is gone with the memory it was in, found by nothing; one waiting never
+        struck). Without this the first change wrote over it, and the corrupt results it had
+        counted were lost to the run's report."""
+        path = self.dir / LEDGER
+        if not path.exists():
+            return
+        try:
+            body = read_checked_json(path)
+            entries = [Upset.from_ledger(e) for e in body.get("upsets", [])]
+            totals = body.get("totals", {})
+            for t in TARGETS:  # what the totals hold beyond the upsets listed: folded before
+                listed = [u.counts() for u in entries if u.target == t]
+                for key in _COUNTED:
+                    self._folded[t][key] = int(totals.get(t, {}).get(key, 0)) - sum(c[key] for c in listed)
+            for key in self.batches:
+                self.batches[key] = int(body.get("batches", {}).get(key, 0))
+            self.bad_requests, self.dropped = int(body.get("bad_requests", 0)), int(body.get("dropped", 0))
+            self.unjudged, self.restarts = int(body.get("unjudged", 0)), int(body.get("restarts", 0)) + 1
+            self.errors = [str(e) for e in body.get("errors", [])][:20]
+        except (CorruptFile, AttributeError, KeyError, TypeError, ValueError) as exc:
+            self.errors.append(f"the previous worker's ledger could not be carried on: {exc}"[:200])
+            self._changed = True
+            return
+        for u in entries:
+            if u.state == "live":
+                u.state, u.corrected, u.note = "ended", True, "the worker restarted: gone with its memory, found by nothing"
+            elif u.state == "waiting":
+                u.state, u.note = "not_applied", "the worker restarted before it struck"
+        self.upsets = entries
+        self._changed = True
 
     def _broke(self, upsets: list[Upset], what: str, exc: BaseException) -> None:
         reason = f"{what}: {type(exc).__name__}: {exc}"[:200]
@@ -219,8 +275,9 @@ class UpsetInjector:
                 pass
             if target is None:
                 continue
-            if len(self.upsets) >= MAX_UPSETS:
+            if sum(u.state in ("waiting", "live") for u in self.upsets) >= MAX_PENDING:
                 self.dropped += 1
+                self._changed = True
                 continue
             self.upsets.append(Upset(name[:-5], target, seed, want_tensor=tensor,
                                      want_byte=None if byte is None else int(byte),
@@ -360,8 +417,16 @@ class UpsetInjector:
         try:
             reference = self._reference(session)
             clean = reference.run([session.outputs[0]], {session.input_name: tiles})[0]
-        except Exception as exc:  # noqa: BLE001 - HIL only: no judgement, said so
-            self._broke([u for u in batch.upsets if u.target != "weights"], "reference run", exc)
+        except Exception as exc:  # noqa: BLE001 - HIL only: no judgement, said so and counted (the run fails on it)
+            self.unjudged += 1
+            reason = f"not judged: reference run: {type(exc).__name__}: {exc}"[:200]
+            if len(self.errors) < 20:
+                self.errors.append(reason)
+            for u in batch.upsets:
+                u.batches += 1
+                if u.target != "weights":  # struck, and its batch went into the product unjudged
+                    u.state, u.note = "ended", reason
+            self._changed = True
             return
         finite = np.isfinite(probs).all(axis=1)
         bad = (~finite | (np.abs(np.nan_to_num(probs, nan=9.0) - clean) > CONSEQUENCE).any(axis=1)
@@ -453,30 +518,31 @@ class UpsetInjector:
     # --- the ledger -------------------------------------------------------------------------
 
     def totals(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for t in TARGETS:
-            mine = [u for u in self.upsets if u.target == t]
-            out[t] = {
-                "requested": len(mine),
-                "applied": sum(u.state in ("live", "ended") for u in mine),
-                "not_applied": sum(u.state == "not_applied" for u in mine),
-                "waiting": sum(u.state == "waiting" for u in mine),
-                "detected": sum(bool(u.detected_by) for u in mine),
-                "corrected": sum(u.corrected for u in mine),
-                "harmful": sum(u.corrupt_tiles > 0 for u in mine),
-                "corrupt_tiles": sum(u.corrupt_tiles for u in mine),
-                "corrupt_reported_good": sum(u.corrupt_passed for u in mine),
-                "corrupt_unchecked": sum(u.corrupt_unchecked for u in mine),
-                "corrupt_marked_failed": sum(u.corrupt_failed for u in mine),
-            }
+        out = {t: dict(self._folded[t]) for t in TARGETS}
+        for u in self.upsets:
+            mine = out[u.target]
+            for key, value in u.counts().items():
+                mine[key] += value
         return out
+
+    def _fold(self) -> None:
+        """Bounded: past :data:`MAX_LISTED` ended upsets, the oldest go into the totals only."""
+        done = [u for u in self.upsets if u.state in ("ended", "not_applied")]
+        if len(done) <= MAX_LISTED:
+            return
+        gone = {id(u) for u in done[:len(done) - MAX_LISTED]}
+        for u in done[:len(done) - MAX_LISTED]:
+            for key, value in u.counts().items():
+                self._folded[u.target][key] += value
+        self.upsets = [u for u in self.upsets if id(u) not in gone]
 
     def save(self) -> None:
         """Rewrite the ledger if anything changed since it was last written."""
         if not self._changed:
             return
+        self._fold()
         body = {"totals": self.totals(), "batches": self.batches, "bad_requests": self.bad_requests,
-                "dropped": self.dropped, "errors": self.errors,
+                "dropped": self.dropped, "unjudged": self.unjudged, "restarts": self.restarts, "errors": self.errors,
                 "upsets": [u.ledger() for u in self.upsets]}
         try:
             write_checked_json(self.dir / LEDGER, json.loads(json.dumps(body)))

@@ -1149,7 +1149,11 @@ class Worker:
             self._restart_job(job, changed.model)
             return
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
-            got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
+            try:
+                got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
+            except _ModelChanged as changed:
+                self._restart_job(job, changed.model)
+                return
             probs = got[0] if len(got) == 1 else np.concatenate(got)
             self._results.setdefault(job.job_id, []).append(self._classify(probs, len(parts)))
         self._cursor[job.job_id] = start
@@ -1253,6 +1257,8 @@ class Worker:
             self.checks_failed += 1
             self.reruns += 1
             current = self._session(job.model)
+            if current.sha256 != checks.model_sha256:  # rebuilt from another version since: not this product's
+                raise _ModelChanged(current)
             probs, ok, failed = self._checked_run(current, tiles, double=not current.checked)
             self.results_marked += bool(failed)
             checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8))

@@ -417,13 +417,15 @@ class SnFloor:
         try:
             with _locked(self.path):
                 try:
-                    current = self._read()
+                    current, by = self._read_body()
                 except CorruptFile:
-                    current = 0  # written over: a corrupt reservation holds nothing
+                    current, by = 0, ""  # written over: a corrupt reservation holds nothing
                 if current < target:
                     write_checked_json(self.path, {"reserved_us": target, "by": self._token})
                 else:
                     self.reserved = current
+                    if by:  # another's reservation covers this process's SNs now: its release must not lower it
+                        write_checked_json(self.path, {"reserved_us": current, "by": ""})
         except OSError as exc:
             self.error = f"{_why(self.path, exc)}; sealing from the clock"
             return
