@@ -283,3 +283,22 @@ def test_with_range_checks_the_same_flip_in_z_is_caught_by_them_and_put_right(be
     assert upset["corrupt_passed"] == 0 and (status == 1).all()
     totals = ledger(bench)["totals"]["activations"]
     assert totals["corrupt_reported_good"] == 0 and totals["detected"] == 1
+
+
+@pytest.mark.req("RAD-111", "HIL-022")
+def test_a_request_taken_in_by_a_worker_killed_before_its_ledger_was_written_is_not_lost(bench):
+    """The request file goes once the ledger that lists it is on disk: a worker killed in between
+    leaves it for the next, which takes it in once."""
+    bench.worker._session(MODEL_NAME)
+    request(bench, "u1", target="outputs", bit=30)
+    bench.worker._injector.poll()  # taken in ...
+    assert [u.id for u in bench.worker._injector.upsets] == ["u1"]
+    assert (bench.root / REQUEST_DIR / "u1.json").exists()  # ... and still on disk: no ledger lists it yet
+    bench.restart()  # killed before any save
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                  abft_checks=True))
+    run_job(bench, 2)
+    body = ledger(bench)
+    assert [u["id"] for u in body["upsets"]] == ["u1"] and body["totals"]["outputs"]["requested"] == 1
+    assert not (bench.root / REQUEST_DIR / "u1.json").exists()

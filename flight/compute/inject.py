@@ -184,6 +184,7 @@ class UpsetInjector:
         self.upsets: list[Upset] = []
         self._folded = {t: dict.fromkeys(_COUNTED, 0) for t in TARGETS}  # ended upsets no longer listed
         self._rebuilt: list[Any] = []  # sessions the worker dropped because of a fault (rebuilt())
+        self._taken: list[Path] = []  # request files taken in, removed once the ledger listing them is written
         self.bad_requests = 0
         self.dropped = 0
         self.unjudged = 0  # batches that carried upsets and could not be judged (the reference run failed)
@@ -246,13 +247,21 @@ class UpsetInjector:
     # --- requests ---------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Take the requests the harness has written (each file once, then removed)."""
+        """Take the requests the harness has written, each once. A request's file is removed once the
+        ledger that lists it is written (:meth:`save`), so a worker killed in between leaves it for
+        the next one, which carries the ledger on: no request is lost to a restart, none taken twice."""
         try:
             names = sorted(p for p in os.listdir(self.dir) if p.endswith(".json") and p != LEDGER)
         except OSError:
             return
+        known = {u.id for u in self.upsets}
         for name in names:
             path = self.dir / name
+            if name[:-5] in known:  # taken already (by this worker, or by the last, whose ledger lists it)
+                if path not in self._taken:
+                    self._taken.append(path)
+                    self._changed = True
+                continue
             try:
                 body = read_checked_json(path)
                 target, seed = body["target"], int(body["seed"])
@@ -269,10 +278,8 @@ class UpsetInjector:
                 self.bad_requests += 1
                 self._changed = True
                 target = None
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            self._taken.append(path)
+            self._changed = True
             if target is None:
                 continue
             if sum(u.state in ("waiting", "live") for u in self.upsets) >= MAX_PENDING:
@@ -551,3 +558,9 @@ class UpsetInjector:
                 self.errors.append(f"ledger not written: {exc}"[:200])
             return
         self._changed = False
+        for path in self._taken:  # listed in the ledger on disk now: their requests are done with
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        self._taken = []

@@ -1555,6 +1555,8 @@ class Worker:
             # Duty cycle: rest long enough that busy / (busy + rest) = duty; idle when nothing ran.
             idle_s = busy * (1.0 - self.duty) / self.duty if busy else self._idle_wait_s()
         self._pause_training("worker stopping")
+        if self._injector is not None:  # HIL only: the requests taken in are in the ledger before it goes
+            self._injector.save()
         self._send(self.status())
         self._sock.close()
 
