@@ -652,13 +652,29 @@ def test_a_packet_no_code_foresaw_is_archived_raw_counted_and_said_and_the_other
     assert sorted(set(uptimes)) == [2.0, 3.0, 5.0, 7.0]  # each archived: the failing ones, and those around them
 
 
+def _agent_on(source, server, taken: list):
+    """A step of the agent's side of the link: its housekeeping (this dictionary's hash) out, the
+    telecommands that reached it into ``taken``; True once the server has heard it."""
+    from flight.link.messages import Codec
+    from flight.link.packets import unpack
+
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+
+    def heard() -> bool:
+        source.publish(hk)
+        taken.extend(p for p in source.receive() if unpack(p.packet).service == 8)
+        return server.links["sunlit-1"].client.agent_dict_hash == DICTIONARY.version_hash
+
+    return heard
+
+
 @pytest.mark.req("GND-025")
 def test_a_command_still_queued_when_the_wait_ends_is_cancelled_so_that_never_ran_stays_true(source_and_server):
     """The agent not heard yet: the command waits in the queue. A timeout (exit 4, "it never ran")
     that left it there had it sent once the agent was heard: an operator who sent it again ran it twice."""
-    from flight.link.messages import Codec
-    from flight.link.packets import unpack
-
     source, server = source_and_server
     alice = client_for(server, "alice")
     try:
@@ -668,17 +684,8 @@ def test_a_command_still_queued_when_the_wait_ends_is_cancelled_so_that_never_ra
         alice.close()
     entry = server.links["sunlit-1"].queue.entries()[-1]
     assert entry.state.value == "cancelled"
-    packet = DICTIONARY.packet_by_name["AGENT_HK"]
-    values = {name: None for name in packet.channels}
-    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
-    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
     taken: list = []
-
-    def heard() -> bool:
-        source.publish(hk)
-        taken.extend(p for p in source.receive() if unpack(p.packet).service == 8)
-        return server.links["sunlit-1"].client.agent_dict_hash == DICTIONARY.version_hash
-
+    heard = _agent_on(source, server, taken)
     wait_until(heard, what="the agent's housekeeping")
     time.sleep(1.0)
     heard()
@@ -689,22 +696,11 @@ def test_a_command_still_queued_when_the_wait_ends_is_cancelled_so_that_never_ra
 def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_a_timeout(source_and_server):
     """Reports lost on the way down: the agent may have run the command. A timeout (the CLI's "it
     never ran", exit 4) would have the operator send it again, under a new cmd_id: run twice."""
-    from flight.link.messages import Codec
-    from flight.link.packets import unpack
     from ground.client import CommandOutcomeUnknown
 
     source, server = source_and_server
-    packet = DICTIONARY.packet_by_name["AGENT_HK"]
-    values = {name: None for name in packet.channels}
-    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
-    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
     taken: list = []
-
-    def heard() -> bool:
-        source.publish(hk)
-        taken.extend(p for p in source.receive() if unpack(p.packet).service == 8)
-        return server.links["sunlit-1"].client.agent_dict_hash == DICTIONARY.version_hash
-
+    heard = _agent_on(source, server, taken)
     wait_until(heard, what="the agent's housekeeping")
     alice = client_for(server, "alice")
     try:
