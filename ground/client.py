@@ -290,7 +290,11 @@ class GroundClient:
         for item in items:
             if not item.duplicate:
                 for listener in self.listeners:
-                    listener(item)
+                    try:
+                        listener(item)
+                    except Exception as exc:  # noqa: BLE001 - one listener's failure costs it this packet, no more
+                        self.internal_errors += 1
+                        self.last_internal_error = f"a listener: {type(exc).__name__}: {exc}"[:200]
         return items
 
     def _intake(self, raw: bytes, stream: bool, played_back: bool, out: list[Received]) -> None:

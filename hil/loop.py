@@ -538,10 +538,6 @@ class ClosedLoop:
                                    "per_step_max": MAX_MEMORY_UPSETS_PER_STEP}
         requests = self.workdir / "state" / "compute" / INJECT_DIR
         path = requests / INJECT_LEDGER
-        try:  # requests the worker never took in (it was down, or the run ended first)
-            account["unread"] = sum(1 for p in requests.glob("u*.json"))
-        except OSError:
-            account["unread"] = 0
         account["ledger_error"] = None  # why there is no ledger to judge by (the criterion fails on it)
         try:
             ledger = read_checked_json(path)
@@ -553,6 +549,11 @@ class ClosedLoop:
         account["totals"] = ledger.get("totals", {})
         account["batches"] = ledger.get("batches", {})  # each judged batch once: distinct corrupt tiles
         account["bad_requests"] = ledger.get("bad_requests", 0)
+        listed = {u.get("id") for u in ledger.get("upsets", []) if isinstance(u, dict)}
+        try:  # requests the worker never took in (it was down, or the run ended first); not those it lists
+            account["unread"] = sum(1 for p in requests.glob("u*.json") if p.stem not in listed)
+        except OSError:
+            account["unread"] = 0
         for key in ("dropped", "unjudged", "restarts"):  # the worker's limits and failures: the criterion reads them
             account[key] = ledger.get(key, 0)
         account["errors"] = ledger.get("errors", [])[:20]

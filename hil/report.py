@@ -100,7 +100,8 @@ def corrupt_results_check(result: RunResult) -> Check:
     if account.get("restarts"):
         detail += f"; the ledger carried across {account['restarts']} worker restart(s)"
     followed = sum(t.get("requested", 0) for t in totals.values())
-    lost = requested - followed - account.get("unread", 0) - account.get("bad_requests", 0) - account.get("dropped", 0)
+    lost = max(0, requested - followed - account.get("unread", 0) - account.get("bad_requests", 0)
+               - account.get("dropped", 0))
     # What the harness could not account for is as bad as a corrupt result reported good: it proved nothing of it.
     unaccounted = [why for why, n in (
         (f"{account.get('not_written', 0)} drawn past {account.get('per_step_max')} a step were not asked for "

@@ -819,3 +819,27 @@ def test_the_servers_queue_keeps_a_command_with_no_report_unknown_until_the_agen
     q.tick(22.0)
     q.settle_from_status(g.id, {"state": "interrupted", "code": "EXECUTION_ERROR", "reason": "cut off"}, 23.0)
     assert g.state is State.FAILED and "cut off" in g.stages[-1]["reason"]
+
+
+@pytest.mark.req("GND-025")
+def test_a_listener_that_fails_on_one_packet_costs_it_that_packet_not_the_others_taken_with_it():
+    codec = Codec(DICTIONARY)
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    pair = MemoryLink()
+    client = GroundClient(pair.ground)
+    seen: list[float] = []
+
+    def listener(item) -> None:
+        uptime = item.record.values["uptime_s"]
+        seen.append(uptime)
+        if uptime == 1.0:
+            raise RuntimeError("a listener's bug")
+
+    client.listeners.append(listener)
+    for k in (1.0, 2.0, 3.0):
+        values = {name: None for name in packet.channels}
+        values.update(mode="SAFE", uptime_s=k)
+        pair.flight.publish(codec.encode_hk(packet.sid, values, 1.7e9 + k))
+    got = client.poll(0.0)
+    assert len(got) == 3 and seen == [1.0, 2.0, 3.0]
+    assert client.internal_errors == 1 and "a listener's bug" in client.last_internal_error

@@ -299,6 +299,13 @@ def test_a_guesser_locks_the_name_from_its_own_address_not_from_the_operators(us
         except AuthError as exc:
             refused += exc.status == 429
     assert refused >= 10  # past MAX_NAME_FAILURES, from any address
+    # Once that lock ends, a guess every 30 s does not hold the name: its count starts again.
+    for _ in range(5):
+        now[0] += 31
+        with pytest.raises(AuthError) as guess:
+            sessions.login("vera", "guess", "203.0.113.200")
+        assert guess.value.status == 401
+        assert sessions.login("vera", "vera-pass", "10.0.0.5")[1].user == "vera"
 
 
 # --- configuration and hosts ----------------------------------------------------------------

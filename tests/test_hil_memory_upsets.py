@@ -256,3 +256,18 @@ def test_the_harness_poisson_draws_have_the_mean_asked_at_any_rate():
     for lam in (3.0, 400.0, 800.0, 20_000.0):
         mean = sum(_poisson(rng, lam) for _ in range(200)) / 200
         assert abs(mean - lam) < 5 * (lam / 200) ** 0.5 + 0.5, (lam, mean)
+
+
+@pytest.mark.req("HIL-022")
+def test_a_request_file_left_on_disk_after_its_ledger_listed_it_is_not_counted_twice(tmp_path):
+    """A worker killed between writing its ledger and removing the request files (or a file it
+    could not remove) leaves files the ledger lists: they are neither unread nor lost."""
+    loop, bench = harness_and_worker(tmp_path, ["outputs"])
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    names = sorted(p.name for p in (bench.root / REQUEST_DIR).glob("u*.json"))
+    assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
+    bench.close()
+    for name in names:  # back on disk, as if their removal had failed
+        write_checked_json(bench.root / REQUEST_DIR / name, {"target": "outputs", "seed": 1})
+    check, result, _ = judged(loop)
+    assert result.memory_upsets["unread"] == 0 and check.passed, check.detail

@@ -354,9 +354,11 @@ def test_a_close_never_lowers_a_reservation_another_process_on_the_file_relies_o
     path = tmp_path / "ground.sn"
     a, b = SnFloor(path), SnFloor(path)
     a.passed(10_000_000)  # A reserves 10 s + the reserve
-    b.passed(10_500_000)  # B's SN, under A's reservation: B adopts it
-    a.release(10_000_000)
-    assert SnFloor(path).reserved >= 10_500_000 + 1  # above every SN B used
+    b.passed(9_000_000)  # B's first SN, under A's reservation: B adopts it and writes nothing of its own
+    last_b = 10_000_000 + GROUND_RESERVE_US - 1
+    b.passed(last_b)  # B seals on, still under it
+    a.release(10_000_000)  # A's clean close
+    assert SnFloor(path).reserved >= last_b  # never below an SN B used
     from ground.cli import main
 
     assert main(["key", "sn-floor", "--sn-file", str(tmp_path / "x.sn"), "--force", "--above",
