@@ -8,7 +8,8 @@ archive or history, and other operators do not see it.
 
 Exit codes: 0 done; 1 the command failed, or nothing arrived in time; 2 bad input or no
 server; 3 a hazardous command not confirmed; 4 a command timed out (it never ran: it never left
-the ground, or the agent said it never received it); 5 a command waits for a second operator's
+the ground, or the agent said it never received it; one still in the server's queue when the wait
+ends is cancelled, so give a long ``--timeout`` to queue one ahead of a pass); 5 a command waits for a second operator's
 approval; 6 a command's outcome is unknown (no final report in time: it may have run; the server
 keeps following it and asks the agent, ``sunlit-ground queue`` shows how it ends; on a direct
 link, ``sunlit-ground send COMMAND_STATUS cmd_id=N`` asks without running anything).
