@@ -225,7 +225,7 @@ class GroundClient:
         self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
         self.tracker = tracker if tracker is not None else CompletenessTracker()
         self.bad_packets = 0
-        self.internal_errors = 0  # packets a failure here kept from being taken in (each archived raw)
+        self.internal_errors = 0  # failures taking a packet in, or in a listener: each costs that packet only
         self.last_internal_error = ""
         self.duplicates = 0  # packets dropped because the ground already had them
         self.played_back = 0  # new packets taken out of playback containers

@@ -255,6 +255,7 @@ class UpsetInjector:
         except OSError:
             return
         known = {u.id for u in self.upsets}
+        pending = sum(u.state in ("waiting", "live") for u in self.upsets)  # counted once, not once a file
         for name in names:
             path = self.dir / name
             if name[:-5] in known:  # taken already (by this worker, or by the last, whose ledger lists it)
@@ -282,13 +283,14 @@ class UpsetInjector:
             self._changed = True
             if target is None:
                 continue
-            if sum(u.state in ("waiting", "live") for u in self.upsets) >= MAX_PENDING:
+            if pending >= MAX_PENDING:
                 self.dropped += 1
                 self._changed = True
                 continue
             self.upsets.append(Upset(name[:-5], target, seed, want_tensor=tensor,
                                      want_byte=None if byte is None else int(byte),
                                      want_bit=None if bit is None else int(bit)))
+            pending += 1
             self._changed = True
 
     def waiting(self, target: str) -> list[Upset]:
