@@ -22,16 +22,22 @@ JSON object as its last line.
   0.5 to 10 s ahead (SCHEDULE_AT); how late each was released by the agent's own clock
   (``SCHEDULE_RELEASED``), p99.
 - ``commands_exactly_once``, ``commands_never``, ``commands_twice``: ``BENCH_COMMANDS`` (1000)
-  PINGs, each with its own token, from a ground client through ``hil.link_proxy.LinkProxy``
+  SET_PARAMs of ``file_keep_done_s`` (no files move in this bench), each to its own token, from a
+  ground client through ``hil.link_proxy.LinkProxy``
   dropping 10 %, corrupting 1 %, duplicating 2 % and reordering 2 % of the packets both ways,
   while the agent is killed with SIGKILL ``BENCH_KILLS`` (20) times at random moments inside a
   command's exchange and restarted on the same state directory. The ground does what an operator's
   tools do: Lazy Pirate retries of the same cmd_id, store acknowledgements (lost reports come
   back in playback), asking again with the same cmd_id when the outcome is unknown, and for a
-  command the agent answers "interrupted by a reset", a look at its PING_RECEIVED event (played
+  command the agent answers "interrupted by a reset", a look at its PARAM_CHANGED event (played
   back) before sending it anew with a new cmd_id. The truth is the agent's own packet store:
   every segment file is hard-linked into a mirror as it appears (acknowledged segments are
-  deleted by the agent), and each PING_RECEIVED in it is one execution of that token.
+  deleted by the agent), and each PARAM_CHANGED in it is one execution of that token. A command
+  that changes something, journaled: the promise of exactly-once is for those (AGT-016). A
+  read-only one (PING, NOOP...) is not journaled, and a retry after a restart runs it again by
+  design: measured with PINGs, this figure was 0.998 in each of two runs (three PINGs ran twice,
+  and one the ground saw completed had no event in the store's record: a kill between its
+  reports going out live and their write, AGT-092, would do that).
   ``ground_wrong`` counts commands whose final answer on the ground disagrees with the truth
   (completed but never ran, or timed out but ran).
 - ``tm_lost_over_los``: one simulated day (lockstep, 10-s steps, housekeeping every 10 s) of the
@@ -75,6 +81,7 @@ STORE_KILLS = int(os.environ.get("BENCH_STORE_KILLS", "100"))
 PLAYBACK_STALL_S = float(os.environ.get("BENCH_PLAYBACK_STALL_S", "40"))
 TIMETAGS = int(os.environ.get("BENCH_TIMETAGS", "100"))
 COMMANDS = int(os.environ.get("BENCH_COMMANDS", "1000"))
+ONCE_PARAM = "file_keep_done_s"  # what the exactly-once commands set, each to its token: nothing here reads it
 AFTER_DAY_S = float(os.environ.get("BENCH_AFTER_DAY_S", str(3 * 3600)))
 KILLS = int(os.environ.get("BENCH_KILLS", "20"))
 SEGMENT_BYTES = 64 * 1024
@@ -276,7 +283,8 @@ class _Mirror:
 
 
 def _executions(mirror: Path) -> dict[int, int]:
-    """Token -> PING_RECEIVED events in the mirrored store: the agent's own record of each run."""
+    """Token -> PARAM_CHANGED events of :data:`ONCE_PARAM` in the mirrored store: the agent's own
+    record of each run."""
     from flight.link.packets import unpack as unpack_packet
 
     codec = Codec(DICTIONARY, Apid.AGENT)
@@ -295,10 +303,20 @@ def _executions(mirror: Path) -> dict[int, int]:
                     continue
                 seen.add(k)
                 record = codec.decode_tm(tm)
-                if isinstance(record, EventRecord) and record.event.name == "PING_RECEIVED":
-                    counts[record.args["token"]] = counts.get(record.args["token"], 0) + 1
+                token = _token_of(record)
+                if token is not None:
+                    counts[token] = counts.get(token, 0) + 1
     store.close()
     return counts
+
+
+def _token_of(record: Any) -> int | None:
+    """The token a run of the exactly-once command said in its PARAM_CHANGED event, else None."""
+    if not isinstance(record, EventRecord) or record.event.name != "PARAM_CHANGED":
+        return None
+    if record.args.get("name") != ONCE_PARAM:
+        return None
+    return int(round(float(record.args["value"])))
 
 
 def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 11) -> dict[str, Any]:
@@ -345,7 +363,7 @@ def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 1
                 def seen_run(token: int, wait_s: float) -> bool:
                     end = time.monotonic() + wait_s
                     while time.monotonic() < end:
-                        if any(e.event.name == "PING_RECEIVED" and e.args.get("token") == token for e in client.events):
+                        if any(_token_of(e) == token for e in client.events):
                             return True
                         client.acknowledge_store()
                         client.poll(0.5)
@@ -360,7 +378,8 @@ def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 1
                     for _attempt in range(5):
                         client.acknowledge_store()
                         try:
-                            result = client.send("PING", {"token": token}, timeout_s=5.0, retries=60,
+                            result = client.send("SET_PARAM", {"name": ONCE_PARAM, "value": str(token)},
+                                                 timeout_s=5.0, retries=60,
                                                  attempt_timeout_s=0.5)
                         except CommandOutcomeUnknown as exc:
                             result = exc.result

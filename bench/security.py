@@ -21,7 +21,7 @@ process on a ZeroMQ link, ``[security] tc_keys``). Prints one JSON object as its
   packets and the state file's atomic write) delays a command that arrives during it, five
   times as often. NOOP is read-only, so the agent does not journal it;
   ``tc_rtt_journaled_p99_us`` (and ``_p50_us``) is the same for a command that is journaled
-  (RESET_COUNTERS: an fdatasync before it runs, an fsync after, and one event more than
+  (RESET_COUNTERS: an fdatasync before it runs, another after, and one event more than
   NOOP's), at 1 Hz.
   ``tc_rtt_p99_us_without_auth``: bench/link.py's plain round trip, run just after on an agent
   configured as this one (housekeeping at 1 Hz) but with no keys, to compare, with its CPU per

@@ -384,14 +384,18 @@ def test_a_model_installed_while_a_job_runs_starts_the_job_again_so_its_product_
     from flight.link.definitions import JobKind
     from tests.model_helpers import tiny
 
-    monkeypatch.setattr(worker_module, "SLICE_S", 0.0005)  # a batch or a few a slice: the job spans many
+    # Batches of one tile, half a millisecond a slice: at most about a hundred tiles a slice (a
+    # session.run costs microseconds), so the job of 2000 spans many whatever the machine's speed
+    # (200 tiles in batches of 4 all ran in one slice on a fast one).
+    monkeypatch.setattr(worker_module, "SLICE_S", 0.0005)
     v1, v2 = tiny(1.0), tiny(2.0)
     b = WorkerBench(tmp_path / "compute", allow_unsigned=True)
+    b.worker.batch = 1
     try:
         b.staging.mkdir(parents=True, exist_ok=True)
         (b.staging / "tiny.onnx").write_bytes(v1)
         assert b.install("1", sha256_hex(v1)).ok
-        x = np.random.default_rng(0).uniform(0.1, 1.0, (200, 2)).astype(np.float32)
+        x = np.random.default_rng(0).uniform(0.1, 1.0, (2000, 2)).astype(np.float32)
         b.data_set("set", x)
         assert b.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.INFERENCE, "set", model="tiny"))).ok
         job = b.worker.jobs[1]
@@ -402,7 +406,7 @@ def test_a_model_installed_while_a_job_runs_starts_the_job_again_so_its_product_
         assert 0 < job.progress < len(x)
         (b.staging / "tiny.onnx").write_bytes(v2)
         assert b.install("2", sha256_hex(v2)).ok
-        for _ in range(400):
+        for _ in range(10 * len(x)):  # a tile a slice at the least
             if job.state.value != "RUNNING":
                 break
             b.worker.work_slice()

@@ -23,13 +23,14 @@ whose CRC fails is skipped (counted in ``bad_records``) and a torn last record (
 mid-append) is dropped, the file rewritten without it so that appends frame again. Bounded: past ``2 × window`` records the file is rewritten
 atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
 
-fsync policy, stated: the *started* record is made durable (``fdatasync`` on the descriptor the
-journal keeps open: an append's data and its size, not its times) before the command runs (the
-guarantee that nothing runs twice rests on it); *finished* records are fsynced at the end of the
-loop turn (or by the next *started* record's sync, whichever is first). A power cut in
-between loses a *finished* record, not the command: a retry after the restart is answered as
-cut off by a reset, as it would be had the cut come a moment earlier, and the completion report
-went to the store under the same policy.
+fsync policy, stated: every record is made durable with ``fdatasync`` on the descriptor the
+journal keeps open (an append's data and its size, not its times; fsync where the OS has no
+fdatasync). The *started* record is synced before the command runs (the guarantee that nothing
+runs twice rests on it); *finished* records at the end of the loop turn (or by the next
+*started* record's sync, whichever is first). A power cut in between loses a *finished* record,
+not the command: a retry after the restart is answered as cut off by a reset, as it would be had
+the cut come a moment earlier, and the completion report went to the store under the same
+policy.
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ class CommandJournal:
                      "F", durable=False)
 
     def sync(self) -> None:
-        """fsync what :meth:`finished` appended since the last fsync (nothing when nothing was)."""
+        """Sync what :meth:`finished` appended since the last sync (nothing when nothing was)."""
         if not self._unsynced:
             return
-        self._sync(self._open(), os.fsync)
+        self._sync(self._open(), _datasync)
         self._unsynced = False
 
     def _sync(self, fd: int, how) -> None:
@@ -121,7 +122,7 @@ class CommandJournal:
             fd, self._fd = self._fd, None
             try:
                 if self._unsynced:
-                    os.fsync(fd)
+                    _datasync(fd)
                     self._unsynced = False
             finally:
                 os.close(fd)

