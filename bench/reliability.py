@@ -30,10 +30,13 @@ JSON object as its last line.
   tools do: Lazy Pirate retries of the same cmd_id, store acknowledgements (lost reports come
   back in playback), asking again with the same cmd_id when the outcome is unknown, and for a
   command the agent answers "interrupted by a reset", a look at its PARAM_CHANGED event (played
-  back) before sending it anew with a new cmd_id. The truth is the agent's own packet store:
-  every segment file is hard-linked into a mirror as it appears (acknowledged segments are
-  deleted by the agent), and each PARAM_CHANGED in it is one execution of that token. A command
-  that changes something, journaled: the promise of exactly-once is for those (AGT-016). A
+  back) before sending it anew with a new cmd_id. The truth is what the agent itself recorded:
+  its packet store, every segment file hard-linked into a mirror as it appears (acknowledged
+  segments are deleted by the agent), each PARAM_CHANGED in it one execution of that token; the
+  same events as the ground took them in, live or played back (one packet, one run: a kill can
+  cut a command's reports after they went out live and before their write); and the commands its
+  journal finished, whatever became of their events. A command that changes something,
+  journaled: the promise of exactly-once is for those (AGT-016). A
   read-only one (PING, NOOP...) is not journaled, and a retry after a restart runs it again by
   design: measured with PINGs, this figure was 0.998 in each of two runs (three PINGs ran twice,
   and one the ground saw completed had no event in the store's record: a kill between its
@@ -282,32 +285,46 @@ class _Mirror:
         self.sweep()
 
 
-def _executions(mirror: Path) -> dict[int, int]:
-    """Token -> PARAM_CHANGED events of :data:`ONCE_PARAM` in the mirrored store: the agent's own
-    record of each run."""
+def _packet_key(tm: Any) -> tuple[int, int, int]:
+    """One packet, however it came (live, played back, in the store): its APID, count and time."""
+    return tm.apid, tm.seq_count, int(round(tm.time_s * 1000))
+
+
+def _executions(mirror: Path, heard: dict[tuple[int, int, int], int], journal: Path,
+                attempts: dict[int, int]) -> dict[int, int]:
+    """Token -> the runs of the exactly-once command that anything shows, each once.
+
+    Its PARAM_CHANGED events (one per run), in the mirrored store or as the ground heard them
+    (``heard``: packet key -> token; a played-back copy has the key of the stored one): the store
+    alone misses a run whose reports went out live and were cut by the kill before their write
+    (AGT-092). And the agent's journal: a command it finished is a run even where no event of it
+    is left (the live one lost, the stored one cut), ``attempts`` mapping each cmd_id sent to its
+    token. A run cut before its event went anywhere, and not finished, shows nowhere."""
+    from flight.agent.journal import CommandJournal
     from flight.link.packets import unpack as unpack_packet
 
     codec = Codec(DICTIONARY, Apid.AGENT)
     store = PacketStore(mirror, max_bytes=1 << 40, segment_bytes=SEGMENT_BYTES)
-    counts: dict[int, int] = {}
-    seen: set[tuple[int, int, int]] = set()
+    events = dict(heard)
     for segs in store.segments.values():
         for seg in segs:
             for i in range(len(seg.ids)):
                 raw = store.read(seg, i)
                 tm = unpack_packet(raw) if raw is not None else None
-                if tm is None or tm.service != Service.EVENT:
+                if tm is None or tm.service != Service.EVENT or _packet_key(tm) in events:
                     continue
-                k = (tm.apid, tm.seq_count, int(round(tm.time_s * 1000)))
-                if k in seen:
-                    continue
-                seen.add(k)
-                record = codec.decode_tm(tm)
-                token = _token_of(record)
+                token = _token_of(codec.decode_tm(tm))
                 if token is not None:
-                    counts[token] = counts.get(token, 0) + 1
+                    events[_packet_key(tm)] = token
     store.close()
-    return counts
+    by_events: dict[int, int] = {}
+    for token in events.values():
+        by_events[token] = by_events.get(token, 0) + 1
+    by_journal: dict[int, int] = {}
+    for cmd_id, entry in CommandJournal(journal).entries.items():
+        if entry.finished and entry.ok and cmd_id in attempts:
+            by_journal[attempts[cmd_id]] = by_journal.get(attempts[cmd_id], 0) + 1
+    return {t: max(by_events.get(t, 0), by_journal.get(t, 0)) for t in set(by_events) | set(by_journal)}
 
 
 def _token_of(record: Any) -> int | None:
@@ -342,6 +359,15 @@ def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 1
 
         with LinkProxy(front, back, faults, seed=seed).start() as proxy:
             client = GroundClient(front)
+            heard: dict[tuple[int, int, int], int] = {}  # the runs' events the ground took in: key -> token
+            attempts: dict[int, int] = {}  # cmd_id -> token, every one sent
+
+            def hear(item) -> None:
+                token = _token_of(item.record)
+                if token is not None and item.packet is not None:
+                    heard[_packet_key(item.packet)] = token
+
+            client.listeners.append(hear)
             try:
                 deadline = time.monotonic() + 60.0
                 while client.dictionary_matches(timeout_s=5.0) is not True:
@@ -386,6 +412,7 @@ def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 1
                             settle(result)
                         except CommandTimeout as exc:
                             result = exc.result
+                        attempts[result.cmd_id] = token
                         failure = result.failure
                         if failure is not None and "interrupted by a reset" in failure.reason:
                             if seen_run(token, 15.0):
@@ -405,7 +432,7 @@ def commands_through_faults(n: int = COMMANDS, kills: int = KILLS, seed: int = 1
                 client.close()
                 agent[0].stop()
                 mirror.close()
-        runs = _executions(Path(tmp) / "mirror")
+        runs = _executions(Path(tmp) / "mirror", heard, state / "commands.journal", attempts)
     once = sum(1 for t in range(1, n + 1) if runs.get(t, 0) == 1)
     never = sum(1 for t in range(1, n + 1) if runs.get(t, 0) == 0)
     twice = sum(1 for t in range(1, n + 1) if runs.get(t, 0) >= 2)

@@ -135,6 +135,7 @@ def test_a_finished_record_is_written_at_once_and_synced_at_the_end_of_the_turn(
     real_fsync, real_datasync = journal_module.os.fsync, journal_module._datasync
     monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     monkeypatch.setattr(journal_module, "_datasync", lambda fd: (synced.append(fd), real_datasync(fd))[1])
+    (tmp_path / "commands.journal").touch()  # the file's own syncs only: not its directory's, made with it
     journal = CommandJournal(tmp_path / "commands.journal")
     journal.started(7, b"d" * 8, 0x0001)
     assert len(synced) == 1
@@ -187,6 +188,39 @@ def test_a_failed_append_leaves_no_torn_record_and_a_failed_sync_rewrites_the_fi
     assert again.bad_records == 0 and again.get(1) and again.get(3) and again.get(4) is None
     journal.started(5, b"e" * 8, 0x0001)
     assert CommandJournal(path).get(5) is not None
+
+
+@pytest.mark.req("AGT-016")
+def test_a_journal_file_made_by_an_append_has_its_name_synced_before_the_command_runs(tmp_path, monkeypatch):
+    """A record's fdatasync makes its data durable, not the directory entry of a file just made:
+    the first append also syncs the directory, and where it cannot, the command is refused and no
+    file is left for the next append to trust unsynced."""
+    import flight.agent.journal as journal_module
+
+    synced: list[str] = []
+    real = journal_module.fsync_path
+    monkeypatch.setattr(journal_module, "fsync_path", lambda p: (synced.append(str(p)), real(p))[1])
+    path = tmp_path / "commands.journal"
+    journal = CommandJournal(path)
+    journal.started(1, b"a" * 8, 0x0001)
+    assert synced == [str(tmp_path)]
+    journal.started(2, b"b" * 8, 0x0001)
+    journal.close()
+    CommandJournal(path).started(3, b"c" * 8, 0x0001)  # the file is there: no directory sync
+    assert synced == [str(tmp_path)]
+
+    def eio(p):
+        raise OSError(5, "Input/output error")
+
+    other = tmp_path / "other.journal"
+    journal = CommandJournal(other)
+    monkeypatch.setattr(journal_module, "fsync_path", eio)
+    with pytest.raises(OSError):
+        journal.started(1, b"a" * 8, 0x0001)
+    assert not other.exists()
+    monkeypatch.setattr(journal_module, "fsync_path", lambda p: (synced.append(str(p)), real(p))[1])
+    journal.started(2, b"b" * 8, 0x0001)
+    assert synced[-1] == str(tmp_path) and CommandJournal(other).get(2) is not None
 
 
 @pytest.mark.req("AGT-016")

@@ -9,9 +9,9 @@ half-way was never answered. The journal closes both holes:
   change nothing that outlives them but the command counters, so running one again on a retry
   after a restart does no harm, and the command path's checks cost no journal write and fsync;
 - before a command's handler runs, a *started* record (cmd_id, a digest of the TC's data,
-  opcode) is appended and fsynced: a command that may have run is known after any crash;
+  opcode) is appended and synced: a command that may have run is known after any crash;
 - when it ends, a *finished* record (success or the failure code and reason) is appended, and
-  fsynced at the end of that loop turn (:meth:`CommandJournal.sync`), with the packet store's
+  synced at the end of that loop turn (:meth:`CommandJournal.sync`), with the packet store's
   segments that hold its completion report, so the report goes out a fsync sooner;
 - a TC whose cmd_id the journal knows is never run again: a finished one is answered with
   its outcome (without the result map, which is not kept); a started one that never
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import msgpack
 
-from flight.storage import write_atomic
+from flight.storage import fsync_path, write_atomic
 
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync where the OS has it (Linux: the boards)
 JOURNAL_COMMANDS = 4096  # commands remembered: far longer than any retry, across restarts
@@ -141,8 +141,23 @@ class CommandJournal:
         return _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
 
     def _open(self) -> int:
+        """The descriptor appends go to; a file made here has its directory entry synced too (a
+        record's fdatasync makes its data durable, not the name that finds it)."""
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fsync_path(self.path.parent)
+                except OSError:  # not made: the next append makes it again, and syncs its name
+                    os.close(fd)
+                    try:
+                        os.unlink(self.path)
+                    except OSError:
+                        pass
+                    raise
+            self._fd = fd
         return self._fd
 
     def _drop_fd(self) -> None:
