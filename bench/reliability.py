@@ -22,27 +22,27 @@ JSON object as its last line.
   0.5 to 10 s ahead (SCHEDULE_AT); how late each was released by the agent's own clock
   (``SCHEDULE_RELEASED``), p99.
 - ``commands_exactly_once``, ``commands_never``, ``commands_twice``: ``BENCH_COMMANDS`` (1000)
-  SET_PARAMs of ``file_keep_done_s`` (no files move in this bench), each to its own token, from a
-  ground client through ``hil.link_proxy.LinkProxy``
-  dropping 10 %, corrupting 1 %, duplicating 2 % and reordering 2 % of the packets both ways,
-  while the agent is killed with SIGKILL ``BENCH_KILLS`` (20) times at random moments inside a
-  command's exchange and restarted on the same state directory. The ground does what an operator's
-  tools do: Lazy Pirate retries of the same cmd_id, store acknowledgements (lost reports come
-  back in playback), asking again with the same cmd_id when the outcome is unknown, and for a
-  command the agent answers "interrupted by a reset", a look at its PARAM_CHANGED event (played
-  back) before sending it anew with a new cmd_id. The truth is what the agent itself recorded:
-  its packet store, every segment file hard-linked into a mirror as it appears (acknowledged
-  segments are deleted by the agent), each PARAM_CHANGED in it one execution of that token; the
-  same events as the ground took them in, live or played back (one packet, one run: a kill can
-  cut a command's reports after they went out live and before their write); and the commands its
-  journal finished, whatever became of their events. A command that changes something,
-  journaled: the promise of exactly-once is for those (AGT-016). A
-  read-only one (PING, NOOP...) is not journaled, and a retry after a restart runs it again by
-  design: measured with PINGs, this figure was 0.998 in each of two runs (three PINGs ran twice,
-  and one the ground saw completed had no event in the store's record: a kill between its
-  reports going out live and their write, AGT-092, would do that).
-  ``ground_wrong`` counts commands whose final answer on the ground disagrees with the truth
-  (completed but never ran, or timed out but ran).
+  SET_PARAMs of ``file_keep_done_s`` (no files move in this bench), each to its own token, from
+  a ground client through ``hil.link_proxy.LinkProxy`` dropping 10 %, corrupting 1 %,
+  duplicating 2 % and reordering 2 % of the packets both ways, while the agent is killed with
+  SIGKILL ``BENCH_KILLS`` (20) times at random moments inside a command's exchange and restarted
+  on the same state directory. The ground does what an operator's tools do: Lazy Pirate retries
+  of the same cmd_id, store acknowledgements (lost reports come back in playback), asking again
+  with the same cmd_id when the outcome is unknown, and for a command the agent answers
+  "interrupted by a reset", a look at its PARAM_CHANGED event (played back) before sending it
+  anew with a new cmd_id. The truth is what the agent itself recorded: its packet store, every
+  segment file hard-linked into a mirror as it appears (acknowledged segments are deleted by the
+  agent), each PARAM_CHANGED in it one execution of that token; the same events as the ground
+  took them in, live or played back (one packet, one run: a kill can cut a command's reports
+  after they went out live and before their write); and the commands its journal finished,
+  whatever became of their events. A command that changes something, journaled: the promise of
+  exactly-once is for those (AGT-016). A read-only one (PING, NOOP...) is not journaled, and a
+  retry after a restart runs it again by design: measured with PINGs, this figure was 0.998 in
+  each of two runs (three PINGs ran twice, and one the ground saw completed had no event in the
+  store's record: a kill between its reports going out live and their write, AGT-092, would do
+  that). It sees a command run twice: with the dispatcher's look-up in the journal taken out, 40
+  kills gave 2. ``ground_wrong`` counts commands whose final answer on the ground disagrees with
+  the truth (completed but never ran, or timed out but ran).
 - ``tm_lost_over_los``: one simulated day (lockstep, 10-s steps, housekeeping every 10 s) of the
   shipped dawn-dusk orbit, the link gated by the profile's ``in_contact`` (``[link]
   gate_by_contact``: nothing passes either way out of contact) and the harness acknowledging
