@@ -39,8 +39,12 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
   part no checksum design can remove. ``abft_overhead_floor_all``: the same at ``all``, the
   headline's setting, where reading an output also breaks onnxruntime's NCHWc chain there
-  (reorders the bare model does not run): on x86 it came to 0.15 to 0.19 by itself, so no
-  check that reads the checked nodes' outputs can meet a 0.15 target at that setting.
+  (reorders the bare model does not run): on x86 it came to 0.14 to 0.19 by itself, the whole
+  of a 0.15 target at that setting. Reading the outputs with an NCHWc-capable
+  GlobalAveragePool instead (no reorder) cost more, 0.23 (0.19 at ``extended``): at batch 64
+  the bare model takes about 0.6 ms here, and a pass over one of its activations (up to 1 MB)
+  costs several percent of it, whatever the layout. Only checks inside the convolution kernels
+  (TensorRT's ABED) avoid those passes; in standard ONNX they are nodes of their own.
 - ``abft_wide_layers``: single generated layers wider than the shipped model's (Convs of 64 to
   256 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
   weights: per layer ``false_alarms`` [flagged, tiles] over six kinds of input (normal,
