@@ -286,8 +286,10 @@ class _Mirror:
 
 
 def _packet_key(tm: Any) -> tuple[int, int, int]:
-    """One packet, however it came (live, played back, in the store): its APID, count and time."""
-    return tm.apid, tm.seq_count, int(round(tm.time_s * 1000))
+    """One packet, however it came (live, played back, in the store): the ground's own key."""
+    from ground.completeness import packet_key
+
+    return packet_key(tm.apid, tm.seq_count, tm.time_s)
 
 
 def _executions(mirror: Path, heard: dict[tuple[int, int, int], int], journal: Path,
