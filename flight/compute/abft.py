@@ -45,8 +45,14 @@ check reads its node's output once, with a ReduceSum over contiguous memory (the
 reduction onnxruntime has), and its input once (or not at all, where the model already
 averages it: its GlobalAveragePool is reused). ABED's per-position checksum needs the sum
 over channels at every position and a one-channel convolution for ``P``, which onnxruntime
-runs at about the cost of the layer. Each check is then written as sums of products, two
-columns per checksum, ``S - P - B`` and ``P - S - B`` (``B`` its tolerance), both <= 0 where
+runs at about the cost of the layer. Sums over the batch instead (one checksum per output
+position for the whole batch, ``P`` from one image through the Conv; a flag per batch) cost
+no less, measured on the shipped model: a ReduceSum over the batch axis strides through memory
+(31 us against 20 over the positions of the same tensor), a Conv of one image still costs about
+10 us, and the first two Convs' checks alone cost as much as every check here (+0.24 at
+``extended``, +0.35 at ``all``). ReduceL1 is not used: over the same axis it cost ten times Abs
+then ReduceSum (182 us against 17). Each check is then written as sums of products, two columns
+per checksum, ``S - P - B`` and ``P - S - B`` (``B`` its tolerance), both <= 0 where
 it holds: a chain of Gemms, ``Gemm(A_i, B_i, previous)``, adds its terms, with no Sub, Abs
 or compare of its own. One LessOrEqual, Cast and ReduceMin over all the checks' columns
 give the flag. The nodes are made so that onnxruntime runs each check right after the node
