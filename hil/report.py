@@ -316,7 +316,7 @@ def _memory_table(result: RunResult) -> str:
         return "<p>none asked ([radiation] memory_upset_scale = 0)</p>"
     requested = account.get("requested", {})
     columns = ("applied", "not_applied", "waiting", "detected", "corrected", "harmful", "corrupt_tiles",
-               "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed")
+               "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed", "shared")
     rows = "".join(
         f"<tr class={'bad' if t.get('corrupt_reported_good') else 'ok'}><td>{html.escape(name)}</td>"
         f"<td>{requested.get(name, 0)}</td>" + "".join(f"<td>{t.get(c, 0)}</td>" for c in columns) + "</tr>"
@@ -325,8 +325,10 @@ def _memory_table(result: RunResult) -> str:
     b = account.get("batches", {})
     batches = (f"<p>{b.get('judged', 0)} batches judged while an upset was live: {b.get('corrupt_tiles', 0)} corrupt "
                f"tiles, {b.get('corrupt_reported_good', 0)} of them reported passed, {b.get('corrupt_unchecked', 0)} "
-               f"unchecked, {b.get('corrupt_marked_failed', 0)} marked failed (each tile once; the table's tile counts "
-               f"are per upset, and upsets that shared a batch share its tiles).</p>")
+               f"unchecked, {b.get('corrupt_marked_failed', 0)} marked failed (each tile once). The table's tile counts "
+               f"are per upset, on the tiles it can reach (an activation's sample, an output's row, every tile for a "
+               f"weight); 'shared': upsets that another in the same batch could reach the tiles of, whose counts "
+               f"there are not theirs alone.</p>")
     sneaked = "".join(f"<li>{html.escape(u.get('target', ''))}: {html.escape(u.get('site', ''))} "
                       f"({u.get('corrupt_passed', 0)} tiles)</li>" for u in account.get("reported_good_while_corrupt", []))
     return (f"<p>At the profile's upset rate × {account.get('scale')}, into {', '.join(account.get('targets', []))} "

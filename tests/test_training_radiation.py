@@ -426,36 +426,157 @@ def test_a_bad_sample_in_every_batch_fails_the_job_rather_than_looping(tmp_path)
 # --- in the worker: the agent's prediction reaches the job, and the job's word reaches the ground ---
 
 
+def _train_in_worker(bench, x, y, radiation, checkpoint_every):
+    """Job 1, 64 steps of 16 on ``x``, ``y`` (the data set "synthetic") in the worker, admitted with
+    ``radiation``, run slice by slice until it ends; the job."""
+    from flight.link.definitions import Admission, JobKind
+
+    (bench.root / "data").mkdir(parents=True, exist_ok=True)
+    np.savez(bench.root / "data" / "synthetic.npz", x=x, y=y)
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=radiation,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
+    reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(
+        1, JobKind.TRAINING, "synthetic", steps=64, batch_size=16, checkpoint_every=checkpoint_every)))
+    assert reply.ok, reply.reason
+    job = bench.worker.jobs[1]
+    for _ in range(200):
+        if job.state.value not in ("QUEUED", "RUNNING"):
+            break
+        bench.worker.work_slice()
+    return job
+
+
 @pytest.mark.req("RAD-108", "RAD-109")
 def test_the_worker_checkpoints_before_a_predicted_entry_and_says_so_and_relays_refusals(tmp_path):
-    from flight.link.definitions import Admission, FluxClass, JobKind
     from tests.model_helpers import WorkerBench
 
     x, y = _synthetic(n=256)
     flip(x, 5 * x.shape[1], 30)  # one sample stays bad in memory: its batch is refused each epoch
     bench = WorkerBench(tmp_path / "compute")
     try:
-        (bench.root / "data").mkdir(parents=True, exist_ok=True)
-        np.savez(bench.root / "data" / "synthetic.npz", x=x, y=y)
         ahead = cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=20.0)
-        bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=ahead,  # noqa: SLF001
-                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
-        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(
-            1, JobKind.TRAINING, "synthetic", steps=64, batch_size=16, checkpoint_every=1_000_000)))
-        assert reply.ok, reply.reason
-        job = bench.worker.jobs[1]
-        for _ in range(200):
-            if job.state.value not in ("QUEUED", "RUNNING"):
-                break
-            bench.worker.work_slice()
+        job = _train_in_worker(bench, x, y, ahead, checkpoint_every=1_000_000)
         assert job.state.value == "DONE", job.detail
         status = bench.worker.status()
         (said,) = bench.events("TRAIN_SAA_CHECKPOINT")  # once per pass, however many slices saw it ahead
         assert said.args["job_id"] == 1 and said.args["entry_in_s"] == 20.0
         assert status.train_saa_checkpoints == 1
-        assert (bench.root / "checkpoints" / "job00001.ck").exists()
+        assert not (bench.root / "checkpoints" / "job00001.ck").exists()  # the job is over: nothing to resume
         assert status.train_steps_refused >= 2 and status.train_restores == 0
         refused = bench.events("TRAIN_STEP_REFUSED")
         assert 1 <= len(refused) <= status.train_steps_refused and refused[0].args["job_id"] == 1
+    finally:
+        bench.close()
+
+
+# --- review findings: what a pause, another job's file and a restore must not do -----------
+
+
+class _Suspect(_Refusing):
+    """A trainer whose steps are refused while its state is corrupt (a weight past 1e6), as a flipped
+    exponent bit in the optimizer's state makes every step from it refused."""
+
+    def step(self, x, y):
+        self.refuse = bool(np.abs(self.w).max() > 1e6)
+        return super().step(x, y)
+
+
+@pytest.mark.req("RAD-109")
+def test_a_pause_while_refusals_are_open_keeps_the_last_good_checkpoint_and_the_restore_recovers(tmp_path):
+    """Found in review: a pause between the second and third refusal wrote the corrupt state over
+    the checkpoint the third one goes back to, and the job failed as diverging."""
+    x, y = np.zeros((64, 3), np.float32), np.zeros(64, np.int64)
+    plan = TrainingPlan(total_steps=40, batch_size=8, checkpoint_every=10, seed=1)
+    events: list[tuple[str, dict]] = []
+    job = TrainingJob(_Suspect(), x, y, plan, tmp_path / "job.ck", on_event=lambda what, **a: events.append((what, a)))
+    assert job.run(12) == 12  # a checkpoint at step 10; steps 11 and 12 are not in it (nor is an epoch's end near)
+    job.trainer.w[0] = 3e38  # an upset in memory
+    assert job.run(2) == 0 and job.status.steps_refused == 2
+    job.pause("inference goes first")
+    job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 20.0))  # an SAA entry 20 s ahead
+    ck = load_checkpoint(tmp_path / "job.ck")
+    assert ck.step == 10 and np.abs(ck.arrays["w"]).max() == 10.0  # the file kept the state known good
+    assert job.status.saa_checkpoints == 1 and events[-1] == ("saa_checkpoint", {"step": 10, "entry_in_s": 20.0})
+    job.run(100)
+    assert job.done and job.status.restores == 1 and job.status.steps_refused == REFUSALS_BEFORE_RESTORE
+    assert np.abs(job.trainer.w).max() == 40.0  # steps 11 to 40 again, from the checkpoint's state
+
+
+@pytest.mark.req("RAD-109")
+def test_another_jobs_checkpoint_under_the_same_path_is_moved_aside_not_resumed(tmp_path):
+    """Found in review: checkpoints are named by job id, and ids start again at 1 when the agent's
+    state is lost; a new job resumed the old one's weights (and, past its length, was done at once)."""
+    x, y = _synthetic()
+    plan = TrainingPlan(total_steps=200, batch_size=16, checkpoint_every=50, seed=7)
+    old = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
+                      tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01})
+    old.run(200)
+    events: list[tuple[str, dict]] = []
+    for other_x, other_plan, identity in ((x[::-1].copy(), plan, {"data_set": "synthetic", "lr": 0.01}),
+                                          (x, TrainingPlan(400, 16, 50, seed=7), {"data_set": "synthetic", "lr": 0.01}),
+                                          (x, plan, {"data_set": "synthetic", "lr": 0.001})):
+        new = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), other_x, y,
+                          other_plan, tmp_path / "job00001.ck", identity=identity,
+                          on_event=lambda what, **a: events.append((what, a)))
+        assert new.resume() is False and new.status.step == 0 and not new.done
+        assert events[-1][0] == "checkpoint_refused" and "another job's" in events[-1][1]["reason"]
+        assert (tmp_path / "job00001.ck.corrupt").exists() and not (tmp_path / "job00001.ck").exists()
+        (tmp_path / "job00001.ck.corrupt").rename(tmp_path / "job00001.ck")
+    same = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
+                       tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01})
+    assert same.resume() is True and same.done  # its own job's checkpoint still resumes
+
+
+@pytest.mark.req("RAD-109")
+def test_the_step_checks_history_goes_with_the_checkpoint_so_a_resumed_job_is_checked_at_once(tmp_path):
+    """Found in review: loading a state forgot the guard's history, so for eight steps after a resume
+    or a restore (where upsets are likely) only finiteness and 1e10 applied, and an input x 2^16
+    passed into Adam's second moment."""
+    x, y = _synthetic()
+    plan = TrainingPlan(total_steps=1000, batch_size=16, checkpoint_every=30, seed=3)
+    spec = MlpSpec(12, (Dense(16, "relu"), Dense(3)))
+    first = TrainingJob(Trainer(spec, Adam(0.01), 16, seed=1), x, y, plan, tmp_path / "job.ck")
+    first.run(30)
+    peaks = first.trainer.guard.peaks
+    again = TrainingJob(Trainer(spec, Adam(0.01), 16, seed=1), x, y, plan, tmp_path / "job.ck")
+    assert again.resume() and again.trainer.guard.peaks == peaks and not math.isnan(peaks[0])
+    bad = x[:16].copy()
+    flip(bad, int(np.flatnonzero(np.abs(bad.reshape(-1)) >= 2.0)[0]), 27)  # x 2^16: finite, below 1e10
+    with pytest.raises(StepRefusedError, match="times the largest of the last 30 accepted steps"):
+        again.trainer.step(bad, y[:16])
+    # A history that is not one the guard could have kept is refused, naming the key; the trainer is as it was.
+    state = again.trainer.state_arrays()
+    for key, value in (("guard.grad_peaks", np.array([[5.0, 1.0], [3.0, 2.0]])), ("guard.accepted", np.int64(-1)),
+                       ("guard.update_peaks", np.array([[29.0, np.nan]]))):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            again.trainer.load_state({**state, key: value})
+    assert again.trainer.guard.peaks == peaks
+    without = {k: v for k, v in state.items() if not k.startswith("guard.")}  # a state with no history of its own
+    again.trainer.load_state(without)
+    assert math.isnan(again.trainer.guard.peaks[0])
+
+
+@pytest.mark.req("RAD-109")
+def test_the_worker_moves_aside_a_corrupt_checkpoint_counts_it_and_removes_a_finished_jobs(tmp_path):
+    """Found in review: a corrupt checkpoint was moved aside in silence, and no checkpoint was ever
+    deleted (one file per training job, without bound)."""
+    from tests.model_helpers import WorkerBench
+
+    x, y = _synthetic(n=256)
+    root = tmp_path / "compute"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "job00042.ck").write_bytes(b"a job the list no longer has")
+    (root / "checkpoints" / "job00043.ck.corrupt").write_bytes(b"moved aside long ago")
+    (root / "checkpoints" / "notes.txt").write_bytes(b"not a checkpoint: left alone")
+    bench = WorkerBench(root)
+    try:
+        assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["notes.txt"]  # orphans removed at start
+        (root / "checkpoints" / "job00001.ck").write_bytes(b"SUNLITC2 torn by a power cut")
+        job = _train_in_worker(bench, x, y, cp.NO_RADIATION, checkpoint_every=10)
+        assert job.state.value == "DONE" and job.progress == 64, job.detail  # from step 0
+        (said,) = bench.events("TRAIN_CHECKPOINT_REFUSED")
+        assert said.args["job_id"] == 1 and "SHA-256" in said.args["reason"]
+        assert bench.worker.status().train_checkpoints_refused == 1
+        assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["notes.txt"]  # over: nothing kept
     finally:
         bench.close()

@@ -302,3 +302,51 @@ def test_a_request_taken_in_by_a_worker_killed_before_its_ledger_was_written_is_
     body = ledger(bench)
     assert [u["id"] for u in body["upsets"]] == ["u1"] and body["totals"]["outputs"]["requested"] == 1
     assert not (bench.root / REQUEST_DIR / "u1.json").exists()
+
+
+@pytest.mark.req("RAD-111")
+def test_each_upset_is_charged_with_the_tiles_it_can_reach_and_says_when_it_shared_them(tmp_path):
+    """Found in review: every upset of a batch took the batch's outcome, so a harmless flip beside a
+    harmful one was counted harmful and "detected by checksum". Now an activation is charged with its
+    own sample and an output with its row (a weight, with every tile), detection follows its own
+    tile's flag, and an upset whose tiles another in the batch could reach says so (``shared``)."""
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper
+
+    from flight.compute.checks import FAILED, PASSED
+    from flight.compute.inject import Batch, Upset, UpsetInjector
+    from flight.compute.providers import open_session
+
+    # The reference run is a real session; this model's result is its input, so the clean result is known.
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["probabilities"])], "id",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    injector = UpsetInjector(tmp_path, lambda d: open_session(d, threads=1).session, lambda d, s: None)
+    session = SimpleNamespace(outputs=["probabilities"], input_name="x", sha256="s", protection="abft",
+                              abft_precision="fp32", data=data)
+    clean = np.tile(np.array([[0.9, 0.1]], np.float32), (4, 1))
+
+    def judge(upsets, first_ok):
+        injector.upsets = upsets
+        probs = clean.copy()
+        probs[0] = [0.2, 0.8]  # tile 0 went into the product corrupt, marked failed
+        injector.release(Batch(list(upsets), failed_check="checksum", first_ok=np.array(first_ok)), session, clean,
+                         probs, np.array([FAILED, PASSED, PASSED, PASSED], np.int8), False)
+        return {u.id: u for u in upsets}
+
+    def activation(name, row):
+        u = Upset(name, "activations", 1, state="live")
+        u._rows = (row,)  # noqa: SLF001 - as _hooked_run sets it from the element it struck
+        return u
+
+    u = judge([activation("a0", 0), activation("a2", 2)], [False, True, True, True])
+    assert (u["a0"].detected_by, u["a0"].corrupt_tiles, u["a0"].corrupt_failed, u["a0"].corrected) == ("checksum", 1, 1, False)
+    assert (u["a2"].detected_by, u["a2"].corrupt_tiles, u["a2"].corrected) == ("", 0, True)  # harmless, unseen
+    assert u["a0"].shared_batches == u["a2"].shared_batches == 0
+    w = Upset("w", "weights", 2, state="live")
+    u = judge([activation("b0", 0), activation("b3", 3), w], [False, True, True, True])
+    assert all(x.shared_batches == 1 for x in u.values())  # a weight reaches every tile: its counts are shared
+    assert (u["w"].corrupt_tiles, u["b0"].corrupt_tiles, u["b3"].corrupt_tiles) == (1, 1, 0)
+    assert injector.totals()["activations"]["shared"] == 2 and injector.batches["corrupt_tiles"] == 2  # each tile once

@@ -86,7 +86,8 @@ class ComputeSupervisor(Component):
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
               "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "SCRUB_BEHIND", "RESULT_CHECK_FAILED",
-              "MODEL_UNCHECKED", "MODEL_RANGES_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT")
+              "MODEL_UNCHECKED", "MODEL_RANGES_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT",
+              "TRAIN_CHECKPOINT_REFUSED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
@@ -319,6 +320,8 @@ class ComputeSupervisor(Component):
             self._kill()
             self.restarts += 1
             self.state = ComputeState.DOWN
+            # The dead worker's figures (scrub age, protection, counts) are not the new one's: none until it says.
+            self.status, self._have_status = cp.Status(), False
             for req_id, (_deadline, deferred, _) in list(self._requests.items()):
                 if req_id not in {r.req_id for r in self._held}:
                     del self._requests[req_id]
@@ -469,6 +472,7 @@ class ComputeSupervisor(Component):
             "train_steps_refused": st.train_steps_refused if have else None,
             "train_restores": st.train_restores if have else None,
             "train_saa_checkpoints": st.train_saa_checkpoints if have else None,
+            "train_checkpoints_refused": st.train_checkpoints_refused if have else None,
         }
         for cls, channel in CLASS_NAMES.items():
             out[channel] = st.infer_classes.get(cls, 0) if have else None

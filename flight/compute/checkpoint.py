@@ -6,7 +6,7 @@ weights, optimizer state), then the SHA-256 of everything before it, header incl
 flipped bit in the step or the data position must not resume a job at the wrong place. A
 checkpoint either loads exactly as written or is refused with :class:`CorruptFile`; the
 previous one is kept until the new one is in place. Files of the first layout (``SUNLITCK``,
-no digest over the header) written before this one still load.
+no digest over the header) are refused: a flipped bit in their step would load.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from flight.storage import CorruptFile, write_atomic
 
 MAGIC = b"SUNLITC2"
-MAGIC_V1 = b"SUNLITCK"  # the first layout: the payload's digest only
+MAGIC_V1 = b"SUNLITCK"  # the first layout: the payload's digest only; refused
 _HEADER_LEN = struct.Struct(">I")
 _DIGEST_LEN = 32
 
@@ -52,7 +52,9 @@ def decode_checkpoint(raw: bytes, source: str = "checkpoint") -> Checkpoint:
         if len(raw) < 8 + _HEADER_LEN.size + _DIGEST_LEN or hashlib.sha256(body).digest() != stored:
             raise CorruptFile(f"{source}: SHA-256 mismatch (header and payload)")
         raw = body
-    elif raw[:8] != MAGIC_V1:
+    elif raw[:8] == MAGIC_V1:
+        raise CorruptFile(f"{source}: a checkpoint of the first layout, whose header no digest covers: refused")
+    else:
         raise CorruptFile(f"{source}: not a Sunlit checkpoint (magic {raw[:8]!r})")
     try:
         (n,) = _HEADER_LEN.unpack_from(raw, 8)

@@ -49,7 +49,7 @@ CONSEQUENCE = 1e-3  # a probability moved by more than this, or the class change
 MAX_PENDING = 10_000  # upsets waiting or live at once; a request past it is counted (dropped), not followed
 MAX_LISTED = 2_000  # ended upsets the ledger lists one by one; older ones are folded into its totals
 _COUNTED = ("requested", "applied", "not_applied", "waiting", "detected", "corrected", "harmful", "corrupt_tiles",
-            "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed")
+            "corrupt_reported_good", "corrupt_unchecked", "corrupt_marked_failed", "shared")
 
 
 def flip_bit(value: np.float32, bit: int) -> np.float32:
@@ -130,6 +130,9 @@ class Upset:
     corrupt_passed: int = 0  # corrupt, and the product said passed: reported good while corrupt
     corrupt_unchecked: int = 0  # corrupt, and the product said unchecked
     corrupt_failed: int = 0  # corrupt, and the product marked them failed
+    # Judged batches in which another upset could reach the same tiles (a weight upset reaches them all):
+    # what those tiles showed is charged to each of them, so its counts there are not its alone.
+    shared_batches: int = 0
     note: str = ""
     want_tensor: str = ""  # the request may name the tensor, the byte (weights) and the bit; else drawn
     want_byte: int | None = None
@@ -138,6 +141,9 @@ class Upset:
     # array an output upset is in; what put a weight upset right while a batch was being checked.
     _where: Any = dataclasses.field(default=None, repr=False, compare=False)
     _repaired_by: str = dataclasses.field(default="", repr=False, compare=False)
+    # The tiles of its batch it can reach: an activation's sample (a tensor with the batch axis first), an
+    # output's row; None: every tile (a weight, or an activation of a tensor without the batch axis).
+    _rows: tuple[int, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def ledger(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -156,7 +162,7 @@ class Upset:
                 "detected": int(bool(self.detected_by)), "corrected": int(self.corrected),
                 "harmful": int(self.corrupt_tiles > 0), "corrupt_tiles": self.corrupt_tiles,
                 "corrupt_reported_good": self.corrupt_passed, "corrupt_unchecked": self.corrupt_unchecked,
-                "corrupt_marked_failed": self.corrupt_failed}
+                "corrupt_marked_failed": self.corrupt_failed, "shared": int(self.shared_batches > 0)}
 
 
 @dataclasses.dataclass
@@ -165,6 +171,7 @@ class Batch:
 
     upsets: list[Upset] = dataclasses.field(default_factory=list)
     failed_check: str = ""  # what failed in its first run ("" if nothing did)
+    first_ok: np.ndarray | None = None  # the first run's per-tile flags where it was the hooked run, else None
 
 
 class UpsetInjector:
@@ -377,6 +384,7 @@ class UpsetInjector:
             try:
                 result = self._hooked_run(session, tiles, act)
                 batch.upsets += [u for u in act if u.state == "live"]
+                batch.first_ok = result[1]
                 self._changed = True
                 return result, batch
             except Exception as exc:  # noqa: BLE001 - HIL only: the batch runs as if nothing waited
@@ -406,6 +414,7 @@ class UpsetInjector:
                 bit = bit if u.want_bit is None else u.want_bit
                 before = held.flat[k]
                 held.flat[k] = flip_bit(before, bit)
+                u._rows = (k // width,) if held.ndim > 1 else None
                 u.state, u.site = "live", (f"probabilities[{k // width},{k % width}] bit {bit}: "
                                            f"{float(before):.6g} -> {float(held.flat[k]):.6g}")
         except Exception as exc:  # noqa: BLE001 - HIL only
@@ -419,8 +428,9 @@ class UpsetInjector:
     def release(self, batch: Batch, session: Any, tiles: np.ndarray, probs: np.ndarray, status: np.ndarray,
                 crc_changed: bool) -> None:
         """The batch's result goes into the product as ``probs`` with per-tile ``status``: judged
-        once against the reference, charged to every upset it carried. An activation or output
-        upset ends here."""
+        once against the reference (the batch totals: each tile once), and charged to each upset it
+        carried on the tiles that upset can reach (:attr:`Upset.shared_batches` where another could
+        reach them too). An activation or output upset ends here."""
         if not batch.upsets:
             return
         try:
@@ -447,16 +457,27 @@ class UpsetInjector:
         b["corrupt_unchecked"] += int((bad & (status == UNCHECKED)).sum())
         b["corrupt_marked_failed"] += int((bad & (status == FAILED)).sum())
         for u in batch.upsets:
+            # Each upset is charged with the tiles it can reach (an activation's sample, an output's row;
+            # a weight's, all), and says where another in the batch could reach them too.
+            rows = list(u._rows) if u._rows is not None else slice(None)
+            mine, said = bad[rows], status[rows]
             u.batches += 1
-            u.corrupt_tiles += int(bad.sum())
-            u.corrupt_passed += int((bad & (status == PASSED)).sum())
-            u.corrupt_unchecked += int((bad & (status == UNCHECKED)).sum())
-            u.corrupt_failed += int((bad & (status == FAILED)).sum())
+            u.shared_batches += any(o is not u and (o._rows is None or u._rows is None or set(o._rows) & set(u._rows))
+                                    for o in batch.upsets)
+            u.corrupt_tiles += int(mine.sum())
+            u.corrupt_passed += int((mine & (said == PASSED)).sum())
+            u.corrupt_unchecked += int((mine & (said == UNCHECKED)).sum())
+            u.corrupt_failed += int((mine & (said == FAILED)).sum())
             if not u.detected_by:  # what found this upset: the CRC finds only a held result's
-                u.detected_by = ("output CRC" if crc_changed else "") if u.target == "outputs" \
-                    else (batch.failed_check or u._repaired_by)
+                if u.target == "outputs":
+                    u.detected_by = "output CRC" if crc_changed else ""
+                elif u.target == "activations" and u._rows is not None and batch.first_ok is not None \
+                        and "double run" not in batch.failed_check:  # the flags alone failed: did its own tile's?
+                    u.detected_by = batch.failed_check if not batch.first_ok[rows].all() else ""
+                else:
+                    u.detected_by = batch.failed_check or u._repaired_by
             if u.target != "weights":
-                u.state, u.corrected = "ended", not bad.any()
+                u.state, u.corrected = "ended", not mine.any()
         self._changed = True
 
     def end_unreleased(self) -> None:
@@ -498,6 +519,8 @@ class UpsetInjector:
             mask.flat[at] = True
             new = flip_bit(clean[name].flat[at], bit)
             feed[name + "/mask"], feed[name + "/value"] = mask, np.array([new], np.float32)
+            shape, n = clean[name].shape, len(tiles)
+            u._rows = (at // (clean[name].size // n),) if n and shape and shape[0] == n else None
             u.state, u.site = "live", f"{name}[{at}] bit {bit}: {float(clean[name].flat[at]):.6g} -> {float(new):.6g}"
         got = hooked.run(list(session.outputs), feed)
         self.failed_flags = ""

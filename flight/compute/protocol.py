@@ -195,6 +195,7 @@ class Status:
     train_steps_refused: int = 0
     train_restores: int = 0
     train_saa_checkpoints: int = 0
+    train_checkpoints_refused: int = 0
 
 
 @dataclass(frozen=True)

@@ -156,56 +156,79 @@ _PROBE_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tens
 
 def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarray],
                    probe: Mapping[str, np.ndarray] | None = None) -> list[str] | None:
-    """The floating-point ``arrays`` (an owned-weight session's initializers) that the session does
-    not compute from: a graph optimisation folded them into constants of its own at session start
-    (a Conv followed by BatchNormalization or by a Mul by a constant, a Transpose of a weight), so
-    a flip in them changes nothing and scrubbing them checks memory nothing reads.
+    """The ``arrays`` (an owned-weight session's initializers) that the session does not compute
+    from: a graph optimisation folded them into constants of its own at session start (a Conv
+    followed by BatchNormalization or by a Mul by a constant, a Transpose of a weight, a Cast of
+    an integer weight), or a kernel copied them when it was made, so a flip in them changes
+    nothing and scrubbing them checks memory nothing reads.
 
-    Each is moved, up and then down, by more than its own size while the session runs on
-    ``probe`` (a feed; a model with range checks needs one of its reference inputs, which pass
-    them, else no move of a bound changes its flag), else on normal noise, batch 1; one whose
-    moves change none of the outputs is unread. Restored bit for bit after. None where the
-    probe cannot run (an input of a type noise cannot stand for): nothing is known then. Not
-    found: a buffer read by one node and folded for another (a weight shared by a fused Conv
-    and an unfused one) counts as read.
+    Each is moved twice while the session runs on ``probe`` (a feed; a model with range checks
+    needs one of its reference inputs, which pass them, else no move of a bound changes its flag),
+    else on normal noise (batch 1, other sizes not fixed by the model 1, then 32: a 3x3 Conv
+    refuses a 1x1 image): a float up and then down by more than its own size, an integer with
+    its lowest bit and then a high one flipped, a bool negated; one whose moves change none of
+    the outputs (nor make the run fail) is unread. Restored bit for bit after. None where no
+    probe can run (an input of a type noise cannot stand for, sizes neither guess fits): nothing
+    is known then, and nothing may be claimed on it. Not found: a buffer read by one node and
+    folded for another (a weight shared by a fused Conv and an unfused one) counts as read.
     """
-    rng = np.random.default_rng(0)
-    feed = dict(probe or {})
-    for item in session.get_inputs():
-        if item.name in feed:
-            continue
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in item.shape]
-        kind = _PROBE_TYPES.get(item.type)
-        if kind is None:
-            return None
-        feed[item.name] = rng.standard_normal(shape).astype(kind)
-    try:
-        before = session.run(None, feed)
-    except Exception:  # noqa: BLE001 - onnxruntime raises several kinds for a probe it cannot take
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the moves make some runs fail on purpose: not errors to log
+    before = feed = None
+    for size in (1, 32):
+        rng = np.random.default_rng(0)
+        feed = dict(probe or {})
+        for item in session.get_inputs():
+            if item.name in feed:
+                continue
+            kind = _PROBE_TYPES.get(item.type)
+            if kind is None:
+                return None
+            shape = [d if isinstance(d, int) and d > 0 else (1 if axis == 0 else size) for axis, d in enumerate(item.shape)]
+            feed[item.name] = rng.standard_normal(shape).astype(kind)
+        try:
+            before = session.run(None, feed, quiet)
+            break
+        except Exception:  # noqa: BLE001 - onnxruntime raises several kinds for a probe it cannot take
+            before = None
+    if before is None:
         return None
     unread = []
     for name, array in arrays.items():
-        if array.dtype.kind != "f" or array.size == 0:
+        if array.size == 0:
             continue
         saved = array.copy()
         read = False
         try:
-            with np.errstate(over="ignore", invalid="ignore"):
-                for sign in (1.0, -1.0):
-                    array[...] = saved + sign * (np.abs(saved) + 1.0)
-                    try:
-                        after = session.run(None, feed)
-                    except Exception:  # noqa: BLE001 - it failed on the change: it reads the buffer
-                        read = True
-                        break
-                    if any(not _same(a, b) for a, b in zip(before, after)):
-                        read = True
-                        break
+            for moved in _moves(saved):
+                array[...] = moved
+                try:
+                    after = session.run(None, feed, quiet)
+                except Exception:  # noqa: BLE001 - it failed on the change: it reads the buffer
+                    read = True
+                    break
+                if any(not _same(a, b) for a, b in zip(before, after)):
+                    read = True
+                    break
         finally:
             np.copyto(array, saved)
-        if not read:
+        if not read and _moves(saved):
             unread.append(name)
     return unread
+
+
+def _moves(saved: np.ndarray) -> list[np.ndarray]:
+    """The values :func:`unread_buffers` puts in a buffer in turn (none for strings: not weights)."""
+    kind = saved.dtype.kind
+    if kind in "fc":
+        with np.errstate(over="ignore", invalid="ignore"):
+            return [saved + sign * (np.abs(saved) + 1.0) for sign in (1.0, -1.0)]
+    if kind in "iu":
+        bits = saved.view(f"u{saved.itemsize}")
+        return [(bits ^ bits.dtype.type(mask)).view(saved.dtype) for mask in (1, 1 << (8 * saved.itemsize - 2))]
+    if kind == "b":
+        return [~saved]
+    return []
 
 
 def _same(a: Any, b: Any) -> bool:

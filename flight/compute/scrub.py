@@ -345,6 +345,19 @@ def _bytes_of(array: np.ndarray) -> np.ndarray:
     return flat.view(np.uint8)
 
 
+def unowned_weights(model: bytes) -> list[str]:
+    """The weights of an ONNX model that onnxruntime keeps its own copies of, whatever buffers it is
+    given: those inside subgraphs (:func:`subgraph_weights`), sparse initializers and sparse
+    Constant nodes (made dense at load). A model that has any is not claimed scrubbed."""
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    sparse = [t.values.name or t.indices.name or "sparse" for t in graph.sparse_initializer]
+    sparse += [n.output[0] for n in graph.node if n.op_type == "Constant" and n.output
+               and any(a.name == "sparse_value" for a in n.attribute)]
+    return sparse + subgraph_weights(model)
+
+
 def subgraph_weights(model: bytes) -> list[str]:
     """The tensors held inside the subgraphs of an ONNX model (the branches of an If, the bodies of a
     Loop or Scan, at any depth): their initializers and Constant nodes. onnxruntime takes the
@@ -372,22 +385,30 @@ def subgraph_weights(model: bytes) -> list[str]:
 
 
 def constants_as_initializers(model: bytes) -> bytes:
-    """``model`` with each top-level Constant node that holds a tensor made an initializer of the
-    same name (the graph computes the same). Weights kept in Constant nodes (some exporters do)
-    would otherwise never be owned, so never scrubbed, while the session says it is; unchanged
-    bytes where there is none."""
+    """``model`` with each top-level Constant node that holds numbers (``value``, ``value_float(s)``,
+    ``value_int(s)``) made an initializer of the same name (the graph computes the same). Weights
+    kept in Constant nodes (some exporters do) would otherwise never be owned, so never scrubbed,
+    while the session says it is; unchanged bytes where there is none. A sparse constant stays
+    (:func:`unowned_weights` names it); strings are not weights."""
     import onnx
+    from onnx import numpy_helper
 
     proto = onnx.load_from_string(model)
     graph = proto.graph
     kept, moved = [], []
+    as_array = {"value_float": lambda a: np.array(a.f, np.float32), "value_floats": lambda a: np.array(a.floats, np.float32),
+                "value_int": lambda a: np.array(a.i, np.int64), "value_ints": lambda a: np.array(a.ints, np.int64)}
     for node in graph.node:
-        value = next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.output) == 1:
+        attrs = list(node.attribute)
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1 or len(attrs) != 1:
+            kept.append(node)
+        elif attrs[0].name == "value" and attrs[0].type == onnx.AttributeProto.TENSOR:
             tensor = onnx.TensorProto()
-            tensor.CopyFrom(value.t)
+            tensor.CopyFrom(attrs[0].t)
             tensor.name = node.output[0]
             moved.append(tensor)
+        elif attrs[0].name in as_array:
+            moved.append(numpy_helper.from_array(as_array[attrs[0].name](attrs[0]), node.output[0]))
         else:
             kept.append(node)
     if not moved:

@@ -24,10 +24,12 @@ Under radiation (issue 17):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -127,6 +129,17 @@ class TrainingStatus:
 _COUNTS = ("saa_checkpoints", "steps_refused", "restores")  # TrainingStatus counts a checkpoint keeps
 
 
+def job_identity(x: np.ndarray, y: np.ndarray, plan: TrainingPlan, extra: Mapping[str, Any] | None = None) -> dict:
+    """What a checkpoint must match to be resumed by a job: its plan, a SHA-256 of its data, ``extra``.
+    As JSON gives it back (a checkpoint's header is JSON), so the two compare equal."""
+    digest = hashlib.sha256()
+    for a in (x, y):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return json.loads(json.dumps({"steps": plan.total_steps, "batch_size": plan.batch_size, "seed": plan.seed,
+                                  "data_sha256": digest.hexdigest(), **dict(extra or {})}, sort_keys=True))
+
+
 class TrainingJob:
     def __init__(
         self,
@@ -137,8 +150,13 @@ class TrainingJob:
         checkpoint_path: Path | str,
         on_event: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        identity: Mapping[str, Any] | None = None,
     ):
+        """``identity``: what else makes this job the one it is (the worker's: data set name, learning
+        rate, layers), JSON-able; with the plan and a digest of ``x`` and ``y`` it is kept in each
+        checkpoint, and a checkpoint of another job under the same path is not resumed."""
         self.trainer, self.x, self.y, self.plan = trainer, x, y, plan
+        self.identity = job_identity(x, y, plan, identity)
         self.checkpoint_path = Path(checkpoint_path)
         self.cursor = DataCursor(len(x), plan.batch_size, plan.seed)
         self.status = TrainingStatus()
@@ -159,18 +177,23 @@ class TrainingJob:
     def resume(self) -> bool:
         """Load the last checkpoint if there is one; True if the job continues from it.
 
-        A checkpoint that fails its check is moved aside and the job starts over: wrong
-        weights are worse than lost steps.
+        A checkpoint that fails its check, or that another job left under this path (its
+        :func:`job_identity` differs: a job id given again after the agent's state was lost), is
+        moved aside (``NAME.corrupt``, said as ``checkpoint_refused``) and the job starts over:
+        wrong weights are worse than lost steps.
         """
         if not self.checkpoint_path.exists():
             return False
         try:
             ck = load_checkpoint(self.checkpoint_path)
-        except CorruptFile as exc:
+            if ck.meta.get("job") != self.identity:
+                raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
+            self._load(ck)
+        except (CorruptFile, ValueError, KeyError, TypeError) as exc:  # arrays or a position that do not fit
             quarantine(self.checkpoint_path)
-            self._event("checkpoint_corrupt", reason=str(exc))
+            self._event("checkpoint_refused", reason=str(exc) if isinstance(exc, CorruptFile)
+                        else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})")
             return False
-        self._load(ck)
         self.status.resumed_from = ck.step
         for key in _COUNTS:  # a checkpoint of an earlier layout has none: counted from here
             value = ck.meta.get(key, 0)
@@ -189,7 +212,7 @@ class TrainingJob:
         moved = self.status.step != self.status.last_checkpoint_step
         counts = {key: getattr(self.status, key) for key in _COUNTS}
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
-                                "batch_size": self.plan.batch_size, **counts}
+                                "batch_size": self.plan.batch_size, "job": self.identity, **counts}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
         self._saved_counts = counts
@@ -197,8 +220,12 @@ class TrainingJob:
             self._restored_from = None
 
     def _unsaved(self) -> bool:
-        """Whether the file lacks this state: a step since, or counts that went up since (refused
-        steps, a restore, the SAA checkpoint being counted)."""
+        """Whether the file lacks this state and may take it: a step since, or counts that went up
+        since (refused steps, a restore, the SAA checkpoint being counted), and no run of refusals
+        open. While one is open the state in memory is suspect (a third refusal loads the file back),
+        so the file keeps the last state known good; the counts reach it with the next checkpoint."""
+        if self._refused_in_row:
+            return False
         return self.status.last_checkpoint_step != self.status.step or \
             self._saved_counts != {key: getattr(self.status, key) for key in _COUNTS}
 
@@ -220,10 +247,13 @@ class TrainingJob:
             self._saa_armed = False
             return False
         self._saa_armed = False
+        if self._refused_in_row and self.status.last_checkpoint_step < 0:
+            return False  # refusals open and no checkpoint yet: no state known good to keep
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
         if self._unsaved():
             self.checkpoint()
-        self._event("saa_checkpoint", step=self.status.step, entry_in_s=round(entry_s, 1))
+        # The step the file holds: this one, or (refusals open) the last one known good.
+        self._event("saa_checkpoint", step=self.status.last_checkpoint_step, entry_in_s=round(entry_s, 1))
         return True
 
     def run(self, max_steps: int) -> int:
@@ -295,7 +325,8 @@ class TrainingJob:
         self._event("restored", step=ck.step, reason=why)
 
     def pause(self, reason: str) -> None:
-        """Stop here: checkpoint now, so nothing is lost whatever happens next."""
+        """Stop here: checkpoint now, so nothing is lost whatever happens next (but a state under
+        suspicion, :meth:`_unsaved`)."""
         if self._unsaved():
             self.checkpoint()
         self._event("paused", reason=reason, step=self.status.step)

@@ -58,6 +58,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -104,7 +105,7 @@ from flight.compute.scrub import (
     WeightScrubber,
     WeightsUnrepairable,
     constants_as_initializers,
-    subgraph_weights,
+    unowned_weights,
     scrub_period_s,
 )
 from flight.compute.store import (
@@ -159,6 +160,8 @@ class JobState(str, enum.Enum):
 
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
+
+_CHECKPOINT_NAME = re.compile(r"job(\d{5,10})\.ck(?:\.corrupt)?")  # Worker._checkpoint_path, and moved aside
 
 
 @dataclass
@@ -343,9 +346,11 @@ class Worker:
         self.last_check_failed = ""  # what failed in the last checked batch's first run ("" if nothing)
         self._check_event_at = -math.inf
         self._failed_in_row: tuple[Any, int] = (None, 0)  # (session, batches failing again after a scrub in a row)
+        self._rebuilt_failing: set[str] = set()  # models rebuilt for failing again, no batch of theirs passed since
         self.train_steps_refused = 0  # training under radiation (training/guard.py), since the worker started
         self.train_restores = 0
         self.train_saa_checkpoints = 0
+        self.train_checkpoints_refused = 0
         self._refusal_event_at = -math.inf
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
@@ -507,6 +512,26 @@ class Worker:
                 job.detail = "worker restarted"
             self.jobs[job.job_id] = job
         self._prune()
+        self._remove_checkpoints(lambda job_id: job_id not in self.jobs or self.jobs[job_id].state not in ACTIVE)
+
+    def _checkpoint_path(self, job_id: int) -> Path:
+        return self._dir("checkpoints") / f"job{job_id:05d}.ck"
+
+    def _remove_checkpoints(self, ended: Any) -> None:
+        """Delete the checkpoints (and those moved aside) of the jobs ``ended(job_id)`` says are over:
+        a finished job's, or at start one no job in the list owns (the list was lost, or pruned).
+        Bounds checkpoints/ by the jobs still to run."""
+        try:
+            files = list(self._dir("checkpoints").iterdir())
+        except (NameRefused, OSError):
+            return
+        for path in files:
+            match = _CHECKPOINT_NAME.fullmatch(path.name)
+            if match and ended(int(match.group(1))) and not path.is_symlink() and path.is_file():
+                try:
+                    path.unlink()
+                except OSError:
+                    pass  # read-only: tried again at the next start
 
     # --- work ------------------------------------------------------------------------------
 
@@ -673,12 +698,13 @@ class Worker:
         # built on them) but do not scrub what nothing reads, nor claim it.
         scrubbed = scrubber is not None and opened.provider == CPU
         optimization = OWNED_WEIGHTS_OPTIMIZATION
-        hidden = subgraph_weights(data) if scrubbed else []
+        hidden = unowned_weights(data) if scrubbed else []
         if hidden:
             scrubbed = False
             self.event("PROVIDER_FALLBACK", provider=opened.provider,
-                       reason=f"{name}: weights inside subgraphs ({', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''})"
-                              " are onnxruntime's own copies: its weights are not scrubbed"[:200])
+                       reason=f"{name}: weights inside subgraphs or sparse ({', '.join(hidden[:3])}"
+                              f"{' ...' if len(hidden) > 3 else ''}) are onnxruntime's own copies: its weights are "
+                              "not scrubbed"[:200])
         if scrubbed:
             reference = self._reference_inputs(name, version)
             probe = None if reference is None else {session.get_inputs()[0].name: reference[:1]}
@@ -706,16 +732,19 @@ class Worker:
         used = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
         owned_used = {k: v for k, v in scrubber.owned.items() if k in used}
         unread = unread_buffers(opened.session, owned_used, probe)
-        if not unread:  # None: the probe could not run; the claim rests on the options, as before
+        if unread == []:
             return opened, owned
+        # None: no probe could run, so nothing shows what the optimised session reads. With no graph
+        # optimisation onnxruntime folds nothing, so there the claim rests on that (and on a probe where
+        # one runs).
         folded = f"{name}: onnxruntime folds {', '.join(unread[:3])}{' ...' if len(unread) > 3 else ''} into " \
-                 "constants of its own"
+                 "constants of its own" if unread else f"{name}: no probe input runs it, so what it folds is unknown"
         options, owned_plain = owned_weights_options(scrubber.owned, self.threads, optimization="disable")
         try:
             plain = open_session(data, self.providers, self.threads, options=options)
         except SessionError:
             plain = None
-        if plain is not None and plain.provider == CPU and unread_buffers(plain.session, owned_used, probe) == []:
+        if plain is not None and plain.provider == CPU and unread_buffers(plain.session, owned_used, probe) in ([], None):
             self.event("PROVIDER_FALLBACK", provider=plain.provider,
                        reason=f"{folded}: opened with no graph optimisation, so the scrub checks what runs"[:200])
             return plain, owned_plain
@@ -778,18 +807,20 @@ class Worker:
         if self._injector is not None:
             self._injector.save()
 
-    def _scrub_now(self, model: _Session) -> None:
-        """A full pass over ``model``'s weights now (a result check failed), unless one ran just before."""
+    def _scrub_now(self, model: _Session) -> bool:
+        """A full pass over ``model``'s weights now (a result check failed), unless one ran just before.
+        False where its weights are not scrubbed (a GPU provider, ``weights_scrub`` off): nothing ran."""
         scrubber = model.scrubber
         if scrubber is None:
-            return
+            return False
         now = time.monotonic()
         if now - self._last_full_scrub.get(id(scrubber), -math.inf) < RESCRUB_MIN_S:
-            return
+            return True
         live = {id(sc) for _name, sc in self._scrubbers()}
         self._last_full_scrub = {k: v for k, v in self._last_full_scrub.items() if k in live}
         self._last_full_scrub[id(scrubber)] = now
         self._scrub(model.name, scrubber, lambda sc: sc.scrub_all(now))
+        return True
 
     def _scrub(self, name: str, scrubber: WeightScrubber, run: Any) -> None:
         passes, chunks = scrubber.passes, scrubber.chunks_checked
@@ -814,14 +845,17 @@ class Worker:
                 self._injector.settle(list(self._sessions.values()))
                 self._injector.save()
         self.scrub_repairs += len(repairs)
-        if repairs:
-            self._repaired(name, len(repairs))
+        wrong = sum(r.bytes_differing > 0 for r in repairs)  # a golden copy or a CRC entry alone: results were right
+        if wrong:
+            self._repaired(name, wrong)
         for r in repairs[:REPAIR_EVENTS_PER_STEP]:
             self.event("WEIGHTS_REPAIRED", name=name, tensor=r.tensor[:64], chunk=r.chunk, bytes=r.bytes_differing,
                        golden=r.golden_fixed, source=r.source)
 
     def _repaired(self, name: str, count: int = 1) -> None:
-        """Products being computed on model ``name`` saw ``count`` repairs: their receipts say so."""
+        """Products being computed on model ``name`` saw ``count`` repairs of the bytes the session computes
+        from (or a chunk nothing could repair): results since its previous check may be wrong, and their
+        receipts say so."""
         for job_id, checks in self._checks.items():
             job = self.jobs.get(job_id)
             if job is None or job.model == name:
@@ -854,6 +888,7 @@ class Worker:
         """``name`` changed in the store: drop its sessions and its cached state."""
         self._sessions = {k: v for k, v in self._sessions.items() if k[0] != name}
         self._states.pop(name, None)
+        self._rebuilt_failing.discard(name)  # another version: a reload may cure it again
         self._current_model = name
 
     def _provenance(self, name: str, session: _Session) -> dict[str, str]:
@@ -1130,6 +1165,8 @@ class Worker:
                     else:
                         first = self._run_model(model, batch)
                         probs, kind = first[0], (PASSED if first[1].all() else None)
+                        if kind == PASSED and (self._failed_in_row[1] or self._rebuilt_failing):
+                            self._passed(model)
                 if run_batches and kind != run_kind:  # the run ends here: into the receipt before this batch
                     self._add_run(checks, model, run_kind, run_tiles, run_batches)
                     run_tiles = run_batches = 0
@@ -1213,7 +1250,7 @@ class Worker:
         if failed:
             self.checks_failed += 1
             bad = int(np.count_nonzero(~ok))
-            self._scrub_now(model)
+            scrubbed = self._scrub_now(model)
             if self._session_dropped(model):  # its weights could not be repaired: a session built anew
                 model = self._session(job.model)
                 if model.sha256 != checks.model_sha256:  # from another version (the golden copy, a rollback)
@@ -1223,9 +1260,9 @@ class Worker:
             probs, ok, again = self._checked_run(model, tiles, double)
             self.results_marked += bool(again)
             rebuilt = self._failing_again(model, bool(again))
-            self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again, rebuilt)
+            self._check_failed(job, failed, int(np.count_nonzero(~ok)) if again else bad, again, rebuilt, scrubbed=scrubbed)
         elif checked:
-            self._failed_in_row = (None, 0)  # "in a row": a batch whose checks held ends the run
+            self._passed(model)
         status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
         checks.ran_on(model.sha256, model.protection, model.provider, model.abft_precision)
         rad, scrubber = self.radiation, model.scrubber
@@ -1332,6 +1369,12 @@ class Worker:
         ok, self._failed_flags = check_flags(model.outputs[1:], outputs[1:], len(tiles))
         return outputs[0], ok
 
+    def _passed(self, model: _Session) -> None:
+        """A batch of ``model`` whose checks held: it ends a run of batches failing again, and lets a
+        rebuild happen again."""
+        self._failed_in_row = (None, 0)
+        self._rebuilt_failing.discard(model.name)
+
     def _failing_again(self, model: _Session, again: bool) -> bool:
         """Count batches of ``model`` failing again after a scrub, in a row; at
         :data:`REBUILD_AFTER_FAILED_AGAIN` drop its session (the next slice builds it anew from the
@@ -1343,8 +1386,11 @@ class Worker:
         seen, n = self._failed_in_row
         n = n + 1 if seen is model.session else 1
         self._failed_in_row = (model.session, n)
-        if n < REBUILD_AFTER_FAILED_AGAIN:
+        if n < REBUILD_AFTER_FAILED_AGAIN or model.name in self._rebuilt_failing:
+            # Built anew from the store and failing again before any batch passed: not what a reload
+            # cures (out-of-range data, most often), so not rebuilt again until one passes.
             return False
+        self._rebuilt_failing.add(model.name)
         if self._injector is not None:
             self._injector.rebuilt([model])
         self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
@@ -1354,13 +1400,14 @@ class Worker:
         return True
 
     def _check_failed(self, job: Job, check: str, tiles: int, again: str, rebuilt: bool = False,
-                      outcome: str | None = None) -> None:
+                      outcome: str | None = None, scrubbed: bool = True) -> None:
         now = time.monotonic()
         if now - self._check_event_at < CHECK_EVENT_MIN_S and not rebuilt:
             return
         self._check_event_at = now
-        outcome = outcome or (f"failed again after a scrub ({again}): tiles marked failed in the product" if again
-                              else "passed after a scrub and a rerun")
+        after = "after a scrub" if scrubbed else "on a rerun, with no scrub (the weights of this session are not scrubbed)"
+        outcome = outcome or (f"failed again {after} ({again}): tiles marked failed in the product" if again
+                              else "passed after a scrub and a rerun" if scrubbed else f"passed {after}")
         if rebuilt:
             outcome += f"; {REBUILD_AFTER_FAILED_AGAIN} batches in a row: the model is loaded again from the store"
         self.event("RESULT_CHECK_FAILED", job_id=job.job_id, check=check, tiles=tiles, outcome=outcome)
@@ -1398,8 +1445,9 @@ class Worker:
             spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(int(y.max()) + 1)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
-            tjob = TrainingJob(trainer, x, y, plan, self._dir("checkpoints") / f"job{job.job_id:05d}.ck",
-                               on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args))
+            tjob = TrainingJob(trainer, x, y, plan, self._checkpoint_path(job.job_id),
+                               on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args),
+                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, int(y.max()) + 1]})
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
@@ -1431,6 +1479,8 @@ class Worker:
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
+        if job.kind is JobKind.TRAINING:  # over: its checkpoint would only be resumed by mistake
+            self._remove_checkpoints(lambda job_id: job_id == job.job_id)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)
@@ -1489,7 +1539,8 @@ class Worker:
                 "scrub_repairs": self.scrub_repairs, "checks_failed": self.checks_failed, "reruns": self.reruns,
                 "double_runs": self.double_runs, "results_marked": self.results_marked,
                 "train_steps_refused": self.train_steps_refused, "train_restores": self.train_restores,
-                "train_saa_checkpoints": self.train_saa_checkpoints}
+                "train_saa_checkpoints": self.train_saa_checkpoints,
+                "train_checkpoints_refused": self.train_checkpoints_refused}
 
     def _training_event(self, job_id: int, kind: str, args: dict[str, Any]) -> None:
         """A training job's word (training_job.py): counted, and said as the dictionary's event."""
@@ -1506,8 +1557,10 @@ class Worker:
         elif kind == "saa_checkpoint":
             self.train_saa_checkpoints += 1
             self.event("TRAIN_SAA_CHECKPOINT", job_id=job_id, step=args["step"], entry_in_s=args["entry_in_s"])
-        # "paused": the worker says JOB_PAUSED itself. "checkpoint_corrupt": the file is quarantined and the
-        # job starts from step 0, no JOB_RESUMED said (as before these checks); left for the job's progress to show.
+        elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0
+            self.train_checkpoints_refused += 1
+            self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200])
+        # "paused": the worker says JOB_PAUSED itself.
 
     def _product_count(self) -> int:
         """Products in products/; 0 while a symbolic link leads it out (nothing is listed through it)."""

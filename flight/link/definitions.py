@@ -659,6 +659,8 @@ COMPUTE_CHANNELS = (
             "that persisted past a retry and a skipped batch", Limits(warn_high=1)),
     Channel("train_saa_checkpoints", T.U32, "count", "Checkpoints written because the agent predicted an SAA "
             "entry within 30 s"),
+    Channel("train_checkpoints_refused", T.U32, "count", "Training checkpoints not resumed: they failed their "
+            "SHA-256, or another job left them (moved aside; the job started from step 0)", Limits(warn_high=1)),
 )
 
 STORE_CHANNELS = (
@@ -850,14 +852,17 @@ EVENTS = (
           "outvoted ({source})",
           "The weight scrub found a chunk that disagreed with its CRC-32 and put it right from the bitwise vote of "
           "three golden copies (source vote), the one copy still matching (single copy), a recomputed CRC (crc "
-          "table), or by reloading the model from the store when nothing settled it (model store); results "
-          "since the chunk's previous check may be wrong (products say how many repairs they saw)",
+          "table), or, when nothing settled it, by dropping the session so that the model is loaded again from "
+          "the store at its next use (model store; with no good copy left there, its jobs fail and say so). "
+          "Where the weights the session computes from were wrong (bytes > 0, or model store), results since the "
+          "chunk's previous check may be wrong: products say how many such repairs they saw",
           ("name", "tensor", "chunk", "bytes", "golden", "source")),
     Event("RESULT_CHECK_FAILED", 0x00E9, Severity.WARNING_HI,
           "Job {job_id}: {check} check failed on {tiles} tiles; {outcome}",
-          "A batch failed its checksum flags or its double run; the weights were scrubbed and the batch run again "
-          "(outcome: passed then, or its tiles marked failed in the product). At most one every 10 s; "
-          "checks_failed and results_marked count them all", ("job_id", "check", "tiles", "outcome")),
+          "A batch failed its checksum flags or its double run; the weights were scrubbed (where the session's are) "
+          "and the batch run again (outcome: passed then, or its tiles marked failed in the product; the outcome "
+          "says where no scrub ran). At most one every 10 s, but a rebuild is always said; checks_failed and "
+          "results_marked count them all", ("job_id", "check", "tiles", "outcome")),
     Event("TRAIN_STEP_REFUSED", 0x00EB, Severity.WARNING_LO,
           "Job {job_id}: training step {step} refused ({reason}), {in_row} in a row",
           "A training step failed its check before it was committed (a flipped bit in a gradient, a bad sample): "
@@ -870,6 +875,11 @@ EVENTS = (
           "Job {job_id} checkpointed at step {step}: SAA entry predicted in {entry_in_s:.0f} s",
           "A training job saved a checkpoint before the SAA entry the agent predicts from its own TLE",
           ("job_id", "step", "entry_in_s")),
+    Event("TRAIN_CHECKPOINT_REFUSED", 0x00F1, Severity.WARNING_HI,
+          "Job {job_id}: checkpoint not resumed ({reason}); moved aside, the job starts from step 0",
+          "A training job's checkpoint failed its SHA-256, did not fit the trainer, or was another job's (a job id "
+          "given again after the agent's state was lost): wrong weights are worse than lost steps. "
+          "train_checkpoints_refused counts them", ("job_id", "reason")),
     Event("MODEL_UNCHECKED", 0x00EA, Severity.WARNING_LO, "Model {name} runs without the checksum pass: {reason}",
           "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
           "or onnxruntime would not open the protected model; it runs as uplinked, its products say unchecked "

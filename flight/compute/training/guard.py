@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 MAX_RATIO = 100.0
 """A step's gradient or update norm may be this many times the largest of the recent ones.
@@ -84,6 +87,10 @@ class StepLimits:
 
 DEFAULT_LIMITS = StepLimits()
 
+STATE_KEYS = ("guard.accepted", "guard.grad_peaks", "guard.update_peaks")
+""":meth:`StepGuard.state`'s arrays: the steps accepted, then for the gradient and the update the
+monotonic queue of (index, norm) the peak is taken from (``[k, 2]`` float64)."""
+
 
 class StepGuard:
     """Judges one step's gradient and update norms against :class:`StepLimits` and the history.
@@ -140,10 +147,37 @@ class StepGuard:
                 queue.popleft()
 
     def reset(self) -> None:
-        """Forget the history (a state from elsewhere was loaded: its norms may differ)."""
+        """Forget the history (a state from elsewhere, with none of its own, was loaded)."""
         self._accepted = 0
         for queue in self._peaks:
             queue.clear()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The history as arrays (:data:`STATE_KEYS`), kept with the weights in a checkpoint: a job that
+        goes back to one, or a worker that resumes from it, must not start with no history, when the
+        ratio does not apply (:attr:`StepLimits.min_history` steps) just where upsets are likely."""
+        return {STATE_KEYS[0]: np.asarray(self._accepted, np.int64),
+                **{key: np.array(queue, np.float64).reshape(-1, 2) for key, queue in zip(STATE_KEYS[1:], self._peaks)}}
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Take the history :meth:`state` gave; ``ValueError`` naming the key if it is not one it could have
+        given (the guard is left as it was)."""
+        accepted = np.asarray(arrays[STATE_KEYS[0]])
+        if accepted.shape != () or accepted.dtype.kind not in "iu" or int(accepted) < 0:
+            raise ValueError(f"{STATE_KEYS[0]} must be an integer >= 0, got {accepted!r}")
+        n = int(accepted)
+        queues = []
+        for key in STATE_KEYS[1:]:
+            q = np.asarray(arrays[key], np.float64)
+            idx = q[:, 0] if q.ndim == 2 and q.shape[1] == 2 else np.zeros(0)
+            if q.ndim != 2 or q.shape[1] != 2 or (n and not 1 <= len(q) <= self.limits.window) or (not n and len(q)) \
+                    or not np.isfinite(q).all() or (q[:, 1] < 0).any() or (idx != np.round(idx)).any() \
+                    or (len(q) and not (n - self.limits.window <= idx[0] and idx[-1] == n - 1)) \
+                    or (np.diff(idx) <= 0).any() or (np.diff(q[:, 1]) >= 0).any():
+                raise ValueError(f"{key} is not a window of accepted norms (of {n} steps)")
+            queues.append(deque((int(i), float(v)) for i, v in q))
+        self._accepted = n
+        self._peaks = (queues[0], queues[1])
 
     @property
     def peaks(self) -> tuple[float, float]:

@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from flight.compute.training.graph import build_inference_model, build_training_step, check_weights, init_state, init_weights
-from flight.compute.training.guard import DEFAULT_LIMITS, StepGuard, StepLimits
+from flight.compute.training.guard import DEFAULT_LIMITS, STATE_KEYS, StepGuard, StepLimits
 from flight.compute.training.spec import (
     ADAM_T,
     Adam,
@@ -259,10 +259,13 @@ class Trainer:
         return {n: np.array(cur[n].numpy(), copy=True) for n in self.signature.params}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Copies of everything a checkpoint needs: parameters, optimizer state, ``"step"``."""
+        """Copies of everything a checkpoint needs: parameters, optimizer state, ``"step"``, and the
+        step checks' history (``guard.*``, with checks on)."""
         cur = self._bufs[self._cur]
         arrays = {n: np.array(cur[n].numpy(), copy=True) for n in self.signature.carried}
         arrays[STEP_KEY] = np.asarray(self._steps, dtype=np.int64)
+        if self.guard is not None:
+            arrays.update(self.guard.state())
         return arrays
 
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -275,7 +278,10 @@ class Trainer:
         if ADAM_T in expected:
             expected[ADAM_T] = np.dtype(np.int64)
         missing = [n for n in expected if n not in arrays]
-        extra = [n for n in arrays if n not in expected]
+        extra = [n for n in arrays if n not in expected and n not in STATE_KEYS]
+        history = [n for n in STATE_KEYS if n in arrays]
+        if history and len(history) != len(STATE_KEYS):
+            missing += [n for n in STATE_KEYS if n not in arrays]
         if missing or extra:
             raise SpecError(f"state does not fit this trainer: missing {missing}, unexpected {extra}")
         checked: dict[str, np.ndarray] = {}
@@ -290,12 +296,18 @@ class Trainer:
             checked[n] = np.asarray(a, order="C")
         if int(checked[STEP_KEY]) < 0:
             raise SpecError(f"state['step'] must be >= 0, got {int(checked[STEP_KEY])}")
+        guard = StepGuard(self.guard.limits) if self.guard is not None else None
+        if guard is not None and history:  # the history that goes with these weights (a checkpoint's)
+            try:
+                guard.load(arrays)
+            except ValueError as exc:
+                raise SpecError(f"state: {exc}") from None
         cur = self._bufs[self._cur]
         for n in self.signature.carried:
             cur[n].update_inplace(checked[n])
         self._steps = int(checked[STEP_KEY])
-        if self.guard is not None:
-            self.guard.reset()  # the norms of the steps before belong to the state that was replaced
+        if guard is not None:
+            self.guard = guard  # the state's own history, else none: the norms before were another state's
 
     def inference_model(self) -> onnx.ModelProto:
         """The forward pass with the current weights (:func:`build_inference_model`)."""
