@@ -699,14 +699,15 @@ def _folding_models() -> dict[str, tuple[bytes, str]]:
         "matmul_t": (model([helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("MatMul", ["x", "wt"], ["y"])],
                            {"w": f(5, 6)}, ["N", 6]), "w"),
         # Found in review: sizes the model leaves open (a 3x3 Conv refuses the 1x1 image of the first
-        # probe; the second is 32x32), and an integer weight (a Cast of it is folded).
+        # probe; the second is 32x32), and an integer weight (a Cast of it is folded; of more than
+        # providers.SMALL_OPERAND elements, as weights are).
         "conv_bn_any_size": (model([helper.make_node("Conv", ["x", "w"], ["c"]),
                                     helper.make_node("BatchNormalization", ["c", "s", "bb", "mu", "var"], ["y"])],
                                    {"w": f(4, 3, 3, 3), "s": f(4), "bb": f(4), "mu": f(4), "var": np.abs(f(4)) + 1},
                                    ["N", 3, "H", "W"]), "w"),
         "cast_int8": (model([helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
                              helper.make_node("MatMul", ["x", "wf"], ["y"])],
-                            {"w": rng.integers(-100, 100, (6, 5)).astype(np.int8)}, ["N", 6]), "w"),
+                            {"w": rng.integers(-100, 100, (16, 8)).astype(np.int8)}, ["N", 16]), "w"),
     }
 
 
@@ -793,6 +794,35 @@ def test_a_model_no_probe_can_run_is_opened_with_no_graph_optimisation_and_says_
     before = session.session.run(None, {"x": x})[0]
     session.scrubber.owned["w"].reshape(-1)[0] += 10.0
     assert not np.array_equal(session.session.run(None, {"x": x})[0], before)
+
+
+@pytest.mark.req("RAD-101")
+def test_integer_operands_an_unchanged_output_says_nothing_of_do_not_deny_the_claim(bench):
+    """Found in review of the integer probe: a slice end of INT64_MAX (PyTorch's "to the end") and
+    Unsqueeze's axis on a batch of 1 leave the output alone whatever they hold, and denied whole
+    models the scrub. Such operands are not weights and are not moved."""
+    from flight.compute.providers import unread_buffers
+    from flight.compute.scrub import WeightScrubber
+
+    w = np.random.default_rng(8).standard_normal((4, 6)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("Slice", ["m", "starts", "ends", "axes"], ["s"]),  # m[:, 1:]
+             helper.make_node("Unsqueeze", ["s", "ax"], ["u"]), helper.make_node("Squeeze", ["u", "ax"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "starts"),
+             numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "ends"),
+             numpy_helper.from_array(np.array([1], np.int64), "axes"), numpy_helper.from_array(np.array([1], np.int64), "ax")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5])], inits)
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    scrubber = WeightScrubber.from_onnx(data, 0.0)
+    options, _owned = owned_weights_options(scrubber.owned, 1)
+    assert unread_buffers(open_session(data, preferred=[CPU], threads=1, options=options).session, scrubber.owned) == []
+    install(bench, "sliced", data)
+    admit(bench)
+    session = bench.worker._session("sliced")  # noqa: SLF001
+    assert session.protection.value == "scrubbed" and session.optimization != "disable"
+    assert not [e for e in bench.events("PROVIDER_FALLBACK") if "sliced" in e.args["reason"]]
 
 
 @pytest.mark.req("RAD-101")

@@ -19,7 +19,7 @@ import pytest
 
 from flight.agent.compute import SAA_LOOKAHEAD_S, radiation_estimate
 from flight.compute import protocol as cp
-from flight.compute.checkpoint import load_checkpoint
+from flight.compute.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from flight.compute.training import (
     Adam,
     Dense,
@@ -525,6 +525,12 @@ def test_another_jobs_checkpoint_under_the_same_path_is_moved_aside_not_resumed(
     same = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
                        tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01})
     assert same.resume() is True and same.done  # its own job's checkpoint still resumes
+    ck = load_checkpoint(tmp_path / "job00001.ck")
+    save_checkpoint(tmp_path / "job00001.ck", Checkpoint(ck.step, ck.arrays, {k: v for k, v in ck.meta.items() if k != "job"}))
+    older = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
+                        tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01},
+                        on_event=lambda what, **a: events.append((what, a)))
+    assert older.resume() is False and "cannot be shown to be this job's" in events[-1][1]["reason"]  # written before
 
 
 @pytest.mark.req("RAD-109")

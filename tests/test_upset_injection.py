@@ -350,3 +350,37 @@ def test_each_upset_is_charged_with_the_tiles_it_can_reach_and_says_when_it_shar
     assert all(x.shared_batches == 1 for x in u.values())  # a weight reaches every tile: its counts are shared
     assert (u["w"].corrupt_tiles, u["b0"].corrupt_tiles, u["b3"].corrupt_tiles) == (1, 1, 0)
     assert injector.totals()["activations"]["shared"] == 2 and injector.batches["corrupt_tiles"] == 2  # each tile once
+
+
+@pytest.mark.req("RAD-111")
+def test_a_struck_activation_and_output_are_charged_to_their_own_tile_in_the_worker(bench):
+    """The worker's own code sets where an upset can reach: the sample of the element struck in a
+    batch-first tensor, the row of the probability struck, and the batch's first-run flags."""
+    request(bench, "a", target="activations", tensor="a1", bit=30)
+    request(bench, "o", target="outputs", bit=30)
+    run_job(bench, 1)
+    struck = {u.id: u for u in bench.worker._injector.upsets}  # noqa: SLF001
+    for u in struck.values():
+        assert u._rows is not None and len(u._rows) == 1 and 0 <= u._rows[0] < 16, u  # noqa: SLF001
+    assert struck["a"].detected_by == "checksum" and struck["a"].corrupt_tiles <= 1
+    assert struck["a"].shared_batches == (struck["a"]._rows == struck["o"]._rows)  # noqa: SLF001
+
+
+@pytest.mark.req("RAD-111")
+def test_only_tensors_carrying_the_symbolic_batch_axis_are_taken_as_per_sample():
+    """Found in review: a tensor made from weights alone whose first size equals the batch's by
+    coincidence was taken as per-sample. Only the input's symbolic batch axis carried through counts."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flight.compute.inject import batch_first_tensors
+
+    w = np.ones((4, 3), np.float32)
+    nodes = [helper.make_node("Mul", ["w", "two"], ["w2"]), helper.make_node("MatMul", ["x", "w2"], ["y"]),
+             helper.make_node("Relu", ["y"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(2.0), "two")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert batch_first_tensors(model) == {"y", "probabilities"}  # not w2 [4, 3], whatever the batch
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # a fixed batch of 4: nothing can be told
+    assert batch_first_tensors(model) == frozenset()

@@ -114,6 +114,20 @@ def activation_tensors(model: onnx.ModelProto, skip_prefix: str = "abft/") -> tu
     return tuple(out)
 
 
+def batch_first_tensors(model: onnx.ModelProto) -> frozenset[str]:
+    """The tensors whose first axis is the model input's batch axis, as shape inference carries its
+    symbolic size (``N``) through: those whose element belongs to one sample. Empty where the
+    input's first size is a number: a tensor's first size equal to it could then be a coincidence."""
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    batch = dims[0].dim_param if dims else ""
+    if not batch:
+        return frozenset()
+    inferred = onnx.shape_inference.infer_shapes(model)
+    return frozenset(v.name for v in [*inferred.graph.value_info, *inferred.graph.output]
+                     if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param == batch)
+
+
 @dataclasses.dataclass
 class Upset:
     """One upset the harness asked for, and what became of it."""
@@ -199,6 +213,7 @@ class UpsetInjector:
         self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
         self._references: dict[str, Any] = {}  # model sha256 + protection + precision -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
+        self._batch_first: frozenset[str] = frozenset()  # of the hooked model (batch_first_tensors)
         self._in_flight: Batch | None = None  # the batch being run and checked now
         self.failed_flags: str | None = None  # which flags the last first run failed, where it went through the hooks
         self._changed = False
@@ -520,7 +535,7 @@ class UpsetInjector:
             new = flip_bit(clean[name].flat[at], bit)
             feed[name + "/mask"], feed[name + "/value"] = mask, np.array([new], np.float32)
             shape, n = clean[name].shape, len(tiles)
-            u._rows = (at // (clean[name].size // n),) if n and shape and shape[0] == n else None
+            u._rows = (at // (clean[name].size // n),) if name in self._batch_first and shape and shape[0] == n else None
             u.state, u.site = "live", f"{name}[{at}] bit {bit}: {float(clean[name].flat[at]):.6g} -> {float(new):.6g}"
         got = hooked.run(list(session.outputs), feed)
         self.failed_flags = ""
@@ -537,6 +552,7 @@ class UpsetInjector:
         tensors = activation_tensors(model)
         hooked = self._open_hooked(with_hooks(model, tensors).SerializeToString(), session)
         self._hooked = {id(session): (session, hooked, tensors)}  # one model at a time
+        self._batch_first = batch_first_tensors(model)
         return hooked, tensors
 
     def _reference(self, session: Any) -> Any:

@@ -165,8 +165,9 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
     Each is moved twice while the session runs on ``probe`` (a feed; a model with range checks
     needs one of its reference inputs, which pass them, else no move of a bound changes its flag),
     else on normal noise (batch 1, other sizes not fixed by the model 1, then 32: a 3x3 Conv
-    refuses a 1x1 image): a float up and then down by more than its own size, an integer with
-    its lowest bit and then a high one flipped, a bool negated; one whose moves change none of
+    refuses a 1x1 image): a float up and then down by more than its own size, an integer weight set
+    to 0 where it is not and 1 where it is, then its lowest bit flipped, a bool negated (integer
+    operands, :data:`SMALL_OPERAND`, are not moved); one whose moves change none of
     the outputs (nor make the run fail) is unread. Restored bit for bit after. None where no
     probe can run (an input of a type noise cannot stand for, sizes neither guess fits): nothing
     is known then, and nothing may be claimed on it. Not found: a buffer read by one node and
@@ -217,15 +218,26 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
     return unread
 
 
+SMALL_OPERAND = 64
+"""Integer and bool buffers of at most this many elements are operands (shapes, axes, indices,
+slice bounds), not weights: :func:`unread_buffers` does not move them. Some leave the output alone
+on the probe whatever they hold (Unsqueeze's axis 0 or 1 on a batch of 1), so an unchanged output
+says nothing of folding; onnxruntime reads such operands where it decides, at session start for
+some kernels. Integer weights (a quantised layer's) are larger, and are probed."""
+
+
 def _moves(saved: np.ndarray) -> list[np.ndarray]:
-    """The values :func:`unread_buffers` puts in a buffer in turn (none for strings: not weights)."""
+    """The values :func:`unread_buffers` puts in a buffer in turn (none for strings and small
+    integer operands: not weights)."""
     kind = saved.dtype.kind
     if kind in "fc":
         with np.errstate(over="ignore", invalid="ignore"):
             return [saved + sign * (np.abs(saved) + 1.0) for sign in (1.0, -1.0)]
-    if kind in "iu":
+    if saved.size <= SMALL_OPERAND:
+        return []
+    if kind in "iu":  # 0 where it is not and 1 where it is, then its lowest bit flipped
         bits = saved.view(f"u{saved.itemsize}")
-        return [(bits ^ bits.dtype.type(mask)).view(saved.dtype) for mask in (1, 1 << (8 * saved.itemsize - 2))]
+        return [(saved == 0).astype(saved.dtype), (bits ^ bits.dtype.type(1)).view(saved.dtype)]
     if kind == "b":
         return [~saved]
     return []

@@ -186,7 +186,10 @@ class TrainingJob:
             return False
         try:
             ck = load_checkpoint(self.checkpoint_path)
-            if ck.meta.get("job") != self.identity:
+            if "job" not in ck.meta:
+                raise CorruptFile(f"{self.checkpoint_path.name}: written before checkpoints named their job, so it "
+                                  "cannot be shown to be this job's")
+            if ck.meta["job"] != self.identity:
                 raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
             self._load(ck)
         except (CorruptFile, ValueError, KeyError, TypeError) as exc:  # arrays or a position that do not fit
@@ -195,7 +198,7 @@ class TrainingJob:
                         else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})")
             return False
         self.status.resumed_from = ck.step
-        for key in _COUNTS:  # a checkpoint of an earlier layout has none: counted from here
+        for key in _COUNTS:  # not a count a checkpoint could hold: counted from here
             value = ck.meta.get(key, 0)
             setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
                     else 0)

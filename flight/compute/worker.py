@@ -1479,14 +1479,14 @@ class Worker:
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
-        if job.kind is JobKind.TRAINING:  # over: its checkpoint would only be resumed by mistake
-            self._remove_checkpoints(lambda job_id: job_id == job.job_id)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)
         self._checks.pop(job.job_id, None)
         self._prune()
         self._save_jobs()
+        if job.kind is JobKind.TRAINING:  # over (the list says so first): its checkpoint would only be resumed by mistake
+            self._remove_checkpoints(lambda job_id: job_id == job.job_id)
         if state is JobState.DONE:
             self.event("JOB_DONE", job_id=job.job_id, summary=detail)
         else:

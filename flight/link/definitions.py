@@ -660,7 +660,8 @@ COMPUTE_CHANNELS = (
     Channel("train_saa_checkpoints", T.U32, "count", "Checkpoints written because the agent predicted an SAA "
             "entry within 30 s"),
     Channel("train_checkpoints_refused", T.U32, "count", "Training checkpoints not resumed: they failed their "
-            "SHA-256, or another job left them (moved aside; the job started from step 0)", Limits(warn_high=1)),
+            "SHA-256, did not fit the trainer, or could not be shown to be the job's (moved aside until the job "
+            "ends; the job started from step 0)", Limits(warn_high=1)),
 )
 
 STORE_CHANNELS = (
@@ -877,8 +878,9 @@ EVENTS = (
           ("job_id", "step", "entry_in_s")),
     Event("TRAIN_CHECKPOINT_REFUSED", 0x00F1, Severity.WARNING_HI,
           "Job {job_id}: checkpoint not resumed ({reason}); moved aside, the job starts from step 0",
-          "A training job's checkpoint failed its SHA-256, did not fit the trainer, or was another job's (a job id "
-          "given again after the agent's state was lost): wrong weights are worse than lost steps. "
+          "A training job's checkpoint failed its SHA-256, did not fit the trainer, was another job's (a job id "
+          "given again after the agent's state was lost) or older than checkpoints that name their job: wrong "
+          "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends. "
           "train_checkpoints_refused counts them", ("job_id", "reason")),
     Event("MODEL_UNCHECKED", 0x00EA, Severity.WARNING_LO, "Model {name} runs without the checksum pass: {reason}",
           "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
