@@ -67,6 +67,7 @@ from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentSilent, SimEnvironment
 
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
+UNREAD_GRACE_S = 30.0  # wall seconds a request may wait untaken at the end of a run (the worker's watchdog restart fits)
 
 # Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
 # board profiles' own numbers; a lumped model has one board node).
@@ -321,7 +322,7 @@ class ClosedLoop:
                 if sc.compute_real and not naive and k % max(1, round(sc.capture_every_s / sc.step_s)) == 0:
                     self._capture(k)
                 if sc.memory_upset_scale > 0 and not naive and k < n_steps:
-                    self._memory_upsets(row, rel_s)
+                    self._memory_upsets({"upset_rate_per_s": self._mean_rate(row, rel_s)}, rel_s)
                 board_c = self.thermal.board_temp_c
                 up = naive or t >= self._agent_down_until
                 if sc.time_mode == "realtime":  # the environment follows the wall clock
@@ -435,7 +436,7 @@ class ClosedLoop:
         drawn = []
         for k in range(n_steps):
             rel_s = k * self.sc.step_s
-            rate = self.profile.at(rel_s).get("upset_rate_per_s", 0.0) * self.sc.fault_rate_scale
+            rate = self._mean_rate(self.profile.at(rel_s), rel_s) * self.sc.fault_rate_scale
             for _ in range(_poisson(self.rng, rate * self.sc.step_s)):
                 kind = "reboot" if self.rng.random() < 0.1 else "seu_weights"  # SEFI share: FACTS.md (uncertain)
                 drawn.append(FaultSpec(rel_s, kind))
@@ -508,8 +509,15 @@ class ClosedLoop:
             except ProcessLookupError:
                 entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
 
+    def _mean_rate(self, row: dict[str, Any], rel_s: float) -> float:
+        """The profile's upset rate averaged over the step from ``rel_s`` (``row``'s where it has none)."""
+        if "upset_rate_per_s" not in self.profile.columns:
+            return float(row.get("upset_rate_per_s", 0.0))
+        return self.profile.mean("upset_rate_per_s", rel_s, self.sc.step_s)
+
     def _memory_upsets(self, row: dict[str, Any], rel_s: float) -> None:
-        """The truth's upsets into the worker's memory this step: Poisson(profile rate x scale x step),
+        """The truth's upsets into the worker's memory this step: Poisson(``row``'s rate, the profile's
+        averaged over the step, x scale x step),
         each into a target drawn from [radiation] memory_targets, asked of the worker as a request
         file it takes in (flight/compute/inject.py); the bit and the place are the worker's draw
         from the seed given here."""
@@ -551,9 +559,15 @@ class ClosedLoop:
         account["bad_requests"] = ledger.get("bad_requests", 0)
         listed = {u.get("id") for u in ledger.get("upsets", []) if isinstance(u, dict)}
         try:  # requests the worker never took in (it was down, or the run ended first); not those it lists
-            account["unread"] = sum(1 for p in requests.glob("u*.json") if p.stem not in listed)
+            now = time.time()
+            ages = [now - p.stat().st_mtime for p in requests.glob("u*.json") if p.stem not in listed]
         except OSError:
-            account["unread"] = 0
+            ages = []
+        account["unread"] = len(ages)
+        # The worker takes requests at each turn of its loop (a second at most): one waiting longer was
+        # never going to be taken (the worker hung, or was gone), and the criterion fails on it.
+        account["unread_stale"] = sum(age > UNREAD_GRACE_S for age in ages)
+        account["unread_grace_s"] = UNREAD_GRACE_S
         for key in ("dropped", "unjudged", "restarts"):  # the worker's limits and failures: the criterion reads them
             account[key] = ledger.get(key, 0)
         account["errors"] = ledger.get("errors", [])[:20]

@@ -110,7 +110,10 @@ def corrupt_results_check(result: RunResult) -> Check:
          account.get("dropped", 0)),
         (f"{account.get('unjudged', 0)} batches carrying upsets not judged ({'; '.join(account.get('errors', [])[:1])})",
          account.get("unjudged", 0)),
-        (f"{lost} asked for and in no ledger", lost)) if n]
+        (f"{lost} asked for and in no ledger", lost),
+        (f"{account.get('unread_stale', 0)} never taken by the worker (waiting more than "
+         f"{account.get('unread_grace_s', 0):g} s when the run ended: it hung or was gone)", account.get("unread_stale", 0)),
+    ) if n]
     if not account:
         empty = "no account of them from the run"
     elif not requested:

@@ -218,6 +218,7 @@ COMPUTE_COMMANDS = tuple(ComputeSupervisor.COMMANDS)
 
 LINK_FAULT_KEYS = PROBABILITIES + DURATIONS
 LINK_DELAY_MAX_S = 10.0
+MAX_RATE_SCALE = 1e9  # [radiation] scales of the profile's upset rate: beyond it a step's Poisson mean overflows
 """The most delay_s and jitter_s may each be: the harness waits 20 s of wall time for a command's reports."""
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -431,7 +432,7 @@ class _Checker:
             raise self.fail(name, f"{value:g} is below {lo:g}{note}")
         if hi is not None and value > hi:
             raise self.fail(name, f"{value:g} is above {hi:g}{note}")
-        return float(value)
+        return int(value) if integer else float(value)  # a whole number stays exact (a seed past 2**53)
 
     def optional(self, data: dict[str, Any], key: str, where: str, **limits: Any) -> float | None:
         return self.number(data, key, where, None, **limits) if key in data else None
@@ -485,6 +486,11 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     step = c.number(raw, "step_s", "", 10.0, lo=0.01)
     if step > duration:
         raise c.fail("step_s", f"{step:g} s is longer than duration_s {duration:g} s")
+    steps = duration / step
+    if abs(steps - round(steps)) > 1e-9 * steps:  # the loop flies whole steps; a profile made for it stops short
+        below, above = math.floor(steps) * step, math.ceil(steps) * step
+        raise c.fail("duration_s", f"{duration:g} s is not a whole number of steps of step_s = {step:g} s "
+                                   f"(make it {below:g} or {above:g})")
     speed = c.number(raw, "speed", "", 0.0, lo=0)
     if speed and time_mode != "lockstep":
         raise c.fail("speed", f"only for time_mode = \"lockstep\" (a {time_mode} run follows the wall clock)")
@@ -507,7 +513,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
                 raise c.fail(f"compute.{key}", "only used when real = true (the harness plays the camera for the "
                                                "real worker); modelled compute takes tiles_per_s_at_maxn")
 
-    memory_scale = c.number(radiation, "memory_upset_scale", "radiation", 0.0, lo=0)
+    memory_scale = c.number(radiation, "memory_upset_scale", "radiation", 0.0, lo=0, hi=MAX_RATE_SCALE,
+                            why="past it the draws overflow; a run follows 1000 upsets a step at most")
     if memory_scale > 0 and not real:
         raise c.fail("radiation.memory_upset_scale", "upsets into the worker's memory need the real worker "
                                                      "([compute] real = true)")
@@ -539,7 +546,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0),
         capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
         tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, integer=True)),
-        fault_rate_scale=c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0),
+        fault_rate_scale=c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0, hi=MAX_RATE_SCALE,
+                                  why="past it the draws overflow"),
         memory_upset_scale=memory_scale,
         memory_targets=tuple(dict.fromkeys(targets)),
         tle=tle,

@@ -295,7 +295,31 @@ def test_a_gemm_with_a_constant_per_row_is_checked():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 6])],
         {"w": rng.normal(size=(10, 6)).astype(np.float32), "c": rng.normal(size=(32, 6)).astype(np.float32)}, 13)
     p = check_clean_and_faulty(model, {"x": rng.normal(size=(32, 10)).astype(np.float32)}, "w", ("y",))
-    assert abft.describe(p)["checks"][0]["per_sample"]
+    assert not abft.describe(p)["checks"][0]["per_sample"]  # a fixed batch of 32: checked batch-wide (below)
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+def test_with_a_fixed_batch_an_axis_of_the_same_size_does_not_take_the_flag_to_the_wrong_sample():
+    """Found in review: with a fixed batch of 4, a sequence-first MatMul ([seq 4, batch 4, D]) was taken
+    as per sample: a fault in sample 2 flagged sample 0 only, and sample 2 was reported good. A fixed
+    batch above 1 proves nothing of an axis; such checks flag the batch."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]), helper.make_node("MatMul", ["t", "w"], ["m"]),
+             helper.make_node("Transpose", ["m"], ["y"], perm=[1, 0, 2])]
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4, 8])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4, 6])],
+                     {"w": rng.normal(size=(8, 6)).astype(np.float32)}, 17)
+    p = check_clean_and_faulty(model, {"x": rng.normal(size=(4, 4, 8)).astype(np.float32)}, "w", ("y",))
+    assert not abft.describe(p)["checks"][0]["per_sample"]
+    fault = onnx.ModelProto()
+    fault.CopyFrom(p)
+    matmul = next(n for n in fault.graph.node if n.op_type == "MatMul" and n.output[0] == "m")
+    matmul.output[0] = "m_raw"
+    hit = np.zeros((4, 4, 6), np.float32)
+    hit[0, 2, 0] = 100.0  # sequence position 0 of sample 2
+    fault.graph.initializer.append(numpy_helper.from_array(hit, "hit"))
+    fault.graph.node.insert(list(fault.graph.node).index(matmul) + 1, helper.make_node("Add", ["m_raw", "hit"], ["m"]))
+    assert not run(fault, {"x": rng.normal(size=(4, 4, 8)).astype(np.float32)})[abft.OUTPUT].any()
 
 
 @pytest.mark.req("RAD-001", "RAD-003")
@@ -348,6 +372,26 @@ def test_a_weight_flip_whose_effect_cancels_over_the_whole_output_is_caught_in_a
     x = np.concatenate([top, -top], axis=2)
     p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
     assert abft.describe(p)["checks"][0]["form"] == "conv-channels"
+
+
+@pytest.mark.req("RAD-003")
+@pytest.mark.parametrize("shape,pads,form", [((1, 64), [0, 0, 0, 0], "conv-pixel"), ((8, 8), [1, 1, 1, 1], "conv-channels")],
+                         ids=["one row", "1x1 with padding"])
+def test_a_zero_mean_input_cannot_hide_a_weights_fault_where_there_is_no_half_to_split(shape, pads, form):
+    """Found in review: a one-row output (a 1-D model exported as Conv2d) and a 1x1 Conv with padding
+    kept one sum over every position, so an input that sums to zero per channel (after
+    InstanceNormalization) hid a weight's fault whole, though it moved outputs by more than 100 %."""
+    rng = np.random.default_rng(12)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["a"], kernel_shape=[1, 1], pads=pads),
+             helper.make_node("Relu", ["a"], ["y"])]
+    out = (shape[0] + pads[0] + pads[2], shape[1] + pads[1] + pads[3])
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, *shape])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, *out])],
+                     {"w": rng.normal(size=(5, 3, 1, 1)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}, 17)
+    x = rng.normal(size=(16, 3, *shape)).astype(np.float32)
+    x -= x.mean(axis=(2, 3), keepdims=True)  # every channel of every sample sums to zero
+    p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
+    assert abft.describe(p)["checks"][0]["form"] == form
 
 
 @pytest.mark.req("RAD-001")

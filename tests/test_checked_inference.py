@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.compute import abft
 from flight.compute import protocol as cp
 from flight.compute.abft import describe
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
@@ -373,6 +374,34 @@ def test_a_flag_the_pass_of_this_build_did_not_make_is_never_read_as_a_check(ben
     assert (receipt["protection"], receipt["check_status"], check) == ("scrubbed", "unchecked", [UNCHECKED] * 12)
     (said,) = unchecked_said(bench)
     assert said.args["name"] == "always" and "did not make" in said.args["reason"]
+
+
+@pytest.mark.req("RAD-106")
+@pytest.mark.parametrize("how", ["strict=False", "rtol"])
+def test_a_model_protected_to_check_less_than_the_pass_does_is_not_read_as_checked(bench, how):
+    """Found in review: a model protected on the ground with ``strict=False`` (a node left unchecked)
+    or with a tolerance of its own was trusted on its pass version alone, and a fault in the node it
+    skipped was reported passed."""
+    rng = np.random.default_rng(9)
+    second = "w2i" if how == "strict=False" else "w2"  # through an Identity: not a constant, so not checkable
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Identity", ["w2"], ["w2i"]), helper.make_node("MatMul", ["r", second], ["l"], name="fc2"),
+             helper.make_node("Softmax", ["l"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((3, 2)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    protected = abft.protect(model, strict=False) if how == "strict=False" else abft.protect(model, rtol=0.5)
+    bench.worker.store.install("ground", "1", protected.SerializeToString(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("tiles", rng.uniform(-1.0, 1.0, size=(12, 2)).astype(np.float32))
+    admit(bench, abft=True)
+    receipt, check, _, _ = infer(bench, 1, model="ground")
+    assert "abft" not in receipt["protection"] and (receipt["check_status"], check) == ("unchecked", [UNCHECKED] * 12)
+    (said,) = unchecked_said(bench)
+    assert ("leave 1 node(s) unchecked (fc2)" if how == "strict=False" else "a tolerance other than the pass's own") \
+        in said.args["reason"], said.args
 
 
 @pytest.mark.req("RAD-104")

@@ -77,6 +77,8 @@ def test_memory_upsets_need_the_real_worker_and_known_targets():
         parse_scenario(scenario(memory_upset_scale=1.0, memory_targets=["cache"]))
     with pytest.raises(ScenarioError, match="radiation.memory_targets"):
         parse_scenario(scenario(memory_upset_scale=1.0, memory_targets=[]))
+    with pytest.raises(ScenarioError, match=r"radiation.memory_upset_scale: 1e\+30 is outside \[0, 1e\+09\]"):  # the draws overflow
+        parse_scenario(scenario(memory_upset_scale=1e30))
     sc = parse_scenario(scenario(memory_upset_scale=10.0))
     assert sc.memory_targets == ("weights", "activations", "outputs") and sc.memory_upset_scale == 10.0
 
@@ -243,6 +245,37 @@ def test_upsets_the_harness_could_not_account_for_fail_the_run(tmp_path):
     assert loop.memory_not_written > 50 * MAX_MEMORY_UPSETS_PER_STEP  # a Poisson draw near 100,000, not ~745
     account = loop._memory_account()  # noqa: SLF001
     assert account["not_written"] == loop.memory_not_written and account["unread"] == MAX_MEMORY_UPSETS_PER_STEP
+
+
+@pytest.mark.req("HIL-022")
+def test_upsets_the_worker_never_took_fail_the_run_unless_the_run_just_ended(tmp_path):
+    """Found in review: requests still on disk were subtracted from the lost ones and failed nothing,
+    so a worker that stopped taking them (hung, gone) lost every later upset and the run passed."""
+    import os
+    import time
+
+    from hil.loop import INJECT_DIR, UNREAD_GRACE_S
+    from hil.report import evaluate
+
+    loop, bench = harness_and_worker(tmp_path, ["outputs"])
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
+    bench.close()  # the worker is gone: what follows is never taken
+    for k in range(1, 4):
+        loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 10.0 * k)  # noqa: SLF001
+
+    def check():
+        result = made_up_run(loop.sc, loop._memory_account())  # noqa: SLF001
+        return {c.name: c for c in evaluate(result)}["no_corrupt_result_reported_good"]
+
+    assert check().passed, check().detail  # written just now: the run may simply have ended first
+    waiting = list((tmp_path / "run" / "state" / "compute" / INJECT_DIR).glob("u*.json"))
+    assert waiting
+    then = time.time() - 2 * UNREAD_GRACE_S
+    for path in waiting:
+        os.utime(path, (then, then))
+    late = check()
+    assert not late.passed and f"{len(waiting)} never taken by the worker" in late.detail, late.detail
 
 
 def test_the_harness_poisson_draws_have_the_mean_asked_at_any_rate():

@@ -182,6 +182,9 @@ def test_nan_in_a_required_column_is_refused():
         ("shadow_factor", -0.1, r"'shadow_factor' out of its physical range \[0, 1\] 1: row 2 has -0.1"),
         ("solar_power_w", -3.0, r"'solar_power_w' out of its physical range \[0, inf\] W: row 2 has -3.0"),
         ("lat_deg", 91.0, r"'lat_deg' out of its physical range \[-90, 90\] deg: row 2"),
+        # Found in review: a blank cell (NaN) or inf passed, and a Poisson draw on NaN never ends.
+        ("upset_rate_per_s", np.nan, r"'upset_rate_per_s' out of its physical range \[0, inf\] 1/s: row 2 has nan"),
+        ("upset_rate_per_s", np.inf, r"'upset_rate_per_s' .* row 2 has inf"),
     ],
 )
 @pytest.mark.req("HIL-001")
@@ -315,3 +318,17 @@ def test_radiation_docstring_examples():
     import hil.profiles.radiation as radiation
 
     assert doctest.testmod(radiation, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+@pytest.mark.req("HIL-001")
+def test_a_rate_over_a_step_is_its_mean_over_the_step_not_its_value_at_the_start():
+    """Found in review: the harness drew a step's upsets from the rate at its start, so over a coarse
+    step a short SAA pass counted by its first sample (1.49 times the profile's upsets at 900 s)."""
+    cols = _minimal(n=10)
+    cols["upset_rate_per_s"] = np.array([0, 0, 0, 4.0, 0, 0, 0, 0, 0, 0])  # a pass 20 s wide, peak at 30 s
+    profile = validate_profile(cols)
+    assert profile.mean("upset_rate_per_s", 0.0, 90.0) == pytest.approx(4.0 * 10.0 / 90.0)  # the triangle's area
+    assert profile.mean("upset_rate_per_s", 25.0, 10.0) == pytest.approx((2.0 + 4.0) / 2 * 0.5 + (4.0 + 2.0) / 2 * 0.5)
+    assert profile.mean("upset_rate_per_s", 30.0, 0.0) == 4.0 == profile.at(30.0)["upset_rate_per_s"]
+    with pytest.raises(ProfileError, match="outside the profile"):
+        profile.mean("upset_rate_per_s", 50.0, 60.0)

@@ -121,6 +121,7 @@ BAD_VALUES = [
     (base(seed=-1), "seed", "below 0"),
     (base(duration_s=0), "duration_s", "above 0"),
     (base(step_s=1000), "step_s", "longer than duration_s"),
+    (base(duration_s=35), "duration_s", "not a whole number of steps of step_s = 10 s (make it 30 or 40)"),
     (base(time_mode="realtime", speed=10), "speed", "only for time_mode"),
     (base(profile=None, orbit={"alt_km": -100, "inc_deg": 97.0}), "orbit.alt_km", "-100 must be above 100"),
     (base(profile=None, orbit={"alt_km": 550, "inc_deg": 200}), "orbit.inc_deg", "outside [0, 180]"),
@@ -192,6 +193,8 @@ def test_a_valid_scenario_keeps_its_values():
     assert sc.agent_parameters == {"battery_floor_pct": 25.0}
     orbit = parse_scenario(base(profile=None, orbit=ORBIT), SOURCE)
     assert orbit.profile is None and orbit.orbit == ORBIT
+    # Found in review: seeds went through a float, so 2**53 + 1 and 2**53 were the same run.
+    assert parse_scenario(base(seed=2**53 + 1), SOURCE).seed == 2**53 + 1
 
 
 @pytest.mark.req("HIL-007")

@@ -256,6 +256,10 @@ def test_the_parameter_is_off_by_default_next_to_abft_checks():
     ok, failed = check_flags(["abft_ok", "range_ok"], [np.ones(3, bool), np.ones(2, bool)], 3)
     assert ok.tolist() == [False] * 3 and failed == "range"
     assert check_flags(["abft_ok"], [np.ones(3, bool)], 3)[1] == ""
+    # Found in review: a NaN flag read as passed, and a flag the run did not give was dropped.
+    assert check_flags(["abft_ok"], [np.array([np.nan, 1.0, 2.0], np.float32)], 3)[0].tolist() == [False, True, False]
+    ok, failed = check_flags(["abft_ok", "range_ok"], [np.ones(3, bool)], 3)
+    assert ok.tolist() == [False] * 3 and failed == "range"
     assert [protection_of(s, a, r).value for a in (False, True) for r in (False, True) for s in (False, True)] == [
         "none", "scrubbed", "ranges", "ranges+scrubbed", "abft", "abft+scrubbed", "abft+ranges", "abft+ranges+scrubbed"]
 

@@ -238,7 +238,9 @@ def checked_model(fail_negative: bool = False) -> bytes:
     model.ir_version = 8
     # Stands for a model this build's checksum pass protected (its record, its version): the worker
     # trusts no other abft_ok output (tests/test_checked_inference.py).
-    helper.set_model_props(model, {abft.META_KEY: json.dumps({"version": abft.PASS_VERSION, "checks": []})})
+    helper.set_model_props(model, {abft.META_KEY: json.dumps({"version": abft.PASS_VERSION, "checks": [], "skipped": [],
+                                                              "rtol": None, "atol": abft.DEFAULT_ATOL,
+                                                              "safety": abft.SAFETY})})
     return model.SerializeToString()
 
 

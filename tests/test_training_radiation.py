@@ -481,6 +481,22 @@ class _Suspect(_Refusing):
         return super().step(x, y)
 
 
+@pytest.mark.req("RAD-108")
+def test_a_worker_restarted_between_the_saa_checkpoint_and_the_entry_does_not_take_or_count_it_twice(tmp_path):
+    x, y = np.zeros((64, 3), np.float32), np.zeros(64, np.int64)
+    plan = TrainingPlan(total_steps=1000, batch_size=8, checkpoint_every=10, seed=1)
+    ahead = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 20.0)
+    job = TrainingJob(_Refusing(), x, y, plan, tmp_path / "job.ck")
+    job.run(5)
+    assert job.radiation_tick(ahead) and job.status.saa_checkpoints == 1
+    again = TrainingJob(_Refusing(), x, y, plan, tmp_path / "job.ck")  # the worker restarted 20 s before the entry
+    assert again.resume() and again.status.saa_checkpoints == 1
+    assert not again.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 15.0))
+    assert again.status.saa_checkpoints == 1
+    again.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, None))  # the pass is over
+    assert again.radiation_tick(ahead) and again.status.saa_checkpoints == 2  # the next pass's
+
+
 @pytest.mark.req("RAD-109")
 def test_a_pause_while_refusals_are_open_keeps_the_last_good_checkpoint_and_the_restore_recovers(tmp_path):
     """Found in review: a pause between the second and third refusal wrote the corrupt state over

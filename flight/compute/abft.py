@@ -26,9 +26,11 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   reads (a MatMul with a 0/1 matrix), which leaves ``G`` a matrix of ``C * H * k_W`` rows.
   Where ``X`` can be negative, the sums are over each of the smallest number (2 or more) of
   equal runs of whole output rows instead: a zero-mean input (normalised data) can cancel a
-  weight flip's effect over the whole output, rarely over each half. Where sizes are
-  unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`: ABED's output-channel
-  checksum at every output position, with two one-channel Convs (slow).
+  weight flip's effect over the whole output, rarely over each half (a pointwise Conv with
+  padding takes the general form for it: its border outputs read no input). Where sizes are
+  unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`, or the input can be negative
+  and there is nothing to split (a single output row): ABED's output-channel checksum at every
+  output position, with two one-channel Convs (slow).
 - Gemm / MatMul ``Y = A B (+ C)``, ``B`` constant ``[K, N]``: the row sums ``Y E`` over each
   group of columns (:func:`_column_groups`: at most :data:`GEMM_GROUP`, wider past
   :data:`GEMM_GROUPS` groups; ``E`` their ``[N, G]`` indicator) must equal
@@ -117,7 +119,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-PASS_VERSION = 3
+PASS_VERSION = 4
 """Bumped when the checks or the tolerance change, so a protected model says what made it."""
 
 OUTPUT = "abft_ok"
@@ -484,11 +486,22 @@ class _Pass:
             return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         identity = all(h.shape[0] == 1 and h.shape[1] == h.shape[2] and np.array_equal(h[0], np.eye(h.shape[1]))
                        for h in reach)  # output position o reads input position o alone
+        several = int(np.prod(out_dims)) > 1
+        if signed and several and pointwise and not identity:
+            # A pointwise Conv with padding: its border outputs read no input, so runs of output rows are
+            # not runs of input rows, and the split below needs G per position (found in review: with no
+            # split, a zero-mean input hid a weight's fault whole).
+            pointwise = False
+            if g_size > MAX_CHECK_WEIGHTS:
+                return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         blocks = 1
         if signed and (identity or not pointwise):  # the smallest split into equal runs of whole rows
             blocks = next(d for d in range(2, out_dims[0] + 1) if out_dims[0] % d == 0) if out_dims[0] > 1 else 1
             if not pointwise and g_size * blocks > MAX_CHECK_WEIGHTS:
                 blocks = 1
+            if blocks == 1 and several:  # one output row, or G too large split: a zero-mean input could cancel
+                # a weight's fault over the whole output (found in review), so the check is per position
+                return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         # For each block j of output rows: S_kj, the sum of Y[k] over the block's positions, against
         # P_kj = sum_{c,i} G[c, i, k, j] X[c, i] + positions * b_k, G[c, i, k, j] the sum of W[k, c, t]
         # over the taps t that read input position i for an output in the block. Arrays below are
@@ -835,10 +848,12 @@ class _Pass:
         return None
 
     def _batch_dim(self, tensor: str) -> bool:
-        """Whether ``tensor``'s first axis is provably the first input's (then a flag per sample)."""
+        """Whether ``tensor``'s first axis is provably the first input's (then a flag per sample): the
+        same symbolic size, or a batch of 1. A fixed batch of more (found in review) proves nothing: an
+        axis of the same size (a sequence-first layout) would take the flag to the wrong sample."""
         want = self._batch_param()
         got = self.shapes.get(tensor)
-        if want is None or not got:
+        if want is None or not got or (isinstance(want, int) and want != 1):
             return False
         return got[0] == want
 

@@ -65,7 +65,8 @@ def protection_of(scrubbed: bool, abft: bool, ranges: bool = False) -> Protectio
 
 
 def abft_flags(values: Any, samples: int) -> np.ndarray:
-    """The checksum pass's output as one bool per sample (non-zero: passed).
+    """The checksum pass's output as one bool per sample (true, or a number that is exactly 1: passed;
+    a NaN, found in review, is not).
 
     Raises ValueError when it does not have one value per sample: a model whose check cannot be
     read counts as not checked by the caller, never as passed.
@@ -73,7 +74,7 @@ def abft_flags(values: Any, samples: int) -> np.ndarray:
     flags = np.asarray(values)
     if flags.ndim == 0 or flags.shape[0] != samples or flags.size != samples:
         raise ValueError(f"{CHECK_OUTPUT} has shape {flags.shape}, not one value per sample ({samples})")
-    return flags.reshape(samples) != 0
+    return flags.reshape(samples) == 1
 
 
 def check_flags(outputs: Sequence[str], values: Sequence[Any], samples: int) -> tuple[np.ndarray, str]:
@@ -81,6 +82,7 @@ def check_flags(outputs: Sequence[str], values: Sequence[Any], samples: int) -> 
     one, true where all are, and which failed: "checksum", "range", both joined by "+", or "". A flag
     that cannot be read (not one value per sample) has not passed."""
     ok, failed = np.ones(samples, bool), []
+    values = list(values) + [None] * (len(outputs) - len(values))  # a flag the run did not give has not passed
     for name, v in zip(outputs, values):
         try:
             flags = abft_flags(v, samples)

@@ -246,7 +246,9 @@ def _shapes_and_types(model: onnx.ModelProto) -> tuple[dict[str, list[str | int 
 
 
 def _batch_param(model: onnx.ModelProto) -> str | int | None:
-    """The first graph input's leading dimension (a name or a number), None if it has none."""
+    """The first graph input's leading dimension (a name, or the number 1), None if it has none, or a
+    fixed size above 1: another axis of that size could not be told from the batch's (a sequence-first
+    layout), and a range failure would be put on the wrong sample."""
     inits = {t.name for t in model.graph.initializer}
     for i in model.graph.input:
         if i.name in inits:
@@ -254,7 +256,8 @@ def _batch_param(model: onnx.ModelProto) -> str | int | None:
         dims = i.type.tensor_type.shape.dim
         if not dims:
             return None
-        return dims[0].dim_param or (dims[0].dim_value if dims[0].HasField("dim_value") else None)
+        size = dims[0].dim_param or (dims[0].dim_value if dims[0].HasField("dim_value") else None)
+        return None if isinstance(size, int) and size != 1 else size
     return None
 
 

@@ -198,6 +198,8 @@ class TrainingJob:
                         else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})")
             return False
         self.status.resumed_from = ck.step
+        # A worker restarted between this pass's SAA checkpoint and the entry takes it as taken (not twice).
+        self._saa_armed = ck.meta.get("saa_armed", True) is not False
         for key in _COUNTS:  # not a count a checkpoint could hold: counted from here
             value = ck.meta.get(key, 0)
             setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -215,7 +217,8 @@ class TrainingJob:
         moved = self.status.step != self.status.last_checkpoint_step
         counts = {key: getattr(self.status, key) for key in _COUNTS}
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
-                                "batch_size": self.plan.batch_size, "job": self.identity, **counts}
+                                "batch_size": self.plan.batch_size, "job": self.identity, "saa_armed": self._saa_armed,
+                                **counts}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
         self._saved_counts = counts

@@ -73,7 +73,7 @@ import zmq
 
 from flight.compute import protocol as cp
 from flight.compute import ranges as range_pass
-from flight.compute.abft import PASS_VERSION, describe, is_protected, protect_bytes
+from flight.compute.abft import DEFAULT_ATOL, PASS_VERSION, SAFETY, describe, is_protected, protect_bytes
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -250,21 +250,30 @@ def _node_inputs(data: bytes) -> set[str]:
     return {name for node in onnx.load_from_string(data).graph.node for name in node.input}
 
 
-def _check_output_of(data: bytes) -> tuple[str, str]:
+def _check_output_of(data: bytes) -> tuple[str, str, str]:
     """What the ONNX model ``data`` says of the checksum pass's per-sample output: "ours" (this
-    build's pass made it, same version: its flag is trusted), "foreign" (an output of that name the
-    pass of this build did not make: never read as a check), or "" (none); with the precision the
-    pass's record gives where it is ours ("" otherwise)."""
+    build's pass made it, same version, every node checked at its own tolerance: its flag is
+    trusted, as far as the model's signature is), "foreign" (an output of that name the pass of this
+    build did not make as the worker would: never read as a check), or "" (none); with the precision
+    the pass's record gives where it is ours ("" otherwise), and why it is foreign ("" otherwise)."""
     model = onnx.load_from_string(data)
     if not any(o.name == CHECK_OUTPUT for o in model.graph.output):
-        return "", ""
+        return "", "", ""
     try:
         record = describe(model) if is_protected(model) else {}
     except ValueError:  # a record that does not parse
-        return "foreign", ""
+        return "foreign", "", "its checksum record does not parse"
     if record.get("version") != PASS_VERSION:
-        return "foreign", ""
-    return "ours", str(record.get("precision", ""))
+        return "foreign", "", f"the checksum pass of this build (version {PASS_VERSION}) did not make it"
+    # Made with strict=False (nodes left unchecked) or a tolerance of its own: it checks less than its
+    # receipt would say (found in review: a skipped MatMul's fault was reported passed).
+    skipped = record.get("skipped") or []
+    if skipped:
+        first = skipped[0] if isinstance(skipped[0], dict) else {}
+        return "foreign", "", f"its checks leave {len(skipped)} node(s) unchecked ({first.get('node', '?')})"
+    if record.get("rtol") is not None or record.get("atol") != DEFAULT_ATOL or record.get("safety") != SAFETY:
+        return "foreign", "", "it was protected with a tolerance other than the pass's own"
+    return "ours", str(record.get("precision", "")), ""
 
 
 def _range_output_of(data: bytes) -> str:
@@ -605,10 +614,9 @@ class Worker:
     def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
         """``data`` with the checksum pass's checks, or None: it has ours already, or the pass refused it (said)."""
         try:
-            made_by, _ = _check_output_of(data)
+            made_by, _, why = _check_output_of(data)
             if made_by == "foreign":
-                self._checks_refused(name, sha256, f"it has an output {CHECK_OUTPUT} that the checksum pass of this "
-                                                   f"build (version {PASS_VERSION}) did not make", precision)
+                self._checks_refused(name, sha256, f"its output {CHECK_OUTPUT} is not read as a check: {why}", precision)
                 return None
             return None if made_by == "ours" else protect_bytes(data, precision=precision)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
@@ -688,7 +696,7 @@ class Worker:
         self.provider = opened.provider
         session = opened.session
         names = [o.name for o in session.get_outputs()]
-        made_by, precision = _check_output_of(data) if CHECK_OUTPUT in names else ("", "")
+        made_by, precision, _ = _check_output_of(data) if CHECK_OUTPUT in names else ("", "", "")
         check = CHECK_OUTPUT if made_by == "ours" else None
         ranged = RANGE_OUTPUT if RANGE_OUTPUT in names and _range_output_of(data) == "ours" else None
         # The model's own result, never an output a pass added: "probabilities", else the first.

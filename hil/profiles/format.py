@@ -184,9 +184,13 @@ def _defaults(name: str, n: int, columns: Mapping[str, np.ndarray]) -> np.ndarra
         return np.ones(n, dtype=bool)
     if name == "station":
         return np.full(n, "", dtype=object)
-    if name in ("proton_flux_cm2_s", "electron_flux_cm2_s", "upset_rate_per_s", "dose_rad"):
+    if name in _NO_NAN:
         return np.zeros(n)
     return np.full(n, np.nan)
+
+
+_NO_NAN = ("proton_flux_cm2_s", "electron_flux_cm2_s", "upset_rate_per_s", "dose_rad")
+"""Columns where NaN means nothing (the harness draws from them), unlike an elevation with no station."""
 
 
 # ------------------------------------------------------------------------------ the profile
@@ -238,6 +242,20 @@ class Profile:
     def _numeric(self) -> tuple[list[str], np.ndarray]:
         names = [k for k, v in self.columns.items() if v.dtype.kind == "f"]
         return names, np.stack([self.columns[k] for k in names])
+
+    def mean(self, name: str, rel_s: float, span_s: float) -> float:
+        """The mean of float column ``name`` over ``[rel_s, rel_s + span_s]``, as :meth:`at` interpolates
+        it (exact for the piecewise-linear column): what a rate gives over a step, however coarse the
+        step against the profile's samples (a rate read at the step's start alone overcounts a short
+        SAA pass by as much as the step is long)."""
+        if not span_s > 0:
+            return float(self.at(rel_s)[name])
+        self.at(rel_s + span_s)  # the same check of the range as at(): outside raises ProfileError
+        t0 = self.start_s + float(rel_s)
+        time_s, values = self.columns["time_s"], self.columns[name]
+        knots = np.concatenate([[t0], time_s[(time_s > t0) & (time_s < t0 + span_s)], [t0 + span_s]])
+        at_knots = np.interp(knots, time_s, values)
+        return float(np.sum((at_knots[1:] + at_knots[:-1]) * np.diff(knots)) / 2.0 / span_s)
 
     def at(self, rel_s: float) -> dict[str, Any]:
         """The profile ``rel_s`` seconds after its first sample, one value per column.
@@ -424,8 +442,9 @@ def validate_profile(columns: Mapping[str, Any], metadata: Mapping[str, Any] | N
         if spec is None or spec.kind != "float" or (spec.low == -math.inf and spec.high == math.inf):
             continue
         with np.errstate(invalid="ignore"):
-            outside = np.flatnonzero((values < spec.low) | (values > spec.high))
-        if outside.size:
+            outside = np.flatnonzero((values < spec.low) | (values > spec.high) | np.isinf(values)
+                                     | (np.isnan(values) if name in _NO_NAN else False))
+        if outside.size:  # and infinities, and NaN (a blank cell) in a rate: a Poisson draw on NaN never ends
             i = int(outside[0])
             raise ProfileError(
                 f"column {name!r} out of its physical range [{spec.low:g}, {spec.high:g}] {spec.unit}: row {i} has "
