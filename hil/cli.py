@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -93,9 +94,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from hil.scenario import parse_scenario
 
     step = float(args.step_s or max(1.0, float(t[1] - t[0])))
+    steps = max(1, math.floor((float(t[-1] - t[0]) - step) / step + 1e-9))  # whole steps, one short of its end
     scenario = parse_scenario({
         "name": f"replay-{Path(args.profile).stem}", "profile": str(Path(args.profile).resolve()),
-        "duration_s": float(t[-1] - t[0]) - step, "step_s": step, "board": args.board,
+        "duration_s": steps * step, "step_s": step, "board": args.board,
         "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
                      {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}}],
         "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},

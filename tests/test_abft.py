@@ -375,8 +375,9 @@ def test_a_weight_flip_whose_effect_cancels_over_the_whole_output_is_caught_in_a
 
 
 @pytest.mark.req("RAD-003")
-@pytest.mark.parametrize("shape,pads,form", [((1, 64), [0, 0, 0, 0], "conv-pixel"), ((8, 8), [1, 1, 1, 1], "conv-channels")],
-                         ids=["one row", "1x1 with padding"])
+@pytest.mark.parametrize("shape,pads,form", [((1, 64), [0, 0, 0, 0], "conv-pixel"), ((8, 8), [1, 1, 1, 1], "conv-channels"),
+                                             ((1, 64), [1, 0, 1, 0], "conv-pixel")],
+                         ids=["one row", "1x1 with padding", "one input row, padded to three"])
 def test_a_zero_mean_input_cannot_hide_a_weights_fault_where_there_is_no_half_to_split(shape, pads, form):
     """Found in review: a one-row output (a 1-D model exported as Conv2d) and a 1x1 Conv with padding
     kept one sum over every position, so an input that sums to zero per channel (after
@@ -392,6 +393,22 @@ def test_a_zero_mean_input_cannot_hide_a_weights_fault_where_there_is_no_half_to
     x -= x.mean(axis=(2, 3), keepdims=True)  # every channel of every sample sums to zero
     p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
     assert abft.describe(p)["checks"][0]["form"] == form
+
+
+@pytest.mark.req("RAD-002")
+def test_a_clip_with_a_lower_bound_of_zero_keeps_the_conv_after_it_on_non_negative_data():
+    """ReLU6 (Clip 0..6, as MobileNets export it) cannot make negative data: the Conv after it is
+    checked as on non-negative data (no |X| pass, no split), as after a Relu; a Clip from -1 is signed."""
+    rng = np.random.default_rng(13)
+    for low, signed in ((0.0, False), (-1.0, True)):
+        nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+                 helper.make_node("Conv", ["c", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+        model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, 8, 8])],
+                         {"w": rng.normal(size=(6, 4, 3, 3)).astype(np.float32),
+                          "lo": np.array(low, np.float32), "hi": np.array(6.0, np.float32)}, 17)
+        p = check_clean_and_faulty(model, {"x": rng.normal(size=(8, 4, 8, 8)).astype(np.float32) * 3}, "w", ("y",))
+        assert any(n.op_type == "Abs" for n in p.graph.node) is signed
 
 
 @pytest.mark.req("RAD-001")

@@ -377,3 +377,23 @@ def test_the_same_bytes_installed_again_with_reference_inputs_get_their_ranges(b
     bench.worker._forget("tiny")  # noqa: SLF001 - as an install through the worker does
     receipt = infer(bench, 2, model="tiny", name="pairs")[0]
     assert receipt["protection"] == "ranges+scrubbed", bench.worker.range_notes
+
+
+@pytest.mark.req("RAD-112")
+def test_a_model_with_a_fixed_batch_above_one_is_not_ranged_and_says_why():
+    """Found in review: with a fixed batch of 4, an axis of 4 was taken for the batch's, and a range
+    failure could land on the wrong sample. Such a model is not ranged, and the reason says so."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(batch):
+        graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])],
+                                  [numpy_helper.from_array(np.ones((3, 2), np.float32), "w")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="fixed above 1"):
+        ranges.learn(model(4).SerializeToString(), x)
+    assert set(ranges.learn(model("N").SerializeToString(), x)) == {"y"}  # h: the Gemm's, the checksum pass's to check
+    assert set(ranges.learn(model(1).SerializeToString(), x[:1])) == {"y"}

@@ -27,10 +27,12 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   Where ``X`` can be negative, the sums are over each of the smallest number (2 or more) of
   equal runs of whole output rows instead: a zero-mean input (normalised data) can cancel a
   weight flip's effect over the whole output, rarely over each half (a pointwise Conv with
-  padding takes the general form for it: its border outputs read no input). Where sizes are
-  unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`, or the input can be negative
-  and there is nothing to split (a single output row): ABED's output-channel checksum at every
-  output position, with two one-channel Convs (slow).
+  padding takes the general form for it: its border outputs read no input; where ``G`` split would
+  be larger than :data:`MAX_CHECK_WEIGHTS`, one sum is kept, and a zero-mean input can hide a fault
+  there). Where sizes are unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`, or the
+  input can be negative and there is nothing to split (a single output or input row, as a 1-D
+  model exported as Conv2d has): ABED's output-channel checksum at every output position, with
+  two one-channel Convs (slow).
 - Gemm / MatMul ``Y = A B (+ C)``, ``B`` constant ``[K, N]``: the row sums ``Y E`` over each
   group of columns (:func:`_column_groups`: at most :data:`GEMM_GROUP`, wider past
   :data:`GEMM_GROUPS` groups; ``E`` their ``[N, G]`` indicator) must equal
@@ -494,14 +496,16 @@ class _Pass:
             pointwise = False
             if g_size > MAX_CHECK_WEIGHTS:
                 return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
+        if signed and several and (out_dims[0] == 1 or in_dims[0] == 1):
+            # One output row, or one input row (padding makes more output rows, all reading it): no split
+            # into runs of rows reads apart, and a zero-mean input (a 1-D signal normalised per sample)
+            # cancels a weight's fault over the whole output (found in review), so the check is per position.
+            return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         blocks = 1
         if signed and (identity or not pointwise):  # the smallest split into equal runs of whole rows
             blocks = next(d for d in range(2, out_dims[0] + 1) if out_dims[0] % d == 0) if out_dims[0] > 1 else 1
             if not pointwise and g_size * blocks > MAX_CHECK_WEIGHTS:
-                blocks = 1
-            if blocks == 1 and several:  # one output row, or G too large split: a zero-mean input could cancel
-                # a weight's fault over the whole output (found in review), so the check is per position
-                return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
+                blocks = 1  # G too large to split: one sum (per pixel costs more than such a layer; see above)
         # For each block j of output rows: S_kj, the sum of Y[k] over the block's positions, against
         # P_kj = sum_{c,i} G[c, i, k, j] X[c, i] + positions * b_k, G[c, i, k, j] the sum of W[k, c, t]
         # over the taps t that read input position i for an output in the block. Arrays below are
@@ -880,9 +884,19 @@ class _Pass:
             if node.op_type in _NONNEG_ALWAYS or (
                 node.op_type in _NONNEG_IF_INPUTS and all(i in known for i in data if i)
                 and _keeps_sign(node)
-            ):
+            ) or self._clip_nonneg(node):
                 known.update(o for o in node.output if o)
         return known
+
+    def _clip_nonneg(self, node: onnx.NodeProto) -> bool:
+        """A Clip whose lower bound is a constant >= 0 (ReLU6, as MobileNets export it): its output is."""
+        if node.op_type != "Clip":
+            return False
+        low = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "min"), None)  # opset < 11
+        if len(node.input) > 1 and node.input[1]:
+            value = self.consts.get(node.input[1])
+            low = float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+        return low is not None and math.isfinite(low) and low >= 0.0
 
     def _all_names(self) -> Iterable[str]:
         g = self.graph

@@ -105,7 +105,9 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
     model = onnx.load_from_string(model_bytes)
     names = candidates(model)
     if not names:
-        raise ValueError("nothing to range: no float tensor with a batch axis outside the checked nodes")
+        raise ValueError("nothing to range: no float tensor with a batch axis outside the checked nodes"
+                         + (" (the input's batch size is fixed above 1: no axis can be shown to be the batch's)"
+                            if _fixed_batch(model) else ""))
     have = {o.name for o in model.graph.output}
     for name in names:
         if name not in have:
@@ -243,6 +245,13 @@ def _shapes_and_types(model: onnx.ModelProto) -> tuple[dict[str, list[str | int 
         if t.HasField("shape"):
             shapes[vi.name] = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
     return shapes, types
+
+
+def _fixed_batch(model: onnx.ModelProto) -> bool:
+    """Whether the first graph input's leading size is a number above 1 (:func:`_batch_param` says None)."""
+    inits = {t.name for t in model.graph.initializer}
+    dims = next((i.type.tensor_type.shape.dim for i in model.graph.input if i.name not in inits), [])
+    return bool(dims) and dims[0].HasField("dim_value") and dims[0].dim_value > 1
 
 
 def _batch_param(model: onnx.ModelProto) -> str | int | None:
