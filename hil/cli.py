@@ -94,7 +94,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from hil.scenario import parse_scenario
 
     step = float(args.step_s or max(1.0, float(t[1] - t[0])))
-    steps = max(1, math.floor((float(t[-1] - t[0]) - step) / step + 1e-9))  # whole steps, one short of its end
+    steps = max(1, math.floor((float(t[-1] - t[0]) - step) / step + 1e-9))  # whole steps, one short of its end if it can
     scenario = parse_scenario({
         "name": f"replay-{Path(args.profile).stem}", "profile": str(Path(args.profile).resolve()),
         "duration_s": steps * step, "step_s": step, "board": args.board,

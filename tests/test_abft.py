@@ -400,13 +400,13 @@ def test_a_clip_with_a_lower_bound_of_zero_keeps_the_conv_after_it_on_non_negati
     """ReLU6 (Clip 0..6, as MobileNets export it) cannot make negative data: the Conv after it is
     checked as on non-negative data (no |X| pass, no split), as after a Relu; a Clip from -1 is signed."""
     rng = np.random.default_rng(13)
-    for low, signed in ((0.0, False), (-1.0, True)):
+    for low, high, signed in ((0.0, 6.0, False), (-1.0, 6.0, True), (0.0, -2.0, True)):  # max < min: all max (review)
         nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
                  helper.make_node("Conv", ["c", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
         model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])],
                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, 8, 8])],
                          {"w": rng.normal(size=(6, 4, 3, 3)).astype(np.float32),
-                          "lo": np.array(low, np.float32), "hi": np.array(6.0, np.float32)}, 17)
+                          "lo": np.array(low, np.float32), "hi": np.array(high, np.float32)}, 17)
         p = check_clean_and_faulty(model, {"x": rng.normal(size=(8, 4, 8, 8)).astype(np.float32) * 3}, "w", ("y",))
         assert any(n.op_type == "Abs" for n in p.graph.node) is signed
 

@@ -889,14 +889,20 @@ class _Pass:
         return known
 
     def _clip_nonneg(self, node: onnx.NodeProto) -> bool:
-        """A Clip whose lower bound is a constant >= 0 (ReLU6, as MobileNets export it): its output is."""
+        """A Clip whose lower bound is a constant >= 0 (ReLU6, as MobileNets export it), and whose upper
+        bound is none or a constant not below it (with max < min every output is max): its output is >= 0."""
         if node.op_type != "Clip":
             return False
-        low = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "min"), None)  # opset < 11
-        if len(node.input) > 1 and node.input[1]:
-            value = self.consts.get(node.input[1])
-            low = float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
-        return low is not None and math.isfinite(low) and low >= 0.0
+
+        def bound(k: int, attr: str) -> float | None:  # None: no bound; nan: one not known here
+            value = next((helper.get_attribute_value(a) for a in node.attribute if a.name == attr), None)  # opset < 11
+            if len(node.input) > k and node.input[k]:
+                const = self.consts.get(node.input[k])
+                value = float(const.reshape(-1)[0]) if const is not None and const.size == 1 else math.nan
+            return None if value is None else float(value)
+
+        low, high = bound(1, "min"), bound(2, "max")
+        return low is not None and math.isfinite(low) and low >= 0.0 and (high is None or high >= low)
 
     def _all_names(self) -> Iterable[str]:
         g = self.graph
