@@ -894,14 +894,13 @@ class _Pass:
         if node.op_type != "Clip":
             return False
 
-        def bound(k: int, attr: str) -> float | None:  # None: no bound; nan: one not known here
-            value = next((helper.get_attribute_value(a) for a in node.attribute if a.name == attr), None)  # opset < 11
-            if len(node.input) > k and node.input[k]:
-                const = self.consts.get(node.input[k])
-                value = float(const.reshape(-1)[0]) if const is not None and const.size == 1 else math.nan
-            return None if value is None else float(value)
+        def bound(k: int) -> float | None:  # None: no bound; nan: one not known here (opset >= 13: inputs)
+            if len(node.input) <= k or not node.input[k]:
+                return None
+            const = self.consts.get(node.input[k])
+            return float(const.reshape(-1)[0]) if const is not None and const.size == 1 else math.nan
 
-        low, high = bound(1, "min"), bound(2, "max")
+        low, high = bound(1), bound(2)
         return low is not None and math.isfinite(low) and low >= 0.0 and (high is None or high >= low)
 
     def _all_names(self) -> Iterable[str]:

@@ -199,9 +199,10 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
         if array.size == 0:
             continue
         saved = array.copy()
+        moves = _moves(saved)
         read = False
         try:
-            for moved in _moves(saved):
+            for moved in moves:
                 array[...] = moved
                 try:
                     after = session.run(None, feed, quiet)
@@ -213,7 +214,7 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
                     break
         finally:
             np.copyto(array, saved)
-        if not read and _moves(saved):
+        if not read and moves:
             unread.append(name)
     return unread
 

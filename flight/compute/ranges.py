@@ -247,17 +247,8 @@ def _shapes_and_types(model: onnx.ModelProto) -> tuple[dict[str, list[str | int 
     return shapes, types
 
 
-def _fixed_batch(model: onnx.ModelProto) -> bool:
-    """Whether the first graph input's leading size is a number above 1 (:func:`_batch_param` says None)."""
-    inits = {t.name for t in model.graph.initializer}
-    dims = next((i.type.tensor_type.shape.dim for i in model.graph.input if i.name not in inits), [])
-    return bool(dims) and dims[0].HasField("dim_value") and dims[0].dim_value > 1
-
-
-def _batch_param(model: onnx.ModelProto) -> str | int | None:
-    """The first graph input's leading dimension (a name, or the number 1), None if it has none, or a
-    fixed size above 1: another axis of that size could not be told from the batch's (a sequence-first
-    layout), and a range failure would be put on the wrong sample."""
+def _leading_size(model: onnx.ModelProto) -> str | int | None:
+    """The first graph input's leading dimension (a name or a number), None if it has none."""
     inits = {t.name for t in model.graph.initializer}
     for i in model.graph.input:
         if i.name in inits:
@@ -265,9 +256,22 @@ def _batch_param(model: onnx.ModelProto) -> str | int | None:
         dims = i.type.tensor_type.shape.dim
         if not dims:
             return None
-        size = dims[0].dim_param or (dims[0].dim_value if dims[0].HasField("dim_value") else None)
-        return None if isinstance(size, int) and size != 1 else size
+        return dims[0].dim_param or (dims[0].dim_value if dims[0].HasField("dim_value") else None)
     return None
+
+
+def _fixed_batch(model: onnx.ModelProto) -> bool:
+    """Whether the first graph input's leading size is a number above 1 (:func:`_batch_param` says None)."""
+    size = _leading_size(model)
+    return isinstance(size, int) and size > 1
+
+
+def _batch_param(model: onnx.ModelProto) -> str | int | None:
+    """The first graph input's leading dimension (a name, or the number 1), None if it has none, or a
+    fixed size above 1: another axis of that size could not be told from the batch's (a sequence-first
+    layout), and a range failure would be put on the wrong sample."""
+    size = _leading_size(model)
+    return None if isinstance(size, int) and size != 1 else size
 
 
 def _tensor_order(g: onnx.GraphProto) -> list[str]:
