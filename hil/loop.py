@@ -322,7 +322,7 @@ class ClosedLoop:
                 if sc.compute_real and not naive and k % max(1, round(sc.capture_every_s / sc.step_s)) == 0:
                     self._capture(k)
                 if sc.memory_upset_scale > 0 and not naive and k < n_steps:
-                    self._memory_upsets({"upset_rate_per_s": self._mean_rate(row, rel_s)}, rel_s)
+                    self._memory_upsets({"upset_rate_per_s": self._mean_rate(rel_s)}, rel_s)
                 board_c = self.thermal.board_temp_c
                 up = naive or t >= self._agent_down_until
                 if sc.time_mode == "realtime":  # the environment follows the wall clock
@@ -436,7 +436,7 @@ class ClosedLoop:
         drawn = []
         for k in range(n_steps):
             rel_s = k * self.sc.step_s
-            rate = self._mean_rate(self.profile.at(rel_s), rel_s) * self.sc.fault_rate_scale
+            rate = self._mean_rate(rel_s) * self.sc.fault_rate_scale
             for _ in range(_poisson(self.rng, rate * self.sc.step_s)):
                 kind = "reboot" if self.rng.random() < 0.1 else "seu_weights"  # SEFI share: FACTS.md (uncertain)
                 drawn.append(FaultSpec(rel_s, kind))
@@ -509,10 +509,9 @@ class ClosedLoop:
             except ProcessLookupError:
                 entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
 
-    def _mean_rate(self, row: dict[str, Any], rel_s: float) -> float:
-        """The profile's upset rate averaged over the step from ``rel_s`` (``row``'s where it has none)."""
-        if "upset_rate_per_s" not in self.profile.columns:
-            return float(row.get("upset_rate_per_s", 0.0))
+    def _mean_rate(self, rel_s: float) -> float:
+        """The profile's upset rate averaged over the step from ``rel_s`` (a profile without the column
+        has it filled with zeros when it is read)."""
         return self.profile.mean("upset_rate_per_s", rel_s, self.sc.step_s)
 
     def _memory_upsets(self, row: dict[str, Any], rel_s: float) -> None:
