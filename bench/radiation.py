@@ -32,19 +32,25 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   the same with optimisation ``extended``. ``abft_overhead_by_setting``: the same figure for
   each of ``OVERHEAD_SETTINGS``: sessions as the worker opens them by default, with
   ``weights_scrub`` (``owned``: owned initializers, pre-packing off, ``extended``), and without
-  (``all``), on 1 and 2 threads, batches of 64 and 16 tiles. On x86 at ``all`` onnxruntime
-  keeps Conv outputs in its blocked NCHWc layout and reorders every one the checks read; a
-  Jetson's CPU has no NCHWc kernels. ``abft_overhead_floor``: what reading the checked nodes'
+  (``all``), on 1 and 2 threads, batches of 64 and 16 tiles. Each setting runs the model the
+  worker makes for it: at ``all``, where onnxruntime's x86 builds keep Conv outputs in their
+  blocked NCHWc layout and reorder every one the checks read (``abft_nchwc_at_all``: this
+  build does), the pass sums h1 with a GlobalAveragePool, which reads that layout; elsewhere
+  with a ReduceSum, the faster read of a plain tensor (onnxruntime's Arm builds have NCHWc
+  kernels only where built with that option). ``abft_overhead_floor``: what reading the checked nodes'
   outputs costs by itself (each also a graph output, through a Shape that reads no data, so
   onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
   part no checksum design can remove. ``abft_overhead_floor_all``: the same at ``all``, the
   headline's setting, where reading an output also breaks onnxruntime's NCHWc chain there
   (reorders the bare model does not run): on x86 it came to 0.14 to 0.19 by itself, the whole
-  of a 0.15 target at that setting. Reading the outputs with an NCHWc-capable
-  GlobalAveragePool instead (no reorder) cost more, 0.23 (0.19 at ``extended``): at batch 64
-  the bare model takes about 0.6 ms here, and a pass over one of its activations (up to 1 MB)
-  costs several percent of it, whatever the layout. Only checks inside the convolution kernels
-  (TensorRT's ABED) avoid those passes; in standard ONNX they are nodes of their own.
+  of a 0.15 target at that setting. ``abft_overhead_read_floor`` (``owned``) and
+  ``abft_overhead_read_floor_all``: each checked node's output and data input also summed
+  once per channel by a ReduceSum (tensors_summed) and nothing else, no comparison, no
+  tolerance: what any check made of standard ONNX nodes must at least read, as it compares
+  the output it vouches for with a prediction from the input. At batch 64 the bare model takes
+  about 0.65 ms here, and a pass over one of its activations (up to 1 MB) costs several
+  percent of it, whatever the layout. Only checks inside the convolution kernels (TensorRT's
+  ABED) avoid those passes; in standard ONNX they are nodes of their own.
 - ``abft_wide_layers``: single generated layers wider than the shipped model's (Convs of 64 to
   256 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
   weights: per layer ``false_alarms`` [flagged, tiles] over six kinds of input (normal,
@@ -133,6 +139,7 @@ from flight.compute.checks import FAILED, PASSED, UNCHECKED
 from flight.compute.inject import CONSEQUENCE, draw_byte, flip_bit, owned_sites, with_hooks
 from flight.compute.package import shipped_reference_inputs
 from flight.compute.providers import (
+    checksum_layout_nchwc,
     open_session,
     owned_weights_options,
     session_options_for,
@@ -462,17 +469,50 @@ def outputs_read(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return out
 
 
-def overhead_figures(bare: bytes, protected: onnx.ModelProto, tiles: np.ndarray) -> dict[str, object]:
-    data = protected.SerializeToString()
-    floor = outputs_read(onnx.load_from_string(bare), [c["output"] for c in abft.describe(protected)["checks"]])
+def tensors_summed(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also sums each of ``tensors`` per sample and channel over its positions
+    with a ReduceSum (the fastest read onnxruntime has: summing the channels too took longer), the
+    sums joined into one more output, each run right after its tensor is made (as
+    :func:`outputs_read`): what reading those tensors once costs, and nothing else."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.value_info, *inferred.output)}
+    sums = [name + "/sum" for name in tensors]
+    for name, total in reversed(list(zip(tensors, sums))):
+        kept = min(2, ranks[name] - 1)  # [N, C] of [N, C, positions...]; [N, 1] of [N, features]
+        axes = helper.make_tensor(name + "/axes", TensorProto.INT64, [ranks[name] - kept], list(range(kept, ranks[name])))
+        out.graph.initializer.append(axes)
+        out.graph.node.append(helper.make_node("ReduceSum", [name, axes.name], [total], name=total,
+                                               keepdims=int(kept == 1)))
+    out.graph.node.append(helper.make_node("Concat", sums, ["read/sums"], name="read/sums", axis=1))
+    out.graph.output.append(helper.make_tensor_value_info("read/sums", TensorProto.FLOAT, None))
+    return out
+
+
+def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onnx.ModelProto,
+                     tiles: np.ndarray) -> dict[str, object]:
+    """``protected`` as the worker makes it for sessions at ``extended`` (owned weights), ``protected_all``
+    for sessions at ``all`` (abft.protect's ``nchwc`` where onnxruntime blocks Conv outputs there)."""
+    data, data_all = protected.SerializeToString(), protected_all.SerializeToString()
+    model = onnx.load_from_string(bare)
+    checked = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type in abft.CHECKED_OPS}
+    outputs = [c["output"] for c in abft.describe(protected)["checks"]]
+    floor = outputs_read(model, outputs).SerializeToString()
+    read = tensors_summed(model, sorted({*outputs, *(checked[o] for o in outputs)},
+                                        key=[t for n in model.graph.node for t in n.output].index)).SerializeToString()
     return {
-        "abft_overhead": round(overhead(bare, data, tiles), 4),
+        "abft_overhead": round(overhead(bare, data_all, tiles), 4),
         "abft_overhead_extended": round(overhead(bare, data, tiles, optimization="extended"), 4),
         "abft_overhead_by_setting": {f"{kind}/{threads}thread/batch{batch}":
-                                     round(overhead(bare, data, tiles, kind, threads, batch), 4)
+                                     round(overhead(bare, data_all if kind == "all" else data, tiles, kind, threads,
+                                                    batch), 4)
                                      for kind, threads, batch in OVERHEAD_SETTINGS},
-        "abft_overhead_floor": round(overhead(bare, floor.SerializeToString(), tiles, "owned"), 4),
-        "abft_overhead_floor_all": round(overhead(bare, floor.SerializeToString(), tiles, "all"), 4),
+        "abft_overhead_floor": round(overhead(bare, floor, tiles, "owned"), 4),
+        "abft_overhead_floor_all": round(overhead(bare, floor, tiles, "all"), 4),
+        "abft_overhead_read_floor": round(overhead(bare, read, tiles, "owned"), 4),
+        "abft_overhead_read_floor_all": round(overhead(bare, read, tiles, "all"), 4),
+        "abft_nchwc_at_all": bool(abft.describe(protected_all).get("nchwc")),
     }
 
 
@@ -942,12 +982,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     t_start = time.perf_counter()
     bare = (MODELS_DIR / MODEL_FILE).read_bytes()
     model = onnx.load_from_string(bare)
-    protected = abft.protect(model)
-    protected_bytes = protected.SerializeToString()
+    protected = abft.protect(model)  # as the worker makes it for owned weights (extended), the default
+    protected_all = abft.protect(model, nchwc=checksum_layout_nchwc("all"))  # for its sessions at "all"
+    protected_bytes, protected_all_bytes = protected.SerializeToString(), protected_all.SerializeToString()
     held = load_held_out().tiles.astype(np.float32)
     reference = shipped_reference_inputs()  # what the worker learns the shipped model's ranges from
-    ranged = ranges.protect(protected, ranges.learn(bare, reference), margin=ranges.DEFAULT_MARGIN)
+    learned = ranges.learn(bare, reference)
+    ranged = ranges.protect(protected, learned, margin=ranges.DEFAULT_MARGIN)
     ranged_bytes = ranged.SerializeToString()
+    ranged_all_bytes = ranges.protect(protected_all, learned, margin=ranges.DEFAULT_MARGIN).SerializeToString()
 
     tallies = flip_campaigns(protected, held, args.seed, FLIPS, UNCHECKED_FLIPS, ranged)
     ranged_flips = tallies.pop("range_activations")
@@ -956,10 +999,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     tf32_all = tf32["weights"].merge(tf32["activations"])
 
     tiles = clean_tiles(args.seed)
-    one = open_session(protected_bytes, ["CPUExecutionProvider"], threads=1).session
+    one = open_session(protected_all_bytes, ["CPUExecutionProvider"], threads=1).session  # level "all"
     alarms = count_false_alarms(one, tiles)
     part = tiles[:: 4]
-    two = open_session(protected_bytes, ["CPUExecutionProvider"], threads=2).session
+    two = open_session(protected_all_bytes, ["CPUExecutionProvider"], threads=2).session
     plain = ort.InferenceSession(protected_bytes, session_options_for(1, optimization="disable"),
                                  providers=["CPUExecutionProvider"])
     owned = cpu_session(protected_bytes, "owned", 2)
@@ -968,7 +1011,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     flip_clean_tiles = sum(t.clean_tiles for t in (*tallies.values(), *tf32.values()))
     range_figures = range_false_alarm_figures(ranged_bytes, tiles, part, ranged_flips)
 
-    costs = overhead_figures(bare, protected, held)
+    costs = overhead_figures(bare, protected, protected_all, held)
     record = abft.describe(protected)
     scrub = scrub_figures(args.seed)
     day = day_figures(args.seed)
@@ -1004,7 +1047,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "range_detect_rate_activations_class_only": ranged_flips.rate(2),
         "range_missed_examples": ranged_flips.missed,
         **range_figures,
-        "range_overhead": round(overhead(bare, ranged_bytes, held), 4),
+        "range_overhead": round(overhead(bare, ranged_all_bytes, held), 4),
         "range_margin": ranges.DEFAULT_MARGIN,
         "range_reference_tiles": len(reference),
         "range_tensors": list(ranges.describe(ranged)["ranges"]),

@@ -37,9 +37,10 @@ def shipped() -> onnx.ModelProto:
     return onnx.load(str(MODELS_DIR / MODEL_FILE))
 
 
-@pytest.fixture(scope="module")
-def protected(shipped: onnx.ModelProto) -> onnx.ModelProto:
-    return abft.protect(shipped)
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "nchwc"])
+def protected(shipped: onnx.ModelProto, request) -> onnx.ModelProto:
+    """As the worker makes it for sessions at ``extended`` (plain), and at ``all`` on x86 (nchwc)."""
+    return abft.protect(shipped, nchwc=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -191,11 +192,15 @@ def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_th
     """What the checks cost is what they read (docs: abft.py, "Why these sums"): each checked
     node's output is read by one check node, its input by at most two (X, and |X| where X
     can be negative), the model's own mean of h2 is reused, and onnxruntime runs each check
-    before the activation after its node, which can then run in place."""
+    before the activation after its node, which can then run in place. h1's sums: a ReduceSum
+    (the faster read of a plain tensor), or for a session in onnxruntime's NCHWc layout a
+    GlobalAveragePool, which reads that layout without reordering it."""
     added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX) or n.output[0] == abft.OUTPUT]
     readers = {t: [n.name for n in added if t in n.input] for t in ("a1", "a2", "pixel_logit", "logits", "xn", "h1", "h2")}
     assert {t: len(r) for t, r in readers.items()} == {"a1": 1, "a2": 1, "pixel_logit": 1, "logits": 1,
                                                       "xn": 2, "h1": 1, "h2": 0}, readers
+    nchwc = abft.describe(protected)["nchwc"]
+    assert [n.op_type for n in added if "h1" in n.input] == ["GlobalAveragePool" if nchwc else "ReduceSum"]
     assert len(added) <= 26
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -441,6 +446,10 @@ def test_protect_bytes_is_deterministic_and_the_model_says_it_is_protected(shipp
     record = abft.describe(model)
     assert record["version"] == abft.PASS_VERSION and record["precision"] == "fp32" and record["output"] == abft.OUTPUT
     assert all(0 < c["rtol"] < 1e-4 for c in record["checks"])
+    # For onnxruntime's NCHWc layout: other bytes, the same checks at the same tolerances, read another way.
+    blocked = abft.describe(onnx.load_from_string(abft.protect_bytes(data, nchwc=True)))
+    assert blocked["nchwc"] is True and record["nchwc"] is False
+    assert blocked["checks"] == record["checks"]
     with pytest.raises(ValueError, match="already protected"):
         abft.protect(model)
     with pytest.raises(ValueError, match="not protected"):

@@ -22,7 +22,7 @@ from flight.compute import protocol as cp
 from flight.compute.abft import describe
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
 from flight.compute.package import ReferenceSet, compare_outputs, run_outputs, sha256_hex
-from flight.compute.providers import CPU, CUDA, GPU_PROVIDERS
+from flight.compute.providers import CPU, CUDA, GPU_PROVIDERS, cpu_blocks_conv_outputs
 from flight.compute.store import Provenance
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, Protection
@@ -294,6 +294,31 @@ def test_on_the_cpu_the_worker_checks_at_fp32_says_so_and_keeps_each_precision_a
     assert tf32 != made.data and describe(onnx.load_from_string(tf32))["precision"] == "tf32"
     fp32 = bench.worker._checked_bytes(MODEL_NAME, SHIPPED, sha, "fp32")  # noqa: SLF001
     assert fp32 == made.data and describe(onnx.load_from_string(fp32))["precision"] == "fp32"
+
+
+@pytest.mark.req("RAD-106")
+def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_when_it_changes(bench):
+    """Owned weights run at ``extended``: plain sums. Without them the session runs at ``all``, where
+    an x86 onnxruntime keeps Conv outputs blocked (asked of onnxruntime itself): the pass then sums
+    h1 with a GlobalAveragePool, which reads that layout. Either way the model passes clean tiles."""
+    admit(bench, abft=True, scrub=True)
+    owned = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
+    assert made.nchwc is False and describe(onnx.load_from_string(made.data))["nchwc"] is False
+    assert run_all(owned)[1].all()
+    admit(bench, abft=True, scrub=False)
+    plain = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    remade = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
+    blocked = cpu_blocks_conv_outputs()
+    assert remade.nchwc is blocked and describe(onnx.load_from_string(remade.data))["nchwc"] is blocked
+    readers = [n.op_type for n in onnx.load_from_string(remade.data).graph.node
+               if "h1" in n.input and n.name.startswith(abft.PREFIX)]
+    assert readers == ["GlobalAveragePool" if blocked else "ReduceSum"]
+    assert (remade.data != made.data) is blocked
+    assert run_all(plain)[1].all()
+    admit(bench, abft=True, scrub=True)  # back: the plain sums again
+    bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert bench.worker._checked_models[MODEL_NAME].data == made.data  # noqa: SLF001
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair

@@ -6,6 +6,7 @@ either raises (an unknown provider) or warns and quietly uses the CPU (a known p
 missing from the build). Both must end on the CPU with the reason recorded.
 """
 
+import json
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from flight.compute.providers import (
     OpenedSession,
     SessionError,
     abft_precision,
+    checksum_layout_nchwc,
+    cpu_blocks_conv_outputs,
     open_session,
     providers_to_try,
     session_options_for,
@@ -100,6 +103,22 @@ def test_the_worker_starts_with_tf32_forbidden_unless_the_configuration_allows_i
 
     assert worker_environ(tmp_path / "fp32")[TF32_OVERRIDE] == "0"
     assert worker_environ(tmp_path / "tf32", gpu_tf32=True).get(TF32_OVERRIDE) == os.environ.get(TF32_OVERRIDE)
+
+
+@pytest.mark.req("RAD-106")
+def test_whether_conv_outputs_run_blocked_at_level_all_is_what_onnxruntime_does(tmp_path):
+    """The answer the checksum pass's layout follows, against what a session of the shipped model at
+    ``all`` runs: onnxruntime names each node its NCHWc transformer makes ``..._nchwc``."""
+    options = session_options_for(1, optimization="all")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "all")
+    session = ort.InferenceSession(MODEL.read_bytes(), options, providers=[CPU])
+    run_once(session)
+    with open(session.end_profiling()) as f:
+        ran = [e["name"] for e in json.load(f) if e.get("cat") == "Node"]
+    assert ran and cpu_blocks_conv_outputs() is any("_nchwc" in name for name in ran)
+    assert checksum_layout_nchwc("all") is cpu_blocks_conv_outputs()
+    assert not any(checksum_layout_nchwc(level) for level in ("disable", "basic", "extended"))
 
 
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")

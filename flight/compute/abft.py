@@ -64,8 +64,12 @@ it checks (:meth:`_Pass._flag`). What no check can avoid: a checked node's outpu
 exist, so onnxruntime can no longer fuse the node with the activation after it (Conv+Relu,
 Conv+Sigmoid), and the activation becomes a pass of its own; on x86 at optimisation ``all``
 the output also leaves onnxruntime's NCHWc layout, a reorder of its own (``python -m
-bench.radiation``: ``abft_overhead_floor``, a tenth of what the checks cost on the shipped
-model at ``extended``; ``abft_overhead_floor_all``, nearly half of it at ``all``).
+bench.radiation``: ``abft_overhead_floor``, a sixth of what the checks cost on the shipped
+model at ``extended``; ``abft_overhead_floor_all``, nearly half of it at ``all``). Nor can a
+check avoid reading the output it vouches for and the input it predicts it from: those reads
+alone, one ReduceSum each and nothing else, cost the shipped model 0.13 to 0.17 of its time at
+``extended`` and 0.22 to 0.33 at ``all`` (``abft_overhead_read_floor``, ``_all``), against
+0.24 to 0.25 and 0.31 for the checks whole.
 
 Tolerance. Floating-point sums rounded in a different order differ. The worst case for a sum
 of ``n`` terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 3.1:
@@ -230,12 +234,18 @@ def protect(
     rtol: float | None = None,
     atol: float = DEFAULT_ATOL,
     strict: bool = True,
+    nchwc: bool = False,
 ) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs :data:`OUTPUT`, with a checksum on each Conv, Gemm, MatMul.
 
     ``precision`` is the arithmetic of the provider that will run it (:data:`PRECISIONS`);
     ``rtol`` overrides the per-node tolerance it gives (one number for every node);
-    ``atol`` is the absolute slack in the units of each checked output.
+    ``atol`` is the absolute slack in the units of each checked output;
+    ``nchwc``: the session will keep Conv outputs in onnxruntime's blocked NCHWc layout (its CPU
+    provider at level ``all`` on x86: :func:`flight.compute.providers.checksum_layout_nchwc`), so
+    sums over every position of a tensor of a multiple of 8 channels are taken with a
+    GlobalAveragePool, which reads that layout, rather than a ReduceSum, which needs the tensor
+    reordered first but is the faster read everywhere else (the same checks either way).
 
     A node whose weight is not a constant, or that the pass cannot check for another reason,
     raises ``ValueError`` naming the node and the reason when ``strict``; with
@@ -253,7 +263,7 @@ def protect(
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _Pass(out, precision, rtol, atol, strict).run()
+    _Pass(out, precision, rtol, atol, strict, bool(nchwc)).run()
     return out
 
 
@@ -345,8 +355,10 @@ def _chain_terms(terms: list[int]) -> int:
 
 
 class _Pass:
-    def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool):
+    def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
+                 nchwc: bool = False):
         self.model = model
+        self.nchwc = nchwc
         self.graph = model.graph
         self.precision = precision
         self.u_acc, self.u_op = PRECISIONS[precision]
@@ -431,6 +443,7 @@ class _Pass:
             "rtol": self.rtol,  # null: per node, in checks
             "atol": self.atol,
             "safety": SAFETY,
+            "nchwc": self.nchwc,
             "output": OUTPUT,
             "checks": [asdict(c) for c in self.checks],
             "skipped": [asdict(s) for s in self.skipped],
@@ -593,11 +606,12 @@ class _Pass:
         each of its values, whose rounding the tolerance must allow as ``n u``).
 
         Over all positions: the model's own GlobalAveragePool of ``x`` where it has one (no second
-        pass over ``x``); else a GlobalAveragePool where ``C`` is a multiple of 8, as onnxruntime's
-        x86 NCHWc layout keeps such a tensor blocked at optimisation level ``all`` and reorders it
-        for any other reader (on the shipped model, a reorder of h1 cost a fifth of the model's
-        time), and a ReduceSum over the trailing axes elsewhere (slightly faster than a
-        GlobalAveragePool at ``extended``). Over runs: a Reshape to [N, C * blocks, -1] and a
+        pass over ``x``); else, for a session in onnxruntime's NCHWc layout (``nchwc``), a
+        GlobalAveragePool where ``C`` is a multiple of 8, as that layout keeps such a tensor
+        blocked and reorders it for any other reader (on the shipped model, a reorder of h1 cost a
+        fifth of the model's time); else a ReduceSum over the trailing axes: on a tensor in the
+        plain layout a GlobalAveragePool took twice as long (h1 of the shipped model at
+        ``extended``: 40 us against 21, +0.04 of the model's time). Over runs: a Reshape to [N, C * blocks, -1] and a
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
 
@@ -623,7 +637,7 @@ class _Pass:
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
             return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, per_run
         mean = self._global_means.get(x) if known else None
-        if mean is None and known and channels % _BLOCKED_CHANNELS == 0:
+        if mean is None and known and self.nchwc and channels % _BLOCKED_CHANNELS == 0:
             mean = self._node("GlobalAveragePool", [x], name + "_mean")
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)

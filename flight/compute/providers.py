@@ -50,6 +50,8 @@ claims ``scrubbed`` protection only for sessions on the CPU provider.
 
 from __future__ import annotations
 
+import functools
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,6 +124,37 @@ def session_options_for(
     options.graph_optimization_level = _OPTIMIZATION[optimization]
     options.log_severity_level = log_severity
     return options
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_blocks_conv_outputs() -> bool:
+    """Whether this onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level
+    ``all``: its x86 builds do; its Arm builds only where made with the NEON NCHWc option (off by
+    default). Asked of onnxruntime itself, once a process: a one-Conv model of 8 channels is
+    optimised and the result read back (a few milliseconds). The checksum pass reads a tensor kept
+    blocked with a pooling that takes that layout (:func:`flight.compute.abft.protect`, ``nchwc``)."""
+    from onnx import TensorProto, helper, load, numpy_helper  # the agent imports onnx anyway (the checksum pass)
+
+    weight = numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with tempfile.TemporaryDirectory(prefix="sunlit-nchwc-") as scratch:
+        options = session_options_for(1, optimization="all")
+        options.optimized_model_filepath = str(Path(scratch) / "optimised.onnx")
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+            optimised = load(options.optimized_model_filepath)
+        except Exception:  # noqa: BLE001 - a build that cannot say: plain sums, right on every layout
+            return False
+    return any(node.domain == "com.microsoft.nchwc" for node in optimised.graph.node)
+
+
+def checksum_layout_nchwc(optimization: str) -> bool:
+    """The checksum pass's ``nchwc`` for a CPU session at graph optimisation ``optimization``."""
+    return optimization == "all" and cpu_blocks_conv_outputs()
 
 
 def owned_weights_options(

@@ -94,6 +94,7 @@ from flight.compute.providers import (
     PREFERENCE,
     SessionError,
     abft_precision,
+    checksum_layout_nchwc,
     open_session,
     owned_weights_options,
     unread_buffers,
@@ -234,6 +235,7 @@ class _CheckedModel(NamedTuple):
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
+    nchwc: bool = False  # made for sessions in onnxruntime's blocked layout (abft.protect's nchwc): made again when that changes
 
 
 class _ModelChanged(Exception):
@@ -599,26 +601,33 @@ class Worker:
         bytes have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while
         kept would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
+        nchwc = self._checks_nchwc()
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
-                kept.abft, kept.ranges, kept.version) == (self.abft_checks, self.range_checks, version) and (
+                kept.abft, kept.ranges, kept.version, kept.nchwc) == (self.abft_checks, self.range_checks, version,
+                                                                      nchwc) and (
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
-        protected = self._abft_bytes(name, data, sha256, precision) if self.abft_checks else None
+        protected = self._abft_bytes(name, data, sha256, precision, nchwc) if self.abft_checks else None
         if self.range_checks:
             protected = self._ranged_bytes(name, version, data, protected) or protected
         digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
         self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
-                                                   self.range_checks, version)
+                                                   self.range_checks, version, nchwc)
         return protected
 
-    def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str) -> bytes | None:
+    def _checks_nchwc(self) -> bool:
+        """Whether the checksum pass reads for onnxruntime's blocked layout: CPU sessions at level ``all``,
+        which the worker opens without ``scrub_weights`` (owned weights run at ``extended``)."""
+        return checksum_layout_nchwc(OWNED_WEIGHTS_OPTIMIZATION if self.scrub_weights else "all")
+
+    def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: bool = False) -> bytes | None:
         """``data`` with the checksum pass's checks, or None: it has ours already, or the pass refused it (said)."""
         try:
             made_by, _, why = _check_output_of(data)
             if made_by == "foreign":
                 self._checks_refused(name, sha256, f"its output {CHECK_OUTPUT} is not read as a check: {why}", precision)
                 return None
-            return None if made_by == "ours" else protect_bytes(data, precision=precision)
+            return None if made_by == "ours" else protect_bytes(data, precision=precision, nchwc=nchwc)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
             why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             self._checks_refused(name, sha256, f"the checksum pass refused it ({why})", precision)
@@ -668,7 +677,7 @@ class Worker:
     def _checks_refused(self, name: str, sha256: str, reason: str, precision: str, version: str = "") -> None:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
         self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks,
-                                                   version)
+                                                   version, self._checks_nchwc())
         self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
