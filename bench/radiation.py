@@ -37,7 +37,8 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   blocked NCHWc layout and reorder every one the checks read (``abft_nchwc_at_all``: this
   build does), the pass sums h1 with a GlobalAveragePool, which reads that layout; elsewhere
   with a ReduceSum, the faster read of a plain tensor (onnxruntime's Arm builds have NCHWc
-  kernels only where built with that option). ``abft_overhead_floor``: what reading the checked nodes'
+  kernels only where built with that option). ``abft_overhead_by_layout``: both models
+  (``plain``, ``nchwc``) at both levels, 1 thread, batch 64: what the choice is worth. ``abft_overhead_floor``: what reading the checked nodes'
   outputs costs by itself (each also a graph output, through a Shape that reads no data, so
   onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
   part no checksum design can remove. ``abft_overhead_floor_all``: the same at ``all``, the
@@ -45,9 +46,12 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   (reorders the bare model does not run): on x86 it came to 0.14 to 0.19 by itself, the whole
   of a 0.15 target at that setting. ``abft_overhead_read_floor`` (``owned``) and
   ``abft_overhead_read_floor_all``: each checked node's output and data input also summed
-  once per channel by a ReduceSum (tensors_summed) and nothing else, no comparison, no
-  tolerance: what any check made of standard ONNX nodes must at least read, as it compares
-  the output it vouches for with a prediction from the input. At batch 64 the bare model takes
+  once per channel (tensors_summed, checks_reads: every tensor of the model's own that the
+  checks read, with a ReduceSum, or a GlobalAveragePool where the checks use one) and nothing
+  else, no comparison, no tolerance: what checks made of standard ONNX nodes must at least
+  read, as each compares the output it vouches for with a prediction from the input. Its
+  reads are the checks' own, so it is a floor for this design; another design reading less
+  would have to leave an output or an input unread. At batch 64 the bare model takes
   about 0.65 ms here, and a pass over one of its activations (up to 1 MB) costs several
   percent of it, whatever the layout. Only checks inside the convolution kernels (TensorRT's
   ABED) avoid those passes; in standard ONNX they are nodes of their own.
@@ -469,17 +473,22 @@ def outputs_read(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return out
 
 
-def tensors_summed(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also sums each of ``tensors`` per sample and channel over its positions
-    with a ReduceSum (the fastest read onnxruntime has: summing the channels too took longer), the
-    sums joined into one more output, each run right after its tensor is made (as
+def tensors_summed(model: onnx.ModelProto, reads: dict[str, str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also sums each tensor of ``reads`` per sample and channel over its
+    positions, with the reader named there ("ReduceSum", the fastest read of a plain tensor:
+    summing the channels too took longer; or "GlobalAveragePool", which reads onnxruntime's NCHWc
+    layout), the sums joined into one more output, each run right after its tensor is made (as
     :func:`outputs_read`): what reading those tensors once costs, and nothing else."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inferred = onnx.shape_inference.infer_shapes(model).graph
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.value_info, *inferred.output)}
-    sums = [name + "/sum" for name in tensors]
-    for name, total in reversed(list(zip(tensors, sums))):
+    sums = [name + "/sum" for name in reads]
+    for (name, reader), total in reversed(list(zip(reads.items(), sums))):
+        if reader == "GlobalAveragePool":
+            out.graph.node.append(helper.make_node("Flatten", [name + "/mean"], [total], name=total, axis=1))
+            out.graph.node.append(helper.make_node(reader, [name], [name + "/mean"], name=name + "/mean"))
+            continue
         kept = min(2, ranks[name] - 1)  # [N, C] of [N, C, positions...]; [N, 1] of [N, features]
         axes = helper.make_tensor(name + "/axes", TensorProto.INT64, [ranks[name] - kept], list(range(kept, ranks[name])))
         out.graph.initializer.append(axes)
@@ -490,17 +499,26 @@ def tensors_summed(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProt
     return out
 
 
+def checks_reads(protected: onnx.ModelProto) -> dict[str, str]:
+    """The model's own tensors the checks of ``protected`` read (outputs, inputs, the model's own means
+    they reuse), in the order the model makes them, each with the reader :func:`tensors_summed` should
+    use: a GlobalAveragePool where a check reads it with one, else a ReduceSum."""
+    added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX)]
+    own = [t for n in protected.graph.node if not n.name.startswith(abft.PREFIX) for t in n.output]
+    read = {t for n in added for t in n.input if t in own}
+    return {t: "GlobalAveragePool" if any(n.op_type == "GlobalAveragePool" and t in n.input for n in added)
+            else "ReduceSum" for t in own if t in read}
+
+
 def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onnx.ModelProto,
                      tiles: np.ndarray) -> dict[str, object]:
     """``protected`` as the worker makes it for sessions at ``extended`` (owned weights), ``protected_all``
     for sessions at ``all`` (abft.protect's ``nchwc`` where onnxruntime blocks Conv outputs there)."""
     data, data_all = protected.SerializeToString(), protected_all.SerializeToString()
     model = onnx.load_from_string(bare)
-    checked = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type in abft.CHECKED_OPS}
-    outputs = [c["output"] for c in abft.describe(protected)["checks"]]
-    floor = outputs_read(model, outputs).SerializeToString()
-    read = tensors_summed(model, sorted({*outputs, *(checked[o] for o in outputs)},
-                                        key=[t for n in model.graph.node for t in n.output].index)).SerializeToString()
+    floor = outputs_read(model, [c["output"] for c in abft.describe(protected)["checks"]]).SerializeToString()
+    read, read_all = (tensors_summed(model, checks_reads(p)).SerializeToString() for p in (protected, protected_all))
+    blocked = abft.protect(model, nchwc=True).SerializeToString()
     return {
         "abft_overhead": round(overhead(bare, data_all, tiles), 4),
         "abft_overhead_extended": round(overhead(bare, data, tiles, optimization="extended"), 4),
@@ -511,8 +529,11 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
         "abft_overhead_floor": round(overhead(bare, floor, tiles, "owned"), 4),
         "abft_overhead_floor_all": round(overhead(bare, floor, tiles, "all"), 4),
         "abft_overhead_read_floor": round(overhead(bare, read, tiles, "owned"), 4),
-        "abft_overhead_read_floor_all": round(overhead(bare, read, tiles, "all"), 4),
+        "abft_overhead_read_floor_all": round(overhead(bare, read_all, tiles, "all"), 4),
         "abft_nchwc_at_all": bool(abft.describe(protected_all).get("nchwc")),
+        "abft_overhead_by_layout": {f"{layout}/{level}": round(overhead(bare, variant, tiles, level), 4)
+                                    for layout, variant in (("plain", data), ("nchwc", blocked))
+                                    for level in ("extended", "all")},
     }
 
 

@@ -229,22 +229,28 @@ def model_of(nodes, inputs, outputs, inits, opset):
 
 
 def check_clean_and_faulty(model: onnx.ModelProto, feed: dict[str, np.ndarray], weight: str, outputs: tuple[str, ...]):
-    """Same outputs, clean passes; flips in ``weight`` that matter are flagged on every tile they touch."""
-    p = abft.protect(model)
-    onnx.checker.check_model(p)
-    before, clean = run(model, feed), run(p, feed)
-    for name in outputs:
-        np.testing.assert_array_equal(clean[name], before[name])
-    assert clean[abft.OUTPUT].shape == (len(next(iter(feed.values()))),) and clean[abft.OUTPUT].all()
-    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == weight))
-    consequential = 0
-    for index in range(0, w.size, max(1, w.size // 7)):
-        for bit in (31, 30, 26, 23, 22):
-            faulty = run(with_initializer(p, weight, flipped(w, index, bit)), feed)
-            hit = mattered(clean, faulty, outputs)
-            consequential += bool(hit.any())
-            assert not (hit & faulty[abft.OUTPUT]).any(), f"{weight}[{index}] bit {bit}"
-    assert consequential >= 10
+    """Same outputs, clean passes; flips in ``weight`` that matter are flagged on every tile they touch;
+    the same checks for either layout (abft.protect's ``nchwc``)."""
+    for nchwc in (True, False):
+        p = abft.protect(model, nchwc=nchwc)
+        onnx.checker.check_model(p)
+        before, clean = run(model, feed), run(p, feed)
+        for name in outputs:
+            np.testing.assert_array_equal(clean[name], before[name])
+        assert clean[abft.OUTPUT].shape == (len(next(iter(feed.values()))),) and clean[abft.OUTPUT].all()
+        w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == weight))
+        consequential = 0
+        for index in range(0, w.size, max(1, w.size // 7)):
+            for bit in (31, 30, 26, 23, 22):
+                faulty = run(with_initializer(p, weight, flipped(w, index, bit)), feed)
+                hit = mattered(clean, faulty, outputs)
+                consequential += bool(hit.any())
+                assert not (hit & faulty[abft.OUTPUT]).any(), f"{weight}[{index}] bit {bit}, nchwc {nchwc}"
+        assert consequential >= 10
+        if nchwc:
+            blocked = abft.describe(p)
+    record = abft.describe(p)
+    assert blocked["checks"] == record["checks"] and blocked["layout_sums"] == record["layout_sums"]
     return p
 
 
@@ -454,6 +460,27 @@ def test_protect_bytes_is_deterministic_and_the_model_says_it_is_protected(shipp
         abft.protect(model)
     with pytest.raises(ValueError, match="not protected"):
         abft.describe(shipped)
+
+
+@pytest.mark.req("RAD-001")
+def test_only_a_2d_tensor_of_whole_channel_blocks_is_read_another_way_for_the_nchwc_layout():
+    """onnxruntime's NCHWc transformer blocks 2-D Convs only: a 1-D Conv's output of 8 channels is
+    summed with a ReduceSum for either layout, and its bytes differ only in the record."""
+    rng = np.random.default_rng(9)
+    for shape, weight in (([None, 8, 12, 12], (8, 8, 1, 1)), ([None, 8, 40], (8, 8, 1))):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape[1:]])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"], name="c")]
+        model = model_of(nodes, [x], [y], {"w": rng.normal(size=weight).astype(np.float32)}, 13)
+        plain, blocked = abft.protect(model), abft.protect(model, nchwc=True)
+        ops = [[n.op_type for n in m.graph.node if "r" in n.input and n.name.startswith(abft.PREFIX)]
+               for m in (plain, blocked)]
+        two_d = len(shape) == 4
+        assert ops == [["ReduceSum"], ["GlobalAveragePool" if two_d else "ReduceSum"]]
+        assert abft.describe(plain)["layout_sums"] == abft.describe(blocked)["layout_sums"] == 2 * two_d  # r's, y's
+        assert (plain.graph == blocked.graph) is not two_d
+        feed = {"x": rng.uniform(0, 1, size=(5, *shape[1:])).astype(np.float32)}
+        assert run(plain, feed)[abft.OUTPUT].all() and run(blocked, feed)[abft.OUTPUT].all()
 
 
 @pytest.mark.req("RAD-004")

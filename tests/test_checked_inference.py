@@ -43,11 +43,12 @@ def bench(tmp_path):
     b.close()
 
 
-def admit(bench, abft: bool, scrub: bool = True, fraction: float = 0.0, threads: int = 1) -> None:
+def admit(bench, abft: bool, scrub: bool = True, fraction: float = 0.0, threads: int = 1,
+          ranges: bool = False) -> None:
     """What the agent sends every tick: here, the parameters under test."""
     bench.worker._handle(cp.Admit(Admission.ALL, threads, BATCH, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
                                   double_run_fraction=fraction, double_run_all_in_saa=False, scrub_weights=scrub,
-                                  abft_checks=abft))
+                                  abft_checks=abft, range_checks=ranges))
 
 
 def product(bench, job_id: int, name: str = "tiles"):
@@ -305,6 +306,7 @@ def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_whe
     owned = bench.worker._session(MODEL_NAME)  # noqa: SLF001
     made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
     assert made.nchwc is False and describe(onnx.load_from_string(made.data))["nchwc"] is False
+    assert describe(onnx.load_from_string(made.data))["layout_sums"] == 1  # h1's
     assert run_all(owned)[1].all()
     admit(bench, abft=True, scrub=False)
     plain = bench.worker._session(MODEL_NAME)  # noqa: SLF001
@@ -319,6 +321,23 @@ def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_whe
     admit(bench, abft=True, scrub=True)  # back: the plain sums again
     bench.worker._session(MODEL_NAME)  # noqa: SLF001
     assert bench.worker._checked_models[MODEL_NAME].data == made.data  # noqa: SLF001
+
+
+@pytest.mark.req("RAD-106", "RAD-112")
+@pytest.mark.parametrize("abft_on, ranges_on, said", [(True, False, "MODEL_UNCHECKED"),
+                                                      (False, True, "MODEL_RANGES_UNCHECKED")])
+def test_a_weights_scrub_change_remakes_only_what_reads_for_the_layout(bench, abft_on, ranges_on, said):
+    """A model the checksum pass refuses, or range checks alone, do not depend on the layout: turning
+    owned weights off and on again runs neither pass again, and each refusal is said once (found in
+    review: three times)."""
+    bench.worker.store.install("mixer", "1", unprotectable(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("tiles", np.random.default_rng(3).uniform(-1.0, 1.0, size=(12, 2)).astype(np.float32))
+    for job_id, scrub in enumerate((True, False, True), start=1):
+        admit(bench, abft=abft_on, scrub=scrub, ranges=ranges_on)
+        infer(bench, job_id, model="mixer")
+        assert bench.worker._checked_models["mixer"].nchwc is None  # noqa: SLF001
+    assert len(bench.events(said)) == 1
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair

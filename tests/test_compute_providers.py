@@ -121,6 +121,21 @@ def test_whether_conv_outputs_run_blocked_at_level_all_is_what_onnxruntime_does(
     assert not any(checksum_layout_nchwc(level) for level in ("disable", "basic", "extended"))
 
 
+def test_with_no_scratch_space_the_layout_probe_says_plain_sums_and_raises_nothing(monkeypatch):
+    """Found in review: a temporary directory that cannot be made failed the job whose session asked."""
+    import tempfile
+
+    def refuse(*_args, **_kwargs):
+        raise FileNotFoundError("no usable temporary directory")
+
+    cpu_blocks_conv_outputs.cache_clear()
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
+    try:
+        assert cpu_blocks_conv_outputs() is False and checksum_layout_nchwc("all") is False
+    finally:
+        cpu_blocks_conv_outputs.cache_clear()  # asked again, with scratch space, by the next caller
+
+
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")
 def test_default_on_a_cpu_only_build_skips_the_gpu_providers_and_says_so():
     session, provider, fallbacks = open_session(MODEL)

@@ -67,9 +67,9 @@ the output also leaves onnxruntime's NCHWc layout, a reorder of its own (``pytho
 bench.radiation``: ``abft_overhead_floor``, a sixth of what the checks cost on the shipped
 model at ``extended``; ``abft_overhead_floor_all``, nearly half of it at ``all``). Nor can a
 check avoid reading the output it vouches for and the input it predicts it from: those reads
-alone, one ReduceSum each and nothing else, cost the shipped model 0.13 to 0.17 of its time at
-``extended`` and 0.22 to 0.33 at ``all`` (``abft_overhead_read_floor``, ``_all``), against
-0.24 to 0.25 and 0.31 for the checks whole.
+alone, each tensor once as the checks read it and nothing else, cost the shipped model 0.13 of
+its time at ``extended`` and 0.22 at ``all`` in runs here (``abft_overhead_read_floor``,
+``_all``), against 0.23 to 0.25 and 0.32 for the checks whole.
 
 Tolerance. Floating-point sums rounded in a different order differ. The worst case for a sum
 of ``n`` terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 3.1:
@@ -245,7 +245,8 @@ def protect(
     provider at level ``all`` on x86: :func:`flight.compute.providers.checksum_layout_nchwc`), so
     sums over every position of a tensor of a multiple of 8 channels are taken with a
     GlobalAveragePool, which reads that layout, rather than a ReduceSum, which needs the tensor
-    reordered first but is the faster read everywhere else (the same checks either way).
+    reordered first but is the faster read everywhere else (the same checks either way; the
+    record's ``layout_sums`` counts the sums read differently, 0 where none is).
 
     A node whose weight is not a constant, or that the pass cannot check for another reason,
     raises ``ValueError`` naming the node and the reason when ``strict``; with
@@ -359,6 +360,7 @@ class _Pass:
                  nchwc: bool = False):
         self.model = model
         self.nchwc = nchwc
+        self.layout_sums = 0  # sums read one way in the NCHWc layout and another elsewhere
         self.graph = model.graph
         self.precision = precision
         self.u_acc, self.u_op = PRECISIONS[precision]
@@ -444,6 +446,7 @@ class _Pass:
             "atol": self.atol,
             "safety": SAFETY,
             "nchwc": self.nchwc,
+            "layout_sums": self.layout_sums,  # 0: the same bytes for either layout but for this record
             "output": OUTPUT,
             "checks": [asdict(c) for c in self.checks],
             "skipped": [asdict(s) for s in self.skipped],
@@ -607,11 +610,13 @@ class _Pass:
 
         Over all positions: the model's own GlobalAveragePool of ``x`` where it has one (no second
         pass over ``x``); else, for a session in onnxruntime's NCHWc layout (``nchwc``), a
-        GlobalAveragePool where ``C`` is a multiple of 8, as that layout keeps such a tensor
-        blocked and reorders it for any other reader (on the shipped model, a reorder of h1 cost a
+        GlobalAveragePool where ``x`` is 2-D (the transformer blocks only those) and ``C`` a
+        multiple of 8, as that layout keeps such a tensor blocked and reorders it for any other
+        reader (on the shipped model, a reorder of h1 cost a
         fifth of the model's time); else a ReduceSum over the trailing axes: on a tensor in the
         plain layout a GlobalAveragePool took twice as long (h1 of the shipped model at
-        ``extended``: 40 us against 21, +0.04 of the model's time). Over runs: a Reshape to [N, C * blocks, -1] and a
+        ``extended``: 40 us against 21 in onnxruntime's profile; the checks cost 0.28 of the
+        model's time against 0.25, ``abft_overhead_by_layout``; at ``all`` 0.32 against 0.36). Over runs: a Reshape to [N, C * blocks, -1] and a
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
 
@@ -637,8 +642,10 @@ class _Pass:
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
             return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, per_run
         mean = self._global_means.get(x) if known else None
-        if mean is None and known and self.nchwc and channels % _BLOCKED_CHANNELS == 0:
-            mean = self._node("GlobalAveragePool", [x], name + "_mean")
+        if mean is None and known and rank == 4 and channels % _BLOCKED_CHANNELS == 0:
+            self.layout_sums += 1  # read another way in the other layout
+            if self.nchwc:
+                mean = self._node("GlobalAveragePool", [x], name + "_mean")
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
             return flat, float(np.prod(shape[2:])), per_run

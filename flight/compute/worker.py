@@ -235,7 +235,8 @@ class _CheckedModel(NamedTuple):
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
-    nchwc: bool = False  # made for sessions in onnxruntime's blocked layout (abft.protect's nchwc): made again when that changes
+    nchwc: bool | None = None  # the layout its sums read for (abft.protect's nchwc): made again when the
+    # session's changes; None where its bytes do not depend on it (no checksum pass, refused, no such sum)
 
 
 class _ModelChanged(Exception):
@@ -601,23 +602,26 @@ class Worker:
         bytes have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while
         kept would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
-        nchwc = self._checks_nchwc()
+        nchwc = self.abft_checks and self._checks_nchwc()
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
-                kept.abft, kept.ranges, kept.version, kept.nchwc) == (self.abft_checks, self.range_checks, version,
-                                                                      nchwc) and (
+                kept.abft, kept.ranges, kept.version) == (self.abft_checks, self.range_checks, version) and (
+                kept.nchwc is None or kept.nchwc == nchwc) and (
                 kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
             return kept.data
         protected = self._abft_bytes(name, data, sha256, precision, nchwc) if self.abft_checks else None
+        layout = nchwc if protected is not None and describe(onnx.load_from_string(protected)).get("layout_sums") \
+            else None
         if self.range_checks:
             protected = self._ranged_bytes(name, version, data, protected) or protected
         digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
         self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
-                                                   self.range_checks, version, nchwc)
+                                                   self.range_checks, version, layout)
         return protected
 
     def _checks_nchwc(self) -> bool:
         """Whether the checksum pass reads for onnxruntime's blocked layout: CPU sessions at level ``all``,
-        which the worker opens without ``scrub_weights`` (owned weights run at ``extended``)."""
+        which the worker opens without ``scrub_weights`` (owned weights run at ``extended``; where
+        onnxruntime refuses them, the session runs at ``all`` on sums made for ``extended``: slower, never wrong)."""
         return checksum_layout_nchwc(OWNED_WEIGHTS_OPTIMIZATION if self.scrub_weights else "all")
 
     def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: bool = False) -> bytes | None:
@@ -677,7 +681,7 @@ class Worker:
     def _checks_refused(self, name: str, sha256: str, reason: str, precision: str, version: str = "") -> None:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
         self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks,
-                                                   version, self._checks_nchwc())
+                                                   version)
         self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool) -> _Session:
