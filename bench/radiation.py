@@ -469,7 +469,7 @@ def outputs_read(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     for name, shape in reversed(list(zip(tensors, shapes))):
         out.graph.node.append(helper.make_node("Shape", [name], [shape], name=shape))
     out.graph.node.append(helper.make_node("Concat", shapes, ["read/shapes"], name="read/shapes", axis=0))
-    out.graph.output.append(helper.make_tensor_value_info("read/shapes", TensorProto.INT64, None))
+    out.graph.output.append(helper.make_tensor_value_info("read/shapes", TensorProto.INT64, [None]))
     return out
 
 
@@ -486,8 +486,8 @@ def tensors_summed(model: onnx.ModelProto, reads: dict[str, str]) -> onnx.ModelP
     sums = [name + "/sum" for name in reads]
     for (name, reader), total in reversed(list(zip(reads.items(), sums))):
         if reader == "GlobalAveragePool":
-            out.graph.node.append(helper.make_node("Flatten", [name + "/mean"], [total], name=total, axis=1))
             out.graph.node.append(helper.make_node(reader, [name], [name + "/mean"], name=name + "/mean"))
+            out.graph.node.append(helper.make_node("Flatten", [name + "/mean"], [total], name=total, axis=1))
             continue
         kept = min(2, ranks[name] - 1)  # [N, C] of [N, C, positions...]; [N, 1] of [N, features]
         axes = helper.make_tensor(name + "/axes", TensorProto.INT64, [ranks[name] - kept], list(range(kept, ranks[name])))
@@ -495,7 +495,7 @@ def tensors_summed(model: onnx.ModelProto, reads: dict[str, str]) -> onnx.ModelP
         out.graph.node.append(helper.make_node("ReduceSum", [name, axes.name], [total], name=total,
                                                keepdims=int(kept == 1)))
     out.graph.node.append(helper.make_node("Concat", sums, ["read/sums"], name="read/sums", axis=1))
-    out.graph.output.append(helper.make_tensor_value_info("read/sums", TensorProto.FLOAT, None))
+    out.graph.output.append(helper.make_tensor_value_info("read/sums", TensorProto.FLOAT, [None, None]))
     return out
 
 

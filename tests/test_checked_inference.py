@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute import abft
+from flight.compute import worker as worker_module
 from flight.compute import protocol as cp
 from flight.compute.abft import describe
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
@@ -338,6 +339,27 @@ def test_a_weights_scrub_change_remakes_only_what_reads_for_the_layout(bench, ab
         infer(bench, job_id, model="mixer")
         assert bench.worker._checked_models["mixer"].nchwc is None  # noqa: SLF001
     assert len(bench.events(said)) == 1
+
+
+@pytest.mark.req("RAD-106", "RAD-112")
+def test_a_model_made_again_for_the_other_layout_learns_its_ranges_once_and_says_a_refusal_once(bench, monkeypatch):
+    """With both passes on, a weights_scrub change makes the checksum pass's bytes again (they read
+    for the layout) but reuses the ranges learned for the version, and a refusal is not said again
+    (found in review: said on every change)."""
+    learned = []
+    learn = worker_module.range_pass.learn
+    monkeypatch.setattr(worker_module.range_pass, "learn", lambda *a, **k: learned.append(1) or learn(*a, **k))
+    bench.worker.store.install("copy", "1", SHIPPED, golden=True,  # no reference inputs: no ranges to learn
+                               provenance=Provenance("test", False, "", time.time()))
+    protections = []
+    for job_id, scrub in enumerate((True, False, True, False), start=1):
+        admit(bench, abft=True, scrub=scrub, ranges=True)
+        protections.append((infer(bench, 2 * job_id - 1)[0]["protection"],
+                            infer(bench, 2 * job_id, model="copy")[0]["protection"]))
+    assert len(learned) == 1  # the shipped model's ranges, from its reference tiles
+    assert [e.args["name"] for e in bench.events("MODEL_RANGES_UNCHECKED")] == ["copy"]
+    assert protections == [("abft+ranges+scrubbed", "abft+scrubbed"), ("abft+ranges", "abft")] * 2
+    assert bench.worker._checked_models["copy"].nchwc is cpu_blocks_conv_outputs()  # noqa: SLF001 - made for "all"
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair

@@ -1,11 +1,15 @@
-"""bench.radiation's scrub figures: the simulated clock and the latency bound they rest on."""
+"""bench.radiation's scrub figures (the simulated clock and the latency bound they rest on) and the
+models its overhead floors time."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from bench import radiation
+from flight.compute import abft
 from flight.compute import worker as worker_module
 from flight.link.definitions import FluxClass
 
@@ -28,3 +32,28 @@ def test_draw_byte_covers_every_owned_byte_in_proportion():
     share_b = sum(name == "b" for name, _, _ in drawn) / len(drawn)
     assert abs(share_b - 0.75) < 0.03  # 30 of the 40 bytes
     assert all(0 <= byte < (10 if name == "a" else 30) and 0 <= bit < 8 for name, byte, bit in drawn)
+
+
+@pytest.mark.req("RAD-001")
+def test_the_read_floor_reads_what_the_checks_read_and_how_and_sums_it_right():
+    """abft_overhead_read_floor's model: every tensor of the model's own that the checks read (not h2,
+    whose mean the model makes and the checks reuse), h1 with a GlobalAveragePool where the checks
+    read it so; a valid model whose added output is those tensors' sums."""
+    shipped = onnx.load_from_string((radiation.MODELS_DIR / radiation.MODEL_FILE).read_bytes())
+    plain, blocked = (radiation.checks_reads(abft.protect(shipped, nchwc=nchwc)) for nchwc in (False, True))
+    assert list(plain) == ["xn", "a1", "h1", "a2", "pixel_logit", "hmean", "z", "logits"]
+    assert set(plain.values()) == {"ReduceSum"} and blocked == {**plain, "h1": "GlobalAveragePool"}
+    floor = radiation.tensors_summed(shipped, blocked)
+    onnx.checker.check_model(floor, full_check=True)
+    tiles = radiation.load_held_out().tiles[:5].astype(np.float32)
+    session = ort.InferenceSession(floor.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    sums = session.run(["read/sums"], {"tiles": tiles})[0]
+    inner = onnx.ModelProto()
+    inner.CopyFrom(shipped)
+    inner.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in ("xn", "h1"))
+    xn, h1 = ort.InferenceSession(inner.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["xn", "h1"], {"tiles": tiles})
+    assert names[-1] == "read/sums" and sums.shape == (5, 4 + 16 + 16 + 12 + 1 + 3)
+    np.testing.assert_allclose(sums[:, :4], xn.sum(axis=(2, 3)), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(sums[:, 20:36], h1.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)

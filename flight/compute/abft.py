@@ -243,7 +243,7 @@ def protect(
     ``atol`` is the absolute slack in the units of each checked output;
     ``nchwc``: the session will keep Conv outputs in onnxruntime's blocked NCHWc layout (its CPU
     provider at level ``all`` on x86: :func:`flight.compute.providers.checksum_layout_nchwc`), so
-    sums over every position of a tensor of a multiple of 8 channels are taken with a
+    sums over every position of a 2-D tensor of a multiple of 8 channels are taken with a
     GlobalAveragePool, which reads that layout, rather than a ReduceSum, which needs the tensor
     reordered first but is the faster read everywhere else (the same checks either way; the
     record's ``layout_sums`` counts the sums read differently, 0 where none is).

@@ -346,6 +346,8 @@ class Worker:
         self._checked_models: dict[str, _CheckedModel] = {}  # model name -> its version as the pass made it
         # model name -> why its current version runs without range checks (MODEL_RANGES_UNCHECKED says it)
         self.range_notes: dict[str, str] = {}
+        # model name -> (SHA-256, version, ranges learned or None): learned once per version
+        self._ranges_learned: dict[str, tuple[str, str, dict[str, tuple[float, float]] | None]] = {}
         self._failed_flags = ""  # which flags failed in the last _run_model: "checksum", "range", both, or ""
         self._double = DoubleRunSchedule()
         self.scrub_passes = 0
@@ -612,7 +614,7 @@ class Worker:
         layout = nchwc if protected is not None and describe(onnx.load_from_string(protected)).get("layout_sums") \
             else None
         if self.range_checks:
-            protected = self._ranged_bytes(name, version, data, protected) or protected
+            protected = self._ranged_bytes(name, version, data, protected, sha256) or protected
         digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
         self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
                                                    self.range_checks, version, layout)
@@ -637,30 +639,48 @@ class Worker:
             self._checks_refused(name, sha256, f"the checksum pass refused it ({why})", precision)
             return None
 
-    def _ranged_bytes(self, name: str, version: str, data: bytes, checked: bytes | None) -> bytes | None:
+    def _ranged_bytes(self, name: str, version: str, data: bytes, checked: bytes | None,
+                      sha256: str = "") -> bytes | None:
         """``checked`` (else ``data``) with range checks learned from the reference inputs the store keeps
         with ``version`` of ``name``, or None to leave them out: the model has range checks of its own, or
         none can be learned (no reference inputs, or the pass refused it: :meth:`_ranges_refused`)."""
-        self.range_notes.pop(name, None)
+        learned = self._learned_ranges(name, version, data, sha256)
+        if learned is None:
+            return None
         try:
-            made_by = _range_output_of(data)
-            if made_by:  # ours: read as they are; foreign: never read, never replaced
-                if made_by == "foreign":
-                    self._ranges_refused(name, f"it has an output {RANGE_OUTPUT} the range checks of this build "
-                                               "did not make")
-                return None
-            inputs = self._reference_inputs(name, version)
-            if inputs is None:
-                self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges to "
-                                           "learn")
-                return None
-            learned = range_pass.learn(data, inputs)
             return range_pass.protect_bytes(checked if checked is not None else data, learned,
                                             margin=range_pass.DEFAULT_MARGIN)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
             why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             self._ranges_refused(name, f"the range checks refused it ({why})")
             return None
+
+    def _learned_ranges(self, name: str, version: str, data: bytes, sha256: str) -> dict[str, tuple[float, float]] | None:
+        """The ranges learned for this version of ``name`` (SHA-256 ``sha256``), or None (said once: the
+        model has range checks of its own, or none can be learned). Learned once per version: a model made
+        again for another layout (abft.protect's ``nchwc``) neither learns again nor says it again."""
+        kept = self._ranges_learned.get(name)
+        if kept is not None and kept[:2] == (sha256, version):
+            return kept[2]
+        self.range_notes.pop(name, None)
+        learned = None
+        try:
+            made_by = _range_output_of(data)
+            if made_by == "foreign":  # ours: read as they are; foreign: never read, never replaced
+                self._ranges_refused(name, f"it has an output {RANGE_OUTPUT} the range checks of this build "
+                                           "did not make")
+            elif not made_by:
+                inputs = self._reference_inputs(name, version)
+                if inputs is None:
+                    self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges "
+                                               "to learn")
+                else:
+                    learned = range_pass.learn(data, inputs)
+        except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self._ranges_refused(name, f"the range checks refused it ({why})")
+        self._ranges_learned[name] = (sha256, version, learned)
+        return learned
 
     def _ranges_refused(self, name: str, reason: str) -> None:
         """``name`` runs without range checks though ``range_checks`` is on: noted, and said."""
