@@ -38,23 +38,23 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   build does), the pass sums h1 with a GlobalAveragePool, which reads that layout; elsewhere
   with a ReduceSum, the faster read of a plain tensor (onnxruntime's Arm builds have NCHWc
   kernels only where built with that option). ``abft_overhead_by_layout``: both models
-  (``plain``, ``nchwc``) at both levels, 1 thread, batch 64: what the choice is worth. ``abft_overhead_floor``: what reading the checked nodes'
-  outputs costs by itself (each also a graph output, through a Shape that reads no data, so
-  onnxruntime cannot fuse them with their activations), 1 thread, batch 64, ``owned``: the
-  part no checksum design can remove. ``abft_overhead_floor_all``: the same at ``all``, the
-  headline's setting, where reading an output also breaks onnxruntime's NCHWc chain there
-  (reorders the bare model does not run): on x86 it came to 0.14 to 0.19 by itself, the whole
-  of a 0.15 target at that setting. ``abft_overhead_read_floor`` (``owned``) and
-  ``abft_overhead_read_floor_all``: each checked node's output and data input also summed
-  once per channel (tensors_summed, checks_reads: every tensor of the model's own that the
-  checks read, with a ReduceSum, or a GlobalAveragePool where the checks use one) and nothing
-  else, no comparison, no tolerance: what checks made of standard ONNX nodes must at least
-  read, as each compares the output it vouches for with a prediction from the input. Its
-  reads are the checks' own, so it is a floor for this design; another design reading less
-  would have to leave an output or an input unread. At batch 64 the bare model takes
-  about 0.65 ms here, and a pass over one of its activations (up to 1 MB) costs several
-  percent of it, whatever the layout. Only checks inside the convolution kernels (TensorRT's
-  ABED) avoid those passes; in standard ONNX they are nodes of their own.
+  (``plain``, ``nchwc``) at both levels, 1 thread, batch 64: what the choice is worth.
+  ``abft_overhead_floor``: what reading the checked nodes' outputs costs by itself (each also a
+  graph output, through a Shape that reads no data, so onnxruntime cannot fuse them with their
+  activations), 1 thread, batch 64, ``owned``: the part no checksum design can remove.
+  ``abft_overhead_floor_all``: the same at ``all``, the headline's setting, where reading an
+  output also breaks onnxruntime's NCHWc chain there (reorders the bare model does not run): on
+  x86 it came to 0.14 to 0.19 by itself, nearly the whole of a 0.15 target at that setting.
+  ``abft_overhead_read_floor`` (``owned``) and ``abft_overhead_read_floor_all``: each checked
+  node's output and data input also summed once per channel (tensors_summed, checks_reads: every
+  tensor of the model's own that the checks read, with a ReduceSum, or a GlobalAveragePool where
+  the checks use one) and nothing else, no comparison, no tolerance: what checks made of
+  standard ONNX nodes must at least read, as each compares the output it vouches for with a
+  prediction from the input. Its reads are the checks' own, so it is a floor for this design;
+  another design reading less would have to leave an output or an input unread. At batch 64 the
+  bare model takes about 0.65 ms here, and a pass over one of its activations (up to 1 MB) costs
+  several percent of it, whatever the layout. Only checks inside the convolution kernels
+  (TensorRT's ABED) avoid those passes; in standard ONNX they are nodes of their own.
 - ``abft_wide_layers``: single generated layers wider than the shipped model's (Convs of 64 to
   256 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
   weights: per layer ``false_alarms`` [flagged, tiles] over six kinds of input (normal,
@@ -490,7 +490,8 @@ def tensors_summed(model: onnx.ModelProto, reads: dict[str, str]) -> onnx.ModelP
             out.graph.node.append(helper.make_node("Flatten", [name + "/mean"], [total], name=total, axis=1))
             continue
         kept = min(2, ranks[name] - 1)  # [N, C] of [N, C, positions...]; [N, 1] of [N, features]
-        axes = helper.make_tensor(name + "/axes", TensorProto.INT64, [ranks[name] - kept], list(range(kept, ranks[name])))
+        axes = helper.make_tensor(name + "/axes", TensorProto.INT64, [ranks[name] - kept],
+                                  list(range(kept, ranks[name])))
         out.graph.initializer.append(axes)
         out.graph.node.append(helper.make_node("ReduceSum", [name, axes.name], [total], name=total,
                                                keepdims=int(kept == 1)))

@@ -612,11 +612,11 @@ class _Pass:
         pass over ``x``); else, for a session in onnxruntime's NCHWc layout (``nchwc``), a
         GlobalAveragePool where ``x`` is 2-D (the transformer blocks only those) and ``C`` a
         multiple of 8, as that layout keeps such a tensor blocked and reorders it for any other
-        reader (on the shipped model, a reorder of h1 cost a
-        fifth of the model's time); else a ReduceSum over the trailing axes: on a tensor in the
-        plain layout a GlobalAveragePool took twice as long (h1 of the shipped model at
-        ``extended``: 40 us against 21 in onnxruntime's profile; the checks cost 0.28 of the
-        model's time against 0.25, ``abft_overhead_by_layout``; at ``all`` 0.32 against 0.36). Over runs: a Reshape to [N, C * blocks, -1] and a
+        reader (on the shipped model, a reorder of h1 cost a fifth of the model's time); else a
+        ReduceSum over the trailing axes: on a tensor in the plain layout a GlobalAveragePool took
+        twice as long (h1 of the shipped model at ``extended``: 40 us against 21 in onnxruntime's
+        profile; the checks cost 0.28 of the model's time against 0.25, ``abft_overhead_by_layout``;
+        at ``all`` 0.32 against 0.36). Over runs: a Reshape to [N, C * blocks, -1] and a
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
 

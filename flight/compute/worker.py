@@ -655,7 +655,8 @@ class Worker:
             self._ranges_refused(name, f"the range checks refused it ({why})")
             return None
 
-    def _learned_ranges(self, name: str, version: str, data: bytes, sha256: str) -> dict[str, tuple[float, float]] | None:
+    def _learned_ranges(self, name: str, version: str, data: bytes,
+                        sha256: str) -> dict[str, tuple[float, float]] | None:
         """The ranges learned for this version of ``name`` (SHA-256 ``sha256``), or None (said once: the
         model has range checks of its own, or none can be learned). Learned once per version: a model made
         again for another layout (abft.protect's ``nchwc``) neither learns again nor says it again."""
