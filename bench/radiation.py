@@ -519,10 +519,13 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
     model = onnx.load_from_string(bare)
     floor = outputs_read(model, [c["output"] for c in abft.describe(protected)["checks"]]).SerializeToString()
     read, read_all = (tensors_summed(model, checks_reads(p)).SerializeToString() for p in (protected, protected_all))
-    blocked = abft.protect(model, nchwc=True).SerializeToString()
+    blocked = bool(abft.describe(protected_all).get("nchwc"))
+    variants = {"plain": data, "nchwc": data_all if blocked else abft.protect(model, nchwc=True).SerializeToString()}
+    by_layout = {f"{layout}/{level}": round(overhead(bare, variant, tiles, level), 4)
+                 for layout, variant in variants.items() for level in ("extended", "all")}
     return {
-        "abft_overhead": round(overhead(bare, data_all, tiles), 4),
-        "abft_overhead_extended": round(overhead(bare, data, tiles, optimization="extended"), 4),
+        "abft_overhead": by_layout["nchwc/all" if blocked else "plain/all"],
+        "abft_overhead_extended": by_layout["plain/extended"],
         "abft_overhead_by_setting": {f"{kind}/{threads}thread/batch{batch}":
                                      round(overhead(bare, data_all if kind == "all" else data, tiles, kind, threads,
                                                     batch), 4)
@@ -531,10 +534,8 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
         "abft_overhead_floor_all": round(overhead(bare, floor, tiles, "all"), 4),
         "abft_overhead_read_floor": round(overhead(bare, read, tiles, "owned"), 4),
         "abft_overhead_read_floor_all": round(overhead(bare, read_all, tiles, "all"), 4),
-        "abft_nchwc_at_all": bool(abft.describe(protected_all).get("nchwc")),
-        "abft_overhead_by_layout": {f"{layout}/{level}": round(overhead(bare, variant, tiles, level), 4)
-                                    for layout, variant in (("plain", data), ("nchwc", blocked))
-                                    for level in ("extended", "all")},
+        "abft_nchwc_at_all": blocked,
+        "abft_overhead_by_layout": by_layout,
     }
 
 

@@ -67,9 +67,10 @@ the output also leaves onnxruntime's NCHWc layout, a reorder of its own (``pytho
 bench.radiation``: ``abft_overhead_floor``, a sixth of what the checks cost on the shipped
 model at ``extended``; ``abft_overhead_floor_all``, nearly half of it at ``all``). Nor can a
 check avoid reading the output it vouches for and the input it predicts it from: those reads
-alone, each tensor once as the checks read it and nothing else, cost the shipped model 0.13 of
-its time at ``extended`` and 0.22 at ``all`` in runs here (``abft_overhead_read_floor``,
-``_all``), against 0.23 to 0.25 and 0.32 for the checks whole.
+alone, each tensor once as the checks read it and nothing else, cost the shipped model 0.13 to
+0.14 of its time at ``extended`` and 0.22 to 0.24 at ``all`` in runs here
+(``abft_overhead_read_floor``, ``_all``), against 0.23 to 0.28 and 0.32 to 0.33 for the checks
+whole.
 
 Tolerance. Floating-point sums rounded in a different order differ. The worst case for a sum
 of ``n`` terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 3.1:
@@ -615,8 +616,8 @@ class _Pass:
         reader (on the shipped model, a reorder of h1 cost a fifth of the model's time); else a
         ReduceSum over the trailing axes: on a tensor in the plain layout a GlobalAveragePool took
         twice as long (h1 of the shipped model at ``extended``: 40 us against 21 in onnxruntime's
-        profile; the checks cost 0.28 of the model's time against 0.25, ``abft_overhead_by_layout``;
-        at ``all`` 0.32 against 0.36). Over runs: a Reshape to [N, C * blocks, -1] and a
+        profile; in runs here the checks cost 0.28 to 0.29 of the model's time against 0.25 to
+        0.28, ``abft_overhead_by_layout``; at ``all`` 0.32 to 0.33 against 0.36 to 0.37). Over runs: a Reshape to [N, C * blocks, -1] and a
         ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
         AveragePool, is several times slower).
 
