@@ -279,6 +279,11 @@ def _check_output_of(data: bytes) -> tuple[str, str, str]:
     return "ours", str(record.get("precision", "")), ""
 
 
+def _refusal(exc: Exception) -> str:
+    """Why a pass refused a model: its ValueError names the node or tensor; anything else is the pass's fault."""
+    return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+
+
 def _range_output_of(data: bytes) -> str:
     """As :func:`_check_output_of` for the range checks' output: "ours", "foreign" or ""."""
     model = onnx.load_from_string(data)
@@ -635,8 +640,7 @@ class Worker:
                 return None
             return None if made_by == "ours" else protect_bytes(data, precision=precision, nchwc=nchwc)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
-            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            self._checks_refused(name, sha256, f"the checksum pass refused it ({why})", precision)
+            self._checks_refused(name, sha256, f"the checksum pass refused it ({_refusal(exc)})", precision)
             return None
 
     def _ranged_bytes(self, name: str, version: str, data: bytes, checked: bytes | None,
@@ -651,8 +655,7 @@ class Worker:
             return range_pass.protect_bytes(checked if checked is not None else data, learned,
                                             margin=range_pass.DEFAULT_MARGIN)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
-            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            self._ranges_refused(name, f"the range checks refused it ({why})")
+            self._ranges_refused(name, f"the range checks refused it ({_refusal(exc)})")
             return None
 
     def _learned_ranges(self, name: str, version: str, data: bytes,
@@ -678,8 +681,7 @@ class Worker:
                 else:
                     learned = range_pass.learn(data, inputs)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
-            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            self._ranges_refused(name, f"the range checks refused it ({why})")
+            self._ranges_refused(name, f"the range checks refused it ({_refusal(exc)})")
         self._ranges_learned[name] = (sha256, version, learned)
         return learned
 
