@@ -56,13 +56,16 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   several percent of it, whatever the layout. Only checks inside the convolution kernels
   (TensorRT's ABED) avoid those passes; in standard ONNX they are nodes of their own.
 - ``abft_wide_layers``: single generated layers wider than the shipped model's (Convs of 64 to
-  256 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
+  512 channels, Gemms of 1024 and 4096 inputs; wide_layers), run as the worker runs owned
   weights: per layer ``false_alarms`` [flagged, tiles] over six kinds of input (normal,
   non-negative, constant, a dynamic range of 1e6, sparse) at batches of 1 and 16, and of
   ``WIDE_FLIPS`` flips of the sign or lowest exponent bit of a random weight, the samples whose
   output moved by more than 1e-3 of its scale (``flips_moved``) and those flagged
-  (``flips_caught``); ``abft_wide_false_alarms`` and ``abft_wide_detect_rate`` over all of them.
-  Where the checks' tolerance grows with a layer's size and a flip's effect does not.
+  (``flips_caught``), and the form of its check; ``abft_wide_false_alarms`` and
+  ``abft_wide_detect_rate`` over all of them. Where the checks' tolerance grows with a layer's
+  size and a flip's effect does not. ``abft_wide_overhead``: per layer, what its check costs
+  (as ``abft_overhead``, batches of 16, fewer pairs) with owned weights and at ``all``: layers
+  whose arithmetic, not their reads, sets their time.
 - ``abft_detect_rate_over_1e-2``, ``abft_detect_rate_class_only``: the same flips judged by
   a coarser consequence (an output moved by > 1e-2; the class alone, or non-finite).
 - ``false_alarms``: tiles flagged among ``false_alarm_tiles`` clean ones (batches of 64): the
@@ -432,8 +435,10 @@ def cpu_session(data: bytes, kind: str, threads: int,
 
 
 def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str = "all", threads: int = 1,
-             batch: int = OVERHEAD_BATCH, providers: Sequence[Any] = CPU_ONLY) -> float:
-    """Median over interleaved pairs of (protected time / bare time), minus 1."""
+             batch: int = OVERHEAD_BATCH, providers: Sequence[Any] = CPU_ONLY, feed: str = "tiles",
+             pairs: int = OVERHEAD_PAIRS, runs: int = OVERHEAD_RUNS) -> float:
+    """Median over ``pairs`` interleaved pairs of (protected time / bare time), minus 1: ``runs``
+    batches of ``tiles`` each, fed as the input ``feed``."""
     sessions = [cpu_session(bare, optimization, threads, providers), cpu_session(protected, optimization, threads,
                                                                                   providers)]
     s_bare, s_prot = (session for session, _owned in sessions)
@@ -441,14 +446,14 @@ def overhead(bare: bytes, protected: bytes, tiles: np.ndarray, optimization: str
 
     def timed(session: ort.InferenceSession, first: int) -> float:
         t0 = time.perf_counter()
-        for j in range(OVERHEAD_RUNS):
-            session.run(None, {"tiles": batches[(first + j) % len(batches)]})
+        for j in range(runs):
+            session.run(None, {feed: batches[(first + j) % len(batches)]})
         return time.perf_counter() - t0
 
     for s in (s_bare, s_prot):
         timed(s, 0)  # warm-up
     ratios = []
-    for i in range(OVERHEAD_PAIRS):
+    for i in range(pairs):
         if i % 2:
             p, b = timed(s_prot, i), timed(s_bare, i)
         else:
@@ -544,6 +549,9 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
 WIDE_INPUTS = ("normal", "non-negative", "constant 1.7", "constant 0.1", "wide range", "sparse")
 WIDE_FLIPS = 40  # per layer: sign and lowest exponent bit, alternately
 WIDE_BATCH = 8
+WIDE_OVERHEAD_BATCH = 16
+WIDE_OVERHEAD_PAIRS = 20  # of WIDE_OVERHEAD_RUNS batches each: a batch of the largest layer takes about 20 ms here
+WIDE_OVERHEAD_RUNS = 5
 
 
 def wide_layers(rng: np.random.Generator) -> dict[str, tuple[onnx.ModelProto, tuple[int, ...]]]:
@@ -577,6 +585,8 @@ def wide_layers(rng: np.random.Generator) -> dict[str, tuple[onnx.ModelProto, tu
                                      {"w": f(1024, 128, scale=1 / 32), "b": f(128, scale=0.1)}, ["N", 1024]), (1024,)),
         "gemm_4096_256": (model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
                                 {"w": f(256, 4096, scale=1 / 64)}, ["N", 4096]), (4096,)),
+        "relu_conv_512_512_3x3_7px": (model([relu, helper.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                            {"w": f(512, 512, 3, 3, scale=1 / 68)}, ["N", 512, 7, 7]), (512, 7, 7)),
     }
 
 
@@ -592,9 +602,15 @@ def wide_layer_figures(seed: int) -> dict[str, object]:
     """Per layer of :func:`wide_layers`: clean tiles flagged (every kind of :data:`WIDE_INPUTS`,
     batches of 1 and 16), and of :data:`WIDE_FLIPS` flips in its weight (the owned buffer of an
     owned-weight session, as the worker runs it, flipped in place and put back) the samples
-    whose output moved by more than 1e-3 of its scale, and of those the ones flagged."""
+    whose output moved by more than 1e-3 of its scale, and of those the ones flagged; the form of
+    its check; and ``abft_wide_overhead``, what its check costs as :func:`overhead` measures it
+    (batches of :data:`WIDE_OVERHEAD_BATCH` normal inputs, 1 thread) with owned weights (``owned``)
+    and at ``all``, each on the model the worker makes for it: layers whose compute, not their
+    reads, sets their time, unlike the shipped model's."""
     rng = np.random.default_rng(seed)
+    timing = np.random.default_rng([seed, 2])  # the inputs timed: the draws above stay as they were
     out: dict[str, object] = {}
+    costs: dict[str, dict[str, float]] = {}
     flagged = tiles = moved_all = caught_all = 0
     for name, (model, shape) in wide_layers(rng).items():
         protected = abft.protect(model)
@@ -620,10 +636,17 @@ def wide_layer_figures(seed: int) -> dict[str, object]:
             w[index] = saved
             hit = np.abs(y - clean).reshape(len(x), -1).max(axis=1) > 1e-3 * scale
             moved, caught = moved + int(hit.sum()), caught + int((hit & ~ok).sum())
+        check = abft.describe(protected)["checks"][0]
         out[name] = {"false_alarms": [bad, seen], "flips_moved": moved, "flips_caught": caught,
-                     "rtol": abft.describe(protected)["checks"][0]["rtol"]}
+                     "rtol": check["rtol"], "form": check["form"]}
+        x = wide_inputs("normal", 4 * WIDE_OVERHEAD_BATCH, shape, timing)
+        made = {"owned": data, "all": abft.protect(model, nchwc=checksum_layout_nchwc("all")).SerializeToString()}
+        costs[name] = {level: round(overhead(model.SerializeToString(), made[level], x, level,
+                                             batch=WIDE_OVERHEAD_BATCH, feed="x", pairs=WIDE_OVERHEAD_PAIRS,
+                                             runs=WIDE_OVERHEAD_RUNS), 4)
+                       for level in made}
         flagged, tiles, moved_all, caught_all = flagged + bad, tiles + seen, moved_all + moved, caught_all + caught
-    return {"abft_wide_layers": out, "abft_wide_false_alarms": [flagged, tiles],
+    return {"abft_wide_layers": out, "abft_wide_overhead": costs, "abft_wide_false_alarms": [flagged, tiles],
             "abft_wide_detect_rate": round(caught_all / max(moved_all, 1), 4)}
 
 

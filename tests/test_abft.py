@@ -437,6 +437,99 @@ def test_a_conv_whose_g_would_be_too_large_is_checked_per_pixel(monkeypatch, pro
     assert not run(with_initializer(model, "w1", flipped(w1, 3, 30)), {"tiles": tiles})[abft.OUTPUT].any()
 
 
+@pytest.mark.req("RAD-001", "RAD-003")
+@pytest.mark.parametrize("x_shape,conv,relu", [
+    ((4, 9, 11), dict(group=2, strides=[2, 1], pads=[1, 0, 1, 2], kernel_shape=[3, 2], dilations=[1, 2]), False),
+    ((4, 8, 8), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), True),
+    ((3, 5, 4, 6), dict(kernel_shape=[3, 2, 3], pads=[1, 0, 1, 1, 1, 0], strides=[1, 2, 1]), False),
+], ids=["grouped, strided, dilated, signed", "3x3 after a Relu", "3-D, signed, five runs of rows"])
+def test_a_conv_read_by_windows_passes_clean_inputs_and_flags_its_weights_faults(monkeypatch, x_shape, conv, relu):
+    """P from the sums of X over each tap's window (abft._Pass._conv_windows), forced on small Convs:
+    the same equality as G's, for padding, strides, dilations, groups, three axes and several runs."""
+    monkeypatch.setattr(abft, "WINDOW_FORM_MIN", 0)  # wherever the weights are at most half of G
+    rng = np.random.default_rng(21)
+    group = conv.get("group", 1)
+    nodes = [helper.make_node("Relu", ["x"], ["r"])] if relu else []
+    nodes += [helper.make_node("Conv", ["r" if relu else "x", "w", "b"], ["y"], **conv)]
+    inits = {"w": rng.normal(size=(6, x_shape[0] // group, *conv["kernel_shape"])).astype(np.float32),
+             "b": rng.normal(size=6).astype(np.float32)}
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *x_shape])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6] + [None] * (len(x_shape) - 1))],
+                     inits, 17)
+    p = check_clean_and_faulty(model, {"x": rng.normal(size=(8, *x_shape)).astype(np.float32)}, "w", ("y",))
+    assert abft.describe(p)["checks"][0]["form"] == "conv-windows"
+    assert any(n.op_type == "Abs" for n in p.graph.node) is not relu  # a signed input's bound reads |X|
+
+
+@pytest.mark.req("RAD-002", "RAD-003")
+def test_a_deep_layers_conv_is_read_by_windows_and_its_flips_no_longer_hide_in_a_per_pixel_sum():
+    """A 3x3 Conv of 512 channels on 7 x 7 positions (the last stage of a ResNet): G would be past
+    MAX_CHECK_WEIGHTS, so it was checked per pixel, where a fault in one output channel hid in the sum
+    over all 512 (none of 280 flips that moved its outputs by 1e-3 of their scale caught, in
+    bench.radiation). Read by windows, its check stores about the weights' own size and catches them,
+    and clean inputs of every kind pass. Weights owned and flipped in place, as the worker runs them."""
+    from bench.radiation import WIDE_INPUTS, wide_inputs, wide_layers
+
+    rng = np.random.default_rng(11)
+    model, shape = wide_layers(rng)["relu_conv_512_512_3x3_7px"]
+    p = abft.protect(model)
+    (check,) = abft.describe(p)["checks"]
+    assert check["form"] == "conv-windows"
+    largest = max((t for t in p.graph.initializer if t.name.startswith(abft.PREFIX)), key=lambda t: np.prod(t.dims))
+    assert list(largest.dims) == [512 * 3 * 3, 2 * 512]  # rows: the weights' own (C * taps), not G's (C * H * k_W)
+    arrays = {t.name: numpy_helper.to_array(t).copy() for t in p.graph.initializer}
+    options, _values = owned_weights_options(arrays, 1)
+    s = ort.InferenceSession(p.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    for kind in WIDE_INPUTS:
+        assert s.run([abft.OUTPUT], {"x": wide_inputs(kind, 4, shape, rng)})[0].all(), kind
+    x = wide_inputs("normal", 4, shape, rng)
+    clean = s.run(["y"], {"x": x})[0]
+    w = arrays["w"]
+    moved = caught = 0
+    for j in range(16):
+        index = tuple(int(rng.integers(0, d)) for d in w.shape)
+        saved = w[index]
+        w.view(np.uint32)[index] ^= np.uint32(1 << (31 if j % 2 == 0 else 23))
+        y, ok = s.run(["y", abft.OUTPUT], {"x": x})
+        w[index] = saved
+        hit = np.abs(y - clean).reshape(len(x), -1).max(axis=1) > 1e-3 * np.abs(clean).max()
+        moved, caught = moved + int(hit.sum()), caught + int((hit & ~ok).sum())
+    assert moved >= 40 and caught >= 0.9 * moved, (caught, moved)
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+@pytest.mark.parametrize("channels,rows,kernel,form", [(256, 13, 3, "conv-windows"), (512, 7, 1, "conv-channels")],
+                         ids=["3x3, 13 rows", "1x1, 7 rows"])
+def test_a_wide_conv_on_signed_data_and_a_prime_number_of_rows_keeps_its_check_within_its_limit(
+        channels, rows, kernel, form):
+    """Found in review: a signed input is split into the fewest equal runs of rows, all of them where
+    the rows are a prime number, and S's and the chain's matrices grow as the square of the output
+    channels times the runs: a 3x3 Conv of 256 channels on 13 rows stored 256 MiB of checks, and a
+    wider one went past protobuf's 2 GB. Every matrix now counts toward MAX_CHECK_WEIGHTS, the runs
+    are dropped first, and the check still holds on clean inputs and flags its weights' faults."""
+    rng = np.random.default_rng(31)
+    pads = [kernel // 2] * 4
+    model = model_of([helper.make_node("Conv", ["x", "w"], ["y"], pads=pads)],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, rows, rows])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", channels, rows, rows])],
+                     {"w": (rng.standard_normal((channels, channels, kernel, kernel))
+                            / np.sqrt(channels * kernel * kernel)).astype(np.float32)}, 17)
+    p = abft.protect(model)
+    assert abft.describe(p)["checks"][0]["form"] == form
+    assert sum(int(np.prod(t.dims)) for t in p.graph.initializer if t.name.startswith(abft.PREFIX)) \
+        <= abft.MAX_CHECK_WEIGHTS
+    x = rng.standard_normal((4, channels, rows, rows)).astype(np.float32)
+    s = session(p)
+    clean, ok = s.run(["y", abft.OUTPUT], {"x": x})
+    assert ok.all()
+    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == "w"))
+    for index in (3, w.size // 2, w.size - 5):  # the exponent's top bit: a fault no tolerance can hide
+        y, ok = session(with_initializer(p, "w", flipped(w, index, 30))).run(["y", abft.OUTPUT], {"x": x})
+        moved = ~np.isfinite(y) | (np.abs(y - clean) > 1e-3 * np.abs(clean).max())
+        hit = moved.reshape(len(x), -1).any(axis=1)
+        assert hit.any() and not ok[hit].any(), (index, hit, ok)
+
+
 # -- the record, determinism, refusals ---------------------------------------------------------
 
 

@@ -470,6 +470,41 @@ def test_a_model_protected_to_check_less_than_the_pass_does_is_not_read_as_check
         in said.args["reason"], said.args
 
 
+@pytest.mark.req("RAD-106")
+@pytest.mark.parametrize("version,trusted", [(abft.PASS_VERSION, True), (4, True), (3, False)])
+def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vouches_for_its_pass(
+        bench, version, trusted):
+    """Version 5 of the pass reads a large Conv's P by windows; version 4 read it from G or checked it
+    per pixel, never unsoundly: a model protected on the ground with it is still trusted. An older
+    one is not, and says so."""
+    rng = np.random.default_rng(10)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["l"], name="fc2"),
+             helper.make_node("Softmax", ["l"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(rng.standard_normal((2, 3)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((3, 2)).astype(np.float32), "w2")])
+    protected = abft.protect(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    entry = next(e for e in protected.metadata_props if e.key == abft.META_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "version": version}, sort_keys=True)
+    bench.worker.store.install("ground", "1", protected.SerializeToString(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("tiles", rng.uniform(-1.0, 1.0, size=(12, 2)).astype(np.float32))
+    admit(bench, abft=True)
+    receipt, check, _, _ = infer(bench, 1, model="ground")
+    if trusted:
+        assert receipt["protection"].startswith("abft")
+        assert (receipt["check_status"], check) == ("passed", [PASSED] * 12)
+        assert unchecked_said(bench) == []
+    else:
+        assert "abft" not in receipt["protection"]
+        assert (receipt["check_status"], check) == ("unchecked", [UNCHECKED] * 12)
+        (said,) = unchecked_said(bench)
+        vouched = f"did not make it, nor one it vouches for (versions 4, {abft.PASS_VERSION})"
+        assert f"(version {abft.PASS_VERSION}) {vouched}" in said.args["reason"], said.args
+
+
 @pytest.mark.req("RAD-104")
 def test_a_model_installed_while_a_job_runs_starts_the_job_again_so_its_product_comes_from_one_model(
         tmp_path, monkeypatch):

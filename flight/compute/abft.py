@@ -24,15 +24,22 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   padding) ``G`` does not change with the position and ``P`` needs only the sums of ``X``
   over its positions; else ``X`` is first summed over the columns each tap of the last axis
   reads (a MatMul with a 0/1 matrix), which leaves ``G`` a matrix of ``C * H * k_W`` rows.
-  Where ``X`` can be negative, the sums are over each of the smallest number (2 or more) of
-  equal runs of whole output rows instead: a zero-mean input (normalised data) can cancel a
-  weight flip's effect over the whole output, rarely over each half (a pointwise Conv with
-  padding takes the general form for it: its border outputs read no input; where ``G`` split would
-  be larger than :data:`MAX_CHECK_WEIGHTS`, one sum is kept, and a zero-mean input can hide a fault
-  there). Where sizes are unknown, or ``G`` would be larger than :data:`MAX_CHECK_WEIGHTS`, or the
-  input can be negative and there is nothing to split (a single output or input row, as a 1-D
-  model exported as Conv2d has): ABED's output-channel checksum at every output position, with
-  two one-channel Convs (slow).
+  Where that ``G`` is large (:data:`WINDOW_FORM_MIN`) and the weights at most half its size,
+  the columns' sums are summed again over the rows each tap reads (a Transpose and a second
+  MatMul), which gives the sums of ``X`` over each tap's window, and ``P`` is read from the
+  weights themselves (:meth:`_Pass._conv_windows`): a deep layer's check then reads a matrix
+  of its weights' size at each batch, not one of ``H`` times theirs. Where ``X`` can be
+  negative, the sums are over each of the smallest number (2 or more) of equal runs of whole
+  output rows instead: a zero-mean input (normalised data) can cancel a weight flip's effect
+  over the whole output, rarely over each half (a pointwise Conv with padding takes the general
+  form for it: its border outputs read no input; where the check's matrices split would be
+  larger than :data:`MAX_CHECK_WEIGHTS`, as for a wide layer on a prime number of rows, one sum
+  is kept, and a zero-mean input can hide a fault there). Where sizes are unknown, or the
+  matrices would be larger than :data:`MAX_CHECK_WEIGHTS` even in one run, or the input can be
+  negative and there is nothing to split (a single output or input row, as a 1-D model exported
+  as Conv2d has): ABED's output-channel checksum at every output position, with two one-channel
+  Convs (slow; and its sum over every output channel has a tolerance in which one channel's
+  fault hides where there are hundreds of them).
 - Gemm / MatMul ``Y = A B (+ C)``, ``B`` constant ``[K, N]``: the row sums ``Y E`` over each
   group of columns (:func:`_column_groups`: at most :data:`GEMM_GROUP`, wider past
   :data:`GEMM_GROUPS` groups; ``E`` their ``[N, G]`` indicator) must equal
@@ -126,8 +133,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-PASS_VERSION = 4
-"""Bumped when the checks or the tolerance change, so a protected model says what made it."""
+PASS_VERSION = 5
+"""Bumped when the checks or the tolerance change, so a protected model says what made it. 5: a
+large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_MIN`)."""
+
+TRUSTED_PASS_VERSIONS = (4, PASS_VERSION)
+"""The versions whose flag this build reads as a check (flight/compute/worker.py). Version 4 made
+these checks but for large Convs, which it read from G or, where G was too large, checked per pixel
+(weaker on wide layers, never unsound), and it limited the runs of rows by G alone: a model
+protected on the ground with it is still trusted."""
 
 OUTPUT = "abft_ok"
 """The added output: bool ``[batch]``, true where every check of that sample held."""
@@ -160,10 +174,25 @@ a bound too loose to catch anything."""
 
 CHECKED_OPS = ("Conv", "Gemm", "MatMul")
 
-MAX_CHECK_WEIGHTS = 1 << 22
-"""Largest ``G`` (elements) a Conv's check may store: ``C * H_in * k_W * K`` for a 2-D Conv that
-is not pointwise (3x3...), times the runs of rows where the input is signed; 16 MiB of float32.
-Past it the runs are dropped, then the Conv is checked per pixel."""
+MAX_CHECK_WEIGHTS = 1 << 23
+"""Most elements a Conv's check may store in all its matrices (32 MiB of float32): ``G``, of
+``C * H_in * k_W`` rows for a 2-D Conv that is not pointwise (3x3...), or the weights' own
+``C * taps`` where P is read by windows (:data:`WINDOW_FORM_MIN`), with as many columns as output
+channels times runs of rows where the input is signed (twice that, P's and its bound's, where it
+cannot be negative); the bound's; and S's and the chain's, ``(K * runs)^2`` each. Past it the runs
+are dropped, then the Conv is checked per pixel."""
+
+WINDOW_FORM_MIN = 1 << 20
+"""G's elements (4 MiB of float32) past which a Conv of 2 or more axes reads P from the sums of its
+input over each tap's window (:meth:`_Pass._conv_windows`), where that matrix, the weights' own
+size, is at most half of G. A check reads its matrix at every batch, and past the caches that read
+sets its cost: after a Relu, a 3x3 Conv of 256 channels on 8 x 8 positions cost 0.25 of the
+layer's time with G and 0.16 to 0.17 by windows, with owned weights here (``abft_wide_overhead``).
+A 3x3 Conv of 512 channels on 7 x 7 positions, whose G is past :data:`MAX_CHECK_WEIGHTS`, was
+checked per pixel and caught none of 280 flips that moved its outputs; by windows it catches 274.
+Below it, G's form runs fewer nodes, and its tolerance is tighter: the taps of a filter partly
+cancel in G, not in the weights, and the windows' sums over rows are plain sums of up to every
+leading position a window reads (a 3-D input's ``D * H``), where G's are of the last axis alone."""
 
 _BLOCKED_CHANNELS = 8
 """onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: see :meth:`_Pass._position_sums`."""
@@ -201,8 +230,9 @@ class Check:
     output: str  # the tensor whose sum is checked
     rtol: float
     per_sample: bool  # False: the output has no batch axis the pass could prove; a fault flags the whole batch
-    form: str  # "conv-channels" (per output channel, runs of rows), "conv-pixel" (per output pixel), "rows" (Gemm, MatMul)
-    rtol_p: float = 0.0  # a Conv's "conv-channels": the rounding of P's own products, on their own magnitudes
+    form: str  # "conv-channels" (per output channel, runs of rows; "conv-windows", P by windows), "conv-pixel"
+    # (per output pixel), "rows" (Gemm, MatMul)
+    rtol_p: float = 0.0  # a Conv's "conv-channels" or "-windows": the rounding of P's own products, on their magnitudes
 
 
 @dataclass(frozen=True)
@@ -501,7 +531,32 @@ class _Pass:
         pointwise = all(np.array_equal(t, np.ones_like(t)) for t in taps)
         g_size = channels * int(np.prod(in_dims[:-1])) * taps[-1].shape[0] * k_out if len(in_dims) > 1 \
             else channels * in_dims[0] * k_out  # G's elements, a run of rows
-        if not pointwise and g_size > MAX_CHECK_WEIGHTS:
+
+        taps_all = int(np.prod(w.shape[2:]))
+
+        def stored(blocks: int, by_position: bool = False) -> tuple[int, bool]:
+            """(elements of every matrix the check stores, whether P is read by windows) for ``blocks``
+            runs of rows; ``by_position``: P from the sums of X over positions (a pointwise Conv).
+            Several of them grow as the square of ``K * blocks`` (S's columns, the chain's), which is
+            what limits the runs of a wide layer (found in review: a signed 512-channel Conv on 7 rows,
+            in 7 runs, stored 300 MiB)."""
+            kb = k_out * blocks
+            windows = not by_position and len(in_dims) > 1 and g_size * blocks > WINDOW_FORM_MIN \
+                and 2 * channels * taps_all * k_out <= g_size * blocks
+            if by_position:
+                p_rows, p_cols = channels * blocks, kb
+            elif windows:
+                p_rows, p_cols = channels * taps_all, k_out  # the weights, once whatever the runs
+            else:
+                p_rows, p_cols = g_size // k_out, kb
+            if not signed:  # one run; P and its bound in one product
+                return 2 * kb * kb + 2 * p_rows * p_cols, windows
+            own_product = not by_position  # P a product of its own, then the chain's (k, j) columns of it
+            bound_rows = channels * (blocks if by_position else in_dims[0])
+            return (2 * kb * kb + p_rows * p_cols * (1 if own_product else 2) + (2 * kb * kb if own_product else 0)
+                    + 2 * bound_rows * kb), windows
+
+        if not pointwise and stored(1)[0] > MAX_CHECK_WEIGHTS:
             return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         identity = all(h.shape[0] == 1 and h.shape[1] == h.shape[2] and np.array_equal(h[0], np.eye(h.shape[1]))
                        for h in reach)  # output position o reads input position o alone
@@ -511,7 +566,7 @@ class _Pass:
             # not runs of input rows, and the split below needs G per position (found in review: with no
             # split, a zero-mean input hid a weight's fault whole).
             pointwise = False
-            if g_size > MAX_CHECK_WEIGHTS:
+            if stored(1)[0] > MAX_CHECK_WEIGHTS:
                 return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
         if signed and several and (out_dims[0] == 1 or in_dims[0] == 1):
             # One output row, or one input row (padding makes more output rows, all reading it): no split
@@ -521,8 +576,10 @@ class _Pass:
         blocks = 1
         if signed and (identity or not pointwise):  # the smallest split into equal runs of whole rows
             blocks = next(d for d in range(2, out_dims[0] + 1) if out_dims[0] % d == 0) if out_dims[0] > 1 else 1
-            if not pointwise and g_size * blocks > MAX_CHECK_WEIGHTS:
-                blocks = 1  # G too large to split: one sum (per pixel costs more than such a layer; see above)
+            if stored(blocks, pointwise)[0] > MAX_CHECK_WEIGHTS:
+                blocks = 1  # too large to split: one sum (per pixel costs more than such a layer; see above)
+        windows = not pointwise and stored(blocks)[1]
+        operand_roundings = 0  # products of the check's, past the three _rtol counts, that round their operands
         # For each block j of output rows: S_kj, the sum of Y[k] over the block's positions, against
         # P_kj = sum_{c,i} G[c, i, k, j] X[c, i] + positions * b_k, G[c, i, k, j] the sum of W[k, c, t]
         # over the taps t that read input position i for an output in the block. Arrays below are
@@ -541,6 +598,11 @@ class _Pass:
         else:
             rows = np.arange(out_dims[0]) // (out_dims[0] // blocks)
             reach_rows = np.stack([reach[0][:, :, rows == j].sum(axis=2) for j in range(blocks)], axis=2)
+        if windows:
+            predicted, p_coefficients, g_abs, g_sum_max, x_plain, n_predict = self._conv_windows(
+                node.input[0], p, signed, w_ck, taps, reach_rows, in_dims, blocks)
+            in_runs, p_scale, operand_roundings = in_dims[0], 1.0, 1
+        elif not pointwise:
             letters_t, letters_i = "abdefgh"[: len(in_dims)], "lmnopqr"[: len(in_dims)]
             inputs = [letters_t[0] + letters_i[0] + "z"] + [t + i for t, i in zip(letters_t[1:], letters_i[1:])]
             x_in = node.input[0]
@@ -584,7 +646,8 @@ class _Pass:
         bound_terms = 0 if merged else int((g_abs.reshape(channels * in_runs, -1) != 0).sum(axis=0).max())
         chain = sorted([1, p_terms] if merged else [1, p_terms, bound_terms], reverse=True)
         s_plain = self._sum_terms(node.output[0], 2 + len(out_dims), blocks)[1] or positions  # S: plain sums
-        r = self._rtol(n_dot, _chain_terms(chain) + 4, s_plain)
+        r = self._rtol(n_dot, _chain_terms(chain) + 4, s_plain) + (0.0 if self.rtol is not None
+                                                                   else 2 * operand_roundings * self.u_op)
         r_p = 0.0 if self.rtol is not None else (x_plain + _terms(n_predict + 1)) * self.u_acc
         g_bound = (r * g_abs + r_p * g_sum_max).reshape(-1, k_out * blocks)
         s, s_scale, _ = self._position_sums(node.output[0], 2 + len(out_dims), blocks, p + "y_sums", k_out)
@@ -602,7 +665,70 @@ class _Pass:
         bias = np.repeat(b, blocks)
         slack = r * positions * np.abs(bias) + self.atol
         const = np.concatenate([-positions * bias - slack, positions * bias - slack])[None]
-        return _Linear(tuple(parts), const, per_sample), r, r_p, "conv-channels"
+        return _Linear(tuple(parts), const, per_sample), r, r_p, "conv-windows" if windows else "conv-channels"
+
+    def _conv_windows(self, x: str, p: str, signed: bool, w_ck: np.ndarray, taps: list[np.ndarray],
+                      reach_rows: np.ndarray, in_dims: list[int], blocks: int
+                      ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """P of a Conv of 2 or more axes from the sums of X over each tap's window, in two stages.
+
+        ``R[c, j, t]``, the sum of ``X[c]`` over the input positions tap ``t`` reads for the outputs
+        of run ``j`` (runs of whole rows, so the count factorises by axis), gives ``P_kj = sum_{c,t}
+        W[k, c, t] R[c, j, t]``: the matrix P is read from is the weights themselves, ``C * taps * K``
+        numbers whatever the runs, where G holds ``C * H_in * k_W * K`` a run (a 3x3 Conv of 256
+        channels on 8 x 8 positions: 2304 rows against 6144). Stage one sums the last axis (a MatMul,
+        as G's form does); stage two the others, a Transpose then a MatMul with a 0/1 matrix. Each of
+        R's sums is a plain sum, ``W`` terms then those of the leading positions a window reads (its
+        rows; a 3-D input's planes times rows), ``x_plain``. Returns (P, or R where X cannot be
+        negative and P is the chain's own product; the coefficients that take it to the chain's
+        columns; the bound's coefficients on |W|, and on P's products, per input row or per row of R;
+        ``x_plain``; the terms of P's dot product where it is a product of its own)."""
+        channels, k_out = w_ck.shape[0], w_ck.shape[1]
+        kernel, lead = w_ck.shape[2:], in_dims[:-1]
+        rank_x = 2 + len(in_dims)
+        columns = self._init(p + "columns", taps[-1].T)
+        x_columns = self._node("MatMul", [x, columns], p + "x_columns")  # [N, C, lead..., k_W]
+        moved = self._node("Transpose", [x_columns], p + "x_columns_t", perm=[0, 1, rank_x - 1, *range(2, rank_x - 1)])
+        if len(lead) > 1:
+            shape = self._init(f"{PREFIX}windows{channels}x{kernel[-1]}", np.array([0, channels, kernel[-1], -1]),
+                               np.int64)
+            moved = self._node("Reshape", [moved, shape], p + "x_columns_flat")  # [N, C, k_W, prod(lead)]
+        # select[i_lead..., j, t_lead...]: how many outputs of run j read input i_lead with tap t_lead (0 or 1)
+        letters_t, letters_i = "abdefgh"[: len(lead)], "lmnopqr"[: len(lead)]
+        spec = ",".join([letters_t[0] + letters_i[0] + "z"] + [t + i for t, i in zip(letters_t[1:], letters_i[1:])])
+        select = np.einsum(spec + "->" + letters_i + "z" + letters_t, reach_rows, *taps[1:-1]).reshape(
+            int(np.prod(lead)), -1)
+        windows = self._node("MatMul", [moved, self._init(p + "windows", select)], p + "x_windows")
+        # weights[c, t_W, t_lead..., k]: W[k, c, t_lead..., t_W], the order of R's rows (c, t_W, j, t_lead...)
+        weights = np.moveaxis(np.moveaxis(w_ck, 1, -1), -2, 1).reshape(-1, k_out)
+        x_plain = in_dims[-1] + int(select.sum(axis=0).max())
+        if not signed:  # R >= 0: |W| R is M itself, in P's product; one run (runs are for signed inputs)
+            assert blocks == 1, "a non-negative input is summed over all its positions"
+            flat = self._node("Flatten", [windows], p + "x", axis=1)
+            return flat, weights, np.abs(weights), np.abs(weights), x_plain, 0
+        # A signed X: P is a product of its own, by run [N, runs, K] where there are several (the weights
+        # once, not once a run), its columns (j, k) taken to the chain's (k, j) by a permutation; M (and M',
+        # P's products' magnitude) is bounded by the sums of |X| over each input row, each with the sum
+        # of |W| over the taps that read that row for run j.
+        if blocks == 1:
+            predicted = self._node("Gemm", [self._node("Flatten", [windows], p + "x", axis=1),
+                                            self._init(p + "g", weights)], p + "p")
+        else:
+            split = self._init(f"{PREFIX}runs{channels * kernel[-1]}x{blocks}",
+                               np.array([0, channels * kernel[-1], blocks, -1]), np.int64)
+            by_run = self._node("Transpose", [self._node("Reshape", [windows, split], p + "x_runs")], p + "x_runs_t",
+                                perm=[0, 2, 1, 3])  # [N, runs, C * k_W, taps_lead]
+            flat = self._init(f"{PREFIX}rows{blocks}", np.array([0, blocks, -1]), np.int64)
+            per_run = self._node("MatMul", [self._node("Reshape", [by_run, flat], p + "x"),
+                                            self._init(p + "g", weights)], p + "p_runs")  # [N, runs, K]
+            predicted = self._node("Flatten", [per_run], p + "p", axis=1)
+        order = np.zeros((blocks, k_out, k_out, blocks))  # P's column (j, k) -> the chain's (k, j)
+        for j in range(blocks):
+            order[j, :, :, j] = np.eye(k_out)
+        per_row = np.einsum("ckt,tiz->cikz", np.abs(w_ck).reshape(channels, k_out, kernel[0], -1).sum(axis=3),
+                            reach_rows).reshape(channels * in_dims[0], k_out * blocks)
+        n_predict = int((weights != 0).sum(axis=0).max())
+        return predicted, order.reshape(k_out * blocks, -1), per_row, per_row, x_plain, n_predict
 
     def _position_sums(self, x: str, rank: int, blocks: int, name: str, channels: int) -> tuple[str, float, int]:
         """``x`` [N, C, positions...] summed over each of ``blocks`` equal runs of its positions (whole

@@ -73,7 +73,8 @@ import zmq
 
 from flight.compute import protocol as cp
 from flight.compute import ranges as range_pass
-from flight.compute.abft import DEFAULT_ATOL, PASS_VERSION, SAFETY, describe, is_protected, protect_bytes
+from flight.compute.abft import (DEFAULT_ATOL, PASS_VERSION, SAFETY, TRUSTED_PASS_VERSIONS, describe, is_protected,
+                                 protect_bytes)
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -255,8 +256,9 @@ def _node_inputs(data: bytes) -> set[str]:
 
 def _check_output_of(data: bytes) -> tuple[str, str, str]:
     """What the ONNX model ``data`` says of the checksum pass's per-sample output: "ours" (this
-    build's pass made it, same version, every node checked at its own tolerance: its flag is
-    trusted, as far as the model's signature is), "foreign" (an output of that name the pass of this
+    build's pass made it, or one whose checks it vouches for (``TRUSTED_PASS_VERSIONS``), every node
+    checked at its own tolerance: its flag is trusted, as far as the model's signature is),
+    "foreign" (an output of that name the pass of this
     build did not make as the worker would: never read as a check), or "" (none); with the precision
     the pass's record gives where it is ours ("" otherwise), and why it is foreign ("" otherwise)."""
     model = onnx.load_from_string(data)
@@ -266,8 +268,10 @@ def _check_output_of(data: bytes) -> tuple[str, str, str]:
         record = describe(model) if is_protected(model) else {}
     except ValueError:  # a record that does not parse
         return "foreign", "", "its checksum record does not parse"
-    if record.get("version") != PASS_VERSION:
-        return "foreign", "", f"the checksum pass of this build (version {PASS_VERSION}) did not make it"
+    if record.get("version") not in TRUSTED_PASS_VERSIONS:
+        trusted = ", ".join(str(v) for v in TRUSTED_PASS_VERSIONS)
+        return "foreign", "", f"the checksum pass of this build (version {PASS_VERSION}) did not make it, nor one it " \
+                              f"vouches for (versions {trusted})"
     # Made with strict=False (nodes left unchecked) or a tolerance of its own: it checks less than its
     # receipt would say (found in review: a skipped MatMul's fault was reported passed).
     skipped = record.get("skipped") or []
