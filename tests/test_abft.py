@@ -530,6 +530,28 @@ def test_a_wide_conv_on_signed_data_and_a_prime_number_of_rows_keeps_its_check_w
         assert hit.any() and not ok[hit].any(), (index, hit, ok)
 
 
+@pytest.mark.req("RAD-001", "RAD-003")
+@pytest.mark.parametrize("kernel,relu", [(1, True), (3, False)], ids=["1x1 after a Relu", "3x3, signed, two runs"])
+def test_a_wide_checks_identity_parts_are_added_elementwise_and_still_hold(kernel, relu):
+    """S's sums (and a P computed apart) enter the chain through ``c [I, -I]``: a Gemm by it stores
+    ``2 (K runs)^2`` numbers (a 2048-channel layer's: 16 million) for as many additions as columns.
+    Past IDENTITY_GEMM_MAX checksums they are added elementwise (Neg, Concat, Mul by the scale where
+    a mean is read, Add); the check holds and flags the same faults, in either layout."""
+    rng = np.random.default_rng(41)
+    k_out = 72  # x 2 runs on a signed input: 144 checksums
+    nodes = [helper.make_node("Relu", ["x"], ["r"])] if relu else []
+    nodes += [helper.make_node("Conv", ["r" if relu else "x", "w", "b"], ["y"], pads=[kernel // 2] * 4)]
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 6, 6])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", k_out, 6, 6])],
+                     {"w": rng.normal(size=(k_out, 8, kernel, kernel)).astype(np.float32),
+                      "b": rng.normal(size=k_out).astype(np.float32)}, 17)
+    p = check_clean_and_faulty(model, {"x": rng.normal(size=(8, 8, 6, 6)).astype(np.float32)}, "w", ("y",))
+    assert any(n.op_type == "Neg" for n in p.graph.node)
+    wide = [t for t in p.graph.initializer
+            if len(t.dims) == 2 and t.dims[1] == 2 * t.dims[0] > 2 * abft.IDENTITY_GEMM_MAX]
+    assert not any(abft._identity_scale(numpy_helper.to_array(t)) is not None for t in wide)
+
+
 # -- the record, determinism, refusals ---------------------------------------------------------
 
 

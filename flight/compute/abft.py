@@ -28,7 +28,7 @@ The checks, for a node whose weights are constants (initializers or Constant nod
   the columns' sums are summed again over the rows each tap reads (a Transpose and a second
   MatMul), which gives the sums of ``X`` over each tap's window, and ``P`` is read from the
   weights themselves (:meth:`_Pass._conv_windows`): a deep layer's check then reads a matrix
-  of its weights' size at each batch, not one of ``H`` times theirs. Where ``X`` can be
+  of its weights' size at each batch, not one of ``H / k_H`` times theirs. Where ``X`` can be
   negative, the sums are over each of the smallest number (2 or more) of equal runs of whole
   output rows instead: a zero-mean input (normalised data) can cancel a weight flip's effect
   over the whole output, rarely over each half (a pointwise Conv with padding takes the general
@@ -140,8 +140,9 @@ large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_
 TRUSTED_PASS_VERSIONS = (4, PASS_VERSION)
 """The versions whose flag this build reads as a check (flight/compute/worker.py). Version 4 made
 these checks but for large Convs, which it read from G or, where G was too large, checked per pixel
-(weaker on wide layers, never unsound), and it limited the runs of rows by G alone: a model
-protected on the ground with it is still trusted."""
+(weaker on wide layers, never unsound), and it let a wide check's matrices grow with its runs of
+rows (to gigabytes, where a pass of this version refuses them): a model protected on the ground
+with it is still trusted."""
 
 OUTPUT = "abft_ok"
 """The added output: bool ``[batch]``, true where every check of that sample held."""
@@ -179,8 +180,17 @@ MAX_CHECK_WEIGHTS = 1 << 23
 ``C * H_in * k_W`` rows for a 2-D Conv that is not pointwise (3x3...), or the weights' own
 ``C * taps`` where P is read by windows (:data:`WINDOW_FORM_MIN`), with as many columns as output
 channels times runs of rows where the input is signed (twice that, P's and its bound's, where it
-cannot be negative); the bound's; and S's and the chain's, ``(K * runs)^2`` each. Past it the runs
-are dropped, then the Conv is checked per pixel."""
+cannot be negative); the bound's; the 0/1 matrices that sum X; and S's and the chain's identities,
+``2 (K * runs)^2`` each up to :data:`IDENTITY_GEMM_MAX` checksums. Past it the runs are dropped,
+then the Conv is checked per pixel; a pointwise Conv on one run keeps its check whatever its size,
+as its matrices are its own weights, two to four times (P's and, on a signed input, the bound's)."""
+
+IDENTITY_GEMM_MAX = 64
+"""Checksums of one check (output channels times runs) past which the parts of its chain that are
+an identity, S's and a P computed apart, are added elementwise (:meth:`_Pass._sum_of_products`):
+a Gemm by ``[I, -I]`` of 512 columns stores half a million numbers for a thousand additions. Up to
+it one Gemm is faster than the three or four nodes that replace it (the shipped model's widest
+check has 32)."""
 
 WINDOW_FORM_MIN = 1 << 20
 """G's elements (4 MiB of float32) past which a Conv of 2 or more axes reads P from the sums of its
@@ -188,8 +198,9 @@ input over each tap's window (:meth:`_Pass._conv_windows`), where that matrix, t
 size, is at most half of G. A check reads its matrix at every batch, and past the caches that read
 sets its cost: after a Relu, a 3x3 Conv of 256 channels on 8 x 8 positions cost 0.25 of the
 layer's time with G and 0.16 to 0.17 by windows, with owned weights here (``abft_wide_overhead``).
-A 3x3 Conv of 512 channels on 7 x 7 positions, whose G is past :data:`MAX_CHECK_WEIGHTS`, was
-checked per pixel and caught none of 280 flips that moved its outputs; by windows it catches 274.
+A 3x3 Conv of 512 channels on 7 x 7 positions, whose check with G is past
+:data:`MAX_CHECK_WEIGHTS`, was checked per pixel and caught none of 280 flips that moved its
+outputs; by windows it catches 274, at 0.12 to 0.14 of the layer's time against 0.09 per pixel.
 Below it, G's form runs fewer nodes, and its tolerance is tighter: the taps of a filter partly
 cancel in G, not in the weights, and the windows' sums over rows are plain sums of up to every
 leading position a window reads (a 3-D input's ``D * H``), where G's are of the last axis alone."""
@@ -351,6 +362,18 @@ GEMM_GROUPS = 8
 """Groups per Gemm or MatMul at most: past 128 columns the groups widen instead, so that the check
 of a wide signed layer costs at most ``4 x 8 x 2 K`` multiply-adds a row (a sixteenth of a
 1024-by-1024 layer's; 64 groups of 16 cost it 0.4 of the layer's time, found in review)."""
+
+
+def _identity_scale(coefficients: np.ndarray) -> float | None:
+    """``c`` where ``coefficients`` is ``c [I, -I]`` (``c`` not 0), else None."""
+    m = coefficients.shape[0]
+    if coefficients.ndim != 2 or coefficients.shape[1] != 2 * m or m == 0:
+        return None
+    left = coefficients[:, :m]
+    c = float(left[0, 0])
+    if c == 0.0 or not np.array_equal(coefficients[:, m:], -left) or not np.array_equal(left, c * np.eye(m)):
+        return None
+    return c
 
 
 def _chunk(n: int) -> int:
@@ -541,19 +564,22 @@ class _Pass:
             what limits the runs of a wide layer (found in review: a signed 512-channel Conv on 7 rows,
             in 7 runs, stored 300 MiB)."""
             kb = k_out * blocks
+            identity = 2 * kb * kb if kb <= IDENTITY_GEMM_MAX else 0  # S's sums; a P computed apart
             windows = not by_position and len(in_dims) > 1 and g_size * blocks > WINDOW_FORM_MIN \
                 and 2 * channels * taps_all * k_out <= g_size * blocks
+            sums = 0 if by_position or len(in_dims) < 2 else in_dims[-1] * w.shape[-1]  # X's columns' 0/1 matrix
             if by_position:
                 p_rows, p_cols = channels * blocks, kb
             elif windows:
                 p_rows, p_cols = channels * taps_all, k_out  # the weights, once whatever the runs
+                sums += int(np.prod(in_dims[:-1])) * blocks * (taps_all // w.shape[-1])  # and the rows' (select)
             else:
                 p_rows, p_cols = g_size // k_out, kb
             if not signed:  # one run; P and its bound in one product
-                return 2 * kb * kb + 2 * p_rows * p_cols, windows
-            own_product = not by_position  # P a product of its own, then the chain's (k, j) columns of it
+                return identity + sums + 2 * p_rows * p_cols, windows
+            own_product = not by_position  # P a product of its own, then added to the chain
             bound_rows = channels * (blocks if by_position else in_dims[0])
-            return (2 * kb * kb + p_rows * p_cols * (1 if own_product else 2) + (2 * kb * kb if own_product else 0)
+            return (identity + sums + p_rows * p_cols * (1 if own_product else 2) + (identity if own_product else 0)
                     + 2 * bound_rows * kb), windows
 
         if not pointwise and stored(1)[0] > MAX_CHECK_WEIGHTS:
@@ -596,8 +622,8 @@ class _Pass:
             n_predict = 0  # P's products are the chain's; x_plain: each sum of X, a plain sum
             in_runs = blocks
         else:
-            rows = np.arange(out_dims[0]) // (out_dims[0] // blocks)
-            reach_rows = np.stack([reach[0][:, :, rows == j].sum(axis=2) for j in range(blocks)], axis=2)
+            # [tap, input row, run]: equal runs of whole output rows, in order (no copy of reach per run)
+            reach_rows = reach[0].reshape(reach[0].shape[0], reach[0].shape[1], blocks, -1).sum(axis=3)
         if windows:
             predicted, p_coefficients, g_abs, g_sum_max, x_plain, n_predict = self._conv_windows(
                 node.input[0], p, signed, w_ck, taps, reach_rows, in_dims, blocks)
@@ -707,7 +733,7 @@ class _Pass:
             flat = self._node("Flatten", [windows], p + "x", axis=1)
             return flat, weights, np.abs(weights), np.abs(weights), x_plain, 0
         # A signed X: P is a product of its own, by run [N, runs, K] where there are several (the weights
-        # once, not once a run), its columns (j, k) taken to the chain's (k, j) by a permutation; M (and M',
+        # once, not once a run), then transposed to the chain's columns (k, j); M (and M',
         # P's products' magnitude) is bounded by the sums of |X| over each input row, each with the sum
         # of |W| over the taps that read that row for run j.
         if blocks == 1:
@@ -721,14 +747,12 @@ class _Pass:
             flat = self._init(f"{PREFIX}rows{blocks}", np.array([0, blocks, -1]), np.int64)
             per_run = self._node("MatMul", [self._node("Reshape", [by_run, flat], p + "x"),
                                             self._init(p + "g", weights)], p + "p_runs")  # [N, runs, K]
-            predicted = self._node("Flatten", [per_run], p + "p", axis=1)
-        order = np.zeros((blocks, k_out, k_out, blocks))  # P's column (j, k) -> the chain's (k, j)
-        for j in range(blocks):
-            order[j, :, :, j] = np.eye(k_out)
+            by_channel = self._node("Transpose", [per_run], p + "p_runs_t", perm=[0, 2, 1])  # [N, K, runs]
+            predicted = self._node("Flatten", [by_channel], p + "p", axis=1)  # the chain's order (k, j)
         per_row = np.einsum("ckt,tiz->cikz", np.abs(w_ck).reshape(channels, k_out, kernel[0], -1).sum(axis=3),
                             reach_rows).reshape(channels * in_dims[0], k_out * blocks)
         n_predict = int((weights != 0).sum(axis=0).max())
-        return predicted, order.reshape(k_out * blocks, -1), per_row, per_row, x_plain, n_predict
+        return predicted, np.eye(k_out * blocks), per_row, per_row, x_plain, n_predict
 
     def _position_sums(self, x: str, rank: int, blocks: int, name: str, channels: int) -> tuple[str, float, int]:
         """``x`` [N, C, positions...] summed over each of ``blocks`` equal runs of its positions (whole
@@ -960,9 +984,22 @@ class _Pass:
 
     def _sum_of_products(self, check: _Linear, p: str) -> str:
         """A check's residual ``sum_i A_i B_i + const``: a chain of Gemms, ``Gemm(A_i, B_i, previous)``,
-        the first from the constant row; no Sub, Abs or compare of its own."""
+        the first from the constant row; no Sub, Abs or compare of its own. A part whose ``B`` is
+        ``c [I, -I]`` wider than :data:`IDENTITY_GEMM_MAX` (S's sums, a P computed apart) is added as
+        ``c [A, -A]`` instead, the same one term a column: a Gemm by that identity would store and
+        read ``2 m^2`` numbers for ``2 m`` additions."""
         acc = self._init(p + "const", check.const)
         for tensor, coefficients, trans_a, name in check.parts:
+            scale = None if trans_a else _identity_scale(coefficients)
+            if scale is not None and coefficients.shape[0] > IDENTITY_GEMM_MAX:
+                negated = self._node("Neg", [tensor], name + "_neg")
+                pair = [tensor, negated] if scale > 0 else [negated, tensor]
+                both = self._node("Concat", pair, name + "_both", axis=1)
+                if abs(scale) != 1.0:
+                    factor = self._init(name + "_scale", np.array([abs(scale)]))
+                    both = self._node("Mul", [both, factor], name + "_scaled")
+                acc = self._node("Add", [acc, both], name)
+                continue
             acc = self._node("Gemm", [tensor, self._init(name + "_b", coefficients), acc], name, transA=trans_a)
         return acc
 
