@@ -463,11 +463,12 @@ def test_a_conv_read_by_windows_passes_clean_inputs_and_flags_its_weights_faults
 
 @pytest.mark.req("RAD-002", "RAD-003")
 def test_a_deep_layers_conv_is_read_by_windows_and_its_flips_no_longer_hide_in_a_per_pixel_sum():
-    """A 3x3 Conv of 512 channels on 7 x 7 positions (the last stage of a ResNet): G would be past
-    MAX_CHECK_WEIGHTS, so it was checked per pixel, where a fault in one output channel hid in the sum
-    over all 512 (none of 280 flips that moved its outputs by 1e-3 of their scale caught, in
-    bench.radiation). Read by windows, its check stores about the weights' own size and catches them,
-    and clean inputs of every kind pass. Weights owned and flipped in place, as the worker runs them."""
+    """A 3x3 Conv of 512 channels on 7 x 7 positions (the last stage of a ResNet): its check with G
+    was past MAX_CHECK_WEIGHTS, so it was checked per pixel, where a fault in one output channel hid in
+    the sum over all 512 (none of 280 flips that moved its outputs by 1e-3 of their scale caught, in
+    bench.radiation). Read by windows, its largest matrix has the weights' rows, not G's, and it
+    catches them; clean inputs of every kind pass. Weights owned and flipped in place, as the worker
+    runs them."""
     from bench.radiation import WIDE_INPUTS, wide_inputs, wide_layers
 
     rng = np.random.default_rng(11)

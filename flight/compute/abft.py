@@ -560,11 +560,11 @@ class _Pass:
         def stored(blocks: int, by_position: bool = False) -> tuple[int, bool]:
             """(elements of every matrix the check stores, whether P is read by windows) for ``blocks``
             runs of rows; ``by_position``: P from the sums of X over positions (a pointwise Conv).
-            Several of them grow as the square of ``K * blocks`` (S's columns, the chain's), which is
-            what limits the runs of a wide layer (found in review: a signed 512-channel Conv on 7 rows,
-            in 7 runs, stored 300 MiB)."""
+            The bound's and P's grow with ``K * blocks``, the chain's identities as its square up to
+            :data:`IDENTITY_GEMM_MAX`: that is what limits the runs of a wide layer (found in review: a
+            signed 512-channel Conv on 7 rows, in 7 runs, stored 300 MiB)."""
             kb = k_out * blocks
-            identity = 2 * kb * kb if kb <= IDENTITY_GEMM_MAX else 0  # S's sums; a P computed apart
+            identities = 2 * kb * kb if kb <= IDENTITY_GEMM_MAX else 0  # S's sums; a P computed apart
             windows = not by_position and len(in_dims) > 1 and g_size * blocks > WINDOW_FORM_MIN \
                 and 2 * channels * taps_all * k_out <= g_size * blocks
             sums = 0 if by_position or len(in_dims) < 2 else in_dims[-1] * w.shape[-1]  # X's columns' 0/1 matrix
@@ -576,11 +576,11 @@ class _Pass:
             else:
                 p_rows, p_cols = g_size // k_out, kb
             if not signed:  # one run; P and its bound in one product
-                return identity + sums + 2 * p_rows * p_cols, windows
+                return identities + sums + 2 * p_rows * p_cols, windows
             own_product = not by_position  # P a product of its own, then added to the chain
             bound_rows = channels * (blocks if by_position else in_dims[0])
-            return (identity + sums + p_rows * p_cols * (1 if own_product else 2) + (identity if own_product else 0)
-                    + 2 * bound_rows * kb), windows
+            return (identities + sums + p_rows * p_cols * (1 if own_product else 2)
+                    + (identities if own_product else 0) + 2 * bound_rows * kb), windows
 
         if not pointwise and stored(1)[0] > MAX_CHECK_WEIGHTS:
             return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
