@@ -371,9 +371,9 @@ def _identity_scale(coefficients: np.ndarray) -> float | None:
         return None
     left = coefficients[:, :m]
     c = float(left[0, 0])
-    if c == 0.0 or not np.array_equal(coefficients[:, m:], -left) or not np.array_equal(left, c * np.eye(m)):
+    if c == 0.0 or np.count_nonzero(left) != m or not (np.diagonal(left) == c).all():  # no m x m eye made to compare
         return None
-    return c
+    return c if np.array_equal(coefficients[:, m:], -left) else None
 
 
 def _chunk(n: int) -> int:
