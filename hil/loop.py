@@ -66,6 +66,7 @@ from hil.link_proxy import LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentSilent, SimEnvironment
 
+MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at most: past it said, and fails the run
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
 UNREAD_GRACE_S = 30.0  # wall seconds a request may wait untaken at the end of a run (the worker's watchdog restart fits)
 
@@ -122,6 +123,8 @@ class RunResult:
     # [radiation] memory_upset_scale: the upsets asked of the worker and its ledger's account of
     # them (flight/compute/inject.py); empty when none were asked.
     memory_upsets: dict[str, Any] = field(default_factory=dict)
+    # [radiation] fault_rate_scale: upsets drawn past MAX_DRAWN_FAULTS_PER_STEP in a step, not applied.
+    faults_not_drawn: int = 0
 
 
 class ClosedLoop:
@@ -147,6 +150,7 @@ class ClosedLoop:
         self.memory_requested: dict[str, int] = {}
         self._memory_count = 0
         self.memory_not_written = 0  # drawn past MAX_MEMORY_UPSETS_PER_STEP in one step
+        self.faults_not_drawn = 0  # drawn past MAX_DRAWN_FAULTS_PER_STEP in one step
         self.trace = Trace()
         self.events: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
@@ -369,7 +373,8 @@ class ClosedLoop:
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
                          real_tiles, self.notes, list(self.plans), self.plans_received, link,
-                         self._memory_account() if sc.memory_upset_scale > 0 and not naive else {})
+                         self._memory_account() if sc.memory_upset_scale > 0 and not naive else {},
+                         self.faults_not_drawn)
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]
@@ -433,15 +438,13 @@ class ClosedLoop:
         """Upsets drawn from the profile's rate (x fault_rate_scale), seeded: SEUs and some reboots (SEFIs)."""
         if self.sc.fault_rate_scale <= 0 or self.sc.agent == "naive":
             return []
-        drawn = []
-        for k in range(n_steps):
-            rel_s = k * self.sc.step_s
-            rate = self._mean_rate(rel_s) * self.sc.fault_rate_scale
-            for _ in range(_poisson(self.rng, rate * self.sc.step_s)):
-                kind = "reboot" if self.rng.random() < 0.1 else "seu_weights"  # SEFI share: FACTS.md (uncertain)
-                drawn.append(FaultSpec(rel_s, kind))
+        drawn, self.faults_not_drawn = drawn_faults(lambda rel_s: self._mean_rate(rel_s) * self.sc.fault_rate_scale,
+                                                    n_steps, self.sc.step_s, self.rng)
         if drawn:
             self.notes.append(f"{len(drawn)} upsets drawn from the profile's rate x {self.sc.fault_rate_scale}")
+        if self.faults_not_drawn:
+            self.notes.append(f"{self.faults_not_drawn} more drawn past {MAX_DRAWN_FAULTS_PER_STEP} a step were not "
+                              "applied (lower fault_rate_scale): the run fails on it")
         return drawn
 
     def _apply_fault(self, f: FaultSpec, t: float, rel_s: float) -> None:
@@ -612,6 +615,26 @@ class ClosedLoop:
 
 
 _POISSON_DIRECT_MAX = 500.0  # past this, exp(-lam) nears float underflow: the direct product method tops out ~745
+
+
+def drawn_faults(rate_per_s: Callable[[float], float], n_steps: int, step_s: float,
+                 rng: random.Random) -> tuple[list[FaultSpec], int]:
+    """Upsets drawn over ``n_steps`` steps, Poisson at ``rate_per_s(rel_s)`` times the step in each, a
+    tenth of them reboots (SEFIs: FACTS.md, uncertain), the rest SEUs: (the faults, those drawn past
+    :data:`MAX_DRAWN_FAULTS_PER_STEP` in a step and left out). Bounded so that a large
+    ``fault_rate_scale`` cannot hold the whole run's faults in memory before the first step (found in
+    review: 1e6 drew 570,123 for one orbit; 1e9, the largest accepted, would have drawn ~5.7e8)."""
+    drawn: list[FaultSpec] = []
+    past = 0
+    for k in range(n_steps):
+        rel_s = k * step_s
+        n = _poisson(rng, rate_per_s(rel_s) * step_s)
+        if n > MAX_DRAWN_FAULTS_PER_STEP:
+            past += n - MAX_DRAWN_FAULTS_PER_STEP
+            n = MAX_DRAWN_FAULTS_PER_STEP
+        for _ in range(n):
+            drawn.append(FaultSpec(rel_s, "reboot" if rng.random() < 0.1 else "seu_weights"))
+    return drawn, past
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

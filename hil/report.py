@@ -15,7 +15,7 @@ import numpy as np
 
 from flight.compute.inject import CONSEQUENCE
 from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
-from hil.loop import RunResult
+from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, RunResult
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,14 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         verdicts = fault_verdicts(result) if verdicts is None else verdicts
         failed_faults = [v for v in verdicts if not v.passed]
         na = sum(v.verdict == "N/A" for v in verdicts)
-        checks.append(Check("faults_handled", not failed_faults,
+        skipped = result.faults_not_drawn  # drawn from fault_rate_scale past a step's limit: never applied
+        checks.append(Check("faults_handled", not failed_faults and not skipped,
                             f"{len(verdicts) - len(failed_faults) - na} of {len(verdicts)} faults detected and "
                             f"answered" + (f", {na} hit nothing (N/A)" if na else "")
                             + (f"; first failure: {failed_faults[0].kind} at {failed_faults[0].at_s:.0f} s: "
-                               f"{failed_faults[0].why}" if failed_faults else "")))
+                               f"{failed_faults[0].why}" if failed_faults else "")
+                            + (f"; {skipped} upsets drawn past {MAX_DRAWN_FAULTS_PER_STEP} a step were not applied "
+                               "(lower fault_rate_scale)" if skipped else "")))
     if sc.agent != "naive" and len(tr["time_s"]):
         idle = idle_in_safe(timeline_of(result))
         checks.append(Check("idle_in_safe", idle.passed, idle.detail))

@@ -325,6 +325,26 @@ def describe(model: onnx.ModelProto) -> dict[str, object]:
     return record(model, META_KEY, "protected")
 
 
+def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] = (PREFIX,)) -> set[str]:
+    """The initializers of a protected ``model`` a fault in which its checks see, or that nothing reads:
+    the weights and biases (inputs 1 and 2) of the nodes it checks, where no other node reads them,
+    and the checks' own (names starting with one of ``own_prefixes``: a fault there raises the flag,
+    or hides a fault of the same sample only by coinciding with one). The rest (the input's normalisation, an unchecked
+    node's constants) the checks do not cover: a flip there gives wrong results that pass, and only
+    the scrub can find it (flight/compute/scrub.py: ``WeightScrubber.watch``)."""
+    checked = {c["output"] for c in describe(model)["checks"]}
+    names = {t.name for t in model.graph.initializer}
+    covered = {n for n in names if n.startswith(own_prefixes)}
+    readers: dict[str, list[bool]] = {}
+    for node in model.graph.node:
+        as_weight = node.op_type in CHECKED_OPS and bool(node.output) and node.output[0] in checked
+        for i, name in enumerate(node.input):
+            if name in names:
+                readers.setdefault(name, []).append(as_weight and i in (1, 2))
+    covered |= {n for n, by in readers.items() if all(by)} | (names - set(readers))  # unread: changes nothing
+    return covered
+
+
 def marked(model: onnx.ModelProto, output: str, key: str) -> bool:
     """Whether a graph pass left its ``output`` and its record under ``key`` in ``model`` (this one, ranges.py)."""
     return any(o.name == output for o in model.graph.output) and any(p.key == key for p in model.metadata_props)

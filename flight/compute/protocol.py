@@ -196,6 +196,8 @@ class Status:
     train_restores: int = 0
     train_saa_checkpoints: int = 0
     train_checkpoints_refused: int = 0
+    infer_files_rejected: int = 0
+    compute_writes_failed: int = 0
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -188,7 +188,8 @@ _PROBE_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tens
 
 
 def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarray],
-                   probe: Mapping[str, np.ndarray] | None = None) -> list[str] | None:
+                   probe: Mapping[str, np.ndarray] | None = None,
+                   between_runs: Callable[[], None] | None = None) -> list[str] | None:
     """The ``arrays`` (an owned-weight session's initializers) that the session does not compute
     from: a graph optimisation folded them into constants of its own at session start (a Conv
     followed by BatchNormalization or by a Mul by a constant, a Transpose of a weight, a Cast of
@@ -205,7 +206,13 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
     probe can run (an input of a type noise cannot stand for, sizes neither guess fits): nothing
     is known then, and nothing may be claimed on it. Not found: a buffer read by one node and
     folded for another (a weight shared by a fused Conv and an unfused one) counts as read.
+
+    It runs the model once or twice per buffer, seconds for a deep model (a chain of 40 3x3 Convs
+    took 12.6 s here): ``between_runs`` is called after each run, so a caller with a watchdog to
+    answer can (the worker answers the agent's pings there; found in review: silent past
+    ``compute_watchdog_s``, it was killed at every try to open such a model).
     """
+    tick = between_runs or (lambda: None)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the moves make some runs fail on purpose: not errors to log
     before = feed = None
@@ -242,6 +249,8 @@ def unread_buffers(session: ort.InferenceSession, arrays: Mapping[str, np.ndarra
                 except Exception:  # noqa: BLE001 - it failed on the change: it reads the buffer
                     read = True
                     break
+                finally:
+                    tick()
                 if any(not _same(a, b) for a, b in zip(before, after)):
                     read = True
                     break

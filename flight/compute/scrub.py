@@ -30,6 +30,10 @@ What it does (pure logic: arrays and times in, repairs and counters out; no I/O,
   (pass ``p`` checks copy ``p % 3``), so the golden copies are themselves scrubbed every three
   passes at a third of the cost of checking all three every time.
   :meth:`WeightScrubber.scrub_all` checks everything now (after a result check failed).
+- **Watched tensors.** The weights no check of the results covers (:meth:`WeightScrubber.watch`:
+  the checksum pass leaves the input's normalisation to the scrub) are also checked whole, on
+  demand (:meth:`WeightScrubber.check_watched`): the worker does it before it releases each slice's
+  results, so none made with such a flip goes out as passed.
 - **The period follows the flux.** :func:`scrub_period_s` is short inside the SAA and at high
   latitude and long elsewhere, and never longer than one orbit, so a full pass happens at
   least once per orbit whatever the environment.
@@ -50,7 +54,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,6 +217,8 @@ class WeightScrubber:
         self.golden_repairs = 0
         self.last_full_pass_s: float | None = None
         self.bytes_total = int(sum(raw.size for raw in self._owned_bytes))
+        self.watched: frozenset[str] = frozenset()  # :meth:`watch`
+        self._watched_chunks: tuple[int, ...] = ()
 
     @classmethod
     def from_onnx(cls, model: bytes, now_s: float, **kwargs) -> WeightScrubber:
@@ -267,6 +273,26 @@ class WeightScrubber:
         self.passes += 1
         self.last_full_pass_s = now_s
         return repairs
+
+    def watch(self, names: Iterable[str]) -> None:
+        """The tensors (of :attr:`names`; others are ignored) whose faults no check of the results sees:
+        the worker has :meth:`check_watched` check them after every slice of batches, before their
+        results are released (the periodic scrub alone would find such a fault only after results made
+        with it were reported good: found in review)."""
+        index = {name: t for t, name in enumerate(self.names)}
+        wanted = {index[n] for n in names if n in index}
+        self.watched = frozenset(self.names[t] for t in wanted)
+        self._watched_chunks = tuple(i for i, (t, _a, _b) in enumerate(self._chunks) if t in wanted)
+
+    @property
+    def watched_bytes(self) -> int:
+        return sum(self._chunks[i][2] - self._chunks[i][1] for i in self._watched_chunks)
+
+    def check_watched(self, now_s: float) -> list[Repair]:
+        """Check the owned chunks of the :meth:`watch` ed tensors now, each against its CRC, and repair
+        what is wrong from the vote (the golden copies are left to the passes). Raises
+        :class:`WeightsUnrepairable` as :meth:`step` does."""
+        return [r for i in self._watched_chunks if (r := self._check(i, (), now_s)) is not None]
 
     def verify(self) -> bool:
         """True when every owned chunk matches its CRC (reads only; counts nothing)."""

@@ -48,6 +48,12 @@ worker's 1024-128-2 Adam job, 1.6 MB, on a PC's disk; allow a slow eMMC 50 times
 price of a longer lead: a worker lost before the first periodic checkpoint of the pass
 loses up to the lead's worth of steps more."""
 
+SAA_PASS_GAP_S = 600.0
+"""Predicted entries further apart than this are different SAA passes: a spacecraft crosses the
+SAA at most once an orbit (about 95 min apart), and the prediction of one entry moves by seconds
+from one tick to the next. So a job paused across the end of a pass (no tick saw it end) is armed
+again for the next one when it resumes (found in review: it took no checkpoint for that pass)."""
+
 REFUSALS_BEFORE_RESTORE = 3
 """Refused steps in a row before the last checkpoint is loaded: the first is retried on the
 same batch, the second skips it; a third, on a batch with none of its samples, means the
@@ -124,6 +130,7 @@ class TrainingStatus:
     steps_refused: int = 0  # steps the checks refused (none of them was committed)
     restores: int = 0  # times the last checkpoint was loaded because steps kept being refused
     last_refusal: str = ""  # why the last refused step was refused, with the numbers
+    checkpoints_failed: int = 0  # writes that failed in this worker's run (a failed write keeps no count)
 
 
 _COUNTS = ("saa_checkpoints", "steps_refused", "restores")  # TrainingStatus counts a checkpoint keeps
@@ -165,6 +172,7 @@ class TrainingJob:
         self._correct = 0.0
         self._seen = 0
         self._saa_armed = True  # False from the pre-entry checkpoint until the entry is no longer near
+        self._saa_entry_at: float | None = None  # on the clock: the entry the last SAA checkpoint was for
         self._refused_in_row = 0
         self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
         self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
@@ -242,22 +250,28 @@ class TrainingJob:
         Pure apart from the checkpoint: call it between slices with the last ``Admit.radiation``.
         Armed while no entry is near (none predicted, or further than the lead); fires on the first
         call that finds one near while still outside; then waits until the entry is no longer near,
-        i.e. the pass is over (inside, ``saa_entry_in_s`` is 0). Inside already (a job started or
-        resumed in the SAA), it does nothing: a checkpoint now would not be one from before it.
+        i.e. the pass is over (inside, ``saa_entry_in_s`` is 0), or until an entry near is another
+        pass's (:data:`SAA_PASS_GAP_S`: the job was paused while the last one ended). Inside already
+        (a job started or resumed in the SAA), it does nothing: a checkpoint now would not be one
+        from before it.
         """
         entry_s = radiation.saa_entry_in_s
         if entry_s is None or entry_s > SAA_CHECKPOINT_LEAD_S:
             self._saa_armed = True
             return False
+        entry_at = self._clock() + entry_s
+        if self._saa_entry_at is not None and abs(entry_at - self._saa_entry_at) > SAA_PASS_GAP_S:
+            self._saa_armed, self._saa_entry_at = True, None  # not the pass the last checkpoint was for
         if not self._saa_armed or radiation.in_saa or self.done:
             self._saa_armed = False
             return False
-        self._saa_armed = False
+        self._saa_armed, self._saa_entry_at = False, entry_at
         if self._refused_in_row and self.status.last_checkpoint_step < 0:
             return False  # refusals open and no checkpoint yet: no state known good to keep
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
-        if self._unsaved():
-            self.checkpoint()
+        if self._unsaved() and not self._try_checkpoint("before the SAA"):
+            self.status.saa_checkpoints -= 1  # not taken: not counted
+            return False
         # The step the file holds: this one, or (refusals open) the last one known good.
         self._event("saa_checkpoint", step=self.status.last_checkpoint_step, entry_in_s=round(entry_s, 1))
         return True
@@ -283,7 +297,7 @@ class TrainingJob:
             self._seen += len(idx)
             ran += 1
             if self.status.step % self.plan.checkpoint_every == 0 or self.done:
-                self.checkpoint()
+                self._try_checkpoint(f"step {self.status.step}")
         elapsed = self._clock() - t0
         if ran and elapsed > 0:
             self.status.steps_per_s = ran / elapsed
@@ -334,5 +348,19 @@ class TrainingJob:
         """Stop here: checkpoint now, so nothing is lost whatever happens next (but a state under
         suspicion, :meth:`_unsaved`)."""
         if self._unsaved():
-            self.checkpoint()
+            self._try_checkpoint("pausing")
         self._event("paused", reason=reason, step=self.status.step)
+
+    def _try_checkpoint(self, when: str) -> bool:
+        """:meth:`checkpoint`, but a write that fails (a full or failing disk) is said
+        (``checkpoint_failed``), not raised: the file keeps the last checkpoint written, whole, and
+        the job goes on, losing at most the steps since it if the worker is lost (found in review: a
+        pause that could not write ended the worker, and again at every restart). True if written."""
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            self.status.checkpoints_failed += 1
+            self._event("checkpoint_failed", step=self.status.step,
+                        reason=f"{when}: {type(exc).__name__}: {exc}")
+            return False
+        return True

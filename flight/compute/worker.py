@@ -63,6 +63,7 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -73,8 +74,9 @@ import zmq
 
 from flight.compute import protocol as cp
 from flight.compute import ranges as range_pass
-from flight.compute.abft import (DEFAULT_ATOL, PASS_VERSION, SAFETY, TRUSTED_PASS_VERSIONS, describe, is_protected,
-                                 protect_bytes)
+from flight.compute.abft import PREFIX as CHECKS_PREFIX
+from flight.compute.abft import (DEFAULT_ATOL, PASS_VERSION, SAFETY, TRUSTED_PASS_VERSIONS, covered_initializers,
+                                 describe, is_protected, protect_bytes)
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -144,6 +146,8 @@ IDLE_WAIT_S = 1.0  # nothing runnable: wait on the socket this long (status goes
 INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this often
 MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
+KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
+MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
@@ -197,6 +201,35 @@ class NonFiniteOutput(ArithmeticError):
     """A model gave NaN or infinite outputs: no product is written from them."""
 
 
+class BadInput(ValueError):
+    """Input tiles a model cannot take or must not be run on: the sender's fault, not the model's (a
+    version on probation is not rolled back for them)."""
+
+
+def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarray:
+    """``tiles`` as float32 for a model input of ``shape`` (its dims, a name or None where free), or
+    :class:`BadInput` naming ``what`` and the fault: not an array of numbers, the wrong rank or size,
+    no tiles, or NaN or infinite values (after the cast: 1e300 is infinite in float32). Checked before
+    the model runs, so a NaN tile is not taken for a model that gives non-finite outputs (found in
+    review: it rolled back a good version on probation)."""
+    if not isinstance(tiles, np.ndarray) or tiles.dtype.kind not in "biuf":
+        kind = tiles.dtype if isinstance(tiles, np.ndarray) else type(tiles).__name__
+        raise BadInput(f"{what}: holds {kind}, not an array of numbers")
+    want = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if tiles.ndim != len(want) or any(w is not None and w != got for w, got in zip(want, tiles.shape)):
+        taken = ", ".join("N" if w is None else str(w) for w in want)
+        raise BadInput(f"{what}: has shape {list(tiles.shape)}, the model takes [{taken}]")
+    if len(tiles) == 0:
+        raise BadInput(f"{what}: holds no tiles")
+    with np.errstate(over="ignore"):  # past float32's range: infinite, and said so below
+        out = np.array(tiles, dtype=np.float32)  # a copy: never a view of a file's map, nor of the caller's array
+    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    if bad.any():
+        raise BadInput(f"{what}: {int(bad.sum())} of {len(out)} tiles hold NaN or infinite values "
+                       f"(the first: {np.flatnonzero(bad)[:8].tolist()})")
+    return out
+
+
 class ModelLoadFailed(RuntimeError):
     """The model would not load into a session (not the job's data, not the disk): its fault."""
 
@@ -223,6 +256,11 @@ class _Session(NamedTuple):
     def checked(self) -> bool:
         """Whether a run gives per-sample flags (the checksum pass's, the range checks', or both)."""
         return len(self.outputs) > 1
+
+    @property
+    def input_shape(self) -> list[Any]:
+        """The model input's dims: a number, or a name or None where free (the batch)."""
+        return list(self.session.get_inputs()[0].shape)
 
 
 class _CheckedModel(NamedTuple):
@@ -375,6 +413,11 @@ class Worker:
         self.train_saa_checkpoints = 0
         self.train_checkpoints_refused = 0
         self._refusal_event_at = -math.inf
+        self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
+        self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
+        self._write_event_at = -math.inf
+        self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
+        self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
@@ -391,6 +434,7 @@ class Worker:
         self._sock.setsockopt(zmq.IDENTITY, b"compute")
         self._sock.linger = 500
         self._sock.connect(endpoint)
+        self._deferred: list[Any] = []  # messages taken in by _keepalive, for the loop
         self._load_jobs()
 
     # --- messages ------------------------------------------------------------------------
@@ -400,6 +444,24 @@ class Worker:
             self._sock.send(cp.encode(msg), zmq.NOBLOCK)
         except zmq.Again:
             pass  # the agent is gone or slow; status goes again within a second
+
+    def _keepalive(self) -> None:
+        """Within a long piece of work (probing a deep model's buffers): answer the agent's pings now, so
+        its watchdog sees a worker at work, not a hung one; anything else waits, in order, for the loop
+        (:meth:`run`), as nothing else may change under the work."""
+        while self._sock.poll(0):
+            try:
+                msg = cp.decode(self._sock.recv())
+            except ProtocolError as exc:
+                self.event("JOB_FAILED", job_id=0, reason=f"bad message from the agent: {exc}")
+                continue
+            if isinstance(msg, cp.Ping):
+                self._send(cp.Pong(msg.seq))
+            elif len(self._deferred) < MAX_DEFERRED:
+                self._deferred.append(msg)
+            else:  # never on a board (the agent waits for replies); bounded all the same
+                self.event("JOB_FAILED", job_id=0, reason=f"{type(msg).__name__} from the agent dropped: "
+                                                          f"{MAX_DEFERRED} messages waiting already")
 
     def event(self, event: str, /, **args: Any) -> None:
         self._send(cp.WorkerEvent(event, {k: self._relative(v) if isinstance(v, str) else v for k, v in args.items()}))
@@ -511,7 +573,22 @@ class Worker:
         return self.root / "jobs.json"
 
     def _save_jobs(self) -> None:
-        write_checked_json(self._jobs_path(), [j.to_json() for j in self.jobs.values()])
+        """The job list to disk. A write that fails (a full or failing disk) is said and counted, not
+        raised: the file keeps the last list written, whole, and the worker goes on with the list in
+        memory (found in review: raised out of the loop, it ended the worker)."""
+        try:
+            write_checked_json(self._jobs_path(), [j.to_json() for j in self.jobs.values()])
+        except OSError as exc:
+            self._write_failed("the job list", exc)
+
+    def _write_failed(self, what: str, exc: OSError | str) -> None:
+        """A write of the worker's own state failed: counted, said at most every CHECK_EVENT_MIN_S."""
+        self.compute_writes_failed += 1
+        now = time.monotonic()
+        if now - self._write_event_at >= CHECK_EVENT_MIN_S:
+            self._write_event_at = now
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else exc
+            self.event("COMPUTE_WRITE_FAILED", what=what, reason=reason[:200])
 
     def _prune(self) -> None:
         """Keep the newest :data:`KEEP_FINISHED_JOBS` finished jobs; forget older ones."""
@@ -720,11 +797,13 @@ class Worker:
         opened = None
         if self.scrub_weights:
             data = constants_as_initializers(data)  # weights in Constant nodes: owned and scrubbed too
-            scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
-            options, owned = owned_weights_options(scrubber.owned, self.threads)
             try:
+                scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
+                options, owned = owned_weights_options(scrubber.owned, self.threads)
                 opened = open_session(data, self.providers, self.threads, options=options)
-            except SessionError as exc:  # onnxruntime refused the owned buffers: run it as it builds it, and say so
+            except (SessionError, RuntimeError, TypeError) as exc:
+                # onnxruntime refused the owned buffers (an OrtValue cannot be made over bfloat16 or float8
+                # numpy arrays, found in review): run it as it builds it, and say so.
                 refused = f"{name}: no session on owned weights, its weights are not scrubbed ({exc})"
                 scrubber = owned = None
         if opened is None:
@@ -762,6 +841,9 @@ class Worker:
             elif reopened[0] is not opened:
                 opened, owned, optimization = reopened[0], reopened[1], "disable"
             session = opened.session
+        if scrubbed and check is not None:  # what the checks do not cover is checked after every slice
+            scrubber.watch(set(scrubber.names) - covered_initializers(onnx.load_from_string(data),
+                                                                      (CHECKS_PREFIX, range_pass.PREFIX)))
         # The OrtValues and the arrays under them stay alive with the session; the golden copies only
         # where they are scrubbed.
         kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
@@ -779,7 +861,7 @@ class Worker:
         ``probe``: the model's reference input, where the store keeps one (providers.unread_buffers)."""
         used = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
         owned_used = {k: v for k, v in scrubber.owned.items() if k in used}
-        unread = unread_buffers(opened.session, owned_used, probe)
+        unread = unread_buffers(opened.session, owned_used, probe, self._keepalive)
         if unread == []:
             return opened, owned
         # None: no probe could run, so nothing shows what the optimised session reads. With no graph
@@ -792,7 +874,8 @@ class Worker:
             plain = open_session(data, self.providers, self.threads, options=options)
         except SessionError:
             plain = None
-        if plain is not None and plain.provider == CPU and unread_buffers(plain.session, owned_used, probe) in ([], None):
+        if plain is not None and plain.provider == CPU and \
+                unread_buffers(plain.session, owned_used, probe, self._keepalive) in ([], None):
             self.event("PROVIDER_FALLBACK", provider=plain.provider,
                        reason=f"{folded}: opened with no graph optimisation, so the scrub checks what runs"[:200])
             return plain, owned_plain
@@ -883,6 +966,8 @@ class Worker:
             self._drops += 1
             self.scrub_repairs += 1
             self._repaired(name)
+            if exc.tensor in scrubber.watched:
+                self._watched_repairs[name] = self._watched_repairs.get(name, 0) + 1
             self.event("WEIGHTS_REPAIRED", name=name, tensor=exc.tensor, chunk=exc.chunk, bytes=0, golden=0,
                        source="model store")
             return
@@ -896,6 +981,9 @@ class Worker:
         wrong = sum(r.bytes_differing > 0 for r in repairs)  # a golden copy or a CRC entry alone: results were right
         if wrong:
             self._repaired(name, wrong)
+            if any(r.bytes_differing > 0 and r.tensor in scrubber.watched for r in repairs):
+                # results made before this repair may be wrong, and passed: those not yet released are made again
+                self._watched_repairs[name] = self._watched_repairs.get(name, 0) + 1
         for r in repairs[:REPAIR_EVENTS_PER_STEP]:
             self.event("WEIGHTS_REPAIRED", name=name, tensor=r.tensor[:64], chunk=r.chunk, bytes=r.bytes_differing,
                        golden=r.golden_fixed, source=r.source)
@@ -908,6 +996,18 @@ class Worker:
             job = self.jobs.get(job_id)
             if job is None or job.model == name:
                 checks.weights_repaired += count
+
+    def _watched_count(self, name: str, model: _Session | None = None) -> int:
+        """Repairs so far of the weights of model ``name`` that no check covers (``WeightScrubber.watch``:
+        the input's normalisation...), having checked them now where ``model`` is given. A result made
+        before the latest such repair was made with a wrong weight and passed its checks all the same:
+        it is made again before it is released (found in review: a flipped ``band_std`` gave 32 wrong
+        tiles reported passed). Checked before each release, so a fault that lands after it changes no
+        result released before it."""
+        if model is not None and model.scrubber is not None and model.scrubber.watched \
+                and not self._session_dropped(model):
+            self._scrub(name, model.scrubber, lambda sc: sc.check_watched(time.monotonic()))
+        return self._watched_repairs.get(name, 0)
 
     def _product_checks(self, model: _Session) -> ProductChecks:
         return ProductChecks(model.sha256, model.protection, model.provider, model.abft_precision)
@@ -1088,9 +1188,62 @@ class Worker:
         if self.admission is Admission.NONE:
             return None
         allowed = [j for j in self.jobs.values() if j.state in ACTIVE
-                   and (j.kind is JobKind.INFERENCE or self.admission is Admission.ALL)]
+                   and (j.kind is JobKind.INFERENCE or self.admission is Admission.ALL)
+                   and not self._waiting_for_files(j)]
         # Inference before training, then priority (0 first), then age.
         return min(allowed, key=lambda j: (j.kind is not JobKind.INFERENCE, j.priority, j.job_id), default=None)
+
+    def _waiting_for_files(self, job: Job) -> bool:
+        """A continuous job, started, with no file in incoming/ to screen: it gives way to the jobs after
+        it until one comes (found in review: always first, it kept every training job paused while
+        the camera was off). A directory that cannot be read does not wait: the job runs and says why."""
+        if not job.continuous or job.state is not JobState.RUNNING:
+            return False
+        try:
+            return not self._incoming_files()
+        except (NameRefused, OSError):
+            return False
+
+    def _incoming_files(self) -> list[Path]:
+        """The files a continuous job takes, oldest name first. Hidden names are files still being
+        written (write as .NAME, then rename): left alone. A symbolic link is not a tile the ground
+        sent: left where it is, never read. Nor is a file refused already that could not be moved."""
+        files = sorted(p for p in self._dir("incoming").glob("*.npy") if not p.name.startswith(".") and not p.is_symlink())
+        self._unmovable &= {p.name for p in files}  # forget what is gone: bounded by the files there are
+        return [p for p in files if p.name not in self._unmovable]
+
+    def _incoming_tiles(self, path: Path, model: "_Session") -> np.ndarray:
+        """The tiles of one incoming file, checked for ``model`` (:func:`checked_tiles`); :class:`BadInput`
+        for a file numpy cannot read as one array (truncated, a pickle, an archive)."""
+        try:
+            loaded = np.load(path, mmap_mode="r", allow_pickle=False)  # header first: nothing read yet
+        except (OSError, ValueError, EOFError) as exc:
+            raise BadInput(f"{path.name}: not a .npy array numpy can read ({type(exc).__name__}: {exc})") from None
+        if not isinstance(loaded, np.ndarray):  # an .npz under a .npy name
+            loaded.close()
+            raise BadInput(f"{path.name}: an archive, not one .npy array")
+        try:
+            return checked_tiles(loaded, model.input_shape, path.name)
+        except (OSError, ValueError) as exc:  # BadInput is a ValueError; a file shorter than its header says
+            raise BadInput(str(exc) if isinstance(exc, BadInput) else f"{path.name}: unreadable ({exc})") from None
+        finally:
+            del loaded  # the map closed before the file is moved
+
+    def _reject_incoming(self, job: Job, path: Path, reason: str) -> None:
+        """A file the job cannot screen: moved to incoming/rejected/ (the newest :data:`KEEP_REJECTED_FILES`
+        kept), said and counted; the job goes on with the next file (found in review: the job failed,
+        and the file, first in order, held back every good one after it)."""
+        self.infer_files_rejected += 1
+        self.event("INCOMING_REJECTED", job_id=job.job_id, name=path.name, reason=reason[:200])
+        try:
+            rejected = self._dir("incoming/rejected")
+            rejected.mkdir(exist_ok=True)
+            os.replace(path, rejected / path.name)
+            kept = sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+            for old in kept[KEEP_REJECTED_FILES:]:
+                old.unlink()
+        except (NameRefused, OSError):
+            self._unmovable.add(path.name)  # left in place, never read again in this run
 
     def _pause_training(self, reason: str) -> None:
         for job_id, tjob in list(self._training.items()):
@@ -1106,9 +1259,14 @@ class Worker:
         """Run one slice of the best job; return the seconds spent working."""
         self.scrub_tick()  # before the job's clock starts: scrubbing is not the job's busy time
         job = self._next_job()
-        if job is None or job.kind is not JobKind.TRAINING:
+        if job is None or (job.kind is not JobKind.TRAINING and not job.continuous):
             self._pause_training("not admitted: " + (self.reason or self.admission.value) if job is None
                                  else "inference goes first")
+        # A continuous job's slice is one file: training goes on between files, not paused (and
+        # checkpointed) at each. Running jobs see each SAA pass coming whichever job has this slice.
+        for job_id, tjob in self._training.items():
+            if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
+                tjob.radiation_tick(self.radiation)  # once per SAA pass, just before the entry the agent predicts
         if job is None:
             return 0.0
         if job.state is not JobState.RUNNING:
@@ -1147,14 +1305,15 @@ class Worker:
             injector.poll()
             injector.strike_weights(model)
         if job.continuous:
-            # Hidden names are files still being written (write as .NAME, then rename): leave them.
-            # A symbolic link is not a tile the ground sent: left where it is, never read.
-            files = sorted(p for p in self._dir("incoming").glob("*.npy")
-                           if not p.name.startswith(".") and not p.is_symlink())
+            files = self._incoming_files()
             if not files:
                 return
             path = files[0]
-            tiles = np.load(path, allow_pickle=False).astype(np.float32)
+            try:
+                tiles = self._incoming_tiles(path, model)
+            except BadInput as exc:
+                self._reject_incoming(job, path, str(exc))
+                return
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
                 batch = None
@@ -1162,7 +1321,9 @@ class Worker:
                     probs, batch = self._judged_probs(job, model, tiles, checks, self._double_due())
                 else:
                     probs = self._checked_probs(job, model, tiles, checks, self._double_due())
-                probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0)
+                made = self._watched_count(job.model)
+                remake = self._watched_count(job.model, model) > made
+                probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
                 classes, conf = self._classify(probs, 1)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
             except _ModelChanged:
@@ -1177,7 +1338,8 @@ class Worker:
             return
         data = self._inputs.get(job.job_id)
         if data is None:  # read once per job, not once per slice
-            data = self._inputs[job.job_id] = self._input_set(job.name)
+            data = self._inputs[job.job_id] = checked_tiles(self._input_set(job.name), model.input_shape,
+                                                            f"data set {job.name}")
         checks = self._checks.get(job.job_id)
         if checks is not None and checks.model_sha256 != model.sha256:
             # Another version became active between two slices (MODEL_INSTALL, a rollback): one
@@ -1189,7 +1351,8 @@ class Worker:
         start = self._cursor.get(job.job_id, 0)
         t_end = time.monotonic() + SLICE_S
         drops = self._drops
-        parts: list[tuple[tuple[np.ndarray, int, Any], int]] = []  # (held result, its first tile) per batch
+        # (held result, its first tile, the repairs of weights no check covers when it was made) per batch
+        parts: list[tuple[tuple[np.ndarray, int, Any], int, int]] = []
         hold = self._hold
         # The common batches are one session.run and nothing else: with no double run due, one with no
         # check output (unchecked), or one whose flags all held (passed). A run of such batches of one
@@ -1224,7 +1387,7 @@ class Worker:
                     probs = self._checked_probs(job, model, batch, checks, double, first)
                 else:
                     run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
-                parts.append((hold(probs, batch_upsets), start))
+                parts.append((hold(probs, batch_upsets), start, self._watched_repairs.get(job.model, 0)))
                 start += len(batch)
                 if self._drops != drops:
                     break  # weights nothing could repair: the next slice runs on a session built anew
@@ -1234,8 +1397,10 @@ class Worker:
             self._restart_job(job, changed.model)
             return
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
+            latest = self._watched_count(job.model, model)
             try:
-                got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at) for held, at in parts]
+                got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at, made < latest)
+                       for held, at, made in parts]
             except _ModelChanged as changed:
                 self._restart_job(job, changed.model)
                 return
@@ -1331,13 +1496,15 @@ class Worker:
         return probs, crc, batch
 
     def _released(self, job: Job, model: _Session, tiles: np.ndarray, held: tuple[np.ndarray, int, Batch | None],
-                  checks: ProductChecks, first_tile: int) -> np.ndarray:
+                  checks: ProductChecks, first_tile: int, remake: bool = False) -> np.ndarray:
         """A held result, checked against the CRC-32 it had when made. One changed while it waited
-        (an upset in memory that no check in the graph can see) is made again on the model's
-        current session, checked as the model allows (its checksum flags; a double run where it has
-        none), and the receipt restates those tiles (``results_changed``, ``reruns``)."""
+        (an upset in memory that no check in the graph can see), or made while a weight no check
+        covers was wrong (``remake``: :meth:`_watched_count`), is made again on the model's current
+        session, checked as the model allows (its checksum flags; a double run where it has none), and
+        the receipt restates those tiles (``results_changed``, ``reruns``)."""
         probs, crc, batch = held
-        changed = zlib.crc32(probs) != crc
+        crc_changed = zlib.crc32(probs) != crc
+        changed = crc_changed or remake
         if changed:
             self.checks_failed += 1
             self.reruns += 1
@@ -1347,12 +1514,12 @@ class Worker:
             probs, ok, failed = self._checked_run(current, tiles, double=not current.checked)
             self.results_marked += bool(failed)
             checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8))
-            self._check_failed(job, "output CRC", len(tiles), failed,
+            self._check_failed(job, "output CRC" if crc_changed else "unchecked weights", len(tiles), failed,
                                outcome=("made again: " + (f"{failed} failed on the new run, tiles marked failed"
                                                           if failed else "the new run passed its checks")))
         if batch is not None:
             status = checks.tile_status()[first_tile:first_tile + len(tiles)]
-            self._injector.release(batch, model, tiles, probs, status, changed)
+            self._injector.release(batch, model, tiles, probs, status, crc_changed)
         return probs
 
     def _judged_probs(self, job: Job, model: _Session, tiles: np.ndarray, checks: ProductChecks,
@@ -1500,7 +1667,7 @@ class Worker:
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
             self._training[job.job_id] = tjob
-        tjob.radiation_tick(self.radiation)  # once per SAA pass, just before the entry the agent predicts
+            tjob.radiation_tick(self.radiation)  # as work_slice ticks running jobs: before its first step
         t0 = time.monotonic()
         steps = 0
         while time.monotonic() - t0 < SLICE_S and not tjob.done:
@@ -1588,7 +1755,8 @@ class Worker:
                 "double_runs": self.double_runs, "results_marked": self.results_marked,
                 "train_steps_refused": self.train_steps_refused, "train_restores": self.train_restores,
                 "train_saa_checkpoints": self.train_saa_checkpoints,
-                "train_checkpoints_refused": self.train_checkpoints_refused}
+                "train_checkpoints_refused": self.train_checkpoints_refused,
+                "infer_files_rejected": self.infer_files_rejected, "compute_writes_failed": self.compute_writes_failed}
 
     def _training_event(self, job_id: int, kind: str, args: dict[str, Any]) -> None:
         """A training job's word (training_job.py): counted, and said as the dictionary's event."""
@@ -1608,6 +1776,8 @@ class Worker:
         elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0
             self.train_checkpoints_refused += 1
             self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200])
+        elif kind == "checkpoint_failed":  # not written: the file keeps the last checkpoint, the job goes on
+            self._write_failed(f"job {job_id}'s checkpoint at step {args['step']}", str(args["reason"]))
         # "paused": the worker says JOB_PAUSED itself.
 
     def _product_count(self) -> int:
@@ -1621,8 +1791,7 @@ class Worker:
 
     def _idle_wait_s(self) -> float:
         """How long to wait on the socket when the last slice did no work."""
-        job = self._next_job()
-        if job is not None and job.continuous:
+        if self.admission is not Admission.NONE and any(j.continuous and j.state in ACTIVE for j in self.jobs.values()):
             return INCOMING_WAIT_S  # waiting for the camera's next file
         return IDLE_WAIT_S
 
@@ -1639,6 +1808,9 @@ class Worker:
         while not self._stop:
             if parent_pid is not None and os.getppid() != parent_pid:  # the agent is gone: stop with it
                 break
+            while self._deferred:  # taken in while a slice was at work (_keepalive): first, in order
+                self._handle(self._deferred.pop(0))
+                idle_s = 0.0
             for _ in range(100):
                 if not poller.poll(int(idle_s * 1000)):
                     break

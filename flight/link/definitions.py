@@ -662,6 +662,11 @@ COMPUTE_CHANNELS = (
     Channel("train_checkpoints_refused", T.U32, "count", "Training checkpoints not resumed: they failed their "
             "SHA-256, did not fit the trainer, or could not be shown to be the job's (moved aside until the job "
             "ends; the job started from step 0)", Limits(warn_high=1)),
+    Channel("infer_files_rejected", T.U32, "count", "Files in incoming/ a continuous job refused (unreadable, "
+            "not numbers, the wrong shape for the model, NaN or infinite values): moved to incoming/rejected/",
+            Limits(warn_high=1)),
+    Channel("compute_writes_failed", T.U32, "count", "Writes of the worker's own state that failed (the job list, a "
+            "training checkpoint: a full or failing disk); the last one written stays whole", Limits(warn_high=1)),
 )
 
 STORE_CHANNELS = (
@@ -862,7 +867,9 @@ EVENTS = (
           "Job {job_id}: {check} check failed on {tiles} tiles; {outcome}",
           "A batch failed its checksum flags or its double run; the weights were scrubbed (where the session's are) "
           "and the batch run again (outcome: passed then, or its tiles marked failed in the product; the outcome "
-          "says where no scrub ran). At most one every 10 s, but a rebuild is always said; checks_failed and "
+          "says where no scrub ran). Check \"output CRC\": a result changed while held; \"unchecked weights\": "
+          "made while a weight no check covers was wrong (found and repaired before its release); either is made "
+          "again. At most one every 10 s, but a rebuild is always said; checks_failed and "
           "results_marked count them all", ("job_id", "check", "tiles", "outcome")),
     Event("TRAIN_STEP_REFUSED", 0x00EB, Severity.WARNING_LO,
           "Job {job_id}: training step {step} refused ({reason}), {in_row} in a row",
@@ -882,6 +889,16 @@ EVENTS = (
           "given again after the agent's state was lost) or older than checkpoints that name their job: wrong "
           "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends. "
           "train_checkpoints_refused counts them", ("job_id", "reason")),
+    Event("INCOMING_REJECTED", 0x00F2, Severity.WARNING_LO, "Job {job_id}: input file {name} refused: {reason}",
+          "A file in incoming/ that a continuous job cannot screen (unreadable, not numbers, the wrong shape for the "
+          "model, NaN or infinite values: bad input, not the model's fault) is moved to incoming/rejected/, which "
+          "keeps the newest 16; the job goes on with the next file. infer_files_rejected counts them",
+          ("job_id", "name", "reason")),
+    Event("COMPUTE_WRITE_FAILED", 0x00F3, Severity.WARNING_HI, "Compute worker could not write {what}: {reason}",
+          "A write of the worker's own state failed (a full or failing disk): the job list, or a training "
+          "checkpoint (periodic, at a pause, before the SAA). The file keeps the last state written, whole, and "
+          "the worker goes on; a worker lost before the next write loses what was not written. At most one every "
+          "10 s; compute_writes_failed counts them all", ("what", "reason")),
     Event("MODEL_UNCHECKED", 0x00EA, Severity.WARNING_LO, "Model {name} runs without the checksum pass: {reason}",
           "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
           "or onnxruntime would not open the protected model; it runs as uplinked, its products say unchecked "

@@ -192,7 +192,7 @@ class Trainer:
         ``x``: ``[B, input_dim]``; ``y``: int labels ``[B]`` in ``[0, classes)`` (softmax CE)
         or targets ``[B, output_dim]`` (mse). Raises :class:`NonFiniteLossError`, keeping the
         previous state, when the loss is not finite, and :class:`StepRefusedError` likewise when
-        the gradient or the update fails the checks.
+        a label is out of range or the gradient or the update fails the checks.
         """
         x = np.ascontiguousarray(x, dtype=self._dt)
         if x.shape != (self.batch_size, self.spec.input_dim):
@@ -206,7 +206,10 @@ class Trainer:
                 raise ValueError(f"y has shape {y.shape}, softmax cross-entropy takes labels of shape {(self.batch_size,)}")
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= self.spec.output_dim:
-                raise ValueError(f"labels must be in [0, {self.spec.output_dim}), got min {lo} max {hi}")
+                # Refused, not a ValueError: a label flipped in memory is a bad sample like a flipped
+                # x, retried, then skipped (found in review: it failed the whole job).
+                raise StepRefusedError(self._steps + 1, f"labels must be in [0, {self.spec.output_dim}), "
+                                                        f"got min {lo} max {hi}")
         else:
             y = np.ascontiguousarray(y, dtype=self._dt)
             if y.shape != (self.batch_size, self.spec.output_dim):

@@ -1,0 +1,390 @@
+"""The compute worker under what a board meets besides radiation: an idle camera, bad files and data
+sets, a disk that refuses a write, a model that is slow to open or whose weights cannot be owned; and
+weights no check covers, whose faults only the scrub finds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+from onnx import TensorProto, helper
+
+import flight.compute.worker as worker_module
+from flight.compute import abft
+from flight.compute import protocol as cp
+from flight.compute.checks import PASSED, rows_agree
+from flight.compute.scrub import WeightScrubber
+from flight.compute.store import Provenance
+from flight.compute.training import Adam, Dense, MlpSpec, Trainer
+from flight.compute.training_job import SAA_PASS_GAP_S, TrainingJob, TrainingPlan
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
+from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
+from flight.link.definitions import Admission, FluxClass, JobKind
+from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, drawn_faults
+from hil.report import evaluate
+from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, tiny, trusted_file
+from tests.test_hil_scenario import constructed_run
+
+TILES = load_held_out().tiles.astype(np.float32)
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = WorkerBench(tmp_path / "compute", allow_unsigned=True)
+    yield b
+    b.close()
+
+
+def admit(bench, admission=Admission.ALL, radiation=cp.NO_RADIATION, abft_checks=True, scrub=True):
+    bench.worker._handle(cp.Admit(admission, 1, 8, 1.0, None, "test", radiation, 0.0, False, scrub,  # noqa: SLF001
+                                  abft_checks, False))
+
+
+def toy_set(bench, name="toy", n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    (bench.root / "data").mkdir(parents=True, exist_ok=True)
+    np.savez(bench.root / "data" / f"{name}.npz", x=rng.normal(size=(n, 12)).astype(np.float32),
+             y=rng.integers(0, 3, n))
+
+
+def start(bench, spec: cp.JobSpec) -> None:
+    reply = bench.request(lambda r: cp.StartJob(r, spec))
+    assert reply.ok, reply.reason
+
+
+def run_until(bench, done, slices=400):
+    for _ in range(slices):
+        if done():
+            return
+        bench.worker.work_slice()
+    assert done(), "not done in time"
+
+
+def put_incoming(bench, name: str, data: bytes) -> None:
+    incoming = bench.root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    (incoming / f".{name}").write_bytes(data)
+    (incoming / f".{name}").rename(incoming / name)  # appears whole, as the camera writes
+
+
+def npy(array) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+# --- scheduling -----------------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-014")
+def test_a_continuous_job_waiting_for_files_lets_training_run_and_training_goes_on_between_files(bench):
+    bench.worker.install_shipped_models()
+    toy_set(bench)
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True, priority=9))
+    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=200, batch_size=16, priority=0))
+    jobs = bench.worker.jobs
+    run_until(bench, lambda: jobs[2].state.value == "DONE")  # found in review: QUEUED at step 0 forever
+    assert jobs[1].state.value == "RUNNING" and jobs[2].progress == 200
+
+    start(bench, cp.JobSpec(3, JobKind.TRAINING, "toy", steps=100_000, batch_size=16))
+    run_until(bench, lambda: jobs[3].progress > 0)
+    bench.drain()
+    bench.messages.clear()
+    put_incoming(bench, "capture-000001.npy", npy(TILES[:32]))
+    run_until(bench, lambda: (bench.root / "incoming" / "done" / "capture-000001.npy").exists())
+    assert (bench.root / "products" / "job00001-capture-000001.npz").exists()
+    step = jobs[3].progress
+    bench.worker.work_slice()
+    assert jobs[3].state.value == "RUNNING" and jobs[3].progress > step  # trains again after the file
+    assert not bench.events("JOB_PAUSED")  # one file a slice: training is not paused (and checkpointed) for it
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-015")
+def test_bad_incoming_files_are_set_aside_said_and_counted_and_the_good_one_after_them_is_screened(bench):
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    nan = TILES[:4].copy()
+    nan[2, 1, 3, 3] = np.nan
+    bad = {
+        "a-shape.npy": (npy(TILES[:4, :3]), "the model takes [N, 4, 16, 16]"),
+        "b-nan.npy": (npy(nan), "1 of 4 tiles hold NaN or infinite values (the first: [2])"),
+        "c-overflow.npy": (npy(TILES[:2].astype(np.float64) * 1e300), "NaN or infinite"),  # infinite as float32
+        "d-empty.npy": (npy(TILES[:0]), "holds no tiles"),
+        "e-archive.npy": (_npz_bytes(), "an archive"),
+        "f-garbage.npy": (b"\x93NUMPY garbage" * 10, "not a .npy array numpy can read"),
+        "g-strings.npy": (npy(np.array(["a", "b"])), "not an array of numbers"),
+        "h-truncated.npy": (npy(TILES[:8])[:-100], "numpy can read"),
+    }
+    for name, (data, _why) in bad.items():
+        put_incoming(bench, name, data)
+    put_incoming(bench, "z-good.npy", npy(TILES[:16]))
+    run_until(bench, lambda: (bench.root / "incoming" / "done" / "z-good.npy").exists())
+
+    assert bench.worker.jobs[1].state.value == "RUNNING"  # found in review: FAILED, the good files held back
+    said = {e.args["name"]: e.args["reason"] for e in bench.events("INCOMING_REJECTED")}
+    for name, (_data, why) in bad.items():
+        assert why in said[name], (name, said[name])
+        assert (bench.root / "incoming" / "rejected" / name).exists()
+    assert bench.worker.status().infer_files_rejected == len(bad)
+    assert sorted(p.name for p in (bench.root / "incoming").glob("*.npy")) == []
+    summary = json.loads((bench.root / "products" / "job00001-z-good.json").read_text())
+    assert summary["tiles"] == 16 and summary["receipt"]["check_status"] == "passed"
+
+    for k in range(KEEP_REJECTED_FILES + 4):  # the rejected are bounded: the newest kept
+        put_incoming(bench, f"late-{k:02d}.npy", npy(TILES[:1, :2]))
+        run_until(bench, lambda k=k: not (bench.root / "incoming" / f"late-{k:02d}.npy").exists())
+    kept = sorted(p.name for p in (bench.root / "incoming" / "rejected").iterdir())
+    assert len(kept) == KEEP_REJECTED_FILES and f"late-{KEEP_REJECTED_FILES + 3:02d}.npy" in kept
+
+
+def _npz_bytes() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x=TILES[:2])
+    return buf.getvalue()
+
+
+@pytest.mark.req("CMP-015")
+def test_checked_tiles_names_what_is_wrong_and_copies_what_is_right():
+    shape = ["N", 4, 16, 16]
+    good = checked_tiles(TILES[:3].astype(np.float64), shape, "f")
+    assert good.dtype == np.float32 and good.flags.owndata and good.shape == (3, 4, 16, 16)
+    for tiles, why in ((TILES[:3, :, :8], r"has shape \[3, 4, 8, 16\], the model takes \[N, 4, 16, 16\]"),
+                       (TILES[0], "has shape"), (np.array([[1 + 2j]]), "complex128, not an array of numbers"),
+                       (TILES[:0], "holds no tiles"), ("tiles", "holds str")):
+        with pytest.raises(BadInput, match=why):
+            checked_tiles(tiles, shape, "f")
+    assert rows_agree(np.zeros((0, 2)), np.zeros((0, 2)), exact=True).shape == (0,)  # an empty batch: no crash
+
+
+@pytest.mark.req("CMP-015")
+def test_a_data_set_with_a_nan_fails_its_job_alone_and_a_version_on_probation_is_kept(tmp_path):
+    b = WorkerBench(tmp_path / "compute", trusted_file(tmp_path, (ALICE, ALICE_KEY)))
+    try:
+        for model, version in ((tiny(2.0), "1"), (tiny(3.0), "2")):
+            reply = b.install(version, pack(b.staging, model, version).manifest.sha256)
+            assert reply.ok, reply.reason
+        assert b.worker.store.state("tiny").probation
+        tiles = np.random.default_rng(3).uniform(0.1, 1.0, size=(10, 2)).astype(np.float32)
+        tiles[4, 1] = np.nan  # a camera glitch: nothing wrong with version 2
+        b.data_set("day", tiles)
+        job = b.infer(1, "day")
+        assert job.state.value == "FAILED" and "data set day: 1 of 10 tiles hold NaN" in job.detail
+        assert b.worker.store.state("tiny").active.version == "2"  # found in review: rolled back to 1
+        assert not b.events("MODEL_ROLLED_BACK")
+    finally:
+        b.close()
+
+
+# --- writes that fail -----------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-016")
+def test_a_checkpoint_or_job_list_that_cannot_be_written_is_said_and_counted_and_the_worker_goes_on(bench):
+    toy_set(bench)
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, checkpoint_every=10))
+    run_until(bench, lambda: bench.worker.jobs[1].progress >= 20)
+    ck = bench.root / "checkpoints" / "job00001.ck"
+    kept = ck.read_bytes()
+    # A rename over a directory that is not empty fails, as a write on a full or failing disk does.
+    ck.unlink()
+    (ck / "held").mkdir(parents=True)
+    admit(bench, Admission.NONE)
+    bench.worker.work_slice()  # pauses the job: its checkpoint cannot be written (found in review: the worker died)
+    assert bench.worker.jobs[1].state.value == "PAUSED"
+    (said,) = bench.events("COMPUTE_WRITE_FAILED")
+    assert said.args["what"].startswith("job 1's checkpoint at step") and "pausing" in said.args["reason"]
+    shutil.rmtree(ck)
+    ck.write_bytes(kept)  # the last one written stays whole
+
+    jobs = bench.root / "jobs.json"
+    jobs.unlink()
+    (jobs / "held").mkdir(parents=True)
+    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=10, batch_size=16))  # taken, in memory
+    assert 2 in bench.worker.jobs
+    assert bench.worker.status().compute_writes_failed >= 2
+    assert len(bench.events("COMPUTE_WRITE_FAILED")) == 1  # said at most every 10 s; counted every time
+    admit(bench)
+    bench.worker.work_slice()  # and goes on working
+
+
+@pytest.mark.req("CMP-016", "RAD-108")
+def test_a_training_job_whose_checkpoint_fails_goes_on_and_counts_no_saa_checkpoint(tmp_path):
+    x, y = np.zeros((64, 12), np.float32), np.zeros(64, np.int64)
+    events = []
+    path = tmp_path / "j.ck"
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(8), Dense(3))), Adam(1e-3), 8), x, y,
+                      TrainingPlan(1000, 8, checkpoint_every=5), path, on_event=lambda kind, **a: events.append(kind))
+    job.run(5)
+    assert path.exists()
+    path.unlink()
+    (path / "held").mkdir(parents=True)
+    assert job.run(10) == 10  # the periodic checkpoint fails: said, and the job goes on
+    ahead = cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=10.0)
+    assert not job.radiation_tick(ahead)  # not written: not counted as taken
+    job.pause("test")
+    assert events.count("checkpoint_failed") == 4 and job.status.checkpoints_failed == 4  # steps 10, 15, SAA, pause
+    assert job.status.saa_checkpoints == 0
+
+
+# --- training under radiation -----------------------------------------------------------------
+
+
+@pytest.mark.req("RAD-108")
+def test_a_job_paused_across_the_end_of_an_saa_pass_checkpoints_before_the_next(tmp_path):
+    now = [0.0]
+    x, y = np.zeros((64, 12), np.float32), np.zeros(64, np.int64)
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(8), Dense(3))), Adam(1e-3), 8), x, y,
+                      TrainingPlan(10_000, 8, checkpoint_every=1000), tmp_path / "j.ck", clock=lambda: now[0])
+
+    def entry_in(seconds):
+        return cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=seconds)
+
+    job.run(10)
+    assert job.radiation_tick(entry_in(25.0))
+    now[0] += 10.0
+    assert not job.radiation_tick(entry_in(15.0))  # the same pass: once
+    job.pause("eclipse ahead")  # paused before the entry: no tick sees the pass end
+    now[0] += 5700.0  # an orbit later, admitted again 20 s before the next entry (found in review: no checkpoint)
+    job.run(10)
+    assert job.radiation_tick(entry_in(20.0)) and job.status.saa_checkpoints == 2
+    assert job.status.last_checkpoint_step == 20
+    now[0] += SAA_PASS_GAP_S / 2  # still inside that pass, seen as in it: nothing more
+    assert not job.radiation_tick(cp.Radiation(FluxClass.SAA, True, -20.0, 5700.0, saa_entry_in_s=0.0))
+
+
+@pytest.mark.req("RAD-109")
+def test_a_label_flipped_in_memory_is_refused_as_a_bad_sample_and_the_job_finishes(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(512, 12)).astype(np.float32), rng.integers(0, 3, 512)
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(32, "relu"), Dense(3))), Adam(1e-3), 16, seed=1), x, y,
+                      TrainingPlan(200, 16, checkpoint_every=50), tmp_path / "y.ck")
+    job.run(60)
+    job.y = y.copy()
+    job.y.view(np.uint64)[5] ^= np.uint64(1 << 40)  # one bit of sample 5's label
+    job.run(10_000)  # found in review: ValueError, the job failed
+    assert job.done and job.status.steps_refused > 0 and "labels must be in [0, 3)" in job.status.last_refusal
+
+
+# --- opening a model ------------------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-012")
+def test_the_worker_answers_pings_while_it_probes_a_model_and_keeps_other_messages_for_later(bench):
+    bench.worker.install_shipped_models()
+    admit(bench)
+    bench.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    bench.router.send_multipart([b"compute", cp.encode(cp.Ping(41))])
+    bench.router.send_multipart([b"compute", cp.encode(cp.CancelJob(7, 99))])
+    bench.router.send_multipart([b"compute", cp.encode(cp.Ping(42))])
+    time.sleep(0.05)  # inproc delivery before the work starts; the assertion below waits for nothing
+    bench.worker._session(MODEL_NAME)  # noqa: SLF001 - probes each owned buffer: one run or two each
+    pongs = [m.seq for m in bench.drain() if isinstance(m, cp.Pong)]
+    assert pongs == [41, 42]  # answered within the work, not after it: the loop never ran here
+    assert [type(m).__name__ for m in bench.worker._deferred] == ["CancelJob"]  # noqa: SLF001 - for the loop
+    assert not [m for m in bench.messages if isinstance(m, cp.Reply)]
+
+
+@pytest.mark.req("RAD-101")
+def test_a_model_whose_weights_cannot_be_owned_runs_unscrubbed_and_says_so(bench):
+    w = helper.make_tensor("w", TensorProto.BFLOAT16, [2], [1.5, 2.0])
+    nodes = [helper.make_node("Cast", ["w"], ["wf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "wf"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    store = bench.worker.store
+    store.install("bf", "1", tiny(1.0), golden=True, provenance=Provenance("test", False, "", time.time()))
+    store.activate("bf", "2", model.SerializeToString(), Provenance("test", False, "", time.time()))  # on probation
+    bench.data_set("xs", np.random.default_rng(0).uniform(0.1, 1, (8, 2)))
+    admit(bench, abft_checks=False)
+    job = bench.infer(1, "xs", model="bf")
+    assert job.state.value == "DONE", job.detail  # found in review: failed, and version 2 rolled back
+    assert store.state("bf").active.version == "2"
+    assert any("not scrubbed" in e.args["reason"] for e in bench.events("PROVIDER_FALLBACK"))
+    summary = json.loads((bench.root / "products" / "job00001-xs.json").read_text())
+    assert summary["receipt"]["protection"] == "none"
+    np.testing.assert_array_equal(np.load(bench.root / "products" / "job00001-xs.npz")["classes"],
+                                  (np.random.default_rng(0).uniform(0.1, 1, (8, 2)) * [1.5, 2.0]).argmax(axis=1))
+
+
+# --- weights no check covers --------------------------------------------------------------------
+
+
+@pytest.mark.req("RAD-114")
+def test_the_shipped_models_checks_cover_all_but_its_normalisation():
+    model = abft.protect(__import__("onnx").load(str(MODELS_DIR / MODEL_FILE)))
+    names = {t.name for t in model.graph.initializer}
+    assert names - abft.covered_initializers(model) == {"band_mean", "band_std"}
+
+
+@pytest.mark.req("RAD-114")
+def test_watched_tensors_are_checked_whole_and_repaired_from_the_vote():
+    scrubber = WeightScrubber({"a": np.arange(40_000, dtype=np.float32), "b": np.ones(8, np.float32)}, 0.0,
+                              chunk_bytes=64 * 1024)
+    scrubber.watch(["a", "not a tensor"])
+    assert scrubber.watched == {"a"} and scrubber.watched_bytes == 160_000
+    scrubber.owned_bytes("a")[150_001] ^= 4  # the third chunk
+    scrubber.owned_bytes("b")[0] ^= 4  # not watched: left to the passes
+    (repair,) = scrubber.check_watched(1.0)
+    assert (repair.tensor, repair.chunk, repair.bytes_differing, repair.source) == ("a", 2, 1, "vote")
+    assert scrubber.owned["a"][37_500] == 37_500 and scrubber.owned["b"][0] != 1.0
+
+
+@pytest.mark.req("RAD-114")
+def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_before_release(bench, monkeypatch):
+    bench.worker.install_shipped_models()
+    tiles = TILES[:48]
+    bench.data_set("tiles", tiles)
+    admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
+    assert bench.infer(1, "tiles", model=MODEL_NAME).state.value == "DONE"
+    clean = np.load(bench.root / "products" / "job00001-tiles.npz")["confidence"]
+    session = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    assert session.scrubber.watched == {"band_mean", "band_std"}
+
+    monkeypatch.setattr(worker_module, "SLICE_S", 1e-4)  # a batch a slice: the flip lands between two
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    bench.worker.work_slice()
+    session.scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)  # band_std[0] x 2**-64 or so: wrong tiles
+    run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
+    with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
+        np.testing.assert_array_equal(npz["confidence"], clean)  # found in review: 32 tiles wrong and passed
+        assert npz["check"].tolist() == [PASSED] * len(tiles)
+    receipt = json.loads((bench.root / "products" / "job00002-tiles.json").read_text())["receipt"]
+    assert receipt["weights_repaired"] == 1 and receipt["reruns"] == 1 and receipt["check_status"] == "passed"
+    (said,) = bench.events("RESULT_CHECK_FAILED")
+    assert said.args["check"] == "unchecked weights" and said.args["tiles"] == 8
+
+
+# --- the harness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.req("HIL-015")
+def test_upsets_drawn_from_a_huge_rate_are_bounded_per_step_and_fail_the_run():
+    faults, past = drawn_faults(lambda rel_s: 1e3, 50, 10.0, random.Random(1))
+    assert len(faults) == 50 * MAX_DRAWN_FAULTS_PER_STEP and past > 400_000
+    few, none_past = drawn_faults(lambda rel_s: 1e-3, 50, 10.0, random.Random(1))
+    assert none_past == 0 and 0 < len(few) < 50 * MAX_DRAWN_FAULTS_PER_STEP
+    assert {f.kind for f in faults} == {"reboot", "seu_weights"}
+    run = dataclasses.replace(constructed_run(False), faults=[{"at_s": 10.0, "kind": "seu_weights", "duration_s": 0.0}])
+    (handled,) = [c for c in evaluate(run) if c.name == "faults_handled"]
+    assert handled.passed
+    (handled,) = [c for c in evaluate(dataclasses.replace(run, faults_not_drawn=7)) if c.name == "faults_handled"]
+    assert not handled.passed and "7 upsets drawn past 10 a step were not applied" in handled.detail
