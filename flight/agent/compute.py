@@ -524,8 +524,9 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km)).reshape(-1)
     inside_at = rho < 1.0  # in_saa's own test, on the radius already at hand (in_saa would compute it again)
     inside = bool(inside_at[0])
-    return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s),
-                        _saa_entry_in_s(rho, inside_at) if len(t) > 1 else None)
+    entry_s = _saa_entry_in_s(rho, inside_at) if len(t) > 1 else None
+    return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s), entry_s,
+                        now_unix_s + entry_s if entry_s else None)
 
 
 def _saa_entry_in_s(rho: np.ndarray, inside_at: np.ndarray) -> float | None:

@@ -335,7 +335,7 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
     checked = {c["output"] for c in describe(model)["checks"]}
     names = {t.name for t in model.graph.initializer}
     covered = {n for n in names if n.startswith(own_prefixes)}
-    readers: dict[str, list[bool]] = {}
+    readers: dict[str, list[bool]] = {n: [False] for n in subgraph_reads(model.graph) if n in names}
     for node in model.graph.node:
         as_weight = node.op_type in CHECKED_OPS and bool(node.output) and node.output[0] in checked
         for i, name in enumerate(node.input):
@@ -343,6 +343,27 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
                 readers.setdefault(name, []).append(as_weight and i in (1, 2))
     covered |= {n for n, by in readers.items() if all(by)} | (names - set(readers))  # unread: changes nothing
     return covered
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node inside a subgraph of ``graph`` reads (an If's branches, a Loop's or Scan's body,
+    at any depth): the main graph's tensors they read from the outer scope among them (found in review:
+    a weight read only in an If's branch counted as read by no node)."""
+    found: set[str] = set()
+
+    def walk(g: onnx.GraphProto, top: bool) -> None:
+        for node in g.node:
+            if not top:
+                found.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g, False)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        walk(sub, False)
+
+    walk(graph, True)
+    return found
 
 
 def marked(model: onnx.ModelProto, output: str, key: str) -> bool:

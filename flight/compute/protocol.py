@@ -64,13 +64,16 @@ class Radiation:
     ``saa_entry_in_s``: seconds from when the agent computed it to the next SAA entry; 0.0
     while inside (the entry has happened); None with no orbit, or no entry within the
     look-ahead (flight/agent/compute.py: SAA_LOOKAHEAD_S). A training job checkpoints on it
-    before the entry (flight/compute/training_job.py: TrainingJob.radiation_tick)."""
+    before the entry (flight/compute/training_job.py: TrainingJob.radiation_tick).
+    ``saa_entry_unix_s``: that entry on the agent's clock (simulated time under a harness), while
+    outside and one is ahead; None otherwise: it tells one pass from the next."""
 
     flux_class: FluxClass
     in_saa: bool
     lat_deg: float | None  # geodetic, at the sub-satellite point
     orbit_period_s: float | None  # the scrubber's full pass never takes longer than one orbit
     saa_entry_in_s: float | None = None
+    saa_entry_unix_s: float | None = None
 
 
 NO_RADIATION = Radiation(FluxClass.UNKNOWN, False, None, None, None)

@@ -30,10 +30,11 @@ What it does (pure logic: arrays and times in, repairs and counters out; no I/O,
   (pass ``p`` checks copy ``p % 3``), so the golden copies are themselves scrubbed every three
   passes at a third of the cost of checking all three every time.
   :meth:`WeightScrubber.scrub_all` checks everything now (after a result check failed).
-- **Watched tensors.** The weights no check of the results covers (:meth:`WeightScrubber.watch`:
-  the checksum pass leaves the input's normalisation to the scrub) are also checked whole, on
-  demand (:meth:`WeightScrubber.check_watched`): the worker does it before it releases each slice's
-  results, so none made with such a flip goes out as passed.
+- **Watched tensors.** Where the checksum pass runs, the weights it does not cover
+  (:meth:`WeightScrubber.watch`: it leaves the input's normalisation to the scrub) are also checked
+  whole, on demand (:meth:`WeightScrubber.check_watched`): the worker does it before it releases each
+  slice's results, so none made with such a flip goes out as passed. Range checks alone cover no
+  weight, and nothing is watched for them: their "passed" says the activations stayed in range.
 - **The period follows the flux.** :func:`scrub_period_s` is short inside the SAA and at high
   latitude and long elsewhere, and never longer than one orbit, so a full pass happens at
   least once per orbit whatever the environment.

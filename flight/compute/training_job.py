@@ -49,10 +49,11 @@ price of a longer lead: a worker lost before the first periodic checkpoint of th
 loses up to the lead's worth of steps more."""
 
 SAA_PASS_GAP_S = 600.0
-"""Predicted entries further apart than this are different SAA passes: a spacecraft crosses the
-SAA at most once an orbit (about 95 min apart), and the prediction of one entry moves by seconds
-from one tick to the next. So a job paused across the end of a pass (no tick saw it end) is armed
-again for the next one when it resumes (found in review: it took no checkpoint for that pass)."""
+"""Predicted entries (``Radiation.saa_entry_unix_s``, on the agent's clock) further apart than this
+are different SAA passes: a spacecraft crosses the SAA at most once an orbit (about 95 min apart),
+and the prediction of one entry moves by seconds from one tick to the next. So a job paused across
+the end of a pass (no tick saw it end), or a worker restarted meanwhile (the entry is kept in the
+checkpoint), is armed again for the next pass (found in review: it took no checkpoint for it)."""
 
 REFUSALS_BEFORE_RESTORE = 3
 """Refused steps in a row before the last checkpoint is loaded: the first is retried on the
@@ -172,7 +173,7 @@ class TrainingJob:
         self._correct = 0.0
         self._seen = 0
         self._saa_armed = True  # False from the pre-entry checkpoint until the entry is no longer near
-        self._saa_entry_at: float | None = None  # on the clock: the entry the last SAA checkpoint was for
+        self._saa_entry_at: float | None = None  # the entry the last SAA checkpoint was for (agent's clock)
         self._refused_in_row = 0
         self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
         self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
@@ -208,6 +209,8 @@ class TrainingJob:
         self.status.resumed_from = ck.step
         # A worker restarted between this pass's SAA checkpoint and the entry takes it as taken (not twice).
         self._saa_armed = ck.meta.get("saa_armed", True) is not False
+        entry = ck.meta.get("saa_entry_unix_s")
+        self._saa_entry_at = float(entry) if isinstance(entry, (int, float)) and not isinstance(entry, bool) else None
         for key in _COUNTS:  # not a count a checkpoint could hold: counted from here
             value = ck.meta.get(key, 0)
             setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -226,6 +229,7 @@ class TrainingJob:
         counts = {key: getattr(self.status, key) for key in _COUNTS}
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
                                 "batch_size": self.plan.batch_size, "job": self.identity, "saa_armed": self._saa_armed,
+                                "saa_entry_unix_s": self._saa_entry_at,
                                 **counts}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
@@ -259,8 +263,8 @@ class TrainingJob:
         if entry_s is None or entry_s > SAA_CHECKPOINT_LEAD_S:
             self._saa_armed = True
             return False
-        entry_at = self._clock() + entry_s
-        if self._saa_entry_at is not None and abs(entry_at - self._saa_entry_at) > SAA_PASS_GAP_S:
+        entry_at = radiation.saa_entry_unix_s
+        if entry_at is not None and self._saa_entry_at is not None and abs(entry_at - self._saa_entry_at) > SAA_PASS_GAP_S:
             self._saa_armed, self._saa_entry_at = True, None  # not the pass the last checkpoint was for
         if not self._saa_armed or radiation.in_saa or self.done:
             self._saa_armed = False

@@ -76,7 +76,7 @@ from flight.compute import protocol as cp
 from flight.compute import ranges as range_pass
 from flight.compute.abft import PREFIX as CHECKS_PREFIX
 from flight.compute.abft import (DEFAULT_ATOL, PASS_VERSION, SAFETY, TRUSTED_PASS_VERSIONS, covered_initializers,
-                                 describe, is_protected, protect_bytes)
+                                 describe, is_protected, protect_bytes, subgraph_reads)
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -288,8 +288,9 @@ class _ModelChanged(Exception):
 
 
 def _node_inputs(data: bytes) -> set[str]:
-    """Every tensor a node of the ONNX model ``data`` reads (its main graph)."""
-    return {name for node in onnx.load_from_string(data).graph.node for name in node.input}
+    """Every tensor a node of the ONNX model ``data`` reads, in its main graph or in a subgraph."""
+    graph = onnx.load_from_string(data).graph
+    return {name for node in graph.node for name in node.input} | subgraph_reads(graph)
 
 
 def _check_output_of(data: bytes) -> tuple[str, str, str]:
@@ -417,6 +418,7 @@ class Worker:
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
         self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
+        self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
@@ -572,14 +574,16 @@ class Worker:
     def _jobs_path(self) -> Path:
         return self.root / "jobs.json"
 
-    def _save_jobs(self) -> None:
-        """The job list to disk. A write that fails (a full or failing disk) is said and counted, not
-        raised: the file keeps the last list written, whole, and the worker goes on with the list in
-        memory (found in review: raised out of the loop, it ended the worker)."""
+    def _save_jobs(self) -> bool:
+        """The job list to disk; True if written. A write that fails (a full or failing disk) is said and
+        counted, not raised: the file keeps the last list written, whole, and the worker goes on with the
+        list in memory (found in review: raised out of the loop, it ended the worker)."""
         try:
             write_checked_json(self._jobs_path(), [j.to_json() for j in self.jobs.values()])
         except OSError as exc:
             self._write_failed("the job list", exc)
+            return False
+        return True
 
     def _write_failed(self, what: str, exc: OSError | str) -> None:
         """A write of the worker's own state failed: counted, said at most every CHECK_EVENT_MIN_S."""
@@ -966,7 +970,7 @@ class Worker:
             self._drops += 1
             self.scrub_repairs += 1
             self._repaired(name)
-            if exc.tensor in scrubber.watched:
+            if scrubber.watched:  # whatever it hit: the repairs of this call before it are lost with the session
                 self._watched_repairs[name] = self._watched_repairs.get(name, 0) + 1
             self.event("WEIGHTS_REPAIRED", name=name, tensor=exc.tensor, chunk=exc.chunk, bytes=0, golden=0,
                        source="model store")
@@ -1239,6 +1243,7 @@ class Worker:
             rejected = self._dir("incoming/rejected")
             rejected.mkdir(exist_ok=True)
             os.replace(path, rejected / path.name)
+            os.utime(rejected / path.name)  # when it was rejected: the newest kept are the last rejected
             kept = sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
             for old in kept[KEEP_REJECTED_FILES:]:
                 old.unlink()
@@ -1259,8 +1264,9 @@ class Worker:
         """Run one slice of the best job; return the seconds spent working."""
         self.scrub_tick()  # before the job's clock starts: scrubbing is not the job's busy time
         job = self._next_job()
-        if job is None or (job.kind is not JobKind.TRAINING and not job.continuous):
-            self._pause_training("not admitted: " + (self.reason or self.admission.value) if job is None
+        admitted = self.admission is Admission.ALL
+        if not admitted or job is None or (job.kind is not JobKind.TRAINING and not job.continuous):
+            self._pause_training("not admitted: " + (self.reason or self.admission.value) if not admitted or job is None
                                  else "inference goes first")
         # A continuous job's slice is one file: training goes on between files, not paused (and
         # checkpointed) at each. Running jobs see each SAA pass coming whichever job has this slice.
@@ -1275,6 +1281,7 @@ class Worker:
             self._save_jobs()
             self.event("JOB_RESUMED" if was_paused else "JOB_STARTED", job_id=job.job_id, kind=job.kind.value,
                        name=job.name)
+        self._last_job_id = job.job_id
         t0 = time.monotonic()
         try:
             if job.kind is JobKind.INFERENCE:
@@ -1699,8 +1706,10 @@ class Worker:
         self._results.pop(job.job_id, None)
         self._checks.pop(job.job_id, None)
         self._prune()
-        self._save_jobs()
-        if job.kind is JobKind.TRAINING:  # over (the list says so first): its checkpoint would only be resumed by mistake
+        # Over, the list says so first: its checkpoint would only be resumed by mistake. A list not written
+        # still says it runs, so the checkpoint stays (found in review: a restart retrained it from step 0),
+        # until a list that says it ended is read at a start (_load_jobs).
+        if self._save_jobs() and job.kind is JobKind.TRAINING:
             self._remove_checkpoints(lambda job_id: job_id == job.job_id)
         if state is JobState.DONE:
             self.event("JOB_DONE", job_id=job.job_id, summary=detail)
@@ -1715,7 +1724,10 @@ class Worker:
                          if job.state is JobState.RUNNING and j in self._training), None)
         steps, secs = self._train_rate
         rate = steps / secs if secs > 0 else 0.0
-        running = next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
+        # The job of the last slice: a continuous job waiting for files is RUNNING too, while training runs.
+        last = self.jobs.get(self._last_job_id)
+        running = last if last is not None and last.state is JobState.RUNNING else \
+            next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
         model = self._state(self._current_model)
         return cp.Status(
             provider=self.provider,
@@ -1808,15 +1820,13 @@ class Worker:
         while not self._stop:
             if parent_pid is not None and os.getppid() != parent_pid:  # the agent is gone: stop with it
                 break
-            while self._deferred:  # taken in while a slice was at work (_keepalive): first, in order
-                self._handle(self._deferred.pop(0))
-                idle_s = 0.0
             for _ in range(100):
-                if not poller.poll(int(idle_s * 1000)):
+                deferred = bool(self._deferred)  # taken in while work went on (_keepalive): before anything newer
+                if not deferred and not poller.poll(int(idle_s * 1000)):
                     break
                 idle_s = 0.0
                 try:
-                    self._handle(cp.decode(self._sock.recv()))
+                    self._handle(self._deferred.pop(0) if deferred else cp.decode(self._sock.recv()))
                 except ProtocolError as exc:
                     self.event("JOB_FAILED", job_id=0, reason=f"bad message from the agent: {exc}")
             busy = self.work_slice()
