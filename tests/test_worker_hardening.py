@@ -21,6 +21,7 @@ import flight.compute.worker as worker_module
 from flight.compute import abft
 from flight.compute import protocol as cp
 from flight.compute.checks import PASSED, rows_agree
+from flight.compute.graphs import subgraph_reads
 from flight.compute.scrub import WeightScrubber
 from flight.compute.store import Provenance
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
@@ -399,7 +400,7 @@ def test_a_weight_read_inside_a_subgraph_is_not_covered_by_the_checks():
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
                                helper.make_tensor_value_info("branch", TensorProto.FLOAT, [2])], inits)
     model = abft.protect(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
-    assert abft.subgraph_reads(model.graph) == {"w2"}
+    assert subgraph_reads(model.graph) == {"w2"}
     uncovered = {t.name for t in model.graph.initializer} - abft.covered_initializers(model)
     assert uncovered == {"w2", "flag"}  # found in review: w2, read in a branch only, counted as read by nothing
 
@@ -422,21 +423,27 @@ def test_watched_tensors_are_checked_whole_and_repaired_from_the_vote():
     assert scrubber.owned["a"][37_500] == 37_500 and scrubber.owned["b"][0] != 1.0
 
 
-@pytest.mark.req("RAD-114")
-def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_before_release(bench, monkeypatch):
+def clean_product(bench) -> tuple[np.ndarray, np.ndarray, WeightScrubber]:
+    """The shipped model's product of 48 tiles (job 1, the data set "tiles"), made clean: (tiles,
+    confidences, the scrubber of the session that made it)."""
     bench.worker.install_shipped_models()
     tiles = TILES[:48]
     bench.data_set("tiles", tiles)
     admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
     assert bench.infer(1, "tiles", model=MODEL_NAME).state.value == "DONE"
     clean = np.load(bench.root / "products" / "job00001-tiles.npz")["confidence"]
-    session = bench.worker._session(MODEL_NAME)  # noqa: SLF001
-    assert session.scrubber.watched == {"band_mean", "band_std"}
+    return tiles, clean, bench.worker._session(MODEL_NAME).scrubber  # noqa: SLF001
+
+
+@pytest.mark.req("RAD-114")
+def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_before_release(bench, monkeypatch):
+    tiles, clean, scrubber = clean_product(bench)
+    assert scrubber.watched == {"band_mean", "band_std"}
 
     monkeypatch.setattr(worker_module, "SLICE_S", 1e-4)  # a batch a slice: the flip lands between two
     start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
     bench.worker.work_slice()
-    session.scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)  # band_std[0] x 2**-64 or so: wrong tiles
+    scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)  # band_std[0] x 2**-64 or so: wrong tiles
     run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
     with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
         np.testing.assert_array_equal(npz["confidence"], clean)  # found in review: 32 tiles wrong and passed
@@ -452,13 +459,7 @@ def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_be
 def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_anything_was_watched(bench, monkeypatch):
     """Two upsets in one slice: a watched tensor flipped after batch 1, then a checked weight hit in every
     copy before batch 3: its scrub drops the session, and the watched repair with it (found in review)."""
-    bench.worker.install_shipped_models()
-    tiles = TILES[:48]
-    bench.data_set("tiles", tiles)
-    admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
-    assert bench.infer(1, "tiles", model=MODEL_NAME).state.value == "DONE"
-    clean = np.load(bench.root / "products" / "job00001-tiles.npz")["confidence"]
-    scrubber = bench.worker._session(MODEL_NAME).scrubber  # noqa: SLF001
+    tiles, clean, scrubber = clean_product(bench)
     monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
     run_model, calls = bench.worker._run_model, [0]  # noqa: SLF001
 

@@ -133,6 +133,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.compute.graphs import subgraph_reads
+
 PASS_VERSION = 5
 """Bumped when the checks or the tolerance change, so a protected model says what made it. 5: a
 large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_MIN`)."""
@@ -343,27 +345,6 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
                 readers.setdefault(name, []).append(as_weight and i in (1, 2))
     covered |= {n for n, by in readers.items() if all(by)} | (names - set(readers))  # unread: changes nothing
     return covered
-
-
-def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    """Every name a node inside a subgraph of ``graph`` reads (an If's branches, a Loop's or Scan's body,
-    at any depth): the main graph's tensors they read from the outer scope among them (found in review:
-    a weight read only in an If's branch counted as read by no node)."""
-    found: set[str] = set()
-
-    def walk(g: onnx.GraphProto, top: bool) -> None:
-        for node in g.node:
-            if not top:
-                found.update(node.input)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g, False)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        walk(sub, False)
-
-    walk(graph, True)
-    return found
 
 
 def marked(model: onnx.ModelProto, output: str, key: str) -> bool:

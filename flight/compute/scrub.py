@@ -392,22 +392,12 @@ def subgraph_weights(model: bytes) -> list[str]:
     scrub sees; a model that has any is not claimed scrubbed."""
     import onnx
 
+    from flight.compute.graphs import subgraphs
+
     found: list[str] = []
-
-    def walk(graph: onnx.GraphProto, top: bool) -> None:
-        if not top:
-            found.extend(t.name for t in graph.initializer)
-        for node in graph.node:
-            if not top and node.op_type == "Constant":
-                found.extend(node.output[:1])
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g, False)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        walk(sub, False)
-
-    walk(onnx.load_from_string(model).graph, True)
+    for graph in subgraphs(onnx.load_from_string(model).graph):
+        found.extend(t.name for t in graph.initializer)
+        found.extend(node.output[0] for node in graph.node if node.op_type == "Constant" and node.output)
     return found
 
 

@@ -76,7 +76,7 @@ from flight.compute import protocol as cp
 from flight.compute import ranges as range_pass
 from flight.compute.abft import PREFIX as CHECKS_PREFIX
 from flight.compute.abft import (DEFAULT_ATOL, PASS_VERSION, SAFETY, TRUSTED_PASS_VERSIONS, covered_initializers,
-                                 describe, is_protected, protect_bytes, subgraph_reads)
+                                 describe, is_protected, protect_bytes)
 from flight.compute.checks import (
     CHECK_OUTPUT,
     FAILED,
@@ -90,6 +90,7 @@ from flight.compute.checks import (
     rows_agree,
 )
 from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
+from flight.compute.graphs import subgraph_reads
 from flight.compute.inject import Batch, UpsetInjector
 from flight.compute.providers import (
     CPU,
