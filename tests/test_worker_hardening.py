@@ -120,6 +120,18 @@ def test_a_continuous_job_waiting_for_files_lets_training_run_and_training_goes_
     assert len(list((bench.root / "incoming").glob("*.npy"))) == 2  # found in review: ran on through the backlog
 
 
+@pytest.mark.req("CMP-014")
+def test_the_status_names_the_job_at_work_and_its_training_figures(bench):
+    toy_set(bench)
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, priority=5))
+    run_until(bench, lambda: bench.worker.jobs[1].progress > 0)
+    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, priority=0))
+    run_until(bench, lambda: bench.worker.jobs[2].progress > bench.worker.jobs[1].progress)
+    status = bench.worker.status()  # job 1 stays RUNNING, not at work (found in review: its step, job 2's id)
+    assert (status.job_id, status.train_step) == (2, bench.worker.jobs[2].progress)
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -306,6 +318,31 @@ def test_a_job_paused_across_the_end_of_an_saa_pass_checkpoints_before_the_next(
     assert not job.radiation_tick(cp.Radiation(FluxClass.SAA, True, -20.0, 5700.0, 0.0, None))
 
 
+@pytest.mark.req("RAD-108")
+def test_a_job_that_saw_only_the_inside_of_a_pass_and_a_write_that_failed_still_checkpoint_before_the_next(tmp_path):
+    now = [1.8e9]
+    x, y = np.zeros((64, 12), np.float32), np.zeros(64, np.int64)
+    path = tmp_path / "j.ck"
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(8), Dense(3))), Adam(1e-3), 8, seed=1), x, y,
+                      TrainingPlan(10_000, 8, checkpoint_every=1000), path)
+
+    def entry_in(seconds):
+        return cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, seconds, now[0] + seconds)
+
+    assert not job.radiation_tick(cp.Radiation(FluxClass.SAA, True, -25.0, 5700.0, 0.0, None))  # started inside
+    job.run(10)
+    job.pause("eclipse ahead")  # inside still: no tick sees the pass end (found in review: no checkpoint next)
+    now[0] += 5700.0
+    job.run(5)
+    path.unlink()
+    (path / "held").mkdir(parents=True)  # the disk refuses the write
+    assert not job.radiation_tick(entry_in(25.0)) and job.status.saa_checkpoints == 0
+    shutil.rmtree(path)
+    now[0] += 1.0
+    assert job.radiation_tick(entry_in(24.0))  # tried again while the entry is ahead (found in review: not)
+    assert job.status.saa_checkpoints == 1 and job.status.last_checkpoint_step == 15 and path.is_file()
+
+
 @pytest.mark.req("RAD-109")
 def test_a_label_flipped_in_memory_is_refused_as_a_bad_sample_and_the_job_finishes(tmp_path):
     rng = np.random.default_rng(0)
@@ -481,6 +518,66 @@ def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_any
     with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
         np.testing.assert_allclose(npz["confidence"], clean, rtol=0, atol=1e-6)
         assert npz["check"].tolist() == [PASSED] * len(tiles)
+
+
+@pytest.mark.req("RAD-114")
+def test_results_made_before_a_rebuild_are_made_again_if_anything_was_watched(bench, monkeypatch):
+    """Batch 1 fails its flags once (passes on the rerun, after a scrub), band_std is flipped, batch 2
+    passes, batches 3 and 4 fail again: the session is built anew, with no check of its watched weights
+    before release (found in review: batch 2, wrong, released as passed)."""
+    tiles, clean, scrubber = clean_product(bench)
+    monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
+    run_model, calls = bench.worker._run_model, [0]  # noqa: SLF001
+
+    def faulty(model, batch):
+        calls[0] += 1
+        if calls[0] == 3:  # before batch 2
+            scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)
+        probs, ok = run_model(model, batch)
+        if calls[0] in (1, 4, 5, 6, 7) and model.scrubber is scrubber:  # the flags of batches 1, 3 and 4 fail
+            bench.worker._failed_flags = "checksum"  # noqa: SLF001
+            ok = np.zeros_like(ok)
+        return probs, ok
+
+    monkeypatch.setattr(bench.worker, "_run_model", faulty)
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
+    with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
+        good = npz["check"] == PASSED
+        np.testing.assert_allclose(npz["confidence"][good], clean[good], rtol=0, atol=1e-6)
+        assert good[8:16].all() and not good.all()  # batch 2 made again, right; batch 4 marked failed
+
+
+@pytest.mark.req("RAD-101")
+def test_a_weight_read_only_in_a_branch_the_probe_does_not_take_is_still_scrubbed(bench):
+    def branch(w, out):
+        return helper.make_graph([helper.make_node("MatMul", ["x", w], [out])], "b" + w, [],
+                                 [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 2])])
+
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["pos"]),
+             helper.make_node("If", ["pos"], ["probabilities"], then_branch=branch("wa", "ta"),
+                              else_branch=branch("wb", "tb"))]
+    inits = [helper.make_tensor("wa", TensorProto.FLOAT, [2, 2], [1, 2, 3, 4]),
+             helper.make_tensor("wb", TensorProto.FLOAT, [2, 2], [5, 6, 7, 8]),
+             helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    bench.worker.store.install("iff", "1", model.SerializeToString(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    bench.data_set("xs", x)
+    admit(bench, abft_checks=False)
+    assert bench.infer(1, "xs", model="iff").state.value == "DONE"
+    receipt = json.loads((bench.root / "products" / "job00001-xs.json").read_text())["receipt"]
+    assert receipt["protection"] == "scrubbed"  # found in review: "none", wb said folded, as the probe took one branch
+    session = bench.worker._session("iff")  # noqa: SLF001
+    negative = -np.ones((1, 2), np.float32)  # the branch that reads wb
+    before = session.session.run(None, {"x": negative})[0]
+    session.scrubber.owned["wb"][0, 0] += 100.0
+    assert not np.array_equal(before, session.session.run(None, {"x": negative})[0])  # it computes from it
 
 
 # --- the harness ----------------------------------------------------------------------------------

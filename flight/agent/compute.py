@@ -526,7 +526,7 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     inside = bool(inside_at[0])
     entry_s = _saa_entry_in_s(rho, inside_at) if len(t) > 1 else None
     return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s), entry_s,
-                        now_unix_s + entry_s if entry_s else None)
+                        now_unix_s + entry_s if entry_s is not None and not inside else None)
 
 
 def _saa_entry_in_s(rho: np.ndarray, inside_at: np.ndarray) -> float | None:

@@ -255,7 +255,9 @@ class TrainingJob:
         Armed while no entry is near (none predicted, or further than the lead); fires on the first
         call that finds one near while still outside; then waits until the entry is no longer near,
         i.e. the pass is over (inside, ``saa_entry_in_s`` is 0), or until an entry near is another
-        pass's (:data:`SAA_PASS_GAP_S`: the job was paused while the last one ended). Inside already
+        pass's (:data:`SAA_PASS_GAP_S`: the job was paused while the last one ended), or one whose pass
+        it cannot tell (it was inside when it last looked). A checkpoint that cannot be written is tried
+        again at the next call while the entry is still ahead. Inside already
         (a job started or resumed in the SAA), it does nothing: a checkpoint now would not be one
         from before it.
         """
@@ -263,9 +265,11 @@ class TrainingJob:
         if entry_s is None or entry_s > SAA_CHECKPOINT_LEAD_S:
             self._saa_armed = True
             return False
-        entry_at = radiation.saa_entry_unix_s
-        if entry_at is not None and self._saa_entry_at is not None and abs(entry_at - self._saa_entry_at) > SAA_PASS_GAP_S:
-            self._saa_armed, self._saa_entry_at = True, None  # not the pass the last checkpoint was for
+        entry_at, before = radiation.saa_entry_unix_s, self._saa_entry_at
+        if entry_at is not None and not self._saa_armed and (before is None or abs(entry_at - before) > SAA_PASS_GAP_S):
+            # Not the pass the last SAA checkpoint was for, or none is known (the job was in the SAA when
+            # it last looked, or its checkpoint is older than the entry it keeps): found in review.
+            self._saa_armed, self._saa_entry_at = True, None
         if not self._saa_armed or radiation.in_saa or self.done:
             self._saa_armed = False
             return False
@@ -274,7 +278,8 @@ class TrainingJob:
             return False  # refusals open and no checkpoint yet: no state known good to keep
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
         if self._unsaved() and not self._try_checkpoint("before the SAA"):
-            self.status.saa_checkpoints -= 1  # not taken: not counted
+            self.status.saa_checkpoints -= 1  # not taken: not counted, and the next tick tries again
+            self._saa_armed, self._saa_entry_at = True, before
             return False
         # The step the file holds: this one, or (refusals open) the last one known good.
         self._event("saa_checkpoint", step=self.status.last_checkpoint_step, entry_in_s=round(entry_s, 1))

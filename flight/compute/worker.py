@@ -288,10 +288,11 @@ class _ModelChanged(Exception):
         self.model = model
 
 
-def _node_inputs(data: bytes) -> set[str]:
-    """Every tensor a node of the ONNX model ``data`` reads, in its main graph or in a subgraph."""
+def _node_inputs(data: bytes) -> tuple[set[str], set[str]]:
+    """The tensors the nodes of the ONNX model ``data`` read: (in its main graph, only inside subgraphs)."""
     graph = onnx.load_from_string(data).graph
-    return {name for node in graph.node for name in node.input} | subgraph_reads(graph)
+    main = {name for node in graph.node for name in node.input}
+    return main, subgraph_reads(graph) - main
 
 
 def _check_output_of(data: bytes) -> tuple[str, str, str]:
@@ -419,6 +420,7 @@ class Worker:
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
         self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
+        self._rejected_ns = 0  # the time given to the last file moved to incoming/rejected/
         self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._drops = 0  # sessions dropped for weights nothing could repair
@@ -864,8 +866,8 @@ class Worker:
         computes from every buffer the scrubber owns, with its OrtValues; None where neither does: its
         weights are not claimed scrubbed. Said where it is not ``opened`` (PROVIDER_FALLBACK).
         ``probe``: the model's reference input, where the store keeps one (providers.unread_buffers)."""
-        used = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
-        owned_used = {k: v for k, v in scrubber.owned.items() if k in used}
+        main, inner = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
+        owned_used = {k: v for k, v in scrubber.owned.items() if k in main or k in inner}
         unread = unread_buffers(opened.session, owned_used, probe, self._keepalive)
         if unread == []:
             return opened, owned
@@ -879,8 +881,12 @@ class Worker:
             plain = open_session(data, self.providers, self.threads, options=options)
         except SessionError:
             plain = None
+        # With no graph optimisation nothing is folded: there a weight read only inside a subgraph that a
+        # probe finds unread was in the branch the probe did not take (found in review), as unknown as
+        # what no probe shows.
         if plain is not None and plain.provider == CPU and \
-                unread_buffers(plain.session, owned_used, probe, self._keepalive) in ([], None):
+                ((unread_plain := unread_buffers(plain.session, owned_used, probe, self._keepalive)) is None
+                 or set(unread_plain) <= inner):
             self.event("PROVIDER_FALLBACK", provider=plain.provider,
                        reason=f"{folded}: opened with no graph optimisation, so the scrub checks what runs"[:200])
             return plain, owned_plain
@@ -1244,7 +1250,10 @@ class Worker:
             rejected = self._dir("incoming/rejected")
             rejected.mkdir(exist_ok=True)
             os.replace(path, rejected / path.name)
-            os.utime(rejected / path.name)  # when it was rejected: the newest kept are the last rejected
+            # When it was rejected, strictly after the last (a kernel's file clock may tick coarsely, and
+            # ties would be broken by directory order): the newest kept are the last rejected.
+            self._rejected_ns = max(time.time_ns(), self._rejected_ns + 1)
+            os.utime(rejected / path.name, ns=(self._rejected_ns, self._rejected_ns))
             kept = sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
             for old in kept[KEEP_REJECTED_FILES:]:
                 old.unlink()
@@ -1614,6 +1623,8 @@ class Worker:
             # cures (out-of-range data, most often), so not rebuilt again until one passes.
             return False
         self._rebuilt_failing.add(model.name)
+        if model.scrubber is not None and model.scrubber.watched:  # no check of them before release now
+            self._watched_repairs[model.name] = self._watched_repairs.get(model.name, 0) + 1
         if self._injector is not None:
             self._injector.rebuilt([model])
         self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
@@ -1721,14 +1732,17 @@ class Worker:
 
     def status(self) -> cp.Status:
         t = self.totals
-        training = next((self._training[j] for j, job in self.jobs.items()
-                         if job.state is JobState.RUNNING and j in self._training), None)
-        steps, secs = self._train_rate
-        rate = steps / secs if secs > 0 else 0.0
-        # The job of the last slice: a continuous job waiting for files is RUNNING too, while training runs.
+        # The job of the last slice: a continuous job waiting for files is RUNNING too, while training runs,
+        # and a training job another preempted stays RUNNING: job_* and train_* name the one at work.
         last = self.jobs.get(self._last_job_id)
         running = last if last is not None and last.state is JobState.RUNNING else \
             next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
+        training = self._training.get(running.job_id) if running is not None else None
+        if training is None:
+            training = next((self._training[j] for j, job in self.jobs.items()
+                             if job.state is JobState.RUNNING and j in self._training), None)
+        steps, secs = self._train_rate
+        rate = steps / secs if secs > 0 else 0.0
         model = self._state(self._current_model)
         return cp.Status(
             provider=self.provider,
