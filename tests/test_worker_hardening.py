@@ -56,6 +56,15 @@ def toy_set(bench, name="toy", n=256, seed=0):
              y=rng.integers(0, 3, n))
 
 
+def training(bench, job_id: int = 1, **spec):
+    """A training job on the data set "toy", admitted and run until it has taken a step; the job."""
+    toy_set(bench)
+    admit(bench)
+    start(bench, cp.JobSpec(job_id, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, **spec))
+    run_until(bench, lambda: bench.worker.jobs[job_id].progress > 0)
+    return bench.worker.jobs[job_id]
+
+
 def start(bench, spec: cp.JobSpec) -> None:
     reply = bench.request(lambda r: cp.StartJob(r, spec))
     assert reply.ok, reply.reason
@@ -122,10 +131,7 @@ def test_a_continuous_job_waiting_for_files_lets_training_run_and_training_goes_
 
 @pytest.mark.req("CMP-014")
 def test_the_status_names_the_job_at_work_and_its_training_figures(bench):
-    toy_set(bench)
-    admit(bench)
-    start(bench, cp.JobSpec(1, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, priority=5))
-    run_until(bench, lambda: bench.worker.jobs[1].progress > 0)
+    training(bench, priority=5)
     start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, priority=0))
     run_until(bench, lambda: bench.worker.jobs[2].progress > bench.worker.jobs[1].progress)
     status = bench.worker.status()  # job 1 stays RUNNING, not at work (found in review: its step, job 2's id)
@@ -223,10 +229,7 @@ def test_a_data_set_with_a_nan_fails_its_job_alone_and_a_version_on_probation_is
 
 @pytest.mark.req("CMP-016")
 def test_a_checkpoint_or_job_list_that_cannot_be_written_is_said_and_counted_and_the_worker_goes_on(bench):
-    toy_set(bench)
-    admit(bench)
-    start(bench, cp.JobSpec(1, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, checkpoint_every=100_000))
-    run_until(bench, lambda: bench.worker.jobs[1].progress > 0)
+    training(bench, checkpoint_every=100_000)
     admit(bench, Admission.NONE)
     bench.worker.work_slice()  # paused: a checkpoint written
     admit(bench)

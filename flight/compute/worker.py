@@ -1623,8 +1623,8 @@ class Worker:
             # cures (out-of-range data, most often), so not rebuilt again until one passes.
             return False
         self._rebuilt_failing.add(model.name)
-        if model.scrubber is not None and model.scrubber.watched:  # no check of them before release now
-            self._watched_repairs[model.name] = self._watched_repairs.get(model.name, 0) + 1
+        if model.scrubber is not None and model.scrubber.watched:  # checked now: not again before release
+            self._scrub(model.name, model.scrubber, lambda sc: sc.check_watched(time.monotonic()))
         if self._injector is not None:
             self._injector.rebuilt([model])
         self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
