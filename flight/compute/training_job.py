@@ -55,6 +55,11 @@ and the prediction of one entry moves by seconds from one tick to the next. So a
 the end of a pass (no tick saw it end), or a worker restarted meanwhile (the entry is kept in the
 checkpoint), is armed again for the next pass (found in review: it took no checkpoint for it)."""
 
+SAA_RETRY_S = 5.0
+"""After an SAA checkpoint that could not be written, the next try waits this long (on the job's
+clock): a disk that refuses is not asked again every 50 ms slice of the lead (found in review: 600
+full writes tried in one pass)."""
+
 REFUSALS_BEFORE_RESTORE = 3
 """Refused steps in a row before the last checkpoint is loaded: the first is retried on the
 same batch, the second skips it; a third, on a batch with none of its samples, means the
@@ -174,6 +179,7 @@ class TrainingJob:
         self._seen = 0
         self._saa_armed = True  # False from the pre-entry checkpoint until the entry is no longer near
         self._saa_entry_at: float | None = None  # the entry the last SAA checkpoint was for (agent's clock)
+        self._saa_retry_at = -float("inf")  # on the job's clock: no SAA checkpoint tried again before
         self._refused_in_row = 0
         self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
         self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
@@ -257,7 +263,7 @@ class TrainingJob:
         i.e. the pass is over (inside, ``saa_entry_in_s`` is 0), or until an entry near is another
         pass's (:data:`SAA_PASS_GAP_S`: the job was paused while the last one ended), or one whose pass
         it cannot tell (it was inside when it last looked). A checkpoint that cannot be written is tried
-        again at the next call while the entry is still ahead. Inside already
+        again, :data:`SAA_RETRY_S` later, while the entry is still ahead. Inside already
         (a job started or resumed in the SAA), it does nothing: a checkpoint now would not be one
         from before it.
         """
@@ -273,13 +279,16 @@ class TrainingJob:
         if not self._saa_armed or radiation.in_saa or self.done:
             self._saa_armed = False
             return False
+        if self._clock() < self._saa_retry_at:
+            return False  # the last try failed just now: armed still, tried again shortly
         self._saa_armed, self._saa_entry_at = False, entry_at
         if self._refused_in_row and self.status.last_checkpoint_step < 0:
             return False  # refusals open and no checkpoint yet: no state known good to keep
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
         if self._unsaved() and not self._try_checkpoint("before the SAA"):
-            self.status.saa_checkpoints -= 1  # not taken: not counted, and the next tick tries again
+            self.status.saa_checkpoints -= 1  # not taken: not counted, and tried again in SAA_RETRY_S
             self._saa_armed, self._saa_entry_at = True, before
+            self._saa_retry_at = self._clock() + SAA_RETRY_S
             return False
         # The step the file holds: this one, or (refusals open) the last one known good.
         self._event("saa_checkpoint", step=self.status.last_checkpoint_step, entry_in_s=round(entry_s, 1))

@@ -420,9 +420,10 @@ class Worker:
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
         self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
-        self._rejected_ns = 0  # the time given to the last file moved to incoming/rejected/
         self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
+        self._last_train_job_id = 0  # the training job that ran last (status: train_*)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
+        self._run_repairs: dict[str, int] = {}  # per model name: _watched_repairs as its last run began
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
@@ -881,15 +882,21 @@ class Worker:
             plain = open_session(data, self.providers, self.threads, options=options)
         except SessionError:
             plain = None
-        # With no graph optimisation nothing is folded: there a weight read only inside a subgraph that a
-        # probe finds unread was in the branch the probe did not take (found in review), as unknown as
-        # what no probe shows.
-        if plain is not None and plain.provider == CPU and \
-                ((unread_plain := unread_buffers(plain.session, owned_used, probe, self._keepalive)) is None
-                 or set(unread_plain) <= inner):
+        unread_plain = unread_buffers(plain.session, owned_used, probe, self._keepalive) \
+            if plain is not None and plain.provider == CPU else ["?"]
+        if unread_plain in ([], None):
             self.event("PROVIDER_FALLBACK", provider=plain.provider,
                        reason=f"{folded}: opened with no graph optimisation, so the scrub checks what runs"[:200])
             return plain, owned_plain
+        # A weight read only inside a subgraph that changed nothing may be in a branch the probe did not
+        # take, or a copy a kernel keeps even with no optimisation (Resize's scales): which, nothing here
+        # shows, so it is not claimed (found in review, both ways); said as such, not as folded.
+        inside = [n for n in (unread_plain or []) if n in inner]
+        if inside and len(inside) == len(unread_plain):
+            folded = f"{name}: {', '.join(inside[:3])}{' ...' if len(inside) > 3 else ''}, read only inside " \
+                     "subgraphs, changed nothing on the probe (a branch it did not take, or a copy onnxruntime keeps)"
+            self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=f"{folded}: its weights are not scrubbed"[:200])
+            return None
         self.event("PROVIDER_FALLBACK", provider=opened.provider,
                    reason=f"{folded}, even with no graph optimisation: its weights are not scrubbed"[:200])
         return None
@@ -1252,8 +1259,9 @@ class Worker:
             os.replace(path, rejected / path.name)
             # When it was rejected, strictly after the last (a kernel's file clock may tick coarsely, and
             # ties would be broken by directory order): the newest kept are the last rejected.
-            self._rejected_ns = max(time.time_ns(), self._rejected_ns + 1)
-            os.utime(rejected / path.name, ns=(self._rejected_ns, self._rejected_ns))
+            newest = max((p.stat().st_mtime_ns for p in rejected.iterdir() if p.name != path.name), default=0)
+            at = max(time.time_ns(), newest + 1)  # after any kept, whatever the clock did across a restart
+            os.utime(rejected / path.name, ns=(at, at))
             kept = sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
             for old in kept[KEEP_REJECTED_FILES:]:
                 old.unlink()
@@ -1334,11 +1342,12 @@ class Worker:
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
                 batch = None
+                before = self._watched_count(job.model)
                 if injector is not None and injector.live():
                     probs, batch = self._judged_probs(job, model, tiles, checks, self._double_due())
                 else:
                     probs = self._checked_probs(job, model, tiles, checks, self._double_due())
-                made = self._watched_count(job.model)
+                made = max(before, self._run_repairs.get(job.model, 0))
                 remake = self._watched_count(job.model, model) > made
                 probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
                 classes, conf = self._classify(probs, 1)
@@ -1377,11 +1386,13 @@ class Worker:
         # flag that failed) goes through _checked_probs, the first run's result with it.
         lean = not model.checked
         run, feed, wanted = model.session.run, model.input_name, model.outputs
+        repairs, ran_at = self._watched_repairs, self._run_repairs
         every = self.double_run_all_in_saa and self.radiation.in_saa
         run_kind, run_tiles, run_batches = UNCHECKED, 0, 0  # the batches not yet in the receipt
         try:
             while start < len(data) and time.monotonic() < t_end:
                 batch = data[start : start + self.batch]
+                before = repairs.get(job.model, 0)  # made, for _released: as its last run began (_run_model)
                 double = self._double.due(self.double_run_fraction, every)
                 kind = first = batch_upsets = None
                 judged = injector is not None and injector.live()
@@ -1404,7 +1415,7 @@ class Worker:
                     probs = self._checked_probs(job, model, batch, checks, double, first)
                 else:
                     run_kind, run_tiles, run_batches = kind, run_tiles + len(batch), run_batches + 1
-                parts.append((hold(probs, batch_upsets), start, self._watched_repairs.get(job.model, 0)))
+                parts.append((hold(probs, batch_upsets), start, max(before, ran_at.get(job.model, 0))))
                 start += len(batch)
                 if self._drops != drops:
                     break  # weights nothing could repair: the next slice runs on a session built anew
@@ -1594,6 +1605,9 @@ class Worker:
     def _run_model(self, model: _Session, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities, per-tile flags or None) of one session run: a tile passes where every flag the
         model has (the checksum pass's, the range checks') is true. Which failed: :attr:`_failed_flags`."""
+        # The repairs of its weights no check covers so far: a result is made again at its release if one
+        # came after the run that made it (found in review: a rerun before a rebuild's check was not).
+        self._run_repairs[model.name] = self._watched_repairs.get(model.name, 0)
         outputs = model.session.run(model.outputs, {model.input_name: tiles})
         self._failed_flags = ""
         if len(outputs) == 1:
@@ -1670,6 +1684,7 @@ class Worker:
         return products / f"{stem}.npz"
 
     def _train_slice(self, job: Job) -> None:
+        self._last_train_job_id = job.job_id
         tjob = self._training.get(job.job_id)
         if tjob is None:
             x, y = self._load_set(job.name)
@@ -1737,10 +1752,9 @@ class Worker:
         last = self.jobs.get(self._last_job_id)
         running = last if last is not None and last.state is JobState.RUNNING else \
             next((j for j in self.jobs.values() if j.state is JobState.RUNNING), None)
-        training = self._training.get(running.job_id) if running is not None else None
-        if training is None:
-            training = next((self._training[j] for j, job in self.jobs.items()
-                             if job.state is JobState.RUNNING and j in self._training), None)
+        last_training = self.jobs.get(self._last_train_job_id)  # the one the rate is of (_train_rate)
+        training = self._training.get(self._last_train_job_id) \
+            if last_training is not None and last_training.state is JobState.RUNNING else None
         steps, secs = self._train_rate
         rate = steps / secs if secs > 0 else 0.0
         model = self._state(self._current_model)
