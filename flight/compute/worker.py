@@ -1288,9 +1288,12 @@ class Worker:
                                  else "inference goes first")
         # A continuous job's slice is one file: training goes on between files, not paused (and
         # checkpointed) at each. Running jobs see each SAA pass coming whichever job has this slice.
-        for job_id, tjob in self._training.items():
+        for job_id, tjob in list(self._training.items()):
             if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
-                tjob.radiation_tick(self.radiation)  # once per SAA pass, just before the entry the agent predicts
+                try:
+                    tjob.radiation_tick(self.radiation)  # once per SAA pass, just before the entry the agent predicts
+                except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
+                    self._finish(known, JobState.FAILED, f"{type(exc).__name__}: {exc}")
         if job is None:
             return 0.0
         if job.state is not JobState.RUNNING:
