@@ -81,6 +81,10 @@ class TorchGraph:
             op = node.op_type
             if op == "Sub":
                 y = x[0] - x[1]
+            elif op == "Add":
+                y = x[0] + x[1]
+            elif op == "Max":  # the copies' reads (abft.protect's recompute_inputs): two operands
+                y = torch.maximum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
             elif op == "Div":
                 y = x[0] / x[1]
             elif op == "Abs":

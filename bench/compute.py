@@ -26,6 +26,11 @@ of a pair alike.
   graph optimisation level): see :class:`Bare`.
 - ``infer_ratio``: the median of the per-pair ratios job / bare (target >= 0.95);
   ``infer_ratio_min`` and ``infer_ratio_max`` are their extremes, ``infer_pairs`` their count.
+  That is one job of 80 000 tiles: each job also costs a fixed time (its product, .npz and .json,
+  each written and fsync'd, and the job list saved when it ends), ``infer_job_fixed_ms`` (one
+  batch's job less a bare run of that batch, median of 21 interleaved pairs), which smaller jobs
+  share among fewer tiles: ``infer_ratio_by_job_tiles``, the same pairing over the first 800 and
+  8000 tiles, ``SIZE_PAIRS`` pairs each (found in review: the figure holds only for large jobs).
 - ``infer_ratio_checked``: the same with ``abft_checks`` on (the checked path: the model as the
   checksum pass rewrites it, every batch's ``abft_ok`` flags read and put in the receipt), against
   the same bare session on the model as shipped, so it is what the checks cost;
@@ -69,6 +74,8 @@ PAIRS = max(1, int(os.environ.get("BENCH_COMPUTE_PAIRS", "7")))
 CHECKED_PAIRS = max(0, int(os.environ.get("BENCH_COMPUTE_CHECKED_PAIRS", "3")))
 WARMUP_BATCHES = max(1, int(os.environ.get("BENCH_COMPUTE_WARMUP", "3")))
 INPUT_SET = "bench_tiles"
+JOB_SIZES = (800, 8000)  # smaller jobs: their fixed cost is shared among fewer tiles (infer_ratio_by_job_tiles)
+SIZE_PAIRS = 5
 
 
 def _tiles() -> np.ndarray:
@@ -79,7 +86,7 @@ class Bare:
     """A bare onnxruntime session on the shipped model (the file's bytes, no worker around it),
     with the session options of ``like`` (the worker's session): threads, execution mode,
     graph optimisation level and whether weights are pre-packed. The level alone matters: on a
-    2-core x86 VM ORT_ENABLE_ALL (NCHWc layout) ran this model 1.35x slower than the worker's
+    2-core x86 VM ORT_ENABLE_ALL (NCHWc layout) ran this model 1.14x to 1.35x slower than the worker's
     ORT_ENABLE_EXTENDED, so bare and job share it for the ratio to be the job path's alone."""
 
     def __init__(self, like: Any) -> None:
@@ -207,6 +214,19 @@ def _pairs(bare: Bare, agent: JobPath, tiles: np.ndarray, n: int) -> tuple[list[
     return agent_rates, bare_rates, ratios
 
 
+def _fixed_ms(bare: Bare, agent: JobPath, tiles: np.ndarray, n: int = 21) -> float:
+    """What a job costs beyond its runs: the median over ``n`` interleaved pairs of a one-batch job's
+    time less a bare run of that batch (its product written, the job list saved, its events)."""
+    gaps = []
+    for i in range(n):
+        if i % 2:
+            gaps.append(agent.run(tiles) - bare.run(tiles))
+        else:
+            b = bare.run(tiles)
+            gaps.append(agent.run(tiles) - b)
+    return statistics.median(gaps) * 1000.0
+
+
 def inference_figures() -> dict[str, object]:
     checked: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,6 +235,9 @@ def inference_figures() -> dict[str, object]:
             tiles = agent.tiles  # one array for both sides: the tiles as the job read them
             bare = Bare(like=agent.session)
             agent_rates, bare_rates, ratios = _pairs(bare, agent, tiles, PAIRS)
+            by_size = {str(n): round(statistics.median(_pairs(bare, agent, tiles[:n], SIZE_PAIRS)[2]), 3)
+                       for n in JOB_SIZES}
+            fixed_ms = _fixed_ms(bare, agent, tiles[:BATCH])
         finally:
             agent.close()
         load_ms, open_ms = agent.load_ms, agent.open_ms
@@ -238,6 +261,8 @@ def inference_figures() -> dict[str, object]:
         "infer_ratio_min": round(min(ratios), 3),
         "infer_ratio_max": round(max(ratios), 3),
         "infer_pairs": PAIRS,
+        "infer_ratio_by_job_tiles": by_size,
+        "infer_job_fixed_ms": round(fixed_ms, 2),
         "infer_warmup_batches": WARMUP_BATCHES,
         "infer_optimization": bare.optimization,
         "infer_batch": BATCH,

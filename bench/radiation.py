@@ -17,10 +17,15 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   two halves apart in ``abft_detect_rate_weights`` and ``abft_detect_rate_activations``;
   ``abft_flagged_harmless`` the flips that changed nothing beyond tolerance but were flagged
   (the check saw a real error too small to matter).
-- Outside the pass's scope, reported so the gap is seen: ``unchecked_detect_rate_weights``
-  (the input normalisation's constants, read by Sub and Div) and
-  ``unchecked_detect_rate_activations`` (tensors between checked nodes: the normalised
-  input, the Relu and Sigmoid outputs, the pooled features).
+- Between the checked nodes: ``unchecked_detect_rate_weights`` (the input normalisation's
+  constants, read by Sub and Div) and ``unchecked_detect_rate_activations`` (the normalised input,
+  the Relu and Sigmoid outputs, the pooled features), which the checks see since each predicts from
+  its input recomputed apart (``abft.protect``'s ``recompute_inputs``, pass version 6; before, about
+  half of such activation flips and none of the constants' passed). ``detect_rate_activations_all_sites``:
+  flips in every activation of the model, the tensor drawn in proportion to its elements (as an
+  upset in memory lands; the checked nodes' outputs are under half of them), judged by ``abft_ok``;
+  ``range_detect_rate_activations_all_sites`` the same draws by ``abft_ok`` and ``range_ok``. The
+  headline ``abft_detect_rate`` is over the checked nodes' weights and outputs.
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
   here on the CPU: what a Jetson Orin would catch with TF32 allowed (``[compute] gpu_tf32``; by
@@ -39,14 +44,17 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   with a ReduceSum, the faster read of a plain tensor (onnxruntime's Arm builds have NCHWc
   kernels only where built with that option). ``abft_overhead_by_layout``: both models
   (``plain``, ``nchwc``) at both levels, 1 thread, batch 64: what the choice is worth.
+  ``abft_overhead_without_recompute`` (``all``) and ``abft_overhead_extended_without_recompute``:
+  the same model with checks that read their nodes' own inputs (version 5's), which miss a fault
+  between checked nodes: what the recomputed copies cost.
   ``abft_overhead_floor``: what reading the checked nodes' outputs costs by itself (each also a
   graph output, through a Shape that reads no data, so onnxruntime cannot fuse them with their
   activations), 1 thread, batch 64, ``owned``: the part no checksum design can remove.
   ``abft_overhead_floor_all``: the same at ``all``, the headline's setting, where reading an
   output also breaks onnxruntime's NCHWc chain there (reorders the bare model does not run): on
   x86 it came to 0.14 to 0.19 by itself, nearly the whole of a 0.15 target at that setting.
-  ``abft_overhead_read_floor`` (``owned``) and ``abft_overhead_read_floor_all``: each checked
-  node's output and data input also summed once per channel (tensors_summed, checks_reads: every
+  ``abft_overhead_read_floor`` (``owned``) and ``abft_overhead_read_floor_all``: checks that read
+  their nodes' own inputs (no copies): each checked node's output and data input also summed once per channel (tensors_summed, checks_reads: every
   tensor of the model's own that the checks read, with a ReduceSum, or a GlobalAveragePool where
   the checks use one) and nothing else, no comparison, no tolerance: what checks made of
   standard ONNX nodes must at least read, as each compares the output it vouches for with a
@@ -71,9 +79,13 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
 - ``false_alarms``: tiles flagged among ``false_alarm_tiles`` clean ones (batches of 64): the
   held-out tiles; procedural tiles from the same generator with another seed, each in the 8
   rotations and mirrors; tiles of uniform random reflectance over the data's range; and flat
-  tiles (0, the data's maximum, 1.0). On 1 thread, and again on 2 threads, with graph
-  optimisation off, and as the worker opens owned-weight sessions (``extended``, 2 threads,
-  batches of 16) over part of them (other kernels, other summation orders).
+  tiles (0, the data's maximum, 1.0): ``false_alarm_tiles_distinct`` of them. All of them at level
+  ``all`` on 1 thread (``false_alarms_1_thread``) and as the worker opens owned-weight sessions by
+  default (``extended``, 2 threads, batches of 16: ``false_alarms_worker_default``), and a quarter
+  of them again on 2 threads and with graph optimisation off (other kernels, other summation
+  orders). ``false_alarms_flip_campaign_clean``: the flip campaigns' clean runs (the held-out tiles
+  again and again, through the injection graph), apart: they are not distinct inputs (found in
+  review: they made up half of the count, the tf32 model's among them).
 - Range checks (flight.compute.ranges, the parameter ``range_checks``): the protected model with
   ranges learned as the worker learns them (the shipped model's ``REFERENCE_TILES`` reference
   tiles, ``ranges.DEFAULT_MARGIN``) added. ``range_detect_rate_activations``: the very flips of
@@ -112,8 +124,12 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   own: the agent's predicted class (``radiation_estimate``), the scrub, the checks, the rerun,
   the products and their receipts. ``day_upsets`` and ``day_tiles`` say what happened
   (:class:`DayTally`; ``injected_owned_model``: the upsets in the model's own weights, not in
-  the checks' sums, which make up most of the bytes kept); ``day_stress`` the first
-  ``DAY_STRESS_S`` of the track again at ``DAY_STRESS_SCALE`` times its own rate.
+  the checks' sums, which make up most of the bytes kept; ``jobs_failed``: jobs that ended with no
+  product), summed over ``DAY_SEEDS`` days of their own upsets (``day_by_seed``).
+  ``corrupt_results_reported_good_blind``: the same days, the same upsets, with every checksum and
+  range flag read as passed (:func:`checks_blind`): how many corrupt tiles the checks kept from being
+  reported good, so that a 0 is a measurement (a 6 h run at 1e4 times the track's own rate, shown
+  before, had no such power: it scored 0 blind as well, and is gone).
 
 ``python -m bench.radiation [--seed N]``; the published figures use the default seed
 (:data:`SEED`). The tolerance (:data:`flight.compute.abft.SAFETY`) was chosen from the
@@ -187,8 +203,7 @@ DAY_PROFILE = Path(__file__).resolve().parent.parent / "hil" / "data" / "profile
 DAY_S = 86400.0
 DAY_STEP_S = 60.0
 DAY_UPSET_SCALE = 100.0  # x the harness's upset rate in the SAA (the track's peak), all day
-DAY_STRESS_SCALE = 1e4  # and the first DAY_STRESS_S of the day again at this scale: enough upsets to count
-DAY_STRESS_S = 21600.0
+DAY_SEEDS = 3  # the day flown this many times, each with its own upsets (seed, seed + 100, ...)
 DAY_TILES_PER_STEP = 16  # held-out tiles run per step (the 800 in turn)
 DAY_BATCH = 8  # the worker's batch (Admit.batch): two batches a step
 
@@ -304,15 +319,19 @@ class Injector:
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
 
     def campaign(self, rng: np.random.Generator, pool: np.ndarray, n: int, kind: str,
-                 sites: tuple[str, ...], flags: tuple[str, ...] = (abft.OUTPUT,)) -> Tally:
+                 sites: tuple[str, ...], flags: tuple[str, ...] = (abft.OUTPUT,), by_element: bool = False) -> Tally:
         """``n`` flips, each on a fresh batch of ``FLIP_BATCH`` tiles from ``pool``: in weights or activations,
-        judged by ``flags``."""
+        judged by ``flags``; the tensor drawn uniformly among ``sites``, or (``by_element``) in proportion
+        to its elements, as an upset in memory lands."""
         tally = Tally(flags=flags)
         for _ in range(n):
             tiles = pool[rng.choice(len(pool), FLIP_BATCH, replace=False)]
-            site = sites[rng.integers(len(sites))]
+            site = None if by_element else sites[rng.integers(len(sites))]
             masks = {a: None for a in self.activations}
             clean = self.run(tiles, self._masks(masks), {})
+            if site is None:
+                sizes = np.array([(self.weights[x] if kind == "weight" else clean[x]).size for x in sites], float)
+                site = sites[int(rng.choice(len(sites), p=sizes / sizes.sum()))]
             bit = int(rng.integers(32))
             if kind == "weight":
                 w = self.weights[site]
@@ -364,6 +383,16 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
             both = Injector(ranged, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS)
             out["range_activations"] = both.campaign(replay, pool, unchecked, "activation", UNCHECKED_ACTIVATIONS,
                                                      flags=(abft.OUTPUT, ranges.OUTPUT))
+        # Every activation, drawn by element: what an upset anywhere in them meets (found in review: the
+        # headline's activations are the checked nodes' outputs, under half of the elements).
+        every = CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS
+        rng_all = np.random.default_rng(seed + 7000)
+        state = rng_all.bit_generator.state
+        out["all_activations"] = inj.campaign(rng_all, pool, unchecked, "activation", every, by_element=True)
+        if ranged is not None:
+            rng_all.bit_generator.state = state
+            out["range_all_activations"] = both.campaign(rng_all, pool, unchecked, "activation", every,
+                                                         flags=(abft.OUTPUT, ranges.OUTPUT), by_element=True)
     return out
 
 
@@ -523,8 +552,11 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
     data, data_all = protected.SerializeToString(), protected_all.SerializeToString()
     model = onnx.load_from_string(bare)
     floor = outputs_read(model, [c["output"] for c in abft.describe(protected)["checks"]]).SerializeToString()
-    read, read_all = (tensors_summed(model, checks_reads(p)).SerializeToString() for p in (protected, protected_all))
     blocked = bool(abft.describe(protected_all).get("nchwc"))
+    # The read floor of checks that read the model's own tensors (recompute_inputs off): the recomputed
+    # copies are reads of their own, which abft_overhead_without_recompute leaves out.
+    own_reads = [abft.protect(model, recompute_inputs=False), abft.protect(model, nchwc=blocked, recompute_inputs=False)]
+    read, read_all = (tensors_summed(model, checks_reads(p)).SerializeToString() for p in own_reads)
     variants = {"plain": data, "nchwc": data_all if blocked else abft.protect(model, nchwc=True).SerializeToString()}
     by_layout = {f"{layout}/{level}": round(overhead(bare, variant, tiles, level), 4)
                  for layout, variant in variants.items() for level in ("extended", "all")}
@@ -539,6 +571,9 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
         "abft_overhead_floor_all": round(overhead(bare, floor, tiles, "all"), 4),
         "abft_overhead_read_floor": round(overhead(bare, read, tiles, "owned"), 4),
         "abft_overhead_read_floor_all": round(overhead(bare, read_all, tiles, "all"), 4),
+        "abft_overhead_without_recompute": round(overhead(bare, own_reads[1].SerializeToString(), tiles, "all"), 4),
+        "abft_overhead_extended_without_recompute": round(overhead(bare, own_reads[0].SerializeToString(), tiles,
+                                                                   "extended"), 4),
         "abft_nchwc_at_all": blocked,
         "abft_overhead_by_layout": by_layout,
     }
@@ -852,6 +887,7 @@ class DayTally:
     tiles_corrupt: int = 0
     corrupt_reported_good: int = 0
     jobs: int = 0
+    jobs_failed: int = 0  # ended with no product (an error the worker could not get past)
     outstanding_at_end: int = 0  # owned upsets not yet put right when the day ends
     weight_bytes: int = 0  # owned bytes (each golden copy as many)
     examples: list[str] = field(default_factory=list)
@@ -889,7 +925,7 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
         for s in range(sets):
             bench.data_set(f"s{s}", held[s * tiles_per_step:(s + 1) * tiles_per_step])
         ref = [run_job(bench, 1 + s, f"s{s}") for s in range(sets)]  # before any upset: the clean reference
-        assert all((r[2] == PASSED).all() for r in ref), "the clean reference passed its checks"
+        assert all(r is not None and (r[2] == PASSED).all() for r in ref), "the clean reference passed its checks"
         job_id = 1 + sets
         scrubber = worker._session(MODEL_NAME).scrubber
         names, ends = owned_sites(scrubber)
@@ -926,25 +962,29 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                     failed_before, marked_before = worker.checks_failed, worker.results_marked
                     present = [u for u in upsets_owned if scrubber.owned_bytes(u["tensor"])[u["byte"]]
                                != clean[u["tensor"]][u["byte"]]]
-                    classes, conf, status = run_job(bench, job_id, f"s{s}")
+                    done = run_job(bench, job_id, f"s{s}")
                     job_id += 1
                     tally.jobs += 1
-                    tally.tiles += len(status)
-                    tally.tiles_passed += int((status == PASSED).sum())
-                    tally.tiles_failed += int((status == FAILED).sum())
-                    tally.tiles_unchecked += int((status == UNCHECKED).sum())
-                    bad = corrupt(classes, conf, ref[s][0], ref[s][1])
-                    tally.tiles_corrupt += int(bad.sum())
-                    sneaked = bad & (status == PASSED)
-                    tally.corrupt_reported_good += int(sneaked.sum())
-                    if sneaked.any() and len(tally.examples) < 5:
-                        where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
-                        tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
-                    for u in present:
+                    for u in present:  # the job ran on them, whatever came of it
                         u["used"] = True
                         if worker.checks_failed > failed_before:
                             u["caught"] = True
                             u["marked"] = worker.results_marked > marked_before
+                    if done is None:
+                        tally.jobs_failed += 1
+                    else:
+                        classes, conf, status = done
+                        tally.tiles += len(status)
+                        tally.tiles_passed += int((status == PASSED).sum())
+                        tally.tiles_failed += int((status == FAILED).sum())
+                        tally.tiles_unchecked += int((status == UNCHECKED).sum())
+                        bad = corrupt(classes, conf, ref[s][0], ref[s][1])
+                        tally.tiles_corrupt += int(bad.sum())
+                        sneaked = bad & (status == PASSED)
+                        tally.corrupt_reported_good += int(sneaked.sum())
+                        if sneaked.any() and len(tally.examples) < 5:
+                            where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
+                            tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
                 # Settle the upsets put right by now (a scrub step, or the full scrub after a failed check).
                 still = []
                 for u in upsets_owned:
@@ -962,10 +1002,11 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
     return tally, track
 
 
-def run_job(bench, job_id: int, input_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_job(bench, job_id: int, input_set: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """One inference job of the shipped model through the worker: (classes, confidence, per-tile
-    check status) of its product, as the ground would read them. The StartJob is handed to the
-    worker as the tests' bench does, its reply read without waiting on the socket's poll."""
+    check status) of its product, as the ground would read them; None where the job failed (no
+    product: counted, ``jobs_failed``). The StartJob is handed to the worker as the tests' bench
+    does, its reply read without waiting on the socket's poll."""
     worker = bench.worker
     worker._handle(cp.StartJob(job_id, cp.JobSpec(job_id, JobKind.INFERENCE, input_set, model=MODEL_NAME)))
     job = worker.jobs[job_id]
@@ -975,9 +1016,46 @@ def run_job(bench, job_id: int, input_set: str) -> tuple[np.ndarray, np.ndarray,
         worker.work_slice()
     bench.drain()
     bench.messages.clear()  # events and replies: counted by the worker's own counters, not needed here
-    assert job.state.value == "DONE", job.detail
+    if job.state.value != "DONE":
+        return None
     with np.load(bench.root / "products" / f"job{job_id:05d}-{input_set}.npz", allow_pickle=False) as npz:
         return npz["classes"], npz["confidence"], npz["check"]
+
+
+@contextlib.contextmanager
+def checks_blind():
+    """The worker with every checksum and range flag read as passed (double runs, scrub and all else as
+    they are): the same day flown blind says how many corrupt tiles the checks kept from being reported
+    good, so that a 0 with them means something (found in review: on some seeds a checker that never
+    flags also scored 0)."""
+    real = worker_module.check_flags
+    worker_module.check_flags = lambda names, values, samples: (np.ones(samples, bool), "")
+    try:
+        yield
+    finally:
+        worker_module.check_flags = real
+
+
+DAY_UPSET_KEYS = ("injected", "injected_owned", "injected_owned_model", "injected_golden", "repaired_before_use",
+                  "detected", "corrected_after_rerun", "used_undetected", "outstanding_at_end")
+DAY_TILE_KEYS = ("tiles", "tiles_passed", "tiles_failed", "tiles_unchecked", "tiles_corrupt", "corrupt_reported_good",
+                 "jobs", "jobs_failed")
+
+
+def summed(tallies: Sequence[DayTally], keys: Sequence[str]) -> dict[str, int]:
+    return {k: sum(getattr(t, k) for t in tallies) for k in keys}
+
+
+def flown(seeds: Sequence[int], scale: float, track: DayTrack) -> list[tuple[int, DayTally, DayTally]]:
+    """Each seed's day with the checks as they are and again blind (the same upsets: their draws do not
+    depend on what the worker does)."""
+    out = []
+    for s in seeds:
+        tally, _ = upset_day(s, scale, track=track)
+        with checks_blind():
+            blind, _ = upset_day(s, scale, track=track)
+        out.append((s, tally, blind))
+    return out
 
 
 def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
@@ -986,37 +1064,29 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
     saa_rate = float(track.upsets_per_bit_s.max())
     saa_day = DayTrack(track.time_unix_s, np.full_like(track.upsets_per_bit_s, saa_rate), track.predicted,
                        track.profile_check_rel)
-    tally, _ = upset_day(seed, scale, track=saa_day)
+    days = flown([seed + 100 * i for i in range(DAY_SEEDS)], scale, saa_day)
+    tallies = [t for _, t, _ in days]
     flux = [r.flux_class.value for r in track.predicted]
-    stress_track = DayTrack(track.time_unix_s[:int(DAY_STRESS_S / DAY_STEP_S)],
-                            track.upsets_per_bit_s[:int(DAY_STRESS_S / DAY_STEP_S)],
-                            track.predicted[:int(DAY_STRESS_S / DAY_STEP_S)], track.profile_check_rel)
-    stress, _ = upset_day(seed + 1, DAY_STRESS_SCALE, track=stress_track)
     return {
-        "corrupt_results_reported_good": tally.corrupt_reported_good,
-        "day_upsets": {k: getattr(tally, k) for k in (
-            "injected", "injected_owned", "injected_owned_model", "injected_golden", "repaired_before_use", "detected",
-            "corrected_after_rerun", "used_undetected", "outstanding_at_end")},
-        "day_tiles": {k: getattr(tally, k) for k in (
-            "tiles", "tiles_passed", "tiles_failed", "tiles_unchecked", "tiles_corrupt", "corrupt_reported_good",
-            "jobs")},
-        "day_corrupt_examples": tally.examples,
+        "corrupt_results_reported_good": sum(t.corrupt_reported_good for t in tallies),
+        "corrupt_results_reported_good_blind": sum(b.corrupt_reported_good for _, _, b in days),
+        "day_by_seed": [{"seed": s, "corrupt_reported_good": t.corrupt_reported_good,
+                         "corrupt_reported_good_blind": b.corrupt_reported_good,
+                         "injected_owned_model": t.injected_owned_model, "tiles_corrupt": t.tiles_corrupt,
+                         "jobs_failed": t.jobs_failed} for s, t, b in days],
+        "day_upsets": summed(tallies, DAY_UPSET_KEYS),
+        "day_tiles": summed(tallies, DAY_TILE_KEYS),
+        "day_corrupt_examples": [e for t in tallies for e in t.examples][:5],
         "day_upset_scale": scale,
         "day_upset_rate": f"{scale:g} x the SAA's rate (the track's peak, {saa_rate:.3g} per bit per s) at every step; "
                           f"the track's mean is {float(track.upsets_per_bit_s.mean()):.3g}",
         "day_upsets_expected": round(saa_rate * len(track.predicted) * DAY_STEP_S * scale * 8 * 4
-                                     * tally.weight_bytes, 2),
+                                     * tallies[0].weight_bytes * DAY_SEEDS, 2),
         "day_predicted_flux_steps": {c: flux.count(c) for c in sorted(set(flux))},
         "day_truth_vs_profile_rel": round(track.profile_check_rel, 4),
-        "day_compression": f"{DAY_TILES_PER_STEP} tiles once per {DAY_STEP_S:g} s step ({len(track.predicted)} steps), "
-                           f"at a time uniform in the step; scrub_tick every {SCRUB_TICK_S:g} s",
-        "day_stress": {"upset_scale": DAY_STRESS_SCALE, "simulated_s": DAY_STRESS_S,
-                       "corrupt_results_reported_good": stress.corrupt_reported_good,
-                       **{k: getattr(stress, k) for k in (
-                           "injected", "injected_owned", "injected_owned_model", "injected_golden", "repaired_before_use", "detected",
-                           "corrected_after_rerun", "used_undetected", "outstanding_at_end", "tiles", "tiles_passed",
-                           "tiles_failed", "tiles_corrupt")},
-                       "examples": stress.examples},
+        "day_compression": f"{DAY_SEEDS} days of {DAY_TILES_PER_STEP} tiles once per {DAY_STEP_S:g} s step "
+                           f"({len(track.predicted)} steps), at a time uniform in the step; scrub_tick every "
+                           f"{SCRUB_TICK_S:g} s",
         "day_s": round(time.perf_counter() - t_start, 1),
     }
 
@@ -1052,9 +1122,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     plain = ort.InferenceSession(protected_bytes, session_options_for(1, optimization="disable"),
                                  providers=["CPUExecutionProvider"])
     owned = cpu_session(protected_bytes, "owned", 2)
-    alarms_other = count_false_alarms(two, part) + count_false_alarms(plain, part) + count_false_alarms(owned[0], part, 16)
-    flip_clean = sum(t.clean_flags for t in (*tallies.values(), *tf32.values()))
-    flip_clean_tiles = sum(t.clean_tiles for t in (*tallies.values(), *tf32.values()))
+    alarms_owned = count_false_alarms(owned[0], tiles, 16)  # the worker's default session, every tile
+    alarms_other = count_false_alarms(two, part) + count_false_alarms(plain, part)
+    flip_clean = sum(t.clean_flags for t in tallies.values())
+    flip_clean_tiles = sum(t.clean_tiles for t in tallies.values())
     range_figures = range_false_alarm_figures(ranged_bytes, tiles, part, ranged_flips)
 
     costs = overhead_figures(bare, protected, protected_all, held)
@@ -1083,11 +1154,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "unchecked_flips_consequential_weights": tallies["unchecked_weights"].consequential[0],
         "unchecked_detect_rate_activations": tallies["unchecked_activations"].rate(),
         "unchecked_flips_consequential_activations": tallies["unchecked_activations"].consequential[0],
+        "detect_rate_activations_all_sites": tallies["all_activations"].rate(),
+        "flips_consequential_activations_all_sites": tallies["all_activations"].consequential[0],
+        "range_detect_rate_activations_all_sites": tallies["range_all_activations"].rate(),
         **costs,
-        "false_alarms": alarms + alarms_other + flip_clean,
-        "false_alarm_tiles": len(tiles) + 3 * len(part) + flip_clean_tiles,
+        "false_alarms": alarms + alarms_owned + alarms_other,
+        "false_alarm_tiles": 2 * len(tiles) + 2 * len(part),
+        "false_alarm_tiles_distinct": len(tiles),
         "false_alarms_1_thread": alarms,
         "false_alarm_tiles_1_thread": len(tiles),
+        "false_alarms_worker_default": [alarms_owned, len(tiles)],
+        "false_alarms_flip_campaign_clean": [flip_clean, flip_clean_tiles],
         "range_detect_rate_activations": ranged_flips.rate(),
         "range_flips_consequential_activations": ranged_flips.consequential[0],
         "range_detect_rate_activations_class_only": ranged_flips.rate(2),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR
 from flight.link.definitions import DICTIONARY
+from flight.orbit import tle_checksum
 
 # A model package "uplinked" to the board's staging/ directory, for MODEL_INSTALL: the shipped
 # model as cloud_screen version 2, signed by a test operator whose key the agent trusts (start it
@@ -90,12 +91,27 @@ def stage_sample_model(state_dir: Path) -> None:
     (sequences / f"{SAMPLE_SEQUENCE}.toml").write_text(SAMPLE_SEQUENCE_TEXT)
 
 
-# An ISS-like element set with a November 2026 epoch (checksums computed), so the agent can
-# propagate it from today's clock without sgp4 reporting decay.
+def tle_with_epoch(lines: tuple[str, str], epoch_unix_s: float) -> tuple[str, str]:
+    """``lines`` with their epoch moved to ``epoch_unix_s`` (line 1's checksum made again): a sample
+    orbit the agent takes as current whatever day the tests run (a TLE over 14 days old predicts no
+    radiation environment: flight/agent/compute.py, tle_current)."""
+    t = time.gmtime(epoch_unix_s)
+    day = t.tm_yday + (epoch_unix_s % 86400.0) / 86400.0
+    line1 = f"{lines[0][:18]}{t.tm_year % 100:02d}{day:012.8f}{lines[0][32:68]}"
+    return f"{line1}{tle_checksum(line1)}", lines[1]
+
+
+# An ISS-like element set with a November 2026 epoch (checksums computed), two days before the
+# simulated boot of tests/inproc.py (T0_S). An agent on the wall clock takes iss_tle_now().
 ISS_TLE = (
     "1 25544U 98067A   26320.50000000  .00016717  00000-0  10270-3 0  9005",
     "2 25544  51.6416 247.4627 0006703 130.5360 325.0288 15.49815307432102",
 )
+
+
+def iss_tle_now() -> tuple[str, str]:
+    """ISS_TLE with its epoch a day before now: current for an agent on the wall clock, any day."""
+    return tle_with_epoch(ISS_TLE, time.time() - 86400.0)
 
 VALID_ARGS = {
     "NOOP": {},

@@ -190,18 +190,23 @@ def test_a_fault_in_a_checked_output_flags_that_tile_only(protected, tiles, tens
 @pytest.mark.req("RAD-001")
 def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_the_activations(protected):
     """What the checks cost is what they read (docs: abft.py, "Why these sums"): each checked
-    node's output is read by one check node, its input by at most two (X, and |X| where X
-    can be negative), the model's own mean of h2 is reused, and onnxruntime runs each check
-    before the activation after its node, which can then run in place. h1's sums: a ReduceSum
-    (the faster read of a plain tensor), or for a session in onnxruntime's NCHWc layout a
-    GlobalAveragePool, which reads that layout without reordering it."""
+    node's output is read by one check node, and once more by the copy of the activation after it
+    that the next check predicts from (recompute_inputs); each check's input is that copy, read by
+    at most two (X, and |X| where X can be negative); the model's own tensors between checked nodes
+    are read by no check. onnxruntime runs each check before the activation after its node, which
+    can then run in place. h1's copy's sums: a ReduceSum (the faster read of a plain tensor), or for
+    a session in onnxruntime's NCHWc layout a GlobalAveragePool, which reads that layout without
+    reordering it; h2's come from the copy of the model's own mean of it."""
     added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX) or n.output[0] == abft.OUTPUT]
     readers = {t: [n.name for n in added if t in n.input] for t in ("a1", "a2", "pixel_logit", "logits", "xn", "h1", "h2")}
-    assert {t: len(r) for t, r in readers.items()} == {"a1": 1, "a2": 1, "pixel_logit": 1, "logits": 1,
-                                                      "xn": 2, "h1": 1, "h2": 0}, readers
+    assert {t: len(r) for t, r in readers.items()} == {"a1": 2, "a2": 2, "pixel_logit": 2, "logits": 1,
+                                                      "xn": 0, "h1": 0, "h2": 0}, readers
+    copies = {t: [n.op_type for n in added if f"{abft.PREFIX}copy/{t}" in n.input] for t in ("xn", "h1", "h2", "z")}
     nchwc = abft.describe(protected)["nchwc"]
-    assert [n.op_type for n in added if "h1" in n.input] == ["GlobalAveragePool" if nchwc else "ReduceSum"]
-    assert len(added) <= 26
+    assert copies == {"xn": ["MatMul", "Abs"], "h1": ["GlobalAveragePool" if nchwc else "ReduceSum"],
+                      "h2": ["GlobalAveragePool"], "z": ["Gemm"]}, copies
+    assert abft.describe(protected)["recomputed"] == 4
+    assert len(added) <= 37
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -589,7 +594,7 @@ def test_only_a_2d_tensor_of_whole_channel_blocks_is_read_another_way_for_the_nc
         nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"], name="c")]
         model = model_of(nodes, [x], [y], {"w": rng.normal(size=weight).astype(np.float32)}, 13)
         plain, blocked = abft.protect(model), abft.protect(model, nchwc=True)
-        ops = [[n.op_type for n in m.graph.node if "r" in n.input and n.name.startswith(abft.PREFIX)]
+        ops = [[n.op_type for n in m.graph.node if f"{abft.PREFIX}copy/r" in n.input and n.name.startswith(abft.PREFIX)]
                for m in (plain, blocked)]
         two_d = len(shape) == 4
         assert ops == [["ReduceSum"], ["GlobalAveragePool" if two_d else "ReduceSum"]]
@@ -736,3 +741,37 @@ def test_a_flat_frame_through_a_large_conv_is_not_flagged():
     flagged = sum(int((~session(with_initializer(p, "w", flipped(w, index, 31))).run([abft.OUTPUT], {"x": x})[0]).sum())
                   for index in (5, 77, 301, 402))
     assert flagged >= 7, flagged  # of 8 samples
+
+
+@pytest.mark.req("RAD-003")
+@pytest.mark.parametrize("site, caught_before", [("xn", False), ("h1", False), ("h2", False), ("pixel_p", False),
+                                                 ("z", False), ("band_std", False),
+                                                 ("hmean", True), ("band_mean", True)])
+def test_a_fault_between_checked_nodes_is_caught_where_the_checks_recompute_their_inputs(shipped, tiles, site,
+                                                                                           caught_before):
+    """Each check predicts from its node's input recomputed apart: a wrong value in a tensor between two
+    checked nodes, or in a constant of the operators there, moves the node's output and not its
+    prediction. Reading the node's own input (version 5's checks), both sides saw most of them and they
+    passed (h2's mean was caught, as conv3's check reused it; a band mean of 2**127, as it overflows)."""
+    from flight.compute.inject import flip_bit, with_hooks
+
+    batch = tiles[:4]
+    for recompute in (True, False):
+        protected = abft.protect(shipped, recompute_inputs=recompute)
+        if site.startswith("band_"):
+            value = numpy_helper.to_array(next(t for t in shipped.graph.initializer if t.name == site)).copy()
+            value.flat[0] = flip_bit(value.flat[0], 29 if site == "band_std" else 30)  # a band's values far off
+            got = run(with_initializer(protected, site, value), {"tiles": batch})
+        else:  # the first element of the first tile's tensor made 1e30 (a flipped high exponent bit)
+            mask = np.zeros(_shape_of(shipped, site, batch), bool)
+            mask.flat[0] = True
+            got = run(with_hooks(protected, (site,)),
+                      {"tiles": batch, f"{site}/mask": mask, f"{site}/value": np.array([1e30], np.float32)})
+        assert bool(got[abft.OUTPUT][0]) is not (recompute or caught_before), (site, recompute)
+
+
+def _shape_of(model: onnx.ModelProto, tensor: str, batch: np.ndarray) -> tuple[int, ...]:
+    inner = onnx.ModelProto()
+    inner.CopyFrom(model)
+    inner.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
+    return session(inner).run([tensor], {"tiles": batch})[0].shape

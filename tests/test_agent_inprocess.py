@@ -6,6 +6,8 @@ GroundClient, and moves simulated time itself.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from flight.agent.agent import Agent
@@ -238,5 +240,46 @@ def test_the_configured_orbit_is_used_until_a_commanded_one_replaces_it(tmp_path
         values = rig.hk()
         assert values["in_eclipse"] is not None and values["tle_age_s"] is not None
         assert rig.events("ECLIPSE_PREDICTED")
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("RAD-103")
+def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp_path):
+    """Found in review: a year-old TLE was set, completed, and gave a confident flux class."""
+    from flight.agent.compute import radiation_estimate
+    from flight.link.definitions import FluxClass
+    from tests.inproc import T0_S
+    from tests.samples import ISS_TLE, tle_with_epoch
+
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        for epoch_s, current in ((T0_S - 365 * 86400.0, False), (T0_S - 86400.0, True)):
+            line1, line2 = tle_with_epoch(ISS_TLE, epoch_s)
+            result = rig.send("SET_TLE", line1=line1, line2=line2)
+            assert result.completed and result.result["predicts_radiation"] is current
+            assert result.result["tle_age_s"] == pytest.approx(rig.clock.now_s() - epoch_s, abs=2.0)
+            estimate = radiation_estimate(rig.agent.controller.orbit, rig.clock.now_s())
+            assert (estimate.flux_class is FluxClass.UNKNOWN) is not current and estimate.orbit_period_s
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-013")
+def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
+    """Found in review: eclipse and SAA times were the last prediction's, up to a minute late."""
+    from flight.orbit import Orbit, predict_summary
+    from tests.samples import ISS_TLE
+
+    rig = InProcessAgent(tmp_path / "state", tle=ISS_TLE)
+    try:
+        orbit = Orbit.from_tle(*ISS_TLE)
+        for _ in range(4):
+            rig.advance(17.0)
+            values = rig.hk()
+            truth = predict_summary(orbit, rig.clock.now_s())
+            for channel, expected in (("eclipse_in_s", truth.to_eclipse_entry_s), ("saa_in_s", truth.to_saa_entry_s)):
+                if values[channel] is not None and math.isfinite(expected):
+                    assert values[channel] == pytest.approx(expected, abs=3.0), channel
     finally:
         rig.close()

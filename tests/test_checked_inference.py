@@ -314,8 +314,8 @@ def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_whe
     remade = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
     blocked = cpu_blocks_conv_outputs()
     assert remade.nchwc is blocked and describe(onnx.load_from_string(remade.data))["nchwc"] is blocked
-    readers = [n.op_type for n in onnx.load_from_string(remade.data).graph.node
-               if "h1" in n.input and n.name.startswith(abft.PREFIX)]
+    readers = [n.op_type for n in onnx.load_from_string(remade.data).graph.node  # h1 as the check reads it, its copy
+               if f"{abft.PREFIX}copy/h1" in n.input and n.name.startswith(abft.PREFIX)]
     assert readers == ["GlobalAveragePool" if blocked else "ReduceSum"]
     assert (remade.data != made.data) is blocked
     assert run_all(plain)[1].all()
@@ -471,7 +471,7 @@ def test_a_model_protected_to_check_less_than_the_pass_does_is_not_read_as_check
 
 
 @pytest.mark.req("RAD-106")
-@pytest.mark.parametrize("version,trusted", [(abft.PASS_VERSION, True), (4, True), (3, False)])
+@pytest.mark.parametrize("version,trusted", [(abft.PASS_VERSION, True), (5, True), (4, True), (3, False)])
 def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vouches_for_its_pass(
         bench, version, trusted):
     """Version 5 of the pass reads a large Conv's P by windows; version 4 read it from G or checked it
@@ -501,7 +501,7 @@ def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vou
         assert "abft" not in receipt["protection"]
         assert (receipt["check_status"], check) == ("unchecked", [UNCHECKED] * 12)
         (said,) = unchecked_said(bench)
-        vouched = f"did not make it, nor one it vouches for (versions 4, {abft.PASS_VERSION})"
+        vouched = f"did not make it, nor one it vouches for (versions 4, 5, {abft.PASS_VERSION})"
         assert f"(version {abft.PASS_VERSION}) {vouched}" in said.args["reason"], said.args
 
 

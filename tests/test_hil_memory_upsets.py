@@ -210,9 +210,10 @@ def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fa
     wrote. Before, its first change wrote over it, and the corrupt tile reported good was lost to
     the report (the run passed)."""
     loop, bench = harness_and_worker(tmp_path, ["activations"], abft=True)
-    # A flip no check can see (the head's input): its tile is reported good while corrupt.
+    # A flip no check can see (the model's output, after the last checked node): its tile is reported
+    # good while corrupt.
     write_checked_json(bench.root / REQUEST_DIR / "u000001.json", {"target": "activations", "seed": 7,
-                                                                    "tensor": "z", "bit": 30})
+                                                                    "tensor": "probabilities", "bit": 30})
     loop.memory_requested["activations"] = 1
     assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
     bench.restart()  # a new worker process on the same compute directory

@@ -218,6 +218,22 @@ def test_a_new_version_giving_nan_is_rolled_back_by_itself_and_the_job_runs_agai
     assert bench.worker.store.state("tiny").active.version == "2"
 
 
+@pytest.mark.req("MDL-005", "RAD-105")
+@pytest.mark.parametrize("abft_checks, range_checks", [(True, False), (False, True), (True, True)])
+def test_a_new_version_giving_nan_is_rolled_back_though_its_checks_flag_it(bench, abft_checks, range_checks):
+    """Found in review: with the checks on, the NaN tiles were flagged, written as failed, and the
+    version's first product ended its probation: a bad model kept, its failures read as radiation."""
+    bench.worker.abft_checks, bench.worker.range_checks, bench.worker.scrub_weights = abft_checks, range_checks, True
+    installed(bench, V1, "1")
+    installed(bench, NAN_MODEL, "2")
+    bench.data_set("night", -RNG_TILES)
+    job = bench.infer(1, "night")
+    assert job.state.value == "DONE", job.detail
+    [event] = bench.events("MODEL_ROLLED_BACK")
+    assert (event.args["from_version"], event.args["to_version"]) == ("2", "1")
+    assert str(np.load(bench.root / "products" / "job00001-night.npz")["model_version"]) == "1"
+
+
 @pytest.mark.req("MDL-005")
 def test_bad_input_data_fails_its_job_and_rolls_nothing_back(bench):
     installed(bench, V1, "1")

@@ -36,11 +36,13 @@ def test_draw_byte_covers_every_owned_byte_in_proportion():
 
 @pytest.mark.req("RAD-001")
 def test_the_read_floor_reads_what_the_checks_read_and_how_and_sums_it_right():
-    """abft_overhead_read_floor's model: every tensor of the model's own that the checks read (not h2,
-    whose mean the model makes and the checks reuse), h1 with a GlobalAveragePool where the checks
-    read it so; a valid model whose added output is those tensors' sums."""
+    """abft_overhead_read_floor's model: every tensor of the model's own that the checks read when they
+    read their nodes' own inputs (recompute_inputs off; not h2, whose mean the model makes and the
+    checks reuse), h1 with a GlobalAveragePool where the checks read it so; a valid model whose added
+    output is those tensors' sums."""
     shipped = onnx.load_from_string((radiation.MODELS_DIR / radiation.MODEL_FILE).read_bytes())
-    plain, blocked = (radiation.checks_reads(abft.protect(shipped, nchwc=nchwc)) for nchwc in (False, True))
+    plain, blocked = (radiation.checks_reads(abft.protect(shipped, nchwc=nchwc, recompute_inputs=False))
+                      for nchwc in (False, True))
     assert list(plain) == ["xn", "a1", "h1", "a2", "pixel_logit", "hmean", "z", "logits"]
     assert set(plain.values()) == {"ReduceSum"} and blocked == {**plain, "h1": "GlobalAveragePool"}
     floor = radiation.tensors_summed(shipped, blocked)
@@ -57,3 +59,19 @@ def test_the_read_floor_reads_what_the_checks_read_and_how_and_sums_it_right():
     assert names[-1] == "read/sums" and sums.shape == (5, 4 + 16 + 16 + 12 + 1 + 3)
     np.testing.assert_allclose(sums[:, :4], xn.sum(axis=(2, 3)), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(sums[:, 20:36], h1.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.req("RAD-105")
+def test_the_simulated_day_with_blind_checks_reports_corrupt_tiles_good_and_with_its_checks_none():
+    """corrupt_results_reported_good's instrument has power: 20 steps at 1e4 times the SAA's rate, the
+    same upsets flown with the checks as they are and with every flag read as passed (found in review:
+    on some seeds a checker that never flagged scored 0 as well, and a run could crash the bench)."""
+    track = radiation.day_track()
+    saa = float(track.upsets_per_bit_s.max())
+    short = radiation.DayTrack(track.time_unix_s[:20], np.full(20, saa), track.predicted[:20], track.profile_check_rel)
+    real_flags = worker_module.check_flags
+    ((_, real, blind),) = radiation.flown([5], 1e4, short)
+    assert worker_module.check_flags is real_flags  # put back
+    assert real.injected == blind.injected and real.injected_owned_model == blind.injected_owned_model > 0
+    assert blind.corrupt_reported_good > 0 and real.corrupt_reported_good == 0
+    assert real.jobs == blind.jobs == 20 and real.tiles == 20 * radiation.DAY_TILES_PER_STEP

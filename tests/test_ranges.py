@@ -8,6 +8,7 @@ not used for learning; faults put into an activation through a ``Where`` hook
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper
 
 from flight.compute import abft, ranges
 from flight.compute import protocol as cp
+from flight.compute import worker as worker_module
 from flight.compute.checks import CHECK_OUTPUT, PASSED, RANGE_OUTPUT, UNCHECKED, check_flags, protection_of
 from flight.compute.inject import flip_bit, with_hooks
 from flight.compute.package import REFERENCE_TILES, sha256_hex, shipped_reference_inputs
@@ -122,9 +124,12 @@ def test_a_high_exponent_bit_flipped_in_an_unchecked_activation_is_flagged_on_th
         np.testing.assert_array_equal(np.delete(faulty[name], 5, axis=0), np.delete(clean[name], 5, axis=0))
 
 
-def test_the_checksum_pass_alone_misses_such_a_flip_in_the_heads_input():
-    # The gap range checks fill: every check after z computes on the flipped z consistently.
-    hooked = with_hooks(ranges.protect(abft.protect(onnx.load_from_string(SHIPPED)), LEARNED), ("z",))
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_checksum_pass_alone_misses_such_a_flip_in_the_heads_input_unless_its_checks_recompute_it(recompute):
+    # The gap range checks fill where every check after z computes on the flipped z consistently; with
+    # its input recomputed (abft.protect's default), the Gemm's check predicts from a copy of z.
+    protected = abft.protect(onnx.load_from_string(SHIPPED), recompute_inputs=recompute)
+    hooked = with_hooks(ranges.protect(protected, LEARNED), ("z",))
     tiles = UNSEEN[:4]
     clean = run(hooked, tiles, ["probabilities", "z"],
                 **{"z/mask": np.zeros(1, bool), "z/value": np.zeros(1, np.float32)})
@@ -134,7 +139,7 @@ def test_the_checksum_pass_alone_misses_such_a_flip_in_the_heads_input():
     faulty = run(hooked, tiles, ["probabilities", CHECK_OUTPUT, RANGE_OUTPUT],
                  **{"z/mask": mask, "z/value": np.array([flip_bit(clean["z"][2, 0], 30)], np.float32)})
     assert not np.allclose(faulty["probabilities"][2], clean["probabilities"][2])  # a corrupt result
-    assert faulty[CHECK_OUTPUT].all()  # the checksum pass says passed
+    assert faulty[CHECK_OUTPUT].tolist() == ([True, True, False, True] if recompute else [True] * 4)
     assert faulty[RANGE_OUTPUT].tolist() == [True, True, False, True]  # the range says not
 
 
@@ -323,7 +328,10 @@ def test_with_range_checks_off_nothing_changes_and_the_parameter_reopens_the_ses
 
 
 @pytest.mark.req("RAD-105")
-def test_a_failed_range_flag_is_handled_as_a_failed_checksum_scrubbed_and_run_again(bench):
+def test_a_failed_range_flag_is_handled_as_a_failed_checksum_scrubbed_and_run_again(bench, monkeypatch):
+    # The checksum pass as version 5 made it, each check reading its node's own input: a flip in the
+    # input's normalisation is then the range checks' alone to see (abft.protect's recompute_inputs).
+    monkeypatch.setattr(worker_module, "protect_bytes", functools.partial(abft.protect_bytes, recompute_inputs=False))
     admit(bench)
     _, _, want_classes, want_conf = infer(bench, 1)
     admit(bench, ranges_on=True)
@@ -392,8 +400,19 @@ def test_a_model_with_a_fixed_batch_above_one_is_not_ranged_and_says_why():
                                   [numpy_helper.from_array(np.ones((3, 2), np.float32), "w")])
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
-    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    x = np.random.default_rng(2).normal(size=(8, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="fixed above 1"):
-        ranges.learn(model(4).SerializeToString(), x)
+        ranges.learn(model(4).SerializeToString(), x[:4])
     assert set(ranges.learn(model("N").SerializeToString(), x)) == {"y"}  # h: the Gemm's, the checksum pass's to check
-    assert set(ranges.learn(model(1).SerializeToString(), x[:1])) == {"y"}
+    # A batch fixed at 1 learns from its reference inputs one at a time (found in review: all at once, refused).
+    assert ranges.learn(model(1).SerializeToString(), x) == ranges.learn(model("N").SerializeToString(), x)
+
+
+@pytest.mark.req("RAD-112")
+def test_ranges_are_not_learned_from_fewer_than_eight_distinct_reference_inputs():
+    """Found in review: bounds from 1 tile flagged every clean held-out tile (784 of 784), from 2 tiles 69."""
+    with pytest.raises(ValueError, match="1 distinct reference inputs, fewer than the 8"):
+        ranges.learn(SHIPPED, np.repeat(REFERENCE[:1], 16, axis=0))
+    with pytest.raises(ValueError, match="7 distinct"):
+        ranges.learn(SHIPPED, REFERENCE[:7])
+    assert ranges.learn(SHIPPED, REFERENCE[:8])

@@ -7,6 +7,7 @@ small real models for the checks; the worker runs in this process on a real sock
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -191,6 +192,19 @@ def test_the_agent_predicts_the_environment_from_its_own_orbit():
     assert radiation_estimate(None, START_UNIX_S) == cp.NO_RADIATION
 
 
+@pytest.mark.req("RAD-103")
+@pytest.mark.parametrize("offset_d", [15.0, 60.0, 730.0, -2.0, -20_000.0])
+def test_a_stale_tle_or_a_clock_far_from_its_epoch_predicts_nothing(offset_d):
+    """Found in review: elements two years old, or a board clock at 1970, still gave a confident class
+    (QUIET, or SAA with a 30 s scrub), and every receipt named it."""
+    orbit = Orbit.from_elements(550.0, 97.6, 0.0, START_UNIX_S)
+    t = START_UNIX_S + offset_d * 86400.0 + np.arange(0.0, 6000.0, 60.0)
+    got = {radiation_estimate(orbit, float(ti)) for ti in t}
+    assert got == {dataclasses.replace(cp.NO_RADIATION, orbit_period_s=orbit.period_s)}
+    edge = [radiation_estimate(orbit, START_UNIX_S + d * 86400.0).flux_class for d in (13.9, -0.9)]
+    assert FluxClass.UNKNOWN not in edge  # within the window: predicted
+
+
 @pytest.mark.system  # a real ZeroMQ socket pair
 @pytest.mark.req("RAD-103")
 def test_every_admission_carries_the_agents_estimate_and_the_check_parameters(tmp_path):
@@ -254,9 +268,11 @@ def bench(tmp_path):
     b.close()
 
 
-def admit(bench, radiation=cp.NO_RADIATION, fraction=0.0, all_in_saa=False, scrub=True):
+def admit(bench, radiation=cp.NO_RADIATION, fraction=0.0, all_in_saa=False, scrub=True, abft_checks=False):
+    """``abft_checks``: a model's own abft_ok (checked_model) is read only with it on."""
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 4, 1.0, None, "test", radiation=radiation,  # noqa: SLF001
-                                  double_run_fraction=fraction, double_run_all_in_saa=all_in_saa, scrub_weights=scrub))
+                                  double_run_fraction=fraction, double_run_all_in_saa=all_in_saa, scrub_weights=scrub,
+                                  abft_checks=abft_checks))
 
 
 def install(bench, name: str, data: bytes) -> None:
@@ -366,7 +382,7 @@ def test_a_product_computed_partly_without_scrubbed_weights_does_not_claim_them(
 def test_a_failed_checksum_scrubs_the_weights_runs_again_and_the_product_is_right(bench):
     install(bench, "checked", checked_model())
     bench.data_set("day", X)
-    admit(bench)
+    admit(bench, abft_checks=True)
     bench.worker._session("checked")  # noqa: SLF001 - open it, then hit its weights
     (session,) = bench.worker._sessions.values()  # noqa: SLF001
     assert session.protection.value == "abft+scrubbed"
@@ -393,7 +409,7 @@ def test_the_shipped_model_under_the_checksum_pass_catches_a_flipped_weight_and_
     install(bench, "screen_checked", protect(SHIPPED))
     tiles = load_held_out().tiles[:8].astype(np.float32)
     bench.data_set("pass", tiles)
-    admit(bench)
+    admit(bench, abft_checks=True)
     model = bench.worker._session("screen_checked")  # noqa: SLF001
     assert model.protection.value == "abft+scrubbed" and model.check_output == CHECK_OUTPUT
     flip(model.scrubber.owned_bytes("w2"), 4 * 5 + 3, 5)  # a Conv weight: the checksum of every sample fails
@@ -411,7 +427,7 @@ def test_the_shipped_model_under_the_checksum_pass_catches_a_flipped_weight_and_
 def test_weights_nothing_in_memory_settles_are_reloaded_from_the_store(bench):
     install(bench, "checked", checked_model())
     bench.data_set("day", X)
-    admit(bench)
+    admit(bench, abft_checks=True)
     first = bench.worker._session("checked")  # noqa: SLF001
     sc = first.scrubber
     for view, bit in ((sc.golden_bytes(0, "scale"), 0), (sc.golden_bytes(1, "scale"), 0),
@@ -434,7 +450,7 @@ def test_a_check_that_fails_again_after_the_scrub_marks_the_tiles(bench):
     x = X.copy()
     x[[1, 6], 0] = -0.5  # these two always fail their check
     bench.data_set("day", x)
-    admit(bench)
+    admit(bench, abft_checks=True)
     assert bench.infer(1, "day", model="checked").state.value == "DONE"
     _, check, receipt, _ = product(bench, 1, "day")
     assert [i for i, c in enumerate(check.tolist()) if c == FAILED] == [1, 6]
@@ -456,7 +472,7 @@ def test_checks_that_keep_failing_after_a_rebuild_are_not_rebuilt_again_until_on
     x = np.tile(X, (4, 1))
     x[::4, 0] = -0.5  # a tile of every batch of 4 always fails its check
     bench.data_set("day", x)
-    admit(bench)
+    admit(bench, abft_checks=True)
     opened = []
     for _ in range(2):
         passes = bench.worker.scrub_passes
@@ -482,7 +498,7 @@ def test_a_check_that_fails_where_the_weights_are_not_scrubbed_does_not_say_it_s
     x = X.copy()
     x[1, 0] = -0.5
     bench.data_set("day", x)
-    admit(bench, scrub=False)
+    admit(bench, scrub=False, abft_checks=True)
     assert bench.infer(1, "day", model="checked").state.value == "DONE"
     (event,) = bench.events("RESULT_CHECK_FAILED")
     assert event.args["outcome"].startswith("failed again on a rerun, with no scrub"), event.args
@@ -502,7 +518,7 @@ def test_a_batch_whose_rebuilt_session_comes_from_another_version_restarts_the_j
     x = np.random.default_rng(5).uniform(0.1, 1.0, size=(40, 2)).astype(np.float32)
     x[9, 0] = -0.5  # a batch whose check fails: scrubbed, run again
     bench.data_set("day", x)
-    admit(bench)
+    admit(bench, abft_checks=True)
     original = bench.worker._scrub_now  # noqa: SLF001
 
     def struck(model):
@@ -530,7 +546,7 @@ def test_two_batches_failing_again_with_passing_ones_between_them_do_not_rebuild
     x = np.random.default_rng(5).uniform(0.1, 1.0, size=(40, 2)).astype(np.float32)
     x[[1, 37], 0] = -0.5  # batches 0 and 9 fail again; the 8 batches between them pass
     bench.data_set("day", x)
-    admit(bench)
+    admit(bench, abft_checks=True)
     first = bench.worker._session("checked")
     assert bench.infer(1, "day", model="checked").state.value == "DONE"
     events = bench.events("RESULT_CHECK_FAILED")
@@ -562,7 +578,7 @@ class _Flaky:
 def test_a_double_run_mismatch_scrubs_and_runs_again(bench):
     install(bench, "checked", checked_model())
     bench.data_set("day", X)
-    admit(bench, cp.Radiation(FluxClass.QUIET, False, 0.0, 5700.0), fraction=0.5)
+    admit(bench, cp.Radiation(FluxClass.QUIET, False, 0.0, 5700.0), fraction=0.5, abft_checks=True)
     bench.worker._session("checked")  # noqa: SLF001
     ((key, s),) = bench.worker._sessions.items()  # noqa: SLF001
     # Batch 1 runs once; batch 2 twice (runs 2, 3: the third corrupted), then again twice (4, 5).
@@ -595,12 +611,13 @@ def test_double_runs_are_spread_evenly_and_compared_bit_for_bit_on_the_cpu():
 def test_an_agent_sends_its_orbit_estimate_to_the_worker_and_products_carry_it(start_agent, make_client, ipc_url,
                                                                                  tmp_path):
     from flight.link.messages import EventRecord, HkRecord
-    from tests.samples import ISS_TLE
+    from tests.samples import iss_tle_now
 
     state = tmp_path / "state"
     start_agent(ipc_url, "--bench-supply", "--state-dir", str(state), "--hk-period", "0.5", "--control-period", "0.5")
     client = make_client(ipc_url)
-    assert client.send("SET_TLE", {"line1": ISS_TLE[0], "line2": ISS_TLE[1]}).completed
+    line1, line2 = iss_tle_now()  # a TLE current on the agent's (wall) clock
+    assert client.send("SET_TLE", {"line1": line1, "line2": line2}).completed
     assert client.send("SET_PARAM", {"name": "double_run_fraction", "value": "1.0"}).completed
     for mode in ("IDLE", "COMPUTE"):
         assert client.send("SET_MODE", {"mode": mode}).completed
@@ -878,4 +895,26 @@ def test_after_a_worker_restart_the_agent_reports_nothing_of_the_dead_worker_unt
         assert hk["compute_restarts"] == 1 and sup.proc.poll() is None  # the new worker runs
         assert (hk["scrub_age_s"], hk["scrub_repairs"], hk["model_protection"]) == (None, None, None)
     finally:
+        sup.close()
+
+
+@pytest.mark.req("RAD-102")
+def test_the_scrub_age_the_agent_reports_ages_while_the_worker_is_silent(tmp_path, monkeypatch):
+    """Found in review: a hung worker's last scrub age was republished unchanged until the watchdog fired.
+    It ages in real time, as the worker counts it (the agent's clock runs faster under a harness)."""
+    import flight.agent.compute as agent_compute
+    from tests.model_helpers import supervisor
+
+    sup = supervisor(tmp_path / "compute", {})  # its own clock stands still
+    now = [100.0]
+    monkeypatch.setattr(agent_compute.time, "monotonic", lambda: now[0])
+    try:
+        sup._take(cp.Status(scrub_age_s=3.0))  # noqa: SLF001
+        assert sup.telemetry()["scrub_age_s"] == 3.0
+        now[0] += 300.0
+        assert sup.telemetry()["scrub_age_s"] == 303.0
+        sup._take(cp.Status(scrub_age_s=1.0))  # noqa: SLF001
+        assert sup.telemetry()["scrub_age_s"] == 1.0
+    finally:
+        monkeypatch.undo()
         sup.close()

@@ -73,12 +73,13 @@ def test_an_activation_flip_in_a_checked_tensor_is_caught_and_the_product_is_rig
 
 @pytest.mark.req("RAD-111")
 def test_an_upset_the_checks_cannot_see_is_counted_as_reported_good_while_corrupt(bench):
-    """A flip in the head's input ``z`` (made by no checked node) is computed on consistently by the
-    check of the Gemm that reads it: the ledger must say so, not claim a detection."""
-    request(bench, "u1", target="activations", tensor="z", bit=30)
+    """A flip in the model's output ``probabilities`` (the Softmax after the last checked node: no check
+    reads it) passes every check: the ledger must say so, not claim a detection. (A flip in the head's
+    input ``z`` was such a one until each check predicted from its input recomputed.)"""
+    request(bench, "u1", target="activations", tensor="probabilities", bit=30)
     status = run_job(bench, 1)
     [upset] = ledger(bench)["upsets"]
-    assert upset["site"].startswith("z[") and upset["detected_by"] == ""
+    assert upset["site"].startswith("probabilities[") and upset["detected_by"] == ""
     assert upset["corrupt_tiles"] >= 1 and upset["corrupt_passed"] == upset["corrupt_tiles"]
     assert not upset["corrected"] and (status == 1).all()
     totals = ledger(bench)["totals"]["activations"]
@@ -266,7 +267,7 @@ def test_the_output_crc_is_not_credited_with_an_upset_it_did_not_find(bench):
 
 
 @pytest.mark.req("RAD-111", "RAD-112")
-def test_with_range_checks_the_same_flip_in_z_is_caught_by_them_and_put_right(bench):
+def test_with_range_checks_the_same_flip_in_the_output_is_caught_by_them_and_put_right(bench):
     """An upset the checksum pass cannot see (above), with ``range_checks`` on: the hooked run's range
     flag fails, the batch is scrubbed and run again, and the ledger names the range checks. (A flip
     that stays within the learned range, a zero made 2.0, still passes: bench.radiation's
@@ -275,10 +276,10 @@ def test_with_range_checks_the_same_flip_in_z_is_caught_by_them_and_put_right(be
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,
                                   double_run_fraction=0.0, double_run_all_in_saa=defaults["double_run_all_in_saa"],
                                   scrub_weights=True, abft_checks=True, range_checks=True))
-    request(bench, "u1", target="activations", tensor="z", bit=30, seed=1)  # a non-zero element: it leaves the range
+    request(bench, "u1", target="activations", tensor="probabilities", bit=30, seed=1)  # it leaves the range
     status = run_job(bench, 1)
     [upset] = ledger(bench)["upsets"]
-    assert upset["site"].startswith("z[") and float(upset["site"].split("-> ")[1]) > 1e30  # far out of range
+    assert upset["site"].startswith("probabilities[") and float(upset["site"].split("-> ")[1]) > 1e30  # far out
     assert upset["detected_by"] == "range" and upset["corrected"]
     assert upset["corrupt_passed"] == 0 and (status == 1).all()
     totals = ledger(bench)["totals"]["activations"]

@@ -430,10 +430,16 @@ def test_a_model_whose_weights_cannot_be_owned_runs_unscrubbed_and_says_so(bench
 
 
 @pytest.mark.req("RAD-114")
-def test_the_shipped_models_checks_cover_all_but_its_normalisation():
-    model = abft.protect(__import__("onnx").load(str(MODELS_DIR / MODEL_FILE)))
-    names = {t.name for t in model.graph.initializer}
-    assert names - abft.covered_initializers(model) == {"band_mean", "band_std"}
+def test_the_shipped_models_checks_cover_all_but_their_own_shapes():
+    """With each check predicting from its input recomputed, the input's normalisation is covered too:
+    its constants are copied for conv1's prediction. Without, it is not."""
+    shipped = __import__("onnx").load(str(MODELS_DIR / MODEL_FILE))
+    for recompute, uncovered in ((True, set()), (False, {"band_mean", "band_std"})):
+        model = abft.protect(shipped, recompute_inputs=recompute)
+        names = {t.name for t in model.graph.initializer}
+        integers = {t.name for t in model.graph.initializer if t.data_type == TensorProto.INT64}
+        assert integers and all(n.startswith(abft.PREFIX) for n in integers)  # a flip there refuses the run: no flag
+        assert names - abft.covered_initializers(model) == uncovered | integers
 
 
 @pytest.mark.req("RAD-114")
@@ -471,27 +477,45 @@ def test_watched_tensors_are_checked_whole_and_repaired_from_the_vote():
     assert scrubber.owned["a"][37_500] == 37_500 and scrubber.owned["b"][0] != 1.0
 
 
+TEMPERED = "tempered"
+
+
+def tempered_model() -> bytes:
+    """The shipped model with its logits scaled by a constant ``temperature`` (0.5) before the Softmax:
+    a weight after the last checked node, which no check covers."""
+    import onnx
+
+    model = onnx.load(str(MODELS_DIR / MODEL_FILE))
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    scaled = helper.make_node("Mul", [softmax.input[0], "temperature"], ["logits_scaled"], name="temperature")
+    softmax.input[0] = "logits_scaled"
+    model.graph.node.insert(list(model.graph.node).index(softmax), scaled)
+    model.graph.initializer.append(__import__("onnx").numpy_helper.from_array(np.array(0.5, np.float32), "temperature"))
+    return model.SerializeToString()
+
+
 def clean_product(bench) -> tuple[np.ndarray, np.ndarray, WeightScrubber]:
-    """The shipped model's product of 48 tiles (job 1, the data set "tiles"), made clean: (tiles,
+    """The tempered model's product of 48 tiles (job 1, the data set "tiles"), made clean: (tiles,
     confidences, the scrubber of the session that made it)."""
-    bench.worker.install_shipped_models()
+    bench.worker.store.install(TEMPERED, "1", tempered_model(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
     tiles = TILES[:48]
     bench.data_set("tiles", tiles)
     admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
-    assert bench.infer(1, "tiles", model=MODEL_NAME).state.value == "DONE"
+    assert bench.infer(1, "tiles", model=TEMPERED).state.value == "DONE"
     clean = np.load(bench.root / "products" / "job00001-tiles.npz")["confidence"]
-    return tiles, clean, bench.worker._session(MODEL_NAME).scrubber  # noqa: SLF001
+    return tiles, clean, bench.worker._session(TEMPERED).scrubber  # noqa: SLF001
 
 
 @pytest.mark.req("RAD-114")
 def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_before_release(bench, monkeypatch):
     tiles, clean, scrubber = clean_product(bench)
-    assert scrubber.watched == {"band_mean", "band_std"}
+    assert {n for n in scrubber.watched if scrubber.owned[n].dtype.kind == "f"} == {"temperature"}
 
     monkeypatch.setattr(worker_module, "SLICE_S", 1e-4)  # a batch a slice: the flip lands between two
-    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=TEMPERED))
     bench.worker.work_slice()
-    scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)  # band_std[0] x 2**-64 or so: wrong tiles
+    scrubber.owned_bytes("temperature")[3] ^= np.uint8(1)  # 0.5 becomes 0.125: wrong confidences
     run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
     with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
         np.testing.assert_array_equal(npz["confidence"], clean)  # found in review: 32 tiles wrong and passed
@@ -505,7 +529,7 @@ def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_be
 
 @pytest.mark.req("RAD-114")
 def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_anything_was_watched(bench, monkeypatch):
-    """Two upsets in one slice: a watched tensor flipped after batch 1, then a checked weight hit in every
+    """Two upsets in one slice: a watched tensor (the temperature) flipped after batch 1, then a checked weight hit in every
     copy before batch 3: its scrub drops the session, and the watched repair with it (found in review)."""
     tiles, clean, scrubber = clean_product(bench)
     monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
@@ -514,7 +538,7 @@ def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_any
     def upset_then_run(model, batch):
         calls[0] += 1
         if calls[0] == 2:
-            scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)
+            scrubber.owned_bytes("temperature")[3] ^= np.uint8(1)
         if calls[0] == 3:  # no copy matches the CRC, and they differ: nothing settles it
             scrubber.owned_bytes("w1")[3] ^= np.uint8(1 << 6)
             scrubber.golden_bytes(0, "w1")[7] ^= np.uint8(1 << 6)
@@ -523,7 +547,7 @@ def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_any
         return run_model(model, batch)
 
     monkeypatch.setattr(bench.worker, "_run_model", upset_then_run)
-    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=TEMPERED))
     run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
     assert [e.args["source"] for e in bench.events("WEIGHTS_REPAIRED")] == ["model store"]
     with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
@@ -533,7 +557,7 @@ def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_any
 
 @pytest.mark.req("RAD-114")
 def test_results_made_before_a_rebuild_are_made_again_if_anything_was_watched(bench, monkeypatch):
-    """Batch 1 fails its flags once (passes on the rerun, after a scrub), band_std is flipped, batch 2
+    """Batch 1 fails its flags once (passes on the rerun, after a scrub), the temperature is flipped, batch 2
     passes, batches 3 and 4 fail again (no scrub: one ran within RESCRUB_MIN_S): the session is built
     anew, its watched weights checked as it is dropped. Batch 2, and batch 4's rerun, were made with the
     flip (found in review, each in turn: released as passed, wrong)."""
@@ -544,7 +568,7 @@ def test_results_made_before_a_rebuild_are_made_again_if_anything_was_watched(be
     def faulty(model, batch):
         calls[0] += 1
         if calls[0] == 3:  # before batch 2
-            scrubber.owned_bytes("band_std")[3] ^= np.uint8(1 << 6)
+            scrubber.owned_bytes("temperature")[3] ^= np.uint8(1)
         probs, ok = run_model(model, batch)
         if calls[0] in (1, 4, 5, 6, 7) and model.scrubber is scrubber:  # the flags of batches 1, 3 and 4 fail
             bench.worker._failed_flags = "checksum"  # noqa: SLF001
@@ -552,7 +576,7 @@ def test_results_made_before_a_rebuild_are_made_again_if_anything_was_watched(be
         return probs, ok
 
     monkeypatch.setattr(bench.worker, "_run_model", faulty)
-    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=TEMPERED))
     run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
     with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
         np.testing.assert_allclose(npz["confidence"], clean, rtol=0, atol=1e-6)  # made again on the new session
@@ -606,3 +630,84 @@ def test_upsets_drawn_from_a_huge_rate_are_bounded_per_step_and_fail_the_run():
     assert handled.passed
     (handled,) = [c for c in evaluate(dataclasses.replace(run, faults_not_drawn=7)) if c.name == "faults_handled"]
     assert not handled.passed and "7 upsets drawn past 10 a step were not applied" in handled.detail
+
+
+@pytest.mark.req("CMP-017")
+def test_the_worker_rests_as_its_duty_says_and_answers_messages_meanwhile(bench):
+    """Found in review: the agent's Admit and Ping each tick cut the rest short: a 0.25 duty ran at 0.48.
+    A slice that reports 0.1 s of work at duty 0.25 is followed by 0.3 s of rest, pings answered in it."""
+    import threading
+
+    worker = bench.worker
+    worker.install_shipped_models = lambda: None
+    worker.duty = 0.25
+    starts: list[float] = []
+
+    def slice_of_work() -> float:
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            worker._stop = True  # noqa: SLF001
+        return 0.1
+
+    worker.work_slice = slice_of_work
+    stop = threading.Event()
+
+    def agent() -> None:  # a ping every 20 ms; the router's only user while the worker runs
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            bench.router.send_multipart([b"compute", cp.encode(cp.Ping(seq))], zmq.NOBLOCK)
+            stop.wait(0.02)
+
+    worker._send(cp.Hello(os.getpid()))  # noqa: SLF001 - the router learns the worker's identity
+    assert bench.router.poll(5000)
+    bench.router.recv_multipart()
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    try:
+        worker.run()
+    finally:
+        stop.set()
+        thread.join()
+    gaps = np.diff(starts)
+    assert len(starts) == 4 and (gaps >= 0.3).all(), gaps  # each rest whole, whatever came meanwhile
+    pongs = [m for m in bench.drain() if isinstance(m, cp.Pong)]
+    assert len(pongs) >= 5  # taken in during the rests, not held until the next slice
+
+
+@pytest.mark.req("RAD-108")
+def test_the_worker_counts_down_to_the_saa_entry_between_admissions(bench):
+    """Found in review: with a control period of a minute or more, the entry went from beyond the
+    checkpoint's lead to passed between two admissions, and no checkpoint was taken."""
+    job = training(bench)
+    admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, 100.0, 1.8e9 + 100.0))
+    bench.worker.work_slice()
+    tjob = bench.worker._training[job.job_id]  # noqa: SLF001
+    assert tjob.status.saa_checkpoints == 0  # 100 s ahead: not yet
+    bench.worker._radiation_at -= 75.0  # noqa: SLF001 - as if 75 s went by with no admission
+    bench.worker.work_slice()
+    assert tjob.status.saa_checkpoints == 1
+
+
+@pytest.mark.req("CMP-017")
+def test_a_stop_ends_the_worker_in_the_middle_of_its_rest(bench):
+    """Found in review: during a rest only its end was looked for: after a long slice at a low duty the
+    agent's Stop waited out the rest, and the agent killed the worker before it could checkpoint."""
+    import threading
+
+    worker = bench.worker
+    worker.install_shipped_models = lambda: None
+    worker.duty = 0.25
+    slices: list[float] = []
+
+    def slice_of_work() -> float:
+        slices.append(time.monotonic())
+        return 1e3  # a rest of 3000 s follows: only the Stop can end it (the suite's timeout would say if not)
+
+    worker.work_slice = slice_of_work
+    worker._send(cp.Hello(os.getpid()))  # noqa: SLF001 - the router learns the worker's identity
+    assert bench.router.poll(5000)
+    bench.router.recv_multipart()
+    threading.Timer(0.2, lambda: bench.router.send_multipart([b"compute", cp.encode(cp.Stop())])).start()
+    worker.run()
+    assert len(slices) == 1 and worker._stop  # noqa: SLF001

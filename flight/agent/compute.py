@@ -32,6 +32,7 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -56,7 +57,7 @@ from flight.files.filestore import NameRefused
 from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, JobKind
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
-from flight.orbit import Orbit, PropagationError, geodetic_from_teme
+from flight.orbit import Orbit, PropagationError, geodetic_from_teme, tle_current
 from flight.orbit.saa import saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
@@ -125,6 +126,7 @@ class ComputeSupervisor(Component):
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
         self.status = cp.Status()
+        self._status_at_s = 0.0  # time.monotonic() when the last Status came
         self.threads = 1
         self.duty = 0.0
         self.admission = Admission.NONE
@@ -234,6 +236,7 @@ class ComputeSupervisor(Component):
                 self._waiting = (msg.seq + 1, self._clock.monotonic_s(), time.monotonic())
         elif isinstance(msg, cp.Status):
             self.status = msg
+            self._status_at_s = time.monotonic()  # the worker's clock: its scrub runs in real time, harness or not
             self._have_status = True
             self._update_rate(msg.infer_count)
         elif isinstance(msg, cp.Reply):
@@ -460,7 +463,10 @@ class ComputeSupervisor(Component):
             "model_probation": st.model_probation if have and st.model_name else None,
             "model_protection": st.model_protection or None,
             "flux_class": self.radiation.flux_class.value,
-            "scrub_age_s": st.scrub_age_s,
+            # aged since the Status came (found in review: a silent worker's stayed fresh), in real time as
+            # the worker counts it: under a harness's lockstep the agent's clock runs faster
+            "scrub_age_s": st.scrub_age_s + time.monotonic() - self._status_at_s
+            if have and st.scrub_age_s is not None else None,
             "scrub_period_s": st.scrub_period_s,
             "scrub_passes": st.scrub_passes if have else None,
             "scrub_chunks": st.scrub_chunks if have else None,
@@ -494,7 +500,8 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     """The environment at ``now_unix_s`` as the agent predicts it from ``orbit`` (its TLE): inside the
     SAA ellipse model or not, the geodetic latitude, the class the worker's checks follow
     (:func:`flight.compute.scrub.flux_class`), the orbital period, and the time to the next SAA entry.
-    UNKNOWN without an orbit, or where sgp4 cannot propagate it (a decayed TLE).
+    UNKNOWN without an orbit, where sgp4 cannot propagate it (a decayed TLE), or where the clock is
+    outside the TLE's validity (:func:`flight.orbit.tle_current`); the orbital period is kept there.
 
     The entry: one sgp4 call over now and the next :data:`SAA_LOOKAHEAD_S` every
     :data:`SAA_LOOKAHEAD_STEP_S`; the first sample inside the ellipse, its crossing placed by linear
@@ -509,6 +516,9 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     if orbit is None:
         return cp.NO_RADIATION
     now_unix_s = float(now_unix_s)
+    if not tle_current(orbit.epoch_unix_s, now_unix_s):
+        period_s = float(orbit.period_s)
+        return dataclasses.replace(cp.NO_RADIATION, orbit_period_s=period_s if math.isfinite(period_s) else None)
     n = round(SAA_LOOKAHEAD_S / SAA_LOOKAHEAD_STEP_S)
     t = now_unix_s + SAA_LOOKAHEAD_STEP_S * np.arange(n + 1, dtype=float)
     try:

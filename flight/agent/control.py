@@ -31,7 +31,7 @@ from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
 from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
-from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary
+from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary, tle_current
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
@@ -424,7 +424,11 @@ class Controller(Component):
         self.set_orbit(orbit)
         self._emit("ORBIT_UPDATED", satnum=orbit.satnum, epoch=round(orbit.epoch_unix_s, 3))
         period = orbit.period_s
-        return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None}
+        age_s = self._clock.now_s() - orbit.epoch_unix_s
+        # Set as commanded; whether it predicts the radiation environment is said (found in review: a
+        # year-old TLE gave a confident flux class, and nothing told the operator).
+        return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
+                "tle_age_s": round(age_s, 1), "predicts_radiation": tle_current(orbit.epoch_unix_s, self._clock.now_s())}
 
     # --- telemetry ---------------------------------------------------------------------
 
@@ -469,10 +473,17 @@ class Controller(Component):
         orbit_keys = ("in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa", "saa_in_s",
                       "saa_exit_in_s", "beta_deg", "tle_age_s")
         if pred is not None:
-            values.update(in_eclipse=pred.in_eclipse, eclipse_in_s=pred.to_eclipse_entry_s,
-                          eclipse_exit_in_s=pred.to_eclipse_exit_s, eclipse_duration_s=pred.eclipse_duration_s,
-                          in_saa=pred.in_saa, saa_in_s=pred.to_saa_entry_s, saa_exit_in_s=pred.to_saa_exit_s,
-                          beta_deg=pred.beta_deg, tle_age_s=pred.tle_age_s)
+            # Times from the last prediction (made every PREDICTION_PERIOD_S), counted down to now (found in
+            # review: up to a minute late; 15 s to an SAA entry 2 s away).
+            since_s = self._clock.now_s() - pred.time_unix_s
+
+            def left(to_s: float) -> float:
+                return max(0.0, to_s - since_s) if math.isfinite(to_s) else to_s
+
+            values.update(in_eclipse=pred.in_eclipse, eclipse_in_s=left(pred.to_eclipse_entry_s),
+                          eclipse_exit_in_s=left(pred.to_eclipse_exit_s), eclipse_duration_s=pred.eclipse_duration_s,
+                          in_saa=pred.in_saa, saa_in_s=left(pred.to_saa_entry_s), saa_exit_in_s=left(pred.to_saa_exit_s),
+                          beta_deg=pred.beta_deg, tle_age_s=pred.tle_age_s + since_s)
         else:
             values.update(dict.fromkeys(orbit_keys))
         temps = r.temps_c if r else {}

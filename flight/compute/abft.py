@@ -115,11 +115,20 @@ more (Winograd and FFT on GPUs). So a clean input does not raise the flag, and a
 moves a checksum by more than such rounding is caught. NaN and infinities fail every check (a NaN in a check's sums reaches that check's
 columns in that sample's row: the flag of that sample only).
 
-What is not checked (see docs/architecture.md): the other operators (Relu, pooling,
-Softmax, the input's normalisation) and their constants; a fault in a checked node's input
-(both sides see it); a fault in the check's own nodes (it can only raise the flag, or hide
-a fault of the same sample by coinciding with one), the model's GlobalAveragePool a check
-reuses included. Weights of unchecked operators are for the scrubber's hashes.
+The other operators between checked nodes (Relu, pooling, Sigmoid, the input's normalisation)
+and their constants are covered the other way: each check predicts from its node's input
+recomputed apart, through copies of those operators from the last checked outputs or the graph's
+input (``recompute_inputs``, pass version 6), so a fault in such a tensor or constant moves the
+node's output and not its prediction. Before (``recompute_inputs`` off) both sides read the same
+tensor, and such a fault passed: on the shipped model, about half of the flips over all its
+activations that mattered (``python -m bench.radiation``: ``detect_rate_activations_all_sites``).
+The copies cost a pass over each tensor copied.
+
+What is not checked (see docs/architecture.md): operators after the last checked node (the
+Softmax that makes the probabilities), operators not copied (:data:`_NOT_COPIED`, other domains,
+a Conv, Gemm or MatMul the pass skipped) and what they feed; a fault in the check's own nodes or
+copies (it can only raise the flag, or hide a fault of the same sample by coinciding with one).
+Weights no check covers are for the scrubber's hashes (``covered_initializers``).
 """
 
 from __future__ import annotations
@@ -135,16 +144,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute.graphs import subgraph_reads
 
-PASS_VERSION = 5
+PASS_VERSION = 6
 """Bumped when the checks or the tolerance change, so a protected model says what made it. 5: a
-large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_MIN`)."""
+large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_MIN`). 6: each
+check predicts from its input recomputed apart (``protect``'s ``recompute_inputs``)."""
 
-TRUSTED_PASS_VERSIONS = (4, PASS_VERSION)
+TRUSTED_PASS_VERSIONS = (4, 5, PASS_VERSION)
 """The versions whose flag this build reads as a check (flight/compute/worker.py). Version 4 made
 these checks but for large Convs, which it read from G or, where G was too large, checked per pixel
 (weaker on wide layers, never unsound), and it let a wide check's matrices grow with its runs of
 rows (to gigabytes, where a pass of this version refuses them): a model protected on the ground
-with it is still trusted."""
+with it is still trusted. Version 5 made them as this one does, but each check read its node's own
+input, so a fault between two checked nodes passed (as it does here with ``recompute_inputs`` off)."""
 
 OUTPUT = "abft_ok"
 """The added output: bool ``[batch]``, true where every check of that sample held."""
@@ -206,6 +217,13 @@ outputs; by windows it catches 274, at 0.12 to 0.14 of the layer's time against 
 Below it, G's form runs fewer nodes, and its tolerance is tighter: the taps of a filter partly
 cancel in G, not in the weights, and the windows' sums over rows are plain sums of up to every
 leading position a window reads (a 3-D input's ``D * H``), where G's are of the last axis alone."""
+
+_NOT_COPIED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+               "Dropout", "If", "Loop", "Scan", "Constant"}
+"""Operators a check's input is never recomputed through (:meth:`_Pass._independent`): random, or with
+a subgraph; a Constant is read as the constant it is."""
+
+_LOWEST = float(np.finfo(np.float32).min)
 
 _BLOCKED_CHANNELS = 8
 """onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: see :meth:`_Pass._position_sums`."""
@@ -279,6 +297,7 @@ def protect(
     atol: float = DEFAULT_ATOL,
     strict: bool = True,
     nchwc: bool = False,
+    recompute_inputs: bool = True,
 ) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs :data:`OUTPUT`, with a checksum on each Conv, Gemm, MatMul.
 
@@ -291,6 +310,12 @@ def protect(
     GlobalAveragePool, which reads that layout, rather than a ReduceSum, which needs the tensor
     reordered first but is the faster read everywhere else (the same checks either way; the
     record's ``layout_sums`` counts the sums read differently, 0 where none is).
+    ``recompute_inputs``: each check predicts from a copy of its node's input recomputed from the
+    last checked outputs (or the graph's input) through copies of the unchecked nodes between, their
+    constants copied too (:meth:`_Pass._independent`), so a fault in a tensor between two checked
+    nodes (a Relu's output, pooled features, the normalised input) or in those constants moves the
+    checked node's output and not its prediction, and its check fails; off, each check reads the
+    tensor its node reads, and such a fault passes (the record's ``recomputed``).
 
     A node whose weight is not a constant, or that the pass cannot check for another reason,
     raises ``ValueError`` naming the node and the reason when ``strict``; with
@@ -308,7 +333,7 @@ def protect(
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _Pass(out, precision, rtol, atol, strict, bool(nchwc)).run()
+    _Pass(out, precision, rtol, atol, strict, bool(nchwc), bool(recompute_inputs)).run()
     return out
 
 
@@ -329,20 +354,30 @@ def describe(model: onnx.ModelProto) -> dict[str, object]:
 
 def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] = (PREFIX,)) -> set[str]:
     """The initializers of a protected ``model`` a fault in which its checks see, or that nothing reads:
-    the weights and biases (inputs 1 and 2) of the nodes it checks, where no other node reads them,
-    and the checks' own (names starting with one of ``own_prefixes``: a fault there raises the flag,
-    or hides a fault of the same sample only by coinciding with one). The rest (the input's normalisation, an unchecked
-    node's constants) the checks do not cover: a flip there gives wrong results that pass, and only
-    the scrub can find it (flight/compute/scrub.py: ``WeightScrubber.watch``)."""
+    the weights and biases (inputs 1 and 2) of the nodes it checks, and the constants of the nodes it
+    copied for a check's prediction (``recompute_inputs``: the input's normalisation), where no other
+    node reads them,
+    and the checks' own numbers (float, names starting with one of ``own_prefixes``: a fault there raises
+    the flag, or hides a fault of the same sample only by coinciding with one). The rest (an unchecked
+    node's constants where no check predicts through a copy of it: after the last checked node, or
+    with ``recompute_inputs`` off; the checks' integer shapes and axes, a fault in which makes
+    onnxruntime refuse the run rather than raise a flag) the checks do not cover: only the scrub
+    can find a flip there (flight/compute/scrub.py: ``WeightScrubber.watch``)."""
     checked = {c["output"] for c in describe(model)["checks"]}
     names = {t.name for t in model.graph.initializer}
-    covered = {n for n in names if n.startswith(own_prefixes)}
+    floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes) and t.data_type in floats}
+    made = {o for node in model.graph.node for o in node.output}
     readers: dict[str, list[bool]] = {n: [False] for n in subgraph_reads(model.graph) if n in names}
     for node in model.graph.node:
         as_weight = node.op_type in CHECKED_OPS and bool(node.output) and node.output[0] in checked
+        # A node the pass copied for a check to predict from (its constants copied too): a fault in
+        # one of its float constants moves the model's path and not the check's, so the check sees it.
+        copied = bool(node.output) and not node.name.startswith(PREFIX) and f"{PREFIX}copy/{node.output[0]}" in made
         for i, name in enumerate(node.input):
             if name in names:
-                readers.setdefault(name, []).append(as_weight and i in (1, 2))
+                as_constant = copied and f"{PREFIX}copy/{name}" in names or copied and f"{PREFIX}copy/-{name}" in names
+                readers.setdefault(name, []).append((as_weight and i in (1, 2)) or as_constant)
     covered |= {n for n, by in readers.items() if all(by)} | (names - set(readers))  # unread: changes nothing
     return covered
 
@@ -433,8 +468,13 @@ def _chain_terms(terms: list[int]) -> int:
 
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
-                 nchwc: bool = False):
+                 nchwc: bool = False, recompute: bool = True):
         self.model = model
+        self.recompute = recompute
+        self.recomputed = 0  # checks that read a recomputed input
+        self._copies: dict[str, str] = {}  # model tensor -> its recomputed copy (itself where none is made)
+        self._copy_of: dict[str, str] = {}  # and back
+        self._producers = {o: n for n in model.graph.node for o in n.output if o}
         self.nchwc = nchwc
         self.layout_sums = 0  # sums read one way in the NCHWc layout and another elsewhere
         self.graph = model.graph
@@ -523,6 +563,7 @@ class _Pass:
             "safety": SAFETY,
             "nchwc": self.nchwc,
             "layout_sums": self.layout_sums,  # 0: the same bytes for either layout but for this record
+            "recomputed": self.recomputed,  # checks whose prediction reads a recomputed input
             "output": OUTPUT,
             "checks": [asdict(c) for c in self.checks],
             "skipped": [asdict(s) for s in self.skipped],
@@ -539,6 +580,13 @@ class _Pass:
 
     def _check(self, label: str, node: onnx.NodeProto, i: int) -> _Linear | _Outcome:
         p = f"{PREFIX}{i}/"
+        x = self._independent(node.input[0]) if self.recompute else node.input[0]
+        if x != node.input[0]:  # the check reads the copy; S, the node's own output, is the node's
+            proxy = onnx.NodeProto()
+            proxy.CopyFrom(node)
+            proxy.input[0] = x
+            node = proxy
+            self.recomputed += 1
         signed = node.input[0] not in self.nonneg
         per_sample = self._batch_dim(node.output[0])
         if node.op_type == "Conv":
@@ -547,6 +595,66 @@ class _Pass:
             result, r, r_p, form = self._gemm_or_matmul(node, p, signed, per_sample)
         self.checks.append(Check(label, node.op_type, node.output[0], float(r), per_sample, form, float(r_p)))
         return result
+
+    def _independent(self, x: str) -> str:
+        """A copy of ``x`` for a check's prediction to read, recomputed apart from the model's own tensor:
+        through a copy of each node between it and the last checked outputs or the graph's inputs, their
+        constants copied (a flip in the model's own then moves only the model's path). ``x`` itself
+        where it is a graph input, a constant, a checked node's output (its own check covers it) or made
+        by a node not copied (:data:`_NOT_COPIED`, another domain, or a Conv, Gemm or MatMul the pass
+        skipped, whose work would be done twice).
+
+        The copies compute bit for bit what the model does, so the tolerance is unchanged; and none may
+        be merged back into the model by onnxruntime's common-subexpression elimination (same operator,
+        same inputs; it also merges initializers of equal value where the session does not own them):
+        a copy whose inputs are all the model's reads them through ``Max(v, lowest float)``, an identity
+        for every number but -inf (a Relu becomes ``Max(v, 0)``, a Sub of a constant an Add of its
+        negation). The cost is a pass over each copied tensor, and those first reads."""
+        if x in self._copies:
+            return self._copies[x]
+        node = self._producers.get(x)
+        if node is None or x in self.consts or node.op_type in CHECKED_OPS or node.op_type in _NOT_COPIED \
+                or node.domain not in ("", "ai.onnx") or any(a.g.node or a.graphs for a in node.attribute):
+            self._copies[x] = x
+            return x
+        inputs, fresh = [], False
+        for name in node.input:
+            if not name:
+                inputs.append(name)
+            elif name in self.consts:
+                value = self.consts[name]
+                inputs.append(self._init(f"{PREFIX}copy/{name}", value, value.dtype))
+            else:
+                got = self._independent(name)
+                fresh |= got != name
+                inputs.append(got)
+        outputs = [f"{PREFIX}copy/{o}" if o else "" for o in node.output]
+        if not fresh:  # every data input the model's own: an operator or a read of its own, so never merged
+            if node.op_type == "Relu":
+                node_op, inputs = "Max", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
+            elif node.op_type == "Sub" and node.input[1] in self.consts and self.consts[node.input[1]].dtype.kind == "f":
+                # a - b is a + (-b), exactly: an input's normalisation copied with no read of its own
+                c = self.consts[node.input[1]]
+                node_op, inputs = "Add", [inputs[0], self._init(f"{PREFIX}copy/-{node.input[1]}", -c, c.dtype)]
+            else:
+                node_op = node.op_type
+                k = next(k for k, name in enumerate(node.input) if name and name not in self.consts)
+                inputs[k] = self._node("Max", [inputs[k], self._init(f"{PREFIX}lowest", np.array(_LOWEST, np.float32))],
+                                       f"{PREFIX}copy/{node.input[k]}/read")
+        else:
+            node_op = node.op_type
+        copy = helper.make_node(node_op, inputs, outputs, name=outputs[0] or f"{PREFIX}copy/{node.name}")
+        if node_op == node.op_type:
+            copy.attribute.extend(node.attribute)
+        self.new_nodes.append(copy)
+        for o, c in zip(node.output, outputs):
+            if o:
+                self._copies[o], self._copy_of[c] = c, o
+                if o in self.shapes:
+                    self.shapes[c] = self.shapes[o]
+                if o in self.nonneg:
+                    self.nonneg.add(c)
+        return self._copies[x]
 
     def _residual(self, p: str, d: str, bound: str) -> str:
         return self._node("Sub", [self._node("Abs", [d], p + "abs_d"), bound], p + "residual")
@@ -815,6 +923,8 @@ class _Pass:
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
             return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, per_run
         mean = self._global_means.get(x) if known else None
+        if mean is None and known and self._copy_of.get(x) in self._global_means:  # the model's mean, recomputed
+            mean = self._independent(self._global_means[self._copy_of[x]])
         if mean is None and known and rank == 4 and channels % _BLOCKED_CHANNELS == 0:
             self.layout_sums += 1  # read another way in the other layout
             if self.nchwc:

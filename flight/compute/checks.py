@@ -54,7 +54,9 @@ far outside it; a flip in the lowest bits of one output is not caught (and chang
 
 FLUX_SOURCE = "predicted by the agent from its TLE: SAA ellipse model (flight/orbit/saa.py) and latitude; no flux value on board"
 
-_FLUX_RANK = {FluxClass.UNKNOWN: 0, FluxClass.QUIET: 1, FluxClass.HIGH_LATITUDE: 2, FluxClass.SAA: 3}
+# Worst first: a product partly computed with the orbit unknown says unknown (in_saa still says
+# whether any batch ran inside the SAA): found in review, QUIET hid such batches.
+_FLUX_RANK = {FluxClass.QUIET: 0, FluxClass.HIGH_LATITUDE: 1, FluxClass.SAA: 2, FluxClass.UNKNOWN: 3}
 
 
 def protection_of(scrubbed: bool, abft: bool, ranges: bool = False) -> Protection:
@@ -147,8 +149,8 @@ class ProductChecks:
     results_changed: int = 0  # held results made again: changed (their CRC-32), or made with a weight no check covers wrong
     weights_repaired: int = 0
     scrub_age_s: float | None = None  # the largest seen
-    scrub_period_s: float | None = None  # the shortest in force
-    flux_class: FluxClass = FluxClass.UNKNOWN  # the worst seen
+    scrub_period_s: float | None = None  # the longest in force: what held for every batch
+    flux_class: FluxClass | None = None  # the worst seen (unknown the worst of all); None before any batch
     in_saa: bool = False  # any batch inside the SAA
     lat_deg: float | None = None  # at the last batch
     status: list[tuple[int, np.ndarray | None]] = field(default_factory=list)  # (tiles, status; None: unchecked)
@@ -207,8 +209,8 @@ class ProductChecks:
         if scrub_age_s is not None:
             self.scrub_age_s = max(scrub_age_s, self.scrub_age_s or 0.0)
         if scrub_period_s is not None:
-            self.scrub_period_s = min(scrub_period_s, self.scrub_period_s or math.inf)
-        if _FLUX_RANK[flux] > _FLUX_RANK[self.flux_class]:
+            self.scrub_period_s = max(scrub_period_s, self.scrub_period_s or 0.0)
+        if self.flux_class is None or _FLUX_RANK[flux] > _FLUX_RANK[self.flux_class]:
             self.flux_class = flux
         self.in_saa = self.in_saa or in_saa
         self.lat_deg = lat_deg
@@ -264,7 +266,7 @@ class ProductChecks:
             "weights_repaired": self.weights_repaired,
             "scrub_age_s": None if self.scrub_age_s is None else round(self.scrub_age_s, 3),
             "scrub_period_s": self.scrub_period_s,
-            "flux_class": self.flux_class.value,
+            "flux_class": (self.flux_class or FluxClass.UNKNOWN).value,
             "in_saa": self.in_saa,
             "lat_deg": None if self.lat_deg is None else round(self.lat_deg, 3),
             "flux_source": FLUX_SOURCE,

@@ -83,6 +83,12 @@ _OPTIMIZATION = {
 }
 
 
+RUN_REFUSED: tuple[type[BaseException], ...] = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, n) for n in ("Fail", "InvalidArgument", "RuntimeException"))
+"""What ``InferenceSession.run`` raises when a kernel refuses its inputs: pybind11 exceptions, not
+RuntimeError. Upsets in a model's integer constants (a shape, an axis) end there."""
+
+
 class SessionError(RuntimeError):
     """No provider, not even the CPU, could open the model; ``reasons`` has one line per attempt."""
 

@@ -56,6 +56,12 @@ the set cannot tell; on the shipped model the held-out tiles went up to 0.98 of 
 12 400). A flip that matters is mostly one of the top exponent bits (a factor 2**16 and more), far
 outside any such margin; a wider margin costs few detections, a narrower one false alarms."""
 
+MIN_REFERENCE_INPUTS = 8
+"""Fewer distinct reference inputs than this learn no ranges: on the shipped model, bounds from 1
+tile flagged every one of 784 clean held-out tiles, from 2 tiles 69, from 4 tiles 17, from 8 and
+16 none (found in review). A reference set is signed with the model to verify it at install, where
+one tile is enough; ranges need more."""
+
 FLAT_WIDENING = 1e-6
 """A tensor constant over the reference data (max == min) gets ``FLAT_WIDENING * max(1, |value|)``
 on each side: a width of zero would leave no room for a summation order another provider takes."""
@@ -93,7 +99,8 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
     (run on the CPU provider, one thread: deterministic), each widened by ``margin`` times the width.
 
     Bounds are float32 values rounded outwards, so every reference value lies within them as float32.
-    Raises ValueError with no inputs, a non-finite reference value, or nothing to range.
+    Raises ValueError with fewer than :data:`MIN_REFERENCE_INPUTS` distinct inputs, a non-finite
+    reference value, or nothing to range.
     """
     import onnxruntime as ort
 
@@ -108,6 +115,10 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
         raise ValueError("nothing to range: no float tensor with a batch axis outside the checked nodes"
                          + (" (the input's batch size is fixed above 1: no axis can be shown to be the batch's)"
                             if _fixed_batch(model) else ""))
+    distinct = len(np.unique(inputs.reshape(len(inputs), -1), axis=0))
+    if distinct < MIN_REFERENCE_INPUTS:
+        raise ValueError(f"{distinct} distinct reference inputs, fewer than the {MIN_REFERENCE_INPUTS} ranges are "
+                         "learned from: bounds from so few would flag clean inputs")
     have = {o.name for o in model.graph.output}
     for name in names:
         if name not in have:
@@ -119,8 +130,9 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
     feed = session.get_inputs()[0].name
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
-    for start in range(0, len(inputs), _LEARN_BATCH):
-        batch = inputs[start:start + _LEARN_BATCH]
+    step = 1 if _batch_param(model) == 1 else _LEARN_BATCH  # a model whose batch is fixed at 1: one at a time
+    for start in range(0, len(inputs), step):
+        batch = inputs[start:start + step]
         for name, value in zip(names, session.run(names, {feed: batch})):
             if value.ndim == 0 or value.shape[0] != len(batch):
                 raise ValueError(f"{name} has shape {value.shape}, no batch axis of {len(batch)}")

@@ -163,7 +163,8 @@ PARAMETERS = (
               "50) costs 2 % of the throughput and samples the transient upsets a weight scrub cannot see"),
     Parameter("double_run_all_in_saa", 0x0042, ValueSpec(T.BOOL), False,
               "Run every inference batch twice while the agent predicts it is inside the South Atlantic "
-              "Anomaly (where most upsets happen): half the throughput there, ~6-8 % over an orbit"),
+              "Anomaly (where most upsets happen): half the throughput there, ~6-8 % over an orbit; and while "
+              "it predicts nothing (no TLE, or one over 14 days old): half the throughput until one comes"),
     Parameter("weights_scrub", 0x0043, ValueSpec(T.BOOL), True,
               "Run models on weights the compute worker owns and checks against three golden copies (a full "
               "pass every 30 s in the SAA, 300 s at high latitude, 1500 s elsewhere, at least once per orbit); "
@@ -179,8 +180,8 @@ PARAMETERS = (
               "from the store's checked bytes, its check weights scrubbed with the model's; the products keep "
               "the uplinked model's SHA-256. A model the pass refuses runs unchecked (MODEL_UNCHECKED says "
               "why). Off: the model as uplinked, results checked only by double runs. Cost: what the checks "
-              "read (bench.compute: infer_ratio_checked against infer_ratio; 0.69 against 0.98 on a shared "
-              "2-core PC, one thread, checksum pass version 2)"),
+              "read and the copies of its inputs it recomputes (bench.compute: infer_ratio_checked against "
+              "infer_ratio; 0.65 against 0.97 on a shared 2-core PC, one thread, checksum pass version 6)"),
     Parameter("range_checks", 0x0045, ValueSpec(T.BOOL), False,
               "Also check each tile's activations against ranges learned from the model's reference inputs "
               "(flight/compute/ranges.py, after Ranger): every tensor the checksum pass does not check (the "
@@ -591,7 +592,8 @@ POWER_CHANNELS = (
     Channel("saa_in_s", T.F64, "s", "Time to the next SAA entry"),
     Channel("saa_exit_in_s", T.F64, "s", "Time to the exit of the current or next SAA pass"),
     Channel("beta_deg", T.F64, "deg", "Sun beta angle of the orbit"),
-    Channel("tle_age_s", T.F64, "s", "Age of the TLE the prediction uses", Limits(warn_high=7 * 86400)),
+    Channel("tle_age_s", T.F64, "s", "Age of the TLE the prediction uses (below 0: the clock is behind its epoch)",
+            Limits(warn_low=-86400, warn_high=7 * 86400)),
 )
 
 THERMAL_CHANNELS = (
@@ -861,13 +863,16 @@ EVENTS = (
           "table), or, when nothing settled it, by dropping the session so that the model is loaded again from "
           "the store at its next use (model store; with no good copy left there, its jobs fail and say so). "
           "Where the weights the session computes from were wrong (bytes > 0, or model store), results since the "
-          "chunk's previous check may be wrong: products say how many such repairs they saw",
+          "chunk's previous check may be wrong: products say how many such repairs they saw. At most 8 per scrub "
+          "step: past 7, the rest in one (chunk -1, source more, bytes and golden their totals); scrub_repairs "
+          "counts every one",
           ("name", "tensor", "chunk", "bytes", "golden", "source")),
     Event("RESULT_CHECK_FAILED", 0x00E9, Severity.WARNING_HI,
           "Job {job_id}: {check} check failed on {tiles} tiles; {outcome}",
           "A batch failed its checksum flags or its double run; the weights were scrubbed (where the session's are) "
           "and the batch run again (outcome: passed then, or its tiles marked failed in the product; the outcome "
-          "says where no scrub ran). Check \"output CRC\": a result changed while held; \"unchecked weights\": "
+          "says where no scrub ran). Check \"run refused\": onnxruntime refused the batch (an upset in an integer "
+          "weight), which ran after the scrub; \"output CRC\": a result changed while held; \"unchecked weights\": "
           "made while a weight no check covers was wrong (found and repaired before its release); either is made "
           "again. At most one every 10 s, but a rebuild is always said; checks_failed and "
           "results_marked count them all", ("job_id", "check", "tiles", "outcome")),

@@ -8,7 +8,16 @@ Modules: ``elements`` (Orbit, TLE checks), ``frames`` (time, GMST, TEME -> Earth
 geodetic), ``sun``, ``shadow``, ``saa``, ``predict`` (passes and the telemetry summary).
 """
 
-from flight.orbit.elements import Orbit, PropagationError, TleError, sun_synchronous_inc_deg, tle_checksum
+from flight.orbit.elements import (
+    TLE_VALID_AFTER_EPOCH_S,
+    TLE_VALID_BEFORE_EPOCH_S,
+    Orbit,
+    PropagationError,
+    TleError,
+    sun_synchronous_inc_deg,
+    tle_checksum,
+    tle_current,
+)
 from flight.orbit.frames import geodetic_from_ecef, geodetic_from_teme, gmst_rad, jd_utc_from_unix, teme_to_ecef
 from flight.orbit.predict import (
     OrbitPrediction,
@@ -53,4 +62,7 @@ __all__ = [
     "sun_synchronous_inc_deg",
     "teme_to_ecef",
     "tle_checksum",
+    "tle_current",
+    "TLE_VALID_AFTER_EPOCH_S",
+    "TLE_VALID_BEFORE_EPOCH_S",
 ]
