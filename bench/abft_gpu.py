@@ -83,8 +83,10 @@ class TorchGraph:
                 y = x[0] - x[1]
             elif op == "Add":
                 y = x[0] + x[1]
-            elif op == "Max":  # the copies' reads (abft.protect's recompute_inputs): two operands
+            elif op == "Max":  # a Relu's copy (abft.protect's recompute_inputs): two operands
                 y = torch.maximum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
+            elif op == "Min":  # a copy's read of the model's tensor: Min(v, +inf)
+                y = torch.minimum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
             elif op == "Div":
                 y = x[0] / x[1]
             elif op == "Abs":

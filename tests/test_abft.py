@@ -775,3 +775,87 @@ def _shape_of(model: onnx.ModelProto, tensor: str, batch: np.ndarray) -> tuple[i
     inner.CopyFrom(model)
     inner.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
     return session(inner).run([tensor], {"tiles": batch})[0].shape
+
+
+def _vi(name: str, shape: list, elem: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+@pytest.mark.req("RAD-001", "RAD-002")
+def test_recomputed_inputs_open_clean_and_exact_on_models_of_other_shapes():
+    """Found in review of version 6: a read of an integer or bool input, a tensor read by two copies, a
+    node of constants alone and a -inf in a clean input broke the copies (onnxruntime refused the model,
+    the pass raised, or the flag fell); each model here opens, and clean inputs pass."""
+    rng = np.random.default_rng(11)
+
+    def w(*shape):
+        return rng.normal(size=shape).astype(np.float32)
+
+    cases = {
+        "uint8 image": (model_of([helper.make_node("Cast", ["img"], ["f"], to=TensorProto.FLOAT),
+                                  helper.make_node("Sub", ["f", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["xn"]),
+                                  helper.make_node("Conv", ["xn", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                 [_vi("img", ["N", 3, 8, 8], TensorProto.UINT8)], [_vi("y", ["N", 4, 8, 8])],
+                                 {"mean": np.full((1, 3, 1, 1), 120, np.float32), "std": np.full((1, 3, 1, 1), 50, np.float32),
+                                  "w": w(4, 3, 3, 3)}, 17),
+                        {"img": rng.integers(0, 256, (5, 3, 8, 8)).astype(np.uint8)}),
+        "embedding": (model_of([helper.make_node("Gather", ["E", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["y"])],
+                               [_vi("ids", ["N", 5], TensorProto.INT64)], [_vi("y", ["N", 5, 4])], {"E": w(10, 6), "w": w(6, 4)}, 17),
+                      {"ids": rng.integers(0, 10, (5, 5))}),
+        "constants alone": (model_of([helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Sqrt", ["c"], ["s"]),
+                                      helper.make_node("Div", ["a", "s"], ["b"]), helper.make_node("MatMul", ["b", "w2"], ["y"])],
+                                     [_vi("x", ["N", 6])], [_vi("y", ["N", 4])],
+                                     {"w1": w(6, 6), "w2": w(6, 4), "c": np.array(4.0, np.float32)}, 17),
+                            {"x": w(5, 6)}),
+        "two readers": (model_of([helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("Sigmoid", ["a"], ["s"]),
+                                  helper.make_node("Tanh", ["a"], ["t"]), helper.make_node("MatMul", ["s", "w2"], ["y1"]),
+                                  helper.make_node("MatMul", ["t", "w3"], ["y2"])],
+                                 [_vi("x", ["N", 6])], [_vi("y1", ["N", 4]), _vi("y2", ["N", 4])],
+                                 {"w1": w(6, 6), "w2": w(6, 4), "w3": w(6, 4)}, 17),
+                        {"x": w(5, 6)}),
+        "-inf sanitised": (model_of([helper.make_node("IsInf", ["x"], ["bad"]),
+                                     helper.make_node("Where", ["bad", "zero", "x"], ["f"]),
+                                     helper.make_node("MatMul", ["f", "w"], ["y"])],
+                                    [_vi("x", ["N", 6])], [_vi("y", ["N", 4])],
+                                    {"w": w(6, 4), "zero": np.zeros((), np.float32)}, 17),
+                           {"x": np.where(np.arange(30).reshape(5, 6) == 3, -np.inf, w(5, 6)).astype(np.float32)}),
+    }
+    for name, (model, feed) in cases.items():
+        protected = abft.protect(model)
+        onnx.checker.check_model(protected, full_check=True)
+        outputs = [o for n in protected.graph.node for o in n.output if o]
+        assert len(outputs) == len(set(outputs)), name
+        assert run(protected, feed)[abft.OUTPUT].all(), name
+
+
+@pytest.mark.req("RAD-114")
+def test_constants_of_copied_nodes_count_as_covered_only_where_all_they_make_goes_into_checks():
+    """Found in review: a band of the normalised input that went on to the result past every check was
+    counted covered, and its constants were no longer watched."""
+    rng = np.random.default_rng(12)
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["xn"]),
+             helper.make_node("MatMul", ["xn", "w1"], ["a"]),  # checked
+             helper.make_node("ReduceMean", ["xn"], ["side"], axes=[1], keepdims=1),  # unchecked, to the result
+             helper.make_node("Add", ["a", "side"], ["y"])]
+    model = model_of(nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 3])],
+                     {"mean": rng.normal(size=4).astype(np.float32), "std": rng.uniform(1, 2, 4).astype(np.float32),
+                      "w1": rng.normal(size=(4, 3)).astype(np.float32)}, 13)
+    covered = abft.covered_initializers(abft.protect(model))
+    assert "w1" in covered and not {"mean", "std"} & covered
+    alone = model_of(nodes[:3], [_vi("x", ["N", 4])], [_vi("a", ["N", 3])],
+                     {"mean": rng.normal(size=4).astype(np.float32), "std": rng.uniform(1, 2, 4).astype(np.float32),
+                      "w1": rng.normal(size=(4, 3)).astype(np.float32)}, 13)
+    assert {"mean", "std", "w1"} <= abft.covered_initializers(abft.protect(alone))
+
+
+def test_heavy_operators_between_checked_nodes_are_not_copied():
+    rng = np.random.default_rng(13)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("ConvTranspose", ["a", "wt"], ["u"]),
+             helper.make_node("Conv", ["u", "w2"], ["y"])]
+    model = model_of(nodes, [_vi("x", ["N", 2, 6, 6])], [_vi("y", ["N", 2, 7, 7])],
+                     {"w1": rng.normal(size=(4, 2, 1, 1)).astype(np.float32),
+                      "wt": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+                      "w2": rng.normal(size=(2, 3, 1, 1)).astype(np.float32)}, 13)
+    protected = abft.protect(model)
+    assert not [n for n in protected.graph.node if n.op_type == "ConvTranspose" and n.name.startswith(abft.PREFIX)]
+    assert abft.describe(protected)["recomputed"] == 0

@@ -219,11 +219,20 @@ cancel in G, not in the weights, and the windows' sums over rows are plain sums 
 leading position a window reads (a 3-D input's ``D * H``), where G's are of the last axis alone."""
 
 _NOT_COPIED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-               "Dropout", "If", "Loop", "Scan", "Constant"}
-"""Operators a check's input is never recomputed through (:meth:`_Pass._independent`): random, or with
-a subgraph; a Constant is read as the constant it is."""
+               "Dropout", "If", "Loop", "Scan", "Constant", "ConstantOfShape",
+               "ConvTranspose", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "Einsum",
+               "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention"}
+"""Operators a check's input is never recomputed through (:meth:`_Pass._independent`): random, with a
+subgraph, a constant of its own, or heavy work (weights and arithmetic) that a copy would do twice
+(found in review: a ConvTranspose copied took the run from 10.3 to 12.9 ms)."""
 
-_LOWEST = float(np.finfo(np.float32).min)
+_FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)  # a copy's read: Min(v, +inf)
+
+OWN_WATCHED_MAX = 4096
+"""The checks' own float constants of at most this many elements (the flag's threshold, the slack,
+the copies' constants) are watched (:func:`covered_initializers`): a fault in one can loosen every
+check at once. Their large matrices are left to the periodic scrub: watching them after every slice
+would read megabytes on a large model."""
 
 _BLOCKED_CHANNELS = 8
 """onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: see :meth:`_Pass._position_sums`."""
@@ -352,33 +361,64 @@ def describe(model: onnx.ModelProto) -> dict[str, object]:
     return record(model, META_KEY, "protected")
 
 
-def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] = (PREFIX,)) -> set[str]:
+def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] = (PREFIX,),
+                         check_prefixes: tuple[str, ...] = (PREFIX,)) -> set[str]:
     """The initializers of a protected ``model`` a fault in which its checks see, or that nothing reads:
     the weights and biases (inputs 1 and 2) of the nodes it checks, and the constants of the nodes it
     copied for a check's prediction (``recompute_inputs``: the input's normalisation), where no other
-    node reads them,
-    and the checks' own numbers (float, names starting with one of ``own_prefixes``: a fault there raises
-    the flag, or hides a fault of the same sample only by coinciding with one). The rest (an unchecked
-    node's constants where no check predicts through a copy of it: after the last checked node, or
-    with ``recompute_inputs`` off; the checks' integer shapes and axes, a fault in which makes
-    onnxruntime refuse the run rather than raise a flag) the checks do not cover: only the scrub
-    can find a flip there (flight/compute/scrub.py: ``WeightScrubber.watch``)."""
+    node reads them and what those nodes make reaches the model's result only through checked nodes
+    (found in review: a normalised band that went on to the logits past every check was claimed);
+    and the checks' own large matrices (``G`` and the bounds, names starting with one of
+    ``own_prefixes``, float, over :data:`OWN_WATCHED_MAX` elements: a fault in ``G`` raises the
+    flag; one in a bound loosens that check's column until the scrub comes round). The rest (an
+    unchecked node's constants, the checks' small constants: the flag's threshold, the slack, the
+    copies' constants, their integer shapes and axes, a fault in which makes onnxruntime refuse the
+    run) the checks do not cover: the worker checks them against their CRC after each slice
+    (flight/compute/scrub.py: ``WeightScrubber.watch``). ``check_prefixes``: nodes so named are
+    checks (they make flags, not results): the range checks' too, where the model has them."""
     checked = {c["output"] for c in describe(model)["checks"]}
     names = {t.name for t in model.graph.initializer}
-    floats = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
-    covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes) and t.data_type in floats}
+    covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes) and t.data_type in _FLOAT_TYPES
+               and int(np.prod(t.dims)) > OWN_WATCHED_MAX}
     made = {o for node in model.graph.node for o in node.output}
+    outputs = {o.name for o in model.graph.output}
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, i))
+
+    def copied(node: onnx.NodeProto) -> bool:
+        return bool(node.output) and not node.name.startswith(PREFIX) and f"{PREFIX}copy/{node.output[0]}" in made
+
+    contained: dict[str, bool] = {}
+
+    def reaches_only_checks(node: onnx.NodeProto) -> bool:
+        """Everything ``node`` (copied) makes goes on only into checked nodes' data input or other
+        such copied nodes, and is no output of the model's."""
+        key = node.output[0]
+        if key not in contained:
+            contained[key] = False  # a cycle cannot happen in a valid graph; this guards the recursion
+            contained[key] = all(
+                o not in outputs and all(
+                    (reader.op_type in CHECKED_OPS and reader.output and reader.output[0] in checked and i == 0)
+                    or (copied(reader) and reaches_only_checks(reader))
+                    for reader, i in consumers.get(o, []) if not reader.name.startswith(check_prefixes))
+                for o in node.output if o)
+        return contained[key]
+
     readers: dict[str, list[bool]] = {n: [False] for n in subgraph_reads(model.graph) if n in names}
     for node in model.graph.node:
         as_weight = node.op_type in CHECKED_OPS and bool(node.output) and node.output[0] in checked
-        # A node the pass copied for a check to predict from (its constants copied too): a fault in
-        # one of its float constants moves the model's path and not the check's, so the check sees it.
-        copied = bool(node.output) and not node.name.startswith(PREFIX) and f"{PREFIX}copy/{node.output[0]}" in made
+        # A node the pass copied for a check to predict from (its constants copied too): a fault in one
+        # of its constants moves the model's path and not the check's, so the check sees it.
+        through_copy = copied(node) and reaches_only_checks(node)
         for i, name in enumerate(node.input):
-            if name in names:
-                as_constant = copied and f"{PREFIX}copy/{name}" in names or copied and f"{PREFIX}copy/-{name}" in names
-                readers.setdefault(name, []).append((as_weight and i in (1, 2)) or as_constant)
-    covered |= {n for n, by in readers.items() if all(by)} | (names - set(readers))  # unread: changes nothing
+            if name in names and not name.startswith(PREFIX):
+                readers.setdefault(name, []).append((as_weight and i in (1, 2)) or through_copy)
+            elif name in names:
+                readers.setdefault(name, []).append(False)
+    covered |= {n for n, by in readers.items() if all(by) and not n.startswith(PREFIX)}
+    covered |= names - set(readers)  # unread: changes nothing
     return covered
 
 
@@ -498,6 +538,7 @@ class _Pass:
                     if a.name == "value":
                         self.consts[node.output[0]] = numpy_helper.to_array(a.t)
         self.nonneg = self._nonneg_tensors()
+        self.types: dict[str, int] = {}  # element types, as shape inference finds them (filled below)
         self.shapes = self._inferred_shapes()
         # the model's own means over positions: tensor -> [N, C] (its Flatten where it has one) or [N, C, 1...]
         self._global_means: dict[str, str] = {}
@@ -601,48 +642,51 @@ class _Pass:
         through a copy of each node between it and the last checked outputs or the graph's inputs, their
         constants copied (a flip in the model's own then moves only the model's path). ``x`` itself
         where it is a graph input, a constant, a checked node's output (its own check covers it) or made
-        by a node not copied (:data:`_NOT_COPIED`, another domain, or a Conv, Gemm or MatMul the pass
-        skipped, whose work would be done twice).
+        by a node not copied (:data:`_NOT_COPIED`: random, with a subgraph, or heavy work of its own that
+        would be done twice; another domain; a Conv, Gemm or MatMul the pass skipped), or by one whose
+        inputs are all constants.
 
-        The copies compute bit for bit what the model does, so the tolerance is unchanged; and none may
-        be merged back into the model by onnxruntime's common-subexpression elimination (same operator,
-        same inputs; it also merges initializers of equal value where the session does not own them):
-        a copy whose inputs are all the model's reads them through ``Max(v, lowest float)``, an identity
-        for every number but -inf (a Relu becomes ``Max(v, 0)``, a Sub of a constant an Add of its
-        negation). The cost is a pass over each copied tensor, and those first reads."""
+        The copies compute what the model does, bit for bit but for the sign of a zero out of a Relu
+        (every sum the checks take is the same), so the tolerance is unchanged; and none may be merged
+        back into the model by onnxruntime's common-subexpression elimination (same operator, same
+        inputs; it also merges initializers of equal value where the session does not own them): a copy
+        whose inputs are all the model's reads one of them through ``Min(v, +inf)``, an identity for
+        every number, NaN and infinities included (a Relu becomes ``Max(v, 0)``, a Sub of a constant an
+        Add of its negation); where no such input is floating point, the node is not copied. The cost is
+        a pass over each copied tensor, and those first reads."""
         if x in self._copies:
             return self._copies[x]
         node = self._producers.get(x)
-        if node is None or x in self.consts or node.op_type in CHECKED_OPS or node.op_type in _NOT_COPIED \
+        owned = [k for k, name in enumerate(node.input) if name and name not in self.consts] if node else []
+        if node is None or x in self.consts or not owned or node.op_type in CHECKED_OPS or node.op_type in _NOT_COPIED \
                 or node.domain not in ("", "ai.onnx") or any(a.g.node or a.graphs for a in node.attribute):
             self._copies[x] = x
             return x
-        inputs, fresh = [], False
-        for name in node.input:
-            if not name:
-                inputs.append(name)
-            elif name in self.consts:
-                value = self.consts[name]
-                inputs.append(self._init(f"{PREFIX}copy/{name}", value, value.dtype))
-            else:
-                got = self._independent(name)
-                fresh |= got != name
-                inputs.append(got)
-        outputs = [f"{PREFIX}copy/{o}" if o else "" for o in node.output]
+        inputs = list(node.input)
+        fresh = False
+        for k in owned:
+            inputs[k] = self._independent(node.input[k])
+            fresh |= inputs[k] != node.input[k]
+        node_op, negated = node.op_type, None
         if not fresh:  # every data input the model's own: an operator or a read of its own, so never merged
-            if node.op_type == "Relu":
+            c = self.consts.get(node.input[1]) if len(node.input) > 1 else None
+            if node.op_type == "Relu" and self.types.get(node.input[0]) == TensorProto.FLOAT:
                 node_op, inputs = "Max", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
-            elif node.op_type == "Sub" and node.input[1] in self.consts and self.consts[node.input[1]].dtype.kind == "f":
+            elif node.op_type == "Sub" and c is not None and c.dtype.kind == "f" and node.input[0] not in self.consts:
                 # a - b is a + (-b), exactly: an input's normalisation copied with no read of its own
-                c = self.consts[node.input[1]]
-                node_op, inputs = "Add", [inputs[0], self._init(f"{PREFIX}copy/-{node.input[1]}", -c, c.dtype)]
+                node_op, negated = "Add", self._init(f"{PREFIX}copy/-{node.input[1]}", -c, c.dtype)
             else:
-                node_op = node.op_type
-                k = next(k for k, name in enumerate(node.input) if name and name not in self.consts)
-                inputs[k] = self._node("Max", [inputs[k], self._init(f"{PREFIX}lowest", np.array(_LOWEST, np.float32))],
-                                       f"{PREFIX}copy/{node.input[k]}/read")
-        else:
-            node_op = node.op_type
+                k = next((k for k in owned if self.types.get(node.input[k]) in _FLOAT_TYPES), None)
+                if k is None:  # no floating-point input to read through Min(v, +inf): left uncopied
+                    self._copies[x] = x
+                    return x
+                inputs[k] = self._read(node.input[k])
+        for k, name in enumerate(node.input):  # constants: copies of their own (but the negated one)
+            if name and name in self.consts and k < len(inputs) and inputs[k] == name:
+                value = self.consts[name]
+                inputs[k] = negated if negated is not None and k == 1 else self._init(f"{PREFIX}copy/{name}", value,
+                                                                                       value.dtype)
+        outputs = [f"{PREFIX}copy/{o}" if o else "" for o in node.output]
         copy = helper.make_node(node_op, inputs, outputs, name=outputs[0] or f"{PREFIX}copy/{node.name}")
         if node_op == node.op_type:
             copy.attribute.extend(node.attribute)
@@ -652,9 +696,20 @@ class _Pass:
                 self._copies[o], self._copy_of[c] = c, o
                 if o in self.shapes:
                     self.shapes[c] = self.shapes[o]
+                if o in self.types:
+                    self.types[c] = self.types[o]
                 if o in self.nonneg:
                     self.nonneg.add(c)
         return self._copies[x]
+
+    def _read(self, v: str) -> str:
+        """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own."""
+        name = f"{PREFIX}copy/{v}/read"
+        if not any(n.output[0] == name for n in self.new_nodes):
+            dtype = helper.tensor_dtype_to_np_dtype(self.types[v])
+            inf = self._init(f"{PREFIX}inf_{np.dtype(dtype).name}", np.array(np.inf, dtype), dtype)
+            self._node("Min", [v, inf], name)
+        return name
 
     def _residual(self, p: str, d: str, bound: str) -> str:
         return self._node("Sub", [self._node("Abs", [d], p + "abs_d"), bound], p + "residual")
@@ -1186,6 +1241,8 @@ class _Pass:
         shapes: dict[str, list[str | int | None]] = {}
         for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
             t = vi.type.tensor_type
+            if t.elem_type:
+                self.types[vi.name] = t.elem_type
             if t.HasField("shape"):
                 shapes[vi.name] = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
         return shapes

@@ -862,7 +862,8 @@ class Worker:
             session = opened.session
         if scrubbed and check is not None:  # what the checks do not cover is checked after every slice
             # The range checks' bounds too: a flip that widens one raises no flag (found in review).
-            scrubber.watch(set(scrubber.names) - covered_initializers(onnx.load_from_string(data), (CHECKS_PREFIX,)))
+            scrubber.watch(set(scrubber.names) - covered_initializers(onnx.load_from_string(data), (CHECKS_PREFIX,),
+                                                                      (CHECKS_PREFIX, range_pass.PREFIX)))
         elif scrubbed and ranged is not None:  # ranges alone cover no weight: their bounds at least are watched
             scrubber.watch({n for n in scrubber.names if n.startswith(range_pass.PREFIX)})
         # The OrtValues and the arrays under them stay alive with the session; the golden copies only
@@ -881,7 +882,11 @@ class Worker:
         weights are not claimed scrubbed. Said where it is not ``opened`` (PROVIDER_FALLBACK).
         ``probe``: the model's reference input, where the store keeps one (providers.unread_buffers)."""
         main, inner = _node_inputs(data)  # an initializer no node reads is nothing the session computes from
-        owned_used = {k: v for k, v in scrubber.owned.items() if k in main or k in inner}
+        # The copies' constants (abft.protect's recompute_inputs) feed only the checks' side: onnxruntime
+        # may fold a scalar one into a check's product (found in review: x/255 before a Conv), and then a
+        # fault in its own copy reaches only the check; the model's weights are what the probe is for.
+        copies = (f"{CHECKS_PREFIX}copy/", f"{CHECKS_PREFIX}inf_")
+        owned_used = {k: v for k, v in scrubber.owned.items() if (k in main or k in inner) and not k.startswith(copies)}
         unread = unread_buffers(opened.session, owned_used, probe, self._keepalive)
         if unread == []:
             return opened, owned
