@@ -424,11 +424,12 @@ class Controller(Component):
         self.set_orbit(orbit)
         self._emit("ORBIT_UPDATED", satnum=orbit.satnum, epoch=round(orbit.epoch_unix_s, 3))
         period = orbit.period_s
-        age_s = self._clock.now_s() - orbit.epoch_unix_s
+        now_s = self._clock.now_s()
         # Set as commanded; whether it predicts the radiation environment is said (found in review: a
         # year-old TLE gave a confident flux class, and nothing told the operator).
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
-                "tle_age_s": round(age_s, 1), "predicts_radiation": tle_current(orbit.epoch_unix_s, self._clock.now_s())}
+                "tle_age_s": round(now_s - orbit.epoch_unix_s, 1),
+                "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s)}
 
     # --- telemetry ---------------------------------------------------------------------
 

@@ -378,8 +378,8 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
     checks (they make flags, not results): the range checks' too, where the model has them."""
     checked = {c["output"] for c in describe(model)["checks"]}
     names = {t.name for t in model.graph.initializer}
-    covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes) and t.data_type in _FLOAT_TYPES
-               and int(np.prod(t.dims)) > OWN_WATCHED_MAX}
+    covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes)
+               and t.data_type in _FLOAT_TYPES and int(np.prod(t.dims)) > OWN_WATCHED_MAX}
     made = {o for node in model.graph.node for o in node.output}
     outputs = {o.name for o in model.graph.output}
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
@@ -413,11 +413,11 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
         # of its constants moves the model's path and not the check's, so the check sees it.
         through_copy = copied(node) and reaches_only_checks(node)
         for i, name in enumerate(node.input):
-            if name in names and not name.startswith(PREFIX):
+            if name in names and not name.startswith(own_prefixes):
                 readers.setdefault(name, []).append((as_weight and i in (1, 2)) or through_copy)
             elif name in names:
                 readers.setdefault(name, []).append(False)
-    covered |= {n for n, by in readers.items() if all(by) and not n.startswith(PREFIX)}
+    covered |= {n for n, by in readers.items() if all(by) and not n.startswith(own_prefixes)}
     covered |= names - set(readers)  # unread: changes nothing
     return covered
 

@@ -808,10 +808,10 @@ class Worker:
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool,
                     ranged: bool = False) -> _Session:
-        """A session on ``data``, as it is (``ranged``: its range checks are this worker's, to read). With ``scrub_weights`` its initializers are buffers a
-        :class:`WeightScrubber` owns, golden copies made from these same bytes (the checksum pass's
-        weights included, where it protected them); the weights count as scrubbed only on the CPU
-        provider, the one that computes from them."""
+        """A session on ``data``, as it is (``ranged``: its range checks are this worker's, to read). With
+        ``scrub_weights`` its initializers are buffers a :class:`WeightScrubber` owns, golden copies made
+        from these same bytes (the checksum pass's weights included, where it protected them); the
+        weights count as scrubbed only on the CPU provider, the one that computes from them."""
         scrubber = owned = None
         opened = None
         if self.scrub_weights:

@@ -181,7 +181,7 @@ PARAMETERS = (
               "the uplinked model's SHA-256. A model the pass refuses runs unchecked (MODEL_UNCHECKED says "
               "why). Off: the model as uplinked, results checked only by double runs. Cost: what the checks "
               "read and the copies of its inputs it recomputes (bench.compute: infer_ratio_checked against "
-              "infer_ratio; 0.65 against 0.97 on a shared 2-core PC, one thread, checksum pass version 6)"),
+              "infer_ratio; 0.64 against 0.96 on a shared 2-core PC, one thread, checksum pass version 6)"),
     Parameter("range_checks", 0x0045, ValueSpec(T.BOOL), False,
               "Also check each tile's activations against ranges learned from the model's reference inputs "
               "(flight/compute/ranges.py, after Ranger): every tensor the checksum pass does not check (the "

@@ -68,14 +68,14 @@ class PropagationError(RuntimeError):
 
 
 TLE_VALID_AFTER_EPOCH_S = 14 * 86400.0
-"""A TLE older than this predicts no radiation environment (flight/agent/compute.py: radiation_estimate gives
-UNKNOWN, the compute worker's cautious case). sgp4's along-track error grows by kilometres a
+"""A TLE older than this predicts no radiation environment (flight/agent/compute.py: radiation_estimate
+gives UNKNOWN, the compute worker's cautious case). sgp4's along-track error grows by kilometres a
 day in LEO: 30-day-old elements with a drag term 30 % off disagreed on 26 of a day's 92 SAA minutes
 (found in review); ``tle_age_s`` warns at 7 days."""
 TLE_VALID_BEFORE_EPOCH_S = 86400.0
 """A clock more than this before the TLE's epoch is wrong (a board that booted with no time), not a TLE
 from the future: no prediction from it either (found in review: a clock at 1970 predicted the SAA).
-The eclipse and pass predictions for power and contacts still use it: ``tle_age_s`` shows its age."""
+The eclipse and pass predictions for power and contacts still use such a TLE: ``tle_age_s`` shows its age."""
 def tle_current(epoch_unix_s: float, now_unix_s: float) -> bool:
     """Whether a TLE of ``epoch_unix_s`` predicts anything at ``now_unix_s`` (:data:`TLE_VALID_AFTER_EPOCH_S`,
     :data:`TLE_VALID_BEFORE_EPOCH_S`); a non-finite time never does."""
