@@ -94,7 +94,7 @@ def stage_sample_model(state_dir: Path) -> None:
 def tle_with_epoch(lines: tuple[str, str], epoch_unix_s: float) -> tuple[str, str]:
     """``lines`` with their epoch moved to ``epoch_unix_s`` (line 1's checksum made again): a sample
     orbit the agent takes as current whatever day the tests run (a TLE over 14 days old predicts no
-    radiation environment: flight/agent/compute.py, tle_current)."""
+    radiation environment: flight.orbit.tle_current)."""
     t = time.gmtime(epoch_unix_s)
     day = t.tm_yday + (epoch_unix_s % 86400.0) / 86400.0
     line1 = f"{lines[0][:18]}{t.tm_year % 100:02d}{day:012.8f}{lines[0][32:68]}"
