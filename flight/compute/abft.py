@@ -691,15 +691,15 @@ class _Pass:
         if node_op == node.op_type:
             copy.attribute.extend(node.attribute)
         self.new_nodes.append(copy)
-        for o, c in zip(node.output, outputs):
+        for o, made in zip(node.output, outputs):
             if o:
-                self._copies[o], self._copy_of[c] = c, o
+                self._copies[o], self._copy_of[made] = made, o
                 if o in self.shapes:
-                    self.shapes[c] = self.shapes[o]
+                    self.shapes[made] = self.shapes[o]
                 if o in self.types:
-                    self.types[c] = self.types[o]
+                    self.types[made] = self.types[o]
                 if o in self.nonneg:
-                    self.nonneg.add(c)
+                    self.nonneg.add(made)
         return self._copies[x]
 
     def _read(self, v: str) -> str:
