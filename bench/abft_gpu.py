@@ -89,6 +89,12 @@ class TorchGraph:
                 y = torch.minimum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
             elif op == "Div":
                 y = x[0] / x[1]
+            elif op == "Mul":
+                y = x[0] * x[1]
+            elif op == "Equal":  # an integer output's compare with its copy (abft.protect's compare_outputs)
+                y = x[0] == x[1]
+            elif op == "Where":
+                y = torch.where(x[0], x[1], x[2])
             elif op == "Abs":
                 y = x[0].abs()
             elif op == "Relu":

@@ -23,7 +23,9 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   its input recomputed apart (``abft.protect``'s ``recompute_inputs``, pass version 6; before, about
   half of such activation flips and none of the constants' passed). ``detect_rate_activations_all_sites``:
   flips in every activation of the model, the tensor drawn in proportion to its elements (as an
-  upset in memory lands; the checked nodes' outputs are under half of them), judged by ``abft_ok``;
+  upset in memory lands; the checked nodes' outputs are under half of them), the outputs made past
+  the last checks included (the probabilities and the cloud fraction, which the pass compares with
+  their copies since version 7; before, a flip there passed), judged by ``abft_ok``;
   ``range_detect_rate_activations_all_sites`` the same draws by ``abft_ok`` and ``range_ok``. The
   headline ``abft_detect_rate`` is over the checked nodes' weights and outputs.
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
@@ -159,7 +161,7 @@ from flight.compute import abft, ranges
 from flight.compute import protocol as cp
 from flight.compute import worker as worker_module
 from flight.compute.checks import FAILED, PASSED, UNCHECKED
-from flight.compute.inject import CONSEQUENCE, draw_byte, flip_bit, owned_sites, with_hooks
+from flight.compute.inject import CONSEQUENCE, activation_tensors, draw_byte, flip_bit, owned_sites, with_hooks
 from flight.compute.package import shipped_reference_inputs
 from flight.compute.providers import (
     checksum_layout_nchwc,
@@ -367,8 +369,10 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
     unchecked activations' flips again, the same draws, on it and judged by abft_ok and range_ok
     (``"range_activations"``). ``providers``: onnxruntime's, for the sessions (bench/abft_ort_gpu.py)."""
     rng = np.random.default_rng(seed)
-    inj = Injector(protected, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS,
-                   providers)
+    # Every tensor the model's own nodes make: the checked nodes' outputs, those between them, and those
+    # past the last checks (the probabilities, the cloud fraction) and in between (the pooled means).
+    every = activation_tensors(protected)
+    inj = Injector(protected, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, every, providers)
     out = {
         "weights": inj.campaign(rng, pool, n // 2, "weight", CHECKED_WEIGHTS),
         "activations": inj.campaign(rng, pool, n - n // 2, "activation", CHECKED_ACTIVATIONS),
@@ -380,12 +384,11 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
         if ranged is not None:
             replay = np.random.default_rng()
             replay.bit_generator.state = state
-            both = Injector(ranged, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS)
+            both = Injector(ranged, CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, every)
             out["range_activations"] = both.campaign(replay, pool, unchecked, "activation", UNCHECKED_ACTIVATIONS,
                                                      flags=(abft.OUTPUT, ranges.OUTPUT))
         # Every activation, drawn by element: what an upset anywhere in them meets (found in review: the
         # headline's activations are the checked nodes' outputs, under half of the elements).
-        every = CHECKED_ACTIVATIONS + UNCHECKED_ACTIVATIONS
         rng_all = np.random.default_rng(seed + 7000)
         state = rng_all.bit_generator.state
         out["all_activations"] = inj.campaign(rng_all, pool, unchecked, "activation", every, by_element=True)

@@ -162,6 +162,19 @@ class WorkerBench:
         self.router.close(0)
 
 
+def protect_as_version_6(monkeypatch) -> None:
+    """The worker protects its models as pass version 6 did (``abft.protect``'s ``compare_outputs``
+    off): the model's outputs made after the last checked node (the Softmax's probabilities), and the
+    constants there, are seen by no check, as in a model protected on the ground by version 6, which
+    the worker still trusts. For tests of what happens to an upset or a weight no check covers."""
+    import functools
+
+    from flight.compute import abft
+    from flight.compute import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "protect_bytes", functools.partial(abft.protect_bytes, compare_outputs=False))
+
+
 class NoFaults:
     """A fault log port that keeps nothing (a supervisor on its own)."""
 

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from flight.compute import abft
+from flight.compute import abft, ranges
 from flight.compute.providers import owned_weights_options, session_options_for
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
 
@@ -191,22 +191,28 @@ def test_a_fault_in_a_checked_output_flags_that_tile_only(protected, tiles, tens
 def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_the_activations(protected):
     """What the checks cost is what they read (docs: abft.py, "Why these sums"): each checked
     node's output is read by one check node, and once more by the copy of the activation after it
-    that the next check predicts from (recompute_inputs); each check's input is that copy, read by
-    at most two (X, and |X| where X can be negative); the model's own tensors between checked nodes
-    are read by no check. onnxruntime runs each check before the activation after its node, which
-    can then run in place. h1's copy's sums: a ReduceSum (the faster read of a plain tensor), or for
-    a session in onnxruntime's NCHWc layout a GlobalAveragePool, which reads that layout without
-    reordering it; h2's come from the copy of the model's own mean of it."""
+    that the next check predicts from (recompute_inputs), or for the logits, that the compare of the
+    probabilities reads (compare_outputs); each check's input is that copy, read by at most two (X,
+    and |X| where X can be negative); the model's own tensors between checked nodes are read by no
+    check, and its outputs past the last checks by the one compare (the two joined). onnxruntime runs
+    each check before the activation after its node, which can then run in place. h1's copy's sums: a
+    ReduceSum (the faster read of a plain tensor), or for a session in onnxruntime's NCHWc layout a
+    GlobalAveragePool, which reads that layout without reordering it; h2's come from the copy of the
+    model's own mean of it."""
     added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX) or n.output[0] == abft.OUTPUT]
-    readers = {t: [n.name for n in added if t in n.input] for t in ("a1", "a2", "pixel_logit", "logits", "xn", "h1", "h2")}
-    assert {t: len(r) for t, r in readers.items()} == {"a1": 2, "a2": 2, "pixel_logit": 2, "logits": 1,
-                                                      "xn": 0, "h1": 0, "h2": 0}, readers
+    readers = {t: [n.name for n in added if t in n.input]
+               for t in ("a1", "a2", "pixel_logit", "logits", "xn", "h1", "h2", "probabilities", "cloud_fraction")}
+    assert {t: len(r) for t, r in readers.items()} == {"a1": 2, "a2": 2, "pixel_logit": 2, "logits": 2,
+                                                      "xn": 0, "h1": 0, "h2": 0, "probabilities": 1,
+                                                      "cloud_fraction": 1}, readers
+    assert readers["probabilities"] == readers["cloud_fraction"] == [f"{abft.PREFIX}out0/model"]
+    assert [c["output"] for c in abft.describe(protected)["compared"]] == ["probabilities", "cloud_fraction"]
     copies = {t: [n.op_type for n in added if f"{abft.PREFIX}copy/{t}" in n.input] for t in ("xn", "h1", "h2", "z")}
     nchwc = abft.describe(protected)["nchwc"]
     assert copies == {"xn": ["MatMul", "Abs"], "h1": ["GlobalAveragePool" if nchwc else "ReduceSum"],
                       "h2": ["GlobalAveragePool"], "z": ["Gemm"]}, copies
     assert abft.describe(protected)["recomputed"] == 4
-    assert len(added) <= 37
+    assert len(added) <= 47
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -840,8 +846,17 @@ def test_constants_of_copied_nodes_count_as_covered_only_where_all_they_make_goe
     model = model_of(nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 3])],
                      {"mean": rng.normal(size=4).astype(np.float32), "std": rng.uniform(1, 2, 4).astype(np.float32),
                       "w1": rng.normal(size=(4, 3)).astype(np.float32)}, 13)
-    covered = abft.covered_initializers(abft.protect(model))
+    covered = abft.covered_initializers(abft.protect(model, compare_outputs=False))
     assert "w1" in covered and not {"mean", "std"} & covered
+    # With the outputs compared with their copies (version 7), the band's path ends in a compare: the
+    # constants are covered, and a fault in one fails the flag.
+    protected = abft.protect(model)
+    assert {"mean", "std", "w1"} <= abft.covered_initializers(protected)
+    feed = {"x": rng.normal(size=(5, 4)).astype(np.float32)}
+    assert run(protected, feed)[abft.OUTPUT].all()
+    bad = numpy_helper.to_array(next(t for t in protected.graph.initializer if t.name == "mean")).copy()
+    bad[1] += 0.5
+    assert not run(with_initializer(protected, "mean", bad), feed)[abft.OUTPUT].any()
     alone = model_of(nodes[:3], [_vi("x", ["N", 4])], [_vi("a", ["N", 3])],
                      {"mean": rng.normal(size=4).astype(np.float32), "std": rng.uniform(1, 2, 4).astype(np.float32),
                       "w1": rng.normal(size=(4, 3)).astype(np.float32)}, 13)
@@ -859,3 +874,53 @@ def test_heavy_operators_between_checked_nodes_are_not_copied():
     protected = abft.protect(model)
     assert not [n for n in protected.graph.node if n.op_type == "ConvTranspose" and n.name.startswith(abft.PREFIX)]
     assert abft.describe(protected)["recomputed"] == 0
+
+
+@pytest.mark.req("RAD-002", "RAD-102")
+def test_outputs_past_the_last_checks_are_compared_with_their_copies_on_models_of_other_shapes():
+    """Version 7: each output no check vouches for is recomputed and compared, a fault in it failing
+    only its own sample's flag; an integer output (an ArgMax) is compared for equality; an infinite
+    output fails, as the worker takes a non-finite result for a fault; an output that is a graph input
+    is listed as uncompared; the range checks' flag, made before this pass, is not a result to compare."""
+    rng = np.random.default_rng(31)
+    w = rng.normal(size=(6, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("Softmax", ["y"], ["p"], axis=1),
+             helper.make_node("ArgMax", ["y"], ["k"], axis=1, keepdims=0),
+             helper.make_node("Log", ["p"], ["logp"])]
+    model = model_of(nodes, [_vi("x", ["N", 6])], [_vi("p", ["N", 4]), _vi("k", ["N"], TensorProto.INT64),
+                                                   _vi("logp", ["N", 4]), _vi("x", ["N", 6])], {"w": w}, 17)
+    protected = abft.protect(model)
+    onnx.checker.check_model(protected, full_check=True)
+    record = abft.describe(protected)
+    assert {c["output"] for c in record["compared"]} == {"p", "k", "logp"} and record["uncompared"] == ["x"]
+    feed = {"x": rng.normal(size=(5, 6)).astype(np.float32)}
+    clean = run(protected, feed)
+    assert clean[abft.OUTPUT].all()
+    np.testing.assert_array_equal(clean["p"], run(model, feed)["p"])
+    for tensor, value in (("p", 0.3), ("k", (clean["k"] + 1) % 4), ("logp", -np.inf)):  # k: the class moved
+        hooked = onnx.ModelProto()
+        hooked.CopyFrom(protected)
+        nodes = list(hooked.graph.node)
+        at = next(i for i, n in enumerate(nodes) if tensor in n.output)
+        nodes[at].output[0] = tensor + "/raw"
+        nodes.insert(at + 1, helper.make_node("Where", ["mask", "value", tensor + "/raw"], [tensor]))
+        del hooked.graph.node[:]
+        hooked.graph.node.extend(nodes)
+        kind = helper.np_dtype_to_tensor_dtype(clean[tensor].dtype)
+        hooked.graph.input.extend([_vi("mask", None, TensorProto.BOOL), _vi("value", None, kind)])
+        sample = int(rng.integers(5))
+        mask = np.zeros(clean[tensor].shape, bool)
+        mask[sample] = True
+        value = np.broadcast_to(np.asarray(value, clean[tensor].dtype), clean[tensor].shape).copy()
+        flags = run(hooked, {**feed, "mask": mask, "value": value})[abft.OUTPUT]
+        assert not flags[sample] and flags[np.arange(5) != sample].all(), tensor
+    tiny_w = np.ones((6, 4), np.float32) * 1e-30
+    saturated = model_of(nodes[:2] + [helper.make_node("Log", ["y"], ["logy"])], [_vi("x", ["N", 6])],
+                         [_vi("p", ["N", 4]), _vi("logy", ["N", 4])], {"w": tiny_w}, 17)
+    zeros = {"x": np.zeros((2, 6), np.float32)}  # log(0) = -inf, clean: still a non-finite result
+    assert not run(abft.protect(saturated), zeros)[abft.OUTPUT].any()
+    ranged = ranges.protect(model, {"y": (-50.0, 50.0)})
+    both = abft.protect(ranged)
+    assert ranges.OUTPUT not in {c["output"] for c in abft.describe(both)["compared"]}
+    assert run(both, feed)[abft.OUTPUT].all()

@@ -471,12 +471,13 @@ def test_a_model_protected_to_check_less_than_the_pass_does_is_not_read_as_check
 
 
 @pytest.mark.req("RAD-106")
-@pytest.mark.parametrize("version,trusted", [(abft.PASS_VERSION, True), (5, True), (4, True), (3, False)])
+@pytest.mark.parametrize("version,trusted", [(abft.PASS_VERSION, True), (6, True), (5, True), (4, True), (3, False)])
 def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vouches_for_its_pass(
         bench, version, trusted):
     """Version 5 of the pass reads a large Conv's P by windows; version 4 read it from G or checked it
-    per pixel, never unsoundly: a model protected on the ground with it is still trusted. An older
-    one is not, and says so."""
+    per pixel, never unsoundly: a model protected on the ground with it is still trusted, as is one of
+    version 5 or 6 (each check on its node's own input; no compare of the outputs). An older one is
+    not, and says so."""
     rng = np.random.default_rng(10)
     nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("MatMul", ["r", "w2"], ["l"], name="fc2"),
@@ -501,7 +502,7 @@ def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vou
         assert "abft" not in receipt["protection"]
         assert (receipt["check_status"], check) == ("unchecked", [UNCHECKED] * 12)
         (said,) = unchecked_said(bench)
-        vouched = f"did not make it, nor one it vouches for (versions 4, 5, {abft.PASS_VERSION})"
+        vouched = f"did not make it, nor one it vouches for (versions 4, 5, 6, {abft.PASS_VERSION})"
         assert f"(version {abft.PASS_VERSION}) {vouched}" in said.args["reason"], said.args
 
 

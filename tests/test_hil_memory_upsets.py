@@ -14,7 +14,7 @@ from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
 from flight.link.definitions import Admission, FluxClass
 from flight.storage import write_checked_json
 from hil.scenario import ScenarioError, parse_scenario
-from tests.model_helpers import WorkerBench
+from tests.model_helpers import WorkerBench, protect_as_version_6
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
@@ -205,13 +205,14 @@ def test_upsets_applied_with_no_batch_run_while_live_fail_the_criterion(tmp_path
 
 
 @pytest.mark.req("HIL-022", "RAD-111")
-def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fail_the_run(tmp_path):
+def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fail_the_run(tmp_path, monkeypatch):
     """A reboot, the watchdog or a crash starts a new worker: it takes up the ledger its predecessor
     wrote. Before, its first change wrote over it, and the corrupt tile reported good was lost to
     the report (the run passed)."""
     loop, bench = harness_and_worker(tmp_path, ["activations"], abft=True)
-    # A flip no check can see (the model's output, after the last checked node): its tile is reported
-    # good while corrupt.
+    # A flip no check can see (the model's output, after the last checked node, in a model protected as
+    # version 6 did): its tile is reported good while corrupt.
+    protect_as_version_6(monkeypatch)
     write_checked_json(bench.root / REQUEST_DIR / "u000001.json", {"target": "activations", "seed": 7,
                                                                     "tensor": "probabilities", "bit": 30})
     loop.memory_requested["activations"] = 1

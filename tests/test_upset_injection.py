@@ -11,7 +11,7 @@ from flight.compute.inject import LEDGER, REQUEST_DIR, activation_tensors, with_
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass
 from flight.storage import read_checked_json, write_checked_json
-from tests.model_helpers import WorkerBench
+from tests.model_helpers import WorkerBench, protect_as_version_6
 
 QUIET = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, None)
 
@@ -71,11 +71,24 @@ def test_an_activation_flip_in_a_checked_tensor_is_caught_and_the_product_is_rig
     assert bench.worker.checks_failed == 1 and bench.worker.reruns == 1
 
 
+@pytest.mark.req("RAD-102", "RAD-111")
+def test_a_flip_in_the_models_output_is_caught_by_its_compare_with_the_copy(bench):
+    """The Softmax's probabilities, made after the last checked node, are compared with their copy
+    (pass version 7): a flip there fails the flags, and the batch is made again."""
+    request(bench, "u1", target="activations", tensor="probabilities", bit=30)
+    status = run_job(bench, 1)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["site"].startswith("probabilities[") and upset["detected_by"] == "checksum"
+    assert upset["corrected"] and upset["corrupt_passed"] == 0 and (status == 1).all()
+
+
 @pytest.mark.req("RAD-111")
-def test_an_upset_the_checks_cannot_see_is_counted_as_reported_good_while_corrupt(bench):
-    """A flip in the model's output ``probabilities`` (the Softmax after the last checked node: no check
-    reads it) passes every check: the ledger must say so, not claim a detection. (A flip in the head's
-    input ``z`` was such a one until each check predicted from its input recomputed.)"""
+def test_an_upset_the_checks_cannot_see_is_counted_as_reported_good_while_corrupt(bench, monkeypatch):
+    """A flip in the model's output ``probabilities`` (the Softmax after the last checked node), with the
+    model protected as version 6 did (no compare of the outputs: no check reads it), passes every check:
+    the ledger must say so, not claim a detection. (A flip in the head's input ``z`` was such a one until
+    each check predicted from its input recomputed.)"""
+    protect_as_version_6(monkeypatch)
     request(bench, "u1", target="activations", tensor="probabilities", bit=30)
     status = run_job(bench, 1)
     [upset] = ledger(bench)["upsets"]
@@ -267,11 +280,12 @@ def test_the_output_crc_is_not_credited_with_an_upset_it_did_not_find(bench):
 
 
 @pytest.mark.req("RAD-111", "RAD-112")
-def test_with_range_checks_the_same_flip_in_the_output_is_caught_by_them_and_put_right(bench):
-    """An upset the checksum pass cannot see (above), with ``range_checks`` on: the hooked run's range
-    flag fails, the batch is scrubbed and run again, and the ledger names the range checks. (A flip
+def test_with_range_checks_the_same_flip_in_the_output_is_caught_by_them_and_put_right(bench, monkeypatch):
+    """An upset a version 6 checksum pass cannot see (above), with ``range_checks`` on: the hooked run's
+    range flag fails, the batch is scrubbed and run again, and the ledger names the range checks. (A flip
     that stays within the learned range, a zero made 2.0, still passes: bench.radiation's
     range_detect_rate_activations counts those.)"""
+    protect_as_version_6(monkeypatch)
     defaults = DICTIONARY.parameter_defaults
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,
                                   double_run_fraction=0.0, double_run_all_in_saa=defaults["double_run_all_in_saa"],

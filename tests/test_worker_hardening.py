@@ -31,7 +31,7 @@ from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, che
 from flight.link.definitions import Admission, FluxClass, JobKind
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, drawn_faults
 from hil.report import evaluate
-from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, tiny, trusted_file
+from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, protect_as_version_6, tiny, trusted_file
 from tests.test_hil_scenario import constructed_run
 
 TILES = load_held_out().tiles.astype(np.float32)
@@ -487,7 +487,8 @@ TEMPERED = "tempered"
 
 def tempered_model() -> bytes:
     """The shipped model with its logits scaled by a constant ``temperature`` (0.5) before the Softmax:
-    a weight after the last checked node, which no check covers."""
+    a weight after the last checked node, which only the compare of the outputs with their copies
+    covers (``abft.protect``'s ``compare_outputs``; with it off, as pass version 6 made them, none)."""
     import onnx
 
     model = onnx.load(str(MODELS_DIR / MODEL_FILE))
@@ -499,9 +500,12 @@ def tempered_model() -> bytes:
     return model.SerializeToString()
 
 
-def clean_product(bench) -> tuple[np.ndarray, np.ndarray, WeightScrubber]:
+def clean_product(bench, monkeypatch=None) -> tuple[np.ndarray, np.ndarray, WeightScrubber]:
     """The tempered model's product of 48 tiles (job 1, the data set "tiles"), made clean: (tiles,
-    confidences, the scrubber of the session that made it)."""
+    confidences, the scrubber of the session that made it). With ``monkeypatch``, protected as
+    version 6 did: the temperature is then a weight no check covers."""
+    if monkeypatch is not None:
+        protect_as_version_6(monkeypatch)
     bench.worker.store.install(TEMPERED, "1", tempered_model(), golden=True,
                                provenance=Provenance("test", False, "", time.time()))
     tiles = TILES[:48]
@@ -514,7 +518,7 @@ def clean_product(bench) -> tuple[np.ndarray, np.ndarray, WeightScrubber]:
 
 @pytest.mark.req("RAD-114")
 def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_before_release(bench, monkeypatch):
-    tiles, clean, scrubber = clean_product(bench)
+    tiles, clean, scrubber = clean_product(bench, monkeypatch)
     assert {n for n in scrubber.watched if not n.startswith(abft.PREFIX)} == {"temperature"}
 
     monkeypatch.setattr(worker_module, "SLICE_S", 1e-4)  # a batch a slice: the flip lands between two
@@ -532,11 +536,39 @@ def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_be
     assert said.args["check"] == "unchecked weights" and said.args["tiles"] == 8
 
 
+@pytest.mark.req("RAD-102", "RAD-114")
+def test_a_weight_after_the_last_checked_node_is_covered_by_the_compare_of_the_outputs(bench, monkeypatch):
+    """Pass version 7 compares the model's outputs with their copies: the temperature, past the last
+    checked node, is covered (not watched), and a flip in it fails that batch's flags; the batch is
+    scrubbed and made again, and the product is the clean one (before, only the watch after each slice
+    saw it)."""
+    tiles, clean, scrubber = clean_product(bench)
+    assert not {n for n in scrubber.watched if not n.startswith(abft.PREFIX)}  # the temperature is covered
+    monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
+    run_model, calls = bench.worker._run_model, [0]  # noqa: SLF001
+
+    def upset_then_run(model, batch):
+        calls[0] += 1
+        if calls[0] == 2:
+            scrubber.owned_bytes("temperature")[3] ^= np.uint8(1)  # 0.5 becomes 0.125
+        return run_model(model, batch)
+
+    monkeypatch.setattr(bench.worker, "_run_model", upset_then_run)
+    start(bench, cp.JobSpec(2, JobKind.INFERENCE, "tiles", model=TEMPERED))
+    run_until(bench, lambda: bench.worker.jobs[2].state.value == "DONE")
+    with np.load(bench.root / "products" / "job00002-tiles.npz") as npz:
+        np.testing.assert_array_equal(npz["confidence"], clean)
+        assert npz["check"].tolist() == [PASSED] * len(tiles)
+    (said,) = bench.events("RESULT_CHECK_FAILED")
+    assert said.args["check"] == "checksum"
+    assert [e.args["source"] for e in bench.events("WEIGHTS_REPAIRED")] == ["vote"]
+
+
 @pytest.mark.req("RAD-114")
 def test_results_made_on_a_session_dropped_as_unrepairable_are_made_again_if_anything_was_watched(bench, monkeypatch):
     """Two upsets in one slice: a watched tensor (the temperature) flipped after batch 1, then a checked weight hit in every
     copy before batch 3: its scrub drops the session, and the watched repair with it (found in review)."""
-    tiles, clean, scrubber = clean_product(bench)
+    tiles, clean, scrubber = clean_product(bench, monkeypatch)
     monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
     run_model, calls = bench.worker._run_model, [0]  # noqa: SLF001
 
@@ -566,7 +598,7 @@ def test_results_made_before_a_rebuild_are_made_again_if_anything_was_watched(be
     passes, batches 3 and 4 fail again (no scrub: one ran within RESCRUB_MIN_S): the session is built
     anew, its watched weights checked as it is dropped. Batch 2, and batch 4's rerun, were made with the
     flip (found in review, each in turn: released as passed, wrong)."""
-    tiles, clean, scrubber = clean_product(bench)
+    tiles, clean, scrubber = clean_product(bench, monkeypatch)
     monkeypatch.setattr(worker_module, "SLICE_S", 100.0)  # the whole set in one slice
     run_model, calls = bench.worker._run_model, [0]  # noqa: SLF001
 

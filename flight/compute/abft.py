@@ -124,10 +124,15 @@ tensor, and such a fault passed: on the shipped model, about half of the flips o
 activations that mattered (``python -m bench.radiation``: ``detect_rate_activations_all_sites``).
 The copies cost a pass over each tensor copied.
 
-What is not checked (see docs/architecture.md): operators after the last checked node (the
-Softmax that makes the probabilities), operators not copied (:data:`_NOT_COPIED`, other domains,
-a Conv, Gemm or MatMul the pass skipped) and what they feed; a fault in the check's own nodes or
-copies (it can only raise the flag, or hide a fault of the same sample by coinciding with one).
+The model's outputs that no check vouches for, made after the last checked nodes (the Softmax that
+makes the probabilities), are recomputed the same way and compared with the model's
+(``compare_outputs``, version 7): a copy of a small tail costs little (on the shipped model, a
+Softmax of two numbers a tile), a large one (an upsampled map) a pass over each tensor in it.
+
+What is not checked (see docs/architecture.md): operators not copied (:data:`_NOT_COPIED`, other
+domains, a Conv, Gemm or MatMul the pass skipped) and what they feed, and an output that cannot be
+recomputed (the record's ``uncompared``); a fault in the check's own nodes or copies (it can only
+raise the flag, or hide a fault of the same sample by coinciding with one).
 Weights no check covers are for the scrubber's hashes (``covered_initializers``).
 """
 
@@ -144,18 +149,21 @@ from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute.graphs import subgraph_reads
 
-PASS_VERSION = 6
+PASS_VERSION = 7
 """Bumped when the checks or the tolerance change, so a protected model says what made it. 5: a
 large Conv's P is read from the sums over each tap's window (:data:`WINDOW_FORM_MIN`). 6: each
-check predicts from its input recomputed apart (``protect``'s ``recompute_inputs``)."""
+check predicts from its input recomputed apart (``protect``'s ``recompute_inputs``). 7: the model's
+outputs made after the last checks are compared with their copies (``protect``'s ``compare_outputs``)."""
 
-TRUSTED_PASS_VERSIONS = (4, 5, PASS_VERSION)
+TRUSTED_PASS_VERSIONS = (4, 5, 6, PASS_VERSION)
 """The versions whose flag this build reads as a check (flight/compute/worker.py). Version 4 made
 these checks but for large Convs, which it read from G or, where G was too large, checked per pixel
 (weaker on wide layers, never unsound), and it let a wide check's matrices grow with its runs of
 rows (to gigabytes, where a pass of this version refuses them): a model protected on the ground
 with it is still trusted. Version 5 made them as this one does, but each check read its node's own
-input, so a fault between two checked nodes passed (as it does here with ``recompute_inputs`` off)."""
+input, so a fault between two checked nodes passed (as it does here with ``recompute_inputs`` off).
+Version 6 left the model's outputs made after the last checks (the Softmax's probabilities)
+unchecked (as this one does with ``compare_outputs`` off)."""
 
 OUTPUT = "abft_ok"
 """The added output: bool ``[batch]``, true where every check of that sample held."""
@@ -227,6 +235,14 @@ subgraph, a constant of its own, or heavy work (weights and arithmetic) that a c
 (found in review: a ConvTranspose copied took the run from 10.3 to 12.9 ms)."""
 
 _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)  # a copy's read: Min(v, +inf)
+
+OUTPUT_RTOL = 2.0**-16
+"""How far a model's output may be from its copy (:meth:`_Pass._compare_outputs`), relative to the
+copy, before the flag is raised. The copy runs the same operators on the same numbers, so on a
+provider whose kernels are deterministic the two are equal bit for bit (onnxruntime's CPU kernels:
+no clean tile of the bench's 1e5 differed); the slack is for a provider that sums in another order
+from one run to the next, and at 1.5e-5 of the value it is far below what moves a result (the
+bench's consequence threshold is 1e-3 of a probability)."""
 
 OWN_WATCHED_MAX = 4096
 """The checks' own float constants of at most this many elements (the flag's threshold, the slack,
@@ -307,6 +323,7 @@ def protect(
     strict: bool = True,
     nchwc: bool = False,
     recompute_inputs: bool = True,
+    compare_outputs: bool | None = None,
 ) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs :data:`OUTPUT`, with a checksum on each Conv, Gemm, MatMul.
 
@@ -325,6 +342,10 @@ def protect(
     nodes (a Relu's output, pooled features, the normalised input) or in those constants moves the
     checked node's output and not its prediction, and its check fails; off, each check reads the
     tensor its node reads, and such a fault passes (the record's ``recomputed``).
+    ``compare_outputs`` (default: as ``recompute_inputs``): each of the model's outputs that no check
+    vouches for (made after the last checked nodes: the Softmax's probabilities) is recomputed the same
+    way and compared with the model's, within :data:`OUTPUT_RTOL`, so a fault there raises the flag too
+    (the record's ``compared``; an output that cannot be recomputed is listed under ``uncompared``).
 
     A node whose weight is not a constant, or that the pass cannot check for another reason,
     raises ``ValueError`` naming the node and the reason when ``strict``; with
@@ -342,7 +363,8 @@ def protect(
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _Pass(out, precision, rtol, atol, strict, bool(nchwc), bool(recompute_inputs)).run()
+    compare = bool(recompute_inputs) if compare_outputs is None else bool(compare_outputs)
+    _Pass(out, precision, rtol, atol, strict, bool(nchwc), bool(recompute_inputs), compare).run()
     return out
 
 
@@ -367,7 +389,8 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
     the weights and biases (inputs 1 and 2) of the nodes it checks, and the constants of the nodes it
     copied for a check's prediction (``recompute_inputs``: the input's normalisation), where no other
     node reads them and what those nodes make reaches the model's result only through checked nodes
-    (found in review: a normalised band that went on to the logits past every check was claimed);
+    or outputs compared with their copies (``compare_outputs``; found in review: a normalised band
+    that went on to the logits past every check was claimed);
     and the checks' own large matrices (``G`` and the bounds, names starting with one of
     ``own_prefixes``, float, over :data:`OWN_WATCHED_MAX` elements: a fault in ``G`` raises the
     flag; one in a bound loosens that check's column until the scrub comes round). The rest (an
@@ -381,7 +404,8 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
     covered = {t.name for t in model.graph.initializer if t.name.startswith(own_prefixes)
                and t.data_type in _FLOAT_TYPES and int(np.prod(t.dims)) > OWN_WATCHED_MAX}
     made = {o for node in model.graph.node for o in node.output}
-    outputs = {o.name for o in model.graph.output}
+    # An output compared with its copy (compare_outputs) ends a copied path as a check does.
+    outputs = {o.name for o in model.graph.output} - {c["output"] for c in describe(model).get("compared", [])}
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for node in model.graph.node:
         for i, name in enumerate(node.input):
@@ -508,9 +532,13 @@ def _chain_terms(terms: list[int]) -> int:
 
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
-                 nchwc: bool = False, recompute: bool = True):
+                 nchwc: bool = False, recompute: bool = True, compare: bool = False):
         self.model = model
         self.recompute = recompute
+        self.compare = compare
+        self.compared: list[dict[str, object]] = []  # outputs compared with their copies
+        self.uncompared: list[str] = []  # and those no check vouches for that could not be
+        self._flat: set[str] = set()  # residuals already [N, k]
         self.recomputed = 0  # checks that read a recomputed input
         self._copies: dict[str, str] = {}  # model tensor -> its recomputed copy (itself where none is made)
         self._copy_of: dict[str, str] = {}  # and back
@@ -593,7 +621,10 @@ class _Pass:
                              "protect(..., strict=False) leaves such nodes unchecked and lists them")
         if not results:
             raise ValueError("nothing to check: the model has no Conv, Gemm or MatMul node with constant weights")
-        self._flag([r for r in results if isinstance(r, _Linear)], [r for r in results if isinstance(r, _Outcome)])
+        outcomes = [r for r in results if isinstance(r, _Outcome)]
+        if self.compare:
+            outcomes += self._compare_outputs()
+        self._flag([r for r in results if isinstance(r, _Linear)], outcomes)
         self.graph.node.extend(self.new_nodes)
         self.graph.initializer.extend(self.new_inits)
         record = {
@@ -605,6 +636,8 @@ class _Pass:
             "nchwc": self.nchwc,
             "layout_sums": self.layout_sums,  # 0: the same bytes for either layout but for this record
             "recomputed": self.recomputed,  # checks whose prediction reads a recomputed input
+            "compared": self.compared,  # outputs compared with their copies (compare_outputs)
+            "uncompared": self.uncompared,
             "output": OUTPUT,
             "checks": [asdict(c) for c in self.checks],
             "skipped": [asdict(s) for s in self.skipped],
@@ -701,6 +734,72 @@ class _Pass:
                 if o in self.nonneg:
                     self.nonneg.add(made)
         return self._copies[x]
+
+    def _compare_outputs(self) -> list[_Outcome]:
+        """Each graph output that is not a checked node's (made after the last checks, as the Softmax
+        that makes the probabilities), recomputed apart (:meth:`_independent`) and compared with the
+        model's: held where, for floating point, they are within :data:`OUTPUT_RTOL` of the copy, else
+        equal; NaN and infinities fail (as the worker takes a non-finite result for a fault). Per
+        sample where the output's first axis is provably the batch's. Outputs of one type compared
+        alike are joined first, so the compare is one set of nodes (five) whatever their number: on
+        a tensor of a few numbers a tile, a node costs what it costs to start. Other passes' flags
+        (an output a metadata record names, as the range checks') are not results and are left; an
+        output no copy can be made of (a graph input, made by a node :meth:`_independent` does not
+        copy) is listed in the record's ``uncompared``."""
+        checked = {c.output for c in self.checks}
+        flags = {OUTPUT}
+        for prop in self.model.metadata_props:
+            try:
+                entry = json.loads(prop.value)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("output"), str):
+                flags.add(entry["output"])
+        groups: dict[tuple[int, bool], list[tuple[str, str]]] = {}
+        for vi in list(self.graph.output):
+            name = vi.name
+            if name in checked or name in flags:
+                continue
+            kind = self.types.get(name)
+            copy = self._independent(name) if kind is not None and kind != TensorProto.STRING else name
+            if copy == name:
+                self.uncompared.append(name)
+                continue
+            per_sample = bool(self.shapes.get(name)) and self._batch_dim(name)
+            groups.setdefault((kind, per_sample), []).append((name, copy))
+            self.compared.append({"output": name, "copy": copy, "per_sample": per_sample,
+                                  "rtol": OUTPUT_RTOL if kind in _FLOAT_TYPES else 0.0})
+        compares = []
+        for j, ((kind, per_sample), pairs) in enumerate(groups.items()):
+            p = f"{PREFIX}out{j}/"
+            if len(pairs) == 1:
+                y, c = pairs[0]
+            else:  # side by side, one row a sample (or the whole batch)
+                def joined(names: list[str], side: str) -> str:
+                    flat = [t if per_sample and len(self.shapes.get(t) or []) == 2
+                            else self._node("Flatten", [t], f"{p}{side}{k}", axis=1) if per_sample
+                            else self._node("Reshape", [t, self._init(f"{PREFIX}row", np.array([1, -1]), np.int64)],
+                                            f"{p}{side}{k}") for k, t in enumerate(names)]
+                    return self._node("Concat", flat, f"{p}{side}", axis=1)
+
+                y, c = joined([y for y, _ in pairs], "model"), joined([c for _, c in pairs], "copy")
+            if kind in _FLOAT_TYPES:  # |y - c| - rtol |c|: NaN where either is NaN or infinite
+                dtype = helper.tensor_dtype_to_np_dtype(kind)
+                rtol = self._init(f"{PREFIX}output_rtol_{np.dtype(dtype).name}", np.array(OUTPUT_RTOL, dtype), dtype)
+                moved = self._node("Abs", [self._node("Sub", [y, c], p + "d")], p + "abs_d")
+                slack = self._node("Mul", [self._node("Abs", [c], p + "abs_copy"), rtol], p + "slack")
+                residual = self._node("Sub", [moved, slack], p + "residual")
+                if kind != TensorProto.FLOAT:
+                    residual = self._node("Cast", [residual], p + "residual_f", to=TensorProto.FLOAT)
+            else:  # equal, or not
+                same = self._node("Equal", [y, c], p + "equal")
+                residual = self._node("Where", [same, self._init(f"{PREFIX}held", np.array(-0.5, np.float32)),
+                                                self._init(f"{PREFIX}failed", np.array(0.5, np.float32))],
+                                      p + "residual")
+            if per_sample and (len(pairs) > 1 or len(self.shapes.get(y) or []) == 2):
+                self._flat.add(residual)  # [N, k] already: no Flatten in _flag
+            compares.append(_Outcome(residual, per_sample))
+        return compares
 
     def _read(self, v: str) -> str:
         """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own."""
@@ -1152,7 +1251,8 @@ class _Pass:
             if not columns:
                 continue
             if per_sample:
-                columns = [c if c in sums.values() else self._node("Flatten", [c], c + "/flat", axis=1) for c in columns]
+                columns = [c if c in sums.values() or c in self._flat else self._node("Flatten", [c], c + "/flat", axis=1)
+                           for c in columns]
             else:  # one row: the whole batch
                 row = self._init(f"{PREFIX}row", np.array([1, -1]), np.int64)
                 columns = [self._node("Reshape", [c, row], c + "/row") for c in columns]
