@@ -244,6 +244,38 @@ def test_the_configured_orbit_is_used_until_a_commanded_one_replaces_it(tmp_path
         rig.close()
 
 
+@pytest.mark.req("AGT-013")
+def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp_path):
+    """Found in review: a TLE commanded months ago won over a configuration deployed with a fresh
+    one. The commanded orbit is kept across restarts, and wins while it is the newer."""
+    from tests.inproc import T0_S
+    from tests.samples import ISS_TLE, tle_with_epoch
+
+    old, fresh, newest = (tle_with_epoch(ISS_TLE, T0_S - days * 86400.0) for days in (90, 1, 0.5))
+    rig = InProcessAgent(tmp_path / "state", tle=fresh)
+    try:
+        assert rig.send("SET_TLE", line1=old[0], line2=old[1]).completed  # the operator's, older
+        assert rig.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 90 * 86400.0, abs=1.0)
+    finally:
+        rig.close()
+    for configured, want_s in ((fresh, T0_S - 86400.0), (None, T0_S - 90 * 86400.0)):
+        again = InProcessAgent(tmp_path / "state", tle=configured)
+        try:  # the fresh configured one; with none configured, the commanded one, kept
+            assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(want_s, abs=1.0)
+        finally:
+            again.close()
+    rig = InProcessAgent(tmp_path / "state", tle=fresh)
+    try:
+        assert rig.send("SET_TLE", line1=newest[0], line2=newest[1]).completed
+    finally:
+        rig.close()
+    again = InProcessAgent(tmp_path / "state", tle=fresh)
+    try:  # commanded and newer: it wins
+        assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
+    finally:
+        again.close()
+
+
 @pytest.mark.req("RAD-103")
 def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp_path):
     """Found in review: a year-old TLE was set, completed, and gave a confident flux class."""

@@ -156,14 +156,20 @@ class Controller(Component):
         self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
-        # A TLE commanded (SET_TLE, kept across restarts) wins over the configuration's.
+        # The newer of the TLE commanded (SET_TLE, kept across restarts) and the configuration's: a
+        # configuration deployed with a fresher TLE than the one commanded months ago must not lose to
+        # it (found in review: the commanded one won whatever its age). Equal epochs: the commanded.
+        commanded = None
         if memory.tle:
             try:
-                self.set_orbit(Orbit.from_tle(*memory.tle))
+                commanded = Orbit.from_tle(*memory.tle)
             except ValueError:
                 memory.remember_tle(None)
-        if self.orbit is None and configured_tle:
-            self.set_orbit(Orbit.from_tle(*configured_tle))  # checked when the configuration was read
+        configured = Orbit.from_tle(*configured_tle) if configured_tle else None  # checked when read
+        if commanded is not None and configured is not None:
+            self.set_orbit(configured if configured.epoch_unix_s > commanded.epoch_unix_s else commanded)
+        elif commanded is not None or configured is not None:
+            self.set_orbit(commanded or configured)
 
     def set_orbit(self, orbit: Orbit | None) -> None:
         self.orbit = orbit
