@@ -687,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ground.model_cli import add_model_parser
 
     add_model_parser(sub)
+    from ground.product_cli import add_product_parser
+
+    add_product_parser(sub)
     from ground.key_cli import add_key_parser
 
     add_key_parser(sub)

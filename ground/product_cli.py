@@ -1,0 +1,54 @@
+"""``sunlit-ground product show PATH...``: what the board vouches for in products it downlinked.
+
+    sunlit-ground file get products/job00003-cloud_tiles_test.npz
+    sunlit-ground product show job00003-cloud_tiles_test.npz [--json]
+
+Reads each product (its ``.npz``, or its ``.json`` summary) and its receipt (ground/receipts.py):
+the model it came from, the protection it ran under, its checks and their counts, reruns and
+repairs, the scrub age and the environment the board predicted. A product is vouched for when every
+tile was checked and passed and its tiles agree with its receipt. Exit codes: 0 every product
+vouched for, 1 one or more not (a failed, unchecked or partly checked tile, or a receipt that
+disagrees with its tiles), 2 bad input (a file that is not a product, a receipt missing a field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ground.receipts import ProductError, read_product
+
+EXIT_NOT_VOUCHED, EXIT_INPUT = 1, 2
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    read, bad = [], 0
+    for path in args.paths:
+        try:
+            read.append(read_product(path))
+        except ProductError as exc:
+            print(f"sunlit-ground product: {exc}", file=sys.stderr)
+            bad += 1
+    if args.json:
+        print(json.dumps([r.as_dict() for r in read], indent=1))
+    else:
+        for r in read:
+            print("\n".join(r.lines()))
+    if bad:
+        return EXIT_INPUT
+    return 0 if all(r.vouched for r in read) else EXIT_NOT_VOUCHED
+
+
+def add_product_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``product`` and its subcommands to a parser's subparsers; each sets ``func``."""
+    product = subparsers.add_parser("product", help="a downlinked product's receipt: what the board vouches for",
+                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = product.add_subparsers(dest="product_cmd", required=True)
+    show = sub.add_parser("show", help="each product's model, protection, checks and environment, and whether "
+                          "the board vouches for it")
+    show.add_argument("paths", nargs="+", metavar="PATH", help="a product's .npz or its .json summary")
+    show.add_argument("--json", action="store_true", help="as JSON: header, receipt, verdict")
+    show.set_defaults(func=_cmd_show)
+    return product

@@ -1,0 +1,124 @@
+"""The ground's reader of product receipts (ground/receipts.py, ``sunlit-ground product show``) on
+products a real worker wrote: what it vouches for, what it refuses, and what it says when the tiles
+and the receipt disagree."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from flight.compute import protocol as cp
+from flight.compute.checks import FAILED, PASSED
+from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
+from flight.link.definitions import Admission, FluxClass
+from ground.cli import main
+from ground.receipts import ProductError, read_product
+from tests.model_helpers import WorkerBench
+
+TILES = load_held_out().tiles.astype(np.float32)
+SAA = cp.Radiation(FluxClass.SAA, True, -25.0, 5700.0)
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory):
+    """Two products of a real worker: job 1 clean, job 2 with tiles its checks failed (a weight made NaN
+    in the owned buffer and every golden copy alike: no vote repairs it)."""
+    root = tmp_path_factory.mktemp("receipts")
+    bench = WorkerBench(root / "compute", allow_unsigned=True)
+    try:
+        bench.worker.install_shipped_models()
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 8, 1.0, None, "test", radiation=SAA,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                      abft_checks=True))
+        bench.data_set("tiles", TILES[:24])
+        assert bench.infer(1, "tiles", model=MODEL_NAME).state.value == "DONE"
+        sc = bench.worker._session(MODEL_NAME).scrubber  # noqa: SLF001
+        for view in (sc.owned_bytes("w2"), *(sc.golden_bytes(k, "w2") for k in range(3))):
+            view[4 * 17 + 3] ^= np.uint8(1 << 6)
+        assert bench.infer(2, "tiles", model=MODEL_NAME).state.value == "DONE"
+        sha = bench.worker._session(MODEL_NAME).sha256  # noqa: SLF001
+    finally:
+        bench.close()
+    out = root / "compute" / "products"
+    return {"clean": out / "job00001-tiles", "failed": out / "job00002-tiles", "sha": sha}
+
+
+def show(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["product", "show", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.req("GND-058", "RAD-105")
+def test_a_clean_product_is_vouched_for_from_its_npz_and_its_summary(products, capsys):
+    for suffix in (".npz", ".json"):
+        code, out, err = show(capsys, products["clean"].with_suffix(suffix))
+        assert code == 0 and err == "", err
+        assert "VOUCHED: every tile checked and passed" in out and "NOT VOUCHED" not in out
+        assert f"sha256 {products['sha'][:16]}" in out and "abft+scrubbed" in out
+        assert "24 passed, 0 failed, 0 unchecked of 24 tiles" in out and "environment  SAA, latitude -25.0" in out
+    receipt = read_product(products["clean"].with_suffix(".npz"))
+    assert receipt.vouched and receipt.model == MODEL_NAME and receipt.tiles == 24
+
+
+@pytest.mark.req("GND-058", "RAD-105")
+def test_a_product_with_failed_tiles_is_not_vouched_for_and_the_exit_code_says_so(products, capsys):
+    code, out, err = show(capsys, products["failed"].with_suffix(".npz"), products["clean"].with_suffix(".npz"))
+    assert code == 1 and err == ""
+    assert "NOT VOUCHED: 16 of 24 tiles failed their checks" in out and "VOUCHED: every tile" in out  # both shown
+    code, out, _ = show(capsys, "--json", products["failed"].with_suffix(".json"))
+    [one] = json.loads(out)
+    assert code == 1 and one["vouched"] is False and one["receipt"]["tiles_failed"] == 16
+
+
+@pytest.mark.req("GND-058")
+def test_tiles_that_disagree_with_their_receipt_are_said_and_not_vouched_for(products, capsys, tmp_path):
+    """A product whose per-tile statuses were altered after its receipt was written (every failed tile
+    made passed): the receipt still says 16 failed, and the reader says they disagree."""
+    with np.load(products["failed"].with_suffix(".npz"), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    assert (arrays["check"] == FAILED).sum() == 16
+    arrays["check"] = np.full_like(arrays["check"], PASSED)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    altered = tmp_path / "altered.npz"
+    altered.write_bytes(buf.getvalue())
+    code, out, _ = show(capsys, altered)
+    assert code == 1 and "the receipt disagrees with the tiles" in out
+    assert "tiles_passed 8 against 24 tiles so marked" in out and "tiles_failed 16 against 0" in out
+
+
+@pytest.mark.req("GND-058")
+def test_files_that_are_not_products_are_refused_naming_the_file_and_field(products, capsys, tmp_path):
+    summary = json.loads(products["clean"].with_suffix(".json").read_text())
+    cases = {}
+    for field, value in (("flux_class", None), ("tiles_failed", -1), ("model_sha256", "zz"), ("protection", "magic")):
+        broken = json.loads(json.dumps(summary))
+        if value is None:
+            del broken["receipt"][field]
+        else:
+            broken["receipt"][field] = value
+        path = tmp_path / f"{field}.json"
+        path.write_text(json.dumps(broken))
+        cases[path] = repr(field)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(products["clean"].with_suffix(".npz").read_bytes()[:300])
+    cases[truncated] = "not a readable .npz"
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes(range(256)) * 4)
+    cases[noise] = "neither a product's .npz nor its .json summary"
+    training = tmp_path / "trained.json"
+    training.write_text(json.dumps({"job_id": 3, "steps": 10, "receipt": summary["receipt"]}))
+    cases[training] = "a training product's summary"
+    cases[tmp_path / "missing.npz"] = "missing.npz"
+    cases[tmp_path] = "not a file"
+    for path, said in cases.items():
+        code, out, err = show(capsys, path)
+        assert code == 2 and said in err and "Traceback" not in err + out, (path, err)
+        with pytest.raises(ProductError):
+            read_product(path)
+    code, out, err = show(capsys, noise, products["clean"].with_suffix(".npz"))  # the good one still shown
+    assert code == 2 and "VOUCHED: every tile checked and passed" in out and "noise.bin" in err
