@@ -83,8 +83,14 @@ class TorchGraph:
                 y = x[0] - x[1]
             elif op == "Add":
                 y = x[0] + x[1]
-            elif op == "Max":  # a Relu's copy (abft.protect's recompute_inputs): two operands
+            elif op == "Max":
                 y = torch.maximum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
+            elif op == "Clip":  # a Relu's copy (abft.protect's recompute_inputs): Clip(v, 0)
+                y = x[0]
+                if len(x) > 1 and x[1] is not None:
+                    y = torch.maximum(y, x[1].to(y.dtype).expand_as(y))
+                if len(x) > 2 and x[2] is not None:
+                    y = torch.minimum(y, x[2].to(y.dtype).expand_as(y))
             elif op == "Min":  # a copy's read of the model's tensor: Min(v, +inf)
                 y = torch.minimum(x[0], x[1].to(x[0].dtype).expand_as(x[0]))
             elif op == "Div":
