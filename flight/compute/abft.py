@@ -684,9 +684,9 @@ class _Pass:
         back into the model by onnxruntime's common-subexpression elimination (same operator, same
         inputs; it also merges initializers of equal value where the session does not own them): a copy
         whose inputs are all the model's reads one of them through ``Min(v, +inf)``, an identity for
-        every number, NaN and infinities included (a Relu becomes ``Clip(v, 0)``, which costs what the
-        Relu does where ``Max(v, 0)`` cost a third more, 45 us against 33 on h1 of the shipped model;
-        a Sub of a constant an Add of its negation); where no such input is floating point, the node
+        every number, NaN and infinities included (a Relu becomes ``Clip(v, 0)``, a quarter cheaper
+        than ``Max(v, 0)``: 33 us against 45 on h1 of the shipped model in onnxruntime's profile; a
+        Sub of a constant an Add of its negation); where no such input is floating point, the node
         is not copied. The cost is a pass over each copied tensor, and those first reads."""
         if x in self._copies:
             return self._copies[x]
