@@ -134,6 +134,12 @@ class TorchGraph:
             elif op == "ReduceSum":
                 axes = [int(v) for v in x[1].cpu().tolist()] if len(x) > 1 and x[1] is not None else list(range(x[0].dim()))
                 y = x[0].sum(dim=axes, keepdim=bool(a.get("keepdims", 1)))
+            elif op == "ReduceMax":  # the compare of the outputs' scale per row (compare_outputs)
+                axes = [int(v) for v in x[1].cpu().tolist()] if len(x) > 1 and x[1] is not None else (
+                    a.get("axes") or list(range(x[0].dim())))
+                y = x[0]
+                for axis in sorted(axes, reverse=True):
+                    y = y.amax(dim=axis, keepdim=bool(a.get("keepdims", 1)))
             elif op == "ReduceMin":
                 y = x[0]
                 for axis in sorted(a.get("axes") or range(x[0].dim()), reverse=True):

@@ -212,7 +212,7 @@ def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_th
     assert copies == {"xn": ["MatMul", "Abs"], "h1": ["GlobalAveragePool" if nchwc else "ReduceSum"],
                       "h2": ["GlobalAveragePool"], "z": ["Gemm"]}, copies
     assert abft.describe(protected)["recomputed"] == 4
-    assert len(added) <= 47
+    assert len(added) <= 49
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -879,9 +879,10 @@ def test_heavy_operators_between_checked_nodes_are_not_copied():
 @pytest.mark.req("RAD-002", "RAD-102")
 def test_outputs_past_the_last_checks_are_compared_with_their_copies_on_models_of_other_shapes():
     """Version 7: each output no check vouches for is recomputed and compared, a fault in it failing
-    only its own sample's flag; an integer output (an ArgMax) is compared for equality; an infinite
-    output fails, as the worker takes a non-finite result for a fault; an output that is a graph input
-    is listed as uncompared; the range checks' flag, made before this pass, is not a result to compare."""
+    only its own sample's flag; an integer output (an ArgMax) is compared for equality; a clean -inf
+    (the log of a probability that underflowed) is equal to its copy and passes, a NaN fails; an output
+    that is a graph input is listed as uncompared; the range checks' flag, made before this pass, is not
+    a result to compare, but an output a model card's metadata names is."""
     rng = np.random.default_rng(31)
     w = rng.normal(size=(6, 4)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
@@ -918,9 +919,53 @@ def test_outputs_past_the_last_checks_are_compared_with_their_copies_on_models_o
     tiny_w = np.ones((6, 4), np.float32) * 1e-30
     saturated = model_of(nodes[:2] + [helper.make_node("Log", ["y"], ["logy"])], [_vi("x", ["N", 6])],
                          [_vi("p", ["N", 4]), _vi("logy", ["N", 4])], {"w": tiny_w}, 17)
-    zeros = {"x": np.zeros((2, 6), np.float32)}  # log(0) = -inf, clean: still a non-finite result
-    assert not run(abft.protect(saturated), zeros)[abft.OUTPUT].any()
+    x = np.zeros((3, 6), np.float32)
+    x[1, 0] = -1.0  # y < 0 there: log gives NaN, in that sample only; elsewhere log(0) = -inf, clean
+    flags = run(abft.protect(saturated), {"x": x})[abft.OUTPUT]
+    assert flags.tolist() == [True, False, True]
     ranged = ranges.protect(model, {"y": (-50.0, 50.0)})
     both = abft.protect(ranged)
-    assert ranges.OUTPUT not in {c["output"] for c in abft.describe(both)["compared"]}
+    record = abft.describe(both)
+    assert ranges.OUTPUT not in {c["output"] for c in record["compared"]} and record["flags"] == [ranges.OUTPUT]
     assert run(both, feed)[abft.OUTPUT].all()
+    carded = onnx.ModelProto()
+    carded.CopyFrom(model)
+    helper.set_model_props(carded, {"card": json.dumps({"output": "p", "task": "classes"})})
+    assert "p" in {c["output"] for c in abft.describe(abft.protect(carded))["compared"]}  # found in review
+
+
+@pytest.mark.req("RAD-002")
+def test_copies_past_the_last_checks_are_fused_as_the_models_nodes_are_and_held_to_the_rows_scale():
+    """Found in review: a LayerNorm (and a Gelu) past the last check, fused by onnxruntime in the model
+    and not in its copy (one of the copy's nodes read the checked output directly, another through its
+    read), flagged clean tiles; and a pooling of a Conv's output, read in the NCHWc layout for the model
+    and in the plain one for its copy at level ``all``, sums in another order. Neither flags a clean
+    tile now, at any level."""
+    rng = np.random.default_rng(1)
+    k = 64
+    inits = {"w": rng.normal(size=(32, k)).astype(np.float32), "two": np.array(2.0, np.float32),
+             "eps": np.array(1e-5, np.float32), "gamma": rng.normal(size=k).astype(np.float32),
+             "beta": rng.normal(size=k).astype(np.float32), "ax": np.array([-1], np.int64)}
+    layer_norm = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+                  helper.make_node("ReduceMean", ["y", "ax"], ["mu"], keepdims=1),
+                  helper.make_node("Sub", ["y", "mu"], ["d"]), helper.make_node("Pow", ["d", "two"], ["d2"]),
+                  helper.make_node("ReduceMean", ["d2", "ax"], ["var"], keepdims=1),
+                  helper.make_node("Add", ["var", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["sd"]),
+                  helper.make_node("Div", ["d", "sd"], ["nrm"]), helper.make_node("Mul", ["nrm", "gamma"], ["sc"]),
+                  helper.make_node("Add", ["sc", "beta"], ["o"])]
+    model = model_of(layer_norm, [_vi("x", ["N", 32])], [_vi("o", ["N", k])], inits, 18)
+    pooled = model_of([helper.make_node("Conv", ["img", "wc"], ["c"], pads=[1, 1, 1, 1]),
+                       helper.make_node("GlobalAveragePool", ["c"], ["g"])], [_vi("img", ["N", 8, 32, 32])],
+                      [_vi("g", ["N", 32, 1, 1])], {"wc": rng.normal(size=(32, 8, 3, 3)).astype(np.float32)}, 17)
+    cases = ((model, {"x": rng.normal(size=(256, 32)).astype(np.float32)}),
+             (pooled, {"img": rng.normal(size=(64, 8, 32, 32)).astype(np.float32)}))
+    for bare, feed in cases:
+        for nchwc in (False, True):
+            protected = abft.protect(bare, nchwc=nchwc)
+            for level in (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                          ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+                options = ort.SessionOptions()
+                options.graph_optimization_level = level
+                options.intra_op_num_threads = 1
+                s = ort.InferenceSession(protected.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                assert s.run([abft.OUTPUT], feed)[0].all(), (bare.graph.output[0].name, nchwc, level)

@@ -236,3 +236,29 @@ def test_an_uplinked_models_own_checksum_flags_are_not_read_with_abft_checks_off
     admit(bench, abft_checks=True)  # on: this build's pass made it, at its own tolerance: read
     assert bench.infer(2, "tiles", model="guarded").state is JobState.DONE
     assert (receipt(bench, 2)["protection"], receipt(bench, 2)["check_status"]) == ("abft+scrubbed", "passed")
+
+
+@pytest.mark.req("RAD-101", "RAD-105")
+def test_secondary_outputs_keep_the_models_scrubbed_weights_and_a_clean_minus_inf_passes(bench):
+    """Found in review of pass version 7: a model with an integer output (an ArgMax of the logits) lost
+    its "scrubbed" claim, as the probe moved the compare's constants, which clean data never reads; a
+    second output that is legitimately -inf (the log of a probability that underflowed), which the
+    worker does not read, failed every tile."""
+    model = onnx.load_from_string(SHIPPED)
+    model.graph.node.extend([helper.make_node("ArgMax", ["logits"], ["klass"], axis=1, keepdims=0),
+                             helper.make_node("Mul", ["logits", "big"], ["hot"]),
+                             helper.make_node("Softmax", ["hot"], ["sharp"], axis=1),
+                             helper.make_node("Log", ["sharp"], ["log_probabilities"])])
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1e4, np.float32), "big"))  # -inf where it underflows
+    model.graph.output.extend([helper.make_tensor_value_info("klass", TensorProto.INT64, ["N"]),
+                               helper.make_tensor_value_info("log_probabilities", TensorProto.FLOAT, ["N", 2])])
+    install(bench, "more", model.SerializeToString(), TILES[:16])
+    bench.data_set("tiles", TILES[16:48])
+    admit(bench)
+    assert bench.infer(1, "tiles", model="more").state is JobState.DONE
+    r = receipt(bench, 1)
+    assert r["protection"] == Protection.ABFT_SCRUBBED.value and r["check_status"] == "passed", r
+    assert not bench.events("RESULT_CHECK_FAILED")
+    session = bench.worker._session("more")  # noqa: SLF001
+    out = session.session.run(["log_probabilities"], {session.input_name: TILES[16:48]})[0]
+    assert np.isneginf(out).any()  # the -inf was there, and passed
