@@ -32,7 +32,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(f"sunlit-ground product: {exc}", file=sys.stderr)
             bad += 1
     if args.json:
-        print(json.dumps([r.as_dict() for r in read], indent=1))
+        print(json.dumps([r.as_dict() for r in read], indent=1, allow_nan=False))
     else:
         for r in read:
             print("\n".join(r.lines()))

@@ -6,8 +6,8 @@ model's name, version, SHA-256 and who uplinked it) and a ``.json`` summary carr
 and receipt. :func:`read_product` reads either and checks it whole: the fields the receipt must have
 and their types, and, for the ``.npz``, that its per-tile statuses add up to the receipt's counts. A
 product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and passed; one
-with a failed, unchecked or partly checked tile is not, nor is one whose receipt disagrees with its
-tiles. What the receipt says of the environment (flux class, scrub age) is the board's own
+with a failed, unchecked or partly checked tile is not, nor is one whose receipt contradicts itself
+(a status its counts do not give), its header (another model's SHA-256) or its tiles. What the receipt says of the environment (flux class, scrub age) is the board's own
 prediction from its TLE, not a measurement (docs/architecture.md, "Radiation").
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +23,21 @@ from typing import Any
 
 import numpy as np
 
+from flight.compute.abft import PRECISIONS
 from flight.compute.checks import FAILED, PASSED, UNCHECKED
 from flight.link.definitions import FluxClass, Protection
 
-MAX_PRODUCT_BYTES = 256 * 1024 * 1024
-"""A file past this is refused before it is read: a product of the largest data set the board takes
-is a few MB; a bigger file is not one."""
+MAX_PRODUCT_BYTES = 64 * 1024 * 1024
+"""A file past this, or an .npz whose arrays unpack past it, is refused before it is read: a product
+is 13 bytes a tile (class, confidence, status), a few MB for the largest data set the board takes."""
 
 STATUSES = ("passed", "partial", "failed", "unchecked")
 
 # The receipt's fields (flight/compute/checks.py, ProductChecks.receipt) and what each must be.
+_FIELDS = ("model_sha256", "protection", "provider", "abft_precision", "check_status", "tiles_checked", "tiles_passed",
+           "tiles_failed", "tiles_unchecked", "batches", "double_runs", "double_run_mismatches", "abft_failures",
+           "range_failures", "reruns", "results_changed", "weights_repaired", "scrub_age_s", "scrub_period_s",
+           "flux_class", "in_saa", "lat_deg", "flux_source")
 _COUNTS = ("tiles_checked", "tiles_passed", "tiles_failed", "tiles_unchecked", "batches", "double_runs",
            "double_run_mismatches", "abft_failures", "range_failures", "reruns", "results_changed",
            "weights_repaired")
@@ -54,7 +60,7 @@ class ProductReceipt:
     uplinked_by: str
     receipt: dict[str, Any]
     tiles: int
-    disagreements: tuple[str, ...] = field(default=())  # the .npz's tiles against the receipt's counts
+    disagreements: tuple[str, ...] = field(default=())  # the receipt against itself, its header, its tiles
 
     @property
     def check_status(self) -> str:
@@ -62,12 +68,12 @@ class ProductReceipt:
 
     @property
     def vouched(self) -> bool:
-        """Every tile checked and passed, and the tiles agree with the receipt."""
+        """Every tile checked and passed, and the receipt agrees with itself, its header and its tiles."""
         return self.check_status == "passed" and not self.disagreements
 
     def verdict(self) -> str:
         if self.disagreements:
-            return "NOT VOUCHED: the receipt disagrees with the tiles (" + "; ".join(self.disagreements) + ")"
+            return "NOT VOUCHED: the product contradicts itself (" + "; ".join(self.disagreements) + ")"
         r = self.receipt
         return {
             "passed": "VOUCHED: every tile checked and passed",
@@ -116,49 +122,83 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
         if key not in receipt:
             raise ProductError(f"{where}: receipt has no {key!r}")
         if not ok(receipt[key]):
-            raise ProductError(f"{where}: receipt {key!r} is {receipt[key]!r}, not {what}")
+            raise ProductError(f"{where}: receipt {key!r} is {repr(receipt[key])[:60]}, not {what}")
 
     def count(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
 
-    def number_or_none(v: Any) -> bool:
-        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v))
+    def number(v: Any, low: float, high: float) -> bool:
+        if v is None:
+            return True
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            return math.isfinite(float(v)) and low <= float(v) <= high
+        except OverflowError:  # an integer past a float's range
+            return False
 
-    need("model_sha256", lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
-         "a SHA-256 in hex")
-    need("protection", lambda v: v in {p.value for p in Protection}, "a protection level")
+    def one_of(values: Any) -> Any:
+        return lambda v: isinstance(v, str) and v in values
+
+    need("model_sha256", lambda v: isinstance(v, str) and _is_sha256(v), "a SHA-256 in hex")
+    need("protection", one_of({p.value for p in Protection}), "a protection level")
     need("provider", lambda v: isinstance(v, str) and 0 < len(v) <= 100, "a provider's name")
-    need("check_status", lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}")
+    need("abft_precision", lambda v: v is None or one_of(PRECISIONS)(v), f"null or one of {', '.join(PRECISIONS)}")
+    need("check_status", one_of(STATUSES), f"one of {', '.join(STATUSES)}")
     for key in _COUNTS:
         need(key, count, "a count")
-    need("scrub_age_s", lambda v: number_or_none(v) and (v is None or v >= 0), "seconds or null")
-    need("scrub_period_s", lambda v: number_or_none(v) and (v is None or v > 0), "seconds or null")
-    need("flux_class", lambda v: v in {f.value for f in FluxClass}, "a flux class")
+    need("scrub_age_s", lambda v: number(v, 0.0, math.inf), "seconds or null")
+    need("scrub_period_s", lambda v: number(v, 0.0, math.inf) and v != 0, "seconds or null")
+    need("flux_class", one_of({f.value for f in FluxClass}), "a flux class")
     need("in_saa", lambda v: isinstance(v, bool), "true or false")
-    need("lat_deg", lambda v: number_or_none(v) and (v is None or -90 <= v <= 90), "degrees or null")
+    need("lat_deg", lambda v: number(v, -90.0, 90.0), "degrees or null")
     need("flux_source", lambda v: isinstance(v, str) and len(v) <= 200, "text")
     if receipt["tiles_passed"] + receipt["tiles_failed"] != receipt["tiles_checked"]:
         raise ProductError(f"{where}: receipt 'tiles_passed' + 'tiles_failed' is not 'tiles_checked'")
-    return receipt
+    return {key: receipt[key] for key in _FIELDS}  # what it vouches for; anything else is not read
+
+
+def _is_sha256(v: str) -> bool:
+    return len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
 def _header(values: dict[str, Any], where: str) -> tuple[str, str, str, str]:
     out = []
     for key in _HEADER:
         v = values.get(key)
-        if not isinstance(v, str) or len(v) > 200:
+        if not isinstance(v, str) or len(v) > 200 or (key == "model_sha256" and not _is_sha256(v)):
             raise ProductError(f"{where}: header {key!r} is {'missing' if v is None else repr(v)[:60]}")
         out.append(v)
     return out[0], out[1], out[2], out[3]
 
 
-def _status_disagreements(status: np.ndarray, receipt: dict[str, Any]) -> tuple[str, ...]:
-    said = {"tiles_passed": PASSED, "tiles_failed": FAILED, "tiles_unchecked": UNCHECKED}
-    out = [f"{key} {receipt[key]} against {int((status == value).sum())} tiles so marked"
-           for key, value in said.items() if int((status == value).sum()) != receipt[key]]
-    other = int((~np.isin(status, list(said.values()))).sum())
-    if other:
-        out.append(f"{other} tiles with a status that is none of passed, failed, unchecked")
+def _status_of(receipt: dict[str, Any], tiles: int) -> str:
+    """The check status the counts give (as flight/compute/checks.py ``ProductChecks.check_status``)."""
+    if receipt["tiles_failed"]:
+        return "failed"
+    if not receipt["tiles_checked"]:
+        return "unchecked"
+    return "passed" if receipt["tiles_checked"] == tiles else "partial"
+
+
+def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
+                   status: np.ndarray | None = None) -> tuple[str, ...]:
+    """Where the receipt contradicts itself, its header or (``status``, the .npz's) its tiles."""
+    out = []
+    if receipt["tiles_checked"] + receipt["tiles_unchecked"] != tiles:
+        out.append(f"tiles {tiles} against {receipt['tiles_checked']} checked and {receipt['tiles_unchecked']} "
+                   "unchecked")
+    if _status_of(receipt, tiles) != receipt["check_status"]:
+        out.append(f"check_status {receipt['check_status']} against counts that say {_status_of(receipt, tiles)}")
+    if header_sha256 != receipt["model_sha256"]:
+        out.append(f"the header's model {header_sha256[:16]}... against the receipt's {receipt['model_sha256'][:16]}...")
+    if status is not None:
+        said = {"tiles_passed": PASSED, "tiles_failed": FAILED, "tiles_unchecked": UNCHECKED}
+        out += [f"{key} {receipt[key]} against {int((status == value).sum())} tiles so marked"
+                for key, value in said.items() if int((status == value).sum()) != receipt[key]]
+        other = int((~np.isin(status, list(said.values()))).sum())
+        if other:
+            out.append(f"{other} tiles with a status that is none of passed, failed, unchecked")
     return tuple(out)
 
 
@@ -180,7 +220,9 @@ def read_product(path: str | Path) -> ProductReceipt:
         return _read_npz(data, where)
     try:
         summary = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        if data.lstrip()[:1] in (b"{", b"["):
+            raise ProductError(f"{where}: not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
         raise ProductError(f"{where}: neither a product's .npz nor its .json summary") from None
     if not isinstance(summary, dict):
         raise ProductError(f"{where}: the summary is {type(summary).__name__}, not an object")
@@ -189,33 +231,67 @@ def read_product(path: str | Path) -> ProductReceipt:
                            "step checks it counts): this reads inference products")
     receipt = check_receipt(summary.get("receipt"), where)
     tiles = summary.get("tiles")
-    if not isinstance(tiles, int) or isinstance(tiles, bool) or tiles < 0:
-        raise ProductError(f"{where}: summary 'tiles' is {tiles!r}, not a count")
-    disagreements = () if receipt["tiles_checked"] + receipt["tiles_unchecked"] == tiles else (
-        f"tiles {tiles} against {receipt['tiles_checked']} checked and {receipt['tiles_unchecked']} unchecked",)
-    return ProductReceipt(where, *_header(summary, where), receipt, tiles, disagreements)
+    if not isinstance(tiles, int) or isinstance(tiles, bool) or not 0 <= tiles < 2**63:
+        raise ProductError(f"{where}: summary 'tiles' is {repr(tiles)[:60]}, not a count")
+    header = _header(summary, where)
+    return ProductReceipt(where, *header, receipt, tiles, _disagreements(receipt, header[2], tiles))
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _members_fit(data: bytes, where: str) -> None:
+    """Refuse an archive whose members would unpack past :data:`MAX_PRODUCT_BYTES` in all, or whose
+    array headers claim more than their member holds, before numpy allocates any of it (found in
+    review: 3 MB that unpacked to 3 GiB)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+            if sum(m.file_size for m in members) > MAX_PRODUCT_BYTES:
+                raise ProductError(f"{where}: its arrays unpack to more than a product's {MAX_PRODUCT_BYTES} bytes")
+            for m in members:
+                with archive.open(m) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = _HEADER_READERS.get(version)
+                    if read_header is None:
+                        raise ProductError(f"{where}: array {m.filename!r} is in .npy format {version}, not 1.0 "
+                                           "or 2.0 (what the board writes)")
+                    shape, _order, dtype = read_header(f)
+                    if dtype.hasobject or math.prod(shape) * dtype.itemsize > m.file_size:
+                        raise ProductError(f"{where}: array {m.filename!r} claims {shape} of {dtype}, more than it "
+                                           "holds or of objects")
+    except ProductError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+        raise ProductError(f"{where}: not a readable .npz ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _read_npz(data: bytes, where: str) -> ProductReceipt:
+    _members_fit(data, where)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("classes", "confidence", "check", "receipt", *_HEADER) if k in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as exc:
         raise ProductError(f"{where}: not a readable .npz ({type(exc).__name__}: {str(exc)[:120]})") from None
     for key in ("classes", "confidence", "check", "receipt"):
         if key not in arrays:
             raise ProductError(f"{where}: the product has no {key!r}")
+    if arrays["receipt"].dtype.kind != "U" or arrays["receipt"].ndim != 0:
+        raise ProductError(f"{where}: 'receipt' is {arrays['receipt'].dtype} of shape {arrays['receipt'].shape}, "
+                           "not one string")
     try:
         receipt = json.loads(str(arrays["receipt"]))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProductError(f"{where}: 'receipt' is not JSON") from None
     receipt = check_receipt(receipt, where)
-    header = {k: str(arrays[k]) if k in arrays and arrays[k].ndim == 0 else None for k in _HEADER}
+    header = {k: str(arrays[k]) if k in arrays and arrays[k].ndim == 0 and arrays[k].dtype.kind == "U" else None
+              for k in _HEADER}
     classes, confidence, status = arrays["classes"], arrays["confidence"], arrays["check"]
     if classes.ndim != 1 or confidence.shape != classes.shape or status.shape != classes.shape:
         raise ProductError(f"{where}: 'classes' {classes.shape}, 'confidence' {confidence.shape} and 'check' "
                            f"{status.shape} are not one value a tile")
     if status.dtype.kind not in "iu":
         raise ProductError(f"{where}: 'check' is {status.dtype}, not integers")
-    return ProductReceipt(where, *_header(header, where), receipt, int(len(classes)),
-                          _status_disagreements(status, receipt))
+    fields = _header(header, where)
+    return ProductReceipt(where, *fields, receipt, int(len(classes)),
+                          _disagreements(receipt, fields[2], int(len(classes)), status))

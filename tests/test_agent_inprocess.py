@@ -254,7 +254,8 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
     old, fresh, newest = (tle_with_epoch(ISS_TLE, T0_S - days * 86400.0) for days in (90, 1, 0.5))
     rig = InProcessAgent(tmp_path / "state", tle=fresh)
     try:
-        assert rig.send("SET_TLE", line1=old[0], line2=old[1]).completed  # the operator's, older
+        result = rig.send("SET_TLE", line1=old[0], line2=old[1])  # the operator's, older: said so
+        assert result.completed and result.result["kept_at_boot"] is False
         assert rig.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 90 * 86400.0, abs=1.0)
     finally:
         rig.close()
@@ -266,12 +267,20 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
             again.close()
     rig = InProcessAgent(tmp_path / "state", tle=fresh)
     try:
-        assert rig.send("SET_TLE", line1=newest[0], line2=newest[1]).completed
+        assert rig.send("SET_TLE", line1=newest[0], line2=newest[1]).result["kept_at_boot"] is True
     finally:
         rig.close()
     again = InProcessAgent(tmp_path / "state", tle=fresh)
     try:  # commanded and newer: it wins
         assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
+    finally:
+        again.close()
+    # Found in review: a configured epoch mistyped 30 years ahead beat every TLE commanded, at each boot.
+    mistyped = tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0)
+    again = InProcessAgent(tmp_path / "state", tle=mistyped)
+    try:
+        assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
+        assert again.send("SET_TLE", line1=old[0], line2=old[1]).result["kept_at_boot"] is True
     finally:
         again.close()
 

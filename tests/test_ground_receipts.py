@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_tiles_that_disagree_with_their_receipt_are_said_and_not_vouched_for(pro
     altered = tmp_path / "altered.npz"
     altered.write_bytes(buf.getvalue())
     code, out, _ = show(capsys, altered)
-    assert code == 1 and "the receipt disagrees with the tiles" in out
+    assert code == 1 and "the product contradicts itself" in out
     assert "tiles_passed 8 against 24 tiles so marked" in out and "tiles_failed 16 against 0" in out
 
 
@@ -122,3 +123,47 @@ def test_files_that_are_not_products_are_refused_naming_the_file_and_field(produ
             read_product(path)
     code, out, err = show(capsys, noise, products["clean"].with_suffix(".npz"))  # the good one still shown
     assert code == 2 and "VOUCHED: every tile checked and passed" in out and "noise.bin" in err
+
+
+@pytest.mark.req("GND-058")
+def test_receipts_that_contradict_themselves_or_their_header_are_not_vouched_for(products, capsys, tmp_path):
+    """Found in review: a receipt saying "passed" over counts of failed or unchecked tiles, or naming
+    another model than its header, was vouched for."""
+    summary = json.loads(products["clean"].with_suffix(".json").read_text())
+    cases = {"failed counts": {"tiles_passed": 20, "tiles_failed": 4},
+             "unchecked counts": {"tiles_checked": 20, "tiles_passed": 20, "tiles_unchecked": 4},
+             "another model": {"model_sha256": "cd" * 32}}
+    for name, changes in cases.items():
+        broken = json.loads(json.dumps(summary))
+        broken["receipt"].update(changes)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(broken))
+        code, out, err = show(capsys, path)
+        assert code == 1 and "NOT VOUCHED: the product contradicts itself" in out and err == "", name
+
+
+@pytest.mark.req("GND-058")
+def test_hostile_files_are_refused_before_they_cost_memory_or_a_traceback(capsys, tmp_path):
+    """Found in review: fields of the wrong kind, nesting past the parser's depth, an archive that
+    unpacked to gigabytes and an array header claiming 10^13 elements each gave a traceback or took
+    the memory."""
+    bomb = tmp_path / "bomb.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, classes=np.zeros(70 * 1024 * 1024, np.uint8))  # 70 MB of zeros, a few KB packed
+    bomb.write_bytes(buf.getvalue())
+    assert bomb.stat().st_size < 1024 * 1024
+    claims = tmp_path / "claims.npz"
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    npy.write(bytes(32))
+    with zipfile.ZipFile(claims, "w") as archive:
+        archive.writestr("classes.npy", npy.getvalue())
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"tiles": 1, "receipt": {"model_sha256": "ab" * 32, "protection": ["abft"]}}))
+    said = {bomb: "unpack to more than", claims: "claims (10000000000000,) of float64", deep: "not valid JSON",
+            wrong: "receipt 'protection' is ['abft'], not a protection level"}
+    for path, message in said.items():
+        code, out, err = show(capsys, path)
+        assert code == 2 and message in err and "Traceback" not in err, (path.name, err)

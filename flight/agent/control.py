@@ -31,7 +31,7 @@ from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
 from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
-from flight.orbit import Orbit, OrbitPrediction, TleError, predict_summary, tle_current
+from flight.orbit import TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, TleError, predict_summary, tle_current
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
@@ -156,20 +156,30 @@ class Controller(Component):
         self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._announced: set[tuple[str, int]] = set()
-        # The newer of the TLE commanded (SET_TLE, kept across restarts) and the configuration's: a
-        # configuration deployed with a fresher TLE than the one commanded months ago must not lose to
-        # it (found in review: the commanded one won whatever its age). Equal epochs: the commanded.
+        # The newer of the TLE commanded (SET_TLE, kept across restarts) and the configuration's
+        # (_boot_orbit).
         commanded = None
         if memory.tle:
             try:
                 commanded = Orbit.from_tle(*memory.tle)
             except ValueError:
                 memory.remember_tle(None)
-        configured = Orbit.from_tle(*configured_tle) if configured_tle else None  # checked when read
-        if commanded is not None and configured is not None:
-            self.set_orbit(configured if configured.epoch_unix_s > commanded.epoch_unix_s else commanded)
-        elif commanded is not None or configured is not None:
-            self.set_orbit(commanded or configured)
+        self._configured_orbit = Orbit.from_tle(*configured_tle) if configured_tle else None  # checked when read
+        orbit = self._boot_orbit(commanded, self._configured_orbit, clock.now_s())
+        if orbit is not None:
+            self.set_orbit(orbit)
+
+    @staticmethod
+    def _boot_orbit(commanded: Orbit | None, configured: Orbit | None, now_s: float) -> Orbit | None:
+        """The newer by epoch of the commanded and the configured orbit, the commanded on a tie: a
+        configuration deployed with a fresher TLE than one commanded months ago must not lose to it
+        (found in review: the commanded one won whatever its age). An epoch more than
+        TLE_VALID_BEFORE_EPOCH_S ahead of the clock is a typing error, not news, and never wins (found
+        in review: a configured 2056 beat every TLE commanded, at each boot); where both are, the clock
+        is the one wrong (a board booted with no time), and the newer is taken as ever."""
+        found = [o for o in (commanded, configured) if o is not None]
+        plausible = [o for o in found if o.epoch_unix_s - now_s <= TLE_VALID_BEFORE_EPOCH_S] or found
+        return max(plausible, key=lambda o: o.epoch_unix_s, default=None)  # max keeps the first of equals
 
     def set_orbit(self, orbit: Orbit | None) -> None:
         self.orbit = orbit
@@ -433,9 +443,11 @@ class Controller(Component):
         now_s = self._clock.now_s()
         # Set as commanded; whether it predicts the radiation environment is said (found in review: a
         # year-old TLE gave a confident flux class, and nothing told the operator).
+        # And whether it still holds after a reboot, where the newer of it and the configured one is taken.
+        kept = self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
                 "tle_age_s": round(now_s - orbit.epoch_unix_s, 1),
-                "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s)}
+                "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s), "kept_at_boot": kept}
 
     # --- telemetry ---------------------------------------------------------------------
 
