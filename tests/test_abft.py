@@ -926,6 +926,7 @@ def test_outputs_past_the_last_checks_are_compared_with_their_copies_on_models_o
     ranged = ranges.protect(model, {"y": (-50.0, 50.0)})
     both = abft.protect(ranged)
     record = abft.describe(both)
+    assert ranges.META_KEY in abft.FLAG_RECORDS  # the range checks' record is one the pass knows
     assert ranges.OUTPUT not in {c["output"] for c in record["compared"]} and record["flags"] == [ranges.OUTPUT]
     assert run(both, feed)[abft.OUTPUT].all()
     carded = onnx.ModelProto()

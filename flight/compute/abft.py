@@ -761,11 +761,11 @@ class _Pass:
         probability that underflowed), or, for floating point, within :data:`OUTPUT_RTOL` of the
         largest magnitude in the copy's row; NaN fails. Per sample where the output's first axis is
         provably the batch's. Outputs of one kind (floating point, compared as float32, or one other
-        type; per sample or not) are joined first, so the compare is one set of nodes whatever their number: on a tensor of a few
-        numbers a tile, a node costs what it costs to start. Flags other passes added
-        (:data:`FLAG_RECORDS`) are not results and are left (the record's ``flags``); an output no copy
-        can be made of (a graph input, made by a node :meth:`_independent` does not copy) is listed in
-        the record's ``uncompared``."""
+        type; per sample or not) are joined first, so the compare is one set of nodes whatever their
+        number: on a tensor of a few numbers a tile, a node costs what it costs to start. Flags other
+        passes added (:data:`FLAG_RECORDS`) are not results and are left (the record's ``flags``); an
+        output no copy can be made of (a graph input, made by a node :meth:`_independent` does not
+        copy) is listed in the record's ``uncompared``."""
         checked = {c.output for c in self.checks}
         flags = {OUTPUT}
         for prop in self.model.metadata_props:
