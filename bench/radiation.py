@@ -26,8 +26,10 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   upset in memory lands; the checked nodes' outputs are under half of them), the outputs made past
   the last checks included (the probabilities and the cloud fraction, which the pass compares with
   their copies since version 7; before, a flip there passed), judged by ``abft_ok``;
-  ``range_detect_rate_activations_all_sites`` the same draws by ``abft_ok`` and ``range_ok``. The
-  headline ``abft_detect_rate`` is over the checked nodes' weights and outputs.
+  ``range_detect_rate_activations_all_sites`` the same draws by ``abft_ok`` and ``range_ok``. Those
+  outputs are a few numbers a tile, seldom drawn by element: ``past_checks_detect_rate`` draws flips
+  in them alone, ``past_checks_detect_rate_without_compare`` the same flips on the model as version 6
+  protected it. The headline ``abft_detect_rate`` is over the checked nodes' weights and outputs.
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
   here on the CPU: what a Jetson Orin would catch with TF32 allowed (``[compute] gpu_tf32``; by
@@ -187,6 +189,8 @@ SEED = 17  # issue 17; the tolerance was checked on seed 1
 FLIP_BATCH = 16
 FLIPS = 6000  # weights and activations, half each
 UNCHECKED_FLIPS = 1000  # each, weights and activations
+PAST_CHECKS = ("probabilities", "cloud_fraction")  # outputs made past the last checked node: the compare's
+PAST_FLIPS = 400
 TF32_FLIPS = 2000
 OVERHEAD_BATCH = 64
 OVERHEAD_PAIRS = 60
@@ -396,6 +400,9 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
             rng_all.bit_generator.state = state
             out["range_all_activations"] = both.campaign(rng_all, pool, unchecked, "activation", every,
                                                          flags=(abft.OUTPUT, ranges.OUTPUT), by_element=True)
+        # The outputs past the last checks, a few numbers a tile: drawn by element above they are seldom hit.
+        out["past_checks"] = inj.campaign(np.random.default_rng(seed + 9000), pool, PAST_FLIPS, "activation",
+                                          PAST_CHECKS)
     return out
 
 
@@ -1117,6 +1124,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     tf32 = flip_campaigns(abft.protect(model, precision="tf32"), held, args.seed + 1, TF32_FLIPS, 0)
     tf32_all = tf32["weights"].merge(tf32["activations"])
 
+    # The same draws on the model as version 6 made it (no compare of the outputs): what the compare adds.
+    without_compare = Injector(abft.protect(model, compare_outputs=False), CHECKED_WEIGHTS + UNCHECKED_WEIGHTS,
+                               PAST_CHECKS).campaign(np.random.default_rng(args.seed + 9000), held, PAST_FLIPS,
+                                                     "activation", PAST_CHECKS)
+
     tiles = clean_tiles(args.seed)
     one = open_session(protected_all_bytes, ["CPUExecutionProvider"], threads=1).session  # level "all"
     alarms = count_false_alarms(one, tiles)
@@ -1160,6 +1172,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "detect_rate_activations_all_sites": tallies["all_activations"].rate(),
         "flips_consequential_activations_all_sites": tallies["all_activations"].consequential[0],
         "range_detect_rate_activations_all_sites": tallies["range_all_activations"].rate(),
+        "past_checks_detect_rate": tallies["past_checks"].rate(),
+        "past_checks_flips_consequential": tallies["past_checks"].consequential[0],
+        "past_checks_detect_rate_without_compare": without_compare.rate(),
         **costs,
         "false_alarms": alarms + alarms_owned + alarms_other,
         "false_alarm_tiles": 2 * len(tiles) + 2 * len(part),
