@@ -97,8 +97,10 @@ class TorchGraph:
                 y = x[0] / x[1]
             elif op == "Mul":
                 y = x[0] * x[1]
-            elif op == "Equal":  # an integer output's compare with its copy (abft.protect's compare_outputs)
+            elif op == "Equal":  # an output's compare with its copy (abft.protect's compare_outputs)
                 y = x[0] == x[1]
+            elif op == "IsInf":
+                y = torch.isinf(x[0])
             elif op == "Where":
                 y = torch.where(x[0], x[1], x[2])
             elif op == "Abs":

@@ -31,6 +31,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         except ProductError as exc:
             print(f"sunlit-ground product: {exc}", file=sys.stderr)
             bad += 1
+        except Exception as exc:  # noqa: BLE001 - a file damaged in a way not foreseen: bad input, not a traceback
+            print(f"sunlit-ground product: {path}: cannot be read ({type(exc).__name__}: {str(exc)[:120]})",
+                  file=sys.stderr)
+            bad += 1
     if args.json:
         print(json.dumps([r.as_dict() for r in read], indent=1, allow_nan=False))
     else:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +239,10 @@ def read_product(path: str | Path) -> ProductReceipt:
     return ProductReceipt(where, *header, receipt, tiles, _disagreements(receipt, header[2], tiles))
 
 
+# What a damaged archive raises while it is read: a bad CRC or header (BadZipFile), a member that does not
+# inflate (zlib.error, lzma.LZMAError; found in review), one cut short (EOFError).
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, zlib.error, lzma.LZMAError)
+
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -262,7 +268,7 @@ def _members_fit(data: bytes, where: str) -> None:
                                            "holds or of objects")
     except ProductError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+    except _UNREADABLE as exc:
         raise ProductError(f"{where}: not a readable .npz ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
@@ -271,7 +277,7 @@ def _read_npz(data: bytes, where: str) -> ProductReceipt:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("classes", "confidence", "check", "receipt", *_HEADER) if k in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as exc:
+    except (*_UNREADABLE, MemoryError) as exc:
         raise ProductError(f"{where}: not a readable .npz ({type(exc).__name__}: {str(exc)[:120]})") from None
     for key in ("classes", "confidence", "check", "receipt"):
         if key not in arrays:

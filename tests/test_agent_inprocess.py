@@ -275,6 +275,13 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
         assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
     finally:
         again.close()
+    # An epoch over a day ahead (a predicted set): which wins at a boot is the clock's then, said as null.
+    ahead = tle_with_epoch(ISS_TLE, T0_S + 2 * 86400.0)
+    rig = InProcessAgent(tmp_path / "ahead", tle=fresh)
+    try:
+        assert rig.send("SET_TLE", line1=ahead[0], line2=ahead[1]).result["kept_at_boot"] is None
+    finally:
+        rig.close()
     # Found in review: a configured epoch mistyped 30 years ahead beat every TLE commanded, at each boot.
     mistyped = tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0)
     again = InProcessAgent(tmp_path / "state", tle=mistyped)

@@ -176,10 +176,12 @@ class Controller(Component):
         (found in review: the commanded one won whatever its age). An epoch more than
         TLE_VALID_BEFORE_EPOCH_S ahead of the clock is a typing error, not news, and never wins (found
         in review: a configured 2056 beat every TLE commanded, at each boot); where both are, the clock
-        is the one wrong (a board booted with no time), and the newer is taken as ever."""
-        found = [o for o in (commanded, configured) if o is not None]
-        plausible = [o for o in found if o.epoch_unix_s - now_s <= TLE_VALID_BEFORE_EPOCH_S] or found
-        return max(plausible, key=lambda o: o.epoch_unix_s, default=None)  # max keeps the first of equals
+        is the one wrong (a board booted with no time), and the operator's, the commanded, is kept."""
+        plausible = [o for o in (commanded, configured)
+                     if o is not None and o.epoch_unix_s - now_s <= TLE_VALID_BEFORE_EPOCH_S]
+        if not plausible:  # none, or both ahead of the clock (a board booted with no time): the commanded
+            return commanded or configured
+        return max(plausible, key=lambda o: o.epoch_unix_s)  # max keeps the first of equals: the commanded
 
     def set_orbit(self, orbit: Orbit | None) -> None:
         self.orbit = orbit
@@ -443,8 +445,10 @@ class Controller(Component):
         now_s = self._clock.now_s()
         # Set as commanded; whether it predicts the radiation environment is said (found in review: a
         # year-old TLE gave a confident flux class, and nothing told the operator).
-        # And whether it still holds after a reboot, where the newer of it and the configured one is taken.
-        kept = self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit
+        # And whether it still holds after a reboot, where the newer of it and the configured one is taken;
+        # null for an epoch over a day ahead, which the clock at that boot decides (a predicted set).
+        kept = None if orbit.epoch_unix_s - now_s > TLE_VALID_BEFORE_EPOCH_S else (
+            self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit)
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
                 "tle_age_s": round(now_s - orbit.epoch_unix_s, 1),
                 "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s), "kept_at_boot": kept}

@@ -759,13 +759,14 @@ class _Pass:
         that makes the probabilities), recomputed apart (:meth:`_independent`) and compared with the
         model's: held where the two are equal (an infinity included: a clean ``-inf``, the log of a
         probability that underflowed), or, for floating point, within :data:`OUTPUT_RTOL` of the
-        largest magnitude in the copy's row; NaN fails. Per sample where the output's first axis is
-        provably the batch's. Outputs of one kind (floating point, compared as float32, or one other
-        type; per sample or not) are joined first, so the compare is one set of nodes whatever their
-        number: on a tensor of a few numbers a tile, a node costs what it costs to start. Flags other
-        passes added (:data:`FLAG_RECORDS`) are not results and are left (the record's ``flags``); an
-        output no copy can be made of (a graph input, made by a node :meth:`_independent` does not
-        copy) is listed in the record's ``uncompared``."""
+        largest finite magnitude in the copy's row of that output (1 for an output within [0, 1],
+        :meth:`_unit_bounded`); NaN fails. Per sample where the
+        output's first axis is provably the batch's. Each output on its own scale: joined, a large
+        output's scale (or a clean -inf's, infinite) gave a small one its slack, and probabilities
+        swapped beside log-probabilities passed (found in review). Flags other passes added
+        (:data:`FLAG_RECORDS`) are not results and are left (the record's ``flags``); an output no copy
+        can be made of (a graph input, made by a node :meth:`_independent` does not copy) is listed in
+        the record's ``uncompared``."""
         checked = {c.output for c in self.checks}
         flags = {OUTPUT}
         for prop in self.model.metadata_props:
@@ -778,8 +779,8 @@ class _Pass:
             if isinstance(entry, dict) and isinstance(entry.get("output"), str):
                 flags.add(entry["output"])
                 self.flags.append(entry["output"])
-        groups: dict[tuple[int, bool], list[tuple[str, str, int]]] = {}  # (type compared as, per sample)
-        for vi in list(self.graph.output):
+        compares = []
+        for j, vi in enumerate(list(self.graph.output)):
             name = vi.name
             if name in checked or name in flags:
                 continue
@@ -789,50 +790,64 @@ class _Pass:
                 self.uncompared.append(name)
                 continue
             floating = kind in (*_FLOAT_TYPES, TensorProto.BFLOAT16)
-            per_sample = bool(self.shapes.get(name)) and self._batch_dim(name)
-            if floating and kind != TensorProto.FLOAT:  # float16, double, bfloat16: compared as float32
-                name = self._node("Cast", [name], f"{PREFIX}out/{name}/f", to=TensorProto.FLOAT)
-                copy = self._node("Cast", [copy], f"{PREFIX}out/{copy}/f", to=TensorProto.FLOAT)
-            as_type = TensorProto.FLOAT if floating else kind  # only tensors of one type can be joined
-            groups.setdefault((as_type, per_sample), []).append((name, copy, len(self.shapes.get(vi.name) or [])))
-            self.compared.append({"output": vi.name, "copy": self._copies.get(vi.name, copy),
-                                  "per_sample": per_sample, "rtol": OUTPUT_RTOL if floating else 0.0})
-        compares = []
-        held = f"{PREFIX}out/held"
-        for j, ((as_type, per_sample), pairs) in enumerate(groups.items()):
-            floating = as_type == TensorProto.FLOAT
-            p = f"{PREFIX}out{j}/"
-            rank = pairs[0][2]
-            if len(pairs) == 1 and (rank == 2 or not per_sample):
-                y, c, _ = pairs[0]
-            else:  # side by side, one row a sample (or the whole batch): [N, k] (or [1, k])
-                def joined(names: list[tuple[str, int]], side: str) -> str:
-                    flat = [t if per_sample and r == 2 else self._node("Flatten", [t], f"{p}{side}{k}", axis=1)
-                            if per_sample else self._node("Reshape", [t, self._init(f"{PREFIX}row", np.array([1, -1]),
-                                                                                    np.int64)], f"{p}{side}{k}")
-                            for k, (t, r) in enumerate(names)]
-                    return flat[0] if len(flat) == 1 else self._node("Concat", flat, f"{p}{side}", axis=1)
-
-                y = joined([(y, r) for y, _, r in pairs], "model")
-                c = joined([(c, r) for _, c, r in pairs], "copy")
-                rank = 2
-            same = self._node("Equal", [y, c], p + "equal")
-            self._init(held, np.array(-0.5, np.float32))
-            if floating:  # |y - c| - rtol max|c| over the row: NaN where either is NaN
-                axes = list(range(1, rank)) if per_sample else list(range(rank))
-                magnitude = self._node("Abs", [c], p + "abs_copy")
-                scale = self._reduce("ReduceMax", magnitude, axes, p + "scale") if axes else magnitude
-                slack = self._node("Mul", [scale, self._init(f"{PREFIX}out/rtol", np.array(OUTPUT_RTOL, np.float32))],
-                                   p + "slack")
-                moved = self._node("Abs", [self._node("Sub", [y, c], p + "d")], p + "abs_d")
-                beyond = self._node("Sub", [moved, slack], p + "beyond")
+            rank = len(self.shapes.get(name) or [])
+            per_sample = rank > 0 and self._batch_dim(name)
+            unit = floating and kind == TensorProto.FLOAT and self._unit_bounded(name)
+            self.compared.append({"output": name, "copy": copy, "per_sample": per_sample,
+                                  "rtol": OUTPUT_RTOL if floating else 0.0,  # of the scale: 1, or the row's largest
+                                  "scale": "1" if unit else "row" if floating else "equal"})
+            if unit:
+                # Within [0, 1] or NaN (probabilities, a cloud fraction): the scale is 1, no infinity to allow
+                # for; three nodes where the general compare takes ten.
+                residual = self._node("Sub", [self._node("Abs", [self._node("Sub", [name, copy], f"{PREFIX}out{j}/d")],
+                                                         f"{PREFIX}out{j}/abs_d"),
+                                              self._init(f"{PREFIX}out/rtol", np.array(OUTPUT_RTOL, np.float32))],
+                                      f"{PREFIX}out{j}/residual")
             else:
-                beyond = self._init(f"{PREFIX}out/failed", np.array(0.5, np.float32))
-            residual = self._node("Where", [same, held, beyond], p + "residual")
+                residual = self._output_residual(name, copy, f"{PREFIX}out{j}/", floating and kind != TensorProto.FLOAT,
+                                                 floating, list(range(1, rank)) if per_sample else list(range(rank)))
             if per_sample and rank == 2:
                 self._flat.add(residual)  # [N, k] already: no Flatten in _flag
             compares.append(_Outcome(residual, per_sample))
         return compares
+
+    def _unit_bounded(self, tensor: str) -> bool:
+        """Whether the model's ``tensor`` is within [0, 1] (or NaN) whatever its input: made by a Softmax
+        or Sigmoid, or from such tensors alone by a mean, a maximum, a minimum or a rearrangement."""
+        node = self._producers.get(tensor)
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type in ("Softmax", "Sigmoid", "HardSigmoid"):
+            return True
+        if node.op_type in ("GlobalAveragePool", "ReduceMean", "AveragePool", "GlobalMaxPool", "MaxPool", "ReduceMax",
+                            "ReduceMin", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Slice"):
+            return self._unit_bounded(node.input[0])
+        if node.op_type == "Concat":
+            return all(self._unit_bounded(i) for i in node.input)
+        return False
+
+    def _output_residual(self, y: str, c: str, p: str, cast: bool, floating: bool, axes: list[int]) -> str:
+        """``y`` against its copy ``c``: -0.5 where equal, else for floating point ``|y - c| - rtol s``,
+        ``s`` the largest finite ``|c|`` over ``axes`` (the sample's row, or the whole tensor), NaN where
+        either is NaN; else 0.5. <= 0 where the compare holds. ``cast``: float16, double or bfloat16,
+        compared as float32."""
+        held = self._init(f"{PREFIX}out/held", np.array(-0.5, np.float32))
+        same = self._node("Equal", [y, c], p + "equal")
+        if not floating:
+            return self._node("Where", [same, held, self._init(f"{PREFIX}out/failed", np.array(0.5, np.float32))],
+                              p + "residual")
+        if cast:
+            y, c = (self._node("Cast", [t], p + side, to=TensorProto.FLOAT) for t, side in ((y, "model_f"), (c, "copy_f")))
+        magnitude = self._node("Abs", [c], p + "abs_copy")
+        finite = self._node("Where", [self._node("IsInf", [magnitude], p + "inf"),
+                                      self._init(f"{PREFIX}zero", np.zeros((), np.float32)), magnitude],
+                            p + "finite")
+        scale = self._reduce("ReduceMax", finite, axes, p + "scale") if axes else finite
+        slack = self._node("Mul", [scale, self._init(f"{PREFIX}out/rtol", np.array(OUTPUT_RTOL, np.float32))],
+                           p + "slack")
+        beyond = self._node("Sub", [self._node("Abs", [self._node("Sub", [y, c], p + "d")], p + "abs_d"), slack],
+                            p + "beyond")
+        return self._node("Where", [same, held, beyond], p + "residual")
 
     def _read_copies_alike(self) -> None:
         """Every copy that reads a model's tensor another copy reads through ``Min(v, +inf)`` reads it
@@ -848,6 +863,10 @@ class _Pass:
             for k, name in enumerate(n.input):
                 if name in reads:
                     n.input[k] = reads[name]
+        # The reads first (they read only the model's tensors and constants): a copy made before a read
+        # now reads it, and the graph's nodes must stay in topological order (found in review).
+        first = [n for n in self.new_nodes if n.output[0] in reads.values()]
+        self.new_nodes[:] = first + [n for n in self.new_nodes if n.output[0] not in reads.values()]
 
     def _read(self, v: str) -> str:
         """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own."""
