@@ -446,9 +446,11 @@ class Controller(Component):
         # Set as commanded; whether it predicts the radiation environment is said (found in review: a
         # year-old TLE gave a confident flux class, and nothing told the operator).
         # And whether it still holds after a reboot, where the newer of it and the configured one is taken;
-        # null for an epoch over a day ahead, which the clock at that boot decides (a predicted set).
-        kept = None if orbit.epoch_unix_s - now_s > TLE_VALID_BEFORE_EPOCH_S else (
-            self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit)
+        # null where either epoch is over a day ahead (a predicted set, or a configured typing error): the
+        # clock at that boot decides (found in review, each way).
+        ahead = [o for o in (orbit, self._configured_orbit)
+                 if o is not None and o.epoch_unix_s - now_s > TLE_VALID_BEFORE_EPOCH_S]
+        kept = None if ahead else self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
                 "tle_age_s": round(now_s - orbit.epoch_unix_s, 1),
                 "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s), "kept_at_boot": kept}

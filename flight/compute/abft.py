@@ -813,14 +813,16 @@ class _Pass:
 
     def _unit_bounded(self, tensor: str) -> bool:
         """Whether the model's ``tensor`` is within [0, 1] (or NaN) whatever its input: made by a Softmax
-        or Sigmoid, or from such tensors alone by a mean, a maximum, a minimum or a rearrangement."""
+        or Sigmoid, or from such tensors alone by a mean or a rearrangement."""
         node = self._producers.get(tensor)
         if node is None or node.domain not in ("", "ai.onnx"):
             return False
         if node.op_type in ("Softmax", "Sigmoid", "HardSigmoid"):
             return True
-        if node.op_type in ("GlobalAveragePool", "ReduceMean", "AveragePool", "GlobalMaxPool", "MaxPool", "ReduceMax",
-                            "ReduceMin", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Slice"):
+        # Means and rearrangements only: a maximum or minimum over nothing is an infinity (a Slice to an empty
+        # axis, then ReduceMax), and a MaxPool's window in its padding the lowest float (found in review).
+        if node.op_type in ("GlobalAveragePool", "ReduceMean", "AveragePool", "Flatten", "Reshape", "Squeeze",
+                            "Unsqueeze", "Transpose", "Identity", "Slice"):
             return self._unit_bounded(node.input[0])
         if node.op_type == "Concat":
             return all(self._unit_bounded(i) for i in node.input)
@@ -850,13 +852,12 @@ class _Pass:
         return self._node("Where", [same, held, beyond], p + "residual")
 
     def _read_copies_alike(self) -> None:
-        """Every copy that reads a model's tensor another copy reads through ``Min(v, +inf)`` reads it
-        through that read too, so the copied operators see one input, as the model's do: where two of
+        """Every copy that reads a model's tensor another copy reads through its read (:meth:`_read`)
+        reads it through that read too, so the copied operators see one input, as the model's do: where two of
         them read it one way each (a LayerNorm's ReduceMean through the read, its Sub directly),
         onnxruntime fused the model's and not the copy's, which then rounded otherwise (found in
         review: 10 clean tiles of 256 flagged). No pass is added: the read is there already."""
-        reads = {n.input[0]: n.output[0] for n in self.new_nodes
-                 if n.op_type == "Min" and n.output[0] == f"{PREFIX}copy/{n.input[0]}/read"}
+        reads = {n.input[0]: n.output[0] for n in self.new_nodes if n.output[0] == f"{PREFIX}copy/{n.input[0]}/read"}
         for n in self.new_nodes:
             if not n.name.startswith(f"{PREFIX}copy/") or n.output[0] in reads.values():
                 continue
@@ -869,9 +870,16 @@ class _Pass:
         self.new_nodes[:] = first + [n for n in self.new_nodes if n.output[0] not in reads.values()]
 
     def _read(self, v: str) -> str:
-        """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own."""
+        """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own. For a
+        session in onnxruntime's NCHWc layout (``nchwc``) a 2-D image tensor is read through a 1x1
+        MaxPool instead, an identity too, which that layout keeps blocked: through the Min, the copy of
+        a pooling after a Conv read the plain layout and summed in another order than the model's (found
+        in review: where a pooled output's channel means nearly cancel, clean tiles failed the compare)."""
         name = f"{PREFIX}copy/{v}/read"
         if not any(n.output[0] == name for n in self.new_nodes):
+            if self.nchwc and self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4:
+                self._node("MaxPool", [v], name, kernel_shape=[1, 1])
+                return name
             dtype = helper.tensor_dtype_to_np_dtype(self.types[v])
             inf = self._init(f"{PREFIX}inf_{np.dtype(dtype).name}", np.array(np.inf, dtype), dtype)
             self._node("Min", [v, inf], name)

@@ -885,8 +885,8 @@ class Worker:
         # The copies' constants (abft.protect's recompute_inputs) feed only the checks' side: onnxruntime
         # may fold a scalar one into a check's product (found in review: x/255 before a Conv), and then a
         # fault in its own copy reaches only the check; the model's weights are what the probe is for.
-        # The compare of the outputs with their copies (compare_outputs) reads its slack and its "failed"
-        # only where the two differ, which on clean data they do not: no move of them shows (found in
+        # The compare of the outputs with their copies (compare_outputs) weighs its slack and its "failed"
+        # only where the two differ, which on clean data they do not: no move of them need show (found in
         # review: a model with an integer output lost its "scrubbed"). They are watched with the checks'
         # other small constants.
         copies = (f"{CHECKS_PREFIX}copy/", f"{CHECKS_PREFIX}inf_", f"{CHECKS_PREFIX}out/")
