@@ -143,3 +143,9 @@ class InProcessAgent:
     def close(self) -> None:
         self.agent.close()
         self.client.close()
+
+    def __enter__(self) -> InProcessAgent:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -251,45 +251,33 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
     from tests.inproc import T0_S
     from tests.samples import ISS_TLE, tle_with_epoch
 
+    def epoch_days(rig: InProcessAgent) -> float:  # the orbit's epoch, in days from the simulated boot
+        return round((rig.agent.controller.orbit.epoch_unix_s - T0_S) / 86400.0, 3)
+
+    def set_tle(rig: InProcessAgent, lines: tuple[str, str]):
+        result = rig.send("SET_TLE", line1=lines[0], line2=lines[1])
+        assert result.completed, result
+        return result.result["kept_at_boot"]
+
     old, fresh, newest = (tle_with_epoch(ISS_TLE, T0_S - days * 86400.0) for days in (90, 1, 0.5))
-    rig = InProcessAgent(tmp_path / "state", tle=fresh)
-    try:
-        result = rig.send("SET_TLE", line1=old[0], line2=old[1])  # the operator's, older: said so
-        assert result.completed and result.result["kept_at_boot"] is False
-        assert rig.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 90 * 86400.0, abs=1.0)
-    finally:
-        rig.close()
-    for configured, want_s in ((fresh, T0_S - 86400.0), (None, T0_S - 90 * 86400.0)):
-        again = InProcessAgent(tmp_path / "state", tle=configured)
-        try:  # the fresh configured one; with none configured, the commanded one, kept
-            assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(want_s, abs=1.0)
-        finally:
-            again.close()
-    rig = InProcessAgent(tmp_path / "state", tle=fresh)
-    try:
-        assert rig.send("SET_TLE", line1=newest[0], line2=newest[1]).result["kept_at_boot"] is True
-    finally:
-        rig.close()
-    again = InProcessAgent(tmp_path / "state", tle=fresh)
-    try:  # commanded and newer: it wins
-        assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
-    finally:
-        again.close()
+    state = tmp_path / "state"
+    with InProcessAgent(state, tle=fresh) as rig:
+        assert set_tle(rig, old) is False and epoch_days(rig) == -90  # the operator's, older: said so
+    with InProcessAgent(state, tle=fresh) as rig:
+        assert epoch_days(rig) == -1  # the fresh configured one
+    with InProcessAgent(state, tle=None) as rig:
+        assert epoch_days(rig) == -90  # none configured: the commanded one, kept
+    with InProcessAgent(state, tle=fresh) as rig:
+        assert set_tle(rig, newest) is True
+    with InProcessAgent(state, tle=fresh) as rig:
+        assert epoch_days(rig) == -0.5  # commanded and newer: it wins
     # An epoch over a day ahead (a predicted set): which wins at a boot is the clock's then, said as null.
-    ahead = tle_with_epoch(ISS_TLE, T0_S + 2 * 86400.0)
-    rig = InProcessAgent(tmp_path / "ahead", tle=fresh)
-    try:
-        assert rig.send("SET_TLE", line1=ahead[0], line2=ahead[1]).result["kept_at_boot"] is None
-    finally:
-        rig.close()
+    with InProcessAgent(tmp_path / "ahead", tle=fresh) as rig:
+        assert set_tle(rig, tle_with_epoch(ISS_TLE, T0_S + 2 * 86400.0)) is None
     # Found in review: a configured epoch mistyped 30 years ahead beat every TLE commanded, at each boot.
-    mistyped = tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0)
-    again = InProcessAgent(tmp_path / "state", tle=mistyped)
-    try:
-        assert again.agent.controller.orbit.epoch_unix_s == pytest.approx(T0_S - 43200.0, abs=1.0)
-        assert again.send("SET_TLE", line1=old[0], line2=old[1]).result["kept_at_boot"] is None  # the clock's then
-    finally:
-        again.close()
+    with InProcessAgent(state, tle=tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0)) as rig:
+        assert epoch_days(rig) == -0.5
+        assert set_tle(rig, old) is None  # the clock's then
 
 
 @pytest.mark.req("RAD-103")
