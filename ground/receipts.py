@@ -7,8 +7,9 @@ and receipt. :func:`read_product` reads either and checks it whole: the fields t
 and their types, and, for the ``.npz``, that its per-tile statuses add up to the receipt's counts. A
 product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and passed; one
 with a failed, unchecked or partly checked tile is not, nor is one whose receipt contradicts itself
-(a status its counts do not give), its header (another model's SHA-256) or its tiles. What the receipt says of the environment (flux class, scrub age) is the board's own
-prediction from its TLE, not a measurement (docs/architecture.md, "Radiation").
+(a status its counts do not give), its header (another model's SHA-256) or its tiles. What the
+receipt says of the environment (flux class, scrub age) is the board's own prediction from its TLE,
+not a measurement (docs/architecture.md, "Radiation").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from flight.compute.abft import PRECISIONS
-from flight.compute.checks import FAILED, PASSED, UNCHECKED
+from flight.compute.checks import FAILED, PASSED, UNCHECKED, check_status_of
 from flight.link.definitions import FluxClass, Protection
 
 MAX_PRODUCT_BYTES = 64 * 1024 * 1024
@@ -174,15 +175,6 @@ def _header(values: dict[str, Any], where: str) -> tuple[str, str, str, str]:
     return out[0], out[1], out[2], out[3]
 
 
-def _status_of(receipt: dict[str, Any], tiles: int) -> str:
-    """The check status the counts give (as flight/compute/checks.py ``ProductChecks.check_status``)."""
-    if receipt["tiles_failed"]:
-        return "failed"
-    if not receipt["tiles_checked"]:
-        return "unchecked"
-    return "passed" if receipt["tiles_checked"] == tiles else "partial"
-
-
 def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
                    status: np.ndarray | None = None) -> tuple[str, ...]:
     """Where the receipt contradicts itself, its header or (``status``, the .npz's) its tiles."""
@@ -190,8 +182,9 @@ def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
     if receipt["tiles_checked"] + receipt["tiles_unchecked"] != tiles:
         out.append(f"tiles {tiles} against {receipt['tiles_checked']} checked and {receipt['tiles_unchecked']} "
                    "unchecked")
-    if _status_of(receipt, tiles) != receipt["check_status"]:
-        out.append(f"check_status {receipt['check_status']} against counts that say {_status_of(receipt, tiles)}")
+    said = check_status_of(tiles, receipt["tiles_checked"], receipt["tiles_failed"])
+    if said != receipt["check_status"]:
+        out.append(f"check_status {receipt['check_status']} against counts that say {said}")
     if header_sha256 != receipt["model_sha256"]:
         out.append(f"the header's model {header_sha256[:16]}... against the receipt's {receipt['model_sha256'][:16]}...")
     if status is not None:

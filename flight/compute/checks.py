@@ -129,6 +129,18 @@ class DoubleRunSchedule:
         return False
 
 
+def check_status_of(tiles: int, checked: int, failed: int) -> str:
+    """A product's check status from its counts (the receipt's ``check_status``; ground/receipts.py
+    holds a receipt to it): failed (some tile failed, even after a scrub and a rerun), passed (every
+    tile was checked and passed), partial (those checked passed, others were not checked: a sample
+    of double runs without the checksum pass; the counts say how many), unchecked (none was)."""
+    if failed:
+        return "failed"
+    if not checked:
+        return "unchecked"
+    return "passed" if checked == tiles else "partial"
+
+
 @dataclass
 class ProductChecks:
     """What was checked while one product was computed, batch by batch; :meth:`receipt` at the end."""
@@ -235,14 +247,7 @@ class ProductChecks:
 
     @property
     def check_status(self) -> str:
-        """failed (some tile failed, even after a scrub and a rerun), passed (every tile was checked
-        and passed), partial (those checked passed, others were not checked: a sample of double
-        runs without the checksum pass; the counts say how many), unchecked (none was)."""
-        if self.tiles_failed:
-            return "failed"
-        if not self.tiles_checked:
-            return "unchecked"
-        return "passed" if self.tiles_checked == self.tiles else "partial"
+        return check_status_of(self.tiles, self.tiles_checked, self.tiles_failed)
 
     def receipt(self) -> dict[str, Any]:
         """The receipt (JSON-able): model, protection, checks and their counts, scrub age, environment."""
