@@ -876,7 +876,7 @@ def test_heavy_operators_between_checked_nodes_are_not_copied():
     assert abft.describe(protected)["recomputed"] == 0
 
 
-@pytest.mark.req("RAD-002", "RAD-102")
+@pytest.mark.req("RAD-002", "RAD-003")
 def test_outputs_past_the_last_checks_are_compared_with_their_copies_on_models_of_other_shapes():
     """Version 7: each output no check vouches for is recomputed and compared, a fault in it failing
     only its own sample's flag; an integer output (an ArgMax) is compared for equality; a clean -inf

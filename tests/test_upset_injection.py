@@ -71,7 +71,7 @@ def test_an_activation_flip_in_a_checked_tensor_is_caught_and_the_product_is_rig
     assert bench.worker.checks_failed == 1 and bench.worker.reruns == 1
 
 
-@pytest.mark.req("RAD-102", "RAD-111")
+@pytest.mark.req("RAD-003", "RAD-111")
 def test_a_flip_in_the_models_output_is_caught_by_its_compare_with_the_copy(bench):
     """The Softmax's probabilities, made after the last checked node, are compared with their copy
     (pass version 7): a flip there fails the flags, and the batch is made again."""

@@ -536,7 +536,7 @@ def test_results_made_while_a_weight_no_check_covers_was_wrong_are_made_again_be
     assert said.args["check"] == "unchecked weights" and said.args["tiles"] == 8
 
 
-@pytest.mark.req("RAD-102", "RAD-114")
+@pytest.mark.req("RAD-003", "RAD-114")
 def test_a_weight_after_the_last_checked_node_is_covered_by_the_compare_of_the_outputs(bench, monkeypatch):
     """Pass version 7 compares the model's outputs with their copies: the temperature, past the last
     checked node, is covered (not watched), and a flip in it fails that batch's flags; the batch is
