@@ -760,13 +760,12 @@ class _Pass:
         model's: held where the two are equal (an infinity included: a clean ``-inf``, the log of a
         probability that underflowed), or, for floating point, within :data:`OUTPUT_RTOL` of the
         largest finite magnitude in the copy's row of that output (1 for an output within [0, 1],
-        :meth:`_unit_bounded`); NaN fails. Per sample where the
-        output's first axis is provably the batch's. Each output on its own scale: joined, a large
-        output's scale (or a clean -inf's, infinite) gave a small one its slack, and probabilities
-        swapped beside log-probabilities passed (found in review). Flags other passes added
-        (:data:`FLAG_RECORDS`) are not results and are left (the record's ``flags``); an output no copy
-        can be made of (a graph input, made by a node :meth:`_independent` does not copy) is listed in
-        the record's ``uncompared``."""
+        :meth:`_unit_bounded`); NaN fails. Per sample where the output's first axis is provably the
+        batch's. Each output on its own scale: joined, a large output's scale (or a clean -inf's,
+        infinite) gave a small one its slack, and probabilities swapped beside log-probabilities
+        passed (found in review). Flags other passes added (:data:`FLAG_RECORDS`) are not results and
+        are left (the record's ``flags``); an output no copy can be made of (a graph input, made by a
+        node :meth:`_independent` does not copy) is listed in the record's ``uncompared``."""
         checked = {c.output for c in self.checks}
         flags = {OUTPUT}
         for prop in self.model.metadata_props:
@@ -853,8 +852,8 @@ class _Pass:
 
     def _read_copies_alike(self) -> None:
         """Every copy that reads a model's tensor another copy reads through its read (:meth:`_read`)
-        reads it through that read too, so the copied operators see one input, as the model's do: where two of
-        them read it one way each (a LayerNorm's ReduceMean through the read, its Sub directly),
+        reads it through that read too, so the copied operators see one input, as the model's do: where
+        two of them read it one way each (a LayerNorm's ReduceMean through the read, its Sub directly),
         onnxruntime fused the model's and not the copy's, which then rounded otherwise (found in
         review: 10 clean tiles of 256 flagged). No pass is added: the read is there already."""
         reads = {n.input[0]: n.output[0] for n in self.new_nodes if n.output[0] == f"{PREFIX}copy/{n.input[0]}/read"}
