@@ -288,8 +288,7 @@ def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp
     from tests.inproc import T0_S
     from tests.samples import ISS_TLE, tle_with_epoch
 
-    rig = InProcessAgent(tmp_path / "state")
-    try:
+    with InProcessAgent(tmp_path / "state") as rig:
         for epoch_s, current in ((T0_S - 365 * 86400.0, False), (T0_S - 86400.0, True)):
             line1, line2 = tle_with_epoch(ISS_TLE, epoch_s)
             result = rig.send("SET_TLE", line1=line1, line2=line2)
@@ -297,8 +296,6 @@ def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp
             assert result.result["tle_age_s"] == pytest.approx(rig.clock.now_s() - epoch_s, abs=2.0)
             estimate = radiation_estimate(rig.agent.controller.orbit, rig.clock.now_s())
             assert (estimate.flux_class is FluxClass.UNKNOWN) is not current and estimate.orbit_period_s
-    finally:
-        rig.close()
 
 
 @pytest.mark.req("AGT-013")
@@ -307,8 +304,7 @@ def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
     from flight.orbit import Orbit, predict_summary
     from tests.samples import ISS_TLE
 
-    rig = InProcessAgent(tmp_path / "state", tle=ISS_TLE)
-    try:
+    with InProcessAgent(tmp_path / "state", tle=ISS_TLE) as rig:
         orbit = Orbit.from_tle(*ISS_TLE)
         for _ in range(4):
             rig.advance(17.0)
@@ -317,5 +313,3 @@ def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
             for channel, expected in (("eclipse_in_s", truth.to_eclipse_entry_s), ("saa_in_s", truth.to_saa_entry_s)):
                 if values[channel] is not None and math.isfinite(expected):
                     assert values[channel] == pytest.approx(expected, abs=3.0), channel
-    finally:
-        rig.close()
