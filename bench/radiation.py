@@ -547,11 +547,13 @@ def tensors_summed(model: onnx.ModelProto, reads: dict[str, str]) -> onnx.ModelP
 def checks_reads(protected: onnx.ModelProto) -> dict[str, str]:
     """The model's own tensors the checks of ``protected`` read (outputs, inputs, the model's own means
     they reuse), in the order the model makes them, each with the reader :func:`tensors_summed` should
-    use: a GlobalAveragePool where a check reads it with one, else a ReduceSum."""
+    use: a GlobalAveragePool where a check reads it with a pooling (a GlobalAveragePool, or an
+    AveragePool over runs of rows: both read onnxruntime's NCHWc layout), else a ReduceSum."""
     added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX)]
     own = [t for n in protected.graph.node if not n.name.startswith(abft.PREFIX) for t in n.output]
     read = {t for n in added for t in n.input if t in own}
-    return {t: "GlobalAveragePool" if any(n.op_type == "GlobalAveragePool" and t in n.input for n in added)
+    pools = ("GlobalAveragePool", "AveragePool")
+    return {t: "GlobalAveragePool" if any(n.op_type in pools and t in n.input for n in added)
             else "ReduceSum" for t in own if t in read}
 
 
@@ -562,10 +564,11 @@ def overhead_figures(bare: bytes, protected: onnx.ModelProto, protected_all: onn
     data, data_all = protected.SerializeToString(), protected_all.SerializeToString()
     model = onnx.load_from_string(bare)
     floor = outputs_read(model, [c["output"] for c in abft.describe(protected)["checks"]]).SerializeToString()
-    blocked = bool(abft.describe(protected_all).get("nchwc"))
+    block = int(abft.describe(protected_all).get("nchwc_block") or 0)
+    blocked = block > 0
     # The read floor of checks that read the model's own tensors (recompute_inputs off): the recomputed
     # copies are reads of their own, which abft_overhead_without_recompute leaves out.
-    own_reads = [abft.protect(model, recompute_inputs=False), abft.protect(model, nchwc=blocked, recompute_inputs=False)]
+    own_reads = [abft.protect(model, recompute_inputs=False), abft.protect(model, nchwc=block, recompute_inputs=False)]
     read, read_all = (tensors_summed(model, checks_reads(p)).SerializeToString() for p in own_reads)
     variants = {"plain": data, "nchwc": data_all if blocked else abft.protect(model, nchwc=True).SerializeToString()}
     by_layout = {f"{layout}/{level}": round(overhead(bare, variant, tiles, level), 4)

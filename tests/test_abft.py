@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute import abft, ranges
-from flight.compute.providers import owned_weights_options, session_options_for
+from flight.compute.providers import cpu_blocks_conv_outputs, owned_weights_options, session_options_for
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
 
 CONSEQUENCE = 1e-3  # an output moved by more than this matters (bench/radiation.py uses the same)
@@ -198,7 +198,8 @@ def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_th
     each check before the activation after its node, which can then run in place. h1's copy's sums: a
     ReduceSum (the faster read of a plain tensor), or for a session in onnxruntime's NCHWc layout a
     GlobalAveragePool, which reads that layout without reordering it; h2's come from the copy of the
-    model's own mean of it."""
+    model's own mean of it. In that layout a1 (16 channels, blocked) is read only by nodes that keep it
+    so: its sums over runs of rows by an AveragePool, h1's copy by a Relu of a 1x1 MaxPool."""
     added = [n for n in protected.graph.node if n.name.startswith(abft.PREFIX) or n.output[0] == abft.OUTPUT]
     readers = {t: [n.name for n in added if t in n.input]
                for t in ("a1", "a2", "pixel_logit", "logits", "xn", "h1", "h2", "probabilities", "cloud_fraction")}
@@ -212,7 +213,9 @@ def test_the_checks_of_the_shipped_model_read_each_tensor_once_and_run_before_th
     assert copies == {"xn": ["MatMul", "Abs"], "h1": ["GlobalAveragePool" if nchwc else "ReduceSum"],
                       "h2": ["GlobalAveragePool"], "z": ["Gemm"]}, copies
     assert abft.describe(protected)["recomputed"] == 4
-    assert len(added) <= 45
+    assert sorted(n.op_type for n in added if "a1" in n.input) == (["AveragePool", "MaxPool"] if nchwc
+                                                                   else ["Clip", "Reshape"])
+    assert len(added) <= 46
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -606,8 +609,16 @@ def test_only_a_2d_tensor_of_whole_channel_blocks_is_read_another_way_for_the_nc
         assert ops == [["ReduceSum"], ["GlobalAveragePool" if two_d else "ReduceSum"]]
         assert abft.describe(plain)["layout_sums"] == abft.describe(blocked)["layout_sums"] == 2 * two_d  # r's, y's
         assert (plain.graph == blocked.graph) is not two_d
+        # In blocks of 16 (AVX-512) 8 channels are not whole blocks: onnxruntime reorders them for a
+        # pooling, so they are summed as in the plain layout; only the record says otherwise.
+        wide = abft.protect(model, nchwc=16)
+        assert wide.graph == plain.graph and abft.describe(wide)["layout_sums"] == 2 * two_d
+        assert (abft.describe(wide)["nchwc_block"], abft.describe(blocked)["nchwc_block"]) == (16, 8)
         feed = {"x": rng.uniform(0, 1, size=(5, *shape[1:])).astype(np.float32)}
         assert run(plain, feed)[abft.OUTPUT].all() and run(blocked, feed)[abft.OUTPUT].all()
+    for bad in (4, 12, -8, 2.0, "16"):
+        with pytest.raises(ValueError, match="nchwc must be"):
+            abft.protect(model, nchwc=bad)
 
 
 @pytest.mark.req("RAD-004")
@@ -762,8 +773,8 @@ def test_a_fault_between_checked_nodes_is_caught_where_the_checks_recompute_thei
     from flight.compute.inject import flip_bit, with_hooks
 
     batch = tiles[:4]
-    for recompute in (True, False):
-        protected = abft.protect(shipped, recompute_inputs=recompute)
+    for recompute, nchwc in ((True, False), (True, True), (False, False)):  # sessions at "all": blocked on x86
+        protected = abft.protect(shipped, recompute_inputs=recompute, nchwc=nchwc)
         if site.startswith("band_"):
             value = numpy_helper.to_array(next(t for t in shipped.graph.initializer if t.name == site)).copy()
             value.flat[0] = flip_bit(value.flat[0], 29 if site == "band_std" else 30)  # a band's values far off
@@ -773,7 +784,27 @@ def test_a_fault_between_checked_nodes_is_caught_where_the_checks_recompute_thei
             mask.flat[0] = True
             got = run(with_hooks(protected, (site,)),
                       {"tiles": batch, f"{site}/mask": mask, f"{site}/value": np.array([1e30], np.float32)})
-        assert bool(got[abft.OUTPUT][0]) is not (recompute or caught_before), (site, recompute)
+        assert bool(got[abft.OUTPUT][0]) is not (recompute or caught_before), (site, recompute, nchwc)
+
+
+@pytest.mark.req("RAD-001")
+@pytest.mark.skipif(not cpu_blocks_conv_outputs(), reason="this onnxruntime keeps no Conv output blocked")
+def test_in_the_nchwc_layout_the_checks_read_a_blocked_conv_output_without_reordering_it(shipped, tmp_path):
+    """a1 (16 channels) stays in onnxruntime's blocked layout at ``all``: its runs' sums (an
+    AveragePool) and h1's copy (a Relu of a 1x1 MaxPool) read it there, so the session reorders it for
+    no one (the plain form's Reshape and Clip had it reordered: a pass of its own, as long as a small
+    layer's). a2 (12 channels, not whole blocks) is read plain, as before."""
+    def reordered(model: onnx.ModelProto) -> set[str]:
+        options = session_options_for(1, optimization="all")
+        options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        made = onnx.load(options.optimized_model_filepath)
+        return {n.output[0] for n in made.graph.node if n.op_type == "ReorderOutput"}
+
+    bare, blocked, plain = reordered(shipped), reordered(abft.protect(shipped, nchwc=True)), \
+        reordered(abft.protect(shipped))
+    assert "a1" in plain and "a1" not in blocked and "a2" in blocked
+    assert not any(name.startswith("a1") or "copy/a1" in name or "copy/h1" in name for name in blocked - bare), blocked
 
 
 def _shape_of(model: onnx.ModelProto, tensor: str, batch: np.ndarray) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from flight.compute import protocol as cp
 from flight.compute.abft import describe
 from flight.compute.checks import CHECK_OUTPUT, FAILED, PASSED, UNCHECKED, ProductChecks
 from flight.compute.package import ReferenceSet, compare_outputs, run_outputs, sha256_hex
-from flight.compute.providers import CPU, CUDA, GPU_PROVIDERS, cpu_blocks_conv_outputs
+from flight.compute.providers import CPU, CUDA, GPU_PROVIDERS, cpu_nchwc_block
 from flight.compute.store import Provenance
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, Protection
@@ -302,21 +302,25 @@ def test_on_the_cpu_the_worker_checks_at_fp32_says_so_and_keeps_each_precision_a
 def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_when_it_changes(bench):
     """Owned weights run at ``extended``: plain sums. Without them the session runs at ``all``, where
     an x86 onnxruntime keeps Conv outputs blocked (asked of onnxruntime itself): the pass then sums
-    h1 with a GlobalAveragePool, which reads that layout. Either way the model passes clean tiles."""
+    h1 with a GlobalAveragePool and a1's runs with an AveragePool, which read that layout. Either way
+    the model passes clean tiles."""
     admit(bench, abft=True, scrub=True)
     owned = bench.worker._session(MODEL_NAME)  # noqa: SLF001
     made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
-    assert made.nchwc is False and describe(onnx.load_from_string(made.data))["nchwc"] is False
-    assert describe(onnx.load_from_string(made.data))["layout_sums"] == 1  # h1's
+    assert made.nchwc == 0 and describe(onnx.load_from_string(made.data))["nchwc"] is False
+    assert describe(onnx.load_from_string(made.data))["layout_sums"] == 2  # h1's, and a1's over runs of rows
     assert run_all(owned)[1].all()
     admit(bench, abft=True, scrub=False)
     plain = bench.worker._session(MODEL_NAME)  # noqa: SLF001
     remade = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
-    blocked = cpu_blocks_conv_outputs()
-    assert remade.nchwc is blocked and describe(onnx.load_from_string(remade.data))["nchwc"] is blocked
+    blocked = cpu_nchwc_block() > 0  # 16 channels, whole blocks where the layout is used (8 or 16)
+    assert remade.nchwc == cpu_nchwc_block() and describe(onnx.load_from_string(remade.data))["nchwc"] is blocked
+    assert describe(onnx.load_from_string(remade.data))["nchwc_block"] == cpu_nchwc_block()
     readers = [n.op_type for n in onnx.load_from_string(remade.data).graph.node  # h1 as the check reads it, its copy
                if f"{abft.PREFIX}copy/h1" in n.input and n.name.startswith(abft.PREFIX)]
     assert readers == ["GlobalAveragePool" if blocked else "ReduceSum"]
+    assert [n.op_type for n in onnx.load_from_string(remade.data).graph.node if n.name == f"{abft.PREFIX}2/y_sums_pool"] \
+        == (["AveragePool"] if blocked else [])
     assert (remade.data != made.data) is blocked
     assert run_all(plain)[1].all()
     admit(bench, abft=True, scrub=True)  # back: the plain sums again
@@ -359,7 +363,7 @@ def test_a_model_made_again_for_the_other_layout_learns_its_ranges_once_and_says
     assert len(learned) == 1  # the shipped model's ranges, from its reference tiles
     assert [e.args["name"] for e in bench.events("MODEL_RANGES_UNCHECKED")] == ["copy"]
     assert protections == [("abft+ranges+scrubbed", "abft+scrubbed"), ("abft+ranges", "abft")] * 2
-    assert bench.worker._checked_models["copy"].nchwc is cpu_blocks_conv_outputs()  # noqa: SLF001 - made for "all"
+    assert bench.worker._checked_models["copy"].nchwc == cpu_nchwc_block()  # noqa: SLF001 - made for "all"
 
 
 @pytest.mark.system  # a real ZeroMQ socket pair

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute.arithmetic import TF32_OVERRIDE, tf32_allowed, worker_environment
 from flight.compute.providers import (
@@ -26,6 +28,7 @@ from flight.compute.providers import (
     abft_precision,
     checksum_layout_nchwc,
     cpu_blocks_conv_outputs,
+    cpu_nchwc_block,
     open_session,
     providers_to_try,
     session_options_for,
@@ -117,8 +120,33 @@ def test_whether_conv_outputs_run_blocked_at_level_all_is_what_onnxruntime_does(
     with open(session.end_profiling()) as f:
         ran = [e["name"] for e in json.load(f) if e.get("cat") == "Node"]
     assert ran and cpu_blocks_conv_outputs() is any("_nchwc" in name for name in ran)
-    assert checksum_layout_nchwc("all") is cpu_blocks_conv_outputs()
+    assert checksum_layout_nchwc("all") == cpu_nchwc_block() and (cpu_nchwc_block() > 0) is cpu_blocks_conv_outputs()
     assert not any(checksum_layout_nchwc(level) for level in ("disable", "basic", "extended"))
+
+
+@pytest.mark.req("RAD-106")
+def test_the_nchwc_block_is_the_channel_count_whose_multiples_a_pooling_keeps_blocked(tmp_path):
+    """The block the probe gives, against what onnxruntime does with a GlobalAveragePool after a Conv of
+    8, 16, 24 and 32 channels: kept blocked where they are whole blocks, reordered to the plain layout
+    first where not (what the checksum pass's reads in that layout rely on: abft.protect's ``nchwc``)."""
+    block = cpu_nchwc_block()
+    if not block:
+        pytest.skip("this onnxruntime keeps no Conv output blocked")
+    rng = np.random.default_rng(2)
+    for channels in (8, 16, 24, 32):
+        graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+                                   helper.make_node("GlobalAveragePool", ["y"], ["m"])],
+                                  "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                                  [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(rng.normal(size=(channels, 4, 3, 3)).astype(np.float32), "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        options = session_options_for(1, optimization="all")
+        options.optimized_model_filepath = str(tmp_path / f"pool{channels}.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+        made = onnx.load(options.optimized_model_filepath)
+        kept = any(n.op_type == "GlobalAveragePool" and n.domain == "com.microsoft.nchwc" for n in made.graph.node)
+        assert kept is (channels % block == 0), (channels, block)
 
 
 def test_with_no_scratch_space_the_layout_probe_says_plain_sums_and_raises_nothing(monkeypatch):
@@ -131,7 +159,7 @@ def test_with_no_scratch_space_the_layout_probe_says_plain_sums_and_raises_nothi
     cpu_blocks_conv_outputs.cache_clear()
     monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
     try:
-        assert cpu_blocks_conv_outputs() is False and checksum_layout_nchwc("all") is False
+        assert cpu_blocks_conv_outputs() is False and checksum_layout_nchwc("all") == 0 == cpu_nchwc_block()
     finally:
         cpu_blocks_conv_outputs.cache_clear()  # asked again, with scratch space, by the next caller
 

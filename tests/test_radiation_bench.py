@@ -38,13 +38,14 @@ def test_draw_byte_covers_every_owned_byte_in_proportion():
 def test_the_read_floor_reads_what_the_checks_read_and_how_and_sums_it_right():
     """abft_overhead_read_floor's model: every tensor of the model's own that the checks read when they
     read their nodes' own inputs (recompute_inputs off; not h2, whose mean the model makes and the
-    checks reuse), h1 with a GlobalAveragePool where the checks read it so; a valid model whose added
-    output is those tensors' sums."""
+    checks reuse), h1 and a1 with a GlobalAveragePool where the checks read them with a pooling (the
+    NCHWc layout); a valid model whose added output is those tensors' sums."""
     shipped = onnx.load_from_string((radiation.MODELS_DIR / radiation.MODEL_FILE).read_bytes())
     plain, blocked = (radiation.checks_reads(abft.protect(shipped, nchwc=nchwc, recompute_inputs=False))
                       for nchwc in (False, True))
     assert list(plain) == ["xn", "a1", "h1", "a2", "pixel_logit", "hmean", "z", "logits"]
-    assert set(plain.values()) == {"ReduceSum"} and blocked == {**plain, "h1": "GlobalAveragePool"}
+    assert set(plain.values()) == {"ReduceSum"} and blocked == {**plain, "h1": "GlobalAveragePool",
+                                                                "a1": "GlobalAveragePool"}
     floor = radiation.tensors_summed(shipped, blocked)
     onnx.checker.check_model(floor, full_check=True)
     tiles = radiation.load_held_out().tiles[:5].astype(np.float32)

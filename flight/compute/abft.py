@@ -259,7 +259,9 @@ check at once. Their large matrices are left to the periodic scrub: watching the
 would read megabytes on a large model."""
 
 _BLOCKED_CHANNELS = 8
-"""onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: see :meth:`_Pass._position_sums`."""
+"""onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: a tensor of a multiple of 8 is
+read another way in some blocked layout (the record's ``layout_sums``); ``protect(nchwc=True)`` means 8.
+See :meth:`_Pass._position_sums`."""
 
 _MIN_OPSET = 13  # LessOrEqual (12) and ReduceSum taking its axes as an input (13)
 
@@ -329,7 +331,7 @@ def protect(
     rtol: float | None = None,
     atol: float = DEFAULT_ATOL,
     strict: bool = True,
-    nchwc: bool = False,
+    nchwc: bool | int = False,
     recompute_inputs: bool = True,
     compare_outputs: bool | None = None,
 ) -> onnx.ModelProto:
@@ -339,11 +341,14 @@ def protect(
     ``rtol`` overrides the per-node tolerance it gives (one number for every node);
     ``atol`` is the absolute slack in the units of each checked output;
     ``nchwc``: the session will keep Conv outputs in onnxruntime's blocked NCHWc layout (its CPU
-    provider at level ``all`` on x86: :func:`flight.compute.providers.checksum_layout_nchwc`), so
-    sums over every position of a 2-D tensor of a multiple of 8 channels are taken with a
-    GlobalAveragePool, which reads that layout, rather than a ReduceSum, which needs the tensor
-    reordered first but is the faster read everywhere else (the same checks either way; the
-    record's ``layout_sums`` counts the sums read differently, 0 where none is).
+    provider at level ``all`` on x86), in blocks of this many channels
+    (:func:`flight.compute.providers.checksum_layout_nchwc`: 8 on AVX2, 16 on AVX-512; ``True`` is 8;
+    0 or ``False``, the plain layout). A 2-D Conv output of whole blocks is then read where that layout
+    keeps it: its sums over every position with a GlobalAveragePool, over runs of rows with an
+    AveragePool, rather than a ReduceSum, which needs the tensor reordered first but is the faster read
+    everywhere else, and a copy of the Relu after it from a 1x1 MaxPool of it (the same checks either
+    way; the record's ``layout_sums`` counts the sums some block size reads differently, 0 where none
+    is, and ``nchwc_block`` the block).
     ``recompute_inputs``: each check predicts from a copy of its node's input recomputed from the
     last checked outputs (or the graph's input) through copies of the unchecked nodes between, their
     constants copied too (:meth:`_Pass._independent`), so a fault in a tensor between two checked
@@ -367,12 +372,15 @@ def protect(
         raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
     if not (np.isfinite(atol) and atol >= 0):
         raise ValueError(f"atol must be finite and >= 0, got {atol!r}")
+    block = _BLOCKED_CHANNELS if nchwc is True else (0 if nchwc is False else nchwc)
+    if not isinstance(block, int) or block < 0 or block & (block - 1) or 0 < block < _BLOCKED_CHANNELS:
+        raise ValueError(f"nchwc must be a bool or a block of 8, 16, 32... channels, got {nchwc!r}")
     if is_protected(model):
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     compare = bool(recompute_inputs) if compare_outputs is None else bool(compare_outputs)
-    _Pass(out, precision, rtol, atol, strict, bool(nchwc), bool(recompute_inputs), compare).run()
+    _Pass(out, precision, rtol, atol, strict, block, bool(recompute_inputs), compare).run()
     return out
 
 
@@ -540,7 +548,7 @@ def _chain_terms(terms: list[int]) -> int:
 
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
-                 nchwc: bool = False, recompute: bool = True, compare: bool = False):
+                 block: int = 0, recompute: bool = True, compare: bool = False):
         self.model = model
         self.recompute = recompute
         self.compare = compare
@@ -552,7 +560,8 @@ class _Pass:
         self._copies: dict[str, str] = {}  # model tensor -> its recomputed copy (itself where none is made)
         self._copy_of: dict[str, str] = {}  # and back
         self._producers = {o: n for n in model.graph.node for o in n.output if o}
-        self.nchwc = nchwc
+        self.block = block  # channels of one block of the session's NCHWc layout; 0: the plain layout
+        self.nchwc = block > 0
         self.layout_sums = 0  # sums read one way in the NCHWc layout and another elsewhere
         self.graph = model.graph
         self.precision = precision
@@ -644,6 +653,7 @@ class _Pass:
             "atol": self.atol,
             "safety": SAFETY,
             "nchwc": self.nchwc,
+            "nchwc_block": self.block,
             "layout_sums": self.layout_sums,  # 0: the same bytes for either layout but for this record
             "recomputed": self.recomputed,  # checks whose prediction reads a recomputed input
             "compared": self.compared,  # outputs compared with their copies (compare_outputs)
@@ -703,7 +713,9 @@ class _Pass:
         inputs; it also merges initializers of equal value where the session does not own them): a copy
         whose inputs are all the model's reads one of them through ``Min(v, +inf)``, an identity for
         every number, NaN and infinities included (a Relu becomes ``Clip(v, 0)``, a quarter cheaper
-        than ``Max(v, 0)``: 33 us against 45 on h1 of the shipped model in onnxruntime's profile; a
+        than ``Max(v, 0)``: 33 us against 45 on h1 of the shipped model in onnxruntime's profile; for a
+        session that keeps a Conv's output blocked (:meth:`_blocked`), a Relu of its 1x1 MaxPool read,
+        as both keep that layout where a Clip has it reordered first; a
         Sub of a constant an Add of its negation); where no such input is floating point, the node
         is not copied. The cost is a pass over each copied tensor, and those first reads."""
         if x in self._copies:
@@ -722,7 +734,9 @@ class _Pass:
         node_op, negated = node.op_type, None
         if not fresh:  # every data input the model's own: an operator or a read of its own, so never merged
             c = self.consts.get(node.input[1]) if len(node.input) > 1 else None
-            if node.op_type == "Relu" and self.types.get(node.input[0]) == TensorProto.FLOAT:
+            if node.op_type == "Relu" and self._blocked(node.input[0]):
+                inputs = [self._read(node.input[0])]  # a Relu of the read: blocked, as the model's Relu is
+            elif node.op_type == "Relu" and self.types.get(node.input[0]) == TensorProto.FLOAT:
                 node_op, inputs = "Clip", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
             elif node.op_type == "Sub" and c is not None and c.dtype.kind == "f" and node.input[0] not in self.consts:
                 # a - b is a + (-b), exactly: an input's normalisation copied with no read of its own
@@ -1125,9 +1139,10 @@ class _Pass:
         ReduceSum over the trailing axes: on a tensor in the plain layout a GlobalAveragePool took
         twice as long (h1 of the shipped model at ``extended``: 40 us against 21 in onnxruntime's
         profile; in runs here the checks cost 0.28 to 0.29 of the model's time against 0.25 to
-        0.28, ``abft_overhead_by_layout``; at ``all`` 0.32 to 0.33 against 0.36 to 0.37). Over runs: a Reshape to [N, C * blocks, -1] and a
-        ReduceSum over the last, contiguous axis (a ReduceSum over one axis of several, or an
-        AveragePool, is several times slower).
+        0.28, ``abft_overhead_by_layout``; at ``all`` 0.32 to 0.33 against 0.36 to 0.37). Over runs: a
+        Reshape to [N, C * blocks, -1] and a ReduceSum over the last, contiguous axis (a ReduceSum over
+        one axis of several, or an AveragePool, is several times slower on a plain tensor); for a
+        session that keeps ``x`` blocked, an AveragePool, which reads it there (:meth:`_blocked_runs`).
 
         More than :data:`TWO_STAGE_POSITIONS` positions a run (a large frame, a long signal): the
         run is cut into chunks of about its square root (:func:`_chunk`, a Reshape of contiguous
@@ -1147,6 +1162,9 @@ class _Pass:
             partial = self._reduce("ReduceSum", chunks, [3], name + "_partial", keepdims=0)
             return self._reduce("ReduceSum", partial, [2], name, keepdims=0), 1.0, terms
         if blocks > 1:
+            pooled = self._blocked_runs(x, shape, rank, blocks, name, channels) if known else None
+            if pooled is not None:
+                return pooled, float(per_run), per_run
             runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
             runs = self._node("Reshape", [x, runs_shape], name + "_runs")  # [N, C * blocks, positions / blocks]
             return self._reduce("ReduceSum", runs, [2], name, keepdims=0), 1.0, per_run
@@ -1154,13 +1172,46 @@ class _Pass:
         if mean is None and known and self._copy_of.get(x) in self._global_means:  # the model's mean, recomputed
             mean = self._independent(self._global_means[self._copy_of[x]])
         if mean is None and known and rank == 4 and channels % _BLOCKED_CHANNELS == 0:
-            self.layout_sums += 1  # read another way in the other layout
-            if self.nchwc:
+            self.layout_sums += 1  # read another way in a blocked layout
+            if self.nchwc and channels % self.block == 0:
                 mean = self._node("GlobalAveragePool", [x], name + "_mean")
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
             return flat, float(np.prod(shape[2:])), per_run
         return self._reduce("ReduceSum", x, list(range(2, rank)), name, keepdims=0), 1.0, per_run
+
+    def _blockable(self, x: str, block: int = _BLOCKED_CHANNELS) -> bool:
+        """Whether a session in onnxruntime's NCHWc layout of ``block`` channels keeps ``x`` blocked for
+        a pooling or an activation that reads it: a 2-D float image of whole blocks made by a Conv (the
+        transformer blocks every Conv output, padded to whole blocks, but pools one only where its
+        channels are whole blocks, and reorders it to the plain layout first where not)."""
+        shape = self.shapes.get(x)
+        if not (block and self.types.get(x) == TensorProto.FLOAT and shape and len(shape) == 4
+                and isinstance(shape[1], int) and shape[1] % block == 0):
+            return False
+        node = self._producers.get(x)
+        return node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Conv"
+
+    def _blocked(self, x: str) -> bool:
+        """:meth:`_blockable` in this session's layout (``nchwc``, ``block``)."""
+        return self._blockable(x, self.block)
+
+    def _blocked_runs(self, x: str, shape: list, rank: int, blocks: int, name: str, channels: int) -> str | None:
+        """``x``'s sums over ``blocks`` runs of whole rows as their means, an AveragePool of one run a
+        window, where a session in the NCHWc layout keeps ``x`` blocked (:meth:`_blocked`): the
+        Reshape and ReduceSum of the plain form read it plain, so it was reordered first (on the
+        shipped model, a reorder of a1 cost more than its sums). Counted in ``layout_sums`` either way
+        where some block size keeps ``x`` blocked. The mean's division and the check's product by the
+        run's positions round twice more, well within the worst case of the plain sum the tolerance
+        allows (``n u``, ``n`` the positions)."""
+        if rank != 4 or not self._blockable(x):
+            return None
+        self.layout_sums += 1
+        if not self._blocked(x):
+            return None
+        rows = shape[2] // blocks
+        pooled = self._node("AveragePool", [x], name + "_pool", kernel_shape=[rows, shape[3]], strides=[rows, shape[3]])
+        return self._node("Flatten", [pooled], name, axis=1)  # [N, C * blocks]: channel, then run
 
     def _sum_terms(self, x: str, rank: int, blocks: int) -> tuple[int, int]:
         """(positions a run of ``x``, terms of the plain sums :meth:`_position_sums` makes of it)."""

@@ -132,19 +132,28 @@ def session_options_for(
     return options
 
 
+NCHWC_PROBE_CHANNELS = (8, 16, 32)
+"""The channel counts the layout probe tries (:func:`cpu_nchwc_block`): onnxruntime's NCHWc block is 8
+channels on AVX2 and 16 on AVX-512."""
+
+
 @functools.lru_cache(maxsize=1)
-def cpu_blocks_conv_outputs() -> bool:
-    """Whether this onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level
-    ``all``: its x86 builds do; its Arm builds only where made with the NEON NCHWc option (off by
-    default). Asked of onnxruntime itself, once a process: a one-Conv model of 8 channels is
-    optimised and the result read back (a few milliseconds). The checksum pass reads a tensor kept
-    blocked with a pooling that takes that layout (:func:`flight.compute.abft.protect`, ``nchwc``)."""
+def _nchwc_probe() -> tuple[bool, int]:
+    """(whether onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level ``all``,
+    its block in channels or 0): asked of onnxruntime itself, once a process. One model of a Conv of
+    each of :data:`NCHWC_PROBE_CHANNELS` output channels, each followed by a GlobalAveragePool, is
+    optimised and read back (a few milliseconds): a Conv of any of them is blocked where the layout is
+    used (its output padded to whole blocks), a pooling only where its channels are whole blocks."""
     from onnx import TensorProto, helper, load, numpy_helper  # the agent imports onnx anyway (the checksum pass)
 
-    weight = numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [weight])
+    nodes, weights, outputs = [], [], []
+    for c in NCHWC_PROBE_CHANNELS:
+        weights.append(numpy_helper.from_array(np.ones((c, 8, 3, 3), np.float32), f"w{c}"))
+        nodes += [helper.make_node("Conv", ["x", f"w{c}"], [f"y{c}"], name=f"conv{c}", pads=[1, 1, 1, 1]),
+                  helper.make_node("GlobalAveragePool", [f"y{c}"], [f"m{c}"], name=f"mean{c}")]
+        outputs.append(helper.make_tensor_value_info(f"m{c}", TensorProto.FLOAT, [1, c, 1, 1]))
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              outputs, weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     try:
@@ -154,13 +163,36 @@ def cpu_blocks_conv_outputs() -> bool:
             ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
             optimised = load(options.optimized_model_filepath)
     except Exception:  # noqa: BLE001 - no scratch space, or a build that cannot say: plain sums, right on every layout
-        return False
-    return any(node.domain == "com.microsoft.nchwc" for node in optimised.graph.node)
+        return False, 0
+    if not any(node.domain == "com.microsoft.nchwc" for node in optimised.graph.node):
+        return False, 0
+    plain = {node.output[0] for node in optimised.graph.node if node.op_type == "GlobalAveragePool"
+             and node.domain in ("", "ai.onnx") and node.output}  # poolings the transformer left as they were
+    return True, min((c for c in NCHWC_PROBE_CHANNELS if f"m{c}" not in plain), default=0)
 
 
-def checksum_layout_nchwc(optimization: str) -> bool:
-    """The checksum pass's ``nchwc`` for a CPU session at graph optimisation ``optimization``."""
-    return optimization == "all" and cpu_blocks_conv_outputs()
+def cpu_blocks_conv_outputs() -> bool:
+    """Whether this onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level
+    ``all``: its x86 builds do; its Arm builds only where made with the NEON NCHWc option (off by
+    default). The checksum pass reads a tensor kept blocked with a pooling that takes that layout
+    (:func:`flight.compute.abft.protect`, ``nchwc``)."""
+    return _nchwc_probe()[0]
+
+
+def cpu_nchwc_block() -> int:
+    """The channels of one block of that layout (8 on AVX2, 16 on AVX-512), or 0 where Convs are not
+    blocked or no pooling keeps the layout: a pooling or an activation keeps a tensor blocked only where
+    its channels are whole blocks, and reorders it to the plain layout first where they are not."""
+    return _nchwc_probe()[1]
+
+
+cpu_blocks_conv_outputs.cache_clear = _nchwc_probe.cache_clear  # type: ignore[attr-defined]  # as before: one cache
+
+
+def checksum_layout_nchwc(optimization: str) -> int:
+    """The checksum pass's ``nchwc`` for a CPU session at graph optimisation ``optimization``: the block of
+    onnxruntime's NCHWc layout (:func:`cpu_nchwc_block`) at ``all``, else 0 (plain sums)."""
+    return cpu_nchwc_block() if optimization == "all" else 0
 
 
 def owned_weights_options(

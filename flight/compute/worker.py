@@ -280,7 +280,7 @@ class _CheckedModel(NamedTuple):
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
-    nchwc: bool | None = None  # the layout its sums read for (abft.protect's nchwc): made again when the
+    nchwc: int | None = None  # the NCHWc block its sums read for, 0 plain (abft.protect's nchwc): made again when the
     # session's changes; None where its bytes do not depend on it (no checksum pass, refused, no such sum)
     ranged: bool = False  # its range checks are this worker's, learned from the version's reference inputs
 
@@ -709,7 +709,7 @@ class Worker:
         bytes have a SHA-256 of their own, checked at each reuse like the store's: a flip in them while
         kept would otherwise become the scrubber's golden copy; on a mismatch they are made again."""
         kept = self._checked_models.get(name)
-        nchwc = self.abft_checks and self._checks_nchwc()
+        nchwc = self._checks_nchwc() if self.abft_checks else 0
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
                 kept.abft, kept.ranges, kept.version) == (self.abft_checks, self.range_checks, version) and (
                 kept.nchwc is None or kept.nchwc == nchwc) and (
@@ -725,13 +725,13 @@ class Worker:
                                                    self.range_checks, version, layout, ranged is not None)
         return protected
 
-    def _checks_nchwc(self) -> bool:
-        """Whether the checksum pass reads for onnxruntime's blocked layout: CPU sessions at level ``all``,
+    def _checks_nchwc(self) -> int:
+        """The block of onnxruntime's NCHWc layout the checksum pass reads for, 0 for none: CPU sessions at level ``all``,
         which the worker opens without ``scrub_weights`` (owned weights run at ``extended``; where
         onnxruntime refuses them, the session runs at ``all`` on sums made for ``extended``: slower, never wrong)."""
         return checksum_layout_nchwc(OWNED_WEIGHTS_OPTIMIZATION if self.scrub_weights else "all")
 
-    def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: bool = False) -> bytes | None:
+    def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: int = 0) -> bytes | None:
         """``data`` with the checksum pass's checks, or None: it has ours already, or the pass refused it (said)."""
         try:
             made_by, _, why = _check_output_of(data)
