@@ -308,7 +308,8 @@ def test_the_pass_reads_for_the_layout_the_session_runs_in_and_is_made_again_whe
     owned = bench.worker._session(MODEL_NAME)  # noqa: SLF001
     made = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
     assert made.nchwc == 0 and describe(onnx.load_from_string(made.data))["nchwc"] is False
-    assert describe(onnx.load_from_string(made.data))["layout_sums"] == 2  # h1's, and a1's over runs of rows
+    # h1's sums, a1's over runs of rows, h1's copy, pixel_logit's read for the copies
+    assert describe(onnx.load_from_string(made.data))["layout_sums"] == 4
     assert run_all(owned)[1].all()
     admit(bench, abft=True, scrub=False)
     plain = bench.worker._session(MODEL_NAME)  # noqa: SLF001

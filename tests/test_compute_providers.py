@@ -29,6 +29,7 @@ from flight.compute.providers import (
     checksum_layout_nchwc,
     cpu_blocks_conv_outputs,
     cpu_nchwc_block,
+    nchwc_layout,
     open_session,
     providers_to_try,
     session_options_for,
@@ -120,8 +121,28 @@ def test_whether_conv_outputs_run_blocked_at_level_all_is_what_onnxruntime_does(
     with open(session.end_profiling()) as f:
         ran = [e["name"] for e in json.load(f) if e.get("cat") == "Node"]
     assert ran and cpu_blocks_conv_outputs() is any("_nchwc" in name for name in ran)
-    assert checksum_layout_nchwc("all") == cpu_nchwc_block() and (cpu_nchwc_block() > 0) is cpu_blocks_conv_outputs()
+    assert checksum_layout_nchwc("all") == cpu_nchwc_block() and (cpu_nchwc_block() == 0 or cpu_blocks_conv_outputs())
     assert not any(checksum_layout_nchwc(level) for level in ("disable", "basic", "extended"))
+
+
+@pytest.mark.req("RAD-106")
+def test_the_layout_probe_reads_the_block_from_the_poolings_onnxruntime_left_plain():
+    """The probe's reading of an optimised graph (any build): no blocked node, plain sums; blocked Convs
+    whose poolings all stayed plain, Convs blocked but no block the pass can read in; else the smallest
+    number of channels whose pooling was rewritten."""
+    from flight.compute.providers import _nchwc_answer
+
+    def optimised(*nodes: tuple[str, str, str]) -> onnx.ModelProto:
+        made = [helper.make_node(op, ["x"], [out], domain=domain) for op, domain, out in nodes]
+        return helper.make_model(helper.make_graph(made, "g", [], []))
+
+    plain = [("Conv", "", f"y{c}") for c in (8, 16, 32)] + [("GlobalAveragePool", "", f"m{c}") for c in (8, 16, 32)]
+    assert _nchwc_answer(optimised(*plain), (8, 16, 32)) == (False, 0)
+    convs = [("Conv", "com.microsoft.nchwc", "t0")]
+    assert _nchwc_answer(optimised(*convs, *plain[3:]), (8, 16, 32)) == (True, 0)
+    assert _nchwc_answer(optimised(*convs, ("GlobalAveragePool", "", "m8"),
+                                   ("GlobalAveragePool", "com.microsoft.nchwc", "t1")), (8, 16, 32)) == (True, 16)
+    assert _nchwc_answer(optimised(*convs), (8, 16, 32)) == (True, 8)
 
 
 @pytest.mark.req("RAD-106")
@@ -156,12 +177,12 @@ def test_with_no_scratch_space_the_layout_probe_says_plain_sums_and_raises_nothi
     def refuse(*_args, **_kwargs):
         raise FileNotFoundError("no usable temporary directory")
 
-    cpu_blocks_conv_outputs.cache_clear()
+    nchwc_layout.cache_clear()
     monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
     try:
         assert cpu_blocks_conv_outputs() is False and checksum_layout_nchwc("all") == 0 == cpu_nchwc_block()
     finally:
-        cpu_blocks_conv_outputs.cache_clear()  # asked again, with scratch space, by the next caller
+        nchwc_layout.cache_clear()  # asked again, with scratch space, by the next caller
 
 
 @pytest.mark.skipif(GPU_BUILD, reason="checks the CPU-only path; a GPU build takes the GPU")

@@ -140,6 +140,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -258,10 +259,10 @@ the copies' constants) are watched (:func:`covered_initializers`): a fault in on
 check at once. Their large matrices are left to the periodic scrub: watching them after every slice
 would read megabytes on a large model."""
 
-_BLOCKED_CHANNELS = 8
-"""onnxruntime's NCHWc block on x86 is 8 (AVX2) or 16 (AVX-512) channels: a tensor of a multiple of 8 is
-read another way in some blocked layout (the record's ``layout_sums``); ``protect(nchwc=True)`` means 8.
-See :meth:`_Pass._position_sums`."""
+NCHWC_BLOCKS = (8, 16, 32)
+"""The channel blocks of onnxruntime's NCHWc layout that ``protect(nchwc=...)`` reads for: 8 on AVX2, 16
+on AVX-512 (flight/compute/providers.py asks onnxruntime which); ``nchwc=True`` means 8. See
+:meth:`_Pass._kept_blocked`."""
 
 _MIN_OPSET = 13  # LessOrEqual (12) and ReduceSum taking its axes as an input (13)
 
@@ -343,12 +344,13 @@ def protect(
     ``nchwc``: the session will keep Conv outputs in onnxruntime's blocked NCHWc layout (its CPU
     provider at level ``all`` on x86), in blocks of this many channels
     (:func:`flight.compute.providers.checksum_layout_nchwc`: 8 on AVX2, 16 on AVX-512; ``True`` is 8;
-    0 or ``False``, the plain layout). A 2-D Conv output of whole blocks is then read where that layout
-    keeps it: its sums over every position with a GlobalAveragePool, over runs of rows with an
-    AveragePool, rather than a ReduceSum, which needs the tensor reordered first but is the faster read
-    everywhere else, and a copy of the Relu after it from a 1x1 MaxPool of it (the same checks either
-    way; the record's ``layout_sums`` counts the sums some block size reads differently, 0 where none
-    is, and ``nchwc_block`` the block).
+    0 or ``False``, the plain layout). A 2-D output of whole blocks of a Conv onnxruntime blocks is
+    then read where that layout keeps it: its sums over every position with a GlobalAveragePool, over
+    runs of rows with an AveragePool, rather than a ReduceSum, which needs the tensor reordered first
+    but is the faster read everywhere else, and the copy of a Relu after it from a 1x1 MaxPool of it,
+    where nothing reads either in the plain layout (the same checks either way; the record's
+    ``layout_sums`` counts the reads some block size makes otherwise, the same for every layout, 0
+    where the bytes are the same for all; ``nchwc_block`` the block).
     ``recompute_inputs``: each check predicts from a copy of its node's input recomputed from the
     last checked outputs (or the graph's input) through copies of the unchecked nodes between, their
     constants copied too (:meth:`_Pass._independent`), so a fault in a tensor between two checked
@@ -372,9 +374,13 @@ def protect(
         raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
     if not (np.isfinite(atol) and atol >= 0):
         raise ValueError(f"atol must be finite and >= 0, got {atol!r}")
-    block = _BLOCKED_CHANNELS if nchwc is True else (0 if nchwc is False else nchwc)
-    if not isinstance(block, int) or block < 0 or block & (block - 1) or 0 < block < _BLOCKED_CHANNELS:
-        raise ValueError(f"nchwc must be a bool or a block of 8, 16, 32... channels, got {nchwc!r}")
+    if isinstance(nchwc, (bool, np.bool_)):
+        block = NCHWC_BLOCKS[0] if nchwc else 0
+    elif isinstance(nchwc, numbers.Integral) and int(nchwc) in (0, *NCHWC_BLOCKS):
+        block = int(nchwc)
+    else:
+        raise ValueError(f"nchwc must be a bool, 0 or a block of {', '.join(map(str, NCHWC_BLOCKS))} channels, "
+                         f"got {nchwc!r}")
     if is_protected(model):
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
     out = onnx.ModelProto()
@@ -562,7 +568,8 @@ class _Pass:
         self._producers = {o: n for n in model.graph.node for o in n.output if o}
         self.block = block  # channels of one block of the session's NCHWc layout; 0: the plain layout
         self.nchwc = block > 0
-        self.layout_sums = 0  # sums read one way in the NCHWc layout and another elsewhere
+        self.layout_sums = 0  # reads some NCHWc layout makes another way (_layout_dependent)
+        self._blocked_relus: list[str] = []  # copies of a Relu made from a blocked read (_unblock_copies)
         self.graph = model.graph
         self.precision = precision
         self.u_acc, self.u_op = PRECISIONS[precision]
@@ -643,6 +650,7 @@ class _Pass:
         if self.compare:
             outcomes += self._compare_outputs()
         self._read_copies_alike()
+        self._unblock_copies()
         self._flag([r for r in results if isinstance(r, _Linear)], outcomes)
         self.graph.node.extend(self.new_nodes)
         self.graph.initializer.extend(self.new_inits)
@@ -654,7 +662,7 @@ class _Pass:
             "safety": SAFETY,
             "nchwc": self.nchwc,
             "nchwc_block": self.block,
-            "layout_sums": self.layout_sums,  # 0: the same bytes for either layout but for this record
+            "layout_sums": self.layout_sums,  # 0: the same bytes for any layout but for this record
             "recomputed": self.recomputed,  # checks whose prediction reads a recomputed input
             "compared": self.compared,  # outputs compared with their copies (compare_outputs)
             "uncompared": self.uncompared,
@@ -734,8 +742,11 @@ class _Pass:
         node_op, negated = node.op_type, None
         if not fresh:  # every data input the model's own: an operator or a read of its own, so never merged
             c = self.consts.get(node.input[1]) if len(node.input) > 1 else None
-            if node.op_type == "Relu" and self._blocked(node.input[0]):
-                inputs = [self._read(node.input[0])]  # a Relu of the read: blocked, as the model's Relu is
+            blocked = node.op_type == "Relu" and self._layout_dependent(node.input[0])
+            self.layout_sums += blocked
+            if blocked and self._kept_blocked(node.input[0], self.block):
+                inputs = [self._read(node.input[0], counted=False)]  # blocked, as the model's Relu is
+                self._blocked_relus.append(f"{PREFIX}copy/{node.output[0]}")
             elif node.op_type == "Relu" and self.types.get(node.input[0]) == TensorProto.FLOAT:
                 node_op, inputs = "Clip", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
             elif node.op_type == "Sub" and c is not None and c.dtype.kind == "f" and node.input[0] not in self.consts:
@@ -882,15 +893,41 @@ class _Pass:
         first = [n for n in self.new_nodes if n.output[0] in reads.values()]
         self.new_nodes[:] = first + [n for n in self.new_nodes if n.output[0] not in reads.values()]
 
-    def _read(self, v: str) -> str:
+    def _unblock_copies(self) -> None:
+        """A Relu's copy made from a blocked read (``Relu(MaxPool1x1(v))``, :meth:`_independent`) becomes
+        ``Clip(v, 0)`` again where ``v`` or the copy is also read in the plain layout (a check's sums in
+        two stages, a MatMul, a graph output): onnxruntime then reorders one of them anyway, and the
+        blocked copy cost a reorder and a pass more than the Clip (found in review: a 32 x 32 tile's
+        sums). Readers that keep a blocked tensor blocked: poolings of whole blocks and activations."""
+        keep = {"AveragePool", "GlobalAveragePool", "MaxPool", "Relu"}
+        outputs = {o.name for o in self.graph.output}
+        for made in self._blocked_relus:
+            copy = next(n for n in self.new_nodes if n.output[0] == made)
+            read = next(n for n in self.new_nodes if n.output[0] == copy.input[0])
+            v = read.input[0]
+            readers = [n for n in (*self.graph.node, *self.new_nodes) if n is not read and v in n.input]
+            readers += [n for n in self.new_nodes if made in n.input]
+            if v not in outputs and made not in outputs and all(n.op_type in keep for n in readers):
+                continue
+            shared = any(n is not copy and read.output[0] in n.input for n in self.new_nodes)
+            copy.op_type = "Clip"
+            copy.input[:] = [read.output[0] if shared else v, self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
+            if not shared:
+                self.new_nodes.remove(read)
+
+    def _read(self, v: str, counted: bool = True) -> str:
         """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own. For a
         session in onnxruntime's NCHWc layout (``nchwc``) a 2-D image tensor is read through a 1x1
         MaxPool instead, an identity too, which that layout keeps blocked: through the Min, the copy of
         a pooling after a Conv read the plain layout and summed in another order than the model's (found
-        in review: where a pooled output's channel means nearly cancel, clean tiles failed the compare)."""
+        in review: where a pooled output's channel means nearly cancel, clean tiles failed the compare).
+        Each such read of an image tensor counts in ``layout_sums`` (``counted``: but where the caller
+        counted its own, as a blocked Relu's copy does)."""
         name = f"{PREFIX}copy/{v}/read"
+        image = self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4
+        self.layout_sums += counted and image
         if not any(n.output[0] == name for n in self.new_nodes):
-            if self.nchwc and self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4:
+            if self.nchwc and image:
                 self._node("MaxPool", [v], name, kernel_shape=[1, 1])
                 return name
             dtype = helper.tensor_dtype_to_np_dtype(self.types[v])
@@ -1162,7 +1199,7 @@ class _Pass:
             partial = self._reduce("ReduceSum", chunks, [3], name + "_partial", keepdims=0)
             return self._reduce("ReduceSum", partial, [2], name, keepdims=0), 1.0, terms
         if blocks > 1:
-            pooled = self._blocked_runs(x, shape, rank, blocks, name, channels) if known else None
+            pooled = self._blocked_runs(x, shape, rank, blocks, name) if known else None
             if pooled is not None:
                 return pooled, float(per_run), per_run
             runs_shape = self._init(f"{PREFIX}runs{channels * blocks}", np.array([0, channels * blocks, -1]), np.int64)
@@ -1171,43 +1208,73 @@ class _Pass:
         mean = self._global_means.get(x) if known else None
         if mean is None and known and self._copy_of.get(x) in self._global_means:  # the model's mean, recomputed
             mean = self._independent(self._global_means[self._copy_of[x]])
-        if mean is None and known and rank == 4 and channels % _BLOCKED_CHANNELS == 0:
+        if mean is None and known and rank == 4 and self._layout_dependent(x):
             self.layout_sums += 1  # read another way in a blocked layout
-            if self.nchwc and channels % self.block == 0:
+            if self._kept_blocked(x, self.block):
                 mean = self._node("GlobalAveragePool", [x], name + "_mean")
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
             return flat, float(np.prod(shape[2:])), per_run
         return self._reduce("ReduceSum", x, list(range(2, rank)), name, keepdims=0), 1.0, per_run
 
-    def _blockable(self, x: str, block: int = _BLOCKED_CHANNELS) -> bool:
-        """Whether a session in onnxruntime's NCHWc layout of ``block`` channels keeps ``x`` blocked for
-        a pooling or an activation that reads it: a 2-D float image of whole blocks made by a Conv (the
-        transformer blocks every Conv output, padded to whole blocks, but pools one only where its
-        channels are whole blocks, and reorders it to the plain layout first where not)."""
+    def _conv_blocked(self, node: onnx.NodeProto, block: int) -> bool:
+        """Whether onnxruntime's NCHWc transformer, in blocks of ``block`` channels, rewrites the model's
+        Conv ``node`` to its blocked form: 2-D with constant weights, and of one group whose input
+        channels are fewer than a block (read plain) or a multiple of 4, or depthwise, or of groups whose
+        input and output channels are whole blocks each (what onnxruntime 1.32 does on x86: checked
+        against it by tests/test_abft.py). Its output is then blocked, padded to whole blocks."""
+        w = self.consts.get(node.input[1]) if len(node.input) > 1 else None
+        if w is None or w.ndim != 4 or (len(node.input) > 2 and node.input[2] and node.input[2] not in self.consts):
+            return False
+        group = next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "group"), 1)
+        if group == 1:
+            return w.shape[1] < block or w.shape[1] % 4 == 0
+        if w.shape[1] == 1 and w.shape[0] == group:
+            return True
+        return w.shape[1] % block == 0 and (w.shape[0] // group) % block == 0
+
+    def _kept_blocked(self, x: str, block: int) -> bool:
+        """Whether a session in onnxruntime's NCHWc layout of ``block`` channels (0: none) has ``x``
+        blocked where a pooling reads it: a 2-D float image of whole blocks made by a Conv the transformer
+        blocks (:meth:`_conv_blocked`), or by a Relu or a 1x1 MaxPool (a copy's read) of such a tensor,
+        which keep the layout. A pooling of a tensor of other channels, or not blocked, has it reordered
+        first (onnxruntime pools a blocked tensor only where its channels are whole blocks; an activation
+        keeps any blocked tensor blocked)."""
         shape = self.shapes.get(x)
         if not (block and self.types.get(x) == TensorProto.FLOAT and shape and len(shape) == 4
                 and isinstance(shape[1], int) and shape[1] % block == 0):
             return False
-        node = self._producers.get(x)
-        return node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Conv"
+        t = x
+        for _ in range(len(self.new_nodes) + len(self._producers)):  # a chain back to the Conv
+            model_node = self._producers.get(t)
+            node = model_node or next((n for n in self.new_nodes if t in n.output), None)
+            if node is None or node.domain not in ("", "ai.onnx"):
+                return False
+            if node.op_type == "Conv":
+                return node is model_node and self._conv_blocked(node, block)
+            kernel = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "kernel_shape"), None)
+            if not (node.op_type == "Relu" or (node.op_type == "MaxPool" and kernel == [1, 1])):
+                return False
+            t = node.input[0]
+        return False
 
-    def _blocked(self, x: str) -> bool:
-        """:meth:`_blockable` in this session's layout (``nchwc``, ``block``)."""
-        return self._blockable(x, self.block)
+    def _layout_dependent(self, x: str) -> bool:
+        """Whether some block size of that layout keeps ``x`` (a copy: the model's tensor it copies)
+        blocked, so that a read of it is made another way there: counted in ``layout_sums`` whatever
+        the layout the pass reads for, so the record of either says whether the bytes depend on it."""
+        return any(self._kept_blocked(self._copy_of.get(x, x), b) for b in NCHWC_BLOCKS)
 
-    def _blocked_runs(self, x: str, shape: list, rank: int, blocks: int, name: str, channels: int) -> str | None:
+    def _blocked_runs(self, x: str, shape: list, rank: int, blocks: int, name: str) -> str | None:
         """``x``'s sums over ``blocks`` runs of whole rows as their means, an AveragePool of one run a
-        window, where a session in the NCHWc layout keeps ``x`` blocked (:meth:`_blocked`): the
-        Reshape and ReduceSum of the plain form read it plain, so it was reordered first (on the
-        shipped model, a reorder of a1 cost more than its sums). Counted in ``layout_sums`` either way
-        where some block size keeps ``x`` blocked. The mean's division and the check's product by the
+        window, where this session's layout keeps ``x`` blocked (:meth:`_kept_blocked`): the Reshape and
+        ReduceSum of the plain form read it plain, so it was reordered first (on the shipped model, a
+        reorder of a1 cost more than its sums). The mean's division and the check's product by the
         run's positions round twice more, well within the worst case of the plain sum the tolerance
         allows (``n u``, ``n`` the positions)."""
-        if rank != 4 or not self._blockable(x):
+        if rank != 4 or not self._layout_dependent(x):
             return None
         self.layout_sums += 1
-        if not self._blocked(x):
+        if not self._kept_blocked(x, self.block):
             return None
         rows = shape[2] // blocks
         pooled = self._node("AveragePool", [x], name + "_pool", kernel_shape=[rows, shape[3]], strides=[rows, shape[3]])

@@ -132,22 +132,40 @@ def session_options_for(
     return options
 
 
-NCHWC_PROBE_CHANNELS = (8, 16, 32)
-"""The channel counts the layout probe tries (:func:`cpu_nchwc_block`): onnxruntime's NCHWc block is 8
-channels on AVX2 and 16 on AVX-512."""
+class NchwcLayout(NamedTuple):
+    """What onnxruntime's CPU provider does at level ``all`` (:func:`nchwc_layout`)."""
+
+    convs_blocked: bool  # it rewrites Convs to its blocked NCHWc layout
+    block: int  # the channels of one block, where a pooling of whole blocks keeps the layout; else 0
+
+
+def _nchwc_answer(optimised: Any, blocks: tuple[int, ...]) -> NchwcLayout:
+    """:func:`nchwc_layout`'s answer from the probe model optimised (pure): a Conv of each of ``blocks``
+    output channels, each followed by a GlobalAveragePool of output ``m<channels>``."""
+    if not any(node.domain == "com.microsoft.nchwc" for node in optimised.graph.node):
+        return NchwcLayout(False, 0)
+    plain = {node.output[0] for node in optimised.graph.node if node.op_type == "GlobalAveragePool"
+             and node.domain in ("", "ai.onnx") and node.output}  # poolings the transformer left as they were
+    return NchwcLayout(True, min((c for c in blocks if f"m{c}" not in plain), default=0))
 
 
 @functools.lru_cache(maxsize=1)
-def _nchwc_probe() -> tuple[bool, int]:
-    """(whether onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level ``all``,
-    its block in channels or 0): asked of onnxruntime itself, once a process. One model of a Conv of
-    each of :data:`NCHWC_PROBE_CHANNELS` output channels, each followed by a GlobalAveragePool, is
-    optimised and read back (a few milliseconds): a Conv of any of them is blocked where the layout is
-    used (its output padded to whole blocks), a pooling only where its channels are whole blocks."""
+def nchwc_layout() -> NchwcLayout:
+    """Whether this onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level
+    ``all`` (its x86 builds do; its Arm builds only where made with the NEON NCHWc option, off by
+    default), and its block: asked of onnxruntime itself, once a process. One model of a Conv of each
+    of the checksum pass's blocks of channels (:data:`flight.compute.abft.NCHWC_BLOCKS`), each followed
+    by a GlobalAveragePool, is optimised and read back (a few milliseconds): every Conv is blocked
+    where the layout is used (its output padded to whole blocks), a pooling only where its channels are
+    whole blocks, so the smallest such is the block (8 on AVX2, 16 on AVX-512). The checksum pass reads
+    a tensor kept blocked with a pooling that takes that layout (:func:`flight.compute.abft.protect`,
+    ``nchwc``)."""
     from onnx import TensorProto, helper, load, numpy_helper  # the agent imports onnx anyway (the checksum pass)
 
+    from flight.compute.abft import NCHWC_BLOCKS
+
     nodes, weights, outputs = [], [], []
-    for c in NCHWC_PROBE_CHANNELS:
+    for c in NCHWC_BLOCKS:
         weights.append(numpy_helper.from_array(np.ones((c, 8, 3, 3), np.float32), f"w{c}"))
         nodes += [helper.make_node("Conv", ["x", f"w{c}"], [f"y{c}"], name=f"conv{c}", pads=[1, 1, 1, 1]),
                   helper.make_node("GlobalAveragePool", [f"y{c}"], [f"m{c}"], name=f"mean{c}")]
@@ -163,30 +181,20 @@ def _nchwc_probe() -> tuple[bool, int]:
             ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
             optimised = load(options.optimized_model_filepath)
     except Exception:  # noqa: BLE001 - no scratch space, or a build that cannot say: plain sums, right on every layout
-        return False, 0
-    if not any(node.domain == "com.microsoft.nchwc" for node in optimised.graph.node):
-        return False, 0
-    plain = {node.output[0] for node in optimised.graph.node if node.op_type == "GlobalAveragePool"
-             and node.domain in ("", "ai.onnx") and node.output}  # poolings the transformer left as they were
-    return True, min((c for c in NCHWC_PROBE_CHANNELS if f"m{c}" not in plain), default=0)
+        return NchwcLayout(False, 0)
+    return _nchwc_answer(optimised, NCHWC_BLOCKS)
 
 
 def cpu_blocks_conv_outputs() -> bool:
     """Whether this onnxruntime's CPU provider rewrites Convs to its blocked NCHWc layout at level
-    ``all``: its x86 builds do; its Arm builds only where made with the NEON NCHWc option (off by
-    default). The checksum pass reads a tensor kept blocked with a pooling that takes that layout
-    (:func:`flight.compute.abft.protect`, ``nchwc``)."""
-    return _nchwc_probe()[0]
+    ``all`` (:func:`nchwc_layout`)."""
+    return nchwc_layout().convs_blocked
 
 
 def cpu_nchwc_block() -> int:
     """The channels of one block of that layout (8 on AVX2, 16 on AVX-512), or 0 where Convs are not
-    blocked or no pooling keeps the layout: a pooling or an activation keeps a tensor blocked only where
-    its channels are whole blocks, and reorders it to the plain layout first where they are not."""
-    return _nchwc_probe()[1]
-
-
-cpu_blocks_conv_outputs.cache_clear = _nchwc_probe.cache_clear  # type: ignore[attr-defined]  # as before: one cache
+    blocked or no pooling keeps the layout (:func:`nchwc_layout`)."""
+    return nchwc_layout().block
 
 
 def checksum_layout_nchwc(optimization: str) -> int:
