@@ -383,11 +383,16 @@ def protect(
                          f"got {nchwc!r}")
     if is_protected(model):
         raise ValueError("model is already protected (is_protected() is true); protect the original instead")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
     compare = bool(recompute_inputs) if compare_outputs is None else bool(compare_outputs)
-    _Pass(out, precision, rtol, atol, strict, block, bool(recompute_inputs), compare).run()
-    return out
+    plain: set[str] = set()
+    while True:  # again, reading plain the tensors read plain anyway (_Pass.read_plain_anyway)
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        made = _Pass(out, precision, rtol, atol, strict, block, bool(recompute_inputs), compare, frozenset(plain))
+        made.run()
+        if not made.unblock:
+            return out
+        plain |= made.unblock
 
 
 def protect_bytes(data: bytes, **options: object) -> bytes:
@@ -554,7 +559,8 @@ def _chain_terms(terms: list[int]) -> int:
 
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
-                 block: int = 0, recompute: bool = True, compare: bool = False):
+                 block: int = 0, recompute: bool = True, compare: bool = False,
+                 plain: frozenset[str] = frozenset()):
         self.model = model
         self.recompute = recompute
         self.compare = compare
@@ -569,7 +575,10 @@ class _Pass:
         self.block = block  # channels of one block of the session's NCHWc layout; 0: the plain layout
         self.nchwc = block > 0
         self.layout_sums = 0  # reads some NCHWc layout makes another way (_layout_dependent)
-        self._blocked_relus: list[str] = []  # copies of a Relu made from a blocked read (_unblock_copies)
+        self._blocked_reads: list[tuple[str, str]] = []  # (tensor read blocked, model tensor behind it)
+        self._blocked_relus: dict[str, str] = {}  # a Relu's copy made from a blocked read -> the Relu's input
+        self.plain = plain  # model tensors read plain whatever the layout (read_plain_anyway)
+        self.unblock: set[str] = set()  # found by run(): to be made again with these in plain too
         self.graph = model.graph
         self.precision = precision
         self.u_acc, self.u_op = PRECISIONS[precision]
@@ -650,7 +659,9 @@ class _Pass:
         if self.compare:
             outcomes += self._compare_outputs()
         self._read_copies_alike()
-        self._unblock_copies()
+        self.unblock = self.read_plain_anyway()
+        if self.unblock:
+            return  # protect() makes it again
         self._flag([r for r in results if isinstance(r, _Linear)], outcomes)
         self.graph.node.extend(self.new_nodes)
         self.graph.initializer.extend(self.new_inits)
@@ -722,7 +733,7 @@ class _Pass:
         whose inputs are all the model's reads one of them through ``Min(v, +inf)``, an identity for
         every number, NaN and infinities included (a Relu becomes ``Clip(v, 0)``, a quarter cheaper
         than ``Max(v, 0)``: 33 us against 45 on h1 of the shipped model in onnxruntime's profile; for a
-        session that keeps a Conv's output blocked (:meth:`_blocked`), a Relu of its 1x1 MaxPool read,
+        session that keeps a Conv's output blocked (:meth:`_kept_blocked`), a Relu of its 1x1 MaxPool read,
         as both keep that layout where a Clip has it reordered first; a
         Sub of a constant an Add of its negation); where no such input is floating point, the node
         is not copied. The cost is a pass over each copied tensor, and those first reads."""
@@ -746,7 +757,7 @@ class _Pass:
             self.layout_sums += blocked
             if blocked and self._kept_blocked(node.input[0], self.block):
                 inputs = [self._read(node.input[0], counted=False)]  # blocked, as the model's Relu is
-                self._blocked_relus.append(f"{PREFIX}copy/{node.output[0]}")
+                self._blocked_relus[f"{PREFIX}copy/{node.output[0]}"] = node.input[0]
             elif node.op_type == "Relu" and self.types.get(node.input[0]) == TensorProto.FLOAT:
                 node_op, inputs = "Clip", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
             elif node.op_type == "Sub" and c is not None and c.dtype.kind == "f" and node.input[0] not in self.consts:
@@ -893,34 +904,39 @@ class _Pass:
         first = [n for n in self.new_nodes if n.output[0] in reads.values()]
         self.new_nodes[:] = first + [n for n in self.new_nodes if n.output[0] not in reads.values()]
 
-    def _unblock_copies(self) -> None:
-        """A Relu's copy made from a blocked read (``Relu(MaxPool1x1(v))``, :meth:`_independent`) becomes
-        ``Clip(v, 0)`` again where ``v`` or the copy is also read in the plain layout (a check's sums in
-        two stages, a MatMul, a graph output): onnxruntime then reorders one of them anyway, and the
-        blocked copy cost a reorder and a pass more than the Clip (found in review: a 32 x 32 tile's
-        sums). Readers that keep a blocked tensor blocked: poolings of whole blocks and activations."""
-        keep = {"AveragePool", "GlobalAveragePool", "MaxPool", "Relu"}
+    def read_plain_anyway(self) -> set[str]:
+        """The model's tensors read blocked here (a pooling of one, a Relu's copy from a 1x1 MaxPool of
+        it, ``Relu(MaxPool1x1(v))``, and a pooling of that copy) that something also reads in the plain
+        layout (a check's sums in two stages, a MatMul, a Clip, a graph output): onnxruntime reorders them
+        anyway, and their blocked reads cost a reorder and a pass more than the plain ones (found in
+        review: a 32 x 32 tile's sums; a pooling chosen for a copy that was then made a Clip).
+        :func:`protect` makes the model again with them read plain (``plain``), until none is left.
+        Readers that keep a blocked tensor blocked: poolings of whole blocks, a Relu, a Sigmoid, and a
+        Conv of the model's that onnxruntime blocks."""
+        keep = {"AveragePool", "GlobalAveragePool", "MaxPool", "Relu", "Sigmoid"}
         outputs = {o.name for o in self.graph.output}
-        for made in self._blocked_relus:
-            copy = next(n for n in self.new_nodes if n.output[0] == made)
-            read = next(n for n in self.new_nodes if n.output[0] == copy.input[0])
-            v = read.input[0]
-            readers = [n for n in (*self.graph.node, *self.new_nodes) if n is not read and v in n.input]
-            readers += [n for n in self.new_nodes if made in n.input]
-            if v not in outputs and made not in outputs and all(n.op_type in keep for n in readers):
-                continue
-            shared = any(n is not copy and read.output[0] in n.input for n in self.new_nodes)
-            copy.op_type = "Clip"
-            copy.input[:] = [read.output[0] if shared else v, self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
-            if not shared:
-                self.new_nodes.remove(read)
+        nodes = [*self.graph.node, *self.new_nodes]
+
+        def kept(n: onnx.NodeProto, t: str) -> bool:  # reads t without having it reordered
+            return n.op_type in keep or (n.op_type == "Conv" and n.domain in ("", "ai.onnx") and n.input[0] == t
+                                         and n.output[0] in self._producers and self._conv_blocked(n, self.block))
+
+        def read_plain(t: str, but: str = "") -> bool:
+            return t in outputs or any(not kept(n, t) for n in nodes if t in n.input and n.output[0] != but)
+
+        found = {v for made, v in self._blocked_relus.items()
+                 if read_plain(v, f"{PREFIX}copy/{v}/read") or read_plain(made)}
+        return found | {behind for t, behind in self._blocked_reads if read_plain(t)}
 
     def _read(self, v: str, counted: bool = True) -> str:
         """``v`` through ``Min(v, +inf)`` of its type, once per tensor: a read of the copies' own. For a
         session in onnxruntime's NCHWc layout (``nchwc``) a 2-D image tensor is read through a 1x1
-        MaxPool instead, an identity too, which that layout keeps blocked: through the Min, the copy of
-        a pooling after a Conv read the plain layout and summed in another order than the model's (found
-        in review: where a pooled output's channel means nearly cancel, clean tiles failed the compare).
+        MaxPool instead, an identity too, which keeps a blocked tensor blocked: through the Min, the copy
+        of a pooling after a Conv read the plain layout and summed in another order than the model's
+        (found in review: where a pooled output's channel means nearly cancel, clean tiles failed the
+        compare). It does so for every image tensor, as which ones onnxruntime keeps blocked is not
+        known here past Convs and activations: one it keeps plain is reordered in for the read (a cost
+        of 2 to 5 % of such a model's time, found in review), never a wrong sum.
         Each such read of an image tensor counts in ``layout_sums`` (``counted``: but where the caller
         counted its own, as a blocked Relu's copy does)."""
         name = f"{PREFIX}copy/{v}/read"
@@ -1169,9 +1185,9 @@ class _Pass:
         each of its values, whose rounding the tolerance must allow as ``n u``).
 
         Over all positions: the model's own GlobalAveragePool of ``x`` where it has one (no second
-        pass over ``x``); else, for a session in onnxruntime's NCHWc layout (``nchwc``), a
-        GlobalAveragePool where ``x`` is 2-D (the transformer blocks only those) and ``C`` a
-        multiple of 8, as that layout keeps such a tensor blocked and reorders it for any other
+        pass over ``x``); else, for a session in onnxruntime's NCHWc layout (``block``), a
+        GlobalAveragePool where that layout keeps ``x`` blocked (:meth:`_kept_blocked`: 2-D, whole
+        blocks, made by a Conv the transformer blocks), as it reorders such a tensor for any other
         reader (on the shipped model, a reorder of h1 cost a fifth of the model's time); else a
         ReduceSum over the trailing axes: on a tensor in the plain layout a GlobalAveragePool took
         twice as long (h1 of the shipped model at ``extended``: 40 us against 21 in onnxruntime's
@@ -1212,6 +1228,7 @@ class _Pass:
             self.layout_sums += 1  # read another way in a blocked layout
             if self._kept_blocked(x, self.block):
                 mean = self._node("GlobalAveragePool", [x], name + "_mean")
+                self._blocked_reads.append((x, self._blocked_relus.get(x, x)))
         if mean is not None:
             flat = mean if len(self.shapes.get(mean) or []) == 2 else self._node("Flatten", [mean], name, axis=1)
             return flat, float(np.prod(shape[2:])), per_run
@@ -1222,7 +1239,8 @@ class _Pass:
         Conv ``node`` to its blocked form: 2-D with constant weights, and of one group whose input
         channels are fewer than a block (read plain) or a multiple of 4, or depthwise, or of groups whose
         input and output channels are whole blocks each (what onnxruntime 1.32 does on x86: checked
-        against it by tests/test_abft.py). Its output is then blocked, padded to whole blocks."""
+        against it by tests/test_abft.py, for the block of the machine that runs them; 2,233 Convs in
+        review at 16). Its output is then blocked, padded to whole blocks."""
         w = self.consts.get(node.input[1]) if len(node.input) > 1 else None
         if w is None or w.ndim != 4 or (len(node.input) > 2 and node.input[2] and node.input[2] not in self.consts):
             return False
@@ -1233,19 +1251,22 @@ class _Pass:
             return True
         return w.shape[1] % block == 0 and (w.shape[0] // group) % block == 0
 
-    def _kept_blocked(self, x: str, block: int) -> bool:
+    def _kept_blocked(self, x: str, block: int, honour_plain: bool = True) -> bool:
         """Whether a session in onnxruntime's NCHWc layout of ``block`` channels (0: none) has ``x``
         blocked where a pooling reads it: a 2-D float image of whole blocks made by a Conv the transformer
-        blocks (:meth:`_conv_blocked`), or by a Relu or a 1x1 MaxPool (a copy's read) of such a tensor,
-        which keep the layout. A pooling of a tensor of other channels, or not blocked, has it reordered
-        first (onnxruntime pools a blocked tensor only where its channels are whole blocks; an activation
-        keeps any blocked tensor blocked)."""
+        blocks (:meth:`_conv_blocked`), or by a Relu, a Sigmoid or a 1x1 MaxPool of one output (a copy's
+        read) of such a tensor, which keep the layout. A pooling of a tensor of other channels, or not
+        blocked, has it reordered first (onnxruntime pools a blocked tensor only where its channels are
+        whole blocks; an activation keeps any blocked tensor blocked). ``honour_plain``: not where the
+        chain passes a tensor of ``plain`` (read plain anyway: :meth:`read_plain_anyway`)."""
         shape = self.shapes.get(x)
         if not (block and self.types.get(x) == TensorProto.FLOAT and shape and len(shape) == 4
                 and isinstance(shape[1], int) and shape[1] % block == 0):
             return False
         t = x
         for _ in range(len(self.new_nodes) + len(self._producers)):  # a chain back to the Conv
+            if honour_plain and t in self.plain:
+                return False
             model_node = self._producers.get(t)
             node = model_node or next((n for n in self.new_nodes if t in n.output), None)
             if node is None or node.domain not in ("", "ai.onnx"):
@@ -1253,7 +1274,8 @@ class _Pass:
             if node.op_type == "Conv":
                 return node is model_node and self._conv_blocked(node, block)
             kernel = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "kernel_shape"), None)
-            if not (node.op_type == "Relu" or (node.op_type == "MaxPool" and kernel == [1, 1])):
+            single = len([o for o in node.output if o]) == 1  # a MaxPool with Indices stays plain
+            if not (node.op_type in ("Relu", "Sigmoid") or (node.op_type == "MaxPool" and kernel == [1, 1] and single)):
                 return False
             t = node.input[0]
         return False
@@ -1262,7 +1284,7 @@ class _Pass:
         """Whether some block size of that layout keeps ``x`` (a copy: the model's tensor it copies)
         blocked, so that a read of it is made another way there: counted in ``layout_sums`` whatever
         the layout the pass reads for, so the record of either says whether the bytes depend on it."""
-        return any(self._kept_blocked(self._copy_of.get(x, x), b) for b in NCHWC_BLOCKS)
+        return any(self._kept_blocked(self._copy_of.get(x, x), b, honour_plain=False) for b in NCHWC_BLOCKS)
 
     def _blocked_runs(self, x: str, shape: list, rank: int, blocks: int, name: str) -> str | None:
         """``x``'s sums over ``blocks`` runs of whole rows as their means, an AveragePool of one run a
@@ -1276,6 +1298,7 @@ class _Pass:
         self.layout_sums += 1
         if not self._kept_blocked(x, self.block):
             return None
+        self._blocked_reads.append((x, self._blocked_relus.get(x, x)))
         rows = shape[2] // blocks
         pooled = self._node("AveragePool", [x], name + "_pool", kernel_shape=[rows, shape[3]], strides=[rows, shape[3]])
         return self._node("Flatten", [pooled], name, axis=1)  # [N, C * blocks]: channel, then run
