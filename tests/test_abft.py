@@ -878,6 +878,42 @@ def test_a_relus_copy_is_read_blocked_only_where_nothing_reads_its_tensors_plain
     assert run(blocked, {"x": rng.normal(size=(3, 4, 16, 16)).astype(np.float32)})[abft.OUTPUT].all()
 
 
+@pytest.mark.req("RAD-001")
+def test_readers_onnxruntime_runs_blocked_leave_a_conv_output_read_blocked(tmp_path):
+    """Found in review: a residual Add of two Convs' outputs (which onnxruntime runs blocked where both
+    inputs are) was taken as a plain reader, so their sums became ReduceSums and onnxruntime reordered
+    both for them alone. A MaxPool with Indices, which onnxruntime runs plain, still has its input read
+    plain."""
+    rng = np.random.default_rng(8)
+    w = {k: rng.normal(0, 0.2, size=s).astype(np.float32) for k, s in
+         (("w1", (16, 8, 3, 3)), ("w2", (16, 16, 1, 1)), ("w3", (16, 16, 1, 1)), ("w4", (16, 16, 1, 1)))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a1"], name="c1", pads=[1] * 4),
+             helper.make_node("Relu", ["a1"], ["h1"]), helper.make_node("Conv", ["h1", "w2"], ["a2"], name="c2"),
+             helper.make_node("Conv", ["h1", "w3"], ["a3"], name="c3"), helper.make_node("Add", ["a2", "a3"], ["s"]),
+             helper.make_node("Relu", ["s"], ["h2"]), helper.make_node("Conv", ["h2", "w4"], ["y"], name="c4")]
+    model = model_of(nodes, [_vi("x", ["N", 8, 12, 12])], [_vi("y", None)], w, 13)
+    blocked = abft.protect(model, nchwc=16)
+    sums = {t: [n.op_type for n in blocked.graph.node if t in n.input and n.name.endswith(("y_sums", "y_sums_mean"))]
+            for t in ("a2", "a3")}
+    assert sums == {"a2": ["GlobalAveragePool"], "a3": ["GlobalAveragePool"]}, sums
+    assert run(blocked, {"x": rng.normal(size=(3, 8, 12, 12)).astype(np.float32)})[abft.OUTPUT].all()
+    if cpu_nchwc_block() == 16:
+        options = session_options_for(1, optimization="all")
+        options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+        ort.InferenceSession(blocked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        reordered = {n.output[0] for n in onnx.load(options.optimized_model_filepath).graph.node
+                     if n.op_type == "ReorderOutput"}
+        assert not reordered & {"a2", "a3"}, reordered
+    indexed = [helper.make_node("Conv", ["x", "w1"], ["a1"], name="c1", pads=[1] * 4),
+               helper.make_node("Relu", ["a1"], ["h1"]),
+               helper.make_node("MaxPool", ["h1"], ["p", "i"], kernel_shape=[1, 1]),
+               helper.make_node("Conv", ["h1", "w2"], ["a2"], name="c2")]
+    model = model_of(indexed, [_vi("x", ["N", 8, 12, 12])], [_vi("a2", None), _vi("p", None), _vi("i", None, TensorProto.INT64)],
+                     w, 13)
+    plain_read = abft.protect(model, nchwc=16, recompute_inputs=False, compare_outputs=False)
+    assert [n.op_type for n in plain_read.graph.node if n.name.startswith(abft.PREFIX) and "h1" in n.input] == ["ReduceSum"]
+
+
 def _shape_of(model: onnx.ModelProto, tensor: str, batch: np.ndarray) -> tuple[int, ...]:
     inner = onnx.ModelProto()
     inner.CopyFrom(model)

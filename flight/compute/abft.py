@@ -264,6 +264,11 @@ NCHWC_BLOCKS = (8, 16, 32)
 on AVX-512 (flight/compute/providers.py asks onnxruntime which); ``nchwc=True`` means 8. See
 :meth:`_Pass._kept_blocked`."""
 
+_KEEP_LAYOUT = {"AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "Sigmoid", "Tanh", "HardSigmoid",
+                "BatchNormalization"}
+"""Operators that onnxruntime runs on a blocked NCHWc tensor without reordering it (a BatchNormalization
+as a Conv of its own); a Clip or a LeakyRelu has it reordered (found in review)."""
+
 _MIN_OPSET = 13  # LessOrEqual (12) and ReduceSum taking its axes as an input (13)
 
 # Operators whose output is >= 0 (or NaN) whatever their input, and those whose output is
@@ -348,9 +353,10 @@ def protect(
     then read where that layout keeps it: its sums over every position with a GlobalAveragePool, over
     runs of rows with an AveragePool, rather than a ReduceSum, which needs the tensor reordered first
     but is the faster read everywhere else, and the copy of a Relu after it from a 1x1 MaxPool of it,
-    where nothing reads either in the plain layout (the same checks either way; the record's
-    ``layout_sums`` counts the reads some block size makes otherwise, the same for every layout, 0
-    where the bytes are the same for all; ``nchwc_block`` the block).
+    where nothing else has either reordered (a reader onnxruntime runs plain, a graph output: the
+    pass is then run again with such tensors read plain from the start; the same checks either way;
+    the record's ``layout_sums`` counts the reads some block size makes otherwise, the same for every
+    layout, 0 where the bytes are the same for all; ``nchwc_block`` the block).
     ``recompute_inputs``: each check predicts from a copy of its node's input recomputed from the
     last checked outputs (or the graph's input) through copies of the unchecked nodes between, their
     constants copied too (:meth:`_Pass._independent`), so a fault in a tensor between two checked
@@ -575,6 +581,7 @@ class _Pass:
         self.block = block  # channels of one block of the session's NCHWc layout; 0: the plain layout
         self.nchwc = block > 0
         self.layout_sums = 0  # reads some NCHWc layout makes another way (_layout_dependent)
+        self._read_of: dict[str, str] = {}  # a copies' read (_read) -> the tensor it reads
         self._blocked_reads: list[tuple[str, str]] = []  # (tensor read blocked, model tensor behind it)
         self._blocked_relus: dict[str, str] = {}  # a Relu's copy made from a blocked read -> the Relu's input
         self.plain = plain  # model tensors read plain whatever the layout (read_plain_anyway)
@@ -911,15 +918,25 @@ class _Pass:
         anyway, and their blocked reads cost a reorder and a pass more than the plain ones (found in
         review: a 32 x 32 tile's sums; a pooling chosen for a copy that was then made a Clip).
         :func:`protect` makes the model again with them read plain (``plain``), until none is left.
-        Readers that keep a blocked tensor blocked: poolings of whole blocks, a Relu, a Sigmoid, and a
-        Conv of the model's that onnxruntime blocks."""
-        keep = {"AveragePool", "GlobalAveragePool", "MaxPool", "Relu", "Sigmoid"}
+        Readers that keep a blocked tensor blocked (onnxruntime 1.32 on x86, found in review): poolings
+        of whole blocks (but a MaxPool with Indices), the operators of :data:`_KEEP_LAYOUT`, an Add, Mul,
+        Sum or Concat of channels whose inputs are all blocked, and a Conv of the model's that
+        onnxruntime blocks."""
         outputs = {o.name for o in self.graph.output}
         nodes = [*self.graph.node, *self.new_nodes]
 
         def kept(n: onnx.NodeProto, t: str) -> bool:  # reads t without having it reordered
-            return n.op_type in keep or (n.op_type == "Conv" and n.domain in ("", "ai.onnx") and n.input[0] == t
-                                         and n.output[0] in self._producers and self._conv_blocked(n, self.block))
+            if n.domain not in ("", "ai.onnx"):
+                return False
+            if n.op_type == "MaxPool":
+                return len([o for o in n.output if o]) == 1  # with Indices, onnxruntime runs it plain
+            if n.op_type in _KEEP_LAYOUT:
+                return n.input[0] == t
+            if n.op_type in ("Add", "Mul", "Sum") or (n.op_type == "Concat" and any(
+                    a.name == "axis" and helper.get_attribute_value(a) in (1, -3) for a in n.attribute)):
+                return all(self._kept_blocked(i, self.block, honour_plain=False) for i in n.input)
+            return (n.op_type == "Conv" and n.input[0] == t and n.output[0] in self._producers
+                    and self._conv_blocked(n, self.block))
 
         def read_plain(t: str, but: str = "") -> bool:
             return t in outputs or any(not kept(n, t) for n in nodes if t in n.input and n.output[0] != but)
@@ -943,6 +960,10 @@ class _Pass:
         image = self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4
         self.layout_sums += counted and image
         if not any(n.output[0] == name for n in self.new_nodes):
+            for known, value in ((self.shapes, self.shapes.get(v)), (self.types, self.types.get(v))):
+                if value is not None:
+                    known[name] = value  # the read is v: its layout is read off it (_kept_blocked)
+            self._read_of[name] = v
             if self.nchwc and image:
                 self._node("MaxPool", [v], name, kernel_shape=[1, 1])
                 return name
@@ -1257,7 +1278,7 @@ class _Pass:
         blocks (:meth:`_conv_blocked`), or by a Relu, a Sigmoid or a 1x1 MaxPool of one output (a copy's
         read) of such a tensor, which keep the layout. A pooling of a tensor of other channels, or not
         blocked, has it reordered first (onnxruntime pools a blocked tensor only where its channels are
-        whole blocks; an activation keeps any blocked tensor blocked). ``honour_plain``: not where the
+        whole blocks; a Relu or a Sigmoid keeps a blocked tensor blocked). ``honour_plain``: not where the
         chain passes a tensor of ``plain`` (read plain anyway: :meth:`read_plain_anyway`)."""
         shape = self.shapes.get(x)
         if not (block and self.types.get(x) == TensorProto.FLOAT and shape and len(shape) == 4
@@ -1284,7 +1305,8 @@ class _Pass:
         """Whether some block size of that layout keeps ``x`` (a copy: the model's tensor it copies)
         blocked, so that a read of it is made another way there: counted in ``layout_sums`` whatever
         the layout the pass reads for, so the record of either says whether the bytes depend on it."""
-        return any(self._kept_blocked(self._copy_of.get(x, x), b, honour_plain=False) for b in NCHWC_BLOCKS)
+        source = self._read_of.get(x) or self._copy_of.get(x, x)
+        return any(self._kept_blocked(source, b, honour_plain=False) for b in NCHWC_BLOCKS)
 
     def _blocked_runs(self, x: str, shape: list, rank: int, blocks: int, name: str) -> str | None:
         """``x``'s sums over ``blocks`` runs of whole rows as their means, an AveragePool of one run a
