@@ -19,7 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from flight.compute import abft, ranges
-from flight.compute.providers import cpu_blocks_conv_outputs, cpu_nchwc_block, owned_weights_options, session_options_for
+from flight.compute.providers import (cpu_blocks_conv_outputs, cpu_nchwc_block, owned_weights_options,
+                                      session_options_for)
 from flight.compute.usecase.shipped import MODELS_DIR, MODEL_FILE, load_held_out
 
 CONSEQUENCE = 1e-3  # an output moved by more than this matters (bench/radiation.py uses the same)
@@ -908,10 +909,11 @@ def test_readers_onnxruntime_runs_blocked_leave_a_conv_output_read_blocked(tmp_p
                helper.make_node("Relu", ["a1"], ["h1"]),
                helper.make_node("MaxPool", ["h1"], ["p", "i"], kernel_shape=[1, 1]),
                helper.make_node("Conv", ["h1", "w2"], ["a2"], name="c2")]
-    model = model_of(indexed, [_vi("x", ["N", 8, 12, 12])], [_vi("a2", None), _vi("p", None), _vi("i", None, TensorProto.INT64)],
-                     w, 13)
+    outputs = [_vi("a2", None), _vi("p", None), _vi("i", None, TensorProto.INT64)]
+    model = model_of(indexed, [_vi("x", ["N", 8, 12, 12])], outputs, w, 13)
     plain_read = abft.protect(model, nchwc=16, recompute_inputs=False, compare_outputs=False)
-    assert [n.op_type for n in plain_read.graph.node if n.name.startswith(abft.PREFIX) and "h1" in n.input] == ["ReduceSum"]
+    readers = [n.op_type for n in plain_read.graph.node if n.name.startswith(abft.PREFIX) and "h1" in n.input]
+    assert readers == ["ReduceSum"]
 
 
 def _shape_of(model: onnx.ModelProto, tensor: str, batch: np.ndarray) -> tuple[int, ...]:

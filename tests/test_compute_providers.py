@@ -159,7 +159,8 @@ def test_the_nchwc_block_is_the_channel_count_whose_multiples_a_pooling_keeps_bl
                                    helper.make_node("GlobalAveragePool", ["y"], ["m"])],
                                   "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
                                   [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)],
-                                  [numpy_helper.from_array(rng.normal(size=(channels, 4, 3, 3)).astype(np.float32), "w")])
+                                  [numpy_helper.from_array(rng.normal(size=(channels, 4, 3, 3)).astype(np.float32),
+                                                           "w")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         model.ir_version = 8
         options = session_options_for(1, optimization="all")

@@ -1294,7 +1294,8 @@ class _Pass:
                 return False
             if node.op_type == "Conv":
                 return node is model_node and self._conv_blocked(node, block)
-            kernel = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "kernel_shape"), None)
+            kernel = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "kernel_shape"),
+                          None)
             single = len([o for o in node.output if o]) == 1  # a MaxPool with Indices stays plain
             if not (node.op_type in ("Relu", "Sigmoid") or (node.op_type == "MaxPool" and kernel == [1, 1] and single)):
                 return False

@@ -280,8 +280,8 @@ class _CheckedModel(NamedTuple):
     abft: bool = True  # the parameters it was made for: made again when either changes
     ranges: bool = False
     version: str = ""  # the store's version: the same bytes installed again may come with other reference inputs
-    nchwc: int | None = None  # the NCHWc block its sums read for, 0 plain (abft.protect's nchwc): made again when the
-    # session's changes; None where its bytes do not depend on it (no checksum pass, refused, no such sum)
+    nchwc: int | None = None  # the NCHWc block its sums read for, 0 plain (abft.protect's nchwc): made again
+    # when the session's changes; None where its bytes do not depend on it (no checksum pass, refused, no such sum)
     ranged: bool = False  # its range checks are this worker's, learned from the version's reference inputs
 
 
@@ -726,9 +726,10 @@ class Worker:
         return protected
 
     def _checks_nchwc(self) -> int:
-        """The block of onnxruntime's NCHWc layout the checksum pass reads for, 0 for none: CPU sessions at level ``all``,
-        which the worker opens without ``scrub_weights`` (owned weights run at ``extended``; where
-        onnxruntime refuses them, the session runs at ``all`` on sums made for ``extended``: slower, never wrong)."""
+        """The block of onnxruntime's NCHWc layout the checksum pass reads for, 0 for none: CPU sessions at
+        level ``all``, which the worker opens without ``scrub_weights`` (owned weights run at ``extended``;
+        where onnxruntime refuses them, the session runs at ``all`` on sums made for ``extended``: slower,
+        never wrong)."""
         return checksum_layout_nchwc(OWNED_WEIGHTS_OPTIMIZATION if self.scrub_weights else "all")
 
     def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: int = 0) -> bytes | None:
