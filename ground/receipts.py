@@ -10,10 +10,14 @@ with a failed, unchecked or partly checked tile is not, nor is one whose receipt
 (a status its counts do not give), its header (another model's SHA-256) or its tiles. What the
 receipt says of the environment (flux class, scrub age) is the board's own prediction from its TLE,
 not a measurement (docs/architecture.md, "Radiation").
+
+A training product is the model the board trained and its ``.json`` summary (:class:`TrainingReceipt`):
+vouched for when the model file beside the summary is the one its receipt names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import lzma
@@ -115,6 +119,97 @@ class ProductReceipt:
                 "receipt": self.receipt}
 
 
+@dataclass(frozen=True)
+class TrainingReceipt:
+    """A training product's summary, as checked by :func:`read_product`: the model the board trained
+    (``<job>-trained.onnx`` beside the summary), its steps and what the step checks refused. Its weights
+    change every step, so nothing scrubs them and no tile is checked: the step checks (a non-finite or
+    out-of-range update is refused, the last checkpoint loaded after refusals in a row) guard them. It
+    is vouched for when the model file beside it is the one its receipt names and the receipt agrees
+    with itself."""
+
+    path: str
+    job_id: int
+    source: str
+    steps: int
+    loss: float | None
+    steps_refused: int
+    restores: int
+    saa_checkpoints: int
+    receipt: dict[str, Any]
+    model_file: str
+    model_file_sha256: str | None  # None: no such file beside the summary
+    disagreements: tuple[str, ...] = field(default=())
+
+    @property
+    def vouched(self) -> bool:
+        return not self.disagreements and self.model_file_sha256 == self.receipt["model_sha256"]
+
+    def verdict(self) -> str:
+        if self.disagreements:
+            return "NOT VOUCHED: the product contradicts itself (" + "; ".join(self.disagreements) + ")"
+        if self.model_file_sha256 is None:
+            return f"NOT VOUCHED: its model file {Path(self.model_file).name} is not beside it (fetch it too)"
+        return (f"VOUCHED: {Path(self.model_file).name} is the model trained on board, its steps guarded by the "
+                "step checks")
+
+    def lines(self) -> list[str]:
+        """The summary for an operator, one fact a line."""
+        r = self.receipt
+        loss = "not finite" if self.loss is None else f"{self.loss:.4f}"
+        lat = "" if r["lat_deg"] is None else f", latitude {r['lat_deg']:.1f} deg"
+        return [
+            f"{self.path}",
+            f"  training     job {self.job_id} on {self.source}: {self.steps} steps, last loss {loss}",
+            f"  step checks  {self.steps_refused} steps refused, {self.restores} checkpoints loaded again, "
+            f"{self.saa_checkpoints} checkpoints before the SAA",
+            f"  model        sha256 {r['model_sha256'][:16]}..., {r['provider']}, protection {r['protection']}",
+            f"  environment  {r['flux_class']} at the end{lat}: {r['flux_source']}",
+            f"  {self.verdict()}",
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": "training", "job_id": self.job_id, "source": self.source,
+                "steps": self.steps, "loss": self.loss, "steps_refused": self.steps_refused,
+                "restores": self.restores, "saa_checkpoints": self.saa_checkpoints, "model_file": self.model_file,
+                "model_file_sha256": self.model_file_sha256, "vouched": self.vouched, "verdict": self.verdict(),
+                "disagreements": list(self.disagreements), "receipt": self.receipt}
+
+
+def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingReceipt:
+    """A training product's summary (flight/compute/worker.py writes it beside the trained model)."""
+    def count(key: str) -> int:
+        v = summary.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+            raise ProductError(f"{where}: summary {key!r} is {'missing' if v is None else repr(v)[:60]}, not a count")
+        return v
+
+    source, loss = summary.get("source"), summary.get("loss")
+    if not isinstance(source, str) or len(source) > 200:
+        raise ProductError(f"{where}: summary 'source' is {repr(source)[:60]}, not a data set's name")
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss)):
+        raise ProductError(f"{where}: summary 'loss' is {repr(loss)[:60]}, not a finite number or null")
+    receipt = check_receipt(summary.get("receipt"), where)
+    model = path.with_suffix(".onnx")
+    digest = None
+    try:
+        with open(model, "rb") as f:
+            sha = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 20), b""):  # hashlib.file_digest is Python 3.11's
+                sha.update(chunk)
+            digest = sha.hexdigest()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ProductError(f"{where}: its model file {model.name}: {exc.strerror or exc}") from None
+    found = list(_disagreements(receipt, receipt["model_sha256"], 0))  # no tile: every count 0, status unchecked
+    if digest is not None and digest != receipt["model_sha256"]:
+        found.append(f"{model.name} has sha256 {digest[:16]}... against the receipt's {receipt['model_sha256'][:16]}...")
+    return TrainingReceipt(where, count("job_id"), source, count("steps"), None if loss is None else float(loss),
+                           count("steps_refused"), count("restores"), count("saa_checkpoints"), receipt, str(model),
+                           digest, tuple(found))
+
+
 def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     """``receipt`` if it has every field the board writes, each of its type and range; else
     :class:`ProductError` naming the field."""
@@ -197,9 +292,10 @@ def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
     return tuple(out)
 
 
-def read_product(path: str | Path) -> ProductReceipt:
-    """The product at ``path`` (its ``.npz``, or its ``.json`` summary) with its receipt checked;
-    :class:`ProductError` for a file that is not one."""
+def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
+    """The product at ``path`` (its ``.npz``, or its ``.json`` summary; a training product's summary,
+    with the trained model beside it) with its receipt checked; :class:`ProductError` for a file that is
+    not one."""
     p = Path(path)
     where = str(p)
     try:
@@ -222,8 +318,7 @@ def read_product(path: str | Path) -> ProductReceipt:
     if not isinstance(summary, dict):
         raise ProductError(f"{where}: the summary is {type(summary).__name__}, not an object")
     if "steps" in summary and "tiles" not in summary:
-        raise ProductError(f"{where}: a training product's summary (its model trained on board, guarded by the "
-                           "step checks it counts): this reads inference products")
+        return _read_training(summary, p, where)
     receipt = check_receipt(summary.get("receipt"), where)
     tiles = summary.get("tiles")
     if not isinstance(tiles, int) or isinstance(tiles, bool) or not 0 <= tiles < 2**63:

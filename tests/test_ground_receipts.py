@@ -14,7 +14,7 @@ import pytest
 from flight.compute import protocol as cp
 from flight.compute.checks import FAILED, PASSED
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
-from flight.link.definitions import Admission, FluxClass
+from flight.link.definitions import Admission, FluxClass, JobKind
 from ground.cli import main
 from ground.receipts import ProductError, read_product
 from tests.model_helpers import WorkerBench
@@ -41,10 +41,21 @@ def products(tmp_path_factory):
             view[4 * 17 + 3] ^= np.uint8(1 << 6)
         assert bench.infer(2, "tiles", model=MODEL_NAME).state.value == "DONE"
         sha = bench.worker._session(MODEL_NAME).sha256  # noqa: SLF001
+        rng = np.random.default_rng(0)  # job 3: a model trained on board
+        np.savez(bench.root / "data" / "toy.npz", x=rng.normal(size=(256, 12)).astype(np.float32),
+                 y=rng.integers(0, 3, 256))
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(3, JobKind.TRAINING, "toy", steps=32, batch_size=16)))
+        assert reply.ok, reply.reason
+        for _ in range(200):
+            if bench.worker.jobs[3].state.value not in ("QUEUED", "RUNNING"):
+                break
+            bench.worker.work_slice()
+        assert bench.worker.jobs[3].state.value == "DONE", bench.worker.jobs[3].detail
     finally:
         bench.close()
     out = root / "compute" / "products"
-    return {"clean": out / "job00001-tiles", "failed": out / "job00002-tiles", "sha": sha}
+    return {"clean": out / "job00001-tiles", "failed": out / "job00002-tiles", "sha": sha,
+            "trained": out / "job00003-toy-trained"}
 
 
 def show(capsys, *argv: str) -> tuple[int, str, str]:
@@ -113,7 +124,7 @@ def test_files_that_are_not_products_are_refused_naming_the_file_and_field(produ
     cases[noise] = "neither a product's .npz nor its .json summary"
     training = tmp_path / "trained.json"
     training.write_text(json.dumps({"job_id": 3, "steps": 10, "receipt": summary["receipt"]}))
-    cases[training] = "a training product's summary"
+    cases[training] = "summary 'source'"
     cases[tmp_path / "missing.npz"] = "missing.npz"
     cases[tmp_path] = "not a file"
     for path, said in cases.items():
@@ -167,3 +178,32 @@ def test_hostile_files_are_refused_before_they_cost_memory_or_a_traceback(capsys
     for path, message in said.items():
         code, out, err = show(capsys, path)
         assert code == 2 and message in err and "Traceback" not in err, (path.name, err)
+
+
+@pytest.mark.req("GND-058", "RAD-109")
+def test_a_training_product_is_vouched_for_by_the_model_beside_its_summary(products, capsys, tmp_path):
+    """A model trained on board (a real worker's job 3): its summary says the steps and what the step
+    checks refused, and is vouched for when the model file beside it is the one its receipt names; one
+    missing or changed is not; a summary with a field of the wrong kind is bad input."""
+    summary = products["trained"].with_suffix(".json")
+    code, out, err = show(capsys, summary)
+    assert code == 0 and err == "", err
+    assert "job 3 on toy: 32 steps" in out and "0 steps refused" in out and "VOUCHED" in out, out
+    (made,) = json.loads(show(capsys, summary, "--json")[1])
+    assert made["kind"] == "training" and made["vouched"] and made["receipt"]["check_status"] == "unchecked"
+    moved = tmp_path / summary.name
+    moved.write_bytes(summary.read_bytes())
+    code, out, _ = show(capsys, moved)  # its model not fetched
+    assert code == 1 and "is not beside it" in out
+    model = bytearray(products["trained"].with_suffix(".onnx").read_bytes())
+    model[len(model) // 2] ^= 1
+    moved.with_suffix(".onnx").write_bytes(bytes(model))
+    code, out, _ = show(capsys, moved)
+    assert code == 1 and "against the receipt's" in out and "contradicts itself" in out
+    for key, value in (("steps", "32"), ("loss", "NaN"), ("steps_refused", -1), ("source", None)):
+        broken = json.loads(summary.read_text())
+        broken[key] = value
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps(broken))
+        code, out, err = show(capsys, path)
+        assert code == 2 and repr(key) in err and "Traceback" not in err + out, (key, err)
