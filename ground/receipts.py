@@ -187,7 +187,11 @@ def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingR
     source, loss = summary.get("source"), summary.get("loss")
     if not isinstance(source, str) or len(source) > 200:
         raise ProductError(f"{where}: summary 'source' is {repr(source)[:60]}, not a data set's name")
-    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss)):
+    try:
+        finite = loss is None or (not isinstance(loss, bool) and isinstance(loss, (int, float)) and math.isfinite(loss))
+    except OverflowError:  # an integer past a float's range
+        finite = False
+    if not finite:
         raise ProductError(f"{where}: summary 'loss' is {repr(loss)[:60]}, not a finite number or null")
     receipt = check_receipt(summary.get("receipt"), where)
     model = path.with_suffix(".onnx")

@@ -200,7 +200,7 @@ def test_a_training_product_is_vouched_for_by_the_model_beside_its_summary(produ
     moved.with_suffix(".onnx").write_bytes(bytes(model))
     code, out, _ = show(capsys, moved)
     assert code == 1 and "against the receipt's" in out and "contradicts itself" in out
-    for key, value in (("steps", "32"), ("loss", "NaN"), ("steps_refused", -1), ("source", None)):
+    for key, value in (("steps", "32"), ("loss", "NaN"), ("loss", 10**400), ("steps_refused", -1), ("source", None)):
         broken = json.loads(summary.read_text())
         broken[key] = value
         path = tmp_path / f"{key}.json"
