@@ -8,10 +8,10 @@ the model it came from, the protection it ran under, its checks and their counts
 repairs, the scrub age and the environment the board predicted. A product is vouched for when every
 tile was checked and passed and its receipt agrees with itself, its header and its tiles; a training
 product (its summary, the trained model beside it) when that model is the one its receipt names, its
-steps guarded by the step checks it counts. Exit codes: 0 every product
-vouched for, 1 one or more not (a failed, unchecked or partly checked tile, a receipt that
-contradicts itself, its header or its tiles, a trained model not beside its summary or changed), 2 bad input (a file that is not a product, a receipt
-missing a field or of the wrong kind), said on stderr naming the file and field.
+steps guarded by the step checks it counts. Exit codes: 0 every product vouched for, 1 one or more
+not (a failed, unchecked or partly checked tile, a receipt that contradicts itself, its header or its
+tiles, a trained model not beside its summary or changed), 2 bad input (a file that is not a product,
+a receipt missing a field or of the wrong kind), said on stderr naming the file and field.
 """
 
 from __future__ import annotations
