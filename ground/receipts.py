@@ -180,18 +180,14 @@ def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingR
     """A training product's summary (flight/compute/worker.py writes it beside the trained model)."""
     def count(key: str) -> int:
         v = summary.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+        if not _is_count(v):
             raise ProductError(f"{where}: summary {key!r} is {'missing' if v is None else repr(v)[:60]}, not a count")
         return v
 
     source, loss = summary.get("source"), summary.get("loss")
     if not isinstance(source, str) or len(source) > 200:
         raise ProductError(f"{where}: summary 'source' is {repr(source)[:60]}, not a data set's name")
-    try:
-        finite = loss is None or (not isinstance(loss, bool) and isinstance(loss, (int, float)) and math.isfinite(loss))
-    except OverflowError:  # an integer past a float's range
-        finite = False
-    if not finite:
+    if not _is_number(loss):
         raise ProductError(f"{where}: summary 'loss' is {repr(loss)[:60]}, not a finite number or null")
     receipt = check_receipt(summary.get("receipt"), where)
     model = path.with_suffix(".onnx")
@@ -226,19 +222,6 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
         if not ok(receipt[key]):
             raise ProductError(f"{where}: receipt {key!r} is {repr(receipt[key])[:60]}, not {what}")
 
-    def count(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
-
-    def number(v: Any, low: float, high: float) -> bool:
-        if v is None:
-            return True
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False
-        try:
-            return math.isfinite(float(v)) and low <= float(v) <= high
-        except OverflowError:  # an integer past a float's range
-            return False
-
     def one_of(values: Any) -> Any:
         return lambda v: isinstance(v, str) and v in values
 
@@ -248,16 +231,32 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("abft_precision", lambda v: v is None or one_of(PRECISIONS)(v), f"null or one of {', '.join(PRECISIONS)}")
     need("check_status", one_of(STATUSES), f"one of {', '.join(STATUSES)}")
     for key in _COUNTS:
-        need(key, count, "a count")
-    need("scrub_age_s", lambda v: number(v, 0.0, math.inf), "seconds or null")
-    need("scrub_period_s", lambda v: number(v, 0.0, math.inf) and v != 0, "seconds or null")
+        need(key, _is_count, "a count")
+    need("scrub_age_s", lambda v: _is_number(v, 0.0, math.inf), "seconds or null")
+    need("scrub_period_s", lambda v: _is_number(v, 0.0, math.inf) and v != 0, "seconds or null")
     need("flux_class", one_of({f.value for f in FluxClass}), "a flux class")
     need("in_saa", lambda v: isinstance(v, bool), "true or false")
-    need("lat_deg", lambda v: number(v, -90.0, 90.0), "degrees or null")
+    need("lat_deg", lambda v: _is_number(v, -90.0, 90.0), "degrees or null")
     need("flux_source", lambda v: isinstance(v, str) and len(v) <= 200, "text")
     if receipt["tiles_passed"] + receipt["tiles_failed"] != receipt["tiles_checked"]:
         raise ProductError(f"{where}: receipt 'tiles_passed' + 'tiles_failed' is not 'tiles_checked'")
     return {key: receipt[key] for key in _FIELDS}  # what it vouches for; anything else is not read
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+
+
+def _is_number(v: Any, low: float = -math.inf, high: float = math.inf) -> bool:
+    """``v`` null, or a finite number within [low, high] (JSON's: not a bool)."""
+    if v is None:
+        return True
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v)) and low <= float(v) <= high
+    except OverflowError:  # an integer past a float's range
+        return False
 
 
 def _is_sha256(v: str) -> bool:
@@ -325,7 +324,7 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
         return _read_training(summary, p, where)
     receipt = check_receipt(summary.get("receipt"), where)
     tiles = summary.get("tiles")
-    if not isinstance(tiles, int) or isinstance(tiles, bool) or not 0 <= tiles < 2**63:
+    if not _is_count(tiles):
         raise ProductError(f"{where}: summary 'tiles' is {repr(tiles)[:60]}, not a count")
     header = _header(summary, where)
     return ProductReceipt(where, *header, receipt, tiles, _disagreements(receipt, header[2], tiles))
