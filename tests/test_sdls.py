@@ -535,10 +535,8 @@ def test_a_key_change_that_cannot_be_written_whole_is_in_neither_copy(tmp_path, 
 
 
 _WRITER = """
-import fcntl, os, sys
+import sys
 from flight.link.sdls import SnFloor
-if os.environ.get("SUNLIT_TEST_NO_LOCK"):
-    fcntl.flock = lambda fd, op: None  # what the test shows it needs
 path, first, step, n = sys.argv[1], *map(int, sys.argv[2:])
 lowered = 0
 for k in range(n):
@@ -575,16 +573,61 @@ def _contend(floor_file, processes: int, writes: int, env: dict) -> tuple[int, i
 @pytest.mark.req("SEC-002")
 def test_ground_processes_writing_one_reservation_at_once_never_lower_it(tmp_path):
     """Real contention: four processes, each reading, deciding and writing under the lock while
-    the others do. Without the lock (the control run) a slower writer puts back a smaller
-    reservation over a larger one; with it, never, and the file ends at the largest."""
+    the others do. None ever puts back a smaller reservation over a larger one, and the file ends
+    at the largest. (That this can happen without the lock is shown by the test after this, made
+    to happen: left to chance here, it did not always.)"""
     import os
 
     processes, writes = 4, 150
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     lowered, final = _contend(tmp_path / "locked.sn", processes, writes, env)
     assert lowered == 0 and final >= 1000 + (writes - 1) * processes + processes - 1  # the last SN used
-    unlocked, _ = _contend(tmp_path / "unlocked.sn", processes, writes, dict(env, SUNLIT_TEST_NO_LOCK="1"))
-    assert unlocked > 0  # the same run without the lock does lower it: the test can see what the lock prevents
+
+
+def _interleaved(path, monkeypatch, locked: bool) -> list[int]:
+    """Ground A reads the reservation; before it writes, ground B reserves above it. The writes made,
+    in order. Without the lock B runs there and then; with it, B (a thread) waits on A's lock."""
+    import threading
+
+    from flight.link import sdls
+
+    if not locked:
+        monkeypatch.setattr(sdls.fcntl, "flock", lambda fd, op: None)
+    a, b = SnFloor(path, reserve_us=1), SnFloor(path, reserve_us=1)
+    written: list[int] = []
+    others: list[threading.Thread] = []
+    real = sdls.write_checked_json
+
+    def write(target, body):
+        if not written and not others:  # A's write, its read done: B comes in between
+            if locked:
+                others.append(threading.Thread(target=b.passed, args=(5000,)))
+                others[0].start()
+            else:
+                others.append(None)
+                b.passed(5000)
+        written.append(body["reserved_us"])
+        real(target, body)
+
+    monkeypatch.setattr(sdls, "write_checked_json", write)
+    a.passed(1000)
+    for other in others:
+        if other is not None:
+            other.join(timeout=30)
+            assert not other.is_alive()
+    return written
+
+
+@pytest.mark.req("SEC-002")
+def test_a_ground_writing_between_anothers_read_and_write_is_held_off_by_the_lock(tmp_path, monkeypatch):
+    """The interleaving the lock is for, made to happen: without the lock the slower ground puts back
+    a smaller reservation over a larger one (the control: the test can see what the lock prevents);
+    with it the other waits, reads the first's write, and the file ends at the largest."""
+    assert _interleaved(tmp_path / "unlocked.sn", monkeypatch, locked=False) == [5001, 1001]
+    assert SnFloor(tmp_path / "unlocked.sn").reserved == 1001  # lowered below an SN ground B used
+    monkeypatch.undo()
+    assert _interleaved(tmp_path / "locked.sn", monkeypatch, locked=True) == [1001, 5001]
+    assert SnFloor(tmp_path / "locked.sn").reserved == 5001
 
 
 @pytest.mark.req("SEC-013")
