@@ -648,3 +648,28 @@ def test_decoding_refuses_a_run_whose_times_go_backwards():
         codec.decode_store_ack(bad)
     assert info.value.field == "runs[0].first_ms"
 
+
+
+@pytest.mark.req("AGT-093")
+def test_what_went_out_just_before_the_ground_was_heard_is_played_back_and_what_came_after_is_not(rig):
+    """Under a simulated clock the packets just before the ground's first acknowledgement and those
+    it causes (PLAYBACK_STARTED, sent to a ground that listens) carry the same time: only the
+    former went out during the silence. Before, the agent played back its own PLAYBACK_STARTED
+    whenever its next turn came before the ground's next acknowledgement, so what a HIL run
+    counted hung on which came first."""
+    ground = Ground(rig)
+    lost = [unpack(raw) for _ in range(3) for raw in ground.step(lose=True)]
+    heard_s = max(tm.time_s for tm in lost)
+    rig.link.ground.send(ground.codec.encode_store_ack([]))  # heard at that instant: listening, nothing taken
+    rig.agent.step(0)
+    after = [unpack(raw) for raw in rig.link.ground.receive()]
+    assert any(tm.service == Service.EVENT and tm_is_event(ground.codec.decode_tm(tm), "PLAYBACK_STARTED")
+               for tm in after)
+    assert all(tm.time_s == heard_s for tm in after)
+    rig.clock.advance(10.0)  # a harness step: the agent's next turn comes before the ground's next acknowledgement
+    rig.agent.step(0)
+    for raw in rig.link.ground.receive():
+        ground.take(raw)
+    played = set(ground.played)
+    assert {key(tm) for tm in lost if tm.time_s == heard_s} & played  # the silence's last instant comes again
+    assert not {key(tm) for tm in after} & played  # what went to a listening ground does not

@@ -283,3 +283,20 @@ def test_kill_9_in_the_middle_of_appends_loses_nothing_appended_and_corrupts_not
         store.close()
     assert len(set(reported)) == len(reported)  # ids never reused across the restarts
 
+
+
+@pytest.mark.req("AGT-093")
+def test_of_the_packets_sent_at_the_instant_the_silence_ended_only_those_kept_before_it_are_due(tmp_path):
+    c = codec()
+    store = open_store(tmp_path)
+    early = store.append(event(c, 0), sent_at=99.0)
+    before = store.append(event(c, 1), sent_at=100.0)
+    first_after = store.next_id
+    after = store.append(event(c, 2), sent_at=100.0)
+    later = store.append(event(c, 3), sent_at=100.5)
+    assert after.store_id == first_after
+    due = [seg.ids[i] for seg, i in store.pending(104.0, 30.0, 100.0, first_after)]
+    assert due == [early.store_id, before.store_id]
+    assert [seg.ids[i] for seg, i in store.pending(104.0, 30.0, 100.0)] == [early.store_id]  # by time alone
+    assert [seg.ids[i] for seg, i in store.pending(131.0, 30.0)] == [early.store_id, before.store_id, after.store_id,
+                                                                    later.store_id]  # resent after 30 s, all

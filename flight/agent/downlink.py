@@ -102,8 +102,9 @@ def _classes(name: str) -> tuple[StoreClass, ...]:
 class _Session:
     """The ground listening: since when, what has been played back, whether it has caught up."""
 
-    def __init__(self, start: float):
+    def __init__(self, start: float, first_id: int):
         self.start = start
+        self.first_id = first_id  # the store's first record kept after the ground was heard
         self.sent = 0
         self.done = False
 
@@ -296,7 +297,7 @@ class Downlink(Component):
                 self.store_errors += 1
                 self._emit("STORE_ERROR", reason=f"acknowledgement not kept: {exc}")
         if not listening and self.store is not None:
-            self._session = _Session(now)
+            self._session = _Session(now, self.store.next_id)
             self._idle_until = -math.inf
             self._tokens, self._tokens_at = 0.0, now
             self._emit("PLAYBACK_STARTED", records=self.store.records_held())
@@ -409,8 +410,11 @@ class Downlink(Component):
         if room < MAX_PLAYBACK_BYTES / 4:
             return
         resend_s = float(self._params["playback_resend_s"])
-        silence_ended = self._session.start if self._session is not None else -math.inf
-        routine = self.store.pending(now, resend_s, silence_ended if now - silence_ended >= ACK_GRACE_S else -math.inf)
+        session = self._session
+        if session is not None and now - session.start >= ACK_GRACE_S:
+            routine = self.store.pending(now, resend_s, session.start, session.first_id)
+        else:
+            routine = self.store.pending(now, resend_s)
         carry: list[tuple[Segment, int]] = []  # taken from the routine order for the next container of this look
         self._read_refused = False
         while room > 0:

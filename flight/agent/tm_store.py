@@ -244,6 +244,11 @@ class PacketStore:
 
     # --- writing ------------------------------------------------------------------------------
 
+    @property
+    def next_id(self) -> int:
+        """The id the next record kept will have: ids grow in the order records are kept."""
+        return self._next_id
+
     def append(self, packet: bytes, sent_at: float | None = None, *, tm: Telemetry | None = None) -> StoredPacket:
         """Keep one telemetry packet; ``sent_at`` (monotonic s) if it already went out live; ``tm``
         is ``unpack(packet)`` where the caller has it already (the downlink: not unpacked twice).
@@ -464,15 +469,20 @@ class PacketStore:
 
     # --- playback -----------------------------------------------------------------------------
 
-    def pending(self, now_s: float, resend_after_s: float, sent_before_s: float = -float("inf")
-                ) -> Iterator[tuple[Segment, int]]:
+    def pending(self, now_s: float, resend_after_s: float, sent_before_s: float = -float("inf"),
+                ids_before: int = 0) -> Iterator[tuple[Segment, int]]:
         """Records to play back, in order: by class (reports first), then oldest first; those
         never sent, those sent more than ``resend_after_s`` ago without an acknowledgement, and
-        those sent before ``sent_before_s`` (the ground's silence ended then: what went out
-        during it most likely went nowhere). A segment with nothing unsent and nothing sent early
-        enough is skipped without a look at its records: a pass of live data awaiting its
+        those sent before the ground's silence ended (what went out during it most likely went
+        nowhere): before ``sent_before_s``, or at that instant and stored before record
+        ``ids_before`` (:attr:`next_id` when the silence ended). Why the order too: under a
+        simulated clock the packets just before the ground was heard and those just after (its
+        own PLAYBACK_STARTED, sent to a ground listening) carry the same time, and only the
+        latter went to a ground that listened. A segment with nothing unsent and nothing sent
+        early enough is skipped without a look at its records: a pass of live data awaiting its
         acknowledgements costs no scan."""
-        due_before = max(now_s - resend_after_s, sent_before_s)
+        resend_before = now_s - resend_after_s
+        due_before = max(resend_before, sent_before_s)
         for cls in StoreClass:
             for seg in list(self.segments[cls]):
                 if not seg.unacked or (not seg.unsent and seg.min_sent_at > due_before):
@@ -486,8 +496,9 @@ class PacketStore:
                     if s == UNSENT:
                         yield seg, i
                     elif s == SENT:
-                        lowest = min(lowest, sent_at[i])  # yielded or not: a bound whatever the caller sends
-                        if sent_at[i] <= due_before or sent_at[i] < sent_before_s:
+                        t = sent_at[i]
+                        lowest = min(lowest, t)  # yielded or not: a bound whatever the caller sends
+                        if t <= resend_before or t < sent_before_s or (t == sent_before_s and seg.ids[i] < ids_before):
                             yield seg, i
                 # Exact as of this walk (a send since only raises a sent_at); records appended
                 # meanwhile are not walked, so then the old bound is kept with it.
