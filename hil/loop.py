@@ -171,6 +171,7 @@ class ClosedLoop:
         self.env: SimEnvironment | None = None
         self.client: GroundClient | None = None
         self.proxy: LinkProxy | None = None
+        self._uplinked_before = 0  # _uplinked() when the running agent started
         self._flying = False  # time has started: the link's faults and gate apply
         self._contact = True  # the profile's in_contact at the step being flown (read by the proxy's thread)
 
@@ -224,6 +225,7 @@ class ClosedLoop:
         link = f"zmq+ipc://{self.workdir}/link"
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
         self.env.wait_for_agent(timeout_s=60)
+        self._uplinked_before = self._uplinked()  # the agent counts what its link takes in from its start
         if self.sc.link is not None and self.proxy is None:
             # Clean until time starts (run() sets the scenario's faults then), so the console can join.
             self.proxy = LinkProxy(f"zmq+ipc://{self.workdir}/ground", link, LinkFaults(),
@@ -246,6 +248,16 @@ class ClosedLoop:
         except TimeoutError as exc:
             self.notes.append(f"t={self._rel_s:.0f} s: the restarted agent was not heard through the link's "
                               f"faults: {exc}")
+
+    def _uplinked(self) -> int:
+        """Ground packets put on the agent's link so far: those the proxy handed on, or the client sent.
+        Each step tells the agent how many since its start (``Env.link_in``), and it takes them in
+        before it moves its clock: a command or acknowledgement sent after a step is taken at that
+        step's time, not at the next one's as the two sockets happened to deliver. Through a proxy,
+        a packet it still delays is not counted yet: it is taken at the step it is handed on in."""
+        if self.proxy is not None:
+            return self.proxy.stats().up.passed
+        return self.client.link.stats.tx_packets if self.client is not None else 0
 
     def _link_up(self) -> bool:
         """The proxy's gate under ``gate_by_contact`` (else always up): open before time starts, then
@@ -379,9 +391,11 @@ class ClosedLoop:
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]
         try:
-            return self.env.step(t if self.sc.time_mode == "lockstep" else None, timeout_s=30,
+            lockstep = self.sc.time_mode == "lockstep"
+            return self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
-                                 eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]))
+                                 eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]),
+                                 link_in=self._uplinked() - self._uplinked_before if lockstep else None)
         except AgentSilent as exc:
             self.silences += 1
             self.notes.append(f"t={t:.0f}: {exc}")

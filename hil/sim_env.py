@@ -87,11 +87,13 @@ class SimEnvironment:
         eps: sp.EpsValues | None = None,
         cpu_pct: float | None = None,
         mem_pct: float | None = None,
+        link_in: int | None = None,
     ) -> sp.Load:
-        """Send the environment at ``t_s``; return the agent's load after it handled the step."""
+        """Send the environment at ``t_s``; return the agent's load after it handled the step.
+        ``link_in``: the packets put on the agent's ground link so far, which it takes in first."""
         seq = next(self._seq)
         env = sp.Env(seq, t_s, dict(temps_c or {}), dict(rails_w or {}), board_power_w, eps or sp.EpsValues(),
-                     cpu_pct, mem_pct)
+                     cpu_pct, mem_pct, link_in)
         self._send(env)
         return self._wait(seq, t_s, timeout_s, env)
 

@@ -176,3 +176,62 @@ def test_bad_sensor_values_do_not_disable_protection(rig):
     assert rig.events("THERMAL_HARD_LIMIT")
     missing = [e.args["what"] for e in rig.events("SENSOR_MISSING")]
     assert any("gpu-thermal" in m for m in missing) and any("cpu-thermal" in m for m in missing)
+
+
+@pytest.mark.req("HIL-002")
+def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_it(short_dir, monkeypatch):
+    """The harness's ground packets (an acknowledgement, a command) and its steps come on two
+    sockets, and nothing orders two sockets: a step says how many ground packets went before it,
+    and the agent's end holds the step, its clock unmoved, until its link has taken them in. A
+    packet that never comes is waited for once, for LINK_HOLD_S, and not again."""
+    import threading
+
+    from flight.hal import sim
+    from flight.link.definitions import Admission, Mode
+
+    env = SimEnvironment(f"ipc://{short_dir}/hold")
+    link = sim.HarnessLink(env.endpoint, True, "orin_nx_16gb", ("MAXN",))
+    taken = [0]  # the agent's link: packets taken in
+    link.attach_link(lambda: taken[0])
+    loads: list = []
+
+    def step(t_s: float, link_in: int) -> threading.Thread:
+        thread = threading.Thread(target=lambda: loads.append(env.step(t_s, timeout_s=20, link_in=link_in)))
+        thread.start()
+        return thread
+
+    def arrived() -> bool:
+        """The agent's turns until the step is in, held or taken: whether simulated time moved."""
+        for _ in range(2000):
+            moved = link.receive()
+            if link.pending_step or link.hold_s() is not None:
+                return moved
+            time.sleep(0.005)
+        raise AssertionError("the step never came")
+
+    try:
+        link.greet()
+        env.wait_for_agent(timeout_s=10)
+        thread = step(100.0, link_in=1)
+        assert not arrived()  # held: the harness's packet has not come in yet
+        assert link.clock.now_s() == 0.0 and not link.pending_step and link.hold_s() > 0
+        taken[0] = 1  # it comes in: the agent handles it at the old time, then takes the step
+        assert link.receive() and link.clock.now_s() == 100.0 and link.pending_step and link.hold_s() is None
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        assert [load.t_s for load in loads] == [100.0]
+
+        monkeypatch.setattr(sim, "LINK_HOLD_S", 0.0)  # two packets counted that never come
+        thread = step(110.0, link_in=3)
+        assert arrived() and link.clock.now_s() == 110.0 and link.link_holds_expired == 1
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        monkeypatch.undo()
+        thread = step(120.0, link_in=3)  # the same count: nothing more is waited for
+        assert arrived() and link.clock.now_s() == 120.0 and link.link_holds_expired == 1
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        assert [load.t_s for load in loads] == [100.0, 110.0, 120.0]
+    finally:
+        link.close()
+        env.close()

@@ -115,6 +115,8 @@ class Agent:
             if tm_slot is not None else None
         if tm_slot is not None:  # sealed as it leaves, whoever sends it (flight/link/sdls.py)
             self.link = TelemetrySealingLink(self.link, tm_slot, self.tm_epoch.epoch)
+        if stepper is not None:  # under HIL the harness's ground packets are ordered with its steps
+            stepper.attach_link(lambda: self.link.stats.rx_packets)
         counters = self.memory.counters  # types checked when the state file was read
         # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
         store = ParameterStore(dictionary, self.state_dir / "params.json",
@@ -308,6 +310,9 @@ class Agent:
         hold_s = self.compute.hold_s() if stepper is not None and stepper.pending_step else None
         if hold_s is not None:  # a step waits for the worker's answer: wake at the latest when the hold ends
             timeout_s = hold_s if timeout_s is None else min(timeout_s, hold_s)
+        link_hold_s = stepper.hold_s() if stepper is not None else None
+        if link_hold_s is not None:  # a step waits for the harness's ground packets: wake when that hold ends
+            timeout_s = link_hold_s if timeout_s is None else min(timeout_s, link_hold_s)
         if timeout_s is None or (max_wait_s is not None and timeout_s > max_wait_s):
             timeout_s = max_wait_s
         write_items = self.link.write_pollables() if self.link.wants_write() else []

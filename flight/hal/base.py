@@ -293,6 +293,14 @@ class Stepper(abc.ABC):
     def greet(self) -> None:
         """Say hello again if the harness has been silent (it may have restarted)."""
 
+    def attach_link(self, packets_in: Callable[[], int]) -> None:
+        """The agent's link's count of packets taken in, for a stepper that orders the harness's
+        ground packets with its steps (flight/hal/sim.py); by default unused."""
+
+    def hold_s(self) -> float | None:
+        """Wall seconds a received step is still held for the link; None: none held."""
+        return None
+
     def close(self) -> None:
         """Release the connection."""
 

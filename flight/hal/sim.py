@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -46,6 +46,7 @@ from flight.records import ProtocolError
 
 SIM_NOTE = "simulated by the HIL harness"
 HELLO_INTERVAL_S = 2.0  # real seconds without a step before saying hello again (a harness restarted)
+LINK_HOLD_S = 2.0  # real seconds a step waits for the ground packets the harness says it sent before it
 DEFAULT_BOARD = "orin_nx_16gb"  # the profile simulated when the configuration names none
 TEMP_RANGE_C = (-100.0, 200.0)  # outside it a simulated sensor reads as broken, as a real one would
 
@@ -69,6 +70,10 @@ class HarnessLink(Stepper):
         self.env_problems: tuple[str, ...] = ()  # fields of the latest Env that were refused
         self.bad_messages = 0
         self.last_error = ""
+        self.link_holds_expired = 0  # steps taken without every ground packet the harness said it sent
+        self._packets_in: Callable[[], int] | None = None
+        self._link_missing = 0  # packets the harness counted that never came: not waited for again
+        self._held: tuple[sp.Env, tuple[str, ...], float] | None = None  # a step, its problems, held since
         self._pending_seq: int | None = None
         self._power_mode = modes[0]
         self._sock: zmq.Socket | None = None
@@ -94,14 +99,27 @@ class HarnessLink(Stepper):
     def pollables(self) -> list[Any]:
         return [self._socket()]
 
+    def attach_link(self, packets_in: Callable[[], int]) -> None:
+        self._packets_in = packets_in
+
+    def hold_s(self) -> float | None:
+        if self._held is None:
+            return None
+        return max(0.0, self._held[2] + LINK_HOLD_S - time.monotonic())
+
     def receive(self) -> bool:
+        """Take in the harness's steps. In lockstep a step whose ``link_in`` the agent's link has
+        not reached yet is held (the agent's loop keeps taking in the link meanwhile, at the
+        previous step's time) until it has, or for :data:`LINK_HOLD_S` of wall time at most:
+        counted, and the packets still missing then are not waited for again (the harness
+        counted a packet its link lost, as a command socket closed for a retry drops its queue)."""
         moved = False
         sock = self._socket()
         while True:
             try:
                 raw = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return moved
+                break
             try:
                 # Lenient: one broken value (a harness bug, a fault it plays) costs that value only.
                 msg, problems = sp.CODEC.decode_lenient(raw)
@@ -111,14 +129,38 @@ class HarnessLink(Stepper):
                 self.bad_messages += 1
                 self.last_error = str(exc)
                 continue
-            self.env_problems = tuple(problems)
-            if msg.t_s is not None and self.clock is not None and math.isfinite(msg.t_s):
-                if msg.t_s > self.clock.now_s() or self.clock.now_s() == 0.0:
-                    self.clock.set(msg.t_s)
-                    moved = True
-            self.env = msg
-            self._pending_seq = msg.seq
             self._last_env_real_s = time.monotonic()
+            if self._waits_for_link(msg):
+                self._held = (msg, tuple(problems), time.monotonic())  # a resent step replaces the held one
+                continue
+            self._held = None
+            moved = self._take(msg, tuple(problems)) or moved
+        if self._held is not None:
+            msg, problems, since = self._held
+            if not self._waits_for_link(msg) or time.monotonic() - since >= LINK_HOLD_S:
+                if self._waits_for_link(msg):
+                    self.link_holds_expired += 1
+                    self._link_missing = msg.link_in - self._packets_in()
+                self._held = None
+                moved = self._take(msg, problems) or moved
+        return moved
+
+    def _waits_for_link(self, msg: sp.Env) -> bool:
+        link_in = msg.link_in
+        return (self.lockstep and self._packets_in is not None and isinstance(link_in, int)
+                and not isinstance(link_in, bool) and self._packets_in() + self._link_missing < link_in)
+
+    def _take(self, msg: sp.Env, problems: tuple[str, ...]) -> bool:
+        """Apply one step: its readings, and in lockstep its time. True if simulated time moved."""
+        moved = False
+        self.env_problems = problems
+        if msg.t_s is not None and self.clock is not None and math.isfinite(msg.t_s):
+            if msg.t_s > self.clock.now_s() or self.clock.now_s() == 0.0:
+                self.clock.set(msg.t_s)
+                moved = True
+        self.env = msg
+        self._pending_seq = msg.seq
+        return moved
 
     @property
     def pending_step(self) -> bool:
@@ -199,6 +241,7 @@ class SimHal(Hal):
     def describe(self) -> dict[str, Any]:
         return {"backend": "sim", "board": self.link.board, "endpoint": self.link.endpoint,
                 "lockstep": self.link.lockstep, "bad_messages": self.link.bad_messages,
+                "link_holds_expired": self.link.link_holds_expired,
                 "note": f"every reading is {SIM_NOTE}"}
 
 

@@ -13,6 +13,14 @@ The agent connects a DEALER to the harness's ROUTER (``sim_endpoint``); the harn
   duty), which the harness feeds back into its battery and thermal models. ``seq`` echoes the
   :class:`Env` it answers.
 
+The ground link is a second path between them (the harness's ground client to the agent's
+link), and nothing orders two sockets. So that a lockstep run does not hang on which arrives
+first, an :class:`Env` says how many packets the harness has put on the agent's link since the
+agent started (``link_in``: its commands, the store's acknowledgements), and the agent takes
+them in, at the previous step's time, before it moves its clock (bounded:
+:data:`flight.hal.sim.LINK_HOLD_S`). Before, an acknowledgement sent after step k was now and
+then taken at step k + 1, and the playback it started, with the events a run counts, moved.
+
 Readings may be nil or not finite: that is how the harness plays a dead or stuck sensor, and
 the sim backend reports such a value as missing. Every value here is simulated.
 """
@@ -50,6 +58,7 @@ class Env:
     eps: EpsValues = field(default_factory=EpsValues)
     cpu_pct: float | None = None
     mem_pct: float | None = None
+    link_in: int | None = None  # packets the harness has put on the agent's link; None: no wait
 
 
 @dataclass(frozen=True)
