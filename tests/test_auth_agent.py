@@ -204,14 +204,15 @@ def test_the_server_seals_for_its_operators_and_a_local_process_commands_nothing
             forger.poll(1.0)  # connected
             for i in range(20):
                 forger.link.send(forged("SHUTDOWN", {"reason": "forged"}, 500 + i))
-            forger.poll(2.0)  # nothing comes back; the packets have left
+            # Nothing comes back; wait until the agent has them all before the forger's socket
+            # closes (it closes at once, dropping what it has not sent yet).
+            values = operator.wait_for(lambda i: getattr(i.record, "values", {}).get("tc_auth_rejected", 0) >= 20,
+                                       20).record.values
         finally:
             forger.close()
         direct = subprocess.run([sys.executable, "-m", "ground.cli", "--direct", ipc_url, "--tc-keys", str(keys),
                                  "--tm-auth", "send", "NOOP"], capture_output=True, text=True, timeout=60)
         assert direct.returncode == 0, direct.stderr
-        values = operator.wait_for(lambda i: getattr(i.record, "values", {}).get("tc_auth_rejected", 0) >= 20,
-                                   20).record.values
         assert values["tc_auth"] == "HMAC-SHA256" and values["tc_auth_rejected"] == 20
         assert operator.send("NOOP", timeout_s=20).completed  # the agent still runs
         assert "telecommands authenticated (HMAC-SHA256" in agent.log() and "NOT authenticated" not in agent.log()

@@ -299,7 +299,7 @@ def test_a_command_with_no_report_is_unknown_until_the_agent_says_it_never_recei
         send = rig.link.ground.send
         rig.link.ground.send = lambda packet: True  # lost on the way up
         with pytest.raises(CommandOutcomeUnknown) as waited:
-            rig.client.send("NOOP", {}, timeout_s=0.2, retries=1, attempt_timeout_s=0.05)
+            rig.client.send("NOOP", {}, timeout_s=1.0, retries=1, attempt_timeout_s=0.05)
         result = waited.value.result
         assert result.outcome == "unknown" and result.attempts == 2 and rig.client.unsettled() == [result]
         rig.link.ground.send = send

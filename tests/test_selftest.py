@@ -249,7 +249,7 @@ def test_a_running_agent_on_the_link_passes(prepared, start_agent, make_client, 
     start_agent(tcp_url)
     make_client(tcp_url)  # waits until the agent is up
     config = parse_config({"link": {"url": tcp_url}, "paths": {"state_dir": str(prepared["state"])}}, "t.toml")
-    report = run_selftest(config, key_path=prepared["key"])
+    report = run_selftest(config, key_path=prepared["key"], ping_timeout_s=20)  # a loaded machine
     (row,) = rows_named(report, "link")
     assert row.status is Status.PASS and "answers a PUS ping" in row.detail, row.detail
 
@@ -258,7 +258,7 @@ def test_an_agent_on_an_ipc_link_is_pinged_not_bound_over(prepared, start_agent,
     start_agent(ipc_url)
     make_client(ipc_url)
     config = parse_config({"link": {"url": ipc_url}, "paths": {"state_dir": str(prepared["state"])}}, "t.toml")
-    report = run_selftest(config, key_path=prepared["key"])
+    report = run_selftest(config, key_path=prepared["key"], ping_timeout_s=20)
     (row,) = rows_named(report, "link")
     assert row.status is Status.PASS and "answers a PUS ping" in row.detail, row.detail
     make_client(ipc_url)  # a new console still reaches the agent: its socket paths are intact
