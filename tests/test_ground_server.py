@@ -705,7 +705,7 @@ def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_
     alice = client_for(server, "alice")
     try:
         with pytest.raises(CommandOutcomeUnknown, match="the agent may have run it"):
-            alice.send("NOOP", {}, timeout_s=2.0, on_entry=lambda e: heard())
+            alice.send("NOOP", {}, timeout_s=6.0, on_entry=lambda e: heard())  # sent within it, loaded or not
     finally:
         alice.close()
     assert wait_until(lambda: heard() and taken, what="the command on the link")  # it went: the agent has it
