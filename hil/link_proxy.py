@@ -272,7 +272,10 @@ class LinkProxy:
             raise LinkFaultError(f"faults: expected LinkFaults, got {self._faults!r}", "faults")
         self._rngs = {path: path_rng(self._seed, path) for path in _PATH_DIRECTION}
         self._lock = threading.Lock()  # guards the counters, the faults and the generators
+        self._changed = threading.Condition(self._lock)  # a packet taken in, or its fate counted
         self._counts = {d: collections.Counter() for d in DIRECTIONS}
+        self._taken = {d: 0 for d in DIRECTIONS}  # packets taken in from either side, per direction
+        self._in_hand = {d: 0 for d in DIRECTIONS}  # taken off the heap, not yet counted where they ended
         self._heap: list[tuple[float, int, str, bytes | None, bytes]] = []  # (due, order, path, route, packet)
         self._order = itertools.count()
         self._held: dict[str, _Held | None] = {path: None for path in _PATH_DIRECTION}
@@ -325,6 +328,25 @@ class LinkProxy:
         with self._lock:
             self._faults = faults
             self._rngs = {path: path_rng(self._seed, path) for path in _PATH_DIRECTION}
+
+    def handed_on(self, direction: str, taken: int, timeout_s: float) -> tuple[int, int]:
+        """``(passed, short)``: the packets handed on in ``direction``, once the proxy has taken in
+        ``taken`` of them and handed on or lost every one of them that is due by now (those it
+        delays or holds for reordering are still in flight). Without this a caller that has just
+        sent a packet reads ``passed`` before the proxy's thread took it. ``short``: how many of
+        ``taken`` had not come in when ``timeout_s`` (wall seconds) ran out, as where a socket
+        closed with packets queued dropped them (0 when none)."""
+
+        def settled() -> bool:
+            if self._taken[direction] < taken or self._in_hand[direction]:
+                return False
+            now = time.monotonic()
+            return not any(due <= now and _PATH_DIRECTION[path] == direction
+                           for due, _n, path, _route, _packet in self._heap)
+
+        with self._changed:
+            self._changed.wait_for(settled, timeout_s)
+            return self._counts[direction]["passed"], max(0, taken - self._taken[direction])
 
     def stats(self) -> ProxyStats:
         with self._lock:
@@ -445,6 +467,8 @@ class LinkProxy:
         now = time.monotonic()
         link_up = self._gate_open()  # outside the lock: the gate is the caller's code
         with self._lock:
+            self._taken[direction] += 1
+            self._changed.notify_all()
             faults = getattr(self._faults, direction)
             d = decide(self._rngs[path], faults, len(packet))  # drawn for every packet, so the gate moves no fault
             counts = self._counts[direction]
@@ -482,8 +506,20 @@ class LinkProxy:
             while self._heap and self._heap[0][0] <= now:
                 _due, _n, path, route, packet = heapq.heappop(self._heap)
                 out.append((path, route, packet))
-        for path, route, packet in out:
-            self._deliver(path, route, packet)
+            for path, _route, _packet in out:
+                self._in_hand[_PATH_DIRECTION[path]] += 1
+        for i, (path, route, packet) in enumerate(out):
+            try:
+                self._deliver(path, route, packet)
+            except BaseException:
+                with self._lock:  # the thread dies: nothing more is in hand
+                    for later, _route, _packet in out[i:]:
+                        self._in_hand[_PATH_DIRECTION[later]] -= 1
+                    self._changed.notify_all()
+                raise
+            with self._lock:
+                self._in_hand[_PATH_DIRECTION[path]] -= 1
+                self._changed.notify_all()
 
     def _deliver(self, path: str, route: bytes | None, packet: bytes) -> None:
         direction = _PATH_DIRECTION[path]

@@ -62,13 +62,14 @@ from flight.link.messages import EventRecord, PlanRecord
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
-from hil.link_proxy import LinkFaults, LinkProxy
+from hil.link_proxy import UP, LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentSilent, SimEnvironment
 
 MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at most: past it said, and fails the run
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
 UNREAD_GRACE_S = 30.0  # wall seconds a request may wait untaken at the end of a run (the worker's watchdog restart fits)
+LINK_SETTLE_S = 1.0  # wall seconds to wait for the proxy to take in what the client sent, before a step
 
 # Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
 # board profiles' own numbers; a lumped model has one board node).
@@ -172,6 +173,8 @@ class ClosedLoop:
         self.client: GroundClient | None = None
         self.proxy: LinkProxy | None = None
         self._uplinked_before = 0  # _uplinked() when the running agent started
+        self._uplink_lost = 0  # packets the client sent that never reached the proxy
+        self._holds_noted = 0  # the running agent's link_holds_expired, as last said in the notes
         self._flying = False  # time has started: the link's faults and gate apply
         self._contact = True  # the profile's in_contact at the step being flown (read by the proxy's thread)
 
@@ -193,8 +196,11 @@ class ClosedLoop:
         if tle and lockstep:  # in real time the profile's epoch is not the agent's clock
             config["orbit"] = {"tle": [tle[0], tle[1]]}
         # The harness acknowledges the agent's packet store once a step (the ground station's
-        # role): the agent must count the ground as listening across at least three steps.
+        # role): the agent must count the ground as listening across at least three steps, and
+        # give what was on its way when the ground was first heard the next step's acknowledgement
+        # before it plays it back (its turn at the next step comes before that acknowledgement).
         config["parameters"] = {"ground_window_s": min(3600.0, max(10.0, 3.0 * sc.step_s)),
+                                "playback_grace_s": min(3600.0, max(3.0, 1.5 * sc.step_s)),
                                 **dict(sc.agent_parameters or {})}
         if sc.array and tle and lockstep:
             config["array"] = self.believed_array()
@@ -226,6 +232,7 @@ class ClosedLoop:
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
         self.env.wait_for_agent(timeout_s=60)
         self._uplinked_before = self._uplinked()  # the agent counts what its link takes in from its start
+        self._holds_noted = 0
         if self.sc.link is not None and self.proxy is None:
             # Clean until time starts (run() sets the scenario's faults then), so the console can join.
             self.proxy = LinkProxy(f"zmq+ipc://{self.workdir}/ground", link, LinkFaults(),
@@ -250,14 +257,22 @@ class ClosedLoop:
                               f"faults: {exc}")
 
     def _uplinked(self) -> int:
-        """Ground packets put on the agent's link so far: those the proxy handed on, or the client sent.
-        Each step tells the agent how many since its start (``Env.link_in``), and it takes them in
-        before it moves its clock: a command or acknowledgement sent after a step is taken at that
-        step's time, not at the next one's as the two sockets happened to deliver. Through a proxy,
-        a packet it still delays is not counted yet: it is taken at the step it is handed on in."""
-        if self.proxy is not None:
-            return self.proxy.stats().up.passed
-        return self.client.link.stats.tx_packets if self.client is not None else 0
+        """Ground packets put on the agent's link so far: those the client sent, or through a proxy
+        those it handed on once it has taken in what the client sent. Each step tells the agent how
+        many since its start (``Env.link_in``), and it takes them in before it moves its clock: a
+        command or acknowledgement sent after a step is taken at that step's time, not at the next
+        one's as the two sockets happened to deliver. A packet the proxy delays or holds is not
+        counted yet: it is taken at the step it is handed on in. Packets the client counted and its
+        socket never delivered (a retry's new socket drops the old one's queue) are waited for
+        once, :data:`LINK_SETTLE_S`, and not again."""
+        if self.client is None:
+            return 0
+        sent = self.client.link.stats.tx_packets
+        if self.proxy is None:
+            return sent
+        passed, short = self.proxy.handed_on(UP, sent - self._uplink_lost, LINK_SETTLE_S)
+        self._uplink_lost += short
+        return passed
 
     def _link_up(self) -> bool:
         """The proxy's gate under ``gate_by_contact`` (else always up): open before time starts, then
@@ -392,10 +407,15 @@ class ClosedLoop:
         board_w = self._board_power_w(last)[0]
         try:
             lockstep = self.sc.time_mode == "lockstep"
-            return self.env.step(t if lockstep else None, timeout_s=30,
+            load = self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
                                  eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]),
                                  link_in=self._uplinked() - self._uplinked_before if lockstep else None)
+            if load.link_holds_expired > self._holds_noted:  # said, not hidden: that step's order was not kept
+                self.notes.append(f"t={self._rel_s:.0f} s: the agent took a step without every ground packet the "
+                                  "harness had sent before it (waited LINK_HOLD_S): its order with them was not kept")
+                self._holds_noted = load.link_holds_expired
+            return load
         except AgentSilent as exc:
             self.silences += 1
             self.notes.append(f"t={t:.0f}: {exc}")

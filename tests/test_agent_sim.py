@@ -183,7 +183,8 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
     """The harness's ground packets (an acknowledgement, a command) and its steps come on two
     sockets, and nothing orders two sockets: a step says how many ground packets went before it,
     and the agent's end holds the step, its clock unmoved, until its link has taken them in. A
-    packet that never comes is waited for once, for LINK_HOLD_S, and not again."""
+    packet that never comes is waited for once, for LINK_HOLD_S, and not again; one that comes
+    late forgives no later one."""
     import threading
 
     from flight.hal import sim
@@ -229,9 +230,60 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
         monkeypatch.undo()
         thread = step(120.0, link_in=3)  # the same count: nothing more is waited for
         assert arrived() and link.clock.now_s() == 120.0 and link.link_holds_expired == 1
+        link.greet()  # however long that step was held, it was just taken: no hello (a hello has the harness resend it)
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
         assert [load.t_s for load in loads] == [100.0, 110.0, 120.0]
+        assert [load.link_holds_expired for load in loads] == [0, 1, 1]
+        taken[0] = 3  # the two came late after all; the next packet is still on its way
+        thread = step(130.0, link_in=4)
+        assert not arrived() and link.clock.now_s() == 120.0  # held for it: late packets forgave nothing more
+        taken[0] = 4
+        assert link.receive() and link.clock.now_s() == 130.0
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        thread = step(140.0, link_in=2**62)  # a harness's bug: refused, named, not waited for
+        assert arrived() and link.clock.now_s() == 140.0 and link.bad_messages == 1 and "link_in" in link.last_error
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        assert [load.t_s for load in loads] == [100.0, 110.0, 120.0, 130.0, 140.0]
+        assert env.bad_messages == 0 and not link.env_problems
+    finally:
+        link.close()
+        env.close()
+
+
+@pytest.mark.req("HIL-002")
+def test_a_step_held_until_its_hold_ends_is_answered_once_with_no_hello(short_dir, monkeypatch):
+    """A hello tells the harness the agent restarted, and it sends its step again: said while a
+    step is held, or as a long-held step is taken, it would have the step taken twice."""
+    import threading
+
+    from flight.hal import sim
+    from flight.link.definitions import Admission, Mode
+
+    monkeypatch.setattr(sim, "HELLO_INTERVAL_S", 0.5)  # shorter than the hold (LINK_HOLD_S, 1 s)
+    env = SimEnvironment(f"ipc://{short_dir}/hello")
+    link = sim.HarnessLink(env.endpoint, True, "orin_nx_16gb", ("MAXN",))
+    link.attach_link(lambda: 0)  # the packet the step names never comes
+    sent: list[int] = []
+    send = env._send
+    monkeypatch.setattr(env, "_send", lambda e: (sent.append(e.seq), send(e))[1])
+    loads: list = []
+    try:
+        link.greet()
+        env.wait_for_agent(timeout_s=10)
+        thread = threading.Thread(target=lambda: loads.append(env.step(100.0, timeout_s=20, link_in=1)))
+        thread.start()
+        answers = 0
+        while thread.is_alive() or link.pending_step:  # the agent's turns: take in, greet, answer
+            link.receive()
+            link.greet()
+            if link.pending_step:
+                link.answer(Mode.SAFE, Admission.NONE, 0.0)
+                answers += 1
+            thread.join(timeout=0.01)
+        assert link.link_holds_expired == 1 and answers == 1 and sent == [1] and [x.t_s for x in loads] == [100.0]
     finally:
         link.close()
         env.close()

@@ -127,7 +127,7 @@ def test_playback_sends_reports_and_events_before_housekeeping(rig):
 
     ground.take = take
     ground.listening = True
-    for _ in range(6):  # what went out in the silence goes again 3 s into the pass (ACK_GRACE_S)
+    for _ in range(6):  # what went out in the silence goes again 3 s into the pass (playback_grace_s)
         ground.step()
     stored_services = {tm.service for tm in lost}
     assert {Service.EVENT, Service.HOUSEKEEPING} <= stored_services

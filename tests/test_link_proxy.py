@@ -254,6 +254,29 @@ def receive(sub: zmq.Socket, count: int) -> list[bytes]:
 NUMBERED = [b"tm-%03d" % i for i in range(40)]
 
 
+@pytest.mark.req("HIL-002", "HIL-020")
+def test_what_the_proxy_handed_on_is_read_once_it_took_in_what_was_sent(scripted):
+    """The harness tells a lockstep agent how many ground packets went before each step: read
+    straight after a send, the proxy's count has not moved yet (its thread has not taken the
+    packet). ``handed_on`` waits until it has; a packet it delays is not counted until it goes."""
+    agent, make = scripted
+    proxy = make()
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(proxy.front.cmd_endpoint)
+    try:
+        for i in range(5):
+            dealer.send(b"cmd-%d" % i)
+        assert proxy.handed_on("up", 5, WAIT_S) == (5, 0)
+        proxy.set_faults(LinkFaults(up=DirectionFaults(delay_s=30.0)))
+        dealer.send(b"late")
+        assert proxy.handed_on("up", 6, WAIT_S) == (5, 0)  # taken in, on its way: not handed on yet
+        assert proxy.handed_on("up", 8, 0.2) == (5, 2)  # two the sender counted never came
+        assert [agent.answer() for _ in range(5)] == [b"cmd-%d" % i for i in range(5)]
+    finally:
+        dealer.close()
+
+
 @pytest.mark.req("HIL-020")
 def test_duplicated_telemetry_arrives_twice_in_order(scripted):
     agent, make = scripted

@@ -16,8 +16,9 @@ not acknowledged is played back while it listens (the role of PUS service 15).
   back, reports and events first, then by class and age, in TM(15,131) containers, at most
   ``playback_rate_bps`` and what the line drains. A packet sent and not acknowledged within
   ``playback_resend_s`` is played back again: a loss on the link costs a resend, not the data;
-  one that went out while the ground was silent goes again :data:`ACK_GRACE_S` into the pass
-  unless acknowledged by then.
+  one that went out while the ground was silent goes again ``playback_grace_s`` into the pass
+  unless acknowledged by then (the ground acknowledges about once a second, a HIL harness once
+  a step; what sat in a line's buffers or was on its way is acknowledged first).
 - **Commands** keep or stop keeping a class (kept across restarts), dump a time range
   (completed when every packet of it is on the link), and delete up to a time.
 - **Bounded**: the store drops its oldest housekeeping first when full, and says so
@@ -76,9 +77,6 @@ PLAYBACK_BURST_S = 0.5     # the token bucket holds this much of playback_rate_b
 SCAN_EVERY_S = 0.05        # the least time between two looks for packets to play back
 READ_REST_S = 1.0          # after a read the disk refused for now (no descriptor, no memory): the next try
 DUMP_REFUSED_S = 60.0      # a dump whose reads the disk refuses this long fails; its records stay stored
-ACK_GRACE_S = 3.0          # after the ground's first acknowledgement, what went out during its silence
-#                            is sent again only if not acknowledged by then (the ground acknowledges
-#                            about once a second; what sat in a line's buffers arrives first)
 _TM_HEADERS = PRIMARY_HEADER_LEN + TM_SEC_HEADER_LEN  # a TM packet's source data starts here
 
 
@@ -411,7 +409,7 @@ class Downlink(Component):
             return
         resend_s = float(self._params["playback_resend_s"])
         session = self._session
-        if session is not None and now - session.start >= ACK_GRACE_S:
+        if session is not None and now - session.start >= float(self._params["playback_grace_s"]):
             routine = self.store.pending(now, resend_s, session.start, session.first_id)
         else:
             routine = self.store.pending(now, resend_s)
@@ -548,8 +546,9 @@ class Downlink(Component):
                      default=math.inf)
         self._idle_until = now + resend_s if not math.isfinite(oldest) else max(now + SCAN_EVERY_S, oldest + resend_s)
         session = self._session
-        if session is not None and now < session.start + ACK_GRACE_S:
-            self._idle_until = min(self._idle_until, session.start + ACK_GRACE_S)  # the silence's packets
+        grace_s = float(self._params["playback_grace_s"])
+        if session is not None and now < session.start + grace_s:
+            self._idle_until = min(self._idle_until, session.start + grace_s)  # the silence's packets
         if session is not None and session.sent > 0 and not session.done:
             session.done = True  # once a pass: what was waiting when the ground began to listen is down
             self._emit("PLAYBACK_DONE", sent=session.sent, duration_s=now - session.start)

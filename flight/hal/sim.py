@@ -18,6 +18,7 @@ readings' notes say so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -46,7 +47,8 @@ from flight.records import ProtocolError
 
 SIM_NOTE = "simulated by the HIL harness"
 HELLO_INTERVAL_S = 2.0  # real seconds without a step before saying hello again (a harness restarted)
-LINK_HOLD_S = 2.0  # real seconds a step waits for the ground packets the harness says it sent before it
+LINK_HOLD_S = 1.0  # real seconds a step waits for the ground packets the harness says it sent before it
+LINK_AHEAD_MAX = 100_000  # a step's link_in further ahead of what the link took is refused, not waited for
 DEFAULT_BOARD = "orin_nx_16gb"  # the profile simulated when the configuration names none
 TEMP_RANGE_C = (-100.0, 200.0)  # outside it a simulated sensor reads as broken, as a real one would
 
@@ -72,7 +74,7 @@ class HarnessLink(Stepper):
         self.last_error = ""
         self.link_holds_expired = 0  # steps taken without every ground packet the harness said it sent
         self._packets_in: Callable[[], int] | None = None
-        self._link_missing = 0  # packets the harness counted that never came: not waited for again
+        self._link_forgiven = 0  # up to this count, packets the harness counted that never came: not waited for
         self._held: tuple[sp.Env, tuple[str, ...], float] | None = None  # a step, its problems, held since
         self._pending_seq: int | None = None
         self._power_mode = modes[0]
@@ -91,6 +93,8 @@ class HarnessLink(Stepper):
         return self._sock
 
     def greet(self) -> None:
+        if self._held is not None:
+            return  # a step is here, held: the harness is not gone
         now = time.monotonic()
         if now - self._last_env_real_s >= HELLO_INTERVAL_S and now - self._last_hello_real_s >= HELLO_INTERVAL_S:
             self._last_hello_real_s = now
@@ -111,8 +115,9 @@ class HarnessLink(Stepper):
         """Take in the harness's steps. In lockstep a step whose ``link_in`` the agent's link has
         not reached yet is held (the agent's loop keeps taking in the link meanwhile, at the
         previous step's time) until it has, or for :data:`LINK_HOLD_S` of wall time at most:
-        counted, and the packets still missing then are not waited for again (the harness
-        counted a packet its link lost, as a command socket closed for a retry drops its queue)."""
+        counted, and the packets up to that count are not waited for again (the harness counted
+        a packet its link lost, as a command socket closed for a retry drops its queue; one that
+        comes late only makes the count reach it sooner)."""
         moved = False
         sock = self._socket()
         while True:
@@ -130,6 +135,13 @@ class HarnessLink(Stepper):
                 self.last_error = str(exc)
                 continue
             self._last_env_real_s = time.monotonic()
+            link_in = msg.link_in
+            if isinstance(link_in, int) and self._packets_in is not None \
+                    and link_in - self._packets_in() > LINK_AHEAD_MAX:
+                self.bad_messages += 1
+                self.last_error = (f"sim protocol: Env.link_in {link_in} is more than {LINK_AHEAD_MAX} ahead of "
+                                   f"the {self._packets_in()} packets the link took: not waited for")
+                msg = dataclasses.replace(msg, link_in=None)
             if self._waits_for_link(msg):
                 self._held = (msg, tuple(problems), time.monotonic())  # a resent step replaces the held one
                 continue
@@ -140,7 +152,7 @@ class HarnessLink(Stepper):
             if not self._waits_for_link(msg) or time.monotonic() - since >= LINK_HOLD_S:
                 if self._waits_for_link(msg):
                     self.link_holds_expired += 1
-                    self._link_missing = msg.link_in - self._packets_in()
+                    self._link_forgiven = msg.link_in
                 self._held = None
                 moved = self._take(msg, problems) or moved
         return moved
@@ -148,12 +160,13 @@ class HarnessLink(Stepper):
     def _waits_for_link(self, msg: sp.Env) -> bool:
         link_in = msg.link_in
         return (self.lockstep and self._packets_in is not None and isinstance(link_in, int)
-                and not isinstance(link_in, bool) and self._packets_in() + self._link_missing < link_in)
+                and not isinstance(link_in, bool) and max(self._packets_in(), self._link_forgiven) < link_in)
 
     def _take(self, msg: sp.Env, problems: tuple[str, ...]) -> bool:
         """Apply one step: its readings, and in lockstep its time. True if simulated time moved."""
         moved = False
         self.env_problems = problems
+        self._last_env_real_s = time.monotonic()  # no hello for a step just taken, however long it was held
         if msg.t_s is not None and self.clock is not None and math.isfinite(msg.t_s):
             if msg.t_s > self.clock.now_s() or self.clock.now_s() == 0.0:
                 self.clock.set(msg.t_s)
@@ -173,7 +186,7 @@ class HarnessLink(Stepper):
         if self._pending_seq is None and self.lockstep:
             return
         self._send(sp.Load(self._pending_seq, self.clock.now_s() if self.clock else None, self._power_mode,
-                           mode, admission, float(compute_duty)))
+                           mode, admission, float(compute_duty), self.link_holds_expired))
         self._pending_seq = None
 
     def _send(self, msg: Any) -> None:

@@ -18,8 +18,10 @@ link), and nothing orders two sockets. So that a lockstep run does not hang on w
 first, an :class:`Env` says how many packets the harness has put on the agent's link since the
 agent started (``link_in``: its commands, the store's acknowledgements), and the agent takes
 them in, at the previous step's time, before it moves its clock (bounded:
-:data:`flight.hal.sim.LINK_HOLD_S`). Before, an acknowledgement sent after step k was now and
-then taken at step k + 1, and the playback it started, with the events a run counts, moved.
+:data:`flight.hal.sim.LINK_HOLD_S`, after which the packets up to that count are not waited for
+again; the :class:`Load` counts such steps, ``link_holds_expired``). Before, an acknowledgement
+sent after step k was now and then taken at step k + 1, and the playback it started, with the
+events a run counts, moved.
 
 Readings may be nil or not finite: that is how the harness plays a dead or stuck sensor, and
 the sim backend reports such a value as missing. Every value here is simulated.
@@ -69,6 +71,7 @@ class Load:
     mode: Mode
     admission: Admission
     compute_duty: float
+    link_holds_expired: int = 0  # steps taken without every ground packet the Env said went before them
 
 
 CODEC = RecordCodec("sim protocol", (Hello, Env, Load))

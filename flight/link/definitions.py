@@ -230,6 +230,10 @@ PARAMETERS += (
     Parameter("hk_live_every", 0x0063, ValueSpec(T.U32, "count", 1, 3600), 1,
               "Housekeeping goes to the store at full rate and live at one packet in this many (per packet "
               "kind); the rest comes down in playback, after everything else"),
+    Parameter("playback_grace_s", 0x0064, ValueSpec(T.F64, "s", 1.0, 3600.0), 3.0,
+              "After the ground's first store acknowledgement following a silence, what went out during the "
+              "silence is played back only if not acknowledged this long after it (what was still on its way "
+              "is acknowledged first); above the time between the ground's acknowledgements"),
 )
 PARAMETERS += (
     # File transfer (CFDP, flight/agent/files.py).
