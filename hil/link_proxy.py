@@ -330,23 +330,25 @@ class LinkProxy:
             self._rngs = {path: path_rng(self._seed, path) for path in _PATH_DIRECTION}
 
     def handed_on(self, direction: str, taken: int, timeout_s: float) -> tuple[int, int]:
-        """``(passed, short)``: the packets handed on in ``direction``, once the proxy has taken in
-        ``taken`` of them and handed on or lost every one of them that is due by now (those it
-        delays or holds for reordering are still in flight). Without this a caller that has just
-        sent a packet reads ``passed`` before the proxy's thread took it. ``short``: how many of
-        ``taken`` had not come in when ``timeout_s`` (wall seconds) ran out, as where a socket
-        closed with packets queued dropped them (0 when none)."""
+        """``(passed, taken)``: the packets handed on in ``direction`` and those taken in, once the
+        proxy has taken in ``taken`` of them and handed on or lost every packet due by now (those
+        it delays, or holds for reordering, are still in flight). Without this a caller that has
+        just sent a packet reads ``passed`` before the proxy's thread took it. It waits
+        ``timeout_s`` (wall seconds) at most, as where a socket closed with packets queued
+        dropped them, and not at all once the proxy's thread has stopped."""
 
         def settled() -> bool:
-            if self._taken[direction] < taken or self._in_hand[direction]:
+            if self._failure is not None or self._thread is None or not self._thread.is_alive():
+                return True  # nothing more will come: close() says why
+            if self._taken[direction] < taken or any(self._in_hand.values()):
                 return False
             now = time.monotonic()
-            return not any(due <= now and _PATH_DIRECTION[path] == direction
-                           for due, _n, path, _route, _packet in self._heap)
+            return (not (self._heap and self._heap[0][0] <= now)
+                    and not any(held is not None and held.until_s <= now for held in self._held.values()))
 
         with self._changed:
             self._changed.wait_for(settled, timeout_s)
-            return self._counts[direction]["passed"], max(0, taken - self._taken[direction])
+            return self._counts[direction]["passed"], self._taken[direction]
 
     def stats(self) -> ProxyStats:
         with self._lock:
@@ -432,7 +434,9 @@ class LinkProxy:
                             self._offer(_REPLIES, peer, packet)
                 self._release_due(time.monotonic())
         except BaseException as exc:  # kept for close() to raise: a proxy that died must not look like LOS
-            self._failure = exc
+            with self._changed:
+                self._failure = exc
+                self._changed.notify_all()  # nobody waits on a thread that has stopped
         finally:
             for sock in self._peers.values():
                 sock.close(linger=0)
@@ -512,9 +516,10 @@ class LinkProxy:
             try:
                 self._deliver(path, route, packet)
             except BaseException:
-                with self._lock:  # the thread dies: nothing more is in hand
+                with self._lock:  # the thread dies: what it had in hand is counted where it ended
                     for later, _route, _packet in out[i:]:
                         self._in_hand[_PATH_DIRECTION[later]] -= 1
+                        self._counts[_PATH_DIRECTION[later]]["undeliverable"] += 1
                     self._changed.notify_all()
                 raise
             with self._lock:

@@ -172,8 +172,8 @@ class ClosedLoop:
         self.env: SimEnvironment | None = None
         self.client: GroundClient | None = None
         self.proxy: LinkProxy | None = None
-        self._uplinked_before = 0  # _uplinked() when the running agent started
-        self._uplink_lost = 0  # packets the client sent that never reached the proxy
+        self._link_sync: tuple[int, int] | None = None  # (the agent's link_taken, _uplinked()) at its last answer
+        self._uplink_lost = 0  # packets the client sent that have not reached the proxy
         self._holds_noted = 0  # the running agent's link_holds_expired, as last said in the notes
         self._flying = False  # time has started: the link's faults and gate apply
         self._contact = True  # the profile's in_contact at the step being flown (read by the proxy's thread)
@@ -197,10 +197,12 @@ class ClosedLoop:
             config["orbit"] = {"tle": [tle[0], tle[1]]}
         # The harness acknowledges the agent's packet store once a step (the ground station's
         # role): the agent must count the ground as listening across at least three steps, and
-        # give what was on its way when the ground was first heard the next step's acknowledgement
-        # before it plays it back (its turn at the next step comes before that acknowledgement).
+        # give what was on its way when the ground was first heard, or sent live, the next step's
+        # acknowledgement before it plays it back (its turn at the next step comes before that
+        # acknowledgement).
         config["parameters"] = {"ground_window_s": min(3600.0, max(10.0, 3.0 * sc.step_s)),
                                 "playback_grace_s": min(3600.0, max(3.0, 1.5 * sc.step_s)),
+                                "playback_resend_s": min(86400.0, max(30.0, 1.5 * sc.step_s)),
                                 **dict(sc.agent_parameters or {})}
         if sc.array and tle and lockstep:
             config["array"] = self.believed_array()
@@ -231,7 +233,7 @@ class ClosedLoop:
         link = f"zmq+ipc://{self.workdir}/link"
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
         self.env.wait_for_agent(timeout_s=60)
-        self._uplinked_before = self._uplinked()  # the agent counts what its link takes in from its start
+        self._link_sync = None  # a new agent counts from its start: its first answer says where it is
         self._holds_noted = 0
         if self.sc.link is not None and self.proxy is None:
             # Clean until time starts (run() sets the scenario's faults then), so the console can join.
@@ -258,20 +260,24 @@ class ClosedLoop:
 
     def _uplinked(self) -> int:
         """Ground packets put on the agent's link so far: those the client sent, or through a proxy
-        those it handed on once it has taken in what the client sent. Each step tells the agent how
-        many since its start (``Env.link_in``), and it takes them in before it moves its clock: a
-        command or acknowledgement sent after a step is taken at that step's time, not at the next
-        one's as the two sockets happened to deliver. A packet the proxy delays or holds is not
-        counted yet: it is taken at the step it is handed on in. Packets the client counted and its
-        socket never delivered (a retry's new socket drops the old one's queue) are waited for
-        once, :data:`LINK_SETTLE_S`, and not again."""
+        those it handed on once it has taken in what the client sent (a packet it delays or holds
+        is counted when it goes). Each step asks the agent to have taken in, before it moves its
+        clock, what it had at its last answer plus what went on the link since
+        (``Env.link_in``): a command or acknowledgement sent after a step is taken at that
+        step's time, not at the next one's as the two sockets happened to deliver. A packet the
+        client counted that never reached the proxy (a retry's new socket drops the old one's
+        queue) is waited for once, :data:`LINK_SETTLE_S`."""
         if self.client is None:
             return 0
         sent = self.client.link.stats.tx_packets
         if self.proxy is None:
             return sent
-        passed, short = self.proxy.handed_on(UP, sent - self._uplink_lost, LINK_SETTLE_S)
-        self._uplink_lost += short
+        passed, taken = self.proxy.handed_on(UP, sent - self._uplink_lost, LINK_SETTLE_S)
+        lost = max(0, sent - taken)  # what never came; one that comes late is not counted again
+        if lost > self._uplink_lost:
+            self.notes.append(f"t={self._rel_s:.0f} s: {lost - self._uplink_lost} ground packet(s) the client "
+                              "counted never reached the link proxy (waited LINK_SETTLE_S)")
+        self._uplink_lost = lost
         return passed
 
     def _link_up(self) -> bool:
@@ -407,13 +413,19 @@ class ClosedLoop:
         board_w = self._board_power_w(last)[0]
         try:
             lockstep = self.sc.time_mode == "lockstep"
+            link_in = None
+            if lockstep and self._link_sync is not None:
+                taken, uplinked = self._link_sync
+                link_in = taken + self._uplinked() - uplinked
             load = self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
                                  eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]),
-                                 link_in=self._uplinked() - self._uplinked_before if lockstep else None)
+                                 link_in=link_in)
+            if lockstep and isinstance(load.link_taken, int):
+                self._link_sync = (load.link_taken, self._uplinked())
             if load.link_holds_expired > self._holds_noted:  # said, not hidden: that step's order was not kept
                 self.notes.append(f"t={self._rel_s:.0f} s: the agent took a step without every ground packet the "
-                                  "harness had sent before it (waited LINK_HOLD_S): its order with them was not kept")
+                                  "harness had sent before it (a packet lost; waited LINK_HOLD_S)")
                 self._holds_noted = load.link_holds_expired
             return load
         except AgentSilent as exc:

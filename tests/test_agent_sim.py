@@ -182,9 +182,9 @@ def test_bad_sensor_values_do_not_disable_protection(rig):
 def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_it(short_dir, monkeypatch):
     """The harness's ground packets (an acknowledgement, a command) and its steps come on two
     sockets, and nothing orders two sockets: a step says how many ground packets went before it,
-    and the agent's end holds the step, its clock unmoved, until its link has taken them in. A
-    packet that never comes is waited for once, for LINK_HOLD_S, and not again; one that comes
-    late forgives no later one."""
+    and the agent's end holds the step, its clock unmoved, until its link has taken them in, for
+    LINK_HOLD_S at most. Each answer says how many the link had taken: the harness counts the
+    next step's from there, so a packet lost or late holds one step at most."""
     import threading
 
     from flight.hal import sim
@@ -222,31 +222,34 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
         thread.join(timeout=20)
         assert [load.t_s for load in loads] == [100.0]
 
-        monkeypatch.setattr(sim, "LINK_HOLD_S", 0.0)  # two packets counted that never come
+        monkeypatch.setattr(sim, "LINK_HOLD_S", 0.0)  # two packets counted that do not come
         thread = step(110.0, link_in=3)
         assert arrived() and link.clock.now_s() == 110.0 and link.link_holds_expired == 1
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
         monkeypatch.undo()
-        thread = step(120.0, link_in=3)  # the same count: nothing more is waited for
+        # The answers say what the link had taken; the harness counts the next step's from there.
+        assert [(load.link_taken, load.link_holds_expired) for load in loads] == [(1, 0), (1, 1)]
+        thread = step(120.0, link_in=loads[-1].link_taken)  # nothing sent since: nothing waited for
         assert arrived() and link.clock.now_s() == 120.0 and link.link_holds_expired == 1
-        link.greet()  # however long that step was held, it was just taken: no hello (a hello has the harness resend it)
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
-        assert [load.t_s for load in loads] == [100.0, 110.0, 120.0]
-        assert [load.link_holds_expired for load in loads] == [0, 1, 1]
-        taken[0] = 3  # the two came late after all; the next packet is still on its way
-        thread = step(130.0, link_in=4)
-        assert not arrived() and link.clock.now_s() == 120.0  # held for it: late packets forgave nothing more
+        taken[0] = 3  # the two came late after all
+        thread = step(130.0, link_in=loads[-1].link_taken + 1)  # one more sent since the last answer
+        assert arrived() and link.clock.now_s() == 130.0  # late ones count: 3 of 2 taken, nothing held
+        link.answer(Mode.SAFE, Admission.NONE, 0.0)
+        thread.join(timeout=20)
+        thread = step(135.0, link_in=loads[-1].link_taken + 1)  # and one still on its way is waited for
+        assert not arrived() and link.clock.now_s() == 130.0
         taken[0] = 4
-        assert link.receive() and link.clock.now_s() == 130.0
+        assert link.receive() and link.clock.now_s() == 135.0
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
         thread = step(140.0, link_in=2**62)  # a harness's bug: refused, named, not waited for
         assert arrived() and link.clock.now_s() == 140.0 and link.bad_messages == 1 and "link_in" in link.last_error
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
-        assert [load.t_s for load in loads] == [100.0, 110.0, 120.0, 130.0, 140.0]
+        assert [load.t_s for load in loads] == [100.0, 110.0, 120.0, 130.0, 135.0, 140.0]
         assert env.bad_messages == 0 and not link.env_problems
     finally:
         link.close()
@@ -262,7 +265,6 @@ def test_a_step_held_until_its_hold_ends_is_answered_once_with_no_hello(short_di
     from flight.hal import sim
     from flight.link.definitions import Admission, Mode
 
-    monkeypatch.setattr(sim, "HELLO_INTERVAL_S", 0.5)  # shorter than the hold (LINK_HOLD_S, 1 s)
     env = SimEnvironment(f"ipc://{short_dir}/hello")
     link = sim.HarnessLink(env.endpoint, True, "orin_nx_16gb", ("MAXN",))
     link.attach_link(lambda: 0)  # the packet the step names never comes
@@ -275,6 +277,13 @@ def test_a_step_held_until_its_hold_ends_is_answered_once_with_no_hello(short_di
         env.wait_for_agent(timeout_s=10)
         thread = threading.Thread(target=lambda: loads.append(env.step(100.0, timeout_s=20, link_in=1)))
         thread.start()
+        for _ in range(2000):
+            link.receive()
+            if link.hold_s() is not None:
+                break
+            thread.join(timeout=0.01)
+        assert link.hold_s() is not None, "the step never came"
+        monkeypatch.setattr(sim, "HELLO_INTERVAL_S", 0.5)  # held now; shorter than the hold (LINK_HOLD_S, 1 s)
         answers = 0
         while thread.is_alive() or link.pending_step:  # the agent's turns: take in, greet, answer
             link.receive()

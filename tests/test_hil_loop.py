@@ -79,6 +79,37 @@ def test_lockstep_is_deterministic_for_a_seed(tmp_path):
     assert list(a["power_mode"]) == list(b["power_mode"])
 
 
+@pytest.mark.req("HIL-002")
+@pytest.mark.parametrize("link, said", [(None, "without every ground packet"), ({}, "never reached the link proxy")])
+def test_a_ground_packet_counted_and_lost_costs_one_wait_said_in_the_notes(tmp_path, monkeypatch, link, said):
+    """Each step asks the agent to have taken in the ground packets the harness sent before it,
+    counted from the agent's own count at its last answer (through the proxy, once the proxy has
+    taken in what the client sent). A packet the client counted and its socket lost (a retry's new
+    socket drops the old one's queue) costs one wait, said in the run's notes, and none after it;
+    the run is otherwise the run without it."""
+    from ground.client import GroundClient
+
+    raw = {"name": "lost", "profile": str(SSO), "duration_s": 120, "step_s": 10, "seed": 5}
+    sc = parse_scenario(raw if link is None else {**raw, "link": link})
+    clean = ClosedLoop(sc, tmp_path / "clean").run()
+    acks = [0]
+    real = GroundClient.acknowledge_store
+
+    def acknowledge_store(self, *args, **kwargs):
+        acks[0] += 1
+        if acks[0] == 3:
+            self.link.stats.tx_packets += 1  # counted, never sent
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GroundClient, "acknowledge_store", acknowledge_store)
+    lossy = ClosedLoop(sc, tmp_path / "lossy").run()
+    waits = [n for n in lossy.notes if "ground packet" in n]
+    assert len(waits) == 1 and said in waits[0], lossy.notes
+    assert not [n for n in clean.notes if "ground packet" in n]
+    assert [e["name"] for e in lossy.events] == [e["name"] for e in clean.events]
+    np.testing.assert_array_equal(lossy.trace.arrays()["soc_pct"], clean.trace.arrays()["soc_pct"])
+
+
 @pytest.mark.req("HIL-002", "AGT-050")
 def test_real_time_mode_follows_the_wall_clock(tmp_path):
     sc = parse_scenario({"name": "rt", "profile": str(SSO), "duration_s": 5, "step_s": 1, "time_mode": "realtime"})

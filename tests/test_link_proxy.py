@@ -258,7 +258,8 @@ NUMBERED = [b"tm-%03d" % i for i in range(40)]
 def test_what_the_proxy_handed_on_is_read_once_it_took_in_what_was_sent(scripted):
     """The harness tells a lockstep agent how many ground packets went before each step: read
     straight after a send, the proxy's count has not moved yet (its thread has not taken the
-    packet). ``handed_on`` waits until it has; a packet it delays is not counted until it goes."""
+    packet). ``handed_on`` waits until it has; a packet it delays is not counted until it goes,
+    and once its thread has stopped nothing is waited for."""
     agent, make = scripted
     proxy = make()
     dealer = zmq.Context.instance().socket(zmq.DEALER)
@@ -267,12 +268,20 @@ def test_what_the_proxy_handed_on_is_read_once_it_took_in_what_was_sent(scripted
     try:
         for i in range(5):
             dealer.send(b"cmd-%d" % i)
-        assert proxy.handed_on("up", 5, WAIT_S) == (5, 0)
+        assert proxy.handed_on("up", 5, WAIT_S) == (5, 5)  # (handed on, taken in)
         proxy.set_faults(LinkFaults(up=DirectionFaults(delay_s=30.0)))
         dealer.send(b"late")
-        assert proxy.handed_on("up", 6, WAIT_S) == (5, 0)  # taken in, on its way: not handed on yet
-        assert proxy.handed_on("up", 8, 0.2) == (5, 2)  # two the sender counted never came
+        assert proxy.handed_on("up", 6, WAIT_S) == (5, 6)  # taken in, on its way: not handed on yet
+        assert proxy.handed_on("up", 8, 0.2) == (5, 6)  # two the sender counted never came
         assert [agent.answer() for _ in range(5)] == [b"cmd-%d" % i for i in range(5)]
+        proxy._stopping = True  # its thread stops, as one that failed does
+        proxy._wake()
+        proxy._thread.join(timeout=WAIT_S)
+        got: list = []
+        waiter = threading.Thread(target=lambda: got.append(proxy.handed_on("up", 9, 3600.0)), daemon=True)
+        waiter.start()
+        waiter.join(timeout=WAIT_S)
+        assert got == [(5, 6)]  # at once, not after the hour asked for
     finally:
         dealer.close()
 

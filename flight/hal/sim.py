@@ -74,7 +74,6 @@ class HarnessLink(Stepper):
         self.last_error = ""
         self.link_holds_expired = 0  # steps taken without every ground packet the harness said it sent
         self._packets_in: Callable[[], int] | None = None
-        self._link_forgiven = 0  # up to this count, packets the harness counted that never came: not waited for
         self._held: tuple[sp.Env, tuple[str, ...], float] | None = None  # a step, its problems, held since
         self._pending_seq: int | None = None
         self._power_mode = modes[0]
@@ -114,10 +113,11 @@ class HarnessLink(Stepper):
     def receive(self) -> bool:
         """Take in the harness's steps. In lockstep a step whose ``link_in`` the agent's link has
         not reached yet is held (the agent's loop keeps taking in the link meanwhile, at the
-        previous step's time) until it has, or for :data:`LINK_HOLD_S` of wall time at most:
-        counted, and the packets up to that count are not waited for again (the harness counted
-        a packet its link lost, as a command socket closed for a retry drops its queue; one that
-        comes late only makes the count reach it sooner)."""
+        previous step's time) until it has, or for :data:`LINK_HOLD_S` of wall time at most
+        (counted: a packet the harness counted was lost, as a command socket closed for a retry
+        drops its queue). Each answer says how many the link had taken (``Load.link_taken``),
+        and the harness counts the next step's from there: a packet lost, late or sent to the
+        agent before a restart costs one step's hold at most, never the steps after it."""
         moved = False
         sock = self._socket()
         while True:
@@ -152,7 +152,6 @@ class HarnessLink(Stepper):
             if not self._waits_for_link(msg) or time.monotonic() - since >= LINK_HOLD_S:
                 if self._waits_for_link(msg):
                     self.link_holds_expired += 1
-                    self._link_forgiven = msg.link_in
                 self._held = None
                 moved = self._take(msg, problems) or moved
         return moved
@@ -160,7 +159,7 @@ class HarnessLink(Stepper):
     def _waits_for_link(self, msg: sp.Env) -> bool:
         link_in = msg.link_in
         return (self.lockstep and self._packets_in is not None and isinstance(link_in, int)
-                and not isinstance(link_in, bool) and max(self._packets_in(), self._link_forgiven) < link_in)
+                and not isinstance(link_in, bool) and self._packets_in() < link_in)
 
     def _take(self, msg: sp.Env, problems: tuple[str, ...]) -> bool:
         """Apply one step: its readings, and in lockstep its time. True if simulated time moved."""
@@ -186,7 +185,8 @@ class HarnessLink(Stepper):
         if self._pending_seq is None and self.lockstep:
             return
         self._send(sp.Load(self._pending_seq, self.clock.now_s() if self.clock else None, self._power_mode,
-                           mode, admission, float(compute_duty), self.link_holds_expired))
+                           mode, admission, float(compute_duty), self.link_holds_expired,
+                           self._packets_in() if self._packets_in is not None else None))
         self._pending_seq = None
 
     def _send(self, msg: Any) -> None:

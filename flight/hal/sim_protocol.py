@@ -15,11 +15,13 @@ The agent connects a DEALER to the harness's ROUTER (``sim_endpoint``); the harn
 
 The ground link is a second path between them (the harness's ground client to the agent's
 link), and nothing orders two sockets. So that a lockstep run does not hang on which arrives
-first, an :class:`Env` says how many packets the harness has put on the agent's link since the
-agent started (``link_in``: its commands, the store's acknowledgements), and the agent takes
-them in, at the previous step's time, before it moves its clock (bounded:
-:data:`flight.hal.sim.LINK_HOLD_S`, after which the packets up to that count are not waited for
-again; the :class:`Load` counts such steps, ``link_holds_expired``). Before, an acknowledgement
+first, each :class:`Load` says how many packets the agent's link has taken in (``link_taken``),
+and the next :class:`Env` how many it must have taken before that step (``link_in``: that count
+plus what the harness has put on the link since, its commands and the store's
+acknowledgements). The agent takes them in, at the previous step's time, before it moves its
+clock (bounded: :data:`flight.hal.sim.LINK_HOLD_S`; the :class:`Load` counts such steps,
+``link_holds_expired``). Counted from the agent's own count each step, a packet lost, late, or
+sent to the agent before a restart costs one step's hold at most. Before, an acknowledgement
 sent after step k was now and then taken at step k + 1, and the playback it started, with the
 events a run counts, moved.
 
@@ -72,6 +74,7 @@ class Load:
     admission: Admission
     compute_duty: float
     link_holds_expired: int = 0  # steps taken without every ground packet the Env said went before them
+    link_taken: int | None = None  # packets the agent's link had taken in when it answered
 
 
 CODEC = RecordCodec("sim protocol", (Hello, Env, Load))
