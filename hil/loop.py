@@ -2,14 +2,17 @@
 
 Each step (``step_s`` of simulated time):
 
-1. faults and commands due at this time are applied (commands through the real ground link);
+1. faults due at this time are applied;
 2. the environment at time t goes to the agent over its ``sim`` backend: temperatures from the
    thermal model, battery charge and bus voltage from the battery model, solar input and the
-   board's power from the profile and the last load;
+   board's power from the profile and the last load; with it, how many ground packets the
+   agent must have taken in first (``Env.link_in``, :meth:`ClosedLoop._uplinked`);
 3. the agent answers with its power mode, mode and compute duty; the board profile turns them
-   into board power (idle + duty × (loaded − idle) of that mode);
+   into board power (idle + duty × (loaded − idle) of that mode); commands due go through the
+   real ground link, the agent having seen time t;
 4. the battery integrates solar − platform − board over the step, the thermal model the
-   board's dissipation with solar, albedo and Earth IR, and the work done is accounted.
+   board's dissipation with solar, albedo and Earth IR, and the work done is accounted; the
+   ground client takes in what came and acknowledges the agent's packet store (PUS 15).
 
 Lockstep (deterministic for a seed): simulated time moves as fast as the agent answers, or no
 faster than ``speed`` simulated seconds per wall second. Compute work is modelled from the
@@ -175,6 +178,7 @@ class ClosedLoop:
         self._link_sync: tuple[int, int] | None = None  # (the agent's link_taken, _uplinked()) at its last answer
         self._uplink_lost = 0  # packets the client sent that have not reached the proxy
         self._holds_noted = 0  # the running agent's link_holds_expired, as last said in the notes
+        self._unsynced_noted = False
         self._flying = False  # time has started: the link's faults and gate apply
         self._contact = True  # the profile's in_contact at the step being flown (read by the proxy's thread)
 
@@ -197,9 +201,9 @@ class ClosedLoop:
             config["orbit"] = {"tle": [tle[0], tle[1]]}
         # The harness acknowledges the agent's packet store once a step (the ground station's
         # role): the agent must count the ground as listening across at least three steps, and
-        # give what was on its way when the ground was first heard, or sent live, the next step's
-        # acknowledgement before it plays it back (its turn at the next step comes before that
-        # acknowledgement).
+        # give what was on its way when the ground was first heard (playback_grace_s), or any
+        # packet sent live (playback_resend_s), the next step's acknowledgement before it plays
+        # it back: its turn at the next step comes before that acknowledgement.
         config["parameters"] = {"ground_window_s": min(3600.0, max(10.0, 3.0 * sc.step_s)),
                                 "playback_grace_s": min(3600.0, max(3.0, 1.5 * sc.step_s)),
                                 "playback_resend_s": min(86400.0, max(30.0, 1.5 * sc.step_s)),
@@ -276,7 +280,7 @@ class ClosedLoop:
         lost = max(0, sent - taken)  # what never came; one that comes late is not counted again
         if lost > self._uplink_lost:
             self.notes.append(f"t={self._rel_s:.0f} s: {lost - self._uplink_lost} ground packet(s) the client "
-                              "counted never reached the link proxy (waited LINK_SETTLE_S)")
+                              "counted never reached the link proxy (waited LINK_SETTLE_S, or its thread stopped)")
         self._uplink_lost = lost
         return passed
 
@@ -423,6 +427,10 @@ class ClosedLoop:
                                  link_in=link_in)
             if lockstep and isinstance(load.link_taken, int):
                 self._link_sync = (load.link_taken, self._uplinked())
+            elif lockstep and not self._unsynced_noted:
+                self._unsynced_noted = True
+                self.notes.append(f"t={self._rel_s:.0f} s: the agent does not say what its link took in "
+                                  "(Load.link_taken): its steps are not ordered with the ground packets")
             if load.link_holds_expired > self._holds_noted:  # said, not hidden: that step's order was not kept
                 self.notes.append(f"t={self._rel_s:.0f} s: the agent took a step without every ground packet the "
                                   "harness had sent before it (a packet lost; waited LINK_HOLD_S)")

@@ -110,6 +110,17 @@ def test_a_ground_packet_counted_and_lost_costs_one_wait_said_in_the_notes(tmp_p
     np.testing.assert_array_equal(lossy.trace.arrays()["soc_pct"], clean.trace.arrays()["soc_pct"])
 
 
+@pytest.mark.req("HIL-002")
+def test_a_reset_of_the_link_counters_holds_no_step(tmp_path):
+    """RESET_COUNTERS zeroes the link's counters in housekeeping; what a step waits for is counted
+    apart, so the next step is not held for packets the reset seemed to take away."""
+    sc = parse_scenario({"name": "reset", "profile": str(SSO), "duration_s": 60, "step_s": 10, "seed": 5,
+                         "commands": [{"at_s": 20, "command": "RESET_COUNTERS", "args": {}}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    assert [c["outcome"] for c in result.commands] == ["completed"]
+    assert not [n for n in result.notes if "ground packet" in n], result.notes
+
+
 @pytest.mark.req("HIL-002", "AGT-050")
 def test_real_time_mode_follows_the_wall_clock(tmp_path):
     sc = parse_scenario({"name": "rt", "profile": str(SSO), "duration_s": 5, "step_s": 1, "time_mode": "realtime"})

@@ -282,15 +282,17 @@ def _dealer_packets(client) -> int:
 
 
 def _stream_reaches(client) -> None:
-    """NOOPs until one's reports come on the stream alone: the agent has taken in this console's
-    presence (its SUB joined, its DEALER's identity announced). Waited for, not assumed after a
-    fixed time: on a loaded machine the subscription's two hops can take longer."""
+    """NOOPs until two in a row have their reports on the stream alone: the agent has taken in
+    this console's presence (its SUB joined, its DEALER's identity announced). Waited for, not
+    assumed after a fixed time: on a loaded machine the subscription's two hops can take longer.
+    Two: a report's direct copy, sent after its stream copy, may still be on its way when the
+    first NOOP completes; it goes before the second's reports on the same socket."""
     deadline = time.monotonic() + 20.0
-    while True:
+    clean = 0
+    while clean < 2:
         before = _dealer_packets(client)
         assert client.send("NOOP").completed
-        if _dealer_packets(client) == before:
-            return
+        clean = clean + 1 if _dealer_packets(client) == before else 0
         assert time.monotonic() < deadline, "the agent never sent this console's reports on the stream alone"
 
 

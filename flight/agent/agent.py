@@ -115,8 +115,9 @@ class Agent:
             if tm_slot is not None else None
         if tm_slot is not None:  # sealed as it leaves, whoever sends it (flight/link/sdls.py)
             self.link = TelemetrySealingLink(self.link, tm_slot, self.tm_epoch.epoch)
+        self._link_taken = 0  # packets taken from the link since start (not reset by RESET_COUNTERS)
         if stepper is not None:  # under HIL the harness's ground packets are ordered with its steps
-            stepper.attach_link(lambda: self.link.stats.rx_packets)
+            stepper.attach_link(lambda: self._link_taken)
         counters = self.memory.counters  # types checked when the state file was read
         # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
         store = ParameterStore(dictionary, self.state_dir / "params.json",
@@ -328,7 +329,9 @@ class Agent:
                 self._wake_r.recv(64)
             except BlockingIOError:
                 pass
-        for inbound in self.link.receive():
+        received = self.link.receive()
+        self._link_taken += len(received)
+        for inbound in received:
             self.downlink.hold()  # a command's reports go out first, and are written to the store after
             try:
                 self.link_service.handle(inbound)

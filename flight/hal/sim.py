@@ -57,9 +57,10 @@ class HarnessLink(Stepper):
     """The connection to the harness: latest environment in, the agent's load out.
 
     It connects on first use (the agent's loop polling it), so opening the board to look at
-    it (``sunlit-flight selftest``) never greets a running harness. Hello is repeated on real
-    time (the harness may restart while simulated time stands still): the one place in the sim
-    backend that reads the wall clock.
+    it (``sunlit-flight selftest``) never greets a running harness. Two things here read the
+    wall clock, as simulated time stands still meanwhile: hello is repeated on real time (the
+    harness may restart), and a step held for the harness's ground packets is held
+    :data:`LINK_HOLD_S` of real time at most.
     """
 
     def __init__(self, endpoint: str, lockstep: bool, board: str, modes: tuple[str, ...]):
@@ -135,12 +136,12 @@ class HarnessLink(Stepper):
                 self.last_error = str(exc)
                 continue
             self._last_env_real_s = time.monotonic()
-            link_in = msg.link_in
-            if isinstance(link_in, int) and self._packets_in is not None \
-                    and link_in - self._packets_in() > LINK_AHEAD_MAX:
+            problems = list(problems)
+            refused = self._refused_link_in(msg.link_in)
+            if refused:
                 self.bad_messages += 1
-                self.last_error = (f"sim protocol: Env.link_in {link_in} is more than {LINK_AHEAD_MAX} ahead of "
-                                   f"the {self._packets_in()} packets the link took: not waited for")
+                self.last_error = refused
+                problems.append(refused)  # shown as a refused field, as any other
                 msg = dataclasses.replace(msg, link_in=None)
             if self._waits_for_link(msg):
                 self._held = (msg, tuple(problems), time.monotonic())  # a resent step replaces the held one
@@ -156,10 +157,19 @@ class HarnessLink(Stepper):
                 moved = self._take(msg, problems) or moved
         return moved
 
+    def _refused_link_in(self, link_in: int | None) -> str:
+        """Why a step's ``link_in`` is not to be waited for ("" if it is good): below zero, or so
+        far ahead of what the link took that no harness sent that many (a bug)."""
+        if link_in is None or self._packets_in is None:
+            return ""
+        if link_in < 0 or link_in - self._packets_in() > LINK_AHEAD_MAX:
+            return (f"Env.link_in: {link_in} is below 0 or more than {LINK_AHEAD_MAX} ahead of the "
+                    f"{self._packets_in()} packets the link took; not waited for")
+        return ""
+
     def _waits_for_link(self, msg: sp.Env) -> bool:
-        link_in = msg.link_in
-        return (self.lockstep and self._packets_in is not None and isinstance(link_in, int)
-                and not isinstance(link_in, bool) and self._packets_in() < link_in)
+        return (self.lockstep and self._packets_in is not None and msg.link_in is not None
+                and self._packets_in() < msg.link_in)
 
     def _take(self, msg: sp.Env, problems: tuple[str, ...]) -> bool:
         """Apply one step: its readings, and in lockstep its time. True if simulated time moved."""

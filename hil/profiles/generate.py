@@ -20,7 +20,7 @@ file's metadata alone. For an orbit made from elements this moves it by metres (
 format rounds the elements; measured < 10 m over a day).
 
 Speed: a day at 1 s (86 400 samples, three stations) takes well under a second on one
-core (tests/test_hil_profiles_fidelity.py measures ``profile_samples_per_s``).
+core (``python -m bench.hil`` measures ``profile_samples_per_s``).
 """
 
 from __future__ import annotations
