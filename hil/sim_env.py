@@ -90,7 +90,8 @@ class SimEnvironment:
         link_in: int | None = None,
     ) -> sp.Load:
         """Send the environment at ``t_s``; return the agent's load after it handled the step.
-        ``link_in``: the packets put on the agent's ground link so far, which it takes in first."""
+        ``link_in``: how many ground packets the agent must have taken in before it takes the step
+        (its count at its last answer, plus what went on the link since); None: no wait."""
         seq = next(self._seq)
         env = sp.Env(seq, t_s, dict(temps_c or {}), dict(rails_w or {}), board_power_w, eps or sp.EpsValues(),
                      cpu_pct, mem_pct, link_in)

@@ -294,8 +294,8 @@ class Stepper(abc.ABC):
         """Say hello again if the harness has been silent (it may have restarted)."""
 
     def attach_link(self, packets_in: Callable[[], int]) -> None:
-        """The agent's link's count of packets taken in, for a stepper that orders the harness's
-        ground packets with its steps (flight/hal/sim.py); by default unused."""
+        """The agent's count of packets taken from its link since it started, for a stepper that
+        orders the harness's ground packets with its steps (flight/hal/sim.py); by default unused."""
 
     def hold_s(self) -> float | None:
         """Wall seconds a received step is still held for the link; None: none held."""

@@ -62,7 +62,7 @@ class Env:
     eps: EpsValues = field(default_factory=EpsValues)
     cpu_pct: float | None = None
     mem_pct: float | None = None
-    link_in: int | None = None  # packets the harness has put on the agent's link; None: no wait
+    link_in: int | None = None  # packets the agent's link must have taken in before this step; None: no wait
 
 
 @dataclass(frozen=True)
