@@ -210,6 +210,7 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
             time.sleep(0.005)
         raise AssertionError("the step never came")
 
+    monkeypatch.setattr(sim, "LINK_HOLD_S", 3600.0)  # a held step stays held while the test looks
     try:
         link.greet()
         env.wait_for_agent(timeout_s=10)
@@ -227,7 +228,7 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
         assert arrived() and link.clock.now_s() == 110.0 and link.link_holds_expired == 1
         link.answer(Mode.SAFE, Admission.NONE, 0.0)
         thread.join(timeout=20)
-        monkeypatch.undo()
+        monkeypatch.setattr(sim, "LINK_HOLD_S", 3600.0)
         # The answers say what the link had taken; the harness counts the next step's from there.
         assert [(load.link_taken, load.link_holds_expired) for load in loads] == [(1, 0), (1, 1)]
         thread = step(120.0, link_in=loads[-1].link_taken)  # nothing sent since: nothing waited for
