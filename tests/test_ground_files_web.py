@@ -28,7 +28,9 @@ pytestmark = pytest.mark.system
 
 class LinkStandIn:
     """The agent's end of a real link, its CFDP part: PDUs in from the ground's TC(141,1),
-    out as TM(141,1) at ``rate_bps``, and housekeeping twice a second (the ground's contact)."""
+    out as TM(141,1) at ``rate_bps``, and housekeeping twice a second (the ground's contact).
+    With ``held_after_bytes`` set, what it sends stops there until ``release`` is set: a
+    transfer part-way for as long as the test looks at it, whatever the machine's load."""
 
     def __init__(self, link, root, rate_bps: float):
         self.link = link
@@ -37,6 +39,9 @@ class LinkStandIn:
         self.codec = Codec(DICTIONARY, Apid.AGENT)
         self.entity = FileEntity(2, 1, root, time.monotonic, read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS)
         self.lock = threading.Lock()
+        self.held_after_bytes: int | None = None
+        self.release = threading.Event()
+        self._pulled = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="standin", daemon=True)
 
@@ -65,7 +70,11 @@ class LinkStandIn:
                     pdu = Codec.file_pdu(unpack(inbound.packet))
                     if pdu is not None:
                         self.entity.receive(pdu)
-                for pdu in self.entity.pull(int(self.rate_bps * (now - last))):
+                budget = int(self.rate_bps * (now - last))
+                if self.held_after_bytes is not None and not self.release.is_set():
+                    budget = max(0, min(budget, self.held_after_bytes - self._pulled))
+                for pdu in self.entity.pull(budget):
+                    self._pulled += len(pdu)
                     self.link.publish(self.codec.encode_file_pdu_tm(pdu, time.time()))
             last = now
             if now - hk >= 0.5:
@@ -100,6 +109,7 @@ def test_the_files_panel_shows_each_transfer_with_its_progress(standin_ground, p
     assert viewer.locator("#file-get-form").count() == 0 and viewer.locator("#file-put-form").count() == 0
 
     data = os.urandom(300_000)  # five seconds at 60 kB/s: progress pushed twice a second
+    standin.held_after_bytes = 100_000  # held a third of the way until the page has shown it
     standin.send("products/scene-7.tif", data)
     row = "#file-table tr[data-direction=down]"
     page.wait_for_function(f"""() => {{
@@ -111,6 +121,7 @@ def test_the_files_panel_shows_each_transfer_with_its_progress(standin_ground, p
     expect(page.locator(f"{row} td.progress span")).to_contain_text("of 300.0 kB")
     assert 0 < page.locator(f"{row} progress").evaluate("p => p.value") < 100
     expect(viewer.locator(row)).to_have_count(1)  # every page sees it
+    standin.release.set()
     expect(page.locator(row)).to_have_attribute("data-state", "done", timeout=30_000)
     expect(page.locator(row)).to_have_attribute("data-pct", "100")
     expect(page.locator(f"{row} td.progress span")).to_have_text("100% · 300.0 kB of 300.0 kB")
