@@ -78,6 +78,14 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   size and a flip's effect does not. ``abft_wide_overhead``: per layer, what its check costs
   (as ``abft_overhead``, batches of 16, fewer pairs) with owned weights and at ``all``: layers
   whose arithmetic, not their reads, sets their time.
+- ``abft_overhead_by_width``: whole generated models of one shape at widths :data:`WIDTHS` (a small
+  CNN: four 3x3 Convs with Relus, two of stride 2, on 64 x 64 tiles, ``width`` channels then twice
+  that, a Gemm head; weights drawn, not trained: ``model_of_width``), per width what the checks cost
+  as ``abft_overhead`` measures it (1 thread, batches of 16 tiles of noise, fewer pairs) at ``all``,
+  ``extended`` and with owned weights (``owned``, the worker's default), its multiply-adds a tile, clean
+  (noise) tiles flagged, and flips of a random bit of a random weight judged as the headline's are:
+  how the cost falls as a model's arithmetic grows against what it moves through memory, of which the
+  shipped model (under a thousand weights, 16 x 16 tiles) is the extreme (``width_figures``).
 - ``abft_detect_rate_over_1e-2``, ``abft_detect_rate_class_only``: the same flips judged by
   a coarser consequence (an output moved by > 1e-2; the class alone, or non-finite).
 - ``false_alarms``: tiles flagged among ``false_alarm_tiles`` clean ones (batches of 64): the
@@ -145,6 +153,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -698,6 +707,118 @@ def wide_layer_figures(seed: int) -> dict[str, object]:
             "abft_wide_detect_rate": round(caught_all / max(moved_all, 1), 4)}
 
 
+# -- whole models by width ------------------------------------------------------------------------
+
+WIDTHS = (32, 64, 128)
+WIDTH_TILE_PX = 64
+WIDTH_BATCH = 16
+WIDTH_OVERHEAD_PAIRS = 15
+WIDTH_WINDOW_S = 0.3  # each timed run of a pair at least this long: a batch at width 32 takes about 15 ms here
+WIDTH_CLEAN_BATCHES = 8  # per kind of input (normal, non-negative): 256 tiles a width
+WIDTH_FLIPS = 256  # per width, each on the same WIDTH_FLIP_BATCH tiles: one in 15 to 30 mattered
+WIDTH_FLIP_BATCH = 8
+
+
+def model_of_width(width: int, rng: np.random.Generator, px: int) -> tuple[onnx.ModelProto, int]:
+    """A small CNN classifier (four 3x3 Convs with Relus, two of stride 2, ``width`` channels then twice
+    that, a global average pool and a Gemm head) on ``px`` x ``px`` tiles of 4 bands, weights drawn as
+    initialisers draw them (normal, He scaling), not trained: for what the checks cost as a model's
+    arithmetic grows against what it moves through memory, the shipped model (under a thousand weights,
+    16 x 16 tiles) being the extreme. Returns it and its Convs' multiply-adds a tile."""
+    def f(*shape: int, scale: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    nodes, inits, macs, side = [], {}, 0, px
+    layers = (("x", "h1", 4, width, 1), ("h1", "h2", width, width, 2), ("h2", "h3", width, 2 * width, 2),
+              ("h3", "h4", 2 * width, 2 * width, 1))
+    for x, h, c_in, c_out, stride in layers:
+        inits[h + "_w"], inits[h + "_b"] = f(c_out, c_in, 3, 3, scale=np.sqrt(2.0 / (9 * c_in))), f(c_out, scale=0.05)
+        nodes += [helper.make_node("Conv", [x, h + "_w", h + "_b"], [h + "_a"], pads=[1, 1, 1, 1], strides=[stride] * 2),
+                  helper.make_node("Relu", [h + "_a"], [h])]
+        side = (side + 2 - 3) // stride + 1
+        macs += inits[h + "_w"].size * side * side
+    inits["head_w"], inits["head_b"] = f(2, 2 * width, scale=0.1), f(2, scale=0.1)
+    nodes += [helper.make_node("GlobalAveragePool", ["h4"], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["features"], axis=1),
+              helper.make_node("Gemm", ["features", "head_w", "head_b"], ["logits"], transB=1),
+              helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, f"width_{width}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, px, px])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, macs
+
+
+def width_figures(seed: int, widths: Sequence[int] = WIDTHS, px: int = WIDTH_TILE_PX,
+                  pairs: int = WIDTH_OVERHEAD_PAIRS, window_s: float = WIDTH_WINDOW_S,
+                  clean_batches: int = WIDTH_CLEAN_BATCHES, flips: int = WIDTH_FLIPS) -> dict[str, object]:
+    """Per width of ``widths`` (:func:`model_of_width`), ``abft_overhead_by_width``:
+
+    - what the checks cost the whole model as :func:`overhead` measures the headline (1 thread, the
+      median over ``pairs`` interleaved pairs; batches of :data:`WIDTH_BATCH` tiles of normal noise,
+      as many to a run as fill ``window_s``), at ``all`` (the headline's setting), ``extended``, and
+      with owned weights (``owned``, at ``extended``: the worker's default, both sessions so);
+    - its Convs' multiply-adds a tile;
+    - ``false_alarms``: [flagged, tiles] over ``clean_batches`` batches of normal noise and of its
+      absolute value, run as the worker runs owned weights;
+    - ``flips`` flips of a bit drawn uniformly over every byte of the model's weights (:func:`draw_byte`,
+      as an upset lands; the Convs hold nearly all of them), in the owned buffers the session computes
+      from, flipped in place and put back, each on the same :data:`WIDTH_FLIP_BATCH` tiles: judged as the
+      headline's are (:func:`consequential`: a probability moved by more than ``CONSEQUENCE`` or the
+      class changed, on some tile), ``flips_consequential``, of those ``flips_detected`` (every such
+      tile flagged), and ``flagged_harmless`` (flagged, though nothing moved that far).
+
+    Generated models on noise, timed here; not a model the store ships."""
+    rng = np.random.default_rng([seed, 3])
+    by_width: dict[str, dict[str, object]] = {}
+    for width in widths:
+        model, macs = model_of_width(width, rng, px)
+        bare = model.SerializeToString()
+        extended = abft.protect(model).SerializeToString()
+        made = {"all": abft.protect(model, nchwc=checksum_layout_nchwc("all")).SerializeToString(),
+                "extended": extended, "owned": extended}
+        timed = rng.standard_normal((4 * WIDTH_BATCH, 4, px, px)).astype(np.float32)
+        probe, _ = cpu_session(bare, "all", 1)
+        probe.run(None, {"x": timed[:WIDTH_BATCH]})
+        t0 = time.perf_counter()
+        probe.run(None, {"x": timed[:WIDTH_BATCH]})
+        runs = max(2, math.ceil(window_s / max(time.perf_counter() - t0, 1e-6)))
+        costs = {level: round(overhead(bare, made[level], timed, level, batch=WIDTH_BATCH, feed="x",
+                                       pairs=pairs, runs=runs), 4) for level in made}
+        session, (arrays, _values) = cpu_session(extended, "owned", 1)
+        flagged = seen = 0
+        for _ in range(clean_batches):
+            x = rng.standard_normal((WIDTH_BATCH, 4, px, px)).astype(np.float32)
+            for tiles in (x, np.abs(x)):
+                ok = session.run([abft.OUTPUT], {"x": tiles})[0]
+                flagged, seen = flagged + int((~ok).sum()), seen + ok.size
+        x = rng.standard_normal((WIDTH_FLIP_BATCH, 4, px, px)).astype(np.float32)
+        clean = {"probabilities": session.run(["probabilities"], {"x": x})[0],
+                 "cloud_fraction": np.zeros((WIDTH_FLIP_BATCH, 1), np.float32)}  # none here: moves nothing
+        names = tuple(t.name for t in model.graph.initializer if t.name.endswith("_w"))
+        ends = np.cumsum([arrays[name].nbytes for name in names])
+        mattered = caught = harmless = 0
+        for _ in range(flips):
+            name, byte, bit = draw_byte(rng, names, ends)
+            memory = arrays[name].reshape(-1).view(np.uint8)  # the owned buffer the session computes from
+            saved = memory[byte]
+            try:
+                memory[byte] ^= np.uint8(1 << bit)
+                y, ok = session.run(["probabilities", abft.OUTPUT], {"x": x})
+            finally:
+                memory[byte] = saved
+            hit = consequential(clean, {"probabilities": y, "cloud_fraction": clean["cloud_fraction"]})
+            mattered += bool(hit.any())
+            caught += bool(hit.any() and not ok[hit].any())
+            harmless += bool(not hit.any() and not ok.all())
+        by_width[str(width)] = {**costs, "macs_per_tile": macs, "false_alarms": [flagged, seen], "flips": flips,
+                                "flips_consequential": mattered, "flips_detected": caught,
+                                "flagged_harmless": harmless}
+    return {"abft_overhead_by_width": by_width}
+
+
 # -- the scrubber and the worker on a simulated clock -------------------------------------------
 
 
@@ -1167,6 +1288,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                        "or an output became non-finite, for some tile of the batch; detected: every such tile flagged",
         "abft_detect_rate_tf32_tolerance": tf32_all.rate(),
         **wide_layer_figures(args.seed),
+        **width_figures(args.seed),
         "abft_flips_consequential_tf32": tf32_all.consequential[0],
         "unchecked_detect_rate_weights": tallies["unchecked_weights"].rate(),
         "unchecked_flips_consequential_weights": tallies["unchecked_weights"].consequential[0],

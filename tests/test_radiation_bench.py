@@ -76,3 +76,42 @@ def test_the_simulated_day_with_blind_checks_reports_corrupt_tiles_good_and_with
     assert real.injected == blind.injected and real.injected_owned_model == blind.injected_owned_model > 0
     assert blind.corrupt_reported_good > 0 and real.corrupt_reported_good == 0
     assert real.jobs == blind.jobs == 20 and real.tiles == 20 * radiation.DAY_TILES_PER_STEP
+
+
+@pytest.mark.req("RAD-001", "RAD-003")
+def test_a_width_model_is_checked_whole_keeps_its_outputs_and_flags_a_flipped_weight():
+    """abft_overhead_by_width's models: every Conv and the head checked, the protected model's
+    probabilities those of the bare one, clean tiles passed, and a weight made huge in the owned buffer
+    the session computes from flagged on the tiles it moves."""
+    model, macs = radiation.model_of_width(8, np.random.default_rng(4), px=16)
+    onnx.checker.check_model(model, full_check=True)
+    # Output sides 16, 8, 4, 4 (3x3, padded by one, strides 1, 2, 2, 1), each weight once per output position.
+    assert macs == 8 * 4 * 9 * 16 ** 2 + 8 * 8 * 9 * 8 ** 2 + 16 * 8 * 9 * 4 ** 2 + 16 * 16 * 9 * 4 ** 2
+    protected = abft.protect(model)
+    assert [c["output"] for c in abft.describe(protected)["checks"]] == ["h1_a", "h2_a", "h3_a", "h4_a", "logits"]
+    x = np.random.default_rng(5).standard_normal((6, 4, 16, 16)).astype(np.float32)
+    bare = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"x": x})[0]
+    session, (arrays, _values) = radiation.cpu_session(protected.SerializeToString(), "owned", 1)
+    y, ok = session.run(["probabilities", abft.OUTPUT], {"x": x})
+    np.testing.assert_allclose(y, bare, rtol=1e-5, atol=1e-6)
+    assert ok.all()
+    w = arrays["h2_w"]
+    w.view(np.uint32)[0, 0, 1, 1] ^= np.uint32(1 << 30)  # a weight under 2 in size times 2^128
+    y, ok = session.run(["probabilities", abft.OUTPUT], {"x": x})
+    moved = ~(np.abs(y - bare).max(axis=1) <= 1e-3)
+    assert moved.any() and not ok[moved].any()
+
+
+@pytest.mark.req("RAD-002", "RAD-003")
+def test_the_width_figures_count_what_they_say_on_a_small_model():
+    """width_figures, run small: its keys, the clean tiles it counts (none flagged), and every flip that
+    mattered caught (the draws are seeded: some flips matter and some do not)."""
+    figures = radiation.width_figures(3, widths=(8,), px=16, pairs=1, window_s=0.0, clean_batches=2, flips=40)
+    row = figures["abft_overhead_by_width"]["8"]
+    assert set(row) == {"all", "extended", "owned", "macs_per_tile", "false_alarms", "flips", "flips_consequential",
+                        "flips_detected", "flagged_harmless"}
+    assert row["macs_per_tile"] == radiation.model_of_width(8, np.random.default_rng(0), px=16)[1]
+    assert row["false_alarms"] == [0, 2 * 2 * radiation.WIDTH_BATCH]
+    assert row["flips"] == 40 and 0 < row["flips_consequential"] < 40
+    assert row["flips_detected"] == row["flips_consequential"]
