@@ -6,12 +6,14 @@
 Reads each product (its ``.npz``, or its ``.json`` summary) and its receipt (ground/receipts.py):
 the model it came from, the protection it ran under, its checks and their counts, reruns and
 repairs, the scrub age and the environment the board predicted. A product is vouched for when every
-tile was checked and passed and its receipt agrees with itself, its header and its tiles; a training
-product (its summary, the trained model beside it) when that model is the one its receipt names, its
-steps guarded by the step checks it counts. Exit codes: 0 every product vouched for, 1 one or more
-not (a failed, unchecked or partly checked tile, a receipt that contradicts itself, its header or its
-tiles, a trained model not beside its summary or changed), 2 bad input (a file that is not a product,
-a receipt missing a field or of the wrong kind), said on stderr naming the file and field.
+tile was checked and passed, by checks that see a fault in the weights too (the checksum pass, or
+scrubbed weights: double runs and range checks alone do not), and its receipt agrees with itself, its
+header and its tiles; a training product (its summary, the trained model beside it) when that model
+is the one its receipt names, its steps guarded by the step checks it counts. Exit codes: 0 every
+product vouched for, 1 one or more not (a failed, unchecked or partly checked tile, tiles passed by
+checks that cannot see the weights, a receipt that contradicts itself, its header or its tiles, a
+trained model not beside its summary or changed), 2 bad input (a file that is not a product, a
+receipt missing a field or of the wrong kind), said on stderr naming the file and field.
 """
 
 from __future__ import annotations

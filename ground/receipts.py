@@ -5,11 +5,12 @@ Every inference product is two files (flight/compute/worker.py, ``_write_product
 model's name, version, SHA-256 and who uplinked it) and a ``.json`` summary carrying the same header
 and receipt. :func:`read_product` reads either and checks it whole: the fields the receipt must have
 and their types, and, for the ``.npz``, that its per-tile statuses add up to the receipt's counts. A
-product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and passed; one
-with a failed, unchecked or partly checked tile is not, nor is one whose receipt contradicts itself
-(a status its counts do not give), its header (another model's SHA-256) or its tiles. What the
-receipt says of the environment (flux class, scrub age) is the board's own prediction from its TLE,
-not a measurement (docs/architecture.md, "Radiation").
+product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and passed, by
+checks that see a fault in the weights too (the checksum pass, or weights scrubbed: double runs and
+range checks alone do not); one with a failed, unchecked or partly checked tile is not, nor is one
+whose receipt contradicts itself (a status its counts do not give), its header (another model's
+SHA-256) or its tiles. What the receipt says of the environment (flux class, scrub age) is the
+board's own prediction from its TLE, not a measurement (docs/architecture.md, "Radiation").
 
 A training product is the model the board trained and its ``.json`` summary (:class:`TrainingReceipt`):
 vouched for when the model file beside the summary is the one its receipt names.
@@ -74,14 +75,32 @@ class ProductReceipt:
         return str(self.receipt["check_status"])
 
     @property
+    def weights_vouched(self) -> bool:
+        """Whether something vouches for the weights the tiles were made with: the checksum pass's flags
+        (over the weights it checks), or weights the board scrubbed and, from receipt version 2
+        (flight/compute/checks.py, ``RECEIPT_VERSION``), checked whole before any tile a check passed was
+        released. Without either, a tile "passed" only double runs (which repeat a fault in a weight) or
+        range checks (which miss one that stays in range)."""
+        parts = str(self.receipt["protection"]).split("+")
+        return "abft" in parts or ("scrubbed" in parts and self.receipt["receipt_version"] >= 2)
+
+    @property
     def vouched(self) -> bool:
-        """Every tile checked and passed, and the receipt agrees with itself, its header and its tiles."""
-        return self.check_status == "passed" and not self.disagreements
+        """Every tile checked and passed by checks that see its weights too, and the receipt agrees with
+        itself, its header and its tiles."""
+        return self.check_status == "passed" and self.weights_vouched and not self.disagreements
 
     def verdict(self) -> str:
         if self.disagreements:
             return "NOT VOUCHED: the product contradicts itself (" + "; ".join(self.disagreements) + ")"
         r = self.receipt
+        if self.check_status == "passed" and not self.weights_vouched:
+            scrubbed = "scrubbed" in str(r["protection"]).split("+")
+            return (f"NOT VOUCHED: every tile passed its checks, but with protection {r['protection']} none of them "
+                    "sees a fault in the weights (double runs repeat it, range checks miss one in range) and the "
+                    + ("weights were scrubbed but not checked whole before release (receipt version "
+                       f"{r['receipt_version']}, made before the board did)" if scrubbed else
+                       "weights were not scrubbed"))
         return {
             "passed": "VOUCHED: every tile checked and passed",
             "partial": f"NOT VOUCHED: {r['tiles_unchecked']} of {self.tiles} tiles unchecked",
@@ -157,14 +176,15 @@ class TrainingReceipt:
         """The summary for an operator, one fact a line."""
         r = self.receipt
         loss = "not finite" if self.loss is None else f"{self.loss:.4f}"
-        lat = "" if r["lat_deg"] is None else f", latitude {r['lat_deg']:.1f} deg"
+        lat = " unknown" if r["lat_deg"] is None else f" {r['lat_deg']:.1f} deg"
+        where = " (some of it in the SAA)" if r["in_saa"] and r["flux_class"] != FluxClass.SAA.value else ""
         return [
             f"{self.path}",
             f"  training     job {self.job_id} on {self.source}: {self.steps} steps, last loss {loss}",
             f"  step checks  {self.steps_refused} steps refused, {self.restores} checkpoints loaded again, "
             f"{self.saa_checkpoints} checkpoints before the SAA",
             f"  model        sha256 {r['model_sha256'][:16]}..., {r['provider']}, protection {r['protection']}",
-            f"  environment  {r['flux_class']} at the end{lat}: {r['flux_source']}",
+            f"  environment  {r['flux_class']} while it trained{where}, latitude at the end{lat}: {r['flux_source']}",
             f"  {self.verdict()}",
         ]
 
@@ -240,7 +260,11 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("flux_source", lambda v: isinstance(v, str) and len(v) <= 200, "text")
     if receipt["tiles_passed"] + receipt["tiles_failed"] != receipt["tiles_checked"]:
         raise ProductError(f"{where}: receipt 'tiles_passed' + 'tiles_failed' is not 'tiles_checked'")
-    return {key: receipt[key] for key in _FIELDS}  # what it vouches for; anything else is not read
+    version = receipt.get("receipt_version", 1)  # none: written before receipts had one
+    if not _is_count(version) or version < 1:
+        raise ProductError(f"{where}: receipt 'receipt_version' is {repr(version)[:60]}, not a version (1 or more)")
+    # what it vouches for; anything else is not read
+    return {**{key: receipt[key] for key in _FIELDS}, "receipt_version": version}
 
 
 def _is_count(v: Any) -> bool:

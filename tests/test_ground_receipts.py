@@ -51,11 +51,22 @@ def products(tmp_path_factory):
                 break
             bench.worker.work_slice()
         assert bench.worker.jobs[3].state.value == "DONE", bench.worker.jobs[3].detail
+        # Job 4: every batch run twice, neither the checksum pass nor scrubbed weights: nothing saw the weights.
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 8, 1.0, None, "test", radiation=SAA,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=True, scrub_weights=False,
+                                      abft_checks=False))
+        assert bench.infer(4, "tiles", model=MODEL_NAME).state.value == "DONE"
+        # Job 5: the same with scrubbed weights, every weight checked before the tiles are released.
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 8, 1.0, None, "test", radiation=SAA,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=True, scrub_weights=True,
+                                      abft_checks=False))
+        assert bench.infer(5, "tiles", model=MODEL_NAME).state.value == "DONE"
     finally:
         bench.close()
     out = root / "compute" / "products"
     return {"clean": out / "job00001-tiles", "failed": out / "job00002-tiles", "sha": sha,
-            "trained": out / "job00003-toy-trained"}
+            "trained": out / "job00003-toy-trained", "doubled": out / "job00004-tiles",
+            "doubled_scrubbed": out / "job00005-tiles"}
 
 
 def show(capsys, *argv: str) -> tuple[int, str, str]:
@@ -74,6 +85,36 @@ def test_a_clean_product_is_vouched_for_from_its_npz_and_its_summary(products, c
         assert "24 passed, 0 failed, 0 unchecked of 24 tiles" in out and "environment  SAA, latitude -25.0" in out
     receipt = read_product(products["clean"].with_suffix(".npz"))
     assert receipt.vouched and receipt.model == MODEL_NAME and receipt.tiles == 24
+
+
+@pytest.mark.req("GND-058", "RAD-105")
+def test_tiles_passed_by_double_runs_alone_on_weights_nothing_checked_are_not_vouched_for(products, capsys):
+    """A double run repeats a fault in a weight: with neither the checksum pass nor scrubbed weights, a
+    product every tile of which passed its double run is not vouched for, and says why."""
+    code, out, _ = show(capsys, products["doubled"].with_suffix(".npz"))
+    receipt = read_product(products["doubled"].with_suffix(".npz"))
+    assert receipt.check_status == "passed" and receipt.receipt["protection"] == "none"
+    assert receipt.receipt["double_runs"] == 3 and not receipt.vouched and code == 1
+    assert "NOT VOUCHED: every tile passed its checks, but with protection none" in out
+
+
+@pytest.mark.req("GND-058", "RAD-105")
+def test_double_runs_on_scrubbed_weights_are_vouched_for_from_receipt_version_2_only(products, capsys, tmp_path):
+    """From receipt version 2 the board checks every weight before it releases tiles a double run passed,
+    so such a product is vouched for; one from before (no version) is not, and says why; a version that is
+    not one is refused, naming the field."""
+    summary = json.loads(products["doubled_scrubbed"].with_suffix(".json").read_text())
+    assert summary["receipt"]["protection"] == "scrubbed" and summary["receipt"]["receipt_version"] == 2
+    assert read_product(products["doubled_scrubbed"].with_suffix(".npz")).vouched
+    del summary["receipt"]["receipt_version"]
+    old = tmp_path / "job00005-old.json"
+    old.write_text(json.dumps(summary))
+    code, out, _ = show(capsys, old)
+    assert code == 1 and "not checked whole before release (receipt version 1" in out
+    summary["receipt"]["receipt_version"] = "two"
+    old.write_text(json.dumps(summary))
+    with pytest.raises(ProductError, match="receipt 'receipt_version' is 'two'"):
+        read_product(old)
 
 
 @pytest.mark.req("GND-058", "RAD-105")

@@ -592,6 +592,96 @@ def test_a_double_run_mismatch_scrubs_and_runs_again(bench):
     assert event.args["check"] == "double run" and event.args["tiles"] == 1
 
 
+def _unflagged_fault(bench, ranges: bool, fraction: float, all_in_saa: bool):
+    """The shipped model with the checksum pass off and scrubbed weights (range checks with ``ranges``),
+    the largest bias of its first layer given the other sign in the owned buffer (a fault no range check
+    sees: every activation stays in range): (the session, the tiles of data set "pass1", their classes
+    before the fault)."""
+    bench.worker.install_shipped_models()
+    tiles = load_held_out().tiles[:32]
+    bench.data_set("pass1", tiles)
+    admit(bench, cp.Radiation(FluxClass.SAA, True, -29.75, 5700.0), fraction=fraction, all_in_saa=all_in_saa)
+    bench.worker.range_checks = ranges
+    model = bench.worker._session("cloud_screen")  # noqa: SLF001
+    assert model.check_output is None and model.scrubber is not None
+    assert model.scrubber.watched == set(model.scrubber.names)
+    clean = model.session.run(["probabilities"], {"tiles": tiles})[0].argmax(axis=1)
+    b = model.scrubber.owned["b1"].reshape(-1)
+    b[int(np.argmax(np.abs(b)))] *= np.float32(-1.0)
+    assert (model.session.run(["probabilities"], {"tiles": tiles})[0].argmax(axis=1) != clean).sum() > 0
+    return model, tiles, clean
+
+
+@pytest.mark.req("RAD-105", "RAD-104")
+@pytest.mark.parametrize("ranges", [False, True])
+def test_a_weight_fault_a_double_run_repeats_is_found_before_its_tiles_are_passed(bench, ranges):
+    """With no checksum flags a double run gives a weight's fault twice and agrees, and a range check
+    misses one that stays in range (found in review: a weight 2^20 times too large, 27 classes in 64
+    wrong, every tile "passed" and the product vouched for): every weight is checked before tiles a
+    check passed are released, the fault repaired and the batches made again, right."""
+    _unflagged_fault(bench, ranges, fraction=0.0, all_in_saa=True)  # in the SAA: every batch twice
+    assert bench.infer(1, "pass1", model="cloud_screen").state.value == "DONE"
+    _, check, receipt, classes = product(bench, 1, "pass1")
+    np.testing.assert_array_equal(classes, _clean_classes())
+    assert receipt["check_status"] == "passed" and check.tolist() == [PASSED] * 32
+    assert receipt["range_failures"] == 0 and receipt["double_run_mismatches"] == 0  # neither saw it
+    assert receipt["weights_repaired"] >= 1 and receipt["results_changed"] > 0
+    assert any(e.args["check"] == "unchecked weights" for e in bench.events("RESULT_CHECK_FAILED"))
+
+
+def _clean_classes() -> np.ndarray:
+    scrubber, session, _owned = shipped_session()
+    return session.run(["probabilities"], {"tiles": load_held_out().tiles[:32]})[0].argmax(axis=1)
+
+
+@pytest.mark.req("RAD-105")
+def test_with_no_check_passing_a_tile_no_weight_is_checked_before_release(bench):
+    """The lean path stays lean: with the checksum pass off, no double run due and no range checks, no
+    tile claims a check, so no pass over every weight is made before release (a model of hundreds of
+    megabytes would pay it every slice), on a data set nor on incoming files; the product says unchecked."""
+    model, tiles, _clean = _unflagged_fault(bench, False, fraction=0.0, all_in_saa=False)
+    calls = []
+    real = model.scrubber.check_watched
+    model.scrubber.check_watched = lambda now_s: calls.append(now_s) or real(now_s)
+    assert bench.infer(1, "pass1", model="cloud_screen").state.value == "DONE"
+    _, check, receipt, _ = product(bench, 1, "pass1")
+    assert receipt["check_status"] == "unchecked" and not check.any() and calls == []
+    incoming = bench.root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    np.save(incoming / ".file1.npy", tiles[:8])
+    (incoming / ".file1.npy").rename(incoming / "file1.npy")  # appears whole, as the camera writes
+    reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(2, JobKind.INFERENCE, "incoming", model="cloud_screen",
+                                                              continuous=True)))
+    assert reply.ok, reply.reason
+    for _ in range(200):
+        if (incoming / "done" / "file1.npy").exists():
+            break
+        bench.worker.work_slice()
+    assert product(bench, 2, "file1")[2]["check_status"] == "unchecked" and calls == []
+
+
+@pytest.mark.req("RAD-105")
+def test_a_result_made_again_after_it_changed_while_held_is_made_on_checked_weights(bench):
+    """A held result whose CRC changed is made again, and checked by a double run where the model has no
+    flags: that run repeats a weight's fault as the first did, so the weights are checked first (found in
+    review: 32 tiles restated passed on a flipped bias, and the product vouched for)."""
+    _unflagged_fault(bench, False, fraction=0.0, all_in_saa=False)  # no double run: nothing checks the slice
+    real_hold = bench.worker._hold  # noqa: SLF001
+
+    def struck(probs, batch=None):
+        probs, crc, batch = real_hold(probs, batch)
+        probs = probs.copy()
+        probs[0, 0] += 0.5  # an upset in the result while it waits: its CRC no longer matches
+        return probs, crc, batch
+
+    bench.worker._hold = struck  # noqa: SLF001
+    assert bench.infer(1, "pass1", model="cloud_screen").state.value == "DONE"
+    _, check, receipt, classes = product(bench, 1, "pass1")
+    np.testing.assert_array_equal(classes, _clean_classes())
+    assert receipt["check_status"] == "passed" and check.tolist() == [PASSED] * 32
+    assert receipt["weights_repaired"] >= 1 and receipt["results_changed"] > 0
+
+
 def test_double_runs_are_spread_evenly_and_compared_bit_for_bit_on_the_cpu():
     schedule = DoubleRunSchedule()
     picks = [schedule.due(0.25) for _ in range(12)]

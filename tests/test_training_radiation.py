@@ -469,6 +469,44 @@ def test_the_worker_checkpoints_before_a_predicted_entry_and_says_so_and_relays_
         bench.close()
 
 
+@pytest.mark.req("RAD-104")
+def test_a_trained_models_receipt_says_the_worst_environment_it_trained_in_not_the_last(tmp_path):
+    """A job that trained through the SAA and ended outside it (found in review: the receipt said QUIET,
+    not in the SAA, as the agent predicted at the end): the worst class over its slices, and in the SAA."""
+    import json
+
+    from flight.link.definitions import Admission, JobKind
+    from tests.model_helpers import WorkerBench
+
+    x, y = _synthetic(n=256)
+    bench = WorkerBench(tmp_path / "compute")
+    try:
+        (bench.root / "data").mkdir(parents=True, exist_ok=True)
+        np.savez(bench.root / "data" / "synthetic.npz", x=x, y=y)
+
+        def admit(radiation):
+            bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=radiation,  # noqa: SLF001
+                                          double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
+
+        admit(cp.Radiation(FluxClass.SAA, True, -25.0, 5700.0))
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.TRAINING, "synthetic", steps=3000,
+                                                                  batch_size=16)))
+        assert reply.ok, reply.reason
+        job = bench.worker.jobs[1]
+        bench.worker.work_slice()
+        assert job.state.value == "RUNNING" and 0 < job.progress < 3000  # some of it in the SAA
+        admit(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
+        for _ in range(2000):
+            if job.state.value not in ("QUEUED", "RUNNING"):
+                break
+            bench.worker.work_slice()
+        assert job.state.value == "DONE", job.detail
+        receipt = json.loads((bench.root / "products" / "job00001-synthetic-trained.json").read_text())["receipt"]
+        assert (receipt["flux_class"], receipt["in_saa"], receipt["lat_deg"]) == ("SAA", True, 10.0)
+    finally:
+        bench.close()
+
+
 # --- review findings: what a pause, another job's file and a restore must not do -----------
 
 

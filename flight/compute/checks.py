@@ -54,9 +54,22 @@ far outside it; a flip in the lowest bits of one output is not caught (and chang
 
 FLUX_SOURCE = "predicted by the agent from its TLE: SAA ellipse model (flight/orbit/saa.py) and latitude; no flux value on board"
 
+RECEIPT_VERSION = 2
+"""What the receipt's "passed" rests on, for the ground to read (ground/receipts.py): 2, with scrubbed
+weights every weight no check covers was checked against its CRC before a tile a check passed was
+released (all of them where there are no checksum flags: a double run repeats a weight's fault, and a
+range check misses one in range); 1 (no such field: made before), only those the checksum pass left
+uncovered, and only where it ran."""
+
 # Worst first: a product partly computed with the orbit unknown says unknown (in_saa still says
 # whether any batch ran inside the SAA): found in review, QUIET hid such batches.
 _FLUX_RANK = {FluxClass.QUIET: 0, FluxClass.HIGH_LATITUDE: 1, FluxClass.SAA: 2, FluxClass.UNKNOWN: 3}
+
+
+def worse_flux(seen: FluxClass | None, flux: FluxClass) -> FluxClass:
+    """The worse of two predicted flux classes (UNKNOWN worst of all, then SAA, high latitude, quiet):
+    what a receipt says of work done under both; ``seen`` None where there was none before."""
+    return flux if seen is None or _FLUX_RANK[flux] > _FLUX_RANK[seen] else seen
 
 
 def protection_of(scrubbed: bool, abft: bool, ranges: bool = False) -> Protection:
@@ -222,8 +235,7 @@ class ProductChecks:
             self.scrub_age_s = max(scrub_age_s, self.scrub_age_s or 0.0)
         if scrub_period_s is not None:
             self.scrub_period_s = max(scrub_period_s, self.scrub_period_s or 0.0)
-        if self.flux_class is None or _FLUX_RANK[flux] > _FLUX_RANK[self.flux_class]:
-            self.flux_class = flux
+        self.flux_class = worse_flux(self.flux_class, flux)
         self.in_saa = self.in_saa or in_saa
         self.lat_deg = lat_deg
 
@@ -275,4 +287,5 @@ class ProductChecks:
             "in_saa": self.in_saa,
             "lat_deg": None if self.lat_deg is None else round(self.lat_deg, 3),
             "flux_source": FLUX_SOURCE,
+            "receipt_version": RECEIPT_VERSION,
         }

@@ -31,10 +31,12 @@ What it does (pure logic: arrays and times in, repairs and counters out; no I/O,
   passes at a third of the cost of checking all three every time.
   :meth:`WeightScrubber.scrub_all` checks everything now (after a result check failed).
 - **Watched tensors.** Where the checksum pass runs, the weights it does not cover
-  (:meth:`WeightScrubber.watch`: it leaves the input's normalisation to the scrub) are also checked
+  (:meth:`WeightScrubber.watch`: the checks' own constants, the integer shapes...) are also checked
   whole, on demand (:meth:`WeightScrubber.check_watched`): the worker does it before it releases each
-  slice's results, so none made with such a flip goes out as passed. Range checks alone cover no
-  weight, and nothing is watched for them: their "passed" says the activations stayed in range.
+  slice's results, so none made with such a flip goes out as passed. Where it does not run, every
+  weight is watched: a double run repeats a weight's fault and a range check misses one that stays in
+  range, so the worker checks them all before it releases a slice with a tile such a check passed
+  (and none where no tile claims a check).
 - **The period follows the flux.** :func:`scrub_period_s` is short inside the SAA and at high
   latitude and long elsewhere, and never longer than one orbit, so a full pass happens at
   least once per orbit whatever the environment.
@@ -277,9 +279,9 @@ class WeightScrubber:
 
     def watch(self, names: Iterable[str]) -> None:
         """The tensors (of :attr:`names`; others are ignored) whose faults no check of the results sees:
-        the worker has :meth:`check_watched` check them after every slice of batches, before their
-        results are released (the periodic scrub alone would find such a fault only after results made
-        with it were reported good: found in review)."""
+        the worker has :meth:`check_watched` check them before it releases a slice's results that a check
+        passed (the periodic scrub alone would find such a fault only after results made with it were
+        reported good: found in review)."""
         index = {name: t for t, name in enumerate(self.names)}
         wanted = {index[n] for n in names if n in index}
         self.watched = frozenset(self.names[t] for t in wanted)

@@ -89,6 +89,7 @@ from flight.compute.checks import (
     check_flags,
     protection_of,
     rows_agree,
+    worse_flux,
 )
 from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.graphs import subgraph_reads
@@ -433,6 +434,8 @@ class Worker:
         self._last_train_job_id = 0  # the training job that ran last (status: train_*)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._run_repairs: dict[str, int] = {}  # per model name: _watched_repairs as its last run began
+        # per training job: the worst flux class the agent predicted over its slices, and whether one was in the SAA
+        self._train_env: dict[int, tuple[FluxClass, bool]] = {}
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
@@ -865,8 +868,11 @@ class Worker:
             # The range checks' bounds too: a flip that widens one raises no flag (found in review).
             scrubber.watch(set(scrubber.names) - covered_initializers(onnx.load_from_string(data), (CHECKS_PREFIX,),
                                                                       (CHECKS_PREFIX, range_pass.PREFIX)))
-        elif scrubbed and ranged is not None:  # ranges alone cover no weight: their bounds at least are watched
-            scrubber.watch({n for n in scrubber.names if n.startswith(range_pass.PREFIX)})
+        elif scrubbed:  # no checksum flags: a double run repeats a weight's fault, and ranges miss one
+            # that stays in range (found in review: a weight 2^20 times too large gave 27 wrong classes in 64,
+            # every tile "passed" by its double run); so every weight is checked before a result they
+            # pass is released (:meth:`_claims_checked`), the range checks' bounds with them.
+            scrubber.watch(set(scrubber.names))
         # The OrtValues and the arrays under them stay alive with the session; the golden copies only
         # where they are scrubbed.
         kept = (owned, scrubber if scrubbed else (scrubber.owned if scrubber is not None else None))
@@ -1050,12 +1056,22 @@ class Worker:
         the input's normalisation...), having checked them now where ``model`` is given. A result made
         before the latest such repair was made with a wrong weight and passed its checks all the same:
         it is made again before it is released (found in review: a flipped ``band_std`` gave 32 wrong
-        tiles reported passed). Checked before each release, so a fault that lands after it changes no
-        result released before it."""
+        tiles reported passed). Checked before each release of results a check passed (:meth:`_claims_checked`),
+        so a fault that lands after it changes no result released before it as passed."""
         if model is not None and model.scrubber is not None and model.scrubber.watched \
                 and not self._session_dropped(model):
             self._scrub(name, model.scrubber, lambda sc: sc.check_watched(time.monotonic()))
         return self._watched_repairs.get(name, 0)
+
+    @staticmethod
+    def _claims_checked(model: _Session, checks: ProductChecks, passed_before: int) -> bool:
+        """Whether the weights no check covers are checked before the tiles ``checks`` took since it counted
+        ``passed_before`` passed tiles are released: always where the model has checksum flags (a few small
+        tensors: the input's normalisation...); where it has none, its every weight is watched, and checked
+        only where one of those tiles passed a check (a double run, a range check) that rests on them: a
+        tile left unchecked claims nothing, and a pass over every weight after each slice is what a model of
+        hundreds of megabytes cannot afford."""
+        return model.check_output is not None or checks.tiles_checked - checks.tiles_failed > passed_before
 
     def _product_checks(self, model: _Session) -> ProductChecks:
         return ProductChecks(model.sha256, model.protection, model.provider, model.abft_precision)
@@ -1381,7 +1397,8 @@ class Worker:
                 else:
                     probs = self._checked_probs(job, model, tiles, checks, self._double_due())
                 made = max(before, self._run_repairs.get(job.model, 0))
-                remake = self._watched_count(job.model, model) > made
+                claims = self._claims_checked(model, checks, 0)
+                remake = self._watched_count(job.model, model if claims else None) > made
                 probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
                 classes, conf = self._classify(probs, 1, checks.tile_status(), job.model)
                 self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
@@ -1408,6 +1425,7 @@ class Worker:
         if checks is None:
             checks = self._checks[job.job_id] = self._product_checks(model)
         start = self._cursor.get(job.job_id, 0)
+        passed_before = checks.tiles_checked - checks.tiles_failed  # _claims_checked: did this slice pass any
         t_end = time.monotonic() + SLICE_S
         drops = self._drops
         # (held result, its first tile, the repairs of weights no check covers when it was made) per batch
@@ -1461,7 +1479,8 @@ class Worker:
             self._restart_job(job, changed.model)
             return
         if parts:  # classes and totals once per slice: numpy's per-call cost paid once, not per batch
-            latest = self._watched_count(job.model, model)
+            latest = self._watched_count(job.model, model if self._claims_checked(model, checks, passed_before)
+                                         else None)
             try:
                 got = [self._released(job, model, data[at:at + len(held[0])], held, checks, at, made < latest)
                        for held, at, made in parts]
@@ -1593,6 +1612,9 @@ class Worker:
             self.checks_failed += 1
             self.reruns += 1
             current = self._session(job.model)
+            if current.check_output is None:  # its tiles pass on a double run or ranges: the weights first (found
+                self._watched_count(job.model, current)  # in review: a weight's fault passed twice, and was vouched)
+                current = self._session(job.model)  # built anew where nothing could repair them
             if current.sha256 != checks.model_sha256:  # rebuilt from another version since: not this product's
                 raise _ModelChanged(current)
             probs, ok, failed = self._checked_run(current, tiles, double=not current.checked)
@@ -1803,6 +1825,9 @@ class Worker:
             steps += tjob.run(8)
         self._train_rate = (steps, time.monotonic() - t0)
         job.progress = tjob.status.step
+        rad = self.radiation
+        flux, in_saa = self._train_env.get(job.job_id, (None, False))
+        self._train_env[job.job_id] = (worse_flux(flux, rad.flux_class), in_saa or rad.in_saa)
         if tjob.done:
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
@@ -1811,9 +1836,11 @@ class Worker:
             # Its receipt: training weights change every step, so nothing scrubs them; the step checks
             # (training/guard.py) guard them instead, and the summary counts what they refused. The
             # trainer's sessions run on the CPU provider.
+            # Its environment: the worst the agent predicted over the slices this worker ran of it (since the
+            # worker last started), as an inference product's is over its batches; the latitude at the end.
             receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, CPU)
-            receipt.add_batch(0, None, flux=self.radiation.flux_class, in_saa=self.radiation.in_saa,
-                              lat_deg=self.radiation.lat_deg)
+            flux, in_saa = self._train_env[job.job_id]
+            receipt.add_batch(0, None, flux=flux, in_saa=in_saa, lat_deg=self.radiation.lat_deg)
             summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
                        "receipt": receipt.receipt(), "steps_refused": tjob.status.steps_refused,
                        "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
@@ -1823,6 +1850,7 @@ class Worker:
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
+        self._train_env.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)

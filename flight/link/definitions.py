@@ -160,7 +160,9 @@ PARAMETERS = (
     Parameter("double_run_fraction", 0x0041, ValueSpec(T.F64, "", 0.0, 1.0), 0.02,
               "Share of the inference batches run twice and compared (bit for bit on the CPU, within a "
               "tolerance on a GPU); a mismatch scrubs the weights and runs the batch again. 0.02 (one batch in "
-              "50) costs 2 % of the throughput and samples the transient upsets a weight scrub cannot see"),
+              "50) costs 2 % of the throughput and samples the transient upsets a weight scrub cannot see. A double "
+              "run repeats a weight's fault: with abft_checks off, every weight is checked against its CRC "
+              "(weights_scrub) before tiles a double run passed are released, a pass over the model's bytes"),
     Parameter("double_run_all_in_saa", 0x0042, ValueSpec(T.BOOL), False,
               "Run every inference batch twice while the agent predicts it is inside the South Atlantic "
               "Anomaly (where most upsets happen): half the throughput there, ~6-8 % over an orbit; and while "
@@ -179,7 +181,9 @@ PARAMETERS = (
               "and tiles failing again are marked failed in the product. Made once per model version "
               "from the store's checked bytes, its check weights scrubbed with the model's; the products keep "
               "the uplinked model's SHA-256. A model the pass refuses runs unchecked (MODEL_UNCHECKED says "
-              "why). Off: the model as uplinked, results checked only by double runs. Cost: what the checks "
+              "why). Off: the model as uplinked, results checked only by double runs (with weights_scrub, every weight "
+              "checked against its CRC before tiles they passed are released: a double run repeats a weight's "
+              "fault; without it, the ground does not vouch for such tiles). Cost: what the checks "
               "read and the copies of its inputs it recomputes (bench.compute: infer_ratio_checked against "
               "infer_ratio; 0.64 against 0.96 on a shared 2-core PC, one thread, checksum pass version 6)"),
     Parameter("range_checks", 0x0045, ValueSpec(T.BOOL), False,
@@ -194,7 +198,8 @@ PARAMETERS = (
               "unlike the reference data (tiles of random reflectance; 17 of 99 200 procedural tiles, none of "
               "the held-out ones), but catches flips in high exponent bits of the activations the checksum "
               "pass cannot see (range_detect_rate_activations 0.45 against 0.28 without; every flip that "
-              "changed a class)"),
+              "changed a class). Alone (abft_checks off) they miss a weight's fault that stays in range: every "
+              "weight is then checked against its CRC (weights_scrub) before tiles they passed are released"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
