@@ -100,6 +100,9 @@ def corrupt_results_check(result: RunResult) -> Check:
     good, unchecked = batches.get("corrupt_reported_good", 0), batches.get("corrupt_unchecked", 0)
     detail = (f"{applied} upsets in the worker's memory, {detected} detected; {good} tiles reported passed while "
               f"corrupt; {unchecked} corrupt tiles unchecked")
+    golden = totals.get("golden", {})
+    if golden.get("applied"):  # no result reads a golden copy: judged by what found them (the scrub, a reload)
+        detail += f"; {golden['applied']} in the golden copies, {golden.get('detected', 0)} found and put right"
     if account.get("restarts"):
         detail += f"; the ledger carried across {account['restarts']} worker restart(s)"
     followed = sum(t.get("requested", 0) for t in totals.values())
@@ -126,8 +129,11 @@ def corrupt_results_check(result: RunResult) -> Check:
     elif not applied:
         why = next((u.get("note") for u in account.get("examples", []) if u.get("note")), "")
         empty = f"{requested} asked for, none applied" + (f" (first reason: {why})" if why else "")
-    elif not batches.get("judged", 0):
+    elif not batches.get("judged", 0) and any(n for t, n in account.get("requested", {}).items() if t != "golden"):
         empty = f"{applied} applied, but no batch ran while one was live (no compute job in the run?)"
+    elif not batches.get("judged", 0) and not golden.get("detected"):  # golden copies alone: the scrub must find one
+        empty = (f"{applied} applied in the golden copies, none found by the scrub (it checks one copy a pass: "
+                 "a run of them alone must last three scrub periods)")
     elif unaccounted:
         return Check("no_corrupt_result_reported_good", False,
                      f"memory upsets not all accounted for: {'; '.join(unaccounted)}; {detail}")
@@ -326,7 +332,8 @@ def _memory_table(result: RunResult) -> str:
     rows = "".join(
         f"<tr class={'bad' if t.get('corrupt_reported_good') else 'ok'}><td>{html.escape(name)}</td>"
         f"<td>{requested.get(name, 0)}</td>" + "".join(f"<td>{t.get(c, 0)}</td>" for c in columns) + "</tr>"
-        for name, t in account.get("totals", {}).items())
+        for name, t in account.get("totals", {}).items()
+        if name in account.get("targets", []) or requested.get(name) or t.get("requested"))  # a target of this run
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in ("asked", *columns))
     b = account.get("batches", {})
     batches = (f"<p>{b.get('judged', 0)} batches judged while an upset was live: {b.get('corrupt_tiles', 0)} corrupt "

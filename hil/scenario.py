@@ -66,6 +66,7 @@ Example, every key (the defaults are shown where a key may be left out)::
     memory_upset_scale = 0.0      # > 0 (real compute only): upsets into the worker's memory at the
                                   #   profile's upset rate x this scale (see below)
     memory_targets = ["weights", "activations", "outputs"]   # where they land, one drawn per upset
+                                  #   (also "golden": the scrubber's golden copies of the weights)
 
     [parameters]                  # start-up values of the agent's dictionary parameters
     battery_floor_pct = 30.0
@@ -147,7 +148,9 @@ step the harness draws ``Poisson(upset_rate_per_s x memory_upset_scale x step_s)
 the profile (the truth), each into one of ``memory_targets`` drawn uniformly, and asks the worker
 for it (a file in ``compute/hil-upsets/``; the agent runs with ``[compute] upset_injection``,
 flight/compute/inject.py): a bit of the weights it owns, of an activation through a hook in the
-graph, or of a result it holds. The worker follows each to its end and keeps a ledger; the
+graph, or of a result it holds; with ``golden`` in the list, of one of the scrubber's three golden
+copies of the weights (no result reads them: what it tests is the scrub's vote, and a run of golden
+upsets alone needs no batch to judge, but the scrub to find one: it checks one copy a pass). The worker follows each to its end and keeps a ledger; the
 summary (``memory_upsets``) and the report count per target the upsets asked for, applied,
 detected (and by what), corrected, and the tiles whose product said passed while corrupt
 (``corrupt_reported_good``) or unchecked (``corrupt_results_unchecked``: checks off). A run that
@@ -174,10 +177,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from flight.agent.compute import ComputeSupervisor
+from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
+from flight.compute.inject import TARGETS as MEMORY_TARGETS
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
-from flight.compute.inject import TARGETS as MEMORY_TARGETS
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
@@ -315,7 +319,7 @@ class Scenario:
     tiles_per_capture: int = 256
     fault_rate_scale: float = 0.0  # > 0: also draw upsets from the profile's upset rate (x this scale)
     memory_upset_scale: float = 0.0  # > 0: upsets into the worker's memory at the profile's rate x this
-    memory_targets: tuple[str, ...] = MEMORY_TARGETS
+    memory_targets: tuple[str, ...] = DEFAULT_MEMORY_TARGETS
     tle: tuple[str, str] | None = None
     faults: tuple[FaultSpec, ...] = ()
     commands: tuple[CommandSpec, ...] = ()
@@ -518,7 +522,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     if memory_scale > 0 and not real:
         raise c.fail("radiation.memory_upset_scale", "upsets into the worker's memory need the real worker "
                                                      "([compute] real = true)")
-    targets = radiation.get("memory_targets", list(MEMORY_TARGETS))
+    targets = radiation.get("memory_targets", list(DEFAULT_MEMORY_TARGETS))
     if not isinstance(targets, list) or not targets or any(t not in MEMORY_TARGETS for t in targets):
         raise c.fail("radiation.memory_targets", f"a non-empty list of {', '.join(MEMORY_TARGETS)}; got {targets!r}")
 

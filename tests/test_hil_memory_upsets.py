@@ -81,6 +81,8 @@ def test_memory_upsets_need_the_real_worker_and_known_targets():
         parse_scenario(scenario(memory_upset_scale=1e30))
     sc = parse_scenario(scenario(memory_upset_scale=10.0))
     assert sc.memory_targets == ("weights", "activations", "outputs") and sc.memory_upset_scale == 10.0
+    sc = parse_scenario(scenario(memory_upset_scale=10.0, memory_targets=["weights", "golden"]))
+    assert sc.memory_targets == ("weights", "golden")  # the golden copies, only where asked for
 
 
 # --- the criterion judges what the worker's ledger says, and fails a run that has nothing to judge --------
@@ -163,6 +165,45 @@ def test_upsets_asked_for_and_none_applied_fail_the_criterion_with_the_reason(tm
     assert asked >= 1 and (weights["requested"], weights["applied"], weights["not_applied"]) == (asked, 0, asked)
     assert not check.passed and f"{asked} asked for, none applied" in check.detail
     assert "not buffers the worker owns" in check.detail  # the worker's reason, from its ledger
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_a_run_of_golden_copy_upsets_alone_is_judged_by_the_scrub_not_by_batches(tmp_path):
+    """No result reads a golden copy, so no batch is judged for one; such a run is not failed as having
+    tested nothing: it says how many the scrub put right."""
+    loop, bench = harness_and_worker(tmp_path, ["golden"])
+    loop._memory_upsets({"upset_rate_per_s": THREE_UPSETS_PER_S}, 0.0)  # noqa: SLF001
+    asked = loop.memory_requested["golden"]
+    job = bench.infer(1, "held", model=MODEL_NAME)  # takes them in and strikes them
+    assert job.state.value == "DONE", job.detail
+    bench.worker._scrub_now(bench.worker._session(MODEL_NAME))  # noqa: SLF001 - every copy checked and voted
+    bench.close()
+    check, result, _ = judged(loop)
+    golden = result.memory_upsets["totals"]["golden"]
+    assert asked >= 1 and (golden["applied"], golden["corrected"], golden["harmful"]) == (asked, asked, 0)
+    assert result.memory_upsets["batches"].get("judged", 0) == 0
+    assert check.passed and f"{asked} in the golden copies, {asked} found and put right" in check.detail
+
+
+@pytest.mark.req("HIL-022")
+def test_golden_copy_upsets_do_not_stand_in_for_batches_nor_pass_a_run_the_scrub_found_none_of():
+    """Found in review: activations asked for and never struck (no batch ran), golden ones applied, passed;
+    and golden ones alone that no scrub reached (it checks one copy a pass) passed too."""
+    from hil.report import corrupt_results_check
+
+    sc = parse_scenario(scenario(memory_upset_scale=SCALE, memory_targets=["activations", "golden"]))
+    golden = {"requested": 2, "applied": 2, "detected": 2, "corrected": 2}
+    account = {"scale": SCALE, "targets": ["activations", "golden"], "requested": {"activations": 1, "golden": 2},
+               "not_written": 0, "per_step_max": 1000, "batches": {"judged": 0},
+               "totals": {"activations": {"requested": 1, "waiting": 1}, "golden": golden}}
+    check = corrupt_results_check(made_up_run(sc, account))
+    assert not check.passed and "no batch ran while one was live" in check.detail
+    account = {**account, "requested": {"golden": 2}, "totals": {"golden": {**golden, "detected": 0}}}
+    check = corrupt_results_check(made_up_run(sc, account))
+    assert not check.passed and "none found by the scrub" in check.detail
+    account["totals"]["golden"]["detected"] = 2
+    check = corrupt_results_check(made_up_run(sc, account))
+    assert check.passed and "2 in the golden copies, 2 found and put right" in check.detail
 
 
 @pytest.mark.req("HIL-022", "RAD-111")

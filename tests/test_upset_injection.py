@@ -60,6 +60,67 @@ def test_a_weight_upset_lands_in_the_owned_buffers_and_the_scrub_puts_it_right(b
     assert scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]
 
 
+@pytest.mark.req("RAD-111", "RAD-102")
+def test_a_golden_copy_upset_changes_no_result_and_the_scrubs_vote_puts_it_right(bench):
+    """A proton lands in the golden copies three times as often as in the owned weights: no result
+    reads them, no batch is judged for one, and the scrub's vote of the three puts it right."""
+    session = bench.worker._session(MODEL_NAME)
+    scrubber = session.scrubber
+    request(bench, "g1", target="golden", bit=6)
+    bench.worker.scrub_tick(0.0)  # taken in and struck (the scrub is not due yet)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "live" and upset["site"].startswith("golden copy ") and upset["site"].endswith("bit 6")
+    copy = int(upset["site"].split("golden copy ")[1].split(":")[0])
+    tensor, byte = upset["site"].split(": ")[1].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    assert scrubber.golden_bytes(copy, tensor)[byte] != scrubber.owned_bytes(tensor)[byte]
+    assert not bench.worker._injector.live()  # noqa: SLF001 - nothing for a batch's judge to see
+    assert (run_job(bench, 1) == 1).all()
+    [upset] = ledger(bench)["upsets"]
+    assert upset["batches"] == 0 and upset["corrupt_tiles"] == 0 and upset["state"] in ("live", "ended")
+    bench.worker._scrub_now(session)  # a full pass: every golden copy, voted
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "ended" and upset["corrected"] and upset["detected_by"] == "scrub"
+    assert scrubber.golden_bytes(copy, tensor)[byte] == scrubber.owned_bytes(tensor)[byte]
+    golden = ledger(bench)["totals"]["golden"]
+    assert (golden["requested"], golden["applied"], golden["corrected"], golden["harmful"]) == (1, 1, 1, 0)
+
+
+@pytest.mark.req("RAD-111", "RAD-102")
+def test_the_periodic_scrub_finds_a_golden_copy_upset_within_three_passes(bench):
+    """One golden copy a periodic pass: a flip in copy 2 is voted right by the third pass at the latest."""
+    session = bench.worker._session(MODEL_NAME)
+    scrubber = session.scrubber
+    request(bench, "g2", target="golden", seed=11)
+    bench.worker.scrub_tick(0.0)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "live"
+    period = scrubber.period_s
+    for k in range(1, 4 * 30 + 1):  # three periods and a little, in steps of a fortieth of one
+        bench.worker.scrub_tick(k * period / 40)
+        if ledger(bench)["upsets"][0]["state"] == "ended":
+            break
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "ended" and upset["detected_by"] == "scrub" and scrubber.verify()
+    assert k * period / 40 <= 3 * period + period / 40
+
+
+@pytest.mark.req("RAD-111")
+def test_a_golden_copy_upset_and_a_weight_upset_on_the_same_bit_end_only_when_both_are_put_right(bench):
+    """Found in review: each was judged put right by comparing its byte with the other's copy, so two
+    upsets on the same bit of one byte (the owned weights, golden copy 0) ended each other unrepaired."""
+    session = bench.worker._session(MODEL_NAME)
+    request(bench, "u1", target="weights", tensor="w1", byte=5, bit=3)
+    request(bench, "u2", target="golden", tensor="w1", byte=5, bit=3, seed=3)  # seed 3: golden copy 0
+    bench.worker.scrub_tick(0.0)
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    assert upsets["u2"]["site"].startswith("golden copy 0: w1[byte 5] bit 3"), upsets["u2"]["site"]
+    assert {u["state"] for u in upsets.values()} == {"live"} and not session.scrubber.verify()
+    bench.worker._scrub_now(session)
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    assert all(u["state"] == "ended" and u["detected_by"] == "scrub" for u in upsets.values())
+    assert session.scrubber.verify()
+
+
 @pytest.mark.req("RAD-111")
 def test_an_activation_flip_in_a_checked_tensor_is_caught_and_the_product_is_right(bench):
     request(bench, "u1", target="activations", tensor="a1", bit=30)

@@ -10,6 +10,10 @@ side, which makes each happen where a proton would and follows it to its end:
 - ``weights``: one bit of one byte drawn uniformly over the buffers a :class:`WeightScrubber`
   owns, the very ones onnxruntime computes from. It stays until the scrub repairs it, a failed
   check's scrub does, or the session is built anew from the store.
+- ``golden``: the same in one of the scrubber's three golden copies, drawn uniformly (three times
+  the owned bytes in all; a scenario names them among its targets to have them hit). No result
+  reads them: it stays until a scrub pass checks that copy (one copy a pass, all three after a
+  failed check) and the vote of the three puts it right, or the session goes.
 - ``activations``: one bit of one element drawn uniformly over every tensor the model's own nodes
   make, in the next batch: that batch runs on a copy of the session's graph whose tensors pass
   through ``Where(mask, value, T)`` hooks (:func:`with_hooks`), on the same owned weights.
@@ -44,7 +48,10 @@ from flight.storage import CorruptFile, read_checked_json, write_checked_json
 
 REQUEST_DIR = "hil-upsets"
 LEDGER = "ledger.json"
-TARGETS = ("weights", "activations", "outputs")
+TARGETS = ("weights", "activations", "outputs", "golden")
+DEFAULT_TARGETS = ("weights", "activations", "outputs")  # a scenario's, unless it names golden too
+_BYTE_TARGETS = ("weights", "golden")  # a request may name their tensor and byte; their bit is 0..7
+_BATCH_TARGETS = ("activations", "outputs")  # struck into the next batch, and ended with it
 CONSEQUENCE = 1e-3  # a probability moved by more than this, or the class changed: the tile is corrupt
 MAX_PENDING = 10_000  # upsets waiting or live at once; a request past it is counted (dropped), not followed
 MAX_LISTED = 2_000  # ended upsets the ledger lists one by one; older ones are folded into its totals
@@ -151,8 +158,9 @@ class Upset:
     want_tensor: str = ""  # the request may name the tensor, the byte (weights) and the bit; else drawn
     want_byte: int | None = None
     want_bit: int | None = None
-    # Not in the ledger: where a weight upset sits (session, scrubber, tensor, byte), or the held
-    # array an output upset is in; what put a weight upset right while a batch was being checked.
+    # Not in the ledger: where a weight or golden-copy upset sits (session, scrubber, tensor, byte, the golden
+    # copy or None, the byte's value before it), or the held array an output upset is in; what put a weight
+    # upset right while a batch was being checked.
     _where: Any = dataclasses.field(default=None, repr=False, compare=False)
     _repaired_by: str = dataclasses.field(default="", repr=False, compare=False)
     # The tiles of its batch it can reach: an activation's sample (a tensor with the batch axis first), an
@@ -293,10 +301,10 @@ class UpsetInjector:
                 if not 0 <= seed < 2 ** 63:
                     raise ValueError(f"seed {seed} outside 0..2**63")
                 tensor, byte, bit = str(body.get("tensor", "")), body.get("byte"), body.get("bit")
-                if bit is not None and not 0 <= int(bit) < (8 if target == "weights" else 32):
+                if bit is not None and not 0 <= int(bit) < (8 if target in _BYTE_TARGETS else 32):
                     raise ValueError(f"bit {bit} outside the {target}' width")
-                if byte is not None and (target != "weights" or not tensor or int(byte) < 0):
-                    raise ValueError("a byte is for weights, with its tensor, and not negative")
+                if byte is not None and (target not in _BYTE_TARGETS or not tensor or int(byte) < 0):
+                    raise ValueError("a byte is for weights or golden copies, with its tensor, and not negative")
             except (CorruptFile, KeyError, TypeError, ValueError, OverflowError):
                 self.bad_requests += 1
                 self._changed = True
@@ -319,15 +327,17 @@ class UpsetInjector:
         return [u for u in self.upsets if u.state == "waiting" and u.target == target]
 
     def live(self) -> bool:
-        """A weight upset is in memory now, or one waits for the next batch: judge the batches."""
-        return any((u.state == "live" and u.target == "weights") or (u.state == "waiting" and u.target != "weights")
+        """A weight upset is in memory now, or one waits for the next batch: judge the batches (not for a
+        golden copy's: no result reads them)."""
+        return any((u.state == "live" and u.target == "weights") or (u.state == "waiting" and u.target in _BATCH_TARGETS)
                    for u in self.upsets)
 
     # --- weights ------------------------------------------------------------------------------
 
     def strike_weights(self, session: Any) -> None:
-        """Put the waiting weight upsets into ``session``'s owned buffers (worker ``_Session``)."""
-        for u in self.waiting("weights"):
+        """Put the waiting weight upsets into ``session``'s owned buffers (worker ``_Session``), and the
+        golden ones into one of its scrubber's golden copies."""
+        for u in [*self.waiting("weights"), *self.waiting("golden")]:
             scrubber = session.scrubber
             if scrubber is None:
                 u.state, u.note = "not_applied", "the session's weights are not buffers the worker owns (no scrub, or a GPU)"
@@ -335,7 +345,8 @@ class UpsetInjector:
                 continue
             try:
                 rng = np.random.default_rng(u.seed)
-                tensor, byte, bit = draw_byte(rng, *owned_sites(scrubber))
+                tensor, byte, bit = draw_byte(rng, *owned_sites(scrubber))  # a golden copy: the same sizes
+                copy = int(rng.integers(3)) if u.target == "golden" else None
                 if u.want_tensor:  # the request names the tensor (and maybe the byte)
                     if u.want_tensor not in scrubber.names:
                         raise ValueError(f"no owned weights named {u.want_tensor!r}")
@@ -344,11 +355,15 @@ class UpsetInjector:
                     if byte >= size:
                         raise ValueError(f"byte {byte} outside {tensor}'s {size}")
                 bit = bit if u.want_bit is None else u.want_bit
-                scrubber.owned_bytes(tensor)[byte] ^= np.uint8(1 << bit)
+                memory = scrubber.owned_bytes(tensor) if copy is None else scrubber.golden_bytes(copy, tensor)
+                before = int(memory[byte])  # put right when the byte is this again
+                memory[byte] ^= np.uint8(1 << bit)
             except Exception as exc:  # noqa: BLE001 - HIL only: said in the ledger, never raised into the worker
-                self._broke([u], "weights", exc)
+                self._broke([u], u.target, exc)
                 continue
-            u.state, u.site, u._where = "live", f"{tensor}[byte {byte}] bit {bit}", (session, scrubber, tensor, byte)
+            where = "" if copy is None else f"golden copy {copy}: "
+            u.state, u.site = "live", f"{where}{tensor}[byte {byte}] bit {bit}"
+            u._where = (session, scrubber, tensor, byte, copy, before)
             self._changed = True
 
     def rebuilt(self, sessions: list[Any]) -> None:
@@ -359,18 +374,19 @@ class UpsetInjector:
         self._rebuilt.extend(s for s in sessions if all(s is not r for r in self._rebuilt))
 
     def settle(self, sessions: list[Any]) -> None:
-        """Weight upsets put right since: the byte is the golden one again (a scrub), or the
-        session it was in is gone (built anew from the store after a fault: :meth:`rebuilt`; or
+        """Weight and golden-copy upsets put right since: the byte they hit is as it was before (a scrub's
+        vote), or the session it was in is gone (built anew from the store after a fault: :meth:`rebuilt`; or
         closed for another reason: put right, found by nothing). One put right while a batch is
         being checked is credited to that batch's check when it is released."""
         for u in self.upsets:
-            if u.state != "live" or u.target != "weights":
+            if u.state != "live" or u.target not in _BYTE_TARGETS:
                 continue
-            session, scrubber, tensor, byte = u._where
+            session, scrubber, tensor, byte, copy, before = u._where
+            memory = scrubber.owned_bytes(tensor) if copy is None else scrubber.golden_bytes(copy, tensor)
             if all(s is not session for s in sessions):
                 how = "reload" if any(r is session for r in self._rebuilt) else ""
-            elif scrubber.owned_bytes(tensor)[byte] == scrubber.golden_bytes(0, tensor)[byte]:
-                how = "scrub"
+            elif int(memory[byte]) == before:  # the byte it hit is as it was (found in review: compared with
+                how = "scrub"  # another copy, a second upset on the same bit there ended it unrepaired)
             else:
                 continue
             u.state, u.corrected, u._where = "ended", True, None
@@ -381,7 +397,7 @@ class UpsetInjector:
             else:
                 u.detected_by = u.detected_by or how
             self._changed = True
-        live = [u._where[0] for u in self.upsets if u.state == "live" and u.target == "weights"]
+        live = [u._where[0] for u in self.upsets if u.state == "live" and u.target in _BYTE_TARGETS]
         self._rebuilt = [r for r in self._rebuilt if any(r is s for s in live)]  # bounded: only sessions still owed
 
     # --- a batch --------------------------------------------------------------------------
@@ -500,7 +516,7 @@ class UpsetInjector:
         (the job failed on the way) ends here, harmless to any product."""
         self._in_flight = None
         for u in self.upsets:
-            if u.state == "live" and u.target != "weights":
+            if u.state == "live" and u.target in _BATCH_TARGETS:
                 u.state, u.corrected, u.note = "ended", True, "its batch reached no product"
                 self._changed = True
 
