@@ -87,7 +87,7 @@ def test_a_golden_copy_upset_changes_no_result_and_the_scrubs_vote_puts_it_right
 
 @pytest.mark.req("RAD-111", "RAD-102")
 def test_the_periodic_scrub_finds_a_golden_copy_upset_within_three_passes(bench):
-    """One golden copy a periodic pass: a flip in copy 2 is voted right by the third pass at the latest."""
+    """One golden copy a periodic pass: a flip in any of them is voted right by the third pass at the latest."""
     session = bench.worker._session(MODEL_NAME)
     scrubber = session.scrubber
     request(bench, "g2", target="golden", seed=11)
