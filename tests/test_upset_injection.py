@@ -95,7 +95,7 @@ def test_the_periodic_scrub_finds_a_golden_copy_upset_within_three_passes(bench)
     [upset] = ledger(bench)["upsets"]
     assert upset["state"] == "live"
     period = scrubber.period_s
-    for k in range(1, 4 * 30 + 1):  # three periods and a little, in steps of a fortieth of one
+    for k in range(1, 4 * 40 + 1):  # up to four periods, in steps of a fortieth of one
         bench.worker.scrub_tick(k * period / 40)
         if ledger(bench)["upsets"][0]["state"] == "ended":
             break
