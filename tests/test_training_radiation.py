@@ -507,6 +507,22 @@ def test_a_trained_models_receipt_says_the_worst_environment_it_trained_in_not_t
         bench.close()
 
 
+@pytest.mark.req("RAD-104", "RAD-108")
+def test_the_environment_a_job_trained_in_is_kept_with_its_checkpoint_and_taken_back_on_resume(tmp_path):
+    """A worker restarted after the job trained through the SAA: its trained model's receipt must still
+    say so, so the worst class and "in the SAA" go with the checkpoint and come back with it."""
+    job, _ = _synthetic_job(tmp_path)
+    job.radiation_tick(cp.Radiation(FluxClass.SAA, True, -25.0, 5700.0))
+    job.run(4)
+    job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))  # the worst stays
+    assert (job.status.worst_flux, job.status.in_saa) == (FluxClass.SAA, True)
+    job.checkpoint()
+    again, _ = _synthetic_job(tmp_path)
+    assert again.resume() and (again.status.worst_flux, again.status.in_saa) == (FluxClass.SAA, True)
+    again.radiation_tick(cp.Radiation(FluxClass.UNKNOWN, False, None, 5700.0))  # the orbit lost: worse still
+    assert again.status.worst_flux is FluxClass.UNKNOWN and again.status.in_saa
+
+
 # --- review findings: what a pause, another job's file and a restore must not do -----------
 
 

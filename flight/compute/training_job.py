@@ -34,8 +34,10 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from flight.compute.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from flight.compute.checks import worse_flux
 from flight.compute.protocol import Radiation
 from flight.compute.training import StepRefusedError
+from flight.link.definitions import FluxClass
 from flight.storage import CorruptFile, quarantine
 
 SAA_CHECKPOINT_LEAD_S = 30.0
@@ -137,6 +139,10 @@ class TrainingStatus:
     restores: int = 0  # times the last checkpoint was loaded because steps kept being refused
     last_refusal: str = ""  # why the last refused step was refused, with the numbers
     checkpoints_failed: int = 0  # writes that failed in this worker's run (a failed write keeps no count)
+    # The environment the agent predicted while the job ran (each radiation_tick): the worst flux class and
+    # whether any tick was in the SAA, for the trained model's receipt; kept in each checkpoint too.
+    worst_flux: FluxClass | None = None
+    in_saa: bool = False
 
 
 _COUNTS = ("saa_checkpoints", "steps_refused", "restores")  # TrainingStatus counts a checkpoint keeps
@@ -221,6 +227,10 @@ class TrainingJob:
             value = ck.meta.get(key, 0)
             setattr(self.status, key, value if isinstance(value, int) and not isinstance(value, bool) and value >= 0
                     else 0)
+        flux = ck.meta.get("worst_flux")
+        if flux in {f.value for f in FluxClass}:  # else none, or written before: what comes from here on only
+            self.status.worst_flux = worse_flux(self.status.worst_flux, FluxClass(flux))
+        self.status.in_saa = self.status.in_saa or ck.meta.get("in_saa") is True
         self._saved_counts = {key: getattr(self.status, key) for key in _COUNTS}
         return True
 
@@ -236,7 +246,8 @@ class TrainingJob:
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
                                 "batch_size": self.plan.batch_size, "job": self.identity, "saa_armed": self._saa_armed,
                                 "saa_entry_unix_s": self._saa_entry_at,
-                                **counts}
+                                "worst_flux": self.status.worst_flux.value if self.status.worst_flux else None,
+                                "in_saa": self.status.in_saa, **counts}
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
         self.status.last_checkpoint_step = self.status.step
         self._saved_counts = counts
@@ -255,7 +266,8 @@ class TrainingJob:
 
     def radiation_tick(self, radiation: Radiation) -> bool:
         """Checkpoint now if the SAA entry the agent predicts is within :data:`SAA_CHECKPOINT_LEAD_S`;
-        once per pass. True if it did (the state was saved before this pass's entry).
+        once per pass. True if it did (the state was saved before this pass's entry). Every call also
+        adds ``radiation`` to the environment the job ran in (``status.worst_flux``, ``status.in_saa``).
 
         Pure apart from the checkpoint: call it between slices with the last ``Admit.radiation``.
         Armed while no entry is near (none predicted, or further than the lead); fires on the first
@@ -267,6 +279,8 @@ class TrainingJob:
         (a job started or resumed in the SAA), it does nothing: a checkpoint now would not be one
         from before it.
         """
+        self.status.worst_flux = worse_flux(self.status.worst_flux, radiation.flux_class)
+        self.status.in_saa = self.status.in_saa or radiation.in_saa
         entry_s = radiation.saa_entry_in_s
         if entry_s is None or entry_s > SAA_CHECKPOINT_LEAD_S:
             self._saa_armed = True

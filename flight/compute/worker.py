@@ -89,7 +89,6 @@ from flight.compute.checks import (
     check_flags,
     protection_of,
     rows_agree,
-    worse_flux,
 )
 from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.graphs import subgraph_reads
@@ -434,8 +433,6 @@ class Worker:
         self._last_train_job_id = 0  # the training job that ran last (status: train_*)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._run_repairs: dict[str, int] = {}  # per model name: _watched_repairs as its last run began
-        # per training job: the worst flux class the agent predicted over its slices, and whether one was in the SAA
-        self._train_env: dict[int, tuple[FluxClass, bool]] = {}
         self._drops = 0  # sessions dropped for weights nothing could repair
         self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
         self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
@@ -1825,9 +1822,6 @@ class Worker:
             steps += tjob.run(8)
         self._train_rate = (steps, time.monotonic() - t0)
         job.progress = tjob.status.step
-        rad = self.radiation
-        flux, in_saa = self._train_env.get(job.job_id, (None, False))
-        self._train_env[job.job_id] = (worse_flux(flux, rad.flux_class), in_saa or rad.in_saa)
         if tjob.done:
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
@@ -1836,11 +1830,11 @@ class Worker:
             # Its receipt: training weights change every step, so nothing scrubs them; the step checks
             # (training/guard.py) guard them instead, and the summary counts what they refused. The
             # trainer's sessions run on the CPU provider.
-            # Its environment: the worst the agent predicted over the slices this worker ran of it (since the
-            # worker last started), as an inference product's is over its batches; the latitude at the end.
+            # Its environment: the worst the agent predicted while it ran (TrainingJob.radiation_tick, kept
+            # with its checkpoints), as an inference product's is over its batches; the latitude at the end.
             receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, CPU)
-            flux, in_saa = self._train_env[job.job_id]
-            receipt.add_batch(0, None, flux=flux, in_saa=in_saa, lat_deg=self.radiation.lat_deg)
+            receipt.add_batch(0, None, flux=tjob.status.worst_flux or FluxClass.UNKNOWN, in_saa=tjob.status.in_saa,
+                              lat_deg=self.radiation.lat_deg)
             summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
                        "receipt": receipt.receipt(), "steps_refused": tjob.status.steps_refused,
                        "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
@@ -1850,7 +1844,6 @@ class Worker:
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
-        self._train_env.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)
