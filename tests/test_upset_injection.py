@@ -37,6 +37,23 @@ def ledger(bench) -> dict:
     return read_checked_json(bench.root / REQUEST_DIR / LEDGER)
 
 
+def struck(bench, name: str, **body):
+    """One upset asked for and struck into the open session (a scrub tick takes it in; the scrub itself
+    is not due yet): (the session, its scrubber, the upset as the ledger lists it, live)."""
+    session = bench.worker._session(MODEL_NAME)
+    request(bench, name, **body)
+    bench.worker.scrub_tick(0.0)
+    [upset] = ledger(bench)["upsets"]
+    assert upset["state"] == "live"
+    return session, session.scrubber, upset
+
+
+def site_of(upset: dict) -> tuple[str, int]:
+    """(tensor, byte) of a weight or golden-copy upset's site ("[golden copy k: ]tensor[byte n] bit b")."""
+    where = upset["site"].split(": ")[-1]
+    return where.split("[byte ")[0], int(where.split("[byte ")[1].split("]")[0])
+
+
 def run_job(bench, job_id: int):
     job = bench.infer(job_id, "held", model=MODEL_NAME)
     assert job.state.value == "DONE", job.detail
@@ -46,13 +63,9 @@ def run_job(bench, job_id: int):
 
 @pytest.mark.req("RAD-111")
 def test_a_weight_upset_lands_in_the_owned_buffers_and_the_scrub_puts_it_right(bench):
-    session = bench.worker._session(MODEL_NAME)
-    scrubber = session.scrubber
-    request(bench, "u1", target="weights", bit=6)
-    bench.worker.scrub_tick(0.0)  # the worker takes it in (and its scrub is not due yet)
-    [upset] = ledger(bench)["upsets"]
-    assert upset["state"] == "live" and upset["site"].endswith("bit 6")
-    tensor, byte = upset["site"].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    session, scrubber, upset = struck(bench, "u1", target="weights", bit=6)
+    assert upset["site"].endswith("bit 6")
+    tensor, byte = site_of(upset)
     assert scrubber.owned_bytes(tensor)[byte] != scrubber.golden_bytes(0, tensor)[byte]
     bench.worker._scrub_now(session)  # a full pass, as after a failed check
     [upset] = ledger(bench)["upsets"]
@@ -64,14 +77,10 @@ def test_a_weight_upset_lands_in_the_owned_buffers_and_the_scrub_puts_it_right(b
 def test_a_golden_copy_upset_changes_no_result_and_the_scrubs_vote_puts_it_right(bench):
     """A proton lands in the golden copies three times as often as in the owned weights: no result
     reads them, no batch is judged for one, and the scrub's vote of the three puts it right."""
-    session = bench.worker._session(MODEL_NAME)
-    scrubber = session.scrubber
-    request(bench, "g1", target="golden", bit=6)
-    bench.worker.scrub_tick(0.0)  # taken in and struck (the scrub is not due yet)
-    [upset] = ledger(bench)["upsets"]
-    assert upset["state"] == "live" and upset["site"].startswith("golden copy ") and upset["site"].endswith("bit 6")
+    session, scrubber, upset = struck(bench, "g1", target="golden", bit=6)
+    assert upset["site"].startswith("golden copy ") and upset["site"].endswith("bit 6")
     copy = int(upset["site"].split("golden copy ")[1].split(":")[0])
-    tensor, byte = upset["site"].split(": ")[1].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    tensor, byte = site_of(upset)
     assert scrubber.golden_bytes(copy, tensor)[byte] != scrubber.owned_bytes(tensor)[byte]
     assert not bench.worker._injector.live()  # noqa: SLF001 - nothing for a batch's judge to see
     assert (run_job(bench, 1) == 1).all()
@@ -88,12 +97,7 @@ def test_a_golden_copy_upset_changes_no_result_and_the_scrubs_vote_puts_it_right
 @pytest.mark.req("RAD-111", "RAD-102")
 def test_the_periodic_scrub_finds_a_golden_copy_upset_within_three_passes(bench):
     """One golden copy a periodic pass: a flip in any of them is voted right by the third pass at the latest."""
-    session = bench.worker._session(MODEL_NAME)
-    scrubber = session.scrubber
-    request(bench, "g2", target="golden", seed=11)
-    bench.worker.scrub_tick(0.0)
-    [upset] = ledger(bench)["upsets"]
-    assert upset["state"] == "live"
+    _session, scrubber, _upset = struck(bench, "g2", target="golden", seed=11)
     period = scrubber.period_s
     for k in range(1, 4 * 40 + 1):  # up to four periods, in steps of a fortieth of one
         bench.worker.scrub_tick(k * period / 40)
@@ -277,13 +281,8 @@ def test_a_weight_upset_whose_session_closes_for_another_reason_is_not_counted_a
 def test_unrepairable_weights_credit_the_upset_to_the_reload_the_worker_made(bench):
     """The worker's own fault path (weights no majority settles: the session dropped, built anew from
     the store) tells the injector, which credits the upset to that reload."""
-    session = bench.worker._session(MODEL_NAME)
-    scrubber = session.scrubber
-    request(bench, "u1", target="weights", bit=6)
-    bench.worker.scrub_tick(0.0)
-    [upset] = ledger(bench)["upsets"]
-    assert upset["state"] == "live"
-    tensor, byte = upset["site"].split("[byte ")[0], int(upset["site"].split("[byte ")[1].split("]")[0])
+    session, scrubber, upset = struck(bench, "u1", target="weights", bit=6)
+    tensor, byte = site_of(upset)
     for copy, bit in ((0, 0), (1, 0), (2, 1)):  # no majority of the golden copies settles it
         scrubber.golden_bytes(copy, tensor)[byte] ^= 1 << bit
     bench.worker._scrub_now(session)
