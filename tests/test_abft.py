@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -419,6 +420,42 @@ def test_a_zero_mean_input_cannot_hide_a_weights_fault_where_there_is_no_half_to
     x -= x.mean(axis=(2, 3), keepdims=True)  # every channel of every sample sums to zero
     p = check_clean_and_faulty(model, {"x": x}, "w", ("y",))
     assert abft.describe(p)["checks"][0]["form"] == form
+
+
+LONG_SIGNAL = 8000  # positions: the old pass's [taps, inputs, outputs] array of one axis was 1.5 GB here
+
+
+@pytest.mark.req("RAD-106", "RAD-003")
+@pytest.mark.parametrize("shape,kernel,pads,form", [((LONG_SIGNAL,), (3,), [1, 1], "conv-channels"),
+                                                    ((1, LONG_SIGNAL), (1, 3), [0, 1, 0, 1], "conv-pixel")],
+                         ids=["1-D", "1-D as Conv2d"])
+def test_a_long_signal_is_protected_in_memory_linear_in_its_length(shape, kernel, pads, form):
+    """Found in audit: the pass built, per spatial axis, a float64 array over taps, input positions
+    and output positions before any size limit was looked at, so a 3-tap Conv over a long 1-D signal
+    (audio, spectra) took memory and time quadratic in its length (6 GB and 12 s at 16000 positions,
+    as the worker opens its session), even where its check ended up per pixel. The pass's traced
+    allocations (numpy's among them) stay within a bound that array alone would pass 20 times over,
+    and the check it makes still passes clean signals and flags a flipped weight."""
+    rng = np.random.default_rng(31)
+    model = model_of([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=pads)],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, *shape])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, *shape])],
+                     {"w": rng.normal(size=(4, 1, *kernel)).astype(np.float32),
+                      "b": rng.normal(size=4).astype(np.float32)}, 17)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        protected = abft.protect(model)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak / 2 ** 20:.0f} MiB traced protecting a Conv over {LONG_SIGNAL} positions"
+    assert abft.describe(protected)["checks"][0]["form"] == form
+    check_clean_and_faulty(model, {"x": rng.normal(size=(4, 1, *shape)).astype(np.float32)}, "w", ("y",))
 
 
 @pytest.mark.req("RAD-002")

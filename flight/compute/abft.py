@@ -530,6 +530,53 @@ def _identity_scale(coefficients: np.ndarray) -> float | None:
     return c if np.array_equal(coefficients[:, m:], -left) else None
 
 
+@dataclass(frozen=True)
+class _ConvAxis:
+    """One spatial axis of a Conv: tap ``t`` reads input ``o * stride + t * dilation - begin`` for
+    output ``o`` (padding where that is outside ``[0, n_in)``). What the check needs of it is computed
+    from that index arithmetic alone, never as an array over both input and output positions (found
+    in audit: such an array, ``[taps, n_in, n_out]``, took 6 GB and 12 s for a 1-D Conv of 16000
+    positions, before any size limit was looked at, even where the check ended up per pixel)."""
+
+    n_in: int
+    n_out: int
+    kernel: int
+    stride: int
+    dilation: int
+    begin: int
+
+    def _reads(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs, the inputs they read) for tap ``t``, those that read an input, not padding."""
+        outputs = np.arange(self.n_out)
+        index = outputs * self.stride + t * self.dilation - self.begin
+        inside = (index >= 0) & (index < self.n_in)
+        return outputs[inside], index[inside]
+
+    def taps(self) -> np.ndarray:
+        """[tap, input]: how many outputs read that input with that tap (0 or 1)."""
+        out = np.zeros((self.kernel, self.n_in))
+        for t in range(self.kernel):
+            out[t] = np.bincount(self._reads(t)[1], minlength=self.n_in)
+        return out
+
+    def runs(self, blocks: int) -> np.ndarray:
+        """[tap, input, run]: how many outputs of each of ``blocks`` equal runs of outputs, in order,
+        read that input with that tap: ``k * n_in * blocks`` numbers."""
+        length = self.n_out // blocks
+        out = np.zeros((self.kernel, self.n_in, blocks))
+        for t in range(self.kernel):
+            outputs, index = self._reads(t)
+            out[t] = np.bincount(index * blocks + outputs // length, minlength=self.n_in * blocks).reshape(
+                self.n_in, blocks)
+        return out
+
+    def identity(self) -> bool:
+        """Whether output ``o`` reads input ``o`` alone (one tap, no stride, no padding read)."""
+        outputs = np.arange(self.n_out)
+        return self.kernel == 1 and self.n_in == self.n_out and np.array_equal(
+            outputs * self.stride - self.begin, outputs)
+
+
 def _chunk(n: int) -> int:
     """The divisor of ``n`` nearest its square root from below (1 where ``n`` is prime): the length
     of the chunks a two-stage sum cuts ``n`` terms into, ``chunk + n / chunk`` terms in the worst case."""
@@ -995,8 +1042,8 @@ class _Pass:
         sizes = self._sizes(node, w.shape[2:], attrs)
         if sizes is None:
             return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
-        in_dims, out_dims, reach = sizes
-        taps = [hits.sum(axis=2) for hits in reach]  # [tap, input]: 1 where the tap reads that input for some output
+        in_dims, out_dims, axes = sizes  # the limits below are read off the sizes: nothing large is made first
+        taps = [axis.taps() for axis in axes]  # [tap, input]: 1 where the tap reads that input for some output
         pointwise = all(np.array_equal(t, np.ones_like(t)) for t in taps)
         g_size = channels * int(np.prod(in_dims[:-1])) * taps[-1].shape[0] * k_out if len(in_dims) > 1 \
             else channels * in_dims[0] * k_out  # G's elements, a run of rows
@@ -1030,8 +1077,7 @@ class _Pass:
 
         if not pointwise and stored(1)[0] > MAX_CHECK_WEIGHTS:
             return self._conv_per_pixel(node, p, signed, w_ck, b, n_dot, attrs, per_sample)
-        identity = all(h.shape[0] == 1 and h.shape[1] == h.shape[2] and np.array_equal(h[0], np.eye(h.shape[1]))
-                       for h in reach)  # output position o reads input position o alone
+        identity = all(axis.identity() for axis in axes)  # output position o reads input position o alone
         several = int(np.prod(out_dims)) > 1
         if signed and several and pointwise and not identity:
             # A pointwise Conv with padding: its border outputs read no input, so runs of output rows are
@@ -1068,8 +1114,9 @@ class _Pass:
             n_predict = 0  # P's products are the chain's; x_plain: each sum of X, a plain sum
             in_runs = blocks
         else:
-            # [tap, input row, run]: equal runs of whole output rows, in order (no copy of reach per run)
-            reach_rows = reach[0].reshape(reach[0].shape[0], reach[0].shape[1], blocks, -1).sum(axis=3)
+            # [tap, input row, run]: equal runs of whole output rows, in order; made once stored() has
+            # set the runs (k * H_in * runs numbers, never H_in * H_out)
+            reach_rows = axes[0].runs(blocks)
         if windows:
             predicted, p_coefficients, g_abs, g_sum_max, x_plain, n_predict = self._conv_windows(
                 node.input[0], p, signed, w_ck, taps, reach_rows, in_dims, blocks)
@@ -1336,11 +1383,11 @@ class _Pass:
         return per_run, (chunk + per_run // chunk if chunk > 1 else per_run)
 
     def _sizes(self, node: onnx.NodeProto, kernel: tuple[int, ...], attrs: dict[str, object]):
-        """Static spatial sizes of a Conv's input and output, and per axis which input each tap reads.
-
-        ``reach[a][t, i, o]`` is 1 where tap ``t`` of axis ``a`` reads input index ``i`` for
-        output index ``o``. ``None`` when shape inference did not give every size as a
-        number: the check is then per output pixel (:meth:`_conv_per_pixel`), which needs none.
+        """Static spatial sizes of a Conv's input and output, and per axis which input each tap reads:
+        a :class:`_ConvAxis` of each axis, its sizes, stride, dilation and padding before, from which
+        the arrays the check needs are computed where it needs them (nothing over input and output
+        positions both). ``None`` when shape inference did not give every size as a number: the
+        check is then per output pixel (:meth:`_conv_per_pixel`), which needs none.
         """
         x_shape, y_shape = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
         if x_shape is None or y_shape is None:
@@ -1355,7 +1402,7 @@ class _Pass:
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
         pads = list(attrs.get("pads", [0] * 2 * rank))
-        reach = []
+        axes = []
         for a in range(rank):
             n_in, n_out, k, s, d = in_dims[a], out_dims[a], kernel[a], strides[a], dilations[a]
             if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -1365,13 +1412,8 @@ class _Pass:
                 begin = 0
             else:
                 begin = pads[a]
-            hits = np.zeros((k, n_in, n_out))
-            for t in range(k):
-                idx = np.arange(n_out) * s + t * d - begin
-                inside = (idx >= 0) & (idx < n_in)  # the others read padding (zeros)
-                hits[t, idx[inside], np.arange(n_out)[inside]] = 1.0
-            reach.append(hits)
-        return in_dims, out_dims, reach
+            axes.append(_ConvAxis(n_in, n_out, k, s, d, begin))
+        return in_dims, out_dims, axes
 
     def _conv_per_pixel(self, node: onnx.NodeProto, p: str, signed: bool, w_ck: np.ndarray, b: np.ndarray, n_dot: int,
                         attrs: dict[str, object], per_sample: bool) -> tuple[_Outcome, float, float, str]:
