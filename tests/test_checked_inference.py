@@ -512,6 +512,29 @@ def test_a_model_protected_on_the_ground_is_read_as_checked_where_this_build_vou
         assert f"(version {abft.PASS_VERSION}) {vouched}" in said.args["reason"], said.args
 
 
+@pytest.mark.req("RAD-106")
+@pytest.mark.parametrize("made_for, read", [("fp32", False), ("tf32", True)])
+def test_a_model_protected_on_the_ground_is_read_as_checked_only_for_arithmetic_no_coarser_than_its_own(
+        bench, monkeypatch, made_for, read):
+    """Found in review: a model protected on the ground for fp32 was read as checked on a session the worker
+    checks for tf32 (a GPU provider with ``[compute] gpu_tf32``), where its tolerance is too tight for every
+    tile. This CPU-only build never runs in tf32: the worker's choice of precision is made to say tf32, as it
+    says on such a board; the model, its checks and the session are real."""
+    monkeypatch.setattr(worker_module, "abft_precision", lambda providers=None, *a, **k: "tf32")
+    bench.worker.store.install("ground", "1", abft.protect_bytes(SHIPPED, precision=made_for), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    admit(bench, abft=True)
+    receipt, check, _, _ = infer(bench, 1, model="ground")
+    if read:
+        assert (receipt["protection"], receipt["abft_precision"]) == ("abft+scrubbed", "tf32")
+        assert receipt["check_status"] == "passed" and unchecked_said(bench) == []
+    else:
+        assert (receipt["protection"], receipt["abft_precision"], receipt["check_status"]) == (
+            "scrubbed", None, "unchecked") and set(check) == {UNCHECKED}
+        (said,) = unchecked_said(bench)
+        assert "protected for fp32 arithmetic, and this session may run in tf32" in said.args["reason"]
+
+
 @pytest.mark.req("RAD-104")
 def test_a_model_installed_while_a_job_runs_starts_the_job_again_so_its_product_comes_from_one_model(
         tmp_path, monkeypatch):

@@ -144,6 +144,46 @@ def test_the_golden_copies_outvote_a_flip_in_one_of_them_and_are_repaired_too():
         scrubber.scrub_all(302.0)
 
 
+@pytest.mark.req("RAD-102")
+def test_the_scrub_age_is_the_oldest_checks_whatever_the_watched_checks_stamped():
+    """Found in audit: the age was read at the periodic cursor's chunk, which the checks of the watched
+    tensors (each slice) stamp out of turn: with the cursor on one, it said the time since the last slice."""
+    scrubber = WeightScrubber({f"w{i}": np.arange(16, dtype=np.float32) + i for i in range(10)}, 0.0, period_s=100.0)
+    scrubber.watch(["w0"])  # chunk 0, the cursor's after a full pass
+    for t_s in range(1, 101):  # one pass, one chunk each 10 s: chunk 1 checked at 20 s
+        scrubber.step(float(t_s))
+    assert scrubber.passes == 1
+    scrubber.check_watched(105.0)  # a slice checks w0 before the cursor comes round to it
+    assert scrubber.age_s(109.0) == 89.0  # chunk 1's, the oldest
+    for t_s in range(110, 610, 5):  # the periodic scrub stalls while slices go on
+        scrubber.check_watched(float(t_s))
+    stats = scrubber.stats(610.0)
+    assert stats.age_s == 590.0 and stats.behind
+    scrubber.scrub_all(611.0)
+    assert scrubber.age_s(612.0) == 1.0
+
+
+@pytest.mark.req("RAD-102")
+def test_an_unrepairable_chunk_carries_the_repairs_its_call_made_before_it():
+    """Found in audit: the repairs a scrub made before the chunk nothing settles went with the exception."""
+    def broken(scrubber):
+        for name in ("a", "b"):
+            flip(scrubber.owned_bytes(name), 1, 0)
+        for view, bit in ((scrubber.golden_bytes(0, "c"), 0), (scrubber.golden_bytes(1, "c"), 0),
+                          (scrubber.golden_bytes(2, "c"), 1), (scrubber.owned_bytes("c"), 2)):
+            flip(view, 1, bit)
+        return scrubber
+
+    tensors = {name: np.arange(8, dtype=np.int32) for name in "abc"}
+    for call in (lambda sc: sc.scrub_all(1.0), lambda sc: sc.step(100.0),
+                 lambda sc: (sc.watch(["a", "b", "c"]), sc.check_watched(1.0))):
+        scrubber = broken(WeightScrubber(tensors, 0.0, period_s=30.0))
+        with pytest.raises(WeightsUnrepairable) as raised:
+            call(scrubber)
+        assert raised.value.tensor == "c" and [(r.tensor, r.bytes_differing) for r in raised.value.repairs] == [
+            ("a", 1), ("b", 1)]
+
+
 @pytest.mark.req("RAD-103")
 def test_the_period_is_shorter_in_the_saa_and_a_full_pass_happens_within_an_orbit():
     assert flux_class(True, -30.0) is FluxClass.SAA
@@ -351,6 +391,49 @@ def test_a_scrub_that_cannot_keep_its_period_says_so_once_and_an_saa_entry_alone
     assert len(bench.events("SCRUB_BEHIND")) == 2  # behind again: said again
 
 
+@pytest.mark.req("RAD-102")
+def test_a_scrub_staying_behind_says_so_once_while_each_slice_checks_the_watched_weights(bench, monkeypatch):
+    """Found in audit: with the checksum pass on, each slice checks the weights it does not cover; where the
+    cursor sat on one of them the age fell to the time since that slice, so a scrub that stayed behind
+    left the behind set and said SCRUB_BEHIND again and again (12 times in 2000 s), and COMPUTE_HK said 0 s."""
+    from flight.compute import worker as worker_module
+
+    clock = moving_clock(monkeypatch, worker_module)
+    bench.worker.install_shipped_models()
+    admit(bench, cp.Radiation(FluxClass.SAA, True, -29.75, 5700.0), abft_checks=True)
+    session = bench.worker._session("cloud_screen")  # noqa: SLF001
+    assert session.scrubber.watched
+    bench.worker.scrub_step_bytes = 1  # one chunk a tick, a tick each 10 s: a pass takes far over 30 s
+    oldest_s = []
+    for _ in range(200):
+        clock.t += 10.0
+        bench.worker.scrub_tick()
+        bench.worker._watched_count("cloud_screen", session)  # noqa: SLF001 - as each slice does before release
+        oldest_s.append(clock.t - session.scrubber._checked_at.min())  # noqa: SLF001
+        assert bench.worker.status().scrub_age_s >= oldest_s[-1]  # no chunk older than the age said
+    assert min(oldest_s[100:]) > 1.1 * 30.0  # behind throughout the second half
+    (said,) = bench.events("SCRUB_BEHIND")
+    assert said.args["period_s"] == 30.0
+
+
+def moving_clock(monkeypatch, module):
+    """A clock for ``module``'s ``time`` that moves only when told (``.t``); the rest of ``time`` as it is."""
+    real = module.time
+
+    class Clock:
+        t = real.monotonic()
+
+        def monotonic(self):
+            return self.t
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    clock = Clock()
+    monkeypatch.setattr(module, "time", clock)
+    return clock
+
+
 @pytest.mark.req("RAD-104")
 def test_a_product_computed_partly_without_scrubbed_weights_does_not_claim_them(bench):
     """weights_scrub turned on while a data-set job runs: the batches before ran on weights nobody
@@ -442,6 +525,27 @@ def test_weights_nothing_in_memory_settles_are_reloaded_from_the_store(bench):
     np.testing.assert_array_equal(classes, (X * [2.0, 3.0]).argmax(axis=1))
     assert receipt["check_status"] == "passed" and receipt["reruns"] == 0
     assert bench.worker._session("checked") is not first and bench.worker.status().scrub_repairs == 1  # noqa: SLF001
+
+
+@pytest.mark.req("RAD-102")
+def test_repairs_made_before_a_chunk_nothing_settles_are_counted_and_said_within_the_cap(bench):
+    """Found in audit: a scrub that put nine chunks right and then met one nothing settles counted one
+    repair and said only the reload; the nine were lost with the session."""
+    bench.worker.install_shipped_models()
+    admit(bench, cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0))
+    session = bench.worker._session("cloud_screen")  # noqa: SLF001
+    sc = session.scrubber
+    *fixable, last = sc.names  # ten tensors of one chunk each, checked in this order
+    for name in fixable:
+        flip(sc.owned_bytes(name), 0, 0)
+    for view, bit in ((sc.golden_bytes(0, last), 1), (sc.golden_bytes(1, last), 1), (sc.golden_bytes(2, last), 2),
+                      (sc.owned_bytes(last), 3)):
+        flip(view, 0, bit)
+    bench.worker._scrub_now(session)  # noqa: SLF001
+    said = [(e.args["tensor"], e.args["source"]) for e in bench.events("WEIGHTS_REPAIRED")]
+    assert said[:7] == [(name, "vote") for name in fixable[:6]] + [(last, "model store")]
+    assert len(said) == 8 and said[7][1] == "more" and said[7][0].startswith("3 more chunks")  # 8 a step at most
+    assert bench.worker.status().scrub_repairs == 10 and bench.worker._sessions == {}  # noqa: SLF001
 
 
 @pytest.mark.req("RAD-105")

@@ -3,12 +3,15 @@ where a proton would, and the ledger follows it to what detected it and what the
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from flight.compute import protocol as cp
 from flight.compute.inject import LEDGER, REQUEST_DIR, activation_tensors, with_hooks
-from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
+from flight.compute.store import Provenance
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass
 from flight.storage import read_checked_json, write_checked_json
 from tests.model_helpers import WorkerBench, protect_as_version_6
@@ -52,6 +55,16 @@ def site_of(upset: dict) -> tuple[str, int]:
     """(tensor, byte) of a weight or golden-copy upset's site ("[golden copy k: ]tensor[byte n] bit b")."""
     where = upset["site"].split(": ")[-1]
     return where.split("[byte ")[0], int(where.split("[byte ")[1].split("]")[0])
+
+
+def still_clock(monkeypatch) -> None:
+    """The worker's monotonic clock stands still: no periodic scrub comes due, and a failed check's full
+    scrub is skipped after the first (one ran less than RESCRUB_MIN_S before), whatever the machine's speed."""
+    from flight.compute import worker as worker_module
+
+    real, now_s = worker_module.time, worker_module.time.monotonic()
+    monkeypatch.setattr(worker_module, "time", type("StillTime", (), {
+        "monotonic": staticmethod(lambda: now_s), "__getattr__": lambda _self, name: getattr(real, name)})())
 
 
 def run_job(bench, job_id: int):
@@ -289,6 +302,78 @@ def test_unrepairable_weights_credit_the_upset_to_the_reload_the_worker_made(ben
     assert bench.worker._sessions == {}  # dropped: the WeightsUnrepairable path ran
     [upset] = ledger(bench)["upsets"]
     assert upset["state"] == "ended" and upset["detected_by"] == "reload"
+
+
+@pytest.mark.req("RAD-111", "HIL-022")
+def test_a_weight_upset_a_failed_check_did_not_put_right_is_not_counted_found(bench, monkeypatch):
+    """Found in audit: a weight upset took its batch's failed check as its finder whatever failed it, here
+    another upset's, its scrub skipped as one had run just before: the ledger said found while the flip
+    stayed in memory. It is found by what puts it right, here the periodic scrub."""
+    still_clock(monkeypatch)  # every full scrub after the first ran "just before"; no periodic one comes due
+    request(bench, "a1", target="activations", tensor="a1", bit=30)
+    run_job(bench, 1)  # the checksum fails: the one full scrub
+    request(bench, "w1", target="weights", tensor="w1", byte=0, bit=0)  # a low mantissa bit: no check sees it
+    request(bench, "a2", target="activations", tensor="a1", bit=30)
+    run_job(bench, 2)  # the checksum fails again, on a2; no scrub
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    assert upsets["a2"]["detected_by"] == "checksum" and upsets["w1"]["batches"] >= 1
+    assert (upsets["w1"]["state"], upsets["w1"]["detected_by"], upsets["w1"]["corrected"]) == ("live", "", False)
+    assert ledger(bench)["totals"]["weights"]["detected"] == 0
+    scrubber = bench.worker._session(MODEL_NAME).scrubber
+    bench.worker.scrub_tick(scrubber._last_step_s + 2 * scrubber.period_s)  # noqa: SLF001 - a full pass owed
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    assert (upsets["w1"]["state"], upsets["w1"]["detected_by"]) == ("ended", "scrub") and scrubber.verify()
+
+
+@pytest.mark.req("RAD-111", "HIL-022")
+def test_weight_upsets_land_in_every_open_model_and_a_batch_is_judged_only_on_its_own(bench, monkeypatch):
+    """Found in audit: with two models open every weight upset went into the first opened, and a batch of
+    the other was judged against them (and credited with finding them) though it never read them."""
+    still_clock(monkeypatch)  # no periodic scrub comes due to end them
+    bench.worker.store.install("other", "1", (MODELS_DIR / MODEL_FILE).read_bytes(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))  # the same bytes: as big
+    first = bench.worker._session(MODEL_NAME)
+    running = bench.worker._session("other")
+    for k in range(16):
+        request(bench, f"w{k:02d}", target="weights", seed=k)
+    bench.worker.scrub_tick()  # struck
+    where = {u.id: u._where[0] for u in bench.worker._injector.upsets}  # noqa: SLF001
+    in_first = sorted(k for k, s in where.items() if s is first)
+    assert 4 <= len(in_first) <= 12 and all(s is first or s is running for s in where.values())  # as their bytes: alike
+    assert bench.infer(1, "held", model="other").state.value == "DONE"
+    upsets = {u["id"]: u for u in ledger(bench)["upsets"]}
+    for k, u in upsets.items():
+        if k in in_first:  # in memory no batch read
+            assert (u["state"], u["batches"], u["detected_by"], u["shared_batches"]) == ("live", 0, "", 0), u
+        else:
+            assert u["batches"] >= 1, u
+
+
+@pytest.mark.req("RAD-111")
+def test_a_weight_upset_lands_in_a_model_as_often_as_its_bytes_are_hit(tmp_path):
+    """A proton hits a byte: of two models, the one with three times the owned bytes takes three upsets in
+    four; a named tensor lands where it is; one model draws as it always did, so a seed strikes the same byte."""
+    from types import SimpleNamespace
+
+    from flight.compute.inject import Upset, UpsetInjector, draw_byte, owned_sites
+    from flight.compute.scrub import WeightScrubber
+
+    def strike(*sizes, **request):
+        sessions = [SimpleNamespace(scrubber=WeightScrubber({f"t{n}": np.zeros(n, np.uint8)}, 0.0)) for n in sizes]
+        injector = UpsetInjector(tmp_path / str(sizes), lambda d: None, lambda d, s: None)
+        injector.upsets = [Upset(f"u{k}", "weights" if k % 2 else "golden", k, **request) for k in range(400)]
+        injector.strike_weights(*sessions)
+        assert all(u.state == "live" for u in injector.upsets), injector.errors
+        return sessions, injector.upsets
+
+    (small, large), upsets = strike(1000, 3000)
+    assert 0.68 < sum(u._where[0] is large for u in upsets) / len(upsets) < 0.82  # noqa: SLF001
+    assert [u.site for u in strike(1000, 3000)[1]] == [u.site for u in upsets]  # seeded: the same again
+    (small, large), upsets = strike(1000, 3000, want_tensor="t1000")
+    assert all(u._where[0] is small for u in upsets)  # noqa: SLF001
+    (one,), upsets = strike(1000)
+    expected = [draw_byte(np.random.default_rng(u.seed), *owned_sites(one.scrubber)) for u in upsets]
+    assert [(u._where[2], u._where[3]) for u in upsets] == [(t, b) for t, b, _bit in expected]  # noqa: SLF001
 
 
 @pytest.mark.req("RAD-111")

@@ -733,6 +733,30 @@ def test_the_worker_counts_down_to_the_saa_entry_between_admissions(bench):
     assert tjob.status.saa_checkpoints == 1
 
 
+@pytest.mark.req("RAD-108")
+def test_a_running_training_job_is_ticked_through_the_rest_and_checkpoints_before_the_entry(bench):
+    """Found in review: a training job kept running beside a continuous job was ticked once a slice;
+    behind a file of seconds at duty 0.25 the rest of three times as long let the whole 30 s lead pass
+    unseen. Here a slice of 100 s of work is followed by its rest, during which the entry comes near."""
+    job = training(bench)
+    admit(bench, radiation=cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, 100.0, 1.8e9 + 100.0))
+    tjob = bench.worker._training[job.job_id]  # noqa: SLF001
+    bench.worker.work_slice()
+    assert tjob.status.saa_checkpoints == 0  # 100 s ahead: not yet
+    slices: list[float] = []
+
+    def slice_of_work() -> float:  # a long one: the entry comes within the lead during the rest after it
+        slices.append(time.monotonic())
+        bench.worker._radiation_at -= 75.0  # noqa: SLF001 - as if the slice took 75 s
+        bench.router.send_multipart([b"compute", cp.encode(cp.Stop())])  # taken in the rest, after its first tick
+        return 100.0
+
+    at_duty(bench, slice_of_work)
+    bench.worker.run()
+    assert len(slices) == 1 and tjob.status.saa_checkpoints == 1
+    assert [e.args["job_id"] for e in bench.events("TRAIN_SAA_CHECKPOINT")] == [job.job_id]
+
+
 @pytest.mark.req("CMP-017")
 def test_a_stop_ends_the_worker_in_the_middle_of_its_rest(bench):
     """Found in review: during a rest only its end was looked for: after a long slice at a low duty the

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def decode_checkpoint(raw: bytes, source: str = "checkpoint") -> Checkpoint:
         return Checkpoint(int(header["step"]), arrays, dict(header.get("meta") or {}))
     except CorruptFile:
         raise
-    except (ValueError, KeyError, TypeError, struct.error, OSError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, struct.error, OSError,
+            zipfile.BadZipFile) as exc:  # OverflowError: 1e999 in JSON is inf; BadZipFile: a payload not an .npz
         raise CorruptFile(f"{source}: unreadable ({type(exc).__name__}: {exc})") from None
 
 

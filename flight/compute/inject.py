@@ -7,9 +7,10 @@ The harness is the truth (hil/loop.py: Poisson draws from the profile's upset ra
 and asks, one JSON file per upset in ``<compute root>/hil-upsets/``; this module is the worker's
 side, which makes each happen where a proton would and follows it to its end:
 
-- ``weights``: one bit of one byte drawn uniformly over the buffers a :class:`WeightScrubber`
-  owns, the very ones onnxruntime computes from. It stays until the scrub repairs it, a failed
-  check's scrub does, or the session is built anew from the store.
+- ``weights``: one bit of one byte drawn uniformly over the buffers the scrubbers of the models
+  open own, the very ones onnxruntime computes from. It stays until the scrub repairs it, a failed
+  check's scrub does, or the session is built anew from the store; only what put it right found it
+  (a failed check whose scrub was skipped, or that another upset failed, left it where it was).
 - ``golden``: the same in one of the scrubber's three golden copies, drawn uniformly (three times
   the owned bytes in all; a scenario names them among its targets to have them hit). No result
   reads them: it stays until a scrub pass checks that copy (one copy a pass, all three after a
@@ -334,22 +335,32 @@ class UpsetInjector:
 
     # --- weights ------------------------------------------------------------------------------
 
-    def strike_weights(self, session: Any) -> None:
-        """Put the waiting weight upsets into ``session``'s owned buffers (worker ``_Session``), and the
-        golden ones into one of its scrubber's golden copies."""
+    def strike_weights(self, *sessions: Any) -> None:
+        """Put the waiting weight upsets into the owned buffers of one of ``sessions`` (worker ``_Session``),
+        and the golden ones into one of its scrubber's golden copies. The byte is drawn, with the upset's
+        seed, over the owned bytes of every session given that has them: a bigger model is hit more often
+        (found in audit: every upset went into the first session opened, never the model running)."""
+        scrubbed = [s for s in sessions if s.scrubber is not None]
         for u in [*self.waiting("weights"), *self.waiting("golden")]:
-            scrubber = session.scrubber
-            if scrubber is None:
+            if not scrubbed:
                 u.state, u.note = "not_applied", "the session's weights are not buffers the worker owns (no scrub, or a GPU)"
                 self._changed = True
                 continue
             try:
                 rng = np.random.default_rng(u.seed)
-                tensor, byte, bit = draw_byte(rng, *owned_sites(scrubber))  # a golden copy: the same sizes
+                # A named tensor is struck in a session that has it; a single session draws as it always did.
+                hosts = [s for s in scrubbed if u.want_tensor in s.scrubber.names] if u.want_tensor else scrubbed
+                if not hosts:
+                    raise ValueError(f"no owned weights named {u.want_tensor!r}")
+                sites = [owned_sites(s.scrubber) for s in hosts]  # each: (tensor names, cumulative bytes)
+                starts = np.cumsum([0, *(int(c[-1]) if len(c) else 0 for _n, c in sites)])
+                names = tuple((k, name) for k, (tensors, _c) in enumerate(sites) for name in tensors)
+                ends = np.concatenate([c + starts[k] for k, (_n, c) in enumerate(sites)])
+                (host, tensor), byte, bit = draw_byte(rng, names, ends)  # a golden copy: the same sizes
+                session = hosts[host]
+                scrubber = session.scrubber
                 copy = int(rng.integers(3)) if u.target == "golden" else None
                 if u.want_tensor:  # the request names the tensor (and maybe the byte)
-                    if u.want_tensor not in scrubber.names:
-                        raise ValueError(f"no owned weights named {u.want_tensor!r}")
                     tensor, size = u.want_tensor, scrubber.owned_bytes(u.want_tensor).size
                     byte = int(rng.integers(size)) if u.want_byte is None else u.want_byte
                     if byte >= size:
@@ -406,8 +417,10 @@ class UpsetInjector:
         """The batch's first run with the activation upsets that wait for it (through the hooked
         graph; every one that waits, one per tensor: another on a tensor already hit waits for the
         next batch). Returns ``run``'s (probabilities, flags) and the batch's upsets so far (the
-        weight upsets in memory now, the activations struck), in flight until :meth:`release`."""
-        batch = Batch([u for u in self.upsets if u.state == "live" and u.target == "weights"])
+        weight upsets in ``session``'s memory now: not another model's, which this batch never reads;
+        the activations struck), in flight until :meth:`release`."""
+        batch = Batch([u for u in self.upsets
+                       if u.state == "live" and u.target == "weights" and u._where[0] is session])
         self._in_flight = batch
         self.failed_flags = None  # set by a hooked run: which of its flags failed
         act = self.waiting("activations")
@@ -505,8 +518,11 @@ class UpsetInjector:
                 elif u.target == "activations" and u._rows is not None and batch.first_ok is not None \
                         and "double run" not in batch.failed_check:  # the flags alone failed: did its own tile's?
                     u.detected_by = batch.failed_check if not batch.first_ok[rows].all() else ""
+                elif u.target == "weights":  # found only where the check's scrub (or reload) put it right: a
+                    # failed check alone (another upset's, or its scrub skipped as one ran just before) found nothing
+                    u.detected_by = (batch.failed_check or u._repaired_by) if u._repaired_by else ""
                 else:
-                    u.detected_by = batch.failed_check or u._repaired_by
+                    u.detected_by = batch.failed_check
             if u.target != "weights":
                 u.state, u.corrected = "ended", not mine.any()
         self._changed = True

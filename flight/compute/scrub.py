@@ -146,10 +146,13 @@ class Repair:
 
 class WeightsUnrepairable(Exception):
     """No copy of a chunk matches its CRC and the copies do not settle it: reload the model from
-    the store (its SHA-256 checked) and build the session again."""
+    the store (its SHA-256 checked) and build the session again. ``repairs``: the chunks the same
+    call put right before it (found in audit: they were lost with the exception, neither counted nor
+    said, while the results made before them may have been wrong)."""
 
-    def __init__(self, tensor: str, chunk: int):
+    def __init__(self, tensor: str, chunk: int, repairs: Iterable[Repair] = ()):
         self.tensor, self.chunk = tensor, chunk
+        self.repairs: list[Repair] = list(repairs)
         super().__init__(f"tensor {tensor!r} chunk {chunk}: no copy matches its CRC-32 and the golden copies "
                          f"disagree; reload the model from the store")
 
@@ -259,7 +262,11 @@ class WeightScrubber:
         while self._owed >= 1.0 - 1e-9 and (spent == 0 or spent < budget_bytes):
             i = self._cursor
             t, a, b = self._chunks[i]
-            repair = self._check(i, (self.passes % 3,), now_s)
+            try:
+                repair = self._check(i, (self.passes % 3,), now_s)
+            except WeightsUnrepairable as exc:
+                exc.repairs[:0] = repairs  # the repairs before it stand: the caller counts and says them
+                raise
             if repair is not None:
                 repairs.append(repair)
             spent += b - a
@@ -272,7 +279,7 @@ class WeightScrubber:
 
     def scrub_all(self, now_s: float) -> list[Repair]:
         """Check every chunk now, the owned buffers and all three golden copies; a full pass."""
-        repairs = [r for i in range(len(self._chunks)) if (r := self._check(i, (0, 1, 2), now_s)) is not None]
+        repairs = self._check_each(range(len(self._chunks)), (0, 1, 2), now_s)
         self.passes += 1
         self.last_full_pass_s = now_s
         return repairs
@@ -295,16 +302,19 @@ class WeightScrubber:
         """Check the owned chunks of the :meth:`watch` ed tensors now, each against its CRC, and repair
         what is wrong from the vote (the golden copies are left to the passes). Raises
         :class:`WeightsUnrepairable` as :meth:`step` does."""
-        return [r for i in self._watched_chunks if (r := self._check(i, (), now_s)) is not None]
+        return self._check_each(self._watched_chunks, (), now_s)
 
     def verify(self) -> bool:
         """True when every owned chunk matches its CRC (reads only; counts nothing)."""
         return all(zlib.crc32(self._owned_bytes[t][a:b]) == self._crc[i] for i, (t, a, b) in enumerate(self._chunks))
 
     def age_s(self, now_s: float) -> float:
-        """The scrub age (see :class:`ScrubStats`), in O(1): chunks are checked in cursor order, so
-        the one at the cursor was checked longest ago (after :meth:`scrub_all` all were at once)."""
-        return max(0.0, float(now_s - self._checked_at[self._cursor])) if self._chunks else 0.0
+        """The scrub age (see :class:`ScrubStats`): since the oldest check of any chunk, so that no chunk
+        is older than it says. Not the chunk at the cursor: :meth:`check_watched` checks chunks out of
+        turn, and where the cursor sat on one the age read as the time since the last slice (found in
+        audit: a scrub stalled for 1450 s said 0 s, and one staying behind said SCRUB_BEHIND again and
+        again). A minimum over one float a chunk: ~2,000 for a 120 MiB model, microseconds."""
+        return max(0.0, float(now_s - self._checked_at.min())) if self._chunks else 0.0
 
     def stats(self, now_s: float) -> ScrubStats:
         age = self.age_s(now_s)
@@ -313,6 +323,19 @@ class WeightScrubber:
                           age > BEHIND_FACTOR * self.period_s)
 
     # --- repairing -----------------------------------------------------------------------
+
+    def _check_each(self, chunks: Iterable[int], golden: tuple[int, ...], now_s: float) -> list[Repair]:
+        """:meth:`_check` of each of ``chunks``; an unrepairable one raises with the repairs made before it."""
+        repairs: list[Repair] = []
+        for i in chunks:
+            try:
+                repair = self._check(i, golden, now_s)
+            except WeightsUnrepairable as exc:
+                exc.repairs[:0] = repairs
+                raise
+            if repair is not None:
+                repairs.append(repair)
+        return repairs
 
     def _check(self, i: int, golden: tuple[int, ...], now_s: float) -> Repair | None:
         t, a, b = self._chunks[i]

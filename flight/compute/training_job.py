@@ -20,6 +20,11 @@ Under radiation (issue 17):
   a row otherwise, the state itself is suspect and the last checkpoint is loaded; refused
   that often again from the same checkpoint, the job fails (:class:`TrainingRefusedError`:
   the training diverges, or its data is bad).
+- Between steps: an upset in the state in memory is seen by no step check. Before each
+  checkpoint is written, and at each refused step, the state is held to what the steps accepted
+  since the last checkpoint can have made of it (``Trainer.state_fault``), and before the trained
+  model is exported; one they cannot have made is not written (a checkpoint, or the trained
+  model, never keeps it): the last checkpoint is loaded at once.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ SAA_CHECKPOINT_LEAD_S = 30.0
 """Checkpoint when the predicted SAA entry is this close. It must cover, with room to spare:
 the prediction's error (flight/agent/compute.py: radiation_estimate, within 1.5 s of a 1 s
 scan of the same TLE), its age when used (one control tick, 1 s), the wait for this
-call (one work slice, ~50 ms; longer only while inference goes first, and a training job
-that waits was checkpointed when it paused) and writing it (20 ms with both fsyncs for the
+call (one work slice, ~50 ms, or a continuous job's file while one is run; the worker ticks
+running jobs through its rests too, at least once a second; a training job that waits was
+checkpointed when it paused) and writing it (20 ms with both fsyncs for the
 worker's 1024-128-2 Adam job, 1.6 MB, on a PC's disk; allow a slow eMMC 50 times that). The
 price of a longer lead: a worker lost before the first periodic checkpoint of the pass
 loses up to the lead's worth of steps more."""
@@ -69,8 +75,18 @@ state is at fault. (A bad sample in memory can be in two batches in a row, the l
 epoch and the first of the next: that is still the data, and is skipped.)"""
 
 
+STATE_FAULTS_BEFORE_FAILING = 3
+"""States found changed in memory (``Trainer.state_fault``) after going back to one checkpoint before
+the job fails: each is an upset put right by loading it, but this many from one checkpoint say the
+state is not what upsets do to it (a fault in the board, or in the check itself)."""
+
+
 class TrainingRefusedError(ArithmeticError):
     """Steps keep being refused even from the last checkpoint: the job cannot go on as it is."""
+
+
+class StateFaultError(ArithmeticError):
+    """The trainer's state in memory is not one the steps it accepted can have made: not written."""
 
 
 class SteppableTrainer(Protocol):
@@ -136,7 +152,7 @@ class TrainingStatus:
     # restarted worker resumes from (what happened after that checkpoint and before the restart is lost).
     saa_checkpoints: int = 0  # passes for which the state was checkpointed before the SAA entry
     steps_refused: int = 0  # steps the checks refused (none of them was committed)
-    restores: int = 0  # times the last checkpoint was loaded because steps kept being refused
+    restores: int = 0  # times the last checkpoint was loaded: steps kept being refused, or the state changed
     last_refusal: str = ""  # why the last refused step was refused, with the numbers
     checkpoints_failed: int = 0  # writes that failed in this worker's run (a failed write keeps no count)
     # The environment the agent predicted while the job ran (each radiation_tick): the worst flux class and
@@ -189,6 +205,7 @@ class TrainingJob:
         self._refused_in_row = 0
         self._suspects: np.ndarray | None = None  # samples of the batch skipped in this run of refusals
         self._restored_from: int | None = None  # checkpoint step loaded since the last new checkpoint
+        self._state_faults: tuple[int, int] = (-1, 0)  # (checkpoint step, state faults put right from it)
         self._saved_counts: dict[str, int] = {}  # the counts the checkpoint file holds (_COUNTS)
 
     @property
@@ -213,7 +230,7 @@ class TrainingJob:
             if ck.meta["job"] != self.identity:
                 raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
             self._load(ck)
-        except (CorruptFile, ValueError, KeyError, TypeError) as exc:  # arrays or a position that do not fit
+        except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc:  # arrays or a position that do not fit
             quarantine(self.checkpoint_path)
             self._event("checkpoint_refused", reason=str(exc) if isinstance(exc, CorruptFile)
                         else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})")
@@ -235,12 +252,30 @@ class TrainingJob:
         return True
 
     def _load(self, ck: Checkpoint) -> None:
+        """Take ``ck``'s state, refusing one with a value that is not a number (``CorruptFile``, the trainer
+        left as it was): a state this build writes never has one (its state check), an older build's may
+        (found in review: Adam's ``v`` x 2^128 was written, and a state the check refused went back to it)."""
+        bad = next((name for name, a in ck.arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+        if bad is not None:
+            raise CorruptFile(f"{self.checkpoint_path.name}: {bad} holds a value that is not finite")
         self.trainer.load_state(ck.arrays)
         self.cursor = DataCursor(len(self.x), self.plan.batch_size, self.plan.seed,
                                  int(ck.meta["epoch"]), int(ck.meta["index"]))
         self.status.step = self.status.last_checkpoint_step = ck.step
 
+    def _state_fault(self, arrays: dict[str, np.ndarray] | None = None) -> str:
+        """Why the trainer's state is not one its accepted steps can have made, or empty (a trainer
+        with no such check: empty)."""
+        check = getattr(self.trainer, "state_fault", None)
+        return check(arrays) if check is not None else ""
+
     def checkpoint(self) -> None:
+        """Write the state; :class:`StateFaultError` (nothing written) where it is not one the steps
+        accepted since the last checkpoint can have made."""
+        arrays = self.trainer.state_arrays()
+        fault = self._state_fault(arrays)
+        if fault:
+            raise StateFaultError(fault)
         moved = self.status.step != self.status.last_checkpoint_step
         counts = {key: getattr(self.status, key) for key in _COUNTS}
         meta: dict[str, Any] = {"epoch": self.cursor.epoch, "index": self.cursor.index, "seed": self.plan.seed,
@@ -248,7 +283,10 @@ class TrainingJob:
                                 "saa_entry_unix_s": self._saa_entry_at,
                                 "worst_flux": self.status.worst_flux.value if self.status.worst_flux else None,
                                 "in_saa": self.status.in_saa, **counts}
-        save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, self.trainer.state_arrays(), meta))
+        save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, arrays, meta))
+        mark = getattr(self.trainer, "mark", None)
+        if mark is not None:
+            mark(arrays)  # the state written is what the next one is held to
         self.status.last_checkpoint_step = self.status.step
         self._saved_counts = counts
         if moved:  # a new state: going back to it is a first time (the same one rewritten with its counts is not)
@@ -338,11 +376,18 @@ class TrainingJob:
         return ran
 
     def _refused(self, exc: StepRefusedError, position: tuple[int, int], idx: np.ndarray) -> None:
-        """A step the trainer refused (its state is as before it): count it and climb the ladder."""
+        """A step the trainer refused (its state is as before it): count it and climb the ladder, unless
+        the state itself was changed in memory, which a step from it can only repeat: then go back at once
+        (found in review: a weight upset that only some batches reach was skipped as bad data, and written
+        into the checkpoints)."""
         self.status.steps_refused += 1
         self.status.last_refusal = exc.reason[:200]
         self._refused_in_row += 1
         self._event("step_refused", step=self.status.step + 1, reason=exc.reason, in_row=self._refused_in_row)
+        fault = self._state_fault()
+        if fault:
+            self._go_back(fault)
+            return
         if self._refused_in_row == 1:
             self.cursor.seek(*position)  # the same batch again: an upset during the step does not recur
         elif self._refused_in_row == 2:
@@ -350,6 +395,11 @@ class TrainingJob:
         elif self._suspects is not None and np.intersect1d(self._suspects, idx).size:
             self._suspects = np.intersect1d(self._suspects, idx)  # the same sample again: still the data
             if self._refused_in_row > 2 * REFUSALS_BEFORE_RESTORE:  # in every batch: batches near the whole set
+                if self.status.last_checkpoint_step >= 0 and self._restored_from != self.status.last_checkpoint_step:
+                    # The data is not shown to be at fault until the checkpoint's state is refused on it too: with
+                    # batches near the whole set, a fault in the state is in every batch as well (found in review).
+                    self._restore(exc)
+                    return
                 raise TrainingRefusedError(
                     f"{self._refused_in_row} steps refused in a row, the last: {exc.reason}; every batch holds "
                     f"sample(s) {self._suspects[:8].tolist()} of the data set (check the data set, or use smaller batches)")
@@ -365,12 +415,44 @@ class TrainingJob:
             raise TrainingRefusedError(
                 f"{why}, again after going back to the checkpoint of step {ck_step}: the training diverges or "
                 "its data is bad (lower the learning rate, or check the data set)")
+        ck = self._load_again(why)
+        self._restored_from = ck.step
+        self._refused_in_row = 0
+        self._suspects = None
+        self.status.restores += 1
+        self._event("restored", step=ck.step, reason=why)
+
+    def _load_again(self, why: str) -> Checkpoint:
+        """Load the last checkpoint (going back to it, for ``why``); one that cannot be loaded fails the job."""
         try:
             ck = load_checkpoint(self.checkpoint_path)
-        except (CorruptFile, OSError) as exc_ck:
+            self._load(ck)
+        except (CorruptFile, OSError, ValueError, KeyError, TypeError, OverflowError) as exc_ck:
             raise TrainingRefusedError(f"{why}; the checkpoint to go back to is unreadable: {exc_ck}") from None
-        self._load(ck)
-        self._restored_from = ck.step
+        return ck
+
+    def state_checked(self) -> bool:
+        """Check the state now (before its trained model is exported, say): True if it is one the steps
+        accepted since the last checkpoint can have made; else go back to that checkpoint (as between
+        steps) and return False. Raises :class:`TrainingRefusedError` where it cannot go back."""
+        fault = self._state_fault()
+        if fault:
+            self._go_back(fault)
+        return not fault
+
+    def _go_back(self, fault: str) -> None:
+        """The state was changed in memory between steps (``fault``): load the last checkpoint, whose
+        state was checked before it was written and whose SHA-256 is checked now."""
+        ck_step = self.status.last_checkpoint_step
+        why = f"the state changed in memory between steps: {fault}"
+        if ck_step < 0:
+            raise TrainingRefusedError(f"{why}; no checkpoint yet to go back to (start the job again)")
+        at, count = self._state_faults
+        count = count + 1 if at == ck_step else 1
+        if count > STATE_FAULTS_BEFORE_FAILING:
+            raise TrainingRefusedError(f"{why}; {count} times since going back to the checkpoint of step {ck_step}")
+        ck = self._load_again(why)
+        self._state_faults = (ck.step, count)
         self._refused_in_row = 0
         self._suspects = None
         self.status.restores += 1
@@ -390,6 +472,9 @@ class TrainingJob:
         pause that could not write ended the worker, and again at every restart). True if written."""
         try:
             self.checkpoint()
+        except StateFaultError as exc:
+            self._go_back(str(exc))  # not written: the file keeps the last state known good
+            return False
         except OSError as exc:
             self.status.checkpoints_failed += 1
             self._event("checkpoint_failed", step=self.status.step,

@@ -301,10 +301,11 @@ def _node_inputs(data: bytes) -> tuple[set[str], set[str]]:
     return main, subgraph_reads(graph) - main
 
 
-def _check_output_of(data: bytes) -> tuple[str, str, str]:
+def _check_output_of(data: bytes, precision: str = "fp32") -> tuple[str, str, str]:
     """What the ONNX model ``data`` says of the checksum pass's per-sample output: "ours" (this
     build's pass made it, or one whose checks it vouches for (``TRUSTED_PASS_VERSIONS``), every node
-    checked at its own tolerance: its flag is trusted, as far as the model's signature is),
+    checked at its own tolerance, for arithmetic no finer than the session's ``precision``: its flag is
+    trusted, as far as the model's signature is),
     "foreign" (an output of that name the pass of this
     build did not make as the worker would: never read as a check), or "" (none); with the precision
     the pass's record gives where it is ours ("" otherwise), and why it is foreign ("" otherwise)."""
@@ -327,6 +328,11 @@ def _check_output_of(data: bytes) -> tuple[str, str, str]:
         return "foreign", "", f"its checks leave {len(skipped)} node(s) unchecked ({first.get('node', '?')})"
     if record.get("rtol") is not None or record.get("atol") != DEFAULT_ATOL or record.get("safety") != SAFETY:
         return "foreign", "", "it was protected with a tolerance other than the pass's own"
+    if precision == "tf32" and record.get("precision") != "tf32":
+        # fp32's tolerance, on a session that may round Conv and MatMul operands to TF32: past it on every
+        # tile (found in review: a model protected on the ground was read all the same).
+        return "foreign", "", f"it was protected for {record.get('precision') or 'fp32'} arithmetic, and this " \
+                              "session may run in tf32"
     return "ours", str(record.get("precision", "")), ""
 
 
@@ -735,7 +741,7 @@ class Worker:
     def _abft_bytes(self, name: str, data: bytes, sha256: str, precision: str, nchwc: int = 0) -> bytes | None:
         """``data`` with the checksum pass's checks, or None: it has ours already, or the pass refused it (said)."""
         try:
-            made_by, _, why = _check_output_of(data)
+            made_by, _, why = _check_output_of(data, precision)
             if made_by == "foreign":
                 self._checks_refused(name, sha256, f"its output {CHECK_OUTPUT} is not read as a check: {why}", precision)
                 return None
@@ -835,7 +841,8 @@ class Worker:
         self.provider = opened.provider
         session = opened.session
         names = [o.name for o in session.get_outputs()]
-        made_by, precision, _ = _check_output_of(data) if CHECK_OUTPUT in names else ("", "", "")
+        made_by, precision, _ = _check_output_of(data, abft_precision(self.providers)) if CHECK_OUTPUT in names \
+            else ("", "", "")
         check = CHECK_OUTPUT if made_by == "ours" and self.abft_checks else None  # the parameter off: not read
         ranged = RANGE_OUTPUT if ranged and RANGE_OUTPUT in names else None
         # The model's own result, never an output a pass added: "probabilities", else the first.
@@ -959,8 +966,8 @@ class Worker:
             self._injector.poll()
             self._injector.settle(list(self._sessions.values()))  # a session dropped since ends its upsets
             owned = [s for s in self._sessions.values() if s.scrubber is not None]
-            if owned:
-                self._injector.strike_weights(owned[0])
+            if owned:  # any scrubbed session, as its bytes are hit (found in audit: all went into the first)
+                self._injector.strike_weights(*owned)
         period = self._scrub_period_s()
         if self._period_since is None or self._period_since[0] != period:
             self._period_since = (period, now_s)
@@ -999,39 +1006,41 @@ class Worker:
 
     def _scrub(self, name: str, scrubber: WeightScrubber, run: Any) -> None:
         passes, chunks = scrubber.passes, scrubber.chunks_checked
+        lost: WeightsUnrepairable | None = None
         try:
             repairs: list[Repair] = run(scrubber)
         except WeightsUnrepairable as exc:
             # Nothing in memory settles it: drop the session; the next slice loads the model from the
-            # store again (SHA-256 checked, golden copy if need be) and builds a new one.
+            # store again (SHA-256 checked, golden copy if need be) and builds a new one. The chunks the
+            # call put right before it are counted and said as any (found in audit: they were lost).
+            lost, repairs = exc, exc.repairs
             if self._injector is not None:
                 self._injector.rebuilt([v for v in self._sessions.values() if v.scrubber is scrubber])
             self._sessions = {k: v for k, v in self._sessions.items() if v.scrubber is not scrubber}
             self._drops += 1
-            self.scrub_repairs += 1
-            self._repaired(name)
-            if scrubber.watched:  # whatever it hit: the repairs of this call before it are lost with the session
-                self._watched_repairs[name] = self._watched_repairs.get(name, 0) + 1
-            self.event("WEIGHTS_REPAIRED", name=name, tensor=exc.tensor, chunk=exc.chunk, bytes=0, golden=0,
-                       source="model store")
-            return
         finally:
             self.scrub_passes += scrubber.passes - passes
             self.scrub_chunks += scrubber.chunks_checked - chunks
             if self._injector is not None:
                 self._injector.settle(list(self._sessions.values()))
                 self._injector.save()
-        self.scrub_repairs += len(repairs)
-        wrong = sum(r.bytes_differing > 0 for r in repairs)  # a golden copy or a CRC entry alone: results were right
+        self.scrub_repairs += len(repairs) + (lost is not None)
+        # A golden copy or a CRC entry alone: results were right; the chunk nothing settles: they may not be.
+        wrong = sum(r.bytes_differing > 0 for r in repairs) + (lost is not None)
         if wrong:
             self._repaired(name, wrong)
-            if any(r.bytes_differing > 0 and r.tensor in scrubber.watched for r in repairs):
+            if (lost is not None and scrubber.watched) or any(r.bytes_differing > 0 and r.tensor in scrubber.watched
+                                                             for r in repairs):
                 # results made before this repair may be wrong, and passed: those not yet released are made again
                 self._watched_repairs[name] = self._watched_repairs.get(name, 0) + 1
-        each = repairs if len(repairs) <= REPAIR_EVENTS_PER_STEP else repairs[:REPAIR_EVENTS_PER_STEP - 1]
+        cap = REPAIR_EVENTS_PER_STEP - (lost is not None)  # the reload is always said on its own
+        each = repairs if len(repairs) <= cap else repairs[:cap - 1]
         for r in each:
             self.event("WEIGHTS_REPAIRED", name=name, tensor=r.tensor[:64], chunk=r.chunk, bytes=r.bytes_differing,
                        golden=r.golden_fixed, source=r.source)
+        if lost is not None:
+            self.event("WEIGHTS_REPAIRED", name=name, tensor=lost.tensor[:64], chunk=lost.chunk, bytes=0, golden=0,
+                       source="model store")
         rest = repairs[len(each):]
         if rest:  # the rest in one (found in review: a full scrub's repairs past the cap were said nowhere)
             tensors = sorted({r.tensor for r in rest})
@@ -1315,11 +1324,27 @@ class Worker:
         for job_id, tjob in list(self._training.items()):
             job = self.jobs[job_id]
             if job.state is JobState.RUNNING:
-                tjob.pause(reason)
+                try:
+                    tjob.pause(reason)
+                except Exception as exc:  # noqa: BLE001 - its state failed its check with nothing to go back to
+                    self._finish(job, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+                    continue
                 job.state, job.detail = JobState.PAUSED, reason[:120]
                 job.progress = tjob.status.step
                 self._save_jobs()
                 self.event("JOB_PAUSED", job_id=job_id, step=job.progress, reason=reason)
+
+    def _tick_training(self) -> None:
+        """Running training jobs see each SAA pass coming whichever job has the slice (a continuous job's
+        slice is one file: training goes on between files, not paused, and checkpointed, at each), at each
+        slice and through the duty cycle's rests (:meth:`run`: found in review, behind files of seconds a
+        rest of three times as long let the checkpoint's lead pass unseen)."""
+        for job_id, tjob in list(self._training.items()):
+            if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
+                try:
+                    tjob.radiation_tick(self._radiation_now())  # once per SAA pass, just before the entry predicted
+                except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
+                    self._finish(known, JobState.FAILED, f"{type(exc).__name__}: {exc}")
 
     def work_slice(self) -> float:
         """Run one slice of the best job; return the seconds spent working."""
@@ -1329,14 +1354,7 @@ class Worker:
         if not admitted or job is None or (job.kind is not JobKind.TRAINING and not job.continuous):
             self._pause_training("not admitted: " + (self.reason or self.admission.value) if not admitted or job is None
                                  else "inference goes first")
-        # A continuous job's slice is one file: training goes on between files, not paused (and
-        # checkpointed) at each. Running jobs see each SAA pass coming whichever job has this slice.
-        for job_id, tjob in list(self._training.items()):
-            if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
-                try:
-                    tjob.radiation_tick(self._radiation_now())  # once per SAA pass, just before the entry predicted
-                except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
-                    self._finish(known, JobState.FAILED, f"{type(exc).__name__}: {exc}")
+        self._tick_training()
         if job is None:
             return 0.0
         if job.state is not JobState.RUNNING:
@@ -1372,9 +1390,9 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds for a model it cannot run
             raise ModelLoadFailed(f"{type(exc).__name__}: {exc}") from exc
         injector = self._injector
-        if injector is not None:  # HIL only: the harness's upsets, weights struck now
+        if injector is not None:  # HIL only: the harness's upsets, weights struck now, in any open model
             injector.poll()
-            injector.strike_weights(model)
+            injector.strike_weights(*self._sessions.values())
         if job.continuous:
             files = self._incoming_files()
             if not files:
@@ -1822,7 +1840,7 @@ class Worker:
             steps += tjob.run(8)
         self._train_rate = (steps, time.monotonic() - t0)
         job.progress = tjob.status.step
-        if tjob.done:
+        if tjob.done and tjob.state_checked():  # else it went back to its last checkpoint: trained on next slice
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             data = model.SerializeToString()
@@ -1972,6 +1990,8 @@ class Worker:
             while going_on():
                 deferred = bool(self._deferred)  # taken in while work went on (_keepalive): before anything newer
                 wait_s = min(max(idle_s, rest_until - time.monotonic(), 0.0), 1.0)  # the parent looked at each s
+                if time.monotonic() < rest_until:
+                    self._tick_training()  # resting: each time round, at least once a second
                 if not deferred and not poller.poll(math.ceil(wait_s * 1000)):
                     if time.monotonic() >= rest_until:
                         break

@@ -30,7 +30,16 @@ import onnx
 import onnxruntime as ort
 
 from flight.compute.training.graph import build_inference_model, build_training_step, check_weights, init_state, init_weights
-from flight.compute.training.guard import DEFAULT_LIMITS, STATE_KEYS, StepGuard, StepLimits
+from flight.compute.training.guard import (
+    DEFAULT_LIMITS,
+    EVER_KEY,
+    STATE_KEYS,
+    Anchor,
+    StepGuard,
+    StepLimits,
+    anchor_of,
+    state_fault,
+)
 from flight.compute.training.spec import (
     ADAM_T,
     Adam,
@@ -152,6 +161,8 @@ class Trainer:
             self._bufs[0][n].update_inplace(np.asarray(a, order="C"))  # (ascontiguousarray would make 0-d 1-d)
         self._cur = 0  # index of the buffer set that holds the current state
         self._steps = 0
+        self._anchor: Anchor | None = None
+        self.mark(initial)
 
         ce = spec.loss == "softmax_cross_entropy"
         self._x = self._empty((self.batch_size, spec.input_dim), self._dt)
@@ -281,7 +292,7 @@ class Trainer:
         if ADAM_T in expected:
             expected[ADAM_T] = np.dtype(np.int64)
         missing = [n for n in expected if n not in arrays]
-        extra = [n for n in arrays if n not in expected and n not in STATE_KEYS]
+        extra = [n for n in arrays if n not in expected and n not in STATE_KEYS and n != EVER_KEY]
         history = [n for n in STATE_KEYS if n in arrays]
         if history and len(history) != len(STATE_KEYS):
             missing += [n for n in STATE_KEYS if n not in arrays]
@@ -311,6 +322,52 @@ class Trainer:
         self._steps = int(checked[STEP_KEY])
         if guard is not None:
             self.guard = guard  # the state's own history, else none: the norms before were another state's
+        self.mark(checked)  # what was loaded is the anchor (a checkpoint's, whose SHA-256 was checked)
+        self._lr.update_inplace(np.array(self._lr_value, dtype=self._dt))  # and the rate as set, anew
+
+    # -- the state between steps (training/guard.py: state_fault) ---------------------------------
+
+    def _moments(self) -> tuple[str, ...]:
+        return tuple(n for n in self.signature.carried if n not in self.signature.params and n != ADAM_T)
+
+    def mark(self, arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        """Take ``arrays`` (as :meth:`state_arrays` gives them; default: the state now) as the anchor
+        :meth:`state_fault` holds the state to: call it with a state checked and written."""
+        arrays = self.state_arrays() if arrays is None else arrays
+        adam_t = ADAM_T if ADAM_T in self.signature.carried else None
+        self._anchor = anchor_of(arrays, self.signature.params, self._moments(), adam_t)
+        if self.guard is not None:
+            self.guard.mark()
+
+    def state_fault(self, arrays: Mapping[str, np.ndarray] | None = None) -> str:
+        """Empty if the state (``arrays``, else the state now) is one the steps accepted since the anchor
+        (:meth:`mark`, :meth:`load_state`) can have made; else what is wrong with it, with the numbers: an
+        upset in memory between steps, which no step check sees (:func:`~flight.compute.training.guard.state_fault`).
+        Without step checks there are no norms to hold it to: only non-finite values are found."""
+        arrays = self.state_arrays() if arrays is None else arrays
+        adam_t = ADAM_T if ADAM_T in self.signature.carried else None
+        lr = float(self._lr.numpy())
+        if lr != float(np.asarray(self._lr_value, dtype=self._dt)):  # in memory too (found in review: x 256 passed)
+            return f"the learning rate in memory is {lr:.6g}, set to {self._lr_value:.6g}"
+        if self.guard is None or self._anchor is None:
+            bad = next((n for n, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+            return f"{bad} is not finite in memory between steps" if bad else ""
+        momentum = self.optimizer.momentum if isinstance(self.optimizer, Sgd) else None
+        return state_fault(arrays, self._anchor, self.guard, momentum, adam_t)
+
+    def flip_bit(self, name: str, flat_index: int, bit: int) -> None:
+        """Flip one bit of one element of the live state ``name`` (or of the learning rate, the step's
+        ``lr`` input), as an upset in its memory would (the tests' injection: :meth:`load_state` would
+        take the result as a new anchor)."""
+        if name != self.signature.lr and name not in self.signature.carried:
+            raise KeyError(f"{name!r} is not in the state (one of {[self.signature.lr, *self.signature.carried]})")
+        value = self._lr if name == self.signature.lr else self._bufs[self._cur][name]
+        a = np.array(value.numpy(), copy=True)
+        if not 0 <= flat_index < a.size or not 0 <= bit < 8 * a.itemsize:
+            raise ValueError(f"element {flat_index} bit {bit} is outside {name} ({a.size} elements of "
+                             f"{8 * a.itemsize} bits)")
+        a.reshape(-1).view(f"u{a.itemsize}")[flat_index] ^= np.array(1 << bit).astype(f"u{a.itemsize}")
+        value.update_inplace(a)
 
     def inference_model(self) -> onnx.ModelProto:
         """The forward pass with the current weights (:func:`build_inference_model`)."""
