@@ -354,6 +354,18 @@ def test_a_failed_range_flag_is_handled_as_a_failed_checksum_scrubbed_and_run_ag
     assert [e.args["tensor"] for e in bench.events("WEIGHTS_REPAIRED")] == ["band_std"]
 
 
+@pytest.mark.req("RAD-106", "RAD-112")
+def test_a_model_the_checksum_pass_refuses_is_said_once_per_version_however_range_checks_change(bench):
+    """Found in audit: each change of ``range_checks`` made the version again, ran the checksum pass again
+    and said MODEL_UNCHECKED again. Once per version."""
+    bench.worker.store.install("tiny", "1", tiny(2.0), provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("pairs", np.random.default_rng(3).uniform(0.1, 1.0, (8, 2)))
+    for job_id, ranges_on in enumerate((False, True, False, True), 1):
+        admit(bench, ranges_on=ranges_on)
+        infer(bench, job_id, model="tiny", name="pairs")
+    assert [e.args["name"] for e in bench.events("MODEL_UNCHECKED")] == ["tiny"]
+
+
 @pytest.mark.req("RAD-112")
 def test_a_model_with_no_reference_inputs_runs_without_ranges_and_the_worker_says_why(bench):
     bench.worker.store.install("tiny", "1", tiny(2.0), provenance=Provenance("test", False, "", time.time()))

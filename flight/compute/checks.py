@@ -239,9 +239,11 @@ class ProductChecks:
         self.in_saa = self.in_saa or in_saa
         self.lat_deg = lat_deg
 
-    def restate(self, first_tile: int, status: np.ndarray | None) -> None:
+    def restate(self, first_tile: int, status: np.ndarray | None, double_run: bool = False,
+                mismatch: bool = False) -> None:
         """Tiles ``first_tile`` onwards (``len(status)`` of them) were made again: their result
-        changed while it was held (its CRC-32). Their status becomes the new run's (None: unchecked)."""
+        changed while it was held (its CRC-32). Their status becomes the new run's (None: unchecked);
+        ``double_run``: the new run was checked by running it twice (``mismatch``: and they differed)."""
         whole = self.tile_status()
         n = len(status) if status is not None else 0
         if status is None or first_tile < 0 or first_tile + n > len(whole):
@@ -252,6 +254,8 @@ class ProductChecks:
         self.tiles_failed = int(np.count_nonzero(whole == FAILED))
         self.reruns += 1
         self.results_changed += 1
+        self.double_runs += int(double_run)
+        self.double_run_mismatches += int(mismatch)
 
     def tile_status(self) -> np.ndarray:
         parts = [s if s is not None else np.full(n, UNCHECKED, np.int8) for n, s in self.status]

@@ -409,6 +409,10 @@ class Worker:
         self.abft_checks = False
         self.range_checks = False  # the parameter range_checks (off by default, as the agent's)
         self._checked_models: dict[str, _CheckedModel] = {}  # model name -> its version as the pass made it
+        # model name -> (SHA-256, precision) of its version whose running unchecked was said (MODEL_UNCHECKED):
+        # said once per version, whatever is made again around it (found in audit: each range_checks change
+        # ran the pass again, and said it again)
+        self._unchecked_said: dict[str, set[tuple[str, str]]] = {}
         # model name -> why its current version runs without range checks (MODEL_RANGES_UNCHECKED says it)
         self.range_notes: dict[str, str] = {}
         # model name -> (SHA-256, version, ranges learned or None): learned once per version
@@ -811,7 +815,12 @@ class Worker:
         """Version ``sha256`` of ``name`` runs without the checksum pass's checks: remember it, say why."""
         self._checked_models[name] = _CheckedModel(sha256, None, "", precision, self.abft_checks, self.range_checks,
                                                    version)
-        self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
+        said = self._unchecked_said.get(name, set())
+        if not any(sha == sha256 for sha, _ in said):
+            said = set()  # another version: what was said of the last one is over
+        if (sha256, precision) not in said:
+            self._unchecked_said[name] = said | {(sha256, precision)}
+            self.event("MODEL_UNCHECKED", name=name, reason=reason[:200])
 
     def _open_bytes(self, name: str, data: bytes, version: str, sha256: str, from_golden: bool,
                     ranged: bool = False) -> _Session:
@@ -1632,9 +1641,12 @@ class Worker:
                 current = self._session(job.model)  # built anew where nothing could repair them
             if current.sha256 != checks.model_sha256:  # rebuilt from another version since: not this product's
                 raise _ModelChanged(current)
-            probs, ok, failed = self._checked_run(current, tiles, double=not current.checked)
+            double = not current.checked  # no checksum flags: a double run checks it (counted as any, found in audit)
+            probs, ok, failed = self._checked_run(current, tiles, double=double)
+            self.double_runs += double
             self.results_marked += bool(failed)
-            checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8))
+            checks.restate(first_tile, np.where(ok, PASSED, FAILED).astype(np.int8), double_run=double,
+                           mismatch="double run" in failed)
             self._check_failed(job, "output CRC" if crc_changed else "unchecked weights", len(tiles), failed,
                                outcome=("made again: " + (f"{failed} failed on the new run, tiles marked failed"
                                                           if failed else "the new run passed its checks")))

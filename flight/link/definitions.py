@@ -658,21 +658,24 @@ COMPUTE_CHANNELS = (
     Channel("scrub_chunks", T.U64, "count", "Weight chunks (64 KiB) checked since the worker started"),
     Channel("scrub_repairs", T.U32, "count", "Weight chunks repaired from the golden copies (or reloaded from "
             "the model store) since the worker started", Limits(warn_high=1)),
-    Channel("checks_failed", T.U32, "count", "Result checks failed (checksum flag or double-run mismatch), "
-            "before the scrub and rerun", Limits(warn_high=1)),
+    Channel("checks_failed", T.U32, "count", "Result checks failed (checksum flag, range check, double-run "
+            "mismatch, a run onnxruntime refused, a result changed while held, or one made while a weight no check "
+            "covers was wrong), before the scrub and rerun", Limits(warn_high=1)),
     Channel("reruns", T.U32, "count", "Batches run again after a failed check and a scrub"),
     Channel("double_runs", T.U32, "count", "Batches run twice and compared"),
     Channel("results_marked", T.U32, "count", "Batches that failed their check again after the scrub and rerun: "
             "their tiles are marked failed in the product", Limits(warn_high=1)),
-    Channel("train_steps_refused", T.U32, "count", "Training steps refused before they were committed: a loss, "
-            "gradient or update not finite, or a norm far above the recent ones (flight/compute/training/guard.py)"),
-    Channel("train_restores", T.U32, "count", "Training jobs sent back to their last checkpoint after refusals "
-            "that persisted past a retry and a skipped batch", Limits(warn_high=1)),
+    Channel("train_steps_refused", T.U32, "count", "Training steps refused before they were committed: a label "
+            "out of range, a loss, gradient or update not finite, a norm above 1e10, or one far above the recent ones "
+            "and the largest the job accepted (flight/compute/training/guard.py)"),
+    Channel("train_restores", T.U32, "count", "Training jobs sent back to their last checkpoint: refusals "
+            "persisted past a retry and a skipped batch, or the state changed in memory between steps",
+            Limits(warn_high=1)),
     Channel("train_saa_checkpoints", T.U32, "count", "Checkpoints written because the agent predicted an SAA "
             "entry within 30 s"),
     Channel("train_checkpoints_refused", T.U32, "count", "Training checkpoints not resumed: they failed their "
-            "SHA-256, did not fit the trainer, or could not be shown to be the job's (moved aside until the job "
-            "ends; the job started from step 0)", Limits(warn_high=1)),
+            "SHA-256, did not fit the trainer, held a value that is not a number, or could not be shown to be the "
+            "job's (moved aside until the job ends; the job started from step 0)", Limits(warn_high=1)),
     Channel("infer_files_rejected", T.U32, "count", "Files in incoming/ a continuous job refused (unreadable, "
             "not numbers, the wrong shape for the model, NaN or infinite values): moved to incoming/rejected/",
             Limits(warn_high=1)),
@@ -878,7 +881,8 @@ EVENTS = (
           ("name", "tensor", "chunk", "bytes", "golden", "source")),
     Event("RESULT_CHECK_FAILED", 0x00E9, Severity.WARNING_HI,
           "Job {job_id}: {check} check failed on {tiles} tiles; {outcome}",
-          "A batch failed its checksum flags or its double run; the weights were scrubbed (where the session's are) "
+          "A batch failed its checksum flags, its range checks (check \"range\") or its double run; the weights "
+          "were scrubbed (where the session's are) "
           "and the batch run again (outcome: passed then, or its tiles marked failed in the product; the outcome "
           "says where no scrub ran). Check \"run refused\": onnxruntime refused the batch (an upset in an integer "
           "weight), which ran after the scrub; \"output CRC\": a result changed while held; \"unchecked weights\": "
@@ -891,7 +895,8 @@ EVENTS = (
           "the weights are as before it; the batch is retried, then skipped. At most one every 10 s; "
           "train_steps_refused counts them all", ("job_id", "step", "reason", "in_row")),
     Event("TRAIN_RESTORED", 0x00EC, Severity.WARNING_HI, "Job {job_id} back to its checkpoint at step {step}: {reason}",
-          "Refused steps persisted past a retry and a skipped batch: the job went back to its last checkpoint",
+          "Refused steps persisted past a retry and a skipped batch, or the trainer's state changed in memory "
+          "between steps (one the steps it accepted cannot have made): the job went back to its last checkpoint",
           ("job_id", "step", "reason")),
     Event("TRAIN_SAA_CHECKPOINT", 0x00ED, Severity.ACTIVITY_LO,
           "Job {job_id} checkpointed at step {step}: SAA entry predicted in {entry_in_s:.0f} s",
@@ -899,7 +904,8 @@ EVENTS = (
           ("job_id", "step", "entry_in_s")),
     Event("TRAIN_CHECKPOINT_REFUSED", 0x00F1, Severity.WARNING_HI,
           "Job {job_id}: checkpoint not resumed ({reason}); moved aside, the job starts from step 0",
-          "A training job's checkpoint failed its SHA-256, did not fit the trainer, was another job's (a job id "
+          "A training job's checkpoint failed its SHA-256, did not fit the trainer, held a value that is not a "
+          "number, was another job's (a job id "
           "given again after the agent's state was lost) or older than checkpoints that name their job: wrong "
           "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends. "
           "train_checkpoints_refused counts them", ("job_id", "reason")),
