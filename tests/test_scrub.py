@@ -416,6 +416,38 @@ def test_a_scrub_staying_behind_says_so_once_while_each_slice_checks_the_watched
     assert said.args["period_s"] == 30.0
 
 
+@pytest.mark.req("RAD-102", "RAD-103")
+def test_the_scrub_keeps_the_agents_time_where_it_runs_ahead_of_the_workers(bench):
+    """Found in audit: under the harness the agent's clock is simulated (a step of a minute in tens of
+    milliseconds), but the worker scrubbed on its own wall clock: a simulated orbit saw 0.4 of a pass where
+    a board sees 4, and golden-copy upsets went unfound. Each Admit carries the agent's clock; the worker's
+    scrub, its ages and its countdowns follow it. Here 50 minutes of agent time pass in a few real ms."""
+    bench.worker.install_shipped_models()
+    quiet = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0)
+
+    def tick(agent_s: float) -> None:
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 4, 1.0, None, "test", radiation=quiet,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                      clock_s=agent_s))
+
+    tick(10_000.0)
+    scrubber = bench.worker._session("cloud_screen").scrubber  # noqa: SLF001
+    start = bench.worker.clock_s()
+    passes = scrubber.passes
+    for agent_s in np.arange(10_060.0, 13_001.0, 60.0):  # 50 steps of a minute
+        tick(float(agent_s))
+        bench.worker.scrub_tick()
+    assert bench.worker.clock_s() - start > 2990.0  # 3000 s of steps, less the real ms between them
+    assert scrubber.passes - passes >= 1  # 3000 s at a period of 1500 s (a pass is spread over the period)
+    assert bench.worker.status().scrub_age_s <= 1500.0
+    # An agent whose clock runs with the worker's (a board) moves nothing on: the messages' delays are no gain.
+    ahead, t0 = bench.worker._ahead_s, time.monotonic()  # noqa: SLF001
+    for _ in range(5):
+        tick(13_000.0 + (time.monotonic() - t0))
+        bench.worker.scrub_tick()
+    assert bench.worker._ahead_s == ahead  # noqa: SLF001
+
+
 def moving_clock(monkeypatch, module):
     """A clock for ``module``'s ``time`` that moves only when told (``.t``); the rest of ``time`` as it is."""
     real = module.time

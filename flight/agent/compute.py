@@ -293,7 +293,7 @@ class ComputeSupervisor(Component):
                             radiation=self.radiation, double_run_fraction=float(p["double_run_fraction"]),
                             double_run_all_in_saa=bool(p["double_run_all_in_saa"]),
                             scrub_weights=bool(p["weights_scrub"]), abft_checks=bool(p["abft_checks"]),
-                            range_checks=bool(p["range_checks"])))
+                            range_checks=bool(p["range_checks"]), clock_s=self._clock.monotonic_s()))
         self._heartbeat()
 
     def _heartbeat(self) -> None:

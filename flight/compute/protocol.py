@@ -96,6 +96,9 @@ class Admit:
     abft_checks: bool = False
     # And with range checks on their activations (flight/compute/ranges.py): the parameter range_checks.
     range_checks: bool = False
+    # The agent's monotonic clock when it sent this (simulated time under the harness): the worker's
+    # scrub schedule and countdowns follow it where it runs ahead of the worker's own (Worker.clock_s).
+    clock_s: float | None = None
 
 
 @dataclass(frozen=True)

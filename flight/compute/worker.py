@@ -150,6 +150,7 @@ INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this ofte
 MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
+CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this between two Admits is the messages' delay
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
@@ -399,7 +400,12 @@ class Worker:
         # The environment and the check parameters, as the agent last sent them (Admit); until then
         # nothing is known and nothing is run twice.
         self.radiation = cp.NO_RADIATION
-        self._radiation_at = 0.0  # time.monotonic() when it came
+        self._radiation_at = 0.0  # clock_s() when it came
+        # How far the agent's clock (Admit.clock_s) has run ahead of this process's monotonic clock: under the
+        # harness it is simulated time, steps of a minute in tens of milliseconds (found in audit: the scrub
+        # kept wall time, and a simulated orbit had 0.4 of a pass where a board has 4). See clock_s.
+        self._ahead_s = 0.0
+        self._agent_at: tuple[float, float] | None = None  # (Admit.clock_s, time.monotonic()) of the last one
         self.double_run_fraction = 0.0
         self.double_run_all_in_saa = False
         self.scrub_weights = True
@@ -517,8 +523,9 @@ class Worker:
             self.duty = min(1.0, max(0.05, msg.duty))
             self.power_w = msg.power_w
             self.reason = msg.reason[:200]
+            self._follow(msg.clock_s)
             self.radiation = msg.radiation
-            self._radiation_at = time.monotonic()
+            self._radiation_at = self.clock_s()
             self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
             self.double_run_all_in_saa = msg.double_run_all_in_saa
             wanted = (msg.scrub_weights, msg.abft_checks, msg.range_checks)
@@ -545,6 +552,27 @@ class Worker:
             self._stop = True
         else:
             raise ProtocolError(f"compute protocol: the worker does not take {type(msg).__name__}")
+
+    def clock_s(self) -> float:
+        """The worker's clock for what follows the agent's time (the scrub schedule and ages, the
+        countdown to the SAA entry, a training job's clock): this process's monotonic clock, moved on
+        wherever the agent's has run ahead of it (:meth:`_follow`). On a board the two run together; under
+        the harness the agent's is simulated, and the worker keeps its pace. Never goes back. The work
+        itself (slices, the duty cycle's rests, how often events are said) stays on the wall clock: the
+        CPU is real."""
+        return time.monotonic() + self._ahead_s
+
+    def _follow(self, agent_s: float | None) -> None:
+        """Take the agent's clock from an Admit: what it gained on this process's clock since the last
+        one, past :data:`CLOCK_SLACK_S` (the messages' own delays), moves :meth:`clock_s` on by as much."""
+        if agent_s is None or not math.isfinite(agent_s):
+            return
+        local = time.monotonic()
+        if self._agent_at is not None:
+            gained = (agent_s - self._agent_at[0]) - (local - self._agent_at[1])
+            if gained > CLOCK_SLACK_S:
+                self._ahead_s += gained
+        self._agent_at = (agent_s, local)
 
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job
@@ -833,7 +861,7 @@ class Worker:
         if self.scrub_weights:
             data = constants_as_initializers(data)  # weights in Constant nodes: owned and scrubbed too
             try:
-                scrubber = WeightScrubber.from_onnx(data, time.monotonic(), period_s=self._scrub_period_s())
+                scrubber = WeightScrubber.from_onnx(data, self.clock_s(), period_s=self._scrub_period_s())
                 options, owned = owned_weights_options(scrubber.owned, self.threads)
                 opened = open_session(data, self.providers, self.threads, options=options)
             except (SessionError, RuntimeError, TypeError) as exc:
@@ -970,7 +998,7 @@ class Worker:
 
     def scrub_tick(self, now_s: float | None = None) -> None:
         """From the loop: the scrub owed now on every scrubbed session, at the period the flux asks for."""
-        now_s = time.monotonic() if now_s is None else now_s
+        now_s = self.clock_s() if now_s is None else now_s
         if self._injector is not None:  # HIL only: weight upsets land whether or not a job runs
             self._injector.poll()
             self._injector.settle(list(self._sessions.values()))  # a session dropped since ends its upsets
@@ -1004,13 +1032,14 @@ class Worker:
         scrubber = model.scrubber
         if scrubber is None:
             return False
-        now = time.monotonic()
+        now = time.monotonic()  # how often: the CPU's time
         if now - self._last_full_scrub.get(id(scrubber), -math.inf) < RESCRUB_MIN_S:
             return True
         live = {id(sc) for _name, sc in self._scrubbers()}
         self._last_full_scrub = {k: v for k, v in self._last_full_scrub.items() if k in live}
         self._last_full_scrub[id(scrubber)] = now
-        self._scrub(model.name, scrubber, lambda sc: sc.scrub_all(now))
+        at = self.clock_s()
+        self._scrub(model.name, scrubber, lambda sc: sc.scrub_all(at))
         return True
 
     def _scrub(self, name: str, scrubber: WeightScrubber, run: Any) -> None:
@@ -1075,7 +1104,7 @@ class Worker:
         so a fault that lands after it changes no result released before it as passed."""
         if model is not None and model.scrubber is not None and model.scrubber.watched \
                 and not self._session_dropped(model):
-            self._scrub(name, model.scrubber, lambda sc: sc.check_watched(time.monotonic()))
+            self._scrub(name, model.scrubber, lambda sc: sc.check_watched(self.clock_s()))
         return self._watched_repairs.get(name, 0)
 
     @staticmethod
@@ -1549,7 +1578,7 @@ class Worker:
         r = self.radiation
         if r.saa_entry_in_s is None or r.saa_entry_in_s <= 0.0:
             return r
-        left_s = r.saa_entry_in_s - (time.monotonic() - self._radiation_at)
+        left_s = r.saa_entry_in_s - (self.clock_s() - self._radiation_at)
         return dataclasses.replace(r, saa_entry_in_s=max(0.0, left_s))
 
     def _every_batch_twice(self) -> bool:
@@ -1568,7 +1597,7 @@ class Worker:
         rad, scrubber = self.radiation, model.scrubber
         status = None if kind == UNCHECKED else np.full(tiles, kind, np.int8)
         checks.add_batch(tiles, status, batches=batches,
-                         scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
+                         scrub_age_s=scrubber.age_s(self.clock_s()) if scrubber is not None else None,
                          scrub_period_s=scrubber.period_s if scrubber is not None else None,
                          flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
 
@@ -1608,7 +1637,7 @@ class Worker:
         rad, scrubber = self.radiation, model.scrubber
         checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
                          range_failed=range_failed, rerun=rerun,
-                         scrub_age_s=scrubber.age_s(time.monotonic()) if scrubber is not None else None,
+                         scrub_age_s=scrubber.age_s(self.clock_s()) if scrubber is not None else None,
                          scrub_period_s=scrubber.period_s if scrubber is not None else None,
                          flux=rad.flux_class, in_saa=rad.in_saa, lat_deg=rad.lat_deg)
         return probs
@@ -1781,7 +1810,7 @@ class Worker:
             return False
         self._rebuilt_failing.add(model.name)
         if model.scrubber is not None and model.scrubber.watched:  # checked now: not again before release
-            self._scrub(model.name, model.scrubber, lambda sc: sc.check_watched(time.monotonic()))
+            self._scrub(model.name, model.scrubber, lambda sc: sc.check_watched(self.clock_s()))
         if self._injector is not None:
             self._injector.rebuilt([model])
         self._sessions = {k: v for k, v in self._sessions.items() if v is not model}
@@ -1840,6 +1869,7 @@ class Worker:
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
             tjob = TrainingJob(trainer, x, y, plan, self._checkpoint_path(job.job_id),
                                on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args),
+                               clock=self.clock_s,
                                identity={"data_set": job.name, "lr": job.lr, "layers": [128, int(y.max()) + 1]})
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
@@ -1933,7 +1963,7 @@ class Worker:
     def _check_status(self) -> dict[str, Any]:
         """The weights' and results' part of the status: the current model's session, the worker's counts."""
         current = next((s for k, s in self._sessions.items() if k[0] == self._current_model), None)
-        ages = [sc.age_s(time.monotonic()) for _name, sc in self._scrubbers()]
+        ages = [sc.age_s(self.clock_s()) for _name, sc in self._scrubbers()]
         return {"model_protection": current.protection.value if current is not None else "",
                 "scrub_age_s": max(ages) if ages else None,
                 "scrub_period_s": self._scrub_period_s() if ages else None,
