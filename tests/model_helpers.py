@@ -198,10 +198,13 @@ def supervisor(root: Path, params: dict, **more) -> ComputeSupervisor:
                              lambda where, exc: None, **more)
 
 
-def admissions(root: Path, params: dict, radiation=None) -> tuple[list[cp.Admit], dict]:
+def admissions(root: Path, params: dict, radiation=None, began: bool = False) -> tuple[list[cp.Admit], dict]:
     """What an agent's :class:`ComputeSupervisor` (no worker started) sends with one admission,
-    read from a real DEALER socket that connects as its worker, and its telemetry then."""
+    read from a real DEALER socket that connects as its worker, and its telemetry then. ``began``:
+    after the agent's boot (``time_began``)."""
     sup = supervisor(root, params, **({} if radiation is None else {"radiation": radiation}))
+    if began:
+        sup.time_began()
     peer = zmq.Context.instance().socket(zmq.DEALER)
     peer.setsockopt(zmq.IDENTITY, b"compute")
     peer.linger = 0

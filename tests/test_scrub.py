@@ -255,6 +255,10 @@ def test_every_admission_carries_the_agents_estimate_and_the_check_parameters(tm
     assert (admits[0].double_run_fraction, admits[0].double_run_all_in_saa, admits[0].scrub_weights) == (
         0.25, True, True)
     assert telemetry["flux_class"] == "SAA"
+    # And the agent's clock, from its boot on (before it, under the harness, it reads 0: no time told).
+    assert admits[0].clock_s is None
+    booted, _ = admissions(tmp_path / "compute2", params, radiation=lambda: estimate, began=True)
+    assert booted and booted[0].clock_s == 0.0  # the supervisor's clock here stands at 0
 
 
 # --- results: receipts, checks, reruns ------------------------------------------------------------
@@ -440,11 +444,16 @@ def test_the_scrub_keeps_the_agents_time_where_it_runs_ahead_of_the_workers(benc
     assert bench.worker.clock_s() - start > 2990.0  # 3000 s of steps, less the real ms between them
     assert scrubber.passes - passes >= 1  # 3000 s at a period of 1500 s (a pass is spread over the period)
     assert bench.worker.status().scrub_age_s <= 1500.0
-    # An agent whose clock runs with the worker's (a board) moves nothing on: the messages' delays are no gain.
+    # An agent whose clock runs with the worker's (a board) moves nothing on, nor do Admits that waited in the
+    # queue while the worker was busy (found in review: each counted as a second gained, and the age grew).
     ahead, t0 = bench.worker._ahead_s, time.monotonic()  # noqa: SLF001
     for _ in range(5):
         tick(13_000.0 + (time.monotonic() - t0))
         bench.worker.scrub_tick()
+    for stall_s in (10.0, 10.0, 10.0):  # Admits sent 1 s apart, taken all at once after a stall
+        sent = [13_000.0 + (time.monotonic() - t0) - stall_s + k for k in range(int(stall_s))]
+        for agent_s in sent:
+            tick(agent_s)
     assert bench.worker._ahead_s == ahead  # noqa: SLF001
 
 
@@ -1130,20 +1139,30 @@ def test_after_a_worker_restart_the_agent_reports_nothing_of_the_dead_worker_unt
 @pytest.mark.req("RAD-102")
 def test_the_scrub_age_the_agent_reports_ages_while_the_worker_is_silent(tmp_path, monkeypatch):
     """Found in review: a hung worker's last scrub age was republished unchanged until the watchdog fired.
-    It ages in real time, as the worker counts it (the agent's clock runs faster under a harness)."""
+    It ages as the worker counts it: in real time, or in the agent's where that runs ahead (under a harness)."""
     import flight.agent.compute as agent_compute
     from tests.model_helpers import supervisor
 
-    sup = supervisor(tmp_path / "compute", {})  # its own clock stands still
+    class AgentClock:  # the agent's clock port, moved by hand
+        t = 0.0
+
+        def monotonic_s(self):
+            return self.t
+
+    sup = supervisor(tmp_path / "compute", {})
+    sup._clock = agent_clock = AgentClock()  # noqa: SLF001
     now = [100.0]
     monkeypatch.setattr(agent_compute.time, "monotonic", lambda: now[0])
     try:
         sup._take(cp.Status(scrub_age_s=3.0))  # noqa: SLF001
         assert sup.telemetry()["scrub_age_s"] == 3.0
-        now[0] += 300.0
+        now[0] += 300.0  # the agent's clock stands: real time
         assert sup.telemetry()["scrub_age_s"] == 303.0
         sup._take(cp.Status(scrub_age_s=1.0))  # noqa: SLF001
         assert sup.telemetry()["scrub_age_s"] == 1.0
+        agent_clock.t += 3000.0  # lockstep: 3000 s of the agent's in half a second
+        now[0] += 0.5
+        assert sup.telemetry()["scrub_age_s"] == 3001.0
     finally:
         monkeypatch.undo()
         sup.close()

@@ -126,7 +126,8 @@ class ComputeSupervisor(Component):
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
         self.status = cp.Status()
-        self._status_at_s = 0.0  # time.monotonic() when the last Status came
+        self._status_at_s = (0.0, 0.0)  # (time.monotonic(), the agent's monotonic_s()) when the last Status came
+        self._time_began = False  # the agent's clock is told to the worker only from its boot (time_began)
         self.threads = 1
         self.duty = 0.0
         self.admission = Admission.NONE
@@ -236,7 +237,8 @@ class ComputeSupervisor(Component):
                 self._waiting = (msg.seq + 1, self._clock.monotonic_s(), time.monotonic())
         elif isinstance(msg, cp.Status):
             self.status = msg
-            self._status_at_s = time.monotonic()  # the worker's clock: its scrub runs in real time, harness or not
+            # When it came, on both clocks: the worker's scrub keeps the agent's time where it runs ahead (lockstep)
+            self._status_at_s = (time.monotonic(), self._clock.monotonic_s())
             self._have_status = True
             self._update_rate(msg.infer_count)
         elif isinstance(msg, cp.Reply):
@@ -293,7 +295,8 @@ class ComputeSupervisor(Component):
                             radiation=self.radiation, double_run_fraction=float(p["double_run_fraction"]),
                             double_run_all_in_saa=bool(p["double_run_all_in_saa"]),
                             scrub_weights=bool(p["weights_scrub"]), abft_checks=bool(p["abft_checks"]),
-                            range_checks=bool(p["range_checks"]), clock_s=self._clock.monotonic_s()))
+                            range_checks=bool(p["range_checks"]),
+                            clock_s=self._clock.monotonic_s() if self._time_began else None))
         self._heartbeat()
 
     def _heartbeat(self) -> None:
@@ -308,7 +311,10 @@ class ComputeSupervisor(Component):
         self._send(cp.Ping(self._last_ping))
 
     def time_began(self) -> None:
-        """The agent's clock jumped (lockstep boot): a ping sent before counts from now."""
+        """The agent's clock jumped (lockstep boot): a ping sent before counts from now, and the worker is
+        told the clock from now on (before, under the harness, it reads 0: the jump would read as time
+        gone by, found in review)."""
+        self._time_began = True
         if self._waiting is not None:
             self._waiting = (self._waiting[0], self._clock.monotonic_s(), time.monotonic())
 
@@ -463,9 +469,10 @@ class ComputeSupervisor(Component):
             "model_probation": st.model_probation if have and st.model_name else None,
             "model_protection": st.model_protection or None,
             "flux_class": self.radiation.flux_class.value,
-            # aged since the Status came (found in review: a silent worker's stayed fresh), in real time as
-            # the worker counts it: under a harness's lockstep the agent's clock runs faster
-            "scrub_age_s": st.scrub_age_s + time.monotonic() - self._status_at_s
+            # aged since the Status came (found in review: a silent worker's stayed fresh), as the worker counts
+            # it: the agent's time where it runs ahead of the wall clock (lockstep), else the wall clock's
+            "scrub_age_s": st.scrub_age_s + max(time.monotonic() - self._status_at_s[0],
+                                                self._clock.monotonic_s() - self._status_at_s[1])
             if have and st.scrub_age_s is not None else None,
             "scrub_period_s": st.scrub_period_s,
             "scrub_passes": st.scrub_passes if have else None,

@@ -150,7 +150,7 @@ INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this ofte
 MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
-CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this between two Admits is the messages' delay
+CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
@@ -405,7 +405,7 @@ class Worker:
         # harness it is simulated time, steps of a minute in tens of milliseconds (found in audit: the scrub
         # kept wall time, and a simulated orbit had 0.4 of a pass where a board has 4). See clock_s.
         self._ahead_s = 0.0
-        self._agent_at: tuple[float, float] | None = None  # (Admit.clock_s, time.monotonic()) of the last one
+        self._agent_base: float | None = None  # the first Admit's clock_s less time.monotonic() when it came
         self.double_run_fraction = 0.0
         self.double_run_all_in_saa = False
         self.scrub_weights = True
@@ -563,16 +563,19 @@ class Worker:
         return time.monotonic() + self._ahead_s
 
     def _follow(self, agent_s: float | None) -> None:
-        """Take the agent's clock from an Admit: what it gained on this process's clock since the last
-        one, past :data:`CLOCK_SLACK_S` (the messages' own delays), moves :meth:`clock_s` on by as much."""
+        """Take the agent's clock from an Admit: how far it has gained on this process's clock since the
+        first Admit, less :data:`CLOCK_SLACK_S`, is how far :meth:`clock_s` runs ahead, if that is further
+        than it does. A high-water mark, not a sum of gains: an Admit that waited in the queue (the worker
+        busy for seconds with one file) reads as the agent's clock losing, never gaining (found in review:
+        summed, each queued Admit after a stall counted as a second gained, and the scrub age grew by the
+        stall twice over)."""
         if agent_s is None or not math.isfinite(agent_s):
             return
-        local = time.monotonic()
-        if self._agent_at is not None:
-            gained = (agent_s - self._agent_at[0]) - (local - self._agent_at[1])
-            if gained > CLOCK_SLACK_S:
-                self._ahead_s += gained
-        self._agent_at = (agent_s, local)
+        offset = agent_s - time.monotonic()
+        if self._agent_base is None:
+            self._agent_base = offset
+            return
+        self._ahead_s = max(self._ahead_s, offset - self._agent_base - CLOCK_SLACK_S)
 
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job
