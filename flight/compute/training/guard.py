@@ -21,7 +21,8 @@ a refused step (trainer.py), so refusing costs that step and nothing else.
 
 Between steps the state sits in memory, where no step check sees it: :func:`state_fault` holds a
 state to what the steps accepted since an anchor (the last checkpoint) can have made of it, before
-it is written to a checkpoint and whenever a step is refused (training_job.py).
+it is written to a checkpoint, whenever a step is refused, and before the trained model is exported
+(training_job.py).
 """
 
 from __future__ import annotations
