@@ -455,6 +455,16 @@ def test_the_scrub_keeps_the_agents_time_where_it_runs_ahead_of_the_workers(benc
         for agent_s in sent:
             tick(agent_s)
     assert bench.worker._ahead_s == ahead  # noqa: SLF001
+    # A clock that jumps by more than a day in one Admit (set anew, or a bad value) is not time gone by: counted
+    # from there, and the scrub goes on (found in review: 1e300 stopped it for good, its age said 0).
+    for bad in (1e300, -1e300, 2.0 ** 64):
+        tick(bad)
+        assert bench.worker._ahead_s == ahead  # noqa: SLF001
+    passes, age_before = scrubber.passes, bench.worker.status().scrub_age_s
+    for agent_s in np.arange(20_000.0, 23_001.0, 60.0):  # back to a sane clock, 50 minutes of it
+        tick(float(agent_s))
+        bench.worker.scrub_tick()
+    assert scrubber.passes - passes >= 1 and bench.worker.status().scrub_age_s <= 1500.0 and age_before is not None
 
 
 def moving_clock(monkeypatch, module):
@@ -1163,6 +1173,11 @@ def test_the_scrub_age_the_agent_reports_ages_while_the_worker_is_silent(tmp_pat
         agent_clock.t += 3000.0  # lockstep: 3000 s of the agent's in half a second
         now[0] += 0.5
         assert sup.telemetry()["scrub_age_s"] == 3001.0
+        # The jump of the agent's clock at its boot is no age (found in review: one frame said a million s).
+        sup._take(cp.Status(scrub_age_s=5.0))  # noqa: SLF001
+        agent_clock.t = 1.0e6
+        sup.time_began()
+        assert sup.telemetry()["scrub_age_s"] == 5.0
     finally:
         monkeypatch.undo()
         sup.close()

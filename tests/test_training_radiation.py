@@ -414,6 +414,13 @@ def test_the_ratio_refuses_no_norm_within_ten_times_the_largest_the_job_accepted
     assert older.ever == list(older.peaks) and older.verdict(1.6, 0.01) != ""  # the window's peak only
     with pytest.raises(ValueError, match=r"guard\.ever_peaks"):
         guard.StepGuard().load({**state, "guard.ever_peaks": np.array([1e-4, 0.5])})  # below the window's peak
+    # Nor one no step could have left (found in review: 1e300 switched the ratio off, and the state check's bounds)
+    for bad in (np.array([1e300, 1e300]), np.array([1e12, 1.0]), np.array([2 ** 62, 2 ** 62], np.int64)):
+        with pytest.raises(ValueError, match=r"guard\.ever_peaks"):
+            guard.StepGuard().load({**state, "guard.ever_peaks": bad})
+    empty = guard.StepGuard().state()
+    with pytest.raises(ValueError, match=r"guard\.ever_peaks"):
+        guard.StepGuard().load({**empty, "guard.ever_peaks": np.array([1.0, 1.0])})  # none accepted, a peak
 
 
 def _flip_job(tmp_path, name, optimizer=None, checkpoint_every=50):
@@ -491,7 +498,7 @@ def test_the_state_is_checked_before_the_trained_model_is_exported(tmp_path):
 
 
 @pytest.mark.req("RAD-108", "RAD-109")
-@pytest.mark.parametrize("spoil", ["not finite", "not an npz"])
+@pytest.mark.parametrize("spoil", ["not finite", "not an npz", "nested header"])
 def test_a_checkpoint_with_a_value_not_a_number_or_no_arrays_is_moved_aside_and_the_job_starts_over(tmp_path, spoil):
     """Its SHA-256 holds (an older build wrote it so, or it was made so): found in review, a state with inf in
     Adam's v was resumed, and one whose payload was not an .npz failed the job instead of starting over."""
@@ -507,7 +514,7 @@ def test_a_checkpoint_with_a_value_not_a_number_or_no_arrays_is_moved_aside_and_
     if spoil == "not finite":
         ck.arrays["W1.adam_v"].reshape(-1)[0] = np.inf
         (tmp_path / "job.ck").write_bytes(encode_checkpoint(ck))
-    else:
+    elif spoil == "not an npz":
         raw = encode_checkpoint(ck)
         (n,) = struct.unpack_from(">I", raw, 8)
         header = json.loads(raw[12:12 + n])
@@ -516,11 +523,15 @@ def test_a_checkpoint_with_a_value_not_a_number_or_no_arrays_is_moved_aside_and_
         head = json.dumps(header).encode()
         body = MAGIC + struct.pack(">I", len(head)) + head + payload
         (tmp_path / "job.ck").write_bytes(body + hashlib.sha256(body).digest())
+    else:  # a header JSON nests past the parser's depth: RecursionError
+        head = b"[" * 100_000 + b"]" * 100_000
+        body = MAGIC + struct.pack(">I", len(head)) + head
+        (tmp_path / "job.ck").write_bytes(body + hashlib.sha256(body).digest())
     again, events = _flip_job(tmp_path, "job")
     assert again.resume() is False and again.status.step == 0
     assert [what for what, _ in events] == ["checkpoint_refused"]
-    assert ("W1.adam_v holds a value that is not finite" if spoil == "not finite" else "BadZipFile") \
-        in events[0][1]["reason"]
+    assert {"not finite": "W1.adam_v holds a value that is not finite", "not an npz": "BadZipFile",
+            "nested header": "RecursionError"}[spoil] in events[0][1]["reason"]
     assert not (tmp_path / "job.ck").exists() and (tmp_path / "job.ck.corrupt").exists()
 
 

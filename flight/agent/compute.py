@@ -315,6 +315,7 @@ class ComputeSupervisor(Component):
         told the clock from now on (before, under the harness, it reads 0: the jump would read as time
         gone by, found in review)."""
         self._time_began = True
+        self._status_at_s = (self._status_at_s[0], self._clock.monotonic_s())  # the jump is no age (found in review)
         if self._waiting is not None:
             self._waiting = (self._waiting[0], self._clock.monotonic_s(), time.monotonic())
 

@@ -151,6 +151,7 @@ MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
+MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
@@ -575,7 +576,11 @@ class Worker:
         if self._agent_base is None:
             self._agent_base = offset
             return
-        self._ahead_s = max(self._ahead_s, offset - self._agent_base - CLOCK_SLACK_S)
+        gain = offset - self._agent_base - CLOCK_SLACK_S - self._ahead_s
+        if abs(gain) > MAX_CLOCK_GAIN_S:  # not time gone by: counted from here, the worker's clock where it is
+            self._agent_base = offset - CLOCK_SLACK_S - self._ahead_s  # (found in review: 1e300 stopped the scrub)
+        elif gain > 0.0:
+            self._ahead_s += gain
 
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job

@@ -222,10 +222,13 @@ class StepGuard:
             queues.append(deque((int(i), float(v)) for i, v in q))
         window = [q[0][1] if q else 0.0 for q in queues]
         if EVER_KEY in arrays:
-            ever = np.asarray(arrays[EVER_KEY], np.float64)
-            if ever.shape != (2,) or not np.isfinite(ever).all() or (ever < np.array(window)).any():
-                raise ValueError(f"{EVER_KEY} must be the 2 largest norms accepted, at least the window's peaks "
-                                 f"{window}, got {arrays[EVER_KEY]!r}")
+            given = np.asarray(arrays[EVER_KEY])
+            ever = given.astype(np.float64) if given.dtype.kind == "f" else np.full(2, np.nan)
+            if ever.shape != (2,) or not np.isfinite(ever).all() or (ever < np.array(window)).any() \
+                    or (ever > self.limits.max_norm).any() or (not n and ever.any()):
+                # Above max_norm no step was accepted (found in review: 1e300 switched the ratio off)
+                raise ValueError(f"{EVER_KEY} must be the 2 largest norms accepted, floats from the window's peaks "
+                                 f"{window} to {self.limits.max_norm:g} (0 with none accepted), got {arrays[EVER_KEY]!r}")
         else:  # written before it was kept: what the window shows
             ever = np.array(window)
         self._accepted = n
