@@ -312,11 +312,12 @@ def bench(tmp_path):
     b.close()
 
 
-def admit(bench, radiation=cp.NO_RADIATION, fraction=0.0, all_in_saa=False, scrub=True, abft_checks=False):
-    """``abft_checks``: a model's own abft_ok (checked_model) is read only with it on."""
+def admit(bench, radiation=cp.NO_RADIATION, fraction=0.0, all_in_saa=False, scrub=True, abft_checks=False,
+          clock_s=None):
+    """``abft_checks``: a model's own abft_ok (checked_model) is read only with it on; ``clock_s``: the agent's."""
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 4, 1.0, None, "test", radiation=radiation,  # noqa: SLF001
                                   double_run_fraction=fraction, double_run_all_in_saa=all_in_saa, scrub_weights=scrub,
-                                  abft_checks=abft_checks))
+                                  abft_checks=abft_checks, clock_s=clock_s))
 
 
 def install(bench, name: str, data: bytes) -> None:
@@ -430,9 +431,7 @@ def test_the_scrub_keeps_the_agents_time_where_it_runs_ahead_of_the_workers(benc
     quiet = cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0)
 
     def tick(agent_s: float) -> None:
-        bench.worker._handle(cp.Admit(Admission.ALL, 1, 4, 1.0, None, "test", radiation=quiet,  # noqa: SLF001
-                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
-                                      clock_s=agent_s))
+        admit(bench, quiet, clock_s=agent_s)
 
     tick(10_000.0)
     scrubber = bench.worker._session("cloud_screen").scrubber  # noqa: SLF001

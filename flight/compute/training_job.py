@@ -42,6 +42,7 @@ from flight.compute.checkpoint import Checkpoint, load_checkpoint, save_checkpoi
 from flight.compute.checks import worse_flux
 from flight.compute.protocol import Radiation
 from flight.compute.training import StepRefusedError
+from flight.compute.training.guard import not_finite
 from flight.link.definitions import FluxClass
 from flight.storage import CorruptFile, quarantine
 
@@ -255,7 +256,7 @@ class TrainingJob:
         """Take ``ck``'s state, refusing one with a value that is not a number (``CorruptFile``, the trainer
         left as it was): a state this build writes never has one (its state check), an older build's may
         (found in review: Adam's ``v`` x 2^128 was written, and a state the check refused went back to it)."""
-        bad = next((name for name, a in ck.arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+        bad = not_finite(ck.arrays)
         if bad is not None:
             raise CorruptFile(f"{self.checkpoint_path.name}: {bad} holds a value that is not finite")
         self.trainer.load_state(ck.arrays)

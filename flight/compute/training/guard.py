@@ -246,6 +246,11 @@ class StepGuard:
 
 # -- the state between steps ---------------------------------------------------------------------
 
+
+def not_finite(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """The name of the first floating-point array of ``arrays`` holding a NaN or an infinity, else None."""
+    return next((name for name, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+
 ROUNDING = 2.0 ** -22
 """Per step, what float32 rounding may add to a bound, relative to it: a parameter's ``w - step``
 and a moment's convex combination each round by at most half an ulp (2^-24), doubled twice over."""
@@ -292,9 +297,9 @@ def state_fault(arrays: Mapping[str, np.ndarray], anchor: Anchor, guard: StepGua
     for Adam; 0 for plain SGD, which has no velocity)."""
     steps = guard.since_anchor
     slack = 1.0 + 1e-5 + steps * ROUNDING
-    for name, a in arrays.items():
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            return f"{name} is not finite in memory between steps"
+    bad = not_finite(arrays)
+    if bad is not None:
+        return f"{bad} is not finite in memory between steps"
     drift2 = sum(float(np.square(np.asarray(arrays[n], np.float64) - ref).sum()) for n, ref in anchor.params.items())
     drift = math.sqrt(drift2)
     allowed = 1.01 * guard.travel + steps * ROUNDING * (anchor.norm + guard.travel) + 1e-30

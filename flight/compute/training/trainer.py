@@ -38,6 +38,7 @@ from flight.compute.training.guard import (
     StepGuard,
     StepLimits,
     anchor_of,
+    not_finite,
     state_fault,
 )
 from flight.compute.training.spec import (
@@ -350,7 +351,7 @@ class Trainer:
         if lr != float(np.asarray(self._lr_value, dtype=self._dt)):  # in memory too (found in review: x 256 passed)
             return f"the learning rate in memory is {lr:.6g}, set to {self._lr_value:.6g}"
         if self.guard is None or self._anchor is None:
-            bad = next((n for n, a in arrays.items() if a.dtype.kind == "f" and not np.isfinite(a).all()), None)
+            bad = not_finite(arrays)
             return f"{bad} is not finite in memory between steps" if bad else ""
         momentum = self.optimizer.momentum if isinstance(self.optimizer, Sgd) else None
         return state_fault(arrays, self._anchor, self.guard, momentum, adam_t)
