@@ -624,7 +624,8 @@ class ClosedLoop:
         # never going to be taken (the worker hung, or was gone), and the criterion fails on it.
         account["unread_stale"] = sum(age > UNREAD_GRACE_S for age in ages)
         account["unread_grace_s"] = UNREAD_GRACE_S
-        for key in ("dropped", "unjudged", "restarts"):  # the worker's limits and failures: the criterion reads them
+        # the worker's limits and failures: the criterion reads them
+        for key in ("dropped", "unjudged", "restarts", "ledgers_lost"):
             account[key] = ledger.get(key, 0)
         account["errors"] = ledger.get("errors", [])[:20]
         upsets = ledger.get("upsets", [])

@@ -88,6 +88,10 @@ def test_a_continuous_job_writes_each_file_with_its_marked_tiles_and_keeps_going
     assert not list((bench.root / "incoming").glob("*.npy"))
     checks = [np.load(bench.root / "products" / f"job00001-f{i}.npz")["check"] for i in range(3)]
     assert (checks[0] == FAILED).all() and (checks[2] == PASSED).all()
+    # No JOB_DONE for a job that never ends: each product with failed tiles is said (found in audit)
+    said = [e.args for e in bench.events("PRODUCT_MARKED")]
+    assert said == [{"job_id": 1, "name": f"job00001-f{i}.npz", "failed": int((c == FAILED).sum()), "tiles": 8,
+                     "protection": "abft+scrubbed"} for i, c in enumerate(checks) if (c == FAILED).any()]
 
 
 def install(bench, name: str, data: bytes, reference: np.ndarray) -> None:
@@ -110,6 +114,48 @@ def test_a_version_with_too_few_reference_inputs_runs_without_ranges_and_says_wh
     assert r["protection"] == "abft+scrubbed" and r["check_status"] == "passed"
     said = [e.args for e in bench.events("MODEL_RANGES_UNCHECKED")]
     assert said == [{"name": "few", "reason": said[0]["reason"]}] and "2 distinct reference inputs" in said[0]["reason"]
+
+
+@pytest.mark.req("RAD-112")
+def test_a_corrupt_reference_set_is_said_counted_and_named_as_the_reason_for_no_ranges(bench):
+    """Found in audit: a reference set that failed its SHA-256 was taken for none kept, unsaid and uncounted."""
+    install(bench, "refd", SHIPPED, TILES[:16])
+    ref = bench.root / "models" / "refd@1.ref.npz"
+    raw = bytearray(ref.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    ref.write_bytes(bytes(raw))
+    bench.data_set("tiles", TILES[16:40])
+    admit(bench, range_checks=True)
+    assert bench.infer(1, "tiles", model="refd").state is JobState.DONE
+    (said,) = bench.events("COMPUTE_STATE_CORRUPT")
+    assert said.args["what"] == "refd version 1's reference set" and "SHA-256" in said.args["reason"]
+    reasons = [e.args["reason"] for e in bench.events("MODEL_RANGES_UNCHECKED")]
+    assert reasons and all("is corrupt" in why for why in reasons)
+    assert "ranges" not in receipt(bench, 1)["protection"]
+    admit(bench, range_checks=False)
+    admit(bench, range_checks=True)  # the sessions made again: the same file is not said again
+    assert bench.infer(2, "tiles", model="refd").state is JobState.DONE
+    assert len(bench.events("COMPUTE_STATE_CORRUPT")) == 1 and bench.worker.status().compute_state_corrupt == 1
+
+
+@pytest.mark.req("RAD-106")
+def test_a_protected_model_changed_while_kept_is_said_counted_and_made_again(bench):
+    """Found in audit: the kept bytes failing their SHA-256 were made again without a word."""
+    bench.data_set("tiles", TILES[:16])
+    admit(bench)
+    assert bench.infer(1, "tiles", model=MODEL_NAME).state is JobState.DONE
+    kept = bench.worker._checked_models[MODEL_NAME]  # noqa: SLF001
+    raw = bytearray(kept.data)
+    raw[len(raw) // 2] ^= 0x01
+    bench.worker._checked_models[MODEL_NAME] = kept._replace(data=bytes(raw))  # noqa: SLF001
+    bench.worker._handle(cp.Admit(Admission.ALL, 2, 8, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001 - threads:
+                                  double_run_fraction=0.0, double_run_all_in_saa=False,  # the session opens again
+                                  scrub_weights=True, abft_checks=True, range_checks=False))
+    assert bench.infer(2, "tiles", model=MODEL_NAME).state is JobState.DONE
+    (said,) = bench.events("COMPUTE_STATE_CORRUPT")
+    assert said.args["what"].startswith(f"the protected model of {MODEL_NAME}") and "made again" in said.args["outcome"]
+    assert bench.worker._checked_models[MODEL_NAME].data == kept.data  # noqa: SLF001
+    assert receipt(bench, 2)["check_status"] == "passed" and bench.worker.status().compute_state_corrupt == 1
 
 
 @pytest.mark.req("RAD-112")

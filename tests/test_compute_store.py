@@ -20,6 +20,7 @@ from flight.compute.store import (  # noqa: E402
     ModelStore,
     NoGoodCopy,
     Problem,
+    Provenance,
 )
 from flight.storage import read_checked_json  # noqa: E402
 
@@ -189,6 +190,58 @@ def test_golden_install_replaces_a_read_only_golden_copy(tmp_path):
     assert store.load_golden("tiny").bytes == V2
     assert sorted(p.name for p in (tmp_path / "ro").iterdir()) == ["manifest.json", "tiny@2.onnx"]
     assert stat.S_IMODE((tmp_path / "ro" / "tiny@2.onnx").stat().st_mode) == 0o444
+
+
+V3 = tiny_model(4.0)
+
+
+@pytest.mark.req("MDL-004")
+@pytest.mark.parametrize("how", ["activate", "install"])
+def test_a_golden_install_whose_golden_copy_cannot_be_written_changes_nothing(tmp_path, how):
+    """Found in audit: the working manifest was committed first, so a golden partition that refused the
+    write (read-only, full) left the new version active on disk while the install was refused."""
+    store = ModelStore(tmp_path / "models", golden_root=tmp_path / "ro")
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("op", True))
+    before = read_checked_json(tmp_path / "models" / "manifest.json")
+    files = sorted(p.name for p in (tmp_path / "models").iterdir())
+    # A rename over a directory that is not empty fails, as a write to a read-only or full partition does.
+    (tmp_path / "ro" / "tiny@3.onnx" / "held").mkdir(parents=True)
+    with pytest.raises(OSError):
+        if how == "activate":
+            store.activate("tiny", "3", V3, Provenance("op", True), reference=b"ref", golden=True)
+        else:
+            store.install("tiny", "3", V3, golden=True, reference=b"ref")
+    assert read_checked_json(tmp_path / "models" / "manifest.json") == before
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == files  # its new files gone with it
+    state = store.state("tiny")
+    assert (state.active.version, state.fallback.version, state.probation) == ("2", "1", True)
+    assert store.load_golden("tiny").bytes == V1
+
+
+@pytest.mark.req("MDL-006")
+def test_files_an_install_cut_short_left_are_removed_at_the_next_start(tmp_path):
+    """Found in audit: a power cut between an install's files and its manifest, or between the manifest
+    and the deletion of the version it dropped, left a model's worth of flash behind for good."""
+    store = ModelStore(tmp_path / "models")
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("op", True), reference=b"ref")
+    models = tmp_path / "models"
+    orphans = ["tiny@3.onnx", "tiny@3.ref.npz", "tiny@0.onnx", "other@1.onnx"]
+    for name in orphans:  # what a cut install leaves: written before a manifest named them, or after it dropped them
+        (models / name).write_bytes(b"left over")
+    (models / "golden" / "tiny@0.onnx").write_bytes(b"left over")
+    (models / "notes.txt").write_bytes(b"not the store's")  # not a file the store writes: never touched
+    kept = sorted(p.name for p in models.iterdir() if p.name not in orphans)
+    removed = store.remove_unreferenced()
+    assert sorted(p.name for p in removed) == sorted([*orphans, "tiny@0.onnx"])
+    assert sorted(p.name for p in models.iterdir()) == kept
+    assert sorted(p.name for p in (models / "golden").iterdir()) == ["manifest.json", "tiny@1.onnx"]
+    assert store.verify_all() == [] and store.load("tiny").bytes == V2 and store.load_fallback("tiny").bytes == V1
+    # A copy whose manifest does not read keeps every file, for its repair.
+    (models / "tiny@9.onnx").write_bytes(b"left over")
+    flip_byte(models / "manifest.json", 30)
+    assert store.remove_unreferenced() == [] and (models / "tiny@9.onnx").exists()
 
 
 def test_manifest_corruption_is_detected(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flight.compute import protocol as cp
-from flight.compute.inject import REQUEST_DIR
+from flight.compute.inject import LEDGER, REQUEST_DIR
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
 from flight.link.definitions import Admission, FluxClass
 from flight.storage import write_checked_json
@@ -269,6 +269,30 @@ def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fa
     assert account["restarts"] == 1 and sum(t["requested"] for t in account["totals"].values()) == 2
     assert account["batches"]["corrupt_reported_good"] >= 1 and not check.passed
     assert "worker restart" in check.detail
+
+
+@pytest.mark.req("HIL-022", "RAD-111")
+def test_a_ledger_found_corrupt_at_a_restart_is_moved_aside_and_fails_the_run_naming_it(tmp_path, monkeypatch):
+    """Found in audit: a corrupt ledger was written over at the next change, its corrupt tiles lost, and
+    the run failed on "asked for and in no ledger", which named the wrong cause."""
+    loop, bench = harness_and_worker(tmp_path, ["outputs"], abft=True)
+    write_checked_json(bench.root / REQUEST_DIR / "u000001.json", {"target": "outputs", "seed": 7, "bit": 30})
+    loop.memory_requested["outputs"] = 1
+    assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
+    path = bench.root / REQUEST_DIR / LEDGER
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x08
+    path.write_bytes(bytes(raw))
+    bench.restart()
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                  abft_checks=True))
+    write_checked_json(bench.root / REQUEST_DIR / "u000002.json", {"target": "outputs", "seed": 3, "bit": 30})
+    loop.memory_requested["outputs"] = 2
+    check, result, _ = judged(loop, bench, job_id=2)
+    assert (bench.root / REQUEST_DIR / f"{LEDGER}.corrupt").exists()
+    assert result.memory_upsets["ledgers_lost"] == 1 and not check.passed
+    assert "ledger found corrupt" in check.detail
 
 
 @pytest.mark.req("HIL-022")

@@ -483,6 +483,24 @@ def test_an_upset_in_the_learning_rate_in_memory_is_found_and_the_rate_set_again
     assert_same_bits(job.trainer.state_arrays(), clean.trainer.state_arrays())
 
 
+@pytest.mark.req("RAD-108", "RAD-109")
+def test_a_checkpoint_found_corrupt_when_the_job_goes_back_to_it_is_moved_aside_and_said(tmp_path):
+    """Found in audit: going back to a checkpoint that failed its SHA-256 failed the job with neither the
+    event nor the count that resume() gives the same file, and the file went with the job."""
+    job, events = _flip_job(tmp_path, "back")
+    job.run(120)  # checkpoints at 50 and 100
+    ck = tmp_path / "back.ck"
+    raw = bytearray(ck.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    ck.write_bytes(bytes(raw))
+    job.trainer.flip_bit("W1", int(np.argmax(job.trainer.state_arrays()["W1"])), 30)
+    with pytest.raises(TrainingRefusedError, match="corrupt \\(moved aside\\).*SHA-256"):
+        job.state_checked()
+    (refused,) = [args for what, args in events if what == "checkpoint_refused"]
+    assert "SHA-256" in refused["reason"] and refused["outcome"].startswith("the job fails")
+    assert not ck.exists() and (tmp_path / "back.ck.corrupt").exists()
+
+
 @pytest.mark.req("RAD-109")
 def test_the_state_is_checked_before_the_trained_model_is_exported(tmp_path):
     """The worker exports the trained model only after ``state_checked``: an upset after the run's last

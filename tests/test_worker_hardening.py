@@ -29,6 +29,7 @@ from flight.compute.training_job import SAA_PASS_GAP_S, SAA_RETRY_S, TrainingJob
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
 from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
 from flight.link.definitions import Admission, FluxClass, JobKind
+from flight.storage import read_checked_json, write_checked_json
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, drawn_faults
 from hil.report import evaluate
 from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, protect_as_version_6, tiny, trusted_file
@@ -291,6 +292,59 @@ def test_a_training_job_whose_checkpoint_fails_goes_on_and_counts_no_saa_checkpo
     job.pause("test")
     assert events.count("checkpoint_failed") == 4 and job.status.checkpoints_failed == 4  # steps 10, 15, SAA, pause
     assert job.status.saa_checkpoints == 0
+
+
+# --- state read back --------------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-016")
+@pytest.mark.parametrize("spoil", ["bit", "entry"])
+def test_a_corrupt_job_list_is_moved_aside_said_and_counted_and_its_checkpoints_kept(bench, spoil):
+    """Found in audit: one flipped bit in jobs.json started the worker with no jobs, said as JOB_FAILED of
+    job 0, wrote the list over and deleted every training checkpoint; an entry it could not read went
+    without a word."""
+    training(bench, job_id=1)
+    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=10, batch_size=16))  # queued behind it
+    admit(bench, Admission.NONE)
+    bench.worker.work_slice()  # job 1 paused: its checkpoint written
+    checkpoints = sorted(p.name for p in (bench.root / "checkpoints").iterdir())
+    assert checkpoints == ["job00001.ck"]
+    jobs = bench.root / "jobs.json"
+    if spoil == "bit":
+        raw = bytearray(jobs.read_bytes())
+        raw[len(raw) // 2] ^= 0x04
+        jobs.write_bytes(bytes(raw))
+    else:  # whole, but job 1's entry is not one this build reads (a key it does not know)
+        body = read_checked_json(jobs)
+        body[0]["colour"] = "blue"
+        write_checked_json(jobs, body)
+    bench.messages.clear()
+    bench.restart()
+    (said,) = bench.events("COMPUTE_STATE_CORRUPT")
+    assert bench.worker.status().compute_state_corrupt == 1
+    assert not bench.events("JOB_FAILED")
+    if spoil == "bit":
+        assert said.args["what"] == "the job list" and "jobs.json.corrupt" in said.args["outcome"]
+        assert bench.worker.jobs == {} and (bench.root / "jobs.json.corrupt").exists()
+    else:
+        assert said.args["what"] == "job 1's entry in the job list" and "colour" in said.args["reason"]
+        assert list(bench.worker.jobs) == [2] and (bench.root / "jobs.json.corrupt").exists()
+    assert sorted(p.name for p in (bench.root / "checkpoints").iterdir()) == checkpoints  # kept, this start
+    bench.messages.clear()
+    bench.restart()  # a list read whole: what no job owns goes now
+    assert not bench.events("COMPUTE_STATE_CORRUPT")
+    assert not list((bench.root / "checkpoints").iterdir())
+
+
+@pytest.mark.req("MDL-006")
+def test_the_worker_removes_at_its_start_the_files_an_install_cut_short_left_in_the_store(bench):
+    bench.worker.install_shipped_models()
+    models = bench.root / "models"
+    (models / f"{MODEL_NAME}@9.onnx").write_bytes(b"an install's file, its manifest never written")
+    (models / f"{MODEL_NAME}@9.ref.npz").write_bytes(b"and its reference set")
+    bench.restart()
+    assert bench.worker.removed_store_files == 2  # said by run() as TEMP_FILES_REMOVED, with the temporary files
+    assert not list(models.glob("*@9.*")) and bench.worker.store.verify_all() == []
 
 
 # --- training under radiation -----------------------------------------------------------------

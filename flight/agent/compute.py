@@ -88,7 +88,8 @@ class ComputeSupervisor(Component):
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
               "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "SCRUB_BEHIND", "RESULT_CHECK_FAILED",
               "MODEL_UNCHECKED", "MODEL_RANGES_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT",
-              "TRAIN_CHECKPOINT_REFUSED", "INCOMING_REJECTED", "COMPUTE_WRITE_FAILED")
+              "TRAIN_CHECKPOINT_REFUSED", "INCOMING_REJECTED", "COMPUTE_WRITE_FAILED", "COMPUTE_STATE_CORRUPT",
+              "PRODUCT_MARKED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
@@ -489,6 +490,7 @@ class ComputeSupervisor(Component):
             "train_checkpoints_refused": st.train_checkpoints_refused if have else None,
             "infer_files_rejected": st.infer_files_rejected if have else None,
             "compute_writes_failed": st.compute_writes_failed if have else None,
+            "compute_state_corrupt": st.compute_state_corrupt if have else None,
         }
         for cls, channel in CLASS_NAMES.items():
             out[channel] = st.infer_classes.get(cls, 0) if have else None

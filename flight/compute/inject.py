@@ -45,7 +45,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from flight.compute.checks import FAILED, PASSED, UNCHECKED, check_flags
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 REQUEST_DIR = "hil-upsets"
 LEDGER = "ledger.json"
@@ -219,6 +219,7 @@ class UpsetInjector:
         self.dropped = 0
         self.unjudged = 0  # batches that carried upsets and could not be judged (the reference run failed)
         self.restarts = 0  # workers before this one that kept this ledger
+        self.ledgers_lost = 0  # ledgers found corrupt at a start: what they counted is gone (the harness fails on it)
         self.errors: list[str] = []  # what went wrong in the injector itself (the first few)
         self._references: dict[str, Any] = {}  # model sha256 + protection + precision -> reference session
         self._hooked: dict[int, tuple[Any, Any, tuple[str, ...]]] = {}  # id(session) -> (session, hooked, tensors)
@@ -253,9 +254,15 @@ class UpsetInjector:
                 self.batches[key] = int(body.get("batches", {}).get(key, 0))
             self.bad_requests, self.dropped = int(body.get("bad_requests", 0)), int(body.get("dropped", 0))
             self.unjudged, self.restarts = int(body.get("unjudged", 0)), int(body.get("restarts", 0)) + 1
+            self.ledgers_lost = int(body.get("ledgers_lost", 0))
             self.errors = [str(e) for e in body.get("errors", [])][:20]
         except (CorruptFile, AttributeError, KeyError, TypeError, ValueError) as exc:
-            self.errors.append(f"the previous worker's ledger could not be carried on: {exc}"[:200])
+            # Moved aside and counted (found in audit: written over, and the corrupt tiles it had counted
+            # were lost, the run failing on "asked for and in no ledger")
+            moved = quarantine(path)
+            self.errors.append(f"the previous worker's ledger could not be carried on: {exc}; moved aside as "
+                               f"{moved.name if moved else 'nothing'}"[:200])
+            self.ledgers_lost, self.restarts = 1, 1
             self._changed = True
             return
         for u in entries:
@@ -622,7 +629,8 @@ class UpsetInjector:
             return
         self._fold()
         body = {"totals": self.totals(), "batches": self.batches, "bad_requests": self.bad_requests,
-                "dropped": self.dropped, "unjudged": self.unjudged, "restarts": self.restarts, "errors": self.errors,
+                "dropped": self.dropped, "unjudged": self.unjudged, "restarts": self.restarts,
+                "ledgers_lost": self.ledgers_lost, "errors": self.errors,
                 "upsets": [u.ledger() for u in self.upsets]}
         try:
             write_checked_json(self.dir / LEDGER, json.loads(json.dumps(body)))

@@ -204,6 +204,7 @@ class Status:
     train_checkpoints_refused: int = 0
     infer_files_rejected: int = 0
     compute_writes_failed: int = 0
+    compute_state_corrupt: int = 0
 
 
 @dataclass(frozen=True)

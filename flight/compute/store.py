@@ -28,7 +28,9 @@ as the fallback, both checked by SHA-256 whenever they are read, and puts the ne
 probation until the worker has seen it run a job (:meth:`ModelStore.end_probation`).
 :meth:`ModelStore.rollback` swaps the two. The manifest is written last, atomically, so a
 power cut leaves the old state or the new one; files no version refers to any more are
-deleted only after it.
+deleted only after it, and those a power cut left behind at the next start
+(:meth:`ModelStore.remove_unreferenced`). A golden install whose golden copy cannot be written
+puts the working manifest back: a refused install changes nothing.
 
 Use the verified bytes, not the path: ``open_session(loaded.bytes)`` runs exactly what
 was checked, while reopening ``loaded.path`` would read the flash again, after the check.
@@ -57,6 +59,8 @@ MANIFEST_SCHEMA = 1
 # Names and versions become file names: keep them to one safe path component.
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# A file the store writes for a version: its model, its reference set.
+_STORE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\.(?:onnx|ref\.npz)")
 
 
 class Copy(str, Enum):
@@ -344,11 +348,13 @@ class ModelStore:
         golden_manifest = self._read_manifest(Copy.GOLDEN) if golden else None
         models, life = self._read(Copy.WORKING)
         prov, files = self._new_files(entry, data, provenance, reference)
+        before = (dict(models), dict(life))
         models[name] = entry
         life[name] = _Life(provenance={version: prov} if prov else {})
-        self._commit(models, life, files)
+        dropped = self._commit(models, life, files, delete=golden_manifest is None)
         if golden_manifest is not None:
-            self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
+            self._golden_or_undo(golden_manifest, entry, data, *before)
+            self._delete(dropped)
         return entry
 
     def activate(self, name: str, version: str, model: bytes | Path | str, provenance: Provenance,
@@ -375,11 +381,13 @@ class ModelStore:
         kept = {version: prov}
         if previous is not None:
             kept[previous.version] = old.provenance.get(previous.version, UNKNOWN_PROVENANCE)
+        before = (dict(models), dict(life))
         models[name] = entry
         life[name] = _Life(previous, True, kept, old.last_rollback)
-        self._commit(models, life, files)
+        dropped = self._commit(models, life, files, delete=golden_manifest is None)
         if golden_manifest is not None:
-            self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
+            self._golden_or_undo(golden_manifest, entry, data, *before)
+            self._delete(dropped)
         return self.state(name)
 
     def rollback(self, name: str, reason: str, automatic: bool, now_unix_s: float = 0.0) -> ModelState:
@@ -441,9 +449,10 @@ class ModelStore:
         return provenance, files
 
     def _commit(self, models: dict[str, ModelEntry], life: dict[str, _Life],
-                files: dict[str, tuple[bytes, str]]) -> None:
+                files: dict[str, tuple[bytes, str]], delete: bool = True) -> set[str]:
         """Write new files (each read back and checked), then the working manifest, then delete
-        the files it no longer refers to. A power cut anywhere leaves a manifest whose files are there."""
+        the files it no longer refers to (or, ``delete`` false, return their names, for a commit that
+        may yet be undone). A power cut anywhere leaves a manifest whose files are there."""
         directory = self.root
         before = _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set()
         for file_name, (data, sha) in files.items():
@@ -461,8 +470,58 @@ class ModelStore:
             body["lifecycle"] = lifecycle
         write_checked_json(directory / MANIFEST, body)
         (directory / MANIFEST).chmod(0o644)
-        for file_name in sorted(before - _referenced(models, life)):
-            (directory / file_name).unlink(missing_ok=True)
+        dropped = before - _referenced(models, life)
+        if delete:
+            self._delete(dropped)
+        return dropped
+
+    def _delete(self, names: set[str]) -> None:
+        for file_name in sorted(names):
+            (self.root / file_name).unlink(missing_ok=True)
+
+    def _golden_or_undo(self, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes,
+                        models: dict[str, ModelEntry], life: dict[str, _Life]) -> None:
+        """Write the golden copy of the version just committed; where that fails (a golden partition
+        mounted read-only, a full disk), put the working manifest back as it was (``models``,
+        ``life``) and raise, so that an install refused changed nothing (found in audit: the version
+        was refused, yet active on disk, and ran from the next start); the files the commit dropped
+        are deleted only after this. Where the new file replaced one the old manifest names (a
+        reinstall of the same version), there is nothing to go back to."""
+        try:
+            self._write_entry(Copy.GOLDEN, manifest, entry, data)
+        except BaseException:
+            if entry.file not in _referenced(models, life):
+                self._commit(models, life, {})
+            raise
+
+    def remove_unreferenced(self) -> list[Path]:
+        """Delete the model files (``NAME@VERSION.onnx``, ``.ref.npz``) of either copy that its manifest
+        does not name: what an install cut short by a power cut left, written before the manifest that
+        would have named them, or named by the manifest before it and not yet deleted (found in audit:
+        each such cut left a model's worth of flash behind, for good). A copy whose manifest is missing
+        or corrupt keeps every file, for its repair; a file that cannot be deleted (a read-only golden
+        partition) stays. For the start, before anything installs. Returns the paths deleted."""
+        removed: list[Path] = []
+        for copy in Copy:
+            directory = self._dir(copy)
+            if not (directory / MANIFEST).exists():
+                continue
+            try:
+                models, life = self._read(copy)
+                names = list(directory.iterdir())
+            except (ModelIntegrityError, OSError):
+                continue
+            named = _referenced(models, life)
+            for path in names:
+                if path.name in named or not _STORE_FILE.fullmatch(path.name) or path.is_symlink() \
+                        or not path.is_file():
+                    continue
+                try:
+                    path.unlink()
+                except OSError:
+                    continue
+                removed.append(path)
+        return removed
 
     def _write_entry(self, copy: Copy, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes) -> None:
         directory = self._dir(copy)

@@ -234,7 +234,8 @@ class TrainingJob:
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc:  # arrays or a position that do not fit
             quarantine(self.checkpoint_path)
             self._event("checkpoint_refused", reason=str(exc) if isinstance(exc, CorruptFile)
-                        else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})")
+                        else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})",
+                        outcome="the job starts from step 0")
             return False
         self.status.resumed_from = ck.step
         # A worker restarted between this pass's SAA checkpoint and the entry takes it as taken (not twice).
@@ -424,12 +425,21 @@ class TrainingJob:
         self._event("restored", step=ck.step, reason=why)
 
     def _load_again(self, why: str) -> Checkpoint:
-        """Load the last checkpoint (going back to it, for ``why``); one that cannot be loaded fails the job."""
+        """Load the last checkpoint (going back to it, for ``why``); one that cannot be loaded fails the job.
+        One that fails its check is moved aside and said, as :meth:`resume` does (found in audit: it was
+        deleted with the job, neither said nor counted); one the disk cannot read stays."""
         try:
             ck = load_checkpoint(self.checkpoint_path)
             self._load(ck)
-        except (CorruptFile, OSError, ValueError, KeyError, TypeError, OverflowError) as exc_ck:
+        except OSError as exc_ck:
             raise TrainingRefusedError(f"{why}; the checkpoint to go back to is unreadable: {exc_ck}") from None
+        except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc_ck:
+            quarantine(self.checkpoint_path)
+            reason = str(exc_ck) if isinstance(exc_ck, CorruptFile) else \
+                f"{self.checkpoint_path.name}: does not fit this job ({type(exc_ck).__name__}: {exc_ck})"
+            self._event("checkpoint_refused", reason=reason, outcome="the job fails: it was going back to it")
+            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is corrupt (moved aside): {reason}") \
+                from None
         return ck
 
     def state_checked(self) -> bool:

@@ -137,6 +137,7 @@ from flight.storage import (
     CorruptFile,
     DirectoryBusy,
     DirectoryLock,
+    quarantine,
     read_checked_json,
     remove_interrupted_writes,
     write_atomic,
@@ -377,6 +378,8 @@ class Worker:
         self.allow_unsigned = allow_unsigned
         self.removed_temp_files = len(remove_interrupted_writes(self.root, recursive=True))
         self.store = store or ModelStore(self.root / "models")
+        # a version's files no manifest names: an install a power cut cut short (found in audit: kept for good)
+        self.removed_store_files = len(self.store.remove_unreferenced())
         self.products = self.root / "products"
         self.incoming = self.root / "incoming"
         for d in (self.products, self.incoming, self.root / "checkpoints", self.root / "staging"):
@@ -445,6 +448,9 @@ class Worker:
         self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
+        self.compute_state_corrupt = 0  # state read back that failed its check (COMPUTE_STATE_CORRUPT)
+        self._corrupt_event_at = -math.inf
+        self._corrupt_said: dict[str, tuple[str, str]] = {}  # model name -> its reference set said corrupt
         self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
         self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
         self._last_train_job_id = 0  # the training job that ran last (status: train_*)
@@ -654,6 +660,15 @@ class Worker:
             reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else exc
             self.event("COMPUTE_WRITE_FAILED", what=what, reason=reason[:200])
 
+    def _state_corrupt(self, what: str, reason: str, outcome: str) -> None:
+        """State read back failed its check: counted, said at most every CHECK_EVENT_MIN_S (found in
+        audit: a corrupt job list, reference set or kept protected model went by unsaid)."""
+        self.compute_state_corrupt += 1
+        now = time.monotonic()
+        if now - self._corrupt_event_at >= CHECK_EVENT_MIN_S:
+            self._corrupt_event_at = now
+            self.event("COMPUTE_STATE_CORRUPT", what=what[:100], reason=reason[:200], outcome=outcome[:200])
+
     def _prune(self) -> None:
         """Keep the newest :data:`KEEP_FINISHED_JOBS` finished jobs; forget older ones."""
         finished = sorted((j.job_id for j in self.jobs.values() if j.state not in ACTIVE), reverse=True)
@@ -661,22 +676,46 @@ class Worker:
             del self.jobs[job_id]
 
     def _load_jobs(self) -> None:
+        """The job list the last worker left; a corrupt one is moved aside and said (found in audit: it was
+        written over, unsaid, and every checkpoint deleted with it): the checkpoints stay until the next
+        start, beside it, for whoever looks into it."""
+        lost = False
         try:
             body = read_checked_json(self._jobs_path()) if self._jobs_path().exists() else []
         except CorruptFile as exc:
-            self.event("JOB_FAILED", job_id=0, reason=f"job list unreadable, starting empty: {exc}")
-            body = []
-        for item in body if isinstance(body, list) else []:
+            moved = quarantine(self._jobs_path())
+            aside = moved.name if moved else "nothing (it could not be moved)"
+            self._state_corrupt("the job list", str(exc),
+                                f"moved aside as {aside}; no job is resumed, their checkpoints kept until the next start")
+            body, lost = [], True
+        if not isinstance(body, list):
+            self._state_corrupt("the job list", f"a {type(body).__name__}, not a list", "no job is resumed")
+            body, lost = [], True
+        dropped = []
+        for item in body:
             try:
                 job = Job.from_json(item)
-            except (TypeError, ValueError, KeyError):
-                continue  # an entry this version cannot read: the rest of the list still loads
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                # an entry this version cannot read: the rest of the list still loads
+                dropped.append((item.get("job_id") if isinstance(item, dict) else None, f"{type(exc).__name__}: {exc}"))
+                continue
             if job.state is JobState.RUNNING:
                 job.state = JobState.PAUSED  # it was interrupted: resume from its checkpoint when admitted
                 job.detail = "worker restarted"
             self.jobs[job.job_id] = job
         self._prune()
-        self._remove_checkpoints(lambda job_id: job_id not in self.jobs or self.jobs[job_id].state not in ACTIVE)
+        if dropped:  # the list as read is kept aside, and written again with the entries read
+            moved = quarantine(self._jobs_path())
+            self._save_jobs()
+            for job_id, reason in dropped:
+                self._state_corrupt(f"job {job_id}'s entry in the job list", reason,
+                                    f"dropped (the list as read kept as {moved.name if moved else 'nothing'}); its "
+                                    "checkpoint kept until the next start")
+            lost = True
+        if lost:  # a job nothing lists now may have been lost with the list: its checkpoint is kept, once
+            self._remove_checkpoints(lambda job_id: job_id in self.jobs and self.jobs[job_id].state not in ACTIVE)
+        else:
+            self._remove_checkpoints(lambda job_id: job_id not in self.jobs or self.jobs[job_id].state not in ACTIVE)
 
     def _checkpoint_path(self, job_id: int) -> Path:
         return self._dir("checkpoints") / f"job{job_id:05d}.ck"
@@ -758,9 +797,15 @@ class Worker:
         nchwc = self._checks_nchwc() if self.abft_checks else 0
         if kept is not None and kept.source_sha256 == sha256 and kept.precision == precision and (
                 kept.abft, kept.ranges, kept.version) == (self.abft_checks, self.range_checks, version) and (
-                kept.nchwc is None or kept.nchwc == nchwc) and (
-                kept.data is None or hashlib.sha256(kept.data).hexdigest() == kept.sha256):
-            return kept.data
+                kept.nchwc is None or kept.nchwc == nchwc):
+            if kept.data is None:
+                return None
+            digest = hashlib.sha256(kept.data).hexdigest()
+            if digest == kept.sha256:
+                return kept.data
+            self._state_corrupt(f"the protected model of {name} version {version or '?'} kept in memory",
+                                f"SHA-256 {digest[:16]}..., made as {kept.sha256[:16]}...",
+                                "made again from the store's checked bytes")
         protected = self._abft_bytes(name, data, sha256, precision, nchwc) if self.abft_checks else None
         layout = nchwc if protected is not None and describe(onnx.load_from_string(protected)).get("layout_sums") \
             else None
@@ -821,7 +866,10 @@ class Worker:
                                            "here from this version's reference inputs")
             else:
                 inputs = self._reference_inputs(name, version)
-                if inputs is None:
+                if inputs is None and self._corrupt_said.get(name, ("",))[0] == version:
+                    self._ranges_refused(name, f"the reference set kept with version {version} is corrupt "
+                                               "(COMPUTE_STATE_CORRUPT): no ranges to learn")
+                elif inputs is None:
                     self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges "
                                                "to learn")
                 else:
@@ -837,13 +885,24 @@ class Worker:
         self.event("MODEL_RANGES_UNCHECKED", name=name, reason=reason[:200])
 
     def _reference_inputs(self, name: str, version: str) -> np.ndarray | None:
-        """The reference inputs the store keeps with ``version`` of ``name`` (checked), None if none."""
+        """The reference inputs the store keeps with ``version`` of ``name`` (checked), None if none. One
+        kept but corrupt is said, once per version and file (found in audit: taken for none kept, it took
+        the range checks and the owned weights' probe away, the events blaming something else); it is
+        not repaired here (the store keeps no second copy: MODEL_INSTALL the version again)."""
         if not version:
             return None
         try:
             kept = self.store.load_reference(name, version)
             inputs = ReferenceSet.from_bytes(kept).x if kept is not None else None
-        except (ModelIntegrityError, ModelNotFound, PackageError):
+        except ModelNotFound:
+            return None
+        except (ModelIntegrityError, PackageError) as exc:
+            said = (version, str(exc)[:200])
+            if self._corrupt_said.get(name) != said:
+                self._corrupt_said[name] = said
+                self._state_corrupt(f"{name} version {version}'s reference set", str(exc),
+                                    "its range checks and the probe of its owned weights go without it "
+                                    "(MODEL_INSTALL the version again to restore it)")
             return None
         return None if inputs is None or not len(inputs) else np.ascontiguousarray(inputs, np.float32)
 
@@ -1462,7 +1521,10 @@ class Worker:
                 remake = self._watched_count(job.model, model if claims else None) > made
                 probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
                 classes, conf = self._classify(probs, 1, checks.tile_status(), job.model)
-                self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
+                written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
+                if checks.tiles_failed:  # no JOB_DONE for a continuous job: each such product is said (found in audit)
+                    self.event("PRODUCT_MARKED", job_id=job.job_id, name=written.name[:100], failed=checks.tiles_failed,
+                               tiles=len(classes), protection=checks.protection.value)
             except _ModelChanged:
                 return  # the file stays: the next slice makes its product on the new version, whole
             finally:
@@ -1981,7 +2043,8 @@ class Worker:
                 "train_steps_refused": self.train_steps_refused, "train_restores": self.train_restores,
                 "train_saa_checkpoints": self.train_saa_checkpoints,
                 "train_checkpoints_refused": self.train_checkpoints_refused,
-                "infer_files_rejected": self.infer_files_rejected, "compute_writes_failed": self.compute_writes_failed}
+                "infer_files_rejected": self.infer_files_rejected, "compute_writes_failed": self.compute_writes_failed,
+                "compute_state_corrupt": self.compute_state_corrupt}
 
     def _training_event(self, job_id: int, kind: str, args: dict[str, Any]) -> None:
         """A training job's word (training_job.py): counted, and said as the dictionary's event."""
@@ -1998,9 +2061,10 @@ class Worker:
         elif kind == "saa_checkpoint":
             self.train_saa_checkpoints += 1
             self.event("TRAIN_SAA_CHECKPOINT", job_id=job_id, step=args["step"], entry_in_s=args["entry_in_s"])
-        elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0
+        elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0, or fails where it went back
             self.train_checkpoints_refused += 1
-            self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200])
+            self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200],
+                       outcome=str(args.get("outcome", "the job starts from step 0"))[:100])
         elif kind == "checkpoint_failed":  # not written: the file keeps the last checkpoint, the job goes on
             self._write_failed(f"job {job_id}'s checkpoint at step {args['step']}", str(args["reason"]))
         # "paused": the worker says JOB_PAUSED itself.
@@ -2027,6 +2091,9 @@ class Worker:
         self._send(cp.Hello(os.getpid()))
         if self.removed_temp_files:
             self.event("TEMP_FILES_REMOVED", count=self.removed_temp_files, where="compute directory")
+        if self.removed_store_files:
+            self.event("TEMP_FILES_REMOVED", count=self.removed_store_files,
+                       where="model store (a version's files no manifest names)")
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         idle_s = 0.0  # with nothing to do: a message ends the wait

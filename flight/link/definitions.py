@@ -675,12 +675,16 @@ COMPUTE_CHANNELS = (
             "entry within 30 s"),
     Channel("train_checkpoints_refused", T.U32, "count", "Training checkpoints not resumed: they failed their "
             "SHA-256, did not fit the trainer, held a value that is not a number, or could not be shown to be the "
-            "job's (moved aside until the job ends; the job started from step 0)", Limits(warn_high=1)),
+            "job's (moved aside until the job ends; the job started from step 0, or failed where it was going back to "
+            "one)", Limits(warn_high=1)),
     Channel("infer_files_rejected", T.U32, "count", "Files in incoming/ a continuous job refused (unreadable, "
             "not numbers, the wrong shape for the model, NaN or infinite values): moved to incoming/rejected/",
             Limits(warn_high=1)),
     Channel("compute_writes_failed", T.U32, "count", "Writes of the worker's own state that failed (the job list, a "
             "training checkpoint: a full or failing disk); the last one written stays whole", Limits(warn_high=1)),
+    Channel("compute_state_corrupt", T.U32, "count", "State the worker read back that failed its check (its job "
+            "list or an entry of it, a model version's reference set, a protected model it keeps): "
+            "COMPUTE_STATE_CORRUPT says each", Limits(warn_high=1)),
 )
 
 STORE_CHANNELS = (
@@ -817,9 +821,10 @@ EVENTS = (
     Event("STATE_CORRUPT", 0x0082, Severity.WARNING_HI, "Stored {what} unreadable ({reason}); moved aside, using defaults",
           "A state file failed its checksum", ("what", "reason")),
     Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
-          "{count} leftover temporary files of interrupted writes removed from the {where}",
-          "Writes cut short by a crash or power cut left temporary files; they were removed at start (the files "
-          "they were replacing are intact)", ("count", "where")),
+          "{count} leftover files of interrupted writes removed from the {where}",
+          "Writes cut short by a crash or power cut left temporary files, or, in the model store, a version's "
+          "files no manifest names (an install cut short); they were removed at start (the files they were "
+          "replacing are intact)", ("count", "where")),
     Event("ORBIT_UPDATED", 0x0090, Severity.ACTIVITY_HI, "Orbit updated: satellite {satnum}, epoch {epoch}",
           "A new TLE is in use", ("satnum", "epoch")),
     Event("ECLIPSE_PREDICTED", 0x0091, Severity.ACTIVITY_LO, "Eclipse in {in_s:.0f} s for {duration_s:.0f} s",
@@ -903,12 +908,13 @@ EVENTS = (
           "A training job saved a checkpoint before the SAA entry the agent predicts from its own TLE",
           ("job_id", "step", "entry_in_s")),
     Event("TRAIN_CHECKPOINT_REFUSED", 0x00F1, Severity.WARNING_HI,
-          "Job {job_id}: checkpoint not resumed ({reason}); moved aside, the job starts from step 0",
+          "Job {job_id}: checkpoint not resumed ({reason}); moved aside, {outcome}",
           "A training job's checkpoint failed its SHA-256, did not fit the trainer, held a value that is not a "
           "number, was another job's (a job id "
           "given again after the agent's state was lost) or older than checkpoints that name their job: wrong "
-          "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends. "
-          "train_checkpoints_refused counts them", ("job_id", "reason")),
+          "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends; the job starts from "
+          "step 0, or, where it was going back to it (refused steps, a state changed in memory), fails. "
+          "train_checkpoints_refused counts them", ("job_id", "reason", "outcome")),
     Event("INCOMING_REJECTED", 0x00F2, Severity.WARNING_LO, "Job {job_id}: input file {name} refused: {reason}",
           "A file in incoming/ that a continuous job cannot screen (unreadable, not numbers, the wrong shape for the "
           "model, NaN or infinite values: bad input, not the model's fault) is moved to incoming/rejected/, which "
@@ -919,6 +925,19 @@ EVENTS = (
           "checkpoint (periodic, at a pause, before the SAA). The file keeps the last state written, whole, and "
           "the worker goes on; a worker lost before the next write loses what was not written. At most one every "
           "10 s; compute_writes_failed counts them all", ("what", "reason")),
+    Event("COMPUTE_STATE_CORRUPT", 0x00F4, Severity.WARNING_HI, "Compute worker found {what} corrupt: {reason}; "
+          "{outcome}",
+          "State the worker reads back failed its check: its job list (moved aside as NAME.corrupt, the worker "
+          "starts with none, the checkpoints kept until the next start) or an entry of it (dropped), the "
+          "reference set the store keeps with a model version (its range checks and the probe of its owned "
+          "weights go without it), or a protected model it keeps in memory (made again). At most one every 10 s; "
+          "compute_state_corrupt counts them all", ("what", "reason", "outcome")),
+    Event("PRODUCT_MARKED", 0x00F5, Severity.WARNING_HI,
+          "Job {job_id}: product {name} written with {failed} of {tiles} tiles failed ({protection})",
+          "A continuous job (one product per file in incoming/) wrote a product with tiles whose checks failed "
+          "again after a scrub and a rerun, marked failed in it: said for each such product, as JOB_DONE says a "
+          "batch job's, so that it is seen on the ground without fetching it. results_marked counts the batches",
+          ("job_id", "name", "failed", "tiles", "protection")),
     Event("MODEL_UNCHECKED", 0x00EA, Severity.WARNING_LO, "Model {name} runs without the checksum pass: {reason}",
           "With abft_checks on, the checksum pass refused this model version (it names the node it cannot check) "
           "or onnxruntime would not open the protected model; it runs as uplinked, its products say unchecked "
