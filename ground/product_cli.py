@@ -5,15 +5,19 @@
 
 Reads each product (its ``.npz``, or its ``.json`` summary) and its receipt (ground/receipts.py):
 the model it came from, the protection it ran under, its checks and their counts, reruns and
-repairs, the scrub age and the environment the board predicted. A product is vouched for when every
-tile was checked and passed, by checks that see a fault in the weights too (the checksum pass, or
-scrubbed weights: double runs and range checks alone do not), and its receipt agrees with itself, its
-header and its tiles; a training product (its summary, the trained model beside it) when that model
-is the one its receipt names, its steps guarded by the step checks it counts. Exit codes: 0 every
-product vouched for, 1 one or more not (a failed, unchecked or partly checked tile, tiles passed by
-checks that cannot see the weights, a receipt that contradicts itself, its header or its tiles, a
-trained model not beside its summary or changed), 2 bad input (a file that is not a product, a
-receipt missing a field or of the wrong kind), said on stderr naming the file and field.
+repairs, the scrub age and the environment the board predicted; from an ``.npz``, which tiles failed
+and (where others were checked) which went unchecked, the first few a line and all of them in
+``--json`` (``failed_tiles``, ``unchecked_tiles``; null for a summary, which has no per-tile
+statuses: those are in the ``.npz``). A product is vouched for when every tile was checked and
+passed, by checks that see a fault in the weights too (the checksum pass, or scrubbed weights:
+double runs and range checks alone do not), and its receipt agrees with itself, its header and its
+tiles; a training product (its summary, the trained model beside it) when that model is the one its
+receipt names, its steps guarded by the step checks it counts. Exit codes: 0 every product vouched
+for, 1 one or more not (a failed, unchecked or partly checked tile, tiles passed by checks that
+cannot see the weights, a receipt that contradicts itself, its header or its tiles, a receipt of a
+version newer than this ground reads (update the ground software), a trained model not beside its
+summary or changed), 2 bad input (a file that is not a product, a receipt missing a field or of the
+wrong kind, text in it that is not printable), said on stderr naming the file and field.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         try:
             read.append(read_product(path))
         except ProductError as exc:
-            print(f"sunlit-ground product: {exc}", file=sys.stderr)
+            print(f"sunlit-ground product: {_printable(str(exc))}", file=sys.stderr)
             bad += 1
         except Exception as exc:  # noqa: BLE001 - a file damaged in a way not foreseen: bad input, not a traceback
-            print(f"sunlit-ground product: {path}: cannot be read ({type(exc).__name__}: {str(exc)[:120]})",
-                  file=sys.stderr)
+            print(f"sunlit-ground product: {_printable(path)}: cannot be read ({type(exc).__name__}: "
+                  f"{_printable(str(exc)[:120])})", file=sys.stderr)
             bad += 1
     if args.json:
         print(json.dumps([r.as_dict() for r in read], indent=1, allow_nan=False))
@@ -48,6 +52,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if bad:
         return EXIT_INPUT
     return 0 if all(r.vouched for r in read) else EXIT_NOT_VOUCHED
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything not printable escaped: a message that quotes a damaged file forges no line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def add_product_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,16 +1,20 @@
 """A product's receipt, read on the ground: what the board vouches for in a product it downlinked (pure).
 
 Every inference product is two files (flight/compute/worker.py, ``_write_product``): the ``.npz``
-(per tile: class, confidence, check status 1 passed, 0 unchecked, -1 failed; the receipt as JSON; the
-model's name, version, SHA-256 and who uplinked it) and a ``.json`` summary carrying the same header
-and receipt. :func:`read_product` reads either and checks it whole: the fields the receipt must have
-and their types, and, for the ``.npz``, that its per-tile statuses add up to the receipt's counts. A
-product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and passed, by
-checks that see a fault in the weights too (the checksum pass, or weights scrubbed: double runs and
-range checks alone do not); one with a failed, unchecked or partly checked tile is not, nor is one
-whose receipt contradicts itself (a status its counts do not give), its header (another model's
-SHA-256) or its tiles. What the receipt says of the environment (flux class, scrub age) is the
-board's own prediction from its TLE, not a measurement (docs/architecture.md, "Radiation").
+(per tile: class, confidence, check status 1 passed, 0 unchecked, -1 failed; the receipt as JSON;
+the model's name, version, SHA-256 and who uplinked it) and a ``.json`` summary carrying the same
+header and receipt. :func:`read_product` reads either and checks it whole: the fields the receipt
+must have and their types, and, for the ``.npz``, that its per-tile statuses add up to the receipt's
+counts. A product is vouched for (:attr:`ProductReceipt.vouched`) when every tile was checked and
+passed, by checks that see a fault in the weights too (the checksum pass, or weights scrubbed:
+double runs and range checks alone do not); one with a failed, unchecked or partly checked tile is
+not, nor is one whose receipt contradicts itself (a status its counts do not give, a checksum
+precision without the checksum pass or the pass without one), its header (another model's SHA-256)
+or its tiles, nor one whose ``receipt_version`` is newer than this build's (what it adds is not read
+here). Text the product carries (the provider, the flux source, the header's names) must be
+printable: a newline or an escape in it could forge a line of the output. What the receipt says of
+the environment (flux class, scrub age) is the board's own prediction from its TLE, not a
+measurement (docs/architecture.md, "Radiation").
 
 A training product is the model the board trained and its ``.json`` summary (:class:`TrainingReceipt`):
 vouched for when the model file beside the summary is the one its receipt names.
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from flight.compute.abft import PRECISIONS
-from flight.compute.checks import FAILED, PASSED, UNCHECKED, check_status_of
+from flight.compute.checks import FAILED, PASSED, RECEIPT_VERSION, UNCHECKED, check_status_of
 from flight.link.definitions import FluxClass, Protection
 
 MAX_PRODUCT_BYTES = 64 * 1024 * 1024
@@ -50,6 +54,10 @@ _COUNTS = ("tiles_checked", "tiles_passed", "tiles_failed", "tiles_unchecked", "
            "double_run_mismatches", "abft_failures", "range_failures", "reruns", "results_changed",
            "weights_repaired")
 _HEADER = ("model", "model_version", "model_sha256", "model_uplinked_by")
+SHOWN_TILES = 20
+"""Tile indices (failed, unchecked) a text line names before "and N more"; ``--json`` gives them all."""
+SHOWN_FIELDS = 5
+"""Fields a newer receipt has that this ground does not know, named in its verdict before "and N more"."""
 
 
 class ProductError(ValueError):
@@ -69,6 +77,24 @@ class ProductReceipt:
     receipt: dict[str, Any]
     tiles: int
     disagreements: tuple[str, ...] = field(default=())  # the receipt against itself, its header, its tiles
+    status: np.ndarray | None = field(default=None, compare=False, repr=False)  # per tile (.npz); None: a summary
+    unknown_fields: tuple[str, ...] = field(default=())  # a newer receipt's fields this ground does not know
+
+    @property
+    def newer(self) -> bool:
+        """Its receipt is of a version this ground does not know: what it adds is not read, so it is not
+        vouched for."""
+        return self.receipt["receipt_version"] > RECEIPT_VERSION
+
+    @property
+    def failed_tiles(self) -> list[int] | None:
+        """The indices of the tiles marked failed; None for a summary (no per-tile statuses)."""
+        return None if self.status is None else np.flatnonzero(self.status == FAILED).tolist()
+
+    @property
+    def unchecked_tiles(self) -> list[int] | None:
+        """The indices of the tiles marked unchecked; None for a summary (no per-tile statuses)."""
+        return None if self.status is None else np.flatnonzero(self.status == UNCHECKED).tolist()
 
     @property
     def check_status(self) -> str:
@@ -88,9 +114,11 @@ class ProductReceipt:
     def vouched(self) -> bool:
         """Every tile checked and passed by checks that see its weights too, and the receipt agrees with
         itself, its header and its tiles."""
-        return self.check_status == "passed" and self.weights_vouched and not self.disagreements
+        return self.check_status == "passed" and self.weights_vouched and not self.disagreements and not self.newer
 
     def verdict(self) -> str:
+        if self.newer:
+            return _newer_verdict(self.receipt["receipt_version"], self.unknown_fields, self.disagreements)
         if self.disagreements:
             return "NOT VOUCHED: the product contradicts itself (" + "; ".join(self.disagreements) + ")"
         r = self.receipt
@@ -124,6 +152,7 @@ class ProductReceipt:
             + (f" ({r['abft_precision']} tolerance)" if r.get("abft_precision") else ""),
             f"  checks       {self.check_status}: {r['tiles_passed']} passed, {r['tiles_failed']} failed, "
             f"{r['tiles_unchecked']} unchecked of {self.tiles} tiles in {r['batches']} batches",
+            *self._tile_lines(),
             f"  reruns       {r['reruns']} (results changed {r['results_changed']}); weights repaired "
             f"{r['weights_repaired']}; double runs {r['double_runs']} ({r['double_run_mismatches']} disagreed)",
             f"  scrub age    {scrub}{period}",
@@ -131,11 +160,23 @@ class ProductReceipt:
             f"  {self.verdict()}",
         ]
 
+    def _tile_lines(self) -> list[str]:
+        """Which tiles failed, and which went unchecked where others were checked (the .npz's statuses);
+        for a summary, that those are in the .npz."""
+        if self.status is None:
+            return ["  per tile     statuses in the .npz, not read from this summary"]
+        failed, unchecked = self.failed_tiles, self.unchecked_tiles
+        out = [f"  failed       tiles {_first(failed, SHOWN_TILES)}"] if failed else []
+        if unchecked and len(unchecked) < self.tiles:
+            out.append(f"  unchecked    tiles {_first(unchecked, SHOWN_TILES)}")
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "model": self.model, "model_version": self.model_version,
                 "model_sha256": self.model_sha256, "model_uplinked_by": self.uplinked_by, "tiles": self.tiles,
                 "vouched": self.vouched, "verdict": self.verdict(), "disagreements": list(self.disagreements),
-                "receipt": self.receipt}
+                "failed_tiles": self.failed_tiles, "unchecked_tiles": self.unchecked_tiles,
+                "unknown_fields": list(self.unknown_fields), "receipt": self.receipt}
 
 
 @dataclass(frozen=True)
@@ -159,12 +200,19 @@ class TrainingReceipt:
     model_file: str
     model_file_sha256: str | None  # None: no such file beside the summary
     disagreements: tuple[str, ...] = field(default=())
+    unknown_fields: tuple[str, ...] = field(default=())  # a newer receipt's fields this ground does not know
+
+    @property
+    def newer(self) -> bool:
+        return self.receipt["receipt_version"] > RECEIPT_VERSION
 
     @property
     def vouched(self) -> bool:
-        return not self.disagreements and self.model_file_sha256 == self.receipt["model_sha256"]
+        return not self.disagreements and not self.newer and self.model_file_sha256 == self.receipt["model_sha256"]
 
     def verdict(self) -> str:
+        if self.newer:
+            return _newer_verdict(self.receipt["receipt_version"], self.unknown_fields, self.disagreements)
         if self.disagreements:
             return "NOT VOUCHED: the product contradicts itself (" + "; ".join(self.disagreements) + ")"
         if self.model_file_sha256 is None:
@@ -193,7 +241,39 @@ class TrainingReceipt:
                 "steps": self.steps, "loss": self.loss, "steps_refused": self.steps_refused,
                 "restores": self.restores, "saa_checkpoints": self.saa_checkpoints, "model_file": self.model_file,
                 "model_file_sha256": self.model_file_sha256, "vouched": self.vouched, "verdict": self.verdict(),
-                "disagreements": list(self.disagreements), "receipt": self.receipt}
+                "disagreements": list(self.disagreements), "unknown_fields": list(self.unknown_fields),
+                "receipt": self.receipt}
+
+
+def _first(values: list[Any], shown: int) -> str:
+    """``values`` for a line: the first ``shown`` of them, then how many more."""
+    more = f" and {len(values) - shown} more" if len(values) > shown else ""
+    return ", ".join(str(v) for v in values[:shown]) + more
+
+
+def _newer_verdict(version: int, unknown: tuple[str, ...], disagreements: tuple[str, ...]) -> str:
+    """Why a receipt of a version this ground does not know is not vouched for, naming (a few of) the
+    fields it does not know (repr: a hostile name prints no escape)."""
+    names = _first([repr(k)[:40] for k in unknown], SHOWN_FIELDS)
+    return (f"NOT VOUCHED: receipt version {version} is newer than this ground reads ({RECEIPT_VERSION}): update the "
+            "ground software" + (f" (fields it does not know: {names})" if unknown else "")
+            + ("; it also contradicts itself (" + "; ".join(disagreements) + ")" if disagreements else ""))
+
+
+def _unknown_fields(receipt: dict[str, Any]) -> tuple[str, ...]:
+    """The fields of a newer receipt this ground does not read (none for a receipt of a version it knows:
+    those are read as before)."""
+    if receipt.get("receipt_version", 1) <= RECEIPT_VERSION:
+        return ()
+    return tuple(str(k) for k in receipt if k not in _FIELDS and k != "receipt_version")
+
+
+def _printable(value: str, where: str, what: str) -> str:
+    """``value`` if it is printable text (no newline, escape or control character: in the output, one
+    could forge a line, a "VOUCHED" above the real verdict); else :class:`ProductError` naming ``what``."""
+    if not value.isprintable():
+        raise ProductError(f"{where}: {what} is {repr(value)[:60]}, not printable text")
+    return value
 
 
 def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingReceipt:
@@ -207,6 +287,7 @@ def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingR
     source, loss = summary.get("source"), summary.get("loss")
     if not isinstance(source, str) or len(source) > 200:
         raise ProductError(f"{where}: summary 'source' is {repr(source)[:60]}, not a data set's name")
+    _printable(source, where, "summary 'source'")
     if not _is_number(loss):
         raise ProductError(f"{where}: summary 'loss' is {repr(loss)[:60]}, not a finite number or null")
     receipt = check_receipt(summary.get("receipt"), where)
@@ -227,7 +308,7 @@ def _read_training(summary: dict[str, Any], path: Path, where: str) -> TrainingR
         found.append(f"{model.name} has sha256 {digest[:16]}... against the receipt's {receipt['model_sha256'][:16]}...")
     return TrainingReceipt(where, count("job_id"), source, count("steps"), None if loss is None else float(loss),
                            count("steps_refused"), count("restores"), count("saa_checkpoints"), receipt, str(model),
-                           digest, tuple(found))
+                           digest, tuple(found), _unknown_fields(summary["receipt"]))
 
 
 def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
@@ -235,12 +316,18 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     :class:`ProductError` naming the field."""
     if not isinstance(receipt, dict):
         raise ProductError(f"{where}: receipt is {type(receipt).__name__}, not an object")
+    version = receipt.get("receipt_version", 1)  # none: written before receipts had one
+    if not _is_count(version) or version < 1:
+        raise ProductError(f"{where}: receipt 'receipt_version' is {repr(version)[:60]}, not a version (1 or more)")
+    # A newer receipt's fields are checked as this ground knows them; if one is not, it may be why.
+    newer = f" (receipt version {version}, newer than this ground reads: {RECEIPT_VERSION})" \
+        if version > RECEIPT_VERSION else ""
 
     def need(key: str, ok: Any, what: str) -> None:
         if key not in receipt:
-            raise ProductError(f"{where}: receipt has no {key!r}")
+            raise ProductError(f"{where}: receipt has no {key!r}{newer}")
         if not ok(receipt[key]):
-            raise ProductError(f"{where}: receipt {key!r} is {repr(receipt[key])[:60]}, not {what}")
+            raise ProductError(f"{where}: receipt {key!r} is {repr(receipt[key])[:60]}, not {what}{newer}")
 
     def one_of(values: Any) -> Any:
         return lambda v: isinstance(v, str) and v in values
@@ -248,6 +335,7 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("model_sha256", lambda v: isinstance(v, str) and _is_sha256(v), "a SHA-256 in hex")
     need("protection", one_of({p.value for p in Protection}), "a protection level")
     need("provider", lambda v: isinstance(v, str) and 0 < len(v) <= 100, "a provider's name")
+    _printable(receipt["provider"], where, "receipt 'provider'")
     need("abft_precision", lambda v: v is None or one_of(PRECISIONS)(v), f"null or one of {', '.join(PRECISIONS)}")
     need("check_status", one_of(STATUSES), f"one of {', '.join(STATUSES)}")
     for key in _COUNTS:
@@ -258,12 +346,10 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("in_saa", lambda v: isinstance(v, bool), "true or false")
     need("lat_deg", lambda v: _is_number(v, -90.0, 90.0), "degrees or null")
     need("flux_source", lambda v: isinstance(v, str) and len(v) <= 200, "text")
+    _printable(receipt["flux_source"], where, "receipt 'flux_source'")
     if receipt["tiles_passed"] + receipt["tiles_failed"] != receipt["tiles_checked"]:
         raise ProductError(f"{where}: receipt 'tiles_passed' + 'tiles_failed' is not 'tiles_checked'")
-    version = receipt.get("receipt_version", 1)  # none: written before receipts had one
-    if not _is_count(version) or version < 1:
-        raise ProductError(f"{where}: receipt 'receipt_version' is {repr(version)[:60]}, not a version (1 or more)")
-    # what it vouches for; anything else is not read
+    # what it vouches for; anything else is not read (a newer receipt's: named, and not vouched for)
     return {**{key: receipt[key] for key in _FIELDS}, "receipt_version": version}
 
 
@@ -288,12 +374,20 @@ def _is_sha256(v: str) -> bool:
 
 
 def _header(values: dict[str, Any], where: str) -> tuple[str, str, str, str]:
+    """The header's model, version, SHA-256 and who uplinked it from ``values`` (the summary, or the
+    .npz's 0-d text arrays as str); :class:`ProductError` naming the field that is not such text."""
     out = []
     for key in _HEADER:
-        v = values.get(key)
-        if not isinstance(v, str) or len(v) > 200 or (key == "model_sha256" and not _is_sha256(v)):
-            raise ProductError(f"{where}: header {key!r} is {'missing' if v is None else repr(v)[:60]}")
-        out.append(v)
+        if key not in values:
+            raise ProductError(f"{where}: header {key!r} is missing")
+        v = values[key]
+        if not isinstance(v, str):
+            raise ProductError(f"{where}: header {key!r} is {repr(v)[:60]}, not text")
+        if len(v) > 200:
+            raise ProductError(f"{where}: header {key!r} is {repr(v)[:60]}, more than 200 characters")
+        if key == "model_sha256" and not _is_sha256(v):
+            raise ProductError(f"{where}: header {key!r} is {repr(v)[:60]}, not a SHA-256 in hex")
+        out.append(_printable(v, where, f"header {key!r}"))
     return out[0], out[1], out[2], out[3]
 
 
@@ -307,6 +401,14 @@ def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
     said = check_status_of(tiles, receipt["tiles_checked"], receipt["tiles_failed"])
     if said != receipt["check_status"]:
         out.append(f"check_status {receipt['check_status']} against counts that say {said}")
+    # The checksum pass's precision is given exactly where the pass ran (flight/compute/checks.py,
+    # ProductChecks.ran_on: dropped with the pass; a training receipt: protection none, no precision).
+    if "abft" in str(receipt["protection"]).split("+"):
+        if receipt["abft_precision"] is None:
+            out.append(f"protection {receipt['protection']} without an abft_precision")
+    elif receipt["abft_precision"] is not None:
+        out.append(f"abft_precision {receipt['abft_precision']} under protection {receipt['protection']}, which has "
+                   "no checksum pass")
     if header_sha256 != receipt["model_sha256"]:
         out.append(f"the header's model {header_sha256[:16]}... against the receipt's {receipt['model_sha256'][:16]}...")
     if status is not None:
@@ -351,7 +453,8 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
     if not _is_count(tiles):
         raise ProductError(f"{where}: summary 'tiles' is {repr(tiles)[:60]}, not a count")
     header = _header(summary, where)
-    return ProductReceipt(where, *header, receipt, tiles, _disagreements(receipt, header[2], tiles))
+    return ProductReceipt(where, *header, receipt, tiles, _disagreements(receipt, header[2], tiles),
+                          unknown_fields=_unknown_fields(summary["receipt"]))
 
 
 # What a damaged archive raises while it is read: a bad CRC or header (BadZipFile), a member that does not
@@ -401,18 +504,21 @@ def _read_npz(data: bytes, where: str) -> ProductReceipt:
         raise ProductError(f"{where}: 'receipt' is {arrays['receipt'].dtype} of shape {arrays['receipt'].shape}, "
                            "not one string")
     try:
-        receipt = json.loads(str(arrays["receipt"]))
+        raw = json.loads(str(arrays["receipt"]))
     except (ValueError, RecursionError):
         raise ProductError(f"{where}: 'receipt' is not JSON") from None
-    receipt = check_receipt(receipt, where)
-    header = {k: str(arrays[k]) if k in arrays and arrays[k].ndim == 0 and arrays[k].dtype.kind == "U" else None
-              for k in _HEADER}
+    receipt = check_receipt(raw, where)
     classes, confidence, status = arrays["classes"], arrays["confidence"], arrays["check"]
     if classes.ndim != 1 or confidence.shape != classes.shape or status.shape != classes.shape:
         raise ProductError(f"{where}: 'classes' {classes.shape}, 'confidence' {confidence.shape} and 'check' "
                            f"{status.shape} are not one value a tile")
     if status.dtype.kind not in "iu":
         raise ProductError(f"{where}: 'check' is {status.dtype}, not integers")
-    fields = _header(header, where)
+    for key in _HEADER:  # the board writes each as one string (0-d); else say what it is, not "missing"
+        if key in arrays and (arrays[key].ndim != 0 or arrays[key].dtype.kind != "U"):
+            raise ProductError(f"{where}: header {key!r} is {arrays[key].dtype} of shape {arrays[key].shape}, "
+                               "not text")
+    fields = _header({k: str(arrays[k]) for k in _HEADER if k in arrays}, where)
     return ProductReceipt(where, *fields, receipt, int(len(classes)),
-                          _disagreements(receipt, fields[2], int(len(classes)), status))
+                          _disagreements(receipt, fields[2], int(len(classes)), status), status,
+                          _unknown_fields(raw))

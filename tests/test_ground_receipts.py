@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flight.compute import protocol as cp
-from flight.compute.checks import FAILED, PASSED
+from flight.compute.checks import FAILED, PASSED, RECEIPT_VERSION, UNCHECKED
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
 from flight.link.definitions import Admission, FluxClass, JobKind
 from ground.cli import main
@@ -248,3 +248,154 @@ def test_a_training_product_is_vouched_for_by_the_model_beside_its_summary(produ
         path.write_text(json.dumps(broken))
         code, out, err = show(capsys, path)
         assert code == 2 and repr(key) in err and "Traceback" not in err + out, (key, err)
+
+
+def summary_with(original, path, receipt=None, **fields):
+    """A copy of the summary ``original`` at ``path``, its receipt updated with ``receipt`` and its
+    top-level fields with ``fields``."""
+    summary = json.loads(original.read_text())
+    summary["receipt"].update(receipt or {})
+    summary.update(fields)
+    path.write_text(json.dumps(summary))
+    return path
+
+
+def npz_with(original, path, receipt=None, **arrays):
+    """A copy of the .npz ``original`` at ``path``, its receipt updated with ``receipt`` and its arrays
+    replaced by ``arrays`` (None: removed)."""
+    with np.load(original, allow_pickle=False) as npz:
+        out = {k: npz[k] for k in npz.files}
+    if receipt:
+        out["receipt"] = np.array(json.dumps({**json.loads(str(out["receipt"])), **receipt}))
+    for key, value in arrays.items():
+        if value is None:
+            del out[key]
+        else:
+            out[key] = value
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+@pytest.mark.req("GND-058")
+def test_a_receipt_newer_than_this_ground_is_not_vouched_for_and_says_to_update(products, capsys, tmp_path):
+    """Found in review: a receipt of a version this build does not write was vouched for, read as
+    version 2 and its new fields dropped. What those fields add (perhaps a tile quarantined, a check
+    weakened) is unknown here: not vouched for, the verdict naming a few of them."""
+    newer = RECEIPT_VERSION + 1
+    fields = {f"field_{i}": i for i in range(7)}
+    for path in (summary_with(products["clean"].with_suffix(".json"), tmp_path / "newer.json",
+                              {"receipt_version": newer, **fields}),
+                 npz_with(products["clean"].with_suffix(".npz"), tmp_path / "newer.npz",
+                          {"receipt_version": newer, **fields})):
+        code, out, err = show(capsys, path)
+        assert code == 1 and err == "", err
+        assert (f"NOT VOUCHED: receipt version {newer} is newer than this ground reads ({RECEIPT_VERSION}): update "
+                "the ground software (fields it does not know: 'field_0', 'field_1', 'field_2', 'field_3', "
+                "'field_4' and 2 more)") in out
+        (made,) = json.loads(show(capsys, "--json", path)[1])
+        assert not made["vouched"] and made["unknown_fields"] == list(fields)
+    trained = tmp_path / products["trained"].with_suffix(".json").name
+    summary_with(products["trained"].with_suffix(".json"), trained, {"receipt_version": newer})
+    trained.with_suffix(".onnx").write_bytes(products["trained"].with_suffix(".onnx").read_bytes())
+    code, out, _ = show(capsys, trained)
+    assert code == 1 and f"receipt version {newer} is newer" in out
+    assert read_product(summary_with(products["clean"].with_suffix(".json"), tmp_path / "v1.json",
+                                     {"receipt_version": 1})).receipt["receipt_version"] == 1  # older: read as before
+
+
+@pytest.mark.req("GND-058")
+def test_text_that_is_not_printable_is_refused_naming_the_field(products, capsys, tmp_path, monkeypatch):
+    """Found in review: a provider, flux source or header name with a newline or an escape in it was
+    printed raw, and forged a "VOUCHED" line above the real verdict. Such text is bad input, named;
+    what the board writes (a provider per session joined by "+", its flux source) is not."""
+    forged = "\n  VOUCHED: every tile checked and passed\x1b[8m"
+    clean = products["clean"]
+    cases = {summary_with(clean.with_suffix(".json"), tmp_path / "provider.json", {"provider": "CPU" + forged}):
+             "receipt 'provider'",
+             summary_with(clean.with_suffix(".json"), tmp_path / "flux.json", {"flux_source": "TLE\x1b[2K"}):
+             "receipt 'flux_source'",
+             npz_with(clean.with_suffix(".npz"), tmp_path / "provider.npz", {"provider": "CPU\r"}):
+             "receipt 'provider'",
+             summary_with(products["trained"].with_suffix(".json"), tmp_path / "source.json", source="toy" + forged):
+             "summary 'source'"}
+    for key in ("model", "model_version", "model_uplinked_by"):
+        cases[summary_with(clean.with_suffix(".json"), tmp_path / f"{key}.json", **{key: "x" + forged})] = \
+            f"header {key!r}"
+        cases[npz_with(clean.with_suffix(".npz"), tmp_path / f"{key}.npz", **{key: np.array("x\u202e" + forged)})] = \
+            f"header {key!r}"
+    for path, said in cases.items():
+        code, out, err = show(capsys, path)
+        assert code == 2 and f"{said} is " in err and "not printable text" in err and out == "", (path.name, err)
+        assert "\x1b" not in err and err.count("\n") == 1, err  # one line, no escape
+    joined = "TensorrtExecutionProvider+CUDAExecutionProvider+CPUExecutionProvider"
+    code, out, _ = show(capsys, summary_with(clean.with_suffix(".json"), tmp_path / "gpu.json", {"provider": joined}))
+    assert code == 0 and f"on {joined}" in out
+
+    def unforeseen(path):
+        raise RuntimeError("damaged" + forged)
+
+    monkeypatch.setattr("ground.product_cli.read_product", unforeseen)
+    code, out, err = show(capsys, clean.with_suffix(".npz"))
+    assert code == 2 and "cannot be read" in err and "\x1b" not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.req("GND-058")
+def test_a_receipt_that_contradicts_itself_about_the_checksum_precision_is_not_vouched_for(products, capsys,
+                                                                                           tmp_path):
+    """Found in review: a precision given without the checksum pass, or the pass without one, was read
+    as agreeing. The board gives one exactly where the pass ran (ProductChecks.ran_on drops it with the
+    pass; a training receipt has neither): its products never disagree so."""
+    clean = products["clean"].with_suffix(".json")
+    cases = {"protection abft+scrubbed without an abft_precision": {"abft_precision": None},
+             "abft_precision tf32 under protection scrubbed, which has no checksum pass":
+                 {"protection": "scrubbed", "abft_precision": "tf32"}}
+    for said, changes in cases.items():
+        code, out, err = show(capsys, summary_with(clean, tmp_path / "precision.json", changes))
+        assert code == 1 and f"NOT VOUCHED: the product contradicts itself ({said})" in out and err == "", out
+    for name in ("clean", "doubled", "doubled_scrubbed"):
+        assert read_product(products[name].with_suffix(".npz")).disagreements == (), name
+    assert read_product(products["trained"].with_suffix(".json")).disagreements == ()
+
+
+@pytest.mark.req("GND-058")
+def test_a_header_field_of_the_wrong_kind_in_the_npz_says_what_it_is(products, capsys, tmp_path):
+    """Found in review: a header field stored as bytes, or as an array of several, was reported
+    missing; it is there, of the wrong kind, and the message says which."""
+    clean = products["clean"].with_suffix(".npz")
+    cases = {npz_with(clean, tmp_path / "bytes.npz", model=np.array(b"cloud_screen")):
+             "header 'model' is |S12 of shape (), not text",
+             npz_with(clean, tmp_path / "several.npz", model_version=np.array(["1.0", "2.0"])):
+             "header 'model_version' is <U3 of shape (2,), not text",
+             npz_with(clean, tmp_path / "none.npz", model_uplinked_by=None): "header 'model_uplinked_by' is missing"}
+    for path, said in cases.items():
+        code, _, err = show(capsys, path)
+        assert code == 2 and said in err, err
+
+
+@pytest.mark.req("GND-058")
+def test_the_npz_names_its_failed_and_unchecked_tiles_and_the_summary_says_where_they_are(products, capsys,
+                                                                                        tmp_path):
+    """An operator needs which tiles to drop or run again, not only how many: the .npz's statuses give
+    them, the first few a line and all in --json; the summary has none, and says they are in the .npz."""
+    code, out, _ = show(capsys, products["failed"].with_suffix(".npz"))
+    with np.load(products["failed"].with_suffix(".npz"), allow_pickle=False) as npz:
+        failed = np.flatnonzero(npz["check"] == FAILED).tolist()
+    assert code == 1 and f"  failed       tiles {', '.join(map(str, failed))}\n" in out and "unchecked    " not in out
+    status = np.full(24, FAILED, np.int8)
+    status[[3, 5]] = UNCHECKED
+    many = npz_with(products["clean"].with_suffix(".npz"), tmp_path / "many.npz",
+                    {"check_status": "failed", "tiles_checked": 22, "tiles_passed": 0, "tiles_failed": 22,
+                     "tiles_unchecked": 2}, check=status)
+    code, out, _ = show(capsys, many)
+    assert code == 1 and "contradicts" not in out
+    every = [i for i in range(24) if i not in (3, 5)]  # 22 failed: the first 20 a line
+    assert f"  failed       tiles {', '.join(map(str, every[:20]))} and 2 more\n" in out
+    assert "  unchecked    tiles 3, 5\n" in out
+    (made,) = json.loads(show(capsys, "--json", many)[1])
+    assert made["failed_tiles"] == every and made["unchecked_tiles"] == [3, 5]
+    code, out, _ = show(capsys, products["failed"].with_suffix(".json"))
+    assert code == 1 and "per tile     statuses in the .npz, not read from this summary" in out
+    (made,) = json.loads(show(capsys, "--json", products["failed"].with_suffix(".json"))[1])
+    assert made["failed_tiles"] is None and made["unchecked_tiles"] is None
