@@ -3,7 +3,8 @@
 Inference: the shipped cloud-screening model, CPU provider, batch ``BATCH``, ``THREADS``
 intra-op thread, over ``BENCH_COMPUTE_REPEAT`` (default 100) x the 800 held-out tiles
 (80 000 tiles, about 2 s per side on one core). It is measured in ``BENCH_COMPUTE_PAIRS``
-pairs (default 7). In a pair both sides go over the same tiles (one array in memory, the
+pairs (default 10: an even number, so that each side goes first as often; found in audit, 7 split
+the orders 4:3). In a pair both sides go over the same tiles (one array in memory, the
 job's own read of its input set), interleaved: each slice of the job (one ``work_slice``,
 about ``flight.compute.worker.SLICE_S`` of work) alternates with a bare run over the same
 tiles, the bare side first in pairs 0, 2, ... and second in pairs 1, 3, ... So a slow spell
@@ -34,7 +35,7 @@ of a pair alike.
 - ``infer_ratio_checked``: the same with ``abft_checks`` on (the checked path: the model as the
   checksum pass rewrites it, every batch's ``abft_ok`` flags read and put in the receipt), against
   the same bare session on the model as shipped, so it is what the checks cost;
-  ``BENCH_COMPUTE_CHECKED_PAIRS`` pairs (default 3; 0 leaves these figures out),
+  ``BENCH_COMPUTE_CHECKED_PAIRS`` pairs (default 4; 0 leaves these figures out),
   ``infer_ratio_checked_min``/``_max``.
 - ``infer_open_ms`` and ``infer_checked_open_ms``: opening the job's session (the store's SHA-256
   check, the owned weights and their golden copies, onnxruntime's session), unchecked and checked:
@@ -70,8 +71,8 @@ from flight.link.definitions import Admission, JobKind
 BATCH = 64
 THREADS = 1
 REPEAT = int(os.environ.get("BENCH_COMPUTE_REPEAT", "100"))  # 800 tiles x 100 = 80 000 tiles per measurement
-PAIRS = max(1, int(os.environ.get("BENCH_COMPUTE_PAIRS", "7")))
-CHECKED_PAIRS = max(0, int(os.environ.get("BENCH_COMPUTE_CHECKED_PAIRS", "3")))
+PAIRS = max(1, int(os.environ.get("BENCH_COMPUTE_PAIRS", "10")))
+CHECKED_PAIRS = max(0, int(os.environ.get("BENCH_COMPUTE_CHECKED_PAIRS", "4")))
 WARMUP_BATCHES = max(1, int(os.environ.get("BENCH_COMPUTE_WARMUP", "3")))
 INPUT_SET = "bench_tiles"
 JOB_SIZES = (800, 8000)  # smaller jobs: their fixed cost is shared among fewer tiles (infer_ratio_by_job_tiles)

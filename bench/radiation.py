@@ -7,16 +7,22 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   tolerance, the share flagged. A flip is *consequential* when, for some tile of the batch,
   a class probability or the cloud fraction moves by more than ``CONSEQUENCE`` (1e-3), the
   class (argmax) changes, or an output becomes non-finite; it is *detected* when every such
-  tile has ``abft_ok`` false. Cases are drawn from a seeded generator: half flip a weight
-  (a tensor of a checked node drawn uniformly, then an element, then a bit 0..31, in a copy
-  whose weights are graph inputs, i.e. the weights in memory after protection), half an
-  activation (a checked node's output drawn uniformly, then an element of the batch's
-  tensor, then a bit, through a ``Where`` node inserted after the node, before its consumers
-  and its check, so one model serves every injection); each case on its own batch of
-  ``FLIP_BATCH`` held-out tiles. ``abft_flips_injected``, ``abft_flips_consequential``; the
-  two halves apart in ``abft_detect_rate_weights`` and ``abft_detect_rate_activations``;
-  ``abft_flagged_harmless`` the flips that changed nothing beyond tolerance but were flagged
-  (the check saw a real error too small to matter).
+  tile has ``abft_ok`` false. Cases are drawn from a seeded generator, as an upset in memory
+  lands: ``BY_SIZE_FLIPS`` flip a weight (any weight of the model's own, an element drawn in
+  proportion to each tensor's size, then a bit 0..31, in a copy whose weights are graph inputs,
+  i.e. the weights in memory after protection), as many an activation (any tensor the model's
+  own nodes make, an element of the batch's tensor drawn the same way, then a bit, through a
+  ``Where`` node inserted after the node, before its consumers and its check, so one model
+  serves every injection); each case on its own batch of ``FLIP_BATCH`` held-out tiles.
+  ``abft_flips_injected``, ``abft_flips_consequential``; the two halves apart in
+  ``abft_detect_rate_weights`` and ``abft_detect_rate_activations``; ``abft_flagged_harmless``
+  the flips that changed nothing beyond tolerance but were flagged (the check saw a real error
+  too small to matter). A tile whose two classes are all but tied changes class under any
+  perturbation, one well inside the tolerance too: such a flip counts as consequential and
+  missed. ``abft_detect_rate_checked_sites`` (and ``_checked_weights``, ``_checked_activations``):
+  ``FLIPS`` flips in the checked nodes' weights and outputs alone, the tensor drawn uniformly
+  among them, then an element (the headline until an audit found the four bias tensors, 4 %
+  of the weights, drew half of its weight flips).
 - Between the checked nodes: ``unchecked_detect_rate_weights`` (the input normalisation's
   constants, read by Sub and Div) and ``unchecked_detect_rate_activations`` (the normalised input,
   the Relu and Sigmoid outputs, the pooled features), which the checks see since each predicts from
@@ -29,7 +35,7 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   ``range_detect_rate_activations_all_sites`` the same draws by ``abft_ok`` and ``range_ok``. Those
   outputs are a few numbers a tile, seldom drawn by element: ``past_checks_detect_rate`` draws flips
   in them alone, ``past_checks_detect_rate_without_compare`` the same flips on the model as version 6
-  protected it. The headline ``abft_detect_rate`` is over the checked nodes' weights and outputs.
+  protected it.
 - ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
   here on the CPU: what a Jetson Orin would catch with TF32 allowed (``[compute] gpu_tf32``; by
@@ -89,9 +95,10 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
 - ``abft_detect_rate_over_1e-2``, ``abft_detect_rate_class_only``: the same flips judged by
   a coarser consequence (an output moved by > 1e-2; the class alone, or non-finite).
 - ``false_alarms``: tiles flagged among ``false_alarm_tiles`` clean ones (batches of 64): the
-  held-out tiles; procedural tiles from the same generator with another seed, each in the 8
-  rotations and mirrors; tiles of uniform random reflectance over the data's range; and flat
-  tiles (0, the data's maximum, 1.0): ``false_alarm_tiles_distinct`` of them. All of them at level
+  held-out tiles; ``GENERATED_TILES`` procedural tiles from the same generator with another seed,
+  each its own draw; tiles of uniform random reflectance over the data's range; and flat tiles
+  (0, the data's maximum, 1.0): ``false_alarm_tiles_distinct`` of them (until an audit, most were
+  the 8 rotations and mirrors of fewer draws, which sum the same values in another order). All of them at level
   ``all`` on 1 thread (``false_alarms_1_thread``) and as the worker opens owned-weight sessions by
   default (``extended``, 2 threads, batches of 16: ``false_alarms_worker_default``), and a quarter
   of them again on 2 threads and with graph optimisation off (other kernels, other summation
@@ -117,11 +124,17 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   period, ``Worker.scrub_tick(now_s)`` runs every ``SCRUB_TICK_S`` (the loop's longest wait,
   ``IDLE_WAIT_S``); the latency runs to the tick whose step repaired it. ``SCRUB_FLIPS`` flips
   per class (SAA 30 s, high latitude 300 s, quiet 1500 s). No batch runs meanwhile: a failed
-  check would scrub at once.
+  check would scrub at once. With the class held, the latency is the period's by construction:
+  this shows the scrubber keeps to its period. ``scrub_detect_latency_s_day``: in flight, from
+  each owned upset of the simulated days below (both kinds) that no check caught to its repair by
+  the scrub, with the class the agent predicted along the orbit (mostly quiet: the days' rate is
+  the SAA's at every step, the prediction the orbit's own).
 - ``scrub_cpu_pct``: this thread's CPU time (``time.thread_time``) in ``scrub_tick`` per second
   of simulated flight, in % of one core, ticks every ``SCRUB_TICK_S`` over
   ``SCRUB_CPU_FLIGHT_S``; ``scrub_cpu_pct_busy_loop`` the same with a tick every ``SLICE_S``
-  (the loop while it computes). Mostly the per-call cost at this model's size.
+  (the loop while it computes). Mostly the per-call cost at this model's size (64 KB):
+  ``scrub_cpu_large_model`` times the scrubber alone over ``SCRUB_LARGE_MB`` MB of weights, per
+  class (% of a core, CPU seconds per MB per pass, and whether its step budget keeps up).
 - ``corrupt_results_reported_good``: tiles whose product says passed while their class differs
   from the clean one, or their confidence by > ``CONSEQUENCE``, over a simulated day
   (:func:`upset_day`). What is modelled, not measured: the truth (the harness's upset model,
@@ -141,7 +154,15 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   ``corrupt_results_reported_good_blind``: the same days, the same upsets, with every checksum and
   range flag read as passed (:func:`checks_blind`): how many corrupt tiles the checks kept from being
   reported good, so that a 0 is a measurement (a 6 h run at 1e4 times the track's own rate, shown
-  before, had no such power: it scored 0 blind as well, and is gone).
+  before, had no such power: it scored 0 blind as well, and is gone). What that 0 rests on is
+  ``corrupt_results_trials``: the jobs that, flown blind, reported a corrupt tile good (each a
+  chance for the checks to miss; an upset corrupts the tiles of every job until it is repaired,
+  so tiles are not independent trials), the distinct upsets behind them, and the miss rate per
+  such job that 0 of them still allows at 95 % (one-sided). A day as drawn puts few upsets in
+  the model's own 3 KB (``injected_owned_model``), so ``corrupt_results_reported_good_model_weights``
+  (``_blind``, ``corrupt_results_trials_model_weights``, ``day_model_weights_upsets``) flies
+  ``DAY_MODEL_SEEDS`` more days with as many upsets, every one in the model's own weights: a
+  stress stated apart, for the trials it gives.
 
 ``python -m bench.radiation [--seed N]``; the published figures use the default seed
 (:data:`SEED`). The tolerance (:data:`flight.compute.abft.SAFETY`) was chosen from the
@@ -180,7 +201,7 @@ from flight.compute.providers import (
     owned_weights_options,
     session_options_for,
 )
-from flight.compute.scrub import scrub_period_s
+from flight.compute.scrub import WeightScrubber, scrub_period_s
 from flight.compute.usecase.cloud import generate_tiles
 from flight.compute.usecase.shipped import (
     MODEL_FILE,
@@ -198,6 +219,7 @@ SEED = 17  # issue 17; the tolerance was checked on seed 1
 FLIP_BATCH = 16
 FLIPS = 6000  # weights and activations, half each
 UNCHECKED_FLIPS = 1000  # each, weights and activations
+BY_SIZE_FLIPS = 10_000  # each, weights and activations, the site drawn in proportion to its size: the headline
 PAST_CHECKS = ("probabilities", "cloud_fraction")  # outputs made past the last checked node: the compare's
 PAST_FLIPS = 400
 TF32_FLIPS = 2000
@@ -205,13 +227,14 @@ OVERHEAD_BATCH = 64
 OVERHEAD_PAIRS = 60
 OVERHEAD_RUNS = 10
 OVERHEAD_SETTINGS = tuple((kind, threads, batch) for kind in ("owned", "all") for threads in (1, 2) for batch in (64, 16))
-GENERATED_TILES = 12_400  # x 8 rotations and mirrors
+GENERATED_TILES = 100_000  # each its own draw of the generator
 RANDOM_TILES = 2048
 OUTPUTS = ("logits", "probabilities", "cloud_fraction")
 CPU_ONLY = ("CPUExecutionProvider",)
 SCRUB_CLASSES = (FluxClass.SAA, FluxClass.HIGH_LATITUDE, FluxClass.QUIET)
 SCRUB_FLIPS = 1000  # per flux class, one at a time
 SCRUB_TICK_S = 1.0  # flight.compute.worker.IDLE_WAIT_S: the longest the loop goes between two scrub_tick calls
+SCRUB_LARGE_MB = 64  # scrub_cpu_large: a model of realistic size (16 M float32 weights)
 SCRUB_CPU_FLIGHT_S = 6000.0  # simulated flight per class for scrub_cpu_pct: 4 passes at 1500 s, 200 at 30 s
 SSO_PERIOD_S = 5739.0  # the profile's orbit (hil/data/profiles/sso_550.parquet, metadata orbit.period_s)
 DAY_PROFILE = Path(__file__).resolve().parent.parent / "hil" / "data" / "profiles" / "sso_550.parquet"
@@ -219,6 +242,7 @@ DAY_S = 86400.0
 DAY_STEP_S = 60.0
 DAY_UPSET_SCALE = 100.0  # x the harness's upset rate in the SAA (the track's peak), all day
 DAY_SEEDS = 3  # the day flown this many times, each with its own upsets (seed, seed + 100, ...)
+DAY_MODEL_SEEDS = 2  # and this many days with every upset in the model's own weights (upset_day's model_only)
 DAY_TILES_PER_STEP = 16  # held-out tiles run per step (the 800 in turn)
 DAY_BATCH = 8  # the worker's batch (Admit.batch): two batches a step
 
@@ -377,10 +401,13 @@ class Injector:
 
 
 def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: int, unchecked: int,
-                   ranged: onnx.ModelProto | None = None, providers: Sequence[Any] = CPU_ONLY) -> dict[str, Tally]:
+                   ranged: onnx.ModelProto | None = None, providers: Sequence[Any] = CPU_ONLY,
+                   by_size: int = 0) -> dict[str, Tally]:
     """The flip campaigns on ``protected``; with ``ranged`` (``protected`` with range checks too) the
     unchecked activations' flips again, the same draws, on it and judged by abft_ok and range_ok
-    (``"range_activations"``). ``providers``: onnxruntime's, for the sessions (bench/abft_ort_gpu.py)."""
+    (``"range_activations"``). ``providers``: onnxruntime's, for the sessions (bench/abft_ort_gpu.py).
+    ``by_size``: that many flips each in weights and in activations, drawn over every site in
+    proportion to its size (``"weights_by_size"``, ``"activations_by_size"``)."""
     rng = np.random.default_rng(seed)
     # Every tensor the model's own nodes make: the checked nodes' outputs, those between them, and those
     # past the last checks (the probabilities, the cloud fraction) and in between (the pooled means).
@@ -412,6 +439,11 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
         # The outputs past the last checks, a few numbers a tile: drawn by element above they are seldom hit.
         out["past_checks"] = inj.campaign(np.random.default_rng(seed + 9000), pool, PAST_FLIPS, "activation",
                                           PAST_CHECKS)
+    if by_size:  # where an upset lands: any weight of the model's own, any element of any activation
+        out["weights_by_size"] = inj.campaign(np.random.default_rng(seed + 11000), pool, by_size, "weight",
+                                              CHECKED_WEIGHTS + UNCHECKED_WEIGHTS, by_element=True)
+        out["activations_by_size"] = inj.campaign(np.random.default_rng(seed + 12000), pool, by_size, "activation",
+                                                  every, by_element=True)
     return out
 
 
@@ -419,16 +451,16 @@ def flip_campaigns(protected: onnx.ModelProto, pool: np.ndarray, seed: int, n: i
 
 
 def clean_tiles(seed: int, generated: int = GENERATED_TILES, random_tiles: int = RANDOM_TILES) -> np.ndarray:
-    """Held-out tiles, procedural ones in 8 orientations, uniform random ones and flat ones (float32)."""
+    """Held-out tiles, procedural ones (each its own draw: found in audit, 8 orientations of 12,400
+    draws made up most of the count, and a rotation only sums the same values in another order),
+    uniform random ones and flat ones (float32)."""
     held = load_held_out().tiles.astype(np.float32)
     top = float(held.max())
     gen = generate_tiles(generated, seed + 1000)[0].astype(np.float32)
-    views = [np.rot90(gen, k, axes=(2, 3)) for k in range(4)]
-    views += [v[..., ::-1] for v in views]
     rng = np.random.default_rng(seed + 2000)
     uniform = rng.uniform(0.0, top, size=(random_tiles, *held.shape[1:])).astype(np.float32)
     flat = np.stack([np.full(held.shape[1:], v, np.float32) for v in (0.0, top, 1.0)])
-    return np.ascontiguousarray(np.concatenate([held, *views, uniform, flat]))
+    return np.ascontiguousarray(np.concatenate([held, gen, uniform, flat]))
 
 
 def count_false_alarms(session: ort.InferenceSession, tiles: np.ndarray, batch: int = 64,
@@ -447,9 +479,9 @@ def range_false_alarm_figures(ranged: bytes, tiles: np.ndarray, part: np.ndarray
     threads, with optimisation off and on owned weights, and the clean runs of the range flip campaign."""
     flags = (abft.OUTPUT, ranges.OUTPUT)
     one = open_session(ranged, ["CPUExecutionProvider"], threads=1).session
-    n_held, n_views = len(load_held_out().tiles), 8 * GENERATED_TILES
-    sets = {"held_out": tiles[:n_held], "generated_8_orientations": tiles[n_held:n_held + n_views],
-            "random_reflectance": tiles[n_held + n_views:len(tiles) - 3], "flat": tiles[len(tiles) - 3:]}
+    n_held, n_gen = len(load_held_out().tiles), GENERATED_TILES
+    sets = {"held_out": tiles[:n_held], "generated": tiles[n_held:n_held + n_gen],
+            "random_reflectance": tiles[n_held + n_gen:len(tiles) - 3], "flat": tiles[len(tiles) - 3:]}
     by_set = {name: count_false_alarms(one, chunk, flags=flags) for name, chunk in sets.items()}
     two = open_session(ranged, ["CPUExecutionProvider"], threads=2).session
     plain = ort.InferenceSession(ranged, session_options_for(1, optimization="disable"),
@@ -934,6 +966,30 @@ def scrub_cpu(flux: FluxClass, flight_s: float = SCRUB_CPU_FLIGHT_S, tick_s: flo
                 "cpu_s_per_pass": round(cpu_s / max(1, scrubber.passes), 6)}
 
 
+def scrub_cpu_large(mb: int = SCRUB_LARGE_MB, tick_s: float = SCRUB_TICK_S) -> dict[str, object]:
+    """The scrubber alone (``WeightScrubber.step`` each ``tick_s``, as the worker's tick calls it, nothing
+    to repair) over ``mb`` MB of float32 weights, a model of a realistic size where the shipped one has
+    64 KB (found in audit: at that size the figure is the per-call cost): this thread's CPU over two
+    full passes at each class's period, as % of one core, and per MB of weights per pass (each pass
+    reads the owned bytes and one golden copy). Whether :data:`~flight.compute.scrub.STEP_BYTES` lets a
+    step keep up at that period is ``keeps_up``."""
+    weights = np.random.default_rng(0).standard_normal(mb * 2**20 // 4, dtype=np.float32)
+    out: dict[str, object] = {"mb": mb}
+    for flux in SCRUB_CLASSES:
+        period = scrub_period_s(flux, SSO_PERIOD_S)
+        scrubber = WeightScrubber({"w": weights}, 0.0, period_s=period)
+        ticks = np.arange(1, int(2 * period / tick_s) + 1) * tick_s
+        t0 = time.thread_time()
+        for tick in ticks:
+            scrubber.step(float(tick))
+        cpu_s = time.thread_time() - t0
+        out[flux.value] = {"cpu_pct": round(100.0 * cpu_s / float(ticks[-1]), 4), "passes": scrubber.passes,
+                           "cpu_s_per_mb_pass": round(cpu_s / max(1, scrubber.passes) / mb, 6),
+                           "keeps_up": scrubber.passes >= 2}
+        del scrubber
+    return out
+
+
 def scrub_figures(seed: int, flips: int = SCRUB_FLIPS) -> dict[str, object]:
     rng = np.random.default_rng(seed + 3000)
     latency = {flux.value: scrub_latency(flux, flips, rng) for flux in SCRUB_CLASSES}
@@ -950,6 +1006,7 @@ def scrub_figures(seed: int, flips: int = SCRUB_FLIPS) -> dict[str, object]:
         "scrub_cpu_pct": {k: v["cpu_pct"] for k, v in cpu.items()},
         "scrub_cpu_pct_busy_loop": busy,
         "scrub_cpu_detail": cpu,
+        "scrub_cpu_large_model": scrub_cpu_large(),
         "scrub_model_weight_bytes": weight_bytes,
         "scrub_model_tensors": tensors,
         "scrub_tick_s": SCRUB_TICK_S,
@@ -1024,6 +1081,9 @@ class DayTally:
     jobs_failed: int = 0  # ended with no product (an error the worker could not get past)
     outstanding_at_end: int = 0  # owned upsets not yet put right when the day ends
     weight_bytes: int = 0  # owned bytes (each golden copy as many)
+    jobs_corrupt_reported_good: int = 0  # jobs with a tile reported passed while corrupt: the trials, flown blind
+    upsets_behind_corrupt_good: int = 0  # distinct owned upsets present in those jobs
+    scrub_latencies_s: list[float] = field(default_factory=list)  # owned upsets no check caught: in to repaired
     examples: list[str] = field(default_factory=list)
 
 
@@ -1034,7 +1094,7 @@ def corrupt(classes: np.ndarray, conf: np.ndarray, ref_classes: np.ndarray, ref_
 
 
 def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = DAY_TILES_PER_STEP,
-              track: DayTrack | None = None) -> tuple[DayTally, DayTrack]:
+              track: DayTrack | None = None, model_only: bool = False) -> tuple[DayTally, DayTrack]:
     """A day of the orbit through the worker, its clock simulated; see :func:`day_track` for the truth.
 
     Each ``DAY_STEP_S`` step: the agent's prediction is admitted (the scrub period follows it);
@@ -1045,6 +1105,10 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
     in turn) runs through the worker (``work_slice``: its own scrub tick, checked batches, a
     failed check scrubbed and rerun, a product with its receipt). Every tile of every product is
     compared with the same tile from the worker before any upset.
+
+    ``model_only``: as many upsets, every one in the owned buffers of the model's own weights (not the
+    checks' sums, nor the golden copies): a stress apart, for the number of trials a day gives the
+    checks (a day as drawn puts about 6 upsets in the model's own 3 KB).
 
     Modelled, not measured: the upset rate (the harness's AP8 model, x ``scale``), that upsets hit
     only the weights (activations and held results: the HIL's memory upsets, hil/loop.py; the
@@ -1064,6 +1128,8 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
         scrubber = worker._session(MODEL_NAME).scrubber
         names, ends = owned_sites(scrubber)
         owned_total = tally.weight_bytes = int(ends[-1])
+        own = tuple(n for n in names if not n.startswith(abft.PREFIX))
+        own_ends = np.cumsum([scrubber.owned_bytes(n).size for n in own])
         clean = {n: scrubber.owned_bytes(n).copy() for n in names}
         upsets_owned: list[dict] = []  # not yet put right: tensor, byte, used (a batch ran on it), caught, marked
         t0 = clock.now_s
@@ -1082,13 +1148,15 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                     tally.injected += 1
                     copy = int(rng.integers(4))  # 0: owned, 1..3: a golden copy (the four equal in size)
                     name, byte, bit = draw_byte(rng, names, ends)
+                    if model_only:  # the same draws made, then put in the model's own weights
+                        copy, (name, byte, bit) = 0, draw_byte(rng, own, own_ends)
                     view = scrubber.owned_bytes(name) if copy == 0 else scrubber.golden_bytes(copy - 1, name)
                     view[byte] ^= np.uint8(1 << bit)
                     if copy == 0:
                         tally.injected_owned += 1
                         tally.injected_owned_model += not name.startswith(abft.PREFIX)
                         upsets_owned.append({"tensor": name, "byte": byte, "bit": bit, "used": False,
-                                             "caught": False, "marked": False})
+                                             "caught": False, "marked": False, "at": when})
                     else:
                         tally.injected_golden += 1
                 else:
@@ -1116,6 +1184,11 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                         tally.tiles_corrupt += int(bad.sum())
                         sneaked = bad & (status == PASSED)
                         tally.corrupt_reported_good += int(sneaked.sum())
+                        if sneaked.any():
+                            tally.jobs_corrupt_reported_good += 1
+                            for u in present:
+                                tally.upsets_behind_corrupt_good += not u.get("behind", False)
+                                u["behind"] = True
                         if sneaked.any() and len(tally.examples) < 5:
                             where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
                             tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
@@ -1126,11 +1199,13 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                         still.append(u)
                     elif not u["used"]:
                         tally.repaired_before_use += 1
+                        tally.scrub_latencies_s.append(when - u["at"])
                     elif u["caught"]:
                         tally.detected += 1
                         tally.corrected_after_rerun += not u["marked"]
                     else:
                         tally.used_undetected += 1
+                        tally.scrub_latencies_s.append(when - u["at"])
                 upsets_owned = still
         tally.outstanding_at_end = len(upsets_owned)
     return tally, track
@@ -1180,16 +1255,35 @@ def summed(tallies: Sequence[DayTally], keys: Sequence[str]) -> dict[str, int]:
     return {k: sum(getattr(t, k) for t in tallies) for k in keys}
 
 
-def flown(seeds: Sequence[int], scale: float, track: DayTrack) -> list[tuple[int, DayTally, DayTally]]:
+def flown(seeds: Sequence[int], scale: float, track: DayTrack,
+          model_only: bool = False) -> list[tuple[int, DayTally, DayTally]]:
     """Each seed's day with the checks as they are and again blind (the same upsets: their draws do not
     depend on what the worker does)."""
     out = []
     for s in seeds:
-        tally, _ = upset_day(s, scale, track=track)
+        tally, _ = upset_day(s, scale, track=track, model_only=model_only)
         with checks_blind():
-            blind, _ = upset_day(s, scale, track=track)
+            blind, _ = upset_day(s, scale, track=track, model_only=model_only)
         out.append((s, tally, blind))
     return out
+
+
+def miss_rate_upper(trials: int, confidence: float = 0.95) -> float | None:
+    """The largest rate of corrupt results passed per trial that 0 in ``trials`` leaves plausible at
+    ``confidence`` (one-sided, exact: 1 - (1 - confidence)^(1/n)); None with no trial."""
+    return round(1.0 - (1.0 - confidence) ** (1.0 / trials), 4) if trials else None
+
+
+def trials_of(days: Sequence[tuple[int, DayTally, DayTally]]) -> dict[str, object]:
+    """What a 0 of ``corrupt_results_reported_good`` over ``days`` rests on: the jobs that, flown blind,
+    reported a corrupt tile good (each a chance for the checks to miss), the distinct upsets behind
+    them, and the miss rate per such job that 0 of them still allows."""
+    jobs = sum(b.jobs_corrupt_reported_good for _, _, b in days)
+    return {"jobs_corrupt_reported_good_blind": jobs,
+            "upsets_behind_them_blind": sum(b.upsets_behind_corrupt_good for _, _, b in days),
+            "jobs_corrupt_reported_good": sum(t.jobs_corrupt_reported_good for _, t, _ in days),
+            "miss_rate_per_job_upper_95": miss_rate_upper(jobs)
+            if not any(t.corrupt_reported_good for _, t, _ in days) else None}
 
 
 def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
@@ -1200,10 +1294,21 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
                        track.profile_check_rel)
     days = flown([seed + 100 * i for i in range(DAY_SEEDS)], scale, saa_day)
     tallies = [t for _, t, _ in days]
+    stress = flown([seed + 100 * i + 50 for i in range(DAY_MODEL_SEEDS)], scale, saa_day, model_only=True)
     flux = [r.flux_class.value for r in track.predicted]
+    latency = np.array([x for t in [*tallies, *(t for _, t, _ in stress)] for x in t.scrub_latencies_s])
     return {
         "corrupt_results_reported_good": sum(t.corrupt_reported_good for t in tallies),
         "corrupt_results_reported_good_blind": sum(b.corrupt_reported_good for _, _, b in days),
+        "corrupt_results_trials": trials_of(days),
+        "corrupt_results_reported_good_model_weights": sum(t.corrupt_reported_good for _, t, _ in stress),
+        "corrupt_results_reported_good_model_weights_blind": sum(b.corrupt_reported_good for _, _, b in stress),
+        "corrupt_results_trials_model_weights": trials_of(stress),
+        "day_model_weights_upsets": summed([t for _, t, _ in stress], DAY_UPSET_KEYS),
+        "scrub_detect_latency_s_day": {"upsets": int(latency.size),
+                                       "p50_s": round(float(np.percentile(latency, 50)), 1) if latency.size else None,
+                                       "p99_s": round(float(np.percentile(latency, 99)), 1) if latency.size else None,
+                                       "max_s": round(float(latency.max()), 1) if latency.size else None},
         "day_by_seed": [{"seed": s, "corrupt_reported_good": t.corrupt_reported_good,
                          "corrupt_reported_good_blind": b.corrupt_reported_good,
                          "injected_owned_model": t.injected_owned_model, "tiles_corrupt": t.tiles_corrupt,
@@ -1242,9 +1347,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ranged_bytes = ranged.SerializeToString()
     ranged_all_bytes = ranges.protect(protected_all, learned, margin=ranges.DEFAULT_MARGIN).SerializeToString()
 
-    tallies = flip_campaigns(protected, held, args.seed, FLIPS, UNCHECKED_FLIPS, ranged)
+    tallies = flip_campaigns(protected, held, args.seed, FLIPS, UNCHECKED_FLIPS, ranged, by_size=BY_SIZE_FLIPS)
     ranged_flips = tallies.pop("range_activations")
     checked = tallies["weights"].merge(tallies["activations"])
+    by_size = tallies["weights_by_size"].merge(tallies["activations_by_size"])
     tf32 = flip_campaigns(abft.protect(model, precision="tf32"), held, args.seed + 1, TF32_FLIPS, 0)
     tf32_all = tf32["weights"].merge(tf32["activations"])
 
@@ -1272,18 +1378,25 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     scrub = scrub_figures(args.seed)
     day = day_figures(args.seed)
     return {
-        "abft_detect_rate": checked.rate(),
-        "abft_flips_injected": checked.injected,
-        "abft_flips_consequential": checked.consequential[0],
-        "abft_flips_detected": checked.detected[0],
-        "abft_detect_rate_weights": tallies["weights"].rate(),
-        "abft_detect_rate_activations": tallies["activations"].rate(),
-        "abft_flagged_harmless": checked.flagged_harmless,
-        "abft_detect_rate_over_1e-2": checked.rate(1),
-        "abft_flips_consequential_over_1e-2": checked.consequential[1],
-        "abft_detect_rate_class_only": checked.rate(2),
-        "abft_flips_consequential_class_only": checked.consequential[2],
-        "abft_missed_examples": checked.missed,
+        "abft_detect_rate": by_size.rate(),
+        "abft_flips_injected": by_size.injected,
+        "abft_flips_consequential": by_size.consequential[0],
+        "abft_flips_detected": by_size.detected[0],
+        "abft_detect_rate_weights": tallies["weights_by_size"].rate(),
+        "abft_flips_consequential_weights": tallies["weights_by_size"].consequential[0],
+        "abft_detect_rate_activations": tallies["activations_by_size"].rate(),
+        "abft_flips_consequential_activations": tallies["activations_by_size"].consequential[0],
+        "abft_flagged_harmless": by_size.flagged_harmless,
+        "abft_detect_rate_over_1e-2": by_size.rate(1),
+        "abft_flips_consequential_over_1e-2": by_size.consequential[1],
+        "abft_detect_rate_class_only": by_size.rate(2),
+        "abft_flips_consequential_class_only": by_size.consequential[2],
+        "abft_missed_examples": by_size.missed,
+        "abft_detect_rate_checked_sites": checked.rate(),
+        "abft_flips_consequential_checked_sites": checked.consequential[0],
+        "abft_detect_rate_checked_weights": tallies["weights"].rate(),
+        "abft_detect_rate_checked_activations": tallies["activations"].rate(),
+        "abft_missed_examples_checked_sites": checked.missed,
         "consequence": f"a probability or the cloud fraction moved by > {CONSEQUENCE:g}, the class changed, "
                        "or an output became non-finite, for some tile of the batch; detected: every such tile flagged",
         "abft_detect_rate_tf32_tolerance": tf32_all.rate(),

@@ -76,6 +76,22 @@ def test_the_simulated_day_with_blind_checks_reports_corrupt_tiles_good_and_with
     assert real.injected == blind.injected and real.injected_owned_model == blind.injected_owned_model > 0
     assert blind.corrupt_reported_good > 0 and real.corrupt_reported_good == 0
     assert real.jobs == blind.jobs == 20 and real.tiles == 20 * radiation.DAY_TILES_PER_STEP
+    # What the 0 rests on: jobs, not tiles (an upset corrupts every job until it is repaired).
+    trials = radiation.trials_of([(5, real, blind)])
+    assert 0 < trials["jobs_corrupt_reported_good_blind"] == blind.jobs_corrupt_reported_good <= 20
+    assert 0 < trials["upsets_behind_them_blind"] <= blind.injected_owned and trials["jobs_corrupt_reported_good"] == 0
+    assert trials["miss_rate_per_job_upper_95"] == radiation.miss_rate_upper(blind.jobs_corrupt_reported_good)
+
+
+def test_the_miss_rate_bound_is_the_exact_one_sided_one_and_the_model_weights_day_hits_only_them():
+    assert radiation.miss_rate_upper(0) is None and radiation.miss_rate_upper(1) == 0.95
+    assert radiation.miss_rate_upper(100) == pytest.approx(0.0295, abs=1e-4)  # about 3 / n
+    track = radiation.day_track()
+    short = radiation.DayTrack(track.time_unix_s[:6], np.full(6, float(track.upsets_per_bit_s.max())),
+                               track.predicted[:6], track.profile_check_rel)
+    tally, _ = radiation.upset_day(3, 1e4, track=short, model_only=True)
+    assert tally.injected > 0 and tally.injected == tally.injected_owned == tally.injected_owned_model
+    assert tally.injected_golden == 0
 
 
 @pytest.mark.req("RAD-001", "RAD-003")
