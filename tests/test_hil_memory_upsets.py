@@ -122,6 +122,14 @@ def harness_and_worker(tmp_path, targets, abft=True, scrub=True):
     return loop, bench
 
 
+def restarted(bench, abft=True, scrub=True) -> None:
+    """A new worker process on the same compute directory, admitted as the first was."""
+    bench.restart()
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=scrub,
+                                  abft_checks=abft))
+
+
 def judged(loop, bench=None, job_id=1):
     """The worker runs a job on the upsets asked (if there is a worker); the criterion on the loop's account."""
     from hil.report import evaluate, summary
@@ -258,10 +266,7 @@ def test_a_worker_restart_carries_the_ledger_on_and_its_corrupt_results_still_fa
                                                                     "tensor": "probabilities", "bit": 30})
     loop.memory_requested["activations"] = 1
     assert bench.infer(1, "held", model=MODEL_NAME).state.value == "DONE"
-    bench.restart()  # a new worker process on the same compute directory
-    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
-                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
-                                  abft_checks=True))
+    restarted(bench)  # a new worker process on the same compute directory
     write_checked_json(bench.root / REQUEST_DIR / "u000002.json", {"target": "outputs", "seed": 3, "bit": 30})
     loop.memory_requested["outputs"] = 1
     check, result, _ = judged(loop, bench, job_id=2)
@@ -283,10 +288,7 @@ def test_a_ledger_found_corrupt_at_a_restart_is_moved_aside_and_fails_the_run_na
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x08
     path.write_bytes(bytes(raw))
-    bench.restart()
-    bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
-                                  double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
-                                  abft_checks=True))
+    restarted(bench)
     write_checked_json(bench.root / REQUEST_DIR / "u000002.json", {"target": "outputs", "seed": 3, "bit": 30})
     loop.memory_requested["outputs"] = 2
     check, result, _ = judged(loop, bench, job_id=2)
