@@ -11,7 +11,7 @@ Needs ``torch`` (``pip install .[bench]``). Without a CUDA device it runs on the
 TF32 and cuDNN switches change nothing: one pass at batch 64 (``make bench`` runs it so).
 
 - ``false_alarms/PRECISION_model/tf32_on|off/cudnn_benchmark_B/batchN``: [tiles flagged, tiles]
-  over bench/radiation.py's clean tiles (held-out, procedural in 8 orientations, uniform random,
+  over bench/radiation.py's clean tiles (held-out, procedural (each its own draw), uniform random,
   flat; a twentieth of them at batch 1), for the model protected for ``fp32`` with TF32 off,
   for ``tf32`` with it on, and for ``fp32`` with it on (the FP32 tolerance under TF32
   arithmetic: what the pass must not be given), with cuDNN's heuristic and its benchmarked choice.

@@ -36,7 +36,8 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   outputs are a few numbers a tile, seldom drawn by element: ``past_checks_detect_rate`` draws flips
   in them alone, ``past_checks_detect_rate_without_compare`` the same flips on the model as version 6
   protected it.
-- ``abft_detect_rate_tf32_tolerance``: the same flips against a model protected with
+- ``abft_detect_rate_tf32_tolerance``: flips drawn as ``abft_detect_rate_checked_sites`` draws
+  them (compare with that, not the headline), against a model protected with
   ``precision="tf32"`` (the looser tolerance a GPU that rounds operands to TF32 needs), run
   here on the CPU: what a Jetson Orin would catch with TF32 allowed (``[compute] gpu_tf32``; by
   default the worker runs with TF32 forbidden and checks at fp32).
@@ -126,9 +127,10 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   per class (SAA 30 s, high latitude 300 s, quiet 1500 s). No batch runs meanwhile: a failed
   check would scrub at once. With the class held, the latency is the period's by construction:
   this shows the scrubber keeps to its period. ``scrub_detect_latency_s_day``: in flight, from
-  each owned upset of the simulated days below (both kinds) that no check caught to its repair by
-  the scrub, with the class the agent predicted along the orbit (mostly quiet: the days' rate is
-  the SAA's at every step, the prediction the orbit's own).
+  each owned upset of the simulated days below (the days as drawn) that the periodic scrub put
+  right (not one a failed check's scrub of everything did) to that repair, with the class the agent
+  predicted along the orbit (mostly quiet: the days' rate is the SAA's at every step, the prediction
+  the orbit's own); ``censored``: those not yet put right when a day ended, left out.
 - ``scrub_cpu_pct``: this thread's CPU time (``time.thread_time``) in ``scrub_tick`` per second
   of simulated flight, in % of one core, ticks every ``SCRUB_TICK_S`` over
   ``SCRUB_CPU_FLIGHT_S``; ``scrub_cpu_pct_busy_loop`` the same with a tick every ``SLICE_S``
@@ -155,10 +157,11 @@ The shipped cloud-screening model, protected by :func:`flight.compute.abft.prote
   range flag read as passed (:func:`checks_blind`): how many corrupt tiles the checks kept from being
   reported good, so that a 0 is a measurement (a 6 h run at 1e4 times the track's own rate, shown
   before, had no such power: it scored 0 blind as well, and is gone). What that 0 rests on is
-  ``corrupt_results_trials``: the jobs that, flown blind, reported a corrupt tile good (each a
-  chance for the checks to miss; an upset corrupts the tiles of every job until it is repaired,
-  so tiles are not independent trials), the distinct upsets behind them, and the miss rate per
-  such job that 0 of them still allows at 95 % (one-sided). A day as drawn puts few upsets in
+  ``corrupt_results_trials`` (:func:`trials_of`): the jobs that, flown blind, reported a corrupt tile
+  good and were the first to run on an upset present (an upset corrupts the tiles of every job
+  until it is repaired, and with the checks the first job to run on it scrubs it, so neither tiles
+  nor later jobs are trials), and the miss rate per trial that 0 of them still allows at 95 %
+  (one-sided). A day as drawn puts few upsets in
   the model's own 3 KB (``injected_owned_model``), so ``corrupt_results_reported_good_model_weights``
   (``_blind``, ``corrupt_results_trials_model_weights``, ``day_model_weights_upsets``) flies
   ``DAY_MODEL_SEEDS`` more days with as many upsets, every one in the model's own weights: a
@@ -1081,8 +1084,9 @@ class DayTally:
     jobs_failed: int = 0  # ended with no product (an error the worker could not get past)
     outstanding_at_end: int = 0  # owned upsets not yet put right when the day ends
     weight_bytes: int = 0  # owned bytes (each golden copy as many)
-    jobs_corrupt_reported_good: int = 0  # jobs with a tile reported passed while corrupt: the trials, flown blind
-    upsets_behind_corrupt_good: int = 0  # distinct owned upsets present in those jobs
+    jobs_corrupt_reported_good: int = 0  # jobs with a tile reported passed while corrupt
+    trials: int = 0  # of those, the jobs that were the first to run on an upset present (the trials, flown blind)
+    upsets_behind_corrupt_good: int = 0  # the upsets those first ran on (harmless ones among them)
     scrub_latencies_s: list[float] = field(default_factory=list)  # owned upsets no check caught: in to repaired
     examples: list[str] = field(default_factory=list)
 
@@ -1142,6 +1146,7 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
             events += [(start + i * SCRUB_TICK_S, "tick") for i in range(int(DAY_STEP_S / SCRUB_TICK_S))]
             for when, what in sorted(events):
                 clock.now_s = when
+                scrubbed_all = False  # a check failed in this event's job: its scrub put everything right
                 if what == "tick":
                     worker.scrub_tick(when)
                 elif what == "upset":
@@ -1167,6 +1172,7 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                     done = run_job(bench, job_id, f"s{s}")
                     job_id += 1
                     tally.jobs += 1
+                    scrubbed_all = worker.checks_failed > failed_before
                     for u in present:  # the job ran on them, whatever came of it
                         u["used"] = True
                         if worker.checks_failed > failed_before:
@@ -1186,12 +1192,16 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                         tally.corrupt_reported_good += int(sneaked.sum())
                         if sneaked.any():
                             tally.jobs_corrupt_reported_good += 1
-                            for u in present:
-                                tally.upsets_behind_corrupt_good += not u.get("behind", False)
-                                u["behind"] = True
+                            fresh = [u for u in present if not u.get("ran")]
+                            # A trial: the first job to run on an upset (with the checks, it scrubs it; flown
+                            # blind, the jobs after it run on the same upset again: repeats, not trials).
+                            tally.trials += bool(fresh)
+                            tally.upsets_behind_corrupt_good += len(fresh)
                         if sneaked.any() and len(tally.examples) < 5:
                             where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
                             tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
+                    for u in present:
+                        u["ran"] = True
                 # Settle the upsets put right by now (a scrub step, or the full scrub after a failed check).
                 still = []
                 for u in upsets_owned:
@@ -1199,13 +1209,15 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                         still.append(u)
                     elif not u["used"]:
                         tally.repaired_before_use += 1
-                        tally.scrub_latencies_s.append(when - u["at"])
+                        if not scrubbed_all:  # the periodic scrub's repair, not a failed check's scrub of all
+                            tally.scrub_latencies_s.append(when - u["at"])
                     elif u["caught"]:
                         tally.detected += 1
                         tally.corrected_after_rerun += not u["marked"]
                     else:
                         tally.used_undetected += 1
-                        tally.scrub_latencies_s.append(when - u["at"])
+                        if not scrubbed_all:
+                            tally.scrub_latencies_s.append(when - u["at"])
                 upsets_owned = still
         tally.outstanding_at_end = len(upsets_owned)
     return tally, track
@@ -1275,14 +1287,18 @@ def miss_rate_upper(trials: int, confidence: float = 0.95) -> float | None:
 
 
 def trials_of(days: Sequence[tuple[int, DayTally, DayTally]]) -> dict[str, object]:
-    """What a 0 of ``corrupt_results_reported_good`` over ``days`` rests on: the jobs that, flown blind,
-    reported a corrupt tile good (each a chance for the checks to miss), the distinct upsets behind
-    them, and the miss rate per such job that 0 of them still allows."""
-    jobs = sum(b.jobs_corrupt_reported_good for _, _, b in days)
-    return {"jobs_corrupt_reported_good_blind": jobs,
-            "upsets_behind_them_blind": sum(b.upsets_behind_corrupt_good for _, _, b in days),
+    """What a 0 of ``corrupt_results_reported_good`` over ``days`` rests on. Flown blind, an upset no
+    scrub has reached corrupts every job until one does; with the checks, the first job to run on it
+    scrubs it. So the trials are the jobs that, flown blind, reported a corrupt tile good and were the
+    first to run on an upset present (found in review: counting every such job counted repeats);
+    with the upsets they first ran on (harmless ones among them), and the miss rate per trial that 0
+    in them still allows. ``jobs_corrupt_reported_good_blind``: every such job, repeats included."""
+    trials = sum(b.trials for _, _, b in days)
+    return {"trials_blind": trials,
+            "upsets_first_run_in_them_blind": sum(b.upsets_behind_corrupt_good for _, _, b in days),
+            "jobs_corrupt_reported_good_blind": sum(b.jobs_corrupt_reported_good for _, _, b in days),
             "jobs_corrupt_reported_good": sum(t.jobs_corrupt_reported_good for _, t, _ in days),
-            "miss_rate_per_job_upper_95": miss_rate_upper(jobs)
+            "miss_rate_per_trial_upper_95": miss_rate_upper(trials)
             if not any(t.corrupt_reported_good for _, t, _ in days) else None}
 
 
@@ -1296,7 +1312,7 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
     tallies = [t for _, t, _ in days]
     stress = flown([seed + 100 * i + 50 for i in range(DAY_MODEL_SEEDS)], scale, saa_day, model_only=True)
     flux = [r.flux_class.value for r in track.predicted]
-    latency = np.array([x for t in [*tallies, *(t for _, t, _ in stress)] for x in t.scrub_latencies_s])
+    latency = np.array([x for t in tallies for x in t.scrub_latencies_s])
     return {
         "corrupt_results_reported_good": sum(t.corrupt_reported_good for t in tallies),
         "corrupt_results_reported_good_blind": sum(b.corrupt_reported_good for _, _, b in days),
@@ -1306,6 +1322,7 @@ def day_figures(seed: int, scale: float = DAY_UPSET_SCALE) -> dict[str, object]:
         "corrupt_results_trials_model_weights": trials_of(stress),
         "day_model_weights_upsets": summed([t for _, t, _ in stress], DAY_UPSET_KEYS),
         "scrub_detect_latency_s_day": {"upsets": int(latency.size),
+                                       "censored": sum(t.outstanding_at_end for t in tallies),
                                        "p50_s": round(float(np.percentile(latency, 50)), 1) if latency.size else None,
                                        "p99_s": round(float(np.percentile(latency, 99)), 1) if latency.size else None,
                                        "max_s": round(float(latency.max()), 1) if latency.size else None},

@@ -116,8 +116,8 @@ def corrupt_results_check(result: RunResult) -> Check:
          account.get("dropped", 0)),
         (f"{account.get('unjudged', 0)} batches carrying upsets not judged ({'; '.join(account.get('errors', [])[:1])})",
          account.get("unjudged", 0)),
-        (f"the worker's ledger found corrupt at {account.get('ledgers_lost', 0)} of its restarts (moved aside as "
-         "ledger.json.corrupt): what it counted before is lost", account.get("ledgers_lost", 0)),
+        ("the worker's ledger found corrupt at a restart (moved aside as ledger.json.corrupt): what it counted "
+         "before is lost", account.get("ledgers_lost", 0)),
         (f"{lost} asked for and in no ledger", lost),
         (f"{account.get('unread_stale', 0)} never taken by the worker (waiting more than "
          f"{account.get('unread_grace_s', 0):g} s when the run ended: it hung or was gone)", account.get("unread_stale", 0)),

@@ -219,6 +219,26 @@ def test_a_golden_install_whose_golden_copy_cannot_be_written_changes_nothing(tm
     assert store.load_golden("tiny").bytes == V1
 
 
+@pytest.mark.req("MDL-004")
+def test_a_golden_install_of_a_version_the_golden_copy_holds_with_other_bytes_is_refused_before_any_write(tmp_path):
+    """Found in review: the golden file would be replaced before the manifest that vouches for it, so a
+    write that then failed (or a power cut) left the only known-good copy failing its SHA-256."""
+    store = ModelStore(tmp_path / "models", golden_root=tmp_path / "ro")
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("op", True))
+    store.activate("tiny", "3", V3, Provenance("op", True))
+
+    def files():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    before = files()
+    with pytest.raises(InvalidModel, match="in the golden copy already, with other bytes"):
+        store.activate("tiny", "1", tiny_model(5.0), Provenance("op", True), golden=True)
+    assert files() == before and store.verify_all() == []
+    store.install("tiny", "1", V1, golden=True)  # the very bytes it holds: taken
+    assert store.load_golden("tiny").bytes == V1 and store.verify_all() == []
+
+
 @pytest.mark.req("MDL-006")
 def test_files_an_install_cut_short_left_are_removed_at_the_next_start(tmp_path):
     """Found in audit: a power cut between an install's files and its manifest, or between the manifest

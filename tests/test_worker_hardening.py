@@ -336,6 +336,32 @@ def test_a_corrupt_job_list_is_moved_aside_said_and_counted_and_its_checkpoints_
     assert not list((bench.root / "checkpoints").iterdir())
 
 
+@pytest.mark.req("CMP-016")
+def test_a_job_list_entry_dropped_on_a_full_disk_leaves_the_list_as_read(bench, monkeypatch):
+    """Found in review: the list as read was moved aside before the list without the entry was written; a
+    write that then failed left no list, and the next start took every checkpoint for a lost job's."""
+    training(bench, job_id=1)
+    admit(bench, Admission.NONE)
+    bench.worker.work_slice()  # paused: its checkpoint written
+    jobs = bench.root / "jobs.json"
+    body = read_checked_json(jobs)
+    write_checked_json(jobs, [*body, {"job_id": 7, "colour": "blue"}])
+    kept = jobs.read_bytes()
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(worker_module, "write_checked_json", full)
+    bench.messages.clear()
+    bench.restart()
+    (said,) = bench.events("COMPUTE_STATE_CORRUPT")
+    assert said.args["what"] == "job 7's entry in the job list" and "stays as read" in said.args["outcome"]
+    assert jobs.read_bytes() == kept and not (bench.root / "jobs.json.corrupt").exists()
+    monkeypatch.undo()
+    bench.restart()  # the disk takes writes again: job 1 and its checkpoint are still there
+    assert bench.worker.jobs[1].state.value == "PAUSED" and (bench.root / "checkpoints" / "job00001.ck").exists()
+
+
 @pytest.mark.req("MDL-006")
 def test_the_worker_removes_at_its_start_the_files_an_install_cut_short_left_in_the_store(bench):
     bench.worker.install_shipped_models()

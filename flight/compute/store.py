@@ -30,7 +30,8 @@ probation until the worker has seen it run a job (:meth:`ModelStore.end_probatio
 power cut leaves the old state or the new one; files no version refers to any more are
 deleted only after it, and those a power cut left behind at the next start
 (:meth:`ModelStore.remove_unreferenced`). A golden install whose golden copy cannot be written
-puts the working manifest back: a refused install changes nothing.
+puts the working manifest back, and one of a version the golden copy holds with other bytes is
+refused before anything is written: a refused install changes nothing.
 
 Use the verified bytes, not the path: ``open_session(loaded.bytes)`` runs exactly what
 was checked, while reopening ``loaded.path`` would read the flash again, after the check.
@@ -345,7 +346,7 @@ class ModelStore:
         data, entry = self._entry(name, version, model)
         # Read both manifests before writing anything: a corrupt one stops the install
         # instead of being overwritten with a manifest that forgot the other models.
-        golden_manifest = self._read_manifest(Copy.GOLDEN) if golden else None
+        golden_manifest = self._golden_for(entry) if golden else None
         models, life = self._read(Copy.WORKING)
         prov, files = self._new_files(entry, data, provenance, reference)
         before = (dict(models), dict(life))
@@ -366,7 +367,7 @@ class ModelStore:
         to the active one's is refused (it would overwrite the fallback-to-be).
         """
         data, entry = self._entry(name, version, model)
-        golden_manifest = self._read_manifest(Copy.GOLDEN) if golden else None
+        golden_manifest = self._golden_for(entry) if golden else None
         models, life = self._read(Copy.WORKING)
         previous = models.get(name)
         old = life.get(name, _Life())
@@ -478,6 +479,18 @@ class ModelStore:
     def _delete(self, names: set[str]) -> None:
         for file_name in sorted(names):
             (self.root / file_name).unlink(missing_ok=True)
+
+    def _golden_for(self, entry: ModelEntry) -> dict[str, ModelEntry]:
+        """The golden manifest, for a golden install of ``entry``; :class:`InvalidModel` where the golden
+        copy holds that version with other bytes: its file would be replaced before the manifest that
+        vouches for it, and a write that then failed, or a power cut, would leave the golden copy
+        corrupt (found in review)."""
+        manifest = self._read_manifest(Copy.GOLDEN)
+        held = next((e for e in manifest.values() if e.file == entry.file), None)
+        if held is not None and held.sha256 != entry.sha256:
+            raise InvalidModel(f"version {entry.version} of {entry.name!r} is in the golden copy already, with other "
+                               "bytes; give the new model another version")
+        return manifest
 
     def _golden_or_undo(self, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes,
                         models: dict[str, ModelEntry], life: dict[str, _Life]) -> None:

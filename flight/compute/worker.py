@@ -449,8 +449,9 @@ class Worker:
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
         self.compute_state_corrupt = 0  # state read back that failed its check (COMPUTE_STATE_CORRUPT)
-        self._corrupt_event_at = -math.inf
+        self._corrupt_event_at: dict[str, float] = {}  # what -> when last said (those of the last 10 s)
         self._corrupt_said: dict[str, tuple[str, str]] = {}  # model name -> its reference set said corrupt
+        self._marked_event_at, self._marked_unsaid = -math.inf, 0  # PRODUCT_MARKED: when last said, how many since
         self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
         self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
         self._last_train_job_id = 0  # the training job that ran last (status: train_*)
@@ -661,12 +662,16 @@ class Worker:
             self.event("COMPUTE_WRITE_FAILED", what=what, reason=reason[:200])
 
     def _state_corrupt(self, what: str, reason: str, outcome: str) -> None:
-        """State read back failed its check: counted, said at most every CHECK_EVENT_MIN_S (found in
-        audit: a corrupt job list, reference set or kept protected model went by unsaid)."""
+        """State read back failed its check: counted, and said at most every CHECK_EVENT_MIN_S for each
+        ``what`` (found in audit: a corrupt job list, reference set or kept protected model went by
+        unsaid; in review, one limit for all hid the second of two within 10 s for good)."""
         self.compute_state_corrupt += 1
         now = time.monotonic()
-        if now - self._corrupt_event_at >= CHECK_EVENT_MIN_S:
-            self._corrupt_event_at = now
+        said = self._corrupt_event_at
+        for old in [w for w, at in said.items() if now - at >= CHECK_EVENT_MIN_S]:
+            del said[old]  # kept only while they hold back an event: bounded by what 10 s can bring
+        if what not in said:
+            said[what] = now
             self.event("COMPUTE_STATE_CORRUPT", what=what[:100], reason=reason[:200], outcome=outcome[:200])
 
     def _prune(self) -> None:
@@ -685,11 +690,14 @@ class Worker:
         except CorruptFile as exc:
             moved = quarantine(self._jobs_path())
             aside = moved.name if moved else "nothing (it could not be moved)"
-            self._state_corrupt("the job list", str(exc),
-                                f"moved aside as {aside}; no job is resumed, their checkpoints kept until the next start")
+            self._state_corrupt("the job list", str(exc), f"moved aside as {aside}; no job is resumed, their "
+                                                          "checkpoints kept until the next start")
             body, lost = [], True
         if not isinstance(body, list):
-            self._state_corrupt("the job list", f"a {type(body).__name__}, not a list", "no job is resumed")
+            moved = quarantine(self._jobs_path())
+            self._state_corrupt("the job list", f"a {type(body).__name__}, not a list",
+                                f"moved aside as {moved.name if moved else 'nothing'}; no job is resumed, their "
+                                "checkpoints kept until the next start")
             body, lost = [], True
         dropped = []
         for item in body:
@@ -704,13 +712,26 @@ class Worker:
                 job.detail = "worker restarted"
             self.jobs[job.job_id] = job
         self._prune()
-        if dropped:  # the list as read is kept aside, and written again with the entries read
-            moved = quarantine(self._jobs_path())
-            self._save_jobs()
+        if dropped:  # written again with the entries read, the list as read kept aside
+            aside = self._jobs_path().with_name(self._jobs_path().name + ".corrupt")
+            try:
+                raw = self._jobs_path().read_bytes()
+            except OSError:
+                raw = None
+            # The list is written whole first: were the list as read moved aside and the write then failed,
+            # the next start would find no list, and take every checkpoint for a lost job's (found in review).
+            outcome = "dropped; the list could not be written again and stays as read"
+            if self._save_jobs():
+                outcome = "dropped; the list as read could not be kept aside"
+                if raw is not None:
+                    try:
+                        write_atomic(aside, raw)
+                        outcome = f"dropped; the list as read kept as {aside.name}"
+                    except OSError:
+                        pass
             for job_id, reason in dropped:
                 self._state_corrupt(f"job {job_id}'s entry in the job list", reason,
-                                    f"dropped (the list as read kept as {moved.name if moved else 'nothing'}); its "
-                                    "checkpoint kept until the next start")
+                                    f"{outcome}; its checkpoint kept until the next start")
             lost = True
         if lost:  # a job nothing lists now may have been lost with the list: its checkpoint is kept, once
             self._remove_checkpoints(lambda job_id: job_id in self.jobs and self.jobs[job_id].state not in ACTIVE)
@@ -888,7 +909,8 @@ class Worker:
         """The reference inputs the store keeps with ``version`` of ``name`` (checked), None if none. One
         kept but corrupt is said, once per version and file (found in audit: taken for none kept, it took
         the range checks and the owned weights' probe away, the events blaming something else); it is
-        not repaired here (the store keeps no second copy: MODEL_INSTALL the version again)."""
+        not repaired here (the store keeps no second copy, and takes no version it has again: the
+        model installed under a new version brings its own)."""
         if not version:
             return None
         try:
@@ -902,7 +924,7 @@ class Worker:
                 self._corrupt_said[name] = said
                 self._state_corrupt(f"{name} version {version}'s reference set", str(exc),
                                     "its range checks and the probe of its owned weights go without it "
-                                    "(MODEL_INSTALL the version again to restore it)")
+                                    "(MODEL_INSTALL the model under a new version to have one again)")
             return None
         return None if inputs is None or not len(inputs) else np.ascontiguousarray(inputs, np.float32)
 
@@ -1522,9 +1544,8 @@ class Worker:
                 probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
                 classes, conf = self._classify(probs, 1, checks.tile_status(), job.model)
                 written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
-                if checks.tiles_failed:  # no JOB_DONE for a continuous job: each such product is said (found in audit)
-                    self.event("PRODUCT_MARKED", job_id=job.job_id, name=written.name[:100], failed=checks.tiles_failed,
-                               tiles=len(classes), protection=checks.protection.value)
+                if checks.tiles_failed:  # no JOB_DONE for a continuous job: such products are said (found in audit)
+                    self._product_marked(job, written, checks.tiles_failed, len(classes), checks.protection)
             except _ModelChanged:
                 return  # the file stays: the next slice makes its product on the new version, whole
             finally:
@@ -1624,6 +1645,19 @@ class Worker:
             # The receipt's gist goes down with the event: a product checks failed on is seen without fetching it.
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}; checks {checks.check_status}"
                                              f" ({checks.tiles_failed} failed), {checks.protection.value}")
+
+    def _product_marked(self, job: Job, product: Path, failed: int, tiles: int, protection: Protection) -> None:
+        """A continuous job's product written with failed tiles: said at most every CHECK_EVENT_MIN_S, as
+        RESULT_CHECK_FAILED is (a fault nothing cures would otherwise say it for every file), with the
+        number of such products not said before it."""
+        now = time.monotonic()
+        if now - self._marked_event_at < CHECK_EVENT_MIN_S:
+            self._marked_unsaid += 1
+            return
+        self._marked_event_at = now
+        self.event("PRODUCT_MARKED", job_id=job.job_id, name=product.name[:100], failed=failed, tiles=tiles,
+                   protection=protection.value, unsaid=self._marked_unsaid)
+        self._marked_unsaid = 0
 
     def _restart_job(self, job: Job, model: _Session) -> None:
         """Start a data-set job again on ``model``: one product comes from one model version, as its
