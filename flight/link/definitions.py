@@ -928,10 +928,11 @@ EVENTS = (
     Event("COMPUTE_STATE_CORRUPT", 0x00F4, Severity.WARNING_HI, "Compute worker found {what} corrupt: {reason}; "
           "{outcome}",
           "State the worker reads back failed its check: its job list (moved aside as NAME.corrupt, the worker "
-          "starts with none, the checkpoints kept until the next start) or an entry of it (dropped), the "
-          "reference set the store keeps with a model version (its range checks and the probe of its owned "
-          "weights go without it), or a protected model it keeps in memory (made again). At most one every 10 s; "
-          "compute_state_corrupt counts them all", ("what", "reason", "outcome")),
+          "starts with none) or an entry of it (dropped, the list written again), the checkpoints of jobs it no "
+          "longer names kept until the next start; the reference set the store keeps with a model version (its "
+          "range checks and the probe of its owned weights go without it); or a protected model it keeps in "
+          "memory (made again). At most one every 10 s for each of them; compute_state_corrupt counts them all",
+          ("what", "reason", "outcome")),
     Event("PRODUCT_MARKED", 0x00F5, Severity.WARNING_HI,
           "Job {job_id}: product {name} written with {failed} of {tiles} tiles failed ({protection}); {unsaid} "
           "more such products since the last said",
