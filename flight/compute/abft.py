@@ -451,19 +451,32 @@ def covered_initializers(model: onnx.ModelProto, own_prefixes: tuple[str, ...] =
 
     contained: dict[str, bool] = {}
 
-    def reaches_only_checks(node: onnx.NodeProto) -> bool:
-        """Everything ``node`` (copied) makes goes on only into checked nodes' data input or other
-        such copied nodes, and is no output of the model's."""
-        key = node.output[0]
-        if key not in contained:
-            contained[key] = False  # a cycle cannot happen in a valid graph; this guards the recursion
-            contained[key] = all(
-                o not in outputs and all(
-                    (reader.op_type in CHECKED_OPS and reader.output and reader.output[0] in checked and i == 0)
-                    or (copied(reader) and reaches_only_checks(reader))
-                    for reader, i in consumers.get(o, []) if not reader.name.startswith(check_prefixes))
-                for o in node.output if o)
-        return contained[key]
+    def readers_of(node: onnx.NodeProto) -> list[tuple[onnx.NodeProto, int]]:
+        return [(reader, i) for o in node.output if o for reader, i in consumers.get(o, [])
+                if not reader.name.startswith(check_prefixes)]
+
+    def reaches_only_checks(start: onnx.NodeProto) -> bool:
+        """Everything ``start`` (copied) makes goes on only into checked nodes' data input or other
+        such copied nodes, and is no output of the model's. With a stack of its own, its readers
+        first (found in audit: recursing down a chain of a few hundred copied nodes ran out of
+        Python's stack, and the model ran with no checks)."""
+        stack = [(start, False)]
+        while stack:
+            node, ready = stack.pop()
+            key = node.output[0]
+            if key in contained and not ready:
+                continue
+            readers = readers_of(node)
+            if not ready:
+                contained[key] = False  # until known: a cycle cannot happen in a valid graph; this guards it
+                stack.append((node, True))
+                stack.extend((r, False) for r, _ in readers if copied(r) and r.output[0] not in contained)
+                continue
+            contained[key] = all(o not in outputs for o in node.output if o) and all(
+                (reader.op_type in CHECKED_OPS and reader.output and reader.output[0] in checked and i == 0)
+                or (copied(reader) and contained.get(reader.output[0], False))
+                for reader, i in readers)
+        return contained[start.output[0]]
 
     readers: dict[str, list[bool]] = {n: [False] for n in subgraph_reads(model.graph) if n in names}
     for node in model.graph.node:
@@ -644,6 +657,12 @@ class _Pass:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.new_nodes: list[onnx.NodeProto] = []
         self.new_inits: list[TensorProto] = []
+        # Indexes of the two lists (_add): looked up at each node made, they kept the pass's time linear in
+        # the model's size (found in audit: scanning the lists took a chain of 5000 MatMuls 25 s).
+        self._new_by_output: dict[str, onnx.NodeProto] = {}
+        self._new_first_outputs: set[str] = set()
+        self._new_init_names: set[str] = set()
+        self._first: str | None = None  # _first_input, once known
         self.checks: list[Check] = []
         self.skipped: list[Skipped] = []
         overridable = {i.name for i in self.graph.input}
@@ -703,6 +722,9 @@ class _Pass:
         for name in self._all_names():
             if name.startswith(PREFIX):
                 raise ValueError(f"the model already has a name starting with {PREFIX!r} ({name!r})")
+            if name == OUTPUT:  # found in audit: an inner tensor so named made a graph onnxruntime refused
+                raise ValueError(f"the model already has a tensor or node named {OUTPUT!r}, the name of the checks' "
+                                 "flag")
         results = [self._check(label, node, i) for label, node, i in list(self.candidates())]
         if self.skipped and self.strict:
             s = self.skipped[0]
@@ -792,15 +814,58 @@ class _Pass:
         session that keeps a Conv's output blocked (:meth:`_kept_blocked`), a Relu of its 1x1 MaxPool read,
         as both keep that layout where a Clip has it reordered first; a
         Sub of a constant an Add of its negation); where no such input is floating point, the node
-        is not copied. The cost is a pass over each copied tensor, and those first reads."""
+        is not copied. The cost is a pass over each copied tensor, and those first reads.
+
+        The tensors to copy are found first, walking up with a stack of its own, then copied from the
+        inputs down, each finding its inputs' copies made (found in audit: recursing up a chain of a few
+        hundred uncopied nodes ran out of Python's stack, and the model ran with no checks); the order
+        of the copies is the recursion's, so the protected model is the same."""
         if x in self._copies:
             return self._copies[x]
+        for t in self._to_copy(x):
+            self._copy_one(t)
+        return self._copies[x]
+
+    def _copy_source(self, x: str) -> tuple[onnx.NodeProto, list[int]] | None:
+        """The node that makes ``x`` and its data inputs to copy through, or None where ``x`` is taken as
+        it is (see :meth:`_independent`)."""
         node = self._producers.get(x)
         owned = [k for k, name in enumerate(node.input) if name and name not in self.consts] if node else []
         if node is None or x in self.consts or not owned or node.op_type in CHECKED_OPS or node.op_type in _NOT_COPIED \
                 or node.domain not in ("", "ai.onnx") or any(a.g.node or a.graphs for a in node.attribute):
+            return None
+        return node, owned
+
+    def _to_copy(self, x: str) -> list[str]:
+        """The tensors :meth:`_copy_one` must see, ``x``'s uncopied ancestors first, in the order a
+        recursion from ``x`` through each copied node's data inputs (in their order) would reach them."""
+        order: list[str] = []
+        seen: set[str] = set()
+        stack: list[tuple[str, bool]] = [(x, False)]
+        while stack:
+            t, expanded = stack.pop()
+            if expanded:
+                order.append(t)
+                continue
+            if t in seen or t in self._copies:
+                continue
+            seen.add(t)
+            stack.append((t, True))
+            source = self._copy_source(t)
+            if source is not None:
+                node, owned = source
+                stack.extend((node.input[k], False) for k in reversed(owned))
+        return order
+
+    def _copy_one(self, x: str) -> str:
+        """:meth:`_independent` of ``x``, its inputs' copies made already (:meth:`_to_copy`)."""
+        if x in self._copies:
+            return self._copies[x]
+        source = self._copy_source(x)
+        if source is None:
             self._copies[x] = x
             return x
+        node, owned = source
         inputs = list(node.input)
         fresh = False
         for k in owned:
@@ -834,7 +899,7 @@ class _Pass:
         copy = helper.make_node(node_op, inputs, outputs, name=outputs[0] or f"{PREFIX}copy/{node.name}")
         if node_op == node.op_type:
             copy.attribute.extend(node.attribute)
-        self.new_nodes.append(copy)
+        self._add(copy)
         for o, made in zip(node.output, outputs):
             if o:
                 self._copies[o], self._copy_of[made] = made, o
@@ -1008,7 +1073,7 @@ class _Pass:
         name = f"{PREFIX}copy/{v}/read"
         image = self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4
         self.layout_sums += counted and image
-        if not any(n.output[0] == name for n in self.new_nodes):
+        if name not in self._new_first_outputs:
             for known, value in ((self.shapes, self.shapes.get(v)), (self.types, self.types.get(v))):
                 if value is not None:
                     known[name] = value  # the read is v: its layout is read off it (_kept_blocked)
@@ -1338,7 +1403,7 @@ class _Pass:
             if honour_plain and t in self.plain:
                 return False
             model_node = self._producers.get(t)
-            node = model_node or next((n for n in self.new_nodes if t in n.output), None)
+            node = model_node or self._new_by_output.get(t)
             if node is None or node.domain not in ("", "ai.onnx"):
                 return False
             if node.op_type == "Conv":
@@ -1430,7 +1495,7 @@ class _Pass:
             node_ = helper.make_node("Conv", [x, self._init(name + "_w", weight[None]),
                                               self._init(name + "_b", np.array([bias]))], [name], name=name)
             node_.attribute.extend(kept)
-            self.new_nodes.append(node_)
+            self._add(node_)
             return name
 
         x = node.input[0]
@@ -1575,11 +1640,20 @@ class _Pass:
     # -- helpers ---------------------------------------------------------------------------
 
     def _node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
-        self.new_nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        self._add(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
+    def _add(self, node: onnx.NodeProto) -> None:
+        """A node of the pass's own, listed and indexed by its outputs (the first one made keeps a name)."""
+        self.new_nodes.append(node)
+        if node.output:
+            self._new_first_outputs.add(node.output[0])
+        for o in node.output:
+            self._new_by_output.setdefault(o, node)
+
     def _init(self, name: str, value: np.ndarray, dtype: type = np.float32) -> str:
-        if not any(t.name == name for t in self.new_inits):
+        if name not in self._new_init_names:
+            self._new_init_names.add(name)
             self.new_inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name))
         return name
 
@@ -1591,11 +1665,12 @@ class _Pass:
         return self._node(op, [x], output, axes=axes, keepdims=keepdims)
 
     def _first_input(self) -> str:
-        inits = {t.name for t in self.graph.initializer}
-        for i in self.graph.input:
-            if i.name not in inits:
-                return i.name
-        raise ValueError("the model has no input to take the batch size from")
+        if self._first is None:  # asked at each check: the model's initializers gathered once
+            inits = {t.name for t in self.graph.initializer}
+            self._first = next((i.name for i in self.graph.input if i.name not in inits), "")
+        if not self._first:
+            raise ValueError("the model has no input to take the batch size from")
+        return self._first
 
     def _batch_param(self) -> str | int | None:
         first = self._first_input()

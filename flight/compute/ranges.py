@@ -172,6 +172,9 @@ def protect(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], *,
     for name in _all_names(g):
         if name.startswith(PREFIX):
             raise ValueError(f"the model already has a name starting with {PREFIX!r} ({name!r})")
+        if name == OUTPUT:  # found in audit: an inner tensor so named made a graph onnxruntime refused
+            raise ValueError(f"the model already has a tensor or node named {OUTPUT!r}, the name of the range "
+                             "checks' flag")
     shapes, types = _shapes_and_types(out)
     batch = _batch_param(out)
     order = {name: i for i, name in enumerate(_tensor_order(g))}
