@@ -503,7 +503,14 @@ job's checkpoint lead (flight/compute/training_job.py: SAA_CHECKPOINT_LEAD_S, 30
 the shortest time from one pass's exit to the next entry (an orbit minus the pass, ~70 min)."""
 SAA_LOOKAHEAD_STEP_S = 30.0
 """Sampling step of the look-ahead, flight/orbit/predict.py's: the track moves ~2 deg in it, against
-semi-axes of 31 x 62 deg. A pass that clips the ellipse's edge between two samples is missed."""
+semi-axes of 31 x 62 deg. The crossing, and any dip of the radius between samples, is then looked
+at again second by second (:data:`SAA_GRAZE_RHO`)."""
+
+SAA_GRAZE_RHO = 1.3
+"""A sampled ellipse radius at a local minimum below this may hide a pass that clips the ellipse's
+edge between two samples (found in audit: a 24 s pass was missed on one tick in five, and a crossing
+placed by a straight line between samples 30 s apart was up to 11 s late): the two steps around it
+are sampled again every second."""
 
 
 def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
@@ -514,15 +521,16 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     outside the TLE's validity (:func:`flight.orbit.tle_current`); the orbital period is kept there.
 
     The entry: one sgp4 call over now and the next :data:`SAA_LOOKAHEAD_S` every
-    :data:`SAA_LOOKAHEAD_STEP_S`; the first sample inside the ellipse, its crossing placed by linear
-    interpolation of the ellipse radius (:func:`flight.orbit.saa.saa_ellipse_radius`, 1 on the edge)
-    between it and the sample before. 0.0 while inside; None when no entry is in the look-ahead, or
-    the look-ahead cannot be propagated (the TLE decays within it). Against a 1 s scan of ``in_saa``
-    over the same TLE it was within 1.5 s at 28.5, 51.6 and 97.6 deg, 550 km, every 20 s of a day
-    (tests/test_training_radiation.py holds a shorter run). Cost, best of 15 on
-    a shared 2-core x86: 0.25 ms a call against 0.20 ms for now alone (the time goes in numpy's
-    per-call overhead, not in the 30 extra samples); a few times that on a Jetson's CPU, well under
-    0.1 % of its 1 s control tick, so it is not cached."""
+    :data:`SAA_LOOKAHEAD_STEP_S`; then, in time order, each step around a dip of the ellipse radius
+    (:func:`flight.orbit.saa.saa_ellipse_radius`, 1 on the edge) below :data:`SAA_GRAZE_RHO` and the
+    step before the first sample inside, sampled again every second (one sgp4 call each), the first
+    crossing found placed by linear interpolation of the radius between the two seconds around it.
+    0.0 while inside; None when no entry is in the look-ahead, or the look-ahead cannot be propagated
+    (the TLE decays within it). Against a 1 s scan of ``in_saa`` over the same TLE it is within the
+    scan's own second (tests/test_training_radiation.py), grazing passes of a few seconds included.
+    Cost: a few tenths of a millisecond a call on a shared 2-core x86 (numpy's per-call overhead, not
+    the samples), a few times that on a Jetson's CPU, well under 0.1 % of its 1 s control tick, so it
+    is not cached."""
     if orbit is None:
         return cp.NO_RADIATION
     now_unix_s = float(now_unix_s)
@@ -544,19 +552,37 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
     rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km)).reshape(-1)
     inside_at = rho < 1.0  # in_saa's own test, on the radius already at hand (in_saa would compute it again)
     inside = bool(inside_at[0])
-    entry_s = _saa_entry_in_s(rho, inside_at) if len(t) > 1 else None
+    entry_s = _saa_entry_in_s(orbit, t, rho, inside_at) if len(t) > 1 else None
     return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s), entry_s,
                         now_unix_s + entry_s if entry_s is not None and not inside else None)
 
 
-def _saa_entry_in_s(rho: np.ndarray, inside_at: np.ndarray) -> float | None:
-    """Seconds from the first sample to the first entry, from the samples' ellipse radius and in_saa."""
+def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.ndarray) -> float | None:
+    """Seconds from the first sample (``t[0]``) to the first entry, from the samples' ellipse radius and
+    in_saa, each step where it may lie sampled again every second (:func:`radiation_estimate`)."""
     if inside_at[0]:
         return 0.0
     after = np.flatnonzero(inside_at)
-    if after.size == 0:
-        return None
-    k = int(after[0])
-    before, at = float(rho[k - 1]), float(rho[k])
-    frac = (before - 1.0) / (before - at) if math.isfinite(before) and before > at else 1.0
-    return round(SAA_LOOKAHEAD_STEP_S * (k - 1 + min(1.0, max(0.0, frac))), 1)
+    first = int(after[0]) if after.size else len(rho)
+    windows = [(i - 1, i + 1) for i in range(1, min(first, len(rho) - 1))
+               if rho[i] < SAA_GRAZE_RHO and rho[i] <= rho[i - 1] and rho[i] <= rho[i + 1]]
+    if after.size:
+        windows.append((first - 1, first))
+    for a, b in windows:
+        fine_t = float(t[a]) + np.arange(0.0, float(t[b] - t[a]) + 0.5, 1.0)
+        try:
+            r_teme_km, _ = orbit.propagate(fine_t)
+        except PropagationError:
+            fine_rho = rho[[a, b]]
+            fine_t = t[[a, b]]
+        else:
+            fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t))).reshape(-1)
+        inside = np.flatnonzero(fine_rho < 1.0)
+        if inside.size == 0 or inside[0] == 0:
+            continue  # a dip that stays outside (or, never, one that starts inside)
+        k = int(inside[0])
+        before, at = float(fine_rho[k - 1]), float(fine_rho[k])
+        frac = (before - 1.0) / (before - at) if math.isfinite(before) and before > at else 1.0
+        entry = float(fine_t[k - 1]) + (float(fine_t[k]) - float(fine_t[k - 1])) * min(1.0, max(0.0, frac))
+        return round(entry - float(t[0]), 1)
+    return None

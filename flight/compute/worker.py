@@ -533,7 +533,7 @@ class Worker:
             self.reason = msg.reason[:200]
             self._follow(msg.clock_s)
             self.radiation = msg.radiation
-            self._radiation_at = self.clock_s()
+            self._radiation_at = self._sent_at(msg.clock_s)
             self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
             self.double_run_all_in_saa = msg.double_run_all_in_saa
             wanted = (msg.scrub_weights, msg.abft_checks, msg.range_checks)
@@ -588,6 +588,16 @@ class Worker:
             self._agent_base = offset - CLOCK_SLACK_S - self._ahead_s  # (found in review: 1e300 stopped the scrub)
         elif gain > 0.0:
             self._ahead_s += gain
+
+    def _sent_at(self, agent_s: float | None) -> float:
+        """When an Admit sent at the agent's ``agent_s`` was sent, on :meth:`clock_s` (which runs
+        :data:`CLOCK_SLACK_S` behind the agent's): the prediction it carries is that old (found in
+        audit: one that waited in the queue behind a file of seconds put the SAA entry that much
+        later). Now where it carries no clock."""
+        now = self.clock_s()
+        if agent_s is None or not math.isfinite(agent_s) or self._agent_base is None:
+            return now
+        return min(now, agent_s - self._agent_base - CLOCK_SLACK_S)
 
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job
@@ -1076,7 +1086,8 @@ class Worker:
         return session
 
     def _scrub_period_s(self) -> float:
-        return scrub_period_s(self.radiation.flux_class, self.radiation.orbit_period_s)
+        r = self._radiation_now()
+        return scrub_period_s(r.flux_class, r.orbit_period_s)
 
     def _scrubbers(self) -> list[tuple[str, WeightScrubber]]:
         seen: dict[int, tuple[str, WeightScrubber]] = {}
@@ -1469,7 +1480,7 @@ class Worker:
         for job_id, tjob in list(self._training.items()):
             if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
                 try:
-                    tjob.radiation_tick(self._radiation_now())  # once per SAA pass, just before the entry predicted
+                    tjob.radiation_tick(self._radiation_now(entered=False))  # once per SAA pass, just before the entry
                 except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
                     self._finish(known, JobState.FAILED, f"{type(exc).__name__}: {exc}")
 
@@ -1675,21 +1686,27 @@ class Worker:
         """Whether the next batch runs twice (the schedule's credit is spent: ask once per batch)."""
         return self._double.due(self.double_run_fraction, self._every_batch_twice())
 
-    def _radiation_now(self) -> cp.Radiation:
+    def _radiation_now(self, entered: bool = True) -> cp.Radiation:
         """The last admission's prediction, its time to the SAA entry counted down on this process's clock
-        since it came (found in review: with a control period of a minute or more, the entry went from
-        more than a checkpoint's lead ahead to passed between two admissions, and no checkpoint was taken)."""
+        since it was sent (found in review: with a control period of a minute or more, the entry went from
+        more than a checkpoint's lead ahead to passed between two admissions, and no checkpoint was taken).
+        Once the countdown is over the board is taken to be in the SAA until an admission says otherwise
+        (found in audit: the scrub kept the quiet period and batches ran once through a pass the agent had
+        predicted): the scrub period, the double runs and the receipts follow this, not the last admission.
+        ``entered`` false: the countdown alone (a training job's SAA checkpoint, which fires on it)."""
         r = self.radiation
         if r.saa_entry_in_s is None or r.saa_entry_in_s <= 0.0:
             return r
         left_s = r.saa_entry_in_s - (self.clock_s() - self._radiation_at)
-        return dataclasses.replace(r, saa_entry_in_s=max(0.0, left_s))
+        if left_s > 0.0 or not entered:
+            return dataclasses.replace(r, saa_entry_in_s=max(0.0, left_s))
+        return dataclasses.replace(r, saa_entry_in_s=0.0, in_saa=True, flux_class=FluxClass.SAA)
 
     def _every_batch_twice(self) -> bool:
         """``double_run_all_in_saa`` and the agent predicts the SAA, or predicts nothing (no orbit, or a TLE
         too old: the board may be in it, found in review: such batches ran once). Every batch runs twice
         for as long as no orbit is known."""
-        r = self.radiation
+        r = self._radiation_now()
         return self.double_run_all_in_saa and (r.in_saa or r.flux_class is FluxClass.UNKNOWN)
 
     def _add_run(self, checks: ProductChecks, model: _Session, kind: int, tiles: int, batches: int) -> None:
@@ -1698,7 +1715,7 @@ class Worker:
         checks.ran_on(model.sha256, model.protection, model.provider, model.abft_precision)
         if kind == PASSED:
             self._failed_in_row = (None, 0)  # "in a row": a batch whose checks held ends the run
-        rad, scrubber = self.radiation, model.scrubber
+        rad, scrubber = self._radiation_now(), model.scrubber
         status = None if kind == UNCHECKED else np.full(tiles, kind, np.int8)
         checks.add_batch(tiles, status, batches=batches,
                          scrub_age_s=scrubber.age_s(self.clock_s()) if scrubber is not None else None,
@@ -1738,7 +1755,7 @@ class Worker:
             self._passed(model)
         status = np.where(ok, PASSED, FAILED).astype(np.int8) if checked else None
         checks.ran_on(model.sha256, model.protection, model.provider, model.abft_precision)
-        rad, scrubber = self.radiation, model.scrubber
+        rad, scrubber = self._radiation_now(), model.scrubber
         checks.add_batch(len(tiles), status, double_run=double, mismatch=mismatch, abft_failed=abft_failed,
                          range_failed=range_failed, rerun=rerun,
                          scrub_age_s=scrubber.age_s(self.clock_s()) if scrubber is not None else None,
@@ -1979,7 +1996,8 @@ class Worker:
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
             self._training[job.job_id] = tjob
-            tjob.radiation_tick(self._radiation_now())  # as work_slice ticks running jobs: before its first step
+            # as work_slice ticks running jobs: before its first step
+            tjob.radiation_tick(self._radiation_now(entered=False))
         t0 = time.monotonic()
         steps = 0
         while time.monotonic() - t0 < SLICE_S and not tjob.done:
