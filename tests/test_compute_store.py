@@ -21,6 +21,7 @@ from flight.compute.store import (  # noqa: E402
     NoGoodCopy,
     Problem,
     Provenance,
+    external_data,
 )
 from flight.storage import read_checked_json  # noqa: E402
 
@@ -237,6 +238,24 @@ def test_a_golden_install_of_a_version_the_golden_copy_holds_with_other_bytes_is
     assert files() == before and store.verify_all() == []
     store.install("tiny", "1", V1, golden=True)  # the very bytes it holds: taken
     assert store.load_golden("tiny").bytes == V1 and store.verify_all() == []
+
+
+@pytest.mark.req("MDL-002")
+def test_a_model_whose_weights_lie_in_an_external_file_is_refused_naming_the_tensor(tmp_path, monkeypatch):
+    """Found in audit: onnxruntime reads an initializer's external data relative to its working directory
+    even for a model given as bytes, so what would run is not what the store's SHA-256 checked."""
+    monkeypatch.chdir(tmp_path)  # where onnxruntime would find the file
+    np.array([2.0], np.float32).tofile(tmp_path / "scale.bin")
+    model = onnx.load_from_string(V1)
+    scale = model.graph.initializer[0]
+    scale.ClearField("raw_data")
+    scale.ClearField("float_data")
+    scale.data_location = TensorProto.EXTERNAL
+    scale.external_data.add(key="location", value="scale.bin")
+    data = model.SerializeToString()
+    with pytest.raises(InvalidModel, match="tensor 'scale' keeps its data in the file 'scale.bin'"):
+        ModelStore(tmp_path / "models").install("tiny", "1", data)
+    assert external_data(V1) == [] and external_data(data) == [("scale", "scale.bin")]
 
 
 @pytest.mark.req("MDL-006")

@@ -750,9 +750,16 @@ class ModelStore:
 def describe_model(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Input and output specs of an ONNX model, read by opening it with onnxruntime on the CPU.
 
-    Raises :class:`InvalidModel` when onnxruntime cannot load it.
+    Raises :class:`InvalidModel` when onnxruntime cannot load it, or when a tensor of it keeps its
+    data in an external file (:func:`external_data`).
     """
     import onnxruntime as ort  # here, not at the top: the store itself is usable without it
+
+    outside = external_data(data)
+    if outside:
+        raise InvalidModel(f"tensor {outside[0][0]!r} keeps its data in the file {outside[0][1]!r} beside the model: "
+                           "its SHA-256 and signature would not cover it, and it would be read from wherever the "
+                           "worker runs; embed the weights in the model")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; the exception below says what failed
@@ -765,6 +772,35 @@ def describe_model(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
         return TensorSpec(arg.name, tuple(arg.shape), arg.type)
 
     return tuple(spec(a) for a in session.get_inputs()), tuple(spec(a) for a in session.get_outputs())
+
+
+def external_data(data: bytes) -> list[tuple[str, str]]:
+    """(tensor, file) for each tensor of the model ``data`` (initializers, sparse ones, Constant values,
+    in subgraphs too) whose data lies in an external file: onnxruntime reads such a file relative to
+    its working directory even for a model given as bytes (found in audit), so what runs would not be
+    what the store's SHA-256 checked. [] when every tensor is in the bytes (or they do not parse: that
+    is onnxruntime's to say)."""
+    import onnx  # here, not at the top, as onnxruntime above
+
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)  # the bytes alone: nothing read from beside them
+    except Exception:  # noqa: BLE001 - not a model protobuf reads: describe_model's onnxruntime says why
+        return []
+    found: list[tuple[str, str]] = []
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
+        for node in graph.node:
+            for attr in node.attribute:
+                tensors += [attr.t, *attr.tensors] if attr.HasField("t") else list(attr.tensors)
+                graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        for t in tensors:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                where = next((e.value for e in t.external_data if e.key == "location"), "?")
+                found.append((t.name, where))
+    return found
 
 
 def _reference_name(name: str, version: str) -> str:
