@@ -256,6 +256,27 @@ def test_a_model_whose_weights_lie_in_an_external_file_is_refused_naming_the_ten
     with pytest.raises(InvalidModel, match="tensor 'scale' keeps its data in the file 'scale.bin'"):
         ModelStore(tmp_path / "models").install("tiny", "1", data)
     assert external_data(V1) == [] and external_data(data) == [("scale", "scale.bin")]
+    # Sparse tensors too, which onnxruntime does read from beside it (found in review): an initializer's
+    # indices, a Constant's sparse value.
+    np.array([1, 2], np.int64).tofile(tmp_path / "idx.bin")
+    values = numpy_helper.from_array(np.array([5.0, 7.0], np.float32), "w")
+    indices = numpy_helper.from_array(np.array([1, 2], np.int64), "w_idx")
+    indices.ClearField("int64_data")
+    indices.data_location = TensorProto.EXTERNAL
+    indices.external_data.add(key="location", value="idx.bin")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "sparse", [x], [y])
+    graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [3]))
+    sparse = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    constant = helper.make_model(helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], sparse_value=helper.make_sparse_tensor(values, indices, [3])),
+         helper.make_node("Add", ["x", "c"], ["y"])], "constant", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    for data in (sparse, constant):
+        assert external_data(data) == [("w_idx", "idx.bin")]
+        with pytest.raises(InvalidModel, match="tensor 'w_idx' keeps its data in the file 'idx.bin'"):
+            ModelStore(tmp_path / "models").install("tiny", "1", data)
 
 
 @pytest.mark.req("MDL-006")

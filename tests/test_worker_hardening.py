@@ -407,22 +407,8 @@ def test_once_the_predicted_entry_has_come_the_worker_scrubs_and_double_runs_as_
     now = worker._radiation_now()  # noqa: SLF001
     assert (now.in_saa, now.flux_class, now.saa_entry_in_s) == (True, FluxClass.SAA, 0.0)
     assert worker._scrub_period_s() == 30.0 and worker._every_batch_twice()  # noqa: SLF001
-    assert worker._radiation_now(entered=False).in_saa is False  # noqa: SLF001 - training's countdown alone
     _admit_at(bench, cp.Radiation(FluxClass.QUIET, False, -5.0, 5700.0), 5011.0)  # the pass is over
     assert worker._scrub_period_s() == 1500.0 and not worker._every_batch_twice()  # noqa: SLF001
-
-
-@pytest.mark.req("RAD-107")
-def test_an_admission_that_waited_in_the_queue_counts_its_entry_from_when_it_was_sent(bench, monkeypatch):
-    """Found in audit: the countdown started when the worker read the admission, so one that waited behind
-    a file of seconds put the entry that much later, and the checkpoint before it came late."""
-    clock = _Clock(1000.0)
-    monkeypatch.setattr(worker_module, "time", clock)
-    _admit_at(bench, cp.NO_RADIATION, 5000.0)  # the agent's clock and the worker's, side by side
-    clock.now_s += 3.0  # the worker busy: the next admission, sent at once, is read 3 s later
-    _admit_at(bench, cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=45.0), 5000.1)
-    left = bench.worker._radiation_now().saa_entry_in_s  # noqa: SLF001
-    assert left == pytest.approx(45.0 - 2.9 - 0.5, abs=0.01)  # sent 2.9 s ago, and the clock's slack
 
 
 # --- training under radiation -----------------------------------------------------------------

@@ -563,9 +563,13 @@ def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.
     if inside_at[0]:
         return 0.0
     after = np.flatnonzero(inside_at)
-    first = int(after[0]) if after.size else len(rho)
-    windows = [(i - 1, i + 1) for i in range(1, min(first, len(rho) - 1))
-               if rho[i] < SAA_GRAZE_RHO and rho[i] <= rho[i - 1] and rho[i] <= rho[i + 1]]
+    n = len(rho)
+    first = int(after[0]) if after.size else n
+    # A dip at the first or the last sample too (found in review: a pass clipping the edge just after
+    # the first sample, or just past the last, was missed): its one neighbour with it.
+    dips = [i for i in range(min(first, n)) if rho[i] < SAA_GRAZE_RHO
+            and (i == 0 or rho[i] <= rho[i - 1]) and (i == n - 1 or rho[i] <= rho[i + 1])]
+    windows = [(max(0, i - 1), min(n - 1, i + 1)) for i in dips]
     if after.size:
         windows.append((first - 1, first))
     for a, b in windows:
@@ -578,6 +582,8 @@ def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.
         else:
             fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t))).reshape(-1)
         inside = np.flatnonzero(fine_rho < 1.0)
+        if (inside.size == 0 or inside[0] == 0) and b == first:  # the sample inside, in float noise on the edge
+            fine_rho, fine_t, inside = rho[[a, b]], t[[a, b]], np.array([1])
         if inside.size == 0 or inside[0] == 0:
             continue  # a dip that stays outside (or, never, one that starts inside)
         k = int(inside[0])

@@ -776,7 +776,7 @@ def describe_model(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
 
 def external_data(data: bytes) -> list[tuple[str, str]]:
     """(tensor, file) for each tensor of the model ``data`` (initializers, sparse ones, Constant values,
-    in subgraphs too) whose data lies in an external file: onnxruntime reads such a file relative to
+    in subgraphs and local functions too) whose data lies in an external file: onnxruntime reads such a file relative to
     its working directory even for a model given as bytes (found in audit), so what runs would not be
     what the store's SHA-256 checked. [] when every tensor is in the bytes (or they do not parse: that
     is onnxruntime's to say)."""
@@ -788,18 +788,32 @@ def external_data(data: bytes) -> list[tuple[str, str]]:
     except Exception:  # noqa: BLE001 - not a model protobuf reads: describe_model's onnxruntime says why
         return []
     found: list[tuple[str, str]] = []
-    graphs = [model.graph]
-    while graphs:
-        graph = graphs.pop()
-        tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
-        for node in graph.node:
+    # Every place a tensor can be: the graphs (subgraphs too) and the model's local functions (found in
+    # review: sparse ones' indices, a Constant's sparse_value and functions' nodes were missed).
+    graphs: list[Any] = [model.graph]
+    node_lists: list[Any] = [f.node for f in model.functions]
+    tensors: list[Any] = []
+
+    def sparse(s: Any) -> list[Any]:
+        return [s.values, s.indices]
+
+    while graphs or node_lists:
+        if graphs:
+            graph = graphs.pop()
+            tensors += [*graph.initializer, *(t for s in graph.sparse_initializer for t in sparse(s))]
+            node_lists.append(graph.node)
+            continue
+        for node in node_lists.pop():
             for attr in node.attribute:
-                tensors += [attr.t, *attr.tensors] if attr.HasField("t") else list(attr.tensors)
+                tensors += [attr.t] if attr.HasField("t") else []
+                tensors += list(attr.tensors)
+                tensors += sparse(attr.sparse_tensor) if attr.HasField("sparse_tensor") else []
+                tensors += [t for s in attr.sparse_tensors for t in sparse(s)]
                 graphs += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-        for t in tensors:
-            if t.data_location == onnx.TensorProto.EXTERNAL:
-                where = next((e.value for e in t.external_data if e.key == "location"), "?")
-                found.append((t.name, where))
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            where = next((e.value for e in t.external_data if e.key == "location"), "?")
+            found.append((t.name or "(unnamed)", where))
     return found
 
 

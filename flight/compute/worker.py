@@ -533,7 +533,7 @@ class Worker:
             self.reason = msg.reason[:200]
             self._follow(msg.clock_s)
             self.radiation = msg.radiation
-            self._radiation_at = self._sent_at(msg.clock_s)
+            self._radiation_at = self.clock_s()
             self.double_run_fraction = min(1.0, max(0.0, msg.double_run_fraction))
             self.double_run_all_in_saa = msg.double_run_all_in_saa
             wanted = (msg.scrub_weights, msg.abft_checks, msg.range_checks)
@@ -588,16 +588,6 @@ class Worker:
             self._agent_base = offset - CLOCK_SLACK_S - self._ahead_s  # (found in review: 1e300 stopped the scrub)
         elif gain > 0.0:
             self._ahead_s += gain
-
-    def _sent_at(self, agent_s: float | None) -> float:
-        """When an Admit sent at the agent's ``agent_s`` was sent, on :meth:`clock_s` (which runs
-        :data:`CLOCK_SLACK_S` behind the agent's): the prediction it carries is that old (found in
-        audit: one that waited in the queue behind a file of seconds put the SAA entry that much
-        later). Now where it carries no clock."""
-        now = self.clock_s()
-        if agent_s is None or not math.isfinite(agent_s) or self._agent_base is None:
-            return now
-        return min(now, agent_s - self._agent_base - CLOCK_SLACK_S)
 
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job
@@ -1480,7 +1470,7 @@ class Worker:
         for job_id, tjob in list(self._training.items()):
             if (known := self.jobs.get(job_id)) is not None and known.state is JobState.RUNNING:
                 try:
-                    tjob.radiation_tick(self._radiation_now(entered=False))  # once per SAA pass, just before the entry
+                    tjob.radiation_tick(self._radiation_now())  # once per SAA pass, just before the entry predicted
                 except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
                     self._finish(known, JobState.FAILED, f"{type(exc).__name__}: {exc}")
 
@@ -1686,20 +1676,20 @@ class Worker:
         """Whether the next batch runs twice (the schedule's credit is spent: ask once per batch)."""
         return self._double.due(self.double_run_fraction, self._every_batch_twice())
 
-    def _radiation_now(self, entered: bool = True) -> cp.Radiation:
+    def _radiation_now(self) -> cp.Radiation:
         """The last admission's prediction, its time to the SAA entry counted down on this process's clock
-        since it was sent (found in review: with a control period of a minute or more, the entry went from
+        since it came (found in review: with a control period of a minute or more, the entry went from
         more than a checkpoint's lead ahead to passed between two admissions, and no checkpoint was taken).
         Once the countdown is over the board is taken to be in the SAA until an admission says otherwise
         (found in audit: the scrub kept the quiet period and batches ran once through a pass the agent had
-        predicted): the scrub period, the double runs and the receipts follow this, not the last admission.
-        ``entered`` false: the countdown alone (a training job's SAA checkpoint, which fires on it)."""
+        predicted): the scrub period, the double runs, the receipts and a training job's SAA checkpoint and
+        environment follow this, not the last admission."""
         r = self.radiation
         if r.saa_entry_in_s is None or r.saa_entry_in_s <= 0.0:
             return r
         left_s = r.saa_entry_in_s - (self.clock_s() - self._radiation_at)
-        if left_s > 0.0 or not entered:
-            return dataclasses.replace(r, saa_entry_in_s=max(0.0, left_s))
+        if left_s > 0.0:
+            return dataclasses.replace(r, saa_entry_in_s=left_s)
         return dataclasses.replace(r, saa_entry_in_s=0.0, in_saa=True, flux_class=FluxClass.SAA)
 
     def _every_batch_twice(self) -> bool:
@@ -1996,8 +1986,7 @@ class Worker:
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
             self._training[job.job_id] = tjob
-            # as work_slice ticks running jobs: before its first step
-            tjob.radiation_tick(self._radiation_now(entered=False))
+            tjob.radiation_tick(self._radiation_now())  # as work_slice ticks running jobs: before its first step
         t0 = time.monotonic()
         steps = 0
         while time.monotonic() - t0 < SLICE_S and not tjob.done:
