@@ -71,15 +71,15 @@ it checks (:meth:`_Pass._flag`). What no check can avoid: a checked node's outpu
 exist, so onnxruntime can no longer fuse the node with the activation after it (Conv+Relu,
 Conv+Sigmoid), and the activation becomes a pass of its own; on x86 at optimisation ``all``
 the output also leaves onnxruntime's NCHWc layout, a reorder of its own (``python -m
-bench.radiation``: ``abft_overhead_floor``, 0.04 of the shipped model's time at ``extended``;
-``abft_overhead_floor_all``, 0.15 at ``all``, in the run of 2026-12-05 on a 2-vCPU x86 VM). Nor
-can a check avoid reading the output it vouches for and the input it predicts it from: those
-reads alone, each tensor once as the checks read it and nothing else, cost the shipped model
-0.14 of its time at ``extended`` and 0.20 at ``all`` in that run (``abft_overhead_read_floor``,
-``_all``), against 0.44 and 0.48 for the checks whole (``abft_overhead_extended``,
-``abft_overhead``; 0.28 at ``all`` without the recomputed copies below,
-``abft_overhead_without_recompute``). These figures move by a few hundredths between runs on a
-shared machine: the bench's own output is the reference, not these.
+bench.radiation``: ``abft_overhead_floor``, 0.03 to 0.07 of the shipped model's time at
+``extended``; ``abft_overhead_floor_all``, 0.15 to 0.22 at ``all``, in runs of 2026-12-05 on 2-vCPU
+x86 VMs, one with AVX-512). Nor can a check avoid reading the output it vouches for and the input
+it predicts it from: those reads alone, each tensor once as the checks read it and nothing else,
+cost the shipped model 0.14 to 0.17 of its time at ``extended`` and 0.17 to 0.21 at ``all`` in
+those runs (``abft_overhead_read_floor``, ``_all``), against 0.44 to 0.61 and 0.48 to 0.59 for the
+checks whole (``abft_overhead_extended``, ``abft_overhead``; 0.28 to 0.32 at ``all`` without the
+recomputed copies below, ``abft_overhead_without_recompute``). These figures move between runs on
+a shared machine, and more between machines: the bench's own output is the reference, not these.
 
 Tolerance. Floating-point sums rounded in a different order differ. The worst case for a sum
 of ``n`` terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 3.1:
