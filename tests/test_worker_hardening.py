@@ -30,6 +30,7 @@ from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
 from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
 from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.storage import read_checked_json, write_checked_json
+from bench.radiation import SimClock
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, drawn_faults
 from hil.report import evaluate
 from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, protect_as_version_6, tiny, trusted_file
@@ -373,19 +374,6 @@ def test_the_worker_removes_at_its_start_the_files_an_install_cut_short_left_in_
     assert not list(models.glob("*@9.*")) and bench.worker.store.verify_all() == []
 
 
-class _Clock:
-    """The worker's ``time`` module with a monotonic clock the test sets (the rest the real module's)."""
-
-    def __init__(self, now_s: float):
-        self.now_s = now_s
-
-    def monotonic(self) -> float:
-        return self.now_s
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-
 def _admit_at(bench, radiation: cp.Radiation, agent_s: float) -> None:
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 8, 1.0, None, "test", radiation, 0.0, True, True,  # noqa: SLF001
                                   True, False, clock_s=agent_s))
@@ -395,7 +383,7 @@ def _admit_at(bench, radiation: cp.Radiation, agent_s: float) -> None:
 def test_once_the_predicted_entry_has_come_the_worker_scrubs_and_double_runs_as_in_the_saa(bench, monkeypatch):
     """Found in audit: between two admissions the worker counted the entry down for training alone; the
     scrub kept the quiet period and batches ran once through a pass the agent had predicted."""
-    clock = _Clock(1000.0)
+    clock = SimClock(1000.0)  # the worker's time module, its monotonic clock set here
     monkeypatch.setattr(worker_module, "time", clock)
     worker = bench.worker
     _admit_at(bench, cp.Radiation(FluxClass.QUIET, False, -20.0, 5700.0, saa_entry_in_s=10.0), 5000.0)
