@@ -503,7 +503,7 @@ job's checkpoint lead (flight/compute/training_job.py: SAA_CHECKPOINT_LEAD_S, 30
 the shortest time from one pass's exit to the next entry (an orbit minus the pass, ~70 min)."""
 SAA_LOOKAHEAD_STEP_S = 30.0
 """Sampling step of the look-ahead, flight/orbit/predict.py's: the track moves ~2 deg in it, against
-semi-axes of 31 x 62 deg. The crossing, and any dip of the radius between samples, is then looked
+semi-axes of 21 x 53 deg at 400 km (7 x 25 at 200 km, the smallest: flight/orbit/saa.py). The crossing, and any dip of the radius between samples, is then looked
 at again second by second (:data:`SAA_GRAZE_RHO`)."""
 
 SAA_GRAZE_RHO = 1.3
