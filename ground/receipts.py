@@ -340,8 +340,9 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("check_status", one_of(STATUSES), f"one of {', '.join(STATUSES)}")
     for key in _COUNTS:
         need(key, _is_count, "a count")
-    need("scrub_age_s", lambda v: _is_number(v, 0.0, math.inf), "seconds or null")
-    need("scrub_period_s", lambda v: _is_number(v, 0.0, math.inf) and v != 0, "seconds or null")
+    need("scrub_age_s", lambda v: _is_number(v, 0.0, MAX_SECONDS), f"seconds (up to {MAX_SECONDS:.0e}) or null")
+    need("scrub_period_s", lambda v: _is_number(v, 0.0, MAX_SECONDS) and v != 0,
+         f"seconds (up to {MAX_SECONDS:.0e}) or null")
     need("flux_class", one_of({f.value for f in FluxClass}), "a flux class")
     need("in_saa", lambda v: isinstance(v, bool), "true or false")
     need("lat_deg", lambda v: _is_number(v, -90.0, 90.0), "degrees or null")
@@ -351,6 +352,11 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
         raise ProductError(f"{where}: receipt 'tiles_passed' + 'tiles_failed' is not 'tiles_checked'")
     # what it vouches for; anything else is not read (a newer receipt's: named, and not vouched for)
     return {**{key: receipt[key] for key in _FIELDS}, "receipt_version": version}
+
+
+MAX_SECONDS = 1e9
+"""The longest scrub age or period a receipt can state, over 31 years: no board runs that long, so a
+larger one is a corrupt or forged receipt (found in audit: 1e300 was read as a number)."""
 
 
 def _is_count(v: Any) -> bool:

@@ -148,7 +148,8 @@ def test_tiles_that_disagree_with_their_receipt_are_said_and_not_vouched_for(pro
 def test_files_that_are_not_products_are_refused_naming_the_file_and_field(products, capsys, tmp_path):
     summary = json.loads(products["clean"].with_suffix(".json").read_text())
     cases = {}
-    for field, value in (("flux_class", None), ("tiles_failed", -1), ("model_sha256", "zz"), ("protection", "magic")):
+    for field, value in (("flux_class", None), ("tiles_failed", -1), ("model_sha256", "zz"), ("protection", "magic"),
+                         ("scrub_age_s", 1e300), ("scrub_period_s", 2e9)):
         broken = json.loads(json.dumps(summary))
         if value is None:
             del broken["receipt"][field]

@@ -110,9 +110,10 @@ def test_the_predicted_entry_agrees_with_a_one_second_scan_of_in_saa(inc_deg, ra
 def test_a_pass_that_only_clips_the_ellipse_is_predicted_at_every_tick_before_it():
     """Found in audit: a 24 s pass clipping the ellipse's edge fell between the look-ahead's samples 30 s
     apart on one tick in five (no entry predicted, so no checkpoint before it) and was placed 11 s late
-    on others."""
+    on others. The node is chosen so that the pass 16,900 s in clips the edge of flight/orbit/saa.py's
+    ellipse for about 16 s."""
     epoch = 1795478400.0
-    orbit = Orbit.from_elements(550.0, 51.6, 44.0, epoch)
+    orbit = Orbit.from_elements(550.0, 51.6, 73.03, epoch)
     inside = in_saa_scan(orbit, epoch + 16000.0, 1500.0)
     first = int(np.flatnonzero(inside)[0])
     assert 5 <= int(np.flatnonzero(~inside[first:])[0]) <= 40  # a short pass: it clips the edge
@@ -513,7 +514,7 @@ def test_a_checkpoint_found_corrupt_when_the_job_goes_back_to_it_is_moved_aside_
     with pytest.raises(TrainingRefusedError, match="corrupt \\(moved aside\\).*SHA-256"):
         job.state_checked()
     (refused,) = [args for what, args in events if what == "checkpoint_refused"]
-    assert "SHA-256" in refused["reason"] and refused["outcome"].startswith("the job fails")
+    assert "SHA-256" in refused["reason"] and refused["outcome"] == "moved aside, the job fails: it was going back to it"
     assert not ck.exists() and (tmp_path / "back.ck.corrupt").exists()
 
 
@@ -843,6 +844,25 @@ def test_another_jobs_checkpoint_under_the_same_path_is_moved_aside_not_resumed(
                         tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01},
                         on_event=lambda what, **a: events.append((what, a)))
     assert older.resume() is False and "cannot be shown to be this job's" in events[-1][1]["reason"]  # written before
+
+
+@pytest.mark.req("RAD-108")
+def test_a_checkpoint_the_disk_cannot_read_is_said_and_moved_aside_and_the_job_starts_over(tmp_path):
+    """Found in audit: an I/O error reading the checkpoint at resume failed the job, neither said nor
+    counted. A directory where the file should be reads as one (IsADirectoryError, an OSError)."""
+    x, y = _synthetic()
+    plan = TrainingPlan(total_steps=100, batch_size=16, checkpoint_every=50, seed=7)
+    (tmp_path / "job00001.ck").mkdir()
+    events: list[tuple[str, dict]] = []
+    job = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,
+                      tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01},
+                      on_event=lambda what, **a: events.append((what, a)))
+    assert job.resume() is False and job.status.step == 0
+    assert events == [("checkpoint_refused", {"reason": "job00001.ck: cannot be read (Is a directory)",
+                                              "outcome": "moved aside, the job starts from step 0"})]
+    assert (tmp_path / "job00001.ck.corrupt").is_dir()  # moved aside, for inspection
+    job.run(100)
+    assert job.done and load_checkpoint(tmp_path / "job00001.ck").step == 100  # and its own written anew
 
 
 @pytest.mark.req("RAD-109")

@@ -493,6 +493,27 @@ def test_the_worker_answers_pings_while_it_probes_a_model_and_keeps_other_messag
 
 
 @pytest.mark.req("CMP-012")
+def test_the_worker_answers_pings_while_it_makes_a_models_checks_and_learns_its_ranges(bench):
+    """Found in audit: the checksum pass and the range learning ran inside the loop and answered no ping;
+    a model of tens of thousands of nodes, or a large one over its reference set, on a board's CPU
+    could pass the watchdog, be killed and start again, for good."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    model = bench.worker.store.load(MODEL_NAME)
+    bench.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    for seq, work in ((61, lambda: bench.worker._abft_bytes(MODEL_NAME, model.bytes, model.sha256, "fp32")),  # noqa: SLF001
+                      (62, lambda: bench.worker._learned_ranges(MODEL_NAME, model.version, model.bytes,  # noqa: SLF001
+                                                                model.sha256))):
+        bench.router.send_multipart([b"compute", cp.encode(cp.Ping(seq))])
+        bench.router.send_multipart([b"compute", cp.encode(cp.CancelJob(seq, 99))])
+        time.sleep(0.05)  # inproc delivery before the work starts; the assertion below waits for nothing
+        assert work() is not None  # the checks made, the ranges learned
+        assert [m.seq for m in bench.drain() if isinstance(m, cp.Pong)][-1:] == [seq]  # within the work
+        assert [m.req_id for m in bench.worker._deferred][-1:] == [seq]  # noqa: SLF001 - kept for the loop
+    assert not [m for m in bench.messages if isinstance(m, cp.Reply)]
+
+
+@pytest.mark.req("CMP-012")
 def test_the_loop_takes_deferred_messages_first_in_order_and_refuses_a_bad_one_as_from_the_socket(bench, monkeypatch):
     import signal
 

@@ -143,7 +143,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -342,6 +342,7 @@ def protect(
     nchwc: bool | int = False,
     recompute_inputs: bool = True,
     compare_outputs: bool | None = None,
+    keepalive: Callable[[], None] | None = None,
 ) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs :data:`OUTPUT`, with a checksum on each Conv, Gemm, MatMul.
 
@@ -369,6 +370,9 @@ def protect(
     vouches for (made after the last checked nodes: the Softmax's probabilities) is recomputed the same
     way and compared with the model's, within :data:`OUTPUT_RTOL`, so a fault there raises the flag too
     (the record's ``compared``; an output that cannot be recomputed is listed under ``uncompared``).
+    ``keepalive``: called at each node the pass checks and makes, so that a caller with a watchdog
+    to answer (the compute worker's pings) can answer it while a model of thousands of nodes is
+    made (seconds on a board's CPU); it changes nothing the pass makes.
 
     A node whose weight is not a constant, or that the pass cannot check for another reason,
     raises ``ValueError`` naming the node and the reason when ``strict``; with
@@ -396,7 +400,8 @@ def protect(
     while True:  # again, reading plain the tensors read plain anyway (_Pass.read_plain_anyway)
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        made = _Pass(out, precision, rtol, atol, strict, block, bool(recompute_inputs), compare, frozenset(plain))
+        made = _Pass(out, precision, rtol, atol, strict, block, bool(recompute_inputs), compare, frozenset(plain),
+                     keepalive)
         made.run()
         if not made.unblock:
             return out
@@ -628,8 +633,9 @@ def _chain_terms(terms: list[int]) -> int:
 class _Pass:
     def __init__(self, model: onnx.ModelProto, precision: str, rtol: float | None, atol: float, strict: bool,
                  block: int = 0, recompute: bool = True, compare: bool = False,
-                 plain: frozenset[str] = frozenset()):
+                 plain: frozenset[str] = frozenset(), keepalive: Callable[[], None] | None = None):
         self.model = model
+        self._keepalive = keepalive if keepalive is not None else (lambda: None)
         self.recompute = recompute
         self.compare = compare
         self.compared: list[dict[str, object]] = []  # outputs compared with their copies
@@ -771,6 +777,7 @@ class _Pass:
     # the rest as an _Outcome (a residual |S - P| - B, <= 0 where it holds).
 
     def _check(self, label: str, node: onnx.NodeProto, i: int) -> _Linear | _Outcome:
+        self._keepalive()
         p = f"{PREFIX}{i}/"
         x = self._independent(node.input[0]) if self.recompute else node.input[0]
         if x != node.input[0]:  # the check reads the copy; S, the node's own output, is the node's
@@ -1640,6 +1647,7 @@ class _Pass:
     # -- helpers ---------------------------------------------------------------------------
 
     def _node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
+        self._keepalive()
         self._add(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 

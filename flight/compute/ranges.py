@@ -27,6 +27,7 @@ often not beyond the consequence threshold (``python -m bench.radiation``:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -94,9 +95,12 @@ def candidates(model: onnx.ModelProto) -> list[str]:
     return out
 
 
-def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN) -> dict[str, tuple[float, float]]:
+def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN,
+          keepalive: Callable[[], None] | None = None) -> dict[str, tuple[float, float]]:
     """Bounds per tensor of :func:`candidates`: min and max over every element and sample of ``inputs``
     (run on the CPU provider, one thread: deterministic), each widened by ``margin`` times the width.
+    ``keepalive`` is called after each batch of them is run: a large model on a board's CPU takes
+    seconds over a reference set, and the compute worker answers its watchdog's pings meanwhile.
 
     Bounds are float32 values rounded outwards, so every reference value lies within them as float32.
     Raises ValueError with fewer than :data:`MIN_REFERENCE_INPUTS` distinct inputs, a non-finite
@@ -133,7 +137,10 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
     step = 1 if _batch_param(model) == 1 else _LEARN_BATCH  # a model whose batch is fixed at 1: one at a time
     for start in range(0, len(inputs), step):
         batch = inputs[start:start + step]
-        for name, value in zip(names, session.run(names, {feed: batch})):
+        values = session.run(names, {feed: batch})
+        if keepalive is not None:
+            keepalive()
+        for name, value in zip(names, values):
             if value.ndim == 0 or value.shape[0] != len(batch):
                 raise ValueError(f"{name} has shape {value.shape}, no batch axis of {len(batch)}")
             if not np.isfinite(value).all():

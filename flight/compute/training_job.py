@@ -82,6 +82,12 @@ the job fails: each is an upset put right by loading it, but this many from one 
 state is not what upsets do to it (a fault in the board, or in the check itself)."""
 
 
+MOVED = "moved aside"
+NOT_MOVED = "left in place (the disk refused the move)"
+"""How TRAIN_CHECKPOINT_REFUSED's outcome begins: a refused checkpoint is moved aside (``NAME.corrupt``)
+where the disk lets it (storage.quarantine)."""
+
+
 class TrainingRefusedError(ArithmeticError):
     """Steps keep being refused even from the last checkpoint: the job cannot go on as it is."""
 
@@ -219,7 +225,9 @@ class TrainingJob:
         A checkpoint that fails its check, or that another job left under this path (its
         :func:`job_identity` differs: a job id given again after the agent's state was lost), is
         moved aside (``NAME.corrupt``, said as ``checkpoint_refused``) and the job starts over:
-        wrong weights are worse than lost steps.
+        wrong weights are worse than lost steps. So does one the disk cannot read (an I/O error: found
+        in audit, it failed the job unsaid and uncounted), moved aside where the disk lets it: the next
+        checkpoint is written anew beside it either way (write_atomic's rename).
         """
         if not self.checkpoint_path.exists():
             return False
@@ -231,11 +239,17 @@ class TrainingJob:
             if ck.meta["job"] != self.identity:
                 raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
             self._load(ck)
+        except OSError as exc:
+            moved = quarantine(self.checkpoint_path)
+            self._event("checkpoint_refused", reason=f"{self.checkpoint_path.name}: cannot be read "
+                        f"({exc.strerror or type(exc).__name__})", outcome=f"{MOVED if moved else NOT_MOVED}, "
+                        "the job starts from step 0")
+            return False
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc:  # arrays or a position that do not fit
-            quarantine(self.checkpoint_path)
+            moved = quarantine(self.checkpoint_path)
             self._event("checkpoint_refused", reason=str(exc) if isinstance(exc, CorruptFile)
                         else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})",
-                        outcome="the job starts from step 0")
+                        outcome=f"{MOVED if moved else NOT_MOVED}, the job starts from step 0")
             return False
         self.status.resumed_from = ck.step
         # A worker restarted between this pass's SAA checkpoint and the entry takes it as taken (not twice).
@@ -434,12 +448,13 @@ class TrainingJob:
         except OSError as exc_ck:
             raise TrainingRefusedError(f"{why}; the checkpoint to go back to is unreadable: {exc_ck}") from None
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc_ck:
-            quarantine(self.checkpoint_path)
+            moved = quarantine(self.checkpoint_path)
             reason = str(exc_ck) if isinstance(exc_ck, CorruptFile) else \
                 f"{self.checkpoint_path.name}: does not fit this job ({type(exc_ck).__name__}: {exc_ck})"
-            self._event("checkpoint_refused", reason=reason, outcome="the job fails: it was going back to it")
-            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is corrupt (moved aside): {reason}") \
-                from None
+            self._event("checkpoint_refused", reason=reason,
+                        outcome=f"{MOVED if moved else NOT_MOVED}, the job fails: it was going back to it")
+            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is corrupt "
+                                       f"({MOVED if moved else NOT_MOVED}): {reason}") from None
         return ck
 
     def state_checked(self) -> bool:

@@ -485,7 +485,8 @@ class Worker:
             pass  # the agent is gone or slow; status goes again within a second
 
     def _keepalive(self) -> None:
-        """Within a long piece of work (probing a deep model's buffers): answer the agent's pings now, so
+        """Within a long piece of work (the checksum pass over a model of thousands of nodes, learning its
+        ranges, probing a deep model's buffers): answer the agent's pings now, so
         its watchdog sees a worker at work, not a hung one; anything else waits, in order, for the loop
         (:meth:`run`), as nothing else may change under the work."""
         while self._sock.poll(0):
@@ -851,7 +852,8 @@ class Worker:
             if made_by == "foreign":
                 self._checks_refused(name, sha256, f"its output {CHECK_OUTPUT} is not read as a check: {why}", precision)
                 return None
-            return None if made_by == "ours" else protect_bytes(data, precision=precision, nchwc=nchwc)
+            return None if made_by == "ours" else protect_bytes(data, precision=precision, nchwc=nchwc,
+                                                                 keepalive=self._keepalive)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the node; anything else: the pass's fault
             self._checks_refused(name, sha256, f"the checksum pass refused it ({_refusal(exc)})", precision)
             return None
@@ -894,7 +896,7 @@ class Worker:
                     self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges "
                                                "to learn")
                 else:
-                    learned = range_pass.learn(data, inputs)
+                    learned = range_pass.learn(data, inputs, keepalive=self._keepalive)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
             self._ranges_refused(name, f"the range checks refused it ({_refusal(exc)})")
         self._ranges_learned[name] = (sha256, version, learned)
@@ -2105,7 +2107,7 @@ class Worker:
         elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0, or fails where it went back
             self.train_checkpoints_refused += 1
             self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200],
-                       outcome=str(args.get("outcome", "the job starts from step 0"))[:100])
+                       outcome=str(args.get("outcome", "moved aside, the job starts from step 0"))[:100])
         elif kind == "checkpoint_failed":  # not written: the file keeps the last checkpoint, the job goes on
             self._write_failed(f"job {job_id}'s checkpoint at step {args['step']}", str(args["reason"]))
         # "paused": the worker says JOB_PAUSED itself.

@@ -908,11 +908,12 @@ EVENTS = (
           "A training job saved a checkpoint before the SAA entry the agent predicts from its own TLE",
           ("job_id", "step", "entry_in_s")),
     Event("TRAIN_CHECKPOINT_REFUSED", 0x00F1, Severity.WARNING_HI,
-          "Job {job_id}: checkpoint not resumed ({reason}); moved aside, {outcome}",
+          "Job {job_id}: checkpoint not resumed ({reason}); {outcome}",
           "A training job's checkpoint failed its SHA-256, did not fit the trainer, held a value that is not a "
           "number, was another job's (a job id "
           "given again after the agent's state was lost) or older than checkpoints that name their job: wrong "
-          "weights are worse than lost steps. Moved aside (NAME.corrupt) until the job ends; the job starts from "
+          "weights are worse than lost steps; or the disk could not read it as the job resumed. Moved aside "
+          "(NAME.corrupt) until the job ends, where the disk lets it; the job starts from "
           "step 0, or, where it was going back to it (refused steps, a state changed in memory), fails. "
           "train_checkpoints_refused counts them", ("job_id", "reason", "outcome")),
     Event("INCOMING_REJECTED", 0x00F2, Severity.WARNING_LO, "Job {job_id}: input file {name} refused: {reason}",
