@@ -340,9 +340,9 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     need("check_status", one_of(STATUSES), f"one of {', '.join(STATUSES)}")
     for key in _COUNTS:
         need(key, _is_count, "a count")
-    need("scrub_age_s", lambda v: _is_number(v, 0.0, MAX_SECONDS), f"seconds (up to {MAX_SECONDS:.0e}) or null")
+    need("scrub_age_s", lambda v: _is_number(v, 0.0, MAX_SECONDS), f"seconds (at most {MAX_SECONDS:.0f}) or null")
     need("scrub_period_s", lambda v: _is_number(v, 0.0, MAX_SECONDS) and v != 0,
-         f"seconds (up to {MAX_SECONDS:.0e}) or null")
+         f"seconds (at most {MAX_SECONDS:.0f}) or null")
     need("flux_class", one_of({f.value for f in FluxClass}), "a flux class")
     need("in_saa", lambda v: isinstance(v, bool), "true or false")
     need("lat_deg", lambda v: _is_number(v, -90.0, 90.0), "degrees or null")

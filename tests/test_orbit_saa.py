@@ -39,10 +39,13 @@ def test_centre_and_obvious_outsides():
     lat = [c_lat, -c_lat, c_lat, c_lat, 0.0, -30.0]
     lon = [c_lon, c_lon, c_lon + 180.0, c_lon + 360.0, 100.0, -45.0]
     assert in_saa(lat, lon, 550.0).tolist() == [True, False, False, True, False, True]  # lon wraps; 30 S 45 W in
-    # No SAA below the map's lowest layer; the centre is inside at every altitude of the table.
-    assert saa_ellipse_radius(c_lat, c_lon, 150.0) == np.inf and not in_saa(c_lat, c_lon, 199.0)
-    for alt_km in (200.0, 250.0, 420.0, 800.0, 1200.0, 2000.0):
+    # Beyond the table the nearest layer holds, as the harness's map holds its own; the centre is inside
+    # at every altitude; an altitude that is not a number is outside everywhere.
+    assert [float(v) for v in saa_ellipse(150.0)] == list(SAA_TABLE[0][1:])
+    assert [float(v) for v in saa_ellipse(5000.0)] == list(SAA_TABLE[-1][1:])
+    for alt_km in (150.0, 200.0, 250.0, 420.0, 800.0, 1200.0, 2000.0):
         assert in_saa(*(float(v) for v in saa_ellipse(alt_km)[:2]), alt_km)
+    assert saa_ellipse_radius(c_lat, c_lon, np.nan) == np.inf
 
 
 def test_region_grows_with_altitude():
@@ -52,7 +55,6 @@ def test_region_grows_with_altitude():
     rows = {row[0]: row for row in SAA_TABLE}
     assert float(major) == pytest.approx(0.6 * rows[400.0][3] + 0.4 * rows[450.0][3])
     assert float(minor) == pytest.approx(0.6 * rows[400.0][4] + 0.4 * rows[450.0][4])
-    assert saa_ellipse(5000.0)[2] == rows[1200.0][3]  # the top layer's above the map
 
 
 def _fit_script():
@@ -64,27 +66,39 @@ def _fit_script():
 
 @pytest.mark.req("RAD-115")
 def test_table_is_the_fit_of_the_shipped_map():
-    """The table in flight/orbit/saa.py is what scripts/fit_saa_model.py makes of the map shipped
-    (three of its layers, fitted again here), so a new map cannot leave an old fit behind."""
+    """The table in flight/orbit/saa.py is what scripts/fit_saa_model.py makes of the map shipped, every
+    layer fitted again here (about 25 s), so a new map cannot leave an old fit behind."""
     fit = _fit_script()
-    rows = {row[0]: row for row in SAA_TABLE}
     flux_map = TrappedFluxMap.load()
-    assert sorted(rows) == [float(a) for a in flux_map.alt_km]
-    for alt_km in (400.0, 550.0, 800.0):
-        params, quality = fit.fit_layer(flux_map, alt_km)
-        assert params == pytest.approx(rows[alt_km][1:], abs=0.05), alt_km
-        assert quality["flux_inside"] > 0.99 and quality["missed"] < 0.03, (alt_km, quality)
+    fitted = fit.fit(flux_map)
+    assert [row[0] for row in SAA_TABLE] == [row[0] for row in fitted] == [float(a) for a in flux_map.alt_km]
+    for row, again in zip(SAA_TABLE, fitted):
+        assert row == pytest.approx(again, abs=0.05), row[0]
+    for alt_km in (300.0, 550.0, 800.0):
+        quality = fit.fit_layer(flux_map, alt_km)[1]
+        assert quality["flux_inside"] > 0.99 and quality["missed"] < 0.01, (alt_km, quality)
 
 
 @pytest.mark.req("RAD-115")
-@pytest.mark.parametrize("alt_km, inc_deg", [(420.0, 51.6), (540.0, 28.5), (550.0, 97.6), (800.0, 51.6)])
+def test_a_layer_without_a_region_shrinks_the_ellipse_in_place():
+    """Found in review: a layer with no region, written as zeros, slid the interpolated ellipse towards
+    0 N 0 E; the fit gives it the nearest fitted layer's centre and tilt."""
+    fit = _fit_script()
+    rows = fit.with_empty_layers_placed([(150.0, 0.0, 0.0, 0.0, 0.0, 0.0), *SAA_TABLE[:2]])
+    assert rows[0] == (150.0, *SAA_TABLE[0][1:3], 0.0, 0.0, SAA_TABLE[0][5]) and rows[1:] == list(SAA_TABLE[:2])
+
+
+@pytest.mark.req("RAD-115")
+@pytest.mark.parametrize("alt_km, inc_deg", [(300.0, 51.6), (420.0, 51.6), (540.0, 28.5), (550.0, 97.6),
+                                             (800.0, 51.6)])
 def test_the_model_takes_in_the_belts_flux_along_real_orbits(alt_km, inc_deg):
-    """Along ISS-like, Hubble's, a sun-synchronous and an 800 km orbit (a day each,
-    four node longitudes, 10 s steps), the truth being the harness's AP8 map. Of the inner belt's >10 MeV
-    proton fluence (within 50 deg of the equator) the model takes in at least 99 % at solar minimum and
-    98 % at maximum; no stretch where the flux exceeds 100 /cm²/s is left out (the stand-in before the fit
-    left out up to ~9 minutes of it at 420 km, and 23 % of the fluence); nor any above the edge's
-    10 /cm²/s for over 3 minutes; and at most 3 % of the time is put inside where the flux is under it."""
+    """Along a 300 km, an ISS-like, Hubble's, a sun-synchronous and an 800 km orbit (a day each, four node
+    longitudes, 10 s steps), the truth being the harness's AP8 map. Of the inner belt's >10 MeV proton
+    fluence (within 50 deg of the equator) the model takes in at least 99 % at solar minimum and 98 % at
+    maximum; no stretch where the flux exceeds 100 /cm²/s is left out (the stand-in before the fit left
+    out up to ~10 minutes of it at 420 km, and 16 % of the fluence); nor any above the edge's 10 /cm²/s
+    for over 3 minutes; and at most 4 % of the time, at any latitude, is put inside where the flux is
+    under it (the stand-in: up to 10 %)."""
     flux_map = TrappedFluxMap.load()
     for raan_deg in (0.0, 90.0, 180.0, 270.0):
         lat, lon, alt = _track(alt_km, inc_deg, raan_deg)
@@ -95,11 +109,11 @@ def test_the_model_takes_in_the_belts_flux_along_real_orbits(alt_km, inc_deg):
         flux = flux_map.flux_cm2_s("proton_min", lat, lon, alt)
         assert _longest_run_s((flux > 100.0) & ~inside, 10.0) == 0.0, raan_deg
         assert _longest_run_s((flux > SAA_FLUX_CM2_S) & ~inside, 10.0) <= 180.0, raan_deg
-        assert np.mean(inside & (flux <= SAA_FLUX_CM2_S)) <= 0.03, raan_deg
+        assert np.mean(inside & (flux <= SAA_FLUX_CM2_S)) <= 0.04, raan_deg
 
 
 def test_fraction_for_550_km_51_6_deg_is_plausible():
-    """One day, 8 node longitudes: each between 10 % and 15 % (the model gives ~12 %, AP8's region
+    """One day, 8 node longitudes: each between 10 % and 15 % (the model gives ~13 %, AP8's region
     above the edge ~11 %). FACTS.md's ~15 % for Hubble (540 km, 28.5 deg) is its own wider contour;
     this orbit crosses the anomaly's latitudes on as large a share of its southern passes."""
     fractions = _fraction_in_saa(550.0, 51.6, days=1.0)
@@ -131,8 +145,8 @@ def test_pass_over_the_centre_is_detected():
     passes = predict_passes(orbit, START_UNIX_S, orbit.period_s, kinds=(PassKind.SAA,))
     through = [p for p in passes if p.contains(t_centre)]
     assert len(through) == 1
-    # Through the middle of a ~60 x 120 deg ellipse (550 km) along a track at an angle to its long
-    # axis: ~90 deg of arc at 0.063 deg/s, i.e. ~24 min; 12-30 min is a wide band.
+    # Through the middle of a ~53 x 122 deg ellipse (550 km) along a track at an angle to its long
+    # axis: ~80 deg of arc at 0.063 deg/s, i.e. ~21 min; 12-30 min is a wide band.
     assert 12 * 60.0 < through[0].duration_s < 30 * 60.0
     assert in_saa_now(orbit, t_centre)
     assert not in_saa_now(orbit, through[0].start_unix_s - 1.0)

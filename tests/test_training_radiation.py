@@ -106,17 +106,38 @@ def test_the_predicted_entry_agrees_with_a_one_second_scan_of_in_saa(inc_deg, ra
     assert min(seen.values()) > 0, seen  # every case came up
 
 
+def _clipping_node(epoch: float) -> float:
+    """The node of a 550 km 51.6 deg orbit whose track, between 16,000 and 17,500 s after ``epoch``, is in
+    the SAA model for 10 to 30 s, at least 600 s in: bisected between a node whose track misses the ellipse
+    there and the next, 0.5 deg on, whose track crosses it."""
+    def seconds_in(node: float) -> int:
+        inside = in_saa_scan(Orbit.from_elements(550.0, 51.6, node, epoch), epoch + 16000.0, 1500.0)
+        return -1 if inside[:600].any() else int(inside.sum())  # -1: not a pass that starts late enough
+
+    nodes = np.arange(0.0, 360.0, 0.5)
+    counts = [seconds_in(float(n)) for n in nodes]
+    a, b = next((float(nodes[k]), float(nodes[k + 1])) for k in range(len(nodes) - 1)
+                if counts[k] == 0 and counts[k + 1] > 30)
+    for _ in range(40):
+        mid = (a + b) / 2
+        got = seconds_in(mid)
+        if 10 <= got <= 30:
+            return mid
+        a, b = (mid, b) if got == 0 else (a, mid)
+    raise AssertionError("no clipping pass found")
+
+
 @pytest.mark.req("RAD-107")
 def test_a_pass_that_only_clips_the_ellipse_is_predicted_at_every_tick_before_it():
     """Found in audit: a 24 s pass clipping the ellipse's edge fell between the look-ahead's samples 30 s
     apart on one tick in five (no entry predicted, so no checkpoint before it) and was placed 11 s late
-    on others. The node is chosen so that the pass 16,900 s in clips the edge of flight/orbit/saa.py's
-    ellipse for about 16 s."""
+    on others. The node is found (_clipping_node) so that a pass between 16,000 and 17,500 s in clips the
+    edge of flight/orbit/saa.py's ellipse, whatever its fitted numbers."""
     epoch = 1795478400.0
-    orbit = Orbit.from_elements(550.0, 51.6, 73.03, epoch)
+    orbit = Orbit.from_elements(550.0, 51.6, _clipping_node(epoch), epoch)
     inside = in_saa_scan(orbit, epoch + 16000.0, 1500.0)
     first = int(np.flatnonzero(inside)[0])
-    assert 5 <= int(np.flatnonzero(~inside[first:])[0]) <= 40  # a short pass: it clips the edge
+    assert first >= 600 and 5 <= int(np.flatnonzero(~inside[first:])[0]) <= 40  # a short pass: it clips the edge
     for before_s in range(1, 600):
         got = radiation_estimate(orbit, epoch + 16000.0 + first - before_s)
         assert got.saa_entry_in_s is not None and before_s - 1.05 <= got.saa_entry_in_s <= before_s + 0.05, \

@@ -93,8 +93,8 @@ SCRUB_PERIOD_S = {
     FluxClass.QUIET: 1500.0,
 }
 """Full-pass period per environment, before the one-orbit cap. Why these numbers: FACTS.md
-("Radiation") gives 80-97 % of LEO upsets inside the SAA, which a 550 km orbit crosses ~11-16 %
-of the time; 90 % of the upsets in 15 % of the time makes the SAA's rate ~50 times the rest's,
+("Radiation") gives 80-97 % of LEO upsets inside the SAA, which a 550 km orbit is in ~7-13 % of
+the time (flight/orbit/saa.py, by inclination); 90 % of the upsets in 10-15 % of the time makes the SAA's rate ~50 times the rest's,
 so the quiet period is ~50 times the SAA's (30 s -> 1500 s) for about the same expected number
 of upsets per pass. High latitude (and an environment not known, for want of an orbit) sits in
 between, at 300 s. 30 s inside the SAA bounds how long a flipped weight can corrupt results

@@ -226,8 +226,8 @@ class TrainingJob:
         :func:`job_identity` differs: a job id given again after the agent's state was lost), is
         moved aside (``NAME.corrupt``, said as ``checkpoint_refused``) and the job starts over:
         wrong weights are worse than lost steps. So does one the disk cannot read (an I/O error: found
-        in audit, it failed the job unsaid and uncounted), moved aside where the disk lets it: the next
-        checkpoint is written anew beside it either way (write_atomic's rename).
+        in audit, it failed the job unsaid and uncounted), moved aside where the disk lets it; where it
+        does not, the event says so, and the next checkpoint replaces the file where the disk lets that.
         """
         if not self.checkpoint_path.exists():
             return False
@@ -242,7 +242,7 @@ class TrainingJob:
         except OSError as exc:
             moved = quarantine(self.checkpoint_path)
             self._event("checkpoint_refused", reason=f"{self.checkpoint_path.name}: cannot be read "
-                        f"({exc.strerror or type(exc).__name__})", outcome=f"{MOVED if moved else NOT_MOVED}, "
+                        f"({exc.strerror or exc or type(exc).__name__})", outcome=f"{MOVED if moved else NOT_MOVED}, "
                         "the job starts from step 0")
             return False
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc:  # arrays or a position that do not fit

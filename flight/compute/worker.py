@@ -2104,7 +2104,7 @@ class Worker:
         elif kind == "saa_checkpoint":
             self.train_saa_checkpoints += 1
             self.event("TRAIN_SAA_CHECKPOINT", job_id=job_id, step=args["step"], entry_in_s=args["entry_in_s"])
-        elif kind == "checkpoint_refused":  # moved aside: the job starts from step 0, or fails where it went back
+        elif kind == "checkpoint_refused":  # moved aside (where it could be): the job starts from step 0, or fails
             self.train_checkpoints_refused += 1
             self.event("TRAIN_CHECKPOINT_REFUSED", job_id=job_id, reason=str(args["reason"])[:200],
                        outcome=str(args.get("outcome", "moved aside, the job starts from step 0"))[:100])

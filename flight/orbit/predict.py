@@ -175,7 +175,7 @@ def predict_passes(
     >>> passes[0].kind, passes[0].start_clipped
     (<PassKind.ECLIPSE: 'eclipse'>, True)
     >>> passes[1].kind, round(passes[1].duration_s / 60.0, 1)
-    (<PassKind.SAA: 'saa'>, 14.8)
+    (<PassKind.SAA: 'saa'>, 15.3)
     """
     if shadow_model not in SHADOW_MODELS:
         raise ValueError(f"unknown shadow model {shadow_model!r}; use one of {SHADOW_MODELS}")

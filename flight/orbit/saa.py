@@ -5,28 +5,30 @@ fitted at build time by scripts/fit_saa_model.py to AP8 (hil/data/trapped_flux_m
 with IRBEM by scripts/build_radiation_map.py): the region where AP8-MIN's integral flux of
 protons above 10 MeV exceeds :data:`SAA_FLUX_CM2_S` within 50 deg of the equator. Inside the
 ellipse the flux is taken to be high enough to upset the Jetson; outside it is taken as zero.
-Between the map's layers the ellipse's numbers are interpolated linearly in altitude; below the
-lowest layer with a region none is (the ellipse shrinks to nothing there), above the top layer
-(1200 km) the top one is kept.
+Between the map's layers the ellipse's numbers are interpolated linearly in altitude; beyond the
+map's layers (below 200 km, above 1200 km) the nearest one is kept, as the harness's map keeps its
+own (a board below 200 km re-enters within days).
 
 What the agent gets wrong, stated. The real region is a lopsided tear-drop with a lobe towards
-Africa: the ellipse, tilted to follow it, leaves out its ragged edges and takes in some sea
-around them (scripts/fit_saa_model.py prints both per layer; a point left out costs three times
-one wrongly put in). It is fitted to solar minimum, whose proton flux is the higher; at solar
+Africa: the ellipse, tilted to follow it, leaves out little of its ragged edges and takes in sea
+around them (scripts/fit_saa_model.py prints both per layer; a point left out costs ten times one
+wrongly put in). It is fitted to solar minimum, whose proton flux is the higher; at solar
 maximum the region is a little smaller. AP8 places the anomaly where the geomagnetic field put it
 in the 1960s; in flight it has drifted ~0.3 deg/yr west since (FACTS.md, uncertain), which this
 table does not follow, and neither does the harness's truth (the same AP8 map), so under the
 harness the agent is right more often than it would be in orbit.
 
-Fit to the map (tests/test_orbit_saa.py holds these): along ISS-like (420 km, 51.6 deg), Hubble's
-(540 km, 28.5 deg), sun-synchronous (550 km) and 800 km orbits the ellipse takes in over 99 % of the
-inner belt's >10 MeV proton fluence, leaves no stretch where the flux exceeds 100 /cm²/s out, and
-none above the edge for over 3 minutes. The earlier stand-in (one ellipse, 31 x 62 deg at 540 km,
-centred at 30 S 45 W, scaled linearly with altitude) took in 77 % of it at 420 km, leaving out
-stretches above 100 /cm²/s of up to ~9 minutes, and at 800 km put the board in the SAA over one and
-a half times as long as the map does. FACTS.md's "Hubble spends ~15 % of its time in it" is
-Hubble's own, wider operational contour; AP8's >10 MeV region holds 9-10 % of a 540 km, 28.5 deg
-orbit's time, the ellipse 10-11 %.
+Fit to the map (tests/test_orbit_saa.py holds these): along 300 km, ISS-like (420 km, 51.6 deg),
+Hubble's (540 km, 28.5 deg), sun-synchronous (550 km) and 800 km orbits the ellipse takes in over
+99 % of the inner belt's >10 MeV proton fluence, leaves no stretch where the flux exceeds
+100 /cm²/s out, none above the edge for over 3 minutes, and puts the board in the SAA wrongly for
+1.5-4 % of the time. It is loosest at 1000 km (stretches above 100 /cm²/s left out for up to 100 s,
+9.5 % of the time put in wrongly). The earlier stand-in (one ellipse, 31 x 62 deg at 540 km, centred
+at 30 S 45 W, scaled linearly with altitude) took in 84 % of it at 420 km (41 % at 300 km), leaving
+out stretches above 100 /cm²/s of up to ~10 minutes, and put the board in the SAA wrongly for up
+to 10 % of the time at 800 km. FACTS.md's "Hubble spends ~15 % of its time in it" is Hubble's own,
+wider operational contour; AP8's >10 MeV region holds 9 % of a 540 km, 28.5 deg orbit's time, the
+ellipse 12 %.
 """
 
 from __future__ import annotations
@@ -35,33 +37,33 @@ import numpy as np
 
 SAA_FLUX_CM2_S = 10.0
 """The SAA's edge: integral flux of protons above 10 MeV, /cm²/s (AP8-MIN), under 1 % of its
-peak at 550 km (~1.6e3, FACTS.md). Inside it lies over 99 % of the inner belt's fluence along the
+peak at 550 km (2.9e3 in the map; FACTS.md gives ~1.6e3 at 30 S 45 W). Inside it lies over 99 % of the inner belt's fluence along the
 orbits the tests fly; what lies outside upsets a part at most at a few hundredths of the peak rate."""
 
 # -- fitted by scripts/fit_saa_model.py: begin
 SAA_TABLE = (
     # alt_km, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg
-    (200.0, -38.67, -24.92, 25.33, 6.83, -18.49),
-    (250.0, -38.97, -21.63, 33.44, 10.85, -15.44),
-    (300.0, -40.01, -18.81, 43.23, 14.40, -18.64),
-    (350.0, -40.49, -16.72, 49.34, 17.91, -19.35),
-    (400.0, -40.33, -16.15, 53.10, 20.97, -19.37),
-    (450.0, -39.45, -16.07, 56.32, 23.99, -18.85),
-    (500.0, -38.83, -16.01, 59.55, 27.06, -18.71),
-    (550.0, -37.17, -17.22, 60.97, 29.60, -17.06),
-    (600.0, -35.12, -18.43, 62.50, 31.57, -14.07),
-    (650.0, -33.26, -19.33, 64.98, 33.23, -11.72),
-    (700.0, -31.72, -20.07, 68.21, 35.02, -10.23),
-    (800.0, -27.44, -23.03, 75.06, 37.96, -6.99),
-    (900.0, -21.53, -28.15, 86.77, 39.32, -4.69),
-    (1000.0, -16.05, -35.57, 103.74, 41.03, -3.73),
-    (1200.0, 3.12, -66.38, 147.66, 58.28, -10.01),
+    (200.0, -38.95, -21.25, 29.49, 7.93, -15.09),
+    (250.0, -37.99, -20.86, 34.99, 11.64, -11.12),
+    (300.0, -36.60, -21.97, 41.94, 14.66, -12.35),
+    (350.0, -35.27, -20.98, 46.82, 17.62, -10.67),
+    (400.0, -34.34, -20.70, 50.68, 19.88, -10.01),
+    (450.0, -33.03, -20.55, 54.71, 22.13, -8.99),
+    (500.0, -31.85, -20.50, 58.38, 24.41, -8.53),
+    (550.0, -30.69, -20.39, 61.25, 26.65, -7.69),
+    (600.0, -29.45, -20.32, 64.23, 28.69, -6.29),
+    (650.0, -28.08, -20.51, 67.67, 30.48, -5.18),
+    (700.0, -26.74, -20.80, 71.69, 32.18, -4.45),
+    (800.0, -23.55, -23.18, 80.35, 35.53, -3.63),
+    (900.0, -18.92, -29.75, 94.55, 38.50, -3.89),
+    (1000.0, -13.02, -42.72, 118.54, 41.75, -4.74),
+    (1200.0, 0.33, -64.37, 155.39, 55.14, -6.10),
 )
 # -- fitted by scripts/fit_saa_model.py: end
 """Per altitude layer of the map: (alt_km, centre_lat_deg, centre_lon_deg, semi_major_deg,
 semi_minor_deg, tilt_deg); the semi-axes in degrees of latitude and longitude, the major axis
 ``tilt_deg`` from east towards north (negative: its east end further south); semi-axes 0 where the
-layer has no region. Written by ``python scripts/fit_saa_model.py --write``; a test fits the map
+layer has no region (none has: the fit then gives it the nearest layer's centre and tilt). Written by ``python scripts/fit_saa_model.py --write``; a test fits the map
 again and compares."""
 
 _TABLE = np.asarray(SAA_TABLE, dtype=float).reshape(-1, 6)
@@ -70,7 +72,8 @@ _TABLE = np.asarray(SAA_TABLE, dtype=float).reshape(-1, 6)
 def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg,
                tilt_deg) -> np.ndarray:
     """Normalised distance from a tilted ellipse's centre (< 1 inside, 1 on its edge, inf where a
-    semi-axis is 0), longitude differences wrapped to -180..180. Broadcasts over every argument."""
+    semi-axis is 0 or not a number), longitude differences wrapped to -180..180. Broadcasts over every
+    argument."""
     dlat = np.asarray(lat_deg, dtype=float) - centre_lat_deg
     dlon = np.mod(np.asarray(lon_deg, dtype=float) - centre_lon_deg + 180.0, 360.0) - 180.0
     tilt = np.radians(tilt_deg)
@@ -83,14 +86,10 @@ def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg,
 
 def saa_ellipse(alt_km) -> tuple[np.ndarray, ...]:
     """``(centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg)`` at ``alt_km``:
-    :data:`SAA_TABLE` interpolated linearly in altitude, the top layer's above it, semi-axes 0 below
-    the lowest layer."""
+    :data:`SAA_TABLE` interpolated linearly in altitude, the nearest layer's beyond the table (a
+    non-finite altitude gives semi-axes that are not numbers: outside everywhere)."""
     alt_km = np.asarray(alt_km, dtype=float)
-    alts = _TABLE[:, 0]
-    params = [np.interp(alt_km, alts, _TABLE[:, k]) for k in range(1, 6)]
-    below = alt_km < alts[0]
-    params[2], params[3] = np.where(below, 0.0, params[2]), np.where(below, 0.0, params[3])
-    return tuple(params)
+    return tuple(np.interp(alt_km, _TABLE[:, 0], _TABLE[:, k]) for k in range(1, 6))
 
 
 def saa_ellipse_radius(lat_deg, lon_deg, alt_km) -> np.ndarray:
