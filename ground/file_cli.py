@@ -187,6 +187,8 @@ def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
         return EXIT_FAILED
     os.replace(tmp, out)
     print(f"{out}: {size_text(out.stat().st_size)}, sha256 {sha} (checked against the agent's)")
+    if isinstance(record.get("product"), dict):  # read as a product as it came down (ground/files.py)
+        print(f"{out}: {record['product'].get('verdict')} (sunlit-ground product show {out}: the receipt whole)")
     return 0
 
 

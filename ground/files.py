@@ -56,6 +56,7 @@ from flight.files.filestore import PARTIAL_DIR, NameRefused, check_name, resolve
 from flight.link.messages import Codec
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 from ground.client import GroundClient
+from ground.receipts import PRODUCTS_DIR, is_product_name, product_verdict
 
 GROUND_ENTITY_ID = 1
 AGENT_ENTITY_ID = 2
@@ -113,6 +114,7 @@ class FileRecord:
     transfer: str | None = None     # the ground entity's transfer id
     agent_transfer: str | None = None  # a get: the agent's transfer id (FILE_DOWNLINK's result)
     rev: int = 0                    # one more at each change: a reader keeps the highest it has seen
+    product: dict[str, Any] | None = None  # a product come down: {"vouched", "verdict"} (ground/receipts.py)
 
     @property
     def settled(self) -> bool:
@@ -458,6 +460,10 @@ class GroundFiles:
             record.reason = t.reason
         elif what in ("started", "resumed"):
             record.reason = what
+        if record.direction == "down" and record.state == "done" and before != "done":
+            self._judge(record)
+        elif record.product is not None:  # news of a transfer already judged: its verdict stays its reason
+            record.reason = record.product["verdict"]
         if t.settled:
             record.finished_s = t.finished_s
             record.progress = int(t.progress if t.state != "done" else (t.size or t.progress))
@@ -465,6 +471,33 @@ class GroundFiles:
                 _unlink(self.area / t.source)  # the copy in uplink/ has served
         self._store(record, state_changed=record.state != before or what in ("restarted", "resumed"))
         return record
+
+    def _judge(self, record: FileRecord) -> None:
+        """A file come down from the agent's products/ is read as a product at once (ground/receipts.py):
+        its verdict is the record's ``product`` and its reason, so the file list, the web console and the
+        archive (the reason is its outcome) say whether the board vouches for it, without the operator
+        fetching it. A trained model that comes down has the training summaries beside it read again:
+        each is vouched for only once its model is there (found missing, they said to fetch it)."""
+        if is_product_name(record.remote):
+            record.product = self._verdict(record)
+            record.reason = record.product["verdict"]
+        if not (record.remote.startswith(PRODUCTS_DIR) and record.remote.endswith(".onnx")):
+            return
+        beside = Path(record.local).parent
+        for other in list(self.records.values()):
+            if (other.direction == "down" and other.state == "done" and other.remote.endswith(".json")
+                    and other.product is not None and not other.product["vouched"]
+                    and is_product_name(other.remote) and Path(other.local).parent == beside):
+                other.product = self._verdict(other)
+                other.reason = other.product["verdict"]
+                self._store(other, state_changed=True)
+
+    def _verdict(self, record: FileRecord) -> dict[str, Any]:
+        try:
+            path = self.path_of(record)
+        except FileError as exc:
+            return {"vouched": False, "verdict": f"NOT VOUCHED: {exc}"}
+        return product_verdict(path, record.remote)
 
     def _store(self, record: FileRecord, state_changed: bool) -> None:
         record.rev += 1

@@ -463,6 +463,32 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
                           unknown_fields=_unknown_fields(summary["receipt"]))
 
 
+PRODUCTS_DIR = "products/"
+"""Where the agent keeps its products (flight/compute/worker.py): a file that comes down from there named
+``.npz`` or ``.json`` is read as one (:func:`product_verdict`)."""
+
+
+def is_product_name(remote: str) -> bool:
+    """Whether the agent's name for a file is a product's or its summary's."""
+    return remote.startswith(PRODUCTS_DIR) and remote.endswith((".npz", ".json"))
+
+
+def product_verdict(path: str | Path, shown_as: str) -> dict[str, Any]:
+    """What the ground makes of a product as it arrives (ground/files.py: every file from the agent's
+    products/ read as it comes down, so the operators see the verdict in the file list, the web console
+    and the archive without fetching it): ``{"vouched": bool, "verdict": text}``. A file that is not a
+    readable product is not vouched for, the verdict saying why, with ``shown_as`` (the agent's name for
+    it) for the ground's own path. Never raises: it runs in a link's thread."""
+    try:
+        product = read_product(path)
+    except ProductError as exc:
+        why = str(exc).replace(str(path), shown_as)
+        return {"vouched": False, "verdict": f"NOT VOUCHED: not read as a product ({why[:300]})"}
+    except Exception as exc:  # noqa: BLE001 - read_product says ProductError of what it knows; the link lives on
+        return {"vouched": False, "verdict": f"NOT VOUCHED: {shown_as} could not be read ({type(exc).__name__})"}
+    return {"vouched": bool(product.vouched), "verdict": product.verdict()}
+
+
 # What a damaged archive raises while it is read: a bad CRC or header (BadZipFile), a member that does not
 # inflate (zlib.error, lzma.LZMAError; found in review), one cut short (EOFError).
 _UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, zlib.error, lzma.LZMAError)

@@ -16,6 +16,7 @@ import pytest
 
 from ground.auth import UserStore
 from ground.server import GroundServer, quick_config
+from tests.test_ground_receipts import products  # noqa: F401 - products a real worker wrote
 from tests.test_ground_server import http, login, make_users
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,3 +157,53 @@ def test_direct_put_and_get_on_the_bench(ipc_url, start_agent, tmp_path):
     assert (tmp_path / "area/direct/downlink/incoming/in.bin").is_file()
     out = run_cli(*common, "file", "status", env=env)
     assert out.returncode == 0 and "done" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.req("GND-059", "GND-051")
+def test_a_product_is_read_as_it_comes_down_and_its_verdict_goes_with_the_transfer(ground, products, tmp_path):  # noqa: F811
+    server, area = ground
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": login(server, "alice")}
+    wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
+    (area / "products").mkdir(parents=True, exist_ok=True)
+    for source, name in ((products["clean"].with_suffix(".npz"), "clean.npz"),
+                         (products["failed"].with_suffix(".json"), "failed.json"),
+                         (products["trained"].with_suffix(".json"), products["trained"].name + ".json"),
+                         (products["trained"].with_suffix(".onnx"), products["trained"].name + ".onnx")):
+        (area / "products" / name).write_bytes(source.read_bytes())
+    (area / "products" / "noise.npz").write_bytes(os.urandom(5_000))
+
+    def get(name: str) -> str:
+        out = run_cli("file", "get", f"products/{name}", "--out", str(tmp_path / name), "--timeout", "60", env=env)
+        assert out.returncode == 0, out.stdout + out.stderr  # the transfer did what it says, whatever the verdict
+        return out.stdout
+
+    assert f"{tmp_path / 'clean.npz'}: VOUCHED: every tile checked and passed" in get("clean.npz")
+    said = get("failed.json")
+    assert "NOT VOUCHED: " in said and "tiles failed their checks" in said
+    said = get("noise.npz")
+    assert "NOT VOUCHED: not read as a product (products/noise.npz: " in said
+    trained = products["trained"].name
+    assert "is not beside it (fetch it too)" in get(f"{trained}.json")
+    assert "VOUCHED" not in get(f"{trained}.onnx")  # a model file: not a product of its own
+
+    viewer = login(server, "vera")
+
+    def verdicts() -> dict:
+        _code, body, _headers = http(server, "GET", f"/api/files?spacecraft={SC}", token=viewer)
+        return {r["remote"]: r for r in body["transfers"] if r["state"] == "done"}
+
+    wait_for(lambda: verdicts()[f"products/{trained}.json"]["product"]["vouched"],
+             what="the training summary read again once its model came down")
+    shown = verdicts()
+    assert shown["products/clean.npz"]["product"] == {"vouched": True, "verdict": "VOUCHED: every tile checked and passed"}
+    assert shown["products/failed.json"]["product"]["vouched"] is False
+    assert shown[f"products/{trained}.json"]["reason"].startswith("VOUCHED: ")
+    assert shown[f"products/{trained}.onnx"]["product"] is None
+    assert not any(str(server.files_dir) in r["reason"] for r in shown.values()), "the ground's paths stay its own"
+    out = run_cli("file", "status", env=env)
+    assert "VOUCHED: every tile checked and passed" in out.stdout and "NOT VOUCHED: not read as a product" in out.stdout
+    wait_for(lambda: any(t.remote_name == f"products/{trained}.json" and t.outcome.startswith("VOUCHED")
+                         for t in server.archive.file_transfers(spacecraft=SC)), what="the verdict in the archive")
+    outcomes = {t.remote_name: t.outcome for t in server.archive.file_transfers(spacecraft=SC)}
+    assert outcomes["products/clean.npz"] == "VOUCHED: every tile checked and passed"
+    assert outcomes["products/noise.npz"].startswith("NOT VOUCHED: not read as a product")

@@ -19,6 +19,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
 from flight.link.packets import unpack
 from ground.files import DOWNLINK_TOPS, UPLINK_TOPS
+from tests.test_ground_receipts import products  # noqa: F401 - products a real worker wrote
 from tests.test_ground_web import _expect, browser, make_ground, pages, users_file  # noqa: F401
 
 SC = "sunlit-1"
@@ -150,3 +151,24 @@ def test_the_files_panel_shows_each_transfer_with_its_progress(standin_ground, p
     page.fill("#file-get-name", "../etc/passwd")
     page.click("#file-get")
     expect(page.locator("#files-error")).to_contain_text("is not a plain name")
+
+
+@pytest.mark.req("GND-059", "GND-057")
+def test_the_files_panel_says_whether_the_board_vouches_for_a_product_that_came_down(standin_ground, pages,  # noqa: F811
+                                                                                     products):  # noqa: F811
+    server, standin = standin_ground
+    expect = _expect()
+    page = pages(server, "vera")  # a viewer sees it too
+    expect(page.locator("#files-state")).to_have_text("file link: in contact")
+    standin.send("products/clean.json", products["clean"].with_suffix(".json").read_bytes())
+    standin.send("products/noise.npz", os.urandom(3_000))
+    standin.send("logs/agent.log", b"not a product")
+    clean, noise, log = (f'#file-table tr:has(td.file:text-is("{name}"))'
+                         for name in ("products/clean.json", "products/noise.npz", "logs/agent.log"))
+    expect(page.locator(clean)).to_have_attribute("data-vouched", "true", timeout=30_000)
+    expect(page.locator(f"{clean} td.state .reason")).to_have_text("VOUCHED: every tile checked and passed")
+    expect(page.locator(noise)).to_have_attribute("data-vouched", "false", timeout=30_000)
+    expect(page.locator(f"{noise} td.state .reason")).to_contain_text("NOT VOUCHED: not read as a product "
+                                                                     "(products/noise.npz: ")
+    expect(page.locator(log)).to_have_attribute("data-state", "done", timeout=30_000)
+    expect(page.locator(log)).to_have_attribute("data-vouched", "")  # not a product: no verdict

@@ -1090,6 +1090,8 @@ function fillFileRow(tr, r) {
   text.textContent = pct === null ? sizeText(done) : `${pct}% · ${sizeText(done)} of ${sizeText(size)}`;
   tr.dataset.state = r.state;
   tr.dataset.pct = pct === null ? "" : String(pct);
+  // A product come down: whether the board vouches for it (ground/receipts.py), its verdict the reason.
+  tr.dataset.vouched = r.product ? String(Boolean(r.product.vouched)) : "";
   tr.querySelector("td.state span").textContent = r.state;
   tr.querySelector("td.state .reason").textContent = r.reason || "";
 }
