@@ -462,8 +462,6 @@ class GroundFiles:
             record.reason = what
         if record.direction == "down" and record.state == "done" and before != "done":
             self._judge(record)
-        elif record.product is not None:  # news of a transfer already judged: its verdict stays its reason
-            record.reason = record.product["verdict"]
         if t.settled:
             record.finished_s = t.finished_s
             record.progress = int(t.progress if t.state != "done" else (t.size or t.progress))
@@ -476,27 +474,29 @@ class GroundFiles:
         """A file come down from the agent's products/ is read as a product at once (ground/receipts.py):
         its verdict is the record's ``product`` and its reason, so the file list, the web console and the
         archive (the reason is its outcome) say whether the board vouches for it, without the operator
-        fetching it. A trained model that comes down has the training summaries beside it read again:
-        each is vouched for only once its model is there (found missing, they said to fetch it)."""
+        fetching it. It runs in the link's thread: ground/receipts.py bounds what it reads (a product's
+        size, its arrays, a summary's size). A trained model that comes down has its training summary
+        (the same name, ``.json``) read again, the newest transfer of it the server still holds (the last
+        :data:`KEEP_SETTLED`; an older one's stays as it was read, and ``product show`` reads the file):
+        found without its model, it said to fetch it; with another model beside it, it says so."""
         if is_product_name(record.remote):
             record.product = self._verdict(record)
             record.reason = record.product["verdict"]
         if not (record.remote.startswith(PRODUCTS_DIR) and record.remote.endswith(".onnx")):
             return
-        beside = Path(record.local).parent
-        for other in list(self.records.values()):
-            if (other.direction == "down" and other.state == "done" and other.remote.endswith(".json")
-                    and other.product is not None and not other.product["vouched"]
-                    and is_product_name(other.remote) and Path(other.local).parent == beside):
-                other.product = self._verdict(other)
-                other.reason = other.product["verdict"]
-                self._store(other, state_changed=True)
+        summary = Path(record.local).with_suffix(".json")
+        other = next((r for r in reversed(self.records.values()) if r.direction == "down" and r.state == "done"
+                      and r.product is not None and Path(r.local) == summary), None)
+        if other is not None:
+            other.product = self._verdict(other)
+            other.reason = other.product["verdict"]
+            self._store(other, state_changed=True)
 
     def _verdict(self, record: FileRecord) -> dict[str, Any]:
         try:
             path = self.path_of(record)
-        except FileError as exc:
-            return {"vouched": False, "verdict": f"NOT VOUCHED: {exc}"}
+        except FileError:
+            return {"vouched": False, "verdict": f"NOT VOUCHED: {record.remote} is no longer on the ground"}
         return product_verdict(path, record.remote)
 
     def _store(self, record: FileRecord, state_changed: bool) -> None:

@@ -42,6 +42,13 @@ from flight.link.definitions import FluxClass, Protection
 MAX_PRODUCT_BYTES = 64 * 1024 * 1024
 """A file past this, or an .npz whose arrays unpack past it, is refused before it is read: a product
 is 13 bytes a tile (class, confidence, status), a few MB for the largest data set the board takes."""
+MAX_NPZ_MEMBERS = 16
+"""An .npz with more arrays than this is refused before they are opened: the board writes 8 (classes,
+confidence, check, receipt and the header's 4). Found in review: 270,000 empty arrays in 61 MB took
+10 s to look through, in the ground server's link thread."""
+MAX_SUMMARY_BYTES = 1024 * 1024
+"""A .json summary past this is refused before it is parsed: the board's are a few kB. Found in review:
+a 53 MB JSON of empty objects took 6 s and 900 MB to parse."""
 
 STATUSES = ("passed", "partial", "failed", "unchecked")
 
@@ -444,6 +451,8 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
         raise ProductError(f"{where}: {exc.strerror or exc}") from None
     if data[:4] == b"PK\x03\x04":
         return _read_npz(data, where)
+    if len(data) > MAX_SUMMARY_BYTES:
+        raise ProductError(f"{where}: {len(data)} bytes, more than a summary's {MAX_SUMMARY_BYTES} (and not an .npz)")
     try:
         summary = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -481,12 +490,12 @@ def product_verdict(path: str | Path, shown_as: str) -> dict[str, Any]:
     it) for the ground's own path. Never raises: it runs in a link's thread."""
     try:
         product = read_product(path)
+        return {"vouched": bool(product.vouched), "verdict": product.verdict()}
     except ProductError as exc:
         why = str(exc).replace(str(path), shown_as)
         return {"vouched": False, "verdict": f"NOT VOUCHED: not read as a product ({why[:300]})"}
     except Exception as exc:  # noqa: BLE001 - read_product says ProductError of what it knows; the link lives on
         return {"vouched": False, "verdict": f"NOT VOUCHED: {shown_as} could not be read ({type(exc).__name__})"}
-    return {"vouched": bool(product.vouched), "verdict": product.verdict()}
 
 
 # What a damaged archive raises while it is read: a bad CRC or header (BadZipFile), a member that does not
@@ -503,6 +512,8 @@ def _members_fit(data: bytes, where: str) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
+            if len(members) > MAX_NPZ_MEMBERS:
+                raise ProductError(f"{where}: {len(members)} arrays, more than a product's {MAX_NPZ_MEMBERS}")
             if sum(m.file_size for m in members) > MAX_PRODUCT_BYTES:
                 raise ProductError(f"{where}: its arrays unpack to more than a product's {MAX_PRODUCT_BYTES} bytes")
             for m in members:

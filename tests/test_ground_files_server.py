@@ -207,3 +207,12 @@ def test_a_product_is_read_as_it_comes_down_and_its_verdict_goes_with_the_transf
     outcomes = {t.remote_name: t.outcome for t in server.archive.file_transfers(spacecraft=SC)}
     assert outcomes["products/clean.npz"] == "VOUCHED: every tile checked and passed"
     assert outcomes["products/noise.npz"].startswith("NOT VOUCHED: not read as a product")
+    # Found in review: a vouched summary was never read again, and any .onnx read again every unvouched
+    # .json beside it. Another model under the trained one's name: its summary alone is read again.
+    failed_rev = shown["products/failed.json"]["rev"]
+    (area / "products" / f"{trained}.onnx").write_bytes(b"another model")
+    (tmp_path / f"{trained}.onnx").unlink()
+    get(f"{trained}.onnx")
+    wait_for(lambda: not verdicts()[f"products/{trained}.json"]["product"]["vouched"], what="the summary read again")
+    assert "contradicts itself" in verdicts()[f"products/{trained}.json"]["reason"]
+    assert verdicts()["products/failed.json"]["rev"] == failed_rev

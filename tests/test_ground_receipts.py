@@ -215,8 +215,15 @@ def test_hostile_files_are_refused_before_they_cost_memory_or_a_traceback(capsys
     deep.write_text("[" * 100_000 + "]" * 100_000)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"tiles": 1, "receipt": {"model_sha256": "ab" * 32, "protection": ["abft"]}}))
+    many = tmp_path / "many.npz"  # found in review: 270,000 arrays took the ground server's link thread 10 s
+    with zipfile.ZipFile(many, "w") as archive:
+        for k in range(17):
+            archive.writestr(f"a{k}.npy", npy.getvalue())
+    large = tmp_path / "large.json"  # and a 53 MB summary 6 s and 900 MB to parse
+    large.write_text("[" + "{}," * 400_000 + "{}]")
     said = {bomb: "unpack to more than", claims: "claims (10000000000000,) of float64", deep: "not valid JSON",
-            wrong: "receipt 'protection' is ['abft'], not a protection level"}
+            wrong: "receipt 'protection' is ['abft'], not a protection level", many: "17 arrays, more than",
+            large: "more than a summary's 1048576"}
     for path, message in said.items():
         code, out, err = show(capsys, path)
         assert code == 2 and message in err and "Traceback" not in err, (path.name, err)
