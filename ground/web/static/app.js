@@ -1381,7 +1381,7 @@ function connect() {
     requestFrame();
   };
   ws.onclose = (ev) => {
-    if (ev.code === 4001) { location.replace("/login"); return; }  // the session ended
+    if (ev.code === 4001) { toLogin(); return; }  // the session ended
     state.textContent = "disconnected: reconnecting";
     state.dataset.state = "bad";
     setTimeout(connect, 1000);
@@ -1436,8 +1436,17 @@ async function queryArchive(e) {
 
 // --- HTTP, session, start ----------------------------------------------------------------------
 
+// To the login page, once: a second navigation started while the first loads aborts both (a poll
+// answered 401 just as the operator logged out left the page where it was, under a loaded machine).
+let leaving = false;
+function toLogin() {
+  if (leaving) return;
+  leaving = true;
+  location.replace("/login");
+}
+
 async function answerOf(r) {
-  if (r.status === 401) { location.replace("/login"); }
+  if (r.status === 401) toLogin();
   const body = await r.json().catch(() => ({error: r.statusText || `HTTP ${r.status}`}));
   return {ok: r.ok, status: r.status, body};
 }
@@ -1474,7 +1483,7 @@ async function logout() {
   // /login too, and two navigations racing abort each other.
   if (S.ws) { S.ws.onclose = null; S.ws.close(); }
   await postJson("/api/logout", {});
-  location.replace("/login");
+  toLogin();
 }
 
 function fatal(text) {
