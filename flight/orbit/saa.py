@@ -37,8 +37,9 @@ import numpy as np
 
 SAA_FLUX_CM2_S = 10.0
 """The SAA's edge: integral flux of protons above 10 MeV, /cm²/s (AP8-MIN), under 1 % of its
-peak at 550 km (2.9e3 in the map; FACTS.md gives ~1.6e3 at 30 S 45 W). Inside it lies over 99 % of the inner belt's fluence along the
-orbits the tests fly; what lies outside upsets a part at most at a few hundredths of the peak rate."""
+peak at 550 km (2.9e3 in the map; FACTS.md gives ~1.6e3 at 30 S 45 W). Inside it lies over 99 % of
+the inner belt's fluence along the orbits the tests fly; outside it a part is upset at under a
+hundredth of the peak rate."""
 
 # -- fitted by scripts/fit_saa_model.py: begin
 SAA_TABLE = (
@@ -63,8 +64,8 @@ SAA_TABLE = (
 """Per altitude layer of the map: (alt_km, centre_lat_deg, centre_lon_deg, semi_major_deg,
 semi_minor_deg, tilt_deg); the semi-axes in degrees of latitude and longitude, the major axis
 ``tilt_deg`` from east towards north (negative: its east end further south); semi-axes 0 where the
-layer has no region (none has: the fit then gives it the nearest layer's centre and tilt). Written by ``python scripts/fit_saa_model.py --write``; a test fits the map
-again and compares."""
+layer has no region (none has: the fit then gives it the nearest layer's centre and tilt). Written
+by ``python scripts/fit_saa_model.py --write``; a test fits the map again and compares."""
 
 _TABLE = np.asarray(SAA_TABLE, dtype=float).reshape(-1, 6)
 
