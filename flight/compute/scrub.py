@@ -94,9 +94,9 @@ SCRUB_PERIOD_S = {
 }
 """Full-pass period per environment, before the one-orbit cap. Why these numbers: FACTS.md
 ("Radiation") gives 80-97 % of LEO upsets inside the SAA, which a 550 km orbit is in ~7-13 % of
-the time (flight/orbit/saa.py, by inclination); 90 % of the upsets in 10-15 % of the time makes the SAA's rate ~50 times the rest's,
-so the quiet period is ~50 times the SAA's (30 s -> 1500 s) for about the same expected number
-of upsets per pass. High latitude (and an environment not known, for want of an orbit) sits in
+the time (flight/orbit/saa.py, by inclination); 90 % of the upsets in 10-15 % of the time makes
+the SAA's rate ~50 times the rest's, so the quiet period is ~50 times the SAA's (30 s -> 1500 s)
+for about the same expected number of upsets per pass. High latitude (and an environment not known, for want of an orbit) sits in
 between, at 300 s. 30 s inside the SAA bounds how long a flipped weight can corrupt results
 there; the SAA pass itself lasts 10-25 minutes."""
 

@@ -240,16 +240,11 @@ class TrainingJob:
                 raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
             self._load(ck)
         except OSError as exc:
-            moved = quarantine(self.checkpoint_path)
-            self._event("checkpoint_refused", reason=f"{self.checkpoint_path.name}: cannot be read "
-                        f"({exc.strerror or exc or type(exc).__name__})", outcome=f"{MOVED if moved else NOT_MOVED}, "
-                        "the job starts from step 0")
+            self._set_aside(f"{self.checkpoint_path.name}: cannot be read ({exc.strerror or exc or type(exc).__name__})",
+                            "the job starts from step 0")
             return False
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc:  # arrays or a position that do not fit
-            moved = quarantine(self.checkpoint_path)
-            self._event("checkpoint_refused", reason=str(exc) if isinstance(exc, CorruptFile)
-                        else f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})",
-                        outcome=f"{MOVED if moved else NOT_MOVED}, the job starts from step 0")
+            self._set_aside(self._refused_because(exc), "the job starts from step 0")
             return False
         self.status.resumed_from = ck.step
         # A worker restarted between this pass's SAA checkpoint and the entry takes it as taken (not twice).
@@ -448,14 +443,23 @@ class TrainingJob:
         except OSError as exc_ck:
             raise TrainingRefusedError(f"{why}; the checkpoint to go back to is unreadable: {exc_ck}") from None
         except (CorruptFile, ValueError, KeyError, TypeError, OverflowError) as exc_ck:
-            moved = quarantine(self.checkpoint_path)
-            reason = str(exc_ck) if isinstance(exc_ck, CorruptFile) else \
-                f"{self.checkpoint_path.name}: does not fit this job ({type(exc_ck).__name__}: {exc_ck})"
-            self._event("checkpoint_refused", reason=reason,
-                        outcome=f"{MOVED if moved else NOT_MOVED}, the job fails: it was going back to it")
-            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is corrupt "
-                                       f"({MOVED if moved else NOT_MOVED}): {reason}") from None
+            reason = self._refused_because(exc_ck)
+            where = self._set_aside(reason, "the job fails: it was going back to it")
+            raise TrainingRefusedError(f"{why}; the checkpoint to go back to is corrupt ({where}): {reason}") from None
         return ck
+
+    def _refused_because(self, exc: Exception) -> str:
+        """Why a checkpoint read whole was refused: a :class:`CorruptFile` says it; anything else is arrays
+        or a position that do not fit this job."""
+        return str(exc) if isinstance(exc, CorruptFile) else \
+            f"{self.checkpoint_path.name}: does not fit this job ({type(exc).__name__}: {exc})"
+
+    def _set_aside(self, reason: str, then: str) -> str:
+        """Move the refused checkpoint aside where the disk lets it, and say so (``checkpoint_refused``, its
+        outcome ``then``); returns where it is now (:data:`MOVED` or :data:`NOT_MOVED`)."""
+        where = MOVED if quarantine(self.checkpoint_path) else NOT_MOVED
+        self._event("checkpoint_refused", reason=reason, outcome=f"{where}, {then}")
+        return where
 
     def state_checked(self) -> bool:
         """Check the state now (before its trained model is exported, say): True if it is one the steps
