@@ -9,7 +9,9 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   answers between two slices of work. A ping unanswered for ``compute_watchdog_s`` of agent
   time (or a worker that exited) is a hang: ``COMPUTE_HUNG``, a fault, kill, restart; jobs
   resume from their checkpoints. On a board that is real time; under the harness it is
-  simulated time, so a hung worker is found within its watchdog period of simulated time.
+  simulated time, so a hung worker is found within its watchdog period of simulated time. The
+  worker answers while a session opens too (a TensorRT engine build), up to ``compute_open_s``,
+  sent with each admission; past it the worker exits by itself (flight/compute/opening.py).
 - **Lockstep hold.** The worker runs in real time while the harness steps simulated time as
   fast as the agent answers; so under lockstep the agent answers a step only once the worker
   has answered the tick's ping, waiting up to ``compute_watchdog_s`` of wall time (at most
@@ -89,7 +91,7 @@ class ComputeSupervisor(Component):
               "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "SCRUB_BEHIND", "RESULT_CHECK_FAILED",
               "MODEL_UNCHECKED", "MODEL_RANGES_UNCHECKED", "TRAIN_STEP_REFUSED", "TRAIN_RESTORED", "TRAIN_SAA_CHECKPOINT",
               "TRAIN_CHECKPOINT_REFUSED", "INCOMING_REJECTED", "COMPUTE_WRITE_FAILED", "COMPUTE_STATE_CORRUPT",
-              "PRODUCT_MARKED")
+              "PRODUCT_MARKED", "MODEL_OPEN_UNFINISHED")
     CHANNELS = tuple(c.name for c in COMPUTE_CHANNELS)
 
     def __init__(self, root: Path, enabled: bool, emit: EventPort, faults: FaultLog, clock: Clock,
@@ -289,7 +291,7 @@ class ComputeSupervisor(Component):
             return
         share = (mode_index + 1) / max(1, n_modes)
         self.threads = max(1, round((os.cpu_count() or 1) * share))
-        batch = 16 if share <= 0.34 else (32 if share <= 0.67 else 64)
+        batch = 16 if share <= 0.34 else (32 if share <= 0.67 else cp.MAX_BATCH)
         self.duty = max(0.25, share) if admission is not Admission.NONE else 0.0
         p = self._params
         self._send(cp.Admit(admission, self.threads, batch, max(self.duty, 0.05), power_w, reason[:200],
@@ -297,7 +299,8 @@ class ComputeSupervisor(Component):
                             double_run_all_in_saa=bool(p["double_run_all_in_saa"]),
                             scrub_weights=bool(p["weights_scrub"]), abft_checks=bool(p["abft_checks"]),
                             range_checks=bool(p["range_checks"]),
-                            clock_s=self._clock.monotonic_s() if self._time_began else None))
+                            clock_s=self._clock.monotonic_s() if self._time_began else None,
+                            open_limit_s=float(p["compute_open_s"])))
         self._heartbeat()
 
     def _heartbeat(self) -> None:

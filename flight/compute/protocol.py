@@ -11,7 +11,8 @@ agent → worker
   environment the agent predicts from its own orbit (:class:`Radiation`: the weight scrubbing
   period and the double runs follow it) and the result-check parameters.
 - :class:`Ping` every control tick, on the agent's clock: the worker answers :class:`Pong`
-  between two slices of work, so a worker that stops answering is a hung worker whatever the
+  between two slices of work (and while it waits on a long native call: opening a session,
+  which on a Jetson builds a TensorRT engine, within ``open_limit_s``), so a worker that stops answering is a hung worker whatever the
   agent's clock is (real time on a board, simulated time under the harness).
 - :class:`StartJob`, :class:`CancelJob`, :class:`InstallModel`, :class:`RollbackModel`, each
   with a ``req_id``: the worker answers each with one :class:`Reply`, and the telecommand
@@ -31,6 +32,10 @@ from dataclasses import dataclass, field
 
 from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.records import RecordCodec
+
+MAX_BATCH = 64
+"""The largest batch an admission carries (the agent's fullest power mode): TensorRT's profile is built for
+batches up to it (flight/compute/opening.py)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ class Admit:
     # The agent's monotonic clock when it sent this (simulated time under the harness): the worker's
     # scrub schedule and countdowns follow it where it runs ahead of the worker's own (Worker.clock_s).
     clock_s: float | None = None
+    # The parameter compute_open_s: the longest a session may take to open (a TensorRT engine build) before
+    # the worker gives up on it and exits (flight/compute/opening.py). None: the worker's default.
+    open_limit_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ onnxruntime fails in two ways, and :func:`open_session` catches both:
 Each attempt asks for the provider followed by the rest of the list, as onnxruntime
 expects (``[TensorRT, CUDA, CPU]``): nodes TensorRT cannot take run on CUDA, then CPU.
 
-Not thread-safe (warnings are caught process-wide while a session is created); the agent
-opens sessions from one thread.
+Not thread-safe (warnings are caught process-wide while a session is created): one open at a
+time. The worker makes each on a thread of its own, so that it answers its watchdog meanwhile
+(flight/compute/opening.py), and waits for it before anything else.
 
 Weights the worker owns (:func:`owned_weights_options`): every initializer handed to onnxruntime
 as an ``OrtValue`` over a numpy array the caller keeps (``SessionOptions.add_initializer``), so

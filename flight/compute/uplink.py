@@ -17,8 +17,10 @@ configuration says so (``[models] allow_unsigned``); a delta is always signed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -170,10 +172,11 @@ class UplinkChecks:
         return inputs
 
     def reference_check(self, data: bytes, reference: ReferenceSet, tolerance: float, threads: int = 1,
-                        batch: int = 64) -> ReferenceResult:
-        """Run the candidate over its reference inputs in a real session (the providers jobs use)."""
+                        batch: int = 64, opener: Callable[[bytes], Any] | None = None) -> ReferenceResult:
+        """Run the candidate over its reference inputs in a real session (the providers jobs use), opened by
+        ``opener`` (the worker's, which answers its watchdog while TensorRT builds) or else here."""
         try:
-            session = open_session(data, threads=threads).session
+            session = (opener or (lambda d: open_session(d, threads=threads)))(data).session
             actual = run_outputs(session, reference.x, list(reference.outputs), batch)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors: the model fails its check
             return ReferenceResult(float("inf"), "", f"the model does not run on its reference inputs: "

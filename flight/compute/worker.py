@@ -62,15 +62,17 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import zmq
 
 from flight.compute import protocol as cp
@@ -93,16 +95,20 @@ from flight.compute.checks import (
 from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.graphs import subgraph_reads
 from flight.compute.inject import Batch, UpsetInjector
+from flight.compute.opening import RECORD_FILE, UNFINISHED_LIMIT, EngineCache, OpenRecord, tensorrt_options, warm_up
 from flight.compute.providers import (
     CPU,
     OWNED_WEIGHTS_OPTIMIZATION,
     PREFERENCE,
     RUN_REFUSED,
+    TENSORRT,
+    OpenedSession,
     SessionError,
     abft_precision,
     checksum_layout_nchwc,
     open_session,
     owned_weights_options,
+    providers_to_try,
     unread_buffers,
 )
 from flight.compute.scrub import (
@@ -130,7 +136,7 @@ from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
 from flight.files.filestore import NameRefused, resolve
 from flight.lifetime import die_with_parent
-from flight.link.definitions import Admission, FluxClass, JobKind, Protection
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind, Protection
 from flight.link.dictionary import FailureCode
 from flight.records import ProtocolError
 from flight.storage import (
@@ -144,6 +150,8 @@ from flight.storage import (
     write_checked_json,
 )
 
+T = TypeVar("T")
+
 SLICE_S = 0.05  # one slice of work between polls: commands and admission changes act within this
 STATUS_PERIOD_S = 1.0
 IDLE_WAIT_S = 1.0  # nothing runnable: wait on the socket this long (status goes out at this rate)
@@ -154,6 +162,8 @@ KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuo
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
+OPEN_POLL_S = 0.02  # while a session opens on its own thread: the pings' answer comes within this
+OPEN_LIMIT_EXIT = 75  # the worker's exit status when an open went past its limit (Admit.open_limit_s)
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
@@ -474,6 +484,12 @@ class Worker:
         self._sock.linger = 500
         self._sock.connect(endpoint)
         self._deferred: list[Any] = []  # messages taken in by _keepalive, for the loop
+        # Opening sessions (flight/compute/opening.py): the longest an open may take, the parameter
+        # compute_open_s as the agent last sent it; the opens begun and not ended; TensorRT's engines.
+        self.open_limit_s = float(DICTIONARY.parameter_by_name["compute_open_s"].default)
+        self._opens = OpenRecord(self.root / RECORD_FILE, on_corrupt=lambda reason: self._state_corrupt(
+            "the record of its opens", reason, "moved aside as opening.json.corrupt: every provider is tried again"))
+        self._engines = EngineCache(self.root / "trt", self._keepalive)
         self._load_jobs()
 
     # --- messages ------------------------------------------------------------------------
@@ -503,6 +519,99 @@ class Worker:
                 self.event("JOB_FAILED", job_id=0, reason=f"{type(msg).__name__} from the agent dropped: "
                                                           f"{MAX_DEFERRED} messages waiting already")
 
+    def _in_background(self, call: Callable[[], T], name: str, provider: str, tries: int = 1) -> T:
+        """``call`` (a session's open: one call into onnxruntime, where TensorRT builds its engine, minutes
+        for a large model on a Jetson) on a thread of its own, answering the agent's pings meanwhile and
+        keeping anything else for the loop, as :meth:`_keepalive` does within Python's long work. Past
+        :attr:`open_limit_s` of :meth:`clock_s` the call cannot be stopped (onnxruntime has no way to
+        cancel it), so the worker says so (MODEL_OPEN_UNFINISHED) and exits: the agent starts another,
+        which finds this open unfinished in its record (flight/compute/opening.py; ``tries``: the opens of
+        these bytes on ``provider`` in a row, this one included). Raises what ``call`` raised."""
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+                outcome["error"] = exc
+
+        began = self.clock_s()
+        thread = threading.Thread(target=target, name="sunlit-open", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            if self.clock_s() - began >= self.open_limit_s:
+                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=provider, tries=tries,
+                           outcome=f"still opening after compute_open_s ({self.open_limit_s:g} s): the worker exits "
+                                   "and is started again")
+                zmq.Context.instance().destroy(linger=1000)  # the event out (up to 1 s) before the process goes
+                os._exit(OPEN_LIMIT_EXIT)
+            thread.join(OPEN_POLL_S)
+            self._keepalive()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _open_session(self, data: bytes, name: str, options: Any = None) -> OpenedSession:
+        """:func:`~flight.compute.providers.open_session` on ``data`` for model ``name``, as the worker opens
+        every session it computes with (flight/compute/opening.py): written down before and struck off after
+        in its record of opens; a provider on which :data:`~flight.compute.opening.UNFINISHED_LIMIT` opens in a
+        row of these bytes never ended skipped (said in the session's fallbacks); on TensorRT, the engine cache
+        of these bytes checked against its seal first, the session warmed up over the batches a job runs, then
+        the cache sealed; the call itself on a thread of its own (:meth:`_in_background`). Raises what
+        open_session raises (SessionError where even the CPU refused the model)."""
+        sha = hashlib.sha256(data).hexdigest()
+        have = set(ort.get_available_providers())
+        skipped = list(self._opens.skipped(sha))
+        while True:
+            preferred = tuple(p for p in providers_to_try(self.providers) if p not in skipped)
+            order = [p for p in preferred if p in have]  # the CPU always: never skipped
+            first = order[0]
+            try:
+                before, skip = self._opens.begin(sha, name, first)
+            except OSError as exc:  # a full or failing disk: the open goes on, unrecorded (said, counted)
+                self._write_failed("the record of its opens", exc)
+                before, skip = None, False
+            if before is not None:
+                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=first, tries=before.tries,
+                           outcome=f"{first} skipped for this version from now on" if skip
+                           else "the worker that began it was lost: opening it again")
+            if not skip:
+                break
+            skipped.append(first)
+        provider_options: dict[str, dict[str, str]] = {}
+        trt = TENSORRT in order
+        if trt:
+            why = self._engines.check(sha)
+            if why is not None:
+                self._state_corrupt(f"the TensorRT engine cache of {name}", why, "deleted: TensorRT builds it again")
+            provider_options[TENSORRT] = tensorrt_options(self._engines.directory(sha))
+            try:
+                self._engines.directory(sha).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # TensorRT then writes no cache, or refuses: CUDA next, said as a fallback
+                self._write_failed("a TensorRT engine cache", exc)
+
+        def opening() -> OpenedSession:
+            opened = open_session(data, preferred, self.threads, options=options, provider_options=provider_options)
+            if opened.provider == TENSORRT:
+                warm_up(opened.session, cp.MAX_BATCH)
+            return opened
+
+        try:
+            opened = self._in_background(opening, name, first, (before.tries if before is not None else 0) + 1)
+        finally:  # the call came back, opened or refused (os._exit above never gets here)
+            try:
+                self._opens.end(sha, first)
+            except OSError as exc:
+                self._write_failed("the record of its opens", exc)
+        if trt:
+            try:
+                (self._engines.seal if opened.provider == TENSORRT else self._engines.wipe)(sha)
+            except OSError as exc:  # unsealed, it is built again at the next open: slower, never unchecked
+                self._write_failed("the seal of a TensorRT engine cache", exc)
+        opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} opens in a row did not end"
+                                for p in skipped if p != CPU]
+        return opened
+
     def event(self, event: str, /, **args: Any) -> None:
         self._send(cp.WorkerEvent(event, {k: self._relative(v) if isinstance(v, str) else v for k, v in args.items()}))
 
@@ -529,6 +638,8 @@ class Worker:
             self.admission = msg.admission
             self.threads = max(1, msg.threads)
             self.batch = max(1, msg.batch)
+            if msg.open_limit_s is not None and math.isfinite(msg.open_limit_s):
+                self.open_limit_s = max(0.0, msg.open_limit_s)
             self.duty = min(1.0, max(0.05, msg.duty))
             self.power_w = msg.power_w
             self.reason = msg.reason[:200]
@@ -954,14 +1065,14 @@ class Worker:
             try:
                 scrubber = WeightScrubber.from_onnx(data, self.clock_s(), period_s=self._scrub_period_s())
                 options, owned = owned_weights_options(scrubber.owned, self.threads)
-                opened = open_session(data, self.providers, self.threads, options=options)
+                opened = self._open_session(data, name, options)
             except (SessionError, RuntimeError, TypeError) as exc:
                 # onnxruntime refused the owned buffers (an OrtValue cannot be made over bfloat16 or float8
                 # numpy arrays, found in review): run it as it builds it, and say so.
                 refused = f"{name}: no session on owned weights, its weights are not scrubbed ({exc})"
                 scrubber = owned = None
         if opened is None:
-            opened = open_session(data, self.providers, self.threads)
+            opened = self._open_session(data, name)
             if self.scrub_weights:
                 self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=refused[:200])
         for line in opened.fallbacks:
@@ -1040,7 +1151,7 @@ class Worker:
                  "constants of its own" if unread else f"{name}: no probe input runs it, so what it folds is unknown"
         options, owned_plain = owned_weights_options(scrubber.owned, self.threads, optimization="disable")
         try:
-            plain = open_session(data, self.providers, self.threads, options=options)
+            plain = self._open_session(data, name, options)
         except SessionError:
             plain = None
         unread_plain = unread_buffers(plain.session, owned_used, probe, self._keepalive) \
@@ -1350,7 +1461,7 @@ class Worker:
         max_error: float | None = None
         if candidate.reference is not None:
             check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
-                                           self.batch)
+                                           self.batch, lambda data: self._open_session(data, name))
             if not check.ok:
                 self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
                            tolerance=check.tolerance, reason=check.describe()[:200])

@@ -200,6 +200,12 @@ PARAMETERS = (
               "pass cannot see (range_detect_rate_activations 0.45 against 0.28 without; every flip that "
               "changed a class). Alone (abft_checks off) they miss a weight's fault that stays in range: every "
               "weight is then checked against its CRC (weights_scrub) before tiles they passed are released"),
+    Parameter("compute_open_s", 0x0046, ValueSpec(T.F64, "s", 10.0, 7200.0), 1800.0,
+              "The longest the compute worker waits for a model's session to open (on a Jetson, TensorRT builds its "
+              "engine then: minutes for a large model) while it answers the watchdog; past it, the worker exits "
+              "and is restarted. After two opens in a row of one model version on one provider that did not end "
+              "(this limit, a crash, a power cut), that provider is skipped for that version and the next one "
+              "tried (TensorRT, CUDA, then the CPU, which is never skipped)"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
@@ -922,9 +928,11 @@ EVENTS = (
           "keeps the newest 16; the job goes on with the next file. infer_files_rejected counts them",
           ("job_id", "name", "reason")),
     Event("COMPUTE_WRITE_FAILED", 0x00F3, Severity.WARNING_HI, "Compute worker could not write {what}: {reason}",
-          "A write of the worker's own state failed (a full or failing disk): the job list, or a training "
-          "checkpoint (periodic, at a pause, before the SAA). The file keeps the last state written, whole, and "
-          "the worker goes on; a worker lost before the next write loses what was not written. At most one every "
+          "A write of the worker's own state failed (a full or failing disk): the job list, a training "
+          "checkpoint (periodic, at a pause, before the SAA), the record of its opens (the open goes on, not "
+          "written down) or the seal of a TensorRT engine cache (built again at the next open). The file keeps "
+          "the last state written, whole, and the worker goes on; a worker lost before the next write loses what "
+          "was not written. At most one every "
           "10 s; compute_writes_failed counts them all", ("what", "reason")),
     Event("COMPUTE_STATE_CORRUPT", 0x00F4, Severity.WARNING_HI, "Compute worker found {what} corrupt: {reason}; "
           "{outcome}",
@@ -932,8 +940,17 @@ EVENTS = (
           "starts with none) or an entry of it (dropped, the list written again), the checkpoints of jobs it no "
           "longer names kept until the next start; the reference set the store keeps with a model version (its "
           "range checks and the probe of its owned weights go without it); or a protected model it keeps in "
-          "memory (made again). At most one every 10 s for each of them; compute_state_corrupt counts them all",
+          "memory (made again); the record of its opens (opening.json: moved aside, every provider tried "
+          "again); a TensorRT engine cache that differs from its seal (deleted, the engine built again). At most "
+          "one every 10 s for each of them; compute_state_corrupt counts them all",
           ("what", "reason", "outcome")),
+    Event("MODEL_OPEN_UNFINISHED", 0x00F6, Severity.WARNING_HI,
+          "Opening model {name} on {provider} did not end ({tries} in a row): {outcome}",
+          "A session's open (where TensorRT builds its engine) went past compute_open_s, and the worker exits to "
+          "be restarted; or the worker found, before it opened the same version again, that the open before "
+          "never ended (a crash in the provider, the watchdog, a power cut). After two in a row that provider "
+          "is skipped for that version, for good (PROVIDER_FALLBACK says so at each open); never the CPU",
+          ("name", "provider", "tries", "outcome")),
     Event("PRODUCT_MARKED", 0x00F5, Severity.WARNING_HI,
           "Job {job_id}: product {name} written with {failed} of {tiles} tiles failed ({protection}); {unsaid} "
           "more such products since the last said",
