@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ import pytest
 import zmq
 from onnx import TensorProto, helper
 
+from flight.agent.compute import ComputeSupervisor
+import flight.compute.opening as opening_module
 import flight.compute.worker as worker_module
 from flight.compute import protocol as cp
 from flight.compute.opening import (
@@ -31,14 +34,15 @@ from flight.compute.opening import (
     OpenRecord,
     tensorrt_options,
     warm_up,
+    warm_up_plan,
     warm_up_shapes,
 )
 from flight.compute.providers import CPU, CUDA, TENSORRT
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME
-from flight.compute.worker import MODELS_DIR, OPEN_LIMIT_EXIT
+from flight.compute.worker import MODELS_DIR
 from flight.link.definitions import DICTIONARY, Admission, JobKind
 from flight.storage import read_checked_json, write_checked_json
-from tests.model_helpers import WorkerBench
+from tests.model_helpers import FixedClock, WorkerBench
 from tests.test_scrub import admissions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,53 +69,66 @@ def bench(tmp_path):
 
 
 @pytest.mark.req("CMP-018")
-def test_two_opens_in_a_row_left_unfinished_skip_that_provider_for_that_version_never_the_cpu(tmp_path):
-    record = OpenRecord(tmp_path / "opening.json")
-    assert record.begin(SHA, "m", TENSORRT) == (None, False)  # a worker begins, and is lost
-    before, skip = record.begin(SHA, "m", TENSORRT)  # the next one finds it
-    assert before.tries == 1 and not skip and record.skipped(SHA) == []
-    before, skip = record.begin(SHA, "m", TENSORRT)  # lost again: the third skips it
-    assert before.tries == UNFINISHED_LIMIT and skip and record.skipped(SHA) == [TENSORRT]
-    assert record.skipped(OTHER) == []  # another version is not touched
-    # The next provider: an open that ends is struck off, and the count starts again.
-    assert record.begin(SHA, "m", CUDA) == (None, False)
-    record.end(SHA, CUDA)
-    assert record.begin(SHA, "m", CUDA) == (None, False)
-    assert record.skipped(SHA) == [TENSORRT]  # for good
-    # Nothing is left after the CPU: its opens that never end are counted, never skipped.
-    for _ in range(UNFINISHED_LIMIT + 2):
-        before, skip = record.begin(OTHER, "m", CPU)
-        assert not skip
-    assert before.tries == UNFINISHED_LIMIT + 1 and record.skipped(OTHER) == []
+def test_attempts_that_never_returned_are_counted_in_a_row_per_version_and_provider_and_kept(tmp_path):
+    path = tmp_path / "opening.json"
+    record = OpenRecord(path)
+    assert record.begin(SHA, TENSORRT) == 1  # written down before it begins; the worker is lost
+    record = OpenRecord(path)  # the next worker reads it
+    assert record.unfinished(SHA) == {TENSORRT: 1} and record.unfinished(OTHER) == {}
+    assert record.begin(SHA, TENSORRT) == 2
+    record.withdraw(SHA, TENSORRT)  # given up on purpose (stopped, nothing admitted): not held against it
+    assert OpenRecord(path).unfinished(SHA) == {TENSORRT: 1}
+    record.begin(SHA, CUDA)
+    record.end(SHA, CUDA)  # returned: struck off, the count starts again
+    assert OpenRecord(path).unfinished(SHA) == {TENSORRT: 1}
+    record.skip(SHA, TENSORRT)
+    record = OpenRecord(path)
+    assert record.skipped(SHA) == [TENSORRT] and record.unfinished(SHA) == {} and record.skipped(OTHER) == []
+    record.skip(SHA, CPU)
+    assert OpenRecord(path).skipped(SHA) == [TENSORRT, CPU]
 
 
 @pytest.mark.req("CMP-018")
-def test_the_record_of_opens_is_bounded_and_one_that_fails_its_check_is_moved_aside_and_said(tmp_path):
+def test_the_record_of_opens_is_bounded_and_one_that_fails_its_check_is_moved_aside_and_said_once(tmp_path):
     path = tmp_path / "opening.json"
-    said: list[str] = []
-    record = OpenRecord(path, said.append)
+    said: list[tuple[str, bool]] = []
+    record = OpenRecord(path, lambda reason, moved: said.append((reason, moved)))
     versions = [f"{i:064x}" for i in range(MAX_SKIPS + 5)]
     for sha in versions:
-        for _ in range(UNFINISHED_LIMIT + 1):
-            record.begin(sha, "m", TENSORRT)
+        record.begin(sha, TENSORRT)
+        record.skip(sha, TENSORRT)
+        record.begin(sha, CUDA)
     body = read_checked_json(path)
-    assert len(body["skip"]) == MAX_SKIPS and len(body["unfinished"]) <= MAX_SKIPS
+    assert len(body["skip"]) == MAX_SKIPS and len(body["unfinished"]) == MAX_SKIPS
+    record = OpenRecord(path)
     assert record.skipped(versions[-1]) == [TENSORRT] and record.skipped(versions[0]) == []  # the oldest dropped
-    assert not said
     raw = bytearray(path.read_bytes())
     raw[raw.index(b"Tensorrt")] ^= 0x20  # a bit flipped on flash
     path.write_bytes(bytes(raw))
-    assert record.skipped(versions[-1]) == []  # every provider tried again
-    assert len(said) == 1 and "SHA-256 mismatch" in said[0] and str(tmp_path) not in said[0]
+    record = OpenRecord(path, lambda reason, moved: said.append((reason, moved)))
+    assert record.skipped(versions[-1]) == [] and record.unfinished(versions[-1]) == {}  # every provider again
+    record.skipped(versions[-1])
+    assert len(said) == 1 and "SHA-256 mismatch" in said[0][0] and said[0][1] and str(tmp_path) not in said[0][0]
     assert (tmp_path / "opening.json.corrupt").exists() and not path.exists()
     # Well formed, its entries not: each refused, naming why.
-    for hostile in ({"unfinished": [["../../etc/passwd", "m", TENSORRT, 5]], "skip": []},
-                    {"unfinished": [[SHA, "m", TENSORRT, 0]], "skip": []},
+    for hostile in ({"unfinished": [["../../etc/passwd", TENSORRT, 5]], "skip": []},
+                    {"unfinished": [[SHA, TENSORRT, 0]], "skip": []},
+                    {"unfinished": [[SHA, TENSORRT, float("inf")]], "skip": []},
+                    {"unfinished": [[SHA, TENSORRT, 10**12]], "skip": []},
                     {"unfinished": "everything", "skip": 3}, {"skip": []}, ["not", "a", "table"],
                     {"unfinished": [], "skip": [[SHA, ["x" * 10_000]]]}):
         write_checked_json(path, hostile)
-        assert record.begin(SHA, "m", TENSORRT) == (None, False)  # read as empty, begun afresh
-    assert len(said) == 7 and "out of range" in said[1] and "out of range" in said[-1]
+        record = OpenRecord(path, lambda reason, moved: said.append((reason, moved)))
+        assert record.unfinished(SHA) == {} and record.begin(SHA, TENSORRT) == 1  # read as empty, begun afresh
+        path.unlink()
+    assert len(said) == 9 and all("out of range" in said[i][0] for i in (1, 2, 4, 8))
+    # One that cannot be moved aside either: said so.
+    for name in ("opening.json", "opening.json.corrupt"):
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+        (tmp_path / name).unlink(missing_ok=True)
+        (tmp_path / name / "held").mkdir(parents=True)
+    OpenRecord(path, lambda reason, moved: said.append((reason, moved)))
+    assert len(said) == 10 and said[-1][1] is False
 
 
 # --- TensorRT: its options, its warm-up, its engine cache -------------------------------------------
@@ -121,17 +138,29 @@ def test_the_record_of_opens_is_bounded_and_one_that_fails_its_check_is_moved_as
 def test_tensorrt_caches_each_version_apart_and_the_warm_up_covers_every_batch_a_job_runs(tmp_path):
     assert tensorrt_options(tmp_path / SHA) == {"trt_engine_cache_enable": "True",
                                                 "trt_engine_cache_path": str(tmp_path / SHA)}
-    assert warm_up_shapes(["N", 4, 16, 16], cp.MAX_BATCH) == [[1, 4, 16, 16], [cp.MAX_BATCH, 4, 16, 16]]
+    assert warm_up_shapes([None, 4, 16, 16], cp.MAX_BATCH) == [[1, 4, 16, 16], [cp.MAX_BATCH, 4, 16, 16]]
     assert warm_up_shapes([8, 12], cp.MAX_BATCH) == [[8, 12]]  # static: built at creation anyway
-    assert warm_up_shapes(["N", "H", 16], cp.MAX_BATCH) == []  # an unknown size past the batch: not guessed
+    assert warm_up_shapes([None, None, 16], cp.MAX_BATCH) == []  # an unknown size past the batch: not guessed
     assert warm_up_shapes([], cp.MAX_BATCH) == []
-    session = ort.InferenceSession(SHIPPED, providers=[CPU])
-    assert warm_up(session, cp.MAX_BATCH) == 2  # a real session, run on both shapes
+    plan = warm_up_plan(SHIPPED, cp.MAX_BATCH)
+    assert plan is not None and plan[0] == "tiles" and plan[2] == [[1, 4, 16, 16], [cp.MAX_BATCH, 4, 16, 16]]
+    assert warm_up(ort.InferenceSession(SHIPPED, providers=[CPU]), plan)  # a real session, run on both
     two = helper.make_model(helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["c"])], "two_inputs",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 2]) for n in "ab"],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 2])]), opset_imports=[helper.make_opsetid("", 17)])
-    assert warm_up(ort.InferenceSession(two.SerializeToString(), providers=[CPU]), cp.MAX_BATCH) == 0  # not guessed
+    assert warm_up_plan(two.SerializeToString(), cp.MAX_BATCH) is None  # not guessed: no cache for it
+    sized = onnx.load_from_string(SHIPPED)
+    sized.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    assert warm_up_plan(sized.SerializeToString(), cp.MAX_BATCH) is None
+    wrong = (plan[0], plan[1], [[1, 3, 16, 16]])  # a run that fails stops the warm-up, and says so
+    assert not warm_up(ort.InferenceSession(SHIPPED, providers=[CPU]), wrong)
+
+
+def engine_written(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87.engine").write_bytes(bytes(range(256)) * 64)
+    (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87.profile").write_bytes(b"1 64")
 
 
 @pytest.mark.req("CMP-018")
@@ -139,51 +168,58 @@ def test_an_engine_cache_that_differs_from_its_seal_is_deleted_and_built_again(t
     cache = EngineCache(tmp_path / "trt")
     directory = cache.directory(SHA)
     assert cache.check(SHA) is None  # none yet
-
-    def engine_written() -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87.engine").write_bytes(bytes(range(256)) * 64)
-        (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87.profile").write_bytes(b"1 64")
-
-    engine_written()  # and the power cut before the open ended
+    engine_written(directory)  # and the power cut before the open ended
     assert "never sealed" in cache.check(SHA) and not directory.exists()
-    engine_written()
+    engine_written(directory)
     cache.seal(SHA)
-    assert cache.check(SHA) is None and directory.is_dir()  # reused as it is
+    assert cache.check(SHA) is None and directory.is_dir()  # used as it is
     engine = next(directory.glob("*.engine"))
     raw = bytearray(engine.read_bytes())
     raw[1000] ^= 0x04  # one bit of a weight in the engine, on flash
     engine.write_bytes(bytes(raw))
     why = cache.check(SHA)
     assert engine.name in why and not directory.exists()
+    elsewhere = tmp_path / "elsewhere"
+    engine_written(elsewhere)
     for change in (lambda: next(directory.glob("*.profile")).unlink(), lambda: (directory / "extra").write_bytes(b"x"),
-                   lambda: (directory / "sealed.json").write_text("{}")):
-        engine_written()
+                   lambda: (directory / "sealed.json").write_text("{}"),
+                   lambda: (directory / "x.engine").symlink_to(next(elsewhere.glob("*.engine")))):
+        engine_written(directory)
         cache.seal(SHA)
         change()
         assert cache.check(SHA) is not None and not directory.exists()
+    directory.symlink_to(elsewhere)  # a link where the cache should be: not followed, removed
+    assert "not a directory of its own" in cache.check(SHA) and not directory.is_symlink() and elsewhere.is_dir()
     for hostile in ("../" * 3 + "etc", "AB" * 32, ""):
         with pytest.raises(ValueError):
             cache.directory(hostile)
 
 
 @pytest.mark.req("CMP-018")
-def test_engine_caches_are_kept_to_the_newest_few_and_unsealed_ones_of_other_versions_go(tmp_path):
+def test_an_engine_cache_that_cannot_be_deleted_is_refused(tmp_path, monkeypatch):
     cache = EngineCache(tmp_path / "trt")
-    versions = [f"{i:064x}" for i in range(KEEP_ENGINES + 2)]
+    engine_written(cache.directory(SHA))  # never sealed, on a filesystem that refuses to let it go
+    monkeypatch.setattr(opening_module.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    with pytest.raises(OSError, match="could not be deleted"):
+        cache.check(SHA)
+
+
+@pytest.mark.req("CMP-018")
+def test_engine_caches_are_kept_to_the_most_recently_used_and_nothing_else_there_is_touched(tmp_path):
+    cache = EngineCache(tmp_path / "trt")
+    versions = [f"{i:064x}" for i in range(KEEP_ENGINES)]
     for age, sha in enumerate(versions):
-        cache.directory(sha).mkdir(parents=True)
-        (cache.directory(sha) / "e.engine").write_bytes(sha.encode())
+        engine_written(cache.directory(sha))
         cache.seal(sha)
-        os.utime(cache.directory(sha) / "sealed.json", (1e9 + age, 1e9 + age))  # sealed in this order
+        os.utime(cache.directory(sha) / "sealed.json", (1e9 + age, 1e9 + age))  # sealed in this order, long ago
+    assert cache.check(versions[0]) is None  # the oldest, used again: now the most recent
     stray = cache.directory("ef" * 32)
-    stray.mkdir()
-    (stray / "e.engine").write_bytes(b"half")  # an open of another version that never ended
-    cache.directory(SHA).mkdir()
-    (cache.directory(SHA) / "e.engine").write_bytes(b"new")
+    engine_written(stray)  # an open of another version that never ended
+    (tmp_path / "trt" / "datasets").mkdir()  # not a cache: never touched
+    engine_written(cache.directory(SHA))
     cache.seal(SHA)
     kept = sorted(p.name for p in (tmp_path / "trt").iterdir())
-    assert kept == sorted([SHA, *versions[-(KEEP_ENGINES - 1):]])
+    assert kept == sorted(["datasets", SHA, versions[0], *versions[-(KEEP_ENGINES - 2):]])  # the least used went
 
 
 # --- the worker ---------------------------------------------------------------------------------------
@@ -212,16 +248,18 @@ def test_the_worker_answers_pings_while_a_session_opens_and_keeps_other_messages
 
 
 @pytest.mark.req("CMP-018")
-def test_a_provider_whose_opens_of_a_version_never_ended_is_skipped_for_it_and_said(bench):
+def test_a_provider_whose_attempts_on_a_version_never_returned_is_skipped_for_it_the_cpu_last(bench):
     sha = hashlib.sha256(SHIPPED).hexdigest()
-    record = OpenRecord(bench.root / "opening.json")
-    record.begin(sha, MODEL_NAME, AZURE)  # as a worker lost mid-open leaves it
+    OpenRecord(bench.root / "opening.json").begin(sha, AZURE)  # as a worker lost mid-open leaves it
+    bench.restart()
     bench.worker.providers = (AZURE, CPU)
     assert bench.worker._open_session(SHIPPED, MODEL_NAME).provider == AZURE  # noqa: SLF001 - once: tried again
     [again] = bench.events("MODEL_OPEN_UNFINISHED")
     assert again.args["tries"] == 1 and again.args["provider"] == AZURE and "again" in again.args["outcome"]
     for _ in range(UNFINISHED_LIMIT):
-        record.begin(sha, MODEL_NAME, AZURE)  # two more lost in a row
+        OpenRecord(bench.root / "opening.json").begin(sha, AZURE)  # two more lost in a row
+    bench.restart()
+    bench.worker.providers = (AZURE, CPU)
     opened = bench.worker._open_session(SHIPPED, MODEL_NAME)  # noqa: SLF001
     assert opened.provider == CPU and opened.fallbacks[0].startswith(f"{AZURE}: skipped for this version")
     skipped = bench.events("MODEL_OPEN_UNFINISHED")[-1]
@@ -230,21 +268,46 @@ def test_a_provider_whose_opens_of_a_version_never_ended_is_skipped_for_it_and_s
     bench.worker.providers = (AZURE, CPU)
     assert bench.worker._open_session(SHIPPED, MODEL_NAME).provider == CPU  # noqa: SLF001
     assert bench.worker._open_session(another_version(), MODEL_NAME).provider == AZURE  # noqa: SLF001
+    # The CPU is the last: a version whose attempts never returned there either is not opened again.
+    for _ in range(UNFINISHED_LIMIT):
+        OpenRecord(bench.root / "opening.json").begin(sha, CPU)
+    bench.restart()
+    bench.worker.providers = (AZURE, CPU)
+    with pytest.raises(worker_module.OpenNeverEnded, match="install another version, or roll back"):
+        bench.worker._open_session(SHIPPED, MODEL_NAME)  # noqa: SLF001
+
+
+@pytest.mark.req("CMP-018")
+def test_the_attempt_that_never_returns_is_the_one_written_down_not_the_first_tried(bench, monkeypatch):
+    """Found in review: TensorRT refused at once, CUDA hung, and TensorRT was blamed and skipped."""
+    sha = hashlib.sha256(SHIPPED).hexdigest()
+    real = worker_module.open_session
+    seen = []
+
+    def opening(data, preferred, threads, *, attempt, **kwargs):  # as open_session goes down its list
+        attempt(AZURE)  # refused at once, as TensorRT short of memory is
+        attempt(CPU)  # the next: while it runs, the record says it is the one under way
+        seen.append(OpenRecord(bench.root / "opening.json").unfinished(sha))
+        return real(data, [CPU], threads, **kwargs)
+
+    monkeypatch.setattr(worker_module, "open_session", opening)
+    bench.worker.providers = (AZURE, CPU)
+    assert bench.worker._open_session(SHIPPED, MODEL_NAME).provider == CPU  # noqa: SLF001
+    assert seen == [{CPU: 1}] and OpenRecord(bench.root / "opening.json").unfinished(sha) == {}
 
 
 @pytest.mark.req("CMP-016", "CMP-018")
 def test_a_record_of_opens_the_disk_will_not_take_leaves_the_open_to_go_on_said_and_counted(bench):
-    for name in ("opening.json", "opening.json.corrupt"):
-        (bench.root / name / "held").mkdir(parents=True)  # a rename over either fails, as on a failing disk
+    (bench.root / "opening.json" / "held").mkdir(parents=True)  # a rename over it fails, as on a failing disk
     assert bench.worker._open_session(SHIPPED, MODEL_NAME).provider == CPU  # noqa: SLF001
     [said] = bench.events("COMPUTE_WRITE_FAILED")
     assert said.args["what"] == "the record of its opens"
-    assert bench.worker.status().compute_writes_failed == 1  # not written down, so nothing to strike off
+    assert bench.worker.status().compute_writes_failed == 2  # neither written down nor struck off
 
 
 @pytest.mark.system  # worker processes
 @pytest.mark.req("CMP-018")
-def test_a_worker_past_compute_open_s_says_so_and_exits_and_the_next_one_opens_again(tmp_path):
+def test_a_worker_past_compute_open_s_exits_and_one_told_to_stop_gives_up_not_held_against_it(tmp_path):
     root = tmp_path / "compute"
     router = zmq.Context.instance().socket(zmq.ROUTER)
     router.linger = 0
@@ -256,7 +319,8 @@ def test_a_worker_past_compute_open_s_says_so_and_exits_and_the_next_one_opens_a
     def start(hanging: bool) -> subprocess.Popen:
         # The first worker's open never ends, as a TensorRT build of a large model seems to a watchdog: a
         # build no CPU here can make last, stood in for by onnxruntime's call waiting for good.
-        hang = "w.open_session = lambda *args, **kwargs: threading.Event().wait()\n" if hanging else ""
+        hang = ("def hang(*args, attempt, **kwargs):\n    attempt('CPUExecutionProvider')\n"
+                "    threading.Event().wait()\nw.open_session = hang\n") if hanging else ""
         code = f"import sys, threading\nimport flight.compute.worker as w\n{hang}sys.exit(w.main(sys.argv[1:]))"
         proc = subprocess.Popen([sys.executable, "-c", code, "--endpoint", endpoint, "--root", str(root),
                                  "--parent-pid", str(os.getpid())], cwd=REPO,
@@ -279,9 +343,9 @@ def test_a_worker_past_compute_open_s_says_so_and_exits_and_the_next_one_opens_a
     def event(name):
         return lambda m: isinstance(m, cp.WorkerEvent) and m.name == name
 
-    def admit(limit_s):
+    def admit(limit_s, admission=Admission.ALL):
         router.send_multipart([b"compute", cp.encode(cp.Admit(
-            Admission.ALL, 1, 8, 1.0, None, "test", cp.NO_RADIATION, 0.0, False, True, False, False,
+            admission, 1, 8, 1.0, None, "test", cp.NO_RADIATION, 0.0, False, True, False, False,
             open_limit_s=limit_s))])
 
     try:
@@ -292,15 +356,29 @@ def test_a_worker_past_compute_open_s_says_so_and_exits_and_the_next_one_opens_a
                                                                                "cloud_tiles_test")))])
         said = wait_for(event("MODEL_OPEN_UNFINISHED"), first)
         assert said is not None and said.args["tries"] == 1 and "compute_open_s (0.5 s)" in said.args["outcome"]
-        assert first.wait(timeout=30) == OPEN_LIMIT_EXIT
+        assert first.wait(timeout=30) == cp.OPEN_LIMIT_EXIT
         [left] = read_checked_json(root / "opening.json")["unfinished"]
-        assert left[1:] == [MODEL_NAME, CPU, 1]
-        second = start(hanging=False)  # as the agent starts another
-        assert wait_for(lambda m: isinstance(m, cp.Hello), second)
+        assert left[1:] == [CPU, 1]  # held against the CPU: the provider it was on
+        # Given up on purpose, twice: nothing admitted (SAFE, the battery floor), then told to stop. The worker
+        # exits at once rather than compute on, and neither is held against the provider.
+        for give_up in (lambda: admit(3600.0, Admission.NONE),
+                        lambda: router.send_multipart([b"compute", cp.encode(cp.Stop())])):
+            hanging = start(hanging=True)
+            assert wait_for(lambda m: isinstance(m, cp.Hello), hanging)
+            admit(3600.0)
+            lost = wait_for(event("MODEL_OPEN_UNFINISHED"), hanging)  # the job resumed; the open before counted
+            assert lost.args["tries"] == 1 and "opening it again" in lost.args["outcome"]
+            give_up()
+            gone = wait_for(event("MODEL_OPEN_UNFINISHED"), hanging)
+            assert gone is not None and "given up" in gone.args["outcome"], gone
+            assert hanging.wait(timeout=30) == cp.OPEN_ABANDONED_EXIT
+            assert read_checked_json(root / "opening.json")["unfinished"] == [left]  # as before it began
+        last = start(hanging=False)  # as the agent starts another
+        assert wait_for(lambda m: isinstance(m, cp.Hello), last)
         admit(DICTIONARY.parameter_by_name["compute_open_s"].default)
-        again = wait_for(event("MODEL_OPEN_UNFINISHED"), second)
+        again = wait_for(event("MODEL_OPEN_UNFINISHED"), last)
         assert again.args["tries"] == 1 and "opening it again" in again.args["outcome"]
-        done = wait_for(lambda m: isinstance(m, cp.WorkerEvent) and m.name in ("JOB_DONE", "JOB_FAILED"), second)
+        done = wait_for(lambda m: isinstance(m, cp.WorkerEvent) and m.name in ("JOB_DONE", "JOB_FAILED"), last)
         assert done is not None and done.name == "JOB_DONE", done
         assert read_checked_json(root / "opening.json")["unfinished"] == []
     finally:
@@ -316,3 +394,32 @@ def test_a_worker_past_compute_open_s_says_so_and_exits_and_the_next_one_opens_a
 def test_every_admission_carries_the_parameter_compute_open_s(tmp_path):
     admits, _ = admissions(tmp_path / "compute", dict(DICTIONARY.parameter_defaults, compute_open_s=42.0))
     assert admits and admits[0].open_limit_s == 42.0
+
+
+class _Faults:
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+
+    def record(self, what: str) -> None:
+        self.recorded.append(what)
+
+
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-012", "CMP-018")
+def test_the_agent_starts_again_without_a_fault_a_worker_that_gave_up_an_open_and_counts_one_past_the_limit(tmp_path):
+    said: list[str] = []
+    faults = _Faults()
+    sup = ComputeSupervisor(tmp_path / "compute", True, lambda name, **args: said.append(name), faults, FixedClock(),
+                            dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+    try:
+        for code, fault in ((cp.OPEN_ABANDONED_EXIT, False), (cp.OPEN_LIMIT_EXIT, True)):
+            sup._kill()  # noqa: SLF001 - the worker the last round started, by its pid
+            sup.proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+            sup.proc.wait()  # the worker that exited mid-open
+            said.clear()
+            faults.recorded.clear()
+            sup._watchdog()  # noqa: SLF001 - the supervisor's tick
+            assert ("COMPUTE_HUNG" in said) is fault and bool(faults.recorded) is fault
+            assert sup.proc.poll() is None  # another worker started either way
+    finally:
+        sup.close()

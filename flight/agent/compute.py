@@ -329,8 +329,11 @@ class ComputeSupervisor(Component):
         silent = now - self._waiting[1] if self._waiting is not None else 0.0
         dead = self.proc is not None and self.proc.poll() is not None
         if silent >= self._params["compute_watchdog_s"] or dead:
-            self._emit("COMPUTE_HUNG", age_s=silent)
-            self._faults.record("compute worker")
+            # A worker that gave up a model's open on purpose (nothing admitted: it said MODEL_OPEN_UNFINISHED)
+            # exits as nothing else stops onnxruntime's call: started again, no hang and no fault.
+            if not (dead and self.proc.returncode == cp.OPEN_ABANDONED_EXIT):
+                self._emit("COMPUTE_HUNG", age_s=silent)
+                self._faults.record("compute worker")
             self._kill()
             self.restarts += 1
             self.state = ComputeState.DOWN

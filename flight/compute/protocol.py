@@ -34,8 +34,13 @@ from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.records import RecordCodec
 
 MAX_BATCH = 64
-"""The largest batch an admission carries (the agent's fullest power mode): TensorRT's profile is built for
-batches up to it (flight/compute/opening.py)."""
+"""The largest batch an admission carries (the agent's fullest power mode; the worker takes no more):
+TensorRT's engines are built for batches up to it while a session opens (flight/compute/opening.py)."""
+OPEN_LIMIT_EXIT = 75
+"""The worker's exit status when a session's open went past ``Admit.open_limit_s``: a fault, as a hang is."""
+OPEN_ABANDONED_EXIT = 76
+"""The worker's exit status when it gave up a session's open on purpose (told to stop, or nothing admitted),
+as nothing else stops onnxruntime's call: the agent starts another, and counts no fault."""
 
 
 @dataclass(frozen=True)

@@ -369,6 +369,7 @@ def open_session(
     available: Sequence[str] | None = None,
     options: ort.SessionOptions | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+    attempt: Callable[[str], None] | None = None,
 ) -> OpenedSession:
     """Open ``model`` on the first provider of ``preferred`` that works; ``(session, provider, fallbacks)``.
 
@@ -379,7 +380,9 @@ def open_session(
     ``available`` to make onnxruntime itself refuse. ``provider_options`` maps a provider
     name to its options, e.g. ``{"TensorrtExecutionProvider": {"trt_engine_cache_enable":
     "True", "trt_engine_cache_path": "/var/lib/sunlit/trt"}}`` (without an engine cache
-    TensorRT rebuilds its engine, minutes on a Jetson, on every start).
+    TensorRT rebuilds its engine, minutes on a Jetson, on every start). ``attempt(name)`` is called
+    before each provider's attempt, so that a caller can write down which one never returned
+    (flight/compute/opening.py).
 
     Raises :class:`SessionError` if even the CPU fails (then the model itself is bad).
     """
@@ -395,6 +398,8 @@ def open_session(
             continue
         rest = [p for p in order[i:] if p in have]
         request = [(p, dict(provider_options.get(p, {}))) for p in rest]
+        if attempt is not None:
+            attempt(name)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -95,7 +95,15 @@ from flight.compute.checks import (
 from flight.compute.package import PackageError, ReferenceSet, expected_outputs, shipped_reference_inputs
 from flight.compute.graphs import subgraph_reads
 from flight.compute.inject import Batch, UpsetInjector
-from flight.compute.opening import RECORD_FILE, UNFINISHED_LIMIT, EngineCache, OpenRecord, tensorrt_options, warm_up
+from flight.compute.opening import (
+    RECORD_FILE,
+    UNFINISHED_LIMIT,
+    EngineCache,
+    OpenRecord,
+    tensorrt_options,
+    warm_up,
+    warm_up_plan,
+)
 from flight.compute.providers import (
     CPU,
     OWNED_WEIGHTS_OPTIMIZATION,
@@ -163,7 +171,6 @@ CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's 
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 OPEN_POLL_S = 0.02  # while a session opens on its own thread: the pings' answer comes within this
-OPEN_LIMIT_EXIT = 75  # the worker's exit status when an open went past its limit (Admit.open_limit_s)
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
@@ -251,6 +258,11 @@ def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarr
 
 class ModelLoadFailed(RuntimeError):
     """The model would not load into a session (not the job's data, not the disk): its fault."""
+
+
+class OpenNeverEnded(Exception):
+    """Every provider is skipped for these bytes: attempts to open them never returned, two in a row on each
+    (flight/compute/opening.py). Not a RuntimeError: no other way of opening the same bytes is tried."""
 
 
 class _Session(NamedTuple):
@@ -487,8 +499,10 @@ class Worker:
         # Opening sessions (flight/compute/opening.py): the longest an open may take, the parameter
         # compute_open_s as the agent last sent it; the opens begun and not ended; TensorRT's engines.
         self.open_limit_s = float(DICTIONARY.parameter_by_name["compute_open_s"].default)
-        self._opens = OpenRecord(self.root / RECORD_FILE, on_corrupt=lambda reason: self._state_corrupt(
-            "the record of its opens", reason, "moved aside as opening.json.corrupt: every provider is tried again"))
+        self._opens = OpenRecord(self.root / RECORD_FILE, on_corrupt=lambda reason, moved: self._state_corrupt(
+            "the record of its opens", reason, ("moved aside as opening.json.corrupt" if moved else "left in place, "
+                                                "not read") + ": every provider is tried again"))
+        self._pending_write_failures: list[OSError] = []  # of the record, in the open's thread: said after it
         self._engines = EngineCache(self.root / "trt", self._keepalive)
         self._load_jobs()
 
@@ -519,14 +533,18 @@ class Worker:
                 self.event("JOB_FAILED", job_id=0, reason=f"{type(msg).__name__} from the agent dropped: "
                                                           f"{MAX_DEFERRED} messages waiting already")
 
-    def _in_background(self, call: Callable[[], T], name: str, provider: str, tries: int = 1) -> T:
+    def _in_background(self, call: Callable[[], T], name: str, attempt: Callable[[], tuple[str, int] | None],
+                       give_up: Callable[[], None]) -> T:
         """``call`` (a session's open: one call into onnxruntime, where TensorRT builds its engine, minutes
-        for a large model on a Jetson) on a thread of its own, answering the agent's pings meanwhile and
-        keeping anything else for the loop, as :meth:`_keepalive` does within Python's long work. Past
-        :attr:`open_limit_s` of :meth:`clock_s` the call cannot be stopped (onnxruntime has no way to
-        cancel it), so the worker says so (MODEL_OPEN_UNFINISHED) and exits: the agent starts another,
-        which finds this open unfinished in its record (flight/compute/opening.py; ``tries``: the opens of
-        these bytes on ``provider`` in a row, this one included). Raises what ``call`` raised."""
+        for a large model on a Jetson) on a thread of its own, while this one answers the agent's pings,
+        keeps anything else for the loop (as :meth:`_keepalive` does within Python's long work) and sends
+        the status every second. Nothing can cancel the call, so the worker exits (:meth:`_exit_mid_open`)
+        where it must not wait for it: past :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held
+        against the provider being tried, ``attempt()``: its name and attempts in a row), or told to stop
+        (Stop, SIGTERM) or that nothing may run (an admission NONE: SAFE, the battery floor, the thermal
+        limit), for which the worker does not go on computing for up to ``compute_open_s``
+        (OPEN_ABANDONED_EXIT: ``give_up()`` first, so it is not held against the provider). Each said
+        (MODEL_OPEN_UNFINISHED). Raises what ``call`` raised."""
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -535,82 +553,154 @@ class Worker:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
                 outcome["error"] = exc
 
-        began = self.clock_s()
+        began = status_at = self.clock_s()
         thread = threading.Thread(target=target, name="sunlit-open", daemon=True)
         thread.start()
         while thread.is_alive():
+            stop = "told to stop" if self._stop or any(isinstance(m, cp.Stop) for m in self._deferred) else ""
+            admits = [m for m in self._deferred if isinstance(m, cp.Admit)]
+            if not stop and admits and admits[-1].admission is Admission.NONE:
+                stop = f"nothing admitted ({admits[-1].reason[:80]})"
+            trying = attempt()
+            if stop:
+                give_up()
+                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=trying[0] if trying else "", tries=0,
+                           outcome=f"given up, {stop}: the worker exits, as nothing else stops onnxruntime's "
+                                   "call; not held against the provider")
+                self._exit_mid_open(cp.OPEN_ABANDONED_EXIT)
             if self.clock_s() - began >= self.open_limit_s:
-                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=provider, tries=tries,
+                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=trying[0] if trying else "",
+                           tries=trying[1] if trying else 0,
                            outcome=f"still opening after compute_open_s ({self.open_limit_s:g} s): the worker exits "
                                    "and is started again")
-                zmq.Context.instance().destroy(linger=1000)  # the event out (up to 1 s) before the process goes
-                os._exit(OPEN_LIMIT_EXIT)
+                self._exit_mid_open(cp.OPEN_LIMIT_EXIT)
+            if self.clock_s() - status_at >= STATUS_PERIOD_S:
+                status_at = self.clock_s()
+                self._send(self.status())
             thread.join(OPEN_POLL_S)
             self._keepalive()
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
 
+    def _exit_mid_open(self, code: int) -> None:
+        """Leave while a session's open goes on in its thread: training checkpointed, HIL's ledger saved and
+        the status sent, as a stop does, then out, the messages sent first (up to a second)."""
+        self._pause_training("the worker exits while a model opens")
+        if self._injector is not None:
+            self._injector.save()
+        self._send(self.status())
+        zmq.Context.instance().destroy(linger=1000)
+        os._exit(code)
+
     def _open_session(self, data: bytes, name: str, options: Any = None) -> OpenedSession:
         """:func:`~flight.compute.providers.open_session` on ``data`` for model ``name``, as the worker opens
-        every session it computes with (flight/compute/opening.py): written down before and struck off after
-        in its record of opens; a provider on which :data:`~flight.compute.opening.UNFINISHED_LIMIT` opens in a
-        row of these bytes never ended skipped (said in the session's fallbacks); on TensorRT, the engine cache
-        of these bytes checked against its seal first, the session warmed up over the batches a job runs, then
-        the cache sealed; the call itself on a thread of its own (:meth:`_in_background`). Raises what
-        open_session raises (SessionError where even the CPU refused the model)."""
+        every session of a job or an install (the HIL's injection sessions apart: a rig's CPU, opened as any
+        test opens one) (flight/compute/opening.py), on a thread of its own
+        (:meth:`_in_background`). Each provider's attempt is written down in the record of opens before it
+        begins and struck off when it returns; one on which :data:`~flight.compute.opening.UNFINISHED_LIMIT`
+        attempts in a row on these bytes never returned is skipped for them from now on (said, and in the
+        session's fallbacks), the CPU too: where no provider is left, :class:`OpenNeverEnded`. On TensorRT,
+        where the model's input lets it be warmed up, its engines are cached per version: the cache checked
+        against its seal first, the session run over the batches a job runs, then the cache sealed. Raises
+        what open_session raises (SessionError where even the CPU refused the model)."""
         sha = hashlib.sha256(data).hexdigest()
         have = set(ort.get_available_providers())
-        skipped = list(self._opens.skipped(sha))
-        while True:
-            preferred = tuple(p for p in providers_to_try(self.providers) if p not in skipped)
-            order = [p for p in preferred if p in have]  # the CPU always: never skipped
-            first = order[0]
-            try:
-                before, skip = self._opens.begin(sha, name, first)
-            except OSError as exc:  # a full or failing disk: the open goes on, unrecorded (said, counted)
-                self._write_failed("the record of its opens", exc)
-                before, skip = None, False
-            if before is not None:
-                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=first, tries=before.tries,
-                           outcome=f"{first} skipped for this version from now on" if skip
+        skipped = self._opens.skipped(sha)
+        left = self._opens.unfinished(sha)
+        for provider in [p for p in providers_to_try(self.providers) if p in have and p not in skipped]:
+            tries = left.get(provider, 0)
+            if tries >= UNFINISHED_LIMIT:
+                skipped.append(provider)
+                try:
+                    self._opens.skip(sha, provider)
+                except OSError as exc:  # the disk refuses: skipped by this worker all the same
+                    self._write_failed("the record of its opens", exc)
+            if tries:
+                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=provider, tries=tries,
+                           outcome=f"{provider} skipped for this version from now on" if tries >= UNFINISHED_LIMIT
                            else "the worker that began it was lost: opening it again")
-            if not skip:
-                break
-            skipped.append(first)
+        preferred = [p for p in providers_to_try(self.providers) if p not in skipped]
+        if not any(p in have for p in preferred):
+            raise OpenNeverEnded(f"{UNFINISHED_LIMIT} attempts in a row to open this version never returned on "
+                                 f"each of {', '.join(skipped)}: it is not opened again (install another version, "
+                                 "or roll back)")
         provider_options: dict[str, dict[str, str]] = {}
-        trt = TENSORRT in order
-        if trt:
+        plan = None
+        if TENSORRT in preferred and TENSORRT in have:
+            plan = self._engine_cache(sha, name, data)
+            if plan is not None:
+                provider_options[TENSORRT] = tensorrt_options(self._engines.directory(sha))
+        trying: list[Any] = []  # [provider, attempts in a row] of the attempt under way, the open's thread's
+
+        def attempt(provider: str) -> None:  # before each provider's attempt, in the open's thread
+            self._struck_off(sha, trying)
+            try:
+                tries = self._opens.begin(sha, provider)
+            except OSError as exc:
+                self._pending_write_failures.append(exc)  # said by the worker's thread once the open returns
+                tries = left.get(provider, 0) + 1
+            trying[:] = [provider, tries]
+
+        def opening() -> tuple[OpenedSession, bool]:
+            opened = open_session(data, preferred, self.threads, options=options, provider_options=provider_options,
+                                  attempt=attempt)
+            return opened, opened.provider == TENSORRT and plan is not None and warm_up(opened.session, plan)
+
+        try:
+            opened, warmed = self._in_background(opening, name, lambda: tuple(trying) or None,
+                                                 lambda: self._struck_off(sha, trying, given_up=True))
+        finally:  # the call came back, opened or refused (the exits above never get here)
+            self._struck_off(sha, trying)
+            for exc in self._pending_write_failures:
+                self._write_failed("the record of its opens", exc)
+            self._pending_write_failures.clear()
+        if plan is not None:
+            try:
+                (self._engines.seal if warmed else self._engines.wipe)(sha)
+            except OSError as exc:  # unsealed, it is deleted and built again at the next open: slower, never unchecked
+                self._write_failed("the seal of a TensorRT engine cache", exc)
+        opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} attempts in a row to open it "
+                                "never returned" for p in skipped if p in have]
+        return opened
+
+    def _fallbacks_said(self, opened: OpenedSession) -> OpenedSession:
+        for line in opened.fallbacks:
+            self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
+        return opened
+
+    def _struck_off(self, sha: str, trying: list[Any], given_up: bool = False) -> None:
+        """The attempt under way (``trying``) returned: struck off the record; or is ``given_up`` on purpose:
+        its count back to what it was before it began."""
+        if trying:
+            provider = trying[0]
+            trying.clear()
+            try:
+                (self._opens.withdraw if given_up else self._opens.end)(sha, provider)
+            except OSError as exc:
+                self._pending_write_failures.append(exc)
+
+    def _engine_cache(self, sha: str, name: str, data: bytes) -> tuple[str, Any, list[list[int]]] | None:
+        """The warm-up plan of ``data`` (:func:`~flight.compute.opening.warm_up_plan`) where TensorRT may
+        cache its engines: the model lets it be warmed up, the cache directory is the worker's own, and this
+        version's cache, if any, matches its seal (else it is deleted, said, and built again); None where
+        TensorRT is to build them as onnxruntime sets it up, uncached."""
+        try:
+            plan = warm_up_plan(data, cp.MAX_BATCH)
+        except Exception:  # noqa: BLE001 - onnx refuses what onnxruntime may still open: no cache then
+            return None
+        if plan is None:
+            return None
+        try:
+            self._dir("trt").mkdir(exist_ok=True)  # refused where a link leads it out of the compute directory
             why = self._engines.check(sha)
             if why is not None:
                 self._state_corrupt(f"the TensorRT engine cache of {name}", why, "deleted: TensorRT builds it again")
-            provider_options[TENSORRT] = tensorrt_options(self._engines.directory(sha))
-            try:
-                self._engines.directory(sha).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:  # TensorRT then writes no cache, or refuses: CUDA next, said as a fallback
-                self._write_failed("a TensorRT engine cache", exc)
-
-        def opening() -> OpenedSession:
-            opened = open_session(data, preferred, self.threads, options=options, provider_options=provider_options)
-            if opened.provider == TENSORRT:
-                warm_up(opened.session, cp.MAX_BATCH)
-            return opened
-
-        try:
-            opened = self._in_background(opening, name, first, (before.tries if before is not None else 0) + 1)
-        finally:  # the call came back, opened or refused (os._exit above never gets here)
-            try:
-                self._opens.end(sha, first)
-            except OSError as exc:
-                self._write_failed("the record of its opens", exc)
-        if trt:
-            try:
-                (self._engines.seal if opened.provider == TENSORRT else self._engines.wipe)(sha)
-            except OSError as exc:  # unsealed, it is built again at the next open: slower, never unchecked
-                self._write_failed("the seal of a TensorRT engine cache", exc)
-        opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} opens in a row did not end"
-                                for p in skipped if p != CPU]
-        return opened
+            self._engines.directory(sha).mkdir(exist_ok=True)
+        except (OSError, NameRefused) as exc:
+            self._write_failed("a TensorRT engine cache", exc if isinstance(exc, OSError) else str(exc))
+            return None
+        return plan
 
     def event(self, event: str, /, **args: Any) -> None:
         self._send(cp.WorkerEvent(event, {k: self._relative(v) if isinstance(v, str) else v for k, v in args.items()}))
@@ -637,7 +727,7 @@ class Worker:
         elif isinstance(msg, cp.Admit):
             self.admission = msg.admission
             self.threads = max(1, msg.threads)
-            self.batch = max(1, msg.batch)
+            self.batch = min(cp.MAX_BATCH, max(1, msg.batch))  # TensorRT's engines are built up to it
             if msg.open_limit_s is not None and math.isfinite(msg.open_limit_s):
                 self.open_limit_s = max(0.0, msg.open_limit_s)
             self.duty = min(1.0, max(0.05, msg.duty))
@@ -1075,8 +1165,7 @@ class Worker:
             opened = self._open_session(data, name)
             if self.scrub_weights:
                 self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=refused[:200])
-        for line in opened.fallbacks:
-            self.event("PROVIDER_FALLBACK", provider=opened.provider, reason=line[:200])
+        self._fallbacks_said(opened)
         self.provider = opened.provider
         session = opened.session
         names = [o.name for o in session.get_outputs()]
@@ -1461,7 +1550,7 @@ class Worker:
         max_error: float | None = None
         if candidate.reference is not None:
             check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
-                                           self.batch, lambda data: self._open_session(data, name))
+                                           self.batch, lambda data: self._fallbacks_said(self._open_session(data, name)))
             if not check.ok:
                 self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
                            tolerance=check.tolerance, reason=check.describe()[:200])

@@ -203,9 +203,9 @@ PARAMETERS = (
     Parameter("compute_open_s", 0x0046, ValueSpec(T.F64, "s", 10.0, 7200.0), 1800.0,
               "The longest the compute worker waits for a model's session to open (on a Jetson, TensorRT builds its "
               "engine then: minutes for a large model) while it answers the watchdog; past it, the worker exits "
-              "and is restarted. After two opens in a row of one model version on one provider that did not end "
-              "(this limit, a crash, a power cut), that provider is skipped for that version and the next one "
-              "tried (TensorRT, CUDA, then the CPU, which is never skipped)"),
+              "and is restarted. After two attempts in a row to open one model version on one provider that never "
+              "returned (this limit, a crash, a power cut), that provider is skipped for that version and the next "
+              "tried (TensorRT, CUDA, then the CPU; past the CPU the version is not opened, its jobs fail)"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
@@ -947,9 +947,11 @@ EVENTS = (
     Event("MODEL_OPEN_UNFINISHED", 0x00F6, Severity.WARNING_HI,
           "Opening model {name} on {provider} did not end ({tries} in a row): {outcome}",
           "A session's open (where TensorRT builds its engine) went past compute_open_s, and the worker exits to "
-          "be restarted; or the worker found, before it opened the same version again, that the open before "
-          "never ended (a crash in the provider, the watchdog, a power cut). After two in a row that provider "
-          "is skipped for that version, for good (PROVIDER_FALLBACK says so at each open); never the CPU",
+          "be started again; or the worker gave it up on purpose (told to stop, or nothing admitted: tries 0, not "
+          "held against the provider) and exits, as nothing else stops onnxruntime's call; or the worker found, "
+          "before it opened the same version again, that an attempt before never returned (a crash in the "
+          "provider, a power cut). After two in a row that provider is skipped for that version "
+          "(PROVIDER_FALLBACK says so at each open); past the CPU the version is not opened and its jobs fail",
           ("name", "provider", "tries", "outcome")),
     Event("PRODUCT_MARKED", 0x00F5, Severity.WARNING_HI,
           "Job {job_id}: product {name} written with {failed} of {tiles} tiles failed ({protection}); {unsaid} "
