@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ from flight.compute.providers import CPU, CUDA, TENSORRT
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME
 from flight.compute.worker import MODELS_DIR
 from flight.link.definitions import DICTIONARY, Admission, JobKind
+from flight.link.dictionary import FailureCode
 from flight.storage import read_checked_json, write_checked_json
 from tests.model_helpers import FixedClock, WorkerBench
 from tests.test_scrub import admissions
@@ -168,8 +170,8 @@ def test_an_engine_cache_that_differs_from_its_seal_is_deleted_and_built_again(t
     cache = EngineCache(tmp_path / "trt")
     directory = cache.directory(SHA)
     assert cache.check(SHA) is None  # none yet
-    engine_written(directory)  # and the power cut before the open ended
-    assert "never sealed" in cache.check(SHA) and not directory.exists()
+    engine_written(directory)  # and the open never ended (a power cut, or given up): nothing vouches for it
+    assert cache.check(SHA) is None and not directory.exists()  # deleted, but no fault of the files: not said
     engine_written(directory)
     cache.seal(SHA)
     assert cache.check(SHA) is None and directory.is_dir()  # used as it is
@@ -193,6 +195,27 @@ def test_an_engine_cache_that_differs_from_its_seal_is_deleted_and_built_again(t
     for hostile in ("../" * 3 + "etc", "AB" * 32, ""):
         with pytest.raises(ValueError):
             cache.directory(hostile)
+
+
+@pytest.mark.req("CMP-018")
+def test_engines_tensorrt_writes_after_the_seal_are_sealed_again_a_flipped_bit_is_not(tmp_path):
+    """Found in review: a continuous job's file of hundreds of tiles makes TensorRT build an engine at a run,
+    after the seal, and every next open called the cache corrupt."""
+    cache = EngineCache(tmp_path / "trt")
+    directory = cache.directory(SHA)
+    engine_written(directory)
+    cache.seal(SHA)
+    assert not cache.reseal_if_changed(SHA)  # nothing written since
+    (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87_300.engine").write_bytes(b"built at a run")
+    assert cache.reseal_if_changed(SHA) and cache.check(SHA) is None  # sealed again: used as it is
+    engine = next(directory.glob("*sm87.engine"))
+    before = engine.stat()
+    raw = bytearray(engine.read_bytes())
+    raw[7] ^= 0x80  # a bit flipped on flash: neither its size nor its time changes
+    engine.write_bytes(bytes(raw))
+    os.utime(engine, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not cache.reseal_if_changed(SHA)
+    assert engine.name in cache.check(SHA) and not directory.exists()
 
 
 @pytest.mark.req("CMP-018")
@@ -234,7 +257,8 @@ def test_the_worker_answers_pings_while_a_session_opens_and_keeps_other_messages
         bench.router.send_multipart([b"compute", cp.encode(cp.Ping(71))])
         bench.router.send_multipart([b"compute", cp.encode(cp.CancelJob(71, 99))])
         deadline = time.monotonic() + 30.0
-        while not any(isinstance(m, cp.Pong) for m in answered) and time.monotonic() < deadline:
+        while not (any(isinstance(m, cp.Pong) for m in answered) and any(isinstance(m, cp.Status) for m in answered)) \
+                and time.monotonic() < deadline:
             if bench.router.poll(100):
                 answered.append(cp.decode(bench.router.recv_multipart()[1]))
         return real(*args, **kwargs)
@@ -243,8 +267,40 @@ def test_the_worker_answers_pings_while_a_session_opens_and_keeps_other_messages
     opened = bench.worker._open_session(SHIPPED, MODEL_NAME)  # noqa: SLF001
     assert opened.provider == CPU
     assert [m.seq for m in answered if isinstance(m, cp.Pong)] == [71]  # answered while the open went on
+    assert any(isinstance(m, cp.Status) for m in answered)  # and the status each second, as the loop sends it
     assert [type(m).__name__ for m in bench.worker._deferred] == ["CancelJob"]  # noqa: SLF001 - for the loop
     assert read_checked_json(bench.root / "opening.json")["unfinished"] == []  # written down, struck off
+
+
+@pytest.mark.req("CMP-018", "MDL-004")
+def test_requests_during_a_long_open_are_answered_busy_at_once_and_an_install_is_not_given_up_outside_compute(
+        bench, monkeypatch):
+    """Found in review: a request kept through a half-hour build was answered after the agent had given up on it
+    (an install reported failed, then done); and an install's reference check, in IDLE or SAFE (admission NONE
+    at every tick), was given up as a job's open is."""
+    real = worker_module.open_session
+    monkeypatch.setattr(worker_module, "OPEN_BUSY_S", 0.0)  # as past ten seconds of a TensorRT build
+    got: list = []
+
+    def opening(*args, **kwargs):
+        bench.router.send_multipart([b"compute", cp.encode(cp.Admit(Admission.NONE, 1, 128, 1.0, None, "IDLE",
+                                                                      cp.NO_RADIATION, 0.0, False, True))])
+        bench.router.send_multipart([b"compute", cp.encode(cp.CancelJob(72, 99))])
+        bench.router.send_multipart([b"compute", cp.encode(cp.Ping(72))])  # answered after the two above were taken
+        deadline = time.monotonic() + 30.0
+        while not any(isinstance(m, cp.Pong) for m in got) and time.monotonic() < deadline:
+            if bench.router.poll(100):
+                got.append(cp.decode(bench.router.recv_multipart()[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "open_session", opening)
+    opened = bench.worker._open_session(SHIPPED, MODEL_NAME, for_job=False)  # noqa: SLF001 - as an install's check
+    assert opened.provider == CPU  # still here: nothing admitted does not give an install's open up
+    [busy] = [m for m in got if isinstance(m, cp.Reply)]
+    assert busy.req_id == 72 and not busy.ok and busy.code == int(FailureCode.BUSY) and "opening model" in busy.reason
+    assert [type(m).__name__ for m in bench.worker._deferred] == ["Admit"]  # noqa: SLF001 - the newest only
+    bench.worker._handle(bench.worker._deferred.pop())  # noqa: SLF001
+    assert bench.worker.batch == cp.MAX_BATCH  # 128 asked: no more than TensorRT's engines are built for
 
 
 @pytest.mark.req("CMP-018")
@@ -362,7 +418,8 @@ def test_a_worker_past_compute_open_s_exits_and_one_told_to_stop_gives_up_not_he
         # Given up on purpose, twice: nothing admitted (SAFE, the battery floor), then told to stop. The worker
         # exits at once rather than compute on, and neither is held against the provider.
         for give_up in (lambda: admit(3600.0, Admission.NONE),
-                        lambda: router.send_multipart([b"compute", cp.encode(cp.Stop())])):
+                        lambda: router.send_multipart([b"compute", cp.encode(cp.Stop())]),
+                        lambda: hanging.send_signal(signal.SIGTERM)):  # as when the agent dies
             hanging = start(hanging=True)
             assert wait_for(lambda m: isinstance(m, cp.Hello), hanging)
             admit(3600.0)
@@ -371,6 +428,7 @@ def test_a_worker_past_compute_open_s_exits_and_one_told_to_stop_gives_up_not_he
             give_up()
             gone = wait_for(event("MODEL_OPEN_UNFINISHED"), hanging)
             assert gone is not None and "given up" in gone.args["outcome"], gone
+            assert gone.args["provider"] == CPU and gone.args["tries"] == 0  # the one under way, not held against it
             assert hanging.wait(timeout=30) == cp.OPEN_ABANDONED_EXIT
             assert read_checked_json(root / "opening.json")["unfinished"] == [left]  # as before it began
         last = start(hanging=False)  # as the agent starts another

@@ -3,8 +3,8 @@
 On a Jetson, onnxruntime's TensorRT provider builds an engine for the model: seconds for a small
 model, minutes for a large one, in one call into C++ that answers nothing and cannot be cancelled.
 The worker makes that call on a thread of its own and answers the agent's pings meanwhile, up to
-``compute_open_s``; past it, or told to stop, or with nothing admitted, it exits, as nothing else
-ends the call (``Worker._in_background``). This module holds what that needs and can be tested
+``compute_open_s``; past it, or told to stop, or (opening for a job) with nothing admitted, it
+exits, as nothing else ends the call (``Worker._in_background``). This module holds what that needs and can be tested
 alone:
 
 - :class:`OpenRecord`: each provider's attempt to open a version's bytes, written down before it
@@ -29,10 +29,11 @@ alone:
   model's weights as TensorRT computes from them, written by onnxruntime, not through
   :mod:`flight.storage`, so a bit flipped in one on flash would be a weight flipped that no model
   hash sees. Once a session has opened and warmed up, the files are sealed (the SHA-256 of each, in
-  checked JSON); before an engine is used again they are checked against the seal, and a cache that
-  fails (a file changed, missing, added or not a plain file, or never sealed: a power cut while
-  TensorRT wrote) is deleted and built again, or not used where it cannot be deleted. At most
-  :data:`KEEP_ENGINES` versions are kept, the most recently used.
+  checked JSON), and sealed again after a slice in which TensorRT wrote to them (an engine built at
+  a run for a batch past the warm-up's); before an engine is used again they are checked against the
+  seal, and a cache that fails (a file changed, missing, added or not a plain file) is deleted and
+  built again, or not used where it cannot be deleted. One never sealed (an open that did not end)
+  is deleted too, unsaid. At most :data:`KEEP_ENGINES` versions are kept, the most recently used.
 
 Not checked here: the TensorRT and CUDA paths themselves, which need a GPU. The options are
 onnxruntime's documented ``trt_engine_cache_enable`` and ``trt_engine_cache_path``; this
@@ -222,6 +223,11 @@ class EngineCache:
     def __init__(self, root: Path, keepalive: Callable[[], None] | None = None) -> None:
         self.root = root
         self._keepalive = keepalive or (lambda: None)
+        self._listed: dict[str, dict[str, tuple[int, int]]] = {}  # sha256 -> its files' (size, mtime) as sealed
+
+    def _listing(self, directory: Path) -> dict[str, tuple[int, int]]:
+        return {p.name: (st.st_size, st.st_mtime_ns) for p in directory.iterdir() if p.name != SEAL_FILE
+                for st in [p.lstat()]}
 
     def directory(self, sha256: str) -> Path:
         if not _SHA_RE.match(sha256):
@@ -247,8 +253,10 @@ class EngineCache:
 
     def check(self, sha256: str) -> str | None:
         """Before TensorRT may use the cache of ``sha256``: None where there is none yet, or it matches its
-        seal (then marked as used now, for :data:`KEEP_ENGINES`); else why not, the cache deleted so that
-        TensorRT builds it again. OSError where it cannot be deleted: it must not be used."""
+        seal (then marked as used now, for :data:`KEEP_ENGINES`), or it was never sealed (an open that did
+        not end, given up on purpose or not: deleted, as nothing vouches for it, but no fault of the files);
+        else why not (a file changed, missing, added or not a plain file, a seal unreadable), the cache
+        deleted so that TensorRT builds it again. OSError where it cannot be deleted: it must not be used."""
         directory = self.directory(sha256)
         if not directory.exists() and not directory.is_symlink():
             return None
@@ -259,16 +267,18 @@ class EngineCache:
             present = self._digests(directory)
             if not present and not seal.exists():
                 return None  # made for an open that wrote nothing yet
-            sealed = read_checked_json(seal) if seal.exists() else None
-            if sealed is None:
-                why = "engine files never sealed (the open that wrote them did not end)"
-            elif not isinstance(sealed, dict):
+            if not seal.exists():
+                self.wipe(sha256)
+                return None
+            sealed = read_checked_json(seal)
+            if not isinstance(sealed, dict):
                 why = "its seal is not a table of files"
             elif sealed != present:
                 changed = sorted(set(present) ^ set(sealed)) + [n for n in present if sealed.get(n, present[n]) != present[n]]
                 why = f"engine files differ from their seal ({', '.join(changed[:2])})"
             else:
                 os.utime(seal)
+                self._listed[sha256] = self._listing(directory)
                 return None
         except (OSError, CorruptFile) as exc:
             why = f"unreadable ({str(exc).replace(str(self.root), '.')[:120]})"
@@ -284,12 +294,26 @@ class EngineCache:
         if directory.is_symlink() or not directory.is_dir():
             return
         write_checked_json(directory / SEAL_FILE, self._digests(directory))
+        self._listed[sha256] = self._listing(directory)
         caches = [d for d in self.root.iterdir() if _SHA_RE.match(d.name) and d.is_dir() and not d.is_symlink()]
         sealed = sorted((d for d in caches if (d / SEAL_FILE).exists()),
                         key=lambda d: (d == directory, (d / SEAL_FILE).stat().st_mtime), reverse=True)
         for old in [*sealed[KEEP_ENGINES:], *(d for d in caches if not (d / SEAL_FILE).exists())]:
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def reseal_if_changed(self, sha256: str) -> bool:
+        """Seal the cache of ``sha256`` again where TensorRT has written to it since it was sealed or checked
+        (an engine built at a run, for a batch past the warm-up's: a continuous job's file of hundreds of
+        tiles), so that the next open finds it as sealed and not as corrupt; whether it did. Cheap where
+        nothing changed: a listing, sizes and times. A bit flipped on flash changes neither: it is still
+        found at the next check."""
+        directory = self.directory(sha256)
+        if sha256 not in self._listed or directory.is_symlink() or not directory.is_dir() \
+                or self._listing(directory) == self._listed[sha256]:
+            return False
+        self.seal(sha256)
+        return True
 
     def wipe(self, sha256: str) -> None:
         """Delete the cache of ``sha256``; OSError where it is still there after."""
@@ -298,5 +322,6 @@ class EngineCache:
             directory.unlink()
         else:
             shutil.rmtree(directory, ignore_errors=True)
+        self._listed.pop(sha256, None)
         if directory.exists() or directory.is_symlink():
             raise OSError(f"{directory.name[:16]}…: could not be deleted")

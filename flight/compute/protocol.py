@@ -146,6 +146,10 @@ class RollbackModel:
     name: str
 
 
+REQUESTS = (StartJob, CancelJob, InstallModel, RollbackModel)
+"""The records that carry a ``req_id``: each is answered by one :class:`Reply`."""
+
+
 @dataclass(frozen=True)
 class Stop:
     reason: str = "agent stopping"

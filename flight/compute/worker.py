@@ -171,6 +171,7 @@ CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's 
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
 OPEN_POLL_S = 0.02  # while a session opens on its own thread: the pings' answer comes within this
+OPEN_BUSY_S = 10.0  # an open this long (a TensorRT build): requests are answered BUSY, not kept for minutes
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
@@ -496,6 +497,7 @@ class Worker:
         self._sock.linger = 500
         self._sock.connect(endpoint)
         self._deferred: list[Any] = []  # messages taken in by _keepalive, for the loop
+        self._busy = ""  # why requests are answered BUSY now (a long open), or ""
         # Opening sessions (flight/compute/opening.py): the longest an open may take, the parameter
         # compute_open_s as the agent last sent it; the opens begun and not ended; TensorRT's engines.
         self.open_limit_s = float(DICTIONARY.parameter_by_name["compute_open_s"].default)
@@ -504,6 +506,7 @@ class Worker:
                                                 "not read") + ": every provider is tried again"))
         self._pending_write_failures: list[OSError] = []  # of the record, in the open's thread: said after it
         self._engines = EngineCache(self.root / "trt", self._keepalive)
+        self._sealed_engines: set[str] = set()  # the caches this worker sealed or found sealed: sealed again
         self._load_jobs()
 
     # --- messages ------------------------------------------------------------------------
@@ -516,9 +519,13 @@ class Worker:
 
     def _keepalive(self) -> None:
         """Within a long piece of work (the checksum pass over a model of thousands of nodes, learning its
-        ranges, probing a deep model's buffers): answer the agent's pings now, so
+        ranges, probing a deep model's buffers, a session's open): answer the agent's pings now, so
         its watchdog sees a worker at work, not a hung one; anything else waits, in order, for the loop
-        (:meth:`run`), as nothing else may change under the work."""
+        (:meth:`run`), as nothing else may change under the work. An admission replaces the one that
+        waits (one comes every control tick: an open of half an hour would fill the list, and the newest
+        is the one in force); a Stop is never dropped. While :attr:`_busy` says why (an open past
+        :data:`OPEN_BUSY_S`), a request is answered BUSY at once instead of minutes later, after the
+        agent has given up on it (found in review: an install reported failed, then done)."""
         while self._sock.poll(0):
             try:
                 msg = cp.decode(self._sock.recv())
@@ -527,24 +534,31 @@ class Worker:
                 continue
             if isinstance(msg, cp.Ping):
                 self._send(cp.Pong(msg.seq))
-            elif len(self._deferred) < MAX_DEFERRED:
+            elif self._busy and isinstance(msg, cp.REQUESTS):
+                self._reply(msg.req_id, False, self._busy, FailureCode.BUSY)
+            elif isinstance(msg, cp.Admit):
+                self._deferred = [m for m in self._deferred if not isinstance(m, cp.Admit)] + [msg]
+            elif len(self._deferred) < MAX_DEFERRED or isinstance(msg, cp.Stop):
                 self._deferred.append(msg)
             else:  # never on a board (the agent waits for replies); bounded all the same
                 self.event("JOB_FAILED", job_id=0, reason=f"{type(msg).__name__} from the agent dropped: "
                                                           f"{MAX_DEFERRED} messages waiting already")
 
     def _in_background(self, call: Callable[[], T], name: str, attempt: Callable[[], tuple[str, int] | None],
-                       give_up: Callable[[], None]) -> T:
+                       give_up: Callable[[bool], None], for_job: bool = True) -> T:
         """``call`` (a session's open: one call into onnxruntime, where TensorRT builds its engine, minutes
         for a large model on a Jetson) on a thread of its own, while this one answers the agent's pings,
-        keeps anything else for the loop (as :meth:`_keepalive` does within Python's long work) and sends
-        the status every second. Nothing can cancel the call, so the worker exits (:meth:`_exit_mid_open`)
-        where it must not wait for it: past :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held
-        against the provider being tried, ``attempt()``: its name and attempts in a row), or told to stop
-        (Stop, SIGTERM) or that nothing may run (an admission NONE: SAFE, the battery floor, the thermal
-        limit), for which the worker does not go on computing for up to ``compute_open_s``
-        (OPEN_ABANDONED_EXIT: ``give_up()`` first, so it is not held against the provider). Each said
-        (MODEL_OPEN_UNFINISHED). Raises what ``call`` raised."""
+        keeps anything else for the loop (:meth:`_keepalive`; past :data:`OPEN_BUSY_S`, requests are
+        answered BUSY at once, those waiting first) and sends the status every second. Nothing can cancel
+        the call, so the worker exits (:meth:`_exit_mid_open`) where it must not wait for it: past
+        :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held against the provider being tried,
+        ``attempt()``: its name and attempts in a row; ``give_up(False)`` first, so that no other is written
+        down after it); told to stop (Stop, SIGTERM); or, opening for a job (``for_job``; an install's
+        reference check is the ground's command, whatever the mode), told that nothing may run (the newest
+        admission NONE: not COMPUTE mode, SAFE, the battery floor, the thermal limit), for which the worker
+        does not go on computing for up to ``compute_open_s`` (OPEN_ABANDONED_EXIT: ``give_up(True)`` first,
+        so it is not held against the provider). Each said (MODEL_OPEN_UNFINISHED). Raises what ``call``
+        raised."""
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -556,29 +570,38 @@ class Worker:
         began = status_at = self.clock_s()
         thread = threading.Thread(target=target, name="sunlit-open", daemon=True)
         thread.start()
-        while thread.is_alive():
-            stop = "told to stop" if self._stop or any(isinstance(m, cp.Stop) for m in self._deferred) else ""
-            admits = [m for m in self._deferred if isinstance(m, cp.Admit)]
-            if not stop and admits and admits[-1].admission is Admission.NONE:
-                stop = f"nothing admitted ({admits[-1].reason[:80]})"
-            trying = attempt()
-            if stop:
-                give_up()
-                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=trying[0] if trying else "", tries=0,
-                           outcome=f"given up, {stop}: the worker exits, as nothing else stops onnxruntime's "
-                                   "call; not held against the provider")
-                self._exit_mid_open(cp.OPEN_ABANDONED_EXIT)
-            if self.clock_s() - began >= self.open_limit_s:
-                self.event("MODEL_OPEN_UNFINISHED", name=name, provider=trying[0] if trying else "",
-                           tries=trying[1] if trying else 0,
-                           outcome=f"still opening after compute_open_s ({self.open_limit_s:g} s): the worker exits "
-                                   "and is started again")
-                self._exit_mid_open(cp.OPEN_LIMIT_EXIT)
-            if self.clock_s() - status_at >= STATUS_PERIOD_S:
-                status_at = self.clock_s()
-                self._send(self.status())
-            thread.join(OPEN_POLL_S)
-            self._keepalive()
+        try:
+            while thread.is_alive():
+                stop = "told to stop" if self._stop or any(isinstance(m, cp.Stop) for m in self._deferred) else ""
+                admits = [m for m in self._deferred if isinstance(m, cp.Admit)]
+                if not stop and for_job and admits and admits[-1].admission is Admission.NONE:
+                    stop = f"nothing admitted ({admits[-1].reason[:80]})"
+                elapsed_s = self.clock_s() - began
+                if stop or elapsed_s >= self.open_limit_s:
+                    trying = attempt()
+                    give_up(bool(stop))
+                    provider, tries = trying if trying else ("(no provider tried yet)", 0)
+                    self.event("MODEL_OPEN_UNFINISHED", name=name, provider=provider, tries=0 if stop else tries,
+                               outcome=f"given up, {stop}: the worker exits, as nothing else stops onnxruntime's "
+                                       "call; not held against the provider" if stop else
+                                       f"still opening after compute_open_s ({self.open_limit_s:g} s): the worker "
+                                       "exits and is started again")
+                    self._exit_mid_open(cp.OPEN_ABANDONED_EXIT if stop else cp.OPEN_LIMIT_EXIT)
+                if elapsed_s >= OPEN_BUSY_S and not self._busy:
+                    trying = attempt()
+                    self._busy = (f"the worker is opening model {name}" + (f" on {trying[0]}" if trying else "")
+                                  + " (TensorRT builds its engine then): send it again once it has opened")
+                    waiting = [m for m in self._deferred if isinstance(m, cp.REQUESTS)]
+                    self._deferred = [m for m in self._deferred if not isinstance(m, cp.REQUESTS)]
+                    for msg in waiting:
+                        self._reply(msg.req_id, False, self._busy, FailureCode.BUSY)
+                if self.clock_s() - status_at >= STATUS_PERIOD_S:
+                    status_at = self.clock_s()
+                    self._send(self.status())
+                thread.join(OPEN_POLL_S)
+                self._keepalive()
+        finally:
+            self._busy = ""
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
@@ -593,7 +616,7 @@ class Worker:
         zmq.Context.instance().destroy(linger=1000)
         os._exit(code)
 
-    def _open_session(self, data: bytes, name: str, options: Any = None) -> OpenedSession:
+    def _open_session(self, data: bytes, name: str, options: Any = None, for_job: bool = True) -> OpenedSession:
         """:func:`~flight.compute.providers.open_session` on ``data`` for model ``name``, as the worker opens
         every session of a job or an install (the HIL's injection sessions apart: a rig's CPU, opened as any
         test opens one) (flight/compute/opening.py), on a thread of its own
@@ -622,9 +645,8 @@ class Worker:
                            else "the worker that began it was lost: opening it again")
         preferred = [p for p in providers_to_try(self.providers) if p not in skipped]
         if not any(p in have for p in preferred):
-            raise OpenNeverEnded(f"{UNFINISHED_LIMIT} attempts in a row to open this version never returned on "
-                                 f"each of {', '.join(skipped)}: it is not opened again (install another version, "
-                                 "or roll back)")
+            raise OpenNeverEnded(f"not opened again (install another version, or roll back): {UNFINISHED_LIMIT} "
+                                 f"attempts in a row never returned on each of {', '.join(skipped)}")
         provider_options: dict[str, dict[str, str]] = {}
         plan = None
         if TENSORRT in preferred and TENSORRT in have:
@@ -633,14 +655,32 @@ class Worker:
                 provider_options[TENSORRT] = tensorrt_options(self._engines.directory(sha))
         trying: list[Any] = []  # [provider, attempts in a row] of the attempt under way, the open's thread's
 
+        guard = threading.Lock()  # the open's thread and this one, over ``trying`` and ``frozen``
+        frozen: list[bool] = []  # the worker is leaving mid-open: no attempt is written down or struck off now
+
         def attempt(provider: str) -> None:  # before each provider's attempt, in the open's thread
-            self._struck_off(sha, trying)
-            try:
-                tries = self._opens.begin(sha, provider)
-            except OSError as exc:
-                self._pending_write_failures.append(exc)  # said by the worker's thread once the open returns
-                tries = left.get(provider, 0) + 1
-            trying[:] = [provider, tries]
+            with guard:
+                if frozen:
+                    return  # found in review: a provider written down after the give-up, as the worker left
+                self._struck_off(sha, trying)
+                try:
+                    tries = self._opens.begin(sha, provider)
+                except OSError as exc:
+                    self._pending_write_failures.append(exc)  # said by the worker's thread once the open returns
+                    tries = left.get(provider, 0) + 1
+                trying[:] = [provider, tries]
+
+        def give_up(on_purpose: bool) -> None:  # the worker leaves mid-open: the record as it stands, or withdrawn
+            with guard:
+                frozen.append(True)
+                if on_purpose:
+                    self._struck_off(sha, trying, given_up=True)
+            for exc in self._pending_write_failures:
+                self._write_failed("the record of its opens", exc)
+
+        def under_way() -> tuple[str, int] | None:
+            with guard:
+                return (trying[0], trying[1]) if trying else None
 
         def opening() -> tuple[OpenedSession, bool]:
             opened = open_session(data, preferred, self.threads, options=options, provider_options=provider_options,
@@ -648,21 +688,33 @@ class Worker:
             return opened, opened.provider == TENSORRT and plan is not None and warm_up(opened.session, plan)
 
         try:
-            opened, warmed = self._in_background(opening, name, lambda: tuple(trying) or None,
-                                                 lambda: self._struck_off(sha, trying, given_up=True))
+            opened, warmed = self._in_background(opening, name, under_way, give_up, for_job)
         finally:  # the call came back, opened or refused (the exits above never get here)
-            self._struck_off(sha, trying)
+            with guard:
+                self._struck_off(sha, trying)
             for exc in self._pending_write_failures:
                 self._write_failed("the record of its opens", exc)
             self._pending_write_failures.clear()
         if plan is not None:
             try:
                 (self._engines.seal if warmed else self._engines.wipe)(sha)
+                if warmed:
+                    self._sealed_engines = {s for s in self._sealed_engines if self._engines.directory(s).is_dir()} | {sha}
             except OSError as exc:  # unsealed, it is deleted and built again at the next open: slower, never unchecked
                 self._write_failed("the seal of a TensorRT engine cache", exc)
         opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} attempts in a row to open it "
                                 "never returned" for p in skipped if p in have]
         return opened
+
+    def _engines_resealed(self) -> None:
+        """After an inference slice: the TensorRT engine caches sealed by this worker sealed again where
+        TensorRT wrote to them in the slice (:meth:`EngineCache.reseal_if_changed`)."""
+        for sha in list(self._sealed_engines):
+            try:
+                self._engines.reseal_if_changed(sha)
+            except (OSError, CorruptFile) as exc:  # a file gone or unreadable now: it is found at the next check
+                self._sealed_engines.discard(sha)
+                self._write_failed("the seal of a TensorRT engine cache", exc if isinstance(exc, OSError) else str(exc))
 
     def _fallbacks_said(self, opened: OpenedSession) -> OpenedSession:
         for line in opened.fallbacks:
@@ -1550,7 +1602,8 @@ class Worker:
         max_error: float | None = None
         if candidate.reference is not None:
             check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
-                                           self.batch, lambda data: self._fallbacks_said(self._open_session(data, name)))
+                                           self.batch,
+                                           lambda data: self._fallbacks_said(self._open_session(data, name, for_job=False)))
             if not check.ok:
                 self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
                            tolerance=check.tolerance, reason=check.describe()[:200])
@@ -1703,6 +1756,7 @@ class Worker:
                     if self._injector is not None:  # HIL only: what the slice left, ended and written down
                         self._injector.end_unreleased()
                         self._injector.save()
+                    self._engines_resealed()
             else:
                 self._train_slice(job)
         except ModelIntegrityError as exc:  # both copies bad: nothing to run this job on

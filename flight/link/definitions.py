@@ -205,7 +205,9 @@ PARAMETERS = (
               "engine then: minutes for a large model) while it answers the watchdog; past it, the worker exits "
               "and is restarted. After two attempts in a row to open one model version on one provider that never "
               "returned (this limit, a crash, a power cut), that provider is skipped for that version and the next "
-              "tried (TensorRT, CUDA, then the CPU; past the CPU the version is not opened, its jobs fail)"),
+              "tried (TensorRT, CUDA, then the CPU; past the CPU those bytes are not opened: a model protected by "
+              "the checksum pass then runs as uplinked, MODEL_UNCHECKED, and where those never open either its "
+              "jobs fail). Requests that come during an open past 10 s are answered BUSY at once"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was
@@ -930,9 +932,10 @@ EVENTS = (
     Event("COMPUTE_WRITE_FAILED", 0x00F3, Severity.WARNING_HI, "Compute worker could not write {what}: {reason}",
           "A write of the worker's own state failed (a full or failing disk): the job list, a training "
           "checkpoint (periodic, at a pause, before the SAA), the record of its opens (the open goes on, not "
-          "written down) or the seal of a TensorRT engine cache (built again at the next open). The file keeps "
-          "the last state written, whole, and the worker goes on; a worker lost before the next write loses what "
-          "was not written. At most one every "
+          "written down; the file is removed rather than left saying what no longer holds) or the seal of a "
+          "TensorRT engine cache (built again at the next open). Other files keep the last state written, "
+          "whole, and the worker goes on; a worker lost before the next write loses what was not written. At "
+          "most one every "
           "10 s; compute_writes_failed counts them all", ("what", "reason")),
     Event("COMPUTE_STATE_CORRUPT", 0x00F4, Severity.WARNING_HI, "Compute worker found {what} corrupt: {reason}; "
           "{outcome}",
@@ -940,18 +943,20 @@ EVENTS = (
           "starts with none) or an entry of it (dropped, the list written again), the checkpoints of jobs it no "
           "longer names kept until the next start; the reference set the store keeps with a model version (its "
           "range checks and the probe of its owned weights go without it); or a protected model it keeps in "
-          "memory (made again); the record of its opens (opening.json: moved aside, every provider tried "
-          "again); a TensorRT engine cache that differs from its seal (deleted, the engine built again). At most "
+          "memory (made again); the record of its opens (opening.json: moved aside, or left in place unread "
+          "where it cannot be; every provider tried again); a TensorRT engine cache that differs from its seal "
+          "(deleted, the engine built again; not used where it cannot be deleted). At most "
           "one every 10 s for each of them; compute_state_corrupt counts them all",
           ("what", "reason", "outcome")),
     Event("MODEL_OPEN_UNFINISHED", 0x00F6, Severity.WARNING_HI,
           "Opening model {name} on {provider} did not end ({tries} in a row): {outcome}",
           "A session's open (where TensorRT builds its engine) went past compute_open_s, and the worker exits to "
-          "be started again; or the worker gave it up on purpose (told to stop, or nothing admitted: tries 0, not "
-          "held against the provider) and exits, as nothing else stops onnxruntime's call; or the worker found, "
-          "before it opened the same version again, that an attempt before never returned (a crash in the "
-          "provider, a power cut). After two in a row that provider is skipped for that version "
-          "(PROVIDER_FALLBACK says so at each open); past the CPU the version is not opened and its jobs fail",
+          "be started again; or the worker gave it up on purpose (told to stop, or, opening for a job, nothing "
+          "admitted: tries 0, not held against the provider) and exits, as nothing else stops onnxruntime's call; "
+          "or the worker found, before it opened the same version again, that an attempt before never returned "
+          "(a crash in the provider, a power cut). After two in a row that provider is skipped for that version "
+          "(PROVIDER_FALLBACK says so at each open); past the CPU those bytes are not opened (a protected model "
+          "then runs as uplinked, MODEL_UNCHECKED; else its jobs fail)",
           ("name", "provider", "tries", "outcome")),
     Event("PRODUCT_MARKED", 0x00F5, Severity.WARNING_HI,
           "Job {job_id}: product {name} written with {failed} of {tiles} tiles failed ({protection}); {unsaid} "
