@@ -11,7 +11,9 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   resume from their checkpoints. On a board that is real time; under the harness it is
   simulated time, so a hung worker is found within its watchdog period of simulated time. The
   worker answers while a session opens too (a TensorRT engine build), up to ``compute_open_s``,
-  sent with each admission; past it the worker exits by itself (flight/compute/opening.py).
+  sent with each admission; past it the worker exits by itself, a fault as a hang is. One that
+  gives an open up on purpose (told to stop, or nothing admitted for a job) exits with
+  ``OPEN_ABANDONED_EXIT`` and is started again with no fault (flight/compute/opening.py).
 - **Lockstep hold.** The worker runs in real time while the harness steps simulated time as
   fast as the agent answers; so under lockstep the agent answers a step only once the worker
   has answered the tick's ping, waiting up to ``compute_watchdog_s`` of wall time (at most

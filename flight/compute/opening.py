@@ -70,7 +70,7 @@ KEEP_ENGINES = 4
 """TensorRT engine caches kept, the most recently used first: a model's active version, its fallback,
 and two more; each is about the size of its model."""
 SEAL_FILE = "sealed.json"
-MAX_NAME = 200  # a model's or a provider's name in the record, at most
+MAX_NAME = 200  # a provider's name in the record, at most
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -274,7 +274,8 @@ class EngineCache:
             if not isinstance(sealed, dict):
                 why = "its seal is not a table of files"
             elif sealed != present:
-                changed = sorted(set(present) ^ set(sealed)) + [n for n in present if sealed.get(n, present[n]) != present[n]]
+                changed = sorted(set(present) ^ set(sealed))
+                changed += [n for n in present if sealed.get(n, present[n]) != present[n]]
                 why = f"engine files differ from their seal ({', '.join(changed[:2])})"
             else:
                 os.utime(seal)

@@ -12,8 +12,9 @@ agent → worker
   period and the double runs follow it) and the result-check parameters.
 - :class:`Ping` every control tick, on the agent's clock: the worker answers :class:`Pong`
   between two slices of work (and while it waits on a long native call: opening a session,
-  which on a Jetson builds a TensorRT engine, within ``open_limit_s``), so a worker that stops answering is a hung worker whatever the
-  agent's clock is (real time on a board, simulated time under the harness).
+  which on a Jetson builds a TensorRT engine, within ``open_limit_s``), so a worker that stops
+  answering is a hung worker whatever the agent's clock is (real time on a board, simulated time
+  under the harness).
 - :class:`StartJob`, :class:`CancelJob`, :class:`InstallModel`, :class:`RollbackModel`, each
   with a ``req_id``: the worker answers each with one :class:`Reply`, and the telecommand
   completes (or fails, with the worker's reason) only then.

@@ -699,7 +699,8 @@ class Worker:
             try:
                 (self._engines.seal if warmed else self._engines.wipe)(sha)
                 if warmed:
-                    self._sealed_engines = {s for s in self._sealed_engines if self._engines.directory(s).is_dir()} | {sha}
+                    kept = {s for s in self._sealed_engines if self._engines.directory(s).is_dir()}
+                    self._sealed_engines = kept | {sha}
             except OSError as exc:  # unsealed, it is deleted and built again at the next open: slower, never unchecked
                 self._write_failed("the seal of a TensorRT engine cache", exc)
         opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} attempts in a row to open it "
@@ -1602,8 +1603,8 @@ class Worker:
         max_error: float | None = None
         if candidate.reference is not None:
             check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
-                                           self.batch,
-                                           lambda data: self._fallbacks_said(self._open_session(data, name, for_job=False)))
+                                           self.batch, lambda data: self._fallbacks_said(
+                                               self._open_session(data, name, for_job=False)))
             if not check.ok:
                 self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
                            tolerance=check.tolerance, reason=check.describe()[:200])
