@@ -425,6 +425,10 @@ def test_a_worker_past_compute_open_s_exits_and_one_told_to_stop_gives_up_not_he
             admit(3600.0)
             lost = wait_for(event("MODEL_OPEN_UNFINISHED"), hanging)  # the job resumed; the open before counted
             assert lost.args["tries"] == 1 and "opening it again" in lost.args["outcome"]
+            deadline = time.monotonic() + 30.0  # the hanging attempt written down (in the open's thread) first
+            while read_checked_json(root / "opening.json")["unfinished"] != [[*left[:2], 2]]:
+                assert time.monotonic() < deadline, read_checked_json(root / "opening.json")
+                time.sleep(0.02)  # a file another process writes: nothing to wait on but the time
             give_up()
             gone = wait_for(event("MODEL_OPEN_UNFINISHED"), hanging)
             assert gone is not None and "given up" in gone.args["outcome"], gone
