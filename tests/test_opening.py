@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -33,13 +34,14 @@ from flight.compute.opening import (
     UNFINISHED_LIMIT,
     EngineCache,
     OpenRecord,
+    Undeletable,
     tensorrt_options,
     warm_up,
     warm_up_plan,
     warm_up_shapes,
 )
 from flight.compute.providers import CPU, CUDA, TENSORRT
-from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
 from flight.compute.worker import MODELS_DIR
 from flight.link.definitions import DICTIONARY, Admission, JobKind
 from flight.link.dictionary import FailureCode
@@ -52,6 +54,7 @@ AZURE = "AzureExecutionProvider"  # not the CPU, in this onnxruntime build, and 
 SHA = "ab" * 32
 OTHER = "cd" * 32
 SHIPPED = (MODELS_DIR / MODEL_FILE).read_bytes()
+TILES = load_held_out().tiles.astype(np.float32)
 
 
 def another_version() -> bytes:
@@ -215,7 +218,9 @@ def test_engines_tensorrt_writes_after_the_seal_are_sealed_again_a_flipped_bit_i
     engine.write_bytes(bytes(raw))
     os.utime(engine, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert not cache.reseal_if_changed(SHA)
-    assert engine.name in cache.check(SHA) and not directory.exists()
+    (directory / "TensorrtExecutionProvider_TRTKernel_graph_0_sm87_500.engine").write_bytes(b"another, later")
+    assert cache.reseal_if_changed(SHA)  # a new file: sealed; the flipped one keeps the digest it was sealed with
+    assert engine.name in cache.check(SHA) and not directory.exists()  # found (in review: it was sealed again)
 
 
 @pytest.mark.req("CMP-018")
@@ -223,8 +228,18 @@ def test_an_engine_cache_that_cannot_be_deleted_is_refused(tmp_path, monkeypatch
     cache = EngineCache(tmp_path / "trt")
     engine_written(cache.directory(SHA))  # never sealed, on a filesystem that refuses to let it go
     monkeypatch.setattr(opening_module.shutil, "rmtree", lambda path, ignore_errors=False: None)
-    with pytest.raises(OSError, match="could not be deleted"):
+    with pytest.raises(Undeletable, match="could not be deleted") as never_sealed:
         cache.check(SHA)
+    assert "never sealed" in never_sealed.value.why
+    monkeypatch.undo()
+    cache.check(SHA)
+    engine_written(cache.directory(SHA))
+    cache.seal(SHA)
+    (cache.directory(SHA) / "extra.engine").write_bytes(b"x")
+    monkeypatch.setattr(opening_module.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    with pytest.raises(Undeletable) as differs:
+        cache.check(SHA)
+    assert "extra.engine" in differs.value.why  # the reason it failed, for the event that says so
 
 
 @pytest.mark.req("CMP-018")
@@ -301,6 +316,34 @@ def test_requests_during_a_long_open_are_answered_busy_at_once_and_an_install_is
     assert [type(m).__name__ for m in bench.worker._deferred] == ["Admit"]  # noqa: SLF001 - the newest only
     bench.worker._handle(bench.worker._deferred.pop())  # noqa: SLF001
     assert bench.worker.batch == cp.MAX_BATCH  # 128 asked: no more than TensorRT's engines are built for
+
+
+@pytest.mark.req("CMP-018", "CMP-014")
+def test_a_continuous_jobs_file_of_more_than_64_tiles_runs_in_parts_no_bigger(bench):
+    """Found in review: a camera file of 300 tiles ran as one batch, past what TensorRT built its engines for
+    at the open, and built one in the slice, where no ping is answered."""
+    bench.worker.install_shipped_models()
+    bench.worker._handle(cp.Admit(Admission.ALL, 1, 64, 1.0, None, "test", cp.NO_RADIATION, 0.0, False, True))  # noqa: SLF001
+    reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME,
+                                                              continuous=True)))
+    assert reply.ok, reply.reason
+    tiles = np.concatenate([TILES] * 2)[:150]
+    (bench.root / "incoming" / ".c.npy").parent.mkdir(parents=True, exist_ok=True)
+    np.save(bench.root / "incoming" / ".c.npy", tiles)
+    (bench.root / "incoming" / ".c.npy").rename(bench.root / "incoming" / "c.npy")
+    bench.worker._session(MODEL_NAME)  # noqa: SLF001 - opened before, so that its runs can be watched
+    sizes: list[int] = []
+    for session in bench.worker._sessions.values():  # noqa: SLF001
+        real = session.session.run
+        session.session.run = lambda names, feed, *more, real=real: (sizes.append(len(next(iter(feed.values())))),
+                                                                     real(names, feed, *more))[1]
+    for _ in range(50):
+        if (bench.root / "incoming" / "done" / "c.npy").exists():
+            break
+        bench.worker.work_slice()
+    product = np.load(bench.root / "products" / "job00001-c.npz")
+    assert len(product["classes"]) == 150 and sizes and max(sizes) <= cp.MAX_BATCH, sizes
+    assert sum(sizes) >= 150 and bench.worker.totals.batches == 3  # 64, 64 and 22 (and any run twice)
 
 
 @pytest.mark.req("CMP-018")

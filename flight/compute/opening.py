@@ -215,6 +215,14 @@ def warm_up(session: Any, plan: tuple[str, Any, list[list[int]]]) -> bool:
     return True
 
 
+class Undeletable(OSError):
+    """A cache that failed its check (``why``) and could not be deleted: it must not be used."""
+
+    def __init__(self, why: str, directory: Path) -> None:
+        super().__init__(f"{directory.name[:16]}…: could not be deleted ({why})")
+        self.why = why
+
+
 class EngineCache:
     """TensorRT engine caches under ``root`` (the worker checks that it is a directory of its own, not a
     link out of it), one directory per version of the bytes opened, named by their SHA-256, each sealed
@@ -224,6 +232,7 @@ class EngineCache:
         self.root = root
         self._keepalive = keepalive or (lambda: None)
         self._listed: dict[str, dict[str, tuple[int, int]]] = {}  # sha256 -> its files' (size, mtime) as sealed
+        self._sealed: dict[str, dict[str, str]] = {}  # sha256 -> its files' SHA-256 as sealed or checked
 
     def _listing(self, directory: Path) -> dict[str, tuple[int, int]]:
         return {p.name: (st.st_size, st.st_mtime_ns) for p in directory.iterdir() if p.name != SEAL_FILE
@@ -234,15 +243,18 @@ class EngineCache:
             raise ValueError(f"not a SHA-256: {sha256[:80]!r}")
         return self.root / sha256
 
-    def _digests(self, directory: Path) -> dict[str, str]:
-        """The SHA-256 of each file in ``directory`` but the seal; CorruptFile for anything there that is
-        not a plain file (a link, a directory: nothing the seal could vouch for)."""
+    def _digests(self, directory: Path, kept: dict[str, str] | None = None) -> dict[str, str]:
+        """The SHA-256 of each file in ``directory`` but the seal (those of ``kept`` as given); CorruptFile
+        for anything there that is not a plain file (a link, a directory: nothing the seal could vouch for)."""
         out = {}
         for path in sorted(directory.iterdir()):
             if path.name == SEAL_FILE:
                 continue
             if path.is_symlink() or not path.is_file():
                 raise CorruptFile(f"{path.name}: not a plain file")
+            if kept and path.name in kept:
+                out[path.name] = kept[path.name]
+                continue
             digest = hashlib.sha256()
             with path.open("rb") as f:
                 while chunk := f.read(1 << 23):
@@ -256,46 +268,53 @@ class EngineCache:
         seal (then marked as used now, for :data:`KEEP_ENGINES`), or it was never sealed (an open that did
         not end, given up on purpose or not: deleted, as nothing vouches for it, but no fault of the files);
         else why not (a file changed, missing, added or not a plain file, a seal unreadable), the cache
-        deleted so that TensorRT builds it again. OSError where it cannot be deleted: it must not be used."""
+        deleted so that TensorRT builds it again. :class:`Undeletable` where it cannot be deleted: it must
+        not be used."""
         directory = self.directory(sha256)
         if not directory.exists() and not directory.is_symlink():
             return None
         seal = directory / SEAL_FILE
+        quiet = False  # never sealed: deleted, not said
         try:
             if directory.is_symlink() or not directory.is_dir():
                 raise CorruptFile("not a directory of its own")
-            present = self._digests(directory)
-            if not present and not seal.exists():
-                return None  # made for an open that wrote nothing yet
             if not seal.exists():
-                self.wipe(sha256)
-                return None
-            sealed = read_checked_json(seal)
-            if not isinstance(sealed, dict):
-                why = "its seal is not a table of files"
-            elif sealed != present:
-                changed = sorted(set(present) ^ set(sealed))
-                changed += [n for n in present if sealed.get(n, present[n]) != present[n]]
-                why = f"engine files differ from their seal ({', '.join(changed[:2])})"
+                if not any(directory.iterdir()):
+                    return None  # made for an open that wrote nothing yet
+                quiet, why = True, "engine files never sealed (an open that did not end)"
             else:
-                os.utime(seal)
-                self._listed[sha256] = self._listing(directory)
-                return None
+                present = self._digests(directory)
+                sealed = read_checked_json(seal)
+                if not isinstance(sealed, dict):
+                    why = "its seal is not a table of files"
+                elif sealed != present:
+                    changed = sorted(set(present) ^ set(sealed))
+                    changed += [n for n in present if sealed.get(n, present[n]) != present[n]]
+                    why = f"engine files differ from their seal ({', '.join(changed[:2])})"
+                else:
+                    os.utime(seal)
+                    self._listed[sha256], self._sealed[sha256] = self._listing(directory), present
+                    return None
         except (OSError, CorruptFile) as exc:
             why = f"unreadable ({str(exc).replace(str(self.root), '.')[:120]})"
-        self.wipe(sha256)
-        return why
+        try:
+            self.wipe(sha256)
+        except OSError:
+            raise Undeletable(why, directory) from None
+        return None if quiet else why
 
-    def seal(self, sha256: str) -> None:
+    def seal(self, sha256: str, kept: dict[str, str] | None = None) -> None:
         """The session on ``sha256`` opened and warmed up: seal what TensorRT wrote. Then keep at most
         :data:`KEEP_ENGINES` caches, the most recently used (sealed or checked), and none unsealed but
         this one's (opens that did not end). Only directories named as this class names them are
-        touched."""
+        touched. ``kept``: the digests of files unchanged since the last seal, taken as they were sealed
+        (:meth:`reseal_if_changed`), not read again."""
         directory = self.directory(sha256)
         if directory.is_symlink() or not directory.is_dir():
             return
-        write_checked_json(directory / SEAL_FILE, self._digests(directory))
-        self._listed[sha256] = self._listing(directory)
+        digests = self._digests(directory, kept or {})
+        write_checked_json(directory / SEAL_FILE, digests)
+        self._listed[sha256], self._sealed[sha256] = self._listing(directory), digests
         caches = [d for d in self.root.iterdir() if _SHA_RE.match(d.name) and d.is_dir() and not d.is_symlink()]
         sealed = sorted((d for d in caches if (d / SEAL_FILE).exists()),
                         key=lambda d: (d == directory, (d / SEAL_FILE).stat().st_mtime), reverse=True)
@@ -307,13 +326,18 @@ class EngineCache:
         """Seal the cache of ``sha256`` again where TensorRT has written to it since it was sealed or checked
         (an engine built at a run, for a batch past the warm-up's: a continuous job's file of hundreds of
         tiles), so that the next open finds it as sealed and not as corrupt; whether it did. Cheap where
-        nothing changed: a listing, sizes and times. A bit flipped on flash changes neither: it is still
-        found at the next check."""
+        nothing changed: a listing, sizes and times. Only the files new or changed since are read: one
+        that is not keeps the digest it was sealed with, so a bit flipped in it on flash (which changes
+        neither its size nor its time) is still found at the next check (found in review: it was sealed
+        again as it stood)."""
         directory = self.directory(sha256)
-        if sha256 not in self._listed or directory.is_symlink() or not directory.is_dir() \
-                or self._listing(directory) == self._listed[sha256]:
+        if sha256 not in self._listed or directory.is_symlink() or not directory.is_dir():
             return False
-        self.seal(sha256)
+        now, before = self._listing(directory), self._listed[sha256]
+        if now == before:
+            return False
+        sealed = self._sealed.get(sha256, {})
+        self.seal(sha256, {n: d for n, d in sealed.items() if n in now and now[n] == before.get(n)})
         return True
 
     def wipe(self, sha256: str) -> None:
@@ -324,5 +348,6 @@ class EngineCache:
         else:
             shutil.rmtree(directory, ignore_errors=True)
         self._listed.pop(sha256, None)
+        self._sealed.pop(sha256, None)
         if directory.exists() or directory.is_symlink():
             raise OSError(f"{directory.name[:16]}…: could not be deleted")

@@ -100,6 +100,7 @@ from flight.compute.opening import (
     UNFINISHED_LIMIT,
     EngineCache,
     OpenRecord,
+    Undeletable,
     tensorrt_options,
     warm_up,
     warm_up_plan,
@@ -545,15 +546,15 @@ class Worker:
                                                           f"{MAX_DEFERRED} messages waiting already")
 
     def _in_background(self, call: Callable[[], T], name: str, attempt: Callable[[], tuple[str, int] | None],
-                       give_up: Callable[[bool], None], for_job: bool = True) -> T:
+                       give_up: Callable[[bool], tuple[str, int] | None], for_job: bool = True) -> T:
         """``call`` (a session's open: one call into onnxruntime, where TensorRT builds its engine, minutes
         for a large model on a Jetson) on a thread of its own, while this one answers the agent's pings,
         keeps anything else for the loop (:meth:`_keepalive`; past :data:`OPEN_BUSY_S`, requests are
         answered BUSY at once, those waiting first) and sends the status every second. Nothing can cancel
         the call, so the worker exits (:meth:`_exit_mid_open`) where it must not wait for it: past
         :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held against the provider being tried,
-        ``attempt()``: its name and attempts in a row; ``give_up(False)`` first, so that no other is written
-        down after it); told to stop (Stop, SIGTERM); or, opening for a job (``for_job``; an install's
+        ``give_up(False)``, which freezes the record and returns the attempt under way: its name and attempts
+        in a row; ``attempt()`` reads it while the open goes on); told to stop (Stop, SIGTERM); or, opening for a job (``for_job``; an install's
         reference check is the ground's command, whatever the mode), told that nothing may run (the newest
         admission NONE: not COMPUTE mode, SAFE, the battery floor, the thermal limit), for which the worker
         does not go on computing for up to ``compute_open_s`` (OPEN_ABANDONED_EXIT: ``give_up(True)`` first,
@@ -578,8 +579,7 @@ class Worker:
                     stop = f"nothing admitted ({admits[-1].reason[:80]})"
                 elapsed_s = self.clock_s() - began
                 if stop or elapsed_s >= self.open_limit_s:
-                    trying = attempt()
-                    give_up(bool(stop))
+                    trying = give_up(bool(stop))  # no other attempt written down after this (found in review)
                     provider, tries = trying if trying else ("(no provider tried yet)", 0)
                     self.event("MODEL_OPEN_UNFINISHED", name=name, provider=provider, tries=0 if stop else tries,
                                outcome=f"given up, {stop}: the worker exits, as nothing else stops onnxruntime's "
@@ -670,13 +670,15 @@ class Worker:
                     tries = left.get(provider, 0) + 1
                 trying[:] = [provider, tries]
 
-        def give_up(on_purpose: bool) -> None:  # the worker leaves mid-open: the record as it stands, or withdrawn
-            with guard:
+        def give_up(on_purpose: bool) -> tuple[str, int] | None:  # leaving mid-open: the record as it stands,
+            with guard:  # or the attempt withdrawn; the attempt under way as it was frozen
                 frozen.append(True)
+                froze = (trying[0], trying[1]) if trying else None
                 if on_purpose:
                     self._struck_off(sha, trying, given_up=True)
             for exc in self._pending_write_failures:
                 self._write_failed("the record of its opens", exc)
+            return froze
 
         def under_way() -> tuple[str, int] | None:
             with guard:
@@ -701,8 +703,8 @@ class Worker:
                 if warmed:
                     kept = {s for s in self._sealed_engines if self._engines.directory(s).is_dir()}
                     self._sealed_engines = kept | {sha}
-            except OSError as exc:  # unsealed, it is deleted and built again at the next open: slower, never unchecked
-                self._write_failed("the seal of a TensorRT engine cache", exc)
+            except (OSError, CorruptFile) as exc:  # unsealed: deleted and built again at the next open, never unchecked
+                self._write_failed("the seal of a TensorRT engine cache", exc if isinstance(exc, OSError) else str(exc))
         opened.fallbacks[:0] = [f"{p}: skipped for this version: {UNFINISHED_LIMIT} attempts in a row to open it "
                                 "never returned" for p in skipped if p in have]
         return opened
@@ -750,6 +752,10 @@ class Worker:
             if why is not None:
                 self._state_corrupt(f"the TensorRT engine cache of {name}", why, "deleted: TensorRT builds it again")
             self._engines.directory(sha).mkdir(exist_ok=True)
+        except Undeletable as exc:
+            self._state_corrupt(f"the TensorRT engine cache of {name}", exc.why,
+                                "it could not be deleted: TensorRT builds its engines uncached")
+            return None
         except (OSError, NameRefused) as exc:
             self._write_failed("a TensorRT engine cache", exc if isinstance(exc, OSError) else str(exc))
             return None
@@ -1790,17 +1796,24 @@ class Worker:
                 return
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
-                batch = None
                 before = self._watched_count(job.model)
-                if injector is not None and injector.live():
-                    probs, batch = self._judged_probs(job, model, tiles, checks, self._double_due())
-                else:
-                    probs = self._checked_probs(job, model, tiles, checks, self._double_due())
+                # A file of more than MAX_BATCH tiles runs in parts of that many: no run bigger than TensorRT's
+                # engines are built for at the open (found in review: a camera file of 300 tiles built one in
+                # the slice, where no ping is answered); a smaller one, as before, in one run.
+                held = []
+                for at in range(0, len(tiles), cp.MAX_BATCH):
+                    part, batch = tiles[at:at + cp.MAX_BATCH], None
+                    if injector is not None and injector.live():
+                        probs, batch = self._judged_probs(job, model, part, checks, self._double_due())
+                    else:
+                        probs = self._checked_probs(job, model, part, checks, self._double_due())
+                    held.append((self._hold(probs, batch), at))
                 made = max(before, self._run_repairs.get(job.model, 0))
                 claims = self._claims_checked(model, checks, 0)
                 remake = self._watched_count(job.model, model if claims else None) > made
-                probs = self._released(job, model, tiles, self._hold(probs, batch), checks, 0, remake)
-                classes, conf = self._classify(probs, 1, checks.tile_status(), job.model)
+                got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, remake) for h, at in held]
+                probs = got[0] if len(got) == 1 else np.concatenate(got)
+                classes, conf = self._classify(probs, len(held), checks.tile_status(), job.model)
                 written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
                 if checks.tiles_failed:  # no JOB_DONE for a continuous job: such products are said (found in audit)
                     self._product_marked(job, written, checks.tiles_failed, len(classes), checks.protection)
