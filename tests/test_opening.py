@@ -323,7 +323,8 @@ def test_a_continuous_jobs_file_of_more_than_64_tiles_runs_in_parts_no_bigger(be
     """Found in review: a camera file of 300 tiles ran as one batch, past what TensorRT built its engines for
     at the open, and built one in the slice, where no ping is answered."""
     bench.worker.install_shipped_models()
-    bench.worker._handle(cp.Admit(Admission.ALL, 1, 64, 1.0, None, "test", cp.NO_RADIATION, 0.0, False, True))  # noqa: SLF001
+    admitted = cp.Admit(Admission.ALL, 1, cp.MAX_BATCH, 1.0, None, "test", cp.NO_RADIATION, 0.0, False, True)
+    bench.worker._handle(admitted)  # noqa: SLF001
     reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME,
                                                               continuous=True)))
     assert reply.ok, reply.reason

@@ -554,8 +554,9 @@ class Worker:
         the call, so the worker exits (:meth:`_exit_mid_open`) where it must not wait for it: past
         :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held against the provider being tried,
         ``give_up(False)``, which freezes the record and returns the attempt under way: its name and attempts
-        in a row; ``attempt()`` reads it while the open goes on); told to stop (Stop, SIGTERM); or, opening for a job (``for_job``; an install's
-        reference check is the ground's command, whatever the mode), told that nothing may run (the newest
+        in a row; ``attempt()`` reads it while the open goes on); told to stop (Stop, SIGTERM); or, opening
+        for a job (``for_job``; an install's reference check is the ground's command, whatever the mode),
+        told that nothing may run (the newest
         admission NONE: not COMPUTE mode, SAFE, the battery floor, the thermal limit), for which the worker
         does not go on computing for up to ``compute_open_s`` (OPEN_ABANDONED_EXIT: ``give_up(True)`` first,
         so it is not held against the provider). Each said (MODEL_OPEN_UNFINISHED). Raises what ``call``
