@@ -545,7 +545,7 @@ class Worker:
                 self.event("JOB_FAILED", job_id=0, reason=f"{type(msg).__name__} from the agent dropped: "
                                                           f"{MAX_DEFERRED} messages waiting already")
 
-    def _in_background(self, call: Callable[[], T], name: str, attempt: Callable[[], tuple[str, int] | None],
+    def _in_background(self, call: Callable[[], T], name: str, under_way: Callable[[], tuple[str, int] | None],
                        give_up: Callable[[bool], tuple[str, int] | None], for_job: bool = True) -> T:
         """``call`` (a session's open: one call into onnxruntime, where TensorRT builds its engine, minutes
         for a large model on a Jetson) on a thread of its own, while this one answers the agent's pings,
@@ -554,7 +554,7 @@ class Worker:
         the call, so the worker exits (:meth:`_exit_mid_open`) where it must not wait for it: past
         :attr:`open_limit_s` of :meth:`clock_s` (OPEN_LIMIT_EXIT: held against the provider being tried,
         ``give_up(False)``, which freezes the record and returns the attempt under way: its name and attempts
-        in a row; ``attempt()`` reads it while the open goes on); told to stop (Stop, SIGTERM); or, opening
+        in a row; ``under_way()`` reads it while the open goes on); told to stop (Stop, SIGTERM); or, opening
         for a job (``for_job``; an install's reference check is the ground's command, whatever the mode),
         told that nothing may run (the newest
         admission NONE: not COMPUTE mode, SAFE, the battery floor, the thermal limit), for which the worker
@@ -589,7 +589,7 @@ class Worker:
                                        "exits and is started again")
                     self._exit_mid_open(cp.OPEN_ABANDONED_EXIT if stop else cp.OPEN_LIMIT_EXIT)
                 if elapsed_s >= OPEN_BUSY_S and not self._busy:
-                    trying = attempt()
+                    trying = under_way()
                     self._busy = (f"the worker is opening model {name}" + (f" on {trying[0]}" if trying else "")
                                   + " (TensorRT builds its engine then): send it again once it has opened")
                     waiting = [m for m in self._deferred if isinstance(m, cp.REQUESTS)]
