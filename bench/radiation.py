@@ -1040,8 +1040,7 @@ def day_track(profile_path: Path = DAY_PROFILE, day_s: float = DAY_S, step_s: fl
     profile = read_profile(profile_path)
     orbit = Orbit.from_tle(*profile.tle())
     meta = profile.metadata["radiation"]
-    params = RadiationParams(solar_cycle=meta["solar_cycle"], cross_section_cm2_per_bit=meta["cross_section_cm2_per_bit"],
-                             bits=meta["bits"])
+    params = RadiationParams.from_metadata(meta)
 
     def rate_per_bit(t: np.ndarray) -> np.ndarray:
         r_teme_km, _ = orbit.propagate(t)

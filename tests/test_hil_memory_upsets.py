@@ -18,14 +18,32 @@ from tests.model_helpers import WorkerBench, protect_as_version_6
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
-# The shipped orbit's first 600 s are far from the SAA (the truth's rate there is ~6e-9 per s):
-# this scale makes some ten upsets of them, a stress factor, as the scenario docs say.
+# The shipped orbit's first 600 s, with the truth's anomaly where AP8 placed it (no drift: moved west,
+# its edge leaves this stretch at zero flux), are far from the SAA (the truth's rate there is ~6e-9
+# per s): this scale makes some ten upsets of them, a stress factor, as the scenario docs say.
 SCALE = 2.5e6
+PROFILE: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def undrifted_profile(tmp_path_factory):
+    """The shipped SSO profile's first 600 s made again with no drift, for every scenario() here."""
+    import dataclasses
+
+    from hil.profiles import read_profile, regenerate, write_profile
+
+    shipped = read_profile(SSO)
+    still = {"saa_drift_west_deg_per_yr": 0.0, "saa_drift_north_deg_per_yr": 0.0}
+    meta = {**shipped.metadata, "radiation": {**shipped.metadata["radiation"], **still}}
+    made = regenerate(dataclasses.replace(shipped, metadata=meta), 600.0)  # the same orbit, craft and stations
+    assert made.columns["upset_rate_per_s"].max() > 0.0
+    PROFILE["path"] = write_profile(made, tmp_path_factory.mktemp("profile") / "sso.parquet")
 
 
 def scenario(**radiation):
     return {
-        "name": "memory-upsets", "profile": str(SSO), "duration_s": 600, "step_s": 10, "speed": 400, "seed": 3,
+        "name": "memory-upsets", "profile": str(PROFILE["path"]), "duration_s": 600, "step_s": 10, "speed": 400,
+        "seed": 3,
         "compute": {"real": True, "capture_every_s": 30, "tiles_per_capture": 32},
         "radiation": radiation,
         "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},

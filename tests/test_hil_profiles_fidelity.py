@@ -30,7 +30,7 @@ from hil.profiles import (
     orbit_from_description,
     read_profile,
 )
-from hil.profiles.radiation import SECONDS_PER_YEAR
+from hil.profiles.radiation import SECONDS_PER_YEAR, radiation_along_track
 
 DAY_S = 86400.0
 
@@ -308,11 +308,13 @@ def test_map_agrees_with_ap8_ae8_along_a_track():
     """Interpolated map vs IRBEM itself (spacepy, optional) along a day of the SSO and ISS-like
     tracks. The track-average flux (what dose and upset counts depend on) agrees within 10 %
     for protons, 12 % for electrons (measured 2–4 % and 5–8 %); single points near the belt
-    edges differ more (steep gradients on a 2° × 4° × 50 km grid: median 5 %)."""
+    edges differ more (steep gradients on a 2° × 4° × 50 km grid: median 5 %). With no drift: AP8 is
+    compared where AP8 put the anomaly."""
     pytest.importorskip("spacepy.irbempy")
     model = _build_script().IrbemAep8()
+    still = RadiationParams(saa_drift_west_deg_per_yr=0.0, saa_drift_north_deg_per_yr=0.0)
     for name in ("sso_550", "iss_51_6"):
-        cols = _generate(name, DAY_S, 60.0, stations=[]).columns
+        cols = _generate(name, DAY_S, 60.0, stations=[], radiation=still).columns
         for layer, column, tolerance in (("proton_min", "proton_flux_cm2_s", 0.10),
                                          ("electron_min", "electron_flux_cm2_s", 0.12)):
             direct = model.flux(layer, cols["alt_km"], cols["lat_deg"], cols["lon_deg"])
@@ -342,6 +344,72 @@ def test_dose_calibration_and_upset_rate():
     high = generate_profile(orbit, start, 3 * DAY_S, 10.0, stations=[])
     high_rad_per_yr = high.columns["dose_rad"][-1] / high.duration_s * SECONDS_PER_YEAR
     assert 500.0 <= high_rad_per_yr <= 2000.0
+
+
+@pytest.mark.req("RAD-116")
+def test_the_truth_moves_the_map_with_the_anomalys_drift():
+    """Each sample reads the map where the drift has moved what is now above it from: west and north of
+    AP8's place by the rates times the years since the epoch of the field the layer is evaluated in (1960;
+    1970 for AP8-MAX). The shipped profiles were made so and say it; a profile's metadata without a drift
+    (made before) is made again without one; bad rates are refused, naming the field."""
+    flux_map = load_flux_map()
+    t = np.array([0.0, 1_795_046_400.0])  # 1970 and 2026-11-24
+    lat, lon, alt = np.array([-30.0, -30.0]), np.array([-45.0, -45.0]), np.array([550.0, 550.0])
+    for cycle, proton_epoch in (("min", 1960.0), ("max", 1970.0)):
+        params = RadiationParams(solar_cycle=cycle)
+        track = radiation_along_track(t, lat, lon, alt, params, flux_map)
+        for particle, got, epoch in (("proton", track.proton_flux_cm2_s, proton_epoch),
+                                     ("electron", track.electron_flux_cm2_s, 1960.0)):
+            years = 1970.0 + t / SECONDS_PER_YEAR - epoch
+            want = flux_map.flux_cm2_s(f"{particle}_{cycle}", lat - 0.028 * years, lon + 0.343 * years, alt)
+            np.testing.assert_array_equal(got, want)
+        assert track.proton_flux_cm2_s[1] != float(flux_map.flux_cm2_s(f"proton_{cycle}", -30.0, -45.0, 550.0))
+    # 2026: about 22.9 deg west and 1.9 north of AP8's place; a point that far west now sees AP8's peak
+    north, west = RadiationParams().drift_deg(t[1])
+    assert (round(float(west), 1), round(float(north), 1)) == (22.9, 1.9)
+    peak = flux_map.flux_cm2_s("proton_min", -30.0, -45.0, 550.0)
+    moved = radiation_along_track(t[1:], lat[:1] + north, lon[:1] - west, alt[:1], RadiationParams(), flux_map)
+    assert float(moved.proton_flux_cm2_s[0]) == pytest.approx(float(peak), rel=1e-12)
+    for path in SHIPPED_DIR.glob("*.parquet"):
+        meta = read_profile(path).metadata["radiation"]
+        assert (meta["saa_drift_west_deg_per_yr"], meta["saa_drift_north_deg_per_yr"]) == (0.343, 0.028), path
+        assert meta["saa_drift_at_start_deg"] == {"north": 1.873, "west": 22.945}, path
+    assert RadiationParams.from_metadata({"solar_cycle": "min", "bits": 8.0}) == RadiationParams(
+        bits=8.0, saa_drift_west_deg_per_yr=0.0, saa_drift_north_deg_per_yr=0.0)
+    for bad in (math.nan, 5.5, -6.0, True, "0.3"):
+        with pytest.raises(ValueError, match=r"RadiationParams.saa_drift_west_deg_per_yr must be a finite number "
+                                             r"within ±5"):
+            RadiationParams(saa_drift_west_deg_per_yr=bad)
+    assert RadiationParams(saa_drift_north_deg_per_yr=-0.1).saa_drift_north_deg_per_yr == -0.1
+    with pytest.raises(ValueError, match="RadiationParams.map_path must be a string path or None, got 123"):
+        RadiationParams(map_path=123)
+
+
+@pytest.mark.req("RAD-116")
+def test_a_profile_made_before_the_drift_is_extended_without_one(tmp_path):
+    """An older profile's metadata names no drift: extended (regenerated longer), it keeps the flux it had,
+    and says it has none; a profile whose metadata has a bad rate is a ProfileError naming the table."""
+    import dataclasses
+
+    from hil.profiles import ProfileError, regenerate
+
+    still = RadiationParams(saa_drift_west_deg_per_yr=0.0, saa_drift_north_deg_per_yr=0.0)
+    old = _generate("sso_550", 7200.0, 10.0, radiation=still)
+    radiation = {k: v for k, v in old.metadata["radiation"].items() if not k.startswith("saa_drift")}
+    old = dataclasses.replace(old, metadata={**old.metadata, "radiation": radiation})
+    assert old.columns["proton_flux_cm2_s"].max() > 100.0  # it crosses the anomaly
+    longer = regenerate(old, 10800.0)
+    np.testing.assert_array_equal(longer.columns["proton_flux_cm2_s"][:721], old.columns["proton_flux_cm2_s"])
+    assert (longer.metadata["radiation"]["saa_drift_west_deg_per_yr"],
+            longer.metadata["radiation"]["saa_drift_north_deg_per_yr"]) == (0.0, 0.0)
+    drifted = regenerate(dataclasses.replace(old, metadata={**old.metadata, "radiation": {
+        **radiation, "saa_drift_west_deg_per_yr": 0.343, "saa_drift_north_deg_per_yr": 0.028}}), 7200.0)
+    assert not np.array_equal(drifted.columns["proton_flux_cm2_s"], old.columns["proton_flux_cm2_s"])
+    bad = dataclasses.replace(old, metadata={**old.metadata,
+                                             "radiation": {**radiation, "saa_drift_west_deg_per_yr": 9}})
+    with pytest.raises(ProfileError, match=r"^the profile's metadata.radiation cannot be made again: RadiationParams."
+                                           r"saa_drift_west_deg_per_yr must be a finite number within ±5, got 9$"):
+        regenerate(bad, 7200.0)
 
 
 def test_flux_map_round_trips_and_rejects_bad_files(tmp_path):

@@ -274,6 +274,21 @@ def test_generate_cli_with_words(tmp_path, capsys):
     assert p.metadata["orbit"]["inc_deg"] == pytest.approx(53.0, abs=1e-4)
 
 
+@pytest.mark.req("RAD-116")
+def test_generate_cli_takes_the_truths_drift(tmp_path, capsys):
+    out = tmp_path / "d.csv"
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "60", "--out", str(out),
+                         "--saa-drift-west-deg-per-yr", "0.5", "--saa-drift-north-deg-per-yr", "-0.1"]) == 0
+    meta = replay_check(out).metadata["radiation"]
+    assert (meta["saa_drift_west_deg_per_yr"], meta["saa_drift_north_deg_per_yr"]) == (0.5, -0.1)
+    assert meta["saa_drift_at_start_deg"]["west"] == pytest.approx(0.5 * 66.9, abs=0.05)
+    capsys.readouterr()
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "60", "--out", str(out),
+                         "--saa-drift-west-deg-per-yr", "nan"]) == 2
+    assert capsys.readouterr().err.strip() == ("sunlit-hil generate: RadiationParams.saa_drift_west_deg_per_yr must be "
+                                               "a finite number within ±5, got nan")
+
+
 def test_generate_cli_with_a_namespace_like_sunlit_hils(tmp_path, capsys):
     # The attributes hil/cli.py's `generate` parser defines; the rest take their defaults.
     line1, line2 = generate_profile(*orbit_from_description(SHIPPED["iss_51_6"])[:2], 20.0, 10.0).tle()

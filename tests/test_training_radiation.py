@@ -69,10 +69,10 @@ def held_out_accuracy(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def in_saa_scan(orbit: Orbit, start_unix_s: float, duration_s: float) -> np.ndarray:
-    """The brute force: in_saa at every whole second of [start, start + duration]."""
+    """The brute force: in_saa at every whole second of [start, start + duration], each at its date."""
     t = start_unix_s + np.arange(0.0, duration_s + 1.0, 1.0)
     r_teme_km, _ = orbit.propagate(t)
-    return np.asarray(in_saa(*geodetic_from_teme(r_teme_km, t)))
+    return np.asarray(in_saa(*geodetic_from_teme(r_teme_km, t), t))
 
 
 # --- the predicted SAA entry ---------------------------------------------------------------

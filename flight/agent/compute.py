@@ -557,7 +557,7 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
             return cp.NO_RADIATION
     lat_deg, lon_deg, alt_km = geodetic_from_teme(r_teme_km, t)
     lat = float(np.asarray(lat_deg).reshape(-1)[0])
-    rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km)).reshape(-1)
+    rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, t)).reshape(-1)
     inside_at = rho < 1.0  # in_saa's own test, on the radius already at hand (in_saa would compute it again)
     inside = bool(inside_at[0])
     entry_s = _saa_entry_in_s(orbit, t, rho, inside_at) if len(t) > 1 else None
@@ -588,7 +588,7 @@ def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.
             fine_rho = rho[[a, b]]
             fine_t = t[[a, b]]
         else:
-            fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t))).reshape(-1)
+            fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t), fine_t)).reshape(-1)
         inside = np.flatnonzero(fine_rho < 1.0)
         if (inside.size == 0 or inside[0] == 0) and b == first:  # the sample inside, in float noise on the edge
             fine_rho, fine_t, inside = rho[[a, b]], t[[a, b]], np.array([1])

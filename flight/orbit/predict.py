@@ -94,7 +94,7 @@ def _in_umbra(r_teme_km, time_unix_s, shadow_model: str) -> np.ndarray:
 
 def _in_saa(r_teme_km, time_unix_s) -> np.ndarray:
     lat_deg, lon_deg, alt_km = geodetic_from_teme(r_teme_km, time_unix_s)
-    return in_saa(lat_deg, lon_deg, alt_km)
+    return in_saa(lat_deg, lon_deg, alt_km, time_unix_s)
 
 
 def _grid(start_unix_s: float, horizon_s: float, step_s: float) -> np.ndarray:
@@ -175,7 +175,7 @@ def predict_passes(
     >>> passes[0].kind, passes[0].start_clipped
     (<PassKind.ECLIPSE: 'eclipse'>, True)
     >>> passes[1].kind, round(passes[1].duration_s / 60.0, 1)
-    (<PassKind.SAA: 'saa'>, 15.3)
+    (<PassKind.SAA: 'saa'>, 16.9)
     """
     if shadow_model not in SHADOW_MODELS:
         raise ValueError(f"unknown shadow model {shadow_model!r}; use one of {SHADOW_MODELS}")

@@ -13,22 +13,24 @@ What the agent gets wrong, stated. The real region is a lopsided tear-drop with 
 Africa: the ellipse, tilted to follow it, leaves out little of its ragged edges and takes in sea
 around them (scripts/fit_saa_model.py prints both per layer; a point left out costs ten times one
 wrongly put in). It is fitted to solar minimum, whose proton flux is the higher; at solar
-maximum the region is a little smaller. AP8 places the anomaly where the geomagnetic field put it
-in the 1960s; in flight it has drifted ~0.3 deg/yr west since (FACTS.md, uncertain), which this
-table does not follow, and neither does the harness's truth (the same AP8 map), so under the
-harness the agent is right more often than it would be in orbit.
-
-Fit to the map (tests/test_orbit_saa.py holds these): along 300 km, ISS-like (420 km, 51.6 deg),
-Hubble's (540 km, 28.5 deg), sun-synchronous (550 km) and 800 km orbits the ellipse takes in over
-99 % of the inner belt's >10 MeV proton fluence, leaves no stretch where the flux exceeds
-100 /cm²/s out, none above the edge for over 3 minutes, and puts the board in the SAA wrongly for
-1.5-4 % of the time. It is loosest at 1000 km (stretches above 100 /cm²/s left out for up to 100 s,
-9.5 % of the time put in wrongly). The earlier stand-in (one ellipse, 31 x 62 deg at 540 km, centred
-at 30 S 45 W, scaled linearly with altitude) took in 84 % of it at 420 km (41 % at 300 km), leaving
-out stretches above 100 /cm²/s of up to ~10 minutes, and put the board in the SAA wrongly for up
-to 10 % of the time at 800 km. FACTS.md's "Hubble spends ~15 % of its time in it" is Hubble's own,
-wider operational contour; AP8's >10 MeV region holds 9 % of a 540 km, 28.5 deg orbit's time, the
-ellipse 12 %.
+maximum the region is a little smaller. AP8 places the anomaly where the geomagnetic field it is
+evaluated in put it (AP8-MIN's: Jensen and Cain's of 1960, :data:`SAA_TABLE_EPOCH_YEAR`); it has
+drifted west since, with the field. The agent moves the table by its own estimate of that drift to
+the date it is asked about (:func:`saa_drift_deg`): :data:`SAA_DRIFT_WEST_DEG_PER_YR`, 0.30 deg/yr, RXTE's mean
+over 1996-2007 (Fürst et al., "Temporal variations of strength and location of the South Atlantic
+Anomaly as measured by RXTE", Earth Planet. Sci. Lett. 281, 2009), and none north. The harness's truth
+drifts at Insight-HXMT's rates over 2017-2024 (0.343 deg/yr west, 0.028 north), and it is the truth
+the agent is flown against (hil/profiles/radiation.py): by late 2026 the agent's ellipse lies about
+2.9 deg east and 1.9 deg south of the region it models, an error that grows by 0.05 deg a year. Measured
+against that truth over a day of 300, 420, 540, 550 and 800 km orbits (16 node longitudes each, 10 s
+steps): the ellipse took in 98.97 % or more of the belt's >10 MeV fluence at solar minimum (99.8 % above
+300 km), left out no stretch above 100 /cm²/s and none above 10 /cm²/s for over 130 s; left where AP8
+put it, it would have taken in 57 to 70 % at 300 km, 78 to 88 % at 420 km. At 1 s steps (420 km 51.6
+deg, 540 km 28.5 deg, 550 km sun-synchronous, 8 nodes) the truth's edge (10 /cm²/s) came up to about a
+minute before the entry the agent predicts, a flux above 100 /cm²/s never less than 28 s after it.
+tests/test_orbit_saa.py holds the fluence and stretch figures at 4 nodes (RAD-116). Neither the agent
+nor the truth follows the drift's irregularities (the jerks where the anomaly stepped east for a while,
+which both papers report).
 """
 
 from __future__ import annotations
@@ -69,6 +71,31 @@ by ``python scripts/fit_saa_model.py --write``; a test fits the map again and co
 
 _TABLE = np.asarray(SAA_TABLE, dtype=float).reshape(-1, 6)
 
+SAA_TABLE_EPOCH_YEAR = 1960.0
+"""Where in time the table places the anomaly: the epoch of the field AP8-MIN is evaluated in (Jensen
+and Cain's, 1960; not the model's data epoch, 1964), which the map it was fitted to keeps
+(scripts/build_radiation_map.py)."""
+
+SAA_DRIFT_WEST_DEG_PER_YR = 0.30
+"""The agent's estimate of the anomaly's westward drift, deg of longitude a year (RXTE, 1996-2007:
+the module doc). An estimate, not the truth: the harness drifts its map at another published rate."""
+
+SAA_DRIFT_NORTH_DEG_PER_YR = 0.0
+"""And of its northward drift: none (Insight-HXMT measured 0.028 deg/yr, RXTE none it reported)."""
+
+_SECONDS_PER_YEAR = 365.25 * 86400.0
+_UNIX_EPOCH_YEAR = 1970.0
+
+
+def saa_drift_deg(at_unix_s) -> tuple[np.ndarray, np.ndarray]:
+    """``(north_deg, west_deg)``: how far the agent takes the anomaly to have moved from the table's
+    epoch to ``at_unix_s`` (None: not at all, the table as fitted, for the fit and its tests).
+    Broadcasts."""
+    if at_unix_s is None:
+        return np.zeros(()), np.zeros(())
+    years = _UNIX_EPOCH_YEAR + np.asarray(at_unix_s, dtype=float) / _SECONDS_PER_YEAR - SAA_TABLE_EPOCH_YEAR
+    return SAA_DRIFT_NORTH_DEG_PER_YR * years, SAA_DRIFT_WEST_DEG_PER_YR * years
+
 
 def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg,
                tilt_deg) -> np.ndarray:
@@ -85,24 +112,32 @@ def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg,
     return np.where((np.asarray(semi_major_deg) > 0.0) & (np.asarray(semi_minor_deg) > 0.0), rho, np.inf)
 
 
-def saa_ellipse(alt_km) -> tuple[np.ndarray, ...]:
+def saa_ellipse(alt_km, at_unix_s) -> tuple[np.ndarray, ...]:
     """``(centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg)`` at ``alt_km``:
     :data:`SAA_TABLE` interpolated linearly in altitude, the nearest layer's beyond the table (a
-    non-finite altitude gives semi-axes that are not numbers: outside everywhere)."""
+    non-finite altitude gives semi-axes that are not numbers: outside everywhere), its centre moved by
+    the drift the agent estimates to ``at_unix_s`` (:func:`saa_drift_deg`; None: the table's epoch, as
+    fitted). The time has no default: a prediction that forgot it would be some 20 deg off."""
     alt_km = np.asarray(alt_km, dtype=float)
-    return tuple(np.interp(alt_km, _TABLE[:, 0], _TABLE[:, k]) for k in range(1, 6))
+    lat, lon, major, minor, tilt = (np.interp(alt_km, _TABLE[:, 0], _TABLE[:, k]) for k in range(1, 6))
+    north, west = saa_drift_deg(at_unix_s)
+    return lat + north, lon - west, major, minor, tilt
 
 
-def saa_ellipse_radius(lat_deg, lon_deg, alt_km) -> np.ndarray:
-    """Normalised distance from the SAA's centre at that altitude: < 1 inside, 1 on the edge, inf
-    where there is no SAA. Useful for margins (e.g. treat < 1.1 as "about to enter")."""
-    return tilted_rho(lat_deg, lon_deg, *saa_ellipse(alt_km))
+def saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s) -> np.ndarray:
+    """Normalised distance from the SAA's centre at that altitude and time (:func:`saa_ellipse`): < 1
+    inside, 1 on the edge, inf where there is no SAA. Useful for margins (e.g. treat < 1.1 as "about to
+    enter")."""
+    return tilted_rho(lat_deg, lon_deg, *saa_ellipse(alt_km, at_unix_s))
 
 
-def in_saa(lat_deg, lon_deg, alt_km) -> np.ndarray:
-    """True where (geodetic lat, lon, altitude) is inside the SAA model. Broadcasts; returns a bool array.
+def in_saa(lat_deg, lon_deg, alt_km, at_unix_s) -> np.ndarray:
+    """True where (geodetic lat, lon, altitude) is inside the SAA model at ``at_unix_s``
+    (:func:`saa_ellipse`). Broadcasts; returns a bool array.
 
-    >>> in_saa([-30.0, 40.0], [-45.0, -45.0], 550.0).tolist()
-    [True, False]
+    >>> in_saa([-30.0, 40.0, -30.0, -30.0], [-45.0, -45.0, -90.0, 30.0], 550.0, None).tolist()  # as fitted
+    [True, False, False, True]
+    >>> in_saa([-30.0, 40.0, -30.0, -30.0], [-45.0, -45.0, -90.0, 30.0], 550.0, 1_795_046_400.0).tolist()  # 2026
+    [True, False, True, False]
     """
-    return np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km) < 1.0)
+    return np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s) < 1.0)

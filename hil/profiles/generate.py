@@ -56,7 +56,7 @@ from hil.profiles.format import Profile, ProfileError, read_profile, validate_pr
 from hil.profiles.radiation import RadiationParams, load_flux_map, radiation_along_track
 
 GENERATOR = "hil.profiles.generate"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the truth's SAA drifts (RadiationParams.saa_drift_*)
 
 EPOCH_SHIPPED_ISO = "2026-11-24T00:00:00Z"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -369,6 +369,8 @@ def generate_profile(
             **asdict(radiation),
             "map_source": flux_map.source,
             "map_alt_km": [float(flux_map.alt_km[0]), float(flux_map.alt_km[-1])],
+            "saa_drift_at_start_deg": dict(zip(("north", "west"), (round(float(d), 3) for d in
+                                                                   radiation.drift_deg(float(start_unix_s))))),
             "clamped_alt_samples": rad.clamped_alt_samples,
         },
         "shadow_model": "conical (Montenbruck & Gill 3.4.2), flight.orbit.shadow_factor",
@@ -511,8 +513,10 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
     craft_fields = {f.name for f in fields(SpacecraftParams)}
     spacecraft = SpacecraftParams(**{k: v for k, v in meta.get("spacecraft", {}).items() if k in craft_fields})
     stations = [GroundStation(**s) for s in meta.get("stations", [])]
-    rad_fields = {f.name for f in fields(RadiationParams)}
-    radiation = RadiationParams(**{k: v for k, v in meta.get("radiation", {}).items() if k in rad_fields})
+    try:
+        radiation = RadiationParams.from_metadata(meta.get("radiation", {}))
+    except (TypeError, ValueError) as exc:  # a hand-edited file: bad input, not an internal error
+        raise ProfileError(f"the profile's metadata.radiation cannot be made again: {exc}") from None
     return generate_profile(orbit, profile.start_s, duration_s, step_s or float(meta.get("step_s", profile.step_s)),
                             spacecraft, stations, radiation,
                             orbit_description=meta["orbit"].get("description"))
@@ -564,6 +568,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--years-in-orbit", type=float, default=None)
     parser.add_argument("--array-pointing", choices=POINTINGS, default=None)
     parser.add_argument("--array-attitude", choices=ATTITUDES, default=None, help="body_fixed only (default nadir)")
+    parser.add_argument("--saa-drift-west-deg-per-yr", type=float, default=None,
+                        help="the truth's westward drift of the SAA from AP8's epoch (default 0.343)")
+    parser.add_argument("--saa-drift-north-deg-per-yr", type=float, default=None,
+                        help="and its northward drift (default 0.028)")
     return parser
 
 
@@ -601,9 +609,11 @@ def generate_cli(args: argparse.Namespace | Sequence[str]) -> int:
         craft = {k: opt[k] for k in ("array_area_m2", "array_efficiency", "degradation_per_year", "years_in_orbit",
                                      "array_pointing", "array_attitude") if opt[k] is not None}
         spacecraft = SpacecraftParams(**craft)
+        radiation = RadiationParams(**{k: opt[k] for k in ("saa_drift_west_deg_per_yr", "saa_drift_north_deg_per_yr")
+                                       if opt[k] is not None})
         wall0 = time.perf_counter()
         profile = generate_profile(orbit, start, float(opt["duration_s"]), float(opt["step_s"]), spacecraft,
-                                   orbit_description=description)
+                                   radiation=radiation, orbit_description=description)
         seconds = time.perf_counter() - wall0
         path = write_profile(profile, opt["out"])
     except (ProfileError, ValueError, OSError) as exc:

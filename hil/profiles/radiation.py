@@ -6,9 +6,20 @@ through ``spacepy.irbempy`` (an optional, build-time-only dependency; the map's 
 names the source that built it, :attr:`TrappedFluxMap.source`). It holds, on a grid of
 geodetic latitude × longitude × altitude, the integral flux of protons above 10 MeV and of
 electrons above 1 MeV, /cm²/s, for solar minimum and maximum. IRBEM evaluates AP8/AE8 in
-the geomagnetic field the models were built with (1960s epochs), so the South Atlantic
-Anomaly sits where it was then, near 30° S 45° W (FACTS.md), not ~10° further west where
-it has drifted since; the map does not depend on the date.
+the geomagnetic field the models were built with (1960's for all but AP8-MAX, 1970's for it:
+:data:`FIELD_EPOCH_YEAR`), so in the map the South Atlantic Anomaly sits where it was then,
+near 30° S 45° W (FACTS.md).
+
+Drift: the truth moves the map with the field, from its epoch to each sample's date, at
+:attr:`RadiationParams.saa_drift_west_deg_per_yr` and ``saa_drift_north_deg_per_yr``
+(default Insight-HXMT's rates, from its particle monitors over June 2017 to March 2024:
+0.343 ± 0.002 deg/yr west and 0.028 ± 0.002 north, about 22.9° west and 1.9° north of the
+1960 field's place by late 2026; RXTE measured about 0.3 west over 1996-2007, Fürst et al.,
+EPSL 2009). The whole map moves, the anomaly being the field's feature; so do the outer belt's
+electron horns, which have moved less (no effect on upsets, and on dose only where the electron
+weight is set). The agent estimates the drift with a rate of its own (flight/orbit/saa.py), so
+its SAA is off by the difference, as it would be in flight; neither follows the drift's
+irregularities.
 
 Interpolation: trilinear in (latitude, longitude, altitude) on log10(1 + flux), the
 layers stored that way. Flux grows roughly exponentially with altitude through LEO, so
@@ -50,6 +61,21 @@ LAYERS = ("proton_min", "proton_max", "electron_min", "electron_max")
 """The flux layers a map holds: particle × solar-cycle phase of AP8/AE8 (MIN, MAX)."""
 
 SOLAR_CYCLE = ("min", "max")
+
+FIELD_EPOCH_YEAR = {"proton_min": 1960.0, "proton_max": 1970.0, "electron_min": 1960.0, "electron_max": 1960.0}
+"""The epoch of the geomagnetic field each layer is evaluated in, which places its anomaly (IRBEM's
+AP8/AE8: Jensen and Cain's 1960 field for AP8-MIN, AE8-MIN and AE8-MAX; GSFC 12/66 carried to 1970
+for AP8-MAX); the drift runs from there. Not the models' data epochs (AP8-MIN's 1964)."""
+
+SAA_DRIFT_WEST_DEG_PER_YR = 0.343
+SAA_DRIFT_NORTH_DEG_PER_YR = 0.028
+"""The truth's drift of the anomaly, deg/yr (Insight-HXMT's particle monitors, June 2017 to March
+2024: 0.343 ± 0.002 west, 0.028 ± 0.002 north). Defaults of :class:`RadiationParams`."""
+
+MAX_DRIFT_DEG_PER_YR = 5.0
+"""The largest drift rate a profile takes, either way: ten times any measured."""
+
+_UNIX_EPOCH_YEAR = 1970.0
 
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
@@ -212,6 +238,9 @@ class RadiationParams:
       in the SAA.
     - ``dose_rad_per_proton_cm2`` / ``dose_rad_per_electron_cm2``: the dose calibration of
       the module doc.
+    - ``saa_drift_west_deg_per_yr`` / ``saa_drift_north_deg_per_yr``: how fast the truth's
+      map moves from its epoch (the module doc), either sign, up to
+      :data:`MAX_DRIFT_DEG_PER_YR`; 0 and 0 keep the map where AP8 put it.
     - ``map_path``: None for the shipped map.
     """
 
@@ -220,6 +249,8 @@ class RadiationParams:
     bits: float = float(2**26)
     dose_rad_per_proton_cm2: float = DOSE_RAD_PER_PROTON_CM2
     dose_rad_per_electron_cm2: float = 0.0
+    saa_drift_west_deg_per_yr: float = SAA_DRIFT_WEST_DEG_PER_YR
+    saa_drift_north_deg_per_yr: float = SAA_DRIFT_NORTH_DEG_PER_YR
     map_path: str | None = None
 
     def __post_init__(self):
@@ -229,12 +260,32 @@ class RadiationParams:
             if f.name in ("solar_cycle", "map_path"):
                 continue
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value >= 0
+            drift = f.name.startswith("saa_drift_")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                abs(value) > MAX_DRIFT_DEG_PER_YR if drift else value < 0
             ):
-                raise ValueError(f"RadiationParams.{f.name} must be a finite number >= 0, got {value!r}")
+                within = f"within ±{MAX_DRIFT_DEG_PER_YR:g}" if drift else ">= 0"
+                raise ValueError(f"RadiationParams.{f.name} must be a finite number {within}, got {value!r}")
         if self.map_path is not None and not isinstance(self.map_path, str):
             raise ValueError(f"RadiationParams.map_path must be a string path or None, got {self.map_path!r}")
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> "RadiationParams":
+        """The parameters a profile's metadata (its ``radiation`` table) records. A profile made before
+        the truth drifted records no drift and is made again without one, as it was."""
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in meta.items() if k in known}
+        given.setdefault("saa_drift_west_deg_per_yr", 0.0)
+        given.setdefault("saa_drift_north_deg_per_yr", 0.0)
+        return cls(**given)
+
+    def drift_deg(self, time_s, particle: str = "proton") -> tuple[np.ndarray, np.ndarray]:
+        """``(north_deg, west_deg)``: how far the truth's anomaly has moved at ``time_s`` (Unix seconds)
+        from where the ``particle`` layer of this solar cycle places it (:data:`FIELD_EPOCH_YEAR`).
+        Broadcasts."""
+        epoch = FIELD_EPOCH_YEAR[f"{particle}_{self.solar_cycle}"]
+        years = _UNIX_EPOCH_YEAR + np.asarray(time_s, dtype=float) / SECONDS_PER_YEAR - epoch
+        return self.saa_drift_north_deg_per_yr * years, self.saa_drift_west_deg_per_yr * years
 
 
 @dataclass(frozen=True)
@@ -262,11 +313,18 @@ def load_flux_map(path: str | Path | None = None) -> TrappedFluxMap:
 def radiation_along_track(
     time_s, lat_deg, lon_deg, alt_km, params: RadiationParams, flux_map: TrappedFluxMap | None = None
 ) -> RadiationTrack:
-    """Flux, upset rate and cumulative dose (trapezoidal in time, 0 at the first sample) along a track."""
+    """Flux, upset rate and cumulative dose (trapezoidal in time, 0 at the first sample) along a track,
+    ``time_s`` in Unix seconds: each sample reads the map where the drift (:meth:`RadiationParams.drift_deg`)
+    has moved what is now above it from."""
     flux_map = load_flux_map(params.map_path) if flux_map is None else flux_map
     time_s = np.asarray(time_s, dtype=float)
-    proton = flux_map.flux_cm2_s(f"proton_{params.solar_cycle}", lat_deg, lon_deg, alt_km)
-    electron = flux_map.flux_cm2_s(f"electron_{params.solar_cycle}", lat_deg, lon_deg, alt_km)
+    lat_deg, lon_deg = np.asarray(lat_deg, dtype=float), np.asarray(lon_deg, dtype=float)
+    flux = {}
+    for particle in ("proton", "electron"):
+        north, west = params.drift_deg(time_s, particle)
+        layer = f"{particle}_{params.solar_cycle}"
+        flux[particle] = flux_map.flux_cm2_s(layer, lat_deg - north, lon_deg + west, alt_km)
+    proton, electron = flux["proton"], flux["electron"]
     upset = proton * params.cross_section_cm2_per_bit * params.bits
     dose_rate = params.dose_rad_per_proton_cm2 * proton + params.dose_rad_per_electron_cm2 * electron
     dose = np.zeros(time_s.shape)
