@@ -298,6 +298,40 @@ def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp
             assert (estimate.flux_class is FluxClass.UNKNOWN) is not current and estimate.orbit_period_s
 
 
+@pytest.mark.req("RAD-116")
+def test_the_operators_saa_drift_estimate_moves_every_prediction_at_once(tmp_path):
+    """SET_PARAM saa_drift_west_deg_per_yr (and _north): the orbit's prediction is made again at the next tick
+    (the SAA times in housekeeping), and the worker's next admission carries the moved model; a rate out of
+    range is refused, naming the parameter, and changes nothing."""
+    from flight.agent.compute import radiation_estimate
+    from flight.orbit import Orbit, predict_summary
+    from flight.orbit.saa import ESTIMATE, SaaDrift
+    from tests.samples import ISS_TLE
+
+    with InProcessAgent(tmp_path / "state", tle=ISS_TLE) as rig:
+        orbit = Orbit.from_tle(*ISS_TLE)
+        rig.advance(5.0)
+        assert rig.agent.controller.saa_drift() == ESTIMATE
+        before = rig.agent.controller.prediction
+        assert before.to_saa_entry_s == pytest.approx(predict_summary(orbit, before.time_unix_s).to_saa_entry_s)
+        assert rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="-1.5").completed
+        assert rig.send("SET_PARAM", name="saa_drift_north_deg_per_yr", value="0.5").completed
+        rig.advance(2.0)
+        moved = SaaDrift(-1.5, 0.5)
+        assert rig.agent.controller.saa_drift() == moved
+        after = rig.agent.controller.prediction
+        assert after.time_unix_s > before.time_unix_s  # made again, not a minute later
+        want = predict_summary(orbit, after.time_unix_s, saa_drift=moved)
+        assert (after.to_saa_entry_s, after.in_saa) == pytest.approx((want.to_saa_entry_s, want.in_saa))
+        assert after.to_saa_entry_s != pytest.approx(predict_summary(orbit, after.time_unix_s).to_saa_entry_s,
+                                                     abs=30.0)
+        now = rig.clock.now_s()
+        assert rig.agent.compute._radiation() == radiation_estimate(orbit, now, moved) != radiation_estimate(orbit, now)
+        refused = rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="3")
+        assert not refused.completed and "saa_drift_west_deg_per_yr" in refused.failure.reason
+        assert rig.agent.controller.saa_drift() == moved
+
+
 @pytest.mark.req("AGT-013")
 def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
     """Found in review: eclipse and SAA times were the last prediction's, up to a minute late."""

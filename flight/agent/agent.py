@@ -174,7 +174,8 @@ class Agent:
                                          gpu_tf32=config.compute_gpu_tf32,
                                          disk_refusal=self.files.disk_refusal,
                                          radiation=lambda: radiation_estimate(self.controller.orbit,
-                                                                              self.clock.now_s()))
+                                                                              self.clock.now_s(),
+                                                                              self.controller.saa_drift()))
         self._opened.append(self.compute)
         self.controller = Controller(
             self.board, PowerSetup(config.battery_capacity_wh, config.platform_load_w, config.bench_supply,
@@ -256,6 +257,8 @@ class Agent:
     def _param_changed(self, name: str, value: Any) -> None:
         if name == "hk_period_s":
             self.timers.set_period("housekeeping", value)
+        elif name.startswith("saa_drift_"):  # the SAA model moved: its passes and state now, at the next tick
+            self.controller.predict_again()
 
     def _housekeeping(self) -> None:
         self.housekeeping.send()

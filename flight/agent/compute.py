@@ -62,7 +62,7 @@ from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, J
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.orbit import Orbit, PropagationError, geodetic_from_teme, tle_current
-from flight.orbit.saa import saa_ellipse_radius
+from flight.orbit.saa import ESTIMATE, SaaDrift, saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
@@ -521,12 +521,13 @@ placed by a straight line between samples 30 s apart was up to 11 s late): the t
 are sampled again every second."""
 
 
-def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
+def radiation_estimate(orbit: Orbit | None, now_unix_s: float, saa_drift: SaaDrift = ESTIMATE) -> cp.Radiation:
     """The environment at ``now_unix_s`` as the agent predicts it from ``orbit`` (its TLE): inside the
-    SAA ellipse model or not, the geodetic latitude, the class the worker's checks follow
-    (:func:`flight.compute.scrub.flux_class`), the orbital period, and the time to the next SAA entry.
-    UNKNOWN without an orbit, where sgp4 cannot propagate it (a decayed TLE), or where the clock is
-    outside the TLE's validity (:func:`flight.orbit.tle_current`); the orbital period is kept there.
+    SAA ellipse model (moved by ``saa_drift``, the operators' estimate) or not, the geodetic latitude,
+    the class the worker's checks follow (:func:`flight.compute.scrub.flux_class`), the orbital period,
+    and the time to the next SAA entry. UNKNOWN without an orbit, where sgp4 cannot propagate it (a
+    decayed TLE), or where the clock is outside the TLE's validity (:func:`flight.orbit.tle_current`);
+    the orbital period is kept there.
 
     The entry: one sgp4 call over now and the next :data:`SAA_LOOKAHEAD_S` every
     :data:`SAA_LOOKAHEAD_STEP_S`; then, in time order, each step around a dip of the ellipse radius
@@ -557,15 +558,16 @@ def radiation_estimate(orbit: Orbit | None, now_unix_s: float) -> cp.Radiation:
             return cp.NO_RADIATION
     lat_deg, lon_deg, alt_km = geodetic_from_teme(r_teme_km, t)
     lat = float(np.asarray(lat_deg).reshape(-1)[0])
-    rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, t)).reshape(-1)
+    rho = np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, t, saa_drift)).reshape(-1)
     inside_at = rho < 1.0  # in_saa's own test, on the radius already at hand (in_saa would compute it again)
     inside = bool(inside_at[0])
-    entry_s = _saa_entry_in_s(orbit, t, rho, inside_at) if len(t) > 1 else None
+    entry_s = _saa_entry_in_s(orbit, t, rho, inside_at, saa_drift) if len(t) > 1 else None
     return cp.Radiation(flux_class(inside, lat), inside, round(lat, 3), float(orbit.period_s), entry_s,
                         now_unix_s + entry_s if entry_s is not None and not inside else None)
 
 
-def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.ndarray) -> float | None:
+def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.ndarray,
+                    saa_drift: SaaDrift) -> float | None:
     """Seconds from the first sample (``t[0]``) to the first entry, from the samples' ellipse radius and
     in_saa, each step where it may lie sampled again every second (:func:`radiation_estimate`)."""
     if inside_at[0]:
@@ -588,7 +590,8 @@ def _saa_entry_in_s(orbit: Orbit, t: np.ndarray, rho: np.ndarray, inside_at: np.
             fine_rho = rho[[a, b]]
             fine_t = t[[a, b]]
         else:
-            fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t), fine_t)).reshape(-1)
+            fine_rho = np.asarray(saa_ellipse_radius(*geodetic_from_teme(r_teme_km, fine_t), fine_t,
+                                                     saa_drift)).reshape(-1)
         inside = np.flatnonzero(fine_rho < 1.0)
         if (inside.size == 0 or inside[0] == 0) and b == first:  # the sample inside, in float noise on the edge
             fine_rho, fine_t, inside = rho[[a, b]], t[[a, b]], np.array([1])

@@ -32,6 +32,7 @@ from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, Eps
 from flight.link.dictionary import FailureCode
 from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
 from flight.orbit import TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, TleError, predict_summary, tle_current
+from flight.orbit.saa import SaaDrift
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
@@ -391,9 +392,19 @@ class Controller(Component):
         self.solar_predicted_w = raw_now * scale
         return tuple(w * scale for w in ahead)
 
+    def predict_again(self) -> None:
+        """Make the orbit's prediction again at the next tick (the SAA's drift estimate changed)."""
+        self._predicted_at_s = -math.inf
+
+    def saa_drift(self) -> SaaDrift:
+        """The operators' estimate of the SAA's drift (parameters ``saa_drift_*_deg_per_yr``), which every
+        prediction of the SAA moves the model by."""
+        return SaaDrift(float(self.params["saa_drift_west_deg_per_yr"]),
+                        float(self.params["saa_drift_north_deg_per_yr"]))
+
     def _predict(self, now_s: float) -> None:
         try:
-            pred = predict_summary(self.orbit, now_s, PREDICTION_HORIZON_S)
+            pred = predict_summary(self.orbit, now_s, PREDICTION_HORIZON_S, saa_drift=self.saa_drift())
             if self.setup.array is not None:
                 self.forecast = forecast_solar(self.orbit, self.setup.array, now_s,
                                                FORECAST_ORBITS * self.orbit.period_s, FORECAST_STEP_S)

@@ -27,7 +27,7 @@ import numpy as np
 
 from flight.orbit.elements import Orbit
 from flight.orbit.frames import geodetic_from_teme
-from flight.orbit.saa import in_saa
+from flight.orbit.saa import ESTIMATE, SaaDrift, in_saa
 from flight.orbit.shadow import SHADOW_MODELS, beta_angle_deg, shadow_factor
 from flight.orbit.sun import sun_position_teme_km
 
@@ -82,19 +82,19 @@ def eclipse_mask(orbit: Orbit, time_unix_s, shadow_model: str = "conical") -> np
     return _in_umbra(r_teme_km, time_unix_s, shadow_model)
 
 
-def saa_mask(orbit: Orbit, time_unix_s) -> np.ndarray:
-    """True where the satellite is inside the SAA model at ``time_unix_s`` (array)."""
+def saa_mask(orbit: Orbit, time_unix_s, saa_drift: SaaDrift = ESTIMATE) -> np.ndarray:
+    """True where the satellite is inside the SAA model (moved by ``saa_drift``) at ``time_unix_s`` (array)."""
     r_teme_km, _ = orbit.propagate(time_unix_s)
-    return _in_saa(r_teme_km, time_unix_s)
+    return _in_saa(r_teme_km, time_unix_s, saa_drift)
 
 
 def _in_umbra(r_teme_km, time_unix_s, shadow_model: str) -> np.ndarray:
     return shadow_factor(r_teme_km, sun_position_teme_km(time_unix_s), shadow_model) <= 0.0
 
 
-def _in_saa(r_teme_km, time_unix_s) -> np.ndarray:
+def _in_saa(r_teme_km, time_unix_s, saa_drift: SaaDrift) -> np.ndarray:
     lat_deg, lon_deg, alt_km = geodetic_from_teme(r_teme_km, time_unix_s)
-    return in_saa(lat_deg, lon_deg, alt_km, time_unix_s)
+    return in_saa(lat_deg, lon_deg, alt_km, time_unix_s, saa_drift)
 
 
 def _grid(start_unix_s: float, horizon_s: float, step_s: float) -> np.ndarray:
@@ -160,8 +160,10 @@ def predict_passes(
     kinds: tuple[PassKind, ...] = (PassKind.ECLIPSE, PassKind.SAA),
     shadow_model: str = "conical",
     tolerance_s: float = DEFAULT_TOLERANCE_S,
+    saa_drift: SaaDrift = ESTIMATE,
 ) -> list[Pass]:
-    """Eclipse (umbra) and SAA passes in [start, start + horizon], sorted by start time.
+    """Eclipse (umbra) and SAA passes in [start, start + horizon], sorted by start time; the SAA model
+    moved by ``saa_drift`` (flight.orbit.saa).
 
     Entry and exit times are refined by bisection to within ``tolerance_s`` / 2 of where
     the models switch (the models' own errors, e.g. the atmosphere ignored, are larger;
@@ -194,19 +196,21 @@ def predict_passes(
         )
     if PassKind.SAA in kinds:
         passes += _passes_from_samples(
-            PassKind.SAA, t, _in_saa(r_teme_km, t), lambda ts: saa_mask(orbit, ts), tolerance_s
+            PassKind.SAA, t, _in_saa(r_teme_km, t, saa_drift), lambda ts: saa_mask(orbit, ts, saa_drift), tolerance_s
         )
     passes.sort(key=lambda p: (p.start_unix_s, p.kind.value))
     return passes
 
 
 def _current_or_next(
-    orbit: Orbit, kind: PassKind, now_unix_s: float, horizon_s: float, step_s: float, shadow_model: str
+    orbit: Orbit, kind: PassKind, now_unix_s: float, horizon_s: float, step_s: float, shadow_model: str,
+    saa_drift: SaaDrift = ESTIMATE,
 ) -> Pass | None:
     # Look back one orbit so a pass under way now comes back with its true start.
     lookback_s = orbit.period_s
     passes = predict_passes(
-        orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, kinds=(kind,), shadow_model=shadow_model
+        orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, kinds=(kind,), shadow_model=shadow_model,
+        saa_drift=saa_drift,
     )
     for p in passes:
         if p.end_unix_s > now_unix_s:
@@ -232,10 +236,11 @@ def next_eclipse(
 
 
 def next_saa(
-    orbit: Orbit, now_unix_s: float, horizon_s: float = DEFAULT_SUMMARY_HORIZON_S, *, step_s: float = DEFAULT_STEP_S
+    orbit: Orbit, now_unix_s: float, horizon_s: float = DEFAULT_SUMMARY_HORIZON_S, *, step_s: float = DEFAULT_STEP_S,
+    saa_drift: SaaDrift = ESTIMATE,
 ) -> Pass | None:
     """The SAA pass under way at ``now_unix_s``, or else the next one to start; None if none within the horizon."""
-    return _current_or_next(orbit, PassKind.SAA, now_unix_s, horizon_s, step_s, "conical")
+    return _current_or_next(orbit, PassKind.SAA, now_unix_s, horizon_s, step_s, "conical", saa_drift)
 
 
 def in_eclipse_now(orbit: Orbit, now_unix_s: float, shadow_model: str = "conical") -> bool:
@@ -243,9 +248,9 @@ def in_eclipse_now(orbit: Orbit, now_unix_s: float, shadow_model: str = "conical
     return bool(eclipse_mask(orbit, np.array([float(now_unix_s)]), shadow_model)[0])
 
 
-def in_saa_now(orbit: Orbit, now_unix_s: float) -> bool:
-    """Whether the satellite is inside the SAA model at ``now_unix_s``."""
-    return bool(saa_mask(orbit, np.array([float(now_unix_s)]))[0])
+def in_saa_now(orbit: Orbit, now_unix_s: float, saa_drift: SaaDrift = ESTIMATE) -> bool:
+    """Whether the satellite is inside the SAA model (moved by ``saa_drift``) at ``now_unix_s``."""
+    return bool(saa_mask(orbit, np.array([float(now_unix_s)]), saa_drift)[0])
 
 
 @dataclass(frozen=True)
@@ -296,16 +301,18 @@ def predict_summary(
     *,
     step_s: float = DEFAULT_STEP_S,
     shadow_model: str = "conical",
+    saa_drift: SaaDrift = ESTIMATE,
 ) -> OrbitPrediction:
     """Everything the agent needs from the orbit at ``now_unix_s``, in one frozen record.
 
     Searches from one orbit before now (so a pass under way has its true start and
-    duration) to ``horizon_s`` after.
+    duration) to ``horizon_s`` after; the SAA model moved by ``saa_drift``.
     """
     now_unix_s = float(now_unix_s)
     lookback_s = orbit.period_s
     passes = predict_passes(
-        orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, shadow_model=shadow_model
+        orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, shadow_model=shadow_model,
+        saa_drift=saa_drift,
     )
     eclipses = [p for p in passes if p.kind is PassKind.ECLIPSE]
     saas = [p for p in passes if p.kind is PassKind.SAA]
@@ -322,7 +329,7 @@ def predict_summary(
         time_unix_s=now_unix_s,
         horizon_s=float(horizon_s),
         in_eclipse=factor <= 0.0,
-        in_saa=bool(_in_saa(r_teme_km, t_now)[0]),
+        in_saa=bool(_in_saa(r_teme_km, t_now, saa_drift)[0]),
         shadow_factor=factor,
         beta_deg=beta,
         to_eclipse_entry_s=ecl_entry,

@@ -18,7 +18,9 @@ evaluated in put it (AP8-MIN's: Jensen and Cain's of 1960, :data:`SAA_TABLE_EPOC
 drifted west since, with the field. The agent moves the table by its own estimate of that drift to
 the date it is asked about (:func:`saa_drift_deg`): :data:`SAA_DRIFT_WEST_DEG_PER_YR`, 0.30 deg/yr, RXTE's mean
 over 1996-2007 (Fürst et al., "Temporal variations of strength and location of the South Atlantic
-Anomaly as measured by RXTE", Earth Planet. Sci. Lett. 281, 2009), and none north. The harness's truth
+Anomaly as measured by RXTE", Earth Planet. Sci. Lett. 281, 2009), and none north, unless the
+operators set a better one (:class:`SaaDrift`: the parameters ``saa_drift_west_deg_per_yr`` and
+``saa_drift_north_deg_per_yr``, which every prediction of the agent's takes). The harness's truth
 drifts at Insight-HXMT's rates over 2017-2024 (0.343 deg/yr west, 0.028 north), and it is the truth
 the agent is flown against (hil/profiles/radiation.py): by late 2026 the agent's ellipse lies about
 2.9 deg east and 1.9 deg south of the region it models, an error that grows by 0.05 deg a year. Measured
@@ -34,6 +36,8 @@ which both papers report).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,7 +82,9 @@ and Cain's, 1960; not the model's data epoch, 1964), which the map it was fitted
 
 SAA_DRIFT_WEST_DEG_PER_YR = 0.30
 """The agent's estimate of the anomaly's westward drift, deg of longitude a year (RXTE, 1996-2007:
-the module doc). An estimate, not the truth: the harness drifts its map at another published rate."""
+the module doc). An estimate, not the truth: the harness drifts its map at another published rate.
+The default of the parameter ``saa_drift_west_deg_per_yr`` (tests/test_agent_inprocess.py holds the
+dictionary's and this one equal, and the northward one's too)."""
 
 SAA_DRIFT_NORTH_DEG_PER_YR = 0.0
 """And of its northward drift: none (Insight-HXMT measured 0.028 deg/yr, RXTE none it reported)."""
@@ -87,14 +93,29 @@ _SECONDS_PER_YEAR = 365.25 * 86400.0
 _UNIX_EPOCH_YEAR = 1970.0
 
 
-def saa_drift_deg(at_unix_s) -> tuple[np.ndarray, np.ndarray]:
-    """``(north_deg, west_deg)``: how far the agent takes the anomaly to have moved from the table's
+@dataclass(frozen=True)
+class SaaDrift:
+    """The agent's estimate of the anomaly's drift from the table's epoch, deg/yr: by default
+    :data:`SAA_DRIFT_WEST_DEG_PER_YR` and :data:`SAA_DRIFT_NORTH_DEG_PER_YR`; in flight the operators'
+    parameters ``saa_drift_west_deg_per_yr`` and ``saa_drift_north_deg_per_yr`` set it (a better
+    estimate, from where upsets were seen or from a newer model's map)."""
+
+    west_deg_per_yr: float = SAA_DRIFT_WEST_DEG_PER_YR
+    north_deg_per_yr: float = SAA_DRIFT_NORTH_DEG_PER_YR
+
+
+ESTIMATE = SaaDrift()
+"""The estimate this build carries."""
+
+
+def saa_drift_deg(at_unix_s, drift: SaaDrift = ESTIMATE) -> tuple[np.ndarray, np.ndarray]:
+    """``(north_deg, west_deg)``: how far ``drift`` takes the anomaly to have moved from the table's
     epoch to ``at_unix_s`` (None: not at all, the table as fitted, for the fit and its tests).
     Broadcasts."""
     if at_unix_s is None:
         return np.zeros(()), np.zeros(())
     years = _UNIX_EPOCH_YEAR + np.asarray(at_unix_s, dtype=float) / _SECONDS_PER_YEAR - SAA_TABLE_EPOCH_YEAR
-    return SAA_DRIFT_NORTH_DEG_PER_YR * years, SAA_DRIFT_WEST_DEG_PER_YR * years
+    return drift.north_deg_per_yr * years, drift.west_deg_per_yr * years
 
 
 def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg,
@@ -112,26 +133,26 @@ def tilted_rho(lat_deg, lon_deg, centre_lat_deg, centre_lon_deg, semi_major_deg,
     return np.where((np.asarray(semi_major_deg) > 0.0) & (np.asarray(semi_minor_deg) > 0.0), rho, np.inf)
 
 
-def saa_ellipse(alt_km, at_unix_s) -> tuple[np.ndarray, ...]:
+def saa_ellipse(alt_km, at_unix_s, drift: SaaDrift = ESTIMATE) -> tuple[np.ndarray, ...]:
     """``(centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg)`` at ``alt_km``:
     :data:`SAA_TABLE` interpolated linearly in altitude, the nearest layer's beyond the table (a
     non-finite altitude gives semi-axes that are not numbers: outside everywhere), its centre moved by
-    the drift the agent estimates to ``at_unix_s`` (:func:`saa_drift_deg`; None: the table's epoch, as
-    fitted). The time has no default: a prediction that forgot it would be some 20 deg off."""
+    ``drift`` to ``at_unix_s`` (:func:`saa_drift_deg`; None: the table's epoch, as fitted). The time
+    has no default: a prediction that forgot it would be some 20 deg off."""
     alt_km = np.asarray(alt_km, dtype=float)
     lat, lon, major, minor, tilt = (np.interp(alt_km, _TABLE[:, 0], _TABLE[:, k]) for k in range(1, 6))
-    north, west = saa_drift_deg(at_unix_s)
+    north, west = saa_drift_deg(at_unix_s, drift)
     return lat + north, lon - west, major, minor, tilt
 
 
-def saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s) -> np.ndarray:
+def saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s, drift: SaaDrift = ESTIMATE) -> np.ndarray:
     """Normalised distance from the SAA's centre at that altitude and time (:func:`saa_ellipse`): < 1
     inside, 1 on the edge, inf where there is no SAA. Useful for margins (e.g. treat < 1.1 as "about to
     enter")."""
-    return tilted_rho(lat_deg, lon_deg, *saa_ellipse(alt_km, at_unix_s))
+    return tilted_rho(lat_deg, lon_deg, *saa_ellipse(alt_km, at_unix_s, drift))
 
 
-def in_saa(lat_deg, lon_deg, alt_km, at_unix_s) -> np.ndarray:
+def in_saa(lat_deg, lon_deg, alt_km, at_unix_s, drift: SaaDrift = ESTIMATE) -> np.ndarray:
     """True where (geodetic lat, lon, altitude) is inside the SAA model at ``at_unix_s``
     (:func:`saa_ellipse`). Broadcasts; returns a bool array.
 
@@ -140,4 +161,4 @@ def in_saa(lat_deg, lon_deg, alt_km, at_unix_s) -> np.ndarray:
     >>> in_saa([-30.0, 40.0, -30.0, -30.0], [-45.0, -45.0, -90.0, 30.0], 550.0, 1_795_046_400.0).tolist()  # 2026
     [True, False, True, False]
     """
-    return np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s) < 1.0)
+    return np.asarray(saa_ellipse_radius(lat_deg, lon_deg, alt_km, at_unix_s, drift) < 1.0)
