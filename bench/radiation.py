@@ -215,6 +215,7 @@ from flight.compute.usecase.shipped import (
 from flight.compute.worker import ACTIVE
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
 from flight.orbit import Orbit, geodetic_from_teme
+from flight.orbit.saa import ESTIMATE
 from hil.profiles.format import read_profile
 from hil.profiles.radiation import RadiationParams, radiation_along_track
 
@@ -1052,7 +1053,7 @@ def day_track(profile_path: Path = DAY_PROFILE, day_s: float = DAY_S, step_s: fl
     column = profile.columns["upset_rate_per_s"]
     big = column > 0.01 * column.max()
     check = float(np.max(np.abs(own[big] - column[big]) / column[big]))
-    return DayTrack(t, rate_per_bit(t), tuple(radiation_estimate(orbit, float(x)) for x in t), check)
+    return DayTrack(t, rate_per_bit(t), tuple(radiation_estimate(orbit, float(x), ESTIMATE) for x in t), check)
 
 
 @dataclass

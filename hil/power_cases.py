@@ -40,6 +40,7 @@ from flight.hal.boards import load_board
 from flight.link.definitions import PARAMETERS
 from flight.orbit import Orbit, predict_summary
 from flight.orbit.elements import sun_synchronous_inc_deg
+from flight.orbit.saa import ESTIMATE
 from flight.orbit.shadow import shadow_factor
 from flight.orbit.sun import raan_deg_for_ltan, sun_position_teme_km
 from flight.power.array import ArrayModel, LoadEstimate, Panel, SolarCalibration, forecast_solar
@@ -199,7 +200,7 @@ def fly(case: PowerCase, policy: str) -> Flight:
                 d = decide(inputs, modes, battery, settings)
                 index = d.mode_index if d.admission.value != "NONE" else -1
         else:
-            pred = predict_summary(orbit, now, 1.5 * orbit.period_s)
+            pred = predict_summary(orbit, now, 1.5 * orbit.period_s, saa_drift=ESTIMATE)  # eclipse fields only
 
             def finite(x: float) -> float | None:
                 return None if math.isnan(x) else x

@@ -16,6 +16,7 @@ from flight.hal.base import EpsReading
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import FailureCode, Limits
 from flight.link.messages import HkRecord, Stage, TelemetryError
+from flight.orbit.saa import ESTIMATE
 from flight.storage import DirectoryBusy, write_atomic
 from ground.alarms import AlarmManager
 from tests.inproc import InProcessAgent
@@ -294,18 +295,19 @@ def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp
             result = rig.send("SET_TLE", line1=line1, line2=line2)
             assert result.completed and result.result["predicts_radiation"] is current
             assert result.result["tle_age_s"] == pytest.approx(rig.clock.now_s() - epoch_s, abs=2.0)
-            estimate = radiation_estimate(rig.agent.controller.orbit, rig.clock.now_s())
+            estimate = radiation_estimate(rig.agent.controller.orbit, rig.clock.now_s(), ESTIMATE)
             assert (estimate.flux_class is FluxClass.UNKNOWN) is not current and estimate.orbit_period_s
 
 
 @pytest.mark.req("RAD-116")
 def test_the_operators_saa_drift_estimate_moves_every_prediction_at_once(tmp_path):
-    """SET_PARAM saa_drift_west_deg_per_yr (and _north): the orbit's prediction is made again at the next tick
-    (the SAA times in housekeeping), and the worker's next admission carries the moved model; a rate out of
-    range is refused, naming the parameter, and changes nothing."""
+    """SET_PARAM saa_drift_west_deg_per_yr (and _north): the orbit's prediction (what housekeeping's SAA
+    times and SAA_PREDICTED come from) is made again at the next tick, the next SAA pass announced again, and
+    the radiation estimate the compute supervisor admits the worker with takes the moved model; a rate out
+    of range (an eastward drift: a sign mixed up) is refused, naming the parameter, and changes nothing."""
     from flight.agent.compute import radiation_estimate
     from flight.orbit import Orbit, predict_summary
-    from flight.orbit.saa import ESTIMATE, SaaDrift
+    from flight.orbit.saa import SaaDrift
     from tests.samples import ISS_TLE
 
     with InProcessAgent(tmp_path / "state", tle=ISS_TLE) as rig:
@@ -313,21 +315,32 @@ def test_the_operators_saa_drift_estimate_moves_every_prediction_at_once(tmp_pat
         rig.advance(5.0)
         assert rig.agent.controller.saa_drift() == ESTIMATE
         before = rig.agent.controller.prediction
-        assert before.to_saa_entry_s == pytest.approx(predict_summary(orbit, before.time_unix_s).to_saa_entry_s)
-        assert rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="-1.5").completed
-        assert rig.send("SET_PARAM", name="saa_drift_north_deg_per_yr", value="0.5").completed
+        assert before.to_saa_entry_s == pytest.approx(predict_summary(orbit, before.time_unix_s,
+                                                                      saa_drift=ESTIMATE).to_saa_entry_s)
+        # set again to the value it has: the same pass, announced again (as one moved within its minute is)
+        announced = [e.args["in_s"] for e in rig.events("SAA_PREDICTED")]
+        assert len(announced) == 1
+        assert rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="0.3").completed
         rig.advance(2.0)
-        moved = SaaDrift(-1.5, 0.5)
+        again = [e.args["in_s"] for e in rig.events("SAA_PREDICTED")]
+        assert len(again) == 2 and again[1] == pytest.approx(announced[0] - (rig.clock.now_s() - before.time_unix_s),
+                                                             abs=3.0)
+        before = rig.agent.controller.prediction
+        assert rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="0.5").completed
+        assert rig.send("SET_PARAM", name="saa_drift_north_deg_per_yr", value="0.1").completed
+        rig.advance(2.0)
+        moved = SaaDrift(0.5, 0.1)
         assert rig.agent.controller.saa_drift() == moved
         after = rig.agent.controller.prediction
         assert after.time_unix_s > before.time_unix_s  # made again, not a minute later
         want = predict_summary(orbit, after.time_unix_s, saa_drift=moved)
         assert (after.to_saa_entry_s, after.in_saa) == pytest.approx((want.to_saa_entry_s, want.in_saa))
-        assert after.to_saa_entry_s != pytest.approx(predict_summary(orbit, after.time_unix_s).to_saa_entry_s,
-                                                     abs=30.0)
+        assert after.to_saa_entry_s != pytest.approx(predict_summary(orbit, after.time_unix_s,
+                                                                     saa_drift=ESTIMATE).to_saa_entry_s, abs=30.0)
         now = rig.clock.now_s()
-        assert rig.agent.compute._radiation() == radiation_estimate(orbit, now, moved) != radiation_estimate(orbit, now)
-        refused = rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="3")
+        assert rig.agent.compute._radiation() == radiation_estimate(orbit, now, moved) != radiation_estimate(orbit, now,
+                                                                                                       ESTIMATE)
+        refused = rig.send("SET_PARAM", name="saa_drift_west_deg_per_yr", value="-0.3")  # east: the sign mixed up
         assert not refused.completed and "saa_drift_west_deg_per_yr" in refused.failure.reason
         assert rig.agent.controller.saa_drift() == moved
 
@@ -343,7 +356,7 @@ def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
         for _ in range(4):
             rig.advance(17.0)
             values = rig.hk()
-            truth = predict_summary(orbit, rig.clock.now_s())
+            truth = predict_summary(orbit, rig.clock.now_s(), saa_drift=ESTIMATE)
             for channel, expected in (("eclipse_in_s", truth.to_eclipse_entry_s), ("saa_in_s", truth.to_saa_entry_s)):
                 if values[channel] is not None and math.isfinite(expected):
                     assert values[channel] == pytest.approx(expected, abs=3.0), channel

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flight.orbit import Orbit, PassKind, geodetic_from_teme, in_saa, in_saa_now, next_saa, predict_passes
-from flight.orbit.saa import SAA_FLUX_CM2_S, SAA_TABLE, saa_ellipse, saa_ellipse_radius
+from flight.orbit import (Orbit, PassKind, geodetic_from_teme, in_saa, in_saa_now, next_saa, predict_passes,
+                          predict_summary)
+from flight.orbit.saa import ESTIMATE, SAA_FLUX_CM2_S, SAA_TABLE, SaaDrift, saa_ellipse, saa_ellipse_radius
 from hil.profiles.radiation import RadiationParams, TrappedFluxMap, radiation_along_track
 
 START_UNIX_S = 1_700_000_000.0
@@ -143,13 +144,10 @@ def test_the_agent_follows_the_anomaly_where_it_has_drifted(alt_km, inc_deg):
 
 
 @pytest.mark.req("RAD-116")
-@pytest.mark.req("RAD-116")
 def test_the_agents_drift_moves_the_centre_west_and_north():
     """The estimate's signs: the centre moves west by the westward rate, north by the northward one, for
     the years from the table's epoch (1960) to the date; None leaves the table as fitted. The build's
     estimate is RXTE's 0.30 deg/yr west, none north."""
-    from flight.orbit.saa import ESTIMATE, SaaDrift
-
     at = 1_795_046_400.0  # 2026-11-24
     years = 1970.0 + at / (365.25 * 86400.0) - 1960.0
     lat0, lon0 = (float(v) for v in saa_ellipse(550.0, None)[:2])
@@ -178,18 +176,35 @@ def test_the_agents_predictions_are_for_their_date():
     differs = np.flatnonzero(mask != in_saa(lat, lon, alt, None))
     assert differs.size > 0.02 * t.size
     for i in differs[:: max(1, differs.size // 20)]:
-        assert in_saa_now(orbit, float(t[i])) == radiation_estimate(orbit, float(t[i])).in_saa == bool(mask[i])
+        assert in_saa_now(orbit, float(t[i])) == radiation_estimate(orbit, float(t[i]), ESTIMATE).in_saa \
+            == bool(mask[i])
     # and each takes the operators' estimate where it is given one
-    from flight.orbit.saa import SaaDrift
-
-    other = SaaDrift(-1.0, 0.5)
+    other = SaaDrift(0.5, 0.1)
     moved = saa_mask(orbit, t, other)
     np.testing.assert_array_equal(moved, in_saa(lat, lon, alt, t, other))
     changed = np.flatnonzero(moved != mask)
     assert changed.size > 0.02 * t.size
     for i in changed[:: max(1, changed.size // 20)]:
-        assert in_saa_now(orbit, float(t[i]), other) == radiation_estimate(orbit, float(t[i]), other).in_saa \
-            == bool(moved[i]) != bool(mask[i])
+        at = float(t[i])
+        assert in_saa_now(orbit, at, other) == radiation_estimate(orbit, at, other).in_saa \
+            == predict_summary(orbit, at, saa_drift=other).in_saa == bool(moved[i]) != bool(mask[i])
+    # the entry each predicts, to its refinement's second, against a 1 s scan of the model moved a little (the
+    # truth's rates: the build's entry then falls a few seconds away, inside the same coarse step)
+    near = SaaDrift(0.343, 0.028)
+    entries = np.flatnonzero(~saa_mask(orbit, t[:-1], near) & saa_mask(orbit, t[1:], near))[:8] + 1
+    assert entries.size >= 6
+    off_s = []
+    for i in entries:
+        before = float(t[i]) - 300.0
+        scan_t = before + np.arange(0.0, 900.0, 1.0)
+        where = geodetic_from_teme(orbit.propagate(scan_t)[0], scan_t)
+        first_s = float(np.flatnonzero(in_saa(*where, scan_t, near))[0])
+        got = radiation_estimate(orbit, before, near).saa_entry_in_s
+        assert got is not None and first_s - 1.05 <= got <= first_s + 0.05, (got, first_s)
+        assert predict_summary(orbit, before, saa_drift=near).to_saa_entry_s == pytest.approx(first_s, abs=1.0)
+        build = np.flatnonzero(in_saa(*where, scan_t, ESTIMATE))
+        off_s.append(abs(float(build[0]) - first_s) if build.size else np.inf)
+    assert max(off_s) >= 5.0  # so the build's estimate in place of the operators' would be seen
     passes = predict_passes(orbit, start, 86400.0, kinds=(PassKind.SAA,), saa_drift=other)
     assert next_saa(orbit, start, saa_drift=other).start_unix_s == pytest.approx(passes[0].start_unix_s, abs=0.1)
     assert passes != predict_passes(orbit, start, 86400.0, kinds=(PassKind.SAA,))

@@ -10,6 +10,7 @@ import pytest
 
 from flight.orbit import Orbit
 from flight.orbit.elements import sun_synchronous_inc_deg
+from flight.orbit.saa import ESTIMATE
 from flight.orbit.shadow import shadow_factor
 from flight.orbit.sun import sun_position_teme_km
 from flight.power.array import ArrayModel, Panel, SolarCalibration, body_axes_teme, forecast_solar
@@ -123,7 +124,7 @@ def _fly(orbit: Orbit, truth_w: np.ndarray, step_s: float, use_forecast: bool | 
             inputs = PowerInputs(100 * e / capacity_wh, float(truth_w[k]), base_w, None, None, None, None,
                                  solar_forecast_w=tuple(float(w) for w in truth_w[k:k + horizon]), forecast_step_s=step_s)
         else:
-            pred = predict_summary(orbit, now, 1.5 * orbit.period_s)
+            pred = predict_summary(orbit, now, 1.5 * orbit.period_s, saa_drift=ESTIMATE)
             inputs = PowerInputs(100 * e / capacity_wh, float(truth_w[k]), base_w, pred.in_eclipse,
                                  None if math.isnan(pred.to_eclipse_entry_s) else pred.to_eclipse_entry_s,
                                  None if math.isnan(pred.eclipse_duration_s) else pred.eclipse_duration_s,

@@ -35,6 +35,7 @@ from flight.compute.usecase.shipped import MODEL_FILE, MODELS_DIR, load_held_out
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind, Protection
 from flight.orbit import Orbit
 from flight.orbit.predict import saa_mask
+from flight.orbit.saa import ESTIMATE
 from tests.model_helpers import WorkerBench, admissions
 
 SHIPPED = (MODELS_DIR / MODEL_FILE).read_bytes()
@@ -223,13 +224,13 @@ def test_the_period_is_shorter_in_the_saa_and_a_full_pass_happens_within_an_orbi
 def test_the_agent_predicts_the_environment_from_its_own_orbit():
     orbit = Orbit.from_elements(550.0, 97.6, 0.0, START_UNIX_S)  # sun-synchronous: over both poles
     t = START_UNIX_S + np.arange(0.0, 86400.0, 60.0)
-    got = [radiation_estimate(orbit, float(ti)) for ti in t]
+    got = [radiation_estimate(orbit, float(ti), ESTIMATE) for ti in t]
     inside = saa_mask(orbit, t)
     assert [g.in_saa for g in got] == inside.tolist() and inside.any()
     assert {g.flux_class for g in got} == {FluxClass.SAA, FluxClass.HIGH_LATITUDE, FluxClass.QUIET}
     assert all((g.flux_class is FluxClass.SAA) == g.in_saa for g in got)
     assert all(g.orbit_period_s == pytest.approx(orbit.period_s) for g in got)
-    assert radiation_estimate(None, START_UNIX_S) == cp.NO_RADIATION
+    assert radiation_estimate(None, START_UNIX_S, ESTIMATE) == cp.NO_RADIATION
 
 
 @pytest.mark.req("RAD-103")
@@ -239,9 +240,9 @@ def test_a_stale_tle_or_a_clock_far_from_its_epoch_predicts_nothing(offset_d):
     (QUIET, or SAA with a 30 s scrub), and every receipt named it."""
     orbit = Orbit.from_elements(550.0, 97.6, 0.0, START_UNIX_S)
     t = START_UNIX_S + offset_d * 86400.0 + np.arange(0.0, 6000.0, 60.0)
-    got = {radiation_estimate(orbit, float(ti)) for ti in t}
+    got = {radiation_estimate(orbit, float(ti), ESTIMATE) for ti in t}
     assert got == {dataclasses.replace(cp.NO_RADIATION, orbit_period_s=orbit.period_s)}
-    edge = [radiation_estimate(orbit, START_UNIX_S + d * 86400.0).flux_class for d in (13.9, -0.9)]
+    edge = [radiation_estimate(orbit, START_UNIX_S + d * 86400.0, ESTIMATE).flux_class for d in (13.9, -0.9)]
     assert FluxClass.UNKNOWN not in edge  # within the window: predicted
 
 

@@ -41,6 +41,7 @@ from flight.compute.training_job import (
 )
 from flight.link.definitions import FluxClass
 from flight.orbit import Orbit, geodetic_from_teme, in_saa
+from flight.orbit.saa import ESTIMATE
 from flight.records import RecordCodec
 
 from tests.test_compute_jobs import _data as _synthetic  # the small synthetic set of the job tests
@@ -86,7 +87,7 @@ def test_the_predicted_entry_agrees_with_a_one_second_scan_of_in_saa(inc_deg, ra
     inside = in_saa_scan(orbit, START_UNIX_S, hours_s + SAA_LOOKAHEAD_S)
     seen = {"inside": 0, "ahead": 0, "none": 0}
     for offset_s in range(0, int(hours_s), 40):
-        got = radiation_estimate(orbit, START_UNIX_S + offset_s)
+        got = radiation_estimate(orbit, START_UNIX_S + offset_s, ESTIMATE)
         window = inside[offset_s:offset_s + int(SAA_LOOKAHEAD_S) + 1]
         assert got.in_saa == bool(window[0])
         if window[0]:
@@ -139,14 +140,14 @@ def test_a_pass_that_only_clips_the_ellipse_is_predicted_at_every_tick_before_it
     first = int(np.flatnonzero(inside)[0])
     assert first >= 600 and 5 <= int(np.flatnonzero(~inside[first:])[0]) <= 40  # a short pass: it clips the edge
     for before_s in range(1, 600):
-        got = radiation_estimate(orbit, epoch + 16000.0 + first - before_s)
+        got = radiation_estimate(orbit, epoch + 16000.0 + first - before_s, ESTIMATE)
         assert got.saa_entry_in_s is not None and before_s - 1.05 <= got.saa_entry_in_s <= before_s + 0.05, \
             (before_s, got.saa_entry_in_s)
 
 
 @pytest.mark.req("RAD-107")
 def test_no_orbit_no_prediction_and_the_record_round_trips():
-    assert radiation_estimate(None, START_UNIX_S) == cp.NO_RADIATION
+    assert radiation_estimate(None, START_UNIX_S, ESTIMATE) == cp.NO_RADIATION
     assert cp.NO_RADIATION.saa_entry_in_s is None and cp.NO_RADIATION.flux_class is FluxClass.UNKNOWN
     codec = RecordCodec("radiation", (cp.Radiation,))  # the codec the compute protocol is built on
     for record in (cp.NO_RADIATION, cp.Radiation(FluxClass.SAA, True, -30.0, 5700.0, 0.0),
@@ -180,7 +181,7 @@ def test_a_predicted_entry_ahead_checkpoints_exactly_once_before_each_pass(tmp_p
     job, events = _synthetic_job(tmp_path)
     fired: list[tuple[float, int]] = []
     for offset_s in np.arange(start_s, span_s, tick_s):
-        radiation = radiation_estimate(orbit, START_UNIX_S + offset_s)
+        radiation = radiation_estimate(orbit, START_UNIX_S + offset_s, ESTIMATE)
         if job.radiation_tick(radiation):
             assert not radiation.in_saa
             assert load_checkpoint(job.checkpoint_path).step == job.status.step  # written now, this state
@@ -199,7 +200,7 @@ def test_a_predicted_entry_ahead_checkpoints_exactly_once_before_each_pass(tmp_p
 def test_with_no_tle_there_is_no_prediction_no_checkpoint_and_no_crash(tmp_path):
     job, events = _synthetic_job(tmp_path)
     for k in range(200):
-        assert job.radiation_tick(radiation_estimate(None, START_UNIX_S + k)) is False
+        assert job.radiation_tick(radiation_estimate(None, START_UNIX_S + k, ESTIMATE)) is False
         job.run(2)
     assert job.status.step == 400 and job.status.saa_checkpoints == 0 and events == []
     assert not job.checkpoint_path.exists()

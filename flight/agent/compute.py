@@ -62,7 +62,7 @@ from flight.link.definitions import COMPUTE_CHANNELS, Admission, ComputeState, J
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest
 from flight.orbit import Orbit, PropagationError, geodetic_from_teme, tle_current
-from flight.orbit.saa import ESTIMATE, SaaDrift, saa_ellipse_radius
+from flight.orbit.saa import SaaDrift, saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
@@ -521,9 +521,10 @@ placed by a straight line between samples 30 s apart was up to 11 s late): the t
 are sampled again every second."""
 
 
-def radiation_estimate(orbit: Orbit | None, now_unix_s: float, saa_drift: SaaDrift = ESTIMATE) -> cp.Radiation:
+def radiation_estimate(orbit: Orbit | None, now_unix_s: float, saa_drift: SaaDrift) -> cp.Radiation:
     """The environment at ``now_unix_s`` as the agent predicts it from ``orbit`` (its TLE): inside the
-    SAA ellipse model (moved by ``saa_drift``, the operators' estimate) or not, the geodetic latitude,
+    SAA ellipse model (moved by ``saa_drift``, the operators' estimate: no default, so that no caller
+    falls back on the build's unseen) or not, the geodetic latitude,
     the class the worker's checks follow (:func:`flight.compute.scrub.flux_class`), the orbital period,
     and the time to the next SAA entry. UNKNOWN without an orbit, where sgp4 cannot propagate it (a
     decayed TLE), or where the clock is outside the TLE's validity (:func:`flight.orbit.tle_current`);

@@ -393,8 +393,10 @@ class Controller(Component):
         return tuple(w * scale for w in ahead)
 
     def predict_again(self) -> None:
-        """Make the orbit's prediction again at the next tick (the SAA's drift estimate changed)."""
+        """Make the orbit's prediction again at the next tick, and announce the SAA pass it finds again even
+        where its entry stays within the minute announced (the SAA's drift estimate changed)."""
         self._predicted_at_s = -math.inf
+        self._announced = {key for key in self._announced if key[0] != "saa"}
 
     def saa_drift(self) -> SaaDrift:
         """The operators' estimate of the SAA's drift (parameters ``saa_drift_*_deg_per_yr``), which every

@@ -208,15 +208,16 @@ PARAMETERS = (
               "tried (TensorRT, CUDA, then the CPU; past the CPU those bytes are not opened: a model protected by "
               "the checksum pass then runs as uplinked, MODEL_UNCHECKED, and where those never open either its "
               "jobs fail). Requests that come during an open past 10 s are answered BUSY at once"),
-    Parameter("saa_drift_west_deg_per_yr", 0x0047, ValueSpec(T.F64, "deg/yr", -2.0, 2.0), 0.30,
-              "The agent's estimate of how fast the South Atlantic Anomaly drifts west, from where its SAA model "
-              "(fitted to AP8, which places it in the 1960 field) has it: every prediction of the SAA (passes, "
-              "SAA_PREDICTED, in_saa, the worker's flux class, scrub period and checkpoint before entry) moves "
-              "the model by this rate times the years since 1960. 0.30 is RXTE's 1996-2007 mean; Insight-HXMT "
-              "measured 0.343 over 2017-2024. Set it from where upsets are seen, or from a newer model's map"),
-    Parameter("saa_drift_north_deg_per_yr", 0x0048, ValueSpec(T.F64, "deg/yr", -2.0, 2.0), 0.0,
-              "The same estimate northward (Insight-HXMT measured 0.028 deg/yr over 2017-2024; RXTE reported "
-              "none)"),
+    Parameter("saa_drift_west_deg_per_yr", 0x0047, ValueSpec(T.F64, "deg/yr", 0.0, 1.0), 0.30,
+              "The agent's estimate of how fast the South Atlantic Anomaly drifts west (positive: west), from "
+              "where its SAA model (fitted to AP8, which places it in the 1960 field) has it: every prediction "
+              "of the SAA (passes, SAA_PREDICTED, in_saa, the worker's flux class, scrub period and checkpoint "
+              "before entry) moves the model by this rate times the years since 1960 (0.1 deg/yr is 6.7 deg by "
+              "2027). 0.30 is RXTE's 1996-2007 mean; Insight-HXMT measured 0.343 over 2017-2024. Set it from "
+              "where upsets are seen, or from a newer model's map; a change predicts the SAA again at once"),
+    Parameter("saa_drift_north_deg_per_yr", 0x0048, ValueSpec(T.F64, "deg/yr", -0.2, 0.2), 0.0,
+              "The same estimate northward (positive: north; Insight-HXMT measured 0.028 deg/yr over 2017-2024, "
+              "RXTE reported none)"),
     # Autonomous recovery from SAFE (flight/agent/modes.py). The defaults are for a spacecraft the
     # ground hears a few times a day: waiting for a pass to leave SAFE after a reset or a brownout
     # can cost most of an orbit's work, so the agent returns on its own, but only to the mode it was

@@ -301,12 +301,13 @@ def predict_summary(
     *,
     step_s: float = DEFAULT_STEP_S,
     shadow_model: str = "conical",
-    saa_drift: SaaDrift = ESTIMATE,
+    saa_drift: SaaDrift,
 ) -> OrbitPrediction:
     """Everything the agent needs from the orbit at ``now_unix_s``, in one frozen record.
 
     Searches from one orbit before now (so a pass under way has its true start and
-    duration) to ``horizon_s`` after; the SAA model moved by ``saa_drift``.
+    duration) to ``horizon_s`` after; the SAA model moved by ``saa_drift`` (no default: the agent's is
+    the operators' parameters, flight.agent.control).
     """
     now_unix_s = float(now_unix_s)
     lookback_s = orbit.period_s
