@@ -13,26 +13,40 @@ What the agent gets wrong, stated. The real region is a lopsided tear-drop with 
 Africa: the ellipse, tilted to follow it, leaves out little of its ragged edges and takes in sea
 around them (scripts/fit_saa_model.py prints both per layer; a point left out costs ten times one
 wrongly put in). It is fitted to solar minimum, whose proton flux is the higher; at solar
-maximum the region is a little smaller. AP8 places the anomaly where the geomagnetic field it is
-evaluated in put it (AP8-MIN's: Jensen and Cain's of 1960, :data:`SAA_TABLE_EPOCH_YEAR`); it has
-drifted west since, with the field. The agent moves the table by its own estimate of that drift to
-the date it is asked about (:func:`saa_drift_deg`): :data:`SAA_DRIFT_WEST_DEG_PER_YR`, 0.30 deg/yr, RXTE's mean
-over 1996-2007 (Fürst et al., "Temporal variations of strength and location of the South Atlantic
-Anomaly as measured by RXTE", Earth Planet. Sci. Lett. 281, 2009), and none north, unless the
-operators set a better one (:class:`SaaDrift`: the parameters ``saa_drift_west_deg_per_yr`` and
+maximum the region is a little smaller.
+
+Drift. AP8 places the anomaly where the geomagnetic field it is evaluated in put it (AP8-MIN's:
+Jensen and Cain's of 1960, :data:`SAA_TABLE_EPOCH_YEAR`); it has drifted west since, with the field.
+The agent moves the table by its own estimate of that drift to the date it is asked about
+(:func:`saa_drift_deg`): :data:`SAA_DRIFT_WEST_DEG_PER_YR`, 0.30 deg/yr, RXTE's mean over 1996-2007
+(Fürst et al., "Temporal variations of strength and location of the South Atlantic Anomaly as
+measured by RXTE", Earth Planet. Sci. Lett. 281, 2009), and none north, unless the operators set a
+better one (:class:`SaaDrift`: the parameters ``saa_drift_west_deg_per_yr`` and
 ``saa_drift_north_deg_per_yr``, which every prediction of the agent's takes). The harness's truth
 drifts at Insight-HXMT's rates over 2017-2024 (0.343 deg/yr west, 0.028 north), and it is the truth
 the agent is flown against (hil/profiles/radiation.py): by late 2026 the agent's ellipse lies about
-2.9 deg east and 1.9 deg south of the region it models, an error that grows by 0.05 deg a year. Measured
-against that truth over a day of 300, 420, 540, 550 and 800 km orbits (16 node longitudes each, 10 s
-steps): the ellipse took in 98.97 % or more of the belt's >10 MeV fluence at solar minimum (99.8 % above
-300 km), left out no stretch above 100 /cm²/s and none above 10 /cm²/s for over 130 s; left where AP8
-put it, it would have taken in 57 to 70 % at 300 km, 78 to 88 % at 420 km. At 1 s steps (420 km 51.6
-deg, 540 km 28.5 deg, 550 km sun-synchronous, 8 nodes) the truth's edge (10 /cm²/s) came up to about a
-minute before the entry the agent predicts, a flux above 100 /cm²/s never less than 28 s after it.
-tests/test_orbit_saa.py holds the fluence and stretch figures at 4 nodes (RAD-116). Neither the agent
-nor the truth follows the drift's irregularities (the jerks where the anomaly stepped east for a while,
-which both papers report).
+2.9 deg east and 1.9 deg south of the region it models, an error that grows by 0.05 deg a year.
+Measured against that truth over a day of 300, 420, 540, 550 and 800 km orbits (16 node longitudes
+each, 10 s steps): the ellipse took in 98.97 % or more of the belt's >10 MeV fluence at solar minimum
+(99.8 % above 300 km), left out no stretch above 100 /cm²/s and none above 10 /cm²/s for over 130 s;
+left where AP8 put it, it would have taken in 57 to 70 % at 300 km, 78 to 88 % at 420 km. At 1 s
+steps (420 km 51.6 deg, 540 km 28.5 deg, 550 km sun-synchronous, 8 nodes) the truth's edge
+(10 /cm²/s) came up to about a minute before the entry the agent predicts, a flux above 100 /cm²/s
+never less than 28 s after it. tests/test_orbit_saa.py holds the fluence and stretch figures at 4
+nodes (RAD-116). Neither the agent nor the truth follows the drift's irregularities (the jerks where
+the anomaly stepped east for a while, which both papers report).
+
+Fit to the map, at the table's epoch (tests/test_orbit_saa.py holds these, RAD-115): along 300 km,
+ISS-like (420 km, 51.6 deg), Hubble's (540 km, 28.5 deg), sun-synchronous (550 km) and 800 km orbits
+the ellipse takes in over 99 % of the inner belt's >10 MeV proton fluence, leaves no stretch where the
+flux exceeds 100 /cm²/s out, none above the edge for over 3 minutes, and puts the board in the SAA
+wrongly for 1.5-4 % of the time. It is loosest at 1000 km (stretches above 100 /cm²/s left out for up
+to 100 s, 9.5 % of the time put in wrongly). The earlier stand-in (one ellipse, 31 x 62 deg at 540 km,
+centred at 30 S 45 W, scaled linearly with altitude) took in 84 % of it at 420 km (41 % at 300 km),
+leaving out stretches above 100 /cm²/s of up to ~10 minutes, and put the board in the SAA wrongly for
+up to 10 % of the time at 800 km. FACTS.md's "Hubble spends ~15 % of its time in it" is Hubble's own,
+wider operational contour; AP8's >10 MeV region holds 9 % of a 540 km, 28.5 deg orbit's time, the
+ellipse 12 %.
 """
 
 from __future__ import annotations
