@@ -254,6 +254,35 @@ def test_a_run_onnxruntime_refuses_after_an_upset_in_an_integer_weight_is_scrubb
     assert bench.worker.status().checks_failed == 1
 
 
+@pytest.mark.req("RAD-105")
+def test_an_unchecked_run_refused_after_an_upset_in_an_integer_weight_is_scrubbed_and_run_again(bench):
+    """The unchecked path (no checks, no double runs: its lean loop) recovers from a refused run as the
+    checked one does: a Reshape's shape flipped, a scrub, the batch again; the product says unchecked."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probabilities"], axis=-1)], "reshaped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4, 4])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.array([-1, 64], np.int64), "shape"),
+         numpy_helper.from_array(np.random.default_rng(1).standard_normal((64, 2)).astype(np.float32), "w")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    bench.worker.store.install("reshaped", "1", data, golden=True, provenance=Provenance("t", False, "", time.time()))
+    bench.data_set("tiles", np.random.default_rng(2).random((24, 4, 4, 4), np.float32))
+    admit(bench, abft_checks=False)
+    model = bench.worker._session("reshaped")  # noqa: SLF001
+    assert not model.checked and "shape" in model.scrubber.watched
+    model.scrubber.owned_bytes("shape")[8] ^= np.uint8(0x01)  # 64 becomes 65: the product of the dims is wrong
+    with pytest.raises(Exception, match="ONNXRuntimeError"):
+        model.session.run(list(model.outputs), {model.input_name: np.zeros((8, 4, 4, 4), np.float32)})
+    job = bench.infer(1, "tiles", model="reshaped")
+    assert job.state is JobState.DONE, job.detail
+    r = receipt(bench, 1)
+    assert (r["check_status"], r["reruns"], r["tiles_unchecked"], r["batches"]) == ("unchecked", 1, 24, 3)
+    said = [e.args for e in bench.events("RESULT_CHECK_FAILED")]
+    assert [(e["check"], e["tiles"]) for e in said] == [("run refused", 8)] and "ran after a scrub" in said[0]["outcome"]
+    assert bench.worker.status().checks_failed == 1
+
+
 @pytest.mark.req("RAD-102")
 def test_repairs_past_the_events_cap_are_said_in_one_more_event(bench):
     """Found in review: a full scrub that repaired 20 chunks said 8 and the other 12 nowhere."""

@@ -1856,7 +1856,12 @@ class Worker:
         repairs, ran_at = self._watched_repairs, self._run_repairs
         every = self._every_batch_twice()
         run_kind, run_tiles, run_batches = UNCHECKED, 0, 0  # the batches not yet in the receipt
+        fraction = self.double_run_fraction
         try:
+            if lean and injector is None and not every and not (math.isfinite(fraction) and fraction > 0.0):
+                # Nothing to decide per batch (unchecked, no double runs, no HIL): each batch is a run and
+                # its CRC, the loop below without its choices (bench.compute: infer_ratio).
+                start = self._lean_batches(job.model, model, data, start, t_end, checks, parts)
             while start < len(data) and time.monotonic() < t_end:
                 batch = data[start : start + self.batch]
                 before = repairs.get(job.model, 0)  # made, for _released: as its last run began (_run_model)
@@ -1917,6 +1922,30 @@ class Worker:
             # The receipt's gist goes down with the event: a product checks failed on is seen without fetching it.
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}; checks {checks.check_status}"
                                              f" ({checks.tiles_failed} failed), {checks.protection.value}")
+
+    def _lean_batches(self, name: str, model: _Session, data: np.ndarray, start: int, t_end: float,
+                      checks: ProductChecks, parts: list[tuple[tuple[np.ndarray, int, Any], int, int]]) -> int:
+        """Unchecked batches of ``data`` from tile ``start`` until ``t_end``, each run once, held
+        (:meth:`_hold`) into ``parts`` and put in the receipt as one run; the next tile to do. No session is
+        dropped here but in :meth:`_run_after_refusal`, which then raises (the job fails, as in the loop of
+        :meth:`_infer_slice`), so there is no :attr:`_drops` to watch."""
+        run, feed, wanted, size = model.session.run, model.input_name, model.outputs, self.batch
+        repairs, ran_at = self._watched_repairs, self._run_repairs
+        monotonic, hold = time.monotonic, self._hold
+        tiles = batches = 0
+        while start < len(data) and monotonic() < t_end:
+            batch = data[start : start + size]
+            before = repairs.get(name, 0)
+            try:
+                probs = run(wanted, {feed: batch})[0]
+            except RUN_REFUSED as exc:
+                probs = self._run_after_refusal(model, batch, exc)[0]
+            parts.append((hold(probs), start, max(before, ran_at.get(name, 0))))
+            start += len(batch)
+            tiles, batches = tiles + len(batch), batches + 1
+        if batches:
+            self._add_run(checks, model, UNCHECKED, tiles, batches)
+        return start
 
     def _product_marked(self, job: Job, product: Path, failed: int, tiles: int, protection: Protection) -> None:
         """A continuous job's product written with failed tiles: said at most every CHECK_EVENT_MIN_S, as
