@@ -191,6 +191,36 @@ def test_leftovers_of_interrupted_writes_are_removed_at_start(tmp_path):
 
 
 @pytest.mark.req("AGT-013")
+def test_saved_parameters_refused_at_boot_are_said_and_counted(tmp_path):
+    """A value saved under an older dictionary that this one refuses is said at boot with the value in
+    force, and counted in telemetry (found in review: it was dropped silently); past REFUSED_SAID of them,
+    one event says how many more."""
+    from flight.agent.params import REFUSED_SAID
+    from flight.storage import write_checked_json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    saved = {"saa_drift_west_deg_per_yr": 1.5, "hk_period_s": 2.0}
+    saved.update({f"zz_gone_{k:02d}": k for k in range(REFUSED_SAID)})  # the file keeps its names sorted
+    write_checked_json(state / "params.json", saved)
+    rig = InProcessAgent(state)
+    try:
+        said = [e.args for e in rig.events("PARAM_SAVED_REFUSED")]
+        assert len(said) == REFUSED_SAID + 1
+        assert said[0] == {"name": "saa_drift_west_deg_per_yr", "value": "1.5", "now": 0.3,
+                           "reason": said[0]["reason"]} and "above maximum" in said[0]["reason"]
+        assert said[1] == {"name": "zz_gone_00", "value": "0", "now": None,
+                           "reason": "no such parameter in this dictionary"}
+        assert said[-1] == {"name": "1 more", "value": "", "now": None, "reason": "not said one by one"}
+        values = rig.hk()
+        assert values["params_saved_refused"] == REFUSED_SAID + 1
+        assert rig.send("GET_PARAM", name="saa_drift_west_deg_per_yr").result["value"] == 0.3
+        assert rig.send("GET_PARAM", name="hk_period_s").result["value"] == 2.0  # the rest kept
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-013")
 def test_counters_reset_and_survive_a_restart(tmp_path):
     rig = InProcessAgent(tmp_path / "state")
     rig.send("NOOP")

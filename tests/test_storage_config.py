@@ -59,6 +59,27 @@ def test_parameters_layers_and_persistence(tmp_path):
     assert broken["hk_period_s"] == 1.0 and not path.exists() and (tmp_path / "params.json.corrupt").exists()
 
 
+@pytest.mark.req("AGT-013")
+def test_saved_values_this_dictionary_refuses_are_left_out_and_listed(tmp_path):
+    """Found in review: a saved value out of range (one saved under a wider range), or one of a parameter
+    since renamed, was dropped silently at load. Each is listed with why; the rest are kept; a pair saved
+    apart that breaks its rule against the config's other half gives way to the layer under it."""
+    path = tmp_path / "params.json"
+    write_checked_json(path, {"hk_period_s": 2.5, "saa_drift_west_deg_per_yr": 1.5, "floor_pct_old": 30,
+                              "thermal_min_dwell_s": "soon", "thermal_soft_limit_c": 92.0})
+    store = ParameterStore(DICTIONARY, path, {"thermal_hard_limit_c": 90.0})
+    assert store["hk_period_s"] == 2.5 and store.saved == {"hk_period_s": 2.5}
+    assert store["saa_drift_west_deg_per_yr"] == 0.3 and store["thermal_soft_limit_c"] == 85.0
+    assert store["thermal_hard_limit_c"] == 90.0
+    why = {name: (value, reason) for name, value, reason in store.refused}
+    assert set(why) == {"saa_drift_west_deg_per_yr", "floor_pct_old", "thermal_min_dwell_s", "thermal_soft_limit_c"}
+    assert why["saa_drift_west_deg_per_yr"][0] == 1.5 and "above maximum" in why["saa_drift_west_deg_per_yr"][1]
+    assert why["floor_pct_old"] == (30, "no such parameter in this dictionary")
+    assert "thermal_min_dwell_s" in why["thermal_min_dwell_s"][1]
+    assert why["thermal_soft_limit_c"] == (92.0, "the soft thermal limit must stay below the hard one")
+    assert store.save() == 1 and read_checked_json(path) == {"hk_period_s": 2.5}  # what was refused is gone
+
+
 def test_config_defaults_and_a_full_file(tmp_path):
     assert load_config(None).hal_backend == "linux"
     path = tmp_path / "agent.toml"

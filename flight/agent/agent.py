@@ -424,6 +424,7 @@ class Agent:
                                                           (self.tm_epoch.store_error if self.tm_epoch else None,
                                                            "telemetry SNs")) if problem]
         problems += [("telecommand keys", problem) for problem in self._key_problems]
+        self.params.booted()  # saved values this dictionary refused, each said
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
                               removed=len(self._removed))
         self.compute.time_began()

@@ -1,7 +1,11 @@
 """Parameters: dictionary defaults, then the config's, then those saved by command.
 
 Saved values live in ``STATE_DIR/params.json`` (atomic, SHA-256 checked). A file that
-fails its check is moved aside and reported; the agent runs on with the other layers.
+fails its check is moved aside and reported; the agent runs on with the other layers. A saved
+value that this dictionary refuses (out of range after a range was narrowed, of the wrong type,
+a parameter it no longer has, or breaking a rule between parameters) is left out, the value under
+it kept, and each is said at boot (``PARAM_SAVED_REFUSED``) and counted (``params_saved_refused``):
+an operator's setting is never lost without a word.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class ParameterStore:
         self.saved: dict[str, Any] = {}
         self._commanded: set[str] = set()  # set by command since start, or saved before
         self.load_error: str | None = None
+        self.refused: list[tuple[str, Any, str]] = []  # saved values left out at load: (name, value, why)
         self._load()
 
     def _load(self) -> None:
@@ -38,16 +43,26 @@ class ParameterStore:
             self.load_error = str(exc)
             quarantine(self.path)
             return
+        under = dict(self._values)  # what each saved value would replace: defaults, then the config's
         for name, value in body.items():
             param = self.dictionary.parameter_by_name.get(name)
-            if param is None:
-                continue  # a parameter a newer or older dictionary had; keep the rest
+            if param is None:  # one a newer or older dictionary had; keep the rest
+                self.refused.append((name, value, "no such parameter in this dictionary"))
+                continue
             try:
                 self._values[name] = param.spec.coerce(value, name)
-                self.saved[name] = self._values[name]
-                self._commanded.add(name)
-            except ArgumentError:
+            except ArgumentError as exc:
+                self.refused.append((name, value, str(exc)))
                 continue
+            self.saved[name] = self._values[name]
+            self._commanded.add(name)
+        for lower, upper, why in ORDERED_PARAMETERS:  # a pair saved apart may break its rule with the other layer
+            if not self._values[lower] < self._values[upper]:
+                for name in (lower, upper):
+                    if name in self.saved:
+                        self.refused.append((name, self.saved.pop(name), why))
+                        self._commanded.discard(name)
+                        self._values[name] = under[name]
 
     def get(self, name: str) -> Any:
         return self._values[name]
@@ -84,12 +99,16 @@ ORDERED_PARAMETERS = (
 )
 
 
+REFUSED_SAID = 16  # saved values refused at load said one by one at boot; the rest in one event
+
+
 class Parameters(Component):
     """GET/SET/SAVE_PARAMS, and the parameter report (PUS 20) the ground resolves its limits with."""
 
     NAME = "parameters"
     COMMANDS = ("GET_PARAM", "SET_PARAM", "SAVE_PARAMS")
-    EVENTS = ("PARAM_CHANGED", "PARAMS_SAVED")
+    EVENTS = ("PARAM_CHANGED", "PARAMS_SAVED", "PARAM_SAVED_REFUSED")
+    CHANNELS = ("params_saved_refused",)
 
     def __init__(self, store: ParameterStore, emit: EventPort, report: Callable[[dict[str, Any]], None]):
         self.store = store
@@ -103,6 +122,21 @@ class Parameters(Component):
     def report(self) -> None:
         """Send every parameter's value (at boot, on a period, and after each change)."""
         self._report(self.store.as_dict())
+
+    def booted(self) -> None:
+        """Say each saved value the store left out at load (its value as text: a file holds any type),
+        and the value in force instead; past :data:`REFUSED_SAID` of them, one more event says how many
+        were not said one by one (the channel counts them all)."""
+        refused = self.store.refused
+        for name, value, why in refused[:REFUSED_SAID]:
+            now = self.store.get(name) if name in self.store.dictionary.parameter_by_name else None
+            self._emit("PARAM_SAVED_REFUSED", name=name, value=repr(value), reason=why, now=now)
+        if len(refused) > REFUSED_SAID:
+            self._emit("PARAM_SAVED_REFUSED", name=f"{len(refused) - REFUSED_SAID} more", value="",
+                       reason="not said one by one", now=None)
+
+    def telemetry(self) -> dict[str, Any]:
+        return {"params_saved_refused": len(self.store.refused)}
 
     def handlers(self) -> dict[str, Handler]:
         return {"GET_PARAM": Handler(self._get), "SET_PARAM": Handler(self._set), "SAVE_PARAMS": Handler(self._save)}

@@ -558,6 +558,9 @@ CHANNELS = (
     Channel("cmd_failed", T.U32, "count", "Commands that failed during execution", Limits(warn_high=1)),
     Channel("internal_errors", T.U32, "count", "Unexpected errors caught by the agent's loop (each is a bug)",
             Limits(warn_high=1)),
+    Channel("params_saved_refused", T.U32, "count", "Saved parameter values this boot left out (out of range, the "
+            "wrong type, a parameter this dictionary lacks, a rule between parameters broken): the value under each "
+            "is in force; PARAM_SAVED_REFUSED says each", Limits(warn_high=1)),
     *_LINK_CHANNELS,
     Channel("contact_age_s", T.F64, "s", "Time since the last valid command from the ground",
             Limits(warn_high=FromParam("contact_timeout_s"))),
@@ -836,6 +839,12 @@ EVENTS = (
           "A parameter was set", ("name", "value", "old")),
     Event("PARAMS_SAVED", 0x0081, Severity.ACTIVITY_HI, "{count} parameters saved to {path}",
           "Parameters written to disk", ("count", "path")),
+    Event("PARAM_SAVED_REFUSED", 0x0084, Severity.WARNING_HI,
+          "Saved parameter {name} = {value} refused ({reason}); in force: {now}",
+          "A value saved by SAVE_PARAMS that this boot's dictionary refuses (a range narrowed since, a parameter "
+          "renamed or removed, a rule between parameters broken): left out, the config's or the default in force "
+          "(none for a parameter that no longer exists); a SAVE_PARAMS drops it from the file",
+          ("name", "value", "reason", "now")),
     Event("STATE_CORRUPT", 0x0082, Severity.WARNING_HI, "Stored {what} unreadable ({reason}); moved aside, using defaults",
           "A state file failed its checksum", ("what", "reason")),
     Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
