@@ -84,7 +84,9 @@ Example (every key optional except where noted)::
     battery_floor_pct = 35.0
 
 Parameters saved by command (SAVE_PARAMS) override ``[parameters]``, which override the
-dictionary's defaults.
+dictionary's defaults. ``[parameters]`` keeps the dictionary's rules between parameters
+(``ORDERED_PARAMETERS``: the soft thermal limit below the hard one, against the default of the
+one not set); a saved value that breaks one against it gives way, said at boot.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
 from flight.hal.base import BACKENDS, BoardOptions
-from flight.link.definitions import DICTIONARY
+from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
 from flight.link.interface import LinkConfigError, parse_link_url
 
@@ -338,6 +340,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             checked[name] = param.spec.coerce(value, name)
         except ArgumentError as exc:
             raise fail(f"parameters.{name}", str(exc)) from None
+    for lower, upper, why in ORDERED_PARAMETERS:  # against the default where only one of the pair is set
+        low, high = (checked.get(n, DICTIONARY.parameter_by_name[n].default) for n in (lower, upper))
+        if (lower in checked or upper in checked) and not low < high:
+            raise fail(f"parameters.{lower if lower in checked else upper}",
+                       f"{why} ({lower} {low:g}, {upper} {high:g})")
 
     return Config(
         link_url=url,

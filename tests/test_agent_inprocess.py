@@ -211,9 +211,11 @@ def test_saved_parameters_refused_at_boot_are_said_and_counted(tmp_path):
                            "reason": said[0]["reason"]} and "above maximum" in said[0]["reason"]
         assert said[1] == {"name": "zz_gone_00", "value": "0", "now": None,
                            "reason": "no such parameter in this dictionary"}
-        assert said[-1] == {"name": "1 more", "value": "", "now": None, "reason": "not said one by one"}
+        assert said[-1] == {"name": "", "value": "", "now": None, "reason": "1 more, not said one by one"}
         values = rig.hk()
         assert values["params_saved_refused"] == REFUSED_SAID + 1
+        assert rig.send("RESET_COUNTERS").completed  # seen: the count clears, the alarm with it
+        assert rig.hk()["params_saved_refused"] == 0
         assert rig.send("GET_PARAM", name="saa_drift_west_deg_per_yr").result["value"] == 0.3
         assert rig.send("GET_PARAM", name="hk_period_s").result["value"] == 2.0  # the rest kept
     finally:

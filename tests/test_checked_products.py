@@ -274,8 +274,12 @@ def test_an_unchecked_run_refused_after_an_upset_in_an_integer_weight_is_scrubbe
     model.scrubber.owned_bytes("shape")[8] ^= np.uint8(0x01)  # 64 becomes 65: the product of the dims is wrong
     with pytest.raises(Exception, match="ONNXRuntimeError"):
         model.session.run(list(model.outputs), {model.input_name: np.zeros((8, 4, 4, 4), np.float32)})
+    lean = []
+    real_lean = bench.worker._lean_batches  # noqa: SLF001
+    bench.worker._lean_batches = lambda *a: lean.append(a[3]) or real_lean(*a)  # noqa: SLF001
     job = bench.infer(1, "tiles", model="reshaped")
     assert job.state is JobState.DONE, job.detail
+    assert lean and lean[0] == 0  # its batches went through the lean loop, from the first tile
     r = receipt(bench, 1)
     assert (r["check_status"], r["reruns"], r["tiles_unchecked"], r["batches"]) == ("unchecked", 1, 24, 3)
     said = [e.args for e in bench.events("RESULT_CHECK_FAILED")]

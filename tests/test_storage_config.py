@@ -73,11 +73,21 @@ def test_saved_values_this_dictionary_refuses_are_left_out_and_listed(tmp_path):
     assert store["thermal_hard_limit_c"] == 90.0
     why = {name: (value, reason) for name, value, reason in store.refused}
     assert set(why) == {"saa_drift_west_deg_per_yr", "floor_pct_old", "thermal_min_dwell_s", "thermal_soft_limit_c"}
-    assert why["saa_drift_west_deg_per_yr"][0] == 1.5 and "above maximum" in why["saa_drift_west_deg_per_yr"][1]
-    assert why["floor_pct_old"] == (30, "no such parameter in this dictionary")
+    assert "above maximum" in why["saa_drift_west_deg_per_yr"][1]
+    assert why["floor_pct_old"][1] == "no such parameter in this dictionary"
     assert "thermal_min_dwell_s" in why["thermal_min_dwell_s"][1]
-    assert why["thermal_soft_limit_c"] == (92.0, "the soft thermal limit must stay below the hard one")
+    assert why["saa_drift_west_deg_per_yr"][0] == "1.5" and why["floor_pct_old"][0] == "30"  # as text
+    assert why["thermal_soft_limit_c"] == ("92.0", "the soft thermal limit must stay below the hard one")
     assert store.save() == 1 and read_checked_json(path) == {"hk_period_s": 2.5}  # what was refused is gone
+    # Both halves saved, in the wrong order: both give way to the layers under them.
+    write_checked_json(path, {"thermal_soft_limit_c": 99.0, "thermal_hard_limit_c": 98.0, "x" * 5000: "y" * 5000})
+    both = ParameterStore(DICTIONARY, path)
+    assert (both["thermal_soft_limit_c"], both["thermal_hard_limit_c"], both.saved) == (85.0, 95.0, {})
+    assert sorted((n, v) for n, v, _ in both.refused) == [("thermal_hard_limit_c", "98.0"),
+                                                          ("thermal_soft_limit_c", "99.0"),
+                                                          ("x" * 200, repr("y" * 5000)[:200])]  # kept short
+    both.forget_refused()
+    assert both.refused == []
 
 
 def test_config_defaults_and_a_full_file(tmp_path):
@@ -107,6 +117,10 @@ def test_config_defaults_and_a_full_file(tmp_path):
         ("[link]\nurl = 'udp://x:1'", "link.url: udp://x:1: unknown link scheme"),
         ("[parameters]\nbattery_floor_pct = 200", "parameters.battery_floor_pct"),
         ("[parameters]\nfloor = 2", "parameters.floor: no such parameter"),
+        ("[parameters]\nthermal_soft_limit_c = 100", "parameters.thermal_soft_limit_c: the soft thermal limit "
+                                                     "must stay below the hard one (thermal_soft_limit_c 100, "
+                                                     "thermal_hard_limit_c 95)"),
+        ("[parameters]\nthermal_soft_limit_c = 80\nthermal_hard_limit_c = 80", "parameters.thermal_soft_limit_c"),
         ("[orbit]\ntle = ['1 bad', '2 bad']", "orbit.tle"),
         ("[link\nurl=", "not valid TOML"),
     ],

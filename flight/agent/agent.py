@@ -160,7 +160,8 @@ class Agent:
             events(Executive), self.clock, self.faults, self.modes, boot_count=self.memory.boot_count,
             dict_hash=dictionary.version_hash, hal_backend=self.board.backend,
             control_late_p99_s=lambda: self.timers.late_p99_s("control"), stop=self.stop,
-            resets=(self.dispatcher.reset_counters, self.link_service.reset_counters))
+            resets=(self.dispatcher.reset_counters, self.link_service.reset_counters,
+                    self.params.store.forget_refused))
         compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
         compute_dir = config.compute_dir or self.state_dir / "compute"
         self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,

@@ -3,9 +3,10 @@
 Saved values live in ``STATE_DIR/params.json`` (atomic, SHA-256 checked). A file that
 fails its check is moved aside and reported; the agent runs on with the other layers. A saved
 value that this dictionary refuses (out of range after a range was narrowed, of the wrong type,
-a parameter it no longer has, or breaking a rule between parameters) is left out, the value under
-it kept, and each is said at boot (``PARAM_SAVED_REFUSED``) and counted (``params_saved_refused``):
-an operator's setting is never lost without a word.
+a parameter it no longer has, or, both halves of a pair, breaking a rule between parameters) is
+left out, the value under it kept, and said at boot (``PARAM_SAVED_REFUSED``, :data:`REFUSED_SAID`
+one by one, then one event for the rest) and counted (``params_saved_refused``, until
+RESET_COUNTERS): an operator's setting is never lost without a word.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort
+from flight.link.definitions import ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError, Dictionary, FailureCode
 from flight.link.messages import CommandRequest
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
@@ -29,7 +31,7 @@ class ParameterStore:
         self.saved: dict[str, Any] = {}
         self._commanded: set[str] = set()  # set by command since start, or saved before
         self.load_error: str | None = None
-        self.refused: list[tuple[str, Any, str]] = []  # saved values left out at load: (name, value, why)
+        self.refused: list[tuple[str, str, str]] = []  # saved values left out at load: (name, value as text, why)
         self._load()
 
     def _load(self) -> None:
@@ -47,22 +49,32 @@ class ParameterStore:
         for name, value in body.items():
             param = self.dictionary.parameter_by_name.get(name)
             if param is None:  # one a newer or older dictionary had; keep the rest
-                self.refused.append((name, value, "no such parameter in this dictionary"))
+                self._refuse(name, value, "no such parameter in this dictionary")
                 continue
             try:
                 self._values[name] = param.spec.coerce(value, name)
             except ArgumentError as exc:
-                self.refused.append((name, value, str(exc)))
+                self._refuse(name, value, str(exc))
                 continue
             self.saved[name] = self._values[name]
             self._commanded.add(name)
-        for lower, upper, why in ORDERED_PARAMETERS:  # a pair saved apart may break its rule with the other layer
+        # A pair saved apart may break its rule with the config's other half: both saved halves give way (the
+        # layers under them keep the rule: load_config checks it).
+        for lower, upper, why in ORDERED_PARAMETERS:
             if not self._values[lower] < self._values[upper]:
                 for name in (lower, upper):
                     if name in self.saved:
-                        self.refused.append((name, self.saved.pop(name), why))
+                        self._refuse(name, self.saved.pop(name), why)
                         self._commanded.discard(name)
                         self._values[name] = under[name]
+
+    def _refuse(self, name: str, value: Any, why: str) -> None:
+        """One saved value left out; kept as short text (a file may hold any JSON, of any size)."""
+        self.refused.append((name[:MAX_SAID], repr(value)[:MAX_SAID], why[:MAX_SAID]))
+
+    def forget_refused(self) -> None:
+        """RESET_COUNTERS: the operators have seen them (their events stay in the store)."""
+        self.refused.clear()
 
     def get(self, name: str) -> Any:
         return self._values[name]
@@ -92,14 +104,8 @@ class ParameterStore:
         return dict(self._values)
 
 
-# Rules between parameters, checked after every change (a value alone passes its own range).
-# (lower, upper, why): ``lower`` must stay below ``upper``.
-ORDERED_PARAMETERS = (
-    ("thermal_soft_limit_c", "thermal_hard_limit_c", "the soft thermal limit must stay below the hard one"),
-)
-
-
 REFUSED_SAID = 16  # saved values refused at load said one by one at boot; the rest in one event
+MAX_SAID = 200  # characters kept of a refused name, value or reason (an event's text is cut there too)
 
 
 class Parameters(Component):
@@ -125,15 +131,15 @@ class Parameters(Component):
 
     def booted(self) -> None:
         """Say each saved value the store left out at load (its value as text: a file holds any type),
-        and the value in force instead; past :data:`REFUSED_SAID` of them, one more event says how many
-        were not said one by one (the channel counts them all)."""
+        and the value in force instead; past :data:`REFUSED_SAID` of them, one more event, with no
+        name, says how many were not said one by one (the channel counts them all)."""
         refused = self.store.refused
         for name, value, why in refused[:REFUSED_SAID]:
             now = self.store.get(name) if name in self.store.dictionary.parameter_by_name else None
-            self._emit("PARAM_SAVED_REFUSED", name=name, value=repr(value), reason=why, now=now)
+            self._emit("PARAM_SAVED_REFUSED", name=name, value=value, reason=why, now=now)
         if len(refused) > REFUSED_SAID:
-            self._emit("PARAM_SAVED_REFUSED", name=f"{len(refused) - REFUSED_SAID} more", value="",
-                       reason="not said one by one", now=None)
+            self._emit("PARAM_SAVED_REFUSED", name="", value="",
+                       reason=f"{len(refused) - REFUSED_SAID} more, not said one by one", now=None)
 
     def telemetry(self) -> dict[str, Any]:
         return {"params_saved_refused": len(self.store.refused)}

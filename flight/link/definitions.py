@@ -277,6 +277,12 @@ PARAMETERS += (
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
+# Rules between parameters (a value alone passes its own range): (lower, upper, why), ``lower`` must stay
+# below ``upper``. Checked on every SET_PARAM, on the config's [parameters] and on the values saved.
+ORDERED_PARAMETERS = (
+    ("thermal_soft_limit_c", "thermal_hard_limit_c", "the soft thermal limit must stay below the hard one"),
+)
+
 COMMANDS = (
     Command("NOOP", 0x0001, "Do nothing but count; proves the command path end to end.", read_only=True),
     Command(
@@ -286,7 +292,8 @@ COMMANDS = (
         (Argument("token", ValueSpec(T.U32), "Any number; returned unchanged", default=0),),
         read_only=True,
     ),
-    Command("RESET_COUNTERS", 0x0003, "Zero the command, error and link counters in housekeeping."),
+    Command("RESET_COUNTERS", 0x0003, "Zero the command, error and link counters in housekeeping (and the count of "
+                                      "saved parameters refused at boot)."),
     Command(
         "COMMAND_STATUS",
         0x0004,
@@ -558,9 +565,6 @@ CHANNELS = (
     Channel("cmd_failed", T.U32, "count", "Commands that failed during execution", Limits(warn_high=1)),
     Channel("internal_errors", T.U32, "count", "Unexpected errors caught by the agent's loop (each is a bug)",
             Limits(warn_high=1)),
-    Channel("params_saved_refused", T.U32, "count", "Saved parameter values this boot left out (out of range, the "
-            "wrong type, a parameter this dictionary lacks, a rule between parameters broken): the value under each "
-            "is in force; PARAM_SAVED_REFUSED says each", Limits(warn_high=1)),
     *_LINK_CHANNELS,
     Channel("contact_age_s", T.F64, "s", "Time since the last valid command from the ground",
             Limits(warn_high=FromParam("contact_timeout_s"))),
@@ -570,6 +574,9 @@ CHANNELS = (
     Channel("sensors_missing", T.U16, "count", "Sensors the hardware layer could not read", Limits(warn_high=1)),
     Channel("control_late_p99_ms", T.F64, "ms", "How late the control tick fires, 99th percentile of the last 600 ticks",
             Limits(warn_high=50)),
+    Channel("params_saved_refused", T.U32, "count", "Saved parameter values this boot left out (out of range, the "
+            "wrong type, a parameter this dictionary lacks, a rule between parameters broken): the value under each "
+            "is in force; PARAM_SAVED_REFUSED says each; zeroed by RESET_COUNTERS", Limits(warn_high=1)),
 )
 
 _RAILS = ("vdd_in", "vdd_cpu_gpu_cv", "vdd_soc", "vdd_gpu_soc", "vdd_cpu_cv", "vin_sys_5v0", "vddq_vdd2_1v8ao")

@@ -436,7 +436,8 @@ async function acknowledge(channel, button) {
   button.disabled = true;
   const sc = S.current;
   const answer = await postJson("/api/alarms/ack", {spacecraft: sc, channel});
-  $("alarm-error").textContent = answer.ok ? "" : `${channel}: ${answer.body.error}`;
+  const error = $("alarm-error");  // one line, cut where long (the whole text on hover): the panel keeps its height
+  error.textContent = error.title = answer.ok ? "" : `${channel}: ${answer.body.error}`;
   if (answer.ok) setAlarm(craft(sc), answer.body); else button.disabled = false;
 }
 
