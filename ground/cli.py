@@ -475,7 +475,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ground.procedure import run_procedure_file
+    from ground.procedure import ProcedureUnreadable, run_procedure_file
 
     client = _open(args)
     try:
@@ -483,7 +483,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             client.connect(timeout_s=args.timeout)
         except TimeoutError as exc:
             raise Refused(f"sunlit-ground run: {exc}") from None
-        ok = run_procedure_file(args.procedure, client, log=lambda text: print(text, flush=True))
+        try:
+            ok = run_procedure_file(args.procedure, client, log=lambda text: print(text, flush=True))
+        except ProcedureUnreadable as exc:
+            raise Refused(f"sunlit-ground run: {exc}") from None
     finally:
         client.close()
     return 0 if ok else EXIT_FAILED

@@ -29,6 +29,11 @@ class ProcedureFailed(AssertionError):
     """A step did not go as the procedure said it must; the message says what was seen."""
 
 
+class ProcedureUnreadable(ValueError):
+    """The procedure file could not be loaded (missing, not Python, an error as it loads, no
+    ``run``): bad input, said with the file and line, before anything is sent."""
+
+
 # --- predicates, as F Prime's GDS offers them -------------------------------------------------
 
 def within_range(lo: float, hi: float) -> Callable[[Any], bool]:
@@ -55,8 +60,23 @@ def less_than(limit: float) -> Callable[[Any], bool]:
     return pred
 
 
+def unmeasured_or(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``pred``, or no value (a channel the board does not measure: a PC has no battery)."""
+    out = lambda v: v is None or pred(v)  # noqa: E731
+    out.__doc__ = f"unmeasured or {_describe(pred)}"
+    return out
+
+
 def _describe(pred: Callable[[Any], bool]) -> str:
-    return pred.__doc__ or getattr(pred, "__name__", "predicate")
+    """What a condition asks, for a failure's message: its ``__doc__`` (the helpers above set it), its
+    name, or, for a lambda, where it is written (found in use: "not <lambda>" said nothing)."""
+    if pred.__doc__:
+        return pred.__doc__
+    name = getattr(pred, "__name__", "")
+    code = getattr(pred, "__code__", None)
+    if (not name or name == "<lambda>") and code is not None:
+        return f"the condition at {Path(code.co_filename).name}:{code.co_firstlineno}"
+    return name or "the condition"
 
 
 class Procedure:
@@ -162,15 +182,24 @@ class Procedure:
 
 def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[str], None] = print,
                        setup: Callable[[Procedure], None] | None = None) -> bool:
-    """Load ``path``, call its ``run(proc)``; True if it returned, False if a step failed."""
+    """Load ``path``, call its ``run(proc)``; True if it returned, False if a step failed (or the
+    procedure raised anything else: said with the line of the procedure it came from). A file that
+    cannot be loaded is :class:`ProcedureUnreadable`."""
     path = Path(path)
+    if not path.is_file():
+        raise ProcedureUnreadable(f"{path}: no such procedure file")
     spec = importlib.util.spec_from_file_location(f"sunlit_procedure_{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise ProcedureFailed(f"{path}: not a Python file")
+        raise ProcedureUnreadable(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ProcedureUnreadable(f"{path}:{exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - the procedure's own code, as it loads: said, not a traceback
+        raise ProcedureUnreadable(f"{path}{_where_in(exc, path)}: {type(exc).__name__}: {exc}") from None
     if not callable(getattr(module, "run", None)):
-        raise ProcedureFailed(f"{path}: defines no run(proc)")
+        raise ProcedureUnreadable(f"{path}: defines no run(proc)")
     proc = Procedure(client, log, who=f"procedure:{path.name}")
     if setup is not None:
         setup(proc)
@@ -180,9 +209,23 @@ def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[st
     except (ProcedureFailed, AssertionError) as exc:
         log(f"procedure {path.name}: FAILED: {exc}")
         return False
+    except Exception as exc:  # noqa: BLE001 - a fault in the procedure's code fails it, with its line
+        log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {exc} (raised at {path.name}{_where_in(exc, path)})")
+        return False
     log(f"procedure {path.name}: PASSED ({proc.steps} steps)")
     return True
 
 
 __all__ = ["Procedure", "ProcedureFailed", "equals", "greater_than", "less_than", "run_procedure_file",
            "within_range"]
+
+
+def _where_in(exc: BaseException, path: Path) -> str:
+    """``:LINE`` of the last frame of ``exc``'s traceback in ``path``, "" where none is."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename) == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f":{line}" if line is not None else ""

@@ -105,6 +105,34 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
     bad.write_text("from ground.procedure import equals\n\ndef run(proc):\n    proc.assert_telemetry('mode', equals('COMPUTE'))\n")
     assert not run_procedure_file(bad, client, log.append)
     assert "FAILED: mode = 'SAFE', expected == 'COMPUTE'" in log[-1]
+    # A condition written as a lambda is named by where it is (found in use: "not <lambda>"); a fault in the
+    # procedure's own code fails it with its line, no traceback.
+    bad.write_text("def run(proc):\n    proc.wait_for_telemetry('uptime_s', lambda v: v < 0, timeout_s=0.5)\n")
+    assert not run_procedure_file(bad, client, log.append)
+    assert "uptime_s not the condition at bad.py:2 within 0.5 s" in log[-1], log[-1]
+    bad.write_text("def run(proc):\n    steps = {}\n    return steps['first']\n")
+    assert not run_procedure_file(bad, client, log.append)
+    assert log[-1] == "procedure bad.py: FAILED: KeyError: 'first' (raised at bad.py:3)", log[-1]
+
+
+@pytest.mark.req("GND-005")
+@pytest.mark.parametrize("text,said", [
+    (None, "no such procedure file"),
+    ("def run(proc)\n    pass\n", "bad.py:1: expected ':'"),
+    ("import nothing_of_that_name\n", "bad.py:1: ModuleNotFoundError: No module named 'nothing_of_that_name'"),
+    ("x = 1\n", "bad.py: defines no run(proc)"),
+])
+def test_a_procedure_that_cannot_be_loaded_is_bad_input_with_its_file_and_line(start_agent, ipc_url, tmp_path, text,
+                                                                               said):
+    """Found in use: a missing file or a syntax error printed a traceback and exited 1."""
+    start_agent(ipc_url)
+    path = tmp_path / "bad.py"
+    if text is not None:
+        path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert said in out.stderr and "Traceback" not in out.stdout + out.stderr, out.stderr
 
 
 def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):

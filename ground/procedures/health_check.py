@@ -1,6 +1,6 @@
 """Health check: the agent answers, its dictionary matches, counters and sensors are sane."""
 
-from ground.procedure import equals, less_than, within_range
+from ground.procedure import equals, greater_than, less_than, unmeasured_or, within_range
 
 
 def run(proc):
@@ -17,9 +17,8 @@ def run(proc):
         proc.wait_for_telemetry("internal_errors", equals(0))
         proc.wait_for_telemetry("tm_dropped", equals(0))
     with proc.step("board load"):
-        proc.wait_for_telemetry("mem_pct", lambda v: v is None or 0 <= v <= 95)
-        proc.wait_for_telemetry("control_late_p99_ms", lambda v: v is None or v < 50)
+        proc.wait_for_telemetry("mem_pct", unmeasured_or(within_range(0, 95)))
+        proc.wait_for_telemetry("control_late_p99_ms", unmeasured_or(less_than(50)))
     with proc.step("temperatures and battery, where measured"):
-        proc.wait_for_telemetry("temp_max_c", lambda v: v is None or -40 <= v < 85)
-        proc.wait_for_telemetry("battery_soc_pct", lambda v: v is None or v > 30)
-    _ = (less_than, within_range)
+        proc.wait_for_telemetry("temp_max_c", unmeasured_or(within_range(-40, 85)))
+        proc.wait_for_telemetry("battery_soc_pct", unmeasured_or(greater_than(30)))
