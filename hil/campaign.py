@@ -349,7 +349,16 @@ def _check_keys(campaign: Campaign) -> None:
     candidates: dict[str, list[Any]] = {k: [v] for k, v in campaign.fixed.items()}
     candidates.update({k: list(v) for k, v in campaign.sweep.items()})
     candidates.update({k: d.probes() for k, d in campaign.dispersion.items()})
-    reference = None
+    # The scenario as its own file says it, first: a fault of its own is named there, with its file
+    # (found in use: it was said as the first case's, under the campaign's name), unless it is in a key
+    # the campaign sets (each case then says it with its values).
+    try:
+        parse_scenario(_deep_copy(campaign.base), str(campaign.scenario_path), base_dir=campaign.scenario_path.parent)
+    except ScenarioError as exc:
+        if not any(_related(exc.key, key) for key in candidates):
+            raise CampaignError(f"{exc} (the scenario {campaign.scenario_path.name} that {campaign.source.name} "
+                                f"runs)", str(campaign.scenario_path), exc.key) from None
+    reference = None  # the scenario under the campaign's name, as the cases are made, to compare them with
     for key, values in candidates.items():
         if _has_dotted(campaign.base, key):
             continue
@@ -370,6 +379,15 @@ def _check_keys(campaign: Campaign) -> None:
             raise CampaignError(f"{src}: {key}: not a key of the scenario {campaign.scenario_path.name} "
                                 f"(it is not in the file, and setting it to {values[0]!r} changes nothing); "
                                 f"check the spelling against hil/scenario.py")
+
+
+def _related(error_key: str | None, key: str) -> bool:
+    """Whether a scenario error at ``error_key`` is in the campaign's ``key`` (or in or around it); an
+    error of the whole file (no key) is in none."""
+    if error_key is None:
+        return False
+    return error_key == key or error_key.startswith(key + ".") or key.startswith(error_key + ".") \
+        or error_key.startswith(key + "[")
 
 
 def _parse_case(campaign: Campaign, case: Case) -> Any:

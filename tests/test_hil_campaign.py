@@ -187,6 +187,24 @@ def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, bo
 
 
 @pytest.mark.req("HIL-009")
+def test_a_fault_in_the_campaigns_scenario_is_named_in_that_file(tmp_path):
+    """Found in use: a scenario's own unknown key was said as the campaign's first case's fault, under the
+    campaign's name; a fault in a key the campaign sets is still left to the cases, which say their values."""
+    text = SCENARIO.read_text().replace('profile = "../', f'profile = "{SCENARIO.parent.parent}/', 1)
+    scenario = write(tmp_path / "typo.toml", text.replace("[battery]", "[battery]\ncapacity = 60.0", 1))
+    assert "capacity = 60.0" in scenario.read_text()
+    file = write(tmp_path / "camp.toml", f'scenario = "{scenario}"\ncases = 1\nseed = 1\n')
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    said = str(caught.value)
+    assert said.startswith(f"{scenario}: battery.capacity") and "typo.toml that camp.toml runs" in said, said
+    assert "case" not in said
+    # The same fault, in a key the campaign sets for every case: the campaign's value stands.
+    fixed = write(tmp_path / "fixed.toml", text.replace("duration_s =", "duration_s = -1 #", 1))
+    assert load_campaign(write(tmp_path / "camp2.toml", f'scenario = "{fixed}"\n[set]\nduration_s = 300\n')).n_cases
+
+
+@pytest.mark.req("HIL-009")
 def test_ray_stays_optional(tmp_path):
     """Importing hil.campaign imports no Ray; --engine ray without Ray says what to install (exit 2)."""
     probe = ("import sys; import hil.campaign, hil.cli; assert 'ray' not in sys.modules; "
