@@ -188,8 +188,10 @@ def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
     os.replace(tmp, out)
     print(f"{out}: {size_text(out.stat().st_size)}, sha256 {sha} (checked against the agent's)")
     if isinstance(record.get("product"), dict):  # read as a product as it came down (ground/files.py)
-        print(f"{out}: {record['product'].get('verdict')} (as read where it came down, a trained model's summary "
-              f"with its model beside it; `sunlit-ground product show {out}` reads this copy whole)")
+        # The server's verdict, on its own copy (a trained model's summary read with the model beside it there),
+        # whatever the product (found in use: every one was called a trained model's summary).
+        print(f"{out}: {record['product'].get('verdict')} (as the ground server read it when it came down; "
+              f"`sunlit-ground product show {out}` reads this copy whole)")
     return 0
 
 

@@ -177,7 +177,9 @@ def test_a_product_is_read_as_it_comes_down_and_its_verdict_goes_with_the_transf
         assert out.returncode == 0, out.stdout + out.stderr  # the transfer did what it says, whatever the verdict
         return out.stdout
 
-    assert f"{tmp_path / 'clean.npz'}: VOUCHED: every tile checked and passed" in get("clean.npz")
+    clean = get("clean.npz")
+    assert f"{tmp_path / 'clean.npz'}: VOUCHED: every tile checked and passed" in clean
+    assert "trained model" not in clean  # an inference product is not called one (found in use)
     said = get("failed.json")
     assert "NOT VOUCHED: " in said and "tiles failed their checks" in said
     said = get("noise.npz")
