@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from flight import selftest
@@ -57,13 +58,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not die_with_parent(args.parent_pid):
             print(f"sunlit-flight: parent {args.parent_pid} is gone; not starting", file=sys.stderr)
             return 2
+    flags = {"link.url": "--link", "hal.backend": "--hal", "hal.board": "--board", "hal.sim_endpoint": "--sim-endpoint",
+             "rates.hk_period_s": "--hk-period", "rates.control_period_s": "--control-period",
+             "paths.state_dir": "--state-dir"}
     try:
-        config = load_config(args.config, overrides)
-        agent = Agent(config)
-    except (ConfigError, LinkConfigError, HalError, DirectoryBusy, OSError) as exc:
+        config = load_config(args.config, overrides, flags)
+    except (ConfigError, LinkConfigError, OSError) as exc:
         print(f"sunlit-flight: {exc}", file=sys.stderr)
         return 2
-    print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board}, "
+    try:
+        agent = Agent(config)
+    except (ConfigError, LinkConfigError, HalError, DirectoryBusy) as exc:
+        print(f"sunlit-flight: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the state directory, most often: say which path, and what it is for
+        where = Path(exc.filename) if exc.filename else None
+        what = " (the state directory: --state-dir, [paths] state_dir)" if where == Path(config.state_dir) else ""
+        why = "a file, not a directory" if where is not None and where.exists() and not where.is_dir() \
+            else (exc.strerror or str(exc))
+        print(f"sunlit-flight: {where or 'start'}{what}: {why}", file=sys.stderr)
+        return 2
+    print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
     if config.tc_keys is None:  # a bench or a test may run so; a board never should (install.sh provisions keys)
         print("sunlit-flight: warning: telecommands are NOT authenticated (no [security] tc_keys): any process "

@@ -147,7 +147,7 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
 class Config:
     link_url: str = "zmq://127.0.0.1:5550"
     hal_backend: str = "linux"
-    board: str | None = None  # None: detect (jetson) or orin_nx_16gb (sim, linux)
+    board: str | None = None  # None: detect (jetson), the default profile (sim), none (linux: the PC's own)
     sim_endpoint: str = "tcp://127.0.0.1:5560"
     lockstep: bool = True
     hal_root: str = "/"
@@ -193,14 +193,24 @@ class Config:
 
         return server_keys(self.zmq_server_secret, self.zmq_clients)
 
+    @property
+    def board_said(self) -> str:
+        """The board profile as the agent's start and selftest say it, where none is named."""
+        if self.board:
+            return self.board
+        return {"jetson": "detect from the device tree", "sim": "the sim backend's default",
+                "linux": "none (this computer's own sensors)"}.get(self.hal_backend, "default")
+
     def board_options(self) -> BoardOptions:
         """What the hardware backend is told (the [hal] section)."""
         return BoardOptions(board=self.board, root=self.hal_root, nvpmodel=self.nvpmodel,
                             sim_endpoint=self.sim_endpoint, lockstep=self.lockstep)
 
 
-def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and check a config file (or defaults for None); ``overrides`` win (command-line flags)."""
+def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None,
+                flags: dict[str, str] | None = None) -> Config:
+    """Read and check a config file (or defaults for None); ``overrides`` win (command-line flags;
+    ``flags`` names each key's flag, for an error in a value one gave)."""
     if path is None:
         raw: dict[str, Any] = {}
         source = "(defaults)"
@@ -215,11 +225,16 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{path}: cannot read it as uid {os.geteuid()}: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, source, overrides or {})
+    return parse_config(raw, source, overrides or {}, flags)
 
 
-def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[str, Any] | None = None) -> Config:
+def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[str, Any] | None = None,
+                 flags: dict[str, str] | None = None) -> Config:
+    given = {key for key, value in (overrides or {}).items() if value is not None}
+
     def fail(key: str, message: str) -> ConfigError:
+        if key in given:  # the command line's value, not the file's (found in use: "(defaults): rates...")
+            return ConfigError(f"{(flags or {}).get(key, 'the command line')} ({key}): {message}")
         return ConfigError(f"{source}: [{key}] {message}" if "." not in key else f"{source}: {key}: {message}")
 
     values: dict[str, Any] = {}
@@ -253,6 +268,12 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     backend = get("hal.backend")
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
+    board = get("hal.board")
+    if board is not None:  # checked here, so the error names the key (the backends check it again as they open it)
+        from flight.hal.boards import available_boards
+
+        if board not in available_boards():
+            raise fail("hal.board", f"no board profile {board!r}: shipped profiles are {', '.join(available_boards())}")
     if get("compute.upset_injection") and backend != "sim":
         raise fail("compute.upset_injection", "HIL only: the harness's upsets into the worker's memory are taken "
                                               "only with [hal] backend = \"sim\", never on a board")

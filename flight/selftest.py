@@ -181,7 +181,7 @@ def _run_test_model(model: bytes, provider: str) -> tuple[str, float, list[str]]
 
 
 def _check_config(config: Config) -> list[Check]:
-    board = config.board or ("detect from the device tree" if config.hal_backend == "jetson" else "default")
+    board = config.board_said
     compute = {None: "on", True: "on", False: "off"}[config.compute_enabled]
     return [Check("config", Status.PASS,
                   f"{config.source}: link {config.link_url}, hal {config.hal_backend}, board {board}, "

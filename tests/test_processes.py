@@ -92,6 +92,24 @@ def test_a_second_agent_on_the_same_state_directory_refuses_to_start(tmp_path, s
     assert "Traceback" not in second.stderr
 
 
+@pytest.mark.req("AGT-018")
+@pytest.mark.parametrize("flag,said", [
+    (["--hk-period", "-1"], "sunlit-flight: --hk-period (rates.hk_period_s): -1.0 s is outside 0.01..3600 s"),
+    (["--link", "udp://x:1"], "sunlit-flight: --link (link.url): udp://x:1: unknown link scheme 'udp'"),
+    (["--board", "xavier"], "sunlit-flight: --board (hal.board): no board profile 'xavier': shipped profiles are"),
+    (["--state-dir", "FILE"], "(the state directory: --state-dir, [paths] state_dir): a file, not a directory"),
+])
+def test_the_agents_flags_are_named_in_its_errors(tmp_path, flag, said):
+    """Found in use: a bad flag was said as "(defaults): rates.hk_period_s", a state directory that is a
+    file as "[Errno 17] File exists"."""
+    (tmp_path / "FILE").write_text("a log, not a directory")
+    flag = [str(tmp_path / "FILE") if f == "FILE" else f for f in flag]
+    run = subprocess.run([sys.executable, "-m", "flight", "run", "--hal", "linux", *flag], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert said in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 @pytest.mark.req("CMP-011")
 def test_two_agents_cannot_share_a_compute_directory(tmp_path, short_dir):
     """Different state directories, one compute directory: the second would take the worker's

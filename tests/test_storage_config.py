@@ -115,6 +115,7 @@ def test_config_defaults_and_a_full_file(tmp_path):
         ("[hal]\nbackend = 'fpga'", "hal.backend: 'fpga' is not one of"),
         ("[hal]\nlockstep = 1", "hal.lockstep: expected bool"),
         ("[link]\nurl = 'udp://x:1'", "link.url: udp://x:1: unknown link scheme"),
+        ("[hal]\nboard = 'nope'", "hal.board: no board profile 'nope': shipped profiles are"),
         ("[parameters]\nbattery_floor_pct = 200", "parameters.battery_floor_pct"),
         ("[parameters]\nfloor = 2", "parameters.floor: no such parameter"),
         ("[parameters]\nthermal_soft_limit_c = 100", "parameters.thermal_soft_limit_c: the soft thermal limit "
@@ -125,12 +126,22 @@ def test_config_defaults_and_a_full_file(tmp_path):
         ("[link\nurl=", "not valid TOML"),
     ],
 )
+@pytest.mark.req("AGT-018")
 def test_config_errors_name_the_key(tmp_path, text, fragment):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert fragment in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.req("AGT-018")
+def test_the_board_is_said_as_the_backend_takes_it():
+    """Found in use: the start line said "board None" on a PC."""
+    said = {backend: parse_config({"hal": {"backend": backend}}).board_said for backend in ("linux", "jetson", "sim")}
+    assert said == {"linux": "none (this computer's own sensors)", "jetson": "detect from the device tree",
+                    "sim": "the sim backend's default"}
+    assert parse_config({"hal": {"backend": "linux", "board": "orin_nano"}}).board_said == "orin_nano"
 
 
 def test_missing_config_file():
