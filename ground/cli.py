@@ -659,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("events", help="recent events from the archive; --follow for new ones")
     ev.add_argument("--follow", action="store_true")
     ev.add_argument("--severity", choices=[s.name for s in Severity], help="this severity and above")
-    ev.add_argument("--last", type=int, default=50, help="how many recent events to show first")
+    ev.add_argument("--last", type=_count(1, 10_000), default=50, help="how many recent events to show first "
+                                                                      "(1 to 10000)")
     ev.add_argument("--timeout", type=float, default=5.0, metavar="S", help="--direct: how long to listen")
     ev.set_defaults(func=_cmd_events)
     plan = sub.add_parser("plan", help="the agent's latest energy plan: charge, mode and shadow over its horizon")
@@ -707,6 +708,19 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
     return port
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, refused before anything is asked."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1160,11 +1160,15 @@ class GroundServer:
         link = self.link_for(request.query.get("spacecraft"))
         try:
             limit = int(request.query.get("limit", "100"))
-            floor = Severity[request.query.get("severity", "DIAGNOSTIC").upper()]
             if not 1 <= limit <= 10_000:
                 raise ValueError
-        except (ValueError, KeyError):
-            return _error(400, "limit: 1..10000; severity: one of " + ", ".join(s.name for s in Severity))
+        except ValueError:
+            return _error(400, f"limit: {request.query.get('limit', '')[:40]!r} is not a count of 1 to 10000")
+        try:
+            floor = Severity[request.query.get("severity", "DIAGNOSTIC").upper()]
+        except KeyError:
+            return _error(400, f"severity: {request.query.get('severity', '')[:40]!r} is not one of "
+                               + ", ".join(s.name for s in Severity))
         if self.archive is None:
             with link.lock:
                 events = [e for e in link.events if Severity[e["severity"]] >= floor][-limit:]

@@ -341,6 +341,20 @@ def test_a_command_the_agent_refuses_fails_with_its_reason(ground):
     assert result.failed and "NOT_ALLOWED_IN_MODE" in result.outcome
 
 
+@pytest.mark.req("GND-025")
+def test_recent_events_say_which_of_their_arguments_is_wrong(ground):
+    """Found in use: a limit of 0 was answered with both rules, under the server's own names."""
+    token = login(ground, "vera")
+    assert http(ground, "GET", "/api/events?limit=5", token=token)[0] == 200
+    status, answer, _ = http(ground, "GET", "/api/events?limit=0", token=token)
+    assert status == 400 and answer["error"] == "limit: '0' is not a count of 1 to 10000", answer
+    status, answer, _ = http(ground, "GET", "/api/events?severity=LOUD", token=token)
+    assert status == 400 and answer["error"].startswith("severity: 'LOUD' is not one of DIAGNOSTIC"), answer
+    out = subprocess.run([sys.executable, "-m", "ground", "events", "--last", "0"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "argument --last: 0 is not from 1 to 10000" in out.stderr, out.stderr
+
+
 # --- one state, one copy ----------------------------------------------------------------------
 
 
