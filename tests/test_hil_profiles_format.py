@@ -347,3 +347,17 @@ def test_a_rate_over_a_step_is_its_mean_over_the_step_not_its_value_at_the_start
     assert profile.mean("upset_rate_per_s", 30.0, 0.0) == 4.0 == profile.at(30.0)["upset_rate_per_s"]
     with pytest.raises(ProfileError, match="outside the profile"):
         profile.mean("upset_rate_per_s", 50.0, 60.0)
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("ltan_h,ok", [(30.0, False), (-0.5, False), (0.0, True), (24.0, True)])
+def test_a_local_time_past_a_day_is_refused_as_a_scenario_refuses_it(ltan_h, ok):
+    """Found in use: `sunlit-hil generate --ltan-h 30` made a profile; a scenario's [orbit] takes 0 to 24 h."""
+    from hil.profiles import orbit_from_description
+
+    description = {"alt_km": 550.0, "sun_synchronous": True, "ltan_h": ltan_h}
+    if ok:
+        assert orbit_from_description(description)[0] is not None
+    else:
+        with pytest.raises(ProfileError, match=rf"^orbit: ltan_h {ltan_h:g} is not a local time of 0 to 24 h"):
+            orbit_from_description(description)

@@ -446,7 +446,10 @@ def orbit_from_description(spec: dict[str, Any]) -> tuple[Orbit, float, dict[str
         if "raan_deg" in spec and "ltan_h" in spec:
             raise ProfileError("orbit: give raan_deg or ltan_h, not both")
         if "ltan_h" in spec:
-            raan_deg = raan_deg_for_ltan(float(spec["ltan_h"]), epoch)
+            ltan_h = float(spec["ltan_h"])
+            if not 0.0 <= ltan_h <= 24.0:  # as a scenario's [orbit] takes it (found in use: 30 h was flown)
+                raise ProfileError(f"orbit: ltan_h {ltan_h:g} is not a local time of 0 to 24 h")
+            raan_deg = raan_deg_for_ltan(ltan_h, epoch)
             description["raan_deg"] = raan_deg
         else:
             raan_deg = float(spec.get("raan_deg", 0.0))
