@@ -80,6 +80,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
+    for what, why in agent.start_problems():  # sent down as STATE_CORRUPT too; said here for whoever started it
+        print(f"sunlit-flight: warning: stored {what} unreadable ({why}); moved aside, using defaults",
+              file=sys.stderr, flush=True)
+    for name, value, why in agent.params.store.refused:
+        print(f"sunlit-flight: warning: saved parameter {name} = {value} refused ({why}); "
+              f"{agent.params.store.get(name) if name in DICTIONARY.parameter_by_name else 'no such parameter'} "
+              "in force", file=sys.stderr, flush=True)
     if config.tc_keys is None:  # a bench or a test may run so; a board never should (install.sh provisions keys)
         print("sunlit-flight: warning: telecommands are NOT authenticated (no [security] tc_keys): any process "
               "that reaches the link can command this agent", file=sys.stderr, flush=True)

@@ -110,6 +110,35 @@ def test_the_agents_flags_are_named_in_its_errors(tmp_path, flag, said):
     assert said in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+@pytest.mark.req("AGT-013")
+def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(tmp_path, short_dir):
+    """Found in use: they were sent down as events, but whoever started the agent saw nothing, and its boot
+    count started again at 1."""
+    from flight.storage import write_checked_json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text("{not json")
+    write_checked_json(state / "params.json", {"saa_drift_west_deg_per_yr": 1.5})
+    proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--hal", "linux", "--link",
+                             f"zmq+ipc://{short_dir}/said", "--state-dir", str(state)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "telecommands" in line:  # the last line of the start
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    said = "".join(lines)
+    assert "sunlit-flight: warning: stored state unreadable (" in said and "moved aside, using defaults" in said, said
+    assert ("sunlit-flight: warning: saved parameter saa_drift_west_deg_per_yr = 1.5 refused (" in said
+            and "0.3 in force" in said), said
+    assert (state / "state.json.corrupt").exists()
+
+
 @pytest.mark.req("CMP-011")
 def test_two_agents_cannot_share_a_compute_directory(tmp_path, short_dir):
     """Different state directories, one compute directory: the second would take the worker's

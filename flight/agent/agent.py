@@ -410,12 +410,9 @@ class Agent:
             sdnotify.watchdog()
             self._watchdog_fed_s = now_s
 
-    def _boot(self) -> None:
-        """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
-        self._booted = True
-        self.link_service.restart_contact()
-        for name in ("housekeeping", "control"):
-            self.timers.restart(name)
+    def start_problems(self) -> list[tuple[str, str]]:
+        """(what, why) for each stored file found unreadable at start (moved aside, defaults used): said at
+        boot as STATE_CORRUPT, and by ``sunlit-flight run`` on its console."""
         problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
                                                           (self.memory.file.load_error, "state"),
                                                           (self.replay.load_error if self.replay else None,
@@ -424,10 +421,17 @@ class Agent:
                                                            "telemetry SNs"),
                                                           (self.tm_epoch.store_error if self.tm_epoch else None,
                                                            "telemetry SNs")) if problem]
-        problems += [("telecommand keys", problem) for problem in self._key_problems]
+        return problems + [("telecommand keys", problem) for problem in self._key_problems]
+
+    def _boot(self) -> None:
+        """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
+        self._booted = True
+        self.link_service.restart_contact()
+        for name in ("housekeeping", "control"):
+            self.timers.restart(name)
         self.params.booted()  # saved values this dictionary refused, each said
-        self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value, problems=problems,
-                              removed=len(self._removed))
+        self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value,
+                              problems=self.start_problems(), removed=len(self._removed))
         self.compute.time_began()
         self.downlink.time_began()
         self.scheduler.time_began()
