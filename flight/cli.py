@@ -7,6 +7,7 @@ program quietly with status 1, as the Python documentation's "Note on SIGPIPE" d
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -38,9 +39,10 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from flight.agent.agent import Agent
+    from flight.agent.params import REFUSED_SAID
     from flight.config import ConfigError, load_config
     from flight.hal.base import HalError
-    from flight.storage import DirectoryBusy
+    from flight.storage import DirectoryBusy, printable
 
     overrides = {
         "link.url": args.link,
@@ -74,19 +76,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the state directory, most often: say which path, and what it is for
         where = Path(exc.filename) if exc.filename else None
         what = " (the state directory: --state-dir, [paths] state_dir)" if where == Path(config.state_dir) else ""
-        why = "a file, not a directory" if where is not None and where.exists() and not where.is_dir() \
-            else (exc.strerror or str(exc))
+        made_on_a_file = exc.errno in (errno.EEXIST, errno.ENOTDIR) and where is not None \
+            and os.path.lexists(where) and not os.path.isdir(where)  # neither raises
+        why = "a file, not a directory" if made_on_a_file else (exc.strerror or str(exc))
         print(f"sunlit-flight: {where or 'start'}{what}: {why}", file=sys.stderr)
         return 2
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
     for what, why in agent.start_problems():  # sent down as STATE_CORRUPT too; said here for whoever started it
-        print(f"sunlit-flight: warning: stored {what} unreadable ({why}); moved aside, using defaults",
+        print(f"sunlit-flight: warning: {what}: {printable(why)}", file=sys.stderr, flush=True)
+    refused = agent.params.store.refused
+    for name, value, why in refused[:REFUSED_SAID]:  # names and values from a file: shown escaped
+        now = agent.params.store.get(name) if name in DICTIONARY.parameter_by_name else "nothing (no such parameter)"
+        print(f"sunlit-flight: warning: saved parameter {printable(name)} = {printable(value)} refused "
+              f"({printable(why)}); in force: {now}", file=sys.stderr, flush=True)
+    if len(refused) > REFUSED_SAID:
+        print(f"sunlit-flight: warning: {len(refused) - REFUSED_SAID} more saved parameters refused",
               file=sys.stderr, flush=True)
-    for name, value, why in agent.params.store.refused:
-        print(f"sunlit-flight: warning: saved parameter {name} = {value} refused ({why}); "
-              f"{agent.params.store.get(name) if name in DICTIONARY.parameter_by_name else 'no such parameter'} "
-              "in force", file=sys.stderr, flush=True)
     if config.tc_keys is None:  # a bench or a test may run so; a board never should (install.sh provisions keys)
         print("sunlit-flight: warning: telecommands are NOT authenticated (no [security] tc_keys): any process "
               "that reaches the link can command this agent", file=sys.stderr, flush=True)

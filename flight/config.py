@@ -232,8 +232,9 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
                  flags: dict[str, str] | None = None) -> Config:
     given = {key for key, value in (overrides or {}).items() if value is not None}
 
-    def fail(key: str, message: str) -> ConfigError:
-        if key in given:  # the command line's value, not the file's (found in use: "(defaults): rates...")
+    def fail(key: str, message: str, in_file: bool = False) -> ConfigError:
+        """``in_file``: the file's own value is at fault, whatever a flag gives for the key."""
+        if key in given and not in_file:  # the command line's value (found in use: "(defaults): rates...")
             return ConfigError(f"{(flags or {}).get(key, 'the command line')} ({key}): {message}")
         return ConfigError(f"{source}: [{key}] {message}" if "." not in key else f"{source}: {key}: {message}")
 
@@ -247,10 +248,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             raise fail(section, "must be a table")
         for key, value in body.items():
             if key not in _SCHEMA[section]:
-                raise fail(f"{section}.{key}", f"unknown key; [{section}] takes {', '.join(_SCHEMA[section])}")
+                raise fail(f"{section}.{key}", f"unknown key; [{section}] takes {', '.join(_SCHEMA[section])}", True)
             types, _default = _SCHEMA[section][key]
             if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-                raise fail(f"{section}.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__} {value!r}")
+                raise fail(f"{section}.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got "
+                                               f"{type(value).__name__} {value!r}", True)
             values[f"{section}.{key}"] = value
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -269,7 +271,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
     board = get("hal.board")
-    if board is not None:  # checked here, so the error names the key (the backends check it again as they open it)
+    if board:  # checked here, so the error names the key (the backends check it again as they open it); "": none
         from flight.hal.boards import available_boards
 
         if board not in available_boards():

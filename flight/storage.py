@@ -28,6 +28,12 @@ class CorruptFile(ValueError):
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~/])/(?:[^\s/'\"()\[\]{},;:]+/)+([^\s/'\"()\[\]{},;:]+)")
 
 
+def printable(text: str) -> str:
+    """``text`` for a terminal with anything not printable escaped (``\\n``, ``\\x1b``): a message that quotes
+    a damaged or hostile file forges no line and no escape sequence."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def redact_paths(text: str) -> str:
     """``text`` with every absolute path in it cut to its last part: what the board says to the
     ground (events, failure reasons) names a file, never where the board keeps it (SEC-006)."""

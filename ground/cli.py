@@ -475,18 +475,19 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ground.procedure import ProcedureUnreadable, run_procedure_file
+    from ground.procedure import ProcedureUnreadable, load_procedure, run_procedure
 
+    try:  # before connecting: a file that cannot run is said as such, whether or not the link is up
+        module = load_procedure(args.procedure)
+    except ProcedureUnreadable as exc:
+        raise Refused(f"sunlit-ground run: {exc}") from None
     client = _open(args)
     try:
         try:
             client.connect(timeout_s=args.timeout)
         except TimeoutError as exc:
             raise Refused(f"sunlit-ground run: {exc}") from None
-        try:
-            ok = run_procedure_file(args.procedure, client, log=lambda text: print(text, flush=True))
-        except ProcedureUnreadable as exc:
-            raise Refused(f"sunlit-ground run: {exc}") from None
+        ok = run_procedure(module, client, log=lambda text: print(text, flush=True))
     finally:
         client.close()
     return 0 if ok else EXIT_FAILED

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -180,11 +181,10 @@ class Procedure:
         return item.record
 
 
-def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[str], None] = print,
-                       setup: Callable[[Procedure], None] | None = None) -> bool:
-    """Load ``path``, call its ``run(proc)``; True if it returned, False if a step failed (or the
-    procedure raised anything else: said with the line of the procedure it came from). A file that
-    cannot be loaded is :class:`ProcedureUnreadable`."""
+def load_procedure(path: Path | str) -> Any:
+    """The procedure module at ``path``, loaded (its top level run); :class:`ProcedureUnreadable` where
+    it cannot be: missing, not Python, an error as it loads (with the file and line it came from), or
+    no ``run``. Loaded before anything is connected or sent."""
     path = Path(path)
     if not path.is_file():
         raise ProcedureUnreadable(f"{path}: no such procedure file")
@@ -194,12 +194,25 @@ def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[st
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise ProcedureUnreadable(f"{path}:{exc.lineno}: {exc.msg}") from None
+    except SyntaxError as exc:  # in the procedure, or in a module it imports: that module's file
+        where = path if exc.filename is None or _same_file(exc.filename, path) else Path(exc.filename)
+        raise ProcedureUnreadable(f"{where}:{exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - the procedure's own code, as it loads: said, not a traceback
         raise ProcedureUnreadable(f"{path}{_where_in(exc, path)}: {type(exc).__name__}: {exc}") from None
     if not callable(getattr(module, "run", None)):
         raise ProcedureUnreadable(f"{path}: defines no run(proc)")
+    module.__sunlit_path__ = path
+    return module
+
+
+def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] = print,
+                  setup: Callable[[Procedure], None] | None = None) -> bool:
+    """Call a loaded procedure's ``run(proc)``; True if it returned, False if a step failed (or the
+    procedure's own code raised: said with its line). The server refusing a request (a lost session,
+    a forbidden route) is not the procedure's fault and goes up as the CLI says any other."""
+    from ground.api import ServerError
+
+    path: Path = module.__sunlit_path__
     proc = Procedure(client, log, who=f"procedure:{path.name}")
     if setup is not None:
         setup(proc)
@@ -209,6 +222,8 @@ def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[st
     except (ProcedureFailed, AssertionError) as exc:
         log(f"procedure {path.name}: FAILED: {exc}")
         return False
+    except ServerError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a fault in the procedure's code fails it, with its line
         log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {exc} (raised at {path.name}{_where_in(exc, path)})")
         return False
@@ -216,8 +231,19 @@ def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[st
     return True
 
 
-__all__ = ["Procedure", "ProcedureFailed", "equals", "greater_than", "less_than", "run_procedure_file",
-           "within_range"]
+def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[str], None] = print,
+                       setup: Callable[[Procedure], None] | None = None) -> bool:
+    """:func:`load_procedure` then :func:`run_procedure`."""
+    return run_procedure(load_procedure(path), client, log, setup)
+
+
+__all__ = ["Procedure", "ProcedureFailed", "ProcedureUnreadable", "equals", "greater_than", "less_than",
+           "load_procedure", "run_procedure", "run_procedure_file", "unmeasured_or", "within_range"]
+
+
+def _same_file(name: str, path: Path) -> bool:
+    """Whether a code object's file name is ``path`` (absolute in a traceback; ``path`` may be relative)."""
+    return os.path.abspath(name) == os.path.abspath(path)
 
 
 def _where_in(exc: BaseException, path: Path) -> str:
@@ -225,7 +251,7 @@ def _where_in(exc: BaseException, path: Path) -> str:
     line = None
     tb = exc.__traceback__
     while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename) == path:
+        if _same_file(tb.tb_frame.f_code.co_filename, path):
             line = tb.tb_lineno
         tb = tb.tb_next
     return f":{line}" if line is not None else ""

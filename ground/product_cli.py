@@ -27,6 +27,7 @@ import json
 import sys
 from typing import Any
 
+from flight.storage import printable
 from ground.receipts import ProductError, read_product
 
 EXIT_NOT_VOUCHED, EXIT_INPUT = 1, 2
@@ -38,11 +39,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         try:
             read.append(read_product(path))
         except ProductError as exc:
-            print(f"sunlit-ground product: {_printable(str(exc))}", file=sys.stderr)
+            print(f"sunlit-ground product: {printable(str(exc))}", file=sys.stderr)
             bad += 1
         except Exception as exc:  # noqa: BLE001 - a file damaged in a way not foreseen: bad input, not a traceback
-            print(f"sunlit-ground product: {_printable(path)}: cannot be read ({type(exc).__name__}: "
-                  f"{_printable(str(exc)[:120])})", file=sys.stderr)
+            print(f"sunlit-ground product: {printable(path)}: cannot be read ({type(exc).__name__}: "
+                  f"{printable(str(exc)[:120])})", file=sys.stderr)
             bad += 1
     if args.json:
         print(json.dumps([r.as_dict() for r in read], indent=1, allow_nan=False))
@@ -52,11 +53,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if bad:
         return EXIT_INPUT
     return 0 if all(r.vouched for r in read) else EXIT_NOT_VOUCHED
-
-
-def _printable(text: str) -> str:
-    """``text`` with anything not printable escaped: a message that quotes a damaged file forges no line."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def add_product_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -349,13 +349,13 @@ def _check_keys(campaign: Campaign) -> None:
     candidates: dict[str, list[Any]] = {k: [v] for k, v in campaign.fixed.items()}
     candidates.update({k: list(v) for k, v in campaign.sweep.items()})
     candidates.update({k: d.probes() for k, d in campaign.dispersion.items()})
-    # The scenario as its own file says it, first: a fault of its own is named there, with its file
-    # (found in use: it was said as the first case's, under the campaign's name), unless it is in a key
-    # the campaign sets (each case then says it with its values).
+    # The scenario as its own file says it, first: a fault of its own is named there, with its file (found
+    # in use: it was said as the first case's, under the campaign's name), where the first case fails on
+    # the same key; a fault the campaign's values cure, or change, is left to the cases.
     try:
         parse_scenario(_deep_copy(campaign.base), str(campaign.scenario_path), base_dir=campaign.scenario_path.parent)
     except ScenarioError as exc:
-        if not any(_related(exc.key, key) for key in candidates):
+        if campaign.n_cases and _same_key(_case_error(campaign, campaign.case(0)), exc.key):
             raise CampaignError(f"{exc} (the scenario {campaign.scenario_path.name} that {campaign.source.name} "
                                 f"runs)", str(campaign.scenario_path), exc.key) from None
     reference = None  # the scenario under the campaign's name, as the cases are made, to compare them with
@@ -381,13 +381,20 @@ def _check_keys(campaign: Campaign) -> None:
                                 f"check the spelling against hil/scenario.py")
 
 
-def _related(error_key: str | None, key: str) -> bool:
-    """Whether a scenario error at ``error_key`` is in the campaign's ``key`` (or in or around it); an
-    error of the whole file (no key) is in none."""
-    if error_key is None:
-        return False
-    return error_key == key or error_key.startswith(key + ".") or key.startswith(error_key + ".") \
-        or error_key.startswith(key + "[")
+def _case_error(campaign: Campaign, case: Case) -> ScenarioError | None:
+    """What ``case``'s scenario fails on, None where it loads."""
+    from hil.scenario import parse_scenario
+
+    try:
+        parse_scenario(_deep_copy(case.scenario), str(campaign.source), base_dir=campaign.scenario_path.parent)
+    except ScenarioError as exc:
+        return exc
+    return None
+
+
+def _same_key(error: ScenarioError | None, key: str | None) -> bool:
+    """Whether ``error`` is at ``key`` (both the scenario loader's: ``faults[0].at_s``; None, the whole file)."""
+    return error is not None and error.key == key
 
 
 def _parse_case(campaign: Campaign, case: Case) -> Any:

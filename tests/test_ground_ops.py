@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,28 +112,27 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
     assert not run_procedure_file(bad, client, log.append)
     assert "uptime_s not the condition at bad.py:2 within 0.5 s" in log[-1], log[-1]
     bad.write_text("def run(proc):\n    steps = {}\n    return steps['first']\n")
-    assert not run_procedure_file(bad, client, log.append)
+    assert not run_procedure_file(os.path.relpath(bad), client, log.append)  # as typed, relative: its line still
     assert log[-1] == "procedure bad.py: FAILED: KeyError: 'first' (raised at bad.py:3)", log[-1]
 
 
 @pytest.mark.req("GND-005")
 @pytest.mark.parametrize("text,said", [
-    (None, "no such procedure file"),
+    (None, "bad.py: no such procedure file"),
     ("def run(proc)\n    pass\n", "bad.py:1: expected ':'"),
     ("import nothing_of_that_name\n", "bad.py:1: ModuleNotFoundError: No module named 'nothing_of_that_name'"),
     ("x = 1\n", "bad.py: defines no run(proc)"),
 ])
-def test_a_procedure_that_cannot_be_loaded_is_bad_input_with_its_file_and_line(start_agent, ipc_url, tmp_path, text,
-                                                                               said):
-    """Found in use: a missing file or a syntax error printed a traceback and exited 1."""
-    start_agent(ipc_url)
-    path = tmp_path / "bad.py"
+def test_a_procedure_that_cannot_be_loaded_is_bad_input_with_its_file_and_line(ipc_url, tmp_path, text, said):
+    """Found in use: a missing file or a syntax error printed a traceback and exited 1. Named as typed (a
+    path relative to where it runs), and said before the link is tried: no agent listens here."""
     if text is not None:
-        path.write_text(text)
-    out = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run", str(path)],
-                         capture_output=True, text=True, timeout=60)
+        (tmp_path / "bad.py").write_text(text)
+    out = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run", "bad.py", "--timeout", "30"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2, out.stdout + out.stderr
-    assert said in out.stderr and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert f"sunlit-ground run: {said}" in out.stderr and "Traceback" not in out.stdout + out.stderr, out.stderr
 
 
 def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):

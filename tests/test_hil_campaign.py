@@ -199,9 +199,17 @@ def test_a_fault_in_the_campaigns_scenario_is_named_in_that_file(tmp_path):
     said = str(caught.value)
     assert said.startswith(f"{scenario}: battery.capacity") and "typo.toml that camp.toml runs" in said, said
     assert "case" not in said
-    # The same fault, in a key the campaign sets for every case: the campaign's value stands.
+    # A fault in a key the campaign sets for every case: the campaign's value stands.
     fixed = write(tmp_path / "fixed.toml", text.replace("duration_s =", "duration_s = -1 #", 1))
     assert load_campaign(write(tmp_path / "camp2.toml", f'scenario = "{fixed}"\n[set]\nduration_s = 300\n')).n_cases
+    # One the campaign's value for another key cures (a command past the scenario's end, the run made longer),
+    # or one in a list the campaign sets by index (faults[0].at_s as faults.0.at_s): left to the cases.
+    late = write(tmp_path / "late.toml", text.replace("duration_s =", "duration_s = 600 #", 1)
+                 + "\n[[commands]]\nat_s = 7000.0\ncommand = \"NOOP\"\n")
+    assert load_campaign(write(tmp_path / "camp3.toml", f'scenario = "{late}"\n[set]\nduration_s = 8640\n')).n_cases
+    index = text.count("[[commands]]")  # the one added, after the scenario's own
+    by_index = f'scenario = "{late}"\n[set]\n"commands.{index}.at_s" = 100.0\n'
+    assert load_campaign(write(tmp_path / "camp4.toml", by_index)).n_cases
 
 
 @pytest.mark.req("HIL-009")

@@ -119,7 +119,7 @@ def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(
     state = tmp_path / "state"
     state.mkdir()
     (state / "state.json").write_text("{not json")
-    write_checked_json(state / "params.json", {"saa_drift_west_deg_per_yr": 1.5})
+    write_checked_json(state / "params.json", {"saa_drift_west_deg_per_yr": 1.5, "forged\nsunlit-flight: ok": 1})
     proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--hal", "linux", "--link",
                              f"zmq+ipc://{short_dir}/said", "--state-dir", str(state)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -133,9 +133,13 @@ def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(
         proc.terminate()
         proc.wait(timeout=30)
     said = "".join(lines)
-    assert "sunlit-flight: warning: stored state unreadable (" in said and "moved aside, using defaults" in said, said
+    assert "sunlit-flight: warning: state: " in said and "state.json" in said, said
     assert ("sunlit-flight: warning: saved parameter saa_drift_west_deg_per_yr = 1.5 refused (" in said
-            and "0.3 in force" in said), said
+            and "in force: 0.3" in said), said
+    # A name from the file is shown escaped: it forges no line of its own.
+    assert "saved parameter forged\\nsunlit-flight: ok = 1 refused (no such parameter in this dictionary); in " \
+           "force: nothing (no such parameter)" in said, said
+    assert not any(line.startswith("sunlit-flight: ok") for line in said.splitlines())
     assert (state / "state.json.corrupt").exists()
 
 

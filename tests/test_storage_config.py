@@ -142,6 +142,18 @@ def test_the_board_is_said_as_the_backend_takes_it():
     assert said == {"linux": "none (this computer's own sensors)", "jetson": "detect from the device tree",
                     "sim": "the sim backend's default"}
     assert parse_config({"hal": {"backend": "linux", "board": "orin_nano"}}).board_said == "orin_nano"
+    assert parse_config({"hal": {"backend": "linux", "board": ""}}).board_said.startswith("none")  # "" is none
+
+
+@pytest.mark.req("AGT-018")
+def test_a_bad_value_in_the_file_is_the_files_even_where_a_flag_sets_the_key(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text("[rates]\nhk_period_s = 'fast'\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: rates.hk_period_s: expected int or float, got str 'fast'"):
+        load_config(path, {"rates.hk_period_s": 2.0}, {"rates.hk_period_s": "--hk-period"})
+    path.write_text("[rates]\nhk_period_s = 2\n")
+    with pytest.raises(ConfigError, match=r"^--hk-period \(rates.hk_period_s\): 0.0 s is outside"):
+        load_config(path, {"rates.hk_period_s": 0.0}, {"rates.hk_period_s": "--hk-period"})
 
 
 def test_missing_config_file():
