@@ -411,8 +411,9 @@ class Agent:
             self._watchdog_fed_s = now_s
 
     def start_problems(self) -> list[tuple[str, str]]:
-        """(what, why) for each stored file found unreadable at start (moved aside, defaults used): said at
-        boot as STATE_CORRUPT, and by ``sunlit-flight run`` on its console."""
+        """(what, why) for each stored file found wrong at start (most unreadable, moved aside, defaults
+        used; the telemetry SNs' also one it could not write): said at boot as STATE_CORRUPT, and by
+        ``sunlit-flight run`` on its console."""
         problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
                                                           (self.memory.file.load_error, "state"),
                                                           (self.replay.load_error if self.replay else None,
