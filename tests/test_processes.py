@@ -133,7 +133,7 @@ def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(
         proc.terminate()
         proc.wait(timeout=30)
     said = "".join(lines)
-    assert "sunlit-flight: warning: state: " in said and "state.json" in said, said
+    assert "sunlit-flight: warning: state: " in said and "moved aside (state.json.corrupt), defaults in force" in said
     assert ("sunlit-flight: warning: saved parameter saa_drift_west_deg_per_yr = 1.5 refused (" in said
             and "in force: 0.3" in said), said
     # A name from the file is shown escaped: it forges no line of its own.

@@ -413,15 +413,15 @@ class Agent:
     def start_problems(self) -> list[tuple[str, str]]:
         """(what, why) for each stored file found wrong at start (most unreadable, moved aside, defaults
         used; the telemetry SNs' also one it could not write): said at boot as STATE_CORRUPT, and by
-        ``sunlit-flight run`` on its console."""
-        problems = [(what, problem) for problem, what in ((self.params.store.load_error, "parameters"),
-                                                          (self.memory.file.load_error, "state"),
-                                                          (self.replay.load_error if self.replay else None,
-                                                           "telecommand replay window"),
-                                                          (self.tm_epoch.load_error if self.tm_epoch else None,
-                                                           "telemetry SNs"),
-                                                          (self.tm_epoch.store_error if self.tm_epoch else None,
-                                                           "telemetry SNs")) if problem]
+        ``sunlit-flight run`` on its console. Each reason says what is in force instead."""
+        problems = [(what, f"{error}; moved aside ({path.name}.corrupt), defaults in force")
+                    for what, error, path in (("parameters", self.params.store.load_error, self.params.store.path),
+                                              ("state", self.memory.file.load_error, self.memory.file.path))
+                    if error]
+        problems += [(what, error) for what, error in (
+            ("telecommand replay window", self.replay.load_error if self.replay else None),
+            ("telemetry SNs", self.tm_epoch.load_error if self.tm_epoch else None),
+            ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None)) if error]
         return problems + [("telecommand keys", problem) for problem in self._key_problems]
 
     def _boot(self) -> None:

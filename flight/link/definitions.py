@@ -852,8 +852,10 @@ EVENTS = (
           "renamed or removed, a rule between parameters broken): left out, the config's or the default in force "
           "(none for a parameter that no longer exists); a SAVE_PARAMS drops it from the file",
           ("name", "value", "reason", "now")),
-    Event("STATE_CORRUPT", 0x0082, Severity.WARNING_HI, "Stored {what} unreadable ({reason}); moved aside, using defaults",
-          "A state file failed its checksum", ("what", "reason")),
+    Event("STATE_CORRUPT", 0x0082, Severity.WARNING_HI, "Stored {what}: {reason}",
+          "A stored file found wrong at start: it failed its check or could not be read (most are moved aside, "
+          "NAME.corrupt), or, for the telemetry SNs, could not be written; the reason says what is in force "
+          "instead", ("what", "reason")),
     Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
           "{count} leftover files of interrupted writes removed from the {where}",
           "Writes cut short by a crash or power cut left temporary files, or, in the model store, a version's "
