@@ -313,7 +313,7 @@ async function loadHistory(entry, def, seed) {
     entry.msg.textContent = `${times.length} archived samples from the last 15 minutes, then live`;
     plotEl.dataset.history = "archive";
   } else {
-    entry.msg.textContent = `archive: ${answer.body.error} (HTTP ${answer.status}); showing what this page received`;
+    entry.msg.textContent = entry.msg.title = `archive: ${answer.body.error} (HTTP ${answer.status}); showing what this page received`;
     entry.msg.className = "msg error";
     plotEl.dataset.history = "error";
   }
