@@ -38,8 +38,8 @@ COMPUTE_SAYS = {
     "modelled": ("modelled: no compute worker ran; the harness counted the board's throughput per power mode "
                  "(tiles_per_s_at_maxn x inference_rel_maxn x the agent's duty)"),
 }
-MODEL_REFERENCE = ("tile-equivalents the board's throughput model gives for the same power modes and duty: "
-                   "what the board could have done with unlimited input, a reference and not work done")
+MODEL_REFERENCE = ("tile-equivalents: what the board's throughput model gives for the same power modes and duty, "
+                   "had it unlimited input (a reference, not work done)")
 
 
 def progress_bar(label: str):
@@ -110,7 +110,7 @@ def one_screen(body: dict, report_dir: Path) -> str:
     mode = body.get("compute_mode") or ("real" if body.get("real_tiles") is not None else "modelled")
     if mode == "real":
         work = [f"  work {body['work_tiles']:.0f} tiles ({WORK_COUNTS['real']})",
-                f"    for reference, the board's model: {body['modelled_capacity_tiles']:.0f} {MODEL_REFERENCE}"]
+                f"    for reference, {body['modelled_capacity_tiles']:.0f} {MODEL_REFERENCE}"]
     else:
         work = [f"  work {body['work_tiles']:.0f} tile-equivalents ({WORK_COUNTS['modelled']})"]
     lines = [

@@ -360,7 +360,7 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
     if real:
         assert saved["work_tiles"] == 256
         assert "work 256 tiles (real: tiles screened by ONNX Runtime in the worker)" in screen
-        assert "18000 tile-equivalents the board's throughput model gives" in screen
+        assert "18000 tile-equivalents: what the board's throughput model gives" in screen
         assert "not work done" in saved["modelled_capacity_counts"]
     else:
         assert "work 18000 tile-equivalents (modelled: tile-equivalents of the board's modelled throughput; " \
