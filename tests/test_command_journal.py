@@ -43,6 +43,99 @@ def test_the_journal_survives_a_restart_a_torn_record_and_a_flipped_bit(tmp_path
 
 
 @pytest.mark.req("AGT-016")
+def test_a_damaged_length_loses_only_its_record_and_is_said_and_moved_aside(tmp_path):
+    """One wrong length field once made every later record unframeable, and the file was rewritten
+    from what was read: later commands forgotten for good, unsaid, and a retry ran them again."""
+    path = tmp_path / "commands.journal"
+    j = CommandJournal(path)
+    for cmd_id in (1111, 2222, 3333):
+        j.started(cmd_id, bytes([cmd_id % 256]) * 16, 0x10)
+    j.close()
+    data = bytearray(path.read_bytes())
+    data[7] += 1  # the first record's length (after its 4-byte marker), one more than it is
+    path.write_bytes(bytes(data))
+    damaged = CommandJournal(path)
+    assert damaged.get(1111) is None and damaged.get(2222) is not None and damaged.get(3333) is not None
+    assert damaged.bad_records == 1
+    assert damaged.load_error.startswith("1 damaged stretch(es)") and "2 commands read" in damaged.load_error
+    assert "moved aside (commands.journal.corrupt)" in damaged.load_error
+    assert (tmp_path / "commands.journal.corrupt").read_bytes() == bytes(data), "kept as found"
+    again = CommandJournal(path)  # rewritten without the damage: nothing said twice
+    assert again.bad_records == 0 and again.load_error is None and again.get(3333) is not None
+
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF  # the first record's marker: still this format, the rest found again
+    path.write_bytes(bytes(data))
+    marker = CommandJournal(path)
+    assert marker.bad_records == 1 and marker.get(2222) is None and marker.get(3333) is not None
+
+
+@pytest.mark.req("AGT-016")
+def test_a_journal_from_before_the_markers_is_read_and_rewritten_with_them(tmp_path):
+    import struct
+    import zlib
+
+    import msgpack
+
+    from flight.agent.journal import MARKER
+
+    def old(cmd_id, kind):
+        payload = msgpack.packb([cmd_id, kind, b"d" * 16, 0x10, True, 0, ""], use_bin_type=True)
+        return struct.pack(">I", len(payload)) + payload + struct.pack(">I", zlib.crc32(payload))
+
+    path = tmp_path / "commands.journal"
+    path.write_bytes(old(5, "S") + old(5, "F") + old(6, "S"))
+    j = CommandJournal(path)
+    assert j.get(5).finished and j.get(6) is not None and not j.get(6).finished
+    assert j.bad_records == 0 and j.load_error is None, "an older format is not damage"
+    assert path.read_bytes().startswith(MARKER) and CommandJournal(path).get(6) is not None
+
+
+@pytest.mark.req("AGT-016")
+def test_a_journal_that_cannot_be_read_is_moved_aside_and_said(tmp_path):
+    path = tmp_path / "commands.journal"
+    path.mkdir()
+    (path / "inside").write_text("x")
+    j = CommandJournal(path)
+    assert "unreadable" in j.load_error and "moved aside (commands.journal.corrupt)" in j.load_error
+    assert (tmp_path / "commands.journal.corrupt" / "inside").exists()
+    j.started(1, b"d" * 16, 0x10)  # a journal again
+    assert CommandJournal(path).get(1) is not None
+
+
+@pytest.mark.req("AGT-016", "AGT-013")
+def test_a_damaged_journal_is_said_at_boot_and_its_later_commands_are_not_run_again(tmp_path):
+    """In process: two commands run; the journal's first record is damaged while the agent is down;
+    the next boot says so (STATE_CORRUPT, state_corrupt) and a retry of the second is answered from
+    the journal, not run again."""
+    from tests.inproc import InProcessAgent
+
+    state = tmp_path / "state"
+    first = InProcessAgent(state)
+    try:
+        assert _noop(first, 0x1111).completed and _noop(first, 0x2222).completed
+    finally:
+        first.close()
+    path = state / "commands.journal"
+    data = bytearray(path.read_bytes())
+    data[7] += 1
+    path.write_bytes(bytes(data))
+    second = InProcessAgent(state)
+    try:
+        said = [e for e in second.events("STATE_CORRUPT") if e.args["what"] == "command journal"]
+        assert len(said) == 1 and "damaged stretch" in said[0].args["reason"], said
+        assert second.hk()["state_corrupt"] >= 1
+        ran_before = second.agent.dispatcher.counters.executed
+        retry = _noop(second, 0x2222)
+        assert retry.completed and "before a restart" in str(retry.reports[-1].result)
+        assert second.agent.dispatcher.counters.executed == ran_before, "not run again"
+        assert second.send("RESET_COUNTERS").completed
+        assert second.hk()["state_corrupt"] == 0
+    finally:
+        second.close()
+
+
+@pytest.mark.req("AGT-016")
 def test_the_journal_keeps_the_newest_commands_and_does_not_grow(tmp_path):
     path = tmp_path / "commands.journal"
     j = CommandJournal(path, window=50)

@@ -419,6 +419,7 @@ class Agent:
                                               ("state", self.memory.file.load_error, self.memory.file.path))
                     if error]
         problems += [(what, error) for what, error in (
+            ("command journal", self.dispatcher.journal.load_error if self.dispatcher.journal else None),
             ("telecommand replay window", self.replay.load_error if self.replay else None),
             ("telemetry SNs", self.tm_epoch.load_error if self.tm_epoch else None),
             ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None)) if error]

@@ -26,7 +26,8 @@ class Executive(Component):
     COMMANDS = ("NOOP", "PING", "RESET_COUNTERS", "SHUTDOWN")
     EVENTS = ("AGENT_STARTED", "AGENT_STOPPING", "PING_RECEIVED", "COUNTERS_RESET", "INTERNAL_ERROR",
               "STATE_CORRUPT", "TEMP_FILES_REMOVED")
-    CHANNELS = ("boot_count", "uptime_s", "dict_hash", "internal_errors", "hal_backend", "control_late_p99_ms")
+    CHANNELS = ("boot_count", "uptime_s", "dict_hash", "internal_errors", "hal_backend", "control_late_p99_ms",
+                "state_corrupt")
 
     def __init__(self, emit: EventPort, clock: Clock, faults: FaultLog, modes: ModePort, *, boot_count: int,
                  dict_hash: str, hal_backend: str, control_late_p99_s: Callable[[], float | None],
@@ -45,6 +46,7 @@ class Executive(Component):
         self._resets = tuple(resets)
         self.started_s = clock.monotonic_s()
         self.internal_errors = 0
+        self.state_corrupt = 0  # stored files found wrong at start, each said as STATE_CORRUPT
 
     def uptime_s(self) -> float:
         return self._clock.monotonic_s() - self.started_s
@@ -54,6 +56,7 @@ class Executive(Component):
         """Time begins: say how the last run ended and what was found on the way up."""
         self.started_s = self._clock.monotonic_s()
         for what, reason in problems:
+            self.state_corrupt += 1
             self._emit("STATE_CORRUPT", what=what, reason=reason)
         if removed:
             self._emit("TEMP_FILES_REMOVED", count=removed, where="state directory")
@@ -82,7 +85,7 @@ class Executive(Component):
                 "mode": self._modes.mode.value, "boot_count": self.boot_count}
 
     def _reset_counters(self, req: CommandRequest) -> None:
-        self.internal_errors = 0
+        self.internal_errors = self.state_corrupt = 0
         for reset in self._resets:
             reset()
         self._emit("COUNTERS_RESET")
@@ -99,4 +102,5 @@ class Executive(Component):
         late = self._late_p99_s()
         return {"boot_count": self.boot_count, "uptime_s": round(self.uptime_s(), 3), "dict_hash": self.dict_hash,
                 "internal_errors": self.internal_errors, "hal_backend": self.hal_backend,
-                "control_late_p99_ms": None if late is None else round(late * 1000.0, 3)}
+                "control_late_p99_ms": None if late is None else round(late * 1000.0, 3),
+                "state_corrupt": self.state_corrupt}

@@ -17,11 +17,20 @@ half-way was never answered. The journal closes both holes:
   its outcome (without the result map, which is not kept); a started one that never
   finished was cut off by a reset, and is answered as failed, saying so.
 
-Format: one record after another, each ``length (u32 BE) | msgpack [cmd_id, kind, digest,
-opcode, ok, code, reason] | CRC-32 (u32 BE)``. At start the file is read to its end; a record
-whose CRC fails is skipped (counted in ``bad_records``) and a torn last record (the power cut
-mid-append) is dropped, the file rewritten without it so that appends frame again. Bounded: past ``2 × window`` records the file is rewritten
-atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
+Format: one record after another, each ``marker (4 bytes) | length (u32 BE) | msgpack [cmd_id,
+kind, digest, opcode, ok, code, reason] | CRC-32 (u32 BE)``. At start the file is read to its end. A
+record that fails (its marker, a length no record has, its CRC or its contents) is skipped, and
+reading goes on at the next marker: one damaged byte loses the records it touches, not every one
+after it. Each damaged stretch is counted (``bad_records``); the file is then moved aside
+(``commands.journal.corrupt``) and said at start (``load_error``, STATE_CORRUPT), and the commands
+read are kept. A torn last record (the power cut mid-append: no marker after it) is dropped
+unsaid, as it never counted. Where records were dropped the file is rewritten without them, so
+that appends frame again. A journal written before records had a marker is read as it was
+written (a length that fails ends it) and rewritten with them. A journal that cannot be read (a
+directory in its place, no permission) is moved aside where it can be, and said; where it cannot,
+appends fail and commands that change something are refused (the dispatcher), never run twice.
+Bounded: past ``2 × window`` records the file is rewritten atomically with the newest ``window``
+commands (``flight.storage.write_atomic``).
 
 fsync policy, stated: every record is made durable with ``fdatasync`` on the descriptor the
 journal keeps open (an append's data and its size, not its times; fsync where the OS has no
@@ -44,12 +53,13 @@ from pathlib import Path
 
 import msgpack
 
-from flight.storage import fsync_path, write_atomic
+from flight.storage import fsync_path, quarantine, write_atomic
 
 _datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync where the OS has it (Linux: the boards)
 JOURNAL_COMMANDS = 4096  # commands remembered: far longer than any retry, across restarts
 _HEADER = struct.Struct(">I")
 MAX_RECORD = 1024  # bytes of payload: a reason is cut to 200 characters
+MARKER = b"\xa5CJ\x01"  # starts every record: reading finds the next record after a damaged one
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,8 @@ class CommandJournal:
         self.path = Path(path)
         self.window = window
         self.entries: OrderedDict[int, JournalEntry] = OrderedDict()
-        self.bad_records = 0
+        self.bad_records = 0  # damaged stretches skipped at start
+        self.load_error: str | None = None  # what was wrong with the file at start, and what is in force
         self._records = 0
         self._unsynced = False  # a finished record written since the last fsync
         self._fd: int | None = None  # kept open for appends (O_APPEND): no open and close a command
@@ -138,7 +149,7 @@ class CommandJournal:
     def _encode(entry: JournalEntry, kind: str) -> bytes:
         payload = msgpack.packb([entry.cmd_id, kind, entry.digest, entry.opcode, entry.ok, entry.code, entry.reason],
                                 use_bin_type=True)
-        return _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
+        return MARKER + _HEADER.pack(len(payload)) + payload + _HEADER.pack(zlib.crc32(payload))
 
     def _open(self) -> int:
         """The descriptor appends go to; a file made here has its directory entry synced too (a
@@ -207,29 +218,88 @@ class CommandJournal:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
+        except OSError as exc:  # a directory in its place, no permission: the agent starts all the same
+            moved = quarantine(self.path)
+            self.load_error = (f"unreadable ({exc.strerror or type(exc).__name__}); " + (
+                f"moved aside ({moved.name}), an empty journal in force: a command from before this start, "
+                "retried, may run again" if moved else
+                "could not be moved aside: commands that change something are refused until it can be written"))
+            return
+        legacy = bool(data) and MARKER not in data  # a flipped first marker is damage, not an old file
+        end = self._read_legacy(data) if legacy else self._read(data)
+        if self.bad_records:
+            moved = quarantine(self.path)
+            self.load_error = (f"{self.bad_records} damaged stretch(es) of records skipped (marker, length, CRC or "
+                               f"contents), {len(self.entries)} commands read and kept; "
+                               + (f"moved aside ({moved.name})" if moved else "could not be moved aside")
+                               + ": a command whose record was damaged, retried, may run again")
+        if legacy or self.bad_records or end < len(data):
+            try:  # without what was dropped, so that appends frame again
+                self._compact()
+            except OSError:  # appends go on after it: the markers find them at the next start
+                pass
+
+    def _read(self, data: bytes) -> int:
+        """Records from ``data``; returns where the last one read ends (before a torn tail)."""
+        head = len(MARKER) + _HEADER.size
+        at, damaged = 0, False
+        while at < len(data):
+            entry, end = self._frame(data, at, head) if data.startswith(MARKER, at) else (None, None)
+            if entry is not None:
+                damaged = False
+                self._records += 1
+                self._remember(entry)
+                at = end
+                continue
+            found = data.find(MARKER, at + 1)
+            if end is None and found < 0 and not damaged:
+                return at  # the last record, torn by a power cut mid-append: it never counted
+            if not damaged:
+                self.bad_records += 1
+                damaged = True
+            if found < 0:
+                break
+            at = found
+        return len(data)
+
+    def _frame(self, data: bytes, at: int, head: int) -> tuple[JournalEntry | None, int | None]:
+        """The record at ``at`` and where it ends; (None, end) if it is whole but fails, (None, None) if it
+        runs past the data (torn, or a length no record has)."""
+        if at + head > len(data):
+            return None, None
+        (length,) = _HEADER.unpack_from(data, at + len(MARKER))
+        end = at + head + length + _HEADER.size
+        if length > MAX_RECORD or end > len(data):
+            return None, None
+        return self._entry(data[at + head: end - _HEADER.size], data, end), end
+
+    @staticmethod
+    def _entry(payload: bytes, data: bytes, end: int) -> JournalEntry | None:
+        (crc,) = _HEADER.unpack_from(data, end - _HEADER.size)
+        if zlib.crc32(payload) != crc:
+            return None
+        try:
+            cmd_id, kind, digest, opcode, ok, code, reason = msgpack.unpackb(payload, raw=False)
+            return JournalEntry(int(cmd_id), bytes(digest), int(opcode), kind == "F", bool(ok), int(code), str(reason))
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+
+    def _read_legacy(self, data: bytes) -> int:
+        """A journal from before the markers: ``length | msgpack | CRC-32`` records; a length that fails ends it."""
         at = 0
         while at + _HEADER.size <= len(data):
             (length,) = _HEADER.unpack_from(data, at)
             end = at + _HEADER.size + length + _HEADER.size
             if length > MAX_RECORD or end > len(data):
                 if end > len(data) and length <= MAX_RECORD:
-                    break  # the last record, torn by a power cut mid-append: it never counted
-                self.bad_records += 1  # a length no record has: nothing after it can be framed
-                break
-            payload = data[at + _HEADER.size: at + _HEADER.size + length]
-            (crc,) = _HEADER.unpack_from(data, end - _HEADER.size)
+                    return at  # torn by a power cut mid-append
+                self.bad_records += 1  # nothing after it can be framed
+                return at
+            entry = self._entry(data[at + _HEADER.size: end - _HEADER.size], data, end)
             at = end
             self._records += 1
-            if zlib.crc32(payload) != crc:
-                self.bad_records += 1
-                continue
-            try:
-                cmd_id, kind, digest, opcode, ok, code, reason = msgpack.unpackb(payload, raw=False)
-                entry = JournalEntry(int(cmd_id), bytes(digest), int(opcode), kind == "F", bool(ok), int(code),
-                                     str(reason))
-            except (ValueError, TypeError, msgpack.UnpackException):
+            if entry is None:
                 self.bad_records += 1
                 continue
             self._remember(entry)
-        if at < len(data):  # a torn or unframeable tail: rewrite what was read, so appends frame again
-            self._compact()
+        return at

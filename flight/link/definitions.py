@@ -577,6 +577,9 @@ CHANNELS = (
     Channel("params_saved_refused", T.U32, "count", "Saved parameter values this boot left out (out of range, the "
             "wrong type, a parameter this dictionary lacks, a rule between parameters broken): the value under each "
             "is in force; PARAM_SAVED_REFUSED says each; zeroed by RESET_COUNTERS", Limits(warn_high=1)),
+    Channel("state_corrupt", T.U32, "count", "Stored files this boot found wrong (unreadable, failing their check, "
+            "records of the command journal damaged; the telemetry SNs' also not writable): STATE_CORRUPT says each "
+            "and what is in force; zeroed by RESET_COUNTERS", Limits(warn_high=1)),
 )
 
 _RAILS = ("vdd_in", "vdd_cpu_gpu_cv", "vdd_soc", "vdd_gpu_soc", "vdd_cpu_cv", "vin_sys_5v0", "vddq_vdd2_1v8ao")
