@@ -245,6 +245,29 @@ def test_continuous_inference_screens_files_as_they_arrive(compute_agent):
     assert summary["tiles"] == 50 and (incoming / "done" / "pass-0417.npy").exists()
 
 
+@pytest.mark.req("FIL-009")
+def test_a_product_of_the_longest_file_name_the_ground_may_upload_can_be_sent(compute_agent):
+    """The product's name is the job's and the file's: from a 124-character name it once passed the
+    128 characters a name's part may have, and could be neither sent nor deleted."""
+    from flight.files.filestore import PART_CHARS, check_name
+
+    _agent, client, state = compute_agent
+    job_id = client.send("INFER_START", {"input_set": "incoming", "continuous": True}).result["job_id"]
+    stem = "p" * (PART_CHARS - len(".npy"))
+    check_name(f"incoming/{stem}.npy", None)  # what the ground may upload
+    incoming = state / "compute" / "incoming"
+    np.save(incoming / ".long.tmp.npy", load_held_out().tiles[:8].astype(np.float32))
+    os.replace(incoming / ".long.tmp.npy", incoming / f"{stem}.npy")
+    products = state / "compute" / "products"
+    deadline = time.monotonic() + 30
+    while not list(products.glob(f"job{job_id:05d}-p*.json")):
+        assert time.monotonic() < deadline
+        client.poll(0.2)
+    made = sorted(p.name for p in products.glob(f"job{job_id:05d}-p*"))
+    assert len(made) == 2 and all(check_name(f"products/{name}", None) for name in made), made
+    assert made[0].startswith(f"job{job_id:05d}-ppp") and max(map(len, made)) == PART_CHARS, made
+
+
 @pytest.mark.req("CMP-010")
 def test_the_worker_never_outlives_its_agent(compute_agent):
     agent, client, _state = compute_agent

@@ -607,6 +607,28 @@ def test_automatic_downlink_takes_every_product_even_past_a_full_queue(files_rig
     assert len(list((r.root / "downlink/products").iterdir())) == 70
 
 
+@pytest.mark.req("FIL-009")
+def test_a_file_the_automatic_downlink_cannot_send_is_said_once_and_the_rest_still_go(files_rig):
+    """A product whose name the file rules refuse was once taken for a full queue: every file after
+    it, that look and every later one, never went, and nothing said why."""
+    r = files_rig
+    (r.area / "products/deep/er").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/a.json").write_bytes(b"{}")
+    (r.area / ("products/" + "b" * 129 + ".json")).write_bytes(b"{}")  # past the 128 a name's part may have
+    (r.area / "products/deep/er/c.json").write_bytes(b"{}")  # deeper than the ground files
+    (r.area / "products/z.json").write_bytes(b"{}")
+    assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+    for _ in range(4):
+        r.rig.advance(1.5)
+        r.run(20)
+    assert sorted(p.name for p in (r.root / "downlink/products").iterdir() if p.is_file()) == ["a.json", "z.json"]
+    said = [e.args for e in r.rig.events("FILE_FAILED")]
+    assert len(said) == 2 and all(a["transfer"] == "-" and "not sent by itself" in a["reason"] for a in said), said
+    assert any("b" * 129 in a["name"] and "component" in a["reason"] for a in said), said
+    assert any(a["name"] == "products/deep/er/c.json" and "levels deep" in a["reason"] for a in said), said
+    assert r.rig.hk()["files_failed"] == 2
+
+
 @pytest.mark.req("FIL-007")
 def test_a_name_too_deep_for_the_ground_is_refused_at_once(files_rig):
     res = files_rig.rig.send("FILE_DOWNLINK", name="products/a/b/c.npz")

@@ -38,7 +38,7 @@ from flight.link.definitions import FILE_CHANNELS
 from flight.link.dictionary import FailureCode
 from flight.link.interface import FlightLink
 from flight.link.messages import CommandRequest
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, printable, read_checked_json, write_checked_json
 
 AGENT_ENTITY_ID = 2
 GROUND_ENTITY_ID = 1
@@ -86,6 +86,7 @@ class FileManager(Component):
                                  on_change=self._changed, utc_s=clock.now_s)
         self.entity.admit_incoming = self._admit_incoming
         self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
+        self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
 
     # --- PDUs -----------------------------------------------------------------------------------
 
@@ -199,7 +200,9 @@ class FileManager(Component):
     def _auto_downlink(self) -> None:
         """Queue every file of the automatic tops that the ground does not have and that is not
         queued: new ones, and those left unsent by a reset. One that failed is not queued again
-        by itself in this run (``_known``; FILE_DOWNLINK sends it again)."""
+        by itself in this run (``_known``; FILE_DOWNLINK sends it again). One that cannot be sent (a
+        name the file rules refuse, too deep for the ground to file) is said once (FILE_FAILED),
+        counted (``files_failed``) and passed over: the files after it still go."""
         busy = {t.source for t in self.entity.transfers.values() if t.direction == "out"}
         present: set[str] = set()
         for top, priority in AUTO_DOWNLINK.items():
@@ -207,14 +210,22 @@ class FileManager(Component):
                 present.add(name)
                 if name in self._known or name in busy or name in self._delivered:
                     continue
+                if self.entity.queue_full():
+                    return  # the next look takes the rest
+                self._known.add(name)
                 if MAX_NAME_DEPTH < name.count("/") + 1:
-                    continue  # the ground could not file it (downlink/ + the name)
+                    self._not_sent(name, f"name: more than {MAX_NAME_DEPTH} levels deep, which the ground cannot "
+                                         "file under downlink/")
+                    continue
                 try:
                     self.entity.put(name, f"downlink/{name}", 2, priority, {"by": "auto"})
-                except FileError:
-                    return  # the queue is full: the next look takes the rest
-                self._known.add(name)
+                except FileError as exc:
+                    self._not_sent(name, str(exc))
         self._known &= present | busy  # forget what is gone: bounded by the files there are
+
+    def _not_sent(self, name: str, why: str) -> None:
+        self._auto_refused += 1
+        self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200], reason=f"not sent by itself: {why}"[:200])
 
     def _clean_delivered(self) -> None:
         keep_s = float(self._params["file_keep_done_s"])
@@ -381,7 +392,7 @@ class FileManager(Component):
             "files_out_active": c["active_out"],
             "files_queued": c["queued"],
             "files_done": c["done"],
-            "files_failed": c["failed"],
+            "files_failed": c["failed"] + self._auto_refused,
             "file_bad_pdus": c["bad_pdus"],
             "file_bytes_in": c["bytes_in"],
             "file_bytes_out": c["bytes_out"],

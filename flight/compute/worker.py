@@ -143,6 +143,7 @@ from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan
 from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
+from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
 from flight.files.filestore import NameRefused, resolve
 from flight.lifetime import die_with_parent
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind, Protection
@@ -2249,7 +2250,8 @@ class Worker:
         carry the model's provenance (name, version, SHA-256, who uplinked it) as their header and
         the receipt of the checks (:class:`~flight.compute.checks.ProductChecks`); the .npz has the
         per-tile check status (``check``: 1 passed, 0 unchecked, -1 failed)."""
-        stem = f"job{job.job_id:05d}-{Path(source).stem}"
+        prefix = f"job{job.job_id:05d}-"  # the source's name cut so the product's passes the file rules
+        stem = prefix + Path(source).stem[:PRODUCT_NAME_CHARS - len(prefix) - len(".json")]
         header = self._provenance(job.model, model)
         checks = checks if checks is not None else self._product_checks(model)
         receipt = checks.receipt()

@@ -335,7 +335,7 @@ class FileEntity:
             raise FileError(f"priority: {priority!r} must be in 0..255 (0 first)")
         if not dest or len(dest) > 200:
             raise FileError(f"dest: {dest!r} must be 1..200 characters (the receiver checks the rest)")
-        if sum(1 for t in self.transfers.values() if t.direction == "out") >= self.config.max_queue:
+        if self.queue_full():
             raise FileError(f"the queue holds {self.config.max_queue} files already; cancel or wait")
         transfer = Transfer(id=f"out-{self._next_request}", direction="out", peer=self.peer_id, source=source,
                             dest=dest, cls=cls, priority=priority, size=path.stat().st_size,
@@ -346,6 +346,10 @@ class FileEntity:
         self._save()
         self._on_change("queued", transfer)
         return transfer
+
+    def queue_full(self) -> bool:
+        """No room for one more file going out (:meth:`put` refuses it)."""
+        return sum(1 for t in self.transfers.values() if t.direction == "out") >= self.config.max_queue
 
     def cancel(self, transfer_id: str, reason: str = "cancelled by the operator") -> Transfer:
         """Stop a transfer: one queued is removed; one in progress is cancelled (the peer is told

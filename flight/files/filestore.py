@@ -25,7 +25,8 @@ from spacepackets.cfdp import ChecksumType
 MAX_DEPTH = 4
 MAX_NAME_LEN = 200
 PARTIAL_DIR = ".partial"
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+PART_CHARS = 128  # one part of a name (between '/'), at most
+_PART = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.+-]{{0,{PART_CHARS - 1}}}$")
 
 
 class NameRefused(PermissionError):

@@ -763,7 +763,8 @@ FILE_CHANNELS = (
     Channel("files_out_active", T.U8, "count", "Files going out now (one at a time)"),
     Channel("files_queued", T.U16, "count", "Files queued for downlink"),
     Channel("files_done", T.U32, "count", "Transfers completed since the agent started (both ways)"),
-    Channel("files_failed", T.U32, "count", "Transfers that failed since the agent started", Limits(warn_high=1)),
+    Channel("files_failed", T.U32, "count", "Transfers that failed since the agent started, and files the "
+            "automatic downlink could not send (FILE_FAILED says each)", Limits(warn_high=1)),
     Channel("file_bad_pdus", T.U32, "count", "CFDP PDUs refused (malformed, unknown transaction, wrong entity)",
             Limits(warn_high=1)),
     Channel("file_bytes_in", T.U64, "B", "File data bytes received since the agent started"),
@@ -1051,7 +1052,8 @@ EVENTS = (
     Event("FILE_SENT", 0x00C2, Severity.ACTIVITY_HI, "File {name} sent ({bytes} B): {reason}",
           "A file went down (class 2: the ground confirmed it whole)", ("transfer", "name", "bytes", "reason")),
     Event("FILE_FAILED", 0x00C3, Severity.WARNING_HI, "File transfer {transfer} ({name}) failed: {reason}",
-          "A transfer ended without the file: the reason names the CFDP condition, the name refused or the timeout",
+          "A transfer ended without the file: the reason names the CFDP condition, the name refused or the timeout; "
+          "transfer '-': a file the automatic downlink could not send (its name), said once a run",
           ("transfer", "name", "reason")),
     Event("FILE_RESTARTED", 0x00C4, Severity.WARNING_LO, "File transfer {transfer} ({name}) starts again: {reason}",
           "A transfer going out is started again as a new transaction (the peer stopped answering, a reset)",
