@@ -57,6 +57,8 @@ def test_a_manifest_round_trips_and_its_signature_covers_every_field():
         manifest(kind="delta")
     with pytest.raises(PackageError, match="tolerance"):
         manifest(tolerance=float("nan"))
+    with pytest.raises(PackageError, match="tolerance '1000"):  # JSON's integers have no bound: no OverflowError
+        manifest(tolerance=10**400)
     with pytest.raises(PackageError, match="format"):
         Manifest.from_bytes(b'{"format": "something else"}')
 

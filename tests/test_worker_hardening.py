@@ -29,6 +29,7 @@ from flight.compute.training_job import SAA_PASS_GAP_S, SAA_RETRY_S, TrainingJob
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
 from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
 from flight.link.definitions import Admission, FluxClass, JobKind
+from flight.link.dictionary import FailureCode
 from flight.storage import read_checked_json, write_checked_json
 from bench.radiation import SimClock
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, drawn_faults
@@ -530,6 +531,37 @@ def test_the_loop_takes_deferred_messages_first_in_order_and_refuses_a_bad_one_a
     assert replies == [8, 9]  # the deferred one first
     (refused,) = bench.events("JOB_FAILED")
     assert "does not take Pong" in refused.args["reason"]
+
+
+@pytest.mark.req("CMP-012", "MDL-002")
+def test_a_fault_in_handling_one_request_fails_it_alone_and_the_worker_goes_on(tmp_path, monkeypatch):
+    """A staged manifest whose tolerance is past a float's range (JSON's integers have no bound) once
+    raised OverflowError out of the worker: every job interrupted, and the command failed as 'worker
+    restarted', naming nothing. Now the field is named; and any other fault in handling a request
+    fails that request alone, with what it was."""
+    from flight.compute.package import StagedFiles
+
+    bench = WorkerBench(tmp_path / "compute", trusted_file(tmp_path, (ALICE, ALICE_KEY)))
+    try:
+        manifest = pack(bench.staging, tiny(1.0), "2").manifest
+        path = bench.staging / StagedFiles.of("tiny").manifest
+        doc = json.loads(path.read_text())
+        doc["body"]["tolerance"] = "HUGE"
+        path.write_text(json.dumps(doc).replace('"HUGE"', "1" + "0" * 400))
+        huge = bench.install("2", manifest.sha256)
+        assert not huge.ok and "tolerance" in huge.reason, huge
+
+        monkeypatch.setattr(bench.worker, "_install_model", lambda msg: {}["no such key"])
+        broken = bench.install("2", manifest.sha256)
+        assert not broken.ok and broken.code == int(FailureCode.EXECUTION_ERROR), broken
+        assert "could not handle InstallModel (KeyError" in broken.reason
+        monkeypatch.setattr(bench.worker, "_follow", lambda clock_s: 1 / 0)
+        admit(bench)  # no request to answer: said as a job failure of no job
+        (said,) = bench.events("JOB_FAILED")
+        assert "could not handle Admit (ZeroDivisionError" in said.args["reason"]
+        assert "no job 77" in bench.request(lambda r: cp.CancelJob(r, 77)).reason, "the worker goes on"
+    finally:
+        bench.close()
 
 
 @pytest.mark.req("RAD-101")

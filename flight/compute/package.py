@@ -157,6 +157,15 @@ def public_hex(private_key: Any) -> str:
 # --- the manifest ----------------------------------------------------------------------------------
 
 
+def _finite(value: int | float) -> bool:
+    """Whether ``value`` is a finite float: JSON's integers have no bound, and past a float's range
+    ``math.isfinite`` raises (OverflowError) rather than say no."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a package is and who vouches for it; validated here, the one place manifests are built."""
@@ -189,12 +198,12 @@ class Manifest:
             if (self.kind == "delta") != bool(value) or (value and not _SHA256_HEX.match(value)):
                 raise PackageError(f"manifest: {key} {value[:70]!r}: 64 hex digits for a delta, empty for a full model")
         if isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, int) or self.size_bytes <= 0:
-            raise PackageError(f"manifest: size_bytes {self.size_bytes!r}")
+            raise PackageError(f"manifest: size_bytes {str(self.size_bytes)[:40]!r} must be a whole number > 0")
         if not _OPERATOR.match(self.uplinked_by):
             raise PackageError(f"manifest: uplinked_by {self.uplinked_by[:70]!r} is not an operator name")
         if (isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float))
-                or not math.isfinite(self.tolerance) or self.tolerance < 0):
-            raise PackageError(f"manifest: tolerance {self.tolerance!r} must be a finite number >= 0")
+                or not _finite(self.tolerance) or self.tolerance < 0):
+            raise PackageError(f"manifest: tolerance {str(self.tolerance)[:40]!r} must be a finite number >= 0")
         if not isinstance(self.created_utc, str) or len(self.created_utc) > 40:
             raise PackageError(f"manifest: created_utc {self.created_utc!r}")
         if self.signature and not _SIG_HEX.match(self.signature):

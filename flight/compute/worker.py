@@ -783,6 +783,22 @@ class Worker:
         return resolve(self.root, name, None, name)
 
     def _handle(self, msg: Any) -> None:
+        """One message from the agent. A fault in handling it fails that request alone, said with what
+        it was (its reply, or JOB_FAILED where it has none); the worker goes on (a crash would interrupt
+        every job, and the agent would only learn that the worker was restarted)."""
+        try:
+            self._dispatch(msg)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for one request
+            why = f"the worker could not handle {type(msg).__name__} ({type(exc).__name__}: {str(exc)[:120]})"
+            req_id = getattr(msg, "req_id", None)
+            if isinstance(req_id, int):
+                self._reply(req_id, False, why, FailureCode.EXECUTION_ERROR)
+            else:
+                self.event("JOB_FAILED", job_id=0, reason=self._relative(why)[:200])
+
+    def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, cp.Ping):
             self._send(cp.Pong(msg.seq))
         elif isinstance(msg, cp.Admit):
