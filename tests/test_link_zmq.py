@@ -192,6 +192,43 @@ def test_full_telemetry_queue_is_counted_not_silent(short_dir):
         link.close()
 
 
+@pytest.mark.req("LNK-005")
+def test_a_message_larger_than_any_packet_is_refused_before_it_is_queued(short_dir):
+    """The command socket once queued messages of any size (four of 128 MiB grew the agent by 700
+    MiB); now a message past the largest packet, or a subscription past any real one, is refused by
+    libzmq with the connection that sent it, and the next sender is heard."""
+    from flight.link.packets import MAX_PACKET_LEN
+    from flight.link.zmq_link import MAX_COMMAND_MESSAGE, MAX_SUBSCRIPTION
+
+    link = open_flight_link(f"zmq+ipc://{short_dir}/big")
+    ctx = zmq.Context.instance()
+    sockets = [ctx.socket(zmq.DEALER) for _ in range(2)] + [ctx.socket(zmq.SUB) for _ in range(2)]
+    huge, fine, greedy, plain = sockets
+    try:
+        huge.connect(f"ipc://{short_dir}/big.cmd")
+        huge.send(bytes(MAX_COMMAND_MESSAGE + 1))
+        greedy.subscribe(b"x" * (MAX_SUBSCRIPTION + 1))
+        greedy.connect(f"ipc://{short_dir}/big.tm")
+        time.sleep(0.2)  # both have arrived, or were refused, before the next ones are sent
+        fine.connect(f"ipc://{short_dir}/big.cmd")
+        fine.send(bytes(MAX_PACKET_LEN))
+        plain.subscribe(b"")
+        plain.connect(f"ipc://{short_dir}/big.tm")
+        got: list[bytes] = []
+        for _ in range(500):
+            got += [inbound.packet for inbound in link.receive()]
+            if got and link.subscribers:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        got += [inbound.packet for inbound in link.receive()]
+        assert [len(p) for p in got] == [MAX_PACKET_LEN] and link.subscribers == 1
+    finally:
+        for sock in sockets:
+            sock.close(0)
+        link.close()
+
+
 @pytest.mark.parametrize(
     "url,cmd,tm",
     [

@@ -29,6 +29,13 @@ handler (one per context) is its alone and ends with it in ``close()``. A socket
 each server socket, read without blocking in ``receive()``, counts the handshakes refused
 (``LinkStats.rx_auth_refused``). A console's DEALER and SUB are CURVE clients that know the
 agent's public key. Without ``curve`` nothing of this exists: plain ZMTP, as before.
+
+Bounded: the ROUTER takes no message larger than the largest packet (``MAX_PACKET_LEN``, and
+CurveZMQ's box around it, which libzmq counts) and the XPUB no subscription larger than
+:data:`MAX_SUBSCRIPTION` (ZMQ_MAXMSGSIZE): libzmq drops the
+connection that sends one, before any of it is queued (a queue of 1000 messages of any size once let
+one client take the board's memory). libzmq says only that the peer disconnected, not why, so these
+are not counted.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from flight.link.definitions import LinkKind
 from flight.link.interface import CurveKeys, FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.packets import MAX_PACKET_LEN
 
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 1000
@@ -50,6 +58,9 @@ _CLOSE_LINGER_MS = 500  # a clean stop gives its last reports and events this lo
 _MAX_DRAIN = 10_000  # bound one receive() call so a flood cannot starve the agent's timers
 PRESENCE_PREFIX = b"\xffsunlit-present:"  # + a DEALER's identity: that console's SUB is joined
 MAX_PRESENT = 4096  # senders remembered as subscribed; past it a sender just gets its replies directly
+MAX_SUBSCRIPTION = 512  # bytes of a subscription: its flag, the presence prefix and a DEALER's identity (<= 255)
+CURVE_BOX = 64  # bytes CurveZMQ adds around a message (a MESSAGE command: 33), which the limits count
+MAX_COMMAND_MESSAGE = MAX_PACKET_LEN + CURVE_BOX
 ZAP_DOMAIN = b"sunlit"  # the agent's sockets' ZAP domain: the allow-list is configured for it
 # Handshakes that a CURVE server refused: the ZAP handler said no (a key not in the allow-list),
 # or the peer spoke no CURVE or not with this server's key (a plain client, a wrong server key).
@@ -123,9 +134,11 @@ class ZmqFlightLink(FlightLink):
         self._cmd = ctx.socket(zmq.ROUTER)
         _common(self._cmd, config.queue_packets)
         self._cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises instead of vanishing
+        self._cmd.setsockopt(zmq.MAXMSGSIZE, MAX_COMMAND_MESSAGE)
         self._tm = ctx.socket(zmq.XPUB)
         _common(self._tm, config.queue_packets)
         self._tm.setsockopt(zmq.XPUB_NODROP, 1)
+        self._tm.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
         try:
             if keys is not None:
                 for sock in (self._cmd, self._tm):
