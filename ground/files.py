@@ -54,7 +54,7 @@ from typing import Any, Callable
 from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
 from flight.files.filestore import PARTIAL_DIR, NameRefused, check_name, resolve
 from flight.link.messages import Codec
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, install_file, read_checked_json, write_checked_json
 from ground.client import GroundClient
 from ground.receipts import PRODUCTS_DIR, is_product_name, product_verdict
 
@@ -233,7 +233,7 @@ class GroundFiles:
             with open(source, "rb") as src, open(tmp, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     dst.write(chunk)
-            os.replace(tmp, self.area / staged)
+            install_file(tmp, self.area / staged)  # synced before its transfer is saved: a power cut keeps both
         except OSError as exc:
             _unlink(tmp)
             raise FileError(f"local file: {source}: {exc.strerror or exc}") from None

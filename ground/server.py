@@ -37,6 +37,7 @@ be this server's. Roles: :mod:`ground.auth`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import os
@@ -65,6 +66,7 @@ from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord,
 from flight.link.packets import ACK_ACCEPTANCE, ACK_COMPLETION, SequenceCounters, Service, Subtype, pack_tm
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
+from flight.storage import install_file
 from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
@@ -1030,12 +1032,23 @@ class GroundServer:
 
     async def _counted(self, handler: Callable, request: web.Request) -> web.StreamResponse:
         """The handler's answer; a request it refuses as malformed (a 4xx it raises: not JSON, too
-        large, the wrong content type) is counted with the others refused."""
+        large, the wrong content type) is counted with the others refused. A fault no handler foresaw
+        (a full disk under an upload) is answered as JSON saying what failed (507 for a full disk),
+        counted in ``internal_errors`` and logged on one line: no traceback, and the server goes on."""
         try:
             return await handler(request)
         except web.HTTPClientError:
             self.sessions.refused_requests += 1
             raise
+        except (web.HTTPException, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for one request
+            self.internal_errors += 1
+            full = isinstance(exc, OSError) and exc.errno in _DISK_FULL
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:200]
+            print(f"sunlit-ground server: {request.method} {request.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return _error(507 if full else 500, f"{request.method} {request.path} failed: {type(exc).__name__}: {why} "
+                          "(counted in the server's internal_errors)", "DISK_FULL" if full else "INTERNAL_ERROR")
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -1333,7 +1346,7 @@ class GroundServer:
                     if size > MAX_UPLOAD_BYTES:
                         raise web.HTTPRequestEntityTooLarge(MAX_UPLOAD_BYTES, size)
                     f.write(chunk)
-            os.replace(tmp, files.area / staged)
+            install_file(tmp, files.area / staged)  # synced before its transfer is saved: a power cut keeps both
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -1648,6 +1661,9 @@ def _text(body: Any) -> str:
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(text=_text(body), status=status, content_type="application/json")
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # an upload or a write the disk refused
 
 
 def _error(status: int, message: str, code: str = "") -> web.Response:

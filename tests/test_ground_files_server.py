@@ -5,7 +5,9 @@ ZeroMQ link, the ground server with its archive, its HTTP routes under the guard
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +138,22 @@ def test_file_routes_follow_the_guard_and_refuse_hostile_names(ground, tmp_path)
     assert status == 409 and "no transfer" in answer["error"]
     status, answer, _ = http(server, "GET", f"/api/files/{rid}/content", token=viewer)
     assert status == 409, "an upload has no content to fetch here"
+
+    # A fault no handler foresaw (here uplink/ is a file, as a disk fault could leave it): once a bare
+    # "500 Server got itself in trouble", uncounted; now JSON saying what failed, counted, and the
+    # server goes on.
+    uplink = server.files_dir / SC / "uplink"
+    shutil.rmtree(uplink)
+    uplink.write_bytes(b"")
+    errors = server.internal_errors
+    status, body = put(operator, "data/other.bin")
+    answer = json.loads(body)
+    assert status == 500 and answer["code"] == "INTERNAL_ERROR", (status, body)
+    assert "POST /api/files/put failed: NotADirectoryError" in answer["error"] and "Traceback" not in answer["error"]
+    assert server.internal_errors == errors + 1
+    uplink.unlink()
+    uplink.mkdir()
+    assert put(operator, "data/other.bin")[0] == 202
 
 
 @pytest.mark.req("GND-050", "GND-051", "GND-056")
