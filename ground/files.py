@@ -289,10 +289,11 @@ class GroundFiles:
             return self.records[record_id]
         # A get not started here: the agent may have queued it (FILE_CANCEL takes it out); one
         # it has not answered yet is forgotten (should it come all the same, it is a record of its own).
+        cancel = None if record.agent_transfer is None else _Pending(  # first: a full queue refuses it, nothing lost
+            self._send_command("FILE_CANCEL", {"transfer": record.agent_transfer}, who), "cancel")
         self._pending.pop(record.id, None)
-        if record.agent_transfer is not None:
-            self._pending[record.id] = _Pending(
-                self._send_command("FILE_CANCEL", {"transfer": record.agent_transfer}, who), "cancel")
+        if cancel is not None:
+            self._pending[record.id] = cancel
         record.state, record.reason, record.finished_s = "cancelled", why, time.time()
         self._store(record, state_changed=True)
         return record

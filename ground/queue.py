@@ -29,6 +29,11 @@ An entry's life::
 
 Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
 server can push and archive exactly those. Thread-safe (one lock).
+
+Bounded: final entries past ``keep`` are forgotten (the archive has them), and past ``keep``
+entries not final (waiting for approval, queued while the link is down or the queue held, in
+flight) a new command is refused (``refused_full``), naming how many wait: 20,000 commands
+submitted with no agent once all waited in memory, to go out stale at the next contact.
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class CommandQueue:
         self.timeouts = timeouts
         self.approval = approval
         self.keep = keep
+        self.refused_full = 0  # commands refused because ``keep`` were waiting
         self.held = False
         self.held_by = ""
         self._ids = count(first_id)
@@ -182,6 +188,12 @@ class CommandQueue:
         ``acks`` the stages they will come for (with what the client adds to them)."""
         needs = name in self.approval
         with self._lock:
+            waiting = sum(1 for e in self._entries.values() if not e.state.final)
+            if waiting >= self.keep:
+                self.refused_full += 1
+                raise QueueError(f"the queue of {self.spacecraft} is full: {waiting} of {self.keep} places taken by "
+                                 "commands waiting for approval, the link, a held queue or their reports; cancel "
+                                 "some or wait", 429)
             entry = Entry(next(self._ids), self.spacecraft, name, dict(args), who, hazardous, needs,
                           State.PENDING_APPROVAL if needs else State.QUEUED, now_s, ask_flags=ask_flags)
             if acks is not None:  # shown from now on: an approver sees what the command will ask for
@@ -398,7 +410,7 @@ class CommandQueue:
             counts: dict[str, int] = {}
             for e in self._entries.values():
                 counts[e.state.value] = counts.get(e.state.value, 0) + 1
-            return {"held": self.held, "held_by": self.held_by, "counts": counts}
+            return {"held": self.held, "held_by": self.held_by, "counts": counts, "refused_full": self.refused_full}
 
     # --- inside the lock ------------------------------------------------------------------
 

@@ -1380,6 +1380,8 @@ class GroundServer:
             record: FileRecord = await self._on_link(files, lambda: files.get(name, cls, priority, who))
         except ArgumentError as exc:
             return _error(400, str(exc), exc.code.name)
+        except QueueError as exc:  # its FILE_DOWNLINK: the queue is full
+            return _error(exc.status, str(exc), "QUEUE")
         except (FileError, ValueError) as exc:
             return _error(400, str(exc), "FILE")
         return _json(record.to_json(), status=202)
@@ -1393,6 +1395,8 @@ class GroundServer:
             record: FileRecord = await self._on_link(files, lambda: files.cancel(record_id, who))
         except FileError as exc:
             return _error(409, str(exc), "FILE")
+        except QueueError as exc:  # its FILE_CANCEL: the queue is full
+            return _error(exc.status, str(exc), "QUEUE")
         return _json(record.to_json())
 
     async def _api_file_content(self, request: web.Request) -> web.StreamResponse:
@@ -1451,6 +1455,8 @@ class GroundServer:
             return _error(400, str(exc), exc.code.name)
         except PermissionError as exc:
             return _error(400, str(exc), "NOT_CONFIRMED")
+        except QueueError as exc:  # the queue is full
+            return _error(exc.status, str(exc), "QUEUE")
         return _json(entry.to_json(), status=202)
 
     async def _queue_action(self, request: web.Request, action: str) -> web.Response:

@@ -148,12 +148,20 @@ def test_cancel_is_for_the_sender_or_an_admin_and_only_before_release():
     assert missing.value.status == 404
 
 
-def test_the_queue_forgets_only_final_entries_beyond_its_bound():
+@pytest.mark.req("GND-023")
+def test_the_queue_forgets_only_final_entries_beyond_its_bound_and_refuses_past_it():
+    """Final entries past the bound are forgotten; entries still to go never are, so past the bound
+    of them a new command is refused (20,000 once waited in memory with no agent, to go out stale)."""
     q = queue(keep=3)
-    live = [q.submit("PING", {}, "a", False, 0.0) for _ in range(5)]
-    assert len(q.entries()) == 5, "entries still to be sent are never dropped"
-    for e in live[:3]:
+    q.hold("a")
+    live = [q.submit("PING", {}, "a", False, 0.0) for _ in range(3)]
+    with pytest.raises(QueueError) as full:
+        q.submit("PING", {}, "a", False, 0.5)
+    assert full.value.status == 429 and "the queue of sc is full: 3 of 3 places taken" in str(full.value)
+    assert len(q.entries()) == 3 and q.status()["refused_full"] == 1, "entries still to be sent are never dropped"
+    for e in live[:2]:
         q.cancel(e.id, "a", 1.0)
+    q.submit("PING", {}, "a", False, 2.0)
     q.submit("PING", {}, "a", False, 2.0)
     assert len(q.entries()) == 3 and all(not e.state.final for e in q.entries())
 

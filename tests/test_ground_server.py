@@ -293,6 +293,14 @@ def test_a_held_queue_sends_nothing_until_released(ground):
         entry = alice.submit_entry("PING", {"token": 5})
         time.sleep(0.5)  # the link thread looks at the queue every 20 ms: give it many chances to misbehave
         assert alice.server_link.commands.get(entry["id"], entry)["state"] == "queued"
+        queue = next(iter(ground.links.values())).queue
+        bound, queue.keep = queue.keep, 1  # a queue full of commands that wait: the next one is refused
+        try:
+            status, answer, _ = http(ground, "POST", "/api/commands", {"name": "PING", "args": {"token": 6}},
+                                     token=login(ground, "alice"))
+        finally:
+            queue.keep = bound
+        assert status == 429 and answer["code"] == "QUEUE" and "is full: 1 of 1 places taken" in answer["error"], answer
         alice.api.post("/api/queue/release", {})
         done = alice.server_link.wait_command(entry["id"], lambda e: e["final"], 20.0)
         assert done["state"] == "completed" and done["result"]["token"] == 5
