@@ -104,6 +104,17 @@ def test_decode_command_errors_are_typed():
     with pytest.raises(ArgumentError) as e:
         codec.decode_command(unpack(pack_tc(0x10, 0, 8, 1, msgpack.packb([2, 1, {"token": -1}]))))
     assert e.value.code is FailureCode.OUT_OF_RANGE
+    # A boolean is no opcode (true once ran NOOP); a cmd_id of 0 or below was run, neither journaled
+    # nor cached, so a retry ran it again.
+    for body, field in (([True, 5, {}], "opcode"), ([1, True, {}], "cmd_id"), ([1, 0, {}], "cmd_id"),
+                        ([1, -5, {}], "cmd_id"), ([1, 2**64 - 1, {}], None), ([0x10000, 5, {}], "opcode")):
+        tc = unpack(pack_tc(0x10, 0, 8, 1, msgpack.packb(body)))
+        if field is None:
+            assert codec.decode_command(tc).cmd_id == 2**64 - 1
+            continue
+        with pytest.raises(PacketError, match=f"{field}: "):
+            codec.decode_command(tc)
+    assert Codec.peek_cmd_id(unpack(pack_tc(0x10, 0, 8, 1, msgpack.packb([True, True, {}])))) == (0, 0)
 
 
 def test_hk_from_another_dictionary_is_refused_not_misread():

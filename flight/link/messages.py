@@ -138,6 +138,11 @@ def new_cmd_id() -> int:
     return secrets.randbits(63) or 1
 
 
+def _whole(value: Any, low: int, end: int) -> bool:
+    """``value`` is an integer (not a boolean) in ``low..end-1``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < end
+
+
 def _unpackb(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
@@ -436,9 +441,13 @@ class Codec:
     def decode_command(self, tc: Telecommand) -> CommandRequest:
         """Decode a TC(8,1). Raises PacketError for a broken envelope, ArgumentError for the rest."""
         body = _unpackb(tc.app_data)
-        if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], int) and isinstance(body[1], int)):
+        if not (isinstance(body, list) and len(body) == 3):
             raise PacketError("encoding", "command data must be [opcode, cmd_id, {args}]")
         opcode, cmd_id, args = body
+        if not _whole(opcode, 0, 2**16):  # a boolean is an int to Python, not to msgpack's sender
+            raise PacketError("encoding", f"opcode: {str(opcode)[:40]!r} must be a whole number in 0..65535")
+        if not _whole(cmd_id, 1, 2**64):  # 0 would be neither journaled nor cached: a retry would run it again
+            raise PacketError("encoding", f"cmd_id: {str(cmd_id)[:40]!r} must be a whole number in 1..2^64-1")
         if isinstance(args, dict) and not all(isinstance(k, str) for k in args):
             raise PacketError("encoding", "argument names must be strings")
         command = self.dictionary.command_by_opcode.get(opcode)
@@ -458,7 +467,7 @@ class Codec:
             unpacker.feed(tc.app_data)
             if unpacker.read_array_header() >= 2:
                 opcode, cmd_id = unpacker.unpack(), unpacker.unpack()
-                if isinstance(opcode, int) and isinstance(cmd_id, int) and 0 <= cmd_id < 2**64 and 0 <= opcode < 2**16:
+                if _whole(opcode, 0, 2**16) and _whole(cmd_id, 0, 2**64):
                     return opcode, cmd_id
         except Exception:  # noqa: BLE001 - a failure report must go out whatever the data holds
             pass
