@@ -280,14 +280,17 @@ def test_safe_config_turns_compute_off_and_falls_back_to_the_default(installed, 
     default.write_text(under_root((root / "opt/sunlit/share/agent.default.toml").read_text(), root))
     conf = tmp_path / "agent.toml"
     conf.write_text(under_root((root / "etc/sunlit/agent.toml").read_text(), root)
-                    + '\n[parameters]\nbattery_floor_pct = 40.0\n')
+                    + '\n[parameters]\nbattery_floor_pct = 40.0\n'
+                    # An array of tables: the helper's own TOML writer once failed on it, and the fallback with it.
+                    + '\n[[stations]]\nname = "svalbard"\nlat_deg = 78.23\nlon_deg = 15.39\n')
     out = tmp_path / "safe.toml"
     proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     safe, normal = load_config(out), load_config(conf)
     assert safe.compute_enabled is False
-    assert (safe.link_url, safe.hal_backend, safe.state_dir, safe.parameters, safe.tc_keys) == (
-        normal.link_url, normal.hal_backend, normal.state_dir, normal.parameters, normal.tc_keys)
+    assert (safe.link_url, safe.hal_backend, safe.state_dir, safe.parameters, safe.tc_keys, safe.stations) == (
+        normal.link_url, normal.hal_backend, normal.state_dir, normal.parameters, normal.tc_keys, normal.stations)
+    assert [s.name for s in safe.stations] == ["svalbard"]
     assert safe.tc_keys is not None  # the fallback authenticates telecommands too
     conf.write_text("[link]\nurl = 'tcp://nowhere'\n")  # the kind of config that keeps the agent from starting
     proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
