@@ -817,6 +817,9 @@ class Archive:
             raise ArchiveError(f"{self.path} cannot be opened as an archive: {exc}") from None
         try:
             if not self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                if not create:  # a reader never makes an archive of an empty file (a typing error, a copy cut short)
+                    raise ArchiveError(f"{self.path} is empty, not an archive the ground server has written; "
+                                       "give --db PATH of one")
                 # A new file: before any table and before WAL, or it cannot be changed any more.
                 # Lets retain() give deleted space back to the file system.
                 self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -2118,41 +2121,44 @@ class Archive:
         """
         problems: list[str] = []
         with self._reading() as db:
-            for (line,) in db.execute("PRAGMA quick_check"):
-                if line != "ok":
-                    problems.append(f"sqlite quick_check: {line}")
-            chunks = db.execute("SELECT id, sc, sid, t_first, t_last, n, first_id, last_id, bytes, vals_crc, "
-                                      "raw_crc, vals, raw FROM hk_chunks ORDER BY id")
-            for cid, sc, sid, t_first, t_last, n, first_id, last_id, size, vals_crc, raw_crc, vals, raw in chunks:
-                try:
-                    times, _ = self._chunk_values(cid, vals_crc, vals, ())
-                    ids, received, raws = self._chunk_raw(cid, raw_crc, raw)
-                except ArchiveError as exc:
-                    problems.append(str(exc))
-                    continue
-                wrong = []
-                if not (len(times) == len(ids) == len(raws) == n):
-                    wrong.append(f"{n} packets in its row, {len(times)} times, {len(ids)} ids, {len(raws)} packets")
-                elif n and (ids[0] != first_id or ids[-1] != last_id or np.any(np.diff(ids) <= 0)):
-                    wrong.append(f"packet ids {ids[0]}..{ids[-1]} (in order: {bool(np.all(np.diff(ids) > 0))}), "
-                                 f"its row says {first_id}..{last_id}")
-                elif n and (times.min() != t_first or times.max() != t_last):
-                    wrong.append(f"packet times {times.min()}..{times.max()}, its row says {t_first}..{t_last}")
-                if size != len(vals) + len(raw):
-                    wrong.append(f"{len(vals) + len(raw)} bytes, its row says {size}")
-                doubled = db.execute("SELECT count(*) FROM packets WHERE sc = ? AND sid = ? AND id BETWEEN ? AND ?",
-                                           (sc, sid, first_id, last_id)).fetchone()[0]
-                if doubled:
-                    wrong.append(f"{doubled} of its packets are also unsealed in packets")
-                if wrong:
-                    problems.append(f"hk chunk {cid} (spacecraft #{sc}, SID {sid}): " + "; ".join(wrong))
-            for table in ("packets", "hk_chunks", "events", "commands", "verifications", "gaps", "limit_overrides",
-                          "alarm_acks", *(("packet_keys", "passes") if self._key_tables else ()),
-                          *(("file_transfers",) if self._file_table else ())):
-                orphans = db.execute(f"SELECT count(*) FROM {table} WHERE sc NOT IN "  # noqa: S608 - fixed names
-                                           "(SELECT id FROM spacecraft)").fetchone()[0]
-                if orphans:
-                    problems.append(f"{table}: {orphans} rows of an unknown spacecraft")
+            try:
+                for (line,) in db.execute("PRAGMA quick_check"):
+                    if line != "ok":
+                        problems.append(f"sqlite quick_check: {line}")
+                chunks = db.execute("SELECT id, sc, sid, t_first, t_last, n, first_id, last_id, bytes, vals_crc, "
+                                          "raw_crc, vals, raw FROM hk_chunks ORDER BY id")
+                for cid, sc, sid, t_first, t_last, n, first_id, last_id, size, vals_crc, raw_crc, vals, raw in chunks:
+                    try:
+                        times, _ = self._chunk_values(cid, vals_crc, vals, ())
+                        ids, received, raws = self._chunk_raw(cid, raw_crc, raw)
+                    except ArchiveError as exc:
+                        problems.append(str(exc))
+                        continue
+                    wrong = []
+                    if not (len(times) == len(ids) == len(raws) == n):
+                        wrong.append(f"{n} packets in its row, {len(times)} times, {len(ids)} ids, {len(raws)} packets")
+                    elif n and (ids[0] != first_id or ids[-1] != last_id or np.any(np.diff(ids) <= 0)):
+                        wrong.append(f"packet ids {ids[0]}..{ids[-1]} (in order: {bool(np.all(np.diff(ids) > 0))}), "
+                                     f"its row says {first_id}..{last_id}")
+                    elif n and (times.min() != t_first or times.max() != t_last):
+                        wrong.append(f"packet times {times.min()}..{times.max()}, its row says {t_first}..{t_last}")
+                    if size != len(vals) + len(raw):
+                        wrong.append(f"{len(vals) + len(raw)} bytes, its row says {size}")
+                    doubled = db.execute("SELECT count(*) FROM packets WHERE sc = ? AND sid = ? AND id BETWEEN ? AND ?",
+                                               (sc, sid, first_id, last_id)).fetchone()[0]
+                    if doubled:
+                        wrong.append(f"{doubled} of its packets are also unsealed in packets")
+                    if wrong:
+                        problems.append(f"hk chunk {cid} (spacecraft #{sc}, SID {sid}): " + "; ".join(wrong))
+                for table in ("packets", "hk_chunks", "events", "commands", "verifications", "gaps", "limit_overrides",
+                              "alarm_acks", *(("packet_keys", "passes") if self._key_tables else ()),
+                              *(("file_transfers",) if self._file_table else ())):
+                    orphans = db.execute(f"SELECT count(*) FROM {table} WHERE sc NOT IN "  # noqa: S608 - fixed names
+                                               "(SELECT id FROM spacecraft)").fetchone()[0]
+                    if orphans:
+                        problems.append(f"{table}: {orphans} rows of an unknown spacecraft")
+            except sqlite3.DatabaseError as exc:  # damaged where SQLite reads it: said, not raised
+                problems.append(f"sqlite: {exc}: the file is damaged; what comes after this was not checked")
         return problems
 
     # --- lifetime ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -279,6 +280,10 @@ def _run_guarded(func):
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"sunlit-ground archive: {text}", file=sys.stderr)
             return 2
+        except sqlite3.DatabaseError as exc:  # damaged past its header (the header is checked at open)
+            print(f"sunlit-ground archive: {args.db}: unreadable ({exc}); `sunlit-ground archive check --db "
+                  f"{args.db}` says what is damaged", file=sys.stderr)
+            return 1
         except OSError as exc:  # an output file it cannot write, a disk full
             print(f"sunlit-ground archive: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}",
                   file=sys.stderr)

@@ -515,6 +515,35 @@ def test_cli(tmp_path, capsys):
         archive_cli("query", "cpu_pct", "--db", db, "--from", "yesterday")
 
 
+def test_a_damaged_or_empty_archive_is_said_never_a_traceback_and_an_empty_file_stays_empty(tmp_path, capsys):
+    """A file damaged past its header once gave a raw sqlite3 traceback; an empty file (a typing error,
+    a copy cut short) was made into an empty archive by a command that only reads, and said "ok"."""
+    db = tmp_path / "ground.sqlite"
+    codec = Codec(DICTIONARY)
+    with Archive(db) as archive:
+        for i in range(3000):
+            archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i % 20), T0_S + i)), T0_S + i)
+    data = bytearray(db.read_bytes())
+    for k in range(len(data) // 2, len(data) // 2 + 2000):
+        data[k] ^= 0xFF
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert archive_cli("check", "--db", str(bad)) == 1
+    said = capsys.readouterr()
+    assert "sqlite" in said.out and "1 problem(s)" in said.err
+    for argv in (("query", "cpu_pct"), ("export", "--csv", str(tmp_path / "x.csv"), "cpu_pct")):
+        assert archive_cli(*argv, "--db", str(bad)) == 1
+        err = capsys.readouterr().err
+        assert "unreadable (database disk image is malformed)" in err and "archive check" in err, err
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    for argv in (("check",), ("export", "--csv", str(tmp_path / "y.csv"), "cpu_pct")):
+        assert archive_cli(*argv, "--db", str(empty)) == 2
+        assert "is empty, not an archive the ground server has written" in capsys.readouterr().err
+    assert empty.stat().st_size == 0 and not (tmp_path / "y.csv").exists()
+
+
 def test_time_parsing():
     assert parse_time_s("1794830400") == T0_S
     assert parse_time_s("2026-11-16T12:00:00Z") == T0_S
