@@ -773,7 +773,7 @@ class Archive:
     connection of their own and hold no lock while they read).
 
     ``Archive(path)`` creates the file (and its directory) if it does not exist; with
-    ``create=False`` a missing file is an :class:`ArchiveError` (what the query commands want).
+    ``create=False`` a missing or empty file is an :class:`ArchiveError` (what the query commands want).
     Several processes may open one file: readers never wait (WAL); a writer waits up to
     ``busy_timeout_s`` for another writer's transaction, then gets ``sqlite3.OperationalError``.
     ``chunk_packets`` and ``chunk_age_s`` say when housekeeping is sealed (see :meth:`seal`).
