@@ -6,9 +6,11 @@ time axis, the per-step trace, the command log, the agent's parameters) and the 
 loop wrote, and returns one :class:`FaultVerdict` per fault: detected by what and when, the
 response, the time to recover, the work lost, and PASS, FAIL or N/A. A fault that is not
 detected by its deadline, or not recovered from by the end of the run, is a FAIL, and any
-FAIL fails the run (criterion ``faults_handled``). N/A is a fault that hit nothing (a hang
-with no worker running, an upset on a store that is not there because compute was modelled),
-said so in the ``why``.
+FAIL fails the run (criterion ``faults_handled``). N/A is a fault there is nothing to judge on:
+one that hit nothing (a hang with no worker running, an upset on a store that is not there because
+compute was modelled), or one whose answer was not yet due when the run ended (power back too late
+for a restart to be seen), said so in the ``why``. A loss of signal the run ended in is judged on
+what the run saw of it.
 
 :func:`idle_in_safe` flags the other way of losing a day: sitting in SAFE after a fault with a
 healthy battery, in sunlight and cool, for longer than the agent's own recovery would take.
@@ -198,6 +200,9 @@ def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     before = tl.mode_at(at - tl.step_s) if at >= tl.step_s else "BOOT"
     started = tl.first("AGENT_STARTED", at, back_s + BOOT_DEADLINE_S + tl.tick_s,
                        lambda e: e.get("args", {}).get("previous_stop") == "unclean")
+    if started is None and back_s + BOOT_DEADLINE_S + tl.tick_s > tl.end_s:
+        return FaultVerdict(f["kind"], at, "N/A", f"the run ended at {tl.end_s:.0f} s, before a restart was due "
+                            f"(power back at {back_s:.0f} s, then up to {BOOT_DEADLINE_S:.0f} s to boot)")
     if started is None:
         return _verdict(f, tl, False, f"no AGENT_STARTED with previous stop unclean within {BOOT_DEADLINE_S:.0f} s "
                         f"of {back_s:.0f} s: the restart was not seen")
@@ -352,9 +357,15 @@ def _judge_los(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     after = [c for c in tl.commands if c.get("at_s", -1) >= at]
     failed = [c for c in after if c.get("outcome") != "completed"]
     lost = tl.first("CONTACT_LOST", at, at + dur + tl.tick_s)
-    if dur >= timeout and lost is None:
-        return _verdict(f, tl, False, f"silent {dur:.0f} s, over contact_timeout_s {timeout:.0f} s, and no "
-                        "CONTACT_LOST", lost_until_s=at + dur)
+    silent = min(dur, tl.end_s - at)  # what of it the run saw
+    if silent >= timeout and lost is None:
+        return _verdict(f, tl, False, f"silent {silent:.0f} s, over contact_timeout_s {timeout:.0f} s, and no "
+                        "CONTACT_LOST", lost_until_s=at + silent)
+    if at + dur > tl.end_s:  # the run ended in it: the commands after it were never due to go
+        return _verdict(f, tl, True, f"the run ended {silent:.0f} s into it, before contact came back"
+                        + ("; CONTACT_LOST said" if lost else f" (under contact_timeout_s {timeout:.0f} s)"), lost,
+                        detected_by=None if lost else "— (shorter than contact_timeout_s)",
+                        response="commands held", lost_until_s=tl.end_s)
     why = (f"{len(after) - len(failed)} of {len(after)} later commands completed" if after
            else "no command was due after it")
     return _verdict(f, tl, not failed, why, lost, detected_by=None if lost else "— (shorter than contact_timeout_s)",

@@ -66,7 +66,7 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         skipped = result.faults_not_drawn  # drawn from fault_rate_scale past a step's limit: never applied
         checks.append(Check("faults_handled", not failed_faults and not skipped,
                             f"{len(verdicts) - len(failed_faults) - na} of {len(verdicts)} faults detected and "
-                            f"answered" + (f", {na} hit nothing (N/A)" if na else "")
+                            f"answered" + (f", {na} not to judge (N/A: hit nothing, or the run ended first)" if na else "")
                             + (f"; first failure: {failed_faults[0].kind} at {failed_faults[0].at_s:.0f} s: "
                                f"{failed_faults[0].why}" if failed_faults else "")
                             + (f"; {skipped} upsets drawn past {MAX_DRAWN_FAULTS_PER_STEP} a step were not applied "

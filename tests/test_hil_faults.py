@@ -104,6 +104,23 @@ def test_sensor_faults_packets_and_los():
 
 
 @pytest.mark.req("HIL-008")
+def test_a_fault_the_run_ends_in_is_judged_on_what_the_run_saw():
+    """A loss of signal of 90000 s in a 600 s run was once failed as 'silent 90000 s', and a brownout
+    whose power came back after the end as 'the restart was not seen'."""
+    tl = timeline(n=60)  # 0..590 s
+    los = {"at_s": 500.0, "kind": "los", "duration_s": 90000.0}
+    [ended] = judge([los], tl)
+    assert ended.verdict == "PASS" and "the run ended 90 s into it, before contact came back" in ended.why
+    [short] = judge([los], timeline(n=60, contact_timeout_s=60.0))
+    assert short.verdict == "FAIL" and "silent 90 s, over contact_timeout_s 60 s" in short.why
+    [said] = judge([los], timeline([ev(560.0, "CONTACT_LOST")], n=60, contact_timeout_s=60.0))
+    assert said.verdict == "PASS" and "CONTACT_LOST said" in said.why
+    modes = ["COMPUTE"] * 55 + ["DOWN"] * 5
+    [brownout] = judge([{"at_s": 550.0, "kind": "brownout", "duration_s": 3600.0}], timeline([], modes, n=60))
+    assert brownout.verdict == "N/A" and "before a restart was due (power back at 4150 s" in brownout.why
+
+
+@pytest.mark.req("HIL-008")
 def test_work_lost_is_counted_once_where_faults_overlap():
     modes = ["COMPUTE"] * 60 + ["DOWN"] * 12 + ["SAFE"] * 60 + ["COMPUTE"] * 68
     faults = [{"at_s": 600.0, "kind": "brownout", "duration_s": 120.0},
