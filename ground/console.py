@@ -5,7 +5,8 @@ argument names and enum values from the dictionary; ``help [COMMAND]`` explains.
 line (mode, charge, hottest zone, power mode, link, active alarms) is printed above the
 prompt whenever it changes, while telemetry keeps arriving in the background; the link
 reads SILENT once no packet came for a few housekeeping periods. History is kept in
-``~/.sunlit_history``.
+``~/.sunlit_history``. A hazardous command asks to confirm; read from a file or a pipe, where it
+cannot ask, the console does not send one (``sunlit-ground send ... --yes`` does).
 
 Console words (lower case, so they never clash with a command):
 ``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
@@ -87,7 +88,7 @@ class Console:
         self.alarms.attach(client)
         self.alarms.listeners.append(self._alarm_changed)
         self.completer = Completer(client.dictionary)
-        self.confirm = confirm or (lambda text: input(f"{text} [y/N] ").strip().lower() in ("y", "yes"))
+        self.confirm = confirm or self._ask
         self.on_command: list[Callable[[Any], None]] = []  # e.g. the archive's command history
         self.interactive = False
         self._shown_status = ""
@@ -96,6 +97,18 @@ class Console:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, daemon=True)
+
+    def _ask(self, text: str) -> bool:
+        """Yes from the operator at the terminal. Never from a file or pipe: the next line is the next
+        command, not an answer (a piped PING once went as the 'no' to a hazardous command's question)."""
+        if not self.interactive:
+            self.say("a console reading a file or pipe cannot ask: a hazardous command is not sent from one "
+                     "(sunlit-ground send NAME ... --yes sends one without asking)")
+            return False
+        try:
+            return input(f"{text} [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
 
     # --- background ------------------------------------------------------------------------
 
@@ -188,7 +201,12 @@ class Console:
         elif head == "tm":
             self._show_tm(rest)
         elif head == "events":
-            for rec in list(self.client.events)[-(int(rest[0]) if rest else 10):]:
+            last = rest[0] if rest else "10"
+            if not (last.isdigit() and int(last) >= 1) or len(rest) > 1:
+                self.say(f"events [N]: N, how many of the latest events to show, a whole number from 1 "
+                         f"(not {' '.join(rest)!r})")
+                return True
+            for rec in list(self.client.events)[-int(last):]:
                 self.say(f"{rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
                          "warning" if "WARNING" in rec.event.severity.name else None)
         elif head == "alarms":
@@ -223,7 +241,7 @@ class Console:
             a = self.alarms.acknowledge(channel, "console")
             self.say(f"{channel}: acknowledged" + (" and cleared" if a.cleared else ""))
         except KeyError as exc:
-            self.say(str(exc).strip("'\""))
+            self.say(f"ack {channel}: {exc.args[0] if exc.args else exc}")
         except ServerError as exc:
             self.say(f"not acknowledged: {exc}", "critical")
 
@@ -272,12 +290,15 @@ class Console:
         channel = rest[0]
         try:
             if len(rest) > 1:
-                bounds = {k: (None if v in ("", "none") else float(v)) for k, v in parse_assignments(rest[1:]).items()}
+                bounds = {k: _bound(k, v) for k, v in parse_assignments(rest[1:]).items()}
                 limits = self.alarms.set_limits(channel, **bounds)
             else:
                 limits = self.alarms.limits(channel)
-        except (KeyError, ValueError) as exc:
-            self.say(str(exc).strip("'\""))
+        except KeyError as exc:
+            self.say(f"limits {channel}: {exc.args[0] if exc.args else exc}")
+            return
+        except (TypeError, ValueError) as exc:
+            self.say(f"limits {channel}: {exc}")
             return
         self.say(f"{channel} limits: {limits.to_json() or 'none'}")
 
@@ -348,3 +369,13 @@ class Console:
                     readline.write_history_file(history)
                 except OSError:
                     pass
+
+
+def _bound(key: str, text: str) -> float | None:
+    """A limit typed at the console: a number, or none (or nothing) to clear it."""
+    if text in ("", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r} is not a number (or none, to clear it)") from None

@@ -84,6 +84,25 @@ def test_console_session_against_a_real_agent(start_agent, make_client, ipc_url,
     assert "[SAFE |" in text and "NOOP sent" not in text  # nothing after quit
 
 
+def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_line_as_a_command(tmp_path):
+    """Piped, the hazardous command's question once took the next line (a PING) as its answer: the
+    PING never went; at the end of input the question raised EOFError. Bad console words are said."""
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        out = io.StringIO()
+        console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "l.json")
+        console.run(io.StringIO("SET_MODE mode=IDLE\nPING token=42\nevents abc\nevents 0\n"
+                                "limits cmd_failed warn_high=abc\nlimits nope warn_high=1\nack nope\nSET_MODE mode=IDLE"))
+        text = out.getvalue()
+        assert "cannot ask: a hazardous command is not sent from one" in text and "not sent" in text
+        assert "PING: completed" in text and "'token': 42" in text
+        assert rig.agent.modes.mode.value == "SAFE", "the hazardous command did not go"
+        assert text.count("events [N]: N, how many of the latest events to show, a whole number from 1") == 2
+        assert "limits cmd_failed: warn_high='abc' is not a number (or none, to clear it)" in text
+        assert "limits nope: no channel 'nope'" in text and "ack nope: " in text
+
+
 @pytest.mark.req("GND-005")
 def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc_url, tmp_path):
     start_agent(ipc_url)
