@@ -209,13 +209,20 @@ class UserStore:
         return cls(path, users, check_mode)
 
     def save(self) -> None:
-        """Write the file atomically (temp, fsync, rename); mkstemp makes it mode 600."""
+        """Write the file atomically (temp, fsync, rename); mkstemp makes it mode 600. An existing file
+        keeps its owner (root editing the server's file, owned by the server's user, as vipw does)."""
         from flight.storage import write_atomic
 
         body = {"users": {u.name: {"role": u.role.name.lower(), "password": u.password_hash}
                           for u in sorted(self.users.values(), key=lambda u: u.name)}}
         text = "# Sunlit ground server operators; edit with `sunlit-ground user ...`\n" + tomli_w.dumps(body)
+        try:
+            owner = self.path.stat()
+        except OSError:
+            owner = None
         write_atomic(self.path, text.encode())
+        if owner is not None and os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, os.getegid()):
+            os.chown(self.path, owner.st_uid, owner.st_gid)
 
     def set(self, name: str, role: Role, password: str) -> None:
         check_user_name(name)

@@ -540,20 +540,30 @@ def _cmd_user(args: argparse.Namespace) -> int:
             for user in sorted(store.users.values(), key=lambda u: u.name):
                 print(f"{user.name:<20} {user.role.name.lower()}")
             return 0
+        admins = {u.name for u in store.users.values() if u.role is Role.ADMIN}
         if args.action == "remove":
             store.remove(args.name)
         else:
-            if args.action == "passwd" and args.name not in store.users:
+            known = store.users.get(args.name)
+            if args.action == "passwd" and known is None:
                 raise Refused(f"no user {args.name!r} in {path}")
-            role = Role.parse(args.role) if args.role else (store.users[args.name].role if args.name in store.users
-                                                            else None)
+            if args.action == "add" and known is not None:  # once replaced silently: password and role
+                raise Refused(f"user {args.name!r} is in {path} already ({known.role.name.lower()}); "
+                              f"`sunlit-ground user passwd {args.name}` sets a new password (with --role, a new role)")
+            role = Role.parse(args.role) if args.role else (known.role if known is not None else None)
             if role is None:
                 raise Refused("a new user needs --role viewer|operator|admin")
             store.set(args.name, role, _read_password(args, confirm=True))
-        store.save()
+        try:
+            store.save()
+        except OSError as exc:
+            raise Refused(f"{path}: cannot write the users file: {exc.strerror or exc}") from None
     except (UserFileError, ValueError) as exc:
         raise Refused(str(exc)) from None
     print(f"{path}: {args.action} {args.name}: done (a running server reads the change within a second)")
+    if admins and not any(u.role is Role.ADMIN for u in store.users.values()):
+        print(f"warning: {path} has no admin now: nobody can cancel another operator's command "
+              "(sunlit-ground user add NAME --role admin)", file=sys.stderr)
     return 0
 
 

@@ -340,6 +340,49 @@ def test_server_config_is_checked_naming_the_key():
             server_config_from_mapping(bad, DICTIONARY)
 
 
+@pytest.mark.req("GND-021", "GND-025")
+def test_user_add_never_replaces_a_user_and_a_file_it_cannot_write_is_said(tmp_path, capsys, monkeypatch):
+    """`user add` on an existing admin once replaced her password and made her a viewer, saying done;
+    a users file it could not write gave a traceback."""
+    import io
+
+    from ground.cli import main
+
+    users = str(tmp_path / "users.toml")
+
+    def user(*argv: str, password: str = "pw-12345678") -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        return main(["user", *argv, "--users", users, "--password-stdin"])
+
+    assert user("add", "alice", "--role", "admin") == 0
+    before = UserStore.load(users).users["alice"]
+    capsys.readouterr()
+    assert user("add", "alice", "--role", "viewer", password="other-pass-1") == 2
+    err = capsys.readouterr().err
+    assert "user 'alice' is in" in err and "already (admin)" in err and "user passwd alice" in err
+    assert UserStore.load(users).users["alice"] == before, "nothing changed"
+    assert user("passwd", "alice", "--role", "operator", password="other-pass-1") == 0
+    assert "has no admin now" in capsys.readouterr().err, "the last admin demoted: said"
+    assert UserStore.load(users).verify("alice", "other-pass-1").role is Role.OPERATOR
+    (tmp_path / "a-file").write_text("")
+    users = str(tmp_path / "a-file" / "users.toml")
+    assert user("add", "bob", "--role", "admin") == 2
+    err = capsys.readouterr().err
+    assert "cannot write the users file" in err and "Traceback" not in err
+
+
+@pytest.mark.req("GND-021")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_root_changing_the_servers_users_file_leaves_it_the_servers(users):
+    """deploy/README: root edits /etc/sunlit/ground-users.toml, which the server's user owns and reads;
+    the rename once left it root's, and the server could read it no more."""
+    os.chown(users.path, 4242, 4243)
+    users.set("bob", Role.VIEWER, "bob-pass-1234")
+    users.save()
+    st = users.path.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4243, 0o600)
+
+
 @pytest.mark.req("GND-021")
 def test_the_host_allow_list_holds_loopback_and_configured_names_only():
     hosts = allowed_hosts(("ground.example.org",), "127.0.0.1", 8080)
