@@ -220,6 +220,37 @@ def test_csv_row_with_missing_fields_names_the_line(tmp_path):
         read_profile(path)
 
 
+@pytest.mark.req("HIL-001")
+def test_csv_files_as_spreadsheets_and_editors_write_them_replay_or_are_named(tmp_path, profile):
+    """Found by an audit: a byte-order mark made time_s unknown under a name that looked the same; a blank
+    last line was a row of 0 fields; semicolons were blamed on units; a Parquet file named .csv and a
+    folder named .parquet were an internal error and 'missing columns'; NaN albedo diverged the thermal model."""
+    body = "time_s,shadow_factor,solar_power_w\n0,1,80\n10,1,80\n\n20,0.5,40\n30,0,0\n"
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + body.encode() + b"\n\n")
+    assert read_profile(bom).columns["time_s"].tolist() == [0.0, 10.0, 20.0, 30.0]
+    late = tmp_path / "late.csv"
+    late.write_text(body + "40,1\n")
+    with pytest.raises(ProfileError, match=r"row 4 \(line 7\) has 2 fields"):  # lines counted past the blank one
+        read_profile(late)
+    semi = tmp_path / "semi.csv"
+    semi.write_text(body.replace(",", ";"))
+    with pytest.raises(ProfileError, match="separated by semicolons, not commas"):
+        read_profile(semi)
+    binary = tmp_path / "x.csv"
+    write_profile(profile, tmp_path / "x.parquet")
+    binary.write_bytes((tmp_path / "x.parquet").read_bytes())
+    with pytest.raises(ProfileError, match=r"x.csv: not a text CSV file .* must be named .parquet"):
+        read_profile(binary)
+    (tmp_path / "dir.parquet").mkdir()
+    with pytest.raises(ProfileError, match="dir.parquet: a folder, not a profile file"):
+        read_profile(tmp_path / "dir.parquet")
+    nan = tmp_path / "nan.csv"
+    nan.write_text("time_s,shadow_factor,solar_power_w,albedo_w_m2\n0,1,80,100\n10,1,80,nan\n20,1,80,100\n")
+    with pytest.raises(ProfileError, match=r"'albedo_w_m2' out of its physical range .* row 1 has nan"):
+        read_profile(nan)
+
+
 # ------------------------------------------------------------------------------------ replay
 def test_at_interpolates_floats_and_holds_flags():
     orbit, start, _ = orbit_from_description(SHIPPED["dawn_dusk"])  # a contact 7 min in

@@ -189,8 +189,9 @@ def _defaults(name: str, n: int, columns: Mapping[str, np.ndarray]) -> np.ndarra
     return np.full(n, np.nan)
 
 
-_NO_NAN = ("proton_flux_cm2_s", "electron_flux_cm2_s", "upset_rate_per_s", "dose_rad")
-"""Columns where NaN means nothing (the harness draws from them), unlike an elevation with no station."""
+_NO_NAN = ("proton_flux_cm2_s", "electron_flux_cm2_s", "upset_rate_per_s", "dose_rad", "albedo_w_m2", "earth_ir_w_m2")
+"""Columns where NaN means nothing (the harness draws from them; the thermal model integrates the heat,
+and a NaN once made it 'diverge'), unlike an elevation with no station."""
 
 
 # ------------------------------------------------------------------------------ the profile
@@ -544,6 +545,8 @@ def read_profile(path: str | Path) -> Profile:
     """Read and validate a .csv or .parquet profile. Raises :class:`ProfileError` (with the file named)."""
     path = Path(path)
     kind = _suffix(path)
+    if path.is_dir():  # pyarrow reads a folder as a data set: "missing columns" would be its answer
+        raise ProfileError(f"{path}: a folder, not a profile file")
     try:
         if kind == "csv":
             return _read_csv(path)
@@ -555,7 +558,11 @@ def read_profile(path: str | Path) -> Profile:
 
 
 def _read_csv(path: Path) -> Profile:
-    text = path.read_text(encoding="utf-8")
+    try:  # utf-8-sig: the byte-order mark a spreadsheet puts first is not part of the first name
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not a text CSV file (byte {exc.start} is not UTF-8); a Parquet profile "
+                           "must be named .parquet") from None
     lines = text.splitlines()
     comments = []
     first = 0
@@ -579,13 +586,21 @@ def _read_csv(path: Path) -> Profile:
     except StopIteration:
         raise ProfileError(f"{path}: no header row (expected column names such as time_s,shadow_factor,...)") from None
     header = [h.strip() for h in header]
+    for sep, what in ((";", "semicolons"), ("\t", "tabs")):
+        if len(header) == 1 and sep in header[0]:
+            raise ProfileError(f"{path}: the header's columns are separated by {what}, not commas; save the CSV with "
+                               "commas (the decimal point a '.')")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise ProfileError(f"{path}: column names repeated in the header: {', '.join(dupes)}", column=dupes[0])
-    rows = list(reader)
+    rows, line_of = [], []
+    for line_no, r in enumerate(reader, start=first + 2):
+        if r:  # a blank line (one at the end, as editors leave it) is no row
+            rows.append(r)
+            line_of.append(line_no)
     for i, r in enumerate(rows):
         if len(r) != len(header):
-            line_no = first + 2 + i
+            line_no = line_of[i]
             raise ProfileError(
                 f"{path}: row {i} (line {line_no}) has {len(r)} fields, the header has {len(header)}", row=i
             )
@@ -593,7 +608,7 @@ def _read_csv(path: Path) -> Profile:
     try:
         profile = validate_profile(columns, metadata)
     except ProfileError as exc:
-        where = f" (line {first + 2 + exc.row} of the file)" if exc.row is not None else ""
+        where = f" (line {line_of[exc.row]} of the file)" if exc.row is not None and exc.row < len(line_of) else ""
         raise ProfileError(f"{path}: {exc}{where}", column=exc.column, row=exc.row) from None
     return Profile(profile.columns, profile.metadata, tuple(notes) + profile.notes)
 
