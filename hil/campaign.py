@@ -632,9 +632,12 @@ def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", work
     out = Path(out)
     workers = max(1, workers or os.cpu_count() or 1)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(out, ".campaign.lock", "campaign")
     except DirectoryBusy as exc:
         raise CampaignError(str(exc)) from None
+    except OSError as exc:  # a file there, a place it may not write: bad input, found before any case runs
+        raise CampaignError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     try:
         remove_interrupted_writes(out)
         rows = _read_manifest(out, campaign)

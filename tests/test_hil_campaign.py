@@ -187,6 +187,17 @@ def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, bo
 
 
 @pytest.mark.req("HIL-009")
+def test_an_out_folder_it_cannot_write_is_exit_2_before_any_case(tmp_path):
+    """--out naming a file once gave 'internal error: FileExistsError', exit 3."""
+    file = write(tmp_path / "c.toml", f'scenario = "{SCENARIO}"\ncases = 1\nseed = 1\n')
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        run = campaign(str(file), "--out", str(out))
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert f"--out {out}: cannot write there" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.req("HIL-009")
 def test_a_fault_in_the_campaigns_scenario_is_named_in_that_file(tmp_path):
     """Found in use: a scenario's own unknown key was said as the campaign's first case's fault, under the
     campaign's name; a fault in a key the campaign sets is still left to the cases, which say their values."""
