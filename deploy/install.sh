@@ -53,10 +53,14 @@ NO_PIP=0
 NO_SYSTEMCTL=0
 
 while [ $# -gt 0 ]; do
-    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@" ;; esac
+    EQ=0
+    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; EQ=1 ;; esac
     case "$1" in
         --root|--source|--python|--ort-wheel|--ort-index|--board|--link|--uart|--venv-from)
             [ $# -ge 2 ] || die "$1 needs a value"
+            # A value that looks like an option is one forgotten (`--link --dry-run` would install for real);
+            # OPT=VALUE takes it as written.
+            [ "$EQ" = 1 ] || case "$2" in -*) die "$1 needs a value, not the option $2 (write $1=VALUE for one that starts with -)" ;; esac
             case "$1" in
                 --root) ROOT=$2 ;; --source) SOURCE=$2 ;; --python) PY=$2 ;;
                 --ort-wheel) ORT_WHEEL=$2 ;; --ort-index) ORT_INDEX=$2 ;; --board) BOARD_OPT=$2 ;;

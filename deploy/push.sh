@@ -26,11 +26,15 @@ USER_AT=""
 DIR="sunlit-src"
 DRY=0
 INSTALL_ARGS=()
+# OPT VALUE: a value that looks like an option is one the user forgot (`--user --dry-run` would lose the dry
+# run); OPT=VALUE takes it as written.
+value() { [ $# -ge 2 ] || die "$1 needs a value"; [ "$EQ" = 1 ] || case "$2" in -*) die "$1 needs a value, not the option $2 (write $1=VALUE for one that starts with -)" ;; esac; }
 while [ $# -gt 0 ]; do
-    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@" ;; esac
+    EQ=0
+    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; EQ=1 ;; esac
     case "$1" in
-        --user) [ $# -ge 2 ] || die "--user needs a value"; USER_AT="$2@"; shift 2 ;;
-        --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR=$2; shift 2 ;;
+        --user) value "$@"; USER_AT="$2@"; shift 2 ;;
+        --dir) value "$@"; DIR=$2; shift 2 ;;
         --dry-run) DRY=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; INSTALL_ARGS=("$@"); break ;;

@@ -895,6 +895,21 @@ def test_push_dry_run_prints_rsync_and_remote_install(tmp_path):
     assert run_script(DEPLOY / "push.sh", check=False).returncode == 2
 
 
+def test_an_option_where_a_value_belongs_is_refused_not_taken_as_the_value():
+    """`push.sh HOST --user --dry-run` once took --dry-run as the user, and ran for real; install.sh's
+    `--link --dry-run` installed for real with the link "--dry-run". OPT=VALUE still takes any value."""
+    for script, argv, said in ((DEPLOY / "push.sh", ("orin.local", "--user", "--dry-run"), "--user needs a value, "
+                                "not the option --dry-run"),
+                               (DEPLOY / "push.sh", ("orin.local", "--dir", "-x", "--dry-run"), "--dir needs a value, "
+                                "not the option -x"),
+                               (INSTALL, ("--link", "--dry-run"), "--link needs a value, not the option --dry-run")):
+        proc = run_script(script, *argv, check=False)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stdout + proc.stderr
+        assert "would run" not in proc.stdout
+    proc = run_script(DEPLOY / "push.sh", "orin.local", "--user=-odd", "--dry-run")
+    assert "-odd@orin.local" in proc.stdout
+
+
 @pytest.mark.parametrize("bad", [".", "..", "~", "/", "a/../b", "./x", "/home/ops", "~other"])
 def test_push_refuses_a_dir_rsync_delete_would_empty(bad):
     proc = run_script(DEPLOY / "push.sh", "orin.local", "--dir", bad, "--dry-run", check=False)
