@@ -205,6 +205,7 @@ saved_choice() {
 }
 BOARD_OPT=${BOARD_OPT:-$(saved_choice board)}
 LINK_URL=${LINK_OPT:-$(saved_choice link)}
+LINK_ASKED=$LINK_URL   # a link the engineer gave (now or before), not the default
 LINK_URL=${LINK_URL:-zmq://127.0.0.1:5550}
 UART_OPT=${UART_OPT:-$(saved_choice uart)}
 case "$LINK_URL" in
@@ -586,10 +587,23 @@ elif cmp -s "$WORK/agent.toml" "$CONF"; then
     install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"   # same content: checks mode and owner
 elif [ -f "$DEFAULT_COPY" ] && cmp -s "$WORK/agent.toml" "$DEFAULT_COPY"; then
     ok "$CONF kept: it differs from the default, and the default has not changed since the last install"
+    # Said at every run while it is there (once said only on the run that wrote it).
+    [ -f "$CONF.new" ] && ! cmp -s "$CONF" "$CONF.new" && info "$CONF.new, an earlier default, is still beside it: diff $CONF $CONF.new"
 else
     info "$CONF kept (never overwritten); the default for this board differs from it:"
     install_file "$WORK/agent.toml" "$CONF.new" 0640 "root:$SVC"
     [ "$CHANGED" = 1 ] && info "compare them: diff $CONF $CONF.new"
+fi
+# A kept config names its own link: --link (kept in install.conf) changed the default, not it.
+if [ -f "$CONF" ] && [ -r "$CONF" ]; then
+    KEPT_LINK=$(awk '/^[[:space:]]*\[/ { in_link = ($0 ~ /^[[:space:]]*\[[[:space:]]*link[[:space:]]*\]/); next }
+        in_link && /^[[:space:]]*url[[:space:]]*=/ {
+            sub(/^[^=]*=[[:space:]]*/, ""); q = substr($0, 1, 1)
+            if (q == "\"" || q == "\047") { v = substr($0, 2); sub(q ".*", "", v); print v; exit } }' "$CONF")
+    if [ -n "$LINK_ASKED" ] && [ -n "$KEPT_LINK" ] && [ "$KEPT_LINK" != "$LINK_URL" ]; then
+        warn "$CONF names the link $KEPT_LINK, and the agent uses it; install.sh was given $LINK_URL"
+        info "(--link, kept in install.conf). Set [link] url in $CONF to change it (diff $CONF $DEFAULT_COPY)."
+    fi
 fi
 # A kept config from before telecommand authentication: the agent takes any command then.
 if [ -f "$CONF" ] && [ -r "$CONF" ] \

@@ -337,6 +337,14 @@ def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     out = install(root, source, "--link", "zmq://0.0.0.0:6000").stdout
     assert 'url = "zmq://0.0.0.0:6000"' in new.read_text() and (root / "etc/sunlit/agent.toml").read_text() == mine
     assert f"update {new}" in out
+    # The link asked for is not the one the kept config names: said at this run and every later one
+    # (an audit found the hint said once, then gone, and the agent on the old link).
+    told = (f"WARNING: {root}/etc/sunlit/agent.toml names the link serial:///dev/sunlit-link?baud=57600, and the "
+            "agent uses it; install.sh was given zmq://0.0.0.0:6000")
+    assert told in out
+    later = install(root, source).stdout
+    assert told in later and f"{new}, an earlier default, is still beside it: diff" in later
+    assert told not in again, "a link never asked for is not the engineer's to be told about"
 
 
 def test_unknown_board_gets_the_linux_backend(tmp_path, source):
