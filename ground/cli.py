@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
 import sys
 import time
@@ -111,14 +112,19 @@ def _cmd_send(args: argparse.Namespace) -> int:
             print(f"  {_stamp()} {command.name}: {text}", flush=True)
 
         pending: list[dict] = []
+        said_queued: set[int] = set()
 
         def entry(e: dict) -> None:
+            if e["state"] == "queued" and e["id"] not in said_queued:  # the server took it (a viewer's it refuses)
+                said_queued.add(e["id"])
+                print(f"  {_stamp()} {command.name}: queued (entry {e['id']})", flush=True)
             if e["state"] == "pending_approval":
                 pending.append(e)
                 print(f"  {_stamp()} {command.name}: waiting for a second operator's approval "
                       f"(queue entry {e['id']}: sunlit-ground approve {e['id']})", flush=True)
 
-        print(f"  {_stamp()} {command.name}: {'queued' if not args.direct else 'sent'} {json.dumps(values)}", flush=True)
+        print(f"  {_stamp()} {command.name}: {'to the server' if not args.direct else 'sent'} {json.dumps(values)}",
+              flush=True)
         kwargs: dict[str, Any] = {"on_entry": entry} if isinstance(client, ServerClient) else {}
         try:
             result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show,
@@ -644,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("command")
     send.add_argument("args", nargs="*", metavar="key=value")
     send.add_argument("--wait", choices=("sent", "accepted", "completed"), default="completed")
-    send.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    send.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     send.add_argument("--yes", action="store_true", help="send a hazardous command without asking")
     send.add_argument("--ack", metavar="STAGES", help="the success reports to ask the agent for, comma-separated "
                       "(accepted, started, completed); completion, and acceptance where it is retried, always come. "
@@ -664,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     tm = sub.add_parser("tm", help="current telemetry; --follow for each packet as it comes")
     tm.add_argument("--follow", action="store_true")
     tm.add_argument("--channel", action="append", help="only this channel (repeat for more); waits for it")
-    tm.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    tm.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     tm.add_argument("--limits", default="var/ground-limits.json", help="run-time limit changes (--direct only)")
     tm.set_defaults(func=_cmd_tm)
     ev = sub.add_parser("events", help="recent events from the archive; --follow for new ones")
@@ -672,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--severity", choices=[s.name for s in Severity], help="this severity and above")
     ev.add_argument("--last", type=_count(1, 10_000), default=50, help="how many recent events to show first "
                                                                       "(1 to 10000)")
-    ev.add_argument("--timeout", type=float, default=5.0, metavar="S", help="--direct: how long to listen")
+    ev.add_argument("--timeout", type=_seconds, default=5.0, metavar="S", help="--direct: how long to listen")
     ev.set_defaults(func=_cmd_events)
     plan = sub.add_parser("plan", help="the agent's latest energy plan: charge, mode and shadow over its horizon")
     plan.add_argument("--spacecraft", default=argparse.SUPPRESS, help="which spacecraft (as before the subcommand)")
@@ -683,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "or list it with the next pass")
     sched.add_argument("action", choices=("list", "upload"))
     sched.add_argument("file", nargs="?", help="upload: the schedule file ([[entry]] at/after_s, command, args)")
-    sched.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    sched.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     sched.add_argument("--yes", action="store_true", help="upload without asking (SCHEDULE_AT is hazardous)")
     sched.set_defaults(func=_cmd_schedule)
     con = sub.add_parser("console", help="interactive console with completion, help and a live status line")
@@ -691,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.set_defaults(func=_cmd_console)
     run = sub.add_parser("run", help="run a procedure file (ground/procedures/*.py) and log each step")
     run.add_argument("procedure")
-    run.add_argument("--timeout", type=float, default=20.0, metavar="S", help="to wait for the agent")
+    run.add_argument("--timeout", type=_seconds, default=20.0, metavar="S", help="to wait for the agent")
     run.set_defaults(func=_cmd_run)
     from ground.archive_cli import add_archive_parser
 
@@ -732,6 +738,18 @@ def _count(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
         return value
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a time to wait, in seconds, above 0 and finite (-1 once waited no time at all,
+    and the wait's end was blamed on the agent)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} s: give a time above 0 and finite")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -421,6 +421,10 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
         (["--server", "http://127.0.0.1:abc", "logout"], "server URL"),
         (["--server", "http://127.0.0.1:9", "logout"], "cannot be kept there"),
         (["--direct", "serial:///nonexistent/tty", "send", "NOOP"], "cannot be opened"),
+        # Once accepted, and the wait's end blamed on the agent.
+        (["send", "PING", "--timeout", "-1"], "--timeout: -1 s: give a time above 0 and finite"),
+        (["send", "PING", "--timeout", "nan"], "--timeout: nan s: give a time above 0 and finite"),
+        (["tm", "--timeout", "0"], "--timeout: 0 s: give a time above 0 and finite"),
     ]
     for argv, said in cases:
         try:

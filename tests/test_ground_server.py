@@ -509,6 +509,12 @@ def test_cli_through_the_server_as_a_new_user_tries_it(ground, tmp_path):
 
     out = run_cli("send", "PING", "token=3", env=env)
     assert out.returncode == 0 and "completed" in out.stdout and '"token": 3' in out.stdout, out.stderr
+    assert "PING: to the server" in out.stdout and "PING: queued (entry " in out.stdout
+    # A viewer's command is refused by the server: never said queued first (found by an audit).
+    viewer = {**env, "XDG_CONFIG_HOME": str(tmp_path / "viewer")}
+    assert run_cli("login", "--user", "vera", "--password-stdin", env=viewer, stdin="vera-pass\n").returncode == 0
+    out = run_cli("send", "PING", "token=3", env=viewer)
+    assert out.returncode != 0 and "vera is a viewer" in out.stderr and "queued" not in out.stdout, out
     out = run_cli("send", "PING", "token=4", "--ack", "accepted,started", env=env)  # the start report shown too
     assert out.returncode == 0 and "PING: started" in out.stdout and "PING: completed" in out.stdout, out.stderr
     out = run_cli("send", "PING", "token=4", "--ack", "accepted,done", env=env)
