@@ -586,11 +586,17 @@ def _event_text(rec: EventRecord) -> str:
 
 @contextlib.contextmanager
 def _replacing(path: Path | str, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
-    """Write to a temporary file beside ``path`` and rename it over: no half-written export."""
+    """Write to a temporary file beside ``path`` and rename it over: no half-written export. The file
+    gets the mode the user's umask gives a new file (mkstemp's own is 600: an export is for sharing)."""
     path = Path(path)
+    if path.is_dir():  # else the rename's error would name the temporary file
+        raise ArchiveError(f"{path}: a folder; give the name of the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0o22)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
         os.replace(tmp, path)

@@ -78,8 +78,15 @@ def _spacecraft(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _open(args: argparse.Namespace) -> Archive:
-    return Archive(args.db, create=False)
+def _open(args: argparse.Namespace, spacecraft: bool = False) -> Archive:
+    """The archive ``--db`` names; with ``spacecraft``, one that has heard of ``--spacecraft`` (a typing
+    error in it once gave an empty CSV of '0 rows', with nothing said of why)."""
+    archive = Archive(args.db, create=False)
+    known = archive.spacecraft()
+    if spacecraft and known and args.spacecraft not in known:
+        archive.close()
+        raise ArchiveError(f"--spacecraft {args.spacecraft}: not in {args.db} (it has {', '.join(known)})")
+    return archive
 
 
 def _unit(archive: Archive, name: str) -> str:
@@ -88,7 +95,7 @@ def _unit(archive: Archive, name: str) -> str:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         data = archive.query(args.channel, args.from_s, args.to_s, args.spacecraft, max_points=args.max_points)
     if args.stats:
         for name, (times, values) in data.items():
@@ -110,7 +117,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         if args.csv:
             if not args.channel:
                 print("archive export --csv needs at least one CHANNEL", file=sys.stderr)
@@ -128,7 +135,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         try:
             archive.plot(args.channel, args.out, args.from_s, args.to_s, args.spacecraft)
         except ValueError as exc:
@@ -142,7 +149,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         events = archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
     for e in events:
         print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {e.name}: {e.text}")
@@ -150,7 +157,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_commands(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         commands = archive.commands(args.from_s, args.to_s, args.name, spacecraft=args.spacecraft, limit=args.limit)
     for c in commands:
         when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
@@ -173,7 +180,7 @@ def _duration(seconds: float) -> str:
 
 
 def _cmd_passes(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         passes = archive.passes(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
     if passes:
         print(f"{'pass start (UTC)':<24}  {'duration':>11}  {'APID':>6}  {'received':>9}  {'played back':>11}  "
@@ -202,7 +209,7 @@ def _size(n: int | None) -> str:
 
 
 def _cmd_files(args: argparse.Namespace) -> int:
-    with _open(args) as archive:
+    with _open(args, spacecraft=True) as archive:
         transfers = archive.file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
     for t in transfers:
         arrow = "->" if t.direction == "up" else "<-"

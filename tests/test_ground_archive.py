@@ -504,7 +504,20 @@ def test_cli(tmp_path, capsys):
     policy.write_text("[AGENT_HK]\nmax_age = 1\n")
     assert archive_cli("retain", "--db", db, "--policy", str(policy)) == 2
     assert "retention.AGENT_HK.max_age: unknown key" in capsys.readouterr().err
-    assert archive_cli("query", "cpu_pct", "--db", db, "--spacecraft", "sunlit-2") == 1  # another spacecraft: nothing
+    # A spacecraft the archive never heard of (a typing error) is named, not an empty answer or file.
+    assert archive_cli("query", "cpu_pct", "--db", db, "--spacecraft", "sunlit-2") == 2
+    assert "--spacecraft sunlit-2: not in" in capsys.readouterr().err
+    assert archive_cli("export", "--csv", str(tmp_path / "b.csv"), "cpu_pct", "--db", db, "--spacecraft", "nope") == 2
+    assert "(it has sunlit-1)" in capsys.readouterr().err and not (tmp_path / "b.csv").exists()
+    # A folder given for the file is named as such (once the temporary file's name was said).
+    assert archive_cli("export", "--csv", str(tmp_path), "cpu_pct", "--db", db) == 2
+    assert f"{tmp_path}: a folder; give the name of the file to write" in capsys.readouterr().err
+    old_umask = os.umask(0o022)
+    try:  # an export is for sharing: the mode a new file gets (mkstemp's 600 once stuck)
+        assert archive_cli("export", "--csv", str(tmp_path / "c.csv"), "cpu_pct", "--db", db) == 0
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "c.csv").stat().st_mode & 0o777 == 0o644
     with pytest.raises(SystemExit):
         archive_cli("query", "cpu_pct", "--db", db, "--spacecraft", "no spaces")
     assert archive_cli("query", "cpu_pct", "--db", db, "--from", str(T0_S + 1000)) == 1  # nothing there
