@@ -89,6 +89,9 @@ RESULT_COLUMNS = ("case", "status", "passed", "seed", "work_tiles", "soc_min_pct
                   "floor_violation_steps", "temp_max_c", "events", "faults", "sim_s", "wall_s", "error")
 WALL_CLOCK_COLUMNS = frozenset({"wall_s"})  # differ between runs of the same case; everything else must not
 INSTALL_RAY = "pip install 'sunlit[campaign]'"
+MAX_CASES = 10_000
+"""Cases one campaign may have (each is a flight, and each is checked when the file is read): past it the
+file is refused, naming ``cases`` (100 million once read on, silent, for ever)."""
 
 
 class CampaignError(ScenarioError):
@@ -251,6 +254,9 @@ def load_campaign(path: Path | str) -> Campaign:
     for part in (text, scenario_text):
         digest.update(len(part).to_bytes(8, "big") + part)
     campaign = Campaign(name, path, scenario_path, base, fixed, sweep, dispersion, draws, seed, digest.hexdigest())
+    if campaign.n_cases > MAX_CASES:
+        raise fail("cases", f"{campaign.n_cases} cases ({draws} draws x {campaign.n_cases // draws} sweep "
+                            f"points), at most {MAX_CASES}: split the campaign")
     _check_keys(campaign)
     for case in campaign.cases():
         _parse_case(campaign, case)

@@ -175,6 +175,9 @@ def test_dispersion_draws_are_reproducible_and_depend_only_on_the_seed_and_the_c
     ("casses = 3", "casses"),
     ('seed = 1\n[dispersion]\n"battery.soc_initial_pct" = { unifrom = [40, 90] }', "unifrom"),
     ('[dispersion]\n"battery.soc_initial_pct" = { uniform = [40, 90] }', "seed"),
+    ("seed = 1\ncases = 100000000", "cases: 100000000 cases"),  # once read on, silent, for ever
+    ('seed = 1\ncases = 1001\n[sweep]\n"battery.soc_initial_pct" = [50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, '
+     '40.0, 45.0, 55.0]', "cases: 10010 cases"),
 ])
 def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, body, key):
     file = write(tmp_path / "bad.toml", f'scenario = "{SCENARIO}"\n{body}\n')
