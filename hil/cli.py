@@ -21,14 +21,16 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hil.run import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, finish_report, one_screen, progress_bar,
-                     run_scenario)
+                     run_scenario, run_tmp_dir)
 
 DEBUG_ENV = "SUNLIT_DEBUG"
 
@@ -93,8 +95,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from hil.loop import ClosedLoop
     from hil.scenario import parse_scenario
 
+    span_s = float(t[-1] - t[0])
+    if args.step_s is not None and not 0 < args.step_s <= span_s / 2:  # once: nan, inf an internal error; 0 the
+        # profile's own step; -10 blamed on duration_s; past the profile a regenerated orbit flown in silence
+        print(f"sunlit-hil replay: --step-s {args.step_s:g}: give a step above 0 s and at most half the profile "
+              f"({span_s:g} s)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     step = float(args.step_s or max(1.0, float(t[1] - t[0])))
-    steps = max(1, math.floor((float(t[-1] - t[0]) - step) / step + 1e-9))  # whole steps, one short of its end if it can
+    steps = max(1, math.floor((span_s - step) / step + 1e-9))  # whole steps, one short of its end if it can
     scenario = parse_scenario({
         "name": f"replay-{Path(args.profile).stem}", "profile": str(Path(args.profile).resolve()),
         "duration_s": steps * step, "step_s": step, "board": args.board,
@@ -103,7 +111,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},
     }, f"replay of {args.profile}")
     report = _report_dir(args.report)
-    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
         result = ClosedLoop(scenario, Path(tmp), progress=progress_bar(scenario.name)).run()
     passed, body = finish_report(result, report)
     print(one_screen(body, report))
@@ -159,10 +167,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # kill PID stops a run as Ctrl-C does: its agent stopped, its files removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad arguments: argparse prints usage and exits 2
     debug = bool(os.environ.get(DEBUG_ENV))
     name = f"sunlit-hil {args.cmd}"
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    if main_thread:  # once: killed silent, its temporary directory left in /tmp
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except bad_input_errors() as exc:
@@ -179,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if debug else f" (set {DEBUG_ENV}=1 for the traceback)"
         print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

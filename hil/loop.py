@@ -336,8 +336,12 @@ class ClosedLoop:
         sc = self.sc
         naive = sc.agent == "naive"
         if not naive:
-            self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
-            self._start_agent()
+            try:
+                self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
+                self._start_agent()
+            except BaseException:  # a stop while it starts (Ctrl-C, kill PID): nothing left running
+                self._shutdown()
+                raise
         t0 = float(self.profile.start_s)
         n_steps = int(round(sc.duration_s / sc.step_s))
         faults = list(sc.faults) + self._drawn_faults(t0, n_steps)

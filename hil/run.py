@@ -42,6 +42,13 @@ MODEL_REFERENCE = ("tile-equivalents: what the board's throughput model gives fo
                    "had it unlimited input (a reference, not work done)")
 
 
+def run_tmp_dir() -> str:
+    """Where a run's state directory and sockets go: $TMPDIR where its path is short, else /tmp (a Unix
+    socket's path has 108 bytes at most, and the agent's link and the worker's are made in it)."""
+    tmp = tempfile.gettempdir()
+    return tmp if len(tmp) <= 40 else "/tmp"
+
+
 def progress_bar(label: str):
     """A progress callback drawing on stderr (only when it is a terminal, to keep CI logs clean)."""
     if not sys.stderr.isatty():
@@ -96,7 +103,7 @@ def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: boo
 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
-    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir="/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
         loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else progress_bar(scenario.name))
         result = loop.run()
         passed, body = finish_report(result, report_dir)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -160,6 +162,45 @@ def test_bad_scenario_exits_2_and_replay_validates_profiles(tmp_path):
     broken.write_text("time_s,shadow_factor,solar_power_w\n0,1,50\n10,1,50\n5,1,50\n")
     res = hil("replay", str(broken))
     assert res.returncode == 2 and "time_s must increase strictly: row 2 has 5.0 after 10.0" in res.stderr
+    # Once: nan and inf an internal error, 0 the profile's step unsaid, -10 blamed on duration_s, and a
+    # step past the profile a regenerated orbit flown in its place.
+    for step in ("nan", "inf", "0", "-10", "100000000"):
+        res = hil("replay", str(SSO), "--report", str(tmp_path / "r"), "--step-s", step)
+        assert res.returncode == 2 and "give a step above 0 s and at most half the profile" in res.stderr, res
+
+
+@pytest.mark.req("HIL-003")
+def test_a_run_stopped_by_sigterm_says_so_stops_its_agent_and_leaves_no_files(tmp_path):
+    """kill PID once ended `sunlit-hil run` silently and left its directory (1.2 MB) in /tmp."""
+    import shutil
+    import signal
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="h", dir="/tmp"))  # $TMPDIR, short enough for the run's sockets
+    proc = None
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "hil", "run", str(ROOT / "hil/scenarios/sso_one_orbit.toml"),
+                                 "--report", str(tmp_path / "r")], env={**os.environ, "TMPDIR": str(short)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lock = None
+        for _ in range(600):  # the agent holds its state directory's lock once it runs
+            lock = next(short.glob("sunlit-hil-*/state/.agent.lock"), None)
+            if lock is not None and lock.read_text().strip():
+                break
+            time.sleep(0.05)
+        assert lock is not None, "the run never started its agent"
+        agent_pid = int(lock.read_text().split()[0])
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "sunlit-hil run: interrupted" in err, err
+        assert not list(short.iterdir()), "its temporary directory removed"
+        with pytest.raises(ProcessLookupError):
+            os.kill(agent_pid, 0)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def real_compute(name: str, duration_s: float, speed: float, seed: int, tiles: int, **more) -> object:
