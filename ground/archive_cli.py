@@ -82,8 +82,14 @@ def _open(args: argparse.Namespace, spacecraft: bool = False) -> Archive:
     """The archive ``--db`` names; with ``spacecraft``, one that has heard of ``--spacecraft`` (a typing
     error in it once gave an empty CSV of '0 rows', with nothing said of why)."""
     archive = Archive(args.db, create=False)
-    known = archive.spacecraft()
-    if spacecraft and known and args.spacecraft not in known:
+    if not spacecraft:  # check, retain: the whole file, which may be too damaged to list its spacecraft
+        return archive
+    try:
+        known = archive.spacecraft()
+    except BaseException:
+        archive.close()
+        raise
+    if known and args.spacecraft not in known:
         archive.close()
         raise ArchiveError(f"--spacecraft {args.spacecraft}: not in {args.db} (it has {', '.join(known)})")
     return archive
@@ -287,6 +293,9 @@ def _run_guarded(func):
             text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"sunlit-ground archive: {text}", file=sys.stderr)
             return 2
+        except sqlite3.OperationalError as exc:  # busy (the server writing), read-only: not damage
+            print(f"sunlit-ground archive: {args.db}: {exc}", file=sys.stderr)
+            return 1
         except sqlite3.DatabaseError as exc:  # damaged past its header (the header is checked at open)
             print(f"sunlit-ground archive: {args.db}: unreadable ({exc}); `sunlit-ground archive check --db "
                   f"{args.db}` says what is damaged", file=sys.stderr)

@@ -545,6 +545,17 @@ def test_a_damaged_or_empty_archive_is_said_never_a_traceback_and_an_empty_file_
     assert archive_cli("check", "--db", str(bad)) == 1
     said = capsys.readouterr()
     assert "sqlite" in said.out and "1 problem(s)" in said.err
+    with sqlite3.connect(db) as conn:  # the spacecraft table's own page: `check` must still check the file
+        root_page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'spacecraft'").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    for k in range((root_page - 1) * page_size, root_page * page_size):
+        data[k] ^= 0xFF
+    names = tmp_path / "names.sqlite"
+    names.write_bytes(bytes(data))
+    assert archive_cli("check", "--db", str(names)) == 1
+    said = capsys.readouterr()
+    assert "sqlite" in said.out and "problem(s)" in said.err and "unreadable" not in said.err, said
     for argv in (("query", "cpu_pct"), ("export", "--csv", str(tmp_path / "x.csv"), "cpu_pct")):
         assert archive_cli(*argv, "--db", str(bad)) == 1
         err = capsys.readouterr().err

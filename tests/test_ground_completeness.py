@@ -478,7 +478,8 @@ def test_passes_are_archived_updated_in_place_and_printed(tmp_path, capsys):
     assert out[0].split()[:3] == ["pass", "start", "(UTC)"] and len(out) == 1 + 3 + 2
     assert out[1].startswith("2026-11-16T12:00:00.000Z") and out[1].split()[-5:] == ["all", "10", "0", "0", "0"]
     assert out[4].split()[-5:] == ["all", "2", "1", "0", "1"]
-    assert archive_cli("passes", "--db", str(path), "--spacecraft", "sunlit-2") == 1
+    assert archive_cli("passes", "--db", str(path), "--spacecraft", "sunlit-2") == 2  # never heard of: said
+    assert "--spacecraft sunlit-2: not in" in capsys.readouterr().err
 
 
 # --- end to end: the agent in this process ------------------------------------------------------
