@@ -31,9 +31,10 @@ Every method takes ``now_s`` (the server's clock) and returns the entries it cha
 server can push and archive exactly those. Thread-safe (one lock).
 
 Bounded: final entries past ``keep`` are forgotten (the archive has them), and past ``keep``
-entries not final (waiting for approval, queued while the link is down or the queue held, in
-flight) a new command is refused (``refused_full``), naming how many wait: 20,000 commands
-submitted with no agent once all waited in memory, to go out stale at the next contact.
+entries still to go (waiting for approval, queued while the link is down or the queue held) a
+new command is refused (``refused_full``), naming how many wait: 20,000 commands submitted with
+no agent once all waited in memory, to go out stale at the next contact. Entries sent and not
+final are not refused for: each left the ground, one at a time, and ends by the agent's answer.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def _reached(entry: Entry) -> int:
     if entry.state is State.ACCEPTED and State.STARTED.value not in entry.acks:
         return _ORDER[State.STARTED]
     return _ORDER.get(entry.state, 0)
+
+
+_TO_GO = frozenset({State.PENDING_APPROVAL, State.QUEUED, State.RELEASED})
+"""Entries not sent yet, which the bound on the queue counts: each can be cancelled, rejected or released. A
+sent one (its report awaited, or ``unknown``) ends by the agent's word, not the operator's: counting those
+could leave the queue refusing every command, a recovery command too, while the downlink is lost."""
 
 
 class QueueError(ValueError):
@@ -188,12 +195,12 @@ class CommandQueue:
         ``acks`` the stages they will come for (with what the client adds to them)."""
         needs = name in self.approval
         with self._lock:
-            waiting = sum(1 for e in self._entries.values() if not e.state.final)
+            waiting = sum(1 for e in self._entries.values() if e.state in _TO_GO)
             if waiting >= self.keep:
                 self.refused_full += 1
                 raise QueueError(f"the queue of {self.spacecraft} is full: {waiting} of {self.keep} places taken by "
-                                 "commands waiting for approval, the link, a held queue or their reports; cancel "
-                                 "some or wait", 429)
+                                 "commands still to go (waiting for approval, the link or a held queue); cancel "
+                                 "some, release the queue or wait for the link", 429)
             entry = Entry(next(self._ids), self.spacecraft, name, dict(args), who, hazardous, needs,
                           State.PENDING_APPROVAL if needs else State.QUEUED, now_s, ask_flags=ask_flags)
             if acks is not None:  # shown from now on: an approver sees what the command will ask for

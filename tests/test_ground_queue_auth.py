@@ -164,6 +164,16 @@ def test_the_queue_forgets_only_final_entries_beyond_its_bound_and_refuses_past_
     q.submit("PING", {}, "a", False, 2.0)
     q.submit("PING", {}, "a", False, 2.0)
     assert len(q.entries()) == 3 and all(not e.state.final for e in q.entries())
+    # Sent commands whose outcome is unknown (a lost downlink) end by the agent's word, not an operator's:
+    # they never fill the queue, which would then refuse every command, a recovery one too (review).
+    q.release()
+    for i, e in enumerate(list(q.entries())):
+        assert q.next_to_send(3.0) is e
+        q.sent(e.id, 100 + i, 1, 3.0)
+        q.report(100 + i, "started", True, "", "", {}, 3.1)
+    q.tick(1e6)
+    assert [e.state for e in q.entries()] == [State.UNKNOWN] * 3
+    assert q.submit("PING", {}, "a", False, 1e6).state is State.QUEUED
 
 
 # --- users and sessions -------------------------------------------------------------------
