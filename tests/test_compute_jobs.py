@@ -253,18 +253,19 @@ def test_a_product_of_the_longest_file_name_the_ground_may_upload_can_be_sent(co
 
     _agent, client, state = compute_agent
     job_id = client.send("INFER_START", {"input_set": "incoming", "continuous": True}).result["job_id"]
-    stem = "p" * (PART_CHARS - len(".npy"))
-    check_name(f"incoming/{stem}.npy", None)  # what the ground may upload
     incoming = state / "compute" / "incoming"
-    np.save(incoming / ".long.tmp.npy", load_held_out().tiles[:8].astype(np.float32))
-    os.replace(incoming / ".long.tmp.npy", incoming / f"{stem}.npy")
+    # Two of them, the same but for their last letter: cut alike, they would give one product (review).
+    for stem in ("p" * (PART_CHARS - len(".npy")), "p" * (PART_CHARS - len(".npy") - 1) + "q"):
+        check_name(f"incoming/{stem}.npy", None)  # what the ground may upload
+        np.save(incoming / ".long.tmp.npy", load_held_out().tiles[:8].astype(np.float32))
+        os.replace(incoming / ".long.tmp.npy", incoming / f"{stem}.npy")
     products = state / "compute" / "products"
     deadline = time.monotonic() + 30
-    while not list(products.glob(f"job{job_id:05d}-p*.json")):
+    while len(list(products.glob(f"job{job_id:05d}-p*.json"))) < 2:
         assert time.monotonic() < deadline
         client.poll(0.2)
     made = sorted(p.name for p in products.glob(f"job{job_id:05d}-p*"))
-    assert len(made) == 2 and all(check_name(f"products/{name}", None) for name in made), made
+    assert len(made) == 4 and all(check_name(f"products/{name}", None) for name in made), made
     assert made[0].startswith(f"job{job_id:05d}-ppp") and max(map(len, made)) == PART_CHARS, made
 
 

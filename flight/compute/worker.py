@@ -2266,8 +2266,7 @@ class Worker:
         carry the model's provenance (name, version, SHA-256, who uplinked it) as their header and
         the receipt of the checks (:class:`~flight.compute.checks.ProductChecks`); the .npz has the
         per-tile check status (``check``: 1 passed, 0 unchecked, -1 failed)."""
-        prefix = f"job{job.job_id:05d}-"  # the source's name cut so the product's passes the file rules
-        stem = prefix + Path(source).stem[:PRODUCT_NAME_CHARS - len(prefix) - len(".json")]
+        stem = _product_stem(job.job_id, Path(source).stem)
         header = self._provenance(job.model, model)
         checks = checks if checks is not None else self._product_checks(model)
         receipt = checks.receipt()
@@ -2498,6 +2497,17 @@ class Worker:
             self._injector.save()
         self._send(self.status())
         self._sock.close()
+
+
+def _product_stem(job_id: int, source: str) -> str:
+    """``jobNNNNN-SOURCE``, within the file rules' 128 characters (with .json): a source name too long
+    for it is cut and given 8 hex digits of its SHA-256, so two long names that share their start (one
+    continuous job, many files) never give one product name, the second overwriting the first."""
+    prefix = f"job{job_id:05d}-"
+    room = PRODUCT_NAME_CHARS - len(prefix) - len(".json")
+    if len(source) <= room:
+        return prefix + source
+    return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
