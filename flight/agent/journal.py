@@ -23,10 +23,12 @@ record that fails (its marker, a length no record has, its CRC or its contents) 
 reading goes on at the next marker: one damaged byte loses the records it touches, not every one
 after it. Each damaged stretch is counted (``bad_records``); the file is then moved aside
 (``commands.journal.corrupt``) and said at start (``load_error``, STATE_CORRUPT), and the commands
-read are kept. A torn last record (the power cut mid-append: no marker after it) is dropped
-unsaid, as it never counted. Where records were dropped the file is rewritten without them, so
-that appends frame again. A journal written before records had a marker is read as it was
-written (a length that fails ends it) and rewritten with them. A journal that cannot be read (a
+read are kept. A torn last record (the power cut mid-append: a part of a marker, or a marker and
+a length that runs past the end) is dropped unsaid, as it never counted; any other failure of the
+last record is damage. Where records were dropped the file is rewritten without them, so that
+appends frame again. A journal written before records had a marker is read as it was written,
+then rewritten with them; where that rewrite failed and marked records followed, both parts are
+read at the next start. A journal that cannot be read (a
 directory in its place, no permission) is moved aside where it can be, and said; where it cannot,
 appends fail and commands that change something are refused (the dispatcher), never run twice.
 Bounded: past ``2 × window`` records the file is rewritten atomically with the newest ``window``
@@ -60,6 +62,21 @@ JOURNAL_COMMANDS = 4096  # commands remembered: far longer than any retry, acros
 _HEADER = struct.Struct(">I")
 MAX_RECORD = 1024  # bytes of payload: a reason is cut to 200 characters
 MARKER = b"\xa5CJ\x01"  # starts every record: reading finds the next record after a damaged one
+_HEAD = len(MARKER) + _HEADER.size
+
+
+def _torn(data: bytes, at: int) -> bool:
+    """``data[at:]`` is the start of a record whose append a power cut stopped: a part of the marker, or the
+    marker and a length that fits the record and runs past the end. Anything else there is damage."""
+    rest = data[at:]
+    if len(rest) < len(MARKER):
+        return MARKER.startswith(rest)
+    if not rest.startswith(MARKER):
+        return False
+    if len(rest) < _HEAD:
+        return True
+    (length,) = _HEADER.unpack_from(rest, len(MARKER))
+    return length <= MAX_RECORD and _HEAD + length + _HEADER.size > len(rest)
 
 
 @dataclass(frozen=True)
@@ -225,8 +242,13 @@ class CommandJournal:
                 "retried, may run again" if moved else
                 "could not be moved aside: commands that change something are refused until it can be written"))
             return
-        legacy = bool(data) and MARKER not in data  # a flipped first marker is damage, not an old file
-        end = self._read_legacy(data) if legacy else self._read(data)
+        legacy = bool(data) and not data.startswith(MARKER)
+        if legacy:  # written before the markers, or its first marker damaged: the old format first
+            end = self._read_legacy(data)
+            resume = data.find(MARKER, end)  # records appended since (its rewrite failed), or the rest
+            end = self._read(data, resume) if resume >= 0 else end
+        else:
+            end = self._read(data, 0)
         if self.bad_records:
             moved = quarantine(self.path)
             self.load_error = (f"{self.bad_records} damaged stretch(es) of records skipped (marker, length, CRC or "
@@ -236,15 +258,14 @@ class CommandJournal:
         if legacy or self.bad_records or end < len(data):
             try:  # without what was dropped, so that appends frame again
                 self._compact()
-            except OSError:  # appends go on after it: the markers find them at the next start
+            except OSError:  # appends go on after it: the old part, then the markers, are read at the next start
                 pass
 
-    def _read(self, data: bytes) -> int:
-        """Records from ``data``; returns where the last one read ends (before a torn tail)."""
-        head = len(MARKER) + _HEADER.size
-        at, damaged = 0, False
+    def _read(self, data: bytes, at: int) -> int:
+        """Records from ``data[at:]``; returns where the last one read ends (before a torn tail)."""
+        damaged = False
         while at < len(data):
-            entry, end = self._frame(data, at, head) if data.startswith(MARKER, at) else (None, None)
+            entry, end = self._frame(data, at)
             if entry is not None:
                 damaged = False
                 self._records += 1
@@ -252,7 +273,7 @@ class CommandJournal:
                 at = end
                 continue
             found = data.find(MARKER, at + 1)
-            if end is None and found < 0 and not damaged:
+            if found < 0 and not damaged and _torn(data, at):
                 return at  # the last record, torn by a power cut mid-append: it never counted
             if not damaged:
                 self.bad_records += 1
@@ -262,16 +283,16 @@ class CommandJournal:
             at = found
         return len(data)
 
-    def _frame(self, data: bytes, at: int, head: int) -> tuple[JournalEntry | None, int | None]:
-        """The record at ``at`` and where it ends; (None, end) if it is whole but fails, (None, None) if it
-        runs past the data (torn, or a length no record has)."""
-        if at + head > len(data):
-            return None, None
+    def _frame(self, data: bytes, at: int) -> tuple[JournalEntry | None, int]:
+        """The record at ``at`` and where it ends; None for one that fails (its marker, its length, its CRC,
+        its contents)."""
+        if not data.startswith(MARKER, at) or at + _HEAD > len(data):
+            return None, at
         (length,) = _HEADER.unpack_from(data, at + len(MARKER))
-        end = at + head + length + _HEADER.size
+        end = at + _HEAD + length + _HEADER.size
         if length > MAX_RECORD or end > len(data):
-            return None, None
-        return self._entry(data[at + head: end - _HEADER.size], data, end), end
+            return None, at
+        return self._entry(data[at + _HEAD: end - _HEADER.size], data, end), end
 
     @staticmethod
     def _entry(payload: bytes, data: bytes, end: int) -> JournalEntry | None:
@@ -285,21 +306,28 @@ class CommandJournal:
             return None
 
     def _read_legacy(self, data: bytes) -> int:
-        """A journal from before the markers: ``length | msgpack | CRC-32`` records; a length that fails ends it."""
+        """A journal from before the markers, ``length | msgpack | CRC-32`` records, up to the first marked
+        record (appended after a rewrite that failed) or the first that fails; returns where it stopped.
+        Where marked records follow, a failure stops it (the markers read on from there: the first marker
+        of a new journal damaged reads as this format, and its garbage must not be taken for lengths);
+        where none do, a record whose CRC fails is skipped, as this format was always read."""
         at = 0
-        while at + _HEADER.size <= len(data):
+        while at + _HEADER.size <= len(data) and not data.startswith(MARKER, at):
             (length,) = _HEADER.unpack_from(data, at)
             end = at + _HEADER.size + length + _HEADER.size
             if length > MAX_RECORD or end > len(data):
-                if end > len(data) and length <= MAX_RECORD:
+                if end > len(data) and length <= MAX_RECORD and MARKER not in data[at:]:
                     return at  # torn by a power cut mid-append
-                self.bad_records += 1  # nothing after it can be framed
+                self.bad_records += 1  # nothing after it can be framed this way
                 return at
             entry = self._entry(data[at + _HEADER.size: end - _HEADER.size], data, end)
-            at = end
-            self._records += 1
             if entry is None:
                 self.bad_records += 1
+                if MARKER in data[at:]:
+                    return at
+                at = end
                 continue
+            at = end
+            self._records += 1
             self._remember(entry)
         return at
