@@ -204,9 +204,12 @@ saved_choice() {
     sed -n "s/^$1=//p" "$CHOICES" | tail -n 1
 }
 BOARD_OPT=${BOARD_OPT:-$(saved_choice board)}
+DEFAULT_LINK=zmq://127.0.0.1:5550
 LINK_URL=${LINK_OPT:-$(saved_choice link)}
-LINK_ASKED=$LINK_URL   # a link the engineer gave (now or before), not the default
-LINK_URL=${LINK_URL:-zmq://127.0.0.1:5550}
+# A link the engineer gave, now or before (install.conf keeps only that; before, it kept the default too).
+LINK_ASKED=$LINK_URL
+[ "$LINK_ASKED" = "$DEFAULT_LINK" ] && [ -z "$LINK_OPT" ] && LINK_ASKED=""
+LINK_URL=${LINK_URL:-$DEFAULT_LINK}
 UART_OPT=${UART_OPT:-$(saved_choice uart)}
 case "$LINK_URL" in
     *[[:space:]\"\\]*) die "--link $LINK_URL: a link URL has no spaces, quotes or backslashes" ;;
@@ -616,7 +619,7 @@ fi
 install_file "$WORK/agent.toml" "$DEFAULT_COPY" 0644
 {
     printf '# Written by deploy/install.sh: the choices a later run keeps when not given again.\n'
-    printf 'board=%s\nlink=%s\nuart=%s\n' "$BOARD_OPT" "$LINK_URL" "$UART_OPT"
+    printf 'board=%s\nlink=%s\nuart=%s\n' "$BOARD_OPT" "$LINK_ASKED" "$UART_OPT"
 } >"$WORK/install.conf"
 install_file "$WORK/install.conf" "$CHOICES" 0640 "root:$SVC"
 # The config is checked with the agent's loader once the keys it names exist (below).

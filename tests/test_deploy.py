@@ -317,7 +317,7 @@ def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     secret = root / "etc/sunlit/keys/zmq/agent.key_secret"
     secret.chmod(0o644)
     certificate = secret.read_bytes()
-    out = install(root, source).stdout
+    out = first = install(root, source).stdout
     assert (root / "etc/sunlit/agent.toml").read_text() == mine
     new = root / "etc/sunlit/agent.toml.new"
     assert new.exists() and "never overwritten" in out and f"diff {root}/etc/sunlit/agent.toml {new}" in out
@@ -344,7 +344,9 @@ def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     assert told in out
     later = install(root, source).stdout
     assert told in later and f"{new}, an earlier default, is still beside it: diff" in later
-    assert told not in again, "a link never asked for is not the engineer's to be told about"
+    # A link never asked for (the first runs, on the default) is nothing to warn about (review: once a
+    # false WARNING at every update, install.conf having kept the default as if it were asked for).
+    assert "names the link" not in first and "names the link" not in again
 
 
 def test_unknown_board_gets_the_linux_backend(tmp_path, source):
