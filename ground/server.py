@@ -1040,8 +1040,8 @@ class GroundServer:
         except web.HTTPClientError:
             self.sessions.refused_requests += 1
             raise
-        except (web.HTTPException, asyncio.CancelledError):
-            raise
+        except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
+            raise  # a client gone mid-request (an upload stopped) is no fault of the server's: aiohttp drops it
         except Exception as exc:  # noqa: BLE001 - the last line of defence for one request
             self.internal_errors += 1
             full = isinstance(exc, OSError) and exc.errno in _DISK_FULL

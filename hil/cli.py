@@ -196,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # None: a handler not set from Python, which cannot be put back; the default then
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

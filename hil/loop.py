@@ -335,24 +335,24 @@ class ClosedLoop:
     def run(self) -> RunResult:
         sc = self.sc
         naive = sc.agent == "naive"
-        if not naive:
-            try:
-                self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
-                self._start_agent()
-            except BaseException:  # a stop while it starts (Ctrl-C, kill PID): nothing left running
-                self._shutdown()
-                raise
         t0 = float(self.profile.start_s)
         n_steps = int(round(sc.duration_s / sc.step_s))
-        faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
-        faults.sort(key=lambda f: f.at_s)
+        try:
+            if not naive:
+                self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
+                self._start_agent()
+            faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
+            faults.sort(key=lambda f: f.at_s)
+            if self.proxy is not None:
+                self.proxy.set_faults(sc.link.faults)
+        except BaseException:  # a stop before the flight (Ctrl-C, kill PID, a fault): nothing left running
+            self._shutdown()
+            raise
         commands = list(sc.commands)
         state = Load(None, None, self.modes[0].name, Mode.BOOT, Admission.NONE, 0.0)
         work = 0.0
         wall0 = time.monotonic()
         max_lag = 0.0
-        if self.proxy is not None:
-            self.proxy.set_faults(sc.link.faults)
         self._flying = True
         try:
             for k in range(n_steps + 1):
