@@ -115,7 +115,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
         said_queued: set[int] = set()
 
         def entry(e: dict) -> None:
-            if e["state"] == "queued" and e["id"] not in said_queued:  # the server took it (a viewer's it refuses)
+            # The server took it (a viewer's it refuses): said once, at the first state seen, maybe past queued.
+            if e["state"] != "pending_approval" and e["id"] not in said_queued:
                 said_queued.add(e["id"])
                 print(f"  {_stamp()} {command.name}: queued (entry {e['id']})", flush=True)
             if e["state"] == "pending_approval":

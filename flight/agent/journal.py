@@ -28,10 +28,9 @@ a length that runs past the end) is dropped unsaid, as it never counted; any oth
 last record is damage. Where records were dropped the file is rewritten without them, so that
 appends frame again. A journal written before records had a marker is read as it was written,
 then rewritten with them; where that rewrite failed and marked records followed, both parts are
-read at the next start. A journal that cannot be read (a
-directory in its place, no permission) is moved aside where it can be, and said; where it cannot,
-appends fail and commands that change something are refused (the dispatcher), never run twice.
-Bounded: past ``2 × window`` records the file is rewritten atomically with the newest ``window``
+read at the next start. A journal that cannot be read (a directory in its place, no permission)
+is moved aside where it can be, and said; where it cannot, appends fail and commands that change
+something are refused (the dispatcher), never run twice. Bounded: past ``2 × window`` records the file is rewritten atomically with the newest ``window``
 commands (``flight.storage.write_atomic``).
 
 fsync policy, stated: every record is made durable with ``fdatasync`` on the descriptor the

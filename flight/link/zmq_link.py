@@ -32,10 +32,9 @@ agent's public key. Without ``curve`` nothing of this exists: plain ZMTP, as bef
 
 Bounded: the ROUTER takes no message larger than the largest packet (``MAX_PACKET_LEN``, and
 CurveZMQ's box around it, which libzmq counts) and the XPUB no subscription larger than
-:data:`MAX_SUBSCRIPTION` (ZMQ_MAXMSGSIZE): libzmq drops the
-connection that sends one, before any of it is queued (a queue of 1000 messages of any size once let
-one client take the board's memory). libzmq says only that the peer disconnected, not why, so these
-are not counted.
+:data:`MAX_SUBSCRIPTION` (ZMQ_MAXMSGSIZE): libzmq drops the connection that sends one, before any
+of it is queued (a queue of 1000 messages of any size once let one client take the board's
+memory). libzmq says only that the peer disconnected, not why, so these are not counted.
 """
 
 from __future__ import annotations
