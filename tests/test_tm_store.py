@@ -285,6 +285,69 @@ def test_kill_9_in_the_middle_of_appends_loses_nothing_appended_and_corrupts_not
 
 
 
+_SHORT_WRITE = textwrap.dedent("""
+    import os, resource, signal, sys
+    from flight.agent.tm_store import PacketStore
+    from flight.link.apid import Apid
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+    c = Codec(DICTIONARY, Apid.AGENT)
+    ev = lambda i: c.encode_event("PING_RECEIVED", {"token": i}, 1_790_000_000.0 + i)
+    s = PacketStore(sys.argv[1], max_bytes=64 * 16384, segment_bytes=16384)
+    for i in range(5):
+        s.append(ev(i))
+    seg = s.segments[0][-1]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the disk full: a write cut short, then EFBIG
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(seg.path) + 10, hard))
+    try:
+        s.append(ev(5))
+        print("kept 5")
+    except OSError:
+        print("refused 5")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+    for i in range(6, 10):
+        s.append(ev(i))
+    print("read", sum(s.read(seg, i) is not None for i in range(len(seg.ids))), "of", len(seg.ids))
+    s.close()
+""")
+
+
+@pytest.mark.req("AGT-090")
+def test_a_record_the_full_disk_cut_short_is_refused_and_the_records_after_it_stay_readable(tmp_path):
+    """The kernel wrote part of a record and said so; the count was ignored, every later record of the
+    segment was indexed wrong, failed its CRC, and playback acknowledged them away (review)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _SHORT_WRITE, str(tmp_path)], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert out.stdout.split() == ["refused", "5", "read", "9", "of", "9"], out.stdout + out.stderr
+    store = open_store(tmp_path, max_bytes=64 * 16384)
+    assert store.stats.corrupt_records == 0 and len(pending_ids(store)) == 9
+
+
+@pytest.mark.req("AGT-090")
+def test_a_segment_the_disk_cannot_give_back_costs_its_records_not_the_store(tmp_path):
+    """A segment that failed to read at start (EIO; here a directory in its place) once made the whole
+    store unopenable, and the agent flew without one (review)."""
+    c = codec()
+    store = open_store(tmp_path)
+    for i in range(3):
+        store.append(event(c, i))
+    store.close()
+    (tmp_path / "HK-00000000000000ff.seg").mkdir()
+    again = open_store(tmp_path)
+    assert again.unreadable_segments == ["HK-00000000000000ff.seg"] and again.stats.corrupt_records == 1
+    assert len(pending_ids(again)) == 3
+    assert again.append(event(c, 9)).store_id > 0xFF, "ids rise past the unreadable segment's"
+    again.close()
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state", store_dir=tmp_path) as rig:  # the agent says it at boot
+        said = [e.args["reason"] for e in rig.events("STATE_CORRUPT") if e.args["what"] == "packet store"]
+        assert len(said) == 1 and "1 segment file(s) unreadable (HK-00000000000000ff.seg)" in said[0], said
+        assert rig.hk()["state_corrupt"] >= 1
+
+
 @pytest.mark.req("AGT-093")
 def test_of_the_packets_sent_at_the_instant_the_silence_ended_only_those_kept_before_it_are_due(tmp_path):
     c = codec()

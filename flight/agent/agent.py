@@ -124,9 +124,11 @@ class Agent:
                                {"hk_period_s": config.hk_period_s, **config.parameters})
         self.params = Parameters(store, events(Parameters), self._publish_param_report)
         packets, store_error = None, None
+        self._store_unreadable: list[str] = []  # segment files of the store the disk could not give back
         try:
             packets = PacketStore(config.store_dir or self.state_dir / "store", int(config.store_max_mb * 1024 * 1024))
             self._opened.append(packets)
+            self._store_unreadable = packets.unreadable_segments
         except (StoreError, OSError) as exc:  # the agent flies without it: live only, and says so
             store_error = f"{config.store_dir or self.state_dir / 'store'}: {exc}"
         self.downlink = Downlink(self.link, packets, self.codec.encode_playback, self.clock, events(Downlink), self.params,
@@ -420,6 +422,9 @@ class Agent:
                     if error]
         problems += [(what, error) for what, error in (
             ("command journal", self.dispatcher.journal.load_error if self.dispatcher.journal else None),
+            ("packet store", f"{len(self._store_unreadable)} segment file(s) unreadable "
+                             f"({', '.join(self._store_unreadable)[:120]}): their records are not played back; "
+                             "the files are left in place" if self._store_unreadable else None),
             ("telecommand replay window", self.replay.load_error if self.replay else None),
             ("telemetry SNs", self.tm_epoch.load_error if self.tm_epoch else None),
             ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None)) if error]

@@ -41,6 +41,7 @@ and at most the last ``SYNC_PERIOD_S`` of housekeeping, parameter reports and pl
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
@@ -236,6 +237,7 @@ class PacketStore:
         self._ack_records = 0
         self._ack_compacted = 0
         self._next_id = 1
+        self.unreadable_segments: list[str] = []  # segment files the disk could not give back at start
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -266,7 +268,17 @@ class PacketStore:
         seg = self._active(cls, len(payload))
         record = _frame(payload)
         fd = self._fd(seg.path)
-        os.write(fd, record)
+        view = memoryview(record)
+        try:
+            while view:  # a full disk writes part of a record and says how much: the rest, or an error
+                view = view[os.write(fd, view):]
+        except OSError:
+            try:  # no part of a record left in front of the next one, whose offset seg.size gives
+                os.ftruncate(fd, seg.size)
+            except OSError:  # then the next goes after it, where the file ends; reading skips the part (its CRC)
+                with contextlib.suppress(OSError):
+                    seg.size = os.fstat(fd).st_size
+            raise
         self._next_id += 1
         seg.add(store_id, seg.size + _FRAME.size + _META.size, len(packet), time_ms, tm.apid, tm.seq_count,
                 UNSENT if sent_at is None else SENT, 0.0 if sent_at is None else sent_at)
@@ -562,7 +574,13 @@ class PacketStore:
                        if (m := _NAME.match(p.name)))
         for cls, first_id, path in sorted(found, key=lambda f: f[1]):
             seg = Segment(cls, path, first_id)
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError:  # one segment the disk cannot give back costs its records, not the store
+                self.stats.corrupt_records += 1
+                self.unreadable_segments.append(path.name)
+                highest = max(highest, first_id)
+                continue
             walked, good_end = _records(data, MAX_PACKET)
             for start, _end, payload in walked:
                 if payload is None or len(payload) < _META.size:
@@ -576,12 +594,15 @@ class PacketStore:
                 seg.add(store_id, start + _FRAME.size + _META.size, len(payload) - _META.size, time_ms, apid, seq,
                         state, 0.0)
                 highest = max(highest, store_id)
+            seg.size = good_end
             if good_end < len(data):  # torn tail: cut it so the next append frames
                 self.stats.torn_tails += 1
-                with open(path, "r+b") as f:
-                    f.truncate(good_end)
-                    os.fsync(f.fileno())
-            seg.size = good_end
+                try:
+                    with open(path, "r+b") as f:
+                        f.truncate(good_end)
+                        os.fsync(f.fileno())
+                except OSError:  # appends go after it then, where the file ends; reading skips it (its CRC)
+                    seg.size = len(data)
             self.segments[cls].append(seg)
             self.stats.bytes += seg.size
             self.stats.records += seg.unacked
@@ -589,7 +610,10 @@ class PacketStore:
         for cls in StoreClass:  # whole-acknowledged sealed segments are not needed
             for seg in list(self.segments[cls][:-1]):
                 self._release_acked(seg)
-        self._compact_acks()
+        try:
+            self._compact_acks()
+        except OSError:  # a full disk at start: acks.log is whole as it is, only longer
+            pass
         self._make_room()
 
     def _read_acks(self) -> tuple[list[tuple[int, int]], int]:
