@@ -1619,7 +1619,7 @@ class GroundServer:
             for seq, recv_ms in msg["items"]:
                 self.lag.drawn((page, int(seq)), float(recv_ms), draw_ms, echo_ms, at_ms, origin,
                                self.wall_minus_mono_ms, raf_ms)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # int(1e999): JSON's infinity
             return
 
 

@@ -285,6 +285,15 @@ def test_two_person_rule_then_the_history_names_both_operators(ground):
     assert history[0].who == "alice" and history[0].approved_by == "bob"
 
 
+@pytest.mark.req("GND-021")
+def test_a_pages_hostile_drawn_report_is_ignored_not_a_fault_of_its_socket(ground):
+    """JSON's 1e999 is infinity, and int() of it raised OverflowError out of the page's socket (review)."""
+    page = object()
+    for text in ('{"type":"drawn","draw":1,"echo":1,"items":[[1e999,5]]}', '{"type":"drawn","draw":1e999,"echo":1,'
+                 '"items":[[1,5]]}', '{"type":"drawn","items":"x"}', "[1e999]", "{"):
+        ground._page_message(text, page)  # noqa: SLF001 - what the WebSocket handler calls for each message
+
+
 @pytest.mark.req("GND-023")
 def test_a_held_queue_sends_nothing_until_released(ground):
     alice = client_for(ground, "alice")
