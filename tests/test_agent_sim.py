@@ -176,6 +176,12 @@ def test_bad_sensor_values_do_not_disable_protection(rig):
     assert rig.events("THERMAL_HARD_LIMIT")
     missing = [e.args["what"] for e in rig.events("SENSOR_MISSING")]
     assert any("gpu-thermal" in m for m in missing) and any("cpu-thermal" in m for m in missing)
+    # A battery reading of NaN is a sensor gone, said and counted (it became None in silence, review).
+    rig.run(2, soc_pct=float("nan"))
+    assert rig.hk()["sensors_missing"] >= 1
+    assert "eps soc_pct: not a reading in 0..100" in [e.args["what"] for e in rig.events("SENSOR_MISSING")]
+    rig.run(3, soc_pct=90.0)
+    assert "eps soc_pct: not a reading in 0..100" in [e.args["what"] for e in rig.events("SENSOR_RESTORED")]
 
 
 @pytest.mark.req("HIL-002")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from flight.agent.control_core import (
@@ -216,6 +216,9 @@ class Controller(Component):
                 eps = self.board.eps.read_eps()
             except Exception as exc:  # noqa: BLE001
                 self._internal_error("eps read", exc)
+        if eps.missing:  # the EPS's broken readings are sensors missing, said and counted as the board's are
+            reading = replace(reading, missing=(*reading.missing, *eps.missing))
+            self.reading = reading
         self.eps = eps
         if self.orbit is not None and (mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S or self._boundary_passed(now_s)):
             self._predict(now_s)

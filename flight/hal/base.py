@@ -247,6 +247,7 @@ class EpsReading:
     soc_pct: float | None = None
     bus_voltage_v: float | None = None
     solar_power_w: float | None = None
+    missing: tuple[str, ...] = ()  # "eps NAME: why" for a value the EPS gave that is no reading (NaN, out of range)
 
     def __post_init__(self) -> None:
         for name in ("soc_pct", "bus_voltage_v", "solar_power_w"):

@@ -225,8 +225,9 @@ class SolarCalibration:
     def update(self, predicted_w: float, measured_w: float, peak_w: float, half_life: float = 200.0,
                min_fraction: float = 0.1) -> SolarCalibration:
         """One more sample (pure: a new record). ``half_life`` in samples."""
-        if not (math.isfinite(predicted_w) and math.isfinite(measured_w)) or predicted_w < 0 or measured_w < 0:
-            return self
+        if (not (math.isfinite(predicted_w) and math.isfinite(measured_w)) or predicted_w < 0 or measured_w < 0
+                or measured_w > 2.0 * peak_w):  # more than the arrays can give is no reading: one once held the
+            return self                         # error at inf, and the forecast at nothing, until a restart
         keep = 0.5 ** (1.0 / half_life)
         sum_pm, sum_pp = self.sum_pm * keep, self.sum_pp * keep
         if predicted_w > min_fraction * peak_w:
