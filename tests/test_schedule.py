@@ -255,6 +255,59 @@ def test_a_backward_clock_jump_only_delays_and_small_drift_is_no_jump(tmp_path):
     assert [e.entry_id for e in s.due(T0 + 60)] == [1], "released at its own UTC time, an hour later in real time"
 
 
+@pytest.mark.req("AGT-081")
+def test_a_running_sequences_wait_keeps_its_length_across_a_utc_jump(tmp_path):
+    """A step of UTC (NTP, GNSS) once cut a 600 s wait to nothing, so the next command went at once, in
+    the very tick the time tags were held for the same jump; a step back stretched it by the step (review)."""
+    from flight.agent.scheduler import Scheduler
+    from flight.clock import Clock
+
+    class SteppedUtc(Clock):  # UTC the board's clock can step; monotonic time that never does
+        def __init__(self):
+            self.utc, self.mono = T0, 1000.0
+
+        def now_s(self):
+            return self.utc
+
+        def monotonic_s(self):
+            return self.mono
+
+        def timeout_until(self, deadline_s):
+            return 0.0
+
+        def tick(self, dt_s):
+            self.utc += dt_s
+            self.mono += dt_s
+
+    (tmp_path / "sequences").mkdir()
+    (tmp_path / "sequences" / "pass.toml").write_text(
+        'name = "pass"\n[[step]]\ncommand = "NOOP"\n[[step]]\nwait_s = 600\n[[step]]\ncommand = "PING"\n'
+        'args = { token = 7 }\n')
+    clock, sent = SteppedUtc(), []
+    scheduler = None
+
+    def dispatch(name, args, cmd_id):
+        sent.append((round(clock.mono - 1000.0), name))
+        scheduler.command_final(cmd_id, True, "")
+
+    scheduler = Scheduler(tmp_path, clock, lambda event, **args: None, dispatch, lambda: {})
+    scheduler.time_began()
+    for jump_s in (3600.0, -86400.0):
+        sent.clear()
+        start = round(clock.mono - 1000.0)
+        scheduler.run = SequenceRun(schedule_module.load_sequence(tmp_path / "sequences" / "pass.toml"), clock.utc)
+        scheduler.service()
+        clock.tick(10)
+        scheduler.service()
+        clock.utc += jump_s  # no real time passes
+        clock.tick(1)
+        scheduler.service()
+        assert sent == [(start, "NOOP")], (jump_s, sent)
+        clock.tick(590)
+        scheduler.service()
+        assert [name for _, name in sent] == ["NOOP", "PING"] and sent[1][0] - start == 601, (jump_s, sent)
+
+
 @pytest.mark.req("AGT-080")
 def test_entries_that_fell_due_while_the_agent_was_down_are_held_at_the_first_look(tmp_path):
     path = tmp_path / "schedule.json"

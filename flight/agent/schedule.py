@@ -779,8 +779,9 @@ class SequenceRun:
     sends once and waits for its verification: success goes on; failure aborts the run unless
     the step says ``on_failure = "continue"``; no completion within ``timeout_s`` always
     aborts (the command may still be running: another step could act on a state nobody
-    knows). Waits are counted in UTC, so that a run resumes across a restart where it was; a
-    UTC jump shortens or lengthens them (the caller may abort a run on a :class:`ClockJump`).
+    knows). Waits are counted in UTC, so that a run resumes across a restart where it was; on a
+    UTC jump the caller moves them with it (:meth:`shift`, on a :class:`ClockJump`), so a wait,
+    a timeout and a ``wait_for`` keep their length. A ``wait_until`` is a UTC time and keeps it.
 
     Steps are counted from 0. :meth:`to_state` / :meth:`from_state` carry a run across a
     restart; a command that was sent but not answered then is never sent again: it counts as
@@ -825,6 +826,13 @@ class SequenceRun:
         if isinstance(step, WaitUntilStep):
             return step.unix_s
         return self._t0 + step.timeout_s
+
+    def shift(self, delta_s: float) -> None:
+        """UTC jumped ``delta_s`` (forward positive) while the monotonic clock did not: the current
+        step's start moves with it, so its wait or timeout keeps its length (a step of NTP or GNSS
+        once cut a 600 s wait to nothing, or stretched it by the step)."""
+        if self.result is None and self._phase != _START and math.isfinite(delta_s):
+            self._t0 += float(delta_s)
 
     def command_done(self, step_index: int, ok: bool, reason: str = "") -> bool:
         """Feed the completion of the command sent for ``step_index``. False (ignored) when that

@@ -106,6 +106,9 @@ class Scheduler(Component):
         jump = self.schedule.check_clock(now, mono)
         if jump is not None and jump.overdue:
             self._emit("SCHEDULE_HELD", count=len(jump.overdue), reason=jump.reason)
+        if jump is not None and jump.delta_s and self.run is not None:  # its waits keep their length
+            self.run.shift(jump.delta_s)
+            self._save_run()
         for entry in self.schedule.due(now):
             self._release(entry, now)
         if self.schedule.persist_error != self._persist_reported:
