@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
-from flight.files.filestore import PARTIAL_DIR, NameRefused, check_name, resolve
+from flight.files.filestore import PARTIAL_DIR, NameRefused, check_file_name, resolve
 from flight.link.messages import Codec
 from flight.storage import CorruptFile, install_file, read_checked_json, write_checked_json
 from ground.client import GroundClient
@@ -141,7 +141,7 @@ def check_remote(name: Any, direction: str) -> str:
     """The agent's file name for a put ("up") or a get ("down"), or FileError saying why not."""
     tops = UPLINK_TOPS if direction == "up" else DOWNLINK_TOPS
     try:
-        return check_name(name, tops, "name")
+        return check_file_name(name, tops, "name")
     except NameRefused as exc:
         raise FileError(str(exc)) from None
 

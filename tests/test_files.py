@@ -629,6 +629,25 @@ def test_a_file_the_automatic_downlink_cannot_send_is_said_once_and_the_rest_sti
     assert r.rig.hk()["files_failed"] == 2
 
 
+@pytest.mark.req("FIL-001", "SEC-006")
+def test_a_put_to_a_top_directory_itself_is_refused_on_both_sides(files_rig):
+    """`file put small.txt data` once made the board's data/ a 3-byte file, and every later upload under
+    data/ failed (an audit)."""
+    from ground.files import FileError, check_remote
+
+    r = files_rig
+    for top in ("data", "staging", "incoming"):
+        with pytest.raises(FileError, match=f"'{top}' is a directory; name a file under it"):
+            check_remote(top, "up")
+    (r.root / "uplink").mkdir(parents=True, exist_ok=True)
+    (r.root / "uplink/small.bin").write_bytes(b"abc")
+    (r.area / "data").mkdir(parents=True, exist_ok=True)
+    t = r.entity.put("uplink/small.bin", "data")  # past the ground's check, as another ground could send it
+    r.run(30)
+    assert r.entity.find(t.id).state == "failed" and (r.area / "data").is_dir()
+    assert any("'data' is a directory" in e.args["reason"] for e in r.rig.events("FILE_FAILED"))
+
+
 @pytest.mark.req("FIL-007")
 def test_a_name_too_deep_for_the_ground_is_refused_at_once(files_rig):
     res = files_rig.rig.send("FILE_DOWNLINK", name="products/a/b/c.npz")

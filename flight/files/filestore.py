@@ -53,6 +53,15 @@ def check_name(name: str, tops: frozenset[str] | None, field: str = "name") -> s
     return "/".join(parts)
 
 
+def check_file_name(name: str, tops: frozenset[str], field: str = "name") -> str:
+    """:func:`check_name` for a file sent or received: one of ``tops`` itself is a directory, not a file
+    under it (a put to ``data`` once made the board's data/ a file, and every later upload there failed)."""
+    rel = check_name(name, tops, field)
+    if "/" not in rel:
+        raise NameRefused(f"{field}: {rel!r} is a directory; name a file under it ({rel}/NAME)")
+    return rel
+
+
 def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "name") -> Path:
     """``root/name`` after :func:`check_name`, refused if links lead it outside ``root`` or, for a
     name in a directory, outside that directory (a link under ``products/`` to a model or to
@@ -141,6 +150,7 @@ class ReceivingFilestore(NativeFilestore):
             raise NameRefused(self.refuse)
         if self.dest_name is None:
             try:
+                check_file_name(name, self.write_tops, "destination")
                 resolve(self.root, name, self.write_tops, "destination")
             except NameRefused as exc:
                 self.refusal = str(exc)
