@@ -118,6 +118,15 @@ args = { mode = "IDLE" }
 
 
 @pytest.mark.req("AGT-081")
+def test_a_sequence_named_other_than_its_file_is_refused(rig):
+    """It once ran, then could not be resumed after a restart: the run was kept by the name inside the
+    file, and a resume opens the file of that name (an audit)."""
+    write_sequence(rig, "pass1", 'name = "downlink_pass"\n[[step]]\ncommand = "NOOP"\n')
+    refused = rig.send("SEQUENCE_START", name="pass1")
+    assert not refused.completed and "name 'downlink_pass' is not the file's" in refused.outcome, refused.outcome
+
+
+@pytest.mark.req("AGT-081")
 def test_a_failed_step_aborts_the_sequence_and_says_why(rig):
     write_sequence(rig, "too_far", """
 name = "too_far"

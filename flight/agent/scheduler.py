@@ -295,6 +295,10 @@ class Scheduler(Component):
                 from None
         except OSError as exc:
             raise CommandFailed(f"sequence {name} unreadable: {exc.strerror or exc}") from None
+        if sequence.name != name:  # a run resumes after a restart from the file of its name (an audit: not found)
+            raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is found "
+                                f"by its file, after a restart too: name it {name!r} or the file "
+                                f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
         self.run = SequenceRun(sequence, self._clock.now_s())
         self._save_run()
         self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
