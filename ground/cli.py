@@ -417,9 +417,11 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         if not args.file:
             raise Refused("schedule upload FILE: which schedule file?")
         try:
-            text = Path(args.file).read_text()
+            text = Path(args.file).read_text(encoding="utf-8")
         except OSError as exc:
             raise Refused(f"{args.file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise Refused(f"{args.file}: not UTF-8 text (byte {exc.start}); a schedule file is TOML") from None
         try:
             tags = parse_schedule(text, time.time(), args.file)
         except ScheduleFileError as exc:
@@ -427,14 +429,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         _confirm(DICTIONARY.command("SCHEDULE_AT"), args.yes)
     client = _open(args)
     try:
-        for k, tag in enumerate(tags):
+        for tag in tags:  # in release order; each named by its place in the file
             result = client.send("SCHEDULE_AT", tag.scheduler_args(), timeout_s=args.timeout)
             if not result.completed:
-                print(f"entry[{k}] {tag.command}: {result.outcome}; entries before it are on board "
-                      "(sunlit-ground schedule list)", file=sys.stderr)
+                print(f"entry[{tag.entry}] {tag.command}: {result.outcome}; the entries released before it are on "
+                      "board (sunlit-ground schedule list)", file=sys.stderr)
                 return EXIT_FAILED
-            print(f"  entry[{k}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: on board as "
-                  f"entry {result.result.get('entry_id')}")
+            print(f"  entry[{tag.entry}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: on board "
+                  f"as entry {result.result.get('entry_id')}")
         listed = client.send("SCHEDULE_LIST", {}, timeout_s=args.timeout)
         if not listed.completed:
             print(f"SCHEDULE_LIST: {listed.outcome}", file=sys.stderr)

@@ -14,7 +14,8 @@ Format (TOML)::
     args = { input_set = "tiles" }
 
 Every entry is checked before anything is sent (an unknown command, a bad argument, a time in
-the past or both ``at`` and ``after_s``), each error naming ``entry[K].KEY``: a schedule goes up
+the past or past the board's 30-day horizon, both ``at`` and ``after_s``, and the SCHEDULE_AT it
+becomes), each error naming ``entry[K].KEY``: a schedule goes up
 whole or not at all from the ground's side. The agent checks again when each arrives.
 """
 
@@ -33,6 +34,7 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
 from flight.link.definitions import DICTIONARY
+from flight.link.definitions import SCHEDULE_MAX_AHEAD_S as MAX_AHEAD_S
 from flight.link.dictionary import ArgumentError, Dictionary
 
 MAX_ENTRIES = 256  # the on-board schedule's capacity
@@ -48,6 +50,7 @@ class TimeTag:
     release_unix_s: float
     command: str
     args: dict[str, Any]
+    entry: int = 0  # its place in the file (entry[K]): messages name it so, whatever the release order
 
     def scheduler_args(self) -> dict[str, Any]:
         """SCHEDULE_AT's arguments for this entry."""
@@ -109,6 +112,9 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
                 raise fail(f"{where}.after_s", "must not be negative")
         if release < now_unix_s:
             raise fail(f"{where}.{key}", f"{release - now_unix_s:.0f} s in the past")
+        if release > now_unix_s + MAX_AHEAD_S:  # the agent's own horizon: refused there, after those before it
+            raise fail(f"{where}.{key}", f"{(release - now_unix_s) / 86400:.1f} days ahead, at most "
+                                         f"{MAX_AHEAD_S / 86400:.0f} (the board's horizon; milliseconds for seconds?)")
         name = entry.get("command")
         if not isinstance(name, str) or name not in dictionary.command_by_name:
             raise fail(f"{where}.command", f"{name!r} is not a dictionary command")
@@ -121,5 +127,10 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
             checked = dictionary.command(name).validate_args(args)
         except ArgumentError as exc:
             raise fail(f"{where}.args", str(exc)) from None
-        tags.append(TimeTag(release, name, checked))
+        tag = TimeTag(release, name, checked, k)
+        try:  # what goes up is one SCHEDULE_AT: checked as it will be sent
+            dictionary.command("SCHEDULE_AT").validate_args(tag.scheduler_args())
+        except ArgumentError as exc:
+            raise fail(where, f"as SCHEDULE_AT: {exc}") from None
+        tags.append(tag)
     return sorted(tags, key=lambda t: t.release_unix_s)

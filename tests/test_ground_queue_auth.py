@@ -416,6 +416,8 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
     store.set("alice", Role.OPERATOR, "alice-pass")
     store.save()
     (tmp_path / "a-folder").mkdir()
+    binary = tmp_path / "plan.toml"
+    binary.write_bytes(b"\xff\xfe")
     bad_config = tmp_path / "ground.toml"
     bad_config.write_text('commands = 5\n[[spacecraft]]\nid = "sunlit-1"\nlink = "zmq://127.0.0.1:5550"\n')
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
@@ -435,6 +437,7 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
         (["send", "PING", "--timeout", "-1"], "--timeout: -1 s: give a time above 0 and finite"),
         (["send", "PING", "--timeout", "nan"], "--timeout: nan s: give a time above 0 and finite"),
         (["tm", "--timeout", "0"], "--timeout: 0 s: give a time above 0 and finite"),
+        (["schedule", "upload", str(binary), "--yes"], "not UTF-8 text (byte 0); a schedule file is TOML"),
     ]
     for argv, said in cases:
         try:

@@ -29,6 +29,7 @@ at_unix_s = 1796000100.0
 command = "NOOP"
 """, NOW)
     assert [t.command for t in tags] == ["NOOP", "PING", "SET_MODE"]
+    assert [t.entry for t in tags] == [2, 0, 1], "each keeps its place in the file, for the messages"
     assert tags[1].release_unix_s == NOW + 600 and tags[1].args == {"token": 3}
     assert tags[0].scheduler_args() == {"release_unix_s": 1796000100.0, "command": "NOOP", "args": "{}"}
 
@@ -46,6 +47,9 @@ command = "NOOP"
     ('[[entry]]\nafter_s = true\ncommand = "NOOP"\n', "entry[0].after_s"),
     ('title = "x"\n', "title: unknown key"),
     ('[[entry]\n', "not valid TOML"),
+    # Past the board's horizon, or a time in milliseconds: once sent after the entries before it (an audit).
+    ('[[entry]]\nafter_s = 3000000\ncommand = "NOOP"\n', "entry[0].after_s: 34.7 days ahead, at most 30"),
+    ('[[entry]]\nat_unix_s = 1796548000000\ncommand = "NOOP"\n', "entry[0].at_unix_s: "),
 ])
 def test_a_bad_schedule_file_is_refused_whole_naming_the_entry_and_key(text, where):
     with pytest.raises(ScheduleFileError) as info:

@@ -56,14 +56,14 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6
 
 from flight.agent.file_args import check_file_arguments
 from flight.files.filestore import NameRefused
-from flight.link.definitions import DICTIONARY
+from flight.link.definitions import DICTIONARY, SCHEDULE_MAX_AHEAD_S
 from flight.link.dictionary import INT_BOUNDS, ArgumentError, Command, Dictionary, FailureCode, ValueType
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 # --- limits, and why they are what they are ----------------------------------------------------
 
 SCHEDULE_CAPACITY = 256  # entries: a day of one command every six minutes; the file stays ~50 KB
-MAX_AHEAD_S = 30 * 86400.0  # a time tag further ahead than the TLE and the plans are trusted is a typo
+MAX_AHEAD_S = SCHEDULE_MAX_AHEAD_S  # a time tag further ahead than the TLE and the plans are trusted is a typo
 PAST_TOLERANCE_S = 1.0  # a release "now" sent over a link with a second of delay is still accepted
 JUMP_TOLERANCE_S = 5.0  # UTC may be slewed or stepped by NTP/GNSS by this much between looks unnoticed
 ID_BLOCK = 64  # entry ids reserved on disk at a time: one extra write per 64 insertions

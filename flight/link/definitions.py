@@ -283,6 +283,10 @@ ORDERED_PARAMETERS = (
     ("thermal_soft_limit_c", "thermal_hard_limit_c", "the soft thermal limit must stay below the hard one"),
 )
 
+SCHEDULE_MAX_AHEAD_S = 30 * 86400.0
+"""How far ahead a time tag may be (SCHEDULE_AT, SCHEDULE_AFTER): further than the TLE and the plans are trusted
+is a typing error. The agent refuses past it, and the ground's schedule file is checked against it first."""
+
 COMMANDS = (
     Command("NOOP", 0x0001, "Do nothing but count; proves the command path end to end.", read_only=True),
     Command(
