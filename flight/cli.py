@@ -130,6 +130,11 @@ def _cmd_zmq_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_packet_encode(args: argparse.Namespace) -> int:
+    for flag, value, low, high in (("--cmd-id", args.cmd_id, 1, 2**64 - 1), ("--source-id", args.source_id, 0, 0xFFFF)):
+        if value is not None and not low <= value <= high:  # once wrapped to 16 bits, or a packet the agent refuses
+            print(f"sunlit-flight packet encode: {flag} {value}: give a whole number from {low} to {high}",
+                  file=sys.stderr)
+            return 2
     codec = Codec(DICTIONARY)
     codec.seq.set(args.apid, args.seq)
     try:

@@ -41,6 +41,8 @@ from flight.compute.package import (
     utc_now,
     valid_operator,
 )
+from flight.link.definitions import DICTIONARY
+from flight.link.dictionary import ArgumentError
 from flight.storage import write_atomic
 
 KEY_FORMAT = "sunlit-operator-key/1"
@@ -154,9 +156,19 @@ def _write(directory: Path, files: Mapping[str, bytes]) -> dict[str, int]:
     return {name: len(data) for name, data in files.items()}
 
 
+def _installable(name: str, version: str) -> None:
+    """A name and version MODEL_INSTALL can carry (the dictionary's limits, tighter than a manifest's): a
+    package signed with a longer version once had to be packed again (an audit)."""
+    try:
+        DICTIONARY.command("MODEL_INSTALL").validate_args({"name": name, "version": version, "sha256": "0" * 64})
+    except ArgumentError as exc:
+        raise PackageError(f"MODEL_INSTALL could not name this package: {exc}") from None
+
+
 def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, out_dir: Path | str,
               inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, created_utc: str | None = None) -> Package:
     """Sign ``model`` whole, with its reference set over ``inputs``; write the package to ``out_dir``."""
+    _installable(name, version)
     inputs = np.ascontiguousarray(inputs)
     reference = ReferenceSet(inputs, expected_outputs(model, inputs)).to_bytes()
     manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
@@ -177,6 +189,7 @@ def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str
     and the board takes the base version's, so ``inputs`` must be the ones the base was sent
     (or, for the shipped model, the default).
     """
+    _installable(name, version)
     delta, result = make_delta(base, tuned)
     inputs = np.ascontiguousarray(inputs)
     outputs = expected_outputs(result, inputs)
@@ -210,6 +223,9 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
 
     manifest = Manifest.from_bytes(read(staged.manifest))
     manifest.verify(trusted)
+    if manifest.name != name:  # the board compares the command's name with the signed one (an audit: said OK here)
+        raise PackageError(f"name: the package is {manifest.name!r} (its signed manifest), not {name!r}; "
+                           "MODEL_INSTALL names it as signed")
     lines = [f"signature: good, by {manifest.uplinked_by} ({manifest.kind} package of {manifest.name} "
              f"version {manifest.version}, made {manifest.created_utc})"]
     ref_bytes = read(staged.reference)

@@ -40,6 +40,10 @@ def test_encode_refuses_bad_arguments_clearly():
     assert res.returncode == 2 and "unknown command" in res.stderr
     res = flight("packet", "encode", "PING", "token", check=False)
     assert res.returncode == 2 and "key=value" in res.stderr
+    # Once: a source id wrapped to 16 bits, a cmd_id the agent refuses, a traceback (an audit).
+    for flag, value in (("--source-id", "99999"), ("--cmd-id", "-5"), ("--cmd-id", "99999999999999999999999")):
+        res = flight("packet", "encode", "PING", "token=1", flag, value, check=False)
+        assert res.returncode == 2 and f"{flag} {value}: give a whole number from" in res.stderr, res.stderr
 
 
 def test_decode_file_gives_one_json_line_per_packet(tmp_path):

@@ -153,6 +153,17 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
         assert ground_main(["model", "verify", staging, "--name", "tiny", "--trusted-keys", str(keys), "--base",
                             str(v1)]) == 1
         assert "tiny.ref.npz: SHA-256 is not the signed one" in capsys.readouterr().out
+        # The files of another name: the board refuses the command's name against the signed one, and
+        # verify once said OK (an audit).
+        for suffix in (".onnx", ".ref.npz", ".manifest.json"):
+            (board.staging / f"tiny{suffix}").rename(board.staging / f"other{suffix}")
+        assert ground_main(["model", "verify", staging, "--name", "other", "--trusted-keys", str(keys)]) == 1
+        assert "name: the package is 'tiny' (its signed manifest), not 'other'" in capsys.readouterr().out
+        # A version MODEL_INSTALL cannot carry is refused before anything is signed (once packed, then refused).
+        assert ground_main(["model", "pack", str(v1), "--name", "tiny", "--version", "v" * 33, "--key", str(key),
+                            "--inputs", str(inputs), "--out", str(tmp_path / "long")]) == 2
+        assert "MODEL_INSTALL could not name this package: version" in capsys.readouterr().err
+        assert not (tmp_path / "long").exists()
     finally:
         board.close()
 
