@@ -37,6 +37,7 @@ from typing import Any, Callable
 from flight.files.entity import FileError
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from flight.storage import install_file
 from ground.api import ApiClient, ServerClient, ServerError, load_token
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
@@ -185,7 +186,7 @@ def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
         tmp.unlink()
         print(f"{out}: SHA-256 {sha} is not the agent's {record.get('sha256')}; nothing written", file=sys.stderr)
         return EXIT_FAILED
-    os.replace(tmp, out)
+    install_file(tmp, out)  # synced, renamed, its folder synced
     print(f"{out}: {size_text(out.stat().st_size)}, sha256 {sha} (checked against the agent's)")
     if isinstance(record.get("product"), dict):  # read as a product as it came down (ground/files.py)
         # The server's verdict, on its own copy (a trained model's summary read with the model beside it there),
@@ -254,6 +255,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         out = out / name.rsplit("/", 1)[-1]
     if out.exists() and not args.force:
         raise FileCliError(f"{out} exists: give --out another path, or --force")
+    if not out.parent.is_dir():  # found before the transfer: once the whole file came down, then a traceback
+        raise FileCliError(f"--out {out}: no folder {out.parent} to write it in")
     if not args.direct:
         return _get_server(args, name, out)
     client, files = _direct_files(args)

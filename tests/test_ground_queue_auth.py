@@ -438,6 +438,8 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
         (["send", "PING", "--timeout", "nan"], "--timeout: nan s: give a time above 0 and finite"),
         (["tm", "--timeout", "0"], "--timeout: 0 s: give a time above 0 and finite"),
         (["schedule", "upload", str(binary), "--yes"], "not UTF-8 text (byte 0); a schedule file is TOML"),
+        # Once found after the whole file had come down, as a traceback.
+        (["file", "get", "products/x.json", "--out", str(tmp_path / "nodir" / "x.json")], "no folder"),
     ]
     for argv, said in cases:
         try:
