@@ -83,14 +83,19 @@ def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = 
                             serialization.NoEncryption())
     body = json.dumps({"format": KEY_FORMAT, "operator": operator, "ed25519_private": raw.hex()}) + "\n"
     path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if path.is_dir():
+        raise OperatorKeyError(f"{path} is a folder; give --out the key file's name")
+    if overwrite:  # the old key stays whole until the new one is (mkstemp: mode 600 from the start)
+        write_atomic(path, body.encode())
+        return
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise OperatorKeyError(f"{path} exists already; give another --out, or --force to replace that key") from None
     with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)  # an existing file replaced with --force keeps no wider mode
         f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_key_file(path: Path | str) -> tuple[str, Any]:

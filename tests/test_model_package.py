@@ -119,6 +119,13 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 2  # never overwrites a key by default
     assert "exists already" in capsys.readouterr().err
+    assert ground_main(["model", "keygen", "alice", "--out", str(tmp_path), "--force"]) == 2
+    assert "is a folder; give --out the key file's name" in capsys.readouterr().err
+    spare = tmp_path / "spare.key"
+    assert ground_main(["model", "keygen", "bob", "--out", str(spare)]) == 0
+    assert ground_main(["model", "keygen", "carol", "--out", str(spare), "--force"]) == 0  # replaced whole, mode 600
+    assert stat.S_IMODE(spare.stat().st_mode) == 0o600 and '"carol"' in spare.read_text()
+    capsys.readouterr()
     keys = tmp_path / "operators.keys"
     keys.write_text(line + "\n")
 
