@@ -312,9 +312,9 @@ class KeyOverlay:
                 "revoked": {str(k): v for k, v in self.revoked.items()}}
         primary, backup = self._copies()
         # The backup first (but for the first change, below): read() takes the primary, so until the
-        # primary is written nothing has changed, and a failure says so truly. A primary that then fails puts the backup back, so
-        # that a damaged primary later cannot bring in a change the command said was not made.
-        # One after the other, so a power cut between them leaves one whole.
+        # primary is written nothing has changed, and a failure says so truly. A primary that then
+        # fails puts the backup back, so that a damaged primary later cannot bring in a change the
+        # command said was not made. One after the other, so a power cut between them leaves one whole.
         previous = self._on_disk
         if previous is None:  # the first change: no primary to keep it out, so a lone backup would bring
             _write_secret(primary, body)  # it in after a cut between the two (review): the primary first,
