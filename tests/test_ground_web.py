@@ -508,6 +508,12 @@ def test_alarm_raises_is_acknowledged_and_clears(ground, pages, tmp_path, ipc_ur
     # An alarm row more does not move the command panel under the operator's pointer (found in a full
     # run: a click aimed at a button there, as rows came, did nothing).
     assert page.locator("#commands").bounding_box()["y"] == commands_at
+    # Nor does a header pill's text growing (found in CI: "dictionary … (agent not heard yet)" wrapped the
+    # header onto a second line, and everything below moved when it shrank): the header is one line.
+    header_h = page.locator("header").bounding_box()["height"]
+    page.evaluate("document.getElementById('dict-state').textContent = 'dictionary ' + 'x'.repeat(400)")
+    assert page.locator("header").bounding_box()["height"] == header_h
+    assert page.locator("#commands").bounding_box()["y"] == commands_at
     expect(page.locator("#tm-tc_bad_packets")).to_have_attribute("data-state", "warning")
     expect(page.locator("#event-table tr[data-name=BAD_PACKET]")).to_have_count(1)
     _screenshot(page, tmp_path, "alarm_raised")

@@ -728,11 +728,14 @@ function renderDict() {
   } else {
     dict.textContent = `dictionary MISMATCH: agent ${st.agent_dict_hash}, server ${ours}`; dict.dataset.state = "bad";
   }
+  dict.title = dict.textContent;  // the header is one line: a pill cut short says it all on hover
 }
 
 function renderLag() {
   const st = S.serverStatus;
-  $("lag").textContent = st && typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
+  const lag = $("lag");
+  lag.textContent = st && typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
+  lag.title = `${lag.textContent}: server receipt → drawn in a page, p99 over the last 10 s`;
 }
 
 function renderDrops(d) {
