@@ -72,6 +72,14 @@ def _with_checksum(line68: str) -> str:
         (1, 19, "08264.5178252O", "epoch (columns 19-32) is not a number"),
         (1, 54, "-11606+a", "BSTAR drag term (columns 54-61)"),
         (2, 27, "0006 03", "eccentricity (columns 27-33) must be digits"),
+        # An audit: float() reads "nan" and "inf", and sgp4 then predicted NaN ("sunlit, no eclipse for a day")
+        (2, 9, "     nan", "inclination (columns 9-16) is not a finite number"),
+        (2, 44, "    -inf", "mean anomaly (columns 44-51) is not a finite number"),
+        (1, 34, "       nan", "first derivative of mean motion (columns 34-43) is not a finite number"),
+        (2, 9, "200.0000", "inclination (columns 9-16) is 200, outside 0 to 180 degrees"),
+        (2, 18, "361.0000", "right ascension of the ascending node (columns 18-25) is 361, outside 0 to 360"),
+        (1, 19, "08400.51782528", "epoch (columns 19-32): day of the year 400.518 is not from 1 to 366"),
+        (1, 19, "08000.51782528", "day of the year 0.517825 is not from 1 to 366"),
     ],
 )
 def test_garbage_in_a_field_is_named(line_no, first, text, words):

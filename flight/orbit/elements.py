@@ -116,6 +116,14 @@ _FLOAT_FIELDS = {
 # Fields written with an implied leading decimal point and a power-of-ten exponent: " 12345-6".
 _EXPONENT_FIELDS = {1: (("second derivative of mean motion", 45, 52), ("BSTAR drag term", 54, 61))}
 _EXPONENT_FIELD = re.compile(r"^[ +-]?\d{5}[+-]\d$")
+# The ranges the format allows (CelesTrak's description): Python's float() also reads "nan" and
+# "inf", which sgp4 then propagates into a NaN position, read downstream as "sunlit, no eclipse".
+_FIELD_RANGES = {
+    "inclination": (0.0, 180.0),
+    "right ascension of the ascending node": (0.0, 360.0),
+    "argument of perigee": (0.0, 360.0),
+    "mean anomaly": (0.0, 360.0),
+}
 _DIGIT_FIELDS = {1: (("catalogue number", 3, 7),), 2: (("catalogue number", 3, 7), ("eccentricity", 27, 33))}
 
 
@@ -123,9 +131,18 @@ def _check_fields(line: str, line_no: int) -> None:
     for name, first, last in _FLOAT_FIELDS.get(line_no, ()):
         text = line[first - 1 : last]
         try:
-            float(text)
+            value = float(text)
         except ValueError:
             raise TleError(line_no, f"{name} (columns {first}-{last}) is not a number: {text!r}", line) from None
+        if not math.isfinite(value):
+            raise TleError(line_no, f"{name} (columns {first}-{last}) is not a finite number: {text!r}", line)
+        low, high = _FIELD_RANGES.get(name, (-math.inf, math.inf))
+        if not low <= value <= high:
+            raise TleError(line_no, f"{name} (columns {first}-{last}) is {value:g}, outside {low:g} to {high:g} "
+                           "degrees", line)
+        if name == "epoch" and not 1.0 <= value % 1000.0 < 367.0:  # YYDDD.dddddddd: day 1 is 1 January
+            raise TleError(line_no, f"epoch (columns {first}-{last}): day of the year {value % 1000.0:g} is not "
+                           "from 1 to 366", line)
     for name, first, last in _EXPONENT_FIELDS.get(line_no, ()):
         text = line[first - 1 : last]
         if not _EXPONENT_FIELD.match(text):
