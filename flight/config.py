@@ -85,8 +85,8 @@ Example (every key optional except where noted)::
 
 Parameters saved by command (SAVE_PARAMS) override ``[parameters]``, which override the
 dictionary's defaults. ``[parameters]`` keeps the dictionary's rules between parameters
-(``ORDERED_PARAMETERS``: the soft thermal limit below the hard one, against the default of the
-one not set); a saved value that breaks one against it gives way, said at boot.
+(``ORDERED_PARAMETERS``: the soft thermal limit below the hard one, the SAFE charge below the floor,
+against the default of the one not set); a saved value that breaks one against it gives way, said at boot.
 """
 
 from __future__ import annotations
@@ -282,10 +282,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     for key in ("rates.hk_period_s", "rates.control_period_s"):
         if not 0.01 <= float(get(key)) <= 3600:
             raise fail(key, f"{get(key)} s is outside 0.01..3600 s")
-    if not float(get("power.battery_capacity_wh")) > 0:
-        raise fail("power.battery_capacity_wh", "must be positive")
-    if not float(get("power.platform_load_w")) >= 0:
-        raise fail("power.platform_load_w", "must not be negative")
+    # Finite (TOML reads inf and nan; an audit: capacity inf admitted everything, "keeps nan %")
+    if not 0.1 <= float(get("power.battery_capacity_wh")) <= 1e6:
+        raise fail("power.battery_capacity_wh", f"{get('power.battery_capacity_wh')} Wh is outside 0.1..1e6 Wh")
+    if not 0.0 <= float(get("power.platform_load_w")) <= 1e5:
+        raise fail("power.platform_load_w", f"{get('power.platform_load_w')} W is outside 0..1e5 W")
     tle = get("orbit.tle")
     if tle is not None:
         if len(tle) != 2 or not all(isinstance(line, str) for line in tle):

@@ -313,6 +313,71 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
         assert set_tle(rig, old) is None  # the clock's then
 
 
+@pytest.mark.req("AGT-013")
+def test_a_tle_sgp4_cannot_take_to_now_is_refused_or_said_once_never_a_fault_a_minute(tmp_path):
+    """Found in an audit: a TLE whose year was typed 57 for 26 completed, then its prediction failed each
+    minute, an INTERNAL_ERROR each time, until the agent went SAFE by repeated faults. An epoch behind the
+    clock that sgp4 cannot bring to now is refused, naming line1, the orbit in use kept; one so far ahead that
+    the clock must be the one wrong (a board booted with no time) is taken, and said once by
+    ORBIT_UNPREDICTABLE, with no prediction and no fault."""
+    from tests.inproc import T0_S
+    from tests.samples import ISS_TLE, tle_with_epoch
+
+    with InProcessAgent(tmp_path / "state", tle=ISS_TLE) as rig:
+        rig.advance(2.0)
+        before, updated = rig.agent.controller.orbit, len(rig.events("ORBIT_UPDATED"))
+        line1, line2 = tle_with_epoch(ISS_TLE, T0_S - 69 * 365.25 * 86400.0)  # 1957
+        refused = rig.send("SET_TLE", line1=line1, line2=line2)
+        assert refused.failure.code is FailureCode.BAD_ARGUMENTS
+        assert refused.failure.reason.startswith("line1: epoch ") and "check the epoch's year" in refused.failure.reason
+        assert rig.agent.controller.orbit is before and len(rig.events("ORBIT_UPDATED")) == updated
+        assert rig.agent.controller.prediction is not None
+    with InProcessAgent(tmp_path / "ahead", tle=tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0)) as rig:
+        rig.advance(300.0, step_s=5.0)
+        said = rig.events("ORBIT_UNPREDICTABLE")
+        assert len(said) == 1 and "sgp4 error" in said[0].args["reason"]
+        assert rig.agent.controller.prediction is None and rig.hk()["in_eclipse"] is None
+        assert not rig.events("INTERNAL_ERROR") and not rig.events("FAULTS_REPEATED")
+        line1, line2 = tle_with_epoch(ISS_TLE, T0_S - 86400.0)  # a good one: predicted again at once
+        assert rig.send("SET_TLE", line1=line1, line2=line2).completed
+        rig.advance(2.0)
+        assert rig.agent.controller.prediction is not None and len(rig.events("ORBIT_UNPREDICTABLE")) == 1
+
+
+@pytest.mark.req("AGT-061")
+def test_the_platform_load_goes_on_being_learned_through_a_step_back_of_utc(tmp_path):
+    """Found in an audit: the rest of the spacecraft's draw was learned on UTC, and a clock corrected a year
+    back froze the learning for that year. It is timed on the monotonic clock."""
+    with InProcessAgent(tmp_path / "state") as rig:
+        utc, offset_s = rig.clock.now_s, [0.0]
+        rig.clock.now_s = lambda: utc() + offset_s[0]  # UTC steps, monotonic time does not
+        rig.advance(70.0, step_s=5.0)
+        learned = rig.agent.controller.load.samples
+        assert learned >= 1
+        offset_s[0] = -365 * 86400.0
+        rig.advance(200.0, step_s=5.0)
+        assert rig.agent.controller.load.samples >= learned + 3
+
+
+@pytest.mark.req("AGT-006")
+def test_a_refused_set_param_changes_nothing_saved_and_the_safe_charge_stays_below_the_floor(tmp_path):
+    """Found in an audit: a SET_PARAM refused by a rule between parameters left the name marked as commanded,
+    so SAVE_PARAMS then kept the configuration's value over every later configuration; and battery_safe_pct
+    could be set above battery_floor_pct, the plan spending down into SAFE and back until recovery was held."""
+    state = tmp_path / "state"
+    with InProcessAgent(state, parameters={"thermal_soft_limit_c": 80.0}) as rig:
+        refused = rig.send("SET_PARAM", name="thermal_soft_limit_c", value="99")
+        assert refused.failure.code is FailureCode.OUT_OF_RANGE
+        refused = rig.send("SET_PARAM", name="battery_safe_pct", value="40")  # the floor is 30
+        assert refused.failure.code is FailureCode.OUT_OF_RANGE and "battery_safe_pct" in refused.failure.reason
+        assert rig.agent.params["battery_safe_pct"] == 20.0
+        assert rig.send("SET_PARAM", name="battery_floor_pct", value="45").completed
+        assert rig.send("SAVE_PARAMS").completed
+    with InProcessAgent(state, parameters={"thermal_soft_limit_c": 75.0}) as rig:
+        assert rig.agent.params["thermal_soft_limit_c"] == 75.0  # the configuration's, not a saved 80
+        assert rig.agent.params["battery_floor_pct"] == 45.0 and rig.agent.params["battery_safe_pct"] == 20.0
+
+
 @pytest.mark.req("RAD-103")
 def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp_path):
     """Found in review: a year-old TLE was set, completed, and gave a confident flux class."""

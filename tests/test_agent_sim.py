@@ -267,6 +267,41 @@ def test_a_step_is_taken_only_after_the_ground_packets_the_harness_sent_before_i
 
 
 @pytest.mark.req("HIL-002")
+def test_a_step_whose_time_is_not_a_time_is_refused_by_field_and_its_readings_kept(short_dir):
+    """Found in an audit: a harness's first step at t_s -5.0 raised out of the agent's loop (the clock
+    refuses to go back from 0.0). Such a time is refused, named and counted; the step is still answered and
+    its readings taken; the next good step sets the clock."""
+    import threading
+
+    from flight.hal import sim
+    from flight.link.definitions import Admission, Mode
+
+    env = SimEnvironment(f"ipc://{short_dir}/t")
+    link = sim.HarnessLink(env.endpoint, True, "orin_nx_16gb", ("MAXN",))
+    try:
+        link.greet()
+        env.wait_for_agent(timeout_s=10)
+        for t_s, clock_s in ((-5.0, 0.0), (100.0, 100.0)):
+            loads: list = []
+            thread = threading.Thread(target=lambda: loads.append(env.step(t_s, timeout_s=20, cpu_pct=12.0)))
+            thread.start()
+            for _ in range(2000):
+                moved = link.receive()
+                if link.pending_step:
+                    break
+                time.sleep(0.005)
+            assert link.pending_step and moved is (t_s > 0) and link.clock.now_s() == clock_s
+            assert link.env.cpu_pct == 12.0
+            link.answer(Mode.SAFE, Admission.NONE, 0.0)
+            thread.join(timeout=20)
+            assert len(loads) == 1
+        assert link.bad_messages == 1 and link.last_error.startswith("Env.t_s: -5.0 is not a time")
+    finally:
+        link.close()
+        env.close()
+
+
+@pytest.mark.req("HIL-002")
 def test_a_step_held_until_its_hold_ends_is_answered_once_with_no_hello(short_dir, monkeypatch):
     """A hello tells the harness the agent restarted, and it sends its step again: said while a
     step is held, or as a long-held step is taken, it would have the step taken twice."""

@@ -123,6 +123,13 @@ def test_config_defaults_and_a_full_file(tmp_path):
                                                      "thermal_hard_limit_c 95)"),
         ("[parameters]\nthermal_soft_limit_c = 80\nthermal_hard_limit_c = 80", "parameters.thermal_soft_limit_c"),
         ("[orbit]\ntle = ['1 bad', '2 bad']", "orbit.tle"),
+        # An audit: TOML reads inf, and a battery of inf Wh admitted everything ("keeps nan %")
+        ("[power]\nbattery_capacity_wh = inf", "power.battery_capacity_wh: inf Wh is outside 0.1..1e6 Wh"),
+        ("[power]\nbattery_capacity_wh = 1e-300", "power.battery_capacity_wh"),
+        ("[power]\nplatform_load_w = nan", "power.platform_load_w: nan W is outside 0..1e5 W"),
+        ("[parameters]\nbattery_safe_pct = 40", "parameters.battery_safe_pct: the SAFE charge (battery_safe_pct) "
+                                                "must stay below the floor the plan keeps (battery_floor_pct) "
+                                                "(battery_safe_pct 40, battery_floor_pct 30)"),
         ("[link\nurl=", "not valid TOML"),
     ],
 )

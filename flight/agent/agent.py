@@ -353,9 +353,12 @@ class Agent:
         except Exception as exc:  # noqa: BLE001
             self.executive.internal_error("compute input", exc)
         if stepper is not None:
-            if stepper.receive() and not self._booted:
-                self._boot()  # lockstep: simulated time has begun
-            stepper.greet()
+            try:
+                if stepper.receive() and not self._booted:
+                    self._boot()  # lockstep: simulated time has begun
+                stepper.greet()
+            except Exception as exc:  # noqa: BLE001 - a harness message this misread must not stop the agent
+                self.executive.internal_error("harness input", exc)
         if self._booted:
             try:
                 self.timers.run_due()

@@ -31,7 +31,8 @@ from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
 from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
-from flight.orbit import TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, TleError, predict_summary, tle_current
+from flight.orbit import (TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, PropagationError, TleError, predict_summary,
+                          tle_current)
 from flight.orbit.saa import SaaDrift
 from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
@@ -82,7 +83,8 @@ class Controller(Component):
     COMMANDS = ("SET_POWER_MODE", "SET_TLE")
     EVENTS = ("THERMAL_STEP_DOWN", "THERMAL_STEP_UP", "THERMAL_HARD_LIMIT", "THERMAL_HARD_CLEAR", "LOW_BATTERY",
               "CONTACT_LOST", "FAULTS_REPEATED", "SENSOR_MISSING", "SENSOR_RESTORED", "POWER_MODE_CHANGED",
-              "POWER_MODE_FAILED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ECLIPSE_PREDICTED", "SAA_PREDICTED")
+              "POWER_MODE_FAILED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ORBIT_UNPREDICTABLE", "ECLIPSE_PREDICTED",
+              "SAA_PREDICTED")
     CHANNELS = ("cpu_pct", "mem_pct", "sensors_missing",
                 "battery_soc_pct", "bus_voltage_v", "solar_power_w", "eps_source", "board_power_w",
                 *RAIL_CHANNELS.values(), "power_mode", "power_mode_cap", "power_budget_w", "admission", "power_reason",
@@ -154,8 +156,9 @@ class Controller(Component):
         # the plan's thermal margin (its prediction runs ~70 samples open loop).
         self._th_history: deque[tuple[float, float, float]] = deque(maxlen=OPEN_LOOP_STEPS + 1)
         self._th_open_sq: float | None = None
-        self._load_mark: tuple[float, float, float, float, bool] | None = None  # (t, Wh, solar W, board W, full)
+        self._load_mark: tuple[float, float, float, float, bool] | None = None  # (mono s, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
+        self._unpredictable_said = False  # ORBIT_UNPREDICTABLE said for the orbit in use
         self._announced: set[tuple[str, int]] = set()
         # The newer of the TLE commanded (SET_TLE, kept across restarts) and the configuration's
         # (_boot_orbit).
@@ -187,6 +190,7 @@ class Controller(Component):
     def set_orbit(self, orbit: Orbit | None) -> None:
         self.orbit = orbit
         self._predicted_at_s = -math.inf
+        self._unpredictable_said = False
 
     def _power_mode_now(self) -> str | None:
         """The power mode in force, None where the board cannot say now (a failed nvpmodel -q)."""
@@ -224,7 +228,7 @@ class Controller(Component):
             self._predict(now_s)
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
-        self._learn_load(now_s, eps, reading)
+        self._learn_load(mono_s, eps, reading)
         thermal = self._thermal_inputs(now_s, mono_s, reading)
 
         out = control_step(ControlInputs(
@@ -304,24 +308,25 @@ class Controller(Component):
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
 
-    def _learn_load(self, now_s: float, eps: EpsReading, reading: HalReading) -> None:
+    def _learn_load(self, mono_s: float, eps: EpsReading, reading: HalReading) -> None:
         """Every LOAD_WINDOW_S, what the charge did with the arrays' and the board's power known
-        tells the rest of the spacecraft's draw (flight.power.array.LoadEstimate)."""
+        tells the rest of the spacecraft's draw (flight.power.array.LoadEstimate). Timed on the monotonic
+        clock: a UTC step back froze the learning until UTC caught up (an audit)."""
         if eps.soc_pct is None or eps.solar_power_w is None or reading.board_power_w is None:
             self._load_mark = None
             return
         energy_wh = eps.soc_pct / 100.0 * self.setup.battery_capacity_wh
         mark = self._load_mark
         if mark is None:
-            self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
+            self._load_mark = (mono_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
             return
-        if now_s - mark[0] < LOAD_WINDOW_S:
+        if mono_s - mark[0] < LOAD_WINDOW_S:
             return
         battery = Battery(self.setup.battery_capacity_wh)
-        self.load = self.load.update(energy_wh - mark[1], now_s - mark[0], (mark[2] + eps.solar_power_w) / 2.0,
+        self.load = self.load.update(energy_wh - mark[1], mono_s - mark[0], (mark[2] + eps.solar_power_w) / 2.0,
                                      (mark[3] + reading.board_power_w) / 2.0, battery.charge_efficiency,
                                      battery.discharge_efficiency, mark[4] or eps.soc_pct >= 99.5)
-        self._load_mark = (now_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
+        self._load_mark = (mono_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
 
     def _thermal_inputs(self, now_s: float, mono_s: float, reading: HalReading) -> ThermalPlanInputs | None:
         """Fold this tick into the board model's sample (every FORECAST_STEP_S of monotonic
@@ -413,7 +418,15 @@ class Controller(Component):
             if self.setup.array is not None:
                 self.forecast = forecast_solar(self.orbit, self.setup.array, now_s,
                                                FORECAST_ORBITS * self.orbit.period_s, FORECAST_STEP_S)
-        except Exception as exc:  # noqa: BLE001 - a bad TLE or decayed orbit must not stop control
+        except PropagationError as exc:  # the elements, or the clock, not a fault of the software: said once a
+            # TLE, no prediction (found in an audit: a fault each minute, and SAFE by repeated faults)
+            self.prediction = None
+            self.forecast = None
+            if not self._unpredictable_said:
+                self._unpredictable_said = True
+                self._emit("ORBIT_UNPREDICTABLE", reason=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop control
             self.prediction = None
             self.forecast = None
             self._internal_error("orbit prediction", exc)
@@ -454,11 +467,23 @@ class Controller(Component):
             orbit = Orbit.from_tle(req.args["line1"], req.args["line2"])
         except TleError as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
+        now_s = self._clock.now_s()
+        try:
+            orbit.propagate(now_s)
+        except PropagationError as exc:
+            # An epoch behind the clock, or within a day ahead of it, that sgp4 cannot reach is a wrong epoch (a
+            # year typed 57 for 26: found in an audit, completed, then a fault each minute); one further ahead is
+            # taken, as the clock is the one wrong (a board booted with no time): said by ORBIT_UNPREDICTABLE.
+            if orbit.epoch_unix_s - now_s <= TLE_VALID_BEFORE_EPOCH_S:
+                days = (now_s - orbit.epoch_unix_s) / 86400.0
+                raise CommandFailed(f"line1: epoch {orbit.epoch_unix_s:.0f} (unix s) is {abs(days):.1f} days "
+                                    f"{'before' if days >= 0 else 'after'} the board's clock; sgp4 cannot propagate "
+                                    f"it to now (error {exc.code}): check the epoch's year", FailureCode.BAD_ARGUMENTS) \
+                    from None
         self._memory.remember_tle([req.args["line1"], req.args["line2"]])
         self.set_orbit(orbit)
         self._emit("ORBIT_UPDATED", satnum=orbit.satnum, epoch=round(orbit.epoch_unix_s, 3))
         period = orbit.period_s
-        now_s = self._clock.now_s()
         # Set as commanded; whether it predicts the radiation environment is said (found in review: a
         # year-old TLE gave a confident flux class, and nothing told the operator).
         # And whether it still holds after a reboot, where the newer of it and the configured one is taken;

@@ -93,6 +93,17 @@ class ParameterStore:
         self._commanded.add(name)
         return old, new
 
+    def is_commanded(self, name: str) -> bool:
+        """Whether a command set ``name`` (SAVE_PARAMS keeps it)."""
+        return name in self._commanded
+
+    def restore(self, name: str, value: Any, commanded: bool) -> None:
+        """Undo a :meth:`set` that a later check refused: the value, and whether a command had set it (an
+        audit: a refused SET_PARAM left the name commanded, and SAVE_PARAMS then kept the config's value)."""
+        self._values[name] = value
+        if not commanded:
+            self._commanded.discard(name)
+
     def save(self) -> int:
         """Persist what commands set (not defaults or config values, which may change under it)."""
         body = {name: self._values[name] for name in sorted(self._commanded)}
@@ -155,13 +166,14 @@ class Parameters(Component):
 
     def _set(self, req: CommandRequest) -> dict[str, Any]:
         name = req.args["name"]
+        was_commanded = self.store.is_commanded(name)
         try:
             old, new = self.store.set(name, req.args["value"])
         except ArgumentError as exc:
             raise CommandFailed(str(exc), exc.code) from None
         for lower, upper, why in ORDERED_PARAMETERS:
             if name in (lower, upper) and not self.store[lower] < self.store[upper]:
-                self.store.set(name, old)
+                self.store.restore(name, old, was_commanded)
                 raise CommandFailed(why, FailureCode.OUT_OF_RANGE)
         for listener in self.on_change:
             listener(name, new)

@@ -176,7 +176,14 @@ class HarnessLink(Stepper):
         moved = False
         self.env_problems = problems
         self._last_env_real_s = time.monotonic()  # no hello for a step just taken, however long it was held
-        if msg.t_s is not None and self.clock is not None and math.isfinite(msg.t_s):
+        if msg.t_s is not None and not (math.isfinite(msg.t_s) and msg.t_s >= 0.0):
+            # Simulated UTC before 1970, or not a number: the field refused, the step's readings kept (an
+            # audit: a first step at -5.0 s raised out of the agent's loop)
+            refused = f"Env.t_s: {msg.t_s!r} is not a time (UTC seconds from 1970, at least 0); not taken"
+            self.bad_messages += 1
+            self.last_error = refused
+            self.env_problems = (*problems, refused)
+        elif msg.t_s is not None and self.clock is not None:
             if msg.t_s > self.clock.now_s() or self.clock.now_s() == 0.0:
                 self.clock.set(msg.t_s)
                 moved = True

@@ -281,6 +281,10 @@ PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 # below ``upper``. Checked on every SET_PARAM, on the config's [parameters] and on the values saved.
 ORDERED_PARAMETERS = (
     ("thermal_soft_limit_c", "thermal_hard_limit_c", "the soft thermal limit must stay below the hard one"),
+    # A SAFE charge at or above the floor: the plan spends down to floor and margin, into SAFE, and back
+    # (found in an audit: IDLE, SAFE, recovered, SAFE, until recovery was held)
+    ("battery_safe_pct", "battery_floor_pct", "the SAFE charge (battery_safe_pct) must stay below the floor the "
+     "plan keeps (battery_floor_pct)"),
 )
 
 SCHEDULE_MAX_AHEAD_S = 30 * 86400.0
@@ -873,6 +877,10 @@ EVENTS = (
           "A new TLE is in use", ("satnum", "epoch")),
     Event("ECLIPSE_PREDICTED", 0x0091, Severity.ACTIVITY_LO, "Eclipse in {in_s:.0f} s for {duration_s:.0f} s",
           "The next eclipse as predicted from the TLE (once per eclipse)", ("in_s", "duration_s")),
+    Event("ORBIT_UNPREDICTABLE", 0x0094, Severity.WARNING_HI, "Orbit cannot be predicted: {reason}",
+          "sgp4 cannot propagate the TLE in use to the clock's time (an epoch far from the clock, a decayed "
+          "orbit): no eclipse, SAA or pass prediction until a newer TLE or a corrected clock; said once a TLE",
+          ("reason",)),
     Event("SAA_PREDICTED", 0x0092, Severity.ACTIVITY_LO, "SAA entry in {in_s:.0f} s for {duration_s:.0f} s",
           "The next South Atlantic Anomaly pass (once per pass): the hook for checkpointing before it",
           ("in_s", "duration_s")),
