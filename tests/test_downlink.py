@@ -623,6 +623,23 @@ def test_a_malformed_store_acknowledgement_is_refused_and_counted(rig):
     assert rig.send("NOOP").completed
 
 
+@pytest.mark.req("LNK-007")
+def test_a_flood_of_malformed_packets_is_said_a_few_a_period_and_every_one_counted(rig):
+    """Found in an audit: each of 3000 frames of a 7-byte packet gave its own BAD_PACKET event, twelve times
+    their bytes, and filled the packet store within minutes at 115200 baud."""
+    rig.advance(1.0)
+    said, counted = len(rig.events("BAD_PACKET")), rig.hk()["tc_bad_packets"]
+    for i in range(50):
+        rig.link.ground.send(bytes([0x18, 0x01, 0xC0, i, 0x00, 0x00, 0x00]))
+    rig.pump()
+    assert len(rig.events("BAD_PACKET")) == said + 4
+    rig.advance(1.0)  # a housekeeping period: the rest in one event
+    bad = rig.events("BAD_PACKET")
+    assert len(bad) == said + 5 and bad[-1].args["reason"].startswith("46 more malformed packets refused, last: ")
+    assert rig.hk()["tc_bad_packets"] == counted + 50
+    assert rig.send("NOOP").completed
+
+
 @pytest.mark.req("AGT-096")
 def test_an_unusable_store_costs_the_store_not_the_agent(tmp_path):
     (tmp_path / "store").write_text("a file where the store's directory should be")

@@ -267,6 +267,7 @@ class Agent:
         self.housekeeping.send()
         self.link_service.report_drops()
         self.link_service.report_auth()
+        self.link_service.report_bad_packets()
         self.downlink.report()
         try:
             self.files.housekeeping()

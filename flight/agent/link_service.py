@@ -5,7 +5,8 @@ APID or an unknown service is refused with ``BAD_PACKET`` and counted; a PUS pin
 on the spot; a TC(8,1) goes to the dispatcher; the ground's store acknowledgement, TC(15,130),
 goes to the downlink (flight/agent/downlink.py); a TC(141,1) on APID FILES (a CFDP PDU) goes to the
 file manager (flight/agent/files.py). A valid packet from the ground is contact.
-Dropped telemetry (a full queue) is reported once per housekeeping period, never silent.
+Dropped telemetry (a full queue) is reported once per housekeeping period, never silent; malformed packets
+past the first few of a period are too (each is counted in ``tc_bad_packets``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpa
 from flight.link.sdls import AuthError, KeyRing, ReplayGuard, open_tc
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
+BAD_PACKETS_SAID = 4  # BAD_PACKET events a housekeeping period, the rest in one more at its end (an audit: a
+# flood of 7-byte frames gave an event each, 12 times their bytes, and filled the packet store in minutes)
 
 
 class LinkService(Component):
@@ -58,6 +61,9 @@ class LinkService(Component):
         self.tc_received = int(counters.get("tc_received", 0))
         self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
         self._reported_drops = 0
+        self._bad_said = 0  # BAD_PACKET events this period
+        self._bad_unsaid = 0  # malformed packets counted and not said this period
+        self._bad_last = ""
         self.last_contact_s = clock.monotonic_s()
 
     # --- output ------------------------------------------------------------------------
@@ -83,6 +89,14 @@ class LinkService(Component):
             self._emit("TC_REPLAY_NOT_KEPT", count=replay.store_failures - self._replay_failures_reported,
                        reason=replay.store_error or "written since")
             self._replay_failures_reported = replay.store_failures
+
+    def report_bad_packets(self) -> None:
+        """Once per housekeeping period: the malformed packets past :data:`BAD_PACKETS_SAID` since the last
+        report, as one event naming the last one's fault."""
+        if self._bad_unsaid:
+            self._emit("BAD_PACKET", reason=f"{self._bad_unsaid} more malformed packets refused, last: "
+                                         f"{self._bad_last}")
+        self._bad_said = self._bad_unsaid = 0
 
     def report_drops(self) -> None:
         dropped = self.link.stats.tx_dropped
@@ -155,7 +169,12 @@ class LinkService(Component):
 
     def _bad_packet(self, reason: str) -> None:
         self.tc_bad_packets += 1
-        self._emit("BAD_PACKET", reason=reason)
+        if self._bad_said < BAD_PACKETS_SAID:
+            self._bad_said += 1
+            self._emit("BAD_PACKET", reason=reason)
+        else:
+            self._bad_unsaid += 1
+            self._bad_last = reason[:160]
 
     def contact_age_s(self) -> float:
         return self._clock.monotonic_s() - self.last_contact_s

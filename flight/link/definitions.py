@@ -813,7 +813,8 @@ EVENTS = (
     Event("COMMAND_FAILED", 0x0012, Severity.WARNING_HI, "Command {name} failed: {reason}",
           "A command failed while executing", ("name", "reason")),
     Event("BAD_PACKET", 0x0013, Severity.WARNING_LO, "Malformed packet refused: {reason}",
-          "A received packet failed its checks and was dropped", ("reason",)),
+          "A received packet failed its checks and was dropped: the first 4 of a housekeeping period one by one, "
+          "the rest counted in one more at its end", ("reason",)),
     Event("INTERNAL_ERROR", 0x0014, Severity.WARNING_HI, "Internal error in {where}: {reason}",
           "The agent caught an unexpected error and carried on; please report it", ("where", "reason")),
     Event("PING_RECEIVED", 0x0020, Severity.ACTIVITY_LO, "Ping {token}", "PING was executed", ("token",)),
