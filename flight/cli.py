@@ -83,6 +83,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
+    if getattr(agent.link, "is_open", True) is False:  # a serial device not there (yet): tried again each second
+        print(f"sunlit-flight: warning: link {config.link_url}: {printable(agent.link.last_error)}; the agent runs "
+              "without it and tries again each second (link_device_errors, LINK_DEVICE_ERROR)", file=sys.stderr,
+              flush=True)
     for what, why in agent.start_problems():  # sent down as STATE_CORRUPT too; said here for whoever started it
         print(f"sunlit-flight: warning: {what}: {printable(why)}", file=sys.stderr, flush=True)
     refused = agent.params.store.refused

@@ -214,6 +214,14 @@ class SpacecraftLink:
         if error:
             raise error[0]
 
+    def _device_error(self) -> str:
+        """A serial link's device that is not open now, and why (an audit: an unplugged adapter showed no error)."""
+        link = self.client.link if self.client is not None else None
+        link = link.inner if isinstance(link, SealingLink) else link
+        if getattr(link, "is_open", True) is False:
+            return f"serial device not open, tried again each second: {getattr(link, 'last_error', '')}"
+        return ""
+
     def _curve_hint(self) -> str:
         """Why an agent may stay silent: one off loopback runs CurveZMQ by default (flight/link/curve.py)."""
         from flight.link.curve import curve_wanted
@@ -230,10 +238,9 @@ class SpacecraftLink:
     def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
         try:
             link = self._link
-            if isinstance(link, str):
-                curve = self._link_curve()
-                if curve is not None:
-                    link = open_ground_link(link, curve=curve)
+            if isinstance(link, str):  # a serial adapter not there is tried again and shown, not fatal: the other
+                # spacecraft's links go on (an audit: one unplugged adapter stopped the whole server starting)
+                link = open_ground_link(link, curve=self._link_curve(), wait_for_device=True)
             if self.tc_keys is not None:  # the server seals: operators and their programs never hold keys
                 archive = self.server.config.archive
                 # The SNs used, and the highest telemetry SNs taken, in the server's own state (beside
@@ -628,8 +635,9 @@ class SpacecraftLink:
             "silent_s": silent,
             "stale_after_s": self.stale_after_s(),
             "link_silent": silent is None or silent > self.stale_after_s(),
-            "link_error": self.link_error or (f"a packet not taken in: {client.last_internal_error}"
-                                              if client is not None and client.last_internal_error else ""),
+            "link_error": self._device_error() or self.link_error or (
+                f"a packet not taken in: {client.last_internal_error}"
+                if client is not None and client.last_internal_error else ""),
             "packets": self.packets,
             "bad_packets": self.bad_packets,
             "tm_auth": self.tm_auth,

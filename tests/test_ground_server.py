@@ -448,6 +448,45 @@ def test_two_spacecraft_on_one_server_each_keep_their_own_state(tmp_path, start_
         server.stop()
 
 
+@pytest.mark.req("GND-024")
+def test_a_spacecraft_whose_serial_adapter_is_unplugged_does_not_stop_the_others(tmp_path, start_agent, short_dir):
+    """Found in an audit: one spacecraft's USB serial adapter absent at start stopped the whole server starting,
+    the others' links too; and an adapter lost later showed no error. The server starts, that spacecraft's
+    status says its device is not open and why, the other is served, and the device is taken when it comes."""
+    from hil.ptyline import PtyLine
+
+    url = f"zmq+ipc://{short_dir}/a"
+    start_agent(url)
+    users = make_users(tmp_path / "users.toml")
+    with PtyLine() as line:
+        line.unplug("b")
+        config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", url),
+                                          SpacecraftConfig("sat-s", f"serial://{line.b_link}?baud=115200")),
+                              port=0, archive=tmp_path / "fleet.sqlite", users=users)
+        server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
+        try:
+            token = login(server, "alice")
+
+            def status(sc: str) -> dict:
+                return http(server, "GET", "/api/status", token=token)[1]["spacecraft"][sc]
+
+            error = wait_until(lambda: status("sat-s")["link_error"], what="the serial spacecraft's link error")
+            assert error.startswith("serial device not open, tried again each second: open ")
+            api = ApiClient(server.url)
+            api.login("alice", PASSWORDS["alice"])
+            a = ServerClient(api, "sat-a")
+            try:
+                a.connect(20.0)
+                assert a.send("PING", {"token": 7}, timeout_s=20.0).result["token"] == 7
+            finally:
+                a.close()
+            line.replug("b")
+            wait_until(lambda: not status("sat-s")["link_error"].startswith("serial device"),
+                       what="the adapter taken when it came")
+        finally:
+            server.stop()
+
+
 # --- hostile input ------------------------------------------------------------------------
 
 

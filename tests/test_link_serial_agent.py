@@ -66,3 +66,30 @@ def test_forged_and_replayed_commands_on_the_serial_line_are_refused(line, start
     values = hk(client, lambda v: v["tc_auth_rejected"] >= 5 + len(captured))
     assert values["tc_auth_rejected"] == 5 + len(captured) and values["cmd_executed"] == 1
     assert client.send("NOOP", timeout_s=10).completed and agent.proc.poll() is None
+
+
+@pytest.mark.req("LNK-004")
+def test_an_agent_started_before_its_serial_device_runs_says_so_and_takes_it_when_it_comes(line, start_agent,
+                                                                                           make_client):
+    """Found in an audit: an agent whose USB serial adapter was not there yet (still enumerating) did not start,
+    nor did its SAFE fallback on the same link; and a lost device was counted nowhere the ground could see. It
+    runs without the link, says so on its console, tries each second, and the ground then sees the failures
+    (link_device_errors, LINK_DEVICE_ERROR) and the reopen (link_reopens)."""
+    import time
+
+    line.unplug("a")
+    agent = start_agent(f"serial://{line.a_link}?baud=115200")
+    deadline = time.monotonic() + 20
+    while "tries again each second" not in agent.log_path.read_text() and time.monotonic() < deadline:
+        assert agent.proc.poll() is None, agent.log_path.read_text()
+        time.sleep(0.1)
+    assert f"warning: link serial://{line.a_link}?baud=115200: open " in agent.log_path.read_text()
+    line.replug("a")
+    client = make_client(f"serial://{line.b_path}?baud=115200")
+    values = hk(client, lambda v: v["link_reopens"] >= 1)
+    assert values["link_device_errors"] >= 1 and agent.proc.poll() is None
+    def said(*_: object) -> bool:  # live, or played back from the store
+        return any(e.event.name == "LINK_DEVICE_ERROR" and e.args["count"] >= 1 for e in client.events)
+
+    if not said():
+        client.wait_for(said, 15)

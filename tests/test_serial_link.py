@@ -415,3 +415,69 @@ def test_write_to_an_unplugged_device_is_counted_and_the_frame_resent_whole(line
     assert flight.stats.tx_packets == 1 and flight.stats.tx_dropped == 0
     flight.close()
     ground.close()
+
+
+@pytest.mark.req("LNK-004")
+@pytest.mark.parametrize("baud", ["0", "1", "99999999999"])
+def test_a_baud_rate_no_line_runs_at_is_refused_naming_it(baud):
+    """Found in an audit: baud=99999999999 overflowed inside pyserial (a traceback at start), and baud=1 was
+    taken, a line of 0.1 byte/s that sends nothing live."""
+    from flight.link.interface import LinkConfigError
+
+    with pytest.raises(LinkConfigError, match=rf"baud {baud} is outside 300\.\.12000000"):
+        parse_link_url(f"serial:///dev/ttyUSB0?baud={baud}")
+
+
+@pytest.mark.req("LNK-004")
+def test_a_device_absent_at_start_is_waited_for_where_asked_and_refused_where_not(line, monkeypatch):
+    """Found in an audit: the agent and the ground server did not start while a USB adapter was absent (still
+    enumerating, or one of several spacecraft's unplugged). An end that waits counts the failure and opens the
+    device when it comes, as after a loss; one that does not (a console, the self-test) says so at once."""
+    clock = [100.0]
+    monkeypatch.setattr(serial_link, "monotonic", lambda: clock[0])
+    line.unplug("a")
+    with pytest.raises(serial.SerialException):
+        SerialFlightLink(parse_link_url(f"serial://{line.a_link}"))
+    flight = open_flight_link(f"serial://{line.a_link}", wait_for_device=True)
+    assert not flight.is_open and flight.device_errors == 1 and flight.last_error.startswith("open ")
+    assert flight.stats.device_errors == 1 and flight.receive() == []  # within the back-off: no try
+    line.replug("a")
+    clock[0] += 1.0
+    ground = SerialGroundLink(parse_link_url(f"serial://{line.b_path}"))
+    packet = Codec(DICTIONARY).encode_event("COUNTERS_RESET", {}, T0_S)
+    assert flight.publish(packet)  # opens the device, and writes
+    assert flight.is_open and flight.reopens == 1 and flight.stats.reopens == 1
+    assert pump(flight, ground, want_ground=1)[1] == [packet]
+    flight.close()
+    ground.close()
+
+
+@pytest.mark.req("LNK-004")
+def test_a_termios_error_while_reopening_is_a_device_error_not_an_exception(line, monkeypatch):
+    """Found in an audit: pyserial lets termios.error (not an OSError) through from tcflush, as an adapter that
+    drops off the bus during a reopen gives, and it escaped the agent's loop."""
+    import termios
+
+    import serial.serialposix
+
+    clock = [100.0]
+    monkeypatch.setattr(serial_link, "monotonic", lambda: clock[0])
+    flight, ground = ends(line, a=line.a_link)
+    line.unplug("a")
+    assert flight.receive() == [] and not flight.is_open and flight.device_errors == 1
+    line.replug("a")
+
+    def bouncing(fd: int, queue: int) -> None:
+        raise termios.error(5, "Input/output error")
+
+    monkeypatch.setattr(serial.serialposix.termios, "tcflush", bouncing)
+    clock[0] += 1.0
+    assert flight.receive() == [] and not flight.is_open and flight.device_errors == 2
+    assert "Input/output error" in flight.last_error
+    monkeypatch.undo()
+    monkeypatch.setattr(serial_link, "monotonic", lambda: clock[0])
+    clock[0] += 1.0
+    flight.receive()
+    assert flight.is_open and flight.reopens == 1
+    flight.close()
+    ground.close()

@@ -93,7 +93,9 @@ class Agent:
         self._removed = remove_interrupted_writes(self.state_dir)
         self.board = board or open_board(config.hal_backend, config.board_options())
         self._opened.append(self.board)
-        self.link = link or open_flight_link(config.link_url, curve=config.link_curve())
+        # A serial device not there yet (a USB adapter still enumerating) is tried again each second, said and
+        # counted: the agent runs, and stores its telemetry, without its link (an audit: it did not start)
+        self.link = link or open_flight_link(config.link_url, curve=config.link_curve(), wait_for_device=True)
         self._opened.append(self.link)
         self.clock = self.board.clock
         self.codec = Codec(dictionary, Apid.AGENT)

@@ -28,9 +28,9 @@ BAD_PACKETS_SAID = 4  # BAD_PACKET events a housekeeping period, the rest in one
 
 class LinkService(Component):
     NAME = "link service"
-    EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED", "TC_REPLAY_NOT_KEPT")
+    EVENTS = ("BAD_PACKET", "TM_DROPPED", "TC_AUTH_REJECTED", "TC_REPLAY_NOT_KEPT", "LINK_DEVICE_ERROR")
     CHANNELS = ("tc_received", "tc_bad_packets", "tm_sent", "tm_dropped", "link_kind", "contact_age_s", "tc_auth",
-                "tc_auth_rejected", "zmq_auth_refused")
+                "tc_auth_rejected", "zmq_auth_refused", "link_device_errors", "link_reopens")
 
     def __init__(self, link: FlightLink, codec: Codec, clock: Clock, emit: EventPort,
                  dispatch: Callable[[Telecommand, Any], None], counters: dict[str, int] | None = None,
@@ -61,6 +61,7 @@ class LinkService(Component):
         self.tc_received = int(counters.get("tc_received", 0))
         self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
         self._reported_drops = 0
+        self._reported_device_errors = 0
         self._bad_said = 0  # BAD_PACKET events this period
         self._bad_unsaid = 0  # malformed packets counted and not said this period
         self._bad_last = ""
@@ -103,6 +104,11 @@ class LinkService(Component):
         if dropped > self._reported_drops:
             self._emit("TM_DROPPED", count=dropped - self._reported_drops)
             self._reported_drops = dropped
+        failed = self.link.stats.device_errors  # a serial device lost: said, not only counted (an audit)
+        if failed > self._reported_device_errors:
+            self._emit("LINK_DEVICE_ERROR", count=failed - self._reported_device_errors,
+                       reason=str(getattr(self.link, "last_error", ""))[:160])
+            self._reported_device_errors = failed
 
     # --- input -------------------------------------------------------------------------
 
@@ -189,7 +195,7 @@ class LinkService(Component):
     def reset_counters(self) -> None:
         self.link.stats.reset()
         self.tc_received = self.tc_bad_packets = self.tc_auth_rejected = 0
-        self._reported_drops = 0
+        self._reported_drops = self._reported_device_errors = 0
 
     def telemetry(self) -> dict[str, Any]:
         s = self.link.stats
@@ -203,4 +209,6 @@ class LinkService(Component):
             "tc_auth": "OFF" if self._keys is None else "HMAC-SHA256",
             "tc_auth_rejected": self.tc_auth_rejected,
             "zmq_auth_refused": getattr(s, "rx_auth_refused", 0),
+            "link_device_errors": s.device_errors,
+            "link_reopens": s.reopens,
         }

@@ -559,6 +559,9 @@ _LINK_CHANNELS = (
     Channel("tc_keys_active", T.U16, "count", "Telecommand key slots active (0 with authentication OFF)"),
     Channel("zmq_auth_refused", T.U32, "count", "ZeroMQ connections refused by CURVE authentication (a key not in "
             "[security] zmq_clients, or no CURVE); 0 on a serial link", Limits(warn_high=1)),
+    Channel("link_device_errors", T.U32, "count", "Serial link: opens, reads and writes of the device that failed "
+            "(an adapter unplugged, EIO); the link tries again each second. 0 on ZeroMQ", Limits(warn_high=1)),
+    Channel("link_reopens", T.U32, "count", "Serial link: the device opened again after a loss"),
 )
 
 CHANNELS = (
@@ -1092,6 +1095,9 @@ EVENTS = (
           "taken again after a restart could not be written; commands still run, and the window in memory "
           "still refuses replays, but a restart before the next good write could take one (reported at most "
           "once per housekeeping period)", ("count", "reason")),
+    Event("LINK_DEVICE_ERROR", 0x0037, Severity.WARNING_HI, "Link device: {count} failures, last: {reason}",
+          "The serial link's device failed to open, read or write (the link tries again each second, its output "
+          "queued); reported at most once per housekeeping period", ("count", "reason")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from flight.link.definitions import LinkKind
 
 DEFAULT_BAUD = 115_200
+MIN_BAUD, MAX_BAUD = 300, 12_000_000  # the slowest standard rate; the fastest USB serial adapters
 DEFAULT_QUEUE_PACKETS = 1000
 
 
@@ -107,8 +108,8 @@ def parse_link_url(url: str) -> LinkConfig:
             baud = int(query.pop("baud", DEFAULT_BAUD))
         except ValueError:
             raise LinkConfigError(f"{url}: baud must be a whole number") from None
-        if baud <= 0:
-            raise LinkConfigError(f"{url}: baud must be positive")
+        if not MIN_BAUD <= baud <= MAX_BAUD:  # pyserial overflowed past a C int (an audit), and 1 baud sends nothing
+            raise LinkConfigError(f"{url}: baud {baud} is outside {MIN_BAUD}..{MAX_BAUD}")
         if query:
             raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (serial takes baud=N, queue=N)")
         return LinkConfig(LinkKind.SERIAL, url, device=device, baud=baud, queue_packets=queue)
@@ -128,6 +129,8 @@ class LinkStats:
     tx_dropped: int = 0  # packets refused because an outgoing queue was full
     tx_unroutable: int = 0  # replies whose requester had gone (they still went out on the stream)
     rx_auth_refused: int = 0  # ZeroMQ with CURVE: handshakes refused (key not allowed, no or bad CURVE)
+    device_errors: int = 0  # serial: opens, reads and writes the device failed (an adapter unplugged, EIO)
+    reopens: int = 0  # serial: the device opened again after a loss
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -783,6 +783,11 @@ class SealingLink(GroundLink):
         self._masters_stamp: tuple[int, int, int] | None = None
 
     @property
+    def inner(self) -> GroundLink:
+        """The link it seals for (its device state, a serial line's, is that link's)."""
+        return self._link
+
+    @property
     def key_warning(self) -> str | None:
         """What is wrong with how the key file is kept, though it seals: a master key in it. Read
         from the file again if it changed since (the server's status asks from its own thread:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import termios
 from time import monotonic
 from typing import Any
 
@@ -42,6 +43,9 @@ REOPEN_INTERVAL_S = 1.0  # least time between two attempts to reopen a lost devi
 READ_CHUNK_BYTES = 65536  # one os.read; a UART at 115200 baud fills this in ~5.7 s
 MAX_READ_PER_CALL_BYTES = 4 * READ_CHUNK_BYTES  # bound one receive() so a flood cannot starve the loop
 WRITE_CHUNK_BYTES = 4096  # frames joined into one os.write, to save system calls on small packets
+# What a failing device raises: pyserial lets termios.error (not an OSError) through from tcsetattr and tcflush,
+# as an adapter dropping off the bus during a reopen gives (an audit: it escaped the agent's loop)
+DEVICE_ERRORS = (OSError, ValueError, termios.error)
 
 
 class _SerialEnd:
@@ -49,7 +53,9 @@ class _SerialEnd:
 
     kind = LinkKind.SERIAL
 
-    def __init__(self, config: LinkConfig):
+    def __init__(self, config: LinkConfig, wait_for_device: bool = False):
+        """``wait_for_device``: a device that does not open now is counted and tried again, as a lost one is
+        (the agent, and a ground server of several spacecraft); else its error is raised, as an OSError."""
         if not config.device:
             raise ValueError(f"{config.url}: a serial link needs a device path")
         if config.queue_packets < 1:
@@ -59,8 +65,6 @@ class _SerialEnd:
         self.deframer = Deframer()
         self.rx_wire_bytes = 0
         self.tx_wire_bytes = 0
-        self.device_errors = 0  # read/write/open failures of the device, each one counted
-        self.reopens = 0  # successful reopens after a loss
         self.last_error = ""
         self._queue: collections.deque[tuple[bytes, int]] = collections.deque()  # (frame, packet length)
         self._head_sent = 0  # bytes of the queue's first frame already written
@@ -68,7 +72,24 @@ class _SerialEnd:
         self._closed = False  # close() was called: stay closed
         self._next_open_s = 0.0
         self._ser: serial.Serial | None = None
-        self._open()  # a wrong path at start-up is loud; a later loss is not
+        try:
+            self._open()
+        except DEVICE_ERRORS as exc:
+            if not wait_for_device:  # a wrong path at start-up is loud
+                raise exc if isinstance(exc, OSError) else serial.SerialException(f"{config.device}: {exc}") \
+                    from None
+            self.stats.device_errors += 1
+            self.last_error = f"open {config.device}: {exc}"
+            self._next_open_s = monotonic() + REOPEN_INTERVAL_S
+
+    @property
+    def device_errors(self) -> int:
+        """Opens, reads and writes of the device that failed (in :class:`LinkStats`, so housekeeping has them)."""
+        return self.stats.device_errors
+
+    @property
+    def reopens(self) -> int:
+        return self.stats.reopens
 
     # --- port -------------------------------------------------------------------------------
 
@@ -93,17 +114,17 @@ class _SerialEnd:
         self._next_open_s = now + REOPEN_INTERVAL_S
         try:
             self._open()
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
-            self.device_errors += 1
+        except DEVICE_ERRORS as exc:  # SerialException is an OSError
+            self.stats.device_errors += 1
             self.last_error = f"reopen {self.config.device}: {exc}"
             return False
-        self.reopens += 1
+        self.stats.reopens += 1
         self.deframer.reset()  # a frame begun before the loss can never be finished
         return True
 
     def _lost(self, exc: Exception, during: str) -> None:
         """The device failed: count it, close it, retry later; queued output waits."""
-        self.device_errors += 1
+        self.stats.device_errors += 1
         self.last_error = f"{during} {self.config.device}: {exc}"
         self._release()
         self._next_open_s = monotonic() + REOPEN_INTERVAL_S
@@ -117,7 +138,7 @@ class _SerialEnd:
         if ser is not None:
             try:
                 ser.close()
-            except OSError:
+            except DEVICE_ERRORS:
                 pass  # the device is already gone; the descriptor is closed either way
 
     def close(self) -> None:
@@ -144,7 +165,7 @@ class _SerialEnd:
                 # pyserial's read(): one select(0) and one os.read; it also turns "readable
                 # but no data" (a vanished device) into SerialException.
                 data = self._ser.read(READ_CHUNK_BYTES)
-            except OSError as exc:
+            except DEVICE_ERRORS as exc:
                 self._lost(exc, "read")
                 break
             if not data:
@@ -276,4 +297,4 @@ class SerialGroundLink(_SerialEnd, GroundLink):
         self._forget_queue()
 
 
-__all__ = ["REOPEN_INTERVAL_S", "SerialFlightLink", "SerialGroundLink"]
+__all__ = ["DEVICE_ERRORS", "REOPEN_INTERVAL_S", "SerialFlightLink", "SerialGroundLink"]

@@ -31,20 +31,24 @@ def _with_curve(config: LinkConfig | str, curve: CurveKeys | None) -> LinkConfig
     return config
 
 
-def open_flight_link(config: LinkConfig | str, curve: CurveKeys | None = None) -> FlightLink:
-    """The agent's end; ``curve``: its CURVE server keys and allow-list (flight.link.curve.server_keys)."""
+def open_flight_link(config: LinkConfig | str, curve: CurveKeys | None = None,
+                     wait_for_device: bool = False) -> FlightLink:
+    """The agent's end; ``curve``: its CURVE server keys and allow-list (flight.link.curve.server_keys);
+    ``wait_for_device``: a serial device that does not open now is tried again, counted, not raised."""
     config = _with_curve(config, curve)
     if config.kind is LinkKind.ZMQ:
         return ZmqFlightLink(config)
-    return SerialFlightLink(config)
+    return SerialFlightLink(config, wait_for_device=wait_for_device)
 
 
-def open_ground_link(config: LinkConfig | str, curve: CurveKeys | None = None) -> GroundLink:
-    """A ground end; ``curve``: the agent's public key and this end's keys (flight.link.curve.client_keys)."""
+def open_ground_link(config: LinkConfig | str, curve: CurveKeys | None = None,
+                     wait_for_device: bool = False) -> GroundLink:
+    """A ground end; ``curve``: the agent's public key and this end's keys (flight.link.curve.client_keys);
+    ``wait_for_device`` as for :func:`open_flight_link`."""
     config = _with_curve(config, curve)
     if config.kind is LinkKind.ZMQ:
         return ZmqGroundLink(config)
-    return SerialGroundLink(config)
+    return SerialGroundLink(config, wait_for_device=wait_for_device)
 
 
 __all__ = [
