@@ -640,6 +640,25 @@ def test_a_flood_of_malformed_packets_is_said_a_few_a_period_and_every_one_count
     assert rig.send("NOOP").completed
 
 
+@pytest.mark.req("AGT-093")
+def test_acknowledgements_the_store_cannot_keep_are_said_once_until_one_is_kept(rig):
+    """Found in an audit: with the acknowledgement log unwritable, each of the ground's acknowledgements (one a
+    second in contact) gave its own STORE_ERROR."""
+    rig.advance(2)
+    store = rig.agent.downlink.store
+    log = store.dir / "acks.log"
+    if log.exists():
+        log.rename(store.dir / "acks.saved")
+    log.mkdir()  # a directory where the log is: every write of it fails
+    said = len(rig.events("STORE_ERROR"))
+    for _ in range(10):
+        rig.client.acknowledge_store()
+        rig.advance(1)
+    errors = rig.events("STORE_ERROR")[said:]
+    assert len(errors) == 1 and "acknowledgement not kept" in errors[0].args["reason"]
+    assert rig.agent.downlink.store_errors >= 10
+
+
 @pytest.mark.req("AGT-096")
 def test_an_unusable_store_costs_the_store_not_the_agent(tmp_path):
     (tmp_path / "store").write_text("a file where the store's directory should be")

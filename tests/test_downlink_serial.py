@@ -95,3 +95,33 @@ def test_after_a_stall_live_data_waits_behind_at_most_two_seconds_of_line_and_th
     assert client.latest["live_deferred"][0] > 0  # the stall pushed live packets into the store
     assert whole(hk_seen)  # every packet of the agent's APID made in the pause arrived, live or played back
     assert len(hk_seen) > len(live_in_pause)  # some of the pause came down only in playback
+
+
+@pytest.mark.req("LNK-005")
+def test_a_report_the_line_queue_refuses_is_counted_once_and_kept(line, tmp_path):
+    """Found in an audit: a command's report refused by a full serial queue was counted as two drops (the
+    stream's publish, then the reply through the same queue), though the store keeps it for playback."""
+    from flight.agent.agent import Agent
+    from flight.clock import SimClock
+    from flight.config import Config
+    from flight.link.interface import parse_link_url
+    from flight.link.serial_link import SerialFlightLink
+    from tests.inproc import T0_S, scripted_board
+
+    codec = Codec(DICTIONARY)
+    flight = SerialFlightLink(parse_link_url(f"serial://{line.a_path}?queue=5"))
+    agent = Agent(Config(state_dir=tmp_path / "state", hk_period_s=1.0, control_period_s=1.0, compute_enabled=False,
+                         store_fsync="loop"), link=flight, board=scripted_board(SimClock(T0_S)))
+    try:
+        agent.start()
+        agent.step(0)
+        line.pause()  # nobody reads: the pty's buffers fill, then the link's queue
+        while flight.queued_packets < 5:
+            agent.downlink.publish(codec.encode_event("COUNTERS_RESET", {}, T0_S))
+        dropped, held = flight.stats.tx_dropped, agent.downlink.store.stats.records
+        agent.downlink.reply("the sender", codec.encode_event("COUNTERS_RESET", {}, T0_S))
+        assert flight.stats.tx_dropped == dropped + 1
+        assert agent.downlink.store.stats.records == held + 1  # kept, to be played back
+    finally:
+        line.resume()
+        agent.close()

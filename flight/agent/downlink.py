@@ -162,6 +162,8 @@ class Downlink(Component):
         self._load_enabled()
         self.store_errors = 0
         self._error_reported = False
+        self._ack_error_reported = False  # STORE_ERROR said for the acknowledgements, until one is kept
+        self._link_refused = False  # the last publish was refused by the link's queue (not held back by the backlog)
         self._sync_error_reported = False
         self._read_error_reported = False
         self._read_refused = False  # a playback read refused during this look
@@ -206,8 +208,10 @@ class Downlink(Component):
         rate = self.link.line_rate_bps()
         if live and rate is not None and self.link.backlog_bytes() > LIVE_BACKLOG_S * rate:
             live = False
+        self._link_refused = False
         if live:
             live = self.link.publish(packet)
+            self._link_refused = not live
         if not live:
             self.live_deferred += 1
         if self._held is not None:
@@ -252,6 +256,8 @@ class Downlink(Component):
         """A report on the stream (and into the store), and to the command's sender directly
         unless the stream is known to reach it and took the report: one copy, not two."""
         live = self.publish(packet)
+        if self._link_refused and self.link.reply_shares_queue:
+            return  # the queue that refused it, refusing again: one drop counted, not two (an audit); it is stored
         if peer is not None and not (live and self.link.stream_reaches(peer)):
             self.link.reply(peer, packet)
 
@@ -293,7 +299,11 @@ class Downlink(Component):
                 self.store.acknowledge(r.as_tuple() for r in runs)
             except OSError as exc:
                 self.store_errors += 1
-                self._emit("STORE_ERROR", reason=f"acknowledgement not kept: {exc}")
+                if not self._ack_error_reported:  # once until one is kept again (an audit: an event a second)
+                    self._ack_error_reported = True
+                    self._emit("STORE_ERROR", reason=f"acknowledgement not kept: {exc}")
+            else:
+                self._ack_error_reported = False
         if not listening and self.store is not None:
             self._session = _Session(now, self.store.next_id)
             self._idle_until = -math.inf

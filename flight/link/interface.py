@@ -173,6 +173,10 @@ class FlightLink(abc.ABC):
         published needs no copy of its own to that sender (one copy a report, not two)."""
         return False
 
+    # True where a reply waits in the same outgoing queue as the stream (one line, one peer): a reply to a
+    # report the stream's queue refused would be refused, and counted, again
+    reply_shares_queue = False
+
     def flush(self) -> None:
         """Move queued output to the line; links that queue override this."""
 

@@ -267,6 +267,8 @@ class _SerialEnd:
 class SerialFlightLink(_SerialEnd, FlightLink):
     """The agent's end of a serial line: commands in, replies and telemetry out."""
 
+    reply_shares_queue = True
+
     def receive(self) -> list[Inbound]:
         return [Inbound(p) for p in self._receive_packets()]
 
