@@ -462,7 +462,8 @@ class RetentionPolicy:
     reports, and alarm acknowledgements: kept long) and ``plans`` (the agent's energy plans,
     TM(140,1): one every minute or two, each superseded within minutes, so a week by default,
     ~4 MB; the size limit bounds an agent that sends far more). Age is by packet time for
-    telemetry (received time where the packet had none), by the ground's clock for commands.
+    telemetry (received time where the packet had none) against the spacecraft's newest packet
+    time, never past the ground's clock (:meth:`Archive.retain`), by the ground's clock for commands.
     Size is the stored payload (blobs and text, plus ~40 bytes a row), which the file exceeds
     somewhat.
     """
@@ -898,7 +899,7 @@ class Archive:
                                       "SELECT max(t_last) FROM hk_chunks)").fetchone()[0]
             if newest is None:
                 return
-            since = newest - self.key_horizon_s
+            since = min(newest, time.time()) - self.key_horizon_s  # a packet dated ahead moves nothing
             added = 0
             rows = self._db.execute("SELECT sc, apid, seq_count, time_s FROM packets WHERE time_s >= ? AND "
                                     "apid IS NOT NULL AND seq_count IS NOT NULL", (since,)).fetchall()
@@ -940,7 +941,8 @@ class Archive:
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite rolls back itself on a full disk: ROLLBACK would then
+                        self._db.execute("ROLLBACK")  # raise "no transaction is active" over the cause (an audit)
                     self._forget_caches()  # rows inserted in the rolled-back transaction are gone
                 raise
             self._depth -= 1
@@ -1995,13 +1997,17 @@ class Archive:
     def retain(self, policy: RetentionPolicy | None = None, now_s: float | None = None) -> dict[str, dict[str, int]]:
         """Delete what ``policy`` no longer keeps; return ``{kind: {"deleted": n, "bytes": b}}``.
 
-        Per spacecraft and kind: first everything older than ``max_age_days`` before ``now_s``
-        (a sealed chunk goes when its newest packet is older), then the oldest until the kind's
-        stored bytes are under ``max_mb`` (10^6 bytes). ``deleted`` counts packets for
-        housekeeping, ``packets`` and ``plans``, events, and commands (their reports go with them; alarm
-        acknowledgements age out with ``commands``, gap records and pass rows with ``packets``).
-        Packet keys older than ``key_horizon_days`` before a spacecraft's newest go too (by
-        packet time, so simulated time ages them as it ages the packets). Then the
+        Per spacecraft and kind: first everything older than ``max_age_days`` (a sealed chunk goes
+        when its newest packet is older), then the oldest until the kind's stored bytes are under
+        ``max_mb`` (10^6 bytes). Telemetry ages by packet time against the spacecraft's own: its
+        newest packet time, never past ``now_s`` (the ground's clock). So a board whose clock is
+        behind (unset at 1970) or a simulation dated in the past keeps what it sends, and one packet
+        dated in the future moves nothing (an audit: telemetry of a board at 1970 was deleted minutes
+        after it came, and a packet of 2096 emptied the keys below). Commands age by the ground's
+        clock. ``deleted`` counts packets for housekeeping, ``packets`` and ``plans``, events, and
+        commands (their reports go with them; alarm acknowledgements age out with ``commands``, gap
+        records with ``packets``, pass rows by the ground's clock). Packet keys older than
+        ``key_horizon_days`` before the spacecraft's time go too. Then the
         freed pages go back to the file system (incremental vacuum, WAL checkpoint), unless
         called inside :meth:`batch`. Deleting a month of chunks takes a fraction of a second;
         readers are not blocked, writers wait.
@@ -2020,10 +2026,11 @@ class Archive:
             for kind in (*kinds.values(), *_OTHER_KINDS):
                 add(kind, 0, 0)
             for (sc,) in self._db.execute("SELECT id FROM spacecraft").fetchall():
+                sc_now = self._spacecraft_now(sc, now)
                 for sid, kind in kinds.items():
-                    self._retain_hk(sc, sid, kind, policy.rule(kind), now, add)
-                self._retain_rows(sc, policy, now, add)
-                self._retain_keys(sc, policy, now)
+                    self._retain_hk(sc, sid, kind, policy.rule(kind), sc_now, add)
+                self._retain_rows(sc, policy, now, sc_now, add)
+                self._retain_keys(sc, policy, now, sc_now)
         with self._lock:
             self._unsealed_hint.clear()
             if self._depth == 0:
@@ -2032,6 +2039,16 @@ class Archive:
                 self._db.executescript("PRAGMA incremental_vacuum;")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return result
+
+    def _spacecraft_now(self, sc: int, ground_now_s: float) -> float:
+        """The spacecraft's own time for ageing its telemetry: its newest packet time, never past the ground's
+        clock; the ground's clock where it has sent nothing with a time."""
+        newest = self._db.execute(
+            "SELECT max(t) FROM (SELECT max(t_last) AS t FROM hk_chunks WHERE sc = ?1 "
+            "UNION ALL SELECT max(time_s) FROM packets WHERE sc = ?1 AND sid IS NOT NULL "
+            "UNION ALL SELECT max(coalesce(time_s, received_s)) FROM packets WHERE sc = ?1 AND sid IS NULL "
+            "UNION ALL SELECT max(time_s) FROM events WHERE sc = ?1)", (sc,)).fetchone()[0]
+        return ground_now_s if newest is None or not math.isfinite(newest) else min(float(newest), ground_now_s)
 
     def _retain_hk(self, sc: int, sid: int, kind: str, rule: Retention, now: float,
                    add: Callable[[str, int, int], None]) -> None:
@@ -2057,18 +2074,16 @@ class Archive:
             self._delete_ids("hk_chunks", gone)
             add(kind, sum(of[cid][1] for cid in gone), sum(of[cid][0] for cid in gone))
 
-    def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float) -> None:
+    def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float) -> None:
         if not self._key_tables:
             return
-        newest = self._db.execute("SELECT max(time_ms) FROM packet_keys WHERE sc = ?", (sc,)).fetchone()[0]
-        if newest is not None:
-            self._db.execute("DELETE FROM packet_keys WHERE sc = ? AND time_ms < ?",
-                             (sc, newest - int(self.key_horizon_s * 1000.0)))
+        self._db.execute("DELETE FROM packet_keys WHERE sc = ? AND time_ms < ?",
+                         (sc, int((sc_now - self.key_horizon_s) * 1000.0)))
         if math.isfinite(policy.packets.max_age_days):
             self._db.execute("DELETE FROM passes WHERE sc = ? AND end_s < ?",
                              (sc, now - policy.packets.max_age_days * 86_400.0))
 
-    def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float,
+    def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float,
                      add: Callable[[str, int, int], None]) -> None:
         o = _ROW_OVERHEAD_BYTES
         # kind, table, time expression, size expression, extra condition
@@ -2088,7 +2103,7 @@ class Archive:
             gone: list[int] = []
             gone_bytes = 0
             if math.isfinite(rule.max_age_days):
-                cutoff = now - rule.max_age_days * 86_400.0
+                cutoff = (now if kind == "commands" else sc_now) - rule.max_age_days * 86_400.0
                 rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {when} < ?{extra}",  # noqa: S608
                                         (sc, cutoff)).fetchall()
                 gone = [r[0] for r in rows]

@@ -924,6 +924,58 @@ def test_retention_by_age_and_by_size_deletes_and_shrinks_the_file(tmp_path):
     archive.close()
 
 
+@pytest.mark.req("GND-008")
+def test_telemetry_ages_by_the_spacecrafts_own_time_and_a_packet_dated_ahead_moves_nothing(tmp_path):
+    """Found in an audit: retention aged packets by their time against the ground's clock, so a board whose
+    clock was unset (1970), or a simulation dated a month back, had its telemetry deleted minutes after it
+    came; and the packet keys were kept relative to the newest packet time, so one packet dated 2096 emptied
+    them and every packet played back after was archived twice."""
+    codec = Codec(DICTIONARY)
+    now = T0_S + 400 * 86_400.0
+    archive = Archive(tmp_path / "ground.sqlite", chunk_packets=8)
+    for i in range(20):  # a board at 1970: its packets' time, received now
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 1000.0 + i)), now + i)
+        archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i)), now + i)
+    archive.seal(force=True)
+    deleted = archive.retain(RetentionPolicy(), now_s=now + 30)
+    assert all(d["deleted"] == 0 for d in deleted.values()), deleted
+    assert len(archive.events()) == 20 and len(archive.query("uptime_s")["uptime_s"][0]) == 20
+    # What is old by the spacecraft's own time still goes: a week of events, by its clock
+    archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 99}, 1000.0 + 8 * 86_400.0)),
+                   now + 60)
+    archive.retain(RetentionPolicy.from_mapping({"events": {"max_age_days": 7}}), now_s=now + 90)
+    assert [e.args["token"] for e in archive.events()] == [99]
+    archive.close()
+
+    second = Archive(tmp_path / "keys.sqlite")
+    second.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 1}, 4.0e9)), now)  # 2096
+    raws = [codec.encode_event("PING_RECEIVED", {"token": i}, now + i) for i in range(10)]
+    for raw in raws:
+        second.record(decoded(codec, raw), now + 20)
+    second.retain(RetentionPolicy(), now_s=now + 30)
+    assert [second.record(decoded(codec, raw), now + 60) for raw in raws] == [None] * 10  # known: not again
+    assert len(second.events()) == 11
+    second.close()
+
+
+@pytest.mark.req("GND-008")
+def test_a_failure_sqlite_rolled_back_itself_is_raised_as_itself(tmp_path):
+    """Found in an audit: on a full disk SQLite rolls the transaction back itself, and the archive's own
+    ROLLBACK then raised "cannot rollback - no transaction is active" over the cause, which the server's
+    status showed as the retention error."""
+    import sqlite3
+
+    codec = Codec(DICTIONARY)
+    archive = Archive(tmp_path / "ground.sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        with archive._write():  # noqa: SLF001
+            archive._db.execute("ROLLBACK")  # noqa: SLF001 - what SQLite does on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+    assert archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 1}, T0_S)), T0_S)
+    assert len(archive.events()) == 1
+    archive.close()
+
+
 def test_retention_policy_from_toml_tables():
     policy = RetentionPolicy.from_mapping({"hk": {"max_mb": 100}, "AGENT_HK": {"max_age_days": 7},
                                            "commands": {"max_mb": math.inf}})

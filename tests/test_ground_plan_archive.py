@@ -156,13 +156,14 @@ def test_plans_age_out_under_their_own_retention_kind(tmp_path):
         archive.record(intake(codec, bad), T0_S, "sat-a")  # an invalid one is a bad packet: kept as such
     assert RetentionPolicy().rule("plans") == Retention(7.0, 64.0)
 
-    deleted = archive.retain(RetentionPolicy(), now_s=now)  # the defaults: a week of plans, 90 days of packets
-    assert deleted["plans"]["deleted"] == 2 * 23 and deleted["plans"]["bytes"] > 0
+    # The defaults: a week of plans, 90 days of packets, before each spacecraft's newest packet (day 29)
+    deleted = archive.retain(RetentionPolicy(), now_s=now)
+    assert deleted["plans"]["deleted"] == 2 * 22 and deleted["plans"]["bytes"] > 0
     assert deleted["packets"]["deleted"] == 0
     for sc in ("sat-a", "sat-b"):
-        assert [p.time_s for p in archive.plans(spacecraft=sc)] == [T0_S + d * DAY_S for d in range(23, 30)]
+        assert [p.time_s for p in archive.plans(spacecraft=sc)] == [T0_S + d * DAY_S for d in range(22, 30)]
         assert archive.latest_plan(sc).time_s == T0_S + 29 * DAY_S
-    assert archive.counts("sat-a")["other_packets"] == 7 + 30 + 1
+    assert archive.counts("sat-a")["other_packets"] == 8 + 30 + 1
     assert archive.counts("sat-a")["invalid_packets"] == 1
 
     # By size: the newest plans that fit; and a TOML table sets the kind like any other.
@@ -170,7 +171,7 @@ def test_plans_age_out_under_their_own_retention_kind(tmp_path):
     policy = RetentionPolicy.from_mapping({"plans": {"max_mb": 3.5 * one_plan_bytes / 1e6}})
     assert policy.rule("plans") == Retention(7.0, 3.5 * one_plan_bytes / 1e6)
     deleted = archive.retain(policy, now_s=now)
-    assert deleted["plans"]["deleted"] == 2 * 4
+    assert deleted["plans"]["deleted"] == 2 * 5
     assert [p.time_s for p in archive.plans(spacecraft="sat-b")] == [T0_S + d * DAY_S for d in range(27, 30)]
     assert archive.check() == []
     archive.close()
@@ -182,7 +183,8 @@ def test_plans_age_out_under_their_own_retention_kind(tmp_path):
     policy_file.write_text("[retention]\nplans = { max_age_days = 1 }\n")
     assert archive_cli("retain", "--db", str(path), "--policy", str(policy_file), "--now", str(now)) == 0
     with Archive(path, create=False) as again:
-        assert [p.time_s for p in again.plans(spacecraft="sat-a")] == [T0_S + 29 * DAY_S]
+        # a day before its newest (day 29): day 28 is at the cutoff, kept
+        assert [p.time_s for p in again.plans(spacecraft="sat-a")] == [T0_S + 28 * DAY_S, T0_S + 29 * DAY_S]
 
 
 def test_a_plan_round_trips_its_quantised_values_exactly_once_decoded():
