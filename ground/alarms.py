@@ -12,6 +12,7 @@ channel with no sample for ``stale_s`` is shown stale.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +93,22 @@ class AlarmManager:
         return limits
 
     def state(self, channel: str, value: Any) -> str:
+        """'nominal', 'warning' or 'critical'; 'missing' for no reading (nil, NaN) on a channel with limits,
+        which says nothing of them."""
         if channel not in self.dictionary.channel_by_name:
             return "nominal"
-        return self.limits(channel).state(value)
+        limits = self.limits(channel)
+        if (value is None or (isinstance(value, float) and math.isnan(value))) and limits.bounds():
+            return "missing"
+        return limits.state(value)
 
     def observe(self, channel: str, value: Any, t_s: float | None = None) -> str:
         """Take one sample; raise, escalate or clear the channel's alarm; return its limit state."""
         now = self.clock() if t_s is None else t_s
         self.last_seen[channel] = self.clock()
         state = self.state(channel, value)
+        if state == "missing":  # a sensor that stopped reading neither raises nor clears (an audit: a hot board
+            return state  # whose sensor then failed showed its alarm cleared and the channel nominal)
         alarm = self.alarms.get(channel)
         if state != "nominal":
             if alarm is None or alarm.cleared:

@@ -15,6 +15,7 @@ Tokens: ``sunlit-ground login`` keeps one per server in :func:`ground.auth.defau
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import threading
@@ -138,6 +139,9 @@ class ApiClient:
                               "(is `sunlit-ground server` running? --server URL)") from None
         except ValueError as exc:  # the URL or a header that http.client refuses (never echoed: a header holds the token)
             raise ServerError(f"{url}: the request could not be made ({type(exc).__name__})") from None
+        except http.client.HTTPException as exc:  # not HTTP (a banner port), or cut off mid-answer (an audit)
+            raise ServerError(f"{self.server} did not answer as a Sunlit ground server does ({type(exc).__name__}); "
+                              "is the --server URL right, and is the server still running?") from None
         try:
             return json.loads(raw or b"{}")
         except ValueError:

@@ -29,7 +29,8 @@ from ground.api import ServerError
 from ground.client import CommandTimeout, GroundClient
 
 WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "exit")
-COLOURS = {"nominal": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "stale": "\033[90m"}
+COLOURS = {"nominal": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "stale": "\033[90m",
+           "missing": "\033[90m"}
 RESET = "\033[0m"
 
 

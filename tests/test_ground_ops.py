@@ -43,6 +43,23 @@ def test_alarm_raises_latches_until_acknowledged_and_clears(tmp_path):
 
 
 @pytest.mark.req("GND-002")
+def test_a_channel_that_stops_reading_neither_raises_nor_clears_its_alarm(tmp_path):
+    """Found in an audit: an acknowledged alarm on a hot board cleared when its sensor then failed (the agent
+    sends nil), and the channel showed nominal. No reading (nil, NaN) is 'missing', and changes no alarm."""
+    am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"), clock=lambda: 0.0)
+    seen = []
+    am.listeners.append(lambda what, a: seen.append(what))
+    am.observe("temp_max_c", 90.0)
+    am.acknowledge("temp_max_c")
+    for value in (None, float("nan")):
+        assert am.observe("temp_max_c", value) == "missing" and am.state("temp_max_c", value) == "missing"
+    assert [a.state for a in am.active()] == ["warning"] and seen == ["raised", "acknowledged"]
+    assert am.observe("temp_max_c", 60.0) == "nominal" and not am.active() and seen[-1] == "cleared"
+    assert am.observe("temp_max_c", None) == "missing" and not am.active()  # nor raises one
+    assert am.state("power_mode", None) == "nominal"  # no limits: nothing to say
+
+
+@pytest.mark.req("GND-002")
 def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
     am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"))
     am.set_limits("temp_max_c", warn_high=70.0)

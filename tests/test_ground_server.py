@@ -804,3 +804,41 @@ def test_a_viewer_at_the_console_is_told_no_and_the_console_goes_on(ground):
     text = out.getvalue()
     assert "PING: not queued: vera is a viewer" in text and "not acknowledged: vera is a viewer" in text, text
     assert "PING queued on the server" in text and "[SAFE |" in text, "the console went on after the refusals"
+
+
+@pytest.mark.req("GND-025")
+@pytest.mark.parametrize("answer", [b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f",  # a ZMTP greeting, not HTTP
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":"])  # cut off
+def test_a_server_url_that_answers_something_else_is_said_not_a_traceback(answer, tmp_path):
+    """Found in an audit: --server pointed at a port that answers bytes that are not HTTP (another service's
+    banner), or a server killed mid-answer, printed http.client's BadStatusLine or IncompleteRead traceback."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(ServerError, match="did not answer as a Sunlit ground server does"):
+            ApiClient(f"http://127.0.0.1:{port}").get("/api/status")
+        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        env.pop("SUNLIT_GROUND_TOKEN", None)
+        done = run_cli("--server", f"http://127.0.0.1:{port}", "login", "--user", "alice", "--password-stdin",
+                       env=env, stdin="secret\n")
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert "did not answer as a Sunlit ground server does" in done.stderr
+    finally:
+        listener.close()
