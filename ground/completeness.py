@@ -46,6 +46,10 @@ MAX_PASSES = 500
 BOOT_TOLERANCE_MS = 1000  # a boot's start from packet time minus uptime: good to the clock's adjustments
 PRUNE_EVERY = 4096  # keys added between looks at the horizon
 WRAP_MARGIN = 256  # a count this close to 2**14 followed by one this close to 0 is a wrap, not a boot
+# A count that goes back, with no boot known between, is a wrap past lost packets where that many could have
+# been sent in the time between (an audit: 700 lost across the wrap counted as none); more than this many a
+# second is a boot the tracker was not told of (its counts began again at 0). The agent sends far fewer.
+MAX_PACKETS_PER_S = 1000.0
 
 
 def packet_key(apid: int, seq_count: int, time_s: float) -> tuple[int, int, int]:
@@ -315,8 +319,8 @@ class CompletenessTracker:
 
     def gaps(self, apid: int | None = None, from_ms: int | None = None, to_ms: int | None = None) -> list[Gap]:
         """Sequence counts missing between packets received (both within [from_ms, to_ms] when
-        given), per APID in packet-time order; not across a boot (a count going back that is not
-        a wrap, or a boot the tracker was told of)."""
+        given), per APID in packet-time order; not across a boot (one the tracker was told of, or a
+        count going back further than :data:`MAX_PACKETS_PER_S` could explain as a wrap)."""
         out: list[Gap] = []
         for a in ([apid] if apid is not None else self.apids()):
             order = self._sorted(a)
@@ -328,9 +332,10 @@ class CompletenessTracker:
                 missing = (cs - ps - 1) & MAX_SEQ_COUNT
                 if missing == 0 or cs == ps:
                     continue
-                if cs < ps and not (ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN):
-                    continue  # back to a low count, later: a new boot
                 pt, ct = _time(prev), _time(cur)
+                if cs < ps and not (ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN) \
+                        and missing > MAX_PACKETS_PER_S * max(ct - pt, 1) / 1000.0:
+                    continue  # back, more than the time between could have sent: a new boot
                 b = bisect_right(self._boots, pt)
                 if b < len(self._boots) and self._boots[b] <= ct + BOOT_TOLERANCE_MS:
                     continue  # a boot between them: its counts began again at 0

@@ -31,6 +31,7 @@ from tests.test_ground_archive import AGENT_HK, T0_S, agent_hk_values, archive_c
 
 AGENT = int(Apid.AGENT)
 COMPUTE = int(Apid.COMPUTE)
+FILES = int(Apid.FILES)
 
 
 def hk_packets(codec: Codec, n: int, t0_s: float = T0_S) -> list[bytes]:
@@ -105,6 +106,15 @@ def test_gaps_are_found_per_apid_in_time_order_and_never_across_a_boot():
         tracker.add(COMPUTE, seq, ms, 4.0)
     assert tracker.gaps(COMPUTE) == [Gap(COMPUTE, 0, 1, 20001, 20003)]
     assert tracker.gaps(COMPUTE, from_ms=20002) == [], "a window holds only gaps between packets inside it"
+
+    # Found in an audit: 700 lost across the wrap (a store that overflowed), with no boot between, counted as
+    # none; they are a gap where the time between could have sent them, and a boot where it could not.
+    for seq, ms in ((15999, 100_000), (316, 240_000)):  # 140 s: 5 packets a second
+        tracker.add(FILES, seq, ms, 5.0)
+    assert tracker.gaps(FILES) == [Gap(FILES, 16000, 700, 100_000, 240_000)]
+    for seq, ms in ((8000, 300_000), (3, 300_500)):  # 8380 in half a second: the agent restarted
+        tracker.add(FILES, seq, ms, 6.0)
+    assert tracker.gaps(FILES, from_ms=300_000) == []
 
 
 @pytest.mark.req("GND-040")
