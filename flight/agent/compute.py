@@ -427,7 +427,8 @@ class ComputeSupervisor(Component):
         a = req.args
         _plain_names(req)
         return self._new_job({"steps": a["steps"], "batch_size": a["batch_size"],
-                              "checkpoint_every": a["checkpoint_every"], "lr": a["lr"], "priority": 9},
+                              "checkpoint_every": a["checkpoint_every"], "lr": a["lr"], "classes": a["classes"],
+                              "priority": 9},
                              JobKind.TRAINING, a["dataset"])
 
     def _model_install(self, req: CommandRequest) -> Deferred:

@@ -58,6 +58,7 @@ class JobSpec:
     batch_size: int = 64
     checkpoint_every: int = 50
     lr: float = 0.001
+    classes: int = 2  # training: the model's outputs; labels outside 0..classes-1 are bad samples
 
     def __post_init__(self) -> None:
         if self.kind is JobKind.NONE:

@@ -469,7 +469,7 @@ class Worker:
         self.train_restores = 0
         self.train_saa_checkpoints = 0
         self.train_checkpoints_refused = 0
-        self._refusal_event_at = -math.inf
+        self._refusal_event_at: dict[int, float] = {}  # job id -> when its last TRAIN_STEP_REFUSED was said
         self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
@@ -2292,13 +2292,15 @@ class Worker:
             if y is None:
                 raise ValueError(f"data set {job.name} has no labels (y) to train on")
             x = x.reshape(len(x), -1)
-            spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(int(y.max()) + 1)))
+            # The classes the command gave, not the data's largest label (an audit: one label of 7 made a model of 8
+            # outputs, vouched for; one of 100000, a worker of 950 MB): a label past them is a bad sample, refused
+            spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(job.classes)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
             tjob = TrainingJob(trainer, x, y, plan, self._checkpoint_path(job.job_id),
                                on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args),
                                clock=self.clock_s,
-                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, int(y.max()) + 1]})
+                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, job.classes]})
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
@@ -2327,11 +2329,14 @@ class Worker:
                        "receipt": receipt.receipt(), "steps_refused": tjob.status.steps_refused,
                        "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
             write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
-            self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}, model {out.name}")
+            refused = f", {tjob.status.steps_refused} steps refused" if tjob.status.steps_refused else ""
+            self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}{refused}, "
+                                             f"model {out.name}")
 
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
+        self._refusal_event_at.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
         self._results.pop(job.job_id, None)
@@ -2409,8 +2414,10 @@ class Worker:
         if kind == "step_refused":
             self.train_steps_refused += 1
             now = time.monotonic()
-            if now - self._refusal_event_at >= CHECK_EVENT_MIN_S:  # a bad sample is refused twice an epoch
-                self._refusal_event_at = now
+            # A bad sample is refused twice an epoch: at most one event each CHECK_EVENT_MIN_S, per job (an audit: one
+            # job's events silenced another's), and JOB_DONE counts them all
+            if now - self._refusal_event_at.get(job_id, -math.inf) >= CHECK_EVENT_MIN_S:
+                self._refusal_event_at[job_id] = now
                 self.event("TRAIN_STEP_REFUSED", job_id=job_id, step=args["step"], reason=str(args["reason"])[:200],
                            in_row=args["in_row"])
         elif kind == "restored":

@@ -372,12 +372,15 @@ COMMANDS = (
         "Queue an on-board training job (an MLP trained by ONNX Runtime step graphs) on a named data set; "
         "checkpointed, paused and resumed by the power manager, never loses more than checkpoint_every steps.",
         (
-            Argument("dataset", ValueSpec(T.STRING, max_len=64), "Data set name (an .npz with x and y)"),
+            Argument("dataset", ValueSpec(T.STRING, max_len=64), "Data set name: data/NAME.npz with x and y, or a "
+                     "tile set as the use case ships it (tiles_dn, labels)"),
             Argument("steps", ValueSpec(T.U32, "count", 1, 10_000_000), "Training steps to run"),
             Argument("batch_size", ValueSpec(T.U16, "count", 1, 4096), "Samples per step", default=64),
             Argument("checkpoint_every", ValueSpec(T.U32, "count", 1, 1_000_000), "Steps between checkpoints",
                      default=50),
             Argument("lr", ValueSpec(T.F64, "", 1e-6, 1.0), "Adam learning rate", default=0.001),
+            Argument("classes", ValueSpec(T.U16, "count", 2, 1024), "Classes the model outputs: a sample labelled "
+                     "outside 0 to classes-1 is refused as a bad one, never a wider model", default=2),
         ),
     ),
     Command(
