@@ -101,6 +101,27 @@ def test_class_2_completes_through_ten_percent_loss_both_ways(tmp_path, seed):
     assert pair.board.counts()["bytes_out"] > len(data)  # lost segments went again
 
 
+@pytest.mark.req("FIL-001")
+def test_a_file_replaced_while_it_goes_arrives_whole_as_it_was_when_it_started(tmp_path):
+    """Found in an audit: a running training job's checkpoint, replaced atomically every few steps, was read
+    again by name for each segment, and failed its checksum on the ground at every try. A file is sent from a
+    snapshot taken when its transaction starts; the snapshot goes when the transfer ends."""
+    pair = Pair(tmp_path)
+    path = tmp_path / "b/products/job.ck"
+    first = os.urandom(300_000)
+    path.write_bytes(first)
+    t = pair.board.put("products/job.ck", "downlink/job.ck", cls=2)
+    for i in range(20):  # the writer replaces it while it goes: temporary file, then rename
+        pair.run(0.2, stop_when_idle=False)
+        (tmp_path / "b/products/.job.ck.tmp").write_bytes(os.urandom(300_000 + i))
+        os.replace(tmp_path / "b/products/.job.ck.tmp", path)
+    pair.run(120)
+    assert pair.board.find(t.id).state == "done" and pair.board.find(t.id).sha256 == sha(first)
+    assert (tmp_path / "g/downlink/job.ck").read_bytes() == first
+    pair.board.pull(10)  # the next look for work lets the snapshot go
+    assert not (tmp_path / "b/.partial/send.snapshot").exists()
+
+
 @pytest.mark.req("FIL-003")
 def test_nothing_appears_under_its_name_before_the_file_is_whole(tmp_path):
     pair = Pair(tmp_path)

@@ -294,7 +294,8 @@ class FileEntity:
             positive_ack_timer_expiration_limit=self.config.ack_limit, check_limit=2,
             disposition_on_cancellation=True, immediate_nak_mode=True,
             nak_timer_interval_seconds=self.config.nak_timer_s, nak_timer_expiration_limit=self.config.nak_limit)])
-        self._source = SourceHandler(self._local, _User(self, ConfinedFilestore(self.root, self.read_tops)),
+        self._send_store = ConfinedFilestore(self.root, self.read_tops)
+        self._source = SourceHandler(self._local, _User(self, self._send_store),
                                      self._remotes, _CheckTimers(self.config.check_timer_s), self._seq)
         self._source_user: _User = self._source.user  # type: ignore[assignment]
 
@@ -587,14 +588,16 @@ class FileEntity:
         return len(self._data) > before
 
     def _start_next(self) -> bool:
+        self._send_store.release()  # no transfer goes out now: the last one's snapshot goes (its disk with it)
         while self._queue:
             _, _, tid = heapq.heappop(self._queue)
             transfer = self.transfers.get(tid)
             if transfer is None or transfer.settled:
                 continue
-            try:
-                sha = _sha256_file(resolve(self.root, transfer.source, self.read_tops, "source"))
+            try:  # the version sent, held as it is now: a file replaced while it goes is sent whole as it was
+                sha = _sha256_file(self._send_store.snapshot(transfer.source))
             except (OSError, NameRefused) as exc:
+                self._send_store.release()
                 self._settle(transfer, "failed", f"source {transfer.source!r}: {exc}")
                 continue
             request = PutRequest(

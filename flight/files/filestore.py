@@ -11,6 +11,12 @@ filestore rejection.
 Received files are never written at their final name: a transaction writes into its own
 partial file (``.partial/`` under the root) and the entity moves it into place, after an fsync
 and the checksum, only when the transfer is complete (:class:`ReceivingFilestore`).
+
+A file sent is read from a snapshot taken when its transaction starts (a hard link under
+``.partial/``, :meth:`ConfinedFilestore.snapshot`): a file its writer replaces atomically while
+it goes (a running training job's checkpoint, every few steps) is sent as it was, whole, and its
+SHA-256 and checksum are that version's (found in an audit: read again by name for each segment,
+such a file failed its checksum on the ground at every try).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from spacepackets.cfdp import ChecksumType
 MAX_DEPTH = 4
 MAX_NAME_LEN = 200
 PARTIAL_DIR = ".partial"
+SEND_SNAPSHOT = "send.snapshot"  # under PARTIAL_DIR: the file the current outgoing transaction sends
 PART_CHARS = 128  # one part of a name (between '/'), at most
 _PART = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.+-]{{0,{PART_CHARS - 1}}}$")
 
@@ -93,9 +100,35 @@ class ConfinedFilestore(NativeFilestore):
         super().__init__()
         self.root = Path(root)
         self.read_tops = read_tops
+        self._snapshot: tuple[str, Path] | None = None  # (the name sent, its snapshot)
+
+    def snapshot(self, name: str) -> Path:
+        """Hold ``name`` as it is now for the transaction that sends it (a hard link: the version a writer's
+        atomic replace unlinks stays readable); what is read of ``name`` from now on is that version, until
+        :meth:`release`. Where no hard link can be made (another file system), the name is read as it is."""
+        self.release()
+        path = resolve(self.root, name, self.read_tops, "source")
+        snap = self.root / PARTIAL_DIR / SEND_SNAPSHOT
+        try:
+            snap.parent.mkdir(exist_ok=True)
+            snap.unlink(missing_ok=True)
+            os.link(path, snap, follow_symlinks=True)
+        except OSError:
+            return path
+        self._snapshot = (name, snap)
+        return snap
+
+    def release(self) -> None:
+        """Let the snapshot go (the transaction ended, or another starts)."""
+        if self._snapshot is not None:
+            self._snapshot[1].unlink(missing_ok=True)
+            self._snapshot = None
 
     def _path(self, file: Path) -> Path:
-        return resolve(self.root, str(file).replace(os.sep, "/"), self.read_tops)
+        name = str(file).replace(os.sep, "/")
+        if self._snapshot is not None and name == self._snapshot[0]:
+            return self._snapshot[1]
+        return resolve(self.root, name, self.read_tops)
 
     def read_data(self, file: Path, offset: int | None, read_len: int | None = None) -> bytes:
         return _read(self._path(file), offset, read_len)
