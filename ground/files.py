@@ -472,7 +472,8 @@ class GroundFiles:
         return record
 
     def _judge(self, record: FileRecord) -> None:
-        """A file come down from the agent's products/ is read as a product at once (ground/receipts.py):
+        """A file come down from the agent's products/ (or a training checkpoint from its checkpoints/) is read
+        as a product at once (ground/receipts.py):
         its verdict is the record's ``product`` and its reason, so the file list, the web console and the
         archive (the reason is its outcome) say whether the board vouches for it, without the operator
         fetching it. It runs in the link's thread: ground/receipts.py bounds what it reads (a product's

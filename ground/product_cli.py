@@ -12,7 +12,8 @@ statuses: those are in the ``.npz``). A product is vouched for when every tile w
 passed, by checks that see a fault in the weights too (the checksum pass, or scrubbed weights:
 double runs and range checks alone do not), and its receipt agrees with itself, its header and its
 tiles; a training product (its summary, the trained model beside it) when that model is the one its
-receipt names, its steps guarded by the step checks it counts. Exit codes: 0 every product vouched
+receipt names, its steps guarded by the step checks it counts; a training checkpoint (``.ck``) when its
+digests hold and its receipt names the state it holds. Exit codes: 0 every product vouched
 for, 1 one or more not (a failed, unchecked or partly checked tile, tiles passed by checks that
 cannot see the weights, a receipt that contradicts itself, its header or its tiles, a receipt of a
 version newer than this ground reads (update the ground software), a trained model not beside its
@@ -62,7 +63,8 @@ def add_product_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = product.add_subparsers(dest="product_cmd", required=True)
     show = sub.add_parser("show", help="each product's model, protection, checks and environment, and whether "
                           "the board vouches for it")
-    show.add_argument("paths", nargs="+", metavar="PATH", help="a product's .npz or its .json summary")
+    show.add_argument("paths", nargs="+", metavar="PATH", help="a product's .npz or its .json summary, or a "
+                      "training checkpoint (.ck)")
     show.add_argument("--json", action="store_true", help="as JSON: header, receipt, verdict")
     show.set_defaults(func=_cmd_show)
     return product

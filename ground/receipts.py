@@ -17,7 +17,10 @@ the environment (flux class, scrub age) is the board's own prediction from its T
 measurement (docs/architecture.md, "Radiation").
 
 A training product is the model the board trained and its ``.json`` summary (:class:`TrainingReceipt`):
-vouched for when the model file beside the summary is the one its receipt names.
+vouched for when the model file beside the summary is the one its receipt names. A training checkpoint
+(``checkpoints/jobNNNNN.ck``, the state a running job resumes from, downlinked as products are) carries its
+receipt in its header (:class:`CheckpointReceipt`): vouched for when its digests hold and its receipt
+names the state it holds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from typing import Any
 import numpy as np
 
 from flight.compute.abft import PRECISIONS
+from flight.compute.checkpoint import MAGIC as CHECKPOINT_MAGIC
+from flight.compute.checkpoint import MAGIC_V1 as CHECKPOINT_MAGIC_V1
+from flight.compute.checkpoint import checkpoint_header
+from flight.storage import CorruptFile
 from flight.compute.checks import FAILED, PASSED, RECEIPT_VERSION, UNCHECKED, check_status_of
 from flight.link.definitions import FluxClass, Protection
 
@@ -252,6 +259,95 @@ class TrainingReceipt:
                 "receipt": self.receipt}
 
 
+@dataclass(frozen=True)
+class CheckpointReceipt:
+    """A training checkpoint, as checked by :func:`read_product`: the state (weights and optimizer) a running
+    job last wrote, with the receipt the worker gave it. Like a trained model's, its weights are guarded by
+    the step checks, not scrubbed; it is vouched for when its digests hold (it is the state as written), its
+    receipt names that state and agrees with itself."""
+
+    path: str
+    step: int
+    data_set: str
+    steps_refused: int
+    restores: int
+    saa_checkpoints: int
+    receipt: dict[str, Any]
+    state_sha256: str
+    disagreements: tuple[str, ...] = field(default=())
+    unknown_fields: tuple[str, ...] = field(default=())
+
+    @property
+    def newer(self) -> bool:
+        return self.receipt["receipt_version"] > RECEIPT_VERSION
+
+    @property
+    def vouched(self) -> bool:
+        return not self.disagreements and not self.newer
+
+    def verdict(self) -> str:
+        if self.newer:
+            return _newer_verdict(self.receipt["receipt_version"], self.unknown_fields, self.disagreements)
+        if self.disagreements:
+            return "NOT VOUCHED: the checkpoint contradicts itself (" + "; ".join(self.disagreements) + ")"
+        return (f"VOUCHED: the training state as the board wrote it at step {self.step}, its steps guarded by the "
+                "step checks")
+
+    def lines(self) -> list[str]:
+        r = self.receipt
+        lat = " unknown" if r["lat_deg"] is None else f" {r['lat_deg']:.1f} deg"
+        where = " (some of it in the SAA)" if r["in_saa"] and r["flux_class"] != FluxClass.SAA.value else ""
+        return [
+            f"{self.path}",
+            f"  checkpoint   training on {self.data_set}: the state at step {self.step} (weights, optimizer)",
+            f"  step checks  {self.steps_refused} steps refused, {self.restores} checkpoints loaded again, "
+            f"{self.saa_checkpoints} checkpoints before the SAA",
+            f"  state        sha256 {self.state_sha256[:16]}..., {r['provider']}, protection {r['protection']}",
+            f"  environment  {r['flux_class']} while it trained{where}, latitude when written{lat}: "
+            f"{r['flux_source']}",
+            f"  {self.verdict()}",
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": "checkpoint", "step": self.step, "data_set": self.data_set,
+                "steps_refused": self.steps_refused, "restores": self.restores,
+                "saa_checkpoints": self.saa_checkpoints, "state_sha256": self.state_sha256, "vouched": self.vouched,
+                "verdict": self.verdict(), "disagreements": list(self.disagreements),
+                "unknown_fields": list(self.unknown_fields), "receipt": self.receipt}
+
+
+def _read_checkpoint(data: bytes, where: str) -> CheckpointReceipt:
+    """A training checkpoint (flight/compute/checkpoint.py): its header read, its digests checked, its arrays
+    not unpacked."""
+    try:
+        header, _payload = checkpoint_header(data, where)
+    except CorruptFile as exc:
+        raise ProductError(f"{exc}: damaged, or not as the board wrote it") from None
+    if "receipt" not in header:
+        raise ProductError(f"{where}: the checkpoint has no receipt (written before checkpoints carried one)")
+    receipt = check_receipt(header["receipt"], where)
+    meta, step = header.get("meta"), header.get("step")
+    if not isinstance(meta, dict) or not _is_count(step):
+        raise ProductError(f"{where}: header 'meta' or 'step' is not what the board writes")
+
+    def count(key: str) -> int:
+        v = meta.get(key)
+        if not _is_count(v):
+            raise ProductError(f"{where}: header meta {key!r} is {'missing' if v is None else repr(v)[:60]}, "
+                               "not a count")
+        return v
+
+    job = meta.get("job")
+    data_set = job.get("data_set") if isinstance(job, dict) else None
+    if not isinstance(data_set, str) or len(data_set) > 200:
+        raise ProductError(f"{where}: header meta 'job' names no data set")
+    _printable(data_set, where, "header meta 'job.data_set'")
+    found = list(_disagreements(receipt, header["sha256"], 0))  # no tile: every count 0, status unchecked
+    return CheckpointReceipt(where, step, data_set, count("steps_refused"), count("restores"),
+                             count("saa_checkpoints"), receipt, header["sha256"], tuple(found),
+                             _unknown_fields(header["receipt"]))
+
+
 def _first(values: list[Any], shown: int) -> str:
     """``values`` for a line: the first ``shown`` of them, then how many more."""
     more = f" and {len(values) - shown} more" if len(values) > shown else ""
@@ -434,10 +530,10 @@ def _disagreements(receipt: dict[str, Any], header_sha256: str, tiles: int,
     return tuple(out)
 
 
-def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
+def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt | CheckpointReceipt:
     """The product at ``path`` (its ``.npz``, or its ``.json`` summary; a training product's summary,
-    with the trained model beside it) with its receipt checked; :class:`ProductError` for a file that is
-    not one."""
+    with the trained model beside it; a training checkpoint) with its receipt checked; :class:`ProductError`
+    for a file that is not one."""
     p = Path(path)
     where = str(p)
     try:
@@ -451,6 +547,8 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
         raise ProductError(f"{where}: {exc.strerror or exc}") from None
     if data[:4] == b"PK\x03\x04":
         return _read_npz(data, where)
+    if data[:8] in (CHECKPOINT_MAGIC, CHECKPOINT_MAGIC_V1):
+        return _read_checkpoint(data, where)
     if len(data) > MAX_SUMMARY_BYTES:
         raise ProductError(f"{where}: {len(data)} bytes, more than a summary's {MAX_SUMMARY_BYTES} (and not an .npz)")
     try:
@@ -475,11 +573,14 @@ def read_product(path: str | Path) -> ProductReceipt | TrainingReceipt:
 PRODUCTS_DIR = "products/"
 """Where the agent keeps its products (flight/compute/worker.py): a file that comes down from there named
 ``.npz`` or ``.json`` is read as one (:func:`product_verdict`)."""
+CHECKPOINTS_DIR = "checkpoints/"
+"""Where its training jobs keep their checkpoints: a ``.ck`` from there is read as one."""
 
 
 def is_product_name(remote: str) -> bool:
-    """Whether the agent's name for a file is a product's or its summary's."""
-    return remote.startswith(PRODUCTS_DIR) and remote.endswith((".npz", ".json"))
+    """Whether the agent's name for a file is a product's, its summary's or a training checkpoint's."""
+    return (remote.startswith(PRODUCTS_DIR) and remote.endswith((".npz", ".json"))) or \
+        (remote.startswith(CHECKPOINTS_DIR) and remote.endswith(".ck"))
 
 
 def product_verdict(path: str | Path, shown_as: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from flight.compute.checks import FAILED, PASSED, RECEIPT_VERSION, UNCHECKED
 from flight.compute.usecase.shipped import MODEL_NAME, load_held_out
 from flight.link.definitions import Admission, FluxClass, JobKind
 from ground.cli import main
-from ground.receipts import ProductError, read_product
+from ground.receipts import ProductError, is_product_name, read_product
 from tests.model_helpers import WorkerBench
 
 TILES = load_held_out().tiles.astype(np.float32)
@@ -407,3 +407,51 @@ def test_the_npz_names_its_failed_and_unchecked_tiles_and_the_summary_says_where
     assert code == 1 and "per tile     statuses in the .npz, not read from this summary" in out
     (made,) = json.loads(show(capsys, "--json", products["failed"].with_suffix(".json"))[1])
     assert made["failed_tiles"] is None and made["unchecked_tiles"] is None
+
+
+@pytest.mark.req("GND-058", "RAD-104")
+def test_a_training_checkpoint_carries_its_receipt_and_is_vouched_for_by_its_digests(capsys, tmp_path):
+    """Found in an audit: the checkpoints a running training job writes, downlinked as products are, had no
+    receipt, and product show refused them ('more than a summary'). Each carries one in its header (the
+    state's SHA-256, the protection and provider, the environment the agent predicted); the ground reads it
+    without unpacking the arrays, vouches for it when its digests hold, and refuses one damaged or one
+    written before checkpoints had receipts, naming why."""
+    from flight.compute.checkpoint import Checkpoint, encode_checkpoint
+
+    bench = WorkerBench(tmp_path / "compute", allow_unsigned=True)
+    try:
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 8, 1.0, None, "test", radiation=SAA,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
+        rng = np.random.default_rng(1)
+        (bench.root / "data").mkdir(parents=True, exist_ok=True)
+        np.savez(bench.root / "data" / "toy.npz", x=rng.normal(size=(256, 12)).astype(np.float32),
+                 y=rng.integers(0, 2, 256))
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(6, JobKind.TRAINING, "toy", steps=100_000,
+                                                                  batch_size=16, checkpoint_every=8)))
+        assert reply.ok, reply.reason
+        ck = bench.root / "checkpoints" / "job00006.ck"
+        for _ in range(200):
+            if ck.exists():
+                break
+            bench.worker.work_slice()
+        data = ck.read_bytes()
+    finally:
+        bench.close()
+    down = tmp_path / "job00006.ck"
+    down.write_bytes(data)
+    code, out, err = show(capsys, down)
+    assert code == 0 and err == "", err
+    assert "checkpoint   training on toy: the state at step " in out and "environment  SAA while it trained" in out
+    assert "VOUCHED: the training state as the board wrote it at step" in out and "protection none" in out
+    receipt = read_product(down)
+    assert receipt.vouched and receipt.receipt["model_sha256"] == receipt.state_sha256 and receipt.step >= 8
+    assert is_product_name("checkpoints/job00006.ck")  # judged as it comes down, as products are
+
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x10
+    (tmp_path / "damaged.ck").write_bytes(bytes(damaged))
+    code, out, err = show(capsys, tmp_path / "damaged.ck")
+    assert code == 2 and "SHA-256 mismatch" in err and "damaged, or not as the board wrote it" in err
+    (tmp_path / "old.ck").write_bytes(encode_checkpoint(Checkpoint(8, {"w": np.zeros(3)}, {"job": {}})))
+    code, out, err = show(capsys, tmp_path / "old.ck")
+    assert code == 2 and "has no receipt (written before checkpoints carried one)" in err

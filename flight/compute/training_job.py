@@ -193,15 +193,19 @@ class TrainingJob:
         on_event: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         identity: Mapping[str, Any] | None = None,
+        receipt: Callable[[str, TrainingStatus], dict[str, Any]] | None = None,
     ):
         """``identity``: what else makes this job the one it is (the worker's: data set name, learning
         rate, layers), JSON-able; with the plan and a digest of ``x`` and ``y`` it is kept in each
-        checkpoint, and a checkpoint of another job under the same path is not resumed."""
+        checkpoint, and a checkpoint of another job under the same path is not resumed. ``receipt``:
+        each checkpoint's receipt, from its state's SHA-256 and the job's status then (the worker's: a
+        checkpoint goes down as a product does)."""
         self.trainer, self.x, self.y, self.plan = trainer, x, y, plan
         self.identity = job_identity(x, y, plan, identity)
         self.checkpoint_path = Path(checkpoint_path)
         self.cursor = DataCursor(len(x), plan.batch_size, plan.seed)
         self.status = TrainingStatus()
+        self._receipt = receipt
         self._event = on_event or (lambda *a, **k: None)
         self._clock = clock
         self._correct = 0.0
@@ -294,7 +298,9 @@ class TrainingJob:
                                 "saa_entry_unix_s": self._saa_entry_at,
                                 "worst_flux": self.status.worst_flux.value if self.status.worst_flux else None,
                                 "in_saa": self.status.in_saa, **counts}
-        save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, arrays, meta))
+        receipt = self._receipt
+        save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, arrays, meta),
+                        None if receipt is None else lambda sha256: receipt(sha256, self.status))
         mark = getattr(self.trainer, "mark", None)
         if mark is not None:
             mark(arrays)  # the state written is what the next one is held to

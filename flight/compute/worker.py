@@ -140,7 +140,7 @@ from flight.compute.store import (
     Provenance,
 )
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
-from flight.compute.training_job import TrainingJob, TrainingPlan
+from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
 from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
@@ -2300,7 +2300,8 @@ class Worker:
             tjob = TrainingJob(trainer, x, y, plan, self._checkpoint_path(job.job_id),
                                on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args),
                                clock=self.clock_s,
-                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, job.classes]})
+                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, job.classes]},
+                               receipt=self._training_receipt)
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
@@ -2317,21 +2318,25 @@ class Worker:
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             data = model.SerializeToString()
             write_atomic(out, data)
-            # Its receipt: training weights change every step, so nothing scrubs them; the step checks
-            # (training/guard.py) guard them instead, and the summary counts what they refused. The
-            # trainer's sessions run on the CPU provider.
-            # Its environment: the worst the agent predicted while it ran (TrainingJob.radiation_tick, kept
-            # with its checkpoints), as an inference product's is over its batches; the latitude at the end.
-            receipt = ProductChecks(hashlib.sha256(data).hexdigest(), Protection.NONE, CPU)
-            receipt.add_batch(0, None, flux=tjob.status.worst_flux or FluxClass.UNKNOWN, in_saa=tjob.status.in_saa,
-                              lat_deg=self.radiation.lat_deg)
             summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
-                       "receipt": receipt.receipt(), "steps_refused": tjob.status.steps_refused,
+                       "receipt": self._training_receipt(hashlib.sha256(data).hexdigest(), tjob.status),
+                       "steps_refused": tjob.status.steps_refused,
                        "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
             write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
             refused = f", {tjob.status.steps_refused} steps refused" if tjob.status.steps_refused else ""
             self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}{refused}, "
                                              f"model {out.name}")
+
+    def _training_receipt(self, sha256: str, status: TrainingStatus) -> dict[str, Any]:
+        """The receipt of a trained model or a checkpoint (the state of SHA-256 ``sha256``): training weights
+        change every step, so nothing scrubs them; the step checks (training/guard.py) guard them instead,
+        and the summary or the checkpoint counts what they refused. The trainer's sessions run on the CPU
+        provider. Its environment: the worst the agent predicted while the job ran (TrainingJob.radiation_tick,
+        kept with its checkpoints), as an inference product's is over its batches; the latitude now."""
+        receipt = ProductChecks(sha256, Protection.NONE, CPU)
+        receipt.add_batch(0, None, flux=status.worst_flux or FluxClass.UNKNOWN, in_saa=status.in_saa,
+                          lat_deg=self.radiation.lat_deg)
+        return receipt.receipt()
 
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
