@@ -61,6 +61,10 @@ def test_upsets_in_the_workers_memory_are_asked_applied_and_accounted_for(tmp_pa
     sc = parse_scenario(scenario(memory_upset_scale=SCALE))
     result = ClosedLoop(sc, tmp_path / "run").run()
     account = result.memory_upsets
+    # Every event in the run's time: the worker's hello, heard before time began, was stamped at a clock of 0
+    # (an audit: the report listed COMPUTE_STARTED at -1795478400 s)
+    early = [(e["name"], e["t"]) for e in result.events if e["t"] < result.trace.time_s[0] - 1.0]
+    assert not early and any(e["name"] == "COMPUTE_STARTED" for e in result.events), early
     asked = sum(account["requested"].values())
     assert asked >= 3 and set(account["requested"]) <= {"weights", "activations", "outputs"}
     totals = account["totals"]

@@ -62,6 +62,7 @@ from flight.storage import DirectoryLock, remove_interrupted_writes
 
 # Feed systemd's watchdog at most this often (and at least every half period it asks for).
 _WATCHDOG_FEED_MAX_S = 1.0
+_EARLY_EVENTS_MAX = 64  # events held before time begins (the worker's few): past it, dropped
 _DISPATCH_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
 
 
@@ -103,6 +104,9 @@ class Agent:
         self._stop_reason: str | None = None
         self.exit_status = EXIT_STAY_DOWN
         self._booted = False
+        # Events said before time begins (lockstep: the worker's hello, at a clock still at 0) are sent at boot,
+        # stamped with its time (an audit: a HIL report listed COMPUTE_STARTED at -1795478400 s)
+        self._early_events: list[tuple[str, dict[str, Any]]] = []
         stepper = self.board.stepper
         self.lockstep = stepper is not None and stepper.lockstep
 
@@ -231,6 +235,10 @@ class Agent:
     # --- ports the agent itself provides -------------------------------------------------
 
     def _publish_event(self, name: str, args: dict[str, Any]) -> None:
+        if not self._booted:
+            if len(self._early_events) < _EARLY_EVENTS_MAX:
+                self._early_events.append((name, args))
+            return
         self.downlink.publish(self.codec.encode_event(name, args, self.clock.now_s()))
 
     def _publish_param_report(self, values: dict[str, Any]) -> None:
@@ -445,6 +453,9 @@ class Agent:
         self.params.booted()  # saved values this dictionary refused, each said
         self.executive.booted(previous_stop=self.memory.previous_stop, link=self.link.kind.value,
                               problems=self.start_problems(), removed=len(self._removed))
+        early, self._early_events = self._early_events, []
+        for name, args in early:  # after AGENT_STARTED, at the boot's time
+            self._publish_event(name, args)
         self.compute.time_began()
         self.downlink.time_began()
         self.scheduler.time_began()
