@@ -95,6 +95,8 @@ class Trace:
     mode: list[str] = field(default_factory=list)
     duty: list[float] = field(default_factory=list)
     work: list[float] = field(default_factory=list)  # cumulative tiles
+    # cumulative Wh the battery could not supply (empty: a brownout of the bus for that part of the step)
+    unserved_wh: list[float] = field(default_factory=list)
     shadow_factor: list[float] = field(default_factory=list)
     proton_flux_cm2_s: list[float] = field(default_factory=list)
     agent_up: list[bool] = field(default_factory=list)
@@ -156,6 +158,7 @@ class ClosedLoop:
         self.memory_not_written = 0  # drawn past MAX_MEMORY_UPSETS_PER_STEP in one step
         self.faults_not_drawn = 0  # drawn past MAX_DRAWN_FAULTS_PER_STEP in one step
         self.trace = Trace()
+        self._unserved_wh = 0.0  # the battery could not supply (cumulative, in the trace)
         self.events: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
         self.plans_received = 0
@@ -391,12 +394,17 @@ class ClosedLoop:
                 if k == n_steps:
                     break
                 net_w = row["solar_power_w"] - sc.platform_load_w - board_w
-                self.battery.step(net_w, sc.step_s)
+                served = 1.0  # the part of the step's demand the battery could meet (an audit: an empty battery
+                # had no effect, the board working on at 0 %, and the run could pass)
+                unserved_wh = self.battery.step(net_w, sc.step_s).unserved_wh
+                if unserved_wh > 0.0:
+                    self._unserved_wh += unserved_wh
+                    served = max(0.0, 1.0 - unserved_wh / (-net_w * sc.step_s / 3600.0))
                 self.thermal.step(board_w, row.get("shadow_factor", 1.0), sc.step_s,
                                   albedo_w_m2=row.get("albedo_w_m2"), earth_ir_w_m2=row.get("earth_ir_w_m2"))
                 names = [m.name for m in self.modes]
                 rel = self.modes[names.index(mode_name)].inference_rel_maxn if mode_name in names else 0.0
-                work += rel * sc.tiles_per_s_at_maxn * duty * sc.step_s
+                work += rel * sc.tiles_per_s_at_maxn * duty * sc.step_s * served  # no power, no work
                 if self.client is not None:
                     self.client.poll(0)
                     if self._link_up():  # the ground station: what it heard, and that it listens (PUS 15)
@@ -459,6 +467,7 @@ class ClosedLoop:
         tr.mode.append(mode)
         tr.duty.append(duty)
         tr.work.append(work)
+        tr.unserved_wh.append(self._unserved_wh)
         tr.shadow_factor.append(row.get("shadow_factor", 1.0))
         tr.proton_flux_cm2_s.append(row.get("proton_flux_cm2_s", 0.0))
         tr.agent_up.append(up)

@@ -49,6 +49,17 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         below = int((tr["soc_pct"] < crit.charge_floor_pct).sum())
         checks.append(Check("charge_above_floor", below == 0,
                             f"lowest charge {low:.1f} % (floor {crit.charge_floor_pct} %), {below} steps below"))
+    # Always on: an empty battery is a brownout of the whole bus, whatever the criteria (an audit: a run whose
+    # battery sat at 0 % for 98 steps, the board still working, passed on minimum work alone)
+    if len(tr["unserved_wh"]) and tr["unserved_wh"][-1] > 0.0:
+        first = int(np.argmax(tr["unserved_wh"] > 0.0))
+        steps = int((np.diff(tr["unserved_wh"]) > 0.0).sum())
+        checks.append(Check("battery_never_empty", False,
+                            f"the battery ran empty: {tr['unserved_wh'][-1]:.2f} Wh not supplied in {steps} steps, "
+                            f"the first ending at {tr['time_s'][first] - tr['time_s'][0]:.0f} s (no work credited "
+                            "for the part not supplied)"))
+    elif len(tr["unserved_wh"]):
+        checks.append(Check("battery_never_empty", True, "the battery never ran empty"))
     if crit.temp_max_c is not None:
         high = float(tr["temp_board_c"].max())
         checks.append(Check("temperature_below_limit", high <= crit.temp_max_c,

@@ -43,6 +43,26 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert "PASS" in html and "data:image/png;base64," in html and "lockstep" in html
 
 
+@pytest.mark.req("HIL-003")
+def test_a_run_whose_battery_runs_empty_fails_and_gets_no_work_for_what_was_not_supplied(tmp_path):
+    """Found in an audit: the loop threw away what the battery could not supply, so a naive board on a 10 Wh
+    battery sat at 0 % for 98 steps still drawing 34 W and doing work, and the run passed on minimum work
+    alone. What is not supplied is counted in the trace, earns no work, and fails the run whatever its
+    criteria say."""
+    from hil.report import evaluate
+
+    raw = {"name": "empty", "profile": str(SSO), "duration_s": 5760, "step_s": 10, "agent": "naive",
+           "battery": {"capacity_wh": 10.0, "soc_initial_pct": 50.0}, "criteria": {"min_work": 1000}}
+    result = ClosedLoop(parse_scenario(raw, "empty", base_dir=ROOT), tmp_path / "run").run()
+    tr = result.trace.arrays()
+    assert tr["unserved_wh"][-1] > 1.0 and tr["soc_pct"].min() == 0.0
+    empty = np.flatnonzero(np.diff(tr["unserved_wh"]) > 0)
+    demand_w = tr["board_power_w"][empty] + result.scenario.platform_load_w - tr["solar_power_w"][empty]
+    assert (demand_w > 0).all() and np.diff(tr["work"])[empty].max() < 0.5 * np.diff(tr["work"]).max()
+    check = {c.name: c for c in evaluate(result)}["battery_never_empty"]
+    assert not check.passed and "the battery ran empty" in check.detail and "Wh not supplied" in check.detail
+
+
 @pytest.mark.req("HIL-003", "HIL-008", "AGT-015")
 def test_faults_are_survived_and_every_command_is_verified(tmp_path):
     run = hil("run", str(SCENARIOS / "sso_faults.toml"), "--report", str(tmp_path))
