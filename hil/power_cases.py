@@ -217,6 +217,7 @@ def fly(case: PowerCase, policy: str) -> Flight:
         net = float(solar[k] - load[k] - board_w)
         e = min(case.capacity_wh, e + net * (battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency)
                 * STEP_S / 3600.0)
+        e = max(e, 0.0)  # empty holds at 0 (an audit: -652 %, and the day after recovered from a negative charge)
         soc = 100.0 * e / case.capacity_wh
         below += soc < FLOOR_PCT - 1e-9
         low = min(low, soc)
