@@ -44,7 +44,8 @@ Example, every key (the defaults are shown where a key may be left out)::
     normal = [1.0, 0.0, 0.0]      #   its normal in the body frame (nadir: the orbit frame; sun: +X at
     area_m2 = 0.1                 #   the Sun, +Z toward the orbit normal; inertial: TEME) and area
 
-    [belief]                      # how the agent's own array model is wrong (the profile is the truth)
+    [belief]                      # how the agent's own array model is wrong (the profile is the truth;
+                                  #   only with [array])
     efficiency_error_pct = 8.0    # its configured efficiency is the truth's x (1 + this/100)
     degradation_known = false     # false: it believes a new array (no degradation)
 
@@ -62,7 +63,8 @@ Example, every key (the defaults are shown where a key may be left out)::
     tiles_per_capture = 256       #   tiles into the agent's incoming/ directory every capture_every_s
 
     [radiation]
-    fault_rate_scale = 0.0        # > 0: also draw upsets from the profile's upset rate (x this scale)
+    fault_rate_scale = 0.0        # > 0 (real compute only): also draw upsets from the profile's upset
+                                  #   rate x this scale (seu_weights nine in ten, reboots)
     memory_upset_scale = 0.0      # > 0 (real compute only): upsets into the worker's memory at the
                                   #   profile's upset rate x this scale (see below)
     memory_targets = ["weights", "activations", "outputs"]   # where they land, one drawn per upset
@@ -118,6 +120,7 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
     compute_hang    duration_s                   SIGSTOP of the compute worker for duration_s, then SIGCONT
                                                  (0: hung until the watchdog replaces it; real compute only)
     seu_weights                                  one bit flips in a model file on the board's store
+                                                 (real compute only)
     packet_corrupt                               the next telecommand has one bit flipped
     packet_drop                                  the next telecommand is lost
     los             duration_s*                  no command reaches the agent
@@ -504,6 +507,9 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     if array is not None and "orbit" not in raw:
         raise c.fail("array", "only with [orbit]: a profile file already holds its array (its metadata)")
     belief = c.table(raw, "belief")
+    if "belief" in raw and array is None:  # an audit: taken and ignored, a different scenario flown
+        raise c.fail("belief", "only with [array]: the agent gets its own model of the arrays (which [belief] makes "
+                               "wrong) from the scenario's [array] table")
     profile, orbit, tle = _profile_or_orbit(c, raw, base_dir, duration)
 
     battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
@@ -550,8 +556,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0),
         capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
         tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, integer=True)),
-        fault_rate_scale=c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0, hi=MAX_RATE_SCALE,
-                                  why="past it the draws overflow"),
+        fault_rate_scale=_fault_rate_scale(c, radiation, real),
         memory_upset_scale=memory_scale,
         memory_targets=tuple(dict.fromkeys(targets)),
         tle=tle,
@@ -570,6 +575,16 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
         link=_link(c, raw, seed, agent),
     )
+
+
+def _fault_rate_scale(c: _Checker, radiation: dict[str, Any], real: bool) -> float:
+    scale = c.number(radiation, "fault_rate_scale", "radiation", 0.0, lo=0, hi=MAX_RATE_SCALE,
+                     why="past it the draws overflow")
+    if scale > 0 and not real:  # nine draws in ten are seu_weights, which modelled compute cannot judge
+        raise c.fail("radiation.fault_rate_scale", "draws upsets into the model store (seu_weights, nine in ten) "
+                                                   "and reboots: it needs the real compute worker ([compute] real = "
+                                                   "true), or there is no model for them to hit")
+    return scale
 
 
 def _link(c: _Checker, raw: dict[str, Any], seed: int, agent: str) -> LinkSpec | None:
@@ -745,6 +760,9 @@ def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zone
     if kind == "compute_hang" and not real:
         raise c.fail(f"{where}.kind", "compute_hang needs the real compute worker ([compute] real = true); "
                                       "modelled compute has no worker to hang")
+    if kind == "seu_weights" and not real:  # an audit: judged N/A, "no model on the store", and the run passed
+        raise c.fail(f"{where}.kind", "seu_weights needs the real compute worker ([compute] real = true); "
+                                      "modelled compute has no model on the board's store to flip a bit in")
     duration = c.number(f, "duration_s", where, 0.0, lo=0)
     if kind in NEEDS_DURATION and not duration > 0:
         raise c.fail(f"{where}.duration_s", f"a {kind} fault needs duration_s > 0 (how long it lasts)")
