@@ -117,6 +117,29 @@ def test_the_profile_records_the_attitude_and_panels_and_regenerates_from_them()
     np.testing.assert_array_equal(regenerate(old, 1200.0).columns["solar_power_w"][:61], old.columns["solar_power_w"])
 
 
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: {**m, "stations": [{"name": "x", "lat_deg": 0, "lon_deg": 0, "bogus": 1}]},
+     "metadata.stations[0] cannot be made again"),
+    (lambda m: {**m, "spacecraft": {**m["spacecraft"], "array_efficiency": 2.0}}, "metadata.spacecraft"),
+    (lambda m: {**m, "step_s": "ten"}, "metadata.step_s"),
+    (lambda m: {**m, "step_s": -10.0}, "metadata.step_s"),
+])
+def test_metadata_a_profile_cannot_be_made_again_from_is_refused_naming_it(edit, says):
+    """Found in an audit: a hand-edited profile's metadata (a station's unknown key, an efficiency of 2, a
+    step of "ten") raised TypeError or ValueError when the scenario asked for a longer run: an internal error
+    (exit 3), naming nothing."""
+    from hil.profiles import Profile, ProfileError
+
+    orbit, start, description = orbit_from_description(SHIPPED["sso_550"])
+    profile = generate_profile(orbit, start, 600.0, 10.0, SpacecraftParams(), stations=[],
+                               orbit_description=description)
+    edited = Profile(profile.columns, edit(dict(profile.metadata)))
+    with pytest.raises(ProfileError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        regenerate(edited, 1200.0)
+    assert Profile(profile.columns, {**profile.metadata, "orbit": ["a"]}).tle() is None  # not a table: no orbit
+
+
 @pytest.mark.req("HIL-010", "AGT-060")
 def test_two_scarce_orbits_on_the_forecast_keep_the_floor_and_the_same_seed_flies_the_same(tmp_path):
     sc = load_scenario(SCENARIOS / "body_fixed_scarce.toml")

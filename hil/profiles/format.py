@@ -236,8 +236,9 @@ class Profile:
 
     def tle(self) -> tuple[str, str] | None:
         """The orbit's two-line element set from the metadata (what the agent should be given), or None."""
-        tle = (self.metadata.get("orbit") or {}).get("tle")
-        return (str(tle[0]), str(tle[1])) if tle and len(tle) == 2 else None
+        orbit = self.metadata.get("orbit")
+        tle = orbit.get("tle") if isinstance(orbit, dict) else None  # a hand-edited file: none (an audit)
+        return (str(tle[0]), str(tle[1])) if isinstance(tle, (list, tuple)) and len(tle) == 2 else None
 
     @cached_property
     def _numeric(self) -> tuple[list[str], np.ndarray]:

@@ -30,7 +30,7 @@ import datetime as _dt
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -512,16 +512,24 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
             f"this profile covers {profile.duration_s:.0f} s and was not made by {GENERATOR} (no orbit in its "
             "metadata), so it cannot be extended; supply a longer one"
         )
-    orbit = Orbit.from_tle(*profile.tle(), name=str(meta["orbit"].get("name", "")))
+    def made(what: str, make: Callable[[], Any]) -> Any:
+        """``make()``, or ProfileError naming the metadata it came from: a hand-edited file is bad input, not an
+        internal error (an audit: a station's unknown key, an efficiency of 2, a step of "ten" each raised)."""
+        try:
+            return make()
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise ProfileError(f"the profile's metadata.{what} cannot be made again: {exc}") from None
+
+    orbit = made("orbit", lambda: Orbit.from_tle(*profile.tle(), name=str(meta["orbit"].get("name", ""))))
     craft_fields = {f.name for f in fields(SpacecraftParams)}
-    spacecraft = SpacecraftParams(**{k: v for k, v in meta.get("spacecraft", {}).items() if k in craft_fields})
-    stations = [GroundStation(**s) for s in meta.get("stations", [])]
-    try:
-        radiation = RadiationParams.from_metadata(meta.get("radiation", {}))
-    except (TypeError, ValueError) as exc:  # a hand-edited file: bad input, not an internal error
-        raise ProfileError(f"the profile's metadata.radiation cannot be made again: {exc}") from None
-    return generate_profile(orbit, profile.start_s, duration_s, step_s or float(meta.get("step_s", profile.step_s)),
-                            spacecraft, stations, radiation,
+    spacecraft = made("spacecraft", lambda: SpacecraftParams(
+        **{k: v for k, v in meta.get("spacecraft", {}).items() if k in craft_fields}))
+    stations = [made(f"stations[{i}]", lambda s=s: GroundStation(**s)) for i, s in enumerate(meta.get("stations", []))]
+    radiation = made("radiation", lambda: RadiationParams.from_metadata(meta.get("radiation", {})))
+    step = made("step_s", lambda: step_s or float(meta.get("step_s", profile.step_s)))
+    if not (math.isfinite(step) and step > 0):
+        raise ProfileError(f"the profile's metadata.step_s cannot be made again: {step} is not a step above 0")
+    return generate_profile(orbit, profile.start_s, duration_s, step, spacecraft, stations, radiation,
                             orbit_description=meta["orbit"].get("description"))
 
 
