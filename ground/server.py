@@ -794,6 +794,13 @@ class GroundServer:
             else:  # keeping nothing: the file areas go when the server stops
                 self._files_temp = tempfile.mkdtemp(prefix="sunlit-files-")
                 self.files_dir = Path(self._files_temp)
+            try:  # here, so the error names the key (an audit: "[Errno 2] No such file or directory", nothing more)
+                self.files_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                from ground.server_config import ServerConfigError
+
+                key = "files.dir" if self.config.files.dir is not None else "files.dir (default: files/ beside the archive)"
+                raise ServerConfigError(f"{key}: {self.files_dir}: {exc.strerror or exc}") from None
             for sc in self.config.spacecraft:
                 link = SpacecraftLink(sc, self, self._links_given.get(sc.id))
                 self.links[sc.id] = link
@@ -997,8 +1004,9 @@ class GroundServer:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
-                          f"choose another port with --port") from exc
+            hint = "choose another port with --port" if exc.errno == errno.EADDRINUSE else \
+                "check the address ([server] host, --host)"  # an audit: a bad host was told to change the port
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; {hint}") from exc
         host, port = self._runner.addresses[0][:2]
         self.port = port
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)

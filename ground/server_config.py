@@ -206,6 +206,12 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
         link = sc.get("link")
         if not isinstance(link, str) or "://" not in link:
             raise ServerConfigError(f"{where}.link: {link!r} must be a link URL (zmq+ipc://..., serial:///dev/...)")
+        from flight.link.transport import LinkConfigError, parse_link_url
+
+        try:
+            parse_link_url(link)  # its scheme and options, here: the key named (an audit: only the URL was)
+        except LinkConfigError as exc:
+            raise ServerConfigError(f"{where}.link: {exc}") from None
         tc_keys = sc.get("tc_keys")
         if tc_keys is not None:
             from flight.link.sdls import KeyFileError, KeyRing

@@ -340,6 +340,10 @@ def test_server_config_is_checked_naming_the_key():
         ({**ok, "spacecraft": [{"id": "../x", "link": "zmq://a:1"}]}, r"spacecraft\[0\]\.id"),
         ({**ok, "spacecraft": [ok["spacecraft"][0], ok["spacecraft"][0]]}, "appears twice"),
         ({**ok, "spacecraft": [{"id": "a", "link": "nowhere"}]}, r"spacecraft\[0\]\.link"),
+        # An audit: a URL of an unknown scheme, or a serial one with a bad option, named only itself
+        ({**ok, "spacecraft": [{"id": "a", "link": "foo://bar"}]}, r"spacecraft\[0\]\.link: foo://bar: unknown link"),
+        ({**ok, "spacecraft": [{"id": "a", "link": "serial:///dev/ttyUSB0?baud=1"}]},
+         r"spacecraft\[0\]\.link: .*baud 1 is outside"),
         ({**ok, "commands": {"two_person": ["LAUNCH"]}}, "two_person.*LAUNCH"),
         ({**ok, "queue": {"accepted_s": -1}}, r"queue\.accepted_s"),
         ({**ok, "server": {"port": 70000}}, r"server\.port"),
@@ -420,6 +424,10 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
     binary.write_bytes(b"\xff\xfe")
     bad_config = tmp_path / "ground.toml"
     bad_config.write_text('commands = 5\n[[spacecraft]]\nid = "sunlit-1"\nlink = "zmq://127.0.0.1:5550"\n')
+    files_config = tmp_path / "files.toml"
+    files_config.write_text(f'[server]\nport = 0\nusers = "{users}"\narchive = "{tmp_path / "g.sqlite"}"\n'
+                            '[files]\ndir = "/proc/nope"\n'
+                            '[[spacecraft]]\nid = "sunlit-1"\nlink = "zmq://127.0.0.1:5550"\n')
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     (tmp_path / "cfg" / "sunlit").mkdir(parents=True)
     (tmp_path / "cfg" / "sunlit" / "ground-session.json").mkdir()  # the token file's path is a folder
@@ -440,6 +448,10 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
         (["schedule", "upload", str(binary), "--yes"], "not UTF-8 text (byte 0); a schedule file is TOML"),
         # Once found after the whole file had come down, as a traceback.
         (["file", "get", "products/x.json", "--out", str(tmp_path / "nodir" / "x.json")], "no folder"),
+        # An audit: "[Errno 2] No such file or directory: '/proc/nope'", no key; a bad address told to change port
+        (["server", "--config", str(files_config)], "files.dir: /proc/nope"),
+        (["server", "--link", "zmq://127.0.0.1:5550", "--host", "192.0.2.1", "--port", "0", "--users", str(users),
+          "--no-archive"], "check the address ([server] host, --host)"),
     ]
     for argv, said in cases:
         try:
