@@ -288,7 +288,10 @@ def _cmd_tm(args: argparse.Namespace) -> int:
 
 
 def _event_line(time_s: float, severity: str, name: str, text: str) -> str:
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(time_s))} {severity:<11} {name}: {text}"
+    """One event, its text from the agent made printable: an escape or a line break in an argument (a file's
+    name) would otherwise drive the operator's terminal or forge a line (an audit)."""
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(time_s))} UTC {severity:<11} {_printable(name)}: "
+            f"{_printable(text)}")
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
@@ -667,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_queue_action(action))
     queue = sub.add_parser("queue", help="the command queue: list it, hold it, release it")
     queue.add_argument("action", nargs="?", choices=("list", "hold", "release"), default="list")
-    queue.add_argument("--last", type=int, default=20)
+    queue.add_argument("--last", type=_count(1, 10_000), default=20, help="how many of the newest entries")
     queue.set_defaults(func=_cmd_queue)
 
     tm = sub.add_parser("tm", help="current telemetry; --follow for each packet as it comes")
@@ -770,6 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     except BrokenPipeError:
         quiet_stdout()  # the reader went away (`... | head`): say nothing more
+        return EXIT_FAILED
+    except TimeoutError as exc:  # the server never greeted a live view (an audit: a traceback)
+        print(f"sunlit-ground: {exc or 'no answer in time'}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -59,6 +59,17 @@ def test_a_channel_that_stops_reading_neither_raises_nor_clears_its_alarm(tmp_pa
     assert am.state("power_mode", None) == "nominal"  # no limits: nothing to say
 
 
+@pytest.mark.req("GND-025")
+def test_an_events_text_is_printed_printable_and_its_time_says_utc():
+    """Found in an audit: `events` and `tm --follow` printed the agent's event text raw: an escape sequence or a
+    line break in an argument (a file's name) reached the operator's terminal, and the time named no zone."""
+    from ground.cli import _event_line
+
+    line = _event_line(0.0, "ACTIVITY_LO", "FILE_RECEIVED", "x\x1b[2J\r\n2026-12-06 VOUCHED")
+    assert line.startswith("1970-01-01 00:00:00 UTC ACTIVITY_LO") and line.isprintable()
+    assert "\x1b" not in line and "\n" not in line and "x?[2J??2026-12-06 VOUCHED" in line
+
+
 @pytest.mark.req("GND-002")
 def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
     am = AlarmManager(DICTIONARY, LimitStore(tmp_path / "limits.json"))

@@ -450,6 +450,7 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
         (["file", "get", "products/x.json", "--out", str(tmp_path / "nodir" / "x.json")], "no folder"),
         # An audit: "[Errno 2] No such file or directory: '/proc/nope'", no key; a bad address told to change port
         (["server", "--config", str(files_config)], "files.dir: /proc/nope"),
+        (["queue", "--last", "0"], "--last"),  # 0 listed everything, -3 dropped the first three
         (["server", "--link", "zmq://127.0.0.1:5550", "--host", "192.0.2.1", "--port", "0", "--users", str(users),
           "--no-archive"], "check the address ([server] host, --host)"),
     ]
