@@ -245,9 +245,12 @@ class ServerLink(GroundLink):
             self.dropped += dropped if isinstance(dropped, int) else 0
             for row in raw:
                 try:
-                    self._packets.append((bytes.fromhex(row[2]), True))
+                    packet = bytes.fromhex(row[2])
                 except (TypeError, ValueError, IndexError):
                     continue
+                if len(self._packets) == self._packets.maxlen:  # a program that stopped reading: the oldest go,
+                    self.dropped += 1  # counted as the server's own drops are (an audit: silently)
+                self._packets.append((packet, True))
             for item in control:
                 kind = item.get("kind") if isinstance(item, dict) else None
                 if kind == "command":

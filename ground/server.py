@@ -651,6 +651,12 @@ class SpacecraftLink:
             "gaps_missing": client.gaps.missing if client else 0,
             "played_back": client.played_back if client else 0,
             "store_acks": client.store_acks if client else 0,
+            # counted where nobody saw them (an audit): acknowledgements the link refused, and the completeness
+            # tracker's keys never acknowledged or let go (the agent plays those again; gaps before known_from_ms
+            # are not counted)
+            "store_acks_refused": client.store_acks_refused if client else 0,
+            "acks_dropped": client.tracker.acks_dropped if client else 0,
+            "keys_forgotten": client.tracker.forgotten if client else 0,
             "pass": self._pass_summary(),
             "agent_restarts": client.agent_restarts if client else 0,
             "agent_dict_hash": agent_hash,

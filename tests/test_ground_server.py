@@ -518,6 +518,8 @@ def test_a_hostile_packet_is_archived_raw_counted_and_the_server_goes_on(source_
     wait_until(delivered, what="the hostile and the good packet taken in")
     status = http(server, "GET", "/api/status", token=token)[1]["spacecraft"]["sunlit-1"]
     assert status["bad_packets"] >= 1 and status["internal_errors"] == 0
+    # Counts kept where nobody saw them (an audit): in the status now
+    assert all(isinstance(status[k], int) for k in ("store_acks_refused", "acks_dropped", "keys_forgotten"))
     # Housekeeping whose uptime is 1e308 (its start time overflows): itself only, not the packets with it.
     values.update(uptime_s=1e308, mode="NOMINAL")
     overflowing = codec.encode_hk(DICTIONARY.packet_by_name["AGENT_HK"].sid, values, 1.7e9 + 2)
@@ -842,3 +844,20 @@ def test_a_server_url_that_answers_something_else_is_said_not_a_traceback(answer
         assert "did not answer as a Sunlit ground server does" in done.stderr
     finally:
         listener.close()
+
+
+@pytest.mark.req("GND-025")
+def test_a_program_that_stops_reading_the_servers_packets_loses_the_oldest_counted():
+    """Found in an audit: a raw-mode program's queue of packets from the server let its oldest go unsaid."""
+    import collections
+    import threading
+
+    from ground.api import ServerLink
+
+    link = object.__new__(ServerLink)  # its reader's half only: no socket
+    link._packets = collections.deque(maxlen=3)
+    link._changed = threading.Condition(threading.Lock())
+    link.dropped, link.commands, link.listeners = 0, {}, []
+    link._wake = lambda: None
+    link._take({"raw": [[0, 0, f"{i:02x}"] for i in range(5)], "dropped": {"points": 2}})
+    assert link.dropped == 2 + 2 and [p for p, _ in link._packets] == [b"\x02", b"\x03", b"\x04"]
