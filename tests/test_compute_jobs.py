@@ -390,8 +390,9 @@ def test_finished_jobs_are_pruned_and_leftovers_cleaned_by_the_worker(tmp_path):
 def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(compute_agent):
     """Found in an audit: the model's outputs were the data's largest label plus one, so one label of 7 in a
     two-class set trained a model of 8 outputs, with no step refused, and the ground vouched for it (a label
-    of 100000 grew the worker to 950 MB). The classes are the command's (TRAIN_START classes, default 2); a
-    sample labelled past them is refused as a bad one, and JOB_DONE counts the steps refused."""
+    of 100000 grew the worker to 950 MB). Given (TRAIN_START classes), the classes are the command's and a
+    sample labelled past them is refused as a bad one, JOB_DONE counting the steps refused; not given, the
+    data's largest label plus one, at most 1024: past it the job fails, naming the label and the argument."""
     import onnx
 
     _agent, client, state = compute_agent
@@ -402,17 +403,22 @@ def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(comput
     (state / "compute" / "data").mkdir(exist_ok=True)
     np.savez(state / "compute" / "data" / "badlabel.npz", x=x, y=y)
     refusing = []
-    for classes, outputs in ((None, 2), (None, 2), (8, 8)):
+    for classes, outputs in ((2, 2), (2, 2), (None, 8)):
         args = {"dataset": "badlabel", "steps": 120, "batch_size": 8, **({"classes": classes} if classes else {})}
         job_id = client.send("TRAIN_START", args).result["job_id"]
         done = wait_event(client, "JOB_DONE", lambda e, j=job_id: e.args["job_id"] == j)
         model = onnx.load(state / "compute" / "products" / f"job{job_id:05d}-badlabel-trained.onnx")
         assert model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value == outputs
         summary = json.loads((state / "compute" / "products" / f"job{job_id:05d}-badlabel-trained.json").read_text())
-        if classes is None:  # label 7 of 2 classes: every batch holding sample 3 refused, and said
+        if classes == 2:  # label 7 of 2 classes: every batch holding sample 3 refused, and said
             assert summary["steps_refused"] >= 1 and f"{summary['steps_refused']} steps refused" in done.args["summary"]
             refusing.append(job_id)
         else:
             assert summary["steps_refused"] == 0 and "refused" not in done.args["summary"]
     # Each job says its own refusals, however soon after another's (the events were one per 10 s per worker)
     assert {e.args["job_id"] for e in events(client, "TRAIN_STEP_REFUSED")} >= set(refusing)
+    y[3] = 100_000
+    np.savez(state / "compute" / "data" / "huge.npz", x=x, y=y)
+    job_id = client.send("TRAIN_START", {"dataset": "huge", "steps": 10}).result["job_id"]
+    failed = wait_event(client, "JOB_FAILED", lambda e: e.args["job_id"] == job_id)
+    assert "largest label 100000 makes 100001 classes, not 2 to 1024: give TRAIN_START classes=N" in failed.args["reason"]

@@ -43,7 +43,7 @@ def products(tmp_path_factory):
         sha = bench.worker._session(MODEL_NAME).sha256  # noqa: SLF001
         rng = np.random.default_rng(0)  # job 3: a model trained on board
         np.savez(bench.root / "data" / "toy.npz", x=rng.normal(size=(256, 12)).astype(np.float32),
-                 y=rng.integers(0, 2, 256))
+                 y=rng.integers(0, 3, 256))
         reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(3, JobKind.TRAINING, "toy", steps=32, batch_size=16)))
         assert reply.ok, reply.reason
         for _ in range(200):

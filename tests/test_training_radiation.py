@@ -701,7 +701,7 @@ def _train_in_worker(bench, x, y, radiation, checkpoint_every):
     bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=radiation,  # noqa: SLF001
                                   double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True))
     reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(
-        1, JobKind.TRAINING, "synthetic", steps=64, batch_size=16, checkpoint_every=checkpoint_every, classes=3)))
+        1, JobKind.TRAINING, "synthetic", steps=64, batch_size=16, checkpoint_every=checkpoint_every)))
     assert reply.ok, reply.reason
     job = bench.worker.jobs[1]
     for _ in range(200):
@@ -755,7 +755,7 @@ def test_a_trained_models_receipt_says_the_worst_environment_it_trained_in_not_t
 
         admit(cp.Radiation(FluxClass.SAA, True, -25.0, 5700.0))
         reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.TRAINING, "synthetic", steps=3000,
-                                                                  batch_size=16, classes=3)))
+                                                                  batch_size=16)))
         assert reply.ok, reply.reason
         job = bench.worker.jobs[1]
         bench.worker.work_slice()

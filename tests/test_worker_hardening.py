@@ -56,7 +56,7 @@ def toy_set(bench, name="toy", n=256, seed=0):
     rng = np.random.default_rng(seed)
     (bench.root / "data").mkdir(parents=True, exist_ok=True)
     np.savez(bench.root / "data" / f"{name}.npz", x=rng.normal(size=(n, 12)).astype(np.float32),
-             y=rng.integers(0, 2, n))
+             y=rng.integers(0, 3, n))
 
 
 def training(bench, job_id: int = 1, **spec):

@@ -58,7 +58,7 @@ class JobSpec:
     batch_size: int = 64
     checkpoint_every: int = 50
     lr: float = 0.001
-    classes: int = 2  # training: the model's outputs; labels outside 0..classes-1 are bad samples
+    classes: int = 0  # training: the model's outputs (labels outside are bad samples); 0: the data's largest + 1
 
     def __post_init__(self) -> None:
         if self.kind is JobKind.NONE:

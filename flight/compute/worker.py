@@ -228,6 +228,7 @@ class NonFiniteOutput(ArithmeticError):
 
 
 NO_CLASS = -1  # a product's class for a tile whose checks failed and whose output is not a number
+MAX_CLASSES = 1024  # a training job's outputs, at most (TRAIN_START classes' range)
 
 
 class BadInput(ValueError):
@@ -2292,15 +2293,22 @@ class Worker:
             if y is None:
                 raise ValueError(f"data set {job.name} has no labels (y) to train on")
             x = x.reshape(len(x), -1)
-            # The classes the command gave, not the data's largest label (an audit: one label of 7 made a model of 8
-            # outputs, vouched for; one of 100000, a worker of 950 MB): a label past them is a bad sample, refused
-            spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(job.classes)))
+            # The classes the command gave (an audit: one label of 7 in a two-class set made a model of 8 outputs,
+            # vouched for): a label past them is a bad sample, refused. Not given (0, and jobs queued before it
+            # was), the data's largest label plus one, at most MAX_CLASSES (a label of 100000 grew the worker to
+            # 950 MB): the job fails naming the label and the argument.
+            classes = job.classes or int(y.max()) + 1
+            if not 2 <= classes <= MAX_CLASSES:
+                raise ValueError(f"data set {job.name}: its largest label {int(y.max())} makes {classes} classes, not "
+                                 f"2 to {MAX_CLASSES}: give TRAIN_START classes=N, and a sample labelled past it is "
+                                 "refused as a bad one")
+            spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(classes)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
             tjob = TrainingJob(trainer, x, y, plan, self._checkpoint_path(job.job_id),
                                on_event=lambda kind, _id=job.job_id, **args: self._training_event(_id, kind, args),
                                clock=self.clock_s,
-                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, job.classes]},
+                               identity={"data_set": job.name, "lr": job.lr, "layers": [128, classes]},
                                receipt=self._training_receipt)
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,

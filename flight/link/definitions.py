@@ -379,8 +379,9 @@ COMMANDS = (
             Argument("checkpoint_every", ValueSpec(T.U32, "count", 1, 1_000_000), "Steps between checkpoints",
                      default=50),
             Argument("lr", ValueSpec(T.F64, "", 1e-6, 1.0), "Adam learning rate", default=0.001),
-            Argument("classes", ValueSpec(T.U16, "count", 2, 1024), "Classes the model outputs: a sample labelled "
-                     "outside 0 to classes-1 is refused as a bad one, never a wider model", default=2),
+            Argument("classes", ValueSpec(T.U16, "count", 0, 1024), "Classes the model outputs: a sample labelled "
+                     "outside 0 to classes-1 is refused as a bad one, never a wider model; 0: the data set's largest "
+                     "label plus one (at most 1024), as the board read it at the job's start", default=0),
         ),
     ),
     Command(

@@ -220,8 +220,8 @@ class Trainer:
             if lo < 0 or hi >= self.spec.output_dim:
                 # Refused, not a ValueError: a label flipped in memory is a bad sample like a flipped
                 # x, retried, then skipped (found in review: it failed the whole job).
-                raise StepRefusedError(self._steps + 1, f"labels must be in [0, {self.spec.output_dim}), "
-                                                        f"got min {lo} max {hi}")
+                raise StepRefusedError(self._steps + 1, f"labels must be in [0, {self.spec.output_dim}) (the model's "
+                                                        f"classes), got min {lo} max {hi}")
         else:
             y = np.ascontiguousarray(y, dtype=self._dt)
             if y.shape != (self.batch_size, self.spec.output_dim):
