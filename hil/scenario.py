@@ -183,7 +183,7 @@ from flight.agent.compute import ComputeSupervisor
 from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
 from flight.compute.inject import TARGETS as MEMORY_TARGETS
 from flight.hal.boards import BoardProfileError, available_boards, load_board
-from flight.link.definitions import DICTIONARY
+from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
@@ -813,4 +813,9 @@ def _parameters(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
             out[name] = known[name].spec.coerce(v, name)
         except ArgumentError as exc:
             raise c.fail(f"parameters.{name}", str(exc)) from None
+    for lower, upper, why in ORDERED_PARAMETERS:  # as the agent's configuration checks them, here by key (a review:
+        # a pair it refuses parsed, and the run failed at the agent's start)
+        low, high = (out.get(n, known[n].default) for n in (lower, upper))
+        if (lower in out or upper in out) and not low < high:
+            raise c.fail(f"parameters.{lower if lower in out else upper}", f"{why} ({lower} {low:g}, {upper} {high:g})")
     return out

@@ -157,6 +157,7 @@ BAD_VALUES = [
     (base(criteria={"charge_floor_pct": 150}), "criteria.charge_floor_pct", "outside [0, 100]"),
     (base(criteria={"commands_verified": 1}), "criteria.commands_verified", "true or false"),
     (base(parameters={"battery_floor_pct": "low"}), "parameters.battery_floor_pct", "low"),
+    (base(parameters={"battery_floor_pct": 15}), "parameters.battery_floor_pct", "must stay below the floor"),
     # An audit: each was taken, and the run tested less than it said (a belief nothing used; upsets into a model
     # store modelled compute does not have, judged N/A, and the run passed)
     (base(belief={"efficiency_error_pct": 20}), "belief", "only with [array]"),
