@@ -2000,8 +2000,10 @@ class Archive:
         Per spacecraft and kind: first everything older than ``max_age_days`` (a sealed chunk goes
         when its newest packet is older), then the oldest until the kind's stored bytes are under
         ``max_mb`` (10^6 bytes). Telemetry ages by packet time against the spacecraft's own: its
-        newest packet time, never past ``now_s`` (the ground's clock). So a board whose clock is
-        behind (unset at 1970) or a simulation dated in the past keeps what it sends, and one packet
+        newest packet time, never past ``now_s`` (the ground's clock); and, where its reception is
+        known (a packet's row, an event's packet; not a sealed housekeeping chunk), only once that is
+        as old by the ground's clock. So a board whose clock is behind (unset at 1970, or fallen back
+        to it after a reboot) or a simulation dated in the past keeps what it sends, and one packet
         dated in the future moves nothing (an audit: telemetry of a board at 1970 was deleted minutes
         after it came, and a packet of 2096 emptied the keys below). Commands age by the ground's
         clock. ``deleted`` counts packets for housekeeping, ``packets`` and ``plans``, events, and
@@ -2028,7 +2030,7 @@ class Archive:
             for (sc,) in self._db.execute("SELECT id FROM spacecraft").fetchall():
                 sc_now = self._spacecraft_now(sc, now)
                 for sid, kind in kinds.items():
-                    self._retain_hk(sc, sid, kind, policy.rule(kind), sc_now, add)
+                    self._retain_hk(sc, sid, kind, policy.rule(kind), sc_now, now, add)
                 self._retain_rows(sc, policy, now, sc_now, add)
                 self._retain_keys(sc, policy, now, sc_now)
         with self._lock:
@@ -2043,20 +2045,23 @@ class Archive:
     def _spacecraft_now(self, sc: int, ground_now_s: float) -> float:
         """The spacecraft's own time for ageing its telemetry: its newest packet time, never past the ground's
         clock; the ground's clock where it has sent nothing with a time."""
-        newest = self._db.execute(
+        newest = self._db.execute(  # packet times only: a frame with none, kept at its reception, would be the
+            # ground's clock (a review)
             "SELECT max(t) FROM (SELECT max(t_last) AS t FROM hk_chunks WHERE sc = ?1 "
-            "UNION ALL SELECT max(time_s) FROM packets WHERE sc = ?1 AND sid IS NOT NULL "
-            "UNION ALL SELECT max(coalesce(time_s, received_s)) FROM packets WHERE sc = ?1 AND sid IS NULL "
+            "UNION ALL SELECT max(time_s) FROM packets WHERE sc = ?1 "
             "UNION ALL SELECT max(time_s) FROM events WHERE sc = ?1)", (sc,)).fetchone()[0]
         return ground_now_s if newest is None or not math.isfinite(newest) else min(float(newest), ground_now_s)
 
-    def _retain_hk(self, sc: int, sid: int, kind: str, rule: Retention, now: float,
+    def _retain_hk(self, sc: int, sid: int, kind: str, rule: Retention, now: float, ground_now: float,
                    add: Callable[[str, int, int], None]) -> None:
         if math.isfinite(rule.max_age_days):
             cutoff = now - rule.max_age_days * 86_400.0
-            n, size = self._db.execute("SELECT count(*), coalesce(sum(length(raw)), 0) FROM packets "
-                                       "WHERE sc = ? AND sid = ? AND time_s < ?", (sc, sid, cutoff)).fetchone()
-            self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND time_s < ?", (sc, sid, cutoff))
+            received_cutoff = ground_now - rule.max_age_days * 86_400.0  # and old by reception, where it is known
+            n, size = self._db.execute("SELECT count(*), coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? "
+                                       "AND sid = ? AND time_s < ? AND received_s < ?",
+                                       (sc, sid, cutoff, received_cutoff)).fetchone()
+            self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND time_s < ? AND received_s < ?",
+                             (sc, sid, cutoff, received_cutoff))
             add(kind, n, size)
             n, size = self._db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM hk_chunks "
                                        "WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff)).fetchone()
@@ -2086,26 +2091,32 @@ class Archive:
     def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float,
                      add: Callable[[str, int, int], None]) -> None:
         o = _ROW_OVERHEAD_BYTES
-        # kind, table, time expression, size expression, extra condition
+        # kind, table, time expression, size expression, extra condition. Telemetry goes by age only when old by
+        # its packet time (against the spacecraft's) and, where known, by its reception (against the ground's): a
+        # board whose clock fell back to 1970 after a reboot keeps what it sends since (a review)
+        events_received = "coalesce((SELECT p.received_s FROM packets p WHERE p.id = t.packet), 0)"
         plans = (
-            ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", ""),
+            ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", "", events_received),
             ("packets", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
-             f" AND sid IS NULL AND NOT {_PLAN_ROW}"),
+             f" AND sid IS NULL AND NOT {_PLAN_ROW}", "received_s"),
             ("plans", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
-             f" AND sid IS NULL AND {_PLAN_ROW}"),
+             f" AND sid IS NULL AND {_PLAN_ROW}", "received_s"),
             ("commands", "commands", "coalesce(sent_s, queued_s, first_seen_s)",
              f"length(name) + coalesce(length(args), 0) + coalesce(length(stages), 0) + {o} + "
              f"(SELECT coalesce(sum(length(result) + length(reason) + {o}), 0) FROM verifications v "
-             "WHERE v.sc = t.sc AND v.cmd_id = t.cmd_id)", ""),
+             "WHERE v.sc = t.sc AND v.cmd_id = t.cmd_id)", "", ""),
         )
-        for kind, table, when, size, extra in plans:
+        for kind, table, when, size, extra, received in plans:
             rule = policy.rule(kind)
             gone: list[int] = []
             gone_bytes = 0
             if math.isfinite(rule.max_age_days):
                 cutoff = (now if kind == "commands" else sc_now) - rule.max_age_days * 86_400.0
-                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {when} < ?{extra}",  # noqa: S608
-                                        (sc, cutoff)).fetchall()
+                by_reception = f" AND {received} < ?" if received else ""
+                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {when} < ?"  # noqa: S608
+                                        f"{by_reception}{extra}",
+                                        (sc, cutoff, *([now - rule.max_age_days * 86_400.0] if received else []))
+                                        ).fetchall()
                 gone = [r[0] for r in rows]
                 gone_bytes = sum(r[1] for r in rows)
                 if kind == "packets":

@@ -370,7 +370,8 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     rt = sub.add_parser("retain", help="delete what the retention policy no longer keeps")
     rt.add_argument("--policy", metavar="FILE.toml", help="per kind max_age_days and max_mb (default: the defaults)")
-    rt.add_argument("--now", dest="now_s", type=parse_time_s, metavar="T", help="age from this time (default now)")
+    rt.add_argument("--now", dest="now_s", type=parse_time_s, metavar="T", help="the ground's clock for the ages (default now): telemetry "
+                    "ages against each spacecraft's newest packet time, never past this, and by reception against it")
     common(rt, window=False)
     rt.set_defaults(func=_run_guarded(_cmd_retain))
 

@@ -940,11 +940,22 @@ def test_telemetry_ages_by_the_spacecrafts_own_time_and_a_packet_dated_ahead_mov
     deleted = archive.retain(RetentionPolicy(), now_s=now + 30)
     assert all(d["deleted"] == 0 for d in deleted.values()), deleted
     assert len(archive.events()) == 20 and len(archive.query("uptime_s")["uptime_s"][0]) == 20
-    # What is old by the spacecraft's own time still goes: a week of events, by its clock
+    # What is old by the spacecraft's own time and by its reception goes: a week of events, by its clock
     archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 99}, 1000.0 + 8 * 86_400.0)),
                    now + 60)
-    archive.retain(RetentionPolicy.from_mapping({"events": {"max_age_days": 7}}), now_s=now + 90)
+    week = RetentionPolicy.from_mapping({"events": {"max_age_days": 7}})
+    archive.retain(week, now_s=now + 90)
+    assert len(archive.events()) == 21, "received minutes ago: kept"
+    archive.retain(week, now_s=now + 8 * 86_400.0)
     assert [e.args["token"] for e in archive.events()] == [99]
+    # A review: a frame with no time (kept at its reception) made the spacecraft's time the ground's; and a
+    # board that falls back to 1970 after sending real time keeps what it sends since, old only by its clock
+    archive.record(intake(codec, b"\x00" * 9), now + 8 * 86_400.0)
+    archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 100}, now + 8 * 86_400.0)),
+                   now + 8 * 86_400.0)
+    archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 101}, 2000.0)), now + 8 * 86_400.0)
+    archive.retain(RetentionPolicy(), now_s=now + 8 * 86_400.0 + 60)
+    assert sorted(e.args["token"] for e in archive.events()) == [99, 100, 101]
     archive.close()
 
     second = Archive(tmp_path / "keys.sqlite")
