@@ -365,7 +365,8 @@ class GroundClient:
         elif isinstance(record, HkRecord):
             started_s = _started_s(record.time_s, record.values.get("uptime_s"))
             if started_s is not None:
-                self.tracker.boot_at(int(round(started_s * 1000.0)))  # counts restart there
+                # counts restart there; the boot still ran at this packet's time
+                self.tracker.boot_at(int(round(started_s * 1000.0)), int(round(record.time_s * 1000.0)))
             if not played_back:
                 self._notice_restart(packet.apid, record.values, record.time_s)
                 if "dict_hash" in record.values:

@@ -46,10 +46,6 @@ MAX_PASSES = 500
 BOOT_TOLERANCE_MS = 1000  # a boot's start from packet time minus uptime: good to the clock's adjustments
 PRUNE_EVERY = 4096  # keys added between looks at the horizon
 WRAP_MARGIN = 256  # a count this close to 2**14 followed by one this close to 0 is a wrap, not a boot
-# A count that goes back, with no boot known between, is a wrap past lost packets where that many could have
-# been sent in the time between (an audit: 700 lost across the wrap counted as none); more than this many a
-# second is a boot the tracker was not told of (its counts began again at 0). The agent sends far fewer.
-MAX_PACKETS_PER_S = 1000.0
 
 
 def packet_key(apid: int, seq_count: int, time_s: float) -> tuple[int, int, int]:
@@ -186,6 +182,7 @@ class CompletenessTracker:
         self._unsorted: set[int] = set()
         self._new: dict[int, set[int]] = {}       # apid -> keys to acknowledge
         self._boots: list[int] = []               # boot start times (packet time, ms), sorted
+        self._boot_seen: dict[int, int] = {}      # boot start -> the latest packet time its housekeeping was seen
         self._passes: list[_Pass] = []
         self._live_ms: int | None = None          # time of the newest live packet: "now" on the agent's clock
         self._newest_ms: int | None = None        # of any packet: "now" for a tracker that hears only playback
@@ -245,15 +242,26 @@ class CompletenessTracker:
             self.prune()
         return True
 
-    def boot_at(self, time_ms: int) -> None:
+    def boot_at(self, time_ms: int, seen_ms: int | None = None) -> None:
         """An agent boot began at this packet time (housekeeping: packet time minus ``uptime_s``):
-        sequence counts start again there, so no gap is counted across it."""
+        sequence counts start again there, so no gap is counted across it. ``seen_ms``: the packet
+        time of the housekeeping that said so (the boot was still running then)."""
         i = bisect_left(self._boots, time_ms)
         near = [b for b in self._boots[max(0, i - 1):i + 1] if abs(b - time_ms) <= BOOT_TOLERANCE_MS]
-        if near:
-            return
-        self._boots.insert(i, time_ms)
-        self._touch(time_ms)
+        if not near:
+            self._boots.insert(i, time_ms)
+            self._touch(time_ms)
+        boot = near[0] if near else time_ms
+        if seen_ms is not None and seen_ms > self._boot_seen.get(boot, -1):
+            self._boot_seen[boot] = seen_ms
+
+    def _one_boot(self, from_ms: int, to_ms: int) -> bool:
+        """Whether one boot is known to span ``from_ms`` to ``to_ms``: it began before the first and its
+        housekeeping was seen after the second, and no other began between."""
+        b = bisect_right(self._boots, from_ms) - 1
+        if b < 0 or (b + 1 < len(self._boots) and self._boots[b + 1] <= to_ms + BOOT_TOLERANCE_MS):
+            return False
+        return self._boot_seen.get(self._boots[b], -1) >= to_ms
 
     def _reception(self, received_s: float) -> _Pass:
         """The pass this reception belongs to: the current one, or a new one after a silence."""
@@ -319,8 +327,11 @@ class CompletenessTracker:
 
     def gaps(self, apid: int | None = None, from_ms: int | None = None, to_ms: int | None = None) -> list[Gap]:
         """Sequence counts missing between packets received (both within [from_ms, to_ms] when
-        given), per APID in packet-time order; not across a boot (one the tracker was told of, or a
-        count going back further than :data:`MAX_PACKETS_PER_S` could explain as a wrap)."""
+        given), per APID in packet-time order; not across a boot (one the tracker was told of). A count
+        that goes back, not at the wrap's margin, is a wrap past lost packets only where housekeeping of
+        one boot is known on both sides of it (an audit: 700 lost across the wrap counted as none); else
+        a boot the tracker was not told of (a review: counted so, a crash loop before its first
+        housekeeping made 16,000 false losses a restart)."""
         out: list[Gap] = []
         for a in ([apid] if apid is not None else self.apids()):
             order = self._sorted(a)
@@ -333,9 +344,9 @@ class CompletenessTracker:
                 if missing == 0 or cs == ps:
                     continue
                 pt, ct = _time(prev), _time(cur)
-                if cs < ps and not (ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN) \
-                        and missing > MAX_PACKETS_PER_S * max(ct - pt, 1) / 1000.0:
-                    continue  # back, more than the time between could have sent: a new boot
+                wrap = ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN
+                if cs < ps and not wrap and not self._one_boot(pt, ct):
+                    continue  # back, and no boot known to span it: a new boot
                 b = bisect_right(self._boots, pt)
                 if b < len(self._boots) and self._boots[b] <= ct + BOOT_TOLERANCE_MS:
                     continue  # a boot between them: its counts began again at 0
@@ -402,7 +413,10 @@ class CompletenessTracker:
         if gone:
             self.forgotten += gone
             self.known_from_ms = cutoff if self.known_from_ms is None else max(self.known_from_ms, cutoff)
-            del self._boots[:bisect_left(self._boots, cutoff)]
+            kept_from = bisect_left(self._boots, cutoff)
+            for boot in self._boots[:kept_from]:
+                self._boot_seen.pop(boot, None)
+            del self._boots[:kept_from]
             self._passes = [p for p in self._passes if p.last_ms is None or p.last_ms >= cutoff or
                             p is self._passes[-1]]
         return gone

@@ -108,11 +108,14 @@ def test_gaps_are_found_per_apid_in_time_order_and_never_across_a_boot():
     assert tracker.gaps(COMPUTE, from_ms=20002) == [], "a window holds only gaps between packets inside it"
 
     # Found in an audit: 700 lost across the wrap (a store that overflowed), with no boot between, counted as
-    # none; they are a gap where the time between could have sent them, and a boot where it could not.
-    for seq, ms in ((15999, 100_000), (316, 240_000)):  # 140 s: 5 packets a second
+    # none. They are a gap where housekeeping of one boot is known on both sides; without it, a boot (a review:
+    # a crash loop before its first housekeeping made 16,000 false losses a restart).
+    for seq, ms in ((15999, 100_000), (316, 240_000)):
         tracker.add(FILES, seq, ms, 5.0)
+    assert tracker.gaps(FILES) == []  # nothing known of the boots yet
+    tracker.boot_at(50_000, 260_000)  # housekeeping at 260 s: a boot that began at 50 s
     assert tracker.gaps(FILES) == [Gap(FILES, 16000, 700, 100_000, 240_000)]
-    for seq, ms in ((8000, 300_000), (3, 300_500)):  # 8380 in half a second: the agent restarted
+    for seq, ms in ((8000, 300_000), (3, 360_000)):  # back, and its boot's housekeeping last seen at 260 s
         tracker.add(FILES, seq, ms, 6.0)
     assert tracker.gaps(FILES, from_ms=300_000) == []
 
