@@ -640,6 +640,25 @@ def test_a_flood_of_malformed_packets_is_said_a_few_a_period_and_every_one_count
     assert rig.send("NOOP").completed
 
 
+@pytest.mark.req("LNK-004")
+def test_a_link_device_away_is_said_once_an_outage_and_counted_at_every_try(rig):
+    """A review: LINK_DEVICE_ERROR was said at each housekeeping period while a serial adapter was away (each
+    try to reopen it fails), an event a second into the store. Once an outage; every failure counted."""
+    link = rig.link.flight
+    link.is_open = False  # as a serial link says while its device is away
+    for _ in range(5):
+        link.stats.device_errors += 1  # a try to reopen it a second, each failing
+        rig.advance(1.0)
+    assert len(rig.events("LINK_DEVICE_ERROR")) == 1 and rig.hk()["link_device_errors"] == 5
+    link.is_open, link.stats.reopens = True, 1
+    rig.advance(1.0)
+    link.is_open = False
+    link.stats.device_errors += 1  # lost again: a new outage, said
+    rig.advance(1.0)
+    said = rig.events("LINK_DEVICE_ERROR")
+    assert len(said) == 2 and rig.hk()["link_reopens"] == 1
+
+
 @pytest.mark.req("AGT-093")
 def test_acknowledgements_the_store_cannot_keep_are_said_once_until_one_is_kept(rig):
     """Found in an audit: with the acknowledgement log unwritable, each of the ground's acknowledgements (one a

@@ -62,6 +62,7 @@ class LinkService(Component):
         self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
         self._reported_drops = 0
         self._reported_device_errors = 0
+        self._device_down_said = False  # LINK_DEVICE_ERROR said for this outage
         self._bad_said = 0  # BAD_PACKET events this period
         self._bad_unsaid = 0  # malformed packets counted and not said this period
         self._bad_last = ""
@@ -104,11 +105,16 @@ class LinkService(Component):
         if dropped > self._reported_drops:
             self._emit("TM_DROPPED", count=dropped - self._reported_drops)
             self._reported_drops = dropped
-        failed = self.link.stats.device_errors  # a serial device lost: said, not only counted (an audit)
-        if failed > self._reported_device_errors:
+        # A serial device lost: said once an outage, not only counted (an audit), nor at each try to reopen it (a
+        # review: an event a second while an adapter was away); link_device_errors counts every failure
+        failed = self.link.stats.device_errors
+        if failed > self._reported_device_errors and not self._device_down_said:
             self._emit("LINK_DEVICE_ERROR", count=failed - self._reported_device_errors,
                        reason=str(getattr(self.link, "last_error", ""))[:160])
-            self._reported_device_errors = failed
+            self._device_down_said = True
+        self._reported_device_errors = failed
+        if self._device_down_said and getattr(self.link, "is_open", True):
+            self._device_down_said = False  # open again: the next loss is said
 
     # --- input -------------------------------------------------------------------------
 

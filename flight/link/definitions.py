@@ -1101,7 +1101,8 @@ EVENTS = (
           "once per housekeeping period)", ("count", "reason")),
     Event("LINK_DEVICE_ERROR", 0x0037, Severity.WARNING_HI, "Link device: {count} failures, last: {reason}",
           "The serial link's device failed to open, read or write (the link tries again each second, its output "
-          "queued); reported at most once per housekeeping period", ("count", "reason")),
+          "queued); said once an outage, until the device is open again (link_device_errors counts every failure, "
+          "link_reopens the returns)", ("count", "reason")),
     Event("TM_DROPPED", 0x0030, Severity.WARNING_LO, "{count} telemetry packets dropped (queue full)",
           "The link's outgoing queue refused packets (they are still in the packet store, unless its class is "
           "not kept, and come down in playback); reported at most once per housekeeping period", ("count",)),
