@@ -257,6 +257,8 @@ class SpacecraftLink:
                                      los_s=files_config.los_s, send_command=self._file_command,
                                      on_change=self._file_changed, on_record=self._file_record)
         except Exception as exc:  # noqa: BLE001 - handed to start()'s caller
+            if isinstance(link, GroundLink) and link is not self._link:  # opened here: not left open (a review)
+                link.close()
             error.append(exc)
             ready.set()
             return

@@ -478,8 +478,8 @@ class Controller(Component):
                 days = (now_s - orbit.epoch_unix_s) / 86400.0
                 raise CommandFailed(f"line1: epoch {orbit.epoch_unix_s:.0f} (unix s) is {abs(days):.1f} days "
                                     f"{'before' if days >= 0 else 'after'} the board's clock; sgp4 cannot propagate "
-                                    f"it to now (error {exc.code}): check the epoch's year", FailureCode.BAD_ARGUMENTS) \
-                    from None
+                                    f"it to now (error {exc.code}): check the epoch's year, and the board's clock "
+                                    f"(unix s {now_s:.0f})", FailureCode.BAD_ARGUMENTS) from None
         self._memory.remember_tle([req.args["line1"], req.args["line2"]])
         self.set_orbit(orbit)
         self._emit("ORBIT_UPDATED", satnum=orbit.satnum, epoch=round(orbit.epoch_unix_s, 3))
