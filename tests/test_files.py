@@ -73,6 +73,58 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.req("AGT-013", "AGT-012")
+def test_damaged_file_and_schedule_state_is_said_counted_and_moved_aside_and_leaves_nothing_behind(tmp_path):
+    """Found in an audit: a damaged files_delivered.json was neither moved aside (the next save overwrote it) nor
+    counted; files.json and schedule.json.ids damage went uncounted (the ids unsaid too); a damaged files.json
+    left the partial uplinks of before on disk; and the packet store's interrupted writes were never removed."""
+    from tests.inproc import InProcessAgent
+
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:
+        rig.advance(2.0)
+        assert rig.send("SCHEDULE_AFTER", delay_s=600.0, command="NOOP").completed
+        rig.agent.files._remember("products/x.npz")  # noqa: SLF001 - as a confirmed downlink does
+    for name in ("files_delivered.json", "schedule.json.ids"):
+        data = bytearray((state / name).read_bytes())
+        data[len(data) // 2] ^= 0x20
+        (state / name).write_bytes(bytes(data))
+    (state / "files.json").write_text("not json")
+    partial = state / "compute" / ".partial" / "0002-7.part"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"half an uplink")
+    stray = state / "store" / ".acks.log.abcd1234.tmp"
+    stray.write_bytes(b"torn")
+    with InProcessAgent(state) as rig:
+        said = {e.args["what"] for e in rig.events("STATE_CORRUPT")}
+        assert {"files delivered", "file transfers", "schedule"} <= said, said
+        assert rig.hk()["state_corrupt"] >= 3
+        assert (state / "files_delivered.json.corrupt").exists() and (state / "schedule.json.ids.corrupt").exists()
+        assert not partial.exists() and not stray.exists()
+
+
+@pytest.mark.req("FIL-007")
+def test_past_the_delivered_files_it_holds_the_oldest_is_cleaned_not_kept_for_ever(tmp_path):
+    """Found in an audit: the list of files the ground has was cut to 1024 by dropping the oldest entries, whose
+    files then stayed in products/ for ever (past 512 products a day at the default keep time)."""
+    from flight.agent.files import MAX_DELIVERED
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        files = rig.agent.files
+        products = files.root / "products"
+        products.mkdir(parents=True, exist_ok=True)
+        for i in range(MAX_DELIVERED + 20):
+            (products / f"p{i:04d}.npz").write_bytes(b"x")
+            files._remember(f"products/p{i:04d}.npz")  # noqa: SLF001 - as a confirmed downlink does
+        assert len(list(products.iterdir())) == MAX_DELIVERED  # the oldest 20 cleaned at once, said
+        rig.pump()
+        assert len(rig.events("FILE_DELETED")) == 20 and not (products / "p0000.npz").exists()
+        rig.clock.advance(2 * 86_400.0)
+        files._clean_delivered()  # noqa: SLF001
+        assert not list(products.iterdir())  # the rest at their keep time: none left behind
+
+
 @pytest.mark.req("FIL-001", "FIL-003")
 @pytest.mark.parametrize("cls", [1, 2])
 def test_a_file_goes_up_whole_in_either_class(tmp_path, cls):

@@ -132,6 +132,8 @@ class Agent:
         packets, store_error = None, None
         self._store_unreadable: list[str] = []  # segment files of the store the disk could not give back
         try:
+            # its own interrupted writes too (acks.log, enabled.json: an audit found them left at each power cut)
+            self._removed += remove_interrupted_writes(config.store_dir or self.state_dir / "store")
             packets = PacketStore(config.store_dir or self.state_dir / "store", int(config.store_max_mb * 1024 * 1024))
             self._opened.append(packets)
             self._store_unreadable = packets.unreadable_segments
@@ -441,7 +443,9 @@ class Agent:
                              "the files are left in place" if self._store_unreadable else None),
             ("telecommand replay window", self.replay.load_error if self.replay else None),
             ("telemetry SNs", self.tm_epoch.load_error if self.tm_epoch else None),
-            ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None)) if error]
+            ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None),
+            ("schedule", self.scheduler.schedule.load_error)) if error]
+        problems += self.files.load_errors
         return problems + [("telecommand keys", problem) for problem in self._key_problems]
 
     def _boot(self) -> None:

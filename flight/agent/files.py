@@ -38,7 +38,7 @@ from flight.link.definitions import FILE_CHANNELS
 from flight.link.dictionary import FailureCode
 from flight.link.interface import FlightLink
 from flight.link.messages import CommandRequest
-from flight.storage import CorruptFile, printable, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, printable, quarantine, read_checked_json, write_checked_json
 
 AGENT_ENTITY_ID = 2
 GROUND_ENTITY_ID = 1
@@ -144,6 +144,13 @@ class FileManager(Component):
         if self._params["file_auto_downlink"]:
             self._auto_downlink()
 
+    @property
+    def load_errors(self) -> list[tuple[str, str]]:
+        """(what, why) of each of its stored files found unreadable at start (counted by the agent's
+        ``state_corrupt``, said as STATE_CORRUPT; an audit: said as FILE_FAILED only, and not counted)."""
+        return [(what, why) for what, why in (("files delivered", self._load_error),
+                                              ("file transfers", self.entity.load_error)) if why]
+
     def time_began(self) -> None:
         for why in (self._load_error, self.entity.load_error):
             if why:
@@ -238,18 +245,22 @@ class FileManager(Component):
                 continue  # not taken by a job yet: kept until it is
             del self._delivered[name]
             changed = True
-            try:
-                path = resolve(self.root, name, None)
-            except NameRefused:
-                continue  # a link now leads it out of the file area: nothing is deleted through it
-            if any(name.startswith(top + "/") for top in CLEANED) and path.is_file():
-                try:
-                    path.unlink()
-                except OSError:
-                    continue
-                self._emit("FILE_DELETED", name=name, reason=f"the ground confirmed it {now - at:.0f} s ago")
+            self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago")
         if changed:
             self._save_delivered()
+
+    def _clean_file(self, name: str, reason: str) -> None:
+        """Delete a file the ground has, if it is one the clean-up may delete (``CLEANED``), and say so."""
+        try:
+            path = resolve(self.root, name, None)
+        except NameRefused:
+            return  # a link now leads it out of the file area: nothing is deleted through it
+        if any(name.startswith(top + "/") for top in CLEANED) and path.is_file():
+            try:
+                path.unlink()
+            except OSError:
+                return
+            self._emit("FILE_DELETED", name=name, reason=reason)
 
     # --- the entity's news ----------------------------------------------------------------------
 
@@ -285,8 +296,12 @@ class FileManager(Component):
         """The ground has ``name`` from now: it may be cleaned ``file_keep_done_s`` later."""
         self._delivered.pop(name, None)
         self._delivered[name] = self._clock.now_s()
-        while len(self._delivered) > MAX_DELIVERED:
-            self._delivered.pop(next(iter(self._delivered)))
+        while len(self._delivered) > MAX_DELIVERED:  # the oldest, cleaned now: dropped from the list, it was kept
+            # for ever (an audit: past 512 products a day, 76 of 1100 left in products/ and never deleted)
+            oldest = next(iter(self._delivered))
+            del self._delivered[oldest]
+            self._clean_file(oldest, f"the ground has it, and over {MAX_DELIVERED} files it has are held: the "
+                                     "oldest cleaned before file_keep_done_s")
         self._save_delivered()
 
     def _load_delivered(self) -> None:
@@ -296,7 +311,10 @@ class FileManager(Component):
             body = read_checked_json(self._delivered_path)
             self._delivered = {str(k): float(v) for k, v in body.items()}
         except (CorruptFile, OSError, AttributeError, TypeError, ValueError) as exc:
-            self._load_error = f"{self._delivered_path.name} unreadable ({exc}); nothing cleaned until sent again"
+            moved = quarantine(self._delivered_path)  # kept as found, not overwritten by the next save (an audit)
+            aside = f"; moved aside ({moved.name})" if moved else ""
+            self._load_error = (f"{self._delivered_path.name} unreadable ({exc}){aside}; nothing cleaned until sent "
+                                "again")
 
     def _save_delivered(self) -> None:
         try:

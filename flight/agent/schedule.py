@@ -473,8 +473,11 @@ class TimeSchedule:
             mark = body.get("reserved_below") if isinstance(body, dict) else None
             if isinstance(mark, bool) or not isinstance(mark, int) or mark < 1:
                 raise CorruptFile(f"{self.ids_path}: no reserved_below")
-        except CorruptFile:
-            quarantine(self.ids_path)  # the schedule file's next_id still holds; a new mark is written at the next insert
+        except CorruptFile as exc:
+            moved = quarantine(self.ids_path)  # the schedule file's next_id still holds; a new mark at the next insert
+            said = (f"{exc}; moved to {moved.name if moved else '(could not be moved)'}, entry ids go on from the "
+                    "schedule file's")  # said and counted (an audit: moved aside unsaid)
+            self.load_error = said if self.load_error is None else f"{self.load_error}; {said}"
             return 0
         self._reserved_below = mark
         return mark

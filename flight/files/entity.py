@@ -816,6 +816,17 @@ class FileEntity:
             self.last_error = f"transfer state not kept: {exc}"
 
     def _load(self) -> None:
+        self._load_state()
+        # Partial files of transactions nobody continues are removed when they time out; those
+        # left from before are removed now, a state file missing or damaged too (an audit: whole uplinks kept).
+        keep = {f"{tid}.part" for tid in self._resumable}
+        partial_dir = self.root / PARTIAL_DIR
+        if partial_dir.is_dir():
+            for p in partial_dir.iterdir():
+                if p.name not in keep:
+                    self._discard_partial(p)
+
+    def _load_state(self) -> None:
         if self._state_path is None or not self._state_path.exists():
             return
         try:
@@ -826,7 +837,7 @@ class FileEntity:
             self._seq.value = int(body["seq"]) % 2**32
             transfers = [Transfer.from_json(t) for t in body["transfers"]]
             history = [Transfer.from_json(t) for t in body["history"]]
-        except (CorruptFile, OSError, KeyError, TypeError, ValueError) as exc:
+        except (CorruptFile, OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.load_error = f"{self._state_path.name}: {exc}; transfers in progress forgotten"
             quarantine(self._state_path)
             return
@@ -840,14 +851,6 @@ class FileEntity:
             elif t.transaction:
                 self.transfers[t.id] = t
                 self._resumable[t.transaction] = t
-        # Partial files of transactions nobody continues are removed when they time out; those
-        # left from before are removed now.
-        keep = {f"{tid}.part" for tid in self._resumable}
-        partial_dir = self.root / PARTIAL_DIR
-        if partial_dir.is_dir():
-            for p in partial_dir.iterdir():
-                if p.name not in keep:
-                    self._discard_partial(p)
 
     def expire_resumable(self) -> list[Transfer]:
         """Transfers that were coming in before a restart and whose sender never came back
