@@ -344,6 +344,24 @@ def test_a_tle_sgp4_cannot_take_to_now_is_refused_or_said_once_never_a_fault_a_m
         assert rig.agent.controller.prediction is not None and len(rig.events("ORBIT_UNPREDICTABLE")) == 1
 
 
+@pytest.mark.req("AGT-013")
+def test_a_damaged_state_file_hands_out_no_job_id_a_product_on_board_has_and_says_the_stop_unclean(tmp_path):
+    """Found in an audit: with state.json damaged, job ids started again at 1 (a new job's product would have
+    replaced one not yet downlinked), and AGENT_STARTED said the previous stop was clean."""
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:
+        rig.advance(1.0)
+    (state / "state.json").write_text("damaged")
+    (state / "compute" / "products").mkdir(parents=True, exist_ok=True)
+    (state / "compute" / "products" / "job00041-tiles.npz").write_bytes(b"x")
+    (state / "compute" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (state / "compute" / "checkpoints" / "job00007.ck").write_bytes(b"x")
+    with InProcessAgent(state) as rig:
+        assert rig.agent.memory.allocate_job_id() == 42
+        assert rig.events("AGENT_STARTED")[-1].args["previous_stop"] == "unclean"
+        assert "state" in {e.args["what"] for e in rig.events("STATE_CORRUPT")}
+
+
 @pytest.mark.req("AGT-061")
 def test_the_platform_load_goes_on_being_learned_through_a_step_back_of_utc(tmp_path):
     """Found in an audit: the rest of the spacecraft's draw was learned on UTC, and a clock corrected a year

@@ -19,6 +19,7 @@ under lockstep, how long a step may wait for the compute worker to answer its pi
 from __future__ import annotations
 
 import math
+import re
 import signal
 import socket
 import threading
@@ -63,6 +64,24 @@ from flight.storage import DirectoryLock, remove_interrupted_writes
 # Feed systemd's watchdog at most this often (and at least every half period it asks for).
 _WATCHDOG_FEED_MAX_S = 1.0
 _EARLY_EVENTS_MAX = 64  # events held before time begins (the worker's few): past it, dropped
+_JOB_FILE = re.compile(r"^job(\d{1,9})[.-]")  # a product's or checkpoint's name (flight/compute/worker.py)
+
+
+def _highest_job_id(compute_dir: Path) -> int:
+    """The highest job id a product or checkpoint in ``compute_dir`` names (0: none)."""
+    highest = 0
+    for top in ("products", "checkpoints"):
+        try:
+            names = [p.name for p in (compute_dir / top).iterdir()]
+        except OSError:
+            continue
+        for name in names:
+            found = _JOB_FILE.match(name)
+            if found:
+                highest = max(highest, int(found.group(1)))
+    return highest
+
+
 _DISPATCH_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
 
 
@@ -174,6 +193,7 @@ class Agent:
                     self.params.store.forget_refused))
         compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
         compute_dir = config.compute_dir or self.state_dir / "compute"
+        self.memory.job_ids_above(_highest_job_id(compute_dir))
         self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,
                                  events(FileManager), self.params, self.link_service.contact_age_s)
         self.compute = ComputeSupervisor(compute_dir, compute_on,

@@ -100,6 +100,8 @@ class PersistentState:
         self.previous_stop = "clean" if not self.state.running else "unclean"
         if self.state.boot_count == 0 and self.file.load_error is None:
             self.previous_stop = "first start"
+        elif self.file.load_error is not None:  # the defaults say nothing of how it stopped (an audit: "clean")
+            self.previous_stop = "unclean"
         self.state.boot_count += 1
         self.state.running = True
         self._saved_at_s = float("-inf")
@@ -167,6 +169,13 @@ class PersistentState:
             self.save(force=True)
 
     # --- for the compute supervisor -----------------------------------------------------------
+
+    def job_ids_above(self, highest: int) -> None:
+        """No job id at or below ``highest`` is handed out again (the highest a product or checkpoint on the
+        board names: an audit found a damaged state file restarting ids at 1, over products not yet down)."""
+        if highest >= self.state.next_job_id:
+            self.state.next_job_id = highest + 1
+            self.save(force=True)
 
     def allocate_job_id(self) -> int:
         """A job id never handed out before, saved before it is used."""
