@@ -422,3 +422,18 @@ def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(comput
     job_id = client.send("TRAIN_START", {"dataset": "huge", "steps": 10}).result["job_id"]
     failed = wait_event(client, "JOB_FAILED", lambda e: e.args["job_id"] == job_id)
     assert "largest label 100000 makes 100001 classes, not 2 to 1024: give TRAIN_START classes=N" in failed.args["reason"]
+
+
+@pytest.mark.req("CMP-010")
+def test_the_workers_log_is_rotated_at_a_start_past_its_bound(start_agent, make_client, ipc_url, tmp_path):
+    """Found in an audit: worker.log was appended to at every worker start and never trimmed."""
+    from flight.agent.compute import WORKER_LOG_MAX_BYTES
+
+    state = tmp_path / "state"
+    (state / "compute").mkdir(parents=True)
+    (state / "compute" / "worker.log").write_bytes(b"x" * (WORKER_LOG_MAX_BYTES + 1))
+    start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))
+    client = make_client(ipc_url)
+    hk_values(client, lambda v: v["compute_pid"] > 0)
+    assert (state / "compute" / "worker.log.1").stat().st_size == WORKER_LOG_MAX_BYTES + 1
+    assert (state / "compute" / "worker.log").stat().st_size < WORKER_LOG_MAX_BYTES

@@ -66,6 +66,7 @@ from flight.orbit.saa import SaaDrift, saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
+WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log, at most before it is rotated at a start (two kept)
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
 MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
@@ -166,7 +167,14 @@ class ComputeSupervisor(Component):
     def start(self) -> None:
         if not self.enabled:
             return
-        log = open(self.root / "worker.log", "ab")  # noqa: SIM115 - the child keeps it
+        log_path = self.root / "worker.log"
+        try:  # bounded: past WORKER_LOG_MAX_BYTES the last one is kept as worker.log.1, the older one goes (an audit:
+            # it grew at every start, a crashing worker's tracebacks without end)
+            if log_path.stat().st_size > WORKER_LOG_MAX_BYTES:
+                os.replace(log_path, log_path.with_name("worker.log.1"))
+        except OSError:
+            pass  # none yet, or the disk refuses: appended to as before
+        log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
         models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
                   *(["--allow-unsigned"] if self.allow_unsigned else []),
                   *(["--upset-injection"] if self.upset_injection else [])]
