@@ -79,6 +79,13 @@ JOB_SIZES = (800, 8000)  # smaller jobs: their fixed cost is shared among fewer 
 SIZE_PAIRS = 5
 
 
+def _settings(session: Any) -> tuple:
+    """What a session's speed depends on besides the model: level, threads, mode, providers."""
+    o = session.get_session_options()
+    return (o.graph_optimization_level.name, o.intra_op_num_threads, o.inter_op_num_threads, o.execution_mode.name,
+            tuple(session.get_providers()))
+
+
 def _tiles() -> np.ndarray:
     return np.concatenate([load_held_out().tiles.astype(np.float32)] * REPEAT)
 
@@ -104,8 +111,17 @@ class Bare:
             except RuntimeError:  # not set on the worker's session: onnxruntime's default
                 pass
         self.optimization = options.graph_optimization_level.name
-        self.session = open_session((MODELS_DIR / MODEL_FILE).read_bytes(), options=options).session
+        # The worker's provider too (a review: with no list, a GPU build could open the bare side on TensorRT)
+        self.session = open_session((MODELS_DIR / MODEL_FILE).read_bytes(), list(like.get_providers()),
+                                    options=options).session
         self.input_name = self.session.get_inputs()[0].name
+        self.like = _settings(like)
+
+    def matches(self, other: Any) -> None:
+        """Refuse to compare with a session whose options this one does not share: the ratio would hold the
+        difference (a review: the checked worker's session was taken to match the unchecked one's)."""
+        if _settings(other) != self.like:
+            raise RuntimeError(f"the job's session {_settings(other)} is not the bare one's {self.like}")
 
     def run(self, tiles: np.ndarray) -> float:
         """Seconds for ``tiles`` in batches of ``BATCH``, outputs dropped."""
@@ -247,6 +263,7 @@ def inference_figures() -> dict[str, object]:
             # its session's options are the unchecked one's, so the same bare session is the reference.
             agent = JobPath(Path(tmp) / "worker_checked", tiles, abft_checks=True, same_data=Path(tmp) / "worker")
             try:
+                bare.matches(agent.session)
                 _, _, checked_ratios = _pairs(bare, agent, tiles, CHECKED_PAIRS)
                 checked = {"infer_ratio_checked": round(statistics.median(checked_ratios), 3),
                            "infer_ratio_checked_min": round(min(checked_ratios), 3),

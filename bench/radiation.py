@@ -740,7 +740,7 @@ def wide_layer_figures(seed: int) -> dict[str, object]:
                        for level in made}
         flagged, tiles, moved_all, caught_all = flagged + bad, tiles + seen, moved_all + moved, caught_all + caught
     return {"abft_wide_layers": out, "abft_wide_overhead": costs, "abft_wide_false_alarms": [flagged, tiles],
-            "abft_wide_detect_rate": round(caught_all / max(moved_all, 1), 4)}
+            "abft_wide_detect_rate": round(caught_all / moved_all, 4) if moved_all else None}  # none moved: no rate
 
 
 # -- whole models by width ------------------------------------------------------------------------

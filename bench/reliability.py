@@ -487,6 +487,11 @@ def tm_over_a_day_of_contacts(duration_s: float = 86_400.0, after_s: float = AFT
         day_end_ms = int(round((t0 + duration_s) * 1000))
         day = {k for k in made if k[2] <= day_end_ms}
         latest = loop.client.latest if loop.client is not None else {}
+        # What the archive holds (its packet keys), not what the listener handed it (a review: the figure read the
+        # listener's own set, so a packet the archive dropped or took for a duplicate would not show)
+        held = {(apid, seq, t_ms) for apid, seq, t_ms in archive._db.execute(  # noqa: SLF001
+            "SELECT apid, seq_count, time_ms FROM packet_keys").fetchall()}
+        archived &= held
         archive.close()
     return {"tm_made_in_day": len(day), "tm_lost_over_los": len(day - archived),
             "tm_archived": len(archived), "contact_pct": round(100.0 * len(contact) / max(1, len(times)), 1),
