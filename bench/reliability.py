@@ -3,15 +3,19 @@ in real time, commands through a lossy link with restarts, and a day of contacts
 JSON object as its last line.
 
 - ``store_kill9_runs``, ``store_corrupt_records``, ``store_lost_records_per_kill``: a real
-  writer process appends to a packet store (five housekeeping packets and one event per turn,
-  the agent's fsync policy: the segments synced at the end of each turn that stored an event,
-  every 5 s otherwise) and is killed with SIGKILL at a random moment, ``BENCH_STORE_KILLS``
-  (100) times over the same store. After each kill the store is opened as the agent opens it:
-  records failing their CRC are counted, and so are records the writer had appended (it prints
-  each id once ``append`` returned) that are not there. ``store_unsynced_records_p99`` is the
-  modelled exposure to a power cut, which this machine cannot make: the records appended since
-  the last fsync when the kill came (what the page cache held and a power cut could take), p99
-  over the kills. ``store_sync_ms_p99``: one sync's time on this machine's disk.
+  writer process appends to a packet store (five housekeeping packets a turn, and an event in
+  one turn of ``EVENT_EVERY_TURNS`` (25), seeded; the agent's fsync policy: the segments synced
+  at the end of each turn that stored an event, every 5 s otherwise) and is killed with SIGKILL
+  at a random moment, ``BENCH_STORE_KILLS`` (100) times over the same store. It prints each id
+  once ``append`` returned, line by line, and all it printed before the kill is read. After each
+  kill the store is opened as the agent opens it: records failing their CRC are counted, and so
+  are records the writer had appended that are not there (a kill, unlike a power cut, leaves
+  the page cache to the kernel: this counts what the store itself could lose, its own buffers
+  and torn frames). ``store_unsynced_records_p99`` is the modelled exposure to a power cut,
+  which this machine cannot make: the records appended since the last fsync when the kill came
+  (what the page cache held and a power cut could take), p99 over the kills (a review: with an
+  event every turn, every turn was synced and this was 0 to 6 by construction).
+  ``store_sync_ms_p99``: one sync's time on this machine's disk.
 - ``playback_rate_vs_link``: an agent on a pseudo-terminal cable carrying at most what a UART at
   115200 baud carries (``hil.ptyline.PtyLine(rate_bps=11520)``), housekeeping every 0.1 s (some
   6 KB/s, half the line); the
@@ -89,8 +93,9 @@ AFTER_DAY_S = float(os.environ.get("BENCH_AFTER_DAY_S", str(3 * 3600)))
 KILLS = int(os.environ.get("BENCH_KILLS", "20"))
 SEGMENT_BYTES = 64 * 1024
 
+EVENT_EVERY_TURNS = 25  # the writer's turns stores an event in one of this many, on average (seeded)
 _WRITER = textwrap.dedent("""
-    import sys, time
+    import random, sys, time
     from flight.agent.tm_store import PacketStore, SYNC_PERIOD_S, StoreClass
     from flight.link.apid import Apid
     from flight.link.definitions import DICTIONARY
@@ -101,20 +106,24 @@ _WRITER = textwrap.dedent("""
     values = {ch: 20.0 for ch in thermal.channels if ch.startswith("temp_")}
     values.update(throttle_state="NOMINAL", throttle_steps=0)
     out = sys.stdout
+    rng = random.Random(int(sys.argv[4]))
     t, synced_at = 1.79e9, time.monotonic()
     while True:
         for _ in range(5):
             t += 0.2
             p = store.append(c.encode_hk(thermal.sid, values, t))
             out.write(f"A {p.store_id}\\n")
-        p = store.append(c.encode_event("PING_RECEIVED", {"token": p.store_id}, t))
-        out.write(f"A {p.store_id}\\n")
+            out.flush()  # each line as it happens: what was appended before the kill is all read
+        if rng.random() < 1.0 / int(sys.argv[5]):  # an event now and then: most turns hold housekeeping only
+            p = store.append(c.encode_event("PING_RECEIVED", {"token": p.store_id}, t))
+            out.write(f"A {p.store_id}\\n")
+            out.flush()
         t0 = time.perf_counter()
         if StoreClass.REPORTS in store.dirty or time.monotonic() - synced_at >= SYNC_PERIOD_S:
             store.sync()
             synced_at = time.monotonic()
             out.write(f"S {p.store_id} {(time.perf_counter() - t0) * 1000.0:.3f}\\n")
-        out.flush()
+            out.flush()
 """)
 
 
@@ -124,13 +133,25 @@ def store_crashes(kills: int = STORE_KILLS, seed: int = 7) -> dict[str, Any]:
     corrupt, lost_per_kill, unsynced, sync_ms = 0, [], [], []
     max_bytes = 64 * SEGMENT_BYTES
     with tempfile.TemporaryDirectory(prefix="sunlit-store-") as tmp:
-        for _ in range(kills):
-            proc = subprocess.Popen([sys.executable, "-c", _WRITER, tmp, str(max_bytes), str(SEGMENT_BYTES)],
+        for k in range(kills):
+            proc = subprocess.Popen([sys.executable, "-c", _WRITER, tmp, str(max_bytes), str(SEGMENT_BYTES),
+                                     str(seed * 1000 + k), str(EVENT_EVERY_TURNS)],
                                     stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
             last_synced, last_appended = 0, 0
             lines = 0
             appended: set[int] = set()  # by this writer, before its kill
+
+            def take(line: str) -> None:
+                nonlocal last_appended, last_synced
+                kind, *rest = line.split()
+                if kind == "A":
+                    last_appended = int(rest[0])
+                    appended.add(last_appended)
+                else:
+                    last_synced = int(rest[0])
+                    sync_ms.append(float(rest[1]))
+
             try:
                 want = rng.randint(50, 3000)
                 while lines < want:
@@ -138,16 +159,13 @@ def store_crashes(kills: int = STORE_KILLS, seed: int = 7) -> dict[str, Any]:
                     if not line:
                         break
                     lines += 1
-                    kind, *rest = line.split()
-                    if kind == "A":
-                        last_appended = int(rest[0])
-                        appended.add(last_appended)
-                    else:
-                        last_synced = int(rest[0])
-                        sync_ms.append(float(rest[1]))
+                    take(line)
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
+                for line in proc.stdout.read().splitlines():  # what it wrote before the kill, read to the end (a
+                    if line.strip():  # review: records appended after the reader stopped were never counted)
+                        take(line)
                 proc.stdout.close()
             unsynced.append(max(0, last_appended - last_synced))
             store = PacketStore(tmp, max_bytes=max_bytes, segment_bytes=SEGMENT_BYTES)
