@@ -1193,10 +1193,15 @@ def upset_day(seed: int, scale: float = DAY_UPSET_SCALE, tiles_per_step: int = D
                         if sneaked.any():
                             tally.jobs_corrupt_reported_good += 1
                             fresh = [u for u in present if not u.get("ran")]
-                            # A trial: the first job to run on an upset (with the checks, it scrubs it; flown
-                            # blind, the jobs after it run on the same upset again: repeats, not trials).
-                            tally.trials += bool(fresh)
+                            # A trial: the first job to run on its upsets (with the checks, it scrubs them; flown
+                            # blind, the jobs after it run on the same upsets again: repeats, not trials). Not
+                            # where an older upset present had corrupted a job already: it may be what corrupted
+                            # this one, and its first job was the trial (a review: counted twice).
+                            stale = [u for u in present if u.get("ran")]
+                            tally.trials += bool(fresh) and not any(u.get("corrupted") for u in stale)
                             tally.upsets_behind_corrupt_good += len(fresh)
+                            for u in present:
+                                u["corrupted"] = True
                         if sneaked.any() and len(tally.examples) < 5:
                             where = ", ".join(f"{u['tensor']}[byte {u['byte']}] bit {u['bit']}" for u in present)
                             tally.examples.append(f"t={when - t0:.0f} s: {int(sneaked.sum())} tiles; weights hit: {where}")
@@ -1290,7 +1295,9 @@ def trials_of(days: Sequence[tuple[int, DayTally, DayTally]]) -> dict[str, objec
     """What a 0 of ``corrupt_results_reported_good`` over ``days`` rests on. Flown blind, an upset no
     scrub has reached corrupts every job until one does; with the checks, the first job to run on it
     scrubs it. So the trials are the jobs that, flown blind, reported a corrupt tile good and were the
-    first to run on an upset present (found in review: counting every such job counted repeats);
+    first to run on an upset present, with no older upset present that had corrupted a job before (found in
+    review: counting every such job counted repeats; and counting one whose older upset had corrupted an
+    earlier job, whose first job was the trial already, counted it twice);
     with the upsets they first ran on (harmless ones among them), and the miss rate per trial that 0
     in them still allows. ``jobs_corrupt_reported_good_blind``: every such job, repeats included."""
     trials = sum(b.trials for _, _, b in days)
