@@ -273,6 +273,12 @@ def main() -> dict:
             out["replayed_accepted"] = replayed + after6["cmd_accepted"] - before["cmd_accepted"]
             out["replayed_refused"] = refused + after6["tc_auth_rejected"] - before["tc_auth_rejected"]
             out["replayed_tried"] = 2 * len(legit)
+            # A 0 accepted means something only where every packet arrived (a review: not checked)
+            for what, tried in (("forged", N), ("wrong_key", N), ("replayed", 2 * len(legit))):
+                seen = out[f"{what}_accepted"] + out[f"{what}_refused"]
+                if seen != tried:
+                    raise RuntimeError(f"{what}: {seen} of {tried} packets reached the agent's counters; "
+                                       f"{what}_accepted would mean nothing")
             replayer.close()
         finally:
             ground.close()
