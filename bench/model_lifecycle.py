@@ -1,7 +1,8 @@
 """Model uplink figures. Prints one JSON object as its last line.
 
 - ``delta_vs_full_bytes``: the bytes of a signed delta package over those of the signed full
-  package, for the shipped cloud-screening model with its head (the last Gemm, 13 -> 2)
+  package of the model it makes (what would be uplinked otherwise), for the shipped cloud-screening
+  model with its head (the last Gemm, 13 -> 2)
   fine-tuned on board-like data: 40 Adam steps of the repository's own trainer
   (flight.compute.training) on the body's features of the first held-out tiles. Both
   packages are what ``sunlit-ground model pack`` / ``delta`` write: model or delta,
@@ -63,8 +64,10 @@ def fine_tuned_head(base: bytes, steps: int = FINE_TUNE_STEPS, seed: int = 0) ->
 def _packages(directory: Path) -> tuple[Any, Any]:
     base = (MODELS_DIR / MODEL_FILE).read_bytes()
     inputs = load_inputs(None)
-    full = pack_full(base, MODEL_NAME, "2", OPERATOR, KEY, directory / "full", inputs)
-    delta = pack_delta(base, fine_tuned_head(base), MODEL_NAME, "3", OPERATOR, KEY, directory / "delta", inputs)
+    tuned = fine_tuned_head(base)
+    # The full package of the model the delta makes: what would be uplinked otherwise (a review: the base's)
+    full = pack_full(tuned, MODEL_NAME, "2", OPERATOR, KEY, directory / "full", inputs)
+    delta = pack_delta(base, tuned, MODEL_NAME, "3", OPERATOR, KEY, directory / "delta", inputs)
     return full, delta
 
 
