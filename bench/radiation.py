@@ -478,9 +478,11 @@ def count_false_alarms(session: ort.InferenceSession, tiles: np.ndarray, batch: 
 
 
 def range_false_alarm_figures(ranged: bytes, tiles: np.ndarray, part: np.ndarray, flips: Tally) -> dict[str, object]:
-    """False alarms of the model with both checks (a tile flagged when abft_ok or range_ok is false) over
-    the tiles ``false_alarms`` counts: :func:`clean_tiles` on 1 thread (and per set), ``part`` on 2
-    threads, with optimisation off and on owned weights, and the clean runs of the range flip campaign."""
+    """False alarms of the model with both checks (a tile flagged when abft_ok or range_ok is false) over:
+    :func:`clean_tiles` on 1 thread (and per set); ``part`` (not every tile) on 2 threads, with optimisation
+    off and on owned weights; and the clean runs of the range flip campaign, which repeat held-out tiles (so
+    not the distinct tiles ``false_alarms`` counts: a review). The sessions at ``all`` open the plain-layout
+    model (the worker's at ``all`` would be its NCHWc one)."""
     flags = (abft.OUTPUT, ranges.OUTPUT)
     one = open_session(ranged, ["CPUExecutionProvider"], threads=1).session
     n_held, n_gen = len(load_held_out().tiles), GENERATED_TILES
