@@ -10,9 +10,10 @@ up to ±15 %, degradation unknown). Each is flown twice in a 60-s closed loop ov
 with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
 today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given
 the truth (``hil.power_cases.optimum`` says where it must end); cases where no schedule
-keeps the floor are counted (``cases_infeasible``) and left out, and so are cases where even
-the optimum works less than an hour of the lowest mode (``cases_little_work``: its only work
-lies inside the agent's margin above the floor); their floor violations still count.
+keeps the floor are counted (``cases_infeasible``) and left out, and so are cases where an
+optimum a ratio is over (the plan's or the baseline's, either ending rule) works less than an hour
+of the lowest mode (``cases_little_work``: its only work lies inside the agent's margin above the
+floor); their floor violations still count.
 
 - ``work_vs_oracle_min``, ``_p10``, ``_median``: the plan's work over the optimum's, the
   optimum ending at least as full as the agent ended, or as it started where the agent ended
