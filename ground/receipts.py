@@ -238,15 +238,12 @@ class TrainingReceipt:
         """The summary for an operator, one fact a line."""
         r = self.receipt
         loss = "not finite" if self.loss is None else f"{self.loss:.4f}"
-        lat = " unknown" if r["lat_deg"] is None else f" {r['lat_deg']:.1f} deg"
-        where = " (some of it in the SAA)" if r["in_saa"] and r["flux_class"] != FluxClass.SAA.value else ""
         return [
             f"{self.path}",
             f"  training     job {self.job_id} on {self.source}: {self.steps} steps, last loss {loss}",
-            f"  step checks  {self.steps_refused} steps refused, {self.restores} checkpoints loaded again, "
-            f"{self.saa_checkpoints} checkpoints before the SAA",
+            _step_checks_line(self.steps_refused, self.restores, self.saa_checkpoints),
             f"  model        sha256 {r['model_sha256'][:16]}..., {r['provider']}, protection {r['protection']}",
-            f"  environment  {r['flux_class']} while it trained{where}, latitude at the end{lat}: {r['flux_source']}",
+            _training_environment_line(r, "at the end"),
             f"  {self.verdict()}",
         ]
 
@@ -295,16 +292,12 @@ class CheckpointReceipt:
 
     def lines(self) -> list[str]:
         r = self.receipt
-        lat = " unknown" if r["lat_deg"] is None else f" {r['lat_deg']:.1f} deg"
-        where = " (some of it in the SAA)" if r["in_saa"] and r["flux_class"] != FluxClass.SAA.value else ""
         return [
             f"{self.path}",
             f"  checkpoint   training on {self.data_set}: the state at step {self.step} (weights, optimizer)",
-            f"  step checks  {self.steps_refused} steps refused, {self.restores} checkpoints loaded again, "
-            f"{self.saa_checkpoints} checkpoints before the SAA",
+            _step_checks_line(self.steps_refused, self.restores, self.saa_checkpoints),
             f"  state        sha256 {self.state_sha256[:16]}..., {r['provider']}, protection {r['protection']}",
-            f"  environment  {r['flux_class']} while it trained{where}, latitude when written{lat}: "
-            f"{r['flux_source']}",
+            _training_environment_line(r, "when written"),
             f"  {self.verdict()}",
         ]
 
@@ -314,6 +307,18 @@ class CheckpointReceipt:
                 "saa_checkpoints": self.saa_checkpoints, "state_sha256": self.state_sha256, "vouched": self.vouched,
                 "verdict": self.verdict(), "disagreements": list(self.disagreements),
                 "unknown_fields": list(self.unknown_fields), "receipt": self.receipt}
+
+
+def _step_checks_line(refused: int, restores: int, saa_checkpoints: int) -> str:
+    return (f"  step checks  {refused} steps refused, {restores} checkpoints loaded again, {saa_checkpoints} "
+            "checkpoints before the SAA")
+
+
+def _training_environment_line(r: dict[str, Any], latitude_when: str) -> str:
+    """The environment the agent predicted while a job trained, and the latitude ``latitude_when``."""
+    lat = " unknown" if r["lat_deg"] is None else f" {r['lat_deg']:.1f} deg"
+    where = " (some of it in the SAA)" if r["in_saa"] and r["flux_class"] != FluxClass.SAA.value else ""
+    return f"  environment  {r['flux_class']} while it trained{where}, latitude {latitude_when}{lat}: {r['flux_source']}"
 
 
 def _read_checkpoint(data: bytes, where: str) -> CheckpointReceipt:
