@@ -390,7 +390,8 @@ def test_a_refused_set_param_changes_nothing_saved_and_the_safe_charge_stays_bel
         assert refused.failure.code is FailureCode.OUT_OF_RANGE and "battery_safe_pct" in refused.failure.reason
         assert rig.agent.params["battery_safe_pct"] == 20.0
         assert rig.send("SET_PARAM", name="battery_floor_pct", value="45").completed
-        assert rig.send("SAVE_PARAMS").completed
+        saved = rig.send("SAVE_PARAMS")
+        assert saved.completed and saved.result["path"] == "params.json"  # a file, not the board's directory
     with InProcessAgent(state, parameters={"thermal_soft_limit_c": 75.0}) as rig:
         assert rig.agent.params["thermal_soft_limit_c"] == 75.0  # the configuration's, not a saved 80
         assert rig.agent.params["battery_floor_pct"] == 45.0 and rig.agent.params["battery_safe_pct"] == 20.0

@@ -95,10 +95,11 @@ def test_damaged_file_and_schedule_state_is_said_counted_and_moved_aside_and_lea
     partial.write_bytes(b"half an uplink")
     stray = state / "store" / ".acks.log.abcd1234.tmp"
     stray.write_bytes(b"torn")
+    (state / "sequence_run.json").write_text("damaged")  # a run's saved state: said, and now counted
     with InProcessAgent(state) as rig:
         said = {e.args["what"] for e in rig.events("STATE_CORRUPT")}
-        assert {"files delivered", "file transfers", "schedule"} <= said, said
-        assert rig.hk()["state_corrupt"] >= 3
+        assert {"files delivered", "file transfers", "schedule", "sequence run"} <= said, said
+        assert rig.hk()["state_corrupt"] >= 4
         assert (state / "files_delivered.json.corrupt").exists() and (state / "schedule.json.ids.corrupt").exists()
         assert not partial.exists() and not stray.exists()
 

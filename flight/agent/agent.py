@@ -464,7 +464,8 @@ class Agent:
             ("telecommand replay window", self.replay.load_error if self.replay else None),
             ("telemetry SNs", self.tm_epoch.load_error if self.tm_epoch else None),
             ("telemetry SNs", self.tm_epoch.store_error if self.tm_epoch else None),
-            ("schedule", self.scheduler.schedule.load_error)) if error]
+            ("schedule", self.scheduler.schedule.load_error),
+            ("sequence run", self.scheduler.run_damage)) if error]
         problems += self.files.load_errors
         return problems + [("telecommand keys", problem) for problem in self._key_problems]
 

@@ -187,4 +187,4 @@ class Parameters(Component):
         except OSError as exc:
             raise CommandFailed(f"could not write {self.store.path.name}: {exc.strerror}") from None
         self._emit("PARAMS_SAVED", count=count, path=self.store.path.name)
-        return {"count": count, "path": str(self.store.path)}
+        return {"count": count, "path": self.store.path.name}  # a file, not the board's directory (SEC-006; an audit)

@@ -40,7 +40,7 @@ from flight.clock import Clock
 from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
 from flight.link.messages import CommandRequest, new_cmd_id
-from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_json, write_checked_json
 
 LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
 TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
@@ -81,6 +81,7 @@ class Scheduler(Component):
         self.run: SequenceRun | None = None
         self._run_cmd: tuple[int, int] | None = None  # (cmd_id, step) of the step command in flight
         self._run_error: str | None = None
+        self._run_damaged = False
         self.released = 0
         self.late_ms: float | None = None
         self._telemetry_at = -math.inf
@@ -188,6 +189,7 @@ class Scheduler(Component):
         self.run, self._run_cmd = None, None
         try:
             self._run_path.unlink(missing_ok=True)
+            fsync_path(self._run_path.parent)  # the removal kept: after a power cut a finished run must not resume
         except OSError as exc:
             self._emit("SCHEDULE_ERROR", reason=f"sequence state not removed: {exc.strerror or exc.__class__.__name__}")
         self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
@@ -212,6 +214,7 @@ class Scheduler(Component):
             self.run = SequenceRun.from_state(sequence, state)
         except (CorruptFile, OSError, KeyError, TypeError, SequenceError, CommandFailed) as exc:
             self._run_error = f"sequence run not resumed: {exc}"
+            self._run_damaged = not isinstance(exc, (SequenceError, CommandFailed))  # the file, not its sequence
             quarantine(self._run_path)
             self.run = None
 
@@ -310,6 +313,13 @@ class Scheduler(Component):
         step = self.run.index
         self._end_run(False, f"aborted by command at step {step}")
         return {"step": step}
+
+    @property
+    def run_damage(self) -> str | None:
+        """Why the sequence run saved before the start was not resumed where its file was damaged (not where its
+        sequence changed or went), or None: counted by the agent's ``state_corrupt`` as well as said (an audit:
+        said only)."""
+        return self._run_error if self._run_damaged else None
 
     # --- telemetry ---------------------------------------------------------------------------
 
