@@ -138,6 +138,7 @@ def test_inference_job_screens_the_shipped_tiles_into_a_product(compute_agent):
     assert values["infer_cloudy"] + values["infer_clear"] == 800 and values["compute_provider"] == "CPUExecutionProvider"
     product = next((state / "compute" / "products").glob(f"job{job_id:05d}-*.npz"))
     classes = np.load(product)["classes"]
+    assert classes.dtype == np.int16  # two bytes a tile on the link, not numpy's default eight
     truth = load_held_out().labels
     accuracy = float((classes == truth).mean())
     assert accuracy > 0.9  # the model card states 0.919 on this held-out set

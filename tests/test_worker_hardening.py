@@ -936,3 +936,30 @@ def test_a_stop_ends_the_worker_in_the_middle_of_its_rest(bench):
     threading.Timer(0.2, lambda: bench.router.send_multipart([b"compute", cp.encode(cp.Stop())])).start()
     worker.run()
     assert len(slices) == 1 and worker._stop  # noqa: SLF001
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("CMP-004")
+@pytest.mark.parametrize("outputs, dtype", [(2, np.int16), (40000, np.int32)])
+def test_a_products_classes_take_two_bytes_a_tile_unless_the_model_has_more_outputs(bench, outputs, dtype):
+    """Classes were numpy's int64, 5/8 of a product's bytes on the link; int16 holds any class of a model
+    of up to 32767 outputs, and a wider model's are int32, never wrapped."""
+    w = np.zeros((2, outputs), np.float32)
+    w[0, -1] = w[1, outputs // 2] = 1.0  # the last class for one kind of tile, a middle one for the other
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["probabilities"])], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    bench.worker.store.install("wide", "1", model.SerializeToString(), golden=True,
+                               provenance=Provenance("test", False, "", time.time()))
+    bench.data_set("xs", np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.5]], np.float32))
+    admit(bench, abft_checks=False)
+    job = bench.infer(1, "xs", model="wide")
+    assert job.state.value == "DONE", job.detail
+    classes = np.load(bench.root / "products" / "job00001-xs.npz")["classes"]
+    assert classes.dtype == dtype
+    assert classes.tolist() == [outputs - 1, outputs // 2, outputs - 1]

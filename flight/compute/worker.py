@@ -228,6 +228,9 @@ class NonFiniteOutput(ArithmeticError):
 
 
 NO_CLASS = -1  # a product's class for a tile whose checks failed and whose output is not a number
+CLASS_DTYPE = np.int16
+"""A product's classes: a model's outputs past its range (32767) are written as int32. Two bytes a
+tile, not numpy's eight: the classes were 5/8 of a product's bytes on the link."""
 MAX_CLASSES = 1024  # a training job's outputs, at most (TRAIN_START classes' range)
 
 
@@ -1933,7 +1936,7 @@ class Worker:
         job.progress = start
         if start >= len(data):
             parts = self._results.pop(job.job_id, [])
-            classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, CLASS_DTYPE)
             conf = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
             path = self._write_product(job, classes, conf, source=job.name, model=model, checks=checks)
             self._proven(job.model, model)
@@ -2151,6 +2154,7 @@ class Worker:
         else:
             classes = probs.argmax(axis=1)
             conf = probs[np.arange(len(classes)), classes]
+        classes = classes.astype(CLASS_DTYPE if probs.shape[1] <= np.iinfo(CLASS_DTYPE).max else np.int32)
         good = classes[~bad]
         t = self.totals
         t.count += len(good)
