@@ -426,8 +426,12 @@ def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(comput
 
 
 @pytest.mark.req("CMP-010")
-def test_the_workers_log_is_rotated_at_a_start_past_its_bound(start_agent, make_client, ipc_url, tmp_path):
-    """Found in an audit: worker.log was appended to at every worker start and never trimmed."""
+@pytest.mark.req("FIL-009")
+def test_the_workers_log_is_rotated_at_a_start_past_its_bound_and_can_be_sent_down(start_agent, make_client,
+                                                                                   ipc_url, tmp_path):
+    """Found in an audit: worker.log was appended to at every worker start and never trimmed. Found in a
+    later one: it sat at the compute directory's top, where FILE_DOWNLINK refused it, and logs/ (the top
+    the files area sends logs from) stayed empty. An older agent's log at the top is taken into logs/."""
     from flight.agent.compute import WORKER_LOG_MAX_BYTES
 
     state = tmp_path / "state"
@@ -436,5 +440,9 @@ def test_the_workers_log_is_rotated_at_a_start_past_its_bound(start_agent, make_
     start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))
     client = make_client(ipc_url)
     hk_values(client, lambda v: v["compute_pid"] > 0)
-    assert (state / "compute" / "worker.log.1").stat().st_size == WORKER_LOG_MAX_BYTES + 1
-    assert (state / "compute" / "worker.log").stat().st_size < WORKER_LOG_MAX_BYTES
+    logs = state / "compute" / "logs"
+    assert (logs / "worker.log.1").stat().st_size == WORKER_LOG_MAX_BYTES + 1
+    assert (logs / "worker.log").stat().st_size < WORKER_LOG_MAX_BYTES
+    assert not (state / "compute" / "worker.log").exists()
+    sent = client.send("FILE_DOWNLINK", {"name": "logs/worker.log.1"})
+    assert sent.completed, sent

@@ -175,6 +175,36 @@ def test_a_file_replaced_while_it_goes_arrives_whole_as_it_was_when_it_started(t
     assert not (tmp_path / "b/.partial/send.snapshot").exists()
 
 
+@pytest.mark.req("FIL-001")
+def test_a_file_appended_to_as_it_goes_arrives_as_long_as_it_was_when_it_started(tmp_path):
+    """A log is appended to, not replaced: its snapshot (a hard link) shares what is appended. The SHA-256
+    the ground checks was taken over the file as it was, and CFDP read its size again a moment later: a line
+    written in between made every transfer of a busy log fail its check. The size is held with the snapshot."""
+    pair = Pair(tmp_path)
+    path = tmp_path / "b/products/worker.log"
+    first = b"started\n" * 20_000
+    path.write_bytes(first)
+    store = pair.board._send_store  # noqa: SLF001 - the writer's line lands between the snapshot and the read
+    taken = store.snapshot
+
+    def snapshot_then_a_line(name):
+        held = taken(name)
+        with open(path, "ab") as log:
+            log.write(b"a line the worker wrote just then\n")
+        return held
+
+    store.snapshot = snapshot_then_a_line
+    t = pair.board.put("products/worker.log", "downlink/worker.log", cls=2)
+    for _ in range(10):  # and more as it goes
+        pair.run(0.2, stop_when_idle=False)
+        with open(path, "ab") as log:
+            log.write(b"another line\n")
+    pair.run(120)
+    assert pair.board.find(t.id).state == "done", pair.board.find(t.id)
+    assert (tmp_path / "g/downlink/worker.log").read_bytes() == first
+    assert pair.board.find(t.id).sha256 == sha(first)
+
+
 @pytest.mark.req("FIL-003")
 def test_nothing_appears_under_its_name_before_the_file_is_whole(tmp_path):
     pair = Pair(tmp_path)

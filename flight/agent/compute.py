@@ -66,6 +66,7 @@ from flight.orbit.saa import SaaDrift, saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
+WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the compute directory
 WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log, at most before it is rotated at a start (two kept)
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
@@ -167,14 +168,23 @@ class ComputeSupervisor(Component):
     def start(self) -> None:
         if not self.enabled:
             return
-        log_path = self.root / "worker.log"
-        try:  # bounded: past WORKER_LOG_MAX_BYTES the last one is kept as worker.log.1, the older one goes (an audit:
-            # it grew at every start, a crashing worker's tracebacks without end)
+        # Under logs/, where FILE_DOWNLINK takes it and file_auto_downlink sends it (an audit: at the compute
+        # directory's top no command could send it down, and logs/ stayed empty).
+        log_path = self.root / WORKER_LOG
+        try:
+            log_path.parent.mkdir(exist_ok=True)
+            if not log_path.exists() and (self.root / "worker.log").is_file():  # an older agent's, at the top
+                os.replace(self.root / "worker.log", log_path)
+            # bounded: past WORKER_LOG_MAX_BYTES the last one is kept as worker.log.1, the older one goes (an
+            # audit: it grew at every start, a crashing worker's tracebacks without end)
             if log_path.stat().st_size > WORKER_LOG_MAX_BYTES:
                 os.replace(log_path, log_path.with_name("worker.log.1"))
         except OSError:
             pass  # none yet, or the disk refuses: appended to as before
-        log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+        except OSError:  # logs/ could not be made (a file of that name): at the top, as before
+            log = open(self.root / "worker.log", "ab")  # noqa: SIM115
         models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
                   *(["--allow-unsigned"] if self.allow_unsigned else []),
                   *(["--upset-injection"] if self.upset_injection else [])]

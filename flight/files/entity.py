@@ -595,7 +595,8 @@ class FileEntity:
             if transfer is None or transfer.settled:
                 continue
             try:  # the version sent, held as it is now: a file replaced while it goes is sent whole as it was
-                sha = _sha256_file(self._send_store.snapshot(transfer.source))
+                held = self._send_store.snapshot(transfer.source)
+                sha = _sha256_file(held, self._send_store.file_size(Path(transfer.source)))
             except (OSError, NameRefused) as exc:
                 self._send_store.release()
                 self._settle(transfer, "failed", f"source {transfer.source!r}: {exc}")
@@ -746,7 +747,7 @@ class FileEntity:
             return
         try:
             final = resolve(self.root, entry.vfs.dest_name or "", self.write_tops, "destination")
-            sha = _sha256_file(entry.vfs.partial)
+            sha = _sha256_file(entry.vfs.partial, entry.vfs.partial.stat().st_size)
             if entry.user.expected_sha256 is not None and sha != entry.user.expected_sha256:
                 self._refuse_received(entry, fp, ConditionCode.FILE_CHECKSUM_FAILURE, FileStatus.DISCARDED_DELIBERATELY,
                                       f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
@@ -873,11 +874,16 @@ def _is_directive(pdu, directive: DirectiveType) -> bool:
     return pdu.pdu_type.name == "FILE_DIRECTIVE" and pdu.directive_type == directive
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_file(path: Path, size: int) -> str:
+    """The SHA-256 of the first ``size`` bytes of ``path``: what a transaction sends of it."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        while size > 0:
+            chunk = f.read(min(size, 1 << 20))
+            if not chunk:
+                raise OSError(f"{path.name}: shorter than the {size} bytes held to send (truncated as it went)")
             h.update(chunk)
+            size -= len(chunk)
     return h.hexdigest()
 
 

@@ -101,11 +101,14 @@ class ConfinedFilestore(NativeFilestore):
         self.root = Path(root)
         self.read_tops = read_tops
         self._snapshot: tuple[str, Path] | None = None  # (the name sent, its snapshot)
+        self._held_size: tuple[str, int] | None = None  # (the name sent, its size when the snapshot was taken)
 
     def snapshot(self, name: str) -> Path:
         """Hold ``name`` as it is now for the transaction that sends it (a hard link: the version a writer's
         atomic replace unlinks stays readable); what is read of ``name`` from now on is that version, until
-        :meth:`release`. Where no hard link can be made (another file system), the name is read as it is."""
+        :meth:`release`. Where no hard link can be made (another file system), the name is read as it is.
+        Its size is held too (:meth:`file_size`): a file appended to as it goes (a log) is sent as long as
+        it was, so the SHA-256 taken now covers what goes (a hard link shares what is appended)."""
         self.release()
         path = resolve(self.root, name, self.read_tops, "source")
         snap = self.root / PARTIAL_DIR / SEND_SNAPSHOT
@@ -114,8 +117,10 @@ class ConfinedFilestore(NativeFilestore):
             snap.unlink(missing_ok=True)
             os.link(path, snap, follow_symlinks=True)
         except OSError:
-            return path
-        self._snapshot = (name, snap)
+            snap = path
+        else:
+            self._snapshot = (name, snap)
+        self._held_size = (name, snap.stat().st_size)
         return snap
 
     def release(self) -> None:
@@ -123,6 +128,7 @@ class ConfinedFilestore(NativeFilestore):
         if self._snapshot is not None:
             self._snapshot[1].unlink(missing_ok=True)
             self._snapshot = None
+        self._held_size = None
 
     def _path(self, file: Path) -> Path:
         name = str(file).replace(os.sep, "/")
@@ -134,7 +140,10 @@ class ConfinedFilestore(NativeFilestore):
         return _read(self._path(file), offset, read_len)
 
     def file_size(self, file: Path) -> int:
-        return self._path(file).stat().st_size
+        path = self._path(file)
+        if self._held_size is not None and str(file).replace(os.sep, "/") == self._held_size[0]:
+            return self._held_size[1]
+        return path.stat().st_size
 
     def file_exists(self, path: Path) -> bool:
         try:
