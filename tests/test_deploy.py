@@ -684,6 +684,17 @@ def test_agent_unit_is_a_watched_notify_service_with_a_safe_fallback():
         assert key not in agent, key
 
 
+@pytest.mark.req("GND-024")
+def test_ground_unit_can_open_a_spacecrafts_serial_line():
+    """Found in an audit: the ground server's unit ran as a user outside ``dialout`` (the serial
+    device is root:dialout 0660) with ProtectClock=yes, whose implied DeviceAllow= list closes every
+    other device: a spacecraft on ``serial://`` could not be opened under it."""
+    ground = unit_settings("sunlit-ground.service")
+    assert ground["User"] == ["sunlit-ground"] and "dialout" in ground["SupplementaryGroups"][0].split()
+    for key in ("ProtectClock", "PrivateDevices", "DeviceAllow", "DevicePolicy"):
+        assert key not in ground, key
+
+
 def test_safe_unit_is_the_agent_with_compute_off_and_never_beside_it():
     agent, safe = unit_settings("sunlit-agent.service"), unit_settings("sunlit-safe.service")
     assert safe["Conflicts"] == ["sunlit-agent.service"] and safe["StartLimitIntervalSec"] == ["0"]
