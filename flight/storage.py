@@ -40,7 +40,11 @@ def redact_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(r"\1", text) if "/" in text else text
 
 
-def write_atomic(path: Path | str, data: bytes) -> None:
+def write_atomic(path: Path | str, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one, never a part:
+    a temp file beside it, fsync'd, renamed over it, and the directory fsync'd so the rename stays.
+    ``sync_dir=False`` leaves the directory's fsync to the caller, who writes several files in it and
+    syncs it once (:func:`fsync_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,7 +60,8 @@ def write_atomic(path: Path | str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_path(path.parent)
+    if sync_dir:
+        fsync_path(path.parent)
 
 
 def fsync_path(path: Path | str) -> None:

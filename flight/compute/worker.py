@@ -2281,12 +2281,12 @@ class Worker:
         buf = _npz_bytes(classes=classes, confidence=conf, check=status, receipt=np.array(json.dumps(receipt)),
                          **{k: np.array(v) for k, v in header.items()})
         products = self._dir("products")
-        write_atomic(products / f"{stem}.npz", buf)
+        write_atomic(products / f"{stem}.npz", buf, sync_dir=False)  # the directory once, for both files
         known = np.isfinite(conf)  # a tile whose checks failed on a non-number has none (NO_CLASS)
         summary = {"job_id": job.job_id, **header, "source": source, "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
                    "confidence_mean": float(conf[known].mean()) if known.any() else None, "receipt": receipt}
-        write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())
+        write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())  # syncs both renames
         return products / f"{stem}.npz"
 
     def _train_slice(self, job: Job) -> None:
