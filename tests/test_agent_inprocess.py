@@ -149,6 +149,28 @@ def test_a_power_mode_the_board_refuses_is_a_fault_not_a_crash(rig):
     assert rig.events("POWER_MODE_CHANGED") and rig.hk()["internal_errors"] == 0
 
 
+@pytest.mark.req("AGT-008")
+def test_the_power_mode_in_force_is_asked_of_the_board_at_most_every_half_minute(rig, monkeypatch):
+    """Found in an audit: the mode in force was asked of the board twice a tick and at each housekeeping,
+    on a Jetson an ``nvpmodel -q`` process each, which can hold the loop up to its timeout. The agent knows
+    what it set; it asks every POWER_MODE_QUERY_S, and so finds a mode changed by hand on the board."""
+    from flight.agent.control import POWER_MODE_QUERY_S
+
+    rig.send("SET_MODE", mode="IDLE")
+    rig.send("SET_MODE", mode="COMPUTE")
+    asked = []
+    real = rig.hal.current_power_mode
+    monkeypatch.setattr(rig.hal, "current_power_mode", lambda: asked.append(1) or real())
+    rig.advance(60.0)
+    assert 1 <= len(asked) <= 60.0 / POWER_MODE_QUERY_S + 1, len(asked)
+    in_force = rig.hal.current_power_mode().name
+    by_hand = next(m for m in rig.hal.power_modes() if m.name != in_force)
+    rig.hal._mode = by_hand  # noqa: SLF001 - someone ran nvpmodel -m on the board
+    rig.advance(POWER_MODE_QUERY_S + 2.0)
+    changed = [e.args for e in rig.events("POWER_MODE_CHANGED") if e.args["old"] == by_hand.name]
+    assert changed and changed[-1]["new"] == in_force and rig.hal.current_power_mode().name == in_force
+
+
 @pytest.mark.req("AGT-009")
 def test_a_component_producing_a_wrong_channel_set_is_an_error_not_a_nil(rig, monkeypatch):
     good = rig.agent.controller.telemetry

@@ -44,6 +44,10 @@ PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, a
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
 LOAD_WINDOW_S = 60.0  # the charge's change over a minute: well above a battery gauge's resolution
 PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~400 B each)
+POWER_MODE_QUERY_S = 30.0
+"""The power mode in force is asked of the board at most this often (agent time): the agent sets it, and
+knows what it set; the query finds a change made by hand on the board. On a Jetson each query is an
+``nvpmodel -q`` process (an audit: two a second, each able to hold the loop up to its timeout)."""
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
 
 
@@ -131,6 +135,7 @@ class Controller(Component):
         self._publish_plan = publish_plan
         self._reported_plan: Plan | None = None
         self._plan_reported_s = -math.inf  # monotonic: a UTC step back must not silence the reports
+        self._mode_known: tuple[str | None, float] | None = None  # (the mode in force, monotonic s it was known)
         self._plan_seen: Plan | None = None
         self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
@@ -193,13 +198,20 @@ class Controller(Component):
         self._unpredictable_said = False
 
     def _power_mode_now(self) -> str | None:
-        """The power mode in force, None where the board cannot say now (a failed nvpmodel -q)."""
+        """The power mode in force, None where the board cannot say now (a failed nvpmodel -q): as the
+        agent last set it or the board last said, asked again once :data:`POWER_MODE_QUERY_S` has passed."""
+        mono_s = self._clock.monotonic_s()
+        if self._mode_known is not None and 0.0 <= mono_s - self._mode_known[1] < POWER_MODE_QUERY_S:
+            return self._mode_known[0]
         try:
             mode = self.hal.current_power_mode()
         except HalError as exc:
+            self._mode_known = None  # asked again next time: a failure is not remembered as a mode
             self._internal_error("power mode query", exc)
             return None
-        return mode.name if mode else None
+        name = mode.name if mode else None
+        self._mode_known = (name, mono_s)
+        return name
 
     # --- the tick ----------------------------------------------------------------------
 
@@ -279,9 +291,11 @@ class Controller(Component):
         current = self._power_mode_now()
         if current != out.power_mode:
             try:
-                self.hal.set_power_mode(out.power_mode)
+                now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
+                self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except HalError as exc:
+                self._mode_known = None  # whatever the board is in now, it is asked
                 self._emit("POWER_MODE_FAILED", name=out.power_mode, reason=str(exc))
                 self._faults.record("power mode")
         for event in out.after:
