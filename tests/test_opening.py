@@ -529,3 +529,42 @@ def test_the_agent_starts_again_without_a_fault_a_worker_that_gave_up_an_open_an
             assert sup.proc.poll() is None  # another worker started either way
     finally:
         sup.close()
+
+
+class _StuckInTheDriver(subprocess.Popen):
+    """A worker in an uninterruptible driver call: SIGKILL is pending until the call returns, so a wait
+    for it does not end (a real process; only its wait is the stuck one's)."""
+
+    stuck = True
+
+    def wait(self, timeout=None):
+        if not self.stuck:
+            return super().wait(timeout)
+        if timeout is None:
+            raise AssertionError("the agent's loop waited for a killed worker with no bound")
+        raise subprocess.TimeoutExpired(self.args, timeout)
+
+
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-012")
+def test_the_watchdog_starts_a_new_worker_without_waiting_for_one_stuck_in_a_driver_call(tmp_path):
+    """Found in an audit: the watchdog SIGKILLed a hung worker and waited for it with no bound; one stuck in
+    the GPU driver (the hang the watchdog is for) dies only when the call returns, and the agent froze with it."""
+    said: list[str] = []
+    sup = ComputeSupervisor(tmp_path / "compute", True, lambda name, **args: said.append(name), _Faults(), FixedClock(),
+                            dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+    stuck = sup.proc = _StuckInTheDriver([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sup._waiting = (0, -1e9, 0.0)  # noqa: SLF001 - its last ping unanswered for ever
+        sup._watchdog()  # noqa: SLF001 - the supervisor's tick
+        assert "COMPUTE_HUNG" in said and sup.proc is not stuck and sup.proc.poll() is None, said
+        assert sup.restarts == 1 and sup._unreaped == [stuck]  # noqa: SLF001 - looked at again, never waited for
+        stuck.stuck = False  # the driver call returns: the kill lands, and the next tick reaps it
+        stuck.wait(10)
+        sup._watchdog()  # noqa: SLF001
+        assert sup._unreaped == []  # noqa: SLF001
+    finally:
+        stuck.stuck = False
+        stuck.kill()
+        stuck.wait(10)
+        sup.close()

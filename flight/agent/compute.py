@@ -73,6 +73,8 @@ REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answe
 MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
 STARTUP_HOLD_S = 20.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
 STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
+KILL_WAIT_S = 1.0  # a killed worker is gone in milliseconds; one stuck in a driver call is not waited for
+MAX_UNREAPED = 8  # killed workers not gone yet, looked at again (a stuck one goes when its driver call returns)
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
 
 
@@ -132,6 +134,7 @@ class ComputeSupervisor(Component):
         self.state = ComputeState.OFF
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
+        self._unreaped: list[subprocess.Popen] = []  # killed, not gone yet (KILL_WAIT_S)
         self.status = cp.Status()
         self._status_at_s = (0.0, 0.0)  # (time.monotonic(), the agent's monotonic_s()) when the last Status came
         self._time_began = False  # the agent's clock is told to the worker only from its boot (time_began)
@@ -202,9 +205,17 @@ class ComputeSupervisor(Component):
         return self.proc is not None and self.proc.poll() is None
 
     def _kill(self) -> None:
+        """SIGKILL the worker and reap it, waiting at most KILL_WAIT_S: a process in an uninterruptible
+        driver call (the hang the watchdog is for) dies only when the call returns, and the loop must not
+        wait for it (an audit: an unbounded wait here froze the agent with its worker). One not gone is
+        looked at again at each watchdog tick; the next worker waits for the compute directory's lock."""
+        self._unreaped = [p for p in self._unreaped if p.poll() is None][-MAX_UNREAPED:]
         if self._alive():
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+            try:
+                self.proc.wait(KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._unreaped.append(self.proc)
 
     def close(self) -> None:
         """Stop the worker cleanly (it checkpoints training first); kill it if it will not go."""
@@ -344,6 +355,8 @@ class ComputeSupervisor(Component):
             self._waiting = (self._waiting[0], self._clock.monotonic_s(), time.monotonic())
 
     def _watchdog(self) -> None:
+        if self._unreaped:  # killed workers that were stuck: reaped as they go (poll), never waited for
+            self._unreaped = [p for p in self._unreaped if p.poll() is None]
         now = self._clock.monotonic_s()
         # From the oldest unanswered ping: a starting worker's first ping waits for its hello too.
         silent = now - self._waiting[1] if self._waiting is not None else 0.0
