@@ -288,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         quiet_stdout()  # the reader went away (``| head``): stop quietly
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the agent's own handler is in place (its start-up): no traceback
+        print("sunlit-flight: interrupted", file=sys.stderr)
+        return 1
     return status
 
 

@@ -77,7 +77,8 @@ def _confirm(command: Any, yes: bool) -> None:
                       "give --yes to send it", EXIT_NOT_CONFIRMED)
     try:
         answer = input(f"{command.name} is hazardous: {command.description}\nSend it? [y/N] ")
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a no
+        print(file=sys.stderr)
         answer = ""
     if answer.strip().lower() not in ("y", "yes"):
         raise Refused("not sent", EXIT_NOT_CONFIRMED)
@@ -776,6 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except TimeoutError as exc:  # the server never greeted a live view (an audit: a traceback)
         print(f"sunlit-ground: {exc or 'no answer in time'}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C anywhere else (a password prompt, a request under way): no traceback
+        print("\nsunlit-ground: interrupted", file=sys.stderr)
         return EXIT_FAILED
 
 

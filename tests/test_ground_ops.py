@@ -241,3 +241,55 @@ def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start
     refused = proc.assert_event("MODEL_REFUSED", timeout_s=30)
     assert "is not the expected abababab" in refused.args["reason"]
     proc.send_and_wait("MODEL_INSTALL", {"name": "x", "version": "1", "sha256": "zz"}, expect="failed")
+
+
+def _on_a_terminal(argv: list[str], prompt: bytes, cwd: Path) -> tuple[int, bytes]:
+    """Run ``argv`` with a pseudo-terminal for stdin, stdout and stderr; once it shows ``prompt``, Ctrl-C
+    (SIGINT to it, as the terminal sends it). Its exit status and all it wrote."""
+    import select
+    import signal
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True)
+    os.close(slave)
+    out = b""
+    try:
+        while prompt not in out and proc.poll() is None:
+            if select.select([master], [], [], 30.0)[0]:
+                out += os.read(master, 4096)
+            else:
+                break
+        assert prompt in out, out
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        while select.select([master], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        return code, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+
+
+@pytest.mark.system  # a process on a pseudo-terminal
+@pytest.mark.req("GND-025")
+@pytest.mark.parametrize("argv, prompt", [
+    (["user", "add", "alice", "--role", "admin", "--users", "users.toml"], b"password: "),
+    (["--direct", "zmq+ipc:///nonexistent/link", "send", "SHUTDOWN"], b"Send it? [y/N] "),
+])
+def test_ctrl_c_at_a_prompt_ends_the_cli_without_a_traceback(tmp_path, argv, prompt):
+    """Found in an audit: Ctrl-C at the password prompt and at a hazardous command's question each ended in a
+    traceback. At the question it is a no (not sent, exit 3); anywhere else the CLI says it was interrupted."""
+    code, out = _on_a_terminal([sys.executable, "-m", "ground.cli", *argv], prompt, tmp_path)
+    assert b"Traceback" not in out, out.decode(errors="replace")
+    if b"Send it" in prompt:
+        assert code == 3 and b"not sent" in out, out
+    else:
+        assert code == 1 and b"interrupted" in out and not (tmp_path / "users.toml").exists(), out

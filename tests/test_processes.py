@@ -110,6 +110,23 @@ def test_the_agents_flags_are_named_in_its_errors(tmp_path, flag, said):
     assert said in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+@pytest.mark.req("AGT-018")
+def test_ctrl_c_as_the_agent_starts_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """Found in an audit: SIGINT before the agent's loop had put its own handler in place (building the
+    agent: the HAL, the link, the state) ended in a traceback. Here the interrupt lands as it is built."""
+    import flight.agent.agent as agent_module
+    from flight.cli import main
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_module, "Agent", interrupted)
+    code = main(["run", "--hal", "linux", "--state-dir", str(tmp_path / "state"), "--link",
+                 f"zmq+ipc://{tmp_path}/link"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == "sunlit-flight: interrupted" and "Traceback" not in err, err
+
+
 @pytest.mark.req("AGT-013")
 def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(tmp_path, short_dir):
     """Found in use: they were sent down as events, but whoever started the agent saw nothing, and its boot
