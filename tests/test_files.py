@@ -597,6 +597,45 @@ def test_below_the_disk_reserve_new_jobs_and_uplinks_are_refused_with_the_reason
 
 
 @pytest.mark.req("FIL-009")
+def test_a_file_the_disk_will_not_delete_is_said_once_counted_and_tried_again(tmp_path, monkeypatch):
+    """Found in an audit: a failed deletion was dropped from the list of files the ground has, unsaid and
+    uncounted, and the file stayed on the board for good."""
+    import errno
+    import pathlib
+
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        files = rig.agent.files
+        products = files.root / "products"
+        products.mkdir(parents=True, exist_ok=True)
+        (products / "stuck.npz").write_bytes(b"x")
+        files._remember("products/stuck.npz")  # noqa: SLF001 - as a confirmed downlink does
+        real_unlink = pathlib.Path.unlink
+        refusing = [True]
+
+        def unlink(path, missing_ok=False):
+            if refusing[0] and path.name == "stuck.npz":
+                raise OSError(errno.EIO, "Input/output error", str(path))
+            return real_unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+        rig.clock.advance(2 * 86_400.0)
+        for _ in range(3):
+            files._clean_delivered()  # noqa: SLF001 - a clean-up look, again and again
+        rig.pump()
+        said = [e.args for e in rig.events("FILE_FAILED") if e.args["name"] == "products/stuck.npz"]
+        assert len(said) == 1 and "not deleted" in said[0]["reason"] and "Input/output error" in said[0]["reason"]
+        assert rig.hk()["files_failed"] == 1 and (products / "stuck.npz").exists()
+        refusing[0] = False  # the disk lets it go: the next look deletes it
+        files._clean_delivered()  # noqa: SLF001
+        rig.pump()
+        assert not (products / "stuck.npz").exists()
+        assert rig.events("FILE_DELETED")[-1].args["name"] == "products/stuck.npz"
+        assert rig.hk()["files_failed"] == 1  # counted once
+
+
+@pytest.mark.req("FIL-009")
 def test_an_uplinked_input_is_cleaned_once_a_job_has_taken_it(files_rig):
     r = files_rig
     assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed

@@ -87,6 +87,8 @@ class FileManager(Component):
         self.entity.admit_incoming = self._admit_incoming
         self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
+        self._not_deleted: set[str] = set()  # files the clean-up could not delete (FILE_FAILED said each, once)
+        self._delete_failures = 0  # of those, counted once each in files_failed
 
     # --- PDUs -----------------------------------------------------------------------------------
 
@@ -243,24 +245,34 @@ class FileManager(Component):
                 continue
             if name.startswith("incoming/done/") and (self.root / "incoming" / name.rsplit("/", 1)[1]).exists():
                 continue  # not taken by a job yet: kept until it is
+            if not self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago"):
+                continue  # kept in the list: tried again at the next clean-up
             del self._delivered[name]
             changed = True
-            self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago")
         if changed:
             self._save_delivered()
 
-    def _clean_file(self, name: str, reason: str) -> None:
-        """Delete a file the ground has, if it is one the clean-up may delete (``CLEANED``), and say so."""
+    def _clean_file(self, name: str, reason: str) -> bool:
+        """Delete a file the ground has, if it is one the clean-up may delete (``CLEANED``), and say so.
+        False where the disk refused: said once (FILE_FAILED) and counted (``files_failed``), and the caller
+        tries again later (an audit: it was dropped from the list unsaid, and stayed on the disk for good)."""
         try:
             path = resolve(self.root, name, None)
         except NameRefused:
-            return  # a link now leads it out of the file area: nothing is deleted through it
+            return True  # a link now leads it out of the file area: nothing is deleted through it
         if any(name.startswith(top + "/") for top in CLEANED) and path.is_file():
             try:
                 path.unlink()
-            except OSError:
-                return
+            except OSError as exc:
+                if name not in self._not_deleted:
+                    self._not_deleted.add(name)
+                    self._delete_failures += 1
+                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
+                               reason=f"not deleted ({reason}): {exc.strerror or exc}"[:200])
+                return False
             self._emit("FILE_DELETED", name=name, reason=reason)
+        self._not_deleted.discard(name)
+        return True
 
     # --- the entity's news ----------------------------------------------------------------------
 
@@ -302,6 +314,7 @@ class FileManager(Component):
             del self._delivered[oldest]
             self._clean_file(oldest, f"the ground has it, and over {MAX_DELIVERED} files it has are held: the "
                                      "oldest cleaned before file_keep_done_s")
+            self._not_deleted.discard(oldest)  # not in the list any more: said (FILE_FAILED) and left
         self._save_delivered()
 
     def _load_delivered(self) -> None:
@@ -410,7 +423,7 @@ class FileManager(Component):
             "files_out_active": c["active_out"],
             "files_queued": c["queued"],
             "files_done": c["done"],
-            "files_failed": c["failed"] + self._auto_refused,
+            "files_failed": c["failed"] + self._auto_refused + self._delete_failures,
             "file_bad_pdus": c["bad_pdus"],
             "file_bytes_in": c["bytes_in"],
             "file_bytes_out": c["bytes_out"],

@@ -778,8 +778,9 @@ FILE_CHANNELS = (
     Channel("files_out_active", T.U8, "count", "Files going out now (one at a time)"),
     Channel("files_queued", T.U16, "count", "Files queued for downlink"),
     Channel("files_done", T.U32, "count", "Transfers completed since the agent started (both ways)"),
-    Channel("files_failed", T.U32, "count", "Transfers that failed since the agent started, and files the "
-            "automatic downlink could not send (FILE_FAILED says each)", Limits(warn_high=1)),
+    Channel("files_failed", T.U32, "count", "Transfers that failed since the agent started, files the "
+            "automatic downlink could not send, and files the clean-up could not delete (FILE_FAILED says each)",
+            Limits(warn_high=1)),
     Channel("file_bad_pdus", T.U32, "count", "CFDP PDUs refused (malformed, unknown transaction, wrong entity)",
             Limits(warn_high=1)),
     Channel("file_bytes_in", T.U64, "B", "File data bytes received since the agent started"),
