@@ -774,6 +774,7 @@ class GroundServer:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self.internal_errors = 0
+        self.page_messages_refused = 0  # a page's reports that were not a drawn report the server reads
         self.url = ""
         self.allowed_hosts: frozenset[str] = frozenset()
         self.route_roles: dict[tuple[str, str], Role | None] = {}  # (method, path) -> least role; None: public
@@ -930,6 +931,7 @@ class GroundServer:
             "failed_logins": self.sessions.failed_logins,
             "refused_requests": self.sessions.refused_requests,
             "internal_errors": self.internal_errors,
+            "page_messages_refused": self.page_messages_refused,
             "dict_hash": self.dictionary.version_hash,
             "retention": self.retention_result,
         })
@@ -1629,22 +1631,28 @@ class GroundServer:
             last_s = loop.time()
 
     def _page_message(self, data: str, page: object) -> None:
+        """A page's "drawn" report (its draw and echo times per pushed item: push_lag_p99_ms). Anything else
+        is refused and counted (``page_messages_refused`` in /api/status); the page's socket goes on."""
         try:
             msg = json.loads(data)
         except (ValueError, RecursionError):
+            self.page_messages_refused += 1
             return
         if not isinstance(msg, dict) or msg.get("type") != "drawn":
+            self.page_messages_refused += 1
             return
         at_ms = monotonic_ms()
         try:
             draw_ms, echo_ms = float(msg["draw"]), float(msg["echo"])
             origin = float(msg["origin"]) if msg.get("origin") is not None else None
             raf_ms = float(msg["raf"]) if msg.get("raf") is not None else None
+            if not all(math.isfinite(t) for t in (draw_ms, echo_ms, origin or 0.0, raf_ms or 0.0)):
+                raise ValueError("a time that is not a number")  # JSON's 1e999: no lag can be made of it
             for seq, recv_ms in msg["items"]:
                 self.lag.drawn((page, int(seq)), float(recv_ms), draw_ms, echo_ms, at_ms, origin,
                                self.wall_minus_mono_ms, raf_ms)
         except (KeyError, TypeError, ValueError, OverflowError):  # int(1e999): JSON's infinity
-            return
+            self.page_messages_refused += 1  # the items before the bad one were taken
 
 
 class _Tagged:

@@ -287,11 +287,16 @@ def test_two_person_rule_then_the_history_names_both_operators(ground):
 
 @pytest.mark.req("GND-021")
 def test_a_pages_hostile_drawn_report_is_ignored_not_a_fault_of_its_socket(ground):
-    """JSON's 1e999 is infinity, and int() of it raised OverflowError out of the page's socket (review)."""
+    """JSON's 1e999 is infinity, and int() of it raised OverflowError out of the page's socket (review). Each
+    is refused and counted (an audit: they went unsaid), and none is taken as a lag sample."""
     page = object()
-    for text in ('{"type":"drawn","draw":1,"echo":1,"items":[[1e999,5]]}', '{"type":"drawn","draw":1e999,"echo":1,'
-                 '"items":[[1,5]]}', '{"type":"drawn","items":"x"}', "[1e999]", "{"):
+    before, samples = ground.status()["page_messages_refused"], len(ground.lag.samples)
+    hostile = ('{"type":"drawn","draw":1,"echo":1,"items":[[1e999,5]]}', '{"type":"drawn","draw":1e999,"echo":1,'
+               '"items":[[1,5]]}', '{"type":"drawn","items":"x"}', "[1e999]", "{")
+    for text in hostile:
         ground._page_message(text, page)  # noqa: SLF001 - what the WebSocket handler calls for each message
+    assert ground.status()["page_messages_refused"] == before + len(hostile)
+    assert len(ground.lag.samples) == samples
 
 
 @pytest.mark.req("GND-023")
