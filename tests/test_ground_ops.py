@@ -203,15 +203,21 @@ def test_tm_and_events_from_the_command_line_on_a_direct_link(start_agent, ipc_u
     assert "mode = SAFE  [nominal]" in tm.stdout and "uptime_s =" in tm.stdout
     events = subprocess.Popen(base + ["events", "--severity", "ACTIVITY_HI", "--timeout", "6"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    subprocess.run(base + ["tm", "--channel", "mode"], capture_output=True, timeout=60)  # events' SUB has joined
-    send = subprocess.run(base + ["send", "SET_MODE", "mode=IDLE", "--yes"], capture_output=True, text=True, timeout=60)
-    assert send.returncode == 0 and "SET_MODE: completed" in send.stdout
-    ping = subprocess.run(base + ["send", "PING", "token=5"], capture_output=True, text=True, timeout=60)
-    assert ping.returncode == 0 and '"token": 5' in ping.stdout and "PING: started" not in ping.stdout
-    ping = subprocess.run(base + ["send", "PING", "token=6", "--ack", "started"], capture_output=True, text=True,
-                          timeout=60)
-    assert ping.returncode == 0 and "PING: started" in ping.stdout and "PING: completed" in ping.stdout
-    out, _err = events.communicate(timeout=60)
+    try:  # it goes with the test whatever fails (an audit: a failed assert left it running)
+        subprocess.run(base + ["tm", "--channel", "mode"], capture_output=True, timeout=60)  # events' SUB has joined
+        send = subprocess.run(base + ["send", "SET_MODE", "mode=IDLE", "--yes"], capture_output=True, text=True,
+                              timeout=60)
+        assert send.returncode == 0 and "SET_MODE: completed" in send.stdout
+        ping = subprocess.run(base + ["send", "PING", "token=5"], capture_output=True, text=True, timeout=60)
+        assert ping.returncode == 0 and '"token": 5' in ping.stdout and "PING: started" not in ping.stdout
+        ping = subprocess.run(base + ["send", "PING", "token=6", "--ack", "started"], capture_output=True, text=True,
+                              timeout=60)
+        assert ping.returncode == 0 and "PING: started" in ping.stdout and "PING: completed" in ping.stdout
+        out, _err = events.communicate(timeout=60)
+    finally:
+        if events.poll() is None:
+            events.kill()
+        events.communicate(timeout=30)
     assert "MODE_CHANGED: Mode SAFE → IDLE: commanded" in out
     assert "PING_RECEIVED" not in out  # ACTIVITY_LO is below the requested severity
     refused = subprocess.run(base + ["send", "PING", "token=-1"], capture_output=True, text=True, timeout=60)
