@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +53,8 @@ TICK_S = 0.2            # how often an active transaction's timers are looked at
 MAX_LIST = 100
 MAX_NAME_DEPTH = MAX_DEPTH - 1   # a file sent down lands in downlink/NAME on the ground
 MAX_DELIVERED = 1024
+RELIST_S = 60.0  # the automatic tops are walked again at least this often, their directories changed or not
+RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its mtime
 
 
 class FileManager(Component):
@@ -87,6 +90,8 @@ class FileManager(Component):
         self.entity.admit_incoming = self._admit_incoming
         self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
+        # top -> (its directories' mtimes, the names under it sorted, monotonic s of the walk): _names_under
+        self._listings: dict[str, tuple[dict[str, int], list[str], float]] = {}
         self._not_deleted: set[str] = set()  # files the clean-up could not delete (FILE_FAILED said each, once)
         self._delete_failures = 0  # of those, counted once each in files_failed
 
@@ -192,18 +197,45 @@ class FileManager(Component):
         self._disk_low = low
 
     def _names_under(self, top: str) -> list[str]:
+        """The files under ``top`` (no hidden names, no links), sorted. Walked again only where one of its
+        directories changed (its mtime), and at least every RELIST_S: an audit measured the walk at every
+        housekeeping period at 9 ms for 1000 products, 52 ms for 5000."""
         try:  # a top that a symbolic link leads out of the file area is not listed (SEC-006)
             base = resolve(self.root, top, None, top)
         except NameRefused:
+            self._listings.pop(top, None)
             return []
+        mono_s = self._clock.monotonic_s()
+        cached = self._listings.get(top)
+        if cached is not None and 0.0 <= mono_s - cached[2] < RELIST_S and _unchanged(cached[0]):
+            return cached[1]
         if not base.is_dir():
+            self._listings.pop(top, None)
             return []
-        out = []
-        for dirpath, dirnames, filenames in os.walk(base):  # never into a linked directory
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for f in filenames:
-                if not f.startswith(".") and not os.path.islink(os.path.join(dirpath, f)):
-                    out.append(str(Path(dirpath, f).relative_to(self.root)).replace(os.sep, "/"))
+        walked_ns = time.time_ns()  # the file system's clock, not the agent's: mtimes are stamped with it
+        stamps: dict[str, int] = {}
+        out: list[str] = []
+        prefix = len(str(self.root)) + 1
+        pending = [str(base)]
+        while pending:  # never into a linked directory
+            directory = pending.pop()
+            try:
+                stamps[directory] = os.stat(directory).st_mtime_ns
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(".") or entry.is_symlink():
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            out.append(entry.path[prefix:].replace(os.sep, "/"))
+            except OSError:  # gone while walked: the next look walks again
+                stamps[directory] = -1
+        out.sort()
+        if all(0 <= ns < walked_ns - RACY_NS for ns in stamps.values()):
+            self._listings[top] = (stamps, out, mono_s)
+        else:  # changed just now (or unreadable): a change within its mtime's resolution could follow unseen
+            self._listings.pop(top, None)
         return out
 
     def _auto_downlink(self) -> None:
@@ -215,7 +247,7 @@ class FileManager(Component):
         busy = {t.source for t in self.entity.transfers.values() if t.direction == "out"}
         present: set[str] = set()
         for top, priority in AUTO_DOWNLINK.items():
-            for name in sorted(self._names_under(top)):
+            for name in self._names_under(top):
                 present.add(name)
                 if name in self._known or name in busy or name in self._delivered:
                     continue
@@ -430,3 +462,11 @@ class FileManager(Component):
             "files_suspended": self.entity.suspended,
             "disk_free_mb": None if self._free_mb is None or not math.isfinite(self._free_mb) else round(self._free_mb, 1),
         }
+
+
+def _unchanged(stamps: dict[str, int]) -> bool:
+    """Whether every directory of a listing still has the mtime it had when walked."""
+    try:
+        return all(os.stat(directory).st_mtime_ns == ns for directory, ns in stamps.items())
+    except OSError:
+        return False
