@@ -273,6 +273,34 @@ def test_the_sender_restarting_starts_the_file_again_and_the_stale_transaction_e
 
 
 @pytest.mark.req("FIL-005")
+def test_transaction_numbers_are_saved_a_block_at_a_time_and_never_used_again_after_a_reset(tmp_path, monkeypatch):
+    """An audit: the state was written (and fsync'd) for every transaction number taken, one of four saves a
+    file sent. A block of SEQ_BLOCK is written down before its first number is used; a reset skips the rest."""
+    import flight.files.entity as entity_module
+
+    pair = Pair(tmp_path)
+    saves = []
+    real = entity_module.write_checked_json
+    monkeypatch.setattr(entity_module, "write_checked_json", lambda path, body: saves.append(body) or real(path, body))
+    for i in range(5):
+        (tmp_path / f"b/products/{i}.json").write_bytes(b"x" * 100)
+        pair.board.put(f"products/{i}.json", f"downlink/{i}.json")
+    pair.run(120)
+    used = sorted(int(t.transaction.split("-")[1]) for t in pair.board.list() if t.transaction)
+    assert len(used) == 5 and len(set(used)) == 5, used
+    board_saves = [b for b in saves if b.get("seq") is not None and any(t["direction"] == "out" for t in
+                                                                          b["transfers"] + b["history"])]
+    seqs = [b["seq"] for b in board_saves]
+    assert sorted(set(seqs)) == [used[0], used[0] + entity_module.SEQ_BLOCK], seqs  # one block, reserved once
+    pair.board = pair.make_board()  # a reset: the state file is all that is left
+    (tmp_path / "b/products/after.json").write_bytes(b"y" * 100)
+    t = pair.board.put("products/after.json", "downlink/after.json")
+    pair.run(120)
+    after = int(pair.board.find(t.id).transaction.split("-")[1])
+    assert after == used[0] + entity_module.SEQ_BLOCK  # past the block: none of it used again
+
+
+@pytest.mark.req("FIL-005")
 def test_the_queue_survives_a_restart_in_priority_order(tmp_path):
     pair = Pair(tmp_path)
     for name in ("a", "b", "c"):
@@ -779,6 +807,43 @@ def test_the_automatic_downlink_walks_its_directories_only_when_they_change(file
     r.run(30)
     assert walked and (r.root / "downlink/products/deep/new.json").exists()
     assert len(list((r.root / "downlink/products").glob("p*.json"))) == 20
+
+
+@pytest.mark.req("FIL-009")
+def test_files_sent_by_themselves_cost_a_state_save_a_look_and_their_confirmations_one_a_period(tmp_path,
+                                                                                                monkeypatch):
+    """An audit: each product sent by the automatic downlink wrote the transfer state (fsync'd) four times and
+    the list of files the ground has once (7 ms at 1024 entries); the first look at a full products/ held the
+    loop for 136 fsyncs. The look saves once; the list is saved once a housekeeping period, and as the agent
+    stops."""
+    import flight.agent.files as files_module
+    import flight.files.entity as entity_module
+
+    r = GroundFilesRig(tmp_path)
+    try:
+        (r.area / "products").mkdir(parents=True, exist_ok=True)
+        for i in range(30):
+            (r.area / f"products/p{i:02d}.json").write_bytes(b"{}")
+        written = []
+        for module in (files_module, entity_module):
+            real = module.write_checked_json
+            monkeypatch.setattr(module, "write_checked_json",
+                                lambda path, body, _real=real: written.append(Path(path).name) or _real(path, body))
+        assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+        r.rig.advance(1.0)  # one look queues all 30 (a save), and the first starts (its number's block, its start)
+        assert written.count("files.json") <= 3, written
+        written.clear()
+        r.run(30)
+        assert len(list((r.root / "downlink/products").iterdir())) == 30
+        delivered = r.rig.agent.files._delivered_path  # noqa: SLF001
+        assert written.count("files_delivered.json") <= 4  # a few housekeeping periods, not 30 files
+        assert written.count("files.json") <= 2 * 30 + 1  # each file's start and end, no save per number
+    finally:
+        r.rig.advance(0.1)
+        r.rig.close()  # a clean stop writes what the last period confirmed
+    from flight.storage import read_checked_json
+
+    assert len(read_checked_json(delivered)) == 30
 
 
 @pytest.mark.req("FIL-009")

@@ -535,6 +535,7 @@ class Agent:
         return reason
 
     def close(self) -> None:
+        self.files.flush()  # the files the ground confirmed since the last housekeeping
         self.compute.close()
         if self.dispatcher.journal is not None:
             try:
