@@ -401,34 +401,18 @@ def lose_then_listen(rig, seconds: int = 10) -> tuple[Ground, list[Telemetry]]:
 
 
 def unreadable_record(monkeypatch, seg, i: int, errno_: int) -> None:
-    """The blocks under record ``i`` of ``seg`` fail every read with ``errno_``."""
-    import builtins
+    """The blocks under record ``i`` of ``seg`` fail every read with ``errno_`` (the store reads a record with
+    one pread on the segment's descriptor)."""
+    import flight.agent.tm_store as tm_store_module
 
-    real_open, offset = builtins.open, seg.offsets[i]
+    real_pread, offset = tm_store_module.os.pread, seg.offsets[i]
 
-    class Unreadable:
-        def __init__(self, f):
-            self.f = f
+    def pread(fd, n, pos):
+        if pos < offset <= pos + n and os.readlink(f"/proc/self/fd/{fd}") == str(seg.path):
+            raise OSError(errno_, os.strerror(errno_))
+        return real_pread(fd, n, pos)
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def seek(self, pos):
-            self.pos = self.f.seek(pos)
-
-        def read(self, n):
-            if self.pos < offset <= self.pos + n:
-                raise OSError(errno_, os.strerror(errno_))
-            return self.f.read(n)
-
-    def open_(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        return Unreadable(f) if str(path) == str(seg.path) and mode == "rb" else f
-
-    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(tm_store_module.os, "pread", pread)
 
 
 def record_of(store, tm: Telemetry):

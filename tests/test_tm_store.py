@@ -61,6 +61,33 @@ def test_packets_survive_a_reopen_and_ids_keep_rising(tmp_path):
 
 
 @pytest.mark.req("AGT-090")
+def test_playback_reads_a_segment_through_one_descriptor_and_lets_it_go_with_the_segment(tmp_path, monkeypatch):
+    """An audit: playback opened the segment file for every record it read (100,000 opens in a pass)."""
+    import flight.agent.tm_store as tm_store_module
+
+    c = codec()
+    store = open_store(tmp_path, max_bytes=4 * SEG)
+    kept = [store.append(event(c, i)) for i in range(400)]  # several segments
+    opened = []
+    real_open = tm_store_module.os.open
+    monkeypatch.setattr(tm_store_module.os, "open",
+                        lambda path, flags, *a: opened.append((Path(path), flags)) or real_open(path, flags, *a))
+    held = list(store.pending(0.0, 30.0))
+    got = [store.read(seg, i) for seg, i in held]
+    assert got == [p.packet for p in kept[-len(held):]] and len(held) > 50
+    reads = [path for path, flags in opened if flags == os.O_RDONLY]
+    assert len(reads) == len({seg.path for seg, _ in held}), reads  # one open a segment, not one a record
+    first = held[0][0]
+    store.read(first, 0)  # the descriptor now on the oldest segment, which new records push out
+    for i in range(400, 2000):
+        store.append(event(c, i))
+    assert not first.path.exists() and store.read(first, 0) is None  # gone with its segment: the descriptor went too, nothing read through it
+    fds = {int(n) for n in os.listdir("/proc/self/fd")}
+    store.close()
+    assert len(fds - {int(n) for n in os.listdir("/proc/self/fd")}) >= 1  # close lets every descriptor go
+
+
+@pytest.mark.req("AGT-090")
 def test_the_grounds_runs_acknowledge_exactly_their_packets_and_that_is_kept(tmp_path):
     c = codec()
     store = open_store(tmp_path)
