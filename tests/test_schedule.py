@@ -125,6 +125,28 @@ def test_a_full_schedule_says_so_and_how_to_make_room(tmp_path):
 
 
 @pytest.mark.req("AGT-080")
+def test_a_look_that_finds_nothing_due_walks_no_entry(tmp_path, monkeypatch):
+    """An audit: each look of the agent's loop (check_clock, due, next_release_s) sorted the whole schedule,
+    256 entries every turn. The order is made when the schedule changes; a look with nothing due reads one
+    number, and a change is still seen at once."""
+    s = _schedule(tmp_path)
+    for i in range(256):
+        s.insert_at(T0 + 600 + i, "NOOP", {}, T0)
+    s.check_clock(T0 + 1.0, 1.0)
+    assert s.next_release_s() == T0 + 600
+    keyed = []
+    real = schedule_module._order
+    monkeypatch.setattr(schedule_module, "_order", lambda e: keyed.append(e) or real(e))
+    for k in range(100):  # 100 turns of the loop, nothing due
+        now = T0 + 2.0 + k
+        assert s.check_clock(now, now - T0) is None and s.due(now) == [] and s.next_release_s() == T0 + 600
+    assert keyed == []
+    s.delete(1)  # a change: the next look sees it
+    assert s.next_release_s() == T0 + 601 and keyed
+    assert [e.entry_id for e in s.due(T0 + 602)] == [2, 3]
+
+
+@pytest.mark.req("AGT-080")
 def test_due_releases_in_order_of_time_then_id_and_removes_what_it_returns(tmp_path):
     s = _schedule(tmp_path)
     s.insert_at(T0 + 30, "NOOP", {}, T0)          # 1

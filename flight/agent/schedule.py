@@ -264,6 +264,9 @@ class TimeSchedule:
         self.dropped_at_load: tuple[str, ...] = ()
         self.persist_error: str | None = None
         self._entries: dict[int, ScheduleEntry] = {}
+        # The entries by release time then id, and the earliest release not held: made when the schedule
+        # changes, not at each look of the loop (an audit: a sort of 256 entries every loop turn)
+        self._order_cache: tuple[list[ScheduleEntry], float | None] | None = None
         self._next_id = 1
         self._reserved_below = 0  # ids from here on were never handed out, as far as the ids file says
         self._look: tuple[float, float] | None = None  # (UTC, monotonic) at the last check_clock
@@ -276,15 +279,20 @@ class TimeSchedule:
 
     def entries(self) -> list[ScheduleEntry]:
         """Every entry, held ones included, by release time then id."""
-        return sorted(self._entries.values(), key=_order)
+        return list(self._ordered()[0])
 
     def held(self) -> list[ScheduleEntry]:
-        return [e for e in self.entries() if e.held]
+        return [e for e in self._ordered()[0] if e.held]
 
     def next_release_s(self) -> float | None:
         """The earliest release time of an entry not held, or None."""
-        times = [e.release_unix_s for e in self._entries.values() if not e.held]
-        return min(times) if times else None
+        return self._ordered()[1]
+
+    def _ordered(self) -> tuple[list[ScheduleEntry], float | None]:
+        if self._order_cache is None:
+            ordered = sorted(self._entries.values(), key=_order)
+            self._order_cache = (ordered, next((e.release_unix_s for e in ordered if not e.held), None))
+        return self._order_cache
 
     @property
     def next_id(self) -> int:
@@ -375,7 +383,10 @@ class TimeSchedule:
             raise RuntimeError("call check_clock before due: the first look holds what fell due while the agent "
                                "was not running, and due would release it")
         now = float(now_unix_s)
-        out = sorted((e for e in self._entries.values() if not e.held and e.release_unix_s <= now), key=_order)
+        first = self.next_release_s()
+        if first is None or first > now:
+            return []  # the common look: nothing due, nothing walked
+        out = [e for e in self._ordered()[0] if not e.held and e.release_unix_s <= now]
         if out:
             gone = {e.entry_id for e in out}
             self._commit({k: e for k, e in self._entries.items() if k not in gone}, self._next_id, durable=False)
@@ -388,7 +399,9 @@ class TimeSchedule:
         """
         now, mono = float(now_unix_s), float(monotonic_s)
         last, self._look = self._look, (now, mono)
-        active = [e for e in self.entries() if not e.held]
+        if last is not None and abs(now - (last[0] + (mono - last[1]))) <= self.jump_tolerance_s:
+            return None  # the common look: no jump (the test below, before any entry is walked)
+        active = [e for e in self._ordered()[0] if not e.held]
         if last is None:
             late = tuple(e for e in active if e.release_unix_s < now - self.jump_tolerance_s)
             if not late:
@@ -429,6 +442,7 @@ class TimeSchedule:
                 raise
             self.persist_error = f"{self.path}: not written ({exc.strerror or exc}); the schedule runs from memory"
         self._entries, self._next_id = entries, next_id
+        self._order_cache = None
 
     def _reserve(self, entry_id: int) -> None:
         if entry_id < self._reserved_below:
@@ -462,6 +476,7 @@ class TimeSchedule:
             entry = ScheduleEntry(raw["entry_id"], raw["release_unix_s"], name, checked, raw["source"],
                                   raw["inserted_unix_s"], raw["held"])
             self._entries[entry.entry_id] = entry
+        self._order_cache = None
         self.dropped_at_load = tuple(dropped)
         self._next_id = next_id
 
