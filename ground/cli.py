@@ -134,6 +134,10 @@ def _cmd_send(args: argparse.Namespace) -> int:
         except CommandOutcomeUnknown as exc:
             print(f"unknown: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN
+        except KeyboardInterrupt:  # it may have gone out: never a failure that invites sending it again (review)
+            print(f"\ninterrupted: {command.name} may have been sent; its outcome is unknown (see "
+                  f"`sunlit-ground queue` and `sunlit-ground events` before sending it again)", file=sys.stderr)
+            return EXIT_UNKNOWN
         except CommandTimeout as exc:
             if pending and "pending_approval" in str(exc):
                 print(f"  still waiting for approval after {args.timeout:g} s; it stays queued on the server",

@@ -665,6 +665,21 @@ def test_a_file_the_disk_will_not_delete_is_said_once_counted_and_tried_again(tm
 
 
 @pytest.mark.req("FIL-009")
+def test_a_confirmation_nothing_would_send_again_is_on_disk_at_once(files_rig):
+    """Found in review: confirmations saved once a housekeeping period are sent again after a power cut only
+    where the automatic downlink is on (the default is off): otherwise a lost one kept its product for good."""
+    from flight.storage import read_checked_json
+
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    (r.area / "products/job-2.json").write_bytes(b"{}")
+    assert r.rig.send("FILE_DOWNLINK", name="products/job-2.json").completed
+    r.run(30)
+    assert r.rig.events("FILE_SENT")
+    assert "products/job-2.json" in read_checked_json(r.rig.agent.files._delivered_path)  # noqa: SLF001
+
+
+@pytest.mark.req("FIL-009")
 def test_an_uplinked_input_is_cleaned_once_a_job_has_taken_it(files_rig):
     r = files_rig
     assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed
@@ -787,13 +802,11 @@ def test_the_automatic_downlink_walks_its_directories_only_when_they_change(file
     from flight.agent import files as files_module
 
     r = files_rig
+    monkeypatch.setattr(files_module, "RACY_NS", 0)  # the directories were just made: trusted at once here
     deep = r.area / "products/deep"
     deep.mkdir(parents=True, exist_ok=True)
     for i in range(20):
         (r.area / f"products/p{i:02d}.json").write_bytes(b"{}")
-    past = time.time_ns() - 3600 * 10**9  # changed an hour ago: past any racy window
-    for d in (r.area / "products", deep):
-        os.utime(d, ns=(past, past))
     assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
     r.rig.advance(1.5)
     r.run(30)
@@ -807,6 +820,13 @@ def test_the_automatic_downlink_walks_its_directories_only_when_they_change(file
     r.run(30)
     assert walked and (r.root / "downlink/products/deep/new.json").exists()
     assert len(list((r.root / "downlink/products").glob("p*.json"))) == 20
+    # A file put in with its directory's mtime set back (rsync -a, tar x, touch -d): its ctime moves all the same
+    before = os.stat(r.area / "products")
+    (r.area / "products/restored.json").write_bytes(b"{}")
+    os.utime(r.area / "products", ns=(before.st_atime_ns, before.st_mtime_ns))
+    r.rig.advance(1.5)
+    r.run(30)
+    assert (r.root / "downlink/products/restored.json").exists()
 
 
 @pytest.mark.req("FIL-009")
@@ -844,6 +864,24 @@ def test_files_sent_by_themselves_cost_a_state_save_a_look_and_their_confirmatio
     from flight.storage import read_checked_json
 
     assert len(read_checked_json(delivered)) == 30
+
+
+@pytest.mark.req("FIL-009")
+@pytest.mark.parametrize("root", [".", "./", "area"])
+def test_the_automatic_downlink_names_files_by_their_top_whatever_the_root_is_written_as(tmp_path, monkeypatch,
+                                                                                        root):
+    """Found in review: a compute directory given as "." lost the first letter of every name
+    ("oducts/job1.json"), and the automatic downlink refused them all."""
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        files = rig.agent.files
+        (files.root / "products/deep").mkdir(parents=True, exist_ok=True)
+        (files.root / "products/job1.json").write_bytes(b"{}")
+        (files.root / "products/deep/job2.json").write_bytes(b"{}")
+        monkeypatch.chdir(files.root if root != "area" else files.root.parent)
+        files.root = Path(root if root != "area" else files.root.name)
+        assert files._names_under("products") == ["products/deep/job2.json", "products/job1.json"]  # noqa: SLF001
 
 
 @pytest.mark.req("FIL-009")

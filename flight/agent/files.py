@@ -54,7 +54,7 @@ MAX_LIST = 100
 MAX_NAME_DEPTH = MAX_DEPTH - 1   # a file sent down lands in downlink/NAME on the ground
 MAX_DELIVERED = 1024
 RELIST_S = 60.0  # the automatic tops are walked again at least this often, their directories changed or not
-RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its mtime
+RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its times
 
 
 class FileManager(Component):
@@ -92,8 +92,8 @@ class FileManager(Component):
         self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
         self._queued_unsaved = False  # the automatic downlink queued files the entity's state has not saved
-        # top -> (its directories' mtimes, the names under it sorted, monotonic s of the walk): _names_under
-        self._listings: dict[str, tuple[dict[str, int], list[str], float]] = {}
+        # top -> (its directories' stamps, the names under it sorted, monotonic s of the walk): _names_under
+        self._listings: dict[str, tuple[dict[str, tuple[int, int, int]], list[str], float]] = {}
         self._not_deleted: set[str] = set()  # files the clean-up could not delete (FILE_FAILED said each, once)
         self._delete_failures = 0  # of those, counted once each in files_failed
 
@@ -156,8 +156,8 @@ class FileManager(Component):
 
     def flush(self) -> None:
         """Write the list of files the ground has, where it changed: once a housekeeping period, and as the
-        agent stops (an audit: once for every file sent, 7 ms a save at 1024 files). A power cut loses at
-        most a period of confirmations: those files are sent again, never deleted unconfirmed."""
+        agent stops (an audit: once for every file sent, 7 ms a save at 1024 files). Only where the automatic
+        downlink sends again what a power cut lost of it (:meth:`_remember` saves at once otherwise)."""
         if self._delivered_changed:
             self._save_delivered()
 
@@ -208,8 +208,9 @@ class FileManager(Component):
 
     def _names_under(self, top: str) -> list[str]:
         """The files under ``top`` (no hidden names, no links), sorted. Walked again only where one of its
-        directories changed (its mtime), and at least every RELIST_S: an audit measured the walk at every
-        housekeeping period at 9 ms for 1000 products, 52 ms for 5000."""
+        directories changed (:func:`_stamp`: its inode, mtime and ctime; a ctime no program can set back, as
+        ``rsync -a`` or ``touch -d`` set an mtime), and at least every RELIST_S: an audit measured the walk at
+        every housekeeping period at 9 ms for 1000 products, 52 ms for 5000."""
         try:  # a top that a symbolic link leads out of the file area is not listed (SEC-006)
             base = resolve(self.root, top, None, top)
         except NameRefused:
@@ -222,15 +223,15 @@ class FileManager(Component):
         if not base.is_dir():
             self._listings.pop(top, None)
             return []
-        walked_ns = time.time_ns()  # the file system's clock, not the agent's: mtimes are stamped with it
-        stamps: dict[str, int] = {}
+        walked_ns = time.time_ns()  # the file system's clock, not the agent's: ctimes are stamped with it
+        stamps: dict[str, tuple[int, int, int]] = {}
         out: list[str] = []
-        prefix = len(str(self.root)) + 1
+        skip = len(str(base))  # names are top + the path under it (a root of "." once lost a letter: review)
         pending = [str(base)]
         while pending:  # never into a linked directory
             directory = pending.pop()
             try:
-                stamps[directory] = os.stat(directory).st_mtime_ns
+                stamps[directory] = _stamp(os.stat(directory))
                 with os.scandir(directory) as entries:
                     for entry in entries:
                         if entry.name.startswith(".") or entry.is_symlink():
@@ -238,11 +239,11 @@ class FileManager(Component):
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
                         elif entry.is_file(follow_symlinks=False):
-                            out.append(entry.path[prefix:].replace(os.sep, "/"))
+                            out.append(top + entry.path[skip:].replace(os.sep, "/"))
             except OSError:  # gone while walked: the next look walks again
-                stamps[directory] = -1
+                stamps[directory] = (-1, -1, -1)
         out.sort()
-        if all(0 <= ns < walked_ns - RACY_NS for ns in stamps.values()):
+        if all(0 <= ctime_ns < walked_ns - RACY_NS for _ino, _mtime_ns, ctime_ns in stamps.values()):
             self._listings[top] = (stamps, out, mono_s)
         else:  # changed just now (or unreadable): a change within its mtime's resolution could follow unseen
             self._listings.pop(top, None)
@@ -371,6 +372,8 @@ class FileManager(Component):
                                      "oldest cleaned before file_keep_done_s")
             self._not_deleted.discard(oldest)  # not in the list any more: said (FILE_FAILED) and left
         self._delivered_changed = True
+        if not self._params["file_auto_downlink"] or name.startswith("incoming/"):
+            self._save_delivered()  # nothing would send it again: a mark lost to a power cut kept the file for good
 
     def _load_delivered(self) -> None:
         if not self._delivered_path.exists():
@@ -488,9 +491,15 @@ class FileManager(Component):
         }
 
 
-def _unchanged(stamps: dict[str, int]) -> bool:
-    """Whether every directory of a listing still has the mtime it had when walked."""
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    """What says a directory changed: its inode (one put in its place), its mtime, and its ctime, which
+    the kernel sets at every change, an mtime put back by ``rsync -a`` or ``touch -d`` included."""
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _unchanged(stamps: dict[str, tuple[int, int, int]]) -> bool:
+    """Whether every directory of a listing is still the one walked, as it was then."""
     try:
-        return all(os.stat(directory).st_mtime_ns == ns for directory, ns in stamps.items())
+        return all(_stamp(os.stat(directory)) == stamp for directory, stamp in stamps.items())
     except OSError:
         return False

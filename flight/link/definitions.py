@@ -1074,7 +1074,8 @@ EVENTS = (
           "A file went down (class 2: the ground confirmed it whole)", ("transfer", "name", "bytes", "reason")),
     Event("FILE_FAILED", 0x00C3, Severity.WARNING_HI, "File transfer {transfer} ({name}) failed: {reason}",
           "A transfer ended without the file: the reason names the CFDP condition, the name refused or the timeout; "
-          "transfer '-': a file the automatic downlink could not send (its name), said once a run",
+          "transfer '-': a file the automatic downlink could not send (its name), said once a run, or one the "
+          "clean-up could not delete (not deleted: why), said once and tried again",
           ("transfer", "name", "reason")),
     Event("FILE_RESTARTED", 0x00C4, Severity.WARNING_LO, "File transfer {transfer} ({name}) starts again: {reason}",
           "A transfer going out is started again as a new transaction (the peer stopped answering, a reset)",
