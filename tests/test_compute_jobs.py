@@ -431,18 +431,54 @@ def test_the_workers_log_is_rotated_at_a_start_past_its_bound_and_can_be_sent_do
                                                                                    ipc_url, tmp_path):
     """Found in an audit: worker.log was appended to at every worker start and never trimmed. Found in a
     later one: it sat at the compute directory's top, where FILE_DOWNLINK refused it, and logs/ (the top
-    the files area sends logs from) stayed empty. An older agent's log at the top is taken into logs/."""
-    from flight.agent.compute import WORKER_LOG_MAX_BYTES
-
+    the files area sends logs from) stayed empty. An older agent's logs at the top are kept in logs/ as
+    rotated ones; the live log goes on command."""
     state = tmp_path / "state"
     (state / "compute").mkdir(parents=True)
-    (state / "compute" / "worker.log").write_bytes(b"x" * (WORKER_LOG_MAX_BYTES + 1))
+    (state / "compute" / "worker.log").write_bytes(b"an older agent's worker said this\n")
+    (state / "compute" / "worker.log.1").write_bytes(b"and this before\n")
     start_agent(ipc_url, "--bench-supply", "--state-dir", str(state))
     client = make_client(ipc_url)
     hk_values(client, lambda v: v["compute_pid"] > 0)
     logs = state / "compute" / "logs"
-    assert (logs / "worker.log.1").stat().st_size == WORKER_LOG_MAX_BYTES + 1
-    assert (logs / "worker.log").stat().st_size < WORKER_LOG_MAX_BYTES
-    assert not (state / "compute" / "worker.log").exists()
-    sent = client.send("FILE_DOWNLINK", {"name": "logs/worker.log.1"})
-    assert sent.completed, sent
+    rotated = sorted(logs.glob("worker-*.log"))
+    assert {p.read_bytes() for p in rotated} == {b"an older agent's worker said this\n", b"and this before\n"}
+    assert (logs / "worker.log").exists() and not list((state / "compute").glob("worker.log*"))
+    for name in ("logs/worker.log", f"logs/{rotated[0].name}"):
+        sent = client.send("FILE_DOWNLINK", {"name": name})
+        assert sent.completed, sent
+
+
+@pytest.mark.req("CMP-010", "FIL-009")
+def test_a_running_workers_log_is_bounded_and_its_rotated_copies_go_down_by_themselves(tmp_path):
+    """Found in review: the log was rotated only at a worker's start, so a worker running for weeks grew it
+    without end, and the automatic downlink sent the live log once, with its first lines, and never again.
+    A running worker's log is copied to a new name past its bound and cut, the newest WORKER_LOGS_KEPT kept;
+    each copy is a new name, sent once by itself; the live one is not."""
+    import flight.agent.compute as compute_module
+    from flight.agent.compute import LOG_LOOK_S, WORKER_LOG, WORKER_LOG_MAX_BYTES, WORKER_LOGS_KEPT
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        sup = rig.agent.compute
+        live = sup.root / WORKER_LOG
+        live.parent.mkdir(parents=True, exist_ok=True)
+        with open(live, "ab") as writer:  # the worker's stdout: appends
+            for i in range(WORKER_LOGS_KEPT + 2):
+                writer.write(f"line {i}\n".encode() + b"x" * WORKER_LOG_MAX_BYTES)
+                writer.flush()
+                os.utime(live, (1_800_000_000 + i, 1_800_000_000 + i))
+                sup._log_looked_s = -1e9  # noqa: SLF001 - the minute's look is due
+                sup._heartbeat()  # noqa: SLF001
+                assert live.stat().st_size == 0  # cut, and the writer's next line goes at its start
+            writer.write(b"after\n")
+        assert live.read_bytes() == b"after\n"
+        rotated = sorted(live.parent.glob("worker-*.log"))
+        assert len(rotated) == WORKER_LOGS_KEPT and rotated[-1].read_bytes().startswith(b"line 3\n")
+        assert LOG_LOOK_S > 0 and compute_module.WORKER_LOG == "logs/worker.log"
+        files = rig.agent.files
+        queued = []
+        files.entity.put = lambda source, *a, **k: queued.append(source)
+        assert rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+        files._auto_downlink()  # noqa: SLF001
+        assert sorted(queued) == [f"logs/{p.name}" for p in rotated]  # the copies, not the live log

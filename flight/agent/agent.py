@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from flight import sdnotify
-from flight.agent.compute import ComputeSupervisor, radiation_estimate
+from flight.agent.compute import WORKER_LOG, ComputeSupervisor, radiation_estimate
 from flight.agent.contacts import Contacts
 from flight.agent.control import Controller, PowerSetup
 from flight.agent.dispatcher import DispatchCounters, Dispatcher
@@ -195,7 +195,8 @@ class Agent:
         compute_dir = config.compute_dir or self.state_dir / "compute"
         self.memory.job_ids_above(_highest_job_id(compute_dir))
         self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,
-                                 events(FileManager), self.params, self.link_service.contact_age_s)
+                                 events(FileManager), self.params, self.link_service.contact_age_s,
+                                 auto_skip=frozenset({WORKER_LOG}))  # the live log: its rotated copies go instead
         self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,

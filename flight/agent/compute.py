@@ -40,6 +40,7 @@ import dataclasses
 import itertools
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,8 +67,10 @@ from flight.orbit.saa import SaaDrift, saa_ellipse_radius
 from flight.records import ProtocolError
 from flight.storage import DirectoryLock
 
-WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the compute directory
-WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log, at most before it is rotated at a start (two kept)
+WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the compute directory (sent on command)
+WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log past this is rotated, at a start or a minute's look
+WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<UTC>.log, each sent once by file_auto_downlink), the newest
+LOG_LOOK_S = 60.0  # agent time between looks at a running worker's log size
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
 MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
@@ -135,6 +138,7 @@ class ComputeSupervisor(Component):
         self.restarts = 0
         self.proc: subprocess.Popen | None = None
         self._unreaped: list[subprocess.Popen] = []  # killed, not gone yet (KILL_WAIT_S)
+        self._log_looked_s = -math.inf  # agent monotonic s of the last look at the worker's log size
         self.status = cp.Status()
         self._status_at_s = (0.0, 0.0)  # (time.monotonic(), the agent's monotonic_s()) when the last Status came
         self._time_began = False  # the agent's clock is told to the worker only from its boot (time_began)
@@ -171,19 +175,18 @@ class ComputeSupervisor(Component):
     def start(self) -> None:
         if not self.enabled:
             return
-        # Under logs/, where FILE_DOWNLINK takes it and file_auto_downlink sends it (an audit: at the compute
-        # directory's top no command could send it down, and logs/ stayed empty).
+        # Under logs/, where FILE_DOWNLINK takes it (an audit: at the compute directory's top no command could
+        # send it down, and logs/ stayed empty); its rotated copies go by themselves (file_auto_downlink).
         log_path = self.root / WORKER_LOG
         try:
             log_path.parent.mkdir(exist_ok=True)
-            if not log_path.exists() and (self.root / "worker.log").is_file():  # an older agent's, at the top
-                os.replace(self.root / "worker.log", log_path)
-            # bounded: past WORKER_LOG_MAX_BYTES the last one is kept as worker.log.1, the older one goes (an
-            # audit: it grew at every start, a crashing worker's tracebacks without end)
-            if log_path.stat().st_size > WORKER_LOG_MAX_BYTES:
-                os.replace(log_path, log_path.with_name("worker.log.1"))
+            for old in ("worker.log", "worker.log.1"):  # an older agent's, at the top (or this one's first form)
+                for where in (self.root / old, log_path.parent / old):
+                    if where.is_file() and where != log_path:
+                        self._keep_rotated(where, move=True)
         except OSError:
             pass  # none yet, or the disk refuses: appended to as before
+        self._rotate_log(running=False)
         try:
             log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
         except OSError:  # logs/ could not be made (a file of that name): at the top, as before
@@ -203,6 +206,41 @@ class ComputeSupervisor(Component):
 
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def _rotate_log(self, running: bool = True) -> None:
+        """Past WORKER_LOG_MAX_BYTES the worker's log becomes ``logs/worker-<UTC>.log`` and starts again, the
+        newest WORKER_LOGS_KEPT such kept: bounded however long a worker runs (found in review: rotated only at
+        a start, a worker running for weeks grew it without end), and each rotated one a new name, which the
+        automatic downlink sends once. A running worker appends (O_APPEND): its log is copied, then cut to
+        nothing, and its next line goes at the start."""
+        log_path = self.root / WORKER_LOG
+        try:
+            if log_path.stat().st_size <= WORKER_LOG_MAX_BYTES:
+                return
+            if running:
+                self._keep_rotated(log_path, move=False)
+                os.truncate(log_path, 0)
+            else:
+                self._keep_rotated(log_path, move=True)
+        except OSError:
+            pass  # none yet, or the disk refuses: looked at again later
+
+    def _keep_rotated(self, path: Path, move: bool) -> None:
+        """``path`` into ``logs/worker-<UTC of its last line>.log`` (moved, or copied), then the oldest of
+        those past WORKER_LOGS_KEPT removed."""
+        logs = self.root / WORKER_LOG
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(path.stat().st_mtime))
+        target = logs.with_name(f"worker-{stamp}.log")
+        n = 1
+        while target.exists():
+            n += 1
+            target = logs.with_name(f"worker-{stamp}-{n}.log")
+        if move:
+            os.replace(path, target)
+        else:
+            shutil.copyfile(path, target)
+        for stale in sorted(logs.parent.glob("worker-*.log"))[:-WORKER_LOGS_KEPT]:
+            stale.unlink(missing_ok=True)
 
     def _kill(self) -> None:
         """SIGKILL the worker and reap it, waiting at most KILL_WAIT_S: a process in an uninterruptible
@@ -338,6 +376,10 @@ class ComputeSupervisor(Component):
         self._ping()
         self._watchdog()
         self._expire_requests()
+        now_s = self._clock.monotonic_s()
+        if not 0.0 <= now_s - self._log_looked_s < LOG_LOOK_S:
+            self._log_looked_s = now_s
+            self._rotate_log()
 
     def _ping(self) -> None:
         self._last_ping = next(self._seq)

@@ -66,7 +66,7 @@ class FileManager(Component):
 
     def __init__(self, root: Path, state_dir: Path, link: FlightLink, encode_tm: Callable[[bytes, float], bytes],
                  clock: Clock, emit: EventPort, params: Any, contact_age_s: Callable[[], float],
-                 config: EntityConfig | None = None):
+                 config: EntityConfig | None = None, auto_skip: frozenset[str] = frozenset()):
         self.root = Path(root)
         self.link = link
         self._encode_tm = encode_tm
@@ -90,6 +90,7 @@ class FileManager(Component):
                                  on_change=self._changed, utc_s=clock.now_s)
         self.entity.admit_incoming = self._admit_incoming
         self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
+        self._auto_skip = auto_skip  # files still being written (the worker's live log): sent on command only
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
         self._queued_unsaved = False  # the automatic downlink queued files the entity's state has not saved
         # top -> (its directories' stamps, the names under it sorted, monotonic s of the walk): _names_under
@@ -272,7 +273,7 @@ class FileManager(Component):
         for top, priority in AUTO_DOWNLINK.items():
             for name in self._names_under(top):
                 present.add(name)
-                if name in self._known or name in busy or name in self._delivered:
+                if name in self._known or name in busy or name in self._delivered or name in self._auto_skip:
                     continue
                 if self.entity.queue_full():
                     return False  # the next look takes the rest
