@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flight.agent.journal import CommandJournal
+from ground.client import CommandOutcomeUnknown
 from flight.link.definitions import DICTIONARY
 from tests.inproc import InProcessAgent
 
@@ -41,5 +42,40 @@ def test_after_a_restart_the_journal_answers_and_a_cut_off_command_is_interrupte
         assert cut["state"] == "interrupted" and "reset" in cut["reason"]
         read_only = again.send("COMMAND_STATUS", cmd_id=2003).result
         assert read_only["state"] == "not_received" and "read-only" in read_only["reason"]
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-017")
+def test_a_reused_cmd_id_is_refused_to_its_sender_alone_and_the_first_command_keeps_its_outcome(tmp_path):
+    """Found in audit: the refusal of a second command on a known cmd_id was taken for the first one's final
+    report (COMMAND_STATUS said failed; a sequence waiting on it failed; a retry of the first was refused)."""
+    rig = InProcessAgent(tmp_path)
+    try:
+        finals = []
+        rig.agent.dispatcher.on_final.append(lambda cmd_id, ok, reason: cmd_id < 4000 and finals.append((cmd_id, ok)))
+        assert rig.client.send("SET_PARAM", {"name": "hk_period_s", "value": "2"}, cmd_id=3001, retries=0).completed
+        assert rig.client.send("NOOP", {}, cmd_id=3002, retries=0).completed
+        for cmd_id in (3001, 3002):  # journaled, and read-only (the retry cache's alone)
+            clash = rig.client.send("PING", {"token": 9}, cmd_id=cmd_id, retries=0)
+            assert clash.failed and "already used" in clash.failure.reason
+            assert rig.send("COMMAND_STATUS", cmd_id=cmd_id).result["state"] == "completed"
+        assert finals == [(3001, True), (3002, True)]
+        # The first command sent again is its retry: answered from the cache (its reports name the first TC, which
+        # the client's own retries resend), not refused as a clash, and not run again.
+        counters = rig.agent.dispatcher.counters
+        assert (counters.rejected, counters.duplicates) == (2, 0)
+        executed = counters.executed
+        with pytest.raises(CommandOutcomeUnknown):
+            rig.client.send("SET_PARAM", {"name": "hk_period_s", "value": "2"}, cmd_id=3001, retries=0, timeout_s=1.0)
+        assert (counters.rejected, counters.duplicates, counters.executed) == (2, 1, executed)
+    finally:
+        rig.close()
+    # After a restart the journal holds the first: a clash is refused, the first's retry answered from it.
+    again = InProcessAgent(tmp_path)
+    try:
+        assert again.client.send("NOOP", {}, cmd_id=3001, retries=0).failed
+        assert again.client.send("SET_PARAM", {"name": "hk_period_s", "value": "2"}, cmd_id=3001, retries=0).completed
+        assert again.send("COMMAND_STATUS", cmd_id=3001).result["state"] == "completed"
     finally:
         again.close()

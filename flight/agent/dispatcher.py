@@ -217,6 +217,10 @@ class Dispatcher(Component):
         sent: list[_Told] = []
         final = answered = False
         known = self.journal.get(cmd_id) if cmd_id and self.journal is not None and cmd_id not in self._cache else None
+        # Same id, different content: refused to its sender alone. The id's first command keeps its final report,
+        # its listeners (a sequence waiting on that step) and its retry cache (found in audit: the refusal was
+        # taken for the first command's outcome, and a sequence step still running failed).
+        collision = bool(cmd_id) and (cmd_id in self._cache or (known is not None and known.digest != digest))
 
         def report(stage: Stage, ok: bool, code: FailureCode = FailureCode.NONE, reason: str = "", result=None) -> None:
             nonlocal final, answered
@@ -227,7 +231,7 @@ class Dispatcher(Component):
                 self._send_report(peer, packet)
             sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
-            if final and cmd_id:
+            if final and cmd_id and not collision:
                 self._finals[cmd_id] = (ok, int(code), v.reason)  # as the report said it: paths cut
                 while len(self._finals) > FINALS_KEPT:
                     self._finals.popitem(last=False)
@@ -235,8 +239,7 @@ class Dispatcher(Component):
                     listener(cmd_id, ok, reason)
 
         try:
-            if (cmd_id and cmd_id in self._cache) or (known is not None and known.digest != digest):
-                # same id, different content: refuse, keep the first
+            if collision:
                 self._reject(report, None, FailureCode.BAD_ARGUMENTS,
                              f"cmd_id {cmd_id} was already used for a different command; draw a new one")
                 return
@@ -256,7 +259,7 @@ class Dispatcher(Component):
         finally:
             # Cached by reference: a deferred completion appends to ``sent`` later, and a retry
             # arriving meanwhile gets the reports so far (none, if its flags asked for none yet).
-            if cmd_id and answered and cmd_id not in self._cache:
+            if cmd_id and answered and not collision and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
                 while len(self._cache) > RETRY_CACHE_COMMANDS:
                     self._cache.popitem(last=False)
