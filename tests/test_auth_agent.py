@@ -62,6 +62,24 @@ def test_forged_commands_from_any_process_are_never_run(rig):
     assert sum(e.args["count"] for e in events) == 200 and len(events) <= 3  # one per housekeeping period
 
 
+@pytest.mark.req("SEC-001", "LNK-007")
+def test_a_sealed_command_damaged_on_the_line_is_a_malformed_packet_not_an_attack(rig):
+    """Found in audit: a bit flipped on a noisy line failed the CRC and raised "forged or replayed" alarms."""
+    (packet,) = sent_sealed(rig, ("NOOP", {}))
+    before = rig.hk()
+    damaged = bytearray(packet)
+    damaged[len(damaged) // 2] ^= 0x10  # the CRC fails
+    rig.link.ground.send(bytes(damaged))
+    rig.link.ground.send(packet[:-1])  # cut short: its length field is wrong
+    rig.advance(2)
+    values = rig.hk()
+    assert values["tc_bad_packets"] == before["tc_bad_packets"] + 2
+    assert values["tc_auth_rejected"] == before["tc_auth_rejected"] == 0
+    reasons = [e.args["reason"] for e in rig.events("BAD_PACKET")]
+    assert any("CRC" in r for r in reasons) and any("length" in r for r in reasons)
+    assert not rig.events("TC_AUTH_REJECTED") and values["cmd_executed"] == before["cmd_executed"]
+
+
 @pytest.mark.req("SEC-001")
 def test_a_command_sealed_with_another_key_is_refused(rig):
     stranger = SealingLink(rig.link.ground, Sealer(1, OTHER))

@@ -19,7 +19,7 @@ from flight.link.apid import Apid
 from flight.link.interface import FlightLink, Inbound
 from flight.link.messages import AckRun, Codec
 from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpack
-from flight.link.sdls import AuthError, KeyRing, ReplayGuard, open_tc
+from flight.link.sdls import LINE_DAMAGE, AuthError, KeyRing, ReplayGuard, open_tc
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
 BAD_PACKETS_SAID = 4  # BAD_PACKET events a housekeeping period, the rest in one more at its end (an audit: a
@@ -126,6 +126,9 @@ class LinkService(Component):
             try:
                 spi, _sn, raw = open_tc(raw, self._keys, self._replay)
             except AuthError as exc:  # dropped unread and unanswered: a forger learns nothing
+                if exc.kind in LINE_DAMAGE:  # a packet the line damaged, no seal judged: malformed, not an attack
+                    self._bad_packet(str(exc))
+                    return
                 self.tc_auth_rejected += 1
                 self._auth_unreported += 1
                 self._auth_last = (exc.kind, str(exc)[:160])

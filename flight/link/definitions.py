@@ -550,7 +550,9 @@ COMMANDS = (
 
 _LINK_CHANNELS = (
     Channel("tc_received", T.U32, "count", "Telecommand packets received (valid or not)"),
-    Channel("tc_bad_packets", T.U32, "count", "Received packets refused as malformed (CRC, header, encoding)",
+    Channel("tc_bad_packets", T.U32, "count", "Received packets refused as malformed (length, CRC, header, "
+            "service, APID; a sealed one's frame before its seal is judged); a TC(8,1) whose data does not decode "
+            "is a rejected command (cmd_rejected, COMMAND_REJECTED)",
             Limits(warn_high=1)),
     Channel("tc_duplicates", T.U32, "count", "Retried telecommands answered from the cache, not executed again"),
     Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
@@ -559,7 +561,8 @@ _LINK_CHANNELS = (
     Channel("tc_auth", T.STRING, "", "How telecommands are authenticated: HMAC-SHA256 (SDLS-style, key slots "
             "from [security] tc_keys) or OFF (any packet on the link is taken)"),
     Channel("tc_auth_rejected", T.U32, "count", "Telecommands refused by authentication (forged, replayed, stale, "
-            "unknown or revoked key); never parsed further", Limits(warn_high=1)),
+            "unknown or revoked key; a packet too short, of a wrong length or CRC is tc_bad_packets); never parsed "
+            "further", Limits(warn_high=1)),
     Channel("tc_keys_active", T.U16, "count", "Telecommand key slots active (0 with authentication OFF)"),
     Channel("zmq_auth_refused", T.U32, "count", "ZeroMQ connections refused by CURVE authentication (a key not in "
             "[security] zmq_clients, or no CURVE); 0 on a serial link", Limits(warn_high=1)),

@@ -83,6 +83,12 @@ TM_WINDOW = 4096            # telemetry SNs (packets, not microseconds) a packet
 WRAPPED_LEN = KEY_LEN + 8  # RFC 3394 adds one 64-bit block
 
 
+LINE_DAMAGE = ("short", "length", "crc")
+"""The :class:`AuthError` kinds of a packet whose frame is wrong before any key is tried: line damage (counted as
+a malformed packet, ``tc_bad_packets``), not a refused seal (``tc_auth_rejected``; found in audit: a noisy line
+raised "forged or replayed" alarms)."""
+
+
 class AuthError(ValueError):
     """A telecommand refused by the security layer; ``kind`` is what is counted."""
 
