@@ -498,3 +498,29 @@ def test_housekeepings_orbit_times_count_down_between_predictions(tmp_path):
             for channel, expected in (("eclipse_in_s", truth.to_eclipse_entry_s), ("saa_in_s", truth.to_saa_entry_s)):
                 if values[channel] is not None and math.isfinite(expected):
                     assert values[channel] == pytest.approx(expected, abs=3.0), channel
+
+
+@pytest.mark.req("AGT-013")
+def test_read_only_commands_wait_for_the_periodic_state_save_and_a_command_that_changes_something_does_not(
+        tmp_path, monkeypatch):
+    """Found in audit: every PING wrote state.json (temp file, fsync, rename, directory fsync), as its counts
+    were saved at once: a console pinging each second was 86 400 flash writes a day."""
+    import flight.agent.state as state_module
+
+    writes = []
+    real = state_module.write_checked_json
+    monkeypatch.setattr(state_module, "write_checked_json", lambda path, body: writes.append(body) or real(path, body))
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:
+        rig.advance(2.0)
+        writes.clear()
+        for token in range(20):
+            assert rig.send("PING", token=token).completed
+            rig.advance(1.0)
+        assert writes == []  # 20 s: within the periodic save's minute
+        assert rig.send("SET_PARAM", name="hk_period_s", value="2").completed
+        rig.advance(3.0)
+        assert len(writes) == 1 and writes[0]["counters"]["cmd_executed"] == rig.hk()["cmd_executed"]
+    # What was saved at once is what the next start reads: the command that changed something counted.
+    from flight.agent.state import StateFile
+    assert StateFile(state / "state.json").load().counters["cmd_executed"] >= 21

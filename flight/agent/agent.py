@@ -253,6 +253,7 @@ class Agent:
         period_s = sdnotify.ping_interval_s()
         self._watchdog_every_s = None if period_s is None else min(period_s, _WATCHDOG_FEED_MAX_S)
         self._watchdog_fed_s = -math.inf
+        self._changes_saved = 0  # the dispatcher's changes as of the last state save
         self._save_state(force=True)
 
     # --- ports the agent itself provides -------------------------------------------------
@@ -313,8 +314,12 @@ class Agent:
         return {**{f"cmd_{n}": getattr(c, n) for n in _DISPATCH_COUNTERS}, **self.link_service.counters()}
 
     def _save_state(self, force: bool = False, stopping: bool = False) -> None:
+        """The state file, its counters with it at once where a command that changes something ran since the
+        last save; a read-only one's counts (a console's PINGs) wait for the periodic save."""
+        changes = self.dispatcher.changes
         try:
-            self.memory.save(self._counters(), force=force, stopping=stopping)
+            self.memory.save(self._counters(), force=force, stopping=stopping, urgent=changes != self._changes_saved)
+            self._changes_saved = changes
         except OSError as exc:
             self.executive.internal_error("state save", exc)
 

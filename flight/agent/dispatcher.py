@@ -153,6 +153,7 @@ class Dispatcher(Component):
         # cmd_id -> (ok, code, reason) of the final report, this boot: COMMAND_STATUS for what the
         # journal does not hold (refused at acceptance or start, before it was recorded; read-only).
         self._finals: OrderedDict[int, tuple[bool, int, str]] = OrderedDict()
+        self.changes = 0  # commands run that are not read-only (Command.read_only), this boot
 
     def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
@@ -322,6 +323,8 @@ class Dispatcher(Component):
             self._emit("COMMAND_FAILED", name=name, reason=said)
             return
         report(Stage.STARTED, True)
+        if not request.command.read_only:
+            self.changes += 1  # the agent's state file keeps the counts of such commands at once
         self._emit("COMMAND_DISPATCHED", name=name)
         try:
             result = handler.run(request)
