@@ -8,6 +8,7 @@ silently wrong value.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -166,17 +167,31 @@ class DirectoryLock:
     def __init__(self, directory: Path | str, name: str, holder: str):
         self.path = Path(directory) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            writable = True
+        except OSError as exc:
+            # A filesystem remounted read-only (ext4 errors=remount-ro after eMMC faults): flock works on a
+            # read-only descriptor, of the lock file or else of the directory, so the program still starts
+            # and can say what is wrong (found in audit: it died here, and its SAFE unit with it, for good).
+            if exc.errno != errno.EROFS:
+                raise
+            self._fd = os.open(self.path if self.path.exists() else self.path.parent, os.O_RDONLY)
+            writable = False
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            try:
+                other = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            except OSError:  # the directory's own descriptor (a read-only filesystem with no lock file)
+                other = "?"
             os.close(self._fd)
             self._fd = None
             raise DirectoryBusy(f"{Path(directory)} is in use by another {holder} (pid {other}); stop that one "
                                 f"first, or give this one a directory of its own") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -524,3 +524,69 @@ def test_read_only_commands_wait_for_the_periodic_state_save_and_a_command_that_
     # What was saved at once is what the next start reads: the command that changed something counted.
     from flight.agent.state import StateFile
     assert StateFile(state / "state.json").load().counters["cmd_executed"] >= 21
+
+
+def _compute_at(state, **config) -> InProcessAgent:
+    rig = InProcessAgent(state, bench_supply=True, **config)
+    for mode in ("IDLE", "COMPUTE"):
+        assert rig.send("SET_MODE", mode=mode).completed
+    rig.advance(3.0)
+    return rig
+
+
+@pytest.mark.req("AGT-013")
+def test_a_damaged_state_file_gives_way_to_the_copy_before_its_last_write_not_to_the_defaults(tmp_path):
+    """Found in audit: one flipped bit in state.json lifted a commanded 15W cap to MAXN and restarted the boot
+    count, as the only copy gave way to the defaults."""
+    state = tmp_path / "state"
+    rig = _compute_at(state)
+    try:
+        assert rig.send("SET_POWER_MODE", name="15W").completed
+        rig.advance(2.0)
+    finally:
+        rig.close()
+    raw = bytearray((state / "state.json").read_bytes())
+    raw[raw.index(b"boot_count") + 14] ^= 0x01
+    (state / "state.json").write_bytes(bytes(raw))
+    rig = _compute_at(state)
+    try:
+        assert rig.agent.memory.power_mode_cap == "15W" and rig.agent.board.hal.current_power_mode().name == "15W"
+        assert rig.agent.memory.boot_count == 2
+        (said,) = [e.args["reason"] for e in rig.events("STATE_CORRUPT") if e.args["what"] == "state"]
+        assert "moved aside (state.json.corrupt)" in said and "the copy before its last write (state.json.bak)" in said
+    finally:
+        rig.close()
+    # A power cut between a write's two renames (the file in force made the copy, the new one not yet in place):
+    # the copy is the last state, read without a word.
+    (state / "state.json").replace(state / "state.json.bak")
+    rig = InProcessAgent(state)
+    try:
+        assert rig.agent.memory.power_mode_cap == "15W" and rig.agent.memory.boot_count == 3
+        assert not [e for e in rig.events("STATE_CORRUPT") if e.args["what"] == "state"]
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-013")
+def test_a_kept_cap_this_board_has_no_mode_of_caps_it_at_its_lowest_and_is_said(tmp_path):
+    """Found in audit: a cap name the board's modes lacked (a JetPack update renamed them, a module swapped) was
+    taken as no cap at all: MAXN."""
+    from flight.agent.state import StateFile
+
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:
+        rig.advance(1.0)
+    kept = StateFile(state / "state.json")
+    memory = kept.load()
+    memory.power_mode_cap = "MODE_15W_OLD"
+    kept.save(memory)
+    rig = _compute_at(state)
+    try:
+        assert rig.agent.board.hal.current_power_mode().name == "10W"
+        (said,) = [e.args["reason"] for e in rig.events("STATE_CORRUPT") if e.args["what"] == "power-mode cap"]
+        assert "MODE_15W_OLD: not a power mode of this board" in said and "10W" in said
+        assert rig.send("SET_POWER_MODE", name="25W").completed
+        rig.advance(2.0)
+        assert rig.agent.board.hal.current_power_mode().name == "25W"
+    finally:
+        rig.close()

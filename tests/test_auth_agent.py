@@ -621,6 +621,8 @@ def test_telemetry_sns_go_up_across_a_restart_that_lost_the_state_file(tmp_path,
     for k, damage in enumerate((None, "lost", "damaged", "both lost")):
         monkeypatch.setattr(inproc, "T0_S", start_s + 120.0 * k)  # each start two minutes after the last
         state = tmp_path / "agent"
+        if damage is not None:  # the copy before its last write too: the state lost whole
+            (state / "state.json.bak").unlink(missing_ok=True)
         if damage == "lost":
             (state / "state.json").unlink()
         elif damage == "damaged":

@@ -662,6 +662,28 @@ def test_acknowledgements_the_store_cannot_keep_are_said_once_until_one_is_kept(
     assert rig.agent.downlink.store_errors >= 10
 
 
+@pytest.mark.req("AGT-093")
+def test_a_disk_that_takes_one_record_and_refuses_the_next_says_it_once_a_minute(rig, monkeypatch):
+    """Found in audit: a disk all but full took one record and refused the next, and each refusal after a record
+    kept was a new STORE_ERROR (20 in 5 s)."""
+    rig.advance(2)
+    store = rig.agent.downlink.store
+    real, calls = store.append, [0]
+
+    def every_other(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] % 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", every_other)
+    said, errors = len(rig.events("STORE_ERROR")), rig.agent.downlink.store_errors
+    rig.advance(30)
+    assert len(rig.events("STORE_ERROR")) == said + 1 and rig.agent.downlink.store_errors >= errors + 30
+    rig.advance(40)  # past the minute: said again, once
+    assert len(rig.events("STORE_ERROR")) == said + 2
+
+
 @pytest.mark.req("AGT-096")
 def test_an_unusable_store_costs_the_store_not_the_agent(tmp_path):
     (tmp_path / "store").write_text("a file where the store's directory should be")

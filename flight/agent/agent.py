@@ -308,6 +308,7 @@ class Agent:
         except Exception as exc:  # noqa: BLE001
             self.executive.internal_error("files", exc)
         self._save_state()
+        self.executive.state_writes(self.memory.write_failures, self.memory.write_error)
 
     def _counters(self) -> dict[str, int]:
         c = self.dispatcher.counters
@@ -317,11 +318,8 @@ class Agent:
         """The state file, its counters with it at once where a command that changes something ran since the
         last save; a read-only one's counts (a console's PINGs) wait for the periodic save."""
         changes = self.dispatcher.changes
-        try:
-            self.memory.save(self._counters(), force=force, stopping=stopping, urgent=changes != self._changes_saved)
+        if self.memory.save(self._counters(), force=force, stopping=stopping, urgent=changes != self._changes_saved):
             self._changes_saved = changes
-        except OSError as exc:
-            self.executive.internal_error("state save", exc)
 
     @property
     def mode(self) -> Mode:
@@ -458,10 +456,13 @@ class Agent:
         """(what, why) for each stored file found wrong at start (most unreadable, moved aside, defaults
         used; the telemetry SNs' also one it could not write): said at boot as STATE_CORRUPT, and by
         ``sunlit-flight run`` on its console. Each reason says what is in force instead."""
-        problems = [(what, f"{error}; moved aside ({path.name}.corrupt), defaults in force")
-                    for what, error, path in (("parameters", self.params.store.load_error, self.params.store.path),
-                                              ("state", self.memory.file.load_error, self.memory.file.path))
-                    if error]
+        store = self.params.store
+        problems = [("parameters", f"{store.load_error}; moved aside ({store.path.name}.corrupt), defaults in force")
+                    ] if store.load_error else []
+        if self.memory.file.load_error:  # it says what is in force: the copy before its last write, or defaults
+            problems.append(("state", self.memory.file.load_error))
+        if self.controller.cap_problem:
+            problems.append(("power-mode cap", self.controller.cap_problem))
         problems += [(what, error) for what, error in (
             ("command journal", self.dispatcher.journal.load_error if self.dispatcher.journal else None),
             ("packet store", f"{len(self._store_unreadable)} segment file(s) unreadable "

@@ -140,6 +140,12 @@ class Controller(Component):
         self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
         self.mode_powers = mode_powers(board)
+        names = [m.name for m in self.power_modes]
+        # A commanded cap this board has no mode of (a JetPack update renamed its modes, a module swapped):
+        # its lowest mode is the cap until SET_POWER_MODE sets one, said at boot (found in audit: taken as no cap)
+        self.cap_problem = (f"{memory.power_mode_cap}: not a power mode of this board ({', '.join(names)}); its "
+                            f"lowest, {names[0]}, is the cap until SET_POWER_MODE sets one"
+                            if names and memory.power_mode_cap not in names + ["AUTO"] else None)
         self.eps_source = board.eps.source if board.eps is not None else (
             EpsSource.BENCH if setup.bench_supply else EpsSource.NONE)
         self.state = ControlState()
@@ -309,9 +315,10 @@ class Controller(Component):
                     reading.board_power_w if reading else None, out.reason)
 
     def _operator_cap(self) -> int:
+        """The index of the highest mode the operators allow: AUTO all, a name unknown here the lowest."""
         names = [m.name for m in self.power_modes]
         cap = self._memory.power_mode_cap
-        return names.index(cap) if cap in names else len(names) - 1
+        return names.index(cap) if cap in names else len(names) - 1 if cap == "AUTO" else 0
 
     def _boundary_passed(self, now_s: float) -> bool:
         """True once an eclipse or SAA edge the last prediction knew of has gone by: predict again."""
@@ -472,9 +479,10 @@ class Controller(Component):
             except HalError as exc:
                 raise CommandFailed(str(exc), FailureCode.OUT_OF_RANGE) from None
         old = self._memory.power_mode_cap
-        self._memory.remember_cap(name)
+        saved = self._memory.remember_cap(name)
         self.tick()  # apply the cap now, not at the next tick
-        return {"cap": name, "old_cap": old, "power_mode": self._power_mode_now()}  # what is in force now
+        return {"cap": name, "old_cap": old, "power_mode": self._power_mode_now(),  # what is in force now
+                **self._unsaved(saved)}
 
     def _set_tle(self, req: CommandRequest) -> dict[str, Any]:
         try:
@@ -494,7 +502,7 @@ class Controller(Component):
                                     f"{'before' if days >= 0 else 'after'} the board's clock; sgp4 cannot propagate "
                                     f"it to now (error {exc.code}): check the epoch's year, and the board's clock "
                                     f"(unix s {now_s:.0f})", FailureCode.BAD_ARGUMENTS) from None
-        self._memory.remember_tle([req.args["line1"], req.args["line2"]])
+        saved = self._memory.remember_tle([req.args["line1"], req.args["line2"]])
         self.set_orbit(orbit)
         self._emit("ORBIT_UPDATED", satnum=orbit.satnum, epoch=round(orbit.epoch_unix_s, 3))
         period = orbit.period_s
@@ -508,7 +516,14 @@ class Controller(Component):
         kept = None if ahead else self._boot_orbit(orbit, self._configured_orbit, now_s) is orbit
         return {"satnum": orbit.satnum, "period_s": round(period, 3) if math.isfinite(period) else None,
                 "tle_age_s": round(now_s - orbit.epoch_unix_s, 1),
-                "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s), "kept_at_boot": kept}
+                "predicts_radiation": tle_current(orbit.epoch_unix_s, now_s), "kept_at_boot": kept if saved else False,
+                **self._unsaved(saved)}
+
+    def _unsaved(self, saved: bool) -> dict[str, str]:
+        """A command's result where what it set is in force but the state file could not keep it (a full or
+        read-only disk: STATE_NOT_WRITTEN): said, so the operator knows a restart loses it."""
+        return {} if saved else {"unsaved": f"in force, not kept across a restart: the state file could not be "
+                                            f"written ({self._memory.write_error})"}
 
     # --- telemetry ---------------------------------------------------------------------
 

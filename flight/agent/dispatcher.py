@@ -301,6 +301,7 @@ class Dispatcher(Component):
         # reports a command gets before it runs leave together: one wake of the link's I/O, not
         # one a report (the sender sees the same reports, in the same order, a fsync later).
         refused: tuple[FailureCode, str, str] | None = None
+        unrecorded = ""  # why an idempotent command runs without its journal record
         if handler.guard is not None:
             try:
                 handler.guard(request)
@@ -312,9 +313,13 @@ class Dispatcher(Component):
             try:  # durable before it runs: after any crash, a command that may have run is known
                 self.journal.started(cmd_id, digest, opcode)
             except OSError as exc:
-                refused = (FailureCode.EXECUTION_ERROR,
-                           f"not run: the command journal could not record it ({exc.strerror or exc}), so it could "
-                           "not be kept from running twice", "command journal not writable")
+                if request.command.idempotent:  # the same end however often it runs: FILE_DELETE frees a full disk
+                    unrecorded = (f"run without its command journal record ({exc.strerror or exc}): idempotent, so a "
+                                  "retry after a restart runs it again, to the same end")
+                else:
+                    refused = (FailureCode.EXECUTION_ERROR,
+                               f"not run: the command journal could not record it ({exc.strerror or exc}), so it "
+                               "could not be kept from running twice", "command journal not writable")
         report(Stage.ACCEPTED, True)
         if refused is not None:
             code, reason, said = refused
@@ -329,24 +334,31 @@ class Dispatcher(Component):
         try:
             result = handler.run(request)
         except CommandFailed as exc:
-            self._finish(report, name, False, exc.reason, exc.code, cmd_id)
+            self._finish(report, name, False, exc.reason, exc.code, cmd_id, unrecorded)
             return
         except Exception as exc:  # noqa: BLE001 - a handler bug fails the command, never the agent
             self._finish(report, name, False, describe_error(exc)[:200], FailureCode.EXECUTION_ERROR,
-                         cmd_id)
+                         cmd_id, unrecorded)
             return
         if isinstance(result, Deferred):
-            result.then(lambda ok, value, code: self._finish(report, name, ok, value, code, cmd_id))
+            result.then(lambda ok, value, code: self._finish(report, name, ok, value, code, cmd_id, unrecorded))
         else:
-            self._finish(report, name, True, result, FailureCode.NONE, cmd_id)
+            self._finish(report, name, True, result, FailureCode.NONE, cmd_id, unrecorded)
 
     def end_turn(self) -> None:
         """From the agent's loop, once a turn: fsync the journal's finished records (journal.py says why then)."""
         if self.journal is not None:
             self.journal.sync()
 
-    def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode, cmd_id: int = 0) -> None:
-        """The completion report: ``value`` is the result map on success, the reason on failure."""
+    def _finish(self, report, name: str, ok: bool, value: Any, code: FailureCode, cmd_id: int = 0,
+                unrecorded: str = "") -> None:
+        """The completion report: ``value`` is the result map on success, the reason on failure; ``unrecorded``:
+        why the journal has no record of it, said in the report either way."""
+        if unrecorded:
+            if ok and (value is None or isinstance(value, dict)):
+                value = {**(value or {}), "journal": unrecorded}
+            elif not ok:
+                value = f"{value} ({unrecorded})"
         if cmd_id and self.journal is not None:
             try:
                 self.journal.finished(cmd_id, ok, int(code), "" if ok else redact_paths(str(value)))

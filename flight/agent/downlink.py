@@ -77,6 +77,7 @@ PLAYBACK_BURST_S = 0.5     # the token bucket holds this much of playback_rate_b
 SCAN_EVERY_S = 0.05        # the least time between two looks for packets to play back
 READ_REST_S = 1.0          # after a read the disk refused for now (no descriptor, no memory): the next try
 DUMP_REFUSED_S = 60.0      # a dump whose reads the disk refuses this long fails; its records stay stored
+STORE_ERROR_EVERY_S = 60.0  # a refused append is said at most this often (store_errors counts every one)
 _TM_HEADERS = PRIMARY_HEADER_LEN + TM_SEC_HEADER_LEN  # a TM packet's source data starts here
 
 
@@ -162,6 +163,7 @@ class Downlink(Component):
         self._load_enabled()
         self.store_errors = 0
         self._error_reported = False
+        self._error_said_s = -math.inf  # when a refused append was last said
         self._ack_error_reported = False  # STORE_ERROR said for the acknowledgements, until one is kept
         self._link_refused = False  # the last publish was refused by the link's queue (not held back by the backlog)
         self._sync_error_reported = False
@@ -279,8 +281,12 @@ class Downlink(Component):
             self.store.append(packet, sent_at, tm=tm)
         except (OSError, PacketError) as exc:
             self.store_errors += 1
-            if not self._error_reported:
+            now = self._clock.monotonic_s()
+            # Once an outage, and at most once a STORE_ERROR_EVERY_S: a disk all but full takes one record and
+            # refuses the next (found in audit: 20 events in 5 s); store_errors counts each.
+            if not self._error_reported and now - self._error_said_s >= STORE_ERROR_EVERY_S:
                 self._error_reported = True  # before emitting: the event itself comes back here
+                self._error_said_s = now
                 self._emit("STORE_ERROR", reason=f"{type(exc).__name__}: {exc}")
             return
         self._error_reported = False

@@ -25,9 +25,9 @@ class Executive(Component):
     NAME = "executive"
     COMMANDS = ("NOOP", "PING", "RESET_COUNTERS", "SHUTDOWN")
     EVENTS = ("AGENT_STARTED", "AGENT_STOPPING", "PING_RECEIVED", "COUNTERS_RESET", "INTERNAL_ERROR",
-              "STATE_CORRUPT", "TEMP_FILES_REMOVED")
+              "STATE_CORRUPT", "TEMP_FILES_REMOVED", "STATE_NOT_WRITTEN")
     CHANNELS = ("boot_count", "uptime_s", "dict_hash", "internal_errors", "hal_backend", "control_late_p99_ms",
-                "state_corrupt")
+                "state_corrupt", "state_write_failures")
 
     def __init__(self, emit: EventPort, clock: Clock, faults: FaultLog, modes: ModePort, *, boot_count: int,
                  dict_hash: str, hal_backend: str, control_late_p99_s: Callable[[], float | None],
@@ -47,6 +47,8 @@ class Executive(Component):
         self.started_s = clock.monotonic_s()
         self.internal_errors = 0
         self.state_corrupt = 0  # stored files found wrong at start, each said as STATE_CORRUPT
+        self.state_write_failures = 0  # writes of the state file the disk refused, said as STATE_NOT_WRITTEN
+        self._state_failures_seen = 0  # the state file's own count, as of the last look
 
     def uptime_s(self) -> float:
         return self._clock.monotonic_s() - self.started_s
@@ -62,6 +64,16 @@ class Executive(Component):
             self._emit("TEMP_FILES_REMOVED", count=removed, where="state directory")
         self._emit("AGENT_STARTED", boot_count=self.boot_count, previous_stop=previous_stop, dict_hash=self.dict_hash,
                    link=link, hal=self.hal_backend)
+
+    def state_writes(self, failures: int, reason: str | None) -> None:
+        """Once a housekeeping period: writes of the state file that failed since the last look (``failures``:
+        the file's count this boot), said in one STATE_NOT_WRITTEN with the last reason. Not a fault: the agent
+        runs on from memory, and the operators free the disk (DISK_LOW says how)."""
+        new = failures - self._state_failures_seen
+        self._state_failures_seen = failures
+        if new > 0:
+            self.state_write_failures += new
+            self._emit("STATE_NOT_WRITTEN", count=new, reason=reason or "written since")
 
     def stopping(self, reason: str) -> None:
         self._emit("AGENT_STOPPING", reason=reason)
@@ -85,7 +97,7 @@ class Executive(Component):
                 "mode": self._modes.mode.value, "boot_count": self.boot_count}
 
     def _reset_counters(self, req: CommandRequest) -> None:
-        self.internal_errors = self.state_corrupt = 0
+        self.internal_errors = self.state_corrupt = self.state_write_failures = 0
         for reset in self._resets:
             reset()
         self._emit("COUNTERS_RESET")
@@ -103,4 +115,4 @@ class Executive(Component):
         return {"boot_count": self.boot_count, "uptime_s": round(self.uptime_s(), 3), "dict_hash": self.dict_hash,
                 "internal_errors": self.internal_errors, "hal_backend": self.hal_backend,
                 "control_late_p99_ms": None if late is None else round(late * 1000.0, 3),
-                "state_corrupt": self.state_corrupt}
+                "state_corrupt": self.state_corrupt, "state_write_failures": self.state_write_failures}

@@ -6,11 +6,12 @@ false on a clean stop, so the next start knows whether the last one crashed or l
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, printable, quarantine, read_checked_json, redact_paths, write_checked_json
 
 
 @dataclass
@@ -49,31 +50,50 @@ def _check_types(state: AgentState, path: Path) -> None:
 
 
 class StateFile:
+    """``state.json`` and the copy before its last write, ``state.json.bak``: each write renames the file in
+    force to the copy, then writes the new one (temp file, fsync, rename), so no byte more is written. A file
+    that fails its check, or that a power cut between the two renames left missing, gives way to the copy: the
+    state one write older, not the defaults (found in audit: one flipped bit in the only copy lifted a
+    commanded power-mode cap and restarted the boot count)."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.load_error: str | None = None
+        self.backup = self.path.with_name(self.path.name + ".bak")
+        self.load_error: str | None = None  # what was wrong at start and what is in force (STATE_CORRUPT)
         self._last_written: dict[str, Any] | None = None
 
+    def _read(self, path: Path) -> AgentState:
+        body = read_checked_json(path)
+        if not isinstance(body, dict):
+            raise CorruptFile(f"{path}: expected a map")
+        state = AgentState(**{k: v for k, v in body.items() if k in AgentState.__dataclass_fields__})
+        _check_types(state, path)
+        return state
+
     def load(self) -> AgentState:
-        if not self.path.exists():
-            return AgentState()
-        try:
-            body = read_checked_json(self.path)
-            if not isinstance(body, dict):
-                raise CorruptFile(f"{self.path}: expected a map")
-            state = AgentState(**{k: v for k, v in body.items() if k in AgentState.__dataclass_fields__})
-            _check_types(state, self.path)
+        errors = []
+        for copy in (self.path, self.backup):
+            if not copy.exists():
+                continue
+            try:
+                state = self._read(copy)
+            except (CorruptFile, TypeError, AttributeError) as exc:
+                errors.append(f"{exc}; moved aside ({copy.name}.corrupt)" if quarantine(copy) else str(exc))
+                continue
+            if errors:  # (no error, and the copy read: a power cut between a write's two renames, the last state)
+                self.load_error = f"{'; '.join(errors)}, the copy before its last write ({copy.name}) in force"
             return state
-        except (CorruptFile, TypeError, AttributeError) as exc:
-            self.load_error = str(exc)
-            quarantine(self.path)
-            return AgentState()
+        if errors:
+            self.load_error = f"{'; '.join(errors)}, defaults in force (power-mode cap AUTO, the configured TLE)"
+        return AgentState()
 
     def save(self, state: AgentState) -> bool:
         """Write if anything changed since the last write (flash wears); True if written."""
         body = asdict(state)
         if body == self._last_written:
             return False
+        if self.path.exists():
+            os.replace(self.path, self.backup)  # the file in force becomes the copy; the new one's rename follows
         write_checked_json(self.path, body)
         self._last_written = body
         return True
@@ -105,6 +125,8 @@ class PersistentState:
         self.state.boot_count += 1
         self.state.running = True
         self._saved_at_s = float("-inf")
+        self.write_failures = 0  # writes of the state file the disk refused, this boot
+        self.write_error: str | None = None  # why the last one failed; None once one succeeds
 
     @property
     def boot_count(self) -> int:
@@ -120,17 +142,19 @@ class PersistentState:
     def tle(self) -> list[str] | None:
         return self.state.tle
 
-    def remember_tle(self, lines: list[str] | None) -> None:
+    def remember_tle(self, lines: list[str] | None) -> bool:
+        """In force now; True where also kept for the next start (the file written)."""
         self.state.tle = lines
-        self.save(force=True)
+        return self.save(force=True)
 
     @property
     def power_mode_cap(self) -> str:
         return self.state.power_mode_cap
 
-    def remember_cap(self, name: str) -> None:
+    def remember_cap(self, name: str) -> bool:
+        """In force now; True where also kept for the next start (the file written)."""
         self.state.power_mode_cap = name
-        self.save(force=True)
+        return self.save(force=True)
 
     # --- for the mode manager -----------------------------------------------------------------
 
@@ -178,18 +202,23 @@ class PersistentState:
             self.save(force=True)
 
     def allocate_job_id(self) -> int:
-        """A job id never handed out before, saved before it is used."""
+        """A job id never handed out before, saved before it is used: OSError where it could not be."""
         job_id = self.state.next_job_id
         self.state.next_job_id += 1
-        self.save(force=True)
+        if not self.save(force=True):
+            raise OSError(f"no job id handed out unsaved: the agent's state file could not be written "
+                          f"({self.write_error})")
         return job_id
 
     # --- the policy -----------------------------------------------------------------------------
 
     def save(self, counters: dict[str, int] | None = None, force: bool = False, stopping: bool = False,
-             urgent: bool = False) -> None:
+             urgent: bool = False) -> bool:
         """Write if something important changed, or counters are due (``urgent``: with ``counters`` now, a
-        command that changes something having run); OSError goes to the caller."""
+        command that changes something having run). False where the disk refused the write (full, read-only,
+        failing): counted (:attr:`write_failures`, :attr:`write_error`) and the state kept in memory, tried
+        again at the next change or period. Found in audit: the error went to whoever changed the state, and a
+        full disk stopped the agent at boot (its mode to SAFE), for good, SAFE's own unit included."""
         now = self._clock.monotonic_s()
         due = force or stopping or now - self._saved_at_s >= STATE_SAVE_PERIOD_S
         if counters is not None:
@@ -198,6 +227,14 @@ class PersistentState:
                 self.state.counters = dict(counters)
         if stopping:
             self.state.running = False
-        if due:
+        if not due:
+            return True
+        self._saved_at_s = now
+        try:
             self.file.save(self.state)
-            self._saved_at_s = now
+        except OSError as exc:
+            self.write_failures += 1
+            self.write_error = printable(redact_paths(exc.strerror or str(exc)))[:160]
+            return False
+        self.write_error = None
+        return True

@@ -318,6 +318,7 @@ COMMANDS = (
         "Change the agent's mode. SAFE → IDLE → COMPUTE, one step at a time; refused with the reason when a guard fails.",
         (Argument("mode", ValueSpec(T.ENUM, choices=choices_of(MODES_COMMANDABLE)), "Target mode"),),
         hazardous=True,
+        idempotent=True,
     ),
     Command(
         "GET_PARAM",
@@ -335,6 +336,7 @@ COMMANDS = (
             Argument("value", ValueSpec(T.STRING, max_len=64), "New value, as text; converted to the parameter's type"),
         ),
         hazardous=True,
+        idempotent=True,
     ),
     Command("SAVE_PARAMS", 0x0022, "Write every parameter to the agent's state directory (atomic, checksummed)."),
     Command(
@@ -343,6 +345,7 @@ COMMANDS = (
         "Cap the board's power mode by name (e.g. 15W, MAXN); the agent may still run lower for power or heat. "
         "AUTO removes the cap.",
         (Argument("name", ValueSpec(T.STRING, max_len=32), "Power mode name from the board, or AUTO"),),
+        idempotent=True,
     ),
     Command(
         "SET_TLE",
@@ -353,6 +356,7 @@ COMMANDS = (
             Argument("line2", ValueSpec(T.STRING, max_len=69), "TLE line 2"),
         ),
         hazardous=True,
+        idempotent=True,
     ),
     Command(
         "INFER_START",
@@ -414,12 +418,14 @@ COMMANDS = (
         0x0042,
         "Cancel a compute job.",
         (Argument("job_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Job id from INFER_START or TRAIN_START"),),
+        idempotent=True,
     ),
     Command(
         "STORE_ENABLE",
         0x0050,
         "Start keeping packets of a store class (or ALL) in the on-board packet store; kept across restarts.",
         (Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL"),),
+        idempotent=True,
     ),
     Command(
         "STORE_DISABLE",
@@ -428,6 +434,7 @@ COMMANDS = (
         "does not hear them. Kept across restarts.",
         (Argument("store", ValueSpec(T.ENUM, choices=choices_of(StoreName)), "Store class, or ALL"),),
         hazardous=True,
+        idempotent=True,
     ),
     Command(
         "STORE_DUMP",
@@ -453,6 +460,7 @@ COMMANDS = (
                      default="ALL"),
         ),
         hazardous=True,
+        idempotent=True,
     ),
     Command(
         "SCHEDULE_AT",
@@ -479,7 +487,8 @@ COMMANDS = (
         hazardous=True,
     ),
     Command("SCHEDULE_DELETE", 0x0062, "Delete one entry of the schedule (held or not).",
-            (Argument("entry_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Entry id from SCHEDULE_AT or SCHEDULE_LIST"),)),
+            (Argument("entry_id", ValueSpec(T.U32, "", 1, 2**32 - 1), "Entry id from SCHEDULE_AT or SCHEDULE_LIST"),),
+            idempotent=True),
     Command("SCHEDULE_RESET", 0x0063, "Delete every entry of the schedule; ids go on counting.", hazardous=True),
     Command("SCHEDULE_LIST", 0x0064, "Report the schedule: the count, and the first 40 entries (id, release time, "
             "command, held) in the completion report.", read_only=True),
@@ -496,7 +505,8 @@ COMMANDS = (
         (Argument("name", ValueSpec(T.STRING, max_len=32), "Sequence name (the file without .toml)"),),
         hazardous=True,
     ),
-    Command("SEQUENCE_ABORT", 0x0067, "Stop the running sequence; a command it already sent is not recalled."),
+    Command("SEQUENCE_ABORT", 0x0067, "Stop the running sequence; a command it already sent is not recalled.",
+            idempotent=True),
     Command(
         "FILE_DOWNLINK",
         0x0070,
@@ -511,14 +521,15 @@ COMMANDS = (
         ),
     ),
     Command("FILE_CANCEL", 0x0071, "Cancel a file transfer, going out or coming in (the peer is told).",
-            (Argument("transfer", ValueSpec(T.STRING, max_len=40), "Transfer id (FILE_STATUS, FILE_STARTED)"),)),
+            (Argument("transfer", ValueSpec(T.STRING, max_len=40), "Transfer id (FILE_STATUS, FILE_STARTED)"),),
+            idempotent=True),
     Command("FILE_LIST", 0x0072, "List a directory of the agent's file area (PUS 23 style): names, sizes and times "
             "of the first 100 entries, and the free space.",
             (Argument("directory", ValueSpec(T.STRING, max_len=200), "Directory, e.g. products"),), read_only=True),
     Command("FILE_DELETE", 0x0073, "Delete one file of the agent's file area (never a model in the store, never a "
             "file being transferred).",
             (Argument("name", ValueSpec(T.STRING, max_len=200), "File name, e.g. products/job-3.npz"),),
-            hazardous=True),
+            hazardous=True, idempotent=True),
     Command("FILE_STATUS", 0x0074, "Report the file transfers in progress and queued, and the last ones finished "
             "(id, direction, name, bytes, state).", read_only=True),
     Command("KEY_LOAD", 0x00E0, "Load a new telecommand key into a free slot: the key comes wrapped under a master "
@@ -531,7 +542,8 @@ COMMANDS = (
             hazardous=True),
     Command("KEY_REVOKE", 0x00E1, "Revoke an active telecommand key slot: commands sealed with it are refused from "
             "now on, after a restart too. The last active slot cannot be revoked; a revoked one is left as it is.",
-            (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The slot to revoke"),), hazardous=True),
+            (Argument("spi", ValueSpec(T.U16, "", 1, 65535), "The slot to revoke"),), hazardous=True,
+            idempotent=True),
     Command("KEY_LIST", 0x00E2, "Report the key slots: SPI, state (active, revoked, master, telemetry) and a "
             "fingerprint (the first 8 hex digits of the key's SHA-256; never the key), and whether the changes made "
             "by command were lost to a damaged state file.", read_only=True),
@@ -598,6 +610,10 @@ CHANNELS = (
     Channel("state_corrupt", T.U32, "count", "Stored files this boot found wrong (unreadable, failing their check, "
             "records of the command journal damaged; the telemetry SNs' also not writable): STATE_CORRUPT says each "
             "and what is in force; zeroed by RESET_COUNTERS", Limits(warn_high=1)),
+    Channel("state_write_failures", T.U32, "count", "Writes of the agent's state file (mode, power-mode cap, TLE, "
+            "job ids, counters) the disk refused (full, read-only, failing): the agent runs on from memory and "
+            "tries again at the next change and each minute; STATE_NOT_WRITTEN says them; zeroed by RESET_COUNTERS",
+            Limits(warn_high=1)),
 )
 
 _RAILS = ("vdd_in", "vdd_cpu_gpu_cv", "vdd_soc", "vdd_gpu_soc", "vdd_cpu_cv", "vin_sys_5v0", "vddq_vdd2_1v8ao")
@@ -880,6 +896,11 @@ EVENTS = (
           "A stored file found wrong at start: it failed its check or could not be read (most are moved aside, "
           "NAME.corrupt), or, for the telemetry SNs, could not be written; the reason says what is in force "
           "instead", ("what", "reason")),
+    Event("STATE_NOT_WRITTEN", 0x0085, Severity.WARNING_HI, "Agent state not written ({count} failed writes): "
+          "{reason}", "The agent's state file (mode, power-mode cap, TLE, job ids, counters) could not be written: "
+          "the disk is full, read-only or failing. The agent runs on from memory and tries again at the next change "
+          "and each minute; a restart before a good write starts from the last one written, and no job is started "
+          "(its id could not be kept). Reported at most once per housekeeping period", ("count", "reason")),
     Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
           "{count} leftover files of interrupted writes removed from the {where}",
           "Writes cut short by a crash or power cut left temporary files, or, in the model store, a version's "
@@ -1043,7 +1064,7 @@ EVENTS = (
           "Stored records were damaged on disk; they are skipped and the rest is kept", ("count", "where")),
     Event("STORE_ERROR", 0x0033, Severity.WARNING_HI, "Packet store cannot write: {reason}",
           "A packet could not be stored (disk full or failing); packets go out live only until it can again "
-          "(reported once until a write succeeds)", ("reason",)),
+          "(reported once until a write succeeds, and at most once a minute; store_errors counts each)", ("reason",)),
     Event("STORE_CHANGED", 0x0034, Severity.ACTIVITY_HI, "Packet store classes kept: {enabled}",
           "STORE_ENABLE or STORE_DISABLE changed what is kept", ("enabled",)),
     Event("PLAYBACK_STARTED", 0x0035, Severity.ACTIVITY_LO, "Ground listening: playing back {records} stored packets",

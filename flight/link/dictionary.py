@@ -229,7 +229,9 @@ class Command:
     ``read_only`` commands change nothing that outlives them but the command counters (they
     report): the agent does not journal them, since running one again on a retry after a restart
     does no harm, and a command path checked with NOOP or PING then costs no journal write and
-    fsync."""
+    fsync. ``idempotent`` commands leave the same state however often they run (SET_MODE,
+    FILE_DELETE...): where the journal cannot record one (a full disk), it runs unrecorded, and its
+    completion report says so, rather than being refused, so that FILE_DELETE can free a full disk."""
 
     name: str
     opcode: int
@@ -237,6 +239,7 @@ class Command:
     args: tuple[Argument, ...] = ()
     hazardous: bool = False
     read_only: bool = False
+    idempotent: bool = False
 
     def arg(self, name: str) -> Argument:
         for a in self.args:
@@ -270,6 +273,7 @@ class Command:
             "description": self.description,
             "hazardous": self.hazardous,
             "read_only": self.read_only,
+            "idempotent": self.idempotent,
             "args": [a.to_json() for a in self.args],
         }
 
@@ -463,6 +467,9 @@ class Dictionary:
             if c.read_only and c.hazardous:
                 raise DictionaryError(f"command {c.name} is read-only and hazardous: a command that changes nothing "
                                       "is not hazardous")
+            if c.read_only and c.idempotent:
+                raise DictionaryError(f"command {c.name} is read-only and idempotent: a read-only command is never "
+                                      "journaled, so idempotent says nothing more")
         for ch in self.channels:
             for name in ch.limits.params():
                 if name not in self.parameter_by_name:

@@ -20,10 +20,12 @@ def dictionary_markdown(d: Dictionary) -> str:
         "",
         "Telecommands are PUS TC(8,1) to the agent's APID, data `[opcode, cmd_id, {args}]` in msgpack. "
         "Hazardous commands make the console ask before sending; read-only ones change nothing that outlives "
-        "them, and the agent does not journal them (a retry after a restart runs them again).",
+        "them, and the agent does not journal them (a retry after a restart runs them again); idempotent ones "
+        "leave the same state however often they run, and run unrecorded, said in their completion report, where "
+        "the journal cannot record them (a full disk), rather than being refused.",
         "",
-        "| opcode | name | arguments | hazardous | read-only | description |",
-        "|---|---|---|---|---|---|",
+        "| opcode | name | arguments | hazardous | read-only | idempotent | description |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in d.commands:
         args = "<br>".join(
@@ -36,7 +38,7 @@ def dictionary_markdown(d: Dictionary) -> str:
             for a in c.args
         )
         lines.append(f"| `{c.opcode:#06x}` | `{c.name}` | {args or '—'} | {'yes' if c.hazardous else ''} | "
-                     f"{'yes' if c.read_only else ''} | {_cell(c.description)} |")
+                     f"{'yes' if c.read_only else ''} | {'yes' if c.idempotent else ''} | {_cell(c.description)} |")
     lines += ["", "## Enumerations", "", "Declared once, as Python enums in `flight/link/definitions.py`, and "
               "imported by the code that uses them.", "", "| enumeration | values |", "|---|---|"]
     lines += [f"| `{name}` | {', '.join(f'`{v}`' for v in values)} |" for name, values in d.enumerations.items()]

@@ -1,0 +1,96 @@
+"""A full or read-only state disk: the agent starts, runs from memory, says so, and can be commanded to free it.
+
+Found in audit: a full disk stopped the agent at boot (its mode's save raised), and the SAFE unit with it, for
+good; a filesystem remounted read-only (ext4 errors=remount-ro) stopped it at its lock; and FILE_DELETE, the
+command DISK_LOW tells the operators to use, was refused, as the command journal could not record it. The
+disk's refusals are injected where the agent writes (ENOSPC, EROFS): a real full filesystem needs a mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+import flight.agent.state as state_module
+import flight.storage as storage_module
+from flight.agent.journal import CommandJournal
+from flight.agent.state import StateFile
+from flight.storage import DirectoryBusy, DirectoryLock
+from tests.inproc import InProcessAgent
+
+
+def _full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.req("AGT-019")
+def test_the_agent_starts_on_a_full_disk_says_it_and_keeps_what_it_can_once_there_is_room(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:  # a first start: a state file on the disk
+        rig.advance(2.0)
+    monkeypatch.setattr(state_module, "write_checked_json", _full)
+    rig = InProcessAgent(state)  # raised at boot before: set_mode(SAFE) could not save the mode
+    try:
+        rig.advance(3.0)
+        assert rig.agent.mode.value == "SAFE"
+        said = rig.events("STATE_NOT_WRITTEN")
+        assert said and said[0].args["reason"] == "No space left on device"
+        values = rig.hk()
+        assert values["state_write_failures"] >= 1 and values["internal_errors"] == 0
+        assert len(rig.events("STATE_NOT_WRITTEN")) <= 2  # once a housekeeping period at most, not once a write
+        capped = rig.send("SET_POWER_MODE", name="15W")
+        assert capped.completed and "not kept across a restart" in capped.result["unsaved"]
+        with pytest.raises(OSError, match="no job id handed out unsaved"):  # INFER_START and TRAIN_START fail so
+            rig.agent.memory.allocate_job_id()
+        monkeypatch.undo()  # room again: the next save keeps the cap
+        assert rig.send("SET_POWER_MODE", name="15W").result.get("unsaved") is None
+    finally:
+        rig.close()
+    assert StateFile(state / "state.json").load().power_mode_cap == "15W"
+
+
+@pytest.mark.req("AGT-016", "AGT-019")
+def test_an_idempotent_command_runs_unrecorded_when_the_journal_cannot_record_and_another_is_refused(
+        tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:
+        products = state / "compute" / "products"
+        products.mkdir(parents=True, exist_ok=True)
+        (products / "old.npz").write_bytes(b"x" * 1000)
+        monkeypatch.setattr(CommandJournal, "started", _full)
+        deleted = rig.send("FILE_DELETE", name="products/old.npz")
+        assert deleted.completed and not (products / "old.npz").exists()
+        assert "without its command journal record (No space left on device)" in deleted.result["journal"]
+        missing = rig.send("FILE_DELETE", name="products/old.npz")  # a failure says it too
+        assert missing.failed and "without its command journal record" in missing.failure.reason
+        refused = rig.send("SAVE_PARAMS")  # not idempotent: never run unrecorded
+        assert refused.failed and "not run: the command journal could not record it" in refused.failure.reason
+        assert not rig.events("PARAMS_SAVED")
+
+
+@pytest.mark.req("AGT-011", "AGT-019")
+def test_the_directory_lock_is_taken_on_a_read_only_filesystem_and_still_keeps_a_second_program_out(
+        tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    for made_before in (True, False):  # the lock file there from a start before, or not (the directory's then)
+        where = tmp_path / f"made_{made_before}"
+        if made_before:
+            DirectoryLock(where, ".agent.lock", "agent").release()
+        else:
+            where.mkdir()
+        monkeypatch.setattr(storage_module.os, "open", read_only)
+        first = DirectoryLock(where, ".agent.lock", "agent")
+        try:
+            with pytest.raises(DirectoryBusy):
+                DirectoryLock(where, ".agent.lock", "agent")
+        finally:
+            first.release()
+            monkeypatch.undo()
