@@ -13,7 +13,9 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
   worker answers while a session opens too (a TensorRT engine build), up to ``compute_open_s``,
   sent with each admission; past it the worker exits by itself, a fault as a hang is. One that
   gives an open up on purpose (told to stop, or nothing admitted for a job) exits with
-  ``OPEN_ABANDONED_EXIT`` and is started again with no fault (flight/compute/opening.py).
+  ``OPEN_ABANDONED_EXIT`` and is started again with no fault (flight/compute/opening.py). One whose
+  code is not the agent's (the software updated under it) exits with ``CODE_CHANGED_EXIT``: said
+  (``COMPUTE_CODE_CHANGED``), no fault, and none started again until the agent restarts.
 - **Lockstep hold.** The worker runs in real time while the harness steps simulated time as
   fast as the agent answers; so under lockstep the agent answers a step only once the worker
   has answered the tick's ping, waiting up to ``compute_watchdog_s`` of wall time (at most
@@ -94,7 +96,7 @@ class ComputeSupervisor(Component):
     NAME = "compute supervisor"
     COMMANDS = ("INFER_START", "TRAIN_START", "MODEL_INSTALL", "MODEL_ROLLBACK", "JOB_CANCEL")
     # Its own events, and those of the worker it relays (checked here before they are published).
-    EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "JOB_WAITING",
+    EVENTS = ("COMPUTE_HUNG", "COMPUTE_STARTED", "COMPUTE_CODE_CHANGED", "JOB_WAITING",
               "JOB_QUEUED", "JOB_STARTED", "JOB_PAUSED", "JOB_RESUMED", "JOB_DONE", "JOB_FAILED", "JOB_CANCELLED",
               "MODEL_GOLDEN_USED", "MODEL_INSTALLED", "MODEL_REFUSED", "MODEL_REFERENCE_FAILED", "MODEL_ROLLED_BACK",
               "PROVIDER_FALLBACK", "TEMP_FILES_REMOVED", "WEIGHTS_REPAIRED", "SCRUB_BEHIND", "RESULT_CHECK_FAILED",
@@ -136,6 +138,7 @@ class ComputeSupervisor(Component):
         self._internal_error = internal_error
         self.state = ComputeState.OFF
         self.restarts = 0
+        self.code_changed: str | None = None  # why no worker is started again (CODE_CHANGED_EXIT), once seen
         self.proc: subprocess.Popen | None = None
         self._unreaped: list[subprocess.Popen] = []  # killed, not gone yet (KILL_WAIT_S)
         self._log_looked_s = -math.inf  # agent monotonic s of the last look at the worker's log size
@@ -196,7 +199,7 @@ class ComputeSupervisor(Component):
                   *(["--upset-injection"] if self.upset_injection else [])]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
-             "--parent-pid", str(os.getpid()), *models],
+             "--parent-pid", str(os.getpid()), "--agent-code", cp.CODE_ID, *models],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=worker_environment(os.environ, self.gpu_tf32),
         )
@@ -403,6 +406,21 @@ class ComputeSupervisor(Component):
         # From the oldest unanswered ping: a starting worker's first ping waits for its hello too.
         silent = now - self._waiting[1] if self._waiting is not None else 0.0
         dead = self.proc is not None and self.proc.poll() is not None
+        if dead and self.proc.returncode == cp.CODE_CHANGED_EXIT and self.code_changed is None:
+            # The software was updated under this agent: a worker of the new code would speak to the old. None is
+            # started again until the agent restarts on the new code (no fault: nothing hung).
+            self.code_changed = "the compute worker's code is not this agent's: the software was updated under it"
+            self._emit("COMPUTE_CODE_CHANGED")
+            self._kill()
+            self.state = ComputeState.DOWN
+            self.status, self._have_status = cp.Status(), False
+            for _deadline, deferred, _ in self._requests.values():
+                deferred.fail(f"{self.code_changed}; restart the agent")
+            self._requests.clear()
+            self._held.clear()
+            return
+        if self.code_changed is not None:
+            return
         if silent >= self._params["compute_watchdog_s"] or dead:
             # A worker that gave up a model's open on purpose (nothing admitted: it said MODEL_OPEN_UNFINISHED)
             # exits as nothing else stops onnxruntime's call: started again, no hang and no fault.
@@ -432,6 +450,9 @@ class ComputeSupervisor(Component):
     def _require_enabled(self) -> None:
         if not self.enabled:
             raise CommandFailed("compute is off on this agent (lockstep HIL models it, or [compute] enabled = false)",
+                                FailureCode.NOT_ALLOWED_IN_MODE)
+        if self.code_changed is not None:
+            raise CommandFailed(f"{self.code_changed}; restart the agent (systemctl restart sunlit-agent)",
                                 FailureCode.NOT_ALLOWED_IN_MODE)
 
     def _request(self, msg: Any, on_ok: Callable[[cp.Reply], dict[str, Any]]) -> Deferred:

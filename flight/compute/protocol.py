@@ -29,9 +29,11 @@ worker → agent
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from flight.link.definitions import Admission, FluxClass, JobKind
+from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
 from flight.records import RecordCodec
 
 MAX_BATCH = 64
@@ -42,6 +44,19 @@ OPEN_LIMIT_EXIT = 75
 OPEN_ABANDONED_EXIT = 76
 """The worker's exit status when it gave up a session's open on purpose (told to stop, or nothing admitted),
 as nothing else stops onnxruntime's call: the agent starts another, and counts no fault."""
+CODE_CHANGED_EXIT = 77
+"""The worker's exit status when its code is not its agent's (:data:`CODE_ID`): the software was updated under
+a running agent, whose next worker would be the new code speaking to the old (found in audit). The agent starts
+no other until it is itself restarted on the new code."""
+
+
+def _code_id() -> str:
+    """What the two ends must share, as this process read it at import: the records below (this file) and the
+    dictionary the worker's events are checked against."""
+    return f"{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}-{DICTIONARY.version_hash}"
+
+
+CODE_ID = _code_id()
 
 
 @dataclass(frozen=True)

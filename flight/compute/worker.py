@@ -2569,7 +2569,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="HIL only: take the harness's upsets into memory (flight/compute/inject.py)")
     parser.add_argument("--lock-wait-s", type=float, default=LOCK_WAIT_S,
                         help=f"how long to wait for another worker to leave the directory (default {LOCK_WAIT_S:g} s)")
+    parser.add_argument("--agent-code", default=None,
+                        help="the agent's protocol.CODE_ID: a worker of other code exits (CODE_CHANGED_EXIT)")
     args = parser.parse_args(argv)
+    if args.agent_code is not None and args.agent_code != cp.CODE_ID:
+        print(f"compute worker: this code ({cp.CODE_ID}) is not the agent's ({args.agent_code}): the software was "
+              "updated under the running agent; restart the agent", file=sys.stderr)
+        return cp.CODE_CHANGED_EXIT
     # A worker never outlives its agent; the agent may have died before that took.
     if not die_with_parent(args.parent_pid):
         print(f"compute worker: agent {args.parent_pid} is gone; not starting", file=sys.stderr)

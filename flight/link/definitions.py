@@ -957,6 +957,11 @@ EVENTS = (
           "The worker stopped reporting (a hang or crash); it is killed and restarted", ("age_s",)),
     Event("COMPUTE_STARTED", 0x00AB, Severity.ACTIVITY_LO, "Compute worker started (pid {pid})",
           "The compute worker process is up", ("pid",)),
+    Event("COMPUTE_CODE_CHANGED", 0x00F7, Severity.WARNING_HI, "Compute worker not started: the software was "
+          "updated under the running agent; restart the agent", "A worker started by this agent found its code "
+          "(its messages, the dictionary) is not the agent's, as an install or push.sh replaced it, and exited; "
+          "none is started again, and compute commands fail saying so, until the agent restarts on the new code "
+          "(no fault: nothing hung)", ()),
     Event("WEIGHTS_REPAIRED", 0x00E8, Severity.WARNING_LO,
           "Weights of {name} repaired: tensor {tensor} chunk {chunk}, {bytes} bytes wrong, {golden} golden copies "
           "outvoted ({source})",
