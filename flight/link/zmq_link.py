@@ -30,11 +30,18 @@ each server socket, read without blocking in ``receive()``, counts the handshake
 (``LinkStats.rx_auth_refused``). A console's DEALER and SUB are CURVE clients that know the
 agent's public key. Without ``curve`` nothing of this exists: plain ZMTP, as before.
 
-Bounded: the ROUTER takes no message larger than the largest packet (``MAX_PACKET_LEN``, and
-CurveZMQ's box around it, which libzmq counts) and the XPUB no subscription larger than
+Bounded, frame by frame: the ROUTER takes no frame larger than the largest packet (``MAX_PACKET_LEN``,
+and CurveZMQ's box around it, which libzmq counts) and the XPUB no subscription larger than
 :data:`MAX_SUBSCRIPTION` (ZMQ_MAXMSGSIZE): libzmq drops the connection that sends one, before any
 of it is queued (a queue of 1000 messages of any size once let one client take the board's
-memory). libzmq says only that the peer disconnected, not why, so these are not counted.
+memory). libzmq says only that the peer disconnected, not why, so these are not counted. What
+ZMQ_MAXMSGSIZE does not bound (found in audit): the number of frames of one multipart message.
+libzmq hands a message over only once its last frame is in, and its high-water mark counts whole
+messages, so a peer that sends frames without end makes libzmq hold them all before
+:meth:`receive` can drop the message (8000 frames of 60 kB: 486 MB). The socket types that refuse
+multipart messages (SERVER, CLIENT) are libzmq's draft API, not in pyzmq's wheels. So a peer able
+to connect can take the board's memory this way: that is the CURVE allow-list's to stop (a link
+reachable by processes or hosts that are not the ground's belongs behind ``[security] zmq_curve = "on"``).
 """
 
 from __future__ import annotations
