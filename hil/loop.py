@@ -20,6 +20,12 @@ board profile's throughput per power mode (``tiles_per_s_at_maxn`` × ``inferenc
 unless ``[compute] real = true`` runs the real worker, whose tile count is then reported too.
 Real time: the environment follows the wall clock, the agent runs on its real clock.
 
+An agent whose process exits by itself (a crash: not a fault's kill, which restarts it) is found
+while the harness waits for its answer (the process is polled every ``ALIVE_POLL_S``,
+hil/sim_env.py), never waited out: from that step on it is flown as down, with no work and no
+commands, the board modelled as staying powered, idle at its last power mode; later faults are
+not applied, the remaining steps are flown at once, and the run fails (``agent_alive``).
+
 Faults with a duration end after it: a zone reads again, the signal returns, the board powers
 up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``at_s +
 duration_s`` if it is still the process that was stopped (with ``duration_s`` 0 it stays hung
@@ -67,7 +73,7 @@ from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
 from hil.link_proxy import UP, LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
-from hil.sim_env import AgentSilent, SimEnvironment
+from hil.sim_env import AgentDied, AgentSilent, SimEnvironment
 
 MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at most: past it said, and fails the run
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
@@ -131,6 +137,9 @@ class RunResult:
     memory_upsets: dict[str, Any] = field(default_factory=dict)
     # [radiation] fault_rate_scale: upsets drawn past MAX_DRAWN_FAULTS_PER_STEP in a step, not applied.
     faults_not_drawn: int = 0
+    # The agent's process exited on its own (not a fault's kill): when (run-relative s) and how; None: it ran on.
+    agent_died_at_s: float | None = None
+    agent_died_how: str = ""
 
 
 class ClosedLoop:
@@ -174,6 +183,10 @@ class ClosedLoop:
         self._rel_s = 0.0  # the step being flown, relative to the start
         self._hung: list[tuple[float, int, str | None, dict[str, Any]]] = []  # (resume at rel s, pid, start tag, log)
         self.silences = 0
+        # Found in audit: a crashed agent was flown on at its last answer (COMPUTE, work credited, its power fed
+        # to the battery) and each step waited 30 s for it. Its death is now seen and the run fails on it.
+        self._died_at_s: float | None = None
+        self._died_how = ""
         self.agent: AgentProcess | None = None
         self.env: SimEnvironment | None = None
         self.client: GroundClient | None = None
@@ -236,10 +249,26 @@ class ClosedLoop:
         cfg.write_bytes(tomli_w.dumps(self.agent_config()).encode())
         return ["--config", str(cfg)]
 
+    def _agent_alive(self) -> bool:
+        return self.agent is not None and self.agent.running
+
+    def _agent_died(self) -> None:
+        """The agent's process has exited by itself: from this step on it is down (no answer, no work, no
+        commands; the board is modelled as staying powered, idle at its last power mode), and the run fails
+        (``agent_alive``). Faults due later are not applied: there is nothing left to break."""
+        if self._died_at_s is not None:
+            return
+        code = self.agent.proc.returncode if self.agent is not None and self.agent.proc is not None else None
+        last = [line for line in (self.agent.log() if self.agent else "").splitlines() if line.strip()][-1:]
+        self._died_at_s = self._rel_s
+        self._died_how = f"exit code {code}" + (f"; its log's last line: {last[0][:200]}" if last else "")
+        self.notes.append(f"t={self._rel_s:.0f} s: the agent's process exited ({self._died_how}); flown as down from "
+                          "then on: no work, no commands, the board idle at its last power mode")
+
     def _start_agent(self) -> None:
         link = f"zmq+ipc://{self.workdir}/link"
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
-        self.env.wait_for_agent(timeout_s=60)
+        self.env.wait_for_agent(timeout_s=60, alive=self._agent_alive)
         self._link_sync = None  # a new agent counts from its start: its first answer says where it is
         self._holds_noted = 0
         if self.sc.link is not None and self.proxy is None:
@@ -325,9 +354,13 @@ class ClosedLoop:
                 temps[zone] = stuck
         return temps
 
-    def _board_power_w(self, load: Load) -> tuple[float, float, str]:
+    def _mode_of(self, load: Load) -> Any:
+        """The board profile's power mode the agent last asked for (the first if it names none the board has)."""
         names = [m.name for m in self.modes]
-        mode = self.modes[names.index(load.power_mode)] if load.power_mode in names else self.modes[0]
+        return self.modes[names.index(load.power_mode)] if load.power_mode in names else self.modes[0]
+
+    def _board_power_w(self, load: Load) -> tuple[float, float, str]:
+        mode = self._mode_of(load)
         duty = min(1.0, max(0.0, load.compute_duty))
         return mode.idle_power_w + duty * (mode.loaded_power_w - mode.idle_power_w), duty, mode.name
 
@@ -372,8 +405,11 @@ class ClosedLoop:
                 if sc.memory_upset_scale > 0 and not naive and k < n_steps:
                     self._memory_upsets({"upset_rate_per_s": self._mean_rate(rel_s)}, rel_s)
                 board_c = self.thermal.board_temp_c
-                up = naive or t >= self._agent_down_until
-                if sc.time_mode == "realtime":  # the environment follows the wall clock
+                dead = self._died_at_s is not None
+                up = naive or (t >= self._agent_down_until and not dead)
+                if dead:
+                    pass  # no agent left to keep time with: the rest is flown down at once
+                elif sc.time_mode == "realtime":  # the environment follows the wall clock
                     lag = time.monotonic() - (wall0 + rel_s)
                     if lag < 0:
                         time.sleep(-lag)
@@ -386,10 +422,17 @@ class ClosedLoop:
                     state = self._naive_load()
                 elif up:
                     state = self._exchange(t, row, board_c, state)
+                    up = self._died_at_s is None  # it died in this step: flown as down from it on
                     # Commands go after the step: the agent has seen time t (and booted at the first).
-                    while commands and commands[0].at_s <= rel_s and t >= self._los_until and self._link_up():
+                    while up and commands and commands[0].at_s <= rel_s and t >= self._los_until and self._link_up():
                         self._send_command(commands.pop(0), rel_s)
-                board_w, duty, mode_name = self._board_power_w(state) if up else (0.0, 0.0, "OFF")
+                if up:
+                    board_w, duty, mode_name = self._board_power_w(state)
+                elif self._died_at_s is not None:  # the board stays on, idle: only the agent's process is gone
+                    mode = self._mode_of(state)
+                    board_w, duty, mode_name = mode.idle_power_w, 0.0, mode.name
+                else:
+                    board_w, duty, mode_name = 0.0, 0.0, "OFF"
                 self._record(t, row, board_w, duty, mode_name, state.mode.value if up else "DOWN", work, up)
                 if k == n_steps:
                     break
@@ -413,9 +456,10 @@ class ClosedLoop:
                     self.progress(rel_s / sc.duration_s)
         finally:
             real_tiles = self._shutdown()
+        why = ("not sent: the agent's process had died" if self._died_at_s is not None
+               else "not sent: no link before the end of the run")
         for cmd in commands if not naive else ():  # held for the link (or a los) until the end: never sent
-            self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args,
-                                     "outcome": "not sent: no link before the end of the run"})
+            self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args, "outcome": why})
         link: dict[str, Any] = {}
         if self.proxy is not None:
             link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link.gate_by_contact}
@@ -423,10 +467,13 @@ class ClosedLoop:
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
                          real_tiles, self.notes, list(self.plans), self.plans_received, link,
                          self._memory_account() if sc.memory_upset_scale > 0 and not naive else {},
-                         self.faults_not_drawn)
+                         self.faults_not_drawn, self._died_at_s, self._died_how)
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]
+        if not self._agent_alive():  # gone between steps: no step can be sent to it
+            self._agent_died()
+            return last
         try:
             lockstep = self.sc.time_mode == "lockstep"
             link_in = None
@@ -436,7 +483,7 @@ class ClosedLoop:
             load = self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
                                  eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]),
-                                 link_in=link_in)
+                                 link_in=link_in, alive=self._agent_alive)
             if lockstep and isinstance(load.link_taken, int):
                 self._link_sync = (load.link_taken, self._uplinked())
             elif lockstep and not self._unsynced_noted:
@@ -448,9 +495,12 @@ class ClosedLoop:
                                   "harness had sent before it (a packet lost; waited LINK_HOLD_S)")
                 self._holds_noted = load.link_holds_expired
             return load
-        except AgentSilent as exc:
+        except AgentDied:
+            self._agent_died()
+            return last
+        except AgentSilent as exc:  # run-relative time, as every other note (found in audit: it gave Unix time)
             self.silences += 1
-            self.notes.append(f"t={t:.0f}: {exc}")
+            self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown at its last answer")
             return last
 
     def _record(self, t: float, row: dict[str, float], board_w: float, duty: float, mode_name: str, mode: str,
@@ -527,12 +577,20 @@ class ClosedLoop:
         if self.sc.agent == "naive":
             entry["note"] = "not applied: the naive baseline has no agent to break"
             return
+        if self._died_at_s is None and not self._agent_alive():  # died since its last step: a reboot must not hide it
+            self._agent_died()
+        if self._died_at_s is not None:
+            entry["note"] = f"not applied: the agent's process had died at {self._died_at_s:.0f} s"
+            return
         if f.kind in ("reboot", "brownout"):
             self.agent.kill()
             if f.kind == "brownout":
                 self.battery.step(-f.energy_wh * 3600.0 / max(f.duration_s, 1.0), max(f.duration_s, 1.0))
                 self._agent_down_until = t + f.duration_s
-            self._start_agent()  # a real restart; under a brownout it only hears the world again later
+            try:
+                self._start_agent()  # a real restart; under a brownout it only hears the world again later
+            except AgentDied:
+                self._agent_died()
         elif f.kind == "sensor_dropout":
             self._zone_faults[f.zone] = (t + f.duration_s, None)
         elif f.kind == "sensor_stuck":

@@ -60,6 +60,14 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
                             "for the part not supplied)"))
     elif len(tr["unserved_wh"]):
         checks.append(Check("battery_never_empty", True, "the battery never ran empty"))
+    # Always on: an agent whose process died is no agent (found in audit: a crashed agent was flown on at its
+    # last answer, credited with work, and the run passed with no_unhandled_fault off).
+    if sc.agent != "naive" and result.agent_died_at_s is not None:
+        checks.append(Check("agent_alive", False,
+                            f"the agent's process died at {result.agent_died_at_s:.0f} s ({result.agent_died_how}); "
+                            "flown as down from then on: no work, no commands"))
+    elif sc.agent != "naive":
+        checks.append(Check("agent_alive", True, "the agent's process ran to the end (restarts by faults aside)"))
     if crit.temp_max_c is not None:
         high = float(tr["temp_board_c"].max())
         checks.append(Check("temperature_below_limit", high <= crit.temp_max_c,

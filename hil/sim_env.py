@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -20,6 +20,15 @@ from flight.records import ProtocolError
 
 class AgentSilent(TimeoutError):
     """The agent did not answer a step in time (it hung, crashed or is restarting)."""
+
+
+class AgentDied(AgentSilent):
+    """The agent's process exited while the harness waited for it: no answer will ever come, so
+    the wait ends at once rather than at its timeout (found in audit: each step of a crashed
+    agent waited 30 s and was flown at its last answer)."""
+
+
+ALIVE_POLL_S = 0.2  # how often a wait asks whether the agent's process still runs: a crash ends it this soon
 
 
 class SimEnvironment:
@@ -52,12 +61,15 @@ class SimEnvironment:
             self.hello = msg
         return msg
 
-    def wait_for_agent(self, timeout_s: float = 20.0) -> sp.Hello:
+    def wait_for_agent(self, timeout_s: float = 20.0, alive: Callable[[], bool] | None = None) -> sp.Hello:
+        """The agent's hello; ``alive`` (the process still runs) is asked while waiting: AgentDied if not."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            msg = self._recv(deadline - time.monotonic())
+            msg = self._recv(self._slice(deadline - time.monotonic(), alive))
             if isinstance(msg, sp.Hello):
                 return msg
+            if msg is None and alive is not None and not alive():
+                raise AgentDied(f"the agent's process exited before it said hello on {self.endpoint}")
         raise AgentSilent(f"no hello from an agent on {self.endpoint} within {timeout_s} s")
 
     def _send(self, env: sp.Env) -> None:
@@ -88,28 +100,37 @@ class SimEnvironment:
         cpu_pct: float | None = None,
         mem_pct: float | None = None,
         link_in: int | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> sp.Load:
         """Send the environment at ``t_s``; return the agent's load after it handled the step.
         ``link_in``: how many ground packets the agent must have taken in before it takes the step
-        (its count at its last answer, plus what went on the link since); None: no wait."""
+        (its count at its last answer, plus what went on the link since); None: no wait.
+        ``alive``: whether the agent's process still runs, asked while waiting (AgentDied if not)."""
         seq = next(self._seq)
         env = sp.Env(seq, t_s, dict(temps_c or {}), dict(rails_w or {}), board_power_w, eps or sp.EpsValues(),
                      cpu_pct, mem_pct, link_in)
         self._send(env)
-        return self._wait(seq, t_s, timeout_s, env)
+        return self._wait(seq, t_s, timeout_s, env, alive)
 
-    def _wait(self, seq: int, t_s: float | None, timeout_s: float, env: sp.Env | None) -> sp.Load:
+    @staticmethod
+    def _slice(remaining: float, alive: Callable[[], bool] | None) -> float:
+        return max(0.0, remaining if alive is None else min(remaining, ALIVE_POLL_S))
+
+    def _wait(self, seq: int, t_s: float | None, timeout_s: float, env: sp.Env | None,
+              alive: Callable[[], bool] | None = None) -> sp.Load:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentSilent(f"agent did not answer step {seq} (t = {t_s} s) within {timeout_s} s")
-            msg = self._recv(remaining)
+                raise AgentSilent(f"the agent did not answer step {seq} within {timeout_s:g} s")
+            msg = self._recv(self._slice(remaining, alive))
             if isinstance(msg, sp.Hello) and env is not None:  # restarted: resend this step to the new agent
                 self._send(env)
             elif isinstance(msg, sp.Load) and msg.seq == seq:
                 self.last_load = msg
                 return msg
+            elif msg is None and alive is not None and not alive():  # what it sent before it went was taken first
+                raise AgentDied(f"the agent's process exited while the harness waited for step {seq}")
 
     def close(self) -> None:
         self._sock.close(0)

@@ -287,3 +287,61 @@ def test_at_x500_a_hung_worker_is_found_within_its_watchdog_period_of_simulated_
     assert len(restarted) == 1
     resumed = [e["t"] - t0 for e in result.events if e["name"] == "JOB_RESUMED"]
     assert resumed and resumed[0] >= restarted[0]  # the replacement took the continuous job up again
+
+
+def _compute_scenario(name: str, duration_s: float = 120, **more) -> object:
+    return parse_scenario({"name": name, "profile": str(SSO), "duration_s": duration_s, "step_s": 10, "seed": 1,
+                           "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                                        {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}}],
+                           **more})
+
+
+@pytest.mark.req("HIL-023")
+def test_an_agent_whose_process_dies_is_flown_as_down_and_fails_the_run(tmp_path):
+    """Found in audit: a crashed agent was flown on at its last answer (COMPUTE, work credited, its power fed to
+    the battery), each step waited 30 s for it, and the run passed with no_unhandled_fault off. Its death is
+    found at once (no step waits for it: no silence is counted), and the run fails on it whatever its criteria."""
+    from hil.report import evaluate
+
+    sc = _compute_scenario("crash", criteria={"no_unhandled_fault": False, "min_work": 1000})
+    loop = ClosedLoop(sc, tmp_path / "run")
+
+    def crash(fraction: float) -> None:  # the process this harness started, once, after the step at 40 s
+        if fraction >= 40 / 120 and loop.agent.running:
+            loop.agent.proc.kill()
+
+    loop.progress = crash
+    result = loop.run()
+    tr = result.trace.arrays()
+    rel = tr["time_s"] - tr["time_s"][0]
+    assert result.agent_died_at_s == 50.0 and "exit code -9" in result.agent_died_how
+    assert result.agent_silences == 0  # found while waiting, never waited out
+    after = rel >= 50
+    assert not tr["agent_up"][after].any() and set(tr["mode"][after]) == {"DOWN"} and tr["agent_up"][~after].all()
+    assert (tr["duty"][after] == 0).all() and np.ptp(tr["work"][after]) == 0 and tr["work"][-1] > 0
+    assert (tr["board_power_w"][after] < tr["board_power_w"][4]).all()  # idle, no compute power
+    checks = {c.name: c for c in evaluate(result)}
+    assert not checks["agent_alive"].passed and "died at 50 s" in checks["agent_alive"].detail
+    assert checks["minimum_work"].passed  # the work before it counts; the run fails on the death alone
+    assert [n for n in result.notes if n.startswith("t=50 s: the agent's process exited")], result.notes
+
+
+@pytest.mark.req("HIL-023")
+def test_a_silent_agent_is_noted_at_run_relative_time(tmp_path, monkeypatch):
+    """Found in audit: the note of a step the agent did not answer gave Unix time (t=1795478460), every other
+    note run-relative seconds. The process still runs, so it is a silence, not a death."""
+    from hil.sim_env import AgentSilent, SimEnvironment
+
+    real, calls = SimEnvironment.step, [0]
+
+    def step(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:  # the step at 20 s
+            raise AgentSilent("the agent did not answer step 3 within 30 s")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimEnvironment, "step", step)
+    result = ClosedLoop(_compute_scenario("silent", 40), tmp_path).run()
+    silent = [n for n in result.notes if "did not answer" in n]
+    assert silent == ["t=20 s: the agent did not answer step 3 within 30 s; the step was flown at its last answer"]
+    assert result.agent_silences == 1 and result.agent_died_at_s is None
