@@ -35,7 +35,10 @@ judges whether the agent noticed and answered.
 The link: with a ``[link]`` table the ground client talks to the agent through a
 :class:`hil.link_proxy.LinkProxy` with the scenario's faults; with ``gate_by_contact`` its gate
 is the profile's ``in_contact`` at the step being flown (simulated time, never the wall clock),
-so telemetry sent out of contact is lost and commands wait for the next contact. The client
+so telemetry sent out of contact is lost and commands wait for the next contact. A ``los`` fault
+shuts the same gate for its duration (a scenario with one flies through a proxy, faultless
+without a ``[link]`` table): nothing goes up, the store's acknowledgements included, and nothing
+the agent sends comes down, so the agent's own contact timeout is what is tested. The client
 joins before time starts on a clean, open link; an agent restarted out of contact is heard at
 the next one. A packet in flight across a step boundary is judged at the step the proxy takes
 it in: at a contact's edges that is the step of the packet or the next one.
@@ -176,6 +179,7 @@ class ClosedLoop:
         self.notes: list[str] = []
         self._zone_faults: dict[str, tuple[float, float | None]] = {}  # zone -> (until_s, stuck value | None)
         self._los_until = -math.inf
+        self._has_los = any(f.kind == "los" for f in scenario.faults) and scenario.agent != "naive"
         self._agent_down_until = -math.inf
         self._drop_next = False
         self._corrupt_next = False
@@ -271,11 +275,14 @@ class ClosedLoop:
         self.env.wait_for_agent(timeout_s=60, alive=self._agent_alive)
         self._link_sync = None  # a new agent counts from its start: its first answer says where it is
         self._holds_noted = 0
-        if self.sc.link is not None and self.proxy is None:
+        if (self.sc.link is not None or self._has_los) and self.proxy is None:
             # Clean until time starts (run() sets the scenario's faults then), so the console can join.
+            # A los fault is the contact gate's loss of signal (found in audit: it only held commands, while
+            # the store's acknowledgements went up and telemetry came down, so the agent never lost contact).
+            gated = self._has_los or self.sc.link.gate_by_contact
             self.proxy = LinkProxy(f"zmq+ipc://{self.workdir}/ground", link, LinkFaults(),
-                                   gate=self._link_up if self.sc.link.gate_by_contact else None,
-                                   seed=self.sc.link.seed).start()
+                                   gate=self._link_up if gated else None,
+                                   seed=self.sc.link.seed if self.sc.link is not None else self.sc.seed).start()
         if self.client is None:
             self.client = GroundClient(self.proxy.front_url if self.proxy is not None else link)
             self.client.listeners.append(self._on_packet)
@@ -317,10 +324,14 @@ class ClosedLoop:
         return passed
 
     def _link_up(self) -> bool:
-        """The proxy's gate under ``gate_by_contact`` (else always up): open before time starts, then
-        the profile's in_contact at the step being flown."""
+        """The proxy's gate: open before time starts; then shut while a ``los`` fault lasts and, under
+        ``gate_by_contact``, while the profile's in_contact is false at the step being flown."""
+        if not self._flying:
+            return True
+        if self._t0_s + self._rel_s < self._los_until:
+            return False
         gated = self.sc.link is not None and self.sc.link.gate_by_contact
-        return not gated or not self._flying or self._contact
+        return not gated or self._contact
 
     def _on_packet(self, item: Any) -> None:
         rec = item.record
@@ -379,7 +390,7 @@ class ClosedLoop:
                 self._start_agent()
             faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
             faults.sort(key=lambda f: f.at_s)
-            if self.proxy is not None:
+            if self.proxy is not None and sc.link is not None:
                 self.proxy.set_faults(sc.link.faults)
         except BaseException:  # a stop before the flight (Ctrl-C, kill PID, a fault): nothing left running
             self._shutdown()
@@ -462,7 +473,8 @@ class ClosedLoop:
             self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args, "outcome": why})
         link: dict[str, Any] = {}
         if self.proxy is not None:
-            link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link.gate_by_contact}
+            link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link is not None and sc.link.gate_by_contact,
+                    "los_fault": self._has_los}
         return RunResult(sc, self.trace, self.events, self.fault_log, self.command_log, time.monotonic() - wall0,
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
                          real_tiles, self.notes, list(self.plans), self.plans_received, link,

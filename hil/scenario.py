@@ -123,7 +123,7 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
                                                  (real compute only)
     packet_corrupt                               the next telecommand has one bit flipped
     packet_drop                                  the next telecommand is lost
-    los             duration_s*                  no command reaches the agent
+    los             duration_s*                  loss of signal: nothing goes up, nothing comes down
 
 The link, ``[link]``. Without the table the harness's ground client talks to the agent
 directly; with it (even empty) a :class:`hil.link_proxy.LinkProxy` sits between them and
@@ -135,7 +135,10 @@ and telemetry sent out of contact never reaches the ground. The default is false
 shipped sun-synchronous profile sees no station above its mask (every scenario flying it would
 send nothing); ``dawn_dusk.parquet`` has contacts. The harness's console joins before time
 starts on a clean, open link; the faults and the gate apply from the first step. The ``los``
-fault kind stays a schedule of held commands, with or without ``[link]``.
+fault kind shuts the same gate for its duration, with or without ``[link]`` (a scenario with one
+flies through a proxy, faultless without the table): commands are held, the packet store is not
+acknowledged, and the agent's telemetry is lost until it plays it back (found in audit: it only
+held commands, so the agent never lost contact).
 
 Compute, modelled or real. With ``real = false`` (modelled) the agent runs no compute worker:
 the work figure is tile-equivalents of the board's modelled throughput
@@ -199,7 +202,7 @@ FAULT_KINDS = {
     "seu_weights": "one bit flips in the working copy of a model file on the board's store",
     "packet_corrupt": "the next telecommand is sent with one bit flipped",
     "packet_drop": "the next telecommand is lost",
-    "los": "loss of signal for duration_s: no command reaches the agent",
+    "los": "loss of signal for duration_s: nothing reaches the agent and nothing it sends reaches the ground",
 }
 FAULT_KEYS: dict[str, tuple[str, ...]] = {
     # Beyond at_s and kind, the keys each kind uses; any other is an error, since the harness

@@ -345,3 +345,26 @@ def test_a_silent_agent_is_noted_at_run_relative_time(tmp_path, monkeypatch):
     silent = [n for n in result.notes if "did not answer" in n]
     assert silent == ["t=20 s: the agent did not answer step 3 within 30 s; the step was flown at its last answer"]
     assert result.agent_silences == 1 and result.agent_died_at_s is None
+
+
+@pytest.mark.req("HIL-021", "HIL-008")
+def test_a_los_fault_cuts_the_link_both_ways_so_the_agent_loses_contact(tmp_path):
+    """Found in audit: a los fault only held commands; the store's acknowledgements still went up each step and
+    telemetry came down, so the agent never lost contact and a correct agent failed for not saying CONTACT_LOST.
+    Now it shuts the contact gate: nothing goes up, nothing comes down, and what the agent said in the silence
+    comes down in playback once the signal is back."""
+    sc = parse_scenario({"name": "los", "profile": str(SSO), "duration_s": 300, "step_s": 10, "seed": 1,
+                         "parameters": {"contact_timeout_s": 60.0},
+                         "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                                      {"at_s": 220, "command": "NOOP", "args": {}}],
+                         "faults": [{"at_s": 50, "kind": "los", "duration_s": 150}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    from hil.report import fault_verdicts
+
+    [los] = fault_verdicts(result)
+    assert los.verdict == "PASS" and los.detected_by == "CONTACT_LOST", los
+    # The last acknowledgement went up after the step at 40 s: the agent's timeout from then, found at one of its
+    # control periods (10 s); never before the silence began plus the timeout less that step.
+    assert 40 + 60 <= los.detected_at_s <= 50 + 60 + 20
+    assert result.link["los_fault"] and result.link["down"]["los_dropped"] > 0
+    assert [c["outcome"] for c in result.commands] == ["completed", "completed"]
