@@ -18,7 +18,9 @@ Lockstep (deterministic for a seed): simulated time moves as fast as the agent a
 faster than ``speed`` simulated seconds per wall second. Compute work is modelled from the
 board profile's throughput per power mode (``tiles_per_s_at_maxn`` × ``inference_rel_maxn``),
 unless ``[compute] real = true`` runs the real worker, whose tile count is then reported too.
-Real time: the environment follows the wall clock, the agent runs on its real clock.
+Real time: the environment follows the wall clock, the agent runs on its real clock. A step that
+starts more than half a step (at least ``LATE_FLOOR_S``) after its wall-clock time is late: said
+in the notes, and the run fails (``on_time``), as the environment no longer followed the clock.
 
 An agent whose process exits by itself (a crash: not a fault's kill, which restarts it) is found
 while the harness waits for its answer (the process is polled every ``ALIVE_POLL_S``,
@@ -82,6 +84,12 @@ MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
 UNREAD_GRACE_S = 30.0  # wall seconds a request may wait untaken at the end of a run (the worker's watchdog restart fits)
 LINK_SETTLE_S = 1.0  # wall seconds to wait for the proxy to take in what the client sent, before a step
+# Real time: a step that starts later than half a step after its wall-clock time is late (the environment
+# no longer follows the clock), and fails the run (``on_time``). The floor: below 0.1 s a step's own round
+# trip (two ZeroMQ messages and a turn of the agent's loop, tens of ms) and a loaded host's scheduling (two
+# test workers on two cores) would count as lateness, not a stalled agent or harness.
+LATE_FLOOR_S = 0.1
+MAX_LATE_NOTES = 10  # late steps said one by one in the notes; past it, one line counts the rest
 
 # Zone offsets from the lumped board temperature: the junction runs hottest (estimate, as the
 # board profiles' own numbers; a lumped model has one board node).
@@ -143,6 +151,9 @@ class RunResult:
     # The agent's process exited on its own (not a fault's kill): when (run-relative s) and how; None: it ran on.
     agent_died_at_s: float | None = None
     agent_died_how: str = ""
+    # Real time: steps that started later than late_bound_ms after their wall-clock time (each said in the notes).
+    late_steps: int = 0
+    late_bound_ms: float | None = None
 
 
 class ClosedLoop:
@@ -400,6 +411,8 @@ class ClosedLoop:
         work = 0.0
         wall0 = time.monotonic()
         max_lag = 0.0
+        late_bound_s = max(LATE_FLOOR_S, 0.5 * sc.step_s)
+        late_steps = 0
         self._flying = True
         try:
             for k in range(n_steps + 1):
@@ -424,7 +437,14 @@ class ClosedLoop:
                     lag = time.monotonic() - (wall0 + rel_s)
                     if lag < 0:
                         time.sleep(-lag)
-                    max_lag = max(max_lag, time.monotonic() - (wall0 + rel_s))
+                    lag = time.monotonic() - (wall0 + rel_s)
+                    max_lag = max(max_lag, lag)
+                    # Found in audit: max_lag was measured and judged by nothing; a stalled agent passed.
+                    if lag > late_bound_s:
+                        late_steps += 1
+                        if late_steps <= MAX_LATE_NOTES:
+                            self.notes.append(f"t={rel_s:.0f} s: the step started {lag * 1000:.0f} ms after its "
+                                              f"wall-clock time (late past {late_bound_s * 1000:.0f} ms)")
                 elif sc.speed > 0:
                     ahead = wall0 + rel_s / sc.speed - time.monotonic()
                     if ahead > 0:
@@ -467,6 +487,8 @@ class ClosedLoop:
                     self.progress(rel_s / sc.duration_s)
         finally:
             real_tiles = self._shutdown()
+        if late_steps > MAX_LATE_NOTES:
+            self.notes.append(f"{late_steps - MAX_LATE_NOTES} more late steps, not listed one by one")
         why = ("not sent: the agent's process had died" if self._died_at_s is not None
                else "not sent: no link before the end of the run")
         for cmd in commands if not naive else ():  # held for the link (or a los) until the end: never sent
@@ -479,7 +501,8 @@ class ClosedLoop:
                          sc.duration_s, max_lag * 1000.0 if sc.time_mode == "realtime" else None, self.silences,
                          real_tiles, self.notes, list(self.plans), self.plans_received, link,
                          self._memory_account() if sc.memory_upset_scale > 0 and not naive else {},
-                         self.faults_not_drawn, self._died_at_s, self._died_how)
+                         self.faults_not_drawn, self._died_at_s, self._died_how, late_steps,
+                         late_bound_s * 1000.0 if sc.time_mode == "realtime" else None)
 
     def _exchange(self, t: float, row: dict[str, float], board_c: float, last: Load) -> Load:
         board_w = self._board_power_w(last)[0]

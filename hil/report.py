@@ -68,6 +68,14 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
                             "flown as down from then on: no work, no commands"))
     elif sc.agent != "naive":
         checks.append(Check("agent_alive", True, "the agent's process ran to the end (restarts by faults aside)"))
+    # Always on in real time: a step that started late means the environment did not follow the wall clock
+    # (found in audit: max_lag_ms was measured and judged by nothing).
+    if sc.time_mode == "realtime" and result.late_bound_ms is not None:
+        late = result.late_steps
+        checks.append(Check("on_time", late == 0,
+                            f"{late} of {len(tr['time_s'])} steps started more than {result.late_bound_ms:.0f} ms "
+                            f"after their wall-clock time (the latest by {result.max_lag_ms or 0.0:.0f} ms)"
+                            + ("; the notes say which" if late else "")))
     if crit.temp_max_c is not None:
         high = float(tr["temp_board_c"].max())
         checks.append(Check("temperature_below_limit", high <= crit.temp_max_c,
@@ -184,6 +192,9 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         "wall_s": round(result.wall_s, 3),
         "speedup": round(result.sim_s / result.wall_s, 1) if result.wall_s > 0 else None,
         "max_lag_ms": result.max_lag_ms,
+        # Real time: steps that started more than late_bound_ms after their wall-clock time (on_time fails on one).
+        "late_steps": result.late_steps if sc.time_mode == "realtime" else None,
+        "late_bound_ms": result.late_bound_ms,
         "work_tiles": work_done(result),
         "real_tiles": result.real_tiles,
         "modelled_capacity_tiles": float(tr["work"][-1]) if len(tr["work"]) else 0.0,

@@ -368,3 +368,45 @@ def test_a_los_fault_cuts_the_link_both_ways_so_the_agent_loses_contact(tmp_path
     assert 40 + 60 <= los.detected_at_s <= 50 + 60 + 20
     assert result.link["los_fault"] and result.link["down"]["los_dropped"] > 0
     assert [c["outcome"] for c in result.commands] == ["completed", "completed"]
+
+
+@pytest.mark.req("HIL-024", "HIL-002")
+def test_a_real_time_run_whose_agent_stalls_fails_on_its_late_steps(tmp_path):
+    """Found in audit: real time measured max_lag and judged nothing by it; an agent seconds late on 1 s steps
+    passed. The agent the harness started is stopped (SIGSTOP) for 4 s and continued: the steps after it start
+    late, each is said in the notes, and the run fails (on_time) whatever its criteria."""
+    import signal
+    import threading
+
+    from hil.report import evaluate
+
+    sc = parse_scenario({"name": "rt-stall", "profile": str(SSO), "duration_s": 8, "step_s": 1,
+                         "time_mode": "realtime"})
+    loop = ClosedLoop(sc, tmp_path)
+    stopped: list[int] = []
+
+    def resume() -> None:
+        if loop.agent.proc.poll() is None:  # ours and not reaped: the pid is still this agent's
+            os.kill(stopped[0], signal.SIGCONT)
+
+    timer = threading.Timer(4.0, resume)  # from 2 s: the step at 3 s answered at 6 s, those of 4 and 5 s late
+
+    def stall(fraction: float) -> None:
+        if fraction >= 2 / 8 and not stopped:
+            stopped.append(loop.agent.proc.pid)
+            os.kill(stopped[0], signal.SIGSTOP)
+            timer.start()
+
+    loop.progress = stall
+    try:
+        result = loop.run()
+    finally:
+        timer.cancel()
+        if stopped and loop.agent.proc.poll() is None:
+            os.kill(stopped[0], signal.SIGCONT)
+    assert stopped and result.late_steps >= 2 and result.late_bound_ms == 500.0
+    late = [n for n in result.notes if "after its wall-clock time" in n]
+    assert len(late) == result.late_steps and late[0].startswith("t=4 s: the step started "), late
+    check = {c.name: c for c in evaluate(result)}["on_time"]
+    assert not check.passed and f"{result.late_steps} of 9 steps started more than 500 ms" in check.detail
+    assert result.agent_died_at_s is None  # stopped is not dead
