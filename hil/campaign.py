@@ -41,11 +41,12 @@ Engines: a local process pool (default) or Ray (``--engine ray``), both calling
 fields aside). Ray is optional: it is imported only when asked for.
 
 Output (``OUT``): ``manifest.json`` (SHA-256 checked, written atomically after each case: the
-campaign's hash and each case's status and row; running the same command again resumes,
-running only the cases not finished), ``cases/NNNN.toml`` and ``cases/NNNN/`` (each case's
-scenario and its report, as ``sunlit-hil run`` writes it), ``results.parquet`` (one row per
-case: its parameters as columns, then its figures) and ``report.html`` (the table and
-histograms of the main figures).
+campaign's hash, over the campaign file, its scenario and every case's profile and board profile
+file, which it lists; each case's status and row; running the same command again resumes,
+running only the cases not finished, and is refused once the hash changed), ``cases/NNNN.toml``
+and ``cases/NNNN/`` (each case's scenario and its report, as ``sunlit-hil run`` writes it),
+``results.parquet`` (one row per case: its parameters as columns, then its figures) and
+``report.html`` (the table and histograms of the main figures).
 
 Exit codes: 0 every case passed, 1 some case failed its criteria (or could not run),
 2 bad input (the campaign file, its scenario, the output folder), 130 interrupted.
@@ -64,7 +65,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -147,7 +148,8 @@ class Campaign:
     dispersion: dict[str, Dispersion]
     draws: int                     # Monte Carlo draws per sweep point
     seed: int | None
-    hash: str                      # SHA-256 of the campaign file and the base scenario
+    hash: str                      # SHA-256 of the campaign file, the base scenario and every input file a case reads
+    inputs: dict[str, str] = field(default_factory=dict)  # those input files (profiles, boards): path -> SHA-256
 
     @property
     def n_cases(self) -> int:
@@ -258,9 +260,37 @@ def load_campaign(path: Path | str) -> Campaign:
         raise fail("cases", f"{campaign.n_cases} cases ({draws} draws x {campaign.n_cases // draws} sweep "
                             f"points), at most {MAX_CASES}: split the campaign")
     _check_keys(campaign)
-    for case in campaign.cases():
-        _parse_case(campaign, case)
-    return campaign
+    inputs = _input_files([_parse_case(campaign, case) for case in campaign.cases()])
+    # Found in audit: the hash covered the campaign and scenario texts alone, so a resume after the profile (or a
+    # board profile) changed reused the cases flown with the old one.
+    for name, sha in sorted(inputs.items()):
+        digest.update(f"{len(name)}:{name}={sha}".encode())
+    return replace(campaign, hash=digest.hexdigest(), inputs=inputs)
+
+
+def _input_files(scenarios: list[Any]) -> dict[str, str]:
+    """The files the cases read besides the campaign and its scenario, each with its SHA-256: a profile
+    file (resolved as the loader found it) and the shipped board profile (flight/hal/boards)."""
+    from importlib import resources
+
+    paths: set[Path] = set()
+    for sc in scenarios:
+        if sc.profile is not None:
+            paths.add(Path(sc.profile).resolve())
+        board = resources.files("flight.hal.boards") / f"{sc.board}.toml"
+        paths.add(Path(str(board)).resolve())
+    out: dict[str, str] = {}
+    for path in sorted(paths):
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise CampaignError(f"{path}: an input of the campaign's cases cannot be read: "
+                                f"{exc.strerror or exc}") from None
+        out[str(path)] = digest.hexdigest()
+    return out
 
 
 def _parse_dispersion(spec: Any, fail: Callable[[str], CampaignError]) -> Dispersion:
@@ -599,6 +629,7 @@ def _write_manifest(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any
     write_checked_json(out / "manifest.json", {
         "format": MANIFEST_FORMAT, "campaign": campaign.name, "hash": campaign.hash,
         "source": str(campaign.source), "scenario": str(campaign.scenario_path), "n_cases": campaign.n_cases,
+        "inputs": campaign.inputs,
         "cases": {f"{i:04d}": {"status": r["status"], "row": r} for i, r in sorted(rows.items())},
     })
 
@@ -620,9 +651,12 @@ def _read_manifest(out: Path, campaign: Campaign) -> dict[int, dict[str, Any]]:
     if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
         raise CampaignError(f"{path}: not a campaign manifest ({MANIFEST_FORMAT}); pick another folder (--out)")
     if body.get("hash") != campaign.hash:
+        before = body.get("inputs") if isinstance(body.get("inputs"), dict) else {}
+        changed = [p for p, sha in campaign.inputs.items() if p in before and before[p] != sha]
+        what = (f"input files changed: {', '.join(changed)}" if changed
+                else "the campaign file, its scenario or an input file (a profile, a board profile) changed")
         raise CampaignError(f"{out} holds another campaign ({body.get('campaign')!r}, hash {str(body.get('hash'))[:12]}…; "
-                            f"this one is {campaign.hash[:12]}…: the campaign file or its scenario changed); "
-                            f"pick another folder (--out)")
+                            f"this one is {campaign.hash[:12]}…: {what}); pick another folder (--out)")
     return {int(k): v["row"] for k, v in body.get("cases", {}).items()
             if v.get("status") in ("passed", "failed") and int(k) < campaign.n_cases}
 

@@ -259,3 +259,31 @@ def test_a_case_with_memory_upsets_keeps_their_counts_as_columns():
     assert tuple(row) == UPSET_COLUMNS
     assert list(row.values()) == [5, 5, 4, 5, 1, 4]
     assert _upset_columns(None) == {} and _upset_columns({}) == {}  # a case that asked for none: no columns
+
+
+@pytest.mark.req("HIL-009")
+def test_a_changed_profile_changes_the_campaign_and_its_resume_is_refused_naming_the_file(tmp_path):
+    """Found in audit: the hash a resume checks covered the campaign file and the scenario's text alone, so a
+    resume after the profile changed reused cases flown with the old one. Every case's input files (its profile,
+    its board profile) are in it now, listed in the manifest, and a changed one is named."""
+    import shutil
+
+    from hil.campaign import _read_manifest, _write_manifest
+
+    profile = tmp_path / "p.parquet"
+    shutil.copy(ROOT / "hil" / "data" / "profiles" / "sso_550.parquet", profile)
+    write(tmp_path / "sc.toml", 'name = "p"\nprofile = "p.parquet"\nduration_s = 300\nstep_s = 10\n')
+    file = write(tmp_path / "c.toml", 'scenario = "sc.toml"\n')
+    before = load_campaign(file)
+    assert str(profile.resolve()) in before.inputs
+    assert any(p.endswith("flight/hal/boards/orin_nx_16gb.toml") for p in before.inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_manifest(out, before, {})
+    assert read_checked_json(out / "manifest.json")["inputs"] == before.inputs
+    assert _read_manifest(out, load_campaign(file)) == {}  # nothing changed: it resumes
+    shutil.copy(ROOT / "hil" / "data" / "profiles" / "dawn_dusk.parquet", profile)
+    after = load_campaign(file)
+    assert after.hash != before.hash
+    with pytest.raises(CampaignError, match=f"input files changed: {profile.resolve()}"):
+        _read_manifest(out, after)
