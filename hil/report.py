@@ -14,6 +14,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from flight.compute.inject import CONSEQUENCE
+from hil.accounting import compute_account
 from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, RunResult
 
@@ -176,15 +177,15 @@ def corrupt_results_check(result: RunResult) -> Check:
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:
     sc, tr = result.scenario, result.trace.arrays()
     verdicts = fault_verdicts(result) if verdicts is None else verdicts
-    modelled = sc.time_mode == "lockstep" and not sc.compute_real
     return {
         "scenario": sc.name,
         "source": sc.source,
         "passed": all(c.passed for c in checks),
         "checks": [c.__dict__ for c in checks],
         "time_mode": sc.time_mode,
-        "compute": "modelled from the board profile's throughput per power mode" if modelled
-                   else "real: the compute worker ran ONNX Runtime",
+        # compute_mode, compute, work_counts, modelled_capacity_counts: from [compute] real alone, whatever the
+        # time mode (found in audit: a modelled real-time run's report.html said its compute was real)
+        **compute_account(sc, {}),
         "environment": "simulated by the HIL harness: battery, solar input, temperatures and radiation are models",
         "agent": sc.agent,
         "board": sc.board,

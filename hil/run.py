@@ -6,11 +6,14 @@ so that modules the CLI imports can use them without importing the CLI.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# The words for compute and the work figure live in hil/accounting.py, which hil/report.py reads too (one source);
+# named here as well for the callers that have always taken them from here.
+from hil.accounting import COMPUTE_SAYS, MODEL_REFERENCE, WORK_COUNTS, compute_account  # noqa: F401
 
 if TYPE_CHECKING:
     from hil.loop import RunResult
@@ -24,22 +27,6 @@ EXIT_BAD_INPUT = 2
 """Bad input: a scenario, profile, board or argument that cannot be flown; nothing was run."""
 EXIT_INTERNAL = 3
 """A bug in the harness (or the agent's start-up): one line on stderr, the traceback with SUNLIT_DEBUG=1."""
-
-# What the work figure counts, in the words the summary and the one-screen report use. Modelled
-# and real figures count different things and must never be printed side by side unexplained.
-WORK_COUNTS = {
-    "real": "real: tiles screened by ONNX Runtime in the worker",
-    "modelled": ("modelled: tile-equivalents of the board's modelled throughput; "
-                 "INFER_START is refused in modelled mode"),
-}
-COMPUTE_SAYS = {
-    "real": ("real: the agent's compute worker ran ONNX Runtime on the tiles the harness dropped into its "
-             "incoming/ directory as the camera would"),
-    "modelled": ("modelled: no compute worker ran; the harness counted the board's throughput per power mode "
-                 "(tiles_per_s_at_maxn x inference_rel_maxn x the agent's duty)"),
-}
-MODEL_REFERENCE = ("tile-equivalents: what the board's throughput model gives for the same power modes and duty, "
-                   "had it unlimited input (a reference, not work done)")
 
 
 def run_tmp_dir() -> str:
@@ -67,30 +54,13 @@ def progress_bar(label: str):
     return update
 
 
-def compute_account(scenario: "Scenario", body: dict[str, Any]) -> dict[str, Any]:
-    """The summary's keys that say whether compute was modelled or real and what the work counts.
-
-    ``compute_mode`` is "real" or "modelled" (from the scenario's ``[compute] real``, whatever
-    the time mode); ``compute`` and ``work_counts`` say it in words; with real compute the
-    model's figure stays as ``modelled_capacity_tiles``, explained by ``modelled_capacity_counts``.
-    """
-    mode = "real" if scenario.compute_real else "modelled"
-    account: dict[str, Any] = {"compute_mode": mode, "compute": COMPUTE_SAYS[mode], "work_counts": WORK_COUNTS[mode]}
-    if mode == "real":
-        account["modelled_capacity_counts"] = MODEL_REFERENCE
-    else:  # the same number as work_tiles: one figure, said once
-        account["modelled_capacity_counts"] = "the same figure as work_tiles (compute was modelled)"
-    return account
-
-
 def finish_report(result: "RunResult", report_dir: Path) -> tuple[bool, dict[str, Any]]:
-    """Write the report (hil/report.py) and add to summary.json what compute was and what the work counts."""
+    """Write the report (hil/report.py): summary.json and report.html say what compute was and what the work
+    counts from :func:`hil.accounting.compute_account`, one source (found in audit: report.html said a modelled
+    real-time run's compute was real, corrected in summary.json alone)."""
     from hil.report import write_report
 
-    passed, body = write_report(result, report_dir)
-    body.update(compute_account(result.scenario, body))
-    (Path(report_dir) / "summary.json").write_text(json.dumps(body, indent=1, default=str))
-    return passed, body
+    return write_report(result, report_dir)
 
 
 def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:

@@ -7,6 +7,7 @@ on a constructed run of three steps.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ import hil.cli
 import hil.scenario
 from flight.agent.compute import ComputeSupervisor
 from hil.loop import ZONE_OFFSETS_C, RunResult, Trace
-from hil.run import (EXIT_BAD_INPUT, EXIT_INTERNAL, WORK_COUNTS, compute_account, finish_report, one_screen)
+from hil.run import (COMPUTE_SAYS, EXIT_BAD_INPUT, EXIT_INTERNAL, WORK_COUNTS, compute_account, finish_report,
+                     one_screen)
 from hil.scenario import (COMPUTE_COMMANDS, FAULT_KEYS, FAULT_KINDS, HARNESS_ZONES, TABLE_KEYS, ScenarioError,
                           load_scenario, parse_scenario)
 
@@ -361,6 +363,9 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
     mode = "real" if real else "modelled"
     assert saved["compute_mode"] == body["compute_mode"] == mode
     assert saved["work_counts"] == WORK_COUNTS[mode] and saved["compute"].startswith(f"{mode}: ")
+    # report.html says it in the same words (found in audit: a modelled real-time run's page said "real")
+    page = (tmp_path / "report.html").read_text()
+    assert f"Compute: <b>{html.escape(COMPUTE_SAYS[mode])}</b>" in page and saved["compute"] == COMPUTE_SAYS[mode]
     screen = one_screen(body, tmp_path)
     assert f"compute {mode})" in screen.splitlines()[0]
     if real:
