@@ -187,7 +187,9 @@ class ClosedLoop:
         self.plans_received = 0
         self.fault_log: list[dict[str, Any]] = []
         self.command_log: list[dict[str, Any]] = []
-        self.notes: list[str] = []
+        # What reading the profile filled in or did (default columns, a longer profile regenerated): the run's
+        # truth rests on it (found in audit: these notes were dropped).
+        self.notes: list[str] = [f"profile: {note}" for note in self.profile.notes]
         self._zone_faults: dict[str, tuple[float, float | None]] = {}  # zone -> (until_s, stuck value | None)
         self._los_until = -math.inf
         self._has_los = any(f.kind == "los" for f in scenario.faults) and scenario.agent != "naive"

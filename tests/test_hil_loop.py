@@ -410,3 +410,22 @@ def test_a_real_time_run_whose_agent_stalls_fails_on_its_late_steps(tmp_path):
     check = {c.name: c for c in evaluate(result)}["on_time"]
     assert not check.passed and f"{result.late_steps} of 9 steps started more than 500 ms" in check.detail
     assert result.agent_died_at_s is None  # stopped is not dead
+
+
+@pytest.mark.req("HIL-001", "HIL-003")
+def test_what_reading_the_profile_filled_in_is_in_the_runs_notes(tmp_path):
+    """Found in audit: the profile's notes (columns filled with defaults, a profile regenerated longer) were
+    dropped; a run's truth rests on them, so summary.json and report.html say them."""
+    from html import escape
+
+    from hil.report import write_report
+
+    t = np.arange(0, 200, 10.0)
+    csv = tmp_path / "recorded.csv"
+    csv.write_text("time_s,shadow_factor,solar_power_w\n" + "".join(f"{1_795_000_000 + ti:.0f},1,60\n" for ti in t))
+    sc = parse_scenario({"name": "rec", "profile": str(csv), "duration_s": 60, "step_s": 10, "seed": 1})
+    result = ClosedLoop(sc, tmp_path / "run").run()
+    filled = [n for n in result.notes if n.startswith("profile: columns not in the profile, filled with defaults")]
+    assert len(filled) == 1 and "in_contact" in filled[0], result.notes
+    _passed, body = write_report(result, tmp_path / "report")
+    assert filled[0] in body["notes"] and escape(filled[0]) in (tmp_path / "report" / "report.html").read_text()
