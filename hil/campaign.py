@@ -78,6 +78,7 @@ from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS
 from hil.scenario import ScenarioError
 
 MANIFEST_FORMAT = "sunlit-campaign/1"
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # an integers draw's bounds: numpy draws int64
 CAMPAIGN_KEYS = ("name", "scenario", "cases", "seed", "set", "sweep", "dispersion")
 DISTRIBUTIONS = {
     "uniform": "[low, high]: any value between, equally likely",
@@ -199,6 +200,8 @@ def load_campaign(path: Path | str) -> Campaign:
         raw = tomllib.loads(text.decode())
     except FileNotFoundError:
         raise CampaignError(f"{path}: no such campaign file") from None
+    except OSError as exc:  # a directory, a file it may not read (found in audit: IsADirectoryError, exit 3)
+        raise CampaignError(f"{path}: cannot read the campaign file: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
 
@@ -309,8 +312,16 @@ def _parse_dispersion(spec: Any, fail: Callable[[str], CampaignError]) -> Disper
         whole = kind == "integers"
         if len(args) != 2 or not all(_is_number(a) and (not whole or isinstance(a, int)) for a in args):
             raise fail(f"{kind}: give {DISTRIBUTIONS[kind]}; got {args!r}")
+        # Bounds the draw can take (found in audit: inf, nan and integers past int64 reached numpy and were an
+        # internal error, exit 3, not a refusal naming the key).
+        if not all(map(_finite, args)):
+            raise fail(f"{kind}: give finite numbers; got {args!r}")
+        if whole and not all(INT64_MIN <= a <= INT64_MAX for a in args):
+            raise fail(f"{kind}: bounds must fit a 64-bit integer ({INT64_MIN} to {INT64_MAX}); got {args!r}")
         if kind in ("uniform", "integers") and args[0] > args[1]:
             raise fail(f"{kind}: low {args[0]} is above high {args[1]}")
+        if kind == "uniform" and not math.isfinite(args[1] - args[0]):
+            raise fail(f"uniform: high - low must be a finite number; got {args!r}")
         if kind == "normal" and args[1] < 0:
             raise fail(f"normal: the standard deviation {args[1]} is negative")
     clip = spec.get("clip")
@@ -320,6 +331,14 @@ def _parse_dispersion(spec: Any, fail: Callable[[str], CampaignError]) -> Disper
             raise fail(f"clip: give [low, high] for a {kind} draw; got {clip!r}")
         clip = (clip[0], clip[1])
     return Dispersion(kind, tuple(args), clip)
+
+
+def _finite(x: int | float) -> bool:
+    """Finite as a float (an int past a float's range, which TOML allows, is not)."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _is_number(x: Any) -> bool:

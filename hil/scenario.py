@@ -28,7 +28,7 @@ Example, every key (the defaults are shown where a key may be left out)::
     alt_km = 550.0                #   inc_deg or sun_synchronous = true, raan_deg or ltan_h, epoch, ecc,
     sun_synchronous = true        #   argp_deg, mean_anomaly_deg, start, name
     ltan_h = 22.5                 #   (hil/profiles/generate.py, orbit_from_description)
-    epoch = "2026-11-24T00:00:00Z"
+    epoch = "2026-11-24T00:00:00Z"  # epoch and start: 1957 to 2056, the years a TLE's two digits can say
 
     [array]                       # only with [orbit]: the truth the profile is generated with; with it
     pointing = "body_fixed"       #   the agent is given its own model of the arrays ([belief]) and plans
@@ -228,6 +228,9 @@ COMPUTE_COMMANDS = tuple(ComputeSupervisor.COMMANDS)
 
 LINK_FAULT_KEYS = PROBABILITIES + DURATIONS
 LINK_DELAY_MAX_S = 10.0
+# Found in audit: 1e8 was accepted, a capture of 400 GB (float32, 4 bands of 16 x 16 px) made in memory at the
+# first step. 65,536 tiles is 256 MiB a capture, 256 times the default.
+MAX_TILES_PER_CAPTURE = 65_536
 MAX_RATE_SCALE = 1e9  # [radiation] scales of the profile's upset rate: beyond it a step's Poisson mean overflows
 """The most delay_s and jitter_s may each be: the harness waits 20 s of wall time for a command's reports."""
 
@@ -558,7 +561,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         compute_real=real,
         tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0),
         capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
-        tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, integer=True)),
+        tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, hi=MAX_TILES_PER_CAPTURE,
+                                       integer=True, why="a capture is made in the harness's memory, 4 KiB a tile")),
         fault_rate_scale=_fault_rate_scale(c, radiation, real),
         memory_upset_scale=memory_scale,
         memory_targets=tuple(dict.fromkeys(targets)),

@@ -178,6 +178,13 @@ def test_dispersion_draws_are_reproducible_and_depend_only_on_the_seed_and_the_c
     ("seed = 1\ncases = 100000000", "cases: 100000000 cases"),  # once read on, silent, for ever
     ('seed = 1\ncases = 1001\n[sweep]\n"battery.soc_initial_pct" = [50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, '
      '40.0, 45.0, 55.0]', "cases: 10010 cases"),
+    # Found in audit: each reached numpy and was an internal error (exit 3: OverflowError, ValueError)
+    ('seed = 1\n[dispersion]\n"battery.capacity_wh" = { uniform = [10.0, inf] }',
+     "dispersion.battery.capacity_wh: uniform: give finite numbers"),
+    ('seed = 1\n[dispersion]\n"battery.capacity_wh" = { uniform = [-1e308, 1e308] }',
+     "dispersion.battery.capacity_wh: uniform: high - low must be a finite number"),
+    ('seed = 1\n[dispersion]\n"battery.capacity_wh" = { integers = [10, 100000000000000000000] }',
+     "dispersion.battery.capacity_wh: integers: bounds must fit a 64-bit integer"),
 ])
 def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, body, key):
     file = write(tmp_path / "bad.toml", f'scenario = "{SCENARIO}"\n{body}\n')
@@ -187,6 +194,13 @@ def test_a_typo_or_bad_value_in_a_campaign_is_exit_2_naming_the_key(tmp_path, bo
     assert run.returncode == 2, run.stdout + run.stderr
     assert key in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.req("HIL-009")
+def test_a_campaign_path_that_is_a_folder_is_exit_2_naming_it(tmp_path):
+    """Found in audit: IsADirectoryError, an internal error (exit 3)."""
+    with pytest.raises(CampaignError, match=f"{tmp_path}: cannot read the campaign file"):
+        load_campaign(tmp_path)
 
 
 @pytest.mark.req("HIL-009")

@@ -165,6 +165,16 @@ BAD_VALUES = [
     (base(belief={"efficiency_error_pct": 20}), "belief", "only with [array]"),
     (base(faults=[{"at_s": 1, "kind": "seu_weights"}]), "faults[0].kind", "seu_weights needs the real compute"),
     (base(radiation={"fault_rate_scale": 10}), "radiation.fault_rate_scale", "needs the real compute worker"),
+    # Found in audit: 1e20 passed and the run died in a TleError (exit 3); 1900 was flown with a TLE saying 2000;
+    # 1e8 tiles a capture was 400 GB made in memory
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "epoch": 1e20}), "orbit.epoch",
+     "outside the years a TLE's epoch can say, 1957 to 2056"),
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "epoch": "1900-01-01T00:00:00Z"}), "orbit.epoch",
+     "outside the years a TLE's epoch can say"),
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "start": "2057-01-01T00:00:00Z"}), "orbit.start",
+     "outside the years a TLE's epoch can say"),
+    (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "epoch": float("nan")}), "orbit.epoch", "outside"),
+    (base(compute={"real": True, "tiles_per_capture": 100_000_000}), "compute.tiles_per_capture", "outside [1, 65536]"),
 ]
 
 

@@ -382,19 +382,33 @@ def _iso(unix_s: float) -> str:
     return _dt.datetime.fromtimestamp(unix_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# The years a TLE's epoch can say: two digits, 57-99 for 1957-1999 and 00-56 for 2000-2056 (Space-Track's
+# convention, sgp4's twoline2rv). A time outside them would be handed to the agent as a TLE 100 years off.
+TLE_FIRST_YEAR, TLE_LAST_YEAR = 1957, 2056
+_TLE_FIRST_S = _dt.datetime(TLE_FIRST_YEAR, 1, 1, tzinfo=_dt.timezone.utc).timestamp()
+_TLE_END_S = _dt.datetime(TLE_LAST_YEAR + 1, 1, 1, tzinfo=_dt.timezone.utc).timestamp()
+
+
 def parse_epoch(value: str | float | int) -> float:
-    """UTC Unix seconds from an ISO 8601 string ('2026-11-24T00:00:00Z'; no zone means UTC) or a number."""
+    """UTC Unix seconds from an ISO 8601 string ('2026-11-24T00:00:00Z'; no zone means UTC) or a number,
+    within the years a TLE encodes (:data:`TLE_FIRST_YEAR` to :data:`TLE_LAST_YEAR`). Found in audit: 1e20
+    passed here and failed later as a TleError (exit 3); 1900 was flown with a TLE saying 2000."""
     if isinstance(value, bool):
         raise ValueError(f"epoch must be an ISO 8601 time or Unix seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        when = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"epoch {value!r} is not ISO 8601, e.g. 2026-11-24T00:00:00Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.timestamp()
+        unix_s = float(value)
+    else:
+        try:
+            when = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"epoch {value!r} is not ISO 8601, e.g. 2026-11-24T00:00:00Z") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        unix_s = when.timestamp()
+    if not _TLE_FIRST_S <= unix_s < _TLE_END_S:  # nan too
+        raise ValueError(f"{value!r} is outside the years a TLE's epoch can say, {TLE_FIRST_YEAR} to {TLE_LAST_YEAR} "
+                         f"(Unix s {_TLE_FIRST_S:.0f} to {_TLE_END_S:.0f})")
+    return unix_s
 
 
 # ------------------------------------------------------------------------------ orbits by description
