@@ -112,7 +112,8 @@ class Trace:
     mode: list[str] = field(default_factory=list)
     duty: list[float] = field(default_factory=list)
     work: list[float] = field(default_factory=list)  # cumulative tiles
-    # cumulative Wh the battery could not supply (empty: a brownout of the bus for that part of the step)
+    # cumulative Wh the battery could not supply (empty: a brownout of the bus for that part of the step), bus
+    # side: what the loads (and a brownout fault's draw) asked of the bus and did not get, before discharge losses
     unserved_wh: list[float] = field(default_factory=list)
     shadow_factor: list[float] = field(default_factory=list)
     proton_flux_cm2_s: list[float] = field(default_factory=list)
@@ -622,7 +623,10 @@ class ClosedLoop:
         if f.kind in ("reboot", "brownout"):
             self.agent.kill()
             if f.kind == "brownout":
-                self.battery.step(-f.energy_wh * 3600.0 / max(f.duration_s, 1.0), max(f.duration_s, 1.0))
+                # What the battery cannot give of the brownout's draw counts as not supplied (found in audit: it
+                # was dropped, and battery_never_empty never saw it).
+                self._unserved_wh += self.battery.step(-f.energy_wh * 3600.0 / max(f.duration_s, 1.0),
+                                                       max(f.duration_s, 1.0)).unserved_wh
                 self._agent_down_until = t + f.duration_s
             try:
                 self._start_agent()  # a real restart; under a brownout it only hears the world again later

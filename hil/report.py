@@ -56,7 +56,8 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         first = int(np.argmax(tr["unserved_wh"] > 0.0))
         steps = int((np.diff(tr["unserved_wh"]) > 0.0).sum())
         checks.append(Check("battery_never_empty", False,
-                            f"the battery ran empty: {tr['unserved_wh'][-1]:.2f} Wh not supplied in {steps} steps, "
+                            f"the battery ran empty: {tr['unserved_wh'][-1]:.2f} Wh not supplied (bus side) in {steps} "
+                            "steps, "
                             f"the first ending at {tr['time_s'][first] - tr['time_s'][0]:.0f} s (no work credited "
                             "for the part not supplied)"))
     elif len(tr["unserved_wh"]):
