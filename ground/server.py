@@ -110,6 +110,11 @@ HEARD_LATELY_S = 5.0  # the agent was heard this recently: a question asked now 
 KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server keeps no archive
 FILE_CALL_TIMEOUT_S = 10.0  # a request handed to a link thread that does not answer in this long: 503
 MAX_UPLOAD_BYTES = 4 << 30  # one upload (PUT body); the agent's disk reserve decides what it takes
+# Stopping: each WebSocket has this long to take its close frame, then its connection is cut (found in audit:
+# one client that stopped reading held stop() 10 s and left the port open); requests still running after the
+# sockets have this long more.
+WS_CLOSE_S = 2.0
+SHUTDOWN_GRACE_S = 5.0
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
@@ -769,7 +774,8 @@ class GroundServer:
         self._web_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._sockets: set[web.WebSocketResponse] = set()
+        # Each open WebSocket and its connection's transport (cut when a close frame cannot get through).
+        self._sockets: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
         self._tasks: list[asyncio.Task] = []
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -824,9 +830,10 @@ class GroundServer:
         self.stopping.set()
         if self._loop is not None and self._web_thread is not None and self._web_thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10.0)
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(
+                    WS_CLOSE_S + SHUTDOWN_GRACE_S + 5.0)
             except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the web side does
-                print(f"sunlit-ground server: web shutdown: {exc}", file=sys.stderr)
+                print(f"sunlit-ground server: web shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._web_thread.join(10.0)
         for link in self.links.values():
@@ -1007,7 +1014,8 @@ class GroundServer:
         return app
 
     async def _startup(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
@@ -1026,12 +1034,29 @@ class GroundServer:
         self._tasks = [loop.create_task(self._status_task()), loop.create_task(self._retention_task())]
 
     async def _shutdown(self) -> None:
+        """Close every WebSocket at once, then stop serving, whatever the sockets did (found in audit: one
+        by one, a client that stopped reading held the rest, and the port stayed open)."""
         for task in self._tasks:
             task.cancel()
-        for ws in list(self._sockets):
-            await ws.close(code=1001, message=b"server stopping")
-        if self._runner is not None:
-            await self._runner.cleanup()
+        try:
+            await asyncio.gather(*(self._close_socket(ws, transport, 1001, b"server stopping")
+                                   for ws, transport in list(self._sockets.items())), return_exceptions=True)
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+    @staticmethod
+    async def _close_socket(ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, code: int,
+                            message: bytes) -> None:
+        """Close one WebSocket, giving its client ``WS_CLOSE_S`` to take the close frame; a client that does
+        not read never will (the frame waits behind what it left), so its connection is cut (aborted)."""
+        try:
+            await asyncio.wait_for(ws.close(code=code, message=message), WS_CLOSE_S)
+            return
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if transport is not None:
+            transport.abort()  # a close() would wait for the unread bytes to leave first
 
     async def _status_task(self) -> None:
         while not self.stopping.is_set():
@@ -1574,7 +1599,7 @@ class GroundServer:
                  "status": self.status()}
         with self._pages_lock:
             self._pages = (*self._pages, (page_queue, wants, raw))
-        self._sockets.add(ws)
+        self._sockets[ws] = request.transport
         try:
             await ws.send_str(json.dumps({"type": "batch", "seq": 0, "hk": [], "control": [hello], "dropped": {}},
                                          allow_nan=False))
@@ -1590,7 +1615,7 @@ class GroundServer:
         finally:
             with self._pages_lock:
                 self._pages = tuple(p for p in self._pages if p[0] is not page_queue)
-            self._sockets.discard(ws)
+            self._sockets.pop(ws, None)
         return ws
 
     async def _sender(self, ws: web.WebSocketResponse, page_queue: ClientQueue, ready: asyncio.Event,

@@ -1,0 +1,120 @@
+"""The ground server's WebSockets with real sockets: what a client that stops reading may cost the
+server (its memory, its link thread, its stop), and how many one session or the server may hold."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from flight.link.definitions import DICTIONARY
+from flight.link.messages import Codec
+from ground.auth import UserStore
+from ground.server import GroundServer, quick_config
+from tests.test_ground_server import PASSWORDS, http, login, make_users
+
+CODEC = Codec(DICTIONARY)
+HK = DICTIONARY.packet_by_name["AGENT_HK"]
+
+
+@pytest.fixture
+def source_and_server(tmp_path, short_dir):
+    """A source that speaks the agent's side of a real link, and a server on it (no archive); the
+    server is stopped here too (a test that stops it itself leaves this a no-op)."""
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/source"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    made: list[GroundServer] = []
+
+    def start(**kw) -> GroundServer:
+        server = GroundServer(quick_config(url, port=0, archive=None, users=users), UserStore.load(users),
+                              connect_timeout_s=0, **kw).start()
+        made.append(server)
+        return server
+
+    yield source, start
+    for server in made:
+        server.stop()
+    source.close()
+
+
+def host_port(server: GroundServer) -> tuple[str, int]:
+    host, port = server.url.split("//")[1].rstrip("/").rsplit(":", 1)
+    return host, int(port)
+
+
+def stalled_socket(server: GroundServer, token: str) -> socket.socket:
+    """A WebSocket client that asks for every packet (raw) and never reads a byte: its receive buffer is
+    kept small, so the server's writes back up at once."""
+    host, port = host_port(server)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws?raw=1 HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n")
+              .encode())
+    return s
+
+
+# A page queue this long is taken every batch (50 ms) while its socket writes: at the source's few thousand
+# packets a second it overflows only once its sender waits on a socket that does not drain.
+STALL_POINTS = 5000
+
+
+def stalled_pages(server: GroundServer) -> int:
+    """Raw pages whose queue overflowed: their sender is stuck on a socket whose client does not read."""
+    return sum(q.dropped_points_total > 0 for q, _wants, raw in server._pages if raw)
+
+
+def publish_until(source, predicate, timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Housekeeping from the source, a hundred packets at a time, until ``predicate()``."""
+    values = {n: None for n in HK.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash=DICTIONARY.version_hash)
+    t = 1.7e9
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout_s} s"
+        for _ in range(100):
+            t += 0.001
+            source.publish(CODEC.encode_hk(HK.sid, values, t))
+        source.receive()
+        time.sleep(0.01)
+
+
+@pytest.mark.req("GND-035")
+def test_stop_cuts_a_websocket_whose_client_stopped_reading_and_frees_the_port(source_and_server, capfd):
+    """Found in audit: stop() closed the sockets one by one; one whose client had stopped reading held it 10 s,
+    it failed with an empty message, and the rest of the shutdown was skipped: the port kept listening."""
+    from websockets.sync.client import connect
+
+    source, start = source_and_server
+    server = start(queue_points=STALL_POINTS)
+    token = login(server, "vera")
+    stalled = [stalled_socket(server, token) for _ in range(2)]
+    host, port = host_port(server)
+    with contextlib.ExitStack() as stack:
+        for s in stalled:
+            stack.callback(s.close)
+        reader = stack.enter_context(connect(f"ws://{host}:{port}/ws", max_queue=None, max_size=None,
+                                             additional_headers={"Authorization": f"Bearer {token}"}))
+        publish_until(source, lambda: stalled_pages(server) == 2, what="both stalled sockets backed up")
+        server.stop()
+        assert "web shutdown" not in capfd.readouterr().err
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, port), timeout=5).close()
+        # The client that reads was told why, in the close frame.
+        from websockets.exceptions import ConnectionClosed
+
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                reader.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert closed.value.rcvd.reason == "server stopping"
