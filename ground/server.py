@@ -115,6 +115,12 @@ MAX_UPLOAD_BYTES = 4 << 30  # one upload (PUT body); the agent's disk reserve de
 # sockets have this long more.
 WS_CLOSE_S = 2.0
 SHUTDOWN_GRACE_S = 5.0
+# What WebSockets may cost (found in audit: 100 sockets of one viewer that never read held 732 MB of page
+# queues, and the link thread copied each packet to every one): at most this many per session and in all,
+# more refused (429); a page whose queue has dropped for this long without being taken is closed (1008).
+MAX_SOCKETS_PER_SESSION = 8
+MAX_SOCKETS = 64
+PAGE_STALL_S = 5.0
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
@@ -742,8 +748,12 @@ class GroundServer:
         queue_points: int = DEFAULT_QUEUE_POINTS,
         connect_timeout_s: float = 3.0,
         pass_gap_s: float = PASS_GAP_S,
+        max_sockets: int = MAX_SOCKETS,
+        max_sockets_per_session: int = MAX_SOCKETS_PER_SESSION,
+        page_stall_s: float = PAGE_STALL_S,
     ):
-        """``pass_gap_s``: a silence this long on a link ends a pass (``ground.completeness``)."""
+        """``pass_gap_s``: a silence this long on a link ends a pass (``ground.completeness``);
+        ``max_sockets``, ``max_sockets_per_session``, ``page_stall_s``: what WebSockets may cost (above)."""
         if batch_interval_s < 0:
             raise ValueError(f"batch_interval_s must be >= 0, got {batch_interval_s}")
         self.config = config
@@ -754,6 +764,9 @@ class GroundServer:
         self.queue_points = queue_points
         self.connect_timeout_s = connect_timeout_s
         self.pass_gap_s = float(pass_gap_s)
+        self.max_sockets = max_sockets
+        self.max_sockets_per_session = max_sockets_per_session
+        self.page_stall_s = page_stall_s
         self.host = config.host
         self.port = config.port
         self.lag = LagTracker()
@@ -774,8 +787,11 @@ class GroundServer:
         self._web_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        # Each open WebSocket and its connection's transport (cut when a close frame cannot get through).
-        self._sockets: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
+        self._sockets: dict[web.WebSocketResponse, _Socket] = {}  # each open WebSocket (the web thread's)
+        self._socket_counts: dict[int, int] = {}  # id of a session -> its WebSockets open (or opening)
+        self._closing: set[asyncio.Task] = set()  # stalled pages being closed (a reference keeps each task)
+        self.sockets_refused = 0  # WebSockets refused: too many for their session or the server
+        self.pages_closed_stalled = 0  # WebSockets closed because their client stopped reading
         self._tasks: list[asyncio.Task] = []
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -939,6 +955,8 @@ class GroundServer:
             "refused_requests": self.sessions.refused_requests,
             "internal_errors": self.internal_errors,
             "page_messages_refused": self.page_messages_refused,
+            "sockets_refused": self.sockets_refused,
+            "pages_closed_stalled": self.pages_closed_stalled,
             "dict_hash": self.dictionary.version_hash,
             "retention": self.retention_result,
         })
@@ -1031,7 +1049,8 @@ class GroundServer:
         self.url = f"http://{shown}:{port}/"
         self.allowed_hosts = allowed_hosts(self.config.allowed_hosts, self.host, port)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._status_task()), loop.create_task(self._retention_task())]
+        self._tasks = [loop.create_task(self._status_task()), loop.create_task(self._retention_task()),
+                       loop.create_task(self._stall_task())]
 
     async def _shutdown(self) -> None:
         """Close every WebSocket at once, then stop serving, whatever the sockets did (found in audit: one
@@ -1039,8 +1058,8 @@ class GroundServer:
         for task in self._tasks:
             task.cancel()
         try:
-            await asyncio.gather(*(self._close_socket(ws, transport, 1001, b"server stopping")
-                                   for ws, transport in list(self._sockets.items())), return_exceptions=True)
+            await asyncio.gather(*(self._close_socket(ws, sock.transport, 1001, b"server stopping")
+                                   for ws, sock in list(self._sockets.items())), return_exceptions=True)
         finally:
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -1062,6 +1081,23 @@ class GroundServer:
         while not self.stopping.is_set():
             await asyncio.sleep(STATUS_PERIOD_S)
             self.publish(self.status())
+
+    async def _stall_task(self) -> None:
+        """Close each page whose queue has dropped for ``page_stall_s`` without its sender taking it: its
+        client stopped reading, and the link thread would go on copying every packet to it (found in audit)."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(min(1.0, self.page_stall_s / 2))
+            now = time.monotonic()
+            for ws, sock in list(self._sockets.items()):
+                stalled_s = sock.queue.overflowing_s(now)
+                if stalled_s < self.page_stall_s or sock.closing:
+                    continue
+                sock.closing = True  # closed once; the handler's end takes the page out
+                self.pages_closed_stalled += 1
+                reason = f"not reading: dropping for {stalled_s:.0f} s; reconnect to catch up".encode()
+                self._closing.add(asyncio.get_running_loop().create_task(
+                    self._close_socket(ws, sock.transport, 1008, reason)))
+                self._closing = {t for t in self._closing if not t.done()}
 
     async def _retention_task(self) -> None:
         """Apply the retention policy now and then, off the web thread (it deletes and vacuums)."""
@@ -1584,13 +1620,30 @@ class GroundServer:
         if wants is not None and wants not in self.links:
             return _error(404, f"no spacecraft {wants!r} on this server")
         raw = request.query.get("raw") == "1"
+        session: Session = request[SESSION_KEY]
+        mine = self._socket_counts.get(id(session), 0)
+        if mine >= self.max_sockets_per_session or sum(self._socket_counts.values()) >= self.max_sockets:
+            self.sockets_refused += 1
+            whose = (f"this session has {mine} open, at most {self.max_sockets_per_session}"
+                     if mine >= self.max_sockets_per_session else f"the server has {self.max_sockets}, its most")
+            return _error(429, f"too many WebSockets: {whose}; close one first (counted in sockets_refused)",
+                          "TOO_MANY_SOCKETS")
+        self._socket_counts[id(session)] = mine + 1  # taken before the first await: no two get past the bound
+        try:
+            return await self._ws_open(request, session, wants, raw)
+        finally:
+            left = self._socket_counts.pop(id(session)) - 1
+            if left:
+                self._socket_counts[id(session)] = left
+
+    async def _ws_open(self, request: web.Request, session: Session, wants: str | None,
+                       raw: bool) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20, compress=False)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         page_queue = ClientQueue(lambda: loop.call_soon_threadsafe(ready.set), self.queue_points)
         page = object()  # the lag tracker's key for this page's batches
-        session: Session = request[SESSION_KEY]
         hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
                  "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
                  "two_person": sorted(self.config.two_person),
@@ -1599,7 +1652,7 @@ class GroundServer:
                  "status": self.status()}
         with self._pages_lock:
             self._pages = (*self._pages, (page_queue, wants, raw))
-        self._sockets[ws] = request.transport
+        self._sockets[ws] = _Socket(request.transport, page_queue)
         try:
             await ws.send_str(json.dumps({"type": "batch", "seq": 0, "hk": [], "control": [hello], "dropped": {}},
                                          allow_nan=False))
@@ -1678,6 +1731,15 @@ class GroundServer:
                                self.wall_minus_mono_ms, raf_ms)
         except (KeyError, TypeError, ValueError, OverflowError):  # int(1e999): JSON's infinity
             self.page_messages_refused += 1  # the items before the bad one were taken
+
+
+@dataclass
+class _Socket:
+    """An open WebSocket's connection (cut when a close frame cannot get through) and its page queue."""
+
+    transport: asyncio.BaseTransport | None
+    queue: ClientQueue
+    closing: bool = False
 
 
 class _Tagged:

@@ -118,3 +118,77 @@ def test_stop_cuts_a_websocket_whose_client_stopped_reading_and_frees_the_port(s
                 reader.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert closed.value.rcvd.reason == "server stopping"
+
+
+def open_ws(server: GroundServer, token: str, **kw):
+    from websockets.sync.client import connect
+
+    host, port = host_port(server)
+    return connect(f"ws://{host}:{port}/ws?raw=1", additional_headers={"Authorization": f"Bearer {token}"}, **kw)
+
+
+def refused(server: GroundServer, token: str) -> tuple[int, str]:
+    """The HTTP status and error of a WebSocket the server refuses."""
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refusal:
+        open_ws(server, token)
+    return refusal.value.response.status_code, json.loads(refusal.value.response.body)["error"]
+
+
+@pytest.mark.req("GND-035")
+def test_websockets_are_bounded_per_session_and_in_all_and_refusals_are_counted(source_and_server):
+    """Found in audit: one viewer's token opened a hundred WebSockets, each with its page queue, and the link
+    thread copied every packet to each."""
+    _source, start = source_and_server
+    server = start(max_sockets_per_session=2, max_sockets=3)
+    vera, bob = login(server, "vera"), login(server, "bob")
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(open_ws(server, vera))
+        stack.enter_context(open_ws(server, vera))
+        status, error = refused(server, vera)
+        assert status == 429 and "this session has 2 open, at most 2" in error, error
+        stack.enter_context(open_ws(server, bob))  # another session has its own share
+        status, error = refused(server, bob)
+        assert status == 429 and "the server has 3" in error, error
+        assert len(server._pages) == 3
+        _s, answer, _h = http(server, "GET", "/api/status", token=bob)
+        assert answer["sockets_refused"] == 2
+        first.close()  # one closed frees its place
+        deadline = time.monotonic() + 10
+        while len(server._pages) > 2:
+            assert time.monotonic() < deadline, "the closed WebSocket's page was not taken out"
+            time.sleep(0.05)
+        stack.enter_context(open_ws(server, vera))
+
+
+@pytest.mark.req("GND-035", "GND-032")
+def test_a_page_that_stops_reading_is_closed_saying_why_and_no_longer_fed(source_and_server, monkeypatch):
+    """Found in audit: a page whose client stopped reading kept its full queue for good, and the link thread
+    went on copying every packet to it. Here the client reads again once the server gave up on it, and finds
+    the reason in the close frame (given time to take it: one that never reads is cut off, as at stop)."""
+    import ground.server
+    from websockets.exceptions import ConnectionClosed
+
+    monkeypatch.setattr(ground.server, "WS_CLOSE_S", 60.0)
+    source, start = source_and_server
+    server = start(queue_points=STALL_POINTS, page_stall_s=1.0)
+    token = login(server, "vera")
+    host, port = host_port(server)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    # The client's own queue holds one message, then it stops reading the socket: the server's writes back up.
+    with open_ws(server, token, sock=sock, max_queue=1, max_size=None) as slow:
+        publish_until(source, lambda: server.pages_closed_stalled == 1, what="the stalled page closed")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                slow.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
+    assert closed.value.rcvd.reason.startswith("not reading: dropping for "), closed.value.rcvd.reason
+    deadline = time.monotonic() + 10
+    while server._pages:
+        assert time.monotonic() < deadline, "the closed page is still fed"
+        time.sleep(0.05)
+    _s, answer, _h = http(server, "GET", "/api/status", token=token)
+    assert answer["pages_closed_stalled"] == 1 and answer["pages"] == 0

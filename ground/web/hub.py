@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class ClientQueue:
         self._dropped_points = 0
         self._dropped_control = 0
         self._armed = True  # the next put wakes the sender
+        self._overflow_since: float | None = None  # monotonic s of the first drop since the last take
         self.dropped_points_total = 0
         self.dropped_control_total = 0
 
@@ -115,6 +117,8 @@ class ClientQueue:
                 self._points -= old.points
                 self._dropped_points += old.points
                 self.dropped_points_total += old.points
+                if self._overflow_since is None:
+                    self._overflow_since = time.monotonic()
             assert self._points >= 0 and (self._points <= self.max_points or len(self._samples) == 1)
             wake, self._armed = self._armed, False
         if wake:
@@ -127,6 +131,8 @@ class ClientQueue:
                 self._control.popleft()
                 self._dropped_control += 1
                 self.dropped_control_total += 1
+                if self._overflow_since is None:
+                    self._overflow_since = time.monotonic()
             wake, self._armed = self._armed, False
         if wake:
             self._wake()
@@ -139,7 +145,14 @@ class ClientQueue:
             self._control.clear()
             self._points = self._dropped_points = self._dropped_control = 0
             self._armed = True
+            self._overflow_since = None
         return batch
+
+    def overflowing_s(self, now: float | None = None) -> float:
+        """How long this queue has been dropping without being taken (monotonic s; 0 when it is not): a
+        sender that takes it each batch keeps this near 0, one stuck on a client that stopped reading not."""
+        since = self._overflow_since
+        return 0.0 if since is None else max(0.0, (time.monotonic() if now is None else now) - since)
 
     @property
     def queued_points(self) -> int:
