@@ -381,6 +381,17 @@ class ServerClient(GroundClient):
             body["acks"] = [stage.value for stage in ack_stages(ack_flags)]
         return self.api.post("/api/commands", body)
 
+    def set_limits(self, channel: str, bounds: dict[str, float | None]) -> dict[str, Any]:
+        """Change a channel's limits on the server (its alarms, every page and operator; kept across
+        restarts); ``bounds``: warn_low, warn_high, crit_low, crit_high, None for none. The limits it applies."""
+        answer = self.api.post("/api/limits", {"spacecraft": self.spacecraft, "channel": channel, "limits": bounds})
+        return answer["limits"]
+
+    def server_limits(self) -> dict[str, dict[str, Any]]:
+        """Each channel's limits as the server applies them now (its overrides, the agent's parameters)."""
+        body = self.api.get("/api/dictionary", spacecraft=self.spacecraft)
+        return {ch["name"]: ch.get("limits") or {} for ch in body.get("channels", []) if isinstance(ch, dict)}
+
     def send(
         self,
         name: str,

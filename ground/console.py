@@ -11,6 +11,9 @@ cannot ask, the console does not send one (``sunlit-ground send ... --yes`` does
 Console words (lower case, so they never clash with a command):
 ``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
 ``limits CHANNEL [warn_high=V ...]``, ``status``, ``quit``.
+
+On the server (not ``--direct``) ``limits`` reads and changes the server's limits, which its alarms,
+the web console and every operator use; this console's copy follows them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from flight.cli import parse_assignments
-from flight.link.dictionary import ArgumentError, ValueType
+from flight.link.dictionary import ArgumentError, Limits, ValueType
 from ground.alarms import AlarmManager, LimitStore
 from ground.api import ServerError
 from ground.client import CommandTimeout, GroundClient
@@ -88,6 +91,16 @@ class Console:
         self.alarms = AlarmManager(client.dictionary, LimitStore(limits_path))
         self.alarms.attach(client)
         self.alarms.listeners.append(self._alarm_changed)
+        # On the server its limits are the ones that count (found in audit: `limits` changed this console's
+        # own copy alone, and said it was done): read at the start, followed as they change.
+        self.on_server = getattr(client, "server_link", None) is not None
+        if self.on_server:
+            client.server_link.listeners.append(self._server_message)
+            try:
+                self._follow_limits(client.server_limits())
+            except ServerError as exc:
+                self.say(f"the server's limits not read ({exc}): the dictionary's shown until one changes",
+                         "warning")
         self.completer = Completer(client.dictionary)
         self.confirm = confirm or self._ask
         self.on_command: list[Callable[[Any], None]] = []  # e.g. the archive's command history
@@ -284,15 +297,37 @@ class Console:
             shown = f"{value:.3f}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
             self.say(f"{name:>24} = {shown} {ch.unit} [{state}]", state)
 
+    def _follow_limits(self, limits: Any) -> None:
+        """Limits as the server applies them, ``{channel: {bound: value}}``, taken as this console's own."""
+        if not isinstance(limits, dict):
+            return
+        for channel, bounds in limits.items():
+            if channel in self.client.dictionary.channel_by_name and isinstance(bounds, dict):
+                try:
+                    self.alarms.limit_store.overrides[channel] = Limits(**{k: float(v) for k, v in bounds.items()})
+                except (TypeError, ValueError):
+                    continue  # a newer server's bound this console does not know: the dictionary's stand
+
+    def _server_message(self, item: dict[str, Any]) -> None:
+        """A push from the server (its reader thread): limits that changed, by an operator or a parameter."""
+        if item.get("kind") == "limits" and item.get("spacecraft") == getattr(self.client, "spacecraft", None):
+            self._follow_limits(item.get("limits"))
+
     def _limits(self, rest: list[str]) -> None:
         if not rest:
             self.say("limits CHANNEL [warn_low=V warn_high=V crit_low=V crit_high=V]")
             return
         channel = rest[0]
+        where = " (on the server)" if self.on_server else ""
         try:
             if len(rest) > 1:
                 bounds = {k: _bound(k, v) for k, v in parse_assignments(rest[1:]).items()}
-                limits = self.alarms.set_limits(channel, **bounds)
+                if self.on_server:  # the server's, for everyone: said done only once the server applied it
+                    self._follow_limits({channel: self.client.set_limits(channel, bounds)})
+                    where = " set on the server"
+                    limits = self.alarms.limits(channel)
+                else:
+                    limits = self.alarms.set_limits(channel, **bounds)
             else:
                 limits = self.alarms.limits(channel)
         except KeyError as exc:
@@ -301,7 +336,10 @@ class Console:
         except (TypeError, ValueError) as exc:
             self.say(f"limits {channel}: {exc}")
             return
-        self.say(f"{channel} limits: {limits.to_json() or 'none'}")
+        except ServerError as exc:
+            self.say(f"limits {channel}: not changed: {exc}", "critical")
+            return
+        self.say(f"{channel} limits{where}: {limits.to_json() or 'none'}")
 
     def _command(self, head: str, rest: list[str]) -> None:
         d = self.client.dictionary

@@ -61,7 +61,7 @@ from aiohttp import WSMsgType, web
 
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Severity
+from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Limits, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for, ack_stages
 from flight.link.packets import ACK_ACCEPTANCE, ACK_COMPLETION, SequenceCounters, Service, Subtype, pack_tm
 from flight.link.sdls import SealingLink
@@ -789,6 +789,7 @@ class GroundServer:
         self._runner: web.AppRunner | None = None
         self._sockets: dict[web.WebSocketResponse, _Socket] = {}  # each open WebSocket (the web thread's)
         self._socket_counts: dict[int, int] = {}  # id of a session -> its WebSockets open (or opening)
+        self._limits_lock = asyncio.Lock()  # one limits change at a time: each merges with the one before
         self._closing: set[asyncio.Task] = set()  # stalled pages being closed (a reference keeps each task)
         self.sockets_refused = 0  # WebSockets refused: too many for their session or the server
         self.pages_closed_stalled = 0  # WebSockets closed because their client stopped reading
@@ -1009,6 +1010,7 @@ class GroundServer:
             ("POST", "/api/queue/hold", self._api_hold, operator),
             ("POST", "/api/queue/release", self._api_release, operator),
             ("POST", "/api/alarms/ack", self._api_ack, operator),
+            ("POST", "/api/limits", self._api_limits, operator),
             ("GET", "/api/archive", self._api_archive, viewer),
             ("GET", "/api/plan", self._api_plan, viewer),
             ("GET", "/api/passes", self._api_passes, viewer),
@@ -1611,6 +1613,42 @@ class GroundServer:
             except Exception as exc:  # noqa: BLE001 - acknowledged all the same; the page says it was not filed
                 out["archive_error"] = f"{type(exc).__name__}: {exc}"
         return _json(out)
+
+    async def _api_limits(self, request: web.Request) -> web.Response:
+        """Change a channel's limits on the server: filed in the archive (kept across restarts), then applied
+        to the spacecraft's alarms and pushed to every page. Found in audit: the console changed its own copy
+        alone and said it was done; the server's alarms and every other operator kept the old limits."""
+        body = await _json_body(request)
+        link = self.link_for(body.get("spacecraft"))
+        channel, given = body.get("channel"), body.get("limits")
+        if not isinstance(channel, str) or channel not in self.dictionary.channel_by_name:
+            return _error(400, "channel: a channel of the dictionary" if not isinstance(channel, str)
+                          else f"channel: no channel {channel[:60]!r} in the dictionary", "BAD_ARGUMENTS")
+        names = tuple(Limits.__dataclass_fields__)
+        if not isinstance(given, dict) or not given:
+            return _error(400, f"limits: an object of {', '.join(names)}, each a number or null (none)",
+                          "BAD_ARGUMENTS")
+        bounds: dict[str, float | None] = {}
+        for key, value in given.items():
+            if key not in names:
+                return _error(400, f"limits.{str(key)[:40]}: not a limit; use {', '.join(names)}", "BAD_ARGUMENTS")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                return _error(400, f"limits.{key}: {str(value)[:40]!r} is not a number (null: none)", "BAD_ARGUMENTS")
+            bounds[key] = None if value is None else float(value)
+        who = request[SESSION_KEY].user
+        async with self._limits_lock:
+            with link.alarm_lock:
+                limits = Limits(**{**link.alarms.limits(channel).__dict__, **bounds})
+            if self.archive is not None:  # filed first: a change the archive refused is not made (500/507)
+                archive = self.archive
+                await asyncio.get_running_loop().run_in_executor(
+                    self._archive_pool, lambda: archive.set_limits(channel, limits, who=who, spacecraft=link.id))
+            with link.alarm_lock:
+                link.alarms.limit_store.overrides[channel] = limits
+        shown = json_safe(limits.to_json())
+        self.publish({"kind": "limits", "spacecraft": link.id, "limits": {channel: shown}, "by": who})
+        return _json({"spacecraft": link.id, "channel": channel, "limits": shown, "by": who})
 
     # --- the WebSocket -------------------------------------------------------------------
 

@@ -866,3 +866,65 @@ def test_a_program_that_stops_reading_the_servers_packets_loses_the_oldest_count
     link._wake = lambda: None
     link._take({"raw": [[0, 0, f"{i:02x}"] for i in range(5)], "dropped": {"points": 2}})
     assert link.dropped == 2 + 2 and [p for p, _ in link._packets] == [b"\x02", b"\x03", b"\x04"]
+
+
+@pytest.mark.req("GND-002")
+def test_limits_changed_at_the_console_are_the_servers_for_its_alarms_pages_and_every_operator(source_and_server):
+    """Found in audit: on the server, `limits CHANNEL warn_high=V` changed that console's own copy alone and
+    said it was done; the server's alarms, /api/dictionary, the web console and other operators kept the old."""
+    import io
+
+    from flight.link.messages import Codec
+    from ground.console import Console
+
+    source, server = source_and_server
+    LIMITS = {"warn_high": 40.0, "crit_high": 95.0}  # noqa: N806 - the crit_high the dictionary's parameter gives
+    alice, bob = client_for(server, "alice"), client_for(server, "bob")
+    vera = login(server, "vera")
+    try:
+        alice_out, bob_out = io.StringIO(), io.StringIO()
+        alice_console = Console(alice, out=alice_out, colour=False)
+        bob_console = Console(bob, out=bob_out, colour=False)
+        pushed: list[dict] = []
+        bob.server_link.listeners.append(lambda item: pushed.append(item) if item.get("kind") == "limits" else None)
+        alice_console.handle("limits temp_max_c warn_high=40")
+        # The server's: its dictionary, its archive (kept across a restart), the push to every page and console.
+        _s, body, _h = http(server, "GET", "/api/dictionary", token=vera)
+        assert next(c for c in body["channels"] if c["name"] == "temp_max_c")["limits"] == LIMITS
+        assert "temp_max_c limits set on the server: {'warn_high': 40.0, 'crit_high': 95.0}" in alice_out.getvalue()
+        assert server.archive.limit_overrides("sunlit-1")["temp_max_c"].warn_high == 40.0
+        wait_until(lambda: any(p.get("by") == "alice" and p["limits"] == {"temp_max_c": LIMITS}
+                               for p in pushed), what="the limits pushed")
+        bob_console.handle("limits temp_max_c")
+        assert "temp_max_c limits (on the server): {'warn_high': 40.0, 'crit_high': 95.0}" in bob_out.getvalue()
+        # The server's alarms judge by them: 45 C is a warning now (nominal under the dictionary's 85).
+        thermal = DICTIONARY.packet_by_name["THERMAL_HK"]
+        values = {name: None for name in thermal.channels}
+        values["temp_max_c"] = 45.0
+        source.publish(Codec(DICTIONARY).encode_hk(thermal.sid, values, 1.7e9))
+
+        def alarm() -> list:
+            _s, state, _h = http(server, "GET", "/api/state", token=vera)
+            return [a for a in state["alarms"] if a["channel"] == "temp_max_c"]
+
+        assert wait_until(alarm, what="the server's alarm")[0]["state"] == "warning"
+        # A viewer may not; bad input is refused naming the field, and nothing changes.
+        for body, status, said in (
+                ({"channel": "temp_max_c", "limits": {"warn_high": 1}}, 403, "this needs operator"),
+                ({"channel": "temp_max_c", "limits": {"warn_high": "abc"}}, 400, "limits.warn_high"),
+                ({"channel": "temp_max_c", "limits": {"warn_hi": 1}}, 400, "limits.warn_hi: not a limit"),
+                ({"channel": "no_such", "limits": {"warn_high": 1}}, 400, "channel: no channel 'no_such'"),
+                ({"channel": "temp_max_c", "limits": {}}, 400, "limits: an object of")):
+            token = vera if status == 403 else login(server, "bob")
+            got, answer, _h = http(server, "POST", "/api/limits", body, token=token)
+            assert got == status and said in answer["error"], (body, got, answer)
+        vera_console = Console(client_for(server, "vera"), out=(vera_out := io.StringIO()), colour=False)
+        try:
+            vera_console.handle("limits temp_max_c warn_high=99")
+            assert "limits temp_max_c: not changed: vera is a viewer" in vera_out.getvalue(), vera_out.getvalue()
+        finally:
+            vera_console.client.close()
+        assert server.archive.limit_overrides("sunlit-1")["temp_max_c"].warn_high == 40.0
+    finally:
+        alice.close()
+        bob.close()
