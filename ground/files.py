@@ -229,15 +229,18 @@ class GroundFiles:
         if not source.is_file():
             raise FileError(f"local file: {str(source)!r} is not a readable file")
         staged, tmp = self.upload_path(remote)
+        digest = hashlib.sha256()  # as it is copied: the entity need not read it whole again when it starts
         try:
             with open(source, "rb") as src, open(tmp, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
                     dst.write(chunk)
             install_file(tmp, self.area / staged)  # synced before its transfer is saved: a power cut keeps both
         except OSError as exc:
             _unlink(tmp)
             raise FileError(f"local file: {source}: {exc.strerror or exc}") from None
-        return self.queue_put(staged, remote, cfdp_class, priority, who, local=str(source))
+        return self.queue_put(staged, remote, cfdp_class, priority, who, local=str(source),
+                              sha256=digest.hexdigest())
 
     def upload_path(self, remote_name: str) -> tuple[str, Path]:
         """A new place in uplink/ for a file that will go as ``remote_name``: (its name in the
@@ -248,11 +251,13 @@ class GroundFiles:
         return staged, self.area / UPLINK_DIR / f".{staged.rsplit('/', 1)[-1]}.tmp"
 
     def queue_put(self, staged: str, remote_name: str, cfdp_class: int = 2, priority: int = 5, who: str = "",
-                  local: str = "") -> FileRecord:
-        """Queue a file already in uplink/ (:meth:`upload_path`) for the agent."""
+                  local: str = "", sha256: str | None = None) -> FileRecord:
+        """Queue a file already in uplink/ (:meth:`upload_path`) for the agent; ``sha256``, its digest taken
+        as it was written, spares the link thread reading it whole when its transfer starts."""
         remote = check_remote(remote_name, "up")
         try:
-            t = self.entity.put(staged, remote, int(cfdp_class), int(priority), {"who": who, "local": local})
+            t = self.entity.put(staged, remote, int(cfdp_class), int(priority), {"who": who, "local": local},
+                                sha256=sha256)
         except FileError:
             _unlink(self.area / staged)
             raise

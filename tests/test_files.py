@@ -207,6 +207,46 @@ def test_a_file_appended_to_as_it_goes_arrives_as_long_as_it_was_when_it_started
 
 
 @pytest.mark.req("FIL-003")
+def test_a_digest_taken_as_the_file_was_written_is_sent_while_the_file_is_still_that_one(tmp_path, monkeypatch):
+    """Found in audit: the sender read the whole file for its SHA-256 in the owner's loop as the transfer
+    started (seconds for a GiB, the ground's link thread stopped). A digest the owner took as it wrote the file
+    is sent instead, but only for that file: one replaced or appended to since is hashed again as it is held."""
+    import flight.files.entity as entity
+
+    hashed: list[Path] = []
+    real = entity._sha256_file
+    monkeypatch.setattr(entity, "_sha256_file", lambda path, size: hashed.append(path) or real(path, size))
+    pair = Pair(tmp_path)
+    data = os.urandom(120_000)
+    (tmp_path / "g/uplink/m.onnx").write_bytes(data)
+    t = pair.ground.put("uplink/m.onnx", "staging/m.onnx", sha256=sha(data))
+    pair.run(60)
+    assert pair.ground.find(t.id).state == "done" and (tmp_path / "b/staging/m.onnx").read_bytes() == data
+    assert pair.board.list()[0].sha256 == sha(data)  # the board checked the file against the digest given
+    sent_hashed = [p for p in hashed if "g" in p.relative_to(tmp_path).parts[:1]]
+    assert sent_hashed == [], "the sender read the file again for a digest it was given"
+    # Given, then the file replaced (a new inode) or appended to: the digest is not the file's, taken again.
+    for change in ("replace", "append"):
+        path = tmp_path / f"g/uplink/{change}.bin"
+        first = os.urandom(50_000)
+        path.write_bytes(first)
+        t = pair.ground.put(f"uplink/{change}.bin", f"staging/{change}.bin", sha256=sha(first))
+        if change == "replace":
+            (tmp_path / "g/uplink/.new").write_bytes(second := os.urandom(50_000))
+            os.replace(tmp_path / "g/uplink/.new", path)
+        else:
+            with open(path, "ab") as f:
+                f.write(second := b"more")
+            second = first + second
+        pair.run(60)
+        assert pair.ground.find(t.id).state == "done", pair.ground.find(t.id)
+        assert (tmp_path / f"b/staging/{change}.bin").read_bytes() == second
+        assert pair.ground.find(t.id).sha256 == sha(second)
+    with pytest.raises(FileError, match="sha256: 'abc' is not a SHA-256"):
+        pair.ground.put("uplink/m.onnx", "staging/m2.onnx", sha256="abc")
+
+
+@pytest.mark.req("FIL-003")
 def test_nothing_appears_under_its_name_before_the_file_is_whole(tmp_path):
     pair = Pair(tmp_path)
     data = os.urandom(100_000)

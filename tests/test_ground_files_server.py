@@ -156,6 +156,47 @@ def test_file_routes_follow_the_guard_and_refuse_hostile_names(ground, tmp_path)
     assert put(operator, "data/other.bin")[0] == 202
 
 
+@pytest.mark.req("GND-050")
+def test_an_upload_is_written_and_hashed_off_the_event_loop_and_its_digest_spares_the_link_thread(ground,
+                                                                                                  monkeypatch):
+    """Found in audit: an upload's writes and its fsync ran on the event loop (every request and WebSocket froze,
+    510 ms at once for a GiB), and the link thread read the whole file again for its SHA-256 as the transfer
+    started (seconds for a GiB, that spacecraft's telemetry not taken in meanwhile). The server hashes the body
+    as it comes, in the worker that writes it, and the entity sends that digest."""
+    import threading
+
+    import flight.files.entity as entity
+    import ground.server as ground_server
+
+    server, area = ground
+    installed_by: list[str] = []
+    real_install = ground_server.install_file
+    monkeypatch.setattr(ground_server, "install_file",
+                        lambda tmp, dest: installed_by.append(threading.current_thread().name) or real_install(tmp,
+                                                                                                              dest))
+    hashed_by: list[str] = []
+    real_hash = entity._sha256_file
+    monkeypatch.setattr(entity, "_sha256_file",
+                        lambda path, size: hashed_by.append(threading.current_thread().name) or real_hash(path, size))
+    monkeypatch.setattr(ground_server, "UPLOAD_BLOCK_BYTES", 64 << 10, raising=False)  # several blocks in turn
+    body = os.urandom(300_000)
+    token = login(server, "alice")
+    req = urllib.request.Request(f"{server.url}api/files/put?name=data/blocks.bin", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 202
+        rid = json.loads(resp.read())["id"]
+    assert installed_by and "sunlit-web" not in installed_by, installed_by
+
+    def transfer() -> dict:
+        return next(t for t in http(server, "GET", "/api/files", token=token)[1]["transfers"] if t["id"] == rid)
+
+    wait_for(lambda: transfer()["state"] == "done", timeout_s=60, what="the upload delivered")
+    assert transfer()["sha256"] == hashlib.sha256(body).hexdigest() == sha(area / "data/blocks.bin")
+    assert hashed_by == [], f"the file was read again for its digest in {hashed_by}"
+
+
 @pytest.mark.req("GND-050", "GND-051", "GND-056")
 def test_direct_put_and_get_on_the_bench(ipc_url, start_agent, tmp_path):
     agent = start_agent(ipc_url)

@@ -121,6 +121,9 @@ class Transfer:
     finished_s: float | None = None
     restarts: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # Going out with a digest its owner took as it wrote the file (put's sha256): the file it was taken of
+    # (inode, size, modification ns); the digest is sent only while the file is still that one.
+    hashed: list[int] | None = None
 
     @property
     def settled(self) -> bool:
@@ -339,10 +342,13 @@ class FileEntity:
     # --- requests -------------------------------------------------------------------------------
 
     def put(self, source: str, dest: str, cls: int = 2, priority: int = 5,
-            meta: dict[str, Any] | None = None, save: bool = True) -> Transfer:
+            meta: dict[str, Any] | None = None, save: bool = True, sha256: str | None = None) -> Transfer:
         """Queue ``root/source`` to go to the peer as ``dest``. FileError naming the field. ``save=False``
         leaves the state's save to the caller (:meth:`save`), who queues many at once and can find them
-        again after a reset (the automatic downlink)."""
+        again after a reset (the automatic downlink). ``sha256``: the file's digest where the caller took it
+        as it wrote the file (the ground's uploads), so that none is read whole in the owner's loop when the
+        transfer starts (found in audit: seconds for a GiB, the link stalled); sent only if the file is then
+        still the one it was taken of (inode, size, modification time), else the file is hashed as without."""
         try:
             path = resolve(self.root, source, self.read_tops, "source")
         except NameRefused as exc:
@@ -355,11 +361,16 @@ class FileEntity:
             raise FileError(f"priority: {priority!r} must be in 0..255 (0 first)")
         if not dest or len(dest) > 200:
             raise FileError(f"dest: {dest!r} must be 1..200 characters (the receiver checks the rest)")
+        if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
+                                       and all(c in "0123456789abcdef" for c in sha256)):
+            raise FileError(f"sha256: {str(sha256)[:80]!r} is not a SHA-256 in lower-case hex")
         if self.queue_full():
             raise FileError(f"the queue holds {self.config.max_queue} files already; cancel or wait")
+        st = path.stat()
         transfer = Transfer(id=f"out-{self._next_request}", direction="out", peer=self.peer_id, source=source,
-                            dest=dest, cls=cls, priority=priority, size=path.stat().st_size,
-                            created_s=self._utc_s(), meta=dict(meta or {}))
+                            dest=dest, cls=cls, priority=priority, size=st.st_size,
+                            created_s=self._utc_s(), meta=dict(meta or {}), sha256=sha256,
+                            hashed=None if sha256 is None else [st.st_ino, st.st_size, st.st_mtime_ns])
         self._next_request += 1
         self.transfers[transfer.id] = transfer
         heapq.heappush(self._queue, (priority, next(self._order), transfer.id))
@@ -620,7 +631,8 @@ class FileEntity:
                 continue
             try:  # the version sent, held as it is now: a file replaced while it goes is sent whole as it was
                 held = self._send_store.snapshot(transfer.source)
-                sha = _sha256_file(held, self._send_store.file_size(Path(transfer.source)))
+                size = self._send_store.file_size(Path(transfer.source))
+                sha = _known_sha256(transfer, held, size) or _sha256_file(held, size)
             except (OSError, NameRefused) as exc:
                 self._send_store.release()
                 self._settle(transfer, "failed", f"source {transfer.source!r}: {exc}")
@@ -896,6 +908,15 @@ _TAKES_EOF = ("IDLE", "RECEIVING_FILE_DATA", "RECV_FILE_DATA_WITH_CHECK_LIMIT_HA
 
 def _is_directive(pdu, directive: DirectiveType) -> bool:
     return pdu.pdu_type.name == "FILE_DIRECTIVE" and pdu.directive_type == directive
+
+
+def _known_sha256(transfer: Transfer, held: Path, size: int) -> str | None:
+    """The digest given with the put, if the file held to send is still the one it was taken of (a hard link
+    shares its inode and times; a file replaced or written since is not), and as long as it was then."""
+    if transfer.sha256 is None or transfer.hashed is None:
+        return None
+    st = held.stat()
+    return transfer.sha256 if [st.st_ino, size, st.st_mtime_ns] == list(transfer.hashed) else None
 
 
 def _sha256_file(path: Path, size: int) -> str:
