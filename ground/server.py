@@ -1361,20 +1361,20 @@ class GroundServer:
     async def _api_archive(self, request: web.Request) -> web.Response:
         link = self.link_for(request.query.get("spacecraft"))
         channels = [c for value in request.query.getall("channel", []) for c in value.split(",") if c]
-        try:
-            from_s = parse_time_s(request.query.get("from", ""))
-            to_s = parse_time_s(request.query.get("to", ""))
-            max_points = int(request.query.get("max_points", "2000"))
+        try:  # each error names its field (found in audit: "invalid literal for int()", a bad time unnamed)
+            from_s = parse_time_s(request.query.get("from", ""), "from")
+            to_s = parse_time_s(request.query.get("to", ""), "to")
+            max_points = _int_arg(request.query.get("max_points", "2000")[:40], "max_points")
             if not 2 <= max_points <= 100_000:
-                raise ValueError("max_points: 2..100000")
+                raise ValueError(f"max_points: {max_points} is not in 2..100000")
         except ValueError as exc:
-            return _error(400, str(exc))
+            return _error(400, str(exc), "BAD_ARGUMENTS")
         unknown = [c for c in channels if c not in self.dictionary.channel_by_name]
         if not channels or unknown:
-            return _error(400, f"unknown channel {', '.join(unknown)}" if unknown
-                          else "name at least one channel: ?channel=NAME&from=T&to=T")
+            return _error(400, f"channel: unknown channel {', '.join(c[:60] for c in unknown[:10])}" if unknown
+                          else "channel: name at least one: ?channel=NAME&from=T&to=T", "BAD_ARGUMENTS")
         if to_s <= from_s:
-            return _error(400, f"'to' ({to_s}) must be after 'from' ({from_s})")
+            return _error(400, f"to: {to_s} must be after from ({from_s})", "BAD_ARGUMENTS")
         if self.archive is None:
             return _error(501, "this server keeps no archive (started with --no-archive)", "NO_ARCHIVE")
         archive = self.archive

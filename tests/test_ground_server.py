@@ -928,3 +928,25 @@ def test_limits_changed_at_the_console_are_the_servers_for_its_alarms_pages_and_
     finally:
         alice.close()
         bob.close()
+
+
+@pytest.mark.req("GND-006")
+def test_a_bad_archive_query_is_refused_naming_its_field(source_and_server):
+    """Found in audit: `max_points=abc` answered "invalid literal for int() with base 10", and a time that was
+    not one was refused without saying whether it was `from` or `to`."""
+    _source, server = source_and_server
+    token = login(server, "vera")
+    for query, said in (("channel=uptime_s&from=0&to=10&max_points=abc", "max_points: 'abc' is not a whole number"),
+                        ("channel=uptime_s&from=0&to=10&max_points=1.5", "max_points: '1.5' is not a whole number"),
+                        ("channel=uptime_s&from=0&to=10&max_points=1", "max_points: 1 is not in 2..100000"),
+                        ("channel=uptime_s&from=yesterday&to=10", "from: 'yesterday' is neither Unix seconds"),
+                        ("channel=uptime_s&from=0&to=soon", "to: 'soon' is neither Unix seconds"),
+                        ("channel=uptime_s&from=0", "to: give a time"),
+                        ("channel=uptime_s&from=10&to=5", "to: 5.0 must be after from (10.0)"),
+                        ("channel=nope&from=0&to=10", "channel: unknown channel nope"),
+                        ("from=0&to=10", "channel: name at least one")):
+        status, answer, _h = http(server, "GET", "/api/archive?" + query, token=token)
+        assert status == 400 and answer["error"].startswith(said), (query, answer)
+        assert answer["code"] == "BAD_ARGUMENTS" and "invalid literal" not in answer["error"]
+    status, answer, _h = http(server, "GET", "/api/archive?channel=uptime_s&from=0&to=10&max_points=2", token=token)
+    assert status == 200 and answer["channels"]["uptime_s"]["times"] == []
