@@ -19,8 +19,8 @@
   (guessing costs time; counted per name alone, anyone who could reach the server kept any
   operator, the admin too, locked out with a guess every 30 s), and after
   ``MAX_NAME_FAILURES`` from all addresses together, from every address (a guesser with many
-  addresses is bounded too; once that lock ends its count starts again, so holding an operator
-  out costs that many guesses a lockout).
+  addresses is bounded too). Once a lock ends its count starts again, so holding an operator
+  out costs that many guesses a lockout.
   Behind a proxy every client has the proxy's address: then it is per name again. A password changed in the users file ends the sessions opened with the
   old one, as removing the user does.
 
@@ -284,8 +284,8 @@ class Sessions:
                     raise AuthError(f"too many failed logins for {name!r}; try again in {until - now:.0f} s", 429)
             for k, limit in ((everywhere, MAX_NAME_FAILURES), (key, MAX_FAILURES)):
                 count, until = self._failures.pop(k, (0, 0.0))
-                if k is everywhere and until:  # a name-wide lock that ended: its count starts again, so that
-                    count = 0  # holding an operator out costs MAX_NAME_FAILURES guesses a lockout, not one
+                if until:  # a lock that ended: its count starts again, so that holding an operator out costs that
+                    count = 0  # many guesses a lockout, not one (found in audit: one from the same address relocked)
                 count += 1
                 self._failures[k] = (count, now + LOCKOUT_S if count >= limit else 0.0)
             while len(self._failures) > MAX_TRACKED_NAMES:  # bounded: the oldest names go, never all

@@ -289,6 +289,31 @@ def test_repeated_failed_logins_lock_the_name(users):
 
 
 @pytest.mark.req("GND-021")
+def test_once_a_lockout_ends_the_name_takes_five_more_failures_to_lock_again(users):
+    """Found in audit: the count per address was kept when its lock ended, so one wrong password after the
+    30 s relocked the name for 30 s more (the documented rule is five in a row)."""
+    now = [0.0]
+    sessions = Sessions(users, clock=lambda: now[0])
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(AuthError):
+            sessions.login("vera", "guess", "10.0.0.7")
+    with pytest.raises(AuthError, match="too many failed logins"):
+        sessions.login("vera", "vera-pass", "10.0.0.7")
+    now[0] += 31
+    for _ in range(MAX_FAILURES - 1):  # a typo or four after the lock: refused as wrong, not locked
+        with pytest.raises(AuthError) as wrong:
+            sessions.login("vera", "guess", "10.0.0.7")
+        assert wrong.value.status == 401
+    assert sessions.login("vera", "vera-pass", "10.0.0.7")[1].user == "vera"
+    for _ in range(MAX_FAILURES):  # and five in a row lock it again
+        with pytest.raises(AuthError):
+            sessions.login("vera", "guess", "10.0.0.7")
+    with pytest.raises(AuthError, match="too many failed logins") as locked:
+        sessions.login("vera", "vera-pass", "10.0.0.7")
+    assert locked.value.status == 429
+
+
+@pytest.mark.req("GND-021")
 def test_a_guesser_locks_the_name_from_its_own_address_not_from_the_operators(users):
     """Counted per name alone, one guess every 30 s from anywhere kept an operator out for good."""
     now = [0.0]
