@@ -64,7 +64,11 @@ yet committed: with :class:`ArchiveRecorder` at most ``max_delay_s`` (0.5 s) of 
 file reopens without a repair step. A power cut or kernel crash may also lose the last commits
 since the WAL was last synced (at a checkpoint), because NORMAL does not fsync each commit (an
 fsync per commit would cap intake far below the link's rate); the file stays consistent as long
-as the disk honours fsync ordering. ``PRAGMA synchronous = FULL`` would close that window.
+as the disk honours fsync ordering. The recorder's batches are the exception: each commits with
+``synchronous = FULL`` (``batch(durable=True)``: one fsync per batch), because the ground server
+acknowledges to the agent's store, which then deletes them, only packets the archive has
+committed, and a power cut must not take back a commit the agent has already acted on (found in
+audit). What the agent still holds it plays back, so a packet lost before its commit comes again.
 
 The schema version is ``PRAGMA user_version`` (2). A newer file than this code knows is
 refused; a version-1 file (one row per sample) is refused with the command that converts it:
@@ -955,13 +959,37 @@ class Archive:
         self._sids_noted.clear()
         self._unsealed_hint.clear()
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
+    def batch(self, durable: bool = False) -> contextlib.AbstractContextManager[None]:
         """Group writes into one transaction: ``with archive.batch(): archive.record(...)``.
 
         Each :meth:`record` outside a batch is its own commit; inside, they commit together
         at the end, which is what makes bulk intake fast. Other threads wait for the batch.
+        ``durable``: the commit is synced to disk before this returns (``synchronous = FULL`` for
+        this transaction alone), so a power cut cannot take it back: what the ground acknowledges
+        to the agent's store, which then deletes it, depends on it (found in audit). Inside an
+        enclosing batch the enclosing one's commit decides.
         """
-        return self._write()
+        return self._durable_write() if durable else self._write()
+
+    @contextlib.contextmanager
+    def _durable_write(self) -> Iterator[None]:
+        with self._lock:
+            if self._db is None:
+                raise ArchiveError(f"archive {self.path} is closed")
+            if self._depth:
+                with self._write():
+                    yield
+                return
+            # WAL with FULL syncs the WAL at this commit (and so every commit before it); NORMAL,
+            # kept for the rest, syncs only at checkpoints. One fsync per recorder batch (at most
+            # about two a second) costs little; one per packet would not (see the module's docstring).
+            self._db.execute("PRAGMA synchronous = FULL")
+            try:
+                with self._write():
+                    yield
+            finally:
+                if self._db is not None:
+                    self._db.execute("PRAGMA synchronous = NORMAL")
 
     # --- spacecraft --------------------------------------------------------------------------
 
@@ -2272,12 +2300,17 @@ class ArchiveRecorder:
     (:meth:`Archive.seal`). :meth:`close` (or :meth:`flush`, or closing the archive, or the
     interpreter exiting) writes what is queued. A batch the database refuses (locked, disk
     full) stays queued and is retried every ``max_delay_s``; only beyond ``max_pending``
-    packets are the oldest dropped, and counted (``dropped``).
+    packets are the oldest dropped, and counted (``dropped``); :attr:`failing` says so meanwhile.
+
+    Each batch commits durably (``batch(durable=True)``). With ``collect_keys`` the keys
+    (:func:`~ground.completeness.packet_key`) of the packets committed, and of those dropped,
+    wait for :meth:`take_keys`: the ground server acknowledges to the agent's store only what
+    the archive holds (found in audit: it acknowledged packets held only in memory).
     """
 
     def __init__(self, archive: Archive, batch_packets: int = 500, max_delay_s: float = 0.5,
                  clock: Callable[[], float] = time.time, max_pending: int = 200_000,
-                 spacecraft: str = DEFAULT_SPACECRAFT):
+                 spacecraft: str = DEFAULT_SPACECRAFT, collect_keys: bool = False):
         if batch_packets < 1 or max_delay_s <= 0:
             raise ValueError("batch_packets must be at least 1 and max_delay_s above 0")
         self.archive = archive
@@ -2295,6 +2328,9 @@ class ArchiveRecorder:
         self.last_error = ""
         self._failing = False
         self._pending: list[tuple[Received, float]] = []
+        self.collect_keys = collect_keys
+        self._committed_keys: list[tuple[int, int, int]] = []  # for take_keys (collect_keys)
+        self._lost_keys: list[tuple[int, int, int]] = []
         self._oldest_mono = 0.0
         self._queue_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -2353,7 +2389,7 @@ class ArchiveRecorder:
                 return 0
             try:
                 dups = 0
-                with self.archive.batch():
+                with self.archive.batch(durable=True):
                     for item, received_s in batch:
                         dups += self.archive.record(item, received_s, self.spacecraft) is None
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error (locked, disk full) or a closed archive
@@ -2361,10 +2397,17 @@ class ArchiveRecorder:
                     self._pending[:0] = batch  # back to the front, in order, for the next try
                     excess = len(self._pending) - self.max_pending
                     if excess > 0:
+                        if self.collect_keys:
+                            self._lost_keys.extend(k for k in map(_item_key, (i for i, _ in self._pending[:excess]))
+                                                   if k is not None)
                         del self._pending[:excess]
                         self.dropped += excess
                 self._failed(f"cannot write {len(batch)} packets, keeping them queued", exc)
                 return 0
+            if self.collect_keys:  # committed, on disk: now the agent may delete them (found in audit)
+                keys = [k for k in (_item_key(item) for item, _ in batch) if k is not None]
+                with self._queue_lock:
+                    self._committed_keys.extend(keys)
             if self._failing:
                 print(f"archive: writing again after {self.errors} failed attempt(s)", file=sys.stderr)
                 self._failing = False
@@ -2384,6 +2427,18 @@ class ArchiveRecorder:
         self.errors += 1
         self.last_error = str(exc)
         self._failing = True
+
+    @property
+    def failing(self) -> bool:
+        """The last write the database refused, and packets wait for the next try."""
+        return self._failing
+
+    def take_keys(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """The keys of the packets committed, and of those dropped, since the last call (``collect_keys``)."""
+        with self._queue_lock:
+            committed, self._committed_keys = self._committed_keys, []
+            lost, self._lost_keys = self._lost_keys, []
+        return committed, lost
 
     def statistics(self) -> RecorderStatistics:
         with self._queue_lock:
@@ -2428,6 +2483,19 @@ class ArchiveRecorder:
             print(f"archive: {len(items)} packets lost: cannot write {path} either: {exc}", file=sys.stderr)
             return
         print(f"archive: {len(items)} packets the database refused are in {path}", file=sys.stderr)
+
+
+def _item_key(item: Received) -> tuple[int, int, int] | None:
+    """A received packet's key, as the client's tracker made it; None for one whose header does not read."""
+    packet = item.packet
+    if packet is None:
+        try:
+            packet = unpack(bytes(item.raw))
+        except (PacketError, ValueError, TypeError):
+            return None
+    if not isinstance(packet, Telemetry):
+        return None
+    return packet_key(packet.apid, packet.seq_count, packet.time_s)
 
 
 # --- schema 1 → 2 ---------------------------------------------------------------------------

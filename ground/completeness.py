@@ -13,7 +13,12 @@ every packet the ground takes in and answers:
 - :meth:`~CompletenessTracker.seen`: is this key already here (keep one copy of each);
 - :meth:`~CompletenessTracker.take_runs`: the acknowledgement of what arrived since the last
   one, as :class:`~flight.link.messages.AckRun` runs (one per unbroken stretch of an APID's
-  sequence, in time order);
+  sequence, in time order). A tracker made with ``hold_acks`` (the ground server's, with an
+  archive) acknowledges a key only once :meth:`~CompletenessTracker.committed` says the archive
+  holds it: the agent deletes what is acknowledged, so a packet held only in memory must not be
+  (found in audit: a crash lost packets acknowledged before the archive had committed them);
+  :meth:`~CompletenessTracker.lost` forgets keys the archive could not keep, so that their
+  playback is taken in again;
 - :meth:`~CompletenessTracker.gaps`: sequence counts missing between packets received, per
   APID in packet-time order, with the time span each gap lies in. A count that goes back
   (not a wrap) is a new boot, not 16 000 lost packets, and so is a boot the ground was told
@@ -33,6 +38,7 @@ are not counted. Passes beyond ``max_passes`` are forgotten too (the archive kee
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flight.link.messages import MAX_ACK_RUNS, AckRun
@@ -169,7 +175,8 @@ class CompletenessTracker:
     """What the ground has of each APID's sequence; see the module's docstring."""
 
     def __init__(self, pass_gap_s: float = PASS_GAP_S, horizon_s: float = HORIZON_S, max_keys: int = MAX_KEYS,
-                 max_passes: int = MAX_PASSES):
+                 max_passes: int = MAX_PASSES, hold_acks: bool = False):
+        """``hold_acks``: acknowledge a key only once :meth:`committed` (see the module's docstring)."""
         if not pass_gap_s > 0 or not horizon_s > 0 or max_keys < 1 or max_passes < 1:
             raise ValueError(f"pass_gap_s {pass_gap_s} and horizon_s {horizon_s} must be above 0, max_keys "
                              f"{max_keys} and max_passes {max_passes} at least 1")
@@ -181,6 +188,8 @@ class CompletenessTracker:
         self._order: dict[int, list[int]] = {}    # apid -> the same keys, sorted when _unsorted says not
         self._unsorted: set[int] = set()
         self._new: dict[int, set[int]] = {}       # apid -> keys to acknowledge
+        self.hold_acks = bool(hold_acks)
+        self._held: dict[int, set[int]] = {}      # apid -> keys taken in, not yet committed (hold_acks)
         self._boots: list[int] = []               # boot start times (packet time, ms), sorted
         self._boot_seen: dict[int, int] = {}      # boot start -> the latest packet time its housekeeping was seen
         self._passes: list[_Pass] = []
@@ -216,7 +225,7 @@ class CompletenessTracker:
         if key in keys:
             self.duplicates += 1
             current.count(apid, 2)
-            if played_back:
+            if played_back and key not in self._held.get(apid, ()):  # held: acknowledged once committed
                 self._new.setdefault(apid, set()).add(key)
             return False
         keys.add(key)
@@ -225,7 +234,7 @@ class CompletenessTracker:
         if order and key < order[-1]:
             self._unsorted.add(apid)
         order.append(key)
-        self._new.setdefault(apid, set()).add(key)
+        (self._held if self.hold_acks else self._new).setdefault(apid, set()).add(key)
         self._newest_ms = time_ms if self._newest_ms is None else max(self._newest_ms, time_ms)
         self.received += 1
         if played_back:
@@ -286,6 +295,37 @@ class CompletenessTracker:
         return self._passes[-1].index if self._passes else 0
 
     # --- acknowledgements ------------------------------------------------------------------
+
+    def committed(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        """The archive has committed these packets ((apid, seq_count, time_ms), as :func:`packet_key`):
+        they go into the next acknowledgement."""
+        for apid, seq, time_ms in keys:
+            key = _pack(time_ms, seq)
+            held = self._held.get(apid)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self._held[apid]
+            self._new.setdefault(apid, set()).add(key)
+
+    def lost(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        """The archive could not keep these packets (its recorder dropped them): never acknowledged,
+        and forgotten here, so that the agent's playback of them is new again (and archived)."""
+        gone: dict[int, set[int]] = {}
+        for apid, seq, time_ms in keys:
+            key = _pack(time_ms, seq)
+            held = self._held.get(apid)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self._held[apid]
+            known = self._keys.get(apid)
+            if known is not None and key in known:
+                known.discard(key)
+                gone.setdefault(apid, set()).add(key)
+        for apid, out in gone.items():
+            self._order[apid] = [k for k in self._order[apid] if k not in out]  # one pass, order kept
+            self._count -= len(out)
 
     def take_runs(self, max_runs: int = MAX_ACK_RUNS) -> list[AckRun]:
         """What arrived since the last acknowledgement, as runs: per APID (in order), its new
@@ -398,6 +438,9 @@ class CompletenessTracker:
         if sum(len(v) for v in self._new.values()) > self.max_keys:  # nobody takes the runs: bounded anyway
             self.acks_dropped += sum(len(v) for v in self._new.values())
             self._new.clear()
+        if sum(len(v) for v in self._held.values()) > self.max_keys:  # nothing commits: bounded anyway
+            self.acks_dropped += sum(len(v) for v in self._held.values())
+            self._held.clear()
         gone = 0
         for apid in list(self._order):
             order = self._sorted(apid)
@@ -422,8 +465,8 @@ class CompletenessTracker:
         return gone
 
     def stats(self) -> CompletenessStats:
-        return CompletenessStats(self._count, self.received, self.played_back,
-                                 self.duplicates, self.forgotten, sum(len(k) for k in self._new.values()),
+        return CompletenessStats(self._count, self.received, self.played_back, self.duplicates, self.forgotten,
+                                 sum(len(k) for k in self._new.values()) + sum(len(k) for k in self._held.values()),
                                  self.known_from_ms)
 
 

@@ -11,8 +11,9 @@ Threads:
   :class:`~ground.queue.CommandQueue` releases, following each command's PUS 1 reports and
   the queue's time windows;
 - the same thread keeps the ground's side of the agent's packet store (``ground.completeness``):
-  every ``STORE_ACK_PERIOD_S`` once the agent has been heard it acknowledges what arrived
-  (TC(15,130); with nothing new, an empty one says the ground listens and starts playback),
+  every ``STORE_ACK_PERIOD_S`` once the agent has been heard it acknowledges what arrived and,
+  with an archive, the archive has committed (TC(15,130); with nothing new, an empty one says the
+  ground listens and starts playback; none while the archive refuses to write),
   and every ``PASS_WRITE_PERIOD_S`` it files each pass's completeness in the archive. A
   command whose outcome is unknown (acknowledged, its completion not come in its window)
   stays in the queue, ``unknown``: its report, live or played back, settles it, and at the
@@ -199,6 +200,7 @@ class SpacecraftLink:
         self._params_time_s = -math.inf  # packet time of the parameter report taken last
         self._raw_seq = SequenceCounters()  # the server's own playback containers for programs (APID GROUND)
         self._next_ack_s = 0.0
+        self.store_acks_held = 0  # acknowledgements not sent because the archive refused to write
         self._next_pass_write_s = 0.0
         self._pass_index = 0
         self._pass_views: OrderedDict[int, dict[str, Any]] = OrderedDict()  # pass index -> its last report
@@ -263,8 +265,11 @@ class SpacecraftLink:
                     open_ground_link(link) if isinstance(link, str) else link, self.tc_keys, tm_auth=self.tm_auth,
                     sn_path=None if state is None else state / f"{self.id}.tc_sn",
                     tm_sn_path=None if state is None else state / f"{self.id}.tm_sn")
+            # With an archive, a packet is acknowledged to the agent's store (which then deletes it) only
+            # once the archive has committed it (found in audit: acknowledged from memory, lost in a crash).
             client = GroundClient(link, self.dictionary,
-                                  tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s))
+                                  tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s,
+                                                              hold_acks=self.server.archive is not None))
             files_config = self.server.config.files
             self.files = GroundFiles(client, self.server.files_dir / self.id, rate_bps=files_config.rate_bps,
                                      los_s=files_config.los_s, send_command=self._file_command,
@@ -279,7 +284,7 @@ class SpacecraftLink:
         if self.server.archive is not None:
             from ground.archive import ArchiveRecorder
 
-            self.recorder = ArchiveRecorder(self.server.archive, spacecraft=self.id)
+            self.recorder = ArchiveRecorder(self.server.archive, spacecraft=self.id, collect_keys=True)
         self.client = client
         ready.set()
         stop = self.server.stopping
@@ -367,11 +372,20 @@ class SpacecraftLink:
     # --- the agent's packet store: acknowledgements, passes ------------------------------
 
     def _completeness(self, client: GroundClient) -> None:
-        """Acknowledge what arrived, file the passes, and at a new pass ask about unknown outcomes."""
+        """Acknowledge what the archive holds, file the passes, and at a new pass ask about unknown
+        outcomes. While the archive refuses to write nothing is acknowledged, not even "listening"
+        (found in audit): its playback would only pile up in memory; the agent keeps it all."""
         now = time.monotonic()
+        if self.recorder is not None:
+            committed, lost = self.recorder.take_keys()
+            client.tracker.committed(committed)
+            client.tracker.lost(lost)
         if self.connected and now >= self._next_ack_s:
             self._next_ack_s = now + STORE_ACK_PERIOD_S
-            client.acknowledge_store()
+            if self.recorder is not None and self.recorder.failing:
+                self.store_acks_held += 1
+            else:
+                client.acknowledge_store()
         index = client.tracker.pass_index
         if index != self._pass_index:
             self._pass_index = index
@@ -670,6 +684,7 @@ class SpacecraftLink:
             # tracker's keys never acknowledged or let go (the agent plays those again; gaps before known_from_ms
             # are not counted)
             "store_acks_refused": client.store_acks_refused if client else 0,
+            "store_acks_held": self.store_acks_held,
             "acks_dropped": client.tracker.acks_dropped if client else 0,
             "keys_forgotten": client.tracker.forgotten if client else 0,
             "pass": self._pass_summary(),

@@ -551,6 +551,55 @@ def test_what_the_agent_sent_while_nobody_listened_is_archived_once_when_the_gro
         rig.close()
 
 
+@pytest.mark.req("GND-041")
+def test_only_what_the_archive_committed_durably_is_acknowledged_and_what_it_dropped_is_taken_again(tmp_path):
+    """Found in audit: the ground acknowledged packets held only in memory (the agent deletes what is
+    acknowledged). A held tracker acknowledges a key once the recorder says it is committed, in a
+    transaction synced to disk; a key the recorder had to drop is forgotten, so its playback is new."""
+    codec = Codec(DICTIONARY)
+    path = tmp_path / "ground.sqlite"
+    archive = Archive(path, busy_timeout_s=0.05)
+    recorder = ArchiveRecorder(archive, max_delay_s=3600.0, max_pending=3, collect_keys=True)
+    synchronous: list[int] = []
+    record = archive.record
+
+    def recording(*args, **kwargs):
+        synchronous.append(archive._db.execute("PRAGMA synchronous").fetchone()[0])
+        return record(*args, **kwargs)
+    archive.record = recording
+    tracker = CompletenessTracker(hold_acks=True)
+    raws = hk_packets(codec, 4)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file (in the field: a full disk)
+    for raw in raws:
+        assert tracker.add(*key_of(raw), received_s=0.0)
+        recorder(decoded(codec, raw))
+    assert recorder.flush() == 0 and recorder.failing
+    assert recorder.statistics().dropped == 1
+    committed, lost = recorder.take_keys()
+    assert committed == [] and lost == [key_of(raws[0])]
+    tracker.committed(committed)
+    tracker.lost(lost)
+    assert tracker.take_runs() == [], "nothing the archive does not hold is acknowledged"
+    assert not tracker.add(*key_of(raws[1]), received_s=1.0, played_back=True)  # a copy in playback: still held
+    assert tracker.take_runs() == []
+    assert tracker.add(*key_of(raws[0]), received_s=1.0, played_back=True), "a dropped packet is new again"
+    blocker.execute("COMMIT")
+    assert recorder.flush() == 3 and not recorder.failing
+    committed, lost = recorder.take_keys()
+    assert committed == [key_of(r) for r in raws[1:]] and lost == []
+    assert synchronous[-1] == 2, "the recorder's commit is synced (FULL), not left to the next checkpoint"
+    assert archive._db.execute("PRAGMA synchronous").fetchone()[0] == 1, "other writes stay NORMAL"
+    tracker.committed(committed)
+    ms = [key_of(r)[2] for r in raws]
+    assert tracker.take_runs() == [AckRun(AGENT, 1, 3, ms[1], ms[3])]
+    plain = ArchiveRecorder(archive, max_delay_s=3600.0)  # nobody takes its keys: it keeps none
+    plain(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(9), T0_S + 9)))
+    assert plain.flush() == 1 and plain.take_keys() == ([], [])
+    blocker.close()
+    archive.close()
+
+
 # --- the ground server (system tier: real sockets) ------------------------------------------------
 
 
@@ -666,6 +715,52 @@ def test_the_server_acknowledges_archives_playback_in_place_and_counts_the_pass(
     keys = [key_of(bytes.fromhex(line)) for line in _raw_lines(server)]
     assert len(keys) == len(set(keys)) and key_of(lost) in keys and key_of(source.raws[first]) in keys
     assert link.internal_errors == 0 and server.internal_errors == 0
+
+
+@pytest.mark.req("GND-041")
+def test_the_server_acknowledges_only_what_its_archive_holds_and_nothing_while_it_refuses(scripted, tmp_path,
+                                                                                           monkeypatch):
+    """Found in audit: with the archive's write lock held by another process, 40 packets were
+    acknowledged (the agent deleted them) and none was in the archive after a crash."""
+    import ground.server as server_module
+
+    monkeypatch.setattr(server_module, "STORE_ACK_PERIOD_S", 0.2)
+    source, server = scripted()
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.packets > 0, "the first housekeeping (a subscriber joins late)")
+    seq = unpack(source.raws[-1]).seq_count
+
+    def covered(keys: set[int]) -> set[int]:
+        source.take()
+        return {s for runs in source.acks for r in runs if r.apid == AGENT for s in keys
+                if r.first_seq <= s <= r.last_seq}
+    _until(lambda: covered({seq}), "the first packet acknowledged once archived")
+    with server.archive._lock:  # refuse at once rather than after the 10 s busy wait
+        server.archive._db.execute("PRAGMA busy_timeout = 200")
+    blocker = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the archive
+    try:
+        first = len(source.raws)
+        for _ in range(10):
+            source.hk()
+        _until(lambda: link.hk_time_s == T0_S + first + 9, "the packets taken in")
+        held = {unpack(r).seq_count for r in source.raws[first:]}
+        errors = link.recorder.statistics().errors
+        _until(lambda: link.recorder.statistics().errors >= errors + 3, "the archive refusing them, again")
+        assert not covered(held), "no acknowledgement covers a packet the archive does not hold"
+        acks = len(source.acks)
+        _until(lambda: link.store_acks_held >= 5, "acknowledgements held while the archive refuses")
+        source.take()
+        assert len(source.acks) == acks, "none at all while the archive refuses: playback would pile up in memory"
+        assert link.recorder.failing and link.status()["store_acks_held"] >= 5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    _until(lambda: covered(held) == held, "the packets acknowledged once the archive took them")
+    reader = sqlite3.connect(tmp_path / "g.sqlite")
+    archived = {s for (s,) in reader.execute("SELECT seq_count FROM packet_keys WHERE apid = ?", (AGENT,))}
+    reader.close()
+    assert held <= archived
 
 
 def _raw_lines(server) -> list[str]:
