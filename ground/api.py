@@ -438,6 +438,11 @@ class ServerClient(GroundClient):
             if entry["state"] == "timeout":
                 result.gave_up = True
                 raise CommandTimeout(f"{command.name}: {entry['outcome']} (server queue, entry {entry_id})", result)
+            if entry["state"] == "unresolved":  # final, and no outcome: never "done" (found in audit)
+                result.gave_up = True
+                raise CommandOutcomeUnknown(f"{command.name}: outcome unknown: the server stopped following it with "
+                                            f"no outcome (server queue entry {entry_id}, unresolved); the agent may "
+                                            "have run it: check before sending it again", result)
             if entry["final"] or entry["state"] in target:
                 return result
             left = deadline - time.monotonic()

@@ -2239,7 +2239,7 @@ class Archive:
         self.close()
 
 
-_FINAL_STATES = frozenset({"completed", "failed", "timeout", "rejected", "cancelled"})
+_FINAL_STATES = frozenset({"completed", "failed", "timeout", "rejected", "cancelled", "unresolved"})
 
 
 def _outcome(reports: Sequence[ArchivedReport], said: str | None, state: str | None = None) -> tuple[str, bool]:

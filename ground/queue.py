@@ -8,7 +8,8 @@ An entry's life::
        rejected                  cancelled               accepted ► started ► completed
                                                          (started: where its report was asked for)
                                                          (or failed at a stage, or timeout,
-                                                          or unknown ──late report──► completed/failed)
+                                                          or unknown ──late report──► completed/failed
+                                                                     ──no longer followed──► unresolved)
 
 - A command that needs a second operator (the two-person rule, per command in the server's
   configuration) waits in ``pending_approval`` until an operator other than its sender
@@ -25,7 +26,10 @@ An entry's life::
   agent again (the same cmd_id, answered without running it twice, or COMMAND_STATUS, which
   runs nothing; a read-only command, which the agent does not journal, is always sent again);
   :meth:`CommandQueue.settle_from_status` applies the agent's answer, a command it never
-  received ending in ``timeout``: it never ran.
+  received ending in ``timeout``: it never ran. One the link stops following (2 days without
+  its outcome, or the oldest beyond the link's bound) ends ``unresolved`` (:meth:`CommandQueue.let_go`):
+  final, its outcome unknown, it may have run (found in audit: it stayed ``unknown`` for ever,
+  never asked again and never trimmed).
 
 Every method takes ``now_s`` (the server's clock) and returns the entries it changed, so the
 server can push and archive exactly those. Thread-safe (one lock).
@@ -34,7 +38,9 @@ Bounded: final entries past ``keep`` are forgotten (the archive has them), and p
 entries still to go (waiting for approval, queued while the link is down or the queue held) a
 new command is refused (``refused_full``), naming how many wait: 20,000 commands submitted with
 no agent once all waited in memory, to go out stale at the next contact. Entries sent and not
-final are not refused for: each left the ground, one at a time, and ends by the agent's answer.
+final are not refused for: each left the ground, one at a time, and ends by the agent's answer,
+or ``unresolved`` when the link lets it go (the ground server follows at most ``keep``), and is
+then forgotten like any final entry.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class State(str, enum.Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     UNKNOWN = "unknown"  # acknowledged by the agent, outcome not come in time: it may have run; not final
+    UNRESOLVED = "unresolved"  # final: no longer followed and its outcome never came; it may have run
     REJECTED = "rejected"
     CANCELLED = "cancelled"
 
@@ -66,7 +73,7 @@ class State(str, enum.Enum):
         return self in _FINAL
 
 
-_FINAL = {State.COMPLETED, State.FAILED, State.TIMEOUT, State.REJECTED, State.CANCELLED}
+_FINAL = {State.COMPLETED, State.FAILED, State.TIMEOUT, State.REJECTED, State.CANCELLED, State.UNRESOLVED}
 _ORDER = {State.SENT: 1, State.ACCEPTED: 2, State.STARTED: 3, State.UNKNOWN: 3, State.COMPLETED: 4}
 
 
@@ -359,6 +366,21 @@ class CommandQueue:
             self._window(entry, "", None)
             return entry
 
+    def let_go(self, entry_id: int, now_s: float, reason: str) -> Entry | None:
+        """The link stopped following a sent entry that is not final: it ends ``unresolved`` (its
+        outcome never came; it may have run), and can be forgotten like any final entry. None if
+        it changed nothing (final already, never sent, or forgotten)."""
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is None or entry.state.final or entry.cmd_id is None:
+                return None
+            was, entry.state = entry.state.value, State.UNRESOLVED
+            entry.stage("unresolved", now_s, code="UNRESOLVED", reason=f"{was}, and no longer followed: {reason}; "
+                        "its outcome is unknown and it may have run: check before sending it again")
+            self._window(entry, "", None)
+            self._trim()
+            return entry
+
     def tick(self, now_s: float) -> list[Entry]:
         """End every entry whose window has passed (an acknowledged command waiting for its
         completion becomes ``unknown`` instead); return them."""
@@ -432,7 +454,8 @@ class CommandQueue:
         entry.waiting_for, entry.deadline_s = waiting_for, deadline_s
 
     def _trim(self) -> None:
-        """Forget the oldest *final* entries beyond ``keep`` (the archive has them all)."""
+        """Forget the oldest *final* entries beyond ``keep`` (the archive has them all); those still
+        to go are refused beyond ``keep`` and those sent end by the agent's word or :meth:`let_go`."""
         while len(self._entries) > self.keep:
             oldest = next((k for k, e in self._entries.items() if e.state.final), None)
             if oldest is None:

@@ -18,7 +18,8 @@ Threads:
   command whose outcome is unknown (acknowledged, its completion not come in its window)
   stays in the queue, ``unknown``: its report, live or played back, settles it, and at the
   next contact (a new pass) the ground asks the agent again with the same cmd_id, which the
-  agent answers from its command journal without running it twice;
+  agent answers from its command journal without running it twice; one no longer followed
+  (``FOLLOW_UNKNOWN_S``, ``MAX_FOLLOWED``) ends ``unresolved``, final;
 - the same thread runs the spacecraft's file transfer (:class:`~ground.files.GroundFiles`, a
   CFDP entity on the link: PDUs in from the telemetry, out under ``[files] rate_bps``; requests
   from the web thread handed over to it), every transfer filed in the archive;
@@ -94,7 +95,9 @@ STATUS_PERIOD_S = 1.0
 STALE_PERIODS = 3.0  # a value is stale once no packet carried it for this many housekeeping periods
 KEEP_EVENTS = 500
 FOLLOW_AFTER_SEND_S = 3600.0  # the longest a command's reports are waited for (long jobs complete late)
-MAX_FOLLOWED = 1000
+# Commands followed for their outcome at most: the queue's bound (500), so that entries sent and not
+# final stay within it too; the oldest beyond ends 'unresolved' (found in audit: the queue grew past it).
+MAX_FOLLOWED = 500
 RECENT_PACKETS = 4096  # a reply and its stream copy arrive well within this many packets of each other
 # The agent plans again at least every plan step (120 s) and reports at most every 60 s, so a plan
 # this much older than the newest housekeeping means it stopped planning or its reports are lost.
@@ -502,7 +505,8 @@ class SpacecraftLink:
     def _follow_reports(self, client: GroundClient) -> None:
         """Hand each new PUS 1 report to the queue. A command is followed until its last report
         (a completion or a failure), even after its entry timed out: a late report is news; one
-        whose outcome is unknown, for ``FOLLOW_UNKNOWN_S`` (its report may come played back)."""
+        whose outcome is unknown, for ``FOLLOW_UNKNOWN_S`` (its report may come played back); then,
+        or beyond ``MAX_FOLLOWED``, it is let go and its entry, if not final, ends ``unresolved``."""
         now = time.time()
         for cmd_id, (entry_id, result, shown) in list(self._inflight.items()):
             for rep in result.reports[shown:]:
@@ -515,13 +519,21 @@ class SpacecraftLink:
                 unknown = self.queue.get(entry_id).state is State.UNKNOWN
             except QueueError:
                 unknown = False
-            if result.final or now - result.sent_at_s > (FOLLOW_UNKNOWN_S if unknown else FOLLOW_AFTER_SEND_S):
-                client.forget(cmd_id)
-                del self._inflight[cmd_id]
+            limit_s = FOLLOW_UNKNOWN_S if unknown else FOLLOW_AFTER_SEND_S
+            if result.final or now - result.sent_at_s > limit_s:
+                self._let_go(client, cmd_id, now, f"no outcome in {limit_s:g} s")
         while len(self._inflight) > MAX_FOLLOWED:  # a bound, whatever the agent does not answer
-            oldest = next(iter(self._inflight))
-            client.forget(oldest)
-            del self._inflight[oldest]
+            self._let_go(client, next(iter(self._inflight)), now,
+                         f"the oldest of more than {MAX_FOLLOWED} commands awaiting their outcome")
+
+    def _let_go(self, client: GroundClient, cmd_id: int, now: float, reason: str) -> None:
+        """Stop following a command; an entry that is not final then ends ``unresolved`` (found in
+        audit: it stayed ``unknown`` for ever, in memory and the archive, never asked again or trimmed)."""
+        entry_id, _result, _shown = self._inflight.pop(cmd_id)
+        client.forget(cmd_id)
+        changed = self.queue.let_go(entry_id, now, reason)
+        if changed is not None:
+            self.server.command_changed(changed)
 
     # --- telemetry ------------------------------------------------------------------------
 

@@ -875,6 +875,42 @@ def test_with_no_report_at_all_the_server_asks_by_status_but_resends_a_read_only
     assert "never arrived" in changes.stages[-1]["reason"]
 
 
+@pytest.mark.req("GND-023", "GND-042")
+def test_a_command_the_server_stops_following_ends_unresolved_in_memory_and_the_archive(scripted, monkeypatch):
+    """Found in audit: past FOLLOW_UNKNOWN_S (or MAX_FOLLOWED) a command whose outcome never came was
+    forgotten by the link and stayed 'unknown' for ever, in the queue (never trimmed: 700 held past its
+    bound of 500) and the archive. Let go, it ends 'unresolved': final, its outcome unknown."""
+    import ground.server as server_module
+
+    monkeypatch.setattr(server_module, "FOLLOW_UNKNOWN_S", 1.0)
+    monkeypatch.setattr(server_module, "MAX_FOLLOWED", 3)
+    source, server = scripted(Timeouts(accepted_s=10.0, completed_s=0.3))
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.client is not None and link.client.agent_dict_hash is not None,
+           "the agent's dictionary (housekeeping)")
+    entries = [server.submit(None, "NOOP", {}, "alice") for _ in range(4)]
+    link.queue.keep = 3
+
+    def acknowledged() -> bool:  # each acknowledged (PUS 1,1), never completed
+        source.take()
+        for c in source.commands:
+            tc = unpack(c.packet)
+            opcode, cmd_id = Codec.peek_cmd_id(tc)
+            source.link.publish(source.codec.encode_verification(
+                Verification(Stage.ACCEPTED, True, tc.request_id, cmd_id, opcode), T0_S + 50))
+        source.commands.clear()
+        return all(e.state.final for e in entries)
+    _until(acknowledged, "every command let go")
+    assert [e.state for e in entries] == [State.UNRESOLVED] * 4
+    assert "the oldest of more than 3" in entries[0].stages[-1]["reason"]
+    assert all("no outcome in 1 s" in e.stages[-1]["reason"] for e in entries[1:])
+    assert all("unknown" in [s["stage"] for s in e.stages] for e in entries[1:]), "unknown first, then let go"
+    assert link._inflight == {} and link.queue.entries() == entries[1:], "final past the bound: forgotten"
+    _until(lambda: len([c for c in server.archive.commands() if c.state == "unresolved"]) == 4, "the archive's rows")
+    rows = server.archive.commands()
+    assert all(c.final and c.state == "unresolved" for c in rows)
+
+
 @pytest.mark.req("GND-041")
 def test_an_old_played_back_packet_is_still_acknowledged_after_the_tracker_forgets_it():
     """A store that holds more than the tracker's horizon: the old packet is acknowledged all the

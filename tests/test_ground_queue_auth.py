@@ -176,6 +176,32 @@ def test_the_queue_forgets_only_final_entries_beyond_its_bound_and_refuses_past_
     assert q.submit("PING", {}, "a", False, 1e6).state is State.QUEUED
 
 
+@pytest.mark.req("GND-023", "GND-042")
+def test_a_sent_command_let_go_ends_unresolved_and_is_then_forgotten_past_the_bound():
+    """Found in audit: an unknown command the link stopped following stayed unknown for ever and was
+    never trimmed (700 of them held past a bound of 500). Let go, it ends final, saying its outcome is
+    unknown, and goes like any final entry."""
+    q = CommandQueue("sc", T, keep=3, unknown_after="sent")
+    sent = []
+    for i in range(5):
+        e = q.submit("PING", {}, "a", False, 0.0)
+        q.next_to_send(0.0)
+        q.sent(e.id, 200 + i, 1, 0.0)
+        sent.append(e)
+    q.tick(1e6)
+    assert [e.state for e in q.entries()] == [State.UNKNOWN] * 5, "followed: kept, whatever the bound"
+    waiting = q.submit("PING", {}, "a", False, 1e6)  # never sent: nothing to let go
+    assert q.let_go(waiting.id, 1e6, "test") is None and waiting.state is State.QUEUED
+    for e in sent:
+        assert q.let_go(e.id, 1e6 + 1, "no outcome in 172800 s") is e
+        assert e.state is State.UNRESOLVED and e.state.final and q.snapshot(e)["final"]
+        assert e.stages[-1]["stage"] == "unresolved" and "may have run" in e.stages[-1]["reason"]
+        assert "no outcome in 172800 s" in e.stages[-1]["reason"] and e.outcome == "unresolved"
+    assert q.let_go(sent[-1].id, 1e6 + 2, "again") is None, "final already"
+    assert q.entries() == [sent[-2], sent[-1], waiting] and q.in_flight() == []
+    assert q.report(200, "completed", True, "", "", {}, 1e6 + 3) is None, "forgotten"
+
+
 # --- users and sessions -------------------------------------------------------------------
 
 

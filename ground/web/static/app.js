@@ -27,7 +27,8 @@ const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
 const PLAN_STALE_S = 300;      // until the server says (snapshot's plan_stale_after_s): ground/server.py PLAN_STALE_S
 const PLAN_NOW_STEP_S = 5;     // the plan's time axis follows the newest telemetry in steps this long
 const SVG_NS = "http://www.w3.org/2000/svg";
-const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled"]);  // "unknown" is not: it settles later
+// "unknown" is not final: it settles later; "unresolved" is: no longer followed, its outcome never came
+const FINAL = new Set(["completed", "failed", "timeout", "rejected", "cancelled", "unresolved"]);
 
 const S = {
   me: {user: "", role: "viewer", csrf: ""},
