@@ -77,7 +77,8 @@ within schema 2: they only add to it (a ground server that does not know them st
 writes the file, and ignores them), so a file without them gets them when it is opened, with
 the keys of the packets of its last ``key_horizon_days`` (:meth:`Archive._add_key_tables`),
 instead of a new version number and a conversion. ``file_transfers`` came the same way
-(:data:`_FILE_TABLES`): created with a new file, or when a file without it is opened.
+(:data:`_FILE_TABLES`): created with a new file, or when a file without it is opened; so did the
+events' indexes by spacecraft and severity (:data:`_EVENT_INDEXES`, found in audit).
 """
 
 from __future__ import annotations
@@ -273,6 +274,16 @@ _KEY_TABLES = (
         PRIMARY KEY (sc, start_s, apid)) WITHOUT ROWID""",
 )
 
+
+# Added within schema 2 like the key tables: the indexes the event queries use (Archive.events: per
+# spacecraft and severity level, newest first), created with a new file or when a file without them is
+# opened. Found in audit: with events(time_s) alone, a query by spacecraft or severity read the whole
+# table under the archive's lock.
+_EVENT_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_by_sc_severity ON events(sc, severity, time_s)",
+    "CREATE INDEX IF NOT EXISTS events_by_severity ON events(severity, time_s)",
+)
+_EVENT_INDEX_NAMES = ("events_by_sc_severity", "events_by_severity")
 
 # Added within schema 2 like the key tables: file transfers (ground.files), one row per request.
 _FILE_TABLES = (
@@ -852,7 +863,7 @@ class Archive:
                 if version == 0:
                     if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                         raise ArchiveError(f"{self.path} is an SQLite file but not a Sunlit archive; give another --db")
-                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES):
+                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES, *_EVENT_INDEXES):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     version = SCHEMA_VERSION
@@ -877,6 +888,16 @@ class Archive:
                 if "readonly" not in str(exc):
                     raise
                 self._key_tables = False
+        if self._db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                            f"({','.join('?' * len(_EVENT_INDEX_NAMES))})", _EVENT_INDEX_NAMES
+                            ).fetchone()[0] < len(_EVENT_INDEX_NAMES):
+            try:  # a file from before them: made once (seconds for millions of events), then found
+                with self._write():
+                    for statement in _EVENT_INDEXES:
+                        self._db.execute(statement)
+            except sqlite3.OperationalError as exc:  # read-only: its queries read more, and work
+                if "readonly" not in str(exc):
+                    raise
         if not self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'file_transfers'").fetchone()[0]:
             try:
                 with self._write():
@@ -1760,22 +1781,39 @@ class Archive:
         """Events in packet-time order at or above ``min_severity`` (a Severity, its value or its
         name), of one spacecraft or (None) all; ``limit``: only the newest that many (still
         oldest first)."""
+        with self._lock:
+            sql, params = self._events_sql(from_s, to_s, min_severity, spacecraft, limit)
+            rows = self._db.execute(sql, params).fetchall()
+            names = {sc: self._sc_name(sc) for sc in {row[6] for row in rows}}
+        if limit is not None:
+            rows.reverse()
+        return [ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid, names[sc])
+                for t, name, sev, text, args, eid, sc, _id in rows]
+
+    def _events_sql(self, from_s: float | None, to_s: float | None, min_severity: Severity | int | str,
+                    spacecraft: str | None, limit: int | None) -> tuple[str, list[Any]]:
+        """The query :meth:`events` runs: one index range per severity level at or above the floor
+        (and per spacecraft), each in time order and cut at ``limit``, merged. So a rare severity, or a
+        spacecraft with few events, reads only its own rows, and a full listing its newest ``limit``
+        of each (found in audit: a filter read the whole table, 200 ms at a million events)."""
         lo, hi = _bounds(from_s, to_s)
         floor = _severity(min_severity)
-        sql = ("SELECT events.time_s, events.name, severity, text, args, event_id, spacecraft.name FROM events "
-               "JOIN spacecraft ON spacecraft.id = events.sc WHERE time_s BETWEEN ? AND ? AND severity >= ?")
-        params: list[Any] = [lo, hi, int(floor)]
-        with self._lock:
-            if spacecraft is not None:
-                sql += " AND sc = ?"
-                params.append(self._sc_lookup(spacecraft))
-            if limit is not None:
-                rows = self._db.execute(sql + " ORDER BY time_s DESC, events.id DESC LIMIT ?",
-                                        (*params, max(0, int(limit)))).fetchall()[::-1]
-            else:
-                rows = self._db.execute(sql + " ORDER BY time_s, events.id", params).fetchall()
-        return [ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid, sc_name)
-                for t, name, sev, text, args, eid, sc_name in rows]
+        cols = "time_s, name, severity, text, args, event_id, sc, id"
+        levels = [int(s) for s in Severity if s >= floor]
+        # events_by_sc_severity, events_by_severity (_EVENT_INDEXES): equality, equality, range
+        sc = None if spacecraft is None else self._sc_lookup(spacecraft)
+        where = "severity = ?" if sc is None else "sc = ? AND severity = ?"
+        order = " ORDER BY time_s DESC, id DESC" if limit is not None else " ORDER BY time_s, id"
+        cut = " LIMIT ?" if limit is not None else ""
+        parts, params = [], []
+        for level in levels:
+            parts.append(f"SELECT * FROM (SELECT {cols} FROM events WHERE {where} "  # noqa: S608 - fixed text
+                         f"AND time_s BETWEEN ? AND ?{order}{cut})")
+            params += [*(() if sc is None else (sc,)), level, lo, hi, *(() if limit is None else (max(0, int(limit)),))]
+        sql = " UNION ALL ".join(parts) + order + cut
+        if limit is not None:
+            params.append(max(0, int(limit)))
+        return sql, params
 
     def commands(self, from_s: float | None = None, to_s: float | None = None, name: str | None = None,
                  spacecraft: str | None = None, limit: int | None = None) -> list[ArchivedCommand]:
@@ -2095,7 +2133,10 @@ class Archive:
                                        "WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff)).fetchone()
             self._db.execute("DELETE FROM hk_chunks WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff))
             add(kind, n, size)
-        if math.isfinite(rule.max_mb):
+        if math.isfinite(rule.max_mb) and self._db.execute(  # listed only when over its size (found in audit)
+                "SELECT (SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ?1 AND sid = ?2) + "
+                "(SELECT coalesce(sum(bytes), 0) FROM hk_chunks WHERE sc = ?1 AND sid = ?2)",
+                (sc, sid)).fetchone()[0] > rule.max_mb * 1e6:
             unsealed = self._db.execute("SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? AND sid = ?",
                                         (sc, sid)).fetchone()[0]
             chunks = self._db.execute("SELECT id, bytes, n FROM hk_chunks WHERE sc = ? AND sid = ? "
@@ -2155,7 +2196,11 @@ class Archive:
                         self._db.execute("DELETE FROM file_transfers WHERE sc = ? AND requested_s < ?", (sc, cutoff))
                     self._db.execute("DELETE FROM verifications WHERE sc = ? AND cmd_id = 0 "
                                      "AND coalesce(received_s, time_s) < ?", (sc, cutoff))
-            if math.isfinite(rule.max_mb):
+            # The ordered walk, newest first, only when the kind is over its size: found in audit, it read and
+            # sorted every row each retention period (2 s under the write lock at a million) to delete nothing.
+            if math.isfinite(rule.max_mb) and self._db.execute(
+                    f"SELECT coalesce(sum({size}), 0) FROM {table} t WHERE sc = ?{extra}",  # noqa: S608
+                    (sc,)).fetchone()[0] - gone_bytes > rule.max_mb * 1e6:
                 skip = set(gone)
                 rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ?{extra} "  # noqa: S608
                                         f"ORDER BY {when} DESC, id DESC", (sc,)).fetchall()
