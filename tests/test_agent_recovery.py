@@ -50,6 +50,7 @@ def test_only_causes_that_clear_by_themselves_are_recovered(reason, ok):
     ({"temp_max_c": 91.0}, Mode.IDLE, "hard limit"),  # under 95 but not under 95 - 5
     ({"temp_max_c": None}, Mode.IDLE, "no temperature"),
     ({"contact_lost": True}, Mode.IDLE, "contact"),
+    ({"thermal_latched": True}, Mode.IDLE, "has not cleared"),  # no temperature has read 90 since 95 tripped
     ({"temp_max_c": 86.0}, Mode.COMPUTE, "soft limit"),
     ({"compute_admission": Admission.NONE}, Mode.COMPUTE, "admits no compute"),
     ({"compute_admission": None}, Mode.COMPUTE, "no power plan"),
@@ -224,5 +225,66 @@ def test_repeated_faults_are_not_recovered_from(tmp_path):
         rig.hal.read_error = None
         rig.advance(60.0, step_s=5.0)
         assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-004", "AGT-015")
+def test_the_time_since_contact_is_kept_across_resets_so_they_do_not_restart_it(tmp_path, monkeypatch):
+    """Found in audit: contact was counted from each start, so resets every 100 s with a 120 s timeout went on
+    in COMPUTE for good, recovered after each reset, never losing contact."""
+    import tests.inproc as inproc
+
+    params = {"contact_timeout_s": 120.0, "recovery_clear_s": 10.0}
+    rig = InProcessAgent(tmp_path / "state", parameters=params)
+    compute(rig)
+    rig.advance(100.0, step_s=5.0)
+    said = []
+    for _ in range(2):
+        monkeypatch.setattr(inproc, "T0_S", rig.clock.now_s())  # UTC goes on across the reset
+        unclean_stop(rig)
+        rig = InProcessAgent(tmp_path / "state", parameters=params)
+        rig.advance(100.0, step_s=5.0)
+        said.append((len(rig.events("MODE_RECOVERED")), len(rig.events("CONTACT_LOST"))))
+    try:
+        # The second run recovered (100 s since contact, then 110: under 120) and lost contact at 120 s; the third
+        # starts 200 s after it, lost: it waits in SAFE for the ground.
+        assert said == [(1, 1), (0, 0)] and rig.agent.mode is Mode.SAFE
+        assert rig.agent.link_service.contact_age_s() >= 290.0 and rig.agent.controller.state.contact_lost
+    finally:
+        rig.close()
+    # A clock that went back since says nothing of the time between: counted from the start, as with none kept.
+    monkeypatch.setattr(inproc, "T0_S", inproc.T0_S - 86400.0)
+    rig = InProcessAgent(tmp_path / "state", parameters=params)
+    try:
+        rig.advance(5.0)
+        assert rig.agent.link_service.contact_age_s() <= 10.0
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-003")
+def test_compute_is_refused_until_the_hard_limit_clears_whatever_the_sensors_said_meanwhile(tmp_path):
+    """Found in audit: hot, SAFE, then every zone missing: IDLE and COMPUTE were taken, and with the zones back at
+    99 °C the board computed above its hard limit (only the latch's first crossing went SAFE)."""
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        compute(rig)
+        rig.hal.temps_c = {"tj-thermal": 96.0, "cpu-thermal": 90.0}
+        rig.advance(2.0)
+        assert rig.agent.mode is Mode.SAFE
+        rig.hal.temps_c, rig.hal.missing = {}, ["tj-thermal: read empty", "cpu-thermal: read empty"]
+        rig.advance(2.0)
+        assert rig.send("SET_MODE", mode="IDLE").completed  # the lowest mode, no compute: allowed
+        refused = rig.send("SET_MODE", mode="COMPUTE")
+        assert refused.failed and "hard thermal limit has not cleared" in refused.failure.reason
+        rig.hal.temps_c, rig.hal.missing = {"tj-thermal": 99.0, "cpu-thermal": 95.0}, []
+        rig.advance(2.0)
+        assert rig.agent.mode is Mode.SAFE and len(rig.events("THERMAL_HARD_LIMIT")) == 2
+        rig.hal.temps_c = {"tj-thermal": 80.0, "cpu-thermal": 75.0}  # below the limit less its hysteresis: cleared
+        rig.advance(2.0)
+        assert len(rig.events("THERMAL_HARD_CLEAR")) == 1
+        compute(rig)
+        assert rig.agent.mode is Mode.COMPUTE
     finally:
         rig.close()

@@ -72,6 +72,36 @@ def test_each_thermal_step_takes_one_level_off_the_energy_plan():
     assert later.power_mode == "15W" and later.state.governor.steps_down == 2
 
 
+@pytest.mark.req("AGT-003")
+def test_at_the_hard_limit_a_mode_out_of_safe_goes_safe_again_though_the_limit_is_latched():
+    """Found in audit: only the latch's first crossing went SAFE; IDLE commanded at 92 °C, then 96 °C, stayed."""
+    out = control_step(inputs(reading=HalReading({"tj-thermal": 96.0}, {}, None, None, None)), ControlState())
+    cooling = control_step(inputs(mode=Mode.IDLE, mono_s=1001.0,
+                                  reading=HalReading({"tj-thermal": 92.0}, {}, None, None, None)), out.state)
+    assert cooling.state.governor.hard and cooling.actions == ()  # below the limit, latched: nothing to do
+    hot = control_step(inputs(mode=Mode.IDLE, mono_s=1002.0,
+                              reading=HalReading({"tj-thermal": 96.5}, {}, None, None, None)), cooling.state)
+    assert names(hot) == ["THERMAL_HARD_LIMIT", "SAFE: hard thermal limit: 96.5 °C at or above hard limit 95.0 °C"]
+    assert hot.mode is Mode.SAFE and hot.admission is Admission.NONE
+
+
+@pytest.mark.req("AGT-021")
+def test_with_a_forecast_each_thermal_step_lowers_the_mode_in_force():
+    """Found in audit: with a forecast each step came off the operator's cap, so a plan running below it kept its
+    mode through a STEP_DOWN (25W at MAXN's cap: the first step lowered nothing)."""
+    sunlit = dict(eps=EpsReading(90.0, 8.2, 25.0), solar_forecast_w=tuple([33.0] * 72), forecast_step_s=120.0,
+                  plan_time_limit_s=None)
+    cool = control_step(inputs(**sunlit, reading=HalReading({"tj-thermal": 60.0}, {}, None, None, None)),
+                        ControlState())
+    assert cool.power_mode == "25W"  # the plan's, under MAXN's cap
+    warm = control_step(inputs(**sunlit, mono_s=1010.0, now_s=1_795_000_010.0,
+                               reading=HalReading({"tj-thermal": 86.0}, {}, None, None, None)), cool.state)
+    assert warm.thermal.action.value == "STEP_DOWN" and warm.power_mode == "15W"
+    warmer = control_step(inputs(**sunlit, mono_s=1040.0, now_s=1_795_000_040.0,
+                                 reading=HalReading({"tj-thermal": 87.0}, {}, None, None, None)), warm.state)
+    assert warmer.state.governor.steps_down == 2 and warmer.power_mode == "10W"
+
+
 @pytest.mark.req("AGT-004")
 def test_low_battery_and_lost_contact_go_safe_once():
     out = control_step(inputs(eps=EpsReading(15.0, 7.0, 0.0), contact_age_s=1e6), ControlState())

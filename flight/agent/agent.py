@@ -277,7 +277,8 @@ class Agent:
         last = self.controller.last
         return Conditions(self.controller.eps.soc_pct, p["battery_floor_pct"], last.temp_max_c if last else None,
                           p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
-                          last.decision.admission if last else None, self.controller.state.contact_lost)
+                          last.decision.admission if last else None, self.controller.state.contact_lost,
+                          self.controller.state.governor.hard)
 
     def _control(self) -> None:
         """The control tick, then the mode manager's look at a pending recovery (on what the tick read)."""
@@ -318,6 +319,8 @@ class Agent:
         """The state file, its counters with it at once where a command that changes something ran since the
         last save; a read-only one's counts (a console's PINGs) wait for the periodic save."""
         changes = self.dispatcher.changes
+        if self.link_service.contact_this_boot:  # else the kept time stands (no rewrite as the clock drifts)
+            self.memory.note_contact(round(self.clock.now_s() - self.link_service.contact_age_s()))  # s: no churn
         if self.memory.save(self._counters(), force=force, stopping=stopping, urgent=changes != self._changes_saved):
             self._changes_saved = changes
 
@@ -479,7 +482,10 @@ class Agent:
     def _boot(self) -> None:
         """Start of time for this run: report how the last one ended, go SAFE, start the timers."""
         self._booted = True
-        self.link_service.restart_contact()
+        # Contact is counted from the last one kept across the restart (its UTC); a clock that went back since
+        # says nothing of the time between, which is then counted from this start, as with none kept.
+        kept = self.memory.last_contact_utc_s
+        self.link_service.restart_contact(0.0 if kept is None else self.clock.now_s() - kept)
         for name in ("housekeeping", "control"):
             self.timers.restart(name)
         self.params.booted()  # saved values this dictionary refused, each said

@@ -88,6 +88,9 @@ class ControlState:
     admission: Admission = Admission.NONE
     temp_rate_c_per_min: float | None = None
     plan: Plan | None = None  # the receding-horizon plan in force (with an array forecast)
+    power_mode_index: int | None = None  # the power mode this tick chose (None before the first)
+    # The power mode in force as the governor first stepped down: its steps are counted down from it (None: none)
+    thermal_base: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,13 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
                                p["thermal_min_dwell_s"], p["thermal_lookahead_s"], inp.rate_window_s)
         thermal, governor = govern(limits, len(inp.modes) - 1, governor, inp.mono_s, temp_max)
         rate = thermal.rate_c_per_min
-        if thermal.action is Action.HARD_STOP:
-            actions.append(Emit("THERMAL_HARD_LIMIT", {"reason": thermal.reason}))
-            go_safe(f"hard thermal limit: {thermal.reason}")
+        if thermal.action is Action.HARD_STOP or (temp_max >= limits.hard_c and mode is not Mode.SAFE):
+            # Every tick at or above the limit, not only the latch's first: a board commanded out of SAFE while
+            # latched (its zones missing meanwhile) ran COMPUTE at 99 °C (found in audit).
+            reason = thermal.reason if thermal.action is Action.HARD_STOP else (
+                f"{temp_max:.1f} °C at or above hard limit {limits.hard_c:.1f} °C")
+            actions.append(Emit("THERMAL_HARD_LIMIT", {"reason": reason}))
+            go_safe(f"hard thermal limit: {reason}")
         elif thermal.action is Action.HARD_CLEAR:
             actions.append(Emit("THERMAL_HARD_CLEAR", {"reason": thermal.reason}))
 
@@ -161,7 +168,11 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
         go_safe("ground contact lost")
 
     # 6. Power.
-    decision, plan = plan_power(inp, governor.steps_down, temp_max, state.plan)
+    base = None
+    if governor.steps_down:
+        base = state.thermal_base if state.thermal_base is not None else (
+            state.power_mode_index if state.power_mode_index is not None else inp.operator_cap)
+    decision, plan = plan_power(inp, governor.steps_down, temp_max, state.plan, base)
     if mode is Mode.COMPUTE:
         power_mode, index, admission, reason = decision.mode, decision.mode_index, decision.admission, decision.reason
     else:
@@ -172,17 +183,19 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     after: tuple[Emit, ...] = ()
     if admission is not state.admission:
         after = (Emit("ADMISSION_CHANGED", {"old": state.admission.value, "new": admission.value, "reason": reason}),)
-    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission, plan=plan,
-                        temp_rate_c_per_min=rate)
+    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission,
+                        plan=plan, temp_rate_c_per_min=rate, power_mode_index=index, thermal_base=base)
     return ControlOutput(new_state, tuple(actions), mode, clear_faults, thermal, decision, power_mode, index,
                          admission, reason, after, temp_max)
 
 
 def plan_power(inp: ControlInputs, thermal_steps: int, temp_max_c: float | None,
-               plan: Plan | None = None) -> tuple[PowerDecision, Plan | None]:
+               plan: Plan | None = None, thermal_base: int | None = None) -> tuple[PowerDecision, Plan | None]:
     """The energy plan, under the operator's cap, one mode lower per thermal step; with an array
     forecast the receding-horizon plan (kept until its step ends or the charge strays from it),
-    the simple rule otherwise and whenever no plan can be made."""
+    the simple rule otherwise and whenever no plan can be made. ``thermal_base``: the power mode in
+    force as the governor first stepped down; the plan's steps are taken off it (found in audit:
+    taken off the operator's cap, a step above the mode the plan ran lowered nothing)."""
     p = inp.params
     if inp.eps.soc_pct is None and inp.eps_source is EpsSource.BENCH:
         cap = max(0, inp.operator_cap - thermal_steps) if temp_max_c is not None else 0
@@ -201,7 +214,8 @@ def plan_power(inp: ControlInputs, thermal_steps: int, temp_max_c: float | None,
         return decide(inputs, inp.modes, inp.battery, settings, 0), None
     cap = inp.operator_cap
     if inputs.solar_forecast_w is not None and inputs.soc_pct is not None:
-        planned = _receding_horizon(inp, inputs, settings, max(0, cap - thermal_steps), plan)
+        top = cap if not thermal_steps or thermal_base is None else min(cap, thermal_base)
+        planned = _receding_horizon(inp, inputs, settings, max(0, top - thermal_steps), plan)
         if planned is not None:
             return planned
     # Each thermal step takes one level off the mode the energy plan would run: a step always

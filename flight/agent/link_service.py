@@ -67,6 +67,7 @@ class LinkService(Component):
         self._bad_unsaid = 0  # malformed packets counted and not said this period
         self._bad_last = ""
         self.last_contact_s = clock.monotonic_s()
+        self.contact_this_boot = False  # a valid packet from the ground since the start
 
     # --- output ------------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class LinkService(Component):
             self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
             return
         self.last_contact_s = self._clock.monotonic_s()  # a valid packet from the ground is contact
+        self.contact_this_boot = True
         if packet.apid == Apid.FILES:
             pdu = Codec.file_pdu(packet)
             if pdu is None or self._file_pdu is None:
@@ -194,9 +196,11 @@ class LinkService(Component):
     def contact_age_s(self) -> float:
         return self._clock.monotonic_s() - self.last_contact_s
 
-    def restart_contact(self) -> None:
-        """Time begins (boot): contact is counted from now."""
-        self.last_contact_s = self._clock.monotonic_s()
+    def restart_contact(self, age_s: float = 0.0) -> None:
+        """Time begins (boot): contact is counted from ``age_s`` ago, the age the last contact kept across the
+        restart had (found in audit: counted from each start, resets more often than contact_timeout_s kept
+        the agent from ever losing contact)."""
+        self.last_contact_s = self._clock.monotonic_s() - max(0.0, age_s)
 
     def counters(self) -> dict[str, int]:
         return {"tc_received": self.tc_received, "tc_bad_packets": self.tc_bad_packets}

@@ -46,10 +46,12 @@ class Conditions:
     temp_max_c: float | None
     thermal_soft_limit_c: float
     thermal_hard_limit_c: float
-    # For autonomous recovery only (the commanded guards do not look at them):
     thermal_hysteresis_c: float = 0.0
+    # For autonomous recovery only (the commanded guards do not look at them):
     compute_admission: Admission | None = None  # what the power plan would admit in COMPUTE now (None: no plan yet)
     contact_lost: bool = False
+    # The thermal governor's hard-limit latch: tripped and not yet read back below the limit less its hysteresis.
+    thermal_latched: bool = False
 
 
 def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
@@ -67,6 +69,9 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
             return f"temperature {c.temp_max_c:.1f} °C is at or above the hard limit {c.thermal_hard_limit_c:.1f} °C"
     if target is Mode.COMPUTE and c.temp_max_c is not None and c.temp_max_c >= c.thermal_soft_limit_c:
         return f"temperature {c.temp_max_c:.1f} °C is at or above the soft limit {c.thermal_soft_limit_c:.1f} °C"
+    if target is Mode.COMPUTE and c.thermal_latched:  # found in audit: taken with the zones missing meanwhile
+        return ("the hard thermal limit has not cleared: no temperature has read "
+                f"{c.thermal_hard_limit_c - c.thermal_hysteresis_c:.1f} °C or below since it tripped")
     return None
 
 
@@ -130,6 +135,8 @@ def recovery_blocker(target: Mode, c: Conditions) -> str | None:
         return "ground contact lost"
     if c.temp_max_c is None:
         return "no temperature reading"
+    if c.thermal_latched:
+        return "the hard thermal limit has not cleared"
     if c.temp_max_c >= c.thermal_hard_limit_c - c.thermal_hysteresis_c:
         return (f"temperature {c.temp_max_c:.1f} °C not yet below the hard limit {c.thermal_hard_limit_c:.1f} °C "
                 f"minus {c.thermal_hysteresis_c:.1f} °C")

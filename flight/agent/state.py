@@ -6,6 +6,7 @@ false on a clean stop, so the next start knows whether the last one crashed or l
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class AgentState:
     resume_mode: str | None = None  # the mode an automatic, recoverable SAFE fell from (flight/agent/modes.py)
     recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
     tc_replay_kept: bool = False  # a telecommand replay window was written: its absence later is a loss
+    last_contact_utc_s: float | None = None  # the last valid packet from the ground (UTC), saved periodically
 
 
 def _check_types(state: AgentState, path: Path) -> None:
@@ -44,6 +46,9 @@ def _check_types(state: AgentState, path: Path) -> None:
         and isinstance(state.recoveries_s, list)
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
         and isinstance(state.tc_replay_kept, bool)
+        and (state.last_contact_utc_s is None or (isinstance(state.last_contact_utc_s, (int, float))
+                                                  and not isinstance(state.last_contact_utc_s, bool)
+                                                  and math.isfinite(state.last_contact_utc_s)))
     )
     if not ok:
         raise CorruptFile(f"{path}: a field has the wrong type or range")
@@ -179,6 +184,16 @@ class PersistentState:
         """An automatic recovery at ``t_s``; those at or before ``keep_after_s`` are forgotten (bounded)."""
         self.state.recoveries_s = [t for t in self.state.recoveries_s if t > keep_after_s][-99:] + [float(t_s)]
         self.save(force=True)
+
+    # --- for the link service's contact --------------------------------------------------------------
+
+    @property
+    def last_contact_utc_s(self) -> float | None:
+        return self.state.last_contact_utc_s
+
+    def note_contact(self, utc_s: float) -> None:
+        """The last contact's time, kept with the next save (periodic: at most a minute old after a reset)."""
+        self.state.last_contact_utc_s = float(utc_s)
 
     # --- for the link service's replay window ---------------------------------------------------
 
