@@ -521,6 +521,14 @@ def test_read_only_commands_wait_for_the_periodic_state_save_and_a_command_that_
         assert rig.send("SET_PARAM", name="hk_period_s", value="2").completed
         rig.advance(3.0)
         assert len(writes) == 1 and writes[0]["counters"]["cmd_executed"] == rig.hk()["cmd_executed"]
+        # A refusal at acceptance is kept at once too (found in review: it waited for the minute).
+        from flight.link.definitions import DICTIONARY
+        from flight.link.messages import Codec
+
+        command = DICTIONARY.command_by_name["SET_PARAM"]
+        rig.link.ground.send(Codec(DICTIONARY).encode_checked(command, {"name": "hk_period_s", "value": 2})[0])
+        rig.advance(3.0)
+        assert len(writes) == 2 and writes[1]["counters"]["cmd_rejected"] == 1
     # What was saved at once is what the next start reads: the command that changed something counted.
     from flight.agent.state import StateFile
     assert StateFile(state / "state.json").load().counters["cmd_executed"] >= 21

@@ -153,7 +153,10 @@ class Dispatcher(Component):
         # cmd_id -> (ok, code, reason) of the final report, this boot: COMMAND_STATUS for what the
         # journal does not hold (refused at acceptance or start, before it was recorded; read-only).
         self._finals: OrderedDict[int, tuple[bool, int, str]] = OrderedDict()
-        self.changes = 0  # commands run that are not read-only (Command.read_only), this boot
+        # Count changes the state file keeps at once (a power cut must not lose them): a command that is not
+        # read-only starting and ending (its end may come later: a deferred one), and a refusal. A read-only
+        # command's counts wait for the periodic save.
+        self.changes = 0
 
     def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
@@ -324,12 +327,13 @@ class Dispatcher(Component):
         if refused is not None:
             code, reason, said = refused
             self.counters.failed += 1
+            self.changes += 1
             report(Stage.STARTED, False, code, reason)
             self._emit("COMMAND_FAILED", name=name, reason=said)
             return
         report(Stage.STARTED, True)
         if not request.command.read_only:
-            self.changes += 1  # the agent's state file keeps the counts of such commands at once
+            self.changes += 1
         self._emit("COMMAND_DISPATCHED", name=name)
         try:
             result = handler.run(request)
@@ -364,6 +368,9 @@ class Dispatcher(Component):
                 self.journal.finished(cmd_id, ok, int(code), "" if ok else redact_paths(str(value)))
             except OSError:
                 pass  # the outcome still goes out now; a retry after a restart reads it as interrupted
+        command = self.codec.dictionary.command_by_name.get(name)
+        if command is None or not command.read_only:
+            self.changes += 1
         if ok:
             self.counters.executed += 1
             report(Stage.COMPLETED, True, result=value)
@@ -374,5 +381,6 @@ class Dispatcher(Component):
 
     def _reject(self, report, command: Command | None, code: FailureCode, reason: str) -> None:
         self.counters.rejected += 1
+        self.changes += 1
         report(Stage.ACCEPTED, False, code, reason)
         self._emit("COMMAND_REJECTED", name=command.name if command else "?", reason=reason)
