@@ -76,7 +76,8 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         late = result.late_steps
         checks.append(Check("on_time", late == 0,
                             f"{late} of {len(tr['time_s'])} steps started more than {result.late_bound_ms:.0f} ms "
-                            f"after their wall-clock time (the latest by {result.max_lag_ms or 0.0:.0f} ms)"
+                            f"after their wall-clock time, past the time the harness spent restarting the agent for a "
+                            f"fault (the latest by {result.max_lag_ms or 0.0:.0f} ms, that time included)"
                             + ("; the notes say which" if late else "")))
     if crit.temp_max_c is not None:
         high = float(tr["temp_board_c"].max())

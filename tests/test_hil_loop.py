@@ -412,6 +412,28 @@ def test_a_real_time_run_whose_agent_stalls_fails_on_its_late_steps(tmp_path):
     assert result.agent_died_at_s is None  # stopped is not dead
 
 
+@pytest.mark.req("HIL-024")
+def test_the_harness_restarting_the_agent_for_a_reboot_is_not_lateness(tmp_path, monkeypatch):
+    """Found in review: the harness waits for the rebooted agent's hello within the step, and every real-time run
+    with a reboot or brownout then failed on_time. The restart is made slow here (a board's Python starts in
+    seconds): the steps after it catch up, none is late."""
+    from hil.report import evaluate
+
+    start = ClosedLoop._start_agent
+
+    def slow_start(loop) -> None:
+        if loop.agent is not None:  # a fault's restart, not the first start
+            time.sleep(1.5)
+        start(loop)
+
+    monkeypatch.setattr(ClosedLoop, "_start_agent", slow_start)
+    sc = parse_scenario({"name": "rt-reboot", "profile": str(SSO), "duration_s": 8, "step_s": 1,
+                         "time_mode": "realtime", "faults": [{"at_s": 3, "kind": "reboot"}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    assert result.max_lag_ms > 1500.0  # the restart did hold the step up
+    assert result.late_steps == 0 and {c.name: c for c in evaluate(result)}["on_time"].passed
+
+
 @pytest.mark.req("HIL-001", "HIL-003")
 def test_what_reading_the_profile_filled_in_is_in_the_runs_notes(tmp_path):
     """Found in audit: the profile's notes (columns filled with defaults, a profile regenerated longer) were
