@@ -150,7 +150,7 @@ class Campaign:
     draws: int                     # Monte Carlo draws per sweep point
     seed: int | None
     hash: str                      # SHA-256 of the campaign file, the base scenario and every input file a case reads
-    inputs: dict[str, str] = field(default_factory=dict)  # those input files (profiles, boards): path -> SHA-256
+    inputs: dict[str, str] = field(default_factory=dict)  # those input files: "profile REL" / "board NAME" -> SHA-256
 
     @property
     def n_cases(self) -> int:
@@ -263,7 +263,7 @@ def load_campaign(path: Path | str) -> Campaign:
         raise fail("cases", f"{campaign.n_cases} cases ({draws} draws x {campaign.n_cases // draws} sweep "
                             f"points), at most {MAX_CASES}: split the campaign")
     _check_keys(campaign)
-    inputs = _input_files([_parse_case(campaign, case) for case in campaign.cases()])
+    inputs = _input_files([_parse_case(campaign, case) for case in campaign.cases()], path.parent)
     # Found in audit: the hash covered the campaign and scenario texts alone, so a resume after the profile (or a
     # board profile) changed reused the cases flown with the old one.
     for name, sha in sorted(inputs.items()):
@@ -271,19 +271,22 @@ def load_campaign(path: Path | str) -> Campaign:
     return replace(campaign, hash=digest.hexdigest(), inputs=inputs)
 
 
-def _input_files(scenarios: list[Any]) -> dict[str, str]:
-    """The files the cases read besides the campaign and its scenario, each with its SHA-256: a profile
-    file (resolved as the loader found it) and the shipped board profile (flight/hal/boards)."""
+def _input_files(scenarios: list[Any], base: Path) -> dict[str, str]:
+    """The files the cases read besides the campaign and its scenario, each with its SHA-256, by a name that does
+    not depend on where the tree lies (found in review: absolute paths made a checkout moved or seen from another
+    host another campaign): a profile file (resolved as the loader found it) by its path from the campaign file's
+    folder, the shipped board profile (flight/hal/boards) by the board's name."""
     from importlib import resources
 
-    paths: set[Path] = set()
+    paths: dict[str, Path] = {}
     for sc in scenarios:
         if sc.profile is not None:
-            paths.add(Path(sc.profile).resolve())
+            profile = Path(sc.profile).resolve()
+            paths[f"profile {os.path.relpath(profile, base.resolve())}"] = profile
         board = resources.files("flight.hal.boards") / f"{sc.board}.toml"
-        paths.add(Path(str(board)).resolve())
+        paths[f"board {sc.board}"] = Path(str(board)).resolve()
     out: dict[str, str] = {}
-    for path in sorted(paths):
+    for name, path in sorted(paths.items()):
         digest = hashlib.sha256()
         try:
             with open(path, "rb") as f:
@@ -292,7 +295,7 @@ def _input_files(scenarios: list[Any]) -> dict[str, str]:
         except OSError as exc:
             raise CampaignError(f"{path}: an input of the campaign's cases cannot be read: "
                                 f"{exc.strerror or exc}") from None
-        out[str(path)] = digest.hexdigest()
+        out[name] = digest.hexdigest()
     return out
 
 
