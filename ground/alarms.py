@@ -50,14 +50,14 @@ class LimitStore:
         if self.path is not None and self.path.exists():
             try:
                 body = read_checked_json(self.path)
-                self.overrides = {k: Limits(**v) for k, v in body.items()}
+                self.overrides = {k: Limits.from_json(v) for k, v in body.items()}
             except (CorruptFile, TypeError, AttributeError):
                 self.overrides = {}
 
     def set(self, channel: str, limits: Limits) -> None:
         self.overrides[channel] = limits
         if self.path is not None:
-            write_checked_json(self.path, {k: v.__dict__ for k, v in self.overrides.items()})
+            write_checked_json(self.path, {k: v.to_json() for k, v in self.overrides.items()})
 
 
 @dataclass
@@ -72,9 +72,16 @@ class AlarmManager:
     agent_parameters: dict[str, Any] = field(default_factory=dict)  # as the agent last reported them
 
     def limits(self, channel: str) -> Limits:
-        """The operator's override, else the dictionary's limits resolved with the agent's parameters."""
+        """The operator's override, else the dictionary's limits, resolved with the agent's parameters (an
+        override keeps the bounds it did not change following theirs)."""
         override = self.limit_store.overrides.get(channel)
-        return override or self.dictionary.limits(channel, self.agent_parameters)
+        if override is None:
+            return self.dictionary.limits(channel, self.agent_parameters)
+        return override.resolve({**self.dictionary.parameter_defaults, **self.agent_parameters})
+
+    def unresolved(self, channel: str) -> Limits:
+        """The override, else the dictionary's limits, as declared: a bound may follow a parameter."""
+        return self.limit_store.overrides.get(channel) or self.dictionary.channel_by_name[channel].limits
 
     def observe_parameters(self, values: dict[str, Any]) -> None:
         """The agent's parameter report: limits that follow a parameter move with it."""
@@ -84,11 +91,11 @@ class AlarmManager:
         """Change a channel's limits now (and for good); re-evaluates its alarm on the next sample."""
         if channel not in self.dictionary.channel_by_name:
             raise KeyError(f"no channel {channel!r}")
-        current = self.limits(channel).__dict__
-        unknown = set(bounds) - set(current)
+        current = self.unresolved(channel)  # found in review: the resolved limits froze those following a parameter
+        unknown = set(bounds) - set(current.__dict__)
         if unknown:
             raise ValueError(f"unknown limit {', '.join(sorted(unknown))}; use warn_low, warn_high, crit_low, crit_high")
-        limits = Limits(**{**current, **bounds})
+        limits = current.merged(bounds)
         self.limit_store.set(channel, limits)
         return limits
 

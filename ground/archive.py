@@ -1489,7 +1489,7 @@ class Archive:
         with self._lock:
             rows = self._db.execute("SELECT channel, limits FROM limit_overrides WHERE sc = ?",
                                     (self._sc_lookup(spacecraft),)).fetchall()
-        return {channel: Limits(**json.loads(text)) for channel, text in rows}
+        return {channel: Limits.from_json(json.loads(text)) for channel, text in rows}
 
     def limits(self, channel: str, spacecraft: str = DEFAULT_SPACECRAFT) -> Limits:
         """The operator's override if there is one, else the dictionary's limits, those that
@@ -1497,12 +1497,13 @@ class Archive:
         with self._lock:
             row = self._db.execute("SELECT limits FROM limit_overrides WHERE sc = ? AND channel = ?",
                                    (self._sc_lookup(spacecraft), channel)).fetchone()
-        if row is not None:
-            return Limits(**json.loads(row[0]))
         ch = self.dictionary.channel_by_name.get(channel)
         if ch is None:
             raise KeyError(f"no channel {channel!r} in the dictionary")
-        return self.dictionary.limits(channel, self.agent_parameters(spacecraft) if ch.limits.params() else None)
+        limits = Limits.from_json(json.loads(row[0])) if row is not None else ch.limits
+        if not limits.params():
+            return limits
+        return limits.resolve({**self.dictionary.parameter_defaults, **self.agent_parameters(spacecraft)})
 
     def agent_parameters(self, spacecraft: str = DEFAULT_SPACECRAFT) -> dict[str, Any]:
         """The parameter values of the spacecraft's latest PUS 20 report archived (empty if none is)."""

@@ -1681,15 +1681,15 @@ class GroundServer:
             bounds[key] = None if value is None else float(value)
         who = request[SESSION_KEY].user
         async with self._limits_lock:
-            with link.alarm_lock:
-                limits = Limits(**{**link.alarms.limits(channel).__dict__, **bounds})
+            with link.alarm_lock:  # the bounds left alone still follow their parameters (found in review)
+                limits = link.alarms.unresolved(channel).merged(bounds)
             if self.archive is not None:  # filed first: a change the archive refused is not made (500/507)
                 archive = self.archive
                 await asyncio.get_running_loop().run_in_executor(
                     self._archive_pool, lambda: archive.set_limits(channel, limits, who=who, spacecraft=link.id))
             with link.alarm_lock:
                 link.alarms.limit_store.overrides[channel] = limits
-        shown = json_safe(limits.to_json())
+                shown = json_safe(link.alarms.limits(channel).to_json())  # in numbers, as the agent set them
         self.publish({"kind": "limits", "spacecraft": link.id, "limits": {channel: shown}, "by": who})
         return _json({"spacecraft": link.id, "channel": channel, "limits": shown, "by": who})
 

@@ -1280,3 +1280,24 @@ def test_cli_output_piped_into_head_ends_quietly(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and proc.stderr == "", (command, proc.stderr)
         assert len(proc.stdout.splitlines()) == 3
+
+
+@pytest.mark.req("GND-004", "GND-002")
+def test_a_bound_an_operator_changes_leaves_the_others_following_their_parameters(tmp_path):
+    """Found in review: an override was made from the limits in numbers, so changing crit_high of contact_age_s
+    froze its warn_high at contact_timeout_s's value then, for every operator and across restarts."""
+    from ground.alarms import AlarmManager, LimitStore
+    from ground.archive import Archive
+
+    for store in (lambda: Archive(tmp_path / "a.sqlite").limit_store(), lambda: LimitStore(tmp_path / "limits.json")):
+        alarms = AlarmManager(DICTIONARY, store())
+        alarms.set_limits("contact_age_s", crit_high=1e6)
+        alarms.observe_parameters({"contact_timeout_s": 3600.0})
+        assert (alarms.limits("contact_age_s").warn_high, alarms.limits("contact_age_s").crit_high) == (3600.0, 1e6)
+        assert alarms.state("contact_age_s", 5000.0) == "warning"
+        again = AlarmManager(DICTIONARY, store())  # kept across a restart, still following
+        again.observe_parameters({"contact_timeout_s": 7200.0})
+        assert (again.limits("contact_age_s").warn_high, again.limits("contact_age_s").crit_high) == (7200.0, 1e6)
+    archive = Archive(tmp_path / "a.sqlite")
+    limits = archive.limits("contact_age_s")  # the archive's own reading: the parameter's default, no report kept
+    assert limits.crit_high == 1e6 and limits.warn_high == DICTIONARY.parameter_defaults["contact_timeout_s"]

@@ -345,6 +345,16 @@ class Limits:
     def to_json(self) -> dict[str, Any]:
         return {k: (v.to_json() if isinstance(v, FromParam) else v) for k, v in self.bounds().items()}
 
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "Limits":
+        """What :meth:`to_json` wrote: a bound that follows a parameter (``{"param": name}``) follows it again."""
+        return cls(**{k: FromParam(v["param"]) if isinstance(v, dict) else v for k, v in body.items()})
+
+    def merged(self, bounds: Mapping[str, float | None]) -> "Limits":
+        """These limits with ``bounds`` set (None: that bound removed), the others as they are, a bound that
+        follows a parameter included: an operator's change to one bound leaves the rest following theirs."""
+        return Limits(**{**self.__dict__, **bounds})
+
 
 def choices_of(values: Iterable[enum.Enum] | type[enum.Enum]) -> tuple[str, ...]:
     """An enumeration's values as the dictionary's choices: declared once, as an Enum."""
