@@ -313,6 +313,38 @@ def test_the_sender_restarting_starts_the_file_again_and_the_stale_transaction_e
 
 
 @pytest.mark.req("FIL-005")
+def test_a_file_done_whose_finished_ack_is_lost_is_not_failed_by_the_next_file_of_its_name(tmp_path):
+    """Found in audit: a transfer done but kept until its Finished is acknowledged was settled again as failed
+    ("superseded") when the next file of its name started: counted, said, listed twice, its file discarded."""
+    from spacepackets.cfdp.pdu import DirectiveType, PduFactory
+
+    pair = Pair(tmp_path)
+    lost = []
+
+    def carry(pdu: bytes, to: FileEntity) -> None:
+        p = PduFactory.from_raw(pdu)
+        if (to is pair.board and not lost and p.pdu_type.name == "FILE_DIRECTIVE"
+                and p.directive_type == DirectiveType.ACK_PDU
+                and p.directive_code_of_acked_pdu == DirectiveType.FINISHED_PDU):
+            lost.append(p)  # the ground's first ACK(Finished) lost on the way up
+            return
+        to.receive(pdu)
+
+    pair.carry = carry
+    first, second = os.urandom(50_000), os.urandom(60_000)
+    (tmp_path / "g/uplink/a").write_bytes(first)
+    (tmp_path / "g/uplink/b").write_bytes(second)
+    pair.ground.put("uplink/a", "staging/model.onnx")
+    pair.ground.put("uplink/b", "staging/model.onnx")
+    pair.run(600)
+    assert lost and (tmp_path / "b/staging/model.onnx").read_bytes() == second
+    board = [(x.id, x.state) for x in pair.board.list() if x.direction == "in"]
+    assert board == [("in-1-2", "done"), ("in-1-1", "done")], board  # each once, as it ended
+    assert (pair.board.counts()["done"], pair.board.counts()["failed"]) == (2, 0)
+    assert [w for who, w, tid in pair.log if who == "b" and tid == "in-1-1"] == ["started", "done"]
+
+
+@pytest.mark.req("FIL-005")
 def test_transaction_numbers_are_saved_a_block_at_a_time_and_never_used_again_after_a_reset(tmp_path, monkeypatch):
     """An audit: the state was written (and fsync'd) for every transaction number taken, one of four saves a
     file sent. A block of SEQ_BLOCK is written down before its first number is used; a reset skips the rest."""

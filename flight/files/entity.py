@@ -520,13 +520,10 @@ class FileEntity:
             self._on_change("resumed" if t.restarts else "started", t)
             for other_tid, other in list(self._incoming.items()):
                 if other is not entry and other.transfer.peer == t.peer and other.transfer.dest == t.dest:
-                    # The sender started this file again as a new transaction (it restarted):
-                    # the old one will never finish.
-                    self._incoming.pop(other_tid)
-                    other.handler.reset()
-                    self._done_in.append(other_tid)
-                    self._discard_partial(other.vfs.partial)
-                    self._settle(other.transfer, "failed", f"superseded by transaction {tid} (the sender restarted)")
+                    # The sender started this file again as a new transaction (it restarted), or sent the
+                    # next file of that name: the old one will never finish, or has (done, its Finished not
+                    # yet acknowledged).
+                    self._drop_incoming(other_tid, other, f"superseded by transaction {tid} (the sender restarted)")
         t.progress = entry.handler.progress or t.progress
         self._drain(entry.handler, self._control)
         if entry.handler.state == CfdpState.IDLE:
@@ -710,17 +707,25 @@ class FileEntity:
                 self._bad(f"{type(exc).__name__}: {exc}")
             self._step_incoming(tid, entry)
             if tid in self._incoming and now - entry.heard_s > limit:
-                self._incoming.pop(tid)
-                entry.handler.reset()
-                self._done_in.append(tid)
-                self._discard_partial(entry.vfs.partial)
-                self._settle(entry.transfer, "failed", f"nothing from entity {entry.transfer.peer} for {limit:g} s")
+                self._drop_incoming(tid, entry, f"nothing from entity {entry.transfer.peer} for {limit:g} s")
         out = self._out
         if out is not None and self._source.state != CfdpState.IDLE and not self._data:
             waiting = self._source.step.name in ("WAITING_FOR_EOF_ACK", "WAITING_FOR_FINISHED")
             if waiting and now - self._out_heard_s > limit:
                 self._source.reset()
                 self._restart_or_fail(out, f"nothing from entity {self.peer_id} for {limit:g} s")
+
+    def _drop_incoming(self, tid: str, entry: _Incoming, reason: str) -> None:
+        """Stop a transaction coming in; one not settled fails with ``reason``. One already settled (its file
+        in place, its Finished not acknowledged) only loses its handler: found in audit, a lost ACK(Finished)
+        and the next file of the name settled a done transfer again as failed (counted, said, listed twice)."""
+        self._incoming.pop(tid, None)
+        entry.handler.reset()
+        self._done_in.append(tid)
+        if entry.transfer.settled:
+            return
+        self._discard_partial(entry.vfs.partial)
+        self._settle(entry.transfer, "failed", reason)
 
     def _restart_or_fail(self, transfer: Transfer, reason: str) -> None:
         self._out = None
