@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
-from flight.files.filestore import PARTIAL_DIR, NameRefused, check_file_name, resolve
+from flight.files.filestore import MAX_DEPTH, PARTIAL_DIR, NameRefused, check_file_name, resolve
 from flight.link.messages import Codec
 from flight.storage import CorruptFile, install_file, read_checked_json, write_checked_json
 from ground.client import GroundClient
@@ -63,6 +63,9 @@ AGENT_ENTITY_ID = 2
 # Where the agent takes files from the ground, and sends from (flight/agent/files.py).
 UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
 DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
+# A file the agent sends lands in downlink/<its name>: one level fewer than a name may have (the agent's
+# MAX_NAME_DEPTH, flight/agent/files.py; a test holds them equal).
+DOWNLINK_DEPTH = MAX_DEPTH - 1
 UPLINK_DIR = "uplink"
 DOWNLINK_DIR = "downlink"
 DEFAULT_RATE_BPS = 100_000.0   # a bench figure; a real station's uplink is set in [files] rate_bps
@@ -141,9 +144,14 @@ def check_remote(name: Any, direction: str) -> str:
     """The agent's file name for a put ("up") or a get ("down"), or FileError saying why not."""
     tops = UPLINK_TOPS if direction == "up" else DOWNLINK_TOPS
     try:
-        return check_file_name(name, tops, "name")
+        checked = check_file_name(name, tops, "name")
     except NameRefused as exc:
         raise FileError(str(exc)) from None
+    depth = checked.count("/") + 1
+    if direction == "down" and depth > DOWNLINK_DEPTH:  # found in audit: sent, then refused by the agent
+        raise FileError(f"name: {checked!r} is {depth} levels deep, at most {DOWNLINK_DEPTH} for a get "
+                        "(the ground files it under downlink/)")
+    return checked
 
 
 def client_sender(client: GroundClient) -> SendCommand:
@@ -664,5 +672,5 @@ def _unlink(path: Path) -> None:
         pass
 
 
-__all__ = ["AGENT_ENTITY_ID", "DOWNLINK_TOPS", "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
+__all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS", "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
            "FileRecord", "GroundFiles", "check_remote", "client_sender", "sha256_file"]

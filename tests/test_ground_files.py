@@ -239,6 +239,20 @@ def test_transfers_in_progress_survive_a_ground_restart(pair, tmp_path):
         again.close()
 
 
+@pytest.mark.req("GND-053")
+def test_a_get_deeper_than_the_agent_sends_is_refused_before_anything_is_sent(pair):
+    """Found in audit: the ground let a get of four levels go (FILE_DOWNLINK sent) that the agent refuses."""
+    from flight.agent.files import MAX_NAME_DEPTH
+    from ground.files import DOWNLINK_DEPTH
+
+    files, standin, clock, client = pair
+    assert DOWNLINK_DEPTH == MAX_NAME_DEPTH == 3
+    with pytest.raises(FileError, match=r"name: 'products/a/b/c.npz' is 4 levels deep, at most 3 for a get"):
+        files.get("products/a/b/c.npz")
+    assert not files.records and not files._pending  # noqa: SLF001 - no FILE_DOWNLINK went
+    assert files.get("products/a/c.npz").state == "requested"  # three levels: asked
+
+
 def test_the_ground_names_the_same_top_directories_as_the_agent():
     from flight.agent import files as agent_files
     from ground import files as ground_files
