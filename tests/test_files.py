@@ -736,6 +736,29 @@ def test_a_file_the_disk_will_not_delete_is_said_once_counted_and_tried_again(tm
         assert rig.hk()["files_failed"] == 1  # counted once
 
 
+@pytest.mark.req("FIL-009", "FIL-007")
+def test_the_clean_up_keeps_a_file_queued_to_go_down_and_deletes_it_once_it_has_gone(files_rig):
+    """Found in audit: the clean-up deleted a confirmed product that was queued to go down again, a file that
+    FILE_DELETE refuses as busy; it is now kept while queued or going and cleaned at the next look after."""
+    r = files_rig
+    products = r.area / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    (products / "big.npz").write_bytes(os.urandom(3_000_000))
+    (products / "a.npz").write_bytes(b"x" * 100)
+    r.rig.agent.files._remember("products/a.npz")  # noqa: SLF001 - the ground confirmed it once
+    assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed
+    assert r.rig.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed
+    assert r.rig.send("FILE_DOWNLINK", name="products/a.npz").completed  # asked for again: queued behind big
+    assert "BUSY" in r.rig.send("FILE_DELETE", name="products/a.npz").outcome
+    r.rig.advance(3)  # housekeeping periods while it waits its turn
+    assert (products / "a.npz").exists() and not r.rig.events("FILE_DELETED")
+    r.run(300)  # both go down; a.npz confirmed anew
+    assert (r.root / "downlink/products/a.npz").read_bytes() == b"x" * 100
+    r.rig.advance(3)
+    assert not (products / "a.npz").exists()
+    assert "products/a.npz" in [e.args["name"] for e in r.rig.events("FILE_DELETED")]
+
+
 @pytest.mark.req("FIL-009")
 def test_a_confirmation_nothing_would_send_again_is_on_disk_at_once(files_rig):
     """Found in review: confirmations saved once a housekeeping period are sent again after a power cut only

@@ -297,17 +297,24 @@ class FileManager(Component):
         keep_s = float(self._params["file_keep_done_s"])
         now = self._clock.now_s()
         changed = False
+        busy = {n for t in self.entity.transfers.values() for n in (t.source, t.dest)}
         for name, at in list(self._delivered.items()):
             if now - at < keep_s:
                 continue
             if name.startswith("incoming/done/") and (self.root / "incoming" / name.rsplit("/", 1)[1]).exists():
                 continue  # not taken by a job yet: kept until it is
+            if name in busy:
+                continue  # queued or going (found in audit: deleted under its transfer): the next clean-up
             if not self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago"):
                 continue  # kept in the list: tried again at the next clean-up
             del self._delivered[name]
             changed = True
         if changed:
             self._delivered_changed = True
+
+    def _busy(self, name: str) -> list[str]:
+        """The transfers in progress or queued that send or receive ``name`` (FILE_DELETE refuses it then)."""
+        return [t.id for t in self.entity.transfers.values() if name in (t.source, t.dest)]
 
     def _clean_file(self, name: str, reason: str) -> bool:
         """Delete a file the ground has, if it is one the clean-up may delete (``CLEANED``), and say so.
@@ -369,6 +376,8 @@ class FileManager(Component):
             # for ever (an audit: past 512 products a day, 76 of 1100 left in products/ and never deleted)
             oldest = next(iter(self._delivered))
             del self._delivered[oldest]
+            if self._busy(oldest):
+                continue  # being sent again: confirmed anew when it has gone, else kept
             self._clean_file(oldest, f"the ground has it, and over {MAX_DELIVERED} files it has are held: the "
                                      "oldest cleaned before file_keep_done_s")
             self._not_deleted.discard(oldest)  # not in the list any more: said (FILE_FAILED) and left
@@ -454,7 +463,7 @@ class FileManager(Component):
             path = resolve(self.root, name, DOWNLINK_TOPS | UPLINK_TOPS, "name")
         except NameRefused as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
-        busy = [t.id for t in self.entity.transfers.values() if name in (t.source, t.dest)]
+        busy = self._busy(name)
         if busy:
             raise CommandFailed(f"name: {name!r} is being transferred ({', '.join(busy)}); FILE_CANCEL first",
                                 FailureCode.BUSY)
