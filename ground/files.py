@@ -21,7 +21,8 @@ Requests, as the operator sees them (:class:`FileRecord`), one id each:
   ``incoming/`` or ``data/``: id ``out-N``, the entity's transfer;
 - ``get``: FILE_DOWNLINK asks the agent to send one of its files (id ``get-N``); the command's
   outcome (the agent queued it, or why not) and then the incoming transfer whose source is
-  that name carry the request on to its end;
+  that name carry the request on to its end (or the agent's FILE_FAILED naming its transfer,
+  should that end on board before any of it comes);
 - anything else the agent sends (its automatic downlink of products, another console's
   FILE_DOWNLINK) is a record of its own, id ``in-2-SEQ``.
 
@@ -53,7 +54,7 @@ from typing import Any, Callable
 
 from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
 from flight.files.filestore import MAX_DEPTH, PARTIAL_DIR, NameRefused, check_file_name, resolve
-from flight.link.messages import Codec
+from flight.link.messages import Codec, EventRecord
 from flight.storage import CorruptFile, install_file, read_checked_json, write_checked_json
 from ground.client import GroundClient
 from ground.receipts import PRODUCTS_DIR, is_product_name, product_verdict
@@ -77,6 +78,7 @@ KEEP_SETTLED = 200             # settled records kept in memory (the archive kee
 STATE_FILE = ".ground-files.json"
 STATE_SCHEMA = 1
 SETTLED = frozenset({"done", "failed", "cancelled"})
+KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,9 @@ class GroundFiles:
         self._next_progress_s = 0.0
         self._next_expire_s = 0.0
         self._shown: dict[str, int] = {}  # record id -> progress last handed on
+        # The agent's transfer id -> (event, name, reason) of its FILE_FAILED or FILE_SENT, the newest
+        # KEEP_AGENT_ENDS: a get whose transfer ends on board with nothing of it come here is settled by it.
+        self._agent_ends: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self.tc_refused = 0   # PDUs the link's queue refused (CFDP sends them again)
         self.pdus_up = 0
         self.pdus_down = 0
@@ -367,6 +372,7 @@ class GroundFiles:
         now = self._clock_s()
         self._contact(now)
         self._follow_commands()
+        self._settle_ended_gets()
         self._pump(now)
         if now >= self._next_expire_s:
             self._next_expire_s = now + EXPIRE_PERIOD_S
@@ -393,6 +399,15 @@ class GroundFiles:
 
     def _heard(self, item: Any) -> None:
         self._heard_s = self._clock_s()
+        record = getattr(item, "record", None)
+        if isinstance(record, EventRecord) and record.event.name in ("FILE_FAILED", "FILE_SENT"):
+            transfer = record.args.get("transfer")
+            if isinstance(transfer, str) and transfer != "-":
+                self._agent_ends[transfer] = (record.event.name, str(record.args.get("name", "")),
+                                              str(record.args.get("reason", "")))
+                self._agent_ends.move_to_end(transfer)
+                while len(self._agent_ends) > KEEP_AGENT_ENDS:
+                    self._agent_ends.popitem(last=False)
 
     def _pdu_in(self, pdu: bytes) -> None:
         self._heard_s = self._clock_s()
@@ -440,7 +455,8 @@ class GroundFiles:
             rid = t.id if t.id in self.records else None
         if rid is None and t.direction == "in" and t.source:
             rid = next((r.id for r in self.records.values() if r.direction == "down" and r.transfer is None
-                        and r.state in ("requested", "queued") and r.remote == t.source), None)
+                        and r.state in ("requested", "queued") and r.remote == t.source
+                        and (r.agent_transfer or "") not in self._agent_ends), None)  # not one ended on board
         if rid is not None:
             t.meta["record"] = rid
         return self.records.get(rid) if rid is not None else None
@@ -572,6 +588,24 @@ class GroundFiles:
                 record.reason = f"FILE_DOWNLINK {outcome.text}"
             self._store(record, state_changed=True)
 
+    def _settle_ended_gets(self) -> None:
+        """A get queued on board whose transfer there ended (FILE_FAILED, or FILE_SENT with none of it come
+        here) before any of it came, settled failed with the agent's reason. Found in audit: one whose source
+        went, or that another console cancelled, stayed queued for ever (and ``file get`` waited to its end)."""
+        if not self._agent_ends:
+            return
+        for record in [r for r in self.records.values() if not r.settled]:
+            end = self._agent_ends.get(record.agent_transfer or "")
+            if record.direction != "down" or record.transfer is not None or end is None or end[1] != record.remote:
+                continue
+            del self._agent_ends[record.agent_transfer or ""]
+            event, _name, reason = end
+            record.state, record.finished_s = "failed", time.time()
+            record.reason = (f"the agent's {record.agent_transfer} failed: {reason}" if event == "FILE_FAILED" else
+                             f"the agent's {record.agent_transfer} ended ({reason}) with none of it come here; "
+                             "ask again")[:400]
+            self._store(record, state_changed=True)
+
     def _progress(self) -> None:
         """Progress of what is moving, to ``on_change`` (twice a second at most)."""
         for t in self.entity.list():
@@ -672,5 +706,6 @@ def _unlink(path: Path) -> None:
         pass
 
 
-__all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS", "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
+__all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS",
+           "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
            "FileRecord", "GroundFiles", "check_remote", "client_sender", "sha256_file"]

@@ -313,6 +313,36 @@ def test_put_and_get_with_the_agent_match_sha256(agent, tmp_path):
         files.close()
 
 
+@pytest.mark.req("GND-051")
+@pytest.mark.parametrize("ends", ["source gone", "cancelled on board"])
+def test_a_get_whose_transfer_ends_on_board_before_it_starts_fails_with_the_agents_reason(agent, tmp_path, ends):
+    """Found in audit: a get queued on board whose transfer there failed before its Metadata PDU (its source
+    gone, cancelled by another console) stayed queued for ever; the agent's FILE_FAILED naming it now ends it."""
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    try:
+        compute = agent.config.state_dir / "compute"
+        (compute / "products").mkdir(exist_ok=True)
+        (compute / "products/big.npz").write_bytes(os.urandom(1_000_000))  # goes first (priority 0)
+        (compute / "products/job-7.npz").write_bytes(os.urandom(1000))
+        assert agent.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed
+        get = files.get("products/job-7.npz", who="bob")
+        run_agent(agent, files, lambda: files.records[get.id].state == "queued")
+        waiting = files.records[get.id].agent_transfer
+        assert waiting and agent.agent.files.entity.find(waiting).state == "queued"  # behind big.npz on board
+        if ends == "source gone":
+            (compute / "products/job-7.npz").unlink()
+            why = "No such file"
+        else:
+            assert agent.send("FILE_CANCEL", transfer=waiting).completed  # another console
+            why = "cancelled"
+        run_agent(agent, files, settled(files, get.id), max_s=300.0)
+        record = files.records[get.id]
+        assert record.state == "failed" and record.transfer is None, record
+        assert record.reason.startswith(f"the agent's {waiting} failed: ") and why in record.reason, record.reason
+    finally:
+        files.close()
+
+
 # --- the archive ---------------------------------------------------------------------------------
 
 
