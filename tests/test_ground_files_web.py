@@ -172,3 +172,45 @@ def test_the_files_panel_says_whether_the_board_vouches_for_a_product_that_came_
                                                                      "(products/noise.npz: ")
     expect(page.locator(log)).to_have_attribute("data-state", "done", timeout=30_000)
     expect(page.locator(log)).to_have_attribute("data-vouched", "")  # not a product: no verdict
+
+
+@pytest.mark.req("GND-057")
+def test_a_double_click_on_the_files_panel_sends_each_request_once(standin_ground, pages, tmp_path):  # noqa: F811
+    """Found in audit: no button of the Files panel was disabled while its request went, so a double click
+    queued two uploads, sent FILE_DOWNLINK twice or cancelled twice. Each request is held on its way (routed)
+    while the page is looked at: the button is disabled until the answer, and one request went."""
+    server, standin = standin_ground
+    expect = _expect()
+    page = pages(server, "alice")
+    expect(page.locator("#files-state")).to_have_text("file link: in contact")
+    held: dict[str, list] = {"get": [], "put": [], "cancel": []}
+    page.route("**/api/files/get", lambda route: held["get"].append(route))
+    page.route("**/api/files/put?*", lambda route: held["put"].append(route))
+    page.route("**/api/files/*/cancel", lambda route: held["cancel"].append(route))
+
+    def twice(what: str, selector: str) -> None:
+        with page.expect_request(lambda r: r.method == "POST" and f"/{what}" in r.url):
+            page.dblclick(selector)
+        expect(page.locator(selector)).to_be_disabled()  # while its request is on its way
+        assert len(held[what]) == 1, f"{len(held[what])} requests for one double click"
+        held[what].pop().continue_()
+
+    page.fill("#file-get-name", "products/x.json")
+    twice("get", "#file-get")
+    down = page.locator("#file-table tr[data-direction=down]")
+    expect(down).to_have_count(1)  # requested: the stand-in answers no command
+    expect(page.locator("#file-get")).to_be_enabled()
+
+    up = tmp_path / "model.onnx"
+    up.write_bytes(os.urandom(40_000))
+    page.set_input_files("#file-put-file", str(up))
+    twice("put", "#file-put")
+    ups = page.locator("#file-table tr[data-direction=up]")
+    expect(ups).to_have_count(1)
+    expect(page.locator("#file-put")).to_be_enabled()
+
+    twice("cancel", "#file-table tr[data-direction=down] button.file-cancel")
+    expect(down).to_have_attribute("data-state", "cancelled")
+    expect(page.locator("#files-error")).to_have_text("")  # no second cancel refused as over already
+    expect(ups).to_have_count(1)
+    assert not any(held.values())

@@ -1077,6 +1077,7 @@ function fileRow(c, r) {
   const actions = tr.cells[6];
   if (!FILE_SETTLED.has(r.state) && canOperate()) {
     actions.append(el("button", {type: "button", className: "file-cancel", textContent: "Cancel",
+                                 disabled: FILE_CANCELLING.has(`${c.id}/${r.id}`),
                                  onclick: () => cancelFile(c.id, r.id)}));
   } else if (r.direction === "down" && r.state === "done") {
     actions.append(el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
@@ -1114,40 +1115,69 @@ async function loadFiles() {
   renderFiles(c);
 }
 
+// A request of the Files panel goes once: its button is disabled before the request goes and enabled
+// again when it is answered (found in audit: a double click queued two uploads, or two gets).
 async function getFile(e) {
   e.preventDefault();
+  const button = $("file-get");
+  if (button.disabled) return;  // Enter in the name field while the last one is on its way
   const sc = S.current, name = $("file-get-name").value.trim();
-  const answer = await postJson("/api/files/get", {spacecraft: sc, name});
-  if (!answer.ok) { fileError(`get ${name}: ${answer.body.error}`); return; }
-  fileError("");
-  $("file-get-name").value = "";
-  setFile(craft(sc), answer.body);
+  button.disabled = true;
+  try {
+    const answer = await postJson("/api/files/get", {spacecraft: sc, name});
+    if (!answer.ok) { fileError(`get ${name}: ${answer.body.error}`); return; }
+    fileError("");
+    $("file-get-name").value = "";
+    setFile(craft(sc), answer.body);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function putFile(e) {
   e.preventDefault();
+  const button = $("file-put");
+  if (button.disabled) return;
   const sc = S.current, file = $("file-put-file").files[0], name = $("file-put-name").value.trim();
   if (!file) { fileError("choose a file to send"); return; }
   const q = new URLSearchParams({spacecraft: sc, name, filename: file.name});
-  let answer;
+  button.disabled = true;
   try {
-    answer = await answerOf(await fetch(`/api/files/put?${q}`, {
-      method: "POST", credentials: "same-origin", body: file,
-      headers: {"Content-Type": "application/octet-stream", "X-CSRF-Token": S.me.csrf}}));
-  } catch (err) {
-    answer = {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
+    let answer;
+    try {
+      answer = await answerOf(await fetch(`/api/files/put?${q}`, {
+        method: "POST", credentials: "same-origin", body: file,
+        headers: {"Content-Type": "application/octet-stream", "X-CSRF-Token": S.me.csrf}}));
+    } catch (err) {
+      answer = {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
+    }
+    if (!answer.ok) { fileError(`send ${file.name}: ${answer.body.error}`); return; }
+    fileError("");
+    $("file-put-form").reset();
+    setFile(craft(sc), answer.body);
+  } finally {
+    button.disabled = false;
   }
-  if (!answer.ok) { fileError(`send ${file.name}: ${answer.body.error}`); return; }
-  fileError("");
-  $("file-put-form").reset();
-  setFile(craft(sc), answer.body);
 }
 
+const FILE_CANCELLING = new Set();  // "spacecraft/id" whose cancel is on its way: its button stays disabled
+
 async function cancelFile(sc, id) {
-  const answer = await postJson(`/api/files/${encodeURIComponent(id)}/cancel`, {spacecraft: sc});
-  if (!answer.ok) { fileError(`cancel ${id}: ${answer.body.error}`); return; }
-  fileError("");
-  setFile(craft(sc), answer.body);
+  const key = `${sc}/${id}`;
+  if (FILE_CANCELLING.has(key)) return;
+  FILE_CANCELLING.add(key);
+  const button = document.querySelector(`#file-${CSS.escape(id)} button.file-cancel`);
+  if (button) button.disabled = true;
+  try {
+    const answer = await postJson(`/api/files/${encodeURIComponent(id)}/cancel`, {spacecraft: sc});
+    if (!answer.ok) { fileError(`cancel ${id}: ${answer.body.error}`); return; }
+    fileError("");
+    setFile(craft(sc), answer.body);
+  } finally {
+    FILE_CANCELLING.delete(key);
+    const now = document.querySelector(`#file-${CSS.escape(id)} button.file-cancel`);  // the row may be new
+    if (now) now.disabled = false;
+  }
 }
 
 function buildFiles() {
