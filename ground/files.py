@@ -120,6 +120,7 @@ class FileRecord:
     agent_transfer: str | None = None  # a get: the agent's transfer id (FILE_DOWNLINK's result)
     rev: int = 0                    # one more at each change: a reader keeps the highest it has seen
     product: dict[str, Any] | None = None  # a product come down: {"vouched", "verdict"} (ground/receipts.py)
+    stamp: list[int] | None = None  # a file come down: its (inode, size, mtime ns) as put in place (path_of)
 
     @property
     def settled(self) -> bool:
@@ -140,6 +141,10 @@ class _Pending:
 
     poll: Callable[[], CommandOutcome | None]
     what: str  # "downlink" | "cancel"
+
+
+class FileGone(FileError):
+    """A file that came down is no longer on the ground as it came: a later transfer of its name replaced it."""
 
 
 def check_remote(name: Any, direction: str) -> str:
@@ -327,8 +332,21 @@ class GroundFiles:
             path = resolve(self.area, record.local, frozenset({DOWNLINK_DIR}), "local")
         except NameRefused as exc:
             raise FileError(str(exc)) from None
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError:
+            st = None
+        if st is None or not path.is_file():
             raise FileError(f"transfer {record.id}: {record.local} is no longer in the file area")
+        # Every transfer of a name lands at downlink/<name>: found in audit, an older record served the newer
+        # file under its own SHA-256. The file is the record's while it is the one put in place (inode, size,
+        # mtime), or, where it is not (or a record from before stamps), while its SHA-256 is the record's.
+        if record.stamp is not None and [st.st_ino, st.st_size, st.st_mtime_ns] == list(record.stamp):
+            return path
+        if (record.size is not None and st.st_size != record.size) or not record.sha256 \
+                or sha256_file(path) != record.sha256:
+            raise FileGone(f"transfer {record.id}: {record.local} now holds a later transfer of that name, not the "
+                           "file this one brought down (fetch the newer transfer, or get the file again)")
         return path
 
     # --- other threads --------------------------------------------------------------------------
@@ -491,6 +509,11 @@ class GroundFiles:
         elif what in ("started", "resumed"):
             record.reason = what
         if record.direction == "down" and record.state == "done" and before != "done":
+            try:  # what path_of serves as this record's file while it is still the one put in place
+                st = (self.area / record.local).stat()
+                record.stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
+            except OSError:
+                record.stamp = None
             self._judge(record)
         if t.settled:
             record.finished_s = t.finished_s
@@ -707,5 +730,5 @@ def _unlink(path: Path) -> None:
 
 
 __all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS",
-           "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError",
+           "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError", "FileGone",
            "FileRecord", "GroundFiles", "check_remote", "client_sender", "sha256_file"]

@@ -74,7 +74,7 @@ from ground.alarms import Alarm, AlarmManager, LimitStore
 from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
-from ground.files import CommandOutcome, FileError, FileRecord, GroundFiles, check_remote
+from ground.files import CommandOutcome, FileError, FileGone, FileRecord, GroundFiles, check_remote
 from ground.queue import CommandQueue, Entry, QueueError, State, Timeouts
 from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftConfig, check_spacecraft_id
 from ground.web.hub import (
@@ -1539,8 +1539,10 @@ class GroundServer:
         found = next((r for r in files.snapshot() if r["id"] == record_id), None)
         if found is None:
             return _error(404, f"no transfer {record_id!r} among {link.id}'s recent ones")
-        try:
-            path = files.path_of(FileRecord.from_json(found))
+        try:  # in a thread: a file whose stamp moved is hashed (ground/files.py, path_of)
+            path = await asyncio.to_thread(files.path_of, FileRecord.from_json(found))
+        except FileGone as exc:
+            return _error(410, str(exc), "FILE_GONE")
         except FileError as exc:
             return _error(409, str(exc), "FILE")
         return web.FileResponse(path, headers={

@@ -24,7 +24,7 @@ from flight.link.packets import unpack
 from ground import archive_cli
 from ground.archive import Archive, RetentionPolicy
 from ground.client import GroundClient
-from ground.files import DOWNLINK_TOPS, UPLINK_TOPS, GroundFiles, sha256_file
+from ground.files import DOWNLINK_TOPS, UPLINK_TOPS, FileRecord, GroundFiles, sha256_file
 from tests.inproc import InProcessAgent
 
 STEP_S = 0.05
@@ -237,6 +237,34 @@ def test_transfers_in_progress_survive_a_ground_restart(pair, tmp_path):
         assert (standin.root / "staging/f.bin").read_bytes() == data
     finally:
         again.close()
+
+
+@pytest.mark.req("GND-051")
+def test_a_transfer_whose_file_a_later_one_of_its_name_replaced_no_longer_serves_it(pair):
+    """Found in audit: every transfer of a name lands at downlink/<name>, so an older record served the newer
+    bytes under its own SHA-256. Its file is served only while it is the one it brought down."""
+    from ground.files import FileGone
+
+    files, standin, clock, client = pair
+    one, two = os.urandom(5000), os.urandom(7000)
+    records = []
+    for data in (one, two, two):
+        (standin.root / "logs").mkdir(exist_ok=True)
+        (standin.root / "logs/agent.log").write_bytes(data)
+        standin.entity.put("logs/agent.log", "downlink/logs/agent.log")
+        run(files, client, clock, lambda: not standin.entity.pending() and not files.pending())
+        records.append(next(r for r in reversed(files.records.values()) if r.state == "done"))
+        if len(records) == 1:
+            assert files.path_of(records[0]).read_bytes() == one  # its own file while it is there
+    first, second, third = records
+    assert len({first.id, second.id, third.id}) == 3 and first.stamp and second.stamp != first.stamp
+    with pytest.raises(FileGone, match=f"transfer {first.id}: downlink/logs/agent.log now holds a later transfer"):
+        files.path_of(first)
+    assert files.path_of(third).read_bytes() == two
+    assert files.path_of(second).read_bytes() == two  # replaced by the same bytes: its SHA-256 still holds
+    legacy = FileRecord.from_json({**first.to_json(), "stamp": None})  # a record from before stamps
+    with pytest.raises(FileGone):
+        files.path_of(legacy)
 
 
 @pytest.mark.req("GND-053")

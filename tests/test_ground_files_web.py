@@ -214,3 +214,31 @@ def test_a_double_click_on_the_files_panel_sends_each_request_once(standin_groun
     expect(page.locator("#files-error")).to_have_text("")  # no second cancel refused as over already
     expect(ups).to_have_count(1)
     assert not any(held.values())
+
+
+@pytest.mark.req("GND-051", "GND-057")
+def test_a_file_a_later_transfer_of_its_name_replaced_is_refused_and_not_offered(standin_ground, pages):  # noqa: F811
+    """Found in audit: the older transfer's content route (its Save link) served the newer file under the older
+    SHA-256. It answers 410 saying so, and the panel offers Save on the newest of a name only."""
+    from tests.test_ground_server import http, login
+
+    server, standin = standin_ground
+    expect = _expect()
+    page = pages(server, "vera")
+    token = login(server, "vera")
+    one, two = b"1" + os.urandom(5000), b"2" + os.urandom(7000)  # not taken for JSON by http()
+    rows = page.locator("#file-table tr[data-direction=down]")
+    standin.send("logs/agent.log", one)
+    expect(rows).to_have_attribute("data-state", "done")
+    first = rows.get_attribute("id")[len("file-"):]
+    standin.send("logs/agent.log", two)
+    expect(page.locator("#file-table tr[data-direction=down][data-state=done]")).to_have_count(2)
+    second = next(i for i in (rows.nth(0).get_attribute("id"), rows.nth(1).get_attribute("id"))
+                  if i != f"file-{first}")[len("file-"):]
+    status, answer, _ = http(server, "GET", f"/api/files/{first}/content?spacecraft={SC}", token=token)
+    assert status == 410 and answer["code"] == "FILE_GONE" and "now holds a later transfer" in answer["error"]
+    status, _, headers = http(server, "GET", f"/api/files/{second}/content?spacecraft={SC}", token=token)
+    assert status == 200 and headers["X-Sunlit-SHA256"] == hashlib.sha256(two).hexdigest()
+    expect(page.locator(f"#file-{second} a.file-save")).to_have_count(1)
+    expect(page.locator(f"#file-{first} a.file-save")).to_have_count(0)
+    expect(page.locator(f"#file-{first} td.actions")).to_have_text(f"replaced by {second}")

@@ -1080,7 +1080,12 @@ function fileRow(c, r) {
                                  disabled: FILE_CANCELLING.has(`${c.id}/${r.id}`),
                                  onclick: () => cancelFile(c.id, r.id)}));
   } else if (r.direction === "down" && r.state === "done") {
-    actions.append(el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
+    // Every transfer of a name lands at downlink/<name>: a later one replaced this one's file (found in audit:
+    // Save fetched the newer file; the server now refuses it, 410).
+    const later = [...c.files.values()].find((o) => o.id !== r.id && o.direction === "down" && o.state === "done"
+      && o.local === r.local && (o.finished_s || 0) > (r.finished_s || 0));
+    if (later) actions.append(`replaced by ${later.id}`);
+    else actions.append(el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
       href: `/api/files/${encodeURIComponent(r.id)}/content?spacecraft=${encodeURIComponent(c.id)}`}));
   }
   return tr;
