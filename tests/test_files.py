@@ -760,6 +760,70 @@ def test_the_clean_up_keeps_a_file_queued_to_go_down_and_deletes_it_once_it_has_
 
 
 @pytest.mark.req("FIL-009")
+def test_a_product_rewritten_under_a_name_the_ground_has_goes_down_again_and_is_not_cleaned(files_rig):
+    """Found in audit: the files the ground has were known by name alone, so a product written again under a
+    confirmed name was never sent, and deleted at its keep time. Each is kept with the file's inode, size and
+    mtime as it went; a file there that is no longer that one is new."""
+    from flight.storage import read_checked_json
+
+    r = files_rig
+    products = r.area / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    assert r.rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+    assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="600").completed
+
+    def write(data: bytes) -> None:  # as products are written: whole, then put in place
+        (products / ".scene.tmp").write_bytes(data)
+        os.replace(products / ".scene.tmp", products / "job00003-scene.json")
+
+    write(b'{"v": 1}')
+    r.rig.advance(2)
+    r.run(30)
+    assert (r.root / "downlink/products/job00003-scene.json").read_bytes() == b'{"v": 1}'
+    r.rig.advance(2)
+    saved = read_checked_json(r.rig.agent.files._delivered_path)["products/job00003-scene.json"]  # noqa: SLF001
+    st = (products / "job00003-scene.json").stat()
+    assert saved[1:] == [st.st_ino, st.st_size, st.st_mtime_ns]
+    write(b'{"v": 2}')  # the same input came again: a new product under the confirmed name
+    r.rig.advance(2)
+    r.run(30)
+    assert (r.root / "downlink/products/job00003-scene.json").read_bytes() == b'{"v": 2}'
+    r.rig.clock.advance(300.0)
+    write(b'{"v": 3}')  # written again before the keep time of version 2: not the ground's, never cleaned
+    r.rig.clock.advance(400.0)
+    r.rig.agent.files._clean_delivered()  # noqa: SLF001 - past version 2's keep time
+    assert (products / "job00003-scene.json").read_bytes() == b'{"v": 3}'
+    assert not r.rig.events("FILE_DELETED")
+
+
+@pytest.mark.req("FIL-009", "AGT-013")
+def test_the_files_the_ground_has_are_read_as_saved_before_stamps_and_checked(tmp_path):
+    """The saved list of files the ground has: an entry saved before stamps (a time) is read and cleaned as it
+    was; one that is neither a time nor [time, inode, size, mtime ns] sets the file aside as damaged."""
+    from flight.storage import write_checked_json
+
+    state = tmp_path / "state"
+    products = state / "compute/products"
+    products.mkdir(parents=True)
+    for name in ("old.npz", "new.npz", "changed.npz"):
+        (products / name).write_bytes(b"x")
+    st = (products / "new.npz").stat()
+    write_checked_json(state / "files_delivered.json", {
+        "products/old.npz": 1.0, "products/new.npz": [2.0, st.st_ino, st.st_size, st.st_mtime_ns],
+        "products/changed.npz": [3.0, st.st_ino, st.st_size, st.st_mtime_ns]})  # not the file there
+    with InProcessAgent(state) as rig:
+        assert not rig.events("STATE_CORRUPT")
+        assert rig.send("SET_PARAM", name="file_keep_done_s", value="0").completed
+        rig.advance(3)
+        assert sorted(e.args["name"] for e in rig.events("FILE_DELETED")) == ["products/new.npz", "products/old.npz"]
+        assert [p.name for p in products.iterdir()] == ["changed.npz"]
+    write_checked_json(state / "files_delivered.json", {"products/old.npz": [1.0, "inode", 1, 2]})
+    with InProcessAgent(state) as rig:
+        assert "files delivered" in {e.args["what"] for e in rig.events("STATE_CORRUPT")}
+        assert (state / "files_delivered.json.corrupt").exists()
+
+
+@pytest.mark.req("FIL-009")
 def test_a_confirmation_nothing_would_send_again_is_on_disk_at_once(files_rig):
     """Found in review: confirmations saved once a housekeeping period are sent again after a power cut only
     where the automatic downlink is on (the default is off): otherwise a lost one kept its product for good."""

@@ -75,7 +75,10 @@ class FileManager(Component):
         self._params = params
         self._contact_age_s = contact_age_s
         self._delivered_path = Path(state_dir) / "files_delivered.json"
-        self._delivered: dict[str, float] = {}   # name -> unix time the ground confirmed it
+        # name -> (unix time the ground confirmed it, the (inode, size, mtime ns) of the file it has, None where
+        # unknown: saved before stamps): a file there that is no longer that one is new (found in audit: a product
+        # rewritten under a confirmed name was never sent, and deleted at its keep time)
+        self._delivered: dict[str, tuple[float, tuple[int, int, int] | None]] = {}
         self._delivered_changed = False  # saved at the next housekeeping (flush): a save per file sent was 7 ms
         self._load_error: str | None = None
         self._load_delivered()
@@ -271,8 +274,14 @@ class FileManager(Component):
         """Queue what :meth:`_auto_downlink` says, adding each name seen to ``present``; False where a full
         queue stopped the look before the end."""
         for top, priority in AUTO_DOWNLINK.items():
-            for name in self._names_under(top):
+            before = self._listings.get(top)
+            names = self._names_under(top)
+            after = self._listings.get(top)
+            walked = after is None or after is not before  # a directory changed, or RELIST_S passed
+            for name in names:
                 present.add(name)
+                if walked and name in self._delivered and not self._still_delivered(name):
+                    self._forget_delivered(name)  # rewritten since the ground had it: new, sent again
                 if name in self._known or name in busy or name in self._delivered or name in self._auto_skip:
                     continue
                 if self.entity.queue_full():
@@ -298,19 +307,41 @@ class FileManager(Component):
         now = self._clock.now_s()
         changed = False
         busy = {n for t in self.entity.transfers.values() for n in (t.source, t.dest)}
-        for name, at in list(self._delivered.items()):
+        for name, (at, _stamp) in list(self._delivered.items()):
             if now - at < keep_s:
                 continue
             if name.startswith("incoming/done/") and (self.root / "incoming" / name.rsplit("/", 1)[1]).exists():
                 continue  # not taken by a job yet: kept until it is
             if name in busy:
                 continue  # queued or going (found in audit: deleted under its transfer): the next clean-up
+            if not self._still_delivered(name):
+                self._forget_delivered(name)  # rewritten since the ground had it: not the ground's, kept
+                continue
             if not self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago"):
                 continue  # kept in the list: tried again at the next clean-up
             del self._delivered[name]
             changed = True
         if changed:
             self._delivered_changed = True
+
+    def _still_delivered(self, name: str) -> bool:
+        """Whether the file at ``name`` is still the one the ground has (as stamped when it went; one whose entry
+        has no stamp, or that is gone, is taken to be)."""
+        stamp = self._delivered[name][1]
+        if stamp is None:
+            return True
+        try:
+            st = (self.root / name).stat()
+        except OSError:
+            return True
+        return (st.st_ino, st.st_size, st.st_mtime_ns) == stamp
+
+    def _forget_delivered(self, name: str) -> None:
+        """The file at ``name`` is not the one the ground has: no longer cleaned, and sent by the automatic
+        downlink again as a new file."""
+        del self._delivered[name]
+        self._known.discard(name)
+        self._delivered_changed = True
 
     def _busy(self, name: str) -> list[str]:
         """The transfers in progress or queued that send or receive ``name`` (FILE_DELETE refuses it then)."""
@@ -360,23 +391,26 @@ class FileManager(Component):
             if name.startswith("incoming/") and name.count("/") == 1:
                 # The ground sent it, so the ground has it: once a job has taken it (moved to
                 # incoming/done/), it goes by the same rule as a product the ground confirmed.
-                self._remember("incoming/done/" + name.split("/", 1)[1])
+                self._remember("incoming/done/" + name.split("/", 1)[1], _stamp_of(self.root / name))
         elif what == "done":
             self._emit("FILE_SENT", transfer=t.id, name=name[:200], bytes=int(t.size or 0), reason=t.reason[:200])
             if t.cls == 2:
-                self._remember(t.source)
+                self._remember(t.source, t.hashed)  # the file as it was when it went (the entity's)
         elif what in ("failed", "cancelled"):
             self._emit("FILE_FAILED", transfer=t.id, name=name[:200], reason=(t.reason or what)[:200])
 
-    def _remember(self, name: str) -> None:
-        """The ground has ``name`` from now: it may be cleaned ``file_keep_done_s`` later."""
+    def _remember(self, name: str, stamp: list[int] | tuple[int, int, int] | None = None) -> None:
+        """The ground has ``name`` from now, the file ``stamp`` says (inode, size, mtime ns): it may be cleaned
+        ``file_keep_done_s`` later, while it is still that file."""
         self._delivered.pop(name, None)
-        self._delivered[name] = self._clock.now_s()
+        self._delivered[name] = (self._clock.now_s(), None if stamp is None else (int(stamp[0]), int(stamp[1]),
+                                                                                  int(stamp[2])))
         while len(self._delivered) > MAX_DELIVERED:  # the oldest, cleaned now: dropped from the list, it was kept
             # for ever (an audit: past 512 products a day, 76 of 1100 left in products/ and never deleted)
             oldest = next(iter(self._delivered))
+            fresh = self._still_delivered(oldest)
             del self._delivered[oldest]
-            if self._busy(oldest):
+            if self._busy(oldest) or not fresh:
                 continue  # being sent again: confirmed anew when it has gone, else kept
             self._clean_file(oldest, f"the ground has it, and over {MAX_DELIVERED} files it has are held: the "
                                      "oldest cleaned before file_keep_done_s")
@@ -390,7 +424,7 @@ class FileManager(Component):
             return
         try:
             body = read_checked_json(self._delivered_path)
-            self._delivered = {str(k): float(v) for k, v in body.items()}
+            self._delivered = {str(k): _delivered_entry(v) for k, v in body.items()}
         except (CorruptFile, OSError, AttributeError, TypeError, ValueError) as exc:
             moved = quarantine(self._delivered_path)  # kept as found, not overwritten by the next save (an audit)
             aside = f"; moved aside ({moved.name})" if moved else ""
@@ -399,7 +433,8 @@ class FileManager(Component):
 
     def _save_delivered(self) -> None:
         try:
-            write_checked_json(self._delivered_path, self._delivered)
+            write_checked_json(self._delivered_path, {name: at if stamp is None else [at, *stamp]
+                                                      for name, (at, stamp) in self._delivered.items()})
             self._delivered_changed = False
         except OSError:
             pass  # worst case a product is kept longer: tried again at the next housekeeping
@@ -499,6 +534,26 @@ class FileManager(Component):
             "files_suspended": self.entity.suspended,
             "disk_free_mb": None if self._free_mb is None or not math.isfinite(self._free_mb) else round(self._free_mb, 1),
         }
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int] | None:
+    """A file's (inode, size, mtime ns): what says it is still the one the ground has; None if it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _delivered_entry(value: Any) -> tuple[float, tuple[int, int, int] | None]:
+    """One saved entry of the files the ground has: its time (as saved before stamps) or [time, inode, size,
+    mtime ns]; ValueError for anything else (the file is then set aside as damaged)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value), None
+    if (isinstance(value, list) and len(value) == 4 and isinstance(value[0], (int, float))
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value[1:])):
+        return float(value[0]), (value[1], value[2], value[3])
+    raise ValueError(f"an entry {str(value)[:60]!r} is neither a time nor [time, inode, size, mtime ns]")
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int]:

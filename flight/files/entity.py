@@ -121,8 +121,9 @@ class Transfer:
     finished_s: float | None = None
     restarts: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
-    # Going out with a digest its owner took as it wrote the file (put's sha256): the file it was taken of
-    # (inode, size, modification ns); the digest is sent only while the file is still that one.
+    # Going out with a digest its owner took as it wrote the file (put's sha256), or once it has started, the one
+    # sent: the file it was taken of (inode, size, modification ns); a digest given with the put is sent only while
+    # the file is still that one, and the agent keeps it for a file the ground confirmed (flight/agent/files.py).
     hashed: list[int] | None = None
 
     @property
@@ -649,6 +650,8 @@ class FileEntity:
                 heapq.heappush(self._queue, (transfer.priority, next(self._order), transfer.id))
                 return False
             transfer.sha256 = sha
+            st = held.stat()  # the file that digest is of (its owner keeps it: found in audit, a product rewritten
+            transfer.hashed = [st.st_ino, size, st.st_mtime_ns]  # under a name the ground had was never sent)
             transfer.state = "active"
             transfer.started_s = transfer.started_s or self._utc_s()
             transfer.progress = 0
