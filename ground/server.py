@@ -126,6 +126,10 @@ SHUTDOWN_GRACE_S = 5.0
 # more refused (429); a page whose queue has dropped for this long without being taken is closed (1008).
 MAX_SOCKETS_PER_SESSION = 8
 MAX_SOCKETS = 64
+# A user's sessions together (found in review: a viewer logged in 8 times held all 64, and every operator's
+# console got 429), and the last of MAX_SOCKETS kept for operators and admins: no viewer takes those.
+MAX_SOCKETS_PER_USER = 16
+SOCKETS_FOR_OPERATORS = 16
 PAGE_STALL_S = 5.0
 SESSION_COOKIE = "sunlit_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -818,6 +822,7 @@ class GroundServer:
         self._runner: web.AppRunner | None = None
         self._sockets: dict[web.WebSocketResponse, _Socket] = {}  # each open WebSocket (the web thread's)
         self._socket_counts: dict[int, int] = {}  # id of a session -> its WebSockets open (or opening)
+        self._socket_users: dict[str, int] = {}  # a user -> the WebSockets of all their sessions
         self._limits_lock = asyncio.Lock()  # one limits change at a time: each merges with the one before
         self._closing: set[asyncio.Task] = set()  # stalled pages being closed (a reference keeps each task)
         self.sockets_refused = 0  # WebSockets refused: too many for their session or the server
@@ -1705,19 +1710,32 @@ class GroundServer:
         raw = request.query.get("raw") == "1"
         session: Session = request[SESSION_KEY]
         mine = self._socket_counts.get(id(session), 0)
-        if mine >= self.max_sockets_per_session or sum(self._socket_counts.values()) >= self.max_sockets:
+        users = self._socket_users.get(session.user, 0)
+        total = sum(self._socket_counts.values())
+        room = self.max_sockets - (0 if session.role >= Role.OPERATOR else min(SOCKETS_FOR_OPERATORS,
+                                                                              self.max_sockets // 4))
+        whose = (f"this session has {mine} open, at most {self.max_sockets_per_session}"
+                 if mine >= self.max_sockets_per_session else
+                 f"{session.user}'s sessions have {users} open, at most {MAX_SOCKETS_PER_USER}"
+                 if users >= MAX_SOCKETS_PER_USER else
+                 f"the server has {total} open, {room} at most to {session.role.name.lower()}s"
+                 if total >= room else "")
+        if whose:
             self.sockets_refused += 1
-            whose = (f"this session has {mine} open, at most {self.max_sockets_per_session}"
-                     if mine >= self.max_sockets_per_session else f"the server has {self.max_sockets}, its most")
             return _error(429, f"too many WebSockets: {whose}; close one first (counted in sockets_refused)",
                           "TOO_MANY_SOCKETS")
-        self._socket_counts[id(session)] = mine + 1  # taken before the first await: no two get past the bound
+        # Taken before the first await: no two get past the bound.
+        self._socket_counts[id(session)] = mine + 1
+        self._socket_users[session.user] = users + 1
         try:
             return await self._ws_open(request, session, wants, raw)
         finally:
             left = self._socket_counts.pop(id(session)) - 1
             if left:
                 self._socket_counts[id(session)] = left
+            left = self._socket_users.pop(session.user) - 1
+            if left:
+                self._socket_users[session.user] = left
 
     async def _ws_open(self, request: web.Request, session: Session, wants: str | None,
                        raw: bool) -> web.StreamResponse:

@@ -162,6 +162,40 @@ def test_websockets_are_bounded_per_session_and_in_all_and_refusals_are_counted(
         stack.enter_context(open_ws(server, vera))
 
 
+@pytest.mark.req("GND-035")
+def test_a_viewer_in_many_sessions_cannot_take_the_sockets_an_operator_needs(source_and_server, monkeypatch):
+    """Found in review: a viewer logged in 8 times held all 64 WebSockets, and every operator's console (and
+    every program's ServerClient) was refused (429)."""
+    import ground.server
+
+    _source, start = source_and_server
+    server = start(max_sockets_per_session=2, max_sockets=8)  # two kept for operators (a quarter, at most 16)
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):  # three sessions of hers, two each: the viewers' room (8 less 2) is full
+            token = login(server, "vera")
+            for _ in range(2):
+                stack.enter_context(open_ws(server, token))
+        status, error = refused(server, login(server, "vera"))
+        assert status == 429 and "the server has 6 open, 6 at most to viewers" in error, error
+        bob = login(server, "bob")
+        for _ in range(2):
+            stack.enter_context(open_ws(server, bob))  # the operators' two
+        status, error = refused(server, login(server, "alice"))
+        assert status == 429 and "the server has 8 open, 8 at most to operators" in error, error
+    deadline = time.monotonic() + 10
+    while server._socket_counts:  # the closed sockets' places given back
+        assert time.monotonic() < deadline, "the closed WebSockets were not counted out"
+        time.sleep(0.05)
+    monkeypatch.setattr(ground.server, "MAX_SOCKETS_PER_USER", 3)
+    with contextlib.ExitStack() as stack:
+        for _ in range(2):
+            token = login(server, "vera")
+            stack.enter_context(open_ws(server, token))
+        stack.enter_context(open_ws(server, token))
+        status, error = refused(server, login(server, "vera"))  # her sessions together, not each one's share
+        assert status == 429 and "vera's sessions have 3 open, at most 3" in error, error
+
+
 @pytest.mark.req("GND-035", "GND-032")
 def test_a_page_that_stops_reading_is_closed_saying_why_and_no_longer_fed(source_and_server, monkeypatch):
     """Found in audit: a page whose client stopped reading kept its full queue for good, and the link thread
