@@ -1461,6 +1461,7 @@ class GroundServer:
         size = 0
         digest = hashlib.sha256()  # as it arrives: the link thread need not read the file whole when it starts
         loop = asyncio.get_running_loop()
+        abandoned = threading.Event()
         try:
             # Written, hashed and installed (fsync) by a worker, a block at a time: found in audit, on the event
             # loop they froze every request and WebSocket (510 ms at once for a GiB's fsync).
@@ -1481,8 +1482,9 @@ class GroundServer:
                     if not chunk:
                         break
             # synced before its transfer is saved: a power cut keeps both
-            await loop.run_in_executor(None, install_file, tmp, files.area / staged)
+            await loop.run_in_executor(None, _install_upload, tmp, files.area / staged, abandoned)
         except BaseException:
+            abandoned.set()  # an install still running removes what it put in place (found in review: an orphan)
             for path in (tmp, files.area / staged):  # the worker may have installed it as the client went
                 try:
                     os.unlink(path)
@@ -1912,6 +1914,18 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object in UTF-8"}),
                                  content_type="application/json")
     return body
+
+
+def _install_upload(tmp: Path, final: Path, abandoned: threading.Event) -> None:
+    """An upload put in place (fsync, rename, directory fsync) in a worker thread; removed again where the
+    request was given up meanwhile (the client gone, the server stopping): the handler's own clean-up ran
+    before this rename, or runs after this look, so no file is left without its transfer."""
+    install_file(tmp, final)
+    if abandoned.is_set():
+        try:
+            os.unlink(final)
+        except OSError:
+            pass
 
 
 def _write_hashed(f: Any, digest: Any, block: bytes) -> None:

@@ -277,3 +277,21 @@ def test_a_product_is_read_as_it_comes_down_and_its_verdict_goes_with_the_transf
     wait_for(lambda: not verdicts()[f"products/{trained}.json"]["product"]["vouched"], what="the summary read again")
     assert "contradicts itself" in verdicts()[f"products/{trained}.json"]["reason"]
     assert verdicts()["products/failed.json"]["rev"] == failed_rev
+
+
+@pytest.mark.req("GND-050")
+def test_an_upload_given_up_while_its_install_runs_leaves_no_file_behind(tmp_path):
+    """Found in review: a request cancelled (its client gone, the server stopping) while the worker installed the
+    upload cleaned up first, then the worker's rename put the file in place, with no transfer to send it."""
+    import threading
+
+    from ground.server import _install_upload
+
+    for given_up in (False, True):
+        tmp, final = tmp_path / f".up{given_up}.tmp", tmp_path / "uplink" / f"up{given_up}.bin"
+        tmp.write_bytes(b"x" * 100)
+        abandoned = threading.Event()
+        if given_up:
+            abandoned.set()  # the handler's clean-up ran before the rename
+        _install_upload(tmp, final, abandoned)
+        assert final.exists() is not given_up and not tmp.exists()
