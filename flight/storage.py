@@ -174,6 +174,8 @@ class DirectoryLock:
             # A filesystem remounted read-only (ext4 errors=remount-ro after eMMC faults): flock works on a
             # read-only descriptor, of the lock file or else of the directory, so the program still starts
             # and can say what is wrong (found in audit: it died here, and its SAFE unit with it, for good).
+            # Two locks of one directory whose files are both missing share the directory's: they keep each
+            # other out (the compute directory's supervisor and worker; no worker runs on a read-only one).
             if exc.errno != errno.EROFS:
                 raise
             self._fd = os.open(self.path if self.path.exists() else self.path.parent, os.O_RDONLY)
