@@ -301,12 +301,16 @@ class CompletenessTracker:
         they go into the next acknowledgement."""
         for apid, seq, time_ms in keys:
             key = _pack(time_ms, seq)
-            held = self._held.get(apid)
-            if held is not None:
-                held.discard(key)
-                if not held:
-                    del self._held[apid]
+            self._release(apid, key)
             self._new.setdefault(apid, set()).add(key)
+
+    def _release(self, apid: int, key: int) -> None:
+        """``key`` of ``apid`` no longer waits for the archive."""
+        held = self._held.get(apid)
+        if held is not None:
+            held.discard(key)
+            if not held:
+                del self._held[apid]
 
     def lost(self, keys: Iterable[tuple[int, int, int]]) -> None:
         """The archive could not keep these packets (its recorder dropped them): never acknowledged,
@@ -314,11 +318,7 @@ class CompletenessTracker:
         gone: dict[int, set[int]] = {}
         for apid, seq, time_ms in keys:
             key = _pack(time_ms, seq)
-            held = self._held.get(apid)
-            if held is not None:
-                held.discard(key)
-                if not held:
-                    del self._held[apid]
+            self._release(apid, key)
             known = self._keys.get(apid)
             if known is not None and key in known:
                 known.discard(key)
