@@ -97,6 +97,16 @@ def test_at_most_recovery_max_per_window_then_held_once_until_the_window_frees_o
 
 
 @pytest.mark.req("AGT-015")
+def test_recoveries_made_before_the_clock_went_back_still_count():
+    """Found in audit: recoveries stamped later than a UTC that had stepped back (a board without RTC at reboot)
+    were not counted, and the budget was fresh again."""
+    pending = Pending(Mode.IDLE, RESET_CAUSE, clear_since_s=0.0)
+    recent = (40_000.0, 41_000.0, 42_000.0)
+    back = recovery_step(pending, CLEAR, 1000.0, recent, 40_000.0 - 3600.0, SETTINGS)  # an hour back
+    assert not back.recover and back.held and back.count == 3
+
+
+@pytest.mark.req("AGT-015")
 def test_disabled_means_never():
     from dataclasses import replace
 

@@ -163,7 +163,9 @@ def recovery_step(pending: Pending | None, c: Conditions, now_mono_s: float, rec
         return RecoveryStep(replace(pending, clear_since_s=None), blocker=blocker)
     if pending.clear_since_s is None:
         pending = replace(pending, clear_since_s=now_mono_s)
-    count = sum(1 for t in recent_s if now_s - s.window_s < t <= now_s)
+    # Within the window either way: a recovery stamped ahead of now was made before the clock went back (a board
+    # without RTC at reboot), and still counts (found in audit: it did not, and a step back gave a fresh budget).
+    count = sum(1 for t in recent_s if abs(now_s - t) < s.window_s)
     if now_mono_s - pending.clear_since_s < s.clear_s:
         return RecoveryStep(pending, count=count, blocker=f"clear for {now_mono_s - pending.clear_since_s:.0f} s "
                                                            f"of {s.clear_s:.0f} s")
