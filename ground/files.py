@@ -223,6 +223,7 @@ class GroundFiles:
         # The agent's transfer id -> (event, name, reason) of its FILE_FAILED or FILE_SENT, the newest
         # KEEP_AGENT_ENDS: a get whose transfer ends on board with nothing of it come here is settled by it.
         self._agent_ends: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._ends_to_match = False  # an end heard, or a get's transfer id learnt, since the last match
         self.tc_refused = 0   # PDUs the link's queue refused (CFDP sends them again)
         self.pdus_up = 0
         self.pdus_down = 0
@@ -424,6 +425,7 @@ class GroundFiles:
                 self._agent_ends[transfer] = (record.event.name, str(record.args.get("name", "")),
                                               str(record.args.get("reason", "")))
                 self._agent_ends.move_to_end(transfer)
+                self._ends_to_match = True
                 while len(self._agent_ends) > KEEP_AGENT_ENDS:
                     self._agent_ends.popitem(last=False)
 
@@ -597,6 +599,7 @@ class GroundFiles:
             del self._pending[rid]
             if outcome.ok and outcome.result.get("transfer"):
                 record.agent_transfer = str(outcome.result["transfer"])
+                self._ends_to_match = True
             if record.settled or record.transfer is not None:  # the file came before the answer (a fast link)
                 if record.agent_transfer is not None:
                     self._store(record, state_changed=True)
@@ -615,8 +618,9 @@ class GroundFiles:
         """A get queued on board whose transfer there ended (FILE_FAILED, or FILE_SENT with none of it come
         here) before any of it came, settled failed with the agent's reason. Found in audit: one whose source
         went, or that another console cancelled, stayed queued for ever (and ``file get`` waited to its end)."""
-        if not self._agent_ends:
+        if not self._ends_to_match:  # the records are walked only when something new may match: not each turn
             return
+        self._ends_to_match = False
         for record in [r for r in self.records.values() if not r.settled]:
             end = self._agent_ends.get(record.agent_transfer or "")
             if record.direction != "down" or record.transfer is not None or end is None or end[1] != record.remote:
