@@ -6,7 +6,8 @@ one-day cases from seed ``BENCH_POWER_SEED``: altitudes of 400–800 km, sun-syn
 several local times or inclined, sun-tracking or body-fixed arrays under nadir, sun or
 inertial attitudes, the three boards, batteries of 20–120 Wh, platform loads with steps the
 agent is not told of, starting charges of 45–95 %, and the agent's errors (efficiency off by
-up to ±15 %, degradation unknown). Each is flown twice in a 60-s closed loop over the truth:
+up to ±15 %, degradation unknown) and instruments (a fuel gauge of whole percent or tenths, read
+each second; solar power with 1 % noise). Each is flown twice in a 60-s closed loop over the truth:
 with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
 today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given
 the truth (``hil.power_cases.optimum`` says where it must end); cases where no schedule
@@ -24,6 +25,8 @@ floor); their floor violations still count.
   as the agent ended: both spend the same energy, and what the agent banked for tomorrow
   counts as the work the optimum made of it;
 - ``floor_violation_steps``: 60-s steps below the 30 % floor, summed over all feasible cases;
+- ``by_gauge_step_pct``: the plan's figures above, and the feasible cases, for each resolution of the
+  agent's fuel gauge;
 - ``plan_ms_p99``: one plan's solve time, p99 over every plan of every case (this machine);
 - ``baseline_*``: the same for the rule;
 - ``campaign_speedup``: the wall time of ``BENCH_POWER_SPEEDUP_CASES`` (12) of the cases on one
@@ -92,6 +95,10 @@ def main() -> dict[str, Any]:
     out["plan_ms_p99"] = round(float(np.percentile(plan_ms, 99)), 2) if plan_ms else None
     out["plans"] = len(plan_ms)
     out.update(_figures(rows, "baseline_"))
+    # The plan's figures by the agent's gauge: a gauge of whole percent must not cost the floor or the work.
+    out["by_gauge_step_pct"] = {str(step): {**_figures([r for r in rows if r["case"]["soc_step_pct"] == step], ""),
+                                            "cases": sum(r["case"]["soc_step_pct"] == step for r in feasible)}
+                                for step in sorted({r["case"]["soc_step_pct"] for r in rows})}
     judged = [r for r in feasible if not r["little_work"]]
     worst = min(judged, key=lambda r: r["work_vs_oracle_start"]) if judged else None
     if worst is not None:

@@ -5,7 +5,9 @@ Each step (``step_s`` of simulated time):
 1. faults due at this time are applied;
 2. the environment at time t goes to the agent over its ``sim`` backend: temperatures from the
    thermal model, battery charge and bus voltage from the battery model, solar input and the
-   board's power from the profile and the last load; with it, how many ground packets the
+   board's power from the profile and the last load, each as the agent's instruments read it
+   (``[sensors]``: a fuel gauge of whole percent, power read with noise; the harness's own
+   battery, power and work are the truth); with it, how many ground packets the
    agent must have taken in first (``Env.link_in``, :meth:`ClosedLoop._uplinked`);
 3. the agent answers with its power mode, mode and compute duty; the board profile turns them
    into board power (idle + duty × (loaded − idle) of that mode); commands due go through the
@@ -179,6 +181,7 @@ class ClosedLoop:
         self.thermal = ThermalModel(params, float(board_c), float(radiator_c))
         self.rng = random.Random(scenario.seed)
         self.memory_rng = random.Random(scenario.seed * 7919 + 17)  # its own stream: other draws stay as they were
+        self.sensor_rng = np.random.default_rng([scenario.seed, 5])  # the instruments' noise: a stream of its own
         self.memory_requested: dict[str, int] = {}
         self._memory_count = 0
         self.memory_not_written = 0  # drawn past MAX_MEMORY_UPSETS_PER_STEP in one step
@@ -522,13 +525,15 @@ class ClosedLoop:
             return last
         try:
             lockstep = self.sc.time_mode == "lockstep"
+            read_w = self._measured_w(board_w)
             link_in = None
             if lockstep and self._link_sync is not None:
                 taken, uplinked = self._link_sync
                 link_in = taken + self._uplinked() - uplinked
             load = self.env.step(t if lockstep else None, timeout_s=30,
-                                 temps_c=self._temps(t, board_c), rails_w={"VDD_IN": board_w}, board_power_w=board_w,
-                                 eps=EpsValues(self.battery.soc_pct, self.battery.voltage_v, row["solar_power_w"]),
+                                 temps_c=self._temps(t, board_c), rails_w={"VDD_IN": read_w}, board_power_w=read_w,
+                                 eps=EpsValues(self._gauge_pct(), self.battery.voltage_v,
+                                               self._measured_w(row["solar_power_w"])),
                                  link_in=link_in, alive=self._agent_alive)
             if lockstep and isinstance(load.link_taken, int):
                 self._link_sync = (load.link_taken, self._uplinked())
@@ -548,6 +553,21 @@ class ClosedLoop:
             self.silences += 1
             self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown at its last answer")
             return last
+
+    def _gauge_pct(self) -> float:
+        """The battery's charge as the agent's fuel gauge reads it: to its resolution ([sensors] soc_step_pct),
+        the nearest step. A gauge of whole percent is 0.6 Wh a step on 60 Wh: what the agent learns from it must
+        allow for that (flight.power.load). The run's own charge, and its criteria, are the truth."""
+        step = self.sc.soc_step_pct
+        return float(round(self.battery.soc_pct / step) * step) if step > 0 else self.battery.soc_pct
+
+    def _measured_w(self, true_w: float) -> float:
+        """A power as the agent's instruments read it: with ``[sensors] power_noise_pct`` of noise (one standard
+        deviation of the value, seeded with the scenario), never below zero."""
+        noise = self.sc.power_noise_pct / 100.0
+        if noise <= 0 or true_w == 0:
+            return float(true_w)
+        return max(0.0, float(true_w) * (1.0 + noise * float(self.sensor_rng.normal())))
 
     def _record(self, t: float, row: dict[str, float], board_w: float, duty: float, mode_name: str, mode: str,
                 work: float, up: bool) -> None:

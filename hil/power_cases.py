@@ -6,15 +6,18 @@ A case is drawn from a seed: an orbit (400–800 km; sun-synchronous at several 
 inclined), an array (sun-tracking, or body-fixed panels under a nadir, sun or inertial
 attitude), one of the three boards, a battery of 20–120 Wh, a platform load with steps the
 agent is not told of, a starting charge, and the agent's errors: its cells' efficiency off by
-up to ±15 %, the degradation unknown (it believes none).
+up to ±15 %, the degradation unknown (it believes none), and its instruments: a fuel gauge that
+reads whole percent (half the cases) or tenths, and solar power read with 1 % noise (drawn
+apart from the rest, so a case's orbit, arrays and loads are those its seed always drew).
 
 The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
 
 - *truth*: the arrays' output from ``hil.physics.solar`` (the harness's model, with the true
   parameters) and the true platform load;
-- *agent*: the policy under test, given what the agent would know: the measured charge and
-  solar power, its own array model (``flight.power.array`` with its believed parameters)
-  calibrated online from the measured power, the configured platform load; the baseline is
+- *agent*: the policy under test, given what the agent would know: the charge as its gauge
+  reads it and the solar power as measured, its own array model (``flight.power.array`` with its believed parameters)
+  calibrated online from the measured power, the configured platform load, learnt on from the
+  gauge as the agent learns it (``flight.power.load``); the baseline is
   today's rule on the orbit's eclipses (``flight.power.policy.decide`` without a forecast),
   the planner the receding-horizon plan (``flight.power.planner``) with the rule as its
   fall-back, both as ``flight.agent.control_core`` runs them;
@@ -43,13 +46,15 @@ from flight.orbit.elements import sun_synchronous_inc_deg
 from flight.orbit.saa import ESTIMATE
 from flight.orbit.shadow import shadow_factor
 from flight.orbit.sun import raan_deg_for_ltan, sun_position_teme_km
-from flight.power.array import ArrayModel, LoadEstimate, Panel, SolarCalibration, forecast_solar
+from flight.power.array import ArrayModel, Panel, SolarCalibration, forecast_solar
+from flight.power.load import GaugeLoadLearner
 from flight.power.planner import make_plan
 from flight.power.policy import Battery, ModePower, PowerInputs, PowerSettings, decide
 from hil.oracle import BatterySpec, ComputeMode, OracleInfeasible, solve_oracle
 from hil.physics.solar import array_power_w
 
 STEP_S = 60.0
+TICKS_PER_STEP = 60  # the agent's 1-s control period: what its load learner sees of the gauge
 PLAN_STEP_S = 120.0  # the agent's forecast and plan step (flight.agent.control.FORECAST_STEP_S)
 DAY_S = 86400.0
 T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
@@ -79,6 +84,8 @@ class PowerCase:
     platform_w: float  # nominal: what the agent is configured with
     load_steps: tuple[tuple[float, float], ...]  # (from s, extra W) the agent is not told of
     soc0_pct: float
+    soc_step_pct: float = 1.0  # the agent's fuel gauge's resolution (0: exact)
+    power_noise_pct: float = 1.0  # the solar power's measurement noise, one standard deviation
 
 
 def generate_case(seed: int) -> PowerCase:
@@ -109,7 +116,13 @@ def generate_case(seed: int) -> PowerCase:
         normals=normals, area_m2=area, efficiency=efficiency, degradation_per_year=float(rng.uniform(0.0, 0.03)),
         years=float(rng.uniform(0.0, 4.0)), belief_efficiency=efficiency * float(rng.uniform(0.85, 1.15)),
         board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
-        soc0_pct=float(rng.uniform(45.0, 95.0)))
+        soc0_pct=float(rng.uniform(45.0, 95.0)),
+        soc_step_pct=float(np.random.default_rng([seed, 1]).choice([1.0, 0.1])))  # its own stream: the rest as before
+
+
+def gauge_pct(soc_pct: float, step_pct: float) -> float:
+    """What a fuel gauge of ``step_pct`` resolution reads (the nearest step; 0: exact)."""
+    return float(round(soc_pct / step_pct) * step_pct) if step_pct > 0 else soc_pct
 
 
 def _orbit(case: PowerCase) -> Orbit:
@@ -162,23 +175,22 @@ def fly(case: PowerCase, policy: str) -> Flight:
     raw = None
     plan = None
     cal = SolarCalibration()
-    load_est = LoadEstimate(case.platform_w)
-    last = None  # (energy, solar, board, full) of the step before: the load estimate's evidence
+    learner = GaugeLoadLearner(case.platform_w, case.capacity_wh, battery.charge_efficiency,
+                               battery.discharge_efficiency)
+    noise = np.random.default_rng([case.seed, 2]).normal(0.0, case.power_noise_pct / 100.0, n)
     e = case.soc0_pct / 100.0 * case.capacity_wh
     work, below, low, plan_ms = 0.0, 0, 100.0, []
     for k in range(n):
         now = float(times[k])
-        soc = 100.0 * e / case.capacity_wh
+        soc = gauge_pct(100.0 * e / case.capacity_wh, case.soc_step_pct)  # what the agent reads
+        measured_w = max(0.0, float(solar[k]) * (1.0 + noise[k]))
         if policy == "plan":
-            if last is not None:
-                load_est = load_est.update(e - last[0], STEP_S, last[1], last[2], battery.charge_efficiency,
-                                           battery.discharge_efficiency, last[3])
-            platform_belief = load_est.load_w
+            platform_belief = learner.load_w
             if raw is None or k % 10 == 0:  # a fresh forecast every 10 min (the agent: every minute; the same)
                 raw = forecast_solar(orbit, belief, now, 1.5 * orbit.period_s, PLAN_STEP_S)
             ahead, (raw_now, at_edge) = raw.from_now(now), raw.at(now)
             if not at_edge:  # as the agent does (flight.agent.control)
-                cal = cal.update(raw_now, float(solar[k]), belief.peak_w)
+                cal = cal.update(raw_now, measured_w, belief.peak_w)
             forecast = [w * cal.scale for w in ahead]
             # As the control core does: keep the plan through its first step unless the charge strays.
             stale = plan is None or plan.step_at(now) != 0 or abs(plan.soc_pct[0] - soc) > 2.0 + (
@@ -194,7 +206,7 @@ def fly(case: PowerCase, policy: str) -> Flight:
             if plan is not None:
                 index = plan.mode_at(now + STEP_S / 2.0)  # the agent's 1-s ticks, at this step's middle
             else:
-                inputs = PowerInputs(soc, float(solar[k]), platform_belief, None, None, None, None,
+                inputs = PowerInputs(soc, measured_w, platform_belief, None, None, None, None,
                                      solar_forecast_w=tuple(forecast), forecast_step_s=PLAN_STEP_S,
                                      forecast_margin_w=2.0 * cal.error_w)
                 d = decide(inputs, modes, battery, settings)
@@ -205,22 +217,26 @@ def fly(case: PowerCase, policy: str) -> Flight:
             def finite(x: float) -> float | None:
                 return None if math.isnan(x) else x
 
-            inputs = PowerInputs(soc, float(solar[k]), case.platform_w, pred.in_eclipse, finite(pred.to_eclipse_entry_s),
+            inputs = PowerInputs(soc, measured_w, case.platform_w, pred.in_eclipse, finite(pred.to_eclipse_entry_s),
                                  finite(pred.eclipse_duration_s), finite(pred.to_eclipse_exit_s) if pred.in_eclipse else None)
             if not pred.in_eclipse and inputs.time_to_eclipse_s is None:
-                inputs = PowerInputs(soc, float(solar[k]), case.platform_w, False, 1.5 * orbit.period_s, 0.0, None)
+                inputs = PowerInputs(soc, measured_w, case.platform_w, False, 1.5 * orbit.period_s, 0.0, None)
             d = decide(inputs, modes, battery, settings)
             index = d.mode_index if d.admission.value != "NONE" else -1
         board_w = modes[index].loaded_w if index >= 0 else modes[0].idle_w
         work += (modes[index].throughput_rel if index >= 0 else 0.0) * STEP_S
-        last = (e, float(solar[k]), board_w, e >= case.capacity_wh - 1e-9)
         net = float(solar[k] - load[k] - board_w)
-        e = min(case.capacity_wh, e + net * (battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency)
-                * STEP_S / 3600.0)
+        gain = battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency
+        e0, e = e, min(case.capacity_wh, e + net * gain * STEP_S / 3600.0)
         e = max(e, 0.0)  # empty holds at 0 (an audit: -652 %, and the day after recovered from a negative charge)
-        soc = 100.0 * e / case.capacity_wh
-        below += soc < FLOOR_PCT - 1e-9
-        low = min(low, soc)
+        if policy == "plan":  # the agent reads its gauge each second (its control period) through the step
+            for j in range(TICKS_PER_STEP):
+                at = j / TICKS_PER_STEP
+                learner.tick(now + at * STEP_S, gauge_pct(100.0 * (e0 + (e - e0) * at) / case.capacity_wh,
+                                                          case.soc_step_pct), measured_w, board_w)
+        true_soc = 100.0 * e / case.capacity_wh
+        below += true_soc < FLOOR_PCT - 1e-9
+        low = min(low, true_soc)
     return Flight(work, below, low, 100.0 * e / case.capacity_wh, tuple(plan_ms))
 
 

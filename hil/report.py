@@ -17,6 +17,7 @@ from flight.compute.inject import CONSEQUENCE
 from hil.accounting import compute_account
 from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, RunResult
+from hil.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,15 @@ def corrupt_results_check(result: RunResult) -> Check:
                  f"judged: {empty}; {detail}")
 
 
+def instruments(sc: Scenario) -> str:
+    """What the agent read of the truth ([sensors]): the report's charge and power are the truth, not its readings."""
+    gauge = f"a fuel gauge of {sc.soc_step_pct:g} % steps" if sc.soc_step_pct > 0 else "the exact charge"
+    power = (f"solar and board power with {sc.power_noise_pct:g} % noise" if sc.power_noise_pct > 0
+             else "the exact solar and board power")
+    return (f"the agent read {gauge} and {power}; temperatures, bus voltage, its TLE and battery capacity exactly; "
+            "the charge, power and temperatures here are the truth")
+
+
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:
     sc, tr = result.scenario, result.trace.arrays()
     verdicts = fault_verdicts(result) if verdicts is None else verdicts
@@ -189,6 +199,7 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         # time mode (found in audit: a modelled real-time run's report.html said its compute was real)
         **compute_account(sc, {}),
         "environment": "simulated by the HIL harness: battery, solar input, temperatures and radiation are models",
+        "instruments": instruments(sc),
         "agent": sc.agent,
         "board": sc.board,
         "sim_s": result.sim_s,
@@ -431,6 +442,7 @@ def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]
 </head><body><h1>{html.escape(body['scenario'])}: {verdict}</h1>
 <p>Time: <b>{body['time_mode']}</b>, {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s
 (× {body['speedup']}). Compute: <b>{html.escape(body['compute'])}</b>. Environment: {html.escape(body['environment'])}.
+Instruments: {html.escape(body['instruments'])}.
 Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.</p>
 <table><tr><th>criterion</th><th></th><th>detail</th></tr>{rows}</table>
 <h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">

@@ -49,6 +49,12 @@ Example, every key (the defaults are shown where a key may be left out)::
     efficiency_error_pct = 8.0    # its configured efficiency is the truth's x (1 + this/100)
     degradation_known = false     # false: it believes a new array (no degradation)
 
+    [sensors]                     # how the agent's instruments read the truth (seeded by seed)
+    soc_step_pct = 1.0            # the fuel gauge's resolution: whole percent, as a smart battery's
+                                  #   RelativeStateOfCharge (0: exact)
+    power_noise_pct = 1.0         # each solar and board power reading's noise, one standard
+                                  #   deviation of the value (0: exact)
+
     [battery]
     capacity_wh = 60.0            # > 0
     soc_initial_pct = 80.0        # 0 to 100
@@ -237,11 +243,12 @@ MAX_RATE_SCALE = 1e9  # [radiation] scales of the profile's upset rate: beyond i
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
          "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation", "array",
-         "belief", "link"),
+         "belief", "link", "sensors"),
     "array": ("pointing", "attitude", "normal_orbit_frame", "area_m2", "panels", "efficiency", "degradation_per_year",
               "years_in_orbit"),
     "array.panels": ("normal", "area_m2"),
     "belief": ("efficiency_error_pct", "degradation_known"),
+    "sensors": ("soc_step_pct", "power_noise_pct"),
     "battery": ("capacity_wh", "soc_initial_pct"),
     "power": ("platform_load_w",),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
@@ -340,6 +347,9 @@ class Scenario:
     # [belief]: how the agent's own array model is wrong (it gets one only with [array]).
     efficiency_error_pct: float = 8.0
     degradation_known: bool = False
+    # [sensors]: what the agent reads of the truth (the harness's battery and power are the truth).
+    soc_step_pct: float = 1.0
+    power_noise_pct: float = 1.0
     # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
     link: LinkSpec | None = None
 
@@ -519,6 +529,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     profile, orbit, tle = _profile_or_orbit(c, raw, base_dir, duration)
 
     battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
+    sensors = c.table(raw, "sensors")
     radiation, crit = c.table(raw, "radiation"), c.table(raw, "criteria")
     real = c.boolean(compute, "real", "compute", False)
     if real and agent == "naive":
@@ -580,6 +591,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         array=array,
         efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
+        soc_step_pct=c.number(sensors, "soc_step_pct", "sensors", 1.0, lo=0, hi=10),
+        power_noise_pct=c.number(sensors, "power_noise_pct", "sensors", 1.0, lo=0, hi=20),
         link=_link(c, raw, seed, agent),
     )
 

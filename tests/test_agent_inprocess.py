@@ -388,14 +388,22 @@ def test_a_damaged_state_file_hands_out_no_job_id_a_product_on_board_has_and_say
 def test_the_platform_load_goes_on_being_learned_through_a_step_back_of_utc(tmp_path):
     """Found in an audit: the rest of the spacecraft's draw was learned on UTC, and a clock corrected a year
     back froze the learning for that year. It is timed on the monotonic clock."""
+    from dataclasses import replace
+
     with InProcessAgent(tmp_path / "state") as rig:
         utc, offset_s = rig.clock.now_s, [0.0]
         rig.clock.now_s = lambda: utc() + offset_s[0]  # UTC steps, monotonic time does not
-        rig.advance(70.0, step_s=5.0)
+
+        def discharge(seconds: float) -> None:  # the gauge moves each tick: the load is learnt between its changes
+            for _ in range(int(seconds / 5.0)):
+                rig.eps.reading = replace(rig.eps.reading, soc_pct=rig.eps.reading.soc_pct - 0.05)
+                rig.advance(5.0, step_s=5.0)
+
+        discharge(70.0)
         learned = rig.agent.controller.load.samples
         assert learned >= 1
         offset_s[0] = -365 * 86400.0
-        rig.advance(200.0, step_s=5.0)
+        discharge(200.0)
         assert rig.agent.controller.load.samples >= learned + 3
 
 

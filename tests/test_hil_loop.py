@@ -26,7 +26,7 @@ def hil(*args):
     return subprocess.run([sys.executable, "-m", "hil", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.req("HIL-003", "AGT-020")
+@pytest.mark.req("HIL-003", "AGT-020", "HIL-025")
 def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path):
     sunlit = hil("run", str(SCENARIOS / "sso_small_battery.toml"), "--report", str(tmp_path / "sunlit"))
     naive = hil("run", str(SCENARIOS / "sso_small_battery_naive.toml"), "--report", str(tmp_path / "naive"))
@@ -37,10 +37,12 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert s["soc_min_pct"] >= 30.0 > n["soc_min_pct"]
     assert s["work_tiles"] > 0.5 * n["work_tiles"]  # it still does most of the work
     assert "modelled" in s["compute"] and "simulated" in s["environment"]
+    assert s["instruments"].startswith("the agent read a fuel gauge of 1 % steps and solar and board power with 1 %")
     failures = ET.parse(tmp_path / "naive" / "junit.xml").getroot().findall(".//failure")
     assert any(f.get("message").startswith("lowest charge") for f in failures)
     html = (tmp_path / "sunlit" / "report.html").read_text()
     assert "PASS" in html and "data:image/png;base64," in html and "lockstep" in html
+    assert "Instruments: the agent read a fuel gauge of 1 % steps" in html
 
 
 @pytest.mark.req("HIL-003")
@@ -162,6 +164,9 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
         ({"profile": str(SSO), "commands": [{"at_s": 1, "command": "SET_MODE", "args": {"mode": "WARP"}}]},
          "commands[0].command"),
         ({"profile": str(SSO), "battery": {"capacity_wh": "big"}}, "battery.capacity_wh"),
+        ({"profile": str(SSO), "sensors": {"soc_step": 1}},
+         "sensors.soc_step: unknown key (did you mean soc_step_pct?)"),
+        ({"profile": str(SSO), "sensors": {"power_noise_pct": -1}}, "sensors.power_noise_pct: -1 is outside [0, 20]"),
     ],
 )
 def test_scenario_errors_name_the_key(raw, fragment):
@@ -470,3 +475,47 @@ def test_what_a_brownout_draws_past_an_empty_battery_is_not_supplied_and_fails_t
     assert tr["unserved_wh"][rel == 20][0] == pytest.approx(100.0 - 10.0 * 0.95, abs=1.0)
     check = {c.name: c for c in evaluate(result)}["battery_never_empty"]
     assert not check.passed and "Wh not supplied (bus side)" in check.detail
+
+
+@pytest.mark.req("HIL-025", "AGT-063")
+def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_flies_the_truth(tmp_path, monkeypatch):
+    """The agent is given its instruments, not the answer: its fuel gauge reads whole percent and its power
+    meters 1 % noise (the defaults), seeded; the trace, and so the criteria, hold the truth. Its housekeeping says
+    the charge its gauge read; its platform load, learnt from that gauge, stays near the truth (a one-minute
+    window of a coarse gauge read one step of 60 Wh as 36 W)."""
+    from hil.sim_env import SimEnvironment
+
+    fed: list[tuple[float, float, float]] = []  # (soc the agent read, solar it read, board power it read)
+    real_step = SimEnvironment.step
+
+    def step(self, t, *args, **kwargs):
+        eps = kwargs["eps"]
+        fed.append((eps.soc_pct, eps.solar_power_w, kwargs["board_power_w"]))
+        return real_step(self, t, *args, **kwargs)
+
+    monkeypatch.setattr(SimEnvironment, "step", step)
+    sc = parse_scenario({"name": "gauge", "profile": str(SSO), "duration_s": 3000, "step_s": 10, "seed": 4,
+                         "power": {"platform_load_w": 12.0}})
+    loop = ClosedLoop(sc, tmp_path / "run")
+    result = loop.run()
+    tr = result.trace.arrays()
+    soc_read = np.array([f[0] for f in fed])
+    assert np.all(soc_read == np.round(soc_read)) and len(set(soc_read)) > 3, "a gauge of whole percent"
+    truth = tr["soc_pct"][:len(fed)]
+    assert np.any(truth != np.round(truth)) and np.all(np.abs(soc_read - truth) <= 0.5 + 1e-9)
+    solar_read = np.array([f[1] for f in fed])
+    solar_true = tr["solar_power_w"][:len(fed)]
+    lit = solar_true > 1.0
+    rel = solar_read[lit] / solar_true[lit] - 1.0
+    assert 0.005 < float(np.std(rel)) < 0.02, "1 % noise on the solar power"
+    assert loop.client is not None and loop.client.latest["battery_soc_pct"][0] in set(soc_read)
+    assert loop.client.latest["platform_load_est_w"][0] == pytest.approx(12.0, rel=0.1)
+    again_fed = list(fed)
+    fed.clear()
+    ClosedLoop(sc, tmp_path / "again").run()
+    assert fed == again_fed, "the noise is seeded with the scenario"
+    exact = parse_scenario({"name": "exact", "profile": str(SSO), "duration_s": 60, "step_s": 10, "seed": 4,
+                            "sensors": {"soc_step_pct": 0, "power_noise_pct": 0}})
+    fed.clear()
+    ClosedLoop(exact, tmp_path / "exact").run()
+    assert fed[0][0] == exact.soc_initial_pct and fed[1][0] != round(fed[1][0])

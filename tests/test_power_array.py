@@ -231,7 +231,7 @@ def test_the_planner_idles_when_nothing_is_affordable():
 def test_the_platform_load_is_learnt_from_the_energy_balance():
     """A 4 W step nobody announced is found within a quarter hour of one-minute samples; a full
     battery says nothing; a gauge that jumps moves the estimate by a bounded step only."""
-    from flight.power.array import LoadEstimate
+    from flight.power.load import LoadEstimate
 
     est = LoadEstimate(10.0)
     true_load, solar, board = 14.0, 40.0, 12.0

@@ -74,3 +74,17 @@ def test_a_held_reserve_meets_an_unannounced_load_and_costs_a_quiet_day_little(m
     assert best is not None and flown.work / best >= 0.9, flown.work / best
     monkeypatch.setattr(power_cases, "LOAD_MARGIN_PCT", 0.0)
     assert power_cases.fly(stepped, "plan").floor_violation_steps > 0, "without the margin the floor breaks"
+
+
+@pytest.mark.req("AGT-063", "HIL-025")
+def test_a_gauge_of_whole_percent_costs_the_plan_neither_floor_nor_work():
+    """Case 2059 (a quiet day, no load nobody announced) read through a fuel gauge of whole percent, each
+    second. Learnt over one-minute windows, the platform load climbed with each step of the gauge read as
+    tens of watts, and the plan idled the board: 0.11 of the optimum's work. Learnt between the gauge's
+    changes, the plan keeps the floor and does as much as with a fine gauge."""
+    import dataclasses
+
+    case = dataclasses.replace(generate_case(2059), soc_step_pct=1.0)
+    flown = power_cases.fly(case, "plan")
+    best = power_cases.optimum(case, flown.final_soc_pct, "start")
+    assert flown.floor_violation_steps == 0 and best is not None and flown.work / best >= 0.9, flown.work / best

@@ -34,7 +34,8 @@ from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, 
 from flight.orbit import (TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, PropagationError, TleError, predict_summary,
                           tle_current)
 from flight.orbit.saa import SaaDrift
-from flight.power.array import ArrayModel, LoadEstimate, SolarCalibration, SolarForecast, forecast_solar
+from flight.power.array import ArrayModel, SolarCalibration, SolarForecast, forecast_solar
+from flight.power.load import GaugeLoadLearner
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
@@ -42,7 +43,6 @@ from flight.thermal.model import OPEN_LOOP_STEPS, ThermalFit, ThermalPlanInputs,
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
-LOAD_WINDOW_S = 60.0  # the charge's change over a minute: well above a battery gauge's resolution
 PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~400 B each)
 POWER_MODE_QUERY_S = 30.0
 """The power mode in force is asked of the board at most this often (agent time): the agent sets it, and
@@ -157,7 +157,9 @@ class Controller(Component):
         self.forecast: SolarForecast | None = None  # the array model's output, unscaled
         self.calibration = SolarCalibration()
         self.solar_predicted_w: float | None = None
-        self.load = LoadEstimate(setup.platform_load_w)
+        battery = Battery(setup.battery_capacity_wh)
+        self.load = GaugeLoadLearner(setup.platform_load_w, setup.battery_capacity_wh, battery.charge_efficiency,
+                                     battery.discharge_efficiency)
         self.thermal_fit = ThermalFit()
         # The current sample (start s, Σ board W, Σ sun, ticks) and the last two boundaries'
         # (temperature °C, the sample's mean power W): the model's evidence.
@@ -167,7 +169,6 @@ class Controller(Component):
         # the plan's thermal margin (its prediction runs ~70 samples open loop).
         self._th_history: deque[tuple[float, float, float]] = deque(maxlen=OPEN_LOOP_STEPS + 1)
         self._th_open_sq: float | None = None
-        self._load_mark: tuple[float, float, float, float, bool] | None = None  # (mono s, Wh, solar W, board W, full)
         self._predicted_at_s = -math.inf
         self._unpredictable_said = False  # ORBIT_UNPREDICTABLE said for the orbit in use
         self._announced: set[tuple[str, int]] = set()
@@ -330,24 +331,14 @@ class Controller(Component):
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
 
     def _learn_load(self, mono_s: float, eps: EpsReading, reading: HalReading) -> None:
-        """Every LOAD_WINDOW_S, what the charge did with the arrays' and the board's power known
-        tells the rest of the spacecraft's draw (flight.power.array.LoadEstimate). Timed on the monotonic
-        clock: a UTC step back froze the learning until UTC caught up (an audit)."""
+        """What the charge did, with the arrays' and the board's power known, tells the rest of the
+        spacecraft's draw (flight.power.load: measured between changes of the gauge's reading, which
+        is coarse). Timed on the monotonic clock: a UTC step back froze the learning until UTC caught
+        up (an audit)."""
         if eps.soc_pct is None or eps.solar_power_w is None or reading.board_power_w is None:
-            self._load_mark = None
+            self.load.gap()
             return
-        energy_wh = eps.soc_pct / 100.0 * self.setup.battery_capacity_wh
-        mark = self._load_mark
-        if mark is None:
-            self._load_mark = (mono_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
-            return
-        if mono_s - mark[0] < LOAD_WINDOW_S:
-            return
-        battery = Battery(self.setup.battery_capacity_wh)
-        self.load = self.load.update(energy_wh - mark[1], mono_s - mark[0], (mark[2] + eps.solar_power_w) / 2.0,
-                                     (mark[3] + reading.board_power_w) / 2.0, battery.charge_efficiency,
-                                     battery.discharge_efficiency, mark[4] or eps.soc_pct >= 99.5)
-        self._load_mark = (mono_s, energy_wh, eps.solar_power_w, reading.board_power_w, eps.soc_pct >= 99.5)
+        self.load.tick(mono_s, eps.soc_pct, eps.solar_power_w, reading.board_power_w)
 
     def _thermal_inputs(self, now_s: float, mono_s: float, reading: HalReading) -> ThermalPlanInputs | None:
         """Fold this tick into the board model's sample (every FORECAST_STEP_S of monotonic

@@ -239,30 +239,3 @@ class SolarCalibration:
         sum_e2 = self.sum_e2 * keep + residual * residual
         return replace(self, scale=scale, error_w=math.sqrt(sum_e2 / weight), samples=self.samples + 1,
                        sum_pm=sum_pm, sum_pp=sum_pp, sum_e2=sum_e2, weight=weight)
-
-
-@dataclass(frozen=True)
-class LoadEstimate:
-    """The rest of the spacecraft's draw, learnt from the battery's energy balance: what the
-    charge did over a step, with the arrays' and the board's power known, leaves the platform
-    load (exponentially weighted; steps where the battery sat full say nothing and are skipped).
-    The configuration's value is the start; load steps nobody announced are found within a
-    few steps. Each step moves the estimate by at most ``max_step_w`` (2 W, or a fifth of the
-    load): a gauge that jumps (recalibrated, or a battery swapped on the bench) is not a load."""
-
-    load_w: float
-    samples: int = 0
-
-    def update(self, energy_change_wh: float, dt_s: float, solar_w: float, board_w: float,
-               charge_efficiency: float, discharge_efficiency: float, was_full: bool,
-               weight: float = 0.2) -> LoadEstimate:
-        if was_full or dt_s <= 0 or not all(math.isfinite(v) for v in (energy_change_wh, solar_w, board_w)):
-            return self
-        rate_w = energy_change_wh * 3600.0 / dt_s
-        net_w = rate_w / charge_efficiency if rate_w > 0 else rate_w * discharge_efficiency
-        seen = solar_w - board_w - net_w
-        if not math.isfinite(seen) or seen < 0:
-            return self
-        max_step_w = max(2.0, 0.2 * self.load_w)
-        seen = min(self.load_w + max_step_w / weight, max(self.load_w - max_step_w / weight, seen))
-        return replace(self, load_w=(1.0 - weight) * self.load_w + weight * seen, samples=self.samples + 1)

@@ -1,0 +1,109 @@
+"""The platform load learnt from the battery gauge (flight/power/load.py): pure, no I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flight.power.load import FULL_PCT, MAX_TICK_S, GaugeLoadLearner, LoadEstimate
+
+EFF = 0.95
+
+
+def fly(learner: GaugeLoadLearner, *, step_pct: float, tick_s: float = 1.0, capacity_wh: float = 60.0,
+        true_load_w: float = 12.0, orbits: int = 3, soc0_pct: float = 60.0, noise_pct: float = 0.0,
+        seed: int = 0) -> float:
+    """Three orbits of 95 min (60 in sunlight at 45 W) with a board cycling 10 W / 4 W, read by a gauge of
+    ``step_pct`` (the nearest step) and power meters with ``noise_pct`` noise; returns the true final charge."""
+    rng = np.random.default_rng(seed)
+    e_wh, t, period = soc0_pct / 100.0 * capacity_wh, 0.0, 5700.0
+    while t < orbits * period:
+        phase = t % period
+        solar_w = 45.0 if phase < 3600 else 0.0
+        board_w = 10.0 if phase % 1200 < 700 else 4.0
+        soc = 100.0 * e_wh / capacity_wh
+        read = round(soc / step_pct) * step_pct if step_pct else soc
+        noise = 1.0 + noise_pct / 100.0 * rng.normal(size=2)
+        learner.tick(t, read, solar_w * noise[0], board_w * noise[1])
+        net_w = solar_w - true_load_w - board_w
+        e_wh = min(capacity_wh, max(0.0, e_wh + (net_w * EFF if net_w > 0 else net_w / EFF) * tick_s / 3600.0))
+        t += tick_s
+    return 100.0 * e_wh / capacity_wh
+
+
+def learner(load_w: float = 12.0, capacity_wh: float = 60.0) -> GaugeLoadLearner:
+    return GaugeLoadLearner(load_w, capacity_wh, EFF, EFF)
+
+
+@pytest.mark.req("AGT-063")
+@pytest.mark.parametrize("capacity_wh", [20.0, 60.0, 120.0])
+@pytest.mark.parametrize("step_pct", [1.0, 0.1, 0.0])
+def test_the_load_is_learnt_right_whatever_the_gauge_resolution(step_pct, capacity_wh):
+    """An audit replayed the controller's one-minute windows on a gauge of whole percent: one step of a
+    60 Wh battery read as 36 W over a minute, and the estimate climbed to 24 W for a true 12 W (57 W on
+    120 Wh). Measured from one change of the reading to the next, it is within 3 % for any resolution."""
+    est = learner(12.0, capacity_wh)
+    fly(est, step_pct=step_pct, capacity_wh=capacity_wh)
+    assert est.load_w == pytest.approx(12.0, rel=0.03)
+    assert est.estimate.samples >= 50  # learnt from the orbits, not left at the configured value
+
+
+@pytest.mark.req("AGT-063")
+@pytest.mark.parametrize("configured_w", [6.0, 18.0])
+def test_a_wrong_configured_load_is_corrected_with_a_coarse_gauge(configured_w):
+    est = learner(configured_w)
+    fly(est, step_pct=1.0, noise_pct=1.0)
+    assert est.load_w == pytest.approx(12.0, rel=0.05)
+
+
+@pytest.mark.req("AGT-063")
+def test_lockstep_ticks_and_noisy_meters_still_learn_the_load():
+    """The harness's lockstep steps are 10 s: a change of the reading is placed at the middle of its tick."""
+    est = learner(12.0)
+    fly(est, step_pct=1.0, tick_s=10.0, noise_pct=1.0, seed=3)
+    assert est.load_w == pytest.approx(12.0, rel=0.05)
+
+
+@pytest.mark.req("AGT-063")
+def test_a_full_battery_and_a_reading_gap_say_nothing():
+    """Windows with a full reading in them are not evidence (the charger throttles the arrays); a missing
+    reading, or readings far apart (a stalled loop), forget the window open, as the charge between is not known."""
+    est = learner(12.0)
+    for k in range(600):  # full for ten minutes, the arrays throttled: 0 W into the battery
+        est.tick(float(k), 100.0 if k % 2 else FULL_PCT, 45.0, 10.0)
+    assert est.estimate.samples == 0 and est.load_w == 12.0
+    est.tick(600.0, 80.0, 20.0, 10.0)
+    est.gap()
+    est.tick(1000.0, 70.0, 20.0, 10.0)  # 10 % in 400 s after the gap: no window spans it
+    est.tick(1001.0, 70.0, 20.0, 10.0)
+    assert est.estimate.samples == 0
+    est.tick(1002.0, float("nan"), 20.0, 10.0)  # not finite: a gap too
+    est.tick(1003.0, 60.0, 20.0, 10.0)
+    est.tick(1004.0, 59.0, 20.0, 10.0)  # opens a window at 59.5 %
+    est.tick(1004.0 + MAX_TICK_S + 1.0, 58.0, 20.0, 10.0)  # a stalled loop: the window is forgotten
+    est.tick(1004.0 + MAX_TICK_S + 60.0, 57.0, 20.0, 10.0)
+    assert est.estimate.samples == 0
+
+
+@pytest.mark.req("AGT-063")
+def test_the_charge_going_back_across_one_boundary_is_no_change():
+    """Up across 50.5 % then down across it again: the charge between the two changes did not move, though
+    the readings say 51 then 50 (each change is placed on the boundary between its readings)."""
+    est = learner(12.0)
+    board_w, load_w = 10.0, 12.0
+    est.tick(0.0, 50.0, board_w + load_w, board_w)
+    est.tick(1.0, 51.0, board_w + load_w, board_w)  # opens a window at 50.5 %
+    for k in range(2, 200):
+        est.tick(float(k), 51.0, board_w + load_w, board_w)  # balanced: nothing into the battery
+    est.tick(200.0, 50.0, board_w + load_w, board_w)  # back across 50.5 %
+    assert est.estimate.samples == 1 and est.load_w == pytest.approx(12.0, abs=1e-9)
+
+
+@pytest.mark.req("AGT-060")
+def test_negative_windows_count_and_the_estimate_stays_at_or_above_zero():
+    """Noise either way is evidence (dropping negative balances biased the estimate up); a load below zero is
+    no load."""
+    est = LoadEstimate(1.0)
+    low = est.update(0.0, 60.0, 10.0, 12.0, EFF, EFF, was_full=False)  # seen -2 W
+    assert low.samples == 1 and low.load_w == pytest.approx(0.8 * 1.0 + 0.2 * -2.0)
+    assert LoadEstimate(0.1).update(0.0, 60.0, 10.0, 12.0, EFF, EFF, was_full=False).load_w == 0.0
