@@ -555,11 +555,11 @@ class ClosedLoop:
             return last
 
     def _gauge_pct(self) -> float:
-        """The battery's charge as the agent's fuel gauge reads it: to its resolution ([sensors] soc_step_pct),
-        the nearest step. A gauge of whole percent is 0.6 Wh a step on 60 Wh: what the agent learns from it must
-        allow for that (flight.power.load). The run's own charge, and its criteria, are the truth."""
-        step = self.sc.soc_step_pct
-        return float(round(self.battery.soc_pct / step) * step) if step > 0 else self.battery.soc_pct
+        """The battery's charge as the agent's fuel gauge reads it ([sensors] soc_step_pct). The run's own
+        charge, and its criteria, are the truth."""
+        from hil.physics import gauge_pct
+
+        return gauge_pct(self.battery.soc_pct, self.sc.soc_step_pct)
 
     def _measured_w(self, true_w: float) -> float:
         """A power as the agent's instruments read it: with ``[sensors] power_noise_pct`` of noise (one standard

@@ -51,6 +51,7 @@ from flight.power.load import GaugeLoadLearner
 from flight.power.planner import make_plan
 from flight.power.policy import Battery, ModePower, PowerInputs, PowerSettings, decide
 from hil.oracle import BatterySpec, ComputeMode, OracleInfeasible, solve_oracle
+from hil.physics.battery import gauge_pct
 from hil.physics.solar import array_power_w
 
 STEP_S = 60.0
@@ -118,11 +119,6 @@ def generate_case(seed: int) -> PowerCase:
         board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
         soc0_pct=float(rng.uniform(45.0, 95.0)),
         soc_step_pct=float(np.random.default_rng([seed, 1]).choice([1.0, 0.1])))  # its own stream: the rest as before
-
-
-def gauge_pct(soc_pct: float, step_pct: float) -> float:
-    """What a fuel gauge of ``step_pct`` resolution reads (the nearest step; 0: exact)."""
-    return float(round(soc_pct / step_pct) * step_pct) if step_pct > 0 else soc_pct
 
 
 def _orbit(case: PowerCase) -> Orbit:

@@ -179,6 +179,9 @@ def corrupt_results_check(result: RunResult) -> Check:
 
 def instruments(sc: Scenario) -> str:
     """What the agent read of the truth ([sensors]): the report's charge and power are the truth, not its readings."""
+    if sc.agent == "naive":
+        return "the naive agent reads nothing (always COMPUTE at the top mode); the charge, power and temperatures " \
+               "here are the truth"
     gauge = f"a fuel gauge of {sc.soc_step_pct:g} % steps" if sc.soc_step_pct > 0 else "the exact charge"
     power = (f"solar and board power with {sc.power_noise_pct:g} % noise" if sc.power_noise_pct > 0
              else "the exact solar and board power")

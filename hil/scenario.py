@@ -591,10 +591,20 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         array=array,
         efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
-        soc_step_pct=c.number(sensors, "soc_step_pct", "sensors", 1.0, lo=0, hi=10),
+        soc_step_pct=_soc_step_pct(c, sensors),
         power_noise_pct=c.number(sensors, "power_noise_pct", "sensors", 1.0, lo=0, hi=20),
         link=_link(c, raw, seed, agent),
     )
+
+
+def _soc_step_pct(c: _Checker, sensors: dict[str, Any]) -> float:
+    """[sensors] soc_step_pct: 0 (the truth), or a step that divides 100, so full reads 100 (found in review:
+    at 1.5 a full battery read 100.5, which the agent's HAL refuses, and at 3 the gauge topped out at 99)."""
+    step = c.number(sensors, "soc_step_pct", "sensors", 1.0, lo=0, hi=10)
+    if step > 0 and abs(100.0 / step - round(100.0 / step)) > 1e-9:
+        raise c.fail("sensors.soc_step_pct", f"{step:g} does not divide 100: a gauge's full reading is 100 % "
+                                             "(1, 0.5, 0.1, 2, 5...)")
+    return step
 
 
 def _fault_rate_scale(c: _Checker, radiation: dict[str, Any], real: bool) -> float:

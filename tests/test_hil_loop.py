@@ -167,6 +167,7 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
         ({"profile": str(SSO), "sensors": {"soc_step": 1}},
          "sensors.soc_step: unknown key (did you mean soc_step_pct?)"),
         ({"profile": str(SSO), "sensors": {"power_noise_pct": -1}}, "sensors.power_noise_pct: -1 is outside [0, 20]"),
+        ({"profile": str(SSO), "sensors": {"soc_step_pct": 1.5}}, "sensors.soc_step_pct: 1.5 does not divide 100"),
     ],
 )
 def test_scenario_errors_name_the_key(raw, fragment):

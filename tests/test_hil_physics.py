@@ -367,3 +367,14 @@ def test_max_steady_dissipation_inverts_the_steady_state():
     np.testing.assert_allclose(board_c, 85.0, atol=1e-6)
     assert cap_w[1] > cap_w[0]  # more room in eclipse
     assert float(params.max_steady_dissipation_w(-150.0, 1.0)) == 0.0  # the sunlit radiator alone is warmer
+
+
+@pytest.mark.req("HIL-025")
+@pytest.mark.parametrize("step_pct", [0.1, 0.5, 1.0, 2.0, 5.0])
+def test_the_gauge_reads_the_nearest_step_within_0_to_100(step_pct):
+    from hil.physics import gauge_pct
+
+    truth = np.linspace(0.0, 100.0, 10_001)
+    read = np.array([gauge_pct(float(s), step_pct) for s in truth])
+    assert read.min() == 0.0 and read.max() == 100.0 and np.all(np.abs(read - truth) <= step_pct / 2 + 1e-9)
+    assert np.allclose(read / step_pct, np.round(read / step_pct)) and gauge_pct(42.123, 0.0) == 42.123

@@ -16,6 +16,18 @@ the middle of the tick that saw it change, so the charge between two such points
 the rounding of the tick's timing, not to a step of the gauge. Where the reading changes at
 every tick (a fine gauge), a window closes at the first change :data:`WINDOW_S` after it opened,
 as fixed windows did.
+
+Within a window the battery may charge and discharge (a coarse gauge's windows last minutes; the
+plan alternates two modes within its step), and each way loses to its own efficiency: the window
+keeps the arrays' less the board's energy apart for the ticks that charged and those that
+discharged (by the estimate in force), and the load is what solves the window's balance, not its
+net change taken through one efficiency (which counted the losses as load: 4 to 8 % high, found
+in review). A change of the reading larger than the tick's power could make, plus a step of the
+gauge, is a jump (a gauge recalibrated, a battery swapped on the bench): the window open is
+forgotten and none opens at it. What it cannot tell apart: a gauge whose noise is larger than its
+steps (a voltage-based estimate read to a tenth) makes each window's change noisy, and the two
+efficiencies turn that noise into a bias (low); and it takes the configured capacity and
+efficiencies as the battery's.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ weighs as that many windows would)."""
 
 MAX_TICK_S = 600.0
 """Readings further apart than this (the loop stalled, the board suspended) do not say what the power was
-between them: the window open is forgotten."""
+between them: the window open is forgotten (so a harness stepping more than this at a time teaches no load)."""
 
 FULL_PCT = 99.5
 """A reading at or above it: the battery is full, the charger throttles the arrays, and their
@@ -42,29 +54,20 @@ measured power is not what the spacecraft drew (such windows say nothing)."""
 @dataclass(frozen=True)
 class LoadEstimate:
     """The estimate and how many windows made it. Each window moves it by at most ``max_step_w``
-    (2 W, or a fifth of the load): a gauge that jumps (recalibrated, or a battery swapped on the
-    bench) is not a load. A window whose balance comes out negative counts like any other (noise
-    either way averages out; dropping the negative ones biased the estimate up); the estimate
-    itself never goes below zero."""
+    (2 W, or a fifth of the load): one odd window is not a load. A window whose balance comes out
+    negative counts like any other (noise either way averages out; dropping the negative ones
+    biased the estimate up); the estimate itself never goes below zero."""
 
     load_w: float
     samples: int = 0
 
-    def update(self, energy_change_wh: float, dt_s: float, solar_w: float, board_w: float,
-               charge_efficiency: float, discharge_efficiency: float, was_full: bool,
-               weight: float = WEIGHT_PER_WINDOW) -> LoadEstimate:
-        """One window: the battery's energy change over ``dt_s`` with the arrays' and the board's
-        mean power over it."""
-        if was_full or not dt_s > 0 or not all(math.isfinite(v) for v in (energy_change_wh, solar_w, board_w)):
-            return self
-        rate_w = energy_change_wh * 3600.0 / dt_s
-        net_w = rate_w / charge_efficiency if rate_w > 0 else rate_w * discharge_efficiency
-        seen = solar_w - board_w - net_w
-        if not math.isfinite(seen):
+    def update(self, seen_w: float, weight: float = WEIGHT_PER_WINDOW) -> LoadEstimate:
+        """One window whose energy balance says the load was ``seen_w`` over it."""
+        if not math.isfinite(seen_w):
             return self
         max_step_w = max(2.0, 0.2 * self.load_w)
-        seen = min(self.load_w + max_step_w / weight, max(self.load_w - max_step_w / weight, seen))
-        load_w = max(0.0, (1.0 - weight) * self.load_w + weight * seen)
+        seen_w = min(self.load_w + max_step_w / weight, max(self.load_w - max_step_w / weight, seen_w))
+        load_w = max(0.0, (1.0 - weight) * self.load_w + weight * seen_w)
         return replace(self, load_w=load_w, samples=self.samples + 1)
 
 
@@ -72,15 +75,24 @@ class LoadEstimate:
 class _Window:
     start_s: float  # when it opened: the middle of the tick whose reading changed
     start_wh: float  # the charge then: the boundary between that tick's two readings
-    solar_wh: float = 0.0  # the arrays' and the board's energy since (each reading held to the next tick)
-    board_wh: float = 0.0
+    charge_wh: float = 0.0  # the arrays' less the board's energy (bus side) over the ticks that charged,
+    charge_h: float = 0.0   # and how long they were
+    discharge_wh: float = 0.0  # the same over the ticks that discharged
+    discharge_h: float = 0.0
     full: bool = False  # a reading at FULL_PCT or above in it: it says nothing
+
+    def add(self, surplus_w: float, dt_s: float, charging: bool) -> None:
+        if charging:
+            self.charge_wh += surplus_w * dt_s / 3600.0
+            self.charge_h += dt_s / 3600.0
+        else:
+            self.discharge_wh += surplus_w * dt_s / 3600.0
+            self.discharge_h += dt_s / 3600.0
 
 
 class GaugeLoadLearner:
     """Learns :class:`LoadEstimate` from each tick's gauge reading, solar power and board power,
-    between changes of the reading (see the module's docstring). ``tick`` takes the monotonic time;
-    ``gap`` forgets the window open (a reading missing: the charge between is not known)."""
+    between changes of the reading (see the module's docstring)."""
 
     def __init__(self, load_w: float, capacity_wh: float, charge_efficiency: float, discharge_efficiency: float,
                  window_s: float = WINDOW_S):
@@ -89,8 +101,10 @@ class GaugeLoadLearner:
         self.charge_efficiency = charge_efficiency
         self.discharge_efficiency = discharge_efficiency
         self.window_s = window_s
+        self.jumps = 0  # changes of the reading no power could make: not evidence
         self._last: tuple[float, float, float, float] | None = None  # (mono s, soc %, solar W, board W)
         self._window: _Window | None = None
+        self._step_wh = math.inf  # the smallest change of the reading seen: the gauge's step
 
     @property
     def load_w(self) -> float:
@@ -102,10 +116,15 @@ class GaugeLoadLearner:
         return self.estimate.samples
 
     def gap(self) -> None:
+        """A reading missing: the charge between the readings either side of it is not known."""
         self._last, self._window = None, None
 
-    def tick(self, mono_s: float, soc_pct: float, solar_w: float, board_w: float) -> None:
-        if not all(math.isfinite(v) for v in (mono_s, soc_pct, solar_w, board_w)):
+    def tick(self, mono_s: float, soc_pct: float | None, solar_w: float | None, board_w: float | None) -> None:
+        """One tick's readings: the monotonic clock (s), the gauge (%, 0 to 100), the arrays' and the
+        board's power (W, each held until the next tick). Anything else is a gap."""
+        values = (mono_s, soc_pct, solar_w, board_w)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or not (
+                0.0 <= soc_pct <= 100.0 and solar_w >= 0.0 and board_w >= 0.0):
             self.gap()
             return
         last, self._last = self._last, (mono_s, soc_pct, solar_w, board_w)
@@ -119,33 +138,45 @@ class GaugeLoadLearner:
             self._window = None
             return
         # Each reading holds until the next: a board's ticks are a second apart, and the harness's physics
-        # holds its powers over each step (its steps are the agent's ticks), which samples joined by
-        # trapezoids read half a step early (seen: the estimate swung 1.5 W about the truth at 60-s steps).
-        half_solar_wh = last[2] * dt_s / 3600.0 / 2.0
-        half_board_wh = last[3] * dt_s / 3600.0 / 2.0
+        # holds the arrays' power over each of its steps (samples joined by trapezoids read it half a step
+        # early: the estimate swung 1.5 W about the truth at 60-s steps). The board power the harness gives
+        # is its last step's, a step late: that evens out over a window.
+        surplus_w = last[2] - last[3]
+        charging = surplus_w > self.estimate.load_w
+        half_s = dt_s / 2.0
         full = max(last[1], soc_pct) >= FULL_PCT
         window = self._window
         if window is not None:  # the tick's first half is the open window's
-            window.solar_wh += half_solar_wh
-            window.board_wh += half_board_wh
+            window.add(surplus_w, half_s, charging)
             window.full |= full
-        if soc_pct != last[1]:
-            edge_s = (last[0] + mono_s) / 2.0
-            edge_wh = (last[1] + soc_pct) / 2.0 / 100.0 * self.capacity_wh
-            if window is None or edge_s - window.start_s >= self.window_s:
-                if window is not None:
-                    self._close(window, edge_s, edge_wh)
-                window = self._window = _Window(edge_s, edge_wh, full=full)
-            window.solar_wh += half_solar_wh  # and its second half, of the window open after its change
-            window.board_wh += half_board_wh
+        if soc_pct == last[1]:
+            if window is not None:
+                window.add(surplus_w, half_s, charging)
             return
-        if window is not None:
-            window.solar_wh += half_solar_wh
-            window.board_wh += half_board_wh
+        change_wh = abs(soc_pct - last[1]) / 100.0 * self.capacity_wh
+        possible_wh = 2.0 * (last[2] + last[3] + self.estimate.load_w) * dt_s / 3600.0
+        if change_wh > possible_wh + (self._step_wh if math.isfinite(self._step_wh) else change_wh):
+            self.jumps += 1
+            self._window = None
+            return
+        self._step_wh = min(self._step_wh, change_wh)
+        edge_s = (last[0] + mono_s) / 2.0
+        edge_wh = (last[1] + soc_pct) / 2.0 / 100.0 * self.capacity_wh
+        if window is None or edge_s - window.start_s >= self.window_s:
+            if window is not None:
+                self._close(window, edge_s, edge_wh)
+            window = self._window = _Window(edge_s, edge_wh, full=full)
+        window.add(surplus_w, half_s, charging)  # the tick's second half: the window open after its change
 
     def _close(self, window: _Window, end_s: float, end_wh: float) -> None:
+        """The load that makes the window's balance hold: the battery gained ``eta_c (A_c - L T_c)`` over
+        the ticks that charged and ``(A_d - L T_d) / eta_d`` over those that discharged."""
+        if window.full:
+            return
+        eta_c, eta_d = self.charge_efficiency, self.discharge_efficiency
+        hours = eta_c * window.charge_h + window.discharge_h / eta_d
+        if not hours > 0:
+            return
+        seen_w = (eta_c * window.charge_wh + window.discharge_wh / eta_d - (end_wh - window.start_wh)) / hours
         dt_s = end_s - window.start_s
-        weight = 1.0 - (1.0 - WEIGHT_PER_WINDOW) ** (dt_s / self.window_s)
-        self.estimate = self.estimate.update(
-            end_wh - window.start_wh, dt_s, window.solar_wh * 3600.0 / dt_s, window.board_wh * 3600.0 / dt_s,
-            self.charge_efficiency, self.discharge_efficiency, window.full, weight=weight)
+        self.estimate = self.estimate.update(seen_w, weight=1.0 - (1.0 - WEIGHT_PER_WINDOW) ** (dt_s / self.window_s))

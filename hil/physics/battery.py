@@ -213,3 +213,13 @@ class Battery:
             clipped_wh=clipped,
             unserved_wh=unserved,
         )
+
+
+def gauge_pct(soc_pct: float, step_pct: float) -> float:
+    """What a fuel gauge of ``step_pct`` resolution reads of the true charge: the nearest step, within
+    0 to 100 % (0: the truth itself). A smart battery reports whole percent (SBS ``RelativeStateOfCharge``):
+    0.6 Wh a step on 60 Wh, which the agent must allow for (flight.power.load). ``step_pct`` divides 100
+    (hil/scenario.py checks it), so full reads 100."""
+    if step_pct <= 0:
+        return float(soc_pct)
+    return float(min(100.0, max(0.0, round(soc_pct / step_pct) * step_pct)))
