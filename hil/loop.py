@@ -231,7 +231,8 @@ class ClosedLoop:
             "hal": {"backend": "sim", "board": sc.board, "sim_endpoint": f"ipc://{self.workdir}/sim",
                     "lockstep": lockstep},
             "rates": {"hk_period_s": 10.0 if lockstep else 1.0, "control_period_s": 10.0 if lockstep else 1.0},
-            "power": {"battery_capacity_wh": float(sc.capacity_wh), "platform_load_w": float(sc.platform_load_w)},
+            "power": {"battery_capacity_wh": float(sc.nameplate_wh or sc.capacity_wh),
+                      "platform_load_w": float(sc.platform_load_w)},
             "compute": {"enabled": bool(sc.compute_real), "upset_injection": sc.memory_upset_scale > 0},
             "paths": {"state_dir": str(self.workdir / "state")},
         }
@@ -533,7 +534,7 @@ class ClosedLoop:
             load = self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": read_w}, board_power_w=read_w,
                                  eps=EpsValues(self._gauge_pct(), self.battery.voltage_v,
-                                               self._measured_w(row["solar_power_w"])),
+                                               self._measured_w(row["solar_power_w"]), self._gauge_capacity_wh()),
                                  link_in=link_in, alive=self._agent_alive)
             if lockstep and isinstance(load.link_taken, int):
                 self._link_sync = (load.link_taken, self._uplinked())
@@ -560,6 +561,11 @@ class ClosedLoop:
         from hil.physics import gauge_pct
 
         return gauge_pct(self.battery.soc_pct, self.sc.soc_step_pct)
+
+    def _gauge_capacity_wh(self) -> float | None:
+        """The capacity the gauge has learnt ([sensors] gauge_capacity, capacity_error_pct), or None."""
+        sc = self.sc
+        return sc.capacity_wh * (1.0 + sc.capacity_error_pct / 100.0) if sc.gauge_capacity else None
 
     def _measured_w(self, true_w: float) -> float:
         """A power as the agent's instruments read it: with ``[sensors] power_noise_pct`` of noise (one standard

@@ -7,8 +7,10 @@ inclined), an array (sun-tracking, or body-fixed panels under a nadir, sun or in
 attitude), one of the three boards, a battery of 20–120 Wh, a platform load with steps the
 agent is not told of, a starting charge, and the agent's errors: its cells' efficiency off by
 up to ±15 %, the degradation unknown (it believes none), and its instruments: a fuel gauge that
-reads whole percent (half the cases) or tenths, and solar power read with 1 % noise (drawn
-apart from the rest, so a case's orbit, arrays and loads are those its seed always drew).
+reads whole percent (half the cases) or tenths and reports the capacity it has learnt within
+3 % of a battery faded to 80-100 % of the nameplate the agent is configured with, and solar
+power read with 1 % noise (drawn apart from the rest, so a case's orbit, arrays and loads are
+those its seed always drew).
 
 The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -87,6 +89,8 @@ class PowerCase:
     soc0_pct: float
     soc_step_pct: float = 1.0  # the agent's fuel gauge's resolution (0: exact)
     power_noise_pct: float = 1.0  # the solar power's measurement noise, one standard deviation
+    nameplate_wh: float | None = None  # what the agent is configured with (None: capacity_wh, a new battery)
+    gauge_capacity_wh: float | None = None  # the capacity the gauge has learnt and reports (None: none)
 
 
 def generate_case(seed: int) -> PowerCase:
@@ -112,13 +116,23 @@ def generate_case(seed: int) -> PowerCase:
     area = float((platform + top_w) * rng.uniform(0.7, 1.6) / (1361.0 * 0.28) / len(normals) * 1.6)
     steps = tuple((float(rng.uniform(0, DAY_S)), float(rng.uniform(1.0, 4.0))) for _ in range(int(rng.integers(0, 3))))
     efficiency = float(rng.uniform(0.26, 0.30))
-    return PowerCase(
+    case = PowerCase(
         seed=seed, alt_km=alt, inc_deg=inc, raan_deg=raan, ltan_h=ltan, pointing=pointing, attitude=attitude,
         normals=normals, area_m2=area, efficiency=efficiency, degradation_per_year=float(rng.uniform(0.0, 0.03)),
         years=float(rng.uniform(0.0, 4.0)), belief_efficiency=efficiency * float(rng.uniform(0.85, 1.15)),
         board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
-        soc0_pct=float(rng.uniform(45.0, 95.0)),
-        soc_step_pct=float(np.random.default_rng([seed, 1]).choice([1.0, 0.1])))  # its own stream: the rest as before
+        soc0_pct=float(rng.uniform(45.0, 95.0)))
+    return replace(case, **instruments(seed, case.capacity_wh))
+
+
+def instruments(seed: int, capacity_wh: float) -> dict[str, float]:
+    """The case's battery as the agent knows it, drawn on a stream of its own (a case's orbit, arrays and loads
+    are those its seed always drew): a gauge of whole percent or tenths; a battery faded to 80-100 % of the
+    nameplate the agent is configured with, whose gauge reports the capacity it has learnt within 3 %."""
+    rng = np.random.default_rng([seed, 1])
+    step = float(rng.choice([1.0, 0.1]))
+    fade, error = float(rng.uniform(0.8, 1.0)), float(rng.uniform(-0.03, 0.03))
+    return {"soc_step_pct": step, "nameplate_wh": capacity_wh / fade, "gauge_capacity_wh": capacity_wh * (1.0 + error)}
 
 
 def _orbit(case: PowerCase) -> Orbit:
@@ -156,6 +170,12 @@ class Flight:
     plan_ms: tuple[float, ...]
 
 
+def believed_capacity_wh(case: PowerCase) -> float:
+    """The capacity the agent plans with: its gauge's where it reports one, else its configuration's nameplate
+    (as flight.agent.control takes it)."""
+    return case.gauge_capacity_wh or case.nameplate_wh or case.capacity_wh
+
+
 def fly(case: PowerCase, policy: str) -> Flight:
     """One day of ``policy`` ('plan' or 'baseline') through the case."""
     orbit = _orbit(case)
@@ -164,14 +184,14 @@ def fly(case: PowerCase, policy: str) -> Flight:
     solar = truth_solar_w(case, orbit, times)
     load = platform_w(case, times - T0_S)
     modes = modes_of(case)
-    battery = Battery(case.capacity_wh)
+    battery = Battery(believed_capacity_wh(case))  # the agent's: the truth's capacity_wh is the physics'
     settings = PowerSettings(FLOOR_PCT, MARGIN_PCT)
     belief = ArrayModel(tuple(Panel(nm, case.area_m2) for nm in case.normals), case.belief_efficiency, case.pointing,
                         case.attitude)
     raw = None
     plan = None
     cal = SolarCalibration()
-    learner = GaugeLoadLearner(case.platform_w, case.capacity_wh, battery.charge_efficiency,
+    learner = GaugeLoadLearner(case.platform_w, battery.capacity_wh, battery.charge_efficiency,
                                battery.discharge_efficiency)
     noise = np.random.default_rng([case.seed, 2]).normal(0.0, case.power_noise_pct / 100.0, n)
     e = case.soc0_pct / 100.0 * case.capacity_wh

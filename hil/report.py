@@ -185,7 +185,9 @@ def instruments(sc: Scenario) -> str:
     gauge = f"a fuel gauge of {sc.soc_step_pct:g} % steps" if sc.soc_step_pct > 0 else "the exact charge"
     power = (f"solar and board power with {sc.power_noise_pct:g} % noise" if sc.power_noise_pct > 0
              else "the exact solar and board power")
-    return (f"the agent read {gauge} and {power}; temperatures, bus voltage, its TLE and battery capacity exactly; "
+    capacity = (f"its gauge's full-charge capacity {sc.capacity_error_pct:+g} % off" if sc.gauge_capacity
+                 else f"no capacity from its gauge (its configuration's {sc.nameplate_wh or sc.capacity_wh:g} Wh)")
+    return (f"the agent read {gauge}, {capacity}, and {power}; temperatures, bus voltage and its TLE exactly; "
             "the charge, power and temperatures here are the truth")
 
 

@@ -54,9 +54,13 @@ Example, every key (the defaults are shown where a key may be left out)::
                                   #   RelativeStateOfCharge (0: exact)
     power_noise_pct = 1.0         # each solar and board power reading's noise, one standard
                                   #   deviation of the value (0: exact)
+    gauge_capacity = true         # the gauge reports the capacity it has learnt (SBS FullChargeCapacity):
+    capacity_error_pct = 2.0      #   the truth's capacity_wh x (1 + this/100); false: the agent has only
+                                  #   the nameplate_wh of its configuration
 
     [battery]
-    capacity_wh = 60.0            # > 0
+    capacity_wh = 60.0            # > 0: the truth (a battery that faded: below its nameplate)
+    nameplate_wh = 60.0           # what the agent's configuration says (default: capacity_wh, a new battery)
     soc_initial_pct = 80.0        # 0 to 100
 
     [power]
@@ -248,8 +252,8 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
               "years_in_orbit"),
     "array.panels": ("normal", "area_m2"),
     "belief": ("efficiency_error_pct", "degradation_known"),
-    "sensors": ("soc_step_pct", "power_noise_pct"),
-    "battery": ("capacity_wh", "soc_initial_pct"),
+    "sensors": ("soc_step_pct", "power_noise_pct", "gauge_capacity", "capacity_error_pct"),
+    "battery": ("capacity_wh", "nameplate_wh", "soc_initial_pct"),
     "power": ("platform_load_w",),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
     "radiation": ("fault_rate_scale", "memory_upset_scale", "memory_targets"),
@@ -350,6 +354,9 @@ class Scenario:
     # [sensors]: what the agent reads of the truth (the harness's battery and power are the truth).
     soc_step_pct: float = 1.0
     power_noise_pct: float = 1.0
+    gauge_capacity: bool = True
+    capacity_error_pct: float = 2.0
+    nameplate_wh: float | None = None  # [battery]: what the agent is configured with (None: capacity_wh)
     # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
     link: LinkSpec | None = None
 
@@ -593,6 +600,9 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
         soc_step_pct=_soc_step_pct(c, sensors),
         power_noise_pct=c.number(sensors, "power_noise_pct", "sensors", 1.0, lo=0, hi=20),
+        gauge_capacity=c.boolean(sensors, "gauge_capacity", "sensors", True),
+        capacity_error_pct=c.number(sensors, "capacity_error_pct", "sensors", 2.0, lo=-20, hi=20),
+        nameplate_wh=c.number(battery, "nameplate_wh", "battery", None, lo=0.1) if "nameplate_wh" in battery else None,
         link=_link(c, raw, seed, agent),
     )
 

@@ -37,7 +37,8 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert s["soc_min_pct"] >= 30.0 > n["soc_min_pct"]
     assert s["work_tiles"] > 0.5 * n["work_tiles"]  # it still does most of the work
     assert "modelled" in s["compute"] and "simulated" in s["environment"]
-    assert s["instruments"].startswith("the agent read a fuel gauge of 1 % steps and solar and board power with 1 %")
+    assert s["instruments"].startswith("the agent read a fuel gauge of 1 % steps, its gauge's full-charge "
+                                       "capacity +2 % off, and solar and board power with 1 %")
     failures = ET.parse(tmp_path / "naive" / "junit.xml").getroot().findall(".//failure")
     assert any(f.get("message").startswith("lowest charge") for f in failures)
     html = (tmp_path / "sunlit" / "report.html").read_text()
@@ -480,8 +481,9 @@ def test_what_a_brownout_draws_past_an_empty_battery_is_not_supplied_and_fails_t
 
 @pytest.mark.req("HIL-025", "AGT-063")
 def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_flies_the_truth(tmp_path, monkeypatch):
-    """The agent is given its instruments, not the answer: its fuel gauge reads whole percent and its power
-    meters 1 % noise (the defaults), seeded; the trace, and so the criteria, hold the truth. Its housekeeping says
+    """The agent is given its instruments, not the answer: its fuel gauge reads whole percent and the capacity
+    it has learnt 2 % high, and its power meters 1 % noise (the defaults), seeded; the trace, and so the
+    criteria, hold the truth. Its configuration has the battery's nameplate, not what it faded to. Its housekeeping says
     the charge its gauge read; its platform load, learnt from that gauge, stays near the truth (a one-minute
     window of a coarse gauge read one step of 60 Wh as 36 W)."""
     from hil.sim_env import SimEnvironment
@@ -496,7 +498,7 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
 
     monkeypatch.setattr(SimEnvironment, "step", step)
     sc = parse_scenario({"name": "gauge", "profile": str(SSO), "duration_s": 3000, "step_s": 10, "seed": 4,
-                         "power": {"platform_load_w": 12.0}})
+                         "power": {"platform_load_w": 12.0}, "battery": {"capacity_wh": 54.0, "nameplate_wh": 60.0}})
     loop = ClosedLoop(sc, tmp_path / "run")
     result = loop.run()
     tr = result.trace.arrays()
@@ -511,6 +513,8 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
     assert 0.005 < float(np.std(rel)) < 0.02, "1 % noise on the solar power"
     assert loop.client is not None and loop.client.latest["battery_soc_pct"][0] in set(soc_read)
     assert loop.client.latest["platform_load_est_w"][0] == pytest.approx(12.0, rel=0.1)
+    assert loop.agent_config()["power"]["battery_capacity_wh"] == 60.0  # configured with the nameplate
+    assert loop.client.latest["battery_capacity_wh"][0] == pytest.approx(54.0 * 1.02)  # planned on its gauge's
     again_fed = list(fed)
     fed.clear()
     ClosedLoop(sc, tmp_path / "again").run()

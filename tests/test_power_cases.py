@@ -88,3 +88,16 @@ def test_a_gauge_of_whole_percent_costs_the_plan_neither_floor_nor_work():
     flown = power_cases.fly(case, "plan")
     best = power_cases.optimum(case, flown.final_soc_pct, "start")
     assert flown.floor_violation_steps == 0 and best is not None and flown.work / best >= 0.9, flown.work / best
+
+
+@pytest.mark.req("AGT-064", "HIL-025")
+def test_a_faded_battery_is_planned_on_the_capacity_its_gauge_has_learnt():
+    """Case 2059's battery holds 0.82 of the nameplate the agent is configured with. Planned on the nameplate,
+    every percent of charge is 22 % more energy than there is, and the plan breaks the floor; planned on the
+    capacity its gauge reports (SBS FullChargeCapacity, within 3 %), it keeps it."""
+    import dataclasses
+
+    case = generate_case(2059)
+    assert case.capacity_wh / case.nameplate_wh == pytest.approx(0.821, abs=1e-3)
+    assert power_cases.fly(case, "plan").floor_violation_steps == 0
+    assert power_cases.fly(dataclasses.replace(case, gauge_capacity_wh=None), "plan").floor_violation_steps > 0

@@ -49,6 +49,9 @@ POWER_MODE_QUERY_S = 30.0
 knows what it set; the query finds a change made by hand on the board. On a Jetson each query is an
 ``nvpmodel -q`` process (an audit: two a second, each able to hold the loop up to its timeout)."""
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
+GAUGE_CAPACITY_RANGE = (0.3, 1.2)
+"""The gauge's full-charge capacity is taken within these fractions of the configured one: a battery at under
+0.3 of its nameplate is spent, and one over 1.2 is a gauge or configuration error (said as a sensor missing)."""
 
 
 def mode_powers(board: Board) -> tuple[ModePower, ...]:
@@ -95,7 +98,7 @@ class Controller(Component):
                 "energy_headroom_wh", "in_eclipse", "eclipse_in_s", "eclipse_exit_in_s", "eclipse_duration_s", "in_saa",
                 "saa_in_s", "saa_exit_in_s", "beta_deg", "tle_age_s",
                 "solar_predicted_w", "solar_model_scale", "solar_error_w", "plan_ms", "plan_min_soc_pct",
-                "plan_held_pct", "platform_load_est_w", "thermal_model_rms_c", "plan_temp_max_c",
+                "plan_held_pct", "platform_load_est_w", "battery_capacity_wh", "thermal_model_rms_c", "plan_temp_max_c",
                 *ZONE_CHANNELS.values(), "temp_max_c", "temp_rate_c_per_min", "throttle_state", "throttle_steps")
 
     def __init__(
@@ -158,6 +161,8 @@ class Controller(Component):
         self.calibration = SolarCalibration()
         self.solar_predicted_w: float | None = None
         battery = Battery(setup.battery_capacity_wh)
+        # The battery's capacity the plan and the load learner use: its gauge's where the EPS gives one.
+        self.capacity_wh = setup.battery_capacity_wh
         self.load = GaugeLoadLearner(setup.platform_load_w, setup.battery_capacity_wh, battery.charge_efficiency,
                                      battery.discharge_efficiency)
         self.thermal_fit = ThermalFit()
@@ -239,6 +244,7 @@ class Controller(Component):
                 eps = self.board.eps.read_eps()
             except Exception as exc:  # noqa: BLE001
                 self._internal_error("eps read", exc)
+        eps = self._checked_capacity(eps)
         if eps.missing:  # the EPS's broken readings are sensors missing, said and counted as the board's are
             reading = replace(reading, missing=(*reading.missing, *eps.missing))
             self.reading = reading
@@ -247,13 +253,15 @@ class Controller(Component):
             self._predict(now_s)
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
+        self.capacity_wh = eps.full_charge_wh if eps.full_charge_wh is not None else self.setup.battery_capacity_wh
+        self.load.capacity_wh = self.capacity_wh
         self._learn_load(mono_s, eps, reading)
         thermal = self._thermal_inputs(now_s, mono_s, reading)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
             prediction=self.prediction, contact_age_s=self._contact_age_s(), fault_count=fault_count, params=p,
-            modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.setup.battery_capacity_wh),
+            modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.capacity_wh),
             platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w, thermal=thermal,
@@ -329,6 +337,17 @@ class Controller(Component):
         age = now_s - pred.time_unix_s
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
+
+    def _checked_capacity(self, eps: EpsReading) -> EpsReading:
+        """The gauge's full-charge capacity, kept where it is within GAUGE_CAPACITY_RANGE of the configured one;
+        else dropped, and said as a sensor missing. A faded battery's every percent is fewer Wh than its
+        nameplate's: planned on the nameplate, 15 % fade broke the floor in bench.power's cases."""
+        fcc, nameplate = eps.full_charge_wh, self.setup.battery_capacity_wh
+        if fcc is None or GAUGE_CAPACITY_RANGE[0] * nameplate <= fcc <= GAUGE_CAPACITY_RANGE[1] * nameplate:
+            return eps
+        low, high = (f * nameplate for f in GAUGE_CAPACITY_RANGE)
+        why = f"eps full_charge_wh: not a reading in {low:g}..{high:g} (of the configured {nameplate:g} Wh)"
+        return replace(eps, full_charge_wh=None, missing=(*eps.missing, why))
 
     def _learn_load(self, mono_s: float, eps: EpsReading, reading: HalReading) -> None:
         """What the charge did, with the arrays' and the board's power known, tells the rest of the
@@ -549,6 +568,7 @@ class Controller(Component):
             "plan_min_soc_pct": self.state.plan.min_soc_pct if self.state.plan is not None else None,
             "plan_held_pct": self.state.plan.held_pct if self.state.plan is not None else None,
             "platform_load_est_w": self.load.load_w,
+            "battery_capacity_wh": self.capacity_wh,
             "thermal_model_rms_c": self.thermal_error_c if self.thermal_fit.usable else None,
             "plan_temp_max_c": self.state.plan.temp_max_c if self.state.plan is not None else None,
         }

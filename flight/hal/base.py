@@ -247,10 +247,13 @@ class EpsReading:
     soc_pct: float | None = None
     bus_voltage_v: float | None = None
     solar_power_w: float | None = None
+    # The battery's capacity as its gauge has learnt it (SBS FullChargeCapacity): a battery fades, and its
+    # nameplate in the configuration then overstates every percent of charge.
+    full_charge_wh: float | None = None
     missing: tuple[str, ...] = ()  # "eps NAME: why" for a value the EPS gave that is no reading (NaN, out of range)
 
     def __post_init__(self) -> None:
-        for name in ("soc_pct", "bus_voltage_v", "solar_power_w"):
+        for name in ("soc_pct", "bus_voltage_v", "solar_power_w", "full_charge_wh"):
             if not _finite(getattr(self, name)):
                 raise ValueError(f"EpsReading.{name} must be a finite number or None, got {getattr(self, name)!r}")
 

@@ -286,7 +286,8 @@ class SimEps(EpsReader):
     def read_eps(self) -> EpsReading:
         eps = self.link.env.eps if self.link.env is not None else sp.EpsValues()
         checked = {"soc_pct": (eps.soc_pct, 0.0, 100.0), "bus_voltage_v": (eps.bus_voltage_v, 0.0, math.inf),
-                   "solar_power_w": (eps.solar_power_w, 0.0, math.inf)}
+                   "solar_power_w": (eps.solar_power_w, 0.0, math.inf),
+                   "full_charge_wh": (eps.full_charge_wh, 0.0, math.inf)}
         values = {name: _reading(v, low, high) for name, (v, low, high) in checked.items()}
         # A value given that is no reading is a sensor gone (SENSOR_MISSING names it), not a silent None.
         missing = tuple(f"eps {name}: not a reading in {low:g}..{high:g}" for name, (v, low, high) in checked.items()

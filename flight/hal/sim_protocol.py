@@ -50,6 +50,7 @@ class EpsValues:
     soc_pct: float | None = None
     bus_voltage_v: float | None = None
     solar_power_w: float | None = None
+    full_charge_wh: float | None = None  # the gauge's learnt capacity (None: the gauge does not say)
 
 
 @dataclass(frozen=True)
