@@ -187,8 +187,8 @@ def instruments(sc: Scenario) -> str:
              else "the exact solar and board power")
     capacity = (f"its gauge's full-charge capacity {sc.capacity_error_pct:+g} % off" if sc.gauge_capacity
                  else f"no capacity from its gauge (its configuration's {sc.nameplate_wh or sc.capacity_wh:g} Wh)")
-    return (f"the agent read {gauge}, {capacity}, and {power}; temperatures, bus voltage and its TLE exactly; "
-            "the charge, power and temperatures here are the truth")
+    return (f"the agent read {gauge}, {capacity}, and {power}; temperatures, bus voltage, its TLE, the battery's "
+            "efficiencies and its platform load exactly; the charge, power and temperatures here are the truth")
 
 
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:

@@ -60,7 +60,8 @@ Example, every key (the defaults are shown where a key may be left out)::
 
     [battery]
     capacity_wh = 60.0            # > 0: the truth (a battery that faded: below its nameplate)
-    nameplate_wh = 60.0           # what the agent's configuration says (default: capacity_wh, a new battery)
+    nameplate_wh = 60.0           # what the agent's configuration says (default: capacity_wh, a new battery;
+                                  #   the gauge's capacity must be within 0.3 to 1.2 of it)
     soc_initial_pct = 80.0        # 0 to 100
 
     [power]
@@ -537,6 +538,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
 
     battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
     sensors = c.table(raw, "sensors")
+    capacity_wh, nameplate_wh, gauge_capacity, capacity_error_pct = _battery_belief(c, battery, sensors)
     radiation, crit = c.table(raw, "radiation"), c.table(raw, "criteria")
     real = c.boolean(compute, "real", "compute", False)
     if real and agent == "naive":
@@ -573,7 +575,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         seed=seed,
         board=board_id,
         agent=agent,
-        capacity_wh=c.number(battery, "capacity_wh", "battery", 60.0, lo=0.1),
+        capacity_wh=capacity_wh,
         soc_initial_pct=c.number(battery, "soc_initial_pct", "battery", 80.0, lo=0, hi=100),
         platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0),
         compute_real=real,
@@ -600,11 +602,36 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
         soc_step_pct=_soc_step_pct(c, sensors),
         power_noise_pct=c.number(sensors, "power_noise_pct", "sensors", 1.0, lo=0, hi=20),
-        gauge_capacity=c.boolean(sensors, "gauge_capacity", "sensors", True),
-        capacity_error_pct=c.number(sensors, "capacity_error_pct", "sensors", 2.0, lo=-20, hi=20),
-        nameplate_wh=c.number(battery, "nameplate_wh", "battery", None, lo=0.1) if "nameplate_wh" in battery else None,
+        gauge_capacity=gauge_capacity,
+        capacity_error_pct=capacity_error_pct,
+        nameplate_wh=nameplate_wh,
         link=_link(c, raw, seed, agent),
     )
+
+
+def _battery_belief(c: _Checker, battery: dict[str, Any], sensors: dict[str, Any]
+                    ) -> tuple[float, float | None, bool, float]:
+    """[battery] capacity_wh (the truth) and nameplate_wh (the agent's configuration), [sensors] gauge_capacity
+    and capacity_error_pct (what its gauge says of the truth). The agent takes its gauge's capacity only within
+    0.3 to 1.2 of its nameplate (flight.agent.control.GAUGE_CAPACITY_RANGE): a scenario outside it is refused,
+    as the gauge would never be heard (found in review: a nameplate of 0.1 Wh for 60 was flown)."""
+    from flight.agent.control import GAUGE_CAPACITY_RANGE
+
+    capacity_wh = c.number(battery, "capacity_wh", "battery", 60.0, lo=0.1)
+    nameplate_wh = c.number(battery, "nameplate_wh", "battery", None, lo=0.1, hi=1e6) if "nameplate_wh" in battery \
+        else None
+    gauge_capacity = c.boolean(sensors, "gauge_capacity", "sensors", True)
+    if not gauge_capacity and "capacity_error_pct" in sensors:
+        raise c.fail("sensors.capacity_error_pct", "only with gauge_capacity = true: a gauge that reports no capacity "
+                                                   "has no error in it")
+    error_pct = c.number(sensors, "capacity_error_pct", "sensors", 2.0, lo=-20, hi=20)
+    reported_wh = capacity_wh * (1.0 + error_pct / 100.0)
+    low, high = GAUGE_CAPACITY_RANGE
+    if gauge_capacity and nameplate_wh is not None and not low <= reported_wh / nameplate_wh <= high:
+        raise c.fail("battery.nameplate_wh", f"{nameplate_wh:g} Wh against a gauge that reports {reported_wh:g} Wh "
+                                             f"({reported_wh / nameplate_wh:.2f} of it): the agent takes its gauge's "
+                                             f"capacity only within {low:g} to {high:g} of its nameplate")
+    return capacity_wh, nameplate_wh, gauge_capacity, error_pct
 
 
 def _soc_step_pct(c: _Checker, sensors: dict[str, Any]) -> float:

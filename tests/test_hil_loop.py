@@ -169,6 +169,10 @@ def test_real_time_mode_follows_the_wall_clock(tmp_path):
          "sensors.soc_step: unknown key (did you mean soc_step_pct?)"),
         ({"profile": str(SSO), "sensors": {"power_noise_pct": -1}}, "sensors.power_noise_pct: -1 is outside [0, 20]"),
         ({"profile": str(SSO), "sensors": {"soc_step_pct": 1.5}}, "sensors.soc_step_pct: 1.5 does not divide 100"),
+        ({"profile": str(SSO), "battery": {"capacity_wh": 60, "nameplate_wh": 0.1}},
+         "battery.nameplate_wh: 0.1 Wh against a gauge that reports 61.2 Wh"),
+        ({"profile": str(SSO), "sensors": {"gauge_capacity": False, "capacity_error_pct": 3}},
+         "sensors.capacity_error_pct: only with gauge_capacity = true"),
     ],
 )
 def test_scenario_errors_name_the_key(raw, fragment):

@@ -91,7 +91,8 @@ def test_the_charge_going_back_across_one_boundary_is_no_change():
     the readings say 51 then 50 (each change is placed on the boundary between its readings)."""
     est = learner(12.0)
     board_w, load_w = 10.0, 12.0
-    est.tick(0.0, 50.0, board_w + load_w, board_w)
+    est.tick(-1.0, 49.0, board_w + load_w, board_w)
+    est.tick(0.0, 50.0, board_w + load_w, board_w)  # the first change tells the gauge's step only
     est.tick(1.0, 51.0, board_w + load_w, board_w)  # opens a window at 50.5 %
     for k in range(2, 200):
         est.tick(float(k), 51.0, board_w + load_w, board_w)  # balanced: nothing into the battery
@@ -160,3 +161,51 @@ def test_readings_that_cannot_be_are_gaps_not_evidence(bad):
     est.tick(2.0, *bad)
     est.tick(100.0, 49.0, 20.0, 10.0)
     assert est.samples == 0 and est.load_w == 12.0
+
+
+def orbits_with(learner: GaugeLoadLearner, *, capacity_at, load_at, step_pct: float = 1.0, update_s: int = 1,
+                capacity_wh: float = 48.0, seconds: int = 4 * 5700) -> None:
+    """Orbits of 95 min (60 in sunlight at 45 W), the board cycling 10 W / 4 W, 1-s ticks; the gauge reads the
+    nearest ``step_pct`` every ``update_s`` and says the capacity ``capacity_at(t)``."""
+    e_wh, read = 0.6 * capacity_wh, 60.0
+    for t in range(seconds):
+        phase = t % 5700
+        solar_w, board_w = (45.0 if phase < 3600 else 0.0), (10.0 if phase % 1200 < 700 else 4.0)
+        if t % update_s == 0:
+            read = min(100.0, round(100.0 * e_wh / capacity_wh / step_pct) * step_pct)
+        learner.capacity_wh = capacity_at(t)
+        learner.tick(float(t), read, solar_w, board_w)
+        net_w = solar_w - load_at(t) - board_w
+        e_wh = min(capacity_wh, max(0.0, e_wh + (net_w * EFF if net_w > 0 else net_w / EFF) / 3600.0))
+
+
+@pytest.mark.req("AGT-063", "AGT-064")
+def test_a_capacity_relearnt_by_the_gauge_keeps_the_learning_going():
+    """Found in review: the gauge's step was kept in Wh, so a capacity that went up made every later step a
+    jump, and learning stopped for good; and a window's two ends were taken at two capacities."""
+    est = learner(12.0, capacity_wh=48.0)
+    orbits_with(est, capacity_at=lambda t: 48.0 if t < 3000 else 49.0, load_at=lambda t: 12.0 if t < 6000 else 16.0)
+    assert est.jumps == 0 and est.load_w == pytest.approx(16.0, rel=0.05)
+
+
+@pytest.mark.req("AGT-063")
+@pytest.mark.parametrize("step_pct, update_s", [(0.1, 20), (1.0, 5), (0.1, 5)])
+def test_a_gauge_that_updates_every_few_seconds_is_no_jump(step_pct, update_s):
+    """A gauge updates its reading every few seconds: its changes come in bursts of several of its steps,
+    which are not jumps (found in review: a tenth-percent gauge updating each 20 s gave 500 jumps)."""
+    est = learner(4.0, capacity_wh=20.0)
+    orbits_with(est, capacity_at=lambda t: 20.0, load_at=lambda t: 14.0 * 20.0 / 48.0 + 8.0, step_pct=step_pct,
+                update_s=update_s, capacity_wh=20.0)
+    assert est.jumps == 0 and est.load_w == pytest.approx(14.0 * 20.0 / 48.0 + 8.0, rel=0.05)
+
+
+@pytest.mark.req("AGT-063")
+def test_a_jump_at_the_first_change_is_no_evidence():
+    """Found in review: until the gauge's step was known every change passed, so a recalibration 30 s after
+    start opened a window at the middle of the jump. The first change only tells the step."""
+    est = learner(12.0, capacity_wh=10.0)
+    solar_w, seen = 22.0 - 6.0 * EFF, []
+    for t in range(1800):
+        est.tick(float(t), 90.0 - t // 60 - (5.0 if t >= 30 else 0.0), solar_w, 10.0)
+        seen.append(est.load_w)
+    assert est.samples >= 20 and max(abs(x - 12.0) for x in seen) < 0.4

@@ -163,6 +163,7 @@ class Controller(Component):
         battery = Battery(setup.battery_capacity_wh)
         # The battery's capacity the plan and the load learner use: its gauge's where the EPS gives one.
         self.capacity_wh = setup.battery_capacity_wh
+        self._gauge_capacity_wh: float | None = None  # the last the gauge gave within GAUGE_CAPACITY_RANGE
         self.load = GaugeLoadLearner(setup.platform_load_w, setup.battery_capacity_wh, battery.charge_efficiency,
                                      battery.discharge_efficiency)
         self.thermal_fit = ThermalFit()
@@ -253,7 +254,9 @@ class Controller(Component):
             self._predict(now_s)
             self._predicted_at_s = mono_s
         forecast_w = self._calibrate(now_s, eps)
-        self.capacity_wh = eps.full_charge_wh if eps.full_charge_wh is not None else self.setup.battery_capacity_wh
+        if eps.full_charge_wh is not None:  # held through a reading missing or out of range: a capacity moves
+            self._gauge_capacity_wh = eps.full_charge_wh  # over weeks, and one dropout is no cause to jump 20 %
+        self.capacity_wh = self._gauge_capacity_wh or self.setup.battery_capacity_wh
         self.load.capacity_wh = self.capacity_wh
         self._learn_load(mono_s, eps, reading)
         thermal = self._thermal_inputs(now_s, mono_s, reading)
@@ -340,7 +343,7 @@ class Controller(Component):
 
     def _checked_capacity(self, eps: EpsReading) -> EpsReading:
         """The gauge's full-charge capacity, kept where it is within GAUGE_CAPACITY_RANGE of the configured one;
-        else dropped, and said as a sensor missing. A faded battery's every percent is fewer Wh than its
+        else dropped, and said as a sensor missing (the last one within it is used meanwhile). A faded battery's every percent is fewer Wh than its
         nameplate's: planned on the nameplate, 15 % fade broke the floor in bench.power's cases."""
         fcc, nameplate = eps.full_charge_wh, self.setup.battery_capacity_wh
         if fcc is None or GAUGE_CAPACITY_RANGE[0] * nameplate <= fcc <= GAUGE_CAPACITY_RANGE[1] * nameplate:

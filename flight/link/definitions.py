@@ -641,8 +641,8 @@ POWER_CHANNELS = (
     Channel("platform_load_est_w", T.F64, "W", "The rest of the spacecraft's draw as the plan takes it: the "
             "configured value, then learnt from the battery's energy balance between changes of its gauge's reading"),
     Channel("battery_capacity_wh", T.F64, "Wh", "The battery's capacity the plan and the load estimate use: its "
-            "gauge's full-charge capacity where the EPS gives one (within 0.3 to 1.2 of the configuration's), "
-            "else the configuration's"),
+            "gauge's full-charge capacity where the EPS gives one (within 0.3 to 1.2 of the configuration's; the "
+            "last such is held while it gives none), else the configuration's"),
     Channel("thermal_model_rms_c", T.F64, "degC", "Error of the board temperature model the agent learns "
             "(flight/thermal/model.py): its open-loop miss half an hour ahead (RMS), its one-step error until "
             "that is measured; twice it (at least 1 degC) is the plan's margin below the soft limit. Nil until "

@@ -24,7 +24,10 @@ discharged (by the estimate in force), and the load is what solves the window's 
 net change taken through one efficiency (which counted the losses as load: 4 to 8 % high, found
 in review). A change of the reading larger than the tick's power could make, plus a step of the
 gauge, is a jump (a gauge recalibrated, a battery swapped on the bench): the window open is
-forgotten and none opens at it. What it cannot tell apart: a gauge whose noise is larger than its
+forgotten and none opens at it. What it cannot tell apart: a gauge whose reading comes late (one
+that updates every 20 s: a step of whole percent on 20 Wh is half a minute of draw) places the
+changes either side of a turn of the charge late, and the windows that straddle one read the load
+high (8 % in a test where half the windows did); a gauge whose noise is larger than its
 steps (a voltage-based estimate read to a tenth) makes each window's change noisy, and the two
 efficiencies turn that noise into a bias (low); and it takes the configured capacity and
 efficiencies as the battery's.
@@ -41,6 +44,16 @@ WINDOW_S = 60.0
 WEIGHT_PER_WINDOW = 0.2
 """How far one WINDOW_S of evidence moves the estimate (exponentially weighted; a longer window
 weighs as that many windows would)."""
+
+MAX_WEIGHT = 0.5
+"""The most one window moves the estimate (a long one: the battery balanced for an hour)."""
+
+JUMP_POWER_FACTOR = 1.25
+JUMP_WINDOW_S = 30.0
+"""A change of the reading is a jump when it exceeds one step of the gauge (the smallest change seen; the
+first change only tells the step) plus what JUMP_POWER_FACTOR times the arrays', the board's and the load's
+power could move in the time since the reading last changed, at most JUMP_WINDOW_S or the tick (a gauge
+updates every few seconds, so its changes come in bursts; a recalibration comes at once)."""
 
 MAX_TICK_S = 600.0
 """Readings further apart than this (the loop stalled, the board suspended) do not say what the power was
@@ -74,7 +87,8 @@ class LoadEstimate:
 @dataclass
 class _Window:
     start_s: float  # when it opened: the middle of the tick whose reading changed
-    start_wh: float  # the charge then: the boundary between that tick's two readings
+    start_pct: float  # the charge then: the boundary between that tick's two readings (%, so that a capacity
+    # that changes meanwhile, the gauge's re-learnt, converts both ends alike)
     charge_wh: float = 0.0  # the arrays' less the board's energy (bus side) over the ticks that charged,
     charge_h: float = 0.0   # and how long they were
     discharge_wh: float = 0.0  # the same over the ticks that discharged
@@ -104,7 +118,8 @@ class GaugeLoadLearner:
         self.jumps = 0  # changes of the reading no power could make: not evidence
         self._last: tuple[float, float, float, float] | None = None  # (mono s, soc %, solar W, board W)
         self._window: _Window | None = None
-        self._step_wh = math.inf  # the smallest change of the reading seen: the gauge's step
+        self._step_pct: float | None = None  # the smallest change of the reading seen: the gauge's step
+        self._changed_s = -math.inf  # when the reading last changed
 
     @property
     def load_w(self) -> float:
@@ -153,22 +168,28 @@ class GaugeLoadLearner:
             if window is not None:
                 window.add(surplus_w, half_s, charging)
             return
-        change_wh = abs(soc_pct - last[1]) / 100.0 * self.capacity_wh
-        possible_wh = 2.0 * (last[2] + last[3] + self.estimate.load_w) * dt_s / 3600.0
-        if change_wh > possible_wh + (self._step_wh if math.isfinite(self._step_wh) else change_wh):
+        change_pct = abs(soc_pct - last[1])
+        since_s = min(mono_s - self._changed_s, max(JUMP_WINDOW_S, dt_s))
+        self._changed_s = mono_s
+        if self._step_pct is None:  # the first change: the gauge's step is not known, so nor is a jump
+            self._step_pct = change_pct
+            self._window = None
+            return
+        power_w = last[2] + last[3] + self.estimate.load_w  # more than the battery's energy could move by
+        if change_pct > JUMP_POWER_FACTOR * power_w * since_s / 36.0 / self.capacity_wh + self._step_pct:
             self.jumps += 1
             self._window = None
             return
-        self._step_wh = min(self._step_wh, change_wh)
+        self._step_pct = min(self._step_pct, change_pct)
         edge_s = (last[0] + mono_s) / 2.0
-        edge_wh = (last[1] + soc_pct) / 2.0 / 100.0 * self.capacity_wh
+        edge_pct = (last[1] + soc_pct) / 2.0
         if window is None or edge_s - window.start_s >= self.window_s:
             if window is not None:
-                self._close(window, edge_s, edge_wh)
-            window = self._window = _Window(edge_s, edge_wh, full=full)
+                self._close(window, edge_s, edge_pct)
+            window = self._window = _Window(edge_s, edge_pct, full=full)
         window.add(surplus_w, half_s, charging)  # the tick's second half: the window open after its change
 
-    def _close(self, window: _Window, end_s: float, end_wh: float) -> None:
+    def _close(self, window: _Window, end_s: float, end_pct: float) -> None:
         """The load that makes the window's balance hold: the battery gained ``eta_c (A_c - L T_c)`` over
         the ticks that charged and ``(A_d - L T_d) / eta_d`` over those that discharged."""
         if window.full:
@@ -177,6 +198,9 @@ class GaugeLoadLearner:
         hours = eta_c * window.charge_h + window.discharge_h / eta_d
         if not hours > 0:
             return
-        seen_w = (eta_c * window.charge_wh + window.discharge_wh / eta_d - (end_wh - window.start_wh)) / hours
+        change_wh = (end_pct - window.start_pct) / 100.0 * self.capacity_wh
+        seen_w = (eta_c * window.charge_wh + window.discharge_wh / eta_d - change_wh) / hours
         dt_s = end_s - window.start_s
-        self.estimate = self.estimate.update(seen_w, weight=1.0 - (1.0 - WEIGHT_PER_WINDOW) ** (dt_s / self.window_s))
+        # Weighed in proportion to its length: windows whose ends came late or early are longer or shorter, and
+        # their mean weighed so is the charge's change over their time, where equal weights overstate it.
+        self.estimate = self.estimate.update(seen_w, weight=min(MAX_WEIGHT, WEIGHT_PER_WINDOW * dt_s / self.window_s))
