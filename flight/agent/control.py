@@ -343,8 +343,9 @@ class Controller(Component):
 
     def _checked_capacity(self, eps: EpsReading) -> EpsReading:
         """The gauge's full-charge capacity, kept where it is within GAUGE_CAPACITY_RANGE of the configured one;
-        else dropped, and said as a sensor missing (the last one within it is used meanwhile). A faded battery's every percent is fewer Wh than its
-        nameplate's: planned on the nameplate, 15 % fade broke the floor in bench.power's cases."""
+        else dropped, and said as a sensor missing (the last one within it is used meanwhile). A faded battery's
+        every percent is fewer Wh than its nameplate's: planned on the nameplate, 15 % fade broke the floor in
+        bench.power's cases."""
         fcc, nameplate = eps.full_charge_wh, self.setup.battery_capacity_wh
         if fcc is None or GAUGE_CAPACITY_RANGE[0] * nameplate <= fcc <= GAUGE_CAPACITY_RANGE[1] * nameplate:
             return eps
