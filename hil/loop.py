@@ -6,8 +6,9 @@ Each step (``step_s`` of simulated time):
 2. the environment at time t goes to the agent over its ``sim`` backend: temperatures from the
    thermal model, battery charge and bus voltage from the battery model, solar input and the
    board's power from the profile and the last load, each as the agent's instruments read it
-   (``[sensors]``: a fuel gauge of whole percent, power read with noise; the harness's own
-   battery, power and work are the truth); with it, how many ground packets the
+   (``[sensors]``: a fuel gauge of whole percent that reports the capacity it has learnt, power
+   read with noise; the harness's own battery, power and work are the truth); with it, how many
+   ground packets the
    agent must have taken in first (``Env.link_in``, :meth:`ClosedLoop._uplinked`);
 3. the agent answers with its power mode, mode and compute duty; the board profile turns them
    into board power (idle + duty × (loaded − idle) of that mode); commands due go through the

@@ -29,8 +29,9 @@ that updates every 20 s: a step of whole percent on 20 Wh is half a minute of dr
 changes either side of a turn of the charge late, and the windows that straddle one read the load
 high (8 % in a test where half the windows did); a gauge whose noise is larger than its
 steps (a voltage-based estimate read to a tenth) makes each window's change noisy, and the two
-efficiencies turn that noise into a bias (low); and it takes the configured capacity and
-efficiencies as the battery's.
+efficiencies turn that noise into a bias (low); and it takes the capacity it is given (the
+gauge's full-charge capacity, else the configured nameplate) and the configured efficiencies as
+the battery's.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ WINDOW_S = 60.0
 """The shortest stretch one estimate is read from (a fine gauge's changes are each a tick apart)."""
 
 WEIGHT_PER_WINDOW = 0.2
-"""How far one WINDOW_S of evidence moves the estimate (exponentially weighted; a longer window
-weighs as that many windows would)."""
+"""How far one WINDOW_S of evidence moves the estimate (exponentially weighted; a window weighs in
+proportion to its length, at most MAX_WEIGHT)."""
 
 MAX_WEIGHT = 0.5
 """The most one window moves the estimate (a long one: the battery balanced for an hour)."""
