@@ -483,7 +483,7 @@ def test_what_a_brownout_draws_past_an_empty_battery_is_not_supplied_and_fails_t
     assert not check.passed and "Wh not supplied (bus side)" in check.detail
 
 
-@pytest.mark.req("HIL-025", "AGT-063")
+@pytest.mark.req("HIL-025", "AGT-063", "AGT-064")
 def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_flies_the_truth(tmp_path, monkeypatch):
     """The agent is given its instruments, not the answer: its fuel gauge reads whole percent and the capacity
     it has learnt 2 % high, and its power meters 1 % noise (the defaults), seeded; the trace, and so the
