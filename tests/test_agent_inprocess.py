@@ -606,3 +606,15 @@ def test_a_kept_cap_this_board_has_no_mode_of_caps_it_at_its_lowest_and_is_said(
         assert rig.agent.board.hal.current_power_mode().name == "25W"
     finally:
         rig.close()
+
+
+@pytest.mark.req("AGT-003")
+def test_the_rate_of_rise_is_read_over_the_ticks_as_they_come(tmp_path):
+    """Found in an audit: the rate of rise was read over three control periods; under a harness stepping 60 s at a
+    time the ticks are 60 s apart, the window held one sample, the rate read 0 and the look-ahead did nothing.
+    The window spans three ticks as they come."""
+    with InProcessAgent(tmp_path / "state") as rig:
+        for k in range(6):  # 2 degC a minute, ticks a minute apart
+            rig.hal.temps_c = {"tj-thermal": 50.0 + 2.0 * k, "cpu-thermal": 48.0 + 2.0 * k}
+            rig.advance(60.0, step_s=60.0)
+        assert rig.agent.controller.state.temp_rate_c_per_min == pytest.approx(2.0)

@@ -49,6 +49,7 @@ POWER_MODE_QUERY_S = 30.0
 knows what it set; the query finds a change made by hand on the board. On a Jetson each query is an
 ``nvpmodel -q`` process (an audit: two a second, each able to hold the loop up to its timeout)."""
 FORECAST_STEP_S = 120.0  # coarse: the plan weighs minutes; ~70 steps over 1.5 orbits solve in a few ms
+RATE_TICK_MAX_S = 300.0  # ticks further apart are a stall, not the loop's pace (the rate window's)
 GAUGE_CAPACITY_RANGE = (0.3, 1.2)
 """The gauge's full-charge capacity is taken within these fractions of the configured one: a battery at under
 0.3 of its nameplate is spent, and one over 1.2 is a gauge or configuration error (said as a sensor missing)."""
@@ -164,6 +165,8 @@ class Controller(Component):
         # The battery's capacity the plan and the load learner use: its gauge's where the EPS gives one.
         self.capacity_wh = setup.battery_capacity_wh
         self._gauge_capacity_wh: float | None = None  # the last the gauge gave within GAUGE_CAPACITY_RANGE
+        self._last_tick_mono_s: float | None = None
+        self._tick_s = 0.0  # the last interval between ticks (monotonic), for the rate of rise's window
         self.load = GaugeLoadLearner(setup.platform_load_w, setup.battery_capacity_wh, battery.charge_efficiency,
                                      battery.discharge_efficiency)
         self.thermal_fit = ThermalFit()
@@ -265,7 +268,7 @@ class Controller(Component):
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
             prediction=self.prediction, contact_age_s=self._contact_age_s(), fault_count=fault_count, params=p,
             modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.capacity_wh),
-            platform_load_w=self.load.load_w, rate_window_s=max(30.0, 3.0 * self.setup.control_period_s),
+            platform_load_w=self.load.load_w, rate_window_s=self._rate_window_s(mono_s),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w, thermal=thermal,
             orbit_period_s=self.orbit.period_s if self.orbit is not None else None,
@@ -340,6 +343,15 @@ class Controller(Component):
         age = now_s - pred.time_unix_s
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
+
+    def _rate_window_s(self, mono_s: float) -> float:
+        """The rate of rise's window: three ticks at least, as the ticks come. Under a harness stepping 60 s at a
+        time the ticks are that far apart whatever the control period says, and a window of three periods held
+        one sample: the rate read 0 and the look-ahead did nothing (an audit). Capped: a stall is no tick."""
+        last, self._last_tick_mono_s = self._last_tick_mono_s, mono_s
+        if last is not None and 0.0 < mono_s - last <= RATE_TICK_MAX_S:
+            self._tick_s = mono_s - last
+        return max(30.0, 3.0 * self.setup.control_period_s, 3.0 * self._tick_s)
 
     def _checked_capacity(self, eps: EpsReading) -> EpsReading:
         """The gauge's full-charge capacity, kept where it is within GAUGE_CAPACITY_RANGE of the configured one;
