@@ -263,12 +263,13 @@ class Controller(Component):
         self.load.capacity_wh = self.capacity_wh
         self._learn_load(mono_s, eps, reading)
         thermal = self._thermal_inputs(now_s, mono_s, reading)
+        self._note_tick(mono_s)
 
         out = control_step(ControlInputs(
             now_s=now_s, mono_s=mono_s, mode=self._modes.mode, reading=reading, eps=eps, eps_source=self.eps_source,
             prediction=self.prediction, contact_age_s=self._contact_age_s(), fault_count=fault_count, params=p,
             modes=self.mode_powers, operator_cap=self._operator_cap(), battery=Battery(self.capacity_wh),
-            platform_load_w=self.load.load_w, rate_window_s=self._rate_window_s(mono_s),
+            platform_load_w=self.load.load_w, rate_window_s=self._rate_window_s(),
             solar_forecast_w=forecast_w, forecast_step_s=FORECAST_STEP_S,
             solar_error_w=self.calibration.error_w, thermal=thermal,
             orbit_period_s=self.orbit.period_s if self.orbit is not None else None,
@@ -344,13 +345,16 @@ class Controller(Component):
         edges = (pred.to_eclipse_entry_s, pred.to_eclipse_exit_s, pred.to_saa_entry_s, pred.to_saa_exit_s)
         return any(math.isfinite(e) and e - age <= 0 for e in edges)
 
-    def _rate_window_s(self, mono_s: float) -> float:
-        """The rate of rise's window: three ticks at least, as the ticks come. Under a harness stepping 60 s at a
-        time the ticks are that far apart whatever the control period says, and a window of three periods held
-        one sample: the rate read 0 and the look-ahead did nothing (an audit). Capped: a stall is no tick."""
+    def _note_tick(self, mono_s: float) -> None:
+        """How far apart the ticks come (a stall, over RATE_TICK_MAX_S, is no tick): the rate of rise's window."""
         last, self._last_tick_mono_s = self._last_tick_mono_s, mono_s
         if last is not None and 0.0 < mono_s - last <= RATE_TICK_MAX_S:
             self._tick_s = mono_s - last
+
+    def _rate_window_s(self) -> float:
+        """The rate of rise's window: three ticks at least, as the ticks come. Under a harness stepping 60 s at a
+        time the ticks are that far apart whatever the control period says, and a window of three periods held
+        one sample: the rate read 0 and the look-ahead did nothing (an audit)."""
         return max(30.0, 3.0 * self.setup.control_period_s, 3.0 * self._tick_s)
 
     def _checked_capacity(self, eps: EpsReading) -> EpsReading:
