@@ -38,8 +38,8 @@ EXPECTED = {
               "(MODE_RECOVERED after recovery_clear_s, or a command) by the end of the run",
     "brownout": "AGENT_STARTED (previous stop unclean) within 60 s of power returning; SAFE, then back to the "
                 "mode before (MODE_RECOVERED after recovery_clear_s, or a command) by the end of the run",
-    "sensor_dropout": "SENSOR_MISSING naming the zone within a control period; SENSOR_RESTORED within one after "
-                      "it ends",
+    "sensor_dropout": "SENSOR_MISSING naming the zone within a control period (or the zone still reported missing); "
+                      "SENSOR_RESTORED within sensor_restore_s and a control period after it is back for good",
     "sensor_stuck": "none possible (a plausible stuck value); protection from the hottest zone must hold: the "
                     "board never above the hard limit outside SAFE",
     "compute_hang": "COMPUTE_HUNG within compute_watchdog_s and COMPUTE_STARTED (a new worker) after it; a hang "
@@ -144,6 +144,10 @@ def judge(faults: Sequence[Mapping[str, Any]], tl: Timeline) -> list[FaultVerdic
         if str(f.get("note", "")).startswith("not applied"):
             out.append(FaultVerdict(f["kind"], f["at_s"], "N/A", f["note"]))
             continue
+        if f["kind"] == "sensor_dropout":
+            restore_s = float(tl.params.get("sensor_restore_s", 0.0))
+            out.append(_judge_sensor_dropout(f, tl, _dropout_end_s(f, faults, restore_s)))
+            continue
         out.append(rule(f, tl))
     return _attribute_work(out, tl)
 
@@ -227,26 +231,55 @@ def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
                     response=f"SAFE at boot; {before} again {how}", recovered_at_s=float(back["rel_s"]))
 
 
-def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
+def _dropout_end_s(f: Mapping[str, Any], faults: Sequence[Mapping[str, Any]], restore_s: float) -> float:
+    """When the zone of dropout ``f`` is back for good: the end of the last of the dropouts of that zone
+    each beginning before the one before had read again for ``restore_s`` (the agent says SENSOR_RESTORED
+    only after that: a flapping zone is one dropout to it, counted in that event)."""
+    zone = str(f.get("zone", ""))
+    end = float(f["at_s"]) + float(f.get("duration_s", 0.0))
+    for g in sorted(faults, key=lambda g: float(g["at_s"])):
+        if g["kind"] != "sensor_dropout" or str(g.get("zone", "")) != zone or float(g["at_s"]) <= float(f["at_s"]):
+            continue
+        if str(g.get("note", "")).startswith("not applied") or float(g.get("duration_s", 0.0)) <= 0:
+            continue
+        if float(g["at_s"]) >= end + restore_s:
+            break
+        end = max(end, float(g["at_s"]) + float(g["duration_s"]))
+    return end
+
+
+def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | None = None) -> FaultVerdict:
+    """``back_s``: when the zone is back for good (:func:`_dropout_end_s`; default this dropout's end)."""
     at, dur, zone = float(f["at_s"]), float(f.get("duration_s", 0.0)), str(f.get("zone", ""))
     if dur <= 0:
         return FaultVerdict(f["kind"], at, "N/A", "lasted 0 s: no reading was ever missing")
+    back = at + dur if back_s is None else back_s
+    restore = float(tl.params.get("sensor_restore_s", 0.0))
 
     def names_zone(e: Mapping[str, Any]) -> bool:
         return zone in e.get("text", "")
 
     missing = tl.first("SENSOR_MISSING", at, at + tl.tick_s, names_zone)
+    if missing is None:  # still reported missing from a dropout of the same zone before (not said restored)?
+        said = [e for e in tl.events if e["rel_s"] < at and e["name"] in ("SENSOR_MISSING", "SENSOR_RESTORED")
+                and names_zone(e)]
+        if said and said[-1]["name"] == "SENSOR_MISSING":
+            missing = said[-1]
     if missing is None:
         return _verdict(f, tl, False, f"no SENSOR_MISSING naming {zone} within {tl.tick_s:.0f} s", lost_until_s=at + dur)
-    if at + dur >= tl.end_s:
-        return _verdict(f, tl, True, "reported missing; the run ended before it came back", missing,
-                        response="reported missing", lost_until_s=tl.end_s)
-    restored = tl.first("SENSOR_RESTORED", at + dur, at + dur + tl.tick_s, names_zone)
+    if back + restore >= tl.end_s:
+        return _verdict(f, tl, True, "reported missing; the run ended before it was back for sensor_restore_s",
+                        missing, response="reported missing", lost_until_s=tl.end_s)
+    # Noticed back within a tick, then held for sensor_restore_s, said at the tick after: not before that
+    # (the agent said it back early), nor later.
+    low, high = back + restore - (tl.step_s if restore > 0 else 0.0), back + restore + tl.tick_s + tl.control_period_s
+    restored = tl.first("SENSOR_RESTORED", low, high, names_zone)
     if restored is None:
-        return _verdict(f, tl, False, f"no SENSOR_RESTORED naming {zone} within {tl.tick_s:.0f} s of its return",
-                        missing, response="reported missing, never restored")
+        return _verdict(f, tl, False, f"no SENSOR_RESTORED naming {zone} between {low - back:.0f} and "
+                        f"{high - back:.0f} s after it was back (sensor_restore_s {restore:.0f} s)", missing,
+                        response="reported missing, not restored as it should be")
     return _verdict(f, tl, True, "reported missing and restored", missing, response="SENSOR_RESTORED",
-                    recovered_at_s=float(restored["rel_s"]))
+                    recovered_at_s=float(restored["rel_s"]), lost_until_s=back)
 
 
 def _judge_sensor_stuck(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:

@@ -9,10 +9,12 @@ import pytest
 from flight.link.messages import EventRecord, Stage
 from flight.link.dictionary import FailureCode
 from flight.hal.sim_protocol import EpsValues
+from flight.link.definitions import DICTIONARY
 from hil.sim_env import SimEnvironment
 
 T0 = 1_795_000_000.0  # simulated UTC start, 2026-11-18
 SUNNY = {"soc_pct": 90.0, "bus_voltage_v": 8.2, "solar_power_w": 80.0}
+RESTORE_S = int(DICTIONARY.parameter_by_name["sensor_restore_s"].default)  # a sensor back this long is said restored
 
 
 def _eps(values: dict) -> EpsValues:
@@ -181,7 +183,29 @@ def test_bad_sensor_values_do_not_disable_protection(rig):
     assert rig.hk()["sensors_missing"] >= 1
     assert "eps soc_pct: not a reading in 0..100" in [e.args["what"] for e in rig.events("SENSOR_MISSING")]
     rig.run(3, soc_pct=90.0)
+    assert "eps soc_pct: not a reading in 0..100" not in [e.args["what"] for e in rig.events("SENSOR_RESTORED")]
+    rig.run(RESTORE_S, soc_pct=90.0)  # said back once it has read for sensor_restore_s (AGT-065)
     assert "eps soc_pct: not a reading in 0..100" in [e.args["what"] for e in rig.events("SENSOR_RESTORED")]
+
+
+@pytest.mark.req("AGT-065")
+def test_a_flapping_zone_gives_one_event_each_way(rig):
+    """A zone that reads one step in two, its bad value different each time: one SENSOR_MISSING, and one
+    SENSOR_RESTORED counting the dropouts once it has read for sensor_restore_s (before: both events
+    every tick it flapped, each naming another value)."""
+    for i in range(20):
+        rig.t += 1.0
+        temps = {"cpu-thermal": 48.0, "tj-thermal": 50.0, "gpu-thermal": 1e6 + i if i % 2 == 0 else 49.0}
+        rig.env.step(rig.t, temps_c=temps, eps=_eps(rig.eps), board_power_w=10.0)
+        rig.client.poll(0)
+    assert rig.hk()["sensors_missing"] == 0  # the last step read it
+    missing = [e for e in rig.events("SENSOR_MISSING") if "gpu-thermal" in e.args["what"]]
+    assert len(missing) == 1 and not [e for e in rig.events("SENSOR_RESTORED") if "gpu-thermal" in e.args["what"]]
+    rig.run(RESTORE_S + 2)
+    restored = [e for e in rig.events("SENSOR_RESTORED") if "gpu-thermal" in e.args["what"]]
+    assert len(restored) == 1 and restored[0].args["what"] == missing[0].args["what"]
+    assert 1 <= restored[0].args["dropouts"] <= 9
+    assert len([e for e in rig.events("SENSOR_MISSING") if "gpu-thermal" in e.args["what"]]) == 1
 
 
 @pytest.mark.req("AGT-064", "AGT-022")
@@ -199,6 +223,7 @@ def test_the_plan_takes_the_capacity_the_gauge_has_learnt_within_reason(rig):
     assert said in [e.args["what"] for e in rig.events("SENSOR_MISSING")]
     rig.run(3, full_charge_wh=79.0)
     assert rig.hk()["battery_capacity_wh"] == 79.0
+    rig.run(RESTORE_S, full_charge_wh=79.0)
     assert said in [e.args["what"] for e in rig.events("SENSOR_RESTORED")]
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from flight.agent.control_core import ControlInputs, ControlState, Emit, control_step
+from flight.agent.control_core import ControlInputs, ControlState, Emit, control_step, report_sensors, sensor_key
 from flight.hal.base import EpsReading, HalReading
 from flight.link.definitions import DICTIONARY, Admission, EpsSource, Mode, ThermalState
 from flight.power.policy import Battery, ModePower
@@ -128,8 +128,57 @@ def test_missing_sensors_are_reported_once_each_way():
     out = control_step(gone, ControlState())
     assert out.actions == (Emit("SENSOR_MISSING", {"what": "gpu-thermal: read empty"}),)
     assert control_step(gone, out.state).actions == ()
-    back = control_step(inputs(), out.state)
-    assert back.actions == (Emit("SENSOR_RESTORED", {"what": "gpu-thermal: read empty"}),)
+    restore_s = PARAMS["sensor_restore_s"]
+    back = control_step(inputs(mono_s=1001.0), out.state)
+    assert back.actions == ()  # read again, not yet for sensor_restore_s
+    held = control_step(inputs(mono_s=1001.0 + restore_s), back.state)
+    assert held.actions == (Emit("SENSOR_RESTORED", {"what": "gpu-thermal: read empty", "dropouts": 0}),)
+    assert held.state.sensors_down == ()
+    at_once = control_step(inputs(mono_s=1001.0, params={**PARAMS, "sensor_restore_s": 0.0}), out.state)
+    assert at_once.actions == (Emit("SENSOR_RESTORED", {"what": "gpu-thermal: read empty", "dropouts": 0}),)
+
+
+@pytest.mark.req("AGT-065", "AGT-022")
+def test_a_flapping_sensor_is_said_once_each_way_and_its_dropouts_counted():
+    """A zone that reads one tick in two, its bad value in the note each time different (an audit: two
+    events a tick, for as long as it flapped): one SENSOR_MISSING, then one SENSOR_RESTORED once it has
+    read for sensor_restore_s, counting the dropouts between. The tick still uses what it reads."""
+    restore_s = PARAMS["sensor_restore_s"]
+    state, said, t = ControlState(), [], 1000.0
+    for i in range(200):
+        bad = i % 2 == 0
+        reading = HalReading({"tj-thermal": 50.0}, {}, None, None, None,
+                             missing=(f"gpu-thermal: no valid value ({1e6 + i!r})", "cpu_pct: first sample")
+                             if bad else ())
+        out = control_step(inputs(mono_s=t, reading=reading), state)
+        said += [a for a in out.actions if isinstance(a, Emit)]
+        state, t = out.state, t + 1.0
+    assert [e.name for e in said] == ["SENSOR_MISSING", "SENSOR_MISSING"]
+    assert {e.args["what"] for e in said} == {"gpu-thermal: no valid value (1000000.0)", "cpu_pct: first sample"}
+    for _ in range(int(restore_s) + 1):
+        out = control_step(inputs(mono_s=t), state)
+        said += [a for a in out.actions if isinstance(a, Emit)]
+        state, t = out.state, t + 1.0
+    restored = [e.args for e in said if e.name == "SENSOR_RESTORED"]
+    assert restored == [{"what": "cpu_pct: first sample", "dropouts": 99},
+                        {"what": "gpu-thermal: no valid value (1000000.0)", "dropouts": 99}]
+    assert state.sensors_down == ()
+
+
+@pytest.mark.req("AGT-065")
+def test_a_sensor_back_for_less_than_the_restore_time_is_one_dropout_and_the_wait_starts_again():
+    down, said = report_sensors(("tj-thermal: read failed (EIO)",), (), 0.0, 60.0)
+    assert [e.name for e in said] == ["SENSOR_MISSING"]
+    down, said = report_sensors((), down, 10.0, 60.0)  # back at 10 s
+    down, said = report_sensors(("tj-thermal: read failed (ETIMEDOUT)",), down, 65.0, 60.0)  # gone at 65 s
+    assert said == [] and down[0].dropouts == 1 and down[0].good_since_s is None
+    down, said = report_sensors((), down, 70.0, 60.0)
+    down, said = report_sensors((), down, 129.0, 60.0)
+    assert said == []  # 59 s since it came back the second time
+    down, said = report_sensors((), down, 130.0, 60.0)
+    assert said == [Emit("SENSOR_RESTORED", {"what": "tj-thermal: read failed (EIO)", "dropouts": 1})] and down == ()
+    assert sensor_key("ina3221 1-0040 in1: label unreadable: x: y") == "ina3221 1-0040 in1"
+    assert sensor_key("no colon here") == "no colon here"
 
 
 @pytest.mark.req("AGT-014")

@@ -85,13 +85,37 @@ def test_a_brownout_must_be_seen_and_recovered_from_and_its_cost_is_counted():
     assert by_design.verdict == "PASS"
 
 
+@pytest.mark.req("HIL-008", "AGT-065")
+def test_dropouts_of_a_zone_closer_than_the_restore_time_are_judged_as_the_agent_reports_them():
+    """Two dropouts of one zone 30 s apart: the agent says it missing once and restored once, after the
+    second has been back for sensor_restore_s (60 s); both pass on those two events. A restore said
+    between them, or none after the second, fails."""
+    first = {"at_s": 100.0, "kind": "sensor_dropout", "duration_s": 50.0, "zone": "tj-thermal"}
+    second = {"at_s": 180.0, "kind": "sensor_dropout", "duration_s": 20.0, "zone": "tj-thermal"}
+    other = {"at_s": 185.0, "kind": "sensor_dropout", "duration_s": 10.0, "zone": "gpu-thermal"}
+    gone = ev(110.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value (nan; simulated fault)")
+    back = ev(270.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value (nan; simulated fault)",
+              dropouts=1)
+    gpu = [ev(190.0, "SENSOR_MISSING", "Sensor unreadable: gpu-thermal: x"),
+           ev(260.0, "SENSOR_RESTORED", "Sensor readable again: gpu-thermal: x")]
+    verdicts = judge([first, second, other], timeline([gone, *gpu, back]))
+    assert [v.verdict for v in verdicts] == ["PASS", "PASS", "PASS"]
+    assert verdicts[1].detected_at_s == 110.0 and verdicts[0].recovered_at_s == 270.0
+    early = ev(215.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value (nan; simulated fault)")
+    assert [v.verdict for v in judge([first, second], timeline([gone, early]))] == ["FAIL", "FAIL"]
+    apart = {**second, "at_s": 215.0}  # 65 s after the first came back: a dropout of its own, said again
+    assert [v.verdict for v in judge([first, apart], timeline([gone, early]))] == ["PASS", "FAIL"]
+
+
 @pytest.mark.req("HIL-008")
 def test_sensor_faults_packets_and_los():
     dropout = {"at_s": 100.0, "kind": "sensor_dropout", "duration_s": 100.0, "zone": "tj-thermal"}
     gone = ev(100.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
-    back = ev(200.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
+    back = ev(260.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
     assert judge([dropout], timeline([gone, back]))[0].verdict == "PASS"
     assert judge([dropout], timeline([gone]))[0].verdict == "FAIL"
+    late = ev(300.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
+    assert judge([dropout], timeline([gone, late]))[0].verdict == "FAIL"  # past sensor_restore_s and a tick
     corrupt = {"at_s": 50.0, "kind": "packet_corrupt"}
     cmd = {"at_s": 60.0, "command": "PING", "args": {}, "outcome": "completed", "attempts": 1,
            "fault": "first copy corrupted"}

@@ -11,7 +11,7 @@ it directly.
 Order of the decisions (each a pure function of its own):
 
 1. repeated faults → SAFE;
-2. sensors that went missing or came back;
+2. sensors that went missing, or came back and stayed (:func:`report_sensors`);
 3. thermal governor on the hottest zone (flight/thermal/governor.py); the hard limit → SAFE;
 4. battery below ``battery_safe_pct`` → SAFE;
 5. no valid command for ``contact_timeout_s`` → SAFE;
@@ -52,6 +52,58 @@ class EnterSafe:
 
 
 @dataclass(frozen=True)
+class SensorDown:
+    """A sensor reported missing (SENSOR_MISSING said), until it has read again for ``sensor_restore_s``."""
+
+    key: str  # the sensor: the text before the first ": " of the hardware layer's note
+    what: str  # the note as first said, repeated by SENSOR_RESTORED so the ground can pair the two
+    good_since_s: float | None = None  # monotonic time it last read again; None while missing
+    dropouts: int = 0  # times it went missing again after reading again, before it held
+
+
+def sensor_key(what: str) -> str:
+    """The sensor a hardware layer's note names: its notes say ``"<sensor>: <why>"``, and the why
+    may carry the bad value or an errno that changes from one read to the next."""
+    return what.split(": ", 1)[0]
+
+
+def report_sensors(missing: tuple[str, ...], down: tuple[SensorDown, ...], mono_s: float,
+                   restore_s: float) -> tuple[tuple[SensorDown, ...], list[Emit]]:
+    """SENSOR_MISSING once when a sensor goes; SENSOR_RESTORED once it has read again for ``restore_s``.
+
+    Why the wait: a sensor that flaps (an I2C read failing one tick in two on a hot board, a value
+    crossing its bound and back) said both events at every tick, each change of its why too (an
+    audit: a simulated zone whose bad value changed each step gave two events a tick), and filled the
+    packet store's event class for nothing. Readings are not delayed: the tick uses what it reads, and
+    ``sensors_missing`` counts what is missing now. Sensors are followed by name, so a new reason is
+    not a new event; the dropouts between are counted in SENSOR_RESTORED. ``restore_s`` 0: at once."""
+    now: dict[str, str] = {}
+    for what in missing:
+        now.setdefault(sensor_key(what), what)
+    known = {d.key: d for d in down}
+    kept: list[SensorDown] = []
+    events: list[Emit] = []
+    for key, what in sorted(now.items()):
+        d = known.get(key)
+        if d is None:
+            events.append(Emit("SENSOR_MISSING", {"what": what}))
+            kept.append(SensorDown(key, what))
+        elif d.good_since_s is not None:  # back, and gone again before it held
+            kept.append(replace(d, good_since_s=None, dropouts=d.dropouts + 1))
+        else:
+            kept.append(d)
+    for d in down:
+        if d.key in now:
+            continue
+        since = mono_s if d.good_since_s is None else d.good_since_s
+        if mono_s - since >= restore_s:
+            events.append(Emit("SENSOR_RESTORED", {"what": d.what, "dropouts": d.dropouts}))
+        else:
+            kept.append(replace(d, good_since_s=since))
+    return tuple(sorted(kept, key=lambda d: d.key)), events
+
+
+@dataclass(frozen=True)
 class ControlInputs:
     now_s: float  # UTC, to age the prediction
     mono_s: float  # the governor's time base
@@ -83,7 +135,7 @@ class ControlState:
     """What one tick leaves for the next."""
 
     governor: GovernorState = field(default_factory=GovernorState)
-    missing: frozenset[str] = frozenset()
+    sensors_down: tuple[SensorDown, ...] = ()  # reported missing, not yet said restored
     contact_lost: bool = False
     admission: Admission = Admission.NONE
     temp_rate_c_per_min: float | None = None
@@ -131,10 +183,9 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
         clear_faults = True
         go_safe("repeated faults")
 
-    # 2. Sensors: each one reported once when it goes and once when it comes back.
-    now_missing = frozenset(inp.reading.missing)
-    actions += [Emit("SENSOR_MISSING", {"what": w}) for w in sorted(now_missing - state.missing)]
-    actions += [Emit("SENSOR_RESTORED", {"what": w}) for w in sorted(state.missing - now_missing)]
+    # 2. Sensors: each one reported once when it goes and once when it has come back for good.
+    sensors_down, said = report_sensors(inp.reading.missing, state.sensors_down, inp.mono_s, p["sensor_restore_s"])
+    actions += said
 
     # 3. Heat: the hard limit overrides everything.
     temps = inp.reading.temps_c
@@ -183,8 +234,8 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     after: tuple[Emit, ...] = ()
     if admission is not state.admission:
         after = (Emit("ADMISSION_CHANGED", {"old": state.admission.value, "new": admission.value, "reason": reason}),)
-    new_state = replace(state, governor=governor, missing=now_missing, contact_lost=contact_lost, admission=admission,
-                        plan=plan, temp_rate_c_per_min=rate, power_mode_index=index, thermal_base=base)
+    new_state = replace(state, governor=governor, sensors_down=sensors_down, contact_lost=contact_lost,
+                        admission=admission, plan=plan, temp_rate_c_per_min=rate, power_mode_index=index, thermal_base=base)
     return ControlOutput(new_state, tuple(actions), mode, clear_faults, thermal, decision, power_mode, index,
                          admission, reason, after, temp_max)
 

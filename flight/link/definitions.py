@@ -154,6 +154,8 @@ PARAMETERS = (
               "Faults within fault_window_s that send the agent SAFE"),
     Parameter("fault_window_s", 0x0032, ValueSpec(T.F64, "s", 1.0, 86400.0), 600.0,
               "Window over which faults are counted"),
+    Parameter("sensor_restore_s", 0x0033, ValueSpec(T.F64, "s", 0.0, 3600.0), 60.0,
+              "A sensor reported missing is said restored once it has read this long without a dropout"),
     Parameter("compute_watchdog_s", 0x0040, ValueSpec(T.F64, "s", 2.0, 600.0), 10.0,
               "A compute worker silent this long is taken as hung and restarted"),
     # Results and weights under radiation (flight/compute/checks.py, flight/compute/scrub.py).
@@ -882,9 +884,11 @@ EVENTS = (
     Event("FAULTS_REPEATED", 0x0071, Severity.WARNING_HI, "{count} faults within {window_s:.0f} s",
           "Repeated faults sent the agent SAFE", ("count", "window_s")),
     Event("SENSOR_MISSING", 0x0072, Severity.WARNING_LO, "Sensor unreadable: {what}",
-          "A sensor could not be read; reported once until it comes back", ("what",)),
-    Event("SENSOR_RESTORED", 0x0073, Severity.ACTIVITY_LO, "Sensor readable again: {what}",
-          "A sensor that was missing reads again", ("what",)),
+          "A sensor could not be read; reported once until it is said restored", ("what",)),
+    Event("SENSOR_RESTORED", 0x0073, Severity.ACTIVITY_LO,
+          "Sensor readable again: {what} ({dropouts} dropouts while reported missing)",
+          "A sensor that was missing has read again for sensor_restore_s; dropouts: the times it went missing "
+          "again meanwhile", ("what", "dropouts")),
     Event("PARAM_CHANGED", 0x0080, Severity.ACTIVITY_HI, "Parameter {name} = {value} (was {old})",
           "A parameter was set", ("name", "value", "old")),
     Event("PARAMS_SAVED", 0x0081, Severity.ACTIVITY_HI, "{count} parameters saved to {path}",
