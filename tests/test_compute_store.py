@@ -353,3 +353,34 @@ def test_install_refuses_bad_input(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
     with pytest.raises(ModelNotFound, match=r"installed: none"):
         store.load("tiny")
+
+
+@pytest.mark.req("CMP-004")
+def test_a_corrupt_working_manifest_is_moved_aside_and_rebuilt_from_the_golden_copy(tmp_path):
+    """Found in audit: a flipped bit in the working manifest stopped every install (each reads it first)
+    and the worker at each start, with an intact golden copy. Rebuilt, the golden versions are active
+    again and an install works; what the golden copy lacks is gone from the store (nothing vouches for it)."""
+    store = ModelStore(tmp_path)
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("ground", True, "", 0.0))
+    store.install("other", "1", tiny_model(5.0))
+    manifest = tmp_path / "manifest.json"
+    flip_byte(manifest, 40)
+    corrupt = manifest.read_bytes()
+    error, names = store.rebuild_working()
+    assert error.problem is Problem.MANIFEST_CORRUPT and names == ["tiny"]
+    assert (tmp_path / "manifest.json.corrupt").read_bytes() == corrupt  # kept for the ground to look at
+    loaded = store.load("tiny")
+    assert loaded.bytes == V1 and not loaded.from_golden and store.state("tiny").fallback is None
+    with pytest.raises(ModelNotFound):
+        store.load("other")
+    store.install("other", "2", V2)  # an install works again
+    assert store.load("other").bytes == V2 and store.rebuild_working() is None
+    assert store.verify_all() == []
+    # The golden manifest corrupt too: nothing trusted to rebuild from; the working one is left as it is.
+    flip_byte(manifest, 40)
+    flip_byte(tmp_path / "golden" / "manifest.json", 40)
+    before = manifest.read_bytes()
+    with pytest.raises(ModelIntegrityError, match="golden copy"):
+        store.rebuild_working()
+    assert manifest.read_bytes() == before

@@ -25,6 +25,7 @@ import zmq
 from onnx import TensorProto, helper
 
 from flight.agent.compute import ComputeSupervisor
+from flight.agent.dispatcher import CommandFailed
 import flight.compute.opening as opening_module
 import flight.compute.worker as worker_module
 from flight.compute import protocol as cp
@@ -567,4 +568,92 @@ def test_the_watchdog_starts_a_new_worker_without_waiting_for_one_stuck_in_a_dri
         stuck.stuck = False
         stuck.kill()
         stuck.wait(10)
+        sup.close()
+
+
+class _MovingClock:
+    """The agent's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def monotonic_s(self) -> float:
+        return self.t
+
+    def now_s(self) -> float:
+        return 1_794_830_400.0 + self.t
+
+
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-012")
+def test_a_worker_that_dies_before_its_hello_is_started_again_later_and_later_and_commands_say_so(tmp_path):
+    """Found in audit: a worker that could not start (its model store's manifest corrupt) was started again at
+    every watchdog look, for good, a traceback in its log each time. The first failed start is tried again at
+    once, then after 10 s, 20 s... (agent time); commands meanwhile fail at once saying why; a hello resets it."""
+    root = tmp_path / "compute"
+    root.mkdir()
+    (root / "products").write_text("a file where the worker makes its directory: it dies at its start")
+    clock, said = _MovingClock(), []
+    sup = ComputeSupervisor(root, True, lambda name, **args: said.append(name), _Faults(), clock,
+                            dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+
+    def dies() -> None:
+        sup.proc.wait(60)
+        sup._watchdog()  # noqa: SLF001 - the supervisor's tick
+
+    try:
+        sup.start()
+        dies()
+        assert sup.failed_starts == 1 and sup._start_at_s is None and sup.proc.returncode is None  # noqa: SLF001
+        for n, wait_s in ((2, 10.0), (3, 20.0)):
+            dies()
+            assert sup.failed_starts == n and sup._start_at_s == clock.t + wait_s  # noqa: SLF001
+            started = sup.proc
+            with pytest.raises(CommandFailed, match=f"{n} times in a row; next try in {wait_s:.0f} s") as refused:
+                sup._request(cp.RollbackModel(n, MODEL_NAME), lambda reply: {})  # noqa: SLF001
+            assert refused.value.code is FailureCode.BUSY
+            clock.t += wait_s - 1.0
+            sup._watchdog()  # noqa: SLF001
+            assert sup.proc is started  # not yet
+            if n == 3:
+                (root / "products").unlink()  # put right: the next worker starts and says hello
+            clock.t += 1.0
+            sup._watchdog()  # noqa: SLF001
+            assert sup.proc is not started and sup._start_at_s is None  # noqa: SLF001
+        assert said.count("COMPUTE_HUNG") == 3 and sup.restarts == 3
+        deadline = time.monotonic() + 60
+        while sup.state.value != "RUNNING":
+            assert time.monotonic() < deadline and sup.proc.poll() is None, "no hello"
+            sup._sock.poll(200)  # noqa: SLF001
+            sup.receive()
+        assert sup.failed_starts == 0 and "COMPUTE_STARTED" in said
+    finally:
+        sup.close()
+
+
+@pytest.mark.req("MDL-004", "CMP-018")
+def test_an_install_may_take_compute_open_s_before_the_agent_gives_up_on_its_answer(tmp_path):
+    """Found in audit: MODEL_INSTALL failed BUSY after the agent's 60 s for any answer while the worker was still
+    opening the model to check it (a TensorRT engine's build on a board takes minutes, compute_open_s allows 1800 s),
+    then installed it: failed said, done meant, and sent again refused. Other requests keep the 60 s."""
+    from flight.agent.compute import REQUEST_TIMEOUT_S
+    from flight.link.messages import CommandRequest
+
+    clock = _MovingClock()
+    params = dict(DICTIONARY.parameter_defaults)
+    sup = ComputeSupervisor(tmp_path / "compute", True, lambda name, **args: None, _Faults(), clock, params,
+                            lambda: 1, lambda where, exc: None)
+    try:
+        install = CommandRequest(DICTIONARY.command_by_name["MODEL_INSTALL"],
+                                 {"name": "tiny", "version": "2", "sha256": "ab" * 32, "golden": False}, 1, None)
+        rollback = CommandRequest(DICTIONARY.command_by_name["MODEL_ROLLBACK"], {"name": "tiny"}, 2, None)
+        installing, rolling_back = sup._model_install(install), sup._model_rollback(rollback)  # noqa: SLF001
+        clock.t = REQUEST_TIMEOUT_S
+        sup._expire_requests()  # noqa: SLF001
+        assert not installing.settled and rolling_back.settled
+        clock.t = REQUEST_TIMEOUT_S + params["compute_open_s"]
+        sup._expire_requests()  # noqa: SLF001
+        assert installing.settled and f"within {REQUEST_TIMEOUT_S + params['compute_open_s']:.0f} s" in \
+            installing.outcome[1]
+    finally:
         sup.close()

@@ -963,3 +963,48 @@ def test_a_products_classes_take_two_bytes_a_tile_unless_the_model_has_more_outp
     classes = np.load(bench.root / "products" / "job00001-xs.npz")["classes"]
     assert classes.dtype == dtype
     assert classes.tolist() == [outputs - 1, outputs // 2, outputs - 1]
+
+
+@pytest.mark.req("CMP-004")
+def test_a_worker_whose_working_manifest_is_corrupt_starts_rebuilds_it_and_runs_the_shipped_model(tmp_path):
+    """Found in audit: one flipped bit in models/manifest.json and the worker died before its hello at every
+    start (install_shipped_models read it unguarded), restarted by the agent for good, no model run, while
+    the golden copy was intact. Now it is moved aside, rebuilt from the golden copy, and said."""
+    first = WorkerBench(tmp_path)
+    first.worker.install_shipped_models()
+    first.close()
+    manifest = tmp_path / "models" / "manifest.json"
+    raw = bytearray(manifest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    manifest.write_bytes(bytes(raw))
+    b = WorkerBench(tmp_path)
+    try:
+        b.worker.install_shipped_models()  # what run() does first, before its hello
+        [said] = b.events("COMPUTE_STATE_CORRUPT")
+        assert said.args["what"] == "model store's working manifest" and "manifest corrupt" in said.args["reason"]
+        assert "rebuilt from the golden copy (" + MODEL_NAME in said.args["outcome"]
+        assert b.worker.compute_state_corrupt == 1 and (tmp_path / "models" / "manifest.json.corrupt").exists()
+        loaded = b.worker.store.load(MODEL_NAME)
+        assert not loaded.from_golden and loaded.bytes == (MODELS_DIR / MODEL_FILE).read_bytes()
+        assert b.worker.store.load_reference(MODEL_NAME, loaded.version) is not None  # made again
+        b.worker._states.clear()
+        spec = cp.JobSpec(1, JobKind.INFERENCE, "cloud_tiles_test", model=MODEL_NAME)
+        job = b.request(lambda r: cp.StartJob(r, spec))
+        assert job.ok, job.reason
+    finally:
+        b.close()
+    # Both manifests corrupt: said, and the worker still starts (no model to run, each job refused saying why).
+    manifest.write_bytes(bytes(raw))
+    golden = tmp_path / "models" / "golden" / "manifest.json"
+    os.chmod(golden, 0o644)
+    golden.write_bytes(b"\x00 not json")
+    b = WorkerBench(tmp_path)
+    try:
+        b.worker.install_shipped_models()
+        [said] = b.events("COMPUTE_STATE_CORRUPT")
+        assert said.args["what"] == "model store" and "golden copy is repaired" in said.args["outcome"]
+        job = b.request(lambda r: cp.StartJob(r, cp.JobSpec(2, JobKind.INFERENCE, "cloud_tiles_test",
+                                                                        model=MODEL_NAME)))
+        assert not job.ok and "manifest corrupt" in job.reason
+    finally:
+        b.close()

@@ -78,6 +78,8 @@ REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answe
 MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
 STARTUP_HOLD_S = 20.0  # lockstep: wall seconds a step waits while the worker starts (imports, model load)
 STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
+START_BACKOFF_S = 10.0  # agent time before the second try at a worker that died or hung before its hello;
+START_BACKOFF_MAX_S = 600.0  # doubled at each further such start, up to this (a hello resets it)
 KILL_WAIT_S = 1.0  # a killed worker is gone in milliseconds; one stuck in a driver call is not waited for
 MAX_UNREAPED = 8  # killed workers not gone yet, looked at again (a stuck one goes when its driver call returns)
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
@@ -138,6 +140,11 @@ class ComputeSupervisor(Component):
         self._internal_error = internal_error
         self.state = ComputeState.OFF
         self.restarts = 0
+        # Starts in a row whose worker died or hung before its hello, and the agent time of the next try (None:
+        # none pending): a worker that cannot start (its store's manifest corrupt, a broken install) was started
+        # again at each watchdog look, for good, its traceback in the log each time (found in audit)
+        self.failed_starts = 0
+        self._start_at_s: float | None = None
         self.code_changed: str | None = None  # why no worker is started again (CODE_CHANGED_EXIT), once seen
         self.proc: subprocess.Popen | None = None
         self._unreaped: list[subprocess.Popen] = []  # killed, not gone yet (KILL_WAIT_S)
@@ -157,6 +164,7 @@ class ComputeSupervisor(Component):
         # The oldest ping not answered yet: (seq, agent time, wall time) when it was sent, or None.
         self._waiting: tuple[int, float, float] | None = None
         self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
+        self._timeouts_s: dict[int, float] = {}  # each request's time allowed, for its failure's words
         self._held: list[Any] = []  # requests for a worker not yet connected
         self._sock: zmq.Socket | None = None
         self._lock: DirectoryLock | None = None
@@ -297,6 +305,7 @@ class ComputeSupervisor(Component):
     def _take(self, msg: Any) -> None:
         if isinstance(msg, cp.Hello):
             self.state = ComputeState.RUNNING
+            self.failed_starts = 0
             self._emit("COMPUTE_STARTED", pid=msg.pid)
             held, self._held = self._held, []
             for request in held:
@@ -421,7 +430,14 @@ class ComputeSupervisor(Component):
             return
         if self.code_changed is not None:
             return
+        if self._start_at_s is not None:  # waiting to try again: nothing runs, nothing to watch
+            self._waiting = None
+            if now >= self._start_at_s:
+                self._start_at_s = None
+                self.start()
+            return
         if silent >= self._params["compute_watchdog_s"] or dead:
+            starting = self.state is ComputeState.STARTING
             # A worker that gave up a model's open on purpose (nothing admitted: it said MODEL_OPEN_UNFINISHED)
             # exits as nothing else stops onnxruntime's call: started again, no hang and no fault.
             if not (dead and self.proc.returncode == cp.OPEN_ABANDONED_EXIT):
@@ -436,6 +452,12 @@ class ComputeSupervisor(Component):
                 if req_id not in {r.req_id for r in self._held}:
                     del self._requests[req_id]
                     deferred.fail("the compute worker was restarted before it answered; send the command again")
+            if starting:
+                self.failed_starts += 1
+            if self.failed_starts >= 2:  # the first failed start is tried again at once, then later and later
+                self._start_at_s = now + min(START_BACKOFF_S * 2 ** (self.failed_starts - 2), START_BACKOFF_MAX_S)
+                self._waiting = None
+                return
             self.start()
 
     def hold_s(self) -> float | None:
@@ -455,13 +477,20 @@ class ComputeSupervisor(Component):
             raise CommandFailed(f"{self.code_changed}; restart the agent (systemctl restart sunlit-agent)",
                                 FailureCode.NOT_ALLOWED_IN_MODE)
 
-    def _request(self, msg: Any, on_ok: Callable[[cp.Reply], dict[str, Any]]) -> Deferred:
+    def _request(self, msg: Any, on_ok: Callable[[cp.Reply], dict[str, Any]],
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> Deferred:
+        """``timeout_s``: agent time the answer may take (an install opens the model: up to compute_open_s more)."""
         self._require_enabled()
+        if self._start_at_s is not None:
+            raise CommandFailed(f"the compute worker died or hung before it started, {self.failed_starts} times in a "
+                                f"row; next try in {max(0.0, self._start_at_s - self._clock.monotonic_s()):.0f} s "
+                                f"({WORKER_LOG} says why)", FailureCode.BUSY)
         if len(self._held) >= MAX_PENDING:
             raise CommandFailed(f"{MAX_PENDING} requests already wait for the compute worker to start; try again",
                                 FailureCode.BUSY)
         deferred = Deferred()
-        self._requests[msg.req_id] = (self._clock.monotonic_s() + REQUEST_TIMEOUT_S, deferred, on_ok)
+        self._requests[msg.req_id] = (self._clock.monotonic_s() + timeout_s, deferred, on_ok)
+        self._timeouts_s[msg.req_id] = timeout_s
         self._deliver(msg)
         return deferred
 
@@ -476,8 +505,10 @@ class ComputeSupervisor(Component):
             if now >= deadline:
                 del self._requests[req_id]
                 self._held = [r for r in self._held if r.req_id != req_id]
-                deferred.fail(f"the compute worker did not answer within {REQUEST_TIMEOUT_S:.0f} s "
-                              f"(worker {self.state.value})", FailureCode.BUSY)
+                deferred.fail(f"the compute worker did not answer within "
+                              f"{self._timeouts_s.get(req_id, REQUEST_TIMEOUT_S):.0f} s (worker {self.state.value})",
+                              FailureCode.BUSY)
+        self._timeouts_s = {k: v for k, v in self._timeouts_s.items() if k in self._requests}
 
     # --- commands ------------------------------------------------------------------------
 
@@ -530,8 +561,11 @@ class ComputeSupervisor(Component):
         if len(a["sha256"]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in a["sha256"]):
             raise CommandFailed("sha256 must be 64 hex digits", FailureCode.BAD_ARGUMENTS)
         _plain_names(req)
+        # The worker opens the model to check it against its reference set (a TensorRT engine's build on a board:
+        # minutes): the answer may take compute_open_s more (found in audit: failed at 60 s, then installed)
         return self._request(cp.InstallModel(next(self._req_ids), a["name"], a["version"], a["sha256"].lower(), a["golden"]),
-                             lambda reply: {"name": a["name"], **reply.result})
+                             lambda reply: {"name": a["name"], **reply.result},
+                             REQUEST_TIMEOUT_S + float(self._params["compute_open_s"]))
 
     def _model_rollback(self, req: CommandRequest) -> Deferred:
         name = req.args["name"]

@@ -53,6 +53,7 @@ from typing import Any
 from flight.storage import CorruptFile, read_checked_json, write_atomic, write_checked_json
 
 MANIFEST = "manifest.json"
+CORRUPT_SUFFIX = ".corrupt"  # a working manifest that failed its check, moved aside by rebuild_working
 GOLDEN_DIR = "golden"
 GOLDEN_MODE = 0o444
 MANIFEST_SCHEMA = 1
@@ -506,6 +507,38 @@ class ModelStore:
             if entry.file not in _referenced(models, life):
                 self._commit(models, life, {})
             raise
+
+    def rebuild_working(self) -> tuple[ModelIntegrityError, list[str]] | None:
+        """Where the working manifest fails its check, move it aside (``manifest.json.corrupt``, the
+        latest kept) and make a new one from the golden copy: its models active again, each file
+        checked against the golden manifest and written (read back) into the working copy. Returns the
+        working manifest's error and the models the new one holds; None, with nothing done, where it
+        checks out (or there is none). Why: with the working manifest corrupt the worker died at each
+        start, and an install, which reads that manifest first, was refused: no model ran, and nothing
+        the ground could send repaired it (found in audit). Versions uplinked since are not in the new
+        manifest (what vouched for their bytes is gone): installed again, they run again; their files
+        go at the next start as unreferenced. Raises :class:`ModelIntegrityError` where the golden
+        manifest is corrupt too (nothing trusted to rebuild from: the working one is left alone)."""
+        path = self.root / MANIFEST
+        try:
+            self._read(Copy.WORKING)
+            return None
+        except ModelIntegrityError as exc:
+            if exc.problem is not Problem.MANIFEST_CORRUPT:
+                raise
+            error = exc
+        golden = self._read_manifest(Copy.GOLDEN)
+        models: dict[str, ModelEntry] = {}
+        files: dict[str, tuple[bytes, str]] = {}
+        for name, entry in sorted(golden.items()):
+            try:
+                _path, data = self._check(Copy.GOLDEN, entry)
+            except ModelIntegrityError:
+                continue  # a golden file gone bad: that model is not in the working copy either
+            models[name], files[entry.file] = entry, (data, entry.sha256)
+        os.replace(path, self.root / (MANIFEST + CORRUPT_SUFFIX))
+        self._commit(models, {}, files)
+        return error, sorted(models)
 
     def remove_unreferenced(self) -> list[Path]:
         """Delete the model files (``NAME@VERSION.onnx``, ``.ref.npz``) of either copy that its manifest

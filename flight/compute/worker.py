@@ -139,6 +139,7 @@ from flight.compute.store import (
     NoFallback,
     Provenance,
 )
+from flight.compute.store import CORRUPT_SUFFIX, MANIFEST
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
 from flight.compute.uplink import Refusal, UplinkChecks
@@ -895,7 +896,10 @@ class Worker:
         if spec.job_id in self.jobs:
             return f"job {spec.job_id} exists already"
         if spec.kind is JobKind.INFERENCE and not self._has_model(spec.model):
-            known = sorted({e.name for e in self.store.list()})
+            try:
+                known = sorted({e.name for e in self.store.list()})
+            except ModelIntegrityError as exc:
+                return f"no model {spec.model!r}: {exc}"
             return f"no model {spec.model!r} in the store (installed: {', '.join(known) or 'none'})"
         if spec.continuous:
             return ""  # tiles arrive in incoming/ as the camera writes them
@@ -917,7 +921,14 @@ class Worker:
         return ""
 
     def _has_model(self, name: str) -> bool:
-        return any(e.name == name for copy in Copy for e in self.store.list(copy))
+        """In either copy; a copy whose manifest is corrupt holds none (the other may)."""
+        for copy in Copy:
+            try:
+                if any(e.name == name for e in self.store.list(copy)):
+                    return True
+            except ModelIntegrityError:
+                continue
+        return False
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -1658,12 +1669,33 @@ class Worker:
 
     def install_shipped_models(self) -> None:
         """First start on a board: the shipped model becomes the working and the golden copy, with its
-        reference set (its first held-out tiles, run here), whose inputs deltas for it reuse."""
-        if not any(e.name == MODEL_NAME for e in self.store.list()):
-            data = (MODELS_DIR / MODEL_FILE).read_bytes()
+        reference set (its first held-out tiles, run here), whose inputs deltas for it reuse. A working
+        manifest that fails its check is rebuilt from the golden copy first (:meth:`ModelStore.rebuild_working`),
+        said; one that cannot be (the golden manifest corrupt too) is said, and the worker runs on without
+        a model (found in audit: it died before its hello at every start, and the agent restarted it
+        for good)."""
+        try:
+            rebuilt = self.store.rebuild_working()
+            entries = self.store.list()
+        except (ModelIntegrityError, OSError) as exc:
+            self._state_corrupt("model store", str(exc), "no model can run until the golden copy is repaired")
+            return
+        if rebuilt is not None:
+            error, names = rebuilt
+            self._state_corrupt("model store's working manifest", str(error),
+                                f"moved aside as {MANIFEST}{CORRUPT_SUFFIX}; rebuilt from the golden copy ("
+                                f"{', '.join(names) or 'no model'}): versions uplinked since must be installed again")
+        shipped = next((e for e in entries if e.name == MODEL_NAME), None)
+        if shipped is not None and rebuilt is None:
+            return
+        data = (MODELS_DIR / MODEL_FILE).read_bytes()
+        # Rebuilt: the shipped model's reference set went with the manifest that named it; made again where the
+        # golden copy holds the shipped bytes (another version's is the ground's to send)
+        if shipped is None or hashlib.sha256(data).hexdigest() == shipped.sha256:
             inputs = shipped_reference_inputs()
             reference = ReferenceSet(inputs, expected_outputs(data, inputs)).to_bytes()
-            self.store.install(MODEL_NAME, str(load_card().get("version", "1")), data, golden=True,
+            version = shipped.version if shipped is not None else str(load_card().get("version", "1"))
+            self.store.install(MODEL_NAME, version, data, golden=shipped is None,
                                provenance=Provenance("shipped", False, "", time.time()), reference=reference)
 
     def _next_job(self) -> Job | None:
