@@ -5,6 +5,9 @@
 # time: it changes only what differs from what it would install, and says so ("ok: ..."
 # for what is already right, a line for each change, "nothing to change" at the end).
 set -euo pipefail
+# What this makes is read by the user sunlit: not under the caller's umask (a hardened 027 left the venv
+# 0750 root:root, and the services could not run it, while every check here, as root, passed; an audit).
+umask 022
 
 usage() {
     cat <<'EOF'
@@ -23,7 +26,8 @@ usage: sudo deploy/install.sh [options]
                       serial:///dev/sunlit-link?baud=115200)
   --uart TTY          the Jetson UART /dev/sunlit-link points at (default per board: ttyTHS0
                       on Orin Nano/NX, ttyTHS1 on AGX Orin; see deploy/README.md)
-                      --board, --link and --uart are remembered in /etc/sunlit/install.conf:
+                      --board, --link, --uart and --ort-index are remembered in
+                      /etc/sunlit/install.conf, and a GPU wheel is kept in /opt/sunlit/wheels:
                       a later run without them keeps them
   --venv-from PATH    offline: the new venv sees the packages of the venv at PATH and Sunlit
                       is installed from SOURCE without dependencies (tests, air-gapped boards)
@@ -211,6 +215,16 @@ LINK_ASKED=$LINK_URL
 [ "$LINK_ASKED" = "$DEFAULT_LINK" ] && [ -z "$LINK_OPT" ] && LINK_ASKED=""
 LINK_URL=${LINK_URL:-$DEFAULT_LINK}
 UART_OPT=${UART_OPT:-$(saved_choice uart)}
+# The GPU build of ONNX Runtime chosen before: an update with no --ort-* option must not swap it for the CPU
+# build (found in audit: push.sh HOST did). A wheel is kept in /opt/sunlit/wheels (below), an index here.
+if [ -z "$ORT_WHEEL" ] && [ -z "$ORT_INDEX" ]; then
+    SAVED_WHEEL=$(saved_choice ort_wheel)
+    if [ -n "$SAVED_WHEEL" ] && [ -f "$(T "$SAVED_WHEEL")" ]; then
+        ORT_WHEEL=$(T "$SAVED_WHEEL")
+    else
+        ORT_INDEX=$(saved_choice ort_index)
+    fi
+fi
 case "$LINK_URL" in
     *[[:space:]\"\\]*) die "--link $LINK_URL: a link URL has no spaces, quotes or backslashes" ;;
 esac
@@ -453,6 +467,16 @@ case "$ORT_KIND" in
             info "PyPI onnxruntime-gpu has no CUDA for Jetson), put it in /opt/sunlit/wheels and run install.sh again."
         fi ;;
 esac
+# The wheel is kept where every later run looks first, and its path in install.conf: the checkout it came
+# from (push.sh's copy, made anew each time) may not have it next time.
+KEPT_WHEEL=""
+if [ "$ORT_KIND" = gpu-wheel ]; then
+    KEPT_WHEEL=/opt/sunlit/wheels/$(basename "$ORT_SRC")
+    if [ "$ORT_SRC" != "$(T "$KEPT_WHEEL")" ]; then
+        ensure_dir "$OPT/wheels" 0755
+        install_file "$ORT_SRC" "$(T "$KEPT_WHEEL")" 0644
+    fi
+fi
 ORT_MARK=$VENV/.sunlit-ort
 describe_ort_install() {
     case "$ORT_KIND" in
@@ -485,6 +509,12 @@ ort_install() {
     printf '%s\n' "$ORT_WANT" >"$ORT_MARK"
 }
 ORT_PREV=$(cat "$ORT_MARK" 2>/dev/null || true)
+if [ "$ORT_KIND" = cpu ]; then
+    case "$ORT_PREV" in
+        gpu-*) warn "ONNX Runtime was NVIDIA's GPU build (${ORT_PREV%% *}); none is given, kept or found now, so the"
+               info "CPU build replaces it. Give --ort-wheel or --ort-index to keep the GPU build." ;;
+    esac
+fi
 if [ "$ORT_PREV" = "$ORT_WANT" ] && [ "$SUNLIT_CHANGED" = 0 ]; then
     ok "ONNX Runtime as chosen ($ORT_KIND)"
 elif [ "$ORT_KIND" = cpu ] && [ "${ORT_PREV%% *}" != gpu-wheel ] && [ "${ORT_PREV%% *}" != gpu-index ]; then
@@ -620,6 +650,7 @@ install_file "$WORK/agent.toml" "$DEFAULT_COPY" 0644
 {
     printf '# Written by deploy/install.sh: the choices a later run keeps when not given again.\n'
     printf 'board=%s\nlink=%s\nuart=%s\n' "$BOARD_OPT" "$LINK_ASKED" "$UART_OPT"
+    printf 'ort_wheel=%s\nort_index=%s\n' "$KEPT_WHEEL" "$([ "$ORT_KIND" = gpu-index ] && printf '%s' "$ORT_SRC")"
 } >"$WORK/install.conf"
 install_file "$WORK/install.conf" "$CHOICES" 0640 "root:$SVC"
 # The config is checked with the agent's loader once the keys it names exist (below).

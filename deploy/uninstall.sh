@@ -3,7 +3,8 @@
 # /opt/sunlit/share/uninstall.sh too, so a board without the checkout can run it).
 #
 # Keeps, unless --purge: the agent's data (/var/lib/sunlit: state, parameters, models,
-# products, checkpoints), its configuration and keys (/etc/sunlit) and the user sunlit.
+# products, checkpoints), its configuration and keys (/etc/sunlit), the GPU wheels in
+# /opt/sunlit/wheels and the user sunlit.
 # A second run finds nothing to remove and says so.
 set -euo pipefail
 
@@ -13,7 +14,8 @@ usage: sudo deploy/uninstall.sh [--root DIR] [--dry-run] [--purge] [--no-systemc
 
   --root DIR       remove from under DIR instead of / (tests, images)
   --dry-run        print every action and change nothing
-  --purge          also remove /var/lib/sunlit, /etc/sunlit (config and keys) and the user sunlit
+  --purge          also remove /var/lib/sunlit, /etc/sunlit (config and keys), /opt/sunlit/wheels
+                   and the user sunlit
   --no-systemctl   do not call systemctl or udevadm (tests)
 EOF
 }
@@ -97,7 +99,17 @@ journald_removed=$((CHANGES - before))
 before=$CHANGES
 remove "$(T /etc/udev/rules.d/99-sunlit-link.rules)"
 udev_removed=$((CHANGES - before))
-remove "$(T /opt/sunlit)"
+# /opt/sunlit/wheels is the engineer's (NVIDIA's onnxruntime_gpu wheel, put there or kept there by
+# install.sh): kept unless --purge, as the data, so a reinstall finds the GPU build again (found in audit).
+WHEELS=$(T /opt/sunlit/wheels)
+if [ "$PURGE" = 0 ] && [ -d "$WHEELS" ] && [ -n "$(ls -A "$WHEELS")" ]; then
+    for p in "$(T /opt/sunlit)"/* "$(T /opt/sunlit)"/.[!.]*; do
+        [ -e "$p" ] || [ -L "$p" ] || continue
+        [ "$p" = "$WHEELS" ] || remove "$p"
+    done
+else
+    remove "$(T /opt/sunlit)"
+fi
 
 if [ "$PURGE" = 1 ]; then
     remove "$(T /var/lib/sunlit)" "$(T /etc/sunlit)"
@@ -106,7 +118,7 @@ if [ "$PURGE" = 1 ]; then
     fi
 else
     kept=()
-    for p in /var/lib/sunlit /etc/sunlit; do [ -e "$(T "$p")" ] && kept+=("$(T "$p")"); done
+    for p in /var/lib/sunlit /etc/sunlit /opt/sunlit/wheels; do [ -e "$(T "$p")" ] && kept+=("$(T "$p")"); done
     if [ ${#kept[@]} -gt 0 ]; then printf '  kept: %s (--purge removes them, the keys too)\n' "${kept[*]}"; fi
 fi
 

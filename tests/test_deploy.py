@@ -395,7 +395,7 @@ def test_choices_are_kept_by_a_run_without_them(tmp_path, source):
     config = installed_config(root)  # the carrier's model names no board: pinned
     assert (config.hal_backend, config.board, config.link_url) == ("jetson", "orin_nano", link)
     assert (root / "etc/sunlit/install.conf").read_text().splitlines()[1:] == [
-        "board=orin_nano", f"link={link}", "uart=ttyTHS2"]
+        "board=orin_nano", f"link={link}", "uart=ttyTHS2", "ort_wheel=", "ort_index="]
     before = snapshot(root)
     out = install(root, source).stdout
     assert "nothing to change" in out and snapshot(root) == before
@@ -485,6 +485,17 @@ def test_no_pip_installs_wheels_offline(tmp_path, source):
     out = run_script(INSTALL, *args).stdout
     assert "ok: ONNX Runtime as chosen (gpu-wheel)" in out and out.rstrip().endswith("up to date in " + str(root))
     assert snapshot(root) == before
+    # An update with no --ort-wheel (push.sh HOST) keeps the GPU build: the wheel was kept where every run looks
+    # (found in audit: the CPU build replaced it), and a reinstall of Sunlit puts it back over the CPU one.
+    assert (root / "opt/sunlit/wheels" / ort_wheel.name).read_bytes() == ort_wheel.read_bytes()
+    assert f"ort_wheel=/opt/sunlit/wheels/{ort_wheel.name}" in (root / "etc/sunlit/install.conf").read_text()
+    ort_wheel.unlink()
+    out = run_script(INSTALL, *args[:-2]).stdout
+    assert "ok: ONNX Runtime as chosen (gpu-wheel)" in out and snapshot(root) == before
+    (root / "opt/sunlit/venv/.sunlit-source").write_text("an older Sunlit\n")
+    out = run_script(INSTALL, *args[:-2]).stdout
+    assert f"install ONNX Runtime (gpu-wheel: {root}/opt/sunlit/wheels/{ort_wheel.name})" in out
+    assert "providers CUDAExecutionProvider" in out and "WARNING" not in out
 
 
 # --- ONNX Runtime: which build -------------------------------------------------------------------
@@ -532,6 +543,21 @@ def test_onnxruntime_gpu_from_an_index_and_errors(tmp_path, source):
     empty.mkdir()
     proc = dry_run(root, source, "--ort-wheel", str(empty), check=False)
     assert proc.returncode == 2 and f"no onnxruntime_gpu-*-{pytag()}-" in proc.stderr
+
+
+def test_an_index_given_once_is_kept_and_a_gpu_build_is_not_replaced_in_silence(tmp_path, source):
+    """Found in audit: --ort-index was not kept, so the next update (push.sh HOST) put the CPU build in its place."""
+    root = jetson_root(tmp_path / "root")
+    (root / "etc/sunlit").mkdir(parents=True)
+    (root / "etc/sunlit/install.conf").write_text("board=\nlink=\nuart=\nort_wheel=\n"
+                                                  "ort_index=https://pypi.example.org/jp6/cu126\n")
+    out = dry_run(root, source).stdout
+    assert "onnxruntime-gpu from https://pypi.example.org/jp6/cu126" in out
+    (root / "etc/sunlit/install.conf").write_text("board=\n")
+    (root / "opt/sunlit/venv").mkdir(parents=True)
+    (root / "opt/sunlit/venv/.sunlit-ort").write_text("gpu-index https://pypi.example.org/jp6/cu126\n")
+    out = dry_run(root, source).stdout
+    assert "WARNING: ONNX Runtime was NVIDIA's GPU build (gpu-index); none is given, kept or found now" in out
 
 
 def test_cpu_build_on_a_jetson_says_so(tmp_path, source):
@@ -595,6 +621,36 @@ def test_uninstall_keeps_data_unless_purged(tmp_path, source):
     assert "nothing to remove from" in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
     run_script(UNINSTALL, "--root", str(root), "--no-systemctl", "--purge")
     assert not (root / "var/lib/sunlit").exists() and not (root / "etc/sunlit").exists()
+
+
+def test_uninstall_keeps_the_engineers_gpu_wheels_unless_purged(tmp_path, source):
+    """Found in audit: the README says to put NVIDIA's wheel in /opt/sunlit/wheels ("yours"), and uninstall removed
+    /opt/sunlit whole: a reinstall then ran on the CPU."""
+    root = jetson_root(tmp_path / "root")
+    install(root, source)
+    wheel = root / "opt/sunlit/wheels/onnxruntime_gpu-1.19.0-cp310-cp310-linux_aarch64.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"NVIDIA's")
+    out = run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
+    assert sorted(p.name for p in (root / "opt/sunlit").iterdir()) == ["wheels"] and wheel.read_bytes() == b"NVIDIA's"
+    assert f"kept: {root}/var/lib/sunlit {root}/etc/sunlit {root}/opt/sunlit/wheels" in out
+    assert "nothing to remove from" in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
+    run_script(UNINSTALL, "--root", str(root), "--no-systemctl", "--purge")
+    assert not (root / "opt/sunlit").exists()
+
+
+def test_install_makes_what_the_service_user_reads_readable_whatever_the_callers_umask(tmp_path, source):
+    """Found in audit: under a hardened umask (027) the venv came out 0750 root:root and the services could not run
+    it, while every check of the install, as root, passed."""
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    root = jetson_root(tmp_path / "root")
+    hardened = tmp_path / "umask027.sh"
+    hardened.write_text('umask 027\nexec bash "$@"\n')
+    run_script(hardened, str(INSTALL), "--root", str(root), "--source", str(source), "--venv-from", sys.prefix,
+               "--no-systemctl")
+    for path in (root / "opt/sunlit/venv", root / "opt/sunlit/venv/bin", root / "opt/sunlit/src/flight"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o005 == 0o005, path
 
 
 # --- systemd ---------------------------------------------------------------------------------------
@@ -698,12 +754,18 @@ def test_ground_unit_can_open_a_spacecrafts_serial_line():
 def test_safe_unit_is_the_agent_with_compute_off_and_never_beside_it():
     agent, safe = unit_settings("sunlit-agent.service"), unit_settings("sunlit-safe.service")
     assert safe["Conflicts"] == ["sunlit-agent.service"] and safe["StartLimitIntervalSec"] == ["0"]
+    # Conflicts= orders nothing: started again, the agent waits for the fallback to have stopped (its lock, and
+    # /run/sunlit, which both units make and its stop removes; found in audit).
+    assert safe["After"] == [*agent["After"], "sunlit-agent.service"]
+    # A zmq link on a LAN address binds once the address is up (exit 2 before: found in audit).
+    for unit in (agent, safe):
+        assert unit["Wants"] == ["network-online.target"] and "network-online.target" in unit["After"][0].split()
     assert safe["Restart"] == ["always"] and "OnFailure" not in safe and "WantedBy" not in safe
     assert safe["ExecStart"] == ["/opt/sunlit/venv/bin/sunlit-flight run --config /run/sunlit/agent-safe.toml"]
     assert any("sunlit-safe-config /etc/sunlit/agent.toml" in line for line in safe["ExecStartPre"])
     # Same user, resources and sandbox: the fallback must not be a different machine.
     differ = {"Description", "ExecStart", "ExecStartPre", "Restart", "RestartSec", "SyslogIdentifier", "OnFailure",
-              "StartLimitIntervalSec", "StartLimitBurst", "Conflicts", "WantedBy"}
+              "StartLimitIntervalSec", "StartLimitBurst", "Conflicts", "WantedBy", "After"}
     for key in set(agent) | set(safe):
         if key not in differ:
             assert agent.get(key) == safe.get(key), key
