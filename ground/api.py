@@ -463,6 +463,11 @@ class ServerClient(GroundClient):
                 if entry["state"] in ("queued", "released"):
                     # Still to go out: left there, it would be sent later, after a timeout that says it never ran.
                     entry = self._take_back(entry_id, entry)
+                    if entry.get("final") and entry["state"] not in ("cancelled", "timeout", "unresolved"):
+                        # It ended as the wait did (completed, failed): that is its outcome, not an unknown one
+                        # (found in audit: a FILE_LIST completed was said "outcome unknown")
+                        self._fill(result, entry)
+                        return result
                     if entry["state"] != "cancelled":
                         raise CommandOutcomeUnknown(
                             f"{command.name}: outcome unknown: no {wait} within {timeout_s} s, and the server "

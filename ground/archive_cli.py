@@ -18,7 +18,9 @@ seconds; an ISO time without a zone is UTC):
   clock): who, which way, the agent's name, size, how it ended, SHA-256;
 - ``retain [--policy FILE.toml]``: delete what the retention policy no longer keeps (the
   defaults, or the file's tables: ``[AGENT_HK] max_age_days = 7  max_mb = 100``, ``[events]``...;
-  a ``[retention]`` table is read if the file has one) and print what went;
+  a ``[retention]`` table is read if the file has one) and print what went; ``--now T`` ages against T
+  instead of the clock, refused more than a day ahead of it without ``--force`` (a digit too many
+  would make every record old);
 - ``check``: the file's integrity (SQLite's own check, every chunk's CRC and counts);
 - ``upgrade --db OLD --out NEW``: convert a schema-1 archive into a new schema-2 file.
 
@@ -33,12 +35,14 @@ import json
 import math
 import sqlite3
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
 
 from flight.cli import quiet_stdout
+from ground.cli import _count, _printable
 from ground.archive import (
     DEFAULT_PATH,
     DEFAULT_SPACECRAFT,
@@ -218,9 +222,10 @@ def _cmd_files(args: argparse.Namespace) -> int:
     with _open(args, spacecraft=True) as archive:
         transfers = archive.file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
     for t in transfers:
-        arrow = "->" if t.direction == "up" else "<-"
-        where = f"{t.local_name} {arrow} {t.remote_name}" if t.direction == "up" else f"{t.remote_name} {arrow} " \
-            f"{t.local_name or '?'}"
+        # From where to where, as `file status` draws it (found in audit: a download's arrow pointed back), the
+        # names printable only (an operator's local name can hold an escape sequence)
+        local, remote = _printable(t.local_name or "?"), _printable(t.remote_name)
+        where = f"{local} -> {remote}" if t.direction == "up" else f"{remote} -> {local}"
         print(f"{utc_iso(t.requested_s)}  {t.ref:<10} {t.who or '(agent)':<10} {t.direction:<4} {where}  "
               f"{_size(t.size)}  {t.state}: {t.outcome}{'  sha256 ' + t.sha256 if t.sha256 else ''}")
     return 0 if transfers else 1
@@ -247,8 +252,16 @@ def _load_policy(path: str | None) -> RetentionPolicy:
         raise ValueError(f"--policy {path}: {exc}") from None
 
 
+RETAIN_AHEAD_MAX_S = 86400.0  # a --now further ahead of this computer's clock is refused without --force
+
+
 def _cmd_retain(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy)
+    if args.now_s is not None and args.now_s - time.time() > RETAIN_AHEAD_MAX_S and not args.force:
+        # A digit too many made everything old: the command history went whole, with exit 0 (found in audit)
+        raise ValueError(f"--now {utc_iso(args.now_s)} is {(args.now_s - time.time()) / 86400:.0f} days ahead of this "
+                         "computer's clock: every record would be older than its rule; check it (seconds, not "
+                         "milliseconds?), or give --force")
     with _open(args) as archive:
         before = archive.path.stat().st_size
         deleted = archive.retain(policy, args.now_s)
@@ -348,23 +361,23 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--severity", default="DIAGNOSTIC", metavar="S",
                     help="lowest severity shown: DIAGNOSTIC, ACTIVITY_LO, ACTIVITY_HI, COMMAND, WARNING_LO, "
                          "WARNING_HI, FATAL (or 0..6)")
-    ev.add_argument("--limit", type=int, metavar="N", help="only the newest N")
+    ev.add_argument("--limit", type=_count(1, 10**9), metavar="N", help="only the newest N")
     common(ev)
     ev.set_defaults(func=_run_guarded(_cmd_events))
 
     cm = sub.add_parser("commands", help="command history: who, when, what, outcome")
     cm.add_argument("--name", help="only this command")
-    cm.add_argument("--limit", type=int, metavar="N", help="only the newest N")
+    cm.add_argument("--limit", type=_count(1, 10**9), metavar="N", help="only the newest N")
     common(cm)
     cm.set_defaults(func=_run_guarded(_cmd_commands))
 
     ps = sub.add_parser("passes", help="completeness per pass: received, played back, missing, duplicates")
-    ps.add_argument("--limit", type=int, metavar="N", help="only the newest N passes")
+    ps.add_argument("--limit", type=_count(1, 10**9), metavar="N", help="only the newest N passes")
     common(ps)
     ps.set_defaults(func=_run_guarded(_cmd_passes))
 
     fl = sub.add_parser("files", help="file transfers: who, which way, which file, how it ended, SHA-256")
-    fl.add_argument("--limit", type=int, metavar="N", help="only the newest N")
+    fl.add_argument("--limit", type=_count(1, 10**9), metavar="N", help="only the newest N")
     common(fl)
     fl.set_defaults(func=_run_guarded(_cmd_files))
 
@@ -372,6 +385,7 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     rt.add_argument("--policy", metavar="FILE.toml", help="per kind max_age_days and max_mb (default: the defaults)")
     rt.add_argument("--now", dest="now_s", type=parse_time_s, metavar="T", help="the ground's clock for the ages (default now): telemetry "
                     "ages against each spacecraft's newest packet time, never past this, and by reception against it")
+    rt.add_argument("--force", action="store_true", help="take a --now more than a day ahead of this computer's clock")
     common(rt, window=False)
     rt.set_defaults(func=_run_guarded(_cmd_retain))
 

@@ -38,6 +38,14 @@ from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, d
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 
 
+class _AwaitingApproval(Exception):
+    """A command the server holds for a second operator's approval (the two-person rule), not waited for."""
+
+    def __init__(self, entry_id: int):
+        super().__init__(f"queue entry {entry_id} waits for approval")
+        self.entry_id = entry_id
+
+
 class Refused(Exception):
     """Said to the user on stderr, with an exit code; never a traceback."""
 
@@ -53,7 +61,7 @@ def _stamp(t_s: float | None = None) -> str:
 def _api(args: argparse.Namespace) -> ApiClient:
     token = load_token(args.server)
     if token is None:
-        raise Refused(f"not logged in to {args.server}: run `sunlit-ground login --server {args.server}`")
+        raise Refused(f"not logged in to {args.server}: run `sunlit-ground --server {args.server} login`")
     return ApiClient(args.server, token)
 
 
@@ -436,9 +444,23 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             raise Refused(f"refused before sending: {exc}") from None
         _confirm(DICTIONARY.command("SCHEDULE_AT"), args.yes)
     client = _open(args)
+    awaiting: list[tuple[Any, int]] = []  # (the file's entry, its queue entry) held for a second operator
+
+    def held(e: dict[str, Any]) -> None:  # the two-person rule: not waited for, entry by entry (found in audit)
+        if e["state"] == "pending_approval":
+            raise _AwaitingApproval(e["id"])
+
+    on_entry: dict[str, Any] = {"on_entry": held} if isinstance(client, ServerClient) else {}
     try:
         for tag in tags:  # in release order; each named by its place in the file
-            result = client.send("SCHEDULE_AT", tag.scheduler_args(), timeout_s=args.timeout)
+            try:
+                result = client.send("SCHEDULE_AT", tag.scheduler_args(), timeout_s=args.timeout, **on_entry)
+            except _AwaitingApproval as exc:
+                awaiting.append((tag, exc.entry_id))
+                print(f"  entry[{tag.entry}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: waits "
+                      f"for a second operator's approval (queue entry {exc.entry_id}: sunlit-ground approve "
+                      f"{exc.entry_id})")
+                continue
             if not result.completed:
                 print(f"entry[{tag.entry}] {tag.command}: {result.outcome}; the entries released before it are on "
                       "board (sunlit-ground schedule list)", file=sys.stderr)
@@ -462,6 +484,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         if isinstance(los, (int, float)):
             when = "in contact now" if aos == 0 else f"next pass in {aos:.0f} s"
             print(f"passes: {when} over {station or '?'}, LOS in {los:.0f} s")
+        if awaiting:  # queued on the server: each goes on board once approved (not a failure, nor "never ran")
+            print(f"{len(awaiting)} of {len(tags)} entries wait for a second operator's approval (queue entries "
+                  f"{', '.join(str(q) for _tag, q in awaiting)}); each goes on board once approved", file=sys.stderr)
+            return EXIT_AWAITING_APPROVAL
         return 0
     except CommandOutcomeUnknown as exc:
         print(f"unknown: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "e
 COLOURS = {"nominal": "\033[32m", "warning": "\033[33m", "critical": "\033[31m", "stale": "\033[90m",
            "missing": "\033[90m"}
 RESET = "\033[0m"
+HISTORY_LINES = 1000  # lines of ~/.sunlit_history kept
 
 
 class Completer:
@@ -380,6 +381,8 @@ class Console:
             import readline
 
             history = Path.home() / ".sunlit_history"
+            # Bounded: written whole at each exit, it grew by each session's lines for good (found in audit)
+            readline.set_history_length(HISTORY_LINES)
             try:
                 readline.read_history_file(history)
             except OSError:

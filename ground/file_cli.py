@@ -17,7 +17,8 @@ area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's a
 
 Exit codes: 0 done; 1 the transfer or command failed, or did not end within ``--timeout``
 (the transfer goes on; ``status`` follows it); 2 bad input, no server, not logged in; 3 a
-hazardous command not confirmed; 6 a command's outcome is unknown.
+hazardous command not confirmed; 5 a command still waits for a second operator's approval
+(it stays queued on the server); 6 a command's outcome is unknown.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.storage import install_file
 from ground.api import ApiClient, ServerClient, ServerError, load_token
+from ground.cli import _count, _printable, _seconds
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
 
-EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_UNKNOWN = 1, 2, 3, 6
+EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 5, 6
 POLL_S = 0.5          # how often the server's list is read while following a transfer
 ACK_PERIOD_S = 1.0    # --direct: the store acknowledgement that tells the agent the ground listens
 
@@ -99,7 +101,7 @@ class _Shown:
 def _api(args: argparse.Namespace) -> ApiClient:
     token = load_token(args.server)
     if token is None:
-        raise FileCliError(f"not logged in to {args.server}: run `sunlit-ground login --server {args.server}`")
+        raise FileCliError(f"not logged in to {args.server}: run `sunlit-ground --server {args.server} login`")
     return ApiClient(args.server, token)
 
 
@@ -257,6 +259,8 @@ def _cmd_get(args: argparse.Namespace) -> int:
         raise FileCliError(f"{out} exists: give --out another path, or --force")
     if not out.parent.is_dir():  # found before the transfer: once the whole file came down, then a traceback
         raise FileCliError(f"--out {out}: no folder {out.parent} to write it in")
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # the same, for a folder this user cannot write in (an audit)
+        raise FileCliError(f"--out {out}: the folder {out.parent} cannot be written in by this user")
     if not args.direct:
         return _get_server(args, name, out)
     client, files = _direct_files(args)
@@ -283,12 +287,25 @@ def _command(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dic
                                              getattr(args, 'zmq_client_secret', None), getattr(args, 'tm_auth', False))
     else:
         client = ServerClient(_api(args), args.spacecraft)
+    pending: list[int] = []
+
+    def entry(e: dict[str, Any]) -> None:  # the two-person rule: said at once, as `sunlit-ground send` says it
+        if e["state"] == "pending_approval":
+            pending.append(e["id"])
+            print(f"{name}: waiting for a second operator's approval (queue entry {e['id']}: sunlit-ground approve "
+                  f"{e['id']})", file=sys.stderr, flush=True)
+
     try:
-        result = client.send(name, values, timeout_s=args.timeout)
+        result = client.send(name, values, timeout_s=args.timeout,
+                             **({"on_entry": entry} if isinstance(client, ServerClient) else {}))
     except CommandOutcomeUnknown as exc:
         print(f"unknown: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
     except CommandTimeout as exc:
+        if pending and "pending_approval" in str(exc):  # not failed: it runs once approved (found in audit)
+            print(f"{name}: still waiting for approval after {args.timeout:g} s; it stays queued on the server "
+                  f"(entry {pending[-1]}) and runs once approved", file=sys.stderr)
+            return EXIT_AWAITING_APPROVAL
         print(f"timeout: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -346,8 +363,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     spacecraft = args.spacecraft or api.default_spacecraft()
     answer = api.get("/api/files", spacecraft=spacecraft)
     for r in answer["transfers"][:args.last]:
-        arrow = f"{r.get('local') or '?'} -> {r['remote']}" if r["direction"] == "up" else \
-            f"{r['remote']} -> {r.get('local') or '?'}"
+        # Names as an operator gave them: printable only (an escape in one reached other operators' terminals)
+        local, remote = _printable(r.get("local") or "?"), _printable(r["remote"])
+        arrow = f"{local} -> {remote}" if r["direction"] == "up" else f"{remote} -> {local}"
         print(f"{progress_text(r)}  [{r['direction']} {arrow}; {r.get('who') or 'the agent'}]")
     status = answer.get("status") or {}
     print(f"{spacecraft}: {'SUSPENDED (no telemetry heard)' if status.get('suspended') else 'in contact'}; "
@@ -376,6 +394,10 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except TimeoutError as exc:
             print(f"no agent: {exc}", file=sys.stderr)
             return EXIT_FAILED
+        except OSError as exc:  # a local file or folder (a disk full as a fetched file is written): said, no traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"{where}{exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
         except KeyboardInterrupt:
             print("stopped here; a transfer through the server goes on (sunlit-ground file status)", file=sys.stderr)
             return EXIT_FAILED
@@ -392,7 +414,7 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--class", dest="cfdp_class", type=int, choices=(1, 2), default=2,
                        help="CFDP class: 2 acknowledged (default), 1 sent once")
         p.add_argument("--priority", type=int, default=5, help="0 first (default 5)")
-        p.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help="how long to follow it")
+        p.add_argument("--timeout", type=_seconds, default=timeout_s, metavar="S", help="how long to follow it")
         p.add_argument("--area", default="var/ground-files", help="--direct: the local file area")
 
     put = sub.add_parser("put", help="send a local file to the agent (staging/, incoming/ or data/)")
@@ -411,17 +433,17 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="FILE_LIST: a directory of the agent's file area")
     ls.add_argument("directory", nargs="?", default="products")
-    ls.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    ls.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     ls.set_defaults(func=_guarded(_cmd_list))
 
     rm = sub.add_parser("rm", help="FILE_DELETE: delete a file on board (hazardous)")
     rm.add_argument("name")
     rm.add_argument("--yes", action="store_true", help="delete without asking")
-    rm.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    rm.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     rm.set_defaults(func=_guarded(_cmd_rm))
 
     st = sub.add_parser("status", help="the transfers the server follows (--direct: the agent's FILE_STATUS)")
-    st.add_argument("--last", type=int, default=30, help="at most this many")
-    st.add_argument("--timeout", type=float, default=10.0, metavar="S")
+    st.add_argument("--last", type=_count(1, 100_000), default=30, help="at most this many")
+    st.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     st.set_defaults(func=_guarded(_cmd_status))
     return top

@@ -216,7 +216,7 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
     proc = Procedure(client, log, who=f"procedure:{path.name}")
     if setup is not None:
         setup(proc)
-    log(f"procedure {path.name}: {(module.__doc__ or '').strip().splitlines()[0] if module.__doc__ else ''}")
+    log(f"procedure {path.name}: {((module.__doc__ or '').strip().splitlines() or [''])[0]}")  # a blank one: ''
     try:
         module.run(proc)
     except (ProcedureFailed, AssertionError) as exc:

@@ -571,6 +571,13 @@ def test_cli(tmp_path, capsys):
     policy.write_text("[retention.AGENT_HK]\nmax_age_days = 0.0001\n[retention.events]\nmax_mb = inf\n")
     assert archive_cli("retain", "--db", db, "--policy", str(policy), "--now", str(T0_S + 19)) == 0
     assert "AGENT_HK     deleted        11" in capsys.readouterr().out  # older than 8.64 s before the 19th
+    # A --now a digit too long (found in audit: it deleted the whole command history, exit 0) is refused.
+    assert archive_cli("retain", "--db", db, "--now", "17965848600") == 2
+    assert "days ahead of this computer's clock" in capsys.readouterr().err
+    assert archive_cli("commands", "--db", db) == 0 and "NOOP {} cmd_id=42" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # a count below 1: said, not "nothing in the window" (an audit)
+        archive_cli("events", "--limit", "-1", "--db", db)
+    assert refused.value.code == 2 and "-1 is not from 1" in capsys.readouterr().err
     policy.write_text("[AGENT_HK]\nmax_age = 1\n")
     assert archive_cli("retain", "--db", db, "--policy", str(policy)) == 2
     assert "retention.AGENT_HK.max_age: unknown key" in capsys.readouterr().err

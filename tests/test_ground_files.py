@@ -396,7 +396,7 @@ def test_the_archive_keeps_each_transfer_once_as_it_moves_and_lists_it(tmp_path,
         assert archive.check() == []
     assert archive_cli.main(["files", "--db", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "get-1" in out and "products/a.bin <- downlink/products/a.bin" in out and "done" in out
+    assert "get-1" in out and "products/a.bin -> downlink/products/a.bin" in out and "done" in out  # from, to
     assert archive_cli.main(["files", "--db", str(path), "--spacecraft", "sat-c"]) == 2  # never heard of: said
     assert "--spacecraft sat-c: not in" in capsys.readouterr().err
     assert doctest.testmod(archive_cli).failed == 0

@@ -76,6 +76,10 @@ def test_put_and_get_through_the_server_with_the_cli_match_sha256_and_are_archiv
     out = run_cli("file", "get", "products/job-3.npz", "--out", str(fetched), env=env)
     assert out.returncode == 2 and "exists" in out.stderr, "an existing file is kept"
 
+    # A folder that cannot be written in (sysfs, even for root): said, exit 1, no traceback (found in audit: a
+    # PermissionError's traceback once the whole file had come down)
+    out = run_cli("file", "get", "products/job-3.npz", "--out", "/sys/got.npz", "--timeout", "60", env=env)
+    assert out.returncode == 1 and "/sys/" in out.stderr and "Traceback" not in out.stderr, out.stdout + out.stderr
     out = run_cli("file", "list", "products", env=env)
     assert out.returncode == 0 and "products/job-3.npz" in out.stdout and "MB free on board" in out.stdout, out.stderr
     out = run_cli("file", "rm", "products/job-3.npz", env=env)
@@ -86,12 +90,19 @@ def test_put_and_get_through_the_server_with_the_cli_match_sha256_and_are_archiv
     assert out.returncode == 1 and "no file 'products/nothing.bin'" in out.stderr, out.stderr
     out = run_cli("file", "status", env=env)
     assert out.returncode == 0 and "staging/model.onnx" in out.stdout and "in contact" in out.stdout
+    # A local name with an escape sequence and a line break reaches others' terminals printable (found in audit)
+    hostile = tmp_path / "ev\x1b[31mRED\nFORGED line"
+    hostile.write_bytes(b"x")
+    assert run_cli("file", "put", str(hostile), "data/e.bin", "--timeout", "60", env=env).returncode == 0
+    out = run_cli("file", "status", env=env)
+    assert "\x1b" not in out.stdout and "\nFORGED" not in out.stdout and "ev?[31mRED?FORGED line -> data/e.bin" in \
+        out.stdout, out.stdout
 
     def archived() -> list:
         return [t for t in server.archive.file_transfers(spacecraft=SC) if t.state in ("done", "failed")]
 
-    wait_for(lambda: len(archived()) == 3, what="three transfers settled in the archive")
-    put_row, get_row, missing_row = archived()
+    wait_for(lambda: len(archived()) == 5, what="five transfers settled in the archive")
+    put_row, get_row, _sysfs_row, missing_row, _hostile_row = archived()
     assert (put_row.direction, put_row.who, put_row.remote_name, put_row.sha256) == ("up", "alice",
                                                                                      "staging/model.onnx", sha(up))
     assert (get_row.direction, get_row.who, get_row.state, get_row.sha256) == ("down", "alice", "done",

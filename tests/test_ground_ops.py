@@ -161,6 +161,8 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
     bad.write_text("def run(proc):\n    steps = {}\n    return steps['first']\n")
     assert not run_procedure_file(os.path.relpath(bad), client, log.append)  # as typed, relative: its line still
     assert log[-1] == "procedure bad.py: FAILED: KeyError: 'first' (raised at bad.py:3)", log[-1]
+    bad.write_text('"""\n"""\n\ndef run(proc):\n    pass\n')  # a blank docstring: an IndexError before (an audit)
+    assert run_procedure_file(bad, client, log.append) and "procedure bad.py: " in log
 
 
 @pytest.mark.req("GND-005")
@@ -314,3 +316,33 @@ def test_ctrl_c_at_a_prompt_ends_the_cli_without_a_traceback(tmp_path, argv, pro
         assert code == 6 and b"outcome is unknown" in out, out
     else:
         assert code == 1 and b"interrupted" in out and not (tmp_path / "users.toml").exists(), out
+
+
+@pytest.mark.system  # a process on a pseudo-terminal
+@pytest.mark.req("GND-025")
+def test_the_consoles_history_file_is_kept_to_its_last_lines(tmp_path):
+    """Found in audit: written whole at each exit and never cut, ~/.sunlit_history grew by every session's lines."""
+    import select
+
+    from ground.console import HISTORY_LINES
+
+    (tmp_path / ".sunlit_history").write_text("".join(f"NOOP {i}\n" for i in range(5 * HISTORY_LINES)))
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "--direct", "zmq+ipc:///nonexistent/link", "console"],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, close_fds=True,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    os.close(slave)
+    out = b""
+    try:
+        while b"sunlit> " not in out and proc.poll() is None and select.select([master], [], [], 30.0)[0]:
+            out += os.read(master, 4096)
+        assert b"sunlit> " in out, out
+        os.write(master, b"status\nquit\n")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    lines = (tmp_path / ".sunlit_history").read_text().splitlines()
+    assert len(lines) == HISTORY_LINES and lines[-1] == "quit" and lines[-2] == "status"

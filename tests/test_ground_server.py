@@ -71,11 +71,12 @@ def login(server: GroundServer, user: str) -> str:
 
 @pytest.fixture
 def ground(ipc_url, start_agent, tmp_path):
-    """A real agent and a server on its link, with RESET_COUNTERS under the two-person rule."""
+    """A real agent and a server on its link, with RESET_COUNTERS, SCHEDULE_AT and FILE_DELETE under the
+    two-person rule."""
     start_agent(ipc_url)
     users = make_users(tmp_path / "users.toml")
     config = quick_config(ipc_url, port=0, archive=tmp_path / "ground.sqlite", users=users,
-                          two_person=frozenset({"RESET_COUNTERS"}))
+                          two_person=frozenset({"RESET_COUNTERS", "SCHEDULE_AT", "FILE_DELETE"}))
     server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
     yield server
     server.stop()
@@ -557,6 +558,7 @@ def test_cli_through_the_server_as_a_new_user_tries_it(ground, tmp_path):
     env.pop("SUNLIT_GROUND_TOKEN", None)
     out = run_cli("send", "PING", "token=3", env=env)
     assert out.returncode == 2 and "not logged in" in out.stderr and "Traceback" not in out.stderr
+    assert f"run `sunlit-ground --server {ground.url} login`" in out.stderr  # the hint that works (an audit)
     out = run_cli("login", "--user", "alice", "--password-stdin", env=env, stdin="alice-pass\n")
     assert out.returncode == 0, out.stderr
     token_file = tmp_path / "config/sunlit/ground-session.json"
@@ -597,6 +599,39 @@ def test_cli_through_the_server_as_a_new_user_tries_it(ground, tmp_path):
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     out = run_cli("logout", env=env)
     assert out.returncode == 0 and run_cli("queue", env=env).returncode == 2
+
+
+@pytest.mark.req("GND-025", "AGT-080")
+def test_schedule_upload_and_file_rm_under_the_two_person_rule_say_they_wait_and_each_runs_once_approved(
+        ground, tmp_path):
+    """Found in audit: both reported a timeout (exit 4, "it never ran") or a failure while the server held the
+    command for approval, and it ran once approved; the upload stopped at its first entry."""
+    import re
+
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "alice")}
+    plan = tmp_path / "two.toml"
+    plan.write_text('[[entry]]\nafter_s = 3600\ncommand = "NOOP"\n'
+                    '[[entry]]\nafter_s = 7200\ncommand = "PING"\nargs = { token = 4 }\n')
+    out = run_cli("schedule", "upload", str(plan), "--yes", "--timeout", "20", env=env)
+    assert out.returncode == 5, out.stdout + out.stderr
+    assert "2 of 2 entries wait for a second operator's approval" in out.stderr and "Traceback" not in out.stderr
+    held = re.findall(r"sunlit-ground approve (\d+)", out.stdout)
+    assert len(held) == 2 and "entry[0]" in out.stdout and "entry[1]" in out.stdout
+    bob = client_for(ground, "bob")
+    try:
+        for entry_id in held:
+            bob.api.post(f"/api/commands/{entry_id}/approve", {})
+        for entry_id in held:
+            assert bob.server_link.wait_command(int(entry_id), lambda e: e["final"], 20.0)["state"] == "completed"
+    finally:
+        bob.close()
+    listed = run_cli("schedule", "list", env=env)
+    assert listed.returncode == 0 and "on-board schedule: 2 entries" in listed.stdout, listed.stdout + listed.stderr
+    out = run_cli("file", "rm", "products/none.json", "--yes", "--timeout", "1", env=env)
+    assert out.returncode == 5 and "still waiting for approval" in out.stderr, out.stdout + out.stderr
+    assert "sunlit-ground approve" in out.stderr
+    out = run_cli("file", "list", "--timeout", "-1", env=env)
+    assert out.returncode == 2 and "give a time above 0" in out.stderr
 
 
 @pytest.mark.req("GND-025")
