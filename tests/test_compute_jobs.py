@@ -480,3 +480,27 @@ def test_a_running_workers_log_is_bounded_and_its_rotated_copies_go_down_by_them
         assert rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
         files._auto_downlink()  # noqa: SLF001
         assert sorted(queued) == [f"logs/{p.name}" for p in rotated]  # the copies, not the live log
+
+
+@pytest.mark.req("CMP-010")
+def test_a_log_rotated_after_the_clock_went_back_is_kept_and_the_oldest_goes(tmp_path):
+    """Found in audit: rotated logs were named by their time and the oldest name deleted, so a log written
+    after a reset with the clock at 1970 was deleted as it was made. They go by the order they were made."""
+    from flight.agent.compute import WORKER_LOG, WORKER_LOG_MAX_BYTES, WORKER_LOGS_KEPT
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state") as rig:
+        sup = rig.agent.compute
+        live = sup.root / WORKER_LOG
+        live.parent.mkdir(parents=True, exist_ok=True)
+        older = live.parent / "worker-20261116T100000Z.log"  # a name of the earlier form: older than any new one
+        older.write_bytes(b"before\n")
+        for i, mtime in enumerate((1_800_000_000, 1_800_000_100, 100)):  # the last after a reset to 1970
+            live.write_bytes(f"log {i}\n".encode() + b"x" * WORKER_LOG_MAX_BYTES)
+            os.utime(live, (mtime, mtime))
+            sup._log_looked_s = -1e9  # noqa: SLF001 - the minute's look is due
+            sup._heartbeat()  # noqa: SLF001
+        rotated = sorted(live.parent.glob("worker-*.log"))
+        assert len(rotated) == WORKER_LOGS_KEPT and not older.exists()
+        assert [p.read_bytes()[:6] for p in rotated][-2:] == [b"log 1\n", b"log 2\n"]
+        assert rotated[-1].name.endswith("-19700101T000140Z.log")

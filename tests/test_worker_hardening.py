@@ -151,6 +151,30 @@ def test_the_status_names_the_job_at_work_and_its_training_figures(bench):
 
 
 @pytest.mark.req("CMP-015")
+def test_a_file_name_the_camera_gives_again_makes_a_product_of_its_own_and_the_same_file_again_replaces_its_own(
+        bench):
+    """Found in audit: scene.npy of the next pass overwrote the product of the first, not yet sent down, and its
+    input in done/, unsaid. Another file under a name taken: -2, -3...; the same file again (screened anew after a
+    restart between its product and its move to done/): its own product and done/ copy replaced, as before."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    products, done = bench.root / "products", bench.root / "incoming" / "done"
+    for n, tiles in ((8, TILES[:8]), (16, TILES[8:24])):
+        put_incoming(bench, "scene.npy", npy(tiles))
+        run_until(bench, lambda: not (bench.root / "incoming" / "scene.npy").exists())
+    first, second = (json.loads((products / f"job00001-{s}.json").read_text()) for s in ("scene", "scene-2"))
+    assert (first["tiles"], second["tiles"]) == (8, 16) and first["source_sha256"] != second["source_sha256"]
+    assert (products / "job00001-scene-2.npz").exists()
+    assert len(np.load(done / "scene.npy")) == 8 and len(np.load(done / "scene-2.npy")) == 16
+    put_incoming(bench, "scene.npy", npy(TILES[:8]))  # the first file again
+    run_until(bench, lambda: not (bench.root / "incoming" / "scene.npy").exists())
+    assert sorted(p.name for p in products.glob("job00001-*.json")) == ["job00001-scene-2.json", "job00001-scene.json"]
+    assert sorted(p.name for p in done.iterdir()) == ["scene-2.npy", "scene.npy"]
+    assert bench.worker.jobs[1].progress == 8 + 16 + 8
+
+
+@pytest.mark.req("CMP-015")
 def test_bad_incoming_files_are_set_aside_said_and_counted_and_the_good_one_after_them_is_screened(bench):
     bench.worker.install_shipped_models()
     admit(bench)
@@ -231,6 +255,36 @@ def test_a_data_set_with_a_nan_fails_its_job_alone_and_a_version_on_probation_is
         assert not b.events("MODEL_ROLLED_BACK")
     finally:
         b.close()
+
+
+@pytest.mark.req("CMP-015")
+def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_is_wrong(bench):
+    """Found in audit: a data set cut short or a .npy under an .npz name failed TRAIN_START as an execution error
+    (BadZipFile, TypeError); a y shorter than x failed the job at a random step with an IndexError, and an empty
+    set with a reshape error."""
+    data = bench.root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(0).normal(size=(64, 12)).astype(np.float32)
+    np.savez(data / "good.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    raw = (data / "good.npz").read_bytes()
+    (data / "cut.npz").write_bytes(raw[:len(raw) // 2])
+    np.save(data / "plain.npy", x)
+    (data / "plain.npy").rename(data / "plain.npz")
+    admit(bench)
+    for job_id, name, why in ((1, "cut", "data set 'cut' is unreadable: BadZipFile"),
+                              (2, "plain", "data set 'plain' is one array, not an .npz archive")):
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10)))
+        assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS and why in reply.reason, reply
+    np.savez(data / "short.npz", x=x, y=(x[:50, 0] > 0).astype(np.int64))
+    np.savez(data / "empty.npz", x=np.zeros((0, 12), np.float32), y=np.zeros(0, np.int64))
+    np.savez(data / "negative.npz", x=x, y=np.full(64, -1))
+    for job_id, name, why in ((3, "short", "y must hold one label per sample of x (64); it is int64 of shape [50]"),
+                              (4, "empty", "with at least one"), (5, "negative", "a negative label (-1)")):
+        start(bench, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10, batch_size=16, classes=2))
+        job = bench.worker.jobs[job_id]
+        run_until(bench, lambda: job.state.value == "FAILED")
+        assert f"data set {name!r}: " in job.detail and why in job.detail, job.detail
+    assert bench.worker.jobs.get(1) is None and bench.worker.jobs.get(2) is None
 
 
 # --- writes that fail -----------------------------------------------------------------------

@@ -85,6 +85,13 @@ MAX_UNREAPED = 8  # killed workers not gone yet, looked at again (a stuck one go
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
 
 
+def _rotation_seq(name: str) -> int:
+    """The sequence number of a rotated log's name (``worker-000012-<UTC>.log``); 0 for the older names
+    (``worker-<UTC>.log``)."""
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) > 2 and len(parts[1]) == 6 and parts[1].isdigit() else 0
+
+
 def _plain_names(req: CommandRequest) -> None:
     """Names of input sets, data sets, models and versions are words, never paths (SEC-006):
     refused here, naming the argument, before the worker or the disk sees them."""
@@ -237,20 +244,21 @@ class ComputeSupervisor(Component):
             pass  # none yet, or the disk refuses: looked at again later
 
     def _keep_rotated(self, path: Path, move: bool) -> None:
-        """``path`` into ``logs/worker-<UTC of its last line>.log`` (moved, or copied), then the oldest of
-        those past WORKER_LOGS_KEPT removed."""
+        """``path`` into ``logs/worker-<sequence>-<UTC of its last line>.log`` (moved, or copied), then the
+        oldest of those past WORKER_LOGS_KEPT removed, oldest by their sequence, not their time: a board
+        whose clock went back (a reset to 1970 before time is set) named the newest log as the oldest, and
+        it was deleted as it was made (found in audit). Names without a sequence (before it) are older."""
         logs = self.root / WORKER_LOG
+        kept = sorted((_rotation_seq(p.name), p.name, p) for p in logs.parent.glob("worker-*.log"))
+        seq = (kept[-1][0] if kept else 0) + 1
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(path.stat().st_mtime))
-        target = logs.with_name(f"worker-{stamp}.log")
-        n = 1
-        while target.exists():
-            n += 1
-            target = logs.with_name(f"worker-{stamp}-{n}.log")
+        target = logs.with_name(f"worker-{seq:06d}-{stamp}.log")
         if move:
             os.replace(path, target)
         else:
             shutil.copyfile(path, target)
-        for stale in sorted(logs.parent.glob("worker-*.log"))[:-WORKER_LOGS_KEPT]:
+        kept.append((seq, target.name, target))
+        for _seq, _name, stale in kept[:-WORKER_LOGS_KEPT]:
             stale.unlink(missing_ok=True)
 
     def _kill(self) -> None:

@@ -912,10 +912,9 @@ class Worker:
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
         if spec.kind is JobKind.TRAINING:
             try:
-                with np.load(path, allow_pickle=False) as data:
-                    files = set(data.files)
-            except (OSError, ValueError) as exc:
-                return f"data set {spec.name!r} is unreadable: {type(exc).__name__}"
+                files = set(_open_set(path, spec.name).files)
+            except ValueError as exc:
+                return str(exc)
             if not ({"x", "y"} <= files or "tiles_dn" in files):
                 return f"data set {spec.name!r} has no labels to train on (needs x and y)"
         return ""
@@ -1618,10 +1617,10 @@ class Worker:
         path = self._set_path(name)
         if path is None:
             raise FileNotFoundError(f"no data set {name!r} in data/ or the shipped sets")
-        with np.load(path, allow_pickle=False) as data:
+        with _open_set(path, name) as data:
             files = set(data.files)
             if "x" in files:
-                return data["x"].astype(np.float32), (data["y"].astype(np.int64) if "y" in files else None)
+                return _checked_set(name, data["x"], data["y"] if "y" in files else None)
         if "tiles_dn" in files:
             tiles = load_held_out(path)
             return tiles.tiles.astype(np.float32), tiles.labels.astype(np.int64)
@@ -1868,7 +1867,9 @@ class Worker:
                 got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, remake) for h, at in held]
                 probs = got[0] if len(got) == 1 else np.concatenate(got)
                 classes, conf = self._classify(probs, len(held), checks.tile_status(), job.model)
-                written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks)
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()  # a name the camera gives again is not it
+                written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks,
+                                              source_sha256=digest)
                 if checks.tiles_failed:  # no JOB_DONE for a continuous job: such products are said (found in audit)
                     self._product_marked(job, written, checks.tiles_failed, len(classes), checks.protection)
             except _ModelChanged:
@@ -1878,7 +1879,16 @@ class Worker:
             self._proven(job.model, model)
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
-            os.replace(path, done / path.name)
+
+            def screened(name: str) -> str | None:
+                try:
+                    return hashlib.sha256((done / name).read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    return None
+                except OSError:
+                    return ""
+
+            os.replace(path, done / _free_name(screened, lambda suffix: f"{path.stem}{suffix}{path.suffix}", digest))
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -2298,12 +2308,23 @@ class Worker:
         self.event("RESULT_CHECK_FAILED", job_id=job.job_id, check=check, tiles=tiles, outcome=outcome)
 
     def _write_product(self, job: Job, classes: np.ndarray, conf: np.ndarray, source: str, model: _Session,
-                       checks: ProductChecks | None = None) -> Path:
+                       checks: ProductChecks | None = None, source_sha256: str = "") -> Path:
         """A product for downlink: per-tile class and confidence, atomic, with a JSON summary. Both
         carry the model's provenance (name, version, SHA-256, who uplinked it) as their header and
         the receipt of the checks (:class:`~flight.compute.checks.ProductChecks`); the .npz has the
         per-tile check status (``check``: 1 passed, 0 unchecked, -1 failed)."""
-        stem = _product_stem(job.job_id, Path(source).stem)
+        products = self._dir("products")
+
+        def product_of(stem: str) -> str | None:
+            if not (products / f"{stem}.json").exists() and not (products / f"{stem}.npz").exists():
+                return None
+            try:
+                return str(json.loads((products / f"{stem}.json").read_text()).get("source_sha256") or "")
+            except (OSError, ValueError, AttributeError):
+                return ""
+
+        stem = _free_name(product_of, lambda suffix: _product_stem(job.job_id, Path(source).stem, suffix),
+                          source_sha256) if source_sha256 else _product_stem(job.job_id, Path(source).stem)
         header = self._provenance(job.model, model)
         checks = checks if checks is not None else self._product_checks(model)
         receipt = checks.receipt()
@@ -2312,10 +2333,10 @@ class Worker:
             status = np.full(len(classes), UNCHECKED, np.int8)
         buf = _npz_bytes(classes=classes, confidence=conf, check=status, receipt=np.array(json.dumps(receipt)),
                          **{k: np.array(v) for k, v in header.items()})
-        products = self._dir("products")
         write_atomic(products / f"{stem}.npz", buf, sync_dir=False)  # the directory once, for both files
         known = np.isfinite(conf)  # a tile whose checks failed on a non-number has none (NO_CLASS)
-        summary = {"job_id": job.job_id, **header, "source": source, "tiles": int(len(classes)),
+        summary = {"job_id": job.job_id, **header, "source": source,
+                   **({"source_sha256": source_sha256} if source_sha256 else {}), "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
                    "confidence_mean": float(conf[known].mean()) if known.any() else None, "receipt": receipt}
         write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())  # syncs both renames
@@ -2555,15 +2576,64 @@ class Worker:
         self._sock.close()
 
 
-def _product_stem(job_id: int, source: str) -> str:
-    """``jobNNNNN-SOURCE``, within the file rules' 128 characters (with .json): a source name too long
-    for it is cut and given 8 hex digits of its SHA-256, so two long names that share their start (one
-    continuous job, many files) never give one product name, the second overwriting the first."""
+def _product_stem(job_id: int, source: str, suffix: str = "") -> str:
+    """``jobNNNNN-SOURCE`` (then ``suffix``), within the file rules' 128 characters (with .json): a source
+    name too long for it is cut and given 8 hex digits of its SHA-256, so two long names that share their
+    start (one continuous job, many files) never give one product name, the second overwriting the first."""
     prefix = f"job{job_id:05d}-"
-    room = PRODUCT_NAME_CHARS - len(prefix) - len(".json")
+    room = PRODUCT_NAME_CHARS - len(prefix) - len(".json") - len(suffix)
     if len(source) <= room:
-        return prefix + source
-    return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+        return prefix + source + suffix
+    return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}{suffix}"
+
+
+def _open_set(path: Path, name: str) -> Any:
+    """The .npz archive of data set ``name``; ValueError naming it for anything else (a file cut short, a
+    .npy under an .npz name, a pickle): found in audit, a BadZipFile or a TypeError failed TRAIN_START as an
+    execution error, not a bad argument."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - whatever numpy makes of a file that is not an archive
+        raise ValueError(f"data set {name!r} is unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"data set {name!r} is one array, not an .npz archive of x (and y for training)")
+    return data
+
+
+def _checked_set(name: str, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` as float32 and ``y`` as int64, or ValueError naming the data set and the array: no samples,
+    numbers that are not, labels that are not whole numbers from 0, or one per sample (found in audit: a
+    y shorter than x failed the job at a random step with an IndexError)."""
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"data set {name!r}: x must be an array of numbers, one row per sample, with at least one "
+                         f"(it is {x.dtype} of shape {list(x.shape)})")
+    if y is None:
+        return x.astype(np.float32), None
+    if y.dtype.kind not in "biuf" or y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"data set {name!r}: y must hold one label per sample of x ({len(x)}); it is {y.dtype} "
+                         f"of shape {list(y.shape)}")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+        raise ValueError(f"data set {name!r}: y holds labels that are not whole numbers")
+    if (y < 0).any():
+        raise ValueError(f"data set {name!r}: y holds a negative label ({int(y.min())}); labels count from 0")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+SAME_NAME_MAX = 1000  # names tried with -2, -3...; past them, the input's SHA-256 makes the name
+
+
+def _free_name(taken: Callable[[str], str | None], name_for: Callable[[str], str], sha256: str) -> str:
+    """The first of ``name_for("")``, ``name_for("-2")``... not taken by another input: ``taken(name)`` says
+    the SHA-256 of the input behind a name in use ("" unknown), None for a free one. One whose input has
+    ``sha256`` is this input's again (screened anew after a restart between its product and its move to
+    done/): replaced, as before. Why: a camera that names its files again (scene.npy each pass) had each
+    product, and its input in done/, overwrite the one before, unsaid (found in audit)."""
+    for n in range(1, SAME_NAME_MAX + 1):
+        name = name_for("" if n == 1 else f"-{n}")
+        held = taken(name)
+        if held is None or held == sha256:
+            return name
+    return name_for(f"-{sha256[:12]}")
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
