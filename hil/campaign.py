@@ -575,18 +575,41 @@ class _Terminated(BaseException):
 
 
 _in_case = False
+ORPHAN_LOOK_S = 1.0  # how often a pool worker looks whether its campaign is still there
+ORPHAN_GRACE_S = 30.0  # then how long its case has to unwind (its agent stopped) before the worker exits anyway
 
 
 def _pool_worker_init() -> None:
     """In each pool worker: SIGTERM unwinds the case in flight, and the worker gets SIGTERM when the
-    campaign dies (PR_SET_PDEATHSIG), even by kill -9, so no agent is left flying a dead campaign."""
+    campaign dies (PR_SET_PDEATHSIG), even by kill -9, so no agent is left flying a dead campaign.
+
+    The first SIGTERM only: the parent-death signal comes once for each thread of the campaign that ends,
+    and a second one landed in the case's clean-up before its agent was stopped, or escaped the case into
+    the pool's own loop, which went on waiting for work from a campaign that was gone, its agent flying
+    (found in audit, after kill -9 of a campaign). And a thread looks at the parent each second: a worker
+    whose campaign is gone unwinds its case, and leaves ORPHAN_GRACE_S later whatever it does."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()  # the campaign, as the pool started this worker
+    campaign_pid = parent.pid if parent is not None and parent.pid is not None else os.getppid()
 
     def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if _in_case:
             raise _Terminated
         os._exit(128 + signum)
 
+    def watch() -> None:
+        while os.getppid() == campaign_pid:
+            time.sleep(ORPHAN_LOOK_S)
+        os.kill(os.getpid(), signal.SIGTERM)  # as the campaign would: the case unwinds, its agent stopped
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(128 + signal.SIGTERM)
+
+    import threading
+
     signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=watch, name="campaign-watch", daemon=True).start()  # gone already: at once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the campaign, which stops the workers
     try:
         import ctypes

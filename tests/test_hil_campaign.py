@@ -314,3 +314,59 @@ def test_a_changed_profile_changes_the_campaign_and_its_resume_is_refused_naming
     assert after.hash != before.hash
     with pytest.raises(CampaignError, match="input files changed: profile p.parquet"):
         _read_manifest(out, after)
+
+
+_WORKER = """
+import os, signal, sys, time
+from hil import campaign as c
+c.ORPHAN_LOOK_S, c.ORPHAN_GRACE_S = 0.1, 2.0
+c._pool_worker_init()
+c._in_case = True
+print("flying", flush=True)
+try:
+    try:
+        while True:
+            time.sleep(0.01)  # the case
+    except c._Terminated:
+        if sys.argv[1] == "twice":
+            os.kill(os.getpid(), signal.SIGTERM)  # the second parent-death signal, in the case's clean-up
+        time.sleep(0.5)
+        print("agent stopped", flush=True)  # what the case's clean-up does last
+        if sys.argv[1] == "stuck":
+            while True:  # a clean-up that does not end (the worst case): the watch still ends the worker
+                time.sleep(0.01)
+        raise
+except c._Terminated:
+    os._exit(143)
+"""
+
+
+@pytest.mark.req("HIL-009")
+@pytest.mark.parametrize("how", ["twice", "stuck"])
+def test_a_pool_worker_unwinds_its_case_once_and_never_outlives_its_campaign(tmp_path, how):
+    """Found in audit: after kill -9 of a campaign, its workers got SIGTERM once per ending thread; the second
+    landed in the case's clean-up before its agent was stopped, or escaped into the pool's loop, which went on
+    waiting for work, an agent still flying ten minutes later. A worker's campaign here is a shell that dies
+    at once: the worker must unwind its case whole and be gone within its grace."""
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    out = tmp_path / "out.txt"
+    # The campaign: a shell that starts the worker and exits (as kill -9 would end it); the worker is reparented.
+    subprocess.run(["sh", "-c", f'"{sys.executable}" "{script}" {how} > "{out}" 2>&1 & echo $! > "{tmp_path}/pid"; '
+                    f'until grep -q flying "{out}"; do sleep 0.1; done'], cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=True)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and \
+            "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]:
+        time.sleep(0.1)
+    try:
+        gone = not Path(f"/proc/{pid}").exists() or \
+            "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        assert gone, f"the worker {pid} outlived its campaign"
+        assert out.read_text().splitlines() == ["flying", "agent stopped"], out.read_text()
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)  # the worker this test started, by its pid
+        except ProcessLookupError:
+            pass

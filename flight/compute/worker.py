@@ -912,7 +912,8 @@ class Worker:
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
         if spec.kind is JobKind.TRAINING:
             try:
-                files = set(_open_set(path, spec.name).files)
+                with _open_set(path, spec.name) as data:
+                    files = set(data.files)
             except ValueError as exc:
                 return str(exc)
             if not ({"x", "y"} <= files or "tiles_dn" in files):
