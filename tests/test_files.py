@@ -279,20 +279,107 @@ def test_a_loss_of_signal_longer_than_every_timer_suspends_and_resumes(tmp_path)
 
 
 @pytest.mark.req("FIL-005")
-def test_the_receiver_restarting_mid_file_continues_the_same_transaction(tmp_path):
+@pytest.mark.parametrize("up_s", [0.0, 10_800.0])
+def test_the_receiver_restarting_mid_file_continues_the_same_transaction(tmp_path, up_s):
+    """``up_s``: the owner's monotonic clock at the start (a board up for hours; found in audit: the wait for the
+    sender was counted from the clock's zero, and the transfer failed at the first housekeeping)."""
     pair = Pair(tmp_path)
+    pair.clock.t = up_s
     data = os.urandom(400_000)
     (tmp_path / "g/uplink/m.onnx").write_bytes(data)
     t = pair.ground.put("uplink/m.onnx", "staging/m.onnx")
     pair.run(1.0, stop_when_idle=False)
     assert 0 < pair.board.counts()["bytes_in"] < len(data)
     pair.board = pair.make_board()  # a reset: the state file is all that is left
+    assert pair.board.expire_resumable() == []  # the owner's first housekeeping: its sender has inactivity_s
     pair.run(300)
     assert (tmp_path / "b/staging/m.onnx").read_bytes() == data
     mine = [x for x in pair.board.list() if x.direction == "in"]
     assert len(mine) == 1 and mine[0].state == "done" and mine[0].restarts == 1
     assert pair.ground.find(t.id).restarts == 0  # the same transaction
     assert ("b", "resumed", mine[0].id) in pair.log
+
+
+@pytest.mark.req("FIL-005")
+def test_a_file_coming_in_whose_sender_never_continues_fails_inactivity_s_after_the_restart(tmp_path):
+    pair = Pair(tmp_path)
+    pair.clock.t = 10_800.0
+    (tmp_path / "g/uplink/m.onnx").write_bytes(os.urandom(400_000))
+    pair.ground.put("uplink/m.onnx", "staging/m.onnx")
+    pair.run(1.0, stop_when_idle=False)
+    pair.board = pair.make_board()
+    pair.carry = lambda pdu, to: None  # the sender is not heard again
+    inactivity_s = pair.board.config.inactivity_s
+    assert pair.board.expire_resumable() == []
+    pair.run(inactivity_s - 5.0, stop_when_idle=False)
+    assert pair.board.expire_resumable() == []
+    pair.run(10.0, stop_when_idle=False)
+    [gone] = pair.board.expire_resumable()
+    assert gone.state == "failed" and "did not continue after the restart" in gone.reason
+    assert not list((tmp_path / "b/.partial").glob("*.part"))
+
+
+@pytest.mark.req("FIL-002", "FIL-007")
+def test_a_transfer_that_ends_with_data_missing_leaves_nothing_for_the_next_ones(tmp_path):
+    """Found in audit: cfdp-py 0.7 shares one lost-segment tracker among all transactions of a process, so the gaps
+    of a transfer cancelled with data missing were asked for again at the EOF of every later one, each ending
+    NAK_LIMIT_REACHED after three restarts. Later files on a clean link now arrive whole, at the first try."""
+    from spacepackets.cfdp.pdu import PduFactory
+
+    pair = Pair(tmp_path)
+    (tmp_path / "b/products/big.npz").write_bytes(os.urandom(400_000))
+    clean = pair.carry
+
+    def lossy(pdu: bytes, to: FileEntity) -> None:  # 200 to 300 kB lost on the way down
+        x = PduFactory.from_raw(pdu)
+        if x.pdu_type.name == "FILE_DATA" and 200_000 <= x.offset < 300_000:
+            return
+        clean(pdu, to)
+
+    pair.carry = lossy
+    big = pair.board.put("products/big.npz", "downlink/big.npz")
+    pair.run(12.0, stop_when_idle=False)  # the gap seen: the ground asks for it
+    pair.board.cancel(big.id)
+    pair.run(30)
+    assert pair.board.find(big.id).state == "cancelled"
+    pair.carry = clean
+    for name, size in (("small.json", 50_000), ("med.npz", 250_000)):
+        data = os.urandom(size)
+        (tmp_path / f"b/products/{name}").write_bytes(data)
+        t = pair.board.put(f"products/{name}", f"downlink/{name}")
+        pair.run(900)
+        done = pair.board.find(t.id)
+        assert (done.state, done.restarts) == ("done", 0), (done.state, done.reason)
+        assert (tmp_path / f"g/downlink/{name}").read_bytes() == data
+    assert pair.ground.counts()["bad_pdus"] == 0
+
+
+@pytest.mark.req("FIL-007")
+def test_a_sender_cancelling_while_the_receiver_asks_for_missing_data_ends_it_there_at_once(tmp_path):
+    """Found in audit: the EOF(cancel) that came while the receiver asked for missing data was taken as a repeated
+    EOF and dropped; it asked on for 100 s, holding its slot and partial file, and ended NAK_LIMIT_REACHED."""
+    from spacepackets.cfdp.pdu import PduFactory
+
+    pair = Pair(tmp_path)
+    (tmp_path / "b/products/big.npz").write_bytes(os.urandom(400_000))
+    clean = pair.carry
+
+    def lossy(pdu: bytes, to: FileEntity) -> None:
+        x = PduFactory.from_raw(pdu)
+        if x.pdu_type.name == "FILE_DATA" and 200_000 <= x.offset < 300_000:
+            return
+        clean(pdu, to)
+
+    pair.carry = lossy
+    big = pair.board.put("products/big.npz", "downlink/big.npz")
+    pair.run(12.0, stop_when_idle=False)
+    [coming] = [t for t in pair.ground.list() if t.direction == "in"]
+    assert coming.state == "active"
+    pair.board.cancel(big.id)
+    pair.run(5.0, stop_when_idle=False)
+    ended = pair.ground.find(coming.id)
+    assert ended.settled and "CANCEL" in ended.reason and "NAK_LIMIT" not in ended.reason, (ended.state, ended.reason)
+    assert not list((tmp_path / "g/.partial").glob("*.part"))
 
 
 @pytest.mark.req("FIL-005")

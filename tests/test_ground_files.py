@@ -430,3 +430,57 @@ def test_the_files_table_of_the_server_configuration_is_checked_naming_the_key(t
                        ({"los_s": "long"}, "files.los_s"), ({"dir": ""}, "files.dir")):
         with pytest.raises(ServerConfigError, match=key.replace(".", r"\.")):
             server_config_from_mapping({**base, "files": files}, DICTIONARY, tmp_path)
+
+
+@pytest.mark.system  # a pseudo-terminal
+@pytest.mark.req("GND-052", "FIL-008")
+def test_the_ground_queues_no_more_than_a_quarter_second_of_a_serial_line_ahead_of_commands(tmp_path):
+    """Found in audit: the ground sent under its rate_bps only (100 kB/s by default), and a 115200-baud line
+    (11.5 kB/s) held 92 s of file data ahead of the next command. As the agent does: at most FILE_BACKLOG_S of
+    the line queued."""
+    import threading
+    import time
+    import tty
+
+    from flight.files.entity import FILE_BACKLOG_S
+    from flight.link.transport import open_ground_link
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    stop = threading.Event()
+
+    def far_end() -> None:  # the agent's UART: takes the line's rate, no faster
+        while not stop.is_set():
+            try:
+                os.read(master, 1152)
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    reader = threading.Thread(target=far_end, daemon=True)
+    reader.start()
+    link = open_ground_link(f"serial://{os.ttyname(slave)}?baud=115200")
+    client = GroundClient(link, DICTIONARY)
+    files = GroundFiles(client, tmp_path / "sc")
+    try:
+        local = tmp_path / "model.bin"
+        local.write_bytes(os.urandom(1_000_000))
+        files.put(local, "staging/model.onnx")
+        most = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            files._heard(None)  # noqa: SLF001 - the agent's telemetry heard on the down line: in contact
+            files.service()
+            link.flush()
+            most = max(most, link.backlog_bytes())
+            time.sleep(0.02)
+        assert client.link is link and files.pdus_up > 0
+        assert most <= FILE_BACKLOG_S * link.line_rate_bps() + 2048, f"{most} bytes queued ahead of commands"
+    finally:
+        files.close()
+        client.close()
+        stop.set()
+        os.close(slave)
+        os.close(master)
+        reader.join(5)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort
 from flight.clock import Clock
-from flight.files.entity import EntityConfig, FileEntity, FileError, Transfer
+from flight.files.entity import FILE_BACKLOG_S, EntityConfig, FileEntity, FileError, Transfer
 from flight.files.filestore import MAX_DEPTH, NameRefused, resolve
 from flight.link.definitions import FILE_CHANNELS
 from flight.link.dictionary import FailureCode
@@ -47,7 +47,6 @@ UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
 DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
 AUTO_DOWNLINK = {"products": 2, "checkpoints": 6, "logs": 8}   # top directory -> queue priority
 CLEANED = ("products", "incoming/done")                          # deleted once the ground has them
-FILE_BACKLOG_S = 0.25   # of a serial line the file PDUs may queue ahead of live telemetry
 BURST_S = 0.5           # the token bucket holds this much of file_rate_bps
 TICK_S = 0.2            # how often an active transaction's timers are looked at
 MAX_LIST = 100

@@ -66,7 +66,33 @@ from flight.files import timebase
 from flight.files.filestore import PARTIAL_DIR, ConfinedFilestore, NameRefused, ReceivingFilestore, resolve
 from flight.storage import CorruptFile, install_file, quarantine, read_checked_json, write_checked_json
 
+def _own_lost_segment_trackers() -> None:
+    """Give each incoming transaction a lost-segment tracker of its own. cfdp-py 0.7 (the newest on PyPI, and its
+    main branch as read on 2026-12-06) declares ``_AckedModeParams.lost_seg_tracker`` with one tracker object as
+    the dataclass default, so every transaction in the process shares it: the gaps of one that ended with data
+    missing (cancelled, failed) were asked for again at the EOF of every later one, which ended
+    NAK_LIMIT_REACHED after three restarts (found in audit, on both the agent and the ground). A patch of the
+    library's class, not a copy of its code: drop it once cfdp-py makes the default a factory."""
+    from cfdppy.handler import dest
+
+    params = dest._AckedModeParams
+    if getattr(params, "_sunlit_own_tracker", False):
+        return
+    made = params.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        if not args and "lost_seg_tracker" not in kwargs:
+            self.lost_seg_tracker = dest.LostSegmentTracker()
+
+    params.__init__ = init
+    params._sunlit_own_tracker = True
+
+
+_own_lost_segment_trackers()
+
 SHA_PREFIX = b"sha256:"
+FILE_BACKLOG_S = 0.25   # of a serial line the file PDUs may queue ahead of live data, either end (its owner's rule)
 HISTORY = 32            # settled transfers kept for the record
 STATE_SCHEMA = 1
 
@@ -291,6 +317,7 @@ class FileEntity:
         self.history: deque[Transfer] = deque(maxlen=HISTORY)
         self._incoming: dict[str, _Incoming] = {}
         self._resumable: dict[str, Transfer] = {}   # coming in when we restarted
+        self._resume_since_s: float | None = None  # entity time the wait for their senders began
         self._done_in: deque[str] = deque(maxlen=256)
         self._cancelled_in: deque[str] = deque(maxlen=64)
         self._out: Transfer | None = None
@@ -485,6 +512,12 @@ class FileEntity:
             # An EOF sent again because our ACK was lost, after the handler has moved on to asking
             # for missing data: cfdp-py drops it there, the standard acknowledges it again.
             self._ack_eof(pdu, TransactionStatus.ACTIVE)
+            if pdu.condition_code != ConditionCode.NO_ERROR and entry.handler.transaction_id is not None:
+                # The sender cancelled (EOF(cancel)) while we asked for missing data: cfdp-py drops that EOF too,
+                # and the transfer asked on until NAK_LIMIT_REACHED, holding its slot and partial file (an audit).
+                # Cancelled here as the sender asked.
+                entry.handler.cancel_request(entry.handler.transaction_id)
+                self._step_incoming(tid, entry)
             return
         if pdu.pdu_type.name == "FILE_DATA":
             self.counters["bytes_in"] += len(pdu.file_data)
@@ -899,9 +932,16 @@ class FileEntity:
 
     def expire_resumable(self) -> list[Transfer]:
         """Transfers that were coming in before a restart and whose sender never came back
-        within ``inactivity_s`` of entity time: failed (called by the owner's housekeeping)."""
-        gone = []
-        if self.now_s() < self.config.inactivity_s:
+        within ``inactivity_s`` of entity time, counted from the first call (the owner's first
+        housekeeping, once its time has begun): failed (called by the owner's housekeeping). Not
+        from the clock's zero: a monotonic clock counts from the machine's boot, and every such
+        transfer failed at the first housekeeping of an entity up for over two minutes (an audit)."""
+        gone: list[Transfer] = []
+        if not self._resumable:
+            return gone
+        if self._resume_since_s is None:
+            self._resume_since_s = self.now_s()
+        if self.now_s() - self._resume_since_s < self.config.inactivity_s:
             return gone
         for tid, t in list(self._resumable.items()):
             del self._resumable[tid]

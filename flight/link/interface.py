@@ -223,6 +223,14 @@ class GroundLink(abc.ABC):
     def reset_commands(self) -> None:
         """Forget queued commands and reconnect the command path (the Lazy Pirate step before a retry)."""
 
+    def backlog_bytes(self) -> int:
+        """Bytes of output queued and not yet on the line (links without a queue of their own: 0)."""
+        return 0
+
+    def line_rate_bps(self) -> float | None:
+        """Bytes per second the line carries, where the link knows it (a serial line); None otherwise."""
+        return None
+
     def flush(self) -> None: ...
 
     @abc.abstractmethod

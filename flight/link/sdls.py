@@ -793,6 +793,12 @@ class SealingLink(GroundLink):
         """The link it seals for (its device state, a serial line's, is that link's)."""
         return self._link
 
+    def backlog_bytes(self) -> int:
+        return self._link.backlog_bytes()
+
+    def line_rate_bps(self) -> float | None:
+        return self._link.line_rate_bps()
+
     @property
     def key_warning(self) -> str | None:
         """What is wrong with how the key file is kept, though it seals: a master key in it. Read
