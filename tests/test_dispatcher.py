@@ -254,3 +254,33 @@ def test_command_status_and_the_journal_say_a_failure_as_its_report_did_with_pat
     status = bench.codec.decode_tm(unpack(bench.reports[-1])).result
     assert "/var/lib" not in str(status) and "overlay.json" in str(status)
     assert "/var/lib" not in (tmp_path / "commands.journal").read_bytes().decode("latin-1")
+
+
+@pytest.mark.req("AGT-040", "AGT-017")
+def test_a_command_still_running_stays_running_however_many_commands_come_after_it(tmp_path):
+    """Found in audit: 512 commands after a deferred STORE_DUMP began (PINGs, the ground's own COMMAND_STATUS
+    polls), it dropped out of the retry cache, and the journal's "started, not finished" was read as cut off by a
+    reset: COMMAND_STATUS said interrupted, a retry was failed, and then its real completion came."""
+    from flight.agent.dispatcher import RETRY_CACHE_COMMANDS
+    from flight.agent.journal import CommandJournal
+
+    bench = Bench()
+    bench.dispatcher.journal = CommandJournal(tmp_path / "commands.journal")
+    pending: list[Deferred] = []
+    bench.dispatcher.register("STORE_DUMP", Handler(lambda req: pending.append(Deferred()) or pending[-1]))
+    for name, handler in bench.dispatcher.handlers().items():
+        bench.dispatcher.register(name, handler)
+    dump = bench.send("STORE_DUMP", {"from_unix_s": 0.0, "to_unix_s": 1.0})
+
+    def status() -> dict:
+        bench.send("COMMAND_STATUS", {"cmd_id": dump})
+        return bench.codec.decode_tm(unpack(bench.reports[-1])).result
+
+    for _ in range(RETRY_CACHE_COMMANDS + 10):
+        assert status()["state"] == "running"
+    bench.reports.clear()
+    bench.send("STORE_DUMP", {"from_unix_s": 0.0, "to_unix_s": 1.0}, dump)  # a retry of the same telecommand
+    assert bench.stages() == [("accepted", True), ("started", True)] and len(pending) == 1
+    pending[0].complete({"packets": 5})
+    assert bench.stages()[-1] == ("completed", True) and status()["state"] == "completed"
+    bench.dispatcher.journal.close()

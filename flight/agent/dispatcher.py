@@ -265,8 +265,20 @@ class Dispatcher(Component):
             # arriving meanwhile gets the reports so far (none, if its flags asked for none yet).
             if cmd_id and answered and not collision and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
-                while len(self._cache) > RETRY_CACHE_COMMANDS:
-                    self._cache.popitem(last=False)
+                self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """Past RETRY_CACHE_COMMANDS the oldest command that has ended goes first: one still running (a deferred
+        STORE_DUMP, a compute request) stays, so a retry or COMMAND_STATUS finds it running (found in audit: 512
+        commands later, PINGs and the ground's own COMMAND_STATUS polls among them, it was said "interrupted by a
+        reset" and the ground settled it failed, then its completion came). Bounded still: past twice as many,
+        the oldest goes whatever it is."""
+        while len(self._cache) > RETRY_CACHE_COMMANDS:
+            oldest = next((k for k, (_digest, told) in self._cache.items() if any(t.verification.final for t in told)),
+                          None)
+            if oldest is None or len(self._cache) > 2 * RETRY_CACHE_COMMANDS:
+                oldest = next(iter(self._cache))
+            del self._cache[oldest]
 
     @staticmethod
     def _answer_from_journal(known: JournalEntry, report) -> None:
@@ -277,7 +289,8 @@ class Dispatcher(Component):
                    "interrupted by a reset before it finished; not run again (it may have done part of its work: "
                    "check the state it changes, then send it anew)")
         elif known.ok:
-            report(Stage.COMPLETED, True, result={"note": "completed before a restart; its result was not kept"})
+            report(Stage.COMPLETED, True, result={"note": "completed earlier (before a restart, or longer ago than the "
+                                                          "retries this agent keeps): its result was not kept"})
         else:
             try:
                 code = FailureCode(known.code)
