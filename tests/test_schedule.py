@@ -277,29 +277,57 @@ def test_a_backward_clock_jump_only_delays_and_small_drift_is_no_jump(tmp_path):
     assert [e.entry_id for e in s.due(T0 + 60)] == [1], "released at its own UTC time, an hour later in real time"
 
 
+class SteppedUtc:
+    """UTC the board's clock can step; monotonic time that never does (the agent's Clock port)."""
+
+    def __init__(self):
+        self.utc, self.mono = T0, 1000.0
+
+    def now_s(self):
+        return self.utc
+
+    def monotonic_s(self):
+        return self.mono
+
+    def timeout_until(self, deadline_s):
+        return 0.0
+
+    def tick(self, dt_s):
+        self.utc += dt_s
+        self.mono += dt_s
+
+
+@pytest.mark.req("AGT-080")
+def test_every_step_of_utc_is_said_and_counted_not_only_one_that_made_entries_due(tmp_path):
+    """Found in audit: a step back, or one forward that made nothing due, went unsaid (docs/sequences.md said it
+    was reported): every time tag slipped by the step without a word."""
+    from flight.agent.scheduler import Scheduler
+
+    clock, said = SteppedUtc(), []
+    scheduler = Scheduler(tmp_path, clock, lambda event, **args: said.append((event, args)),
+                          lambda name, args, cmd_id: None, lambda: {})
+    scheduler.time_began()
+    scheduler.schedule.insert_at(T0 + 7200, "NOOP", {}, clock.now_s())
+    for step_s, held in ((-3600.0, 0), (600.0, 0), (12000.0, 1)):
+        said.clear()
+        clock.tick(1.0)
+        clock.utc += step_s
+        scheduler.service()
+        jumped = [args for event, args in said if event == "CLOCK_JUMPED"]
+        assert len(jumped) == 1 and jumped[0]["delta_s"] == pytest.approx(step_s), said
+        assert len([e for e, _ in said if e == "SCHEDULE_HELD"]) == held
+    assert scheduler.telemetry()["clock_jumps"] == 3
+    said.clear()
+    clock.tick(60.0)
+    scheduler.service()
+    assert not [e for e, _ in said if e == "CLOCK_JUMPED"]  # time going on as it should: no jump
+
+
 @pytest.mark.req("AGT-081")
 def test_a_running_sequences_wait_keeps_its_length_across_a_utc_jump(tmp_path):
     """A step of UTC (NTP, GNSS) once cut a 600 s wait to nothing, so the next command went at once, in
     the very tick the time tags were held for the same jump; a step back stretched it by the step (review)."""
     from flight.agent.scheduler import Scheduler
-    from flight.clock import Clock
-
-    class SteppedUtc(Clock):  # UTC the board's clock can step; monotonic time that never does
-        def __init__(self):
-            self.utc, self.mono = T0, 1000.0
-
-        def now_s(self):
-            return self.utc
-
-        def monotonic_s(self):
-            return self.mono
-
-        def timeout_until(self, deadline_s):
-            return 0.0
-
-        def tick(self, dt_s):
-            self.utc += dt_s
-            self.mono += dt_s
 
     (tmp_path / "sequences").mkdir()
     (tmp_path / "sequences" / "pass.toml").write_text(

@@ -62,9 +62,10 @@ class Scheduler(Component):
     NAME = "scheduler"
     COMMANDS = ("SCHEDULE_AT", "SCHEDULE_AFTER", "SCHEDULE_DELETE", "SCHEDULE_RESET", "SCHEDULE_LIST",
                 "SCHEDULE_RELEASE", "SEQUENCE_START", "SEQUENCE_ABORT")
-    EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE")
+    EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE",
+              "CLOCK_JUMPED")
     CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released", "schedule_late_ms",
-                "sequence_running", "sequence_step")
+                "sequence_running", "sequence_step", "clock_jumps")
 
     def __init__(self, state_dir: Path, clock: Clock, emit: EventPort,
                  dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]]):
@@ -83,6 +84,7 @@ class Scheduler(Component):
         self._run_error: str | None = None
         self._run_damaged = False
         self.released = 0
+        self.clock_jumps = 0  # UTC steps seen against the monotonic clock (CLOCK_JUMPED)
         self.late_ms: float | None = None
         self._telemetry_at = -math.inf
         self._persist_reported: str | None = None
@@ -105,6 +107,9 @@ class Scheduler(Component):
         """Release what is due, advance the sequence."""
         now, mono = self._clock.now_s(), self._clock.monotonic_s()
         jump = self.schedule.check_clock(now, mono)
+        if jump is not None and jump.delta_s:  # every step of UTC said, not only one that made entries due (an
+            self.clock_jumps += 1               # audit: a step back, or one forward with nothing due, went unsaid)
+            self._emit("CLOCK_JUMPED", delta_s=jump.delta_s, reason=jump.reason)
         if jump is not None and jump.overdue:
             self._emit("SCHEDULE_HELD", count=len(jump.overdue), reason=jump.reason)
         if jump is not None and jump.delta_s and self.run is not None:  # its waits keep their length
@@ -331,6 +336,7 @@ class Scheduler(Component):
             "schedule_held": sum(e.held for e in entries),
             "schedule_next_in_s": None if release is None else round(release - self._clock.now_s(), 3),
             "schedule_released": self.released,
+            "clock_jumps": self.clock_jumps,
             "schedule_late_ms": None if self.late_ms is None else round(self.late_ms, 3),
             "sequence_running": self.run.sequence.name if self.run is not None else "",
             "sequence_step": self.run.index if self.run is not None else 0,

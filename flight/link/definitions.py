@@ -789,6 +789,8 @@ SCHEDULE_CHANNELS = (
     Channel("schedule_released", T.U32, "count", "Time-tagged commands released since the agent started"),
     Channel("schedule_late_ms", T.F64, "ms", "How late the last release was against its time tag",
             Limits(warn_high=50)),
+    Channel("clock_jumps", T.U32, "count", "UTC steps against the monotonic clock since the agent started "
+            "(CLOCK_JUMPED says each)"),
     Channel("sequence_running", T.STRING, "", "The stored sequence running (empty: none)"),
     Channel("sequence_step", T.U16, "", "Its current step, from 0"),
     Channel("next_aos_in_s", T.F64, "s", "Time to the next acquisition of signal over a configured ground station "
@@ -1093,6 +1095,10 @@ EVENTS = (
           ("count", "reason")),
     Event("SCHEDULE_ERROR", 0x00B2, Severity.WARNING_HI, "Schedule: {reason}",
           "The schedule or a sequence's state could not be read or kept; what could not is named", ("reason",)),
+    Event("CLOCK_JUMPED", 0x00B5, Severity.WARNING_LO,
+          "UTC moved {delta_s:+.1f} s against the monotonic clock: {reason}",
+          "UTC stepped forward or back by more than the schedule's tolerance between two looks (a time set from "
+          "the ground, GPS, NTP, an RTC read at boot); time tags keep their UTC", ("delta_s", "reason")),
     Event("SEQUENCE_STARTED", 0x00B3, Severity.ACTIVITY_HI, "Sequence {name} started ({steps} steps)",
           "SEQUENCE_START began a stored sequence", ("name", "steps")),
     Event("SEQUENCE_DONE", 0x00B4, Severity.ACTIVITY_HI, "Sequence {name} ended, ok={ok}: {reason}",
