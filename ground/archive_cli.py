@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from flight.cli import quiet_stdout
-from ground.cli import _count, _printable
+from ground.cli_args import count as _count, printable as _printable
 from ground.archive import (
     DEFAULT_PATH,
     DEFAULT_SPACECRAFT,

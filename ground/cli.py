@@ -33,6 +33,7 @@ from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for
 from flight.link.transport import LinkConfigError
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
+from ground.cli_args import count as _count, printable as _printable, seconds as _seconds
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
@@ -363,11 +364,6 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 # --- the energy plan ---------------------------------------------------------------------------
-
-
-def _printable(text: Any) -> str:
-    """Agent text for a terminal: control characters (an escape sequence in a mode name) as ``?``."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 def plan_summary(plan: dict[str, Any]) -> str:
@@ -762,31 +758,6 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
     return port
-
-
-def _count(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high``, refused before anything is asked."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
-        return value
-    return parse
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a time to wait, in seconds, above 0 and finite (-1 once waited no time at all,
-    and the wait's end was blamed on the agent)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} s: give a time above 0 and finite")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

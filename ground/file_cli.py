@@ -40,7 +40,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.storage import install_file
 from ground.api import ApiClient, ServerClient, ServerError, load_token
-from ground.cli import _count, _printable, _seconds
+from ground.cli_args import count as _count, printable as _printable, seconds as _seconds
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from flight.link.sdls import GROUND_RESERVE_US, SN_MAX, WINDOW_US, KeyFileError, KeyRing, KeySlot, SnFloor, wrap_key
+from ground.cli_args import printable as _printable  # a newline in a file name must not end a comment
 
 EXIT_FAILED, EXIT_INPUT = 1, 2
 SN_FLOOR_MAX_AHEAD_S = 86_400.0  # key sn-floor refuses more than this past the computer's clock unless --force
@@ -82,11 +83,6 @@ def _cmd_new(args: argparse.Namespace) -> int:
         print(f"note: the master is in {args.keys}, which the server reads; move it out: "
               f"sunlit-ground key split --keys {args.keys} --master-keys FILE", file=sys.stderr)
     return 0
-
-
-def _printable(text: str) -> str:
-    """``text`` for a comment line: a newline in a file name must not end the comment."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
