@@ -58,6 +58,9 @@ REFUSALS = [
     ("at", T0 + 60, "NOOP", {"x": 1}, "args.x", "unknown argument x"),
     ("at", T0 + 60, "TRAIN_START", {"dataset": "d", "steps": 0}, "args.steps", "below minimum"),
     ("at", T0 + 60, "NOOP", [1, 2], "args", "must be a map"),
+    # what SET_PARAM's handler refuses with no state to look at: refused now, not at the release (an audit)
+    ("at", T0 + 60, "SET_PARAM", {"name": "hk_period_s", "value": "-1"}, "args.value", "below minimum"),
+    ("at", T0 + 60, "SET_PARAM", {"name": "hk_period_s", "value": "banana"}, "args.value", "hk_period_s"),
     # schedule-management commands, refused by name even before the dictionary has them
     ("at", T0 + 60, "SCHEDULE_RESET", {}, "command", "manages the schedule"),
     ("at", T0 + 60, "sequence_start", {}, "command", "send it directly"),

@@ -136,7 +136,29 @@ def _check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, d
     except NameRefused as exc:
         field, _, why = str(exc).partition(": ")
         raise _Bad(f"args.{field}", why, FailureCode.BAD_ARGUMENTS) from None
+    static = _STATIC_CHECKS.get(command.name)
+    if static is not None:
+        static(dictionary, checked)
     return command.name, checked
+
+
+def _check_set_param(dictionary: Dictionary, args: dict[str, Any]) -> None:
+    """SET_PARAM's value is text to the dictionary's argument check; its parameter's own spec checks it as the
+    handler will (found in audit: a time tag of hk_period_s = -1 or "banana" was taken, and failed at release,
+    out of contact, or aborted a sequence). What depends on other values at release (an ordered pair's other
+    half) is left to the handler then."""
+    param = dictionary.parameter_by_name.get(args.get("name"))
+    if param is None:
+        raise _Bad("args.name", f"no parameter {args.get('name')!r}", FailureCode.BAD_ARGUMENTS)
+    try:
+        param.spec.coerce(args.get("value"), param.name)
+    except ArgumentError as exc:
+        raise _Bad("args.value", str(exc), exc.code) from None
+
+
+# Checks a command's handler makes that need no state: made when it is scheduled or stored as a step, so it is
+# refused then, as it would be if sent now, not at its release.
+_STATIC_CHECKS: dict[str, Callable[[Dictionary, dict[str, Any]], None]] = {"SET_PARAM": _check_set_param}
 
 
 def _bad_argument(command: Command, raw: dict[str, Any]) -> str:
