@@ -354,8 +354,13 @@ def _loads_after(tl: Timeline, at_s: float) -> list[float]:
 
 
 def _command_hit(f: Mapping[str, Any], tl: Timeline, marker: str) -> Mapping[str, Any] | None:
-    return next((c for c in tl.commands if c.get("at_s", -1) >= f["at_s"] and marker in str(c.get("fault", ""))),
-                None)
+    """The telecommand this packet fault hit, as the loop wrote it down (``command_index``): each fault its own
+    command (found in audit: the first command after it with such a fault, so two drops were both credited to
+    one command that was dropped once)."""
+    idx = f.get("command_index")
+    if isinstance(idx, int) and 0 <= idx < len(tl.commands) and marker in str(tl.commands[idx].get("fault", "")):
+        return tl.commands[idx]
+    return None
 
 
 def _judge_packet_corrupt(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:

@@ -64,6 +64,7 @@ import os
 import random
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -201,8 +202,10 @@ class ClosedLoop:
         self._los_until = -math.inf
         self._has_los = any(f.kind == "los" for f in scenario.faults) and scenario.agent != "naive"
         self._agent_down_until = -math.inf
-        self._drop_next = False
-        self._corrupt_next = False
+        # Packet faults applied and waiting for the next telecommand, oldest first, each its fault log entry: one
+        # hits each command (found in audit: a flag per kind, so two drops before one command were both credited
+        # to it, and a drop after a corruption overwrote the corruption's record)
+        self._packet_faults: deque[dict[str, Any]] = deque()
         self._t0_s = float(self.profile.start_s)
         self._rel_s = 0.0  # the step being flown, relative to the start
         self._hung: list[tuple[float, int, str | None, dict[str, Any]]] = []  # (resume at rel s, pid, start tag, log)
@@ -600,17 +603,20 @@ class ClosedLoop:
     # --- commands and faults ----------------------------------------------------------------
 
     def _send_command(self, cmd: Any, rel_s: float) -> None:
-        entry = {"at_s": rel_s, "command": cmd.command, "args": cmd.args, "outcome": "not sent"}
+        entry: dict[str, Any] = {"at_s": rel_s, "command": cmd.command, "args": cmd.args, "outcome": "not sent"}
         packet, cmd_id = self.client.codec.encode_command(cmd.command, cmd.args)
-        if self._corrupt_next:
+        hit = self._packet_faults.popleft() if self._packet_faults else None
+        if hit is not None:
+            hit["command_index"] = len(self.command_log)  # the entry this command's is about to be
+            hit["note"] = f"hit {cmd.command} sent at {rel_s:.0f} s"
+            entry["fault_at_s"] = hit["at_s"]
+        if hit is not None and hit["kind"] == "packet_corrupt":
             bad = bytearray(packet)
             bad[len(bad) // 2] ^= 0x10
             self.client.link.send(bytes(bad))
             entry["fault"] = "first copy corrupted"
-            self._corrupt_next = False
-        if self._drop_next:
+        elif hit is not None:
             entry["fault"] = "first attempt dropped"
-            self._drop_next = False
             send = self.client.link.send
             self.client.link.send = lambda p: (setattr(self.client.link, "send", send), True)[1]  # lose one packet
         try:
@@ -673,10 +679,9 @@ class ClosedLoop:
             self._zone_faults[f.zone] = (t + f.duration_s, f.value)
         elif f.kind == "los":
             self._los_until = t + f.duration_s
-        elif f.kind == "packet_corrupt":
-            self._corrupt_next = True
-        elif f.kind == "packet_drop":
-            self._drop_next = True
+        elif f.kind in ("packet_corrupt", "packet_drop"):
+            entry["note"] = "not applied: no telecommand was sent after it before the run ended"
+            self._packet_faults.append(entry)  # the note says otherwise once a command takes it
         elif f.kind == "compute_hang":
             pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0
             if pid:

@@ -132,8 +132,8 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
                                                  (0: hung until the watchdog replaces it; real compute only)
     seu_weights                                  one bit flips in a model file on the board's store
                                                  (real compute only)
-    packet_corrupt                               the next telecommand has one bit flipped
-    packet_drop                                  the next telecommand is lost
+    packet_corrupt                               the next telecommand no other fault hit has one bit flipped
+    packet_drop                                  the next telecommand no other fault hit is lost
     los             duration_s*                  loss of signal: nothing goes up, nothing comes down
 
 The link, ``[link]``. Without the table the harness's ground client talks to the agent
@@ -211,8 +211,8 @@ FAULT_KINDS = {
     "sensor_stuck": "a thermal zone reads a stuck value for duration_s",
     "compute_hang": "the compute worker stops (SIGSTOP) for duration_s: a functional interrupt",
     "seu_weights": "one bit flips in the working copy of a model file on the board's store",
-    "packet_corrupt": "the next telecommand is sent with one bit flipped",
-    "packet_drop": "the next telecommand is lost",
+    "packet_corrupt": "the next telecommand no other fault hit is sent with one bit flipped",
+    "packet_drop": "the next telecommand no other fault hit is lost",
     "los": "loss of signal for duration_s: nothing reaches the agent and nothing it sends reaches the ground",
 }
 FAULT_KEYS: dict[str, tuple[str, ...]] = {
@@ -228,6 +228,10 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "packet_drop": (),
     "los": ("duration_s",),
 }
+MAX_DURATION_S = 30 * 86400.0  # a run's length
+MAX_STEPS = 1_000_000  # steps of a run: its trace holds every one
+MAX_PLATFORM_LOAD_W = 5000.0
+MAX_TILES_PER_S = 1e7  # modelled throughput at the top mode
 NEEDS_DURATION = ("sensor_dropout", "sensor_stuck", "los")  # with duration_s = 0 they would do nothing
 HARNESS_ZONES = ("tj-thermal", "cpu-thermal", "gpu-thermal", "soc0-thermal")
 """The thermal zones the harness feeds (hil/loop.py ZONE_OFFSETS_C; a test keeps the two equal).
@@ -513,11 +517,15 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         board = load_board(board_id)
     except BoardProfileError as exc:  # a shipped profile that does not load: say so, naming the key
         raise c.fail("board", str(exc)) from None
-    duration = c.number(raw, "duration_s", "", 5760.0, above=0)
+    duration = c.number(raw, "duration_s", "", 5760.0, above=0, hi=MAX_DURATION_S,
+                        why=f"a run of at most {MAX_DURATION_S / 86400:g} days")
     step = c.number(raw, "step_s", "", 10.0, lo=0.01)
     if step > duration:
         raise c.fail("step_s", f"{step:g} s is longer than duration_s {duration:g} s")
     steps = duration / step
+    if steps > MAX_STEPS:  # the trace holds every step (found in audit: 1e12 s asked for 745 GiB, an internal error)
+        raise c.fail("step_s", f"{steps:.3g} steps of {step:g} s in duration_s {duration:g} s: at most {MAX_STEPS:,}; "
+                               "a longer step or a shorter run")
     if abs(steps - round(steps)) > 1e-9 * steps:  # the loop flies whole steps; a profile made for it stops short
         below, above = math.floor(steps) * step, math.ceil(steps) * step
         raise c.fail("duration_s", f"{duration:g} s is not a whole number of steps of step_s = {step:g} s "
@@ -562,6 +570,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     faults = [_fault(c, f, i, duration, board.thermal_zones, real) for i, f in enumerate(c.tables(raw, "faults"))]
     commands = [_command(c, cmd, i, duration, real, agent == "sunlit" and commands_verified)
                 for i, cmd in enumerate(c.tables(raw, "commands"))]
+    _packet_faults_hit_commands(c, faults, commands)
 
     return Scenario(
         name=name,
@@ -577,9 +586,12 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         agent=agent,
         capacity_wh=capacity_wh,
         soc_initial_pct=c.number(battery, "soc_initial_pct", "battery", 80.0, lo=0, hi=100),
-        platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0),
+        platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0, hi=MAX_PLATFORM_LOAD_W,
+                                 why="the rest of a small spacecraft, W"),
         compute_real=real,
-        tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0),
+        tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0, hi=MAX_TILES_PER_S,
+                                     why="a board's throughput (1e308 made infinite work, and a summary JSON "
+                                         "parsers refuse: an audit)"),
         capture_every_s=c.number(compute, "capture_every_s", "compute", 60.0, lo=1),
         tiles_per_capture=int(c.number(compute, "tiles_per_capture", "compute", 256, lo=1, hi=MAX_TILES_PER_CAPTURE,
                                        integer=True, why="a capture is made in the harness's memory, 4 KiB a tile")),
@@ -842,6 +854,20 @@ def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zone
         raise c.fail(f"{where}.value", "missing: the temperature the stuck sensor reads, °C")
     energy = c.number(f, "energy_wh", where, 0.0, lo=0)
     return FaultSpec(at_s, kind, duration, zone, value, energy)
+
+
+def _packet_faults_hit_commands(c: _Checker, faults: list[FaultSpec], commands: list[CommandSpec]) -> None:
+    """Each packet fault hits the next telecommand not hit already (hil/loop.py): one with none left to hit
+    would never happen, and was judged N/A while the run passed (found in audit)."""
+    free = sorted(cmd.at_s for cmd in commands)
+    for i, f in sorted(enumerate(faults), key=lambda item: item[1].at_s):
+        if f.kind not in ("packet_corrupt", "packet_drop"):
+            continue
+        hit = next((k for k, at_s in enumerate(free) if at_s >= f.at_s), None)
+        if hit is None:
+            raise c.fail(f"faults[{i}]", f"a {f.kind} at {f.at_s:g} s hits the next telecommand not hit already, "
+                                         "and [[commands]] has none left at or after it: add one, or drop the fault")
+        del free[hit]
 
 
 def _command(c: _Checker, cmd: dict[str, Any], i: int, duration_s: float, real: bool,

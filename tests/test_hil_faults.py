@@ -116,12 +116,21 @@ def test_sensor_faults_packets_and_los():
     assert judge([dropout], timeline([gone]))[0].verdict == "FAIL"
     late = ev(300.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
     assert judge([dropout], timeline([gone, late]))[0].verdict == "FAIL"  # past sensor_restore_s and a tick
-    corrupt = {"at_s": 50.0, "kind": "packet_corrupt"}
+    corrupt = {"at_s": 50.0, "kind": "packet_corrupt", "command_index": 0}
     cmd = {"at_s": 60.0, "command": "PING", "args": {}, "outcome": "completed", "attempts": 1,
            "fault": "first copy corrupted"}
     assert judge([corrupt], timeline([ev(60.0, "BAD_PACKET", reason="crc")], commands=[cmd]))[0].verdict == "PASS"
     assert judge([corrupt], timeline(commands=[cmd]))[0].verdict == "FAIL"
     assert judge([corrupt], timeline())[0].verdict == "N/A"
+    # Each packet fault is judged on the command it hit (found in audit: two drops before one command were both
+    # credited to that command, dropped once; a drop after a corruption overwrote its record)
+    drops = [{"at_s": 100.0, "kind": "packet_drop", "command_index": 0},
+             {"at_s": 200.0, "kind": "packet_drop", "command_index": 1}]
+    once = {"at_s": 300.0, "command": "NOOP", "args": {}, "outcome": "completed", "attempts": 2,
+            "fault": "first attempt dropped"}
+    first_try = {"at_s": 310.0, "command": "NOOP", "args": {}, "outcome": "completed", "attempts": 1,
+                 "fault": "first attempt dropped"}
+    assert [v.verdict for v in judge(drops, timeline(commands=[once, first_try]))] == ["PASS", "FAIL"]
     los = {"at_s": 100.0, "kind": "los", "duration_s": 300.0}
     late = {"at_s": 400.0, "command": "NOOP", "args": {}, "outcome": "timeout: no answer"}
     assert judge([los], timeline(commands=[late]))[0].verdict == "FAIL"

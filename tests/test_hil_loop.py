@@ -528,3 +528,26 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
     fed.clear()
     ClosedLoop(exact, tmp_path / "exact").run()
     assert fed[0][0] == exact.soc_initial_pct and fed[1][0] != round(fed[1][0])
+
+
+@pytest.mark.req("HIL-008")
+def test_each_packet_fault_hits_a_command_of_its_own_and_is_judged_on_it(tmp_path):
+    """Found in audit: a flag per kind, so a drop and a corruption before one command were both put on it, the
+    corruption's record overwritten, and two drops credited to a command dropped once. Each fault now takes the
+    next command not taken, and its verdict is that command's."""
+    from hil.report import evaluate
+
+    sc = parse_scenario({"name": "packets", "profile": str(SSO), "duration_s": 300, "step_s": 10, "seed": 3,
+                         "faults": [{"at_s": 10, "kind": "packet_drop"}, {"at_s": 10, "kind": "packet_corrupt"},
+                                    {"at_s": 20, "kind": "packet_drop"}],
+                         "commands": [{"at_s": 30, "command": "NOOP"}, {"at_s": 60, "command": "PING",
+                                                                         "args": {"token": 1}},
+                                      {"at_s": 90, "command": "NOOP"}]})
+    result = ClosedLoop(sc, tmp_path / "run").run()
+    assert [c["fault"] for c in result.commands] == ["first attempt dropped", "first copy corrupted",
+                                                     "first attempt dropped"]
+    assert [f["command_index"] for f in result.faults] == [0, 1, 2]
+    assert all(c["outcome"] == "completed" for c in result.commands)
+    assert [c["attempts"] >= 2 for c in (result.commands[0], result.commands[2])] == [True, True]
+    handled = {c.name: c for c in evaluate(result)}["faults_handled"]
+    assert handled.passed and "3 of 3 faults detected and answered" in handled.detail, handled.detail

@@ -175,6 +175,18 @@ BAD_VALUES = [
      "outside the years a TLE's epoch can say"),
     (base(profile=None, orbit={"alt_km": 550, "inc_deg": 97, "epoch": float("nan")}), "orbit.epoch", "outside"),
     (base(compute={"real": True, "tiles_per_capture": 100_000_000}), "compute.tiles_per_capture", "outside [1, 65536]"),
+    # Found in audit: 1e308 tiles a second passed with infinite work and a summary strict JSON refuses; 1e12 s asked
+    # for 745 GiB (exit 3); a packet fault with no command after it never happened and the run passed
+    (base(compute={"tiles_per_s_at_maxn": 1e308}), "compute.tiles_per_s_at_maxn", "a board's throughput"),
+    (base(power={"platform_load_w": 1e9}), "power.platform_load_w", "outside [0, 5000]"),
+    (base(duration_s=1e12), "duration_s", "a run of at most 30 days"),
+    (base(duration_s=600, step_s=0.0005), "step_s", "0.0005 is below 0.01"),
+    (base(duration_s=86400, step_s=0.05), "step_s", "1.73e+06 steps of 0.05 s"),
+    (base(faults=[{"at_s": 100, "kind": "packet_drop"}, {"at_s": 200, "kind": "packet_corrupt"}],
+          commands=[{"at_s": 300, "command": "NOOP"}]), "faults[1]",
+     "a packet_corrupt at 200 s hits the next telecommand not hit already"),
+    (base(faults=[{"at_s": 500, "kind": "packet_drop"}], commands=[{"at_s": 300, "command": "NOOP"}]), "faults[0]",
+     "none left at or after it"),
 ]
 
 
