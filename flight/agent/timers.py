@@ -59,7 +59,9 @@ class Timers:
         fired = 0
         for timer in list(self._timers.values()):
             if timer.due_s <= now:
-                timer.late_s.append(now - timer.due_s)
+                # Lateness as it fires, after the callbacks before it in this pass (found in audit: read once a
+                # pass, a control tick behind housekeeping's 20 ms counted none of them: p99 11 ms for a true 23)
+                timer.late_s.append(self._clock.monotonic_s() - timer.due_s)
                 timer.due_s += timer.period_s
                 if timer.due_s <= now:
                     timer.due_s = now + timer.period_s
