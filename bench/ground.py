@@ -18,10 +18,12 @@ as the client decodes them before the archive sees them (decoding is not timed).
   the last partial chunk is still unsealed. ``archive_bytes_per_hk_packet_sealed``: the same
   after ``seal(force=True)``.
 - ``kill9_archive_lost_s``, ``kill9_archive_check``: a child process (``--kill9-child``, this
-  module) takes in HK packets at ``KILL9_RATE`` (20) packets/s, cycling through the four HK
-  packets, packet time = wall time, through ``ArchiveRecorder`` with its defaults (a commit
-  at least every 0.5 s, sealing after each flush) into an archive sealing every 16 packets (so
-  seals happen all through the run; the default 512 would not seal within seconds). It writes
+  module) takes in HK packets at ``KILL9_RATE`` (20) packets/s, cycling through the dictionary's
+  HK packets (seven), packet time = wall time, through ``ArchiveRecorder`` with its defaults (a commit
+  at least every 0.5 s, sealing after each flush) into an archive sealing every
+  ``KILL9_CHUNK_PACKETS`` (2) packets of a kind (so seals happen all through the run: at 16, about
+  eleven packets of each kind in 4 s sealed nothing, and the check said nothing of a kill during a
+  seal; found in audit). ``kill9_archive_hk_sealed``: the chunks sealed when it was killed. It writes
   to a pipe the packet time of each packet once ``recorder(item)`` returned. After
   ``KILL9_AFTER_S`` (4) seconds it is killed with SIGKILL by its pid. The archive is then
   reopened as it is (no repair step) and ``Archive.check()`` run ("ok", or its problems);
@@ -73,7 +75,7 @@ T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
 AGENT_HK = DICTIONARY.packet_by_name["AGENT_HK"]
 KILL9_RATE = 20.0
 KILL9_AFTER_S = 4.0
-KILL9_CHUNK_PACKETS = 16
+KILL9_CHUNK_PACKETS = 2  # per packet kind: seals within the 4 s run (at 16, none)
 ROOT = Path(__file__).resolve().parent.parent
 
 
