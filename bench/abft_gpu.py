@@ -8,7 +8,9 @@ protected cloud model uses), each algorithm choice and batch size forced: the ar
 question. bench/abft_ort_gpu.py runs the same model through onnxruntime's CUDA provider and
 the kernels it chooses, as a Jetson's worker does, where onnxruntime-gpu is installed.
 Needs ``torch`` (``pip install .[bench]``). Without a CUDA device it runs on the CPU, where the
-TF32 and cuDNN switches change nothing: one pass at batch 64 (``make bench`` runs it so).
+TF32 and cuDNN switches change nothing: one pass at batch 64 (``make bench`` runs it so), and the
+keys that would say TF32 say ``tf32_cpu_fp32`` (``flips/tf32_model/tf32_cpu_fp32``: the TF32
+tolerance under FP32 arithmetic) and ``tf32_vs_fp32_prob_max_abs_cpu_fp32_both``.
 
 - ``false_alarms/PRECISION_model/tf32_on|off/cudnn_benchmark_B/batchN``: [tiles flagged, tiles]
   over bench/radiation.py's clean tiles (held-out, procedural (each its own draw), uniform random,
@@ -231,12 +233,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch.backends.cudnn.benchmark = False
         for precision, tf32 in (("tf32", True), ("fp32", False)):
             set_tf32(torch, tf32)
-            out[f"flips/{precision}_model/tf32_{'on' if tf32 else 'off'}"] = flips(
+            # On the CPU TF32 changes nothing: the model with the TF32 tolerance is run in FP32, and named so (found
+            # in audit: "tf32_on" there was plain FP32)
+            arithmetic = ("on" if tf32 else "off") if gpu else "cpu_fp32"
+            out[f"flips/{precision}_model/tf32_{arithmetic}"] = flips(
                 graphs[precision], held, np.random.default_rng(args.seed + 7), 200 if args.quick else FLIPS)
         set_tf32(torch, False)
         reference = graphs["fp32"].run(held[:256])["probabilities"]
         set_tf32(torch, True)
-        out["tf32_vs_fp32_prob_max_abs"] = float(np.abs(graphs["tf32"].run(held[:256])["probabilities"] - reference).max())
+        out["tf32_vs_fp32_prob_max_abs" if gpu else "tf32_vs_fp32_prob_max_abs_cpu_fp32_both"] = float(np.abs(graphs["tf32"].run(held[:256])["probabilities"] - reference).max())
     out["bench_s"] = round(time.perf_counter() - t0, 1)
     return out
 
