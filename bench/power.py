@@ -27,6 +27,9 @@ floor); their floor violations still count.
   as the agent ended: both spend the same energy, and what the agent banked for tomorrow
   counts as the work the optimum made of it;
 - ``floor_violation_steps``: 60-s steps below the 30 % floor, summed over all feasible cases;
+- ``infeasible_floor_violation_steps``: the same over the cases no schedule keeps the floor in (not
+  even idling all day), the plan's and the baseline's: how each goes through a day it cannot win
+  (found in audit: these were in no figure);
 - ``by_gauge_step_pct``: the plan's figures above, and the feasible cases, for each resolution of the
   agent's fuel gauge;
 - ``plan_ms_p99``: one plan's solve time, p99 over every plan of every feasible case (this machine);
@@ -98,6 +101,9 @@ def main() -> dict[str, Any]:
     out: dict[str, Any] = {"cases": N_CASES, "cases_infeasible": N_CASES - len(feasible),
                            "cases_little_work": sum(r["little_work"] for r in feasible), "seed": SEED}
     out.update(_figures(rows, ""))
+    infeasible = [r for r in rows if not r["feasible"]]
+    out["infeasible_floor_violation_steps"] = {who: int(sum(r[f"{prefix}floor_violation_steps"] for r in infeasible))
+                                               for who, prefix in (("plan", ""), ("baseline", "baseline_"))}
     plan_ms = [ms for r in feasible for ms in r["plan_ms"]]
     out["plan_ms_p99"] = round(float(np.percentile(plan_ms, 99)), 2) if plan_ms else None
     out["plans"] = len(plan_ms)
