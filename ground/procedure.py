@@ -227,6 +227,10 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
     except Exception as exc:  # noqa: BLE001 - a fault in the procedure's code fails it, with its line
         log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {exc} (raised at {path.name}{_where_in(exc, path)})")
         return False
+    except SystemExit as exc:  # sys.exit() in a step: it did not run to its end (found in audit: exit 0, no verdict)
+        log(f"procedure {path.name}: FAILED: it called sys.exit({exc.code!r}) at {path.name}{_where_in(exc, path)}, "
+            "before its end; a procedure ends by returning, or fails by raising ProcedureFailed")
+        return False
     log(f"procedure {path.name}: PASSED ({proc.steps} steps)")
     return True
 

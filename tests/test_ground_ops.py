@@ -163,6 +163,9 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
     assert log[-1] == "procedure bad.py: FAILED: KeyError: 'first' (raised at bad.py:3)", log[-1]
     bad.write_text('"""\n"""\n\ndef run(proc):\n    pass\n')  # a blank docstring: an IndexError before (an audit)
     assert run_procedure_file(bad, client, log.append) and "procedure bad.py: " in log
+    bad.write_text("import sys\n\ndef run(proc):\n    sys.exit(0)\n")  # ended early: exit 0 and no verdict before
+    assert not run_procedure_file(bad, client, log.append)
+    assert log[-1].startswith("procedure bad.py: FAILED: it called sys.exit(0) at bad.py:4"), log[-1]
 
 
 @pytest.mark.req("GND-005")
