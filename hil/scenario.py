@@ -571,6 +571,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     commands = [_command(c, cmd, i, duration, real, agent == "sunlit" and commands_verified)
                 for i, cmd in enumerate(c.tables(raw, "commands"))]
     _packet_faults_hit_commands(c, faults, commands)
+    _sensor_faults_apart(c, faults)
 
     return Scenario(
         name=name,
@@ -868,6 +869,20 @@ def _packet_faults_hit_commands(c: _Checker, faults: list[FaultSpec], commands: 
             raise c.fail(f"faults[{i}]", f"a {f.kind} at {f.at_s:g} s hits the next telecommand not hit already, "
                                          "and [[commands]] has none left at or after it: add one, or drop the fault")
         del free[hit]
+
+
+def _sensor_faults_apart(c: _Checker, faults: list[FaultSpec]) -> None:
+    """A zone takes one sensor fault at a time: the harness keeps one per zone, and a second that began before the
+    first ended replaced it, cut short and then judged on its full length (found in audit)."""
+    ends: dict[str, tuple[int, float]] = {}
+    for i, f in sorted(enumerate(faults), key=lambda item: item[1].at_s):
+        if f.kind not in ("sensor_dropout", "sensor_stuck"):
+            continue
+        before = ends.get(f.zone)
+        if before is not None and f.at_s < before[1]:
+            raise c.fail(f"faults[{i}]", f"a {f.kind} of {f.zone} at {f.at_s:g} s begins before faults[{before[0]}] "
+                                         f"on that zone ends ({before[1]:g} s): one sensor fault a zone at a time")
+        ends[f.zone] = (i, f.at_s + f.duration_s)
 
 
 def _command(c: _Checker, cmd: dict[str, Any], i: int, duration_s: float, real: bool,

@@ -187,6 +187,9 @@ BAD_VALUES = [
      "a packet_corrupt at 200 s hits the next telecommand not hit already"),
     (base(faults=[{"at_s": 500, "kind": "packet_drop"}], commands=[{"at_s": 300, "command": "NOOP"}]), "faults[0]",
      "none left at or after it"),
+    (base(faults=[{"at_s": 100, "kind": "sensor_dropout", "zone": "tj-thermal", "duration_s": 200},
+                  {"at_s": 150, "kind": "sensor_stuck", "zone": "tj-thermal", "duration_s": 60, "value": 50}]),
+     "faults[1]", "begins before faults[0] on that zone ends (300 s)"),
 ]
 
 
