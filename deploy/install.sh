@@ -216,15 +216,11 @@ LINK_ASKED=$LINK_URL
 LINK_URL=${LINK_URL:-$DEFAULT_LINK}
 UART_OPT=${UART_OPT:-$(saved_choice uart)}
 # The GPU build of ONNX Runtime chosen before: an update with no --ort-* option must not swap it for the CPU
-# build (found in audit: push.sh HOST did). A wheel is kept in /opt/sunlit/wheels (below), an index here.
-if [ -z "$ORT_WHEEL" ] && [ -z "$ORT_INDEX" ]; then
-    SAVED_WHEEL=$(saved_choice ort_wheel)
-    if [ -n "$SAVED_WHEEL" ] && [ -f "$(T "$SAVED_WHEEL")" ]; then
-        ORT_WHEEL=$(T "$SAVED_WHEEL")
-    else
-        ORT_INDEX=$(saved_choice ort_index)
-    fi
-fi
+# build (found in audit: push.sh HOST did). A wheel is kept in /opt/sunlit/wheels (below), an index here; both
+# are used only where no --ort-* option is given and no wheel is found where install.sh looks (a newer one put
+# there wins: a review).
+SAVED_WHEEL=$(saved_choice ort_wheel)
+SAVED_INDEX=$(saved_choice ort_index)
 case "$LINK_URL" in
     *[[:space:]\"\\]*) die "--link $LINK_URL: a link URL has no spaces, quotes or backslashes" ;;
 esac
@@ -450,6 +446,11 @@ else
         ORT_SRC=$(find_wheel "$d")
         if [ -n "$ORT_SRC" ]; then ORT_KIND=gpu-wheel; info "found $ORT_SRC"; break; fi
     done
+    if [ "$ORT_KIND" = cpu ] && [ -n "$SAVED_WHEEL" ] && [ -f "$(T "$SAVED_WHEEL")" ]; then
+        ORT_KIND=gpu-wheel; ORT_SRC=$(T "$SAVED_WHEEL"); info "kept from before: $ORT_SRC"
+    elif [ "$ORT_KIND" = cpu ] && [ -n "$SAVED_INDEX" ]; then
+        ORT_KIND=gpu-index; ORT_SRC=$SAVED_INDEX; info "kept from before: --ort-index $ORT_SRC"
+    fi
 fi
 case "$ORT_KIND" in
     gpu-wheel) info "choice: NVIDIA's Jetson GPU build of ONNX Runtime, $(basename "$ORT_SRC")"; ORT_WANT="gpu-wheel $(sha256sum "$ORT_SRC" | cut -d' ' -f1)" ;;

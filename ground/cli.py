@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import os
 import sys
 import time

@@ -39,7 +39,8 @@ EXPECTED = {
     "brownout": "AGENT_STARTED (previous stop unclean) within 60 s of power returning; SAFE, then back to the "
                 "mode before (MODE_RECOVERED after recovery_clear_s, or a command) by the end of the run",
     "sensor_dropout": "SENSOR_MISSING naming the zone within a control period (or the zone still reported missing); "
-                      "SENSOR_RESTORED within sensor_restore_s and a control period after it is back for good",
+                      "SENSOR_RESTORED sensor_restore_s after it is back for good, give or take a step and two "
+                      "control periods",
     "sensor_stuck": "none possible (a plausible stuck value); protection from the hottest zone must hold: the "
                     "board never above the hard limit outside SAFE",
     "compute_hang": "COMPUTE_HUNG within compute_watchdog_s and COMPUTE_STARTED (a new worker) after it; a hang "
@@ -146,7 +147,8 @@ def judge(faults: Sequence[Mapping[str, Any]], tl: Timeline) -> list[FaultVerdic
             continue
         if f["kind"] == "sensor_dropout":
             restore_s = float(tl.params.get("sensor_restore_s", 0.0))
-            out.append(_judge_sensor_dropout(f, tl, _dropout_end_s(f, faults, restore_s)))
+            out.append(_judge_sensor_dropout(f, tl, _dropout_end_s(f, faults, restore_s, -tl.tick_s),
+                                             _dropout_end_s(f, faults, restore_s, tl.tick_s)))
             continue
         out.append(rule(f, tl))
     return _attribute_work(out, tl)
@@ -231,10 +233,13 @@ def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
                     response=f"SAFE at boot; {before} again {how}", recovered_at_s=float(back["rel_s"]))
 
 
-def _dropout_end_s(f: Mapping[str, Any], faults: Sequence[Mapping[str, Any]], restore_s: float) -> float:
+def _dropout_end_s(f: Mapping[str, Any], faults: Sequence[Mapping[str, Any]], restore_s: float,
+                   slack_s: float = 0.0) -> float:
     """When the zone of dropout ``f`` is back for good: the end of the last of the dropouts of that zone
     each beginning before the one before had read again for ``restore_s`` (the agent says SENSOR_RESTORED
-    only after that: a flapping zone is one dropout to it, counted in that event)."""
+    only after that: a flapping zone is one dropout to it, counted in that event). ``slack_s``: added to
+    that wait (the agent starts it at the first tick that reads the zone again, up to a tick late, and sees
+    the next dropout up to a tick late: the judge takes a next dropout within a tick of it either way)."""
     zone = str(f.get("zone", ""))
     end = float(f["at_s"]) + float(f.get("duration_s", 0.0))
     for g in sorted(faults, key=lambda g: float(g["at_s"])):
@@ -242,18 +247,22 @@ def _dropout_end_s(f: Mapping[str, Any], faults: Sequence[Mapping[str, Any]], re
             continue
         if str(g.get("note", "")).startswith("not applied") or float(g.get("duration_s", 0.0)) <= 0:
             continue
-        if float(g["at_s"]) >= end + restore_s:
+        if float(g["at_s"]) >= end + restore_s + slack_s:
             break
         end = max(end, float(g["at_s"]) + float(g["duration_s"]))
     return end
 
 
-def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | None = None) -> FaultVerdict:
-    """``back_s``: when the zone is back for good (:func:`_dropout_end_s`; default this dropout's end)."""
+def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | None = None,
+                          back_late_s: float | None = None) -> FaultVerdict:
+    """``back_s``: when the zone is back for good (:func:`_dropout_end_s`; default this dropout's end);
+    ``back_late_s``: the same where a next dropout within a tick of the agent's wait counts in it (the
+    agent may see it either way): a SENSOR_RESTORED after either is right."""
     at, dur, zone = float(f["at_s"]), float(f.get("duration_s", 0.0)), str(f.get("zone", ""))
     if dur <= 0:
         return FaultVerdict(f["kind"], at, "N/A", "lasted 0 s: no reading was ever missing")
     back = at + dur if back_s is None else back_s
+    back_late = back if back_late_s is None else max(back, back_late_s)
     restore = float(tl.params.get("sensor_restore_s", 0.0))
 
     def names_zone(e: Mapping[str, Any]) -> bool:
@@ -267,12 +276,13 @@ def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | No
             missing = said[-1]
     if missing is None:
         return _verdict(f, tl, False, f"no SENSOR_MISSING naming {zone} within {tl.tick_s:.0f} s", lost_until_s=at + dur)
-    if back + restore >= tl.end_s:
+    if back_late + restore >= tl.end_s:
         return _verdict(f, tl, True, "reported missing; the run ended before it was back for sensor_restore_s",
                         missing, response="reported missing", lost_until_s=tl.end_s)
     # Noticed back within a tick, then held for sensor_restore_s, said at the tick after: not before that
     # (the agent said it back early), nor later.
-    low, high = back + restore - (tl.step_s if restore > 0 else 0.0), back + restore + tl.tick_s + tl.control_period_s
+    low = back + restore - (tl.step_s if restore > 0 else 0.0)
+    high = back_late + restore + tl.tick_s + tl.control_period_s
     restored = tl.first("SENSOR_RESTORED", low, high, names_zone)
     if restored is None:
         return _verdict(f, tl, False, f"no SENSOR_RESTORED naming {zone} between {low - back:.0f} and "

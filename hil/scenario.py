@@ -570,7 +570,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     faults = [_fault(c, f, i, duration, board.thermal_zones, real) for i, f in enumerate(c.tables(raw, "faults"))]
     commands = [_command(c, cmd, i, duration, real, agent == "sunlit" and commands_verified)
                 for i, cmd in enumerate(c.tables(raw, "commands"))]
-    _packet_faults_hit_commands(c, faults, commands)
+    _packet_faults_hit_commands(c, faults, commands, step)
     _sensor_faults_apart(c, faults)
 
     return Scenario(
@@ -857,14 +857,19 @@ def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zone
     return FaultSpec(at_s, kind, duration, zone, value, energy)
 
 
-def _packet_faults_hit_commands(c: _Checker, faults: list[FaultSpec], commands: list[CommandSpec]) -> None:
+def _packet_faults_hit_commands(c: _Checker, faults: list[FaultSpec], commands: list[CommandSpec],
+                                step_s: float) -> None:
     """Each packet fault hits the next telecommand not hit already (hil/loop.py): one with none left to hit
-    would never happen, and was judged N/A while the run passed (found in audit)."""
-    free = sorted(cmd.at_s for cmd in commands)
+    would never happen, and was judged N/A while the run passed (found in audit). The loop flies whole steps,
+    a step's faults before its commands: a command a step takes is hit by a fault that step takes too."""
+    def step_of(at_s: float) -> int:
+        return math.ceil(at_s / step_s - 1e-9)
+
+    free = sorted(step_of(cmd.at_s) for cmd in commands)
     for i, f in sorted(enumerate(faults), key=lambda item: item[1].at_s):
         if f.kind not in ("packet_corrupt", "packet_drop"):
             continue
-        hit = next((k for k, at_s in enumerate(free) if at_s >= f.at_s), None)
+        hit = next((k for k, at in enumerate(free) if at >= step_of(f.at_s)), None)
         if hit is None:
             raise c.fail(f"faults[{i}]", f"a {f.kind} at {f.at_s:g} s hits the next telecommand not hit already, "
                                          "and [[commands]] has none left at or after it: add one, or drop the fault")

@@ -553,6 +553,16 @@ def test_an_index_given_once_is_kept_and_a_gpu_build_is_not_replaced_in_silence(
                                                   "ort_index=https://pypi.example.org/jp6/cu126\n")
     out = dry_run(root, source).stdout
     assert "onnxruntime-gpu from https://pypi.example.org/jp6/cu126" in out
+    # A wheel kept from before gives way to a newer one put where install.sh looks (a review), and so does an index
+    wheels = root / "opt/sunlit/wheels"
+    wheels.mkdir(parents=True)
+    for version in ("1.18.0", "1.20.0"):
+        (wheels / f"onnxruntime_gpu-{version}-{pytag()}-{pytag()}-linux_{os.uname().machine}.whl").write_bytes(b"x")
+    (root / "etc/sunlit/install.conf").write_text(
+        f"ort_wheel=/opt/sunlit/wheels/onnxruntime_gpu-1.18.0-{pytag()}-{pytag()}-linux_{os.uname().machine}.whl\n")
+    out = dry_run(root, source).stdout
+    assert "onnxruntime_gpu-1.20.0" in out and "kept from before" not in out, out
+    shutil.rmtree(wheels)
     (root / "etc/sunlit/install.conf").write_text("board=\n")
     (root / "opt/sunlit/venv").mkdir(parents=True)
     (root / "opt/sunlit/venv/.sunlit-ort").write_text("gpu-index https://pypi.example.org/jp6/cu126\n")

@@ -187,6 +187,8 @@ BAD_VALUES = [
      "a packet_corrupt at 200 s hits the next telecommand not hit already"),
     (base(faults=[{"at_s": 500, "kind": "packet_drop"}], commands=[{"at_s": 300, "command": "NOOP"}]), "faults[0]",
      "none left at or after it"),
+    (base(faults=[{"at_s": 25, "kind": "packet_drop"}], commands=[{"at_s": 12, "command": "NOOP"}]), "faults[0]",
+     "none left at or after it"),  # steps of 10 s: the command goes at 20 s, the fault comes at 30 s
     (base(faults=[{"at_s": 100, "kind": "sensor_dropout", "zone": "tj-thermal", "duration_s": 200},
                   {"at_s": 150, "kind": "sensor_stuck", "zone": "tj-thermal", "duration_s": 60, "value": 50}]),
      "faults[1]", "begins before faults[0] on that zone ends (300 s)"),
@@ -202,6 +204,15 @@ def test_a_bad_value_is_an_error_naming_the_key(raw, key, says, tmp_path):
     assert err.key == key, str(err)
     assert str(err).startswith(f"{SOURCE}: {key}: "), str(err)
     assert says in str(err)
+
+
+@pytest.mark.req("HIL-008")
+def test_a_packet_fault_hits_a_command_the_same_step_takes():
+    """The loop flies whole steps, each step's faults before its commands: a fault at 15 s hits a command at 12 s
+    when steps are 10 s (both taken at 20 s); refused before, though the loop would hit it (a review)."""
+    sc = parse_scenario(base(faults=[{"at_s": 15, "kind": "packet_drop"}], commands=[{"at_s": 12, "command": "NOOP"}]),
+                        SOURCE)
+    assert [f.kind for f in sc.faults] == ["packet_drop"]
 
 
 def test_what_the_modelled_mode_refuses_is_refused_only_where_it_would_fail():

@@ -71,7 +71,7 @@ from flight.storage import DirectoryLock
 
 WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the compute directory (sent on command)
 WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log past this is rotated, at a start or a minute's look
-WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<UTC>.log, each sent once by file_auto_downlink), the newest
+WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<seq>-<UTC>.log, each sent once by file_auto_downlink), the newest
 LOG_LOOK_S = 60.0  # agent time between looks at a running worker's log size
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
@@ -226,7 +226,7 @@ class ComputeSupervisor(Component):
         return self.proc is not None and self.proc.poll() is None
 
     def _rotate_log(self, running: bool = True) -> None:
-        """Past WORKER_LOG_MAX_BYTES the worker's log becomes ``logs/worker-<UTC>.log`` and starts again, the
+        """Past WORKER_LOG_MAX_BYTES the worker's log becomes ``logs/worker-<seq>-<UTC>.log`` and starts again, the
         newest WORKER_LOGS_KEPT such kept: bounded however long a worker runs (found in review: rotated only at
         a start, a worker running for weeks grew it without end), and each rotated one a new name, which the
         automatic downlink sends once. A running worker appends (O_APPEND): its log is copied, then cut to

@@ -235,7 +235,8 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     if admission is not state.admission:
         after = (Emit("ADMISSION_CHANGED", {"old": state.admission.value, "new": admission.value, "reason": reason}),)
     new_state = replace(state, governor=governor, sensors_down=sensors_down, contact_lost=contact_lost,
-                        admission=admission, plan=plan, temp_rate_c_per_min=rate, power_mode_index=index, thermal_base=base)
+                        admission=admission, plan=plan, temp_rate_c_per_min=rate, power_mode_index=index,
+                        thermal_base=base)
     return ControlOutput(new_state, tuple(actions), mode, clear_faults, thermal, decision, power_mode, index,
                          admission, reason, after, temp_max)
 

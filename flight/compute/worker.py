@@ -1880,16 +1880,9 @@ class Worker:
             self._proven(job.model, model)
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
-
-            def screened(name: str) -> str | None:
-                try:
-                    return hashlib.sha256((done / name).read_bytes()).hexdigest()
-                except FileNotFoundError:
-                    return None
-                except OSError:
-                    return ""
-
-            os.replace(path, done / _free_name(screened, lambda suffix: f"{path.stem}{suffix}{path.suffix}", digest))
+            # Under its own name, an earlier input of that name replaced: the agent's clean-up of uplinked inputs
+            # (flight/agent/files.py) knows it by that name (a review: under a name of its own it was never cleaned)
+            os.replace(path, done / path.name)
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -2628,7 +2621,7 @@ def _free_name(taken: Callable[[str], str | None], name_for: Callable[[str], str
     the SHA-256 of the input behind a name in use ("" unknown), None for a free one. One whose input has
     ``sha256`` is this input's again (screened anew after a restart between its product and its move to
     done/): replaced, as before. Why: a camera that names its files again (scene.npy each pass) had each
-    product, and its input in done/, overwrite the one before, unsaid (found in audit)."""
+    product overwrite the one before, unsaid (found in audit)."""
     for n in range(1, SAME_NAME_MAX + 1):
         name = name_for("" if n == 1 else f"-{n}")
         held = taken(name)
