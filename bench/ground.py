@@ -87,6 +87,7 @@ def _agent_hk(codec: Codec, n: int, seed: int = 1) -> list[Received]:
     out = []
     for i in range(n):
         values = {
+            **_hk_values(AGENT_HK, i),  # every channel the packet has (found: a channel added since broke this bench)
             "mode": "IDLE", "boot_count": 12, "uptime_s": 3600.0 + i, "dict_hash": DICTIONARY.version_hash,
             "cmd_accepted": i // 60, "cmd_rejected": 0, "cmd_executed": i // 60, "cmd_failed": 0,
             "internal_errors": 0, "tc_received": i // 60, "tc_bad_packets": 0, "tc_duplicates": 0,

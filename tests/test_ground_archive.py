@@ -1308,3 +1308,13 @@ def test_a_bound_an_operator_changes_leaves_the_others_following_their_parameter
     archive = Archive(tmp_path / "a.sqlite")
     limits = archive.limits("contact_age_s")  # the archive's own reading: the parameter's default, no report kept
     assert limits.crit_high == 1e6 and limits.warn_high == DICTIONARY.parameter_defaults["contact_timeout_s"]
+
+
+@pytest.mark.req("GND-006", "GND-009")
+def test_the_benchmarks_synthetic_housekeeping_is_whole_packets_of_the_dictionary_as_it_is():
+    """bench.ground builds AGENT_HK packets of its own: a channel added to the dictionary since broke it (a
+    TelemetryError, found running it). What it makes must encode as the packet now stands."""
+    from bench.ground import _agent_hk
+
+    items = _agent_hk(Codec(DICTIONARY), 2)
+    assert len(items) == 2 and set(items[0].record.values) == set(DICTIONARY.packet_by_name["AGENT_HK"].channels)
