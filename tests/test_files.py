@@ -319,24 +319,28 @@ def test_a_file_coming_in_whose_sender_never_continues_fails_inactivity_s_after_
     assert not list((tmp_path / "b/.partial").glob("*.part"))
 
 
+def _losing(carry, start: int, end: int):
+    """``carry`` that loses the file data from ``start`` to ``end`` (bytes) on the way, every time it is sent."""
+    from spacepackets.cfdp.pdu import PduFactory
+
+    def lossy(pdu: bytes, to: FileEntity) -> None:
+        x = PduFactory.from_raw(pdu)
+        if x.pdu_type.name == "FILE_DATA" and start <= x.offset < end:
+            return
+        carry(pdu, to)
+
+    return lossy
+
+
 @pytest.mark.req("FIL-002", "FIL-007")
 def test_a_transfer_that_ends_with_data_missing_leaves_nothing_for_the_next_ones(tmp_path):
     """Found in audit: cfdp-py 0.7 shares one lost-segment tracker among all transactions of a process, so the gaps
     of a transfer cancelled with data missing were asked for again at the EOF of every later one, each ending
     NAK_LIMIT_REACHED after three restarts. Later files on a clean link now arrive whole, at the first try."""
-    from spacepackets.cfdp.pdu import PduFactory
-
     pair = Pair(tmp_path)
     (tmp_path / "b/products/big.npz").write_bytes(os.urandom(400_000))
     clean = pair.carry
-
-    def lossy(pdu: bytes, to: FileEntity) -> None:  # 200 to 300 kB lost on the way down
-        x = PduFactory.from_raw(pdu)
-        if x.pdu_type.name == "FILE_DATA" and 200_000 <= x.offset < 300_000:
-            return
-        clean(pdu, to)
-
-    pair.carry = lossy
+    pair.carry = _losing(clean, 200_000, 300_000)
     big = pair.board.put("products/big.npz", "downlink/big.npz")
     pair.run(12.0, stop_when_idle=False)  # the gap seen: the ground asks for it
     pair.board.cancel(big.id)
@@ -358,19 +362,9 @@ def test_a_transfer_that_ends_with_data_missing_leaves_nothing_for_the_next_ones
 def test_a_sender_cancelling_while_the_receiver_asks_for_missing_data_ends_it_there_at_once(tmp_path):
     """Found in audit: the EOF(cancel) that came while the receiver asked for missing data was taken as a repeated
     EOF and dropped; it asked on for 100 s, holding its slot and partial file, and ended NAK_LIMIT_REACHED."""
-    from spacepackets.cfdp.pdu import PduFactory
-
     pair = Pair(tmp_path)
     (tmp_path / "b/products/big.npz").write_bytes(os.urandom(400_000))
-    clean = pair.carry
-
-    def lossy(pdu: bytes, to: FileEntity) -> None:
-        x = PduFactory.from_raw(pdu)
-        if x.pdu_type.name == "FILE_DATA" and 200_000 <= x.offset < 300_000:
-            return
-        clean(pdu, to)
-
-    pair.carry = lossy
+    pair.carry = _losing(pair.carry, 200_000, 300_000)
     big = pair.board.put("products/big.npz", "downlink/big.npz")
     pair.run(12.0, stop_when_idle=False)
     [coming] = [t for t in pair.ground.list() if t.direction == "in"]
