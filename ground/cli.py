@@ -133,10 +133,12 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 print(f"  {_stamp()} {command.name}: waiting for a second operator's approval "
                       f"(queue entry {e['id']}: sunlit-ground approve {e['id']})", flush=True)
 
-        print(f"  {_stamp()} {command.name}: {'to the server' if not args.direct else 'sent'} {json.dumps(values)}",
-              flush=True)
         kwargs: dict[str, Any] = {"on_entry": entry} if isinstance(client, ServerClient) else {}
         try:
+            # Said inside: a Ctrl-C once "sent" is on the screen is an unknown outcome, never "interrupted" with
+            # exit 1 (seen in CI: it landed between this line and the send)
+            print(f"  {_stamp()} {command.name}: {'to the server' if not args.direct else 'sent'} "
+                  f"{json.dumps(values)}", flush=True)
             result = client.send(command.name, values, wait=args.wait, timeout_s=args.timeout, on_report=show,
                                  ack_flags=ack_flags, **kwargs)
         except CommandOutcomeUnknown as exc:
