@@ -4,7 +4,9 @@
 entity 2, ``flight/agent/files.py``) over a file area on the ground::
 
     <area>/uplink/     copies of the files the operators send (one per transfer, removed once it ends)
-    <area>/downlink/   what the agent sends: downlink/<its name>, e.g. downlink/products/job-3.json
+    <area>/downlink/   what the agent sends: downlink/<its name>, e.g. downlink/products/job-3.json; a file
+                       a later one of its name with other bytes would replace is kept beside it, as
+                       downlink/products/job-3+2.json (:func:`aside_name`), its records following it
     <area>/.partial/   files coming in, until whole and checked (the entity's)
 
 and feeds it from a :class:`~ground.client.GroundClient`: each TM(141,1) on APID FILES goes to
@@ -53,9 +55,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.files.entity import FILE_BACKLOG_S, EntityConfig, FileEntity, FileError, Transfer
-from flight.files.filestore import MAX_DEPTH, PARTIAL_DIR, NameRefused, check_file_name, resolve
+from flight.files.filestore import MAX_DEPTH, MAX_NAME_LEN, PART_CHARS, PARTIAL_DIR, NameRefused, check_file_name, \
+    check_name, resolve
 from flight.link.messages import Codec, EventRecord
-from flight.storage import CorruptFile, install_file, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, fsync_path, install_file, read_checked_json, write_checked_json
 from ground.client import GroundClient
 from ground.receipts import PRODUCTS_DIR, is_product_name, product_verdict
 
@@ -78,6 +81,7 @@ KEEP_SETTLED = 200             # settled records kept in memory (the archive kee
 STATE_FILE = ".ground-files.json"
 STATE_SCHEMA = 1
 SETTLED = frozenset({"done", "failed", "cancelled"})
+ASIDE_MAX = 10_000              # earlier files of one name kept beside it (aside_name's +2 ... +9999)
 KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
 
 
@@ -144,7 +148,24 @@ class _Pending:
 
 
 class FileGone(FileError):
-    """A file that came down is no longer on the ground as it came: a later transfer of its name replaced it."""
+    """A file that came down is no longer on the ground as it came (changed or replaced in the file area
+    other than by a transfer: a transfer of its name keeps it, :func:`aside_name`)."""
+
+
+def aside_name(name: str, n: int) -> str:
+    """``name`` with ``+n`` before its last suffix (``downlink/logs/agent.log``, 2: ``downlink/logs/agent+2.log``),
+    the stem cut where the result would pass a name's limits: where the ground keeps a file that came down
+    when a later one of its name with other bytes takes its place. Why keep it: the board names its products
+    again once the first of a name is cleaned up after its downlink (flight/compute/worker.py ``_free_name``),
+    and the ground's copy was then the only one left (found in audit)."""
+    head, _, last = name.rpartition("/")
+    stem, suffix = os.path.splitext(last)
+    tag = f"+{n}"
+    if not stem or len(suffix) > PART_CHARS // 2:
+        stem, suffix = last, ""
+    over = max(len(stem) + len(tag) + len(suffix) - PART_CHARS, len(name) + len(tag) - MAX_NAME_LEN, 0)
+    part = stem[:max(1, len(stem) - over)] + tag + suffix
+    return f"{head}/{part}" if head else part
 
 
 def check_remote(name: Any, direction: str) -> str:
@@ -231,7 +252,7 @@ class GroundFiles:
         self._load()
         self.entity = FileEntity(local_id, peer_id, self.area, clock_s, read_tops=frozenset({UPLINK_DIR}),
                                  write_tops=frozenset({DOWNLINK_DIR}), state_path=self.area / ".transfers.json",
-                                 config=config, on_change=self._entity_changed)
+                                 config=config, on_change=self._entity_changed, before_install=self._set_aside)
         self._reconcile()
         client.file_sink = self._pdu_in
         client.listeners.append(self._heard)
@@ -339,15 +360,9 @@ class GroundFiles:
             st = None
         if st is None or not path.is_file():
             raise FileError(f"transfer {record.id}: {record.local} is no longer in the file area")
-        # Every transfer of a name lands at downlink/<name>: found in audit, an older record served the newer
-        # file under its own SHA-256. The file is the record's while it is the one put in place (inode, size,
-        # mtime), or, where it is not (or a record from before stamps), while its SHA-256 is the record's.
-        if record.stamp is not None and [st.st_ino, st.st_size, st.st_mtime_ns] == list(record.stamp):
-            return path
-        if (record.size is not None and st.st_size != record.size) or not record.sha256 \
-                or sha256_file(path) != record.sha256:
-            raise FileGone(f"transfer {record.id}: {record.local} now holds a later transfer of that name, not the "
-                           "file this one brought down (fetch the newer transfer, or get the file again)")
+        if not _holds(record, path, st):
+            raise FileGone(f"transfer {record.id}: {record.local} no longer holds the file this transfer brought down "
+                           "(changed in the file area since; get the file again)")
         return path
 
     # --- other threads --------------------------------------------------------------------------
@@ -468,6 +483,37 @@ class GroundFiles:
             if rid not in self.records:
                 return rid
 
+    def _set_aside(self, name: str, sha256: str) -> None:
+        """The entity's ``before_install``: a file that came down, ``sha256``, is about to be put at ``name``. What
+        ``name`` holds, if other bytes, is kept at the first free :func:`aside_name` (a hard link: the old bytes
+        stay reachable at every moment, a power cut included) and the records whose file it is follow it.
+        OSError (no free name, the link refused): the new file is refused, and the sender told."""
+        path = resolve(self.area, name, frozenset({DOWNLINK_DIR}), "destination")
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        if not path.is_file() or path.is_symlink() or sha256_file(path) == sha256:
+            return  # nothing kept there, or the same bytes again
+        for n in range(2, ASIDE_MAX):
+            aside = aside_name(name, n)
+            try:
+                check_name(aside, frozenset({DOWNLINK_DIR}), "destination")
+                os.link(path, self.area / aside)  # fails where the name is taken: never one kept before
+            except FileExistsError:
+                continue
+            except NameRefused as exc:
+                raise OSError(f"{name}: cannot keep the file there beside it ({exc})") from None
+            break
+        else:
+            raise OSError(f"{name}: {ASIDE_MAX - 2} earlier files of that name are kept already")
+        fsync_path(path.parent)
+        for record in list(self.records.values()):
+            if record.direction == "down" and record.state == "done" and record.local == name \
+                    and _holds(record, path, st):
+                record.local = aside  # same inode, size and mtime: its stamp holds
+                self._store(record, state_changed=True, keep_place=True)
+
     def _entity_changed(self, what: str, t: Transfer | None) -> None:
         if t is not None:
             self._sync(t, what)
@@ -560,10 +606,13 @@ class GroundFiles:
             return {"vouched": False, "verdict": f"NOT VOUCHED: {record.remote} is no longer on the ground"}
         return product_verdict(path, record.remote)
 
-    def _store(self, record: FileRecord, state_changed: bool) -> None:
+    def _store(self, record: FileRecord, state_changed: bool, keep_place: bool = False) -> None:
+        """``keep_place``: a record changed by something else than its transfer (its file kept aside) keeps its
+        place among the records (the newest last)."""
         record.rev += 1
         self.records[record.id] = record
-        self.records.move_to_end(record.id)
+        if not keep_place:
+            self.records.move_to_end(record.id)
         settled = [rid for rid, r in self.records.items() if r.settled]
         for rid in settled[:max(0, len(settled) - KEEP_SETTLED)]:
             del self.records[rid]
@@ -731,6 +780,16 @@ def sha256_file(path: Path | str) -> str:
     return h.hexdigest()
 
 
+def _holds(record: FileRecord, path: Path, st: os.stat_result) -> bool:
+    """Whether ``path`` (``st``: its stat) is the file ``record`` brought down: the one put in place (inode, size,
+    mtime), or, where it is not (or a record from before stamps), one with the record's SHA-256 (found in audit:
+    an older record served a newer file of its name under its own SHA-256)."""
+    if record.stamp is not None and [st.st_ino, st.st_size, st.st_mtime_ns] == list(record.stamp):
+        return True
+    return not (record.size is not None and st.st_size != record.size) and bool(record.sha256) \
+        and sha256_file(path) == record.sha256
+
+
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
@@ -740,4 +799,4 @@ def _unlink(path: Path) -> None:
 
 __all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS",
            "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError", "FileGone",
-           "FileRecord", "GroundFiles", "check_remote", "client_sender", "sha256_file"]
+           "FileRecord", "GroundFiles", "aside_name", "check_remote", "client_sender", "sha256_file"]

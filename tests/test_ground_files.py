@@ -240,15 +240,17 @@ def test_transfers_in_progress_survive_a_ground_restart(pair, tmp_path):
 
 
 @pytest.mark.req("GND-051")
-def test_a_transfer_whose_file_a_later_one_of_its_name_replaced_no_longer_serves_it(pair):
-    """Found in audit: every transfer of a name lands at downlink/<name>, so an older record served the newer
-    bytes under its own SHA-256. Its file is served only while it is the one it brought down."""
+def test_a_later_transfer_of_a_name_keeps_the_earlier_file_beside_it_and_its_record_follows(pair):
+    """Found in audit: every transfer of a name landed at downlink/<name> and replaced the file there, so the
+    board naming a product again once the first of that name was cleaned up left the ground without the
+    first. A file of other bytes is kept beside it (+2, +3...), its record following; the same bytes again
+    replace it; a file changed in the file area since it came is no longer served for its transfer."""
     from ground.files import FileGone
 
     files, standin, clock, client = pair
-    one, two = os.urandom(5000), os.urandom(7000)
+    one, two, three = os.urandom(5000), os.urandom(7000), os.urandom(6000)
     records = []
-    for data in (one, two, two):
+    for data in (one, two, two, three):
         (standin.root / "logs").mkdir(exist_ok=True)
         (standin.root / "logs/agent.log").write_bytes(data)
         standin.entity.put("logs/agent.log", "downlink/logs/agent.log")
@@ -256,15 +258,43 @@ def test_a_transfer_whose_file_a_later_one_of_its_name_replaced_no_longer_serves
         records.append(next(r for r in reversed(files.records.values()) if r.state == "done"))
         if len(records) == 1:
             assert files.path_of(records[0]).read_bytes() == one  # its own file while it is there
-    first, second, third = records
-    assert len({first.id, second.id, third.id}) == 3 and first.stamp and second.stamp != first.stamp
-    with pytest.raises(FileGone, match=f"transfer {first.id}: downlink/logs/agent.log now holds a later transfer"):
-        files.path_of(first)
-    assert files.path_of(third).read_bytes() == two
-    assert files.path_of(second).read_bytes() == two  # replaced by the same bytes: its SHA-256 still holds
-    legacy = FileRecord.from_json({**first.to_json(), "stamp": None})  # a record from before stamps
-    with pytest.raises(FileGone):
-        files.path_of(legacy)
+    first, second, third, fourth = (files.records[r.id] for r in records)
+    assert len({first.id, second.id, third.id, fourth.id}) == 4
+    assert first.local == "downlink/logs/agent+2.log" and files.path_of(first).read_bytes() == one
+    assert second.local == third.local == "downlink/logs/agent+3.log"  # the same bytes: one file, both its
+    assert files.path_of(second).read_bytes() == files.path_of(third).read_bytes() == two
+    assert fourth.local == "downlink/logs/agent.log" and files.path_of(fourth).read_bytes() == three
+    kept = sorted(p.name for p in (files.area / "downlink/logs").iterdir())
+    assert kept == ["agent+2.log", "agent+3.log", "agent.log"]
+    assert [r.id for r in files.records.values() if r.state == "done"][-4:] == [r.id for r in records]  # in order
+    files.close()
+    again = GroundFiles(client, files.area, clock_s=clock, rate_bps=200_000.0, los_s=5.0)  # kept across a restart
+    try:
+        assert again.path_of(again.records[first.id]).read_bytes() == one
+        (files.area / "downlink/logs/agent+2.log").write_bytes(os.urandom(5000))  # changed in the file area
+        with pytest.raises(FileGone, match=f"transfer {first.id}: downlink/logs/agent\\+2.log no longer holds"):
+            again.path_of(again.records[first.id])
+        legacy = FileRecord.from_json({**fourth.to_json(), "stamp": None})  # a record from before stamps
+        assert again.path_of(legacy).read_bytes() == three  # its SHA-256 still holds
+    finally:
+        again.close()
+
+
+@pytest.mark.req("GND-051")
+def test_names_kept_beside_a_file_stay_within_the_name_rules():
+    from flight.files.filestore import MAX_NAME_LEN, PART_CHARS, check_name
+    from ground.files import aside_name
+
+    assert aside_name("downlink/products/job00012-scene.npz", 2) == "downlink/products/job00012-scene+2.npz"
+    assert aside_name("downlink/logs/agent", 11) == "downlink/logs/agent+11"
+    assert aside_name("downlink/a/model.v2.onnx", 3) == "downlink/a/model.v2+3.onnx"
+    long_part = "downlink/p/" + "x" * (PART_CHARS - 4) + ".npz"
+    deep = "downlink/" + "/".join(["d" * 60] * 2) + "/" + "y" * (MAX_NAME_LEN - 9 - 122 - 5) + ".json"
+    for name in (long_part, deep, "downlink/p/" + "z" * PART_CHARS):
+        check_name(name, None)
+        for n in (2, 9999):
+            made = aside_name(name, n)
+            assert check_name(made, None) == made and made.endswith(f"+{n}" + os.path.splitext(name)[1])
 
 
 @pytest.mark.req("GND-053")

@@ -217,9 +217,11 @@ def test_a_double_click_on_the_files_panel_sends_each_request_once(standin_groun
 
 
 @pytest.mark.req("GND-051", "GND-057")
-def test_a_file_a_later_transfer_of_its_name_replaced_is_refused_and_not_offered(standin_ground, pages):  # noqa: F811
+def test_a_file_a_later_transfer_of_its_name_would_replace_is_kept_and_offered_and_a_changed_one_refused(
+        standin_ground, pages):  # noqa: F811
     """Found in audit: the older transfer's content route (its Save link) served the newer file under the older
-    SHA-256. It answers 410 saying so, and the panel offers Save on the newest of a name only."""
+    SHA-256; since, a later transfer of the name keeps the older file beside it (+2), and both are offered, each
+    its own. A file changed in the file area since it came is refused for its transfer, 410, saying so."""
     from tests.test_ground_server import http, login
 
     server, standin = standin_ground
@@ -235,10 +237,11 @@ def test_a_file_a_later_transfer_of_its_name_replaced_is_refused_and_not_offered
     expect(page.locator("#file-table tr[data-direction=down][data-state=done]")).to_have_count(2)
     second = next(i for i in (rows.nth(0).get_attribute("id"), rows.nth(1).get_attribute("id"))
                   if i != f"file-{first}")[len("file-"):]
+    for record, data in ((first, one), (second, two)):
+        status, _, headers = http(server, "GET", f"/api/files/{record}/content?spacecraft={SC}", token=token)
+        assert status == 200 and headers["X-Sunlit-SHA256"] == hashlib.sha256(data).hexdigest()
+        expect(page.locator(f"#file-{record} a.file-save")).to_have_count(1)
+    expect(page.locator(f"#file-{first} td.file")).to_have_attribute("title", "ground: downlink/logs/agent+2.log")
+    (server.files_dir / SC / "downlink/logs/agent+2.log").write_bytes(b"3" + os.urandom(5000))  # changed here
     status, answer, _ = http(server, "GET", f"/api/files/{first}/content?spacecraft={SC}", token=token)
-    assert status == 410 and answer["code"] == "FILE_GONE" and "now holds a later transfer" in answer["error"]
-    status, _, headers = http(server, "GET", f"/api/files/{second}/content?spacecraft={SC}", token=token)
-    assert status == 200 and headers["X-Sunlit-SHA256"] == hashlib.sha256(two).hexdigest()
-    expect(page.locator(f"#file-{second} a.file-save")).to_have_count(1)
-    expect(page.locator(f"#file-{first} a.file-save")).to_have_count(0)
-    expect(page.locator(f"#file-{first} td.actions")).to_have_text(f"replaced by {second}")
+    assert status == 410 and answer["code"] == "FILE_GONE" and "no longer holds the file" in answer["error"]

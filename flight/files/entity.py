@@ -293,9 +293,13 @@ class FileEntity:
                  read_tops: frozenset[str] | None = None, write_tops: frozenset[str] | None = None,
                  state_path: Path | str | None = None, config: EntityConfig | None = None,
                  on_change: Callable[[str, Transfer | None], None] | None = None,
-                 utc_s: Callable[[], float] = time.time):
+                 utc_s: Callable[[], float] = time.time,
+                 before_install: Callable[[str, str], None] | None = None):
         """``clock_s``: the owner's monotonic seconds; ``utc_s``: its UTC, for the record. ``read_tops``/``write_tops``: the top
-        directories under ``root`` it may send from / receive into (None: any)."""
+        directories under ``root`` it may send from / receive into (None: any). ``before_install(name, sha256)``:
+        called when a file received whole and checked is about to replace whatever ``name`` holds, so the owner
+        can keep that (the ground keeps every file that came down: ground/files.py); an OSError from it refuses
+        the file, said to the sender. None: the new file replaces the old (the agent's uploads)."""
         self.local_id, self.peer_id = int(local_id), int(peer_id)
         self.root = Path(root)
         self.read_tops, self.write_tops = read_tops, write_tops
@@ -303,6 +307,7 @@ class FileEntity:
         self._clock_s = clock_s
         self._utc_s = utc_s
         self._on_change = on_change or (lambda what, transfer: None)
+        self._before_install = before_install
         self._state_path = Path(state_path) if state_path is not None else None
         self.suspended = False
         self._suspended_total = 0.0
@@ -829,6 +834,8 @@ class FileEntity:
                 self._refuse_received(entry, fp, ConditionCode.FILE_CHECKSUM_FAILURE, FileStatus.DISCARDED_DELIBERATELY,
                                       f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
                 return
+            if self._before_install is not None:
+                self._before_install(entry.vfs.dest_name or "", sha)
             install_file(entry.vfs.partial, final)
         except (OSError, NameRefused) as exc:
             self._refuse_received(entry, fp, ConditionCode.FILESTORE_REJECTION,

@@ -1041,7 +1041,7 @@ function setFile(c, rec) {
   }
   if (c.id !== S.current) return;
   const row = document.getElementById(`file-${rec.id}`);
-  if (row && old && old.state === rec.state) fillFileRow(row, rec); else renderFiles(c);
+  if (row && old && old.state === rec.state && old.local === rec.local) fillFileRow(row, rec); else renderFiles(c);
 }
 
 // In progress first (oldest first), then the settled ones, newest first.
@@ -1080,8 +1080,8 @@ function fileRow(c, r) {
                                  disabled: FILE_CANCELLING.has(`${c.id}/${r.id}`),
                                  onclick: () => cancelFile(c.id, r.id)}));
   } else if (r.direction === "down" && r.state === "done") {
-    // Every transfer of a name lands at downlink/<name>: a later one replaced this one's file (found in audit:
-    // Save fetched the newer file; the server now refuses it, 410).
+    // A later transfer of the name keeps this one's file beside it (its record follows: another local); one that
+    // still names the same file as a later one no longer holds its own (changed in the file area: 410).
     const later = [...c.files.values()].find((o) => o.id !== r.id && o.direction === "down" && o.state === "done"
       && o.local === r.local && (o.finished_s || 0) > (r.finished_s || 0));
     if (later) actions.append(`replaced by ${later.id}`);
