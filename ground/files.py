@@ -635,7 +635,11 @@ class GroundFiles:
                 outcome = pending.poll()
             except Exception as exc:  # noqa: BLE001 - a queue entry gone: the request says so
                 outcome = CommandOutcome(True, False, {}, f"{type(exc).__name__}: {exc}")
-            if record is None or outcome is None:
+            if record is None:  # left memory (past KEEP_SETTLED): followed to its end, then dropped (an audit)
+                if outcome is not None and outcome.final:
+                    del self._pending[rid]
+                continue
+            if outcome is None:
                 continue
             if pending.what == "cancel":
                 if outcome.final:

@@ -514,3 +514,36 @@ def test_the_ground_queues_no_more_than_a_quarter_second_of_a_serial_line_ahead_
         os.close(slave)
         os.close(master)
         reader.join(5)
+
+
+@pytest.mark.req("GND-051")
+def test_a_command_still_on_its_way_for_a_record_no_longer_kept_is_followed_to_its_end_then_dropped(tmp_path,
+                                                                                                     monkeypatch):
+    """Found in audit: a FILE_CANCEL still on its way when its record left memory (past KEEP_SETTLED settled
+    ones) was polled at every turn for ever, and its entry never dropped."""
+    import ground.files as ground_files
+    from ground.files import CommandOutcome
+
+    answers: dict[str, CommandOutcome | None] = {}
+
+    def send(name: str, args: dict, who: str):
+        answers[name] = None
+        return lambda: answers[name]
+
+    monkeypatch.setattr(ground_files, "KEEP_SETTLED", 0)  # a settled record leaves memory at once
+    client = GroundClient(MemoryLink().ground)
+    files = GroundFiles(client, tmp_path / "ground", clock_s=Clock(), send_command=send)
+    try:
+        record = files.get("products/a.npz")
+        answers["FILE_DOWNLINK"] = CommandOutcome(True, True, {"transfer": "out-7", "bytes": 10}, "completed")
+        files.service()
+        assert files.records[record.id].state == "queued"
+        files.cancel(record.id)
+        files.service()
+        assert record.id not in files.records and record.id in files._pending  # noqa: SLF001 - still followed
+        answers["FILE_CANCEL"] = CommandOutcome(True, True, {}, "completed")
+        files.service()
+        assert not files._pending  # noqa: SLF001
+    finally:
+        files.close()
+        client.close()
