@@ -249,6 +249,27 @@ def test_a_finite_but_out_of_range_gradient_is_refused_by_the_ratio_to_the_recen
 
 
 @pytest.mark.req("RAD-109")
+def test_an_upset_in_a_jobs_first_steps_is_refused_and_does_not_switch_the_ratio_off_for_later_ones():
+    """Found in audit: before 8 steps were accepted only finiteness and the absolute bound applied, and an upset
+    accepted there raised the largest norm ever accepted for good: the same upset at step 250 then passed too."""
+    x, y = _synthetic()
+    trainer = Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1)
+    for k in range(3):
+        trainer.step(x[k * 16:k * 16 + 16], y[k * 16:k * 16 + 16])
+    bad = x[:16].copy()
+    flip(bad, int(np.flatnonzero(np.abs(bad.reshape(-1)) >= 2.0)[0]), 27)  # x 2^16, finite, below max_norm
+    before = trainer.state_arrays()
+    with pytest.raises(StepRefusedError, match=r"gradient norm .* times the largest of the last 3 accepted steps"):
+        trainer.step(bad, y[:16])
+    assert_same_bits(trainer.state_arrays(), before)
+    assert max(trainer.guard.ever) < 100.0  # the upset's norm never became the job's largest
+    for k in range(3, 250):
+        trainer.step(x[(k % 6) * 16:(k % 6) * 16 + 16], y[(k % 6) * 16:(k % 6) * 16 + 16])
+    with pytest.raises(StepRefusedError, match=r"gradient norm .* times the largest"):
+        trainer.step(bad, y[:16])
+
+
+@pytest.mark.req("RAD-109")
 def test_an_upset_in_the_optimizer_state_is_refused_and_the_job_goes_back_to_its_checkpoint(tmp_path):
     """A flip in Adam's first moment makes the update 1e37: every step from that state is refused;
     the job retries the batch, skips it, then loads its last checkpoint, and ends bit for bit where
