@@ -262,7 +262,9 @@ def test_a_data_set_with_a_nan_fails_its_job_alone_and_a_version_on_probation_is
 def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_is_wrong(bench):
     """Found in audit: a data set cut short or a .npy under an .npz name failed TRAIN_START as an execution error
     (BadZipFile, TypeError); a y shorter than x failed the job at a random step with an IndexError, and an empty
-    set with a reshape error."""
+    set with a reshape error. Later audit: such sets, and sets with a NaN or a value past float32 (each batch
+    holding one was refused as an upset, and the job ended DONE), with no features, larger batches than samples,
+    or tiles without labels, were accepted at TRAIN_START: all are refused there, naming the set and the fault."""
     data = bench.root / "data"
     data.mkdir(parents=True, exist_ok=True)
     x = np.random.default_rng(0).normal(size=(64, 12)).astype(np.float32)
@@ -271,21 +273,44 @@ def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_i
     (data / "cut.npz").write_bytes(raw[:len(raw) // 2])
     np.save(data / "plain.npy", x)
     (data / "plain.npy").rename(data / "plain.npz")
-    admit(bench)
-    for job_id, name, why in ((1, "cut", "data set 'cut' is unreadable: BadZipFile"),
-                              (2, "plain", "data set 'plain' is one array, not an .npz archive")):
-        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10)))
-        assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS and why in reply.reason, reply
     np.savez(data / "short.npz", x=x, y=(x[:50, 0] > 0).astype(np.int64))
     np.savez(data / "empty.npz", x=np.zeros((0, 12), np.float32), y=np.zeros(0, np.int64))
     np.savez(data / "negative.npz", x=x, y=np.full(64, -1))
-    for job_id, name, why in ((3, "short", "y must hold one label per sample of x (64); it is int64 of shape [50]"),
-                              (4, "empty", "with at least one"), (5, "negative", "a negative label (-1)")):
-        start(bench, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10, batch_size=16, classes=2))
-        job = bench.worker.jobs[job_id]
-        run_until(bench, lambda: job.state.value == "FAILED")
-        assert f"data set {name!r}: " in job.detail and why in job.detail, job.detail
-    assert bench.worker.jobs.get(1) is None and bench.worker.jobs.get(2) is None
+    nan, big = x.copy(), x.astype(np.float64)
+    nan[7, 3], big[9, 0] = np.nan, 1e39
+    np.savez(data / "nan.npz", x=nan, y=np.zeros(64, np.int64))
+    np.savez(data / "big.npz", x=big, y=np.zeros(64, np.int64))
+    np.savez(data / "nofeatures.npz", x=np.zeros((64, 0), np.float32), y=np.zeros(64, np.int64))
+    np.savez(data / "unlabelled.npz", tiles_dn=np.zeros((8, 4, 16, 16), np.uint16))
+    admit(bench)
+    for job_id, name, why, batch in (
+            (1, "cut", "data set 'cut' is unreadable: BadZipFile", 16),
+            (2, "plain", "data set 'plain' is one array, not an .npz archive", 16),
+            (3, "short", "data set 'short': y must hold one label per sample of x (64); it is int64 of shape [50]", 16),
+            (4, "empty", "data set 'empty': x must be an array of numbers, one row of at least one value", 16),
+            (5, "negative", "data set 'negative': y holds a negative label (-1)", 16),
+            (6, "nan", "data set 'nan': x holds values that are not finite numbers in float32 (NaN, infinite, or past "
+                       "3.4e38) in 1 samples, the first [7]", 16),
+            (7, "big", "data set 'big': x holds values that are not finite numbers in float32", 16),
+            (8, "nofeatures", "it is float32 of shape [64, 0]", 16),
+            (9, "unlabelled", "data set 'unlabelled' has no labels to train on", 4),
+            (10, "good", "batch_size 65 is larger than data set 'good', 64 samples", 65)):
+        reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10,
+                                                                  batch_size=batch)))
+        assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS and why in reply.reason, reply
+        assert bench.worker.jobs.get(job_id) is None
+    start(bench, cp.JobSpec(11, JobKind.TRAINING, "good", steps=10, batch_size=16, classes=2))
+    np.savez(data / "good.npz", x=nan, y=np.zeros(64, np.int64))  # replaced after the start: the job fails saying so
+    job = bench.worker.jobs[11]
+    run_until(bench, lambda: job.state.value == "FAILED")
+    assert "data set 'good': x holds values that are not finite numbers" in job.detail, job.detail
+    tiles = load_held_out()  # a tile set with its tiles and labels alone trains: no masks needed
+    np.savez(data / "labelled.npz", tiles_dn=np.round(tiles.tiles[:32] * 10000).astype(np.uint16),
+             labels=tiles.labels[:32])
+    start(bench, cp.JobSpec(12, JobKind.TRAINING, "labelled", steps=4, batch_size=8, classes=2))
+    job = bench.worker.jobs[12]
+    run_until(bench, lambda: job.state.value in ("DONE", "FAILED"))
+    assert job.state.value == "DONE", job.detail
 
 
 # --- writes that fail -----------------------------------------------------------------------
@@ -330,6 +355,47 @@ def test_a_checkpoint_or_job_list_that_cannot_be_written_is_said_and_counted_and
     bench.worker._save_jobs()  # noqa: SLF001 - the disk takes writes again
     bench.restart()
     assert not ck.exists() and bench.worker.jobs[1].state.value == "CANCELLED"
+
+
+@pytest.mark.req("CMP-016")
+def test_a_trained_model_that_cannot_be_written_is_said_and_written_later_the_job_and_checkpoint_kept(bench,
+                                                                                                     monkeypatch):
+    """Found in audit: a full disk as the trained model was written failed the finished job, and its checkpoint
+    went with it: every step lost, and no COMPUTE_WRITE_FAILED."""
+    monkeypatch.setattr(worker_module, "EXPORT_RETRY_S", 0.0)
+    toy_set(bench)
+    admit(bench)
+    out = bench.root / "products" / "job00001-toy-trained.onnx"
+    (out / "held").mkdir(parents=True)  # a rename over a directory that is not empty fails, as on a full disk
+    start(bench, cp.JobSpec(1, JobKind.TRAINING, "toy", steps=40, batch_size=16, checkpoint_every=10))
+    job = bench.worker.jobs[1]
+    run_until(bench, lambda: bool(bench.events("COMPUTE_WRITE_FAILED")))
+    (said,) = bench.events("COMPUTE_WRITE_FAILED")
+    assert said.args["what"] == "job 1's trained model"
+    assert job.state.value == "RUNNING" and "the model could not be written" in job.detail, job.detail
+    assert (bench.root / "checkpoints" / "job00001.ck").exists()
+    shutil.rmtree(out)  # room again
+    run_until(bench, lambda: job.state.value != "RUNNING")
+    assert job.state.value == "DONE" and out.is_file() and out.with_suffix(".json").is_file(), job.detail
+    assert not (bench.root / "checkpoints" / "job00001.ck").exists()
+
+
+@pytest.mark.req("RAD-108")
+def test_a_jobs_checkpoint_gone_when_it_resumes_is_said_not_a_silent_start_from_step_0(bench):
+    """Found in audit: a checkpoint removed (FILE_DELETE after a DISK_LOW) made a resumed job train from step 0,
+    unsaid: the job list said step 300, the job went on from 0."""
+    job = training(bench, checkpoint_every=50)
+    run_until(bench, lambda: job.progress >= 120)
+    admit(bench, Admission.NONE)
+    bench.worker.work_slice()
+    (bench.root / "checkpoints" / "job00001.ck").unlink()
+    bench.restart()
+    admit(bench)
+    bench.worker.work_slice()
+    (said,) = bench.events("TRAIN_CHECKPOINT_REFUSED")
+    assert said.args["reason"].startswith("job00001.ck: missing, though the job list says step ")
+    assert said.args["outcome"] == "the job starts from step 0"
+    assert bench.worker.status().train_checkpoints_refused == 1
 
 
 @pytest.mark.req("CMP-016", "RAD-108")

@@ -151,7 +151,7 @@ class DataCursor:
 class TrainingStatus:
     step: int = 0
     loss: float = float("nan")
-    accuracy: float = float("nan")  # over the batches since the last status read-out
+    accuracy: float = float("nan")  # over the batches since the job (re)started
     steps_per_s: float = 0.0
     last_checkpoint_step: int = -1
     resumed_from: int | None = None

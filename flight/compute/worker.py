@@ -143,7 +143,8 @@ from flight.compute.store import CORRUPT_SUFFIX, MANIFEST
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
 from flight.compute.uplink import Refusal, UplinkChecks
-from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, load_held_out
+from flight.compute.usecase.cloud import DN_PER_REFLECTANCE, dn_to_tiles
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
 from flight.files.filestore import NameRefused, resolve
 from flight.lifetime import die_with_parent
@@ -179,6 +180,7 @@ LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait 
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
 REBUILD_AFTER_FAILED_AGAIN = 2  # batches in a row failing again after a scrub before the session is rebuilt
+EXPORT_RETRY_S = 10.0  # a trained model whose write failed (a full disk) is written again this often
 CHECK_EVENT_MIN_S = 10.0  # RESULT_CHECK_FAILED at most this often (the counters count every one)
 REPAIR_EVENTS_PER_STEP = 8  # WEIGHTS_REPAIRED events per scrub step at most, the last one for the rest
 
@@ -475,6 +477,7 @@ class Worker:
         self.train_saa_checkpoints = 0
         self.train_checkpoints_refused = 0
         self._refusal_event_at: dict[int, float] = {}  # job id -> when its last TRAIN_STEP_REFUSED was said
+        self._export_retry_at: dict[int, float] = {}  # job id -> when a trained model whose write failed is tried again
         self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
@@ -910,14 +913,16 @@ class Worker:
         if path is None:
             return (f"no {'input' if spec.kind is JobKind.INFERENCE else 'data'} set {spec.name!r} "
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
-        if spec.kind is JobKind.TRAINING:
-            try:
-                with _open_set(path, spec.name) as data:
-                    files = set(data.files)
-            except ValueError as exc:
+        if spec.kind is JobKind.TRAINING:  # read and checked whole now, as the job will read it (found in audit:
+            try:                           # sets it could not train on were accepted, then the job failed)
+                x, y = self._load_set(spec.name)
+            except (ValueError, OSError) as exc:
                 return str(exc)
-            if not ({"x", "y"} <= files or "tiles_dn" in files):
-                return f"data set {spec.name!r} has no labels to train on (needs x and y)"
+            if y is None:
+                return f"data set {spec.name!r} has no labels to train on (needs x and y, or tiles_dn and labels)"
+            if spec.batch_size > len(x):
+                return (f"batch_size {spec.batch_size} is larger than data set {spec.name!r}, {len(x)} samples: "
+                        f"give TRAIN_START batch_size={len(x)} or less")
         return ""
 
     def _has_model(self, name: str) -> bool:
@@ -1622,10 +1627,13 @@ class Worker:
             files = set(data.files)
             if "x" in files:
                 return _checked_set(name, data["x"], data["y"] if "y" in files else None)
-        if "tiles_dn" in files:
-            tiles = load_held_out(path)
-            return tiles.tiles.astype(np.float32), tiles.labels.astype(np.int64)
-        raise ValueError(f"{path.name}: neither x/y nor a tile set")
+            if "tiles_dn" in files:  # its tiles and labels alone (found in audit: the whole shipped layout was
+                dn = data["tiles_dn"]  # required, and a set without its masks failed with a KeyError)
+                if dn.dtype.kind not in "biu":
+                    raise ValueError(f"data set {name!r}: tiles_dn must be integer DN (reflectance x "
+                                     f"{DN_PER_REFLECTANCE:g}), it is {dn.dtype}")
+                return _checked_set(name, dn_to_tiles(dn), data["labels"] if "labels" in files else None)
+        raise ValueError(f"data set {name!r} holds neither x (and y) nor tiles_dn (and labels)")
 
     def _install_model(self, msg: cp.InstallModel) -> None:
         """MODEL_INSTALL: verify (signature, hashes) → reference check → activate, keeping the version
@@ -2364,6 +2372,11 @@ class Worker:
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
+            elif job.progress >= job.checkpoint_every:  # one was written: gone (FILE_DELETE, a disk), said (an audit)
+                self._training_event(job.job_id, "checkpoint_refused",
+                                     {"reason": f"{tjob.checkpoint_path.name}: missing, though the job list says step "
+                                                f"{job.progress} (a checkpoint every {job.checkpoint_every})",
+                                      "outcome": "the job starts from step 0"})
             self._training[job.job_id] = tjob
             tjob.radiation_tick(self._radiation_now())  # as work_slice ticks running jobs: before its first step
         t0 = time.monotonic()
@@ -2372,16 +2385,26 @@ class Worker:
             steps += tjob.run(8)
         self._train_rate = (steps, time.monotonic() - t0)
         job.progress = tjob.status.step
+        if tjob.done and time.monotonic() < self._export_retry_at.get(job.job_id, -math.inf):
+            return  # its last export failed: tried again later
         if tjob.done and tjob.state_checked():  # else it went back to its last checkpoint: trained on next slice
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             data = model.SerializeToString()
-            write_atomic(out, data)
             summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
                        "receipt": self._training_receipt(hashlib.sha256(data).hexdigest(), tjob.status),
                        "steps_refused": tjob.status.steps_refused,
                        "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
-            write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
+            try:
+                write_atomic(out, data)
+                write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
+            except OSError as exc:  # a full disk: found in audit, the job failed and its checkpoint went with it
+                self._write_failed(f"job {job.job_id}'s trained model", exc)
+                self._export_retry_at[job.job_id] = time.monotonic() + EXPORT_RETRY_S
+                job.detail = (f"trained ({tjob.status.step} steps); the model could not be written "
+                              f"({exc.strerror or exc}): tried again every {EXPORT_RETRY_S:.0f} s")[:200]
+                return
+            self._export_retry_at.pop(job.job_id, None)
             refused = f", {tjob.status.steps_refused} steps refused" if tjob.status.steps_refused else ""
             self._finish(job, JobState.DONE, f"{tjob.status.step} steps, loss {tjob.status.loss:.4f}{refused}, "
                                              f"model {out.name}")
@@ -2400,6 +2423,7 @@ class Worker:
     def _finish(self, job: Job, state: JobState, detail: str) -> None:
         job.state, job.detail = state, detail[:200]
         self._training.pop(job.job_id, None)
+        self._export_retry_at.pop(job.job_id, None)
         self._refusal_event_at.pop(job.job_id, None)
         self._cursor.pop(job.job_id, None)
         self._inputs.pop(job.job_id, None)
@@ -2598,11 +2622,17 @@ def _checked_set(name: str, x: np.ndarray, y: np.ndarray | None) -> tuple[np.nda
     """``x`` as float32 and ``y`` as int64, or ValueError naming the data set and the array: no samples,
     numbers that are not, labels that are not whole numbers from 0, or one per sample (found in audit: a
     y shorter than x failed the job at a random step with an IndexError)."""
-    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"data set {name!r}: x must be an array of numbers, one row per sample, with at least one "
-                         f"(it is {x.dtype} of shape {list(x.shape)})")
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0 or x[0].size == 0:
+        raise ValueError(f"data set {name!r}: x must be an array of numbers, one row of at least one value per "
+                         f"sample, with at least one (it is {x.dtype} of shape {list(x.shape)})")
     if y is None:
         return x.astype(np.float32), None
+    with np.errstate(over="ignore"):  # training only (inference marks a tile that is not a number itself)
+        xf = x.astype(np.float32)
+    bad = ~np.isfinite(xf.reshape(len(xf), -1)).all(axis=1)
+    if bad.any():  # found in audit: each batch holding one was refused as an upset, every epoch, and the job ended DONE
+        raise ValueError(f"data set {name!r}: x holds values that are not finite numbers in float32 (NaN, infinite, "
+                         f"or past 3.4e38) in {int(bad.sum())} samples, the first [{int(np.flatnonzero(bad)[0])}]")
     if y.dtype.kind not in "biuf" or y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"data set {name!r}: y must hold one label per sample of x ({len(x)}); it is {y.dtype} "
                          f"of shape {list(y.shape)}")
@@ -2610,7 +2640,7 @@ def _checked_set(name: str, x: np.ndarray, y: np.ndarray | None) -> tuple[np.nda
         raise ValueError(f"data set {name!r}: y holds labels that are not whole numbers")
     if (y < 0).any():
         raise ValueError(f"data set {name!r}: y holds a negative label ({int(y.min())}); labels count from 0")
-    return x.astype(np.float32), y.astype(np.int64)
+    return xf, y.astype(np.int64)
 
 
 SAME_NAME_MAX = 1000  # names tried with -2, -3...; past them, the input's SHA-256 makes the name
