@@ -98,25 +98,29 @@ def test_after_a_stall_live_data_waits_behind_at_most_two_seconds_of_line_and_th
 
 
 @pytest.mark.req("LNK-005")
-def test_a_report_the_line_queue_refuses_is_counted_once_and_kept(line, tmp_path):
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "tm_auth"])
+def test_a_report_the_line_queue_refuses_is_counted_once_and_kept(line, tmp_path, sealed):
     """Found in an audit: a command's report refused by a full serial queue was counted as two drops (the
-    stream's publish, then the reply through the same queue), though the store keeps it for playback."""
+    stream's publish, then the reply through the same queue), though the store keeps it for playback. Found
+    again with telemetry sealed: the sealing link hid that its serial line's replies share the queue."""
     from flight.agent.agent import Agent
     from flight.clock import SimClock
     from flight.config import Config
     from flight.link.interface import parse_link_url
+    from flight.link.sdls import KeySlot, TelemetrySealingLink
     from flight.link.serial_link import SerialFlightLink
     from tests.inproc import T0_S, scripted_board
 
     codec = Codec(DICTIONARY)
-    flight = SerialFlightLink(parse_link_url(f"serial://{line.a_path}?queue=5"))
+    serial = SerialFlightLink(parse_link_url(f"serial://{line.a_path}?queue=5"))
+    flight = TelemetrySealingLink(serial, KeySlot(9, bytes(range(32)), "telemetry"), epoch=1) if sealed else serial
     agent = Agent(Config(state_dir=tmp_path / "state", hk_period_s=1.0, control_period_s=1.0, compute_enabled=False,
                          store_fsync="loop"), link=flight, board=scripted_board(SimClock(T0_S)))
     try:
         agent.start()
         agent.step(0)
         line.pause()  # nobody reads: the pty's buffers fill, then the link's queue
-        while flight.queued_packets < 5:
+        while serial.queued_packets < 5:
             agent.downlink.publish(codec.encode_event("COUNTERS_RESET", {}, T0_S))
         dropped, held = flight.stats.tx_dropped, agent.downlink.store.stats.records
         agent.downlink.reply("the sender", codec.encode_event("COUNTERS_RESET", {}, T0_S))

@@ -115,6 +115,15 @@ def test_decode_command_errors_are_typed():
         with pytest.raises(PacketError, match=f"{field}: "):
             codec.decode_command(tc)
     assert Codec.peek_cmd_id(unpack(pack_tc(0x10, 0, 8, 1, msgpack.packb([True, True, {}])))) == (0, 0)
+    # Found in audit: an argument nested a thousand deep (msgpack takes 1024) made the error's repr raise
+    # RecursionError, an internal error; and a long one was quoted whole. Both said briefly, as bad arguments.
+    key_revoke = DICTIONARY.command("KEY_REVOKE").opcode
+    nested = b"\x93" + msgpack.packb(key_revoke) + msgpack.packb(7) + b"\x81" + msgpack.packb("spi") + b"\x91" * 1000 + b"\x01"
+    with pytest.raises(ArgumentError, match=r"^spi=an array of 1 is not a valid u16$") as e:
+        codec.decode_command(unpack(pack_tc(0x10, 0, 8, 1, nested)))
+    assert e.value.code is FailureCode.BAD_ARGUMENTS
+    with pytest.raises(ArgumentError, match=r"^spi='x{36}\.\.\. is not a valid u16$"):
+        codec.decode_command(unpack(pack_tc(0x10, 0, 8, 1, msgpack.packb([key_revoke, 8, {"spi": "x" * 10_000}]))))
 
 
 def test_hk_from_another_dictionary_is_refused_not_misread():

@@ -681,6 +681,39 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     assert err.value.kind == "telemetry"
 
 
+@pytest.mark.req("SEC-013")
+def test_a_direct_reply_sealed_after_a_backed_up_stream_does_not_make_the_stream_stale():
+    """Found in audit: replies and the stream were checked against one window of 4096 SNs. The agent sends a
+    report direct when the stream is full, sealed after everything queued there, and the ground reads the
+    direct socket first: the reply moved the window, and thousands of stream packets that each came once
+    were refused as stale. Each way down has its window; a packet taken one way is refused the other."""
+    from flight.link import memory_link
+    from flight.link.memory_link import MemoryLink
+    from flight.link.sdls import TM_WINDOW, TelemetrySealingLink
+
+    keys = ring(KeySlot(1, KEY_A), KeySlot(9, bytes(range(70, 102)), "telemetry"))
+    codec = Codec(DICTIONARY)
+    pair = MemoryLink()
+    board = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), epoch=3)
+    ground = SealingLink(pair.ground, Sealer(1, KEY_A), tm_ring=keys)
+    plain = [codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i) for i in range(TM_WINDOW + 900)]
+    queued = [board.sealer.seal(packet) for packet in plain]  # sealed as they went into the full stream
+    pong = codec.encode_pong(2000.0)
+    reply = board.sealer.seal(pong)
+    assert pair.flight.reply(memory_link._PEER, reply)  # noqa: SLF001 - read before the stream, as over ZeroMQ
+    got = []
+    for start in range(0, len(queued), 500):  # as the ground drains the stream (the memory queue holds fewer)
+        for packet in queued[start:start + 500]:
+            assert pair.flight.publish(packet)
+        got += ground.receive()
+    assert len(got) == len(plain) + 1 and got[0] == pong and got[1:] == plain
+    assert ground.tm_replayed == 0
+    for way, packet in ((pair.flight.publish, reply), (lambda p: pair.flight.reply(memory_link._PEER, p), queued[-1]),
+                        (lambda p: pair.flight.reply(memory_link._PEER, p), queued[0])):  # noqa: SLF001
+        way(packet)  # the reply again on the stream, a stream packet as a reply, one a whole window old
+    assert ground.receive() == [] and ground.tm_replayed == 3 and "older than the stream's window" in ground.tm_last_error
+
+
 def _tm_rig(floor_path, tm_key=bytes(range(70, 102)), now_s=None, pair=None):
     """A board sealing telemetry and a ground checking it with its highest SNs kept in ``floor_path``
     (on ``pair``, or a new link)."""

@@ -90,6 +90,15 @@ _MAX_STRING_LEN = 256
 _MAX_BYTES_LEN = 4096
 
 
+
+def brief(value: Any) -> str:
+    """A short, safe description of a wire value for an error message: never a huge or deep repr (found in
+    audit: a command argument nested a thousand deep made repr raise RecursionError, an internal error)."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"{'a map' if isinstance(value, dict) else 'an array'} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 @dataclass(frozen=True)
 class ValueSpec:
     """Type, unit and allowed range of one value (a command argument or a parameter).
@@ -169,7 +178,7 @@ class ValueSpec:
                     if choice.casefold() == folded:
                         return choice
                 raise ArgumentError(
-                    f"{name}={value!r} is not one of {', '.join(self.choices)}", FailureCode.OUT_OF_RANGE
+                    f"{name}={brief(value)} is not one of {', '.join(self.choices)}", FailureCode.OUT_OF_RANGE
                 )
             if t is ValueType.BYTES:
                 if isinstance(value, str):
@@ -183,7 +192,7 @@ class ValueSpec:
         except ArgumentError:
             raise
         except (ValueError, TypeError, OverflowError):
-            raise ArgumentError(f"{name}={value!r} is not a valid {t.value}", FailureCode.BAD_ARGUMENTS) from None
+            raise ArgumentError(f"{name}={brief(value)} is not a valid {t.value}", FailureCode.BAD_ARGUMENTS) from None
         raise AssertionError(f"unhandled value type {t}")
 
     def _check_range(self, value: float, name: str) -> float:

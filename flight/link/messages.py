@@ -55,6 +55,7 @@ from flight.link.dictionary import (
     HkPacket,
     Severity,
     ValueType,
+    brief,
 )
 from flight.link.packets import (
     ACK_ACCEPTANCE,
@@ -151,12 +152,7 @@ def _unpackb(data: bytes) -> Any:
                           "data") from None
 
 
-def _show(value: Any) -> str:
-    """A short, safe description of a wire value for an error message (never a huge or deep repr)."""
-    if isinstance(value, (list, tuple, dict)):
-        return f"{'a map' if isinstance(value, dict) else 'an array'} of {len(value)}"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+_show = brief  # a short, safe description of a wire value for an error message
 
 
 def _integer(value: Any, hi: int, where: str) -> int:

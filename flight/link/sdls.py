@@ -700,6 +700,10 @@ class ReplayGuard:
     def floor_of(self, spi: int) -> int:
         return max(self.floor.get(spi, 0), self._floor_all)
 
+    def taken(self, spi: int, sn: int) -> bool:
+        """Whether ``sn`` was taken within the window; records nothing (the floor is :meth:`check`'s)."""
+        return sn in self._seen.get(spi, ())
+
     def check(self, spi: int, sn: int) -> None:
         if sn <= self.floor_of(spi):
             raise AuthError("replay", f"SPI {spi}: SN {sn} at or below {self.floor_of(spi)}, taken before a restart")
@@ -774,10 +778,15 @@ class SealingLink(GroundLink):
         self._link = link
         self.sealer = sealer
         self._tm_ring = tm_ring
+        # The stream's packets and the direct replies each against a window of their own: a reply is sealed as it
+        # goes, ahead of the stream queued before it, and on one window it made those stale (found in audit: with
+        # the stream backed up, one reply had thousands of packets, each come once, refused as replays).
         self._tm_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
+        self._reply_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
         self._tm_floor = tm_floor if tm_ring is not None else None
         if self._tm_floor is not None:
             self._tm_guard.floor.update(self._tm_floor.highest)
+            self._reply_guard.floor.update(self._tm_floor.highest)
         self.tm_auth_failed = 0   # telemetry dropped: not sealed, forged, another key
         self.tm_replayed = 0      # telemetry dropped: an SN seen already or too old
         self.tm_last_error = ""
@@ -890,7 +899,8 @@ class SealingLink(GroundLink):
         out = []
         for raw, stream in got:
             try:
-                spi, sn, plain = open_tc(raw, self._tm_ring, self._tm_guard, "telemetry")
+                spi, sn, plain = open_tc(raw, self._tm_ring, None, "telemetry")
+                self._check_tm(spi, sn, stream)
             except AuthError as exc:
                 if exc.kind in ("replay", "stale"):
                     self.tm_replayed += 1
@@ -902,6 +912,18 @@ class SealingLink(GroundLink):
                 self._tm_floor.taken(spi, sn)
             out.append((plain, stream))
         return out
+
+    def _check_tm(self, spi: int, sn: int, stream: bool) -> None:
+        """A telemetry SN against the window of its way down (the stream's, or the direct replies'), and never
+        one taken the other way: a packet replayed from one to the other is refused too. A reply is sealed
+        as it goes, so one a whole window behind the stream is stale."""
+        own, other = (self._tm_guard, self._reply_guard) if stream else (self._reply_guard, self._tm_guard)
+        if other.taken(spi, sn):
+            raise AuthError("replay", f"SPI {spi}: SN {sn} taken already")
+        if not stream and sn <= other.highest.get(spi, 0) - TM_WINDOW:
+            raise AuthError("stale", f"SPI {spi}: SN {sn} older than the stream's window "
+                                     f"({other.highest[spi] - TM_WINDOW})")
+        own.check(spi, sn)
 
     def reset_commands(self) -> None:
         self._link.reset_commands()
@@ -988,6 +1010,10 @@ class TelemetrySealingLink(FlightLink):
 
     def stream_reaches(self, peer) -> bool:
         return self._link.stream_reaches(peer)
+
+    @property
+    def reply_shares_queue(self) -> bool:  # the wrapped link's: a class attribute __getattr__ never reaches (an audit:
+        return self._link.reply_shares_queue  # a report refused on a full serial queue was offered to it again)
 
     def _seal(self, packet: bytes) -> bytes | None:
         try:
