@@ -336,6 +336,41 @@ def test_at_boot_the_newer_of_the_commanded_and_the_configured_orbit_is_used(tmp
 
 
 @pytest.mark.req("AGT-013")
+def test_an_orbit_that_decays_within_the_day_is_predicted_to_then_with_stations_and_no_fault(tmp_path):
+    """Found in audit: with ground stations configured, a TLE sgp4 propagates now but not a day ahead (a low
+    orbit that decays) made the pass prediction an INTERNAL_ERROR and a fault every ten minutes (SAFE by repeated
+    faults with a longer fault window), and the controller dropped its whole prediction, though sgp4 holds for
+    17 h. Both predict up to where it fails; ORBIT_UNPREDICTABLE says so once; and so with a TLE far ahead of
+    the clock (the earlier test's case), now with stations."""
+    from sgp4.exporter import export_tle
+
+    from flight.orbit import Orbit
+    from flight.orbit.passes import Station
+    from tests.inproc import T0_S
+    from tests.samples import ISS_TLE, tle_with_epoch
+
+    decaying = Orbit.from_elements(200.0, 51.6, 10.0, T0_S - 30 * 3600.0, bstar_per_earth_radius=0.005, satnum=12345)
+    wallops = Station("wallops", 37.94, -75.46, 10.0, 5.0)
+    with InProcessAgent(tmp_path / "decay", tle=export_tle(decaying.satrec), stations=(wallops,),
+                        parameters={"fault_window_s": 3600.0}) as rig:
+        assert rig.send("SET_MODE", mode="IDLE").completed
+        rig.advance(3600.0, step_s=10.0)
+        (said,) = rig.events("ORBIT_UNPREDICTABLE")
+        assert said.args["reason"].startswith("predicted ") and "h ahead, not 24: sgp4 error 6" in said.args["reason"]
+        prediction = rig.agent.controller.prediction
+        assert prediction is not None and 2 * 3600.0 < prediction.horizon_s < 24 * 3600.0
+        assert rig.agent.contacts.passes and max(p.los_unix_s for p in rig.agent.contacts.passes) \
+            < T0_S + 3600.0 + prediction.horizon_s + 600.0
+        assert not rig.events("INTERNAL_ERROR") and not rig.events("SAFE_ENTERED")
+        assert rig.agent.modes.mode.value == "IDLE"
+    with InProcessAgent(tmp_path / "ahead", tle=tle_with_epoch(ISS_TLE, T0_S + 30 * 365 * 86400.0),
+                        stations=(wallops,)) as rig:
+        rig.advance(3600.0, step_s=10.0)
+        assert len(rig.events("ORBIT_UNPREDICTABLE")) == 1 and not rig.events("INTERNAL_ERROR")
+        assert rig.agent.controller.prediction is None and rig.agent.contacts.passes == []
+
+
+@pytest.mark.req("AGT-013")
 def test_a_tle_sgp4_cannot_take_to_now_is_refused_or_said_once_never_a_fault_a_minute(tmp_path):
     """Found in an audit: a TLE whose year was typed 57 for 26 completed, then its prediction failed each
     minute, an INTERNAL_ERROR each time, until the agent went SAFE by repeated faults. An epoch behind the

@@ -13,12 +13,13 @@ from typing import Any, Callable
 
 from flight.agent.ports import Component, EventPort
 from flight.clock import Clock
-from flight.orbit import Orbit
+from flight.orbit import Orbit, PropagationError
 from flight.orbit.passes import Pass, Station, contact_times, predict_passes
 
 SPAN_S = 86400.0  # a day of passes: past the next contact of a single station, with margin
 REPREDICT_S = 600.0  # the orbit drifts from its TLE slowly; ten minutes keeps AOS to a second or two
 ANNOUNCE_S = 3 * 3600.0  # passes announced this far ahead (the rest when they come closer)
+PROPAGATION_MARGIN_S = 60.0  # short of the time sgp4 failed at, for an orbit that decays within SPAN_S
 
 
 class Contacts(Component):
@@ -47,11 +48,21 @@ class Contacts(Component):
         mono, now = self._clock.monotonic_s(), self._clock.now_s()
         if orbit is not self._predicted_for or mono - self._predicted_at >= REPREDICT_S:
             self._predicted_for, self._predicted_at = orbit, mono
-            try:
-                self.passes = predict_passes(orbit, self.stations, now, SPAN_S)
-            except Exception as exc:  # noqa: BLE001 - a decayed orbit must not stop the agent
-                self.passes = []
-                self._internal_error("pass prediction", exc)
+            self.passes = []
+            span_s = SPAN_S
+            for _ in range(2):
+                try:
+                    self.passes = predict_passes(orbit, self.stations, now, span_s)
+                    break
+                except PropagationError as exc:  # the elements or the clock, no fault of the software (the controller
+                    # says ORBIT_UNPREDICTABLE): the passes up to where sgp4 fails (found in audit: an internal
+                    # error and a fault at each prediction, and SAFE by repeated faults)
+                    span_s = exc.time_unix_s - now - PROPAGATION_MARGIN_S
+                    if span_s <= 0.0:
+                        break
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent
+                    self._internal_error("pass prediction", exc)
+                    break
         for p in self.passes:
             key = (p.station, int(p.aos_unix_s // 60))  # a pass, give or take a re-prediction's second
             if p.aos_unix_s - now <= ANNOUNCE_S and p.los_unix_s > now and key not in self._announced:

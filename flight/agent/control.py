@@ -43,6 +43,8 @@ from flight.thermal.model import OPEN_LOOP_STEPS, ThermalFit, ThermalPlanInputs,
 
 PREDICTION_PERIOD_S = 60.0  # re-propagate once a minute of agent time: cheap, and passes move slowly
 FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whatever the orbit's phase
+MIN_HORIZON_ORBITS = 2.0  # an orbit sgp4 cannot take a day ahead is predicted to where it can, if this far
+PROPAGATION_MARGIN_S = 60.0  # short of the time sgp4 failed at (it fails between its own grid points)
 PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~400 B each)
 POWER_MODE_QUERY_S = 30.0
 """The power mode in force is asked of the board at most this often (agent time): the agent sets it, and
@@ -464,24 +466,34 @@ class Controller(Component):
                         float(self.params["saa_drift_north_deg_per_yr"]))
 
     def _predict(self, now_s: float) -> None:
-        try:
-            pred = predict_summary(self.orbit, now_s, PREDICTION_HORIZON_S, saa_drift=self.saa_drift())
-            if self.setup.array is not None:
-                self.forecast = forecast_solar(self.orbit, self.setup.array, now_s,
-                                               FORECAST_ORBITS * self.orbit.period_s, FORECAST_STEP_S)
-        except PropagationError as exc:  # the elements, or the clock, not a fault of the software: said once a
-            # TLE, no prediction (found in an audit: a fault each minute, and SAFE by repeated faults)
-            self.prediction = None
-            self.forecast = None
-            if not self._unpredictable_said:
-                self._unpredictable_said = True
-                self._emit("ORBIT_UNPREDICTABLE", reason=str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop control
-            self.prediction = None
-            self.forecast = None
-            self._internal_error("orbit prediction", exc)
-            return
+        horizon_s, cut = PREDICTION_HORIZON_S, None
+        while True:
+            try:
+                pred = predict_summary(self.orbit, now_s, horizon_s, saa_drift=self.saa_drift())
+                if self.setup.array is not None:
+                    self.forecast = forecast_solar(self.orbit, self.setup.array, now_s,
+                                                   FORECAST_ORBITS * self.orbit.period_s, FORECAST_STEP_S)
+                break
+            except PropagationError as exc:  # the elements, or the clock, not a fault of the software: said once
+                # a TLE (found in an audit: a fault each minute, and SAFE by repeated faults). An orbit that
+                # decays within the horizon is predicted up to then, where that is still two orbits (found in
+                # audit: the whole prediction was dropped, the power policy left to assume an eclipse now).
+                usable_s = exc.time_unix_s - now_s - PROPAGATION_MARGIN_S
+                if cut is None and horizon_s > usable_s >= MIN_HORIZON_ORBITS * self.orbit.period_s:
+                    horizon_s, cut = usable_s, exc
+                    continue
+                self.prediction = None
+                self.forecast = None
+                self._unpredictable(str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop control
+                self.prediction = None
+                self.forecast = None
+                self._internal_error("orbit prediction", exc)
+                return
+        if cut is not None:
+            self._unpredictable(f"predicted {horizon_s / 3600.0:.1f} h ahead, not {PREDICTION_HORIZON_S / 3600.0:.0f}: "
+                                f"{cut}")
         self.prediction = pred
         self._announced = {k for k in self._announced if k[1] * 60 >= now_s - 3600}  # forget old passes
         for kind, event, t_in, dur in (
@@ -493,6 +505,11 @@ class Controller(Component):
                 if key not in self._announced:
                     self._announced.add(key)
                     self._emit(event, in_s=t_in, duration_s=dur if math.isfinite(dur) else 0.0)
+
+    def _unpredictable(self, reason: str) -> None:
+        if not self._unpredictable_said:
+            self._unpredictable_said = True
+            self._emit("ORBIT_UNPREDICTABLE", reason=reason)
 
     # --- commands ----------------------------------------------------------------------
 
