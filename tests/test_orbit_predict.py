@@ -105,6 +105,23 @@ def test_summary_agrees_with_the_passes(orbit):
     assert inside.to_eclipse_entry_s > inside.to_eclipse_exit_s + orbit.period_s / 2.0
 
 
+@pytest.mark.req("RAD-107")
+def test_inside_a_pass_the_next_entry_comes_with_the_next_passes_duration_not_this_ones(orbit):
+    """Found in audit: SAA_PREDICTED paired the next entry with the duration of the pass under way (4 of 5
+    announcements off by more than 2 s on the ISS's orbit); eclipses alike, hidden by their similar lengths."""
+    passes = predict_passes(orbit, START_UNIX_S, DAY_S)
+    for kind in PassKind:
+        mine = [p for p in passes if p.kind is kind and not (p.start_clipped or p.end_clipped)]
+        for current, following in list(zip(mine, mine[1:]))[:4]:
+            inside = predict_summary(orbit, current.start_unix_s + 1.0, saa_drift=ESTIMATE)
+            entry, next_s, this_s = ((inside.to_eclipse_entry_s, inside.next_eclipse_duration_s, inside.eclipse_duration_s)
+                                     if kind is PassKind.ECLIPSE else
+                                     (inside.to_saa_entry_s, inside.next_saa_duration_s, inside.saa_duration_s))
+            assert entry == pytest.approx(following.start_unix_s - current.start_unix_s - 1.0, abs=0.2)
+            assert next_s == pytest.approx(following.duration_s, abs=0.2)
+            assert this_s == pytest.approx(current.duration_s, abs=0.2)
+
+
 def test_summary_without_eclipse_reads_nan_and_compares_false():
     # A polar orbit with its node 80 deg east of the Sun at the equinox has beta ~ 80 deg,
     # above the 67 deg limit at 550 km: no eclipse for days.

@@ -497,8 +497,8 @@ class Controller(Component):
         self.prediction = pred
         self._announced = {k for k in self._announced if k[1] * 60 >= now_s - 3600}  # forget old passes
         for kind, event, t_in, dur in (
-            ("eclipse", "ECLIPSE_PREDICTED", pred.to_eclipse_entry_s, pred.eclipse_duration_s),
-            ("saa", "SAA_PREDICTED", pred.to_saa_entry_s, pred.saa_duration_s),
+            ("eclipse", "ECLIPSE_PREDICTED", pred.to_eclipse_entry_s, pred.next_eclipse_duration_s),
+            ("saa", "SAA_PREDICTED", pred.to_saa_entry_s, pred.next_saa_duration_s),
         ):
             if math.isfinite(t_in):
                 key = (kind, int((now_s + t_in) // 60))  # one announcement per pass

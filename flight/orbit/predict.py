@@ -262,7 +262,9 @@ class OrbitPrediction:
     is False, the safe reading of "no eclipse coming". When in eclipse,
     ``to_eclipse_entry_s`` is the *next* eclipse's entry and ``to_eclipse_exit_s`` the
     current one's exit; ``eclipse_duration_s`` is the current eclipse's (else the next
-    one's) full duration. Likewise for the SAA.
+    one's) full duration; ``next_eclipse_duration_s`` is the duration of the eclipse
+    ``to_eclipse_entry_s`` points at (what announcing that entry must give: found in audit,
+    SAA_PREDICTED gave the pass under way's). Likewise for the SAA.
     """
 
     time_unix_s: float
@@ -278,20 +280,24 @@ class OrbitPrediction:
     to_saa_exit_s: float
     saa_duration_s: float
     tle_age_s: float
+    next_eclipse_duration_s: float = math.nan
+    next_saa_duration_s: float = math.nan
 
 
-def _timings(passes: list[Pass], now_unix_s: float) -> tuple[float, float, float]:
-    """(to next entry, to exit of current-or-next, duration of current-or-next), NaN where unknown."""
+def _timings(passes: list[Pass], now_unix_s: float) -> tuple[float, float, float, float]:
+    """(to next entry, to exit of current-or-next, duration of current-or-next, duration of the next entry's
+    pass), NaN where unknown."""
     upcoming = [p for p in passes if p.end_unix_s > now_unix_s]
     nan = math.nan
     entry = next((p for p in upcoming if p.start_unix_s > now_unix_s and not p.start_clipped), None)
     first = upcoming[0] if upcoming else None
     to_entry = entry.start_unix_s - now_unix_s if entry else nan
+    next_duration = entry.duration_s if entry is not None and not entry.end_clipped else nan
     if first is None:
-        return to_entry, nan, nan
+        return to_entry, nan, nan, next_duration
     to_exit = nan if first.end_clipped else first.end_unix_s - now_unix_s
     duration = nan if (first.start_clipped or first.end_clipped) else first.duration_s
-    return to_entry, to_exit, duration
+    return to_entry, to_exit, duration, next_duration
 
 
 def predict_summary(
@@ -324,8 +330,8 @@ def predict_summary(
     factor = float(shadow_factor(r_teme_km, r_sun_km, shadow_model)[0])
     beta = float(beta_angle_deg(r_teme_km, v_teme_km_s, r_sun_km)[0])
 
-    ecl_entry, ecl_exit, ecl_duration = _timings(eclipses, now_unix_s)
-    saa_entry, saa_exit, saa_duration = _timings(saas, now_unix_s)
+    ecl_entry, ecl_exit, ecl_duration, ecl_next = _timings(eclipses, now_unix_s)
+    saa_entry, saa_exit, saa_duration, saa_next = _timings(saas, now_unix_s)
     return OrbitPrediction(
         time_unix_s=now_unix_s,
         horizon_s=float(horizon_s),
@@ -340,4 +346,6 @@ def predict_summary(
         to_saa_exit_s=saa_exit,
         saa_duration_s=saa_duration,
         tle_age_s=now_unix_s - orbit.epoch_unix_s,
+        next_eclipse_duration_s=ecl_next,
+        next_saa_duration_s=saa_next,
     )
