@@ -57,3 +57,30 @@ def test_stations_in_the_configuration_are_checked_naming_the_key():
     with pytest.raises(ConfigError) as info:
         parse_config({"stations": [{"name": "x", "lat_deg": 123.0, "lon_deg": 0.0}]}, "agent.toml")
     assert "agent.toml" in str(info.value) and "stations[0].lat_deg" in str(info.value)
+
+
+@pytest.mark.req("AGT-070")
+def test_a_pass_under_way_when_predicted_again_is_not_announced_again():
+    """Found in audit: predicted from now, a pass under way had AOS now, so the prediction every ten minutes
+    during a long pass, or a SET_TLE during one, announced it again with a truncated duration."""
+    from flight.agent.contacts import REPREDICT_S, Contacts
+    from flight.clock import SimClock
+
+    t0 = 1_795_000_000.0
+    orbit = Orbit.from_elements(1000.0, 60.0, 0.0, t0)  # 1000 km: passes over Kiruna of 15 to 20 min
+    kiruna = Station("kiruna", 67.86, 20.96, 400.0, 5.0)
+    long = next(p for p in predict_passes(orbit, [kiruna], t0, 86400.0) if p.duration_s > REPREDICT_S + 120)
+    clock = SimClock(long.aos_unix_s - 3.5 * 3600)
+    said: list[tuple[float, dict]] = []
+    current = [orbit]
+    contacts = Contacts((kiruna,), lambda: current[0], clock, lambda name, **args: said.append((clock.now_s(), args)),
+                        lambda where, exc: pytest.fail(f"internal error: {where}: {exc}"))
+    while clock.now_s() < long.los_unix_s:
+        contacts.tick()
+        if abs(clock.now_s() - (long.aos_unix_s + 120)) < 5:
+            current[0] = Orbit.from_elements(1000.0, 60.0, 0.0, t0)  # SET_TLE mid-pass: a new orbit object
+        clock.advance(10.0)
+    ends = [t + args["aos_in_s"] + args["duration_s"] for t, args in said]  # a pass is known by its LOS too
+    this_pass = [args for (t, args), los in zip(said, ends) if abs(los - long.los_unix_s) < 5]
+    assert len(this_pass) == 1 and this_pass[0]["duration_s"] == pytest.approx(long.duration_s, abs=2.0)
+    assert all(abs(a - b) > 60 for i, a in enumerate(ends) for b in ends[i + 1:])  # no pass said twice

@@ -19,6 +19,7 @@ from flight.orbit.passes import Pass, Station, contact_times, predict_passes
 SPAN_S = 86400.0  # a day of passes: past the next contact of a single station, with margin
 REPREDICT_S = 600.0  # the orbit drifts from its TLE slowly; ten minutes keeps AOS to a second or two
 ANNOUNCE_S = 3 * 3600.0  # passes announced this far ahead (the rest when they come closer)
+LOOKBACK_S = 1800.0  # the prediction starts this far back: longer than a pass over a station from low orbit
 PROPAGATION_MARGIN_S = 60.0  # short of the time sgp4 failed at, for an orbit that decays within SPAN_S
 
 
@@ -49,15 +50,17 @@ class Contacts(Component):
         if orbit is not self._predicted_for or mono - self._predicted_at >= REPREDICT_S:
             self._predicted_for, self._predicted_at = orbit, mono
             self.passes = []
-            span_s = SPAN_S
+            # From a pass's length back: a pass under way has its true AOS, the key it was announced by (found in
+            # audit: predicted from now, its AOS was now, and each prediction during it announced it again).
+            start, span_s = now - LOOKBACK_S, LOOKBACK_S + SPAN_S
             for _ in range(2):
                 try:
-                    self.passes = predict_passes(orbit, self.stations, now, span_s)
+                    self.passes = predict_passes(orbit, self.stations, start, span_s)
                     break
                 except PropagationError as exc:  # the elements or the clock, no fault of the software (the controller
                     # says ORBIT_UNPREDICTABLE): the passes up to where sgp4 fails (found in audit: an internal
                     # error and a fault at each prediction, and SAFE by repeated faults)
-                    span_s = exc.time_unix_s - now - PROPAGATION_MARGIN_S
+                    span_s = exc.time_unix_s - start - PROPAGATION_MARGIN_S
                     if span_s <= 0.0:
                         break
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent
