@@ -122,6 +122,35 @@ def test_inside_a_pass_the_next_entry_comes_with_the_next_passes_duration_not_th
             assert this_s == pytest.approx(current.duration_s, abs=0.2)
 
 
+def test_inside_a_grazing_shadow_shorter_than_a_step_the_summary_gives_its_own_exit():
+    """Found in audit: near the no-eclipse beta, a shadow shorter than the 30 s search step was missed by the
+    pass list while ``in_eclipse`` (the state at now) saw it: in eclipse, with the next orbit's exit an orbit
+    away, and the power rule planned for a 98-minute night. Now is a sample of the search."""
+    from flight.orbit.predict import eclipse_mask
+
+    t0 = 1_795_000_000.0
+    t = t0 + np.arange(0.0, 2 * 3600.0, 0.5)
+
+    def umbra(raan: float) -> np.ndarray:
+        return eclipse_mask(Orbit.from_elements(550.0, 51.6, raan, t0), t)
+
+    lo, hi = next((r, r + 1.0) for r in np.arange(0.0, 360.0, 1.0) if (umbra(r).sum() == 0) != (umbra(r + 1.0).sum() == 0))
+    lo, hi = (lo, hi) if umbra(lo).sum() == 0 else (hi, lo)
+    for _ in range(60):  # to a shadow of 4 to 20 s
+        mid = 0.5 * (lo + hi)
+        n = umbra(mid).sum() / 2.0
+        if 4.0 <= n <= 20.0:
+            break
+        lo, hi = (mid, hi) if n < 4.0 else (lo, mid)
+    dark = t[umbra(mid)]
+    orbit = Orbit.from_elements(550.0, 51.6, mid, t0)
+    for now in np.linspace(dark[0] + 0.3, dark[-1] - 0.3, 5):
+        summary = predict_summary(orbit, float(now), 86400.0, saa_drift=ESTIMATE)
+        assert summary.in_eclipse
+        assert summary.to_eclipse_exit_s == pytest.approx(dark[-1] + 0.25 - now, abs=0.6)
+        assert summary.eclipse_duration_s < 30.0 < summary.to_eclipse_entry_s
+
+
 def test_summary_without_eclipse_reads_nan_and_compares_false():
     # A polar orbit with its node 80 deg east of the Sun at the equinox has beta ~ 80 deg,
     # above the 67 deg limit at 550 km: no eclipse for days.

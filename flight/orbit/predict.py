@@ -316,7 +316,9 @@ def predict_summary(
     the operators' parameters, flight.agent.control).
     """
     now_unix_s = float(now_unix_s)
-    lookback_s = orbit.period_s
+    # A whole number of steps back, so that now is a sample: a pass shorter than a step that holds now (a grazing
+    # shadow) is then found, as the state at now is (found in audit: in eclipse now, with the next orbit's exit).
+    lookback_s = step_s * math.ceil(orbit.period_s / step_s)
     passes = predict_passes(
         orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, shadow_model=shadow_model,
         saa_drift=saa_drift,
