@@ -36,6 +36,7 @@ class Alarm:
     acknowledged: bool = False
     acknowledged_by: str = ""
     cleared: bool = False
+    rev: int = 0  # one more at each change said: a page keeps the highest it has seen of this alarm
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -165,5 +166,6 @@ class AlarmManager:
         client.listeners.append(take)
 
     def _notify(self, what: str, alarm: Alarm) -> None:
+        alarm.rev += 1
         for listener in self.listeners:
             listener(what, alarm)

@@ -371,7 +371,8 @@ def _client(address: str | None) -> str:
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(session.csrf, given)
+    # As bytes: compare_digest raises TypeError on a str with a character past ASCII (found in audit: a 500)
+    return bool(given) and hmac.compare_digest(session.csrf.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def default_token_path() -> Path:

@@ -1021,7 +1021,7 @@ class GroundServer:
 
     def app(self) -> web.Application:
         """The routes, each with the least role that may use it (``ROLE`` in the route's info)."""
-        app = web.Application(middlewares=[self._guard], client_max_size=256 * 1024)
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
         r = app.router
         viewer, operator = Role.VIEWER, Role.OPERATOR
         routes: list[tuple[str, str, Callable, Role | None]] = [
@@ -1186,8 +1186,15 @@ class GroundServer:
         resource = request.match_info.route.resource
         key = (request.method if request.method != "HEAD" else "GET", resource.canonical if resource else "")
         if key not in self.route_roles:
-            if request.match_info.http_exception is not None:  # no such route (404/405): say so
-                return await handler(request)
+            missing = request.match_info.http_exception
+            if missing is not None:  # no such route (404/405): said as every answer is, in JSON (an audit: plain text)
+                self.sessions.refused_requests += 1
+                response = _error(missing.status, f"{request.method} {request.path[:200]}: {missing.reason.lower()}",
+                                  "NOT_FOUND" if missing.status == 404 else "METHOD_NOT_ALLOWED")
+                for name in ("Allow",):
+                    if name in missing.headers:
+                        response.headers[name] = missing.headers[name]
+                return response
             return _error(403, f"{request.method} {request.path} has no role assigned", "FORBIDDEN")  # fail closed
         need: Role | None = self.route_roles[key]
         if need is None:
@@ -1255,7 +1262,10 @@ class GroundServer:
         return response
 
     async def _api_logout(self, request: web.Request) -> web.Response:
-        token = request.headers.get("Authorization", "")[7:].strip() or request.cookies.get(SESSION_COOKIE)
+        # The session the request was taken for, read as _session reads it (found in audit: any Authorization,
+        # a proxy's Basic among them, was taken for a token, and the cookie's session was never ended)
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.startswith("Bearer ") else request.cookies.get(SESSION_COOKIE)
         self.sessions.logout(token)
         response = _json({"logged_out": True})
         response.del_cookie(SESSION_COOKIE, path="/")
@@ -1604,8 +1614,11 @@ class GroundServer:
         body = await _json_body(request)
         link = self.link_for(body.get("spacecraft"))
         session: Session = request[SESSION_KEY]
+        given = request.match_info["id"]
+        if not (given.isascii() and given.isdigit() and len(given) <= 20):  # found in audit: 5000 digits answered
+            return _error(400, f"id: {given[:24]!r} is not a command id", "BAD_ARGUMENTS")  # Python's own error
         try:
-            entry_id = int(request.match_info["id"])
+            entry_id = int(given)
             now = time.time()
             if action == "approve":
                 entry = link.queue.approve(entry_id, session.user, now)
@@ -1684,10 +1697,14 @@ class GroundServer:
         for key, value in given.items():
             if key not in names:
                 return _error(400, f"limits.{str(key)[:40]}: not a limit; use {', '.join(names)}", "BAD_ARGUMENTS")
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
+            try:  # float() of an integer past float's range raises OverflowError (found in audit: a 500)
+                number = None if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    else float(value)
+            except OverflowError:
+                number = None
+            if value is not None and (number is None or not math.isfinite(number)):
                 return _error(400, f"limits.{key}: {str(value)[:40]!r} is not a number (null: none)", "BAD_ARGUMENTS")
-            bounds[key] = None if value is None else float(value)
+            bounds[key] = number
         who = request[SESSION_KEY].user
         async with self._limits_lock:
             with link.alarm_lock:  # the bounds left alone still follow their parameters (found in review)
@@ -1766,6 +1783,8 @@ class GroundServer:
                         self._page_message(msg.data, page)
                     elif msg.type == WSMsgType.ERROR:
                         break
+                    elif msg.type == WSMsgType.BINARY:  # a page sends text: refused and counted (an audit: unsaid)
+                        self.page_messages_refused += 1
             finally:
                 sender.cancel()
         finally:
@@ -1891,6 +1910,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(text=_text(body), status=status, content_type="application/json")
 
 
+MAX_BODY_BYTES = 256 * 1024  # a request body read whole, at most (a file upload is streamed: not bounded by it)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # an upload or a write the disk refused
 
 
@@ -1908,6 +1928,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
                                            content_type="application/json")
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge:  # said in JSON, as every answer (found in audit: aiohttp's plain text)
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, text=_text(
+            {"error": f"body over {MAX_BODY_BYTES} bytes", "code": "TOO_LARGE"}), content_type="application/json") from None
     except (ValueError, LookupError, RecursionError):  # not JSON, a charset nobody knows, nested past the parser
         body = None
     if not isinstance(body, dict):

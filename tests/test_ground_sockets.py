@@ -16,7 +16,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.messages import Codec
 from ground.auth import UserStore
 from ground.server import GroundServer, quick_config
-from tests.test_ground_server import PASSWORDS, http, login, make_users
+from tests.test_ground_server import PASSWORDS, http, login, make_users, wait_until
 
 CODEC = Codec(DICTIONARY)
 HK = DICTIONARY.packet_by_name["AGENT_HK"]
@@ -226,3 +226,47 @@ def test_a_page_that_stops_reading_is_closed_saying_why_and_no_longer_fed(source
         time.sleep(0.05)
     _s, answer, _h = http(server, "GET", "/api/status", token=token)
     assert answer["pages_closed_stalled"] == 1 and answer["pages"] == 0
+
+
+@pytest.mark.req("GND-021")
+def test_odd_requests_get_a_json_answer_naming_the_fault_never_a_500_and_logout_ends_the_cookies_session(
+        source_and_server):
+    """Found in audit: a CSRF header with a character past ASCII made compare_digest raise (500, a traceback); a
+    limit of 10**400 overflowed (500); a body over the limit, an unknown route and a wrong method were answered in
+    plain text; a 5000-digit command id with Python's own error; a page's binary message went uncounted; and a
+    logout with a proxy's Basic Authorization header beside the cookie ended no session."""
+    import urllib.request
+
+    _source, start = source_and_server
+    server = start()
+    token = login(server, "alice")
+    status, answer, headers = http(server, "POST", "/api/login", {"user": "alice", "password": PASSWORDS["alice"]})
+    jar = {"Cookie": headers["Set-Cookie"].split(";", 1)[0]}
+    status, answer, _ = http(server, "POST", "/api/queue/hold", {"spacecraft": "sunlit-1"},
+                             headers={**jar, "X-CSRF-Token": "\u00e9t\u00e9"})
+    assert (status, answer["code"]) == (403, "CSRF")
+    status, answer, _ = http(server, "POST", "/api/limits", {"spacecraft": "sunlit-1", "channel": "temp_max_c",
+                                                             "limits": {"warn_high": 10 ** 400}}, token=token)
+    assert status == 400 and answer["error"].startswith("limits.warn_high: ")
+    for method, path, code in (("GET", "/api/nothing", "NOT_FOUND"), ("PUT", "/api/commands", "METHOD_NOT_ALLOWED")):
+        status, answer, _ = http(server, method, path, token=token)
+        assert answer["code"] == code and status == (404 if code == "NOT_FOUND" else 405), (status, answer)
+    status, answer, _ = http(server, "POST", "/api/commands/" + "9" * 5000 + "/approve", {"spacecraft": "sunlit-1"},
+                             token=token)
+    assert status == 400 and answer["code"] == "BAD_ARGUMENTS" and answer["error"].startswith("id: '999")
+    request = urllib.request.Request(server.url.rstrip("/") + "/api/commands", method="POST",
+                                     data=b'{"name": "' + b"x" * 300_000 + b'"}',
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with pytest.raises(urllib.error.HTTPError) as too_large:
+        urllib.request.urlopen(request, timeout=15)
+    assert too_large.value.code == 413 and json.loads(too_large.value.read())["code"] == "TOO_LARGE"
+    before = server.status()["page_messages_refused"]
+    with open_ws(server, token) as ws:
+        ws.send(b"\x00binary")
+        ws.send('{"type": "nothing"}')
+        wait_until(lambda: server.status()["page_messages_refused"] >= before + 2, what="both refused and counted")
+    csrf = http(server, "GET", "/api/session", headers=jar)[1]["csrf"]
+    status, answer, _ = http(server, "POST", "/api/logout", {},
+                             headers={**jar, "X-CSRF-Token": csrf, "Authorization": "Basic YWxpY2U6cHJveHk="})
+    assert status == 200 and answer["logged_out"]
+    assert http(server, "GET", "/api/session", headers=jar)[0] == 401  # the cookie's session ended

@@ -689,3 +689,61 @@ def test_push_lag_at_1000_points_per_second(browser):
     assert result["points_drawn"] >= 0.9 * result["points_published"], result
     assert result["web_push_lag_ms_p99"] is not None and result["web_push_lag_ms_p99"] > 0, result
     # The lag itself is a figure for bench.ground and python -m ground.web.benchlag, not an assertion here.
+
+
+@pytest.mark.req("GND-030", "GND-031")
+def test_a_late_acknowledgement_answer_and_a_reconnect_never_draw_state_older_than_the_servers(
+        ipc_url, make_ground, pages, tmp_path):
+    """Found in audit: an acknowledgement's answer that waited on the archive's worker arrived after the push that
+    cleared the alarm and drew it acknowledged again; and limits removed while a page's socket was down were kept
+    after it reconnected, the channel still judged by them."""
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+    from flight.link.transport import open_flight_link
+    from tests.test_ground_server import http
+
+    source = open_flight_link(ipc_url)
+    codec, packet = Codec(DICTIONARY), DICTIONARY.packet_by_name["AGENT_HK"]
+    cpu = {"cpu_pct": 95.0}
+    running = threading.Event()
+    running.set()
+
+    def feed() -> None:
+        t = 1.7e9
+        while running.is_set():
+            t += 0.2
+            values = {name: None for name in packet.channels}
+            values.update(mode="IDLE", uptime_s=t - 1.7e9, **cpu)
+            source.publish(codec.encode_hk(packet.sid, values, t))
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        server = make_ground(ipc_url, archive=tmp_path / "ground.sqlite", connect_timeout_s=0)
+        expect = _expect()
+        page = pages(server, "alice")
+        alarm = page.locator("#alarm-cpu_pct")
+        expect(alarm).to_have_attribute("data-status", "active")
+        server._archive_pool.submit(time.sleep, 3.0)  # noqa: SLF001 - the archive's worker busy (a retention pass)
+        alarm.locator("button.ack").click()
+        expect(alarm).to_have_attribute("data-status", "acknowledged")
+        cpu["cpu_pct"] = 10.0  # back in limits: the server clears it and pushes that
+        expect(alarm).to_have_attribute("data-status", "cleared")
+        time.sleep(3.5)  # the acknowledgement's answer has come by now
+        expect(alarm).to_have_attribute("data-status", "cleared")
+
+        token = http(server, "POST", "/api/login", {"user": "bob", "password": PASSWORDS["bob"]})[1]["token"]
+        limits = {"spacecraft": "sunlit-1", "channel": "uptime_s"}
+        assert http(server, "POST", "/api/limits", {**limits, "limits": {"warn_high": 0}}, token=token)[0] == 200
+        row = page.locator("#tm-uptime_s")
+        expect(row).to_have_attribute("data-state", "warning")
+        page.evaluate("() => S.ws.close()")  # the socket drops; the page reconnects on its own
+        assert http(server, "POST", "/api/limits", {**limits, "limits": {"warn_high": None}}, token=token)[0] == 200
+        expect(page.locator("#ws-state")).to_have_attribute("data-state", "ok")
+        expect(row).to_have_attribute("data-state", "nominal")
+        expect(row.locator("td.state")).to_have_attribute("title", "")
+    finally:
+        running.clear()
+        feeder.join(timeout=5)
+        source.close()

@@ -96,6 +96,8 @@ def brief(value: Any) -> str:
     audit: a command argument nested a thousand deep made repr raise RecursionError, an internal error)."""
     if isinstance(value, (list, tuple, dict)):
         return f"{'a map' if isinstance(value, dict) else 'an array'} of {len(value)}"
+    if isinstance(value, int) and value.bit_length() > 100:  # JSON's integers are unbounded; repr refuses 4300 digits
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -153,7 +155,7 @@ class ValueSpec:
                 lo, hi = INT_BOUNDS[t]
                 if not lo <= value <= hi:
                     raise ArgumentError(
-                        f"{name}={value} does not fit {t.value} [{lo}, {hi}]", FailureCode.OUT_OF_RANGE
+                        f"{name}={brief(value)} does not fit {t.value} [{lo}, {hi}]", FailureCode.OUT_OF_RANGE
                     )
                 return self._check_range(value, name)
             if t in (ValueType.F32, ValueType.F64):

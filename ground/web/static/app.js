@@ -81,7 +81,8 @@ function newCraft(id) {
     values: new Map(),      // name -> {v, t, seenMs, ring, plots}
     packetSeen: new Map(),  // sid -> {seenMs, wallS, t}
     lastHkMs: null,         // when this page last took in a packet of it
-    limits: new Map(),      // name -> limits as the server applies them for this spacecraft
+    limits: new Map(),      // name -> limits as the server applies them for this spacecraft (null: none)
+    limitsPushed: 0,        // limit changes pushed: a /api/dictionary answer asked before one is stale
     events: [],
     alarms: new Map(),      // channel -> alarm
     commands: new Map(),    // queue id -> entry
@@ -368,6 +369,10 @@ function renderEvents(c) {
 // --- alarms ----------------------------------------------------------------------------------
 
 function setAlarm(c, a) {
+  // An older copy of the same alarm (an acknowledgement's answer that waited on the archive, arriving after the
+  // push that cleared it: found in audit, the row went back to acknowledged) is ignored; a new raising is not.
+  const old = c.alarms.get(a.channel);
+  if (old && old.raised_s === a.raised_s && (old.rev || 0) > (a.rev || 0)) return;
   c.alarms.set(a.channel, a);
   renderChooser();
   if (c.id === S.current) upsertAlarm(a);
@@ -1247,13 +1252,16 @@ function loadSnapshot(c, snap, nowMs, replaceValues) {
   if (snap.status) applyCraftStatus(c, snap.status, nowMs);
 }
 
-async function loadLimits(id) {
+async function loadLimits(id, tries = 3) {
+  const c = craft(id);
+  const pushed = c.limitsPushed;
   const answer = await getJson(`/api/dictionary?spacecraft=${encodeURIComponent(id)}`);
   if (!answer.ok) return;
-  const c = craft(id);
-  for (const ch of answer.body.channels) {
-    if (!c.limits.has(ch.name) || ch.limits) c.limits.set(ch.name, ch.limits);
-  }
+  // A change pushed while it was on its way is newer than the answer: ask again. The answer is the whole
+  // truth, a channel without limits included (found in audit: bounds removed while the page was away were
+  // kept on reconnect, and the channel judged by them).
+  if (c.limitsPushed !== pushed) { if (tries > 1) loadLimits(id, tries - 1); return; }
+  for (const ch of answer.body.channels) c.limits.set(ch.name, ch.limits || null);
   if (id === S.current) for (const name of S.rows.keys()) S.dirtyRows.add(name);
   requestFrame();
 }
@@ -1318,6 +1326,7 @@ function handleControl(m, nowMs) {
     case "file": if (c && m.transfer) setFile(c, m.transfer); break;
     case "limits":
       if (!c) break;
+      c.limitsPushed += 1;
       for (const [name, lim] of Object.entries(m.limits || {})) c.limits.set(name, lim);
       if (c.id === S.current) for (const name of Object.keys(m.limits || {})) S.dirtyRows.add(name);
       break;
