@@ -972,7 +972,8 @@ class GroundServer:
                                      content_type="application/json")
         link = self.links.get(spacecraft)
         if link is None:
-            raise web.HTTPNotFound(text=_text({"error": f"no spacecraft {spacecraft!r} on this server "
+            shown = repr(spacecraft[:64]) + ("..." if len(spacecraft) > 64 else "")  # not a long one echoed whole
+            raise web.HTTPNotFound(text=_text({"error": f"no spacecraft {shown} on this server "
                                                         f"(known: {', '.join(self.links)})"}),
                                    content_type="application/json")
         return link
@@ -1709,6 +1710,18 @@ class GroundServer:
         async with self._limits_lock:
             with link.alarm_lock:  # the bounds left alone still follow their parameters (found in review)
                 limits = link.alarms.unresolved(channel).merged(bounds)
+                numbers = limits.resolve({**self.dictionary.parameter_defaults, **link.alarms.agent_parameters})
+            # In order, crit_low <= warn_low < warn_high <= crit_high, where a bound given is one of the pair (found in
+            # audit: a crit_high under warn_high was taken, and the channel's alarms then said critical for warning)
+            ladder = [(k, float(v)) for k in ("crit_low", "warn_low", "warn_high", "crit_high")
+                      if isinstance(v := getattr(numbers, k), (int, float)) and not isinstance(v, bool)]
+            for i, (low_key, low) in enumerate(ladder):
+                for high_key, high in ladder[i + 1:]:
+                    strict = (low_key, high_key) == ("warn_low", "warn_high")
+                    if (low_key in bounds or high_key in bounds) and (high < low or (strict and high == low)):
+                        return _error(400, f"limits.{high_key if high_key in bounds else low_key}: {high_key} {high:g} "
+                                           f"is {'not above' if strict else 'below'} {low_key} {low:g} (crit_low <= "
+                                           "warn_low < warn_high <= crit_high)", "BAD_ARGUMENTS")
             if self.archive is not None:  # filed first: a change the archive refused is not made (500/507)
                 archive = self.archive
                 await asyncio.get_running_loop().run_in_executor(

@@ -248,6 +248,13 @@ def test_odd_requests_get_a_json_answer_naming_the_fault_never_a_500_and_logout_
     status, answer, _ = http(server, "POST", "/api/limits", {"spacecraft": "sunlit-1", "channel": "temp_max_c",
                                                              "limits": {"warn_high": 10 ** 400}}, token=token)
     assert status == 400 and answer["error"].startswith("limits.warn_high: ")
+    for given, why in (({"warn_high": 50.0, "crit_high": 40.0}, "limits.crit_high: crit_high 40 is below warn_high 50"),
+                       ({"warn_low": 30.0, "warn_high": 30.0}, "warn_high 30 is not above warn_low 30")):
+        status, answer, _ = http(server, "POST", "/api/limits", {"spacecraft": "sunlit-1", "channel": "cpu_pct",
+                                                                 "limits": given}, token=token)
+        assert status == 400 and why in answer["error"], answer  # found in audit: taken, and alarms said critical
+    status, answer, _ = http(server, "GET", "/api/state?spacecraft=" + "x" * 3000, token=token)
+    assert status == 404 and len(answer["error"]) < 200  # not a long id echoed whole
     for method, path, code in (("GET", "/api/nothing", "NOT_FOUND"), ("PUT", "/api/commands", "METHOD_NOT_ALLOWED")):
         status, answer, _ = http(server, method, path, token=token)
         assert answer["code"] == code and status == (404 if code == "NOT_FOUND" else 405), (status, answer)
