@@ -228,7 +228,7 @@ def test_a_page_that_stops_reading_is_closed_saying_why_and_no_longer_fed(source
     assert answer["pages_closed_stalled"] == 1 and answer["pages"] == 0
 
 
-@pytest.mark.req("GND-021")
+@pytest.mark.req("GND-021", "GND-002")
 def test_odd_requests_get_a_json_answer_naming_the_fault_never_a_500_and_logout_ends_the_cookies_session(
         source_and_server):
     """Found in audit: a CSRF header with a character past ASCII made compare_digest raise (500, a traceback); a
