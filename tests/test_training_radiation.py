@@ -402,6 +402,7 @@ def test_a_restarted_job_keeps_its_counts_of_refused_steps_from_its_checkpoint(t
     assert before > 0 and job.status.last_checkpoint_step == step
     again = TrainingJob(Trainer(DIGITS_SPEC, Adam(1e-3), 64, seed=1), x_bad, y, plan, tmp_path / "job.ck")
     assert again.resume() and again.status.step == step and again.status.steps_refused == before
+    assert again.status.loss == pytest.approx(job.status.loss)  # found in audit: nan, and a summary's loss null
     again.run(10_000)
     assert again.done and again.status.steps_refused > before
 

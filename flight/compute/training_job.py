@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,9 @@ class TrainingJob:
         if flux in {f.value for f in FluxClass}:  # else none, or written before: what comes from here on only
             self.status.worst_flux = worse_flux(self.status.worst_flux, FluxClass(flux))
         self.status.in_saa = self.status.in_saa or ck.meta.get("in_saa") is True
+        loss = ck.meta.get("loss")
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
+            self.status.loss = float(loss)
         self._saved_counts = {key: getattr(self.status, key) for key in _COUNTS}
         return True
 
@@ -297,7 +301,9 @@ class TrainingJob:
                                 "batch_size": self.plan.batch_size, "job": self.identity, "saa_armed": self._saa_armed,
                                 "saa_entry_unix_s": self._saa_entry_at,
                                 "worst_flux": self.status.worst_flux.value if self.status.worst_flux else None,
-                                "in_saa": self.status.in_saa, **counts}
+                                "in_saa": self.status.in_saa, **counts,
+                                # the last step's loss: a job resumed at its end still says it (found in audit: nan)
+                                "loss": self.status.loss if math.isfinite(self.status.loss) else None}
         receipt = self._receipt
         save_checkpoint(self.checkpoint_path, Checkpoint(self.status.step, arrays, meta),
                         None if receipt is None else lambda sha256: receipt(sha256, self.status))
