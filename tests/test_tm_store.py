@@ -119,6 +119,37 @@ def test_a_run_covers_only_its_apid_its_times_and_its_sequence_counts(tmp_path):
     assert pending_ids(store) == [a.store_id]
 
 
+@pytest.mark.req("AGT-090", "GND-041")
+@pytest.mark.parametrize("across", ["reboot", "wrap"])
+def test_a_run_the_ground_joined_across_a_reboot_or_a_wrap_frees_none_of_what_it_never_had(tmp_path, across):
+    """Found in audit: after AOS the ground heard boot 1's last counts in playback and boot 2's next count live,
+    joined them in one run (consecutive counts), and the store freed boot 2's first packets with them, which the
+    ground never had. A count two unacknowledged records share within a run is not taken from it; played back
+    again, both come down, and the runs of what then comes are one boot's each: all freed, nothing lost."""
+    from ground.completeness import CompletenessTracker
+
+    store = open_store(tmp_path)
+    first, second = codec(), codec()  # boot 2's counts start again at 0
+    if across == "wrap":  # one boot, the counter one turn further on: the same counts again
+        second = first
+        first.seq.set(Apid.AGENT, 100)
+    early = [store.append(hk(first, i)) for i in range(10)]
+    if across == "wrap":
+        first.seq.set(Apid.AGENT, 100)
+    later = [store.append(hk(second, (16384 if across == "wrap" else 100) + i)) for i in range(11)]
+    ground = CompletenessTracker()
+    ground.add(later[-1].apid, later[-1].seq_count, later[-1].time_ms, received_s=1.0)  # live, at AOS
+    for p in early:  # played back in the same acknowledgement period
+        ground.add(p.apid, p.seq_count, p.time_ms, received_s=1.1, played_back=True)
+    (run,) = ground.take_runs()
+    assert store.acknowledge([run.as_tuple()]) == 1  # the live one alone: every other count is two packets'
+    assert sorted(pending_ids(store)) == sorted(p.store_id for p in early + later[:-1])
+    for seg, i in store.pending(0.0, 30.0):  # played back: the ground has all of them now
+        ground.add(seg.apids[i], seg.seqs[i], seg.times[i], received_s=2.0, played_back=True)
+    assert store.acknowledge(r.as_tuple() for r in ground.take_runs()) == 20
+    assert pending_ids(store) == [] and store.stats.acks_ambiguous == 20
+
+
 @pytest.mark.req("AGT-090")
 def test_a_fully_acknowledged_sealed_segment_is_deleted(tmp_path):
     c = codec()

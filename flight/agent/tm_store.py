@@ -178,6 +178,7 @@ class StoreStats:
     dropped: dict[StoreClass, int] = field(default_factory=lambda: {c: 0 for c in StoreClass})
     corrupt_records: int = 0    # failed their CRC when read (since start)
     torn_tails: int = 0         # records cut short by a crash, dropped at start
+    acks_ambiguous: int = 0     # records an acknowledgement run named with another of their count: kept (acknowledge)
 
 
 class StoreError(OSError):
@@ -407,10 +408,16 @@ class PacketStore:
         """Mark as received what the ground says it has: runs of (apid, first seq, last seq, first
         time ms, last time ms), one per unbroken stretch of one APID's sequence. A record is
         acknowledged when its APID matches, its time lies within the run's and its sequence
-        count within the run's (modulo 2**14). Returns how many records that newly covered."""
+        count within the run's (modulo 2**14), and no other record not yet acknowledged within the
+        run has its count: two such are the counts of two boots, or of two turns of the counter,
+        and the run names only one of them (found in audit: a run the ground joined across a reboot,
+        the last counts of one boot and the next live count of the other, acknowledged the new boot's
+        first packets, which the ground never had; both are played back, and the runs of what comes
+        then are one boot's each). Returns how many records that newly covered."""
         ids: list[int] = []
         for apid, seq_lo, seq_hi, t_lo, t_hi in runs:
             width = (seq_hi - seq_lo) & MAX_SEQ_COUNT
+            by_count: dict[int, list[int]] = {}
             for segs in self.segments.values():
                 for seg in segs:
                     if not seg.unacked or not seg.times or seg.times[0] > t_hi and seg.ordered:
@@ -418,7 +425,12 @@ class PacketStore:
                     for i in seg.span(t_lo, t_hi):
                         if (seg.state[i] != ACKED and seg.apids[i] == apid and t_lo <= seg.times[i] <= t_hi
                                 and (seg.seqs[i] - seq_lo) & MAX_SEQ_COUNT <= width):
-                            ids.append(seg.ids[i])
+                            by_count.setdefault(seg.seqs[i], []).append(seg.ids[i])
+            for found in by_count.values():
+                if len(found) == 1:
+                    ids.append(found[0])
+                else:
+                    self.stats.acks_ambiguous += len(found)
         return self.acknowledge_ids(ids)
 
     def acknowledge_ids(self, ids: Iterable[int]) -> int:
