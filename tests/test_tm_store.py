@@ -184,6 +184,23 @@ def test_when_full_housekeeping_goes_first_and_reports_last_and_drops_are_counte
 
 
 @pytest.mark.req("AGT-091")
+def test_housekeeping_all_in_the_segment_being_written_still_goes_before_any_report(tmp_path):
+    """Found in audit: the oldest sealed segment of any class went first, so with events filling the store and
+    housekeeping all in its segment being written, the oldest events were dropped and the housekeeping kept."""
+    c = codec()
+    store = open_store(tmp_path, max_bytes=4 * SEG)
+    i = 0
+    while store.stats.bytes < 3 * SEG + SEG // 2:
+        store.append(event(c, i))
+        i += 1
+    while not any(store.stats.dropped.values()):
+        store.append(hk(c, 10_000 + i))
+        i += 1
+    assert store.stats.dropped[StoreClass.HK] > 0 and store.stats.dropped[StoreClass.REPORTS] == 0
+    assert store.stats.bytes <= 4 * SEG
+
+
+@pytest.mark.req("AGT-091")
 def test_only_reports_left_their_oldest_go(tmp_path):
     c = codec()
     store = open_store(tmp_path, max_bytes=4 * SEG)

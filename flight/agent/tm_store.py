@@ -361,12 +361,12 @@ class PacketStore:
     # --- dropping and deleting ----------------------------------------------------------------
 
     def _make_room(self) -> None:
-        """Past ``max_bytes``: delete the oldest sealed segment of the lowest class that has one;
-        where no class has a sealed segment, the lowest class's segment being written."""
+        """Past ``max_bytes``: delete the oldest segment of the lowest class that has one, the one being
+        written included: the class decides, then the age (found in audit: the oldest sealed segment of any
+        class went first, so reports were dropped while housekeeping, all in its segment being written, was
+        kept)."""
         while self.stats.bytes > self.max_bytes:
-            victim = next((self.segments[c][0] for c in reversed(StoreClass) if len(self.segments[c]) > 1), None)
-            if victim is None:
-                victim = next(self.segments[c][0] for c in reversed(StoreClass) if self.segments[c])
+            victim = next(self.segments[c][0] for c in reversed(StoreClass) if self.segments[c])
             self.stats.dropped[victim.cls] += victim.unacked
             self._delete_segment(victim)
 
