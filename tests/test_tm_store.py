@@ -425,6 +425,36 @@ def test_a_segment_the_disk_cannot_give_back_costs_its_records_not_the_store(tmp
         assert rig.hk()["state_corrupt"] >= 1
 
 
+@pytest.mark.req("AGT-090")
+def test_ids_are_not_given_again_past_a_segment_unreadable_at_one_start_whose_records_come_back_at_the_next(
+        tmp_path, monkeypatch):
+    """Found in audit: only the unreadable segment's first id was passed, so new records took the ids in it, and
+    once the disk read it again, the ground's acknowledgements of the new records freed its own, never sent."""
+    import errno
+
+    c = codec()
+    store = open_store(tmp_path)
+    held = [store.append(hk(c, i)) for i in range(20)]
+    name = store.segments[StoreClass.HK][0].path.name
+    store.close()
+    real = Path.read_bytes
+
+    def failing(path: Path) -> bytes:
+        if path.name == name:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)  # this start, the disk cannot give it back
+    again = open_store(tmp_path)
+    new = [again.append(event(c, i)) for i in range(20)]
+    assert min(p.store_id for p in new) > max(p.store_id for p in held)
+    again.acknowledge_ids([p.store_id for p in new])  # the ground has the new ones
+    again.close()
+    monkeypatch.undo()  # the disk reads it again
+    third = open_store(tmp_path)
+    assert sorted(pending_ids(third)) == [p.store_id for p in held]  # all still to be played back
+
+
 @pytest.mark.req("AGT-093")
 def test_of_the_packets_sent_at_the_instant_the_silence_ended_only_those_kept_before_it_are_due(tmp_path):
     c = codec()

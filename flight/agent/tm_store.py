@@ -607,7 +607,14 @@ class PacketStore:
             except OSError:  # one segment the disk cannot give back costs its records, not the store
                 self.stats.corrupt_records += 1
                 self.unreadable_segments.append(path.name)
-                highest = max(highest, first_id)
+                # Its ids are never given again, each of its records a byte at least: left in place, a later start
+                # that reads it plays its records back (found in audit: the next ids were those in it, and once the
+                # disk read it again the ground's acknowledgements of the new records freed its old ones).
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    size = 0
+                highest = max(highest, first_id + max(size, self.segment_bytes + MAX_PACKET))
                 continue
             walked, good_end = _records(data, MAX_PACKET)
             for start, _end, payload in walked:
