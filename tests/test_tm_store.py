@@ -470,3 +470,21 @@ def test_of_the_packets_sent_at_the_instant_the_silence_ended_only_those_kept_be
     assert [seg.ids[i] for seg, i in store.pending(104.0, 30.0, 100.0)] == [early.store_id]  # by time alone
     assert [seg.ids[i] for seg, i in store.pending(131.0, 30.0)] == [early.store_id, before.store_id, after.store_id,
                                                                     later.store_id]  # resent after 30 s, all
+
+
+@pytest.mark.req("AGT-091")
+def test_what_opening_a_smaller_store_drops_is_said_not_only_counted(tmp_path):
+    """Found in audit: an agent restarted with a smaller store.max_mb dropped the oldest housekeeping as the store
+    opened, counted in store_dropped, but no STORE_DROPPED ever said it."""
+    from tests.inproc import InProcessAgent
+
+    c = codec()
+    store = PacketStore(tmp_path / "store")
+    while store.stats.bytes < int(1.5 * 1024 * 1024):
+        store.append(hk(c, store.next_id))
+    store.close()
+    with InProcessAgent(tmp_path / "state", store_dir=tmp_path / "store", store_max_mb=1.0) as rig:
+        rig.advance(30.0)
+        dropped = rig.hk()["store_dropped"]
+        said = [e.args for e in rig.events("STORE_DROPPED")]
+        assert dropped > 0 and said and said[0]["count"] == dropped and said[0]["store"].startswith("HK ")

@@ -186,7 +186,7 @@ class Downlink(Component):
         self._sync_journal = sync_journal
         self._sync_ms: float | None = None  # the last fsync made in the loop (no syncer)
         self._held: list[tuple[bytes, float | None]] | None = None  # published, kept at release()
-        self._reported_dropped = self._dropped_total()
+        self._reported_dropped = 0  # what opening the store dropped (a smaller store.max_mb) is said too (an audit)
         self._rate_bytes = 0
         self._rate_since = clock.monotonic_s()
         self._rate_bps = 0.0
