@@ -717,7 +717,8 @@ function renderLink() {
     link.textContent = `link OK (${st.packets} packets)`;
     link.dataset.state = st.gaps_missing || st.bad_packets ? "warn" : "ok";
   }
-  link.title = `${st.link}; ${st.gaps_missing} missing in gaps, ${st.bad_packets} undecodable, ` +
+  link.title = `${st.link}; ${st.gaps_missing} missing in gaps (${st.lost_live} lost live, some since played ` +
+    `back), ${st.bad_packets} undecodable, ` +
     `${st.agent_restarts} agent restart(s); values older than ${(c.staleMs / 1000).toFixed(1)} s are shown stale` +
     (st.link_error ? `; ${st.link_error}` : "");
 }
