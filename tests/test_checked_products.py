@@ -350,3 +350,46 @@ def test_secondary_outputs_keep_the_models_scrubbed_weights_and_a_clean_minus_in
     session = bench.worker._session("more")  # noqa: SLF001
     out = session.session.run(["log_probabilities"], {session.input_name: TILES[16:48]})[0]
     assert np.isneginf(out).any()  # the -inf was there, and passed
+
+
+def _continuous_file(bench, name: str, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``tiles`` screened as one camera file by continuous job 1; the product's (classes, check statuses)."""
+    reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME,
+                                                              continuous=True)))
+    assert reply.ok, reply.reason
+    (bench.root / "incoming").mkdir(parents=True, exist_ok=True)
+    np.save(bench.root / "incoming" / f".{name}.npy", tiles)
+    (bench.root / "incoming" / f".{name}.npy").rename(bench.root / "incoming" / f"{name}.npy")
+    for _ in range(400):
+        if (bench.root / "incoming" / "done" / f"{name}.npy").exists():
+            break
+        bench.worker.work_slice()
+    with np.load(bench.root / "products" / f"job00001-{name}.npz", allow_pickle=False) as npz:
+        return npz["classes"], npz["check"]
+
+
+@pytest.mark.req("RAD-105", "RAD-114")
+@pytest.mark.parametrize("repairable", [True, False], ids=["repaired", "unrepairable"])
+def test_each_part_of_a_long_camera_file_is_made_again_when_a_later_parts_scrub_finds_a_weight_it_used(
+        bench, repairable):
+    """Found in audit: a file of more than 64 tiles runs in parts; one count of repairs for the whole file, read
+    after its last part, released a first part made with a wrong weight no range check sees as passed, once the
+    second part's failed check scrubbed it; and where nothing could repair it (the session dropped), the later
+    parts ran on the dropped session, its weight still wrong, and passed."""
+    admit(bench, abft_checks=False, range_checks=True)
+    model = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+    tiles = TILES[:80].copy()
+    clean = model.session.run(["probabilities"], {"tiles": tiles})[0].argmax(axis=1)
+    bias = model.scrubber.owned["b1"].reshape(-1)
+    bias[int(np.argmax(np.abs(bias)))] *= np.float32(-1.0)  # a sign flipped: no range check sees it
+    if not repairable:  # the golden copies disagree too: nothing settles the chunk
+        for copy, byte in ((0, 0), (1, 0), (2, 1)):
+            model.scrubber.golden_bytes(copy, "b1")[byte] ^= np.uint8(1)
+    wrong = model.session.run(["probabilities"], {"tiles": tiles})[0].argmax(axis=1) != clean
+    out_of_range = slice(64, 80) if repairable else slice(0, 64)  # the part whose range check fails
+    assert wrong[slice(0, 64) if repairable else slice(64, 80)].any()
+    tiles[out_of_range] *= 50.0
+    classes, status = _continuous_file(bench, "scene", tiles)
+    kept = np.ones(80, bool)
+    kept[out_of_range] = False
+    assert not ((classes != clean) & (status == PASSED) & kept).any()  # nothing wrong goes out as passed

@@ -1858,22 +1858,27 @@ class Worker:
                 return
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
-                before = self._watched_count(job.model)
                 # A file of more than MAX_BATCH tiles runs in parts of that many: no run bigger than TensorRT's
                 # engines are built for at the open (found in review: a camera file of 300 tiles built one in
-                # the slice, where no ping is answered); a smaller one, as before, in one run.
-                held = []
+                # the slice, where no ping is answered); a smaller one, as before, in one run. Each part keeps
+                # the repairs of unchecked weights as it was made, as a data set's batches do (found in audit: one
+                # count for the file, read after its last part, released earlier parts made before a later
+                # part's scrub repaired a weight as passed).
+                held, drops = [], self._drops
                 for at in range(0, len(tiles), cp.MAX_BATCH):
                     part, batch = tiles[at:at + cp.MAX_BATCH], None
+                    before = self._watched_repairs.get(job.model, 0)
                     if injector is not None and injector.live():
                         probs, batch = self._judged_probs(job, model, part, checks, self._double_due())
                     else:
                         probs = self._checked_probs(job, model, part, checks, self._double_due())
-                    held.append((self._hold(probs, batch), at))
-                made = max(before, self._run_repairs.get(job.model, 0))
+                    held.append((self._hold(probs, batch), at, max(before, self._run_repairs.get(job.model, 0))))
+                    if self._drops != drops:  # weights nothing could repair: the session was dropped (found in
+                        return  # audit: the later parts ran on it); the file is made again, whole, on one built anew
                 claims = self._claims_checked(model, checks, 0)
-                remake = self._watched_count(job.model, model if claims else None) > made
-                got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, remake) for h, at in held]
+                latest = self._watched_count(job.model, model if claims else None)
+                got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, made < latest)
+                       for h, at, made in held]
                 probs = got[0] if len(got) == 1 else np.concatenate(got)
                 classes, conf = self._classify(probs, len(held), checks.tile_status(), job.model)
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()  # a name the camera gives again is not it
