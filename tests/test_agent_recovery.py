@@ -239,6 +239,53 @@ def test_repeated_faults_are_not_recovered_from(tmp_path):
         rig.close()
 
 
+@pytest.mark.req("AGT-015")
+def test_a_low_battery_safe_is_not_left_without_a_battery_reading(tmp_path):
+    """Found in audit: a gauge that dropped out (no charge read) let the agent leave a low-battery SAFE, saying its
+    causes were clear. A SAFE for anything else is not held by a board with no battery reading (a bench supply)."""
+    assert recovery_blocker(Mode.IDLE, CLEAR.__class__(**{**CLEAR.__dict__, "battery_soc_pct": None}),
+                            "battery 10.0 % below 20.0 %") == "no battery reading: it went SAFE for the battery"
+    assert recovery_blocker(Mode.IDLE, CLEAR.__class__(**{**CLEAR.__dict__, "battery_soc_pct": None}),
+                            RESET_CAUSE) is None
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 30.0})
+    try:
+        compute(rig)
+        rig.eps.reading = EpsReading(soc_pct=10.0, bus_voltage_v=7.0, solar_power_w=0.0)
+        rig.advance(2.0)
+        assert rig.agent.mode is Mode.SAFE
+        rig.eps.reading = EpsReading(soc_pct=None, bus_voltage_v=None, solar_power_w=None)  # the gauge gone
+        rig.advance(120.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+        assert rig.agent.modes.blocker == "no battery reading: it went SAFE for the battery"
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015", "AGT-002")
+def test_repeated_faults_while_safe_cancel_its_return_and_are_cleared_so_a_command_out_of_it_holds(tmp_path):
+    """Found in audit: faults piling up while SAFE were never said nor cleared: a low-battery SAFE recovered on
+    its own and fell back a tick later, and a SET_MODE IDLE said completed fell straight back to SAFE."""
+    rig = InProcessAgent(tmp_path / "state", parameters={"recovery_clear_s": 30.0})
+    try:
+        compute(rig)
+        rig.eps.reading = EpsReading(soc_pct=10.0, bus_voltage_v=7.0, solar_power_w=0.0)
+        rig.advance(2.0)
+        assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending is not None
+        rig.hal.read_error = OSError("i2c bus stuck")
+        rig.advance(8.0)
+        rig.hal.read_error = None
+        assert rig.events("FAULTS_REPEATED") and rig.agent.modes.pending is None  # waits for a command now
+        rig.eps.reading = EpsReading(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=80.0)
+        rig.advance(120.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+        answer = rig.send("SET_MODE", mode="IDLE")
+        assert answer.completed and answer.result == {"old": "SAFE", "new": "IDLE"}
+        rig.advance(10.0)
+        assert rig.agent.mode is Mode.IDLE
+    finally:
+        rig.close()
+
+
 @pytest.mark.req("AGT-004", "AGT-015")
 def test_the_time_since_contact_is_kept_across_resets_so_they_do_not_restart_it(tmp_path, monkeypatch):
     """Found in audit: contact was counted from each start, so resets every 100 s with a 120 s timeout went on

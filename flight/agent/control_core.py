@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Union
 
 from flight.hal.base import EpsReading, HalReading
+from flight.agent.modes import BATTERY_CAUSE, REPEATED_FAULTS
 from flight.link.definitions import Admission, EpsSource, Mode
 from flight.orbit import OrbitPrediction
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan, make_plan
@@ -178,10 +179,12 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
 
     # 1. Faults first: a tick that fails further down must still be able to go SAFE.
     clear_faults = False
-    if inp.fault_count >= p["fault_limit"] and mode is not Mode.SAFE:
+    if inp.fault_count >= p["fault_limit"]:
         actions.append(Emit("FAULTS_REPEATED", {"count": inp.fault_count, "window_s": p["fault_window_s"]}))
         clear_faults = True
-        go_safe("repeated faults")
+        if mode is Mode.SAFE:  # already SAFE: it now waits for a command, its return on its own cancelled (found in
+            actions.append(EnterSafe(REPEATED_FAULTS))  # audit: faults while SAFE were never said nor cleared, it
+        go_safe(REPEATED_FAULTS)  # recovered and fell back, and a SET_MODE out of SAFE said completed fell back too
 
     # 2. Sensors: each one reported once when it goes and once when it has come back for good.
     sensors_down, said = report_sensors(inp.reading.missing, state.sensors_down, inp.mono_s, p["sensor_restore_s"])
@@ -210,7 +213,7 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     soc = inp.eps.soc_pct
     if soc is not None and soc < p["battery_safe_pct"] and mode is not Mode.SAFE:
         actions.append(Emit("LOW_BATTERY", {"soc_pct": soc, "limit_pct": p["battery_safe_pct"]}))
-        go_safe(f"battery {soc:.1f} % below {p['battery_safe_pct']:.1f} %")
+        go_safe(f"{BATTERY_CAUSE}{soc:.1f} % below {p['battery_safe_pct']:.1f} %")
 
     # 5. Ground contact: reported once per loss.
     contact_lost = inp.contact_age_s > p["contact_timeout_s"]

@@ -124,8 +124,12 @@ class ModeManager(Component):
         self._remember()  # the pending target, even when the mode did not change
 
     def enter_safe(self, reason: str) -> None:
-        """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick)."""
+        """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick). Already SAFE, a
+        cause it does not return from on its own (repeated faults) cancels the return it was waiting for."""
         if self._mode is Mode.SAFE:
+            if self.pending is not None and not recoverable_cause(reason):
+                self.pending = None
+                self._remember()
             return
         self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
         self._emit("SAFE_ENTERED", reason=reason)

@@ -81,6 +81,8 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
 # Anything else, repeated faults and lost contact included, waits for a command: an unknown
 # reason is not recovered, so a new protection is safe until someone decides otherwise.
 _RECOVERABLE_PREFIXES = ("battery ", "hard thermal limit")
+BATTERY_CAUSE = "battery "  # how a fall to SAFE for the battery's charge begins (control_core)
+REPEATED_FAULTS = "repeated faults"  # a fall to SAFE that waits for a command
 RESET_CAUSE = "reset (previous stop unclean)"
 
 
@@ -123,13 +125,14 @@ class RecoveryStep:
     blocker: str | None = None  # what holds it in SAFE now, if anything
 
 
-def recovery_blocker(target: Mode, c: Conditions) -> str | None:
+def recovery_blocker(target: Mode, c: Conditions, cause: str = "") -> str | None:
     """What still keeps the agent from returning to ``target`` on its own, or None when all is clear.
 
     Stricter than the commanded guard: a reading must be there to be judged (no temperature:
-    no return), the hard limit must be cleared by its hysteresis, and COMPUTE only when the
-    power plan would admit work now, so a recovery never lands in a mode the power and
-    thermal managers would refuse.
+    no return; no battery reading, where ``cause``, why it went SAFE, was the battery: found in
+    audit, a gauge that dropped out let the agent leave a low-battery SAFE), the hard limit must
+    be cleared by its hysteresis, and COMPUTE only when the power plan would admit work now, so a
+    recovery never lands in a mode the power and thermal managers would refuse.
     """
     if c.contact_lost:
         return "ground contact lost"
@@ -142,6 +145,8 @@ def recovery_blocker(target: Mode, c: Conditions) -> str | None:
                 f"minus {c.thermal_hysteresis_c:.1f} °C")
     if c.battery_soc_pct is not None and c.battery_soc_pct < c.battery_floor_pct:
         return f"battery {c.battery_soc_pct:.1f} % below the floor {c.battery_floor_pct:.1f} %"
+    if c.battery_soc_pct is None and cause.startswith(BATTERY_CAUSE):
+        return "no battery reading: it went SAFE for the battery"
     if target is Mode.COMPUTE:
         if c.temp_max_c >= c.thermal_soft_limit_c:
             return f"temperature {c.temp_max_c:.1f} °C at or above the soft limit {c.thermal_soft_limit_c:.1f} °C"
@@ -158,7 +163,7 @@ def recovery_step(pending: Pending | None, c: Conditions, now_mono_s: float, rec
     of earlier automatic recoveries, kept across restarts."""
     if pending is None or not s.enabled:
         return RecoveryStep(pending)
-    blocker = recovery_blocker(pending.target, c)
+    blocker = recovery_blocker(pending.target, c, pending.cause)
     if blocker is not None:
         return RecoveryStep(replace(pending, clear_since_s=None), blocker=blocker)
     if pending.clear_since_s is None:
