@@ -197,3 +197,67 @@ def test_a_malformed_sequence_is_refused_naming_the_key(rig):
     result = rig.send("SEQUENCE_START", name="bad")
     assert result.failed and "step[0].args.mode" in result.failure.reason
     assert rig.hk()["sequence_running"] == ""
+
+
+@pytest.mark.req("AGT-080")
+def test_a_time_tag_released_when_the_schedule_could_not_record_it_runs_once_across_a_restart(tmp_path, monkeypatch):
+    """Found in audit: on a full disk the schedule could not record a release, the entry ran, and after a restart
+    it was released and ran again. A time tag's command identity is its entry's: the journal answers the second."""
+    import errno
+
+    import flight.agent.schedule as schedule_module
+
+    real = schedule_module.write_checked_json
+    first = InProcessAgent(tmp_path)
+    try:
+        assert first.send("SCHEDULE_AFTER", delay_s=5.0, command="RESET_COUNTERS").completed
+
+        def full(path, body):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(schedule_module, "write_checked_json", full)
+        first.advance(8)
+        assert len(first.events("COUNTERS_RESET")) == 1 and first.agent.scheduler.schedule.persist_error
+    finally:
+        first.close()
+    monkeypatch.setattr(schedule_module, "write_checked_json", real)
+    again = InProcessAgent(tmp_path)
+    try:
+        again.advance(8)
+        assert len(again.events("SCHEDULE_RELEASED")) == 1  # released again: the file still held it
+        assert not again.events("COUNTERS_RESET") and again.hk()["tc_duplicates"] >= 1  # answered, not run
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_step_whose_state_cannot_be_kept_is_not_sent_and_the_run_ends_saying_why(tmp_path, monkeypatch):
+    """Found in audit: the step was sent though the run's state could not be written, and after a restart the
+    file's older state sent it again."""
+    import errno
+
+    import flight.agent.scheduler as scheduler_module
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 5\n[[step]]\ncommand = "RESET_COUNTERS"\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(2)
+
+        def full(path, body):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(scheduler_module, "write_checked_json", full)
+        first.advance(6)
+        [done] = [e.args for e in first.events("SEQUENCE_DONE")]
+        assert not done["ok"] and done["reason"].startswith("step 2 not sent: the sequence state could not be kept")
+        assert not first.events("COUNTERS_RESET")
+    finally:
+        first.close()
+    monkeypatch.undo()
+    again = InProcessAgent(tmp_path)
+    try:
+        again.advance(10)
+        assert not again.events("COUNTERS_RESET") and again.hk()["sequence_running"] == ""
+    finally:
+        again.close()

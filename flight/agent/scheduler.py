@@ -44,6 +44,10 @@ from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_jso
 
 LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
 TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
+TIME_TAG_CMD_IDS = 0x7157 << 44
+"""A time tag's command identity is this with its entry id in the low bits (ids are never given twice, and stay
+far below 2**44); a random one (flight.link.messages.new_cmd_id, 63 bits) is one of an entry's in use with odds
+of one in 2**63 per entry."""
 
 
 @contextlib.contextmanager
@@ -156,7 +160,10 @@ class Scheduler(Component):
         self._save_run()
 
     def _release(self, entry: ScheduleEntry, now: float) -> None:
-        cmd_id = new_cmd_id()
+        # The entry's own command identity (ids are never given twice): released again after a restart whose
+        # schedule could not record its release, it is answered from the command journal, not run a second time
+        # (found in audit: a full disk, a restart, and the time tag ran twice).
+        cmd_id = TIME_TAG_CMD_IDS | entry.entry_id
         self.released += 1
         self.late_ms = max(0.0, now - entry.release_unix_s) * 1000.0
         self._emit("SCHEDULE_RELEASED", entry_id=entry.entry_id, command=entry.command, cmd_id=cmd_id,
@@ -184,7 +191,11 @@ class Scheduler(Component):
             assert isinstance(action, SendCommand)
             cmd_id = new_cmd_id()
             self._run_cmd = (cmd_id, action.step_index)
-            self._save_run()  # sent is on disk before it goes: after a reset it is never sent again
+            failed = self._save_run()  # sent is on disk before it goes: after a reset it is never sent again
+            if failed is not None:  # not kept: not sent, and the run ends (found in audit: sent, and after a reset
+                self._end_run(False, f"step {action.step_index + 1} not sent: the sequence state could not be "  # sent
+                                     f"kept ({failed}), and a reset would send it again")  # again from the state kept
+                return
             self._dispatch(action.command, action.args, cmd_id)
             if self.run is None or self._run_cmd is not None:
                 return  # waits for its completion (a deferred one comes later)
@@ -201,14 +212,18 @@ class Scheduler(Component):
 
     # --- persistence of the run -------------------------------------------------------------
 
-    def _save_run(self) -> None:
+    def _save_run(self) -> str | None:
+        """The run's state to disk; None if kept, else why not (said)."""
         if self.run is None:
-            return
+            return None
         try:
             write_checked_json(self._run_path, self.run.to_state())
         except OSError as exc:
-            self._emit("SCHEDULE_ERROR", reason=f"sequence state not kept ({exc.strerror or exc}); a reset now would "
-                                                f"lose the run")
+            why = exc.strerror or str(exc) or type(exc).__name__
+            self._emit("SCHEDULE_ERROR", reason=f"sequence state not kept ({why}); a reset now would take the run up "
+                                                "from the last state kept")
+            return why
+        return None
 
     def _resume(self) -> None:
         if not self._run_path.exists():
