@@ -193,6 +193,35 @@ def test_the_journal_keeps_the_newest_commands_and_does_not_grow(tmp_path):
     assert kept._records <= 2 * 50 + 1 and len(path.read_bytes()) <= (2 * 50 + 1) * record
 
 
+@pytest.mark.req("AGT-016")
+def test_a_rewrite_that_fails_refuses_no_command_whose_record_was_kept_and_is_tried_again_later(tmp_path,
+                                                                                            monkeypatch):
+    """Found in audit: past twice its window the journal rewrites itself; where that failed (no room for a new
+    file, appends still fitting) started() raised after its record was kept, and every later command that
+    changes something was refused."""
+    import errno
+
+    import flight.agent.journal as journal_module
+
+    path = tmp_path / "commands.journal"
+    j = CommandJournal(path, window=4)
+    real = journal_module.write_atomic
+
+    def full(target, data, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module, "write_atomic", full)
+    for cmd_id in range(1, 21):
+        j.started(cmd_id, b"d" * 16, 1)  # never raises: each record is kept
+        j.finished(cmd_id, True, 0, "")
+    assert all(CommandJournal(path, window=4).get(cmd_id) is not None for cmd_id in range(17, 21))
+    monkeypatch.setattr(journal_module, "write_atomic", real)
+    for cmd_id in range(21, 40):
+        j.started(cmd_id, b"d" * 16, 1)
+        j.finished(cmd_id, True, 0, "")
+    assert j._records <= 2 * 4 + 4  # noqa: SLF001 - rewritten again once it could be
+
+
 # A command that changes something (here, a parameter set to the value it has), so it is journaled:
 # read-only ones (NOOP, PING, GET_PARAM...) are not (see the last tests).
 JOURNALED = ("SET_PARAM", {"name": "hk_period_s", "value": "1"})

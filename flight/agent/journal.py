@@ -99,6 +99,7 @@ class CommandJournal:
         self.bad_records = 0  # damaged stretches skipped at start
         self.load_error: str | None = None  # what was wrong with the file at start, and what is in force
         self._records = 0
+        self._compact_at = 0  # records from which a rewrite is tried (past 2 * window; later after one failed)
         self._unsynced = False  # a finished record written since the last fsync
         self._fd: int | None = None  # kept open for appends (O_APPEND): no open and close a command
         self._load()
@@ -213,8 +214,12 @@ class CommandJournal:
         self._unsynced = not durable
         self._remember(entry)
         self._records += 1
-        if self._records > 2 * self.window:
-            self._compact()
+        if self._records > 2 * self.window and self._records >= self._compact_at:
+            try:
+                self._compact()
+            except OSError:  # the record is kept (appended, synced): the file only grows a while longer (found in
+                # audit: raised, every later command that changes something was refused, recorded all the same)
+                self._compact_at = self._records + self.window  # tried again a window of records later
 
     def _remember(self, entry: JournalEntry) -> None:
         self.entries[entry.cmd_id] = entry
