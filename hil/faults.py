@@ -308,8 +308,9 @@ def _judge_sensor_stuck(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
 
 def _judge_compute_hang(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     at, dur = float(f["at_s"]), float(f.get("duration_s", 0.0))
-    if "pid" not in f:
-        return FaultVerdict(f["kind"], at, "N/A", str(f.get("note", "no compute worker was running")))
+    if "pid" not in f:  # nothing hung: the scenario's hang tested nothing (found in audit: N/A, and the run passed)
+        return FaultVerdict(f["kind"], at, "FAIL", str(f.get("note", "no compute worker was running")) +
+                            " (schedule it once the agent's worker runs)")
     watchdog = float(tl.params.get("compute_watchdog_s", 10.0))
     deadline = at + watchdog + tl.tick_s + tl.step_s
     hung = tl.first("COMPUTE_HUNG", at, deadline)

@@ -468,15 +468,23 @@ class ClosedLoop:
                     ahead = wall0 + rel_s / sc.speed - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
+                silent = False
                 if naive:
                     state = self._naive_load()
                 elif up:
+                    silences = self.silences
                     state = self._exchange(t, row, board_c, state)
                     up = self._died_at_s is None  # it died in this step: flown as down from it on
+                    silent = self.silences > silences
                     # Commands go after the step: the agent has seen time t (and booted at the first).
                     while up and commands and commands[0].at_s <= rel_s and t >= self._los_until and self._link_up():
                         self._send_command(commands.pop(0), rel_s)
-                if up:
+                elif not dead and not self._agent_alive():  # died while held down (a brownout): noticed now, not
+                    self._agent_died()  # never (found in audit: a death in a brownout lasting past the end passed)
+                if up and silent:  # no answer: the board idle at its last mode, no work credited (found in audit:
+                    mode = self._mode_of(state)  # a hung agent's silent steps were flown at its last answer, working)
+                    board_w, duty, mode_name = mode.idle_power_w, 0.0, mode.name
+                elif up:
                     board_w, duty, mode_name = self._board_power_w(state)
                 elif self._died_at_s is not None:  # the board stays on, idle: only the agent's process is gone
                     mode = self._mode_of(state)
@@ -662,6 +670,7 @@ class ClosedLoop:
             entry["note"] = f"not applied: the agent's process had died at {self._died_at_s:.0f} s"
             return
         if f.kind in ("reboot", "brownout"):
+            self._resume_hung()  # a stopped worker gets its parent's death signal only once it runs again
             self.agent.kill()
             if f.kind == "brownout":
                 # What the battery cannot give of the brownout's draw counts as not supplied (found in audit: it
@@ -684,19 +693,22 @@ class ClosedLoop:
             self._packet_faults.append(entry)  # the note says otherwise once a command takes it
         elif f.kind == "compute_hang":
             pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0
-            if pid:
-                tag = _process_start_tag(pid)
+            agent_pid = self.agent.proc.pid if self.agent is not None and self.agent.proc is not None else None
+            if pid and _process_parent(pid) == agent_pid:  # this agent's worker, never a pid from stale housekeeping
+                tag = _process_start_tag(pid)  # (found in audit: after a reboot, the old worker's pid was stopped)
                 try:
                     os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
                     entry["pid"] = pid
                     entry["note"] = f"worker {pid} stopped (SIGSTOP)"
-                    # duration_s 0: hung until the watchdog acts; else it resumes by itself after duration_s.
-                    if f.duration_s > 0:
-                        self._hung.append((rel_s + f.duration_s, pid, tag, entry))
+                    # duration_s 0: hung until the watchdog acts; else it resumes by itself after duration_s. Either
+                    # way kept, so that it is resumed before the agent is killed and at the end (found in audit: a
+                    # stopped worker whose agent was killed outlived the run, its SIGTERM pending).
+                    self._hung.append((rel_s + f.duration_s if f.duration_s > 0 else math.inf, pid, tag, entry))
                 except ProcessLookupError:
                     entry["note"] = f"worker {pid} had already gone: nothing to hang"
             else:
-                entry["note"] = "no compute worker running: nothing to hang"
+                entry["note"] = ("no compute worker of this agent running: nothing to hang" if not pid else
+                                 f"worker {pid} of the housekeeping is not this agent's ({agent_pid}): nothing to hang")
         elif f.kind == "seu_weights":
             # The store the worker loads from (flight/compute/store.py: ModelStore(compute_dir / "models")):
             # the working copies only, never golden/. The store checks a model's SHA-256 when it loads it,
@@ -796,15 +808,21 @@ class ClosedLoop:
         np.save(tmp, tiles.astype(np.float32))
         os.replace(tmp, incoming / f"capture-{k:06d}.npy")  # appears whole, as the worker expects
 
-    def _shutdown(self) -> int | None:
-        real = None
-        for _until, pid, tag, _entry in self._hung:  # never leave a stopped process behind
+    def _resume_hung(self) -> None:
+        """SIGCONT every worker a compute_hang stopped that is still that process: never a stopped process left."""
+        for _until, pid, tag, _entry in self._hung:
             if tag is not None and _process_start_tag(pid) == tag:
                 try:
                     os.kill(pid, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
         self._hung = []
+
+    def _shutdown(self) -> int | None:
+        real = None
+        self._resume_hung()
+        if self.agent is not None and self._died_at_s is None and not self._agent_alive() and self.agent.proc:
+            self._agent_died()  # it died in the last steps, held down (a brownout past the end): said, and judged
         if self.client is not None:
             self.client.poll(0.5)
             value = self.client.latest.get("infer_count")
@@ -858,6 +876,14 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= threshold:
             return n
         n += 1
+
+
+def _process_parent(pid: int) -> int | None:
+    """The process's parent pid (/proc/PID/stat field 4), None if it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _process_start_tag(pid: int) -> str | None:

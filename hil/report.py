@@ -69,8 +69,13 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         checks.append(Check("agent_alive", False,
                             f"the agent's process died at {result.agent_died_at_s:.0f} s ({result.agent_died_how}); "
                             "flown as down from then on: no work, no commands"))
+    elif sc.agent != "naive" and result.agent_silences:  # alive and not answering is hung (found in audit: passed)
+        checks.append(Check("agent_alive", False,
+                            f"the agent's process ran, but did not answer {result.agent_silences} steps (hung): those "
+                            "were flown idle at its last mode, with no work"))
     elif sc.agent != "naive":
-        checks.append(Check("agent_alive", True, "the agent's process ran to the end (restarts by faults aside)"))
+        checks.append(Check("agent_alive", True, "the agent's process ran and answered to the end (restarts by "
+                                                 "faults aside)"))
     # Always on in real time: a step that started late means the environment did not follow the wall clock
     # (found in audit: max_lag_ms was measured and judged by nothing).
     if sc.time_mode == "realtime" and result.late_bound_ms is not None:

@@ -49,8 +49,10 @@ def test_a_hang_nothing_detected_fails_and_one_detected_and_restarted_passes():
     assert found.time_to_recover_s == 12.0 and "restarted" in found.response
     [late] = judge([hang], timeline([ev(560.0, "COMPUTE_HUNG", age_s=60.0), ev(562.0, "COMPUTE_STARTED", pid=9)]))
     assert late.verdict == "FAIL"  # past compute_watchdog_s (10 s) and a tick
+    # Found in audit: a hang that hit no worker (scheduled before the worker started) was N/A and the run passed:
+    # it tested nothing, and says when to schedule it.
     [no_worker] = judge([{"at_s": 500.0, "kind": "compute_hang", "note": "no compute worker running"}], timeline())
-    assert no_worker.verdict == "N/A"
+    assert no_worker.verdict == "FAIL" and "once the agent's worker runs" in no_worker.why
 
 
 @pytest.mark.req("HIL-008")

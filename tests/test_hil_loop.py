@@ -356,6 +356,36 @@ def test_a_silent_agent_is_noted_at_run_relative_time(tmp_path, monkeypatch):
     silent = [n for n in result.notes if "did not answer" in n]
     assert silent == ["t=20 s: the agent did not answer step 3 within 30 s; the step was flown at its last answer"]
     assert result.agent_silences == 1 and result.agent_died_at_s is None
+    # Found in audit: a hung agent's silent steps were flown at its last answer, COMPUTE, with work credited, and
+    # with no_unhandled_fault off the run passed. No work on them, and the run fails whatever its criteria.
+    from hil.report import evaluate
+
+    tr = result.trace.arrays()
+    assert tr["duty"][2] == 0.0 and tr["work"][3] == tr["work"][2]
+    [alive] = [c for c in evaluate(result) if c.name == "agent_alive"]
+    assert not alive.passed and "did not answer 1 steps (hung)" in alive.detail
+
+
+@pytest.mark.req("HIL-023")
+def test_an_agent_that_dies_while_a_brownout_holds_it_down_to_the_end_fails_the_run(tmp_path):
+    """Found in audit: the agent's process was looked at only on the steps it was up; one that died while a
+    brownout lasting past the end held it down was never noticed, and the run passed."""
+    from hil.report import evaluate
+
+    sc = parse_scenario({"name": "dies-down", "profile": str(SSO), "duration_s": 120, "step_s": 10, "seed": 1,
+                         "faults": [{"at_s": 30, "kind": "brownout", "duration_s": 200, "energy_wh": 0.1}]})
+    loop = ClosedLoop(sc, tmp_path / "run")
+
+    def crash(fraction: float) -> None:  # the process this harness started, once, during the brownout
+        if fraction >= 50 / 120 and loop.agent.running:
+            loop.agent.proc.kill()
+            loop.agent.proc.wait()
+
+    loop.progress = crash
+    result = loop.run()
+    assert result.agent_died_at_s is not None and "exit code -9" in result.agent_died_how
+    [alive] = [c for c in evaluate(result) if c.name == "agent_alive"]
+    assert not alive.passed
 
 
 @pytest.mark.req("HIL-021", "HIL-008")
@@ -551,3 +581,29 @@ def test_each_packet_fault_hits_a_command_of_its_own_and_is_judged_on_it(tmp_pat
     assert [c["attempts"] >= 2 for c in (result.commands[0], result.commands[2])] == [True, True]
     handled = {c.name: c for c in evaluate(result)}["faults_handled"]
     assert handled.passed and "3 of 3 faults detected and answered" in handled.detail, handled.detail
+
+
+@pytest.mark.req("HIL-008", "CMP-012")
+def test_a_hung_worker_whose_agent_reboots_does_not_outlive_the_run_and_a_stale_pid_is_never_stopped(tmp_path):
+    """Found in audit: a worker stopped until the watchdog acts (duration_s 0) was not kept, so a reboot killed its
+    agent and left it stopped for ever (its parent-death signal pending); and a hang after a reboot stopped the
+    old worker's pid from the housekeeping, not the running agent's worker. Only this agent's worker is stopped,
+    and every stopped worker is resumed before its agent is killed."""
+    import time
+
+    sc = parse_scenario({"name": "hang-reboot", "profile": str(SSO), "duration_s": 150, "step_s": 10, "seed": 1,
+                         "compute": {"real": True, "capture_every_s": 60, "tiles_per_capture": 16},
+                         "commands": [{"at_s": 0, "command": "SET_MODE", "args": {"mode": "IDLE"}},
+                                      {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}},
+                                      {"at_s": 0, "command": "INFER_START",
+                                       "args": {"input_set": "incoming", "continuous": True}}],
+                         "faults": [{"at_s": 60, "kind": "compute_hang", "duration_s": 0}, {"at_s": 60, "kind": "reboot"},
+                                    {"at_s": 60, "kind": "compute_hang", "duration_s": 5}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    first, _reboot, second = result.faults
+    assert first["note"].startswith("worker ") and first["pid"] > 0
+    assert "pid" not in second and ("is not this agent's" in second["note"] or "no compute worker" in second["note"])
+    deadline = time.monotonic() + 10.0
+    while Path(f"/proc/{first['pid']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{first['pid']}").exists(), "the stopped worker outlived the run"
