@@ -31,6 +31,7 @@ from flight.link.definitions import DICTIONARY, Mode
 WORKING = {Mode.IDLE.value, Mode.COMPUTE.value}  # modes a fault can take the agent out of
 SAFE = Mode.SAFE.value
 DOWN = "DOWN"  # the trace's mode while the agent is off (hil/loop.py)
+PACKET_FAULT_UNSENT = "not applied: no telecommand was sent after it"  # hil/loop.py's note for a packet fault
 
 # What each kind owes, in words for the report (the rules are in the _judge_* functions below).
 EXPECTED = {
@@ -142,6 +143,10 @@ def judge(faults: Sequence[Mapping[str, Any]], tl: Timeline) -> list[FaultVerdic
         if rule is None:
             out.append(FaultVerdict(f["kind"], f["at_s"], "FAIL", f"no expectation for fault kind {f['kind']!r}"))
             continue
+        if str(f.get("note", "")).startswith(PACKET_FAULT_UNSENT):  # validation saw a command for it: it was held (a
+            out.append(FaultVerdict(f["kind"], f["at_s"], "FAIL", f["note"] + ": held by a los or the agent down to "
+                                    "the end; end those before it, or move it"))  # los to the end): the fault tested
+            continue  # nothing (found in audit: N/A, and the run passed)
         if str(f.get("note", "")).startswith("not applied"):
             out.append(FaultVerdict(f["kind"], f["at_s"], "N/A", f["note"]))
             continue
@@ -225,6 +230,10 @@ def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
         if not enabled:
             return _verdict(f, tl, True, "restarted; recovery_enabled is false, so it waits SAFE for a command",
                             started, response="SAFE at boot, waiting for a command", lost_until_s=tl.end_s)
+        clear_s = float(tl.params.get("recovery_clear_s", 600.0))
+        if booted + clear_s + 2 * tl.tick_s + tl.step_s > tl.end_s:  # as a boot not yet due (found in audit: FAIL)
+            return FaultVerdict(f["kind"], at, "N/A", f"restarted at {booted:.0f} s; the run ended at {tl.end_s:.0f} s, "
+                                f"before a return to {before} was due (recovery_clear_s {clear_s:.0f} s)")
         return _verdict(f, tl, False, f"restarted but never went back to {before} (recovery_clear_s "
                         f"{tl.params.get('recovery_clear_s')} s): still {tl.mode[-1]} at the end", started,
                         response="SAFE at boot, not recovered")

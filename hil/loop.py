@@ -82,6 +82,7 @@ from flight.link.messages import EventRecord, PlanRecord
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 from ground.client import CommandTimeout, GroundClient
 from hil.agent_process import AgentProcess
+from hil.faults import PACKET_FAULT_UNSENT
 from hil.link_proxy import UP, LinkFaults, LinkProxy
 from hil.scenario import FaultSpec, Scenario
 from hil.sim_env import AgentDied, AgentSilent, SimEnvironment
@@ -516,10 +517,14 @@ class ClosedLoop:
             real_tiles = self._shutdown()
         if late_steps > MAX_LATE_NOTES:
             self.notes.append(f"{late_steps - MAX_LATE_NOTES} more late steps, not listed one by one")
-        why = ("not sent: the agent's process had died" if self._died_at_s is not None
+        why = ("not sent: the naive baseline has no agent to command" if naive
+               else "not sent: the agent's process had died" if self._died_at_s is not None
                else "not sent: no link before the end of the run")
-        for cmd in commands if not naive else ():  # held for the link (or a los) until the end: never sent
-            self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args, "outcome": why})
+        for cmd in commands:  # held for the link (or a los) until the end, or no agent: never sent, and said (found in
+            self.command_log.append({"at_s": cmd.at_s, "command": cmd.command, "args": cmd.args, "outcome": why})  # audit)
+        if naive and (sc.agent_parameters or sc.commands):
+            self.notes.append("the naive baseline flies always in COMPUTE at the top mode: the scenario's [parameters] "
+                              "and [[commands]] (kept alike for a sunlit run to compare with) were not used")
         link: dict[str, Any] = {}
         if self.proxy is not None:
             link = {**self.proxy.stats().as_dict(), "gate_by_contact": sc.link is not None and sc.link.gate_by_contact,
@@ -689,7 +694,7 @@ class ClosedLoop:
         elif f.kind == "los":
             self._los_until = t + f.duration_s
         elif f.kind in ("packet_corrupt", "packet_drop"):
-            entry["note"] = "not applied: no telecommand was sent after it before the run ended"
+            entry["note"] = f"{PACKET_FAULT_UNSENT} before the run ended"
             self._packet_faults.append(entry)  # the note says otherwise once a command takes it
         elif f.kind == "compute_hang":
             pid = (self.client.latest.get("compute_pid") or (0,))[0] if self.client else 0

@@ -630,7 +630,8 @@ def _battery_belief(c: _Checker, battery: dict[str, Any], sensors: dict[str, Any
     as the gauge would never be heard (found in review: a nameplate of 0.1 Wh for 60 was flown)."""
     from flight.agent.control import GAUGE_CAPACITY_RANGE
 
-    capacity_wh = c.number(battery, "capacity_wh", "battery", 60.0, lo=0.1)
+    capacity_wh = c.number(battery, "capacity_wh", "battery", 60.0, lo=0.1, hi=1e6,  # the agent's own bound (found in
+                           why="0.1 to 1e6 Wh, as the agent's power.battery_capacity_wh")  # audit: an internal error)
     nameplate_wh = c.number(battery, "nameplate_wh", "battery", None, lo=0.1, hi=1e6) if "nameplate_wh" in battery \
         else None
     gauge_capacity = c.boolean(sensors, "gauge_capacity", "sensors", True)
@@ -843,7 +844,7 @@ def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zone
     if kind == "seu_weights" and not real:  # an audit: judged N/A, "no model on the store", and the run passed
         raise c.fail(f"{where}.kind", "seu_weights needs the real compute worker ([compute] real = true); "
                                       "modelled compute has no model on the board's store to flip a bit in")
-    duration = c.number(f, "duration_s", where, 0.0, lo=0)
+    duration = c.number(f, "duration_s", where, 0.0, lo=0, hi=MAX_DURATION_S, why="at most a run's length")
     if kind in NEEDS_DURATION and not duration > 0:
         raise c.fail(f"{where}.duration_s", f"a {kind} fault needs duration_s > 0 (how long it lasts)")
     zone = "tj-thermal"
@@ -853,7 +854,8 @@ def _fault(c: _Checker, f: dict[str, Any], i: int, duration_s: float, board_zone
     value = c.number(f, "value", where, 0.0, lo=-100, hi=200, why="a temperature, °C")
     if kind == "sensor_stuck" and "value" not in f:
         raise c.fail(f"{where}.value", "missing: the temperature the stuck sensor reads, °C")
-    energy = c.number(f, "energy_wh", where, 0.0, lo=0)
+    energy = c.number(f, "energy_wh", where, 0.0, lo=0, hi=1e6,  # found in audit: 1e306 overflowed the battery's power
+                      why="at most a battery's worth, 1e6 Wh")
     return FaultSpec(at_s, kind, duration, zone, value, energy)
 
 

@@ -244,3 +244,30 @@ def test_a_real_flight_with_a_hung_worker_is_judged_detected_and_an_undetected_o
     result.events[:] = [e for e in result.events if e["name"] != "COMPUTE_HUNG"]
     checks = {c.name: c for c in evaluate(result)}
     assert not checks["faults_handled"].passed and "compute_hang" in checks["faults_handled"].detail
+
+
+@pytest.mark.req("HIL-008")
+def test_a_reboot_whose_return_is_not_yet_due_when_the_run_ends_is_not_judged_and_one_past_it_fails():
+    """Found in audit: a reboot at 60 s of a 150 s run with recovery_clear_s 600 failed for 'never went back to
+    COMPUTE', though the return was not due before the end; a boot not yet due was N/A already."""
+    reboot = {"at_s": 60.0, "kind": "reboot", "duration_s": 0.0}
+    boot = [ev(65.0, "AGENT_STARTED", previous_stop="unclean")]
+    modes = ["COMPUTE"] * 6 + ["SAFE"] * 9
+    [early] = judge([reboot], timeline(boot, modes, n=15))
+    assert early.verdict == "N/A" and "before a return to COMPUTE was due" in early.why
+    [late] = judge([reboot], timeline(boot, ["COMPUTE"] * 6 + ["SAFE"] * 94, n=100))
+    assert late.verdict == "FAIL" and "never went back to COMPUTE" in late.why
+
+
+@pytest.mark.req("HIL-008")
+def test_a_packet_fault_whose_command_was_held_to_the_end_fails_not_judged_na():
+    """Found in audit: a packet_drop whose command a los held to the end of the run was never applied, judged N/A,
+    and the run passed: validation had seen a command for it, so it tested nothing the scenario meant."""
+    from hil.faults import PACKET_FAULT_UNSENT
+
+    drop = {"at_s": 25.0, "kind": "packet_drop", "note": f"{PACKET_FAULT_UNSENT} before the run ended"}
+    [held] = judge([drop], timeline())
+    assert held.verdict == "FAIL" and "held by a los or the agent down" in held.why
+    [dead] = judge([{"at_s": 25.0, "kind": "packet_drop", "note": "not applied: the agent's process had died at 20 s"}],
+                   timeline())
+    assert dead.verdict == "N/A"  # the death fails the run on its own (agent_alive)

@@ -607,3 +607,16 @@ def test_a_hung_worker_whose_agent_reboots_does_not_outlive_the_run_and_a_stale_
     while Path(f"/proc/{first['pid']}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{first['pid']}").exists(), "the stopped worker outlived the run"
+
+
+@pytest.mark.req("HIL-023")
+def test_the_naive_baselines_commands_are_logged_not_sent_and_its_unused_tables_said(tmp_path):
+    """Found in audit: with agent = "naive", [[commands]] and [parameters] (kept alike for a sunlit run to compare
+    with) were dropped unsaid: the commands were not even in the run's command log."""
+    sc = parse_scenario({"name": "naive", "profile": str(SSO), "duration_s": 60, "step_s": 10, "agent": "naive",
+                         "parameters": {"battery_floor_pct": 50.0},
+                         "commands": [{"at_s": 10, "command": "SET_MODE", "args": {"mode": "SAFE"}}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    assert result.commands == [{"at_s": 10.0, "command": "SET_MODE", "args": {"mode": "SAFE"},
+                                "outcome": "not sent: the naive baseline has no agent to command"}]
+    assert any("[parameters] and [[commands]]" in n for n in result.notes) and set(result.trace.mode) == {"COMPUTE"}

@@ -110,7 +110,7 @@ def _short_csv(tmp_path: Path) -> str:
 # (scenario, or a function of tmp_path giving the profile; key; what the message must say)
 BAD_VALUES = [
     (base(battery={"soc_initial_pct": 150}), "battery.soc_initial_pct", "150 is outside [0, 100]"),
-    (base(battery={"capacity_wh": -1}), "battery.capacity_wh", "below"),
+    (base(battery={"capacity_wh": -1}), "battery.capacity_wh", "outside [0.1, 1e+06]"),
     (base(battery={"capacity_wh": "big"}), "battery.capacity_wh", "expected a number, got 'big'"),
     (base(battery={"capacity_wh": True}), "battery.capacity_wh", "expected a number"),
     (base(battery=5), "battery", "must be a table"),
@@ -142,6 +142,10 @@ BAD_VALUES = [
     (base(faults=[{"at_s": 1, "kind": "sensor_stuck", "zone": "tj-thermal", "duration_s": 60}]),
      "faults[0].value", "missing"),
     (base(faults=[{"at_s": 1, "kind": "los"}]), "faults[0].duration_s", "needs duration_s > 0"),
+    (base(battery={"capacity_wh": 2e6}), "battery.capacity_wh", "1e6"),  # found in audit: an internal error each
+    (base(faults=[{"at_s": 1, "kind": "brownout", "duration_s": 60, "energy_wh": 1e306}]), "faults[0].energy_wh",
+     "1e6 Wh"),
+    (base(faults=[{"at_s": 1, "kind": "los", "duration_s": 1e12}]), "faults[0].duration_s", "run's length"),
     (base(faults=[{"at_s": 9000, "kind": "reboot"}]), "faults[0].at_s", "outside [0, 600]"),
     (base(faults=[{"kind": "reboot"}]), "faults[0].at_s", "missing"),
     (base(faults=[{"at_s": 1}]), "faults[0].kind", "missing"),
