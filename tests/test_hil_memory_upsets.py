@@ -395,3 +395,34 @@ def test_a_request_file_left_on_disk_after_its_ledger_listed_it_is_not_counted_t
         write_checked_json(bench.root / REQUEST_DIR / name, {"target": "outputs", "seed": 1})
     check, result, _ = judged(loop)
     assert result.memory_upsets["unread"] == 0 and check.passed, check.detail
+
+
+@pytest.mark.req("RAD-111")
+def test_upsets_on_one_byte_are_right_again_only_when_the_byte_is_as_before_the_first(tmp_path):
+    """Found in audit: each upset took the byte as it found it: a second flip of the same bit ended the first as put
+    right by a scrub that never ran and left the second live for ever (every batch judged); on another bit, the
+    first ended at the scrub and the second never. Flips that undo each other end both, found by nothing; two
+    that do not end both when the scrub puts the byte back."""
+    from flight.storage import read_checked_json
+
+    bench = WorkerBench(tmp_path / "compute", allow_unsigned=True, upset_injection=True)
+    try:
+        bench.worker.install_shipped_models()
+        bench.worker._handle(cp.Admit(Admission.ALL, 1, 16, 1.0, None, "test", radiation=QUIET,  # noqa: SLF001
+                                      double_run_fraction=0.0, double_run_all_in_saa=False, scrub_weights=True,
+                                      abft_checks=True))
+        session = bench.worker._session(MODEL_NAME)  # noqa: SLF001
+        requests = bench.root / REQUEST_DIR
+        for name, byte, bit in (("u1", 5, 3), ("u2", 5, 3), ("u3", 9, 1), ("u4", 9, 6)):
+            write_checked_json(requests / f"{name}.json", {"seed": 7, "target": "weights", "tensor": "w1",
+                                                           "byte": byte, "bit": bit})
+        bench.worker.scrub_tick(0.0)
+        bench.worker._scrub_now(session)  # noqa: SLF001 - puts byte 9 back
+        bench.worker.scrub_tick(100.0)
+        upsets = {u["id"]: u for u in read_checked_json(requests / LEDGER)["upsets"]}
+        assert all(u["state"] == "ended" and u["corrected"] for u in upsets.values()), upsets
+        assert upsets["u1"]["detected_by"] == upsets["u2"]["detected_by"] == ""
+        assert upsets["u3"]["detected_by"] == upsets["u4"]["detected_by"] == "scrub"
+        assert not bench.worker._injector.live()  # noqa: SLF001
+    finally:
+        bench.close()

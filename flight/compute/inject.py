@@ -381,7 +381,18 @@ class UpsetInjector:
                 continue
             where = "" if copy is None else f"golden copy {copy}: "
             u.state, u.site = "live", f"{where}{tensor}[byte {byte}] bit {bit}"
+            # A byte another live upset hit: right again when it is as it was before the first (found in audit:
+            # each took the byte as it found it, so a second flip of the same bit ended the first as put right by a
+            # scrub that never ran, and the second never ended); a flip that put it back undoes them both.
+            same = [v for v in self.upsets if v is not u and v.state == "live" and v._where is not None
+                    and v._where[1] is scrubber and v._where[2:5] == (tensor, byte, copy)]
+            if same:
+                before = same[0]._where[5]
             u._where = (session, scrubber, tensor, byte, copy, before)
+            if same and int(memory[byte]) == before:
+                for v in (*same, u):
+                    v.state, v.corrected, v._where = "ended", True, None
+                    v.note = "undone by another upset on the same bit before anything looked: nothing to find"
             self._changed = True
 
     def rebuilt(self, sessions: list[Any]) -> None:
