@@ -150,6 +150,36 @@ def test_a_run_the_ground_joined_across_a_reboot_or_a_wrap_frees_none_of_what_it
     assert pending_ids(store) == [] and store.stats.acks_ambiguous == 20
 
 
+@pytest.mark.req("AGT-090", "GND-041")
+def test_a_count_acknowledged_before_still_makes_a_run_ambiguous_and_one_packet_twice_stored_goes_at_once(tmp_path):
+    """Found in review: records acknowledged already were not counted, so a second copy of boot 1's last packet in
+    a run with boot 2's next freed boot 2's packet of that count, never received; and two records of one count at
+    one time (a board clock that starts at the same value each boot), one packet to the ground, were kept and
+    played back for ever."""
+    from ground.completeness import CompletenessTracker
+
+    store = open_store(tmp_path)
+    first, second = codec(), codec()
+    first.seq.set(Apid.AGENT, 90)
+    early = [store.append(hk(first, i)) for i in range(10)]  # counts 90..99
+    ground = CompletenessTracker()
+    for p in early:
+        ground.add(p.apid, p.seq_count, p.time_ms, received_s=1.0)
+    assert store.acknowledge(r.as_tuple() for r in ground.take_runs()) == 10
+    later = [store.append(hk(second, 100 + i)) for i in range(101)]  # boot 2: counts 0..100
+    ground.add(later[-1].apid, later[-1].seq_count, later[-1].time_ms, received_s=2.0)
+    ground.add(early[-1].apid, early[-1].seq_count, early[-1].time_ms, received_s=2.0, played_back=True)
+    store.acknowledge(r.as_tuple() for r in ground.take_runs())
+    assert later[-2].store_id in pending_ids(store)  # boot 2's count 99, never received, kept
+    twice = open_store(tmp_path / "same-clock")
+    a, b = codec(), codec()
+    kept = [twice.append(hk(c, i)) for c in (a, b) for i in range(3)]  # the same counts at the same times
+    ground = CompletenessTracker()
+    for seg, i in twice.pending(0.0, 30.0):
+        ground.add(seg.apids[i], seg.seqs[i], seg.times[i], received_s=1.0, played_back=True)
+    assert twice.acknowledge(r.as_tuple() for r in ground.take_runs()) == len(kept) and not pending_ids(twice)
+
+
 @pytest.mark.req("AGT-090")
 def test_a_fully_acknowledged_sealed_segment_is_deleted(tmp_path):
     c = codec()

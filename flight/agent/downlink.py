@@ -653,6 +653,7 @@ class Downlink(Component):
             "store_dropped_reports": s.dropped[StoreClass.REPORTS] if s else 0,
             "store_corrupt": (s.corrupt_records + s.torn_tails) if s else 0,
             "store_errors": self.store_errors,
+            "store_acks_ambiguous": s.acks_ambiguous if s else 0,
             "store_enabled": self._enabled_text() if self.store is not None else "none",
             "store_sync_ms": _ms(self.syncer.last_ms if self.syncer is not None else self._sync_ms),
             "playback_sent": self.playback_sent,

@@ -408,29 +408,33 @@ class PacketStore:
         """Mark as received what the ground says it has: runs of (apid, first seq, last seq, first
         time ms, last time ms), one per unbroken stretch of one APID's sequence. A record is
         acknowledged when its APID matches, its time lies within the run's and its sequence
-        count within the run's (modulo 2**14), and no other record not yet acknowledged within the
-        run has its count: two such are the counts of two boots, or of two turns of the counter,
-        and the run names only one of them (found in audit: a run the ground joined across a reboot,
-        the last counts of one boot and the next live count of the other, acknowledged the new boot's
-        first packets, which the ground never had; both are played back, and the runs of what comes
-        then are one boot's each). Returns how many records that newly covered."""
+        count within the run's (modulo 2**14), and no other record within the run, acknowledged or
+        not, has its count at another time: two such are the counts of two boots, or of two turns of
+        the counter, and the run names only one of them (found in audit: a run the ground joined
+        across a reboot, the last counts of one boot and the next live count of the other, acknowledged
+        the new boot's first packets, which the ground never had; both are played back, and the runs
+        of what comes then are one boot's each). Records of one count at one time are one packet to
+        the ground (a board clock that starts at the same value each boot): they go together.
+        Returns how many records that newly covered."""
         ids: list[int] = []
         for apid, seq_lo, seq_hi, t_lo, t_hi in runs:
             width = (seq_hi - seq_lo) & MAX_SEQ_COUNT
-            by_count: dict[int, list[int]] = {}
+            by_count: dict[int, list[tuple[int, int, bool]]] = {}  # count -> (time ms, id, acknowledged already)
             for segs in self.segments.values():
                 for seg in segs:
-                    if not seg.unacked or not seg.times or seg.times[0] > t_hi and seg.ordered:
+                    if not seg.times or seg.times[0] > t_hi and seg.ordered:
                         continue
                     for i in seg.span(t_lo, t_hi):
-                        if (seg.state[i] != ACKED and seg.apids[i] == apid and t_lo <= seg.times[i] <= t_hi
+                        if (seg.apids[i] == apid and t_lo <= seg.times[i] <= t_hi
                                 and (seg.seqs[i] - seq_lo) & MAX_SEQ_COUNT <= width):
-                            by_count.setdefault(seg.seqs[i], []).append(seg.ids[i])
+                            by_count.setdefault(seg.seqs[i], []).append((seg.times[i], seg.ids[i],
+                                                                          seg.state[i] == ACKED))
             for found in by_count.values():
-                if len(found) == 1:
-                    ids.append(found[0])
+                waiting = [record_id for _t, record_id, acked in found if not acked]
+                if len({t for t, _id, _acked in found}) == 1:
+                    ids += waiting
                 else:
-                    self.stats.acks_ambiguous += len(found)
+                    self.stats.acks_ambiguous += len(waiting)
         return self.acknowledge_ids(ids)
 
     def acknowledge_ids(self, ids: Iterable[int]) -> int:
