@@ -712,6 +712,18 @@ def test_a_direct_reply_sealed_after_a_backed_up_stream_does_not_make_the_stream
                         (lambda p: pair.flight.reply(memory_link._PEER, p), queued[0])):  # noqa: SLF001
         way(packet)  # the reply again on the stream, a stream packet as a reply, one a whole window old
     assert ground.receive() == [] and ground.tm_replayed == 3 and "older than the stream's window" in ground.tm_last_error
+    # Found in review: replies a window apart made the first forgotten, and replayed on a lagging stream it was taken.
+    later_reply = board.sealer.seal(codec.encode_pong(3000.0))
+    backlog = [board.sealer.seal(packet) for packet in plain[:TM_WINDOW + 10]]  # sealed after, still queued
+    assert pair.flight.reply(memory_link._PEER, board.sealer.seal(codec.encode_pong(4000.0)))  # noqa: SLF001
+    assert pair.flight.reply(memory_link._PEER, later_reply)  # noqa: SLF001 - the one a window behind, taken
+    assert len(ground.receive()) == 2
+    pair.flight.publish(reply)  # the first reply, now far behind the replies, on the stream
+    assert ground.receive() == [] and ground.tm_replayed == 4
+    for start in range(0, len(backlog), 500):
+        for packet in backlog[start:start + 500]:
+            assert pair.flight.publish(packet)
+        assert len(ground.receive()) == len(backlog[start:start + 500])  # the stream unharmed by the replies
 
 
 def _tm_rig(floor_path, tm_key=bytes(range(70, 102)), now_s=None, pair=None):

@@ -52,7 +52,7 @@ import secrets
 import struct
 import tempfile
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +80,7 @@ STATES = ("active", "revoked", "pending", "master", "telemetry")
 _KEY_LINE = re.compile(r"^\s*(\d{1,5})\s+([0-9a-fA-F]{64})(?:\s+(active|revoked|pending|master|telemetry))?\s*$")
 TM_SN_BOOT_SHIFT = 40       # a telemetry SN is boot count << 40 | a counter: increasing across restarts
 TM_WINDOW = 4096            # telemetry SNs (packets, not microseconds) a packet may come behind the highest
+REPLIES_KEPT = 4096         # direct replies' telemetry SNs the ground keeps, to refuse each again on either way
 WRAPPED_LEN = KEY_LEN + 8  # RFC 3394 adds one 64-bit block
 
 
@@ -782,11 +783,13 @@ class SealingLink(GroundLink):
         # goes, ahead of the stream queued before it, and on one window it made those stale (found in audit: with
         # the stream backed up, one reply had thousands of packets, each come once, refused as replays).
         self._tm_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
-        self._reply_guard = ReplayGuard(None, window=TM_WINDOW) if tm_ring is not None else None
+        # The replies' SNs, the newest REPLIES_KEPT (replies are few: one a command), each refused again on either
+        # way down however far the replies have moved on (found in review: with a window of their own, one old
+        # enough was forgotten, and replayed on a lagging stream it was taken)
+        self._replies: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._tm_floor = tm_floor if tm_ring is not None else None
         if self._tm_floor is not None:
             self._tm_guard.floor.update(self._tm_floor.highest)
-            self._reply_guard.floor.update(self._tm_floor.highest)
         self.tm_auth_failed = 0   # telemetry dropped: not sealed, forged, another key
         self.tm_replayed = 0      # telemetry dropped: an SN seen already or too old
         self.tm_last_error = ""
@@ -914,16 +917,27 @@ class SealingLink(GroundLink):
         return out
 
     def _check_tm(self, spi: int, sn: int, stream: bool) -> None:
-        """A telemetry SN against the window of its way down (the stream's, or the direct replies'), and never
-        one taken the other way: a packet replayed from one to the other is refused too. A reply is sealed
-        as it goes, so one a whole window behind the stream is stale."""
-        own, other = (self._tm_guard, self._reply_guard) if stream else (self._reply_guard, self._tm_guard)
-        if other.taken(spi, sn):
+        """A telemetry SN: the stream's against its window; a direct reply's against the replies taken and the
+        stream's (sealed as it goes, a reply a whole window behind the stream is stale). A direct reply does not
+        move the stream's window: it is sealed after the stream queued before it, and read first it made that
+        stale (found in audit: thousands of packets, each come once, refused as replays). Either way, an SN
+        taken the other way is refused."""
+        guard = self._tm_guard
+        if (spi, sn) in self._replies:
             raise AuthError("replay", f"SPI {spi}: SN {sn} taken already")
-        if not stream and sn <= other.highest.get(spi, 0) - TM_WINDOW:
+        if stream:
+            guard.check(spi, sn)
+            return
+        if sn <= guard.floor_of(spi):
+            raise AuthError("replay", f"SPI {spi}: SN {sn} at or below {guard.floor_of(spi)}, taken before a restart")
+        if guard.taken(spi, sn):
+            raise AuthError("replay", f"SPI {spi}: SN {sn} taken already")
+        if sn <= guard.highest.get(spi, 0) - TM_WINDOW:
             raise AuthError("stale", f"SPI {spi}: SN {sn} older than the stream's window "
-                                     f"({other.highest[spi] - TM_WINDOW})")
-        own.check(spi, sn)
+                                     f"({guard.highest[spi] - TM_WINDOW})")
+        self._replies[(spi, sn)] = None
+        while len(self._replies) > REPLIES_KEPT:
+            self._replies.popitem(last=False)
 
     def reset_commands(self) -> None:
         self._link.reset_commands()
