@@ -289,9 +289,6 @@ def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_i
             (3, "short", "data set 'short': y must hold one label per sample of x (64); it is int64 of shape [50]", 16),
             (4, "empty", "data set 'empty': x must be an array of numbers, one row of at least one value", 16),
             (5, "negative", "data set 'negative': y holds a negative label (-1)", 16),
-            (6, "nan", "data set 'nan': x holds values that are not finite numbers in float32 (NaN, infinite, or past "
-                       "3.4e38) in 1 samples, the first [7]", 16),
-            (7, "big", "data set 'big': x holds values that are not finite numbers in float32", 16),
             (8, "nofeatures", "it is float32 of shape [64, 0]", 16),
             (9, "unlabelled", "data set 'unlabelled' has no labels to train on", 4),
             (10, "good", "batch_size 65 is larger than data set 'good', 64 samples", 65)):
@@ -299,6 +296,15 @@ def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_i
                                                                   batch_size=batch)))
         assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS and why in reply.reason, reply
         assert bench.worker.jobs.get(job_id) is None
+    # The samples' values are the job's to check (TRAIN_START reads only the arrays' shapes and the labels): a
+    # value not finite in float32 fails the job naming the first sample, never a run of batches refused as upsets.
+    for job_id, name, why in ((6, "nan", "data set 'nan': x holds values that are not finite numbers in float32 (NaN, "
+                                         "infinite, or past 3.4e38) in 1 samples, the first [7]"),
+                              (7, "big", "data set 'big': x holds values that are not finite numbers in float32")):
+        start(bench, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10, batch_size=16, classes=2))
+        job = bench.worker.jobs[job_id]
+        run_until(bench, lambda: job.state.value == "FAILED")
+        assert why in job.detail, job.detail
     start(bench, cp.JobSpec(11, JobKind.TRAINING, "good", steps=10, batch_size=16, classes=2))
     np.savez(data / "good.npz", x=nan, y=np.zeros(64, np.int64))  # replaced after the start: the job fails saying so
     job = bench.worker.jobs[11]
@@ -374,6 +380,14 @@ def test_a_trained_model_that_cannot_be_written_is_said_and_written_later_the_jo
     assert said.args["what"] == "job 1's trained model"
     assert job.state.value == "RUNNING" and "the model could not be written" in job.detail, job.detail
     assert (bench.root / "checkpoints" / "job00001.ck").exists()
+    # While its write waits it does no work, so the loop waits too, and another job goes first (found in review:
+    # chosen each turn, a slice of microseconds, it spun the loop and starved the jobs after it)
+    bench.worker._export_retry_at[1] = time.monotonic() + 3600.0  # noqa: SLF001
+    assert bench.worker.work_slice() == 0.0 and job.state.value == "RUNNING"
+    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=100_000, batch_size=16, checkpoint_every=1000))
+    assert bench.worker._next_job().job_id == 2 and bench.worker.work_slice() > 0.0  # noqa: SLF001
+    bench.request(lambda r: cp.CancelJob(r, 2))
+    bench.worker._export_retry_at[1] = 0.0  # noqa: SLF001
     shutil.rmtree(out)  # room again
     run_until(bench, lambda: job.state.value != "RUNNING")
     assert job.state.value == "DONE" and out.is_file() and out.with_suffix(".json").is_file(), job.detail
@@ -393,9 +407,21 @@ def test_a_jobs_checkpoint_gone_when_it_resumes_is_said_not_a_silent_start_from_
     admit(bench)
     bench.worker.work_slice()
     (said,) = bench.events("TRAIN_CHECKPOINT_REFUSED")
-    assert said.args["reason"].startswith("job00001.ck: missing, though the job list says step ")
+    assert said.args["reason"].startswith("job00001.ck: none, though the job list says step ")
     assert said.args["outcome"] == "the job starts from step 0"
     assert bench.worker.status().train_checkpoints_refused == 1
+    # One there but refused (torn by a power cut) is said once, as refused, not also as none (found in review)
+    job = bench.worker.jobs[1]
+    run_until(bench, lambda: job.progress >= 120)
+    admit(bench, Admission.NONE)
+    bench.worker.work_slice()
+    (bench.root / "checkpoints" / "job00001.ck").write_bytes(b"SUNLITC2 torn by a power cut")
+    before = len(bench.events("TRAIN_CHECKPOINT_REFUSED"))
+    bench.restart()
+    admit(bench)
+    bench.worker.work_slice()
+    (refused,) = bench.events("TRAIN_CHECKPOINT_REFUSED")[before:]
+    assert "none, though" not in refused.args["reason"] and bench.worker.status().train_checkpoints_refused == 1
 
 
 @pytest.mark.req("CMP-016", "RAD-108")

@@ -478,6 +478,7 @@ class Worker:
         self.train_checkpoints_refused = 0
         self._refusal_event_at: dict[int, float] = {}  # job id -> when its last TRAIN_STEP_REFUSED was said
         self._export_retry_at: dict[int, float] = {}  # job id -> when a trained model whose write failed is tried again
+        self._slice_idle = False  # the slice's job had nothing to do (a trained model's write waits): no busy time
         self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
         self._write_event_at = -math.inf
@@ -913,16 +914,14 @@ class Worker:
         if path is None:
             return (f"no {'input' if spec.kind is JobKind.INFERENCE else 'data'} set {spec.name!r} "
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
-        if spec.kind is JobKind.TRAINING:  # read and checked whole now, as the job will read it (found in audit:
-            try:                           # sets it could not train on were accepted, then the job failed)
-                x, y = self._load_set(spec.name)
+        if spec.kind is JobKind.TRAINING:  # its shapes and labels checked now (found in audit: sets it could not
+            try:                           # train on were accepted, then the job failed); its values by the job
+                samples = _training_set_samples(path, spec.name)  # (read whole: not in the reply's time)
             except (ValueError, OSError) as exc:
                 return str(exc)
-            if y is None:
-                return f"data set {spec.name!r} has no labels to train on (needs x and y, or tiles_dn and labels)"
-            if spec.batch_size > len(x):
-                return (f"batch_size {spec.batch_size} is larger than data set {spec.name!r}, {len(x)} samples: "
-                        f"give TRAIN_START batch_size={len(x)} or less")
+            if spec.batch_size > samples:
+                return (f"batch_size {spec.batch_size} is larger than data set {spec.name!r}, {samples} samples: "
+                        f"give TRAIN_START batch_size={samples} or less")
         return ""
 
     def _has_model(self, name: str) -> bool:
@@ -1709,9 +1708,14 @@ class Worker:
     def _next_job(self) -> Job | None:
         if self.admission is Admission.NONE:
             return None
+        now = time.monotonic()
         allowed = [j for j in self.jobs.values() if j.state in ACTIVE
                    and (j.kind is JobKind.INFERENCE or self.admission is Admission.ALL)
                    and not self._waiting_for_files(j)]
+        # A trained model whose write waits gives way to the others (found in review: chosen every turn, its slice
+        # of microseconds starved the jobs after it); with none, it is chosen and its slice says it did nothing.
+        waiting = [j for j in allowed if now < self._export_retry_at.get(j.job_id, -math.inf)]
+        allowed = [j for j in allowed if j not in waiting] or waiting
         # Inference before training, then priority (0 first), then age.
         return min(allowed, key=lambda j: (j.kind is not JobKind.INFERENCE, j.priority, j.job_id), default=None)
 
@@ -1817,6 +1821,7 @@ class Worker:
                        name=job.name)
         self._last_job_id = job.job_id
         t0 = time.monotonic()
+        self._slice_idle = False
         try:
             if job.kind is JobKind.INFERENCE:
                 try:
@@ -1833,7 +1838,7 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - a job that breaks fails alone; the worker goes on
             if not self._probation_failed(job, exc):
                 self._finish(job, JobState.FAILED, f"{type(exc).__name__}: {exc}")
-        return time.monotonic() - t0
+        return 0.0 if self._slice_idle else time.monotonic() - t0
 
     def _infer_slice(self, job: Job) -> None:
         try:
@@ -2374,24 +2379,27 @@ class Worker:
                                clock=self.clock_s,
                                identity={"data_set": job.name, "lr": job.lr, "layers": [128, classes]},
                                receipt=self._training_receipt)
+            there = tjob.checkpoint_path.exists()  # resume() says itself why it refused one that is there
             if tjob.resume():
                 self.event("JOB_RESUMED", job_id=job.job_id, kind=job.kind.value,
                            name=f"{job.name} from step {tjob.status.step}")
-            elif job.progress >= job.checkpoint_every:  # one was written: gone (FILE_DELETE, a disk), said (an audit)
-                self._training_event(job.job_id, "checkpoint_refused",
-                                     {"reason": f"{tjob.checkpoint_path.name}: missing, though the job list says step "
-                                                f"{job.progress} (a checkpoint every {job.checkpoint_every})",
+            elif not there and job.progress >= job.checkpoint_every:  # gone (FILE_DELETE, a disk), or never written
+                self._training_event(job.job_id, "checkpoint_refused",  # (its writes failed): said (an audit)
+                                     {"reason": f"{tjob.checkpoint_path.name}: none, though the job list says step "
+                                                f"{job.progress} (a checkpoint every {job.checkpoint_every}): removed, "
+                                                "or never written",
                                       "outcome": "the job starts from step 0"})
             self._training[job.job_id] = tjob
             tjob.radiation_tick(self._radiation_now())  # as work_slice ticks running jobs: before its first step
+        if tjob.done and time.monotonic() < self._export_retry_at.get(job.job_id, -math.inf):
+            self._slice_idle = True  # its model's write waits: no work, so the loop waits too (not a spin)
+            return
         t0 = time.monotonic()
         steps = 0
         while time.monotonic() - t0 < SLICE_S and not tjob.done:
             steps += tjob.run(8)
         self._train_rate = (steps, time.monotonic() - t0)
         job.progress = tjob.status.step
-        if tjob.done and time.monotonic() < self._export_retry_at.get(job.job_id, -math.inf):
-            return  # its last export failed: tried again later
         if tjob.done and tjob.state_checked():  # else it went back to its last checkpoint: trained on next slice
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
@@ -2621,6 +2629,33 @@ def _open_set(path: Path, name: str) -> Any:
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"data set {name!r} is one array, not an .npz archive of x (and y for training)")
     return data
+
+
+def _training_set_samples(path: Path, name: str) -> int:
+    """The samples of training set ``name`` at ``path``, from the arrays' headers and its labels (small) alone: the
+    samples themselves (x, or tiles_dn) are not read, as they can be large and this runs as TRAIN_START is
+    answered; their values are the job's to check (:func:`_checked_set`). ValueError naming the set and what is
+    wrong with its shapes or labels."""
+    with _open_set(path, name) as data:
+        files = set(data.files)
+        key, labels = ("x", "y") if "x" in files else ("tiles_dn", "labels")
+        if key not in files or labels not in files:
+            raise ValueError(f"data set {name!r} has no labels to train on (needs x and y, or tiles_dn and labels)")
+        try:
+            with data.zip.open(f"{key}.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in read:
+                    raise ValueError(f".npy format version {version}")
+                shape, _fortran, dtype = read[version](f)
+            y = data[labels]
+        except Exception as exc:  # noqa: BLE001 - whatever numpy makes of a member that is not an array
+            raise ValueError(f"data set {name!r} is unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if dtype.kind not in "biuf" or len(shape) < 2 or shape[0] == 0 or math.prod(shape[1:]) == 0:
+        raise ValueError(f"data set {name!r}: {key} must be an array of numbers, one row of at least one value per "
+                         f"sample, with at least one (it is {dtype} of shape {list(shape)})")
+    _checked_set(name, np.zeros((shape[0], 1), np.float32), y)  # the labels against the samples' count
+    return int(shape[0])
 
 
 def _checked_set(name: str, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
