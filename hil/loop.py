@@ -569,7 +569,7 @@ class ClosedLoop:
             return last
         except AgentSilent as exc:  # run-relative time, as every other note (found in audit: it gave Unix time)
             self.silences += 1
-            self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown at its last answer")
+            self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown idle at its last mode, with no work")
             return last
 
     def _gauge_pct(self) -> float:

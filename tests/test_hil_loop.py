@@ -354,7 +354,7 @@ def test_a_silent_agent_is_noted_at_run_relative_time(tmp_path, monkeypatch):
     monkeypatch.setattr(SimEnvironment, "step", step)
     result = ClosedLoop(_compute_scenario("silent", 40), tmp_path).run()
     silent = [n for n in result.notes if "did not answer" in n]
-    assert silent == ["t=20 s: the agent did not answer step 3 within 30 s; the step was flown at its last answer"]
+    assert silent == ["t=20 s: the agent did not answer step 3 within 30 s; the step was flown idle at its last mode, with no work"]
     assert result.agent_silences == 1 and result.agent_died_at_s is None
     # Found in audit: a hung agent's silent steps were flown at its last answer, COMPUTE, with work credited, and
     # with no_unhandled_fault off the run passed. No work on them, and the run fails whatever its criteria.

@@ -363,15 +363,18 @@ def test_a_weight_upset_lands_in_a_model_as_often_as_its_bytes_are_hit(tmp_path)
         injector = UpsetInjector(tmp_path / str(sizes), lambda d: None, lambda d, s: None)
         injector.upsets = [Upset(f"u{k}", "weights" if k % 2 else "golden", k, **request) for k in range(400)]
         injector.strike_weights(*sessions)
-        assert all(u.state == "live" for u in injector.upsets), injector.errors
-        return sessions, injector.upsets
+        # live, or, two on the same bit of one byte, undone by each other (inject.py: nothing left to find)
+        undone = [u for u in injector.upsets if u.state == "ended" and u.note.startswith("undone by another upset")]
+        assert all(u.state == "live" for u in injector.upsets if u not in undone), injector.errors
+        assert len(undone) % 2 == 0 and len(undone) < 40
+        return sessions, [u for u in injector.upsets if u.state == "live"], injector.upsets
 
-    (small, large), upsets = strike(1000, 3000)
+    (small, large), upsets, everyone = strike(1000, 3000)
     assert 0.68 < sum(u._where[0] is large for u in upsets) / len(upsets) < 0.82  # noqa: SLF001
-    assert [u.site for u in strike(1000, 3000)[1]] == [u.site for u in upsets]  # seeded: the same again
-    (small, large), upsets = strike(1000, 3000, want_tensor="t1000")
+    assert [u.site for u in strike(1000, 3000)[2]] == [u.site for u in everyone]  # seeded: the same again
+    (small, large), upsets, _ = strike(1000, 3000, want_tensor="t1000")
     assert all(u._where[0] is small for u in upsets)  # noqa: SLF001
-    (one,), upsets = strike(1000)
+    (one,), upsets, _ = strike(1000)
     expected = [draw_byte(np.random.default_rng(u.seed), *owned_sites(one.scrubber)) for u in upsets]
     assert [(u._where[2], u._where[3]) for u in upsets] == [(t, b) for t, b, _bit in expected]  # noqa: SLF001
 
