@@ -261,3 +261,17 @@ def test_a_sequence_step_whose_state_cannot_be_kept_is_not_sent_and_the_run_ends
         assert not again.events("COUNTERS_RESET") and again.hk()["sequence_running"] == ""
     finally:
         again.close()
+
+
+@pytest.mark.req("AGT-080")
+def test_a_time_tags_command_identity_is_its_entrys_and_not_its_id_alone():
+    """Found in review: an identity made of the entry id alone came again for an entry that took a lost schedule's
+    id (the schedule and its ids file both lost): answered from the journal, or refused as a collision."""
+    from flight.agent.schedule import ScheduleEntry
+    from flight.agent.scheduler import time_tag_cmd_id
+
+    entry = ScheduleEntry(1, 1_795_000_100.0, "RESET_COUNTERS", {}, "ground", 1_795_000_000.0)
+    again = ScheduleEntry(1, 1_795_000_100.0, "RESET_COUNTERS", {}, "ground", 1_795_000_000.0, held=True)
+    reused = ScheduleEntry(1, 1_795_000_100.0, "RESET_COUNTERS", {}, "ground", 1_795_900_000.0)
+    assert time_tag_cmd_id(entry) == time_tag_cmd_id(again) != time_tag_cmd_id(reused)
+    assert 0 < time_tag_cmd_id(entry) < 2 ** 63

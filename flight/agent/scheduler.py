@@ -17,6 +17,7 @@ files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -44,10 +45,15 @@ from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_jso
 
 LIST_MAX = 40  # entries in SCHEDULE_LIST's completion report (the count is always whole)
 TELEMETRY_POLL_S = 1.0  # a wait_for step looks at telemetry this often
-TIME_TAG_CMD_IDS = 0x7157 << 44
-"""A time tag's command identity is this with its entry id in the low bits (ids are never given twice, and stay
-far below 2**44); a random one (flight.link.messages.new_cmd_id, 63 bits) is one of an entry's in use with odds
-of one in 2**63 per entry."""
+
+
+def time_tag_cmd_id(entry: ScheduleEntry) -> int:
+    """A time tag's command identity, its entry's own: 63 bits of a hash of its id, when it was inserted, its release
+    time and its command, the same at every release of it (after a restart too), and another for an entry that
+    took a lost schedule's id again (found in review: the id alone repeated where the schedule and its ids file
+    were both lost)."""
+    key = repr((entry.entry_id, entry.inserted_unix_s, entry.release_unix_s, entry.command)).encode()
+    return (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1) or 1
 
 
 @contextlib.contextmanager
@@ -163,7 +169,7 @@ class Scheduler(Component):
         # The entry's own command identity (ids are never given twice): released again after a restart whose
         # schedule could not record its release, it is answered from the command journal, not run a second time
         # (found in audit: a full disk, a restart, and the time tag ran twice).
-        cmd_id = TIME_TAG_CMD_IDS | entry.entry_id
+        cmd_id = time_tag_cmd_id(entry)
         self.released += 1
         self.late_ms = max(0.0, now - entry.release_unix_s) * 1000.0
         self._emit("SCHEDULE_RELEASED", entry_id=entry.entry_id, command=entry.command, cmd_id=cmd_id,
