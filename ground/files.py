@@ -483,18 +483,19 @@ class GroundFiles:
             if rid not in self.records:
                 return rid
 
-    def _set_aside(self, name: str, sha256: str) -> None:
+    def _set_aside(self, name: str, sha256: str) -> Callable[[], None] | None:
         """The entity's ``before_install``: a file that came down, ``sha256``, is about to be put at ``name``. What
         ``name`` holds, if other bytes, is kept at the first free :func:`aside_name` (a hard link: the old bytes
-        stay reachable at every moment, a power cut included) and the records whose file it is follow it.
-        OSError (no free name, the link refused): the new file is refused, and the sender told."""
+        stay reachable at every moment, a power cut included) and the records whose file it is follow it; returns
+        how to undo that, should the new file not be put in place after all (no copy left behind). OSError (no
+        free name, the link refused): the new file is refused, and the sender told."""
         path = resolve(self.area, name, frozenset({DOWNLINK_DIR}), "destination")
         try:
             st = path.lstat()
         except FileNotFoundError:
-            return
+            return None
         if not path.is_file() or path.is_symlink() or sha256_file(path) == sha256:
-            return  # nothing kept there, or the same bytes again
+            return None  # nothing kept there, or the same bytes again
         for n in range(2, ASIDE_MAX):
             aside = aside_name(name, n)
             try:
@@ -508,11 +509,19 @@ class GroundFiles:
         else:
             raise OSError(f"{name}: {ASIDE_MAX - 2} earlier files of that name are kept already")
         fsync_path(path.parent)
-        for record in list(self.records.values()):
-            if record.direction == "down" and record.state == "done" and record.local == name \
-                    and _holds(record, path, st):
-                record.local = aside  # same inode, size and mtime: its stamp holds
+        moved = [r for r in self.records.values() if r.direction == "down" and r.state == "done" and r.local == name
+                 and _holds(r, path, st)]
+        for record in moved:
+            record.local = aside  # same inode, size and mtime: its stamp holds
+            self._store(record, state_changed=True, keep_place=True)
+
+        def undo() -> None:
+            for record in moved:
+                record.local = name
                 self._store(record, state_changed=True, keep_place=True)
+            _unlink(self.area / aside)
+
+        return undo
 
     def _entity_changed(self, what: str, t: Transfer | None) -> None:
         if t is not None:

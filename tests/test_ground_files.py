@@ -547,3 +547,30 @@ def test_a_command_still_on_its_way_for_a_record_no_longer_kept_is_followed_to_i
     finally:
         files.close()
         client.close()
+
+
+@pytest.mark.req("GND-051")
+def test_a_file_kept_aside_for_one_that_then_cannot_be_put_in_place_is_put_back(pair, monkeypatch):
+    """Found in review: where the new file then failed to be put in place, the copy kept aside stayed (and each
+    retry made another) with the earlier record pointing at it."""
+    import errno
+
+    import flight.files.entity as entity_module
+
+    files, standin, clock, client = pair
+    (standin.root / "logs").mkdir(exist_ok=True)
+    records = []
+    for data in (os.urandom(5000), os.urandom(6000)):
+        (standin.root / "logs/agent.log").write_bytes(data)
+        if records:
+            def full(written, final):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(entity_module, "install_file", full)
+        standin.entity.put("logs/agent.log", "downlink/logs/agent.log")
+        run(files, client, clock, lambda: not standin.entity.pending() and not files.pending())
+        records.append(next(r for r in reversed(files.records.values()) if r.settled))
+    first, second = records
+    assert second.state == "failed" and "cannot put the file in place" in second.reason
+    assert files.records[first.id].local == "downlink/logs/agent.log"
+    assert sorted(p.name for p in (files.area / "downlink/logs").iterdir()) == ["agent.log"]
+    assert files.path_of(files.records[first.id]).stat().st_size == 5000

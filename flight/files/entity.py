@@ -294,12 +294,13 @@ class FileEntity:
                  state_path: Path | str | None = None, config: EntityConfig | None = None,
                  on_change: Callable[[str, Transfer | None], None] | None = None,
                  utc_s: Callable[[], float] = time.time,
-                 before_install: Callable[[str, str], None] | None = None):
+                 before_install: Callable[[str, str], Callable[[], None] | None] | None = None):
         """``clock_s``: the owner's monotonic seconds; ``utc_s``: its UTC, for the record. ``read_tops``/``write_tops``: the top
         directories under ``root`` it may send from / receive into (None: any). ``before_install(name, sha256)``:
         called when a file received whole and checked is about to replace whatever ``name`` holds, so the owner
-        can keep that (the ground keeps every file that came down: ground/files.py); an OSError from it refuses
-        the file, said to the sender. None: the new file replaces the old (the agent's uploads)."""
+        can keep that (the ground keeps every file that came down: ground/files.py); it may return how to undo
+        that, called where the file then cannot be put in place. An OSError from it refuses the file, said to the
+        sender. None: the new file replaces the old (the agent's uploads)."""
         self.local_id, self.peer_id = int(local_id), int(peer_id)
         self.root = Path(root)
         self.read_tops, self.write_tops = read_tops, write_tops
@@ -834,9 +835,13 @@ class FileEntity:
                 self._refuse_received(entry, fp, ConditionCode.FILE_CHECKSUM_FAILURE, FileStatus.DISCARDED_DELIBERATELY,
                                       f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
                 return
-            if self._before_install is not None:
-                self._before_install(entry.vfs.dest_name or "", sha)
-            install_file(entry.vfs.partial, final)
+            undo = self._before_install(entry.vfs.dest_name or "", sha) if self._before_install is not None else None
+            try:
+                install_file(entry.vfs.partial, final)
+            except OSError:
+                if undo is not None:  # what it did for a file that did not come to be put in place
+                    undo()
+                raise
         except (OSError, NameRefused) as exc:
             self._refuse_received(entry, fp, ConditionCode.FILESTORE_REJECTION,
                                   FileStatus.DISCARDED_FILESTORE_REJECTION, f"cannot put the file in place: {exc}")
