@@ -46,6 +46,7 @@ import hashlib
 import itertools
 import os
 import queue
+import re
 import secrets
 import threading
 import time
@@ -81,7 +82,7 @@ KEEP_SETTLED = 200             # settled records kept in memory (the archive kee
 STATE_FILE = ".ground-files.json"
 STATE_SCHEMA = 1
 SETTLED = frozenset({"done", "failed", "cancelled"})
-ASIDE_MAX = 10_000              # earlier files of one name kept beside it (aside_name's +2 ... +9999)
+ASIDE_MAX = 1_000_000          # earlier files of one name kept beside it (aside_name's +2 ... +999999)
 KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
 
 
@@ -496,7 +497,11 @@ class GroundFiles:
             return None
         if not path.is_file() or path.is_symlink() or sha256_file(path) == sha256:
             return None  # nothing kept there, or the same bytes again
-        for n in range(2, ASIDE_MAX):
+        # From past the highest kept already (one look at the directory, not a try a number: found in review)
+        taken = [int(m.group(1)) for entry in os.listdir(path.parent)
+                 if (m := re.fullmatch(r".*\+([0-9]{1,9})" + re.escape(os.path.splitext(path.name)[1]), entry))
+                 and aside_name(name, int(m.group(1))).rsplit("/", 1)[-1] == entry]
+        for n in range(max(taken, default=1) + 1, ASIDE_MAX):
             aside = aside_name(name, n)
             try:
                 check_name(aside, frozenset({DOWNLINK_DIR}), "destination")
