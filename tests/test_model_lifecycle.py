@@ -376,3 +376,37 @@ def test_an_agent_installs_a_signed_package_reports_its_provenance_and_rolls_bac
     assert client.send("MODEL_ROLLBACK", {"name": "cloud_screen"}, timeout_s=30).completed
     back = hk(lambda v: v["model_version"] == "1.0")
     assert back["model_fallback_version"] == "2" and back["model_uplinked_by"] == "shipped"
+
+
+@pytest.mark.req("MDL-005", "CMP-004")
+def test_a_version_on_probation_whose_fallback_is_bad_too_runs_the_golden_copy(bench):
+    """Found in audit: with the version on probation and its fallback both failing their SHA-256, the rollback was
+    refused and every job failed, the golden copy intact and never used."""
+    for version, model, golden in (("1", V1, True), ("2", V2, False)):
+        reply = bench.install(version, pack(bench.staging, model, version).manifest.sha256, golden=golden)
+        assert reply.ok, reply.reason
+    for name in ("tiny@1.onnx", "tiny@2.onnx"):
+        path = bench.worker.store.root / name
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x10
+        path.write_bytes(bytes(raw))
+    bench.data_set("pos", RNG_TILES)
+    job = bench.infer(1, "pos")
+    assert job.state.value == "DONE", job.detail
+    assert bench.events("MODEL_GOLDEN_USED")
+
+
+@pytest.mark.req("MDL-004")
+def test_a_golden_install_cut_between_its_two_manifests_completes_when_sent_again(bench):
+    """Found in audit: cut after the working manifest and before the golden one, the new version was active, the
+    golden copy still the old one, and the same install sent again was refused as the active version for good."""
+    from flight.compute.store import Provenance
+
+    assert bench.install("1", pack(bench.staging, V1, "1").manifest.sha256, golden=True).ok
+    manifest = pack(bench.staging, V2, "2").manifest
+    store = bench.worker.store
+    store.activate("tiny", "2", V2, Provenance("alice", True))  # the working manifest written, the cut before golden
+    assert store.state("tiny").active.version == "2" and store.load_golden("tiny").version == "1"
+    reply = bench.install("2", manifest.sha256, golden=True)
+    assert reply.ok, reply.reason
+    assert store.load_golden("tiny").version == "2" and store.state("tiny").active.version == "2"

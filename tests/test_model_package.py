@@ -177,3 +177,18 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
     os.chmod(key, 0o644)
     assert ground_main(["model", "pack", str(v1), "--name", "tiny", "--version", "3", "--key", str(key)]) == 2
     assert "lets others read the private key; chmod 600 it" in capsys.readouterr().err
+
+
+@pytest.mark.req("MDL-003")
+def test_a_reference_that_vouches_for_nothing_refuses_the_model():
+    """Found in audit: a reference set with no samples, or whose expected outputs were all NaN, gave a max error of 0,
+    and a model wrong on every input was verified on the ground and activated on board."""
+    from flight.compute.package import compare_outputs
+
+    good = {"p": np.array([[0.2, 0.8]], np.float32)}
+    assert compare_outputs(good, good, 1e-5).ok
+    for expected, why in (({"p": np.zeros((0, 2), np.float32)}, "has no samples"),
+                          ({"p": np.full((1, 2), np.nan, np.float32)}, "has 2 NaN values"),
+                          ({"p": np.full((1, 2), np.inf, np.float32)}, "has no finite value")):
+        result = compare_outputs({"p": np.full(expected["p"].shape, 0.5, np.float32)}, expected, 1e-5)
+        assert not result.ok and f"the reference's expected 'p' {why}: it vouches for nothing" in result.describe()

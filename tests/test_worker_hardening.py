@@ -1113,6 +1113,47 @@ def test_a_products_classes_take_two_bytes_a_tile_unless_the_model_has_more_outp
 
 
 @pytest.mark.req("CMP-004")
+def test_a_rebuild_cut_short_or_a_working_manifest_gone_never_replaces_the_grounds_golden_version(tmp_path,
+                                                                                               monkeypatch):
+    """Found in audit: the rebuild moved the corrupt manifest aside before writing the new one; cut there (a power
+    cut, a full disk), the next start found no working manifest, took it for a first start, and installed the
+    shipped model as golden, deleting the ground's golden version. The corrupt one is copied aside, not moved, and
+    a missing working manifest beside a golden copy is rebuilt from it."""
+    import flight.compute.store as store_module
+    from flight.compute.store import Copy, Provenance
+
+    first = WorkerBench(tmp_path)
+    first.worker.install_shipped_models()
+    first.worker.store.activate(MODEL_NAME, "2", tiny(2.0), Provenance("alice", True), golden=True)
+    first.close()
+    manifest = tmp_path / "models" / "manifest.json"
+    raw = bytearray(manifest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    manifest.write_bytes(bytes(raw))
+    real = store_module.write_checked_json
+
+    def full(path, body):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_checked_json", full)
+    b = WorkerBench(tmp_path)
+    b.worker.install_shipped_models()  # cut: the corrupt manifest stays where it was
+    b.close()
+    monkeypatch.setattr(store_module, "write_checked_json", real)
+    assert manifest.exists()
+    for gone in (False, True):
+        if gone:
+            manifest.unlink()
+        b = WorkerBench(tmp_path)
+        try:
+            b.worker.install_shipped_models()
+            assert [(e.name, e.version) for e in b.worker.store.list(Copy.GOLDEN)] == [(MODEL_NAME, "2")]
+            assert b.worker.store.state(MODEL_NAME).active.version == "2"
+        finally:
+            b.close()
+
+
+@pytest.mark.req("CMP-004")
 def test_a_worker_whose_working_manifest_is_corrupt_starts_rebuilds_it_and_runs_the_shipped_model(tmp_path):
     """Found in audit: one flipped bit in models/manifest.json and the worker died before its hello at every
     start (install_shipped_models read it unguarded), restarted by the agent for good, no model run, while

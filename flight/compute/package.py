@@ -380,6 +380,13 @@ def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.
             return ReferenceResult(math.inf, name, f"output {name!r} has shape {list(got.shape)}, the reference "
                                    f"{list(want.shape)}", tolerance)
         got64, want64 = got.astype(np.float64), want.astype(np.float64)
+        # A reference that vouches for nothing is no reference (found in audit: none of its samples, or NaN for every
+        # expected value, passed with an error of 0 on the ground and on board, and a wrong model was activated)
+        if want64.size == 0 or np.isnan(want64).any() or not np.isfinite(want64).any():
+            why = ("no samples" if want64.size == 0 else f"{int(np.isnan(want64).sum())} NaN values"
+                   if np.isnan(want64).any() else "no finite value")
+            return ReferenceResult(math.inf, name, f"the reference's expected {name!r} has {why}: it vouches for "
+                                   "nothing", tolerance)
         bad = ~np.isfinite(got64) & np.isfinite(want64)
         if bad.any():
             return ReferenceResult(math.inf, name, f"output {name!r} has {int(bad.sum())} non-finite values where "

@@ -31,7 +31,9 @@ power cut leaves the old state or the new one; files no version refers to any mo
 deleted only after it, and those a power cut left behind at the next start
 (:meth:`ModelStore.remove_unreferenced`). A golden install whose golden copy cannot be written
 puts the working manifest back, and one of a version the golden copy holds with other bytes is
-refused before anything is written: a refused install changes nothing.
+refused before anything is written: a refused install changes nothing. A golden install is two
+manifests: a power cut between them leaves the new version active and the golden copy as it was,
+and the same install sent again writes the golden copy.
 
 Use the verified bytes, not the path: ``open_session(loaded.bytes)`` runs exactly what
 was checked, while reopening ``loaded.path`` would read the flash again, after the check.
@@ -374,6 +376,13 @@ class ModelStore:
         old = life.get(name, _Life())
         # A file the manifest refers to is never rewritten in place: a power cut would leave a
         # version whose bytes are neither the old nor the new ones.
+        if golden_manifest is not None and previous is not None and previous.version == version \
+                and previous.sha256 == entry.sha256 and golden_manifest.get(name) != entry:
+            # A golden install of the active version, the same bytes, that did not reach the golden copy (a power cut
+            # between the two writes): sent again, the golden copy is written now (found in audit: refused for good as
+            # the active version, and the golden copy kept the old one)
+            self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
+            return self.state(name)
         for what, kept in (("active", previous), ("fallback", old.fallback)):
             if kept is not None and kept.version == version:
                 raise InvalidModel(f"version {version} is the {what} version of {name!r} already; give the new "
@@ -451,12 +460,14 @@ class ModelStore:
         return provenance, files
 
     def _commit(self, models: dict[str, ModelEntry], life: dict[str, _Life],
-                files: dict[str, tuple[bytes, str]], delete: bool = True) -> set[str]:
+                files: dict[str, tuple[bytes, str]], delete: bool = True, previous: set[str] | None = None) -> set[str]:
         """Write new files (each read back and checked), then the working manifest, then delete
         the files it no longer refers to (or, ``delete`` false, return their names, for a commit that
-        may yet be undone). A power cut anywhere leaves a manifest whose files are there."""
+        may yet be undone). A power cut anywhere leaves a manifest whose files are there. ``previous``:
+        the files the manifest replaced referred to, where it cannot be read (a rebuild: none deleted)."""
         directory = self.root
-        before = _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set()
+        before = previous if previous is not None else (
+            _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set())
         for file_name, (data, sha) in files.items():
             path = directory / file_name
             write_atomic(path, data)
@@ -520,13 +531,19 @@ class ModelStore:
         go at the next start as unreferenced. Raises :class:`ModelIntegrityError` where the golden
         manifest is corrupt too (nothing trusted to rebuild from: the working one is left alone)."""
         path = self.root / MANIFEST
-        try:
-            self._read(Copy.WORKING)
+        if path.exists():
+            try:
+                self._read(Copy.WORKING)
+                return None
+            except ModelIntegrityError as exc:
+                if exc.problem is not Problem.MANIFEST_CORRUPT:
+                    raise
+                error = exc
+        elif (self._dir(Copy.GOLDEN) / MANIFEST).exists():  # not a first start: the golden copy has models (found in
+            error = ModelIntegrityError(None, Copy.WORKING, Problem.MISSING_FILE, path,  # audit: taken for one, and
+                                        detail="the working manifest is missing")   # the shipped model replaced the
+        else:                                                                        # ground's golden version)
             return None
-        except ModelIntegrityError as exc:
-            if exc.problem is not Problem.MANIFEST_CORRUPT:
-                raise
-            error = exc
         golden = self._read_manifest(Copy.GOLDEN)
         models: dict[str, ModelEntry] = {}
         files: dict[str, tuple[bytes, str]] = {}
@@ -536,8 +553,9 @@ class ModelStore:
             except ModelIntegrityError:
                 continue  # a golden file gone bad: that model is not in the working copy either
             models[name], files[entry.file] = entry, (data, entry.sha256)
-        os.replace(path, self.root / (MANIFEST + CORRUPT_SUFFIX))
-        self._commit(models, {}, files)
+        if path.exists():  # copied aside, not moved: a power cut before the new one is written finds it as it was
+            write_atomic(self.root / (MANIFEST + CORRUPT_SUFFIX), path.read_bytes())  # (found in audit: it found none)
+        self._commit(models, {}, files, previous=set())
         return error, sorted(models)
 
     def remove_unreferenced(self) -> list[Path]:

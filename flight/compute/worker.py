@@ -1061,6 +1061,7 @@ class Worker:
         key = (model, self.threads, self.scrub_weights, self.abft_checks, self.range_checks, self.providers)
         if key not in self._sessions:
             state = self._state(model)
+            opened = None
             if state is not None and state.probation and state.fallback is not None:
                 # A version on probation that will not load is rolled back, not replaced by the golden copy.
                 try:
@@ -1069,8 +1070,11 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - integrity, onnxruntime: either way it failed to load
                     if self._auto_rollback(model, f"version {state.active.version} failed to load: {exc}"):
                         return self._session(model)
-                    raise
-            else:
+                    if not isinstance(exc, ModelIntegrityError):
+                        raise
+                    # Its fallback no good either: the golden copy, as for any version (found in audit: every job
+                    # failed, the golden copy intact and never used)
+            if opened is None:
                 loaded = self.store.load_or_golden(model)
                 if loaded.from_golden:
                     self.event("MODEL_GOLDEN_USED", name=model, reason=loaded.fallback_reason[:200])
