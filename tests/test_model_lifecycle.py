@@ -410,3 +410,22 @@ def test_a_golden_install_cut_between_its_two_manifests_completes_when_sent_agai
     reply = bench.install("2", manifest.sha256, golden=True)
     assert reply.ok, reply.reason
     assert store.load_golden("tiny").version == "2" and store.state("tiny").active.version == "2"
+
+
+@pytest.mark.req("MDL-005", "CMP-016")
+def test_a_job_whose_models_end_of_probation_cannot_be_written_is_done_and_the_write_said(bench, monkeypatch):
+    """Found in audit: the store's manifest not written (a full disk) as a good job ended the new version's
+    probation failed the job, its product written, and every later one, with no COMPUTE_WRITE_FAILED."""
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    bench.data_set("pos", RNG_TILES)
+
+    def full(name):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bench.worker.store, "end_probation", full)
+    job = bench.infer(1, "pos")
+    assert job.state.value == "DONE", job.detail
+    assert bench.worker.store.state("tiny").probation and bench.events("COMPUTE_WRITE_FAILED")
+    monkeypatch.undo()
+    assert bench.infer(2, "pos").state.value == "DONE" and not bench.worker.store.state("tiny").probation

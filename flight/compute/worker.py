@@ -1580,7 +1580,11 @@ class Worker:
         """A job on ``name`` wrote its product: a version on probation has proven itself."""
         state = self._state(name)
         if state is not None and state.probation and not session.from_golden and session.sha256 == state.active.sha256:
-            self.store.end_probation(name)
+            try:
+                self.store.end_probation(name)
+            except (OSError, ModelIntegrityError) as exc:  # the job's product is written: it is done, its model
+                self._write_failed(f"model {name}'s end of probation", exc if isinstance(exc, OSError) else str(exc))
+                return  # proven at a later job (found in audit: each job failed on it, with its product written)
             self._states.pop(name, None)
 
     def _rollback_model(self, msg: cp.RollbackModel) -> None:
