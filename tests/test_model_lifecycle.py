@@ -63,7 +63,8 @@ def test_a_signed_install_activates_and_keeps_the_previous_version_as_the_fallba
     assert state.active.sha256 == sha256_hex(V2) and state.provenance_of("1").uplinked_by == ALICE
     assert bench.worker.store.load_fallback("tiny").bytes == V1  # kept, and checked when read
     assert state.provenance_of("1").created_utc == first.created_utc
-    # a third version: the first is forgotten, files and all (the store keeps two)
+    # a third version, once the second has run a job: the first is forgotten, files and all (the store keeps two)
+    bench.worker.store.end_probation("tiny")
     installed(bench, tiny(4.0), "3")
     files = sorted(p.name for p in bench.worker.store.root.iterdir() if p.name.startswith("tiny@"))
     assert files == ["tiny@2.onnx", "tiny@2.ref.npz", "tiny@3.onnx", "tiny@3.ref.npz"]
@@ -429,3 +430,16 @@ def test_a_job_whose_models_end_of_probation_cannot_be_written_is_done_and_the_w
     assert bench.worker.store.state("tiny").probation and bench.events("COMPUTE_WRITE_FAILED")
     monkeypatch.undo()
     assert bench.infer(2, "pos").state.value == "DONE" and not bench.worker.store.state("tiny").probation
+
+
+@pytest.mark.req("MDL-005")
+def test_a_version_replaced_while_on_probation_gives_way_to_the_proven_fallback(bench):
+    """Found in audit: a third version installed while the second had not yet run a job made the second, never
+    proven, the fallback and deleted the first; the third failing, the second was restored off probation."""
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")  # on probation: never ran
+    installed(bench, tiny(4.0), "3")
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("3", "1")
+    files = sorted(p.name for p in bench.worker.store.root.iterdir() if p.name.startswith("tiny@"))
+    assert files == ["tiny@1.onnx", "tiny@1.ref.npz", "tiny@3.onnx", "tiny@3.ref.npz"]

@@ -363,11 +363,12 @@ class ModelStore:
 
     def activate(self, name: str, version: str, model: bytes | Path | str, provenance: Provenance,
                  reference: bytes | None = None, golden: bool = False) -> ModelState:
-        """Make ``model`` the active version of ``name``, keeping the version it replaces as the fallback.
+        """Make ``model`` the active version of ``name``, keeping the version it replaces as the fallback
+        (where that one is still on probation, never having run a job, its own fallback stays instead).
 
-        The new version goes on probation (see :meth:`end_probation`). The fallback there was
-        before is deleted: the store keeps two versions of a model, never more. A version equal
-        to the active one's is refused (it would overwrite the fallback-to-be).
+        The new version goes on probation (see :meth:`end_probation`). The version that is no longer
+        kept is deleted: the store keeps two versions of a model, never more. A version equal to the
+        active one's is refused (it would overwrite the fallback-to-be).
         """
         data, entry = self._entry(name, version, model)
         golden_manifest = self._golden_for(entry) if golden else None
@@ -389,12 +390,16 @@ class ModelStore:
                                    "model another version" + (" (or MODEL_ROLLBACK to it)" if what == "fallback"
                                                               else ""))
         prov, files = self._new_files(entry, data, provenance, reference)
+        # The fallback is a version that ran: one replaced while still on probation (never proven) gives way to its
+        # own fallback (found in audit: it became the fallback, the proven version was deleted, and an automatic
+        # rollback then restored the unproven one, off probation)
+        fallback = old.fallback if old.probation and old.fallback is not None else previous
         kept = {version: prov}
-        if previous is not None:
-            kept[previous.version] = old.provenance.get(previous.version, UNKNOWN_PROVENANCE)
+        if fallback is not None:
+            kept[fallback.version] = old.provenance.get(fallback.version, UNKNOWN_PROVENANCE)
         before = (dict(models), dict(life))
         models[name] = entry
-        life[name] = _Life(previous, True, kept, old.last_rollback)
+        life[name] = _Life(fallback, True, kept, old.last_rollback)
         dropped = self._commit(models, life, files, delete=golden_manifest is None)
         if golden_manifest is not None:
             self._golden_or_undo(golden_manifest, entry, data, *before)
