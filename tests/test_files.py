@@ -13,6 +13,7 @@ import pytest
 
 from flight.files.entity import EntityConfig, FileEntity, FileError
 from flight.files.filestore import NameRefused, check_name, resolve
+from flight.link.dictionary import FailureCode
 from flight.link.messages import Codec
 from tests.inproc import InProcessAgent
 
@@ -1169,3 +1170,51 @@ def test_a_put_to_a_top_directory_itself_is_refused_on_both_sides(files_rig):
 def test_a_name_too_deep_for_the_ground_is_refused_at_once(files_rig):
     res = files_rig.rig.send("FILE_DOWNLINK", name="products/a/b/c.npz")
     assert not res.completed and "levels deep" in res.outcome
+
+
+@pytest.mark.req("FIL-009", "FIL-007")
+def test_what_the_automatic_downlink_delivered_is_remembered_while_it_is_there_and_a_name_freed_is_new(tmp_path):
+    """Found in audit: a checkpoint or log the ground had (never deleted by the clean-up) left the delivered list
+    once file_keep_done_s passed, so every restart sent it again and a rewrite of it went unseen; a name freed by
+    FILE_DELETE stayed known, so a new file of it was never sent by itself; FILE_DELETE of the worker's live log
+    completed, and the worker wrote on into the unlinked file; a class-1 FILE_DOWNLINK kept the automatic
+    downlink from ever sending the file acknowledged."""
+    files = GroundFilesRig(tmp_path)
+    rig = files.rig
+    try:
+        assert rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+        assert rig.send("SET_PARAM", name="file_keep_done_s", value="60").completed
+        ck = files.area / "checkpoints" / "job00007.ck"
+        ck.parent.mkdir(parents=True)
+        ck.write_bytes(b"v1" * 500)
+        rig.advance(2)
+        files.run(60)
+        assert [e.args["name"] for e in rig.events("FILE_SENT")] == ["checkpoints/job00007.ck"]
+        rig.advance(120)  # past file_keep_done_s: the checkpoint is not the clean-up's to delete
+        assert "checkpoints/job00007.ck" in rig.agent.files._delivered  # noqa: SLF001 - so no restart sends it again
+        assert rig.send("NOOP").completed  # contact again: the file link resumes
+        manager = rig.agent.files
+        product = files.area / "products" / "job00001-scene.json"
+        product.parent.mkdir(parents=True, exist_ok=True)
+        product.write_bytes(b'{"v": 1}')
+        rig.advance(2)
+        files.run(60)
+        deleted = rig.send("FILE_DELETE", name="products/job00001-scene.json")
+        assert deleted.completed, deleted.failure
+        product.write_bytes(b'{"v": 2}')  # the name given again
+        rig.advance(2)
+        files.run(60)
+        assert (files.root / "downlink/products/job00001-scene.json").read_bytes() == b'{"v": 2}'
+        from flight.agent.compute import WORKER_LOG
+
+        live = files.area / WORKER_LOG
+        live.parent.mkdir(exist_ok=True)
+        live.write_bytes(b"line\n")
+        refused = rig.send("FILE_DELETE", name=WORKER_LOG)
+        assert refused.failure.code is FailureCode.BUSY and live.exists()
+        other = files.area / "products" / "job00002-scene.json"
+        other.write_bytes(b'{"w": 1}')
+        assert rig.send("FILE_DOWNLINK", name="products/job00002-scene.json", cfdp_class=1).completed
+        assert "products/job00002-scene.json" not in manager._known  # noqa: SLF001 - still sent acknowledged
+    finally:
+        rig.close()

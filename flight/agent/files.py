@@ -91,7 +91,7 @@ class FileManager(Component):
                                  state_path=Path(state_dir) / "files.json", config=config,
                                  on_change=self._changed, utc_s=clock.now_s)
         self.entity.admit_incoming = self._admit_incoming
-        self._known: set[str] = set()   # files the auto-downlink has seen (queued or there at start)
+        self._known: set[str] = set()   # files the auto-downlink has queued, or refused, in this run
         self._auto_skip = auto_skip  # files still being written (the worker's live log): sent on command only
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
         self._queued_unsaved = False  # the automatic downlink queued files the entity's state has not saved
@@ -316,9 +316,15 @@ class FileManager(Component):
             if not self._still_delivered(name):
                 self._forget_delivered(name)  # rewritten since the ground had it: not the ground's, kept
                 continue
+            if not any(name.startswith(top + "/") for top in CLEANED):  # never deleted here (checkpoints, logs):
+                if not (self.root / name).exists():  # kept in the list while it is there, so that a restart does not
+                    del self._delivered[name]  # send it again nor a rewrite go unseen (found in audit: dropped from
+                    changed = True  # the list at once, they were sent again after every restart)
+                continue
             if not self._clean_file(name, f"the ground confirmed it {now - at:.0f} s ago"):
                 continue  # kept in the list: tried again at the next clean-up
             del self._delivered[name]
+            self._known.discard(name)  # gone: a new file of its name is new (found in audit: never sent)
             changed = True
         if changed:
             self._delivered_changed = True
@@ -459,7 +465,8 @@ class FileManager(Component):
                                 {"cmd_id": req.cmd_id})
         except FileError as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
-        self._known.add(name)
+        if t.cls == 2:  # a class-1 copy is never confirmed: the automatic downlink still sends it acknowledged (an
+            self._known.add(name)  # audit: it was never sent so, nor cleaned, a damaged copy never made good)
         return {"transfer": t.id, "bytes": int(t.size or 0)}
 
     def _cancel(self, req: CommandRequest) -> dict[str, Any]:
@@ -501,6 +508,9 @@ class FileManager(Component):
         if busy:
             raise CommandFailed(f"name: {name!r} is being transferred ({', '.join(busy)}); FILE_CANCEL first",
                                 FailureCode.BUSY)
+        if name in self._auto_skip:  # the worker's live log: deleted, it went on writing to the file unlinked, held
+            raise CommandFailed(f"name: {name!r} is being written (the compute worker's live log); it is rotated "
+                                "and its rotated copies may be deleted", FailureCode.BUSY)  # and unbounded (an audit)
         if not path.is_file():
             raise CommandFailed(f"name: no file {name!r}", FailureCode.BAD_ARGUMENTS)
         try:
@@ -509,6 +519,7 @@ class FileManager(Component):
         except OSError as exc:
             raise CommandFailed(f"cannot delete {name!r}: {exc.strerror or exc}") from None
         self._delivered.pop(name, None)
+        self._known.discard(name)  # a new file of its name is new (found in audit: never sent by itself)
         self._emit("FILE_DELETED", name=name, reason="FILE_DELETE")
         return {"name": name, "bytes": size}
 
