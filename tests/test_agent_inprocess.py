@@ -171,6 +171,32 @@ def test_the_power_mode_in_force_is_asked_of_the_board_at_most_every_half_minute
     assert changed and changed[-1]["new"] == in_force and rig.hal.current_power_mode().name == in_force
 
 
+@pytest.mark.req("AGT-008")
+def test_a_failing_nvpmodel_is_tried_again_ever_more_seldom_not_at_every_tick(rig, monkeypatch):
+    """Found in audit: a failed query or set was forgotten at once, so a failing (or hung: 10 s a call, on the
+    loop) nvpmodel ran at every tick, -q and -m and -q again, turns of 30 s for good. After a failure it waits
+    POWER_MODE_QUERY_S, doubling at each failure in a row, and a success ends the wait."""
+    from flight.agent.control import POWER_MODE_BACKOFF_MAX_S, POWER_MODE_QUERY_S
+    from flight.hal.base import HalError
+
+    rig.send("SET_MODE", mode="IDLE")
+    rig.send("SET_MODE", mode="COMPUTE")
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise HalError("nvpmodel: exit status 1")
+
+    monkeypatch.setattr(rig.hal, "current_power_mode", broken)
+    monkeypatch.setattr(rig.hal, "set_power_mode", broken)
+    rig.agent.controller._mode_known = None  # noqa: SLF001 - asked at the next tick
+    rig.advance(1800.0, step_s=5.0)
+    assert 3 <= len(calls) <= 1800.0 / POWER_MODE_QUERY_S / 2, len(calls)  # 0, 30, 90, 210, 450, 930 s...
+    monkeypatch.undo()
+    rig.advance(POWER_MODE_BACKOFF_MAX_S + 10.0, step_s=5.0)
+    assert rig.agent.controller._mode_failures == 0  # noqa: SLF001 - working again: asked as before
+
+
 @pytest.mark.req("AGT-009")
 def test_a_component_producing_a_wrong_channel_set_is_an_error_not_a_nil(rig, monkeypatch):
     good = rig.agent.controller.telemetry

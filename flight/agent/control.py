@@ -46,6 +46,7 @@ FORECAST_ORBITS = 1.5  # the array forecast reaches past the next deficit, whate
 MIN_HORIZON_ORBITS = 2.0  # an orbit sgp4 cannot take a day ahead is predicted to where it can, if this far
 PROPAGATION_MARGIN_S = 60.0  # short of the time sgp4 failed at (it fails between its own grid points)
 PLAN_REPORT_MIN_S = 60.0  # a new plan goes to the ground at most this often (~400 B each)
+POWER_MODE_BACKOFF_MAX_S = 600.0  # after failures in a row nvpmodel is tried at most this seldom (_mode_backing_off)
 POWER_MODE_QUERY_S = 30.0
 """The power mode in force is asked of the board at most this often (agent time): the agent sets it, and
 knows what it set; the query finds a change made by hand on the board. On a Jetson each query is an
@@ -142,6 +143,7 @@ class Controller(Component):
         self._reported_plan: Plan | None = None
         self._plan_reported_s = -math.inf  # monotonic: a UTC step back must not silence the reports
         self._mode_known: tuple[str | None, float] | None = None  # (the mode in force, monotonic s it was known)
+        self._mode_failures, self._mode_failed_s = 0, -math.inf  # nvpmodel's failures in a row, the last one's time
         self._plan_seen: Plan | None = None
         self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
@@ -221,15 +223,33 @@ class Controller(Component):
         mono_s = self._clock.monotonic_s()
         if self._mode_known is not None and 0.0 <= mono_s - self._mode_known[1] < POWER_MODE_QUERY_S:
             return self._mode_known[0]
+        if self._mode_backing_off(mono_s):
+            return None
         try:
             mode = self.hal.current_power_mode()
         except HalError as exc:
-            self._mode_known = None  # asked again next time: a failure is not remembered as a mode
+            self._mode_known = None  # a failure is not remembered as a mode
+            self._mode_failed(mono_s)
             self._internal_error("power mode query", exc)
             return None
+        self._mode_failures = 0
         name = mode.name if mode else None
         self._mode_known = (name, mono_s)
         return name
+
+    def _mode_backing_off(self, mono_s: float) -> bool:
+        """Whether nvpmodel failed too lately to be run again now: one failure is tried again at the next tick,
+        then it waits POWER_MODE_QUERY_S, doubling at each failure in a row up to POWER_MODE_BACKOFF_MAX_S (found
+        in audit: a failing or hung nvpmodel was run at every tick, up to 10 s a call on the loop itself, turns
+        of 30 s for good)."""
+        if self._mode_failures < 2:
+            return False
+        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** (self._mode_failures - 2), POWER_MODE_BACKOFF_MAX_S)
+        return 0.0 <= mono_s - self._mode_failed_s < wait_s
+
+    def _mode_failed(self, mono_s: float) -> None:
+        self._mode_failures += 1
+        self._mode_failed_s = mono_s
 
     # --- the tick ----------------------------------------------------------------------
 
@@ -313,13 +333,15 @@ class Controller(Component):
 
     def _apply(self, out: ControlOutput) -> None:
         current = self._power_mode_now()
-        if current != out.power_mode:
+        if current != out.power_mode and not self._mode_backing_off(self._clock.monotonic_s()):
             try:
                 now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
                 self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
+                self._mode_failures = 0
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except HalError as exc:
                 self._mode_known = None  # whatever the board is in now, it is asked
+                self._mode_failed(self._clock.monotonic_s())
                 self._emit("POWER_MODE_FAILED", name=out.power_mode, reason=str(exc))
                 self._faults.record("power mode")
         for event in out.after:
