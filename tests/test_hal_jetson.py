@@ -178,6 +178,23 @@ def test_zone_that_errors_goes_into_missing(tmp_path):
 
 
 @pytest.mark.req("DEP-004")
+@pytest.mark.parametrize("kind, text", [("curr", "-921"), ("in", "-5072"), ("in", "4294967"),
+                                        ("curr", "9" * 400)], ids=["negative-current", "negative-voltage",
+                                                                   "absurd-voltage", "400-digits"])
+def test_a_garbage_rail_value_is_no_reading_and_goes_into_missing(tmp_path, kind, text):
+    """Found in audit: a negative or absurd INA3221 value was taken as a reading (-4.7 W, 3956 W of board power
+    fed to the thermal model and to admission), and a 400-digit one raised OverflowError out of the whole read."""
+    fake = make_board(tmp_path, "orin_nano")
+    fake.set_rail_file("VDD_IN", kind, text + "\n")
+    fake.set_zone_text("tj-thermal", "9" * 400 + "\n")
+    reading = open_fake(fake).read()
+    assert "VDD_IN" not in reading.rails and reading.board_power_w is None
+    assert any(m.startswith("VDD_IN: ") for m in reading.missing)
+    assert "tj-thermal" not in reading.temps_c and any("past any sensor's range" in m for m in reading.missing)
+    assert reading.temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)  # the rest still read
+
+
+@pytest.mark.req("DEP-004")
 def test_missing_rail_goes_into_missing(tmp_path):
     fake = make_board(tmp_path, "orin_nano", omit_rails=("VDD_SOC",))
     reading = open_fake(fake).read()

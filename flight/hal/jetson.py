@@ -47,6 +47,8 @@ INA3221_DRIVER_DIR = "/sys/bus/i2c/drivers/ina3221"
 MODEL_PATHS = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 DEFAULT_NVPMODEL = "nvpmodel"
 DEFAULT_NVPMODEL_TIMEOUT_S = 10.0  # -q answers in well under a second; -m rewrites clocks, still < 2 s
+RAIL_MAX_MV = 32_000  # an INA3221's bus input reads up to 26 V: past this a rail's voltage is garbage
+RAIL_MIN_MA, RAIL_MAX_MA = -100, 20_000  # a little below zero is shunt offset at no load; past 20 A no Jetson rail
 
 # --- board detection (pure) -----------------------------------------------------------------
 
@@ -502,6 +504,12 @@ class JetsonHal(Hal):
                     current_ma = read_int(path)
                 except (OSError, ValueError) as exc:
                     missing.append(f"{label}: {describe_error(exc)} ({path})")
+                    continue
+                if not (0 <= voltage_mv <= RAIL_MAX_MV and RAIL_MIN_MA <= current_ma <= RAIL_MAX_MA):
+                    # an INA3221 reads 0..26 V and a few amps; garbage is no reading (found in audit: -4.7 W and
+                    # 3956 W went to the thermal model and to admission as board power)
+                    missing.append(f"{label}: {voltage_mv} mV, {current_ma} mA is no reading of an INA3221 rail "
+                                   f"(0..{RAIL_MAX_MV} mV, {RAIL_MIN_MA}..{RAIL_MAX_MA} mA)")
                     continue
                 rails[unique_key(rails, label)] = RailReading.from_mv_ma(voltage_mv, current_ma)
         if self.profile is not None:

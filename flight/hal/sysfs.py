@@ -23,6 +23,9 @@ def under(root: Path, path: str) -> Path:
     return Path(root) / path.lstrip("/")
 
 
+MAX_SYSFS_INT = 10 ** 12  # no sensor reads past this (in its milli-units); a value past it is garbage
+
+
 def millidegrees_to_c(text: str) -> float:
     """sysfs temperature (integer millidegrees Celsius) to degrees C; ValueError if the text
     is empty, not an integer, or outside :data:`PLAUSIBLE_TEMP_C`."""
@@ -33,6 +36,8 @@ def millidegrees_to_c(text: str) -> float:
         millideg = int(stripped)
     except ValueError:
         raise ValueError(f"not an integer: {stripped[:40]!r}") from None
+    if abs(millideg) > MAX_SYSFS_INT:  # past float's range it raised OverflowError, and the whole read failed (an audit)
+        raise ValueError(f"{stripped[:20]!r}...: past any sensor's range")
     temp_c = millideg / 1000.0
     low, high = PLAUSIBLE_TEMP_C
     if not low <= temp_c <= high:
@@ -46,9 +51,12 @@ def read_int(path: Path) -> int:
     if not text:
         raise ValueError("read empty")
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise ValueError(f"not an integer: {text[:40]!r}") from None
+    if abs(value) > MAX_SYSFS_INT:  # past float's range later: OverflowError out of the whole read (found in audit)
+        raise ValueError(f"{text[:20]!r}...: past any sensor's range")
+    return value
 
 
 def describe_error(exc: BaseException) -> str:
