@@ -252,8 +252,10 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             types, _default = _SCHEMA[section][key]
             if isinstance(value, bool) and bool not in types or not isinstance(value, types):
                 raise fail(f"{section}.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got "
-                                               f"{type(value).__name__} {value!r}", True)
-            values[f"{section}.{key}"] = value
+                                               f"{type(value).__name__} {str(value)[:40]!r}", True)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2 ** 63:  # found in audit: an
+                raise fail(f"{section}.{key}", f"{str(value)[:20]}...: past any value it takes", True)  # Overflow-
+            values[f"{section}.{key}"] = value  # Error traceback where it was taken as a float
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
@@ -267,6 +269,10 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         parse_link_url(url)
     except LinkConfigError as exc:
         raise fail("link.url", str(exc)) from None
+    endpoint = get("hal.sim_endpoint")
+    if not (isinstance(endpoint, str) and endpoint.partition("://")[0] in ("tcp", "ipc", "inproc")
+            and endpoint.partition("://")[2]):  # found in audit: a ZMQError traceback at start
+        raise fail("hal.sim_endpoint", f"{str(endpoint)[:80]!r} is no ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     backend = get("hal.backend")
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
