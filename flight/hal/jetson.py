@@ -461,6 +461,8 @@ class JetsonHal(Hal):
         board_power_w = self._board_power_w(rails, missing, notes)
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
         missing += proc_missing
+        if self._proc.first_note:
+            notes.append(self._proc.first_note)
         if self.profile is None:
             notes.append(f"board unknown (model {self.model!r}): no profile, so no list of expected sensors")
         return HalReading(temps_c, rails, board_power_w, cpu_pct, mem_pct, tuple(missing), tuple(notes))

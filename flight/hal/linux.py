@@ -115,6 +115,8 @@ class LinuxHal(Hal):
             missing.append("board_power_w: no RAPL psys domain; a PC has no input-power sensor otherwise")
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
         missing += proc_missing
+        if self._proc.first_note:
+            notes.append(self._proc.first_note)
         return HalReading(temps_c, rails, board_power_w, cpu_pct, mem_pct, tuple(missing), tuple(notes))
 
     def _read_hwmon_temps(self, temps_c: dict[str, float]) -> list[str]:
