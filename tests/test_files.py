@@ -1218,3 +1218,34 @@ def test_what_the_automatic_downlink_delivered_is_remembered_while_it_is_there_a
         assert "products/job00002-scene.json" not in manager._known  # noqa: SLF001 - still sent acknowledged
     finally:
         rig.close()
+
+
+@pytest.mark.req("FIL-006", "SEC-006")
+def test_a_top_directory_that_is_a_link_within_the_file_area_is_not_followed(tmp_path):
+    """Found in audit: a top that is itself a link to elsewhere in the file area (logs -> ., products -> models) was
+    followed: FILE_LIST listed the model store and jobs.json, FILE_DELETE deleted them, the automatic downlink sent
+    the models. A link under a top to the same places was refused already."""
+    files = GroundFilesRig(tmp_path)
+    rig, area = files.rig, files.area
+    try:
+        (area / "models").mkdir(parents=True, exist_ok=True)
+        (area / "models" / "manifest.json").write_bytes(b'{"active": 1}')
+        (area / "jobs.json").write_bytes(b"{}")
+        for top in ("logs", "products"):
+            if (area / top).exists():
+                os.rmdir(area / top)
+        os.symlink(".", area / "logs")
+        os.symlink("models", area / "products")
+        for command, args in (("FILE_LIST", {"directory": "logs"}), ("FILE_LIST", {"directory": "products"}),
+                              ("FILE_DELETE", {"name": "logs/jobs.json"}),
+                              ("FILE_DELETE", {"name": "products/manifest.json"})):
+            refused = rig.send(command, **args)
+            assert refused.failure.code is FailureCode.BAD_ARGUMENTS, (command, args)
+            assert "is not the file area's own directory (a link)" in refused.failure.reason
+        assert (area / "jobs.json").exists() and (area / "models" / "manifest.json").exists()
+        assert rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
+        rig.advance(2)
+        files.run(30)
+        assert not rig.events("FILE_SENT")
+    finally:
+        rig.close()

@@ -214,8 +214,10 @@ class FileManager(Component):
         directories changed (:func:`_stamp`: its inode, mtime and ctime; a ctime no program can set back, as
         ``rsync -a`` or ``touch -d`` set an mtime), and at least every RELIST_S: an audit measured the walk at
         every housekeeping period at 9 ms for 1000 products, 52 ms for 5000."""
-        try:  # a top that a symbolic link leads out of the file area is not listed (SEC-006)
-            base = resolve(self.root, top, None, top)
+        try:  # a top that a symbolic link leads out of the file area is not listed (SEC-006), nor one that is a link
+            base = resolve(self.root, top, None, top)  # in it (logs -> ., found in audit: the model store was sent)
+            if os.path.realpath(base) != os.path.join(os.path.realpath(self.root), top):
+                raise NameRefused(f"{top}/ is a link")
         except NameRefused:
             self._listings.pop(top, None)
             return []

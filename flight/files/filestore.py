@@ -77,9 +77,16 @@ def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "na
     path = root / rel
     real = os.path.realpath(path)
     top, _, rest = rel.partition("/")
-    bases = [(os.path.realpath(root), "the file area")]
+    area = os.path.realpath(root)
+    bases = [(area, "the file area")]
+    if rest or (tops is not None and top in tops):
+        # The top directory itself where it should be: one that is a link (logs -> ., products -> models) leads
+        # elsewhere in the area, and everything under it with it (found in audit: FILE_LIST listed the model
+        # store through it, FILE_DELETE deleted its manifest, the automatic downlink sent it)
+        if os.path.realpath(root / top) != os.path.join(area, top):
+            raise NameRefused(f"{field}: {name!r}: {top}/ is not the file area's own directory (a link)")
     if rest:
-        bases.append((os.path.realpath(root / top), f"{top}/"))
+        bases.append((os.path.join(area, top), f"{top}/"))
     for base, what in bases:
         if os.path.commonpath([base, real]) != base:
             raise NameRefused(f"{field}: {name!r} leads outside {what}")
