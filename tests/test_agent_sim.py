@@ -384,3 +384,27 @@ def test_a_step_held_until_its_hold_ends_is_answered_once_with_no_hello(short_di
     finally:
         link.close()
         env.close()
+
+
+@pytest.mark.req("AGT-031")
+def test_a_bad_board_power_cpu_or_memory_value_from_the_harness_is_named_not_dropped_unsaid():
+    """Found in audit: NaN, 150 % and -3 % became None with nothing in missing, and a board power of -40 W was
+    taken; each is said by name now, as a zone's is."""
+    import math
+
+    from flight.hal import sim_protocol as sp
+    from flight.hal.base import PowerMode
+    from flight.hal.sim import HarnessLink, SimHal
+
+    link = HarnessLink("tcp://127.0.0.1:1", True, "orin_nx_16gb", ("10W",))
+    hal = SimHal(link, (PowerMode("10W", 0, 10.0, "profile"),))
+    for fields, expected in (({"board_power_w": math.nan, "cpu_pct": 150.0, "mem_pct": -3.0},
+                              ["board_power_w: no valid value (nan", "cpu_pct: no valid value (150.0",
+                               "mem_pct: no valid value (-3.0"]),
+                             ({"board_power_w": -40.0}, ["board_power_w: no valid value (-40.0"])):
+        msg, problems = sp.CODEC.decode_lenient(sp.encode(sp.Env(1, 100.0, {"tj-thermal": 50.0}, {}, **fields)))
+        link._take(msg, tuple(problems))  # noqa: SLF001 - as the link's receive does
+        reading = hal.read()
+        assert reading.board_power_w is None
+        assert [m.split(";")[0] for m in reading.missing] == expected
+    link.close()

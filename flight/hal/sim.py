@@ -254,8 +254,14 @@ class SimHal(Hal):
                 missing.append(f"{rail}: no valid value ({value!r}; simulated fault)"[:120])
             else:
                 rails[rail] = RailReading(None, None, good)
-        return HalReading(temps, rails, _reading(env.board_power_w), _reading(env.cpu_pct, 0.0, 100.0),
-                          _reading(env.mem_pct, 0.0, 100.0), missing=tuple(missing), notes=(SIM_NOTE,))
+        values = {}
+        for name, value, bounds in (("board_power_w", env.board_power_w, (0.0, math.inf)),
+                                    ("cpu_pct", env.cpu_pct, (0.0, 100.0)), ("mem_pct", env.mem_pct, (0.0, 100.0))):
+            values[name] = _reading(value, *bounds)
+            if values[name] is None and value is not None:  # said by name, as a zone's (found in audit: dropped unsaid)
+                missing.append(f"{name}: no valid value ({value!r}; simulated fault)"[:120])
+        return HalReading(temps, rails, values["board_power_w"], values["cpu_pct"], values["mem_pct"],
+                          missing=tuple(missing), notes=(SIM_NOTE,))
 
     def power_modes(self) -> tuple[PowerMode, ...]:
         return self._modes
