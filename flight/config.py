@@ -238,6 +238,17 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             return ConfigError(f"{(flags or {}).get(key, 'the command line')} ({key}): {message}")
         return ConfigError(f"{source}: [{key}] {message}" if "." not in key else f"{source}: {key}: {message}")
 
+    def huge(value: Any, where: str) -> None:  # anywhere in the file, nested tables too (found in review: [array]
+        if isinstance(value, dict):                # panels and [[stations]] raised OverflowError tracebacks)
+            for k, v in value.items():
+                huge(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                huge(v, f"{where}[{i}]")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2 ** 63:
+            raise fail(where, f"{str(value)[:20]}...: past any value it takes", True)
+
+    huge(raw, "")
     values: dict[str, Any] = {}
     for section, body in raw.items():
         if section in ("parameters", "stations"):
@@ -253,9 +264,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             if isinstance(value, bool) and bool not in types or not isinstance(value, types):
                 raise fail(f"{section}.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got "
                                                f"{type(value).__name__} {str(value)[:40]!r}", True)
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2 ** 63:  # found in audit: an
-                raise fail(f"{section}.{key}", f"{str(value)[:20]}...: past any value it takes", True)  # Overflow-
-            values[f"{section}.{key}"] = value  # Error traceback where it was taken as a float
+            values[f"{section}.{key}"] = value
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
@@ -269,11 +278,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         parse_link_url(url)
     except LinkConfigError as exc:
         raise fail("link.url", str(exc)) from None
-    endpoint = get("hal.sim_endpoint")
-    if not (isinstance(endpoint, str) and endpoint.partition("://")[0] in ("tcp", "ipc", "inproc")
-            and endpoint.partition("://")[2]):  # found in audit: a ZMQError traceback at start
-        raise fail("hal.sim_endpoint", f"{str(endpoint)[:80]!r} is no ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     backend = get("hal.backend")
+    endpoint = get("hal.sim_endpoint")
+    if backend == "sim" and not (isinstance(endpoint, str) and endpoint.partition("://")[0] in ("tcp", "ipc", "inproc")
+                                 and endpoint.partition("://")[2]):  # found in audit: a ZMQError traceback at start
+        raise fail("hal.sim_endpoint", f"{str(endpoint)[:80]!r} is no ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
     board = get("hal.board")

@@ -521,6 +521,12 @@ class GroundFiles:
             self._store(record, state_changed=True, keep_place=True)
 
         def undo() -> None:
+            try:
+                still = path.stat().st_ino == st.st_ino
+            except OSError:
+                still = False
+            if not still:  # the new file went in after all (an fsync after the rename failed): the aside stays
+                return  # the earlier file's only copy (found in review)
             for record in moved:
                 record.local = name
                 self._store(record, state_changed=True, keep_place=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
-from flight.compute.store import ModelStore
+from flight.compute.store import Copy, ModelIntegrityError, ModelStore, Problem
 from flight.link.dictionary import FailureCode
 from ground.model_package import pack_delta
 from tests.model_helpers import (
@@ -430,6 +430,28 @@ def test_a_job_whose_models_end_of_probation_cannot_be_written_is_done_and_the_w
     assert bench.worker.store.state("tiny").probation and bench.events("COMPUTE_WRITE_FAILED")
     monkeypatch.undo()
     assert bench.infer(2, "pos").state.value == "DONE" and not bench.worker.store.state("tiny").probation
+
+
+@pytest.mark.req("MDL-005", "CMP-004")
+def test_a_corrupt_state_read_as_probation_ends_is_said_corrupt_not_a_failed_write(bench, monkeypatch):
+    """Found in review: a manifest that failed its check as a good job ended the new version's probation was
+    counted and said as a failed write (COMPUTE_WRITE_FAILED), hiding corrupt state behind a full disk."""
+    installed(bench, V1, "1")
+    installed(bench, V2, "2")
+    bench.data_set("pos", RNG_TILES)
+
+    def corrupt(name):
+        raise ModelIntegrityError(None, Copy.WORKING, Problem.MANIFEST_CORRUPT,
+                                  bench.worker.store.root / "manifest.json")
+
+    monkeypatch.setattr(bench.worker.store, "end_probation", corrupt)
+    job = bench.infer(1, "pos")
+    assert job.state.value == "DONE", job.detail
+    said = bench.events("COMPUTE_STATE_CORRUPT")
+    assert said and said[-1].args["what"] == "model tiny's state", said
+    assert "manifest corrupt" in said[-1].args["reason"], said
+    assert not bench.events("COMPUTE_WRITE_FAILED") and bench.worker.compute_writes_failed == 0
+    assert bench.worker.store.state("tiny").probation
 
 
 @pytest.mark.req("MDL-005")

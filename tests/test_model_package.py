@@ -187,8 +187,11 @@ def test_a_reference_that_vouches_for_nothing_refuses_the_model():
 
     good = {"p": np.array([[0.2, 0.8]], np.float32)}
     assert compare_outputs(good, good, 1e-5).ok
-    for expected, why in (({"p": np.zeros((0, 2), np.float32)}, "has no samples"),
-                          ({"p": np.full((1, 2), np.nan, np.float32)}, "has 2 NaN values"),
-                          ({"p": np.full((1, 2), np.inf, np.float32)}, "has no finite value")):
+    for expected in ({"p": np.zeros((0, 2), np.float32)}, {"p": np.full((1, 2), np.nan, np.float32)},
+                     {"p": np.full((1, 2), np.inf, np.float32)}):
         result = compare_outputs({"p": np.full(expected["p"].shape, 0.5, np.float32)}, expected, 1e-5)
-        assert not result.ok and f"the reference's expected 'p' {why}: it vouches for nothing" in result.describe()
+        assert not result.ok and "it vouches for nothing" in result.describe()
+    # One output with nothing finite (an empty list, log-probabilities all -inf) is fine where another vouches
+    mixed = {"p": np.array([[0.2, 0.8]], np.float32), "logp": np.full((1, 2), -np.inf, np.float32),
+             "boxes": np.zeros((0, 4), np.float32)}
+    assert compare_outputs(mixed, mixed, 1e-5).ok

@@ -133,7 +133,9 @@ def test_config_defaults_and_a_full_file(tmp_path):
         ("[link\nurl=", "not valid TOML"),
         # An audit: an OverflowError traceback, and a ZMQError one at start
         ("[rates]\nhk_period_s = " + "9" * 30, "rates.hk_period_s: 99999999999999999999...: past any value it takes"),
-        ("[hal]\nsim_endpoint = '10.0.0.2:5560'", "hal.sim_endpoint: '10.0.0.2:5560' is no ZeroMQ endpoint"),
+        ("[hal]\nbackend = 'sim'\nsim_endpoint = '10.0.0.2:5560'", "hal.sim_endpoint: '10.0.0.2:5560' is no ZeroMQ "
+                                                                   "endpoint"),
+        ("[[stations]]\nname = 'x'\nlat_deg = " + "9" * 400 + "\nlon_deg = 0", "stations[0].lat_deg: 9999"),
     ],
 )
 @pytest.mark.req("AGT-018")

@@ -282,6 +282,7 @@ def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_i
     np.savez(data / "big.npz", x=big, y=np.zeros(64, np.int64))
     np.savez(data / "nofeatures.npz", x=np.zeros((64, 0), np.float32), y=np.zeros(64, np.int64))
     np.savez(data / "unlabelled.npz", tiles_dn=np.zeros((8, 4, 16, 16), np.uint16))
+    np.savez(data / "floatdn.npz", tiles_dn=np.zeros((8, 4, 16, 16), np.float32), labels=np.zeros(8, np.int64))
     admit(bench)
     for job_id, name, why, batch in (
             (1, "cut", "data set 'cut' is unreadable: BadZipFile", 16),
@@ -291,7 +292,8 @@ def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_i
             (5, "negative", "data set 'negative': y holds a negative label (-1)", 16),
             (8, "nofeatures", "it is float32 of shape [64, 0]", 16),
             (9, "unlabelled", "data set 'unlabelled' has no labels to train on", 4),
-            (10, "good", "batch_size 65 is larger than data set 'good', 64 samples", 65)):
+            (10, "good", "batch_size 65 is larger than data set 'good', 64 samples", 65),
+            (13, "floatdn", "data set 'floatdn': tiles_dn must be integer DN (reflectance x 10000), it is float32", 4)):
         reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(job_id, JobKind.TRAINING, name, steps=10,
                                                                   batch_size=batch)))
         assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS and why in reply.reason, reply

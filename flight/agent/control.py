@@ -143,7 +143,9 @@ class Controller(Component):
         self._reported_plan: Plan | None = None
         self._plan_reported_s = -math.inf  # monotonic: a UTC step back must not silence the reports
         self._mode_known: tuple[str | None, float] | None = None  # (the mode in force, monotonic s it was known)
-        self._mode_failures, self._mode_failed_s = 0, -math.inf  # nvpmodel's failures in a row, the last one's time
+        # nvpmodel's failures in a row, and the last one's time, of the query and of the set apart
+        self._mode_failures = {"query": 0, "set": 0}
+        self._mode_failed_s = {"query": -math.inf, "set": -math.inf}
         self._plan_seen: Plan | None = None
         self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
@@ -223,33 +225,35 @@ class Controller(Component):
         mono_s = self._clock.monotonic_s()
         if self._mode_known is not None and 0.0 <= mono_s - self._mode_known[1] < POWER_MODE_QUERY_S:
             return self._mode_known[0]
-        if self._mode_backing_off(mono_s):
+        if self._mode_backing_off(mono_s, "query"):
             return None
         try:
             mode = self.hal.current_power_mode()
         except HalError as exc:
             self._mode_known = None  # a failure is not remembered as a mode
-            self._mode_failed(mono_s)
+            self._mode_failed(mono_s, "query")
             self._internal_error("power mode query", exc)
             return None
-        self._mode_failures = 0
+        self._mode_failures["query"] = 0
         name = mode.name if mode else None
         self._mode_known = (name, mono_s)
         return name
 
-    def _mode_backing_off(self, mono_s: float) -> bool:
+    def _mode_backing_off(self, mono_s: float, what: str) -> bool:
         """Whether nvpmodel failed too lately to be run again now: one failure is tried again at the next tick,
         then it waits POWER_MODE_QUERY_S, doubling at each failure in a row up to POWER_MODE_BACKOFF_MAX_S (found
         in audit: a failing or hung nvpmodel was run at every tick, up to 10 s a call on the loop itself, turns
-        of 30 s for good)."""
-        if self._mode_failures < 2:
+        of 30 s for good). ``what``: "query" or "set", each with its failures (found in review: a set the board
+        refused was tried at every tick again, the query between succeeding)."""
+        failures = self._mode_failures[what]
+        if failures < 2:
             return False
-        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** (self._mode_failures - 2), POWER_MODE_BACKOFF_MAX_S)
-        return 0.0 <= mono_s - self._mode_failed_s < wait_s
+        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** (failures - 2), POWER_MODE_BACKOFF_MAX_S)
+        return 0.0 <= mono_s - self._mode_failed_s[what] < wait_s
 
-    def _mode_failed(self, mono_s: float) -> None:
-        self._mode_failures += 1
-        self._mode_failed_s = mono_s
+    def _mode_failed(self, mono_s: float, what: str) -> None:
+        self._mode_failures[what] += 1
+        self._mode_failed_s[what] = mono_s
 
     # --- the tick ----------------------------------------------------------------------
 
@@ -333,15 +337,15 @@ class Controller(Component):
 
     def _apply(self, out: ControlOutput) -> None:
         current = self._power_mode_now()
-        if current != out.power_mode and not self._mode_backing_off(self._clock.monotonic_s()):
+        if current != out.power_mode and not self._mode_backing_off(self._clock.monotonic_s(), "set"):
             try:
                 now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
                 self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
-                self._mode_failures = 0
+                self._mode_failures["set"] = 0
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except HalError as exc:
                 self._mode_known = None  # whatever the board is in now, it is asked
-                self._mode_failed(self._clock.monotonic_s())
+                self._mode_failed(self._clock.monotonic_s(), "set")
                 self._emit("POWER_MODE_FAILED", name=out.power_mode, reason=str(exc))
                 self._faults.record("power mode")
         for event in out.after:

@@ -178,7 +178,7 @@ class StoreStats:
     dropped: dict[StoreClass, int] = field(default_factory=lambda: {c: 0 for c in StoreClass})
     corrupt_records: int = 0    # failed their CRC when read (since start)
     torn_tails: int = 0         # records cut short by a crash, dropped at start
-    acks_ambiguous: int = 0     # records an acknowledgement run named with another of their count: kept (acknowledge)
+    acks_ambiguous: int = 0     # times an acknowledgement run named a record with another of its count: kept
 
 
 class StoreError(OSError):
@@ -413,9 +413,11 @@ class PacketStore:
         the counter, and the run names only one of them (found in audit: a run the ground joined
         across a reboot, the last counts of one boot and the next live count of the other, acknowledged
         the new boot's first packets, which the ground never had; both are played back, and the runs
-        of what comes then are one boot's each). Records of one count at one time are one packet to
-        the ground (a board clock that starts at the same value each boot): they go together.
-        Returns how many records that newly covered."""
+        of what comes then are one boot's each). An acknowledged rival counts too (a second copy of an
+        acknowledged packet joined with another boot's count freed a record never received, found in
+        review); it stops counting once its segment, wholly acknowledged, is deleted. Records of one
+        count at one time are one packet to the ground (a board clock that starts at the same value
+        each boot): they go together. Returns how many records that newly covered."""
         ids: list[int] = []
         for apid, seq_lo, seq_hi, t_lo, t_hi in runs:
             width = (seq_hi - seq_lo) & MAX_SEQ_COUNT

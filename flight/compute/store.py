@@ -55,7 +55,7 @@ from typing import Any
 from flight.storage import CorruptFile, read_checked_json, write_atomic, write_checked_json
 
 MANIFEST = "manifest.json"
-CORRUPT_SUFFIX = ".corrupt"  # a working manifest that failed its check, moved aside by rebuild_working
+CORRUPT_SUFFIX = ".corrupt"  # a working manifest that failed its check, copied aside by rebuild_working
 GOLDEN_DIR = "golden"
 GOLDEN_MODE = 0o444
 MANIFEST_SCHEMA = 1
@@ -368,7 +368,9 @@ class ModelStore:
 
         The new version goes on probation (see :meth:`end_probation`). The version that is no longer
         kept is deleted: the store keeps two versions of a model, never more. A version equal to the
-        active one's is refused (it would overwrite the fallback-to-be).
+        active or the fallback one's is refused (it would overwrite a kept version), but for a golden
+        install of the active version with its own bytes whose golden copy was not yet written (a power
+        cut between the two writes): that one writes the golden copy and changes nothing else.
         """
         data, entry = self._entry(name, version, model)
         golden_manifest = self._golden_for(entry) if golden else None
@@ -525,16 +527,17 @@ class ModelStore:
             raise
 
     def rebuild_working(self) -> tuple[ModelIntegrityError, list[str]] | None:
-        """Where the working manifest fails its check, move it aside (``manifest.json.corrupt``, the
-        latest kept) and make a new one from the golden copy: its models active again, each file
-        checked against the golden manifest and written (read back) into the working copy. Returns the
-        working manifest's error and the models the new one holds; None, with nothing done, where it
-        checks out (or there is none). Why: with the working manifest corrupt the worker died at each
-        start, and an install, which reads that manifest first, was refused: no model ran, and nothing
-        the ground could send repaired it (found in audit). Versions uplinked since are not in the new
-        manifest (what vouched for their bytes is gone): installed again, they run again; their files
-        go at the next start as unreferenced. Raises :class:`ModelIntegrityError` where the golden
-        manifest is corrupt too (nothing trusted to rebuild from: the working one is left alone)."""
+        """Where the working manifest fails its check, copy it aside (``manifest.json.corrupt``, the latest
+        kept, where the disk lets it) and make a new one from the golden copy: its models active again, each
+        file checked against the golden manifest and written (read back) into the working copy. So too where it
+        is missing beside a golden manifest (not a first start). Returns the working manifest's error and the
+        models the new one holds; None, with nothing done, where it checks out (or there is none and no golden
+        manifest either: a first start). Why: with the working manifest corrupt the worker died at each start,
+        and an install, which reads that manifest first, was refused: no model ran, and nothing the ground could
+        send repaired it (found in audit). Versions uplinked since are not in the new manifest (what vouched for
+        their bytes is gone): installed again, they run again; their files go at the next start as unreferenced.
+        Raises :class:`ModelIntegrityError` where the golden manifest is corrupt too (nothing trusted to rebuild
+        from: the working one is left alone)."""
         path = self.root / MANIFEST
         if path.exists():
             try:
@@ -559,7 +562,10 @@ class ModelStore:
                 continue  # a golden file gone bad: that model is not in the working copy either
             models[name], files[entry.file] = entry, (data, entry.sha256)
         if path.exists():  # copied aside, not moved: a power cut before the new one is written finds it as it was
-            write_atomic(self.root / (MANIFEST + CORRUPT_SUFFIX), path.read_bytes())  # (found in audit: it found none)
+            try:  # (found in audit: it found none); best effort: a disk that will not read or take it stops nothing
+                write_atomic(self.root / (MANIFEST + CORRUPT_SUFFIX), path.read_bytes())
+            except OSError:
+                pass
         self._commit(models, {}, files, previous=set())
         return error, sorted(models)
 

@@ -1582,9 +1582,12 @@ class Worker:
         if state is not None and state.probation and not session.from_golden and session.sha256 == state.active.sha256:
             try:
                 self.store.end_probation(name)
-            except (OSError, ModelIntegrityError) as exc:  # the job's product is written: it is done, its model
-                self._write_failed(f"model {name}'s end of probation", exc if isinstance(exc, OSError) else str(exc))
-                return  # proven at a later job (found in audit: each job failed on it, with its product written)
+            except OSError as exc:  # the job's product is written: it is done, its model proven at a later
+                self._write_failed(f"model {name}'s end of probation", exc)  # job (found in audit: each job
+                return  # failed on it, with its product written)
+            except ModelIntegrityError as exc:  # what it read back failed its check: corrupt state, not a write
+                self._state_corrupt(f"model {name}'s state", str(exc), "probation not ended; the job's product stands")
+                return
             self._states.pop(name, None)
 
     def _rollback_model(self, msg: cp.RollbackModel) -> None:
@@ -2659,6 +2662,9 @@ def _training_set_samples(path: Path, name: str) -> int:
             y = data[labels]
         except Exception as exc:  # noqa: BLE001 - whatever numpy makes of a member that is not an array
             raise ValueError(f"data set {name!r} is unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if key == "tiles_dn" and dtype.kind not in "biu":  # as the job reads it (:meth:`_load_set`): refused now
+        raise ValueError(f"data set {name!r}: tiles_dn must be integer DN (reflectance x "
+                         f"{DN_PER_REFLECTANCE:g}), it is {dtype}")
     if dtype.kind not in "biuf" or len(shape) < 2 or shape[0] == 0 or math.prod(shape[1:]) == 0:
         raise ValueError(f"data set {name!r}: {key} must be an array of numbers, one row of at least one value per "
                          f"sample, with at least one (it is {dtype} of shape {list(shape)})")

@@ -770,9 +770,9 @@ STORE_CHANNELS = (
             "read (EIO, a filesystem checksum), when read", Limits(warn_high=1)),
     Channel("store_errors", T.U32, "count", "Store operations the disk refused: packets not written (they went out "
             "live only), fsyncs, acknowledgements not kept, playback reads put off", Limits(warn_high=1)),
-    Channel("store_acks_ambiguous", T.U32, "count", "Stored packets a ground acknowledgement named with another of "
-            "their sequence count at another time (two boots, or two turns of the counter): kept, and played back, "
-            "until a run names one alone (since start)"),
+    Channel("store_acks_ambiguous", T.U32, "count", "Times a ground acknowledgement named a stored packet with "
+            "another of its sequence count at another time (two boots, or two turns of the counter): kept, and "
+            "played back, until a run names one alone (since start)"),
     Channel("store_enabled", T.STRING, "", "The store classes being kept (REPORTS,OTHER,HK; none: nothing is)"),
     Channel("store_sync_ms", T.F64, "ms", "Time of the last fsyncs of the store's segments, made after each loop turn "
             "that stored a report or event, else every 5 s, in the loop or in a thread of their own ([store] fsync)"),

@@ -787,6 +787,7 @@ class SealingLink(GroundLink):
         # way down however far the replies have moved on (found in review: with a window of their own, one old
         # enough was forgotten, and replayed on a lagging stream it was taken)
         self._replies: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._reply_floor: dict[int, int] = {}  # per SPI: replies at or below were forgotten (past REPLIES_KEPT)
         self._tm_floor = tm_floor if tm_ring is not None else None
         if self._tm_floor is not None:
             self._tm_guard.floor.update(self._tm_floor.highest)
@@ -935,9 +936,17 @@ class SealingLink(GroundLink):
         if sn <= guard.highest.get(spi, 0) - TM_WINDOW:
             raise AuthError("stale", f"SPI {spi}: SN {sn} older than the stream's window "
                                      f"({guard.highest[spi] - TM_WINDOW})")
+        if sn <= self._reply_floor.get(spi, 0):
+            raise AuthError("replay", f"SPI {spi}: SN {sn} at or below the replies forgotten "
+                                      f"({self._reply_floor[spi]})")
         self._replies[(spi, sn)] = None
-        while len(self._replies) > REPLIES_KEPT:
-            self._replies.popitem(last=False)
+        if len(self._replies) > REPLIES_KEPT:  # those the stream's window has passed go first (it refuses them)
+            passed = [key for key in self._replies if key[1] <= guard.highest.get(key[0], 0) - TM_WINDOW]
+            for key in passed[:len(self._replies) - REPLIES_KEPT]:
+                del self._replies[key]
+            while len(self._replies) > REPLIES_KEPT:  # else the oldest, and no reply at or below it is taken again
+                (old_spi, old_sn), _ = self._replies.popitem(last=False)
+                self._reply_floor[old_spi] = max(self._reply_floor.get(old_spi, 0), old_sn)
 
     def reset_commands(self) -> None:
         self._link.reset_commands()
