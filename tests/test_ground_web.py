@@ -341,6 +341,34 @@ def test_page_shows_live_telemetry_grouped_by_packet(ground, pages, tmp_path):
     _screenshot(page, tmp_path, "telemetry")
 
 
+@pytest.mark.req("GND-003", "GND-032")
+def test_a_row_off_screen_is_written_as_it_comes_into_view(ipc_url, start_agent, make_ground, pages):
+    """The table writes the texts of the rows on screen only (GND-032: at 10,000 samples/s most of a page's work
+    was writing and drawing rows no one could see); a row's limit state follows its value on screen or not, and
+    a row shows its value as soon as it is scrolled to or the filter brings it up, new data or none."""
+    agent = start_agent(ipc_url)
+    page = pages(make_ground(ipc_url), "alice")
+    page.set_viewport_size({"width": 1200, "height": 600})
+    _live(page)
+    expect = _expect()
+    # Rows with a value (their state follows it) below anything the page has shown, at 1100 px before the resize
+    below = page.wait_for_function("""() => {
+        const rows = [...document.querySelectorAll('#tm-table tr[data-state=nominal]')]
+            .filter((r) => r.getBoundingClientRect().top > 1200);
+        return rows.length >= 2 ? rows.map((r) => r.dataset.name) : null;
+    }""").json_value()
+    first, last = below[0], below[-1]
+    assert page.text_content(f"#tm-{first} .value") == "—" and page.text_content(f"#tm-{last} .value") == "—"
+    page.locator(f"#tm-{first}").scroll_into_view_if_needed()
+    expect(page.locator(f"#tm-{first} .value")).not_to_have_text("—")
+    page.locator("#telemetry").evaluate("panel => { panel.scrollTop = 0; }")
+    agent.stop()  # no data comes now: the row is written because it came into view
+    expect(page.locator(f"#tm-{last}")).to_have_attribute("data-state", "stale")
+    assert page.text_content(f"#tm-{last} .value") == "—"
+    page.fill("#tm-filter", last)
+    expect(page.locator(f"#tm-{last} .value")).not_to_have_text("—")
+
+
 @pytest.mark.req("GND-025", "GND-031")
 def test_values_go_stale_when_the_agent_stops(ipc_url, start_agent, make_ground, pages, tmp_path):
     agent = start_agent(ipc_url)

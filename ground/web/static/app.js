@@ -44,6 +44,7 @@ const S = {
   pending: [],
   frameRequested: false,
   dirtyRows: new Set(),
+  shownRows: new Set(),    // channel names whose row is on screen (rowsShown): only their texts are written
   dirtyPackets: new Set(),
   plots: [],               // {plot, ring, channel, sc, loaded, pending}
   archivePlot: null,
@@ -52,6 +53,12 @@ const S = {
 };
 
 const $ = (id) => document.getElementById(id);
+// Writes only what changed: each write of a text or an attribute, even the same one, makes the
+// browser lay out and paint the page again, and the live path runs up to 60 times a second in every
+// page (found in measuring GND-032: five pages at 10,000 samples/s spent most of their time there).
+const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+const setTitle = (node, text) => { if (node.title !== text) node.title = text; };
+const setData = (node, key, value) => { if (node.dataset[key] !== value) node.dataset[key] = value; };
 const el = (tag, props = {}, ...children) => {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
@@ -175,6 +182,23 @@ function fmtValue(v) {
 
 // --- telemetry table: one section per housekeeping packet -------------------------------------
 
+// A row's value and title are written only while the row is on screen, and at once when it comes
+// into view (scrolled to, or shown by the filter): two thirds of the table are off screen in the
+// panel, and writing their texts at every push was most of a page's work (found in measuring
+// GND-032). A row's limit state (its colour, data-state) follows every value, on screen or not.
+const rowsShown = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const name = e.target.dataset.name;
+    if (e.isIntersecting) {
+      S.shownRows.add(name);
+      S.dirtyRows.add(name);
+    } else {
+      S.shownRows.delete(name);
+    }
+  }
+  requestFrame();
+});
+
 function buildTable() {
   const table = $("tm-table");
   const placed = new Set();
@@ -183,6 +207,7 @@ function buildTable() {
     const body = el("tbody", {id: `pkt-${title}`, className: "packet", dataset: {packet: title, state: "nodata"}},
       el("tr", {className: "packet-head"},
         el("th", {colSpan: 4, title: description}, el("span", {className: "pkt-name", textContent: title}), " ", time)));
+    const cols = el("colgroup", {}, ...["c-name", "c-value", "c-unit", "c-state"].map((c) => el("col", {className: c})));
     for (const name of names) {
       const def = S.defs.get(name);
       if (!def) continue;
@@ -194,9 +219,15 @@ function buildTable() {
         nameCell, value, el("td", {className: "unit", textContent: def.unit}), state);
       body.append(row);
       S.rows.set(def.name, {row, valueCell: value, stateCell: state, state: "nodata"});
+      rowsShown.observe(row);
       nameCell.addEventListener("click", () => addPlot(def.name));
     }
-    table.append(body);
+    // One table per packet, in a box the browser skips (layout and paint) while it is far from the screen:
+    // with the whole table drawn, every frame cost in proportion to all its rows (found in measuring GND-032).
+    // Its height before it is first drawn is guessed from its rows (a row is about 21 px).
+    const box = el("div", {className: "tm-section"}, el("table", {}, cols, body));
+    box.style.containIntrinsicSize = `auto ${21 * (body.rows.length + 1)}px`;
+    table.append(box);
     S.packetHeads.set(key, {body, time, state: "nodata"});
   };
   for (const p of S.dict.packets) section(p.sid, p.name, p.description, p.channels);
@@ -212,13 +243,15 @@ function renderRow(name, nowMs) {
   const c = cur();
   const r = S.rows.get(name);
   if (!c || !r) return;
-  const rec = c.values.get(name);
-  r.valueCell.textContent = rec ? fmtValue(rec.v) : "—";
-  r.valueCell.title = rec && rec.t !== null ? `packet time ${utcClock(rec.t)} UTC` : "no value received";
-  r.stateCell.title = limitText(limitsOf(c, name));
   setRowState(r, valueState(c, name, nowMs));
-  const alarmNow = document.querySelector(`#alarm-${CSS.escape(name)} td.now`);
+  const alarmRow = document.getElementById(`alarm-${name}`);
+  const alarmNow = alarmRow && alarmRow.querySelector("td.now");
   if (alarmNow) renderAlarmNow(alarmNow, name);
+  if (!S.shownRows.has(name)) return;  // written when it comes into view
+  const rec = c.values.get(name);
+  setText(r.valueCell, rec ? fmtValue(rec.v) : "—");
+  setTitle(r.valueCell, rec && rec.t !== null ? `packet time ${utcClock(rec.t)} UTC` : "no value received");
+  setTitle(r.stateCell, limitText(limitsOf(c, name)));
 }
 
 const STATE_TEXT = {nodata: "no data", stale: "stale", na: "not available"};
@@ -237,11 +270,11 @@ function renderPacketHead(key, nowMs) {
   const seen = c.packetSeen.get(key);
   let state = "nodata";
   if (!seen) {
-    h.time.textContent = "no packet yet";
+    setText(h.time, "no packet yet");
   } else {
     state = nowMs - seen.seenMs > c.staleMs ? "stale" : "fresh";
-    h.time.textContent = `received ${new Date(seen.wallS * 1000).toISOString().slice(11, 19)} UTC, ${ago(nowMs - seen.seenMs)}`;
-    h.time.title = `packet time ${utcClock(seen.t)} UTC`;
+    setText(h.time, `received ${new Date(seen.wallS * 1000).toISOString().slice(11, 19)} UTC, ${ago(nowMs - seen.seenMs)}`);
+    setTitle(h.time, `packet time ${utcClock(seen.t)} UTC`);
   }
   if (h.state !== state) { h.state = state; h.body.dataset.state = state; }
 }
@@ -749,10 +782,10 @@ function renderDrops(d) {
   if (!d || d.points_total === undefined) return;
   const pill = $("drops");
   S.dropped = d.points_total;
-  pill.textContent = `dropped: ${d.points_total} points` + (d.control_total ? `, ${d.control_total} messages` : "");
-  pill.dataset.state = d.points_total || d.control_total ? "bad" : "ok";
-  pill.dataset.points = String(d.points_total);
-  if (d.points) pill.title = `this page fell behind: the server dropped ${d.points} points just now`;
+  setText(pill, `dropped: ${d.points_total} points` + (d.control_total ? `, ${d.control_total} messages` : ""));
+  setData(pill, "state", d.points_total || d.control_total ? "bad" : "ok");
+  setData(pill, "points", String(d.points_total));
+  if (d.points) setTitle(pill, `this page fell behind: the server dropped ${d.points} points just now`);
 }
 
 function applyStatus(m, nowMs) {

@@ -83,6 +83,15 @@ class Plot {
     this.canvas = document.createElement("canvas");
     this.el.append(title, this.canvas);
     parent.append(this.el);
+    // The canvas's size, kept as the browser lays it out: reading clientWidth in draw() made the browser lay
+    // out the whole page there and then, in the middle of the frame, once per plot (found in measuring GND-032).
+    this.size = null;
+    this.resizes = new ResizeObserver(([entry]) => {
+      const box = entry.contentRect;
+      this.size = {w: box.width, h: box.height};
+      this.request();
+    });
+    this.resizes.observe(this.canvas);
     this.canvas.addEventListener("mousedown", (e) => { this.drag = {x0: e.offsetX, x1: e.offsetX}; });
     this.canvas.addEventListener("mousemove", (e) => {
       if (this.drag) { this.drag.x1 = e.offsetX; this.request(); }
@@ -93,6 +102,7 @@ class Plot {
   }
   dispose() {
     window.removeEventListener("mouseup", this.onMouseUp);
+    this.resizes.disconnect();
     this.el.remove();
   }
   request() {
@@ -124,7 +134,8 @@ class Plot {
   draw() {
     this.dirty = false;
     const c = this.canvas, dpr = window.devicePixelRatio || 1;
-    const w = c.clientWidth, h = c.clientHeight;
+    if (!this.size) this.size = {w: c.clientWidth, h: c.clientHeight};  // before the observer's first word
+    const {w, h} = this.size;
     if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
       c.width = Math.round(w * dpr);
       c.height = Math.round(h * dpr);
@@ -135,8 +146,10 @@ class Plot {
     g.font = "11px system-ui, 'DejaVu Sans', sans-serif";
     const left = 58, right = 8, top = 6, bottom = 18;
     const pw = Math.max(10, w - left - right), ph = Math.max(10, h - top - bottom);
-    this.zoomLabel.textContent = this.view ? "zoomed (double-click: live)" : (this.opts.live ? "live" : "");
-    this.zoomLabel.className = this.view ? "zoomed" : "";
+    const zoom = this.view ? "zoomed (double-click: live)" : (this.opts.live ? "live" : "");
+    if (this.zoomLabel.textContent !== zoom) this.zoomLabel.textContent = zoom;  // a write lays the page out again
+    const zoomClass = this.view ? "zoomed" : "";
+    if (this.zoomLabel.className !== zoomClass) this.zoomLabel.className = zoomClass;
     const r = this.range();
     const s = this.source;
     g.fillStyle = "#8a96a3";
