@@ -93,3 +93,43 @@ def test_an_agent_started_before_its_serial_device_runs_says_so_and_takes_it_whe
 
     if not said():
         client.wait_for(said, 15)
+
+
+@pytest.mark.req("LNK-007")
+def test_frames_the_line_refuses_are_said_and_a_flood_a_few_a_period_each_counted(line, start_agent, make_client):
+    """Found in audit: a serial frame that did not decode was counted in tc_bad_packets (the link's rx_bad_frames)
+    and never said, as a malformed packet is: the counter moved with no event saying why. Said now, through the
+    same limit (the first 4 of a housekeeping period, the rest in one more), and the next good frame is taken."""
+    import re
+
+    start_agent(f"serial://{line.a_path}?baud=115200")
+    client = make_client(f"serial://{line.b_path}?baud=115200")
+    not_cobs, headless = b"\x00\x05\x01\x00", b"\x00\x02\x17\x00"  # a code byte past the end; one byte decoded
+    line.inject("b->a", not_cobs + headless)
+    assert client.send("NOOP", timeout_s=10).completed
+
+    def reasons() -> list[str]:
+        return [e.args["reason"] for e in client.events if e.event.name == "BAD_PACKET"]
+
+    def said(*_: object) -> bool:
+        return (any(r.startswith("serial frame of 2 bytes is not valid COBS") for r in reasons())
+                and any(r == "serial frame decodes to 1 bytes, a primary header needs 6" for r in reasons()))
+
+    if not said():
+        client.wait_for(said, 15)
+    assert hk(client, lambda v: v["tc_bad_packets"] >= 2)["tc_bad_packets"] == 2
+    before = len(reasons())
+    line.inject("b->a", not_cobs * 50)
+    assert client.send("NOOP", timeout_s=10).completed
+
+    def accounted() -> int:  # said one by one, and in the counts of those said together
+        flood = reasons()[before:]
+        one_by_one = sum(r.startswith("serial frame of 2 bytes is not valid COBS") for r in flood)
+        together = [re.match(r"(\d+) more malformed packets refused, last: serial frame of 2 bytes", r) for r in flood]
+        return one_by_one + sum(int(m.group(1)) for m in together if m)
+
+    if accounted() < 50:
+        client.wait_for(lambda *_: accounted() >= 50, 15)
+    assert accounted() == 50 and any("more malformed packets refused" in r for r in reasons()[before:])
+    values = hk(client, lambda v: v["tc_bad_packets"] >= 52)
+    assert values["tc_bad_packets"] == 52 and values["cmd_executed"] == 2 and values["internal_errors"] == 0

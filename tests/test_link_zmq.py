@@ -123,6 +123,33 @@ def test_corrupt_packets_are_counted_and_lose_nothing_else(start_agent, make_cli
     assert any(r.startswith("2 more malformed packets refused, last: ") and "APID 0x123" in r for r in reasons)
 
 
+@pytest.mark.req("LNK-007")
+def test_zeromq_messages_not_of_two_frames_are_said_and_lose_nothing_else(start_agent, make_client, ipc_url):
+    """Found in audit: a message on the command socket of other than an identity and a packet was counted in
+    tc_bad_packets (the link's rx_bad_frames) and never said, as a malformed packet is. Said now, how many frames."""
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(parse_link_url(ipc_url).cmd_endpoint)
+    try:
+        raw.send_multipart([b"two", b"frames"])  # the agent's ROUTER adds the identity: three
+        raw.send_multipart([b"", b"a", pack_tc(0x010, 1, 8, 1, msgpack.packb([1, 5, {}]))])  # four
+        assert client.send("NOOP").completed
+
+        def said(*_: object) -> bool:
+            reasons = [r.args["reason"] for r in client.events if r.event.name == "BAD_PACKET"]
+            return {"ZeroMQ message of 3 frames, expected 2 (an identity and a packet)",
+                    "ZeroMQ message of 4 frames, expected 2 (an identity and a packet)"} <= set(reasons)
+
+        if not said():
+            client.wait_for(said, 10)
+        values = hk_where(client, lambda v: v["tc_bad_packets"] >= 2)
+        assert values["tc_bad_packets"] == 2 and values["cmd_executed"] == 1 and values["internal_errors"] == 0
+    finally:
+        raw.close()
+
+
 @pytest.mark.req("LNK-003")
 def test_a_retried_command_runs_once(start_agent, make_client, ipc_url):
     start_agent(ipc_url)
@@ -414,6 +441,38 @@ def test_the_agent_knows_which_senders_the_stream_reaches(short_dir):
         assert not flight.stream_reaches(second)
     finally:
         ground.close()
+        flight.close()
+
+
+@pytest.mark.req("LNK-007", "SEC-013")
+def test_a_message_the_link_refused_is_handed_on_with_why_through_telemetry_sealing(short_dir):
+    """The frames a link refused reach the agent whatever wraps the link: with tm_auth its link is a
+    TelemetrySealingLink, whose FlightLink default (nothing refused) would hide the wrapped link's."""
+    from flight.link.interface import Refused
+    from flight.link.sdls import KeySlot, TelemetrySealingLink
+
+    inner = open_flight_link(f"zmq+ipc://{short_dir}/s")
+    flight = TelemetrySealingLink(inner, KeySlot(7, bytes(range(120, 152)), "telemetry"), epoch=1)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(f"ipc://{short_dir}/s.cmd")
+    try:
+        raw.send_multipart([b"two", b"frames"])
+        raw.send(b"after")
+        poller = zmq.Poller()
+        for sock in flight.pollables():
+            poller.register(sock, zmq.POLLIN)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            poller.poll(10)
+            got += [inbound.packet for inbound in flight.receive()]
+        assert got == [b"after"]  # the next message taken
+        assert flight.take_refused() == Refused(("ZeroMQ message of 3 frames, expected 2 (an identity and a packet)",),
+                                                1, "ZeroMQ message of 3 frames, expected 2 (an identity and a packet)")
+        assert flight.take_refused() == Refused() and inner.stats.rx_bad_frames == 1
+    finally:
+        raw.close()
         flight.close()
 
 

@@ -235,6 +235,36 @@ def test_damage_on_the_line_loses_only_the_damaged_packets():
         ground.close()
 
 
+@pytest.mark.req("LNK-007")
+def test_frames_refused_are_kept_with_why_for_the_agent_and_a_flood_keeps_only_a_few(line):
+    """Found in audit: a frame the line refused (not COBS, too long, too short for a header) was counted in
+    rx_bad_frames, so in tc_bad_packets, and said by nothing. The link keeps why, until the agent takes it; a flood
+    keeps the first few reasons and the last, and counts the rest, so it grows no memory; the next frame is taken."""
+    from flight.link.framing import DEFAULT_MAX_FRAME_LEN
+    from flight.link.interface import REFUSED_KEPT, Refused
+
+    flight, _ground = ends(line)
+    good = Codec(DICTIONARY).encode_command("NOOP", {})[0]
+    not_cobs, headless = b"\x00\x05\x01\x00", b"\x00\x02\x17\x00"  # a code byte past the end; one byte
+    too_long = b"\x00" + b"\x01" * (DEFAULT_MAX_FRAME_LEN + 1) + b"\x00"
+    line.inject(B_TO_A, not_cobs + headless + too_long + encode_frame(good))
+    got, _ = pump(flight, None, want_flight=1)
+    assert got == [good]
+    refused = flight.take_refused()
+    assert refused.count == flight.stats.rx_bad_frames == 3 and len(refused.reasons) == 3
+    assert all(r.startswith("serial frame ") for r in refused.reasons)
+    assert "not valid COBS" in refused.reasons[0] and "a primary header needs 6" in refused.reasons[1]
+    assert f"over {DEFAULT_MAX_FRAME_LEN} bytes" in refused.reasons[2] == refused.last
+    assert flight.take_refused() == Refused()  # taken once
+    line.inject(B_TO_A, not_cobs * 3000 + headless + encode_frame(good))  # a flood, never taken meanwhile
+    got, _ = pump(flight, None, want_flight=1)
+    assert got == [good]
+    flood = flight.take_refused()
+    assert flood.count == 3001 and flight.stats.rx_bad_frames == 3004 and len(flood.reasons) == REFUSED_KEPT
+    assert all("not valid COBS" in r for r in flood.reasons) and "a primary header needs 6" in flood.last
+    flight.close()
+
+
 def test_random_noise_never_delivers_a_wrong_command():
     noise = RandomNoise(rate=1 / 400, seed=4)  # about 27 flipped bytes in 10.7 kB
     codec_g, codec_f = Codec(DICTIONARY), Codec(DICTIONARY)

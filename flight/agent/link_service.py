@@ -6,7 +6,9 @@ on the spot; a TC(8,1) goes to the dispatcher; the ground's store acknowledgemen
 goes to the downlink (flight/agent/downlink.py); a TC(141,1) on APID FILES (a CFDP PDU) goes to the
 file manager (flight/agent/files.py). A valid packet from the ground is contact.
 Dropped telemetry (a full queue) is reported once per housekeeping period, never silent; malformed packets
-past the first few of a period are too (each is counted in ``tc_bad_packets``).
+past the first few of a period are too (each is counted in ``tc_bad_packets``). What the link refused before
+a packet was made of it (a serial frame that is not COBS, a ZeroMQ message of other than two frames: its
+``rx_bad_frames``, in ``tc_bad_packets`` too) is taken from it each turn and said in the same way.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class LinkService(Component):
     def report_bad_packets(self) -> None:
         """Once per housekeeping period: the malformed packets past :data:`BAD_PACKETS_SAID` since the last
         report, as one event naming the last one's fault."""
+        self.report_refused_frames()  # those refused since the last turn belong to this period
         if self._bad_unsaid:
             self._emit("BAD_PACKET", reason=f"{self._bad_unsaid} more malformed packets refused, last: "
                                          f"{self._bad_last}")
@@ -184,8 +187,26 @@ class LinkService(Component):
             return
         self._bad_packet(f"no PUS service {packet.service},{packet.subtype} in this agent")
 
+    def report_refused_frames(self) -> None:
+        """Each turn: the frames the link refused before the packet codec, said as malformed packets are, under
+        the same limit (found in audit: counted in tc_bad_packets through rx_bad_frames, never said). Counted by
+        the link already: not again here."""
+        refused = self.link.take_refused()
+        for reason in refused.reasons:
+            self._say_bad(reason)
+        more = refused.count - len(refused.reasons)  # a flood past the reasons the link kept: the last one's
+        said = min(more, max(0, BAD_PACKETS_SAID - self._bad_said))
+        for _ in range(said):
+            self._say_bad(refused.last)
+        if more > said:
+            self._bad_unsaid += more - said
+            self._bad_last = refused.last[:160]
+
     def _bad_packet(self, reason: str) -> None:
         self.tc_bad_packets += 1
+        self._say_bad(reason)
+
+    def _say_bad(self, reason: str) -> None:
         if self._bad_said < BAD_PACKETS_SAID:
             self._bad_said += 1
             self._emit("BAD_PACKET", reason=reason)

@@ -565,8 +565,9 @@ COMMANDS = (
 _LINK_CHANNELS = (
     Channel("tc_received", T.U32, "count", "Telecommand packets received (valid or not)"),
     Channel("tc_bad_packets", T.U32, "count", "Received packets refused as malformed (length, CRC, header, "
-            "service, APID; a sealed one's frame before its seal is judged); a TC(8,1) whose data does not decode "
-            "is a rejected command (cmd_rejected, COMMAND_REJECTED)",
+            "service, APID; a sealed one's frame before its seal is judged), and frames the link refused before a "
+            "packet was made of them (serial framing; a ZeroMQ message of other than two frames); a TC(8,1) whose "
+            "data does not decode is a rejected command (cmd_rejected, COMMAND_REJECTED)",
             Limits(warn_high=1)),
     Channel("tc_duplicates", T.U32, "count", "Retried telecommands answered from the cache, not executed again"),
     Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
@@ -850,8 +851,9 @@ EVENTS = (
     Event("COMMAND_FAILED", 0x0012, Severity.WARNING_HI, "Command {name} failed: {reason}",
           "A command failed while executing", ("name", "reason")),
     Event("BAD_PACKET", 0x0013, Severity.WARNING_LO, "Malformed packet refused: {reason}",
-          "A received packet failed its checks and was dropped: the first 4 of a housekeeping period one by one, "
-          "the rest counted in one more at its end", ("reason",)),
+          "A received packet, or a frame the link refused before a packet was made of it, failed its checks and "
+          "was dropped: the first 4 of a housekeeping period one by one, the rest counted in one more at its end",
+          ("reason",)),
     Event("INTERNAL_ERROR", 0x0014, Severity.WARNING_HI, "Internal error in {where}: {reason}",
           "The agent caught an unexpected error and carried on; please report it", ("where", "reason")),
     Event("PING_RECEIVED", 0x0020, Severity.ACTIVITY_LO, "Ping {token}", "PING was executed", ("token",)),

@@ -20,6 +20,8 @@ still meets the CRC one layer up.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from cobs import cobs
 
 from flight.link.packets import MAX_PACKET_LEN, PRIMARY_HEADER_LEN, packet_length
@@ -56,16 +58,18 @@ class Deframer:
       or decoded length differing from the CCSDS length field;
     - ``skipped_bytes``: every non-delimiter byte thrown away (bad frames' bytes included),
       so ``skipped_bytes`` is the noise a line carried, counted in bytes.
-    ``last_error`` says, with numbers, why the latest frame was dropped.
+    ``last_error`` says, with numbers, why the latest frame was dropped; ``on_drop``, if given, is told why each
+    one is, as it is (the serial link passes them on, to be said).
     """
 
-    def __init__(self, max_frame_len: int = DEFAULT_MAX_FRAME_LEN):
+    def __init__(self, max_frame_len: int = DEFAULT_MAX_FRAME_LEN, on_drop: Callable[[str], None] | None = None):
         if max_frame_len < max_encoded_len(PRIMARY_HEADER_LEN + 1):
             raise ValueError(f"max_frame_len {max_frame_len} cannot hold even the smallest packet")
         self.max_frame_len = max_frame_len
         self.bad_frames = 0
         self.skipped_bytes = 0
         self.last_error = ""
+        self._on_drop = on_drop
         self._buf = bytearray()
         self._hunting = False  # after an oversize run: skip up to the next delimiter
 
@@ -134,6 +138,8 @@ class Deframer:
         self.bad_frames += 1
         self.skipped_bytes += n_bytes
         self.last_error = why
+        if self._on_drop is not None:
+            self._on_drop(why)
 
 
 __all__ = ["DEFAULT_MAX_FRAME_LEN", "DELIMITER", "Deframer", "encode_frame", "max_encoded_len"]

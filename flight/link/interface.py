@@ -140,6 +140,44 @@ class LinkStats:
             setattr(self, key, 0)
 
 
+REFUSED_KEPT = 8  # reasons a link keeps between two takes; a flood's others are counted, the last one kept
+REFUSED_REASON_LEN = 160
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What a link refused before the packet codec since it was last asked: ``count`` frames (each also in
+    ``rx_bad_frames``), the first of them with why in ``reasons``, and why the last one was refused."""
+
+    reasons: tuple[str, ...] = ()
+    count: int = 0
+    last: str = ""
+
+
+class Refusals:
+    """Frames a link refused, with why, until its owner takes them (:meth:`FlightLink.take_refused`): bounded, the
+    first :data:`REFUSED_KEPT` reasons and the last, so a flood of bad frames grows no memory (found in audit: they
+    were counted in tc_bad_packets and never said). Each :meth:`add` counts one in ``stats.rx_bad_frames``."""
+
+    def __init__(self, stats: LinkStats):
+        self._stats = stats
+        self._reasons: list[str] = []
+        self._count = 0
+        self._last = ""
+
+    def add(self, reason: str) -> None:
+        self._stats.rx_bad_frames += 1
+        self._count += 1
+        self._last = reason[:REFUSED_REASON_LEN]
+        if len(self._reasons) < REFUSED_KEPT:
+            self._reasons.append(self._last)
+
+    def take(self) -> Refused:
+        taken = Refused(tuple(self._reasons), self._count, self._last)
+        self._reasons, self._count, self._last = [], 0, ""
+        return taken
+
+
 @dataclass(frozen=True)
 class Inbound:
     """A packet as received, with whatever the link needs to answer its sender."""
@@ -159,6 +197,11 @@ class FlightLink(abc.ABC):
     @abc.abstractmethod
     def receive(self) -> list[Inbound]:
         """Every packet that has arrived, without blocking."""
+
+    def take_refused(self) -> Refused:
+        """The frames refused before the packet codec since the last call (links that refuse none: nothing);
+        the agent's link service says them as it says malformed packets."""
+        return Refused()
 
     @abc.abstractmethod
     def reply(self, peer: Any, packet: bytes) -> bool:

@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as chmac
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from flight.link.interface import FlightLink, GroundLink
+from flight.link.interface import FlightLink, GroundLink, Refused
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
 from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_json, write_checked_json
 
@@ -1033,6 +1033,9 @@ class TelemetrySealingLink(FlightLink):
 
     def stream_reaches(self, peer) -> bool:
         return self._link.stream_reaches(peer)
+
+    def take_refused(self) -> Refused:  # FlightLink's default would hide the wrapped link's from __getattr__
+        return self._link.take_refused()
 
     @property
     def reply_shares_queue(self) -> bool:  # the wrapped link's: a class attribute __getattr__ never reaches (an audit:

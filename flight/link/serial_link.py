@@ -37,7 +37,7 @@ import serial
 
 from flight.link.framing import Deframer, encode_frame
 from flight.link.definitions import LinkKind
-from flight.link.interface import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.interface import FlightLink, GroundLink, Inbound, LinkConfig, LinkStats, Refusals, Refused
 
 REOPEN_INTERVAL_S = 1.0  # least time between two attempts to reopen a lost device
 READ_CHUNK_BYTES = 65536  # one os.read; a UART at 115200 baud fills this in ~5.7 s
@@ -62,7 +62,10 @@ class _SerialEnd:
             raise ValueError(f"{config.url}: queue must hold at least one packet, got {config.queue_packets}")
         self.config = config
         self.stats = LinkStats()
-        self.deframer = Deframer()
+        # Each frame dropped is counted (rx_bad_frames) and kept with why, bounded, for the agent to say; the
+        # one a reopen abandons too (it was in no count: the reset is outside receive()'s)
+        self.refused = Refusals(self.stats)
+        self.deframer = Deframer(on_drop=lambda why: self.refused.add(f"serial {why}"))
         self.rx_wire_bytes = 0
         self.tx_wire_bytes = 0
         self.last_error = ""
@@ -145,6 +148,9 @@ class _SerialEnd:
         self._closed = True
         self._release()
 
+    def take_refused(self) -> Refused:
+        return self.refused.take()
+
     def pollables(self) -> list[Any]:
         """The port's file descriptor (zmq.Poller takes raw fds), or nothing while it is lost."""
         return [self._ser.fileno()] if self._ser is not None else []
@@ -159,7 +165,7 @@ class _SerialEnd:
             return []
         packets: list[bytes] = []
         read_bytes = 0
-        bad0, skipped0 = self.deframer.bad_frames, self.deframer.skipped_bytes
+        skipped0 = self.deframer.skipped_bytes
         while read_bytes < MAX_READ_PER_CALL_BYTES and self._ser is not None:
             try:
                 # pyserial's read(): one select(0) and one os.read; it also turns "readable
@@ -173,7 +179,6 @@ class _SerialEnd:
             read_bytes += len(data)
             packets.extend(self.deframer.feed(data))
         self.rx_wire_bytes += read_bytes
-        self.stats.rx_bad_frames += self.deframer.bad_frames - bad0
         self.stats.rx_skipped_bytes += self.deframer.skipped_bytes - skipped0
         self.stats.rx_packets += len(packets)
         self.stats.rx_bytes += sum(map(len, packets))

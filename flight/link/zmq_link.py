@@ -53,7 +53,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from flight.link.definitions import LinkKind
-from flight.link.interface import CurveKeys, FlightLink, GroundLink, Inbound, LinkConfig, LinkStats
+from flight.link.interface import CurveKeys, FlightLink, GroundLink, Inbound, LinkConfig, LinkStats, Refusals, Refused
 from flight.link.packets import MAX_PACKET_LEN
 
 _RECONNECT_IVL_MS = 100
@@ -128,6 +128,7 @@ class ZmqFlightLink(FlightLink):
     def __init__(self, config: LinkConfig):
         self.config = config
         self.stats = LinkStats()
+        self.refused = Refusals(self.stats)  # messages not of our two frames, with why, for the agent to say
         self.subscribers = 0
         self._present: set[bytes] = set()  # DEALER identities whose console's SUB is joined
         self._ctx: zmq.Context | None = None  # CURVE only: this link's own context, its ZAP handler's
@@ -207,7 +208,7 @@ class ZmqFlightLink(FlightLink):
             except zmq.Again:
                 break
             if len(frames) != 2:  # identity + one packet; anything else is not ours
-                self.stats.rx_bad_frames += 1
+                self.refused.add(f"ZeroMQ message of {len(frames)} frames, expected 2 (an identity and a packet)")
                 continue
             identity, packet = frames
             self.stats.rx_packets += 1
@@ -235,6 +236,9 @@ class ZmqFlightLink(FlightLink):
 
     def stream_reaches(self, peer: Any) -> bool:
         return peer in self._present
+
+    def take_refused(self) -> Refused:
+        return self.refused.take()
 
     def reply(self, peer: Any, packet: bytes) -> bool:
         try:
