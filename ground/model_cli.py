@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from flight.compute.package import DEFAULT_TOLERANCE, PackageError, load_trusted_keys
+from flight.compute.package import (
+    DEFAULT_TOLERANCE,
+    PackageError,
+    load_trusted_keys,
+    refuse_external_data,
+)
 from ground.model_package import (
     generate_key,
     load_inputs,
@@ -44,6 +49,13 @@ def _read(path: str) -> bytes:
         raise PackageError(f"{path}: {exc.strerror}") from None
 
 
+def _model(path: str) -> bytes:
+    """An .onnx to pack, refused naming the file where its weights lie in another (before onnxruntime sees it)."""
+    data = _read(path)
+    refuse_external_data(data, path)
+    return data
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
     key = generate_key()
     write_key_file(args.out, args.operator, key, overwrite=args.force)
@@ -62,14 +74,14 @@ def _report(package: Any) -> None:
 
 def _cmd_pack(args: argparse.Namespace) -> int:
     operator, key = read_key_file(args.key)
-    _report(pack_full(_read(args.model), args.name, args.version, operator, key, args.out, load_inputs(args.inputs),
+    _report(pack_full(_model(args.model), args.name, args.version, operator, key, args.out, load_inputs(args.inputs),
                       args.tolerance))
     return 0
 
 
 def _cmd_delta(args: argparse.Namespace) -> int:
     operator, key = read_key_file(args.key)
-    _report(pack_delta(_read(args.base), _read(args.tuned), args.name, args.version, operator, key, args.out,
+    _report(pack_delta(_model(args.base), _model(args.tuned), args.name, args.version, operator, key, args.out,
                        load_inputs(args.inputs), args.tolerance, with_inputs=args.with_inputs))
     return 0
 

@@ -36,6 +36,7 @@ from flight.compute.package import (
     expected_outputs,
     make_delta,
     public_hex,
+    refuse_external_data,
     sha256_hex,
     shipped_reference_inputs,
     utc_now,
@@ -174,6 +175,7 @@ def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, ou
               inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, created_utc: str | None = None) -> Package:
     """Sign ``model`` whole, with its reference set over ``inputs``; write the package to ``out_dir``."""
     _installable(name, version)
+    refuse_external_data(model, "model")  # before onnxruntime: the board refuses it too (MDL-002)
     inputs = np.ascontiguousarray(inputs)
     reference = ReferenceSet(inputs, expected_outputs(model, inputs)).to_bytes()
     manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
@@ -195,6 +197,8 @@ def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str
     (or, for the shipped model, the default).
     """
     _installable(name, version)
+    refuse_external_data(base, "base model")  # before onnx reads the tensors: the board refuses it too (MDL-002)
+    refuse_external_data(tuned, "fine-tuned model")
     delta, result = make_delta(base, tuned)
     inputs = np.ascontiguousarray(inputs)
     outputs = expected_outputs(result, inputs)
@@ -240,12 +244,14 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
         model = read(staged.model)
         if sha256_hex(model) != manifest.sha256:
             raise PackageError(f"{staged.model}: SHA-256 is not the signed one")
+        refuse_external_data(model, staged.model)
     else:
         delta_bytes = read(staged.delta)
         if sha256_hex(delta_bytes) != manifest.delta_sha256:
             raise PackageError(f"{staged.delta}: SHA-256 is not the signed one")
         if base is None:
             raise PackageError("a delta package: give its base model (--base) to build and check the result")
+        refuse_external_data(base, "base model")
         delta = Delta.from_bytes(delta_bytes)
         model = apply_delta(base, delta)
         if sha256_hex(model) != manifest.sha256:

@@ -77,6 +77,38 @@ def stage_delta(staging: Path, name: str, delta: Delta, version: str, base_manif
     return manifest
 
 
+def with_external_weights(model: bytes, directory: Path, file_name: str, weights: str = "tiny.weights") -> bytes:
+    """``model`` written to ``directory/file_name`` with its initializers in the external file ``weights`` beside
+    it (ONNX external data, by onnx's own helpers); the bytes of the .onnx, which hold no weights."""
+    import onnx
+    from onnx import external_data_helper
+
+    proto = onnx.load_from_string(model)
+    external_data_helper.convert_model_to_external_data(proto, all_tensors_to_one_file=True, location=weights,
+                                                        size_threshold=0)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(Path(directory) / file_name))
+    assert (Path(directory) / weights).is_file()
+    return (Path(directory) / file_name).read_bytes()
+
+
+def stage_by_hand(staging: Path, name: str, version: str, data: bytes, outputs_of: bytes,
+                  key: object = ALICE_KEY) -> Manifest:
+    """A signed full package of ``data``, its reference outputs those of ``outputs_of`` over REF_X: made by
+    hand, for a model the ground tool refuses to pack (the board must refuse it on its own)."""
+    from flight.compute.package import ReferenceSet, array_digest, expected_outputs
+
+    files = StagedFiles.of(name)
+    reference = ReferenceSet(REF_X, expected_outputs(outputs_of, REF_X)).to_bytes()
+    manifest = Manifest(name, version, "full", sha256_hex(data), len(data), ALICE, "2026-11-18T00:00:00Z",
+                        sha256_hex(reference), array_digest(REF_X), 1e-5).sign(key)
+    Path(staging).mkdir(parents=True, exist_ok=True)
+    (staging / files.model).write_bytes(data)
+    (staging / files.reference).write_bytes(reference)
+    (staging / files.manifest).write_bytes(manifest.to_bytes())
+    return manifest
+
+
 class WorkerBench:
     """A :class:`Worker` in this process, its messages read from a real ROUTER socket (inproc)."""
 

@@ -13,7 +13,9 @@ import math
 import numpy as np
 import pytest
 
+from flight.compute.opening import RECORD_FILE, UNFINISHED_LIMIT, OpenRecord
 from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
+from flight.compute.providers import CPU
 from flight.compute.store import Copy, ModelIntegrityError, ModelStore, Problem
 from flight.link.dictionary import FailureCode
 from ground.model_package import pack_delta
@@ -26,9 +28,11 @@ from tests.model_helpers import (
     WorkerBench,
     pack,
     resign,
+    stage_by_hand,
     stage_delta,
     tiny,
     trusted_file,
+    with_external_weights,
 )
 V1, V2 = tiny(2.0), tiny(3.0)
 NAN_MODEL = tiny(3.0, op="Sqrt")  # finite on the (positive) reference inputs, NaN on negative tiles
@@ -465,3 +469,63 @@ def test_a_version_replaced_while_on_probation_gives_way_to_the_proven_fallback(
     assert (state.active.version, state.fallback.version) == ("3", "1")
     files = sorted(p.name for p in bench.worker.store.root.iterdir() if p.name.startswith("tiny@"))
     assert files == ["tiny@1.onnx", "tiny@1.ref.npz", "tiny@3.onnx", "tiny@3.ref.npz"]
+
+
+@pytest.mark.req("MDL-002")
+def test_a_model_with_external_weights_is_refused_naming_the_tensor_and_its_file_before_a_session_opens(tmp_path):
+    """Found in audit: a signed model whose initializers lay in an external file (ONNX external data, which no
+    SHA-256 covers) reached the reference check and was refused with onnxruntime's own error, naming neither."""
+    for allow_unsigned in (False, True):
+        bench = WorkerBench(tmp_path / f"unsigned-{allow_unsigned}", trusted_file(tmp_path, (ALICE, ALICE_KEY)),
+                            allow_unsigned=allow_unsigned)
+        try:
+            installed(bench, V1, "1")
+            data = with_external_weights(V2, bench.staging, "tiny.onnx")  # tiny.weights beside it, uplinked too
+            if allow_unsigned:
+                (bench.staging / "tiny.manifest.json").unlink()
+            else:
+                stage_by_hand(bench.staging, "tiny", "2", data, V2)  # signed: the ground tool refuses to pack it
+            reply = bench.install("2", sha256_hex(data))
+            assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS
+            assert reply.reason.startswith("staging/tiny.onnx: tensor 'scale' keeps its data in the external file "
+                                           "'tiny.weights' (and 1 more tensor)"), reply.reason
+            [refused] = bench.events("MODEL_REFUSED")
+            assert "'scale'" in refused.args["reason"] and "'tiny.weights'" in refused.args["reason"]
+            assert bench.events("MODEL_REFERENCE_FAILED") == []  # refused before any session opened it
+            assert bench.worker.store.state("tiny").active.version == "1"
+        finally:
+            bench.close()
+
+
+def _lost_opens(bench, model: bytes) -> None:
+    """Every attempt to open ``model`` lost twice in a row (a crash in the provider, a power cut, as CMP-018
+    counts them): the next worker does not open those bytes again."""
+    for _ in range(UNFINISHED_LIMIT):
+        OpenRecord(bench.root / RECORD_FILE).begin(sha256_hex(model), CPU)
+    bench.restart()
+    bench.worker.providers = (CPU,)
+
+
+@pytest.mark.req("MDL-005", "CMP-018")
+@pytest.mark.parametrize("unopened", ["the new version", "the golden copy of the fallback"])
+def test_a_refused_automatic_rollback_is_said_once(bench, unopened):
+    """Found in audit: a version on probation that would not open, its fallback failing its check, said
+    MODEL_REFUSED as it failed to load and again as its job failed: two events for one refusal."""
+    for version, model, golden in (("1", V1, True), ("2", V2, False)):
+        reply = bench.install(version, pack(bench.staging, model, version).manifest.sha256, golden=golden)
+        assert reply.ok, reply.reason
+    spoiled = ["tiny@1.onnx"] if unopened == "the new version" else ["tiny@1.onnx", "tiny@2.onnx"]
+    for name in spoiled:  # the fallback fails its check (and, for the golden copy's turn, the new version too)
+        path = bench.worker.store.root / name
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x10
+        path.write_bytes(bytes(raw))
+    _lost_opens(bench, V2 if unopened == "the new version" else V1)
+    bench.data_set("day", RNG_TILES)
+    job = bench.infer(1, "day")
+    assert job.state.value == "FAILED" and "OpenNeverEnded" in job.detail, job.detail
+    [refused] = bench.events("MODEL_REFUSED")
+    assert "version 2 failed to load" in refused.args["reason"] and "no rollback" in refused.args["reason"]
+    assert bench.events("MODEL_ROLLED_BACK") == []
+    assert bench.worker.store.state("tiny").active.version == "2"
+    assert bool(bench.events("MODEL_GOLDEN_USED")) == (unopened == "the golden copy of the fallback")

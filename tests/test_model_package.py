@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flight.compute.package import (
+    SMALL_ORDER_KEYS,
     Delta,
     DeltaError,
     KeyFileError,
@@ -25,8 +26,20 @@ from flight.compute.package import (
     sha256_hex,
 )
 from flight.config import ConfigError, parse_config
+from flight.link.dictionary import FailureCode
 from ground.cli import main as ground_main
-from tests.model_helpers import ALICE, ALICE_KEY, BOB_KEY, REF_X, WorkerBench, tiny, trusted_file
+from ground.model_package import pack_delta, pack_full, verify_package
+from tests.model_helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB_KEY,
+    REF_X,
+    WorkerBench,
+    stage_by_hand,
+    tiny,
+    trusted_file,
+    with_external_weights,
+)
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
@@ -195,3 +208,108 @@ def test_a_reference_that_vouches_for_nothing_refuses_the_model():
     mixed = {"p": np.array([[0.2, 0.8]], np.float32), "logp": np.full((1, 2), -np.inf, np.float32),
              "boxes": np.zeros((0, 4), np.float32)}
     assert compare_outputs(mixed, mixed, 1e-5).ok
+
+
+def _small_order_encodings() -> set[bytes]:
+    """Every 32-byte string an Ed25519 decoder may read as a point of small order, derived here from the curve
+    (not copied from the list under test): the 8-torsion's points, each as encoded, with the sign bit set where
+    x = 0, and with y + p where that still fits in 255 bits."""
+    p = 2**255 - 19
+    d = -121665 * pow(121666, -1, p) % p
+    order = 2**252 + 27742317777372353535851937790883648493  # of the base point
+
+    def add(a, b):
+        (x1, y1), (x2, y2) = a, b
+        t = d * x1 * x2 * y1 * y2 % p
+        return (x1 * y2 + x2 * y1) * pow(1 + t, -1, p) % p, (y1 * y2 + x1 * x2) * pow(1 - t, -1, p) % p
+
+    def times(n, a):
+        out = (0, 1)
+        while n:
+            out, a, n = (add(out, a) if n & 1 else out), add(a, a), n >> 1
+        return out
+
+    def x_of(y):
+        xx = (y * y - 1) * pow(d * y * y + 1, -1, p) % p
+        x = pow(xx, (p + 3) // 8, p)
+        x = x if (x * x - xx) % p == 0 else x * pow(2, (p - 1) // 4, p) % p
+        return x if (x * x - xx) % p == 0 else None
+
+    y = 2
+    while True:  # a point whose order has the factor 8: times the prime order, it gives a generator of the 8-torsion
+        x = x_of(y)
+        torsion = times(order, (x, y)) if x is not None else (0, 1)
+        if times(4, torsion) != (0, 1):
+            break
+        y += 1
+    found = set()
+    for x, y in {times(k, torsion) for k in range(8)}:
+        found.add((y | (x & 1) << 255).to_bytes(32, "little"))
+        found |= {(y | 1 << 255).to_bytes(32, "little")} if x == 0 else set()
+        found |= {(y + p | s << 255).to_bytes(32, "little") for s in (0, 1)} if y + p < 2**255 else set()
+    return found
+
+
+@pytest.mark.req("MDL-001", "MDL-010")
+def test_a_trusted_key_of_small_order_is_refused_where_the_keys_are_read_naming_the_file_and_line(tmp_path, capsys):
+    """Found in audit: a trusted key of small order (the identity point, 01 00..00, among them) was taken, and
+    against it a signature R = the identity, S = 0 verified for any manifest: anyone could install a model."""
+    assert SMALL_ORDER_KEYS == _small_order_encodings() and len(SMALL_ORDER_KEYS) == 14
+    keys = tmp_path / "operators.keys"
+    for key in sorted(SMALL_ORDER_KEYS):
+        keys.write_text(f"{ALICE} {public_hex(ALICE_KEY)}\nmallory {key.hex()}\n")
+        with pytest.raises(KeyFileError, match=rf"^{keys}:2: the key of 'mallory' is a point of small order"):
+            load_trusted_keys(keys)
+        with pytest.raises(ConfigError, match=rf"models.trusted_keys: {keys}:2: the key of 'mallory' is a point"):
+            parse_config({"models": {"trusted_keys": str(keys)}}, "agent.toml")
+    # On board, the keys are read at each install: the forged package is refused, said, and nothing installed.
+    keys.write_text(f"{ALICE} {public_hex(ALICE_KEY)}\nmallory {'01' + '00' * 31}\n")
+    board = WorkerBench(tmp_path / "compute", keys)
+    try:
+        manifest = stage_by_hand(board.staging, "tiny", "1", tiny(9.0), tiny(9.0))
+        forged = replace(manifest, uplinked_by="mallory", signature="01" + "00" * 63)  # R = identity, S = 0
+        (board.staging / "tiny.manifest.json").write_bytes(forged.to_bytes())
+        reply = board.install("1", manifest.sha256)
+        assert not reply.ok and reply.code == FailureCode.EXECUTION_ERROR
+        assert f"trusted keys ([models] trusted_keys): {keys}:2: the key of 'mallory' is a point of small order" \
+            in reply.reason
+        assert "point of small order" in board.events("MODEL_REFUSED")[-1].args["reason"]
+        assert board.worker.store.list() == []
+    finally:
+        board.close()
+    # The ground's verify reads them the same way.
+    assert ground_main(["model", "verify", str(board.staging), "--name", "tiny", "--trusted-keys", str(keys)]) == 2
+    assert f"{keys}:2: the key of 'mallory' is a point of small order" in capsys.readouterr().err
+
+
+@pytest.mark.req("MDL-002", "MDL-009")
+def test_the_ground_refuses_a_model_with_external_weights_naming_the_tensor_and_its_file(tmp_path, capsys):
+    """Found in audit: `sunlit-ground model pack` of a model whose weights lay in an external file ended in
+    onnxruntime's own error, naming neither the tensor nor the file; the board refuses such a model too."""
+    model = tmp_path / "model" / "tiny.onnx"
+    data = with_external_weights(tiny(2.0), model.parent, model.name)
+    key = tmp_path / "alice.key"
+    assert ground_main(["model", "keygen", ALICE, "--out", str(key)]) == 0
+    inputs = tmp_path / "ref.npy"
+    np.save(inputs, REF_X)
+    capsys.readouterr()
+    out = tmp_path / "package"
+    assert ground_main(["model", "pack", str(model), "--name", "tiny", "--version", "1", "--key", str(key),
+                        "--inputs", str(inputs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"sunlit-ground model: {model}: tensor 'scale' keeps its data in the external file 'tiny.weights'" in err
+    assert "Traceback" not in err and not out.exists()
+    tuned = tmp_path / "tuned.onnx"
+    tuned.write_bytes(tiny(2.5))
+    assert ground_main(["model", "delta", str(model), str(tuned), "--name", "tiny", "--version", "2", "--key",
+                        str(key), "--inputs", str(inputs), "--out", str(out)]) == 2
+    assert f"{model}: tensor 'scale' keeps its data in the external file 'tiny.weights'" in capsys.readouterr().err
+    for base, tuned, what in ((data, tiny(2.5), "base model"), (tiny(2.0), data, "fine-tuned model")):
+        with pytest.raises(PackageError, match=f"^{what}: tensor 'scale' keeps its data in the external file"):
+            pack_delta(base, tuned, "tiny", "2", ALICE, ALICE_KEY, out, REF_X)
+    with pytest.raises(PackageError, match="^model: tensor 'scale' keeps its data in the external file"):
+        pack_full(data, "tiny", "1", ALICE, ALICE_KEY, out, REF_X)
+    # A package made some other way: verify says what the board will (the tensor and its file), not onnxruntime.
+    stage_by_hand(out, "tiny", "1", data, tiny(2.0))
+    with pytest.raises(PackageError, match="^tiny.onnx: tensor 'scale' keeps its data in the external file"):
+        verify_package(out, "tiny", {ALICE: bytes.fromhex(public_hex(ALICE_KEY))})

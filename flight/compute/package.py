@@ -61,6 +61,27 @@ _KEY_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _SIG_HEX = re.compile(r"^[0-9a-f]{128}$")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same arrays give the same bytes
 
+# Ed25519 public keys of small order: the eight points of the curve's 8-torsion, the two of them with x = 0 also with
+# the sign bit set, and y = p and p + 1 (0 and 1 not reduced) with either sign bit. Against such a key a signature can
+# be forged for any manifest (found in audit: under the identity key, R = the identity and S = 0 verified for every
+# message). Hand-written, as libsodium's blocklist is: cryptography loads these keys and verifies such forgeries.
+SMALL_ORDER_KEYS = frozenset(bytes.fromhex(h) for h in (
+    "0100000000000000000000000000000000000000000000000000000000000000",  # the identity (order 1)
+    "0100000000000000000000000000000000000000000000000000000000000080",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p - 1 (order 2)
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "0000000000000000000000000000000000000000000000000000000000000000",  # y = 0 (order 4)
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p, read as 0 (order 4)
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1, read as 1 (order 1)
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+))
+
 
 class PackageError(ValueError):
     """A package (or one of its files) is refused; the message says which check failed and why."""
@@ -112,7 +133,12 @@ def parse_trusted_keys(text: str, source: str) -> dict[str, bytes]:
             raise KeyFileError(f"{where}: the key of {name!r} is not 64 hex digits (an Ed25519 public key)")
         if name in keys:
             raise KeyFileError(f"{where}: operator {name!r} is listed twice")
-        keys[name] = bytes.fromhex(hex_key)
+        key = bytes.fromhex(hex_key)
+        if key in SMALL_ORDER_KEYS:
+            raise KeyFileError(f"{where}: the key of {name!r} is a point of small order, against which anyone can "
+                               "forge a signature, and no operator's key: use the line `sunlit-ground model keygen` "
+                               "printed for them")
+        keys[name] = key
     return keys
 
 
@@ -120,8 +146,8 @@ def load_trusted_keys(path: Path | str) -> dict[str, bytes]:
     """The operators' public keys from a file of lines, or from every ``*.pub`` file of a directory.
 
     Raises :class:`KeyFileError` naming the file (and line) when one cannot be read or parsed,
-    when an operator is listed twice, or when there is no key at all: a configured key file
-    that trusts nobody is a mistake, not a policy.
+    when an operator is listed twice, when a key is of small order (:data:`SMALL_ORDER_KEYS`), or
+    when there is no key at all: a configured key file that trusts nobody is a mistake, not a policy.
     """
     path = Path(path)
     try:
@@ -413,6 +439,21 @@ def shipped_reference_inputs(n: int = REFERENCE_TILES) -> np.ndarray:
     from flight.compute.usecase.shipped import load_held_out
 
     return np.ascontiguousarray(load_held_out().tiles[:n].astype(np.float32))
+
+
+def refuse_external_data(model: bytes, what: str) -> None:
+    """:class:`PackageError` naming the tensor and its file where a tensor of ``model`` keeps its data in a file
+    beside it (ONNX external data), which no SHA-256 or signature covers; checked before onnxruntime sees the
+    model (found in audit: the board refused such a model with onnxruntime's own error, naming neither)."""
+    from flight.compute.store import external_data
+
+    outside = external_data(model)
+    if outside:
+        (tensor, file), more = outside[0], len(outside) - 1
+        others = f" (and {more} more tensor{'s' if more > 1 else ''})" if more else ""
+        raise PackageError(f"{what}: tensor {tensor!r} keeps its data in the external file {file!r}{others}, which "
+                           "no SHA-256 or signature covers; embed the weights in the model (onnx.load reads the file "
+                           "in, onnx.save_model then writes one) and pack it again")
 
 
 # --- deltas ----------------------------------------------------------------------------------------

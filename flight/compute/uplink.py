@@ -35,6 +35,7 @@ from flight.compute.package import (
     array_digest,
     compare_outputs,
     load_trusted_keys,
+    refuse_external_data,
     run_outputs,
     sha256_hex,
 )
@@ -113,6 +114,7 @@ class UplinkChecks:
             if actual != manifest.sha256:
                 raise Refusal(f"delta: the model built from it is {actual[:16]}…, not the signed "
                               f"{manifest.sha256[:16]}… (serialised differently on the ground?); send it whole")
+        _embedded(f"staging/{files.model}" if manifest.kind == "full" else "delta: the model built from it", data)
         try:
             reference = ReferenceSet.from_bytes(ref_bytes)
             if reference.x is None:
@@ -145,6 +147,7 @@ class UplinkChecks:
         actual = sha256_hex(data)
         if actual != sha256.lower():
             raise Refusal(f"SHA-256 {actual[:16]}… is not the expected {sha256[:16]}…")
+        _embedded(f"staging/{files.model}", data)
         return Candidate(data, Provenance("unsigned", False, "", time.time()), None)
 
     def _trusted(self) -> dict[str, bytes]:
@@ -189,6 +192,14 @@ def _read(directory: Path, name: str) -> bytes:
         return (directory / name).read_bytes()
     except OSError as exc:
         raise Refusal(f"no uplinked file staging/{name}: {exc.strerror}") from None
+
+
+def _embedded(what: str, model: bytes) -> None:
+    """Refuse a model a tensor of which keeps its data in an external file, before any session opens it (MDL-002)."""
+    try:
+        refuse_external_data(model, what)
+    except PackageError as exc:
+        raise Refusal(str(exc)) from None
 
 
 def _check_sha(what: str, data: bytes, signed: str) -> None:

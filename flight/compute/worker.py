@@ -267,7 +267,12 @@ def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarr
 
 
 class ModelLoadFailed(RuntimeError):
-    """The model would not load into a session (not the job's data, not the disk): its fault."""
+    """The model would not load into a session (not the job's data, not the disk): its fault.
+    ``rollback_refused``: a version on probation whose automatic rollback was refused as it failed, said then."""
+
+    def __init__(self, reason: str, rollback_refused: bool = False):
+        super().__init__(reason)
+        self.rollback_refused = rollback_refused
 
 
 class OpenNeverEnded(Exception):
@@ -1062,6 +1067,9 @@ class Worker:
         if key not in self._sessions:
             state = self._state(model)
             opened = None
+            # Its automatic rollback refused here (said): a failure to load from here on says so, and the job
+            # failing does not try the rollback again (found in audit: MODEL_REFUSED said twice for one refusal).
+            refused = False
             if state is not None and state.probation and state.fallback is not None:
                 # A version on probation that will not load is rolled back, not replaced by the golden copy.
                 try:
@@ -1071,14 +1079,20 @@ class Worker:
                     if self._auto_rollback(model, f"version {state.active.version} failed to load: {exc}"):
                         return self._session(model)
                     if not isinstance(exc, ModelIntegrityError):
-                        raise
+                        raise ModelLoadFailed(f"{type(exc).__name__}: {exc}", rollback_refused=True) from exc
+                    refused = True
                     # Its fallback no good either: the golden copy, as for any version (found in audit: every job
                     # failed, the golden copy intact and never used)
             if opened is None:
                 loaded = self.store.load_or_golden(model)
                 if loaded.from_golden:
                     self.event("MODEL_GOLDEN_USED", name=model, reason=loaded.fallback_reason[:200])
-                opened = self._open(model, loaded.bytes, loaded.version, loaded.sha256, loaded.from_golden)
+                try:
+                    opened = self._open(model, loaded.bytes, loaded.version, loaded.sha256, loaded.from_golden)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds
+                    if refused:
+                        raise ModelLoadFailed(f"{type(exc).__name__}: {exc}", rollback_refused=True) from exc
+                    raise
             self._sessions = {k: v for k, v in self._sessions.items() if k[0] != model}  # threads changed
             self._sessions[key] = opened
             self._current_model = model
@@ -1566,6 +1580,8 @@ class Worker:
             return False
         if not isinstance(exc, (NonFiniteOutput, ModelLoadFailed)):
             return False  # bad input data or a full disk is not the model's fault: the job fails alone
+        if isinstance(exc, ModelLoadFailed) and exc.rollback_refused:
+            return False  # refused as it failed to load, and said then: one refusal, one MODEL_REFUSED
         why = "gave non-finite outputs" if isinstance(exc, NonFiniteOutput) else f"failed ({type(exc).__name__}: {exc})"
         if not self._auto_rollback(job.model, f"version {state.active.version} {why} on its first job, "
                                               f"{job.job_id}"[:200]):
@@ -1854,7 +1870,7 @@ class Worker:
     def _infer_slice(self, job: Job) -> None:
         try:
             model = self._session(job.model)
-        except ModelIntegrityError:
+        except (ModelIntegrityError, ModelLoadFailed):
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several kinds for a model it cannot run
             raise ModelLoadFailed(f"{type(exc).__name__}: {exc}") from exc
