@@ -87,6 +87,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"sunlit-flight: warning: link {config.link_url}: {printable(agent.link.last_error)}; the agent runs "
               "without it and tries again each second (link_device_errors, LINK_DEVICE_ERROR)", file=sys.stderr,
               flush=True)
+    for note in agent.board.notes:  # what the board lacks and the agent runs without (nvpmodel: power modes)
+        print(f"sunlit-flight: warning: {printable(note)}", file=sys.stderr, flush=True)
     for what, why in agent.start_problems():  # sent down as STATE_CORRUPT too; said here for whoever started it
         print(f"sunlit-flight: warning: {what}: {printable(why)}", file=sys.stderr, flush=True)
     refused = agent.params.store.refused

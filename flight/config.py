@@ -87,6 +87,7 @@ Parameters saved by command (SAVE_PARAMS) override ``[parameters]``, which overr
 dictionary's defaults. ``[parameters]`` keeps the dictionary's rules between parameters
 (``ORDERED_PARAMETERS``: the soft thermal limit below the hard one, the SAFE charge below the floor,
 against the default of the one not set); a saved value that breaks one against it gives way, said at boot.
+The hard thermal limit stays below the board profile's ``hard_temp_c`` (:func:`check_board_limits`).
 """
 
 from __future__ import annotations
@@ -385,7 +386,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             raise fail(f"parameters.{lower if lower in checked else upper}",
                        f"{why} ({lower} {low:g}, {upper} {high:g})")
 
-    return Config(
+    config = Config(
         link_url=url,
         hal_backend=backend,
         board=get("hal.board"),
@@ -419,6 +420,26 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         zmq_clients=Path(zmq_clients) if zmq_clients is not None else None,
         source=source,
     )
+    if board:  # a detected profile (jetson) or the sim's default is checked as the agent opens its board
+        from flight.hal.boards import load_board
+
+        check_board_limits(config, load_board(board), "named by hal.board")
+    return config
+
+
+def check_board_limits(config: Config, profile: Any, said: str) -> None:
+    """ConfigError unless the agent's thermal hard limit is below the board profile's ``hard_temp_c``, where
+    the board shuts itself down: above it the agent never gets to go SAFE first (found in audit: 110 C on an
+    Orin Nano, whose profile shuts down at 97 C, was accepted). Equal is refused too: the agent would act on
+    the reading the board switches off at. ``said``: where the profile came from ("named by hal.board")."""
+    name = "thermal_hard_limit_c"
+    hard_c = float(config.parameters.get(name, DICTIONARY.parameter_by_name[name].default))
+    shutdown_c = profile.thermal.hard_temp_c
+    if hard_c >= shutdown_c:
+        value = f"{hard_c:g} C" + ("" if name in config.parameters else " (the dictionary's default)")
+        raise ConfigError(f"{config.source}: parameters.{name}: {value} is not below the {profile.id} profile's "
+                          f"hard_temp_c {shutdown_c:g} C (profile {said}), where the board shuts itself down; set "
+                          f"[parameters] {name} below it, so the agent goes SAFE first")
 
 
 def _array(values: dict[str, Any], fail) -> Any:

@@ -16,8 +16,9 @@ read). What is checked, in order:
   CUDA with the same answer. A CPU-only build passes, except that on a Jetson it warns: the
   generic builds have no CUDA for Jetson (FACTS.md "Jetson interfaces");
 - ``temperatures``, ``rails``, ``board power``, one row per unreadable sensor: every sensor
-  the board profile expects reads, within :data:`PLAUSIBLE_TEMP_C`, :data:`PLAUSIBLE_RAIL_W`
-  and :data:`PLAUSIBLE_RAIL_V`, through the configured HAL backend;
+  the board profile expects reads, within :data:`PLAUSIBLE_TEMP_C` (its ends excluded, and
+  below the profile's shutdown temperature), :data:`PLAUSIBLE_RAIL_W` and
+  :data:`PLAUSIBLE_RAIL_V`, through the configured HAL backend;
 - ``power modes``: jetson: /etc/nvpmodel.conf parses and ``nvpmodel -q`` names one of its
   modes; ``power control``: the files nvpmodel writes are writable by this user;
 - ``link``: zmq: the agent's sockets can be bound, or an agent already bound there answers
@@ -58,11 +59,12 @@ DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/tc.keys")  # where deploy/install.sh p
 DEFAULT_MIN_FREE_MB = 100.0
 
 # Plausible values of a board that runs. Temperatures: the range industrial parts are
-# specified for; an Orin shuts down at 104.5 C (FACTS.md "Throttling"), so 125 C is a
-# broken sensor, not a hot board. Rails: the INA3221 bus voltages (FACTS.md "Power rails")
-# are the module's 5 V input and rails down to AGX Orin's 1.8 V VDDQ_VDD2_1V8AO; a carrier
-# measuring its DC jack sees up to 20 V; below 1 V the channel is dead. 100 W is above any
-# Orin module's 60 W.
+# specified for, its ends excluded: -40 and 125 C are where a sensor saturates, the classic
+# stuck readings. An Orin shuts down at 104.5 C (FACTS.md "Throttling"), so with a board
+# profile a zone at or above its hard_temp_c is a stuck sensor too, not a hot board. Rails:
+# the INA3221 bus voltages (FACTS.md "Power rails") are the module's 5 V input and rails down
+# to AGX Orin's 1.8 V VDDQ_VDD2_1V8AO; a carrier measuring its DC jack sees up to 20 V; below
+# 1 V the channel is dead. 100 W is above any Orin module's 60 W.
 PLAUSIBLE_TEMP_C = (-40.0, 125.0)
 PLAUSIBLE_RAIL_W = (0.0, 100.0)
 PLAUSIBLE_RAIL_V = (1.0, 30.0)
@@ -257,15 +259,22 @@ def _check_sensors(board: Board) -> list[Check]:
     rows: list[Check] = []
 
     temps = reading.temps_c
-    bad_t = {z: t for z, t in temps.items() if not PLAUSIBLE_TEMP_C[0] <= t <= PLAUSIBLE_TEMP_C[1]}
     lo, hi = PLAUSIBLE_TEMP_C
+    profile = board.profile if strict else None  # a PC's is for reference: its own sensors are not the board's
+    bad_t: dict[str, str] = {}
+    for z, t in temps.items():
+        # Ends excluded (found in audit: zones stuck at -40 and 125 C, and 105 C on an AGX Orin, passed)
+        if not lo < t < hi:
+            bad_t[z] = f"{z} {t:.1f} C (plausible above {lo:g} and below {hi:g} C: at either end a sensor saturates)"
+        elif profile is not None and t >= profile.thermal.hard_temp_c:
+            bad_t[z] = (f"{z} {t:.1f} C (at or above {profile.thermal.hard_temp_c:g} C, the {profile.id} profile's "
+                        "shutdown temperature: a stuck sensor on a board that runs)")
     if not temps:
         rows.append(Check("temperatures", Status.FAIL if strict else Status.WARN,
                           "no temperature readable: the thermal governor has nothing to act on", {}))
     elif bad_t:  # on a PC an odd zone (a fan's, an ACPI stub) is its own; on a Jetson a broken sensor
         rows.append(Check("temperatures", Status.FAIL if strict else Status.WARN,
-                          "implausible: " + ", ".join(f"{z} {t:.1f} C" for z, t in bad_t.items())
-                          + f" (plausible {lo:g}..{hi:g} C)", {"temps_c": temps}))
+                          "implausible: " + "; ".join(bad_t.values()), {"temps_c": temps}))
     else:
         rows.append(Check("temperatures", Status.PASS,
                           f"{len(temps)} zones, {min(temps.values()):.1f}..{max(temps.values()):.1f} C: "

@@ -131,6 +131,10 @@ AGX_ORIN_64GB = BoardSpec(
 
 BOARDS = {spec.board: spec for spec in (ORIN_NANO, ORIN_NX_16GB, AGX_ORIN_64GB)}
 
+# What the zone of a powered-off domain reads, in millidegrees: public AGX Orin tegrastats lines show
+# "CV0@-256C" for the CV domains of an idle board (the source of the agx_orin_64gb zone names too).
+POWERED_OFF_MILLIDEG = -256000
+
 # /proc/stat aggregate lines: user nice system idle iowait irq softirq steal guest guest_nice.
 # Between the two: 200 user + 100 system + 50 softirq busy, 600 idle + 50 iowait idle =
 # 35.0 % busy. guest (30) is already inside user, so a parser that added it would get 36.9 %.
@@ -335,13 +339,15 @@ def make_board(
     hwmon_index: dict[str, int] | None = None,
     omit_rails: tuple[str, ...] = (),
     empty_zones: tuple[str, ...] = (),
+    off_zones: tuple[str, ...] = (),
     mode_id: int | None = None,
     model: str | None = None,
 ) -> FakeBoard:
     """Build the fake tree of ``board`` (a key of :data:`BOARDS`) under ``tmp_path/board``.
 
     ``hwmon_index`` overrides the hwmon numbers; ``omit_rails`` leaves channels out;
-    ``empty_zones`` makes zones read empty; ``mode_id`` sets the mode nvpmodel starts in
+    ``empty_zones`` makes zones read empty; ``off_zones`` read as a powered-off domain's
+    (:data:`POWERED_OFF_MILLIDEG`); ``mode_id`` sets the mode nvpmodel starts in
     (default: the conf's PM_CONFIG default); ``model`` replaces the model string.
     """
     spec = BOARDS[board]
@@ -352,6 +358,8 @@ def make_board(
     for n, (zone_type, millideg) in enumerate(spec.zones):
         zone = root / "sys" / "class" / "thermal" / f"thermal_zone{n}"
         _write(zone / "type", zone_type + "\n")
+        if zone_type in off_zones:
+            millideg = POWERED_OFF_MILLIDEG
         _write(zone / "temp", "" if zone_type in empty_zones else f"{millideg}\n")
         _write(zone / "mode", "enabled\n")
     # The cooling devices sit beside the zones in the real tree; the HAL must skip them.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from flight.agent.control_core import report_sensors
 from flight.hal import BoardOptions, HalError, HalReading, open_board
 from flight.hal.jetson import (
     JetsonHal,
@@ -169,15 +170,45 @@ def test_empty_tj_zone_goes_into_missing(tmp_path):
     assert reading.temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)
 
 
+@pytest.mark.req("DEP-004")
 def test_zone_that_errors_goes_into_missing(tmp_path):
     fake = make_board(tmp_path, "agx_orin_64gb")
     fake.break_zone("gpu-thermal")
-    fake.set_zone_text("cv0-thermal", "-256000\n")  # a powered-off sensor's reading
+    fake.set_zone_text("cv0-thermal", "-255000\n")  # implausible, and not what a powered-off zone reads
     reading = open_fake(fake).read()
     assert "gpu-thermal" not in reading.temps_c and "cv0-thermal" not in reading.temps_c
     assert any(m.startswith("gpu-thermal: is a directory") for m in reading.missing)
-    assert any(m.startswith("cv0-thermal: -256.0 C is outside") for m in reading.missing)
+    assert any(m.startswith("cv0-thermal: -255.0 C is outside") for m in reading.missing)
     assert len(reading.temps_c) == len(EXPECTED_TEMPS_C["agx_orin_64gb"]) - 2
+
+
+@pytest.mark.req("DEP-004", "AGT-022")
+def test_a_powered_off_zone_is_a_note_said_once_not_a_missing_sensor(tmp_path):
+    """Found in audit: the CV zones of an idle AGX Orin read -256 C, their domains powered off, and each was a
+    missing sensor on a healthy board (sensors_missing, SENSOR_MISSING) for as long as it idled."""
+    cv = ("cv0-thermal", "cv1-thermal", "cv2-thermal")
+    fake = make_board(tmp_path, "agx_orin_64gb", off_zones=cv)
+    hal = open_fake(fake)
+    first = hal.read()
+    assert first.missing == () and not set(cv) & set(first.temps_c)
+    assert len(first.temps_c) == len(EXPECTED_TEMPS_C["agx_orin_64gb"]) - 3
+    said_off = [n for n in first.notes if "powered off" in n]
+    assert [n.split(": ", 1)[0] for n in said_off] == list(cv)
+    assert "reads -256 C" in said_off[0]
+    # The agent follows sensors by what is missing: none, so nothing to say.
+    assert report_sensors(first.missing, (), 0.0, 60.0) == ((), [])
+
+    def zones_missing(reading):  # /proc/stat does not move between these reads: cpu_pct is missing, rightly
+        return [m for m in reading.missing if not m.startswith("cpu_pct: ")]
+
+    second = hal.read()  # still off: said once, not at every read
+    assert zones_missing(second) == [] and not any("powered off" in n for n in second.notes)
+    fake.set_zone_text("cv1-thermal", "48000\n")  # CV1 powers on: a temperature again
+    third = hal.read()
+    assert third.temps_c["cv1-thermal"] == pytest.approx(48.0, abs=ROUNDING) and zones_missing(third) == []
+    fake.set_zone_text("cv1-thermal", "-256000\n")  # and off again: said again
+    fourth = hal.read()
+    assert zones_missing(fourth) == [] and [n for n in fourth.notes if "powered off" in n] == [said_off[1]]
 
 
 @pytest.mark.req("DEP-004")
@@ -364,6 +395,62 @@ def test_nvpmodel_missing_or_unparseable(tmp_path):
     with pytest.raises(HalError, match="no 'NV Power Mode:' line"):
         open_fake(fake).current_power_mode()
 
+
+@pytest.mark.req("DEP-004", "AGT-008")
+@pytest.mark.parametrize("what", ["absent", "not-executable", "a-directory", "not-on-path"])
+def test_an_nvpmodel_that_cannot_run_is_said_as_the_backend_starts(tmp_path, what):
+    """Found in audit: a [hal] nvpmodel that is not there or not executable was found only when the first power
+    mode query failed. The backend says it as it opens, naming the key and the path, and the board still opens:
+    a dev board without nvpmodel reads its sensors, its power modes unavailable until nvpmodel is there."""
+    fake = make_board(tmp_path, "orin_nano")
+    good = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel)))
+    assert good.notes == ()
+    nvpmodel, why = {
+        "absent": (str(tmp_path / "nowhere" / "nvpmodel"), "no such file"),
+        "not-executable": (str(fake.nvpmodel), "not executable"),
+        "a-directory": (str(fake.root / "usr" / "sbin"), "not a file"),
+        "not-on-path": ("sunlit-no-such-nvpmodel", "not found on PATH"),
+    }[what]
+    if what == "not-executable":
+        fake.nvpmodel.chmod(0o644)
+    board = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=nvpmodel))
+    (note,) = board.notes
+    assert note.startswith(f"hal.nvpmodel: {nvpmodel!r} {why}") and "power modes can be neither read nor set" in note
+    assert board.hal.read().temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)  # the rest still works
+    assert [m.name for m in board.hal.power_modes()] == ["7W", "15W", "25W", "MAXN_SUPER"]
+    with pytest.raises(HalError, match=r"hal\.nvpmodel"):  # and each try says it again
+        board.hal.current_power_mode()
+
+
+@pytest.mark.req("AGT-008")
+def test_the_agent_starts_without_nvpmodel_and_says_so(tmp_path, short_dir):
+    """The agent on a Jetson without nvpmodel starts, as on a dev board, and its console says that power modes
+    are unavailable, naming hal.nvpmodel and the path, before its first tick finds it."""
+    import subprocess
+    import sys
+
+    fake = make_board(tmp_path, "orin_nano")
+    nvpmodel = tmp_path / "nowhere" / "nvpmodel"
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[link]\nurl = "zmq+ipc://{short_dir}/link"\n[hal]\nbackend = "jetson"\nroot = "{fake.root}"\n'
+                    f'nvpmodel = "{nvpmodel}"\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+                    '[compute]\nenabled = false\n')
+    proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--config", str(toml)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "telecommands" in line:  # the last line of the start
+                break
+        running = proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    said = "".join(lines)
+    assert running and "agent up" in said, said
+    assert f"sunlit-flight: warning: hal.nvpmodel: '{nvpmodel}' no such file: power modes can be neither read nor " \
+           "set" in said, said
 
 def test_missing_conf_is_a_clear_error(tmp_path):
     fake = make_board(tmp_path, "orin_nano")

@@ -89,6 +89,19 @@ def test_fake_pc_temperatures_from_zones_and_hwmon(tmp_path):
     assert len(empty) == 1 and "read empty" in empty[0] and "hwmon3/temp2_input" in empty[0]
 
 
+def test_a_zone_that_reads_powered_off_is_a_note_on_a_pc_too(tmp_path):
+    """The zone reader is the Jetson's: a zone at exactly -256 C is a powered-off domain (a note, once), not a
+    missing sensor; any other implausible value still is one."""
+    pc = make_pc(tmp_path)
+    (pc.root / "sys" / "class" / "thermal" / "thermal_zone0" / "temp").write_text("-256000\n")
+    hal = LinuxHal(root=pc.root, monotonic_s=StepClock(0.0))
+    reading = hal.read()
+    assert "acpitz" not in reading.temps_c and not any(m.startswith("acpitz:") for m in reading.missing)
+    assert [n for n in reading.notes if n.startswith("acpitz: powered off")]
+    assert not any("powered off" in n for n in hal.read().notes)
+    (pc.root / "sys" / "class" / "thermal" / "thermal_zone0" / "temp").write_text("-300000\n")
+    assert any(m.startswith("acpitz: -300.0 C is outside") for m in hal.read().missing)
+
 def test_rapl_power_from_two_energy_reads(tmp_path):
     pc = make_pc(tmp_path)
     clock = StepClock(100.0, 100.5)

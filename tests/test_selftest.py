@@ -164,6 +164,23 @@ def test_implausible_values_fail(prepared, tmp_path):
     assert "VDD_SOC 0.000 V" in failed["rails"]
 
 
+@pytest.mark.req("DEP-003")
+@pytest.mark.parametrize("board_id, millideg, why", [
+    ("agx_orin_64gb", 125000, "below 125 C: at either end a sensor saturates"),
+    ("agx_orin_64gb", -40000, "above -40 and below 125 C"),
+    ("agx_orin_64gb", 105000, "at or above 104.5 C, the agx_orin_64gb profile's shutdown"),
+    ("orin_nano", 97000, "at or above 97 C, the orin_nano profile's shutdown"),
+], ids=["125C", "-40C", "105C-agx", "97C-nano"])
+def test_a_zone_stuck_at_a_saturation_value_fails(prepared, tmp_path, board_id, millideg, why):
+    """Found in audit: zones stuck at the bounds (125 and -40 C, and 105 C on an AGX Orin that shuts down at
+    104.5 C), the classic stuck readings, passed: the bounds were inclusive and knew no profile."""
+    board = make_board(tmp_path, board_id)
+    board.set_zone_text("gpu-thermal", f"{millideg}\n")
+    report = run_selftest(jetson_config(board, prepared["state"]), key_path=prepared["key"], check_link=False)
+    failed = {r.name: r.detail for r in report.failures}
+    assert f"gpu-thermal {millideg / 1000:.1f} C (" in failed["temperatures"] and why in failed["temperatures"]
+    assert "cpu-thermal" not in failed["temperatures"]  # the zones within the bounds are not named
+
 def test_an_unknown_board_fails_the_board_check(prepared, tmp_path):
     board = make_board(tmp_path, "orin_nx_16gb", model="Some Carrier With A Xavier")
     report = run_selftest(jetson_config(board, prepared["state"]), key_path=prepared["key"])

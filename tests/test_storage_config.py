@@ -6,6 +6,7 @@ import pytest
 
 from flight.agent.params import ParameterStore
 from flight.config import ConfigError, load_config, parse_config
+from flight.hal.boards import available_boards
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.storage import CorruptFile, read_checked_json, redact_paths, write_checked_json
@@ -156,6 +157,43 @@ def test_the_board_is_said_as_the_backend_takes_it():
     assert parse_config({"hal": {"backend": "linux", "board": "orin_nano"}}).board_said == "orin_nano"
     assert parse_config({"hal": {"backend": "linux", "board": ""}}).board_said.startswith("none")  # "" is none
 
+
+@pytest.mark.req("AGT-018")
+def test_the_thermal_hard_limit_must_be_below_the_boards_shutdown_temperature(tmp_path):
+    """Found in audit: a thermal_hard_limit_c above the board profile's hard_temp_c (where the board shuts
+    itself down) was accepted, so the agent would never go SAFE before the board switched off."""
+    path = tmp_path / "agent.toml"
+    for limit in (110, 97):  # at it too: the agent would act on the reading the board switches off at
+        path.write_text(f"[hal]\nboard = 'orin_nano'\n[parameters]\nthermal_hard_limit_c = {limit}\n")
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert str(e.value).startswith(f"{path}: parameters.thermal_hard_limit_c: {limit} C is not below the "
+                                       "orin_nano profile's hard_temp_c 97 C (profile named by hal.board)")
+    path.write_text("[hal]\nboard = 'orin_nano'\n[parameters]\nthermal_hard_limit_c = 96.5\n")
+    assert load_config(path).parameters["thermal_hard_limit_c"] == 96.5
+    # the dictionary's default is below every shipped profile's
+    for board in available_boards():
+        assert parse_config({"hal": {"backend": "linux", "board": board}}).board == board
+    # AGX Orin shuts down at 104.5 C: 100 C is a limit it can keep
+    assert parse_config({"hal": {"board": "agx_orin_64gb"}, "parameters": {"thermal_hard_limit_c": 100.0}}).board
+
+
+@pytest.mark.req("AGT-018")
+def test_a_detected_boards_shutdown_temperature_bounds_the_thermal_hard_limit_at_start(tmp_path):
+    """The jetson backend detects its board as it starts: its profile's hard_temp_c is checked then, before
+    the agent does anything (the configuration could not know it)."""
+    from flight.agent.agent import Agent
+    from tests.fakeboard import make_board
+
+    fake = make_board(tmp_path, "orin_nano")  # no board named: detected from the device tree's model
+    config = parse_config({"hal": {"backend": "jetson", "root": str(fake.root), "nvpmodel": str(fake.nvpmodel)},
+                           "paths": {"state_dir": str(tmp_path / "state")},
+                           "parameters": {"thermal_hard_limit_c": 99.0}}, "agent.toml")
+    with pytest.raises(ConfigError, match=r"^agent.toml: parameters.thermal_hard_limit_c: 99 C is not below the "
+                                          r"orin_nano profile's hard_temp_c 97 C \(profile chosen by the jetson "
+                                          r"backend\)"):
+        Agent(config)
+    assert not (tmp_path / "state" / "state.json").exists()  # refused before it wrote anything
 
 @pytest.mark.req("AGT-018")
 def test_a_bad_value_in_the_file_is_the_files_even_where_a_flag_sets_the_key(tmp_path):

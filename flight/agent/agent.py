@@ -49,7 +49,7 @@ from flight.agent.scheduler import Scheduler
 from flight.agent.state import PersistentState
 from flight.agent.timers import Timers
 from flight.agent.tm_store import PacketStore, StoreError
-from flight.config import Config
+from flight.config import Config, check_board_limits
 from flight.hal.base import Board, open_board
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY, Admission, Mode
@@ -113,6 +113,9 @@ class Agent:
         self._removed = remove_interrupted_writes(self.state_dir)
         self.board = board or open_board(config.hal_backend, config.board_options())
         self._opened.append(self.board)
+        if self.board.profile is not None:  # one detected (jetson) or the sim's default: unknown to the config
+            check_board_limits(config, self.board.profile, "named by hal.board" if config.board
+                               else f"chosen by the {self.board.backend} backend")
         # A serial device not there yet (a USB adapter still enumerating) is tried again each second, said and
         # counted: the agent runs, and stores its telemetry, without its link (an audit: it did not start)
         self.link = link or open_flight_link(config.link_url, curve=config.link_curve(), wait_for_device=True)
@@ -388,6 +391,10 @@ class Agent:
                     self.downlink.release()
                 except Exception as exc:  # noqa: BLE001
                     self.executive.internal_error("downlink", exc)
+        try:
+            self.link_service.report_refused_frames()  # what the link refused before a packet: said, not only counted
+        except Exception as exc:  # noqa: BLE001
+            self.executive.internal_error("command input", exc)
         try:
             self.compute.receive()
         except Exception as exc:  # noqa: BLE001

@@ -327,7 +327,8 @@ class Board:
     Nothing in the agent asks a HAL what it can do; it reads these fields. ``eps`` is None
     where no battery is measured (a Jetson on a desk); ``stepper`` only where the HIL harness
     drives the board; ``nvpmodel`` is the object that runs nvpmodel, where power modes are
-    nvpmodel's.
+    nvpmodel's. ``notes``: what the backend found as it opened that limits the board without
+    stopping it, as ``"what: why"`` (a Jetson whose nvpmodel is not there), said at start.
     """
 
     backend: str
@@ -339,6 +340,7 @@ class Board:
     eps: EpsReader | None = None
     stepper: Stepper | None = None
     nvpmodel: Any = None
+    notes: tuple[str, ...] = ()
 
     @property
     def simulated(self) -> bool:

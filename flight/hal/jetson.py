@@ -18,6 +18,7 @@ that take text and return values.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +41,15 @@ from flight.hal.base import (
 )
 from flight.hal.boards import BoardProfile, BoardProfileError, available_boards, load_board
 from flight.hal.procfs import ProcSampler
-from flight.hal.sysfs import describe_error, read_int, read_thermal_zones, under, unique_key
+from flight.hal.sysfs import (
+    SENSOR_OFF_C,
+    ZonesOff,
+    describe_error,
+    read_int,
+    read_thermal_zones,
+    under,
+    unique_key,
+)
 
 NVPMODEL_CONF = "/etc/nvpmodel.conf"
 INA3221_DRIVER_DIR = "/sys/bus/i2c/drivers/ina3221"
@@ -287,8 +296,6 @@ _IGNORED_FIELDS = {
     "EMC_FREQ", "VIC_FREQ", "APE", "NVENC", "NVDEC", "NVENC1", "NVDEC1", "NVJPG", "NVJPG1", "OFA",
     "NVDLA0_FREQ", "NVDLA1_FREQ", "PVA0_FREQ",
 }
-# A powered-off sensor reads -256 C in tegrastats (e.g. "CV0@-256C" on idle DLA domains).
-_SENSOR_OFF_C = -256.0
 
 
 def parse_tegrastats(line: str) -> TegrastatsSample:
@@ -348,7 +355,7 @@ def parse_tegrastats(line: str) -> TegrastatsSample:
         elif _TEMP_RE.match(tok):
             m = _TEMP_RE.match(tok)
             value = float(m.group(2))
-            if value == _SENSOR_OFF_C:
+            if value == SENSOR_OFF_C:  # a powered-off sensor (e.g. "CV0@-256C" on idle CV domains)
                 skipped.append(f"{tok} (sensor off)")
             else:
                 temps[m.group(1)] = value
@@ -399,6 +406,24 @@ def read_model(root: str | Path = "/") -> str | None:
     return None
 
 
+def nvpmodel_problem(nvpmodel: str) -> str | None:
+    """Why ``nvpmodel`` (a name looked up on PATH, or a path) cannot be run, naming the key and the path; None
+    where it can. Asked as the backend starts (found in audit: a wrong [hal] nvpmodel was found only when the
+    first power mode query failed). Not a reason to stop: a dev board without nvpmodel still reads its
+    sensors, and power modes work as soon as it is there (each failing try is said: POWER_MODE_FAILED)."""
+    if os.sep not in nvpmodel:
+        found = shutil.which(nvpmodel)
+        why = None if found else f"not found on PATH ({os.environ.get('PATH', '')[:200]})"
+    else:
+        path = Path(nvpmodel)
+        why = ("no such file" if not path.exists() else "not a file" if not path.is_file()
+               else "not executable (check its mode bits)" if not os.access(path, os.X_OK) else None)
+    if why is None:
+        return None
+    return (f"hal.nvpmodel: {nvpmodel!r} {why}: power modes can be neither read nor set until it is there; "
+            "install nvidia-l4t-nvpmodel, or set [hal] nvpmodel to its path")
+
+
 class JetsonHal(Hal):
     """A Jetson board. Build it with :meth:`open` (reads the model string and picks the
     profile) or directly with a profile already loaded."""
@@ -422,6 +447,7 @@ class JetsonHal(Hal):
         self.conf_path = under(self.root, NVPMODEL_CONF)
         self.ina3221_dir = under(self.root, INA3221_DRIVER_DIR)
         self._proc = ProcSampler(under(self.root, "/proc"))
+        self._zones_off = ZonesOff()
 
     @classmethod
     def open(
@@ -450,11 +476,11 @@ class JetsonHal(Hal):
     # --- reading ----------------------------------------------------------------------------
 
     def read(self) -> HalReading:
-        temps_c, missing, _ = read_thermal_zones(self.root)
-        notes: list[str] = []
+        temps_c, missing, off = read_thermal_zones(self.root)
+        notes = self._zones_off.notes(off)  # a powered-off zone is there, and no fault: a note, said once
         if self.profile is not None:
             for zone in self.profile.thermal_zones:
-                if zone not in temps_c and not any(m.startswith(f"{zone}:") for m in missing):
+                if zone not in temps_c and zone not in off and not any(m.startswith(f"{zone}:") for m in missing):
                     missing.append(f"{zone}: no thermal zone of this type (the {self.profile.id} profile expects one)")
         rails, rail_missing = self._read_rails()
         missing += rail_missing
@@ -575,10 +601,11 @@ class JetsonHal(Hal):
             proc = subprocess.run(cmd, input=answer, capture_output=True, text=True, timeout=self.nvpmodel_timeout_s)
         except FileNotFoundError:
             raise HalError(
-                f"nvpmodel not found at {self.nvpmodel!r}: install nvidia-l4t-nvpmodel or pass nvpmodel=<path>"
+                f"nvpmodel not found at {self.nvpmodel!r} (hal.nvpmodel): install nvidia-l4t-nvpmodel, or set "
+                "[hal] nvpmodel to its path"
             ) from None
         except PermissionError:
-            raise HalError(f"{self.nvpmodel!r} is not executable; check its mode bits") from None
+            raise HalError(f"{self.nvpmodel!r} (hal.nvpmodel) is not executable; check its mode bits") from None
         except subprocess.TimeoutExpired:
             raise HalError(f"`{' '.join(cmd)}` did not finish within {self.nvpmodel_timeout_s} s") from None
         if proc.returncode != 0:
@@ -647,13 +674,15 @@ def open_board(options: BoardOptions) -> Board:
     """The ``jetson`` backend: sysfs sensors the profile names, nvpmodel power modes, real time.
 
     A Jetson on its own measures no battery: ``eps`` is None (a satellite's EPS would be read
-    by a backend of its own).
+    by a backend of its own). An nvpmodel that cannot be run is in ``notes``, not a refusal
+    (:func:`nvpmodel_problem`).
     """
     from flight.clock import RealClock
 
     hal = JetsonHal.open(root=options.root, nvpmodel=options.nvpmodel, board=options.board)
+    problem = nvpmodel_problem(hal.nvpmodel)
     return Board("jetson", hal, RealClock(), SensorSet.KNOWN, PowerControl.NVPMODEL, profile=hal.profile,
-                 nvpmodel=hal)
+                 nvpmodel=hal, notes=(problem,) if problem else ())
 
 
 __all__ = [
@@ -663,6 +692,7 @@ __all__ = [
     "TegrastatsSample",
     "budget_from_name",
     "detect_board",
+    "nvpmodel_problem",
     "parse_nvpmodel_conf",
     "parse_nvpmodel_query",
     "parse_tegrastats",

@@ -39,7 +39,15 @@ from flight.hal.base import (
     order_power_modes,
 )
 from flight.hal.procfs import ProcSampler
-from flight.hal.sysfs import describe_error, millidegrees_to_c, read_int, read_thermal_zones, under, unique_key
+from flight.hal.sysfs import (
+    ZonesOff,
+    describe_error,
+    millidegrees_to_c,
+    read_int,
+    read_thermal_zones,
+    under,
+    unique_key,
+)
 
 # Budgets for the software-only modes: round numbers for the agent's own planning; the PC
 # enforces none of them.
@@ -95,6 +103,7 @@ class LinuxHal(Hal):
         )
         self._current = find_power_mode(self._modes, initial_mode)
         self._proc = ProcSampler(under(self.root, "/proc"))
+        self._zones_off = ZonesOff()
         self._energy_before: dict[str, tuple[int, float]] = {}  # zone dir -> (energy_uj, t_s)
         self.hwmon_dir = under(self.root, "/sys/class/hwmon")
         self.powercap_dir = under(self.root, "/sys/class/powercap")
@@ -102,11 +111,11 @@ class LinuxHal(Hal):
     # --- reading ----------------------------------------------------------------------------
 
     def read(self) -> HalReading:
-        temps_c, missing, _ = read_thermal_zones(self.root)
+        temps_c, missing, off = read_thermal_zones(self.root)
         missing += self._read_hwmon_temps(temps_c)
         rails, rapl_missing = self._read_rapl()
         missing += rapl_missing
-        notes: list[str] = []
+        notes = self._zones_off.notes(off)
         board_power_w: float | None = None
         if "psys" in rails:
             board_power_w = rails["psys"].power_w

@@ -10,10 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# A reading outside this range is a sensor fault, not a temperature: Jetson sensors that
-# are powered off report -256 C (tegrastats shows e.g. "CV0@-256C"), and nothing on a board
-# that still runs is above 200 C (AGX Orin shuts down at 104.5 C, FACTS.md "Throttling").
+# A reading outside this range is a sensor fault, not a temperature: nothing on a board that
+# still runs is above 200 C (AGX Orin shuts down at 104.5 C, FACTS.md "Throttling").
 PLAUSIBLE_TEMP_C = (-100.0, 200.0)
+
+# What a Jetson zone of a powered-off domain reads (tegrastats shows e.g. "CV0@-256C" for the idle
+# CV/DLA domains of an AGX Orin): no temperature, and no fault either. Only this exact value: any
+# other reading outside PLAUSIBLE_TEMP_C is still a fault.
+SENSOR_OFF_MILLIDEG = -256_000
+SENSOR_OFF_C = SENSOR_OFF_MILLIDEG / 1000.0
 
 _ZONE_RE = re.compile(r"thermal_zone(\d+)$")
 
@@ -82,11 +87,22 @@ def unique_key(existing: dict, key: str) -> str:
     return f"{key}#{n}"
 
 
-def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[Path]]:
-    """Every ``/sys/class/thermal/thermal_zone*``: (temps_c by zone type, missing, zone dirs).
+def powered_off(text: str) -> bool:
+    """Whether a zone's ``temp`` text is :data:`SENSOR_OFF_MILLIDEG`: its domain is powered off."""
+    try:
+        return int(text.strip()) == SENSOR_OFF_MILLIDEG
+    except ValueError:
+        return False
+
+
+def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[str]]:
+    """Every ``/sys/class/thermal/thermal_zone*``: (temps_c by zone type, missing, zone types off).
 
     A zone whose ``temp`` reads empty or fails (tj-thermal on some Orin Nano/NX carrier
-    boards, FACTS.md "Jetson interfaces") goes into ``missing`` with its path.
+    boards, FACTS.md "Jetson interfaces") goes into ``missing`` with its path. A zone that
+    reads :data:`SENSOR_OFF_MILLIDEG` goes into neither ``temps_c`` nor ``missing`` but into
+    the third list: its domain is powered off, which a healthy board does (found in audit: the
+    CV zones of an idle AGX Orin were missing sensors, SENSOR_MISSING for as long as it idled).
     """
     base = under(root, "/sys/class/thermal")
     zones = sorted(
@@ -94,6 +110,7 @@ def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[Pa
     )
     temps_c: dict[str, float] = {}
     missing: list[str] = []
+    off: list[str] = []
     if not zones:
         missing.append(f"thermal zones: none under {base}")
     for _, zone_dir in zones:
@@ -103,9 +120,28 @@ def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[Pa
             zone_type = zone_dir.name
         temp_path = zone_dir / "temp"
         try:
-            temp_c = millidegrees_to_c(temp_path.read_text())
+            text = temp_path.read_text()
+            if powered_off(text):
+                off.append(zone_type)
+                continue
+            temp_c = millidegrees_to_c(text)
         except (OSError, ValueError) as exc:
             missing.append(f"{zone_type}: {describe_error(exc)} ({temp_path})")
             continue
         temps_c[unique_key(temps_c, zone_type)] = temp_c
-    return temps_c, missing, [p for _, p in zones]
+    return temps_c, missing, off
+
+
+class ZonesOff:
+    """Says each powered-off zone once, as a note: when it goes off (or is off at the first read), not at
+    every read; a zone that reads a temperature again is said again the next time it goes off."""
+
+    def __init__(self) -> None:
+        self._off: frozenset[str] = frozenset()
+
+    def notes(self, off: list[str]) -> list[str]:
+        """The notes for this read's ``off`` (from :func:`read_thermal_zones`)."""
+        new = [zone for zone in dict.fromkeys(off) if zone not in self._off]
+        self._off = frozenset(off)
+        return [f"{zone}: powered off (reads {SENSOR_OFF_C:g} C, as an idle domain does); no temperature until "
+                "it powers on" for zone in new]
