@@ -432,14 +432,23 @@ def check_board_limits(config: Config, profile: Any, said: str) -> None:
     the board shuts itself down: above it the agent never gets to go SAFE first (found in audit: 110 C on an
     Orin Nano, whose profile shuts down at 97 C, was accepted). Equal is refused too: the agent would act on
     the reading the board switches off at. ``said``: where the profile came from ("named by hal.board")."""
+    problem = board_limit_problem(config.parameters, profile, said)
+    if problem is not None:
+        raise ConfigError(f"{config.source}: parameters.{problem[0]}: {problem[1]}")
+
+
+def board_limit_problem(parameters: dict[str, Any], profile: Any, said: str) -> tuple[str, str] | None:
+    """(parameter, why) where ``parameters`` (those set; the dictionary's defaults for the rest) break the
+    board profile's bounds, else None: the rule of :func:`check_board_limits`, for the HIL's scenarios too."""
     name = "thermal_hard_limit_c"
-    hard_c = float(config.parameters.get(name, DICTIONARY.parameter_by_name[name].default))
+    hard_c = float(parameters.get(name, DICTIONARY.parameter_by_name[name].default))
     shutdown_c = profile.thermal.hard_temp_c
-    if hard_c >= shutdown_c:
-        value = f"{hard_c:g} C" + ("" if name in config.parameters else " (the dictionary's default)")
-        raise ConfigError(f"{config.source}: parameters.{name}: {value} is not below the {profile.id} profile's "
-                          f"hard_temp_c {shutdown_c:g} C (profile {said}), where the board shuts itself down; set "
-                          f"[parameters] {name} below it, so the agent goes SAFE first")
+    if hard_c < shutdown_c:
+        return None
+    value = f"{hard_c:g} C" + ("" if name in parameters else " (the dictionary's default)")
+    return name, (f"{value} is not below the {profile.id} profile's hard_temp_c {shutdown_c:g} C (profile {said}), "
+                  f"where the board shuts itself down; set [parameters] {name} below it, so the agent goes SAFE "
+                  "first")
 
 
 def _array(values: dict[str, Any], fail) -> Any:

@@ -196,6 +196,7 @@ else:  # pragma: no cover
 from flight.agent.compute import ComputeSupervisor
 from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
 from flight.compute.inject import TARGETS as MEMORY_TARGETS
+from flight.config import board_limit_problem
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
@@ -609,7 +610,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
             commands_verified=commands_verified,
             no_unhandled_fault=c.boolean(crit, "no_unhandled_fault", "criteria", True),
         ),
-        agent_parameters=_parameters(c, raw),
+        agent_parameters=_parameters(c, raw, board),
         array=array,
         efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
@@ -915,7 +916,7 @@ def _command(c: _Checker, cmd: dict[str, Any], i: int, duration_s: float, real: 
     return CommandSpec(at_s, command.name, checked)
 
 
-def _parameters(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+def _parameters(c: _Checker, raw: dict[str, Any], board: Any) -> dict[str, Any]:
     value = raw.get("parameters", {})
     if not isinstance(value, dict):
         raise c.fail("parameters", f"must be a table ([parameters]), got {_kind(value)}")
@@ -933,4 +934,7 @@ def _parameters(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
         low, high = (out.get(n, known[n].default) for n in (lower, upper))
         if (lower in out or upper in out) and not low < high:
             raise c.fail(f"parameters.{lower if lower in out else upper}", f"{why} ({lower} {low:g}, {upper} {high:g})")
+    problem = board_limit_problem(out, board, "named by board")  # as the agent checks it (found in review: the run
+    if problem is not None:  # ended in an internal error, the agent refusing its configuration at start)
+        raise c.fail(f"parameters.{problem[0]}", problem[1])
     return out

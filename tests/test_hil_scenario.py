@@ -164,6 +164,9 @@ BAD_VALUES = [
     (base(criteria={"commands_verified": 1}), "criteria.commands_verified", "true or false"),
     (base(parameters={"battery_floor_pct": "low"}), "parameters.battery_floor_pct", "low"),
     (base(parameters={"battery_floor_pct": 15}), "parameters.battery_floor_pct", "must stay below the floor"),
+    # Found in review: taken, and the run ended in an internal error as the agent refused its configuration
+    (base(parameters={"thermal_hard_limit_c": 100}), "parameters.thermal_hard_limit_c",
+     "100 C is not below the orin_nx_16gb profile's hard_temp_c 97 C"),
     # An audit: each was taken, and the run tested less than it said (a belief nothing used; upsets into a model
     # store modelled compute does not have, judged N/A, and the run passed)
     (base(belief={"efficiency_error_pct": 20}), "belief", "only with [array]"),

@@ -529,3 +529,24 @@ def test_a_refused_automatic_rollback_is_said_once(bench, unopened):
     assert bench.events("MODEL_ROLLED_BACK") == []
     assert bench.worker.store.state("tiny").active.version == "2"
     assert bool(bench.events("MODEL_GOLDEN_USED")) == (unopened == "the golden copy of the fallback")
+
+
+@pytest.mark.req("MDL-005")
+def test_a_golden_copy_failing_after_a_refused_rollback_is_not_blamed_on_the_new_version(bench):
+    """Found in review: the new version failing its check and its fallback too, the golden copy ran; its NaN
+    outputs then tried the rollback again, a second MODEL_REFUSED blaming version 2 for version 1's NaN."""
+    for version, model, golden in (("1", NAN_MODEL, True), ("2", V2, False)):
+        reply = bench.install(version, pack(bench.staging, model, version).manifest.sha256, golden=golden)
+        assert reply.ok, reply.reason
+    for name in ("tiny@1.onnx", "tiny@2.onnx"):
+        path = bench.worker.store.root / name
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x10
+        path.write_bytes(bytes(raw))
+    bench.data_set("night", -RNG_TILES)  # NaN from NAN_MODEL, version 1's golden copy
+    job = bench.infer(1, "night")
+    assert job.state.value == "FAILED" and "NonFiniteOutput" in job.detail, job.detail
+    assert len(bench.events("MODEL_GOLDEN_USED")) == 1
+    [refused] = bench.events("MODEL_REFUSED")
+    assert "version 2 failed to load" in refused.args["reason"], refused.args
+    assert bench.worker.store.state("tiny").active.version == "2"

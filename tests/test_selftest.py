@@ -181,6 +181,33 @@ def test_a_zone_stuck_at_a_saturation_value_fails(prepared, tmp_path, board_id, 
     assert f"gpu-thermal {millideg / 1000:.1f} C (" in failed["temperatures"] and why in failed["temperatures"]
     assert "cpu-thermal" not in failed["temperatures"]  # the zones within the bounds are not named
 
+@pytest.mark.req("DEP-003", "AGT-018")
+def test_a_thermal_limit_above_a_detected_boards_shutdown_fails_the_board_check(prepared, tmp_path):
+    """Found in review: a board found by the backend (no hal.board) whose shutdown temperature is below the agent's
+    hard limit passed selftest, and the agent then refused to start."""
+    board = make_board(tmp_path, "orin_nano")
+    report = run_selftest(jetson_config(board, prepared["state"], parameters={"thermal_hard_limit_c": 99.0}),
+                          key_path=prepared["key"], check_link=False)
+    failed = {r.name: r.detail for r in report.failures}
+    assert failed["board"].startswith("parameters.thermal_hard_limit_c: 99 C is not below the orin_nano profile's "
+                                      "hard_temp_c 97 C (profile chosen by the jetson backend)"), failed
+    ok = run_selftest(jetson_config(board, prepared["state"], parameters={"thermal_hard_limit_c": 92.0}),
+                      key_path=prepared["key"], check_link=False)
+    assert "board" not in {r.name for r in ok.failures}
+
+
+@pytest.mark.req("DEP-003", "DEP-004")
+def test_zones_powered_off_pass_and_are_named(prepared, tmp_path, monkeypatch):
+    """Found in review: an idle AGX Orin's CV zones, powered off (-256 C), were in no row: the HAL says them at the
+    first read only, and selftest showed the second."""
+    cpu_only_onnxruntime(monkeypatch)
+    board = make_board(tmp_path, "agx_orin_64gb", off_zones=("cv0-thermal", "cv2-thermal"))
+    report = run_selftest(jetson_config(board, prepared["state"]), key_path=prepared["key"], check_link=False)
+    temps = rows_named(report, "temperatures")[0]
+    assert temps.status is Status.PASS and temps.data["zones_off"] == ["cv0-thermal", "cv2-thermal"], temps
+    assert temps.detail.endswith("; powered off (no temperature): cv0-thermal, cv2-thermal"), temps.detail
+
+
 def test_an_unknown_board_fails_the_board_check(prepared, tmp_path):
     board = make_board(tmp_path, "orin_nx_16gb", model="Some Carrier With A Xavier")
     report = run_selftest(jetson_config(board, prepared["state"]), key_path=prepared["key"])

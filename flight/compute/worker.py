@@ -1582,6 +1582,11 @@ class Worker:
             return False  # bad input data or a full disk is not the model's fault: the job fails alone
         if isinstance(exc, ModelLoadFailed) and exc.rollback_refused:
             return False  # refused as it failed to load, and said then: one refusal, one MODEL_REFUSED
+        ran = [s for key, s in self._sessions.items() if key[0] == job.model]
+        if ran and (ran[-1].from_golden or ran[-1].sha256 != state.active.sha256):
+            return False  # the version on probation did not run (its rollback refused as it would not load, the
+            # golden copy ran): what failed is not its to roll back (found in review: MODEL_REFUSED twice, the
+            # second blaming it for the golden copy's NaN)
         why = "gave non-finite outputs" if isinstance(exc, NonFiniteOutput) else f"failed ({type(exc).__name__}: {exc})"
         if not self._auto_rollback(job.model, f"version {state.active.version} {why} on its first job, "
                                               f"{job.job_id}"[:200]):
