@@ -261,7 +261,11 @@ def _on_a_terminal(argv: list[str], prompt: bytes, cwd: Path) -> tuple[int, byte
     import signal
 
     master, slave = os.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True)
+    # Ctrl-C as a terminal's shell leaves it to the program: a test run started in the background by a
+    # non-interactive shell (`.ci/run &`) ignores SIGINT, every child inherits that, and the CLI never saw the
+    # Ctrl-C (seen here: each case waited out its 60 s)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, close_fds=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     out = b""
     try:
