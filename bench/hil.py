@@ -77,8 +77,10 @@ def main() -> int:
     board = load_board("orin_nx_16gb")
     modes = modes_from_board(board, TILES_AT_MAXN)
     final_soc = float(min(tr["soc_pct"][0], tr["soc_pct"][-1]))
-    oracle = solve_oracle(tr["solar_power_w"][:-1], 10.0, 12.0,
-                          BatterySpec(60.0, float(tr["soc_pct"][0]), FLOOR_PCT), modes,
+    sc = day.scenario  # the truth's battery (its efficiencies are not the 0.95 the agent assumes)
+    oracle = solve_oracle(tr["solar_power_w"][:-1], 10.0, sc.platform_load_w,
+                          BatterySpec(sc.capacity_wh, float(tr["soc_pct"][0]), FLOOR_PCT, sc.charge_efficiency,
+                                      sc.discharge_efficiency), modes,
                           final_soc_min_pct=final_soc)
     agent_work = float(tr["work"][-1])
     out["work_vs_oracle"] = round(agent_work / oracle.work, 3)

@@ -176,7 +176,10 @@ class ClosedLoop:
         self.profile = load_or_generate(scenario)
         self.board = load_board(scenario.board)
         self.modes = list(self.board.modes)
-        self.battery = Battery(BatteryParams(capacity_wh=scenario.capacity_wh), scenario.soc_initial_pct)
+        self.battery = Battery(BatteryParams(capacity_wh=scenario.capacity_wh,
+                                             charge_efficiency=scenario.charge_efficiency,
+                                             discharge_efficiency=scenario.discharge_efficiency),
+                               scenario.soc_initial_pct)
         # Start near the orbit-average equilibrium of an idle board, not at room temperature.
         params = ThermalParams()
         mean_sun = float(np.mean(self.profile.columns["shadow_factor"]))
@@ -185,6 +188,8 @@ class ClosedLoop:
         self.rng = random.Random(scenario.seed)
         self.memory_rng = random.Random(scenario.seed * 7919 + 17)  # its own stream: other draws stay as they were
         self.sensor_rng = np.random.default_rng([scenario.seed, 5])  # the instruments' noise: a stream of its own
+        self.temp_rng = np.random.default_rng([scenario.seed, 6])  # the thermal zones' and the bus voltage's: apart,
+        self.voltage_rng = np.random.default_rng([scenario.seed, 7])  # so the power readings stay as they were
         self.memory_requested: dict[str, int] = {}
         self._memory_count = 0
         self.memory_not_written = 0  # drawn past MAX_MEMORY_UPSETS_PER_STEP in one step
@@ -237,13 +242,15 @@ class ClosedLoop:
                     "lockstep": lockstep},
             "rates": {"hk_period_s": 10.0 if lockstep else 1.0, "control_period_s": 10.0 if lockstep else 1.0},
             "power": {"battery_capacity_wh": float(sc.nameplate_wh or sc.capacity_wh),
-                      "platform_load_w": float(sc.platform_load_w)},
+                      "platform_load_w": self.believed_platform_load_w()},
             "compute": {"enabled": bool(sc.compute_real), "upset_injection": sc.memory_upset_scale > 0},
             "paths": {"state_dir": str(self.workdir / "state")},
         }
+        from hil.profiles.generate import believed_tle
+
         tle = self.profile.tle()
         if tle and lockstep:  # in real time the profile's epoch is not the agent's clock
-            config["orbit"] = {"tle": [tle[0], tle[1]]}
+            config["orbit"] = {"tle": list(believed_tle(tle, sc.tle_along_track_km))}
         # The harness acknowledges the agent's packet store once a step (the ground station's
         # role): the agent must count the ground as listening across at least three steps, and
         # give what was on its way when the ground was first heard (playback_grace_s), or any
@@ -256,6 +263,11 @@ class ClosedLoop:
         if sc.array and tle and lockstep:
             config["array"] = self.believed_array()
         return config
+
+    def believed_platform_load_w(self) -> float:
+        """The platform load the agent is configured with: the truth's, [belief] platform_load_error_pct off (a
+        power budget with its margin); the agent learns the rest from its gauge (flight/power/load.py)."""
+        return float(self.sc.platform_load_w) * (1.0 + self.sc.platform_load_error_pct / 100.0)
 
     def believed_array(self) -> dict[str, Any]:
         """The agent's model of its arrays: the scenario's geometry, with the errors [belief] sets
@@ -382,7 +394,13 @@ class ClosedLoop:
     # --- one step ---------------------------------------------------------------------------
 
     def _temps(self, t: float, board_c: float) -> dict[str, float | None]:
-        temps: dict[str, float | None] = {z: board_c + off for z, off in ZONE_OFFSETS_C.items()}
+        """The thermal zones as the agent reads them: the model's board temperature with each zone's offset and
+        ``[sensors] temp_noise_c`` of noise (seeded), rounded to the millidegree sysfs gives; a faulted zone reads
+        its fault's value exactly."""
+        noise_c = self.sc.temp_noise_c
+        temps: dict[str, float | None] = {
+            z: round(board_c + off + (noise_c * float(self.temp_rng.normal()) if noise_c > 0 else 0.0), 3)
+            for z, off in ZONE_OFFSETS_C.items()}
         for zone, (until, stuck) in list(self._zone_faults.items()):
             if t >= until:
                 del self._zone_faults[zone]
@@ -550,7 +568,7 @@ class ClosedLoop:
                 link_in = taken + self._uplinked() - uplinked
             load = self.env.step(t if lockstep else None, timeout_s=30,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": read_w}, board_power_w=read_w,
-                                 eps=EpsValues(self._gauge_pct(), self.battery.voltage_v,
+                                 eps=EpsValues(self._gauge_pct(), self._measured_bus_v(),
                                                self._measured_w(row["solar_power_w"]), self._gauge_capacity_wh()),
                                  link_in=link_in, alive=self._agent_alive)
             if lockstep and isinstance(load.link_taken, int):
@@ -591,6 +609,12 @@ class ClosedLoop:
         if noise <= 0 or true_w == 0:
             return float(true_w)
         return max(0.0, float(true_w) * (1.0 + noise * float(self.sensor_rng.normal())))
+
+    def _measured_bus_v(self) -> float:
+        """The bus voltage as the agent's instruments read it: ``[sensors] bus_voltage_noise_v`` of noise (seeded)."""
+        noise_v = self.sc.bus_voltage_noise_v
+        true_v = float(self.battery.voltage_v)
+        return max(0.0, true_v + noise_v * float(self.voltage_rng.normal())) if noise_v > 0 else true_v
 
     def _record(self, t: float, row: dict[str, float], board_w: float, duty: float, mode_name: str, mode: str,
                 work: float, up: bool) -> None:

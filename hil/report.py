@@ -192,8 +192,16 @@ def instruments(sc: Scenario) -> str:
              else "the exact solar and board power")
     capacity = (f"its gauge's full-charge capacity {sc.capacity_error_pct:+g} % off" if sc.gauge_capacity
                  else f"no capacity from its gauge (its configuration's {sc.nameplate_wh or sc.capacity_wh:g} Wh)")
-    return (f"the agent read {gauge}, {capacity}, and {power}; temperatures, bus voltage, its TLE, the battery's "
-            "efficiencies and its platform load exactly; the charge, power and temperatures here are the truth")
+    temps = f"temperatures with {sc.temp_noise_c:g} °C of noise" if sc.temp_noise_c > 0 else "exact temperatures"
+    volts = (f"the bus voltage with {sc.bus_voltage_noise_v:g} V of noise" if sc.bus_voltage_noise_v > 0
+             else "the exact bus voltage")
+    tle = (f" and a TLE {sc.tle_along_track_km:+g} km along track of the truth's orbit (where the profile has one)"
+           if sc.time_mode == "lockstep" else "")  # in real time the agent is given no TLE (ClosedLoop.agent_config)
+    belief = (f"it was configured with a platform load {sc.platform_load_error_pct:+g} % off the truth's{tle}, and "
+              f"assumes 95 % battery efficiencies each way (the truth's: {sc.charge_efficiency:g} charging, "
+              f"{sc.discharge_efficiency:g} discharging)")
+    return (f"the agent read {gauge}, {capacity}, {power}, {temps} and {volts}; {belief}; the charge, power and "
+            "temperatures here are the truth")
 
 
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:

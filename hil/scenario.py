@@ -44,10 +44,14 @@ Example, every key (the defaults are shown where a key may be left out)::
     normal = [1.0, 0.0, 0.0]      #   its normal in the body frame (nadir: the orbit frame; sun: +X at
     area_m2 = 0.1                 #   the Sun, +Z toward the orbit normal; inertial: TEME) and area
 
-    [belief]                      # how the agent's own array model is wrong (the profile is the truth;
-                                  #   only with [array])
-    efficiency_error_pct = 8.0    # its configured efficiency is the truth's x (1 + this/100)
-    degradation_known = false     # false: it believes a new array (no degradation)
+    [belief]                      # how the agent's own models are wrong (the scenario is the truth)
+    efficiency_error_pct = 8.0    # only with [array]: its configured efficiency is the truth's x (1 + this/100)
+    degradation_known = false     # only with [array]; false: it believes a new array (no degradation)
+    platform_load_error_pct = 10.0  # its configured platform_load_w is the truth's x (1 + this/100): a
+                                  #   power budget with margin; it learns the rest from its gauge
+    tle_along_track_km = 3.0      # its TLE puts the spacecraft this far ahead along track of the truth's
+                                  #   orbit (a TLE a day or two old; lockstep only: the agent gets no TLE in
+                                  #   real time)
 
     [sensors]                     # how the agent's instruments read the truth (seeded by seed)
     soc_step_pct = 1.0            # the fuel gauge's resolution: whole percent, as a smart battery's
@@ -57,12 +61,16 @@ Example, every key (the defaults are shown where a key may be left out)::
     gauge_capacity = true         # the gauge reports the capacity it has learnt (SBS FullChargeCapacity):
     capacity_error_pct = 2.0      #   the truth's capacity_wh x (1 + this/100); false: the agent has only
                                   #   the nameplate_wh of its configuration
+    temp_noise_c = 0.5            # each thermal zone reading's noise, one standard deviation (0: exact)
+    bus_voltage_noise_v = 0.02    # the bus voltage reading's noise, one standard deviation (0: exact)
 
     [battery]
     capacity_wh = 60.0            # > 0: the truth (a battery that faded: below its nameplate)
     nameplate_wh = 60.0           # what the agent's configuration says (default: capacity_wh, a new battery;
                                   #   the gauge's capacity must be within 0.3 to 1.2 of it)
     soc_initial_pct = 80.0        # 0 to 100
+    charge_efficiency = 0.94      # the truth's (the agent assumes 0.95 each way, flight/power/lp.py)
+    discharge_efficiency = 0.95
 
     [power]
     platform_load_w = 12.0        # the rest of the spacecraft, always on
@@ -257,9 +265,10 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "array": ("pointing", "attitude", "normal_orbit_frame", "area_m2", "panels", "efficiency", "degradation_per_year",
               "years_in_orbit"),
     "array.panels": ("normal", "area_m2"),
-    "belief": ("efficiency_error_pct", "degradation_known"),
-    "sensors": ("soc_step_pct", "power_noise_pct", "gauge_capacity", "capacity_error_pct"),
-    "battery": ("capacity_wh", "nameplate_wh", "soc_initial_pct"),
+    "belief": ("efficiency_error_pct", "degradation_known", "platform_load_error_pct", "tle_along_track_km"),
+    "sensors": ("soc_step_pct", "power_noise_pct", "gauge_capacity", "capacity_error_pct", "temp_noise_c",
+                "bus_voltage_noise_v"),
+    "battery": ("capacity_wh", "nameplate_wh", "soc_initial_pct", "charge_efficiency", "discharge_efficiency"),
     "power": ("platform_load_w",),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
     "radiation": ("fault_rate_scale", "memory_upset_scale", "memory_targets"),
@@ -338,6 +347,8 @@ class Scenario:
     agent: str = "sunlit"
     capacity_wh: float = 60.0
     soc_initial_pct: float = 80.0
+    charge_efficiency: float = 0.94  # [battery]: the truth's; the agent assumes 0.95 each way
+    discharge_efficiency: float = 0.95
     platform_load_w: float = 12.0
     compute_real: bool = False
     tiles_per_s_at_maxn: float = 2000.0
@@ -357,11 +368,15 @@ class Scenario:
     # [belief]: how the agent's own array model is wrong (it gets one only with [array]).
     efficiency_error_pct: float = 8.0
     degradation_known: bool = False
+    platform_load_error_pct: float = 10.0  # [belief]: its configured platform load is the truth's x (1 + this/100)
+    tle_along_track_km: float = 3.0  # [belief]: its TLE is this far ahead of the truth's orbit along track
     # [sensors]: what the agent reads of the truth (the harness's battery and power are the truth).
     soc_step_pct: float = 1.0
     power_noise_pct: float = 1.0
     gauge_capacity: bool = True
     capacity_error_pct: float = 2.0
+    temp_noise_c: float = 0.5
+    bus_voltage_noise_v: float = 0.02
     nameplate_wh: float | None = None  # [battery]: what the agent is configured with (None: capacity_wh)
     # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
     link: LinkSpec | None = None
@@ -540,9 +555,10 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     if array is not None and "orbit" not in raw:
         raise c.fail("array", "only with [orbit]: a profile file already holds its array (its metadata)")
     belief = c.table(raw, "belief")
-    if "belief" in raw and array is None:  # an audit: taken and ignored, a different scenario flown
-        raise c.fail("belief", "only with [array]: the agent gets its own model of the arrays (which [belief] makes "
-                               "wrong) from the scenario's [array] table")
+    for key in ("efficiency_error_pct", "degradation_known"):
+        if key in belief and array is None:  # an audit: taken and ignored, a different scenario flown
+            raise c.fail(f"belief.{key}", "only with [array]: the agent gets its own model of the arrays (which "
+                                          "[belief] makes wrong) from the scenario's [array] table")
     profile, orbit, tle = _profile_or_orbit(c, raw, base_dir, duration)
 
     battery, power, compute = c.table(raw, "battery"), c.table(raw, "power"), c.table(raw, "compute")
@@ -588,6 +604,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         agent=agent,
         capacity_wh=capacity_wh,
         soc_initial_pct=c.number(battery, "soc_initial_pct", "battery", 80.0, lo=0, hi=100),
+        charge_efficiency=c.number(battery, "charge_efficiency", "battery", 0.94, lo=0.5, hi=1.0),
+        discharge_efficiency=c.number(battery, "discharge_efficiency", "battery", 0.95, lo=0.5, hi=1.0),
         platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0, hi=MAX_PLATFORM_LOAD_W,
                                  why="the rest of a small spacecraft, W"),
         compute_real=real,
@@ -614,8 +632,13 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         array=array,
         efficiency_error_pct=c.number(belief, "efficiency_error_pct", "belief", 8.0, lo=-50, hi=50),
         degradation_known=c.boolean(belief, "degradation_known", "belief", False),
+        platform_load_error_pct=c.number(belief, "platform_load_error_pct", "belief", 10.0, lo=-50, hi=100),
+        tle_along_track_km=c.number(belief, "tle_along_track_km", "belief", 3.0, lo=-1000, hi=1000,
+                                    why="a TLE off by more is no TLE of this spacecraft"),
         soc_step_pct=_soc_step_pct(c, sensors),
         power_noise_pct=c.number(sensors, "power_noise_pct", "sensors", 1.0, lo=0, hi=20),
+        temp_noise_c=c.number(sensors, "temp_noise_c", "sensors", 0.5, lo=0, hi=10),
+        bus_voltage_noise_v=c.number(sensors, "bus_voltage_noise_v", "sensors", 0.02, lo=0, hi=1),
         gauge_capacity=gauge_capacity,
         capacity_error_pct=capacity_error_pct,
         nameplate_wh=nameplate_wh,

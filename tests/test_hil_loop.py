@@ -38,7 +38,9 @@ def test_sunlit_keeps_the_floor_where_a_naive_always_on_board_does_not(tmp_path)
     assert s["work_tiles"] > 0.5 * n["work_tiles"]  # it still does most of the work
     assert "modelled" in s["compute"] and "simulated" in s["environment"]
     assert s["instruments"].startswith("the agent read a fuel gauge of 1 % steps, its gauge's full-charge "
-                                       "capacity +2 % off, and solar and board power with 1 %")
+                                       "capacity +2 % off, solar and board power with 1 % noise, temperatures with "
+                                       "0.5 °C of noise and the bus voltage with 0.02 V of noise; it was configured "
+                                       "with a platform load +10 % off the truth's and a TLE +3 km along track")
     failures = ET.parse(tmp_path / "naive" / "junit.xml").getroot().findall(".//failure")
     assert any(f.get("message").startswith("lowest charge") for f in failures)
     html = (tmp_path / "sunlit" / "report.html").read_text()
@@ -516,18 +518,23 @@ def test_what_a_brownout_draws_past_an_empty_battery_is_not_supplied_and_fails_t
 @pytest.mark.req("HIL-025", "AGT-063", "AGT-064")
 def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_flies_the_truth(tmp_path, monkeypatch):
     """The agent is given its instruments, not the answer: its fuel gauge reads whole percent and the capacity
-    it has learnt 2 % high, and its power meters 1 % noise (the defaults), seeded; the trace, and so the
-    criteria, hold the truth. Its configuration has the battery's nameplate, not what it faded to. Its housekeeping says
-    the charge its gauge read; its platform load, learnt from that gauge, stays near the truth (a one-minute
-    window of a coarse gauge read one step of 60 Wh as 36 W)."""
+    it has learnt 2 % high, its power meters 1 % noise, its thermal zones 0.5 °C and its bus voltage 0.02 V (the
+    defaults), seeded; the trace, and so the criteria, hold the truth. Its configuration has the battery's
+    nameplate, not what it faded to, and a platform load 10 % high. Its housekeeping says the charge its gauge
+    read; its platform load, learnt from that gauge, comes near the truth (a one-minute window of a coarse gauge
+    read one step of 60 Wh as 36 W)."""
     from hil.sim_env import SimEnvironment
 
     fed: list[tuple[float, float, float]] = []  # (soc the agent read, solar it read, board power it read)
+    zones: list[dict[str, float | None]] = []
+    volts: list[float] = []
     real_step = SimEnvironment.step
 
     def step(self, t, *args, **kwargs):
         eps = kwargs["eps"]
         fed.append((eps.soc_pct, eps.solar_power_w, kwargs["board_power_w"]))
+        zones.append(dict(kwargs["temps_c"]))
+        volts.append(eps.bus_voltage_v)
         return real_step(self, t, *args, **kwargs)
 
     monkeypatch.setattr(SimEnvironment, "step", step)
@@ -545,8 +552,18 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
     lit = solar_true > 1.0
     rel = solar_read[lit] / solar_true[lit] - 1.0
     assert 0.005 < float(np.std(rel)) < 0.02, "1 % noise on the solar power"
+    # The zones: each the truth's board temperature and its offset, with 0.5 °C of noise of its own
+    from hil.loop import ZONE_OFFSETS_C
+
+    board_c = tr["temp_board_c"][:len(zones)]
+    for zone, offset_c in ZONE_OFFSETS_C.items():
+        err = np.array([z[zone] for z in zones]) - (board_c + offset_c)
+        assert 0.35 < float(np.std(err)) < 0.65 and abs(float(np.mean(err))) < 0.1, zone
+    volt_err = np.array(volts) - tr["bus_voltage_v"][:len(volts)]
+    assert 0.01 < float(np.std(volt_err)) < 0.03, "0.02 V of noise on the bus voltage"
     assert loop.client is not None and loop.client.latest["battery_soc_pct"][0] in set(soc_read)
-    assert loop.client.latest["platform_load_est_w"][0] == pytest.approx(12.0, rel=0.1)
+    assert loop.agent_config()["power"]["platform_load_w"] == pytest.approx(13.2)  # configured 10 % high
+    assert loop.client.latest["platform_load_est_w"][0] == pytest.approx(12.0, rel=0.05)  # learnt from the gauge
     assert loop.agent_config()["power"]["battery_capacity_wh"] == 60.0  # configured with the nameplate
     assert loop.client.latest["battery_capacity_wh"][0] == pytest.approx(54.0 * 1.02)  # planned on its gauge's
     again_fed = list(fed)
@@ -554,10 +571,48 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
     ClosedLoop(sc, tmp_path / "again").run()
     assert fed == again_fed, "the noise is seeded with the scenario"
     exact = parse_scenario({"name": "exact", "profile": str(SSO), "duration_s": 60, "step_s": 10, "seed": 4,
-                            "sensors": {"soc_step_pct": 0, "power_noise_pct": 0}})
+                            "sensors": {"soc_step_pct": 0, "power_noise_pct": 0, "temp_noise_c": 0,
+                                        "bus_voltage_noise_v": 0}})
     fed.clear()
-    ClosedLoop(exact, tmp_path / "exact").run()
+    zones.clear()
+    volts.clear()
+    exact_tr = ClosedLoop(exact, tmp_path / "exact").run().trace.arrays()
     assert fed[0][0] == exact.soc_initial_pct and fed[1][0] != round(fed[1][0])
+    first = next(iter(ZONE_OFFSETS_C))
+    assert [z[first] for z in zones] == pytest.approx(exact_tr["temp_board_c"][:len(zones)] + ZONE_OFFSETS_C[first],
+                                                      abs=1e-3)
+    assert volts == pytest.approx(exact_tr["bus_voltage_v"][:len(volts)].tolist())
+
+
+@pytest.mark.req("HIL-025")
+def test_the_agent_is_given_a_tle_off_along_track_and_the_battery_flies_its_own_efficiencies(tmp_path):
+    """The profile is flown on the truth's TLE; the agent's is [belief] tle_along_track_km ahead along its track
+    (3 km by default: a TLE a day or two old), and stays about that far off over the run. The battery the run
+    flies charges at the truth's efficiency (0.94 by default), not the 0.95 the agent assumes."""
+    from flight.orbit import Orbit
+
+    sc = parse_scenario({"name": "tle", "profile": str(SSO), "duration_s": 600, "step_s": 10})
+    loop = ClosedLoop(sc, tmp_path)
+    truth = Orbit.from_tle(*loop.profile.tle())
+    line1, line2 = loop.agent_config()["orbit"]["tle"]
+    believed = Orbit.from_tle(line1, line2)
+    assert (line1, line2) != tuple(loop.profile.tle()) and believed.epoch_unix_s == truth.epoch_unix_s
+    for dt_s in (0.0, 3600.0, 86400.0):
+        when = truth.epoch_unix_s + dt_s
+        (r_true, v_true), (r_believed, _) = truth.propagate(when), believed.propagate(when)
+        ahead_km = float(np.dot(np.subtract(r_believed, r_true), v_true) / np.linalg.norm(v_true))
+        assert ahead_km == pytest.approx(3.0, abs=0.1)
+    behind = parse_scenario({"name": "tle", "profile": str(SSO), "duration_s": 600, "step_s": 10,
+                             "belief": {"tle_along_track_km": -20.0}})
+    later = Orbit.from_tle(*ClosedLoop(behind, tmp_path / "behind").agent_config()["orbit"]["tle"])
+    r_true, v_true = truth.propagate(truth.epoch_unix_s)
+    ahead_km = float(np.dot(np.subtract(later.propagate(truth.epoch_unix_s)[0], r_true), v_true)
+                     / np.linalg.norm(v_true))
+    assert ahead_km == pytest.approx(-20.0, abs=0.2)
+    assert loop.battery.params.charge_efficiency == 0.94 and loop.battery.params.discharge_efficiency == 0.95
+    realtime = parse_scenario({"name": "rt", "profile": str(SSO), "duration_s": 60, "step_s": 1,
+                               "time_mode": "realtime"})
+    assert "orbit" not in ClosedLoop(realtime, tmp_path / "rt").agent_config()  # no TLE in real time
 
 
 @pytest.mark.req("HIL-008")

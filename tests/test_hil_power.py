@@ -58,7 +58,9 @@ def test_the_scenario_array_is_the_truth_and_the_agent_gets_a_wrong_model_of_it(
     ({"array": {"normal_orbit_frame": [0, 0, 0]}}, "array.normal_orbit_frame"),
     ({"array": {"efficency": 0.3}}, "array.efficency"),
     ({"array": {}, "belief": {"efficiency_error_pct": 80}}, "belief.efficiency_error_pct"),
-    ({"belief": {"efficiency_error_pct": 8}}, "belief"),  # no [array]: no model for it to make wrong
+    # no [array]: no model for them to make wrong
+    ({"belief": {"efficiency_error_pct": 8}}, "belief.efficiency_error_pct"),
+    ({"belief": {"degradation_known": True}}, "belief.degradation_known"),
 ])
 def test_array_and_belief_tables_are_strict(raw, key):
     base = {"orbit": {"alt_km": 550.0, "sun_synchronous": True, "ltan_h": 22.5}, "duration_s": 600}

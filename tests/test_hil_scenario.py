@@ -169,7 +169,12 @@ BAD_VALUES = [
      "100 C is not below the orin_nx_16gb profile's hard_temp_c 97 C"),
     # An audit: each was taken, and the run tested less than it said (a belief nothing used; upsets into a model
     # store modelled compute does not have, judged N/A, and the run passed)
-    (base(belief={"efficiency_error_pct": 20}), "belief", "only with [array]"),
+    (base(belief={"efficiency_error_pct": 20}), "belief.efficiency_error_pct", "only with [array]"),
+    (base(belief={"platform_load_error_pct": -60}), "belief.platform_load_error_pct", "outside [-50, 100]"),
+    (base(belief={"tle_along_track_km": 5000}), "belief.tle_along_track_km", "no TLE of this spacecraft"),
+    (base(sensors={"temp_noise_c": -1}), "sensors.temp_noise_c", "outside [0, 10]"),
+    (base(sensors={"bus_voltage_noise_v": "some"}), "sensors.bus_voltage_noise_v", "expected a number"),
+    (base(battery={"capacity_wh": 60, "charge_efficiency": 1.2}), "battery.charge_efficiency", "outside [0.5, 1]"),
     (base(faults=[{"at_s": 1, "kind": "seu_weights"}]), "faults[0].kind", "seu_weights needs the real compute"),
     (base(radiation={"fault_rate_scale": 10}), "radiation.fault_rate_scale", "needs the real compute worker"),
     # Found in audit: 1e20 passed and the run died in a TleError (exit 3); 1900 was flown with a TLE saying 2000;

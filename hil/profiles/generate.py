@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sgp4.api import WGS72, Satrec
 from sgp4.exporter import export_tle
 
 from flight.orbit import (
@@ -49,6 +50,7 @@ from flight.orbit import (
     sun_synchronous_inc_deg,
     teme_to_ecef,
 )
+from flight.orbit.elements import SGP4_EPOCH_JD
 from flight.orbit.frames import WGS84_A_KM, WGS84_E2
 from hil.physics.environment import albedo_flux_w_m2, earth_ir_flux_w_m2
 from hil.physics.solar import ATTITUDES, POINTINGS, SOLAR_CONSTANT_W_M2, array_power_w, solar_array_power_w
@@ -649,3 +651,20 @@ def generate_cli(args: argparse.Namespace | Sequence[str]) -> int:
                       "sunlit_fraction": round(float(np.mean(profile.columns["shadow_factor"] > 0)), 4),
                       "tle": list(profile.tle() or ())}))
     return 0
+
+
+def believed_tle(tle: tuple[str, str], along_track_km: float) -> tuple[str, str]:
+    """The TLE the agent is given: the truth's, its spacecraft ``along_track_km`` ahead along its track at
+    epoch (the mean anomaly moved by s / a). A TLE a day or two old is a few km off, mostly along track
+    (drag the fit did not foresee); the profile is flown on the truth's, so the agent never gets the answer."""
+    truth = Orbit.from_tle(tle[0], tle[1])
+    sat = truth.satrec
+    shifted = Satrec()
+    shifted.sgp4init(WGS72, "i", sat.satnum, sat.jdsatepoch + sat.jdsatepochF - SGP4_EPOCH_JD, sat.bstar,
+                     sat.ndot, sat.nddot, sat.ecco, sat.argpo, sat.inclo,
+                     (sat.mo + along_track_km / truth.semi_major_axis_km) % (2.0 * math.pi), sat.no_kozai, sat.nodeo)
+    shifted.classification, shifted.intldesg = sat.classification, sat.intldesg
+    shifted.elnum, shifted.revnum, shifted.ephtype = sat.elnum, sat.revnum, sat.ephtype
+    line1, line2 = export_tle(shifted)
+    Orbit.from_tle(line1, line2)  # the lines as the agent will parse them: a shift no TLE can say fails here
+    return line1, line2
