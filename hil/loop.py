@@ -123,6 +123,7 @@ class Trace:
     # side: what the loads (and a brownout fault's draw) asked of the bus and did not get, before discharge losses
     unserved_wh: list[float] = field(default_factory=list)
     shadow_factor: list[float] = field(default_factory=list)
+    absorbed_w: list[float] = field(default_factory=list)  # the heat the radiator took from Sun and Earth this step
     proton_flux_cm2_s: list[float] = field(default_factory=list)
     agent_up: list[bool] = field(default_factory=list)
     compute_threads: list[float] = field(default_factory=list)  # the worker's threads (HK; nan: none): a change reloads the model
@@ -632,6 +633,8 @@ class ClosedLoop:
         tr.work.append(work)
         tr.unserved_wh.append(self._unserved_wh)
         tr.shadow_factor.append(row.get("shadow_factor", 1.0))
+        tr.absorbed_w.append(float(self.thermal.params.absorbed_w(row.get("shadow_factor", 1.0), row.get("albedo_w_m2"),
+                                                                  row.get("earth_ir_w_m2"))))
         tr.proton_flux_cm2_s.append(row.get("proton_flux_cm2_s", 0.0))
         tr.agent_up.append(up)
         threads = self.client.latest.get("compute_threads") if self.client is not None else None

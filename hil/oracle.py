@@ -59,7 +59,17 @@ Why the LP is the true optimum and an upper bound on the agent (its "relaxations
    step is exact for a steady-state limit, but the board's heat capacity lets real
    schedules exceed the steady-state power for a while; a cap tighter than what the
    thermal model really allows can put the oracle below an agent, so derive the cap
-   generously (an upper bound on the allowed power), never conservatively.
+   generously (an upper bound on the allowed power), never conservatively. Or pass the
+   harness's own two-node model (:class:`ThermalBound`): the board and radiator
+   temperatures become variables stepped exactly as ``hil.physics.thermal`` steps them (its
+   forward-Euler sub-steps), with the board below ``board_limit_c`` at each step's end. The
+   one term that is not linear, the radiator's emission σεA·T⁴, is relaxed to anything up to
+   the chord of T⁴ between the coldest and hottest the radiator can be at that sub-step
+   (the coldest: the lowest idle power throughout; the hottest: the top mode's power
+   throughout, the board held at the limit at each step's end). T⁴ is convex, so the chord
+   lies above it: every real schedule is feasible, with at least its real cooling, and the
+   optimum is an upper bound (loose by the chord's height above T⁴, most where the two
+   bounds are far apart).
 5. The step. Inputs are taken as constant over each step (the HIL loop integrates them that
    way: left-point values). Averaging a finer profile into blocks (:func:`coarsen`) gives a
    coarser LP that is a relaxation of the finer one: any fine schedule, averaged over the
@@ -94,11 +104,13 @@ from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
+import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from flight.power.lp import BatterySpec, ComputeMode, simulate_energy_wh
 from flight.power.lp import EnergyLp as _Lp  # noqa: F401 - the tests build the LP directly
 from flight.power.lp import build_energy_lp as _build_lp
+from hil.physics.thermal import KELVIN_OFFSET, STABILITY_FRACTION, STEFAN_BOLTZMANN_W_M2_K4, ThermalParams
 
 # Slack in Wh when checking the solution and the idle trajectory against the floor and the
 # final minimum: HiGHS's primal feasibility tolerance is 1e-7 on rows with coefficients of
@@ -246,6 +258,137 @@ def _check_feasible(solar: np.ndarray, platform: np.ndarray, dt_s: float, batter
             f"final_soc_min_pct ≤ {100 * energy[-1] / full:.2f}", n, 100 * energy[-1] / full)
 
 
+@dataclass(frozen=True)
+class ThermalBound:
+    """The harness's thermal model as a limit for the oracle (module docstring, point 4): its parameters, the
+    heat the radiator absorbs in each step (``hil.loop.Trace.absorbed_w``), the temperatures at the start, and
+    the board's limit at each step's end, °C."""
+
+    params: ThermalParams
+    absorbed_w: np.ndarray
+    board_start_c: float
+    radiator_start_c: float
+    board_limit_c: float
+
+
+def _substeps(params: ThermalParams, dt_s: float, radiator_k: np.ndarray) -> int:
+    """The sub-steps ``ThermalModel.step`` splits a step of ``dt_s`` into at these radiator temperatures; one
+    number for them all, as the LP needs (ValueError otherwise: a step too long for one)."""
+    g = params.board_to_radiator_w_per_k
+    g_rad = 4.0 * STEFAN_BOLTZMANN_W_M2_K4 * params.radiator_emissivity * params.radiator_area_m2 * radiator_k**3
+    rate = np.maximum(2.0 * g / params.board_heat_capacity_j_per_k, (2.0 * g + g_rad) / params.radiator_heat_capacity_j_per_k)
+    counts = np.unique(np.maximum(1, np.ceil(dt_s * rate / STABILITY_FRACTION)).astype(int))
+    if counts.size != 1:
+        raise ValueError(f"thermal: at dt_s = {dt_s} the harness splits steps into {counts.min()} to {counts.max()} "
+                         "sub-steps over the radiator's range; solve at a shorter step")
+    return int(counts[0])
+
+
+def _simulate(th: ThermalBound, dt_s: float, sub: int, power_w: float, n: int, limit_k: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The harness's forward-Euler steps (``ThermalModel.step``) at a constant power: (the board at each step's
+    end, the radiator at each sub-step's start and the end), K. ``limit_k``: the board put back to it at each
+    step's end where it is above."""
+    p = th.params
+    sigma_e_a = STEFAN_BOLTZMANN_W_M2_K4 * p.radiator_emissivity * p.radiator_area_m2
+    g, c_b, c_r = p.board_to_radiator_w_per_k, p.board_heat_capacity_j_per_k, p.radiator_heat_capacity_j_per_k
+    h = dt_s / sub
+    t_b, t_r = th.board_start_c + KELVIN_OFFSET, th.radiator_start_c + KELVIN_OFFSET
+    board = np.empty(n + 1)
+    trail = np.empty(n * sub + 1)
+    board[0] = t_b
+    for k in range(n):
+        q_w = float(th.absorbed_w[k])
+        for i in range(sub):
+            trail[k * sub + i] = t_r
+            flow = g * (t_b - t_r)
+            t_b, t_r = t_b + h * (power_w - flow) / c_b, t_r + h * (flow + q_w - sigma_e_a * t_r**4) / c_r
+        if limit_k is not None:
+            t_b = min(t_b, limit_k)
+        board[k + 1] = t_b
+    trail[-1] = t_r
+    return board, trail
+
+
+def _radiator_bounds(th: ThermalBound, dt_s: float, idle_w: float, top_w: float, n: int
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(sub-steps a step, the board at each step's end idling throughout, and the coldest and the hottest the
+    radiator can be at each sub-step's start, K). The Euler map is increasing in both temperatures and the
+    power (its steps are short: module doc of hil.physics.thermal), so the lowest idle power throughout bounds
+    every schedule from below, and the top mode's power throughout, the board put back to its limit at each
+    step's end, the radiator from above."""
+    limit_k = max(th.board_limit_c, th.board_start_c) + KELVIN_OFFSET
+    sub = _substeps(th.params, dt_s, np.array([th.radiator_start_c + KELVIN_OFFSET]))
+    idle_board, lo = _simulate(th, dt_s, sub, idle_w, n)
+    _, hi = _simulate(th, dt_s, sub, top_w, n, limit_k)
+    if _substeps(th.params, dt_s, np.concatenate([lo, hi])) != sub:
+        raise ValueError(f"thermal: at dt_s = {dt_s} the harness would split steps differently over the radiator's "
+                         "range; solve at a shorter step")
+    return sub, idle_board, lo, hi
+
+
+def _with_thermal(lp: Any, th: ThermalBound, dt_s: float, modes: Sequence[ComputeMode]) -> tuple[Any, ...]:
+    """The LP's arrays with the harness's thermal model added (module docstring, point 4). New columns, on the
+    sub-step grid j = 0..N·S: the board's and the radiator's temperature (°C: the rows are alike in any origin,
+    and values of tens keep HiGHS's tolerances meaningful), then the radiator's emission (W)."""
+    n, m = lp.n, lp.m
+    p = th.params
+    limit_k = max(th.board_limit_c, th.board_start_c) + KELVIN_OFFSET
+    if np.asarray(th.absorbed_w).shape != (n,):
+        raise ValueError(f"thermal.absorbed_w: need one value per step ({n}), got shape {np.shape(th.absorbed_w)}")
+    idle_w = min(md.idle_power_w for md in modes)
+    top_w = max(md.loaded_power_w for md in modes)
+    extra_w = np.array([md.loaded_power_w - idle_w for md in modes])
+    sub, idle_board, lo, hi = _radiator_bounds(th, dt_s, idle_w, top_w, n)
+    over = np.flatnonzero(idle_board[1:] > limit_k + 1e-6)
+    if over.size:  # the coolest any schedule can be: then every schedule breaks the limit
+        k = int(over[0]) + 1
+        raise OracleInfeasible(f"even idling at {idle_w} W the board reaches {idle_board[k] - KELVIN_OFFSET:.2f} C at "
+                               f"step {k}, above its limit {limit_k - KELVIN_OFFSET:g} C", k, float("nan"))
+    ns = n * sub
+    base = lp.c.size
+    col_tb, col_tr, col_r = base, base + ns + 1, base + 2 * (ns + 1)
+    n_new = 3 * ns + 2
+    h = dt_s / sub
+    g, c_b, c_r = p.board_to_radiator_w_per_k, p.board_heat_capacity_j_per_k, p.radiator_heat_capacity_j_per_k
+    sigma_e_a = STEFAN_BOLTZMANN_W_M2_K4 * p.radiator_emissivity * p.radiator_area_m2
+    j = np.arange(ns)
+    step = j // sub
+    col_x = step[:, None] * m + np.arange(m)[None, :]
+    # Board rows 0..ns-1: Tb[j+1] - (1 - hG/Cb) Tb[j] - (hG/Cb) Tr[j] - (h/Cb) Σ x·extra = (h/Cb) idle
+    # Radiator rows ns..2ns-1: Tr[j+1] - (1 - hG/Cr) Tr[j] - (hG/Cr) Tb[j] + (h/Cr) R[j] = (h/Cr) Q[step]
+    rows = [j, j, j, np.repeat(j, m), ns + j, ns + j, ns + j, ns + j]
+    cols = [col_tb + j + 1, col_tb + j, col_tr + j, col_x.ravel(), col_tr + j + 1, col_tr + j, col_tb + j, col_r + j]
+    vals = [np.ones(ns), np.full(ns, -(1.0 - h * g / c_b)), np.full(ns, -h * g / c_b), np.tile(-h / c_b * extra_w, ns),
+            np.ones(ns), np.full(ns, -(1.0 - h * g / c_r)), np.full(ns, -h * g / c_r), np.full(ns, h / c_r)]
+    eq_new = sp.coo_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(2 * ns, base + n_new)).tocsr()
+    a_eq = sp.vstack([sp.hstack([lp.a_eq, sp.csr_array((lp.a_eq.shape[0], n_new))]), eq_new]).tocsr()
+    b_eq = np.concatenate([lp.b_eq, np.full(ns, h / c_b * idle_w), h / c_r * np.asarray(th.absorbed_w)[step]])
+    # Emission rows: R[j] - slope_j Tr[j] <= intercept_j, the chord of σεA T⁴ over [lo_j, hi_j]
+    f_lo, f_hi = sigma_e_a * lo[:-1] ** 4, sigma_e_a * hi[:-1] ** 4
+    span = np.maximum(hi[:-1] - lo[:-1], 1e-9)
+    slope = (f_hi - f_lo) / span
+    ub_new = sp.coo_array((np.concatenate([np.ones(ns), -slope]), (np.concatenate([j, j]),
+                                                                   np.concatenate([col_r + j, col_tr + j]))),
+                          shape=(ns, base + n_new)).tocsr()
+    a_ub = sp.vstack([sp.hstack([lp.a_ub, sp.csr_array((lp.a_ub.shape[0], n_new))]), ub_new]).tocsr()
+    b_ub = np.concatenate([lp.b_ub, f_lo - slope * (lo[:-1] - KELVIN_OFFSET)])
+    bounds = np.vstack([lp.bounds, np.empty((n_new, 2))])
+    tb = bounds[col_tb: col_tb + ns + 1]
+    tb[:, 1] = np.inf
+    tb[:, 0] = -KELVIN_OFFSET
+    tb[::sub, 1] = limit_k - KELVIN_OFFSET  # each step's end: what the trace records, and the agent reads
+    tb[0] = th.board_start_c
+    # The radiator within its bounds, a millikelvin of room: HiGHS meets each row to 1e-7, and the bounds are
+    # one where the two runs have not yet parted (the first sub-steps)
+    bounds[col_tr: col_tr + ns + 1] = np.column_stack([lo - KELVIN_OFFSET - 1e-3, hi - KELVIN_OFFSET + 1e-3])
+    bounds[col_tr] = th.radiator_start_c
+    bounds[col_r: col_r + ns] = (-np.inf, np.inf)
+    c = np.concatenate([lp.c, np.zeros(n_new)])
+    return c, a_ub, b_ub, a_eq, b_eq, bounds
+
+
 def solve_oracle(
     solar_power_w: ArrayLike,
     dt_s: float,
@@ -254,6 +397,7 @@ def solve_oracle(
     modes: Sequence[ComputeMode],
     max_board_power_w: ArrayLike | None = None,
     final_soc_min_pct: float | None = None,
+    thermal: ThermalBound | None = None,
 ) -> OracleResult:
     """The most work any schedule of ``modes`` can do over the profile within the limits.
 
@@ -263,6 +407,9 @@ def solve_oracle(
     Pass what the simulator integrated: for ``hil.loop``, rows 0…N−1 of the trace.
     ``final_soc_min_pct``: the battery ends at least this full (default: as full as it
     started; see the module docstring for why, and for when to pass the agent's final charge).
+    ``thermal``: the harness's two-node model as the limit instead of (or with) a cap per step
+    (:class:`ThermalBound`, module docstring point 4; about 3N more variables and rows a
+    sub-step, a day at 10 s steps in a few seconds).
 
     Raises :class:`OracleInfeasible` when no schedule keeps the limits (diagnosed from the
     idle schedule, with the step and charge where it fails) and :class:`OracleError` when
@@ -290,13 +437,20 @@ def solve_oracle(
     _check_feasible(solar, platform, dt_s, battery, idle, cap, final_wh)
 
     lp = _build_lp(solar, platform, dt_s, battery, modes, cap, final_wh)
+    arrays = (lp.c, lp.a_ub, lp.b_ub, lp.a_eq, lp.b_eq, lp.bounds)
+    if thermal is not None:
+        arrays = _with_thermal(lp, thermal, dt_s, modes)
+    cost, a_ub, b_ub, a_eq, b_eq, bounds = arrays
     t0 = time.perf_counter()
-    res = linprog(lp.c, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=lp.bounds, method="highs")
+    # With the thermal rows, HiGHS's simplex stalls on some days (status 4, numerical difficulties: seen in
+    # bench.hil, an AGX Orin starting cold) where its interior point method, with its crossover to a vertex, solves
+    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
+                  method="highs" if thermal is None else "highs-ipm")
     solve_s = time.perf_counter() - t0
-    n_rows = lp.a_eq.shape[0] + (lp.a_ub.shape[0] if lp.a_ub is not None else 0)
+    n_rows = a_eq.shape[0] + (a_ub.shape[0] if a_ub is not None else 0)
     if res.status != 0:
         raise OracleError(
-            f"HiGHS status {res.status} after {solve_s:.1f} s on {lp.c.size} variables, {n_rows} rows: "
+            f"HiGHS status {res.status} after {solve_s:.1f} s on {cost.size} variables, {n_rows} rows: "
             f"{res.message}; try a coarser step (coarsen) or check the inputs for extreme values")
 
     v = res.x
@@ -335,7 +489,7 @@ def solve_oracle(
         mode_names=tuple(names),
         dt_s=float(dt_s),
         cycled_wh=cycled_wh,
-        n_variables=int(lp.c.size),
+        n_variables=int(cost.size),
         n_constraints=int(n_rows),
     )
 

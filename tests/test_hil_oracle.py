@@ -377,6 +377,99 @@ def test_inputs_are_validated_with_the_numbers():
         coarsen(np.zeros(10), 4)
 
 
+# --- the thermal bound: the harness's own two-node model --------------------------------------
+
+
+def hot_orbit(n_orbits: float = 2.0):
+    """A board whose top mode overheats the harness's radiator in a few minutes: (solar W, absorbed W, params)."""
+    from hil.physics.thermal import ThermalParams
+
+    solar = orbit_solar_w(10.0, n_orbits, peak_w=90.0)
+    params = ThermalParams()
+    absorbed = params.absorbed_w((solar > 0).astype(float))
+    return solar, np.asarray(absorbed, dtype=float), params
+
+
+def fly_thermal(params, absorbed_w, board_w, start_c=(40.0, 30.0)) -> np.ndarray:
+    """The board's temperature at each step's end, the schedule flown through the harness's ThermalModel."""
+    from hil.physics.thermal import ThermalModel
+
+    model = ThermalModel(params, *start_c)
+    sun_w = params.radiator_absorptivity * params.sun_projected_fraction * params.radiator_area_m2
+    out = [model.board_temp_c]
+    for q_w, p_w in zip(absorbed_w, board_w):
+        # absorbed_w as sunlight alone (no albedo, no Earth IR): the same Q_env for the model's step
+        out.append(model.step(float(p_w), 1.0, 10.0, albedo_w_m2=0.0, earth_ir_w_m2=0.0,
+                              solar_constant_w_m2=float(q_w) / sun_w)[0])
+    return np.array(out)
+
+
+@pytest.mark.req("HIL-005")
+def test_the_thermal_bound_steps_the_temperatures_as_the_harness_does():
+    """The LP's temperatures are the harness's forward-Euler sub-steps (two of 5 s per 10-s step here): the
+    board idling throughout, as the oracle computes it, is the ThermalModel's to rounding."""
+    from hil.oracle import ThermalBound, _radiator_bounds
+
+    solar, absorbed, params = hot_orbit(1.0)
+    th = ThermalBound(params, absorbed, 40.0, 30.0, 85.0)
+    idle = min(md.idle_power_w for md in NX)
+    sub, idle_board_k, lo, hi = _radiator_bounds(th, 10.0, idle, max(md.loaded_power_w for md in NX), solar.size)
+    assert sub == 2
+    truth = fly_thermal(params, absorbed, np.full(solar.size, idle))
+    assert idle_board_k - 273.15 == pytest.approx(truth, abs=1e-9)
+    assert np.all(lo <= hi + 1e-9) and np.any(hi - lo > 5.0)
+
+
+@pytest.mark.req("HIL-005")
+def test_the_thermal_bound_is_above_every_schedule_that_keeps_the_limit_and_below_no_limit():
+    """A thermostat that runs the top mode loaded until the board reaches 84 °C, then idles to 80 °C, flown
+    through the harness's model, keeps 85 °C: the oracle with the thermal bound does at least its work, and no
+    more than without a limit (where the battery alone binds). The limit binds: the unlimited optimum's schedule
+    would take the board past it."""
+    from hil.oracle import ThermalBound
+
+    solar, absorbed, params = hot_orbit()
+    battery = BatterySpec(capacity_wh=1000.0, initial_soc_pct=80.0, floor_pct=10.0)
+    top, idle = NX[-1], min(NX, key=lambda md: md.idle_power_w)
+    board_w, loaded = [], []
+    from hil.physics.thermal import ThermalModel
+
+    model = ThermalModel(params, 40.0, 30.0)
+    sun_w = params.radiator_absorptivity * params.sun_projected_fraction * params.radiator_area_m2
+    running = True
+    for q_w in absorbed:
+        board_c = model.board_temp_c
+        running = board_c < 80.0 or (running and board_c < 84.0)
+        power_w = top.loaded_power_w if running else idle.idle_power_w
+        board_w.append(power_w)
+        loaded.append(1.0 if running else 0.0)
+        model.step(power_w, 1.0, 10.0, albedo_w_m2=0.0, earth_ir_w_m2=0.0, solar_constant_w_m2=float(q_w) / sun_w)
+    temps = fly_thermal(params, absorbed, board_w)
+    assert temps.max() <= 85.0
+    thermostat_work = sum(top.throughput_per_s * 10.0 * x for x in loaded)
+    bounded = solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0,
+                           thermal=ThermalBound(params, absorbed, 40.0, 30.0, 85.0))
+    free = solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0)
+    assert thermostat_work <= bounded.work * (1 + 1e-7)
+    assert bounded.work < 0.9 * free.work
+    assert fly_thermal(params, absorbed, free.board_power_w).max() > 100.0
+    # The bound is loose only by the chord: flown through the harness, its schedule stays within 2 degrees
+    assert fly_thermal(params, absorbed, bounded.board_power_w).max() < 85.0 + 2.0
+
+
+@pytest.mark.req("HIL-005")
+def test_a_board_too_hot_even_idling_is_infeasible_and_bad_thermal_input_is_refused():
+    from hil.oracle import ThermalBound
+
+    solar, absorbed, params = hot_orbit(0.5)
+    battery = BatterySpec(capacity_wh=1000.0, initial_soc_pct=80.0, floor_pct=10.0)
+    with pytest.raises(OracleInfeasible, match="even idling") as caught:  # a radiator at 70 °C warms the board
+        solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, thermal=ThermalBound(params, absorbed, 40.0, 70.0, 41.0))
+    assert caught.value.step >= 1
+    with pytest.raises(ValueError, match=r"thermal.absorbed_w: need one value per step"):
+        solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, thermal=ThermalBound(params, absorbed[:-1], 40.0, 30.0, 85.0))
+
+
 def test_docstring_examples():
     result = doctest.testmod(hil.oracle, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

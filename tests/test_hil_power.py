@@ -186,3 +186,23 @@ def test_a_sun_pointing_spacecraft_with_three_panels_flies_on_its_forecast(tmp_p
     assert checks and all(c.passed for c in checks), [c for c in checks if not c.passed]
     reasons = [e.get("args", {}).get("reason", "") for e in result.events if e["name"] == "ADMISSION_CHANGED"]
     assert any("(forecast)" in r for r in reasons), reasons
+
+
+def test_every_generated_power_case_is_a_scenario_the_harness_flies():
+    """bench.hil flies bench.power's generated days through the closed loop: each must be a scenario the harness
+    takes (a nameplate, efficiency error or array the scenario refuses would end the benchmark), with the case's
+    truth and beliefs carried over."""
+    from bench.hil import case_scenario
+    from hil.power_cases import generate_case
+
+    for seed in range(2026, 2126):
+        case = generate_case(seed)
+        raw = {k: v for k, v in case_scenario(case).items() if v is not None}
+        sc = parse_scenario(raw, "t.toml")
+        assert sc.capacity_wh == case.capacity_wh and sc.platform_load_w == case.platform_w and sc.board == case.board
+        truth = SpacecraftParams(**sc.array)
+        assert truth.array_efficiency == case.efficiency and truth.array_pointing == case.pointing
+        believed = truth.array_efficiency * (1.0 + sc.efficiency_error_pct / 100.0)
+        assert believed == pytest.approx(case.belief_efficiency)
+        assert (sc.capacity_wh * (1.0 + sc.capacity_error_pct / 100.0) == pytest.approx(case.gauge_capacity_wh)
+                if sc.gauge_capacity else case.gauge_capacity_wh is None)
