@@ -85,7 +85,8 @@ def case_scenario(case: PowerCase) -> dict:
              "degradation_per_year": case.degradation_per_year, "years_in_orbit": case.years}
     if case.pointing == "body_fixed":
         array["attitude"] = case.attitude
-    sensors: dict[str, object] = {"soc_step_pct": case.soc_step_pct, "gauge_capacity": case.gauge_capacity_wh is not None}
+    sensors: dict[str, object] = {"soc_step_pct": case.soc_step_pct,
+                                  "gauge_capacity": case.gauge_capacity_wh is not None}
     if case.gauge_capacity_wh is not None:
         sensors["capacity_error_pct"] = (case.gauge_capacity_wh / case.capacity_wh - 1.0) * 100.0
     return _base(name=f"case-{case.seed}", profile=None, duration_s=DAY_S, seed=case.seed, board=case.board,
@@ -111,7 +112,8 @@ def judge_case(seed: int, tmp: Path) -> dict[str, object]:
     final_soc = float(min(tr["soc_pct"][0], tr["soc_pct"][-1]))
     row: dict[str, object] = {"seed": seed, "board": case.board, "pointing": case.pointing,
                               "attitude": case.attitude, "capacity_wh": round(case.capacity_wh, 1),
-                              "floor_violations": int((tr["soc_pct"] < FLOOR_PCT).sum()), "wall_s": round(result.wall_s, 1)}
+                              "floor_violations": int((tr["soc_pct"] < FLOOR_PCT).sum()),
+                              "wall_s": round(result.wall_s, 1)}
     try:
         oracle = solve_oracle(tr["solar_power_w"][:-1], sc.step_s, sc.platform_load_w,
                               BatterySpec(sc.capacity_wh, float(tr["soc_pct"][0]), FLOOR_PCT, sc.charge_efficiency,

@@ -103,8 +103,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from scipy.optimize import linprog
 
 from flight.power.lp import BatterySpec, ComputeMode, simulate_energy_wh
@@ -276,7 +276,8 @@ def _substeps(params: ThermalParams, dt_s: float, radiator_k: np.ndarray) -> int
     number for them all, as the LP needs (ValueError otherwise: a step too long for one)."""
     g = params.board_to_radiator_w_per_k
     g_rad = 4.0 * STEFAN_BOLTZMANN_W_M2_K4 * params.radiator_emissivity * params.radiator_area_m2 * radiator_k**3
-    rate = np.maximum(2.0 * g / params.board_heat_capacity_j_per_k, (2.0 * g + g_rad) / params.radiator_heat_capacity_j_per_k)
+    rate = np.maximum(2.0 * g / params.board_heat_capacity_j_per_k,
+                      (2.0 * g + g_rad) / params.radiator_heat_capacity_j_per_k)
     counts = np.unique(np.maximum(1, np.ceil(dt_s * rate / STABILITY_FRACTION)).astype(int))
     if counts.size != 1:
         raise ValueError(f"thermal: at dt_s = {dt_s} the harness splits steps into {counts.min()} to {counts.max()} "

@@ -467,7 +467,8 @@ def test_a_board_too_hot_even_idling_is_infeasible_and_bad_thermal_input_is_refu
         solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, thermal=ThermalBound(params, absorbed, 40.0, 70.0, 41.0))
     assert caught.value.step >= 1
     with pytest.raises(ValueError, match=r"thermal.absorbed_w: need one value per step"):
-        solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, thermal=ThermalBound(params, absorbed[:-1], 40.0, 30.0, 85.0))
+        solve_oracle(solar, 10.0, PLATFORM_W, battery, NX,
+                     thermal=ThermalBound(params, absorbed[:-1], 40.0, 30.0, 85.0))
 
 
 def test_docstring_examples():
