@@ -383,11 +383,10 @@ def test_an_agent_installs_a_signed_package_reports_its_provenance_and_rolls_bac
     assert back["model_fallback_version"] == "2" and back["model_uplinked_by"] == "shipped"
 
 
-@pytest.mark.req("MDL-005", "CMP-004")
-def test_a_version_on_probation_whose_fallback_is_bad_too_runs_the_golden_copy(bench):
-    """Found in audit: with the version on probation and its fallback both failing their SHA-256, the rollback was
-    refused and every job failed, the golden copy intact and never used."""
-    for version, model, golden in (("1", V1, True), ("2", V2, False)):
+def install_both_then_corrupt_them(bench, golden_model) -> None:
+    """Version 1 (``golden_model``, golden) then version 2 on probation, each working copy then failing its
+    SHA-256 (a flipped bit): only the golden copy is left to run."""
+    for version, model, golden in (("1", golden_model, True), ("2", V2, False)):
         reply = bench.install(version, pack(bench.staging, model, version).manifest.sha256, golden=golden)
         assert reply.ok, reply.reason
     for name in ("tiny@1.onnx", "tiny@2.onnx"):
@@ -395,6 +394,13 @@ def test_a_version_on_probation_whose_fallback_is_bad_too_runs_the_golden_copy(b
         raw = bytearray(path.read_bytes())
         raw[-3] ^= 0x10
         path.write_bytes(bytes(raw))
+
+
+@pytest.mark.req("MDL-005", "CMP-004")
+def test_a_version_on_probation_whose_fallback_is_bad_too_runs_the_golden_copy(bench):
+    """Found in audit: with the version on probation and its fallback both failing their SHA-256, the rollback was
+    refused and every job failed, the golden copy intact and never used."""
+    install_both_then_corrupt_them(bench, V1)
     bench.data_set("pos", RNG_TILES)
     job = bench.infer(1, "pos")
     assert job.state.value == "DONE", job.detail
@@ -535,14 +541,7 @@ def test_a_refused_automatic_rollback_is_said_once(bench, unopened):
 def test_a_golden_copy_failing_after_a_refused_rollback_is_not_blamed_on_the_new_version(bench):
     """Found in review: the new version failing its check and its fallback too, the golden copy ran; its NaN
     outputs then tried the rollback again, a second MODEL_REFUSED blaming version 2 for version 1's NaN."""
-    for version, model, golden in (("1", NAN_MODEL, True), ("2", V2, False)):
-        reply = bench.install(version, pack(bench.staging, model, version).manifest.sha256, golden=golden)
-        assert reply.ok, reply.reason
-    for name in ("tiny@1.onnx", "tiny@2.onnx"):
-        path = bench.worker.store.root / name
-        raw = bytearray(path.read_bytes())
-        raw[-3] ^= 0x10
-        path.write_bytes(bytes(raw))
+    install_both_then_corrupt_them(bench, NAN_MODEL)
     bench.data_set("night", -RNG_TILES)  # NaN from NAN_MODEL, version 1's golden copy
     job = bench.infer(1, "night")
     assert job.state.value == "FAILED" and "NonFiniteOutput" in job.detail, job.detail
