@@ -426,8 +426,7 @@ def test_an_nvpmodel_that_cannot_run_is_said_as_the_backend_starts(tmp_path, wha
 def test_the_agent_starts_without_nvpmodel_and_says_so(tmp_path, short_dir):
     """The agent on a Jetson without nvpmodel starts, as on a dev board, and its console says that power modes
     are unavailable, naming hal.nvpmodel and the path, before its first tick finds it."""
-    import subprocess
-    import sys
+    from tests.console import start_lines
 
     fake = make_board(tmp_path, "orin_nano")
     nvpmodel = tmp_path / "nowhere" / "nvpmodel"
@@ -435,19 +434,7 @@ def test_the_agent_starts_without_nvpmodel_and_says_so(tmp_path, short_dir):
     toml.write_text(f'[link]\nurl = "zmq+ipc://{short_dir}/link"\n[hal]\nbackend = "jetson"\nroot = "{fake.root}"\n'
                     f'nvpmodel = "{nvpmodel}"\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
                     '[compute]\nenabled = false\n')
-    proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--config", str(toml)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if "telecommands" in line:  # the last line of the start
-                break
-        running = proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    said = "".join(lines)
+    said, running = start_lines(["--config", str(toml)])
     assert running and "agent up" in said, said
     assert f"sunlit-flight: warning: hal.nvpmodel: '{nvpmodel}' no such file: power modes can be neither read nor " \
            "set" in said, said

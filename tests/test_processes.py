@@ -12,6 +12,7 @@ import pytest
 
 from flight.storage import DirectoryBusy, DirectoryLock
 from hil.agent_process import AgentProcess
+from tests.console import start_lines
 
 WORKER = [sys.executable, "-m", "flight.compute.worker"]
 
@@ -137,19 +138,7 @@ def test_a_corrupt_state_file_and_a_refused_saved_value_are_said_on_the_console(
     state.mkdir()
     (state / "state.json").write_text("{not json")
     write_checked_json(state / "params.json", {"saa_drift_west_deg_per_yr": 1.5, "forged\nsunlit-flight: ok": 1})
-    proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--hal", "linux", "--link",
-                             f"zmq+ipc://{short_dir}/said", "--state-dir", str(state)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    try:
-        for line in proc.stderr:
-            lines.append(line)
-            if "telecommands" in line:  # the last line of the start
-                break
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    said = "".join(lines)
+    said, _running = start_lines(["--hal", "linux", "--link", f"zmq+ipc://{short_dir}/said", "--state-dir", str(state)])
     assert "sunlit-flight: warning: state: " in said and "moved aside (state.json.corrupt), defaults in force" in said
     assert ("sunlit-flight: warning: saved parameter saa_drift_west_deg_per_yr = 1.5 refused (" in said
             and "in force: 0.3" in said), said
