@@ -95,7 +95,9 @@ def scripted_board(clock: SimClock, eps: bool = True) -> Board:
 class InProcessAgent:
     """An :class:`Agent` and a ground client in this process, time moved by the test."""
 
-    def __init__(self, state_dir: Path, eps: bool = True, **config: Any):
+    def __init__(self, state_dir: Path, eps: bool = True, start: bool = True, **config: Any):
+        """``start=False``: built and answering its link, time not begun (as under the harness before its
+        first step); :meth:`start` begins it."""
         self.clock = SimClock(T0_S)
         self.board = scripted_board(self.clock, eps)
         self.hal: ScriptedHal = self.board.hal  # type: ignore[assignment]
@@ -108,6 +110,10 @@ class InProcessAgent:
         self.agent = Agent(self.config, link=self.link.flight, board=self.board)
         self.client = GroundClient(self.link.ground)
         self.link.serve = lambda: self.agent.step(0)
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self.agent.start()
         self.pump()
 

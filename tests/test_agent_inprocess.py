@@ -65,6 +65,31 @@ def test_boots_safe_and_every_packet_carries_exactly_its_channels(rig):
                                      for p in DICTIONARY.parameters}
 
 
+@pytest.mark.req("AGT-001")
+def test_events_before_time_began_follow_agent_started_and_those_past_the_64_held_are_counted(tmp_path):
+    """Under the harness the agent answers its link before the first step: each PING then raises two
+    events (COMMAND_DISPATCHED, PING_RECEIVED) that wait for time to begin. 70 of them, 140 events:
+    the first 64 follow AGENT_STARTED in order, the other 76 are counted and said once."""
+    r = InProcessAgent(tmp_path / "state", start=False)
+    try:
+        for i in range(70):
+            assert r.send("PING", token=i).completed
+        assert not r.client.events  # nothing said before time began
+        r.start()
+        r.advance(3.0)
+        names = [e.event.name for e in r.client.events]
+        assert names[0] == "AGENT_STARTED"
+        assert names[1:65] == ["COMMAND_DISPATCHED", "PING_RECEIVED"] * 32
+        assert [e.args["token"] for e in r.events("PING_RECEIVED")] == list(range(32))
+        dropped = r.events("EARLY_EVENTS_DROPPED")
+        assert [(e.args["count"], e.args["kept"]) for e in dropped] == [(76, 64)]
+        assert names.index("EARLY_EVENTS_DROPPED") == 65  # after those held
+        r.advance(10.0)
+        assert len(r.events("EARLY_EVENTS_DROPPED")) == 1  # said once, not again
+    finally:
+        r.close()
+
+
 @pytest.mark.req("AGT-002")
 def test_mode_commands_are_guarded_and_apply_at_once(rig):
     refused = rig.send("SET_MODE", mode="COMPUTE")

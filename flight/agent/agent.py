@@ -63,7 +63,7 @@ from flight.storage import DirectoryLock, remove_interrupted_writes
 
 # Feed systemd's watchdog at most this often (and at least every half period it asks for).
 _WATCHDOG_FEED_MAX_S = 1.0
-_EARLY_EVENTS_MAX = 64  # events held before time begins (the worker's few): past it, dropped
+_EARLY_EVENTS_MAX = 64  # events held before time begins (the worker's few): past it, dropped and counted
 _JOB_FILE = re.compile(r"^job(\d{1,9})[.-]")  # a product's or checkpoint's name (flight/compute/worker.py)
 
 
@@ -129,6 +129,7 @@ class Agent:
         # Events said before time begins (lockstep: the worker's hello, at a clock still at 0) are sent at boot,
         # stamped with its time (an audit: a HIL report listed COMPUTE_STARTED at -1795478400 s)
         self._early_events: list[tuple[str, dict[str, Any]]] = []
+        self._early_dropped = 0  # events past _EARLY_EVENTS_MAX, said as EARLY_EVENTS_DROPPED at boot
         stepper = self.board.stepper
         self.lockstep = stepper is not None and stepper.lockstep
 
@@ -265,6 +266,8 @@ class Agent:
         if not self._booted:
             if len(self._early_events) < _EARLY_EVENTS_MAX:
                 self._early_events.append((name, args))
+            else:
+                self._early_dropped += 1
             return
         self.downlink.publish(self.codec.encode_event(name, args, self.clock.now_s()))
 
@@ -501,6 +504,8 @@ class Agent:
         early, self._early_events = self._early_events, []
         for name, args in early:  # after AGENT_STARTED, at the boot's time
             self._publish_event(name, args)
+        self.executive.early_events_dropped(self._early_dropped, len(early))
+        self._early_dropped = 0
         self.compute.time_began()
         self.downlink.time_began()
         self.scheduler.time_began()

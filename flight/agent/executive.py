@@ -25,7 +25,7 @@ class Executive(Component):
     NAME = "executive"
     COMMANDS = ("NOOP", "PING", "RESET_COUNTERS", "SHUTDOWN")
     EVENTS = ("AGENT_STARTED", "AGENT_STOPPING", "PING_RECEIVED", "COUNTERS_RESET", "INTERNAL_ERROR",
-              "STATE_CORRUPT", "TEMP_FILES_REMOVED", "STATE_NOT_WRITTEN")
+              "STATE_CORRUPT", "TEMP_FILES_REMOVED", "STATE_NOT_WRITTEN", "EARLY_EVENTS_DROPPED")
     CHANNELS = ("boot_count", "uptime_s", "dict_hash", "internal_errors", "hal_backend", "control_late_p99_ms",
                 "state_corrupt", "state_write_failures")
 
@@ -64,6 +64,11 @@ class Executive(Component):
             self._emit("TEMP_FILES_REMOVED", count=removed, where="state directory")
         self._emit("AGENT_STARTED", boot_count=self.boot_count, previous_stop=previous_stop, dict_hash=self.dict_hash,
                    link=link, hal=self.hal_backend)
+
+    def early_events_dropped(self, count: int, kept: int) -> None:
+        """After the events held from before time began: how many did not fit (said, not only lost)."""
+        if count:
+            self._emit("EARLY_EVENTS_DROPPED", count=count, kept=kept)
 
     def state_writes(self, failures: int, reason: str | None) -> None:
         """Once a housekeeping period: writes of the state file that failed since the last look (``failures``:

@@ -915,6 +915,10 @@ EVENTS = (
           "the disk is full, read-only or failing. The agent runs on from memory and tries again at the next change "
           "and each minute; a restart before a good write starts from the last one written, and no job is started "
           "(its id could not be kept). Reported at most once per housekeeping period", ("count", "reason")),
+    Event("EARLY_EVENTS_DROPPED", 0x0086, Severity.WARNING_LO,
+          "{count} events from before time began dropped ({kept} kept)",
+          "Events raised before time began (under the harness, before its first step) are held and sent "
+          "after AGENT_STARTED; past the number held, the rest are dropped and counted here", ("count", "kept")),
     Event("TEMP_FILES_REMOVED", 0x0083, Severity.WARNING_LO,
           "{count} leftover files of interrupted writes removed from the {where}",
           "Writes cut short by a crash or power cut left temporary files, or, in the model store, a version's "
