@@ -437,9 +437,12 @@ def check_board_limits(config: Config, profile: Any, said: str) -> None:
         raise ConfigError(f"{config.source}: parameters.{problem[0]}: {problem[1]}")
 
 
-def board_limit_problem(parameters: dict[str, Any], profile: Any, said: str) -> tuple[str, str] | None:
+def board_limit_problem(parameters: dict[str, Any], profile: Any, said: str,
+                        advice: str = "set [parameters] {name} below it") -> tuple[str, str] | None:
     """(parameter, why) where ``parameters`` (those set; the dictionary's defaults for the rest) break the
-    board profile's bounds, else None: the rule of :func:`check_board_limits`, for the HIL's scenarios too."""
+    board profile's bounds, else None: the rule of :func:`check_board_limits`, for the HIL's scenarios, and
+    for SET_PARAM and saved values in the agent's parameter store. ``advice``: what to do, ``{name}`` the
+    parameter's."""
     name = "thermal_hard_limit_c"
     hard_c = float(parameters.get(name, DICTIONARY.parameter_by_name[name].default))
     shutdown_c = profile.thermal.hard_temp_c
@@ -447,8 +450,7 @@ def board_limit_problem(parameters: dict[str, Any], profile: Any, said: str) -> 
         return None
     value = f"{hard_c:g} C" + ("" if name in parameters else " (the dictionary's default)")
     return name, (f"{value} is not below the {profile.id} profile's hard_temp_c {shutdown_c:g} C (profile {said}), "
-                  f"where the board shuts itself down; set [parameters] {name} below it, so the agent goes SAFE "
-                  "first")
+                  f"where the board shuts itself down; {advice.format(name=name)}, so the agent goes SAFE first")
 
 
 def _array(values: dict[str, Any], fail) -> Any:

@@ -526,6 +526,32 @@ def test_a_refused_set_param_changes_nothing_saved_and_the_safe_charge_stays_bel
         assert rig.agent.params["battery_floor_pct"] == 45.0 and rig.agent.params["battery_safe_pct"] == 20.0
 
 
+@pytest.mark.req("AGT-013", "AGT-018")
+def test_the_hard_thermal_limit_stays_below_the_boards_shutdown_whether_set_by_command_or_saved(tmp_path):
+    """Found in audit: the board profile's shutdown temperature was held against the config only. SET_PARAM
+    took 99 C on an Orin NX (hard_temp_c 97: the board switches itself off before the agent goes SAFE), and a
+    value saved so overrode the checked config at every later start."""
+    from flight.storage import write_checked_json
+
+    state = tmp_path / "state"
+    with InProcessAgent(state) as rig:  # an orin_nx_16gb profile, thermal_hard_limit_c 95 (the default)
+        refused = rig.send("SET_PARAM", name="thermal_hard_limit_c", value="97")
+        assert refused.failure.code is FailureCode.OUT_OF_RANGE
+        assert refused.failure.reason.startswith("thermal_hard_limit_c: 97 C is not below the orin_nx_16gb "
+                                                 "profile's hard_temp_c 97 C"), refused.failure.reason
+        assert rig.agent.params["thermal_hard_limit_c"] == 95.0 and not rig.events("PARAM_CHANGED")
+        assert rig.send("SAVE_PARAMS").result["count"] == 0  # the refused value is not the operators' to keep
+        assert rig.send("SET_PARAM", name="thermal_hard_limit_c", value="96.5").completed
+        assert rig.agent.params["thermal_hard_limit_c"] == 96.5
+    # A value saved by an agent that did not check it (or on another board) gives way at the next start.
+    write_checked_json(state / "params.json", {"thermal_hard_limit_c": 99.0, "hk_period_s": 2.0})
+    with InProcessAgent(state) as rig:
+        said = [e.args for e in rig.events("PARAM_SAVED_REFUSED")]
+        assert [(a["name"], a["value"], a["now"]) for a in said] == [("thermal_hard_limit_c", "99.0", 95.0)]
+        assert "orin_nx_16gb profile's hard_temp_c 97 C" in said[0]["reason"]
+        assert rig.agent.params["thermal_hard_limit_c"] == 95.0 and rig.agent.params["hk_period_s"] == 2.0
+
+
 @pytest.mark.req("RAD-103")
 def test_set_tle_says_when_the_orbit_it_sets_is_too_old_to_predict_radiation(tmp_path):
     """Found in review: a year-old TLE was set, completed, and gave a confident flux class."""

@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from flight.agent.scheduler import Scheduler
 from flight.agent.state import PersistentState
 from flight.agent.timers import Timers
 from flight.agent.tm_store import PacketStore, StoreError
-from flight.config import Config, check_board_limits
+from flight.config import Config, board_limit_problem, check_board_limits
 from flight.hal.base import Board, open_board
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY, Admission, Mode
@@ -113,9 +114,12 @@ class Agent:
         self._removed = remove_interrupted_writes(self.state_dir)
         self.board = board or open_board(config.hal_backend, config.board_options())
         self._opened.append(self.board)
+        rule = None
         if self.board.profile is not None:  # one detected (jetson) or the sim's default: unknown to the config
-            check_board_limits(config, self.board.profile, "named by hal.board" if config.board
-                               else f"chosen by the {self.board.backend} backend")
+            said = "named by hal.board" if config.board else f"chosen by the {self.board.backend} backend"
+            check_board_limits(config, self.board.profile, said)
+            # SET_PARAM and saved values keep it too (found in audit: only the config was held to it)
+            rule = partial(board_limit_problem, profile=self.board.profile, said=said, advice="keep {name} below it")
         # A serial device not there yet (a USB adapter still enumerating) is tried again each second, said and
         # counted: the agent runs, and stores its telemetry, without its link (an audit: it did not start)
         self.link = link or open_flight_link(config.link_url, curve=config.link_curve(), wait_for_device=True)
@@ -150,7 +154,7 @@ class Agent:
         counters = self.memory.counters  # types checked when the state file was read
         # The config's [rates] hk_period_s is the parameter's start-up value unless [parameters] says otherwise.
         store = ParameterStore(dictionary, self.state_dir / "params.json",
-                               {"hk_period_s": config.hk_period_s, **config.parameters})
+                               {"hk_period_s": config.hk_period_s, **config.parameters}, rule)
         self.params = Parameters(store, events(Parameters), self._publish_param_report)
         packets, store_error = None, None
         self._store_unreadable: list[str] = []  # segment files of the store the disk could not give back

@@ -22,10 +22,19 @@ from flight.link.messages import CommandRequest
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 
+Rule = Callable[[dict[str, Any]], "tuple[str, str] | None"]
+"""A rule between parameters and what the board is, beyond the dictionary's ranges: (parameter, why) where the
+values break it, else None (the board profile's shutdown temperature: :func:`flight.config.board_limit_problem`)."""
+
+
 class ParameterStore:
-    def __init__(self, dictionary: Dictionary, path: Path, config_values: dict[str, Any] | None = None):
+    def __init__(self, dictionary: Dictionary, path: Path, config_values: dict[str, Any] | None = None,
+                 rule: Rule | None = None):
+        """``rule``: checked at load (a saved value breaking it is refused, as one out of range) and at each set;
+        the config's values already keep it (the agent's start checks them)."""
         self.dictionary = dictionary
         self.path = Path(path)
+        self.rule = rule
         self._values = {p.name: p.default for p in dictionary.parameters}
         self._values.update(config_values or {})
         self.saved: dict[str, Any] = {}
@@ -67,6 +76,18 @@ class ParameterStore:
                         self._refuse(name, self.saved.pop(name), why)
                         self._commanded.discard(name)
                         self._values[name] = under[name]
+        # The board's bounds (found in audit: 110 C saved for the hard limit of an Orin Nano, which shuts down
+        # at 97 C, overrode the config the agent's start had checked): a saved value breaking one gives way.
+        problem = self.rule_problem()
+        if problem is not None and problem[0] in self.saved:
+            name = problem[0]
+            self._refuse(name, self.saved.pop(name), problem[1])
+            self._commanded.discard(name)
+            self._values[name] = under[name]
+
+    def rule_problem(self) -> tuple[str, str] | None:
+        """(parameter, why) where the values in force break :attr:`rule`, else None."""
+        return None if self.rule is None else self.rule(dict(self._values))
 
     def _refuse(self, name: str, value: Any, why: str) -> None:
         """One saved value left out; kept as short text (a file may hold any JSON, of any size)."""
@@ -175,6 +196,10 @@ class Parameters(Component):
             if name in (lower, upper) and not self.store[lower] < self.store[upper]:
                 self.store.restore(name, old, was_commanded)
                 raise CommandFailed(why, FailureCode.OUT_OF_RANGE)
+        problem = self.store.rule_problem()
+        if problem is not None and problem[0] == name:
+            self.store.restore(name, old, was_commanded)
+            raise CommandFailed(f"{name}: {problem[1]}", FailureCode.OUT_OF_RANGE)
         for listener in self.on_change:
             listener(name, new)
         self._emit("PARAM_CHANGED", name=name, value=new, old=old)
