@@ -235,8 +235,40 @@ def test_a_failing_nvpmodel_is_tried_again_ever_more_seldom_not_at_every_tick(ri
     assert 2 <= len(sets) <= 8, len(sets)
 
 
-@pytest.mark.req("AGT-009")
-def test_a_component_producing_a_wrong_channel_set_is_an_error_not_a_nil(rig, monkeypatch):
+@pytest.mark.req("AGT-005", "AGT-008")
+def test_power_modes_that_cannot_be_run_are_said_and_counted_once_not_a_fault_at_each_try(rig, monkeypatch):
+    """Found in audit: on a Jetson without nvpmodel (a dev board, a container) each try of the power mode was an
+    INTERNAL_ERROR and a fault, and the agent went SAFE for repeated faults some minutes after every start. It
+    is one condition: said and counted once, tried again as any failure is, and said again when it ends."""
+    from flight.hal.base import PowerModesUnavailable
+
+    rig.send("SET_MODE", mode="IDLE")
+    assert rig.send("SET_MODE", mode="COMPUTE").completed
+    tries = []
+
+    def absent(*args):
+        tries.append(args)
+        raise PowerModesUnavailable("nvpmodel not found at 'nvpmodel' (hal.nvpmodel)")
+
+    monkeypatch.setattr(rig.hal, "current_power_mode", absent)
+    monkeypatch.setattr(rig.hal, "set_power_mode", absent)
+    rig.agent.controller._mode_known = None  # noqa: SLF001 - asked at the next tick
+    faults, record = [], rig.agent.faults.record
+    monkeypatch.setattr(rig.agent.faults, "record", lambda what: (faults.append(what), record(what)))
+    rig.advance(3600.0, step_s=5.0)
+    assert len(tries) >= 5  # tried again (ever more seldom), as AGT-008 says
+    said = rig.events("POWER_MODES_UNAVAILABLE")
+    assert [e.args["reason"] for e in said] == ["nvpmodel not found at 'nvpmodel' (hal.nvpmodel)"]
+    assert faults == ["power modes"]
+    assert not rig.events("INTERNAL_ERROR") and not rig.events("FAULTS_REPEATED")
+    assert rig.agent.modes.mode.name == "COMPUTE"  # not SAFE for faults it counted again and again
+    monkeypatch.undo()  # nvpmodel installed
+    rig.advance(700.0, step_s=5.0)
+    assert [e.args["mode"] for e in rig.events("POWER_MODES_RESTORED")] == [rig.hal.current_power_mode().name]
+    assert len(rig.events("POWER_MODES_UNAVAILABLE")) == 1
+
+
+
     good = rig.agent.controller.telemetry
     monkeypatch.setattr(rig.agent.controller, "telemetry", lambda: {k: v for k, v in good().items() if k != "temp_max_c"})
     with pytest.raises(TelemetryError, match="controller telemetry: missing temp_max_c"):

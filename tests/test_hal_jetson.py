@@ -10,6 +10,7 @@ import pytest
 
 from flight.agent.control_core import report_sensors
 from flight.hal import BoardOptions, HalError, HalReading, open_board
+from flight.hal.base import PowerModesUnavailable
 from flight.hal.jetson import (
     JetsonHal,
     budget_from_name,
@@ -388,9 +389,16 @@ def test_set_that_needs_a_reboot_is_refused_not_hung(tmp_path):
 def test_nvpmodel_missing_or_unparseable(tmp_path):
     fake = make_board(tmp_path, "orin_nano")
     hal = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(tmp_path / "nowhere" / "nvpmodel"))).hal
-    with pytest.raises(HalError, match="nvpmodel not found"):
+    with pytest.raises(PowerModesUnavailable, match="nvpmodel not found"):  # one condition, not a failure a try
         hal.current_power_mode()
     assert [m.name for m in hal.power_modes()] == ["7W", "15W", "25W", "MAXN_SUPER"]  # the conf alone still works
+    # Found in audit: a file this machine cannot run (no #! line: ENOEXEC) raised OSError out of the HAL.
+    script = tmp_path / "nvpmodel-no-interpreter"
+    script.write_bytes(b"\x7fELF\x02\x01\x01garbage")
+    script.chmod(0o755)
+    odd = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(script))).hal
+    with pytest.raises(PowerModesUnavailable, match=r"hal\.nvpmodel\) cannot be run: Exec format error"):
+        odd.set_power_mode("7W")
     fake.set_nvpmodel_behaviour(query_garbage=True)
     with pytest.raises(HalError, match="no 'NV Power Mode:' line"):
         open_fake(fake).current_power_mode()

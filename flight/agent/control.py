@@ -27,7 +27,7 @@ from flight.agent.control_core import (
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort, FaultLog, ModePort
 from flight.clock import Clock
-from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode
+from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode, PowerModesUnavailable
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode
 from flight.link.messages import PLAN_MAX_MODES, PLAN_MAX_NAME, PLAN_MAX_STEPS, CommandRequest, PlanRecord
@@ -94,7 +94,7 @@ class Controller(Component):
     COMMANDS = ("SET_POWER_MODE", "SET_TLE")
     EVENTS = ("THERMAL_STEP_DOWN", "THERMAL_STEP_UP", "THERMAL_HARD_LIMIT", "THERMAL_HARD_CLEAR", "LOW_BATTERY",
               "CONTACT_LOST", "FAULTS_REPEATED", "SENSOR_MISSING", "SENSOR_RESTORED", "POWER_MODE_CHANGED",
-              "POWER_MODE_FAILED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ORBIT_UNPREDICTABLE", "ECLIPSE_PREDICTED",
+              "POWER_MODE_FAILED", "POWER_MODES_UNAVAILABLE", "POWER_MODES_RESTORED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ORBIT_UNPREDICTABLE", "ECLIPSE_PREDICTED",
               "SAA_PREDICTED")
     CHANNELS = ("cpu_pct", "mem_pct", "sensors_missing",
                 "battery_soc_pct", "bus_voltage_v", "solar_power_w", "eps_source", "board_power_w",
@@ -146,6 +146,7 @@ class Controller(Component):
         # nvpmodel's failures in a row, and the last one's time, of the query and of the set apart
         self._mode_failures = {"query": 0, "set": 0}
         self._mode_failed_s = {"query": -math.inf, "set": -math.inf}
+        self._modes_unavailable = False  # power modes out (the tool cannot run): said, and a fault, once an outage
         self._plan_seen: Plan | None = None
         self._plan_umbra: tuple[bool, ...] = ()
         self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
@@ -232,12 +233,30 @@ class Controller(Component):
         except HalError as exc:
             self._mode_known = None  # a failure is not remembered as a mode
             self._mode_failed(mono_s, "query")
-            self._internal_error("power mode query", exc)
+            if isinstance(exc, PowerModesUnavailable):
+                self._modes_out(exc)
+            else:
+                self._internal_error("power mode query", exc)
             return None
         self._mode_failures["query"] = 0
         name = mode.name if mode else None
+        self._modes_back(name)
         self._mode_known = (name, mono_s)
         return name
+
+    def _modes_out(self, exc: PowerModesUnavailable) -> None:
+        """Power modes cannot be read or set (found in audit: on a Jetson without nvpmodel each try was an
+        internal error and a fault, and the agent went SAFE for repeated faults within minutes of every start):
+        one condition, said and counted as one fault for as long as it lasts, tried again as any failure is."""
+        if not self._modes_unavailable:
+            self._modes_unavailable = True
+            self._emit("POWER_MODES_UNAVAILABLE", reason=str(exc))
+            self._faults.record("power modes")
+
+    def _modes_back(self, name: str | None) -> None:
+        if self._modes_unavailable:
+            self._modes_unavailable = False
+            self._emit("POWER_MODES_RESTORED", mode=name or "?")
 
     def _mode_backing_off(self, mono_s: float, what: str) -> bool:
         """Whether nvpmodel failed too lately to be run again now: one failure is tried again at the next tick,
@@ -342,7 +361,12 @@ class Controller(Component):
                 now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
                 self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
                 self._mode_failures["set"] = 0
+                self._modes_back(self._mode_known[0])
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
+            except PowerModesUnavailable as exc:
+                self._mode_known = None
+                self._mode_failed(self._clock.monotonic_s(), "set")
+                self._modes_out(exc)
             except HalError as exc:
                 self._mode_known = None  # whatever the board is in now, it is asked
                 self._mode_failed(self._clock.monotonic_s(), "set")

@@ -30,6 +30,12 @@ class HalError(RuntimeError):
     """A power-mode or backend request that cannot be done; the text says why and what would work."""
 
 
+class PowerModesUnavailable(HalError):
+    """Power modes can be neither read nor set until something outside the agent changes (a Jetson's nvpmodel
+    not there or not executable: a dev board, a container without it). One condition for as long as it lasts,
+    not a new failure at each try: the agent says it and counts it as a fault once."""
+
+
 # --- values ---------------------------------------------------------------------------------
 
 BUDGET_SOURCES = ("name", "profile", "software", "given", "unknown")

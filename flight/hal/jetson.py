@@ -34,6 +34,7 @@ from flight.hal.base import (
     HalReading,
     PowerControl,
     PowerMode,
+    PowerModesUnavailable,
     RailReading,
     SensorSet,
     find_power_mode,
@@ -410,7 +411,7 @@ def nvpmodel_problem(nvpmodel: str) -> str | None:
     """Why ``nvpmodel`` (a name looked up on PATH, or a path) cannot be run, naming the key and the path; None
     where it can. Asked as the backend starts (found in audit: a wrong [hal] nvpmodel was found only when the
     first power mode query failed). Not a reason to stop: a dev board without nvpmodel still reads its
-    sensors, and power modes work as soon as it is there (each failing try is said: POWER_MODE_FAILED)."""
+    sensors, and power modes work as soon as it is there (the agent says the outage once: POWER_MODES_UNAVAILABLE)."""
     if os.sep not in nvpmodel:
         found = shutil.which(nvpmodel)
         why = None if found else f"not found on PATH ({os.environ.get('PATH', '')[:200]})"
@@ -600,12 +601,16 @@ class JetsonHal(Hal):
         try:
             proc = subprocess.run(cmd, input=answer, capture_output=True, text=True, timeout=self.nvpmodel_timeout_s)
         except FileNotFoundError:
-            raise HalError(
+            raise PowerModesUnavailable(
                 f"nvpmodel not found at {self.nvpmodel!r} (hal.nvpmodel): install nvidia-l4t-nvpmodel, or set "
                 "[hal] nvpmodel to its path"
             ) from None
         except PermissionError:
-            raise HalError(f"{self.nvpmodel!r} (hal.nvpmodel) is not executable; check its mode bits") from None
+            raise PowerModesUnavailable(f"{self.nvpmodel!r} (hal.nvpmodel) is not executable; check its mode bits") \
+                from None
+        except OSError as exc:  # not a program this machine runs (ENOEXEC: a script with no #! line, a wrong arch)
+            raise PowerModesUnavailable(f"{self.nvpmodel!r} (hal.nvpmodel) cannot be run: {exc.strerror or exc}") \
+                from None
         except subprocess.TimeoutExpired:
             raise HalError(f"`{' '.join(cmd)}` did not finish within {self.nvpmodel_timeout_s} s") from None
         if proc.returncode != 0:

@@ -874,6 +874,14 @@ EVENTS = (
           "The board's power mode was changed", ("old", "new", "reason")),
     Event("POWER_MODE_FAILED", 0x0051, Severity.WARNING_HI, "Could not set power mode {name}: {reason}",
           "The hardware refused or failed a power-mode change", ("name", "reason")),
+    Event("POWER_MODES_UNAVAILABLE", 0x0054, Severity.WARNING_HI,
+          "Power modes can be neither read nor set: {reason}",
+          "The board's power-mode tool cannot run (a Jetson's nvpmodel not there or not executable): the board "
+          "stays in the mode it is in, which the agent does not know. Said and counted as a fault once an outage, "
+          "not at each try (tried again ever more seldom, AGT-008); POWER_MODES_RESTORED once it runs",
+          ("reason",)),
+    Event("POWER_MODES_RESTORED", 0x0055, Severity.ACTIVITY_HI, "Power modes work again: {mode} in force",
+          "The power-mode tool runs again after POWER_MODES_UNAVAILABLE", ("mode",)),
     Event("ADMISSION_CHANGED", 0x0052, Severity.ACTIVITY_HI, "Compute admission {old} → {new}: {reason}",
           "The power manager changed what compute work may run", ("old", "new", "reason")),
     Event("LOW_BATTERY", 0x0053, Severity.WARNING_HI, "Battery {soc_pct:.1f} % below {limit_pct:.1f} %",
