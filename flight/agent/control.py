@@ -94,8 +94,8 @@ class Controller(Component):
     COMMANDS = ("SET_POWER_MODE", "SET_TLE")
     EVENTS = ("THERMAL_STEP_DOWN", "THERMAL_STEP_UP", "THERMAL_HARD_LIMIT", "THERMAL_HARD_CLEAR", "LOW_BATTERY",
               "CONTACT_LOST", "FAULTS_REPEATED", "SENSOR_MISSING", "SENSOR_RESTORED", "POWER_MODE_CHANGED",
-              "POWER_MODE_FAILED", "POWER_MODES_UNAVAILABLE", "POWER_MODES_RESTORED", "ADMISSION_CHANGED", "ORBIT_UPDATED", "ORBIT_UNPREDICTABLE", "ECLIPSE_PREDICTED",
-              "SAA_PREDICTED")
+              "POWER_MODE_FAILED", "POWER_MODES_UNAVAILABLE", "POWER_MODES_RESTORED", "ADMISSION_CHANGED",
+              "ORBIT_UPDATED", "ORBIT_UNPREDICTABLE", "ECLIPSE_PREDICTED", "SAA_PREDICTED")
     CHANNELS = ("cpu_pct", "mem_pct", "sensors_missing",
                 "battery_soc_pct", "bus_voltage_v", "solar_power_w", "eps_source", "board_power_w",
                 *RAIL_CHANNELS.values(), "power_mode", "power_mode_cap", "power_budget_w", "admission", "power_reason",
