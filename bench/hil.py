@@ -17,8 +17,10 @@
   upper bound), the board kept below the agent's soft limit or the hottest the agent let it be,
   whichever is higher (the agent's schedule stays feasible). Without the thermal model the bound
   was far off for boards the radiator cannot cool at their top mode (0.456 for an AGX Orin that the
-  thermal limit held to 15-30 W, 0.961 with it). A case's load steps are bench.power's alone (a
-  scenario's load is constant). A day no schedule keeps above the floor is counted
+  thermal limit held to 15-30 W, 0.961 with it). Each day's board has a radiator sized for it
+  (``hil.power_cases.radiator``: for 60-110 % of its top mode, held at 80 °C in sunlight); before,
+  every board flew the harness's one radiator, sized for 15 W. A case's load steps are bench.power's
+  alone (a scenario's load is constant). A day no schedule keeps above the floor is counted
   (``cases_infeasible``) and not judged, as is one HiGHS could not solve (``cases_unsolved``, with
   why). ``floor_violations``: steps below the floor over the judged runs (must be 0).
 """
@@ -95,7 +97,11 @@ def case_scenario(case: PowerCase) -> dict:
                                       "degradation_known": False},
                  battery={"capacity_wh": case.capacity_wh, "nameplate_wh": case.nameplate_wh or case.capacity_wh,
                           "soc_initial_pct": case.soc0_pct},
-                 power={"platform_load_w": case.platform_w}, sensors=sensors)
+                 power={"platform_load_w": case.platform_w}, sensors=sensors,
+                 thermal=None if case.radiator_area_m2 is None else
+                 {"radiator_area_m2": case.radiator_area_m2,
+                  "board_to_radiator_w_per_k": case.board_to_radiator_w_per_k,
+                  "radiator_heat_capacity_j_per_k": case.radiator_heat_capacity_j_per_k})
 
 
 def judge_case(seed: int, tmp: Path) -> dict[str, object]:

@@ -167,7 +167,7 @@ class RunResult:
 
 class ClosedLoop:
     def __init__(self, scenario: Scenario, workdir: Path, progress: Callable[[float], None] | None = None):
-        from hil.physics import Battery, BatteryParams, ThermalModel, ThermalParams
+        from hil.physics import Battery, BatteryParams, ThermalModel
         from hil.profiles import load_or_generate
 
         self.sc = scenario
@@ -182,7 +182,7 @@ class ClosedLoop:
                                              discharge_efficiency=scenario.discharge_efficiency),
                                scenario.soc_initial_pct)
         # Start near the orbit-average equilibrium of an idle board, not at room temperature.
-        params = ThermalParams()
+        params = scenario.thermal_params()  # [thermal]: the radiator the rig sized to its board
         mean_sun = float(np.mean(self.profile.columns["shadow_factor"]))
         board_c, radiator_c = params.steady_state_c(self.board.modes[0].idle_power_w, mean_sun)
         self.thermal = ThermalModel(params, float(board_c), float(radiator_c))

@@ -91,6 +91,10 @@ class PowerCase:
     power_noise_pct: float = 1.0  # the solar power's measurement noise, one standard deviation
     nameplate_wh: float | None = None  # what the agent is configured with (None: capacity_wh, a new battery)
     gauge_capacity_wh: float | None = None  # the capacity the gauge has learnt and reports (None: none)
+    # The board's radiator (the HIL's [thermal]; bench.power flies no heat): None, the harness's default.
+    radiator_area_m2: float | None = None
+    board_to_radiator_w_per_k: float | None = None
+    radiator_heat_capacity_j_per_k: float | None = None
 
 
 def generate_case(seed: int) -> PowerCase:
@@ -122,7 +126,25 @@ def generate_case(seed: int) -> PowerCase:
         years=float(rng.uniform(0.0, 4.0)), belief_efficiency=efficiency * float(rng.uniform(0.85, 1.15)),
         board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
         soc0_pct=float(rng.uniform(45.0, 95.0)))
-    return replace(case, **instruments(seed, case.capacity_wh))
+    return replace(case, **instruments(seed, case.capacity_wh), **radiator(seed, board))
+
+
+RADIATOR_SIZED_C = 80.0  # the board temperature a case's radiator is sized to hold, in sunlight, at its sized power
+RADIATOR_SIZED_FRACTION = (0.6, 1.1)  # of the board's top mode: a radiator for less heats the top modes past it
+
+
+def radiator(seed: int, board: str) -> dict[str, float]:
+    """The case's radiator as a designer sizes it for the board (found in audit: the HIL flew every board with
+    one radiator, sized for 15 W, so an AGX Orin spent its days held to its lowest modes by heat): for a
+    fraction of the top mode's loaded power, held at :data:`RADIATOR_SIZED_C` in full sunlight (a fraction
+    below 1: the top modes run only while the board is cool or in shadow). Drawn on a stream of its own."""
+    from hil.physics.thermal import ThermalParams
+
+    top_w = max(m.loaded_power_w for m in load_board(board).modes)
+    fraction = float(np.random.default_rng([seed, 2]).uniform(*RADIATOR_SIZED_FRACTION))
+    sized = ThermalParams().sized_for(top_w * fraction, RADIATOR_SIZED_C, shadow_factor=1.0)
+    return {"radiator_area_m2": sized.radiator_area_m2, "board_to_radiator_w_per_k": sized.board_to_radiator_w_per_k,
+            "radiator_heat_capacity_j_per_k": sized.radiator_heat_capacity_j_per_k}
 
 
 def instruments(seed: int, capacity_wh: float) -> dict[str, float]:

@@ -220,6 +220,9 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         "instruments": instruments(sc),
         "agent": sc.agent,
         "board": sc.board,
+        # [thermal]: the radiator the board flew with (the two-node model's truth, hil/physics/thermal.py)
+        "radiator": {"area_m2": sc.radiator_area_m2, "board_to_radiator_w_per_k": sc.board_to_radiator_w_per_k,
+                     "heat_capacity_j_per_k": sc.radiator_heat_capacity_j_per_k},
         "sim_s": result.sim_s,
         "wall_s": round(result.wall_s, 3),
         "speedup": round(result.sim_s / result.wall_s, 1) if result.wall_s > 0 else None,
@@ -461,7 +464,8 @@ def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]
 <p>Time: <b>{body['time_mode']}</b>, {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s
 (× {body['speedup']}). Compute: <b>{html.escape(body['compute'])}</b>. Environment: {html.escape(body['environment'])}.
 Instruments: {html.escape(body['instruments'])}.
-Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}.</p>
+Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}, cooled by a modelled radiator of
+{body['radiator']['area_m2']:.3g} m² through {body['radiator']['board_to_radiator_w_per_k']:.3g} W/K.</p>
 <table><tr><th>criterion</th><th></th><th>detail</th></tr>{rows}</table>
 <h2>Timeline</h2><img src="data:image/png;base64,{_plots(result)}" alt="charge, power, temperatures, modes, work, flux, events">
 <h2>Energy plan</h2>{_plan_paragraph(body)}

@@ -75,6 +75,12 @@ Example, every key (the defaults are shown where a key may be left out)::
     [power]
     platform_load_w = 12.0        # the rest of the spacecraft, always on
 
+    [thermal]                     # the board's cooling: the truth hil/physics/thermal.py flies (two nodes)
+    radiator_area_m2 = 0.045      # one face radiating, white paint: size it to the board's heat (this one
+                                  #   holds a board at 15 W near 48 °C over an orbit, at 25 W near 92 °C)
+    board_to_radiator_w_per_k = 1.0   # the board's interface and strap (or heat pipe) to the radiator
+    radiator_heat_capacity_j_per_k = 180.0  # default: 4000 J/K per m² of radiator (1.5 mm of aluminium)
+
     [compute]
     real = false                  # false: modelled, true: the real compute worker (see below)
     tiles_per_s_at_maxn = 2000    # modelled throughput at the top mode (calibrate from bench.compute)
@@ -261,7 +267,7 @@ MAX_RATE_SCALE = 1e9  # [radiation] scales of the profile's upset rate: beyond i
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "": ("name", "profile", "duration_s", "step_s", "time_mode", "speed", "seed", "board", "agent", "battery",
          "power", "compute", "orbit", "faults", "commands", "criteria", "parameters", "radiation", "array",
-         "belief", "link", "sensors"),
+         "belief", "link", "sensors", "thermal"),
     "array": ("pointing", "attitude", "normal_orbit_frame", "area_m2", "panels", "efficiency", "degradation_per_year",
               "years_in_orbit"),
     "array.panels": ("normal", "area_m2"),
@@ -270,6 +276,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
                 "bus_voltage_noise_v"),
     "battery": ("capacity_wh", "nameplate_wh", "soc_initial_pct", "charge_efficiency", "discharge_efficiency"),
     "power": ("platform_load_w",),
+    "thermal": ("radiator_area_m2", "board_to_radiator_w_per_k", "radiator_heat_capacity_j_per_k"),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
     "radiation": ("fault_rate_scale", "memory_upset_scale", "memory_targets"),
     "criteria": ("charge_floor_pct", "temp_max_c", "min_work", "commands_verified", "no_unhandled_fault"),
@@ -350,6 +357,10 @@ class Scenario:
     charge_efficiency: float = 0.94  # [battery]: the truth's; the agent assumes 0.95 each way
     discharge_efficiency: float = 0.95
     platform_load_w: float = 12.0
+    # [thermal]: the board's cooling (hil.physics.thermal.ThermalParams; the rest of it as there)
+    radiator_area_m2: float = 0.045
+    board_to_radiator_w_per_k: float = 1.0
+    radiator_heat_capacity_j_per_k: float = 180.0
     compute_real: bool = False
     tiles_per_s_at_maxn: float = 2000.0
     capture_every_s: float = 60.0
@@ -380,6 +391,14 @@ class Scenario:
     nameplate_wh: float | None = None  # [battery]: what the agent is configured with (None: capacity_wh)
     # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
     link: LinkSpec | None = None
+
+    def thermal_params(self) -> Any:
+        """The two-node model's parameters this scenario flies (hil.physics.thermal.ThermalParams)."""
+        from hil.physics.thermal import ThermalParams
+
+        return ThermalParams(board_to_radiator_w_per_k=self.board_to_radiator_w_per_k,
+                             radiator_area_m2=self.radiator_area_m2,
+                             radiator_heat_capacity_j_per_k=self.radiator_heat_capacity_j_per_k)
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -643,7 +662,26 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         capacity_error_pct=capacity_error_pct,
         nameplate_wh=nameplate_wh,
         link=_link(c, raw, seed, agent),
+        **_thermal(c, raw),
     )
+
+
+RADIATOR_J_PER_K_M2 = 4000.0
+"""A radiator's heat capacity per m² when [thermal] does not give it: 1.5 mm of aluminium (2700 kg/m³, 890 J/kg/K
+gives 3600; with its paint and fixings 4000), so the default radiator's 180 J/K at 0.045 m²."""
+
+
+def _thermal(c: _Checker, raw: dict[str, Any]) -> dict[str, float]:
+    """[thermal]: the radiator a rig sizes to its board (found in audit: every board flew one radiator, sized for
+    15 W, so an AGX Orin spent its days held to its lowest modes by heat)."""
+    t = c.table(raw, "thermal")
+    area_m2 = c.number(t, "radiator_area_m2", "thermal", 0.045, lo=0.005, hi=2.0,
+                       why="5 cm² to 2 m² of radiator for one board")
+    return {"radiator_area_m2": area_m2,
+            "board_to_radiator_w_per_k": c.number(t, "board_to_radiator_w_per_k", "thermal", 1.0, lo=0.05, hi=20.0,
+                                                  why="a bolted joint (0.05 W/K) to heat pipes (20 W/K)"),
+            "radiator_heat_capacity_j_per_k": c.number(t, "radiator_heat_capacity_j_per_k", "thermal",
+                                                       area_m2 * RADIATOR_J_PER_K_M2, lo=20.0, hi=1e5)}
 
 
 def _battery_belief(c: _Checker, battery: dict[str, Any], sensors: dict[str, Any]

@@ -369,6 +369,23 @@ def test_max_steady_dissipation_inverts_the_steady_state():
     assert float(params.max_steady_dissipation_w(-150.0, 1.0)) == 0.0  # the sunlit radiator alone is warmer
 
 
+@pytest.mark.req("HIL-004")
+@pytest.mark.parametrize("power_w", [10.0, 25.0, 58.0])
+def test_a_radiator_sized_for_a_power_holds_it_at_that_temperature(power_w):
+    """bench.hil's days size each board's radiator (hil.power_cases.radiator): the sized parameters' steady
+    state at that power in full sunlight is the temperature asked for, the strap carrying it 15 K down (never
+    below the default's 1 W/K), the heat capacity following the area."""
+    sized = ThermalParams().sized_for(power_w, 80.0, shadow_factor=1.0)
+    board_c, radiator_c = sized.steady_state_c(power_w, 1.0)
+    assert float(board_c) == pytest.approx(80.0, abs=1e-6)
+    assert float(board_c - radiator_c) == pytest.approx(min(power_w, 15.0))  # 10 W over the default's 1 W/K
+    assert sized.board_to_radiator_w_per_k == max(1.0, power_w / 15.0)
+    assert sized.radiator_heat_capacity_j_per_k == pytest.approx(4000.0 * sized.radiator_area_m2)
+    assert float(sized.steady_state_c(power_w * 1.2, 1.0)[0]) > 85.0  # more than it was sized for runs hotter
+    with pytest.raises(ValueError, match="absorbs more than it emits"):
+        ThermalParams().sized_for(10.0, -80.0)
+
+
 @pytest.mark.req("HIL-025")
 @pytest.mark.parametrize("step_pct", [0.1, 0.5, 1.0, 2.0, 5.0])
 def test_the_gauge_reads_the_nearest_step_within_0_to_100(step_pct):

@@ -206,3 +206,6 @@ def test_every_generated_power_case_is_a_scenario_the_harness_flies():
         assert believed == pytest.approx(case.belief_efficiency)
         assert (sc.capacity_wh * (1.0 + sc.capacity_error_pct / 100.0) == pytest.approx(case.gauge_capacity_wh)
                 if sc.gauge_capacity else case.gauge_capacity_wh is None)
+        params = sc.thermal_params()  # the radiator sized for the case's board, as the harness flies it
+        assert (params.radiator_area_m2, params.board_to_radiator_w_per_k, params.radiator_heat_capacity_j_per_k) == (
+            case.radiator_area_m2, case.board_to_radiator_w_per_k, case.radiator_heat_capacity_j_per_k)

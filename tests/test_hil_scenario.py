@@ -55,6 +55,7 @@ TYPOS = [
     (base(battery={"capacity": 5.0}), "battery.capacity", "did you mean capacity_wh?"),
     (base(battery={"soc_initial": 50}), "battery.soc_initial", "did you mean soc_initial_pct?"),
     (base(power={"platform_load": 10}), "power.platform_load", "did you mean platform_load_w?"),
+    (base(thermal={"radiator_area": 0.1}), "thermal.radiator_area", "did you mean radiator_area_m2?"),
     (base(compute={"tiles_per_s": 10}), "compute.tiles_per_s", "did you mean tiles_per_s_at_maxn?"),
     (base(radiation={"fault_rate": 1}), "radiation.fault_rate", "did you mean fault_rate_scale?"),
     (base(criteria={"charge_floor": 30}), "criteria.charge_floor", "did you mean charge_floor_pct?"),
@@ -175,6 +176,10 @@ BAD_VALUES = [
     (base(sensors={"temp_noise_c": -1}), "sensors.temp_noise_c", "outside [0, 10]"),
     (base(sensors={"bus_voltage_noise_v": "some"}), "sensors.bus_voltage_noise_v", "expected a number"),
     (base(battery={"capacity_wh": 60, "charge_efficiency": 1.2}), "battery.charge_efficiency", "outside [0.5, 1]"),
+    (base(thermal={"radiator_area_m2": 0}), "thermal.radiator_area_m2", "5 cm² to 2 m² of radiator"),
+    (base(thermal={"board_to_radiator_w_per_k": 100}), "thermal.board_to_radiator_w_per_k", "heat pipes"),
+    (base(thermal={"radiator_heat_capacity_j_per_k": "light"}), "thermal.radiator_heat_capacity_j_per_k",
+     "expected a number"),
     (base(faults=[{"at_s": 1, "kind": "seu_weights"}]), "faults[0].kind", "seu_weights needs the real compute"),
     (base(radiation={"fault_rate_scale": 10}), "radiation.fault_rate_scale", "needs the real compute worker"),
     # Found in audit: 1e20 passed and the run died in a TleError (exit 3); 1900 was flown with a TLE saying 2000;
@@ -430,3 +435,24 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
 def test_compute_account_depends_on_the_scenario_only():
     sc = parse_scenario(base(compute={"real": True}, time_mode="realtime"), SOURCE)
     assert compute_account(sc, {})["compute_mode"] == "real"
+
+
+@pytest.mark.req("HIL-004")
+def test_the_thermal_table_sizes_the_radiator_the_harness_flies(tmp_path):
+    """Found in audit: every board flew one radiator, sized for 15 W. [thermal] gives a rig's own: the closed loop
+    flies it (a bigger radiator starts the board cooler), its heat capacity following its area unless given."""
+    from hil.loop import ClosedLoop
+    from hil.physics.thermal import ThermalParams
+
+    default = parse_scenario(base(), SOURCE)
+    assert default.thermal_params() == ThermalParams()  # no table: the harness's design point, as before
+    sc = parse_scenario(base(board="agx_orin_64gb", thermal={"radiator_area_m2": 0.1, "board_to_radiator_w_per_k": 3}),
+                        SOURCE)
+    params = sc.thermal_params()
+    assert (params.radiator_area_m2, params.board_to_radiator_w_per_k) == (0.1, 3.0)
+    assert params.radiator_heat_capacity_j_per_k == pytest.approx(400.0)  # 4000 J/K per m²
+    given = parse_scenario(base(thermal={"radiator_heat_capacity_j_per_k": 250}), SOURCE)
+    assert given.thermal_params().radiator_heat_capacity_j_per_k == 250.0
+    small, large = ClosedLoop(default, tmp_path / "a"), ClosedLoop(sc, tmp_path / "b")
+    assert large.thermal.params == params and small.thermal.params == ThermalParams()
+    assert large.thermal.board_temp_c < small.thermal.board_temp_c - 5.0

@@ -42,7 +42,7 @@ it below is the thermal governor's job). tests/test_hil_physics.py holds these.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -169,6 +169,25 @@ class ThermalParams:
             hi = np.where(too_hot, mid, hi)
             lo = np.where(too_hot, lo, mid)
         return np.where(board_k(np.zeros(limit_k.shape)) > limit_k, 0.0, lo)
+
+
+    def sized_for(self, dissipation_w: float, board_c: float, shadow_factor: float = 1.0,
+                  gradient_k: float = 15.0, j_per_k_m2: float = 4000.0) -> ThermalParams:
+        """These parameters with a radiator a designer would size for ``dissipation_w`` held at ``board_c`` in
+        steady state (under ``shadow_factor``'s environment): the board-to-radiator conductance carries it
+        ``gradient_k`` down (never below this one's), and the area radiates it and what the radiator absorbs
+        (which grows with the area) at the radiator's temperature; its heat capacity ``j_per_k_m2`` per m².
+        ValueError where the radiator would be too cold to radiate even its own absorbed heat."""
+        g = max(self.board_to_radiator_w_per_k, dissipation_w / gradient_k)
+        radiator_k = board_c + KELVIN_OFFSET - dissipation_w / g
+        emitted_w_m2 = STEFAN_BOLTZMANN_W_M2_K4 * self.radiator_emissivity * radiator_k**4
+        absorbed_w_m2 = float(replace(self, radiator_area_m2=1.0).absorbed_w(shadow_factor))
+        if not emitted_w_m2 > absorbed_w_m2:
+            raise ValueError(f"a radiator at {radiator_k - KELVIN_OFFSET:.1f} C absorbs more than it emits: no area "
+                             f"holds {dissipation_w:g} W at {board_c:g} C")
+        area_m2 = dissipation_w / (emitted_w_m2 - absorbed_w_m2)
+        return replace(self, board_to_radiator_w_per_k=g, radiator_area_m2=area_m2,
+                       radiator_heat_capacity_j_per_k=area_m2 * j_per_k_m2)
 
 
 @dataclass(frozen=True)
