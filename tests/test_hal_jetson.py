@@ -386,7 +386,7 @@ def test_set_that_needs_a_reboot_is_refused_not_hung(tmp_path):
     assert fake.nvpmodel_status_id() == 0
 
 
-def test_nvpmodel_missing_or_unparseable(tmp_path):
+def test_nvpmodel_missing_or_unparseable(tmp_path, monkeypatch):
     fake = make_board(tmp_path, "orin_nano")
     hal = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(tmp_path / "nowhere" / "nvpmodel"))).hal
     with pytest.raises(PowerModesUnavailable, match="nvpmodel not found"):  # one condition, not a failure a try
@@ -399,6 +399,17 @@ def test_nvpmodel_missing_or_unparseable(tmp_path):
     odd = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(script))).hal
     with pytest.raises(PowerModesUnavailable, match=r"hal\.nvpmodel\) cannot be run: Exec format error"):
         odd.set_power_mode("7W")
+    # Found in review: any OSError was taken for a tool that cannot run; one of the machine's state (no file
+    # descriptors left, no memory) is a failure like another, tried again.
+    import subprocess
+
+    def out_of_descriptors(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    with monkeypatch.context() as m, pytest.raises(HalError, match="Too many open files") as caught:
+        m.setattr(subprocess, "run", out_of_descriptors)
+        odd.current_power_mode()
+    assert not isinstance(caught.value, PowerModesUnavailable)
     fake.set_nvpmodel_behaviour(query_garbage=True)
     with pytest.raises(HalError, match="no 'NV Power Mode:' line"):
         open_fake(fake).current_power_mode()

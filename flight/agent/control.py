@@ -235,7 +235,8 @@ class Controller(Component):
             self._mode_failed(mono_s, "query")
             if isinstance(exc, PowerModesUnavailable):
                 self._modes_out(exc)
-            else:
+            else:  # it ran, and failed as a tool does: the outage is over (found in review: it was kept for good)
+                self._modes_back(None)
                 self._internal_error("power mode query", exc)
             return None
         self._mode_failures["query"] = 0
@@ -254,6 +255,7 @@ class Controller(Component):
             self._faults.record("power modes")
 
     def _modes_back(self, name: str | None) -> None:
+        """The tool ran (with whatever outcome): an outage said is over, and the next is said and counted."""
         if self._modes_unavailable:
             self._modes_unavailable = False
             self._emit("POWER_MODES_RESTORED", mode=name or "?")
@@ -370,6 +372,7 @@ class Controller(Component):
             except HalError as exc:
                 self._mode_known = None  # whatever the board is in now, it is asked
                 self._mode_failed(self._clock.monotonic_s(), "set")
+                self._modes_back(None)
                 self._emit("POWER_MODE_FAILED", name=out.power_mode, reason=str(exc))
                 self._faults.record("power mode")
         for event in out.after:

@@ -67,6 +67,16 @@ class ParameterStore:
                 continue
             self.saved[name] = self._values[name]
             self._commanded.add(name)
+        # The board's bounds first (found in audit: 110 C saved for the hard limit of an Orin Nano, which shuts
+        # down at 97 C, overrode the config the agent's start had checked): a saved value breaking one gives way,
+        # and the pairs below are then held against the value under it (found in review: a soft limit saved
+        # with it stayed above the hard limit in force).
+        problem = self.rule_problem()
+        if problem is not None and problem[0] in self.saved:
+            name = problem[0]
+            self._refuse(name, self.saved.pop(name), problem[1])
+            self._commanded.discard(name)
+            self._values[name] = under[name]
         # A pair saved apart may break its rule with the config's other half: both saved halves give way (the
         # layers under them keep the rule: load_config checks it).
         for lower, upper, why in ORDERED_PARAMETERS:
@@ -76,14 +86,6 @@ class ParameterStore:
                         self._refuse(name, self.saved.pop(name), why)
                         self._commanded.discard(name)
                         self._values[name] = under[name]
-        # The board's bounds (found in audit: 110 C saved for the hard limit of an Orin Nano, which shuts down
-        # at 97 C, overrode the config the agent's start had checked): a saved value breaking one gives way.
-        problem = self.rule_problem()
-        if problem is not None and problem[0] in self.saved:
-            name = problem[0]
-            self._refuse(name, self.saved.pop(name), problem[1])
-            self._commanded.discard(name)
-            self._values[name] = under[name]
 
     def rule_problem(self) -> tuple[str, str] | None:
         """(parameter, why) where the values in force break :attr:`rule`, else None."""

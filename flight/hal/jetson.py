@@ -18,6 +18,7 @@ that take text and return values.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -407,6 +408,11 @@ def read_model(root: str | Path = "/") -> str | None:
     return None
 
 
+_NOT_A_PROGRAM = frozenset({errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR})
+"""Errors of starting nvpmodel that say the file is no program this machine runs (ENOEXEC: a script with no #!
+line, another architecture's binary) or no file at that path: power modes are unavailable until it changes."""
+
+
 def nvpmodel_problem(nvpmodel: str) -> str | None:
     """Why ``nvpmodel`` (a name looked up on PATH, or a path) cannot be run, naming the key and the path; None
     where it can. Asked as the backend starts (found in audit: a wrong [hal] nvpmodel was found only when the
@@ -608,9 +614,11 @@ class JetsonHal(Hal):
         except PermissionError:
             raise PowerModesUnavailable(f"{self.nvpmodel!r} (hal.nvpmodel) is not executable; check its mode bits") \
                 from None
-        except OSError as exc:  # not a program this machine runs (ENOEXEC: a script with no #! line, a wrong arch)
-            raise PowerModesUnavailable(f"{self.nvpmodel!r} (hal.nvpmodel) cannot be run: {exc.strerror or exc}") \
-                from None
+        except OSError as exc:
+            why = f"{self.nvpmodel!r} (hal.nvpmodel) cannot be run: {exc.strerror or exc}"
+            if exc.errno in _NOT_A_PROGRAM:  # until someone changes the file or the config
+                raise PowerModesUnavailable(why) from None
+            raise HalError(why) from None  # the machine's state (no memory, no file descriptors): tried again
         except subprocess.TimeoutExpired:
             raise HalError(f"`{' '.join(cmd)}` did not finish within {self.nvpmodel_timeout_s} s") from None
         if proc.returncode != 0:

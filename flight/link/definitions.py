@@ -880,8 +880,10 @@ EVENTS = (
           "stays in the mode it is in, which the agent does not know. Said and counted as a fault once an outage, "
           "not at each try (tried again ever more seldom, AGT-008); POWER_MODES_RESTORED once it runs",
           ("reason",)),
-    Event("POWER_MODES_RESTORED", 0x0055, Severity.ACTIVITY_HI, "Power modes work again: {mode} in force",
-          "The power-mode tool runs again after POWER_MODES_UNAVAILABLE", ("mode",)),
+    Event("POWER_MODES_RESTORED", 0x0055, Severity.ACTIVITY_HI,
+          "The power-mode tool runs again (mode in force: {mode})",
+          "After POWER_MODES_UNAVAILABLE, the tool ran: the mode it gave, or ? where it failed as a tool can (said "
+          "then as any failure of a query or a set is)", ("mode",)),
     Event("ADMISSION_CHANGED", 0x0052, Severity.ACTIVITY_HI, "Compute admission {old} → {new}: {reason}",
           "The power manager changed what compute work may run", ("old", "new", "reason")),
     Event("LOW_BATTERY", 0x0053, Severity.WARNING_HI, "Battery {soc_pct:.1f} % below {limit_pct:.1f} %",
