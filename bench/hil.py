@@ -19,8 +19,9 @@
   was far off for boards the radiator cannot cool at their top mode (0.456 for an AGX Orin that the
   thermal limit held to 15-30 W, 0.961 with it). Each day's board has a radiator sized for it
   (``hil.power_cases.radiator``: for 60-110 % of its top mode, held at 80 °C in sunlight); before,
-  every board flew the harness's one radiator, sized for 15 W. A case's load steps are bench.power's
-  alone (a scenario's load is constant). A day no schedule keeps above the floor is counted
+  every board flew the harness's one radiator, sized for 15 W. A case's load steps nobody announces
+  are flown too (``[power] load_steps``; before, the HIL's load was constant), and the oracle is given
+  the truth's load at each step. A day no schedule keeps above the floor is counted
   (``cases_infeasible``) and not judged, as is one HiGHS could not solve (``cases_unsolved``, with
   why). ``floor_violations``: steps below the floor over the judged runs (must be 0).
 """
@@ -97,7 +98,9 @@ def case_scenario(case: PowerCase) -> dict:
                                       "degradation_known": False},
                  battery={"capacity_wh": case.capacity_wh, "nameplate_wh": case.nameplate_wh or case.capacity_wh,
                           "soc_initial_pct": case.soc0_pct},
-                 power={"platform_load_w": case.platform_w}, sensors=sensors,
+                 power={"platform_load_w": case.platform_w,  # and its steps nobody announces, in time order
+                        "load_steps": [[at_s, extra_w] for at_s, extra_w in sorted(case.load_steps)]},
+                 sensors=sensors,
                  thermal=None if case.radiator_area_m2 is None else
                  {"radiator_area_m2": case.radiator_area_m2,
                   "board_to_radiator_w_per_k": case.board_to_radiator_w_per_k,
@@ -121,7 +124,7 @@ def judge_case(seed: int, tmp: Path) -> dict[str, object]:
                               "floor_violations": int((tr["soc_pct"] < FLOOR_PCT).sum()),
                               "wall_s": round(result.wall_s, 1)}
     try:
-        oracle = solve_oracle(tr["solar_power_w"][:-1], sc.step_s, sc.platform_load_w,
+        oracle = solve_oracle(tr["solar_power_w"][:-1], sc.step_s, tr["platform_load_w"][:-1],
                               BatterySpec(sc.capacity_wh, float(tr["soc_pct"][0]), FLOOR_PCT, sc.charge_efficiency,
                                           sc.discharge_efficiency),
                               modes_from_board(load_board(sc.board), TILES_AT_MAXN), final_soc_min_pct=final_soc,

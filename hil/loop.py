@@ -113,6 +113,7 @@ class Trace:
     bus_voltage_v: list[float] = field(default_factory=list)
     solar_power_w: list[float] = field(default_factory=list)
     board_power_w: list[float] = field(default_factory=list)
+    platform_load_w: list[float] = field(default_factory=list)  # the truth's, its [power] load_steps in it
     temp_board_c: list[float] = field(default_factory=list)
     temp_radiator_c: list[float] = field(default_factory=list)
     power_mode: list[str] = field(default_factory=list)
@@ -511,10 +512,11 @@ class ClosedLoop:
                     board_w, duty, mode_name = mode.idle_power_w, 0.0, mode.name
                 else:
                     board_w, duty, mode_name = 0.0, 0.0, "OFF"
-                self._record(t, row, board_w, duty, mode_name, state.mode.value if up else "DOWN", work, up)
+                platform_w = sc.platform_load_at_w(rel_s)  # the truth's, with its steps nobody announced
+                self._record(t, row, board_w, platform_w, duty, mode_name, state.mode.value if up else "DOWN", work, up)
                 if k == n_steps:
                     break
-                net_w = row["solar_power_w"] - sc.platform_load_w - board_w
+                net_w = row["solar_power_w"] - platform_w - board_w
                 served = 1.0  # the part of the step's demand the battery could meet (an audit: an empty battery
                 # had no effect, the board working on at 0 %, and the run could pass)
                 unserved_wh = self.battery.step(net_w, sc.step_s).unserved_wh
@@ -617,14 +619,15 @@ class ClosedLoop:
         true_v = float(self.battery.voltage_v)
         return max(0.0, true_v + noise_v * float(self.voltage_rng.normal())) if noise_v > 0 else true_v
 
-    def _record(self, t: float, row: dict[str, float], board_w: float, duty: float, mode_name: str, mode: str,
-                work: float, up: bool) -> None:
+    def _record(self, t: float, row: dict[str, float], board_w: float, platform_w: float, duty: float,
+                mode_name: str, mode: str, work: float, up: bool) -> None:
         tr = self.trace
         tr.time_s.append(t)
         tr.soc_pct.append(self.battery.soc_pct)
         tr.bus_voltage_v.append(self.battery.voltage_v)
         tr.solar_power_w.append(row["solar_power_w"])
         tr.board_power_w.append(board_w)
+        tr.platform_load_w.append(platform_w)
         tr.temp_board_c.append(self.thermal.board_temp_c)
         tr.temp_radiator_c.append(self.thermal.radiator_temp_c)
         tr.power_mode.append(mode_name)

@@ -197,8 +197,10 @@ def instruments(sc: Scenario) -> str:
              else "the exact bus voltage")
     tle = (f" and a TLE {sc.tle_along_track_km:+g} km along track of the truth's orbit (where the profile has one)"
            if sc.time_mode == "lockstep" else "")  # in real time the agent is given no TLE (ClosedLoop.agent_config)
-    belief = (f"it was configured with a platform load {sc.platform_load_error_pct:+g} % off the truth's{tle}, and "
-              f"assumes 95 % battery efficiencies each way (the truth's: {sc.charge_efficiency:g} charging, "
+    n = len(sc.load_steps)
+    steps = f" (before its {n} step{'s' if n > 1 else ''} nobody announced)" if n else ""
+    belief = (f"it was configured with a platform load {sc.platform_load_error_pct:+g} % off the truth's{steps}{tle}, "
+              f"and assumes 95 % battery efficiencies each way (the truth's: {sc.charge_efficiency:g} charging, "
               f"{sc.discharge_efficiency:g} discharging)")
     return (f"the agent read {gauge}, {capacity}, {power}, {temps} and {volts}; {belief}; the charge, power and "
             "temperatures here are the truth")

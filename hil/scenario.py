@@ -74,6 +74,9 @@ Example, every key (the defaults are shown where a key may be left out)::
 
     [power]
     platform_load_w = 12.0        # the rest of the spacecraft, always on
+    load_steps = [[3600, 4.0], [7200, -4.0]]   # from at_s (0 to duration_s), this many W more (or less: the
+                                  #   load never below 0) that nobody announces: the agent learns them from its
+                                  #   gauge, as a heater or a payload switching on (default: none)
 
     [thermal]                     # the board's cooling: the truth hil/physics/thermal.py flies (two nodes)
     radiator_area_m2 = 0.045      # one face radiating, white paint: size it to the board's heat (this one
@@ -275,7 +278,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "sensors": ("soc_step_pct", "power_noise_pct", "gauge_capacity", "capacity_error_pct", "temp_noise_c",
                 "bus_voltage_noise_v"),
     "battery": ("capacity_wh", "nameplate_wh", "soc_initial_pct", "charge_efficiency", "discharge_efficiency"),
-    "power": ("platform_load_w",),
+    "power": ("platform_load_w", "load_steps"),
     "thermal": ("radiator_area_m2", "board_to_radiator_w_per_k", "radiator_heat_capacity_j_per_k"),
     "compute": ("real", "tiles_per_s_at_maxn", "capture_every_s", "tiles_per_capture"),
     "radiation": ("fault_rate_scale", "memory_upset_scale", "memory_targets"),
@@ -357,6 +360,7 @@ class Scenario:
     charge_efficiency: float = 0.94  # [battery]: the truth's; the agent assumes 0.95 each way
     discharge_efficiency: float = 0.95
     platform_load_w: float = 12.0
+    load_steps: tuple[tuple[float, float], ...] = ()  # [power]: (from run-relative s, W more) nobody announces
     # [thermal]: the board's cooling (hil.physics.thermal.ThermalParams; the rest of it as there)
     radiator_area_m2: float = 0.045
     board_to_radiator_w_per_k: float = 1.0
@@ -391,6 +395,10 @@ class Scenario:
     nameplate_wh: float | None = None  # [battery]: what the agent is configured with (None: capacity_wh)
     # [link]: a proxy with faults between the ground client and the agent; None: no proxy.
     link: LinkSpec | None = None
+
+    def platform_load_at_w(self, rel_s: float) -> float:
+        """The truth's platform load at ``rel_s`` into the run: the constant part and every step begun by then."""
+        return self.platform_load_w + sum(extra for at_s, extra in self.load_steps if at_s <= rel_s)
 
     def thermal_params(self) -> Any:
         """The two-node model's parameters this scenario flies (hil.physics.thermal.ThermalParams)."""
@@ -627,6 +635,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         discharge_efficiency=c.number(battery, "discharge_efficiency", "battery", 0.95, lo=0.5, hi=1.0),
         platform_load_w=c.number(power, "platform_load_w", "power", 12.0, lo=0, hi=MAX_PLATFORM_LOAD_W,
                                  why="the rest of a small spacecraft, W"),
+        load_steps=_load_steps(c, power, duration),
         compute_real=real,
         tiles_per_s_at_maxn=c.number(compute, "tiles_per_s_at_maxn", "compute", 2000.0, lo=0, hi=MAX_TILES_PER_S,
                                      why="a board's throughput (1e308 made infinite work, and a summary JSON "
@@ -664,6 +673,36 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
         link=_link(c, raw, seed, agent),
         **_thermal(c, raw),
     )
+
+
+MAX_LOAD_STEPS = 1000
+
+
+def _load_steps(c: _Checker, power: dict[str, Any], duration_s: float) -> tuple[tuple[float, float], ...]:
+    """[power] load_steps: [at_s, extra_w] pairs, in time order, the load they leave never below 0 nor past
+    MAX_PLATFORM_LOAD_W (found in audit: the HIL flew a constant load, so the agent's load learning was judged on
+    a load that never moved)."""
+    steps = power.get("load_steps", [])
+    if not isinstance(steps, list) or len(steps) > MAX_LOAD_STEPS:
+        raise c.fail("power.load_steps", f"a list of at most {MAX_LOAD_STEPS} [at_s, extra_w] pairs, got "
+                                         f"{_kind(steps)}")
+    out: list[tuple[float, float]] = []
+    load_w = c.number(power, "platform_load_w", "power", 12.0, lo=0, hi=MAX_PLATFORM_LOAD_W)
+    for i, step in enumerate(steps):
+        key = f"power.load_steps[{i}]"
+        if not (isinstance(step, list) and len(step) == 2 and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in step)):
+            raise c.fail(key, f"an [at_s, extra_w] pair of numbers, got {step!r}"[:200])
+        at_s, extra_w = float(step[0]), float(step[1])
+        if not 0.0 <= at_s <= duration_s:
+            raise c.fail(key, f"at_s {at_s:g} is outside the run (0 to {duration_s:g} s)")
+        if out and at_s < out[-1][0]:
+            raise c.fail(key, f"at_s {at_s:g} is before the step before it ({out[-1][0]:g} s): give them in time order")
+        load_w += extra_w
+        if not 0.0 <= load_w <= MAX_PLATFORM_LOAD_W:
+            raise c.fail(key, f"leaves a platform load of {load_w:g} W, outside [0, {MAX_PLATFORM_LOAD_W:g}]")
+        out.append((at_s, extra_w))
+    return tuple(out)
 
 
 RADIATOR_J_PER_K_M2 = 4000.0

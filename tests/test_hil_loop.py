@@ -584,6 +584,24 @@ def test_the_agent_reads_a_whole_percent_gauge_and_noisy_power_while_the_run_fli
     assert volts == pytest.approx(exact_tr["bus_voltage_v"][:len(volts)].tolist())
 
 
+@pytest.mark.req("HIL-025", "AGT-061")
+def test_a_load_step_nobody_announced_is_flown_and_the_agent_learns_it_from_its_gauge(tmp_path):
+    """Found in audit: the HIL's platform load was constant, so the agent's load learning was only ever judged on
+    a load that never moved. [power] load_steps are the truth's: the battery flies them, the trace keeps them,
+    the report says them, and the agent, told nothing, learns the new load from its gauge."""
+    from hil.report import instruments
+
+    sc = parse_scenario({"name": "steps", "profile": str(SSO), "duration_s": 3000, "step_s": 10, "seed": 4,
+                         "power": {"platform_load_w": 12.0, "load_steps": [[600, 8.0]]}}, "t")
+    loop = ClosedLoop(sc, tmp_path / "run")
+    tr = loop.run().trace.arrays()
+    assert set(tr["platform_load_w"][tr["time_s"] - tr["time_s"][0] < 600]) == {12.0}
+    assert set(tr["platform_load_w"][tr["time_s"] - tr["time_s"][0] >= 600]) == {20.0}
+    assert loop.agent_config()["power"]["platform_load_w"] == pytest.approx(13.2)  # told of neither
+    assert loop.client.latest["platform_load_est_w"][0] == pytest.approx(20.0, rel=0.1)  # learnt
+    assert "a platform load +10 % off the truth's (before its 1 step nobody announced)" in instruments(sc)
+
+
 @pytest.mark.req("HIL-025")
 def test_the_agent_is_given_a_tle_off_along_track_and_the_battery_flies_its_own_efficiencies(tmp_path):
     """The profile is flown on the truth's TLE; the agent's is [belief] tle_along_track_km ahead along its track

@@ -193,13 +193,15 @@ def test_every_generated_power_case_is_a_scenario_the_harness_flies():
     takes (a nameplate, efficiency error or array the scenario refuses would end the benchmark), with the case's
     truth and beliefs carried over."""
     from bench.hil import case_scenario
-    from hil.power_cases import generate_case
+    from hil.power_cases import generate_case, platform_w
 
     for seed in range(2026, 2126):
         case = generate_case(seed)
         raw = {k: v for k, v in case_scenario(case).items() if v is not None}
         sc = parse_scenario(raw, "t.toml")
         assert sc.capacity_wh == case.capacity_wh and sc.platform_load_w == case.platform_w and sc.board == case.board
+        for t_s in (0.0, 3600.0, 43200.0, 86399.0):  # the truth's load, with the steps the agent is not told of
+            assert sc.platform_load_at_w(t_s) == pytest.approx(float(platform_w(case, np.array([t_s]))[0]))
         truth = SpacecraftParams(**sc.array)
         assert truth.array_efficiency == case.efficiency and truth.array_pointing == case.pointing
         believed = truth.array_efficiency * (1.0 + sc.efficiency_error_pct / 100.0)
