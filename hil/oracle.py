@@ -132,6 +132,9 @@ class OracleInfeasible(ValueError):
         self.soc_pct = soc_pct
 
 
+NUMERICAL_TROUBLE = 4  # scipy's linprog status: "numerical difficulties encountered" (another method may not)
+
+
 class OracleError(RuntimeError):
     """HiGHS did not find the optimum (iteration limit, numerical trouble); carries its status."""
 
@@ -445,13 +448,20 @@ def solve_oracle(
     t0 = time.perf_counter()
     # With the thermal rows, HiGHS's simplex stalls on some days (status 4, numerical difficulties: seen in
     # bench.hil, an AGX Orin starting cold) where its interior point method, with its crossover to a vertex, solves
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
-                  method="highs" if thermal is None else "highs-ipm")
+    # them; on others the interior point method stalls and the dual simplex solves (an AGX Orin with a radiator
+    # sized for it, seed 2030): each is tried in turn where the one before had numerical trouble.
+    methods = ("highs",) if thermal is None else ("highs-ipm", "highs-ds")
+    tried: list[str] = []
+    for method in methods:
+        res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method=method)
+        tried.append(f"{method}: status {res.status} after {time.perf_counter() - t0:.1f} s")
+        if res.status != NUMERICAL_TROUBLE:
+            break
     solve_s = time.perf_counter() - t0
     n_rows = a_eq.shape[0] + (a_ub.shape[0] if a_ub is not None else 0)
     if res.status != 0:
         raise OracleError(
-            f"HiGHS status {res.status} after {solve_s:.1f} s on {cost.size} variables, {n_rows} rows: "
+            f"HiGHS status {res.status} on {cost.size} variables, {n_rows} rows ({'; '.join(tried)}): "
             f"{res.message}; try a coarser step (coarsen) or check the inputs for extreme values")
 
     v = res.x

@@ -20,6 +20,7 @@ from flight.power.policy import Admission, Battery, ModePower, PowerInputs, Powe
 from hil.oracle import (
     BatterySpec,
     ComputeMode,
+    OracleError,
     OracleInfeasible,
     _build_lp,
     coarsen,
@@ -469,6 +470,40 @@ def test_a_board_too_hot_even_idling_is_infeasible_and_bad_thermal_input_is_refu
     with pytest.raises(ValueError, match=r"thermal.absorbed_w: need one value per step"):
         solve_oracle(solar, 10.0, PLATFORM_W, battery, NX,
                      thermal=ThermalBound(params, absorbed[:-1], 40.0, 30.0, 85.0))
+
+
+@pytest.mark.req("HIL-005")
+def test_a_method_in_numerical_trouble_gives_way_to_the_next(monkeypatch):
+    """Found in bench.hil: HiGHS's interior point method stalled (status 4) on a day its dual simplex solves, and
+    the day went unjudged. Each method is tried in turn where the one before had numerical trouble: the answer
+    is the same optimum; where all have it, the error names each."""
+    import hil.oracle
+    from hil.oracle import ThermalBound
+
+    solar, absorbed, params = hot_orbit(0.5)
+    battery = BatterySpec(capacity_wh=1000.0, initial_soc_pct=80.0, floor_pct=10.0)
+    thermal = ThermalBound(params, absorbed, 40.0, 30.0, 85.0)
+    direct = solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0, thermal=thermal)
+    real, used = hil.oracle.linprog, []
+
+    def troubled(*args, method, **kwargs):
+        used.append(method)
+        res = real(*args, method=method, **kwargs)
+        if method in stalls:
+            res.status, res.message = 4, f"{method} stalled (this test)"
+        return res
+
+    monkeypatch.setattr(hil.oracle, "linprog", troubled)
+    stalls = {"highs-ipm"}
+    fallen_back = solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0, thermal=thermal)
+    assert used == ["highs-ipm", "highs-ds"] and fallen_back.work == pytest.approx(direct.work, rel=1e-6)
+    used.clear()
+    stalls = {"highs-ipm", "highs-ds"}
+    with pytest.raises(OracleError, match=r"highs-ipm: status 4 after .* s; highs-ds: status 4 after"):
+        solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0, thermal=thermal)
+    used.clear()
+    solve_oracle(solar, 10.0, PLATFORM_W, battery, NX, final_soc_min_pct=0.0)  # no thermal rows: one method
+    assert used == ["highs"]
 
 
 def test_docstring_examples():
