@@ -196,6 +196,20 @@ def test_the_power_mode_in_force_is_asked_of_the_board_at_most_every_half_minute
     assert changed and changed[-1]["new"] == in_force and rig.hal.current_power_mode().name == in_force
 
 
+def nvpmodel_fails(rig: InProcessAgent, monkeypatch, error: Exception) -> list:
+    """From now on every power-mode query and set raises ``error``; returns the list of their calls."""
+    calls: list = []
+
+    def fail(*args):
+        calls.append(args)
+        raise error
+
+    monkeypatch.setattr(rig.hal, "current_power_mode", fail)
+    monkeypatch.setattr(rig.hal, "set_power_mode", fail)
+    rig.agent.controller._mode_known = None  # noqa: SLF001 - asked at the next tick
+    return calls
+
+
 @pytest.mark.req("AGT-008")
 def test_a_failing_nvpmodel_is_tried_again_ever_more_seldom_not_at_every_tick(rig, monkeypatch):
     """Found in audit: a failed query or set was forgotten at once, so a failing (or hung: 10 s a call, on the
@@ -206,15 +220,7 @@ def test_a_failing_nvpmodel_is_tried_again_ever_more_seldom_not_at_every_tick(ri
 
     rig.send("SET_MODE", mode="IDLE")
     rig.send("SET_MODE", mode="COMPUTE")
-    calls = []
-
-    def broken(*args):
-        calls.append(args)
-        raise HalError("nvpmodel: exit status 1")
-
-    monkeypatch.setattr(rig.hal, "current_power_mode", broken)
-    monkeypatch.setattr(rig.hal, "set_power_mode", broken)
-    rig.agent.controller._mode_known = None  # noqa: SLF001 - asked at the next tick
+    calls = nvpmodel_fails(rig, monkeypatch, HalError("nvpmodel: exit status 1"))
     rig.advance(1800.0, step_s=5.0)
     assert 3 <= len(calls) <= 1800.0 / POWER_MODE_QUERY_S / 2, len(calls)  # 0, 30, 90, 210, 450, 930 s...
     monkeypatch.undo()
@@ -244,15 +250,8 @@ def test_power_modes_that_cannot_be_run_are_said_and_counted_once_not_a_fault_at
 
     rig.send("SET_MODE", mode="IDLE")
     assert rig.send("SET_MODE", mode="COMPUTE").completed
-    tries = []
-
-    def absent(*args):
-        tries.append(args)
-        raise PowerModesUnavailable("nvpmodel not found at 'nvpmodel' (hal.nvpmodel)")
-
-    monkeypatch.setattr(rig.hal, "current_power_mode", absent)
-    monkeypatch.setattr(rig.hal, "set_power_mode", absent)
-    rig.agent.controller._mode_known = None  # noqa: SLF001 - asked at the next tick
+    absent = PowerModesUnavailable("nvpmodel not found at 'nvpmodel' (hal.nvpmodel)")
+    tries = nvpmodel_fails(rig, monkeypatch, absent)
     faults, record = [], rig.agent.faults.record
     monkeypatch.setattr(rig.agent.faults, "record", lambda what: (faults.append(what), record(what)))
     rig.advance(3600.0, step_s=5.0)
@@ -264,15 +263,10 @@ def test_power_modes_that_cannot_be_run_are_said_and_counted_once_not_a_fault_at
     assert rig.agent.modes.mode.name == "COMPUTE"  # not SAFE for faults it counted again and again
     # Found in review: the outage ended only on a success, so one that came back failing as a tool can (an exit
     # status) was never over, and the next outage was neither said nor counted.
-    def failing(*args):
-        raise HalError("nvpmodel: exit status 1")
-
-    for name in ("current_power_mode", "set_power_mode"):
-        monkeypatch.setattr(rig.hal, name, failing)
+    nvpmodel_fails(rig, monkeypatch, HalError("nvpmodel: exit status 1"))
     rig.advance(700.0, step_s=5.0)
     assert [e.args["mode"] for e in rig.events("POWER_MODES_RESTORED")] == ["?"]
-    for name in ("current_power_mode", "set_power_mode"):
-        monkeypatch.setattr(rig.hal, name, absent)
+    nvpmodel_fails(rig, monkeypatch, absent)
     rig.advance(1300.0, step_s=5.0)
     assert len(rig.events("POWER_MODES_UNAVAILABLE")) == 2 and faults.count("power modes") == 2
     monkeypatch.undo()  # nvpmodel installed, and working
