@@ -170,7 +170,6 @@ class ThermalParams:
             lo = np.where(too_hot, lo, mid)
         return np.where(board_k(np.zeros(limit_k.shape)) > limit_k, 0.0, lo)
 
-
     def sized_for(self, dissipation_w: float, board_c: float, shadow_factor: float = 1.0,
                   gradient_k: float = 15.0, j_per_k_m2: float = 4000.0) -> ThermalParams:
         """These parameters with a radiator a designer would size for ``dissipation_w`` held at ``board_c`` in
