@@ -515,7 +515,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ground.procedure import ProcedureUnreadable, load_procedure, run_procedure
+    from ground.procedure import ProcedureInterrupted, ProcedureUnreadable, load_procedure, run_procedure
 
     try:  # before connecting: a file that cannot run is said as such, whether or not the link is up
         module = load_procedure(args.procedure)
@@ -527,10 +527,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
             client.connect(timeout_s=args.timeout)
         except TimeoutError as exc:
             raise Refused(f"sunlit-ground run: {exc}") from None
-        ok = run_procedure(module, client, log=lambda text: print(text, flush=True))
+        ok = run_procedure(module, client, log=lambda text: print(text, flush=True),
+                           confirm=lambda command: _confirm_in_procedure(command, args.yes))
+    except ProcedureInterrupted as exc:  # said with the step and what was sent; its outcome may be unknown
+        return EXIT_UNKNOWN if exc.sent else EXIT_FAILED
     finally:
         client.close()
     return 0 if ok else EXIT_FAILED
+
+
+def _confirm_in_procedure(command: Any, yes: bool) -> bool:
+    """A hazardous command in a procedure, asked as ``send`` asks (found in audit: a procedure sent them
+    unasked): ``--yes``, or a yes on the terminal; else not sent, and its step fails saying so."""
+    try:
+        _confirm(command, yes)
+    except Refused as exc:
+        print(f"sunlit-ground run: {exc}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 # --- the server and its users ----------------------------------------------------------------
@@ -732,6 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a procedure file (ground/procedures/*.py) and log each step")
     run.add_argument("procedure")
     run.add_argument("--timeout", type=_seconds, default=20.0, metavar="S", help="to wait for the agent")
+    run.add_argument("--yes", action="store_true", help="send the procedure's hazardous commands without asking")
     run.set_defaults(func=_cmd_run)
     from ground.archive_cli import add_archive_parser
 

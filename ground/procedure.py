@@ -11,23 +11,44 @@ Meanings procedures rely on:
 
 A procedure file defines ``run(proc)``; ``sunlit-ground run FILE`` gives it a connected
 :class:`Procedure`, logs every step with its time and outcome, and exits 0 if it returned.
+
+What a check sees: ``wait_for_telemetry`` and ``assert_event`` take only what arrived live since the
+procedure's last command was sent (or since it began): a value the ground held from before (the
+server's snapshot, a packet played back from the agent's store) cannot pass a check that the command
+was meant to bring about. A hazardous command asks ``confirm`` (``sunlit-ground run`` asks on its
+terminal, or takes ``--yes``); one not confirmed fails its step, unsent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from flight.link.dictionary import ArgumentError
 from flight.link.messages import EventRecord, HkRecord
-from ground.client import CommandResult, CommandTimeout, GroundClient
+from ground.client import CommandResult, CommandTimeout, GroundClient, Received
+
+MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
+EXPECTS = ("completed", "failed")
 
 
 class ProcedureFailed(AssertionError):
     """A step did not go as the procedure said it must; the message says what was seen."""
+
+
+class ProcedureInterrupted(RuntimeError):
+    """The procedure stopped before its end for a reason not its own (Ctrl-C, the server gone): said with the
+    step and the commands sent, whose outcome may be unknown. ``sent``: how many commands it had sent."""
+
+    def __init__(self, message: str, sent: int):
+        super().__init__(message)
+        self.sent = sent
 
 
 class ProcedureUnreadable(ValueError):
@@ -81,13 +102,36 @@ def _describe(pred: Callable[[Any], bool]) -> str:
 
 
 class Procedure:
-    def __init__(self, client: GroundClient, log: Callable[[str], None] = print, who: str = "procedure"):
+    def __init__(self, client: GroundClient, log: Callable[[str], None] = print, who: str = "procedure",
+                 confirm: Callable[[Any], bool] | None = None):
+        """``confirm(command)``: asked before each hazardous command (the dictionary's entry), True to send it;
+        None: the caller answers for them (a test, a script that was itself confirmed)."""
         self.client = client
         self.log = log
         self.who = who
+        self.confirm = confirm
         self.steps = 0
+        self.sent: list[str] = []  # each command sent, as logged (the record an interruption leaves)
         self.on_command: list[Callable[[CommandResult], None]] = []  # e.g. the archive's history
         self._t0 = time.monotonic()
+        self._step_title = ""
+        # What arrived live, in order: checks look only past the mark, the arrival count at the last send (found
+        # in audit: a value from before, played back or the server's snapshot, passed a check meant for after)
+        self._arrivals = 0
+        self._mark = 0
+        self._fresh: dict[str, tuple[Any, int]] = {}  # channel -> (value, arrival)
+        self._events: deque[tuple[int, EventRecord]] = deque(maxlen=1000)
+        client.listeners.append(self._heard)
+
+    def _heard(self, item: Received) -> None:
+        if item.played_back or item.record is None:
+            return
+        self._arrivals += 1
+        if isinstance(item.record, HkRecord):
+            for name, value in item.record.values.items():
+                self._fresh[name] = (value, self._arrivals)
+        elif isinstance(item.record, EventRecord):
+            self._events.append((self._arrivals, item.record))
 
     def _say(self, text: str) -> None:
         self.log(f"[{time.monotonic() - self._t0:8.2f} s] {text}")
@@ -97,6 +141,7 @@ class Procedure:
         """Group what follows under a numbered, timed step in the log."""
         self.steps += 1
         number = self.steps
+        self._step_title = title
         self._say(f"step {number}: {title}")
         started = time.monotonic()
         try:
@@ -108,13 +153,33 @@ class Procedure:
 
     # --- commanding --------------------------------------------------------------------
 
-    def send(self, name: str, **args: Any) -> CommandResult:
+    def _before_send(self, name: str, args: dict[str, Any]) -> None:
+        """Check the name, ask for a hazardous one, log it and set the mark: before anything leaves."""
+        try:
+            command = self.client.dictionary.command(name)
+        except ArgumentError as exc:
+            raise ProcedureFailed(str(exc)) from None
+        if command.hazardous and self.confirm is not None and not self.confirm(command):
+            raise ProcedureFailed(f"{name} is hazardous and was not confirmed: not sent")
+        self._mark = self._arrivals
+        self.sent.append(f"{name} {args}")
+        self._say(f"sending {name} {args}")
+
+    def send(self, name: str, /, **args: Any) -> CommandResult:
+        """``name`` positional-only: a command's own argument may be called ``name`` (SET_PARAM, FILE_DELETE)."""
+        self._before_send(name, args)
         result = self.client.send(name, args, wait="sent")
         self._say(f"{name} {args} sent")
         return result
 
     def send_and_wait(self, name: str, args: dict[str, Any] | None = None, wait: str = "completed",
                       timeout_s: float = 10.0, expect: str = "completed") -> CommandResult:
+        """``expect="failed"``: the step passes only where the agent itself refused or failed the command (a
+        refusal on the ground, or no answer, is not the refusal the step checks)."""
+        if expect not in EXPECTS:  # found in audit: a typo ("refused") passed a command that completed
+            raise ProcedureFailed(f"expect: {expect!r} is not one of {', '.join(EXPECTS)}")
+        timeout_s = _timeout(timeout_s)
+        self._before_send(name, args or {})
         try:
             result = self.client.send(name, args or {}, wait=wait, timeout_s=timeout_s,
                                       on_report=lambda r: self._say(
@@ -126,8 +191,8 @@ class Procedure:
             hook(result)
         failed = result.failed
         if expect == "failed":
-            if not failed:
-                raise ProcedureFailed(f"{name} was expected to be refused but reached {result.outcome}")
+            if not any(not r.success for r in result.reports):
+                raise ProcedureFailed(f"{name} was expected to be refused by the agent but reached {result.outcome}")
             return result
         if failed:
             raise ProcedureFailed(f"{name}: {result.outcome}")
@@ -135,23 +200,31 @@ class Procedure:
 
     # --- telemetry and events ------------------------------------------------------------
 
+    def _channel(self, name: str) -> None:
+        if name not in self.client.dictionary.channel_by_name:
+            raise ProcedureFailed(f"no channel {name} in the dictionary")
+
     def latest(self, name: str) -> Any:
+        """The latest value the ground holds, whenever it came (assert_telemetry's; a wait looks past the mark)."""
+        self._channel(name)
         self.client.poll(0)
         if name not in self.client.latest:
             raise ProcedureFailed(f"no value of {name} received yet")
         return self.client.latest[name][0]
 
     def wait_for_telemetry(self, name: str, predicate: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:
-        """The first value of ``name`` (the current one included) satisfying ``predicate``."""
-        if name not in self.client.dictionary.channel_by_name:
-            raise ProcedureFailed(f"no channel {name} in the dictionary")
-        current = self.client.latest.get(name)
-        if current is not None and predicate(current[0]):
+        """The first value of ``name`` that arrived live since the last command sent (the latest such one
+        included) satisfying ``predicate``."""
+        self._channel(name)
+        timeout_s = _timeout(timeout_s)
+        self.client.poll(0)
+        current = self._fresh.get(name)
+        if current is not None and current[1] > self._mark and predicate(current[0]):
             return current[0]
         try:
             item = self.client.wait_for(
-                lambda i: isinstance(i.record, HkRecord) and name in i.record.values and predicate(i.record.values[name]),
-                timeout_s)
+                lambda i: (not i.played_back and isinstance(i.record, HkRecord) and name in i.record.values
+                           and predicate(i.record.values[name])), timeout_s)
         except TimeoutError:
             last = self.client.latest.get(name, ("never received",))[0]
             raise ProcedureFailed(f"{name} not {_describe(predicate)} within {timeout_s} s (last: {last!r})") from None
@@ -167,18 +240,42 @@ class Procedure:
 
     def assert_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None,
                      timeout_s: float = 5.0, since_s: float | None = None) -> EventRecord:
-        """An event ``name`` (received since ``since_s``, packet time) satisfying ``predicate``."""
+        """An event ``name`` that arrived live since the last command sent (and, with ``since_s``, of packet
+        time at or after it) satisfying ``predicate``."""
+        if name not in self.client.dictionary.event_by_name:
+            raise ProcedureFailed(f"no event {name} in the dictionary")
+        timeout_s = _timeout(timeout_s)
         ok = lambda rec: (rec.event.name == name and (since_s is None or rec.time_s >= since_s)  # noqa: E731
                           and (predicate is None or predicate(rec)))
-        for rec in self.client.events:
-            if ok(rec):
+        self.client.poll(0)
+        for arrival, rec in self._events:
+            if arrival > self._mark and ok(rec):
                 return rec
         try:
-            item = self.client.wait_for(lambda i: isinstance(i.record, EventRecord) and ok(i.record), timeout_s)
+            item = self.client.wait_for(lambda i: (not i.played_back and isinstance(i.record, EventRecord)
+                                                   and ok(i.record)), timeout_s)
         except TimeoutError:
             raise ProcedureFailed(f"no event {name} within {timeout_s} s") from None
         self._say(f"  event {name}: {item.record.text}")
         return item.record
+
+    def interrupted(self, why: str) -> ProcedureInterrupted:
+        """What an interruption leaves: the step it was in and the commands sent (the last one's outcome
+        may be unknown), logged and returned to raise."""
+        last = f"; the last command sent, {self.sent[-1]}, may have run (its outcome is unknown)" if self.sent else \
+            "; no command was sent"
+        where = f"in step {self.steps} ({self._step_title})" if self.steps else "before its first step"
+        text = f"{why} {where}, after sending {len(self.sent)} commands{last}"
+        return ProcedureInterrupted(text, len(self.sent))
+
+
+def _timeout(timeout_s: Any) -> float:
+    """A wait a procedure asked for: a number of seconds, 0 to MAX_TIMEOUT_S (found in audit: inf crashed the
+    wait with an OverflowError once the command had left, and NaN waited for ever)."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) \
+            or not 0.0 <= timeout_s <= MAX_TIMEOUT_S:
+        raise ProcedureFailed(f"timeout_s: {timeout_s!r} is not a number of seconds from 0 to {MAX_TIMEOUT_S:g}")
+    return float(timeout_s)
 
 
 def load_procedure(path: Path | str) -> Any:
@@ -206,14 +303,16 @@ def load_procedure(path: Path | str) -> Any:
 
 
 def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] = print,
-                  setup: Callable[[Procedure], None] | None = None) -> bool:
+                  setup: Callable[[Procedure], None] | None = None,
+                  confirm: Callable[[Any], bool] | None = None) -> bool:
     """Call a loaded procedure's ``run(proc)``; True if it returned, False if a step failed (or the
-    procedure's own code raised: said with its line). The server refusing a request (a lost session,
-    a forbidden route) is not the procedure's fault and goes up as the CLI says any other."""
+    procedure's own code raised: said with its line). Ctrl-C or the server failing a request (a lost
+    session, the server gone) is not the procedure's fault: said with the step and the commands sent, and
+    raised as :class:`ProcedureInterrupted` (found in audit: nothing said what had been sent)."""
     from ground.api import ServerError
 
     path: Path = module.__sunlit_path__
-    proc = Procedure(client, log, who=f"procedure:{path.name}")
+    proc = Procedure(client, log, who=f"procedure:{path.name}", confirm=confirm)
     if setup is not None:
         setup(proc)
     log(f"procedure {path.name}: {((module.__doc__ or '').strip().splitlines() or [''])[0]}")  # a blank one: ''
@@ -222,8 +321,11 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
     except (ProcedureFailed, AssertionError) as exc:
         log(f"procedure {path.name}: FAILED: {exc}")
         return False
-    except ServerError:
-        raise
+    except (ServerError, KeyboardInterrupt) as exc:
+        why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc};"
+        stopped = proc.interrupted(why)
+        log(f"procedure {path.name}: NOT FINISHED: {stopped}")
+        raise stopped from None
     except Exception as exc:  # noqa: BLE001 - a fault in the procedure's code fails it, with its line
         log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {exc} (raised at {path.name}{_where_in(exc, path)})")
         return False
@@ -241,8 +343,9 @@ def run_procedure_file(path: Path | str, client: GroundClient, log: Callable[[st
     return run_procedure(load_procedure(path), client, log, setup)
 
 
-__all__ = ["Procedure", "ProcedureFailed", "ProcedureUnreadable", "equals", "greater_than", "less_than",
-           "load_procedure", "run_procedure", "run_procedure_file", "unmeasured_or", "within_range"]
+__all__ = ["Procedure", "ProcedureFailed", "ProcedureInterrupted", "ProcedureUnreadable", "equals",
+           "greater_than", "less_than", "load_procedure", "run_procedure", "run_procedure_file", "unmeasured_or",
+           "within_range"]
 
 
 def _same_file(name: str, path: Path) -> bool:

@@ -139,10 +139,10 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
     proc = Procedure(client, log.append)
     with proc.step("ping"):
         assert proc.send_and_wait("PING", {"token": 3}).result["token"] == 3
+        assert proc.assert_event("PING_RECEIVED").args["token"] == 3
     proc.send_and_wait("SET_MODE", {"mode": "COMPUTE"}, expect="failed")
     assert proc.wait_for_telemetry("cmd_executed", greater_than(0)) >= 1
     proc.assert_telemetry("mode", equals("SAFE"))
-    assert proc.assert_event("PING_RECEIVED").args["token"] == 3
     with pytest.raises(ProcedureFailed, match="expected to be refused"):
         proc.send_and_wait("NOOP", expect="failed")
     with pytest.raises(ProcedureFailed, match="not within"):
@@ -169,6 +169,84 @@ def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc
 
 
 @pytest.mark.req("GND-005")
+def test_a_procedure_checks_only_what_came_after_its_command_and_asks_for_hazardous_ones(
+        start_agent, make_client, ipc_url, tmp_path):
+    """Found in audit: a procedure's checks passed on what the ground held from before its command (an event
+    of an earlier command, a value played back or from the server's snapshot); hazardous commands went
+    unasked; a typo in expect passed a completed command; a command with an argument called name could not
+    be sent; an infinite timeout crashed the wait, NaN waited for ever; unknown names waited out their
+    timeout; Ctrl-C left no record of what had been sent."""
+    import types
+
+    from ground.procedure import ProcedureInterrupted, run_procedure
+
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    log: list[str] = []
+    asked: list[str] = []
+    proc = Procedure(client, log.append, confirm=lambda command: asked.append(command.name) or False)
+    assert proc.send_and_wait("PING", {"token": 8}).completed
+    assert proc.assert_event("PING_RECEIVED").args["token"] == 8
+    proc.send_and_wait("NOOP")
+    with pytest.raises(ProcedureFailed, match="no event PING_RECEIVED within 0.5 s"):
+        proc.assert_event("PING_RECEIVED", timeout_s=0.5)  # that one came before the NOOP
+    # A value held from before does not pass a wait: the next live one does (the mode is SAFE all along).
+    client.latest["mode"] = ("COMPUTE", 0.0)  # as a snapshot or a late playback could have left it
+    with pytest.raises(ProcedureFailed, match="mode not == 'COMPUTE' within 1.5 s"):
+        proc.wait_for_telemetry("mode", equals("COMPUTE"), timeout_s=1.5)
+    assert proc.wait_for_telemetry("mode", equals("SAFE")) == "SAFE"
+    with pytest.raises(ProcedureFailed, match="SET_MODE is hazardous and was not confirmed: not sent"):
+        proc.send_and_wait("SET_MODE", {"mode": "IDLE"})
+    assert asked == ["SET_MODE"] and proc.wait_for_telemetry("mode", equals("SAFE")) == "SAFE"
+    with pytest.raises(ProcedureFailed, match="expect: 'refused' is not one of completed, failed"):
+        proc.send_and_wait("NOOP", expect="refused")
+    assert proc.send_and_wait("GET_PARAM", {"name": "hk_period_s"}).result["name"] == "hk_period_s"
+    proc.send("GET_PARAM", name="hk_period_s")  # its argument called name, beside the command's
+    for bad in (float("inf"), float("nan"), -1.0, "soon"):
+        with pytest.raises(ProcedureFailed, match="timeout_s: .* is not a number of seconds from 0 to 86400"):
+            proc.send_and_wait("NOOP", timeout_s=bad)
+    with pytest.raises(ProcedureFailed, match="no event MODE_CHANGD in the dictionary"):
+        proc.assert_event("MODE_CHANGD")
+    with pytest.raises(ProcedureFailed, match="no channel modee in the dictionary"):
+        proc.assert_telemetry("modee", equals("SAFE"))
+    with pytest.raises(ProcedureFailed, match="unknown command 'NOOOP'"):
+        proc.send_and_wait("NOOOP")
+    # Ctrl-C in a step, a command sent: said with the step and the command, and raised for the CLI (exit 6)
+    module = types.ModuleType("interrupted")
+    module.__sunlit_path__ = tmp_path / "interrupted.py"
+
+    def run(p):
+        with p.step("noop then Ctrl-C"):
+            p.send_and_wait("NOOP")
+            raise KeyboardInterrupt
+
+    module.run = run
+    with pytest.raises(ProcedureInterrupted) as caught:
+        run_procedure(module, client, log.append)
+    assert caught.value.sent == 1
+    assert log[-1] == ("procedure interrupted.py: NOT FINISHED: interrupted (Ctrl-C) in step 1 (noop then Ctrl-C), "
+                       "after sending 1 commands; the last command sent, NOOP {}, may have run (its outcome is "
+                       "unknown)"), log[-1]
+
+
+def test_run_asks_for_the_hazardous_commands_of_a_procedure(start_agent, ipc_url, tmp_path):
+    """``sunlit-ground run``: with no terminal and no --yes, a hazardous command is not sent, its step fails
+    saying how to give it; with --yes it goes."""
+    start_agent(ipc_url)
+    proc = tmp_path / "to_idle.py"
+    proc.write_text('"""To IDLE."""\nfrom ground.procedure import equals\n\n\ndef run(proc):\n'
+                    '    with proc.step("to IDLE"):\n        proc.send_and_wait("SET_MODE", {"mode": "IDLE"})\n'
+                    '        proc.wait_for_telemetry("mode", equals("IDLE"))\n')
+    base = [sys.executable, "-m", "ground", "--direct", ipc_url, "run", str(proc)]
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "SET_MODE is hazardous and there is no terminal to confirm it on: give --yes" in refused.stderr
+    assert "FAILED: SET_MODE is hazardous and was not confirmed: not sent" in refused.stdout
+    sent = subprocess.run(base + ["--yes"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert sent.returncode == 0 and "PASSED" in sent.stdout, sent.stdout + sent.stderr
+
+
+@pytest.mark.req("GND-005")
 @pytest.mark.parametrize("text,said", [
     (None, "bad.py: no such procedure file"),
     ("def run(proc)\n    pass\n", "bad.py:1: expected ':'"),
@@ -189,7 +267,7 @@ def test_a_procedure_that_cannot_be_loaded_is_bad_input_with_its_file_and_line(i
 
 def test_run_command_line_exit_codes(start_agent, ipc_url, tmp_path):
     start_agent(ipc_url, "--bench-supply")
-    ok = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run",
+    ok = subprocess.run([sys.executable, "-m", "ground", "--direct", ipc_url, "run", "--yes",
                          str(ROOT / "ground" / "procedures" / "start_training_campaign.py")],
                         capture_output=True, text=True, timeout=240)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -1,7 +1,8 @@
 """Load a new model: once its file is uplinked to staging/, install it by SHA-256 and prove it runs.
 
-Set MODEL_FILE (on this ground station) before running; the file must already be on the
-board at STATE_DIR/compute/staging/<MODEL_NAME>.onnx (file uplink, or deploy/push.sh), with the
+Set SUNLIT_MODEL_FILE (its path on this ground station; default the shipped model, from the repository's
+root), SUNLIT_MODEL_NAME and SUNLIT_MODEL_VERSION before running; the file must already be on the
+board at STATE_DIR/compute/staging/<SUNLIT_MODEL_NAME>.onnx (file uplink, or deploy/push.sh), with the
 rest of its signed package (`sunlit-ground model pack`: NAME.ref.npz, NAME.manifest.json) unless
 the agent takes unsigned models ([models] allow_unsigned, a bench only).
 """
