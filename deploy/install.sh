@@ -104,6 +104,13 @@ if [ "$NO_PIP" = 1 ] || [ -n "$VENV_FROM" ]; then OFFLINE=1; fi
 if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
     die "installing into / needs root: sudo $0 ... (or --dry-run, or --root DIR)"
 fi
+# A dry run over an install it cannot read would plan from nothing (found in audit: without sudo it said it
+# would make new keys and put back every choice the install had kept, where a real run changes nothing).
+for d in "$ROOT/etc/sunlit" "$ROOT/etc/sunlit/keys" "$ROOT/var/lib/sunlit"; do
+    if [ "$DRY" = 1 ] && [ -d "$d" ] && ! { [ -r "$d" ] && [ -x "$d" ]; }; then
+        die "--dry-run: cannot read $d, so it cannot say what a run would change: run it with sudo"
+    fi
+done
 
 SVC=sunlit
 WORK=$(mktemp -d)
@@ -148,13 +155,15 @@ ensure_dir() {
     local dir=$1 mode=$2 owner=${3:-root:root}
     if [ -d "$dir" ]; then
         local fixed=0
-        if [ $((8#$(mode_of "$dir"))) != $((8#$mode)) ]; then act "chmod $mode $dir" chmod "$mode" "$dir"; fixed=1; fi
+        # All of it, setgid too: a directory made under a setgid parent inherits the bit, which a chmod of
+        # four digits keeps (found in audit: the same chmods at every run); five digits clear it (GNU chmod).
+        if [ $((8#$(mode_of "$dir"))) != $((8#$mode)) ]; then act "chmod $mode $dir" chmod "0$mode" "$dir"; fixed=1; fi
         if [ "$OWN" = 1 ] && [ "$(owner_of "$dir")" != "$owner" ]; then act "chown $owner $dir" chown "$owner" "$dir"; fixed=1; fi
         [ "$fixed" = 1 ] || ok "$dir"
     elif [ "$OWN" = 1 ]; then
-        act "create $dir ($mode, $owner)" install -d -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$dir"
+        act "create $dir ($mode, $owner)" install -d -m "0$mode" -o "${owner%:*}" -g "${owner#*:}" "$dir"
     else
-        act "create $dir ($mode)" install -d -m "$mode" "$dir"
+        act "create $dir ($mode)" install -d -m "0$mode" "$dir"
     fi
 }
 
@@ -363,14 +372,16 @@ else
 fi
 SRC_MARK=$VENV/.sunlit-source
 describe_stage_source() {
-    printf 'tar -C %q -cf - %s | tar -C %q -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
+    printf 'tar -C %q -cf - %s | tar -C %q --no-same-owner --no-same-permissions -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
     printf 'mv %q %q\n' "$OPT/src.new" "$OPT/src"
 }
 stage_source() {
     local stage=$OPT/src
     rm -rf "$stage.new"
     mkdir -p "$stage.new"
-    tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${items[@]}" | tar -C "$stage.new" -xf -
+    # root's files whoever pushed them (found in audit: the login user's, group-writable, code pip then builds)
+    tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${items[@]}" |
+        tar -C "$stage.new" --no-same-owner --no-same-permissions -xf -
     rm -rf "$stage"
     mv "$stage.new" "$stage"
 }
@@ -441,11 +452,17 @@ elif [ -n "$ORT_INDEX" ]; then
 else
     wheel_dirs=("$OPT/wheels")
     if [ -d "$SOURCE" ]; then wheel_dirs+=("$SOURCE/wheels"); fi
+    # The newest of the kept one and the checkout's (found in audit: a newer wheel put in the checkout, as the
+    # README says, was never used once one was kept); the kept one wins a tie.
     for d in "${wheel_dirs[@]}"; do
         [ -d "$d" ] || continue
-        ORT_SRC=$(find_wheel "$d")
-        if [ -n "$ORT_SRC" ]; then ORT_KIND=gpu-wheel; info "found $ORT_SRC"; break; fi
+        found=$(find_wheel "$d")
+        [ -n "$found" ] || continue
+        if [ -z "$ORT_SRC" ] || [ "$(printf '%s\n%s\n' "$(basename "$ORT_SRC")" "$(basename "$found")" | sort -V | tail -n 1)" != "$(basename "$ORT_SRC")" ]; then
+            ORT_SRC=$found
+        fi
     done
+    if [ -n "$ORT_SRC" ]; then ORT_KIND=gpu-wheel; info "found $ORT_SRC"; fi
     if [ "$ORT_KIND" = cpu ] && [ -n "$SAVED_WHEEL" ] && [ -f "$(T "$SAVED_WHEEL")" ]; then
         ORT_KIND=gpu-wheel; ORT_SRC=$(T "$SAVED_WHEEL"); info "kept from before: $ORT_SRC"
     elif [ "$ORT_KIND" = cpu ] && [ -n "$SAVED_INDEX" ]; then

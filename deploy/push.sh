@@ -44,6 +44,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$HOST" ] || { usage >&2; die "give the board's HOST"; }
 case "$DIR" in *[!A-Za-z0-9._/~-]*) die "--dir $DIR: letters, digits and . _ / ~ - only" ;; esac
+DIR=$(printf '%s' "$DIR" | tr -s /)   # a//b is a/b (found in audit: /home/u// passed the checks below)
 DIR=${DIR%/}
 DIR=${DIR#\~/}    # ssh and rsync start in the home directory: ~/x is x
 case "/$DIR/" in

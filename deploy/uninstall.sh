@@ -73,8 +73,16 @@ printf 'Sunlit uninstall from %s%s\n' "$SHOWN_ROOT" "$([ "$DRY" = 1 ] && echo ' 
 UNITS=(sunlit-agent.service sunlit-safe.service)
 if [ "$NO_SYSTEMCTL" = 0 ] && [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
     for u in "${UNITS[@]}"; do
-        if systemctl is-active --quiet "$u" 2>/dev/null; then act "stop $u" systemctl stop "$u"; fi
+        # Stopped in any state but stopped: starting (before READY=1) or waiting to restart counts (found in
+        # audit: is-active skips those, and a crash-looping agent ran on from a deleted venv, --purge's userdel
+        # failing under it).
+        state=$(systemctl show -p ActiveState --value "$u" 2>/dev/null || true)
+        case "$state" in
+            ""|inactive|failed) ;;
+            *) act "stop $u ($state)" systemctl stop "$u" ;;
+        esac
         if systemctl is-enabled --quiet "$u" 2>/dev/null; then act "disable $u" systemctl disable --quiet "$u"; fi
+        if [ "$state" = failed ]; then act "reset-failed $u" systemctl reset-failed "$u"; fi
     done
 elif [ "$NO_SYSTEMCTL" = 0 ] && [ -n "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
     if systemctl --root="$ROOT" is-enabled --quiet sunlit-agent.service 2>/dev/null; then
@@ -110,6 +118,18 @@ if [ "$PURGE" = 0 ] && [ -d "$WHEELS" ] && [ -n "$(ls -A "$WHEELS")" ]; then
 else
     remove "$(T /opt/sunlit)"
 fi
+
+# What sunlit-power-access granted on disk (sysfs's grants go with the next reboot): nvpmodel's own status
+# back to root alone (found in audit: left group-writable for a group that --purge then deletes). The
+# service's group is the one install.sh gave /etc/sunlit (sunlit on a board).
+SVC_GROUP=sunlit
+if [ -d "$(T /etc/sunlit)" ]; then SVC_GROUP=$(stat -c %G "$(T /etc/sunlit)"); fi
+for p in "$(T /var/lib/nvpmodel)" "$(T /var/lib/nvpmodel/status)"; do
+    if [ -e "$p" ] && [ "$(stat -c %G "$p")" = "$SVC_GROUP" ] && [ -n "$(find "$p" -maxdepth 0 -perm -g+w)" ]; then
+        # shellcheck disable=SC2016  # $1 is for the inner sh
+        act "give $p back to root (no group write)" sh -c 'chgrp root "$1" && chmod g-w "$1"' sh "$p"
+    fi
+done
 
 if [ "$PURGE" = 1 ]; then
     remove "$(T /var/lib/sunlit)" "$(T /etc/sunlit)"

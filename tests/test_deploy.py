@@ -156,13 +156,14 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, source):
         f"would create {root}/etc/sunlit/keys/zmq/clients (0750)",
         f"would generate the telecommand keys {root}/etc/sunlit/keys/tc.keys (SPI 1 active, SPI 100 master; mode 0600)",
         f"copy {root}/etc/sunlit/keys/tc.keys to the ground server over a secure channel",
-        "$ install -d -m 0755",
+        "$ install -d -m 00755",
         # steps done by a function show their commands too
         """$ (umask 077; printf "1 %s\\n100 %s master\\n" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')" """,
         f"; mv {root}/etc/sunlit/keys/tc.keys.tmp {root}/etc/sunlit/keys/tc.keys\n",
         f"would generate the agent's CurveZMQ certificate {root}/etc/sunlit/keys/zmq/agent.key and ",
         "zmq.auth.create_certificates(sys.argv[1], \"agent\")",
         f"$ tar -C {source} -cf - ",
+        "--no-same-owner --no-same-permissions -xf -",
         "-m pip install --no-deps --force-reinstall",
     ):
         assert expected in out, out
@@ -526,6 +527,54 @@ def test_onnxruntime_gpu_wheel_from_a_directory(tmp_path, source):
     assert "WARNING" not in out
 
 
+@pytest.mark.req("DEP-001")
+def test_a_newer_wheel_in_the_checkout_beats_the_one_kept(tmp_path, source):
+    """Found in audit: once a wheel was kept in /opt/sunlit/wheels, a newer one put in the checkout's wheels/ (as
+    the README says) was never used. The newest of the two is; the kept one wins a tie."""
+    root = jetson_root(tmp_path / "root")
+    arch = os.uname().machine
+    kept = root / f"opt/sunlit/wheels/onnxruntime_gpu-1.18.0-{pytag()}-{pytag()}-linux_{arch}.whl"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"x")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(source, checkout)
+    newer = checkout / f"wheels/onnxruntime_gpu-1.20.0-{pytag()}-{pytag()}-linux_{arch}.whl"
+    newer.parent.mkdir()
+    newer.write_bytes(b"y")
+    assert f"found {newer}" in dry_run(root, checkout).stdout
+    newer.unlink()
+    older = checkout / f"wheels/onnxruntime_gpu-1.17.0-{pytag()}-{pytag()}-linux_{arch}.whl"
+    older.write_bytes(b"z")
+    assert f"found {kept}" in dry_run(root, checkout).stdout
+
+
+@pytest.mark.req("DEP-001")
+def test_a_dry_run_that_cannot_read_the_install_refuses_to_guess(tmp_path):
+    """Found in audit: a dry run without sudo over an installed board could not read /etc/sunlit (0750) and
+    planned from nothing: new keys, every kept choice put back. It refuses, saying to run it with sudo."""
+    runuser = shutil.which("runuser")
+    if runuser is None or os.geteuid() != 0:
+        pytest.skip("needs root and runuser to run the dry run as another user")
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="sunlit-dry-"))  # outside pytest's own 0700 directory: nobody's reach
+    try:
+        where.chmod(0o755)
+        root = where / "root"
+        (root / "etc/sunlit/keys").mkdir(parents=True)
+        (root / "etc/sunlit").chmod(0o750)
+        script = where / "install.sh"  # a checkout nobody may not reach (CI's clone): a copy, before any source
+        shutil.copy(INSTALL, script)
+        proc = subprocess.run([runuser, "-u", "nobody", "--", "bash", str(script), "--root", str(root),
+                               "--dry-run", "--no-systemctl"], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(where)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--dry-run: cannot read {root}/etc/sunlit, so it cannot say what a run would change: run it with " \
+           "sudo" in proc.stderr, proc.stderr
+
+
 def test_onnxruntime_wheel_found_in_opt_sunlit_wheels(tmp_path, source):
     root = jetson_root(tmp_path / "root")
     (root / "opt/sunlit/wheels").mkdir(parents=True)
@@ -631,6 +680,49 @@ def test_uninstall_keeps_data_unless_purged(tmp_path, source):
     assert "nothing to remove from" in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
     run_script(UNINSTALL, "--root", str(root), "--no-systemctl", "--purge")
     assert not (root / "var/lib/sunlit").exists() and not (root / "etc/sunlit").exists()
+
+
+@pytest.mark.req("DEP-001")
+def test_install_under_a_setgid_directory_is_idempotent_and_root_owns_the_code(tmp_path, source):
+    """Found in audit: under a setgid parent every directory inherited the bit, which `chmod 0755` keeps, so
+    each run reported the same chmods; and the staged code kept the pusher's modes (group-writable). Modes are
+    exact from the first run, the second says nothing to change, and the code is not group-writable."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(0o2775)
+    root = jetson_root(parent / "root")
+    writable = tmp_path / "writable-source"
+    shutil.copytree(source, writable)
+    (writable / "flight" / "__init__.py").chmod(0o664)  # as a login user's umask 002 leaves it
+    install(root, writable)
+    assert mode(root / "opt/sunlit") == 0o755 and mode(root / "var/lib/sunlit/state") == 0o750
+    code = root / "opt/sunlit/src/flight/__init__.py"
+    assert not mode(code) & 0o022, oct(mode(code))
+    again = install(root, writable).stdout
+    assert "nothing to change" in again and "chmod" not in again, again
+
+
+@pytest.mark.req("DEP-001")
+def test_uninstall_gives_nvpmodels_status_back_to_root(tmp_path, source):
+    """Found in audit: sunlit-power-access gives the service's group write access to /var/lib/nvpmodel (on disk,
+    unlike sysfs), and uninstall left it: a group --purge deletes, whose id a later group may take."""
+    root = jetson_root(tmp_path / "root")
+    install(root, source)
+    status = root / "var/lib/nvpmodel/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("pmode:0002\n")
+    status.chmod(0o644)
+    status.parent.chmod(0o755)
+    (root / "etc/nvpmodel.conf").write_text((FIXTURES / "nvpmodel_orin_nx_16gb.conf").read_text())
+    group = (root / "etc/sunlit").group()  # the service's, as install.sh made it (the caller's under a --root)
+    subprocess.run(["sh", str(DEPLOY / "libexec/sunlit-power-access"), "--root", str(root), "--group", group],
+                   capture_output=True, text=True, check=True)
+    assert mode(status) == 0o664 and mode(status.parent) == 0o775
+    out = run_script(UNINSTALL, "--root", str(root), "--no-systemctl", "--dry-run").stdout
+    assert f"would give {status.parent} back to root (no group write)" in out and mode(status) == 0o664
+    run_script(UNINSTALL, "--root", str(root), "--no-systemctl")
+    assert mode(status) == 0o644 and mode(status.parent) == 0o755
+    assert "back to root" not in run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout  # done once
 
 
 def test_uninstall_keeps_the_engineers_gpu_wheels_unless_purged(tmp_path, source):
@@ -1003,7 +1095,8 @@ def test_an_option_where_a_value_belongs_is_refused_not_taken_as_the_value():
     assert "-odd@orin.local" in proc.stdout
 
 
-@pytest.mark.parametrize("bad", [".", "..", "~", "/", "a/../b", "./x", "/home/ops", "~other"])
+@pytest.mark.parametrize("bad", [".", "..", "~", "/", "a/../b", "./x", "/home/ops", "~other", "/home/ops//",
+                                 "//home//ops", "/home//ops/"])
 def test_push_refuses_a_dir_rsync_delete_would_empty(bad):
     proc = run_script(DEPLOY / "push.sh", "orin.local", "--dir", bad, "--dry-run", check=False)
     assert proc.returncode == 2 and "--dir" in proc.stderr and "would run" not in proc.stdout
