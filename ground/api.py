@@ -404,11 +404,14 @@ class ServerClient(GroundClient):
         cmd_id: int | None = None,
         on_entry: Callable[[dict[str, Any]], None] | None = None,
         ack_flags: int | None = None,
+        withdraw_unapproved: bool = False,
     ) -> CommandResult:
         """As :meth:`GroundClient.send`, through the server's queue: the server retries, checks
         time windows and files the command under this session's user. A command the queue
         ends on the ground (rejected, cancelled, not sent) comes back with ``refused`` set; one
-        that waits for a second operator's approval waits here too, up to ``timeout_s``. One the
+        that waits for a second operator's approval waits here too, up to ``timeout_s``, then stays
+        queued for it, or, with ``withdraw_unapproved`` (a procedure, which has given up on it), is
+        cancelled: never sent out of its sequence by a later approval. One the
         agent acknowledged whose outcome did not come (the queue's ``unknown``, or this wait
         over) raises :class:`CommandOutcomeUnknown`; the server goes on following it."""
         if wait not in ("sent", "accepted", "completed"):
@@ -476,6 +479,12 @@ class ServerClient(GroundClient):
                     raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; still queued (agent not "
                                          f"heard, or the queue held): cancelled, it never left the ground (entry "
                                          f"{entry_id})", result)
+                if withdraw_unapproved and entry["state"] == "pending_approval":
+                    entry = self._take_back(entry_id, entry)
+                    if entry["state"] == "cancelled":
+                        raise CommandTimeout(f"{command.name}: not approved within {timeout_s} s: withdrawn from the "
+                                             f"server's queue, it never left the ground (entry {entry_id})", result)
+                    continue  # approved as the wait ended: followed as any other, to its outcome or the deadline's
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
                                      f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:

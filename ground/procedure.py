@@ -178,10 +178,15 @@ class Procedure:
         refusal on the ground, or no answer, is not the refusal the step checks)."""
         if expect not in EXPECTS:  # found in audit: a typo ("refused") passed a command that completed
             raise ProcedureFailed(f"expect: {expect!r} is not one of {', '.join(EXPECTS)}")
+        from ground.api import ServerClient
+
         timeout_s = _timeout(timeout_s)
         self._before_send(name, args or {})
+        # Through the server, one still waiting for a second operator as the step gives up is withdrawn (found in
+        # audit: approved later, it ran out of the procedure's order, after the procedure had failed).
+        extra = {"withdraw_unapproved": True} if isinstance(self.client, ServerClient) else {}
         try:
-            result = self.client.send(name, args or {}, wait=wait, timeout_s=timeout_s,
+            result = self.client.send(name, args or {}, wait=wait, timeout_s=timeout_s, **extra,
                                       on_report=lambda r: self._say(
                                           f"  {name}: {r.stage.value}" if r.success else
                                           f"  {name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}"))

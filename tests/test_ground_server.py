@@ -286,6 +286,27 @@ def test_two_person_rule_then_the_history_names_both_operators(ground):
     assert history[0].who == "alice" and history[0].approved_by == "bob"
 
 
+@pytest.mark.req("GND-022", "GND-005")
+def test_a_procedure_that_gives_up_on_an_approval_withdraws_the_command(ground):
+    """Found in audit: a procedure's step timed out waiting for a second operator and failed, and the command
+    stayed queued: approved later, it ran out of the procedure's order. The procedure withdraws it; a plain
+    send leaves it for the approval (exit 5 on the command line)."""
+    from ground.procedure import Procedure, ProcedureFailed
+
+    alice = client_for(ground, "alice")
+    try:
+        proc = Procedure(alice, lambda text: None)
+        with pytest.raises(ProcedureFailed, match="not approved within 1.0 s: withdrawn from the server's queue"):
+            proc.send_and_wait("RESET_COUNTERS", timeout_s=1.0)
+        entry = ground.links["sunlit-1"].queue.entries()[-1]
+        assert entry.name == "RESET_COUNTERS" and entry.state.value == "cancelled"
+        with pytest.raises(CommandTimeout, match="pending_approval"):
+            alice.send("RESET_COUNTERS", {}, timeout_s=1.0)
+        assert ground.links["sunlit-1"].queue.entries()[-1].state.value == "pending_approval"
+    finally:
+        alice.close()
+
+
 @pytest.mark.req("GND-021")
 def test_a_pages_hostile_drawn_report_is_ignored_not_a_fault_of_its_socket(ground):
     """JSON's 1e999 is infinity, and int() of it raised OverflowError out of the page's socket (review). Each
