@@ -465,7 +465,7 @@ class ServerClient(GroundClient):
                         "run it: check before sending it again (sunlit-ground queue)", result)
                 if entry["state"] in ("queued", "released"):
                     # Still to go out: left there, it would be sent later, after a timeout that says it never ran.
-                    entry = self._take_back(entry_id, entry)
+                    entry = self.take_back(entry_id, entry)
                     if entry.get("final") and entry["state"] not in ("cancelled", "timeout", "unresolved"):
                         # It ended as the wait did (completed, failed): that is its outcome, not an unknown one
                         # (found in audit: a FILE_LIST completed was said "outcome unknown")
@@ -480,20 +480,29 @@ class ServerClient(GroundClient):
                                          f"heard, or the queue held): cancelled, it never left the ground (entry "
                                          f"{entry_id})", result)
                 if withdraw_unapproved and entry["state"] == "pending_approval":
-                    entry = self._take_back(entry_id, entry)
+                    entry = self.take_back(entry_id, entry)
                     if entry["state"] == "cancelled":
                         raise CommandTimeout(f"{command.name}: not approved within {timeout_s} s: withdrawn from the "
                                              f"server's queue, it never left the ground (entry {entry_id})", result)
-                    continue  # approved as the wait ended: followed as any other, to its outcome or the deadline's
+                    if entry["state"] == "pending_approval":  # the cancel itself failed (found in review: retried
+                        raise CommandTimeout(  # for ever): said, for the operators to cancel it
+                            f"{command.name}: not approved within {timeout_s} s, and withdrawing it failed: it still "
+                            f"waits for approval on the server (entry {entry_id}): cancel it (sunlit-ground queue)",
+                            result)
+                    result.gave_up = True  # approved and on its way as the wait ended
+                    raise CommandOutcomeUnknown(
+                        f"{command.name}: approved as the wait ended and not withdrawn ({entry['state']}, entry "
+                        f"{entry_id}); the agent may run it: check before sending it again (sunlit-ground queue)",
+                        result)
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
                                      f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:
                 raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
             self.poll(min(left, 0.1))
 
-    def _take_back(self, entry_id: int, entry: dict[str, Any]) -> dict[str, Any]:
-        """Cancel a command still queued; the entry as the server then has it (released or sent
-        meanwhile: not cancelled, and said so by the caller)."""
+    def take_back(self, entry_id: int, entry: dict[str, Any]) -> dict[str, Any]:
+        """Cancel a command still queued or waiting for approval; the entry as the server then has it
+        (released or sent meanwhile: not cancelled, and said so by the caller)."""
         try:
             return self.api.post(f"/api/commands/{entry_id}/cancel", {"spacecraft": self.spacecraft})
         except ServerError:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 from flight.link.dictionary import ArgumentError
 from flight.link.messages import EventRecord, HkRecord
-from ground.client import CommandResult, CommandTimeout, GroundClient, Received
+from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
 EXPECTS = ("completed", "failed")
@@ -119,12 +119,31 @@ class Procedure:
         # in audit: a value from before, played back or the server's snapshot, passed a check meant for after)
         self._arrivals = 0
         self._mark = 0
+        # The agent's time as of the newest live packet, and as of the mark: a packet played back (resent after a
+        # loss, housekeeping thinned by hk_live_every) counts where it was made at or after the mark (found in
+        # review: refusing every played-back one failed waits on packets made after the command).
+        self._agent_now_s = -math.inf
+        self._mark_agent_s = math.inf  # nothing played back counts before a live packet has said the agent's time
         self._fresh: dict[str, tuple[Any, int]] = {}  # channel -> (value, arrival)
         self._events: deque[tuple[int, EventRecord]] = deque(maxlen=1000)
         client.listeners.append(self._heard)
 
+    def close(self) -> None:
+        """Stop listening on the client (found in review: each procedure run on one client left a listener)."""
+        with contextlib.suppress(ValueError):
+            self.client.listeners.remove(self._heard)
+
+    def _counts(self, item: Received) -> bool:
+        """Whether ``item`` is something that can have come of the last command: live, or played back but made
+        at or after the agent's time at the mark; never a copy the ground already had."""
+        if item.record is None or item.duplicate:
+            return False
+        return not item.played_back or getattr(item.record, "time_s", -math.inf) >= self._mark_agent_s
+
     def _heard(self, item: Received) -> None:
-        if item.played_back or item.record is None:
+        if item.record is not None and not item.played_back:
+            self._agent_now_s = max(self._agent_now_s, getattr(item.record, "time_s", -math.inf))
+        if not self._counts(item):
             return
         self._arrivals += 1
         if isinstance(item.record, HkRecord):
@@ -148,27 +167,64 @@ class Procedure:
             yield
         except Exception as exc:
             self._say(f"step {number} FAILED after {time.monotonic() - started:.2f} s: {exc}")
+            self._step_title = ""
             raise
+        self._step_title = ""
         self._say(f"step {number} done in {time.monotonic() - started:.2f} s")
 
     # --- commanding --------------------------------------------------------------------
 
     def _before_send(self, name: str, args: dict[str, Any]) -> None:
-        """Check the name, ask for a hazardous one, log it and set the mark: before anything leaves."""
+        """Check the name and arguments, ask for a hazardous one, log it and set the mark: before anything
+        leaves (found in review: bad arguments were asked for, and counted as sent)."""
         try:
             command = self.client.dictionary.command(name)
+            command.validate_args(args)
         except ArgumentError as exc:
-            raise ProcedureFailed(str(exc)) from None
+            raise ProcedureFailed(f"{name}: {exc}; not sent") from None
         if command.hazardous and self.confirm is not None and not self.confirm(command):
             raise ProcedureFailed(f"{name} is hazardous and was not confirmed: not sent")
         self._mark = self._arrivals
-        self.sent.append(f"{name} {args}")
+        self._mark_agent_s = self._agent_now_s if math.isfinite(self._agent_now_s) else math.inf
         self._say(f"sending {name} {args}")
+
+    def _send(self, name: str, args: dict[str, Any], **kwargs: Any) -> CommandResult:
+        """``client.send``, the command recorded as sent once it is on its way (queued on the server, or handed
+        to the link); a server that refuses to queue it fails the step, unsent. Through the server, one still
+        waiting for a second operator as the step gives up, or at Ctrl-C, is withdrawn (found in audit: approved
+        later, it ran out of the procedure's order, after the procedure had failed)."""
+        from ground.api import ServerClient, ServerError
+
+        entry: dict[str, Any] = {}
+        if isinstance(self.client, ServerClient):
+            kwargs.update(withdraw_unapproved=True, on_entry=entry.update)
+        else:
+            entry["id"] = None  # a direct link: on its way once send is called
+        try:
+            result = self.client.send(name, args, **kwargs)
+        except ServerError as exc:
+            if not entry:  # the server refused to queue it (a viewer's session, a full queue)
+                raise ProcedureFailed(f"{name}: the server did not queue it: {exc}; not sent") from None
+            self.sent.append(f"{name} {args}")
+            raise
+        except KeyboardInterrupt:
+            if entry.get("id") is not None and entry.get("state") in ("pending_approval", "queued"):
+                with contextlib.suppress(Exception):
+                    entry.update(self.client.take_back(entry["id"], dict(entry)))
+            if entry and entry.get("state") != "cancelled":
+                self.sent.append(f"{name} {args}")
+            raise
+        except CommandTimeout as exc:  # an unknown outcome left the ground; a plain timeout never ran
+            if isinstance(exc, CommandOutcomeUnknown):
+                self.sent.append(f"{name} {args}")
+            raise ProcedureFailed(f"{name}: {exc}") from None
+        self.sent.append(f"{name} {args}")
+        return result
 
     def send(self, name: str, /, **args: Any) -> CommandResult:
         """``name`` positional-only: a command's own argument may be called ``name`` (SET_PARAM, FILE_DELETE)."""
         self._before_send(name, args)
-        result = self.client.send(name, args, wait="sent")
+        result = self._send(name, args, wait="sent")
         self._say(f"{name} {args} sent")
         return result
 
@@ -178,20 +234,12 @@ class Procedure:
         refusal on the ground, or no answer, is not the refusal the step checks)."""
         if expect not in EXPECTS:  # found in audit: a typo ("refused") passed a command that completed
             raise ProcedureFailed(f"expect: {expect!r} is not one of {', '.join(EXPECTS)}")
-        from ground.api import ServerClient
-
         timeout_s = _timeout(timeout_s)
         self._before_send(name, args or {})
-        # Through the server, one still waiting for a second operator as the step gives up is withdrawn (found in
-        # audit: approved later, it ran out of the procedure's order, after the procedure had failed).
-        extra = {"withdraw_unapproved": True} if isinstance(self.client, ServerClient) else {}
-        try:
-            result = self.client.send(name, args or {}, wait=wait, timeout_s=timeout_s, **extra,
-                                      on_report=lambda r: self._say(
-                                          f"  {name}: {r.stage.value}" if r.success else
-                                          f"  {name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}"))
-        except CommandTimeout as exc:
-            raise ProcedureFailed(f"{name}: {exc}") from None
+        result = self._send(name, args or {}, wait=wait, timeout_s=timeout_s,
+                            on_report=lambda r: self._say(
+                                f"  {name}: {r.stage.value}" if r.success else
+                                f"  {name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}"))
         for hook in self.on_command:
             hook(result)
         failed = result.failed
@@ -228,7 +276,7 @@ class Procedure:
             return current[0]
         try:
             item = self.client.wait_for(
-                lambda i: (not i.played_back and isinstance(i.record, HkRecord) and name in i.record.values
+                lambda i: (self._counts(i) and isinstance(i.record, HkRecord) and name in i.record.values
                            and predicate(i.record.values[name])), timeout_s)
         except TimeoutError:
             last = self.client.latest.get(name, ("never received",))[0]
@@ -257,8 +305,8 @@ class Procedure:
             if arrival > self._mark and ok(rec):
                 return rec
         try:
-            item = self.client.wait_for(lambda i: (not i.played_back and isinstance(i.record, EventRecord)
-                                                   and ok(i.record)), timeout_s)
+            item = self.client.wait_for(lambda i: self._counts(i) and isinstance(i.record, EventRecord)
+                                        and ok(i.record), timeout_s)
         except TimeoutError:
             raise ProcedureFailed(f"no event {name} within {timeout_s} s") from None
         self._say(f"  event {name}: {item.record.text}")
@@ -269,7 +317,8 @@ class Procedure:
         may be unknown), logged and returned to raise."""
         last = f"; the last command sent, {self.sent[-1]}, may have run (its outcome is unknown)" if self.sent else \
             "; no command was sent"
-        where = f"in step {self.steps} ({self._step_title})" if self.steps else "before its first step"
+        where = (f"in step {self.steps} ({self._step_title})" if self._step_title else
+                 f"after step {self.steps}" if self.steps else "before its first step")
         text = f"{why} {where}, after sending {len(self.sent)} commands{last}"
         return ProcedureInterrupted(text, len(self.sent))
 
@@ -338,6 +387,8 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
         log(f"procedure {path.name}: FAILED: it called sys.exit({exc.code!r}) at {path.name}{_where_in(exc, path)}, "
             "before its end; a procedure ends by returning, or fails by raising ProcedureFailed")
         return False
+    finally:
+        proc.close()
     log(f"procedure {path.name}: PASSED ({proc.steps} steps)")
     return True
 

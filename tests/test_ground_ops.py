@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgpack
@@ -17,6 +18,7 @@ from ground.alarms import AlarmManager, LimitStore
 from ground.console import Completer, Console
 from ground.procedure import Procedure, ProcedureFailed, equals, greater_than, run_procedure_file, within_range
 from flight.link.definitions import DICTIONARY
+from flight.link.messages import HkRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,6 +229,47 @@ def test_a_procedure_checks_only_what_came_after_its_command_and_asks_for_hazard
     assert log[-1] == ("procedure interrupted.py: NOT FINISHED: interrupted (Ctrl-C) in step 1 (noop then Ctrl-C), "
                        "after sending 1 commands; the last command sent, NOOP {}, may have run (its outcome is "
                        "unknown)"), log[-1]
+
+
+@pytest.mark.req("GND-005")
+def test_a_procedure_counts_what_was_made_after_its_command_however_it_came(start_agent, make_client, ipc_url,
+                                                                              tmp_path):
+    """Found in review: refusing every played-back packet failed waits on packets made after the command and
+    played back (a resend after a loss, housekeeping thinned by hk_live_every); a copy of a packet the ground
+    already had slipped past the wait's filter; bad arguments were asked for and counted as sent; each run of
+    a procedure left a listener on the client."""
+    from ground.client import Received
+
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    proc = Procedure(client, lambda text: None)
+    hk = DICTIONARY.packet_by_name["AGENT_HK"]
+
+    def feed(values, time_s, played_back=False, duplicate=False):
+        item = Received(b"", None, HkRecord(hk, values, time_s), played_back=played_back, duplicate=duplicate)
+        for listener in list(client.listeners):
+            listener(item)
+
+    now_s = time.time() + 1e6  # ahead of every packet the real agent sends meanwhile: the newest the ground knows
+    feed({"uptime_s": 1.0}, now_s)  # the agent's time, as a live packet says it
+    proc.send_and_wait("NOOP")
+    feed({"boot_count": 77}, now_s - 1.0, played_back=True)  # made before the command: history
+    feed({"boot_count": 78}, now_s, played_back=True, duplicate=True)  # a copy the ground had: never counted
+    with pytest.raises(ProcedureFailed, match="boot_count not == 77"):
+        proc.wait_for_telemetry("boot_count", equals(77), timeout_s=0.2)
+    with pytest.raises(ProcedureFailed, match="boot_count not == 78"):
+        proc.wait_for_telemetry("boot_count", equals(78), timeout_s=0.2)
+    feed({"boot_count": 79}, now_s + 1.0, played_back=True)  # made after it, come down late: it counts
+    assert proc.wait_for_telemetry("boot_count", equals(79), timeout_s=0.2) == 79
+    with pytest.raises(ProcedureFailed, match=r"PING: .*token.*; not sent"):
+        proc.send_and_wait("PING", {"token": -1})
+    assert proc.sent == ["NOOP {}"]  # the refused PING never counted as sent
+    listeners = len(client.listeners)
+    proc.close()
+    assert len(client.listeners) == listeners - 1
+    for _ in range(3):
+        assert run_procedure_file(ROOT / "ground" / "procedures" / "health_check.py", client, lambda text: None)
+    assert len(client.listeners) == listeners - 1, "each run takes its listener with it"
 
 
 def test_run_asks_for_the_hazardous_commands_of_a_procedure(start_agent, ipc_url, tmp_path):

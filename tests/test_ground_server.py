@@ -303,6 +303,27 @@ def test_a_procedure_that_gives_up_on_an_approval_withdraws_the_command(ground):
         with pytest.raises(CommandTimeout, match="pending_approval"):
             alice.send("RESET_COUNTERS", {}, timeout_s=1.0)
         assert ground.links["sunlit-1"].queue.entries()[-1].state.value == "pending_approval"
+        # Found in review: a withdrawal the server refused was tried again every 0.2 s for ever. Said, once.
+        real_take_back, tries = alice.take_back, []
+        alice.take_back = lambda entry_id, entry: tries.append(entry_id) or entry
+        with pytest.raises(ProcedureFailed, match="withdrawing it failed: it still waits for approval"):
+            proc.send_and_wait("RESET_COUNTERS", timeout_s=0.5)
+        assert len(tries) == 1
+        alice.take_back = real_take_back
+        # Ctrl-C while it waits for approval: withdrawn too, and not counted as sent
+        real_poll = alice.poll
+
+        def interrupted(timeout_s=0.0):
+            if ground.links["sunlit-1"].queue.entries()[-1].state.value == "pending_approval":
+                raise KeyboardInterrupt
+            return real_poll(timeout_s)
+
+        alice.poll = interrupted
+        sent = list(proc.sent)
+        with pytest.raises(KeyboardInterrupt):
+            proc.send_and_wait("RESET_COUNTERS", timeout_s=30.0)
+        alice.poll = real_poll
+        assert ground.links["sunlit-1"].queue.entries()[-1].state.value == "cancelled" and proc.sent == sent
     finally:
         alice.close()
 
