@@ -12,10 +12,11 @@ Meanings procedures rely on:
 A procedure file defines ``run(proc)``; ``sunlit-ground run FILE`` gives it a connected
 :class:`Procedure`, logs every step with its time and outcome, and exits 0 if it returned.
 
-What a check sees: ``wait_for_telemetry`` and ``assert_event`` take only what arrived live since the
-procedure's last command was sent (or since it began): a value the ground held from before (the
-server's snapshot, a packet played back from the agent's store) cannot pass a check that the command
-was meant to bring about. A hazardous command asks ``confirm`` (``sunlit-ground run`` asks on its
+What a check sees: ``wait_for_telemetry`` and ``assert_event`` take only what arrived since the
+procedure's last command was sent (or since it began) and was made since (a packet played back counts
+where the agent made it at or after its time at the command): a value the ground held from before (the
+server's snapshot, history played back from the agent's store, a copy) cannot pass a check that the
+command was meant to bring about. A hazardous command asks ``confirm`` (``sunlit-ground run`` asks on its
 terminal, or takes ``--yes``); one not confirmed fails its step, unsent.
 """
 
