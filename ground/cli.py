@@ -451,7 +451,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     try:
         for tag in tags:  # in release order; each named by its place in the file
             try:
-                result = client.send("SCHEDULE_AT", tag.scheduler_args(), timeout_s=args.timeout, **on_entry)
+                result = client.send("SCHEDULE_AT", tag.scheduler_args(time.time()), timeout_s=args.timeout,
+                                     **on_entry)
             except _AwaitingApproval as exc:
                 awaiting.append((tag, exc.entry_id))
                 print(f"  entry[{tag.entry}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: waits "

@@ -9,14 +9,18 @@ Format (TOML)::
     args = { mode = "IDLE" }
 
     [[entry]]
-    after_s = 600                    # from the moment of the upload instead
+    after_s = 600                    # from the moment it is sent instead
     command = "INFER_START"
     args = { input_set = "tiles" }
 
 Every entry is checked before anything is sent (an unknown command, a bad argument, a time in
 the past or past the board's 30-day horizon, both ``at`` and ``after_s``, and the SCHEDULE_AT it
-becomes), each error naming ``entry[K].KEY``: a schedule goes up
-whole or not at all from the ground's side. The agent checks again when each arrives.
+becomes), each error naming ``entry[K].KEY``, with the board's own check of what
+may be time-tagged (``flight.agent.schedule.check_command``: a SET_PARAM value its parameter refuses,
+a file name that leads out of its area), so the board refuses none for what could be known here: a
+schedule goes up whole or not at all from the ground's side. The agent checks again when each arrives.
+An ``after_s`` is counted from when its SCHEDULE_AT is sent (found in audit: from when the file was read,
+so the confirmation's question ate into it); still SCHEDULE_AT, so a two-person rule on it holds.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
+from flight.agent.schedule import CommandRefused, check_command
 from flight.link.definitions import DICTIONARY
 from flight.link.definitions import SCHEDULE_MAX_AHEAD_S as MAX_AHEAD_S
 from flight.link.dictionary import ArgumentError, Dictionary
@@ -47,14 +52,17 @@ class ScheduleFileError(ValueError):
 
 @dataclass(frozen=True)
 class TimeTag:
-    release_unix_s: float
+    release_unix_s: float  # as of the file's reading (after_s: its order among the others)
     command: str
     args: dict[str, Any]
     entry: int = 0  # its place in the file (entry[K]): messages name it so, whatever the release order
+    delay_s: float | None = None  # after_s: counted from when it is sent
 
-    def scheduler_args(self) -> dict[str, Any]:
-        """SCHEDULE_AT's arguments for this entry."""
-        return {"release_unix_s": self.release_unix_s, "command": self.command,
+    def scheduler_args(self, now_unix_s: float | None = None) -> dict[str, Any]:
+        """SCHEDULE_AT's arguments for this entry; an ``after_s`` one released ``delay_s`` after ``now_unix_s``
+        (when it is sent; None: the file's reading)."""
+        release = self.release_unix_s if self.delay_s is None or now_unix_s is None else now_unix_s + self.delay_s
+        return {"release_unix_s": release, "command": self.command,
                 "args": json.dumps(self.args, separators=(",", ":"))}
 
 
@@ -105,8 +113,10 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
             else:
                 raise fail(f"{where}.at", "a UTC time, e.g. \"2026-12-03T10:00:00Z\"")
         else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise fail(f"{where}.{key}", f"a finite number of seconds, got {value!r}")
+            # a 400-digit integer raised OverflowError out of isfinite (found in audit: a traceback)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 1e15 \
+                    or not math.isfinite(value):
+                raise fail(f"{where}.{key}", f"a finite number of seconds, got {str(value)[:40]}")
             release = float(value) + (now_unix_s if key == "after_s" else 0.0)
             if key == "after_s" and value < 0:
                 raise fail(f"{where}.after_s", "must not be negative")
@@ -117,17 +127,17 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
                                          f"{MAX_AHEAD_S / 86400:.0f} (the board's horizon; milliseconds for seconds?)")
         name = entry.get("command")
         if not isinstance(name, str) or name not in dictionary.command_by_name:
-            raise fail(f"{where}.command", f"{name!r} is not a dictionary command")
+            raise fail(f"{where}.command", f"{str(name)[:40]!r} is not a dictionary command")
         if name.startswith(("SCHEDULE_", "SEQUENCE_")):
             raise fail(f"{where}.command", f"{name} manages the schedule itself: send it directly")
         args = entry.get("args", {})
         if not isinstance(args, dict):
             raise fail(f"{where}.args", "a table of the command's arguments")
-        try:
-            checked = dictionary.command(name).validate_args(args)
-        except ArgumentError as exc:
-            raise fail(f"{where}.args", str(exc)) from None
-        tag = TimeTag(release, name, checked, k)
+        try:  # the board's own check (found in audit: a SET_PARAM value the board refuses went up after those
+            name, checked = check_command(dictionary, name, args)  # before it, half a schedule on board)
+        except CommandRefused as exc:
+            raise fail(f"{where}.{exc.field}", exc.reason) from None
+        tag = TimeTag(release, name, checked, k, float(value) if key == "after_s" else None)
         try:  # what goes up is one SCHEDULE_AT: checked as it will be sent
             dictionary.command("SCHEDULE_AT").validate_args(tag.scheduler_args())
         except ArgumentError as exc:

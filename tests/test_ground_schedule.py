@@ -32,6 +32,11 @@ command = "NOOP"
     assert [t.entry for t in tags] == [2, 0, 1], "each keeps its place in the file, for the messages"
     assert tags[1].release_unix_s == NOW + 600 and tags[1].args == {"token": 3}
     assert tags[0].scheduler_args() == {"release_unix_s": 1796000100.0, "command": "NOOP", "args": "{}"}
+    # after_s counts from when it is sent (found in audit: from the file's reading, so the confirmation's
+    # question ate into it); an absolute time stays what it is
+    assert tags[1].scheduler_args(NOW + 90.0) == {"release_unix_s": NOW + 690.0, "command": "PING",
+                                                 "args": '{"token":3}'}
+    assert tags[0].scheduler_args(NOW + 90.0)["release_unix_s"] == 1796000100.0
 
 
 @pytest.mark.req("AGT-080")
@@ -50,6 +55,13 @@ command = "NOOP"
     # Past the board's horizon, or a time in milliseconds: once sent after the entries before it (an audit).
     ('[[entry]]\nafter_s = 3000000\ncommand = "NOOP"\n', "entry[0].after_s: 34.7 days ahead, at most 30"),
     ('[[entry]]\nat_unix_s = 1796548000000\ncommand = "NOOP"\n', "entry[0].at_unix_s: "),
+    # Found in audit: what the board refuses of a time tag was taken here, and the upload stopped half-way (the
+    # entries before it on board); a 400-digit integer was a traceback.
+    ('[[entry]]\nafter_s = 5\ncommand = "NOOP"\n[[entry]]\nafter_s = 6\ncommand = "SET_PARAM"\n'
+     'args = { name = "hk_period_s", value = "banana" }\n', "entry[1].args.value"),
+    ('[[entry]]\nafter_s = 5\ncommand = "FILE_DELETE"\nargs = { name = "../../etc/passwd" }\n', "entry[0].args.name"),
+    ('[[entry]]\nafter_s = ' + "9" * 400 + '\ncommand = "NOOP"\n', "entry[0].after_s: a finite number of seconds"),
+    ('[[entry]]\nat_unix_s = -' + "9" * 400 + '\ncommand = "NOOP"\n', "entry[0].at_unix_s: a finite number"),
 ])
 def test_a_bad_schedule_file_is_refused_whole_naming_the_entry_and_key(text, where):
     with pytest.raises(ScheduleFileError) as info:

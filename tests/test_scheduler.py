@@ -31,6 +31,28 @@ def watch(rig: InProcessAgent) -> InProcessAgent:
 
 
 @pytest.mark.req("AGT-080")
+def test_an_entry_that_cannot_be_released_is_said_and_those_due_with_it_still_go(rig, monkeypatch):
+    """Found in audit: the entries due in one tick were taken out of the schedule together and released in a
+    loop with no guard: one whose dispatch raised ended the loop, and the others never ran, unsaid."""
+    for command, args in (("NOOP", {}), ("PING", {"token": 5}), ("PING", {"token": 6})):
+        assert rig.send("SCHEDULE_AFTER", delay_s=5.0, command=command, args=json.dumps(args)).completed
+    real = rig.agent.scheduler._dispatch  # noqa: SLF001 - the port the scheduler releases through
+
+    def dispatch(name, args, cmd_id):
+        if name == "NOOP":
+            raise RuntimeError("the encoder refused it")
+        return real(name, args, cmd_id)
+
+    monkeypatch.setattr(rig.agent.scheduler, "_dispatch", dispatch)
+    rig.advance(6)
+    assert sorted(e.args["token"] for e in rig.events("PING_RECEIVED")) == [5, 6]
+    [error] = [e.args["reason"] for e in rig.events("SCHEDULE_ERROR")]
+    assert error == "entry 1 (NOOP) not released: RuntimeError: the encoder refused it"
+    hk = rig.hk()
+    assert hk["schedule_release_errors"] == 1 and hk["schedule_entries"] == 0
+
+
+@pytest.mark.req("AGT-080")
 def test_a_time_tagged_command_runs_at_its_time_with_its_reports_tagged_by_its_entry(rig):
     watch(rig)
     result = rig.send("SCHEDULE_AFTER", delay_s=5.0, command="PING", args=json.dumps({"token": 42}))
@@ -250,7 +272,7 @@ def test_a_sequence_step_whose_state_cannot_be_kept_is_not_sent_and_the_run_ends
         monkeypatch.setattr(scheduler_module, "write_checked_json", full)
         first.advance(6)
         [done] = [e.args for e in first.events("SEQUENCE_DONE")]
-        assert not done["ok"] and done["reason"].startswith("step 2 not sent: the sequence state could not be kept")
+        assert not done["ok"] and done["reason"].startswith("step[1] not sent: the sequence state could not be kept")
         assert not first.events("COUNTERS_RESET")
     finally:
         first.close()

@@ -101,7 +101,7 @@ def not_schedulable(name: str) -> str | None:
     return None
 
 
-class _Bad(Exception):
+class CommandRefused(Exception):
     """A command or its arguments refused: ``field`` relative to the command ("command", "args.mode")."""
 
     def __init__(self, field: str, reason: str, code: FailureCode):
@@ -109,33 +109,33 @@ class _Bad(Exception):
         self.field, self.reason, self.code = field, reason, code
 
 
-def _check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, dict[str, Any]]:
-    """(dictionary name, checked arguments) of a command that may be scheduled, or :class:`_Bad`.
+def check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, dict[str, Any]]:
+    """(dictionary name, checked arguments) of a command that may be scheduled, or :class:`CommandRefused`.
 
     The arguments go through the dictionary's own checker (``Command.validate_args``), so a
     time tag or a step is refused for exactly what a direct command would be refused for.
     """
     if not isinstance(name, str):
-        raise _Bad("command", f"must be a command name, got {type(name).__name__}", FailureCode.BAD_ARGUMENTS)
+        raise CommandRefused("command", f"must be a command name, got {type(name).__name__}", FailureCode.BAD_ARGUMENTS)
     why = not_schedulable(name)
     if why:
-        raise _Bad("command", why, FailureCode.NOT_ALLOWED_IN_MODE)
+        raise CommandRefused("command", why, FailureCode.NOT_ALLOWED_IN_MODE)
     try:
         command = dictionary.command(name)
     except ArgumentError as exc:
-        raise _Bad("command", str(exc), exc.code) from None
+        raise CommandRefused("command", str(exc), exc.code) from None
     if not isinstance(args, Mapping):
-        raise _Bad("args", f"must be a map of arguments, got {type(args).__name__}", FailureCode.BAD_ARGUMENTS)
+        raise CommandRefused("args", f"must be a map of arguments, got {type(args).__name__}", FailureCode.BAD_ARGUMENTS)
     raw = dict(args)
     try:
         checked = command.validate_args(raw)
     except ArgumentError as exc:
-        raise _Bad(_bad_argument(command, raw), str(exc), exc.code) from None
+        raise CommandRefused(_bad_argument(command, raw), str(exc), exc.code) from None
     try:  # a name that would lead out of its directory is refused now, as the command itself would be
         check_file_arguments(command.name, checked)
     except NameRefused as exc:
         field, _, why = str(exc).partition(": ")
-        raise _Bad(f"args.{field}", why, FailureCode.BAD_ARGUMENTS) from None
+        raise CommandRefused(f"args.{field}", why, FailureCode.BAD_ARGUMENTS) from None
     static = _STATIC_CHECKS.get(command.name)
     if static is not None:
         static(dictionary, checked)
@@ -149,11 +149,11 @@ def _check_set_param(dictionary: Dictionary, args: dict[str, Any]) -> None:
     half) is left to the handler then."""
     param = dictionary.parameter_by_name.get(args.get("name"))
     if param is None:
-        raise _Bad("args.name", f"no parameter {args.get('name')!r}", FailureCode.BAD_ARGUMENTS)
+        raise CommandRefused("args.name", f"no parameter {args.get('name')!r}", FailureCode.BAD_ARGUMENTS)
     try:
         param.spec.coerce(args.get("value"), param.name)
     except ArgumentError as exc:
-        raise _Bad("args.value", str(exc), exc.code) from None
+        raise CommandRefused("args.value", str(exc), exc.code) from None
 
 
 # Checks a command's handler makes that need no state: made when it is scheduled or stored as a step, so it is
@@ -326,8 +326,8 @@ class TimeSchedule:
                   source: str = "timetag") -> ScheduleEntry:
         """Schedule ``command`` for ``release_unix_s`` (UTC); :class:`ScheduleError` names what is refused."""
         try:
-            name, checked = _check_command(self.dictionary, command, args)
-        except _Bad as bad:
+            name, checked = check_command(self.dictionary, command, args)
+        except CommandRefused as bad:
             raise ScheduleError(bad.reason, bad.field, bad.code) from None
         release = _number(release_unix_s)
         if release is None:
@@ -491,8 +491,8 @@ class TimeSchedule:
         dropped = []
         for raw in raw_entries:
             try:
-                name, checked = _check_command(self.dictionary, raw["command"], raw["args"])
-            except _Bad as bad:
+                name, checked = check_command(self.dictionary, raw["command"], raw["args"])
+            except CommandRefused as bad:
                 dropped.append(f"entry {raw['entry_id']} ({raw['command']}): {bad.field}: {bad.reason}")
                 continue
             entry = ScheduleEntry(raw["entry_id"], raw["release_unix_s"], name, checked, raw["source"],
@@ -699,8 +699,8 @@ def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[st
 
     if kind == "command":
         try:
-            name, args = _check_command(dictionary, raw["command"], raw.get("args", {}))
-        except _Bad as bad:
+            name, args = check_command(dictionary, raw["command"], raw.get("args", {}))
+        except CommandRefused as bad:
             raise fail(f"{where}.{bad.field}", bad.reason) from None
         timeout = _seconds(raw.get("timeout_s", DEFAULT_COMMAND_TIMEOUT_S), f"{where}.timeout_s", MAX_TIMEOUT_S, fail,
                            positive=True)

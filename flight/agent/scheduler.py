@@ -74,8 +74,8 @@ class Scheduler(Component):
                 "SCHEDULE_RELEASE", "SEQUENCE_START", "SEQUENCE_ABORT")
     EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE",
               "CLOCK_JUMPED")
-    CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released", "schedule_late_ms",
-                "sequence_running", "sequence_step", "clock_jumps")
+    CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released",
+                "schedule_release_errors", "schedule_late_ms", "sequence_running", "sequence_step", "clock_jumps")
 
     def __init__(self, state_dir: Path, clock: Clock, emit: EventPort,
                  dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]]):
@@ -94,6 +94,7 @@ class Scheduler(Component):
         self._run_error: str | None = None
         self._run_damaged = False
         self.released = 0
+        self.release_errors = 0  # due entries whose release raised (SCHEDULE_ERROR each)
         self.clock_jumps = 0  # UTC steps seen against the monotonic clock (CLOCK_JUMPED)
         self.late_ms: float | None = None
         self._telemetry_at = -math.inf
@@ -126,7 +127,12 @@ class Scheduler(Component):
             self.run.shift(jump.delta_s)
             self._save_run()
         for entry in self.schedule.due(now):
-            self._release(entry, now)
+            try:  # each on its own (found in audit: one that failed to go out lost those due with it, unsaid)
+                self._release(entry, now)
+            except Exception as exc:  # noqa: BLE001 - this entry is said; the others due with it still go
+                self.release_errors += 1
+                self._emit("SCHEDULE_ERROR", reason=self._relative(
+                    f"entry {entry.entry_id} ({entry.command}) not released: {type(exc).__name__}: {exc}"))
         if self.schedule.persist_error != self._persist_reported:
             self._persist_reported = self.schedule.persist_error
             if self._persist_reported:
@@ -199,7 +205,7 @@ class Scheduler(Component):
             self._run_cmd = (cmd_id, action.step_index)
             failed = self._save_run()  # sent is on disk before it goes: after a reset it is never sent again
             if failed is not None:  # not kept: not sent, and the run ends (found in audit: sent, and after a reset
-                self._end_run(False, f"step {action.step_index + 1} not sent: the sequence state could not be "  # sent
+                self._end_run(False, f"step[{action.step_index}] not sent: the sequence state could not be "  # sent
                                      f"kept ({failed}), and a reset would send it again")  # again from the state kept
                 return
             self._dispatch(action.command, action.args, cmd_id)
@@ -357,6 +363,7 @@ class Scheduler(Component):
             "schedule_held": sum(e.held for e in entries),
             "schedule_next_in_s": None if release is None else round(release - self._clock.now_s(), 3),
             "schedule_released": self.released,
+            "schedule_release_errors": self.release_errors,
             "clock_jumps": self.clock_jumps,
             "schedule_late_ms": None if self.late_ms is None else round(self.late_ms, 3),
             "sequence_running": self.run.sequence.name if self.run is not None else "",

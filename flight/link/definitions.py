@@ -791,6 +791,8 @@ SCHEDULE_CHANNELS = (
             Limits(warn_high=1)),
     Channel("schedule_next_in_s", T.F64, "s", "Time to the next release (nil: none)"),
     Channel("schedule_released", T.U32, "count", "Time-tagged commands released since the agent started"),
+    Channel("schedule_release_errors", T.U32, "count", "Time-tagged commands that fell due and could not be "
+            "released (SCHEDULE_ERROR names each; those due with them still go)", Limits(warn_high=1)),
     Channel("schedule_late_ms", T.F64, "ms", "How late the last release was against its time tag",
             Limits(warn_high=50)),
     Channel("clock_jumps", T.U32, "count", "UTC steps against the monotonic clock since the agent started "
