@@ -125,7 +125,8 @@ def check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, di
     except ArgumentError as exc:
         raise CommandRefused("command", str(exc), exc.code) from None
     if not isinstance(args, Mapping):
-        raise CommandRefused("args", f"must be a map of arguments, got {type(args).__name__}", FailureCode.BAD_ARGUMENTS)
+        raise CommandRefused("args", f"must be a map of arguments, got {type(args).__name__}",
+                             FailureCode.BAD_ARGUMENTS)
     raw = dict(args)
     try:
         checked = command.validate_args(raw)
