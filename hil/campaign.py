@@ -63,6 +63,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -228,7 +229,12 @@ def load_campaign(path: Path | str) -> Campaign:
             raise fail(key, f"must be a table of dotted scenario keys, like [{key}] \"battery.capacity_wh\" = ...")
         return value
 
-    fixed, sweep_raw, disp_raw = table("set"), table("sweep"), table("dispersion")
+    # A key written without quotes (criteria.min_work = 0) is a table to TOML: its keys, dotted, each set on its
+    # own (found in audit: set as a whole it replaced the scenario's [criteria], its other checks gone, and a
+    # failing case passed). A dispersion's own table (a distribution) and an empty one ([link] on) are values.
+    fixed = _dotted(table("set"), lambda v: not v)
+    sweep_raw = _dotted(table("sweep"), lambda v: not v)
+    disp_raw = _dotted(table("dispersion"), lambda v: not v or any(k in DISTRIBUTIONS or k == "clip" for k in v))
     sweep: dict[str, tuple[Any, ...]] = {}
     for key, values in sweep_raw.items():
         if not isinstance(values, list) or not values:
@@ -356,6 +362,17 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
+def _dotted(table: dict[str, Any], is_value: Callable[[dict[str, Any]], bool], prefix: str = "") -> dict[str, Any]:
+    """``table`` with the tables in it that are not values (``is_value``) spread into dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and not is_value(value):
+            out.update(_dotted(value, is_value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _set_dotted(doc: dict[str, Any], key: str, value: Any, source: str) -> None:
     """``doc[a][b][c] = value`` for ``key = "a.b.c"``; tables that are missing are made, arrays are
     indexed by number (``faults.0.at_s``), anything else in the way is an error naming the key."""
@@ -418,7 +435,7 @@ def _check_keys(campaign: Campaign) -> None:
                                 f"runs)", str(campaign.scenario_path), exc.key) from None
     reference = None  # the scenario under the campaign's name, as the cases are made, to compare them with
     for key, values in candidates.items():
-        if _has_dotted(campaign.base, key):
+        if _has_dotted(campaign.base, key) or _a_scenario_key(key):
             continue
         if reference is None:
             try:
@@ -437,6 +454,18 @@ def _check_keys(campaign: Campaign) -> None:
             raise CampaignError(f"{src}: {key}: not a key of the scenario {campaign.scenario_path.name} "
                                 f"(it is not in the file, and setting it to {values[0]!r} changes nothing); "
                                 f"check the spelling against hil/scenario.py")
+
+
+def _a_scenario_key(key: str) -> bool:
+    """Whether ``key`` names a key the scenario loader takes (hil.scenario.TABLE_KEYS, [parameters] the
+    dictionary's): one set to its default changes nothing and is still no typo (found in audit: refused)."""
+    from flight.link.definitions import DICTIONARY
+    from hil.scenario import TABLE_KEYS
+
+    table, _, name = key.rpartition(".")
+    if table == "parameters":
+        return name in DICTIONARY.parameter_by_name
+    return name in TABLE_KEYS.get(table, ())
 
 
 def _case_error(campaign: Campaign, case: Case) -> ScenarioError | None:
@@ -523,39 +552,70 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _crashed_row(job: dict[str, Any], why: str) -> dict[str, Any]:
+    """The row of a case whose worker died under it: an error, run again on resume."""
+    return {**job["params"], "case": job["index"], "status": "error", "passed": False, "error": why[:500],
+            "wall_s": None}
+
+
 # --- engines ----------------------------------------------------------------------------------------
 
 
 def run_jobs(fn: Callable[[Any], Any], jobs: list[Any], done: Callable[[Any], None], engine: str = "pool",
-             workers: int | None = None, address: str | None = None) -> None:
+             workers: int | None = None, address: str | None = None,
+             crashed: Callable[[Any, str], Any] | None = None) -> None:
     """Run ``fn(job)`` for every job on the campaign's engines (a local process pool, or Ray with
     ``engine="ray"``), calling ``done(result)`` as each finishes, in finishing order. ``fn`` must
     be importable by name (it runs in fresh interpreters). The campaigns of scenarios use it, and
-    so does ``bench.power`` for its generated cases."""
+    so does ``bench.power`` for its generated cases. ``crashed(job, why)``: the result of a job whose worker
+    process died under it (killed, out of memory, a crash in native code), passed to ``done`` as any other
+    (found in audit: one such death ended the whole campaign, with no report); None: the death ends the run."""
     if engine not in ("pool", "ray"):
         raise ValueError(f"engine: {engine!r} is not pool or ray")
     workers = max(1, workers or os.cpu_count() or 1)
     if not jobs:
         return
     if engine == "ray":
-        _run_ray(fn, jobs, workers, address, done)
+        _run_ray(fn, jobs, workers, address, done, crashed)
     else:
-        _run_pool(fn, jobs, min(workers, len(jobs)), done)
+        remaining, unblamed = list(jobs), [0]
+        while remaining:  # a pool a worker's death broke: the jobs it had not begun, in a new one
+            remaining = _run_pool(fn, remaining, min(workers, len(remaining)), done, crashed, unblamed)
 
 
-def _run_pool(fn: Callable[[Any], Any], jobs: list[Any], workers: int, done: Callable[[Any], None]) -> None:
+POOL_BREAKS_WITHOUT_BLAME = 3  # pool deaths with no job seen in flight before every job left is given up
+
+
+def _run_pool(fn: Callable[[Any], Any], jobs: list[Any], workers: int, done: Callable[[Any], None],
+              crashed: Callable[[Any, str], Any] | None = None, unblamed: list[int] | None = None) -> list[Any]:
+    """Run ``jobs`` on one pool; the jobs to run again on a new one where a worker's death broke it (those not
+    yet begun: the ones in flight, which the death may be of, get ``crashed``)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: a fresh interpreter per worker, as a Ray worker is (no threads or sockets inherited).
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_pool_worker_init)
-    pending = {pool.submit(fn, job) for job in jobs}
+    # spawn: a fresh interpreter per worker, as a Ray worker is (no threads or sockets inherited). Each job says
+    # as it begins (``started``): a worker's death is then blamed on the jobs begun and not finished.
+    context = multiprocessing.get_context("spawn")
+    started = context.Queue() if crashed is not None else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pool_worker_init,
+                               initargs=(started,))
+    futures = {pool.submit(_begun, fn, key, job): key for key, job in enumerate(jobs)}
+    pending = set(futures)
+    reported: set[Any] = set()
     try:
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                done(future.result())
+                try:
+                    result = future.result()
+                except BrokenProcessPool as exc:
+                    if crashed is None or started is None:
+                        raise
+                    return _pool_broke(pool, jobs, [futures[f] for f in reported], started, done, crashed, exc,
+                                       [0] if unblamed is None else unblamed)
+                reported.add(future)
+                done(result)
     except BaseException:
         # Interrupted: the cases in flight are abandoned (they run again on resume). Their workers get
         # SIGTERM, which unwinds the case so the loop's own clean-up stops its agent.
@@ -568,6 +628,45 @@ def _run_pool(fn: Callable[[Any], Any], jobs: list[Any], workers: int, done: Cal
             proc.join(timeout=30)
         raise
     pool.shutdown(wait=True)
+    return []
+
+
+def _pool_broke(pool: Any, jobs: list[Any], finished: list[int], started: Any, done: Callable[[Any], None],
+                crashed: Callable[[Any, str], Any], exc: BaseException, unblamed: list[int]) -> list[Any]:
+    """A worker died and took the pool with it: the jobs begun and not finished get ``crashed`` (the death was
+    one of theirs; a campaign's --resume runs them again), those not begun go to a new pool. Where none was seen
+    begun, all go again, and after POOL_BREAKS_WITHOUT_BLAME such deaths every one left is given up."""
+    import queue
+
+    pool.shutdown(wait=False, cancel_futures=True)
+    begun: set[int] = set()
+    while True:  # what the workers said as each job began (a moment's wait: a dying worker's last word)
+        try:
+            begun.add(started.get(timeout=0.5))
+        except queue.Empty:
+            break
+    done_keys = set(finished)
+    left = [k for k in range(len(jobs)) if k not in done_keys]
+    blamed = [k for k in left if k in begun]
+    if not blamed:
+        unblamed[0] += 1
+        if unblamed[0] >= POOL_BREAKS_WITHOUT_BLAME:
+            blamed = left
+    why = (f"its worker process died ({type(exc).__name__}: {exc}) while this case or one beside it ran; "
+           "run the campaign again to run it again")
+    for k in blamed:
+        done(crashed(jobs[k], why))
+    return [jobs[k] for k in left if k not in blamed]
+
+
+def _begun(fn: Callable[[Any], Any], key: int, job: Any) -> Any:
+    """``fn(job)`` in a pool worker, saying first that job ``key`` has begun (for a death's blame)."""
+    if _started is not None:
+        _started.put(key)
+    return fn(job)
+
+
+_started: Any = None  # in a pool worker: where it says each job it begins (None: nobody asked)
 
 
 class _Terminated(BaseException):
@@ -579,8 +678,9 @@ ORPHAN_LOOK_S = 1.0  # how often a pool worker looks whether its campaign is sti
 ORPHAN_GRACE_S = 30.0  # then how long its case has to unwind (its agent stopped) before the worker exits anyway
 
 
-def _pool_worker_init() -> None:
-    """In each pool worker: SIGTERM unwinds the case in flight, and the worker gets SIGTERM when the
+def _pool_worker_init(started: Any = None) -> None:
+    """In each pool worker: ``started``, where it says each job it begins (for a death's blame); SIGTERM
+    unwinds the case in flight, and the worker gets SIGTERM when the
     campaign dies (PR_SET_PDEATHSIG), even by kill -9, so no agent is left flying a dead campaign.
 
     The first SIGTERM only: the parent-death signal comes once for each thread of the campaign that ends,
@@ -590,6 +690,8 @@ def _pool_worker_init() -> None:
     whose campaign is gone unwinds its case, and leaves ORPHAN_GRACE_S later whatever it does."""
     import multiprocessing
 
+    global _started
+    _started = started
     parent = multiprocessing.parent_process()  # the campaign, as the pool started this worker
     campaign_pid = parent.pid if parent is not None and parent.pid is not None else os.getppid()
 
@@ -620,25 +722,46 @@ def _pool_worker_init() -> None:
 
 
 def _run_ray(fn: Callable[[Any], Any], jobs: list[Any], workers: int, address: str | None,
-             done: Callable[[Any], None]) -> None:
+             done: Callable[[Any], None], crashed: Callable[[Any, str], Any] | None = None) -> None:
     import ray  # checked by main_campaign before anything runs
 
     started_here = not ray.is_initialized()
+    ours = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A Ray of this machine only: no dashboard, no usage reporting, the CPUs given.
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                # A Ray of this machine only: no dashboard, no usage reporting, the CPUs given.
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
+        except SystemExit as exc:  # SIGTERM while Ray starts: its own handler's exit, taken as ours would be
+            if exc.code != signal.SIGTERM:
+                raise
+            ray.shutdown()
+            raise KeyboardInterrupt from None
+        finally:  # ray.init put its own SIGTERM handler in (found in audit: kill PID gave exit 1 and a native
+            if ours is not None:  # stack dump, where the campaign says 130 and how to resume)
+                signal.signal(signal.SIGTERM, ours)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(fn)
-        pending = [task.remote(job) for job in jobs]
+        job_of = {}
+        for job in jobs:
+            job_of[task.remote(job)] = job
+        pending = list(job_of)
         try:
             while pending:
                 finished, pending = ray.wait(pending, num_returns=1)
                 for ref in finished:
-                    done(ray.get(ref))
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # its worker died (run_case itself never raises)
+                        if crashed is None:
+                            raise
+                        result = crashed(job_of[ref], f"its Ray worker failed ({type(exc).__name__}: "
+                                                      f"{str(exc)[:200]}); run the campaign again to run it again")
+                    done(result)
         except BaseException:
             for ref in pending:
                 ray.cancel(ref)  # KeyboardInterrupt in the task: its agent is stopped
@@ -742,7 +865,8 @@ def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", work
                 bar.set_postfix_str(f"{sum(r['status'] != 'passed' for r in rows.values())} not passed")
 
         try:
-            run_jobs(run_case, [_job(campaign, c, out) for c in todo], done, engine, workers, address)
+            run_jobs(run_case, [_job(campaign, c, out) for c in todo], done, engine, workers, address,
+                     crashed=_crashed_row)
         finally:
             if bar is not None:
                 bar.close()
