@@ -99,12 +99,28 @@ def test_entries_survive_a_restart_and_run_once(tmp_path):
     ({"release_unix_s": 30.0, "command": "SCHEDULE_RESET"}, "command"),
     ({"release_unix_s": 30.0, "command": "NOOP", "args": "[1, 2]"}, "args"),
     ({"release_unix_s": 30.0, "command": "NOOP", "args": "{not json"}, "args"),
+    # Found in audit: refused by the command itself with no state needed, taken as time tags, failed at release
+    ({"release_unix_s": 30.0, "command": "SET_TLE", "args": '{"line1": "garbage", "line2": "garbage"}'},
+     "args.line1"),
+    ({"release_unix_s": 30.0, "command": "STORE_DUMP", "args": '{"from_unix_s": 2000.0, "to_unix_s": 1000.0}'},
+     "args.to_unix_s: 1000.0 is before from_unix_s 2000.0"),
 ])
 def test_a_bad_time_tag_is_refused_naming_what_is_wrong(rig, args, field):
     args = {**args, "release_unix_s": rig.clock.now_s() + args["release_unix_s"]}
     result = rig.send("SCHEDULE_AT", **args)
     assert result.failed and field in result.failure.reason
     assert rig.send("SCHEDULE_LIST").result["count"] == 0
+
+
+@pytest.mark.req("AGT-080")
+def test_a_good_tle_or_dump_range_is_taken_as_a_time_tag(rig):
+    from tests.samples import ISS_TLE
+
+    tle = json.dumps({"line1": ISS_TLE[0], "line2": ISS_TLE[1]})
+    assert rig.send("SCHEDULE_AFTER", delay_s=30.0, command="SET_TLE", args=tle).completed
+    dump = json.dumps({"from_unix_s": 1000.0, "to_unix_s": 2000.0})
+    assert rig.send("SCHEDULE_AFTER", delay_s=30.0, command="STORE_DUMP", args=dump).completed
+    assert rig.send("SCHEDULE_LIST").result["count"] == 2
 
 
 def write_sequence(rig: InProcessAgent, name: str, text: str) -> None:
