@@ -116,8 +116,8 @@ class Procedure:
         self.on_command: list[Callable[[CommandResult], None]] = []  # e.g. the archive's history
         self._t0 = time.monotonic()
         self._step_title = ""
-        # What arrived live, in order: checks look only past the mark, the arrival count at the last send (found
-        # in audit: a value from before, played back or the server's snapshot, passed a check meant for after)
+        # What arrived and counts (_counts), in order: checks look only past the mark, the arrival count at the
+        # last send (found in audit: a value from before, played back or the server's snapshot, passed a check)
         self._arrivals = 0
         self._mark = 0
         # The agent's time as of the newest live packet, and as of the mark: a packet played back (resent after a
