@@ -220,6 +220,7 @@ from flight.link.dictionary import ArgumentError
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
+from hil.profiles.generate import MAX_STEPS as PROFILE_MAX_STEPS
 from hil.profiles.format import ProfileError
 
 FAULT_KINDS = {
@@ -247,7 +248,7 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "los": ("duration_s",),
 }
 MAX_DURATION_S = 30 * 86400.0  # a run's length
-MAX_STEPS = 1_000_000  # steps of a run: its trace holds every one
+MAX_STEPS = PROFILE_MAX_STEPS  # steps of a run: its trace holds every one, and its profile is generated in one
 MAX_PLATFORM_LOAD_W = 5000.0
 MAX_TILES_PER_S = 1e7  # modelled throughput at the top mode
 NEEDS_DURATION = ("sensor_dropout", "sensor_stuck", "los")  # with duration_s = 0 they would do nothing

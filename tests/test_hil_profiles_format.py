@@ -320,6 +320,18 @@ def test_generate_cli_takes_the_truths_drift(tmp_path, capsys):
                                                "a finite number within ±5, got nan")
 
 
+@pytest.mark.req("HIL-001")
+def test_generate_cli_refuses_a_profile_past_a_million_steps_before_building_it(tmp_path, capsys):
+    # Found in audit: --duration-s 1e12 asked numpy for 745 GiB, and the user saw an internal error (exit 3).
+    out = tmp_path / "huge.csv"
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "1e12", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == ("sunlit-hil generate: duration_s 1e+12 is 1e+11 steps of 10 s: at most "
+                                               "1,000,000 (a longer step_s, or a shorter duration_s)")
+    assert not out.exists()
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "1e6", "--step-s", "1e6",
+                         "--out", str(out)]) == 0
+
+
 def test_generate_cli_with_a_namespace_like_sunlit_hils(tmp_path, capsys):
     # The attributes hil/cli.py's `generate` parser defines; the rest take their defaults.
     line1, line2 = generate_profile(*orbit_from_description(SHIPPED["iss_51_6"])[:2], 20.0, 10.0).tle()

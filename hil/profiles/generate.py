@@ -63,6 +63,10 @@ GENERATOR_VERSION = "2"  # 2: the truth's SAA drifts (RadiationParams.saa_drift_
 EPOCH_SHIPPED_ISO = "2026-11-24T00:00:00Z"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHIPPED_DIR = DATA_DIR / "profiles"
+MAX_STEPS = 1_000_000
+"""Steps of a generated profile: a million (11.6 days at 1 s, 116 at 10 s) take about 0.6 GB while they are
+built, and a scenario's run (:data:`hil.scenario.MAX_STEPS`) fits in one (found in audit: ``sunlit-hil generate
+--duration-s 1e12`` asked for 745 GiB, an internal error)."""
 
 
 _DEFAULT_NORMAL = (1.0, 0.0, 0.0)
@@ -295,6 +299,9 @@ def generate_profile(
         raise ValueError(f"step_s must be > 0, got {step_s}")
     if not (math.isfinite(duration_s) and duration_s >= step_s):
         raise ValueError(f"duration_s must be at least one step ({step_s} s), got {duration_s}")
+    if duration_s / step_s > MAX_STEPS:
+        raise ValueError(f"duration_s {duration_s:g} is {duration_s / step_s:.3g} steps of {step_s:g} s: at most "
+                         f"{MAX_STEPS:,} (a longer step_s, or a shorter duration_s)")
     if len({s.name for s in stations}) != len(stations):
         raise ValueError(f"station names must be unique, got {[s.name for s in stations]}")
     orbit, tle = _tle_orbit(orbit)
