@@ -51,12 +51,14 @@ table of its own, so schema 2 is unchanged and a file an older ground server wro
 these packets too, undecoded) gives its plans back the same way.
 
 Times: telemetry (housekeeping, events, packets) is indexed by *packet time*, the agent's clock
-as stamped in the packet (simulated time under lockstep HIL); ``received_s``, command times and
-acknowledgements are the ground's clock. Every time is Unix seconds (UTC).
+as stamped in the packet (simulated time under lockstep HIL); ``received_s`` (a packet's, an
+event's, a sealed chunk's newest: ``r_last``), command times and acknowledgements are the
+ground's clock. Every time is Unix seconds (UTC).
 
 Retention (:meth:`Archive.retain` with a :class:`RetentionPolicy`) deletes by age and by size
-per kind of data and spacecraft; the file is ``auto_vacuum = INCREMENTAL`` so what is deleted
-is given back to the file system.
+per kind of data and spacecraft, telemetry by when the ground received it (a board's clock may
+be wrong); the file is ``auto_vacuum = INCREMENTAL`` so what is deleted is given back to the
+file system.
 
 Durability, honestly: WAL with ``synchronous = NORMAL``. A commit is in the WAL file when
 ``COMMIT`` returns, so a crash of this process (``kill -9`` included) loses only what was not
@@ -78,7 +80,8 @@ writes the file, and ignores them), so a file without them gets them when it is 
 the keys of the packets of its last ``key_horizon_days`` (:meth:`Archive._add_key_tables`),
 instead of a new version number and a conversion. ``file_transfers`` came the same way
 (:data:`_FILE_TABLES`): created with a new file, or when a file without it is opened; so did the
-events' indexes by spacecraft and severity (:data:`_EVENT_INDEXES`, found in audit).
+events' indexes by spacecraft and severity (:data:`_EVENT_INDEXES`, found in audit), and the
+receptions of sealed chunks and events with their indexes (:data:`_RECEIPTS`, found in audit).
 """
 
 from __future__ import annotations
@@ -170,6 +173,8 @@ _SCHEMA = (
         sid        INTEGER NOT NULL,
         t_first    REAL NOT NULL,        -- packet time, lowest and highest in the chunk
         t_last     REAL NOT NULL,
+        r_last     REAL,                 -- ground clock: its packets' newest reception, which retention ages it by;
+                                         -- NULL (sealed before this column, see _RECEIPTS): t_last is taken
         n          INTEGER NOT NULL,     -- packets
         first_id   INTEGER NOT NULL,     -- their packet row ids (order of reception), lowest and highest
         last_id    INTEGER NOT NULL,
@@ -188,7 +193,8 @@ _SCHEMA = (
         name     TEXT NOT NULL,
         severity INTEGER NOT NULL,
         text     TEXT NOT NULL,
-        args     TEXT NOT NULL)""",
+        args     TEXT NOT NULL,
+        received_s REAL)  -- ground clock, its packet's reception; NULL: written by an older ground server""",
     "CREATE INDEX events_by_time ON events(time_s)",
     """CREATE TABLE verifications (
         id         INTEGER PRIMARY KEY,
@@ -284,6 +290,28 @@ _EVENT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_by_severity ON events(severity, time_s)",
 )
 _EVENT_INDEX_NAMES = ("events_by_sc_severity", "events_by_severity")
+
+# Added within schema 2 like the key tables: when the ground received its telemetry, which retention ages it by
+# (found in audit: a sealed chunk kept only packet times, so the housekeeping of a board whose clock fell back to
+# 1970 went at the first retention after sealing; and one dated far ahead was kept for ever). A file from before
+# gets ``hk_chunks.r_last`` and ``events.received_s`` when opened (an earlier chunk takes its newest packet time, an
+# earlier event its packet's reception, else its time) and these indexes, which retention reads through.
+_RECEIPTS = (
+    "CREATE INDEX IF NOT EXISTS hk_chunks_by_received ON hk_chunks(sc, sid, coalesce(r_last, t_last), t_last)",
+    "CREATE INDEX IF NOT EXISTS events_by_received ON events(sc, received_s, time_s)",
+    "CREATE INDEX IF NOT EXISTS packets_by_received ON packets(sc, received_s, time_s) WHERE sid IS NULL",
+)
+_RECEIPT_INDEX_NAMES = ("hk_chunks_by_received", "events_by_received", "packets_by_received")
+# An event's reception where an older ground server left none: its packet's, else its own time.
+_FILL_EVENTS_RECEIVED = ("UPDATE events SET received_s = coalesce((SELECT p.received_s FROM packets p "
+                         "WHERE p.id = events.packet), time_s) WHERE received_s IS NULL")
+
+
+def _aged(received: str, when: str) -> str:
+    """SQL: telemetry old enough to go by age, given (the ground's cutoff, the spacecraft's): received before the
+    first, and made before the second, its packet time taken as no later than its reception (nothing is made after
+    it came: a clock far ahead ages by its reception; found in audit, a packet dated 2096 was kept for ever)."""
+    return f"{received} < ? AND min({when}, {received}) < ?"
 
 # Added within schema 2 like the key tables: file transfers (ground.files), one row per request.
 _FILE_TABLES = (
@@ -476,11 +504,11 @@ class RetentionPolicy:
     not housekeeping nor a plan, and the gap records), ``commands`` (command history with its
     reports, and alarm acknowledgements: kept long) and ``plans`` (the agent's energy plans,
     TM(140,1): one every minute or two, each superseded within minutes, so a week by default,
-    ~4 MB; the size limit bounds an agent that sends far more). Age is by packet time for
-    telemetry (received time where the packet had none) against the spacecraft's newest packet
-    time, never past the ground's clock (:meth:`Archive.retain`), by the ground's clock for commands.
-    Size is the stored payload (blobs and text, plus ~40 bytes a row), which the file exceeds
-    somewhat.
+    ~4 MB; the size limit bounds an agent that sends far more). Telemetry ages by its reception
+    against the ground's clock, and by its packet time against the spacecraft's newest
+    (:meth:`Archive.retain`); commands by the ground's clock. Size is the stored payload (blobs
+    and text, plus ~40 bytes a row), which the file exceeds somewhat; over it, the telemetry
+    received first goes first.
     """
 
     hk: Retention = _HK_DEFAULT
@@ -863,7 +891,7 @@ class Archive:
                 if version == 0:
                     if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                         raise ArchiveError(f"{self.path} is an SQLite file but not a Sunlit archive; give another --db")
-                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES, *_EVENT_INDEXES):
+                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES, *_EVENT_INDEXES, *_RECEIPTS):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     version = SCHEMA_VERSION
@@ -896,6 +924,14 @@ class Archive:
                     for statement in _EVENT_INDEXES:
                         self._db.execute(statement)
             except sqlite3.OperationalError as exc:  # read-only: its queries read more, and work
+                if "readonly" not in str(exc):
+                    raise
+        if self._db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                            f"({','.join('?' * len(_RECEIPT_INDEX_NAMES))})", _RECEIPT_INDEX_NAMES
+                            ).fetchone()[0] < len(_RECEIPT_INDEX_NAMES):
+            try:
+                self._add_receipts()
+            except sqlite3.OperationalError as exc:  # read-only: read as it is (only retention and intake use them)
                 if "readonly" not in str(exc):
                     raise
         if not self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'file_transfers'").fetchone()[0]:
@@ -949,6 +985,18 @@ class Archive:
                             "INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) VALUES (?, ?, ?, ?)",
                             (sc, tm.apid, packet_key(tm.apid, tm.seq_count, tm.time_s)[2], tm.seq_count)).rowcount
             self.keys_added = added
+
+    def _add_receipts(self) -> None:
+        """A schema-2 file from before receptions were kept per chunk and event: the columns (added at the end, so
+        instant; a chunk's r_last left NULL, its t_last taken), each event's reception, and the indexes; once, under
+        the write lock, checking again (another process may be first)."""
+        with self._write():
+            for table, column in (("hk_chunks", "r_last"), ("events", "received_s")):
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} REAL")
+            self._db.execute(_FILL_EVENTS_RECEIVED)
+            for statement in _RECEIPTS:
+                self._db.execute(statement)
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -1165,10 +1213,10 @@ class Archive:
         rec = item.record
         if isinstance(rec, EventRecord):
             self._db.execute(
-                "INSERT INTO events(sc, packet, time_s, event_id, name, severity, text, args) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events(sc, packet, time_s, event_id, name, severity, text, args, received_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sc, packet_id, rec.time_s, rec.event.id, rec.event.name, int(rec.event.severity), _event_text(rec),
-                 _json(rec.args)),
+                 _json(rec.args), received_s),
             )
         elif isinstance(rec, Verification):
             self._record_report(rec, packet_id, item.packet.time_s, received_s, sc)
@@ -1344,10 +1392,10 @@ class Archive:
         vals = _pack_values(layout.channels, times, columns)
         raw_blob = _pack_raw(ids, [g[1] for g in good], [g[2] for g in good])
         self._db.execute(
-            "INSERT INTO hk_chunks(sc, sid, t_first, t_last, n, first_id, last_id, bytes, vals_crc, raw_crc, vals, raw) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (sc, sid, float(times.min()), float(times.max()), len(good), ids[0], ids[-1], len(vals) + len(raw_blob),
-             zlib.crc32(vals), zlib.crc32(raw_blob), vals, raw_blob))
+            "INSERT INTO hk_chunks(sc, sid, t_first, t_last, r_last, n, first_id, last_id, bytes, vals_crc, raw_crc, "
+            "vals, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sc, sid, float(times.min()), float(times.max()), max(float(g[1]) for g in good), len(good), ids[0],
+             ids[-1], len(vals) + len(raw_blob), zlib.crc32(vals), zlib.crc32(raw_blob), vals, raw_blob))
         self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND id <= ?", (sc, sid, ids[-1]))
         return len(rows)
 
@@ -1930,6 +1978,20 @@ class Archive:
                 "started_s = excluded.started_s, finished_s = excluded.finished_s, restarts = excluded.restarts, "
                 "transfer = excluded.transfer, agent_transfer = excluded.agent_transfer", (sc, *row))
 
+    def move_file_transfers(self, name: str, new_name: str, sha256: str,
+                            spacecraft: str = DEFAULT_SPACECRAFT) -> int:
+        """A file that came down moved in the ground's file area (``ground.files``: kept aside for a later file of
+        its name, or put back): each transfer whose file it is (done, down, at ``name``, with its SHA-256) names
+        ``new_name`` now, also those the server no longer holds in memory; returns how many."""
+        check_spacecraft(spacecraft)
+        if not self._file_table:
+            raise ArchiveError(f"{self.path} was opened read-only without a file_transfers table")
+        with self._write():
+            return self._db.execute(
+                "UPDATE file_transfers SET local_name = ? WHERE sc = ? AND direction = 'down' AND state = 'done' "
+                "AND local_name = ? AND sha256 = ?", (str(new_name), self._sc_id(spacecraft), str(name), str(sha256))
+            ).rowcount
+
     def file_transfers(self, from_s: float | None = None, to_s: float | None = None,
                        spacecraft: str = DEFAULT_SPACECRAFT, limit: int | None = None) -> list[ArchivedFileTransfer]:
         """File transfers requested between ``from_s`` and ``to_s`` (ground clock), oldest first;
@@ -2066,13 +2128,15 @@ class Archive:
 
         Per spacecraft and kind: first everything older than ``max_age_days`` (a sealed chunk goes
         when its newest packet is older), then the oldest until the kind's stored bytes are under
-        ``max_mb`` (10^6 bytes). Telemetry ages by packet time against the spacecraft's own: its
-        newest packet time, never past ``now_s`` (the ground's clock); and, where its reception is
-        known (a packet's row, an event's packet; not a sealed housekeeping chunk), only once that is
-        as old by the ground's clock. So a board whose clock is behind (unset at 1970, or fallen back
-        to it after a reboot) or a simulation dated in the past keeps what it sends, and one packet
-        dated in the future moves nothing (an audit: telemetry of a board at 1970 was deleted minutes
-        after it came, and a packet of 2096 emptied the keys below). Commands age by the ground's
+        ``max_mb`` (10^6 bytes). Telemetry ages by its reception (a packet's, an event's, a sealed
+        chunk's newest) against ``now_s``, the ground's clock: nothing goes before it was received
+        ``max_age_days`` ago; and by its packet time against the spacecraft's own (its newest packet
+        time, never past ``now_s``), a packet time taken as no later than its reception. So a board
+        whose clock is behind (unset at 1970, or fallen back to it after a reboot) or a simulation
+        dated in the past keeps what it sends, sealed or not; one packet dated in the future moves
+        nothing, and ages by its reception (audits: telemetry of a board at 1970 was deleted minutes
+        after it came, once sealed too; a packet of 2096 emptied the keys below, and was kept for
+        ever). Over its size, the telemetry received first goes first. Commands age by the ground's
         clock. ``deleted`` counts packets for housekeeping, ``packets`` and ``plans``, events, and
         commands (their reports go with them; alarm acknowledgements age out with ``commands``, gap
         records with ``packets``, pass rows by the ground's clock). Packet keys older than
@@ -2123,16 +2187,19 @@ class Archive:
                    add: Callable[[str, int, int], None]) -> None:
         if math.isfinite(rule.max_age_days):
             cutoff = now - rule.max_age_days * 86_400.0
-            received_cutoff = ground_now - rule.max_age_days * 86_400.0  # and old by reception, where it is known
+            received_cutoff = ground_now - rule.max_age_days * 86_400.0  # old by reception first (see retain)
+            old = _aged("received_s", "time_s")
             n, size = self._db.execute("SELECT count(*), coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? "
-                                       "AND sid = ? AND time_s < ? AND received_s < ?",
-                                       (sc, sid, cutoff, received_cutoff)).fetchone()
-            self._db.execute("DELETE FROM packets WHERE sc = ? AND sid = ? AND time_s < ? AND received_s < ?",
-                             (sc, sid, cutoff, received_cutoff))
+                                       f"AND sid = ? AND {old}", (sc, sid, received_cutoff, cutoff)).fetchone()
+            self._db.execute(f"DELETE FROM packets WHERE sc = ? AND sid = ? AND {old}",  # noqa: S608 - fixed text
+                             (sc, sid, received_cutoff, cutoff))
             add(kind, n, size)
+            old = _aged("coalesce(r_last, t_last)", "t_last")
             n, size = self._db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM hk_chunks "
-                                       "WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff)).fetchone()
-            self._db.execute("DELETE FROM hk_chunks WHERE sc = ? AND sid = ? AND t_last < ?", (sc, sid, cutoff))
+                                       f"WHERE sc = ? AND sid = ? AND {old}", (sc, sid, received_cutoff, cutoff)
+                                       ).fetchone()
+            self._db.execute(f"DELETE FROM hk_chunks WHERE sc = ? AND sid = ? AND {old}",  # noqa: S608 - fixed text
+                             (sc, sid, received_cutoff, cutoff))
             add(kind, n, size)
         if math.isfinite(rule.max_mb) and self._db.execute(  # listed only when over its size (found in audit)
                 "SELECT (SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ?1 AND sid = ?2) + "
@@ -2141,7 +2208,7 @@ class Archive:
             unsealed = self._db.execute("SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? AND sid = ?",
                                         (sc, sid)).fetchone()[0]
             chunks = self._db.execute("SELECT id, bytes, n FROM hk_chunks WHERE sc = ? AND sid = ? "
-                                      "ORDER BY t_last DESC, id DESC", (sc, sid)).fetchall()
+                                      "ORDER BY coalesce(r_last, t_last) DESC, id DESC", (sc, sid)).fetchall()
             of = {cid: (size, n) for cid, size, n in chunks}
             gone, _ = self._over_size([(None, unsealed)] + [(cid, size) for cid, size, _ in chunks],
                                       rule.max_mb * 1e6)
@@ -2161,12 +2228,13 @@ class Archive:
     def _retain_rows(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float,
                      add: Callable[[str, int, int], None]) -> None:
         o = _ROW_OVERHEAD_BYTES
-        # kind, table, time expression, size expression, extra condition. Telemetry goes by age only when old by
-        # its packet time (against the spacecraft's) and, where known, by its reception (against the ground's): a
-        # board whose clock fell back to 1970 after a reboot keeps what it sends since (a review)
-        events_received = "coalesce((SELECT p.received_s FROM packets p WHERE p.id = t.packet), 0)"
+        # kind, table, time expression, size expression, extra condition, reception. Telemetry goes by age only when
+        # old by its reception (against the ground's clock) and by its packet time (against the spacecraft's): a
+        # board whose clock fell back to 1970 after a reboot keeps what it sends since (a review); and over its size
+        # the first received go first
+        self._db.execute(_FILL_EVENTS_RECEIVED + " AND sc = ?", (sc,))  # rows an older ground server wrote
         plans = (
-            ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", "", events_received),
+            ("events", "events", "time_s", f"length(text) + length(args) + length(name) + {o}", "", "received_s"),
             ("packets", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
              f" AND sid IS NULL AND NOT {_PLAN_ROW}", "received_s"),
             ("plans", "packets", "coalesce(time_s, received_s)", f"length(raw) + length(error) + {o}",
@@ -2182,15 +2250,16 @@ class Archive:
             gone_bytes = 0
             if math.isfinite(rule.max_age_days):
                 cutoff = (now if kind == "commands" else sc_now) - rule.max_age_days * 86_400.0
-                by_reception = f" AND {received} < ?" if received else ""
-                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {when} < ?"  # noqa: S608
-                                        f"{by_reception}{extra}",
-                                        (sc, cutoff, *([now - rule.max_age_days * 86_400.0] if received else []))
-                                        ).fetchall()
+                received_cutoff = now - rule.max_age_days * 86_400.0
+                old, params = (_aged(received, when), (received_cutoff, cutoff)) if received else (f"{when} < ?",
+                                                                                                 (cutoff,))
+                rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ? AND {old}{extra}",  # noqa: S608
+                                        (sc, *params)).fetchall()
                 gone = [r[0] for r in rows]
                 gone_bytes = sum(r[1] for r in rows)
                 if kind == "packets":
-                    self._db.execute("DELETE FROM gaps WHERE sc = ? AND coalesce(time_s, received_s) < ?", (sc, cutoff))
+                    gaps_old = _aged("received_s", "coalesce(time_s, received_s)")
+                    self._db.execute(f"DELETE FROM gaps WHERE sc = ? AND {gaps_old}", (sc, received_cutoff, cutoff))
                 if kind == "commands":
                     self._db.execute("DELETE FROM alarm_acks WHERE sc = ? AND acked_s < ?", (sc, cutoff))
                     if self._file_table:
@@ -2204,7 +2273,7 @@ class Archive:
                     (sc,)).fetchone()[0] - gone_bytes > rule.max_mb * 1e6:
                 skip = set(gone)
                 rows = self._db.execute(f"SELECT id, {size} FROM {table} t WHERE sc = ?{extra} "  # noqa: S608
-                                        f"ORDER BY {when} DESC, id DESC", (sc,)).fetchall()
+                                        f"ORDER BY {received or when} DESC, id DESC", (sc,)).fetchall()
                 more, more_bytes = self._over_size([r for r in rows if r[0] not in skip], rule.max_mb * 1e6)
                 gone += more
                 gone_bytes += more_bytes

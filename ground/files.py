@@ -209,12 +209,16 @@ class GroundFiles:
                  config: EntityConfig | None = None, clock_s: Callable[[], float] = time.monotonic,
                  send_command: SendCommand | None = None,
                  on_change: Callable[[dict[str, Any]], None] | None = None,
-                 on_record: Callable[[dict[str, Any]], None] | None = None):
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 on_aside: Callable[[str, str, str], None] | None = None):
         """``area``: the file area (made if missing). ``clock_s``: monotonic seconds (the
         entity's timers and the rate). ``send_command``: how a request's command reaches the
         agent (default: :func:`client_sender`; the server's goes through its queue).
         ``on_change``: every change of a record, progress included (pushed to pages);
-        ``on_record``: every change of a record's state (archived). Both get the record as JSON."""
+        ``on_record``: every change of a record's state (archived). Both get the record as JSON.
+        ``on_aside``: a file that came down moved in the area, ``(its name, its new name, its SHA-256)``
+        (kept aside for a later file of its name, or put back): the archive's records of it follow it,
+        those no longer in memory too (found in audit: past :data:`KEEP_SETTLED` they named the new file)."""
         if not rate_bps > 0 or not los_s > 0:
             raise ValueError(f"rate_bps {rate_bps!r} and los_s {los_s!r} must be above 0")
         self.client = client
@@ -225,6 +229,7 @@ class GroundFiles:
         self._send_command = send_command or client_sender(client)
         self._on_change = on_change or (lambda record: None)
         self._on_record = on_record or (lambda record: None)
+        self._on_aside = on_aside or (lambda name, aside, sha256: None)
         for sub in (UPLINK_DIR, DOWNLINK_DIR):
             (self.area / sub).mkdir(parents=True, exist_ok=True)
         self._codec = Codec(client.dictionary)
@@ -495,8 +500,11 @@ class GroundFiles:
             st = path.lstat()
         except FileNotFoundError:
             return None
-        if not path.is_file() or path.is_symlink() or sha256_file(path) == sha256:
-            return None  # nothing kept there, or the same bytes again
+        if not path.is_file() or path.is_symlink():
+            return None  # nothing kept there
+        kept_sha256 = sha256_file(path)
+        if kept_sha256 == sha256:
+            return None  # the same bytes again
         # From past the highest kept already (one look at the directory, not a try a number: found in review)
         taken = [int(m.group(1)) for entry in os.listdir(path.parent)
                  if (m := re.fullmatch(r".*\+([0-9]{1,9})" + re.escape(os.path.splitext(path.name)[1]), entry))
@@ -514,6 +522,7 @@ class GroundFiles:
         else:
             raise OSError(f"{name}: {ASIDE_MAX - 2} earlier files of that name are kept already")
         fsync_path(path.parent)
+        self._on_aside(name, aside, kept_sha256)  # its records the server no longer holds (past KEEP_SETTLED)
         moved = [r for r in self.records.values() if r.direction == "down" and r.state == "done" and r.local == name
                  and _holds(r, path, st)]
         for record in moved:
@@ -530,6 +539,7 @@ class GroundFiles:
             for record in moved:
                 record.local = name
                 self._store(record, state_changed=True, keep_place=True)
+            self._on_aside(aside, name, kept_sha256)
             _unlink(self.area / aside)
 
         return undo

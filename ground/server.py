@@ -71,7 +71,7 @@ from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from flight.storage import install_file
 from ground.alarms import Alarm, AlarmManager, LimitStore
-from ground.auth import AuthError, Role, Session, Sessions, UserStore, csrf_ok
+from ground.auth import PARALLEL_CHECKS, AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
 from ground.files import CommandOutcome, FileError, FileGone, FileRecord, GroundFiles, check_remote
@@ -116,6 +116,11 @@ KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server 
 FILE_CALL_TIMEOUT_S = 10.0  # a request handed to a link thread that does not answer in this long: 503
 MAX_UPLOAD_BYTES = 4 << 30  # one upload (PUT body); the agent's disk reserve decides what it takes
 UPLOAD_BLOCK_BYTES = 1 << 20  # an upload is handed to a worker to write and hash this much at a time
+# Logins check their password (argon2: tens of ms and MiB on purpose) in workers of their own, as many as auth
+# lets run at once, and uploads write and sync in theirs (found in audit: both shared the event loop's default
+# executor, so a few large uploads held every operator's login behind them). Both end with the server.
+LOGIN_THREADS = PARALLEL_CHECKS
+UPLOAD_THREADS = 4
 # Stopping: each WebSocket has this long to take its close frame, then its connection is cut (found in audit:
 # one client that stopped reading held stop() 10 s and left the port open); requests still running after the
 # sockets have this long more.
@@ -281,7 +286,8 @@ class SpacecraftLink:
             files_config = self.server.config.files
             self.files = GroundFiles(client, self.server.files_dir / self.id, rate_bps=files_config.rate_bps,
                                      los_s=files_config.los_s, send_command=self._file_command,
-                                     on_change=self._file_changed, on_record=self._file_record)
+                                     on_change=self._file_changed, on_record=self._file_record,
+                                     on_aside=self._file_aside)
         except Exception as exc:  # noqa: BLE001 - handed to start()'s caller
             if isinstance(link, GroundLink) and link is not self._link:  # opened here: not left open (a review)
                 link.close()
@@ -357,6 +363,10 @@ class SpacecraftLink:
     def _file_record(self, record: dict[str, Any]) -> None:
         self._archive_write(lambda archive: archive.record_file_transfer(record, spacecraft=self.id),
                             f"file transfer {record.get('id')}")
+
+    def _file_aside(self, name: str, new_name: str, sha256: str) -> None:
+        self._archive_write(lambda archive: archive.move_file_transfers(name, new_name, sha256, spacecraft=self.id),
+                            f"file {name} kept as {new_name}")
 
     def _archive_write(self, write: Callable[[Any], None], what: str) -> None:
         """Run ``write(archive)`` on the archive's worker, in order with the rest; a failure is
@@ -823,6 +833,8 @@ class GroundServer:
         self._changed_lock = threading.Lock()
         self._archive_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sunlit-archive")
         self.archive_pool = self._archive_pool  # the link threads file passes through it too
+        self._login_pool = ThreadPoolExecutor(max_workers=LOGIN_THREADS, thread_name_prefix="sunlit-login")
+        self._upload_pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="sunlit-upload")
         self._web_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -895,6 +907,8 @@ class GroundServer:
             self._web_thread.join(10.0)
         for link in self.links.values():
             link.join(10.0)
+        for pool in (self._login_pool, self._upload_pool):  # what is queued has no request left to answer
+            pool.shutdown(wait=True, cancel_futures=True)
         self._archive_pool.shutdown(wait=True, cancel_futures=False)
         if self.archive is not None:
             self.archive.close()
@@ -1015,6 +1029,7 @@ class GroundServer:
             loop.run_until_complete(self._startup())
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
+            loop.run_until_complete(loop.shutdown_default_executor())  # resolving the host may have used it
             self._started.set()
             loop.close()
             return
@@ -1024,6 +1039,7 @@ class GroundServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # its threads end here, not after the server
             loop.close()
 
     def app(self) -> web.Application:
@@ -1257,8 +1273,8 @@ class GroundServer:
     async def _api_login(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         loop = asyncio.get_running_loop()
-        try:  # argon2 takes tens of ms on purpose: off the event loop
-            token, session = await loop.run_in_executor(None, self.sessions.login, body.get("user"),
+        try:  # argon2 takes tens of ms on purpose: off the event loop, never behind an upload
+            token, session = await loop.run_in_executor(self._login_pool, self.sessions.login, body.get("user"),
                                                         body.get("password"), request.remote or "")
         except AuthError as exc:
             return _error(exc.status, str(exc), "LOGIN_FAILED")
@@ -1494,12 +1510,12 @@ class GroundServer:
                         block.append(chunk)
                         held += len(chunk)
                     if block and (held >= UPLOAD_BLOCK_BYTES or not chunk):
-                        await loop.run_in_executor(None, _write_hashed, f, digest, b"".join(block))
+                        await loop.run_in_executor(self._upload_pool, _write_hashed, f, digest, b"".join(block))
                         block, held = [], 0
                     if not chunk:
                         break
             # synced before its transfer is saved: a power cut keeps both
-            await loop.run_in_executor(None, _install_upload, tmp, files.area / staged, abandoned)
+            await loop.run_in_executor(self._upload_pool, _install_upload, tmp, files.area / staged, abandoned)
         except BaseException:
             abandoned.set()  # an install still running removes what it put in place (found in review: an orphan)
             for path in (tmp, files.area / staged):  # the worker may have installed it as the client went

@@ -1047,6 +1047,84 @@ def test_telemetry_ages_by_the_spacecrafts_own_time_and_a_packet_dated_ahead_mov
 
 
 @pytest.mark.req("GND-008")
+def test_telemetry_ages_by_its_reception_sealed_or_not_and_a_clock_far_ahead_ages_too(tmp_path):
+    """Found in audit: a sealed chunk kept only its packet times, so the housekeeping of a board whose clock fell
+    back to 1970 (no RTC at boot) went at the first retention after it was sealed, minutes after it came; and
+    telemetry dated far ahead (2096) was never old, kept for ever. Retention ages telemetry by its reception."""
+    codec = Codec(DICTIONARY)
+    now = T0_S + 400 * 86_400.0
+    archive = Archive(tmp_path / "ground.sqlite", chunk_packets=8)
+    for i in range(8):  # the board's clock right, then fallen back to 1970
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), now + i)), now + i)
+        archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 100 + i}, now + i)), now + i)
+    for i in range(16):
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 1000.0 + i)), now + 100 + i)
+        archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": i}, 1000.0 + i)), now + 100 + i)
+    archive.seal(force=True)
+    assert archive.counts()["hk_chunks"] == 3
+    deleted = archive.retain(RetentionPolicy(), now_s=now + 200)
+    assert all(d["deleted"] == 0 for d in deleted.values()), deleted
+    assert len(archive.query("uptime_s")["uptime_s"][0]) == 24 and len(archive.events()) == 24
+    # Over its size, what was received first goes first, whatever the board's clock said
+    one_event = archive._db.execute(  # noqa: SLF001
+        "SELECT max(length(text) + length(args) + length(name)) + 40 FROM events").fetchone()[0]
+    archive.retain(RetentionPolicy(events=Retention(max_mb=16 * one_event / 1e6)), now_s=now + 200)
+    kept = sorted(e.args["token"] for e in archive.events())
+    assert 14 <= len(kept) <= 16 and kept == list(range(16 - len(kept), 16)), kept
+
+    # Received long ago (by the ground's clock) goes: dated 1970 or 2096, sealed or not
+    ahead = Archive(tmp_path / "ahead.sqlite", chunk_packets=8)
+    for t in (1000.0, 4.0e9):
+        for i in range(8):
+            ahead.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t + i)), T0_S + i)
+            ahead.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": i}, t + i)), T0_S + i)
+    ahead.seal(force=True)
+    ahead.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 99}, 4.0e9 + 99)), now)  # received now
+    deleted = ahead.retain(RetentionPolicy(), now_s=now)
+    assert deleted["AGENT_HK"]["deleted"] == 16 and deleted["events"]["deleted"] == 16
+    assert len(ahead.query("uptime_s")["uptime_s"][0]) == 0 and [e.args["token"] for e in ahead.events()] == [99]
+    assert ahead.check() == []
+    archive.close()
+    ahead.close()
+
+
+@pytest.mark.req("GND-008", "GND-010")
+def test_an_archive_from_before_receptions_were_kept_gets_them_when_opened(tmp_path):
+    """A file written before chunks and events kept their reception: the columns and indexes are added when it is
+    opened (once); an event takes its packet's reception, a chunk sealed before its newest packet time."""
+    codec = Codec(DICTIONARY)
+    now = T0_S + 400 * 86_400.0
+    path = tmp_path / "old.sqlite"
+    archive = Archive(path, chunk_packets=8)
+    archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 0}, now)), now)  # the right time
+    for i in range(8):  # then 1970
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 1000.0 + i)), now + i)
+        archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 1 + i}, 1000.0 + i)), now + i)
+    archive.close()
+    with sqlite3.connect(path) as old:  # as a file written before them
+        for index in ("hk_chunks_by_received", "events_by_received", "packets_by_received"):
+            old.execute(f"DROP INDEX {index}")
+        old.execute("ALTER TABLE hk_chunks DROP COLUMN r_last")
+        old.execute("ALTER TABLE events DROP COLUMN received_s")
+    for _ in range(2):  # made when opened, and opening again changes nothing
+        archive = Archive(path, chunk_packets=8)
+        db = archive._db  # noqa: SLF001
+        assert db.execute("SELECT count(*) FROM events WHERE received_s IS NULL").fetchone()[0] == 0
+        assert archive.check() == []
+        archive.close()
+    archive = Archive(path, chunk_packets=8)
+    for i in range(8):
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 2000.0 + i)), now + 50 + i)
+    deleted = archive.retain(RetentionPolicy(), now_s=now + 100)
+    # the chunk sealed before (its packet time taken for its reception) goes; the one sealed since stays
+    assert deleted["AGENT_HK"]["deleted"] == 8 and deleted["events"]["deleted"] == 0
+    assert list(archive.query("uptime_s")["uptime_s"][0]) == [2000.0 + i for i in range(8)]
+    assert len(archive.events()) == 9, "their packets' reception: received now, kept"
+    assert archive.check() == []
+    archive.close()
+
+
+@pytest.mark.req("GND-008")
 def test_a_failure_sqlite_rolled_back_itself_is_raised_as_itself(tmp_path):
     """Found in an audit: on a full disk SQLite rolls the transaction back itself, and the archive's own
     ROLLBACK then raised "cannot rollback - no transaction is active" over the cause, which the server's

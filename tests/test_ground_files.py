@@ -280,6 +280,51 @@ def test_a_later_transfer_of_a_name_keeps_the_earlier_file_beside_it_and_its_rec
         again.close()
 
 
+@pytest.mark.req("GND-051", "GND-055")
+def test_the_archived_records_of_a_file_kept_aside_follow_it_also_those_no_longer_in_memory(tmp_path, monkeypatch):
+    """Found in audit: only the records in memory followed a file kept aside; past KEEP_SETTLED settled ones, the
+    archive's record of the earlier transfer still named downlink/<name>, which then held the later file. Put
+    back (the later file could not be put in place), they follow it back."""
+    import errno
+
+    import flight.files.entity as entity_module
+    import ground.files as ground_files
+
+    monkeypatch.setattr(ground_files, "KEEP_SETTLED", 0)  # a settled record leaves memory at once
+    clock = Clock()
+    link = MemoryLink()
+    (tmp_path / "agent/logs").mkdir(parents=True)
+    standin = StandIn(link, tmp_path / "agent", clock)
+    client = GroundClient(link.ground)
+    archive = Archive(tmp_path / "ground.sqlite")
+    files = GroundFiles(client, tmp_path / "ground", clock_s=clock, rate_bps=200_000.0, los_s=5.0,
+                        on_record=archive.record_file_transfer, on_aside=archive.move_file_transfers)
+    real_install = entity_module.install_file
+    try:
+        one, two, three = os.urandom(5000), os.urandom(6000), os.urandom(7000)
+        for data in (one, two, three):
+            if data is three:
+                def full(written, final):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                monkeypatch.setattr(entity_module, "install_file", full)
+            (standin.root / "logs/agent.log").write_bytes(data)
+            standin.entity.put("logs/agent.log", "downlink/logs/agent.log")
+            run(files, client, clock, lambda: not standin.entity.pending() and not files.pending())
+            assert not [r for r in files.records.values() if r.settled], "none kept in memory"
+        rows = [(t.state, t.local_name, t.sha256) for t in archive.file_transfers()]
+        assert rows[:2] == [("done", "downlink/logs/agent+2.log", hashlib.sha256(one).hexdigest()),
+                            ("done", "downlink/logs/agent.log", hashlib.sha256(two).hexdigest())], rows
+        assert rows[2][0] == "failed" and len(rows) == 3
+        for _state, local, digest in rows[:2]:  # what the archive says of each file is true
+            assert sha256_file(files.area / local) == digest
+        assert sorted(p.name for p in (files.area / "downlink/logs").iterdir()) == ["agent+2.log", "agent.log"]
+    finally:
+        monkeypatch.setattr(entity_module, "install_file", real_install)
+        files.close()
+        client.close()
+        archive.close()
+
+
 @pytest.mark.req("GND-051")
 def test_names_kept_beside_a_file_stay_within_the_name_rules():
     from flight.files.filestore import MAX_NAME_LEN, PART_CHARS, check_name

@@ -19,7 +19,7 @@ import pytest
 from ground.auth import UserStore
 from ground.server import GroundServer, quick_config
 from tests.test_ground_receipts import products  # noqa: F401 - products a real worker wrote
-from tests.test_ground_server import http, login, make_users
+from tests.test_ground_server import PASSWORDS, http, login, make_users
 
 REPO = Path(__file__).resolve().parents[1]
 SC = "sunlit-1"
@@ -288,6 +288,92 @@ def test_a_product_is_read_as_it_comes_down_and_its_verdict_goes_with_the_transf
     wait_for(lambda: not verdicts()[f"products/{trained}.json"]["product"]["vouched"], what="the summary read again")
     assert "contradicts itself" in verdicts()[f"products/{trained}.json"]["reason"]
     assert verdicts()["products/failed.json"]["rev"] == failed_rev
+
+
+@pytest.mark.req("GND-051", "GND-055")
+def test_the_servers_archive_follows_a_file_kept_aside_after_its_record_left_memory(ground, monkeypatch):
+    """Found in audit: past KEEP_SETTLED settled transfers, the archive's record of an earlier transfer of a name
+    still named downlink/<name> once a later file of that name had kept it aside (+2)."""
+    import ground.files as ground_files
+
+    server, area = ground
+    monkeypatch.setattr(ground_files, "KEEP_SETTLED", 0)  # a settled record leaves the server's memory at once
+    token = login(server, "alice")
+    wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
+    (area / "data").mkdir(parents=True, exist_ok=True)
+    digests = []
+    for n in (1, 2):
+        data = os.urandom(4000 + n)
+        (area / "data/report.txt").write_bytes(data)
+        digests.append(hashlib.sha256(data).hexdigest())
+        status, answer, _ = http(server, "POST", "/api/files/get", {"name": "data/report.txt"}, token=token)
+        assert status == 202, answer
+        wait_for(lambda n=n: sum(t.state == "done" for t in server.archive.file_transfers(spacecraft=SC)) == n,
+                 timeout_s=60, what=f"transfer {n} done in the archive")
+    wait_for(lambda: [t.local_name for t in server.archive.file_transfers(spacecraft=SC)] ==
+             ["downlink/data/report+2.txt", "downlink/data/report.txt"], what="the first record following its file")
+    for row, digest in zip(server.archive.file_transfers(spacecraft=SC), digests):
+        assert row.sha256 == digest == sha(server.files_dir / SC / row.local_name)
+
+
+@pytest.mark.req("GND-021", "GND-050")
+def test_a_login_never_waits_behind_uploads_and_no_worker_outlives_the_server(tmp_path, short_dir, monkeypatch):
+    """Found in audit: logins (argon2) and uploads (writes, fsync) shared the event loop's default executor, so a
+    few large uploads on a slow disk held every operator's login behind them. With every upload worker held by a
+    real upload stalled at a gate the test holds, a login completes; once stopped, no thread of the server is
+    left."""
+    import threading
+
+    import ground.server as ground_server
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/source"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    before = set(threading.enumerate())
+    server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                          UserStore.load(users), connect_timeout_s=0).start()
+    gate, entered, writers = threading.Event(), threading.Semaphore(0), []
+    real_write = ground_server._write_hashed
+
+    def stalled(f, digest, block):  # the upload's own write, once the test opens the gate
+        writers.append(threading.current_thread().name)
+        entered.release()
+        gate.wait(120)
+        real_write(f, digest, block)
+
+    monkeypatch.setattr(ground_server, "_write_hashed", stalled)
+    answers: list[int] = []
+    try:
+        token = login(server, "alice")
+        assert http(server, "GET", "/login")[0] == 200  # a file served: aiohttp opens it in the loop's executor
+
+        def upload(i: int) -> None:
+            req = urllib.request.Request(f"{server.url}api/files/put?name=data/up{i}.bin", data=os.urandom(1000),
+                                         method="POST", headers={"Authorization": f"Bearer {token}",
+                                                                 "Content-Type": "application/octet-stream"})
+            with urllib.request.urlopen(req, timeout=180) as resp:
+                answers.append(resp.status)
+
+        uploads = [threading.Thread(target=upload, args=(i,)) for i in range(ground_server.UPLOAD_THREADS)]
+        for t in uploads:
+            t.start()
+        for _ in uploads:
+            assert entered.acquire(timeout=60), "an upload never reached its write"
+        assert len(writers) == ground_server.UPLOAD_THREADS, "every upload worker is held"
+        status, answer, _ = http(server, "POST", "/api/login", {"user": "bob", "password": PASSWORDS["bob"]})
+        assert status == 200 and answer["user"] == "bob", answer
+        assert not gate.is_set() and len(writers) == ground_server.UPLOAD_THREADS, "the uploads still held"
+        gate.set()
+        for t in uploads:
+            t.join(180)
+        assert answers == [202] * len(uploads)
+    finally:
+        gate.set()
+        server.stop()
+        source.close()
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert left == [], f"threads outlived the server: {left}"
 
 
 @pytest.mark.req("GND-050")
