@@ -169,6 +169,36 @@ def test_kill_9_of_the_worker_loses_at_most_the_steps_since_the_last_checkpoint(
     assert not (state / "compute" / "checkpoints" / f"job{job_id:05d}.ck").exists()  # over: nothing to resume
 
 
+@pytest.mark.req("FIL-007", "CMP-005")
+def test_file_delete_refuses_what_a_job_still_to_run_needs_and_takes_it_once_the_job_has_ended(compute_agent):
+    """Found in audit: FILE_DELETE took a running training job's checkpoint, so the job could no longer resume
+    (a worker restart began it again from step 0; a delete racing its atomic write left things as they fell).
+    The worker says which files its jobs still to run need (its status, each second); FILE_DELETE refuses
+    them (BUSY), naming the file and the job, until the job has ended."""
+    _agent, client, state = compute_agent
+    x, y = _data()
+    data = state / "compute" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    np.savez(data / "mine.npz", x=x, y=y)
+    job_id = client.send("TRAIN_START", {"dataset": "mine", "steps": 10_000_000, "batch_size": 16,
+                                         "checkpoint_every": 5}).result["job_id"]
+    hk_values(client, lambda v: v["job_id"] == job_id and (v["train_step"] or 0) >= 10)
+    checkpoint = f"checkpoints/job{job_id:05d}.ck"
+    assert (state / "compute" / checkpoint).exists()
+    for name, whose in ((checkpoint, f"the checkpoint of training job {job_id}"),
+                        ("data/mine.npz", f"the data set of training job {job_id}")):
+        refused = client.send("FILE_DELETE", {"name": name})
+        assert refused.failure.code is FailureCode.BUSY, refused.outcome
+        assert name in refused.outcome and whose in refused.outcome, refused.outcome
+        assert (state / "compute" / name).exists()
+    assert client.send("JOB_CANCEL", {"job_id": job_id}).completed
+    wait_event(client, "JOB_CANCELLED", lambda e: e.args["job_id"] == job_id)
+    hk_values(client, lambda v: v["job_id"] == 0 and v["jobs_queued"] == 0)  # a status from after its end
+    assert not (state / "compute" / checkpoint).exists()  # the worker's own, as a job ends
+    assert client.send("FILE_DELETE", {"name": "data/mine.npz"}).completed
+    assert not (data / "mine.npz").exists()
+
+
 def test_training_pauses_on_low_charge_and_resumes_after(start_agent, make_client, ipc_url, short_dir, tmp_path):
     from hil.sim_env import SimEnvironment
 
@@ -385,6 +415,61 @@ def test_finished_jobs_are_pruned_and_leftovers_cleaned_by_the_worker(tmp_path):
     finished = sorted(j["job_id"] for j in kept if j["state"] == "DONE")
     assert finished == list(range(11, KEEP_FINISHED_JOBS + 11))  # the newest, oldest forgotten first
     assert [j["job_id"] for j in kept if j["state"] == "QUEUED"] == [999]  # unfinished jobs are never pruned
+
+
+@pytest.mark.req("FIL-007")
+def test_the_worker_says_the_files_its_jobs_still_to_run_need(tmp_path):
+    """A training job's checkpoint and the data set a job reads, named as FILE_DELETE names them, while the job
+    is still to run (queued, running, paused); neither once it has ended; a continuous job's inputs are its own."""
+    from flight.compute import protocol as cp
+    from flight.compute.worker import JobState, Worker
+    from flight.link.definitions import JobKind
+
+    root = tmp_path / "compute"
+    worker = Worker(f"ipc://{tmp_path}/nobody.sock", root)
+    try:
+        worker.install_shipped_models()
+        worker._start_job(cp.StartJob(1, cp.JobSpec(1, JobKind.TRAINING, "cloud_tiles_test", steps=10)))
+        worker._start_job(cp.StartJob(2, cp.JobSpec(2, JobKind.INFERENCE, "cloud_tiles_test")))
+        worker._start_job(cp.StartJob(3, cp.JobSpec(3, JobKind.INFERENCE, "camera", continuous=True)))
+        worker.jobs[1].state = JobState.PAUSED  # as a lost admission leaves it
+        assert worker.status().files_in_use == {"checkpoints/job00001.ck": "the checkpoint of training job 1 (paused)",
+                                                "data/cloud_tiles_test.npz": "the data set of training job 1 (paused)"}
+        worker._finish(worker.jobs[1], JobState.CANCELLED, "cancelled")
+        assert worker.status().files_in_use == {"data/cloud_tiles_test.npz": "the data set of inference job 2 (queued)"}
+        worker._finish(worker.jobs[2], JobState.DONE, "done")
+        assert worker.status().files_in_use == {}
+    finally:
+        worker._sock.close(0)
+
+
+@pytest.mark.req("FIL-007")
+def test_the_agent_keeps_what_the_worker_said_its_jobs_need_through_its_restart(tmp_path):
+    """The jobs stay in the worker's list through its death: what it said they need holds until the next worker
+    says otherwise. Before any worker of this run has said, a checkpoint is taken for one a job needs (the worker
+    deletes the others at its start); a data set is not (a worker that cannot start must not keep the disk full)."""
+    import subprocess
+    import sys
+
+    from flight.compute import protocol as cp
+    from tests.model_helpers import supervisor
+
+    sup = supervisor(tmp_path / "compute", {"compute_watchdog_s": 30.0})
+    try:
+        assert "has not said yet" in sup.file_in_use("checkpoints/job00004.ck")
+        assert sup.file_in_use("data/mine.npz") is None and sup.file_in_use("products/a.npz") is None
+        sup._take(cp.Status(files_in_use={"data/mine.npz": "the data set of training job 4 (running)"}))  # noqa: SLF001
+        assert sup.file_in_use("data/mine.npz") == "the data set of training job 4 (running)"
+        assert sup.file_in_use("checkpoints/job00004.ck") is None  # as said: none written yet
+        sup.proc = subprocess.Popen([sys.executable, "-c", "pass"])  # a worker that has died
+        sup.proc.wait()
+        sup._watchdog()  # noqa: SLF001 - found dead, another started
+        assert sup.telemetry()["compute_restarts"] == 1
+        assert sup.file_in_use("data/mine.npz") == "the data set of training job 4 (running)"
+        sup._take(cp.Status())  # noqa: SLF001 - the new worker: the job has ended
+        assert sup.file_in_use("data/mine.npz") is None
+    finally:
+        sup.close()
 
 
 @pytest.mark.req("CMP-005")

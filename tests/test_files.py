@@ -173,8 +173,7 @@ def test_a_file_replaced_while_it_goes_arrives_whole_as_it_was_when_it_started(t
     pair.run(120)
     assert pair.board.find(t.id).state == "done" and pair.board.find(t.id).sha256 == sha(first)
     assert (tmp_path / "g/downlink/job.ck").read_bytes() == first
-    pair.board.pull(10)  # the next look for work lets the snapshot go
-    assert not (tmp_path / "b/.partial/send.snapshot").exists()
+    assert not (tmp_path / "b/.partial/send.snapshot").exists()  # gone as the transfer ended
 
 
 @pytest.mark.req("FIL-001")
@@ -205,6 +204,66 @@ def test_a_file_appended_to_as_it_goes_arrives_as_long_as_it_was_when_it_started
     assert pair.board.find(t.id).state == "done", pair.board.find(t.id)
     assert (tmp_path / "g/downlink/worker.log").read_bytes() == first
     assert pair.board.find(t.id).sha256 == sha(first)
+
+
+@pytest.mark.req("FIL-001", "FIL-005")
+@pytest.mark.parametrize("ending", ["done class 2", "done class 1", "cancelled", "refused", "abandoned"])
+def test_a_snapshot_goes_as_its_transfer_ends_however_it_ends(tmp_path, ending):
+    """Found in audit: the hard link a file is sent from went only as the next file started, so a transfer
+    that ended with nothing to send after it (its last PDU the budget's last, a cancel during loss of signal)
+    kept it, and the disk of a version since replaced, until the next downlink, if ever. It goes as the
+    transfer is said to end (or to restart: the restart takes its own), before anything else looks."""
+    pair = Pair(tmp_path, config=EntityConfig(inactivity_s=5.0, max_restarts=1) if ending == "abandoned" else None)
+    held = tmp_path / "b/.partial/send.snapshot"
+    said: list[tuple[str, bool]] = []
+    pair.board._on_change = lambda what, t: t is not None and said.append((what, held.exists()))  # noqa: SLF001
+    (tmp_path / "b/products/p.npz").write_bytes(os.urandom(60_000))
+    t = pair.board.put("products/p.npz", "elsewhere/p.npz" if ending == "refused" else "downlink/p.npz",
+                       cls=1 if ending == "done class 1" else 2)
+    if ending == "abandoned":  # the ground never answers: restarted once, then failed
+        for _ in range(400):
+            pair.clock.t += 0.1
+            pair.board.pull(4000)
+            if pair.board.find(t.id).settled:
+                break
+    else:
+        pair.run(0.2, stop_when_idle=False)
+        if ending == "cancelled":
+            pair.board.cancel(t.id)
+        pair.run(60)
+    state = {"done class 2": "done", "done class 1": "done", "cancelled": "cancelled"}.get(ending, "failed")
+    assert pair.board.find(t.id).state == state, pair.board.find(t.id)
+    expected = [("queued", False), ("started", True)]
+    expected += [("restarted", False), ("started", True)] if ending == "abandoned" else []
+    assert said == [*expected, (state, False)]
+    assert not list((tmp_path / "b/.partial").iterdir())
+
+
+@pytest.mark.req("FIL-005")
+def test_a_snapshot_left_by_a_restart_mid_transfer_is_swept_as_the_agent_starts(files_rig, tmp_path):
+    """An agent stopped while a file goes leaves its snapshot (a hard link) under .partial/: the next start
+    removes it before anything else, so the version it held (replaced since, as a checkpoint is) is freed;
+    the transfer starts again from a snapshot of its own."""
+    r = files_rig
+    (r.area / "products").mkdir(parents=True, exist_ok=True)
+    product = r.area / "products/big.npz"
+    product.write_bytes(os.urandom(400_000))
+    assert r.rig.send("FILE_DOWNLINK", name="products/big.npz").completed
+    r.rig.advance(0.5, 0.1)
+    held = r.area / ".partial/send.snapshot"
+    assert held.stat().st_ino == product.stat().st_ino  # going: held
+    r.rig.close()
+    (r.area / "products/.big.npz.tmp").write_bytes(os.urandom(400_000))
+    os.replace(r.area / "products/.big.npz.tmp", product)  # its writer replaces it while the agent is down
+    stale = held.stat().st_ino
+    r.rig = InProcessAgent(tmp_path / "agent", start=False)  # built: the state read, nothing run yet
+    assert not held.exists()
+    r.rig.client.listeners.append(r._heard)  # noqa: SLF001 - the ground's entity hears the new agent
+    r.rig.start()
+    r.run(60)
+    assert r.rig.events("FILE_SENT")[-1].args["name"] == "products/big.npz"
+    assert (r.root / "downlink/products/big.npz").read_bytes() == product.read_bytes()
+    assert not held.exists() and stale != product.stat().st_ino
 
 
 @pytest.mark.req("FIL-003")

@@ -204,7 +204,8 @@ class Agent:
         self.memory.job_ids_above(_highest_job_id(compute_dir))
         self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,
                                  events(FileManager), self.params, self.link_service.contact_age_s,
-                                 auto_skip=frozenset({WORKER_LOG}))  # the live log: its rotated copies go instead
+                                 auto_skip=frozenset({WORKER_LOG}),  # the live log: its rotated copies go instead
+                                 in_use=lambda name: self.compute.file_in_use(name))  # a job's checkpoint, data set
         self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,

@@ -168,6 +168,9 @@ class ComputeSupervisor(Component):
         self._last_ping = 0
         self._req_ids = itertools.count(1)  # requests
         self._have_status = False
+        # The files jobs still to run need (Status.files_in_use), as the last worker said: kept through its death and
+        # the next one's start (the jobs stay in its list); None until a worker of this run has said (file_in_use)
+        self._files_in_use: dict[str, str] | None = None
         # The oldest ping not answered yet: (seq, agent time, wall time) when it was sent, or None.
         self._waiting: tuple[int, float, float] | None = None
         self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
@@ -332,6 +335,7 @@ class ComputeSupervisor(Component):
             # When it came, on both clocks: the worker's scrub keeps the agent's time where it runs ahead (lockstep)
             self._status_at_s = (time.monotonic(), self._clock.monotonic_s())
             self._have_status = True
+            self._files_in_use = dict(msg.files_in_use)
             self._update_rate(msg.infer_count)
         elif isinstance(msg, cp.Reply):
             entry = self._requests.pop(msg.req_id, None)
@@ -517,6 +521,20 @@ class ComputeSupervisor(Component):
                               f"{self._timeouts_s.get(req_id, REQUEST_TIMEOUT_S):.0f} s (worker {self.state.value})",
                               FailureCode.BUSY)
         self._timeouts_s = {k: v for k, v in self._timeouts_s.items() if k in self._requests}
+
+    def file_in_use(self, name: str) -> str | None:
+        """Whose ``name`` (a file-area name: ``checkpoints/job00003.ck``) is, where a job still to run needs it,
+        else None: the file manager's FILE_DELETE refuses such a file (BUSY). As the worker last said (each
+        second); before any worker of this run has, a checkpoint is taken for one (at a start the worker deletes
+        those of jobs no longer to run), a data set for none (the disk may need it freed, a worker not starting)."""
+        if not self.enabled:
+            return None
+        if self._files_in_use is None:
+            if name.startswith("checkpoints/"):
+                return ("perhaps the checkpoint of a job still to run: the compute worker has not said yet "
+                        f"({self.state.value})")
+            return None
+        return self._files_in_use.get(name)
 
     # --- commands ------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
   for MODEL_INSTALL), ``incoming/`` (inputs for continuous jobs) and ``data/`` (data sets);
   the agent sends from those and from ``products/``, ``checkpoints/`` and ``logs/``. Every name
   is confined (:mod:`flight.files.filestore`); the model store (``models/``) is never listed,
-  sent or deleted through here.
+  sent or deleted through here, and a file a compute job still to run needs (a training job's
+  checkpoint, a job's data set: the ``in_use`` port) is not deleted until the job has ended.
 - **PDUs** come in as TC(141,1) on APID FILES (the link service hands them here; any valid
   packet is contact) and go out as TM(141,1), live only (CFDP is its own retransmission), at
   most ``file_rate_bps`` and never more than :data:`FILE_BACKLOG_S` of a serial line queued
@@ -65,7 +66,10 @@ class FileManager(Component):
 
     def __init__(self, root: Path, state_dir: Path, link: FlightLink, encode_tm: Callable[[bytes, float], bytes],
                  clock: Clock, emit: EventPort, params: Any, contact_age_s: Callable[[], float],
-                 config: EntityConfig | None = None, auto_skip: frozenset[str] = frozenset()):
+                 config: EntityConfig | None = None, auto_skip: frozenset[str] = frozenset(),
+                 in_use: Callable[[str], str | None] = lambda name: None):
+        """``in_use(name)``: whose a file of the area is where a job still to run needs it (the compute
+        supervisor's: a training job's checkpoint, a job's data set), else None; FILE_DELETE refuses it."""
         self.root = Path(root)
         self.link = link
         self._encode_tm = encode_tm
@@ -92,6 +96,7 @@ class FileManager(Component):
                                  on_change=self._changed, utc_s=clock.now_s)
         self.entity.admit_incoming = self._admit_incoming
         self._known: set[str] = set()   # files the auto-downlink has queued, or refused, in this run
+        self._in_use = in_use
         self._auto_skip = auto_skip  # files still being written (the worker's live log): sent on command only
         self._auto_refused = 0  # files the auto-downlink could not send (FILE_FAILED said each)
         self._queued_unsaved = False  # the automatic downlink queued files the entity's state has not saved
@@ -515,6 +520,10 @@ class FileManager(Component):
                                 "and its rotated copies may be deleted", FailureCode.BUSY)  # and unbounded (an audit)
         if not path.is_file():
             raise CommandFailed(f"name: no file {name!r}", FailureCode.BAD_ARGUMENTS)
+        whose = self._in_use(name)
+        if whose:  # a running training job's checkpoint, deleted, lost its resume (found in audit)
+            raise CommandFailed(f"name: {name!r} is {whose[:120]}: kept until the job ends (JOB_CANCEL ends it)",
+                                FailureCode.BUSY)
         try:
             size = path.stat().st_size
             path.unlink()

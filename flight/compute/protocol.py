@@ -23,7 +23,8 @@ agent → worker
 worker → agent
 
 - :class:`Hello` once connected; :class:`Pong`; :class:`Reply`; :class:`Status` every second
-  (it becomes ``COMPUTE_HK``); :class:`WorkerEvent` with an event from the dictionary, which
+  (it becomes ``COMPUTE_HK``, and says the files its jobs still need, which FILE_DELETE refuses);
+  :class:`WorkerEvent` with an event from the dictionary, which
   the agent checks and publishes.
 """
 
@@ -239,6 +240,9 @@ class Status:
     infer_files_rejected: int = 0
     compute_writes_failed: int = 0
     compute_state_corrupt: int = 0
+    # The compute directory's files a job still to run needs (queued, running or paused), by their file-area name
+    # (``checkpoints/job00003.ck``), each with whose it is: the agent's FILE_DELETE refuses them (BUSY).
+    files_in_use: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

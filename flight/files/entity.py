@@ -349,6 +349,7 @@ class FileEntity:
             disposition_on_cancellation=True, immediate_nak_mode=True,
             nak_timer_interval_seconds=self.config.nak_timer_s, nak_timer_expiration_limit=self.config.nak_limit)])
         self._send_store = ConfinedFilestore(self.root, self.read_tops)
+        self._held_for: str | None = None  # the transfer whose file the send store holds a snapshot of
         self._source = SourceHandler(self._local, _User(self, self._send_store),
                                      self._remotes, _CheckTimers(self.config.check_timer_s), self._seq)
         self._source_user: _User = self._source.user  # type: ignore[assignment]
@@ -660,7 +661,7 @@ class FileEntity:
         return len(self._data) > before
 
     def _start_next(self) -> bool:
-        self._send_store.release()  # no transfer goes out now: the last one's snapshot goes (its disk with it)
+        self._let_go()  # no transfer goes out now: none holds a snapshot
         while self._queue:
             _, _, tid = heapq.heappop(self._queue)
             transfer = self.transfers.get(tid)
@@ -668,6 +669,7 @@ class FileEntity:
                 continue
             try:  # the version sent, held as it is now: a file replaced while it goes is sent whole as it was
                 held = self._send_store.snapshot(transfer.source)
+                self._held_for = transfer.id
                 size = self._send_store.file_size(Path(transfer.source))
                 sha = _known_sha256(transfer, held, size) or _sha256_file(held, size)
             except (OSError, NameRefused) as exc:
@@ -771,6 +773,7 @@ class FileEntity:
 
     def _restart_or_fail(self, transfer: Transfer, reason: str) -> None:
         self._out = None
+        self._let_go(transfer)  # a restart takes a new one as it starts
         self._clear_data()
         if self._source.state != CfdpState.IDLE:
             self._source.reset()
@@ -858,6 +861,7 @@ class FileEntity:
         self._settle(entry.transfer, "failed", reason)
 
     def _settle(self, transfer: Transfer, state: str, reason: str) -> None:
+        self._let_go(transfer)
         self._faults.pop(transfer.transaction or "", None)
         transfer.state, transfer.reason = state, reason
         transfer.finished_s = self._utc_s()
@@ -869,6 +873,16 @@ class FileEntity:
         self.history.append(transfer)
         self._save()
         self._on_change(state, transfer)
+
+    def _let_go(self, transfer: Transfer | None = None) -> None:
+        """The snapshot held to send ``transfer`` (None: whichever) goes as its transaction ends, however it ends:
+        done, failed, cancelled, abandoned or restarted. It went only as the next file started (found in audit):
+        a transfer that ended with nothing to send after it (its last PDU the budget's last, a cancel during loss
+        of signal, a fault as it started) kept the hard link, and the disk of a file replaced or deleted since,
+        until the next downlink, if ever. One left by a restart goes at the next start (:meth:`_load`)."""
+        if transfer is None or transfer.id == self._held_for:
+            self._send_store.release()
+            self._held_for = None
 
     @staticmethod
     def _discard_partial(path: Path) -> None:
@@ -908,7 +922,8 @@ class FileEntity:
     def _load(self) -> None:
         self._load_state()
         # Partial files of transactions nobody continues are removed when they time out; those
-        # left from before are removed now, a state file missing or damaged too (an audit: whole uplinks kept).
+        # left from before are removed now, a state file missing or damaged too (an audit: whole uplinks kept),
+        # and the snapshot of a file that was going out: no transfer holds one yet (each takes its own as it starts).
         keep = {f"{tid}.part" for tid in self._resumable}
         partial_dir = self.root / PARTIAL_DIR
         if partial_dir.is_dir():

@@ -529,7 +529,7 @@ COMMANDS = (
             "of the first 100 entries, and the free space.",
             (Argument("directory", ValueSpec(T.STRING, max_len=200), "Directory, e.g. products"),), read_only=True),
     Command("FILE_DELETE", 0x0073, "Delete one file of the agent's file area (never a model in the store, never a "
-            "file being transferred).",
+            "file being transferred, never one a compute job still to run needs: its checkpoint, its data set).",
             (Argument("name", ValueSpec(T.STRING, max_len=200), "File name, e.g. products/job-3.npz"),),
             hazardous=True, idempotent=True),
     Command("FILE_STATUS", 0x0074, "Report the file transfers in progress and queued, and the last ones finished "
