@@ -19,6 +19,9 @@ becomes), each error naming ``entry[K].KEY``, with the board's own check of what
 may be time-tagged (``flight.agent.schedule.check_command``: a SET_PARAM value its parameter refuses,
 a file name that leads out of its area), so the board refuses none for what could be known here: a
 schedule goes up whole or not at all from the ground's side. The agent checks again when each arrives.
+What only the board knows is not checked here: a SET_POWER_MODE's mode (the ground has no board; ``check_command``
+without its ``power_modes`` takes any name) is refused by the agent when its SCHEDULE_AT arrives, after those
+before it have gone up.
 An ``after_s`` is counted from when its SCHEDULE_AT is sent (found in audit: from when the file was read,
 so the confirmation's question ate into it); still SCHEDULE_AT, so a two-person rule on it holds.
 """

@@ -634,3 +634,67 @@ def test_a_wait_resumes_where_it_was_and_a_changed_file_is_not_resumed():
     for bad in ({**run.to_state(), "index": 7}, {**run.to_state(), "phase": "sent"}, {"format": 2}):
         with pytest.raises(SequenceError, match=r"seq.toml: state"):
             SequenceRun.from_state(seq, bad)
+
+
+# --- the board's checks and the waits' reach, when given (AGT-080, AGT-081) ---------------------------------------
+
+
+@pytest.mark.req("AGT-080")
+def test_a_time_tag_of_a_power_mode_the_board_lacks_is_refused_naming_the_modes_it_has(tmp_path):
+    """Found in review: a SET_POWER_MODE of a mode the board has not was taken, and failed at its release, out of
+    contact. The board's modes, a port given at wiring, refuse it when it is scheduled, as the command does."""
+    s = _schedule(tmp_path, power_modes=lambda: ("10W", "15W", "MAXN"))
+    with pytest.raises(ScheduleError) as err:
+        s.insert_at(T0 + 60, "SET_POWER_MODE", {"name": "25W"}, T0)
+    assert err.value.field == "args.name" and err.value.code is FailureCode.OUT_OF_RANGE
+    assert str(err.value) == "args.name: unknown power mode '25W': this board offers 10W, 15W, MAXN"
+    with pytest.raises(ScheduleError, match="names are case-sensitive, did you mean 'MAXN'"):
+        s.insert_after(60, "SET_POWER_MODE", {"name": "maxn"}, T0)
+    assert [s.insert_after(60, "SET_POWER_MODE", {"name": n}, T0).args["name"] for n in ("15W", "auto")] == [
+        "15W", "auto"], "a mode the board has, and AUTO in any case, as the command takes them"
+    # Where the modes are not known (no board: the ground's check of a schedule file; the board cannot say), taken.
+    for unknown in (None, lambda: None):
+        kept = TimeSchedule(tmp_path / f"{unknown is None}.json", power_modes=unknown)
+        assert kept.insert_at(T0 + 60, "SET_POWER_MODE", {"name": "25W"}, T0).args == {"name": "25W"}
+
+
+@pytest.mark.req("AGT-080")
+def test_a_kept_time_tag_of_a_power_mode_the_board_no_longer_has_is_left_out_and_named(tmp_path):
+    TimeSchedule(tmp_path / "schedule.json").insert_at(T0 + 60, "SET_POWER_MODE", {"name": "25W"}, T0)
+    swapped = TimeSchedule(tmp_path / "schedule.json", power_modes=lambda: ("15W",))
+    assert len(swapped) == 0
+    assert swapped.dropped_at_load == (
+        "entry 1 (SET_POWER_MODE): args.name: unknown power mode '25W': this board offers 15W",)
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_step_of_a_power_mode_the_board_lacks_is_refused_naming_the_step():
+    text = _HEAD + _OK_STEP + '[[step]]\ncommand = "SET_POWER_MODE"\nargs = { name = "25W" }\n'
+    with pytest.raises(SequenceError) as err:
+        parse_sequence(text, "seq.toml", power_modes=lambda: ("10W", "15W"))
+    assert err.value.path == "step[1].args.name" and "unknown power mode '25W': this board offers 10W, 15W" in str(
+        err.value)
+    assert parse_sequence(text, "seq.toml").steps[1] == CommandStep("SET_POWER_MODE", {"name": "25W"}), "no board"
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_s_waits_reach_no_further_than_a_time_tag_may():
+    """Found in review: a wait_until in the year 9999 was taken, and the run held the one slot for sequences for
+    good. The waits, counted from the run's start as the run counts them, reach at most 30 days (a time tag's)."""
+    def refused(steps: str, start: float | None = T0) -> SequenceError:
+        with pytest.raises(SequenceError) as err:
+            parse_sequence(_HEAD + steps, "seq.toml", start_unix_s=start)
+        return err.value
+
+    far = refused(_OK_STEP + '[[step]]\nwait_until = "9999-12-31T23:59:59Z"\n')
+    assert far.path == "step[1].wait_until" and "until 9999-12-31T23:59:59Z" in far.reason
+    assert "at most 30, as far ahead as a time tag may be" in far.reason
+    until = f'[[step]]\nwait_until = "{_iso(T0 + 29 * DAY_S)}"\n'
+    after = refused(until + "[[step]]\nwait_s = 172800\n")  # 29 days, then two more
+    assert after.path == "step[1].wait_s" and "31.0 days after it starts" in after.reason
+    summed = refused("[[step]]\nwait_s = 1728000\n" * 2, start=None)  # 20 days twice: no start needed to see it
+    assert summed.path == "step[1].wait_s" and "40.0 days after it starts" in summed.reason
+    edge = f'[[step]]\nwait_until = "{_iso(T0 + 30 * DAY_S)}"\n[[step]]\nwait_s = 0\n'
+    assert len(parse_sequence(_HEAD + edge, "seq.toml", start_unix_s=T0).steps) == 2, "exactly the limit: taken"
+    back = f'[[step]]\nwait_until = "{_iso(T0 - DAY_S)}"\n[[step]]\nwait_s = 2592000\n'  # a past time waits nothing
+    assert len(parse_sequence(_HEAD + back, "seq.toml", start_unix_s=T0).steps) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from flight.link.dictionary import FailureCode
 from flight.link.messages import Stage, Verification
 from tests.inproc import InProcessAgent
 
@@ -313,3 +314,124 @@ def test_a_time_tags_command_identity_is_its_entrys_and_not_its_id_alone():
     reused = ScheduleEntry(1, 1_795_000_100.0, "RESET_COUNTERS", {}, "ground", 1_795_900_000.0)
     assert time_tag_cmd_id(entry) == time_tag_cmd_id(again) != time_tag_cmd_id(reused)
     assert 0 < time_tag_cmd_id(entry) < 2 ** 63
+
+
+@pytest.mark.req("AGT-080", "AGT-081")
+def test_a_power_mode_the_board_lacks_is_refused_when_time_tagged_or_stored_as_a_step_as_when_sent(rig):
+    """Found in review: taken as a time tag, it failed at its release, hours later and out of contact."""
+    direct = rig.send("SET_POWER_MODE", name="WARP")
+    assert direct.failed and "this board offers" in direct.failure.reason
+    tagged = rig.send("SCHEDULE_AFTER", delay_s=60.0, command="SET_POWER_MODE", args=json.dumps({"name": "WARP"}))
+    assert tagged.failed and tagged.failure.reason == f"args.name: {direct.failure.reason}"
+    assert tagged.failure.code == direct.failure.code
+    top = rig.hal.power_modes()[-1].name
+    assert rig.send("SCHEDULE_AFTER", delay_s=60.0, command="SET_POWER_MODE", args=json.dumps({"name": top})).completed
+    assert rig.send("SCHEDULE_LIST").result["count"] == 1
+    write_sequence(rig, "warp", 'name = "warp"\n[[step]]\ncommand = "SET_POWER_MODE"\nargs = { name = "WARP" }\n')
+    stored = rig.send("SEQUENCE_START", name="warp")
+    assert stored.failed and f"step[0].args.name: {direct.failure.reason}" in stored.failure.reason
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_waiting_past_a_time_tag_s_horizon_is_refused_when_started(rig):
+    """Found in review: a wait_until in the year 9999 was taken and held the one slot for sequences for good."""
+    write_sequence(rig, "forever", 'name = "forever"\n[[step]]\ncommand = "NOOP"\n'
+                                   '[[step]]\nwait_until = 9999-12-31T23:59:59Z\n')
+    result = rig.send("SEQUENCE_START", name="forever")
+    assert result.failed and "step[1].wait_until: the sequence would wait until 9999-12-31T23:59:59Z" in \
+        result.failure.reason
+    assert rig.hk()["sequence_running"] == ""
+
+
+def set_mode_failures(rig: InProcessAgent) -> list[str]:
+    return [e.args["reason"] for e in rig.events("COMMAND_FAILED") if e.args["name"] == "SET_MODE"]
+
+
+@pytest.mark.req("AGT-004", "AGT-015", "AGT-080")
+def test_a_time_tag_does_not_lift_a_safe_for_lost_contact_only_the_ground_does(rig):
+    """Found in review: a SET_MODE time-tagged before contact was lost took the agent out of the SAFE it fell to
+    for it, with no one to see. Stored commands do not override autonomy's safing (cFS, F Prime): refused, said
+    and counted, until the ground commands a mode itself, contact back or not."""
+    watch(rig)
+    assert rig.send("SET_PARAM", name="contact_timeout_s", value="60").completed
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    for delay_s in (100.0, 200.0):
+        assert rig.send("SCHEDULE_AFTER", delay_s=delay_s, command="SET_MODE", args='{"mode": "IDLE"}').completed
+    rig.advance(90.0, step_s=5.0)
+    assert rig.agent.mode.value == "SAFE" and len(rig.events("CONTACT_LOST")) == 1
+    rig.advance(15.0, step_s=5.0)  # the first released, out of contact
+    [first] = [e.args for e in rig.events("SCHEDULE_RELEASED")]
+    final = reports_for(rig, first["cmd_id"])[-1]
+    assert (final.stage, final.success, final.code) == (Stage.STARTED, False, FailureCode.NOT_ALLOWED_IN_MODE)
+    assert final.reason.startswith("SAFE since ground contact was lost: a time-tagged or sequenced SET_MODE does "
+                                   "not take the agent out of SAFE")
+    assert rig.agent.mode.value == "SAFE" and set_mode_failures(rig) == [final.reason]
+    for _ in range(2):  # contact again (the ground's NOOPs), and no mode commanded: the second is refused too
+        assert rig.send("NOOP").completed
+        rig.advance(50.0, step_s=5.0)
+    assert len(rig.events("SCHEDULE_RELEASED")) == 2 and rig.agent.mode.value == "SAFE"
+    assert len(set_mode_failures(rig)) == 2 and rig.hk()["cmd_failed"] == 2
+    assert rig.send("SET_MODE", mode="IDLE").completed and rig.agent.mode.value == "IDLE"  # the ground's own
+
+
+@pytest.mark.req("AGT-004", "AGT-080")
+def test_a_time_tag_does_not_take_the_agent_out_of_any_safe_while_contact_is_lost(rig):
+    """However it came to be SAFE (here, the start's, where no CONTACT_LOST is said): out of contact, a stored
+    SET_MODE would leave it IDLE with no one to see, and the fall for lost contact, said once a loss, not again."""
+    assert rig.send("SET_PARAM", name="contact_timeout_s", value="60").completed
+    assert rig.send("SCHEDULE_AFTER", delay_s=90.0, command="SET_MODE", args='{"mode": "IDLE"}').completed
+    rig.advance(95.0, step_s=5.0)
+    assert rig.events("SCHEDULE_RELEASED") and rig.agent.mode.value == "SAFE"
+    [reason] = set_mode_failures(rig)
+    assert reason.startswith("ground contact is lost: a time-tagged or sequenced SET_MODE")
+    assert rig.send("SET_MODE", mode="IDLE").completed  # the ground's, live: contact came back with it
+
+
+@pytest.mark.req("AGT-015", "AGT-081")
+def test_a_sequence_step_does_not_lift_a_safe_for_lost_contact(rig):
+    assert rig.send("SET_PARAM", name="contact_timeout_s", value="60").completed
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    write_sequence(rig, "later", 'name = "later"\n[[step]]\nwait_s = 100\n[[step]]\ncommand = "SET_MODE"\n'
+                                 'args = { mode = "IDLE" }\n[[step]]\ncommand = "NOOP"\n')
+    assert rig.send("SEQUENCE_START", name="later").completed
+    rig.advance(110.0, step_s=5.0)
+    assert rig.agent.mode.value == "SAFE" and len(rig.events("CONTACT_LOST")) == 1
+    [done] = [e.args for e in rig.events("SEQUENCE_DONE")]
+    assert not done["ok"] and "step[1] SET_MODE failed: SAFE since ground contact was lost" in done["reason"]
+
+
+@pytest.mark.req("AGT-004", "AGT-080")
+def test_after_a_restart_out_of_contact_a_time_tag_is_refused_while_contact_is_still_lost(tmp_path, monkeypatch):
+    """Why the agent went SAFE is not kept across a restart (each start is SAFE); the time since contact is, and
+    out of contact a stored SET_MODE is refused after the restart too."""
+    import tests.inproc as inproc
+
+    params = {"contact_timeout_s": 60.0}
+    first = InProcessAgent(tmp_path, parameters=params)
+    try:
+        release = first.clock.now_s() + 200.0
+        assert first.send("SCHEDULE_AT", release_unix_s=release, command="SET_MODE", args='{"mode": "IDLE"}').completed
+        first.advance(2.0)  # the last contact's time saved with the state
+    finally:
+        first.close()
+    monkeypatch.setattr(inproc, "T0_S", release - 3.0)  # back up 197 s after the last contact
+    again = InProcessAgent(tmp_path, parameters=params)
+    try:
+        again.advance(5.0)
+        assert again.events("SCHEDULE_RELEASED") and again.agent.mode.value == "SAFE"
+        [reason] = set_mode_failures(again)
+        assert reason.startswith("ground contact is lost")
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-004", "AGT-080")
+def test_a_time_tag_is_judged_on_contact_as_it_is_not_as_the_last_control_tick_found_it(tmp_path):
+    """Between two ticks contact may be lost already: taken then, the SET_MODE said completed and the next tick
+    took the agent back to SAFE for lost contact."""
+    with InProcessAgent(tmp_path, parameters={"contact_timeout_s": 60.0}, control_period_s=10.0) as rig:
+        assert rig.send("SCHEDULE_AFTER", delay_s=65.0, command="SET_MODE", args='{"mode": "IDLE"}').completed
+        rig.advance(67.0)  # released at 65 s, the last tick at 60 s (contact not lost yet), the next at 70 s
+        assert rig.events("SCHEDULE_RELEASED") and not rig.events("MODE_CHANGED")[1:]
+        [reason] = set_mode_failures(rig)
+        assert reason.startswith("ground contact is lost") and rig.agent.mode.value == "SAFE"

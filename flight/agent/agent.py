@@ -51,7 +51,7 @@ from flight.agent.state import PersistentState
 from flight.agent.timers import Timers
 from flight.agent.tm_store import PacketStore, StoreError
 from flight.config import Config, board_limit_problem, check_board_limits
-from flight.hal.base import Board, open_board
+from flight.hal.base import Board, HalError, open_board
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY, Admission, Mode
 from flight.link.dictionary import Dictionary
@@ -169,7 +169,9 @@ class Agent:
         self.downlink = Downlink(self.link, packets, self.codec.encode_playback, self.clock, events(Downlink), self.params,
                                  store_error, fsync=config.store_fsync,
                                  sync_journal=lambda: self.dispatcher.end_turn())
-        self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params)
+        self._on_board_command = False  # a time tag or a sequence step is being dispatched (_dispatch_internal)
+        self.modes = ModeManager(events(ModeManager), self._conditions, self.memory, self.clock, self.params,
+                                 lambda: self._on_board_command)
         self.dispatcher = Dispatcher(self.codec, self.downlink.reply,
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
@@ -224,7 +226,7 @@ class Agent:
             self.params, events(Controller), self.modes, self.faults, self.clock, self.link_service.contact_age_s,
             self.compute.admit, self.memory, self.executive.internal_error, config.tle, self._publish_plan)
         self.scheduler = Scheduler(self.state_dir, self.clock, events(Scheduler), self._dispatch_internal,
-                                   lambda: self.housekeeping.values())
+                                   lambda: self.housekeeping.values(), self._power_mode_names)
         self.dispatcher.on_final.append(self.scheduler.command_final)
         self.contacts = Contacts(config.stations, lambda: self.controller.orbit, self.clock, events(Contacts),
                                  self.executive.internal_error)
@@ -283,12 +285,14 @@ class Agent:
         self.downlink.publish(self.codec.encode_plan(plan, self.clock.now_s()))
 
     def _conditions(self) -> Conditions:
-        """What the mode guards look at, from the controller's latest readings."""
+        """What the mode guards look at, from the controller's latest readings; contact as it is now, not as of the
+        last tick (a time tag released between two ticks found it not lost yet, and took the agent out of SAFE)."""
         p = self.params
         last = self.controller.last
+        contact_lost = self.link_service.contact_age_s() > p["contact_timeout_s"]  # control_core's rule
         return Conditions(self.controller.eps.soc_pct, p["battery_floor_pct"], last.temp_max_c if last else None,
                           p["thermal_soft_limit_c"], p["thermal_hard_limit_c"], p["thermal_hysteresis_c"],
-                          last.decision.admission if last else None, self.controller.state.contact_lost,
+                          last.decision.admission if last else None, contact_lost,
                           self.controller.state.governor.hard)
 
     def _control(self) -> None:
@@ -301,7 +305,19 @@ class Agent:
         """A time-tagged command or a sequence step, through the dispatcher as a TC(8,1) of its own:
         the same checks, journal and verification reports (on the stream) as the ground's."""
         packet, _ = self.codec.encode_command(name, args, cmd_id)
-        self.dispatcher.handle(unpack(packet), None)
+        self._on_board_command = True  # the mode guard knows it is no command of the ground's
+        try:
+            self.dispatcher.handle(unpack(packet), None)
+        finally:
+            self._on_board_command = False
+
+    def _power_mode_names(self) -> tuple[str, ...] | None:
+        """The board's power-mode names, as SET_POWER_MODE looks them up, for the checks of time tags and sequence
+        steps; None where the board cannot say now (they are then judged at release)."""
+        try:
+            return tuple(m.name for m in self.board.hal.power_modes())
+        except HalError:
+            return None
 
     def _param_changed(self, name: str, value: Any) -> None:
         if name == "hk_period_s":

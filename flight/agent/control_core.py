@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Union
 
 from flight.hal.base import EpsReading, HalReading
-from flight.agent.modes import BATTERY_CAUSE, REPEATED_FAULTS
+from flight.agent.modes import BATTERY_CAUSE, CONTACT_CAUSE, REPEATED_FAULTS
 from flight.link.definitions import Admission, EpsSource, Mode
 from flight.orbit import OrbitPrediction
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan, make_plan
@@ -219,7 +219,7 @@ def control_step(inp: ControlInputs, state: ControlState) -> ControlOutput:
     contact_lost = inp.contact_age_s > p["contact_timeout_s"]
     if contact_lost and not state.contact_lost and mode is not Mode.SAFE:
         actions.append(Emit("CONTACT_LOST", {"age_s": inp.contact_age_s, "timeout_s": p["contact_timeout_s"]}))
-        go_safe("ground contact lost")
+        go_safe(CONTACT_CAUSE)
 
     # 6. Power.
     base = None

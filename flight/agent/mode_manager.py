@@ -13,6 +13,12 @@ The mode, the mode to resume and the times of past recoveries are kept in the st
 after an unclean stop (a watchdog reset, a brownout) the agent knows what it was doing and
 the budget still counts the recoveries of the previous runs. A command ends any pending
 recovery: the operator has taken over.
+
+A SET_MODE released on board (a time tag, a sequence step) does not lift a SAFE while ground contact is lost,
+nor one the agent fell to for lost contact until the ground has commanded a mode
+(:func:`flight.agent.modes.stored_refusal`): refused, with the reason, as the battery and thermal guards refuse.
+That SAFE's cause is not kept across a restart; after one, a stored SET_MODE is refused while contact is still
+lost (the time since contact is kept).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.modes import (
+    CONTACT_CAUSE,
     RESET_CAUSE,
     Conditions,
     Pending,
@@ -28,6 +35,7 @@ from flight.agent.modes import (
     commanded_refusal,
     recoverable_cause,
     recovery_step,
+    stored_refusal,
 )
 from flight.agent.ports import Component, EventPort
 from flight.link.definitions import Mode
@@ -79,15 +87,20 @@ class ModeManager(Component):
     CHANNELS = ("mode",)
 
     def __init__(self, emit: EventPort, conditions: Callable[[], Conditions], memory: ModeMemory | None = None,
-                 clock: Any = None, params: Mapping[str, Any] | None = None):
+                 clock: Any = None, params: Mapping[str, Any] | None = None,
+                 on_board: Callable[[], bool] | None = None):
         """``memory`` keeps the mode across restarts; ``clock`` and ``params`` time recoveries
-        (without them the agent never recovers on its own)."""
+        (without them the agent never recovers on its own); ``on_board()``: whether the command being handled
+        was released on board (a time tag, a sequence step), not sent by the ground (without it: every one is the
+        ground's)."""
         self._emit = emit
         self._conditions = conditions
         self._memory: ModeMemory = memory if memory is not None else _VolatileMemory()
         self._clock = clock
         self._params = params
+        self._on_board = on_board
         self._mode = Mode.BOOT
+        self.contact_safe = False  # SAFE for lost contact, and the ground has commanded no mode since
         self.pending: Pending | None = None
         self.blocker: str | None = None  # what holds a pending recovery now (for tests and the status line)
         self.on_change: list[Callable[[Mode, Mode], None]] = []  # (old, new)
@@ -101,6 +114,8 @@ class ModeManager(Component):
         if new is self._mode:
             return
         old, self._mode = self._mode, new
+        if new is not Mode.SAFE:
+            self.contact_safe = False
         self._remember()
         self._emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason)
         for listener in self.on_change:
@@ -132,6 +147,7 @@ class ModeManager(Component):
                 self._remember()
             return
         self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
+        self.contact_safe = reason == CONTACT_CAUSE
         self._emit("SAFE_ENTERED", reason=reason)
         self.set_mode(Mode.SAFE, reason)
 
@@ -173,12 +189,19 @@ class ModeManager(Component):
         return {"SET_MODE": Handler(self._set_mode, self._guard)}
 
     def _guard(self, req: CommandRequest) -> None:
-        refusal = commanded_refusal(self._mode, Mode(req.args["mode"]), self._conditions())
+        target, conditions = Mode(req.args["mode"]), self._conditions()
+        refusal = stored_refusal(self._mode, target, conditions, self.contact_safe) if self._stored() else None
+        refusal = refusal or commanded_refusal(self._mode, target, conditions)
         if refusal:
             raise CommandFailed(refusal, FailureCode.NOT_ALLOWED_IN_MODE)
 
+    def _stored(self) -> bool:
+        return self._on_board is not None and bool(self._on_board())
+
     def _set_mode(self, req: CommandRequest) -> dict[str, Any]:
         old = self._mode
+        if not self._stored():
+            self.contact_safe = False  # the ground has seen it
         self.pending = None  # the operator has taken over
         self.set_mode(Mode(req.args["mode"]), "commanded")
         self._remember()

@@ -16,6 +16,12 @@ returns on its own to the mode it was in, once every cause has been clear for
 ``recovery_clear_s`` and at most ``recovery_max`` times per ``recovery_window_s``. A commanded
 SAFE, repeated faults and lost contact are not recovered: the first is the operator's choice,
 the other two mean something a person should look at before the agent carries on.
+
+Stored commands (:func:`stored_refusal`): a time-tagged or sequenced SET_MODE was planned before
+whatever the agent has found since; it does not take the agent out of SAFE while ground contact is
+lost, nor out of a SAFE it fell to for lost contact until the ground has commanded a mode (the
+stored commands of cFS and F Prime do not override autonomy's safing either). The battery and
+thermal guards of :func:`commanded_refusal` hold for them as for any command.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from dataclasses import dataclass, replace
 
 from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Admission, Mode
 
-__all__ = ["COMMANDABLE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep", "commanded_refusal",
-           "recoverable_cause", "recovery_blocker", "recovery_step"]
+__all__ = ["COMMANDABLE", "CONTACT_CAUSE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep",
+           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {
@@ -47,7 +53,7 @@ class Conditions:
     thermal_soft_limit_c: float
     thermal_hard_limit_c: float
     thermal_hysteresis_c: float = 0.0
-    # For autonomous recovery only (the commanded guards do not look at them):
+    # For autonomous recovery only (the commanded guards do not look at them; a stored command's, contact_lost):
     compute_admission: Admission | None = None  # what the power plan would admit in COMPUTE now (None: no plan yet)
     contact_lost: bool = False
     # The thermal governor's hard-limit latch: tripped and not yet read back below the limit less its hysteresis.
@@ -75,6 +81,20 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
     return None
 
 
+def stored_refusal(current: Mode, target: Mode, c: Conditions, contact_safe: bool) -> str | None:
+    """Why a SET_MODE released on board (a time tag, a sequence step) may not go from ``current`` to ``target``
+    now, beyond :func:`commanded_refusal`, or None. ``contact_safe``: the agent fell to this SAFE for lost
+    contact and the ground has commanded no mode since. Only out of SAFE: a stored SAFE is always taken."""
+    if current is not Mode.SAFE or target is Mode.SAFE:
+        return None
+    why = ("SAFE since ground contact was lost" if contact_safe else
+           "ground contact is lost" if c.contact_lost else None)
+    if why is None:
+        return None
+    return (f"{why}: a time-tagged or sequenced SET_MODE does not take the agent out of SAFE (it waits for the "
+            f"ground); command SET_MODE from the ground")
+
+
 # --- autonomous recovery ---------------------------------------------------------------------
 
 # Automatic SAFE reasons (flight/agent/control_core.py words them) whose cause clears by itself.
@@ -82,6 +102,7 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
 # reason is not recovered, so a new protection is safe until someone decides otherwise.
 _RECOVERABLE_PREFIXES = ("battery ", "hard thermal limit")
 BATTERY_CAUSE = "battery "  # how a fall to SAFE for the battery's charge begins (control_core)
+CONTACT_CAUSE = "ground contact lost"  # a fall to SAFE that waits for a command from the ground (control_core)
 REPEATED_FAULTS = "repeated faults"  # a fall to SAFE that waits for a command
 RESET_CAUSE = "reset (previous stop unclean)"
 

@@ -109,11 +109,21 @@ class CommandRefused(Exception):
         self.field, self.reason, self.code = field, reason, code
 
 
-def check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, dict[str, Any]]:
+PowerModes = Callable[[], Iterable[str] | None]
+"""The board's power-mode names now, or None where it cannot say (a port the agent wires to its hardware layer);
+never raises."""
+
+
+def check_command(dictionary: Dictionary, name: Any, args: Any,
+                  power_modes: PowerModes | None = None) -> tuple[str, dict[str, Any]]:
     """(dictionary name, checked arguments) of a command that may be scheduled, or :class:`CommandRefused`.
 
     The arguments go through the dictionary's own checker (``Command.validate_args``), so a
     time tag or a step is refused for exactly what a direct command would be refused for.
+    ``power_modes``: the board's mode names, so that a SET_POWER_MODE naming one it lacks is refused now, as the
+    command refuses it (found in review: taken, and failed at release, out of contact). Without it, or where it
+    gives None (the board cannot say), any name is taken and judged at release: the ground's check of a schedule
+    file has no board.
     """
     if not isinstance(name, str):
         raise CommandRefused("command", f"must be a command name, got {type(name).__name__}", FailureCode.BAD_ARGUMENTS)
@@ -140,7 +150,24 @@ def check_command(dictionary: Dictionary, name: Any, args: Any) -> tuple[str, di
     static = _STATIC_CHECKS.get(command.name)
     if static is not None:
         static(dictionary, checked)
+    if command.name == "SET_POWER_MODE" and power_modes is not None:
+        _check_power_mode(checked, power_modes())
     return command.name, checked
+
+
+def _check_power_mode(args: dict[str, Any], modes: Iterable[str] | None) -> None:
+    """SET_POWER_MODE's name among the board's modes, in the words of its handler's refusal (the hardware layer's
+    ``find_power_mode``); AUTO in any case, as the handler takes it. ``modes`` None: not known, taken."""
+    name = args.get("name")
+    if modes is None or not isinstance(name, str) or name.upper() == "AUTO":
+        return
+    known = [str(m) for m in modes]
+    if name in known:
+        return
+    folded = [m for m in known if m.lower() == name.lower()]
+    hint = f"; names are case-sensitive, did you mean {folded[0]!r}?" if folded else ""
+    raise CommandRefused("args.name", f"unknown power mode {name!r}: this board offers {', '.join(known) or 'none'}"
+                                      f"{hint}", FailureCode.OUT_OF_RANGE)
 
 
 def _check_set_param(dictionary: Dictionary, args: dict[str, Any]) -> None:
@@ -270,8 +297,8 @@ class TimeSchedule:
 
     Loading never raises for what is in the files: a corrupt schedule is reported in
     ``load_error``, moved aside (``NAME.corrupt``) and the schedule starts empty; an entry
-    that no longer passes the dictionary (a command removed by a software update) is left
-    out and named in ``dropped_at_load``.
+    that no longer passes the dictionary or the board (a command removed by a software update,
+    a power mode the board no longer has) is left out and named in ``dropped_at_load``.
 
     Changes the ground asks for (insert, delete, reset, release_held) raise ``OSError`` and
     change nothing if they cannot be made durable. Changes of the schedule's own (due,
@@ -288,16 +315,19 @@ class TimeSchedule:
     is no reference; entries already late by more than ``jump_tolerance_s`` (they fell due
     while the agent was not running) are held by the same rule. Call :meth:`check_clock`
     before :meth:`due` on every look.
+
+    ``power_modes``: the board's power-mode names (:func:`check_command`), for insertions and at load.
     """
 
     def __init__(self, path: Path | str, dictionary: Dictionary = DICTIONARY, *, capacity: int = SCHEDULE_CAPACITY,
                  max_ahead_s: float = MAX_AHEAD_S, tolerance_s: float = PAST_TOLERANCE_S,
-                 jump_tolerance_s: float = JUMP_TOLERANCE_S):
+                 jump_tolerance_s: float = JUMP_TOLERANCE_S, power_modes: PowerModes | None = None):
         if capacity < 1 or max_ahead_s <= 0 or tolerance_s < 0 or jump_tolerance_s <= 0:
             raise ValueError("capacity and max_ahead_s must be positive, tolerances not negative")
         self.path = Path(path)
         self.ids_path = self.path.with_name(self.path.name + ".ids")
         self.dictionary = dictionary
+        self.power_modes = power_modes
         self.capacity = capacity
         self.max_ahead_s = float(max_ahead_s)
         self.tolerance_s = float(tolerance_s)
@@ -346,7 +376,7 @@ class TimeSchedule:
                   source: str = "timetag") -> ScheduleEntry:
         """Schedule ``command`` for ``release_unix_s`` (UTC); :class:`ScheduleError` names what is refused."""
         try:
-            name, checked = check_command(self.dictionary, command, args)
+            name, checked = check_command(self.dictionary, command, args, self.power_modes)
         except CommandRefused as bad:
             raise ScheduleError(bad.reason, bad.field, bad.code) from None
         release = _number(release_unix_s)
@@ -511,7 +541,7 @@ class TimeSchedule:
         dropped = []
         for raw in raw_entries:
             try:
-                name, checked = check_command(self.dictionary, raw["command"], raw["args"])
+                name, checked = check_command(self.dictionary, raw["command"], raw["args"], self.power_modes)
             except CommandRefused as bad:
                 dropped.append(f"entry {raw['entry_id']} ({raw['command']}): {bad.field}: {bad.reason}")
                 continue
@@ -650,8 +680,9 @@ class Sequence:
     description: str = ""
 
 
-def load_sequence(path: Path | str, dictionary: Dictionary = DICTIONARY) -> Sequence:
-    """Read and parse a sequence file; every problem is a :class:`SequenceError`."""
+def load_sequence(path: Path | str, dictionary: Dictionary = DICTIONARY, *, power_modes: PowerModes | None = None,
+                  start_unix_s: float | None = None) -> Sequence:
+    """Read and parse a sequence file; every problem is a :class:`SequenceError` (see :func:`parse_sequence`)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -661,11 +692,17 @@ def load_sequence(path: Path | str, dictionary: Dictionary = DICTIONARY) -> Sequ
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SequenceError(str(path), "", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_sequence(text, str(path), dictionary)
+    return parse_sequence(text, str(path), dictionary, power_modes=power_modes, start_unix_s=start_unix_s)
 
 
-def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary = DICTIONARY) -> Sequence:
-    """Check a sequence file's text (TOML, ``docs/sequences.md``) against the format and the dictionary."""
+def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary = DICTIONARY, *,
+                   power_modes: PowerModes | None = None, start_unix_s: float | None = None) -> Sequence:
+    """Check a sequence file's text (TOML, ``docs/sequences.md``) against the format and the dictionary.
+
+    ``power_modes``: the board's, as for a time tag (:func:`check_command`). Its waits may reach no further than a
+    time tag may (:data:`MAX_AHEAD_S`), so that a run ends and frees the one slot for sequences: the ``wait_s``
+    always, a ``wait_until`` with the waits around it where ``start_unix_s``, the run's start, is given.
+    """
     def fail(path: str, reason: str) -> SequenceError:
         return SequenceError(source, path, reason)
 
@@ -694,12 +731,36 @@ def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary
         raise fail("step", "must be one or more [[step]] tables")
     if len(steps) > MAX_STEPS:
         raise fail("step", f"{len(steps)} steps, at most {MAX_STEPS}: split the sequence")
-    parsed = tuple(_parse_step(s, f"step[{i}]", dictionary, fail) for i, s in enumerate(steps))
+    parsed = tuple(_parse_step(s, f"step[{i}]", dictionary, fail, power_modes) for i, s in enumerate(steps))
+    _check_waits(parsed, start_unix_s, fail)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return Sequence(name, parsed, source, digest, description)
 
 
-def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[str, str], SequenceError]) -> Step:
+def _check_waits(steps: tuple[Step, ...], start_unix_s: float | None,
+                 fail: Callable[[str, str], SequenceError]) -> None:
+    """The time the waits reach, from the start, within :data:`MAX_AHEAD_S` (found in review: a ``wait_until`` in
+    the year 9999 was taken, and the run held the slot for good). Counted as the run would: a ``wait_s`` from where
+    the waits before it end, a ``wait_until`` where it is later; without a start the ``wait_s`` alone (their sum is
+    never more than the reach). Timeouts bound how long a step may fail to end, not a plan: not counted."""
+    start = _number(start_unix_s)
+    reach = 0.0  # seconds after the start
+    for i, step in enumerate(steps):
+        if isinstance(step, WaitStep):
+            reach, key = reach + step.wait_s, "wait_s"
+        elif isinstance(step, WaitUntilStep) and start is not None:
+            reach, key = max(reach, step.unix_s - start), "wait_until"
+        else:
+            continue
+        if reach > MAX_AHEAD_S:
+            until = f" until {_iso(start + reach)}" if start is not None else ""
+            raise fail(f"step[{i}].{key}", f"the sequence would wait{until}, {reach / 86400:.1f} days after it starts; "
+                                           f"at most {MAX_AHEAD_S / 86400:g}, as far ahead as a time tag may be: "
+                                           f"split it, or start it closer to its time")
+
+
+def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[str, str], SequenceError],
+                power_modes: PowerModes | None = None) -> Step:
     if not isinstance(raw, dict):
         raise fail(where, "must be a table ([[step]])")
     kinds = [k for k in _KINDS if k in raw]
@@ -719,7 +780,7 @@ def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[st
 
     if kind == "command":
         try:
-            name, args = check_command(dictionary, raw["command"], raw.get("args", {}))
+            name, args = check_command(dictionary, raw["command"], raw.get("args", {}), power_modes)
         except CommandRefused as bad:
             raise fail(f"{where}.{bad.field}", bad.reason) from None
         timeout = _seconds(raw.get("timeout_s", DEFAULT_COMMAND_TIMEOUT_S), f"{where}.timeout_s", MAX_TIMEOUT_S, fail,

@@ -29,6 +29,7 @@ from flight.agent.file_args import SEQUENCE, check_value
 from flight.agent.ports import Component, EventPort
 from flight.agent.schedule import (
     Finished,
+    PowerModes,
     ScheduleEntry,
     ScheduleError,
     SendCommand,
@@ -78,15 +79,19 @@ class Scheduler(Component):
                 "schedule_release_errors", "schedule_late_ms", "sequence_running", "sequence_step", "clock_jumps")
 
     def __init__(self, state_dir: Path, clock: Clock, emit: EventPort,
-                 dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]]):
+                 dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]],
+                 power_modes: PowerModes | None = None):
         """``dispatch(name, args, cmd_id)``: run a command through the dispatcher as if the ground
-        had sent it; ``telemetry()``: every channel's value now (for wait_for steps)."""
+        had sent it; ``telemetry()``: every channel's value now (for wait_for steps); ``power_modes()``: the
+        board's power-mode names, or None where it cannot say, so that a time tag or a step of SET_POWER_MODE
+        naming a mode the board lacks is refused when given, not at its release (without it: at its release)."""
         self._clock = clock
         self._emit = emit
         self._dispatch = dispatch
         self._telemetry = telemetry
         self.state_dir = Path(state_dir)
-        self.schedule = TimeSchedule(Path(state_dir) / "schedule.json")
+        self._power_modes = power_modes
+        self.schedule = TimeSchedule(Path(state_dir) / "schedule.json", power_modes=power_modes)
         self.sequences_dir = Path(state_dir) / "sequences"
         self._run_path = Path(state_dir) / "sequence_run.json"
         self.run: SequenceRun | None = None
@@ -323,8 +328,9 @@ class Scheduler(Component):
         path = self._path_of(name)
         if not path.is_file():
             raise CommandFailed(f"name: no sequence {name} in the sequences directory", FailureCode.BAD_ARGUMENTS)
-        try:
-            sequence = load_sequence(path)
+        now = self._clock.now_s()
+        try:  # its waits bounded from its start, now (a resume takes the same file again: its digest)
+            sequence = load_sequence(path, power_modes=self._power_modes, start_unix_s=now)
         except SequenceError as exc:
             raise CommandFailed(str(exc).replace(str(self.sequences_dir), "sequences"), FailureCode.BAD_ARGUMENTS) \
                 from None
@@ -334,7 +340,7 @@ class Scheduler(Component):
             raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is found "
                                 f"by its file, after a restart too: name it {name!r} or the file "
                                 f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
-        self.run = SequenceRun(sequence, self._clock.now_s())
+        self.run = SequenceRun(sequence, now)
         self._save_run()
         self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
         return {"name": sequence.name, "steps": len(sequence.steps), "digest": sequence.digest}
