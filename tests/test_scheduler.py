@@ -363,7 +363,7 @@ def test_a_time_tag_does_not_lift_a_safe_for_lost_contact_only_the_ground_does(r
     [first] = [e.args for e in rig.events("SCHEDULE_RELEASED")]
     final = reports_for(rig, first["cmd_id"])[-1]
     assert (final.stage, final.success, final.code) == (Stage.STARTED, False, FailureCode.NOT_ALLOWED_IN_MODE)
-    assert final.reason.startswith("SAFE since ground contact was lost: a time-tagged or sequenced SET_MODE does "
+    assert final.reason.startswith("SAFE since ground contact lost: a time-tagged or sequenced SET_MODE does "
                                    "not take the agent out of SAFE")
     assert rig.agent.mode.value == "SAFE" and set_mode_failures(rig) == [final.reason]
     for _ in range(2):  # contact again (the ground's NOOPs), and no mode commanded: the second is refused too
@@ -387,6 +387,38 @@ def test_a_time_tag_does_not_take_the_agent_out_of_any_safe_while_contact_is_los
     assert rig.send("SET_MODE", mode="IDLE").completed  # the ground's, live: contact came back with it
 
 
+@pytest.mark.req("AGT-002", "AGT-015", "AGT-080")
+def test_a_time_tag_does_not_lift_a_safe_for_repeated_faults_in_contact_or_not(rig):
+    """Found in review: repeated faults wait for a person as lost contact does, and a SET_MODE time-tagged before
+    them took the agent out of that SAFE. The cause is latched when the faults come while it is SAFE already."""
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    for delay_s in (60.0, 120.0):
+        assert rig.send("SCHEDULE_AFTER", delay_s=delay_s, command="SET_MODE", args='{"mode": "IDLE"}').completed
+    rig.hal.read_error = OSError("i2c bus stuck")
+    rig.advance(8.0)
+    rig.hal.read_error = None
+    assert rig.events("FAULTS_REPEATED") and rig.agent.mode.value == "SAFE"
+    assert rig.send("NOOP").completed  # in contact
+    rig.advance(60.0, step_s=5.0)
+    assert len(rig.events("SCHEDULE_RELEASED")) == 1 and rig.agent.mode.value == "SAFE"
+    [reason] = set_mode_failures(rig)
+    assert reason.startswith("SAFE since repeated faults: a time-tagged or sequenced SET_MODE does not take")
+    assert rig.send("SET_MODE", mode="SAFE").completed  # the ground's, live: it has seen it
+    rig.advance(60.0, step_s=5.0)
+    assert len(rig.events("SCHEDULE_RELEASED")) == 2 and rig.agent.mode.value == "IDLE"
+    assert len(set_mode_failures(rig)) == 1
+    # Faults while SAFE already (the ground's SAFE here): that SAFE now waits for the ground too.
+    assert rig.send("SET_MODE", mode="SAFE").completed
+    assert rig.send("SCHEDULE_AFTER", delay_s=60.0, command="SET_MODE", args='{"mode": "IDLE"}').completed
+    rig.hal.read_error = OSError("i2c bus stuck")
+    rig.advance(8.0)
+    rig.hal.read_error = None
+    assert len(rig.events("FAULTS_REPEATED")) == 2
+    assert rig.send("NOOP").completed
+    rig.advance(60.0, step_s=5.0)
+    assert rig.agent.mode.value == "SAFE" and len(set_mode_failures(rig)) == 2
+
+
 @pytest.mark.req("AGT-015", "AGT-081")
 def test_a_sequence_step_does_not_lift_a_safe_for_lost_contact(rig):
     assert rig.send("SET_PARAM", name="contact_timeout_s", value="60").completed
@@ -397,7 +429,7 @@ def test_a_sequence_step_does_not_lift_a_safe_for_lost_contact(rig):
     rig.advance(110.0, step_s=5.0)
     assert rig.agent.mode.value == "SAFE" and len(rig.events("CONTACT_LOST")) == 1
     [done] = [e.args for e in rig.events("SEQUENCE_DONE")]
-    assert not done["ok"] and "step[1] SET_MODE failed: SAFE since ground contact was lost" in done["reason"]
+    assert not done["ok"] and "step[1] SET_MODE failed: SAFE since ground contact lost" in done["reason"]
 
 
 @pytest.mark.req("AGT-004", "AGT-080")

@@ -15,7 +15,7 @@ the budget still counts the recoveries of the previous runs. A command ends any 
 recovery: the operator has taken over.
 
 A SET_MODE released on board (a time tag, a sequence step) does not lift a SAFE while ground contact is lost,
-nor one the agent fell to for lost contact until the ground has commanded a mode
+nor one the agent fell to for lost contact or repeated faults until the ground has commanded a mode
 (:func:`flight.agent.modes.stored_refusal`): refused, with the reason, as the battery and thermal guards refuse.
 That SAFE's cause is not kept across a restart; after one, a stored SET_MODE is refused while contact is still
 lost (the time since contact is kept).
@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.modes import (
-    CONTACT_CAUSE,
     RESET_CAUSE,
+    WAITS_FOR_GROUND,
     Conditions,
     Pending,
     RecoverySettings,
@@ -100,7 +100,8 @@ class ModeManager(Component):
         self._params = params
         self._on_board = on_board
         self._mode = Mode.BOOT
-        self.contact_safe = False  # SAFE for lost contact, and the ground has commanded no mode since
+        self.waits_for_ground: str | None = None  # this SAFE's cause where it waits for a person (WAITS_FOR_GROUND)
+        # and the ground has commanded no mode since
         self.pending: Pending | None = None
         self.blocker: str | None = None  # what holds a pending recovery now (for tests and the status line)
         self.on_change: list[Callable[[Mode, Mode], None]] = []  # (old, new)
@@ -115,7 +116,7 @@ class ModeManager(Component):
             return
         old, self._mode = self._mode, new
         if new is not Mode.SAFE:
-            self.contact_safe = False
+            self.waits_for_ground = None
         self._remember()
         self._emit("MODE_CHANGED", old=old.value, new=new.value, reason=reason)
         for listener in self.on_change:
@@ -141,13 +142,14 @@ class ModeManager(Component):
     def enter_safe(self, reason: str) -> None:
         """Automatic fall-back to SAFE: lowest power mode, compute stopped (on the same tick). Already SAFE, a
         cause it does not return from on its own (repeated faults) cancels the return it was waiting for."""
+        if reason in WAITS_FOR_GROUND:  # already SAFE too: it now waits for the ground
+            self.waits_for_ground = reason
         if self._mode is Mode.SAFE:
             if self.pending is not None and not recoverable_cause(reason):
                 self.pending = None
                 self._remember()
             return
         self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
-        self.contact_safe = reason == CONTACT_CAUSE
         self._emit("SAFE_ENTERED", reason=reason)
         self.set_mode(Mode.SAFE, reason)
 
@@ -190,7 +192,7 @@ class ModeManager(Component):
 
     def _guard(self, req: CommandRequest) -> None:
         target, conditions = Mode(req.args["mode"]), self._conditions()
-        refusal = stored_refusal(self._mode, target, conditions, self.contact_safe) if self._stored() else None
+        refusal = stored_refusal(self._mode, target, conditions, self.waits_for_ground) if self._stored() else None
         refusal = refusal or commanded_refusal(self._mode, target, conditions)
         if refusal:
             raise CommandFailed(refusal, FailureCode.NOT_ALLOWED_IN_MODE)
@@ -201,7 +203,7 @@ class ModeManager(Component):
     def _set_mode(self, req: CommandRequest) -> dict[str, Any]:
         old = self._mode
         if not self._stored():
-            self.contact_safe = False  # the ground has seen it
+            self.waits_for_ground = None  # the ground has seen it
         self.pending = None  # the operator has taken over
         self.set_mode(Mode(req.args["mode"]), "commanded")
         self._remember()

@@ -19,9 +19,10 @@ the other two mean something a person should look at before the agent carries on
 
 Stored commands (:func:`stored_refusal`): a time-tagged or sequenced SET_MODE was planned before
 whatever the agent has found since; it does not take the agent out of SAFE while ground contact is
-lost, nor out of a SAFE it fell to for lost contact until the ground has commanded a mode (the
-stored commands of cFS and F Prime do not override autonomy's safing either). The battery and
-thermal guards of :func:`commanded_refusal` hold for them as for any command.
+lost, nor out of a SAFE that waits for a person (lost contact, repeated faults: :data:`WAITS_FOR_GROUND`)
+until the ground has commanded a mode (the stored commands of cFS and F Prime do not override
+autonomy's safing either). The battery and thermal guards of :func:`commanded_refusal` hold for them
+as for any command.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, replace
 from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Admission, Mode
 
 __all__ = ["COMMANDABLE", "CONTACT_CAUSE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep",
-           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal"]
+           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal", "WAITS_FOR_GROUND"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {
@@ -81,13 +82,14 @@ def commanded_refusal(current: Mode, target: Mode, c: Conditions) -> str | None:
     return None
 
 
-def stored_refusal(current: Mode, target: Mode, c: Conditions, contact_safe: bool) -> str | None:
+def stored_refusal(current: Mode, target: Mode, c: Conditions, waits_for_ground: str | None) -> str | None:
     """Why a SET_MODE released on board (a time tag, a sequence step) may not go from ``current`` to ``target``
-    now, beyond :func:`commanded_refusal`, or None. ``contact_safe``: the agent fell to this SAFE for lost
-    contact and the ground has commanded no mode since. Only out of SAFE: a stored SAFE is always taken."""
+    now, beyond :func:`commanded_refusal`, or None. ``waits_for_ground``: the cause of this SAFE where it waits for
+    the ground (:data:`WAITS_FOR_GROUND`) and the ground has commanded no mode since. Only out of SAFE: a stored
+    SAFE is always taken."""
     if current is not Mode.SAFE or target is Mode.SAFE:
         return None
-    why = ("SAFE since ground contact was lost" if contact_safe else
+    why = (f"SAFE since {waits_for_ground}" if waits_for_ground else
            "ground contact is lost" if c.contact_lost else None)
     if why is None:
         return None
@@ -104,6 +106,9 @@ _RECOVERABLE_PREFIXES = ("battery ", "hard thermal limit")
 BATTERY_CAUSE = "battery "  # how a fall to SAFE for the battery's charge begins (control_core)
 CONTACT_CAUSE = "ground contact lost"  # a fall to SAFE that waits for a command from the ground (control_core)
 REPEATED_FAULTS = "repeated faults"  # a fall to SAFE that waits for a command
+WAITS_FOR_GROUND = (CONTACT_CAUSE, REPEATED_FAULTS)
+"""Automatic SAFE causes that wait for a person: only a SET_MODE from the ground lifts them, not a stored one
+(:func:`stored_refusal`; found in review: a time tag lifted them, with no one to see)."""
 RESET_CAUSE = "reset (previous stop unclean)"
 
 
