@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flight.agent.agent import Agent
 from flight.clock import SimClock
@@ -95,11 +95,13 @@ def scripted_board(clock: SimClock, eps: bool = True) -> Board:
 class InProcessAgent:
     """An :class:`Agent` and a ground client in this process, time moved by the test."""
 
-    def __init__(self, state_dir: Path, eps: bool = True, start: bool = True, **config: Any):
+    def __init__(self, state_dir: Path, eps: bool = True, start: bool = True,
+                 board: Callable[[SimClock], Board] | None = None, **config: Any):
         """``start=False``: built and answering its link, time not begun (as under the harness before its
-        first step); :meth:`start` begins it."""
+        first step); :meth:`start` begins it. ``board``: makes the board on the test's clock (a fake Jetson
+        tree's) instead of the scripted one."""
         self.clock = SimClock(T0_S)
-        self.board = scripted_board(self.clock, eps)
+        self.board = board(self.clock) if board is not None else scripted_board(self.clock, eps)
         self.hal: ScriptedHal = self.board.hal  # type: ignore[assignment]
         self.link = MemoryLink()
         # The store's fsync in the loop, whatever the machine's CPUs ([store] fsync = "auto" would

@@ -458,11 +458,160 @@ def test_the_agent_starts_without_nvpmodel_and_says_so(tmp_path, short_dir):
     assert f"sunlit-flight: warning: hal.nvpmodel: '{nvpmodel}' no such file: power modes can be neither read nor " \
            "set" in said, said
 
+@pytest.mark.req("AGT-008")
+@pytest.mark.parametrize("model", ["NVIDIA Jetson Orin Nano Developer Kit", "Custom carrier, no model we know"])
+def test_sunlit_flight_run_starts_without_nvpmodel_conf_and_says_so(tmp_path, short_dir, model):
+    """Found in audit: without /etc/nvpmodel.conf `sunlit-flight run` exited at once (systemd restarted it for
+    ever). It runs, its console naming the conf and what to do; only where no board profile says what the modes
+    cost either (an unknown board) does it refuse, saying both."""
+    from tests.console import start_lines
+
+    fake = make_board(tmp_path, "orin_nano", model=model)
+    conf = fake.root / "etc" / "nvpmodel.conf"
+    conf.unlink()
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f'[link]\nurl = "zmq+ipc://{short_dir}/link"\n[hal]\nbackend = "jetson"\nroot = "{fake.root}"\n'
+                    f'nvpmodel = "{fake.nvpmodel}"\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+                    '[compute]\nenabled = false\n')
+    said, running = start_lines(["--config", str(toml)])
+    if model.startswith("NVIDIA"):
+        assert running and "agent up" in said, said
+        assert f"sunlit-flight: warning: nvpmodel.conf: cannot read {conf}: file not found; power modes can be " \
+               "neither read nor set until it is there: reinstall nvidia-l4t-nvpmodel" in said, said
+    else:
+        assert "agent up" not in said and f"sunlit-flight: cannot read {conf}" in said, said  # refused, saying:
+        assert said.rstrip().endswith("and no board profile gives the modes' power meanwhile: set [hal] board"), said
+
+
 def test_missing_conf_is_a_clear_error(tmp_path):
     fake = make_board(tmp_path, "orin_nano")
     (fake.root / "etc" / "nvpmodel.conf").unlink()
     with pytest.raises(HalError, match="cannot read .*nvpmodel.conf: file not found"):
         open_fake(fake).power_modes()
+
+
+@pytest.mark.req("DEP-004", "AGT-008")
+@pytest.mark.parametrize("what", ["absent", "unreadable", "no-modes", "same-name-twice", "not-text"])
+def test_a_conf_that_cannot_be_used_makes_power_modes_unavailable_not_a_refusal(tmp_path, what):
+    """Found in audit: a Jetson whose nvpmodel.conf was missing or unreadable (or listed no mode) raised a plain
+    HalError from power_modes(), and the agent refused to start, restarted by systemd for ever. It is the
+    condition PowerModesUnavailable, said as the backend opens (naming the conf and what to do), and the board
+    opens; a query reads the conf before it runs nvpmodel, which fails as a tool without it."""
+    fake = make_board(tmp_path, "orin_nano")
+    conf = fake.root / "etc" / "nvpmodel.conf"
+    if what == "absent":
+        conf.unlink()
+    elif what == "unreadable":
+        conf.unlink()
+        conf.mkdir()  # EISDIR: unreadable for root too, where the tests may run
+    elif what == "no-modes":
+        conf.write_text("# emptied by a failed upgrade\n")
+    elif what == "same-name-twice":
+        conf.write_text("< POWER_MODEL ID=0 NAME=15W >\n< POWER_MODEL ID=1 NAME=15W >\n")
+    else:
+        conf.write_bytes(b"< POWER_MODEL ID=0 NAME=15W >\n\xff\xfe\n")
+    board = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel)))
+    (note,) = board.notes
+    assert note.startswith("nvpmodel.conf: ") and str(conf) in note, note
+    for call in (board.hal.power_modes, board.hal.current_power_mode, lambda: board.hal.set_power_mode("15W")):
+        with pytest.raises(PowerModesUnavailable, match=str(conf)):
+            call()
+    assert fake.nvpmodel_calls() == []  # nvpmodel never ran: no ID to give it
+    if what in ("absent", "no-modes"):
+        assert "reinstall nvidia-l4t-nvpmodel" in note
+    assert board.hal.read().temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)  # the rest still works
+
+
+@pytest.mark.req("AGT-005", "AGT-008")
+def test_the_agent_runs_without_nvpmodel_conf_and_takes_the_modes_once_it_is_back(tmp_path):
+    """Found in audit: without /etc/nvpmodel.conf the agent refused to start (the Controller asked the board for
+    its modes), so systemd restarted it for ever and the board was silent for one file. It starts, says once
+    that power modes are unavailable (naming the conf), counts one fault, plans on the board profile's modes
+    (compute as the limits allow) with no mode in force known and none settable, tries again, and once the
+    conf is back takes the board's modes (POWER_MODES_RESTORED) and SET_POWER_MODE sets one."""
+    import shutil
+    from dataclasses import replace
+
+    from flight.link.dictionary import FailureCode
+    from tests.fakeboard import FIXTURES
+    from tests.inproc import InProcessAgent
+
+    fake = make_board(tmp_path, "orin_nano")
+    conf = fake.root / "etc" / "nvpmodel.conf"
+    conf.unlink()
+
+    def jetson(clock):
+        return replace(open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))),
+                       clock=clock)
+
+    rig = InProcessAgent(tmp_path / "state", board=jetson, start=False, bench_supply=True)  # built: it starts
+    try:
+        faults, record = [], rig.agent.faults.record
+        rig.agent.faults.record = lambda what: (faults.append(what), record(what))
+        rig.start()
+        values = rig.hk()  # running: telemetry flows
+        assert values["mode"] == "SAFE" and values["power_mode"] is None  # the mode in force is not known
+        (said,) = rig.events("POWER_MODES_UNAVAILABLE")  # the ground is told the file's name, not where (SEC-006)
+        assert said.args["reason"].startswith("cannot read nvpmodel.conf: file not found") and \
+            "reinstall nvidia-l4t-nvpmodel" in said.args["reason"], said.args
+        assert rig.agent.board.notes == (f"nvpmodel.conf: cannot read {conf}: file not found; power modes can be "
+                                         "neither read nor set until it is there: reinstall nvidia-l4t-nvpmodel, "
+                                         "which ships it (or check [hal] root)",)  # on the console, whole
+        refused = rig.send("SET_POWER_MODE", name="15W")
+        assert refused.failure.code is FailureCode.EXECUTION_ERROR, refused.failure
+        assert refused.failure.reason.startswith("power modes unavailable: cannot read nvpmodel.conf"), refused.failure
+        assert rig.send("SET_MODE", mode="IDLE").completed and rig.send("SET_MODE", mode="COMPUTE").completed
+        rig.advance(1800.0, step_s=5.0)
+        values = rig.hk()
+        # The profile's modes model the plan: compute admitted as the limits allow (a bench supply: all).
+        assert values["mode"] == "COMPUTE" and values["admission"] == "ALL", values
+        assert [m.name for m in rig.agent.controller.mode_powers] == ["7W", "15W", "25W", "MAXN_SUPER"]
+        assert len(rig.events("POWER_MODES_UNAVAILABLE")) == 1 and faults == ["power modes"]
+        assert not rig.events("INTERNAL_ERROR") and not rig.events("FAULTS_REPEATED")
+        assert fake.nvpmodel_calls() == []  # no mode set (nor asked) without the conf's IDs
+
+        shutil.copyfile(FIXTURES / "nvpmodel_orin_nano.conf", conf)  # mended
+        rig.advance(700.0, step_s=5.0)  # within the longest wait between tries
+        restored = rig.events("POWER_MODES_RESTORED")
+        assert [e.args["mode"] for e in restored] == ["25W"], restored  # as the board said: the conf's default
+        assert rig.agent.controller.modes_from_board
+        changed = rig.events("POWER_MODE_CHANGED")  # then the plan's mode set: the top one, with a bench supply
+        assert [(e.args["old"], e.args["new"]) for e in changed] == [("25W", "MAXN_SUPER")], changed
+        assert rig.send("SET_POWER_MODE", name="15W").completed
+        assert fake.nvpmodel_status_id() == 0 and ["-m", "0"] in fake.nvpmodel_calls()  # 15W is ID 0 here
+        assert rig.hk()["power_mode"] == "15W" and len(rig.events("POWER_MODES_UNAVAILABLE")) == 1
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-008")
+def test_the_modes_of_a_conf_back_replace_the_profiles_in_the_plan(tmp_path):
+    """The profile's modes stand in while the conf is unreadable; the conf that comes back may offer fewer (an
+    older JetPack's: 7W and 15W). The plan then runs on the board's modes, not on a MAXN_SUPER nvpmodel would
+    refuse at each try (POWER_MODE_FAILED, a fault each time)."""
+    from dataclasses import replace
+
+    from tests.inproc import InProcessAgent
+
+    fake = make_board(tmp_path, "orin_nano")
+    conf = fake.root / "etc" / "nvpmodel.conf"
+    conf.unlink()
+
+    def jetson(clock):
+        return replace(open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))),
+                       clock=clock)
+
+    with InProcessAgent(tmp_path / "state", board=jetson, bench_supply=True) as rig:
+        assert rig.send("SET_MODE", mode="IDLE").completed and rig.send("SET_MODE", mode="COMPUTE").completed
+        rig.advance(60.0, step_s=5.0)
+        assert rig.agent.controller.decision.mode == "MAXN_SUPER"  # the profile's top mode, planned, not set
+        conf.write_text("< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n< POWER_MODEL ID=3 NAME=7W >\n"
+                        "CPU_ONLINE CORE_0 1\n< PM_CONFIG DEFAULT=3 >\n")
+        rig.advance(700.0, step_s=5.0)
+        assert [e.args["mode"] for e in rig.events("POWER_MODES_RESTORED")] == ["7W"]
+        assert [m.name for m in rig.agent.controller.mode_powers] == ["7W", "15W"]
+        assert not rig.events("POWER_MODE_FAILED") and fake.nvpmodel_status_id() == 0  # 15W, the top, set
+        assert rig.hk()["power_mode"] == "15W"
 
 
 # --- pure parsers -----------------------------------------------------------------------------

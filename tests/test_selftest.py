@@ -221,6 +221,20 @@ def test_nvpmodel_that_cannot_answer_fails_power_modes(prepared, tmp_path):
     assert "current one is unknown" in {r.name: r.detail for r in report.failures}["power modes"]
 
 
+@pytest.mark.req("DEP-003", "AGT-008")
+def test_a_missing_nvpmodel_conf_fails_power_modes_naming_it_and_what_to_do(prepared, tmp_path):
+    """The agent runs without nvpmodel.conf (its power modes unavailable); selftest, which checks a board before
+    it flies, fails the power modes check with why and what to do, and checks the rest."""
+    board = make_board(tmp_path, "orin_nano")
+    conf = board.root / "etc" / "nvpmodel.conf"
+    conf.unlink()
+    report = run_selftest(jetson_config(board, prepared["state"]), key_path=prepared["key"])
+    assert {r.name: r.detail for r in report.failures}["power modes"] == (
+        f"cannot read {conf}: file not found; power modes can be neither read nor set until it is there: "
+        "reinstall nvidia-l4t-nvpmodel, which ships it (or check [hal] root)")
+    assert status_of(report, "temperatures") is Status.PASS
+
+
 # --- each check on its own --------------------------------------------------------------------
 
 

@@ -58,15 +58,16 @@ GAUGE_CAPACITY_RANGE = (0.3, 1.2)
 0.3 of its nameplate is spent, and one over 1.2 is a gauge or configuration error (said as a sensor missing)."""
 
 
-def mode_powers(board: Board) -> tuple[ModePower, ...]:
-    """The board's power modes as the plan sees them: idle and loaded power from the profile.
+def mode_powers(board: Board, modes: tuple[PowerMode, ...] | None = None) -> tuple[ModePower, ...]:
+    """The board's power modes (``modes``, else the HAL's) as the plan sees them: idle and loaded power from
+    the profile.
 
     A mode whose power nothing states (MAXN on a board without a profile) costs the most the
     plan can imagine: never chosen for being "free".
     """
     by_name = {m.name: m for m in board.profile.modes} if board.profile is not None else {}
     out = []
-    for m in board.hal.power_modes():
+    for m in board.hal.power_modes() if modes is None else modes:
         prof = by_name.get(m.name)
         if prof is not None:
             out.append(ModePower(m.name, prof.idle_power_w, prof.loaded_power_w, prof.inference_rel_maxn))
@@ -76,6 +77,17 @@ def mode_powers(board: Board) -> tuple[ModePower, ...]:
     if any(mp.throughput_rel is None for mp in out):  # no profile for some: rank by order
         out = [ModePower(mp.name, mp.idle_w, mp.loaded_w) for mp in out]
     return tuple(out)
+
+
+def profile_power_modes(board: Board, why: PowerModesUnavailable) -> tuple[PowerMode, ...]:
+    """The board profile's modes, for the plan's model of power while the board cannot list its own (a Jetson
+    without a readable nvpmodel.conf): the agent runs (telemetry, commands, compute as the limits allow) rather
+    than refusing to start (found in audit: a restart loop, the board silent, for want of one file). Their IDs
+    are placeholders: no mode can be set until the board's own list is back. Without a profile nothing says
+    what a mode costs: :class:`HalError`, the agent does not start."""
+    if board.profile is None:
+        raise HalError(f"{why}; and no board profile gives the modes' power meanwhile: set [hal] board")
+    return tuple(PowerMode(m.name, i, m.budget_w, "profile") for i, m in enumerate(board.profile.modes))
 
 
 @dataclass(frozen=True)
@@ -146,11 +158,16 @@ class Controller(Component):
         # nvpmodel's failures in a row, and the last one's time, of the query and of the set apart
         self._mode_failures = {"query": 0, "set": 0}
         self._mode_failed_s = {"query": -math.inf, "set": -math.inf}
-        self._modes_unavailable = False  # power modes out (the tool cannot run): said, and a fault, once an outage
+        self._modes_unavailable = False  # power modes out (the tool or its conf): said, and a fault, once an outage
         self._plan_seen: Plan | None = None
         self._plan_umbra: tuple[bool, ...] = ()
-        self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
-        self.mode_powers = mode_powers(board)
+        try:
+            self.power_modes: tuple[PowerMode, ...] = self.hal.power_modes()
+            self.modes_from_board = True
+        except PowerModesUnavailable as exc:  # said at the first tick, which finds it again (POWER_MODES_UNAVAILABLE)
+            self.power_modes = profile_power_modes(board, exc)
+            self.modes_from_board = False  # the profile's, until the board lists its own (_take_board_modes)
+        self.mode_powers = mode_powers(board, self.power_modes)
         names = [m.name for m in self.power_modes]
         # A commanded cap this board has no mode of (a JetPack update renamed its modes, a module swapped):
         # its lowest mode is the cap until SET_POWER_MODE sets one, said at boot (found in audit: taken as no cap)
@@ -240,6 +257,7 @@ class Controller(Component):
                 self._internal_error("power mode query", exc)
             return None
         self._mode_failures["query"] = 0
+        self._take_board_modes()
         name = mode.name if mode else None
         self._modes_back(name)
         self._mode_known = (name, mono_s)
@@ -253,6 +271,20 @@ class Controller(Component):
             self._modes_unavailable = True
             self._emit("POWER_MODES_UNAVAILABLE", reason=str(exc))
             self._faults.record("power modes")
+
+    def _take_board_modes(self) -> None:
+        """The board answered a query or a set: where the plan ran on the profile's modes, take the board's own
+        (its conf readable again). A plan made over other modes is dropped: its indices are of that list."""
+        if self.modes_from_board:
+            return
+        try:
+            modes = self.hal.power_modes()
+        except HalError:
+            return  # gone again between the two reads: the next answer takes them
+        self.modes_from_board = True
+        if [m.name for m in modes] != [m.name for m in self.power_modes]:
+            self.state = replace(self.state, plan=None, power_mode_index=None, thermal_base=None)
+        self.power_modes, self.mode_powers = modes, mode_powers(self.board, modes)
 
     def _modes_back(self, name: str | None) -> None:
         """The tool ran (with whatever outcome): an outage said is over, and the next is said and counted."""
@@ -363,6 +395,7 @@ class Controller(Component):
                 now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
                 self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
                 self._mode_failures["set"] = 0
+                self._take_board_modes()
                 self._modes_back(self._mode_known[0])
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except PowerModesUnavailable as exc:
@@ -576,6 +609,8 @@ class Controller(Component):
         else:
             try:
                 self.hal.power_mode(name)
+            except PowerModesUnavailable as exc:  # no list of modes (a Jetson's unreadable conf): none can be set
+                raise CommandFailed(f"power modes unavailable: {exc}", FailureCode.EXECUTION_ERROR) from None
             except HalError as exc:
                 raise CommandFailed(str(exc), FailureCode.OUT_OF_RANGE) from None
         old = self._memory.power_mode_cap

@@ -32,8 +32,9 @@ class HalError(RuntimeError):
 
 class PowerModesUnavailable(HalError):
     """Power modes can be neither read nor set until something outside the agent changes (a Jetson's nvpmodel
-    not there or not executable: a dev board, a container without it). One condition for as long as it lasts,
-    not a new failure at each try: the agent says it and counts it as a fault once."""
+    not there or not executable: a dev board, a container without it; its nvpmodel.conf missing, unreadable or
+    with no usable mode). One condition for as long as it lasts, not a new failure at each try: the agent says
+    it and counts it as a fault once."""
 
 
 # --- values ---------------------------------------------------------------------------------

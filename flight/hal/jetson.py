@@ -582,22 +582,31 @@ class JetsonHal(Hal):
     # --- power modes ------------------------------------------------------------------------
 
     def nvpmodel_conf(self) -> NvpmodelConf:
-        """The parsed nvpmodel.conf, with what the parser skipped."""
+        """The parsed nvpmodel.conf, with what the parser skipped. One that cannot be read or used (two modes of
+        one name) is :class:`PowerModesUnavailable`: without it no mode's ID is known, so none can be read or set
+        until someone mends the file (found in audit: a plain HalError, and the agent refused to start)."""
         try:
             text = self.conf_path.read_text()
-        except OSError as exc:
-            raise HalError(
-                f"cannot read {self.conf_path}: {describe_error(exc)}; "
-                "nvpmodel.conf comes with nvidia-l4t-nvpmodel on a Jetson (is root= right?)"
+        except (OSError, UnicodeDecodeError) as exc:
+            why = describe_error(exc) if isinstance(exc, OSError) else f"not text ({exc.reason})"
+            raise PowerModesUnavailable(
+                f"cannot read {self.conf_path}: {why}; power modes can be neither read nor set until it is there: "
+                "reinstall nvidia-l4t-nvpmodel, which ships it (or check [hal] root)"
             ) from None
         budgets = {m.name: m.budget_w for m in self.profile.modes} if self.profile else {}
-        return parse_nvpmodel_conf(text, budgets)
+        try:
+            return parse_nvpmodel_conf(text, budgets)
+        except HalError as exc:
+            raise PowerModesUnavailable(f"{self.conf_path}: {exc}") from None
 
     def power_modes(self) -> tuple[PowerMode, ...]:
         conf = self.nvpmodel_conf()
         if not conf.modes:
             detail = f" (skipped: {'; '.join(conf.skipped)})" if conf.skipped else ""
-            raise HalError(f"{self.conf_path} defines no POWER_MODEL blocks{detail}")
+            raise PowerModesUnavailable(
+                f"{self.conf_path} defines no POWER_MODEL blocks{detail}; power modes can be neither read nor set "
+                "until it does: reinstall nvidia-l4t-nvpmodel, which ships it"
+            )
         return conf.modes
 
     def _run_nvpmodel(self, *args: str, answer: str = "") -> str:
@@ -636,8 +645,8 @@ class JetsonHal(Hal):
             raise HalError(f"`{self.nvpmodel} -q`: {exc}") from None
 
     def current_power_mode(self) -> PowerMode | None:
+        modes = self.power_modes()  # first: nvpmodel -q without its conf fails as a tool, a fault at each try
         name, mode_id = self._query()
-        modes = self.power_modes()
         for mode in modes:
             if mode.name == name:
                 return mode
@@ -687,15 +696,19 @@ def open_board(options: BoardOptions) -> Board:
     """The ``jetson`` backend: sysfs sensors the profile names, nvpmodel power modes, real time.
 
     A Jetson on its own measures no battery: ``eps`` is None (a satellite's EPS would be read
-    by a backend of its own). An nvpmodel that cannot be run is in ``notes``, not a refusal
-    (:func:`nvpmodel_problem`).
+    by a backend of its own). An nvpmodel that cannot be run (:func:`nvpmodel_problem`), or an
+    nvpmodel.conf that cannot be read or used, is in ``notes``, not a refusal.
     """
     from flight.clock import RealClock
 
     hal = JetsonHal.open(root=options.root, nvpmodel=options.nvpmodel, board=options.board)
-    problem = nvpmodel_problem(hal.nvpmodel)
+    notes = [nvpmodel_problem(hal.nvpmodel)]
+    try:
+        hal.power_modes()
+    except PowerModesUnavailable as exc:
+        notes.append(f"nvpmodel.conf: {exc}")
     return Board("jetson", hal, RealClock(), SensorSet.KNOWN, PowerControl.NVPMODEL, profile=hal.profile,
-                 nvpmodel=hal, notes=(problem,) if problem else ())
+                 nvpmodel=hal, notes=tuple(n for n in notes if n))
 
 
 __all__ = [

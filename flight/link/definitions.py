@@ -878,7 +878,9 @@ EVENTS = (
           "The hardware refused or failed a power-mode change", ("name", "reason")),
     Event("POWER_MODES_UNAVAILABLE", 0x0054, Severity.WARNING_HI,
           "Power modes can be neither read nor set: {reason}",
-          "The board's power-mode tool cannot run (a Jetson's nvpmodel not there or not executable): the board "
+          "The board's power-mode tool cannot run (a Jetson's nvpmodel not there or not executable, or its "
+          "nvpmodel.conf missing, unreadable or with no usable mode: the plan then takes the board profile's modes "
+          "and none can be set): the board "
           "stays in the mode it is in, which the agent does not know. Said and counted as a fault once an outage, "
           "not at each try (tried again ever more seldom, AGT-008); POWER_MODES_RESTORED once it runs",
           ("reason",)),
