@@ -434,8 +434,8 @@ def test_a_sequence_step_does_not_lift_a_safe_for_lost_contact(rig):
 
 @pytest.mark.req("AGT-004", "AGT-080")
 def test_after_a_restart_out_of_contact_a_time_tag_is_refused_while_contact_is_still_lost(tmp_path, monkeypatch):
-    """Why the agent went SAFE is not kept across a restart (each start is SAFE); the time since contact is, and
-    out of contact a stored SET_MODE is refused after the restart too."""
+    """However it went SAFE before (here the start's, no cause kept), the time since contact is kept across the
+    restart, and out of contact a stored SET_MODE is refused after the restart too."""
     import tests.inproc as inproc
 
     params = {"contact_timeout_s": 60.0}
@@ -455,6 +455,44 @@ def test_after_a_restart_out_of_contact_a_time_tag_is_refused_while_contact_is_s
         assert reason.startswith("ground contact is lost")
     finally:
         again.close()
+
+
+@pytest.mark.req("AGT-013", "AGT-015", "AGT-080")
+def test_a_safe_that_waits_for_the_ground_still_does_after_a_restart_in_contact(tmp_path, monkeypatch):
+    """Found in review: the cause was in memory only, so after a restart, contact back (the ground server's own
+    acknowledgements are contact), a time tag lifted the SAFE for lost contact with no operator in the loop."""
+    import tests.inproc as inproc
+
+    params = {"contact_timeout_s": 60.0}
+    first = InProcessAgent(tmp_path, parameters=params)
+    try:
+        assert first.send("SET_MODE", mode="IDLE").completed
+        release = first.clock.now_s() + 300.0
+        for at in (release, release + 60.0):
+            assert first.send("SCHEDULE_AT", release_unix_s=at, command="SET_MODE", args='{"mode": "IDLE"}').completed
+        first.advance(90.0, step_s=5.0)
+        assert first.agent.mode.value == "SAFE" and first.events("CONTACT_LOST")
+    finally:
+        first.close()
+    monkeypatch.setattr(inproc, "T0_S", release - 20.0)
+    again = InProcessAgent(tmp_path, parameters=params)
+    try:
+        assert again.send("NOOP").completed  # in contact again
+        again.advance(25.0, step_s=5.0)
+        assert again.events("SCHEDULE_RELEASED") and again.agent.mode.value == "SAFE"
+        [reason] = set_mode_failures(again)
+        assert reason.startswith("SAFE since ground contact lost")
+        assert again.send("SET_MODE", mode="SAFE").completed  # the ground's: the next time tag may lift it
+        assert again.send("NOOP").completed
+        again.advance(60.0, step_s=5.0)
+        assert len(again.events("SCHEDULE_RELEASED")) == 2 and again.agent.mode.value == "IDLE"
+    finally:
+        again.close()
+    third = InProcessAgent(tmp_path, parameters=params)  # and the ground's command is kept too: nothing waits
+    try:
+        assert third.agent.modes.waits_for_ground is None
+    finally:
+        third.close()
 
 
 @pytest.mark.req("AGT-004", "AGT-080")

@@ -17,8 +17,7 @@ recovery: the operator has taken over.
 A SET_MODE released on board (a time tag, a sequence step) does not lift a SAFE while ground contact is lost,
 nor one the agent fell to for lost contact or repeated faults until the ground has commanded a mode
 (:func:`flight.agent.modes.stored_refusal`): refused, with the reason, as the battery and thermal guards refuse.
-That SAFE's cause is not kept across a restart; after one, a stored SET_MODE is refused while contact is still
-lost (the time since contact is kept).
+That SAFE's cause is kept across a restart (the state file), with the time since contact.
 """
 
 from __future__ import annotations
@@ -55,7 +54,10 @@ class ModeMemory(Protocol):
     @property
     def recoveries_s(self) -> tuple[float, ...]: ...
 
-    def remember_mode(self, mode: str, resume_mode: str | None) -> None: ...
+    @property
+    def waits_for_ground(self) -> str | None: ...
+
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None: ...
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None: ...
 
@@ -65,13 +67,14 @@ class _VolatileMemory:
 
     def __init__(self) -> None:
         self.mode, self.resume_mode, self._recoveries = Mode.BOOT.value, None, []
+        self.waits_for_ground: str | None = None
 
     @property
     def recoveries_s(self) -> tuple[float, ...]:
         return tuple(self._recoveries)
 
-    def remember_mode(self, mode: str, resume_mode: str | None) -> None:
-        self.mode, self.resume_mode = mode, resume_mode
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None:
+        self.mode, self.resume_mode, self.waits_for_ground = mode, resume_mode, waits_for_ground
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
         self._recoveries = [t for t in self._recoveries if t > keep_after_s] + [t_s]
@@ -124,13 +127,15 @@ class ModeManager(Component):
 
     def _remember(self) -> None:
         resume = self.pending.target.value if self.pending is not None else None
-        self._memory.remember_mode(self._mode.value, resume)
+        self._memory.remember_mode(self._mode.value, resume, self.waits_for_ground)
 
     def booted(self, previous_stop: str) -> None:
         """Start of time: go SAFE; after an unclean stop, remember what to return to once clear."""
         before = _mode_or_none(self._memory.mode)
         resume = _mode_or_none(self._memory.resume_mode)
         self.pending = None
+        kept = self._memory.waits_for_ground  # a SAFE that waited for the ground still does (found in review)
+        self.waits_for_ground = kept if before is Mode.SAFE and kept in WAITS_FOR_GROUND else None
         if previous_stop == "unclean":
             if before in _RESUMABLE:
                 self.pending = Pending(before, RESET_CAUSE)
@@ -147,7 +152,7 @@ class ModeManager(Component):
         if self._mode is Mode.SAFE:
             if self.pending is not None and not recoverable_cause(reason):
                 self.pending = None
-                self._remember()
+            self._remember()
             return
         self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
         self._emit("SAFE_ENTERED", reason=reason)

@@ -25,6 +25,7 @@ class AgentState:
     next_job_id: int = 1
     mode: str = "BOOT"  # the mode in force, saved on each change: after a reset, what it was doing
     resume_mode: str | None = None  # the mode an automatic, recoverable SAFE fell from (flight/agent/modes.py)
+    waits_for_ground: str | None = None  # the cause of a SAFE only the ground's SET_MODE lifts (modes.WAITS_FOR_GROUND)
     recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
     tc_replay_kept: bool = False  # a telecommand replay window was written: its absence later is a loss
     last_contact_utc_s: float | None = None  # the last valid packet from the ground (UTC), saved periodically
@@ -43,6 +44,7 @@ def _check_types(state: AgentState, path: Path) -> None:
         and isinstance(state.power_mode_cap, str)
         and isinstance(state.next_job_id, int) and state.next_job_id >= 1
         and isinstance(state.mode, str) and (state.resume_mode is None or isinstance(state.resume_mode, str))
+        and (state.waits_for_ground is None or isinstance(state.waits_for_ground, str))
         and isinstance(state.recoveries_s, list)
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
         and isinstance(state.tc_replay_kept, bool)
@@ -175,9 +177,14 @@ class PersistentState:
     def recoveries_s(self) -> tuple[float, ...]:
         return tuple(self.state.recoveries_s)
 
-    def remember_mode(self, mode: str, resume_mode: str | None) -> None:
-        """Saved at once: modes change rarely, and a reset must find what the agent was doing."""
-        self.state.mode, self.state.resume_mode = mode, resume_mode
+    @property
+    def waits_for_ground(self) -> str | None:
+        return self.state.waits_for_ground
+
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None:
+        """Saved at once: modes change rarely, and a reset must find what the agent was doing (and a SAFE that
+        waits for the ground, that it still does: found in review, a restart let a time tag lift it)."""
+        self.state.mode, self.state.resume_mode, self.state.waits_for_ground = mode, resume_mode, waits_for_ground
         self.save(force=True)
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
