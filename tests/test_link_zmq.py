@@ -297,6 +297,17 @@ def test_bad_urls_say_what_is_wrong(url, fragment):
         parse_link_url(url)
 
 
+@pytest.mark.req("LNK-005")
+@pytest.mark.parametrize("url", ["zmq://127.0.0.1:47400?queue=2147483648", "serial:///dev/ttyUSB0?queue=10000001"])
+def test_a_queue_no_link_can_hold_is_refused_as_the_url_is_read(url):
+    """Found in audit: queue=N had no upper bound. Past a C int the ZeroMQ sockets' high-water mark raised
+    OverflowError as the link opened (a traceback at start, after the configuration had passed), and a serial
+    link's queue bounded nothing. Now the URL is refused, naming queue, where the configuration is checked."""
+    with pytest.raises(LinkConfigError, match="queue must hold at most 1000000 packets"):
+        parse_link_url(url)
+    assert parse_link_url(url.rsplit("=", 1)[0] + "=1000000").queue_packets == 1_000_000
+
+
 @pytest.mark.req("LNK-007")
 def test_hostile_command_data_gets_a_final_report_and_no_fault(start_agent, make_client, ipc_url):
     start_agent(ipc_url)

@@ -194,12 +194,12 @@ class LinkService(Component):
         refused = self.link.take_refused()
         for reason in refused.reasons:
             self._say_bad(reason)
-        more = refused.count - len(refused.reasons)  # a flood past the reasons the link kept: the last one's
-        said = min(more, max(0, BAD_PACKETS_SAID - self._bad_said))
-        for _ in range(said):
-            self._say_bad(refused.last)
-        if more > said:
-            self._bad_unsaid += more - said
+        # A flood past the reasons the link kept (REFUSED_KEPT, more than BAD_PACKETS_SAID: the period's events are
+        # spent on them) goes in the period's last event, with the last one's reason. (A branch saying the last
+        # reason again while events were left could never run: found in review.)
+        more = refused.count - len(refused.reasons)
+        if more > 0:
+            self._bad_unsaid += more
             self._bad_last = refused.last[:160]
 
     def _bad_packet(self, reason: str) -> None:

@@ -36,6 +36,7 @@ from flight.link.definitions import LinkKind
 DEFAULT_BAUD = 115_200
 MIN_BAUD, MAX_BAUD = 300, 12_000_000  # the slowest standard rate; the fastest USB serial adapters
 DEFAULT_QUEUE_PACKETS = 1000
+MAX_QUEUE_PACKETS = 1_000_000  # queue=N at most: a ZeroMQ high-water mark is a C int, and a serial queue is memory
 
 
 class LinkConfigError(ValueError):
@@ -82,6 +83,8 @@ def parse_link_url(url: str) -> LinkConfig:
         raise LinkConfigError(f"{url}: queue must be a whole number of packets") from None
     if queue < 1:
         raise LinkConfigError(f"{url}: queue must hold at least one packet")
+    if queue > MAX_QUEUE_PACKETS:  # found in audit: past a C int, an OverflowError as the link opened
+        raise LinkConfigError(f"{url}: queue must hold at most {MAX_QUEUE_PACKETS} packets")
     if parts.scheme in ("zmq", "tcp"):
         host = parts.hostname
         try:
