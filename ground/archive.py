@@ -174,7 +174,8 @@ _SCHEMA = (
         t_first    REAL NOT NULL,        -- packet time, lowest and highest in the chunk
         t_last     REAL NOT NULL,
         r_last     REAL,                 -- ground clock: its packets' newest reception, which retention ages it by;
-                                         -- NULL (sealed before this column, see _RECEIPTS): t_last is taken
+                                         -- NULL (sealed before this column, see _RECEIPTS): read from raw as
+                                         -- retention judges it (_fill_chunk_receptions), t_last until then
         n          INTEGER NOT NULL,     -- packets
         first_id   INTEGER NOT NULL,     -- their packet row ids (order of reception), lowest and highest
         last_id    INTEGER NOT NULL,
@@ -294,8 +295,8 @@ _EVENT_INDEX_NAMES = ("events_by_sc_severity", "events_by_severity")
 # Added within schema 2 like the key tables: when the ground received its telemetry, which retention ages it by
 # (found in audit: a sealed chunk kept only packet times, so the housekeeping of a board whose clock fell back to
 # 1970 went at the first retention after sealing; and one dated far ahead was kept for ever). A file from before
-# gets ``hk_chunks.r_last`` and ``events.received_s`` when opened (an earlier chunk takes its newest packet time, an
-# earlier event its packet's reception, else its time) and these indexes, which retention reads through.
+# gets ``hk_chunks.r_last`` and ``events.received_s`` when opened (an earlier chunk's is read from its blob as retention
+# judges it, an earlier event's is its packet's reception, else its time) and these indexes, which retention reads through.
 _RECEIPTS = (
     "CREATE INDEX IF NOT EXISTS hk_chunks_by_received ON hk_chunks(sc, sid, coalesce(r_last, t_last), t_last)",
     "CREATE INDEX IF NOT EXISTS events_by_received ON events(sc, received_s, time_s)",
@@ -988,7 +989,7 @@ class Archive:
 
     def _add_receipts(self) -> None:
         """A schema-2 file from before receptions were kept per chunk and event: the columns (added at the end, so
-        instant; a chunk's r_last left NULL, its t_last taken), each event's reception, and the indexes; once, under
+        instant; a chunk's r_last left NULL, read from its blob when retention judges it), each event's reception, and the indexes; once, under
         the write lock, checking again (another process may be first)."""
         with self._write():
             for table, column in (("hk_chunks", "r_last"), ("events", "received_s")):
@@ -2194,6 +2195,7 @@ class Archive:
             self._db.execute(f"DELETE FROM packets WHERE sc = ? AND sid = ? AND {old}",  # noqa: S608 - fixed text
                              (sc, sid, received_cutoff, cutoff))
             add(kind, n, size)
+            self._fill_chunk_receptions(sc, sid, min(cutoff, received_cutoff))
             old = _aged("coalesce(r_last, t_last)", "t_last")
             n, size = self._db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM hk_chunks "
                                        f"WHERE sc = ? AND sid = ? AND {old}", (sc, sid, received_cutoff, cutoff)
@@ -2205,6 +2207,7 @@ class Archive:
                 "SELECT (SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ?1 AND sid = ?2) + "
                 "(SELECT coalesce(sum(bytes), 0) FROM hk_chunks WHERE sc = ?1 AND sid = ?2)",
                 (sc, sid)).fetchone()[0] > rule.max_mb * 1e6:
+            self._fill_chunk_receptions(sc, sid)
             unsealed = self._db.execute("SELECT coalesce(sum(length(raw)), 0) FROM packets WHERE sc = ? AND sid = ?",
                                         (sc, sid)).fetchone()[0]
             chunks = self._db.execute("SELECT id, bytes, n FROM hk_chunks WHERE sc = ? AND sid = ? "
@@ -2215,6 +2218,23 @@ class Archive:
             gone = [cid for cid in gone if cid is not None]  # the unsealed packets are the newest: kept
             self._delete_ids("hk_chunks", gone)
             add(kind, sum(of[cid][1] for cid in gone), sum(of[cid][0] for cid in gone))
+
+    def _fill_chunk_receptions(self, sc: int, sid: int, below_s: float | None = None) -> None:
+        """Chunks sealed before ``r_last`` was kept (NULL) get it from their own raw blob, which holds every
+        packet's reception, before retention judges them (found in review: until then their packet time stood in,
+        and the housekeeping of a board at 1970 sealed before the upgrade went at the first pass after it). Only
+        those retention may take now: with a packet time below ``below_s``, or all of them (None: over its size).
+        A chunk whose blob does not decode keeps its packet time (``archive check`` names it)."""
+        rows = self._db.execute("SELECT id, raw_crc, raw FROM hk_chunks WHERE sc = ? AND sid = ? AND r_last IS NULL"
+                                + ("" if below_s is None else " AND t_last < ?"),
+                                (sc, sid) if below_s is None else (sc, sid, below_s)).fetchall()
+        for chunk_id, crc, blob in rows:
+            try:
+                _, received, _ = self._chunk_raw(chunk_id, crc, bytes(blob))
+            except ArchiveError:
+                continue
+            if len(received) and np.isfinite(received).all():
+                self._db.execute("UPDATE hk_chunks SET r_last = ? WHERE id = ?", (float(received.max()), chunk_id))
 
     def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float) -> None:
         if not self._key_tables:

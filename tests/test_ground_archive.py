@@ -1096,8 +1096,10 @@ def test_an_archive_from_before_receptions_were_kept_gets_them_when_opened(tmp_p
     now = T0_S + 400 * 86_400.0
     path = tmp_path / "old.sqlite"
     archive = Archive(path, chunk_packets=8)
+    for i in range(8):  # 1970, received long ago
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 500.0 + i)), T0_S + i)
     archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 0}, now)), now)  # the right time
-    for i in range(8):  # then 1970
+    for i in range(8):  # then 1970, received now
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 1000.0 + i)), now + i)
         archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 1 + i}, 1000.0 + i)), now + i)
     archive.close()
@@ -1115,13 +1117,21 @@ def test_an_archive_from_before_receptions_were_kept_gets_them_when_opened(tmp_p
     archive = Archive(path, chunk_packets=8)
     for i in range(8):
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 2000.0 + i)), now + 50 + i)
+    assert db_nulls(archive) == 2  # the chunks sealed before: no reception kept in their row
     deleted = archive.retain(RetentionPolicy(), now_s=now + 100)
-    # the chunk sealed before (its packet time taken for its reception) goes; the one sealed since stays
+    # Of the chunks sealed before, the one received long ago goes and the one received now stays (their receptions
+    # read from their blobs: found in review, their packet time stood in and both went); the one sealed since stays
     assert deleted["AGENT_HK"]["deleted"] == 8 and deleted["events"]["deleted"] == 0
-    assert list(archive.query("uptime_s")["uptime_s"][0]) == [2000.0 + i for i in range(8)]
+    assert list(archive.query("uptime_s")["uptime_s"][0]) == [1000.0 + i for i in range(8)] + [2000.0 + i
+                                                                                                for i in range(8)]
+    assert db_nulls(archive) == 0
     assert len(archive.events()) == 9, "their packets' reception: received now, kept"
     assert archive.check() == []
     archive.close()
+
+
+def db_nulls(archive: Archive) -> int:
+    return archive._db.execute("SELECT count(*) FROM hk_chunks WHERE r_last IS NULL").fetchone()[0]  # noqa: SLF001
 
 
 @pytest.mark.req("GND-008")

@@ -361,8 +361,20 @@ def test_a_login_never_waits_behind_uploads_and_no_worker_outlives_the_server(tm
         for _ in uploads:
             assert entered.acquire(timeout=60), "an upload never reached its write"
         assert len(writers) == ground_server.UPLOAD_THREADS, "every upload worker is held"
+        # In workers of their own (found in review: held uploads alone did not show it, the default executor had
+        # threads to spare on any machine)
+        assert all(name.startswith("sunlit-upload") for name in writers), writers
+        checkers: list[str] = []
+        real_login = server.sessions.login
+
+        def watched_login(*args, **kwargs):
+            checkers.append(threading.current_thread().name)
+            return real_login(*args, **kwargs)
+
+        monkeypatch.setattr(server.sessions, "login", watched_login)
         status, answer, _ = http(server, "POST", "/api/login", {"user": "bob", "password": PASSWORDS["bob"]})
         assert status == 200 and answer["user"] == "bob", answer
+        assert len(checkers) == 1 and checkers[0].startswith("sunlit-login"), checkers
         assert not gate.is_set() and len(writers) == ground_server.UPLOAD_THREADS, "the uploads still held"
         gate.set()
         for t in uploads:
