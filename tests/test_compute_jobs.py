@@ -472,6 +472,35 @@ def test_the_agent_keeps_what_the_worker_said_its_jobs_need_through_its_restart(
         sup.close()
 
 
+@pytest.mark.req("FIL-007")
+def test_a_jobs_files_are_refused_from_its_start_not_from_the_next_status(tmp_path):
+    """Found in review: between a job's start (TRAIN_START completed) and the worker's next status (up to a
+    second), FILE_DELETE took its data set. The supervisor takes the job's files as its start is answered; the
+    next status says them again, or that the job has ended."""
+    from flight.compute import protocol as cp
+    from flight.link.definitions import JobKind
+    from tests.model_helpers import supervisor
+
+    sup = supervisor(tmp_path / "compute", {"compute_watchdog_s": 30.0})
+    try:
+        sup._take(cp.Status())  # noqa: SLF001 - a worker said: no job
+        assert sup.file_in_use("data/mine.npz") is None and sup.file_in_use("checkpoints/job00001.ck") is None
+        started = sup._new_job({"steps": 10}, JobKind.TRAINING, "mine")  # noqa: SLF001 - held: no worker yet
+        continuous = sup._new_job({"continuous": True}, JobKind.INFERENCE, "incoming")  # noqa: SLF001
+        assert sup.file_in_use("data/mine.npz") is None  # not started yet: the worker may refuse it
+        [train_req, infer_req] = list(sup._requests)  # noqa: SLF001
+        sup._take(cp.Reply(train_req, True, result={"queued": 1}))  # noqa: SLF001
+        sup._take(cp.Reply(infer_req, True, result={"queued": 2}))  # noqa: SLF001
+        assert started.outcome[0] and continuous.outcome[0]
+        assert sup.file_in_use("data/mine.npz") == "the data set of training job 1 (queued)"
+        assert sup.file_in_use("checkpoints/job00001.ck") == "the checkpoint of training job 1 (queued)"
+        assert sup.file_in_use("data/incoming.npz") is None  # a continuous job's inputs are its own
+        sup._take(cp.Status())  # noqa: SLF001 - the next status: the job has ended already
+        assert sup.file_in_use("data/mine.npz") is None
+    finally:
+        sup.close()
+
+
 @pytest.mark.req("CMP-005")
 def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(compute_agent):
     """Found in an audit: the model's outputs were the data's largest label plus one, so one label of 7 in a

@@ -171,6 +171,8 @@ class ComputeSupervisor(Component):
         # The files jobs still to run need (Status.files_in_use), as the last worker said: kept through its death and
         # the next one's start (the jobs stay in its list); None until a worker of this run has said (file_in_use)
         self._files_in_use: dict[str, str] | None = None
+        # Those of the jobs started since that Status (their start answered: the next Status says them too)
+        self._files_started: dict[str, str] = {}
         # The oldest ping not answered yet: (seq, agent time, wall time) when it was sent, or None.
         self._waiting: tuple[int, float, float] | None = None
         self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
@@ -335,7 +337,7 @@ class ComputeSupervisor(Component):
             # When it came, on both clocks: the worker's scrub keeps the agent's time where it runs ahead (lockstep)
             self._status_at_s = (time.monotonic(), self._clock.monotonic_s())
             self._have_status = True
-            self._files_in_use = dict(msg.files_in_use)
+            self._files_in_use, self._files_started = dict(msg.files_in_use), {}
             self._update_rate(msg.infer_count)
         elif isinstance(msg, cp.Reply):
             entry = self._requests.pop(msg.req_id, None)
@@ -525,10 +527,13 @@ class ComputeSupervisor(Component):
     def file_in_use(self, name: str) -> str | None:
         """Whose ``name`` (a file-area name: ``checkpoints/job00003.ck``) is, where a job still to run needs it,
         else None: the file manager's FILE_DELETE refuses such a file (BUSY). As the worker last said (each
-        second); before any worker of this run has, a checkpoint is taken for one (at a start the worker deletes
-        those of jobs no longer to run), a data set for none (the disk may need it freed, a worker not starting)."""
+        second), and those of the jobs started since (their start answered); before any worker of this run has said,
+        a checkpoint is taken for one (at a start the worker deletes those of jobs no longer to run), a data set for
+        none (the disk may need it freed, a worker not starting)."""
         if not self.enabled:
             return None
+        if name in self._files_started:
+            return self._files_started[name]
         if self._files_in_use is None:
             if name.startswith("checkpoints/"):
                 return ("perhaps the checkpoint of a job still to run: the compute worker has not said yet "
@@ -552,6 +557,8 @@ class ComputeSupervisor(Component):
         job = cp.JobSpec(job_id=job_id, kind=kind, name=name, **spec_args)
 
         def queued(reply: cp.Reply) -> dict[str, Any]:
+            for file, whose in cp.files_needed(job, "queued").items():  # at once, not at the next Status (a review)
+                self._files_started.setdefault(file, whose)
             waits = self._waits(kind)
             if waits:
                 self._emit("JOB_WAITING", job_id=job_id, reason=waits)

@@ -81,6 +81,26 @@ class JobSpec:
             raise ValueError("a job is INFERENCE or TRAINING")
 
 
+def checkpoint_file(job_id: int) -> str:
+    """A training job's checkpoint, under checkpoints/ (the worker writes it)."""
+    return f"job{job_id:05d}.ck"
+
+
+def files_needed(job: JobSpec, state: str) -> dict[str, str]:
+    """The file-area files ``job`` needs while it is still to run (``state``: queued, running, paused), each with
+    whose it is, which FILE_DELETE refuses: a training job's checkpoint (deleted, a job resumed or gone back to it
+    starts again from step 0) and the data set a job that is not continuous reads (deleted, the job fails when it
+    reads it next). A continuous job takes ``incoming/`` files, each its own once. The worker's Status says them
+    each second; the agent adds a job's as its start is answered, before that Status (found in review)."""
+    whose = f"{job.kind.value.lower()} job {job.job_id} ({state})"
+    needed = {}
+    if job.kind is JobKind.TRAINING:
+        needed[f"checkpoints/{checkpoint_file(job.job_id)}"] = f"the checkpoint of {whose}"
+    if not job.continuous:
+        needed[f"data/{job.name}.npz"] = f"the data set of {whose}"
+    return needed
+
+
 # --- agent -> worker -------------------------------------------------------------------------
 
 

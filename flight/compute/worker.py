@@ -199,11 +199,6 @@ ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSED)
 _CHECKPOINT_NAME = re.compile(r"job(\d{5,10})\.ck(?:\.corrupt)?")  # Worker._checkpoint_path, and moved aside
 
 
-def _checkpoint_file(job_id: int) -> str:
-    """A training job's checkpoint, under checkpoints/."""
-    return f"job{job_id:05d}.ck"
-
-
 @dataclass
 class Job:
     """A job as the worker keeps it: the command's spec (read through, ``job.name``), its state
@@ -1047,23 +1042,17 @@ class Worker:
             self._remove_checkpoints(lambda job_id: job_id not in self.jobs or self.jobs[job_id].state not in ACTIVE)
 
     def _checkpoint_path(self, job_id: int) -> Path:
-        return self._dir("checkpoints") / _checkpoint_file(job_id)
+        return self._dir("checkpoints") / cp.checkpoint_file(job_id)
 
     def _files_in_use(self) -> dict[str, str]:
-        """The files a job still to run needs, by their file-area name, each with whose it is (Status, every second):
-        a training job's checkpoint (deleted, a job resumed or gone back to it starts again from step 0: found in
-        audit, FILE_DELETE took it from a running job) and the data set a job reads (deleted, the job fails when
-        it reads it next: for training, at a worker restart). The agent's FILE_DELETE refuses them until the job
-        has ended (a finished job's checkpoint the worker deletes itself)."""
+        """The files a job still to run needs (:func:`flight.compute.protocol.files_needed`), by their file-area name,
+        for Status every second (found in audit: FILE_DELETE took a running job's checkpoint). The agent's
+        FILE_DELETE refuses them until the job has ended (a finished job's checkpoint the worker deletes itself)."""
         used: dict[str, str] = {}
         for job in self.jobs.values():
-            if job.state not in ACTIVE:
-                continue
-            whose = f"{job.kind.value.lower()} job {job.job_id} ({job.state.value.lower()})"
-            if job.kind is JobKind.TRAINING:
-                used[f"checkpoints/{_checkpoint_file(job.job_id)}"] = f"the checkpoint of {whose}"
-            if not job.continuous:  # a continuous job takes incoming/ files, each its own once (moved to done/)
-                used.setdefault(f"data/{job.name}.npz", f"the data set of {whose}")
+            if job.state in ACTIVE:
+                for name, whose in cp.files_needed(job.spec, job.state.value.lower()).items():
+                    used.setdefault(name, whose)
         return used
 
     def _remove_checkpoints(self, ended: Any) -> None:
