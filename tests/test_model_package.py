@@ -251,6 +251,39 @@ def _small_order_encodings() -> set[bytes]:
 
 
 @pytest.mark.req("MDL-001", "MDL-010")
+def test_a_trusted_key_that_is_no_point_of_the_curve_is_refused_naming_the_file_and_line(tmp_path):
+    """Found in review: cryptography loads any 32 bytes as an Ed25519 public key, so a mistyped key was taken and
+    every signature then failed against it, at the first install. The check agrees with Euler's criterion (a
+    square root of (y^2 - 1) / (d y^2 + 1) exists), worked out here another way than the RFC's."""
+    import random
+
+    from flight.compute.package import on_curve
+
+    p = 2**255 - 19
+    d = -121665 * pow(121666, -1, p) % p
+
+    def is_point(key: bytes) -> bool:
+        y = int.from_bytes(key, "little") & ((1 << 255) - 1)
+        if y >= p:
+            return False
+        xx = (y * y - 1) * pow(d * y * y + 1, -1, p) % p
+        return (xx == 0 and not key[31] >> 7) or (xx != 0 and pow(xx, (p - 1) // 2, p) == 1)
+
+    rng = random.Random(8032)
+    keys = [rng.randbytes(32) for _ in range(400)] + [(p - 1 + k).to_bytes(32, "little") for k in range(3)]
+    assert [on_curve(k) for k in keys] == [is_point(k) for k in keys]
+    assert 150 < sum(map(is_point, keys)) < 250  # about half of all 32-byte strings are points
+    assert on_curve(bytes.fromhex(public_hex(ALICE_KEY)))
+    off = next(k for k in keys if not is_point(k))
+    path = tmp_path / "operators.keys"
+    path.write_text(f"{ALICE} {public_hex(ALICE_KEY)}\nmallory {off.hex()}\n")
+    with pytest.raises(KeyFileError, match=rf"^{path}:2: the key of 'mallory' is no Ed25519 public key"):
+        load_trusted_keys(path)
+    with pytest.raises(ConfigError, match=rf"models.trusted_keys: {path}:2: the key of 'mallory' is no Ed25519"):
+        parse_config({"models": {"trusted_keys": str(path)}}, "agent.toml")
+
+
+@pytest.mark.req("MDL-001", "MDL-010")
 def test_a_trusted_key_of_small_order_is_refused_where_the_keys_are_read_naming_the_file_and_line(tmp_path, capsys):
     """Found in audit: a trusted key of small order (the identity point, 01 00..00, among them) was taken, and
     against it a signature R = the identity, S = 0 verified for any manifest: anyone could install a model."""

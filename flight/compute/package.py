@@ -115,6 +115,29 @@ def utc_now() -> str:
 # --- keys ------------------------------------------------------------------------------------------
 
 
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+
+
+def on_curve(key: bytes) -> bool:
+    """Whether 32 bytes decode to a point of the Ed25519 curve (RFC 8032 section 5.1.3). About half of all
+    32-byte strings do not; cryptography loads them all (from_public_bytes checks the length only), and every
+    signature then fails against such a key, so an operator learnt of a mistyped key only at the first install
+    (found in review). Hand-written for that reason: a square root modulo p, a dozen lines of the RFC's."""
+    if len(key) != 32:
+        return False
+    y = int.from_bytes(key, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return False
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P != 0:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+        if (v * x * x - u) % _P != 0:
+            return False  # u / v has no square root: no x for this y
+    return not (x == 0 and key[31] >> 7)  # x = 0 has no negative: its sign bit set is no encoding
+
+
 def parse_trusted_keys(text: str, source: str) -> dict[str, bytes]:
     """``operator-name hex-public-key`` lines (``#`` comments, blank lines) -> name: 32 raw bytes."""
     keys: dict[str, bytes] = {}
@@ -138,6 +161,10 @@ def parse_trusted_keys(text: str, source: str) -> dict[str, bytes]:
             raise KeyFileError(f"{where}: the key of {name!r} is a point of small order, against which anyone can "
                                "forge a signature, and no operator's key: use the line `sunlit-ground model keygen` "
                                "printed for them")
+        if not on_curve(key):
+            raise KeyFileError(f"{where}: the key of {name!r} is no Ed25519 public key (its bytes are no point of "
+                               "the curve: a digit mistyped or lost?), so no signature could ever verify against "
+                               "it: use the line `sunlit-ground model keygen` printed for them")
         keys[name] = key
     return keys
 
@@ -146,7 +173,8 @@ def load_trusted_keys(path: Path | str) -> dict[str, bytes]:
     """The operators' public keys from a file of lines, or from every ``*.pub`` file of a directory.
 
     Raises :class:`KeyFileError` naming the file (and line) when one cannot be read or parsed,
-    when an operator is listed twice, when a key is of small order (:data:`SMALL_ORDER_KEYS`), or
+    when an operator is listed twice, when a key is of small order (:data:`SMALL_ORDER_KEYS`) or no
+    point of the curve at all (:func:`on_curve`), or
     when there is no key at all: a configured key file that trusts nobody is a mistake, not a policy.
     """
     path = Path(path)
