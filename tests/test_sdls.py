@@ -668,7 +668,7 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     pair.flight.publish(captured)
     pair.flight.publish(captured)  # the same sealed packet again: replayed
     assert ground.receive() == [events[2]]
-    assert ground.tm_auth_failed == 2 and ground.tm_replayed == 1
+    assert (ground.tm_auth_failed, ground.tm_line_damaged, ground.tm_replayed) == (2, 0, 1)
     # After the board restarts (boot count 4) its SNs are above every earlier one, whatever its clock.
     again = TelemetrySealingLink(pair.flight, keys.telemetry_slot(), epoch=4)
     again.publish(events[0])
@@ -679,6 +679,16 @@ def test_sealed_telemetry_opens_on_the_ground_and_a_forgers_does_not():
     with pytest.raises(AuthError) as err:
         open_tc(Sealer(9, tm_key, Clock()).seal(command()), keys, None)
     assert err.value.kind == "telemetry"
+    # Damaged on the line (cut short, a bit flipped): malformed, not forged (found in audit: a noisy line raised
+    # the forgery count on the ground, as it once did on the board)
+    sealed = again.sealer.seal(events[1])
+    flipped = bytearray(sealed)
+    flipped[len(flipped) // 2] ^= 0x10
+    for damaged in (sealed[:9], sealed[:-3], bytes(flipped)):
+        pair.flight.publish(damaged)
+    assert ground.receive() == [] and (ground.tm_line_damaged, ground.tm_auth_failed) == (3, 3)
+    pair.flight.publish(events[2] * 3)  # longer than a seal, never sealed: refused, not line damage
+    assert ground.receive() == [] and (ground.tm_line_damaged, ground.tm_auth_failed) == (3, 4)
 
 
 @pytest.mark.req("SEC-013")

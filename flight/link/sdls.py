@@ -792,6 +792,7 @@ class SealingLink(GroundLink):
         if self._tm_floor is not None:
             self._tm_guard.floor.update(self._tm_floor.highest)
         self.tm_auth_failed = 0   # telemetry dropped: not sealed, forged, another key
+        self.tm_line_damaged = 0  # telemetry dropped: damaged on the line before any key was tried (LINE_DAMAGE)
         self.tm_replayed = 0      # telemetry dropped: an SN seen already or too old
         self.tm_last_error = ""
         self._path: Path | None = None
@@ -908,6 +909,8 @@ class SealingLink(GroundLink):
             except AuthError as exc:
                 if exc.kind in ("replay", "stale"):
                     self.tm_replayed += 1
+                elif exc.kind in LINE_DAMAGE and self._sealed_by_us(raw):  # damaged on the line, not forged
+                    self.tm_line_damaged += 1
                 else:
                     self.tm_auth_failed += 1
                 self.tm_last_error = str(exc)[:160]
@@ -916,6 +919,16 @@ class SealingLink(GroundLink):
                 self._tm_floor.taken(spi, sn)
             out.append((plain, stream))
         return out
+
+    def _sealed_by_us(self, raw: bytes) -> bool:
+        """Whether a packet whose frame failed (LINE_DAMAGE) names a telemetry slot of ours where a seal puts its
+        SPI: a sealed packet the line damaged (malformed, as the board counts a damaged telecommand; found in
+        audit: counted as forged), not one never sealed (plain telemetry has no CRC of its own, so it fails the
+        seal's: counted as refused, ``tm_auth_failed``)."""
+        if len(raw) < PRIMARY_HEADER_LEN + 2 or self._tm_ring is None:
+            return False
+        slot = self._tm_ring.slots.get(struct.unpack_from(">H", raw, PRIMARY_HEADER_LEN)[0])
+        return slot is not None and slot.state == "telemetry"
 
     def _check_tm(self, spi: int, sn: int, stream: bool) -> None:
         """A telemetry SN: the stream's against its window; a direct reply's against the replies taken and the
