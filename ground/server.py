@@ -197,6 +197,7 @@ class SpacecraftLink:
         self.lock = threading.Lock()  # latest, events, params: written here, read by the web thread
         self.latest: dict[str, tuple[Any, float, float]] = {}  # name -> (value, packet time, received wall s)
         self.events: deque[dict[str, Any]] = deque(maxlen=KEEP_EVENTS)
+        self.event_seq = 0  # the newest event's seq: each event is numbered, so a page takes each once
         self.params: dict[str, Any] = {}
         self.plan: dict[str, Any] | None = None  # the energy plan received last (plan_json), or None
         self.hk_time_s: float | None = None  # packet time of the housekeeping received last
@@ -647,10 +648,15 @@ class SpacecraftLink:
                      "args": {}, "ground": True})
 
     def _event(self, message: dict[str, Any]) -> None:
+        """Number the event (``seq``, per spacecraft and server run), keep it and push it, all under the lock the
+        snapshot is read under: an event numbered at or below a snapshot's ``events_seq`` is one it holds (or one
+        older than its 200), so a page registered before its snapshot was read drops those pushes (GND-020)."""
         message["spacecraft"] = self.id
         with self.lock:
+            self.event_seq += 1
+            message["seq"] = self.event_seq
             self.events.append(message)
-        self.server.publish(message)
+            self.server.publish(message)  # in the lock: every page's queue takes this spacecraft's events in seq order
 
     def _on_alarm(self, what: str, alarm: Alarm) -> None:
         self.server.publish({"kind": "alarm", "spacecraft": self.id, "what": what, "alarm": alarm_json(alarm)})
@@ -746,6 +752,7 @@ class SpacecraftLink:
             latest = {name: {"value": v, "time_s": t, "age_s": now - seen, "stale": now - seen > stale_after}
                       for name, (v, t, seen) in self.latest.items()}
             events = list(self.events)[-200:]
+            events_seq = self.event_seq
             params = dict(self.params)
             plan = self.plan
         with self.alarm_lock:
@@ -754,6 +761,7 @@ class SpacecraftLink:
             "spacecraft": self.id,
             "latest": latest,
             "events": events,
+            "events_seq": events_seq,  # every event numbered up to this is in the snapshot, or older than its 200
             "alarms": alarms,
             "commands": [self.queue.snapshot(e) for e in self.queue.entries(last=100)],
             "parameters": params,
@@ -1799,16 +1807,18 @@ class GroundServer:
         ready = asyncio.Event()
         page_queue = ClientQueue(lambda: loop.call_soon_threadsafe(ready.set), self.queue_points)
         page = object()  # the lag tracker's key for this page's batches
-        hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
-                 "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
-                 "two_person": sorted(self.config.two_person),
-                 "batch_interval_ms": self.batch_interval_s * 1000.0,
-                 "states": {sc: link.snapshot() for sc, link in self.links.items() if wants in (None, sc)},
-                 "status": self.status()}
+        # The page's queue first, then the snapshot: what comes in between is in both, never in neither (found in
+        # audit: built the other way round, it was in neither); the page drops events the snapshot holds (seq).
         with self._pages_lock:
             self._pages = (*self._pages, (page_queue, wants, raw))
         self._sockets[ws] = _Socket(request.transport, page_queue)
         try:
+            hello = {"kind": "hello", "user": session.user, "role": session.role.name.lower(),
+                     "spacecraft": list(self.links), "dict_hash": self.dictionary.version_hash,
+                     "two_person": sorted(self.config.two_person),
+                     "batch_interval_ms": self.batch_interval_s * 1000.0,
+                     "states": {sc: link.snapshot() for sc, link in self.links.items() if wants in (None, sc)},
+                     "status": self.status()}
             await ws.send_str(json.dumps({"type": "batch", "seq": 0, "hk": [], "control": [hello], "dropped": {}},
                                          allow_nan=False))
             sender = asyncio.create_task(self._sender(ws, page_queue, ready, page, raw, session))

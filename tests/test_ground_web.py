@@ -188,18 +188,23 @@ def pages(browser):
                 if msg.type == "error" and not REFUSED_RESOURCE.match(msg.text) else None)
         page.set_default_timeout(PAGE_TIMEOUT_MS)
         if user is not None:
-            page.goto(server.url)
-            page.wait_for_url("**/login")
-            page.fill("#login-user", user)
-            page.fill("#login-password", PASSWORDS[user])
-            page.click("#login-send")
-            page.wait_for_selector("body[data-ready=true]")
+            _log_in(page, server, user)
         return page
 
     yield open_page
     for context in contexts:
         context.close()
     assert not errors, "a page reported errors:\n" + "\n".join(errors)
+
+
+def _log_in(page, server: GroundServer, user: str) -> None:
+    """Through the login page, to the console once it has the server's first snapshot."""
+    page.goto(server.url)
+    page.wait_for_url("**/login")
+    page.fill("#login-user", user)
+    page.fill("#login-password", PASSWORDS[user])
+    page.click("#login-send")
+    page.wait_for_selector("body[data-ready=true]")
 
 
 def _expect():
@@ -775,3 +780,209 @@ def test_a_late_acknowledgement_answer_and_a_reconnect_never_draw_state_older_th
         running.clear()
         feeder.join(timeout=5)
         source.close()
+
+
+# --- a page's snapshot and what is pushed after it -------------------------------------------------
+
+
+@pytest.mark.req("GND-020")
+def test_an_event_between_a_pages_registration_and_its_snapshot_is_shown_once(ipc_url, make_ground, pages):
+    """Found in audit: a page's hello snapshot was read before its queue was registered, so what came in between
+    reached the page neither way. The snapshot is held: one event just before it is read (in the snapshot and
+    pushed), one just after (pushed only); the page shows each once, its hostile text as text."""
+    server = make_ground(ipc_url, connect_timeout_s=0)  # no agent: the only events are these
+    link = server.links[SC]
+    read = link.snapshot
+    armed = threading.Event()
+
+    def snapshot() -> dict:  # the page's hello reads it in the web thread; /api/state is not asked before
+        if not armed.is_set():
+            return read()
+        armed.clear()
+        link._ground_event("GROUND_TEST_BEFORE", "ACTIVITY_HI", "<img src=x onerror=alert(1)> before")
+        snap = read()
+        link._ground_event("GROUND_TEST_AFTER", "ACTIVITY_HI", "after </td><b>bold</b>")
+        return snap
+
+    link.snapshot = snapshot
+    armed.set()
+    page = pages(server, "alice")
+    assert not armed.is_set(), "the page's hello did not read the snapshot"
+    expect = _expect()
+    after = page.locator("#event-table tbody tr[data-name=GROUND_TEST_AFTER]")
+    expect(after).to_have_count(1)  # pushed after the hello; BEFORE's push went ahead of it
+    before = page.locator("#event-table tbody tr[data-name=GROUND_TEST_BEFORE]")
+    assert before.count() == 1, "the event in the snapshot and pushed is shown twice"
+    assert page.evaluate(f"() => craft('{SC}').events.map(e => e.name)") == ["GROUND_TEST_BEFORE", "GROUND_TEST_AFTER"]
+    assert before.locator("td").nth(3).text_content() == "<img src=x onerror=alert(1)> before"
+    assert after.locator("td").nth(3).text_content() == "after </td><b>bold</b>"
+    assert page.locator("#event-table img, #event-table b").count() == 0, "an event's text became markup"
+
+
+@pytest.mark.req("GND-020")
+@pytest.mark.parametrize("source", ["memory", "archive"])
+def test_an_event_pushed_while_the_events_answer_is_on_its_way_is_shown_once(ipc_url, make_ground, pages, tmp_path,
+                                                                             source):
+    """Found in audit: the page merges /api/events under its snapshot; an event in that answer whose push the page
+    had not applied yet was taken from the answer, then again from the push. The page's socket is held while the
+    answer comes: from the server's memory (no archive: events numbered), or from the archive (not numbered)."""
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+    from flight.link.transport import open_flight_link
+
+    agent = open_flight_link(ipc_url)  # the agent's end: its events go through the link, into the archive
+    try:
+        archive = tmp_path / "ground.sqlite" if source == "archive" else None
+        server = make_ground(ipc_url, archive=archive, connect_timeout_s=0)
+        token = _token(server, "vera")
+        page = pages(server, "alice")
+        page.evaluate("""() => {
+            const ws = S.ws, take = ws.onmessage;
+            window.held = [];
+            ws.onmessage = (ev) => window.held.push(ev);
+            window.release = () => { ws.onmessage = take; for (const ev of window.held) take(ev); };
+        }""")
+        codec = Codec(DICTIONARY)
+
+        def event_until(token_value: int, seen: str) -> None:  # again until heard: a link's first packets may go
+            packet = codec.encode_event("PING_RECEIVED", {"token": token_value}, time.time())
+            deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+            while time.monotonic() < deadline:
+                agent.publish(packet)  # the same bytes: the server takes them in once
+                if page.evaluate(seen):
+                    return
+                page.wait_for_timeout(50)
+            raise AssertionError(f"event Ping {token_value} not heard: {seen}")
+
+        event_until(4242, "() => window.held.some(ev => ev.data.includes('Ping 4242'))")
+        deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+        while not any(e["text"] == "Ping 4242" for e in _http(server, "/api/events", token=token)[1]["events"]):
+            assert time.monotonic() < deadline, f"Ping 4242 never in /api/events ({source})"
+            time.sleep(0.05)
+        page.evaluate(f"() => loadEvents('{SC}')")  # the answer, applied before the push
+        page.evaluate("() => window.release()")
+        event_until(4343, "() => document.querySelector('#event-table').textContent.includes('Ping 4343')")
+        assert page.locator("#event-table tbody tr", has_text="Ping 4242").count() == 1
+    finally:
+        agent.close()
+
+
+@pytest.mark.req("GND-020", "GND-024")
+def test_what_is_pushed_while_a_spacecrafts_snapshot_is_on_its_way_is_kept(short_dir, make_ground, pages, users_file):
+    """Found in audit: switching spacecraft, the page replaced that spacecraft's events, alarms and commands with
+    /api/state's; an event, an alarm or a command pushed after that snapshot was read and drawn before it came was
+    wiped (an alarm that stayed active, for good). The answer is held until all three are drawn."""
+    config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", f"zmq+ipc://{short_dir}/a"),
+                                      SpacecraftConfig("sat-b", f"zmq+ipc://{short_dir}/b")),
+                          port=0, archive=None, users=users_file)
+    server = make_ground(config, connect_timeout_s=0)
+    link = server.links["sat-b"]
+    token = _token(server, "bob")
+    page = pages(server, "alice")
+    held: list = []
+
+    def hold(route) -> None:  # the server's answer as it was when asked, given to the page later
+        held.append((route, route.fetch()))
+
+    page.route("**/api/state?*", hold)
+    page.route("**/api/events?*", lambda route: held.append((route, None)))
+    page.select_option("#sc-select", "sat-b")
+    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+    while not held and time.monotonic() < deadline:  # the handler runs while the test waits on Playwright
+        page.wait_for_timeout(20)
+    assert held, "the page did not ask for sat-b's state"
+    link._ground_event("GROUND_TEST_NEW", "ACTIVITY_HI", "after the snapshot")
+    with link.alarm_lock:
+        link.alarms.observe("cpu_pct", 99.0, time.time())
+    status, entry = _http(server, "/api/commands", {"spacecraft": "sat-b", "name": "NOOP", "args": {}}, token=token)
+    assert status == 202, entry
+    rows = [page.locator("#event-table tbody tr[data-name=GROUND_TEST_NEW]"), page.locator("#alarm-cpu_pct"),
+            page.locator(f"#cmd-{entry['id']}")]
+    expect = _expect()
+    for row in rows:
+        expect(row).to_have_count(1)
+    state_route, answer = held.pop(0)
+    with page.expect_request("**/api/events?*"):  # asked once the snapshot is applied and drawn
+        state_route.fulfill(response=answer)
+    assert [row.count() for row in rows] == [1, 1, 1], "pushed after the snapshot was read, wiped by it"
+    assert page.evaluate("() => craft('sat-b').events.map(e => e.name)") == ["GROUND_TEST_NEW"]
+    for route, _ in held:
+        route.continue_()
+
+
+@pytest.mark.req("GND-030")
+def test_a_page_whose_server_restarted_goes_to_the_login_page_at_once(short_dir, make_ground, browser, users_file):
+    """Found in audit: sessions live in the server's memory; after a restart the page said "reconnecting" while its
+    socket was refused each second, and went to the login page only when a poll (every 30 s) met the 401. The
+    page asks for its session before it connects again (the poll is answered here, so it cannot be the cause)."""
+    url = f"zmq+ipc://{short_dir}/link"
+    first = make_ground(url, connect_timeout_s=0)
+    context = browser.new_context()
+    try:
+        page = context.new_page()  # not pages(): the browser logs the refused socket while the server is down
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        _log_in(page, first, "alice")
+        page.route("**/api/passes?*", lambda route: route.fulfill(
+            json={"spacecraft": SC, "passes": [], "source": "memory"}))
+        refused: list[str] = []
+        page.on("response", lambda r: refused.append(r.url.split("?")[0].rsplit("/", 2)[-1]) if r.status == 401
+                else None)
+        first.stop()
+        make_ground(quick_config(url, port=first.port, archive=None, users=users_file), connect_timeout_s=0)
+        page.wait_for_url("**/login")
+        assert refused[:1] == ["session"], f"401s before the login page: {refused}"
+    finally:
+        context.close()
+
+
+@pytest.mark.req("GND-030")
+def test_a_command_whose_answer_is_lost_is_not_said_refused(ipc_url, make_ground, browser):
+    """Found in audit: a command the server took but whose answer never reached the page (the connection cut) was
+    shown "refused before sending", and an operator would send it again. The answer is cut after the server's."""
+    server = make_ground(ipc_url, connect_timeout_s=0)
+    context = browser.new_context()
+    try:
+        page = context.new_page()  # not pages(): the browser logs the connection cut here, as it should
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        _log_in(page, server, "alice")
+        page.route("**/api/commands", lambda route: (route.fetch(), route.abort("connectionreset")))
+        page.select_option("#cmd-select", "NOOP")
+        page.click("#cmd-send")
+        error = page.locator("#cmd-error")
+        _expect()(error).to_contain_text("not known whether the server queued it")
+        assert "refused" not in error.text_content(), error.text_content()
+        assert [e.name for e in server.links[SC].queue.entries()] == ["NOOP"], "the server did queue it"
+    finally:
+        context.close()
+
+
+@pytest.mark.req("GND-032")
+def test_a_page_that_lost_control_messages_asks_for_the_state_again(ipc_url, make_ground, pages):
+    """Found in audit: control messages a page's full queue dropped were only counted, so an alarm raised among them
+    stayed off the page while it stayed active. The page's sender is held while an alarm and then more control
+    messages than its queue holds come: the alarm is the one dropped."""
+    server = make_ground(ipc_url, connect_timeout_s=0)
+    link = server.links[SC]
+    page = pages(server, "alice")
+    alive = server.sessions.alive
+    gate, held = threading.Event(), threading.Event()
+
+    def gated(session):  # the page's sender, about to take its queue, held there (the web thread with it)
+        held.set()
+        gate.wait(PAGE_TIMEOUT_MS / 1000)
+        return alive(session)
+
+    server.sessions.alive = gated
+    try:
+        with link.alarm_lock:
+            link.alarms.observe("cpu_pct", 99.0, time.time())  # first in the page's queue
+        assert held.wait(PAGE_TIMEOUT_MS / 1000), "the page's sender never came to take its queue"
+        for i in range(hub.DEFAULT_QUEUE_CONTROL):
+            link._ground_event("GROUND_TEST_BURST", "DIAGNOSTIC", f"burst {i}")
+        assert "cpu_pct" in link.alarms.alarms
+    finally:
+        server.sessions.alive = alive
+        gate.set()
+    expect = _expect()
+    expect(page.locator("#drops")).to_have_attribute("data-state", "bad")  # told
+    expect(page.locator("#alarm-cpu_pct")).to_have_attribute("data-status", "active")  # and caught up

@@ -22,6 +22,7 @@ const HISTORY_MAX_POINTS = 2000;
 const KEEP_EVENT_ROWS = 500;
 const KEEP_COMMAND_ROWS = 200;
 const MAX_PENDING = 400;       // batches queued with no frame (hidden tab): applied without drawing
+const MAX_CATCH_UP = 2000;     // pushes kept to apply again over a snapshot on its way (a page queue's own bound)
 const TICK_MS = 250;           // staleness, silence and "ago" texts are re-checked this often
 const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
 const PLAN_STALE_S = 300;      // until the server says (snapshot's plan_stale_after_s): ground/server.py PLAN_STALE_S
@@ -49,6 +50,8 @@ const S = {
   plots: [],               // {plot, ring, channel, sc, loaded, pending}
   archivePlot: null,
   planDrawn: null,         // the plan chart drawn: {c, root, x, t0, t1, nowS}
+  catchUp: new Set(),      // {sc, messages}: pushes for a spacecraft whose /api/state is on its way
+  resyncing: new Map(),    // spacecraft id -> whether to ask again: its state asked for after dropped messages
   dropped: 0,
 };
 
@@ -91,6 +94,7 @@ function newCraft(id) {
     limits: new Map(),      // name -> limits as the server applies them for this spacecraft (null: none)
     limitsPushed: 0,        // limit changes pushed: a /api/dictionary answer asked before one is stale
     events: [],
+    eventSeq: 0,            // the newest event's seq this page holds (the server numbers each, per run)
     alarms: new Map(),      // channel -> alarm
     commands: new Map(),    // queue id -> entry
     queue: {held: false, held_by: "", counts: {}},
@@ -385,7 +389,17 @@ function eventRow(e) {
     el("td", {textContent: e.text}));
 }
 
+// An event once: one the page holds already is dropped, by its seq (the page's socket is registered before its
+// snapshot is read, so the events between come in both) or, taken from the archive, by its time, name and text.
+const eventKey = (e) => `${e.time_s}|${e.name}|${e.text}`;
+
 function addEvent(c, e) {
+  if (typeof e.seq === "number") {
+    if (e.seq <= c.eventSeq) return;
+    c.eventSeq = e.seq;
+  }
+  const key = eventKey(e);
+  if (c.events.some((x) => typeof x.seq !== "number" && eventKey(x) === key)) return;
   c.events.push(e);
   if (c.events.length > KEEP_EVENT_ROWS) c.events.splice(0, c.events.length - KEEP_EVENT_ROWS);
   if (c.id !== S.current) return;
@@ -584,8 +598,11 @@ async function sendCommand(e) {
     setCommand(craft(sc), answer.body);
     form.dataset.lastId = String(answer.body.id);
     if (cmd.hazardous) $("cmd-confirm").checked = false;  // one confirmation, one command
-  } else {
+  } else if (answer.status >= 400 && answer.status < 500) {
     $("cmd-error").textContent = `refused before sending: ${answer.body.error}`;
+  } else {  // no answer, or the server's own fault: it may have queued the command (found in audit: "refused")
+    $("cmd-error").textContent = `${cmd.name}: not known whether the server queued it (${answer.body.error}); ` +
+      "look in the queue before sending it again";
   }
   updateSendButton();
 }
@@ -833,12 +850,40 @@ async function chooseSpacecraft(id) {
   renderAll();
   // The model follows every spacecraft's pushes; the server's snapshot makes sure nothing a full
   // queue dropped is missing.
-  const answer = await getJson(`/api/state?spacecraft=${encodeURIComponent(id)}`);
-  if (answer.ok && S.current === id) {
-    loadSnapshot(craft(id), answer.body, performance.now(), false);
+  if (await resync(id) && S.current === id) {
     renderAll();
     loadEvents(id);
   }
+}
+
+// A spacecraft's model from the server's snapshot (/api/state). The snapshot is read after the request leaves, so
+// what is pushed for the spacecraft from then on holds everything newer than it: applied again over it, in order
+// (found in audit: an alarm raised, a command queued or an event pushed while the answer was on its way was wiped
+// by it). Whether it was applied.
+async function resync(id) {
+  const since = {sc: id, messages: []};
+  S.catchUp.add(since);
+  const answer = await getJson(`/api/state?spacecraft=${encodeURIComponent(id)}`);
+  S.catchUp.delete(since);
+  if (!answer.ok) return false;
+  if (since.full) return resync(id);  // more came meanwhile than it keeps: asked again
+  const nowMs = performance.now();
+  loadSnapshot(craft(id), answer.body, nowMs, false);
+  for (const m of since.messages) handleControl(m, nowMs);
+  return true;
+}
+
+// Control messages the server dropped for this page (it fell behind) are state the page lacks, an alarm raised or a
+// command's stage: each spacecraft's is asked for again, one request at a time, once more for drops told meanwhile
+// (found in audit: only counted, and an alarm so lost stayed off the page while it stayed active).
+function resyncDropped(id) {
+  if (S.resyncing.has(id)) { S.resyncing.set(id, true); return; }
+  S.resyncing.set(id, false);
+  resync(id).then((ok) => { if (ok && id === S.current) { renderAll(); loadEvents(id); } }).finally(() => {
+    const again = S.resyncing.get(id);
+    S.resyncing.delete(id);
+    if (again) resyncDropped(id);
+  });
 }
 
 // --- power plan --------------------------------------------------------------------------------
@@ -1280,6 +1325,7 @@ function loadSnapshot(c, snap, nowMs, replaceValues) {
   if (typeof snap.plan_stale_after_s === "number") c.planStaleS = snap.plan_stale_after_s;
   if (snap.plan) setPlan(c, snap.plan);
   c.events = (snap.events || []).slice(-KEEP_EVENT_ROWS);
+  c.eventSeq = Number(snap.events_seq) || 0;  // an event numbered past it is still to come (or to apply again)
   c.alarms = new Map((snap.alarms || []).map((a) => [a.channel, a]));
   c.commands = new Map((snap.commands || []).map((e) => [e.id, e]));
   if (Array.isArray(snap.files)) c.files = new Map(snap.files.map((r) => [r.id, r]));
@@ -1306,9 +1352,10 @@ async function loadEvents(id) {
   const answer = await getJson(`/api/events?spacecraft=${encodeURIComponent(id)}&limit=${KEEP_EVENT_ROWS}`);
   if (!answer.ok) return;
   const c = craft(id);
-  const key = (e) => `${e.time_s}|${e.name}|${e.text}`;
-  const seen = new Set(c.events.map(key));
-  const older = (answer.body.events || []).filter((e) => !seen.has(key(e)));
+  const seen = new Set(c.events.map(eventKey));
+  // One of this run numbered past what the page holds is still to be pushed: taken then, not twice.
+  const toCome = (e) => typeof e.seq === "number" && e.seq > c.eventSeq;
+  const older = (answer.body.events || []).filter((e) => !seen.has(eventKey(e)) && !toCome(e));
   if (!older.length) return;
   c.events = [...older, ...c.events].sort((a, b) => a.time_s - b.time_s).slice(-KEEP_EVENT_ROWS);
   if (id === S.current) renderEvents(c);
@@ -1349,6 +1396,10 @@ function renderAll() {
 
 function handleControl(m, nowMs) {
   const c = m.spacecraft && typeof m.spacecraft === "string" ? craft(m.spacecraft) : null;
+  for (const w of S.catchUp) {
+    if (!c || w.sc !== c.id) continue;
+    if (w.messages.length < MAX_CATCH_UP) w.messages.push(m); else w.full = true;
+  }
   switch (m.kind) {
     case "hello": hello(m, nowMs); break;
     case "status": applyStatus(m, nowMs); break;
@@ -1384,6 +1435,7 @@ function apply(batch, nowMs) {
     if (sc === S.current) S.dirtyPackets.add(sid);
   }
   renderDrops(batch.dropped);
+  if (batch.dropped && batch.dropped.control) for (const id of S.crafts.keys()) resyncDropped(id);
 }
 
 // The pass plan as the agent predicts it (its TLE and the stations of its configuration): the
@@ -1467,8 +1519,18 @@ function connect() {
     if (ev.code === 4001) { toLogin(); return; }  // the session ended
     state.textContent = "disconnected: reconnecting";
     state.dataset.state = "bad";
-    setTimeout(connect, 1000);
+    setTimeout(reconnect, 1000);
   };
+}
+
+// A refused socket is not told why (the browser gives no status), so the session is asked first: one the server
+// no longer has (it restarted, and sessions live in its memory; or it expired) goes to the login page at once
+// (found in audit: "reconnecting" for ever, the socket refused each second, until a poll happened on the 401).
+async function reconnect() {
+  const answer = await getJson("/api/session");
+  if (answer.status === 401) return;  // answerOf went to the login page
+  if (answer.status === 0) { setTimeout(reconnect, 1000); return; }  // no server there yet
+  connect();
 }
 
 // --- archive by time range -------------------------------------------------------------------
