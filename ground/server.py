@@ -121,6 +121,7 @@ UPLOAD_BLOCK_BYTES = 1 << 20  # an upload is handed to a worker to write and has
 # executor, so a few large uploads held every operator's login behind them). Both end with the server.
 LOGIN_THREADS = PARALLEL_CHECKS
 UPLOAD_THREADS = 4
+MAX_MOVES_UNWRITTEN = 1000  # files kept aside whose archive records wait for a write the archive refused
 # Stopping: each WebSocket has this long to take its close frame, then its connection is cut (found in audit:
 # one client that stopped reading held stop() 10 s and left the port open); requests still running after the
 # sockets have this long more.
@@ -207,6 +208,11 @@ class SpacecraftLink:
         self.connected = False
         self.link_error = ""
         self.internal_errors = 0
+        # Files kept aside whose archived records the archive has not re-pointed yet: a failed move is written
+        # again before the next file write (found in review: records the server no longer holds are not written
+        # again, so one refused move left them naming the newer file); bounded, the oldest forgotten and said.
+        self._moves: deque[tuple[str, str, str]] = deque()
+        self._moves_lock = threading.Lock()
         self._limits_sent: dict[str, Any] = {}
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # packets taken in lately, to take each once
         self._recent_duplicates = 0
@@ -362,12 +368,30 @@ class SpacecraftLink:
         self.server.publish({"kind": "file", "spacecraft": self.id, "transfer": json_safe(record)})
 
     def _file_record(self, record: dict[str, Any]) -> None:
-        self._archive_write(lambda archive: archive.record_file_transfer(record, spacecraft=self.id),
-                            f"file transfer {record.get('id')}")
+        def write(archive: Any) -> None:
+            self._write_moves(archive)  # the moves before it first: its row may be the file's new place
+            archive.record_file_transfer(record, spacecraft=self.id)
+
+        self._archive_write(write, f"file transfer {record.get('id')}")
 
     def _file_aside(self, name: str, new_name: str, sha256: str) -> None:
-        self._archive_write(lambda archive: archive.move_file_transfers(name, new_name, sha256, spacecraft=self.id),
-                            f"file {name} kept as {new_name}")
+        with self._moves_lock:
+            if len(self._moves) >= MAX_MOVES_UNWRITTEN:
+                lost = self._moves.popleft()
+                self.link_error = f"archive: file {lost[0]} kept as {lost[1]} forgotten, not written"
+            self._moves.append((name, new_name, sha256))
+        self._archive_write(self._write_moves, f"file {name} kept as {new_name}")
+
+    def _write_moves(self, archive: Any) -> None:
+        """The moves not written yet, in order (on the archive's worker); one refused stays, with those after it."""
+        while True:
+            with self._moves_lock:
+                if not self._moves:
+                    return
+                name, new_name, sha256 = self._moves[0]
+            archive.move_file_transfers(name, new_name, sha256, spacecraft=self.id)
+            with self._moves_lock:
+                self._moves.popleft()
 
     def _archive_write(self, write: Callable[[Any], None], what: str) -> None:
         """Run ``write(archive)`` on the archive's worker, in order with the rest; a failure is

@@ -316,6 +316,41 @@ def test_the_servers_archive_follows_a_file_kept_aside_after_its_record_left_mem
         assert row.sha256 == digest == sha(server.files_dir / SC / row.local_name)
 
 
+@pytest.mark.req("GND-051")
+def test_a_move_the_archive_refused_is_written_before_the_next_file_write(ground, monkeypatch):
+    """Found in review: a refused move (a busy or full archive) was only counted, and the records the server no
+    longer holds are never written again, so the archive went on naming the newer file for the earlier one."""
+    import sqlite3
+
+    import ground.files as ground_files
+
+    server, area = ground
+    monkeypatch.setattr(ground_files, "KEEP_SETTLED", 0)
+    real_move, refused = server.archive.move_file_transfers, []
+
+    def busy_once(*args, **kwargs):
+        if not refused:
+            refused.append(args)
+            raise sqlite3.OperationalError("database is locked")
+        return real_move(*args, **kwargs)
+
+    monkeypatch.setattr(server.archive, "move_file_transfers", busy_once)
+    token = login(server, "alice")
+    wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
+    (area / "data").mkdir(parents=True, exist_ok=True)
+    for n in (1, 2):
+        (area / "data/report.txt").write_bytes(os.urandom(4000 + n))
+        status, answer, _ = http(server, "POST", "/api/files/get", {"name": "data/report.txt"}, token=token)
+        assert status == 202, answer
+        wait_for(lambda n=n: sum(t.state == "done" for t in server.archive.file_transfers(spacecraft=SC)) == n,
+                 timeout_s=60, what=f"transfer {n} done in the archive")
+    assert refused and refused[0][:2] == ("downlink/data/report.txt", "downlink/data/report+2.txt")
+    wait_for(lambda: [t.local_name for t in server.archive.file_transfers(spacecraft=SC)] ==
+             ["downlink/data/report+2.txt", "downlink/data/report.txt"], what="the refused move written after all")
+    for row in server.archive.file_transfers(spacecraft=SC):
+        assert row.sha256 == sha(server.files_dir / SC / row.local_name)
+
+
 @pytest.mark.req("GND-021", "GND-050")
 def test_a_login_never_waits_behind_uploads_and_no_worker_outlives_the_server(tmp_path, short_dir, monkeypatch):
     """Found in audit: logins (argon2) and uploads (writes, fsync) shared the event loop's default executor, so a
