@@ -23,14 +23,12 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from hil.run import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, finish_report, one_screen, progress_bar,
-                     run_scenario, run_tmp_dir)
+from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, one_screen, run_scenario
 
 DEBUG_ENV = "SUNLIT_DEBUG"
 
@@ -92,7 +90,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if args.report is None:
         return EXIT_PASS
     # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
-    from hil.loop import ClosedLoop
     from hil.scenario import parse_scenario
 
     span_s = float(t[-1] - t[0])
@@ -111,9 +108,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},
     }, f"replay of {args.profile}")
     report = _report_dir(args.report)
-    with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
-        result = ClosedLoop(scenario, Path(tmp), progress=progress_bar(scenario.name)).run()
-    passed, body = finish_report(result, report)
+    passed, body = run_scenario(scenario, report)  # as `sunlit-hil run` flies one: its report written the same way
     print(one_screen(body, report))
     return EXIT_PASS if passed else EXIT_FAILED
 

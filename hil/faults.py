@@ -7,9 +7,10 @@ loop wrote, and returns one :class:`FaultVerdict` per fault: detected by what an
 response, the time to recover, the work lost, and PASS, FAIL or N/A. A fault that is not
 detected by its deadline, or not recovered from by the end of the run, is a FAIL, and any
 FAIL fails the run (criterion ``faults_handled``). N/A is a fault there is nothing to judge on:
-one that hit nothing (a hang with no worker running, an upset on a store that is not there because
-compute was modelled), or one whose answer was not yet due when the run ended (power back too late
-for a restart to be seen), said so in the ``why``. A loss of signal the run ended in is judged on
+an upset drawn from the profile's rate that hit nothing (no model on the store yet), or one whose answer
+was not yet due when the run ended (power back too late for a restart to be seen), said so in the
+``why``. A fault the scenario scheduled that hit nothing (a hang with no worker running, a flip with no
+model on the store) is a FAIL: it tested nothing. A loss of signal the run ended in is judged on
 what the run saw of it.
 
 :func:`idle_in_safe` flags the other way of losing a day: sitting in SAFE after a fault with a
@@ -342,8 +343,11 @@ def _judge_compute_hang(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
 def _judge_seu(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     at = float(f["at_s"])
     note = str(f.get("note", ""))
-    if not note.startswith("bit flipped"):
+    if not note.startswith("bit flipped") and f.get("drawn"):  # a random upset that hit nothing: nothing to judge
         return FaultVerdict(f["kind"], at, "N/A", note or "nothing flipped")
+    if not note.startswith("bit flipped"):  # the scenario's own: it tested nothing (found in audit: N/A, and passed)
+        return FaultVerdict(f["kind"], at, "FAIL", (note or "nothing flipped") + " (schedule it once the agent's "
+                            "worker has its model on the store)")
     golden = tl.first("MODEL_GOLDEN_USED", at)
     if golden is not None:
         return _verdict(f, tl, True, "the working copy failed its SHA-256 at the next load; the golden copy runs",

@@ -31,7 +31,10 @@ An agent whose process exits by itself (a crash: not a fault's kill, which resta
 while the harness waits for its answer (the process is polled every ``ALIVE_POLL_S``,
 hil/sim_env.py), never waited out: from that step on it is flown as down, with no work and no
 commands, the board modelled as staying powered, idle at its last power mode; later faults are
-not applied, the remaining steps are flown at once, and the run fails (``agent_alive``).
+not applied, the remaining steps are flown at once, and the run fails (``agent_alive``). One that
+leaves ``MAX_SILENT_STEPS`` steps in a row unanswered is hung: the harness kills it, and it is flown
+the same way. A packet the harness's console failed on (its handler, or the ground client taking it
+in) ends the run as an internal error once the agent has stopped: what it said was never judged.
 
 Faults with a duration end after it: a zone reads again, the signal returns, the board powers
 up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``at_s +
@@ -89,6 +92,10 @@ from hil.sim_env import AgentDied, AgentSilent, SimEnvironment
 
 MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at most: past it said, and fails the run
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
+STEP_TIMEOUT_S = 30.0  # wall seconds the harness waits for the agent's answer to a step
+# Steps in a row the agent may leave unanswered: past them it is hung, killed and flown as down (found in audit: a
+# hung agent cost STEP_TIMEOUT_S a step to the end, 4.8 hours for one orbit of 10-s steps).
+MAX_SILENT_STEPS = 3
 UNREAD_GRACE_S = 30.0  # wall seconds a request may wait untaken at the end of a run (the worker's watchdog restart fits)
 LINK_SETTLE_S = 1.0  # wall seconds to wait for the proxy to take in what the client sent, before a step
 # Real time: a step that starts later than half a step after its wall-clock time is late (the environment
@@ -210,6 +217,7 @@ class ClosedLoop:
         self._los_until = -math.inf
         self._has_los = any(f.kind == "los" for f in scenario.faults) and scenario.agent != "naive"
         self._agent_down_until = -math.inf
+        self._drawn: set[int] = set()  # ids of the faults drawn from [radiation] fault_rate_scale
         # Packet faults applied and waiting for the next telecommand, oldest first, each its fault log entry: one
         # hits each command (found in audit: a flag per kind, so two drops before one command were both credited
         # to it, and a drop after a corruption overwrote the corruption's record)
@@ -218,6 +226,7 @@ class ClosedLoop:
         self._rel_s = 0.0  # the step being flown, relative to the start
         self._hung: list[tuple[float, int, str | None, dict[str, Any]]] = []  # (resume at rel s, pid, start tag, log)
         self.silences = 0
+        self._silent_in_row = 0  # steps the agent has left unanswered since its last answer
         # Found in audit: a crashed agent was flown on at its last answer (COMPUTE, work credited, its power fed
         # to the battery) and each step waited 30 s for it. Its death is now seen and the run fails on it.
         self._died_at_s: float | None = None
@@ -295,16 +304,17 @@ class ClosedLoop:
     def _agent_alive(self) -> bool:
         return self.agent is not None and self.agent.running
 
-    def _agent_died(self) -> None:
-        """The agent's process has exited by itself: from this step on it is down (no answer, no work, no
-        commands; the board is modelled as staying powered, idle at its last power mode), and the run fails
-        (``agent_alive``). Faults due later are not applied: there is nothing left to break."""
+    def _agent_died(self, why: str = "") -> None:
+        """The agent's process has exited by itself (or, ``why``, the harness killed it hung): from this step on it
+        is down (no answer, no work, no commands; the board is modelled as staying powered, idle at its last power
+        mode), and the run fails (``agent_alive``). Faults due later are not applied: there is nothing left to
+        break."""
         if self._died_at_s is not None:
             return
         code = self.agent.proc.returncode if self.agent is not None and self.agent.proc is not None else None
         last = [line for line in (self.agent.log() if self.agent else "").splitlines() if line.strip()][-1:]
         self._died_at_s = self._rel_s
-        self._died_how = f"exit code {code}" + (f"; its log's last line: {last[0][:200]}" if last else "")
+        self._died_how = (why or f"exit code {code}") + (f"; its log's last line: {last[0][:200]}" if last else "")
         self.notes.append(f"t={self._rel_s:.0f} s: the agent's process exited ({self._died_how}); flown as down from "
                           "then on: no work, no commands, the board idle at its last power mode")
 
@@ -433,7 +443,9 @@ class ClosedLoop:
             if not naive:
                 self.env = SimEnvironment(f"ipc://{self.workdir}/sim")
                 self._start_agent()
-            faults = list(sc.faults) + self._drawn_faults(t0, n_steps)
+            drawn = self._drawn_faults(t0, n_steps)
+            self._drawn = {id(f) for f in drawn}  # their log entries say so: one that hits nothing is no scenario's
+            faults = list(sc.faults) + drawn
             faults.sort(key=lambda f: f.at_s)
             if self.proxy is not None and sc.link is not None:
                 self.proxy.set_faults(sc.link.faults)
@@ -536,6 +548,13 @@ class ClosedLoop:
                     self.progress(rel_s / sc.duration_s)
         finally:
             real_tiles = self._shutdown()
+        if self.client is not None and self.client.internal_errors:
+            # The harness's console (its packet handler, or the ground client taking a packet in) failed: the client
+            # counts it and goes on, so what those packets said was lost to the judge unseen (found in audit: an
+            # event the handler failed on was simply missing, and the run passed). A fault of the harness: exit 3.
+            raise RuntimeError(f"the harness's ground console failed on {self.client.internal_errors} packet(s) "
+                               f"from the agent, which the run's criteria never saw (the last: "
+                               f"{self.client.last_internal_error})")
         if late_steps > MAX_LATE_NOTES:
             self.notes.append(f"{late_steps - MAX_LATE_NOTES} more late steps, not listed one by one")
         why = ("not sent: the naive baseline has no agent to command" if naive
@@ -569,7 +588,7 @@ class ClosedLoop:
             if lockstep and self._link_sync is not None:
                 taken, uplinked = self._link_sync
                 link_in = taken + self._uplinked() - uplinked
-            load = self.env.step(t if lockstep else None, timeout_s=30,
+            load = self.env.step(t if lockstep else None, timeout_s=STEP_TIMEOUT_S,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": read_w}, board_power_w=read_w,
                                  eps=EpsValues(self._gauge_pct(), self._measured_bus_v(),
                                                self._measured_w(row["solar_power_w"]), self._gauge_capacity_wh()),
@@ -584,13 +603,20 @@ class ClosedLoop:
                 self.notes.append(f"t={self._rel_s:.0f} s: the agent took a step without every ground packet the "
                                   "harness had sent before it (a packet lost; waited LINK_HOLD_S)")
                 self._holds_noted = load.link_holds_expired
+            self._silent_in_row = 0
             return load
         except AgentDied:
             self._agent_died()
             return last
         except AgentSilent as exc:  # run-relative time, as every other note (found in audit: it gave Unix time)
             self.silences += 1
+            self._silent_in_row += 1
             self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown idle at its last mode, with no work")
+            if self._silent_in_row >= MAX_SILENT_STEPS:  # hung: not waited out to the end of the run
+                self._resume_hung()  # a stopped worker takes its parent's death signal only once it runs again
+                self.agent.kill()
+                self._agent_died(f"hung: it answered none of {self._silent_in_row} steps in a row "
+                                 f"({STEP_TIMEOUT_S:g} s each), and the harness killed it")
             return last
 
     def _gauge_pct(self) -> float:
@@ -695,6 +721,8 @@ class ClosedLoop:
             entry["value"] = f.value
         if f.kind == "brownout":
             entry["energy_wh"] = f.energy_wh
+        if id(f) in self._drawn:
+            entry["drawn"] = True  # from [radiation] fault_rate_scale, not a [[faults]] entry
         self.fault_log.append(entry)
         if self.sc.agent == "naive":
             entry["note"] = "not applied: the naive baseline has no agent to break"

@@ -6,6 +6,8 @@ import base64
 import html
 import io
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,21 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from flight.compute.inject import CONSEQUENCE
+from flight.storage import fsync_path, write_atomic
 from hil.accounting import compute_account
 from hil.faults import FaultVerdict, idle_in_safe, judge, timeline_of
 from hil.loop import MAX_DRAWN_FAULTS_PER_STEP, RunResult
 from hil.scenario import Scenario
+
+
+ENVIRONMENT = ("simulated by the HIL harness: battery, solar input, temperatures and radiation are models, and so is "
+               "the board's power draw (the board profile's idle and loaded power of the agent's power mode and duty, "
+               "never measured: the agent reads the harness's figure through its sim backend, whatever machine it "
+               "and its compute worker run on)")
+"""What the summary and report.html say the harness modelled (found in audit: they said nothing of the board's power,
+which is the board profile's, whatever the compute)."""
+REPORT_FILES = ("summary.json", "junit.xml", "report.html", "trace.npz", "agent.log")
+"""What a run writes into its report directory; an earlier run's are removed before a run (hil/run.py)."""
 
 
 @dataclass(frozen=True)
@@ -42,18 +55,29 @@ def fault_verdicts(result: RunResult) -> list[FaultVerdict]:
     return judge(result.faults, timeline_of(result))
 
 
+def _no_value(values: np.ndarray) -> str:
+    """What a check says of the steps whose value is NaN, which no comparison judges ('' if none): found in audit,
+    a trace whose charge was NaN passed charge_above_floor ("lowest charge nan %, 0 steps below")."""
+    n = int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
+    return f"; {n} steps with no value (NaN), not judged: the run fails on them" if n else ""
+
+
 def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> list[Check]:
     sc, tr = result.scenario, result.trace.arrays()
     crit = sc.criteria
     checks: list[Check] = []
     if crit.charge_floor_pct is not None:
-        low = float(tr["soc_pct"].min())
+        low = float(np.nanmin(tr["soc_pct"])) if not np.isnan(tr["soc_pct"]).all() else float("nan")
         below = int((tr["soc_pct"] < crit.charge_floor_pct).sum())
-        checks.append(Check("charge_above_floor", below == 0,
-                            f"lowest charge {low:.1f} % (floor {crit.charge_floor_pct} %), {below} steps below"))
+        nan = _no_value(tr["soc_pct"])
+        checks.append(Check("charge_above_floor", below == 0 and not nan,
+                            f"lowest charge {low:.1f} % (floor {crit.charge_floor_pct} %), {below} steps below{nan}"))
     # Always on: an empty battery is a brownout of the whole bus, whatever the criteria (an audit: a run whose
     # battery sat at 0 % for 98 steps, the board still working, passed on minimum work alone)
-    if len(tr["unserved_wh"]) and tr["unserved_wh"][-1] > 0.0:
+    if len(tr["unserved_wh"]) and _no_value(tr["unserved_wh"]):
+        checks.append(Check("battery_never_empty", False, "the battery's energy not supplied is unknown"
+                            + _no_value(tr["unserved_wh"])))
+    elif len(tr["unserved_wh"]) and tr["unserved_wh"][-1] > 0.0:
         first = int(np.argmax(tr["unserved_wh"] > 0.0))
         steps = int((np.diff(tr["unserved_wh"]) > 0.0).sum())
         checks.append(Check("battery_never_empty", False,
@@ -88,12 +112,17 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
     if crit.temp_max_c is not None:
         high = float(tr["temp_board_c"].max())
         checks.append(Check("temperature_below_limit", high <= crit.temp_max_c,
-                            f"hottest {high:.1f} °C (limit {crit.temp_max_c} °C)"))
+                            f"hottest {high:.1f} °C (limit {crit.temp_max_c} °C){_no_value(tr['temp_board_c'])}"))
+    # What the ground heard: the criteria read from the agent's events judge nothing where none came down (found in
+    # audit: with the downlink dropping everything, or gated by contact on a profile with none, "0 internal errors"
+    # passed on 0 events).
+    deaf = ("" if result.events else "; no event came down from the agent in the whole run (the link carried none), "
+            "so none could be seen")
     if crit.no_unhandled_fault and sc.agent != "naive":
         internal = [e for e in result.events if e["name"] == "INTERNAL_ERROR"]
-        ok = not internal and result.agent_silences == 0
+        ok = not internal and result.agent_silences == 0 and not deaf
         checks.append(Check("no_unhandled_fault", ok,
-                            f"{len(internal)} internal errors, agent silent {result.agent_silences} times"))
+                            f"{len(internal)} internal errors, agent silent {result.agent_silences} times{deaf}"))
     # Always on when the run had faults: a fault nothing detected, or nothing recovered from, fails the run.
     if result.faults and sc.agent != "naive":
         verdicts = fault_verdicts(result) if verdicts is None else verdicts
@@ -109,7 +138,9 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
                                "(lower fault_rate_scale)" if skipped else "")))
     if sc.agent != "naive" and len(tr["time_s"]):
         idle = idle_in_safe(timeline_of(result))
-        checks.append(Check("idle_in_safe", idle.passed, idle.detail))
+        checks.append(Check("idle_in_safe", idle.passed, idle.detail + (
+            "; not judged: no event came down from the agent (SAFE_ENTERED, a restart), so no SAFE after a fault "
+            "could be seen" if deaf else "")))
     if crit.commands_verified and sc.agent != "naive":
         failed = [c for c in result.commands if c["outcome"] != "completed"]
         checks.append(Check("commands_verified", not failed,
@@ -218,7 +249,7 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
         # compute_mode, compute, work_counts, modelled_capacity_counts: from [compute] real alone, whatever the
         # time mode (found in audit: a modelled real-time run's report.html said its compute was real)
         **compute_account(sc, {}),
-        "environment": "simulated by the HIL harness: battery, solar input, temperatures and radiation are models",
+        "environment": ENVIRONMENT,
         "instruments": instruments(sc),
         "agent": sc.agent,
         "board": sc.board,
@@ -259,15 +290,28 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
     }
 
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold replaced (found in audit: a scenario name or an agent's
+    log line with a control character made junit.xml that no CI parser reads)."""
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
 def junit_xml(result: RunResult, checks: list[Check]) -> bytes:
-    suite = ET.Element("testsuite", name=f"hil.{result.scenario.name}", tests=str(len(checks)),
-                       failures=str(sum(not c.passed for c in checks)), time=f"{result.wall_s:.3f}")
-    for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"hil.{result.scenario.name}", name=c.name)
-        if not c.passed:
-            ET.SubElement(case, "failure", message=c.detail).text = c.detail
+    return _junit(result.scenario.name, [(c.name, c.passed, c.detail) for c in checks], result.wall_s)
+
+
+def _junit(scenario: str, cases: list[tuple[str, bool, str]], wall_s: float) -> bytes:
+    suite = ET.Element("testsuite", name=_xml_text(f"hil.{scenario}"), tests=str(len(cases)),
+                       failures=str(sum(not passed for _name, passed, _detail in cases)), time=f"{wall_s:.3f}")
+    for name, passed, detail in cases:
+        case = ET.SubElement(suite, "testcase", classname=_xml_text(f"hil.{scenario}"), name=_xml_text(name))
+        if not passed:
+            ET.SubElement(case, "failure", message=_xml_text(detail)).text = _xml_text(detail)
         else:
-            ET.SubElement(case, "system-out").text = c.detail
+            ET.SubElement(case, "system-out").text = _xml_text(detail)
     return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
 
@@ -441,15 +485,18 @@ def _command_table(result: RunResult) -> str:
 
 
 def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]]:
-    """Write summary.json, junit.xml and report.html into ``out_dir``; return (passed, summary)."""
+    """Write summary.json, junit.xml, trace.npz and report.html into ``out_dir``; return (passed, summary).
+
+    All are made before any is written, then each is written atomically (a temp file renamed over it), the
+    summary last: a report that cannot be made or written leaves no verdict of this run (found in audit: the page
+    failed after summary.json and junit.xml said PASS, and the run exited 3)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts = fault_verdicts(result)
     checks = evaluate(result, verdicts)
     body = summary(result, checks, verdicts)
-    (out_dir / "summary.json").write_text(json.dumps(body, indent=1, default=str))
-    (out_dir / "junit.xml").write_bytes(junit_xml(result, checks))
-    np.savez_compressed(out_dir / "trace.npz", **{k: np.asarray(v) for k, v in result.trace.__dict__.items()})
+    trace = io.BytesIO()
+    np.savez_compressed(trace, **{k: np.asarray(v) for k, v in result.trace.__dict__.items()})
     rows = "".join(
         f"<tr class={'ok' if c.passed else 'bad'}><td>{html.escape(c.name)}</td><td>{'PASS' if c.passed else 'FAIL'}"
         f"</td><td>{html.escape(c.detail)}</td></tr>" for c in checks
@@ -476,5 +523,48 @@ Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])},
 <h2>Commands</h2>{_command_table(result)}
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
 <h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""
-    (out_dir / "report.html").write_text(page)
+    _write_all(out_dir, [("trace.npz", trace.getvalue()), ("report.html", page.encode()),
+                         ("junit.xml", junit_xml(result, checks)),
+                         ("summary.json", json.dumps(body, indent=1, default=str).encode())])
     return body["passed"], body
+
+
+def _write_all(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
+    """Each file atomically, in the order given (the verdict last), then the directory synced once."""
+    for name, data in files:
+        write_atomic(out_dir / name, data, sync_dir=False)
+        os.chmod(out_dir / name, 0o644)  # a report is for reading: not the temp file's 0600
+    fsync_path(out_dir)
+
+
+def clear_report(out_dir: Path) -> None:
+    """Remove an earlier run's report from ``out_dir``: a run that ends without one must not leave another run's
+    verdict there as if it were its own. Raises the first that could not be removed, once it has tried every one."""
+    failed: list[OSError] = []
+    for name in REPORT_FILES:
+        try:
+            (Path(out_dir) / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+
+
+def write_unfinished_report(scenario: Scenario, out_dir: Path, exc: BaseException) -> None:
+    """summary.json and junit.xml of a run the harness did not finish (an internal error, Ctrl-C): failed, and
+    why (found in audit: such a run left no verdict, or an earlier run's PASS). Best effort: a directory that
+    cannot take them leaves none, and the caller raises ``exc`` either way."""
+    why = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+           else f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500])
+    detail = f"the harness did not finish the run: {why}"
+    body = {"scenario": scenario.name, "source": scenario.source, "passed": False, "error": why,
+            "checks": [{"name": "harness", "passed": False, "detail": detail}], "time_mode": scenario.time_mode,
+            **compute_account(scenario, {}), "environment": ENVIRONMENT, "agent": scenario.agent,
+            "board": scenario.board}
+    try:
+        _write_all(Path(out_dir), [("junit.xml", _junit(scenario.name, [("harness", False, detail)], 0.0)),
+                                   ("summary.json", json.dumps(body, indent=1, default=str).encode())])
+    except OSError:
+        pass

@@ -66,21 +66,39 @@ def finish_report(result: "RunResult", report_dir: Path) -> tuple[bool, dict[str
 def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:
     """Fly a scenario (a file, or one already parsed) and write its report; (passed, summary).
 
-    Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input.
+    Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input. An earlier run's report in
+    ``report_dir`` is removed first; a run that raises (a bug in the harness, a report it could not write, Ctrl-C)
+    leaves a summary.json and junit.xml that say it failed and why, and the agent's log, then raises.
     """
     from hil.loop import ClosedLoop
+    from hil.report import clear_report, write_unfinished_report
     from hil.scenario import Scenario, load_scenario
 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
-        loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else progress_bar(scenario.name))
-        result = loop.run()
-        passed, body = finish_report(result, report_dir)
-        log = Path(tmp) / "agent.log"
-        if log.exists():
-            (Path(report_dir) / "agent.log").write_text(log.read_text(errors="replace"))
+        try:
+            clear_report(report_dir)  # one that cannot be removed could not be written either: found before the flight
+            loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else progress_bar(scenario.name))
+            result = loop.run()
+            _keep_agent_log(Path(tmp), report_dir)  # before the verdict: nothing after it can fail the run
+            passed, body = finish_report(result, report_dir)
+        except BaseException as exc:
+            write_unfinished_report(scenario, report_dir, exc)
+            try:
+                _keep_agent_log(Path(tmp), report_dir)
+            except OSError:
+                pass
+            raise
     return passed, body
+
+
+def _keep_agent_log(run_dir: Path, report_dir: Path) -> None:
+    log = run_dir / "agent.log"
+    if log.exists():
+        (report_dir / "agent.log").write_text(log.read_text(errors="replace"))
 
 
 def one_screen(body: dict, report_dir: Path) -> str:

@@ -148,7 +148,8 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
     compute_hang    duration_s                   SIGSTOP of the compute worker for duration_s, then SIGCONT
                                                  (0: hung until the watchdog replaces it; real compute only)
     seu_weights                                  one bit flips in a model file on the board's store
-                                                 (real compute only)
+                                                 (real compute only; before the worker has put its
+                                                 model there it flips nothing, and the run fails)
     packet_corrupt                               the next telecommand no other fault hit has one bit flipped
     packet_drop                                  the next telecommand no other fault hit is lost
     los             duration_s*                  loss of signal: nothing goes up, nothing comes down
@@ -554,6 +555,9 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
     c.only(raw, "", TABLE_KEYS[""], "a scenario")
 
     name = c.string(raw, "name", "", Path(source).stem)
+    if not name.isprintable():  # found in audit: a control character made junit.xml no CI reads, and reached the tty
+        raise c.fail("name", f"{name!r}: has a character that is not printable (a control character or a line "
+                             "break)"[:300])
     time_mode = c.choice(raw, "time_mode", "", "lockstep", TIME_MODES, "a time mode")
     agent = c.choice(raw, "agent", "", "sunlit", AGENTS, "an agent")
     board_id = c.choice(raw, "board", "", "orin_nx_16gb", available_boards(), "a shipped board profile")
@@ -754,7 +758,8 @@ def _soc_step_pct(c: _Checker, sensors: dict[str, Any]) -> float:
     """[sensors] soc_step_pct: 0 (the truth), or a step that divides 100, so full reads 100 (found in review:
     at 1.5 a full battery read 100.5, which the agent's HAL refuses, and at 3 the gauge topped out at 99)."""
     step = c.number(sensors, "soc_step_pct", "sensors", 1.0, lo=0, hi=10)
-    if step > 0 and abs(100.0 / step - round(100.0 / step)) > 1e-9:
+    steps = 100.0 / step if step > 0 else 0.0  # found in audit: 1e-320 made inf steps, an internal error
+    if step > 0 and not (math.isfinite(steps) and abs(steps - round(steps)) <= 1e-9):
         raise c.fail("sensors.soc_step_pct", f"{step:g} does not divide 100: a gauge's full reading is 100 % "
                                              "(1, 0.5, 0.1, 2, 5...)")
     return step

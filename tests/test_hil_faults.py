@@ -64,8 +64,13 @@ def test_a_flipped_model_bit_must_be_found_at_the_next_load():
     assert reloaded.verdict == "FAIL" and "loaded again at 400" in reloaded.why
     [latent] = judge([seu], timeline())
     assert latent.verdict == "FAIL" and "latent" in latent.why
-    [nothing] = judge([{"at_s": 300.0, "kind": "seu_weights", "note": "no model on the store yet"}], timeline())
+    # An upset drawn from the profile's rate that hit an empty store hit nothing: N/A. Found in audit: one the
+    # scenario scheduled was N/A too, and the run passed with the fault it asked for never injected.
+    drawn = {"at_s": 300.0, "kind": "seu_weights", "note": "no model on the store yet", "drawn": True}
+    [nothing] = judge([drawn], timeline())
     assert nothing.verdict == "N/A"
+    [scheduled] = judge([{**drawn, "drawn": False}], timeline())
+    assert scheduled.verdict == "FAIL" and "no model on the store yet" in scheduled.why
 
 
 @pytest.mark.req("HIL-008")

@@ -693,3 +693,68 @@ def test_the_naive_baselines_commands_are_logged_not_sent_and_its_unused_tables_
     assert result.commands == [{"at_s": 10.0, "command": "SET_MODE", "args": {"mode": "SAFE"},
                                 "outcome": "not sent: the naive baseline has no agent to command"}]
     assert any("[parameters] and [[commands]]" in n for n in result.notes) and set(result.trace.mode) == {"COMPUTE"}
+
+
+@pytest.mark.req("HIL-023")
+def test_a_hung_agent_is_given_up_after_three_silent_steps_not_waited_out(tmp_path, monkeypatch):
+    """Found in audit: a hung agent cost the harness its 30-s wait on every step to the end of the run (4.8 hours
+    for one orbit of 10-s steps). After MAX_SILENT_STEPS in a row it is killed and flown as down, and the run
+    fails (agent_alive), naming the hang."""
+    from hil.loop import MAX_SILENT_STEPS
+    from hil.report import evaluate
+    from hil.sim_env import AgentSilent, SimEnvironment
+
+    real, calls = SimEnvironment.step, [0]
+
+    def step(self, *args, **kwargs):  # the agent answers the steps at 0 and 10 s, then none
+        calls[0] += 1
+        if calls[0] >= 3:
+            raise AgentSilent(f"the agent did not answer step {calls[0]} within 30 s")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimEnvironment, "step", step)
+    loop = ClosedLoop(parse_scenario({"name": "hung", "profile": str(SSO), "duration_s": 300, "step_s": 10,
+                                      "seed": 1}), tmp_path)
+    result = loop.run()
+    assert calls[0] == 2 + MAX_SILENT_STEPS  # not one wait a step for the 31 steps of the run
+    assert result.agent_died_at_s == 40.0 and result.agent_died_how.startswith("hung: it answered none of 3 steps")
+    assert loop.agent.proc.returncode == -9  # the harness killed it
+    tr = result.trace.arrays()
+    assert tr["agent_up"][:4].all() and not tr["agent_up"][4:].any()
+    [alive] = [c for c in evaluate(result) if c.name == "agent_alive"]
+    assert not alive.passed and "died at 40 s (hung" in alive.detail
+
+
+@pytest.mark.req("HIL-003")
+def test_a_packet_the_harness_failed_on_ends_the_run_as_an_internal_error(tmp_path, monkeypatch):
+    """Found in audit: the ground client counts a failure of its listener (the harness's packet handler) and goes
+    on, so an event the handler failed on was missing from the run unseen (an INTERNAL_ERROR would have been too),
+    and the run passed. It is a fault of the harness: the run raises (exit 3), its agent stopped all the same."""
+    real = ClosedLoop._on_packet
+
+    def on_packet(self, item):
+        if getattr(getattr(item.record, "event", None), "name", None) == "AGENT_STARTED":
+            raise KeyError("a harness bug")
+        real(self, item)
+
+    monkeypatch.setattr(ClosedLoop, "_on_packet", on_packet)
+    loop = ClosedLoop(parse_scenario({"name": "console", "profile": str(SSO), "duration_s": 60, "step_s": 10,
+                                      "seed": 1}), tmp_path)
+    with pytest.raises(RuntimeError, match=r"ground console failed on \d+ packet\(s\).*KeyError: 'a harness bug'"):
+        loop.run()
+    assert loop.agent.proc.poll() is not None
+
+
+@pytest.mark.req("HIL-008")
+def test_a_scheduled_model_flip_that_found_no_model_on_the_store_fails_the_run(tmp_path):
+    """Found in audit: an seu_weights at 0 s, before the worker had put its model on the store, flipped nothing,
+    was judged N/A, and the run passed with the fault it asked for never injected."""
+    from hil.report import evaluate, fault_verdicts
+
+    sc = real_compute("seu-early", 60, 0, 1, 16, faults=[{"at_s": 0, "kind": "seu_weights"}])
+    result = ClosedLoop(sc, tmp_path).run()
+    assert "drawn" not in result.faults[0] and result.faults[0]["note"].startswith("no model on the store yet")
+    [verdict] = fault_verdicts(result)
+    assert verdict.verdict == "FAIL" and "schedule it once" in verdict.why
+    [handled] = [c for c in evaluate(result) if c.name == "faults_handled"]
+    assert not handled.passed

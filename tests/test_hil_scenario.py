@@ -215,6 +215,10 @@ BAD_VALUES = [
     (base(faults=[{"at_s": 100, "kind": "sensor_dropout", "zone": "tj-thermal", "duration_s": 200},
                   {"at_s": 150, "kind": "sensor_stuck", "zone": "tj-thermal", "duration_s": 60, "value": 50}]),
      "faults[1]", "begins before faults[0] on that zone ends (300 s)"),
+    # Found in audit: 1e-320 made 100 / step infinite, an internal error (exit 3); a name with a control character
+    # made a junit.xml no CI parser reads and reached the terminal as it was
+    (base(sensors={"soc_step_pct": 1e-320}), "sensors.soc_step_pct", "does not divide 100"),
+    (base(name="sso\x1b[31m\x01"), "name", "not printable"),
 ]
 
 
@@ -425,6 +429,9 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
     # report.html says it in the same words (found in audit: a modelled real-time run's page said "real")
     page = (tmp_path / "report.html").read_text()
     assert f"Compute: <b>{html.escape(COMPUTE_SAYS[mode])}</b>" in page and saved["compute"] == COMPUTE_SAYS[mode]
+    # Found in audit: neither said the board's power was the board profile's, not measured, whatever the compute
+    assert "the board's power draw (the board profile's" in saved["environment"]
+    assert f"Environment: {html.escape(saved['environment'])}" in page
     screen = one_screen(body, tmp_path)
     assert f"compute {mode})" in screen.splitlines()[0]
     if real:
@@ -436,6 +443,83 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
         assert "work 18000 tile-equivalents (modelled: tile-equivalents of the board's modelled throughput; " \
                "INFER_START is refused in modelled mode)" in screen
         assert "ONNX" not in screen
+
+
+@pytest.mark.req("HIL-003", "HIL-007")
+def test_a_report_that_cannot_be_made_leaves_no_verdict_and_a_run_that_raised_says_it_failed(tmp_path, monkeypatch):
+    """Found in audit: report.html failed after summary.json and junit.xml had been written saying PASS, and the run
+    exited 3; a run that raised left an earlier run's PASS in its report directory as its own."""
+    from xml.etree import ElementTree as ET
+
+    import hil.report
+    from hil.loop import ClosedLoop
+    from hil.run import run_scenario
+
+    def no_room(result):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "report"
+    monkeypatch.setattr(hil.report, "_plots", no_room)
+    with pytest.raises(OSError):
+        finish_report(constructed_run(False), out)
+    assert not list(out.iterdir())  # nothing of it, no summary nor junit.xml saying PASS
+    monkeypatch.undo()
+    earlier = constructed_run(False)
+    earlier.events.append(_event("AGENT_STARTED"))  # something heard from its agent: it passes
+    passed, _body = finish_report(earlier, out)
+    assert passed and json.loads((out / "summary.json").read_text())["passed"] is True
+
+    def broken(self):
+        raise RuntimeError("a fault's bug\nhalfway")
+
+    monkeypatch.setattr(ClosedLoop, "run", broken)
+    with pytest.raises(RuntimeError):
+        run_scenario(constructed_run(False).scenario, out, quiet=True)
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["passed"] is False and saved["error"] == "RuntimeError: a fault's bug halfway"
+    assert [(c["name"], c["passed"]) for c in saved["checks"]] == [("harness", False)]
+    assert ET.parse(out / "junit.xml").getroot().get("failures") == "1"
+    assert not (out / "report.html").exists() and not (out / "trace.npz").exists()
+
+
+def _event(name: str) -> dict:
+    return {"t": 1.8e9, "rel_s": 0.0, "name": name, "severity": "ACTIVITY_HI", "text": "", "args": {}}
+
+
+@pytest.mark.req("HIL-003")
+def test_criteria_with_nothing_to_judge_fail_rather_than_pass():
+    """Found in audit: with nothing heard from the agent (its downlink dropping every packet, or gated by contact
+    on a profile with none) no_unhandled_fault passed on "0 internal errors" of 0 events; a charge of NaN passed
+    charge_above_floor ("lowest charge nan %, 0 steps below") and an unserved energy of NaN battery_never_empty."""
+    from hil.report import evaluate
+
+    deaf = {c.name: c for c in evaluate(constructed_run(False))}
+    assert not deaf["no_unhandled_fault"].passed and "no event came down" in deaf["no_unhandled_fault"].detail
+    assert "not judged: no event came down" in deaf["idle_in_safe"].detail
+    run = constructed_run(False)
+    run.events.append(_event("AGENT_STARTED"))
+    run.trace.unserved_wh.extend([0.0, 0.0, 0.0])
+    heard = {c.name: c for c in evaluate(run)}
+    assert heard["no_unhandled_fault"].passed and heard["charge_above_floor"].passed
+    assert heard["battery_never_empty"].passed and "not judged" not in heard["idle_in_safe"].detail
+    run.trace.soc_pct[1] = float("nan")
+    run.trace.unserved_wh[1:] = [float("nan")] * 2
+    nan = {c.name: c for c in evaluate(run)}
+    assert not nan["charge_above_floor"].passed and "1 steps with no value (NaN)" in nan["charge_above_floor"].detail
+    assert not nan["battery_never_empty"].passed and "2 steps with no value (NaN)" in nan["battery_never_empty"].detail
+
+
+@pytest.mark.req("HIL-007")
+def test_junit_xml_holds_whatever_text_a_check_carries(tmp_path):
+    """Found in audit: a control character in a check's detail (here the agent's last log line) made a junit.xml
+    that no CI parser reads."""
+    from xml.etree import ElementTree as ET
+
+    run = constructed_run(False)
+    run.agent_died_at_s, run.agent_died_how = 10.0, "exit code 1; its log's last line: \x1b[31mboom\x00\x07"
+    finish_report(run, tmp_path)
+    [alive] = [c for c in ET.parse(tmp_path / "junit.xml").getroot() if c.get("name") == "agent_alive"]
+    assert "\ufffd[31mboom\ufffd\ufffd" in alive.find("failure").get("message")
 
 
 def test_compute_account_depends_on_the_scenario_only():
