@@ -887,6 +887,12 @@ def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,
         if data.duration_s + 1e-6 < duration_s and not extendable:
             raise c.fail("duration_s", f"{duration_s:g} s is longer than the profile ({data.duration_s:g} s), which "
                                        "has no orbit in its metadata to extend it from; fly less or supply a longer one")
+        if data.duration_s + 1e-6 < duration_s and duration_s / data.step_s > PROFILE_MAX_STEPS:  # at the file's
+            # step it is made again (found in review: taken here, then an internal error as the run began)
+            raise c.fail("duration_s", f"{duration_s:g} s is longer than the profile ({data.duration_s:g} s), and "
+                                       f"extending it at its step of {data.step_s:g} s would take "
+                                       f"{duration_s / data.step_s:.3g} steps, at most {PROFILE_MAX_STEPS:,}: fly "
+                                       "less or supply a longer profile (or one at a longer step)")
         return profile, None, None
     orbit = c.table(raw, "orbit")
     return None, _orbit(c, orbit), (tuple(orbit["tle"]) if "tle" in orbit else None)  # type: ignore[return-value]

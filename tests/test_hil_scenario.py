@@ -102,6 +102,16 @@ def _bad_csv(tmp_path: Path) -> str:
     return str(path)
 
 
+def _short_generated(tmp_path: Path) -> str:
+    """A generated profile (its orbit in its metadata: extendable) of 100 s at a 1 s step."""
+    from hil.profiles.format import write_profile
+    from hil.profiles.generate import generate_profile, orbit_from_description
+
+    orbit, start, description = orbit_from_description({"alt_km": 500, "inc_deg": 53})
+    return str(write_profile(generate_profile(orbit, start, 100.0, 1.0, orbit_description=description),
+                             tmp_path / "short_1s.csv"))
+
+
 def _short_csv(tmp_path: Path) -> str:
     path = tmp_path / "short.csv"
     path.write_text("time_s,shadow_factor,solar_power_w\n" + "".join(f"{t},1,50\n" for t in range(0, 100, 10)))
@@ -135,6 +145,8 @@ BAD_VALUES = [
     (_corrupt, "profile", "not a readable Parquet file"),
     (_bad_csv, "profile", "time_s must increase strictly"),
     (_short_csv, "duration_s", "longer than the profile"),
+    # Found in review: extended at its own 1 s step, 30 days is 2.6 million steps: taken, then an internal error
+    ((_short_generated, {"duration_s": 30 * 86400.0}), "duration_s", "extending it at its step of 1 s would take"),
     (base(profile=str(SSO), orbit=ORBIT), "profile", "exactly one"),
     (base(faults=[{"at_s": 1, "kind": "sensor_dropout", "zone": "tj", "duration_s": 60}]), "faults[0].zone",
      "one of cpu-thermal, gpu-thermal, soc0-thermal, tj-thermal"),
@@ -227,6 +239,8 @@ BAD_VALUES = [
 def test_a_bad_value_is_an_error_naming_the_key(raw, key, says, tmp_path):
     if callable(raw):
         raw = base(profile=raw(tmp_path))
+    elif isinstance(raw, tuple):  # (a function of tmp_path giving the profile, more keys)
+        raw = base(profile=raw[0](tmp_path), **raw[1])
     err = error_of(raw)
     assert err.key == key, str(err)
     assert str(err).startswith(f"{SOURCE}: {key}: "), str(err)

@@ -552,8 +552,11 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
     step = made("step_s", lambda: step_s or float(meta.get("step_s", profile.step_s)))
     if not (math.isfinite(step) and step > 0):
         raise ProfileError(f"the profile's metadata.step_s cannot be made again: {step} is not a step above 0")
-    return generate_profile(orbit, profile.start_s, duration_s, step, spacecraft, stations, radiation,
-                            orbit_description=meta["orbit"].get("description"))
+    try:
+        return generate_profile(orbit, profile.start_s, duration_s, step, spacecraft, stations, radiation,
+                                orbit_description=meta["orbit"].get("description"))
+    except ValueError as exc:  # past MAX_STEPS at the profile's step: bad input (found in review: an internal error)
+        raise ProfileError(f"this profile cannot be extended to {duration_s:g} s: {exc}") from None
 
 
 def load_or_generate(scenario: Any) -> Profile:
