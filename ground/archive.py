@@ -2195,7 +2195,7 @@ class Archive:
             self._db.execute(f"DELETE FROM packets WHERE sc = ? AND sid = ? AND {old}",  # noqa: S608 - fixed text
                              (sc, sid, received_cutoff, cutoff))
             add(kind, n, size)
-            self._fill_chunk_receptions(sc, sid, min(cutoff, received_cutoff))
+            self._fill_chunk_receptions(sc, sid, min(cutoff, received_cutoff), ground_now)
             old = _aged("coalesce(r_last, t_last)", "t_last")
             n, size = self._db.execute("SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM hk_chunks "
                                        f"WHERE sc = ? AND sid = ? AND {old}", (sc, sid, received_cutoff, cutoff)
@@ -2219,15 +2219,20 @@ class Archive:
             self._delete_ids("hk_chunks", gone)
             add(kind, sum(of[cid][1] for cid in gone), sum(of[cid][0] for cid in gone))
 
-    def _fill_chunk_receptions(self, sc: int, sid: int, below_s: float | None = None) -> None:
+    def _fill_chunk_receptions(self, sc: int, sid: int, below_s: float | None = None,
+                               ahead_s: float | None = None) -> None:
         """Chunks sealed before ``r_last`` was kept (NULL) get it from their own raw blob, which holds every
         packet's reception, before retention judges them (found in review: until then their packet time stood in,
-        and the housekeeping of a board at 1970 sealed before the upgrade went at the first pass after it). Only
-        those retention may take now: with a packet time below ``below_s``, or all of them (None: over its size).
-        A chunk whose blob does not decode keeps its packet time (``archive check`` names it)."""
+        and the housekeeping of a board at 1970 sealed before the upgrade went at the first pass after it, while
+        one dated ahead never went). Only those retention would misjudge now: with a packet time below
+        ``below_s`` or above ``ahead_s`` (the ground's clock), or all of them (None: over its size); the others'
+        packet times age as their receptions would, and are read once they are old. A chunk whose blob does not
+        decode keeps its packet time (``archive check`` names it)."""
+        where, args = "", [sc, sid]
+        if below_s is not None:
+            where, args = " AND (t_last < ? OR t_last > ?)", args + [below_s, math.inf if ahead_s is None else ahead_s]
         rows = self._db.execute("SELECT id, raw_crc, raw FROM hk_chunks WHERE sc = ? AND sid = ? AND r_last IS NULL"
-                                + ("" if below_s is None else " AND t_last < ?"),
-                                (sc, sid) if below_s is None else (sc, sid, below_s)).fetchall()
+                                + where, args).fetchall()
         for chunk_id, crc, blob in rows:
             try:
                 _, received, _ = self._chunk_raw(chunk_id, crc, bytes(blob))

@@ -1098,6 +1098,8 @@ def test_an_archive_from_before_receptions_were_kept_gets_them_when_opened(tmp_p
     archive = Archive(path, chunk_packets=8)
     for i in range(8):  # 1970, received long ago
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 500.0 + i)), T0_S + i)
+    for i in range(8):  # 2096, received long ago
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 4e9 + i)), T0_S + 10 + i)
     archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 0}, now)), now)  # the right time
     for i in range(8):  # then 1970, received now
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 1000.0 + i)), now + i)
@@ -1117,11 +1119,12 @@ def test_an_archive_from_before_receptions_were_kept_gets_them_when_opened(tmp_p
     archive = Archive(path, chunk_packets=8)
     for i in range(8):
         archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 2000.0 + i)), now + 50 + i)
-    assert db_nulls(archive) == 2  # the chunks sealed before: no reception kept in their row
+    assert db_nulls(archive) == 3  # the chunks sealed before: no reception kept in their row
     deleted = archive.retain(RetentionPolicy(), now_s=now + 100)
-    # Of the chunks sealed before, the one received long ago goes and the one received now stays (their receptions
-    # read from their blobs: found in review, their packet time stood in and both went); the one sealed since stays
-    assert deleted["AGENT_HK"]["deleted"] == 8 and deleted["events"]["deleted"] == 0
+    # Of the chunks sealed before, those received long ago go (1970 and 2096) and the one received now stays, their
+    # receptions read from their blobs (found in reviews: their packet times stood in, so the 1970 ones both went and
+    # the 2096 one was kept for ever); the one sealed since stays
+    assert deleted["AGENT_HK"]["deleted"] == 16 and deleted["events"]["deleted"] == 0
     assert list(archive.query("uptime_s")["uptime_s"][0]) == [1000.0 + i for i in range(8)] + [2000.0 + i
                                                                                                 for i in range(8)]
     assert db_nulls(archive) == 0
