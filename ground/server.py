@@ -369,12 +369,16 @@ class SpacecraftLink:
 
     def _file_record(self, record: dict[str, Any]) -> None:
         def write(archive: Any) -> None:
-            self._write_moves(archive)  # the moves before it first: its row may be the file's new place
-            archive.record_file_transfer(record, spacecraft=self.id)
+            try:
+                self._write_moves(archive)  # the moves before it first: its row may be the file's new place
+            finally:  # written whatever became of them (a refused move is said, and tried again)
+                archive.record_file_transfer(record, spacecraft=self.id)
 
         self._archive_write(write, f"file transfer {record.get('id')}")
 
     def _file_aside(self, name: str, new_name: str, sha256: str) -> None:
+        if self.server.archive is None:
+            return  # no archive: no records to follow the file (found in review: held, and said forgotten)
         with self._moves_lock:
             if len(self._moves) >= MAX_MOVES_UNWRITTEN:
                 lost = self._moves.popleft()
@@ -388,10 +392,27 @@ class SpacecraftLink:
             with self._moves_lock:
                 if not self._moves:
                     return
-                name, new_name, sha256 = self._moves[0]
-            archive.move_file_transfers(name, new_name, sha256, spacecraft=self.id)
+                move = self._moves[0]
+            archive.move_file_transfers(*move, spacecraft=self.id)
             with self._moves_lock:
-                self._moves.popleft()
+                if self._moves and self._moves[0] is move:  # not forgotten meanwhile at the bound (a review)
+                    self._moves.popleft()
+
+    def flush_moves(self) -> None:
+        """At the server's stop: the moves still unwritten, tried once more; those refused again are said (stderr),
+        since nothing keeps them after the stop."""
+        def flush(archive: Any) -> None:
+            try:
+                self._write_moves(archive)
+            except Exception as exc:  # noqa: BLE001 - said: the stop goes on
+                with self._moves_lock:
+                    lost = list(self._moves)
+                print(f"sunlit-ground server: {self.id}: the archive refused to re-point the records of "
+                      f"{len(lost)} files kept aside ({', '.join(f'{a} as {b}' for a, b, _ in lost[:5])}): "
+                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
+
+        if self.server.archive is not None and self._moves:
+            self._archive_write(flush, "files kept aside")
 
     def _archive_write(self, write: Callable[[Any], None], what: str) -> None:
         """Run ``write(archive)`` on the archive's worker, in order with the rest; a failure is
@@ -941,6 +962,8 @@ class GroundServer:
             link.join(10.0)
         for pool in (self._login_pool, self._upload_pool):  # what is queued has no request left to answer
             pool.shutdown(wait=True, cancel_futures=True)
+        for link in self.links.values():  # a refused move is tried once more: nothing holds it after the stop
+            link.flush_moves()
         self._archive_pool.shutdown(wait=True, cancel_futures=False)
         if self.archive is not None:
             self.archive.close()

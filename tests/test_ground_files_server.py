@@ -317,24 +317,28 @@ def test_the_servers_archive_follows_a_file_kept_aside_after_its_record_left_mem
 
 
 @pytest.mark.req("GND-051")
-def test_a_move_the_archive_refused_is_written_before_the_next_file_write(ground, monkeypatch):
-    """Found in review: a refused move (a busy or full archive) was only counted, and the records the server no
-    longer holds are never written again, so the archive went on naming the newer file for the earlier one."""
+@pytest.mark.parametrize("refused_until", ["the next write", "the stop"])
+def test_a_move_the_archive_refused_is_written_before_the_next_file_write_or_at_the_stop(ground, monkeypatch,
+                                                                                         refused_until):
+    """Found in reviews: a refused move (a busy or full archive) was only counted, and the records the server no
+    longer holds are never written again, so the archive went on naming the newer file for the earlier one; one
+    still refused as the server stopped was lost with it."""
     import sqlite3
 
     import ground.files as ground_files
+    from ground.archive import Archive
 
     server, area = ground
     monkeypatch.setattr(ground_files, "KEEP_SETTLED", 0)
     real_move, refused = server.archive.move_file_transfers, []
 
-    def busy_once(*args, **kwargs):
-        if not refused:
+    def busy(*args, **kwargs):
+        if not refused or (refused_until == "the stop" and not server.stopping.is_set()):
             refused.append(args)
             raise sqlite3.OperationalError("database is locked")
         return real_move(*args, **kwargs)
 
-    monkeypatch.setattr(server.archive, "move_file_transfers", busy_once)
+    monkeypatch.setattr(server.archive, "move_file_transfers", busy)
     token = login(server, "alice")
     wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
     (area / "data").mkdir(parents=True, exist_ok=True)
@@ -345,10 +349,43 @@ def test_a_move_the_archive_refused_is_written_before_the_next_file_write(ground
         wait_for(lambda n=n: sum(t.state == "done" for t in server.archive.file_transfers(spacecraft=SC)) == n,
                  timeout_s=60, what=f"transfer {n} done in the archive")
     assert refused and refused[0][:2] == ("downlink/data/report.txt", "downlink/data/report+2.txt")
-    wait_for(lambda: [t.local_name for t in server.archive.file_transfers(spacecraft=SC)] ==
-             ["downlink/data/report+2.txt", "downlink/data/report.txt"], what="the refused move written after all")
+    moved = ["downlink/data/report+2.txt", "downlink/data/report.txt"]
+    if refused_until == "the stop":
+        assert [t.local_name for t in server.archive.file_transfers(spacecraft=SC)] == ["downlink/data/report.txt"] * 2
+        path = server.archive.path
+        server.stop()
+        archive = Archive(path)
+        try:
+            assert [t.local_name for t in archive.file_transfers(spacecraft=SC)] == moved
+        finally:
+            archive.close()
+        return
+    wait_for(lambda: [t.local_name for t in server.archive.file_transfers(spacecraft=SC)] == moved,
+             what="the refused move written after all")
     for row in server.archive.file_transfers(spacecraft=SC):
         assert row.sha256 == sha(server.files_dir / SC / row.local_name)
+
+
+@pytest.mark.req("GND-051")
+def test_a_server_without_an_archive_holds_no_moves(tmp_path, short_dir):
+    """Found in review: without an archive each file kept aside was held as a move to write, and past 1000 the
+    status said "forgotten, not written" of moves there was nothing to write to."""
+    import ground.server as ground_server
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/source"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(url, port=0, archive=None, users=users), UserStore.load(users),
+                          connect_timeout_s=0).start()
+    try:
+        link = server.links[SC]
+        for i in range(ground_server.MAX_MOVES_UNWRITTEN + 5):
+            link._file_aside(f"downlink/a{i}.txt", f"downlink/a{i}+2.txt", "0" * 64)  # noqa: SLF001
+        assert len(link._moves) == 0 and "forgotten" not in link.link_error  # noqa: SLF001
+    finally:
+        server.stop()
+        source.close()
 
 
 @pytest.mark.req("GND-021", "GND-050")
