@@ -241,6 +241,23 @@ def test_a_failing_nvpmodel_is_tried_again_ever_more_seldom_not_at_every_tick(ri
     assert 2 <= len(sets) <= 8, len(sets)
 
 
+@pytest.mark.req("AGT-008")
+def test_an_nvpmodel_outage_of_a_week_does_not_stop_the_control_tick(rig, monkeypatch):
+    """Found in audit: the wait after n failures in a row was 30 s x 2.0 ** (n - 2), capped only after it was
+    computed; once n reached 1026 (a week of tries every 600 s: a Jetson whose nvpmodel.conf nobody put back) the
+    power raised OverflowError at every tick and every housekeeping packet: the tick's decisions were never
+    applied (compute admission included), and the faults it counted sent the agent SAFE."""
+    from flight.agent.control import POWER_MODE_BACKOFF_MAX_S
+    from flight.hal.base import PowerModesUnavailable
+
+    rig.send("SET_MODE", mode="IDLE")
+    tries = nvpmodel_fails(rig, monkeypatch, PowerModesUnavailable("nvpmodel not found at 'nvpmodel' (hal.nvpmodel)"))
+    rig.advance(1040 * POWER_MODE_BACKOFF_MAX_S, step_s=POWER_MODE_BACKOFF_MAX_S)  # 7.2 days, a try each step
+    assert rig.agent.controller._mode_failures["query"] > 1030  # noqa: SLF001 - past where 2.0 ** n overflows
+    assert len(tries) > 2000 and not rig.events("INTERNAL_ERROR") and not rig.events("FAULTS_REPEATED")
+    assert rig.hk()["power_reason"]  # housekeeping still goes out, with the tick's decision
+
+
 @pytest.mark.req("AGT-005", "AGT-008")
 def test_power_modes_that_cannot_be_run_are_said_and_counted_once_not_a_fault_at_each_try(rig, monkeypatch):
     """Found in audit: on a Jetson without nvpmodel (a dev board, a container) each try of the power mode was an

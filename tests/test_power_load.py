@@ -86,6 +86,24 @@ def test_a_full_battery_and_a_reading_gap_say_nothing():
 
 
 @pytest.mark.req("AGT-063")
+def test_an_empty_battery_says_nothing():
+    """Found in audit: at 0 % the battery serves none of what the loads ask (a brownout, as the harness flies it),
+    so the window across it saw the board's and the load's draw leave nothing: half an hour read 12 W as 9.6 W
+    (the most one window may move it), planned on as the sun came back. Like a full battery, it is no evidence."""
+    est = learner(12.0)
+    e_wh, t, lowest_w = 0.03 * 60.0, 0.0, 12.0
+    while t < 3600.0:  # 3 % into half an hour of shadow at 17 W, empty from minute 6; then 40 W of sun
+        solar_w = 0.0 if t < 1800.0 else 40.0
+        est.tick(t, float(round(100.0 * e_wh / 60.0)), solar_w, 5.0)
+        net_w = solar_w - 12.0 - 5.0
+        e_wh = min(60.0, max(0.0, e_wh + (net_w * EFF if net_w > 0 else net_w / EFF) / 3600.0))
+        lowest_w = min(lowest_w, est.load_w)
+        t += 1.0
+    assert est.estimate.samples >= 10  # learnt from the charging after it
+    assert lowest_w == pytest.approx(12.0, rel=0.03) and est.load_w == pytest.approx(12.0, rel=0.03)
+
+
+@pytest.mark.req("AGT-063")
 def test_the_charge_going_back_across_one_boundary_is_no_change():
     """Up across 50.5 % then down across it again: the charge between the two changes did not move, though
     the readings say 51 then 50 (each change is placed on the boundary between its readings)."""

@@ -297,11 +297,14 @@ class Controller(Component):
         then it waits POWER_MODE_QUERY_S, doubling at each failure in a row up to POWER_MODE_BACKOFF_MAX_S (found
         in audit: a failing or hung nvpmodel was run at every tick, up to 10 s a call on the loop itself, turns
         of 30 s for good). ``what``: "query" or "set", each with its failures (found in review: a set the board
-        refused was tried at every tick again, the query between succeeding)."""
+        refused was tried at every tick again, the query between succeeding). The doubling stops with the cap
+        (found in audit: 2.0 ** n raised OverflowError at every tick once a week of failures had counted n past
+        1025, and the tick's decisions were never applied)."""
         failures = self._mode_failures[what]
         if failures < 2:
             return False
-        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** (failures - 2), POWER_MODE_BACKOFF_MAX_S)
+        doublings = min(failures - 2, math.ceil(math.log2(POWER_MODE_BACKOFF_MAX_S / POWER_MODE_QUERY_S)))
+        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** doublings, POWER_MODE_BACKOFF_MAX_S)
         return 0.0 <= mono_s - self._mode_failed_s[what] < wait_s
 
     def _mode_failed(self, mono_s: float, what: str) -> None:
