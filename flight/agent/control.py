@@ -257,7 +257,6 @@ class Controller(Component):
                 self._internal_error("power mode query", exc)
             return None
         self._mode_failures["query"] = 0
-        self._take_board_modes()
         name = mode.name if mode else None
         self._modes_back(name)
         self._mode_known = (name, mono_s)
@@ -273,8 +272,11 @@ class Controller(Component):
             self._faults.record("power modes")
 
     def _take_board_modes(self) -> None:
-        """The board answered a query or a set: where the plan ran on the profile's modes, take the board's own
-        (its conf readable again). A plan made over other modes is dropped: its indices are of that list."""
+        """Where the plan runs on the profile's modes, the board's own once it can list them (its conf readable
+        again), at the start of a tick, before its decision: taken as a query answered in the middle of a tick,
+        that tick's decision, made over the profile's modes, was applied over the board's (found in review: a mode
+        the conf lacks set, POWER_MODE_FAILED, and an index past the modes given to admission). A plan made over
+        other modes is dropped: its indices are of that list. Reading the conf is a file read, not nvpmodel."""
         if self.modes_from_board:
             return
         try:
@@ -317,6 +319,7 @@ class Controller(Component):
         now_s = self._clock.now_s()
         mono_s = self._clock.monotonic_s()
         p = self.params
+        self._take_board_modes()
         fault_count = self._faults.count_since(mono_s - p["fault_window_s"])
         try:
             reading = self.hal.read()
@@ -398,7 +401,6 @@ class Controller(Component):
                 now_in = self.hal.set_power_mode(out.power_mode)  # the mode once in force (nvpmodel -q after -m)
                 self._mode_known = (now_in.name if now_in else out.power_mode, self._clock.monotonic_s())
                 self._mode_failures["set"] = 0
-                self._take_board_modes()
                 self._modes_back(self._mode_known[0])
                 self._emit("POWER_MODE_CHANGED", old=current or "?", new=out.power_mode, reason=out.reason)
             except PowerModesUnavailable as exc:
