@@ -910,6 +910,44 @@ def test_what_is_pushed_while_a_spacecrafts_snapshot_is_on_its_way_is_kept(short
         route.continue_()
 
 
+@pytest.mark.req("GND-020")
+def test_a_state_answer_older_than_a_hello_that_came_meanwhile_is_not_applied(short_dir, make_ground, pages,
+                                                                              users_file):
+    """Found in review: the socket dropped and came back while a spacecraft's /api/state was on its way; the
+    answer, read before the new hello, was applied over it, and an event made while the socket was down (in the
+    hello, never pushed to the page) was wiped."""
+    config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", f"zmq+ipc://{short_dir}/a"),
+                                      SpacecraftConfig("sat-b", f"zmq+ipc://{short_dir}/b")),
+                          port=0, archive=None, users=users_file)
+    server = make_ground(config, connect_timeout_s=0)
+    link = server.links["sat-b"]
+    page = pages(server, "alice")
+    held_state: list = []
+    held_session: list = []
+    page.route("**/api/state?*", lambda route: held_state.append((route, route.fetch())))
+    page.route("**/api/session*", lambda route: held_session.append(route))
+
+    def until(what: list, why: str) -> None:
+        deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+        while not what and time.monotonic() < deadline:  # the handlers run while the test waits on Playwright
+            page.wait_for_timeout(20)
+        assert what, why
+
+    page.select_option("#sc-select", "sat-b")
+    until(held_state, "the page did not ask for sat-b's state")
+    page.evaluate("() => S.ws.close()")  # the socket drops; the page asks for its session before it connects
+    until(held_session, "the page did not ask for its session")
+    link._ground_event("GROUND_TEST_GAP", "ACTIVITY_HI", "while the page had no socket")  # noqa: SLF001
+    held_session.pop().continue_()
+    row = page.locator("#event-table tbody tr[data-name=GROUND_TEST_GAP]")
+    _expect()(row).to_have_count(1)  # in the new hello
+    state_route, answer = held_state.pop(0)
+    with page.expect_request("**/api/events?*"):
+        state_route.fulfill(response=answer)
+    assert row.count() == 1, "an older state answer wiped what the newer hello brought"
+    assert "GROUND_TEST_GAP" in page.evaluate("() => craft('sat-b').events.map(e => e.name)")
+
+
 @pytest.mark.req("GND-030")
 def test_a_page_whose_server_restarted_goes_to_the_login_page_at_once(short_dir, make_ground, browser, users_file):
     """Found in audit: sessions live in the server's memory; after a restart the page said "reconnecting" while its

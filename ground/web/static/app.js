@@ -51,6 +51,7 @@ const S = {
   archivePlot: null,
   planDrawn: null,         // the plan chart drawn: {c, root, x, t0, t1, nowS}
   catchUp: new Set(),      // {sc, messages}: pushes for a spacecraft whose /api/state is on its way
+  hellos: 0,               // hellos taken: a state answer asked for before the newest is older than it
   resyncing: new Map(),    // spacecraft id -> whether to ask again: its state asked for after dropped messages
   dropped: 0,
 };
@@ -862,10 +863,14 @@ async function chooseSpacecraft(id) {
 // by it). Whether it was applied.
 async function resync(id) {
   const since = {sc: id, messages: []};
+  const hellos = S.hellos;
   S.catchUp.add(since);
   const answer = await getJson(`/api/state?spacecraft=${encodeURIComponent(id)}`);
   S.catchUp.delete(since);
   if (!answer.ok) return false;
+  // A hello came meanwhile (the socket dropped and came back): its snapshot is newer than this answer, which would
+  // undo what the hello brought that the pushes kept here never carried (found in review)
+  if (hellos !== S.hellos) return true;
   if (since.full) return resync(id);  // more came meanwhile than it keeps: asked again
   const nowMs = performance.now();
   loadSnapshot(craft(id), answer.body, nowMs, false);
@@ -1367,6 +1372,7 @@ function hello(m, nowMs) {
   if (m.role !== S.me.role) { location.reload(); return; }
   S.me.user = m.user;
   renderUser();
+  S.hellos += 1;
   for (const [sc, snap] of Object.entries(m.states || {})) loadSnapshot(craft(sc), snap, nowMs, true);
   S.current = buildChooser(m.spacecraft || []);
   if (m.status) applyStatus(m.status, nowMs);
