@@ -586,6 +586,27 @@ class _MovingClock:
 
 @pytest.mark.system  # worker processes
 @pytest.mark.req("CMP-012")
+def test_a_week_of_failed_worker_starts_waits_the_cap_not_an_overflow(tmp_path):
+    """Found in audit: the wait was 10 s * 2 ** (n - 2), and past about 1026 failed starts (a week at the cap) the
+    product raised OverflowError at every watchdog look."""
+    root = tmp_path / "compute"
+    root.mkdir()
+    (root / "products").write_text("a file where the worker makes its directory: it dies at its start")
+    clock = _MovingClock()
+    sup = ComputeSupervisor(root, True, lambda name, **args: None, _Faults(), clock,
+                            dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+    try:
+        sup.start()
+        sup.failed_starts = 1100
+        sup.proc.wait(60)
+        sup._watchdog()  # noqa: SLF001 - the supervisor's tick
+        assert sup.failed_starts == 1101 and sup._start_at_s == clock.t + 600.0  # noqa: SLF001
+    finally:
+        sup.close()
+
+
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-012")
 def test_a_worker_that_dies_before_its_hello_is_started_again_later_and_later_and_commands_say_so(tmp_path):
     """Found in audit: a worker that could not start (its model store's manifest corrupt) was started again at
     every watchdog look, for good, a traceback in its log each time. The first failed start is tried again at

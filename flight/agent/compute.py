@@ -469,7 +469,10 @@ class ComputeSupervisor(Component):
             if starting:
                 self.failed_starts += 1
             if self.failed_starts >= 2:  # the first failed start is tried again at once, then later and later
-                self._start_at_s = now + min(START_BACKOFF_S * 2 ** (self.failed_starts - 2), START_BACKOFF_MAX_S)
+                # the doubling stops with the cap (found in audit: past ~1026 failed starts, about a week, the float
+                # product of 2 ** n raised OverflowError at every look)
+                doublings = min(self.failed_starts - 2, math.ceil(math.log2(START_BACKOFF_MAX_S / START_BACKOFF_S)))
+                self._start_at_s = now + min(START_BACKOFF_S * 2.0 ** doublings, START_BACKOFF_MAX_S)
                 self._waiting = None
                 return
             self.start()
