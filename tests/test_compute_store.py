@@ -1,8 +1,10 @@
 """The model store: checked on every load, refused with the hashes, golden copy as the way back."""
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import stat
 
 import numpy as np
@@ -23,6 +25,7 @@ from flight.compute.store import (  # noqa: E402
     Provenance,
     external_data,
 )
+import flight.compute.store as store_module  # noqa: E402
 from flight.storage import read_checked_json  # noqa: E402
 
 
@@ -302,6 +305,46 @@ def test_files_an_install_cut_short_left_are_removed_at_the_next_start(tmp_path)
     (models / "tiny@9.onnx").write_bytes(b"left over")
     flip_byte(models / "manifest.json", 30)
     assert store.remove_unreferenced() == [] and (models / "tiny@9.onnx").exists()
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.req("MDL-004", "MDL-006")
+@pytest.mark.parametrize("fails", ["manifest", "reference", "golden manifest"])
+def test_an_install_refused_by_the_disk_leaves_none_of_its_files_behind(tmp_path, monkeypatch, fails):
+    """Found in audit: a refused install (a full disk, the usual cause, as its manifest or reference set was
+    written) left the files it had written until the worker's next start: the room the next try needed was
+    taken by the try that failed. The disk's refusal is injected where the store writes (a full filesystem
+    needs a mount), or made by a directory where a file is to go (a rename over it fails)."""
+    models = tmp_path / "models"
+    store = ModelStore(models)
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("op", True), reference=b"ref 2")
+
+    def files():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    before = files()
+    if fails == "manifest":
+        monkeypatch.setattr(store_module, "write_checked_json", _disk_full)
+    elif fails == "reference":
+        (models / "tiny@3.ref.npz" / "held").mkdir(parents=True)
+    else:  # the working copy committed, then the golden copy's manifest refused: the working one is put back
+        real = store_module.write_checked_json
+        monkeypatch.setattr(store_module, "write_checked_json",
+                            lambda path, body: _disk_full() if "golden" in str(path) else real(path, body))
+    with pytest.raises(OSError):
+        store.activate("tiny", "3", V3, Provenance("op", True), reference=b"ref 3", golden=fails == "golden manifest")
+    monkeypatch.undo()
+    assert files() == before  # no tiny@3.onnx, tiny@3.ref.npz, golden/tiny@3.onnx left
+    if fails == "reference":
+        shutil.rmtree(models / "tiny@3.ref.npz")
+    state = store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("2", "1") and store.verify_all() == []
+    store.activate("tiny", "3", V3, Provenance("op", True), reference=b"ref 3")  # and the next try goes in
+    assert store.load("tiny").bytes == V3
 
 
 def test_manifest_corruption_is_detected(tmp_path):

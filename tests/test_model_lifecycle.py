@@ -172,6 +172,45 @@ def test_the_reference_check_runs_the_model_and_refuses_one_off_its_expected_out
     assert bench.install("2", sha256_hex(V2)).ok
 
 
+@pytest.mark.req("MDL-003", "MDL-004")
+@pytest.mark.parametrize("spoil, says", [("opset", "Opset 99 is"),
+                                         ("ir_version", "Unsupported model IR version: 99"),
+                                         ("operator", "NoSuchOp")])
+def test_a_model_onnxruntime_will_not_open_is_refused_saying_why(bench, tmp_path, spoil, says):
+    """Found in audit: onnxruntime's refusal of a model of a newer opset or IR version reached the operator cut to
+    fit the event and the reply, after the providers not in the build and a C++ function signature: "no execution
+    provider could open the model: TensorrtExecutionProvider: not in this onnxruntime build...", never what was
+    wrong. Signed (its reference check opens it) or not (the store opens it to describe it): said, nothing kept."""
+    import onnx
+
+    installed(bench, V1, "1")
+    model = onnx.load_from_string(V2)
+    if spoil == "opset":
+        model.opset_import[0].version = 99
+    elif spoil == "ir_version":
+        model.ir_version = 99
+    else:
+        model.graph.node[1].op_type = "NoSuchOp"
+    data = model.SerializeToString()
+    manifest = stage_by_hand(bench.staging, "tiny", "2", data, V2)
+    reply = bench.install("2", manifest.sha256)
+    assert not reply.ok and says in reply.reason and "onnxruntime will not open it" in reply.reason
+    [event] = bench.events("MODEL_REFERENCE_FAILED")
+    assert says in event.args["reason"]
+    assert bench.worker.store.state("tiny").active.version == "1"
+    assert sorted(p.name for p in bench.worker.store.root.glob("tiny@2*")) == []
+    unsigned = WorkerBench(tmp_path / "unsigned", allow_unsigned=True)
+    try:
+        unsigned.staging.mkdir(parents=True, exist_ok=True)
+        (unsigned.staging / "tiny.onnx").write_bytes(data)
+        refused = unsigned.install("2", sha256_hex(data))
+        assert not refused.ok and says in refused.reason
+        [event] = unsigned.events("MODEL_REFUSED")
+        assert says in event.args["reason"] and "onnxruntime cannot load this model" in event.args["reason"]
+    finally:
+        unsigned.close()
+
+
 @pytest.mark.req("MDL-004")
 def test_model_rollback_swaps_active_and_fallback_and_fails_cleanly_without_one(bench):
     installed(bench, V1, "1")
@@ -475,6 +514,32 @@ def test_a_version_replaced_while_on_probation_gives_way_to_the_proven_fallback(
     assert (state.active.version, state.fallback.version) == ("3", "1")
     files = sorted(p.name for p in bench.worker.store.root.iterdir() if p.name.startswith("tiny@"))
     assert files == ["tiny@1.onnx", "tiny@1.ref.npz", "tiny@3.onnx", "tiny@3.ref.npz"]
+
+
+@pytest.mark.req("MDL-005", "MDL-004", "MDL-006")
+def test_a_version_installed_after_a_commanded_rollback_keeps_the_version_that_ran_as_its_fallback(bench):
+    """Found in audit: a commanded rollback puts the version it restores on probation, and the next install took
+    that for a version that never ran: the version rolled back from (which never ran) became the fallback and
+    the one that ran was deleted; the new version failing its first job, the worker restored the one the operator
+    had rolled back from, off probation. What ran is kept in the manifest, through a restart."""
+    installed(bench, V1, "1")
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(1, "day").state.value == "DONE"  # version 1 ran: off probation
+    installed(bench, V2, "2")
+    assert bench.rollback().ok  # the operator wants version 1 back before version 2 ever ran
+    assert bench.rollback().ok and bench.rollback().ok  # twice more: back and forth, nothing lost
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version, state.probation) == ("1", "2", True)
+    bench.restart()
+    installed(bench, NAN_MODEL, "3")  # the fix, which gives NaN on the night's tiles
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("3", "1")
+    assert sorted(p.name for p in bench.worker.store.root.glob("tiny@*.onnx")) == ["tiny@1.onnx", "tiny@3.onnx"]
+    bench.data_set("night", -RNG_TILES)
+    assert bench.infer(2, "night").state.value == "DONE"
+    rolled = bench.events("MODEL_ROLLED_BACK")[-1].args
+    assert (rolled["automatic"], rolled["from_version"], rolled["to_version"]) == (True, "3", "1")
+    assert str(np.load(bench.root / "products" / "job00002-night.npz")["model_version"]) == "1"
 
 
 @pytest.mark.req("MDL-002")

@@ -28,6 +28,7 @@ from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import SAA_PASS_GAP_S, SAA_RETRY_S, TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
 from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
+from flight.files.filestore import check_name
 from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.link.dictionary import FailureCode
 from flight.storage import read_checked_json, write_checked_json
@@ -216,6 +217,41 @@ def test_bad_incoming_files_are_set_aside_said_and_counted_and_the_good_one_afte
     kept = sorted(p.name for p in (bench.root / "incoming" / "rejected").iterdir())
     assert len(kept) == KEEP_REJECTED_FILES and "old-capture.npy" in kept  # found in review: deleted at once
     assert f"late-{KEEP_REJECTED_FILES + 3:02d}.npy" in kept and "late-00.npy" not in kept
+
+
+@pytest.mark.req("CMP-015")
+def test_incoming_files_the_file_rules_refuse_the_names_of_are_screened_into_names_they_take(bench):
+    """Found in audit: a file the camera named with a space, a colon, a newline or an escape gave products (and a
+    file in done/) whose names the file rules refuse: never sent down, never deleted by FILE_DELETE nor cleaned,
+    for good; and one whose name is not UTF-8 failed the continuous job itself (its INCOMING_REJECTED could not be
+    encoded), the file left first in line for the next job."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    incoming = os.fsencode(bench.root / "incoming")
+    nan = TILES[:4].copy()
+    nan[1, 0, 0, 0] = np.nan
+    names = [b"scene 01.npy", b"2026-11-16T12:00:00Z.npy", b"a\nb.npy", b"\x1b[2Jx.npy", b"-rf.npy", b"\xffcam.npy",
+             b"z" * 200 + b".npy", b"scene_01.npy"]
+    for k, name in enumerate([*names, b"\xfe night.npy"]):
+        with open(os.path.join(incoming, b"." + name), "wb") as f:
+            f.write(npy(nan if name == b"\xfe night.npy" else TILES[4 * k:4 * k + 4]))
+        os.rename(os.path.join(incoming, b"." + name), os.path.join(incoming, name))
+    run_until(bench, lambda: not [n for n in os.listdir(incoming) if n.endswith(b".npy")])
+
+    assert bench.worker.jobs[1].state.value == "RUNNING" and bench.worker.jobs[1].progress == 4 * len(names)
+    kept = {top: os.listdir(os.fsencode(bench.root / top))
+            for top in ("products", "incoming/done", "incoming/rejected")}
+    for top, files in kept.items():  # each one a name FILE_DOWNLINK, FILE_DELETE and the clean-up can reach
+        for name in files:
+            check_name(f"{top}/{os.fsdecode(name)}", None)
+    assert len(kept["products"]) == 2 * len(names) and len(kept["incoming/done"]) == len(names)
+    sources = {json.loads((bench.root / "products" / os.fsdecode(p)).read_text())["source"]
+               for p in kept["products"] if p.endswith(b".json")}
+    assert sources == {os.fsdecode(n) for n in names}  # each product says which file it screened
+    assert b"job00001-scene_01.npz" in kept["products"]  # a name the rules take is kept as it is
+    [said] = bench.events("INCOMING_REJECTED")
+    assert said.args["name"] == "\\udcfe night.npy" and len(kept["incoming/rejected"]) == 1
 
 
 def _npz_bytes() -> bytes:
@@ -973,7 +1009,8 @@ def test_upsets_drawn_from_a_huge_rate_are_bounded_per_step_and_fail_the_run():
     few, none_past = drawn_faults(lambda rel_s: 1e-3, 50, 10.0, random.Random(1))
     assert none_past == 0 and 0 < len(few) < 50 * MAX_DRAWN_FAULTS_PER_STEP
     assert {f.kind for f in faults} == {"reboot", "seu_weights"}
-    run = dataclasses.replace(constructed_run(False), faults=[{"at_s": 10.0, "kind": "seu_weights", "duration_s": 0.0}])
+    run = dataclasses.replace(constructed_run(False), faults=[{"at_s": 10.0, "kind": "seu_weights", "duration_s": 0.0,
+                                                               "drawn": True}])  # drawn, hit nothing: N/A
     (handled,) = [c for c in evaluate(run) if c.name == "faults_handled"]
     assert handled.passed
     (handled,) = [c for c in evaluate(dataclasses.replace(run, faults_not_drawn=7)) if c.name == "faults_handled"]

@@ -52,6 +52,7 @@ claims ``scrubbed`` protection only for sessions on the CPU provider.
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -96,6 +97,14 @@ class SessionError(RuntimeError):
     def __init__(self, reasons: list[str]):
         self.reasons = reasons
         super().__init__("no execution provider could open the model: " + "; ".join(reasons))
+
+    @property
+    def model_reason(self) -> str:
+        """What is wrong with the model itself: the CPU's refusal (tried last, in every build), without the
+        providers before it (found in audit: a reason cut to fit an event kept only that TensorRT and CUDA were
+        not in the build, never the opset onnxruntime refused); every reason where the CPU gave none."""
+        prefix = f"{CPU}: session creation failed: "
+        return next((r[len(prefix):] for r in reversed(self.reasons) if r.startswith(prefix)), "; ".join(self.reasons))
 
 
 class OpenedSession(NamedTuple):
@@ -416,7 +425,33 @@ def open_session(
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+    return ort_message(exc)[:300]
+
+
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"(?<!\S)\S+\.(?:h|hpp|cc|cpp|cu):\d+ ")
+_CPP_NAME = re.compile(r"[\w:<>,*&~\s]*::[\w:<>,*&~\s]*")
+
+
+def ort_message(exc: BaseException) -> str:
+    """onnxruntime's error on one line, without what it puts before the message: its status code (the
+    exception's type says it) and the C++ source line and function signature it came from, two hundred
+    characters and more (found in audit: a reason cut to fit an event or a reply kept the signature and lost
+    the message, the opset or IR version a model was refused for)."""
+    text = _ORT_STATUS.sub("", " ".join(str(exc).split()))
+    where = _ORT_SOURCE.search(text)
+    if where is None:
+        return text
+    rest, depth = text[where.end():], 0
+    opened = rest.find("(")
+    if opened <= 0 or not _CPP_NAME.fullmatch(rest[:opened]):
+        return text
+    for i in range(opened, len(rest)):
+        depth += {"(": 1, ")": -1}.get(rest[i], 0)
+        if depth == 0:
+            message = re.sub(r"^(?: const)? ?", "", rest[i + 1:])
+            return text[:where.start()] + message if message else text
+    return text
 
 
 def _notes(caught: list[warnings.WarningMessage]) -> str:

@@ -28,12 +28,13 @@ as the fallback, both checked by SHA-256 whenever they are read, and puts the ne
 probation until the worker has seen it run a job (:meth:`ModelStore.end_probation`).
 :meth:`ModelStore.rollback` swaps the two. The manifest is written last, atomically, so a
 power cut leaves the old state or the new one; files no version refers to any more are
-deleted only after it, and those a power cut left behind at the next start
-(:meth:`ModelStore.remove_unreferenced`). A golden install whose golden copy cannot be written
-puts the working manifest back, and one of a version the golden copy holds with other bytes is
-refused before anything is written: a refused install changes nothing. A golden install is two
-manifests: a power cut between them leaves the new version active and the golden copy as it was,
-and the same install sent again writes the golden copy.
+deleted only after it, those a power cut left behind at the next start
+(:meth:`ModelStore.remove_unreferenced`), and those of a write the disk refused at once. A
+golden install whose golden copy cannot be written puts the working manifest back, and one of a
+version the golden copy holds with other bytes is refused before anything is written: a refused
+install changes nothing. A golden install is two manifests: a power cut between them leaves the
+new version active and the golden copy as it was, and the same install sent again writes the
+golden copy.
 
 Use the verified bytes, not the path: ``open_session(loaded.bytes)`` runs exactly what
 was checked, while reopening ``loaded.path`` would read the flash again, after the check.
@@ -273,11 +274,19 @@ class _Life:
     probation: bool = False
     provenance: dict[str, Provenance] = field(default_factory=dict)  # by version: the active's, the fallback's
     last_rollback: dict[str, Any] | None = None
+    # The kept versions known to have run a job, besides the active one off probation (which has, or came as the
+    # shipped or golden model): a commanded rollback puts a version that ran back on probation (:meth:`ran`).
+    proven: tuple[str, ...] = ()
+
+    def ran(self, active: ModelEntry | None) -> set[str]:
+        """The versions kept (``active``, the fallback) that have run a job: not on probation, or known to."""
+        kept = {e.version for e in (active, self.fallback) if e is not None}
+        return ({active.version} if active is not None and not self.probation else set()) | (set(self.proven) & kept)
 
     def to_json(self) -> dict[str, Any]:
         return {"fallback": self.fallback.to_json() if self.fallback else None, "probation": self.probation,
                 "provenance": {v: p.to_json() for v, p in sorted(self.provenance.items())},
-                "last_rollback": self.last_rollback}
+                "last_rollback": self.last_rollback, "proven": sorted(self.proven)}
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> _Life:
@@ -285,8 +294,14 @@ class _Life:
         last = body.get("last_rollback")
         if last is not None and not isinstance(last, dict):
             raise ValueError("last_rollback must be a map")
+        proven = body.get("proven")
+        if proven is None:  # a manifest from before it was kept: the fallback was taken to be a version that ran
+            proven = [fallback.version] if fallback is not None else []
+        if not isinstance(proven, list) or not all(isinstance(v, str) for v in proven):
+            raise ValueError("proven must be a list of versions")
         return cls(fallback, bool(body.get("probation", False)),
-                   {str(v): Provenance.from_json(p) for v, p in body.get("provenance", {}).items()}, last)
+                   {str(v): Provenance.from_json(p) for v, p in body.get("provenance", {}).items()}, last,
+                   tuple(sorted(proven)))
 
 
 @dataclass(frozen=True)
@@ -392,16 +407,21 @@ class ModelStore:
                                    "model another version" + (" (or MODEL_ROLLBACK to it)" if what == "fallback"
                                                               else ""))
         prov, files = self._new_files(entry, data, provenance, reference)
-        # The fallback is a version that ran: one replaced while still on probation (never proven) gives way to its
-        # own fallback (found in audit: it became the fallback, the proven version was deleted, and an automatic
-        # rollback then restored the unproven one, off probation)
-        fallback = old.fallback if old.probation and old.fallback is not None else previous
+        # The fallback is a version that ran: one replaced that never ran a job gives way to its own fallback
+        # where that one did (found in audit: it became the fallback, the proven version was deleted, and an
+        # automatic rollback then restored the unproven one, off probation); so too after a commanded rollback
+        # (found in audit: the version restored, on probation though it had run, gave way to the one rolled back
+        # from, which never ran, and was deleted). Neither ran: the older one, as before.
+        ran = old.ran(previous)
+        fallback = old.fallback if previous is not None and previous.version not in ran \
+            and old.fallback is not None else previous
         kept = {version: prov}
         if fallback is not None:
             kept[fallback.version] = old.provenance.get(fallback.version, UNKNOWN_PROVENANCE)
         before = (dict(models), dict(life))
         models[name] = entry
-        life[name] = _Life(fallback, True, kept, old.last_rollback)
+        life[name] = _Life(fallback, True, kept, old.last_rollback,
+                           (fallback.version,) if fallback is not None and fallback.version in ran else ())
         dropped = self._commit(models, life, files, delete=golden_manifest is None)
         if golden_manifest is not None:
             self._golden_or_undo(golden_manifest, entry, data, *before)
@@ -427,7 +447,10 @@ class ModelStore:
         record = {"from": active.version, "to": current.fallback.version, "reason": reason[:200],
                   "automatic": automatic, "unix_s": now_unix_s}
         models[name] = current.fallback
-        life[name] = _Life(active, not automatic, current.provenance, record)
+        # What ran is kept through the swap: a commanded rollback puts the version it restores on probation, as
+        # any newly active one, and that says nothing of whether either version ran (an automatic one restores a
+        # version that ran: off probation)
+        life[name] = _Life(active, not automatic, current.provenance, record, tuple(sorted(current.ran(active))))
         self._commit(models, life, {})
         return self.state(name)
 
@@ -475,20 +498,26 @@ class ModelStore:
         directory = self.root
         before = previous if previous is not None else (
             _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set())
-        for file_name, (data, sha) in files.items():
-            path = directory / file_name
-            write_atomic(path, data)
-            written = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
-            if written != sha:
-                raise ModelIntegrityError(file_name.split("@")[0], Copy.WORKING, Problem.HASH_MISMATCH, path, sha,
-                                          written, "on read-back after writing")
-            path.chmod(0o644)
-        body: dict[str, Any] = {"schema": MANIFEST_SCHEMA,
-                                "models": {k: e.to_json() for k, e in sorted(models.items())}}
-        lifecycle = {k: v.to_json() for k, v in sorted(life.items()) if k in models and v != _Life()}
-        if lifecycle:
-            body["lifecycle"] = lifecycle
-        write_checked_json(directory / MANIFEST, body)
+        written: list[str] = []
+        try:
+            for file_name, (data, sha) in files.items():
+                path = directory / file_name
+                written.append(file_name)
+                write_atomic(path, data)
+                written_sha = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
+                if written_sha != sha:
+                    raise ModelIntegrityError(file_name.split("@")[0], Copy.WORKING, Problem.HASH_MISMATCH, path, sha,
+                                              written_sha, "on read-back after writing")
+                path.chmod(0o644)
+            body: dict[str, Any] = {"schema": MANIFEST_SCHEMA,
+                                    "models": {k: e.to_json() for k, e in sorted(models.items())}}
+            lifecycle = {k: v.to_json() for k, v in sorted(life.items()) if k in models and v != _Life()}
+            if lifecycle:
+                body["lifecycle"] = lifecycle
+            write_checked_json(directory / MANIFEST, body)
+        except BaseException:
+            self._drop_unnamed(Copy.WORKING, written)
+            raise
         (directory / MANIFEST).chmod(0o644)
         dropped = before - _referenced(models, life)
         if delete:
@@ -498,6 +527,26 @@ class ModelStore:
     def _delete(self, names: set[str]) -> None:
         for file_name in sorted(names):
             (self.root / file_name).unlink(missing_ok=True)
+
+    def _drop_unnamed(self, copy: Copy, names: list[str]) -> None:
+        """After a write of ``copy`` that failed (a full disk, a read-back that did not match): delete the files of
+        ``names`` it wrote that the copy's manifest, as it stands on disk, does not name, so that a refused install
+        leaves nothing behind (found in audit: its model and reference set stayed until the next start, and on a
+        full disk, the usual cause, took the room the next try needed). None where that manifest does not read:
+        :meth:`remove_unreferenced` keeps such files too, for its repair."""
+        directory = self._dir(copy)
+        try:
+            named = _referenced(*self._read(copy))
+        except (ModelIntegrityError, OSError):
+            return
+        for file_name in names:
+            path = directory / file_name
+            if file_name in named or path.is_symlink() or not path.is_file():
+                continue
+            try:
+                path.unlink()
+            except OSError:
+                pass  # left for remove_unreferenced at the next start
 
     def _golden_for(self, entry: ModelEntry) -> dict[str, ModelEntry]:
         """The golden manifest, for a golden install of ``entry``; :class:`InvalidModel` where the golden
@@ -601,17 +650,21 @@ class ModelStore:
     def _write_entry(self, copy: Copy, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes) -> None:
         directory = self._dir(copy)
         path = directory / entry.file
-        write_atomic(path, data)
-        written = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
-        if written != entry.sha256:
-            raise ModelIntegrityError(
-                entry.name, copy, Problem.HASH_MISMATCH, path, entry.sha256, written, "on read-back after writing"
-            )
-        previous = manifest.get(entry.name)
-        manifest = {**manifest, entry.name: entry}
-        manifest_path = directory / MANIFEST
-        models = {k: e.to_json() for k, e in sorted(manifest.items())}
-        write_checked_json(manifest_path, {"schema": MANIFEST_SCHEMA, "models": models})
+        try:
+            write_atomic(path, data)
+            written = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
+            if written != entry.sha256:
+                raise ModelIntegrityError(
+                    entry.name, copy, Problem.HASH_MISMATCH, path, entry.sha256, written, "on read-back after writing"
+                )
+            previous = manifest.get(entry.name)
+            manifest = {**manifest, entry.name: entry}
+            manifest_path = directory / MANIFEST
+            models = {k: e.to_json() for k, e in sorted(manifest.items())}
+            write_checked_json(manifest_path, {"schema": MANIFEST_SCHEMA, "models": models})
+        except BaseException:
+            self._drop_unnamed(copy, [entry.file])
+            raise
         mode = GOLDEN_MODE if copy is Copy.GOLDEN else 0o644
         path.chmod(mode)
         manifest_path.chmod(mode)
@@ -823,12 +876,14 @@ def describe_model(data: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpe
                            "its SHA-256 and signature would not cover it, and it would be read from wherever the "
                            "worker runs; embed the weights in the model")
 
+    from flight.compute.providers import ort_message  # as onnxruntime: its message without its C++ signature
+
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; the exception below says what failed
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
-        raise InvalidModel(f"onnxruntime cannot load this model: {type(exc).__name__}: {exc}") from None
+        raise InvalidModel(f"onnxruntime cannot load this model: {type(exc).__name__}: {ort_message(exc)}") from None
 
     def spec(arg: Any) -> TensorSpec:
         return TensorSpec(arg.name, tuple(arg.shape), arg.type)

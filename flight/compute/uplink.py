@@ -39,7 +39,7 @@ from flight.compute.package import (
     run_outputs,
     sha256_hex,
 )
-from flight.compute.providers import open_session
+from flight.compute.providers import SessionError, open_session, ort_message
 from flight.compute.store import ModelIntegrityError, ModelNotFound, ModelStore, Provenance, VersionNotFound
 from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
@@ -180,10 +180,17 @@ class UplinkChecks:
         ``opener`` (the worker's, which answers its watchdog while TensorRT builds) or else here."""
         try:
             session = (opener or (lambda d: open_session(d, threads=threads)))(data).session
+        except SessionError as exc:  # even the CPU refused it: its words say what is wrong (an opset, an operator)
+            return ReferenceResult(float("inf"), "", f"onnxruntime will not open it: {exc.model_reason[:150]}",
+                                   tolerance)
+        except Exception as exc:  # noqa: BLE001 - the worker's own refusals (an open that never ended)
+            return ReferenceResult(float("inf"), "", f"it could not be opened: {type(exc).__name__}: "
+                                   f"{ort_message(exc)[:150]}", tolerance)
+        try:
             actual = run_outputs(session, reference.x, list(reference.outputs), batch)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors: the model fails its check
             return ReferenceResult(float("inf"), "", f"the model does not run on its reference inputs: "
-                                   f"{type(exc).__name__}: {str(exc)[:120]}", tolerance)
+                                   f"{type(exc).__name__}: {ort_message(exc)[:120]}", tolerance)
         return compare_outputs(actual, reference.outputs, tolerance)
 
 

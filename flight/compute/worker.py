@@ -146,7 +146,7 @@ from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.cloud import DN_PER_REFLECTANCE, dn_to_tiles
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
-from flight.files.filestore import NameRefused, resolve
+from flight.files.filestore import NameRefused, check_name, resolve
 from flight.lifetime import die_with_parent
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind, Protection
 from flight.link.dictionary import FailureCode
@@ -155,6 +155,7 @@ from flight.storage import (
     CorruptFile,
     DirectoryBusy,
     DirectoryLock,
+    printable,
     quarantine,
     read_checked_json,
     remove_interrupted_writes,
@@ -778,7 +779,10 @@ class Worker:
         return plan
 
     def event(self, event: str, /, **args: Any) -> None:
-        self._send(cp.WorkerEvent(event, {k: self._relative(v) if isinstance(v, str) else v for k, v in args.items()}))
+        """Said to the agent; text printable (a file name the camera gave, a line of onnxruntime's, escaped: found
+        in audit, a name not UTF-8 could not be encoded, and the continuous job that named it failed)."""
+        self._send(cp.WorkerEvent(event, {k: printable(self._relative(v)) if isinstance(v, str) else v
+                                          for k, v in args.items()}))
 
     def _reply(self, req_id: int, ok: bool, reason: str = "", code: FailureCode = FailureCode.NONE,
                **result: Any) -> None:
@@ -1807,12 +1811,13 @@ class Worker:
         try:
             rejected = self._dir("incoming/rejected")
             rejected.mkdir(exist_ok=True)
-            os.replace(path, rejected / path.name)
+            kept_as = _plain_name(path.name)  # one the file rules take: FILE_DOWNLINK and FILE_DELETE reach it
+            os.replace(path, rejected / kept_as)
             # When it was rejected, strictly after the last (a kernel's file clock may tick coarsely, and
             # ties would be broken by directory order): the newest kept are the last rejected.
-            newest = max((p.stat().st_mtime_ns for p in rejected.iterdir() if p.name != path.name), default=0)
+            newest = max((p.stat().st_mtime_ns for p in rejected.iterdir() if p.name != kept_as), default=0)
             at = max(time.time_ns(), newest + 1)  # after any kept, whatever the clock did across a restart
-            os.utime(rejected / path.name, ns=(at, at))
+            os.utime(rejected / kept_as, ns=(at, at))
             kept = sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
             for old in kept[KEEP_REJECTED_FILES:]:
                 old.unlink()
@@ -1942,8 +1947,9 @@ class Worker:
             done = self._dir("incoming/done")
             done.mkdir(exist_ok=True)
             # Under its own name, an earlier input of that name replaced: the agent's clean-up of uplinked inputs
-            # (flight/agent/files.py) knows it by that name (a review: under a name of its own it was never cleaned)
-            os.replace(path, done / path.name)
+            # (flight/agent/files.py) knows it by that name (a review: under a name of its own it was never cleaned);
+            # one the file rules refuse (a camera's), under a name they take, which FILE_DELETE can reach
+            os.replace(path, done / _plain_name(path.name))
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -2378,8 +2384,9 @@ class Worker:
             except (OSError, ValueError, AttributeError):
                 return ""
 
-        stem = _free_name(product_of, lambda suffix: _product_stem(job.job_id, Path(source).stem, suffix),
-                          source_sha256) if source_sha256 else _product_stem(job.job_id, Path(source).stem)
+        plain = Path(_plain_name(source)).stem  # a name the file rules take, as the product's must be
+        stem = _free_name(product_of, lambda suffix: _product_stem(job.job_id, plain, suffix),
+                          source_sha256) if source_sha256 else _product_stem(job.job_id, plain)
         header = self._provenance(job.model, model)
         checks = checks if checks is not None else self._product_checks(model)
         receipt = checks.receipt()
@@ -2660,6 +2667,28 @@ def _product_stem(job_id: int, source: str, suffix: str = "") -> str:
     if len(source) <= room:
         return prefix + source + suffix
     return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}{suffix}"
+
+
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def _plain_name(name: str) -> str:
+    """``name`` where the file rules take it (:func:`flight.files.filestore.check_name`: letters, digits and
+    _ . + -, beginning with a letter or a digit, at most 128 characters), else a name they take made from it:
+    each character they refuse made ``_``, ``x`` before one that does not begin so, cut to fit, and 8 hex
+    digits of the SHA-256 of the name as it was, so that two names made alike stay apart.
+    Why: an incoming file the camera named with a space, a colon, a newline or bytes not UTF-8 gave products
+    (and a file in done/) that could never be sent down, deleted or cleaned (found in audit)."""
+    if "/" not in name:
+        try:
+            return check_name(name, None)
+        except NameRefused:
+            pass
+    stem, suffix = os.path.splitext(name)
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem, suffix = _NOT_PLAIN.sub("_", stem), _NOT_PLAIN.sub("_", suffix)[:16]
+    stem = stem if re.match(r"[A-Za-z0-9]", stem) else "x" + stem
+    return f"{stem[:PRODUCT_NAME_CHARS - len(suffix) - 9]}-{digest}{suffix}"
 
 
 def _open_set(path: Path, name: str) -> Any:
