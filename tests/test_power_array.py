@@ -168,6 +168,31 @@ def test_planning_on_the_forecast_keeps_the_floor_where_planning_on_eclipses_bre
 
 
 @pytest.mark.req("AGT-060")
+def test_a_full_battery_teaches_the_solar_model_nothing(tmp_path):
+    """Found in audit: with the battery full the charger takes no more, and an EPS that measures what the arrays
+    deliver reads the loads (here 20 W of a 114 W peak model): taken as the arrays' power, the model's scale fell,
+    and the plan with it, for the next orbit's eclipse."""
+    from tests.inproc import InProcessAgent
+    from tests.samples import ISS_TLE
+
+    array = ArrayModel((Panel((1.0, 0.0, 0.0), 0.3),), 0.28, "sun_tracking")
+    scales = {}
+    for soc_pct in (99.8, 90.0):
+        rig = InProcessAgent(tmp_path / f"soc{soc_pct}", start=False, tle=ISS_TLE, array=array)
+        try:
+            rig.eps.reading = rig.eps.reading.__class__(soc_pct=soc_pct, bus_voltage_v=8.4, solar_power_w=20.0)
+            rig.start()
+            rig.advance(30.0)
+            lit = rig.hk()["in_eclipse"] is False
+            scales[soc_pct] = rig.agent.controller.calibration.scale
+        finally:
+            rig.close()
+    assert lit, "the case needs sunlight"
+    assert scales[99.8] == pytest.approx(1.0)  # full: untouched
+    assert scales[90.0] < 0.5  # the same reading below full is taken (the control: the test can see the rule)
+
+
+@pytest.mark.req("AGT-060")
 def test_the_agent_reports_its_forecast_and_plans_on_it(tmp_path):
     """In process: an agent with an [array] configuration predicts its input, calibrates the
     model against the (scripted) measured power and says in its reason that it plans on the

@@ -35,7 +35,7 @@ from flight.orbit import (TLE_VALID_BEFORE_EPOCH_S, Orbit, OrbitPrediction, Prop
                           tle_current)
 from flight.orbit.saa import SaaDrift
 from flight.power.array import ArrayModel, SolarCalibration, SolarForecast, forecast_solar
-from flight.power.load import GaugeLoadLearner
+from flight.power.load import FULL_PCT, GaugeLoadLearner
 from flight.power.planner import DEFAULT_TIME_LIMIT_S, Plan
 from flight.power.policy import Battery, ModePower, PowerDecision
 from flight.thermal.governor import Action
@@ -538,7 +538,10 @@ class Controller(Component):
         if now is None:
             return None
         raw_now, at_edge = now
-        if eps.solar_power_w is not None and not at_edge:
+        # Not while the battery is full: the charger then takes no more, and an EPS that measures what the arrays
+        # deliver reads the loads, not what they could give (found in audit: such readings would pull the scale down)
+        full = eps.soc_pct is not None and eps.soc_pct >= FULL_PCT
+        if eps.solar_power_w is not None and not at_edge and not full:
             self.calibration = self.calibration.update(raw_now, eps.solar_power_w, array.peak_w)
         scale = self.calibration.scale
         self.solar_predicted_w = raw_now * scale
