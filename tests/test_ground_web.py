@@ -867,15 +867,19 @@ def test_an_event_pushed_while_the_events_answer_is_on_its_way_is_shown_once(ipc
         agent.close()
 
 
+def _two_spacecraft(short_dir, users_file) -> ServerConfig:
+    """A server of two spacecraft, sat-a and sat-b, with no archive."""
+    return ServerConfig(spacecraft=(SpacecraftConfig("sat-a", f"zmq+ipc://{short_dir}/a"),
+                                    SpacecraftConfig("sat-b", f"zmq+ipc://{short_dir}/b")),
+                        port=0, archive=None, users=users_file)
+
+
 @pytest.mark.req("GND-020", "GND-024")
 def test_what_is_pushed_while_a_spacecrafts_snapshot_is_on_its_way_is_kept(short_dir, make_ground, pages, users_file):
     """Found in audit: switching spacecraft, the page replaced that spacecraft's events, alarms and commands with
     /api/state's; an event, an alarm or a command pushed after that snapshot was read and drawn before it came was
     wiped (an alarm that stayed active, for good). The answer is held until all three are drawn."""
-    config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", f"zmq+ipc://{short_dir}/a"),
-                                      SpacecraftConfig("sat-b", f"zmq+ipc://{short_dir}/b")),
-                          port=0, archive=None, users=users_file)
-    server = make_ground(config, connect_timeout_s=0)
+    server = make_ground(_two_spacecraft(short_dir, users_file), connect_timeout_s=0)
     link = server.links["sat-b"]
     token = _token(server, "bob")
     page = pages(server, "alice")
@@ -916,10 +920,7 @@ def test_a_state_answer_older_than_a_hello_that_came_meanwhile_is_not_applied(sh
     """Found in review: the socket dropped and came back while a spacecraft's /api/state was on its way; the
     answer, read before the new hello, was applied over it, and an event made while the socket was down (in the
     hello, never pushed to the page) was wiped."""
-    config = ServerConfig(spacecraft=(SpacecraftConfig("sat-a", f"zmq+ipc://{short_dir}/a"),
-                                      SpacecraftConfig("sat-b", f"zmq+ipc://{short_dir}/b")),
-                          port=0, archive=None, users=users_file)
-    server = make_ground(config, connect_timeout_s=0)
+    server = make_ground(_two_spacecraft(short_dir, users_file), connect_timeout_s=0)
     link = server.links["sat-b"]
     page = pages(server, "alice")
     held_state: list = []

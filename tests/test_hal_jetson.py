@@ -522,19 +522,9 @@ def test_a_conf_that_cannot_be_used_makes_power_modes_unavailable_not_a_refusal(
     assert board.hal.read().temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)  # the rest still works
 
 
-@pytest.mark.req("AGT-005", "AGT-008")
-def test_the_agent_runs_without_nvpmodel_conf_and_takes_the_modes_once_it_is_back(tmp_path):
-    """Found in audit: without /etc/nvpmodel.conf the agent refused to start (the Controller asked the board for
-    its modes), so systemd restarted it for ever and the board was silent for one file. It starts, says once
-    that power modes are unavailable (naming the conf), counts one fault, plans on the board profile's modes
-    (compute as the limits allow) with no mode in force known and none settable, tries again, and once the
-    conf is back takes the board's modes (POWER_MODES_RESTORED) and SET_POWER_MODE sets one."""
-    import shutil
+def _orin_nano_without_conf(tmp_path):
+    """A fake Orin Nano whose nvpmodel.conf is gone: (its tree, the conf's path, a board factory on a test clock)."""
     from dataclasses import replace
-
-    from flight.link.dictionary import FailureCode
-    from tests.fakeboard import FIXTURES
-    from tests.inproc import InProcessAgent
 
     fake = make_board(tmp_path, "orin_nano")
     conf = fake.root / "etc" / "nvpmodel.conf"
@@ -544,6 +534,23 @@ def test_the_agent_runs_without_nvpmodel_conf_and_takes_the_modes_once_it_is_bac
         return replace(open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))),
                        clock=clock)
 
+    return fake, conf, jetson
+
+
+@pytest.mark.req("AGT-005", "AGT-008")
+def test_the_agent_runs_without_nvpmodel_conf_and_takes_the_modes_once_it_is_back(tmp_path):
+    """Found in audit: without /etc/nvpmodel.conf the agent refused to start (the Controller asked the board for
+    its modes), so systemd restarted it for ever and the board was silent for one file. It starts, says once
+    that power modes are unavailable (naming the conf), counts one fault, plans on the board profile's modes
+    (compute as the limits allow) with no mode in force known and none settable, tries again, and once the
+    conf is back takes the board's modes (POWER_MODES_RESTORED) and SET_POWER_MODE sets one."""
+    import shutil
+
+    from flight.link.dictionary import FailureCode
+    from tests.fakeboard import FIXTURES
+    from tests.inproc import InProcessAgent
+
+    fake, conf, jetson = _orin_nano_without_conf(tmp_path)
     rig = InProcessAgent(tmp_path / "state", board=jetson, start=False, bench_supply=True)  # built: it starts
     try:
         faults, record = [], rig.agent.faults.record
@@ -592,18 +599,10 @@ def test_the_modes_of_a_conf_back_replace_the_profiles_in_the_plan(tmp_path, hk_
     refuse at each try (POWER_MODE_FAILED, a fault each time). Taken before a tick's decision, whoever asks the
     board first (found in review: with housekeeping rare, the tick's own query took them mid-tick, and that
     tick's decision over the profile's modes was applied over the board's: a mode index past them admitted)."""
-    from dataclasses import replace
 
     from tests.inproc import InProcessAgent
 
-    fake = make_board(tmp_path, "orin_nano")
-    conf = fake.root / "etc" / "nvpmodel.conf"
-    conf.unlink()
-
-    def jetson(clock):
-        return replace(open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))),
-                       clock=clock)
-
+    fake, conf, jetson = _orin_nano_without_conf(tmp_path)
     with InProcessAgent(tmp_path / "state", board=jetson, bench_supply=True,
                         parameters={"hk_period_s": hk_period_s}) as rig:
         controller, admitted = rig.agent.controller, []
