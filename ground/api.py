@@ -9,7 +9,7 @@
   server's queue (who sent it, approvals, the archive's history) instead of onto a link.
 
 Tokens: ``sunlit-ground login`` keeps one per server in :func:`ground.auth.default_token_path`
-(mode 600); ``SUNLIT_GROUND_TOKEN`` overrides it (automation).
+(mode 600); ``SUNLIT_GROUND_TOKEN`` overrides it (automation), and a refusal of its session says so.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ class ServerError(RuntimeError):
         self.code = code
 
 
+class CommandLost(ServerError):
+    """The connection to the server ended after it queued a command (``entry_id``) and before the command's
+    outcome came: it may have gone to the agent, or may still go (a dropped WebSocket, not a stopped server),
+    so its outcome is unknown (the CLI's exit 6), never "no server" (exit 2: found in audit, the operator sent
+    it again)."""
+
+    def __init__(self, message: str, entry_id: int):
+        super().__init__(message)
+        self.entry_id = entry_id
+
+
 def _base(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
@@ -60,6 +71,16 @@ def _base(url: str) -> str:
 
 
 # --- tokens ----------------------------------------------------------------------------------
+
+
+def _session_refused(message: str, status: int, token: str | None) -> str:
+    """The server's refusal of a session, with where the session came from when that is what an operator must
+    change: one from :data:`TOKEN_ENV` overrides the token file, so `sunlit-ground login` alone does not end
+    the refusal (found in audit: "log in first", a login, and the same refusal again)."""
+    if status == 401 and token and os.environ.get(TOKEN_ENV) == token:
+        return (f"{message} (the session is ${TOKEN_ENV}'s, which overrides `sunlit-ground login`: set it to a "
+                "new session's token, or unset it)")
+    return message
 
 
 def load_token(server: str, path: Path | None = None) -> str | None:
@@ -131,8 +152,8 @@ class ApiClient:
             except ValueError:
                 answer = {}
             message = answer.get("error") if isinstance(answer, dict) else None
-            raise ServerError(message or f"HTTP {exc.code} from {url}", exc.code,
-                              answer.get("code", "") if isinstance(answer, dict) else "") from None
+            raise ServerError(_session_refused(message or f"HTTP {exc.code} from {url}", exc.code, self.token),
+                              exc.code, answer.get("code", "") if isinstance(answer, dict) else "") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerError(f"cannot reach the ground server at {self.server}: {reason} "
@@ -212,7 +233,8 @@ class ServerLink(GroundLink):
                 message = ""
             os.close(self._rfd)
             os.close(self._wfd)
-            raise ServerError(message or f"WebSocket refused (HTTP {status})", status) from None
+            raise ServerError(_session_refused(message or f"WebSocket refused (HTTP {status})", status, api.token),
+                              status) from None
         except (OSError, WebSocketException, TimeoutError) as exc:
             os.close(self._rfd)
             os.close(self._wfd)
@@ -413,7 +435,8 @@ class ServerClient(GroundClient):
         queued for it, or, with ``withdraw_unapproved`` (a procedure, which has given up on it), is
         cancelled: never sent out of its sequence by a later approval. One the
         agent acknowledged whose outcome did not come (the queue's ``unknown``, or this wait
-        over) raises :class:`CommandOutcomeUnknown`; the server goes on following it."""
+        over) raises :class:`CommandOutcomeUnknown`; the server goes on following it. The connection lost once the
+        server took it raises :class:`CommandLost` (a :class:`ServerError`)."""
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
         command = self.dictionary.command(name)
@@ -497,7 +520,12 @@ class ServerClient(GroundClient):
                 raise CommandTimeout(f"{command.name}: no {wait} within {timeout_s} s; the server's queue has it "
                                      f"as {entry['state']} (entry {entry_id})", result)
             if self.server_link.closed_reason:
-                raise ServerError(f"the server's WebSocket closed: {self.server_link.closed_reason}")
+                result.gave_up = True
+                raise CommandLost(f"{command.name}: outcome unknown: the connection to the server ended after it "
+                                  f"took the command (queue entry {entry_id}, last seen {entry['state']}): "
+                                  f"{self.server_link.closed_reason}; it may have gone to the agent, or still go: "
+                                  "check `sunlit-ground queue` (or the archive's command history) before sending it "
+                                  "again", entry_id)
             self.poll(min(left, 0.1))
 
     def take_back(self, entry_id: int, entry: dict[str, Any]) -> dict[str, Any]:

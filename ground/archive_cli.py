@@ -8,7 +8,8 @@ seconds; an ISO time without a zone is UTC):
   ``--max-points N`` for a min/max-decimated overview);
 - ``export --csv OUT CHANNEL...``: channels side by side on packet time;
 - ``export --raw OUT``: the packets as received, one hex line each (``sunlit-flight packet decode --file``);
-- ``plot CHANNEL... --out FILE.png``;
+- ``plot CHANNEL... --out FILE.png``; each of these writes its file whole beside OUT and renames it into place,
+  never over an existing file (one made while it was written too) unless ``--force``: exit 2;
 - ``events [--severity S] [--limit N]``: events at or above a severity (name or number);
 - ``commands [--limit N]``: who queued, approved and sent what, when, and how it ended;
 - ``passes [--limit N]``: completeness per pass (``--from``/``--to`` on the pass's start, ground
@@ -33,16 +34,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sqlite3
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from flight.cli import quiet_stdout
-from ground.cli_args import count as _count, printable as _printable
+from ground.cli_args import count as _count, install_output, printable as _printable, temp_beside
 from ground.archive import (
     DEFAULT_PATH,
     DEFAULT_SPACECRAFT,
@@ -99,6 +102,28 @@ def _open(args: argparse.Namespace, spacecraft: bool = False) -> Archive:
     return archive
 
 
+def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any]) -> Any:
+    """What ``write`` returns, having written the output to a file of its own beside ``out`` and put it in place
+    whole: never over an existing file unless ``--force`` (found in audit: an export replaced the file it was
+    given, silently, a CSV kept by hand too), looked at first (before a long export) and again as it goes in."""
+    final = Path(out)
+    if final.is_dir():  # named as such, not as the temporary file
+        raise ArchiveError(f"{final}: a folder; give the name of the file to write")
+    if os.path.lexists(final) and not args.force:
+        raise ArchiveError(f"{final} exists: give another name, or --force to write over it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(final)
+    try:  # Ctrl-C, a full disk, a damaged chunk: the temporary file goes, nothing is left under the name
+        result = write(tmp)
+        install_output(tmp, final, replace=args.force)
+    except FileExistsError:
+        raise ArchiveError(f"{final} exists (made while this was written): not written over; give another name, "
+                           "or --force") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
 def _unit(archive: Archive, name: str) -> str:
     ch = archive.dictionary.channel_by_name.get(name)
     return ch.unit if ch is not None else ""
@@ -132,14 +157,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if not args.channel:
                 print("archive export --csv needs at least one CHANNEL", file=sys.stderr)
                 return 2
-            rows = archive.export_csv(args.channel, args.csv, args.from_s, args.to_s, args.spacecraft)
+            rows = _output(args, args.csv, lambda tmp: archive.export_csv(args.channel, tmp, args.from_s, args.to_s,
+                                                                          args.spacecraft))
             print(f"{rows} rows of {len(args.channel)} channel(s) written to {args.csv}", file=sys.stderr)
         else:
             if args.channel:
                 print("archive export --raw takes no CHANNEL: it writes whole packets", file=sys.stderr)
                 return 2
-            rows = archive.export_raw(args.raw, args.from_s, args.to_s, valid_only=args.valid_only,
-                                      spacecraft=args.spacecraft)
+            rows = _output(args, args.raw, lambda tmp: archive.export_raw(tmp, args.from_s, args.to_s,
+                                                                          valid_only=args.valid_only,
+                                                                          spacecraft=args.spacecraft))
             print(f"{rows} packets written to {args.raw}", file=sys.stderr)
     return 0 if rows else 1
 
@@ -147,7 +174,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     with _open(args, spacecraft=True) as archive:
         try:
-            archive.plot(args.channel, args.out, args.from_s, args.to_s, args.spacecraft)
+            _output(args, args.out, lambda tmp: archive.plot(args.channel, tmp, args.from_s, args.to_s,
+                                                             args.spacecraft))
         except ValueError as exc:
             if not str(exc).startswith("no data for "):
                 raise
@@ -348,12 +376,14 @@ def add_archive_parser(subparsers: Any) -> argparse.ArgumentParser:
     what.add_argument("--raw", metavar="OUT", help="packets as received, one hex line each")
     ex.add_argument("channel", nargs="*")
     ex.add_argument("--valid-only", action="store_true", help="--raw: leave out packets that were invalid")
+    ex.add_argument("--force", action="store_true", help="write over an existing OUT")
     common(ex)
     ex.set_defaults(func=_run_guarded(_cmd_export))
 
     pl = sub.add_parser("plot", help="channels against time, to a PNG")
     pl.add_argument("channel", nargs="+")
     pl.add_argument("--out", required=True, metavar="FILE.png")
+    pl.add_argument("--force", action="store_true", help="write over an existing FILE.png")
     common(pl)
     pl.set_defaults(func=_run_guarded(_cmd_plot))
 

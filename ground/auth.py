@@ -31,7 +31,9 @@ queue; an admin also cancels anyone's command.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hashlib
 import hmac
 import ipaddress
@@ -43,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import tomli_w
 from argon2 import PasswordHasher
@@ -54,6 +56,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
     import tomli as tomllib  # type: ignore[no-redef]
 
+LOCK_WAIT_S = 10.0  # how long `sunlit-ground user` waits for another one changing the users file
 USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD = 8
 MAX_FAILURES = 5
@@ -223,6 +226,33 @@ class UserStore:
         write_atomic(self.path, text.encode())
         if owner is not None and os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, os.getegid()):
             os.chown(self.path, owner.st_uid, owner.st_gid)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def locked(path: Path | str, wait_s: float | None = None) -> Iterator[None]:
+        """Held while a change is read, made and written (``sunlit-ground user``): two admins' changes at once both
+        stay (found in audit: each read the file, and the later write dropped the other's user). A lock file beside
+        it (``.NAME.lock``, mode 600), as the file itself is replaced by each write; the server reads without it, as
+        a write is a rename it never sees half done. UserFileError once ``wait_s`` (:data:`LOCK_WAIT_S`) passes;
+        OSError where the lock file cannot be made (the file's folder cannot be written)."""
+        path = Path(path)
+        wait_s = LOCK_WAIT_S if wait_s is None else wait_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise UserFileError(f"{path}: another `sunlit-ground user` has been changing it for "
+                                            f"{wait_s:g} s; try again once it ends") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # the lock goes with it
 
     def set(self, name: str, role: Role, password: str) -> None:
         check_user_name(name)

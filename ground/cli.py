@@ -10,8 +10,9 @@ Exit codes: 0 done; 1 the command failed, or nothing arrived in time; 2 bad inpu
 server; 3 a hazardous command not confirmed; 4 a command timed out (it never ran: it never left
 the ground, or the agent said it never received it; one still in the server's queue when the wait
 ends is cancelled, so give a long ``--timeout`` to queue one ahead of a pass); 5 a command waits for a second operator's
-approval; 6 a command's outcome is unknown (no final report in time: it may have run; the server
-keeps following it and asks the agent, ``sunlit-ground queue`` shows how it ends; on a direct
+approval; 6 a command's outcome is unknown (no final report in time, or the connection to the server
+lost once it had the command: it may have run; the server keeps following it and asks the agent,
+``sunlit-ground queue`` shows how it ends; on a direct
 link, ``sunlit-ground send COMMAND_STATUS cmd_id=N`` asks without running anything).
 """
 
@@ -31,7 +32,16 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Severity
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for
 from flight.link.transport import LinkConfigError
-from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token, save_token
+from ground.api import (
+    DEFAULT_SERVER,
+    TOKEN_ENV,
+    ApiClient,
+    CommandLost,
+    ServerClient,
+    ServerError,
+    load_token,
+    save_token,
+)
 from ground.cli_args import count as _count, printable as _printable, seconds as _seconds
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 
@@ -189,9 +199,14 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     queue = answer["queue"]
     print(f"{spacecraft} queue: {'HELD by ' + queue['held_by'] if queue['held'] else 'released'}; "
           + ", ".join(f"{k} {v}" for k, v in sorted(queue["counts"].items())))
-    for e in answer["commands"][-args.last:]:
+    listed = answer["commands"]
+    for e in listed[-args.last:]:
         print(f"{e['id']:>6} {_stamp(e['queued_s'])} {e['who']:<10} {e['name']:<16} {e['state']:<17} "
               f"{json.dumps(e['args'])}{'  approved by ' + e['approved_by'] if e.get('approved_by') else ''}")
+    held = sum(n for n in queue["counts"].values() if isinstance(n, int))
+    if args.last > len(listed) and held > len(listed):  # found in audit: --last 500 showed the newest 200, unsaid
+        print(f"{held - len(listed)} older entries not shown: the server lists its newest {len(listed)} (the counts "
+              "above are of all; `sunlit-ground archive commands` has every command)", file=sys.stderr)
     return 0
 
 
@@ -448,8 +463,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             raise _AwaitingApproval(e["id"])
 
     on_entry: dict[str, Any] = {"on_entry": held} if isinstance(client, ServerClient) else {}
+    sending = "SCHEDULE_LIST"
     try:
         for tag in tags:  # in release order; each named by its place in the file
+            sending = f"entry[{tag.entry}] {tag.command} (its SCHEDULE_AT)"
             try:
                 result = client.send("SCHEDULE_AT", tag.scheduler_args(time.time()), timeout_s=args.timeout,
                                      **on_entry)
@@ -465,6 +482,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             print(f"  entry[{tag.entry}] {_iso(tag.release_unix_s)} {tag.command} {json.dumps(tag.args)}: on board "
                   f"as entry {result.result.get('entry_id')}")
+        sending = "SCHEDULE_LIST"
         listed = client.send("SCHEDULE_LIST", {}, timeout_s=args.timeout)
         if not listed.completed:
             print(f"SCHEDULE_LIST: {listed.outcome}", file=sys.stderr)
@@ -493,6 +511,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     except CommandTimeout as exc:
         print(f"timeout: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
+    except KeyboardInterrupt:  # what was being sent may be on board (found in audit: exit 1, "interrupted")
+        print(f"\ninterrupted: {sending} may have been sent; its outcome is unknown (the entries said on board "
+              "above are; `sunlit-ground schedule list` before sending it again)", file=sys.stderr)
+        return EXIT_UNKNOWN
     finally:
         client.close()
 
@@ -585,32 +607,52 @@ def _read_password(args: argparse.Namespace, confirm: bool) -> str:
     return first
 
 
+def _user_change(store: Any, args: argparse.Namespace) -> Any:
+    """The role ``args`` gives its user (None: removed), refused if it cannot be made to ``store`` as it stands."""
+    from ground.auth import Role
+
+    known = store.users.get(args.name)
+    if args.action == "remove":
+        if known is None:
+            raise Refused(f"no user {args.name!r} in {store.path}")
+        return None
+    if args.action == "passwd" and known is None:
+        raise Refused(f"no user {args.name!r} in {store.path}")
+    if args.action == "add" and known is not None:  # once replaced silently: password and role
+        raise Refused(f"user {args.name!r} is in {store.path} already ({known.role.name.lower()}); "
+                      f"`sunlit-ground user passwd {args.name}` sets a new password (with --role, a new role)")
+    role = Role.parse(args.role) if args.role else (known.role if known is not None else None)
+    if role is None:
+        raise Refused("a new user needs --role viewer|operator|admin")
+    return role
+
+
 def _cmd_user(args: argparse.Namespace) -> int:
-    from ground.auth import Role, UserFileError, UserStore
+    from ground.auth import Role, User, UserFileError, UserStore, check_user_name, hash_password
 
     path = Path(args.users)
+
+    def read() -> UserStore:
+        return UserStore.load(path) if path.exists() else UserStore(path)
+
     try:
-        store = UserStore.load(path) if path.exists() else UserStore(path)
         if args.action == "list":
-            for user in sorted(store.users.values(), key=lambda u: u.name):
+            for user in sorted(read().users.values(), key=lambda u: u.name):
                 print(f"{user.name:<20} {user.role.name.lower()}")
             return 0
-        admins = {u.name for u in store.users.values() if u.role is Role.ADMIN}
-        if args.action == "remove":
-            store.remove(args.name)
-        else:
-            known = store.users.get(args.name)
-            if args.action == "passwd" and known is None:
-                raise Refused(f"no user {args.name!r} in {path}")
-            if args.action == "add" and known is not None:  # once replaced silently: password and role
-                raise Refused(f"user {args.name!r} is in {path} already ({known.role.name.lower()}); "
-                              f"`sunlit-ground user passwd {args.name}` sets a new password (with --role, a new role)")
-            role = Role.parse(args.role) if args.role else (known.role if known is not None else None)
-            if role is None:
-                raise Refused("a new user needs --role viewer|operator|admin")
-            store.set(args.name, role, _read_password(args, confirm=True))
+        check_user_name(args.name)
+        _user_change(read(), args)  # refused before a password is asked
+        digest = None if args.action == "remove" else hash_password(_read_password(args, confirm=True))
         try:
-            store.save()
+            with UserStore.locked(path):  # read again under the lock: what another admin did meanwhile stays
+                store = read()
+                admins = {u.name for u in store.users.values() if u.role is Role.ADMIN}
+                role = _user_change(store, args)
+                if role is None:
+                    store.remove(args.name)
+                else:
+                    store.users[args.name] = User(args.name, role, digest)
+                store.save()
         except OSError as exc:
             raise Refused(f"{path}: cannot write the users file: {exc.strerror or exc}") from None
     except (UserFileError, ValueError) as exc:
@@ -631,6 +673,9 @@ def _cmd_login(args: argparse.Namespace) -> int:
     answer = api.login(user, password)
     path = save_token(args.server, answer["user"], answer["token"])
     print(f"logged in to {api.server} as {answer['user']} ({answer['role']}); session kept in {path}")
+    if os.environ.get(TOKEN_ENV):  # found in audit: it went on using an ended session, as if the login had failed
+        print(f"warning: ${TOKEN_ENV} is set and overrides this session for every other subcommand: unset it to "
+              "use this one", file=sys.stderr)
     return 0
 
 
@@ -713,7 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_queue_action(action))
     queue = sub.add_parser("queue", help="the command queue: list it, hold it, release it")
     queue.add_argument("action", nargs="?", choices=("list", "hold", "release"), default="list")
-    queue.add_argument("--last", type=_count(1, 10_000), default=20, help="how many of the newest entries")
+    queue.add_argument("--last", type=_count(1, 10_000), default=20, help="how many of the newest entries (of those "
+                       "the server lists: its newest 200; it says how many older ones it holds)")
     queue.set_defaults(func=_cmd_queue)
 
     tm = sub.add_parser("tm", help="current telemetry; --follow for each packet as it comes")
@@ -784,6 +830,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refused as exc:
         print(str(exc), file=sys.stderr)
         return exc.code
+    except CommandLost as exc:  # the server had the command: never "no server" (send, schedule, file rm|list)
+        print(f"unknown: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
     except ServerError as exc:
         print(f"sunlit-ground: {exc}", file=sys.stderr)
         return EXIT_INPUT if exc.status in (0, 400, 401, 403, 404, 421) else EXIT_FAILED

@@ -1,11 +1,18 @@
 """What the operators' command lines share: argparse types that refuse bad values before anything
-is asked, and text from elsewhere made safe for a terminal."""
+is asked, text from elsewhere made safe for a terminal, and outputs put in place whole, never over
+a file already there unless asked to (``--force``)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
+
+from flight.storage import fsync_path, install_file
 
 
 def printable(text: Any) -> str:
@@ -36,3 +43,43 @@ def seconds(text: str) -> float:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text} s: give a time above 0 and finite")
     return value
+
+
+def temp_beside(final: Path | str) -> Path:
+    """A new empty file beside ``final`` to write an output into before it goes in place (``.NAME.XXXX.part``: a
+    name of its own, so two commands writing one output never write into one file), with the mode the user's
+    umask gives a new file (mkstemp's own is 600; an output is for sharing)."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def install_output(written: Path | str, final: Path | str, replace: bool = False) -> None:
+    """Put ``written`` (beside ``final``) in its place whole: synced, renamed, its folder synced. Unless
+    ``replace``, never over a name already there, a file made while the output was written included (a check
+    before writing leaves a whole downlink's time for one to appear; found in audit): a hard link, which an
+    existing name refuses (FileExistsError, ``written`` left for the caller), where the file system has them."""
+    written, final = Path(written), Path(final)
+    if replace:
+        install_file(written, final)
+        return
+    fsync_path(written)
+    try:
+        os.link(written, final)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # a file system without hard links (FAT, some network ones): looked at, then renamed
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final)) from None
+        os.replace(written, final)
+    else:
+        os.unlink(written)
+    fsync_path(final.parent)

@@ -88,6 +88,7 @@ from ground.completeness import CompletenessTracker, packet_key
 DEFAULT_ACK_FLAGS = ACK_ACCEPTANCE | ACK_COMPLETION  # the success reports asked for, unless told otherwise
 RESTART_TOLERANCE_S = 1.0  # packet times resolve 1 ms; this absorbs clock adjustments, not a restart
 KEEP_UNSETTLED = 256  # commands whose outcome is unknown, still listened for (the oldest go first)
+MAX_POLL_MS = 3_600_000  # one wait of the poller at most: ZeroMQ takes no more than a C int of milliseconds
 
 
 class CommandTimeout(TimeoutError):
@@ -266,12 +267,14 @@ class GroundClient:
     def poll(self, timeout_s: float = 0.0) -> list[Received]:
         """Wait up to ``timeout_s`` for telemetry, take in all that came, return it decoded: the
         packets of playback containers unwrapped, copies of packets already here included but
-        marked ``duplicate`` (listeners, values and command results never see those)."""
+        marked ``duplicate`` (listeners, values and command results never see those). One wait is at most
+        :data:`MAX_POLL_MS` (found in audit: ``send --timeout 3e6`` on a direct link ended in an OverflowError
+        traceback once the command was accepted); callers wait in a loop."""
         self.link.flush()
         self._register()
         if self._items:
             if timeout_s > 0:
-                self._poller.poll(int(timeout_s * 1000) + 1)
+                self._poller.poll(min(int(timeout_s * 1000) + 1, MAX_POLL_MS))
             got = self.link.receive_tagged()
         else:  # nothing to wait on (a serial port being reopened, a memory link): what is there, else a nap
             got = self.link.receive_tagged()
@@ -678,19 +681,21 @@ def direct_client(link_url: str, tc_keys: str | None = None, zmq_server_public: 
     ``tc_keys`` when the agent authenticates them (flight/link/sdls.py), and a CurveZMQ client
     of the agent with ``zmq_server_public`` (its public certificate) and ``zmq_client_secret``
     (this ground's secret one, listed in the agent's allow-list; flight/link/curve.py). ``tm_auth``:
-    take only telemetry sealed with the key file's telemetry slot (an agent with ``tm_auth``)."""
+    take only telemetry sealed with the key file's telemetry slot (an agent with ``tm_auth``). Options that do
+    not go together, or a key file that cannot be used, are :class:`LinkConfigError`: bad input, exit 2 at the
+    command line (found in audit: SystemExit with a message, exit 1, "the command failed")."""
     from flight.link.curve import CurveKeyError, client_keys
 
     curve = None
     if zmq_server_public or zmq_client_secret:
         if not (zmq_server_public and zmq_client_secret):
-            raise SystemExit("sunlit-ground: --zmq-server-public and --zmq-client-secret go together")
+            raise LinkConfigError("--zmq-server-public and --zmq-client-secret go together")
         try:
             curve = client_keys(zmq_server_public, zmq_client_secret)
         except CurveKeyError as exc:
-            raise SystemExit(f"sunlit-ground: CurveZMQ keys: {exc}") from None
+            raise LinkConfigError(f"CurveZMQ keys: {exc}") from None
     if tm_auth and not tc_keys:
-        raise SystemExit("sunlit-ground: --tm-auth needs --tc-keys (its telemetry slot checks the telemetry)")
+        raise LinkConfigError("--tm-auth needs --tc-keys (its telemetry slot checks the telemetry)")
     try:
         if not tc_keys and curve is None:
             return GroundClient(link_url)
@@ -703,4 +708,4 @@ def direct_client(link_url: str, tc_keys: str | None = None, zmq_server_public: 
         return GroundClient(SealingLink.from_key_file(link, tc_keys, tm_auth=tm_auth))
     except KeyFileError as exc:
         link.close()
-        raise SystemExit(f"sunlit-ground: --tc-keys: {exc}") from None
+        raise LinkConfigError(f"--tc-keys: {exc}") from None

@@ -6,7 +6,9 @@ line (mode, charge, hottest zone, power mode, link, active alarms) is printed ab
 prompt whenever it changes, while telemetry keeps arriving in the background; the link
 reads SILENT once no packet came for a few housekeeping periods. History is kept in
 ``~/.sunlit_history``. A hazardous command asks to confirm; read from a file or a pipe, where it
-cannot ask, the console does not send one (``sunlit-ground send ... --yes`` does).
+cannot ask, the console does not send one (``sunlit-ground send ... --yes`` does). Ctrl-C at the
+prompt ends the console; while a command is followed it stops following it, says its outcome is
+unknown, and the console goes on.
 
 Console words (lower case, so they never clash with a command):
 ``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
@@ -28,7 +30,7 @@ from typing import Any, Callable, TextIO
 from flight.cli import parse_assignments
 from flight.link.dictionary import ArgumentError, Limits, ValueType
 from ground.alarms import AlarmManager, LimitStore
-from ground.api import ServerError
+from ground.api import CommandLost, ServerError
 from ground.client import CommandTimeout, GroundClient
 
 WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "exit")
@@ -122,7 +124,8 @@ class Console:
             return False
         try:
             return input(f"{text} [y/N] ").strip().lower() in ("y", "yes")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-C at the question: a no, as `send` takes it (found in audit:
+            print(file=self.out)  # it ended the console)
             return False
 
     # --- background ------------------------------------------------------------------------
@@ -362,6 +365,13 @@ class Console:
                     None if r.success else "critical"))
         except CommandTimeout as exc:
             self.say(f"  {command.name}: {exc}", "critical")
+            return
+        except CommandLost as exc:  # queued, then the connection ended: never "not queued" (found in audit)
+            self.say(f"  {command.name}: {exc}", "critical")
+            return
+        except KeyboardInterrupt:  # as it is followed: said, and the console goes on (found in audit: it ended,
+            self.say(f"  interrupted: {command.name} may have been sent; its outcome is unknown (`events`, and "
+                     "`sunlit-ground queue`, before sending it again)", "critical")  # saying nothing of the command)
             return
         except ServerError as exc:  # refused by the server (a viewer, a closed connection): the console goes on
             self.say(f"  {command.name}: not queued: {exc}", "critical")

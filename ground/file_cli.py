@@ -9,16 +9,18 @@ area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's a
 
 - ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/ or data/);
 - ``get NAME [--out PATH]``: the agent's NAME (under products/, checkpoints/, logs/, staging/,
-  incoming/ or data/) to PATH (default: its base name here; an existing file is kept unless
-  ``--force``); the SHA-256 the agent sent is checked against what was written;
+  incoming/ or data/) to PATH (default: its base name here; an existing file, one made while the
+  file came down too, is kept unless ``--force``: exit 2), written whole beside it and renamed into
+  place; the SHA-256 the agent sent is checked against what was written;
 - ``list [DIRECTORY]``: FILE_LIST (names, sizes, times, free space on board);
 - ``rm NAME``: FILE_DELETE (hazardous: asks, or ``--yes``);
 - ``status``: the transfers the server follows (``--direct``: the agent's FILE_STATUS).
 
-Exit codes: 0 done; 1 the transfer or command failed, or did not end within ``--timeout``
-(the transfer goes on; ``status`` follows it); 2 bad input, no server, not logged in; 3 a
-hazardous command not confirmed; 5 a command still waits for a second operator's approval
-(it stays queued on the server); 6 a command's outcome is unknown.
+Exit codes: 0 done; 1 the transfer or command failed, or the transfer did not end within
+``--timeout`` (it goes on; ``status`` follows it); 2 bad input, no server, not logged in; 3 a
+hazardous command not confirmed (Ctrl-C at its question too); 4 a command (list, rm, status with
+``--direct``) timed out: it never ran; 5 a command still waits for a second operator's approval
+(it stays queued on the server); 6 a command's outcome is unknown (Ctrl-C as it is followed too).
 """
 
 from __future__ import annotations
@@ -38,13 +40,12 @@ from typing import Any, Callable
 from flight.files.entity import FileError
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
-from flight.storage import install_file
 from ground.api import ApiClient, ServerClient, ServerError, load_token
-from ground.cli_args import count as _count, printable as _printable, seconds as _seconds
+from ground.cli_args import count as _count, install_output, printable as _printable, seconds as _seconds, temp_beside
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
 from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
 
-EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 5, 6
+EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 POLL_S = 0.5          # how often the server's list is read while following a transfer
 ACK_PERIOD_S = 1.0    # --direct: the store acknowledgement that tells the agent the ground listens
 
@@ -175,20 +176,26 @@ def _get_server(args: argparse.Namespace, name: str, out: Path) -> int:
     record = _follow(api, spacecraft, record, args.timeout)
     if record["state"] != "done":
         return _ended(record, args.timeout, "sunlit-ground file status; the server keeps the file when it comes")
-    tmp = out.with_name(f".{out.name}.part")
-    with _raw(api, "GET", f"/api/files/{record['id']}/content", {"spacecraft": spacecraft}) as resp, \
-            open(tmp, "wb") as f:
-        shutil.copyfileobj(resp, f, 1 << 20)
-    return _install(tmp, out, record)
+    tmp = temp_beside(out)
+    try:  # a fetch cut off (Ctrl-C, the server gone) leaves no part of it behind
+        with _raw(api, "GET", f"/api/files/{record['id']}/content", {"spacecraft": spacecraft}) as resp, \
+                open(tmp, "wb") as f:
+            shutil.copyfileobj(resp, f, 1 << 20)
+        return _install(tmp, out, record, args.force)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _install(tmp: Path, out: Path, record: dict[str, Any]) -> int:
+def _install(tmp: Path, out: Path, record: dict[str, Any], force: bool) -> int:
     sha = sha256_file(tmp)
     if sha != record.get("sha256"):
-        tmp.unlink()
         print(f"{out}: SHA-256 {sha} is not the agent's {record.get('sha256')}; nothing written", file=sys.stderr)
         return EXIT_FAILED
-    install_file(tmp, out)  # synced, renamed, its folder synced
+    try:  # synced, renamed, its folder synced; over a file only with --force, one made meanwhile too
+        install_output(tmp, out, replace=force)
+    except FileExistsError:
+        raise FileCliError(f"{out} exists (it was made while the file came down): not written over; get it again "
+                           "with another --out, or --force") from None
     print(f"{out}: {size_text(out.stat().st_size)}, sha256 {sha} (checked against the agent's)")
     if isinstance(record.get("product"), dict):  # read as a product as it came down (ground/files.py)
         # The server's verdict, on its own copy (a trained model's summary read with the model beside it there),
@@ -269,9 +276,12 @@ def _cmd_get(args: argparse.Namespace) -> int:
         done = _run_direct(client, files, record.id, args.timeout)
         if done["state"] != "done":
             return _ended(done, args.timeout, "not followed further")
-        tmp = out.with_name(f".{out.name}.part")
-        shutil.copyfile(files.path_of(FileRecord.from_json(done)), tmp)
-        return _install(tmp, out, done)
+        tmp = temp_beside(out)
+        try:
+            shutil.copyfile(files.path_of(FileRecord.from_json(done)), tmp)
+            return _install(tmp, out, done, args.force)
+        finally:
+            tmp.unlink(missing_ok=True)
     finally:
         files.close()
         client.close()
@@ -307,7 +317,11 @@ def _command(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dic
                   f"(entry {pending[-1]}) and runs once approved", file=sys.stderr)
             return EXIT_AWAITING_APPROVAL
         print(f"timeout: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_TIMEOUT  # it never ran, as `send` says it (found in audit: 1, "failed")
+    except KeyboardInterrupt:  # it may have gone out (found in audit: exit 1, "a transfer goes on")
+        print(f"\ninterrupted: {name} may have been sent; its outcome is unknown (see `sunlit-ground queue` and "
+              "`sunlit-ground events` before sending it again)", file=sys.stderr)
+        return EXIT_UNKNOWN
     finally:
         client.close()
     if not result.completed:
@@ -338,7 +352,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
                                EXIT_NOT_CONFIRMED)
         try:
             answer = input(f"{command.description}\nDelete {args.name} on board? [y/N] ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a no, as `send` takes it
+            print(file=sys.stderr)  # (found in audit: Ctrl-C said a transfer goes on, exit 1)
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             raise FileCliError("not deleted", EXIT_NOT_CONFIRMED)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -75,7 +76,11 @@ def public_line(operator: str, key: Any) -> str:
 
 
 def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = False) -> None:
-    """Write ``key`` for ``operator`` to ``path``, mode 0600 from the start (never readable by others)."""
+    """Write ``key`` for ``operator`` to ``path``, mode 0600 from the start (never readable by others), whole or not
+    at all: written beside it, then linked in, never over a key (found in audit: a full disk left a cut-off key
+    under its name, which the next keygen would not replace)."""
+    from ground.cli_args import install_output
+
     from cryptography.hazmat.primitives import serialization
 
     if not valid_operator(operator):
@@ -89,14 +94,24 @@ def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = 
     if overwrite:  # the old key stays whole until the new one is (mkstemp: mode 600 from the start)
         write_atomic(path, body.encode())
         return
+    exists = OperatorKeyError(f"{path} exists already; give another --out, or --force to replace that key")
+    if os.path.lexists(path):
+        raise exists
+    if not path.parent.is_dir():
+        raise OperatorKeyError(f"{path}: no folder {path.parent} to write it in")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        install_output(tmp, path)  # a link: a key made meanwhile stays
     except FileExistsError:
-        raise OperatorKeyError(f"{path} exists already; give another --out, or --force to replace that key") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
+        raise exists from None
+    except OSError as exc:
+        raise OperatorKeyError(f"{path}: the key cannot be written ({exc.strerror or exc}); nothing written") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def read_key_file(path: Path | str) -> tuple[str, Any]:

@@ -1364,6 +1364,29 @@ def test_plot_of_nothing_is_refused(archive, tmp_path, capsys):
     assert archive_cli("plot", "control_late_p99_ms", "--out", str(out), "--db", db) == 0 and out.exists()
 
 
+@pytest.mark.req("GND-025")
+def test_an_export_or_plot_never_writes_over_an_existing_file_unless_forced(archive, tmp_path, capsys):
+    """Found in audit: `archive export --csv hk.csv` (and --raw, and plot --out) replaced whatever hk.csv held,
+    silently, exit 0: a file kept by hand, yesterday's export. Refused now, the file as it was; --force writes it."""
+    codec = Codec(DICTIONARY)
+    for i in range(6):
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)), T0_S + i)
+    (tmp_path / "out").mkdir()
+    db = str(archive.path)
+    for out, argv in ((tmp_path / "out" / "hk.csv", ("export", "--csv", "{out}", "cpu_pct")),
+                      (tmp_path / "out" / "hk.hex", ("export", "--raw", "{out}")),
+                      (tmp_path / "out" / "cpu.png", ("plot", "cpu_pct", "--out", "{out}"))):
+        out.write_text("kept by hand")
+        argv = [a.format(out=out) for a in argv] + ["--db", db]
+        capsys.readouterr()
+        assert archive_cli(*argv) == 2
+        assert f"{out} exists: give another name, or --force to write over it" in capsys.readouterr().err
+        assert out.read_text() == "kept by hand"
+        assert archive_cli(*argv, "--force") == 0
+        assert out.read_bytes() != b"kept by hand" and out.stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cpu.png", "hk.csv", "hk.hex"]  # no temporary
+
+
 @pytest.mark.system
 def test_cli_output_piped_into_head_ends_quietly(tmp_path):
     db = tmp_path / "ground.sqlite"

@@ -352,6 +352,21 @@ def test_tm_and_events_from_the_command_line_on_a_direct_link(start_agent, ipc_u
     assert bad.returncode == 2 and "no channel nope" in bad.stderr
 
 
+@pytest.mark.req("GND-025")
+def test_a_wait_longer_than_the_poller_takes_is_waited_not_a_traceback(start_agent, make_client, ipc_url):
+    """Found in audit: ``--direct send FILE_LIST ... --timeout 3e6`` (35 days: a command queued well ahead) ended in
+    an OverflowError traceback once the command was accepted and its completion still to come: one poll of the
+    rest of the wait, in milliseconds, is more than ZeroMQ's C int takes."""
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    try:
+        assert client.poll(3e6), "housekeeping comes every 0.2 s: the poll returns with it"
+        result = client.send("FILE_LIST", {"directory": "products"}, timeout_s=3e6)
+        assert result.final and not result.gave_up, result.outcome  # its end came, and ended the wait
+    finally:
+        client.close()
+
+
 @pytest.mark.req("AGT-040", "GND-005")
 def test_load_new_model_procedure_installs_by_hash_and_refuses_a_wrong_one(start_agent, make_client, ipc_url, tmp_path):
     state = tmp_path / "state-model"
@@ -430,20 +445,68 @@ def _on_a_terminal(argv: list[str], prompt: bytes, cwd: Path) -> tuple[int, byte
     (["user", "add", "alice", "--role", "admin", "--users", "users.toml"], b"password: "),
     (["--direct", "zmq+ipc:///nonexistent/link", "send", "SHUTDOWN"], b"Send it? [y/N] "),
     (["--direct", "zmq+ipc:///nonexistent/link", "send", "PING", "token=1"], b"PING: sent"),
+    (["--direct", "zmq+ipc:///nonexistent/link", "file", "rm", "products/x.json"], b"on board? [y/N] "),
 ])
 def test_ctrl_c_at_a_prompt_ends_the_cli_without_a_traceback(tmp_path, argv, prompt):
     """Found in an audit: Ctrl-C at the password prompt and at a hazardous command's question each ended in a
-    traceback. At the question it is a no (not sent, exit 3); as a sent command is followed, its outcome is
-    unknown (exit 6, found in review: exit 1 invited sending it again); anywhere else the CLI says it was
-    interrupted."""
+    traceback. At the question (send's, file rm's) it is a no (not sent, exit 3); as a sent command is followed,
+    its outcome is unknown (exit 6, found in review: exit 1 invited sending it again); anywhere else the CLI says
+    it was interrupted."""
     code, out = _on_a_terminal([sys.executable, "-m", "ground.cli", *argv], prompt, tmp_path)
     assert b"Traceback" not in out, out.decode(errors="replace")
     if b"Send it" in prompt:
         assert code == 3 and b"not sent" in out, out
+    elif b"on board?" in prompt:  # file rm's question (found in audit: exit 1, "a transfer goes on")
+        assert code == 3 and b"not deleted" in out and b"goes on" not in out, out
     elif b"sent" in prompt:
         assert code == 6 and b"outcome is unknown" in out, out
     else:
         assert code == 1 and b"interrupted" in out and not (tmp_path / "users.toml").exists(), out
+
+
+@pytest.mark.system  # a process on a pseudo-terminal
+@pytest.mark.req("GND-021")
+def test_a_user_change_keeps_what_another_admin_changed_while_it_asked_for_the_password(tmp_path):
+    """Found in audit: `sunlit-ground user add` read the users file, asked for the password, then wrote what it had
+    read with its own change: a user another admin added meanwhile was gone. It reads the file again, under a lock
+    that a second `sunlit-ground user` waits for, once it has the password."""
+    import select
+
+    from ground.auth import Role, UserStore
+
+    users = tmp_path / "users.toml"
+    store = UserStore(users)
+    store.set("alice", Role.ADMIN, "alice-pass")
+    store.save()
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "user", "add", "bob", "--role", "operator",
+                             "--users", str(users)], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                            close_fds=True)
+    os.close(slave)
+    out = b""
+
+    def until(prompt: bytes) -> None:
+        nonlocal out
+        while prompt not in out and select.select([master], [], [], 30.0)[0]:
+            out += os.read(master, 4096)
+        assert prompt in out, out
+
+    try:
+        until(b"password: ")
+        other = UserStore.load(users)  # another admin, while this one types
+        other.set("carol", Role.VIEWER, "carol-pass")
+        other.save()
+        os.write(master, b"bob-pass-1\n")
+        until(b"again: ")
+        os.write(master, b"bob-pass-1\n")
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    assert code == 0, out
+    assert sorted(UserStore.load(users).users) == ["alice", "bob", "carol"], "both changes stay"
 
 
 @pytest.mark.system  # a process on a pseudo-terminal

@@ -436,6 +436,31 @@ def test_user_add_never_replaces_a_user_and_a_file_it_cannot_write_is_said(tmp_p
     assert "cannot write the users file" in err and "Traceback" not in err
 
 
+@pytest.mark.req("GND-021", "GND-025")
+def test_a_user_change_waits_for_another_under_way_and_says_so_when_it_does_not_end(tmp_path, capsys, monkeypatch):
+    """Two admins' `sunlit-ground user` at once: the second waits for the first's lock (the test holds it here),
+    then says why it did nothing, the file as it was."""
+    import fcntl
+    import io
+
+    from ground.cli import main
+
+    users = tmp_path / "users.toml"
+    store = UserStore(users)
+    store.set("alice", Role.ADMIN, "alice-pass")
+    store.save()
+    monkeypatch.setattr("ground.auth.LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr("sys.stdin", io.StringIO("bob-pass-1\n"))
+    with UserStore.locked(users):
+        code = main(["user", "add", "bob", "--role", "operator", "--users", str(users), "--password-stdin"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another `sunlit-ground user` has been changing it" in err, (code, err)
+    assert sorted(UserStore.load(users).users) == ["alice"]
+    with open(tmp_path / ".users.toml.lock", "rb") as lock:  # the lock is given back, as the file is mode 600
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert (tmp_path / ".users.toml.lock").stat().st_mode & 0o077 == 0
+
+
 @pytest.mark.req("GND-021")
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
 def test_root_changing_the_servers_users_file_leaves_it_the_servers(users):
@@ -516,3 +541,23 @@ def test_bad_arguments_and_files_at_the_command_line_say_what_is_wrong_never_a_t
     assert main(["--server", "http://127.0.0.1:9", "queue"]) != 0
     err = capsys.readouterr().err
     assert "not one the server gave" in err and "unset it" in err and "bad\ntoken" not in err  # not echoed
+
+
+@pytest.mark.req("GND-025")
+@pytest.mark.parametrize("argv, said", [
+    (["--tm-auth", "tm"], "sunlit-ground: --tm-auth needs --tc-keys"),
+    (["--zmq-server-public", "agent.key", "send", "NOOP"], "sunlit-ground: --zmq-server-public and "
+                                                           "--zmq-client-secret go together"),
+    (["--zmq-server-public", "nowhere.key", "--zmq-client-secret", "nowhere.key_secret", "tm"],
+     "sunlit-ground: CurveZMQ keys: "),
+    (["--tc-keys", "nowhere.keys", "file", "list"], "sunlit-ground: --tc-keys: "),
+])
+def test_direct_link_options_that_cannot_be_used_are_bad_input(tmp_path, capsys, monkeypatch, argv, said):
+    """Found in audit: each ended with exit 1, "the command failed", where `sunlit-ground --help` promises 2
+    for bad input (a script retried what it could not mend)."""
+    from ground.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["--direct", f"zmq+ipc://{tmp_path}/link", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and "Traceback" not in err, (code, err)

@@ -676,6 +676,38 @@ def test_schedule_upload_and_file_rm_under_the_two_person_rule_say_they_wait_and
     assert out.returncode == 2 and "give a time above 0" in out.stderr
 
 
+@pytest.mark.req("GND-051", "GND-056")
+def test_file_get_never_writes_over_a_file_made_while_the_file_came_down(ground, tmp_path):
+    """Found in audit: `file get` looked for an existing --out only before the transfer, then renamed over
+    whatever was there once the file had come down (minutes later): an operator's file made meanwhile was lost,
+    exit 0. Held in the queue, the FILE_DOWNLINK waits while the test makes the file."""
+    products = tmp_path / "state0" / "compute" / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    (products / "job-7.json").write_text('{"from": "the board"}')
+    (tmp_path / "out").mkdir()
+    got = tmp_path / "out" / "job-7.json"
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "alice")}
+    assert run_cli("queue", "hold", env=env).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "file", "get", "products/job-7.json", "--out",
+                             str(got), "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
+    try:
+        Lines(proc).until(lambda lines: any("asked for as" in line for line in lines))
+        got.write_text("the operator's own")
+        assert run_cli("queue", "release", env=env).returncode == 0
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read()
+    assert code == 2 and "exists (it was made while the file came down): not written over" in err, (code, err)
+    assert got.read_text() == "the operator's own" and [p.name for p in got.parent.iterdir()] == ["job-7.json"]
+    forced = run_cli("file", "get", "products/job-7.json", "--out", str(got), "--force", env=env, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert got.read_text() == '{"from": "the board"}' and [p.name for p in got.parent.iterdir()] == ["job-7.json"]
+
+
 @pytest.mark.req("GND-025")
 def test_cli_tm_follow_stamps_each_packet_and_says_when_values_go_stale(ground, tmp_path):
     env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "vera")}
@@ -869,6 +901,205 @@ def test_a_command_the_server_sent_with_no_report_back_is_outcome_unknown_never_
     finally:
         alice.close()
     assert wait_until(lambda: heard() and taken, what="the command on the link")  # it went: the agent has it
+
+
+@pytest.mark.req("GND-025")
+def test_a_server_lost_once_it_queued_a_command_is_an_unknown_outcome_never_no_server(source_and_server):
+    """Found in audit: the server gone (stopped, or the WebSocket dropped) while `send` waited for a command it had
+    queued: exit 2, "bad input or no server", and the console said "not queued", so the operator sent it again.
+    The server had it (a dropped WebSocket leaves it in the queue, to go later): its outcome is unknown (exit 6)."""
+    source, server = source_and_server
+    status, _, _ = http(server, "POST", "/api/queue/hold", {}, token=login(server, "bob"))
+    assert status == 200  # held: the command stays queued, whenever the server stops
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": login(server, "alice")}
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "send", "NOOP", "--timeout", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        Lines(proc).until(lambda lines: any("NOOP: queued (entry" in line for line in lines))
+        server.stop()
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read()
+    assert code == 6, (code, err)
+    assert "NOOP: outcome unknown: the connection to the server ended" in err and "last seen queued" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.req("GND-025")
+def test_the_console_says_a_command_the_lost_server_had_is_of_unknown_outcome_not_unqueued(source_and_server):
+    """The console's side of the finding above: it said "not queued" of a command the server held."""
+    import io
+    import threading
+
+    from ground.console import Console
+
+    source, server = source_and_server
+    alice = client_for(server, "alice")
+    out = io.StringIO()
+    try:
+        alice.api.post("/api/queue/hold", {})
+        console = Console(alice, out=out, colour=False)
+        typed = threading.Thread(target=console.handle, args=("NOOP",), daemon=True)
+        typed.start()
+        wait_until(lambda: server.links["sunlit-1"].queue.entries(), what="NOOP in the queue")
+        server.stop()
+        typed.join(60)
+        assert not typed.is_alive()
+    finally:
+        alice.close()
+    text = out.getvalue()
+    assert "NOOP: outcome unknown: the connection to the server ended" in text and "not queued" not in text, text
+
+
+@pytest.mark.req("GND-025", "GND-056")
+def test_file_list_timed_out_is_exit_4_it_never_ran(source_and_server):
+    """Found in audit: `file list|rm` ended a command that never left the ground (the agent not heard: cancelled
+    in the queue) with exit 1, "failed", where `sunlit-ground --help` promises 4 and `send` gives it."""
+    _source, server = source_and_server
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": login(server, "alice")}
+    out = run_cli("file", "list", "--timeout", "1", env=env)
+    assert out.returncode == 4 and "cancelled, it never left the ground" in out.stderr, out.stdout + out.stderr
+
+
+@pytest.mark.req("GND-025", "GND-056")
+def test_ctrl_c_while_file_rm_follows_its_command_is_an_unknown_outcome(ground, tmp_path):
+    """Found in audit: Ctrl-C once FILE_DELETE was queued ended with exit 1 and "a transfer through the server goes
+    on": it may go (here once approved), so its outcome is unknown (exit 6), as `send` says."""
+    import signal
+
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": ground.url, "SUNLIT_GROUND_TOKEN": login(ground, "alice")}
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "file", "rm", "products/none.json", "--yes",
+                             "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = Lines(proc)
+    try:
+        lines.until(lambda got: any("waiting for a second operator's approval" in line for line in got))
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    said = "".join(lines.until(lambda got: any("interrupted" in line for line in got), timeout_s=10))
+    assert code == 6 and "FILE_DELETE may have been sent; its outcome is unknown" in said, (code, said)
+    assert "transfer" not in said and "Traceback" not in said
+
+
+@pytest.mark.req("GND-025", "AGT-080")
+def test_ctrl_c_during_a_schedule_upload_is_an_unknown_outcome(source_and_server, tmp_path):
+    """Found in audit: Ctrl-C while an entry's SCHEDULE_AT was queued ended with exit 1, "interrupted": it may go on
+    board (here once the queue is released), so its outcome is unknown (exit 6), the entry named."""
+    import signal
+
+    _source, server = source_and_server
+    token = login(server, "alice")
+    assert http(server, "POST", "/api/queue/hold", {}, token=token)[0] == 200
+    plan = tmp_path / "one.toml"
+    plan.write_text('[[entry]]\nafter_s = 3600\ncommand = "NOOP"\n')
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": token}
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "schedule", "upload", str(plan), "--yes",
+                             "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_until(lambda: server.links["sunlit-1"].queue.entries(), what="SCHEDULE_AT in the queue")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 6, (proc.returncode, err)
+    assert "interrupted: entry[0] NOOP (its SCHEDULE_AT) may have been sent; its outcome is unknown" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.req("GND-025")
+def test_ctrl_c_while_the_console_follows_a_command_says_its_outcome_is_unknown_and_goes_on(source_and_server,
+                                                                                          tmp_path):
+    """Found in audit: Ctrl-C while the console followed a command it had queued ended the console, saying nothing
+    of the command (which went once the queue was released); at a hazardous command's question it ended it too."""
+    import select
+    import signal
+
+    _source, server = source_and_server
+    token = login(server, "alice")
+    assert http(server, "POST", "/api/queue/hold", {}, token=token)[0] == 200
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": token, "HOME": str(tmp_path)}
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ground.cli", "console"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=REPO, close_fds=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.close(slave)
+    out = b""
+
+    def until(text: bytes, after: int = 0, wait_s: float = 30.0, must: bool = True) -> int:
+        nonlocal out
+        while text not in out[after:] and select.select([master], [], [], wait_s)[0]:
+            try:
+                out += os.read(master, 4096)
+            except OSError:  # EIO: the console ended
+                break
+        assert text in out[after:] or not must, out.decode(errors="replace")
+        return out.index(text, after) + len(text) if text in out[after:] else -1
+
+    try:  # lines typed are read as the console asks for them (its status line can cut its prompt in two)
+        os.write(master, b"NOOP\n")
+        wait_until(lambda: server.links["sunlit-1"].queue.entries(), what="NOOP in the queue")
+        proc.send_signal(signal.SIGINT)
+        said = until(b"interrupted: NOOP may have been sent; its outcome is unknown")
+        os.write(master, b"SHUTDOWN\n")  # the console goes on; Ctrl-C at a hazardous command's question is a no
+        said = until(b"[y/N] ", after=said)
+        proc.send_signal(signal.SIGINT)
+        # One that lands as input() starts, before its read blocks, is taken only once the read is interrupted (as
+        # in tests/test_ground_ops.py's _on_a_terminal): a person presses it again, and so does the test.
+        if until(b"not sent", after=said, wait_s=10.0, must=False) < 0:
+            proc.send_signal(signal.SIGINT)
+        until(b"not sent", after=said)
+        os.write(master, b"quit\n")
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    assert code == 0 and b"Traceback" not in out, out.decode(errors="replace")
+
+
+@pytest.mark.req("GND-025")
+def test_an_ended_session_from_the_environment_is_named_as_where_to_mend_it(source_and_server, tmp_path):
+    """Found in audit: with $SUNLIT_GROUND_TOKEN holding an ended session, the CLI said "log in first"; the login
+    worked, and every command went on refused the same way, the variable overriding the new session."""
+    _source, server = source_and_server
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": "a-session-that-ended",
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    for argv in (("queue",), ("--spacecraft", "sunlit-1", "tm")):  # an HTTP request; the WebSocket first
+        out = run_cli(*argv, env=env)
+        assert out.returncode == 2 and "the session is $SUNLIT_GROUND_TOKEN's" in out.stderr, (argv, out.stderr)
+        assert "unset it" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("login", "--user", "alice", "--password-stdin", env=env, stdin="alice-pass\n")
+    assert out.returncode == 0 and "$SUNLIT_GROUND_TOKEN is set and overrides this session" in out.stderr
+
+
+@pytest.mark.req("GND-023", "GND-025")
+def test_queue_last_says_what_the_server_does_not_list(source_and_server):
+    """Found in audit: the server lists its newest 200 entries; `queue --last 500` showed those as if they were
+    all, with no word of the older ones an operator looked for."""
+    _source, server = source_and_server
+    token = login(server, "alice")
+    assert http(server, "POST", "/api/queue/hold", {}, token=token)[0] == 200  # all stay queued
+    for token_value in range(205):
+        assert http(server, "POST", "/api/commands", {"name": "PING", "args": {"token": token_value},
+                                                      "confirm": True}, token=token)[0] == 202
+    env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": token}
+    out = run_cli("queue", "--last", "500", env=env)
+    assert out.returncode == 0 and "queued 205" in out.stdout, out.stdout + out.stderr
+    assert len(out.stdout.splitlines()) == 1 + 200
+    assert "5 older entries not shown: the server lists its newest 200" in out.stderr
+    out = run_cli("queue", "--last", "20", env=env)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 1 + 20 and out.stderr == ""
 
 
 @pytest.mark.req("GND-022")

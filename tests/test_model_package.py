@@ -123,6 +123,23 @@ def test_a_delta_rebuilds_the_fine_tuned_model_and_refuses_anything_but_new_valu
         apply_delta(tiny(7.0), delta)
 
 
+def _keygen_on_a_full_disk(out):
+    """`sunlit-ground model keygen` in a process that may write no file past 40 bytes (a disk that fills as the
+    key is written): what it said."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as a full disk's with ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))
+
+    return subprocess.run([sys.executable, "-m", "ground", "model", "keygen", "dave", "--out", str(out)],
+                          preexec_fn=small_files, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 @pytest.mark.req("MDL-009", "MDL-008")
 def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_packages(tmp_path, capsys):
     key = tmp_path / "alice.key"
@@ -139,6 +156,9 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
     assert ground_main(["model", "keygen", "carol", "--out", str(spare), "--force"]) == 0  # replaced whole, mode 600
     assert stat.S_IMODE(spare.stat().st_mode) == 0o600 and '"carol"' in spare.read_text()
     capsys.readouterr()
+    full = _keygen_on_a_full_disk(tmp_path / "full.key")  # found in audit: a cut-off key left under the name
+    assert full.returncode == 2 and f"{tmp_path / 'full.key'}: the key cannot be written" in full.stderr, full.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "spare.key"], "no part of it, no temporary"
     keys = tmp_path / "operators.keys"
     keys.write_text(line + "\n")
 

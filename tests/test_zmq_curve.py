@@ -17,7 +17,7 @@ import pytest
 from flight.config import ConfigError, parse_config
 from flight.link.definitions import DICTIONARY
 from flight.link.curve import CurveKeyError, client_keys, curve_wanted, load_secret, make_certificate, server_keys
-from flight.link.interface import LinkConfig
+from flight.link.interface import LinkConfig, LinkConfigError
 from flight.link.transport import open_flight_link, open_ground_link, parse_link_url
 from flight.link.packets import MAX_PACKET_LEN
 from flight.link.zmq_link import ZmqFlightLink
@@ -287,9 +287,9 @@ def test_a_direct_client_talks_curve(keys, links):
     assert isinstance(client.link.config, LinkConfig) and client.link.config.curve is not None
     got = pump(flight, client.link, lambda got: b"reply:d" in got, send=b"d")
     assert b"reply:d" in got
-    with pytest.raises(SystemExit, match="go together"):
+    with pytest.raises(LinkConfigError, match="go together"):
         direct_client(url, None, str(keys / "agent.key"), None)
-    with pytest.raises(SystemExit, match="CurveZMQ keys: .*nowhere"):
+    with pytest.raises(LinkConfigError, match="CurveZMQ keys: .*nowhere"):
         direct_client(url, None, str(keys / "agent.key"), str(keys / "nowhere.key_secret"))
 
 
