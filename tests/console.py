@@ -22,3 +22,11 @@ def start_lines(args: list[str]) -> tuple[str, bool]:
         proc.terminate()
         proc.wait(timeout=30)
     return "".join(lines), running
+
+
+def end(proc: subprocess.Popen) -> None:
+    """A process the test started, killed if it still runs (the test failed before it ended) and reaped: none
+    outlives its test."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)

@@ -19,6 +19,7 @@ from ground.console import Completer, Console
 from ground.procedure import Procedure, ProcedureFailed, equals, greater_than, run_procedure_file, within_range
 from flight.link.definitions import DICTIONARY
 from flight.link.messages import HkRecord
+from tests.console import end
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -433,9 +434,7 @@ def _on_a_terminal(argv: list[str], prompt: bytes, cwd: Path) -> tuple[int, byte
             out += chunk
         return code, out
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
         os.close(master)
 
 
@@ -501,9 +500,7 @@ def test_a_user_change_keeps_what_another_admin_changed_while_it_asked_for_the_p
         os.write(master, b"bob-pass-1\n")
         code = proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
         os.close(master)
     assert code == 0, out
     assert sorted(UserStore.load(users).users) == ["alice", "bob", "carol"], "both changes stay"
@@ -533,9 +530,7 @@ def test_the_consoles_history_file_is_kept_to_its_last_lines(tmp_path):
         os.write(master, b"status\nquit\n")
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
         os.close(master)
     lines = (tmp_path / ".sunlit_history").read_text().splitlines()
     assert len(lines) == HISTORY_LINES and lines[-1] == "quit" and lines[-2] == "status"

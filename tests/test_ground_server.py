@@ -23,6 +23,7 @@ from ground.auth import Role, UserStore
 from ground.client import CommandTimeout
 from ground.server import PUBLIC_ROUTES, SESSION_COOKIE, GroundServer, quick_config
 from ground.server_config import ServerConfig, SpacecraftConfig
+from tests.console import end
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass-1", "vera": "vera-pass", "root": "root-pass"}
@@ -697,9 +698,7 @@ def test_file_get_never_writes_over_a_file_made_while_the_file_came_down(ground,
         assert run_cli("queue", "release", env=env).returncode == 0
         code = proc.wait(120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
     err = proc.stderr.read()
     assert code == 2 and "exists (it was made while the file came down): not written over" in err, (code, err)
     assert got.read_text() == "the operator's own" and [p.name for p in got.parent.iterdir()] == ["job-7.json"]
@@ -919,9 +918,7 @@ def test_a_server_lost_once_it_queued_a_command_is_an_unknown_outcome_never_no_s
         server.stop()
         code = proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
     err = proc.stderr.read()
     assert code == 6, (code, err)
     assert "NOOP: outcome unknown: the connection to the server ended" in err and "last seen queued" in err
@@ -980,9 +977,7 @@ def test_ctrl_c_while_file_rm_follows_its_command_is_an_unknown_outcome(ground, 
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
     said = "".join(lines.until(lambda got: any("interrupted" in line for line in got), timeout_s=10))
     assert code == 6 and "FILE_DELETE may have been sent; its outcome is unknown" in said, (code, said)
     assert "transfer" not in said and "Traceback" not in said
@@ -1008,9 +1003,7 @@ def test_ctrl_c_during_a_schedule_upload_is_an_unknown_outcome(source_and_server
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
     assert proc.returncode == 6, (proc.returncode, err)
     assert "interrupted: entry[0] NOOP (its SCHEDULE_AT) may have been sent; its outcome is unknown" in err
     assert "Traceback" not in err
@@ -1061,9 +1054,7 @@ def test_ctrl_c_while_the_console_follows_a_command_says_its_outcome_is_unknown_
         os.write(master, b"quit\n")
         code = proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
         os.close(master)
     assert code == 0 and b"Traceback" not in out, out.decode(errors="replace")
 
