@@ -40,12 +40,15 @@ KEEP_COMMANDS = 1000
 
 
 class ServerError(RuntimeError):
-    """The server refused or could not be reached; ``status`` 0 when it could not be reached."""
+    """The server refused or could not be reached; ``status`` 0 when it could not be reached. ``maybe_taken``: the
+    request went out and its answer was lost (a timeout, a connection cut mid-answer), so the server may have
+    acted on it."""
 
-    def __init__(self, message: str, status: int = 0, code: str = ""):
+    def __init__(self, message: str, status: int = 0, code: str = "", maybe_taken: bool = False):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.maybe_taken = maybe_taken
 
 
 class CommandLost(ServerError):
@@ -54,9 +57,9 @@ class CommandLost(ServerError):
     so its outcome is unknown (the CLI's exit 6), never "no server" (exit 2: found in audit, the operator sent
     it again)."""
 
-    def __init__(self, message: str, entry_id: int):
+    def __init__(self, message: str, entry_id: int | None):
         super().__init__(message)
-        self.entry_id = entry_id
+        self.entry_id = entry_id  # None: its answer was lost, so which entry is not known
 
 
 def _base(url: str) -> str:
@@ -156,13 +159,18 @@ class ApiClient:
                               exc.code, answer.get("code", "") if isinstance(answer, dict) else "") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, (TimeoutError, ConnectionResetError, BrokenPipeError)):  # it went; no answer came
+                raise ServerError(f"the ground server at {self.server} took the request and its answer was lost: "
+                                  f"{reason or type(reason).__name__}", maybe_taken=True) from None
             raise ServerError(f"cannot reach the ground server at {self.server}: {reason} "
                               "(is `sunlit-ground server` running? --server URL)") from None
         except ValueError as exc:  # the URL or a header that http.client refuses (never echoed: a header holds the token)
             raise ServerError(f"{url}: the request could not be made ({type(exc).__name__})") from None
         except http.client.HTTPException as exc:  # not HTTP (a banner port), or cut off mid-answer (an audit)
             raise ServerError(f"{self.server} did not answer as a Sunlit ground server does ({type(exc).__name__}); "
-                              "is the --server URL right, and is the server still running?") from None
+                              "is the --server URL right, and is the server still running?",
+                              maybe_taken=isinstance(exc, (http.client.RemoteDisconnected,
+                                                           http.client.IncompleteRead))) from None
         try:
             return json.loads(raw or b"{}")
         except ValueError:
@@ -401,7 +409,15 @@ class ServerClient(GroundClient):
         body: dict[str, Any] = {"spacecraft": self.spacecraft, "name": name, "args": args, "confirm": True}
         if ack_flags is not None:
             body["acks"] = [stage.value for stage in ack_stages(ack_flags)]
-        return self.api.post("/api/commands", body)
+        try:
+            return self.api.post("/api/commands", body)
+        except ServerError as exc:
+            if not exc.maybe_taken:
+                raise
+            # Found in review: the answer lost after the server read the command was "no server" (exit 2), and the
+            # operator would send it again while it may be queued
+            raise CommandLost(f"{name}: outcome unknown: {exc}; the server may have queued it: check `sunlit-ground "
+                              "queue` (or the archive's command history) before sending it again", None) from None
 
     def set_limits(self, channel: str, bounds: dict[str, float | None]) -> dict[str, Any]:
         """Change a channel's limits on the server (its alarms, every page and operator; kept across

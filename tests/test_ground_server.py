@@ -926,6 +926,56 @@ def test_a_server_lost_once_it_queued_a_command_is_an_unknown_outcome_never_no_s
 
 
 @pytest.mark.req("GND-025")
+def test_a_command_whose_answer_is_lost_after_the_server_read_it_is_an_unknown_outcome(source_and_server):
+    """Found in review: the answer to POST /api/commands lost after the server had read the command (a timeout, a
+    connection cut) was "cannot reach the server" (exit 2), and the operator would send it again while it may be
+    queued. A server that refuses the connection has nothing: that stays "no server"."""
+    import socket
+    import threading
+
+    from ground.api import CommandLost
+
+    _source, server = source_and_server
+    alice = client_for(server, "alice")
+    taker = socket.socket()
+    taker.bind(("127.0.0.1", 0))
+    taker.listen(1)
+    read: list[bytes] = []
+
+    def take_and_drop() -> None:  # reads the whole request, as the server queues it, and never answers
+        conn, _ = taker.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        read.append(data.split(b"\r\n")[0])
+        conn.close()
+
+    thread = threading.Thread(target=take_and_drop, daemon=True)
+    thread.start()
+    try:
+        alice.api.server = f"http://127.0.0.1:{taker.getsockname()[1]}"
+        with pytest.raises(CommandLost, match="NOOP: outcome unknown: .*the server may have queued it"):
+            alice.submit_entry("NOOP", {})
+        thread.join(10)
+        assert read == [b"POST /api/commands HTTP/1.1"]
+    finally:
+        taker.close()
+    alice.api.server = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(ServerError) as refused:
+        alice.submit_entry("NOOP", {})
+    assert not isinstance(refused.value, CommandLost) and "cannot reach the ground server" in str(refused.value)
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then closed: the kernel refuses connections to it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.req("GND-025")
 def test_the_console_says_a_command_the_lost_server_had_is_of_unknown_outcome_not_unqueued(source_and_server):
     """The console's side of the finding above: it said "not queued" of a command the server held."""
     import io
