@@ -238,8 +238,15 @@ class UserStore:
         path = Path(path)
         wait_s = LOCK_WAIT_S if wait_s is None else wait_s
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Given the users file's owner, as save() gives the file back (found in review: a lock file root made kept
+        # that owner from changing the file after one `sudo`); mode 600, so no other user can hold it
         fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            if os.geteuid() == 0:
+                with contextlib.suppress(FileNotFoundError):
+                    owner = path.stat()
+                    if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != (owner.st_uid, owner.st_gid):
+                        os.fchown(fd, owner.st_uid, owner.st_gid)
             deadline = time.monotonic() + wait_s
             while True:
                 try:

@@ -75,7 +75,9 @@ def install_output(written: Path | str, final: Path | str, replace: bool = False
     except FileExistsError:
         raise
     except OSError as exc:  # a file system without hard links (FAT, some network ones): looked at, then renamed
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+        # ENOSYS: a FUSE file system without link (libfuse's answer, passed on by the 5.15 kernels of JetPack 6 and
+        # Ubuntu 22.04: found in review)
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
             raise
         if os.path.lexists(final):
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final)) from None

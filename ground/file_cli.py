@@ -262,7 +262,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(name.rsplit("/", 1)[-1])
     if out.is_dir():
         out = out / name.rsplit("/", 1)[-1]
-    if out.exists() and not args.force:
+    if os.path.lexists(out) and not args.force:  # a dangling link too: it would refuse the file at the end
         raise FileCliError(f"{out} exists: give --out another path, or --force")
     if not out.parent.is_dir():  # found before the transfer: once the whole file came down, then a traceback
         raise FileCliError(f"--out {out}: no folder {out.parent} to write it in")

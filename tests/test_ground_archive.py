@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import math
 import os
@@ -1362,6 +1363,29 @@ def test_plot_of_nothing_is_refused(archive, tmp_path, capsys):
     assert archive_cli("plot", "control_late_p99_ms", "--out", str(out), "--db", db, "--to", str(T0_S)) == 1
     assert "no data for control_late_p99_ms" in capsys.readouterr().err and not out.exists()
     assert archive_cli("plot", "control_late_p99_ms", "--out", str(out), "--db", db) == 0 and out.exists()
+
+
+@pytest.mark.req("GND-025")
+@pytest.mark.parametrize("no_link", [errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_an_output_goes_in_place_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch, no_link):
+    """FAT and some network file systems refuse hard links; a FUSE one without link answers ENOSYS (libfuse, passed
+    on by 5.15 kernels: found in review, the output was lost). The file is then looked at and renamed."""
+    from ground.cli_args import install_output, temp_beside
+
+    def refuse(src, dst):
+        raise OSError(no_link, os.strerror(no_link))
+
+    monkeypatch.setattr(os, "link", refuse)
+    final = tmp_path / "out.csv"
+    written = temp_beside(final)
+    written.write_text("a,b\n")
+    install_output(written, final)
+    assert final.read_text() == "a,b\n" and not written.exists()
+    again = temp_beside(final)
+    again.write_text("other")
+    with pytest.raises(FileExistsError):
+        install_output(again, final)
+    assert final.read_text() == "a,b\n"
 
 
 @pytest.mark.req("GND-025")

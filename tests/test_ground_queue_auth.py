@@ -463,6 +463,44 @@ def test_a_user_change_waits_for_another_under_way_and_says_so_when_it_does_not_
 
 @pytest.mark.req("GND-021")
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_roots_lock_on_the_users_file_is_given_to_the_files_owner_as_the_file_is():
+    """Found in review: after one `sudo sunlit-ground user ...` the lock file was root's (mode 600), and the users
+    file's owner, who could still write the file, could change it no more (Permission denied on the lock)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="sunlit-users-"))  # not under pytest's root-only folder: nobody reaches it
+    try:
+        _lock_as_root_then_as_owner(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _lock_as_root_then_as_owner(tmp_path) -> None:
+    users = tmp_path / "users.toml"
+    store = UserStore(users)
+    store.set("alice", Role.ADMIN, "alice-pass")
+    store.save()
+    os.chown(tmp_path, 65534, 65534)  # nobody's folder and file, as /etc/sunlit's users file is the server's
+    os.chown(users, 65534, 65534)
+    with UserStore.locked(users):  # root's change
+        pass
+    lock = tmp_path / ".users.toml.lock"
+    assert (lock.stat().st_uid, lock.stat().st_gid, lock.stat().st_mode & 0o777) == (65534, 65534, 0o600)
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:  # the owner's change after it
+        with UserStore.locked(users):
+            taken = True
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+    assert taken
+
+
+@pytest.mark.req("GND-021")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
 def test_root_changing_the_servers_users_file_leaves_it_the_servers(users):
     """deploy/README: root edits /etc/sunlit/ground-users.toml, which the server's user owns and reads;
     the rename once left it root's, and the server could read it no more."""
