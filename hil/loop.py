@@ -324,6 +324,7 @@ class ClosedLoop:
         self.env.wait_for_agent(timeout_s=60, alive=self._agent_alive)
         self._link_sync = None  # a new agent counts from its start: its first answer says where it is
         self._holds_noted = 0
+        self._silent_in_row = 0  # the old agent's silences are not the new one's (found in review: killed as hung)
         if (self.sc.link is not None or self._has_los) and self.proxy is None:
             # Clean until time starts (run() sets the scenario's faults then), so the console can join.
             # A los fault is the contact gate's loss of signal (found in audit: it only held commands, while

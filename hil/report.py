@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -530,11 +531,21 @@ Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])},
 
 
 def _write_all(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
-    """Each file atomically, in the order given (the verdict last), then the directory synced once."""
-    for name, data in files:
-        write_atomic(out_dir / name, data, sync_dir=False)
-        os.chmod(out_dir / name, 0o644)  # a report is for reading: not the temp file's 0600
-    fsync_path(out_dir)
+    """Each file atomically, in the order given (the verdict last), then the directory synced once. Where one cannot
+    be written, those written before it go again (an unlink needs no room): a disk that filled after junit.xml left
+    its PASS beside no summary (found in review)."""
+    written: list[Path] = []
+    try:
+        for name, data in files:
+            write_atomic(out_dir / name, data, sync_dir=False)
+            written.append(out_dir / name)
+            os.chmod(out_dir / name, 0o644)  # a report is for reading: not the temp file's 0600
+        fsync_path(out_dir)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
 
 
 def clear_report(out_dir: Path) -> None:

@@ -726,6 +726,26 @@ def test_a_hung_agent_is_given_up_after_three_silent_steps_not_waited_out(tmp_pa
 
 
 @pytest.mark.req("HIL-003")
+def test_a_restarted_agent_is_not_given_up_for_the_silences_of_the_one_before(tmp_path, monkeypatch):
+    """Found in review: the count of silent steps went on across a reboot, so the new agent, silent for its first
+    step only, was killed as hung for the old one's two."""
+    from hil.sim_env import AgentSilent, SimEnvironment
+
+    real, calls = SimEnvironment.step, [0]
+
+    def step(self, *args, **kwargs):  # the old agent misses the steps at 10 and 20 s; the new one its first, at 30 s
+        calls[0] += 1
+        if calls[0] in (2, 3, 4):
+            raise AgentSilent(f"the agent did not answer step {calls[0]} within 30 s")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimEnvironment, "step", step)
+    result = ClosedLoop(parse_scenario({"name": "reboot", "profile": str(SSO), "duration_s": 120, "step_s": 10,
+                                        "seed": 1, "faults": [{"at_s": 30, "kind": "reboot"}]}), tmp_path).run()
+    assert result.agent_died_at_s is None, result.agent_died_how
+
+
+@pytest.mark.req("HIL-003")
 def test_a_packet_the_harness_failed_on_ends_the_run_as_an_internal_error(tmp_path, monkeypatch):
     """Found in audit: the ground client counts a failure of its listener (the harness's packet handler) and goes
     on, so an event the handler failed on was missing from the run unseen (an INTERNAL_ERROR would have been too),

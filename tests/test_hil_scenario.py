@@ -494,6 +494,20 @@ def test_a_report_that_cannot_be_made_leaves_no_verdict_and_a_run_that_raised_sa
     assert [(c["name"], c["passed"]) for c in saved["checks"]] == [("harness", False)]
     assert ET.parse(out / "junit.xml").getroot().get("failures") == "1"
     assert not (out / "report.html").exists() and not (out / "trace.npz").exists()
+    # The disk full from summary.json on (found in review: junit.xml said PASS beside no summary): none of it stays.
+    monkeypatch.undo()
+    real_write = hil.report.write_atomic
+
+    def full_at_summary(path, data, **kwargs):
+        if Path(path).name == "summary.json":
+            raise OSError(28, "No space left on device")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(hil.report, "write_atomic", full_at_summary)
+    full = tmp_path / "full"
+    with pytest.raises(OSError):
+        finish_report(earlier, full)
+    assert not list(full.iterdir())
 
 
 def _event(name: str) -> dict:
