@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ onnx = pytest.importorskip("onnx")  # build-time dependency: only to make small 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from flight.compute.store import (  # noqa: E402
+    GOLDEN_DIR,
     GOLDEN_MODE,
     Copy,
     InvalidModel,
@@ -345,6 +347,28 @@ def test_an_install_refused_by_the_disk_leaves_none_of_its_files_behind(tmp_path
     assert (state.active.version, state.fallback.version) == ("2", "1") and store.verify_all() == []
     store.activate("tiny", "3", V3, Provenance("op", True), reference=b"ref 3")  # and the next try goes in
     assert store.load("tiny").bytes == V3
+
+
+@pytest.mark.req("MDL-006")
+def test_a_refused_install_deletes_no_file_it_did_not_write(tmp_path, monkeypatch):
+    """Found in review: a golden file with no golden manifest (lost, or never written), the disk full: the refused
+    install deleted it, though it never wrote it (the missing manifest read as one naming nothing), where
+    remove_unreferenced keeps it for its repair."""
+    models = tmp_path / "models"
+    (models / GOLDEN_DIR).mkdir(parents=True)
+    (models / GOLDEN_DIR / "tiny@1.onnx").write_bytes(V1)
+    real = store_module.write_atomic
+
+    def full_in_golden(path, data, **kwargs):
+        if GOLDEN_DIR in Path(path).parts:
+            _disk_full()
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(store_module, "write_atomic", full_in_golden)
+    with pytest.raises(OSError):
+        ModelStore(models).install("tiny", "1", V1, golden=True)
+    monkeypatch.undo()
+    assert (models / GOLDEN_DIR / "tiny@1.onnx").read_bytes() == V1
 
 
 def test_manifest_corruption_is_detected(tmp_path):

@@ -502,8 +502,8 @@ class ModelStore:
         try:
             for file_name, (data, sha) in files.items():
                 path = directory / file_name
-                written.append(file_name)
                 write_atomic(path, data)
+                written.append(file_name)  # replaced or made: a write that failed left what was there (a review)
                 written_sha = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
                 if written_sha != sha:
                     raise ModelIntegrityError(file_name.split("@")[0], Copy.WORKING, Problem.HASH_MISMATCH, path, sha,
@@ -530,11 +530,13 @@ class ModelStore:
 
     def _drop_unnamed(self, copy: Copy, names: list[str]) -> None:
         """After a write of ``copy`` that failed (a full disk, a read-back that did not match): delete the files of
-        ``names`` it wrote that the copy's manifest, as it stands on disk, does not name, so that a refused install
-        leaves nothing behind (found in audit: its model and reference set stayed until the next start, and on a
-        full disk, the usual cause, took the room the next try needed). None where that manifest does not read:
-        :meth:`remove_unreferenced` keeps such files too, for its repair."""
+        ``names`` it wrote (replaced or made) that the copy's manifest, as it stands on disk, does not name, so that
+        a refused install leaves nothing behind (found in audit: its model and reference set stayed until the next
+        start, and on a full disk, the usual cause, took the room the next try needed). None where that manifest is
+        missing or does not read: :meth:`remove_unreferenced` keeps such files too, for its repair."""
         directory = self._dir(copy)
+        if not (directory / MANIFEST).exists():  # _read gives none for a missing one: that would name nothing
+            return
         try:
             named = _referenced(*self._read(copy))
         except (ModelIntegrityError, OSError):
@@ -650,8 +652,10 @@ class ModelStore:
     def _write_entry(self, copy: Copy, manifest: dict[str, ModelEntry], entry: ModelEntry, data: bytes) -> None:
         directory = self._dir(copy)
         path = directory / entry.file
+        wrote: list[str] = []
         try:
             write_atomic(path, data)
+            wrote.append(entry.file)  # a write that failed left what was there: not this call's to delete (a review)
             written = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
             if written != entry.sha256:
                 raise ModelIntegrityError(
@@ -663,7 +667,7 @@ class ModelStore:
             models = {k: e.to_json() for k, e in sorted(manifest.items())}
             write_checked_json(manifest_path, {"schema": MANIFEST_SCHEMA, "models": models})
         except BaseException:
-            self._drop_unnamed(copy, [entry.file])
+            self._drop_unnamed(copy, wrote)
             raise
         mode = GOLDEN_MODE if copy is Copy.GOLDEN else 0o644
         path.chmod(mode)
