@@ -295,8 +295,9 @@ _EVENT_INDEX_NAMES = ("events_by_sc_severity", "events_by_severity")
 # Added within schema 2 like the key tables: when the ground received its telemetry, which retention ages it by
 # (found in audit: a sealed chunk kept only packet times, so the housekeeping of a board whose clock fell back to
 # 1970 went at the first retention after sealing; and one dated far ahead was kept for ever). A file from before
-# gets ``hk_chunks.r_last`` and ``events.received_s`` when opened (an earlier chunk's is read from its blob as retention
-# judges it, an earlier event's is its packet's reception, else its time) and these indexes, which retention reads through.
+# gets ``hk_chunks.r_last`` and ``events.received_s`` when opened (an earlier chunk's is read from its blob as
+# retention judges it, an earlier event's is its packet's reception, else its time) and these indexes, which retention
+# reads through.
 _RECEIPTS = (
     "CREATE INDEX IF NOT EXISTS hk_chunks_by_received ON hk_chunks(sc, sid, coalesce(r_last, t_last), t_last)",
     "CREATE INDEX IF NOT EXISTS events_by_received ON events(sc, received_s, time_s)",
@@ -989,8 +990,8 @@ class Archive:
 
     def _add_receipts(self) -> None:
         """A schema-2 file from before receptions were kept per chunk and event: the columns (added at the end, so
-        instant; a chunk's r_last left NULL, read from its blob when retention judges it), each event's reception, and the indexes; once, under
-        the write lock, checking again (another process may be first)."""
+        instant; a chunk's r_last left NULL, read from its blob when retention judges it), each event's reception,
+        and the indexes; once, under the write lock, checking again (another process may be first)."""
         with self._write():
             for table, column in (("hk_chunks", "r_last"), ("events", "received_s")):
                 if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:

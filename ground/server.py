@@ -750,7 +750,8 @@ class SpacecraftLink:
                 f"a packet not taken in: {client.last_internal_error}"
                 if client is not None and client.last_internal_error else ""),
             "packets": self.packets,
-            "bad_packets": self.bad_packets + (self.sealing.tm_line_damaged if self.sealing else 0),  # sealed: its line damage
+            # sealed telemetry's line damage too (SealingLink counts it: never decoded here)
+            "bad_packets": self.bad_packets + (self.sealing.tm_line_damaged if self.sealing else 0),
             "tm_auth": self.tm_auth,
             "tm_auth_failed": self.sealing.tm_auth_failed if self.sealing else 0,
             "tm_replayed": self.sealing.tm_replayed if self.sealing else 0,

@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Admission, Mode
 
 __all__ = ["COMMANDABLE", "CONTACT_CAUSE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep",
-           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal", "WAITS_FOR_GROUND"]
+           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal",
+           "WAITS_FOR_GROUND"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {
