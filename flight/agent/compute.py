@@ -56,6 +56,7 @@ import zmq
 from flight.agent.dispatcher import CommandFailed, Deferred, Handler
 from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
+from flight.agent.timers import backoff_s
 from flight.clock import Clock
 from flight.compute import protocol as cp
 from flight.compute.arithmetic import worker_environment
@@ -469,10 +470,7 @@ class ComputeSupervisor(Component):
             if starting:
                 self.failed_starts += 1
             if self.failed_starts >= 2:  # the first failed start is tried again at once, then later and later
-                # the doubling stops with the cap (found in audit: past ~1026 failed starts, about a week, the float
-                # product of 2 ** n raised OverflowError at every look)
-                doublings = min(self.failed_starts - 2, math.ceil(math.log2(START_BACKOFF_MAX_S / START_BACKOFF_S)))
-                self._start_at_s = now + min(START_BACKOFF_S * 2.0 ** doublings, START_BACKOFF_MAX_S)
+                self._start_at_s = now + backoff_s(START_BACKOFF_S, START_BACKOFF_MAX_S, self.failed_starts - 2)
                 self._waiting = None
                 return
             self.start()

@@ -26,6 +26,7 @@ from flight.agent.control_core import (
 )
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort, FaultLog, ModePort
+from flight.agent.timers import backoff_s
 from flight.clock import Clock
 from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode, PowerModesUnavailable
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
@@ -305,8 +306,7 @@ class Controller(Component):
         failures = self._mode_failures[what]
         if failures < 2:
             return False
-        doublings = min(failures - 2, math.ceil(math.log2(POWER_MODE_BACKOFF_MAX_S / POWER_MODE_QUERY_S)))
-        wait_s = min(POWER_MODE_QUERY_S * 2.0 ** doublings, POWER_MODE_BACKOFF_MAX_S)
+        wait_s = backoff_s(POWER_MODE_QUERY_S, POWER_MODE_BACKOFF_MAX_S, failures - 2)
         return 0.0 <= mono_s - self._mode_failed_s[what] < wait_s
 
     def _mode_failed(self, mono_s: float, what: str) -> None:
