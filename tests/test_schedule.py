@@ -698,3 +698,29 @@ def test_a_sequence_s_waits_reach_no_further_than_a_time_tag_may():
     assert len(parse_sequence(_HEAD + edge, "seq.toml", start_unix_s=T0).steps) == 2, "exactly the limit: taken"
     back = f'[[step]]\nwait_until = "{_iso(T0 - DAY_S)}"\n[[step]]\nwait_s = 2592000\n'  # a past time waits nothing
     assert len(parse_sequence(_HEAD + back, "seq.toml", start_unix_s=T0).steps) == 2
+
+
+@pytest.mark.req("AGT-081")
+def test_a_resumed_run_s_waits_left_reach_no_further_than_a_time_tag_may_from_now():
+    """A resume checks the waits left from now: the step it is in, from when it began (a clock set back over the
+    restart makes it long), then those after it; a new run, every wait from its start, as parse_sequence does."""
+    text = _HEAD + ('[[step]]\nwait_for = { channel = "battery_soc_pct", op = ">=", value = 60.0, timeout_s = 600 }\n'
+                    f'[[step]]\nwait_s = 60\n[[step]]\nwait_until = "{_iso(T0 + 20 * DAY_S)}"\n')
+    seq = parse_sequence(text, "seq.toml", start_unix_s=T0)
+    run = SequenceRun(seq, T0)
+    run.check_reach(T0)  # what SEQUENCE_START checks
+    run.poll(T0, {"battery_soc_pct": 10.0})  # in step[0], from T0
+    resumed = SequenceRun.from_state(seq, _json(run.to_state()))
+    resumed.check_reach(T0 + 5)  # a restart, the clock as it was: goes on
+    with pytest.raises(SequenceError) as err:
+        resumed.check_reach(T0 - 31 * DAY_S)  # the clock set back 31 days: the timeout ends 31 days from now
+    assert err.value.path == "step[0].wait_for.timeout_s", err.value
+    assert "31.0 days from now, at most 30: check the board's clock" in err.value.reason
+    with pytest.raises(SequenceError) as err:
+        resumed.check_reach(T0 - 11 * DAY_S)  # the wait_until after it is 31 days from now
+    assert err.value.path == "step[2].wait_until" and "31.0 days from now" in err.value.reason
+    done = SequenceRun.from_state(seq, _json(run.to_state()))
+    done.poll(T0 + 1, {"battery_soc_pct": 70.0})  # step[0] met, step[1] begun at T0 + 1
+    done.check_reach(T0 + 2)
+    with pytest.raises(SequenceError, match=r"seq.toml: step\[1\].wait_s: would wait until"):
+        done.check_reach(T0 - 30 * DAY_S)

@@ -507,3 +507,167 @@ def test_a_time_tag_is_judged_on_contact_as_it_is_not_as_the_last_control_tick_f
         assert rig.events("SCHEDULE_RELEASED") and not rig.events("MODE_CHANGED")[1:]
         [reason] = set_mode_failures(rig)
         assert reason.startswith("ground contact is lost") and rig.agent.mode.value == "SAFE"
+
+
+# --- a run resumed after a restart is checked again, as at its start (AGT-081) ---------------------------------------
+
+DAY_S = 86400.0
+RUN_STATE = "sequence_run.json"
+
+
+def resume_refusal(again: InProcessAgent, name: str) -> str:
+    """The one SEQUENCE_DONE of a run not resumed: ended, not ok, named, counted, the slot free."""
+    [done] = [e.args for e in again.events("SEQUENCE_DONE")]
+    assert done["name"] == name and done["ok"] is False, done
+    hk = again.hk()
+    assert hk["sequence_running"] == "" and hk["sequences_not_resumed"] == 1
+    return done["reason"]
+
+
+@pytest.mark.req("AGT-081")
+def test_a_resumed_sequence_is_checked_again_and_one_the_board_no_longer_allows_ends_saying_why(tmp_path):
+    """Found in review: a resume took the kept run with none of SEQUENCE_START's checks. A Jetson whose
+    nvpmodel.conf changed over the restart (its modes are discovered at start) no longer has the mode a step
+    sets: the run is not resumed, none of its steps runs, and the agent goes on."""
+    from dataclasses import replace
+
+    from flight.hal import BoardOptions, open_board
+    from tests.fakeboard import make_board
+
+    fake = make_board(tmp_path, "orin_nano")
+
+    def jetson(clock):
+        return replace(open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=str(fake.nvpmodel))),
+                       clock=clock)
+
+    state = tmp_path / "state"
+    with InProcessAgent(state, board=jetson) as first:
+        write_sequence(first, "boost", 'name = "boost"\n[[step]]\nwait_s = 30\n[[step]]\ncommand = "PING"\n'
+                                       'args = { token = 3 }\n[[step]]\ncommand = "SET_POWER_MODE"\n'
+                                       'args = { name = "MAXN_SUPER" }\n')
+        assert first.send("SEQUENCE_START", name="boost").completed
+        first.advance(5)
+    (fake.root / "etc" / "nvpmodel.conf").write_text(  # an older JetPack's: no MAXN_SUPER
+        "< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n< POWER_MODEL ID=3 NAME=7W >\n"
+        "CPU_ONLINE CORE_0 1\n< PM_CONFIG DEFAULT=3 >\n")
+    with InProcessAgent(state, board=jetson) as again:
+        reason = resume_refusal(again, "boost")
+        assert reason == ("not resumed at the restart: sequences/boost.toml: step[2].args.name: unknown power mode "
+                          "'MAXN_SUPER': this board offers 7W, 15W"), reason
+        again.advance(40)
+        assert not again.events("PING_RECEIVED") and not (state / RUN_STATE).exists()
+        write_sequence(again, "ping", 'name = "ping"\n[[step]]\ncommand = "PING"\nargs = { token = 4 }\n')
+        assert again.send("SEQUENCE_START", name="ping").completed  # the agent goes on
+        again.advance(2)
+        assert [e.args["token"] for e in again.events("PING_RECEIVED")] == [4]
+
+
+@pytest.mark.req("AGT-081")
+def test_a_resumed_wait_that_a_clock_set_back_pushes_past_the_horizon_ends_the_run_saying_why(tmp_path):
+    """Found in review: a board whose clock went 40 days back over the restart (no RTC battery) resumed a
+    10-minute wait counted from a start 40 days ahead of it: 40 days of waiting, the one slot held. The waits
+    left are held to SEQUENCE_START's 30 days, from the resume."""
+    first = InProcessAgent(tmp_path, start=False)
+    try:
+        first.clock.set(first.clock.now_s() + 40 * DAY_S)
+        first.start()
+        write_sequence(first, "slow", 'name = "slow"\n[[step]]\nwait_s = 600\n[[step]]\ncommand = "PING"\n'
+                                      'args = { token = 9 }\n')
+        assert first.send("SEQUENCE_START", name="slow").completed
+        first.advance(5)
+    finally:
+        first.close()
+    with InProcessAgent(tmp_path) as again:  # UTC back at T0_S
+        reason = resume_refusal(again, "slow")
+        assert reason.startswith("not resumed at the restart: sequences/slow.toml: step[0].wait_s: would wait until "
+                                 "2026-12-28T"), reason
+        assert reason.endswith(", 40.0 days from now, at most 30: check the board's clock, then start it again"), reason
+        again.advance(5)
+        assert not again.events("PING_RECEIVED")
+
+
+@pytest.mark.req("AGT-081")
+@pytest.mark.parametrize("change, said", [
+    ("deleted", "name: no sequence s in the sequences directory"),
+    ("edited", "sequences/s.toml: state.digest: saved for 's'"),
+])
+def test_a_sequence_whose_file_went_or_changed_while_it_ran_ends_saying_so_after_a_restart(tmp_path, change, said):
+    """Found in review: not resumed, and said only as a SCHEDULE_ERROR: the ground, which saw SEQUENCE_STARTED,
+    never saw it end; and its sound state was moved aside as if corrupt."""
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n[[step]]\ncommand = "NOOP"\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(5)
+    finally:
+        first.close()
+    path = tmp_path / "sequences" / "s.toml"
+    if change == "deleted":
+        path.unlink()
+    else:
+        path.write_text('name = "s"\n[[step]]\nwait_s = 1\n[[step]]\ncommand = "NOOP"\n')
+    with InProcessAgent(tmp_path) as again:
+        reason = resume_refusal(again, "s")
+        assert reason.startswith(f"not resumed at the restart: {said}"), reason
+        assert not again.events("STATE_CORRUPT") and not again.events("SCHEDULE_ERROR")
+        assert not list(tmp_path.glob(RUN_STATE + "*")), "a sound state is removed, not set aside as corrupt"
+
+
+@pytest.mark.req("AGT-081")
+def test_a_kept_run_state_that_fails_its_check_is_set_aside_said_counted_and_the_agent_starts(tmp_path):
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(2)
+    finally:
+        first.close()
+    kept = tmp_path / RUN_STATE
+    kept.write_bytes(kept.read_bytes().replace(b'\\"index\\":0', b'\\"index\\":1'))  # a flipped bit, in effect
+    with InProcessAgent(tmp_path) as again:
+        [error] = [e.args["reason"] for e in again.events("SCHEDULE_ERROR")]
+        assert error.startswith("sequence run not resumed: sequence_run.json: SHA-256 mismatch"), error
+        assert [e.args["what"] for e in again.events("STATE_CORRUPT")] == ["sequence run"]
+        hk = again.hk()
+        assert hk["sequence_running"] == "" and hk["sequences_not_resumed"] == 1
+        assert (tmp_path / (RUN_STATE + ".corrupt")).exists() and not kept.exists()
+
+
+@pytest.mark.req("AGT-081")
+def test_a_kept_run_state_with_a_number_no_float_holds_is_refused_and_the_agent_starts(tmp_path):
+    """Found in review: a checked state whose t0 was an integer past a float's range (written by hand or by
+    another build) raised OverflowError out of the resume, and the agent did not start at all."""
+    from flight.storage import read_checked_json, write_checked_json
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(2)
+    finally:
+        first.close()
+    write_checked_json(tmp_path / RUN_STATE, {**read_checked_json(tmp_path / RUN_STATE), "t0": 10 ** 400})
+    with InProcessAgent(tmp_path) as again:
+        reason = resume_refusal(again, "s")
+        assert reason == "not resumed at the restart: sequences/s.toml: state.t0: started_unix_s and t0 must be numbers"
+
+
+@pytest.mark.req("AGT-081")
+def test_an_unforeseen_error_in_a_resume_ends_the_run_and_the_agent_starts(tmp_path, monkeypatch):
+    """A resume runs in the agent's construction: whatever it raises must not stop every start of the agent."""
+    import flight.agent.scheduler as scheduler_module
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(2)
+    finally:
+        first.close()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in the parser")
+
+    monkeypatch.setattr(scheduler_module, "load_sequence", broken)
+    with InProcessAgent(tmp_path) as again:
+        assert resume_refusal(again, "s") == "not resumed at the restart: RuntimeError: a bug in the parser"

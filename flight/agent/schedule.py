@@ -237,7 +237,10 @@ def _number(value: Any) -> float | None:
     """A finite number as float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past a float's range (found in review: raised out of a resume, no agent started)
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -738,14 +741,18 @@ def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary
 
 
 def _check_waits(steps: tuple[Step, ...], start_unix_s: float | None,
-                 fail: Callable[[str, str], SequenceError]) -> None:
+                 fail: Callable[[str, str], SequenceError], *, first: int = 0, reach_s: float = 0.0,
+                 resumed: bool = False) -> None:
     """The time the waits reach, from the start, within :data:`MAX_AHEAD_S` (found in review: a ``wait_until`` in
     the year 9999 was taken, and the run held the slot for good). Counted as the run would: a ``wait_s`` from where
     the waits before it end, a ``wait_until`` where it is later; without a start the ``wait_s`` alone (their sum is
-    never more than the reach). Timeouts bound how long a step may fail to end, not a plan: not counted."""
+    never more than the reach). Timeouts bound how long a step may fail to end, not a plan: not counted.
+    ``first``, ``reach_s``, ``resumed``: a run resumed at step ``first``, the step before it ending ``reach_s`` after
+    ``start_unix_s``, now (:meth:`SequenceRun.check_reach`)."""
     start = _number(start_unix_s)
-    reach = 0.0  # seconds after the start
-    for i, step in enumerate(steps):
+    reach = reach_s  # seconds after the start
+    for i in range(first, len(steps)):
+        step = steps[i]
         if isinstance(step, WaitStep):
             reach, key = reach + step.wait_s, "wait_s"
         elif isinstance(step, WaitUntilStep) and start is not None:
@@ -753,10 +760,19 @@ def _check_waits(steps: tuple[Step, ...], start_unix_s: float | None,
         else:
             continue
         if reach > MAX_AHEAD_S:
-            until = f" until {_iso(start + reach)}" if start is not None else ""
-            raise fail(f"step[{i}].{key}", f"the sequence would wait{until}, {reach / 86400:.1f} days after it starts; "
-                                           f"at most {MAX_AHEAD_S / 86400:g}, as far ahead as a time tag may be: "
-                                           f"split it, or start it closer to its time")
+            raise _too_far(fail, f"step[{i}].{key}", start, reach, resumed)
+
+
+def _too_far(fail: Callable[[str, str], SequenceError], where: str, start: float | None, reach: float,
+             resumed: bool) -> SequenceError:
+    """The refusal of waits reaching ``reach`` seconds past ``start``; a resumed run's says what to look at."""
+    until = f" until {_iso(start + reach)}" if start is not None else ""
+    if resumed:  # short: said in an event, whose text is cut at 200 characters
+        return fail(where, f"would wait{until}, {reach / 86400:.1f} days from now, at most {MAX_AHEAD_S / 86400:g}: "
+                           f"check the board's clock, then start it again")
+    return fail(where, f"the sequence would wait{until}, {reach / 86400:.1f} days after it starts; at most "
+                       f"{MAX_AHEAD_S / 86400:g}, as far ahead as a time tag may be: split it, or start it closer to "
+                       f"its time")
 
 
 def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[str, str], SequenceError],
@@ -1015,6 +1031,31 @@ class SequenceRun:
             self.index += 1
             self._phase, self._outcome = _START, None
         raise AssertionError("a poll moved past every step without finishing")
+
+    def check_reach(self, now_unix_s: float) -> None:
+        """The waits left reach at most :data:`MAX_AHEAD_S` from ``now_unix_s``, else :class:`SequenceError` naming
+        the step and key: for a new run, every wait from its start; for a resumed one, the end of the step it is in
+        (its wait or timeout, counted from when that step began) and the waits after it (found in review: a board
+        whose clock went back 40 days over a restart resumed a 10-minute wait as 40 days, holding the slot)."""
+        steps = self.sequence.steps
+        if self.result is not None or self.index >= len(steps):
+            return
+
+        def fail(path: str, reason: str) -> SequenceError:
+            return SequenceError(self.sequence.source, path, reason)
+
+        now = float(now_unix_s)
+        resumed = self.index > 0 or self._phase != _START
+        first, reach = self.index, 0.0
+        if self._phase != _START:
+            step = steps[self.index]
+            left = max(0.0, (self.next_wake_s() or 0.0) - now)
+            if not left <= MAX_AHEAD_S:
+                key = {WaitStep: "wait_s", WaitUntilStep: "wait_until", WaitForStep: "wait_for.timeout_s",
+                       CommandStep: "timeout_s"}[type(step)]
+                raise _too_far(fail, f"step[{self.index}].{key}", now, left, resumed)
+            first, reach = self.index + 1, left if isinstance(step, (WaitStep, WaitUntilStep)) else 0.0
+        _check_waits(steps, now, fail, first=first, reach_s=reach, resumed=resumed)
 
     def _finish(self, ok: bool, reason: str) -> Finished:
         self.result = Finished(ok, f"sequence {self.sequence.name}: {reason}")

@@ -8,8 +8,9 @@ files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
   before the dispatch), so a reset between the two loses the command instead of running it
   twice; ``SCHEDULE_HELD`` reports entries held after a clock jump or a restart.
 - One sequence runs at a time, from ``STATE_DIR/sequences/NAME.toml``; its state is kept after
-  each step (atomic, checksummed) and resumed after a restart, a command cut off by the reset
-  counting as failed, never sent again.
+  each step (atomic, checksummed) and resumed after a restart, checked again as ``SEQUENCE_START``
+  checks it (or ended, ``SEQUENCE_DONE``), a command cut off by the reset counting as failed,
+  never sent again.
 - The loop wakes for the next release or wait (:meth:`Scheduler.next_due_s`, monotonic):
   nothing polls.
 """
@@ -76,7 +77,8 @@ class Scheduler(Component):
     EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE",
               "CLOCK_JUMPED")
     CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released",
-                "schedule_release_errors", "schedule_late_ms", "sequence_running", "sequence_step", "clock_jumps")
+                "schedule_release_errors", "schedule_late_ms", "sequence_running", "sequence_step", "clock_jumps",
+                "sequences_not_resumed")
 
     def __init__(self, state_dir: Path, clock: Clock, emit: EventPort,
                  dispatch: Callable[[str, dict[str, Any], int], None], telemetry: Callable[[], Mapping[str, Any]],
@@ -98,6 +100,8 @@ class Scheduler(Component):
         self._run_cmd: tuple[int, int] | None = None  # (cmd_id, step) of the step command in flight
         self._run_error: str | None = None
         self._run_damaged = False
+        self._not_resumed: tuple[str, str] | None = None  # (name, why) of a kept run that failed its checks
+        self.not_resumed = 0  # kept runs not resumed at this start: damaged, or refused by the checks
         self.released = 0
         self.release_errors = 0  # due entries whose release raised (SCHEDULE_ERROR each)
         self.clock_jumps = 0  # UTC steps seen against the monotonic clock (CLOCK_JUMPED)
@@ -117,6 +121,9 @@ class Scheduler(Component):
             self._emit("SCHEDULE_ERROR", reason=self._relative(f"entry left out at load: {dropped}"))
         if self._run_error:
             self._emit("SCHEDULE_ERROR", reason=self._relative(self._run_error))
+        if self._not_resumed is not None:  # it ends, as any run does (an audit: said as a SCHEDULE_ERROR only)
+            name, why = self._not_resumed
+            self._emit("SEQUENCE_DONE", name=name, ok=False, reason=self._relative(why))
         self.service()
 
     def service(self) -> None:
@@ -220,12 +227,20 @@ class Scheduler(Component):
     def _end_run(self, ok: bool, reason: str) -> None:
         name = self.run.sequence.name
         self.run, self._run_cmd = None, None
+        failed = self._forget_run()
+        if failed:
+            self._emit("SCHEDULE_ERROR", reason=failed)
+        self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
+
+    def _forget_run(self) -> str | None:
+        """The run's state removed, and the removal kept (after a power cut an ended run must not resume); None, or
+        why not."""
         try:
             self._run_path.unlink(missing_ok=True)
-            fsync_path(self._run_path.parent)  # the removal kept: after a power cut a finished run must not resume
+            fsync_path(self._run_path.parent)
         except OSError as exc:
-            self._emit("SCHEDULE_ERROR", reason=f"sequence state not removed: {exc.strerror or exc.__class__.__name__}")
-        self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
+            return f"sequence state not removed: {exc.strerror or exc.__class__.__name__}"
+        return None
 
     # --- persistence of the run -------------------------------------------------------------
 
@@ -243,17 +258,36 @@ class Scheduler(Component):
         return None
 
     def _resume(self) -> None:
+        """The run kept across the restart, checked again as SEQUENCE_START checks it (:meth:`_open_run`): the board's
+        modes, the clock, the file may have changed since. A damaged state is set aside (``state_corrupt``); a run
+        that fails a check ends (SEQUENCE_DONE at :meth:`time_began`). Either way counted, and the agent goes on."""
         if not self._run_path.exists():
             return
+        name = ""
         try:
             state = read_checked_json(self._run_path)
-            sequence = load_sequence(self._path_of(str(state["sequence"])))
-            self.run = SequenceRun.from_state(sequence, state)
-        except (CorruptFile, OSError, KeyError, TypeError, SequenceError, CommandFailed) as exc:
+            kept = state.get("sequence") if isinstance(state, dict) else None
+            if not isinstance(kept, str):
+                raise CorruptFile(f"{self._run_path}: no sequence name")
+            name = kept
+            self.run = self._open_run(name, self._clock.now_s(), state)
+            return
+        except CorruptFile as exc:  # the state file itself: kept aside to look at
             self._run_error = f"sequence run not resumed: {exc}"
-            self._run_damaged = not isinstance(exc, (SequenceError, CommandFailed))  # the file, not its sequence
+            self._run_damaged = True
             quarantine(self._run_path)
-            self.run = None
+        except CommandFailed as exc:  # a sound state whose run no longer passes: it ends
+            self._refused(name, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - an unforeseen error here would stop every start of the agent
+            self._refused(name, f"{type(exc).__name__}: {exc}")
+        self.not_resumed += 1
+        self.run = None
+
+    def _refused(self, name: str, why: str) -> None:
+        """A kept run that will not resume: its state removed (it would be refused again at every start), its end
+        said at :meth:`time_began`."""
+        removed = self._forget_run()
+        self._not_resumed = (name, f"not resumed at the restart: {why}" + (f" ({removed})" if removed else ""))
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -320,27 +354,36 @@ class Scheduler(Component):
                                 FailureCode.BAD_ARGUMENTS)
         return path
 
-    def _start(self, req: CommandRequest) -> dict[str, Any]:
-        if self.run is not None:
-            raise CommandFailed(f"sequence {self.run.sequence.name} is running (step {self.run.index}); "
-                                f"SEQUENCE_ABORT it first", FailureCode.BUSY)
-        name = req.args["name"]
+    def _open_run(self, name: str, now: float, state: Mapping[str, Any] | None = None) -> SequenceRun:
+        """SEQUENCE_START's checks of ``sequences/NAME.toml`` (confined, parsed, every step against the dictionary
+        and the board's power modes, the waits within 30 days of now) and its run: a new one, or the one ``state``
+        kept, on the very file it was started from (its digest). One function for both, so a resume is checked as a
+        start is (found in review: a resume took the file with none of the board's checks, nor the waits' bound).
+        :class:`CommandFailed` naming the file, the step and the key."""
         path = self._path_of(name)
         if not path.is_file():
             raise CommandFailed(f"name: no sequence {name} in the sequences directory", FailureCode.BAD_ARGUMENTS)
-        now = self._clock.now_s()
-        try:  # its waits bounded from its start, now (a resume takes the same file again: its digest)
-            sequence = load_sequence(path, power_modes=self._power_modes, start_unix_s=now)
+        try:
+            sequence = load_sequence(path, power_modes=self._power_modes)
+            if sequence.name != name:  # a run resumes after a restart from the file of its name (an audit: not found)
+                raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is "
+                                    f"found by its file, after a restart too: name it {name!r} or the file "
+                                    f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
+            run = SequenceRun(sequence, now) if state is None else SequenceRun.from_state(sequence, state)
+            run.check_reach(now)
         except SequenceError as exc:
             raise CommandFailed(str(exc).replace(str(self.sequences_dir), "sequences"), FailureCode.BAD_ARGUMENTS) \
                 from None
         except OSError as exc:
             raise CommandFailed(f"sequence {name} unreadable: {exc.strerror or exc}") from None
-        if sequence.name != name:  # a run resumes after a restart from the file of its name (an audit: not found)
-            raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is found "
-                                f"by its file, after a restart too: name it {name!r} or the file "
-                                f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
-        self.run = SequenceRun(sequence, now)
+        return run
+
+    def _start(self, req: CommandRequest) -> dict[str, Any]:
+        if self.run is not None:
+            raise CommandFailed(f"sequence {self.run.sequence.name} is running (step {self.run.index}); "
+                                f"SEQUENCE_ABORT it first", FailureCode.BUSY)
+        self.run = self._open_run(req.args["name"], self._clock.now_s())
+        sequence = self.run.sequence
         self._save_run()
         self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
         return {"name": sequence.name, "steps": len(sequence.steps), "digest": sequence.digest}
@@ -374,4 +417,5 @@ class Scheduler(Component):
             "schedule_late_ms": None if self.late_ms is None else round(self.late_ms, 3),
             "sequence_running": self.run.sequence.name if self.run is not None else "",
             "sequence_step": self.run.index if self.run is not None else 0,
+            "sequences_not_resumed": self.not_resumed,
         }

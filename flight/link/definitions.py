@@ -799,6 +799,9 @@ SCHEDULE_CHANNELS = (
             "(CLOCK_JUMPED says each)"),
     Channel("sequence_running", T.STRING, "", "The stored sequence running (empty: none)"),
     Channel("sequence_step", T.U16, "", "Its current step, from 0"),
+    Channel("sequences_not_resumed", T.U32, "count", "Sequence runs kept across the last restart and not resumed: "
+            "their state damaged, or they failed SEQUENCE_START's checks again (SEQUENCE_DONE or SCHEDULE_ERROR "
+            "says why)", Limits(warn_high=1)),
     Channel("next_aos_in_s", T.F64, "s", "Time to the next acquisition of signal over a configured ground station "
             "(0 in a pass; nil: no stations, no orbit, or none within the prediction)"),
     Channel("next_los_in_s", T.F64, "s", "Time to the loss of signal of the current or next pass"),
