@@ -18,7 +18,6 @@ one added later through ``add_campaign_parser(sub)`` in hil/campaign.py) gets th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -86,7 +85,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     info = {"samples": len(t), "start_s": float(t[0]), "duration_s": float(t[-1] - t[0]),
             "columns": sorted(cols), "sunlit_fraction": float((cols["shadow_factor"] > 0.5).mean()),
             "metadata": profile.metadata}
-    print(json.dumps(info, indent=1, default=str))
+    from hil.report import json_text
+
+    print(json_text(info))  # strict JSON: a figure that is not finite is null (jq refuses NaN)
     if args.report is None:
         return EXIT_PASS
     # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
@@ -162,8 +163,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a run as Ctrl-C does: kill PID, and its terminal closed (found in review: a SIGHUP left the
+run's temporary directory in /tmp). A SIGHUP ignored when the harness starts (``nohup``) stays ignored."""
+
+
 def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # kill PID stops a run as Ctrl-C does: its agent stopped, its files removed
+    # kill PID (or a closed terminal) stops a run as Ctrl-C does: its agent stopped, its files removed
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, lost rather than raised where it cannot be written (a terminal that hung up: EIO)."""
+    try:
+        print(text, file=sys.stderr)
+    except OSError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,28 +186,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get(DEBUG_ENV))
     name = f"sunlit-hil {args.cmd}"
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    if main_thread:  # once: killed silent, its temporary directory left in /tmp
-        signal.signal(signal.SIGTERM, _terminated)
+    # once: killed silent, its temporary directory left in /tmp (SIGTERM; SIGHUP until found in review)
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main_thread else {}
+    previous = {s: h for s, h in previous.items() if not (s == signal.SIGHUP and h is signal.SIG_IGN)}  # nohup
+    for signum in previous:
+        signal.signal(signum, _terminated)
     try:
         return args.func(args)
     except bad_input_errors() as exc:
         if debug:
             traceback.print_exc()
-        print(f"{name}: {exc}", file=sys.stderr)
+        _say(f"{name}: {exc}")
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _say(f"{name}: interrupted" + (f" ({exc})" if str(exc) else ""))
         return 130
     except Exception as exc:  # a bug, not the user's input: one line unless asked
         if debug:
             traceback.print_exc()
         hint = "" if debug else f" (set {DEBUG_ENV}=1 for the traceback)"
-        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+        _say(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}")
         return EXIT_INTERNAL
     finally:
-        if main_thread:  # None: a handler not set from Python, which cannot be put back; the default then
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():  # None: not set from Python, cannot be put back; the default then
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ hil/sim_env.py), never waited out: from that step on it is flown as down, with n
 commands, the board modelled as staying powered, idle at its last power mode; later faults are
 not applied, the remaining steps are flown at once, and the run fails (``agent_alive``). One that
 leaves ``MAX_SILENT_STEPS`` steps in a row unanswered is hung: the harness kills it, and it is flown
-the same way. A packet the harness's console failed on (its handler, or the ground client taking it
-in) ends the run as an internal error once the agent has stopped: what it said was never judged.
+the same way; so is one a fault restarted that does not say hello within ``HELLO_TIMEOUT_S`` (or, with
+no proxy between, answer the ground's ping within ``PING_TIMEOUT_S``), its cause named. A packet the
+harness's console failed on (its handler, or the ground client taking it in) ends the run as an internal
+error once the agent has stopped: what it said was never judged.
 
 Faults with a duration end after it: a zone reads again, the signal returns, the board powers
 up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``at_s +
@@ -93,6 +95,8 @@ from hil.sim_env import AgentDied, AgentSilent, SimEnvironment
 MAX_DRAWN_FAULTS_PER_STEP = 10  # upsets drawn from fault_rate_scale per step at most: past it said, and fails the run
 MAX_MEMORY_UPSETS_PER_STEP = 1000  # request files written per step at most: a scale past it is said, and fails the run
 STEP_TIMEOUT_S = 30.0  # wall seconds the harness waits for the agent's answer to a step
+HELLO_TIMEOUT_S = 60.0  # wall seconds the harness waits for a (re)started agent's hello on the sim link
+PING_TIMEOUT_S = 30.0  # wall seconds the ground client waits for a (re)started agent to answer its ping
 # Steps in a row the agent may leave unanswered: past them it is hung, killed and flown as down (found in audit: a
 # hung agent cost STEP_TIMEOUT_S a step to the end, 4.8 hours for one orbit of 10-s steps).
 MAX_SILENT_STEPS = 3
@@ -321,7 +325,7 @@ class ClosedLoop:
     def _start_agent(self) -> None:
         link = f"zmq+ipc://{self.workdir}/link"
         self.agent = AgentProcess(link, self.workdir / "agent.log", self._agent_args()).start()
-        self.env.wait_for_agent(timeout_s=60, alive=self._agent_alive)
+        self.env.wait_for_agent(timeout_s=HELLO_TIMEOUT_S, alive=self._agent_alive)
         self._link_sync = None  # a new agent counts from its start: its first answer says where it is
         self._holds_noted = 0
         self._silent_in_row = 0  # the old agent's silences are not the new one's (found in review: killed as hung)
@@ -337,7 +341,7 @@ class ClosedLoop:
             self.client = GroundClient(self.proxy.front_url if self.proxy is not None else link)
             self.client.listeners.append(self._on_packet)
         if self.proxy is None or not self._flying:
-            self.client.connect(timeout_s=30)
+            self.client.connect(timeout_s=PING_TIMEOUT_S)
             return
         # A restart under the proxy: the console's subscription to the proxy stands; the proxy
         # rejoins the new agent by itself. Out of contact (or through faults) the ground may not hear it now.
@@ -346,7 +350,7 @@ class ClosedLoop:
                               "at the next contact")
             return
         try:
-            self.client.connect(timeout_s=30)
+            self.client.connect(timeout_s=PING_TIMEOUT_S)
         except TimeoutError as exc:
             self.notes.append(f"t={self._rel_s:.0f} s: the restarted agent was not heard through the link's "
                               f"faults: {exc}")
@@ -746,6 +750,12 @@ class ClosedLoop:
                 self._start_agent()  # a real restart; under a brownout it only hears the world again later
             except AgentDied:
                 self._agent_died()
+            except TimeoutError as exc:  # alive and mute (found in review: the run ended as an internal error)
+                self._resume_hung()
+                self.agent.kill()
+                mute = (f"never said hello within {HELLO_TIMEOUT_S:g} s" if isinstance(exc, AgentSilent)
+                        else f"never answered the ground's ping within {PING_TIMEOUT_S:g} s")
+                self._agent_died(f"restarted by the {f.kind} at {rel_s:.0f} s, it {mute}, and the harness killed it")
         elif f.kind == "sensor_dropout":
             self._zone_faults[f.zone] = (t + f.duration_s, None)
         elif f.kind == "sensor_stuck":

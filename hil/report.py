@@ -7,6 +7,7 @@ import contextlib
 import html
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -142,7 +143,12 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
         checks.append(Check("idle_in_safe", idle.passed, idle.detail + (
             "; not judged: no event came down from the agent (SAFE_ENTERED, a restart), so no SAFE after a fault "
             "could be seen" if deaf else "")))
-    if crit.commands_verified and sc.agent != "naive":
+    # A scenario that asked for it and sent no command verified nothing: it fails (found in review: it passed on "0 of
+    # 0"); left at its default, with no [[commands]], it is not applicable and not listed (as a criterion not asked).
+    if crit.commands_verified and sc.agent != "naive" and not result.commands and "commands_verified" in crit.stated:
+        checks.append(Check("commands_verified", False, "no commands were sent: nothing verified (the scenario asks "
+                                                        "for commands_verified and has no [[commands]])"))
+    elif crit.commands_verified and sc.agent != "naive" and result.commands:
         failed = [c for c in result.commands if c["outcome"] != "completed"]
         checks.append(Check("commands_verified", not failed,
                             f"{len(result.commands) - len(failed)} of {len(result.commands)} commands completed"
@@ -525,9 +531,42 @@ Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])},
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
 <h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""
     _write_all(out_dir, [("trace.npz", trace.getvalue()), ("report.html", page.encode()),
-                         ("junit.xml", junit_xml(result, checks)),
-                         ("summary.json", json.dumps(body, indent=1, default=str).encode())])
+                         ("junit.xml", junit_xml(result, checks)), ("summary.json", summary_json(body))])
     return body["passed"], body
+
+
+def strict_json(value: Any) -> tuple[Any, list[str]]:
+    """``value`` made fit for strict JSON (RFC 8259), and the paths of what was not: a number that is not finite
+    (NaN, ±Infinity) becomes None, which ``json.dumps`` would write as the tokens NaN and Infinity that jq and a
+    browser's JSON.parse refuse (found in review: a summary.json with NaN in it); numpy's scalars and arrays become
+    numbers and lists."""
+    found: list[str] = []
+
+    def clean(v: Any, path: str) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(item, f"{path}.{k}" if path else str(k)) for k, item in v.items()}
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return [clean(item, f"{path}[{i}]") for i, item in enumerate(v)]
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            found.append(path)
+            return None
+        return v
+
+    return clean(value, ""), found
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON of ``value`` (:func:`strict_json`: a number that is not finite is written as null)."""
+    return json.dumps(strict_json(value)[0], indent=1, default=str, allow_nan=False)
+
+
+def summary_json(body: dict[str, Any]) -> bytes:
+    """summary.json: strict JSON, a figure that is not a finite number (NaN, infinite) written as null and its path
+    listed in ``non_finite_as_null`` (empty: none), so that a null there is told from one that means "none"."""
+    clean, found = strict_json(body)
+    return json.dumps({**clean, "non_finite_as_null": found}, indent=1, default=str, allow_nan=False).encode()
 
 
 def _write_all(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
@@ -567,7 +606,7 @@ def write_unfinished_report(scenario: Scenario, out_dir: Path, exc: BaseExceptio
     """summary.json and junit.xml of a run the harness did not finish (an internal error, Ctrl-C): failed, and
     why (found in audit: such a run left no verdict, or an earlier run's PASS). Best effort: a directory that
     cannot take them leaves none, and the caller raises ``exc`` either way."""
-    why = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+    why = (f"interrupted{f' ({exc})' if str(exc) else ''}" if isinstance(exc, KeyboardInterrupt)
            else f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500])
     detail = f"the harness did not finish the run: {why}"
     body = {"scenario": scenario.name, "source": scenario.source, "passed": False, "error": why,
@@ -576,6 +615,6 @@ def write_unfinished_report(scenario: Scenario, out_dir: Path, exc: BaseExceptio
             "board": scenario.board}
     try:
         _write_all(Path(out_dir), [("junit.xml", _junit(scenario.name, [("harness", False, detail)], 0.0)),
-                                   ("summary.json", json.dumps(body, indent=1, default=str).encode())])
+                                   ("summary.json", summary_json(body))])
     except OSError:
         pass

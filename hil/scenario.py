@@ -129,7 +129,7 @@ Example, every key (the defaults are shown where a key may be left out)::
     charge_floor_pct = 30.0       # state of charge never below
     temp_max_c = 95.0             # board temperature never above
     min_work = 1000               # at least this much work done (what it counts: below)
-    commands_verified = true      # every command completed
+    commands_verified = true      # every command completed (written here with no [[commands]]: fails)
     no_unhandled_fault = true     # no INTERNAL_ERROR, agent never silent
 
 The array's attitude moves body-fixed panels only: with ``pointing = "sun_tracking"`` every
@@ -333,6 +333,9 @@ class Criteria:
     min_work: float | None = None
     commands_verified: bool = True
     no_unhandled_fault: bool = True
+    # The keys [criteria] gave, the rest defaults: commands_verified given with no command to verify fails, at its
+    # default it is not applicable (hil/report.py).
+    stated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -660,6 +663,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
             min_work=c.optional(crit, "min_work", "criteria", lo=0),
             commands_verified=commands_verified,
             no_unhandled_fault=c.boolean(crit, "no_unhandled_fault", "criteria", True),
+            stated=frozenset(crit),
         ),
         agent_parameters=_parameters(c, raw, board),
         array=array,
