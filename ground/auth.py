@@ -7,8 +7,10 @@
       role = "operator"                  # viewer | operator | admin
       password = "$argon2id$v=19$..."    # an argon2id hash (argon2-cffi), never the password
 
-  The file must not be writable by group or others (it decides who may command), and the
-  server refuses to start otherwise; every bad key is named.
+  Group and others must neither read nor write the file, mode 600 (else they could change who may
+  command, or read the hashes and guess passwords offline), as ssh wants of a private key: the
+  server refuses to start otherwise, naming the file and the ``chmod``; every bad key is named.
+  ``save`` writes it mode 600.
 - **Sessions** are random tokens (``secrets``, 256 bits) kept only as their SHA-256 in memory,
   with an idle and an absolute lifetime. A browser holds its token in an ``HttpOnly``,
   ``SameSite=Strict`` cookie and proves each state-changing request with the session's CSRF
@@ -180,6 +182,10 @@ class UserStore:
         if check_mode and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise UserFileError(f"{path}: writable by group or others; anyone who can change it can command "
                                 f"the spacecraft (chmod 600 {path})")
+        if check_mode and st.st_mode & (stat.S_IRGRP | stat.S_IROTH):  # as ssh refuses a private key file
+            raise UserFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):03o} lets group or others read it; it holds "
+                                f"the operators' password hashes, which whoever reads them can guess at offline "
+                                f"(chmod 600 {path})")
         try:
             data = tomllib.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -1,4 +1,4 @@
-"""``sunlit-ground file put|get|list|rm|status``: files to and from a spacecraft.
+"""``sunlit-ground file put|get|list|rm|status|cancel``: files to and from a spacecraft.
 
 Through the ground server by default (after ``sunlit-ground login``): ``put`` uploads the file
 to the server, which sends it by CFDP (docs/ground-api.md, "File transfer"); ``get`` has the
@@ -7,20 +7,27 @@ follow the transfer to its end, with its progress, and the exit code says how it
 ``--direct LINK`` runs a CFDP entity of its own on the agent's link, for the bench: its file
 area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's archive.
 
-- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/ or data/);
+- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/ or data/). Ctrl-C cancels it:
+  before the whole file reached the server the upload is cut off and the server keeps none of it; once it is
+  there the CLI waits for the answer naming the transfer (Ctrl-C again: stop waiting, exit 6); then the transfer
+  is cancelled on the server (``--direct``: here, its EOF(cancel) sent before the CLI ends) and the CLI says what
+  that left: nothing on board (exit 1), delivered before the cancel (0), or maybe in place, every byte having
+  gone up, or the cancel not confirmed (6, naming the command that tells);
 - ``get NAME [--out PATH]``: the agent's NAME (under products/, checkpoints/, logs/, staging/,
   incoming/ or data/) to PATH (default: its base name here; an existing file, one made while the
   file came down too, is kept unless ``--force``: exit 2), written whole beside it and renamed into
   place; the SHA-256 the agent sent is checked against what was written;
 - ``list [DIRECTORY]``: FILE_LIST (names, sizes, times, free space on board);
 - ``rm NAME``: FILE_DELETE (hazardous: asks, or ``--yes``);
-- ``status``: the transfers the server follows (``--direct``: the agent's FILE_STATUS).
+- ``status``: the transfers the server follows (``--direct``: the agent's FILE_STATUS);
+- ``cancel ID``: stop one of them (its id from ``status``; the agent is told).
 
 Exit codes: 0 done; 1 the transfer or command failed, or the transfer did not end within
 ``--timeout`` (it goes on; ``status`` follows it); 2 bad input, no server, not logged in; 3 a
 hazardous command not confirmed (Ctrl-C at its question too); 4 a command (list, rm, status with
 ``--direct``) timed out: it never ran; 5 a command still waits for a second operator's approval
-(it stays queued on the server); 6 a command's outcome is unknown (Ctrl-C as it is followed too).
+(it stays queued on the server); 6 a command's outcome is unknown (Ctrl-C as it is followed too), or what a put
+cancelled at Ctrl-C left on board is.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -48,6 +57,7 @@ from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 POLL_S = 0.5          # how often the server's list is read while following a transfer
 ACK_PERIOD_S = 1.0    # --direct: the store acknowledgement that tells the agent the ground listens
+DIRECT_CANCEL_S = 5.0  # --direct: Ctrl-C on a put waits at most this for its EOF(cancel) to go out
 
 
 class FileCliError(Exception):
@@ -149,19 +159,142 @@ def _ended(record: dict[str, Any], timeout_s: float, how: str) -> int:
     return EXIT_FAILED
 
 
+class _Upload:
+    """The local file as urllib reads it for the upload's body. ``committed`` once its last bytes are handed to the
+    socket: from then on the server may take the whole file and queue its transfer, so Ctrl-C no longer cuts the
+    upload off but waits for the answer that names the transfer, to cancel it."""
+
+    def __init__(self, f: Any, size: int):
+        self.f, self.size, self.handed, self.committed = f, size, 0, size == 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.handed += len(data)
+        self.committed = self.committed or self.handed >= self.size or not data
+        return data
+
+
+def _upload(api: ApiClient, spacecraft: str, local: Path, name: str, args: argparse.Namespace) \
+        -> tuple[dict[str, Any] | int, bool]:
+    """(the transfer the server made, whether Ctrl-C came once the whole file was with it), or (an exit code, True)
+    said when Ctrl-C cut the upload off, or stopped the wait for the server's answer."""
+    size = local.stat().st_size
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not body.committed or interrupted:
+            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+        interrupted.append(True)
+        print(f"\ninterrupted: all of {local} is with the server; waiting for its answer to cancel the transfer it "
+              "makes (Ctrl-C again: stop waiting, its outcome unknown)", file=sys.stderr, flush=True)
+
+    with open(local, "rb") as f:
+        body = _Upload(f, size)
+        query = {"spacecraft": spacecraft, "name": name, "cfdp_class": args.cfdp_class, "priority": args.priority,
+                 "filename": str(local)}
+        # Only where Ctrl-C raises KeyboardInterrupt as Python's own handler does (not ignored, as in a job started
+        # in the background, nor another's handler); signals are set in the main thread alone
+        ours = threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        previous = signal.signal(signal.SIGINT, on_sigint) if ours else None
+        try:
+            with _raw(api, "POST", "/api/files/put", query, body,
+                      {"Content-Type": "application/octet-stream", "Content-Length": str(size)}) as resp:
+                return json.loads(resp.read()), bool(interrupted)
+        except KeyboardInterrupt:
+            if not interrupted:  # the server never had the whole file: it drops what it had (docs/ground-api.md)
+                print(f"\ninterrupted: the upload of {local} was cut off ({size_text(body.handed)} of "
+                      f"{size_text(size)} handed over) before the whole file reached the server, which keeps none "
+                      f"of it: nothing goes to {spacecraft}", file=sys.stderr)
+                return EXIT_FAILED, True
+            print(f"stopped waiting: the server has all of {local} and may have queued it for {spacecraft} as "
+                  f"{name}; `sunlit-ground file status` lists it ({local} -> {name}) and `sunlit-ground file "
+                  "cancel ID` stops it", file=sys.stderr)
+            return EXIT_UNKNOWN, True
+        finally:
+            if ours:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _cancelled_text(record: dict[str, Any], name: str) -> tuple[str, int]:
+    """What a put cancelled at Ctrl-C left on board, from its record as the cancel left it, and the exit code:
+    1 where nothing of it is in place there, 6 where it may be (every byte had gone up, or an earlier try had)."""
+    size, sent, rid = record.get("size"), int(record.get("progress") or 0), record["id"]
+    look = f"`sunlit-ground file list {name.rsplit('/', 1)[0]}` shows whether it is there"
+    if not record.get("started_s"):
+        text, code = f"{rid} cancelled before it started: nothing of {name} went to the board", EXIT_FAILED
+    elif record.get("restarts"):
+        text = (f"{rid} cancelled; it had been started again {record['restarts']} time(s), and an earlier try may "
+                f"have put {name} in place on board: {look}")
+        code = EXIT_UNKNOWN
+    elif isinstance(size, int) and sent < size:
+        text = (f"{rid} cancelled with {size_text(sent)} of {size_text(size)} gone up: the agent drops what came "
+                f"(told by CFDP's EOF(cancel), or on its own after its inactivity time should that be lost); {name} "
+                "is not put in place on board")
+        code = EXIT_FAILED
+    else:
+        text = (f"{rid} cancelled after every byte had gone up: the agent may have put {name} in place before the "
+                f"cancel reached it; {look}")
+        code = EXIT_UNKNOWN
+    return text, code
+
+
+def _settled_text(record: dict[str, Any], name: str) -> tuple[str, int]:
+    """What a put's record says once Ctrl-C cancelled it, or it had ended first; exit code with it."""
+    rid, state = record["id"], record["state"]
+    if state == "cancelled":
+        return _cancelled_text(record, name)
+    if state == "done":
+        text, code = f"{rid} was delivered before the cancel reached it: {name} is on board", 0
+    elif state == "failed":
+        text, code = f"{rid} had failed already: {record.get('reason')}", EXIT_FAILED
+    else:
+        text = f"{rid} is {state} after the cancel: `sunlit-ground file status` follows it"
+        code = EXIT_UNKNOWN
+    return text, code
+
+
+def _cancel_put(api: ApiClient, spacecraft: str, record: dict[str, Any], name: str) -> int:
+    """Ctrl-C on a put through the server: its transfer cancelled there (the agent is told), and what that left
+    said as it is, never "stopped" with the transfer going on unseen."""
+    rid = record["id"]
+    print(f"\ninterrupted: cancelling {rid} on the server", file=sys.stderr, flush=True)
+    try:
+        try:
+            record = api.post(f"/api/files/{rid}/cancel", {"spacecraft": spacecraft})
+        except ServerError as exc:
+            if exc.status != 409:  # 409: it had ended before the cancel came; how is in the list
+                raise
+            found = [r for r in api.get("/api/files", spacecraft=spacecraft)["transfers"] if r["id"] == rid]
+            if not found:
+                raise
+            record = found[0]
+    except (ServerError, KeyboardInterrupt) as exc:
+        why = "Ctrl-C again" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"{rid}: not known to be cancelled ({why}); it may go on: `sunlit-ground file status` shows it, "
+              f"`sunlit-ground file cancel {rid}` stops it", file=sys.stderr)
+        return EXIT_UNKNOWN
+    text, code = _settled_text(record, name)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def _put_server(args: argparse.Namespace, local: Path, name: str) -> int:
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
-    with open(local, "rb") as body:
-        query = {"spacecraft": spacecraft, "name": name, "cfdp_class": args.cfdp_class, "priority": args.priority,
-                 "filename": str(local)}
-        with _raw(api, "POST", "/api/files/put", query, body,
-                  {"Content-Type": "application/octet-stream", "Content-Length": str(local.stat().st_size)}) as resp:
-            record = json.loads(resp.read())
-    print(f"{local} -> {spacecraft}:{name} as {record['id']} ({size_text(record.get('size'))})", flush=True)
-    if args.no_wait:
-        return 0
-    record = _follow(api, spacecraft, record, args.timeout)
+    answer, interrupted = _upload(api, spacecraft, local, name, args)
+    if isinstance(answer, int):
+        return answer
+    record = answer
+    try:
+        print(f"{local} -> {spacecraft}:{name} as {record['id']} ({size_text(record.get('size'))})", flush=True)
+        if interrupted:
+            return _cancel_put(api, spacecraft, record, name)
+        if args.no_wait:
+            return 0
+        record = _follow(api, spacecraft, record, args.timeout)
+    except KeyboardInterrupt:  # the transfer it made is named: cancelled, and what that left said
+        return _cancel_put(api, spacecraft, record, name)
     if record["state"] == "done":
         print(f"{name}: delivered, sha256 {record.get('sha256')}")
     return _ended(record, args.timeout, "sunlit-ground file status")
@@ -249,12 +382,47 @@ def _cmd_put(args: argparse.Namespace) -> int:
     if not args.direct:
         return _put_server(args, local, name)
     client, files = _direct_files(args)
+    before = set(files.records)
     try:
-        record = files.put(local, name, args.cfdp_class, args.priority, who=os.environ.get("USER", ""))
-        return _ended(_run_direct(client, files, record.id, args.timeout), args.timeout, "not followed further")
+        try:
+            record = files.put(local, name, args.cfdp_class, args.priority, who=os.environ.get("USER", ""))
+            return _ended(_run_direct(client, files, record.id, args.timeout), args.timeout, "not followed further")
+        except KeyboardInterrupt:  # what this run queued (its record made as Ctrl-C came too), never left to go
+            made = [rid for rid in files.records if rid not in before]  # up with the next --direct run here
+            if not made:
+                print(f"\ninterrupted before its transfer was queued: nothing of {local} goes to the board",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            return _cancel_direct(client, files, made[0], name)
     finally:
         files.close()
         client.close()
+
+
+def _cancel_direct(client: GroundClient, files: GroundFiles, rid: str, name: str) -> int:
+    """Ctrl-C on a ``--direct`` put: its transfer cancelled here and CFDP's EOF(cancel) sent to the agent before
+    this process, the entity, ends; what that left said as it is."""
+    print(f"\ninterrupted: cancelling {rid}", file=sys.stderr, flush=True)
+    try:
+        files.cancel(rid, who=os.environ.get("USER", ""))
+    except FileError:
+        pass  # it had ended: its record says how
+    told = True
+    try:
+        deadline = time.monotonic() + DIRECT_CANCEL_S
+        while files.entity.sending() and time.monotonic() < deadline:
+            client.poll(0.02)
+            files.service()
+        told = not files.entity.sending()
+    except KeyboardInterrupt:
+        told = False
+    record = files.records[rid].to_json()
+    text, code = _settled_text(record, name)
+    if record["state"] == "cancelled" and record.get("started_s") and not told:
+        text += (f" (its EOF(cancel) did not go out in {DIRECT_CANCEL_S:g} s: the agent gives the transfer up after "
+                 "its inactivity time)")
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -389,6 +557,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop a transfer the server follows (``status`` names it): the way to one a put's Ctrl-C left unknown."""
+    if args.direct:
+        raise FileCliError("--direct: a transfer lives in the process that started it; Ctrl-C there cancels it")
+    api = _api(args)
+    spacecraft = args.spacecraft or api.default_spacecraft()
+    record = api.post(f"/api/files/{urllib.parse.quote(args.id)}/cancel", {"spacecraft": spacecraft})
+    if record["direction"] == "up" and record["state"] == "cancelled":
+        text, code = _cancelled_text(record, record["remote"])
+        print(text, file=sys.stdout if code == EXIT_FAILED else sys.stderr)
+        return 0 if code == EXIT_FAILED else code  # 0: cancelled, nothing of it in place on board
+    print(f"{record['id']} {record['state']}: {record.get('reason')}")
+    return 0 if record["state"] == "cancelled" else EXIT_UNKNOWN
+
+
 def _checked(name: str, direction: str) -> str:
     try:
         return check_remote(name, direction)
@@ -396,7 +579,11 @@ def _checked(name: str, direction: str) -> str:
         raise FileCliError(f"refused before sending: {exc}") from None
 
 
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+STOPPED = "stopped here; a transfer through the server goes on (sunlit-ground file status)"
+
+
+def _guarded(func: Callable[[argparse.Namespace], int], stopped: str = STOPPED) -> Callable[[argparse.Namespace], int]:
+    """``stopped``: what a Ctrl-C the subcommand does not take itself leaves (a put takes it once its upload starts)."""
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
@@ -414,14 +601,15 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             print(f"{where}{exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
         except KeyboardInterrupt:
-            print("stopped here; a transfer through the server goes on (sunlit-ground file status)", file=sys.stderr)
+            print(f"\n{stopped}", file=sys.stderr)
             return EXIT_FAILED
     return run
 
 
 def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``file`` and its subcommands to a parser's subparsers; each sets ``func``."""
-    top = subparsers.add_parser("file", help="files to and from a spacecraft (CFDP): put, get, list, rm, status",
+    top = subparsers.add_parser("file", help="files to and from a spacecraft (CFDP): put, get, list, rm, status, "
+                                "cancel",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="file_cmd", required=True)
 
@@ -437,7 +625,7 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     put.add_argument("name", help="its name on board, e.g. staging/model.onnx")
     put.add_argument("--no-wait", action="store_true", help="through the server: queue it and return")
     transfer(put, 600.0)
-    put.set_defaults(func=_guarded(_cmd_put))
+    put.set_defaults(func=_guarded(_cmd_put, "interrupted before the upload began: nothing goes to the board"))
 
     get = sub.add_parser("get", help="fetch a file of the agent's (products/, checkpoints/, logs/...)")
     get.add_argument("name", help="its name on board, e.g. products/job-3.json")
@@ -456,6 +644,10 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     rm.add_argument("--yes", action="store_true", help="delete without asking")
     rm.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     rm.set_defaults(func=_guarded(_cmd_rm))
+
+    cancel = sub.add_parser("cancel", help="stop a transfer the server follows (its id from status: out-N, get-N)")
+    cancel.add_argument("id")
+    cancel.set_defaults(func=_guarded(_cmd_cancel))
 
     st = sub.add_parser("status", help="the transfers the server follows (--direct: the agent's FILE_STATUS)")
     st.add_argument("--last", type=_count(1, 100_000), default=30, help="at most this many")

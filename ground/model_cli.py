@@ -12,7 +12,9 @@
 Uplink the package's files to the compute directory's staging/, then send the MODEL_INSTALL line
 that pack and delta print last. Reference inputs default to the shipped model's (its first
 held-out tiles, which the board keeps); a delta leaves them out and the board uses its base's,
-unless --with-inputs. Exit codes: 0 done, 1 a check failed, 2 bad input.
+unless --with-inputs. Exit codes: 0 done, 1 a check failed, or keygen's key file could not be written
+(a full disk, a folder this user cannot write in, a read-only file system: nothing is left under its
+name), 2 bad input.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from flight.compute.package import (
     refuse_external_data,
 )
 from ground.model_package import (
+    KeyWriteError,
     generate_key,
     load_inputs,
     pack_delta,
@@ -104,6 +107,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except KeyWriteError as exc:  # the file system's refusal, not the operator's input (found in audit: 2)
+            print(f"sunlit-ground model: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         except PackageError as exc:
             print(f"sunlit-ground model: {exc}", file=sys.stderr)
             return EXIT_INPUT

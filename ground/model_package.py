@@ -54,6 +54,11 @@ class OperatorKeyError(PackageError):
     """An operator key file that cannot be used; the message names the file and what to do."""
 
 
+class KeyWriteError(OperatorKeyError):
+    """A key file the file system would not take (a full disk, a folder this user cannot write in, a read-only
+    file system), nothing of it left under its name: the command failed, its input was good (exit 1, not 2)."""
+
+
 # --- operator keys -------------------------------------------------------------------------------
 
 
@@ -91,16 +96,19 @@ def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = 
     path = Path(path)
     if path.is_dir():
         raise OperatorKeyError(f"{path} is a folder; give --out the key file's name")
-    if overwrite:  # the old key stays whole until the new one is (mkstemp: mode 600 from the start)
-        write_atomic(path, body.encode())
-        return
     exists = OperatorKeyError(f"{path} exists already; give another --out, or --force to replace that key")
-    if os.path.lexists(path):
+    if os.path.lexists(path) and not overwrite:
         raise exists
+    if path.exists() and not path.is_file():  # --force over /dev/full as root replaced the device (an audit)
+        raise OperatorKeyError(f"{path} is not a file; give --out the key file's name")
     if not path.parent.is_dir():
         raise OperatorKeyError(f"{path}: no folder {path.parent} to write it in")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 600
-    try:
+    tmp = None
+    try:  # the temporary file's own name in an OSError is not the one asked for: said with --out's
+        if overwrite:  # the old key stays whole until the new one is (mkstemp: mode 600 from the start)
+            write_atomic(path, body.encode())
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 600
         with os.fdopen(fd, "w") as f:
             f.write(body)
             f.flush()
@@ -109,9 +117,11 @@ def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = 
     except FileExistsError:
         raise exists from None
     except OSError as exc:
-        raise OperatorKeyError(f"{path}: the key cannot be written ({exc.strerror or exc}); nothing written") from None
+        raise KeyWriteError(f"{path}: the key cannot be written ({exc.strerror or exc}); nothing written"
+                            + (" (the key there is as it was)" if overwrite else "")) from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def read_key_file(path: Path | str) -> tuple[str, Any]:

@@ -249,6 +249,43 @@ def test_a_users_file_others_can_write_is_refused(users):
 
 
 @pytest.mark.req("GND-021")
+def test_a_users_file_group_or_others_can_read_is_refused_naming_it_and_the_fix(users, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Found in audit: a users file others could read was taken (only one they could write was refused), and it
+    holds the operators' argon2 hashes, which whoever reads them can guess at offline. Refused as ssh refuses a
+    private key others can read, by the server and `sunlit-ground user`, naming the file and the chmod; what
+    `user add` makes is mode 600 whatever the umask, so nothing made here is refused."""
+    import io
+    import re
+
+    from ground.cli import main
+    from ground.server import quick_config, serve
+
+    where = re.escape(str(users.path))
+    for mode in (0o644, 0o640, 0o604, 0o440):
+        users.path.chmod(mode)
+        with pytest.raises(UserFileError, match=rf"^{where}: mode {mode:03o} lets group or others read it; it "
+                                                rf"holds the operators' password hashes.*\(chmod 600 {where}\)$"):
+            UserStore.load(users.path)
+    users.path.chmod(0o640)
+    assert main(["user", "list", "--users", str(users.path)]) == 2
+    assert f"{users.path}: mode 640 lets group or others read it" in capsys.readouterr().err
+    assert serve(quick_config("zmq+ipc:///nonexistent/link", port=0, archive=None, users=users.path)) == 2
+    assert f"{users.path}: mode 640 lets group or others read it" in capsys.readouterr().err, "the server: not up"
+    users.path.chmod(0o400)  # the owner alone, read-only: taken
+    assert sorted(UserStore.load(users.path).users) == ["alice", "vera"]
+
+    made = tmp_path / "etc" / "users.toml"
+    monkeypatch.setattr("sys.stdin", io.StringIO("bob-pass-1\n"))
+    old = os.umask(0)
+    try:
+        assert main(["user", "add", "bob", "--role", "admin", "--users", str(made), "--password-stdin"]) == 0
+    finally:
+        os.umask(old)
+    assert made.stat().st_mode & 0o777 == 0o600 and sorted(UserStore.load(made).users) == ["bob"]
+
+
+@pytest.mark.req("GND-021")
 def test_sessions_expire_end_at_logout_and_follow_the_users_file(users):
     now = [1000.0]
     sessions = Sessions(users, clock=lambda: now[0], idle_s=100, max_s=1000)

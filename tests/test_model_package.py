@@ -140,6 +140,29 @@ def _keygen_on_a_full_disk(out):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.req("MDL-009")
+def test_a_key_file_the_file_system_refuses_is_a_failure_naming_it_and_leaves_nothing(tmp_path, capsys):
+    """Found in audit: keygen on a full disk exited 2, the code for bad input, where the input was good and the
+    disk refused; in a folder it may not write in, the same, naming its temporary file rather than --out. Both are
+    failures (exit 1) naming --out, with no part of a key left; and --force never replaces what is not a file."""
+    full = _keygen_on_a_full_disk(tmp_path / "full.key")  # ENOSPC's stand-in: the write refused part-way
+    assert full.returncode == 1, full.stderr
+    assert f"sunlit-ground model: {tmp_path / 'full.key'}: the key cannot be written (" in full.stderr, full.stderr
+    assert "nothing written" in full.stderr and "Traceback" not in full.stderr
+    assert list(tmp_path.iterdir()) == [], "no part of it, no temporary"
+    for force in ([], ["--force"]):  # sysfs takes no new file, root or not: EACCES
+        assert ground_main(["model", "keygen", "erin", "--out", "/sys/erin.key", *force]) == 1, force
+        err = capsys.readouterr().err
+        assert err.startswith("sunlit-ground model: /sys/erin.key: the key cannot be written ("), err
+        assert "nothing written" in err and ".tmp" not in err, err
+    assert not os.path.lexists("/sys/erin.key")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert ground_main(["model", "keygen", "erin", "--out", str(pipe), "--force"]) == 2
+    assert "is not a file; give --out the key file's name" in capsys.readouterr().err
+    assert stat.S_ISFIFO(pipe.lstat().st_mode), "left as it was"
+
+
 @pytest.mark.req("MDL-009", "MDL-008")
 def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_packages(tmp_path, capsys):
     key = tmp_path / "alice.key"
@@ -157,7 +180,7 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
     assert stat.S_IMODE(spare.stat().st_mode) == 0o600 and '"carol"' in spare.read_text()
     capsys.readouterr()
     full = _keygen_on_a_full_disk(tmp_path / "full.key")  # found in audit: a cut-off key left under the name
-    assert full.returncode == 2 and f"{tmp_path / 'full.key'}: the key cannot be written" in full.stderr, full.stderr
+    assert full.returncode == 1 and f"{tmp_path / 'full.key'}: the key cannot be written" in full.stderr, full.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.key", "spare.key"], "no part of it, no temporary"
     keys = tmp_path / "operators.keys"
     keys.write_text(line + "\n")

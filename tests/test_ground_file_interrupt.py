@@ -1,0 +1,215 @@
+"""Ctrl-C on ``sunlit-ground file put``: the CLI as a real subprocess sent SIGINT at each stage of an upload (to the
+server, waiting for its answer, followed on the link, ``--direct``), a real server and a real agent (``sunlit-flight
+run``) on a real ZeroMQ link. What it says must be what the server and the board then hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ground.auth import UserStore
+from ground.server import GroundServer, quick_config
+from ground.server_config import FilesConfig
+from tests.test_ground_server import http, login, make_users
+
+REPO = Path(__file__).resolve().parents[1]
+SC = "sunlit-1"
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
+
+
+def cli(*args: str, env: dict) -> subprocess.Popen:
+    """The CLI with Ctrl-C's default: a test run started in the background by a non-interactive shell ignores
+    SIGINT, and every child inherits that (tests/test_ground_ops.py, _on_a_terminal)."""
+    return subprocess.Popen([sys.executable, "-m", "ground.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def read_until(stream, text: str, timeout_s: float = 60.0) -> str:
+    """What ``stream`` gave up to and with the first line holding ``text`` (a bound, not a measure)."""
+    got = b""
+    deadline = time.monotonic() + timeout_s
+    while text.encode() not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not said within {timeout_s} s: {got.decode(errors='replace')}"
+        if select.select([stream], [], [], left)[0]:
+            chunk = os.read(stream.fileno(), 4096)
+            assert chunk, f"the CLI ended before saying {text!r}: {got.decode(errors='replace')}"
+            got += chunk
+    return got.decode()
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[int, str, str]:
+    """SIGINT, as Ctrl-C sends it; (exit code, stdout, stderr) once it ends. Killed if it does not."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def transfers(server: GroundServer, token: str) -> list[dict]:
+    status, answer, _ = http(server, "GET", f"/api/files?spacecraft={SC}", token=token)
+    assert status == 200, answer
+    return answer["transfers"]
+
+
+@pytest.mark.req("GND-056", "GND-050")
+def test_ctrl_c_as_a_put_is_followed_cancels_it_on_the_server_and_the_agent_drops_its_part(ipc_url, start_agent,
+                                                                                           tmp_path):
+    """Found in audit: Ctrl-C said "stopped here; a transfer through the server goes on" (exit 1), whatever had
+    happened. Now the transfer is cancelled on the server, the agent told, and the CLI says how much went up and
+    that the file is not in place on board."""
+    agent = start_agent(ipc_url)
+    area = agent.state_dir / "compute"
+    users = make_users(tmp_path / "users.toml")
+    config = dataclasses.replace(quick_config(ipc_url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                                 files=FilesConfig(rate_bps=5000))  # 200 kB: 40 s, stopped on its way
+    server = GroundServer(config, UserStore.load(users), connect_timeout_s=20.0).start()
+    try:
+        token = login(server, "alice")
+        env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": token}
+        wait_for(lambda: server.links[SC].client.agent_dict_hash is not None, what="the agent's housekeeping")
+        up = tmp_path / "big.bin"
+        up.write_bytes(os.urandom(200_000))
+        proc = cli("file", "put", str(up), "staging/big.bin", "--timeout", "300", env=env)
+        wait_for(lambda: any(r["state"] == "active" and 0 < r["progress"] < r["size"]
+                             for r in transfers(server, token)), what="the transfer on its way")
+        wait_for(lambda: list((area / ".partial").glob("*.part")), what="the agent's partial file")
+        code, out, err = interrupt(proc)
+        assert code == 1, out + err
+        assert "interrupted: cancelling out-1 on the server" in err, err
+        assert "out-1 cancelled with " in err and "staging/big.bin is not put in place on board" in err, err
+        assert "goes on" not in err, err
+        (record,) = transfers(server, token)
+        assert record["state"] == "cancelled" and record["progress"] < record["size"], record
+        # The agent was told (CFDP's EOF(cancel)): its partial file goes well within its inactivity time (120 s)
+        wait_for(lambda: not list((area / ".partial").glob("*.part")), what="the agent dropping its partial file")
+        assert not (area / "staging/big.bin").exists()
+        out = subprocess.run([sys.executable, "-m", "ground.cli", "file", "cancel", "out-1"], capture_output=True,
+                             text=True, env=env, cwd=REPO, timeout=60)
+        assert out.returncode == 1 and "no transfer 'out-1' in progress (cancelled)" in out.stderr, out.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.req("GND-056", "GND-050")
+def test_ctrl_c_while_a_put_goes_to_the_server_cuts_it_off_or_once_whole_cancels_what_the_server_made(
+        tmp_path, short_dir, monkeypatch):
+    """Ctrl-C before the whole file reached the server cuts the upload off, and the server keeps none of it; once
+    the whole file is with it, the CLI waits for the answer that names the transfer, and cancels that (found in
+    audit: both said "a transfer through the server goes on", and in the second it did, unseen)."""
+    import ground.server as ground_server
+    from flight.link.transport import open_flight_link
+
+    source = open_flight_link(f"zmq+ipc://{short_dir}/source")  # no agent: nothing is sent, the transfers wait
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(f"zmq+ipc://{short_dir}/source", port=0, archive=tmp_path / "g.sqlite",
+                                       users=users), UserStore.load(users), connect_timeout_s=0).start()
+    gate, entered, installing = threading.Event(), threading.Semaphore(0), threading.Semaphore(0)
+    real_write, real_install = ground_server._write_hashed, ground_server._install_upload
+
+    def stalled_write(f, digest, block):  # the server takes the body no further until the gate opens
+        entered.release()
+        gate.wait(120)
+        real_write(f, digest, block)
+
+    def stalled_install(tmp, final, abandoned):  # the whole body is in: held before it is queued
+        installing.release()
+        gate.wait(120)
+        real_install(tmp, final, abandoned)
+
+    procs: list[subprocess.Popen] = []
+    try:
+        token = login(server, "alice")
+        env = {**os.environ, "SUNLIT_GROUND_SERVER": server.url, "SUNLIT_GROUND_TOKEN": token}
+        uplink = server.links[SC].files.area / "uplink"
+
+        big = tmp_path / "big.bin"
+        with open(big, "wb") as f:
+            f.truncate(64 << 20)  # far more than the socket buffers hold while the server takes nothing
+        monkeypatch.setattr(ground_server, "_write_hashed", stalled_write)
+        procs.append(cli("file", "put", str(big), "data/big.bin", env=env))
+        assert entered.acquire(timeout=60), "the upload never reached the server's write"
+        assert list(uplink.glob(".*.tmp")), "the server holds part of it"
+        code, out, err = interrupt(procs[-1])
+        assert code == 1, out + err
+        assert "was cut off" in err and "before the whole file reached the server, which keeps none of it" in err, err
+        gate.set()
+        wait_for(lambda: not list(uplink.iterdir()), what="the server dropping the part it had")
+        assert transfers(server, token) == [], "nothing queued"
+
+        gate.clear()
+        monkeypatch.setattr(ground_server, "_write_hashed", real_write)
+        monkeypatch.setattr(ground_server, "_install_upload", stalled_install)
+        small = tmp_path / "small.bin"
+        small.write_bytes(os.urandom(1000))
+        procs.append(cli("file", "put", str(small), "data/small.bin", env=env))
+        assert installing.acquire(timeout=60), "the upload never reached the server's install"
+        procs[-1].send_signal(signal.SIGINT)
+        read_until(procs[-1].stderr, "waiting for its answer to cancel the transfer")
+        gate.set()  # the server queues it and answers: the CLI cancels what it names
+        out, err = (s.decode() for s in procs[-1].communicate(timeout=60))
+        assert procs[-1].returncode == 1, out + err
+        assert "out-1 cancelled before it started: nothing of data/small.bin went to the board" in err, err
+        (record,) = transfers(server, token)
+        assert record["state"] == "cancelled" and record["remote"] == "data/small.bin", record
+
+        # What the messages name for a transfer left unknown: `file cancel ID` stops it and says what that left
+        monkeypatch.setattr(ground_server, "_install_upload", real_install)
+        queued = subprocess.run([sys.executable, "-m", "ground.cli", "file", "put", str(small), "data/again.bin",
+                                 "--no-wait"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert queued.returncode == 0 and "as out-2" in queued.stdout, queued.stdout + queued.stderr
+        out = subprocess.run([sys.executable, "-m", "ground.cli", "file", "cancel", "out-2"], capture_output=True,
+                             text=True, env=env, cwd=REPO, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "out-2 cancelled before it started: nothing of data/again.bin went to the board" in out.stdout
+        assert [r["state"] for r in transfers(server, token) if r["id"] == "out-2"] == ["cancelled"]
+    finally:
+        gate.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        server.stop()
+        source.close()
+
+
+@pytest.mark.req("GND-056", "GND-050")
+def test_ctrl_c_on_a_direct_put_cancels_it_and_tells_the_agent_before_the_cli_ends(ipc_url, start_agent, tmp_path):
+    """Found in audit: on --direct, Ctrl-C said a transfer through the server goes on; there is none, the entity
+    ended with the CLI, and the agent kept the partial file until its inactivity time."""
+    agent = start_agent(ipc_url)
+    area = agent.state_dir / "compute"
+    up = tmp_path / "big.bin"
+    up.write_bytes(os.urandom(3_000_000))  # 30 s at the bench's 100 kB/s
+    proc = cli("--direct", ipc_url, "file", "put", str(up), "incoming/big.bin", "--area", str(tmp_path / "area"),
+               "--timeout", "300", env=dict(os.environ))
+    try:
+        read_until(proc.stdout, "out-1 active")
+        wait_for(lambda: list((area / ".partial").glob("*.part")), what="the agent's partial file")
+    finally:
+        code, out, err = interrupt(proc)
+    assert code == 1, out + err
+    assert "interrupted: cancelling out-1" in err and "incoming/big.bin is not put in place on board" in err, err
+    assert "EOF(cancel) did not go out" not in err and "through the server" not in err, err
+    wait_for(lambda: not list((area / ".partial").glob("*.part")), what="the agent dropping its partial file")
+    assert not (area / "incoming/big.bin").exists()
