@@ -18,6 +18,14 @@ where the agent made it at or after its time at the command): a value the ground
 server's snapshot, history played back from the agent's store, a copy) cannot pass a check that the
 command was meant to bring about. A hazardous command asks ``confirm`` (``sunlit-ground run`` asks on its
 terminal, or takes ``--yes``); one not confirmed fails its step, unsent.
+
+What an assertion sees: ``assert_telemetry`` checks the board's state *now*, so it takes the newest value of the
+point made no more than ``max_age_s`` ago (:data:`DEFAULT_MAX_AGE_S` unless given), aged on the ground's clock from
+when it came (a value played back, by the agent's own clock, from when it was made); where the ground holds none that
+fresh it waits ``max_age_s`` for the next, and fails naming the point and the age of the newest it has (a value held
+from before the procedure began, such as the server's snapshot, has no age it can vouch for). A value from before the
+link was lost never passes it (as COSMOS and Yamcs treat stale telemetry). To check what a command brought about,
+wait for it (``wait_for_telemetry``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from flight.link.messages import EventRecord, HkRecord
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
+DEFAULT_MAX_AGE_S = 10.0  # assert_telemetry's freshness: ten housekeeping periods at the default 1 s (hk_period_s)
 EXPECTS = ("completed", "failed")
 
 
@@ -104,17 +113,19 @@ def _describe(pred: Callable[[Any], bool]) -> str:
 
 class Procedure:
     def __init__(self, client: GroundClient, log: Callable[[str], None] = print, who: str = "procedure",
-                 confirm: Callable[[Any], bool] | None = None):
+                 confirm: Callable[[Any], bool] | None = None, clock: Callable[[], float] = time.monotonic):
         """``confirm(command)``: asked before each hazardous command (the dictionary's entry), True to send it;
-        None: the caller answers for them (a test, a script that was itself confirmed)."""
+        None: the caller answers for them (a test, a script that was itself confirmed). ``clock``: the ground's
+        monotonic clock (s) that times the log and ages telemetry for ``assert_telemetry``."""
         self.client = client
         self.log = log
         self.who = who
         self.confirm = confirm
+        self.clock = clock
         self.steps = 0
         self.sent: list[str] = []  # each command sent, as logged (the record an interruption leaves)
         self.on_command: list[Callable[[CommandResult], None]] = []  # e.g. the archive's history
-        self._t0 = time.monotonic()
+        self._t0 = clock()
         self._step_title = ""
         # What arrived and counts (_counts), in order: checks look only past the mark, the arrival count at the
         # last send (found in audit: a value from before, played back or the server's snapshot, passed a check)
@@ -126,6 +137,9 @@ class Procedure:
         self._agent_now_s = -math.inf
         self._mark_agent_s = math.inf  # nothing played back counts before a live packet has said the agent's time
         self._fresh: dict[str, tuple[Any, int]] = {}  # channel -> (value, arrival)
+        # channel -> (value, when it was made, on self.clock): what assert_telemetry ages (found in audit: it took the
+        # ground's newest value whenever it came, so one from an hour before the link was lost passed)
+        self._made: dict[str, tuple[Any, float]] = {}
         self._events: deque[tuple[int, EventRecord]] = deque(maxlen=1000)
         client.listeners.append(self._heard)
 
@@ -144,6 +158,8 @@ class Procedure:
     def _heard(self, item: Received) -> None:
         if item.record is not None and not item.played_back:
             self._agent_now_s = max(self._agent_now_s, getattr(item.record, "time_s", -math.inf))
+        if isinstance(item.record, HkRecord) and not item.duplicate:
+            self._made_at(item.record, item.played_back)
         if not self._counts(item):
             return
         self._arrivals += 1
@@ -153,8 +169,21 @@ class Procedure:
         elif isinstance(item.record, EventRecord):
             self._events.append((self._arrivals, item.record))
 
+    def _made_at(self, record: HkRecord, played_back: bool) -> None:
+        """Keep each value with when it was made on this clock: a live one as it came; a played-back one as long
+        before as the agent's own clock says it was made before the newest live packet (none yet: its age is
+        unknown, and it is not kept). Only a value made later than the one held replaces it."""
+        made = self.clock()
+        if played_back:
+            if not math.isfinite(self._agent_now_s):
+                return
+            made -= max(0.0, self._agent_now_s - record.time_s)
+        for name, value in record.values.items():
+            if made >= self._made.get(name, (None, -math.inf))[1]:
+                self._made[name] = (value, made)
+
     def _say(self, text: str) -> None:
-        self.log(f"[{time.monotonic() - self._t0:8.2f} s] {text}")
+        self.log(f"[{self.clock() - self._t0:8.2f} s] {text}")
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -163,15 +192,15 @@ class Procedure:
         number = self.steps
         self._step_title = title
         self._say(f"step {number}: {title}")
-        started = time.monotonic()
+        started = self.clock()
         try:
             yield
         except Exception as exc:
-            self._say(f"step {number} FAILED after {time.monotonic() - started:.2f} s: {exc}")
+            self._say(f"step {number} FAILED after {self.clock() - started:.2f} s: {exc}")
             self._step_title = ""
             raise
         self._step_title = ""
-        self._say(f"step {number} done in {time.monotonic() - started:.2f} s")
+        self._say(f"step {number} done in {self.clock() - started:.2f} s")
 
     # --- commanding --------------------------------------------------------------------
 
@@ -259,7 +288,8 @@ class Procedure:
             raise ProcedureFailed(f"no channel {name} in the dictionary")
 
     def latest(self, name: str) -> Any:
-        """The latest value the ground holds, whenever it came (assert_telemetry's; a wait looks past the mark)."""
+        """The latest value the ground holds, whenever it came (however stale: assert_telemetry ages what it
+        takes, a wait looks past the mark)."""
         self._channel(name)
         self.client.poll(0)
         if name not in self.client.latest:
@@ -286,11 +316,41 @@ class Procedure:
         self._say(f"  {name} = {value!r} ({_describe(predicate)})")
         return value
 
-    def assert_telemetry(self, name: str, predicate: Callable[[Any], bool]) -> Any:
-        value = self.latest(name)
+    def assert_telemetry(self, name: str, predicate: Callable[[Any], bool],
+                         max_age_s: float = DEFAULT_MAX_AGE_S) -> Any:
+        """The newest value of ``name`` made within ``max_age_s``, which must satisfy ``predicate`` (checked
+        once, not waited for); where the ground holds none that fresh, the next one within ``max_age_s``. A
+        stale value fails, naming its age: the board's state now is what is asserted."""
+        self._channel(name)
+        max_age_s = _timeout(max_age_s, "max_age_s")
+        self.client.poll(0)
+        if self._age(name) > max_age_s:
+            try:
+                self.client.wait_for(lambda i: self._age(name) <= max_age_s, max_age_s)
+            except TimeoutError:
+                raise ProcedureFailed(self._stale(name, max_age_s)) from None
+        value = self._made[name][0]
         if not predicate(value):
             raise ProcedureFailed(f"{name} = {value!r}, expected {_describe(predicate)}")
         return value
+
+    def _age(self, name: str) -> float:
+        """Seconds since the newest value of ``name`` this procedure heard was made (inf: none heard)."""
+        made = self._made.get(name)
+        return math.inf if made is None else self.clock() - made[1]
+
+    def _stale(self, name: str, max_age_s: float) -> str:
+        """Why no value of ``name`` passes for now: the age of the newest, or that none came."""
+        if name in self._made:
+            value = self._made[name][0]
+            newest = f"the newest, {value!r}, is {self._age(name):.1f} s old"
+        elif name in self.client.latest:
+            newest = (f"the newest, {self.client.latest[name][0]!r}, came before this procedure began "
+                      "(its age is unknown)")
+        else:
+            newest = "none was ever received"
+        return (f"{name}: no value made in the last {max_age_s:g} s ({newest}): the link may be lost, or "
+                f"housekeeping comes less often than that (give max_age_s)")
 
     def assert_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None,
                      timeout_s: float = 5.0, since_s: float | None = None) -> EventRecord:
@@ -324,12 +384,12 @@ class Procedure:
         return ProcedureInterrupted(text, len(self.sent))
 
 
-def _timeout(timeout_s: Any) -> float:
-    """A wait a procedure asked for: a number of seconds, 0 to MAX_TIMEOUT_S (found in audit: inf crashed the
-    wait with an OverflowError once the command had left, and NaN waited for ever)."""
+def _timeout(timeout_s: Any, key: str = "timeout_s") -> float:
+    """A wait a procedure asked for (``key`` names it): a number of seconds, 0 to MAX_TIMEOUT_S (found in audit:
+    inf crashed the wait with an OverflowError once the command had left, and NaN waited for ever)."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) \
             or not 0.0 <= timeout_s <= MAX_TIMEOUT_S:
-        raise ProcedureFailed(f"timeout_s: {timeout_s!r} is not a number of seconds from 0 to {MAX_TIMEOUT_S:g}")
+        raise ProcedureFailed(f"{key}: {timeout_s!r} is not a number of seconds from 0 to {MAX_TIMEOUT_S:g}")
     return float(timeout_s)
 
 

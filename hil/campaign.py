@@ -38,12 +38,16 @@ sweep's, not the dice's).
 
 Engines: a local process pool (default) or Ray (``--engine ray``), both calling
 :func:`run_case` with the same job, so the same seeds give the same result rows (wall-clock
-fields aside). Ray is optional: it is imported only when asked for.
+fields aside). Ray is optional: it is imported only when asked for. On a cluster of several nodes, ``OUT`` and the
+scenario's files must be on a filesystem every node sees at the same path: a case whose node does not see ``OUT``
+(this run's token in it) flies nothing and stops the campaign, naming the folder and the node.
 
-Output (``OUT``): ``manifest.json`` (SHA-256 checked, written atomically after each case: the
+Output (``OUT``): ``manifest.json`` (SHA-256 checked, written atomically as the campaign starts and ends: the
 campaign's hash, over the campaign file, its scenario and every case's profile and board profile
 file, which it lists; each case's status and row; running the same command again resumes,
-running only the cases not finished, and is refused once the hash changed), ``cases/NNNN.toml``
+running only the cases not finished, and is refused once the hash changed), ``manifest.journal`` (while it runs:
+one line per case finished, appended and fsync'd, each with its own SHA-256; folded into the manifest at the end
+and at a resume, so a case costs the bytes of its own row, not a rewrite of every row before it), ``cases/NNNN.toml``
 and ``cases/NNNN/`` (each case's scenario and its report, as ``sunlit-hil run`` writes it),
 ``results.parquet`` (one row per case: its parameters as columns, then its figures) and
 ``report.html`` (the table and histograms of the main figures).
@@ -59,9 +63,12 @@ import base64
 import hashlib
 import html
 import io
+import json
 import math
 import os
+import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -79,6 +86,9 @@ from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS
 from hil.scenario import ScenarioError
 
 MANIFEST_FORMAT = "sunlit-campaign/1"
+JOURNAL = "manifest.journal"  # the cases finished since the manifest was last written whole: one checked line each
+RUN_TOKEN = ".campaign.run"  # this run's token, which each case reads to know it sees the campaign's folder
+FOLDER_NOT_SEEN = "cannot see the campaign's folder"  # a case's error where its node does not: stops the campaign
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # an integers draw's bounds: numpy draws int64
 CAMPAIGN_KEYS = ("name", "scenario", "cases", "seed", "set", "sweep", "dispersion")
 DISTRIBUTIONS = {
@@ -499,11 +509,39 @@ def _parse_case(campaign: Campaign, case: Case) -> Any:
 # --- one case (the same function on every engine) -------------------------------------------------
 
 
-def _job(campaign: Campaign, case: Case, out: Path) -> dict[str, Any]:
-    """What a worker needs for one case: plain data, so any engine can carry it."""
+def _job(campaign: Campaign, case: Case, out: Path, token: str) -> dict[str, Any]:
+    """What a worker needs for one case: plain data, so any engine can carry it. Paths are absolute (a Ray
+    worker's own folder is not the campaign's), and ``token`` is this run's, in ``out`` (:func:`_folder_unseen`)."""
+    out = out.absolute()
     return {"index": case.index, "scenario": case.scenario, "params": case.params,
             "source": str(out / "cases" / f"{case.name}.toml"),
-            "base_dir": str(campaign.scenario_path.parent), "report_dir": str(out / "cases" / case.name)}
+            "base_dir": str(campaign.scenario_path.parent), "report_dir": str(out / "cases" / case.name),
+            "out": str(out), "token": token}
+
+
+def _folder_unseen(job: dict[str, Any]) -> str | None:
+    """Why this node does not see the campaign's folder as the campaign wrote it (None where it does): a Ray node
+    without the shared filesystem has no such folder, or one of its own by that name (found in review: its cases
+    wrote their reports to the node's own disk, and the campaign's report linked to reports it did not have)."""
+    out = Path(job["out"])
+    try:
+        seen = (out / RUN_TOKEN).read_text().strip()
+        why = None if seen == job["token"] else "it holds another run's"
+    except FileNotFoundError:
+        why = "no such folder there" if not out.is_dir() else f"no {RUN_TOKEN} in it"
+    except OSError as exc:
+        why = f"cannot be read: {exc.strerror or exc}"
+    if why is None:
+        return None
+    return (f"{FOLDER_NOT_SEEN} {out} on node {socket.gethostname()} ({why}): on a Ray cluster every node must see "
+            "--out, and the scenario's files, at the same path on a shared filesystem (docs/campaigns.md)")
+
+
+def _stop_if_folder_unseen(row: dict[str, Any]) -> None:
+    """A case whose node did not see the campaign's folder stops the campaign (exit 2, bad input: the output
+    folder): every case that node takes would fail at once the same way, and take the cluster's cases with it."""
+    if row["status"] == "error" and str(row.get("error") or "").startswith(FOLDER_NOT_SEEN):
+        raise CampaignError(f"case {row['case']}: {row['error']}; the campaign stopped, the cases finished are kept")
 
 
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
@@ -512,6 +550,9 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
     global _in_case
     row: dict[str, Any] = {**job["params"], "case": job["index"]}
     started = time.monotonic()
+    unseen = _folder_unseen(job)
+    if unseen is not None:  # nothing flown, nothing written: the node is not set up for the campaign
+        return {**row, "status": "error", "passed": False, "error": unseen, "wall_s": 0.0}
     _in_case = True
     try:
         import numpy as np
@@ -779,6 +820,7 @@ class CampaignResult:
     rows: list[dict[str, Any]]     # every case, by index
     ran: list[int]                 # the cases this invocation ran (the rest were finished before)
     out: Path
+    notes: tuple[str, ...] = ()    # what resuming found and set aside (a torn journal line)
 
     @property
     def passed(self) -> bool:
@@ -791,27 +833,153 @@ class CampaignResult:
         return out
 
 
-def _write_manifest(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any]]) -> None:
+def _write_manifest(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any]], journal_ignored: int = 0) -> None:
+    """The manifest, whole: every case's row (the journal's folded in). ``journal_ignored``: the journal lines
+    set aside over the campaign's life (torn, or failing their check), kept as a count."""
     from flight.storage import write_checked_json
 
     write_checked_json(out / "manifest.json", {
         "format": MANIFEST_FORMAT, "campaign": campaign.name, "hash": campaign.hash,
         "source": str(campaign.source), "scenario": str(campaign.scenario_path), "n_cases": campaign.n_cases,
-        "inputs": campaign.inputs,
+        "inputs": campaign.inputs, "journal_ignored": journal_ignored,
         "cases": {f"{i:04d}": {"status": r["status"], "row": r} for i, r in sorted(rows.items())},
     })
 
 
+def _journal_line(campaign_hash: str, row: dict[str, Any]) -> bytes:
+    """One case's record: ``SHA-256 JSON\n``, the digest over the JSON (which holds no line break)."""
+    body = json.dumps({"hash": campaign_hash, "case": row["case"], "status": row["status"], "row": row},
+                      sort_keys=True, separators=(",", ":"))
+    return f"{hashlib.sha256(body.encode()).hexdigest()} {body}\n".encode()
+
+
+class CaseJournal:
+    """The cases finished since the manifest was written whole, appended one line each and fsync'd before the
+    next: a case costs the bytes of its own row (found in audit: the whole manifest was rewritten after each case,
+    megabytes a case in a campaign of 10,000). The file is made, its folder synced, on the first append; at most
+    one line a case a run, and folded into the manifest at the end and at a resume (:func:`_fold_journal`)."""
+
+    def __init__(self, path: Path, campaign_hash: str):
+        self.path = path
+        self.campaign_hash = campaign_hash
+        self._fd: int | None = None
+
+    def append(self, row: dict[str, Any]) -> int:
+        """Record ``row`` durably; the bytes written."""
+        from flight.storage import fsync_path
+
+        line = _journal_line(self.campaign_hash, row)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fsync_path(self.path.parent)  # the name, so the lines it will hold survive a power cut
+        view = memoryview(line)
+        while view:
+            view = view[os.write(self._fd, view):]
+        getattr(os, "fdatasync", os.fsync)(self._fd)
+        return len(line)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class JournalRead:
+    rows: dict[int, dict[str, Any]]  # the newest row of each case the journal holds
+    notes: list[str]                 # what was set aside, said
+    ignored: int                     # lines set aside: torn, failing their check, another campaign's
+
+
+def read_journal(path: Path, campaign_hash: str) -> JournalRead:
+    """The newest row of each case in the journal at ``path``, and what was set aside, said and counted: a last
+    line without its line break (an append a power cut or kill -9 stopped), a line failing its SHA-256 or another
+    campaign's. Their cases run again; nothing else is lost."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return JournalRead({}, [], 0)
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot be read: {exc.strerror or exc}; pick another folder (--out)") from None
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" where the file ends with a whole line
+    rows: dict[int, dict[str, Any]] = {}
+    bad: list[int] = []
+    for number, line in enumerate(lines, 1):
+        digest, _, body = line.partition(b" ")
+        try:
+            if hashlib.sha256(body).hexdigest().encode() != digest:
+                raise ValueError("SHA-256")
+            record = json.loads(body)
+            if record["hash"] != campaign_hash or not isinstance(record["row"], dict) \
+                    or record["row"].get("case") != record["case"]:
+                raise ValueError("not this campaign's")
+            rows[int(record["case"])] = record["row"]
+        except (ValueError, KeyError, TypeError):
+            bad.append(number)
+    notes = []
+    if torn:
+        notes.append(f"{path}: its last line was torn (an append a power cut or kill stopped): ignored, "
+                     "its case runs again")
+    if bad:
+        notes.append(f"{path}: {len(bad)} line(s) failed their check (line {', '.join(map(str, bad[:5]))}"
+                     f"{'…' if len(bad) > 5 else ''}): ignored, their cases run again")
+    return JournalRead(rows, notes, len(bad) + bool(torn))
+
+
+def _fold_journal(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any]], journal_ignored: int) -> None:
+    """The manifest written whole with ``rows``, then the journal removed: a power cut between the two leaves
+    the journal's rows in the manifest as well, read twice to the same effect."""
+    from flight.storage import fsync_path
+
+    _write_manifest(out, campaign, rows, journal_ignored)
+    try:
+        os.unlink(out / JOURNAL)
+    except FileNotFoundError:
+        return
+    fsync_path(out)
+
+
+def read_progress(out: Path | str) -> dict[int, str]:
+    """Each case finished so far in ``out``, by status, as a watcher of a running campaign sees it: the manifest
+    with its journal (no campaign to check them against: for a look, not for a resume)."""
+    from flight.storage import CorruptFile, read_checked_json
+
+    out = Path(out)
+    try:
+        body = read_checked_json(out / "manifest.json")
+    except CorruptFile:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    statuses = {int(k): v["status"] for k, v in body.get("cases", {}).items()}
+    statuses.update({i: row["status"] for i, row in read_journal(out / JOURNAL, body.get("hash", "")).rows.items()})
+    return statuses
+
+
+@dataclass(frozen=True)
+class _Resume:
+    rows: dict[int, dict[str, Any]]  # the finished cases (passed or failed): not run again
+    notes: list[str]                 # what the journal set aside, said
+    journal_ignored: int             # journal lines set aside over the campaign's life
+
+
 def _read_manifest(out: Path, campaign: Campaign) -> dict[int, dict[str, Any]]:
     """The finished cases of an earlier run of this campaign in ``out`` (passed or failed; a case
-    that could not run is tried again)."""
+    that could not run is tried again), from the manifest and its journal."""
+    return _resume(out, campaign).rows
+
+
+def _resume(out: Path, campaign: Campaign) -> _Resume:
+    """What an earlier run of this campaign in ``out`` left: the manifest (refused where it is another
+    campaign's), with the journal's newer rows over its own."""
     from flight.storage import CorruptFile, read_checked_json
 
     path = out / "manifest.json"
     if not path.exists():
         if (out / "cases").exists():
             raise CampaignError(f"{out}: holds case folders but no manifest; pick another folder (--out)")
-        return {}
+        return _Resume({}, [], 0)
     try:
         body = read_checked_json(path)
     except CorruptFile as exc:
@@ -825,14 +993,19 @@ def _read_manifest(out: Path, campaign: Campaign) -> dict[int, dict[str, Any]]:
                 else "the campaign file, its scenario or an input file (a profile, a board profile) changed")
         raise CampaignError(f"{out} holds another campaign ({body.get('campaign')!r}, hash {str(body.get('hash'))[:12]}…; "
                             f"this one is {campaign.hash[:12]}…: {what}); pick another folder (--out)")
-    return {int(k): v["row"] for k, v in body.get("cases", {}).items()
-            if v.get("status") in ("passed", "failed") and int(k) < campaign.n_cases}
+    rows = {int(k): v["row"] for k, v in body.get("cases", {}).items()}
+    journal = read_journal(out / JOURNAL, campaign.hash)
+    rows.update(journal.rows)
+    before = body.get("journal_ignored", 0)
+    before = before if isinstance(before, int) and not isinstance(before, bool) and before >= 0 else 0
+    finished = {i: r for i, r in rows.items() if r.get("status") in ("passed", "failed") and 0 <= i < campaign.n_cases}
+    return _Resume(finished, journal.notes, before + journal.ignored)
 
 
 def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", workers: int | None = None,
                  address: str | None = None, progress: bool = True) -> CampaignResult:
-    """Run the cases of ``campaign`` not finished in ``out`` yet; write the manifest after each case,
-    then results.parquet and report.html over all of them."""
+    """Run the cases of ``campaign`` not finished in ``out`` yet; journal each case as it finishes, fold the
+    journal into the manifest at the end, then write results.parquet and report.html over all of them."""
     import tomli_w
 
     from flight.storage import DirectoryBusy, DirectoryLock, remove_interrupted_writes, write_atomic
@@ -848,31 +1021,47 @@ def run_campaign(campaign: Campaign, out: Path | str, engine: str = "pool", work
         raise CampaignError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     try:
         remove_interrupted_writes(out)
-        rows = _read_manifest(out, campaign)
+        resumed = _resume(out, campaign)
+        rows = resumed.rows
         todo = [c for c in campaign.cases() if c.index not in rows]
         for case in todo:  # each case's scenario, as a file: what ran, for the record and to rerun by hand
             write_atomic(out / "cases" / f"{case.name}.toml",
                          (f"# case {case.index} of campaign {campaign.name!r} ({campaign.source})\n"
                           + tomli_w.dumps(_toml_safe(case.scenario))).encode())
-        _write_manifest(out, campaign, rows)
+        _fold_journal(out, campaign, rows, resumed.journal_ignored)
+        token = secrets.token_hex(16)
+        write_atomic(out / RUN_TOKEN, f"{token}\n".encode())  # what each case reads to know it sees this folder
         bar = _progress_bar(campaign, len(rows)) if progress else None
+        journal = CaseJournal(out / JOURNAL, campaign.hash)
+        not_passed = [sum(r["status"] != "passed" for r in rows.values())]
 
         def done(row: dict[str, Any]) -> None:
+            journal.append(row)
             rows[row["case"]] = row
-            _write_manifest(out, campaign, rows)
             if bar is not None:
+                not_passed[0] += row["status"] != "passed"
                 bar.update(1)
-                bar.set_postfix_str(f"{sum(r['status'] != 'passed' for r in rows.values())} not passed")
+                bar.set_postfix_str(f"{not_passed[0]} not passed")
+            _stop_if_folder_unseen(row)
 
+        failed = True
         try:
-            run_jobs(run_case, [_job(campaign, c, out) for c in todo], done, engine, workers, address,
+            run_jobs(run_case, [_job(campaign, c, out, token) for c in todo], done, engine, workers, address,
                      crashed=_crashed_row)
+            failed = False
         finally:
             if bar is not None:
                 bar.close()
+            journal.close()
+            try:  # stopped (Ctrl-C, SIGTERM, a node that cannot see the folder) or done: the manifest whole again
+                _fold_journal(out, campaign, rows, resumed.journal_ignored)
+            except OSError:
+                if not failed:
+                    raise
+                # stopping already: the journal stays, and the next run folds it in
         ordered = [rows[i] for i in sorted(rows)]
         write_results(out, campaign, ordered)
-        return CampaignResult(ordered, sorted(c.index for c in todo), out)
+        return CampaignResult(ordered, sorted(c.index for c in todo), out, tuple(resumed.notes))
     finally:
         lock.release()
 
@@ -1068,6 +1257,8 @@ def main_campaign(args: argparse.Namespace) -> int:
     finally:
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)
+    for note in result.notes:
+        print(f"sunlit-hil campaign: note: {note}", file=sys.stderr)
     counts = result.counts()
     print(f"{campaign.name}: {'PASS' if result.passed else 'FAIL'}   {len(result.rows)} cases "
           f"({len(result.ran)} run now, {len(result.rows) - len(result.ran)} finished before): "

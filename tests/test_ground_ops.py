@@ -273,6 +273,55 @@ def test_a_procedure_counts_what_was_made_after_its_command_however_it_came(star
     assert len(client.listeners) == listeners - 1, "each run takes its listener with it"
 
 
+@pytest.mark.req("GND-005")
+def test_an_assertion_on_telemetry_takes_no_stale_value(start_agent, make_client, ipc_url):
+    """Found in audit: assert_telemetry took the newest value the ground held whenever it came, so a value
+    from an hour before the link was lost passed a check of the board's state now. The procedure's clock is
+    moved on by hand (no timed assertion); the link is lost by stopping the agent."""
+    from ground.client import Received
+    from ground.procedure import DEFAULT_MAX_AGE_S
+
+    agent = start_agent(ipc_url)
+    client = make_client(ipc_url)
+    ahead = [0.0]
+    proc = Procedure(client, lambda text: None, clock=lambda: time.monotonic() + ahead[0])
+    assert proc.assert_telemetry("mode", equals("SAFE")) == "SAFE"  # none heard yet: the next one, fresh
+    ahead[0] = 3600.0  # an hour on: the value held is stale, and the live agent's next one passes
+    assert proc.assert_telemetry("mode", equals("SAFE")) == "SAFE"
+    agent.stop()  # the link lost: nothing comes any more
+    client.poll(0.5)  # what was on its way
+    ahead[0] += DEFAULT_MAX_AGE_S + 1.0
+    with pytest.raises(ProcedureFailed, match=r"^mode: no value made in the last 1 s \(the newest, 'SAFE', is "
+                                              r"\d+\.\d s old\): the link may be lost") as stale:
+        proc.assert_telemetry("mode", equals("SAFE"), max_age_s=1.0)
+    assert float(str(stale.value).split(" is ")[1].split(" s old")[0]) >= DEFAULT_MAX_AGE_S + 1.0  # at least
+    # Played back now but made an hour before the newest live packet: as old as that, by the agent's clock; one
+    # made as the newest live one was counts.
+    playback = Procedure(client, lambda text: None)
+    hk = DICTIONARY.packet_by_name["AGENT_HK"]
+
+    def feed(values, time_s, played_back):
+        for listener in list(client.listeners):
+            listener(Received(b"", None, HkRecord(hk, values, time_s), played_back=played_back))
+
+    feed({"uptime_s": 1.0}, 1e9, played_back=False)  # the agent's time, as a live packet says it
+    feed({"mode": "SAFE"}, 1e9 - 3600.0, played_back=True)
+    with pytest.raises(ProcedureFailed, match=r"is \d+\.\d s old") as played:
+        playback.assert_telemetry("mode", equals("SAFE"), max_age_s=1.0)
+    assert float(str(played.value).split(" is ")[1].split(" s old")[0]) >= 3600.0
+    feed({"mode": "IDLE"}, 1e9, played_back=True)
+    assert playback.assert_telemetry("mode", equals("IDLE"), max_age_s=60.0) == "IDLE"
+    playback.close()
+    # A value the ground held before the procedure began (the server's snapshot) has no age to vouch for.
+    fresh = Procedure(client, lambda text: None)
+    with pytest.raises(ProcedureFailed, match=r"the newest, 'SAFE', came before this procedure began"):
+        fresh.assert_telemetry("mode", equals("SAFE"), max_age_s=0.5)
+    with pytest.raises(ProcedureFailed, match="max_age_s: -1 is not a number of seconds"):
+        fresh.assert_telemetry("mode", equals("SAFE"), max_age_s=-1)
+    proc.close()
+    fresh.close()
+
+
 def test_run_asks_for_the_hazardous_commands_of_a_procedure(start_agent, ipc_url, tmp_path):
     """``sunlit-ground run``: with no terminal and no --yes, a hazardous command is not sent, its step fails
     saying how to give it; with --yes it goes."""

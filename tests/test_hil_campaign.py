@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flight.storage import read_checked_json
-from hil.campaign import CampaignError, comparable, load_campaign
+from hil.campaign import CampaignError, comparable, load_campaign, read_progress
 
 pytestmark = pytest.mark.system  # agents as subprocesses, a local Ray
 
@@ -116,16 +116,13 @@ def test_a_killed_campaign_resumes_and_runs_only_the_missing_cases(pool_run, tmp
         finished: dict = {}
         while not finished and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            try:
-                finished = read_checked_json(out / "manifest.json")["cases"]
-            except (ValueError, KeyError):
-                pass  # not written yet
+            finished = read_progress(out)  # the manifest and its journal, a line a case as it finishes
         assert finished, "no case finished within 60 s"
         os.kill(proc.pid, signal.SIGKILL)  # no clean-up at all: its pool worker follows it (PR_SET_PDEATHSIG)
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    done_before = set(read_checked_json(out / "manifest.json")["cases"])
+    done_before = set(read_progress(out))
     assert 1 <= len(done_before) < 4
     run = campaign(str(file), "--out", str(out), "--workers", "2")
     assert run.returncode == 1, run.stdout + run.stderr
@@ -134,6 +131,101 @@ def test_a_killed_campaign_resumes_and_runs_only_the_missing_cases(pool_run, tmp
     # Again: nothing left to run, the same verdict.
     again = campaign(str(file), "--out", str(out))
     assert again.returncode == 1 and "(0 run now, 4 finished before)" in again.stdout
+
+
+@pytest.mark.req("HIL-009")
+def test_a_resume_sets_aside_a_torn_journal_line_and_runs_its_case_again(pool_run, tmp_path):
+    """A power cut mid-append leaves the journal's last line torn; a line may fail its SHA-256. Each is set
+    aside, said and counted, its case run again; the rest of the journal, and the manifest, are kept."""
+    import shutil
+
+    from hil.campaign import JOURNAL, CaseJournal, _write_manifest
+
+    file, pool_out, _ = pool_run
+    out = tmp_path / "torn"
+    shutil.copytree(pool_out, out)
+    c = load_campaign(file)
+    before = {int(k): v["row"] for k, v in read_checked_json(pool_out / "manifest.json")["cases"].items()}
+    _write_manifest(out, c, {0: before[0]})  # the manifest as folded at the start of a run
+    journal = CaseJournal(out / JOURNAL, c.hash)
+    for i in (1, 2, 3):
+        journal.append(before[i])
+    journal.close()
+    lines = (out / JOURNAL).read_bytes().split(b"\n")
+    lines[0] = lines[0].replace(b'"status":"failed"', b'"status":"passed"', 1)  # case 1's line, damaged
+    (out / JOURNAL).write_bytes(b"\n".join(lines)[:-30])  # and case 3's cut short, as a power cut leaves it
+    assert set(read_progress(out)) == {0, 2}
+    run = campaign(str(file), "--out", str(out), "--workers", "2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "(2 run now, 2 finished before)" in run.stdout, run.stdout
+    assert f"note: {out / JOURNAL}: its last line was torn" in run.stderr, run.stderr
+    assert f"note: {out / JOURNAL}: 1 line(s) failed their check (line 1)" in run.stderr, run.stderr
+    assert [comparable(r) for r in rows(out)] == [comparable(r) for r in rows(pool_out)]
+    manifest = read_checked_json(out / "manifest.json")
+    assert sorted(manifest["cases"]) == ["0000", "0001", "0002", "0003"] and manifest["journal_ignored"] == 2
+    assert not (out / JOURNAL).exists(), "folded into the manifest at the end"
+
+
+_PER_CASE = """
+import json, shutil, sys
+from pathlib import Path
+from hil.campaign import JOURNAL, load_campaign, run_campaign
+from flight.storage import read_checked_json
+
+def written():
+    return int(next(line for line in Path("/proc/self/io").read_text().splitlines()
+                    if line.startswith("wchar:")).split()[1])
+
+root, tmp, per_case = Path(sys.argv[1]), Path(sys.argv[2]), {}
+for n in (40, 160):
+    d = tmp / str(n)
+    d.mkdir()
+    shutil.copy(root / "hil" / "data" / "profiles" / "sso_550.parquet", d / "p.parquet")
+    (d / "sc.toml").write_text('name = "p"\\nprofile = "p.parquet"\\nduration_s = 300\\nstep_s = 10\\n')
+    points = ", ".join(str(40.0 + 0.25 * i) for i in range(n))
+    (d / "c.toml").write_text(f'scenario = "sc.toml"\\n[sweep]\\n"battery.soc_initial_pct" = [{points}]\\n')
+    c = load_campaign(d / "c.toml")
+    (d / "p.parquet").unlink()
+    start = written()
+    result = run_campaign(c, d / "out", workers=2, progress=False)
+    per_case[n] = (written() - start) / n
+    assert [r["status"] for r in result.rows] == ["error"] * n and "p.parquet" in result.rows[0]["error"]
+    assert len(read_checked_json(d / "out" / "manifest.json")["cases"]) == n and not (d / "out" / JOURNAL).exists()
+print(json.dumps(per_case))
+"""
+
+
+@pytest.mark.req("HIL-009")
+def test_the_bytes_a_campaign_writes_per_case_do_not_grow_with_its_cases(tmp_path):
+    """Found in audit: the manifest was rewritten whole after each case, O(n^2) bytes for n cases (megabytes a
+    case in a campaign of 10,000). Counted in the bytes the campaign's process writes (/proc/self/io, wchar),
+    over campaigns of 40 and 160 cases whose profile is gone once they are loaded: each case an error row at
+    once, on a real pool, with the bookkeeping of any other case. (In a process of its own: the pool's resource
+    tracker goes with it.)"""
+    run = subprocess.run([sys.executable, "-c", _PER_CASE, str(ROOT), str(tmp_path)], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    per_case = {int(n): b for n, b in json.loads(run.stdout.strip().splitlines()[-1]).items()}
+    assert per_case[160] < 1.5 * per_case[40], per_case  # linear: a case costs its own row, whatever came before
+
+
+@pytest.mark.req("HIL-009")
+def test_a_case_on_a_node_that_cannot_see_the_campaigns_folder_stops_the_campaign_naming_it(tmp_path):
+    """A Ray node without the shared filesystem: its case flies nothing and writes nothing, says the folder and
+    the node, and the campaign stops there (exit 2) rather than let that node fail every case it takes."""
+    from hil.campaign import FOLDER_NOT_SEEN, RUN_TOKEN, _job, _stop_if_folder_unseen, run_case
+
+    c = load_campaign(write(tmp_path / "c.toml", f'scenario = "{SCENARIO}"\ncases = 1\nseed = 1\n'))
+    elsewhere = tmp_path / "not-shared"
+    for why in ("no such folder there", "it holds another run's"):
+        row = run_case(_job(c, c.case(0), elsewhere, "this-run"))
+        assert row["status"] == "error" and row["error"].startswith(f"{FOLDER_NOT_SEEN} {elsewhere} on node ")
+        assert f"({why}): on a Ray cluster every node must see --out" in row["error"], row["error"]
+        assert "shared filesystem" in row["error"] and not (elsewhere / "cases").exists()
+        with pytest.raises(CampaignError, match=f"case 0: {FOLDER_NOT_SEEN} {elsewhere}.*the campaign stopped"):
+            _stop_if_folder_unseen(row)
+        elsewhere.mkdir(exist_ok=True)
+        (elsewhere / RUN_TOKEN).write_text("another-run\n")  # a folder of its own by that name
 
 
 @pytest.mark.req("HIL-009")
@@ -269,10 +361,8 @@ def test_sigterm_stops_a_ray_campaign_as_ctrl_c_does(pool_run, tmp_path):
         finished: dict = {}
         while not finished and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            try:  # a case finished: Ray is up (while it starts, its own native handler has SIGTERM)
-                finished = read_checked_json(out / "manifest.json")["cases"]
-            except (ValueError, KeyError):
-                pass
+            # a case finished: Ray is up (while it starts, its own native handler has SIGTERM)
+            finished = read_progress(out)
         assert finished and proc.poll() is None, "no case finished within 90 s"
         os.kill(proc.pid, signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
