@@ -995,6 +995,63 @@ def test_an_uplinked_input_is_cleaned_once_a_job_has_taken_it(files_rig):
     assert r.rig.events("FILE_DELETED")[-1].args["name"] == "incoming/done/tile.npy"
 
 
+@pytest.mark.req("FIL-009")
+def test_files_in_incoming_no_job_takes_are_deleted_once_left_unchanged_and_never_while_a_transfer_needs_them(
+        files_rig):
+    """Found in review: a file in incoming/ that no continuous job takes (a name not *.npy, a hidden write never
+    finished, a file in a directory of its own) was kept for good, so a stream of uplinked junk filled the disk.
+    Each is deleted once it has been there unchanged for JUNK_AFTER_S, said and counted, a bounded number a look;
+    never an input, the worker's done/ and rejected/, a file still being written, or one a transfer needs."""
+    from flight.agent.files import JUNK_AFTER_S, JUNK_PER_LOOK
+
+    r = files_rig
+    incoming = r.area / "incoming"
+    (r.root / "uplink/notes.txt").write_bytes(b"n" * 1000)
+    r.entity.put("uplink/notes.txt", "incoming/notes.txt")  # sent up as the ground sends any file
+    r.run(30)
+    assert (incoming / "notes.txt").is_file()
+    (incoming / ".capture-000007.npy").write_bytes(b"half")  # a write never finished
+    (incoming / "sub").mkdir()
+    (incoming / "sub" / "x.npy").write_bytes(b"x")  # in a directory no job reads
+    for k in range(JUNK_PER_LOOK):
+        (incoming / f"junk-{k:02d}.bin").write_bytes(b"j")
+    kept = [incoming / "tile.npy", incoming / "done" / "old.npy", incoming / "rejected" / "old.bin"]
+    for path in kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"k")
+    (incoming / "growing.bin").write_bytes(b"g")
+    (incoming / "wanted.bin").write_bytes(os.urandom(100_000))
+    sent = r.rig.send("FILE_DOWNLINK", name="incoming/wanted.bin")  # the ground wants it: it goes at the next pass
+    assert sent.completed
+    r.rig.advance(2)  # first seen now
+    r.rig.clock.advance(JUNK_AFTER_S - 10.0)
+    r.rig.advance(2)
+    assert not r.rig.events("FILE_DELETED") and (incoming / "notes.txt").is_file()
+    (incoming / "growing.bin").write_bytes(b"gg")  # still being written: its time starts again
+    r.rig.clock.advance(20.0)
+    r.rig.advance(1)
+    junk = {"incoming/notes.txt", "incoming/.capture-000007.npy", "incoming/sub/x.npy",
+            *(f"incoming/junk-{k:02d}.bin" for k in range(JUNK_PER_LOOK))}
+    deleted = [e.args for e in r.rig.events("FILE_DELETED")]
+    assert len(deleted) == JUNK_PER_LOOK  # a bounded number a look: the rest at the next
+    r.rig.advance(1)
+    deleted = [e.args for e in r.rig.events("FILE_DELETED")]
+    assert {d["name"] for d in deleted} == junk and len(deleted) == len(junk)
+    assert all("no job takes it" in d["reason"] and "unchanged for" in d["reason"] for d in deleted)
+    assert not any(Path(r.area / name).exists() for name in junk)
+    assert all(path.is_file() for path in kept) and (incoming / "growing.bin").is_file()
+    assert r.rig.hk()["incoming_removed"] == len(junk)
+
+    r.rig.clock.advance(JUNK_AFTER_S)
+    r.rig.advance(2)
+    assert not (incoming / "growing.bin").exists()  # unchanged long enough now
+    assert (incoming / "wanted.bin").is_file()  # its downlink waits for the ground: kept
+    assert r.rig.send("FILE_CANCEL", transfer=sent.result["transfer"]).completed
+    r.rig.advance(2)
+    assert not (incoming / "wanted.bin").exists()
+    assert all(path.is_file() for path in kept) and r.rig.hk()["incoming_removed"] == len(junk) + 2
+
+
 @pytest.mark.req("FIL-007")
 def test_cancelling_a_file_coming_in_stops_it_for_good_and_tells_the_sender(tmp_path):
     pair = Pair(tmp_path)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from flight.compute.opening import RECORD_FILE, UNFINISHED_LIMIT, OpenRecord
 from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
 from flight.compute.providers import CPU
 from flight.compute.store import Copy, ModelIntegrityError, ModelStore, Problem
+from flight.compute.uplink import ReadRefused, read_limited
 from flight.link.dictionary import FailureCode
 from ground.model_package import pack_delta
 from tests.model_helpers import (
@@ -614,3 +619,91 @@ def test_a_golden_copy_failing_after_a_refused_rollback_is_not_blamed_on_the_new
     [refused] = bench.events("MODEL_REFUSED")
     assert "version 2 failed to load" in refused.args["reason"], refused.args
     assert bench.worker.store.state("tiny").active.version == "2"
+
+
+# A worker in a process of its own, given staged files that a full read could not hold: its address space is capped
+# at 1 GiB over what it holds once started, and its peak resident memory is measured around the installs.
+HUGE_STAGED_FILES = r"""
+import json, os, resource, sys
+from pathlib import Path
+
+from flight.compute.package import StagedFiles
+from flight.compute.uplink import MAX_REFERENCE_BYTES
+from tests.model_helpers import ALICE, ALICE_KEY, WorkerBench, pack, tiny, trusted_file
+
+root = Path(sys.argv[1])
+TiB = 1 << 40
+signed = WorkerBench(root / "signed", trusted_file(root, (ALICE, ALICE_KEY)))
+unsigned = WorkerBench(root / "unsigned", allow_unsigned=True)
+model = tiny(2.0)  # V1
+files = StagedFiles.of("tiny")
+held = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (held + (1 << 30), resource.RLIM_INFINITY))
+rss_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+said = {}
+
+def refused(bench, case, sha256):
+    reply = bench.install("1", sha256)
+    said[case] = [reply.ok, reply.reason]
+
+unsigned.staging.mkdir(parents=True, exist_ok=True)
+(unsigned.staging / files.model).touch()
+os.truncate(unsigned.staging / files.model, TiB)  # sparse: nothing on the disk, a terabyte to read
+refused(unsigned, "unsigned model", "0" * 64)
+for case, staged, size in (("model", files.model, TiB), ("reference", files.reference, MAX_REFERENCE_BYTES + 1),
+                           ("manifest", files.manifest, TiB)):
+    sha256 = pack(signed.staging, model, "1").manifest.sha256
+    os.truncate(signed.staging / staged, size)
+    refused(signed, case, sha256)
+sha256 = pack(signed.staging, model, "1").manifest.sha256
+with open(signed.staging / files.model, "ab") as f:
+    f.write(b"more")  # under the limit, but not the size the signed manifest gives
+refused(signed, "longer than signed", sha256)
+sha256 = pack(signed.staging, model, "1").manifest.sha256
+(signed.staging / files.reference).unlink()
+os.mkfifo(signed.staging / files.reference)  # nothing ever writes to it: a read would wait for good
+refused(signed, "fifo", sha256)
+said["rss_growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib
+said["installed"] = [b.worker.store.list() == [] for b in (signed, unsigned)]
+print(json.dumps(said))
+"""
+
+
+@pytest.mark.req("MDL-002")
+def test_a_staged_file_over_its_limit_or_not_a_file_is_refused_unread_naming_the_limit(tmp_path):
+    """Found in review: a staged model was read whole before its size was looked at, so a huge one cost the board
+    its memory before it was refused. Each staged file's size is looked at on the opened file against its limit
+    (and a full model's against its signed size_bytes) before anything is read; a FIFO is never waited on."""
+    out = subprocess.run([sys.executable, "-c", HUGE_STAGED_FILES, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = json.loads(out.stdout.splitlines()[-1])
+    tib = 1 << 40
+    for case, why in (("unsigned model", f"staging/tiny.onnx: {tib} bytes, over the limit of 2147483647 bytes; "
+                                         "nothing of it was read (MAX_MODEL_BYTES)"),
+                      ("model", f"staging/tiny.onnx: {tib} bytes, over the limit of 2147483647 bytes"),
+                      ("reference", f"staging/tiny.ref.npz: {256 * 1024 * 1024 + 1} bytes, over the limit of "
+                                    f"{256 * 1024 * 1024} bytes; nothing of it was read (MAX_REFERENCE_BYTES)"),
+                      ("manifest", f"staging/tiny.manifest.json: {tib} bytes, over the limit of 65536 bytes; "
+                                   "nothing of it was read (MAX_MANIFEST_BYTES)"),
+                      ("longer than signed", f"staging/tiny.onnx: {len(V1) + 4} bytes, not the {len(V1)} expected; "
+                                             "nothing of it was read (the signed manifest's size_bytes: cut short "
+                                             "or altered on the way, uplink it again)"),
+                      ("fifo", "staging/tiny.ref.npz: not a regular file (a FIFO, a device or a directory)")):
+        ok, reason = said[case]
+        assert not ok and why in reason, (case, reason)
+    assert said["rss_growth_kib"] < 64 * 1024, said["rss_growth_kib"]  # nothing of the terabyte came in
+    assert said["installed"] == [True, True]
+
+
+@pytest.mark.req("MDL-002")
+def test_a_file_that_grows_as_it_is_read_is_refused_and_one_gone_is_an_os_error(tmp_path):
+    """The bounded read itself: a file longer than it said when opened (here /proc's, which say 0 bytes and give
+    more: as a file still being written) is refused, never read on past its size; one gone raises as a file."""
+    with pytest.raises(ReadRefused, match=r"grew as it was read \(from 0 bytes\): it is still being written"):
+        read_limited(Path("/proc/self/status"), 1 << 20)
+    with pytest.raises(FileNotFoundError):
+        read_limited(tmp_path / "gone.onnx", 1 << 20)
+    (tmp_path / "whole.onnx").write_bytes(b"12345")
+    data, st = read_limited(tmp_path / "whole.onnx", 5, expected_bytes=5)
+    assert data == b"12345" and st.st_size == 5 and st.st_ino == os.stat(tmp_path / "whole.onnx").st_ino

@@ -27,7 +27,7 @@ from flight.compute.store import Provenance
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import SAA_PASS_GAP_S, SAA_RETRY_S, TrainingJob, TrainingPlan
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_held_out
-from flight.compute.worker import KEEP_REJECTED_FILES, MODELS_DIR, BadInput, checked_tiles
+from flight.compute.worker import KEEP_REJECTED_FILES, MAX_INCOMING_BYTES, MODELS_DIR, BadInput, checked_tiles
 from flight.files.filestore import check_name
 from flight.link.definitions import Admission, FluxClass, JobKind
 from flight.link.dictionary import FailureCode
@@ -252,6 +252,86 @@ def test_incoming_files_the_file_rules_refuse_the_names_of_are_screened_into_nam
     assert b"job00001-scene_01.npz" in kept["products"]  # a name the rules take is kept as it is
     [said] = bench.events("INCOMING_REJECTED")
     assert said.args["name"] == "\\udcfe night.npy" and len(kept["incoming/rejected"]) == 1
+
+
+@pytest.mark.req("CMP-015")
+def test_an_incoming_file_over_its_limit_is_set_aside_unread_and_the_job_goes_on(bench):
+    """Found in review: an incoming file was mapped and copied whole, its size never looked at: a huge one failed
+    the continuous job (MemoryError) or took the board's memory. Its size is now looked at before anything is
+    read; a header that says more data than the file holds is refused before numpy makes an array of it."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    incoming = bench.root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tiles = MAX_INCOMING_BYTES // TILES[0].nbytes + 1
+    np.lib.format.open_memmap(incoming / ".huge.npy", "w+", np.float32, (tiles, 4, 16, 16))  # sparse: valid tiles
+    os.rename(incoming / ".huge.npy", incoming / "a-huge.npy")
+    size = (incoming / "a-huge.npy").stat().st_size
+    header = npy(TILES[:1])  # one tile's data behind a header that says 2^28 tiles
+    lying = header.replace(b"(1, 4, 16, 16)", b"(268435456, 4, 16, 16)")
+    put_incoming(bench, "b-lying.npy", lying)
+    put_incoming(bench, "z-good.npy", npy(TILES[:8]))
+    run_until(bench, lambda: (incoming / "done" / "z-good.npy").exists())
+
+    assert bench.worker.jobs[1].state.value == "RUNNING", bench.worker.jobs[1].detail
+    said = {e.args["name"]: e.args["reason"] for e in bench.events("INCOMING_REJECTED")}
+    assert said["a-huge.npy"] == (f"a-huge.npy: {size} bytes, over the limit of {MAX_INCOMING_BYTES} bytes; nothing "
+                                  "of it was read (MAX_INCOMING_BYTES)")
+    assert "not a .npy array numpy can read" in said["b-lying.npy"] and "its header says" in said["b-lying.npy"]
+    assert sorted(p.name for p in (incoming / "rejected").iterdir()) == ["a-huge.npy", "b-lying.npy"]
+    assert bench.worker.status().infer_files_rejected == 2 and bench.worker.jobs[1].progress == 8
+
+
+@pytest.mark.req("CMP-015")
+def test_an_incoming_file_gone_or_replaced_while_it_is_screened_loses_nothing_and_fails_nothing(bench, monkeypatch):
+    """Found in review: a file gone between the listing and its opening (FILE_DELETE, its writer's clean-up) was said
+    and counted as rejected; one deleted once screened failed the continuous job as it was moved to done/; and one
+    put under its name meanwhile (the camera's next scene.npy) went to done/ unscreened, its tiles never run."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    worker, incoming, done = bench.worker, bench.root / "incoming", bench.root / "incoming" / "done"
+    listed = worker._incoming_files  # noqa: SLF001
+
+    def listed_then_deleted():  # FILE_DELETE comes in between the listing and the opening
+        files = listed()
+        for path in files:
+            path.unlink()
+        return files
+
+    put_incoming(bench, "gone.npy", npy(TILES[:4]))
+    monkeypatch.setattr(worker, "_incoming_files", listed_then_deleted)
+    worker.work_slice()
+    monkeypatch.setattr(worker, "_incoming_files", listed)
+    assert not bench.events("INCOMING_REJECTED") and worker.status().infer_files_rejected == 0
+    assert worker.jobs[1].state.value == "RUNNING" and worker.jobs[1].progress == 0
+
+    written = worker._write_product  # noqa: SLF001
+    meanwhile = []  # what happens to the input as its product is written
+
+    def write_product(*args, **kwargs):
+        out = written(*args, **kwargs)
+        if meanwhile:
+            meanwhile.pop(0)()
+        return out
+
+    monkeypatch.setattr(worker, "_write_product", write_product)
+    meanwhile.append(lambda: put_incoming(bench, "scene.npy", npy(TILES[8:24])))  # the camera's next scene.npy
+    put_incoming(bench, "scene.npy", npy(TILES[:8]))
+    run_until(bench, lambda: not (incoming / "scene.npy").exists())
+    products = bench.root / "products"
+    first, second = (json.loads((products / f"job00001-{s}.json").read_text()) for s in ("scene", "scene-2"))
+    assert (first["tiles"], second["tiles"]) == (8, 16)  # each file screened, each its own product
+    assert len(np.load(done / "scene.npy")) == 16 and worker.jobs[1].progress == 8 + 16
+
+    meanwhile.append(lambda: (incoming / "late.npy").unlink())  # deleted once screened (FILE_DELETE)
+    put_incoming(bench, "late.npy", npy(TILES[:4]))
+    run_until(bench, lambda: (products / "job00001-late.json").exists())
+    worker.work_slice()
+    assert worker.jobs[1].state.value == "RUNNING", worker.jobs[1].detail
+    assert not (done / "late.npy").exists() and worker.jobs[1].progress == 8 + 16 + 4
+    assert not bench.events("INCOMING_REJECTED") and not bench.events("JOB_FAILED")
 
 
 def _npz_bytes() -> bytes:

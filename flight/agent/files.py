@@ -17,6 +17,11 @@
   stated clean-up rule: a file the ground has is deleted ``file_keep_done_s`` later: one in
   ``products/`` from when the ground confirmed its downlink (class 2), one in ``incoming/done/``
   (an input a job has taken) from when it came up from the ground.
+- **Files no job takes**: a file in ``incoming/`` that no continuous job will ever take (a hidden name,
+  a write never finished; a name not ``*.npy``; anything in a directory of its own but ``done/`` and
+  ``rejected/``, which the worker bounds) is deleted once it has been there unchanged for
+  :data:`JUNK_AFTER_S`, never while a transfer sends or receives it or a job still to run needs it;
+  each is said (``FILE_DELETED``) and counted (``incoming_removed``).
 - **Disk**: below ``disk_reserve_mb`` free, new incoming files are refused (the sender is told:
   filestore rejection) and :meth:`FileManager.disk_refusal` gives the reason that the compute
   supervisor refuses new jobs with (``DISK_LOW``, once per crossing).
@@ -55,6 +60,9 @@ MAX_NAME_DEPTH = MAX_DEPTH - 1   # a file sent down lands in downlink/NAME on th
 MAX_DELIVERED = 1024
 RELIST_S = 60.0  # the automatic tops are walked again at least this often, their directories changed or not
 RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its times
+INCOMING_OWN = ("done", "rejected")  # incoming/'s directories of taken and refused inputs: the worker's
+JUNK_AFTER_S = 600.0  # a file in incoming/ that no job takes, unchanged this long (agent time), is deleted
+JUNK_PER_LOOK = 16  # of those, deleted (each said) at most per housekeeping period: a flood goes over periods
 
 
 class FileManager(Component):
@@ -104,6 +112,10 @@ class FileManager(Component):
         self._listings: dict[str, tuple[dict[str, tuple[int, int, int]], list[str], float]] = {}
         self._not_deleted: set[str] = set()  # files the clean-up could not delete (FILE_FAILED said each, once)
         self._delete_failures = 0  # of those, counted once each in files_failed
+        # incoming/ files no job takes -> (inode, size, mtime ns) and the monotonic s since when they have been so
+        self._junk_seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+        self._junk_walk: tuple[dict[str, tuple[int, int, int]], float] | None = None  # its directories' stamps, when
+        self._junk_removed = 0
 
     # --- PDUs -----------------------------------------------------------------------------------
 
@@ -158,6 +170,7 @@ class FileManager(Component):
         self._check_disk()
         self.entity.expire_resumable()
         self._clean_delivered()
+        self._sweep_incoming()
         if self._params["file_auto_downlink"]:
             self._auto_downlink()
         self.flush()
@@ -335,6 +348,95 @@ class FileManager(Component):
             changed = True
         if changed:
             self._delivered_changed = True
+
+    def _junk_in_incoming(self) -> dict[str, tuple[int, int, int]] | None:
+        """The files under incoming/ that no job will ever take, by name, each with its (inode, size, mtime ns):
+        at its top a hidden one (a write never finished: a writer writes .NAME, then renames it) or one not named
+        ``*.npy`` (a continuous job takes ``incoming/*.npy``); in a directory of its own other than done/ and
+        rejected/ (the worker's, bounded by it), any file. Never through a link; none if incoming/ is one. None
+        where no directory walked changed since the last walk (their stamps, as :meth:`_names_under` keeps them;
+        walked again at least every RELIST_S): nothing came or went."""
+        try:
+            base = resolve(self.root, "incoming", None, "incoming")
+            if os.path.realpath(base) != os.path.join(os.path.realpath(self.root), "incoming"):
+                raise NameRefused("incoming/ is a link")
+        except NameRefused:
+            self._junk_walk = None
+            return {}
+        mono_s = self._clock.monotonic_s()
+        cached = self._junk_walk
+        if cached is not None and 0.0 <= mono_s - cached[1] < RELIST_S and _unchanged(cached[0]):
+            return None
+        walked_ns = time.time_ns()  # the file system's clock: ctimes are stamped with it
+        stamps: dict[str, tuple[int, int, int]] = {}
+        found: dict[str, tuple[int, int, int]] = {}
+        pending = [(str(base), "incoming")]
+        while pending:
+            directory, under = pending.pop()
+            top = under == "incoming"
+            try:
+                stamps[directory] = _stamp(os.stat(directory))
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        name = f"{under}/{entry.name}"
+                        if entry.is_symlink():
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            if not (top and entry.name in INCOMING_OWN) and name.count("/") < MAX_DEPTH:
+                                pending.append((entry.path, name))
+                        elif entry.is_file(follow_symlinks=False) and not (
+                                top and entry.name.endswith(".npy") and not entry.name.startswith(".")):
+                            st = entry.stat(follow_symlinks=False)
+                            found[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except OSError:  # gone, or unreadable: walked again next time
+                stamps[directory] = (-1, -1, -1)
+        racy = not all(0 <= ctime_ns < walked_ns - RACY_NS for _ino, _mtime_ns, ctime_ns in stamps.values())
+        self._junk_walk = None if racy else (stamps, mono_s)
+        return found
+
+    def _sweep_incoming(self) -> None:
+        """Delete the files in incoming/ that no job will ever take (:meth:`_junk_in_incoming`) once each has been
+        there unchanged for JUNK_AFTER_S of agent time (a file found changed, still being written, is timed from
+        then), never one a transfer sends or receives, nor one a job still to run needs (``in_use``); each said
+        (FILE_DELETED) and counted (``incoming_removed``), at most JUNK_PER_LOOK a period, the longest there
+        first. Why: nothing else ever took them (found in review: uplinked junk, a wrong extension or a write
+        never finished, was kept for good and filled the disk)."""
+        now = self._clock.monotonic_s()
+        found = self._junk_in_incoming()
+        if found is not None:  # only what is there: bounded by it
+            before = self._junk_seen
+            self._junk_seen = {name: (stamp, before[name][1] if name in before and before[name][0] == stamp else now)
+                               for name, stamp in found.items()}
+        removed = 0
+        for name, (stamp, since) in sorted(self._junk_seen.items(), key=lambda item: item[1][1]):
+            if removed >= JUNK_PER_LOOK or now - since < JUNK_AFTER_S:
+                break
+            if self._busy(name) or self._in_use(name):
+                continue
+            path = self.root / name
+            try:
+                st = os.lstat(path)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != stamp:  # written to in place: no directory changed
+                    self._junk_seen[name] = ((st.st_ino, st.st_size, st.st_mtime_ns), now)
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                del self._junk_seen[name]
+                continue
+            except OSError as exc:
+                if name not in self._not_deleted:
+                    self._not_deleted.add(name)
+                    self._delete_failures += 1
+                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
+                               reason=f"not deleted (no job takes it): {exc.strerror or exc}"[:200])
+                continue
+            del self._junk_seen[name]
+            self._not_deleted.discard(name)
+            self._junk_removed += 1
+            removed += 1
+            self._emit("FILE_DELETED", name=printable(name)[:200],
+                       reason=f"no job takes it (continuous jobs take incoming/*.npy; a hidden name is a write never "
+                              f"finished), unchanged for {now - since:.0f} s")
 
     def _still_delivered(self, name: str) -> bool:
         """Whether the file at ``name`` is still the one the ground has (as stamped when it went; one whose entry
@@ -553,6 +655,7 @@ class FileManager(Component):
             "file_bytes_in": c["bytes_in"],
             "file_bytes_out": c["bytes_out"],
             "files_suspended": self.entity.suspended,
+            "incoming_removed": self._junk_removed,
             "disk_free_mb": None if self._free_mb is None or not math.isfinite(self._free_mb) else round(self._free_mb, 1),
         }
 

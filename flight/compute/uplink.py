@@ -12,10 +12,18 @@ driven by the worker.
 
 A model with no signed manifest is taken on the command's SHA-256 alone only where the
 configuration says so (``[models] allow_unsigned``); a delta is always signed.
+
+Every staged file is read by :func:`read_limited`: its size is looked at on the opened file before
+anything is read, against its limit (:data:`MAX_MODEL_BYTES`, :data:`MAX_REFERENCE_BYTES`,
+:data:`MAX_MANIFEST_BYTES`) and, for a full model, the signed ``size_bytes``, and never more than
+that is read (found in review: a file was read whole before any check, so a huge one cost the board
+its memory before it was refused).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +51,47 @@ from flight.compute.providers import SessionError, open_session, ort_message
 from flight.compute.store import ModelIntegrityError, ModelNotFound, ModelStore, Provenance, VersionNotFound
 from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
+
+
+MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit: no ONNX model that keeps its weights inside it is larger
+MAX_REFERENCE_BYTES = 256 * 1024 * 1024  # a reference set (the shipped model's: 16 tiles, 70 kB)
+MAX_MANIFEST_BYTES = 64 * 1024  # a signed manifest (about 1 kB)
+
+
+class ReadRefused(ValueError):
+    """A file :func:`read_limited` would not read, and why (the message, without the file's name); ``kind``:
+    ``type`` (not a regular file), ``limit`` (over its limit), ``size`` (not the size expected) or ``grew``."""
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+def read_limited(path: Path, limit_bytes: int, expected_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at ``path`` and its status (of the file read, from its descriptor).
+
+    Its size is looked at on the opened file before anything is read: over ``limit_bytes``, or not
+    ``expected_bytes`` where given, it is refused unread (:class:`ReadRefused`); a FIFO or a device is
+    refused too, never waited on (opened non-blocking). No more than its size and one byte are read, so
+    a file that grows meanwhile (still being written) is refused rather than read on. OSError where it
+    cannot be opened (FileNotFoundError: gone since it was listed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadRefused("not a regular file (a FIFO, a device or a directory)", "type")
+        if st.st_size > limit_bytes:
+            raise ReadRefused(f"{st.st_size} bytes, over the limit of {limit_bytes} bytes; nothing of it was read",
+                              "limit")
+        if expected_bytes is not None and st.st_size != expected_bytes:
+            raise ReadRefused(f"{st.st_size} bytes, not the {expected_bytes} expected; nothing of it was read", "size")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(st.st_size + 1)
+    finally:
+        os.close(fd)
+    if len(data) > st.st_size:
+        raise ReadRefused(f"grew as it was read (from {st.st_size} bytes): it is still being written", "grew")
+    return data, st
 
 
 class Refusal(Exception):
@@ -83,7 +132,8 @@ class UplinkChecks:
             return self._unsigned(sha256, staging, files)
         trusted = self._trusted()
         try:
-            manifest = Manifest.from_bytes(_read(staging, files.manifest))
+            manifest = Manifest.from_bytes(_read(staging, files.manifest, MAX_MANIFEST_BYTES,
+                                                 "MAX_MANIFEST_BYTES"))
             manifest.verify(trusted)
         except PackageError as exc:
             raise Refusal(f"staging/{files.manifest}: {exc}") from None
@@ -92,14 +142,17 @@ class UplinkChecks:
         if said != signed:
             raise Refusal(f"the command names {said[0]} version {said[1]} ({said[2][:16]}…), the signed manifest "
                           f"{signed[0]} version {signed[1]} ({signed[2][:16]}…)")
-        ref_bytes = _read(staging, files.reference)
+        if manifest.size_bytes > MAX_MODEL_BYTES:
+            raise Refusal(f"staging/{files.manifest}: the model is {manifest.size_bytes} bytes, over the limit of "
+                          f"{MAX_MODEL_BYTES} bytes (MAX_MODEL_BYTES: protobuf's, for a model with its weights in it)")
+        ref_bytes = _read(staging, files.reference, MAX_REFERENCE_BYTES, "MAX_REFERENCE_BYTES")
         _check_sha(f"staging/{files.reference}", ref_bytes, manifest.reference_sha256)
         base_version = ""
         if manifest.kind == "full":
-            data = _read(staging, files.model)
+            data = _read(staging, files.model, MAX_MODEL_BYTES, "MAX_MODEL_BYTES", manifest.size_bytes)
             _check_sha(f"staging/{files.model}", data, manifest.sha256)
         else:
-            delta_bytes = _read(staging, files.delta)
+            delta_bytes = _read(staging, files.delta, MAX_MODEL_BYTES, "MAX_MODEL_BYTES")
             _check_sha(f"staging/{files.delta}", delta_bytes, manifest.delta_sha256)
             try:
                 delta = Delta.from_bytes(delta_bytes)
@@ -143,7 +196,7 @@ class UplinkChecks:
             raise Refusal(f"no signed manifest staging/{files.manifest}: unsigned models are refused ([models] "
                           "allow_unsigned = false); pack it with `sunlit-ground model pack` and uplink the "
                           "manifest and reference set too")
-        data = _read(staging, files.model)
+        data = _read(staging, files.model, MAX_MODEL_BYTES, "MAX_MODEL_BYTES")
         actual = sha256_hex(data)
         if actual != sha256.lower():
             raise Refusal(f"SHA-256 {actual[:16]}… is not the expected {sha256[:16]}…")
@@ -194,11 +247,17 @@ class UplinkChecks:
         return compare_outputs(actual, reference.outputs, tolerance)
 
 
-def _read(directory: Path, name: str) -> bytes:
+def _read(directory: Path, name: str, limit_bytes: int, limit: str, signed_bytes: int | None = None) -> bytes:
+    """staging/``name`` through :func:`read_limited` (``limit`` names its limit in a refusal; ``signed_bytes``:
+    the size the signed manifest gives it)."""
     try:
-        return (directory / name).read_bytes()
+        return read_limited(directory / name, limit_bytes, signed_bytes)[0]
+    except ReadRefused as exc:
+        why = {"size": " (the signed manifest's size_bytes: cut short or altered on the way, uplink it again)",
+               "limit": f" ({limit})"}.get(exc.kind, "")
+        raise Refusal(f"staging/{name}: {exc}{why}") from None
     except OSError as exc:
-        raise Refusal(f"no uplinked file staging/{name}: {exc.strerror}") from None
+        raise Refusal(f"no uplinked file staging/{name}: {exc.strerror or exc}") from None
 
 
 def _embedded(what: str, model: bytes) -> None:

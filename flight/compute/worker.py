@@ -56,6 +56,7 @@ import argparse
 import dataclasses
 import enum
 import hashlib
+import io
 import json
 import math
 import os
@@ -142,7 +143,7 @@ from flight.compute.store import (
 from flight.compute.store import CORRUPT_SUFFIX, MANIFEST
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
-from flight.compute.uplink import Refusal, UplinkChecks
+from flight.compute.uplink import ReadRefused, Refusal, UplinkChecks, read_limited
 from flight.compute.usecase.cloud import DN_PER_REFLECTANCE, dn_to_tiles
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
@@ -172,6 +173,7 @@ INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this ofte
 MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
+MAX_INCOMING_BYTES = 256 * 1024 * 1024  # an incoming file, at most: a 4096 x 4096 scene of 4 bands, 16 x 16 tiles
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
@@ -241,6 +243,30 @@ MAX_CLASSES = 1024  # a training job's outputs, at most (TRAIN_START classes' ra
 class BadInput(ValueError):
     """Input tiles a model cannot take or must not be run on: the sender's fault, not the model's (a
     version on probation is not rolled back for them)."""
+
+
+def npy_array(data: bytes, what: str) -> np.ndarray:
+    """The one array of a .npy file's ``data``, a read-only view of them (nothing copied), or :class:`BadInput`
+    naming ``what``: an archive, a pickle, a header numpy cannot read, or data of another length than the header
+    says (a file cut short). The header is held to the bytes there before anything is made of it: numpy makes
+    an array as long as a header says before it reads (a header of a terabyte on a file of a kilobyte)."""
+    if data.startswith(b"PK\x03\x04"):  # an .npz under a .npy name
+        raise BadInput(f"{what}: an archive, not one .npy array")
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read:
+            raise ValueError(f".npy format version {version[0]}.{version[1]}")
+        shape, fortran, dtype = read[version](f)
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects (a pickle)")
+        count, have = math.prod(shape), len(data) - f.tell()
+        if have != count * dtype.itemsize:
+            raise ValueError(f"{have} bytes of data where its header says {count * dtype.itemsize}")
+        return np.frombuffer(data, dtype, count, f.tell()).reshape(shape, order="F" if fortran else "C")
+    except (ValueError, EOFError) as exc:
+        raise BadInput(f"{what}: not a .npy array numpy can read ({type(exc).__name__}: {exc})") from None
 
 
 def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarray:
@@ -1785,29 +1811,32 @@ class Worker:
         self._unmovable &= {p.name for p in files}  # forget what is gone: bounded by the files there are
         return [p for p in files if p.name not in self._unmovable]
 
-    def _incoming_tiles(self, path: Path, model: "_Session") -> np.ndarray:
-        """The tiles of one incoming file, checked for ``model`` (:func:`checked_tiles`); :class:`BadInput`
-        for a file numpy cannot read as one array (truncated, a pickle, an archive)."""
+    def _read_incoming(self, job: Job, path: Path) -> tuple[bytes, os.stat_result] | None:
+        """One incoming file's bytes and status, read once (its tiles, its SHA-256 and its move are of that one
+        file), its size looked at before anything is read (:func:`flight.compute.uplink.read_limited`). None where
+        it is gone since it was listed (FILE_DELETE, its writer), nothing said; or refused: set aside, said and
+        counted (:meth:`_reject_incoming`). Found in review: read whole with no limit, a huge file failed the
+        job (MemoryError); one gone between the listing and its opening was said and counted as rejected."""
         try:
-            loaded = np.load(path, mmap_mode="r", allow_pickle=False)  # header first: nothing read yet
-        except (OSError, ValueError, EOFError) as exc:
-            raise BadInput(f"{path.name}: not a .npy array numpy can read ({type(exc).__name__}: {exc})") from None
-        if not isinstance(loaded, np.ndarray):  # an .npz under a .npy name
-            loaded.close()
-            raise BadInput(f"{path.name}: an archive, not one .npy array")
-        try:
-            return checked_tiles(loaded, model.input_shape, path.name)
-        except (OSError, ValueError) as exc:  # BadInput is a ValueError; a file shorter than its header says
-            raise BadInput(str(exc) if isinstance(exc, BadInput) else f"{path.name}: unreadable ({exc})") from None
-        finally:
-            del loaded  # the map closed before the file is moved
+            return read_limited(path, MAX_INCOMING_BYTES)
+        except FileNotFoundError:
+            return None
+        except ReadRefused as exc:
+            limit = " (MAX_INCOMING_BYTES)" if exc.kind == "limit" else ""
+            self._reject_incoming(job, path, f"{path.name}: {exc}{limit}")
+        except OSError as exc:
+            self._reject_incoming(job, path, f"{path.name}: unreadable ({exc.strerror or exc})")
+        return None
 
-    def _reject_incoming(self, job: Job, path: Path, reason: str) -> None:
+    def _reject_incoming(self, job: Job, path: Path, reason: str, taken: os.stat_result | None = None) -> None:
         """A file the job cannot screen: moved to incoming/rejected/ (the newest :data:`KEEP_REJECTED_FILES`
         kept), said and counted; the job goes on with the next file (found in review: the job failed,
-        and the file, first in order, held back every good one after it)."""
+        and the file, first in order, held back every good one after it). ``taken``: the status of the file
+        read; one no longer at ``path`` (gone, or another file under its name since) is not moved."""
         self.infer_files_rejected += 1
         self.event("INCOMING_REJECTED", job_id=job.job_id, name=path.name, reason=reason[:200])
+        if taken is not None and not _same_file(path, taken):
+            return  # the file now under its name is screened in its turn
         try:
             rejected = self._dir("incoming/rejected")
             rejected.mkdir(exist_ok=True)
@@ -1904,11 +1933,17 @@ class Worker:
             if not files:
                 return
             path = files[0]
-            try:
-                tiles = self._incoming_tiles(path, model)
-            except BadInput as exc:
-                self._reject_incoming(job, path, str(exc))
+            read = self._read_incoming(job, path)
+            if read is None:
                 return
+            data, taken = read
+            try:
+                tiles = checked_tiles(npy_array(data, path.name), model.input_shape, path.name)
+            except BadInput as exc:
+                self._reject_incoming(job, path, str(exc), taken)
+                return
+            digest = hashlib.sha256(data).hexdigest()  # a name the camera gives again is not it
+            del data, read  # the tiles are a copy of their own
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
                 # A file of more than MAX_BATCH tiles runs in parts of that many: no run bigger than TensorRT's
@@ -1934,7 +1969,6 @@ class Worker:
                        for h, at, made in held]
                 probs = got[0] if len(got) == 1 else np.concatenate(got)
                 classes, conf = self._classify(probs, len(held), checks.tile_status(), job.model)
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()  # a name the camera gives again is not it
                 written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks,
                                               source_sha256=digest)
                 if checks.tiles_failed:  # no JOB_DONE for a continuous job: such products are said (found in audit)
@@ -1948,8 +1982,15 @@ class Worker:
             done.mkdir(exist_ok=True)
             # Under its own name, an earlier input of that name replaced: the agent's clean-up of uplinked inputs
             # (flight/agent/files.py) knows it by that name (a review: under a name of its own it was never cleaned);
-            # one the file rules refuse (a camera's), under a name they take, which FILE_DELETE can reach
-            os.replace(path, done / _plain_name(path.name))
+            # one the file rules refuse (a camera's), under a name they take, which FILE_DELETE can reach. Only the
+            # file screened: one gone since (FILE_DELETE) leaves its product, and another put under its name since
+            # (the camera's next scene.npy) stays to be screened (found in review: the job failed on the first, and
+            # the second went to done/ unscreened).
+            if _same_file(path, taken):
+                try:
+                    os.replace(path, done / _plain_name(path.name))
+                except FileNotFoundError:
+                    pass
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -2667,6 +2708,15 @@ def _product_stem(job_id: int, source: str, suffix: str = "") -> str:
     if len(source) <= room:
         return prefix + source + suffix
     return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}{suffix}"
+
+
+def _same_file(path: Path, taken: os.stat_result) -> bool:
+    """Whether ``path`` is still the file ``taken`` is the status of (not gone, nor another put under its name)."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (taken.st_dev, taken.st_ino)
 
 
 _NOT_PLAIN = re.compile(r"[^A-Za-z0-9_.+-]")

@@ -823,6 +823,9 @@ FILE_CHANNELS = (
     Channel("files_suspended", T.BOOL, "", "File transactions suspended: the ground has not been heard for "
             "file_los_s"),
     Channel("disk_free_mb", T.F64, "MB", "Free space on the file area's file system", Limits(warn_low=500)),
+    Channel("incoming_removed", T.U32, "count", "Files deleted from incoming/ since the agent started that no job "
+            "takes (a hidden name, a name not *.npy, or in a directory other than done/ and rejected/), each once "
+            "there unchanged for 600 s (FILE_DELETED says each)", Limits(warn_high=1)),
 )
 
 PACKETS = (
@@ -1153,7 +1156,8 @@ EVENTS = (
     Event("FILES_RESUMED", 0x00C6, Severity.ACTIVITY_LO, "File transfers resumed after {gap_s:.0f} s",
           "The ground is heard again: suspended transactions go on", ("gap_s",)),
     Event("FILE_DELETED", 0x00C7, Severity.ACTIVITY_HI, "File {name} deleted: {reason}",
-          "FILE_DELETE, or the clean-up of a product the ground has (file_keep_done_s)", ("name", "reason")),
+          "FILE_DELETE, the clean-up of a product the ground has (file_keep_done_s), or of a file in incoming/ that "
+          "no job takes (incoming_removed)", ("name", "reason")),
     Event("DISK_LOW", 0x00C8, Severity.WARNING_HI, "Disk low: {free_mb:.0f} MB free (reserve {reserve_mb:.0f} MB); "
           "{refused}", "Free space fell under disk_reserve_mb: new work and incoming files are refused",
           ("free_mb", "reserve_mb", "refused")),
