@@ -32,7 +32,10 @@ is named), and every query takes one. What it keeps:
   back what the ground did not acknowledge, and plays it again if the acknowledgement was lost;
   a restarted server no longer remembers what it had). A packet whose key is here is not
   recorded again (:meth:`Archive.record` returns None, ``duplicates`` counts it). Kept for
-  ``key_horizon_days`` of packet time (7: far longer than the agent's store holds anything);
+  ``key_horizon_days`` after the ground received the packet (7: far longer than the agent's store holds
+  anything), by the ground's clock: a board whose clock fell back to 1970 sends keys that are "old" by
+  packet time, and its store may play them back again (found in audit: such a key went at the next
+  retention and its copy was archived twice);
 - ``passes``: completeness per pass and APID (``ground.completeness``): when the pass began
   and ended (ground clock), the live packets' time span, packets received live, played back,
   duplicates dropped and sequence counts missing within the pass, as the ground server last
@@ -78,7 +81,10 @@ refused; a version-1 file (one row per sample) is refused with the command that 
 within schema 2: they only add to it (a ground server that does not know them still reads and
 writes the file, and ignores them), so a file without them gets them when it is opened, with
 the keys of the packets of its last ``key_horizon_days`` (:meth:`Archive._add_key_tables`),
-instead of a new version number and a conversion. ``file_transfers`` came the same way
+instead of a new version number and a conversion; ``packet_keys.received_s`` came later still, the
+same way (:data:`_KEY_RECEIPTS`: a key an older ground server wrote, or one from before, has none and is
+taken as received at the next retention, so it is kept for the horizon from then: never forgotten early).
+``file_transfers`` came the same way
 (:data:`_FILE_TABLES`): created with a new file, or when a file without it is opened; so did the
 events' indexes by spacecraft and severity (:data:`_EVENT_INDEXES`, found in audit), and the
 receptions of sealed chunks and events with their indexes (:data:`_RECEIPTS`, found in audit).
@@ -132,6 +138,11 @@ SPACECRAFT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 # 7 days: the agent's store (64 MB) holds a day or two of packets, so nothing older comes again;
 # ~20 bytes a key, a few MB a day.
 KEY_HORIZON_DAYS = 7.0
+# Samples one page of a windowed query reads at most (Archive.query_page): a day of one channel at 1 Hz is one
+# page; a year is ~300, each read in a fraction of a second and a few MB, never the whole window at once.
+PAGE_SAMPLES = 100_000
+_PAGE_TOKEN = re.compile(r"^p1~([-+0-9a-fA-Fx.p]{1,40})~(\d{1,10})~(\d{1,19})$")
+_ALL_ROWS = 2**63 - 1  # above every row id: "all those at that time were given"
 
 _NUMERIC_TYPES = frozenset({
     ValueType.BOOL, ValueType.U8, ValueType.U16, ValueType.U32, ValueType.U64,
@@ -266,6 +277,8 @@ _KEY_TABLES = (
         apid      INTEGER NOT NULL,
         time_ms   INTEGER NOT NULL,      -- packet time, ms, rounded as the agent's store rounds it
         seq_count INTEGER NOT NULL,
+        received_s REAL,                 -- ground clock, whole s, the key ages by it (see _KEY_RECEIPTS); NULL: written
+                                         -- by an older ground server, taken as received at the next retention
         PRIMARY KEY (sc, apid, time_ms, seq_count)) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS passes (       -- completeness per pass and APID (ground.completeness)
         sc          INTEGER NOT NULL,
@@ -304,9 +317,22 @@ _RECEIPTS = (
     "CREATE INDEX IF NOT EXISTS packets_by_received ON packets(sc, received_s, time_s) WHERE sid IS NULL",
 )
 _RECEIPT_INDEX_NAMES = ("hk_chunks_by_received", "events_by_received", "packets_by_received")
+# Added within schema 2 like the receipts: when the ground received each packet whose key it keeps (whole seconds:
+# an integer on disk), which the key ages by (found in audit: keys aged by packet time, so the key of a packet from a
+# board whose clock fell back to 1970 went at the next retention and a playback of it was archived twice). A file
+# from before gets the column when opened (NULL in its rows: see _retain_keys) and this index of the keys with none
+# (empty once retention has filled them in; retention deletes by a walk of the spacecraft's keys, as it did by
+# packet time: an index by reception would double what a key costs on disk).
+_KEY_RECEIPTS = ("CREATE INDEX IF NOT EXISTS packet_keys_unreceived ON packet_keys(sc) WHERE received_s IS NULL",)
+_KEY_RECEIPT_INDEX_NAMES = ("packet_keys_unreceived",)
 # An event's reception where an older ground server left none: its packet's, else its own time.
 _FILL_EVENTS_RECEIVED = ("UPDATE events SET received_s = coalesce((SELECT p.received_s FROM packets p "
                          "WHERE p.id = events.packet), time_s) WHERE received_s IS NULL")
+
+
+def _key_received(received_s: float) -> float | None:
+    """A key's reception as stored: whole seconds (SQLite keeps such a REAL as an integer), None where not finite."""
+    return float(math.floor(received_s)) if math.isfinite(received_s) else None
 
 
 def _aged(received: str, when: str) -> str:
@@ -353,6 +379,39 @@ def check_spacecraft(name: Any, field_name: str = "spacecraft") -> str:
 
 
 # --- value objects returned by queries ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchivePage:
+    """One page of a windowed query (:meth:`Archive.query_page`): ``channels`` as :meth:`Archive.query` gives them,
+    from ``samples`` samples read. ``complete``: the window holds nothing after this page; else ``next`` is the
+    token that asks for the following page and ``page_end_s`` the packet time this page ends at (the next page
+    starts there: packets of one time may be split between two pages, never repeated)."""
+
+    channels: dict[str, tuple[np.ndarray, np.ndarray]]
+    samples: int
+    complete: bool
+    next: str | None
+    page_end_s: float
+
+
+def page_token(time_s: float, sid: int, packet_id: int) -> str:
+    """The continuation token after a packet: its time (exact, as float.hex), SID and row id, the order pages
+    follow; nothing in it needs quoting in a URL."""
+    return f"p1~{float(time_s).hex().replace('+', '')}~{int(sid)}~{int(packet_id)}"
+
+
+def parse_page_token(text: str, field_name: str = "next") -> tuple[float, int, int]:
+    """(time_s, sid, packet_id) of a token :func:`page_token` made, or ValueError naming ``field_name``."""
+    m = _PAGE_TOKEN.match(text) if isinstance(text, str) else None
+    try:
+        time_s = float.fromhex(m.group(1)) if m else math.nan
+    except ValueError:
+        time_s = math.nan
+    if m is None or not math.isfinite(time_s) or int(m.group(2)) >= 2**31 or int(m.group(3)) >= _ALL_ROWS:
+        raise ValueError(f"{field_name}: {str(text)[:60]!r} is not a page token; pass the previous answer's "
+                         f"{field_name} as it is")
+    return time_s, int(m.group(2)), int(m.group(3))
 
 
 @dataclass(frozen=True)
@@ -816,6 +875,78 @@ def decimate(times: np.ndarray, values: np.ndarray, max_points: int,
     return times[keep], values[keep]
 
 
+def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two value columns end to end: float64 where both are, else an object array (text, odd values)."""
+    if a.dtype != object and b.dtype != object:
+        return np.concatenate([a, b])
+    out = np.empty(len(a) + len(b), dtype=object)
+    out[:] = a.tolist() + b.tolist()
+    return out
+
+
+class _PagePart:
+    """One SID's packets for a page of :meth:`Archive.query_page` (pure): packet times, places in reception (a
+    row id, or a sealed packet's stand-in), where each came from (its chunk, -1 unsealed; its row id, -1 not
+    read), and per channel its values and whether the packet carries it. What comes is kept in pieces and cut
+    to the first ``want`` once twice that many wait; ``bound``: the time of the ``want``-th packet at the last
+    cut (no later packet can be among the first ``want``), inf until one."""
+
+    def __init__(self, sid: int, names: Sequence[str]):
+        self.sid = sid
+        self.names = list(names)
+        self.bound = math.inf
+        self.t = np.empty(0)
+        self.rank = np.empty(0, dtype=np.int64)
+        self.chunk = np.empty(0, dtype=np.int64)
+        self.row = np.empty(0, dtype=np.int64)
+        self.vals: dict[str, np.ndarray] = {name: np.empty(0) for name in self.names}
+        self.has: dict[str, np.ndarray] = {name: np.empty(0, dtype=bool) for name in self.names}
+        self._pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray],
+                                 dict[str, np.ndarray]]] = []
+        self._waiting = 0
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def add(self, t: np.ndarray, rank: np.ndarray, chunk: int, rows: np.ndarray, cols: Mapping[str, np.ndarray],
+            want: int) -> bool:
+        """Take packets (``cols``: the columns they carry); True if some were dropped as beyond the first ``want``."""
+        n = len(t)
+        if not n:
+            return False
+        vals = {name: cols[name] if name in cols else np.full(n, math.nan) for name in self.names}
+        has = {name: np.full(n, name in cols) for name in self.names}
+        self._pieces.append((t, np.asarray(rank, dtype=np.int64), np.full(n, chunk, dtype=np.int64),
+                             np.asarray(rows, dtype=np.int64), vals, has))
+        self._waiting += n
+        if len(self.t) + self._waiting >= 2 * want or (len(self.t) + self._waiting >= want
+                                                        and math.isinf(self.bound)):
+            return self.finish(want)
+        return False
+
+    def finish(self, want: int) -> bool:
+        """Everything taken so far in (time, reception) order, cut to the first ``want``; True if any was dropped."""
+        pieces = [(self.t, self.rank, self.chunk, self.row, self.vals, self.has), *self._pieces]
+        self._pieces, self._waiting = [], 0
+        t = np.concatenate([p[0] for p in pieces])
+        rank = np.concatenate([p[1] for p in pieces])
+        order = np.lexsort((rank, t))
+        dropped = len(order) > want
+        order = order[:want]
+        self.t, self.rank = t[order], rank[order]
+        self.chunk = np.concatenate([p[2] for p in pieces])[order]
+        self.row = np.concatenate([p[3] for p in pieces])[order]
+        for name in self.names:
+            v = pieces[0][4][name]
+            for piece in pieces[1:]:
+                v = _concat(v, piece[4][name])
+            self.vals[name] = v[order]
+            self.has[name] = np.concatenate([p[5][name] for p in pieces])[order]
+        if len(self.t) >= want:
+            self.bound = float(self.t[-1])
+        return dropped
+
+
 # --- the archive ----------------------------------------------------------------------------
 
 
@@ -893,7 +1024,8 @@ class Archive:
                 if version == 0:
                     if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                         raise ArchiveError(f"{self.path} is an SQLite file but not a Sunlit archive; give another --db")
-                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES, *_EVENT_INDEXES, *_RECEIPTS):
+                    for statement in (*_SCHEMA, *_KEY_TABLES, *_FILE_TABLES, *_EVENT_INDEXES, *_RECEIPTS,
+                                      *_KEY_RECEIPTS):
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                     version = SCHEMA_VERSION
@@ -936,6 +1068,15 @@ class Archive:
             except sqlite3.OperationalError as exc:  # read-only: read as it is (only retention and intake use them)
                 if "readonly" not in str(exc):
                     raise
+        if self._key_tables and self._db.execute(
+                f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                f"({','.join('?' * len(_KEY_RECEIPT_INDEX_NAMES))})", _KEY_RECEIPT_INDEX_NAMES
+                ).fetchone()[0] < len(_KEY_RECEIPT_INDEX_NAMES):
+            try:
+                self._add_key_receipts()
+            except sqlite3.OperationalError as exc:  # read-only: read as it is (only retention and intake use it)
+                if "readonly" not in str(exc):
+                    raise
         if not self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'file_transfers'").fetchone()[0]:
             try:
                 with self._write():
@@ -950,7 +1091,8 @@ class Archive:
         """A schema-2 file from before ``packet_keys`` and ``passes``: add them (one transaction,
         checking again under the write lock: another process may be first), with the keys of
         the packets of the last ``key_horizon_s`` of packet time the file holds (those a
-        playback could bring again): the unsealed rows, and the sealed chunks' packets."""
+        playback could bring again): the unsealed rows, and the sealed chunks' packets, each with
+        its reception, which it ages by from then on."""
         with self._write():
             if self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'packet_keys'").fetchone()[0]:
                 for statement in _KEY_TABLES:
@@ -964,29 +1106,41 @@ class Archive:
                 return
             since = min(newest, time.time()) - self.key_horizon_s  # a packet dated ahead moves nothing
             added = 0
-            rows = self._db.execute("SELECT sc, apid, seq_count, time_s FROM packets WHERE time_s >= ? AND "
-                                    "apid IS NOT NULL AND seq_count IS NOT NULL", (since,)).fetchall()
-            for sc, apid, seq, time_s in rows:
-                added += self._db.execute("INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) "
-                                          "VALUES (?, ?, ?, ?)", (sc, apid, packet_key(apid, seq, time_s)[2],
-                                                                  seq)).rowcount
+            rows = self._db.execute("SELECT sc, apid, seq_count, time_s, received_s FROM packets WHERE time_s >= ? "
+                                    "AND apid IS NOT NULL AND seq_count IS NOT NULL", (since,)).fetchall()
+            for sc, apid, seq, time_s, received_s in rows:
+                added += self._db.execute(
+                    "INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count, received_s) "
+                    "VALUES (?, ?, ?, ?, ?)", (sc, apid, packet_key(apid, seq, time_s)[2], seq,
+                                               _key_received(received_s))).rowcount
             chunks = self._db.execute("SELECT id, sc, raw_crc, raw FROM hk_chunks WHERE t_last >= ?",
                                       (since,)).fetchall()
             for chunk_id, sc, crc, blob in chunks:
                 try:
-                    _ids, _received, raws = self._chunk_raw(chunk_id, crc, bytes(blob))
+                    _ids, received, raws = self._chunk_raw(chunk_id, crc, bytes(blob))
                 except ArchiveError:
                     continue  # damaged: `archive check` names it; its packets cannot come back as keys
-                for raw in raws:
+                for raw, received_s in zip(raws, received.tolist()):
                     try:
                         tm = unpack(raw)
                     except PacketError:
                         continue
                     if isinstance(tm, Telemetry) and tm.time_s >= since:
                         added += self._db.execute(
-                            "INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) VALUES (?, ?, ?, ?)",
-                            (sc, tm.apid, packet_key(tm.apid, tm.seq_count, tm.time_s)[2], tm.seq_count)).rowcount
+                            "INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count, received_s) "
+                            "VALUES (?, ?, ?, ?, ?)", (sc, tm.apid, packet_key(tm.apid, tm.seq_count, tm.time_s)[2],
+                                                       tm.seq_count, _key_received(received_s))).rowcount
             self.keys_added = added
+
+    def _add_key_receipts(self) -> None:
+        """A schema-2 file from before keys kept their reception: the column (added at the end, so instant; NULL in
+        the rows there, each taken as received at the next retention, :meth:`_retain_keys`) and its index; once,
+        under the write lock, checking again (another process may be first)."""
+        with self._write():
+            if "received_s" not in {row[1] for row in self._db.execute("PRAGMA table_info(packet_keys)")}:
+                self._db.execute("ALTER TABLE packet_keys ADD COLUMN received_s REAL")
+            for statement in _KEY_RECEIPTS:
+                self._db.execute(statement)
 
     def _add_receipts(self) -> None:
         """A schema-2 file from before receptions were kept per chunk and event: the columns (added at the end, so
@@ -1168,8 +1322,9 @@ class Archive:
             sc = self._sc_id(spacecraft)
             if isinstance(header, Telemetry):  # a packet whose header reads has a key, its data valid or not
                 key = packet_key(header.apid, header.seq_count, header.time_s)
-                if not self._db.execute("INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count) "
-                                        "VALUES (?, ?, ?, ?)", (sc, key[0], key[2], key[1])).rowcount:
+                if not self._db.execute("INSERT OR IGNORE INTO packet_keys(sc, apid, time_ms, seq_count, received_s) "
+                                        "VALUES (?, ?, ?, ?, ?)",
+                                        (sc, key[0], key[2], key[1], _key_received(received_s))).rowcount:
                     self.duplicates += 1
                     return None
             cur = self._db.execute(
@@ -1627,6 +1782,173 @@ class Archive:
                 times, values = decimate(times, values, max_points, lo, hi)
             out[name] = (times, values)
         return out
+
+    def query_page(self, channels: str | Iterable[str], from_s: float | None = None, to_s: float | None = None,
+                   spacecraft: str = DEFAULT_SPACECRAFT, max_samples: int = PAGE_SAMPLES, after: str | None = None,
+                   max_points: int | None = None) -> ArchivePage:
+        """What :meth:`query` gives, a page of at most ``max_samples`` samples at a time (a packet's samples are
+        never split), so that a window of any length is read in bounded memory and time (found in audit: the
+        server's ``/api/archive`` read the whole window, all of history if asked, before decimating it).
+
+        Packets come in order of packet time, then SID, then reception; ``after`` is the previous page's ``next``:
+        following the tokens gives every sample of the window once (one received meanwhile, in its place if that
+        is after the page read). ``max_points`` decimates each channel of the page over the page's own span.
+        ``max_samples`` must be at least the number of channels named, so that one packet always fits."""
+        names = list(dict.fromkeys([channels] if isinstance(channels, str) else channels))
+        if not names:
+            raise ValueError("channels: name at least one")
+        if max_samples < len(names):
+            raise ValueError(f"max_samples {max_samples}: at least the {len(names)} channels named")
+        if max_points is not None and max_points < 2:
+            raise ValueError(f"max_points {max_points}: at least 2 (a minimum and a maximum)")
+        lo, hi = _bounds(from_s, to_s)
+        cursor = None if after is None else parse_page_token(after)
+        parts: list[_PagePart] = []
+        more = False
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            by_sid: dict[int, list[str]] = {}
+            for name in names:
+                sids = self._sids_of(name)
+                if sids is None:
+                    raise KeyError(f"no channel {name!r} in the archive or the dictionary")
+                for sid in sids:
+                    by_sid.setdefault(sid, []).append(name)
+            for sid in sorted(by_sid) if sc != -1 else ():
+                # from (time, the last row id already given at that time: None none, _ALL_ROWS all)
+                start: tuple[float, int | None] = (lo, None)
+                if cursor is not None and cursor[0] >= lo:
+                    t0, sid0, id0 = cursor
+                    start = (t0, None if sid > sid0 else _ALL_ROWS if sid < sid0 else id0)
+                part = _PagePart(sid, by_sid[sid])
+                more |= self._read_page_part(sc, part, start, hi, -(-max_samples // len(by_sid[sid])))
+                parts.append(part)
+            times = np.concatenate([p.t for p in parts]) if parts else np.empty(0)
+            sid_of = np.concatenate([np.full(len(p), p.sid) for p in parts]) if parts else np.empty(0, np.int64)
+            ranks = np.concatenate([p.rank for p in parts]) if parts else np.empty(0, np.int64)
+            weights = np.concatenate([np.full(len(p), len(p.names)) for p in parts]) if parts else np.empty(0, int)
+            order = np.lexsort((ranks, sid_of, times))
+            taken = int(np.searchsorted(np.cumsum(weights[order]), max_samples, side="right"))
+            complete = not more and taken == len(order)
+            token, end_s = None, hi
+            if not complete:  # the page ends at its last packet; the token says which it was
+                last = int(order[taken - 1])
+                for part in parts:
+                    if last < len(part):
+                        break
+                    last -= len(part)
+                end_s = float(part.t[last])
+                token = page_token(end_s, part.sid, self._page_row_id(part, last))
+        position = np.empty(len(order), dtype=np.int64)  # each packet's place in the page
+        position[order] = np.arange(len(order))
+        pieces: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in names}
+        at = 0
+        for part in parts:
+            mine = position[at:at + len(part)]
+            at += len(part)
+            for name in part.names:
+                keep = (mine < taken) & part.has[name]
+                pieces[name].append((mine[keep], part.t[keep], part.vals[name][keep]))
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in names:
+            found = pieces[name]
+            if not found:
+                out[name] = self._merge(name, [])
+                continue
+            place = np.concatenate([p for p, _, _ in found])
+            t = np.concatenate([t for _, t, _ in found])
+            v = found[0][2]
+            for _, _, more_v in found[1:]:
+                v = _concat(v, more_v)
+            if len(found) > 1:
+                sort = np.argsort(place, kind="stable")
+                t, v = t[sort], v[sort]
+            if max_points is not None:
+                t, v = decimate(t, v, max_points, lo if cursor is None else max(lo, cursor[0]), end_s)
+            out[name] = (t, v)
+        return ArchivePage(out, int(weights[order][:taken].sum()), complete, token, end_s)
+
+    def _read_page_part(self, sc: int, part: _PagePart, start: tuple[float, int | None], hi: float,
+                        want: int) -> bool:
+        """Fill ``part`` with the first ``want`` packets of its SID in (packet time, reception) order from
+        ``start`` = (time, row id: those at that time up to it were given already) to ``hi``; return whether the
+        window holds more. Chunks are read in order of their first packet time until none can hold one of the
+        first ``want``, and what is read beyond is dropped as it comes: memory stays at twice ``want`` packets
+        and one chunk, however long the window. A packet's place in reception is its row id, a sealed one's its
+        chunk's first row id plus its index (the same order: ids rise within a chunk, and a SID's chunks hold
+        older rows than its unsealed ones); a sealed packet's own row id is read only where a token needs it."""
+        t0, id0 = start
+        cut = False
+        chunks = self._db.execute("SELECT id, first_id, t_first FROM hk_chunks WHERE sc = ? AND sid = ? "
+                                  "AND t_last >= ? AND t_first <= ? ORDER BY t_first", (sc, part.sid, t0, hi))
+        for chunk_id, first_id, t_first in chunks:
+            if t_first > part.bound:  # every packet in it and after it comes later than the first ``want``
+                cut = True
+                break
+            crc, blob = self._db.execute("SELECT vals_crc, vals FROM hk_chunks WHERE id = ?", (chunk_id,)).fetchone()
+            times, cols = self._chunk_values(chunk_id, crc, blob, part.names)
+            inside = (times >= t0) & (times <= hi)
+            rows = np.full(len(times), -1, dtype=np.int64)
+            if id0 is not None and np.any(inside & (times == t0)):
+                if id0 != _ALL_ROWS:
+                    rows = self._chunk_ids(chunk_id)
+                inside &= ~((times == t0) & (rows <= id0))
+            index = np.flatnonzero(inside)
+            cut |= part.add(times[index], first_id + index, chunk_id, rows[index],
+                            {name: col[index] for name, col in cols.items()}, want)
+        times, cols, ids = self._unsealed_page(sc, part, start, hi, want + 1)
+        cut |= part.add(times, ids, -1, ids, cols, want)
+        return part.finish(want) or cut
+
+    def _page_row_id(self, part: _PagePart, at: int) -> int:
+        """The row id of a page's packet: its own where it was unsealed, else read from its chunk's raw blob."""
+        if part.row[at] >= 0:
+            return int(part.row[at])
+        chunk = int(part.chunk[at])
+        first_id = self._db.execute("SELECT first_id FROM hk_chunks WHERE id = ?", (chunk,)).fetchone()[0]
+        return int(self._chunk_ids(chunk)[int(part.rank[at]) - first_id])
+
+    def _chunk_ids(self, chunk_id: int) -> np.ndarray:
+        """The row ids of a chunk's packets, from its raw blob (CRC checked; only the ids are unpacked)."""
+        crc, blob = self._db.execute("SELECT raw_crc, raw FROM hk_chunks WHERE id = ?", (chunk_id,)).fetchone()
+        self._checked(chunk_id, "raw", blob, crc)
+        try:
+            header, segments = _unpack_blob(blob)
+            return np.cumsum(_unshuffle_unzip(segments[0], "<i8", int(header["n"])))
+        except (ValueError, KeyError, IndexError, TypeError, zlib.error, struct.error, msgpack.UnpackException) as exc:
+            raise self._chunk_error(chunk_id, f"raw blob does not decode: {type(exc).__name__}: {exc}") from None
+
+    def _unsealed_page(self, sc: int, part: _PagePart, start: tuple[float, int | None], hi: float,
+                       limit: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """The first ``limit`` unsealed packets of the part's SID from ``start`` (as :meth:`_read_page_part`'s) to
+        ``hi`` in (time, row id) order, decoded as :meth:`_unsealed_values` decodes them: times, the columns they
+        carry, row ids."""
+        layout = self.dictionary.packet_by_sid.get(part.sid)
+        if layout is None:
+            return np.empty(0), {}, np.empty(0, dtype=np.int64)
+        t0, id0 = start
+        after_id = -1 if id0 is None else id0
+        rows = self._db.execute("SELECT id, raw FROM packets WHERE sc = ? AND sid = ? AND time_s BETWEEN ? AND ? "
+                                "AND (time_s > ? OR id > ?) ORDER BY time_s, id", (sc, part.sid, t0, hi, t0, after_id))
+        times, values, ids = [], [], []
+        for row_id, raw in rows:
+            if len(times) >= limit:
+                break
+            try:
+                rec = self._codec.decode_tm(unpack(bytes(raw)))
+            except PacketError:
+                continue  # recorded under another dictionary; sealing will set it aside
+            if isinstance(rec, HkRecord) and rec.packet.channels == layout.channels:  # as the chunks hold them
+                times.append(rec.time_s)
+                values.append([rec.values[c] for c in layout.channels])
+                ids.append(row_id)
+        if not times:
+            return np.empty(0), {}, np.empty(0, dtype=np.int64)
+        index = {c: i for i, c in enumerate(layout.channels)}
+        wanted = [n for n in part.names if n in index]
+        cols = _columns(wanted, [self._kinds[part.sid][index[n]] for n in wanted],
+                        [[row[index[n]] for n in wanted] for row in values])
+        return np.array(times, dtype=float), dict(zip(wanted, cols)), np.array(ids, dtype=np.int64)
 
     def _merge(self, name: str, found: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         if not found:
@@ -2141,8 +2463,8 @@ class Archive:
         ever). Over its size, the telemetry received first goes first. Commands age by the ground's
         clock. ``deleted`` counts packets for housekeeping, ``packets`` and ``plans``, events, and
         commands (their reports go with them; alarm acknowledgements age out with ``commands``, gap
-        records with ``packets``, pass rows by the ground's clock). Packet keys older than
-        ``key_horizon_days`` before the spacecraft's time go too. Then the
+        records with ``packets``, pass rows by the ground's clock). Packet keys received more than
+        ``key_horizon_days`` before ``now_s`` go too (by reception only: :meth:`_retain_keys`). Then the
         freed pages go back to the file system (incremental vacuum, WAL checkpoint), unless
         called inside :meth:`batch`. Deleting a month of chunks takes a fraction of a second;
         readers are not blocked, writers wait.
@@ -2165,7 +2487,7 @@ class Archive:
                 for sid, kind in kinds.items():
                     self._retain_hk(sc, sid, kind, policy.rule(kind), sc_now, now, add)
                 self._retain_rows(sc, policy, now, sc_now, add)
-                self._retain_keys(sc, policy, now, sc_now)
+                self._retain_keys(sc, policy, now)
         with self._lock:
             self._unsealed_hint.clear()
             if self._depth == 0:
@@ -2242,11 +2564,16 @@ class Archive:
             if len(received) and np.isfinite(received).all():
                 self._db.execute("UPDATE hk_chunks SET r_last = ? WHERE id = ?", (float(received.max()), chunk_id))
 
-    def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float, sc_now: float) -> None:
+    def _retain_keys(self, sc: int, policy: RetentionPolicy, now: float) -> None:
+        """Keys go ``key_horizon_s`` after their packet was received, by the ground's clock: only then can no store
+        play it back again, whatever the board's clock stamped on it (found in audit: aged by packet time, a key
+        from a board fallen back to 1970 went at once and its playback was archived twice). A key with no
+        reception (an older ground server wrote it) is taken as received now: kept the horizon from here."""
         if not self._key_tables:
             return
-        self._db.execute("DELETE FROM packet_keys WHERE sc = ? AND time_ms < ?",
-                         (sc, int((sc_now - self.key_horizon_s) * 1000.0)))
+        self._db.execute("UPDATE packet_keys SET received_s = ? WHERE sc = ? AND received_s IS NULL",
+                         (_key_received(now), sc))
+        self._db.execute("DELETE FROM packet_keys WHERE sc = ? AND received_s < ?", (sc, now - self.key_horizon_s))
         if math.isfinite(policy.packets.max_age_days):
             self._db.execute("DELETE FROM passes WHERE sc = ? AND end_s < ?",
                              (sc, now - policy.packets.max_age_days * 86_400.0))

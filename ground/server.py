@@ -1480,14 +1480,27 @@ class GroundServer:
         return _json({"spacecraft": link.id, "passes": views, "source": "archive"})
 
     async def _api_archive(self, request: web.Request) -> web.Response:
+        """Archived samples of a window, a page at a time: at most ``limit`` samples read per answer (found in
+        audit: the whole window was read into the server's memory, all of history if asked), each channel
+        decimated to ``max_points`` over the page; ``next`` asks for the following page until ``complete``."""
+        from ground.archive import PAGE_SAMPLES, parse_page_token
+
         link = self.link_for(request.query.get("spacecraft"))
-        channels = [c for value in request.query.getall("channel", []) for c in value.split(",") if c]
+        channels = list(dict.fromkeys(c for value in request.query.getall("channel", []) for c in value.split(",")
+                                      if c))
         try:  # each error names its field (found in audit: "invalid literal for int()", a bad time unnamed)
             from_s = parse_time_s(request.query.get("from", ""), "from")
             to_s = parse_time_s(request.query.get("to", ""), "to")
             max_points = _int_arg(request.query.get("max_points", "2000")[:40], "max_points")
             if not 2 <= max_points <= 100_000:
                 raise ValueError(f"max_points: {max_points} is not in 2..100000")
+            limit = _int_arg(request.query.get("limit", str(PAGE_SAMPLES))[:40], "limit")
+            if not max(1, len(channels)) <= limit <= PAGE_SAMPLES:
+                raise ValueError(f"limit: {limit} is not in {max(1, len(channels))}..{PAGE_SAMPLES} (samples read "
+                                 "per page, at least one per channel named)")
+            after = request.query.get("next")
+            if after is not None:
+                parse_page_token(after, "next")
         except ValueError as exc:
             return _error(400, str(exc), "BAD_ARGUMENTS")
         unknown = [c for c in channels if c not in self.dictionary.channel_by_name]
@@ -1500,13 +1513,17 @@ class GroundServer:
             return _error(501, "this server keeps no archive (started with --no-archive)", "NO_ARCHIVE")
         archive = self.archive
         try:
-            found = await asyncio.get_running_loop().run_in_executor(
-                self._archive_pool, lambda: archive.query(channels, from_s, to_s, spacecraft=link.id,
-                                                          max_points=max_points))
+            page = await asyncio.get_running_loop().run_in_executor(
+                self._archive_pool, lambda: archive.query_page(channels, from_s, to_s, spacecraft=link.id,
+                                                               max_samples=limit, after=after,
+                                                               max_points=max_points))
         except Exception as exc:  # noqa: BLE001 - the archive's own errors go to the page as they are
             return _error(500, f"archive query failed: {type(exc).__name__}: {exc}", "ARCHIVE_ERROR")
-        out = {name: {"times": json_safe(times), "values": json_safe(values)} for name, (times, values) in found.items()}
-        return _json({"spacecraft": link.id, "from_s": from_s, "to_s": to_s, "channels": out})
+        out = {name: {"times": json_safe(times), "values": json_safe(values)}
+               for name, (times, values) in page.channels.items()}
+        return _json({"spacecraft": link.id, "from_s": from_s, "to_s": to_s, "channels": out,
+                      "samples": page.samples, "complete": page.complete, "next": page.next,
+                      "page_end_s": page.page_end_s})
 
     # --- routes: files ------------------------------------------------------------------
 

@@ -783,6 +783,69 @@ def test_query_with_max_points_keeps_the_global_extremes(small_chunks):
     assert len(t) <= 50 and t[0] >= T0_S + 1000 and t[-1] <= T0_S + 1999 and v.max() == 99.5
 
 
+def _same_series(got_t: list, got_v: list, want: tuple[np.ndarray, np.ndarray]) -> bool:
+    want_v = want[1].tolist()
+    return got_t == want[0].tolist() and len(got_v) == len(want_v) and all(
+        a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        for a, b in zip(got_v, want_v))
+
+
+@pytest.mark.req("GND-006")
+def test_a_window_is_read_in_bounded_pages_nothing_lost_or_repeated_while_packets_come_and_are_sealed(small_chunks):
+    """Found in audit: a windowed query read the whole window into memory, all of history if asked. A page reads at
+    most its samples; following the tokens gives what the whole-window query gives, each sample once, across
+    packets of one time split between pages, a clock fallen back to 1970, other SIDs, and packets received and
+    sealed between pages (packets of the time a page ended at sealed before the next page)."""
+    archive = small_chunks
+    codec = Codec(DICTIONARY)
+    names = ["uptime_s", "mode", "cpu_pct", POWER_HK.channels[0]]
+    with archive.batch():
+        for i in range(300):
+            t = T0_S + i if i % 40 else 200.0 + i  # every 40th dated 1970: after a power cut
+            archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t)), T0_S + i)
+            if i % 3 == 0:
+                archive.record(decoded(codec, codec.encode_hk(POWER_HK.sid, hk_values(POWER_HK, i), t)), T0_S + i)
+        for i in range(300, 312):  # a stuck clock: 12 packets of one time, the first of all; the last 8 unsealed
+            archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), 100.0)), T0_S + i)
+    limit = 7  # samples: two AGENT_HK packets (3 channels each) or seven POWER_HK ones a page
+    got: dict[str, tuple[list, list]] = {name: ([], []) for name in names}
+    token, pages, samples, live = None, 0, 0, 0
+    while True:
+        page = archive.query_page(names, max_samples=limit, after=token)
+        pages += 1
+        assert page.samples <= limit and (page.complete or page.samples > limit - 3)
+        samples += page.samples
+        for name in names:
+            got[name][0].extend(page.channels[name][0].tolist())
+            got[name][1].extend(page.channels[name][1].tolist())
+        if page.complete:
+            assert page.next is None
+            break
+        assert page.next and any(page.page_end_s in got[name][0] for name in names)
+        token = page.next
+        if pages == 3:  # the page ended inside the stuck clock's packets, at one still unsealed: seal it now
+            assert got["uptime_s"][0].count(100.0) == 6 and page.page_end_s == 100.0
+            unsealed = archive.counts()["hk_unsealed"]
+            while archive.counts()["hk_unsealed"] >= unsealed:
+                live += 1  # received later than any, dated later than any
+                archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(live),
+                                                              T0_S + 1000 + live)), T0_S + 1000 + live)
+    want = archive.query(names)
+    assert live >= 8 and samples == sum(len(want[name][0]) for name in names)
+    for name in names:
+        assert _same_series(*got[name], want[name]), name
+    assert pages > 100
+    # Decimated, a page keeps its own extremes; the last page is whole to the window's end.
+    page = archive.query_page("cpu_pct", T0_S, T0_S + 299, max_samples=100, max_points=10)
+    assert not page.complete and len(page.channels["cpu_pct"][0]) <= 10 and page.samples == 100
+    last = archive.query_page("cpu_pct", T0_S, T0_S + 299, max_samples=100_000, after=page.next)
+    assert last.complete and last.page_end_s == T0_S + 299 and last.samples == 300 - 8 - 100  # 1970's 8 not in it
+    with pytest.raises(ValueError, match="next: 'p1~nope' is not a page token"):
+        archive.query_page("cpu_pct", after="p1~nope")
+    with pytest.raises(ValueError, match="max_samples 1: at least the 2 channels"):
+        archive.query_page(["cpu_pct", "mode"], max_samples=1)
+
+
 # --- spacecraft ------------------------------------------------------------------------------
 
 

@@ -450,18 +450,65 @@ def test_a_file_from_before_the_key_table_gets_it_with_the_keys_a_playback_could
         assert archive.passes() == []
 
 
+def key_count(archive: Archive) -> int:
+    return archive._db.execute("SELECT count(*) FROM packet_keys").fetchone()[0]  # noqa: SLF001 - the table itself
+
+
 @pytest.mark.req("GND-040")
-def test_packet_keys_age_out_after_their_horizon(tmp_path):
+def test_packet_keys_age_out_after_their_horizon_of_reception(tmp_path):
     codec = Codec(DICTIONARY)
     with Archive(tmp_path / "ground.sqlite", key_horizon_days=1.0) as archive:
         early = codec.encode_hk(AGENT_HK.sid, agent_hk_values(0), T0_S - 3 * 86_400.0)
         late = codec.encode_hk(AGENT_HK.sid, agent_hk_values(1), T0_S)
-        archive.record(decoded(codec, early), T0_S)
+        archive.record(decoded(codec, early), T0_S - 3 * 86_400.0)  # received then
         archive.record(decoded(codec, late), T0_S)
         archive.retain(now_s=T0_S)
         assert archive.record(decoded(codec, late), T0_S) is None
         assert archive.record(decoded(codec, early), T0_S) is not None, \
-            "beyond the horizon a packet is not known any more (no store holds it that long)"
+            "received beyond the horizon a packet is not known any more (no store holds it that long)"
+
+
+@pytest.mark.req("GND-040", "GND-008")
+def test_a_packet_from_a_board_fallen_back_to_1970_played_back_again_is_archived_once(tmp_path):
+    """Found in audit: keys aged by packet time, so the key of a packet dated 1970 (the board's clock lost in a power
+    cut) went at the next retention and the store's second playback of it was archived twice. Keys age by reception:
+    the copy is dropped, and retention still lets every key go a horizon after it came."""
+    codec = Codec(DICTIONARY)
+    with Archive(tmp_path / "ground.sqlite", key_horizon_days=1.0) as archive:
+        before = hk_packets(codec, 5)  # the board's clock right, then a power cut
+        after = hk_packets(codec, 5, t0_s=100.0)  # since: 1970-01-01T00:01:40Z on
+        for raw in before:
+            archive.record(decoded(codec, raw), T0_S)
+        for raw in after:
+            archive.record(decoded(codec, raw), T0_S + 600.0)
+        archive.retain(now_s=T0_S + 660.0)
+        assert all(archive.record(decoded(codec, raw), T0_S + 700.0) is None for raw in after), \
+            "played back again: each is archived once"
+        assert archive.duplicates == len(after)
+        assert archive.counts()["packets"] == len(before) + len(after)
+        archive.retain(now_s=T0_S + 600.0 + 86_400.0 + 1.0)  # a horizon after the last of them came
+        assert key_count(archive) == 0, "retention still bounds the keys"
+        assert archive.record(decoded(codec, after[0]), T0_S + 86_400.0 * 2) is not None
+
+
+@pytest.mark.req("GND-040")
+def test_keys_from_before_receptions_were_kept_are_kept_a_horizon_from_the_upgrade(tmp_path):
+    codec = Codec(DICTIONARY)
+    path = tmp_path / "ground.sqlite"
+    dated_1970 = hk_packets(codec, 3, t0_s=100.0)
+    with Archive(path) as archive:
+        for raw in dated_1970:
+            archive.record(decoded(codec, raw), T0_S)
+    with sqlite3.connect(path) as db:  # the key table as a ground server before receptions wrote it
+        db.execute("DROP INDEX packet_keys_unreceived")
+        db.execute("ALTER TABLE packet_keys DROP COLUMN received_s")
+    with Archive(path, key_horizon_days=1.0) as archive:
+        columns = {row[1] for row in archive._db.execute("PRAGMA table_info(packet_keys)")}  # noqa: SLF001
+        assert "received_s" in columns and key_count(archive) == len(dated_1970)
+        archive.retain(now_s=T0_S + 2 * 86_400.0)  # no reception known: taken as received now, not at 1970
+        assert all(archive.record(decoded(codec, raw), T0_S + 2 * 86_400.0) is None for raw in dated_1970)
+        archive.retain(now_s=T0_S + 3 * 86_400.0 + 1.0)
+        assert key_count(archive) == 0
 
 
 @pytest.mark.req("GND-040")

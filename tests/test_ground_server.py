@@ -1299,3 +1299,58 @@ def test_a_bad_archive_query_is_refused_naming_its_field(source_and_server):
         assert answer["code"] == "BAD_ARGUMENTS" and "invalid literal" not in answer["error"]
     status, answer, _h = http(server, "GET", "/api/archive?channel=uptime_s&from=0&to=10&max_points=2", token=token)
     assert status == 200 and answer["channels"]["uptime_s"]["times"] == []
+
+
+@pytest.mark.req("GND-006")
+def test_all_of_history_is_answered_in_bounded_pages_nothing_lost_or_repeated(source_and_server):
+    """Found in audit: `/api/archive` read the whole window into the server's memory before answering, all of
+    history if a client asked for it. An answer reads at most `limit` samples and carries `next` until the window
+    is `complete`; following it gives each archived sample once."""
+    from flight.link.messages import Codec
+
+    source, server = source_and_server
+    token = login(server, "vera")
+    codec = Codec(DICTIONARY)
+    agent_hk = DICTIONARY.packet_by_name["AGENT_HK"]
+    raws = []
+    for i in range(300):
+        values = {name: None for name in agent_hk.channels}
+        values.update(mode=("SAFE", "IDLE")[i % 2], uptime_s=float(i), cpu_pct=float(i % 7))
+        raws.append(codec.encode_hk(agent_hk.sid, values, 1.7e9 + i // 2))  # two packets a time: split by pages
+
+    def archived() -> bool:
+        for raw in raws:  # again until each came (the archive keeps one copy)
+            source.publish(raw)
+        source.receive()
+        server.links["sunlit-1"].recorder.flush()
+        return server.archive.counts()["packets"] >= len(raws)
+
+    wait_until(archived, what="the packets archived")
+    want = server.archive.query(["uptime_s", "mode"], 0.0, 4e9, spacecraft="sunlit-1")
+    assert len(want["uptime_s"][0]) == len(raws)
+    query = "/api/archive?channel=uptime_s,mode,uptime_s&from=0&to=4000000000&max_points=100000&limit=45"
+    got: dict[str, dict[str, list]] = {"uptime_s": {"times": [], "values": []}, "mode": {"times": [], "values": []}}
+    answer, pages = {"next": None}, 0
+    while True:
+        status, answer, _h = http(server, "GET", query + (f"&next={answer['next']}" if answer["next"] else ""),
+                                  token=token)
+        assert status == 200 and 0 < answer["samples"] <= 45 and set(answer["channels"]) == set(got), answer
+        pages += 1
+        for name, series in answer["channels"].items():
+            got[name]["times"] += series["times"]
+            got[name]["values"] += series["values"]
+        if answer["complete"]:
+            assert answer["next"] is None and answer["page_end_s"] == 4e9
+            break
+        assert answer["next"] and answer["page_end_s"] == got["mode"]["times"][-1]
+    assert pages == -(-2 * len(raws) // 44)  # 22 packets (44 samples) a page
+    assert got["uptime_s"] == {"times": want["uptime_s"][0].tolist(), "values": want["uptime_s"][1].tolist()}
+    assert got["mode"] == {"times": want["mode"][0].tolist(), "values": want["mode"][1].tolist()}
+    for query, said in (("channel=uptime_s&from=0&to=10&limit=0", "limit: 0 is not in 1..100000"),
+                        ("channel=uptime_s,mode&from=0&to=10&limit=1", "limit: 1 is not in 2..100000"),
+                        ("channel=uptime_s&from=0&to=10&limit=100001", "limit: 100001 is not in 1..100000"),
+                        ("channel=uptime_s&from=0&to=10&limit=many", "limit: 'many' is not a whole number"),
+                        ("channel=uptime_s&from=0&to=10&next=p1~zz~1~2", "next: 'p1~zz~1~2' is not a page token"),
+                        ("channel=uptime_s&from=0&to=10&next=p1~0x1p30~1~9999999999999999999", "next: 'p1~0x1p30")):
+        status, answer, _h = http(server, "GET", "/api/archive?" + query, token=token)
+        assert status == 400 and answer["error"].startswith(said) and answer["code"] == "BAD_ARGUMENTS", answer

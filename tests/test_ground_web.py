@@ -464,6 +464,41 @@ def test_after_a_server_restart_plots_and_events_start_with_the_archives_history
     _screenshot(page, tmp_path, "archive")
 
 
+@pytest.mark.req("GND-006", "GND-033")
+def test_the_archive_panel_follows_the_pages_of_a_window_longer_than_one(short_dir, make_ground, pages, tmp_path):
+    """The server answers a window a page of at most 100000 samples at a time (found in audit: it read the whole
+    window into memory); the page follows `next`, so a window of more is drawn whole, each page decimated."""
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import Codec
+    from ground.archive import PAGE_SAMPLES, Archive
+    from tests.test_ground_archive import AGENT_HK, agent_hk_values, decoded
+
+    codec = Codec(DICTIONARY)
+    n = PAGE_SAMPLES + 10_000
+    t0 = math.floor(time.time()) - 2 * n  # a day and more of 1 Hz housekeeping, received now (retention keeps it)
+    with Archive(tmp_path / "ground.sqlite") as archive, archive.batch():
+        for i in range(n):
+            archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t0 + i)), time.time())
+    server = make_ground(f"zmq+ipc://{short_dir}/link", archive=tmp_path / "ground.sqlite", connect_timeout_s=0)
+    page = pages(server, "vera")
+    expect = _expect()
+
+    def utc(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+    with page.expect_request(re.compile(r"/api/archive\?.*next=")):  # the second page asked for
+        page.select_option("#archive-channel", "uptime_s")
+        page.fill("#archive-from", utc(t0 - 1))
+        page.fill("#archive-to", utc(t0 + n))
+        page.click("#archive-query")
+    msg = page.locator("#archive-msg")
+    expect(msg).to_have_attribute("data-complete", "true")
+    assert msg.get_attribute("data-status") == "200"
+    shown = int(msg.text_content().split()[0])
+    assert 2000 < shown <= 4000, msg.text_content()  # two pages of at most 2000 points each: one alone is fewer
+    expect(page.locator("#archive-plot canvas")).to_have_count(1)
+
+
 # --- commands ----------------------------------------------------------------------------------
 
 

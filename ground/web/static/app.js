@@ -19,6 +19,10 @@ const RING_POINTS = 4096;      // per channel: ~14 min of 0.2 s housekeeping
 const PLOT_POINTS = 16384;     // a plot's own ring: 15 min of archive (≤ 2000 points) and then live
 const HISTORY_S = 900;         // a new plot starts with the last 15 minutes from the archive
 const HISTORY_MAX_POINTS = 2000;
+// /api/archive answers a window a page at a time (at most 100000 samples read each, decimated to max_points, with
+// `next` for the rest): a plot follows this many pages (a week of 1 Hz), then says where it stopped
+const ARCHIVE_PAGES_MAX = 20;
+const HISTORY_PAGES_MAX = 4;
 const KEEP_EVENT_ROWS = 500;
 const KEEP_COMMAND_ROWS = 200;
 const MAX_PENDING = 400;       // batches queued with no frame (hidden tab): applied without drawing
@@ -339,18 +343,37 @@ function closePlot(entry) {
   if (rec) rec.plots = rec.plots.filter((p) => p !== entry);
 }
 
+// One channel's archived points over a window, page after page (the server reads at most a page's samples per
+// answer), up to maxPages: {answer (the last), times, values, complete, endS (where the points stop)}.
+async function archiveSeries(params, maxPages) {
+  let times = [], values = [], answer = null, next = null;
+  for (let page = 0; page < maxPages; page++) {
+    const q = new URLSearchParams(params);
+    if (next) q.set("next", next);
+    answer = await getJson(`/api/archive?${q}`);
+    if (!answer.ok) break;
+    const data = (answer.body.channels || {})[params.channel] || {times: [], values: []};
+    times = times.concat(data.times);
+    values = values.concat(data.values);
+    next = answer.body.next;
+    if (answer.body.complete || !next) return {answer, times, values, complete: true, endS: answer.body.to_s};
+  }
+  return {answer, times, values, complete: false, endS: answer.ok ? answer.body.page_end_s : NaN};
+}
+
 async function loadHistory(entry, def, seed) {
   const toS = Date.now() / 1000, fromS = toS - HISTORY_S;
-  const q = new URLSearchParams({spacecraft: entry.sc, channel: entry.channel, from: String(fromS),
-                                 to: String(toS + 60), max_points: String(HISTORY_MAX_POINTS)});
-  const answer = await getJson(`/api/archive?${q}`);
+  const series = await archiveSeries({spacecraft: entry.sc, channel: entry.channel, from: String(fromS),
+                                      to: String(toS + 60), max_points: String(HISTORY_MAX_POINTS)}, HISTORY_PAGES_MAX);
+  const answer = series.answer;
   const plotEl = entry.plot.el;
   let times = [], values = [];
   if (answer.ok) {
-    const data = (answer.body.channels || {})[entry.channel] || {times: [], values: []};
-    times = data.times;
-    values = data.values.map((v) => numeric(def, v));
-    entry.msg.textContent = `${times.length} archived samples from the last 15 minutes, then live`;
+    times = series.times;
+    values = series.values.map((v) => numeric(def, v));
+    entry.msg.textContent = series.complete ? `${times.length} archived samples from the last 15 minutes, then live`
+      : `${times.length} archived samples from the last 15 minutes up to ${utcClock(series.endS)} UTC (more than ` +
+        `${HISTORY_PAGES_MAX} pages), then live`;
     plotEl.dataset.history = "archive";
   } else {
     entry.msg.textContent = entry.msg.title = `archive: ${answer.body.error} (HTTP ${answer.status}); showing what this page received`;
@@ -1566,20 +1589,26 @@ async function queryArchive(e) {
   msg.textContent = "querying…";
   msg.className = "hint";
   delete msg.dataset.status;
+  delete msg.dataset.complete;
   const sc = S.current;
-  const q = new URLSearchParams({spacecraft: sc, channel, from: String(from), to: String(to), max_points: "2000"});
-  const answer = await getJson(`/api/archive?${q}`);
+  const series = await archiveSeries({spacecraft: sc, channel, from: String(from), to: String(to), max_points: "2000"},
+                                     ARCHIVE_PAGES_MAX);
+  const answer = series.answer;
   msg.dataset.status = String(answer.status);
   if (!answer.ok) {
     msg.textContent = `archive: ${answer.body.error} (HTTP ${answer.status})`;
     msg.className = "error";
     return;
   }
-  const data = (answer.body.channels || {})[channel] || {times: [], values: []};
   const def = S.defs.get(channel);
-  const values = data.values.map((v) => numeric(def, v));
-  msg.textContent = `${data.times.length} samples of ${channel} on ${sc} from ${utcClock(from)} to ${utcClock(to)} UTC`;
-  const plot = new Plot(box, Ring.fromArrays(data.times, values), {title: channel, unit: def.unit, labels: labelsOf(def), live: false});
+  const values = series.values.map((v) => numeric(def, v));
+  msg.textContent = series.complete
+    ? `${series.times.length} samples of ${channel} on ${sc} from ${utcClock(from)} to ${utcClock(to)} UTC`
+    : `${series.times.length} samples of ${channel} on ${sc} from ${utcClock(from)} to ${utcClock(series.endS)} ` +
+      `UTC: the window holds more than ${ARCHIVE_PAGES_MAX} pages; ask from ${toLocalInput(series.endS)} for the rest`;
+  msg.dataset.complete = String(series.complete);
+  const plot = new Plot(box, Ring.fromArrays(series.times, values),
+                        {title: channel, unit: def.unit, labels: labelsOf(def), live: false});
   S.archivePlot = {plot, live: false};
   S.plots.push(S.archivePlot);
   requestFrame();
