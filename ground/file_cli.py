@@ -49,6 +49,7 @@ from typing import Any, Callable
 from flight.files.entity import FileError
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
+from flight.link.messages import EventRecord
 from ground.api import ApiClient, ServerClient, ServerError, load_token
 from ground.cli_args import count as _count, install_output, printable as _printable, seconds as _seconds, temp_beside
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
@@ -400,27 +401,43 @@ def _cmd_put(args: argparse.Namespace) -> int:
 
 
 def _cancel_direct(client: GroundClient, files: GroundFiles, rid: str, name: str) -> int:
-    """Ctrl-C on a ``--direct`` put: its transfer cancelled here and CFDP's EOF(cancel) sent to the agent before
-    this process, the entity, ends; what that left said as it is."""
+    """Ctrl-C on a ``--direct`` put: its transfer cancelled here and CFDP's EOF(cancel) sent to the agent, and this
+    process, the entity, kept until the agent says it dropped the file (its FILE_FAILED for ``name``) or
+    :data:`DIRECT_CANCEL_S` passed: a PDU handed to the link may still be in its queue, which closing the link
+    drops (found in review: the CLI ended as soon as the EOF was handed over); what that left said as it is."""
     print(f"\ninterrupted: cancelling {rid}", file=sys.stderr, flush=True)
+    dropped: list[bool] = []
+
+    def heard(item: Any) -> None:
+        record = getattr(item, "record", None)
+        if isinstance(record, EventRecord) and record.event.name == "FILE_FAILED" and record.args.get("name") == name:
+            dropped.append(True)
+
+    client.listeners.append(heard)
     try:
         files.cancel(rid, who=os.environ.get("USER", ""))
     except FileError:
         pass  # it had ended: its record says how
-    told = True
+    started = bool(files.records[rid].to_json().get("started_s"))
     try:
         deadline = time.monotonic() + DIRECT_CANCEL_S
-        while files.entity.sending() and time.monotonic() < deadline:
+        while (files.entity.sending() or (started and not dropped)) and time.monotonic() < deadline:
             client.poll(0.02)
             files.service()
-        told = not files.entity.sending()
     except KeyboardInterrupt:
-        told = False
+        pass
+    finally:
+        client.listeners.remove(heard)
+    told = not files.entity.sending()
     record = files.records[rid].to_json()
     text, code = _settled_text(record, name)
-    if record["state"] == "cancelled" and record.get("started_s") and not told:
-        text += (f" (its EOF(cancel) did not go out in {DIRECT_CANCEL_S:g} s: the agent gives the transfer up after "
-                 "its inactivity time)")
+    if record["state"] == "cancelled" and record.get("started_s"):
+        if not told:
+            text += (f" (its EOF(cancel) did not go out in {DIRECT_CANCEL_S:g} s: the agent gives the transfer up "
+                     "after its inactivity time)")
+        elif not dropped:
+            text += (f" (the agent did not say it dropped it within {DIRECT_CANCEL_S:g} s: should the EOF(cancel) "
+                     "have been lost, it gives the transfer up after its inactivity time)")
     print(text, file=sys.stderr if code else sys.stdout)
     return code
 

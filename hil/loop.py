@@ -751,11 +751,15 @@ class ClosedLoop:
             except AgentDied:
                 self._agent_died()
             except TimeoutError as exc:  # alive and mute (found in review: the run ended as an internal error)
-                self._resume_hung()
-                self.agent.kill()
-                mute = (f"never said hello within {HELLO_TIMEOUT_S:g} s" if isinstance(exc, AgentSilent)
-                        else f"never answered the ground's ping within {PING_TIMEOUT_S:g} s")
-                self._agent_died(f"restarted by the {f.kind} at {rel_s:.0f} s, it {mute}, and the harness killed it")
+                if not self._agent_alive():  # it exited while the ground pinged it: its exit code, not a kill
+                    self._agent_died()
+                else:
+                    self._resume_hung()
+                    self.agent.kill()
+                    mute = (f"never said hello within {HELLO_TIMEOUT_S:g} s" if isinstance(exc, AgentSilent)
+                            else f"never answered the ground's ping within {PING_TIMEOUT_S:g} s")
+                    self._agent_died(f"restarted by the {f.kind} at {rel_s:.0f} s, it {mute}, and the harness "
+                                     "killed it")
         elif f.kind == "sensor_dropout":
             self._zone_faults[f.zone] = (t + f.duration_s, None)
         elif f.kind == "sensor_stuck":

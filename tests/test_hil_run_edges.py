@@ -199,6 +199,30 @@ def test_a_restarted_agent_the_ground_never_hears_fails_the_run_naming_it(tmp_pa
     assert not alive.passed and "never answered the ground's ping" in alive.detail
 
 
+@pytest.mark.req("HIL-023")
+def test_a_restarted_agent_that_dies_while_the_ground_pings_it_is_said_dead_with_its_exit_code(tmp_path, monkeypatch):
+    """Found in review: a restarted agent that exited by itself while the ground's ping waited (the ground client
+    does not watch the process) was said to have been killed by the harness, its exit code dropped."""
+    from hil.sim_env import SimEnvironment
+
+    real_wait, waits = SimEnvironment.wait_for_agent, []
+
+    def wait_for_agent(self, *args, **kwargs):
+        hello = real_wait(self, *args, **kwargs)
+        waits.append(loop.agent.proc.pid)
+        if len(waits) == 2:
+            monkeypatch.setattr(hil.loop, "PING_TIMEOUT_S", 2.0)
+            os.kill(loop.agent.proc.pid, signal.SIGKILL)  # dies by itself, as far as the harness knows
+        return hello
+
+    monkeypatch.setattr(SimEnvironment, "wait_for_agent", wait_for_agent)
+    loop = ClosedLoop(_reboot_scenario("dies"), tmp_path / "run")
+    result = loop.run()
+    assert len(waits) == 2 and result.agent_died_at_s == 30.0
+    assert result.agent_died_how.startswith("exit code -9"), result.agent_died_how
+    assert "the harness killed it" not in result.agent_died_how
+
+
 # --- 4. commands_verified with nothing to verify ----------------------------------------------------------
 
 

@@ -724,3 +724,34 @@ def test_a_resumed_run_s_waits_left_reach_no_further_than_a_time_tag_may_from_no
     done.check_reach(T0 + 2)
     with pytest.raises(SequenceError, match=r"seq.toml: step\[1\].wait_s: would wait until"):
         done.check_reach(T0 - 30 * DAY_S)
+
+
+@pytest.mark.req("AGT-081")
+def test_a_run_not_resumed_keeps_its_state_until_its_end_is_said(tmp_path):
+    """Found in review: a kept run that failed its checks again had its state removed as the scheduler was made,
+    its SEQUENCE_DONE said only at time_began; a start that failed between the two (or a power cut) left the ground
+    with a SEQUENCE_STARTED and no end, ever. The state stays until the end is said, then goes."""
+    from flight.agent.scheduler import Scheduler
+
+    sequences = tmp_path / "sequences"
+    sequences.mkdir()
+    (sequences / "pass.toml").write_text('name = "pass"\n[[step]]\nwait_s = 600\n[[step]]\ncommand = "NOOP"\n')
+    clock = SteppedUtc()
+    first = Scheduler(tmp_path, clock, lambda event, **args: None, lambda name, args, cmd_id: None, lambda: {})
+    first.time_began()
+    first.run = SequenceRun(schedule_module.load_sequence(sequences / "pass.toml"), clock.utc)
+    first._save_run()
+    state = first._run_path
+    assert state.exists()
+    (sequences / "pass.toml").write_text('name = "pass"\n[[step]]\nwait_s = 60\n[[step]]\ncommand = "NOOP"\n')
+    said = []
+    for _ in range(2):  # the first start dies before time_began: the next still says the run's end
+        said.clear()
+        again = Scheduler(tmp_path, clock, lambda event, **args: said.append((event, args)),
+                          lambda name, args, cmd_id: None, lambda: {})
+        assert again.run is None and state.exists() and not said
+    again.time_began()
+    [done] = [args for event, args in said if event == "SEQUENCE_DONE"]
+    assert done["name"] == "pass" and done["ok"] is False and "not resumed at the restart" in done["reason"]
+    assert not state.exists()
+    assert again.telemetry()["sequences_not_resumed"] == 1

@@ -284,6 +284,23 @@ def test_an_incoming_file_over_its_limit_is_set_aside_unread_and_the_job_goes_on
 
 
 @pytest.mark.req("CMP-015")
+def test_a_file_written_again_in_place_or_on_a_reused_inode_is_not_the_file_screened(tmp_path):
+    """Found in review: the file screened was known by (device, inode) alone, and ext4 hands a freed inode straight
+    to the next file made, so a new scene.npy written after a delete passed as the one read and went to done/
+    unscreened. Its size and times tell them apart; written in place keeps the inode and is told apart too."""
+    path = tmp_path / "scene.npy"
+    np.save(path, TILES[:2])
+    taken = os.lstat(path)
+    assert worker_module._same_file(path, taken)
+    with open(path, "ab") as f:  # the same inode, other bytes: what a reused inode looks like to the check
+        f.write(b"\0" * 64)
+    assert os.lstat(path).st_ino == taken.st_ino
+    assert not worker_module._same_file(path, taken)
+    path.unlink()
+    assert not worker_module._same_file(path, taken)
+
+
+@pytest.mark.req("CMP-015")
 def test_an_incoming_file_gone_or_replaced_while_it_is_screened_loses_nothing_and_fails_nothing(bench, monkeypatch):
     """Found in review: a file gone between the listing and its opening (FILE_DELETE, its writer's clean-up) was said
     and counted as rejected; one deleted once screened failed the continuous job as it was moved to done/; and one

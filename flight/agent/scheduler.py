@@ -124,6 +124,9 @@ class Scheduler(Component):
         if self._not_resumed is not None:  # it ends, as any run does (an audit: said as a SCHEDULE_ERROR only)
             name, why = self._not_resumed
             self._emit("SEQUENCE_DONE", name=name, ok=False, reason=self._relative(why))
+            failed = self._forget_run()  # only once its end is said (found in review: removed before, in __init__)
+            if failed:
+                self._emit("SCHEDULE_ERROR", reason=failed)
         self.service()
 
     def service(self) -> None:
@@ -284,10 +287,10 @@ class Scheduler(Component):
         self.run = None
 
     def _refused(self, name: str, why: str) -> None:
-        """A kept run that will not resume: its state removed (it would be refused again at every start), its end
-        said at :meth:`time_began`."""
-        removed = self._forget_run()
-        self._not_resumed = (name, f"not resumed at the restart: {why}" + (f" ({removed})" if removed else ""))
+        """A kept run that will not resume: its end said at :meth:`time_began`, and its state removed only then (it
+        would be refused again at every start): a start that fails before it, or a power cut, leaves the state, so
+        the next start says the run's end rather than never."""
+        self._not_resumed = (name, f"not resumed at the restart: {why}")
 
     # --- commands ----------------------------------------------------------------------------
 

@@ -173,7 +173,9 @@ INCOMING_WAIT_S = 0.2  # a continuous job with no file yet: look again this ofte
 MAX_ACTIVE_JOBS = 64  # queued, running or paused; more is refused (BUSY) with a reason
 KEEP_FINISHED_JOBS = 32  # finished jobs kept in jobs.json, newest first; products are not touched
 KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuous job refused
-MAX_INCOMING_BYTES = 256 * 1024 * 1024  # an incoming file, at most: a 4096 x 4096 scene of 4 bands, 16 x 16 tiles
+# An incoming file, at most: a 4096 x 4096 scene of 4 bands in 16 x 16 float32 tiles (256 MiB) and its .npy header
+# (found in review: 256 MiB alone refused that very scene by its 128-byte header).
+MAX_INCOMING_BYTES = 256 * 1024 * 1024 + 64 * 1024
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
@@ -2716,7 +2718,10 @@ def _same_file(path: Path, taken: os.stat_result) -> bool:
         now = os.lstat(path)
     except OSError:
         return False
-    return (now.st_dev, now.st_ino) == (taken.st_dev, taken.st_ino)
+    # An inode freed by a delete is handed straight to the next file made (ext4, found in review): the size and
+    # the times say whether it is the same file, as the file manager's stamps do.
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) == \
+        (taken.st_dev, taken.st_ino, taken.st_size, taken.st_mtime_ns, taken.st_ctime_ns)
 
 
 _NOT_PLAIN = re.compile(r"[^A-Za-z0-9_.+-]")
