@@ -301,6 +301,38 @@ class FakeBoard:
         for name in (f"in{r.channel}_label", f"in{r.channel}_input", f"curr{r.channel}_input"):
             (hw / name).unlink(missing_ok=True)
 
+    def unbind_ina3221(self, device: str) -> None:
+        """The driver lets go of ``device`` (an I2C error recovery, a module unloaded): its entry under the driver's
+        directory goes, its hwmon directory with it (kept aside for :meth:`bind_ina3221`)."""
+        aside = self.root / "unbound" / device
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        (self.root / "sys" / "bus" / "i2c" / "drivers" / "ina3221" / device).rename(aside)
+
+    def bind_ina3221(self, device: str, hwmon_index: int) -> None:
+        """The driver binds ``device`` again, and its hwmon device gets the number ``hwmon_index`` this time."""
+        entry = self.root / "sys" / "bus" / "i2c" / "drivers" / "ina3221" / device
+        (self.root / "unbound" / device).rename(entry)
+        (old,) = (entry / "hwmon").glob("hwmon*")
+        old.rename(entry / "hwmon" / f"hwmon{hwmon_index}")
+
+    def add_zone(self, zone_type: str, millideg: int) -> Path:
+        """A zone whose driver probes after the start: the next free ``thermal_zoneN``, returned."""
+        base = self.root / "sys" / "class" / "thermal"
+        n = len(list(base.glob("thermal_zone*")))
+        _write(base / f"thermal_zone{n}" / "type", zone_type + "\n")
+        _write(base / f"thermal_zone{n}" / "temp", f"{millideg}\n")
+        return base / f"thermal_zone{n}"
+
+    def fail_reads(self, path: Path) -> None:
+        """Reading ``path`` fails as a sensor's read does after an I2C bus glitch (EIO): it becomes a link to
+        /proc/self/mem, which the kernel refuses to read at offset 0. :meth:`heal` puts a value back."""
+        path.unlink()
+        path.symlink_to("/proc/self/mem")
+
+    def heal(self, path: Path, text: str) -> None:
+        path.unlink()
+        path.write_text(text)
+
     def set_rail_file(self, label: str, kind: str, text: str) -> None:
         """Raw text into ``in{N}_input`` (kind "in") or ``curr{N}_input`` (kind "curr")."""
         r = self.rail(label)

@@ -6,12 +6,16 @@ binary rounding of values that are exact in decimal.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from flight.agent.control_core import report_sensors
+from flight.agent.control_core import report_sensors, sensor_key
+from flight.clock import SimClock
 from flight.hal import BoardOptions, HalError, HalReading, open_board
-from flight.hal.base import PowerModesUnavailable
+from flight.hal.base import PowerModesUnavailable, RailReading
 from flight.hal.jetson import (
+    SEARCH_MAX_S,
     JetsonHal,
     budget_from_name,
     detect_board,
@@ -19,6 +23,7 @@ from flight.hal.jetson import (
     parse_nvpmodel_query,
     parse_tegrastats,
 )
+from flight.hal.sysfs import SearchSchedule
 from tests.fakeboard import BOARDS, CPU_PCT_BETWEEN, PROC_STAT_2, make_board
 
 ROUNDING = 1e-9  # W or C: values are exact in decimal; only binary rounding is allowed
@@ -296,6 +301,166 @@ def test_board_override_and_unknown_board(tmp_path):
     assert hal.board == "orin_nano"
     with pytest.raises(HalError, match="no board profile 'orin_tx9'.*agx_orin_64gb"):
         open_board("jetson", BoardOptions(root=str(fake.root), board="orin_tx9")).hal
+
+
+# --- sensors that move, appear and fail under a running backend -----------------------------------
+
+
+def open_clocked(fake, clock: SimClock) -> JetsonHal:
+    return JetsonHal.open(fake.root, nvpmodel=str(fake.nvpmodel), clock=clock)
+
+
+def sensor_events(readings: list[tuple[float, HalReading]]) -> list[tuple[str, str]]:
+    """(event, sensor) the agent says over these readings, a sensor restored as soon as it reads
+    (sensor_restore_s 0); cpu_pct is left out (/proc/stat does not move between these reads)."""
+    down: tuple = ()
+    said = []
+    for mono_s, reading in readings:
+        missing = tuple(m for m in reading.missing if not m.startswith("cpu_pct: "))
+        down, events = report_sensors(missing, down, mono_s, 0.0)
+        said += [(e.name, sensor_key(e.args["what"])) for e in events]
+    return said
+
+
+@pytest.mark.req("DEP-006", "AGT-022")
+@pytest.mark.parametrize("model", [None, "Custom carrier"], ids=["profile", "unknown-board"])
+def test_an_ina3221_bound_again_at_another_hwmon_number_is_found_there(tmp_path, model):
+    """An I2C error recovery or a module reload binds the INA3221 again, and its hwmon number changes. Before:
+    on a board without a profile its rails vanished from the reading without a word in `missing`, and with
+    one the outage was said as `rails` besides each rail; sysfs was globbed at every read."""
+    fake = make_board(tmp_path, "orin_nano", model=model)
+    clock = SimClock()
+    hal = open_clocked(fake, clock)
+    rails = sorted(EXPECTED_RAILS["orin_nano"])
+    readings: list[tuple[float, HalReading]] = []
+
+    def tick() -> HalReading:
+        reading = hal.read()
+        readings.append((clock.monotonic_s(), reading))
+        clock.advance(1.0)
+        return reading
+
+    assert sorted(tick().rails) == rails
+    fake.unbind_ina3221("1-0040")
+    while clock.monotonic_s() <= 20:
+        lost = tick()
+        assert lost.rails == {} and lost.board_power_w is None
+        assert sorted(sensor_key(m) for m in lost.missing if m.startswith("VDD_")) == rails
+    # Searched at the start, then 1, 2, 4 and 8 s after the reads kept failing (t = 2, 4, 8, 16), not at each read;
+    # only the first read after the unbind read the old paths (3 rails), later ones know the rails are not found.
+    assert (hal.searches, hal.describe()["search"]["read_failures"]) == (5, 3)
+    fake.bind_ina3221("1-0040", 7)
+    while clock.monotonic_s() < 32:  # the next search is 16 s after the last: until then still missing, not stale
+        assert tick().rails == {}
+    back = tick()
+    for rail, (voltage_v, current_a, power_w) in EXPECTED_RAILS["orin_nano"].items():
+        assert back.rails[rail] == RailReading(voltage_v, current_a, power_w)
+    assert back.board_power_w == pytest.approx(4.671312, abs=ROUNDING)
+    assert hal.describe()["paths"]["ina3221"]["1-0040"].endswith("hwmon7")
+    lost_and_found = sorted([*rails, "board_power_w"])
+    assert sensor_events(readings) == ([("SENSOR_MISSING", key) for key in lost_and_found]
+                                       + [("SENSOR_RESTORED", key) for key in lost_and_found])
+
+
+@pytest.mark.req("DEP-006", "AGT-022")
+@pytest.mark.parametrize("model", [None, "Custom carrier"], ids=["profile", "unknown-board"])
+def test_a_zone_that_probes_late_is_read_from_the_next_search(tmp_path, model):
+    """A zone the profile names is searched for with the backoff; on a board without a profile, whose zones
+    nobody lists, a new one is seen at the search every SEARCH_MAX_S."""
+    fake = make_board(tmp_path, "orin_nano", model=model)
+    shutil.rmtree(fake.zone_dir("tj-thermal"))  # its driver has not probed yet
+    clock = SimClock()
+    hal = open_clocked(fake, clock)
+    readings = [(0.0, hal.read())]
+    assert "tj-thermal" not in readings[0][1].temps_c
+    tj_said = [m for m in readings[0][1].missing if sensor_key(m) == "tj-thermal"]
+    assert tj_said == (["tj-thermal: no thermal zone of this type (the orin_nano profile expects one)"] if model is None
+                       else [])
+    clock.advance(0.5)
+    fake.add_zone("tj-thermal", 57_250)
+    found_at_s = 1.0 if model is None else SEARCH_MAX_S
+    readings.append((0.5, hal.read()))
+    clock.set(found_at_s - 0.5)
+    readings.append((found_at_s - 0.5, hal.read()))
+    assert all("tj-thermal" not in r.temps_c for _, r in readings) and hal.searches == 1
+    clock.set(found_at_s)
+    readings.append((found_at_s, hal.read()))
+    assert readings[-1][1].temps_c["tj-thermal"] == pytest.approx(57.25, abs=ROUNDING) and hal.searches == 2
+    assert sensor_events(readings) == ([("SENSOR_MISSING", "tj-thermal"), ("SENSOR_RESTORED", "tj-thermal")]
+                                       if model is None else [])
+
+
+@pytest.mark.req("DEP-006", "DEP-004")
+def test_a_read_that_fails_is_missing_for_that_sample_counted_and_read_again(tmp_path):
+    """EIO from a rail, a zone's temperature and a zone's type: each is missing under its own name for that sample,
+    never an older value, counted, the rest read. Before: a zone whose type failed was read as `thermal_zone0`."""
+    fake = make_board(tmp_path, "agx_orin_64gb")
+    clock = SimClock()
+    hal = open_clocked(fake, clock)
+    before = hal.read()
+    curr = fake.hwmon_dir("1-0041") / "curr2_input"
+    gpu_temp = fake.zone_dir("gpu-thermal") / "temp"
+    cpu_type = fake.zone_dir("cpu-thermal") / "type"
+    for path in (curr, gpu_temp, cpu_type):
+        fake.fail_reads(path)
+    clock.advance(1.0)
+    glitch = hal.read()
+    assert set(glitch.rails) == set(before.rails) - {"VDDQ_VDD2_1V8AO"}
+    assert set(glitch.temps_c) == set(before.temps_c) - {"gpu-thermal", "cpu-thermal"}
+    for sensor, path in (("VDDQ_VDD2_1V8AO", curr), ("gpu-thermal", gpu_temp), ("cpu-thermal", cpu_type)):
+        (said,) = [m for m in glitch.missing if sensor_key(m) == sensor]
+        assert said.endswith(f"({path})"), said
+    assert glitch.board_power_w is None  # the AGX Orin's sum needs every rail: no sum of three
+    assert glitch.temps_c["tj-thermal"] == before.temps_c["tj-thermal"]  # the rest still read
+    assert hal.describe()["search"]["read_failures"] == 3
+    fake.heal(curr, "219\n")
+    fake.heal(gpu_temp, "49500\n")
+    fake.heal(cpu_type, "cpu-thermal\n")
+    clock.advance(1.0)
+    after = hal.read()
+    assert (after.temps_c, after.rails, after.board_power_w) == (before.temps_c, before.rails, before.board_power_w)
+    assert not [m for m in after.missing if not m.startswith("cpu_pct: ")]
+
+
+@pytest.mark.req("DEP-006")
+def test_a_zone_number_given_to_another_zone_is_not_read_as_the_old_one(tmp_path):
+    """A zone unregistered frees its number, and a zone that probes next takes it: the old name must not read
+    the new sensor."""
+    fake = make_board(tmp_path, "orin_nano")
+    clock = SimClock()
+    hal = open_clocked(fake, clock)
+    hal.read()
+    zone = fake.zone_dir("gpu-thermal")
+    (zone / "type").write_text("cv0-thermal\n")
+    (zone / "temp").write_text("61000\n")
+    clock.advance(0.5)
+    moved = hal.read()
+    assert "gpu-thermal" not in moved.temps_c and "cv0-thermal" not in moved.temps_c  # found by the next search
+    (said,) = [m for m in moved.missing if sensor_key(m) == "gpu-thermal"]
+    assert "is now a zone of type 'cv0-thermal'" in said
+    clock.advance(1.0)  # SEARCH_FIRST_S after the failed read
+    searched = hal.read()
+    assert searched.temps_c["cv0-thermal"] == pytest.approx(61.0, abs=ROUNDING)
+    assert "gpu-thermal: no thermal zone of this type" in "\n".join(searched.missing)
+
+
+def test_searches_back_off_while_trouble_lasts_and_come_quickly_after_calm():
+    schedule = SearchSchedule(first_s=1.0, max_s=8.0)
+    assert schedule.due(0.0)
+    schedule.searched(0.0)
+    assert schedule.due_s == 8.0  # no trouble: the periodic search
+    due = []
+    for t in range(40):  # trouble at every read: searches at 1, 3, 7, 15, 23, 31, 39 (the wait capped at 8 s)
+        if schedule.due(t):
+            schedule.searched(t)
+            due.append(t)
+        schedule.sample(t, trouble=True)
+    assert due == [1, 3, 7, 15, 23, 31, 39]
+    schedule.searched(47.0)  # the periodic search, after calm since the trouble at 39
+    schedule.sample(48.0, trouble=True)  # trouble again 9 s after the last (> max_s): the first wait again
+    assert schedule.due_s == 49.0
+    with pytest.raises(ValueError, match="first_s"):
+        SearchSchedule(first_s=0.0, max_s=8.0)
 
 
 # --- power modes ------------------------------------------------------------------------------

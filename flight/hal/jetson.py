@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from flight.clock import Clock, RealClock
 from flight.hal.base import (
     Board,
     BoardOptions,
@@ -45,10 +46,12 @@ from flight.hal.boards import BoardProfile, BoardProfileError, available_boards,
 from flight.hal.procfs import ProcSampler
 from flight.hal.sysfs import (
     SENSOR_OFF_C,
+    SearchSchedule,
     ZonesOff,
     describe_error,
+    millidegrees_to_c,
+    powered_off,
     read_int,
-    read_thermal_zones,
     under,
     unique_key,
 )
@@ -60,6 +63,10 @@ DEFAULT_NVPMODEL = "nvpmodel"
 DEFAULT_NVPMODEL_TIMEOUT_S = 10.0  # -q answers in well under a second; -m rewrites clocks, still < 2 s
 RAIL_MAX_MV = 32_000  # an INA3221's bus input reads up to 26 V: past this a rail's voltage is garbage
 RAIL_MIN_MA, RAIL_MAX_MA = -100, 20_000  # a little below zero is shunt offset at no load; past 20 A no Jetson rail
+THERMAL_DIR = "/sys/class/thermal"
+SEARCH_FIRST_S = 1.0  # the first search of sysfs after a failed read (a control tick), doubling while it fails
+SEARCH_MAX_S = 64.0  # at most this long between searches: a sensor lost for good, or one that probes late
+MAX_KNOWN_SENSORS = 256  # zones and rails remembered to say them lost; a Jetson has about 15
 
 # --- board detection (pure) -----------------------------------------------------------------
 
@@ -431,9 +438,90 @@ def nvpmodel_problem(nvpmodel: str) -> str | None:
             "install nvidia-l4t-nvpmodel, or set [hal] nvpmodel to its path")
 
 
+_ZONE_DIR_RE = re.compile(r"thermal_zone(\d+)$")
+_HWMON_RE = re.compile(r"hwmon(\d+)$")
+
+
+@dataclass(frozen=True)
+class _Zone:
+    path: Path  # .../thermal_zoneN
+    type: str  # its type when found: read again with each temperature, as N may be another zone's by then
+
+
+@dataclass(frozen=True)
+class _Rail:
+    device: str  # "1-0040"
+    channel: int  # 1..3
+    hwmon: Path  # .../1-0040/hwmon/hwmonN
+
+    @property
+    def where(self) -> str:
+        return f"{self.device} in{self.channel}"
+
+
+class _Moved(Exception):
+    """A zone's directory now holds another zone (its number was freed and given again)."""
+
+
+def _numbered(paths, pattern: re.Pattern) -> list[Path]:
+    """The paths whose names match ``pattern``, in the order of their number (hwmon10 after hwmon9)."""
+    found = [(int(m.group(1)), p) for p in paths if (m := pattern.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_zones(thermal_dir: Path) -> tuple[dict[str, _Zone], list[str]]:
+    """Every ``thermal_zoneN`` by its type (a second one of a type as ``type#2``), and what could not be taken.
+    A zone whose type cannot be read is not taken under its directory's name: a temperature under
+    ``thermal_zone0`` is no sensor anyone expects, and its own name would be said missing besides."""
+    zones: dict[str, _Zone] = {}
+    problems: list[str] = []
+    dirs = _numbered(thermal_dir.glob("thermal_zone*"), _ZONE_DIR_RE)
+    if not dirs:
+        problems.append(f"thermal zones: none under {thermal_dir}")
+    for zone_dir in dirs:
+        try:
+            zone_type = (zone_dir / "type").read_text().strip() or zone_dir.name
+        except OSError as exc:
+            problems.append(f"{zone_dir.name}: type {describe_error(exc)} ({zone_dir / 'type'})")
+            continue
+        zones[unique_key(zones, zone_type)] = _Zone(zone_dir, zone_type)
+    return zones, problems
+
+
+def find_rails(driver_dir: Path) -> tuple[dict[str, _Rail], dict[str, Path | None], list[str]]:
+    """Every labelled INA3221 channel under the driver's directory (``<bus>-<addr>/hwmon/hwmonN``: N is globbed,
+    it changes when the driver binds again), each device's hwmon directory (None: it has none), and what could
+    not be taken. An unlabelled channel (the driver hides the label) and an ``NC`` one are not wired."""
+    rails: dict[str, _Rail] = {}
+    devices: dict[str, Path | None] = {}
+    problems: list[str] = []
+    for dev in sorted(driver_dir.glob("*-*")):
+        hwmons = _numbered(dev.glob("hwmon/hwmon*"), _HWMON_RE)
+        devices[dev.name] = hwmons[0] if hwmons else None
+        for ch in (1, 2, 3) if hwmons else ():
+            label_path = hwmons[0] / f"in{ch}_label"
+            try:
+                label = label_path.read_text().strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"ina3221 {dev.name} in{ch}: label {describe_error(exc)} ({label_path})")
+                continue
+            if label and label.upper() != "NC":  # "NC": not connected, as L4T labels unused channels
+                rails[unique_key(rails, label)] = _Rail(dev.name, ch, hwmons[0])
+    return rails, devices, problems
+
+
 class JetsonHal(Hal):
     """A Jetson board. Build it with :meth:`open` (reads the model string and picks the
-    profile) or directly with a profile already loaded."""
+    profile) or directly with a profile already loaded.
+
+    Zones and rails are read at the paths a search of sysfs found (:func:`find_zones`, :func:`find_rails`);
+    :class:`SearchSchedule` times the next search on ``clock``: soon after a read fails (a driver bound again is
+    at another hwmonN), backing off while it keeps failing, and every :data:`SEARCH_MAX_S` anyway (a zone that
+    probes late). A zone or rail once found, or named by the profile, is in ``missing`` under its own name while
+    it is not found, so the agent says it lost and found once each (SENSOR_MISSING, SENSOR_RESTORED). A failed
+    read is that sample's loss, never an older value, and counted (``read_failures``, in :meth:`describe`)."""
 
     backend = "jetson"
 
@@ -445,6 +533,7 @@ class JetsonHal(Hal):
         profile: BoardProfile | None = None,
         model: str | None = None,
         nvpmodel_timeout_s: float = DEFAULT_NVPMODEL_TIMEOUT_S,
+        clock: Clock | None = None,
     ):
         self.root = Path(root)
         self.nvpmodel = str(nvpmodel)
@@ -455,6 +544,20 @@ class JetsonHal(Hal):
         self.ina3221_dir = under(self.root, INA3221_DRIVER_DIR)
         self._proc = ProcSampler(under(self.root, "/proc"))
         self._zones_off = ZonesOff()
+        self._clock = clock if clock is not None else RealClock()
+        self._schedule = SearchSchedule(SEARCH_FIRST_S, SEARCH_MAX_S)
+        self._zones: dict[str, _Zone] = {}
+        self._rails: dict[str, _Rail] = {}
+        self._devices: dict[str, Path | None] = {}
+        self._zone_problems: list[str] = []
+        self._rail_problems: list[str] = []
+        # Sensors to say missing while not found: each one found (where it was) and each the profile names ("").
+        self._known_zones: dict[str, str] = dict.fromkeys(profile.thermal_zones if profile else (), "")
+        self._known_rails: dict[str, str] = {c.rail: f"{c.device} in{c.channel}" for c in
+                                             (profile.rail_channels if profile else ())}
+        self._expected_rails = frozenset(self._known_rails)
+        self.searches = 0  # of sysfs, the first included
+        self.read_failures = 0  # reads of a zone or rail that failed (OSError, or a zone's number taken by another)
 
     @classmethod
     def open(
@@ -463,6 +566,7 @@ class JetsonHal(Hal):
         nvpmodel: str = DEFAULT_NVPMODEL,
         board: str | None = None,
         nvpmodel_timeout_s: float = DEFAULT_NVPMODEL_TIMEOUT_S,
+        clock: Clock | None = None,
     ) -> "JetsonHal":
         """Read the model string under ``root``, pick the board profile (``board`` overrides
         detection) and build the HAL. An unrecognised board still works, without a profile."""
@@ -474,7 +578,8 @@ class JetsonHal(Hal):
                 profile = load_board(board_id)
             except BoardProfileError as exc:
                 raise HalError(f"board {board_id!r}: {exc}; known boards: {', '.join(available_boards())}") from None
-        return cls(root=root, nvpmodel=nvpmodel, profile=profile, model=model, nvpmodel_timeout_s=nvpmodel_timeout_s)
+        return cls(root=root, nvpmodel=nvpmodel, profile=profile, model=model, nvpmodel_timeout_s=nvpmodel_timeout_s,
+                   clock=clock)
 
     @property
     def board(self) -> str | None:
@@ -483,14 +588,18 @@ class JetsonHal(Hal):
     # --- reading ----------------------------------------------------------------------------
 
     def read(self) -> HalReading:
-        temps_c, missing, off = read_thermal_zones(self.root)
+        now_s = self._clock.monotonic_s()
+        if self._schedule.due(now_s):
+            self._search()
+            self._schedule.searched(now_s)
+        missing: list[str] = []
+        temps_c: dict[str, float] = {}
+        off: list[str] = []
+        rails: dict[str, RailReading] = {}
+        zone_trouble = self._read_zones(missing, temps_c, off)
         notes = self._zones_off.notes(off)  # a powered-off zone is there, and no fault: a note, said once
-        if self.profile is not None:
-            for zone in self.profile.thermal_zones:
-                if zone not in temps_c and zone not in off and not any(m.startswith(f"{zone}:") for m in missing):
-                    missing.append(f"{zone}: no thermal zone of this type (the {self.profile.id} profile expects one)")
-        rails, rail_missing = self._read_rails()
-        missing += rail_missing
+        rail_trouble = self._read_rails(missing, rails)
+        self._schedule.sample(now_s, zone_trouble or rail_trouble)
         board_power_w = self._board_power_w(rails, missing, notes)
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
         missing += proc_missing
@@ -500,61 +609,106 @@ class JetsonHal(Hal):
             notes.append(f"board unknown (model {self.model!r}): no profile, so no list of expected sensors")
         return HalReading(temps_c, rails, board_power_w, cpu_pct, mem_pct, tuple(missing), tuple(notes))
 
-    def _hwmon_dirs(self) -> dict[str, Path]:
-        """INA3221 device name (``1-0040``) -> its hwmon directory (number globbed)."""
-        found: dict[str, Path] = {}
-        for dev in sorted(self.ina3221_dir.glob("*-*")):
-            hwmons = sorted(dev.glob("hwmon/hwmon*"))
-            if hwmons:
-                found[dev.name] = hwmons[0]
-        return found
+    def _search(self) -> None:
+        """Glob sysfs for the zones and rails again and remember each one found (to say it lost if it goes)."""
+        self.searches += 1
+        thermal_dir = under(self.root, THERMAL_DIR)
+        try:
+            self._zones, self._zone_problems = find_zones(thermal_dir)
+        except OSError as exc:  # the old paths are kept: each still reads or says why
+            self._zone_problems = [f"thermal zones: searching {thermal_dir}: {describe_error(exc)}"]
+        try:
+            self._rails, self._devices, self._rail_problems = find_rails(self.ina3221_dir)
+        except OSError as exc:
+            self._rail_problems = [f"rails: searching {self.ina3221_dir}: {describe_error(exc)}"]
+        for key, zone in self._zones.items():
+            if key in self._known_zones or len(self._known_zones) < MAX_KNOWN_SENSORS:
+                self._known_zones[key] = str(zone.path)
+        for key, rail in self._rails.items():
+            if key in self._known_rails or len(self._known_rails) < MAX_KNOWN_SENSORS:
+                self._known_rails[key] = rail.where
+        # A device without its hwmon directory, or no device at all, is said by each rail known on it; said
+        # itself only where no rail is known (an unknown board's first search).
+        known_devices = {where.split()[0] for where in self._known_rails.values()}
+        if not self._devices and not self._known_rails:
+            self._rail_problems.append(f"rails: no INA3221 devices under {self.ina3221_dir}")
+        for device, hwmon in self._devices.items():
+            if hwmon is None and device not in known_devices:
+                self._rail_problems.append(
+                    f"ina3221 {device}: no hwmon directory under {self.ina3221_dir / device / 'hwmon'}")
 
-    def _read_rails(self) -> tuple[dict[str, RailReading], list[str]]:
-        rails: dict[str, RailReading] = {}
-        missing: list[str] = []
-        devices = sorted(self.ina3221_dir.glob("*-*"))
-        if not devices:
-            missing.append(f"rails: no INA3221 devices under {self.ina3221_dir}")
-        hwmon_dirs = self._hwmon_dirs()
-        for dev in devices:
-            hw = hwmon_dirs.get(dev.name)
-            if hw is None:
-                missing.append(f"ina3221 {dev.name}: no hwmon directory under {dev / 'hwmon'}")
+    def _read_zones(self, missing: list[str], temps_c: dict[str, float], off: list[str]) -> bool:
+        """Each zone found, into ``temps_c``, ``off`` or ``missing``; True where a search might help (a read that
+        failed, a zone whose number another zone now has, one known and not found)."""
+        trouble = bool(self._zone_problems)
+        missing += self._zone_problems
+        for key, zone in self._zones.items():
+            path = zone.path / "type"
+            try:
+                zone_type = path.read_text().strip() or zone.path.name
+                if zone_type != zone.type:  # the number was freed and given to another zone: not this sensor
+                    raise _Moved(f"{zone.path.name} is now a zone of type {zone_type!r}")
+                path = zone.path / "temp"
+                text = path.read_text()
+            except (OSError, _Moved) as exc:
+                missing.append(f"{key}: {describe_error(exc)} ({path})")
+                self.read_failures += 1
+                trouble = True
                 continue
-            for ch in (1, 2, 3):
-                label_path = hw / f"in{ch}_label"
-                try:
-                    label = label_path.read_text().strip()
-                except FileNotFoundError:
-                    continue  # the driver hides the label of an input with none: not wired
-                except OSError as exc:
-                    missing.append(f"ina3221 {dev.name} in{ch}: label {describe_error(exc)} ({label_path})")
-                    continue
-                if not label or label.upper() == "NC":
-                    continue  # "NC": not connected, as L4T labels unused channels
-                try:
-                    path = hw / f"in{ch}_input"
-                    voltage_mv = read_int(path)
-                    path = hw / f"curr{ch}_input"
-                    current_ma = read_int(path)
-                except (OSError, ValueError) as exc:
-                    missing.append(f"{label}: {describe_error(exc)} ({path})")
-                    continue
-                if not (0 <= voltage_mv <= RAIL_MAX_MV and RAIL_MIN_MA <= current_ma <= RAIL_MAX_MA):
-                    # an INA3221 reads 0..26 V and a few amps; garbage is no reading (found in audit: -4.7 W and
-                    # 3956 W went to the thermal model and to admission as board power)
-                    missing.append(f"{label}: {voltage_mv} mV, {current_ma} mA is no reading of an INA3221 rail "
-                                   f"(0..{RAIL_MAX_MV} mV, {RAIL_MIN_MA}..{RAIL_MAX_MA} mA)")
-                    continue
-                rails[unique_key(rails, label)] = RailReading.from_mv_ma(voltage_mv, current_ma)
-        if self.profile is not None:
-            for chan in self.profile.rail_channels:
-                if chan.rail not in rails and not any(m.startswith(f"{chan.rail}:") for m in missing):
-                    missing.append(
-                        f"{chan.rail}: no INA3221 channel with this label "
-                        f"(the {self.profile.id} profile expects it at {chan.device} in{chan.channel})"
-                    )
-        return rails, missing
+            if powered_off(text):
+                off.append(key)
+                continue
+            try:
+                temps_c[key] = millidegrees_to_c(text)
+            except ValueError as exc:  # a value no sensor gives: the path is right, a search would not help
+                missing.append(f"{key}: {describe_error(exc)} ({path})")
+        for key, where in self._known_zones.items():
+            if key not in self._zones:
+                why = f"it was {where}" if where else f"the {self.profile.id} profile expects one"
+                missing.append(f"{key}: no thermal zone of this type ({why})")
+                trouble = True
+        return trouble
+
+    def _read_rails(self, missing: list[str], rails: dict[str, RailReading]) -> bool:
+        """Each rail found, into ``rails`` or ``missing``; True where a search might help (as for zones)."""
+        trouble = bool(self._rail_problems)
+        missing += self._rail_problems
+        for label, rail in self._rails.items():
+            path = rail.hwmon / f"in{rail.channel}_input"
+            try:
+                voltage_mv = read_int(path)
+                path = rail.hwmon / f"curr{rail.channel}_input"
+                current_ma = read_int(path)
+            except OSError as exc:  # gone with its hwmon directory (the driver bound again), or the bus failed
+                missing.append(f"{label}: {describe_error(exc)} ({path})")
+                self.read_failures += 1
+                trouble = True
+                continue
+            except ValueError as exc:
+                missing.append(f"{label}: {describe_error(exc)} ({path})")
+                continue
+            if not (0 <= voltage_mv <= RAIL_MAX_MV and RAIL_MIN_MA <= current_ma <= RAIL_MAX_MA):
+                # an INA3221 reads 0..26 V and a few amps; garbage is no reading (found in audit: -4.7 W and
+                # 3956 W went to the thermal model and to admission as board power)
+                missing.append(f"{label}: {voltage_mv} mV, {current_ma} mA is no reading of an INA3221 rail "
+                               f"(0..{RAIL_MAX_MV} mV, {RAIL_MIN_MA}..{RAIL_MAX_MA} mA)")
+                continue
+            rails[label] = RailReading.from_mv_ma(voltage_mv, current_ma)
+        for label, where in self._known_rails.items():
+            if label in self._rails:
+                continue
+            device = where.split()[0]
+            if label in self._expected_rails:
+                why = f"the {self.profile.id} profile expects it at {where}"
+            else:
+                why = f"it was at {where}"
+            if device not in self._devices:
+                why += f"; no device {device} under {self.ina3221_dir}"
+            elif self._devices[device] is None:
+                why += f"; {device} has no hwmon directory (its driver unbound, or binding again)"
+            missing.append(f"{label}: no INA3221 channel with this label ({why})")
+            trouble = True
+        return trouble
 
     def _board_power_w(self, rails: dict[str, RailReading], missing: list[str], notes: list[str]) -> float | None:
         profile = self.profile
@@ -675,6 +829,10 @@ class JetsonHal(Hal):
     # --- description ------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
+        now_s = self._clock.monotonic_s()
+        if self._schedule.due_s is None:  # asked before any read: the paths a read would use
+            self._search()
+            self._schedule.searched(now_s)
         return {
             "backend": self.backend,
             "board": self.board,
@@ -682,13 +840,15 @@ class JetsonHal(Hal):
             "model": self.model,
             "root": str(self.root),
             "paths": {
-                "thermal": str(under(self.root, "/sys/class/thermal")),
-                "ina3221": {dev: str(hw) for dev, hw in self._hwmon_dirs().items()},
+                "thermal": str(under(self.root, THERMAL_DIR)),
+                "ina3221": {dev: str(hw) for dev, hw in self._devices.items() if hw is not None},
                 "nvpmodel_conf": str(self.conf_path),
                 "nvpmodel": shutil.which(self.nvpmodel) or self.nvpmodel,
                 "proc": str(under(self.root, "/proc")),
             },
             "power_modes": "nvpmodel: set with -m <ID>, IDs looked up by name in nvpmodel.conf",
+            "search": {"searches": self.searches, "read_failures": self.read_failures,
+                       "next_in_s": max(0.0, self._schedule.due_s - now_s)},
         }
 
 
@@ -699,15 +859,14 @@ def open_board(options: BoardOptions) -> Board:
     by a backend of its own). An nvpmodel that cannot be run (:func:`nvpmodel_problem`), or an
     nvpmodel.conf that cannot be read or used, is in ``notes``, not a refusal.
     """
-    from flight.clock import RealClock
-
-    hal = JetsonHal.open(root=options.root, nvpmodel=options.nvpmodel, board=options.board)
+    clock = RealClock()
+    hal = JetsonHal.open(root=options.root, nvpmodel=options.nvpmodel, board=options.board, clock=clock)
     notes = [nvpmodel_problem(hal.nvpmodel)]
     try:
         hal.power_modes()
     except PowerModesUnavailable as exc:
         notes.append(f"nvpmodel.conf: {exc}")
-    return Board("jetson", hal, RealClock(), SensorSet.KNOWN, PowerControl.NVPMODEL, profile=hal.profile,
+    return Board("jetson", hal, clock, SensorSet.KNOWN, PowerControl.NVPMODEL, profile=hal.profile,
                  nvpmodel=hal, notes=tuple(n for n in notes if n))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from flight.agent.timers import backoff_s
+
 # A reading outside this range is a sensor fault, not a temperature: nothing on a board that
 # still runs is above 200 C (AGX Orin shuts down at 104.5 C, FACTS.md "Throttling").
 PLAUSIBLE_TEMP_C = (-100.0, 200.0)
@@ -145,3 +147,44 @@ class ZonesOff:
         self._off = frozenset(off)
         return [f"{zone}: powered off (reads {SENSOR_OFF_C:g} C, as an idle domain does); no temperature until "
                 "it powers on" for zone in new]
+
+
+class SearchSchedule:
+    """When a backend searches sysfs again (pure: times in, answers out).
+
+    Paths found once go stale under a running agent (a driver bound again at another ``hwmonN``, a zone that
+    probes late, a zone number given to another zone), and a glob at every read searches sysfs each tick forever.
+    So: a search at the first read, ``max_s`` after each (a new sensor on a board without a profile), and
+    ``first_s`` after trouble (a failed read, a sensor known and not found), doubling (``timers.backoff_s``) while
+    trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every ``max_s``."""
+
+    def __init__(self, first_s: float, max_s: float):
+        if not 0 < first_s <= max_s:
+            raise ValueError(f"search backoff: need 0 < first_s <= max_s, got {first_s}, {max_s}")
+        self.first_s, self.max_s = first_s, max_s
+        self.due_s: float | None = None  # None: never searched, due at once
+        self.retries = 0  # searches after trouble in a row (capped: it only picks the doubling)
+        self._last_trouble_s: float | None = None
+        self._asked = False  # trouble since the last search has already brought it forward
+
+    def due(self, now_s: float) -> bool:
+        return self.due_s is None or now_s >= self.due_s
+
+    def searched(self, now_s: float) -> None:
+        self.due_s = now_s + self.max_s
+        self._asked = False
+
+    def sample(self, now_s: float, trouble: bool) -> None:
+        """What the read after the search (or without one) saw: trouble brings the next search forward."""
+        if not trouble:
+            return
+        calm = self._last_trouble_s is not None and now_s - self._last_trouble_s >= self.max_s
+        self._last_trouble_s = now_s
+        if self._asked:
+            return
+        if calm:
+            self.retries = 0  # no trouble for a whole period: the next outage is searched for quickly again
+        wait_s = backoff_s(self.first_s, self.max_s, self.retries)
+        self.due_s = now_s + wait_s if self.due_s is None else min(self.due_s, now_s + wait_s)
+        self.retries = min(self.retries + 1, 64)
+        self._asked = True
