@@ -8,6 +8,7 @@ NOS3 time-driver idea; Trio's MockClock for tests).
 from __future__ import annotations
 
 import abc
+import math
 import time
 
 
@@ -62,3 +63,10 @@ class SimClock(Clock):
 
     def timeout_until(self, deadline_s: float) -> float | None:
         return 0.0 if deadline_s <= self._t_s else None
+
+
+def backoff_s(first_s: float, cap_s: float, doublings: int) -> float:
+    """``first_s`` doubled ``doublings`` times, at most ``cap_s``: the wait before a try again after failures in a
+    row. The doubling stops at the cap (found in audit: ``2.0 ** n`` raised OverflowError once a week of failures at
+    the cap had counted ``n`` past 1025)."""
+    return min(first_s * 2.0 ** min(max(0, doublings), math.ceil(math.log2(cap_s / first_s))), cap_s)

@@ -56,8 +56,7 @@ import zmq
 from flight.agent.dispatcher import CommandFailed, Deferred, Handler
 from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
-from flight.agent.timers import backoff_s
-from flight.clock import Clock
+from flight.clock import Clock, backoff_s
 from flight.compute import protocol as cp
 from flight.compute.arithmetic import worker_environment
 from flight.compute.scrub import flux_class

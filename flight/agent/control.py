@@ -26,8 +26,7 @@ from flight.agent.control_core import (
 )
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort, FaultLog, ModePort
-from flight.agent.timers import backoff_s
-from flight.clock import Clock
+from flight.clock import Clock, backoff_s
 from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode, PowerModesUnavailable
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
 from flight.link.dictionary import FailureCode

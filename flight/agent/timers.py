@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -70,9 +69,3 @@ class Timers:
                 fired += 1
         return fired
 
-
-def backoff_s(first_s: float, cap_s: float, doublings: int) -> float:
-    """``first_s`` doubled ``doublings`` times, at most ``cap_s``: the wait before a try again after failures in a
-    row. The doubling stops at the cap (found in audit: ``2.0 ** n`` raised OverflowError once a week of failures at
-    the cap had counted ``n`` past 1025)."""
-    return min(first_s * 2.0 ** min(max(0, doublings), math.ceil(math.log2(cap_s / first_s))), cap_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flight.agent.timers import backoff_s
+from flight.clock import backoff_s
 
 # A reading outside this range is a sensor fault, not a temperature: nothing on a board that
 # still runs is above 200 C (AGX Orin shuts down at 104.5 C, FACTS.md "Throttling").
@@ -155,7 +155,7 @@ class SearchSchedule:
     Paths found once go stale under a running agent (a driver bound again at another ``hwmonN``, a zone that
     probes late, a zone number given to another zone), and a glob at every read searches sysfs each tick forever.
     So: a search at the first read, ``max_s`` after each (a new sensor on a board without a profile), and
-    ``first_s`` after trouble (a failed read, a sensor known and not found), doubling (``timers.backoff_s``) while
+    ``first_s`` after trouble (a failed read, a sensor known and not found), doubling (``clock.backoff_s``) while
     trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every ``max_s``."""
 
     def __init__(self, first_s: float, max_s: float):
