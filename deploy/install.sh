@@ -167,6 +167,31 @@ ensure_dir() {
     fi
 }
 
+# put_file SRC DEST MODE [OWNER:GROUP]: a copy made beside DEST, on disk, then renamed over it, so a full disk or
+# a power cut leaves the old file or none, never a part of one (found in review: `install` straight onto a full
+# disk left a truncated agent.toml, which every later run kept as the engineer's own). Hidden, the copy is no unit,
+# rule or drop-in to systemd, udev or journald.
+put_tmp() { printf '%s/.%s.sunlit-tmp' "$(dirname "$1")" "$(basename "$1")"; }
+describe_put_file() {
+    local tmp own=""
+    tmp=$(put_tmp "$2")
+    if [ "$OWN" = 1 ]; then own=" -o ${4%:*} -g ${4#*:}"; fi
+    printf 'install -D -m %s%s %q %q\n' "$3" "$own" "$1" "$tmp"
+    printf 'sync %q && mv -f %q %q && sync %q\n' "$tmp" "$tmp" "$2" "$(dirname "$2")"
+}
+put_file() {
+    local src=$1 dest=$2 mode=$3 owner=$4 tmp
+    local own=()
+    tmp=$(put_tmp "$dest")
+    if [ "$OWN" = 1 ]; then own=(-o "${owner%:*}" -g "${owner#*:}"); fi
+    if ! install -D -m "$mode" "${own[@]}" "$src" "$tmp" || ! sync "$tmp"; then
+        rm -f "$tmp"
+        die "could not write $dest (is the disk full?); it is as it was: run install.sh again once it can be written"
+    fi
+    mv -f "$tmp" "$dest"
+    sync "$(dirname "$dest")" 2>/dev/null || sync   # the rename itself
+}
+
 # install_file SRC DEST MODE [OWNER:GROUP]: copy when the content differs; sets CHANGED=1 then.
 CHANGED=0
 install_file() {
@@ -182,11 +207,7 @@ install_file() {
     CHANGED=1
     local verb="install"
     [ -e "$dest" ] && verb="update"
-    if [ "$OWN" = 1 ]; then
-        act "$verb $dest" install -D -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$src" "$dest"
-    else
-        act "$verb $dest" install -D -m "$mode" "$src" "$dest"
-    fi
+    act "$verb $dest" put_file "$src" "$dest" "$mode" "$owner"
 }
 
 # --- what is installed where -----------------------------------------------------------------
@@ -569,6 +590,12 @@ install_file "$HERE/systemd/sunlit-agent.service" "$UNIT_DIR/sunlit-agent.servic
 UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
 install_file "$HERE/systemd/sunlit-safe.service" "$UNIT_DIR/sunlit-safe.service" 0644
 UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+# The grant again whenever /etc/nvpmodel.conf appears or changes under a running agent (README.md, "Privileges").
+install_file "$HERE/systemd/sunlit-power-access.service" "$UNIT_DIR/sunlit-power-access.service" 0644
+UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+install_file "$HERE/systemd/sunlit-power-access.path" "$UNIT_DIR/sunlit-power-access.path" 0644
+UNITS_CHANGED=$((UNITS_CHANGED | CHANGED))
+PATH_UNIT_CHANGED=$CHANGED
 # From systemd 254 a service being restarted passes through "failed", so OnFailure= would start
 # the SAFE fallback after the first crash, whose Conflicts= then cancels the restart.
 # RestartMode=direct (new in 254; older versions warn about it) restores what the unit expects:
@@ -846,21 +873,51 @@ fi
 step systemd
 if [ "$NO_SYSTEMCTL" = 1 ]; then
     info "not calling systemctl or udevadm (--no-systemctl). On the board, later:"
-    info "systemctl daemon-reload && systemctl enable sunlit-agent && udevadm control --reload-rules"
+    info "systemctl daemon-reload && systemctl enable sunlit-agent && systemctl enable --now sunlit-power-access.path"
+    info "&& udevadm control --reload-rules"
 elif ! command -v systemctl >/dev/null 2>&1; then
-    warn "no systemctl here: enable sunlit-agent.service by hand"
+    warn "no systemctl here: enable sunlit-agent.service and sunlit-power-access.path by hand"
 elif [ -n "$ROOT" ]; then
-    if systemctl --root="$ROOT" is-enabled sunlit-agent.service >/dev/null 2>&1; then
-        ok "sunlit-agent.service enabled in $ROOT"
-    else
-        act "enable sunlit-agent.service in $ROOT" systemctl --root="$ROOT" --quiet enable sunlit-agent.service
-    fi
+    for unit in sunlit-agent.service sunlit-power-access.path; do
+        if systemctl --root="$ROOT" is-enabled "$unit" >/dev/null 2>&1; then
+            ok "$unit enabled in $ROOT"
+        else
+            act "enable $unit in $ROOT" systemctl --root="$ROOT" --quiet enable "$unit"
+        fi
+    done
 else
-    if [ "$UNITS_CHANGED" = 1 ]; then act "reload systemd's units" systemctl daemon-reload; fi
+    # Also when this run copied nothing: a run cut short after the copy (a full disk, Ctrl-C) left systemd on the
+    # units it had read, and found nothing to copy the next time (found in review). systemd says which it read
+    # from a file changed since.
+    stale=""
+    for unit in sunlit-agent.service sunlit-safe.service sunlit-power-access.service sunlit-power-access.path; do
+        if [ "$(systemctl show -p NeedDaemonReload --value "$unit" 2>/dev/null || true)" = yes ]; then
+            stale+=" $unit"
+        fi
+    done
+    if [ "$UNITS_CHANGED" = 1 ]; then
+        act "reload systemd's units" systemctl daemon-reload
+    elif [ -n "$stale" ]; then
+        act "reload systemd's units (changed on disk since systemd read them:$stale)" systemctl daemon-reload
+    fi
     if systemctl is-enabled --quiet sunlit-agent.service 2>/dev/null; then
         ok "sunlit-agent.service enabled"
     else
         act "enable sunlit-agent.service (starts at boot)" systemctl enable --quiet sunlit-agent.service
+    fi
+    # Watching from now on, not from the next boot: a conf put back before then is granted too.
+    if systemctl is-enabled --quiet sunlit-power-access.path 2>/dev/null; then
+        ok "sunlit-power-access.path enabled"
+    else
+        act "enable sunlit-power-access.path (grants power-mode access when /etc/nvpmodel.conf appears or changes)" \
+            systemctl enable --quiet sunlit-power-access.path
+    fi
+    if ! systemctl is-active --quiet sunlit-power-access.path 2>/dev/null; then
+        act "start sunlit-power-access.path" systemctl start sunlit-power-access.path
+    elif [ "$PATH_UNIT_CHANGED" = 1 ] || [[ "$stale" == *sunlit-power-access.path* ]]; then
+        act "restart sunlit-power-access.path (it changed)" systemctl restart sunlit-power-access.path
+    else
+        ok "sunlit-power-access.path watching /etc/nvpmodel.conf"
     fi
     if [ "$JOURNALD_CHANGED" = 1 ]; then act "restart journald for the new size limits" systemctl restart systemd-journald; fi
     if [ "$UDEV_CHANGED" = 1 ] && command -v udevadm >/dev/null 2>&1; then
@@ -873,7 +930,8 @@ else
             warn "$getty is enabled: a console on the UART may be on the link's line; if so: systemctl disable --now $getty"
         fi
     done
-    if systemctl is-active --quiet sunlit-agent.service 2>/dev/null && [ $((SUNLIT_CHANGED | UNITS_CHANGED)) = 1 ]; then
+    if systemctl is-active --quiet sunlit-agent.service 2>/dev/null \
+        && { [ $((SUNLIT_CHANGED | UNITS_CHANGED)) = 1 ] || [ -n "$stale" ]; }; then
         info "the agent is running the old version: systemctl restart sunlit-agent when the spacecraft allows"
     fi
 fi

@@ -70,33 +70,72 @@ remove() {   # remove PATH...: each that exists
 
 printf 'Sunlit uninstall from %s%s\n' "$SHOWN_ROOT" "$([ "$DRY" = 1 ] && echo ' (dry run: nothing will be changed)')"
 
-UNITS=(sunlit-agent.service sunlit-safe.service)
+# The path unit first: once it is stopped, nothing starts the power-access service again.
+UNITS=(sunlit-power-access.path sunlit-agent.service sunlit-safe.service sunlit-power-access.service)
+ENABLED_UNITS=(sunlit-agent.service sunlit-power-access.path)   # what install.sh enables
+# not_stopped UNIT: how UNIT is not stopped yet ("activating", "inactive, job 42 queued"); nothing once it is.
+not_stopped() {
+    local state job
+    state=$(systemctl show -p ActiveState --value "$1" 2>/dev/null || true)
+    job=$(systemctl show -p Job --value "$1" 2>/dev/null || true)
+    case "$state" in ""|inactive|failed) [ -z "$job" ] && return 0 ;; esac
+    printf '%s%s' "${state:-unknown}" "${job:+, job $job queued}"
+}
 if [ "$NO_SYSTEMCTL" = 0 ] && [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
-    for u in "${UNITS[@]}"; do
-        # Stopped in any state but stopped: starting (before READY=1) or waiting to restart counts (found in
-        # audit: is-active skips those, and a crash-looping agent ran on from a deleted venv, --purge's userdel
-        # failing under it).
-        state=$(systemctl show -p ActiveState --value "$u" 2>/dev/null || true)
-        case "$state" in
-            ""|inactive|failed) ;;
-            *) act "stop $u ($state)" systemctl stop "$u" ;;
-        esac
+    # Disabled first, so that nothing below starts one at the next boot (the others are static: is-enabled
+    # says so with status 0, and disable does nothing to them).
+    for u in "${ENABLED_UNITS[@]}"; do
         if systemctl is-enabled --quiet "$u" 2>/dev/null; then act "disable $u" systemctl disable --quiet "$u"; fi
-        if [ "$state" = failed ]; then act "reset-failed $u" systemctl reset-failed "$u"; fi
+    done
+    # Stopped in any state but stopped: starting (before READY=1) or waiting to restart counts (found in
+    # audit: is-active skips those, and a crash-looping agent ran on from a deleted venv, --purge's userdel
+    # failing under it); so does a unit still inactive with a start job queued: the agent's at boot, waiting
+    # for the network, or the SAFE fallback that OnFailure= queues when the agent's stop ends "failed" (found
+    # in review: read as "inactive", skipped, and started from the deleted venv once the files were gone).
+    # `systemctl stop` waits for its job; the units are read again until none is left, and nothing is
+    # removed while one is.
+    for round in 1 2 3; do
+        left=0
+        for u in "${UNITS[@]}"; do
+            how=$(not_stopped "$u")
+            [ -n "$how" ] || continue
+            left=1
+            act "stop $u ($how)" systemctl stop "$u" || true
+        done
+        if [ "$left" = 0 ] || [ "$DRY" = 1 ]; then break; fi
+    done
+    if [ "$DRY" = 0 ]; then
+        still=()
+        for u in "${UNITS[@]}"; do
+            how=$(not_stopped "$u")
+            [ -z "$how" ] || still+=("$u ($how)")
+        done
+        if [ ${#still[@]} -gt 0 ]; then
+            die "could not stop ${still[*]} after $round tries: nothing removed. Stop it (systemctl stop UNIT;
+journalctl -u UNIT says why) and run uninstall.sh again"
+        fi
+    fi
+    for u in "${UNITS[@]}"; do
+        if [ "$(systemctl show -p ActiveState --value "$u" 2>/dev/null || true)" = failed ]; then
+            act "reset-failed $u" systemctl reset-failed "$u"
+        fi
     done
 elif [ "$NO_SYSTEMCTL" = 0 ] && [ -n "$ROOT" ] && command -v systemctl >/dev/null 2>&1; then
-    if systemctl --root="$ROOT" is-enabled --quiet sunlit-agent.service 2>/dev/null; then
-        act "disable sunlit-agent.service in $ROOT" systemctl --root="$ROOT" --quiet disable sunlit-agent.service
-    fi
+    for u in "${ENABLED_UNITS[@]}"; do
+        if systemctl --root="$ROOT" is-enabled --quiet "$u" 2>/dev/null; then
+            act "disable $u in $ROOT" systemctl --root="$ROOT" --quiet disable "$u"
+        fi
+    done
 fi
 # What `enable` links, in case systemctl was not there to disable it.
-remove "$(T /etc/systemd/system/multi-user.target.wants/sunlit-agent.service)"
+for u in "${ENABLED_UNITS[@]}"; do remove "$(T "/etc/systemd/system/multi-user.target.wants/$u")"; done
 UNIT_FILES=()
 for u in "${UNITS[@]}"; do UNIT_FILES+=("$(T "/etc/systemd/system/$u")"); done
 before=$CHANGES
 remove "${UNIT_FILES[@]}" "$(T /etc/systemd/system/sunlit-agent.service.d/10-restart-mode.conf)"
 # Drop-ins of your own (systemctl edit) go with --purge; an empty directory goes anyway.
-for d in "$(T /etc/systemd/system/sunlit-agent.service.d)" "$(T /etc/systemd/system/sunlit-safe.service.d)"; do
+for u in "${UNITS[@]}"; do
+    d=$(T "/etc/systemd/system/$u.d")
     [ -d "$d" ] || continue
     if [ "$PURGE" = 1 ] || [ -z "$(ls -A "$d")" ]; then remove "$d"; else printf '  kept: %s (your drop-ins; --purge removes them)\n' "$d"; fi
 done

@@ -205,6 +205,8 @@ def test_install_lays_out_the_board(installed):
     # units, journald drop-in and udev rule: copied as they are in deploy/ (the rule with this board's UART)
     for rel, src in [("etc/systemd/system/sunlit-agent.service", "systemd/sunlit-agent.service"),
                      ("etc/systemd/system/sunlit-safe.service", "systemd/sunlit-safe.service"),
+                     ("etc/systemd/system/sunlit-power-access.path", "systemd/sunlit-power-access.path"),
+                     ("etc/systemd/system/sunlit-power-access.service", "systemd/sunlit-power-access.service"),
                      ("etc/systemd/journald.conf.d/sunlit.conf", "systemd/journald.conf.d/sunlit.conf"),
                      ("etc/udev/rules.d/99-sunlit-link.rules", "udev/99-sunlit-link.rules")]:
         assert (root / rel).read_bytes() == (DEPLOY / src).read_bytes(), rel
@@ -366,13 +368,20 @@ def test_enable_under_a_root_with_systemctl(tmp_path, source):
     root = jetson_root(tmp_path / "root", BOARDS["agx_orin_64gb"].model)
     args = ["--root", str(root), "--source", str(source), "--venv-from", sys.prefix]
     out = run_script(INSTALL, *args).stdout
-    link = root / "etc/systemd/system/multi-user.target.wants/sunlit-agent.service"
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    link, watch = wants / "sunlit-agent.service", wants / "sunlit-power-access.path"
     assert f"enable sunlit-agent.service in {root}" in out and os.readlink(link) == "/etc/systemd/system/sunlit-agent.service"
+    # The watch on /etc/nvpmodel.conf (the grant again when the conf comes back under a running agent).
+    assert f"enable sunlit-power-access.path in {root}" in out
+    assert os.readlink(watch) == "/etc/systemd/system/sunlit-power-access.path"
     assert 'KERNEL=="ttyTHS1"' in (root / "etc/udev/rules.d/99-sunlit-link.rules").read_text()  # AGX Orin's UART
     out = run_script(INSTALL, *args).stdout
     assert f"ok: sunlit-agent.service enabled in {root}" in out and "nothing to change" in out
+    assert f"ok: sunlit-power-access.path enabled in {root}" in out
     out = run_script(UNINSTALL, "--root", str(root)).stdout
     assert f"disable sunlit-agent.service in {root}" in out and not link.exists()
+    assert f"disable sunlit-power-access.path in {root}" in out and not watch.exists() and not watch.is_symlink()
+    assert not [p for p in (root / "etc/systemd/system").rglob("sunlit*")]
 
 
 def test_uart_option_and_board_option(tmp_path, source):
@@ -671,6 +680,7 @@ def test_uninstall_keeps_data_unless_purged(tmp_path, source):
     assert snapshot(root) == before and f"would remove {root}/opt/sunlit" in out and "nothing was changed" in out
     out = run_script(UNINSTALL, "--root", str(root), "--no-systemctl").stdout
     for gone in ("opt/sunlit", "etc/systemd/system/sunlit-agent.service", "etc/systemd/system/sunlit-safe.service",
+                 "etc/systemd/system/sunlit-power-access.path", "etc/systemd/system/sunlit-power-access.service",
                  "etc/systemd/journald.conf.d/sunlit.conf", "etc/udev/rules.d/99-sunlit-link.rules"):
         assert not (root / gone).exists(), gone
     for kept in ("var/lib/sunlit/compute/models/golden/manifest.json", "etc/sunlit/agent.toml", "etc/sunlit/keys/tc.keys",
@@ -741,6 +751,237 @@ def test_uninstall_keeps_the_engineers_gpu_wheels_unless_purged(tmp_path, source
     assert not (root / "opt/sunlit").exists()
 
 
+# install.sh and uninstall.sh on a live system: in a private mount namespace, with /etc, /opt and /var/lib overlaid
+# by throw-away copies (nothing on this machine changes), and a systemctl that keeps each unit's state in files.
+
+FAKE_SYSTEMCTL = r"""#!/bin/bash
+# Each unit's ActiveState, queued job and enablement are files under $FAKE_SYSTEMD; loaded/UNIT, the unit file as
+# the last daemon-reload read it. Every call but show, is-enabled and is-active is logged, with whether the agent's
+# venv is there. $FAKE_SYSTEMD/on-stop/UNIT, where it exists, is what systemd does at `systemctl stop UNIT`; else
+# the unit stops (inactive, no job).
+d=$FAKE_SYSTEMD
+case "$1" in show|is-enabled|is-active|--version) ;; *)
+    venv=gone; [ -e /opt/sunlit/venv ] && venv=there; echo "$* (venv $venv)" >>"$d/log" ;; esac
+case "$1" in
+    --version) echo "systemd 252 (252.1-1)" ;;
+    show) case "$3" in
+              ActiveState) cat "$d/state/$5" 2>/dev/null || echo inactive ;;
+              Job) cat "$d/job/$5" 2>/dev/null ;;
+              NeedDaemonReload) if [ -e "$d/loaded/$5" ] && ! cmp -s "$d/loaded/$5" "/etc/systemd/system/$5"
+                                then echo yes; else echo no; fi ;;
+          esac
+          exit 0 ;;
+    is-enabled) [ -e "$d/enabled/$3" ] ;;
+    is-active) [ "$(cat "$d/state/$3" 2>/dev/null)" = active ] ;;
+    enable) touch "$d/enabled/$3" ;;
+    disable) rm -f "$d/enabled/$3" ;;
+    start|restart) echo active >"$d/state/$2" ;;
+    stop) if [ -e "$d/on-stop/$2" ]; then . "$d/on-stop/$2"; else echo inactive >"$d/state/$2"; rm -f "$d/job/$2"; fi ;;
+    reset-failed) if [ "$(cat "$d/state/$2" 2>/dev/null)" = failed ]; then echo inactive >"$d/state/$2"; fi ;;
+    daemon-reload) rm -rf "$d/loaded"; mkdir "$d/loaded"
+                   for f in /etc/systemd/system/sunlit*; do [ ! -f "$f" ] || cp "$f" "$d/loaded/"; done ;;
+esac
+"""
+SUNLIT_UNITS = ("sunlit-power-access.path", "sunlit-agent.service", "sunlit-safe.service",
+                "sunlit-power-access.service")
+
+
+def on_a_live_root(tmp_path: Path, body: str) -> Path:
+    """Run the shell ``body`` as root on / in a private mount namespace whose /etc, /opt and /var/lib are throw-away
+    overlays, with FAKE_SYSTEMCTL and a udevadm that logs on PATH. The fake systemd's directory, for set-up
+    before and reading after."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to run install.sh or uninstall.sh on / in a private mount namespace")
+    fake = tmp_path / "systemd"
+    for sub in ("state", "job", "enabled", "on-stop"):
+        (fake / sub).mkdir(parents=True, exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "udevadm").write_text('#!/bin/sh\necho "udevadm $*" >>"$FAKE_SYSTEMD/log"\n')
+    for exe in bin_dir.iterdir():
+        exe.chmod(0o755)
+    t = tmp_path
+    script = f"""set -e
+for d in etc opt var/lib; do
+    mkdir -p {t}/upper/$d {t}/work/$d
+    mount -t overlay overlay -o lowerdir=/$d,upperdir={t}/upper/$d,workdir={t}/work/$d /$d
+done
+touch {t}/mounted
+export PATH={bin_dir}:$PATH
+{body}
+"""
+    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "FAKE_SYSTEMD": str(fake)})
+    if not (t / "mounted").exists():
+        pytest.skip(f"cannot overlay /etc, /opt and /var/lib in a private mount namespace here: {proc.stderr[:200]}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return fake
+
+
+def uninstall_on_a_live_root(tmp_path: Path, states: dict[str, str], jobs: dict[str, int],
+                             on_stop: dict[str, str]) -> dict:
+    """uninstall.sh as on a board (no --root), the units in ``states`` with ``jobs`` queued; ``on_stop``: shell run
+    at `systemctl stop UNIT` in place of a plain stop. What it printed, its systemctl calls, and what it left."""
+    fake = tmp_path / "systemd"
+    for sub in ("state", "job", "enabled", "on-stop"):
+        (fake / sub).mkdir(parents=True)
+    for unit, state in states.items():
+        (fake / "state" / unit).write_text(state + "\n")
+    for unit, job in jobs.items():
+        (fake / "job" / unit).write_text(f"{job}\n")
+    for unit in ("sunlit-agent.service", "sunlit-power-access.path"):
+        (fake / "enabled" / unit).touch()
+    for unit, shell in on_stop.items():
+        (fake / "on-stop" / unit).write_text(shell)
+    t = tmp_path
+    on_a_live_root(t, f"""mkdir -p /opt/sunlit/venv/bin /etc/systemd/system/multi-user.target.wants
+touch /opt/sunlit/venv/bin/sunlit-flight
+for u in {" ".join(SUNLIT_UNITS)}; do cp {DEPLOY}/systemd/$u /etc/systemd/system/$u; done
+ln -sf /etc/systemd/system/sunlit-agent.service /etc/systemd/system/sunlit-power-access.path \\
+    /etc/systemd/system/multi-user.target.wants/
+set +e
+bash {UNINSTALL} >{t}/out 2>{t}/err
+echo $? >{t}/rc
+find /opt/sunlit /etc/systemd/system -name 'sunlit*' >{t}/left 2>/dev/null
+exit 0""")
+    log = (fake / "log").read_text().splitlines() if (fake / "log").exists() else []
+    return {
+        "rc": int((t / "rc").read_text()), "out": (t / "out").read_text(), "err": (t / "err").read_text(),
+        "calls": [line for line in log if line.split()[0] in ("stop", "disable", "reset-failed", "daemon-reload")],
+        "live": {u: (fake / "state" / u).read_text().strip() for u in SUNLIT_UNITS if (fake / "state" / u).exists()
+                 and (fake / "state" / u).read_text().strip() not in ("inactive", "failed")},
+        "jobs": sorted(p.name for p in (fake / "job").iterdir()),
+        "left": (t / "left").read_text().split(),
+    }
+
+
+@pytest.mark.req("DEP-001", "DEP-007")
+def test_on_a_board_install_watches_the_conf_and_reloads_units_a_cut_short_run_left_unread(tmp_path, source):
+    """On / (a board), install.sh enables the agent and enables and starts sunlit-power-access.path, and a second
+    run changes nothing. Found in review: systemd was told to reload only by the run that copied a unit, so a run cut
+    short after the copy (a full disk, Ctrl-C; --no-systemctl here, which leaves the same) left systemd on the old
+    units, and the next run, finding the files right, never reloaded them. It asks systemd (NeedDaemonReload)."""
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    t = tmp_path
+    run = f"bash {INSTALL} --source {source} --venv-from {sys.prefix}"
+    fake = on_a_live_root(t, f"""set +e
+{run} >{t}/out1 2>&1; echo $? >{t}/rc1
+{run} >{t}/out2 2>&1; echo $? >{t}/rc2
+echo '# the version before' >>/etc/systemd/system/sunlit-agent.service
+systemctl daemon-reload                                  # what systemd runs
+{run} --no-systemctl >{t}/out3 2>&1; echo $? >{t}/rc3    # the update, cut short before it told systemd
+{run} >{t}/out4 2>&1; echo $? >{t}/rc4
+exit 0""")
+    outs = {n: (t / f"out{n}").read_text() for n in range(1, 5)}
+    assert [(t / f"rc{n}").read_text().strip() for n in range(1, 5)] == ["0"] * 4, outs
+    first = outs[1]
+    watch = "enable sunlit-power-access.path (grants power-mode access when /etc/nvpmodel.conf appears or changes)"
+    for said in ("reload systemd's units", "enable sunlit-agent.service (starts at boot)", watch,
+                 "start sunlit-power-access.path"):
+        assert f"\n  {said}\n" in first, said
+    assert (fake / "state/sunlit-power-access.path").read_text().strip() == "active"
+    assert sorted(p.name for p in (fake / "enabled").iterdir()) == ["sunlit-agent.service", "sunlit-power-access.path"]
+    assert "ok: sunlit-power-access.path watching /etc/nvpmodel.conf" in outs[2] and "nothing to change" in outs[2]
+    assert "update /etc/systemd/system/sunlit-agent.service" in outs[3] and "not calling systemctl" in outs[3]
+    assert ("reload systemd's units (changed on disk since systemd read them: sunlit-agent.service)" in outs[4]
+            and "ok: /etc/systemd/system/sunlit-agent.service\n" in outs[4]), outs[4]
+    assert (fake / "loaded/sunlit-agent.service").read_bytes() == (DEPLOY / "systemd/sunlit-agent.service").read_bytes()
+
+
+@pytest.mark.req("DEP-001")
+def test_uninstall_stops_a_starting_agent_and_the_fallback_its_stop_queued_before_removing_a_file(tmp_path):
+    """Found in review: uninstall read each unit's ActiveState once, in turn. The agent, still starting, was stopped;
+    its stop ended "failed", so OnFailure= queued the SAFE fallback, which still read "inactive" (a start job
+    queued), was skipped, and started from the deleted venv, for ever (Restart=always). Every unit is read again
+    until none is running, starting, stopping or queued, and only then is a file removed; the path unit goes first,
+    so nothing starts the power-access service meanwhile."""
+    agent_stop_fails = ('echo failed >"$d/state/sunlit-agent.service"; rm -f "$d/job/sunlit-agent.service"\n'
+                        'echo 102 >"$d/job/sunlit-safe.service"\n')  # what systemd does: OnFailure=sunlit-safe.service
+    got = uninstall_on_a_live_root(tmp_path, {"sunlit-agent.service": "activating",
+                                              "sunlit-power-access.path": "active"},
+                                   {"sunlit-agent.service": 101}, {"sunlit-agent.service": agent_stop_fails})
+    assert got["rc"] == 0, got["out"] + got["err"]
+    assert got["calls"] == [
+        "disable --quiet sunlit-agent.service (venv there)", "disable --quiet sunlit-power-access.path (venv there)",
+        "stop sunlit-power-access.path (venv there)", "stop sunlit-agent.service (venv there)",
+        "stop sunlit-safe.service (venv there)", "reset-failed sunlit-agent.service (venv there)",
+        "daemon-reload (venv gone)"], got["calls"]
+    assert "stop sunlit-agent.service (activating, job 101 queued)" in got["out"]
+    assert "stop sunlit-safe.service (inactive, job 102 queued)" in got["out"]
+    assert got["live"] == {} and got["jobs"] == [] and got["left"] == []
+
+
+@pytest.mark.req("DEP-001")
+def test_uninstall_stops_again_a_unit_whose_stop_was_canceled_and_removes_nothing_while_one_runs(tmp_path):
+    """A stop whose job is canceled (systemctl stop exits 1, the unit still stopping) once ended uninstall there
+    (set -e) with nothing said; it is stopped again, and a unit that will not stop leaves everything in place,
+    named, with what to do."""
+    once = ('if [ -e "$d/canceled" ]; then echo inactive >"$d/state/sunlit-agent.service"\n'
+            'else touch "$d/canceled"; echo "Job for sunlit-agent.service canceled." >&2; exit 1; fi\n')
+    got = uninstall_on_a_live_root(tmp_path / "once", {"sunlit-agent.service": "deactivating"}, {},
+                                   {"sunlit-agent.service": once})
+    assert got["rc"] == 0, got["out"] + got["err"]
+    assert got["calls"].count("stop sunlit-agent.service (venv there)") == 2 and got["live"] == {} and got["left"] == []
+    never = 'echo "Job for sunlit-agent.service canceled." >&2; exit 1\n'
+    got = uninstall_on_a_live_root(tmp_path / "never", {"sunlit-agent.service": "deactivating"}, {},
+                                   {"sunlit-agent.service": never})
+    assert got["rc"] == 2, got["out"] + got["err"]
+    assert "could not stop sunlit-agent.service (deactivating) after 3 tries: nothing removed" in got["err"]
+    assert got["calls"].count("stop sunlit-agent.service (venv there)") == 3
+    assert "/opt/sunlit" in got["left"] and "/etc/systemd/system/sunlit-agent.service" in got["left"]
+    assert "daemon-reload (venv there)" not in got["calls"]
+
+
+@pytest.mark.req("DEP-001")
+def test_a_full_disk_leaves_no_part_of_a_file_and_the_next_run_writes_it_whole(tmp_path, source):
+    """Found in review: install.sh copied each file straight onto its place (`install`), and on a full disk that left
+    a truncated agent.toml (mode 0600), which every later run kept as the engineer's own, writing agent.toml.new
+    beside it: the agent could not start on it, nor the SAFE fallback read it. A file is written beside its place
+    and renamed: a full disk (here a 4 KiB tmpfs, in a private mount namespace) stops the run, naming the file, and
+    leaves nothing; the run after it writes the config whole."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a small tmpfs in a private mount namespace")
+    if not IN_VENV:
+        pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
+    root = jetson_root(tmp_path / "root")
+    etc = root / "etc/sunlit"
+    etc.mkdir(parents=True)
+    argv = " ".join(map(str, [INSTALL, "--root", root, "--source", source, "--venv-from", sys.prefix,
+                              "--no-systemctl"]))
+    t = tmp_path
+    script = f"""set -e
+mount -t tmpfs -o size=4k none {etc}
+head -c 1 /dev/zero >{etc}/filler          # its one page is all the disk has
+touch {t}/mounted
+set +e
+bash {argv} >{t}/out1 2>{t}/err1; echo $? >{t}/rc1
+ls -A {etc} >{t}/ls1
+mount -o remount,size=1m {etc}            # space again
+bash {argv} >{t}/out2 2>{t}/err2; echo $? >{t}/rc2
+cp -a {etc} {t}/after
+exit 0
+"""
+    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=600)
+    if not (t / "mounted").exists():
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {proc.stderr[:200]}")
+    first = (t / "out1").read_text() + (t / "err1").read_text()
+    assert (t / "rc1").read_text().strip() == "2", first
+    assert f"could not write {etc}/agent.toml (is the disk full?); it is as it was" in first
+    assert sorted((t / "ls1").read_text().split()) == ["filler", "keys"]  # no agent.toml, whole or part, no copy
+    second = (t / "out2").read_text() + (t / "err2").read_text()
+    assert (t / "rc2").read_text().strip() == "0", second
+    after = t / "after"
+    assert (after / "agent.toml").read_text() == (root / "opt/sunlit/share/agent.default.toml").read_text()
+    assert mode(after / "agent.toml") == 0o640 and not (after / "agent.toml.new").exists()
+    assert "kept (never overwritten)" not in second
+    assert not [p for p in root.rglob(".*.sunlit-tmp")]
+
+
 def test_install_makes_what_the_service_user_reads_readable_whatever_the_callers_umask(tmp_path, source):
     """Found in audit: under a hardened umask (027) the venv came out 0750 root:root and the services could not run
     it, while every check of the install, as root, passed."""
@@ -806,7 +1047,8 @@ def systemd_analyze():
 
 
 def test_systemd_analyze_verifies_the_units(tmp_path, systemd_analyze):
-    names = ["sunlit-agent.service", "sunlit-safe.service", "sunlit-ground.service"]
+    names = ["sunlit-agent.service", "sunlit-safe.service", "sunlit-ground.service", "sunlit-power-access.path",
+             "sunlit-power-access.service"]
     root = verify_root(tmp_path, {n: (DEPLOY / "systemd" / n).read_text() for n in names})
     proc = subprocess.run([systemd_analyze, "verify", "--man=no", f"--root={root}", *names],
                           capture_output=True, text=True, timeout=60)
@@ -1056,6 +1298,44 @@ def test_power_access_grants_exactly_what_nvpmodel_writes(tmp_path, conf):
                          check=True).stdout
     assert f"group {group} may write {len(paths)} files nvpmodel uses (1 named in" in out
     assert all(mode(root / p.lstrip("/")) == 0o664 for p in paths[:-1])
+
+
+@pytest.mark.req("DEP-007")
+def test_a_conf_that_comes_back_under_a_running_agent_is_granted_again(tmp_path):
+    """A Jetson runs without /etc/nvpmodel.conf on its board profile's modes, and takes the conf's once it comes back
+    (a JetPack update, an operator restoring it); the grant ran at the unit's start, when there was no conf, and
+    nothing ran it again: every mode set was POWER_MODE_FAILED until a restart. sunlit-power-access.path starts
+    the same grant, as root, when the conf appears or changes; here the service's own command runs on a board's
+    tree before and after the conf appears."""
+    watch, service = unit_settings("sunlit-power-access.path"), unit_settings("sunlit-power-access.service")
+    agent = unit_settings("sunlit-agent.service")
+    assert watch["PathChanged"] == ["/etc/nvpmodel.conf"] and watch["Unit"] == ["sunlit-power-access.service"]
+    assert watch["WantedBy"] == ["multi-user.target"]
+    assert service["Type"] == ["oneshot"] and "User" not in service and "WantedBy" not in service  # root, on demand
+    # The very grant the agent's units run as they start (ExecStartPre=+, as root).
+    assert [f"+{service['ExecStart'][0]}"] == [line for line in agent["ExecStartPre"] if "sunlit-power-access" in line]
+    text = (FIXTURES / "nvpmodel_orin_nx_16gb.conf").read_text()
+    files = [tmp_path / p.lstrip("/") for p in parse_nvpmodel_conf(text).param_paths]
+    status = tmp_path / "var/lib/nvpmodel/status"
+    for f in [*files, status]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("1\n")
+        f.chmod(0o644)
+    status.parent.chmod(0o755)
+    exe, *args = service["ExecStart"][0].split()
+    assert exe == "/opt/sunlit/libexec/sunlit-power-access" and args == ["--group", "sunlit"]
+    group = grp.getgrgid(os.getgid()).gr_name  # this machine has no group sunlit: the last --group wins
+
+    def run_the_service() -> str:
+        return subprocess.run(["sh", str(DEPLOY / "libexec/sunlit-power-access"), *args, "--root", str(tmp_path),
+                               "--group", group], capture_output=True, text=True, check=True).stdout
+
+    assert "nothing to do" in run_the_service()  # the agent's start, with no conf
+    assert all(mode(f) == 0o644 for f in [*files, status])
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nvpmodel.conf").write_text(text)  # it comes back: the path unit starts the service
+    assert f"group {group} may write {len(files) + 2} files nvpmodel uses (0 named" in run_the_service()
+    assert all(mode(f) == 0o664 for f in [*files, status]) and mode(status.parent) == 0o775
 
 
 def test_power_access_on_a_pc_does_nothing(tmp_path):
