@@ -7,7 +7,8 @@ follow the transfer to its end, with its progress, and the exit code says how it
 ``--direct LINK`` runs a CFDP entity of its own on the agent's link, for the bench: its file
 area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's archive.
 
-- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/ or data/). Ctrl-C cancels it:
+- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/, data/, or sequences/NAME.toml: a stored
+  sequence, at most 64 KiB, checked on board as it arrives, SEQUENCE_STORED saying so). Ctrl-C cancels it:
   before the whole file reached the server the upload is cut off and the server keeps none of it; once it is
   there the CLI waits for the answer naming the transfer (Ctrl-C again: stop waiting, exit 6); then the transfer
   is cancelled on the server (``--direct``: here, its EOF(cancel) sent before the CLI ends) and the CLI says what
@@ -379,7 +380,7 @@ def _cmd_put(args: argparse.Namespace) -> int:
     local = Path(args.local)
     if not local.is_file():
         raise FileCliError(f"{local}: not a readable file")
-    name = _checked(args.name, "up")
+    name = _checked(args.name, "up", local.stat().st_size)
     if not args.direct:
         return _put_server(args, local, name)
     client, files = _direct_files(args)
@@ -589,9 +590,9 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0 if record["state"] == "cancelled" else EXIT_UNKNOWN
 
 
-def _checked(name: str, direction: str) -> str:
+def _checked(name: str, direction: str, size_bytes: int | None = None) -> str:
     try:
-        return check_remote(name, direction)
+        return check_remote(name, direction, size_bytes)
     except FileError as exc:
         raise FileCliError(f"refused before sending: {exc}") from None
 
@@ -637,7 +638,7 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=_seconds, default=timeout_s, metavar="S", help="how long to follow it")
         p.add_argument("--area", default="var/ground-files", help="--direct: the local file area")
 
-    put = sub.add_parser("put", help="send a local file to the agent (staging/, incoming/ or data/)")
+    put = sub.add_parser("put", help="send a local file to the agent (staging/, incoming/, data/ or sequences/)")
     put.add_argument("local")
     put.add_argument("name", help="its name on board, e.g. staging/model.onnx")
     put.add_argument("--no-wait", action="store_true", help="through the server: queue it and return")

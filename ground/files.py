@@ -20,7 +20,9 @@ next packet, as the agent does on its side.
 Requests, as the operator sees them (:class:`FileRecord`), one id each:
 
 - ``put``: a local file copied into ``uplink/`` and queued to the agent's ``staging/``,
-  ``incoming/`` or ``data/``: id ``out-N``, the entity's transfer;
+  ``incoming/``, ``data/`` or ``sequences/`` (``sequences/NAME.toml``, NAME as SEQUENCE_START
+  names it, at most 64 KiB: refused here before anything goes; the agent checks its steps as it
+  arrives and says so, SEQUENCE_STORED): id ``out-N``, the entity's transfer;
 - ``get``: FILE_DOWNLINK asks the agent to send one of its files (id ``get-N``); the command's
   outcome (the agent queued it, or why not) and then the incoming transfer whose source is
   that name carry the request on to its end (or the agent's FILE_FAILED naming its transfer,
@@ -55,6 +57,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from flight.agent.schedule import SEQUENCES_DIR, check_sequence_upload
 from flight.files.entity import FILE_BACKLOG_S, EntityConfig, FileEntity, FileError, Transfer
 from flight.files.filestore import MAX_DEPTH, MAX_NAME_LEN, PART_CHARS, PARTIAL_DIR, NameRefused, check_file_name, \
     check_name, resolve
@@ -66,8 +69,8 @@ from ground.receipts import PRODUCTS_DIR, is_product_name, product_verdict
 GROUND_ENTITY_ID = 1
 AGENT_ENTITY_ID = 2
 # Where the agent takes files from the ground, and sends from (flight/agent/files.py).
-UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
-DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
+UPLINK_TOPS = frozenset({"staging", "incoming", "data", SEQUENCES_DIR})
+DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data", SEQUENCES_DIR})
 # A file the agent sends lands in downlink/<its name>: one level fewer than a name may have (the agent's
 # MAX_NAME_DEPTH, flight/agent/files.py; a test holds them equal).
 DOWNLINK_DEPTH = MAX_DEPTH - 1
@@ -169,11 +172,15 @@ def aside_name(name: str, n: int) -> str:
     return f"{head}/{part}" if head else part
 
 
-def check_remote(name: Any, direction: str) -> str:
-    """The agent's file name for a put ("up") or a get ("down"), or FileError saying why not."""
+def check_remote(name: Any, direction: str, size_bytes: int | None = None) -> str:
+    """The agent's file name for a put ("up", of ``size_bytes`` where known) or a get ("down"), or FileError saying
+    why not. A put to sequences/ keeps to the agent's rule for it (its name and size: refused here, not after the
+    upload)."""
     tops = UPLINK_TOPS if direction == "up" else DOWNLINK_TOPS
     try:
         checked = check_file_name(name, tops, "name")
+        if direction == "up" and checked.partition("/")[0] == SEQUENCES_DIR:
+            check_sequence_upload(checked, size_bytes, "name")
     except NameRefused as exc:
         raise FileError(str(exc)) from None
     depth = checked.count("/") + 1
@@ -269,11 +276,12 @@ class GroundFiles:
     def put(self, local_path: Path | str, remote_name: str, cfdp_class: int = 2, priority: int = 5,
             who: str = "") -> FileRecord:
         """Copy ``local_path`` into the area's uplink/ and queue it for the agent as
-        ``remote_name`` (under staging/, incoming/ or data/). FileError naming the field."""
+        ``remote_name`` (under staging/, incoming/, data/ or sequences/). FileError naming the field."""
         remote = check_remote(remote_name, "up")
         source = Path(local_path)
         if not source.is_file():
             raise FileError(f"local file: {str(source)!r} is not a readable file")
+        check_remote(remote, "up", source.stat().st_size)  # before it is copied
         staged, tmp = self.upload_path(remote)
         digest = hashlib.sha256()  # as it is copied: the entity need not read it whole again when it starts
         try:
@@ -300,7 +308,15 @@ class GroundFiles:
                   local: str = "", sha256: str | None = None) -> FileRecord:
         """Queue a file already in uplink/ (:meth:`upload_path`) for the agent; ``sha256``, its digest taken
         as it was written, spares the link thread reading it whole when its transfer starts."""
-        remote = check_remote(remote_name, "up")
+        try:
+            size: int | None = (self.area / staged).stat().st_size
+        except OSError:
+            size = None  # the entity says what is wrong with it
+        try:
+            remote = check_remote(remote_name, "up", size)  # a sequence over its limit: not left in uplink/ either
+        except FileError:
+            _unlink(self.area / staged)
+            raise
         try:
             t = self.entity.put(staged, remote, int(cfdp_class), int(priority), {"who": who, "local": local},
                                 sha256=sha256)

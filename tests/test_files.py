@@ -1365,3 +1365,178 @@ def test_a_top_directory_that_is_a_link_within_the_file_area_is_not_followed(tmp
         assert not rig.events("FILE_SENT")
     finally:
         rig.close()
+
+
+# --- stored sequences sent up, inputs made on board ---------------------------------------------
+
+GOOD_SEQUENCE = b'name = "pass1"\n[[step]]\ncommand = "NOOP"\n[[step]]\nwait_s = 100\n'
+BAD_SEQUENCE = b'name = "pass1"\n[[step]]\ncommand = "NOOP"\n[[step]]\ncommand = "SET_MODE"\nargs = { mode = "WARP" }\n'
+
+
+def _put_sequence(r: GroundFilesRig, data: bytes, dest: str):
+    local = f"uplink/{dest.rsplit('/', 1)[-1]}"
+    (r.root / local).write_bytes(data)
+    t = r.entity.put(local, dest)
+    r.run(30)
+    return r.entity.find(t.id)
+
+
+@pytest.mark.req("FIL-011", "AGT-081")
+def test_a_sequence_sent_up_lands_checked_where_sequence_start_finds_it_and_a_bad_one_never_replaces_it(files_rig):
+    """Found in review: the file transfer wrote only under staging/, incoming/ and data/, so a sequence could not be
+    put on a board in orbit. A file sent up as sequences/NAME.toml lands in the state directory's sequences/
+    (atomically, as every file), checked as SEQUENCE_START checks it and said (SEQUENCE_STORED); one that fails the
+    checks, is over 64 KiB or is not named as a sequence is refused, and the file there before is kept."""
+    r = files_rig
+    sequences = r.rig.config.state_dir / "sequences"
+    assert _put_sequence(r, GOOD_SEQUENCE, "sequences/pass1.toml").state == "done"
+    assert (sequences / "pass1.toml").read_bytes() == GOOD_SEQUENCE
+    assert not (r.area / "sequences").exists()  # the state directory's, not the file area's
+    stored = r.rig.events("SEQUENCE_STORED")[-1].args
+    assert stored["name"] == "sequences/pass1.toml" and stored["ok"] is True and "2 steps" in stored["reason"]
+    listing = r.rig.send("FILE_LIST", directory="sequences")
+    assert listing.completed and listing.result["entries"][0][:2] == ["pass1.toml", len(GOOD_SEQUENCE)]
+
+    assert _put_sequence(r, BAD_SEQUENCE, "sequences/pass1.toml").state == "failed"
+    stored = r.rig.events("SEQUENCE_STORED")[-1].args
+    assert stored["ok"] is False and "sequences/pass1.toml: step[1].args.mode" in stored["reason"], stored
+    assert "WARP" in stored["reason"] and stored["reason"].startswith("not stored: ")
+    assert (sequences / "pass1.toml").read_bytes() == GOOD_SEQUENCE  # the good one stays
+    assert sorted(p.name for p in sequences.iterdir()) == ["pass1.toml"]  # nothing half-written beside it
+
+    oversize = b'name = "big"\n' + b"#" * 70_000 + b'\n[[step]]\ncommand = "NOOP"\n'
+    assert _put_sequence(r, oversize, "sequences/big.toml").state == "failed"
+    stored = r.rig.events("SEQUENCE_STORED")[-1].args
+    assert stored["name"] == "sequences/big.toml" and stored["ok"] is False
+    assert f"is {len(oversize)} bytes; a sequence file is at most 65536 bytes (64 KiB)" in stored["reason"]
+    assert not list((r.area / ".partial").glob("*.part"))  # none of it kept
+    for dest in ("sequences/pass1.txt", "sequences/sub/pass1.toml"):
+        assert _put_sequence(r, GOOD_SEQUENCE, dest).state == "failed"
+        assert "a sequence goes up as sequences/NAME.toml" in r.rig.events("FILE_FAILED")[-1].args["reason"]
+    assert sorted(p.name for p in sequences.iterdir()) == ["pass1.toml"]
+
+    assert r.rig.send("FILE_DOWNLINK", name="sequences/pass1.toml").completed  # what the board holds, fetched
+    r.run(30)
+    assert (r.root / "downlink/sequences/pass1.toml").read_bytes() == GOOD_SEQUENCE
+    started = r.rig.send("SEQUENCE_START", name="pass1")
+    assert started.completed and started.result["steps"] == 2
+    assert r.rig.send("SEQUENCE_ABORT").completed
+    assert r.rig.send("FILE_DELETE", name="sequences/pass1.toml").completed
+    assert not (sequences / "pass1.toml").exists()
+
+
+@pytest.mark.req("FIL-011", "FIL-007", "AGT-081")
+def test_the_running_sequence_s_file_is_neither_replaced_by_an_upload_nor_deleted(files_rig):
+    """A run resumes after a restart only from the very file it started from (its digest): while it runs, an upload
+    of its name is refused and FILE_DELETE of it is BUSY, each naming SEQUENCE_ABORT; once it has ended, both go."""
+    r = files_rig
+    sequences = r.rig.config.state_dir / "sequences"
+    sequences.mkdir()
+    (sequences / "pass1.toml").write_bytes(GOOD_SEQUENCE)
+    assert r.rig.send("SEQUENCE_START", name="pass1").completed
+    newer = GOOD_SEQUENCE.replace(b"wait_s = 100", b"wait_s = 5")
+    assert _put_sequence(r, newer, "sequences/pass1.toml").state == "failed"
+    stored = r.rig.events("SEQUENCE_STORED")[-1].args
+    assert not stored["ok"] and "the file of the running sequence pass1 (at step 1)" in stored["reason"], stored
+    assert "SEQUENCE_ABORT" in stored["reason"]
+    deleted = r.rig.send("FILE_DELETE", name="sequences/pass1.toml")
+    assert deleted.failure.code is FailureCode.BUSY and "SEQUENCE_ABORT" in deleted.failure.reason
+    assert (sequences / "pass1.toml").read_bytes() == GOOD_SEQUENCE
+    assert r.rig.hk()["sequence_running"] == "pass1"
+
+    assert r.rig.send("SEQUENCE_ABORT").completed
+    assert _put_sequence(r, newer, "sequences/pass1.toml").state == "done"
+    assert (sequences / "pass1.toml").read_bytes() == newer and r.rig.events("SEQUENCE_STORED")[-1].args["ok"]
+    assert r.rig.send("FILE_DELETE", name="sequences/pass1.toml").completed
+
+
+@pytest.mark.req("FIL-009")
+def test_inputs_made_on_board_are_deleted_file_keep_done_s_after_a_job_took_them_and_past_their_bound(files_rig,
+                                                                                                    monkeypatch):
+    """Found in review: incoming/done/ was cleaned only of the inputs the ground sent; those made on board (a
+    camera's, the harness's capture-NNNNNN.npy) stayed for good, so done/ grew without bound. Each is now deleted
+    file_keep_done_s after a job took it, and the oldest taken at once past the bound (files or bytes); never one a
+    transfer sends, never by this rule one the ground sent (the list of files it has cleans those); each said and
+    counted."""
+    from flight.agent import files as agent_files
+
+    r = files_rig
+    monkeypatch.setattr(agent_files, "DONE_KEEP", 4)
+    assert r.rig.send("SET_PARAM", name="file_keep_done_s", value="3600").completed
+    done = r.area / "incoming" / "done"
+    done.mkdir(parents=True)
+    (r.root / "uplink/up.npy").write_bytes(b"u" * 1000)
+    r.entity.put("uplink/up.npy", "incoming/up.npy")  # sent by the ground
+    r.run(30)
+    os.replace(r.area / "incoming/up.npy", done / "up.npy")  # taken, as a continuous job moves it
+
+    def made(*ks: int, size: int = 100) -> None:  # taken by a job, as the worker moves a camera's file
+        for k in ks:
+            (done / f"capture-{k:06d}.npy").write_bytes(b"c" * size)
+
+    def captures_deleted() -> list[dict]:
+        return [e.args for e in r.rig.events("FILE_DELETED") if "capture-" in e.args["name"]]
+
+    made(0, 1, 2)
+    r.rig.advance(2)
+    r.rig.clock.advance(100)
+    made(3, 4)
+    assert r.rig.send("FILE_DOWNLINK", name="incoming/done/capture-000000.npy").completed  # wanted: kept meanwhile
+    r.rig.advance(2)
+    deleted = captures_deleted()
+    assert [d["name"] for d in deleted] == ["incoming/done/capture-000001.npy"]  # 5 made on board, 4 kept
+    assert "over 4 files" in deleted[0]["reason"] and "the oldest taken goes first" in deleted[0]["reason"]
+    assert (done / "up.npy").exists() and r.rig.hk()["inputs_removed"] == 1
+
+    r.rig.clock.advance(3600 - 140)
+    r.rig.advance(2)
+    assert len(captures_deleted()) == 1  # not yet kept file_keep_done_s
+    r.rig.clock.advance(60)
+    r.rig.advance(2)
+    deleted = captures_deleted()
+    assert [d["name"] for d in deleted[1:]] == ["incoming/done/capture-000002.npy"]
+    assert "taken by a job" in deleted[1]["reason"] and "(file_keep_done_s)" in deleted[1]["reason"]
+    up = [e.args for e in r.rig.events("FILE_DELETED") if e.args["name"] == "incoming/done/up.npy"]
+    assert len(up) == 1 and "the ground confirmed it" in up[0]["reason"]  # its own rule, from when it came up
+    assert sorted(p.name for p in done.iterdir()) == ["capture-000000.npy", "capture-000003.npy",
+                                                      "capture-000004.npy"]
+
+    monkeypatch.setattr(agent_files, "DONE_KEEP_BYTES", 350)
+    made(5, size=200)  # 500 bytes made on board (000000's kept for its downlink): the oldest go until 350 are left
+    r.rig.advance(2)
+    assert [d["name"] for d in captures_deleted()[2:]] == ["incoming/done/capture-000003.npy",
+                                                         "incoming/done/capture-000004.npy"]
+    assert "or 0 MiB of them are kept" in captures_deleted()[-1]["reason"]
+    r.rig.clock.advance(3600)
+    r.rig.advance(2)
+    assert sorted(p.name for p in done.iterdir()) == ["capture-000000.npy"]  # its downlink waits for the ground
+    assert r.rig.hk()["inputs_removed"] == 5 and r.rig.hk()["files_failed"] == 0
+
+
+@pytest.mark.req("FIL-006", "FIL-011", "SEC-006")
+def test_sequences_are_confined_to_the_state_directory_s_sequences_as_the_file_area_s_tops_are(files_rig, tmp_path):
+    """sequences/ is another directory than the file area (the state directory's): names there are confined there
+    alike. A link in it leading out, or sequences/ itself a link, is neither listed, deleted through, sent from nor
+    written through, and nothing outside changes."""
+    r = files_rig
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.toml").write_bytes(GOOD_SEQUENCE)
+    sequences = r.rig.config.state_dir / "sequences"
+    sequences.mkdir()
+    os.symlink(outside / "evil.toml", sequences / "evil.toml")
+    for command, args in (("FILE_DELETE", {"name": "sequences/evil.toml"}),
+                          ("FILE_DOWNLINK", {"name": "sequences/evil.toml"})):
+        refused = r.rig.send(command, **args)
+        assert refused.failure.code is FailureCode.BAD_ARGUMENTS and "leads outside" in refused.failure.reason
+    assert _put_sequence(r, BAD_SEQUENCE.replace(b"pass1", b"evil"), "sequences/evil.toml").state == "failed"
+    assert (outside / "evil.toml").read_bytes() == GOOD_SEQUENCE
+    os.unlink(sequences / "evil.toml")
+    os.rmdir(sequences)
+    os.symlink(outside, sequences)
+    for command, args in (("FILE_LIST", {"directory": "sequences"}), ("FILE_DELETE", {"name": "sequences/evil.toml"})):
+        refused = r.rig.send(command, **args)
+        assert refused.failure.code is FailureCode.BAD_ARGUMENTS and "(a link)" in refused.failure.reason
+    assert _put_sequence(r, GOOD_SEQUENCE.replace(b"pass1", b"new"), "sequences/new.toml").state == "failed"
+    assert sorted(p.name for p in outside.iterdir()) == ["evil.toml"]
+    assert (outside / "evil.toml").read_bytes() == GOOD_SEQUENCE

@@ -207,7 +207,9 @@ class Agent:
         self.files = FileManager(compute_dir, self.state_dir, self.link, self.codec.encode_file_pdu_tm, self.clock,
                                  events(FileManager), self.params, self.link_service.contact_age_s,
                                  auto_skip=frozenset({WORKER_LOG}),  # the live log: its rotated copies go instead
-                                 in_use=lambda name: self.compute.file_in_use(name))  # a job's checkpoint, data set
+                                 # a job's checkpoint, data set; the running sequence's file
+                                 in_use=lambda name: self.scheduler.file_in_use(name) or self.compute.file_in_use(name),
+                                 sequence_check=lambda name, path: self.scheduler.check_upload(name, path))
         self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,

@@ -1,11 +1,18 @@
 """Files to and from the ground: the agent's CFDP entity, its file area and its commands.
 
 - **The file area** is the compute directory. The ground may send into ``staging/`` (models
-  for MODEL_INSTALL), ``incoming/`` (inputs for continuous jobs) and ``data/`` (data sets);
+  for MODEL_INSTALL), ``incoming/`` (inputs for continuous jobs), ``data/`` (data sets) and
+  ``sequences/`` (stored sequences: the state directory's, where SEQUENCE_START finds them);
   the agent sends from those and from ``products/``, ``checkpoints/`` and ``logs/``. Every name
   is confined (:mod:`flight.files.filestore`); the model store (``models/``) is never listed,
   sent or deleted through here, and a file a compute job still to run needs (a training job's
-  checkpoint, a job's data set: the ``in_use`` port) is not deleted until the job has ended.
+  checkpoint, a job's data set) or the running sequence runs from (the ``in_use`` port) is not
+  deleted until the job or the run has ended.
+- **Sequences up**: only ``sequences/NAME.toml`` of a name SEQUENCE_START takes, at most 64 KiB
+  (refused from the metadata), and only where the scheduler's checks pass once it is whole
+  (``sequence_check``: SEQUENCE_START's, but for the reach of its waits) and it is not the running
+  sequence's file; a refused file is not put in place and one there before is kept. Each is said
+  (``SEQUENCE_STORED``, the step and key named), so the operator knows before starting it.
 - **PDUs** come in as TC(141,1) on APID FILES (the link service hands them here; any valid
   packet is contact) and go out as TM(141,1), live only (CFDP is its own retransmission), at
   most ``file_rate_bps`` and never more than :data:`FILE_BACKLOG_S` of a serial line queued
@@ -17,9 +24,14 @@
   stated clean-up rule: a file the ground has is deleted ``file_keep_done_s`` later: one in
   ``products/`` from when the ground confirmed its downlink (class 2), one in ``incoming/done/``
   (an input a job has taken) from when it came up from the ground.
+- **Inputs made on board** (a camera's, in ``incoming/done/`` once a job took them; the ground
+  never had them, their products keep their ``source_sha256``): deleted ``file_keep_done_s`` after
+  they were taken (first seen there, agent time), and the oldest at once past :data:`DONE_KEEP`
+  files or :data:`DONE_KEEP_BYTES`, never while a transfer sends one; each said (``FILE_DELETED``)
+  and counted (``inputs_removed``).
 - **Files no job takes**: a file in ``incoming/`` that no continuous job will ever take (a hidden name,
-  a write never finished; a name not ``*.npy``; anything in a directory of its own but ``done/`` and
-  ``rejected/``, which the worker bounds) is deleted once it has been there unchanged for
+  a write never finished; a name not ``*.npy``; anything in a directory of its own but ``done/``, bounded
+  above, and ``rejected/``, which the worker bounds) is deleted once it has been there unchanged for
   :data:`JUNK_AFTER_S`, never while a transfer sends or receives it or a job still to run needs it;
   each is said (``FILE_DELETED``) and counted (``incoming_removed``).
 - **Disk**: below ``disk_reserve_mb`` free, new incoming files are refused (the sender is told:
@@ -38,6 +50,7 @@ from typing import Any, Callable
 
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort
+from flight.agent.schedule import SEQUENCES_DIR, check_sequence_upload
 from flight.clock import Clock
 from flight.files.entity import FILE_BACKLOG_S, EntityConfig, FileEntity, FileError, Transfer
 from flight.files.filestore import MAX_DEPTH, NameRefused, resolve
@@ -49,8 +62,8 @@ from flight.storage import CorruptFile, printable, quarantine, read_checked_json
 
 AGENT_ENTITY_ID = 2
 GROUND_ENTITY_ID = 1
-UPLINK_TOPS = frozenset({"staging", "incoming", "data"})
-DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data"})
+UPLINK_TOPS = frozenset({"staging", "incoming", "data", SEQUENCES_DIR})
+DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data", SEQUENCES_DIR})
 AUTO_DOWNLINK = {"products": 2, "checkpoints": 6, "logs": 8}   # top directory -> queue priority
 CLEANED = ("products", "incoming/done")                          # deleted once the ground has them
 BURST_S = 0.5           # the token bucket holds this much of file_rate_bps
@@ -63,21 +76,29 @@ RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change
 INCOMING_OWN = ("done", "rejected")  # incoming/'s directories of taken and refused inputs: the worker's
 JUNK_AFTER_S = 600.0  # a file in incoming/ that no job takes, unchanged this long (agent time), is deleted
 JUNK_PER_LOOK = 16  # of those, deleted (each said) at most per housekeeping period: a flood goes over periods
+DONE = "incoming/done"  # inputs a continuous job has taken (the worker moves them there)
+DONE_KEEP = 256  # of those made on board, kept at most (files): a camera's file every 10 s is 8640 a day
+DONE_KEEP_BYTES = 1 << 30  # ... and bytes: four of the largest input a job takes (worker.MAX_INCOMING_BYTES)
+DONE_PER_LOOK = 16  # of those, deleted (each said) at most per housekeeping period
 
 
 class FileManager(Component):
     NAME = "files"
     COMMANDS = ("FILE_DOWNLINK", "FILE_CANCEL", "FILE_LIST", "FILE_DELETE", "FILE_STATUS")
     EVENTS = ("FILE_STARTED", "FILE_RECEIVED", "FILE_SENT", "FILE_FAILED", "FILE_RESTARTED", "FILES_SUSPENDED",
-              "FILES_RESUMED", "FILE_DELETED", "DISK_LOW")
+              "FILES_RESUMED", "FILE_DELETED", "DISK_LOW", "SEQUENCE_STORED")
     CHANNELS = tuple(c.name for c in FILE_CHANNELS)
 
     def __init__(self, root: Path, state_dir: Path, link: FlightLink, encode_tm: Callable[[bytes, float], bytes],
                  clock: Clock, emit: EventPort, params: Any, contact_age_s: Callable[[], float],
                  config: EntityConfig | None = None, auto_skip: frozenset[str] = frozenset(),
-                 in_use: Callable[[str], str | None] = lambda name: None):
+                 in_use: Callable[[str], str | None] = lambda name: None,
+                 sequence_check: Callable[[str, Path], tuple[bool, str]] | None = None):
         """``in_use(name)``: whose a file of the area is where a job still to run needs it (the compute
-        supervisor's: a training job's checkpoint, a job's data set), else None; FILE_DELETE refuses it."""
+        supervisor's: a training job's checkpoint, a job's data set) or the running sequence runs from it (the
+        scheduler's), else None; FILE_DELETE refuses it, and an upload over it. ``sequence_check(sequence, path)``:
+        the scheduler's check of a sequence file come up, before it is put in place ((ok, what or why)); without
+        it no sequence is taken."""
         self.root = Path(root)
         self.link = link
         self._encode_tm = encode_tm
@@ -98,11 +119,16 @@ class FileManager(Component):
         self._tokens_at = clock.monotonic_s()
         self._disk_low = False
         self._free_mb: float | None = None
+        # sequences/ is the state directory's, where the scheduler runs them from: the file area's names for it
+        self._roots = {SEQUENCES_DIR: Path(state_dir)}
         self.entity = FileEntity(AGENT_ENTITY_ID, GROUND_ENTITY_ID, self.root, clock.monotonic_s,
                                  read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS,
                                  state_path=Path(state_dir) / "files.json", config=config,
-                                 on_change=self._changed, utc_s=clock.now_s)
+                                 on_change=self._changed, utc_s=clock.now_s, roots=self._roots)
         self.entity.admit_incoming = self._admit_incoming
+        self.entity.admit_file = self._admit_file
+        self._sequence_check = sequence_check
+        self._sequences_checked: dict[str, str] = {}  # sequences/NAME.toml -> what the check said, until in place
         self._known: set[str] = set()   # files the auto-downlink has queued, or refused, in this run
         self._in_use = in_use
         self._auto_skip = auto_skip  # files still being written (the worker's live log): sent on command only
@@ -116,6 +142,9 @@ class FileManager(Component):
         self._junk_seen: dict[str, tuple[tuple[int, int, int], float]] = {}
         self._junk_walk: tuple[dict[str, tuple[int, int, int]], float] | None = None  # its directories' stamps, when
         self._junk_removed = 0
+        # board-made inputs in incoming/done/ -> (inode, size, mtime ns) and the monotonic s they were first seen there
+        self._done_seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+        self._done_removed = 0
 
     # --- PDUs -----------------------------------------------------------------------------------
 
@@ -171,6 +200,7 @@ class FileManager(Component):
         self.entity.expire_resumable()
         self._clean_delivered()
         self._sweep_incoming()
+        self._bound_done()
         if self._params["file_auto_downlink"]:
             self._auto_downlink()
         self.flush()
@@ -212,6 +242,33 @@ class FileManager(Component):
                 full = (f"a file of {size_bytes / 1e6:.1f} MB would leave {self._free_mb - size_bytes / 1e6:.0f} MB "
                         f"free, under disk_reserve_mb {reserve:.0f}")
         return full
+
+    def _admit_file(self, name: str, size_bytes: int, partial: Path | None) -> str | None:
+        """The entity's ``admit_file``: a file coming in to ``sequences/`` (the others have no rule of their own here)
+        is a sequence SEQUENCE_START could find, at most 64 KiB, not the running sequence's file, and, once whole
+        (``partial``), one the scheduler's checks pass; a reason refuses it (the file there before is kept)."""
+        if name.partition("/")[0] != SEQUENCES_DIR:
+            return None
+        try:
+            sequence = check_sequence_upload(name, size_bytes, "destination")
+        except NameRefused as exc:
+            return str(exc)
+        whose = self._in_use(name)
+        if whose:
+            return (f"destination: {name!r} is {whose[:120]}: SEQUENCE_ABORT it or let it end first; a resume needs the "
+                    "file it started from")
+        if partial is None:
+            return None
+        if self._sequence_check is None:
+            return f"destination: {name!r}: this agent has no scheduler to check sequences"
+        try:
+            ok, said = self._sequence_check(sequence, partial)
+        except Exception as exc:  # noqa: BLE001 - a check that breaks refuses the file, never the agent
+            ok, said = False, f"{name}: not checked ({type(exc).__name__}: {exc})"
+        if not ok:
+            return said
+        self._sequences_checked[name] = said  # said as it is put in place (SEQUENCE_STORED)
+        return None
 
     def _check_disk(self) -> None:
         try:
@@ -438,6 +495,64 @@ class FileManager(Component):
                        reason=f"no job takes it (continuous jobs take incoming/*.npy; a hidden name is a write never "
                               f"finished), unchanged for {now - since:.0f} s")
 
+    def _bound_done(self) -> None:
+        """Delete the inputs made on board (not sent up: the ground never had them) that a continuous job took, in
+        incoming/done/: ``file_keep_done_s`` after they were taken (first seen there, agent time: a restart times
+        them again, so never sooner), and the oldest taken at once past DONE_KEEP files or DONE_KEEP_BYTES; never one
+        a transfer sends or a job needs. Each said (FILE_DELETED) and counted (``inputs_removed``), at most
+        DONE_PER_LOOK a period. Why: only those the ground sent were ever deleted, so a camera's filled the disk (found
+        in review); their products keep their ``source_sha256``. One the ground sent goes by the list of files it
+        has (:meth:`_clean_delivered`)."""
+        before = self._listings.get(DONE)
+        names = self._names_under(DONE)
+        after = self._listings.get(DONE)
+        now = self._clock.monotonic_s()
+        if after is None or after is not before:  # walked: what is there now, each timed from when first seen
+            seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+            for name in names:
+                stamp = None if name in self._delivered else _stamp_of(self.root / name)
+                if stamp is None:
+                    continue
+                old = self._done_seen.get(name)
+                seen[name] = (stamp, old[1] if old is not None and old[0] == stamp else now)
+            self._done_seen = seen
+        count = len(self._done_seen)
+        total = sum(stamp[1] for stamp, _since in self._done_seen.values())
+        keep_s = float(self._params["file_keep_done_s"])
+        busy = {n for t in self.entity.transfers.values() for n in (t.source, t.dest)}
+        removed = 0
+        for name, (stamp, since) in sorted(self._done_seen.items(), key=lambda item: (item[1][1], item[0])):
+            over = count > DONE_KEEP or total > DONE_KEEP_BYTES
+            if removed >= DONE_PER_LOOK or not (over or now - since >= keep_s):
+                break  # the oldest first: none after it is due either
+            if name in busy or name in self._delivered or self._in_use(name):
+                continue
+            path = self.root / name
+            try:
+                if _stamp_of(path) != stamp:  # another input of its name taken since: timed from now
+                    del self._done_seen[name]
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                del self._done_seen[name]
+                continue
+            except OSError as exc:
+                if name not in self._not_deleted:
+                    self._not_deleted.add(name)
+                    self._delete_failures += 1
+                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
+                               reason=f"not deleted (an input made on board, taken): {exc.strerror or exc}"[:200])
+                continue
+            del self._done_seen[name]
+            self._not_deleted.discard(name)
+            count, total = count - 1, total - stamp[1]
+            removed += 1
+            self._done_removed += 1
+            why = (f"over {DONE_KEEP} files or {DONE_KEEP_BYTES >> 20} MiB of them are kept, the oldest taken goes "
+                   "first" if over else f"taken by a job {now - since:.0f} s ago (file_keep_done_s)")
+            self._emit("FILE_DELETED", name=printable(name)[:200],
+                       reason=f"an input made on board: {why}; its product keeps its source_sha256")
+
     def _still_delivered(self, name: str) -> bool:
         """Whether the file at ``name`` is still the one the ground has (as stamped when it went; one whose entry
         has no stamp, or that is gone, is taken to be)."""
@@ -496,6 +611,7 @@ class FileManager(Component):
         if t is None:
             return
         name = t.source if t.direction == "out" else (t.dest or t.transaction or t.id)
+        sequence_in = t.direction == "in" and name.startswith(SEQUENCES_DIR + "/")
         if what in ("started", "resumed"):
             self._emit("FILE_STARTED", transfer=t.id, direction=t.direction, name=name[:200])
         elif what == "restarted":
@@ -506,12 +622,19 @@ class FileManager(Component):
                 # The ground sent it, so the ground has it: once a job has taken it (moved to
                 # incoming/done/), it goes by the same rule as a product the ground confirmed.
                 self._remember("incoming/done/" + name.split("/", 1)[1], _stamp_of(self.root / name))
+            if sequence_in:
+                self._emit("SEQUENCE_STORED", name=name[:200], ok=True,
+                           reason=self._sequences_checked.pop(name, "stored")[:200])
         elif what == "done":
             self._emit("FILE_SENT", transfer=t.id, name=name[:200], bytes=int(t.size or 0), reason=t.reason[:200])
             if t.cls == 2:
                 self._remember(t.source, t.hashed)  # the file as it was when it went (the entity's)
         elif what in ("failed", "cancelled"):
             self._emit("FILE_FAILED", transfer=t.id, name=name[:200], reason=(t.reason or what)[:200])
+            if sequence_in:
+                self._sequences_checked.pop(name, None)
+                self._emit("SEQUENCE_STORED", name=name[:200], ok=False,
+                           reason=f"not stored: {t.reason or what}"[:200])
 
     def _remember(self, name: str, stamp: list[int] | tuple[int, int, int] | None = None) -> None:
         """The ground has ``name`` from now, the file ``stamp`` says (inode, size, mtime ns): it may be cleaned
@@ -563,7 +686,7 @@ class FileManager(Component):
     def _downlink(self, req: CommandRequest) -> dict[str, Any]:
         name = req.args["name"]
         try:  # checked here too, so that the reason names the argument
-            resolve(self.root, name, DOWNLINK_TOPS, "name")
+            resolve(self.root, name, DOWNLINK_TOPS, "name", self._roots)
         except NameRefused as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
         if name.count("/") + 1 > MAX_NAME_DEPTH:
@@ -589,7 +712,7 @@ class FileManager(Component):
         directory = req.args["directory"]
         directory = directory[:-1] if directory.endswith("/") else directory  # "products/"; "/products" is absolute
         try:
-            path = resolve(self.root, directory, DOWNLINK_TOPS | UPLINK_TOPS, "directory")
+            path = resolve(self.root, directory, DOWNLINK_TOPS | UPLINK_TOPS, "directory", self._roots)
         except NameRefused as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
         if not path.is_dir():
@@ -610,7 +733,7 @@ class FileManager(Component):
     def _delete(self, req: CommandRequest) -> dict[str, Any]:
         name = req.args["name"]
         try:
-            path = resolve(self.root, name, DOWNLINK_TOPS | UPLINK_TOPS, "name")
+            path = resolve(self.root, name, DOWNLINK_TOPS | UPLINK_TOPS, "name", self._roots)
         except NameRefused as exc:
             raise CommandFailed(str(exc), FailureCode.BAD_ARGUMENTS) from None
         busy = self._busy(name)
@@ -623,9 +746,10 @@ class FileManager(Component):
         if not path.is_file():
             raise CommandFailed(f"name: no file {name!r}", FailureCode.BAD_ARGUMENTS)
         whose = self._in_use(name)
-        if whose:  # a running training job's checkpoint, deleted, lost its resume (found in audit)
-            raise CommandFailed(f"name: {name!r} is {whose[:120]}: kept until the job ends (JOB_CANCEL ends it)",
-                                FailureCode.BUSY)
+        if whose:  # a running training job's checkpoint, deleted, lost its resume (found in audit); so would a run
+            run = name.startswith(SEQUENCES_DIR + "/")
+            ends = "the run ends (SEQUENCE_ABORT" if run else "the job ends (JOB_CANCEL"
+            raise CommandFailed(f"name: {name!r} is {whose[:120]}: kept until {ends} ends it)", FailureCode.BUSY)
         try:
             size = path.stat().st_size
             path.unlink()
@@ -656,6 +780,7 @@ class FileManager(Component):
             "file_bytes_out": c["bytes_out"],
             "files_suspended": self.entity.suspended,
             "incoming_removed": self._junk_removed,
+            "inputs_removed": self._done_removed,
             "disk_free_mb": None if self._free_mb is None or not math.isfinite(self._free_mb) else round(self._free_mb, 1),
         }
 

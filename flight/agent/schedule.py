@@ -54,7 +54,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6
     import tomli as tomllib
 
-from flight.agent.file_args import check_file_arguments
+from flight.agent.file_args import SEQUENCE, check_file_arguments, check_value
 from flight.files.filestore import NameRefused
 from flight.link.definitions import DICTIONARY, SCHEDULE_MAX_AHEAD_S
 from flight.link.dictionary import INT_BOUNDS, ArgumentError, Command, Dictionary, FailureCode, ValueType
@@ -76,6 +76,7 @@ NOT_SCHEDULABLE_PREFIXES = ("SCHEDULE_", "SEQUENCE_")
 
 MAX_STEPS = 256  # steps in one sequence: more is a procedure for the ground, not a stored sequence
 MAX_SEQUENCE_BYTES = 64 * 1024  # a sequence file's text, uplinked: 256 steps fit many times over
+SEQUENCES_DIR = "sequences"  # STATE_DIR/sequences/NAME.toml; the name a file sent up there goes by too
 SEQUENCE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_WAIT_S = MAX_AHEAD_S  # a relative wait: no longer than a time tag may reach ahead
 MAX_TIMEOUT_S = 86400.0  # a command's completion or a telemetry condition: a day at most
@@ -681,6 +682,27 @@ class Sequence:
     source: str
     digest: str
     description: str = ""
+
+
+def check_sequence_upload(name: str, size_bytes: int | None, field: str = "name") -> str:
+    """The sequence a file sent up as ``name`` (``sequences/NAME.toml``) of ``size_bytes`` (None: not known) would be:
+    NAME one SEQUENCE_START takes, the file at most :data:`MAX_SEQUENCE_BYTES`. Checked by the ground before it sends
+    and by the agent from the file's metadata, so that nothing SEQUENCE_START could never find or read lands in
+    sequences/ nor goes up for nothing. :class:`NameRefused` naming ``field`` and the rule."""
+    top, _, rest = name.partition("/")
+    if top != SEQUENCES_DIR or "/" in rest or not rest.endswith(".toml"):
+        raise NameRefused(f"{field}: {name!r}: a sequence goes up as {SEQUENCES_DIR}/NAME.toml, NAME as "
+                          "SEQUENCE_START names it")
+    sequence = rest[:-len(".toml")]
+    try:
+        check_value(SEQUENCE, field, sequence)
+    except NameRefused:
+        raise NameRefused(f"{field}: {name!r}: {sequence!r} is not a sequence name (1 to 32 letters, digits, "
+                          "'_', '.' or '-', starting with a letter or digit)") from None
+    if size_bytes is not None and size_bytes > MAX_SEQUENCE_BYTES:
+        raise NameRefused(f"{field}: {name!r} is {size_bytes} bytes; a sequence file is at most {MAX_SEQUENCE_BYTES} "
+                          f"bytes ({MAX_SEQUENCE_BYTES // 1024} KiB): split the sequence")
+    return sequence
 
 
 def load_sequence(path: Path | str, dictionary: Dictionary = DICTIONARY, *, power_modes: PowerModes | None = None,

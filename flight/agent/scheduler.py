@@ -11,6 +11,9 @@ files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
   each step (atomic, checksummed) and resumed after a restart, checked again as ``SEQUENCE_START``
   checks it (or ended, ``SEQUENCE_DONE``), a command cut off by the reset counting as failed,
   never sent again.
+- A sequence file sent up by CFDP is checked here before the file manager puts it in place
+  (:meth:`Scheduler.check_upload`), and the running sequence's file is not deleted nor replaced
+  (:meth:`Scheduler.file_in_use`): a resume needs the very file the run started from.
 - The loop wakes for the next release or wait (:meth:`Scheduler.next_due_s`, monotonic):
   nothing polls.
 """
@@ -29,11 +32,13 @@ from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.file_args import SEQUENCE, check_value
 from flight.agent.ports import Component, EventPort
 from flight.agent.schedule import (
+    SEQUENCES_DIR,
     Finished,
     PowerModes,
     ScheduleEntry,
     ScheduleError,
     SendCommand,
+    Sequence,
     SequenceError,
     SequenceRun,
     TimeSchedule,
@@ -366,20 +371,51 @@ class Scheduler(Component):
         path = self._path_of(name)
         if not path.is_file():
             raise CommandFailed(f"name: no sequence {name} in the sequences directory", FailureCode.BAD_ARGUMENTS)
+        sequence = self._checked(name, path)
         try:
-            sequence = load_sequence(path, power_modes=self._power_modes)
-            if sequence.name != name:  # a run resumes after a restart from the file of its name (an audit: not found)
-                raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is "
-                                    f"found by its file, after a restart too: name it {name!r} or the file "
-                                    f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
             run = SequenceRun(sequence, now) if state is None else SequenceRun.from_state(sequence, state)
             run.check_reach(now)
         except SequenceError as exc:
-            raise CommandFailed(str(exc).replace(str(self.sequences_dir), "sequences"), FailureCode.BAD_ARGUMENTS) \
+            raise CommandFailed(str(exc).replace(str(self.sequences_dir), SEQUENCES_DIR), FailureCode.BAD_ARGUMENTS) \
                 from None
-        except OSError as exc:
-            raise CommandFailed(f"sequence {name} unreadable: {exc.strerror or exc}") from None
         return run
+
+    def _checked(self, name: str, path: Path) -> Sequence:
+        """The sequence in ``path`` as ``sequences/NAME.toml``: parsed, each step against the dictionary and the
+        board's power modes, its name the file's. The checks of a start, a resume and an upload
+        (:meth:`check_upload`), so that each refuses the same files; :class:`CommandFailed` naming
+        ``sequences/NAME.toml``, the step and the key."""
+        try:
+            sequence = load_sequence(path, power_modes=self._power_modes)
+        except SequenceError as exc:
+            raise CommandFailed(str(exc).replace(str(path), f"{SEQUENCES_DIR}/{name}.toml"),
+                                FailureCode.BAD_ARGUMENTS) from None
+        if sequence.name != name:  # a run resumes after a restart from the file of its name (an audit: not found)
+            raise CommandFailed(f"sequences/{name}.toml: name {sequence.name!r} is not the file's; a sequence is "
+                                f"found by its file, after a restart too: name it {name!r} or the file "
+                                f"{sequence.name}.toml", FailureCode.BAD_ARGUMENTS)
+        return sequence
+
+    def check_upload(self, name: str, path: Path) -> tuple[bool, str]:
+        """A sequence file come up by CFDP for ``sequences/NAME.toml``, at ``path`` before it is put in place: (True,
+        what it is) where SEQUENCE_START would take it, else (False, why, the step and key named), so that the
+        operator knows at once and a bad file never replaces a good one. The reach of its waits is SEQUENCE_START's
+        alone: a ``wait_until``'s depends on when the run starts."""
+        try:
+            sequence = self._checked(name, path)
+        except CommandFailed as exc:
+            return False, exc.reason
+        return True, (f"{SEQUENCES_DIR}/{name}.toml: {len(sequence.steps)} steps, digest {sequence.digest}, checked "
+                      f"against the dictionary and the board's power modes; SEQUENCE_START {name} runs it")
+
+    def file_in_use(self, name: str) -> str | None:
+        """Whose the file area's ``name`` is where the running sequence runs from it (``sequences/NAME.toml``), else
+        None: the file manager neither deletes nor replaces it (a resume after a restart needs the very file the run
+        started from, its digest: a file changed under a run would end it at the next restart)."""
+        run = self.run
+        if run is not None and name == f"{SEQUENCES_DIR}/{run.sequence.name}.toml":
+            return f"the file of the running sequence {run.sequence.name} (at step {run.index})"
+        return None
 
     def _start(self, req: CommandRequest) -> dict[str, Any]:
         if self.run is not None:

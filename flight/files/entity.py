@@ -26,7 +26,12 @@ it matters):
 - **Files in place only when whole.** A transaction writes into its own partial file; when
   cfdp-py has verified the CRC-32 of a complete file, the file's SHA-256 is checked against the
   one the sender put in the Metadata PDU (a message to the user), fsynced and renamed to its
-  name (:mod:`flight.files.filestore` confines names).
+  name (:mod:`flight.files.filestore` confines names). A top directory kept elsewhere (``roots``:
+  the agent's ``sequences/``, in its state directory, perhaps another file system) gets a copy
+  written beside the file's place first, then renamed: atomic there too.
+- **The owner's rules for a file** (:attr:`FileEntity.admit_file`): asked with the name and size
+  the metadata declares, and again with the file whole and checked before it is put in place; a
+  reason refuses it (the agent's sequences: their name, their size, their steps).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ import copy
 import hashlib
 import heapq
 import itertools
+import shutil
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -63,7 +70,8 @@ from spacepackets.seqcount import ProvidesSeqCount
 from spacepackets.util import ByteFieldU16
 
 from flight.files import timebase
-from flight.files.filestore import PARTIAL_DIR, ConfinedFilestore, NameRefused, ReceivingFilestore, resolve
+from flight.files.filestore import PARTIAL_DIR, ConfinedFilestore, NameRefused, ReceivingFilestore, check_file_name, \
+    resolve
 from flight.storage import CorruptFile, install_file, quarantine, read_checked_json, write_checked_json
 
 def _own_lost_segment_trackers() -> None:
@@ -294,16 +302,20 @@ class FileEntity:
                  state_path: Path | str | None = None, config: EntityConfig | None = None,
                  on_change: Callable[[str, Transfer | None], None] | None = None,
                  utc_s: Callable[[], float] = time.time,
-                 before_install: Callable[[str, str], Callable[[], None] | None] | None = None):
+                 before_install: Callable[[str, str], Callable[[], None] | None] | None = None,
+                 roots: Mapping[str, Path] | None = None):
         """``clock_s``: the owner's monotonic seconds; ``utc_s``: its UTC, for the record. ``read_tops``/``write_tops``: the top
         directories under ``root`` it may send from / receive into (None: any). ``before_install(name, sha256)``:
         called when a file received whole and checked is about to replace whatever ``name`` holds, so the owner
         can keep that (the ground keeps every file that came down: ground/files.py); it may return how to undo
         that, called where the file then cannot be put in place. An OSError from it refuses the file, said to the
-        sender. None: the new file replaces the old (the agent's uploads)."""
+        sender. None: the new file replaces the old (the agent's uploads). ``roots``: top directories kept under
+        another directory than ``root`` (the agent's ``sequences/``, in its state directory), names in them confined
+        there (:func:`~flight.files.filestore.resolve`)."""
         self.local_id, self.peer_id = int(local_id), int(peer_id)
         self.root = Path(root)
         self.read_tops, self.write_tops = read_tops, write_tops
+        self.roots = {top: Path(where) for top, where in (roots or {}).items()}
         self.config = config or EntityConfig()
         self._clock_s = clock_s
         self._utc_s = utc_s
@@ -336,6 +348,10 @@ class FileEntity:
         # Asked when a transaction comes in (size None) and when its metadata says its size: a
         # reason refuses it (a full disk), None admits.
         self.admit_incoming: Callable[[int | None], str | None] = lambda size_bytes: None
+        # The owner's rules for a file by its name: asked with the destination and the size its metadata declares
+        # (``partial`` None), then once the file is whole and checked with its data (``partial``), before it is put
+        # in place. A reason refuses it (a filestore rejection, said to the sender); the file there before is kept.
+        self.admit_file: Callable[[str, int, Path | None], str | None] = lambda name, size_bytes, partial: None
         self._next_request = 1
         self._seq = _SeqCounter(1, self._save)
         self._load()
@@ -348,7 +364,7 @@ class FileEntity:
             positive_ack_timer_expiration_limit=self.config.ack_limit, check_limit=2,
             disposition_on_cancellation=True, immediate_nak_mode=True,
             nak_timer_interval_seconds=self.config.nak_timer_s, nak_timer_expiration_limit=self.config.nak_limit)])
-        self._send_store = ConfinedFilestore(self.root, self.read_tops)
+        self._send_store = ConfinedFilestore(self.root, self.read_tops, self.roots)
         self._held_for: str | None = None  # the transfer whose file the send store holds a snapshot of
         self._source = SourceHandler(self._local, _User(self, self._send_store),
                                      self._remotes, _CheckTimers(self.config.check_timer_s), self._seq)
@@ -385,7 +401,7 @@ class FileEntity:
         transfer starts (found in audit: seconds for a GiB, the link stalled); sent only if the file is then
         still the one it was taken of (inode, size, modification time), else the file is hashed as without."""
         try:
-            path = resolve(self.root, source, self.read_tops, "source")
+            path = resolve(self.root, source, self.read_tops, "source", self.roots)
         except NameRefused as exc:
             raise FileError(str(exc)) from None
         if not path.is_file():
@@ -513,7 +529,7 @@ class FileEntity:
             entry = self._open_incoming(tid, pdu)
         entry.heard_s = self.now_s()
         if _is_directive(pdu, DirectiveType.METADATA_PDU) and entry.vfs.refuse is None:
-            entry.vfs.refuse = self.admit_incoming(int(pdu.file_size))  # room for this file?
+            self._admit(entry, pdu.dest_file_name, int(pdu.file_size))
         if _is_directive(pdu, DirectiveType.EOF_PDU) and pdu.transmission_mode == TransmissionMode.ACKNOWLEDGED \
                 and entry.handler.step.name not in _TAKES_EOF:
             # An EOF sent again because our ACK was lost, after the handler has moved on to asking
@@ -531,9 +547,22 @@ class FileEntity:
         entry.handler.state_machine(pdu)
         self._step_incoming(tid, entry)
 
+    def _admit(self, entry: _Incoming, dest: str | None, size_bytes: int) -> None:
+        """A file's metadata: room for it, and the owner's rules for its name and size; a refusal is set for its
+        first write, and names the file in the reports where its name is a plain one (a refused file had none)."""
+        refuse = self.admit_incoming(size_bytes)
+        if refuse is None and dest:
+            refuse = self.admit_file(dest, size_bytes, None)
+        entry.vfs.refuse = refuse
+        if refuse is not None and dest and not entry.transfer.dest:
+            try:
+                entry.transfer.dest = check_file_name(dest, self.write_tops, "destination")
+            except NameRefused:
+                pass
+
     def _open_incoming(self, tid: str, pdu) -> _Incoming:
         partial = self.root / PARTIAL_DIR / f"{tid}.part"
-        vfs = ReceivingFilestore(self.root, self.write_tops, partial)
+        vfs = ReceivingFilestore(self.root, self.write_tops, partial, self.roots)
         vfs.refuse = self.admit_incoming(None)
         user = _User(self, vfs)
         handler = DestHandler(self._local, user, self._remotes, _CheckTimers(self.config.check_timer_s))
@@ -832,15 +861,22 @@ class FileEntity:
             self._discard_partial(entry.vfs.partial)
             return
         try:
-            final = resolve(self.root, entry.vfs.dest_name or "", self.write_tops, "destination")
-            sha = _sha256_file(entry.vfs.partial, entry.vfs.partial.stat().st_size)
+            dest = entry.vfs.dest_name or ""
+            final = resolve(self.root, dest, self.write_tops, "destination", self.roots)
+            size = entry.vfs.partial.stat().st_size
+            sha = _sha256_file(entry.vfs.partial, size)
             if entry.user.expected_sha256 is not None and sha != entry.user.expected_sha256:
                 self._refuse_received(entry, fp, ConditionCode.FILE_CHECKSUM_FAILURE, FileStatus.DISCARDED_DELIBERATELY,
                                       f"SHA-256 {sha[:16]}… is not the sender's {entry.user.expected_sha256[:16]}…")
                 return
-            undo = self._before_install(entry.vfs.dest_name or "", sha) if self._before_install is not None else None
+            refused = self.admit_file(dest, size, entry.vfs.partial)
+            if refused is not None:
+                self._refuse_received(entry, fp, ConditionCode.FILESTORE_REJECTION,
+                                      FileStatus.DISCARDED_FILESTORE_REJECTION, refused)
+                return
+            undo = self._before_install(dest, sha) if self._before_install is not None else None
             try:
-                install_file(entry.vfs.partial, final)
+                self._install(entry.vfs.partial, final, dest)
             except OSError:
                 if undo is not None:  # what it did for a file that did not come to be put in place
                     undo()
@@ -851,6 +887,22 @@ class FileEntity:
             return
         t.sha256, t.progress = sha, t.size or t.progress
         self._settle(t, "done", "received, CRC-32 and SHA-256 checked")
+
+    def _install(self, partial: Path, final: Path, dest: str) -> None:
+        """The whole, checked file put at ``final`` atomically (fsync, rename). In a top directory kept elsewhere
+        (``roots``), perhaps on another file system, where no rename reaches: copied beside its place first, under a
+        hidden name the next file of that name writes over, then renamed."""
+        if dest.partition("/")[0] not in self.roots:
+            install_file(partial, final)
+            return
+        beside = final.parent / f".{final.name}.part"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(partial, beside)
+            install_file(beside, final)
+        finally:
+            beside.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
     def _refuse_received(self, entry: _Incoming, fp, condition: ConditionCode, status: FileStatus,
                          reason: str) -> None:

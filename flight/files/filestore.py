@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from cfdppy.filestore import NativeFilestore
@@ -69,11 +70,16 @@ def check_file_name(name: str, tops: frozenset[str], field: str = "name") -> str
     return rel
 
 
-def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "name") -> Path:
+def resolve(root: Path, name: str, tops: frozenset[str] | None, field: str = "name",
+            roots: Mapping[str, Path] | None = None) -> Path:
     """``root/name`` after :func:`check_name`, refused if links lead it outside ``root`` or, for a
     name in a directory, outside that directory (a link under ``products/`` to a model or to
-    ``jobs.json`` stays in the file area, but not where the name may reach)."""
+    ``jobs.json`` stays in the file area, but not where the name may reach). ``roots``: top directories
+    kept under another directory than ``root`` (the agent's ``sequences/``, in its state directory), each
+    confined there as the others are in ``root``."""
     rel = check_name(name, tops, field)
+    if roots:
+        root = Path(roots.get(rel.partition("/")[0], root))
     path = root / rel
     real = os.path.realpath(path)
     top, _, rest = rel.partition("/")
@@ -103,10 +109,11 @@ class ConfinedFilestore(NativeFilestore):
     """cfdp-py's filestore over ``root``: every path it is given is a confined name (read for
     what we send: ``read_tops``)."""
 
-    def __init__(self, root: Path, read_tops: frozenset[str] | None):
+    def __init__(self, root: Path, read_tops: frozenset[str] | None, roots: Mapping[str, Path] | None = None):
         super().__init__()
         self.root = Path(root)
         self.read_tops = read_tops
+        self.roots = roots  # top directories kept elsewhere (:func:`resolve`)
         self._snapshot: tuple[str, Path] | None = None  # (the name sent, its snapshot)
         self._held_size: tuple[str, int] | None = None  # (the name sent, its size when the snapshot was taken)
 
@@ -117,7 +124,7 @@ class ConfinedFilestore(NativeFilestore):
         Its size is held too (:meth:`file_size`): a file appended to as it goes (a log) is sent as long as
         it was, so the SHA-256 taken now covers what goes (a hard link shares what is appended)."""
         self.release()
-        path = resolve(self.root, name, self.read_tops, "source")
+        path = resolve(self.root, name, self.read_tops, "source", self.roots)
         snap = self.root / PARTIAL_DIR / SEND_SNAPSHOT
         try:
             snap.parent.mkdir(exist_ok=True)
@@ -141,7 +148,7 @@ class ConfinedFilestore(NativeFilestore):
         name = str(file).replace(os.sep, "/")
         if self._snapshot is not None and name == self._snapshot[0]:
             return self._snapshot[1]
-        return resolve(self.root, name, self.read_tops)
+        return resolve(self.root, name, self.read_tops, roots=self.roots)
 
     def read_data(self, file: Path, offset: int | None, read_len: int | None = None) -> bytes:
         return _read(self._path(file), offset, read_len)
@@ -183,10 +190,12 @@ class ReceivingFilestore(NativeFilestore):
     """One incoming transaction's view: its destination name (checked against ``write_tops``)
     stands for its partial file, which is all it may write."""
 
-    def __init__(self, root: Path, write_tops: frozenset[str] | None, partial: Path):
+    def __init__(self, root: Path, write_tops: frozenset[str] | None, partial: Path,
+                 roots: Mapping[str, Path] | None = None):
         super().__init__()
         self.root = Path(root)
         self.write_tops = write_tops
+        self.roots = roots  # top directories kept elsewhere (:func:`resolve`)
         self.partial = partial
         self.dest_name: str | None = None
         self.refusal: str | None = None
@@ -200,7 +209,7 @@ class ReceivingFilestore(NativeFilestore):
         if self.dest_name is None:
             try:
                 check_file_name(name, self.write_tops, "destination")
-                resolve(self.root, name, self.write_tops, "destination")
+                resolve(self.root, name, self.write_tops, "destination", self.roots)
             except NameRefused as exc:
                 self.refusal = str(exc)
                 raise

@@ -270,7 +270,8 @@ PARAMETERS += (
               "(its timers stop) until the ground is heard again"),
     Parameter("file_keep_done_s", 0x0072, ValueSpec(T.F64, "s", 0.0, 365 * 86400.0), 86400.0,
               "A product or a processed input whose downlink the ground has confirmed (CFDP class 2, Finished) "
-              "is deleted this long after (products/, incoming/done/)"),
+              "is deleted this long after (products/, incoming/done/); an input made on board, this long after a "
+              "job took it"),
     Parameter("file_auto_downlink", 0x0074, ValueSpec(T.BOOL), False,
               "Queue each new file in products/ (priority 2), checkpoints/ (6) and logs/ (8) for downlink by "
               "itself; off: only FILE_DOWNLINK sends"),
@@ -826,6 +827,9 @@ FILE_CHANNELS = (
     Channel("incoming_removed", T.U32, "count", "Files deleted from incoming/ since the agent started that no job "
             "takes (a hidden name, a name not *.npy, or in a directory other than done/ and rejected/), each once "
             "there unchanged for 600 s (FILE_DELETED says each)", Limits(warn_high=1)),
+    Channel("inputs_removed", T.U32, "count", "Inputs made on board (not sent up) that a continuous job took, "
+            "deleted from incoming/done/ since the agent started: file_keep_done_s after taken, or the oldest past "
+            "256 files or 1 GiB of them (FILE_DELETED says each)"),
 )
 
 PACKETS = (
@@ -1132,6 +1136,10 @@ EVENTS = (
           "SEQUENCE_START began a stored sequence", ("name", "steps")),
     Event("SEQUENCE_DONE", 0x00B4, Severity.ACTIVITY_HI, "Sequence {name} ended, ok={ok}: {reason}",
           "A stored sequence finished, failed or was aborted", ("name", "ok", "reason")),
+    Event("SEQUENCE_STORED", 0x00B6, Severity.ACTIVITY_HI, "Sequence file {name} stored={ok}: {reason}",
+          "A sequence file sent up to sequences/ (CFDP), checked as SEQUENCE_START checks it: put in place (ok), or "
+          "refused and not put in place, a file of its name there before kept (the step and key named)",
+          ("name", "ok", "reason")),
     Event("CONTACT_PREDICTED", 0x0093, Severity.ACTIVITY_LO,
           "Pass over {station} in {aos_in_s:.0f} s for {duration_s:.0f} s (max elevation {max_elevation_deg:.1f} deg)",
           "A ground-station pass predicted from the TLE and the station's elevation mask (once per pass, three hours "
@@ -1156,8 +1164,9 @@ EVENTS = (
     Event("FILES_RESUMED", 0x00C6, Severity.ACTIVITY_LO, "File transfers resumed after {gap_s:.0f} s",
           "The ground is heard again: suspended transactions go on", ("gap_s",)),
     Event("FILE_DELETED", 0x00C7, Severity.ACTIVITY_HI, "File {name} deleted: {reason}",
-          "FILE_DELETE, the clean-up of a product the ground has (file_keep_done_s), or of a file in incoming/ that "
-          "no job takes (incoming_removed)", ("name", "reason")),
+          "FILE_DELETE, the clean-up of a product the ground has (file_keep_done_s), of a file in incoming/ that "
+          "no job takes (incoming_removed), or of an input made on board that a job took (inputs_removed)",
+          ("name", "reason")),
     Event("DISK_LOW", 0x00C8, Severity.WARNING_HI, "Disk low: {free_mb:.0f} MB free (reserve {reserve_mb:.0f} MB); "
           "{refused}", "Free space fell under disk_reserve_mb: new work and incoming files are refused",
           ("free_mb", "reserve_mb", "refused")),
