@@ -39,7 +39,8 @@ is named), and every query takes one. What it keeps:
 - ``passes``: completeness per pass and APID (``ground.completeness``): when the pass began
   and ended (ground clock), the live packets' time span, packets received live, played back,
   duplicates dropped and sequence counts missing within the pass, as the ground server last
-  counted them (:meth:`Archive.record_passes`, :meth:`Archive.passes`).
+  counted them (:meth:`Archive.record_passes`, :meth:`Archive.passes`); a restarted server
+  goes on with the last one (:meth:`Archive.last_pass`).
 
 - ``file_transfers``: every file transfer (``ground.files``): who asked for it, which way,
   the agent's name and the ground's, size, SHA-256, class, how it ended and when
@@ -121,7 +122,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, HkPacket, Limits, Severity, ValueType
 from flight.link.messages import Codec, EventRecord, HkRecord, ParamRecord, PlanRecord, Stage, Verification
 from flight.link.packets import PacketError, Service, Subtype, Telemetry, unpack
-from ground.completeness import PassCounts, PassReport, packet_key
+from ground.completeness import HORIZON_S, MAX_KEYS, PassCounts, PassReport, packet_key
 
 if TYPE_CHECKING:
     from ground.client import CommandResult, GroundClient, Received
@@ -2276,6 +2277,38 @@ class Archive:
                           for apid, _e, _f, _l, rec, played, dups, missing in rows), spacecraft))
         return out
 
+    def last_pass(self, spacecraft: str = DEFAULT_SPACECRAFT, max_keys: int = MAX_KEYS,
+                  horizon_s: float = HORIZON_S) -> tuple[PassReport, list[tuple[int, int, int]]] | None:
+        """The newest pass as last written (every few seconds and at the server's stop), and the keys
+        ((apid, seq_count, time_ms)) of the packets archived within its live packet-time span: the newest
+        ``max_keys``, none more than ``horizon_s`` before its last. What a restarted ground server needs to go
+        on counting it (``CompletenessTracker.resume``); None if there is none."""
+        if max_keys < 0 or not horizon_s >= 0:
+            raise ValueError(f"max_keys {max_keys} and horizon_s {horizon_s}: at least 0")
+        if not self._key_tables:
+            return None
+        with self._lock:
+            sc = self._sc_lookup(spacecraft)
+            (start,) = self._db.execute("SELECT max(start_s) FROM passes WHERE sc = ?", (sc,)).fetchone()
+            if start is None:
+                return None
+            rows = self._db.execute(
+                "SELECT apid, end_s, first_ms, last_ms, received, played_back, duplicates, missing FROM passes "
+                "WHERE sc = ? AND start_s = ? ORDER BY apid", (sc, start)).fetchall()
+            first = min((r[2] for r in rows if r[2] is not None), default=None)
+            last = max((r[3] for r in rows if r[3] is not None), default=None)
+            keys: list[tuple[int, int, int]] = []
+            if first is not None and last is not None:
+                lo = max(first, last - int(horizon_s * 1000.0))
+                for (apid, *_rest) in rows:
+                    keys += [(apid, seq, t) for t, seq in self._db.execute(
+                        "SELECT time_ms, seq_count FROM packet_keys WHERE sc = ? AND apid = ? AND time_ms BETWEEN ? "
+                        "AND ? ORDER BY time_ms DESC LIMIT ?", (sc, apid, lo, last, max_keys - len(keys)))]
+        report = PassReport(1, start, max(r[1] for r in rows), first, last, False,
+                            tuple((apid, PassCounts(rec, played, dups, missing))
+                                  for apid, _e, _f, _l, rec, played, dups, missing in rows))
+        return report, keys
+
     # --- file transfers ------------------------------------------------------------------------
 
     def record_file_transfer(self, record: Mapping[str, Any], spacecraft: str = DEFAULT_SPACECRAFT) -> None:
@@ -2771,9 +2804,10 @@ class ArchiveRecorder:
     packets are the oldest dropped, and counted (``dropped``); :attr:`failing` says so meanwhile.
 
     Each batch commits durably (``batch(durable=True)``). With ``collect_keys`` the keys
-    (:func:`~ground.completeness.packet_key`) of the packets committed, and of those dropped,
-    wait for :meth:`take_keys`: the ground server acknowledges to the agent's store only what
-    the archive holds (found in audit: it acknowledged packets held only in memory).
+    (:func:`~ground.completeness.packet_key`) of the packets committed, of those dropped, and of
+    those the archive already had, wait for :meth:`take_keys`: the ground server acknowledges to
+    the agent's store only what the archive holds (found in audit: it acknowledged packets held
+    only in memory), and counts a packet archived before its restart as a duplicate, not as new.
     """
 
     def __init__(self, archive: Archive, batch_packets: int = 500, max_delay_s: float = 0.5,
@@ -2799,6 +2833,7 @@ class ArchiveRecorder:
         self.collect_keys = collect_keys
         self._committed_keys: list[tuple[int, int, int]] = []  # for take_keys (collect_keys)
         self._lost_keys: list[tuple[int, int, int]] = []
+        self._copy_keys: list[tuple[int, int, int]] = []  # committed ones the archive had already
         self._oldest_mono = 0.0
         self._queue_lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -2857,9 +2892,12 @@ class ArchiveRecorder:
                 return 0
             try:
                 dups = 0
+                copies: list[Received] = []
                 with self.archive.batch(durable=True):
                     for item, received_s in batch:
-                        dups += self.archive.record(item, received_s, self.spacecraft) is None
+                        if self.archive.record(item, received_s, self.spacecraft) is None:
+                            dups += 1
+                            copies.append(item)
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error (locked, disk full) or a closed archive
                 with self._queue_lock:
                     self._pending[:0] = batch  # back to the front, in order, for the next try
@@ -2874,8 +2912,10 @@ class ArchiveRecorder:
                 return 0
             if self.collect_keys:  # committed, on disk: now the agent may delete them (found in audit)
                 keys = [k for k in (_item_key(item) for item, _ in batch) if k is not None]
+                had = [k for k in map(_item_key, copies) if k is not None]
                 with self._queue_lock:
                     self._committed_keys.extend(keys)
+                    self._copy_keys.extend(had)
             if self._failing:
                 print(f"archive: writing again after {self.errors} failed attempt(s)", file=sys.stderr)
                 self._failing = False
@@ -2901,12 +2941,15 @@ class ArchiveRecorder:
         """The last write the database refused, and packets wait for the next try."""
         return self._failing
 
-    def take_keys(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """The keys of the packets committed, and of those dropped, since the last call (``collect_keys``)."""
+    def take_keys(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """The keys of the packets committed, of those dropped, and of those among the committed that
+        the archive already had (``CompletenessTracker.committed``'s ``copies``), since the last call
+        (``collect_keys``); taken together, so that a copy is never told apart from its commit."""
         with self._queue_lock:
             committed, self._committed_keys = self._committed_keys, []
             lost, self._lost_keys = self._lost_keys, []
-        return committed, lost
+            copies, self._copy_keys = self._copy_keys, []
+        return committed, lost, copies
 
     def statistics(self) -> RecorderStatistics:
         with self._queue_lock:

@@ -26,7 +26,11 @@ every packet the ground takes in and answers:
   restart at 0 with every boot;
 - :meth:`~CompletenessTracker.passes`: per pass (reception with no silence longer than
   ``pass_gap_s`` on the ground's clock), per APID: packets received live, played back,
-  duplicates dropped, and still missing within the pass's live packet-time span.
+  duplicates dropped, and still missing within the pass's live packet-time span. A restarted
+  ground server goes on with the pass its archive last recorded (:meth:`~CompletenessTracker.resume`):
+  heard again within ``pass_gap_s`` of that pass's end, it is the same pass (found in review: a
+  restart mid-pass split it in two), and a packet the archive had before the restart is a
+  duplicate there, not new (:meth:`~CompletenessTracker.committed`'s ``copies``).
 
 Bounded memory, said plainly: keys older than ``horizon_s`` of packet time before the newest
 live packet are forgotten, and the oldest beyond ``max_keys`` (about 100 bytes each). A packet
@@ -37,6 +41,7 @@ are not counted. Passes beyond ``max_passes`` are forgotten too (the archive kee
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -189,7 +194,8 @@ class CompletenessTracker:
         self._unsorted: set[int] = set()
         self._new: dict[int, set[int]] = {}       # apid -> keys to acknowledge
         self.hold_acks = bool(hold_acks)
-        self._held: dict[int, set[int]] = {}      # apid -> keys taken in, not yet committed (hold_acks)
+        # apid -> key -> (its pass, 0 live or 1 played back): taken in, not yet committed (hold_acks)
+        self._held: dict[int, dict[int, tuple[_Pass, int]]] = {}
         self._boots: list[int] = []               # boot start times (packet time, ms), sorted
         self._boot_seen: dict[int, int] = {}      # boot start -> the latest packet time its housekeeping was seen
         self._passes: list[_Pass] = []
@@ -201,6 +207,8 @@ class CompletenessTracker:
         self.received = 0
         self.played_back = 0
         self.duplicates = 0
+        self.archived_copies = 0  # of the duplicates, those new here that the archive already had (a restart)
+        self.archived_copies_played_back = 0  # of them, those taken as played back (not in ``played_back`` now)
         self.forgotten = 0
         self.known_from_ms: int | None = None
 
@@ -234,7 +242,10 @@ class CompletenessTracker:
         if order and key < order[-1]:
             self._unsorted.add(apid)
         order.append(key)
-        (self._held if self.hold_acks else self._new).setdefault(apid, set()).add(key)
+        if self.hold_acks:
+            self._held.setdefault(apid, {})[key] = (current, 1 if played_back else 0)
+        else:
+            self._new.setdefault(apid, set()).add(key)
         self._newest_ms = time_ms if self._newest_ms is None else max(self._newest_ms, time_ms)
         self.received += 1
         if played_back:
@@ -289,6 +300,39 @@ class CompletenessTracker:
             if p.first_ms is not None and p.first_ms <= time_ms <= p.last_ms:
                 p.dirty = True
 
+    def resume(self, report: PassReport, keys: Iterable[tuple[int, int, int]] = ()) -> None:
+        """Go on counting a pass recorded before (a restarted ground server's last, from its
+        archive): reception within ``pass_gap_s`` of its ``end_s`` continues it, its counts
+        carried on, a later one begins the next pass. ``keys`` ((apid, seq_count, time_ms)): the
+        packets the archive holds within its live span, so that its missing counts stay right
+        and their copies are duplicates. Only before any packet; ValueError naming the field for a
+        report that does not hold together (a damaged row: nothing is taken from it)."""
+        if self._passes or self._count:
+            raise ValueError("resume: only before any packet is taken in")
+        if not (math.isfinite(report.start_s) and math.isfinite(report.end_s) and report.start_s <= report.end_s):
+            raise ValueError(f"pass end_s {report.end_s} before start_s {report.start_s} (or not finite)")
+        if (report.first_ms is None) != (report.last_ms is None) or (
+                report.first_ms is not None and report.first_ms > report.last_ms):
+            raise ValueError(f"pass first_ms {report.first_ms} and last_ms {report.last_ms}: both or neither, "
+                             "first not after last")
+        counts: dict[int, list[int]] = {}
+        for apid, c in report.apids:
+            if min(c.received, c.played_back, c.duplicates) < 0:
+                raise ValueError(f"pass APID {apid}: received, played_back and duplicates at least 0, not "
+                                 f"{c.received}, {c.played_back}, {c.duplicates}")
+            counts[apid] = [c.received, c.played_back, c.duplicates]
+        packed: dict[int, set[int]] = {}
+        for apid, seq, time_ms in keys:
+            if not 0 <= seq <= MAX_SEQ_COUNT:
+                raise ValueError(f"key of APID {apid}: sequence count {seq} outside 0..{MAX_SEQ_COUNT}")
+            packed.setdefault(apid, set()).add(_pack(time_ms, seq))
+        for apid, got in packed.items():
+            self._keys[apid] = got
+            self._order[apid] = sorted(got)
+            self._count += len(got)
+        self._passes.append(_Pass(max(1, report.index), report.start_s, report.end_s, report.first_ms,
+                                  report.last_ms, counts, dirty=False))
+
     @property
     def pass_index(self) -> int:
         """The current pass's number (0 before any packet): it changes when a new pass begins."""
@@ -296,19 +340,41 @@ class CompletenessTracker:
 
     # --- acknowledgements ------------------------------------------------------------------
 
-    def committed(self, keys: Iterable[tuple[int, int, int]]) -> None:
+    def committed(self, keys: Iterable[tuple[int, int, int]], copies: Iterable[tuple[int, int, int]] = ()) -> None:
         """The archive has committed these packets ((apid, seq_count, time_ms), as :func:`packet_key`):
-        they go into the next acknowledgement."""
+        they go into the next acknowledgement. ``copies``: those among them the archive had already
+        (taken in by a server since restarted, played back again): counted as duplicates in their
+        pass, not as new (found in review: a restart mid-pass counted them as new playback)."""
+        for apid, seq, time_ms in copies:
+            self._recount(apid, _pack(time_ms, seq))
         for apid, seq, time_ms in keys:
             key = _pack(time_ms, seq)
             self._release(apid, key)
             self._new.setdefault(apid, set()).add(key)
 
+    def _recount(self, apid: int, key: int) -> None:
+        """A key held as new that the archive already had: a duplicate in the pass that counted it."""
+        where = self._held.get(apid, {}).get(key)
+        if where is None:
+            return  # not held (no hold_acks, or let go at the bound): nothing counted it as new here
+        p, which = where
+        self._release(apid, key)
+        counts = p.counts.setdefault(apid, [0, 0, 0])
+        counts[which] -= 1
+        counts[2] += 1
+        p.dirty = True
+        self.received -= 1
+        self.duplicates += 1
+        self.archived_copies += 1
+        if which == 1:
+            self.played_back -= 1
+            self.archived_copies_played_back += 1
+
     def _release(self, apid: int, key: int) -> None:
         """``key`` of ``apid`` no longer waits for the archive."""
         held = self._held.get(apid)
         if held is not None:
-            held.discard(key)
+            held.pop(key, None)
             if not held:
                 del self._held[apid]
 

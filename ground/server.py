@@ -14,7 +14,8 @@ Threads:
   every ``STORE_ACK_PERIOD_S`` once the agent has been heard it acknowledges what arrived and,
   with an archive, the archive has committed (TC(15,130); with nothing new, an empty one says the
   ground listens and starts playback; none while the archive refuses to write),
-  and every ``PASS_WRITE_PERIOD_S`` it files each pass's completeness in the archive. A
+  and every ``PASS_WRITE_PERIOD_S`` (and at the stop) it files each pass's completeness in the
+  archive; started again, it goes on with the pass the archive recorded last. A
   command whose outcome is unknown (acknowledged, its completion not come in its window)
   stays in the queue, ``unknown``: its report, live or played back, settles it, and at the
   next contact (a new pass) the ground asks the agent again with the same cmd_id, which the
@@ -287,9 +288,9 @@ class SpacecraftLink:
                     tm_sn_path=None if state is None else state / f"{self.id}.tm_sn")
             # With an archive, a packet is acknowledged to the agent's store (which then deletes it) only
             # once the archive has committed it (found in audit: acknowledged from memory, lost in a crash).
-            client = GroundClient(link, self.dictionary,
-                                  tracker=CompletenessTracker(pass_gap_s=self.server.pass_gap_s,
-                                                              hold_acks=self.server.archive is not None))
+            tracker = CompletenessTracker(pass_gap_s=self.server.pass_gap_s, hold_acks=self.server.archive is not None)
+            self._resume_pass(tracker)
+            client = GroundClient(link, self.dictionary, tracker=tracker)
             files_config = self.server.config.files
             self.files = GroundFiles(client, self.server.files_dir / self.id, rate_bps=files_config.rate_bps,
                                      los_s=files_config.los_s, send_command=self._file_command,
@@ -336,6 +337,9 @@ class SpacecraftLink:
                     self._tick()
         finally:
             try:
+                if self.recorder is not None:  # what the archive had already is counted before the last write
+                    self.recorder.flush()
+                    self._settle_keys(client)
                 self._write_passes(client)
             except Exception as exc:  # noqa: BLE001 - stopping goes on; the rows are as last written
                 print(f"sunlit-ground server: {self.id}: passes not archived at stop: {exc}", file=sys.stderr)
@@ -347,9 +351,18 @@ class SpacecraftLink:
     @property
     def duplicates(self) -> int:
         """Packets dropped because the ground had them: by the client (played back again, a
-        reply's stream copy, a resend) and here (the same bytes again)."""
+        reply's stream copy, a resend), here (the same bytes again), and by the archive (had
+        before a restart of this server)."""
         client = self.client
-        return self._recent_duplicates + (client.duplicates if client is not None else 0)
+        if client is None:
+            return self._recent_duplicates
+        return self._recent_duplicates + client.duplicates + client.tracker.archived_copies
+
+    @property
+    def played_back(self) -> int:
+        """New packets taken out of playback containers: not those the archive already had."""
+        client = self.client
+        return client.played_back - client.tracker.archived_copies_played_back if client is not None else 0
 
     # --- file transfer (ground.files): its commands through the queue, its news out -------
 
@@ -440,10 +453,7 @@ class SpacecraftLink:
         outcomes. While the archive refuses to write nothing is acknowledged, not even "listening"
         (found in audit): its playback would only pile up in memory; the agent keeps it all."""
         now = time.monotonic()
-        if self.recorder is not None:
-            committed, lost = self.recorder.take_keys()
-            client.tracker.committed(committed)
-            client.tracker.lost(lost)
+        self._settle_keys(client)
         if self.connected and now >= self._next_ack_s:
             self._next_ack_s = now + STORE_ACK_PERIOD_S
             if self.recorder is not None and self.recorder.failing:
@@ -462,6 +472,32 @@ class SpacecraftLink:
             # shown as missing, and the console warned for ever after any loss of signal). Past the keys held, unknown.
             tracker = client.tracker
             self.gaps_open = tracker.missing(from_ms=tracker.known_from_ms)
+
+    def _settle_keys(self, client: GroundClient) -> None:
+        """Tell the tracker what the archive committed (to acknowledge), had already (a duplicate, not
+        new) and dropped (new again when played back)."""
+        if self.recorder is not None:
+            committed, lost, copies = self.recorder.take_keys()
+            client.tracker.committed(committed, copies)
+            client.tracker.lost(lost)
+
+    def _resume_pass(self, tracker: CompletenessTracker) -> None:
+        """Go on with the pass the archive recorded last (``CompletenessTracker.resume``): a server
+        restarted mid-pass (an upgrade, a crash) that hears the link within ``pass_gap_s`` of that
+        pass's last reception continues it, not a second pass (found in review). One that cannot
+        be read or does not hold together is said and counted, and counting starts afresh."""
+        archive = self.server.archive
+        if archive is None:
+            return
+        try:
+            found = archive.last_pass(self.id, max_keys=tracker.max_keys, horizon_s=tracker.horizon_ms / 1000.0)
+            if found is not None:
+                tracker.resume(*found)
+        except Exception as exc:  # noqa: BLE001 - the passes are bookkeeping, not a reason not to start
+            self.internal_errors += 1
+            self.link_error = f"archive: last pass not resumed: {type(exc).__name__}: {exc}"
+            return
+        self._pass_index = tracker.pass_index  # the same pass, not contact after a silence
 
     def _write_passes(self, client: GroundClient) -> None:
         changed = client.tracker.take_changed(time.time())
@@ -762,7 +798,7 @@ class SpacecraftLink:
             "duplicates": self.duplicates,
             "gaps_missing": self.gaps_open,  # sequence counts still missing, as of the last pass write
             "lost_live": client.gaps.missing if client else 0,  # counts the live link skipped (playback may fill them)
-            "played_back": client.played_back if client else 0,
+            "played_back": self.played_back,
             "store_acks": client.store_acks if client else 0,
             # counted where nobody saw them (an audit): acknowledgements the link refused, and the completeness
             # tracker's keys never acknowledged or let go (the agent plays those again; gaps before known_from_ms

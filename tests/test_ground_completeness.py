@@ -24,7 +24,7 @@ from flight.link.messages import AckRun, Codec, Stage, Verification
 from flight.link.packets import Service, Subtype, pack_tm, unpack
 from ground.archive import Archive, ArchiveRecorder
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
-from ground.completeness import CompletenessTracker, Gap, PassCounts, packet_key
+from ground.completeness import CompletenessTracker, Gap, PassCounts, PassReport, packet_key
 from ground.queue import CommandQueue, State, Timeouts
 from tests.inproc import InProcessAgent
 from tests.test_ground_archive import AGENT_HK, T0_S, agent_hk_values, archive_cli, decoded, intake
@@ -598,6 +598,78 @@ def test_what_the_agent_sent_while_nobody_listened_is_archived_once_when_the_gro
         rig.close()
 
 
+@pytest.mark.req("GND-040", "GND-041")
+def test_a_restarted_ground_goes_on_with_its_last_pass_and_counts_what_the_archive_had_as_duplicates(tmp_path):
+    """Found in review: a ground server restarted mid-pass split the pass in two and counted what the
+    agent played back again (archived, not yet acknowledged) as new playback. A restarted server's
+    tracker goes on with the archive's last pass when it hears the link within the pass gap of that
+    pass's end, and a packet the archive had is a duplicate: known at intake (the keys of the pass's
+    live span), or found by the archive (one played back in it from before that span)."""
+    codec = Codec(DICTIONARY)
+    old = codec.encode_hk(AGENT_HK.sid, agent_hk_values(99), T0_S - 600)  # made in a silence before the pass
+    raws = hk_packets(codec, 12)
+    archive = Archive(tmp_path / "ground.sqlite")
+    recorder = ArchiveRecorder(archive, max_delay_s=3600.0, collect_keys=True)
+
+    def take(tracker: CompletenessTracker, raw: bytes, received_s: float, played_back: bool = False) -> bool:
+        new = tracker.add(*key_of(raw), received_s, played_back)
+        if new:
+            recorder(decoded(codec, raw))
+        return new
+
+    def file(tracker: CompletenessTracker) -> None:  # what the server does every few seconds and at its stop
+        recorder.flush()
+        committed, _lost, copies = recorder.take_keys()
+        tracker.committed(committed, copies)
+        archive.record_passes(tracker.take_changed())
+
+    first = CompletenessTracker(pass_gap_s=60.0, hold_acks=True)
+    for i in (0, 1, 2, 4, 5, 6, 7):  # live; count 3 lost
+        take(first, raws[i], T0_S + i)
+    take(first, old, T0_S + 5, played_back=True)
+    file(first)
+    assert archive.passes()[0].totals == PassCounts(received=7, played_back=1, missing=1)
+
+    second = CompletenessTracker(pass_gap_s=60.0, hold_acks=True)  # the server restarted: the same archive
+    second.resume(*archive.last_pass())
+    assert second.take_changed() == [], "nothing new to write until the link is heard"
+    # heard 23 s after the pass's last reception: the same pass. Played back again: 6 and 7 (archived, in the
+    # pass's live span), the old one (archived, played back in it); 3 for the first time. Then live again.
+    assert not take(second, raws[6], T0_S + 30, played_back=True)
+    assert not take(second, raws[7], T0_S + 30, played_back=True)
+    assert take(second, old, T0_S + 30, played_back=True), "not in the live span: only the archive knows it"
+    assert take(second, raws[3], T0_S + 30, played_back=True)
+    for i in (8, 9):
+        take(second, raws[i], T0_S + 31 + i)
+    file(second)
+    (one,) = archive.passes()
+    assert (one.start_s, one.end_s) == (T0_S, T0_S + 40), "one pass, continued across the restart"
+    assert one.totals == PassCounts(received=9, played_back=2, duplicates=3, missing=0)
+    assert second.archived_copies == second.archived_copies_played_back == 1 and second.played_back == 1
+    assert second.take_runs() and recorder.statistics().duplicates == 1
+
+    third = CompletenessTracker(pass_gap_s=60.0, hold_acks=True)  # restarted again, and silent for longer
+    third.resume(*archive.last_pass())
+    assert not take(third, raws[9], T0_S + 101, played_back=True)  # 61 s after: a pass of its own
+    take(third, raws[10], T0_S + 102)
+    file(third)
+    again, new = archive.passes()
+    assert again.start_s == T0_S and again.totals == one.totals, "the earlier pass as it was"
+    assert new.start_s == T0_S + 101 and new.totals == PassCounts(received=1, duplicates=1)
+
+    with pytest.raises(ValueError, match="only before any packet"):
+        third.resume(*archive.last_pass())
+    report, keys = archive.last_pass()
+    damaged = PassReport(1, report.start_s, report.start_s - 1.0, report.first_ms, report.last_ms, False, report.apids)
+    with pytest.raises(ValueError, match="end_s"):
+        CompletenessTracker().resume(damaged, keys)
+    with pytest.raises(ValueError, match="sequence count"):
+        CompletenessTracker().resume(report, [(AGENT, 1 << 14, 0)])
+    assert archive.last_pass("sunlit-2") is None
+    recorder.close()
+    archive.close()
+
+
 @pytest.mark.req("GND-041")
 def test_only_what_the_archive_committed_durably_is_acknowledged_and_what_it_dropped_is_taken_again(tmp_path):
     """Found in audit: the ground acknowledged packets held only in memory (the agent deletes what is
@@ -623,8 +695,8 @@ def test_only_what_the_archive_committed_durably_is_acknowledged_and_what_it_dro
         recorder(decoded(codec, raw))
     assert recorder.flush() == 0 and recorder.failing
     assert recorder.statistics().dropped == 1
-    committed, lost = recorder.take_keys()
-    assert committed == [] and lost == [key_of(raws[0])]
+    committed, lost, copies = recorder.take_keys()
+    assert committed == [] and lost == [key_of(raws[0])] and copies == []
     tracker.committed(committed)
     tracker.lost(lost)
     assert tracker.take_runs() == [], "nothing the archive does not hold is acknowledged"
@@ -633,8 +705,8 @@ def test_only_what_the_archive_committed_durably_is_acknowledged_and_what_it_dro
     assert tracker.add(*key_of(raws[0]), received_s=1.0, played_back=True), "a dropped packet is new again"
     blocker.execute("COMMIT")
     assert recorder.flush() == 3 and not recorder.failing
-    committed, lost = recorder.take_keys()
-    assert committed == [key_of(r) for r in raws[1:]] and lost == []
+    committed, lost, copies = recorder.take_keys()
+    assert committed == [key_of(r) for r in raws[1:]] and lost == [] and copies == []
     assert synchronous[-1] == 2, "the recorder's commit is synced (FULL), not left to the next checkpoint"
     assert archive._db.execute("PRAGMA synchronous").fetchone()[0] == 1, "other writes stay NORMAL"
     tracker.committed(committed)
@@ -642,7 +714,7 @@ def test_only_what_the_archive_committed_durably_is_acknowledged_and_what_it_dro
     assert tracker.take_runs() == [AckRun(AGENT, 1, 3, ms[1], ms[3])]
     plain = ArchiveRecorder(archive, max_delay_s=3600.0)  # nobody takes its keys: it keeps none
     plain(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(9), T0_S + 9)))
-    assert plain.flush() == 1 and plain.take_keys() == ([], [])
+    assert plain.flush() == 1 and plain.take_keys() == ([], [], [])
     blocker.close()
     archive.close()
 
@@ -812,6 +884,113 @@ def test_the_server_acknowledges_only_what_its_archive_holds_and_nothing_while_i
     archived = {s for (s,) in reader.execute("SELECT seq_count FROM packet_keys WHERE apid = ?", (AGENT,))}
     reader.close()
     assert held <= archived
+
+
+@pytest.fixture
+def agent_servers(start_agent, short_dir, tmp_path, monkeypatch):
+    """A real agent (a subprocess; a ground silent for 1 s is not listening, ``ground_window_s``) and
+    ``start(**server_kwargs)``: a ground server on its link with an archive, the same file each time,
+    acknowledging and filing passes every 0.2 s; ``start.stop(server)``; any still running stopped at the end."""
+    import ground.server as server_module
+    from ground.auth import UserStore
+    from ground.server import GroundServer, quick_config
+    from tests.test_ground_server import make_users
+
+    monkeypatch.setattr(server_module, "PASS_WRITE_PERIOD_S", 0.2)
+    monkeypatch.setattr(server_module, "STORE_ACK_PERIOD_S", 0.2)
+    url = f"zmq+ipc://{short_dir}/link"
+    config = tmp_path / "agent.toml"
+    config.write_text("[parameters]\nground_window_s = 1.0\n")
+    start_agent(url, "--config", str(config))
+    users = make_users(tmp_path / "users.toml")
+    running: list = []
+
+    def start(**kwargs):
+        server = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
+                              UserStore.load(users), connect_timeout_s=20.0, **kwargs).start()
+        running.append(server)
+        return server
+
+    def stop(server) -> None:
+        running.remove(server)
+        server.stop()
+
+    start.stop = stop
+    start.path = tmp_path / "g.sqlite"
+    yield start
+    for server in running:
+        server.stop()
+
+
+def _archived(path) -> tuple[list, int]:
+    """The passes filed and how many packets are archived (their keys)."""
+    with Archive(path) as archive:
+        return archive.passes(), archive._db.execute("SELECT count(*) FROM packet_keys").fetchone()[0]
+
+
+def _stop_leaving_unacknowledged(start, monkeypatch, held: int = 10, **server_kwargs) -> list:
+    """Run a server until the agent is heard and acknowledged, then acknowledge nothing more and stop it
+    once the archive holds ``held`` packets the agent made more than its ``ground_window_s`` (1 s) after
+    the last acknowledgement (a 1 s margin besides): made while the ground seemed silent, the agent plays
+    them back again at the next server's first acknowledgements (as after a stop or a crash in a pass:
+    what came last was archived and not yet acknowledged). Returns the passes the stopped server left."""
+    import ground.server as server_module
+
+    server = start(**server_kwargs)
+    link = server.links["sunlit-1"]
+    _until(lambda: link.client.store_acks > 0 and link.packets > 10, "the agent heard and acknowledged", 60.0)
+    monkeypatch.setattr(server_module, "STORE_ACK_PERIOD_S", 1e9)
+    acks = link.client.store_acks
+    _until(lambda: link.client.store_acks > acks, "the last acknowledgement")
+    silent_ms = int((time.time() + 2.0) * 1000)
+
+    def archived_in_silence() -> int:
+        link.recorder.flush()
+        with server.archive._lock:
+            return server.archive._db.execute("SELECT count(*) FROM packet_keys WHERE time_ms > ?",
+                                              (silent_ms,)).fetchone()[0]
+    _until(lambda: archived_in_silence() >= held, f"{held} packets archived, made while the ground seemed silent")
+    start.stop(server)
+    monkeypatch.setattr(server_module, "STORE_ACK_PERIOD_S", 0.2)
+    return _archived(start.path)[0]
+
+
+@pytest.mark.req("GND-040")
+def test_a_server_restarted_mid_pass_goes_on_with_the_pass_and_counts_what_it_had_archived_as_duplicates(
+        agent_servers, monkeypatch):
+    """Found in review: restarted while the agent was in contact, the server split the pass in two and
+    counted the packets the agent played back again, which the archive already held, as new playback."""
+    before = _stop_leaving_unacknowledged(agent_servers, monkeypatch)
+    server = agent_servers()  # the link heard again well within the pass gap (120 s)
+    link = server.links["sunlit-1"]
+    _until(lambda: link.duplicates >= 10, "the packets archived before the restart, played back again, as duplicates")
+    agent_servers.stop(server)
+    passes, archived = _archived(agent_servers.path)
+    assert [p.start_s for p in passes] == [before[-1].start_s], "one pass, continued across the restart"
+    one, was = passes[0].totals, before[-1].totals
+    assert passes[0].end_s > before[-1].end_s and one.received > was.received
+    assert one.received + one.played_back == archived, "each packet archived counted new once, no more"
+    assert one.duplicates >= was.duplicates + 10
+    assert link.played_back == one.played_back - was.played_back, "the status says the same"
+    assert link.internal_errors == 0
+
+
+@pytest.mark.req("GND-040")
+def test_a_server_restarted_after_a_silence_longer_than_the_pass_gap_begins_a_new_pass(agent_servers, monkeypatch):
+    """A restart is no reason to join two passes: a silence longer than the pass gap ends one as ever."""
+    before = _stop_leaving_unacknowledged(agent_servers, monkeypatch, pass_gap_s=3.0)
+    _until(lambda: time.time() > before[-1].end_s + 3.0, "a silence longer than the pass gap")
+    server = agent_servers(pass_gap_s=3.0)
+    link = server.links["sunlit-1"]
+    _until(lambda: link.duplicates >= 10, "the packets archived before the restart, played back again, as duplicates")
+    agent_servers.stop(server)
+    passes, archived = _archived(agent_servers.path)
+    assert len(passes) == len(before) + 1 and passes[-1].start_s > before[-1].end_s + 3.0, "a pass of its own"
+    assert [(p.start_s, p.end_s, p.totals.received, p.totals.played_back) for p in passes[:-1]] == [
+        (p.start_s, p.end_s, p.totals.received, p.totals.played_back) for p in before], "the earlier as they were"
+    assert sum(p.totals.received + p.totals.played_back for p in passes) == archived
+    assert passes[-1].totals.duplicates >= 10, "what the archive had is a duplicate in the new pass too"
+    assert link.internal_errors == 0
 
 
 def _raw_lines(server) -> list[str]:
