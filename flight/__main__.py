@@ -1,5 +1,7 @@
+"""``python -m flight``: sunlit-flight, its modules loaded under the Ctrl-C guard (flight/entry.py)."""
+
 import sys
 
-from flight.cli import main
+from flight.entry import sunlit_flight
 
-sys.exit(main())
+sys.exit(sunlit_flight())

@@ -12,9 +12,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from flight import selftest
+from flight.entry import EXIT_INTERRUPTED
 from flight.hal.base import BACKENDS
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
@@ -22,6 +23,10 @@ from flight.link.docgen import dictionary_markdown
 from flight.link.messages import Codec
 from flight.link.packets import PacketError
 from flight.link.transport import LinkConfigError
+
+if TYPE_CHECKING:
+    from flight.agent.agent import Agent
+    from flight.config import Config
 
 DEFAULT_LINK = "zmq://127.0.0.1:5550"
 
@@ -39,10 +44,9 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from flight.agent.agent import Agent
-    from flight.agent.params import REFUSED_SAID
     from flight.config import ConfigError, load_config
     from flight.hal.base import HalError
-    from flight.storage import DirectoryBusy, printable
+    from flight.storage import DirectoryBusy
 
     overrides = {
         "link.url": args.link,
@@ -81,6 +85,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         why = "a file, not a directory" if made_on_a_file else (exc.strerror or str(exc))
         print(f"sunlit-flight: {where or 'start'}{what}: {why}", file=sys.stderr)
         return 2
+    try:  # closed however the start ends: a Ctrl-C before the loop's own handler is in place included
+        reason = _run_agent(agent, config)
+    finally:
+        agent.close()
+    print(f"sunlit-flight: stopped ({reason}), exit status {agent.exit_status}", file=sys.stderr)
+    return agent.exit_status
+
+
+def _run_agent(agent: Agent, config: Config) -> str:
+    """Say what the agent starts with, run it; why it stopped."""
+    from flight.agent.params import REFUSED_SAID
+    from flight.storage import printable
+
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
           f"state in {config.state_dir} (dictionary {DICTIONARY.version_hash})", file=sys.stderr, flush=True)
     if getattr(agent.link, "is_open", True) is False:  # a serial device not there (yet): tried again each second
@@ -105,12 +122,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"sunlit-flight: telecommands authenticated (HMAC-SHA256, key slots {config.tc_keys})",
               file=sys.stderr, flush=True)
-    try:
-        reason = agent.run()
-    finally:
-        agent.close()
-    print(f"sunlit-flight: stopped ({reason}), exit status {agent.exit_status}", file=sys.stderr)
-    return agent.exit_status
+    return agent.run()
 
 
 def _cmd_dictionary(args: argparse.Namespace) -> int:
@@ -292,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the agent's own handler is in place (its start-up): no traceback
         print("sunlit-flight: interrupted", file=sys.stderr)
-        return 1
+        return EXIT_INTERRUPTED  # as flight/entry.py says one while the modules load
     return status
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from ground.cli import main
+from ground.entry import main
 
 sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -563,28 +564,32 @@ def test_the_workers_log_is_rotated_at_a_start_past_its_bound_and_can_be_sent_do
         assert sent.completed, sent
 
 
+def _worker_says(sup, data: bytes) -> None:
+    """``data`` as the worker writes it (its stdout: the supervisor's pipe), taken as the agent's loop does."""
+    for at in range(0, len(data), 65536):  # a piece at a time: within the pipe, never blocking this test
+        os.write(sup._out_w, data[at:at + 65536])  # noqa: SLF001 - the write end the worker is given
+        sup.receive()
+
+
 @pytest.mark.req("CMP-010", "FIL-009")
-def test_a_running_workers_log_is_bounded_and_its_rotated_copies_go_down_by_themselves(tmp_path):
+def test_a_running_workers_log_is_bounded_and_its_rotated_copies_go_down_by_themselves(short_dir):
     """Found in review: the log was rotated only at a worker's start, so a worker running for weeks grew it
     without end, and the automatic downlink sent the live log once, with its first lines, and never again.
-    A running worker's log is copied to a new name past its bound and cut, the newest WORKER_LOGS_KEPT kept;
-    each copy is a new name, sent once by itself; the live one is not."""
+    A running worker's log is renamed past its bound and started again, the newest WORKER_LOGS_KEPT kept;
+    each rotated one is a new name, sent once by itself; the live one is not."""
     from flight.agent.compute import WORKER_LOG, WORKER_LOG_MAX_BYTES, WORKER_LOGS_KEPT
     from tests.inproc import InProcessAgent
 
-    with InProcessAgent(tmp_path / "state") as rig:
+    with InProcessAgent(short_dir / "state", compute_enabled=True, start=False) as rig:
         sup = rig.agent.compute
         live = sup.root / WORKER_LOG
-        live.parent.mkdir(parents=True, exist_ok=True)
-        with open(live, "ab") as writer:  # the worker's stdout: appends
-            for i in range(WORKER_LOGS_KEPT + 2):
-                writer.write(f"line {i}\n".encode() + b"x" * WORKER_LOG_MAX_BYTES)
-                writer.flush()
-                os.utime(live, (1_800_000_000 + i, 1_800_000_000 + i))
-                sup._log_looked_s = -1e9  # noqa: SLF001 - the minute's look is due
-                sup._heartbeat()  # noqa: SLF001
-                assert live.stat().st_size == 0  # cut, and the writer's next line goes at its start
-            writer.write(b"after\n")
+        for i in range(WORKER_LOGS_KEPT + 2):
+            _worker_says(sup, f"line {i}\n".encode() + b"x" * WORKER_LOG_MAX_BYTES)
+            os.utime(live, (1_800_000_000 + i, 1_800_000_000 + i))
+            sup._log_looked_s = -1e9  # noqa: SLF001 - the minute's look is due
+            sup._heartbeat()  # noqa: SLF001
+            assert live.stat().st_size == 0  # started again, there for FILE_DOWNLINK; the next line goes at its start
+        _worker_says(sup, b"after\n")
         assert live.read_bytes() == b"after\n"
         rotated = sorted(live.parent.glob("worker-*.log"))
         assert len(rotated) == WORKER_LOGS_KEPT and rotated[-1].read_bytes().startswith(b"line 3\n")
@@ -594,6 +599,33 @@ def test_a_running_workers_log_is_bounded_and_its_rotated_copies_go_down_by_them
         assert rig.send("SET_PARAM", name="file_auto_downlink", value="true").completed
         files._auto_downlink()  # noqa: SLF001
         assert sorted(queued) == [f"logs/{p.name}" for p in rotated]  # the copies, not the live log
+
+
+@pytest.mark.req("CMP-010")
+def test_no_line_a_running_worker_writes_is_lost_as_its_log_is_rotated(short_dir, monkeypatch):
+    """Found in audit: a running worker's log was copied, then cut to nothing, while the worker appended to
+    it: what it wrote between the copy and the cut was lost (thousands of 300 000 lines over 80 rotations).
+    A real process in the worker's place writes numbered lines as fast as it can while its log is rotated
+    at every turn: each line is kept, once, in order."""
+    import flight.agent.compute as compute
+    from tests.inproc import InProcessAgent
+
+    monkeypatch.setattr(compute, "WORKER_LOG_MAX_BYTES", 20_000)
+    monkeypatch.setattr(compute, "WORKER_LOGS_KEPT", 1_000_000)  # every rotated one kept, to read its lines
+    lines = 200_000
+    with InProcessAgent(short_dir / "state", compute_enabled=True, start=False) as rig:
+        sup = rig.agent.compute
+        sup._worker_argv = lambda: [sys.executable, "-c", f"for i in range({lines}): print(i, flush=True)"]
+        sup.start()  # the worker's output and log as for the real one
+        while sup.proc.poll() is None:
+            sup.receive()  # a turn of the agent's loop
+            sup._rotate_log()  # noqa: SLF001 - the minute's look, at every turn
+        logs = sup.root / compute.WORKER_LOG
+    # The agent closed: what was still on the way is in the log.
+    rotated = sorted(logs.parent.glob("worker-*.log"))
+    assert len(rotated) > 20
+    said = [int(word) for path in (*rotated, logs) for word in path.read_text().split()]
+    assert said == list(range(lines))
 
 
 @pytest.mark.req("CMP-010")

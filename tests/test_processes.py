@@ -125,7 +125,66 @@ def test_ctrl_c_as_the_agent_starts_is_one_line_not_a_traceback(tmp_path, monkey
     code = main(["run", "--hal", "linux", "--state-dir", str(tmp_path / "state"), "--link",
                  f"zmq+ipc://{tmp_path}/link"])
     err = capsys.readouterr().err
-    assert code == 1 and err.strip() == "sunlit-flight: interrupted" and "Traceback" not in err, err
+    assert code == 130 and err.strip() == "sunlit-flight: interrupted" and "Traceback" not in err, err
+
+
+# Stands in for msgpack, which sunlit-flight's modules import as they load: says it is loading, then waits for
+# the Ctrl-C. The interrupt lands inside an import, every time, with nothing in the code under test changed.
+_BLOCKING_IMPORT = """
+import os, time
+os.close(os.open(os.environ["SUNLIT_TEST_LOADING"], os.O_CREAT | os.O_WRONLY))
+while True:
+    time.sleep(0.01)
+"""
+
+
+def _installed_script(name: str) -> list[str]:
+    """What the console script ``name`` runs once installed: pip's wrapper around pyproject.toml's entry point."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    module, function = pyproject["project"]["scripts"][name].split(":")
+    return [sys.executable, "-c", f"import sys\nfrom {module} import {function}\nsys.exit({function}())"]
+
+
+ENTRIES = {  # console script: (its package for python -m, its arguments, its exit code at Ctrl-C)
+    "sunlit-flight": ("flight", ["run", "--state-dir", "state"], 130),
+    "sunlit-ground": ("ground", ["tm", "--direct", "zmq+ipc:///nonexistent/link"], 1),
+    "sunlit-hil": ("hil", ["run", "scenario.toml"], 130),
+}
+
+
+@pytest.mark.req("AGT-018")
+@pytest.mark.parametrize("how", ["installed", "python -m"])
+@pytest.mark.parametrize("prog", sorted(ENTRIES))
+def test_ctrl_c_while_the_modules_load_is_one_line_and_exit_130(tmp_path, how, prog):
+    """Found in audit: Ctrl-C in the fraction of a second sunlit-flight spends importing its modules raised
+    KeyboardInterrupt inside an import, before any handler of ours: a traceback, exit -2 (sunlit-ground and
+    sunlit-hil too, found in review). A real process, sent SIGINT while it imports (a module on its PYTHONPATH
+    that waits there); each ends as a Ctrl-C later in it ends (sunlit-ground exits 1)."""
+    import signal
+
+    from tests.console import end
+
+    package, args, code = ENTRIES[prog]
+    (tmp_path / "msgpack.py").write_text(_BLOCKING_IMPORT)
+    loading = tmp_path / "loading"
+    argv = _installed_script(prog) if how == "installed" else [sys.executable, "-m", package]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+               SUNLIT_TEST_LOADING=str(loading))
+    # SIGINT as a terminal's shell leaves it to the program (a test run in the background ignores it: inherited)
+    proc = subprocess.Popen([*argv, *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_until(lambda: loading.exists() or proc.poll() is not None, 60, "it never loaded its modules")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        end(proc)
+    assert (proc.returncode, err, out) == (code, f"{prog}: interrupted\n", ""), err
+    assert not (tmp_path / "state").exists()  # stopped before anything started
 
 
 @pytest.mark.req("AGT-013")

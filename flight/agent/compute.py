@@ -39,10 +39,10 @@ watches it, restarts it, and owns the compute commands. Messages are the typed r
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +71,8 @@ from flight.storage import DirectoryLock
 
 WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the compute directory (sent on command)
 WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log past this is rotated, at a start or a minute's look
+OUTPUT_PIPE_BYTES = 1024 * 1024  # the worker's output pipe, widened so a slow turn of the loop does not hold it
+OUTPUT_PER_TURN = 1024 * 1024  # most of the worker's output written to its log in one turn (the rest: the next)
 WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<seq>-<UTC>.log, each sent once by file_auto_downlink), the newest
 LOG_LOOK_S = 60.0  # agent time between looks at a running worker's log size
 MAX_PENDING = 100  # requests held while the worker (re)starts
@@ -180,6 +182,12 @@ class ComputeSupervisor(Component):
         self._held: list[Any] = []  # requests for a worker not yet connected
         self._sock: zmq.Socket | None = None
         self._lock: DirectoryLock | None = None
+        # The workers' stdout and stderr, one pipe for all of them, read by the loop: the agent alone writes their
+        # log, so its rotation is a rename and loses no line (found in audit: copied, then cut, the log lost the
+        # lines a worker appended in between)
+        self._out_r: int | None = None
+        self._out_w: int | None = None
+        self._log_fd: int | None = None  # the log as the agent writes it; None: opened again at the next output
         if enabled:
             self.root.mkdir(parents=True, exist_ok=True)
             # Before binding: a second agent would take the socket path over from the first.
@@ -189,9 +197,15 @@ class ComputeSupervisor(Component):
             self._sock.linger = 0
             self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._sock.bind(self.endpoint)
+            self._out_r, self._out_w = os.pipe()  # neither inherited: the worker gets the write end as fd 1 and 2
+            os.set_blocking(self._out_r, False)
+            try:
+                fcntl.fcntl(self._out_w, fcntl.F_SETPIPE_SZ, OUTPUT_PIPE_BYTES)
+            except OSError:  # above /proc/sys/fs/pipe-max-size: the kernel's default (64 KiB) serves
+                pass
 
     def pollables(self) -> list[Any]:
-        return [self._sock] if self._sock is not None else []
+        return [self._sock, self._out_r] if self._sock is not None else []
 
     # --- the process ---------------------------------------------------------------------
 
@@ -201,55 +215,98 @@ class ComputeSupervisor(Component):
         # Under logs/, where FILE_DOWNLINK takes it (an audit: at the compute directory's top no command could
         # send it down, and logs/ stayed empty); its rotated copies go by themselves (file_auto_downlink).
         log_path = self.root / WORKER_LOG
+        self._take_output(4 * OUTPUT_PIPE_BYTES)  # the last worker's last words, into the log they belong to
+        self._close_log()
         try:
             log_path.parent.mkdir(exist_ok=True)
             for old in ("worker.log", "worker.log.1"):  # an older agent's, at the top (or this one's first form)
                 for where in (self.root / old, log_path.parent / old):
                     if where.is_file() and where != log_path:
-                        self._keep_rotated(where, move=True)
+                        self._keep_rotated(where)
         except OSError:
             pass  # none yet, or the disk refuses: appended to as before
-        self._rotate_log(running=False)
-        try:
-            log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
-        except OSError:  # logs/ could not be made (a file of that name): at the top, as before
-            log = open(self.root / "worker.log", "ab")  # noqa: SIM115
+        self._rotate_log()
+        self._open_log()  # there from the start, for FILE_DOWNLINK, even before the worker says anything
+        self.proc = subprocess.Popen(self._worker_argv(), stdout=self._out_w, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=worker_environment(os.environ, self.gpu_tf32))
+        self.state = ComputeState.STARTING
+        self._waiting = None
+
+    def _worker_argv(self) -> list[str]:
         models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
                   *(["--allow-unsigned"] if self.allow_unsigned else []),
                   *(["--upset-injection"] if self.upset_injection else [])]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
-             "--parent-pid", str(os.getpid()), "--agent-code", cp.CODE_ID, *models],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=worker_environment(os.environ, self.gpu_tf32),
-        )
-        log.close()
-        self.state = ComputeState.STARTING
-        self._waiting = None
+        return [sys.executable, "-m", "flight.compute.worker", "--endpoint", self.endpoint, "--root", str(self.root),
+                "--parent-pid", str(os.getpid()), "--agent-code", cp.CODE_ID, *models]
 
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _rotate_log(self, running: bool = True) -> None:
+    def _rotate_log(self) -> None:
         """Past WORKER_LOG_MAX_BYTES the worker's log becomes ``logs/worker-<seq>-<UTC>.log`` and starts again, the
         newest WORKER_LOGS_KEPT such kept: bounded however long a worker runs (found in review: rotated only at
         a start, a worker running for weeks grew it without end), and each rotated one a new name, which the
-        automatic downlink sends once. A running worker appends (O_APPEND): its log is copied, then cut to
-        nothing, and its next line goes at the start."""
+        automatic downlink sends once. The worker writes to the agent's pipe, not the file: renamed whole, with
+        nothing in flight to lose, and the next line starts the new one."""
         log_path = self.root / WORKER_LOG
         try:
             if log_path.stat().st_size <= WORKER_LOG_MAX_BYTES:
                 return
-            if running:
-                self._keep_rotated(log_path, move=False)
-                os.truncate(log_path, 0)
-            else:
-                self._keep_rotated(log_path, move=True)
+            reopen = self._log_fd is not None
+            self._close_log()
+            self._keep_rotated(log_path)
+            if reopen:
+                self._open_log()
         except OSError:
             pass  # none yet, or the disk refuses: looked at again later
 
-    def _keep_rotated(self, path: Path, move: bool) -> None:
-        """``path`` into ``logs/worker-<sequence>-<UTC of its last line>.log`` (moved, or copied), then the
+    def _open_log(self) -> None:
+        """Open the log to append the worker's output to; at the compute directory's top if logs/ cannot be
+        made (a file of that name), and none if the disk refuses both (its output is then lost, not held)."""
+        try:
+            (self.root / WORKER_LOG).parent.mkdir(exist_ok=True)
+        except OSError:
+            pass  # said by the open that follows
+        for path in (self.root / WORKER_LOG, self.root / "worker.log"):
+            try:
+                self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                return
+            except OSError:
+                continue
+
+    def _close_log(self) -> None:
+        if self._log_fd is not None:
+            try:
+                os.close(self._log_fd)
+            except OSError:
+                pass  # a write-back error said at close: what was written is what the disk kept
+            self._log_fd = None
+
+    def _take_output(self, limit: int = OUTPUT_PER_TURN) -> None:
+        """What the workers wrote (stdout, stderr), into their log: at most ``limit`` bytes, the rest at the next
+        turn; a full pipe holds a worker's next write, never the loop."""
+        if self._out_r is None:
+            return
+        taken = 0
+        while taken < limit:
+            try:
+                chunk = os.read(self._out_r, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:  # cannot be while the agent holds the write end; no loop on it if it were
+                return
+            taken += len(chunk)
+            if self._log_fd is None:
+                self._open_log()
+            try:
+                view = memoryview(chunk)
+                while view and self._log_fd is not None:
+                    view = view[os.write(self._log_fd, view):]
+            except OSError:  # the disk is full or failing: this output is lost, the file opened again next time
+                self._close_log()
+
+    def _keep_rotated(self, path: Path) -> None:
+        """``path`` renamed ``logs/worker-<sequence>-<UTC of its last line>.log``, then the
         oldest of those past WORKER_LOGS_KEPT removed, oldest by their sequence, not their time: a board
         whose clock went back (a reset to 1970 before time is set) named the newest log as the oldest, and
         it was deleted as it was made (found in audit). Names without a sequence (before it) are older."""
@@ -258,10 +315,7 @@ class ComputeSupervisor(Component):
         seq = (kept[-1][0] if kept else 0) + 1
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(path.stat().st_mtime))
         target = logs.with_name(f"worker-{seq:06d}-{stamp}.log")
-        if move:
-            os.replace(path, target)
-        else:
-            shutil.copyfile(path, target)
+        os.replace(path, target)
         kept.append((seq, target.name, target))
         for _seq, _name, stale in kept[:-WORKER_LOGS_KEPT]:
             stale.unlink(missing_ok=True)
@@ -291,6 +345,12 @@ class ComputeSupervisor(Component):
         for _deadline, deferred, _ in self._requests.values():
             deferred.fail("the agent stopped before the compute worker answered")
         self._requests.clear()
+        self._take_output(4 * OUTPUT_PIPE_BYTES)  # its last words; bounded, for a killed one not gone yet may write
+        self._close_log()
+        for fd in (self._out_r, self._out_w):
+            if fd is not None:
+                os.close(fd)
+        self._out_r = self._out_w = None
         if self._sock is not None:
             self._sock.close(0)
         if self._lock is not None:
@@ -299,6 +359,7 @@ class ComputeSupervisor(Component):
     # --- from the worker -----------------------------------------------------------------
 
     def receive(self) -> None:
+        self._take_output()
         if self._sock is None:
             return
         for _ in range(1000):

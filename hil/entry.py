@@ -1,0 +1,11 @@
+"""``sunlit-hil`` and ``python -m hil``: hil.cli loaded under its Ctrl-C guard (flight/entry.py).
+
+No ``from __future__`` import, and nothing but flight.entry (stdlib only): a module loaded before
+the guard is a moment a Ctrl-C would end in a traceback."""
+
+from flight.entry import launch
+
+
+def main() -> int:
+    """Exit 130 at a Ctrl-C while the modules load, as hil.cli ends one anywhere else."""
+    return launch("hil.cli:main", "sunlit-hil")
