@@ -63,6 +63,7 @@ from urllib.parse import urlsplit
 import msgpack
 from aiohttp import WSMsgType, web
 
+from flight.agent.schedule import MAX_SEQUENCE_BYTES, SEQUENCES_DIR
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Limits, Severity
@@ -1593,11 +1594,13 @@ class GroundServer:
         if request.content_type != "application/octet-stream":
             return _error(415, "send the file as application/octet-stream, with ?name=staging/... "
                                "(&cfdp_class=2&priority=5&filename=...)")
-        try:
-            name = check_remote(q.get("name", ""), "up")
+        try:  # the size said (Content-Length): a sequence past its 64 KiB refused before a byte is read (review)
+            name = check_remote(q.get("name", ""), "up", request.content_length)
             cls, priority = _int_arg(q.get("cfdp_class", "2"), "cfdp_class"), _int_arg(q.get("priority", "5"), "priority")
         except (FileError, ValueError) as exc:
             return _error(400, str(exc), "BAD_NAME" if isinstance(exc, FileError) else "")
+        # A sequence sent without its length stops at its limit, not the general one
+        limit = MAX_SEQUENCE_BYTES if name.partition("/")[0] == SEQUENCES_DIR else MAX_UPLOAD_BYTES
         who = request[SESSION_KEY].user
         staged, tmp = files.upload_path(name)
         size = 0
@@ -1613,8 +1616,8 @@ class GroundServer:
                 while True:
                     chunk = await request.content.read(1 << 16)
                     size += len(chunk)
-                    if size > MAX_UPLOAD_BYTES:
-                        raise web.HTTPRequestEntityTooLarge(MAX_UPLOAD_BYTES, size)
+                    if size > limit:
+                        raise web.HTTPRequestEntityTooLarge(limit, size)
                     if chunk:
                         block.append(chunk)
                         held += len(chunk)

@@ -316,9 +316,11 @@ class FakeBoard:
         old.rename(entry / "hwmon" / f"hwmon{hwmon_index}")
 
     def add_zone(self, zone_type: str, millideg: int) -> Path:
-        """A zone whose driver probes after the start: the next free ``thermal_zoneN``, returned."""
+        """A zone whose driver probes after the start: the number after the highest ``thermal_zoneN`` (as the
+        kernel gives a new one; a count of them wrote over a zone once a lower one was removed), returned."""
         base = self.root / "sys" / "class" / "thermal"
-        n = len(list(base.glob("thermal_zone*")))
+        n = 1 + max((int(p.name.removeprefix("thermal_zone")) for p in base.glob("thermal_zone*")
+                     if p.name.removeprefix("thermal_zone").isdigit()), default=-1)
         _write(base / f"thermal_zone{n}" / "type", zone_type + "\n")
         _write(base / f"thermal_zone{n}" / "temp", f"{millideg}\n")
         return base / f"thermal_zone{n}"

@@ -808,11 +808,18 @@ for d in etc opt var/lib; do
     mkdir -p {t}/upper/$d {t}/work/$d
     mount -t overlay overlay -o lowerdir=/$d,upperdir={t}/upper/$d,workdir={t}/work/$d /$d
 done
+# The real sysfs read-only here, and no conf in the overlay's /etc (found in review: on a Jetson install.sh's
+# sunlit-power-access would have changed the live board's clock files, for a group only the overlay has)
+mount --bind /sys /sys
+mount -o remount,bind,ro /sys
+rm -f /etc/nvpmodel.conf
 touch {t}/mounted
 export PATH={bin_dir}:$PATH
 {body}
 """
-    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "bash", "-c", script],
+    # A pid namespace that dies with unshare (--kill-child): nothing the scripts start outlives a timeout
+    proc = subprocess.run([unshare, "--pid", "--kill-child", "--mount", "--propagation", "private", "bash", "-c",
+                           script],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "FAKE_SYSTEMD": str(fake)})
     if not (t / "mounted").exists():
         pytest.skip(f"cannot overlay /etc, /opt and /var/lib in a private mount namespace here: {proc.stderr[:200]}")
@@ -965,7 +972,9 @@ bash {argv} >{t}/out2 2>{t}/err2; echo $? >{t}/rc2
 cp -a {etc} {t}/after
 exit 0
 """
-    proc = subprocess.run([unshare, "--mount", "--propagation", "private", "bash", "-c", script],
+    # A pid namespace that dies with unshare (--kill-child): nothing the scripts start outlives a timeout
+    proc = subprocess.run([unshare, "--pid", "--kill-child", "--mount", "--propagation", "private", "bash", "-c",
+                           script],
                           capture_output=True, text=True, timeout=600)
     if not (t / "mounted").exists():
         pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {proc.stderr[:200]}")

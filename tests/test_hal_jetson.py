@@ -454,13 +454,32 @@ def test_searches_back_off_while_trouble_lasts_and_come_quickly_after_calm():
         if schedule.due(t):
             schedule.searched(t)
             due.append(t)
-        schedule.sample(t, trouble=True)
+        schedule.sample(t, trouble={"soc2-thermal"})
     assert due == [1, 3, 7, 15, 23, 31, 39]
     schedule.searched(47.0)  # the periodic search, after calm since the trouble at 39
-    schedule.sample(48.0, trouble=True)  # trouble again 9 s after the last (> max_s): the first wait again
+    schedule.sample(48.0, trouble={"soc2-thermal"})  # trouble again 9 s after the last (> max_s): the first wait again
     assert schedule.due_s == 49.0
     with pytest.raises(ValueError, match="first_s"):
         SearchSchedule(first_s=0.0, max_s=8.0)
+
+
+@pytest.mark.req("DEP-006")
+def test_a_sensor_newly_in_trouble_is_searched_for_soon_whatever_one_lost_for_good_made_the_backoff():
+    """Found in review: the backoff was one for all sensors, so a zone lost for good (an expected one a carrier
+    never shows) kept it at the cap, and a rail bound again elsewhere was found up to 64 s late."""
+    schedule = SearchSchedule(first_s=1.0, max_s=8.0)
+    schedule.searched(0.0)
+    lost = {"soc2-thermal"}
+    for t in range(40):  # the lost zone at every read: the backoff at its cap
+        if schedule.due(t):
+            schedule.searched(t)
+        schedule.sample(t, trouble=lost)
+    assert schedule.due_s == 47.0
+    schedule.sample(40.0, trouble=lost | {"VDD_IN"})  # a rail newly lost: searched for a second later
+    assert schedule.due_s == 41.0
+    schedule.searched(41.0)
+    schedule.sample(41.0, trouble=lost | {"VDD_IN"})  # still lost after that search: backing off again
+    assert schedule.due_s == 43.0
 
 
 # --- power modes ------------------------------------------------------------------------------

@@ -96,9 +96,10 @@ class FileManager(Component):
                  sequence_check: Callable[[str, Path], tuple[bool, str]] | None = None):
         """``in_use(name)``: whose a file of the area is where a job still to run needs it (the compute
         supervisor's: a training job's checkpoint, a job's data set) or the running sequence runs from it (the
-        scheduler's), else None; FILE_DELETE refuses it, and an upload over it. ``sequence_check(sequence, path)``:
-        the scheduler's check of a sequence file come up, before it is put in place ((ok, what or why)); without
-        it no sequence is taken."""
+        scheduler's), else None; FILE_DELETE refuses it, and so does an upload over the running sequence's file
+        (an upload over a file a job needs is not refused: the operator's new data set or checkpoint goes in).
+        ``sequence_check(sequence, path)``: the scheduler's check of a sequence file come up, before it is put in
+        place ((ok, what or why)); without it no sequence is taken."""
         self.root = Path(root)
         self.link = link
         self._encode_tm = encode_tm
@@ -255,8 +256,8 @@ class FileManager(Component):
             return str(exc)
         whose = self._in_use(name)
         if whose:
-            return (f"destination: {name!r} is {whose[:120]}: SEQUENCE_ABORT it or let it end first; a resume needs the "
-                    "file it started from")
+            return (f"destination: {name!r} is {whose[:120]}: SEQUENCE_ABORT it or let it end first; a resume needs "
+                    "the file it started from")
         if partial is None:
             return None
         if self._sequence_check is None:

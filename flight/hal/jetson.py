@@ -596,10 +596,10 @@ class JetsonHal(Hal):
         temps_c: dict[str, float] = {}
         off: list[str] = []
         rails: dict[str, RailReading] = {}
-        zone_trouble = self._read_zones(missing, temps_c, off)
+        trouble = self._read_zones(missing, temps_c, off)
         notes = self._zones_off.notes(off)  # a powered-off zone is there, and no fault: a note, said once
-        rail_trouble = self._read_rails(missing, rails)
-        self._schedule.sample(now_s, zone_trouble or rail_trouble)
+        trouble |= self._read_rails(missing, rails)
+        self._schedule.sample(now_s, trouble)
         board_power_w = self._board_power_w(rails, missing, notes)
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
         missing += proc_missing
@@ -637,10 +637,10 @@ class JetsonHal(Hal):
                 self._rail_problems.append(
                     f"ina3221 {device}: no hwmon directory under {self.ina3221_dir / device / 'hwmon'}")
 
-    def _read_zones(self, missing: list[str], temps_c: dict[str, float], off: list[str]) -> bool:
-        """Each zone found, into ``temps_c``, ``off`` or ``missing``; True where a search might help (a read that
-        failed, a zone whose number another zone now has, one known and not found)."""
-        trouble = bool(self._zone_problems)
+    def _read_zones(self, missing: list[str], temps_c: dict[str, float], off: list[str]) -> set[str]:
+        """Each zone found, into ``temps_c``, ``off`` or ``missing``; the zones (or problems) a search might help
+        (a read that failed, a zone whose number another zone now has, one known and not found)."""
+        trouble = set(self._zone_problems)
         missing += self._zone_problems
         for key, zone in self._zones.items():
             path = zone.path / "type"
@@ -653,7 +653,7 @@ class JetsonHal(Hal):
             except (OSError, _Moved) as exc:
                 missing.append(f"{key}: {describe_error(exc)} ({path})")
                 self.read_failures += 1
-                trouble = True
+                trouble.add(key)
                 continue
             if powered_off(text):
                 off.append(key)
@@ -666,12 +666,13 @@ class JetsonHal(Hal):
             if key not in self._zones:
                 why = f"it was {where}" if where else f"the {self.profile.id} profile expects one"
                 missing.append(f"{key}: no thermal zone of this type ({why})")
-                trouble = True
+                trouble.add(key)
         return trouble
 
-    def _read_rails(self, missing: list[str], rails: dict[str, RailReading]) -> bool:
-        """Each rail found, into ``rails`` or ``missing``; True where a search might help (as for zones)."""
-        trouble = bool(self._rail_problems)
+    def _read_rails(self, missing: list[str], rails: dict[str, RailReading]) -> set[str]:
+        """Each rail found, into ``rails`` or ``missing``; the rails (or problems) a search might help (as for
+        zones)."""
+        trouble = set(self._rail_problems)
         missing += self._rail_problems
         for label, rail in self._rails.items():
             path = rail.hwmon / f"in{rail.channel}_input"
@@ -682,7 +683,7 @@ class JetsonHal(Hal):
             except OSError as exc:  # gone with its hwmon directory (the driver bound again), or the bus failed
                 missing.append(f"{label}: {describe_error(exc)} ({path})")
                 self.read_failures += 1
-                trouble = True
+                trouble.add(label)
                 continue
             except ValueError as exc:
                 missing.append(f"{label}: {describe_error(exc)} ({path})")
@@ -707,7 +708,7 @@ class JetsonHal(Hal):
             elif self._devices[device] is None:
                 why += f"; {device} has no hwmon directory (its driver unbound, or binding again)"
             missing.append(f"{label}: no INA3221 channel with this label ({why})")
-            trouble = True
+            trouble.add(label)
         return trouble
 
     def _board_power_w(self, rails: dict[str, RailReading], missing: list[str], notes: list[str]) -> float | None:

@@ -8,6 +8,7 @@ could read and a list of ``"what: why"`` strings for what it could not.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 from flight.clock import backoff_s
@@ -156,7 +157,10 @@ class SearchSchedule:
     probes late, a zone number given to another zone), and a glob at every read searches sysfs each tick forever.
     So: a search at the first read, ``max_s`` after each (a new sensor on a board without a profile), and
     ``first_s`` after trouble (a failed read, a sensor known and not found), doubling (``clock.backoff_s``) while
-    trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every ``max_s``."""
+    the same trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every
+    ``max_s``. Trouble is told by sensor: one newly in trouble is searched for ``first_s`` after, whatever another
+    lost for good has made the backoff (found in review: an expected zone a carrier never shows held every other
+    sensor's recovery to the 64 s cap)."""
 
     def __init__(self, first_s: float, max_s: float):
         if not 0 < first_s <= max_s:
@@ -166,6 +170,8 @@ class SearchSchedule:
         self.retries = 0  # searches after trouble in a row (capped: it only picks the doubling)
         self._last_trouble_s: float | None = None
         self._asked = False  # trouble since the last search has already brought it forward
+        self._known: frozenset[str] = frozenset()  # the sensors in trouble before the last search
+        self._since: set[str] = set()  # those in trouble since it
 
     def due(self, now_s: float) -> bool:
         return self.due_s is None or now_s >= self.due_s
@@ -173,17 +179,21 @@ class SearchSchedule:
     def searched(self, now_s: float) -> None:
         self.due_s = now_s + self.max_s
         self._asked = False
+        self._known, self._since = frozenset(self._since), set()
 
-    def sample(self, now_s: float, trouble: bool) -> None:
-        """What the read after the search (or without one) saw: trouble brings the next search forward."""
+    def sample(self, now_s: float, trouble: Collection[str]) -> None:
+        """What the read after the search (or without one) saw: the sensors (or problems) in trouble, which bring
+        the next search forward."""
         if not trouble:
             return
+        fresh = not self._known.issuperset(trouble)  # a sensor not in trouble before the last search
+        self._since.update(trouble)
         calm = self._last_trouble_s is not None and now_s - self._last_trouble_s >= self.max_s
         self._last_trouble_s = now_s
-        if self._asked:
+        if self._asked and not fresh:
             return
-        if calm:
-            self.retries = 0  # no trouble for a whole period: the next outage is searched for quickly again
+        if calm or fresh:
+            self.retries = 0  # no trouble for a whole period, or new trouble: searched for quickly again
         wait_s = backoff_s(self.first_s, self.max_s, self.retries)
         self.due_s = now_s + wait_s if self.due_s is None else min(self.due_s, now_s + wait_s)
         self.retries = min(self.retries + 1, 64)
