@@ -508,7 +508,8 @@ def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(comput
     two-class set trained a model of 8 outputs, with no step refused, and the ground vouched for it (a label
     of 100000 grew the worker to 950 MB). Given (TRAIN_START classes), the classes are the command's and a
     sample labelled past them is refused as a bad one, JOB_DONE counting the steps refused; not given, the
-    data's largest label plus one, at most 1024: past it the job fails, naming the label and the argument."""
+    data's largest label plus one, at most 1024: past it TRAIN_START is refused, naming the label and the
+    argument (found in a later audit: it was queued, completed, and the job failed when it started)."""
     import onnx
 
     _agent, client, state = compute_agent
@@ -535,9 +536,10 @@ def test_a_label_past_the_classes_is_a_refused_sample_never_a_wider_model(comput
     assert {e.args["job_id"] for e in events(client, "TRAIN_STEP_REFUSED")} >= set(refusing)
     y[3] = 100_000
     np.savez(state / "compute" / "data" / "huge.npz", x=x, y=y)
-    job_id = client.send("TRAIN_START", {"dataset": "huge", "steps": 10}).result["job_id"]
-    failed = wait_event(client, "JOB_FAILED", lambda e: e.args["job_id"] == job_id)
-    assert "largest label 100000 makes 100001 classes, not 2 to 1024: give TRAIN_START classes=N" in failed.args["reason"]
+    refused = client.send("TRAIN_START", {"dataset": "huge", "steps": 10}, timeout_s=10).failure
+    assert refused is not None and refused.code is FailureCode.BAD_ARGUMENTS, refused
+    assert "largest label 100000 makes 100001 classes (classes=0), not 2 to 1024: give TRAIN_START classes=N" \
+        in refused.reason
 
 
 @pytest.mark.req("CMP-010")

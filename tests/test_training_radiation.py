@@ -576,6 +576,21 @@ def test_the_state_is_checked_before_the_trained_model_is_exported(tmp_path):
     assert_same_bits(job.trainer.state_arrays(), trained)
 
 
+@pytest.mark.req("RAD-109")
+def test_a_job_gone_back_to_its_checkpoint_reports_that_steps_loss_not_one_of_the_steps_given_up(tmp_path):
+    """Found in audit: going back (refused steps, a state changed in memory) set the step back to the
+    checkpoint's and left the loss of the last step given up: the status (COMPUTE_HK's train_step, train_loss)
+    paired a step with a loss of a state no longer there."""
+    job, events = _synthetic_job(tmp_path, checkpoint_every=20)
+    job.run(20)
+    at_checkpoint = job.status.loss
+    job.run(10)
+    assert job.status.step == 30 and job.status.loss != at_checkpoint
+    job.trainer.flip_bit("W0", 0, 30)  # an upset in memory between steps: back to the checkpoint of step 20
+    assert not job.state_checked() and [what for what, _ in events] == ["restored"]
+    assert job.status.step == 20 and job.status.loss == pytest.approx(at_checkpoint)
+
+
 @pytest.mark.req("RAD-108", "RAD-109")
 @pytest.mark.parametrize("spoil", ["not finite", "not an npz", "nested header"])
 def test_a_checkpoint_with_a_value_not_a_number_or_no_arrays_is_moved_aside_and_the_job_starts_over(tmp_path, spoil):
@@ -870,14 +885,16 @@ def test_another_jobs_checkpoint_under_the_same_path_is_moved_aside_not_resumed(
                       tmp_path / "job00001.ck", identity={"data_set": "synthetic", "lr": 0.01})
     old.run(200)
     events: list[tuple[str, dict]] = []
-    for other_x, other_plan, identity in ((x[::-1].copy(), plan, {"data_set": "synthetic", "lr": 0.01}),
-                                          (x, TrainingPlan(400, 16, 50, seed=7), {"data_set": "synthetic", "lr": 0.01}),
-                                          (x, plan, {"data_set": "synthetic", "lr": 0.001})):
+    for other_x, other_plan, identity, differ in (
+            (x[::-1].copy(), plan, {"data_set": "synthetic", "lr": 0.01}, "data_sha256"),  # the set replaced
+            (x, TrainingPlan(400, 16, 50, seed=7), {"data_set": "synthetic", "lr": 0.01}, "steps"),
+            (x, plan, {"data_set": "synthetic", "lr": 0.001}, "lr")):
         new = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), other_x, y,
                           other_plan, tmp_path / "job00001.ck", identity=identity,
                           on_event=lambda what, **a: events.append((what, a)))
         assert new.resume() is False and new.status.step == 0 and not new.done
         assert events[-1][0] == "checkpoint_refused" and "another job's" in events[-1][1]["reason"]
+        assert events[-1][1]["reason"].endswith(f"differ: {differ})")  # which, named (found in audit: not said)
         assert (tmp_path / "job00001.ck.corrupt").exists() and not (tmp_path / "job00001.ck").exists()
         (tmp_path / "job00001.ck.corrupt").rename(tmp_path / "job00001.ck")
     same = TrainingJob(Trainer(MlpSpec(12, (Dense(16, "relu"), Dense(3))), Adam(0.01), 16, seed=1), x, y, plan,

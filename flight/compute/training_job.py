@@ -241,8 +241,11 @@ class TrainingJob:
             if "job" not in ck.meta:
                 raise CorruptFile(f"{self.checkpoint_path.name}: written before checkpoints named their job, so it "
                                   "cannot be shown to be this job's")
-            if ck.meta["job"] != self.identity:
-                raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ)")
+            if ck.meta["job"] != self.identity:  # which, named (a data set replaced under its name reads so)
+                theirs = ck.meta["job"] if isinstance(ck.meta["job"], dict) else {}
+                differ = sorted(str(k) for k in {*theirs, *self.identity} if theirs.get(k) != self.identity.get(k))
+                raise CorruptFile(f"{self.checkpoint_path.name}: another job's (its data, plan or settings differ: "
+                                  f"{', '.join(differ)[:120]})")
             self._load(ck)
         except OSError as exc:
             self._set_aside(f"{self.checkpoint_path.name}: cannot be read ({exc.strerror or exc or type(exc).__name__})",
@@ -264,9 +267,6 @@ class TrainingJob:
         if flux in {f.value for f in FluxClass}:  # else none, or written before: what comes from here on only
             self.status.worst_flux = worse_flux(self.status.worst_flux, FluxClass(flux))
         self.status.in_saa = self.status.in_saa or ck.meta.get("in_saa") is True
-        loss = ck.meta.get("loss")
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss):
-            self.status.loss = float(loss)
         self._saved_counts = {key: getattr(self.status, key) for key in _COUNTS}
         return True
 
@@ -281,6 +281,11 @@ class TrainingJob:
         self.cursor = DataCursor(len(self.x), self.plan.batch_size, self.plan.seed,
                                  int(ck.meta["epoch"]), int(ck.meta["index"]))
         self.status.step = self.status.last_checkpoint_step = ck.step
+        # The loss of the step it holds: a job resumed at its end still says it (found in audit: nan), and one gone
+        # back says its step's, not a loss of steps given up (found in a later audit); none kept: not known
+        loss = ck.meta.get("loss")
+        known = isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)
+        self.status.loss = float(loss) if known else float("nan")
 
     def _state_fault(self, arrays: dict[str, np.ndarray] | None = None) -> str:
         """Why the trainer's state is not one its accepted steps can have made, or empty (a trainer

@@ -953,9 +953,13 @@ class Worker:
                     f"(looked in data/ and the shipped sets: {', '.join(self._known_sets()) or 'none'})")
         if spec.kind is JobKind.TRAINING:  # its shapes and labels checked now (found in audit: sets it could not
             try:                           # train on were accepted, then the job failed); its values by the job
-                samples = _training_set_samples(path, spec.name)  # (read whole: not in the reply's time)
+                samples, labels = _training_set_samples(path, spec.name)  # (read whole: not in the reply's time)
             except (ValueError, OSError) as exc:
                 return str(exc)
+            # The classes now too (found in audit: classes=1, or labels making 1 or 5001, were queued, then failed)
+            problem = _classes_problem(spec.name, spec.classes, labels)
+            if problem:
+                return problem
             if spec.batch_size > samples:
                 return (f"batch_size {spec.batch_size} is larger than data set {spec.name!r}, {samples} samples: "
                         f"give TRAIN_START batch_size={samples} or less")
@@ -2459,11 +2463,10 @@ class Worker:
             # vouched for): a label past them is a bad sample, refused. Not given (0, and jobs queued before it
             # was), the data's largest label plus one, at most MAX_CLASSES (a label of 100000 grew the worker to
             # 950 MB): the job fails naming the label and the argument.
+            problem = _classes_problem(job.name, job.classes, y)  # as at TRAIN_START: the set may have changed since
+            if problem:
+                raise ValueError(problem)
             classes = job.classes or int(y.max()) + 1
-            if not 2 <= classes <= MAX_CLASSES:
-                raise ValueError(f"data set {job.name}: its largest label {int(y.max())} makes {classes} classes, not "
-                                 f"2 to {MAX_CLASSES}: give TRAIN_START classes=N, and a sample labelled past it is "
-                                 "refused as a bad one")
             spec = MlpSpec(x.shape[1], (Dense(128, "relu"), Dense(classes)))
             trainer = Trainer(spec, Adam(job.lr), job.batch_size, seed=job.job_id, intra_op_num_threads=self.threads)
             plan = TrainingPlan(job.steps, job.batch_size, job.checkpoint_every, seed=job.job_id)
@@ -2497,10 +2500,15 @@ class Worker:
             model = tjob.trainer.inference_model()
             out = self._dir("products") / f"job{job.job_id:05d}-{job.name}-trained.onnx"
             data = model.SerializeToString()
-            summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step, "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
+            # "job": what it trained on and how, as its checkpoints name it (found in audit: the data set's name
+            # alone, which a set replaced under it keeps): the SHA-256 of the data (training_job.job_identity), the
+            # steps, batch size, seed, learning rate and layers
+            summary = {"job_id": job.job_id, "source": job.name, "steps": tjob.status.step,
+                       "loss": tjob.status.loss if math.isfinite(tjob.status.loss) else None,
                        "receipt": self._training_receipt(hashlib.sha256(data).hexdigest(), tjob.status),
                        "steps_refused": tjob.status.steps_refused,
-                       "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints}
+                       "restores": tjob.status.restores, "saa_checkpoints": tjob.status.saa_checkpoints,
+                       "job": tjob.identity}
             try:
                 write_atomic(out, data)
                 write_atomic(out.with_suffix(".json"), json.dumps(summary, indent=1).encode())
@@ -2759,11 +2767,11 @@ def _open_set(path: Path, name: str) -> Any:
     return data
 
 
-def _training_set_samples(path: Path, name: str) -> int:
-    """The samples of training set ``name`` at ``path``, from the arrays' headers and its labels (small) alone: the
-    samples themselves (x, or tiles_dn) are not read, as they can be large and this runs as TRAIN_START is
-    answered; their values are the job's to check (:func:`_checked_set`). ValueError naming the set and what is
-    wrong with its shapes or labels."""
+def _training_set_samples(path: Path, name: str) -> tuple[int, np.ndarray]:
+    """The samples of training set ``name`` at ``path`` and its labels (int64), from the arrays' headers and the
+    labels (small) alone: the samples themselves (x, or tiles_dn) are not read, as they can be large and this runs
+    as TRAIN_START is answered; their values are the job's to check (:func:`_checked_set`). ValueError naming the
+    set and what is wrong with its shapes or labels."""
     with _open_set(path, name) as data:
         files = set(data.files)
         key, labels = ("x", "y") if "x" in files else ("tiles_dn", "labels")
@@ -2786,7 +2794,23 @@ def _training_set_samples(path: Path, name: str) -> int:
         raise ValueError(f"data set {name!r}: {key} must be an array of numbers, one row of at least one value per "
                          f"sample, with at least one (it is {dtype} of shape {list(shape)})")
     _checked_set(name, np.zeros((shape[0], 1), np.float32), y)  # the labels against the samples' count
-    return int(shape[0])
+    return int(shape[0]), y.astype(np.int64)
+
+
+def _classes_problem(name: str, classes: int, labels: np.ndarray) -> str:
+    """Why a training job on data set ``name`` (its ``labels``, checked: whole numbers from 0) cannot have a model
+    of ``classes`` outputs (TRAIN_START's; 0: the largest label plus one), or "". A label at or past ``classes``
+    is a bad sample the job refuses, never a wider model; but a set with none below it has nothing to train on."""
+    largest = int(labels.max())
+    if classes == 0 and not 2 <= largest + 1 <= MAX_CLASSES:
+        return (f"data set {name!r}: its largest label {largest} makes {largest + 1} classes (classes=0), not 2 to "
+                f"{MAX_CLASSES}: give TRAIN_START classes=N, and a sample labelled past it is refused as a bad one")
+    if classes and not 2 <= classes <= MAX_CLASSES:
+        return f"classes={classes}: a model has 2 to {MAX_CLASSES} classes (0: the data set's largest label plus one)"
+    if classes and int(labels.min()) >= classes:
+        return (f"classes={classes}: no label of data set {name!r} is below it (the smallest is {int(labels.min())}): "
+                "every sample would be refused as a bad one")
+    return ""
 
 
 def _checked_set(name: str, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
