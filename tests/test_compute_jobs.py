@@ -631,6 +631,36 @@ def test_no_line_a_running_worker_writes_is_lost_as_its_log_is_rotated(short_dir
 
 
 @pytest.mark.req("CMP-010")
+def test_a_stopping_worker_that_says_more_than_its_pipe_holds_finishes_its_stop(short_dir):
+    """Found in review: at the agent's stop the worker's output was read only after it had gone, so a worker that
+    wrote more than the pipe holds as it stopped waited on the pipe until it was killed, its stop work (a training
+    checkpoint) unfinished. A real process in the worker's place writes 3 MiB at SIGTERM, then marks its stop done."""
+    from flight.agent.compute import WORKER_LOG
+    from tests.inproc import InProcessAgent
+
+    ready, finished = short_dir / "ready", short_dir / "finished"
+    child = ("import os, signal, sys, time\n"
+             "def stop(*_):\n"
+             "    os.write(2, b'x' * (3 * 1024 * 1024))\n"
+             "    open(sys.argv[2], 'w').write('done')\n"
+             "    sys.exit(0)\n"
+             "signal.signal(signal.SIGTERM, stop)\n"
+             "open(sys.argv[1], 'w').write('ready')\n"
+             "while True:\n"
+             "    time.sleep(1)\n")
+    with InProcessAgent(short_dir / "state", compute_enabled=True, start=False) as rig:
+        sup = rig.agent.compute
+        sup._worker_argv = lambda: [sys.executable, "-c", child, str(ready), str(finished)]
+        sup.start()
+        while not ready.exists():
+            assert sup.proc.poll() is None, "the stand-in worker died before it was ready"
+            sup.receive()
+        sup.close()
+        assert sup.proc.returncode == 0 and finished.read_text() == "done"
+        assert (sup.root / WORKER_LOG).stat().st_size >= 3 * 1024 * 1024
+
+
+@pytest.mark.req("CMP-010")
 def test_a_log_rotated_after_the_clock_went_back_is_kept_and_the_oldest_goes(tmp_path):
     """Found in audit: rotated logs were named by their time and the oldest name deleted, so a log written
     after a reset with the clock at 1970 was deleted as it was made. They go by the order they were made."""

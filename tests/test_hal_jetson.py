@@ -482,6 +482,26 @@ def test_a_sensor_newly_in_trouble_is_searched_for_soon_whatever_one_lost_for_go
     assert schedule.due_s == 43.0
 
 
+@pytest.mark.req("DEP-006")
+def test_a_sensor_that_flaps_beside_one_lost_for_good_does_not_undo_the_backoff():
+    """Found in review: trouble was new where it had not been in the last search's window, so a rail failing every
+    10 s beside a zone lost for good reset the backoff at each failure: a search every 3 s for good, not every
+    64 s. A sensor is new to trouble only where it had none within max_s."""
+
+    def searches(trouble_at) -> int:
+        schedule, n = SearchSchedule(first_s=1.0, max_s=64.0), 0
+        for t in range(600):
+            if schedule.due(t):
+                schedule.searched(t)
+                n += 1
+            schedule.sample(t, trouble=trouble_at(t))
+        return n
+
+    lost_alone = searches(lambda t: {"soc2-thermal"})
+    with_flapping = searches(lambda t: {"soc2-thermal"} | ({"VDD_IN"} if t % 10 == 0 else set()))
+    assert lost_alone <= 16 and with_flapping <= lost_alone + 1, (lost_alone, with_flapping)
+
+
 # --- power modes ------------------------------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ WORKER_LOG = "logs/worker.log"  # the worker's stdout and stderr, under the comp
 WORKER_LOG_MAX_BYTES = 4 * 1024 * 1024  # worker.log past this is rotated, at a start or a minute's look
 OUTPUT_PIPE_BYTES = 1024 * 1024  # the worker's output pipe, widened so a slow turn of the loop does not hold it
 OUTPUT_PER_TURN = 1024 * 1024  # most of the worker's output written to its log in one turn (the rest: the next)
+STOP_DRAIN_S = 0.05  # at a stop, how often the output of a worker still stopping is read
 WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<seq>-<UTC>.log, each sent once by file_auto_downlink), the newest
 LOG_LOOK_S = 60.0  # agent time between looks at a running worker's log size
 MAX_PENDING = 100  # requests held while the worker (re)starts
@@ -338,10 +339,18 @@ class ComputeSupervisor(Component):
         if self._alive():
             if not (self.state is ComputeState.RUNNING and self._send(cp.Stop())):
                 self.proc.send_signal(signal.SIGTERM)  # not connected yet: the signal says the same
-            try:
-                self.proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._kill()
+            # Its output read while it stops (found in review: a stopping worker that wrote more than the pipe holds
+            # waited on it until killed, its stop work, a training checkpoint among it, unfinished)
+            deadline = time.monotonic() + STOP_WAIT_S
+            while True:
+                try:
+                    self.proc.wait(STOP_DRAIN_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    self._take_output()
+                    if time.monotonic() >= deadline:
+                        self._kill()
+                        break
         for _deadline, deferred, _ in self._requests.values():
             deferred.fail("the agent stopped before the compute worker answered")
         self._requests.clear()

@@ -157,10 +157,10 @@ class SearchSchedule:
     probes late, a zone number given to another zone), and a glob at every read searches sysfs each tick forever.
     So: a search at the first read, ``max_s`` after each (a new sensor on a board without a profile), and
     ``first_s`` after trouble (a failed read, a sensor known and not found), doubling (``clock.backoff_s``) while
-    the same trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every
-    ``max_s``. Trouble is told by sensor: one newly in trouble is searched for ``first_s`` after, whatever another
-    lost for good has made the backoff (found in review: an expected zone a carrier never shows held every other
-    sensor's recovery to the 64 s cap)."""
+    trouble recurs within ``max_s``: a sensor that flaps or stays lost is searched for at most every ``max_s``.
+    Trouble is told by sensor: one in trouble for the first time in ``max_s`` is searched for ``first_s`` after,
+    whatever another lost for good has made the backoff (found in review: an expected zone a carrier never shows
+    held every other sensor's recovery to the 64 s cap), and one that flaps is not new each time it fails."""
 
     def __init__(self, first_s: float, max_s: float):
         if not 0 < first_s <= max_s:
@@ -168,10 +168,8 @@ class SearchSchedule:
         self.first_s, self.max_s = first_s, max_s
         self.due_s: float | None = None  # None: never searched, due at once
         self.retries = 0  # searches after trouble in a row (capped: it only picks the doubling)
-        self._last_trouble_s: float | None = None
         self._asked = False  # trouble since the last search has already brought it forward
-        self._known: frozenset[str] = frozenset()  # the sensors in trouble before the last search
-        self._since: set[str] = set()  # those in trouble since it
+        self._last: dict[str, float] = {}  # each sensor (or problem) in trouble within max_s: when it last was
 
     def due(self, now_s: float) -> bool:
         return self.due_s is None or now_s >= self.due_s
@@ -179,21 +177,19 @@ class SearchSchedule:
     def searched(self, now_s: float) -> None:
         self.due_s = now_s + self.max_s
         self._asked = False
-        self._known, self._since = frozenset(self._since), set()
 
     def sample(self, now_s: float, trouble: Collection[str]) -> None:
         """What the read after the search (or without one) saw: the sensors (or problems) in trouble, which bring
         the next search forward."""
         if not trouble:
             return
-        fresh = not self._known.issuperset(trouble)  # a sensor not in trouble before the last search
-        self._since.update(trouble)
-        calm = self._last_trouble_s is not None and now_s - self._last_trouble_s >= self.max_s
-        self._last_trouble_s = now_s
+        self._last = {key: t for key, t in self._last.items() if now_s - t < self.max_s}  # bounded: recent only
+        fresh = any(key not in self._last for key in trouble)  # none of its trouble within max_s
+        self._last.update(dict.fromkeys(trouble, now_s))
         if self._asked and not fresh:
             return
-        if calm or fresh:
-            self.retries = 0  # no trouble for a whole period, or new trouble: searched for quickly again
+        if fresh:
+            self.retries = 0  # new trouble: searched for quickly again
         wait_s = backoff_s(self.first_s, self.max_s, self.retries)
         self.due_s = now_s + wait_s if self.due_s is None else min(self.due_s, now_s + wait_s)
         self.retries = min(self.retries + 1, 64)
