@@ -4,12 +4,13 @@ Each step (``step_s`` of simulated time):
 
 1. faults due at this time are applied;
 2. the environment at time t goes to the agent over its ``sim`` backend: temperatures from the
-   thermal model, battery charge and bus voltage from the battery model, solar input and the
-   board's power from the profile and the last load, each as the agent's instruments read it
-   (``[sensors]``: a fuel gauge of whole percent that reports the capacity it has learnt, power
-   read with noise; the harness's own battery, power and work are the truth); with it, how many
-   ground packets the
-   agent must have taken in first (``Env.link_in``, :meth:`ClosedLoop._uplinked`);
+   thermal model, battery charge and bus voltage from the battery model, the board's power from the
+   last load, and the solar input the EPS delivers: the profile's available power up to what the loads
+   then drawn and the battery take (with the battery full, the loads': an EPS measures what its arrays
+   deliver, not what they could give), each as the agent's instruments read it (``[sensors]``: a fuel
+   gauge of whole percent that reports the capacity it has learnt, power read with noise; the harness's
+   own battery, power and work are the truth); with it, how many ground packets the agent must have
+   taken in first (``Env.link_in``, :meth:`ClosedLoop._uplinked`);
 3. the agent answers with its power mode, mode and compute duty; the board profile turns them
    into board power (idle + duty × (loaded − idle) of that mode); commands due go through the
    real ground link, the agent having seen time t;
@@ -122,7 +123,11 @@ class Trace:
     time_s: list[float] = field(default_factory=list)
     soc_pct: list[float] = field(default_factory=list)
     bus_voltage_v: list[float] = field(default_factory=list)
-    solar_power_w: list[float] = field(default_factory=list)
+    solar_power_w: list[float] = field(default_factory=list)  # the profile's: what the arrays could give
+    # what the EPS took from them over the step as flown: solar_power_w up to the loads and what the battery took, the
+    # rest left on the arrays. The agent's solar channel reads the same, with its noise, as the step begins under the
+    # load then drawn (its last answer's)
+    solar_delivered_w: list[float] = field(default_factory=list)
     board_power_w: list[float] = field(default_factory=list)
     platform_load_w: list[float] = field(default_factory=list)  # the truth's, its [power] load_steps in it
     temp_board_c: list[float] = field(default_factory=list)
@@ -589,6 +594,9 @@ class ClosedLoop:
         try:
             lockstep = self.sc.time_mode == "lockstep"
             read_w = self._measured_w(board_w)
+            # What the EPS delivers as the step begins, under the load then drawn (the last answer's): with the
+            # battery full, the loads', not what the arrays could give, which no board could measure.
+            solar_w = self._delivered_w(row["solar_power_w"], self.sc.platform_load_at_w(self._rel_s) + board_w)
             link_in = None
             if lockstep and self._link_sync is not None:
                 taken, uplinked = self._link_sync
@@ -596,7 +604,7 @@ class ClosedLoop:
             load = self.env.step(t if lockstep else None, timeout_s=STEP_TIMEOUT_S,
                                  temps_c=self._temps(t, board_c), rails_w={"VDD_IN": read_w}, board_power_w=read_w,
                                  eps=EpsValues(self._gauge_pct(), self._measured_bus_v(),
-                                               self._measured_w(row["solar_power_w"]), self._gauge_capacity_wh()),
+                                               self._measured_w(solar_w), self._gauge_capacity_wh()),
                                  link_in=link_in, alive=self._agent_alive)
             if lockstep and isinstance(load.link_taken, int):
                 self._link_sync = (load.link_taken, self._uplinked())
@@ -636,6 +644,14 @@ class ClosedLoop:
         sc = self.sc
         return sc.capacity_wh * (1.0 + sc.capacity_error_pct / 100.0) if sc.gauge_capacity else None
 
+    def _delivered_w(self, available_w: float, loads_w: float) -> float:
+        """The solar power the EPS takes from the arrays over the step from now with ``loads_w`` on the bus
+        (hil.physics.delivered_solar_w): the battery's energy balance for that step, its clipped energy left on the
+        arrays."""
+        from hil.physics import delivered_solar_w
+
+        return delivered_solar_w(available_w, loads_w, self.battery.room_w(self.sc.step_s))
+
     def _measured_w(self, true_w: float) -> float:
         """A power as the agent's instruments read it: with ``[sensors] power_noise_pct`` of noise (one standard
         deviation of the value, seeded with the scenario), never below zero."""
@@ -657,6 +673,7 @@ class ClosedLoop:
         tr.soc_pct.append(self.battery.soc_pct)
         tr.bus_voltage_v.append(self.battery.voltage_v)
         tr.solar_power_w.append(row["solar_power_w"])
+        tr.solar_delivered_w.append(self._delivered_w(row["solar_power_w"], platform_w + board_w))
         tr.board_power_w.append(board_w)
         tr.platform_load_w.append(platform_w)
         tr.temp_board_c.append(self.thermal.board_temp_c)

@@ -191,6 +191,27 @@ def test_battery_clamps_full_and_reports_clipped_solar():
     assert not s.brownout
 
 
+@pytest.mark.req("HIL-004", "HIL-025")
+@pytest.mark.parametrize("soc_pct, loads_w", [(100.0, 20.0), (99.9, 20.0), (50.0, 20.0), (100.0, 90.0), (0.0, 5.0)])
+def test_the_power_the_eps_delivers_is_the_available_less_what_the_full_battery_clipped(soc_pct, loads_w):
+    """Over a step, the arrays' power the EPS takes is what they give less what a full battery left on them: the
+    loads alone once full, all of it while the battery takes it or the loads want more."""
+    from hil.physics import delivered_solar_w
+
+    available_w, dt_s = 80.0, 10.0
+    b = Battery(BatteryParams(capacity_wh=10.0, charge_efficiency=0.94), soc_pct=soc_pct)
+    delivered_w = delivered_solar_w(available_w, loads_w, b.room_w(dt_s))
+    s = b.step(available_w - loads_w, dt_s)
+    assert delivered_w == pytest.approx(available_w - s.clipped_wh * 3600.0 / dt_s, rel=1e-12)
+    assert delivered_w - loads_w == pytest.approx((s.charged_wh - s.discharged_wh) * 3600.0 / dt_s, abs=1e-9)
+    if soc_pct == 100.0 and loads_w < available_w:
+        assert delivered_w == loads_w
+    elif soc_pct < 99.0 or loads_w >= available_w:
+        assert delivered_w == available_w
+    else:  # nearly full: the loads and what still fits
+        assert loads_w < delivered_w < available_w
+
+
 def test_battery_clamps_empty_and_reports_a_brownout():
     b = Battery(BatteryParams(capacity_wh=10.0), soc_pct=1.0)
     s = b.step(-360.0, 100.0)  # 10 Wh asked for, 0.1 Wh stored = 0.095 Wh deliverable

@@ -4,7 +4,7 @@ Pure numpy logic, no I/O: data in, data out. Orbit geometry comes from ``flight.
 (the same code the agent flies), not from here.
 """
 
-from hil.physics.battery import Battery, BatteryParams, BatteryStep, gauge_pct
+from hil.physics.battery import Battery, BatteryParams, BatteryStep, delivered_solar_w, gauge_pct
 from hil.physics.environment import (
     EARTH_ALBEDO,
     EARTH_IR_W_M2,
@@ -40,6 +40,7 @@ __all__ = [
     "array_incidence_cos",
     "array_power_w",
     "body_axes_teme",
+    "delivered_solar_w",
     "earth_ir_flux_w_m2",
     "gauge_pct",
     "nadir_plate_view_factor",

@@ -7,7 +7,9 @@ step of dt seconds, with E = P·dt/3600 Wh on the bus side,
 
 - P > 0: the bus offers E; the battery takes ``charged_wh`` ≤ E of it and stores
   η_c·charged_wh. What does not fit once it is full is ``clipped_wh``: solar power that
-  was there but had nowhere to go (the array is shunted).
+  was there but had nowhere to go (the array is shunted, or its tracker backs off the
+  maximum power point). The arrays then deliver only what the bus takes:
+  :func:`delivered_solar_w`, which is what an EPS's telemetry of its solar input reads.
 - P < 0: the bus asks for |E|; the battery delivers ``discharged_wh`` ≤ |E| of it and
   loses discharged_wh/η_d from storage. What it cannot deliver once empty is
   ``unserved_wh``: a brownout, the loads did not get their power.
@@ -157,6 +159,12 @@ class Battery:
         """Open-circuit pack voltage at the present charge, V."""
         return float(self.params.open_circuit_voltage_v(self.soc_pct))
 
+    def room_w(self, dt_s: float) -> float:
+        """The most the battery takes from the bus over ``dt_s`` seconds, W (bus side): what fits before it is full,
+        0 once it is (a Li-ion charger's taper near full is not modelled)."""
+        room_bus_wh = (self.params.capacity_wh - self.stored_wh) / self.params.charge_efficiency
+        return room_bus_wh * SECONDS_PER_HOUR / dt_s if dt_s > 0 else (math.inf if room_bus_wh > 0 else 0.0)
+
     def balance_error_wh(self) -> float:
         """(stored now − stored at start) − (η_c·Σcharged − Σdischarged/η_d): 0 up to float rounding."""
         p = self.params
@@ -213,6 +221,19 @@ class Battery:
             clipped_wh=clipped,
             unserved_wh=unserved,
         )
+
+
+def delivered_solar_w(available_w: float, loads_w: float, room_w: float) -> float:
+    """The power the EPS takes from its arrays, W: what they give (``available_w``) up to what the bus draws
+    (``loads_w``) plus what the battery takes (``room_w``, :meth:`Battery.room_w`). With the battery full and the
+    loads under what the arrays could give, the charge regulator backs off the maximum power point (or a shunt
+    dumps the rest), and the delivered power, the one an EPS measures and reports, is the loads'. Over a step with
+    the same loads it is exactly ``available_w`` less the step's ``clipped_wh`` as power.
+
+    >>> delivered_solar_w(80.0, 20.0, 0.0), delivered_solar_w(80.0, 20.0, 100.0), delivered_solar_w(0.0, 20.0, 0.0)
+    (20.0, 80.0, 0.0)
+    """
+    return float(min(available_w, max(0.0, loads_w) + max(0.0, room_w)))
 
 
 def gauge_pct(soc_pct: float, step_pct: float) -> float:
