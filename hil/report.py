@@ -337,7 +337,12 @@ def _plots(result: RunResult) -> str:
     agent_modes = ["DOWN", "BOOT", "SAFE", "IDLE", "COMPUTE"]
     rows = [
         ("Battery charge (%)", [("charge", tr["soc_pct"])]),
-        ("Power (W)", [("solar input", tr["solar_power_w"]), ("board", tr["board_power_w"])]),
+        # The arrays' available power (the profile's) and what the EPS took of it (with the battery full, what the
+        # loads drew: the rest stayed on the arrays), which is what the agent read
+        ("Power (W)", [("solar available", tr["solar_power_w"]),
+                       *([("solar delivered", tr["solar_delivered_w"])]
+                         if len(tr.get("solar_delivered_w", ())) == len(tr["solar_power_w"]) else []),
+                       ("board", tr["board_power_w"])]),
         ("Temperature (°C)", [("board", tr["temp_board_c"]), ("radiator", tr["temp_radiator_c"])]),
         ("Power mode", [("mode", np.array([modes.index(m) for m in tr["power_mode"]]))]),
         ("Agent mode", [("mode", np.array([agent_modes.index(m) if m in agent_modes else -1 for m in tr["mode"]]))]),
