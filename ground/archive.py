@@ -1765,13 +1765,7 @@ class Archive:
         pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in names}
         with self._lock:
             sc = self._sc_lookup(spacecraft)
-            by_sid: dict[int, list[str]] = {}
-            for name in names:
-                sids = self._sids_of(name)
-                if sids is None:
-                    raise KeyError(f"no channel {name!r} in the archive or the dictionary")
-                for sid in sids:
-                    by_sid.setdefault(sid, []).append(name)
+            by_sid = self._channels_by_sid(names)
             if sc != -1:
                 for sid, wanted in by_sid.items():
                     for name, found in self._gather(sc, sid, wanted, lo, hi).items():
@@ -1783,6 +1777,18 @@ class Archive:
                 times, values = decimate(times, values, max_points, lo, hi)
             out[name] = (times, values)
         return out
+
+    def _channels_by_sid(self, names: list[str]) -> dict[int, list[str]]:
+        """The channels asked for, by the housekeeping SIDs that carry them; KeyError naming one no SID carries.
+        Under the lock."""
+        by_sid: dict[int, list[str]] = {}
+        for name in names:
+            sids = self._sids_of(name)
+            if sids is None:
+                raise KeyError(f"no channel {name!r} in the archive or the dictionary")
+            for sid in sids:
+                by_sid.setdefault(sid, []).append(name)
+        return by_sid
 
     def query_page(self, channels: str | Iterable[str], from_s: float | None = None, to_s: float | None = None,
                    spacecraft: str = DEFAULT_SPACECRAFT, max_samples: int = PAGE_SAMPLES, after: str | None = None,
@@ -1808,13 +1814,7 @@ class Archive:
         more = False
         with self._lock:
             sc = self._sc_lookup(spacecraft)
-            by_sid: dict[int, list[str]] = {}
-            for name in names:
-                sids = self._sids_of(name)
-                if sids is None:
-                    raise KeyError(f"no channel {name!r} in the archive or the dictionary")
-                for sid in sids:
-                    by_sid.setdefault(sid, []).append(name)
+            by_sid = self._channels_by_sid(names)
             for sid in sorted(by_sid) if sc != -1 else ():
                 # from (time, the last row id already given at that time: None none, _ALL_ROWS all)
                 start: tuple[float, int | None] = (lo, None)

@@ -482,11 +482,7 @@ class FileManager(Component):
                 del self._junk_seen[name]
                 continue
             except OSError as exc:
-                if name not in self._not_deleted:
-                    self._not_deleted.add(name)
-                    self._delete_failures += 1
-                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
-                               reason=f"not deleted (no job takes it): {exc.strerror or exc}"[:200])
+                self._not_deleted_said(name, "no job takes it", exc)
                 continue
             del self._junk_seen[name]
             self._not_deleted.discard(name)
@@ -538,11 +534,7 @@ class FileManager(Component):
                 del self._done_seen[name]
                 continue
             except OSError as exc:
-                if name not in self._not_deleted:
-                    self._not_deleted.add(name)
-                    self._delete_failures += 1
-                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
-                               reason=f"not deleted (an input made on board, taken): {exc.strerror or exc}"[:200])
+                self._not_deleted_said(name, "an input made on board, taken", exc)
                 continue
             del self._done_seen[name]
             self._not_deleted.discard(name)
@@ -553,6 +545,15 @@ class FileManager(Component):
                    "first" if over else f"taken by a job {now - since:.0f} s ago (file_keep_done_s)")
             self._emit("FILE_DELETED", name=printable(name)[:200],
                        reason=f"an input made on board: {why}; its product keeps its source_sha256")
+
+    def _not_deleted_said(self, name: str, why: str, exc: OSError) -> None:
+        """A clean-up's delete the disk refused: said once (FILE_FAILED) and counted once (``files_failed``); the
+        clean-up tries again later."""
+        if name not in self._not_deleted:
+            self._not_deleted.add(name)
+            self._delete_failures += 1
+            self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
+                       reason=f"not deleted ({why}): {exc.strerror or exc}"[:200])
 
     def _still_delivered(self, name: str) -> bool:
         """Whether the file at ``name`` is still the one the ground has (as stamped when it went; one whose entry
@@ -589,11 +590,7 @@ class FileManager(Component):
             try:
                 path.unlink()
             except OSError as exc:
-                if name not in self._not_deleted:
-                    self._not_deleted.add(name)
-                    self._delete_failures += 1
-                    self._emit("FILE_FAILED", transfer="-", name=printable(name)[:200],
-                               reason=f"not deleted ({reason}): {exc.strerror or exc}"[:200])
+                self._not_deleted_said(name, reason, exc)
                 return False
             self._emit("FILE_DELETED", name=name, reason=reason)
         self._not_deleted.discard(name)
