@@ -642,8 +642,9 @@ def test_a_stopping_worker_that_says_more_than_its_pipe_holds_finishes_its_stop(
     child = ("import os, signal, sys, time\n"
              "def stop(*_):\n"
              "    os.write(2, b'x' * (3 * 1024 * 1024))\n"
-             "    open(sys.argv[2], 'w').write('done')\n"
-             "    sys.exit(0)\n"
+             "    with open(sys.argv[2], 'w') as f:\n"
+             "        f.write('done')\n"
+             "    os._exit(0)\n"  # not sys.exit: raised in a finalizer the handler ran in, it was swallowed
              "signal.signal(signal.SIGTERM, stop)\n"
              "open(sys.argv[1], 'w').write('ready')\n"
              "while True:\n"
