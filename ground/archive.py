@@ -1061,23 +1061,9 @@ class Archive:
             except sqlite3.OperationalError as exc:  # read-only: its queries read more, and work
                 if "readonly" not in str(exc):
                     raise
-        if self._db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                            f"({','.join('?' * len(_RECEIPT_INDEX_NAMES))})", _RECEIPT_INDEX_NAMES
-                            ).fetchone()[0] < len(_RECEIPT_INDEX_NAMES):
-            try:
-                self._add_receipts()
-            except sqlite3.OperationalError as exc:  # read-only: read as it is (only retention and intake use them)
-                if "readonly" not in str(exc):
-                    raise
-        if self._key_tables and self._db.execute(
-                f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                f"({','.join('?' * len(_KEY_RECEIPT_INDEX_NAMES))})", _KEY_RECEIPT_INDEX_NAMES
-                ).fetchone()[0] < len(_KEY_RECEIPT_INDEX_NAMES):
-            try:
-                self._add_key_receipts()
-            except sqlite3.OperationalError as exc:  # read-only: read as it is (only retention and intake use it)
-                if "readonly" not in str(exc):
-                    raise
+        self._upgrade_where_missing(_RECEIPT_INDEX_NAMES, self._add_receipts)
+        if self._key_tables:
+            self._upgrade_where_missing(_KEY_RECEIPT_INDEX_NAMES, self._add_key_receipts)
         if not self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'file_transfers'").fetchone()[0]:
             try:
                 with self._write():
@@ -1132,6 +1118,19 @@ class Archive:
                             "VALUES (?, ?, ?, ?, ?)", (sc, tm.apid, packet_key(tm.apid, tm.seq_count, tm.time_s)[2],
                                                        tm.seq_count, _key_received(received_s))).rowcount
             self.keys_added = added
+
+    def _upgrade_where_missing(self, index_names: tuple[str, ...], add: Callable[[], None]) -> None:
+        """``add`` (an upgrade in place) where a file lacks one of the indexes it makes; a read-only file is read
+        as it is (only retention and intake use what the upgrades add)."""
+        have = self._db.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                f"({','.join('?' * len(index_names))})", index_names).fetchone()[0]
+        if have >= len(index_names):
+            return
+        try:
+            add()
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
 
     def _add_key_receipts(self) -> None:
         """A schema-2 file from before keys kept their reception: the column (added at the end, so instant; NULL in
