@@ -1,4 +1,4 @@
-"""``sunlit-ground file put|get|list|rm|status|cancel``: files to and from a spacecraft.
+"""``sunlit-ground file put|get|fetch|list|rm|status|cancel``: files to and from a spacecraft.
 
 Through the ground server by default (after ``sunlit-ground login``): ``put`` uploads the file
 to the server, which sends it by CFDP (docs/ground-api.md, "File transfer"); ``get`` has the
@@ -17,7 +17,10 @@ area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's a
 - ``get NAME [--out PATH]``: the agent's NAME (under products/, checkpoints/, logs/, staging/,
   incoming/ or data/) to PATH (default: its base name here; an existing file, one made while the
   file came down too, is kept unless ``--force``: exit 2), written whole beside it and renamed into
-  place; the SHA-256 the agent sent is checked against what was written;
+  place; the SHA-256 the agent sent is checked against what was written. Past ``--timeout``, or at Ctrl-C,
+  the transfer goes on (exit 1) and the CLI names it: ``fetch ID`` writes the file once it is down;
+- ``fetch ID [--out PATH]``: the file a transfer brought down (``get-N``, from ``status``: this operator's or
+  another's), from the server, checked and written as ``get`` writes it, without asking the board again;
 - ``list [DIRECTORY]``: FILE_LIST (names, sizes, times, free space on board);
 - ``rm NAME``: FILE_DELETE (hazardous: asks, or ``--yes``);
 - ``status``: the transfers the server follows (``--direct``: the agent's FILE_STATUS);
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -307,16 +311,37 @@ def _get_server(args: argparse.Namespace, name: str, out: Path) -> int:
     spacecraft = args.spacecraft or api.default_spacecraft()
     record = api.post("/api/files/get", {"spacecraft": spacecraft, "name": name, "cfdp_class": args.cfdp_class,
                                          "priority": args.priority})
-    print(f"{spacecraft}:{name} asked for as {record['id']} (FILE_DOWNLINK through the queue)", flush=True)
-    record = _follow(api, spacecraft, record, args.timeout)
+    rid = record["id"]
+    print(f"{spacecraft}:{name} asked for as {rid} (FILE_DOWNLINK through the queue)", flush=True)
+    later = _fetch_later(rid, out)
+    try:
+        record = _follow(api, spacecraft, record, args.timeout)
+    except KeyboardInterrupt:  # it goes on, named, and how to have it (found in audit: "stopped here", no way to it)
+        print(f"\ninterrupted: stopped following {rid}; it goes on, and the server keeps {name} when it comes: "
+              f"{later}; `sunlit-ground file cancel {rid}` stops it", file=sys.stderr)
+        return EXIT_FAILED
     if record["state"] != "done":
-        return _ended(record, args.timeout, "sunlit-ground file status; the server keeps the file when it comes")
+        return _ended(record, args.timeout, f"sunlit-ground file status; the server keeps the file when it comes: "
+                                            f"{later}")
+    return _fetch(api, spacecraft, record, out, args.force)
+
+
+def _fetch_later(rid: str, out: Path) -> str:
+    return f"`sunlit-ground file fetch {rid} --out {shlex.quote(str(out))}` writes it here once it is done"
+
+
+def _fetch(api: ApiClient, spacecraft: str, record: dict[str, Any], out: Path, force: bool) -> int:
+    """The file a transfer brought down, from the server to ``out`` (checked against the agent's SHA-256)."""
     tmp = temp_beside(out)
     try:  # a fetch cut off (Ctrl-C, the server gone) leaves no part of it behind
         with _raw(api, "GET", f"/api/files/{record['id']}/content", {"spacecraft": spacecraft}) as resp, \
                 open(tmp, "wb") as f:
             shutil.copyfileobj(resp, f, 1 << 20)
-        return _install(tmp, out, record, args.force)
+        return _install(tmp, out, record, force)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: nothing written to {out}; the server keeps the file {record['id']} brought down: "
+              f"`sunlit-ground file fetch {record['id']} --out {shlex.quote(str(out))}`", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -443,17 +468,26 @@ def _cancel_direct(client: GroundClient, files: GroundFiles, rid: str, name: str
     return code
 
 
-def _cmd_get(args: argparse.Namespace) -> int:
-    name = _checked(args.name, "down")
-    out = Path(args.out) if args.out else Path(name.rsplit("/", 1)[-1])
+def _out_path(name: str, given: str | None, force: bool) -> Path:
+    """Where a file that comes down is written (``--out``, or its base name here), checked before it is asked for."""
+    base = name.rsplit("/", 1)[-1]
+    if base in ("", ".", ".."):  # a name the agent gave a file it sent unasked: not one to write here as it is
+        raise FileCliError(f"{_printable(name)}: no file name in it to write it as here: give --out")
+    out = Path(given) if given else Path(base)
     if out.is_dir():
-        out = out / name.rsplit("/", 1)[-1]
-    if os.path.lexists(out) and not args.force:  # a dangling link too: it would refuse the file at the end
+        out = out / base
+    if os.path.lexists(out) and not force:  # a dangling link too: it would refuse the file at the end
         raise FileCliError(f"{out} exists: give --out another path, or --force")
     if not out.parent.is_dir():  # found before the transfer: once the whole file came down, then a traceback
         raise FileCliError(f"--out {out}: no folder {out.parent} to write it in")
     if not os.access(out.parent, os.W_OK | os.X_OK):  # the same, for a folder this user cannot write in (an audit)
         raise FileCliError(f"--out {out}: the folder {out.parent} cannot be written in by this user")
+    return out
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    name = _checked(args.name, "down")
+    out = _out_path(name, args.out, args.force)
     if not args.direct:
         return _get_server(args, name, out)
     client, files = _direct_files(args)
@@ -590,6 +624,28 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0 if record["state"] == "cancelled" else EXIT_UNKNOWN
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    """A file a transfer brought down, from the server (``status`` names it): the way to one that a get's timeout or
+    Ctrl-C left coming, or that another operator asked for, without asking the board again."""
+    if args.direct:
+        raise FileCliError("--direct: what came down is in --area's downlink/; `fetch` reads the server's")
+    api = _api(args)
+    spacecraft = args.spacecraft or api.default_spacecraft()
+    found = [r for r in api.get("/api/files", spacecraft=spacecraft)["transfers"] if r["id"] == args.id]
+    if not found:
+        raise FileCliError(f"no transfer {args.id!r} among {spacecraft}'s recent ones (`sunlit-ground file status`)",
+                           EXIT_FAILED)
+    record = found[0]
+    if record["direction"] != "down":
+        raise FileCliError(f"{args.id} went up, nothing of it came down: `sunlit-ground file get NAME` asks for a file")
+    if record["state"] != "done":
+        print(f"{args.id} is {record['state']}" + (f": {record.get('reason')}" if record["state"] in SETTLED else
+                                                   ", not down whole yet: `sunlit-ground file status` follows it"),
+              file=sys.stderr)
+        return EXIT_FAILED
+    return _fetch(api, spacecraft, record, _out_path(record["remote"], args.out, args.force), args.force)
+
+
 def _checked(name: str, direction: str, size_bytes: int | None = None) -> str:
     try:
         return check_remote(name, direction, size_bytes)
@@ -626,8 +682,8 @@ def _guarded(func: Callable[[argparse.Namespace], int], stopped: str = STOPPED) 
 
 def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``file`` and its subcommands to a parser's subparsers; each sets ``func``."""
-    top = subparsers.add_parser("file", help="files to and from a spacecraft (CFDP): put, get, list, rm, status, "
-                                "cancel",
+    top = subparsers.add_parser("file", help="files to and from a spacecraft (CFDP): put, get, fetch, list, rm, "
+                                "status, cancel",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="file_cmd", required=True)
 
@@ -662,6 +718,13 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     rm.add_argument("--yes", action="store_true", help="delete without asking")
     rm.add_argument("--timeout", type=_seconds, default=10.0, metavar="S")
     rm.set_defaults(func=_guarded(_cmd_rm))
+
+    fetch = sub.add_parser("fetch", help="write a file a transfer brought down, from the server (its id from status: "
+                           "get-N), without asking the board again")
+    fetch.add_argument("id")
+    fetch.add_argument("--out", help="where to write it (default: its base name here)")
+    fetch.add_argument("--force", action="store_true", help="write over an existing --out")
+    fetch.set_defaults(func=_guarded(_cmd_fetch))
 
     cancel = sub.add_parser("cancel", help="stop a transfer the server follows (its id from status: out-N, get-N)")
     cancel.add_argument("id")

@@ -183,6 +183,20 @@ def test_ctrl_c_while_a_put_goes_to_the_server_cuts_it_off_or_once_whole_cancels
         assert out.returncode == 0, out.stdout + out.stderr
         assert "out-2 cancelled before it started: nothing of data/again.bin went to the board" in out.stdout
         assert [r["state"] for r in transfers(server, token) if r["id"] == "out-2"] == ["cancelled"]
+
+        # A get the board has not answered: Ctrl-C stops following it, which goes on, named, with the commands that
+        # write its file once it is down and that stop it (found in audit: "stopped here", and no command wrote it)
+        procs.append(cli("file", "get", "products/p.json", "--out", str(tmp_path / "p.json"), env=env))
+        read_until(procs[-1].stdout, "asked for as get-1")
+        code, out, err = interrupt(procs[-1])
+        assert code == 1 and "Traceback" not in err, out + err
+        assert "stopped following get-1; it goes on" in err and "`sunlit-ground file fetch get-1 --out " in err, err
+        assert "`sunlit-ground file cancel get-1` stops it" in err, err
+        assert [r["state"] for r in transfers(server, token) if r["id"] == "get-1"] == ["requested"], "it goes on"
+        out = subprocess.run([sys.executable, "-m", "ground.cli", "file", "fetch", "get-1", "--out",
+                              str(tmp_path / "p.json")], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert out.returncode == 1 and "get-1 is requested, not down whole yet" in out.stderr, out.stderr
+        assert not (tmp_path / "p.json").exists()
     finally:
         gate.set()
         for proc in procs:

@@ -75,6 +75,15 @@ def test_put_and_get_through_the_server_with_the_cli_match_sha256_and_are_archiv
     assert sha(fetched) == sha(product) and "checked against the agent's" in out.stdout
     out = run_cli("file", "get", "products/job-3.npz", "--out", str(fetched), env=env)
     assert out.returncode == 2 and "exists" in out.stderr, "an existing file is kept"
+    # The file a transfer brought down, from the server again without asking the board (found in audit: a get past
+    # its timeout said "the server keeps the file", and no command wrote it here)
+    again = tmp_path / "again.npz"
+    out = run_cli("file", "fetch", "get-1", "--out", str(again), env=env)
+    assert out.returncode == 0 and sha(again) == sha(product), out.stdout + out.stderr
+    out = run_cli("file", "fetch", "out-1", "--out", str(tmp_path / "up.bin"), env=env)
+    assert out.returncode == 2 and "went up" in out.stderr and not (tmp_path / "up.bin").exists(), out.stderr
+    out = run_cli("file", "fetch", "get-99", env=env)
+    assert out.returncode == 1 and "no transfer 'get-99'" in out.stderr, out.stderr
 
     # A folder that cannot be written in (sysfs, even for root): said, exit 1, no traceback (found in audit: a
     # PermissionError's traceback once the whole file had come down)
