@@ -7,8 +7,9 @@ several local times or inclined, sun-tracking or body-fixed arrays under nadir, 
 inertial attitudes, the three boards, batteries of 20–120 Wh, platform loads with steps the
 agent is not told of, starting charges of 45–95 %, and the agent's errors (efficiency off by
 up to ±15 %, degradation unknown) and instruments (a fuel gauge of whole percent or tenths, read
-each second; solar power with 1 % noise; a battery faded to 80–100 % of the nameplate the agent
-is configured with, whose gauge reports the capacity it has learnt within 3 %). Each is flown
+each second; solar power as the EPS delivers it, the loads' with the battery full, with 1 % noise;
+a battery faded to 80–100 % of the nameplate the agent is configured with, whose gauge reports
+the capacity it has learnt within 3 %). Each is flown
 twice in a 60-s closed loop over the truth:
 with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
 today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given

@@ -17,9 +17,10 @@ The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
 - *truth*: the arrays' output from ``hil.physics.solar`` (the harness's model, with the true
   parameters) and the true platform load;
 - *agent*: the policy under test, given what the agent would know: the charge as its gauge
-  reads it and the solar power as measured, its own array model (``flight.power.array`` with its believed parameters)
-  calibrated online from the measured power, the configured platform load, learnt on from the
-  gauge as the agent learns it (``flight.power.load``); the baseline is
+  reads it and the solar power as its EPS measures it (what the arrays deliver: only the loads' with the
+  battery full, and the agent leaves those readings out of its calibration), its own array model
+  (``flight.power.array`` with its believed parameters) calibrated online from the measured power, the
+  configured platform load, learnt on from the gauge as the agent learns it (``flight.power.load``); the baseline is
   today's rule on the orbit's eclipses (``flight.power.policy.decide`` without a forecast),
   the planner the receding-horizon plan (``flight.power.planner``) with the rule as its
   fall-back, both as ``flight.agent.control_core`` runs them;
@@ -49,11 +50,11 @@ from flight.orbit.saa import ESTIMATE
 from flight.orbit.shadow import shadow_factor
 from flight.orbit.sun import raan_deg_for_ltan, sun_position_teme_km
 from flight.power.array import ArrayModel, Panel, SolarCalibration, forecast_solar
-from flight.power.load import GaugeLoadLearner
+from flight.power.load import FULL_PCT, GaugeLoadLearner
 from flight.power.planner import make_plan
 from flight.power.policy import Battery, ModePower, PowerInputs, PowerSettings, decide
 from hil.oracle import BatterySpec, ComputeMode, OracleInfeasible, solve_oracle
-from hil.physics.battery import gauge_pct
+from hil.physics.battery import delivered_solar_w, gauge_pct
 from hil.physics.solar import array_power_w
 
 STEP_S = 60.0
@@ -218,17 +219,22 @@ def fly(case: PowerCase, policy: str) -> Flight:
     noise = np.random.default_rng([case.seed, 2]).normal(0.0, case.power_noise_pct / 100.0, n)
     e = case.soc0_pct / 100.0 * case.capacity_wh
     work, below, low, plan_ms = 0.0, 0, 100.0, []
+    board_w = modes[0].idle_w  # the board's draw over the step before (the first: idle)
     for k in range(n):
         now = float(times[k])
         soc = gauge_pct(100.0 * e / case.capacity_wh, case.soc_step_pct)  # what the agent reads
-        measured_w = max(0.0, float(solar[k]) * (1.0 + noise[k]))
+        # The solar power the EPS measures is what it delivers: with the battery full the charger backs off and
+        # it reads the loads, not what the arrays could give (hil.physics.delivered_solar_w, as the lockstep HIL
+        # feeds the agent); the loads are this step's platform and the board as it last ran.
+        room_w = (case.capacity_wh - e) / battery.charge_efficiency * 3600.0 / STEP_S
+        measured_w = max(0.0, delivered_solar_w(float(solar[k]), float(load[k]) + board_w, room_w) * (1.0 + noise[k]))
         if policy == "plan":
             platform_belief = learner.load_w
             if raw is None or k % 10 == 0:  # a fresh forecast every 10 min (the agent: every minute; the same)
                 raw = forecast_solar(orbit, belief, now, 1.5 * orbit.period_s, PLAN_STEP_S)
             ahead, (raw_now, at_edge) = raw.from_now(now), raw.at(now)
-            if not at_edge:  # as the agent does (flight.agent.control)
-                cal = cal.update(raw_now, measured_w, belief.peak_w)
+            if not at_edge and soc < FULL_PCT:  # as the agent does (flight.agent.control): a full battery's
+                cal = cal.update(raw_now, measured_w, belief.peak_w)  # reading is the loads'
             forecast = [w * cal.scale for w in ahead]
             # As the control core does: keep the plan through its first step unless the charge strays.
             stale = plan is None or plan.step_at(now) != 0 or abs(plan.soc_pct[0] - soc) > 2.0 + (

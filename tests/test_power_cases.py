@@ -101,3 +101,40 @@ def test_a_faded_battery_is_planned_on_the_capacity_its_gauge_has_learnt():
     assert case.capacity_wh / case.nameplate_wh == pytest.approx(0.821, abs=1e-3)
     assert power_cases.fly(case, "plan").floor_violation_steps == 0
     assert power_cases.fly(dataclasses.replace(case, gauge_capacity_wh=None), "plan").floor_violation_steps > 0
+
+
+@pytest.mark.req("AGT-061", "HIL-025")
+def test_with_the_battery_full_the_eps_reads_the_loads_and_the_calibration_leaves_them_out(monkeypatch):
+    """Case 2028 started full: its arrays give more than the board and the platform draw, the charger backs off, and
+    the EPS reads what it delivers, the loads (hil.physics.delivered_solar_w, as the lockstep HIL feeds the agent).
+    The loop fed the agent what the arrays could give instead, and calibrated on it where the agent would not
+    (flight.agent.control leaves a full battery's readings out)."""
+    import dataclasses
+
+    from flight.power.array import SolarCalibration
+    from flight.power.load import FULL_PCT
+    from hil.physics.battery import delivered_solar_w, gauge_pct
+
+    read, delivered, taken = [], [], []
+
+    def reading(soc_pct, step_pct):
+        read.append(gauge_pct(soc_pct, step_pct))
+        return read[-1]
+
+    def eps(available_w, loads_w, room_w):
+        delivered.append((available_w, delivered_solar_w(available_w, loads_w, room_w)))
+        return delivered[-1][1]
+
+    update = SolarCalibration.update
+
+    def calibrate(self, predicted_w, measured_w, peak_w, *args, **kwargs):
+        taken.append(read[-1])  # the step's gauge reading: the learner's ticks read it after the calibration
+        return update(self, predicted_w, measured_w, peak_w, *args, **kwargs)
+
+    monkeypatch.setattr(power_cases, "gauge_pct", reading)
+    monkeypatch.setattr(power_cases, "delivered_solar_w", eps)
+    monkeypatch.setattr(SolarCalibration, "update", calibrate)
+    power_cases.fly(dataclasses.replace(generate_case(2028), soc0_pct=100.0), "plan")
+    backed_off = [(a, d) for a, d in delivered if d < 0.9 * a]
+    assert len(backed_off) > 30, "full in the sun, the EPS delivers the loads, not what the arrays could give"
+    assert taken and all(soc < FULL_PCT for soc in taken), sorted(taken)[-5:]
