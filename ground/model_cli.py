@@ -12,9 +12,9 @@
 Uplink the package's files to the compute directory's staging/, then send the MODEL_INSTALL line
 that pack and delta print last. Reference inputs default to the shipped model's (its first
 held-out tiles, which the board keeps); a delta leaves them out and the board uses its base's,
-unless --with-inputs. Exit codes: 0 done, 1 a check failed, or keygen's key file could not be written
-(a full disk, a folder this user cannot write in, a read-only file system: nothing is left under its
-name), 2 bad input.
+unless --with-inputs. Exit codes: 0 done, 1 a check failed, or keygen's key file or pack's and delta's
+package could not be written (a full disk, a folder this user cannot write in, a read-only file system:
+nothing is left under its name, and a package there before stays whole), 2 bad input.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from flight.compute.package import (
 )
 from ground.model_package import (
     KeyWriteError,
+    PackageWriteError,
     generate_key,
     load_inputs,
     pack_delta,
@@ -107,7 +108,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except KeyWriteError as exc:  # the file system's refusal, not the operator's input (found in audit: 2)
+        except (KeyWriteError, PackageWriteError) as exc:  # the file system's refusal, not the operator's input
             print(f"sunlit-ground model: {exc}", file=sys.stderr)
             return EXIT_FAILED
         except PackageError as exc:

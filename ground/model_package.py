@@ -45,7 +45,7 @@ from flight.compute.package import (
 )
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
-from flight.storage import write_atomic
+from flight.storage import fsync_path, write_atomic
 
 KEY_FORMAT = "sunlit-operator-key/1"
 
@@ -180,10 +180,39 @@ def load_inputs(path: Path | str | None) -> np.ndarray:
                            "with x") from None
 
 
+class PackageWriteError(PackageError):
+    """A package the file system would not take (a full disk, a folder this user cannot write in): the command
+    failed, its input was good (exit 1, not 2)."""
+
+
 def _write(directory: Path, files: Mapping[str, bytes]) -> dict[str, int]:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        write_atomic(directory / name, data)
+    """Every file of the package written beside its name and synced first, then each renamed into place, the
+    manifest last: a write the file system refuses leaves the package that was there as it was, and no part of this
+    one (found in audit: exit 2, the code for bad input, and the files written before the refusal left beside the
+    earlier package's manifest)."""
+    if directory.exists() and not directory.is_dir():
+        raise PackageError(f"--out {directory} is not a folder; give --out the folder to write the package in")
+    temps: dict[str, str] = {}
+    placed = 0
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            fd, temps[name] = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for name, tmp in temps.items():
+            os.replace(tmp, directory / name)
+            placed += 1
+        fsync_path(directory)
+    except OSError as exc:
+        left = "nothing written" if not placed else f"{', '.join(list(files)[:placed])} written, the rest not"
+        raise PackageWriteError(f"{directory}: the package cannot be written ({exc.strerror or exc}); {left}") \
+            from None
+    finally:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
     return {name: len(data) for name, data in files.items()}
 
 

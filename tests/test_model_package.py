@@ -123,9 +123,9 @@ def test_a_delta_rebuilds_the_fine_tuned_model_and_refuses_anything_but_new_valu
         apply_delta(tiny(7.0), delta)
 
 
-def _keygen_on_a_full_disk(out):
-    """`sunlit-ground model keygen` in a process that may write no file past 40 bytes (a disk that fills as the
-    key is written): what it said."""
+def _on_a_full_disk(*args: str, limit_bytes: int = 40):
+    """`sunlit-ground model ARGS` in a process that may write no file past ``limit_bytes`` (a disk that fills as
+    it writes): what it said."""
     import resource
     import signal
     import subprocess
@@ -133,11 +133,46 @@ def _keygen_on_a_full_disk(out):
 
     def small_files():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as a full disk's with ENOSPC
-        resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.run([sys.executable, "-m", "ground", "model", "keygen", "dave", "--out", str(out)],
-                          preexec_fn=small_files, capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "ground", "model", *args], preexec_fn=small_files,
+                          capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _keygen_on_a_full_disk(out):
+    return _on_a_full_disk("keygen", "dave", "--out", str(out))
+
+
+@pytest.mark.req("MDL-009")
+def test_a_package_the_file_system_refuses_is_a_failure_and_the_one_there_before_stays_whole(tmp_path, capsys):
+    """Found in audit: a pack on a disk that filled as it wrote exited 2, the code for bad input, and left the files
+    it had written (the new model) beside the earlier package's reference set and manifest. Now every file is written
+    before any is renamed into place: exit 1 naming the folder, the package there before as it was, no temporary."""
+    key, inputs, out = tmp_path / "alice.key", tmp_path / "ref.npy", tmp_path / "pkg"
+    assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 0
+    np.save(inputs, REF_X)
+    models = {}
+    for version, offset in (("1", 0.0), ("2", 0.5)):
+        models[version] = tmp_path / f"v{version}.onnx"
+        models[version].write_bytes(tiny(2.0, offset=(offset, 0.0)))
+
+    def pack(version: str) -> list[str]:
+        return ["pack", str(models[version]), "--name", "tiny", "--version", version, "--key", str(key), "--inputs",
+                str(inputs), "--out", str(out)]
+
+    assert ground_main(["model", *pack("1")]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before) == 3 and len(tiny(2.0)) < 300 < min(len(b) for n, b in before.items() if n != "tiny.onnx")
+    full = _on_a_full_disk(*pack("2"), limit_bytes=300)  # the model fits, its reference set does not
+    assert full.returncode == 1, full.stderr
+    assert f"sunlit-ground model: {out}: the package cannot be written (" in full.stderr, full.stderr
+    assert "nothing written" in full.stderr and "Traceback" not in full.stderr, full.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the package there before, whole; no part"
+    models["1"].write_bytes(b"x")
+    assert ground_main(["model", *pack("2")[:-1], str(models["1"])]) == 2, "--out a file: bad input"
+    assert "is not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.req("MDL-009")
