@@ -22,7 +22,8 @@ Requests, as the operator sees them (:class:`FileRecord`), one id each:
 - ``put``: a local file copied into ``uplink/`` and queued to the agent's ``staging/``,
   ``incoming/``, ``data/`` or ``sequences/`` (``sequences/NAME.toml``, NAME as SEQUENCE_START
   names it, at most 64 KiB: refused here before anything goes; the agent checks its steps as it
-  arrives and says so, SEQUENCE_STORED): id ``out-N``, the entity's transfer;
+  arrives and says so, SEQUENCE_STORED): id ``out-N``, the entity's transfer; one the agent refuses
+  fails with its reason (its FILE_FAILED for the agent's transfer ``in-1-SEQ``, ``agent_transfer``);
 - ``get``: FILE_DOWNLINK asks the agent to send one of its files (id ``get-N``); the command's
   outcome (the agent queued it, or why not) and then the incoming transfer whose source is
   that name carry the request on to its end (or the agent's FILE_FAILED naming its transfer,
@@ -86,6 +87,7 @@ STATE_FILE = ".ground-files.json"
 STATE_SCHEMA = 1
 SETTLED = frozenset({"done", "failed", "cancelled"})
 ASIDE_MAX = 1_000_000          # earlier files of one name kept beside it (aside_name's +2 ... +999999)
+AGENT_SAYS = "; the agent says: "  # before the agent's reason on a put that failed (its FILE_FAILED)
 KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
 
 
@@ -125,7 +127,7 @@ class FileRecord:
     finished_s: float | None = None
     restarts: int = 0
     transfer: str | None = None     # the ground entity's transfer id
-    agent_transfer: str | None = None  # a get: the agent's transfer id (FILE_DOWNLINK's result)
+    agent_transfer: str | None = None  # the agent's transfer id (a get: FILE_DOWNLINK's result)
     rev: int = 0                    # one more at each change: a reader keeps the highest it has seen
     product: dict[str, Any] | None = None  # a product come down: {"vouched", "verdict"} (ground/receipts.py)
     stamp: list[int] | None = None  # a file come down: its (inode, size, mtime ns) as put in place (path_of)
@@ -428,7 +430,7 @@ class GroundFiles:
         now = self._clock_s()
         self._contact(now)
         self._follow_commands()
-        self._settle_ended_gets()
+        self._match_agent_ends()
         self._pump(now)
         if now >= self._next_expire_s:
             self._next_expire_s = now + EXPIRE_PERIOD_S
@@ -591,6 +593,8 @@ class GroundFiles:
                                     reason="sent by the agent unasked", requested_s=t.created_s)
             t.meta["record"] = record.id
         record.transfer = t.id
+        if t.direction == "out" and t.transaction:  # the agent's name for it, which its FILE_* events carry
+            record.agent_transfer = f"in-{t.transaction}"
         record.size, record.progress = t.size, int(t.progress)
         record.cfdp_class, record.restarts = t.cls, t.restarts
         record.started_s = record.started_s or t.started_s
@@ -619,6 +623,8 @@ class GroundFiles:
             record.progress = int(t.progress if t.state != "done" else (t.size or t.progress))
             if t.direction == "out":
                 _unlink(self.area / t.source)  # the copy in uplink/ has served
+                if t.state == "failed" and not self._told_why(record):  # its FILE_FAILED, heard first or later
+                    self._ends_to_match = True
         self._store(record, state_changed=record.state != before or what in ("restarted", "resumed"))
         return record
 
@@ -718,13 +724,27 @@ class GroundFiles:
                 record.reason = f"FILE_DOWNLINK {outcome.text}"
             self._store(record, state_changed=True)
 
-    def _settle_ended_gets(self) -> None:
-        """A get queued on board whose transfer there ended (FILE_FAILED, or FILE_SENT with none of it come
-        here) before any of it came, settled failed with the agent's reason. Found in audit: one whose source
-        went, or that another console cancelled, stayed queued for ever (and ``file get`` waited to its end)."""
+    def _told_why(self, record: FileRecord) -> bool:
+        """A put that failed, with the agent's reason added where its FILE_FAILED for that transfer was heard (not
+        stored: the caller does); False where it was not, or the reason is there already."""
+        end = self._agent_ends.get(record.agent_transfer or "")
+        if end is None or end[0] != "FILE_FAILED" or end[1] != record.remote or AGENT_SAYS in record.reason:
+            return False
+        record.reason = f"{record.reason}{AGENT_SAYS}{end[2]}"[:400]
+        return True
+
+    def _match_agent_ends(self) -> None:
+        """The agent's word on transfers that ended on board (its FILE_FAILED, FILE_SENT), matched to their records
+        by its transfer id: a put that failed gets the agent's reason (found in use: a sequence the agent refused
+        said only "the receiver says FILESTORE_REJECTION" on the ground, the step and key in an event alone), and
+        a get queued on board whose transfer there ended before any of it came is settled failed with it (found
+        in audit: one whose source went, or that another console cancelled, stayed queued for ever)."""
         if not self._ends_to_match:  # the records are walked only when something new may match: not each turn
             return
         self._ends_to_match = False
+        for record in [r for r in self.records.values() if r.direction == "up" and r.state == "failed"]:
+            if self._told_why(record):
+                self._store(record, state_changed=True, keep_place=True)
         for record in [r for r in self.records.values() if not r.settled]:
             end = self._agent_ends.get(record.agent_transfer or "")
             if record.direction != "down" or record.transfer is not None or end is None or end[1] != record.remote:

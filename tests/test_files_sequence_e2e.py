@@ -62,6 +62,8 @@ def test_a_sequence_put_from_the_ground_is_checked_on_arrival_and_runs(start_age
 
     refused = put(ipc_url, bad, "sequences/pass1.toml", area)
     assert refused.returncode == 1 and "failed" in refused.stderr, refused.stdout + refused.stderr
+    # Why, from the agent (its FILE_FAILED for that transfer), not CFDP's condition code alone (found in use)
+    assert "the agent says: " in refused.stderr and "step[1].args.mode" in refused.stderr, refused.stderr
     stored = event(client, "SEQUENCE_STORED", seen=1)
     assert stored.args["ok"] is False and "sequences/pass1.toml: step[1].args.mode" in stored.args["reason"], \
         stored.args

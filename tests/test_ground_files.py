@@ -24,7 +24,7 @@ from flight.link.packets import unpack
 from ground import archive_cli
 from ground.archive import Archive, RetentionPolicy
 from ground.client import GroundClient
-from ground.files import DOWNLINK_TOPS, UPLINK_TOPS, FileRecord, GroundFiles, sha256_file
+from ground.files import AGENT_SAYS, DOWNLINK_TOPS, UPLINK_TOPS, FileRecord, GroundFiles, sha256_file
 from tests.inproc import InProcessAgent
 
 STEP_S = 0.05
@@ -442,6 +442,42 @@ def test_a_get_whose_transfer_ends_on_board_before_it_starts_fails_with_the_agen
         record = files.records[get.id]
         assert record.state == "failed" and record.transfer is None, record
         assert record.reason.startswith(f"the agent's {waiting} failed: ") and why in record.reason, record.reason
+    finally:
+        files.close()
+
+
+@pytest.mark.req("GND-050", "FIL-011")
+@pytest.mark.parametrize("heard", ["first", "after the transfer failed"])
+def test_a_put_the_agent_refuses_fails_with_the_agents_reason_however_its_event_comes(agent, tmp_path, heard):
+    """Found in use: a sequence the agent refused as it arrived failed on the ground as "the receiver says
+    FILESTORE_REJECTION", the step and key that were wrong in an event alone. The agent's FILE_FAILED for that
+    transfer (the ground's transaction) adds its reason to the record, the archive's too, whether it is heard before
+    the Finished PDU or after."""
+    archived: list[dict] = []
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6,
+                        on_record=archived.append)
+    held: list = []
+    if heard != "first":  # the agent's events held back until the transfer has failed here
+        listeners = agent.client.listeners
+        listeners[listeners.index(files._heard)] = lambda item: (  # noqa: SLF001
+            held.append(item) if getattr(getattr(item, "record", None), "event", None) is not None
+            and item.record.event.name == "FILE_FAILED" else files._heard(item))  # noqa: SLF001
+    try:
+        bad = tmp_path / "bad.toml"
+        bad.write_text('name = "pass1"\n[[step]]\ncommand = "SET_MODE"\nargs = { mode = "WARP" }\n')
+        put = files.put(bad, "sequences/pass1.toml", who="alice")
+        run_agent(agent, files, settled(files, put.id))
+        record = files.records[put.id]
+        assert record.state == "failed" and "FILESTORE_REJECTION" in record.reason, record
+        assert record.agent_transfer and record.agent_transfer.startswith("in-1-"), record
+        if heard != "first":
+            assert AGENT_SAYS not in record.reason and held, record.reason
+            for item in held:
+                files._heard(item)  # noqa: SLF001
+            files.service()
+        assert AGENT_SAYS in record.reason and "step[0].args.mode" in record.reason, record.reason
+        assert AGENT_SAYS in archived[-1]["reason"] and archived[-1]["id"] == put.id, "the archive's record too"
+        assert record.reason.count(AGENT_SAYS) == 1
     finally:
         files.close()
 
