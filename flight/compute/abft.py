@@ -150,6 +150,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.compute.checks import CHECK_OUTPUT
 from flight.compute.graphs import subgraph_reads
 
 PASS_VERSION = 7
@@ -168,10 +169,9 @@ input, so a fault between two checked nodes passed (as it does here with ``recom
 Version 6 left the model's outputs made after the last checks (the Softmax's probabilities)
 unchecked (as this one does with ``compare_outputs`` off)."""
 
-OUTPUT = "abft_ok"
-"""The added output: bool ``[batch]``, true where every check of that sample held."""
-
-CHECK_OUTPUT = OUTPUT  # the name flight/compute/checks.py looks for
+OUTPUT = CHECK_OUTPUT
+"""The added output: bool ``[batch]``, true where every check of that sample held (its name is the one the
+readers of flags know: flight/compute/checks.py)."""
 
 PREFIX = "abft/"
 """Every name the pass adds starts with this; a model that already has one is refused."""

@@ -38,14 +38,15 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
 from flight.compute.checks import FAILED, PASSED, UNCHECKED, check_flags
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
+
+if TYPE_CHECKING:  # onnx is imported where a graph is made or read: a harness reading only TARGETS (hil.scenario,
+    import onnx   # every sunlit-hil process) does without its 0.6 s of import
 
 REQUEST_DIR = "hil-upsets"
 LEDGER = "ledger.json"
@@ -85,6 +86,9 @@ def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelPr
     pass's) reads the hooked ``T``. Inputs ``T/mask`` (bool, broadcast to ``T``'s shape) and
     ``T/value`` (float [1]); ``T`` is also an output, so a clean run gives the value to flip.
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -110,6 +114,9 @@ def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelPr
 
 def activation_tensors(model: onnx.ModelProto, skip_prefix: str = "abft/") -> tuple[str, ...]:
     """The float tensors the model's own nodes make (not the checksum pass's): where activations live."""
+    import onnx
+    from onnx import TensorProto
+
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
     out = []
@@ -131,6 +138,8 @@ def batch_first_tensors(model: onnx.ModelProto) -> frozenset[str]:
     batch = dims[0].dim_param if dims else ""
     if not batch:
         return frozenset()
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     return frozenset(v.name for v in [*inferred.graph.value_info, *inferred.graph.output]
                      if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param == batch)
@@ -598,6 +607,8 @@ class UpsetInjector:
         kept = self._hooked.get(id(session))
         if kept is not None and kept[0] is session:
             return kept[1], kept[2]
+        import onnx
+
         model = onnx.load_from_string(session.data)
         tensors = activation_tensors(model)
         hooked = self._open_hooked(with_hooks(model, tensors).SerializeToString(), session)
