@@ -15,6 +15,14 @@ from hil import power_cases
 from hil.power_cases import BOARDS, generate_case, run_case
 
 
+@pytest.fixture(scope="module")
+def quiet_day():
+    """Case 2059 (a quiet day) and the plan's flight through it, flown once for the tests that read it: a day's
+    flight is seconds of CPU, and the same case flies the same (its noise drawn from its seed)."""
+    case = generate_case(2059)
+    return case, power_cases.fly(case, "plan")
+
+
 @pytest.mark.req("AGT-061")
 def test_the_generated_cases_span_the_orbits_arrays_boards_and_errors_asked_for():
     cases = [generate_case(2026 + i) for i in range(60)]
@@ -53,7 +61,7 @@ def test_a_case_flies_the_same_on_the_campaign_pool_and_keeps_the_floor():
 
 
 @pytest.mark.req("AGT-061")
-def test_a_held_reserve_meets_an_unannounced_load_and_costs_a_quiet_day_little(monkeypatch):
+def test_a_held_reserve_meets_an_unannounced_load_and_costs_a_quiet_day_little(monkeypatch, quiet_day):
     """Two of bench.power's cases, both an AGX Orin with one body-fixed panel, nadir-pointing,
     on a day whose measured load leaves the idle board in surplus, which 70 % more load would
     make scarce. In seed 2054 two unannounced steps (+2.3 W at 6 h, +3.2 W at 22 h) do make it
@@ -66,9 +74,8 @@ def test_a_held_reserve_meets_an_unannounced_load_and_costs_a_quiet_day_little(m
     assert [round(extra, 1) for _, extra in stepped.load_steps] == [2.3, 3.2]
     held = power_cases.fly(stepped, "plan")
     assert held.floor_violation_steps == 0 and held.min_soc_pct > power_cases.FLOOR_PCT + 4.0, held.min_soc_pct
-    quiet = generate_case(2059)
+    quiet, flown = quiet_day
     assert not quiet.load_steps
-    flown = power_cases.fly(quiet, "plan")
     assert flown.floor_violation_steps == 0 and flown.final_soc_pct < quiet.soc0_pct + 3.0, flown.final_soc_pct
     best = power_cases.optimum(quiet, flown.final_soc_pct, "start")
     assert best is not None and flown.work / best >= 0.9, flown.work / best
@@ -91,15 +98,15 @@ def test_a_gauge_of_whole_percent_costs_the_plan_neither_floor_nor_work():
 
 
 @pytest.mark.req("AGT-064", "HIL-025")
-def test_a_faded_battery_is_planned_on_the_capacity_its_gauge_has_learnt():
+def test_a_faded_battery_is_planned_on_the_capacity_its_gauge_has_learnt(quiet_day):
     """Case 2059's battery holds 0.82 of the nameplate the agent is configured with. Planned on the nameplate,
     every percent of charge is 22 % more energy than there is, and the plan breaks the floor; planned on the
     capacity its gauge reports (SBS FullChargeCapacity, within 3 %), it keeps it."""
     import dataclasses
 
-    case = generate_case(2059)
+    case, flown = quiet_day
     assert case.capacity_wh / case.nameplate_wh == pytest.approx(0.821, abs=1e-3)
-    assert power_cases.fly(case, "plan").floor_violation_steps == 0
+    assert flown.floor_violation_steps == 0
     assert power_cases.fly(dataclasses.replace(case, gauge_capacity_wh=None), "plan").floor_violation_steps > 0
 
 
