@@ -145,14 +145,24 @@ def test_metadata_a_profile_cannot_be_made_again_from_is_refused_naming_it(edit,
 
 @pytest.mark.req("HIL-010", "AGT-060")
 def test_two_scarce_orbits_on_the_forecast_keep_the_floor_and_the_same_seed_flies_the_same(tmp_path):
+    """The shipped scenario's two orbits; the same seed flies the first orbit again (a run of that orbit alone, on
+    the profile the first run flew, its power modes set on the forecast as they change), charge for charge."""
+    import dataclasses
+
+    from hil.profiles import write_profile
+
     sc = load_scenario(SCENARIOS / "body_fixed_scarce.toml")
-    a = ClosedLoop(sc, tmp_path / "a").run()
-    b = ClosedLoop(sc, tmp_path / "b").run()
+    first = ClosedLoop(sc, tmp_path / "a")
+    a = first.run()
+    flown = write_profile(first.profile, tmp_path / "flown.parquet")
+    b = ClosedLoop(dataclasses.replace(sc, profile=flown, orbit=None, duration_s=5760.0), tmp_path / "b").run()
     trace = a.trace.arrays()
     assert trace["soc_pct"].min() >= 30.0 and trace["work"][-1] > 0
     reasons = [e.get("args", {}).get("reason", "") for e in a.events if e["name"] == "ADMISSION_CHANGED"]
     assert any("(forecast)" in r for r in reasons), reasons
-    np.testing.assert_array_equal(trace["soc_pct"], b.trace.arrays()["soc_pct"])
+    again = b.trace.arrays()
+    assert len(again["soc_pct"]) == 577 and len(set(again["power_mode"])) > 1
+    np.testing.assert_array_equal(trace["soc_pct"][:577], again["soc_pct"])
 
 
 @pytest.mark.req("HIL-010", "AGT-060")

@@ -155,7 +155,7 @@ def test_a_restarted_agent_that_never_says_hello_fails_the_run_naming_it_not_an_
         real_start(self)
         started.append(self.proc.pid)
         if len(started) == 2:  # the agent the reboot starts; the first kept its own wait (CI found 2 s short)
-            monkeypatch.setattr(hil.loop, "HELLO_TIMEOUT_S", 2.0)
+            monkeypatch.setattr(hil.loop, "HELLO_TIMEOUT_S", 1.0)  # stopped: any wait is waited out
             os.kill(self.proc.pid, signal.SIGSTOP)
         return self
 
@@ -164,7 +164,7 @@ def test_a_restarted_agent_that_never_says_hello_fails_the_run_naming_it_not_an_
     result = loop.run()
     assert len(started) == 2 and loop.agent.proc.pid == started[1] and loop.agent.proc.returncode == -9
     assert result.agent_died_at_s == 30.0
-    assert result.agent_died_how.startswith("restarted by the reboot at 30 s, it never said hello within 2 s, and "
+    assert result.agent_died_how.startswith("restarted by the reboot at 30 s, it never said hello within 1 s, and "
                                             "the harness killed it"), result.agent_died_how
     tr = result.trace.arrays()
     rel = tr["time_s"] - tr["time_s"][0]
@@ -186,7 +186,7 @@ def test_a_restarted_agent_the_ground_never_hears_fails_the_run_naming_it(tmp_pa
         hello = real_wait(self, *args, **kwargs)
         waits.append(loop.agent.proc.pid)
         if len(waits) == 2:
-            monkeypatch.setattr(hil.loop, "PING_TIMEOUT_S", 2.0)  # the first connect kept its own
+            monkeypatch.setattr(hil.loop, "PING_TIMEOUT_S", 1.0)  # the first connect kept its own
             os.kill(loop.agent.proc.pid, signal.SIGSTOP)
         return hello
 
@@ -196,7 +196,7 @@ def test_a_restarted_agent_the_ground_never_hears_fails_the_run_naming_it(tmp_pa
     assert len(waits) == 2 and loop.agent.proc.returncode == -9
     assert result.agent_died_at_s == 30.0
     assert result.agent_died_how.startswith("restarted by the reboot at 30 s, it never answered the ground's ping "
-                                            "within 2 s, and the harness killed it"), result.agent_died_how
+                                            "within 1 s, and the harness killed it"), result.agent_died_how
     [alive] = [c for c in evaluate(result) if c.name == "agent_alive"]
     assert not alive.passed and "never answered the ground's ping" in alive.detail
 
@@ -213,7 +213,7 @@ def test_a_restarted_agent_that_dies_while_the_ground_pings_it_is_said_dead_with
         hello = real_wait(self, *args, **kwargs)
         waits.append(loop.agent.proc.pid)
         if len(waits) == 2:
-            monkeypatch.setattr(hil.loop, "PING_TIMEOUT_S", 2.0)
+            monkeypatch.setattr(hil.loop, "PING_TIMEOUT_S", 1.0)
             os.kill(loop.agent.proc.pid, signal.SIGKILL)  # dies by itself, as far as the harness knows
         return hello
 
