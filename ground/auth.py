@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -72,8 +73,14 @@ MAX_TRACKED_NAMES = 10_000  # failed-login counts kept, oldest name first out
 PARALLEL_CHECKS = 4  # argon2 checks at once: bounds the CPU and memory a login flood can take
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended cost
-# Verifying an unknown user against this hash costs what a known one does: no timing oracle.
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of no one's password: verifying an unknown user against it costs what a known one does (no timing
+    oracle). Made when a :class:`Sessions` starts, not at import: every `sunlit-ground` command imports this
+    module, and an argon2 hash costs it a tenth of a second or more."""
+    return _HASHER.hash(secrets.token_hex(16))
 
 
 class Role(enum.IntEnum):
@@ -278,7 +285,7 @@ class UserStore:
     def verify(self, name: str, password: str) -> User | None:
         user = self.users.get(name)
         try:
-            _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+            _HASHER.verify(user.password_hash if user else _dummy_hash(), password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         return user
@@ -297,6 +304,7 @@ class Sessions:
         self._sessions: dict[str, Session] = {}  # SHA-256 of the token -> session
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # (name, address) -> (failures, locked until)
         self._checks = threading.BoundedSemaphore(PARALLEL_CHECKS)
+        _dummy_hash()  # now, before any login: the first unknown name costs what any does
         self.logins = 0
         self.failed_logins = 0
         self.refused_requests = 0

@@ -57,8 +57,9 @@ def test_after_a_stall_live_data_waits_behind_at_most_two_seconds_of_line_and_th
         arrivals.append((resumed, item.packet, len(item.raw)))
 
     client.listeners.append(take)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 20.0  # a bound against hanging, not a measure
+    while not any(tm.apid == Apid.AGENT for _, tm, _ in arrivals):  # the agent's housekeeping comes live
+        assert time.monotonic() < deadline, "no housekeeping came live before the stall"
         client.poll(0.1)
     line.pause()  # the ground stops reading: the agent's output backs up
     paused_at = time.time()
@@ -66,8 +67,11 @@ def test_after_a_stall_live_data_waits_behind_at_most_two_seconds_of_line_and_th
     resumed_at = time.time()
     resumed = True
     line.resume()
-    deadline = time.monotonic() + 8.0
-    while time.monotonic() < deadline:
+    # The line carries what queued, in order, then live data again: once a packet made after the resume
+    # arrives live, all that had queued for the line has.
+    deadline = time.monotonic() + 40.0  # a bound against hanging, not a measure
+    while not any(after and tm.time_s >= resumed_at for after, tm, _ in arrivals):
+        assert time.monotonic() < deadline, "no live packet made after the resume arrived"
         client.poll(0.1)
     # What arrived after the resume but was made before it: what had queued for the line.
     stale_bytes = sum(size for after, tm, size in arrivals if after and tm.time_s < resumed_at)

@@ -19,7 +19,7 @@ from flight.link.definitions import DICTIONARY
 from flight.link.messages import Stage
 from flight.link.packets import ACK_START
 from ground.api import ApiClient, ServerClient, ServerError
-from ground.auth import Role, UserStore
+from ground.auth import Role, User, UserStore
 from ground.client import CommandTimeout
 from ground.server import PUBLIC_ROUTES, SESSION_COOKIE, GroundServer, quick_config
 from ground.server_config import ServerConfig, SpacecraftConfig
@@ -29,10 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass-1", "vera": "vera-pass", "root": "root-pass"}
 
 
+_HASHED: dict[str, User] = {}  # each user as hashed once: argon2 is slow on purpose, and every file holds the same
+
+
 def make_users(path: Path) -> Path:
+    """A users file at ``path``: alice and bob operate, vera views, root administers."""
     store = UserStore(path)
     for name, role in (("alice", Role.OPERATOR), ("bob", Role.OPERATOR), ("vera", Role.VIEWER), ("root", Role.ADMIN)):
-        store.set(name, role, PASSWORDS[name])
+        if name not in _HASHED:
+            store.set(name, role, PASSWORDS[name])
+            _HASHED[name] = store.users[name]
+        store.users[name] = _HASHED[name]
     store.save()
     return path
 
@@ -147,7 +154,8 @@ def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition"):
 
 
 @pytest.mark.req("GND-021")
-def test_every_route_and_the_websocket_refuse_a_request_without_a_session(ground):
+def test_every_route_and_the_websocket_refuse_a_request_without_a_session(source_and_server):
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     assert ground.route_roles, "the server lists its routes"
     tried = 0
     for (method, path), role in sorted(ground.route_roles.items()):
@@ -176,7 +184,8 @@ def test_every_route_and_the_websocket_refuse_a_request_without_a_session(ground
 
 
 @pytest.mark.req("GND-021")
-def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(ground):
+def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(source_and_server):
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     token = login(ground, "alice")
     port = ground.port
     ping = {"name": "PING", "args": {"token": 1}}
@@ -215,7 +224,8 @@ def test_host_and_origin_hold_against_dns_rebinding_and_other_sites(ground):
 
 
 @pytest.mark.req("GND-021")
-def test_a_page_session_needs_its_csrf_token_to_change_anything(ground):
+def test_a_page_session_needs_its_csrf_token_to_change_anything(source_and_server):
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     status, answer, headers = http(ground, "POST", "/api/login", {"user": "alice", "password": PASSWORDS["alice"]})
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -237,7 +247,8 @@ def answer_csrf(server: GroundServer, jar: dict) -> str:
 
 
 @pytest.mark.req("GND-021")
-def test_wrong_passwords_are_refused_and_counted(ground):
+def test_wrong_passwords_are_refused_and_counted(source_and_server):
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     status, answer, _ = http(ground, "POST", "/api/login", {"user": "alice", "password": "nope"})
     assert status == 401 and "wrong user name or password" in answer["error"]
     status, answer, _ = http(ground, "POST", "/api/login", {"user": 7, "password": None})
@@ -247,7 +258,8 @@ def test_wrong_passwords_are_refused_and_counted(ground):
 
 
 @pytest.mark.req("GND-022")
-def test_a_viewer_sees_everything_and_commands_nothing(ground):
+def test_a_viewer_sees_everything_and_commands_nothing(source_and_server):
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     token = login(ground, "vera")
     assert http(ground, "GET", "/api/state", token=token)[0] == 200
     for path, body in [("/api/commands", {"name": "PING", "args": {}}), ("/api/queue/hold", {}),
@@ -330,9 +342,10 @@ def test_a_procedure_that_gives_up_on_an_approval_withdraws_the_command(ground):
 
 
 @pytest.mark.req("GND-021")
-def test_a_pages_hostile_drawn_report_is_ignored_not_a_fault_of_its_socket(ground):
+def test_a_pages_hostile_drawn_report_is_ignored_not_a_fault_of_its_socket(source_and_server):
     """JSON's 1e999 is infinity, and int() of it raised OverflowError out of the page's socket (review). Each
     is refused and counted (an audit: they went unsaid), and none is taken as a lag sample."""
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     page = object()
     before, samples = ground.status()["page_messages_refused"], len(ground.lag.samples)
     hostile = ('{"type":"drawn","draw":1,"echo":1,"items":[[1e999,5]]}', '{"type":"drawn","draw":1e999,"echo":1,'
@@ -408,8 +421,9 @@ def test_a_command_the_agent_refuses_fails_with_its_reason(ground):
 
 
 @pytest.mark.req("GND-025")
-def test_recent_events_say_which_of_their_arguments_is_wrong(ground):
+def test_recent_events_say_which_of_their_arguments_is_wrong(source_and_server):
     """Found in use: a limit of 0 was answered with both rules, under the server's own names."""
+    _source, ground = source_and_server  # no agent: the server answers all this itself
     token = login(ground, "vera")
     assert http(ground, "GET", "/api/events?limit=5", token=token)[0] == 200
     status, answer, _ = http(ground, "GET", "/api/events?limit=0", token=token)

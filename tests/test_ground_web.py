@@ -465,17 +465,22 @@ def test_after_a_server_restart_plots_and_events_start_with_the_archives_history
 
 
 @pytest.mark.req("GND-006", "GND-033")
-def test_the_archive_panel_follows_the_pages_of_a_window_longer_than_one(short_dir, make_ground, pages, tmp_path):
-    """The server answers a window a page of at most 100000 samples at a time (found in audit: it read the whole
-    window into memory); the page follows `next`, so a window of more is drawn whole, each page decimated."""
+def test_the_archive_panel_follows_the_pages_of_a_window_longer_than_one(short_dir, make_ground, pages, tmp_path,
+                                                                        monkeypatch):
+    """The server answers a window a page of at most PAGE_SAMPLES (100000) samples at a time (found in audit: it
+    read the whole window into memory); the page follows `next`, so a window of more is drawn whole, each page
+    decimated. Pages of 5000 samples here (the server reads the bound as it answers), so that the window is 5500
+    packets, not 110000 (some 15 s of CPU to archive): the first page still more than the 2000 points it is drawn as."""
+    import ground.archive
     from flight.link.definitions import DICTIONARY
     from flight.link.messages import Codec
-    from ground.archive import PAGE_SAMPLES, Archive
+    from ground.archive import Archive
     from tests.test_ground_archive import AGENT_HK, agent_hk_values, decoded
 
+    monkeypatch.setattr(ground.archive, "PAGE_SAMPLES", 5000)
     codec = Codec(DICTIONARY)
-    n = PAGE_SAMPLES + 10_000
-    t0 = math.floor(time.time()) - 2 * n  # a day and more of 1 Hz housekeeping, received now (retention keeps it)
+    n = ground.archive.PAGE_SAMPLES + 500
+    t0 = math.floor(time.time()) - 2 * n  # an hour and a half of 1 Hz housekeeping, received now (retention keeps it)
     with Archive(tmp_path / "ground.sqlite") as archive, archive.batch():
         for i in range(n):
             archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t0 + i)), time.time())
