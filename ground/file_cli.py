@@ -55,10 +55,11 @@ from flight.files.entity import FileError
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.link.messages import EventRecord
-from ground.api import ApiClient, ServerClient, ServerError, load_token
+from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token
 from ground.cli_args import count as _count, install_output, printable as _printable, seconds as _seconds, temp_beside
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
-from ground.files import SETTLED, FileRecord, GroundFiles, check_remote, sha256_file
+from ground.files import AGENT_REASON_WAIT_S, SETTLED, FileRecord, GroundFiles, check_remote, reason_to_come, \
+    sha256_file
 
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 POLL_S = 0.5          # how often the server's list is read while following a transfer
@@ -151,6 +152,11 @@ def _follow(api: ApiClient, spacecraft: str, record: dict[str, Any], timeout_s: 
         answer = api.get("/api/files", spacecraft=spacecraft)
         record = next((r for r in answer["transfers"] if r["id"] == record["id"]), record)
         show(record)
+    why_by = time.monotonic() + AGENT_REASON_WAIT_S  # a put the agent refused: its reason may come just after
+    while reason_to_come(record) and time.monotonic() < why_by:
+        time.sleep(POLL_S)
+        answer = api.get("/api/files", spacecraft=spacecraft)
+        record = next((r for r in answer["transfers"] if r["id"] == record["id"]), record)
     return record
 
 
@@ -313,35 +319,44 @@ def _get_server(args: argparse.Namespace, name: str, out: Path) -> int:
                                          "priority": args.priority})
     rid = record["id"]
     print(f"{spacecraft}:{name} asked for as {rid} (FILE_DOWNLINK through the queue)", flush=True)
-    later = _fetch_later(rid, out)
+    later = f"{_fetch_again(args, rid, out)} writes it here once it is done"
     try:
         record = _follow(api, spacecraft, record, args.timeout)
     except KeyboardInterrupt:  # it goes on, named, and how to have it (found in audit: "stopped here", no way to it)
         print(f"\ninterrupted: stopped following {rid}; it goes on, and the server keeps {name} when it comes: "
-              f"{later}; `sunlit-ground file cancel {rid}` stops it", file=sys.stderr)
+              f"{later}; {_again(args, 'file', 'cancel', rid)} stops it", file=sys.stderr)
         return EXIT_FAILED
     if record["state"] != "done":
         return _ended(record, args.timeout, f"sunlit-ground file status; the server keeps the file when it comes: "
                                             f"{later}")
-    return _fetch(api, spacecraft, record, out, args.force)
+    return _fetch(args, api, spacecraft, record, out)
 
 
-def _fetch_later(rid: str, out: Path) -> str:
-    return f"`sunlit-ground file fetch {rid} --out {shlex.quote(str(out))}` writes it here once it is done"
+def _again(args: argparse.Namespace, *words: str) -> str:
+    """A ``sunlit-ground`` command line for the server and spacecraft this one used (an id such as ``get-1`` is
+    counted per spacecraft on each server: pasted without them, it could name another operator's transfer)."""
+    where = ["--server", args.server] if args.server != os.environ.get("SUNLIT_GROUND_SERVER", DEFAULT_SERVER) else []
+    where += ["--spacecraft", args.spacecraft] if args.spacecraft else []
+    return "`" + " ".join(shlex.quote(w) for w in ("sunlit-ground", *where, *words)) + "`"
 
 
-def _fetch(api: ApiClient, spacecraft: str, record: dict[str, Any], out: Path, force: bool) -> int:
+def _fetch_again(args: argparse.Namespace, rid: str, out: Path) -> str:
+    return _again(args, "file", "fetch", rid, "--out", str(out), *(["--force"] if args.force else []))
+
+
+def _fetch(args: argparse.Namespace, api: ApiClient, spacecraft: str, record: dict[str, Any], out: Path) -> int:
     """The file a transfer brought down, from the server to ``out`` (checked against the agent's SHA-256)."""
     tmp = temp_beside(out)
     try:  # a fetch cut off (Ctrl-C, the server gone) leaves no part of it behind
-        with _raw(api, "GET", f"/api/files/{record['id']}/content", {"spacecraft": spacecraft}) as resp, \
-                open(tmp, "wb") as f:
-            shutil.copyfileobj(resp, f, 1 << 20)
-        return _install(tmp, out, record, force)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: nothing written to {out}; the server keeps the file {record['id']} brought down: "
-              f"`sunlit-ground file fetch {record['id']} --out {shlex.quote(str(out))}`", file=sys.stderr)
-        return EXIT_FAILED
+        try:
+            with _raw(api, "GET", f"/api/files/{record['id']}/content", {"spacecraft": spacecraft}) as resp, \
+                    open(tmp, "wb") as f:
+                shutil.copyfileobj(resp, f, 1 << 20)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: nothing written to {out}; the server keeps the file {record['id']} brought down: "
+                  f"{_fetch_again(args, record['id'], out)}", file=sys.stderr)
+            return EXIT_FAILED
+        return _install(tmp, out, record, args.force)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -386,10 +401,14 @@ def _run_direct(client: GroundClient, files: GroundFiles, rid: str, timeout_s: f
     show = _Shown()
     deadline = time.monotonic() + timeout_s
     next_ack = 0.0
+    why_by = None  # a put the agent refused: a moment for its reason (its FILE_FAILED) to come after the Finished
     while True:
         record = files.records[rid]
         show(record.to_json())
-        if record.settled or time.monotonic() >= deadline:
+        if record.settled and why_by is None:
+            why_by = time.monotonic() + AGENT_REASON_WAIT_S
+        if (record.settled and not (reason_to_come(record.to_json()) and time.monotonic() < why_by)) \
+                or time.monotonic() >= deadline:
             return record.to_json()
         client.poll(0.02)
         files.service()
@@ -643,7 +662,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
                                                    ", not down whole yet: `sunlit-ground file status` follows it"),
               file=sys.stderr)
         return EXIT_FAILED
-    return _fetch(api, spacecraft, record, _out_path(record["remote"], args.out, args.force), args.force)
+    return _fetch(args, api, spacecraft, record, _out_path(record["remote"], args.out, args.force))
 
 
 def _checked(name: str, direction: str, size_bytes: int | None = None) -> str:
@@ -724,7 +743,8 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     fetch.add_argument("id")
     fetch.add_argument("--out", help="where to write it (default: its base name here)")
     fetch.add_argument("--force", action="store_true", help="write over an existing --out")
-    fetch.set_defaults(func=_guarded(_cmd_fetch))
+    fetch.set_defaults(func=_guarded(_cmd_fetch, "interrupted: the server keeps the file; `file fetch` again writes it "
+                                                  "(no part of it is left half-written)"))
 
     cancel = sub.add_parser("cancel", help="stop a transfer the server follows (its id from status: out-N, get-N)")
     cancel.add_argument("id")

@@ -88,6 +88,16 @@ STATE_SCHEMA = 1
 SETTLED = frozenset({"done", "failed", "cancelled"})
 ASIDE_MAX = 1_000_000          # earlier files of one name kept beside it (aside_name's +2 ... +999999)
 AGENT_SAYS = "; the agent says: "  # before the agent's reason on a put that failed (its FILE_FAILED)
+RECEIVER_SAYS = "the receiver says "  # the Finished PDU's condition, a put the agent refused (flight/files/entity.py)
+AGENT_REASON_WAIT_S = 3.0      # how long a client waits for the agent's reason on such a put before it shows it
+
+
+def reason_to_come(record: dict[str, Any]) -> bool:
+    """A put the receiver refused whose record does not carry the agent's reason yet: its FILE_FAILED may come just
+    after the Finished PDU, so a client that shows the outcome waits for it a moment (AGENT_REASON_WAIT_S)."""
+    reason = str(record.get("reason") or "")
+    return record.get("direction") == "up" and record.get("state") == "failed" and reason.startswith(RECEIVER_SAYS) \
+        and AGENT_SAYS not in reason
 KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
 
 
@@ -730,7 +740,8 @@ class GroundFiles:
         end = self._agent_ends.get(record.agent_transfer or "")
         if end is None or end[0] != "FILE_FAILED" or end[1] != record.remote or AGENT_SAYS in record.reason:
             return False
-        record.reason = f"{record.reason}{AGENT_SAYS}{end[2]}"[:400]
+        why = f"{AGENT_SAYS}{end[2]}"[:300]  # the ground's part is cut, never the marker (it would be added again)
+        record.reason = record.reason[:400 - len(why)] + why
         return True
 
     def _match_agent_ends(self) -> None:

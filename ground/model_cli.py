@@ -14,7 +14,8 @@ that pack and delta print last. Reference inputs default to the shipped model's 
 held-out tiles, which the board keeps); a delta leaves them out and the board uses its base's,
 unless --with-inputs. Exit codes: 0 done, 1 a check failed, or keygen's key file or pack's and delta's
 package could not be written (a full disk, a folder this user cannot write in, a read-only file system:
-nothing is left under its name, and a package there before stays whole), 2 bad input.
+nothing is left under its name, and a package there before stays whole: every file is written before any
+is renamed into place), 2 bad input (a folder where a package file goes too).
 """
 
 from __future__ import annotations

@@ -192,6 +192,10 @@ def _write(directory: Path, files: Mapping[str, bytes]) -> dict[str, int]:
     earlier package's manifest)."""
     if directory.exists() and not directory.is_dir():
         raise PackageError(f"--out {directory} is not a folder; give --out the folder to write the package in")
+    for name in files:  # a rename onto a folder fails: after the earlier files were replaced, part-way
+        there = directory / name
+        if there.is_dir() and not there.is_symlink():
+            raise PackageError(f"--out {there} is a folder: move it, or give --out another folder")
     temps: dict[str, str] = {}
     placed = 0
     try:

@@ -230,3 +230,20 @@ def test_ctrl_c_on_a_direct_put_cancels_it_and_tells_the_agent_before_the_cli_en
     assert "did not say it dropped it" not in err, err
     assert not list((area / ".partial").glob("*.part"))
     assert not (area / "incoming/big.bin").exists()
+
+
+@pytest.mark.req("GND-056")
+def test_the_commands_a_get_names_carry_the_server_and_spacecraft_it_used(monkeypatch):
+    """Found in review: `file fetch get-1` and `file cancel get-1` were named without `--server` and `--spacecraft`;
+    ids count per spacecraft on each server, so pasted as said they could fetch or cancel another operator's."""
+    import argparse
+
+    from ground.file_cli import _again, _fetch_again
+
+    monkeypatch.setenv("SUNLIT_GROUND_SERVER", "http://ground-a:8080")
+    here = argparse.Namespace(server="http://ground-a:8080", spacecraft=None, force=False)
+    assert _again(here, "file", "cancel", "get-1") == "`sunlit-ground file cancel get-1`"
+    there = argparse.Namespace(server="http://ground-b:8080", spacecraft="sat b", force=True)
+    assert _fetch_again(there, "get-1", Path("out dir/p.json")) == (
+        "`sunlit-ground --server http://ground-b:8080 --spacecraft 'sat b' file fetch get-1 --out 'out dir/p.json' "
+        "--force`")

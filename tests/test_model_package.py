@@ -173,6 +173,12 @@ def test_a_package_the_file_system_refuses_is_a_failure_and_the_one_there_before
     models["1"].write_bytes(b"x")
     assert ground_main(["model", *pack("2")[:-1], str(models["1"])]) == 2, "--out a file: bad input"
     assert "is not a folder" in capsys.readouterr().err
+    (out / "tiny.manifest.json").unlink()  # a folder where the manifest goes: found before anything is written (found
+    (out / "tiny.manifest.json").mkdir()   # in review: its rename failed after the model's and reference's were done)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert ground_main(["model", *pack("2")]) == 2
+    assert "tiny.manifest.json is a folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.req("MDL-009")

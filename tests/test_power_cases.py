@@ -122,7 +122,7 @@ def test_with_the_battery_full_the_eps_reads_the_loads_and_the_calibration_leave
     from flight.power.load import FULL_PCT
     from hil.physics.battery import delivered_solar_w, gauge_pct
 
-    read, delivered, taken = [], [], []
+    read, delivered, taken, fed = [], [], [], []
 
     def reading(soc_pct, step_pct):
         read.append(gauge_pct(soc_pct, step_pct))
@@ -138,10 +138,21 @@ def test_with_the_battery_full_the_eps_reads_the_loads_and_the_calibration_leave
         taken.append(read[-1])  # the step's gauge reading: the learner's ticks read it after the calibration
         return update(self, predicted_w, measured_w, peak_w, *args, **kwargs)
 
+    learn = power_cases.GaugeLoadLearner.tick
+
+    def tick(self, now_s, soc_pct, solar_w, board_w):
+        fed.append(solar_w)  # the solar power the agent read that step (TICKS_PER_STEP ticks a step)
+        return learn(self, now_s, soc_pct, solar_w, board_w)
+
     monkeypatch.setattr(power_cases, "gauge_pct", reading)
     monkeypatch.setattr(power_cases, "delivered_solar_w", eps)
     monkeypatch.setattr(SolarCalibration, "update", calibrate)
+    monkeypatch.setattr(power_cases.GaugeLoadLearner, "tick", tick)
     power_cases.fly(dataclasses.replace(generate_case(2028), soc0_pct=100.0), "plan")
-    backed_off = [(a, d) for a, d in delivered if d < 0.9 * a]
+    backed_off = [k for k, (a, d) in enumerate(delivered) if d < 0.9 * a]
     assert len(backed_off) > 30, "full in the sun, the EPS delivers the loads, not what the arrays could give"
+    read_w = fed[::power_cases.TICKS_PER_STEP]
+    assert len(read_w) == len(delivered)
+    for k in backed_off:  # what the agent read is the delivered power with its 1 % noise, never the arrays'
+        assert read_w[k] == pytest.approx(delivered[k][1], rel=0.05) and read_w[k] < 0.9 * delivered[k][0], k
     assert taken and all(soc < FULL_PCT for soc in taken), sorted(taken)[-5:]
