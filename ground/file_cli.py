@@ -142,6 +142,11 @@ def _raw(api: ApiClient, method: str, path: str, query: dict[str, Any], data: An
         raise ServerError(f"cannot reach the ground server at {api.server}: {getattr(exc, 'reason', exc)}") from None
 
 
+def _listed(api: ApiClient, spacecraft: str, rid: str) -> dict[str, Any] | None:
+    """Transfer ``rid`` as the server lists it now; None where it is not among the transfers it holds."""
+    return next((r for r in api.get("/api/files", spacecraft=spacecraft)["transfers"] if r["id"] == rid), None)
+
+
 def _follow(api: ApiClient, spacecraft: str, record: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """The record once it settles, or as it stands when ``timeout_s`` passes; progress printed."""
     show = _Shown()
@@ -149,14 +154,12 @@ def _follow(api: ApiClient, spacecraft: str, record: dict[str, Any], timeout_s: 
     deadline = time.monotonic() + timeout_s
     while record["state"] not in SETTLED and time.monotonic() < deadline:
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-        answer = api.get("/api/files", spacecraft=spacecraft)
-        record = next((r for r in answer["transfers"] if r["id"] == record["id"]), record)
+        record = _listed(api, spacecraft, record["id"]) or record
         show(record)
     why_by = time.monotonic() + AGENT_REASON_WAIT_S  # a put the agent refused: its reason may come just after
     while reason_to_come(record) and time.monotonic() < why_by:
         time.sleep(POLL_S)
-        answer = api.get("/api/files", spacecraft=spacecraft)
-        record = next((r for r in answer["transfers"] if r["id"] == record["id"]), record)
+        record = _listed(api, spacecraft, record["id"]) or record
     return record
 
 
@@ -277,10 +280,10 @@ def _cancel_put(api: ApiClient, spacecraft: str, record: dict[str, Any], name: s
         except ServerError as exc:
             if exc.status != 409:  # 409: it had ended before the cancel came; how is in the list
                 raise
-            found = [r for r in api.get("/api/files", spacecraft=spacecraft)["transfers"] if r["id"] == rid]
-            if not found:
+            found = _listed(api, spacecraft, rid)
+            if found is None:
                 raise
-            record = found[0]
+            record = found
     except (ServerError, KeyboardInterrupt) as exc:
         why = "Ctrl-C again" if isinstance(exc, KeyboardInterrupt) else str(exc)
         print(f"{rid}: not known to be cancelled ({why}); it may go on: `sunlit-ground file status` shows it, "
@@ -650,11 +653,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         raise FileCliError("--direct: what came down is in --area's downlink/; `fetch` reads the server's")
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
-    found = [r for r in api.get("/api/files", spacecraft=spacecraft)["transfers"] if r["id"] == args.id]
-    if not found:
+    record = _listed(api, spacecraft, args.id)
+    if record is None:
         raise FileCliError(f"no transfer {args.id!r} among {spacecraft}'s recent ones (`sunlit-ground file status`)",
                            EXIT_FAILED)
-    record = found[0]
     if record["direction"] != "down":
         raise FileCliError(f"{args.id} went up, nothing of it came down: `sunlit-ground file get NAME` asks for a file")
     if record["state"] != "done":
