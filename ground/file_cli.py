@@ -321,9 +321,9 @@ def _get_server(args: argparse.Namespace, name: str, out: Path) -> int:
     record = api.post("/api/files/get", {"spacecraft": spacecraft, "name": name, "cfdp_class": args.cfdp_class,
                                          "priority": args.priority})
     rid = record["id"]
-    print(f"{spacecraft}:{name} asked for as {rid} (FILE_DOWNLINK through the queue)", flush=True)
     later = f"{_fetch_again(args, rid, out)} writes it here once it is done"
-    try:
+    try:  # the id said inside: a Ctrl-C just after it still names the get (CI saw the generic "stopped here")
+        print(f"{spacecraft}:{name} asked for as {rid} (FILE_DOWNLINK through the queue)", flush=True)
         record = _follow(api, spacecraft, record, args.timeout)
     except KeyboardInterrupt:  # it goes on, named, and how to have it (found in audit: "stopped here", no way to it)
         print(f"\ninterrupted: stopped following {rid}; it goes on, and the server keeps {name} when it comes: "

@@ -247,3 +247,41 @@ def test_the_commands_a_get_names_carry_the_server_and_spacecraft_it_used(monkey
     assert _fetch_again(there, "get-1", Path("out dir/p.json")) == (
         "`sunlit-ground --server http://ground-b:8080 --spacecraft 'sat b' file fetch get-1 --out 'out dir/p.json' "
         "--force`")
+
+
+@pytest.mark.req("GND-056")
+def test_ctrl_c_just_as_a_get_is_named_still_names_it(monkeypatch, tmp_path, capsys):
+    """Found in CI: a Ctrl-C that came just after "asked for as get-1" was printed, before the follow began, got the
+    generic "stopped here", without the get's fetch and cancel lines. The signal's instant cannot be chosen against a
+    real server, so a stand-in answers the request and the Ctrl-C comes as the line is written."""
+    import argparse
+
+    from ground import file_cli
+
+    class Server:
+        def default_spacecraft(self) -> str:
+            return "sat-1"
+
+        def post(self, path: str, body: dict) -> dict:
+            assert path == "/api/files/get" and body["name"] == "products/p.json"
+            return {"id": "get-1", "state": "queued", "remote": body["name"]}
+
+    class CutAfterLine:
+        def write(self, text: str) -> int:
+            if "asked for as get-1" in text:
+                raise KeyboardInterrupt
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(file_cli, "_api", lambda args: Server())
+    monkeypatch.setattr(file_cli, "_follow", lambda *a: pytest.fail("followed past the Ctrl-C"))
+    monkeypatch.setattr(sys, "stdout", CutAfterLine())
+    args = argparse.Namespace(server=file_cli.DEFAULT_SERVER, spacecraft=None, force=False, cfdp_class=1,
+                              priority=0, timeout=60.0)
+    get = file_cli._guarded(lambda a: file_cli._get_server(a, "products/p.json", tmp_path / "p.json"))
+    code = get(args)  # as `file get` runs it: a Ctrl-C the get does not take is the generic line
+    err = capsys.readouterr().err
+    assert code == 1 and "stopped following get-1; it goes on" in err, err
+    assert "file fetch get-1 --out" in err and "file cancel get-1" in err, err
