@@ -70,7 +70,7 @@ def make_client():
         """``tc_keys``: seal every telecommand with that key file (an agent with [security] tc_keys)."""
         client = GroundClient(url) if tc_keys is None else direct_client(url, str(tc_keys))
         # A bound, not a measure: a command the worker completes (INFER_START, MODEL_INSTALL) waits
-        # on a worker that a loaded CI machine (two test workers on two cores) may still be starting.
+        # on a worker that a loaded CI machine (three test workers on two cores) may still be starting.
         client.command_timeout_s = COMMAND_BOUND_S
         clients.append(client)
         if wait_for_agent:
