@@ -128,7 +128,8 @@ CHANGES=0
 step() { printf '\n[%s]\n' "$1"; }
 ok() { printf '  ok: %s\n' "$*"; }
 info() { printf '  %s\n' "$*"; }
-warn() { printf '  WARNING: %s\n' "$*"; }
+WARNINGS=0
+warn() { WARNINGS=$((WARNINGS + 1)); printf '  WARNING: %s\n' "$*"; }
 # act DESCRIPTION COMMAND...: count a change; print it; run it unless this is a dry run.
 act() {
     local what=$1
@@ -237,6 +238,15 @@ saved_choice() {
     [ -r "$CHOICES" ] || return 0
     sed -n "s/^$1=//p" "$CHOICES" | tail -n 1
 }
+# chosen NAME GIVEN VALUE: a choice as a message names it: the option given now, or the line of install.conf it was
+# kept in (found in audit: a value mistyped there was refused as "--board ...", an option no one had given).
+chosen() {
+    if [ "$2" = 1 ]; then printf -- '--%s %s' "$1" "$3"; return; fi
+    printf '%s=%s in %s (kept from an earlier run: fix that line, or give --%s)' "$1" "$3" "$CHOICES" "$1"
+}
+BOARD_GIVEN=${BOARD_OPT:+1}
+LINK_GIVEN=${LINK_OPT:+1}
+UART_GIVEN=${UART_OPT:+1}
 BOARD_OPT=${BOARD_OPT:-$(saved_choice board)}
 DEFAULT_LINK=zmq://127.0.0.1:5550
 LINK_URL=${LINK_OPT:-$(saved_choice link)}
@@ -245,6 +255,7 @@ LINK_ASKED=$LINK_URL
 [ "$LINK_ASKED" = "$DEFAULT_LINK" ] && [ -z "$LINK_OPT" ] && LINK_ASKED=""
 LINK_URL=${LINK_URL:-$DEFAULT_LINK}
 UART_OPT=${UART_OPT:-$(saved_choice uart)}
+UART_OPT=${UART_OPT#/dev/}
 # The GPU build of ONNX Runtime chosen before: an update with no --ort-* option must not swap it for the CPU
 # build (found in audit: push.sh HOST did). A wheel is kept in /opt/sunlit/wheels (below), an index here; both
 # are used only where no --ort-* option is given and no wheel is found where install.sh looks (a newer one put
@@ -252,7 +263,8 @@ UART_OPT=${UART_OPT:-$(saved_choice uart)}
 SAVED_WHEEL=$(saved_choice ort_wheel)
 SAVED_INDEX=$(saved_choice ort_index)
 case "$LINK_URL" in
-    *[[:space:]\"\\]*) die "--link $LINK_URL: a link URL has no spaces, quotes or backslashes" ;;
+    *[[:space:]\"\\]*)
+        die "$(chosen link "$LINK_GIVEN" "$LINK_URL"): a link URL has no spaces, quotes or backslashes" ;;
 esac
 
 printf 'Sunlit install into %s from %s%s\n' "$SHOWN_ROOT" "$SOURCE" "$([ "$DRY" = 1 ] && echo ' (dry run: nothing will be changed)')"
@@ -282,8 +294,11 @@ detect_board() {
 BOARD=""
 if [ -n "$BOARD_OPT" ]; then
     case "$BOARD_OPT" in
-        orin_nano|orin_nx_16gb|agx_orin_64gb) BOARD=$BOARD_OPT; info "board $BOARD (--board; model string ${MODEL:-absent})" ;;
-        *) die "--board $BOARD_OPT: choose orin_nano, orin_nx_16gb or agx_orin_64gb" ;;
+        orin_nano|orin_nx_16gb|agx_orin_64gb)
+            BOARD=$BOARD_OPT
+            KEPT_NOTE=$([ "$BOARD_GIVEN" = 1 ] || echo ', kept in install.conf')
+            info "board $BOARD (--board$KEPT_NOTE; model string ${MODEL:-absent})" ;;
+        *) die "$(chosen board "$BOARD_GIVEN" "$BOARD_OPT"): choose orin_nano, orin_nx_16gb or agx_orin_64gb" ;;
     esac
 elif [ -n "$MODEL" ] && BOARD=$(detect_board "$MODEL"); then
     info "model \"$MODEL\" -> board profile $BOARD"
@@ -301,7 +316,9 @@ case "$BOARD" in
     *) UART_DEFAULT=ttyTHS0 ;;
 esac
 UART=${UART_OPT:-$UART_DEFAULT}
-case "$UART" in *[!A-Za-z0-9_]*|"") die "--uart $UART: expected a device name such as ttyTHS0" ;; esac
+case "$UART" in
+    *[!A-Za-z0-9_]*|"") die "$(chosen uart "$UART_GIVEN" "$UART"): expected a device name such as ttyTHS0" ;;
+esac
 info "hal backend $BACKEND; /dev/sunlit-link: USB-UART adapters, else /dev/$UART${UART_OPT:+ (chosen)}"
 info "link $LINK_URL; choices kept in $CHOICES"
 
@@ -353,18 +370,29 @@ PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PY is Python $PYVER; Sunlit needs >= 3.10"
 PYTAG=cp${PYVER/./}
 VPY=$VENV/bin/python
-if [ -x "$VPY" ] && [ -f "$VENV/pyvenv.cfg" ] && [ "$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYVER" ]; then
+# A venv is whole once its pip is (ensurepip is venv's last step; --venv-from's pip comes with the other venv's
+# packages): a run cut short while it was made left one that every later run took, and failed in, with "No module
+# named pip" (found in audit).
+venv_whole() {
+    [ -x "$VPY" ] && [ -f "$VENV/pyvenv.cfg" ] || return 1
+    [ "$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$PYVER" ] || return 1
+    [ -n "$VENV_FROM" ] || "$VPY" -c 'import pip' >/dev/null 2>&1
+}
+AGAIN=""
+if [ -e "$VENV" ]; then AGAIN=" again: the one there is another Python's, or has no pip (a run cut short)"; fi
+if venv_whole; then
     ok "virtual environment $VENV (Python $PYVER)"
 elif [ -n "$VENV_FROM" ]; then
     # --clear (here and below): a venv of another Python is rebuilt whole, with the markers
     # that say what is installed in it. No pip of its own: pip and setuptools come with the
     # other venv's packages (below).
-    act "create the virtual environment $VENV (Python $PYVER, packages from $VENV_FROM)" "$PY" -m venv --clear --without-pip "$VENV"
+    act "create the virtual environment $VENV (Python $PYVER, packages from $VENV_FROM)$AGAIN" \
+        "$PY" -m venv --clear --without-pip "$VENV"
 else
     if ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then
         die "$PY cannot make a virtual environment with pip (no ensurepip): sudo apt install python3-venv"
     fi
-    act "create the virtual environment $VENV (Python $PYVER, from $PY)" "$PY" -m venv --clear "$VENV"
+    act "create the virtual environment $VENV (Python $PYVER, from $PY)$AGAIN" "$PY" -m venv --clear "$VENV"
 fi
 SITE=$VENV/lib/python$PYVER/site-packages
 if [ -n "$VENV_FROM" ]; then
@@ -392,6 +420,21 @@ else
     SRC_DESC="checkout $SOURCE"
 fi
 SRC_MARK=$VENV/.sunlit-source
+# A board's clock behind the files sent to it (no RTC battery, no network for NTP; a few minutes' drift allowed):
+# pip's TLS fails on one far behind, and the agent stamps its telemetry and state with it (found in audit: said
+# only by tar, once for every file it copied).
+NOW_S=$(date +%s)
+if [ "$SRC_KIND" = checkout ]; then
+    AHEAD=$(cd "$SOURCE" && find "${items[@]}" -type f -newermt "@$((NOW_S + 300))" -print -quit 2>/dev/null) || true
+    [ -z "$AHEAD" ] || AHEAD=$SOURCE/$AHEAD
+else
+    AHEAD=$(find "$SOURCE" -newermt "@$((NOW_S + 300))" -print -quit 2>/dev/null) || true
+fi
+if [ -n "$AHEAD" ]; then
+    AHEAD_AT=$(date -u -d "@$(stat -c %Y "$AHEAD")" '+%Y-%m-%d %H:%M UTC')
+    warn "this machine's clock says $(date -u '+%Y-%m-%d %H:%M UTC'), behind $AHEAD ($AHEAD_AT):"
+    info "set it before the agent starts (timedatectl set-time 'YYYY-MM-DD HH:MM:SS', or NTP: timedatectl set-ntp true)"
+fi
 describe_stage_source() {
     printf 'tar -C %q -cf - %s | tar -C %q --no-same-owner --no-same-permissions -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
     printf 'mv %q %q\n' "$OPT/src.new" "$OPT/src"
@@ -401,8 +444,9 @@ stage_source() {
     rm -rf "$stage.new"
     mkdir -p "$stage.new"
     # root's files whoever pushed them (found in audit: the login user's, group-writable, code pip then builds)
+    # A clock behind the files' times is said once, above, not by tar for each file (found in audit: 220 lines).
     tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - "${items[@]}" |
-        tar -C "$stage.new" --no-same-owner --no-same-permissions -xf -
+        tar -C "$stage.new" --no-same-owner --no-same-permissions --warning=no-timestamp -xf -
     rm -rf "$stage"
     mv "$stage.new" "$stage"
 }
@@ -413,7 +457,7 @@ describe_pip_install_sunlit() {
         printf '%q -m pip install %q   (and its dependencies from PyPI)\n' "$VPY" "$1"
         printf '%q -m pip install --no-deps --force-reinstall %q\n' "$VPY" "$1"
     fi
-    printf 'echo %s > %q\n' "${SRC_HASH:0:12}..." "$SRC_MARK"
+    printf 'echo %s > %q   (once ONNX Runtime is in place too)\n' "${SRC_HASH:0:12}..." "$SRC_MARK"
 }
 pip_install_sunlit() {
     local target=$1
@@ -427,12 +471,22 @@ pip_install_sunlit() {
 reachable), or --venv-from an environment with a newer setuptools."
         fi
     else
-        "$VPY" -m pip install --quiet --disable-pip-version-check "$target"
-        # pip skips a wheel whose version is already installed: the code may still differ.
-        "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$target"
+        # pip skips a wheel whose version is already installed (the second install): the code may still differ.
+        if ! "$VPY" -m pip install --quiet --disable-pip-version-check "$target" \
+            || ! "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$target"; then
+            pip_failed "Sunlit and its dependencies"
+        fi
     fi
     if [ "$SRC_KIND" = checkout ]; then rm -rf "$target/build" "$target"/*.egg-info; fi
-    printf '%s\n' "$SRC_HASH" >"$SRC_MARK"
+    # The source's mark is written once ONNX Runtime is in place too (below): this install brought the CPU build
+    # back over a GPU one, and a run cut short before ONNX Runtime's step then found both marks right (found in
+    # audit: the board ran on the CPU build, and every later run said "ok").
+}
+# pip_failed WHAT: a pip that could not install WHAT online (pip said why above) stops the run with what to do.
+pip_failed() {
+    die "pip could not install $1 (its messages above). A board with no network (or a clock so far behind that TLS
+fails: check date) can install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source
+(README.md, \"Options\"); or let pip reach an index (PIP_INDEX_URL). Then run install.sh again."
 }
 SUNLIT_CHANGED=0
 if [ -f "$SRC_MARK" ] && [ "$(cat "$SRC_MARK")" = "$SRC_HASH" ] && [ -x "$VENV/bin/sunlit-flight" ]; then
@@ -540,10 +594,11 @@ ort_install() {
         gpu-index)
             "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
-                --index-url "$ORT_SRC" onnxruntime-gpu ;;
+                --index-url "$ORT_SRC" onnxruntime-gpu || pip_failed "onnxruntime-gpu from $ORT_SRC" ;;
         cpu)  # back from a GPU build: sunlit's own dependency is the CPU package
             "$VPY" -m pip uninstall --quiet -y onnxruntime-gpu >/dev/null 2>&1 || true
-            "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall onnxruntime ;;
+            "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall onnxruntime \
+                || pip_failed "onnxruntime" ;;
     esac
     printf '%s\n' "$ORT_WANT" >"$ORT_MARK"
 }
@@ -572,6 +627,7 @@ if [ "$DRY" = 0 ] && ORT_NOW=$("$VPY" -c 'import onnxruntime as o; print(o.__ver
 elif [ "$DRY" = 0 ]; then
     info "onnxruntime is not importable in the venv$([ "$NO_PIP" = 1 ] && echo ' (--no-pip: no dependencies installed)')"
 fi
+if [ "$SUNLIT_CHANGED" = 1 ] && [ "$DRY" = 0 ]; then printf '%s\n' "$SRC_HASH" >"$SRC_MARK"; fi
 VENV_WORKS=0
 if [ "$DRY" = 0 ] && "$VPY" -c 'import flight.config, flight.compute.store, flight.compute.usecase.shipped, onnxruntime; onnxruntime.InferenceSession' >/dev/null 2>&1; then
     VENV_WORKS=1
@@ -659,7 +715,15 @@ step configuration
     printf 'zmq_clients = "%s/zmq/clients"\n' "$BOARD_KEYDIR"
 } >"$WORK/agent.toml"
 DEFAULT_COPY=$OPT/share/agent.default.toml
-if [ ! -e "$CONF" ]; then
+# An empty one is no one's choice: an edit a power cut cut short (sudoedit writes the file in place), a `>` by mistake.
+# Kept, it ran the agent on its built-in defaults (the linux backend on a Jetson, no telecommand keys) while every
+# run said "ok: kept" (found in audit). It gets the default, as a missing one does.
+CONF_EMPTY=0
+if [ -f "$CONF" ] && [ -r "$CONF" ] && ! grep -q '[^[:space:]]' "$CONF"; then
+    CONF_EMPTY=1
+    warn "$CONF is empty (an edit cut short?): the agent would run on its built-in defaults; the default replaces it"
+fi
+if [ ! -e "$CONF" ] || [ "$CONF_EMPTY" = 1 ]; then
     install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"
 elif cmp -s "$WORK/agent.toml" "$CONF"; then
     install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"   # same content: checks mode and owner
@@ -946,6 +1010,11 @@ fi
 # --- summary ---------------------------------------------------------------------------------
 
 printf '\n'
+# Said again where it is read: a WARNING scrolls past in push.sh's output (found in audit: a config the agent refuses,
+# then "nothing to change: Sunlit is installed and up to date").
+if [ "$WARNINGS" -gt 0 ]; then
+    printf '%d WARNING(s) above: read them before the agent starts\n' "$WARNINGS"
+fi
 if [ "$DRY" = 1 ]; then
     printf 'dry run: %d change(s) would be made; nothing was changed\n' "$CHANGES"
 elif [ "$CHANGES" = 0 ]; then

@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -76,19 +77,21 @@ def jetson_root(path: Path, model: str = ORIN_NX_MODEL) -> Path:
     return path
 
 
-def run_script(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(script: Path, *args: str, check: bool = True,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=None if env is None else {**os.environ, **env})
     if check:
         assert proc.returncode == 0, f"{script.name} {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
-def install(root: Path, source: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def install(root: Path, source: Path, *args: str, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     if not IN_VENV:
         pytest.skip("the offline install borrows the packages of the virtualenv the tests run in")
     return run_script(INSTALL, "--root", str(root), "--source", str(source), "--venv-from", sys.prefix,
-                      "--no-systemctl", *args, check=check)
+                      "--no-systemctl", *args, check=check, env=env)
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -336,6 +339,9 @@ def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     again = install(root, source).stdout
     assert again.rstrip().endswith("nothing to change: Sunlit is installed and up to date in " + str(root))
     assert warning in again
+    # Said again at the end, where push.sh's long output is read (found in audit: only mid-way, then "up to date").
+    assert f"\n{again.count('  WARNING: ')} WARNING(s) above: read them before the agent starts\nnothing to change" \
+        in again
     # A new default (another link) is offered beside it, the user's file still untouched.
     out = install(root, source, "--link", "zmq://0.0.0.0:6000").stdout
     assert 'url = "zmq://0.0.0.0:6000"' in new.read_text() and (root / "etc/sunlit/agent.toml").read_text() == mine
@@ -350,6 +356,25 @@ def test_an_existing_config_and_keys_are_kept(tmp_path, source):
     # A link never asked for (the first runs, on the default) is nothing to warn about (review: once a
     # false WARNING at every update, install.conf having kept the default as if it were asked for).
     assert "names the link" not in first and "names the link" not in again
+
+
+@pytest.mark.req("DEP-001")
+def test_an_empty_config_gets_the_default_a_config_with_content_is_kept(tmp_path, source):
+    """Found in audit: an agent.toml left empty (an edit a power cut cut short: sudoedit writes in place) was kept as
+    the engineer's, "ok" at every run, and the agent ran on its built-in defaults: the linux backend on a Jetson, no
+    telecommand keys. An empty file is no one's choice: it gets the default, as a missing one does."""
+    root = jetson_root(tmp_path / "root")
+    conf = root / "etc/sunlit/agent.toml"
+    conf.parent.mkdir(parents=True)
+    for empty in ("", " \n\n"):
+        conf.write_text(empty)
+        out = dry_run(root, source).stdout
+        assert f"WARNING: {conf} is empty (an edit cut short?): the agent would run on its built-in defaults; " \
+               "the default replaces it" in out
+        assert f"would update {conf}\n" in out and "kept" not in out.split("[configuration]")[1].split("[keys]")[0]
+    conf.write_text("# mine\n")
+    out = dry_run(root, source).stdout
+    assert "is empty" not in out and f"{conf} kept (never overwritten)" in out and f"would update {conf}\n" not in out
 
 
 def test_unknown_board_gets_the_linux_backend(tmp_path, source):
@@ -413,6 +438,25 @@ def test_choices_are_kept_by_a_run_without_them(tmp_path, source):
     # Given again, a choice changes: back to the board's default UART.
     install(root, source, "--uart", "ttyTHS0")
     assert 'KERNEL=="ttyTHS0"' in rule.read_text() and f'url = "{link}"' in default.read_text()
+
+
+@pytest.mark.req("DEP-001")
+def test_a_choice_mistyped_in_install_conf_is_refused_naming_the_line_not_an_option(tmp_path, source):
+    """Found in audit: a value edited into install.conf and refused was named as an option ("--board orin_nx"), one the
+    engineer never gave; uart=/dev/ttyTHS1 there was refused where --uart /dev/ttyTHS1 is taken."""
+    root = jetson_root(tmp_path / "root")
+    conf = root / "etc/sunlit/install.conf"
+    conf.parent.mkdir(parents=True)
+    for line, refused in (("board=orin_nx", "choose orin_nano"), ("uart=tty-1", "expected a device name"),
+                          ('link="serial:///dev/sunlit-link"', "a link URL has no spaces, quotes")):
+        conf.write_text(line + "\n")
+        bad = dry_run(root, source, check=False)
+        assert bad.returncode == 2, bad.stdout
+        assert f"install.sh: {line} in {conf} (kept from an earlier run: fix that line, or give " \
+               f"--{line.split('=')[0]}): {refused}" in bad.stderr, bad.stderr
+    conf.write_text("uart=/dev/ttyTHS1\n")
+    assert "else /dev/ttyTHS1 (chosen)" in dry_run(root, source).stdout
+    assert "install.sh: --board orin_nx: choose" in dry_run(root, source, "--board", "orin_nx", check=False).stderr
 
 
 def test_a_link_url_that_would_break_the_toml_is_refused(tmp_path, source):
@@ -506,6 +550,90 @@ def test_no_pip_installs_wheels_offline(tmp_path, source):
     out = run_script(INSTALL, *args[:-2]).stdout
     assert f"install ONNX Runtime (gpu-wheel: {root}/opt/sunlit/wheels/{ort_wheel.name})" in out
     assert "providers CUDAExecutionProvider" in out and "WARNING" not in out
+
+
+def changed_copy(source: Path, to: Path) -> Path:
+    """A copy of ``source`` whose code differs: the next install reinstalls Sunlit from it."""
+    shutil.copytree(source, to)
+    with open(to / "flight" / "__init__.py", "a") as f:
+        f.write("# a newer version\n")
+    return to
+
+
+def venv_without_pip(venv: Path, packages_of: str | None = None) -> None:
+    """The venv a run cut short while it was made leaves (python, pyvenv.cfg, no pip yet); ``packages_of``: a venv
+    whose packages it sees through a .pth, as --venv-from's does."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    if packages_of is not None:
+        (site,) = venv.glob("lib/python*/site-packages")
+        (site / "_sunlit_deps.pth").write_text(packages_of + "\n")
+
+
+@pytest.mark.req("DEP-001")
+def test_a_venv_left_without_pip_by_a_run_cut_short_is_made_again(tmp_path, source):
+    """Found in audit: a run cut short while the venv was made left one without pip, which every later run took as
+    "ok" and then failed in ("No module named pip"), until the engineer deleted it by hand."""
+    root = jetson_root(tmp_path / "root")
+    venv = root / "opt/sunlit/venv"
+    venv_without_pip(venv)
+    assert subprocess.run([str(venv / "bin/python"), "-c", "import pip"], capture_output=True).returncode != 0
+    out = dry_run(root, source).stdout
+    assert "ok: virtual environment" not in out
+    assert f"would create the virtual environment {venv} (Python {sys.version_info[0]}.{sys.version_info[1]}, " \
+           f"from {sys.executable}) again: the one there is another Python's, or has no pip (a run cut short)" in out
+    assert "-m venv --clear " + str(venv) in out
+
+
+@pytest.mark.req("DEP-001")
+def test_a_run_cut_short_after_sunlit_installs_onnxruntime_again(tmp_path, source):
+    """Found in audit: the source's mark was written before ONNX Runtime's step, and Sunlit's install (online) brings
+    the CPU build back over the GPU one; a run cut short between the two left the CPU build, and every later run said
+    "ok: ONNX Runtime as chosen". Here pip refusing the GPU wheel (a constraint) cuts the run short there."""
+    root = jetson_root(tmp_path / "root")
+    ort_wheel = fake_ort_gpu_wheel(tmp_path)
+    install(root, source, "--ort-wheel", str(ort_wheel))
+    newer = changed_copy(source, tmp_path / "newer")
+    constraint = tmp_path / "constraint.txt"
+    constraint.write_text("onnxruntime-gpu<9\n")
+    cut = install(root, newer, check=False, env={"PIP_CONSTRAINT": str(constraint)})
+    assert cut.returncode != 0 and "install Sunlit into the venv" in cut.stdout
+    assert "install ONNX Runtime (gpu-wheel" in cut.stdout and "installed: onnxruntime" not in cut.stdout
+    again = install(root, newer).stdout
+    assert "install Sunlit into the venv" in again  # the marks say what is done: both steps are done again
+    assert f"install ONNX Runtime (gpu-wheel: {root}/opt/sunlit/wheels/{ort_wheel.name})" in again, again
+    assert "installed: onnxruntime 9.9.9, providers CUDAExecutionProvider" in again
+
+
+@pytest.mark.req("DEP-001")
+def test_pip_failing_online_says_what_to_do_on_a_board_with_no_network(tmp_path, source):
+    """Found in audit: on a board with no network pip's retries and "No matching distribution" ended the run, exit 1,
+    with no word from install.sh of the offline ways (a whole minute of retries on a real board)."""
+    root = jetson_root(tmp_path / "root")
+    venv_without_pip(root / "opt/sunlit/venv", packages_of=sysconfig.get_paths()["purelib"])
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    proc = run_script(INSTALL, "--root", str(root), "--source", str(source), "--python", sys.executable,
+                      "--no-systemctl", check=False, env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(empty)})
+    assert "install Sunlit into the venv with its dependencies from PyPI" in proc.stdout
+    assert proc.returncode == 2, proc.stderr
+    message = proc.stderr.rsplit("install.sh: ", 1)[-1]
+    assert message.startswith("pip could not install Sunlit and its dependencies (its messages above)")
+    assert "--venv-from" in message and "--no-pip with a wheel" in message and "check date" in message
+
+
+@pytest.mark.req("DEP-001")
+def test_a_board_clock_behind_the_files_is_said_once_not_by_tar_for_each_file(tmp_path, source):
+    """Found in audit: on a board whose clock is behind the workstation's (no RTC battery, no NTP) tar said "time
+    stamp ... in the future" once for each of the 220 files it copied, and nothing said what to do."""
+    newer = changed_copy(source, tmp_path / "newer")
+    ahead = 4102444800  # 2100-01-01: the files come from a clock far ahead of this one
+    for path in [newer / "pyproject.toml", *(newer / "flight").rglob("*.py")]:
+        os.utime(path, (ahead, ahead))
+    proc = install(jetson_root(tmp_path / "root"), newer)
+    assert "in the future" not in proc.stderr, proc.stderr
+    assert proc.stdout.count("WARNING: this machine's clock says") == 1
+    assert f"behind {newer}/pyproject.toml (2100-01-01 00:00 UTC):\n  set it before the agent starts" in proc.stdout
+    assert "copy the code of" in proc.stdout
 
 
 # --- ONNX Runtime: which build -------------------------------------------------------------------
