@@ -82,11 +82,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS
+from hil.run import CAMPAIGN_MANIFEST, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS, print_out
 from hil.scenario import ScenarioError
 
 MANIFEST_FORMAT = "sunlit-campaign/1"
 JOURNAL = "manifest.journal"  # the cases finished since the manifest was last written whole: one checked line each
+RUN_REPORT_VERDICTS = ("summary.json", "junit.xml")  # a `sunlit-hil run` report's verdicts (hil/report.py)
 RUN_TOKEN = ".campaign.run"  # this run's token, which each case reads to know it sees the campaign's folder
 FOLDER_NOT_SEEN = "cannot see the campaign's folder"  # a case's error where its node does not: stops the campaign
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # an integers draw's bounds: numpy draws int64
@@ -257,8 +258,11 @@ def load_campaign(path: Path | str) -> Campaign:
         for key in keys:
             if key in seen:
                 raise fail(f"{where}.{key}", f"also in [{seen[key]}]; give each key in one table")
-            if key in RESULT_COLUMNS and key != "seed":
-                raise fail(f"{where}.{key}", "is the name of a result column")
+            # A key varied is a column of the results; one [set] gives is not (found in audit: [set] faults = [...]
+            # was refused, and a campaign could add no fault to a scenario that had none).
+            if key in RESULT_COLUMNS and key != "seed" and where != "set":
+                raise fail(f"{where}.{key}", f"is the name of a result column: vary its entries by index "
+                                             f"({key}.0...), or give it in [set]")
             seen[key] = where
     draws = raw.get("cases", 1)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
@@ -271,6 +275,9 @@ def load_campaign(path: Path | str) -> Campaign:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise fail("name", f"give a name, got {name!r}")
+    if not name.isprintable():  # found in audit: reached the terminal as is (an escape, a line saying PASS)
+        raise fail("name", f"{name!r}: has a character that is not printable (a control character or a line "
+                           "break)"[:300])
     digest = hashlib.sha256()
     for part in (text, scenario_text):
         digest.update(len(part).to_bytes(8, "big") + part)
@@ -348,6 +355,8 @@ def _parse_dispersion(spec: Any, fail: Callable[[str], CampaignError]) -> Disper
         if kind == "choice" or not (isinstance(clip, list) and len(clip) == 2 and all(map(_is_number, clip))
                                     and clip[0] <= clip[1]):
             raise fail(f"clip: give [low, high] for a {kind} draw; got {clip!r}")
+        if kind == "integers" and not all(isinstance(a, int) for a in clip):  # found in audit: drew 2000.5
+            raise fail(f"clip: give whole numbers for an integers draw; got {clip!r}")
         clip = (clip[0], clip[1])
     return Dispersion(kind, tuple(args), clip)
 
@@ -838,7 +847,7 @@ def _write_manifest(out: Path, campaign: Campaign, rows: dict[int, dict[str, Any
     set aside over the campaign's life (torn, or failing their check), kept as a count."""
     from flight.storage import write_checked_json
 
-    write_checked_json(out / "manifest.json", {
+    write_checked_json(out / CAMPAIGN_MANIFEST, {
         "format": MANIFEST_FORMAT, "campaign": campaign.name, "hash": campaign.hash,
         "source": str(campaign.source), "scenario": str(campaign.scenario_path), "n_cases": campaign.n_cases,
         "inputs": campaign.inputs, "journal_ignored": journal_ignored,
@@ -947,7 +956,7 @@ def read_progress(out: Path | str) -> dict[int, str]:
 
     out = Path(out)
     try:
-        body = read_checked_json(out / "manifest.json")
+        body = read_checked_json(out / CAMPAIGN_MANIFEST)
     except CorruptFile:
         return {}
     if not isinstance(body, dict):
@@ -975,10 +984,16 @@ def _resume(out: Path, campaign: Campaign) -> _Resume:
     campaign's), with the journal's newer rows over its own."""
     from flight.storage import CorruptFile, read_checked_json
 
-    path = out / "manifest.json"
+    path = out / CAMPAIGN_MANIFEST
     if not path.exists():
         if (out / "cases").exists():
             raise CampaignError(f"{out}: holds case folders but no manifest; pick another folder (--out)")
+        # Found in audit: a folder a `sunlit-hil run --report` wrote kept that run's summary.json and junit.xml (its
+        # PASS) beside a campaign that failed; a campaign writes neither, so nothing would have replaced them.
+        stray = [name for name in RUN_REPORT_VERDICTS if (out / name).exists()]
+        if stray:
+            raise CampaignError(f"{out}: holds a run's report ({', '.join(stray)}, from sunlit-hil run --report), "
+                                "whose verdict would stand beside the campaign's; pick another folder (--out)")
         return _Resume({}, [], 0)
     try:
         body = read_checked_json(path)
@@ -1260,16 +1275,17 @@ def main_campaign(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"sunlit-hil campaign: note: {note}", file=sys.stderr)
     counts = result.counts()
-    print(f"{campaign.name}: {'PASS' if result.passed else 'FAIL'}   {len(result.rows)} cases "
-          f"({len(result.ran)} run now, {len(result.rows) - len(result.ran)} finished before): "
-          f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} could not run")
+    lines = [f"{campaign.name}: {'PASS' if result.passed else 'FAIL'}   {len(result.rows)} cases "
+             f"({len(result.ran)} run now, {len(result.rows) - len(result.ran)} finished before): "
+             f"{counts['passed']} passed, {counts['failed']} failed, {counts['error']} could not run"]
     for row in result.rows:
         if row["status"] != "passed":
             why = row["error"] or ", ".join(k.removeprefix("check_") for k, v in row.items()
                                            if k.startswith("check_") and v is False)
-            print(f"  case {row['case']:04d} {row['status']}: {why}")
+            lines.append(f"  case {row['case']:04d} {row['status']}: {why}")
     out = Path(args.out).resolve()
-    print(f"  results: {out / 'results.parquet'}\n  report: {out / 'report.html'}")
+    lines.append(f"  results: {out / 'results.parquet'}\n  report: {out / 'report.html'}")
+    print_out("\n".join(lines))  # a reader gone (| head) leaves the campaign's exit code as it is
     return EXIT_PASS if result.passed else EXIT_FAILED
 
 

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, one_screen, run_scenario
+from hil.run import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASS, one_screen, print_out, run_scenario
 
 DEBUG_ENV = "SUNLIT_DEBUG"
 
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)  # bad input is found before anything starts
     report = _report_dir(args.report)
     passed, body = run_scenario(scenario, report)
-    print(one_screen(body, report))
+    print_out(one_screen(body, report))
     return EXIT_PASS if passed else EXIT_FAILED
 
 
@@ -87,7 +87,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "metadata": profile.metadata}
     from hil.report import json_text
 
-    print(json_text(info))  # strict JSON: a figure that is not finite is null (jq refuses NaN)
+    print_out(json_text(info))  # strict JSON: a figure that is not finite is null (jq refuses NaN)
     if args.report is None:
         return EXIT_PASS
     # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
@@ -110,7 +110,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     }, f"replay of {args.profile}")
     report = _report_dir(args.report)
     passed, body = run_scenario(scenario, report)  # as `sunlit-hil run` flies one: its report written the same way
-    print(one_screen(body, report))
+    print_out(one_screen(body, report))
     return EXIT_PASS if passed else EXIT_FAILED
 
 

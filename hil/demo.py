@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hil.run import one_screen, run_scenario
+from hil.run import one_screen, print_out, run_scenario
 
 SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo_sso_real_inference.toml"
 
@@ -18,7 +18,7 @@ SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo_sso_real_infere
 def main(report_dir: str = "reports/demo") -> int:
     print(f"Sunlit demo: flying one sun-synchronous orbit ({SCENARIO.name}), about a minute...", flush=True)
     passed, body = run_scenario(SCENARIO, Path(report_dir))
-    print(one_screen(body, Path(report_dir)))
+    print_out(one_screen(body, Path(report_dir)))  # a reader gone (| head) leaves the verdict's exit code
     return 0 if passed else 1
 
 

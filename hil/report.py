@@ -244,12 +244,21 @@ def instruments(sc: Scenario) -> str:
             "temperatures here are the truth")
 
 
+def flown(sc: Scenario) -> dict[str, Any]:
+    """The profile file the run flew, as the loader found it, and the seed: what tells this run from another of the
+    same scenario file (found in audit: a relative profile found from the working directory flew another file, and
+    neither the summary nor the page said which)."""
+    return {"profile": str(Path(sc.profile).resolve()) if sc.profile is not None else "generated from [orbit]",
+            "seed": sc.seed}
+
+
 def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict] | None = None) -> dict[str, Any]:
     sc, tr = result.scenario, result.trace.arrays()
     verdicts = fault_verdicts(result) if verdicts is None else verdicts
     return {
         "scenario": sc.name,
         "source": sc.source,
+        **flown(sc),
         "passed": all(c.passed for c in checks),
         "checks": [c.__dict__ for c in checks],
         "time_mode": sc.time_mode,
@@ -523,7 +532,8 @@ def write_report(result: RunResult, out_dir: Path) -> tuple[bool, dict[str, Any]
 .bad td:nth-child(2){{color:red;font-weight:bold}} table{{border-collapse:collapse}} tr:nth-child(even){{background:#f4f4f4}}</style>
 </head><body><h1>{html.escape(body['scenario'])}: {verdict}</h1>
 <p>Time: <b>{body['time_mode']}</b>, {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s
-(× {body['speedup']}). Compute: <b>{html.escape(body['compute'])}</b>. Environment: {html.escape(body['environment'])}.
+(× {body['speedup']}). Profile: <code>{html.escape(body['profile'])}</code>, seed {body['seed']}.
+Compute: <b>{html.escape(body['compute'])}</b>. Environment: {html.escape(body['environment'])}.
 Instruments: {html.escape(body['instruments'])}.
 Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])}, cooled by a modelled radiator of
 {body['radiator']['area_m2']:.3g} m² through {body['radiator']['board_to_radiator_w_per_k']:.3g} W/K.</p>
@@ -614,7 +624,7 @@ def write_unfinished_report(scenario: Scenario, out_dir: Path, exc: BaseExceptio
     why = (f"interrupted{f' ({exc})' if str(exc) else ''}" if isinstance(exc, KeyboardInterrupt)
            else f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"[:500])
     detail = f"the harness did not finish the run: {why}"
-    body = {"scenario": scenario.name, "source": scenario.source, "passed": False, "error": why,
+    body = {"scenario": scenario.name, "source": scenario.source, **flown(scenario), "passed": False, "error": why,
             "checks": [{"name": "harness", "passed": False, "detail": detail}], "time_mode": scenario.time_mode,
             **compute_account(scenario, {}), "environment": ENVIRONMENT, "agent": scenario.agent,
             "board": scenario.board}

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from hil.loop import RunResult
     from hil.scenario import Scenario
 
+CAMPAIGN_MANIFEST = "manifest.json"
+"""What marks a campaign's folder (hil/campaign.py writes it as the campaign starts): no run's report goes there."""
+
 EXIT_PASS = 0
 """Every pass/fail criterion held (or, for a subcommand without criteria, it did its job)."""
 EXIT_FAILED = 1
@@ -34,6 +37,17 @@ def run_tmp_dir() -> str:
     socket's path has 108 bytes at most, and the agent's link and the worker's are made in it)."""
     tmp = tempfile.gettempdir()
     return tmp if len(tmp) <= 40 else "/tmp"
+
+
+def print_out(text: str) -> None:
+    """``text`` on stdout; where its reader went away (``| head``) nothing more is written, and the run's verdict,
+    in its report and its exit code, stands (found in audit: a run that passed exited 3, an internal error)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        from flight.cli import quiet_stdout
+
+        quiet_stdout()
 
 
 def progress_bar(label: str):
@@ -66,18 +80,23 @@ def finish_report(result: "RunResult", report_dir: Path) -> tuple[bool, dict[str
 def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: bool = False) -> tuple[bool, dict]:
     """Fly a scenario (a file, or one already parsed) and write its report; (passed, summary).
 
-    Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input. An earlier run's report in
-    ``report_dir`` is removed first; a run that raises (a bug in the harness, a report it could not write, Ctrl-C)
-    leaves a summary.json and junit.xml that say it failed and why, and the agent's log, then raises.
+    Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input, a ``report_dir`` holding a
+    campaign's results among it. An earlier run's report in ``report_dir`` is removed first; a run that raises (a
+    bug in the harness, a report it could not write, Ctrl-C) leaves a summary.json and junit.xml that say it failed
+    and why, and the agent's log, then raises.
     """
     from hil.loop import ClosedLoop
     from hil.report import clear_report, write_unfinished_report
-    from hil.scenario import Scenario, load_scenario
+    from hil.scenario import Scenario, ScenarioError, load_scenario
 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    if (report_dir / CAMPAIGN_MANIFEST).exists():  # found in audit: its report.html replaced by this run's
+        raise ScenarioError(f"{report_dir}: holds a campaign's results ({CAMPAIGN_MANIFEST}): a run's report there "
+                            "would replace the campaign's report.html and stand beside its results; pick another "
+                            "folder", str(report_dir))
     with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
         try:
             clear_report(report_dir)  # one that cannot be removed could not be written either: found before the flight

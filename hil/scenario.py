@@ -15,7 +15,8 @@ Example, every key (the defaults are shown where a key may be left out)::
 
     name = "sso-one-orbit"                          # default: the file's stem
     profile = "hil/data/profiles/sso_550.parquet"   # a profile file (relative to the working directory
-                                                    #   or to this file), or [orbit] below to generate one
+                                                    #   or to this file: a name found both ways, two files,
+                                                    #   is refused), or [orbit] below to generate one
     duration_s = 5760
     step_s = 10
     time_mode = "lockstep"        # lockstep (as fast as the agent keeps up) | realtime
@@ -878,7 +879,12 @@ def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,
         profile = Path(text)
         if not profile.is_absolute():
             candidates = [Path.cwd() / profile] + ([base_dir / profile] if base_dir else [])
-            profile = next((p for p in candidates if p.exists()), candidates[0])
+            found = [p for p in candidates if p.exists()]
+            if len(found) == 2 and not _same_file(*found):  # found in audit: the run flew the one the working
+                # directory gave, another profile from another folder, and its report said neither
+                raise c.fail("profile", f"{text!r} names two files, {found[0]} (from the working directory) and "
+                                        f"{found[1]} (from the scenario's folder): give an absolute path or rename one")
+            profile = found[0] if found else candidates[0]
         if not profile.exists():
             raise c.fail("profile", f"{profile} does not exist")
         try:
@@ -900,6 +906,13 @@ def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,
         return profile, None, None
     orbit = c.table(raw, "orbit")
     return None, _orbit(c, orbit), (tuple(orbit["tle"]) if "tle" in orbit else None)  # type: ignore[return-value]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _orbit(c: _Checker, orbit: dict[str, Any]) -> dict[str, Any]:
