@@ -19,10 +19,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Dictionary, Limits
+from flight.link.dictionary import Dictionary, Limits, ValueType
 from flight.storage import CorruptFile, read_checked_json, write_checked_json
 
 SEVERITY = {"nominal": 0, "warning": 1, "critical": 2}
+NOT_NUMBERS = (ValueType.BOOL, ValueType.STRING, ValueType.ENUM, ValueType.BYTES)  # Limits.state: always nominal
+LADDER = ("crit_low", "warn_low", "warn_high", "crit_high")
+
+
+def ladder_error(numbers: Limits, changed: set[str]) -> str:
+    """Why resolved limits are out of order (crit_low <= warn_low < warn_high <= crit_high) where a bound in
+    ``changed`` is one of the pair, naming it; "" where they are in order (the server's rule, POST /api/limits)."""
+    ladder = [(k, float(v)) for k in LADDER
+              if isinstance(v := getattr(numbers, k), (int, float)) and not isinstance(v, bool)]
+    for i, (low_key, low) in enumerate(ladder):
+        for high_key, high in ladder[i + 1:]:
+            strict = (low_key, high_key) == ("warn_low", "warn_high")
+            if (low_key in changed or high_key in changed) and (high < low or (strict and high == low)):
+                return (f"{high_key if high_key in changed else low_key}: {high_key} {high:g} is "
+                        f"{'not above' if strict else 'below'} {low_key} {low:g} "
+                        "(crit_low <= warn_low < warn_high <= crit_high)")
+    return ""
 
 
 @dataclass
@@ -89,14 +106,27 @@ class AlarmManager:
         self.agent_parameters.update(values)
 
     def set_limits(self, channel: str, **bounds: float | None) -> Limits:
-        """Change a channel's limits now (and for good); re-evaluates its alarm on the next sample."""
+        """Change a channel's limits now (and for good); re-evaluates its alarm on the next sample. Refused, naming
+        the bound, as the server refuses it (found in audit: a console on a direct link took NaN, which never
+        alarms, a band upside down, which always does, and limits on a text channel, which never apply)."""
         if channel not in self.dictionary.channel_by_name:
             raise KeyError(f"no channel {channel!r}")
+        kind = self.dictionary.channel_by_name[channel].type
+        if kind in NOT_NUMBERS:
+            raise ValueError(f"{channel} is not a number ({kind.value}): limits apply to numbers only")
         current = self.unresolved(channel)  # found in review: the resolved limits froze those following a parameter
         unknown = set(bounds) - set(current.__dict__)
         if unknown:
             raise ValueError(f"unknown limit {', '.join(sorted(unknown))}; use warn_low, warn_high, crit_low, crit_high")
+        for key, value in bounds.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{key}={value!r} is not a finite number (or none, to clear it)")
         limits = current.merged(bounds)
+        out_of_order = ladder_error(limits.resolve({**self.dictionary.parameter_defaults, **self.agent_parameters}),
+                                    set(bounds))
+        if out_of_order:
+            raise ValueError(out_of_order)
         self.limit_store.set(channel, limits)
         return limits
 

@@ -25,8 +25,9 @@ seconds; an ISO time without a zone is UTC):
 - ``check``: the file's integrity (SQLite's own check, every chunk's CRC and counts);
 - ``upgrade --db OLD --out NEW``: convert a schema-1 archive into a new schema-2 file.
 
-Output piped into ``head`` ends quietly. Exit codes: 0 done, 1 nothing in the window (or
-``check`` found problems, or nothing to plot), 2 bad input (no archive, unknown channel, bad time).
+Output piped into ``head`` ends quietly. Exit codes: 0 done, 1 nothing in the window (said on stderr with
+the window; an export of nothing writes no file), ``check`` found problems, or nothing to plot; 2 bad input
+(no archive, unknown channel, bad time).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from flight.cli import quiet_stdout
+from flight.link.dictionary import ArgumentError
 from ground.cli_args import count as _count, install_output, printable as _printable, temp_beside
 from ground.archive import (
     DEFAULT_PATH,
@@ -102,10 +104,13 @@ def _open(args: argparse.Namespace, spacecraft: bool = False) -> Archive:
     return archive
 
 
-def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any]) -> Any:
+def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any],
+            empty: Callable[[Any], bool] = lambda result: False) -> Any:
     """What ``write`` returns, having written the output to a file of its own beside ``out`` and put it in place
     whole: never over an existing file unless ``--force`` (found in audit: an export replaced the file it was
-    given, silently, a CSV kept by hand too), looked at first (before a long export) and again as it goes in."""
+    given, silently, a CSV kept by hand too), looked at first (before a long export) and again as it goes in.
+    Where ``empty(result)``, nothing is put in place (found in audit: an export of an empty window left a file of
+    headers, and the export of the window meant, run again, was refused as writing over it)."""
     final = Path(out)
     if final.is_dir():  # named as such, not as the temporary file
         raise ArchiveError(f"{final}: a folder; give the name of the file to write")
@@ -115,13 +120,23 @@ def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any]) ->
     tmp = temp_beside(final)
     try:  # Ctrl-C, a full disk, a damaged chunk: the temporary file goes, nothing is left under the name
         result = write(tmp)
-        install_output(tmp, final, replace=args.force)
+        if not empty(result):
+            install_output(tmp, final, replace=args.force)
     except FileExistsError:
         raise ArchiveError(f"{final} exists (made while this was written): not written over; give another name, "
                            "or --force") from None
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def _nothing(args: argparse.Namespace, what: str, done: str = "") -> None:
+    """Say on stderr that the window held nothing (exit 1), with the window and spacecraft it was (found in audit:
+    an empty answer said nothing at all, and an empty export still said "0 rows written")."""
+    window = " ".join(f"{flag} {utc_iso(t)}" for flag, t in (("--from", args.from_s), ("--to", args.to_s))
+                      if t is not None) or "no --from/--to"
+    print(f"sunlit-ground archive: no {what} in {args.db} for {args.spacecraft} ({window}){'; ' + done if done else ''}"
+          "; widen --from/--to, or check --spacecraft", file=sys.stderr)
 
 
 def _unit(archive: Archive, name: str) -> str:
@@ -148,7 +163,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
         for t, name, v in merged:
             shown = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
             print(f"{utc_iso(t)}  {name:>24} = {shown} {_unit(archive, name)}".rstrip())
-    return 0 if any(len(t) for t, _ in data.values()) else 1
+    if not any(len(t) for t, _ in data.values()):
+        _nothing(args, ", ".join(args.channel))
+        return 1
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -158,16 +176,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 print("archive export --csv needs at least one CHANNEL", file=sys.stderr)
                 return 2
             rows = _output(args, args.csv, lambda tmp: archive.export_csv(args.channel, tmp, args.from_s, args.to_s,
-                                                                          args.spacecraft))
-            print(f"{rows} rows of {len(args.channel)} channel(s) written to {args.csv}", file=sys.stderr)
+                                                                          args.spacecraft), empty=lambda n: not n)
+            if rows:
+                print(f"{rows} rows of {len(args.channel)} channel(s) written to {args.csv}", file=sys.stderr)
         else:
             if args.channel:
                 print("archive export --raw takes no CHANNEL: it writes whole packets", file=sys.stderr)
                 return 2
             rows = _output(args, args.raw, lambda tmp: archive.export_raw(tmp, args.from_s, args.to_s,
                                                                           valid_only=args.valid_only,
-                                                                          spacecraft=args.spacecraft))
-            print(f"{rows} packets written to {args.raw}", file=sys.stderr)
+                                                                          spacecraft=args.spacecraft),
+                           empty=lambda n: not n)
+            if rows:
+                print(f"{rows} packets written to {args.raw}", file=sys.stderr)
+    if not rows:
+        _nothing(args, ", ".join(args.channel) if args.csv else "packets", f"{args.csv or args.raw} not written")
     return 0 if rows else 1
 
 
@@ -191,18 +214,28 @@ def _cmd_events(args: argparse.Namespace) -> int:
         events = archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
     for e in events:
         print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {e.name}: {e.text}")
+    if not events:
+        _nothing(args, f"events at or above {args.severity}")
     return 0 if events else 1
 
 
 def _cmd_commands(args: argparse.Namespace) -> int:
     with _open(args, spacecraft=True) as archive:
-        commands = archive.commands(args.from_s, args.to_s, args.name, spacecraft=args.spacecraft, limit=args.limit)
+        name, unknown = args.name, ""
+        if name is not None:  # as the console takes it, in any case (found in audit: `--name noop` found nothing)
+            try:
+                name = archive.dictionary.command(name).name
+            except ArgumentError as exc:  # kept as typed: an older dictionary's command may be in the archive
+                unknown = f" (--name: {exc})"
+        commands = archive.commands(args.from_s, args.to_s, name, spacecraft=args.spacecraft, limit=args.limit)
     for c in commands:
         when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
         shown_args = "(seen on the stream only)" if c.args is None else json.dumps(c.args)
         ident = f"cmd_id={c.cmd_id}" if c.cmd_id is not None else f"queue_id={c.queue_id}"
         approved = f" approved by {c.approved_by}" if c.approved_by else ""
         print(f"{when}  {c.who or '?':<10} {c.name} {shown_args} {ident}{approved}: {c.outcome}")
+    if not commands:
+        _nothing(args, f"commands{' named ' + _printable(name) if name else ''}{unknown}")
     return 0 if commands else 1
 
 
@@ -230,6 +263,8 @@ def _cmd_passes(args: argparse.Namespace) -> int:
         for apid, c in p.apids:
             print(f"{'':<24}  {'':>11}  {apid:#06x}  {c.received:>9}  {c.played_back:>11}  {c.missing:>8}  "
                   f"{c.duplicates:>10}")
+    if not passes:
+        _nothing(args, "passes")
     return 0 if passes else 1
 
 
@@ -256,6 +291,8 @@ def _cmd_files(args: argparse.Namespace) -> int:
         where = f"{local} -> {remote}" if t.direction == "up" else f"{remote} -> {local}"
         print(f"{utc_iso(t.requested_s)}  {t.ref:<10} {t.who or '(agent)':<10} {t.direction:<4} {where}  "
               f"{_size(t.size)}  {t.state}: {t.outcome}{'  sha256 ' + t.sha256 if t.sha256 else ''}")
+    if not transfers:
+        _nothing(args, "file transfers")
     return 0 if transfers else 1
 
 

@@ -4,7 +4,8 @@ Type a command as on the command line (``PING token=7``); Tab completes command 
 argument names and enum values from the dictionary; ``help [COMMAND]`` explains. A status
 line (mode, charge, hottest zone, power mode, link, active alarms) is printed above the
 prompt whenever it changes, while telemetry keeps arriving in the background; the link
-reads SILENT once no packet came for a few housekeeping periods. History is kept in
+reads SILENT once no packet came for a few housekeeping periods (server LOST once the connection to the
+server ended: said once). History is kept in
 ``~/.sunlit_history``. A hazardous command asks to confirm; read from a file or a pipe, where it
 cannot ask, the console does not send one (``sunlit-ground send ... --yes`` does). Ctrl-C at the
 prompt ends the console; while a command is followed it stops following it, says its outcome is
@@ -12,7 +13,7 @@ unknown, and the console goes on.
 
 Console words (lower case, so they never clash with a command):
 ``help [CMD]``, ``tm [NAME...]``, ``events [N]``, ``alarms``, ``ack CHANNEL``,
-``limits CHANNEL [warn_high=V ...]``, ``status``, ``quit``.
+``limits CHANNEL [warn_high=V ...]``, ``status``, ``quit``. A ``key=value`` given twice on a line is refused.
 
 On the server (not ``--direct``) ``limits`` reads and changes the server's limits, which its alarms,
 the web console and every operator use; this console's copy follows them.
@@ -151,6 +152,12 @@ class Console:
             period = 1.0
         return max(3.0 * period, 2.0)
 
+    def server_lost(self) -> str:
+        """Why the connection to the server ended ("" while it stands, or on a direct link): nothing comes on it any
+        more, and the status line says so, not "link SILENT" (found in audit: a server stopped mid-pass read as a
+        loss of signal)."""
+        return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""
+
     def link_silent(self) -> bool:
         """No packet for longer than values may age before they are shown stale."""
         return self._last_packet_s is None or time.monotonic() - self._last_packet_s > self.stale_after_s()
@@ -160,8 +167,11 @@ class Console:
         line = self.status_line()
         if line == self._shown_status:
             return
+        if "server LOST" in line and "server LOST" not in self._shown_status:
+            self.say(f"the connection to the server ended ({self.server_lost()}): nothing more comes on it; quit and "
+                     "start the console again once the server is back", "critical")
         self._shown_status = line
-        state = "critical" if "SILENT" in line or "ALARM" in line else None
+        state = "critical" if "SILENT" in line or "ALARM" in line or "LOST" in line else None
         text = f"{COLOURS[state]}{line}{RESET}" if self.colour and state else line
         self.out.write(f"\r\033[K{text}\n")
         self.out.flush()
@@ -191,7 +201,7 @@ class Console:
                 return "?"
             return fmt.format(latest[name][0])
 
-        link = "link SILENT" if self.link_silent() else "link ok"
+        link = "server LOST" if self.server_lost() else "link SILENT" if self.link_silent() else "link ok"
         active = len(self.alarms.active())
         return (f"[{value('mode')} | charge {value('battery_soc_pct', '{:.0f}')}% | "
                 f"max {value('temp_max_c', '{:.0f}')}°C | {value('power_mode')} | {link}"

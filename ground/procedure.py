@@ -10,7 +10,8 @@ Meanings procedures rely on:
   ``expect="failed"``, for steps that check a refusal.
 
 A procedure file defines ``run(proc)``; ``sunlit-ground run FILE`` gives it a connected
-:class:`Procedure`, logs every step with its time and outcome, and exits 0 if it returned.
+:class:`Procedure`, logs every step with its time and outcome, and exits 0 if it returned (``return False``
+fails it: that is what its writer meant).
 
 What a check sees: ``wait_for_telemetry`` and ``assert_event`` take only what arrived since the
 procedure's last command was sent (or since it began) and was made since (a packet played back counts
@@ -46,6 +47,7 @@ from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
 DEFAULT_MAX_AGE_S = 10.0  # assert_telemetry's freshness: ten housekeeping periods at the default 1 s (hk_period_s)
 EXPECTS = ("completed", "failed")
+WAIT_SLICE_S = 0.5  # a wait looks at the server's connection this often
 
 
 class ProcedureFailed(AssertionError):
@@ -196,6 +198,10 @@ class Procedure:
         try:
             yield
         except Exception as exc:
+            from ground.api import ServerError
+
+            if isinstance(exc, ServerError):  # the server lost: the procedure stops in this step, which did not fail
+                raise
             self._say(f"step {number} FAILED after {self.clock() - started:.2f} s: {exc}")
             self._step_title = ""
             raise
@@ -207,6 +213,7 @@ class Procedure:
     def _before_send(self, name: str, args: dict[str, Any]) -> None:
         """Check the name and arguments, ask for a hazardous one, log it and set the mark: before anything
         leaves (found in review: bad arguments were asked for, and counted as sent)."""
+        self._server_lost()
         try:
             command = self.client.dictionary.command(name)
             command.validate_args(args)
@@ -223,7 +230,7 @@ class Procedure:
         to the link); a server that refuses to queue it fails the step, unsent. Through the server, one still
         waiting for a second operator as the step gives up, or at Ctrl-C, is withdrawn (found in audit: approved
         later, it ran out of the procedure's order, after the procedure had failed)."""
-        from ground.api import ServerClient, ServerError
+        from ground.api import CommandLost, ServerClient, ServerError
 
         entry: dict[str, Any] = {}
         if isinstance(self.client, ServerClient):
@@ -233,9 +240,12 @@ class Procedure:
         try:
             result = self.client.send(name, args, **kwargs)
         except ServerError as exc:
-            if not entry:  # the server refused to queue it (a viewer's session, a full queue)
+            # The answer lost after the server read it (CommandLost before any entry): it may be queued (found in
+            # audit: said "did not queue it ... not sent", exit 1). The server not reached (status 0): a lost server.
+            if not entry and not isinstance(exc, CommandLost) and exc.status:
                 raise ProcedureFailed(f"{name}: the server did not queue it: {exc}; not sent") from None
-            self.sent.append(f"{name} {args}")
+            if entry or isinstance(exc, CommandLost):
+                self.sent.append(f"{name} {args}")
             raise
         except KeyboardInterrupt:
             if entry.get("id") is not None and entry.get("state") in ("pending_approval", "queued"):
@@ -283,9 +293,43 @@ class Procedure:
 
     # --- telemetry and events ------------------------------------------------------------
 
+    def _server_lost(self) -> None:
+        """Raise :class:`ServerError` once the client's connection to the server has ended: nothing more will come on
+        it, so the procedure is stopped as Ctrl-C stops it, with the step and the commands sent (found in audit: a
+        wait ran its whole timeout, then failed its step as if the telemetry were wrong; exit 1)."""
+        from ground.api import ServerError
+
+        reason = getattr(getattr(self.client, "server_link", None), "closed_reason", None)
+        if reason:
+            raise ServerError(f"the connection to the server ended ({reason})")
+
+    def _wait_for(self, predicate: Callable[[Received], bool], timeout_s: float) -> Received:
+        """``client.wait_for``, in slices of at most WAIT_SLICE_S, the server's connection looked at between them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._server_lost()
+            left = deadline - time.monotonic()
+            try:
+                return self.client.wait_for(predicate, max(0.0, min(left, WAIT_SLICE_S)))
+            except TimeoutError:
+                if left <= WAIT_SLICE_S:
+                    self._server_lost()
+                    raise
+
     def _channel(self, name: str) -> None:
         if name not in self.client.dictionary.channel_by_name:
             raise ProcedureFailed(f"no channel {name} in the dictionary")
+
+    @staticmethod
+    def _condition(name: str, predicate: Any, event: bool = False) -> None:
+        """A condition must be one: a value given for it (``"IDLE"`` for ``equals("IDLE")``) is said so, naming the
+        point or event (found in audit: "TypeError: 'str' object is not callable", and only once a value came)."""
+        if callable(predicate):
+            return
+        how = (f"a function of the event, e.g. lambda e: e.args['NAME'] == {predicate!r}" if event else
+               f"equals({predicate!r}) (or within_range(LO, HI), greater_than(X), less_than(X), a function of the "
+               "value)")
+        raise ProcedureFailed(f"{name}: the condition {predicate!r} is a value, not a condition: write {how}")
 
     def latest(self, name: str) -> Any:
         """The latest value the ground holds, whenever it came (however stale: assert_telemetry ages what it
@@ -300,13 +344,14 @@ class Procedure:
         """The first value of ``name`` that arrived live since the last command sent (the latest such one
         included) satisfying ``predicate``."""
         self._channel(name)
+        self._condition(name, predicate)
         timeout_s = _timeout(timeout_s)
         self.client.poll(0)
         current = self._fresh.get(name)
         if current is not None and current[1] > self._mark and predicate(current[0]):
             return current[0]
         try:
-            item = self.client.wait_for(
+            item = self._wait_for(
                 lambda i: (self._counts(i) and isinstance(i.record, HkRecord) and name in i.record.values
                            and predicate(i.record.values[name])), timeout_s)
         except TimeoutError:
@@ -322,11 +367,12 @@ class Procedure:
         once, not waited for); where the ground holds none that fresh, the next one within ``max_age_s``. A
         stale value fails, naming its age: the board's state now is what is asserted."""
         self._channel(name)
+        self._condition(name, predicate)
         max_age_s = _timeout(max_age_s, "max_age_s")
         self.client.poll(0)
         if self._age(name) > max_age_s:
             try:
-                self.client.wait_for(lambda i: self._age(name) <= max_age_s, max_age_s)
+                self._wait_for(lambda i: self._age(name) <= max_age_s, max_age_s)
             except TimeoutError:
                 raise ProcedureFailed(self._stale(name, max_age_s)) from None
         value = self._made[name][0]
@@ -358,6 +404,8 @@ class Procedure:
         time at or after it) satisfying ``predicate``."""
         if name not in self.client.dictionary.event_by_name:
             raise ProcedureFailed(f"no event {name} in the dictionary")
+        if predicate is not None:
+            self._condition(name, predicate, event=True)
         timeout_s = _timeout(timeout_s)
         ok = lambda rec: (rec.event.name == name and (since_s is None or rec.time_s >= since_s)  # noqa: E731
                           and (predicate is None or predicate(rec)))
@@ -366,8 +414,8 @@ class Procedure:
             if arrival > self._mark and ok(rec):
                 return rec
         try:
-            item = self.client.wait_for(lambda i: self._counts(i) and isinstance(i.record, EventRecord)
-                                        and ok(i.record), timeout_s)
+            item = self._wait_for(lambda i: self._counts(i) and isinstance(i.record, EventRecord)
+                                  and ok(i.record), timeout_s)
         except TimeoutError:
             raise ProcedureFailed(f"no event {name} within {timeout_s} s") from None
         self._say(f"  event {name}: {item.record.text}")
@@ -432,7 +480,7 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
         setup(proc)
     log(f"procedure {path.name}: {((module.__doc__ or '').strip().splitlines() or [''])[0]}")  # a blank one: ''
     try:
-        module.run(proc)
+        returned = module.run(proc)
     except (ProcedureFailed, AssertionError) as exc:
         log(f"procedure {path.name}: FAILED: {exc}")
         return False
@@ -450,6 +498,9 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
         return False
     finally:
         proc.close()
+    if returned is False:  # found in audit: `return False` from a check of its own passed, exit 0
+        log(f"procedure {path.name}: FAILED: its run(proc) returned False")
+        return False
     log(f"procedure {path.name}: PASSED ({proc.steps} steps)")
     return True
 

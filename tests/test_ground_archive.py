@@ -1474,6 +1474,37 @@ def test_an_export_or_plot_never_writes_over_an_existing_file_unless_forced(arch
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cpu.png", "hk.csv", "hk.hex"]  # no temporary
 
 
+@pytest.mark.req("GND-025")
+def test_an_empty_window_is_said_and_its_export_writes_no_file_that_blocks_the_one_meant(archive, tmp_path, capsys):
+    """Found in audit: a window with nothing in it was exit 1 and not a word (query, events, commands), a command
+    name in lower case (as the console takes it) found nothing, and an export of it left a file of headers ("0 rows
+    written") so that the export of the window meant, run again, was refused as writing over it."""
+    codec = Codec(DICTIONARY)
+    for i in range(6):
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)), T0_S + i)
+    archive.record_command("NOOP", {}, 42, "alice", T0_S, "completed")
+    db, out = str(archive.path), tmp_path / "hk.csv"
+    later = ["--db", db, "--from", "2026-11-17T00:00:00Z"]
+    capsys.readouterr()
+    assert archive_cli("export", "--csv", str(out), "cpu_pct", *later) == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert "no cpu_pct in" in err and "(--from 2026-11-17T00:00:00.000Z); " in err and "hk.csv not written" in err
+    assert archive_cli("export", "--raw", str(tmp_path / "hk.hex"), *later) == 1 and not (tmp_path / "hk.hex").exists()
+    assert archive_cli("export", "--csv", str(out), "cpu_pct", "--db", db) == 0  # the window meant: no --force
+    assert len(out.read_text().splitlines()) == 7
+    for argv, said in ((("query", "cpu_pct", "mode"), "no cpu_pct, mode in"),
+                       (("events",), "no events at or above DIAGNOSTIC in"),
+                       (("commands",), "no commands in")):
+        capsys.readouterr()
+        assert archive_cli(*argv, *later) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"sunlit-ground archive: {said}") and "widen --from/--to, or check --spacecraft" in err
+    assert archive_cli("commands", "--name", "noop", "--db", db) == 0
+    assert "alice      NOOP {} cmd_id=42: completed" in capsys.readouterr().out
+    assert archive_cli("commands", "--name", "NOOOP", "--db", db) == 1
+    assert "no commands named NOOOP (--name: unknown command 'NOOOP'; did you mean NOOP?)" in capsys.readouterr().err
+
+
 @pytest.mark.system
 def test_cli_output_piped_into_head_ends_quietly(tmp_path):
     db = tmp_path / "ground.sqlite"

@@ -84,6 +84,35 @@ def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
         am.set_limits("temp_max_c", warn_highest=1)
 
 
+@pytest.mark.req("GND-002")
+def test_limits_a_direct_console_sets_are_refused_as_the_server_refuses_them_naming_the_bound(tmp_path):
+    """Found in audit: `limits` at a console on a direct link took NaN (never alarms), a band upside down (always
+    alarms), a crit_high under warn_high, and limits on a text or bool channel (never apply), each said done."""
+    from tests.inproc import InProcessAgent
+
+    out = io.StringIO()
+    with InProcessAgent(tmp_path / "state") as rig:
+        console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "limits.json")
+        for line in ("temp_max_c warn_high=nan", "temp_max_c warn_high=inf", "temp_max_c warn_low=100 warn_high=50",
+                     "temp_max_c crit_high=40 warn_high=90", "mode warn_high=1", "in_eclipse warn_high=0.5"):
+            console.handle(f"limits {line}")
+    am = console.alarms
+    said = out.getvalue().splitlines()
+    assert said == [
+        "limits temp_max_c: warn_high=nan is not a finite number (or none, to clear it)",
+        "limits temp_max_c: warn_high=inf is not a finite number (or none, to clear it)",
+        "limits temp_max_c: warn_high: warn_high 50 is not above warn_low 100 (crit_low <= warn_low < warn_high <= "
+        "crit_high)",
+        "limits temp_max_c: crit_high: crit_high 40 is below warn_high 90 (crit_low <= warn_low < warn_high <= "
+        "crit_high)",
+        "limits mode: mode is not a number (enum): limits apply to numbers only",
+        "limits in_eclipse: in_eclipse is not a number (bool): limits apply to numbers only"], said
+    assert am.limit_store.overrides == {} and not (tmp_path / "limits.json").exists()  # nothing changed
+    assert am.set_limits("temp_max_c", warn_high=70.0).warn_high == 70.0  # in order: taken
+    with pytest.raises(ValueError, match="crit_high: crit_high 60 is below warn_high 70"):
+        am.set_limits("temp_max_c", crit_high=60.0)
+
+
 def test_completion_from_the_dictionary():
     c = Completer(DICTIONARY)
     assert "PING " in c.candidates("PI")
@@ -124,7 +153,8 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
         out = io.StringIO()
         console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "l.json")
         console.run(io.StringIO("SET_MODE mode=IDLE\nPING token=42\nevents abc\nevents 0\n"
-                                "limits cmd_failed warn_high=abc\nlimits nope warn_high=1\nack nope\nSET_MODE mode=IDLE"))
+                                "limits cmd_failed warn_high=abc\nlimits nope warn_high=1\nack nope\n"
+                                "PING token=1 token=2\nlimits cmd_failed warn_high=1 warn_high=2\nSET_MODE mode=IDLE"))
         text = out.getvalue()
         assert "cannot ask: a hazardous command is not sent from one" in text and "not sent" in text
         assert "PING: completed" in text and "'token': 42" in text
@@ -132,6 +162,10 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
         assert text.count("events [N]: N, how many of the latest events to show, a whole number from 1") == 2
         assert "limits cmd_failed: warn_high='abc' is not a number (or none, to clear it)" in text
         assert "limits nope: no channel 'nope'" in text and "ack nope: " in text
+        # A key given twice (found in audit: the last one went, the first dropped without a word)
+        assert "not sent: token given twice (token=1, token=2): give it once" in text and "'token': 2" not in text
+        assert "limits cmd_failed: warn_high given twice (warn_high=1, warn_high=2)" in text
+        assert "cmd_failed" not in console.alarms.limit_store.overrides
 
 
 @pytest.mark.req("GND-005")
@@ -230,6 +264,33 @@ def test_a_procedure_checks_only_what_came_after_its_command_and_asks_for_hazard
     assert log[-1] == ("procedure interrupted.py: NOT FINISHED: interrupted (Ctrl-C) in step 1 (noop then Ctrl-C), "
                        "after sending 1 commands; the last command sent, NOOP {}, may have run (its outcome is "
                        "unknown)"), log[-1]
+
+
+@pytest.mark.req("GND-005")
+def test_a_value_given_for_a_condition_and_a_run_that_returns_false_fail_the_procedure_said_so(tmp_path):
+    """Found in audit: `wait_for_telemetry("mode", "IDLE")` failed as "TypeError: 'str' object is not callable",
+    naming neither the point nor what to write, and only once a value came; `return False` from a procedure's own
+    check passed it (exit 0)."""
+    from tests.inproc import InProcessAgent
+
+    log: list[str] = []
+    with InProcessAgent(tmp_path / "state") as rig:
+        proc = Procedure(rig.client, log.append)
+        with pytest.raises(ProcedureFailed, match=r"^mode: the condition 'IDLE' is a value, not a condition: write "
+                                                  r"equals\('IDLE'\)"):
+            proc.wait_for_telemetry("mode", "IDLE", timeout_s=0)
+        with pytest.raises(ProcedureFailed, match=r"^mode: the condition 'SAFE' is a value"):
+            proc.assert_telemetry("mode", "SAFE", max_age_s=0)
+        with pytest.raises(ProcedureFailed, match=r"^MODE_CHANGED: the condition 'IDLE' is a value, not a condition: "
+                                                  r"write a function of the event"):
+            proc.assert_event("MODE_CHANGED", "IDLE", timeout_s=0)
+        proc.close()
+        bad = tmp_path / "returns_false.py"
+        bad.write_text('"""Checks for itself."""\n\ndef run(proc):\n    return proc.latest("mode") == "COMPUTE"\n')
+        assert not run_procedure_file(bad, rig.client, log.append)
+        assert log[-1] == "procedure returns_false.py: FAILED: its run(proc) returned False", log[-1]
+        bad.write_text('"""Returns what it sent."""\n\ndef run(proc):\n    return proc.send_and_wait("NOOP")\n')
+        assert run_procedure_file(bad, rig.client, log.append) and "PASSED" in log[-1]
 
 
 @pytest.mark.req("GND-005")
@@ -398,6 +459,8 @@ def test_tm_and_events_from_the_command_line_on_a_direct_link(start_agent, ipc_u
     assert "PING_RECEIVED" not in out  # ACTIVITY_LO is below the requested severity
     refused = subprocess.run(base + ["send", "PING", "token=-1"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "refused before sending" in refused.stderr
+    twice = subprocess.run(base + ["send", "PING", "token=1", "token=2"], capture_output=True, text=True, timeout=60)
+    assert twice.returncode == 2 and "token given twice (token=1, token=2)" in twice.stderr, twice.stderr
     bad = subprocess.run(base + ["tm", "--channel", "nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no channel nope" in bad.stderr
 

@@ -981,6 +981,69 @@ def test_a_command_whose_answer_is_lost_after_the_server_read_it_is_an_unknown_o
     assert not isinstance(refused.value, CommandLost) and "cannot reach the ground server" in str(refused.value)
 
 
+@pytest.mark.req("GND-005", "GND-025")
+def test_a_procedure_whose_server_is_lost_stops_saying_what_it_sent_never_that_a_step_failed(source_and_server):
+    """Found in audit: a procedure's command whose answer was lost after the server read it was said "the server did
+    not queue it ... not sent" (exit 1) though the server may have queued it; and, the server gone, a wait ran its
+    whole timeout and failed its step as if the telemetry were wrong. Both stop it as Ctrl-C does: the step and the
+    commands sent, raised for the CLI's exit 6."""
+    import socket
+    import threading
+    import types
+
+    from ground.procedure import ProcedureInterrupted, equals, run_procedure
+
+    _source, server = source_and_server
+    alice = client_for(server, "alice")
+    log: list[str] = []
+    taker = socket.socket()
+    taker.bind(("127.0.0.1", 0))
+    taker.listen(1)
+
+    def take_and_drop() -> None:  # reads the whole request, as the server queues it, and never answers
+        conn, _ = taker.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        conn.close()
+
+    def procedure(run) -> types.ModuleType:
+        module = types.ModuleType("lost")
+        module.__sunlit_path__ = Path("lost.py")
+        module.run = run
+        return module
+
+    def noop(p):
+        with p.step("a NOOP whose answer is lost"):
+            p.send_and_wait("NOOP", timeout_s=30.0)
+
+    def wait(p):
+        with p.step("wait for SAFE, the server gone"):
+            p.wait_for_telemetry("mode", equals("SAFE"), timeout_s=30.0)
+
+    thread = threading.Thread(target=take_and_drop, daemon=True)
+    thread.start()
+    server_url = alice.api.server
+    try:
+        alice.api.server = f"http://127.0.0.1:{taker.getsockname()[1]}"
+        with pytest.raises(ProcedureInterrupted) as lost:
+            run_procedure(procedure(noop), alice, log.append)
+        thread.join(10)
+        assert lost.value.sent == 1 and "not sent" not in log[-1] and not any("FAILED" in ln for ln in log), log
+        assert "NOT FINISHED: stopped: NOOP: outcome unknown" in log[-1] and "the last command sent, NOOP {}" in log[-1]
+        alice.api.server = server_url
+        server.stop()
+        wait_until(lambda: alice.server_link.closed_reason, what="the WebSocket closed")
+        with pytest.raises(ProcedureInterrupted) as gone:
+            run_procedure(procedure(wait), alice, log.append)
+        assert gone.value.sent == 0 and "FAILED" not in log[-1], log[-1]
+        assert "NOT FINISHED: stopped: the connection to the server ended" in log[-1]
+        assert "in step 1 (wait for SAFE, the server gone)" in log[-1]
+    finally:
+        taker.close()
+        alice.close()
+
+
 def _closed_port() -> int:
     """A local port nothing listens on (bound, then closed: the kernel refuses connections to it)."""
     import socket
@@ -1014,6 +1077,11 @@ def test_the_console_says_a_command_the_lost_server_had_is_of_unknown_outcome_no
         alice.close()
     text = out.getvalue()
     assert "NOOP: outcome unknown: the connection to the server ended" in text and "not queued" not in text, text
+    # The status line says the server is gone, not the spacecraft (found in audit: "link SILENT", a loss of signal)
+    assert "| server LOST" in console.status_line() and "SILENT" not in console.status_line()
+    console.interactive = True
+    console._refresh_status()
+    assert "the connection to the server ended (" in out.getvalue() and "start the console again" in out.getvalue()
 
 
 @pytest.mark.req("GND-025", "GND-056")
