@@ -245,6 +245,8 @@ class Console:
                 self.say(f"{a.channel}: {a.state} (value {a.value!r}, now {a.last_value!r}) "
                          f"{'acknowledged' if a.acknowledged else 'NOT acknowledged'}", a.state)
         elif head == "ack":
+            if not rest:  # found in audit: said nothing
+                self.say("ack what? give a channel in alarm (ack CHANNEL ...; `alarms` lists them)")
             for channel in rest:
                 self._ack(channel)
         elif head == "limits":

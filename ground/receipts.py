@@ -423,7 +423,8 @@ def check_receipt(receipt: Any, where: str) -> dict[str, Any]:
     """``receipt`` if it has every field the board writes, each of its type and range; else
     :class:`ProductError` naming the field."""
     if not isinstance(receipt, dict):
-        raise ProductError(f"{where}: receipt is {type(receipt).__name__}, not an object")
+        raise ProductError(f"{where}: no receipt (a summary written without one, or not a product's)" if receipt is None
+                           else f"{where}: receipt is {type(receipt).__name__}, not an object")
     version = receipt.get("receipt_version", 1)  # none: written before receipts had one
     if not _is_count(version) or version < 1:
         raise ProductError(f"{where}: receipt 'receipt_version' is {repr(version)[:60]}, not a version (1 or more)")

@@ -72,7 +72,7 @@ from flight.link.packets import ACK_ACCEPTANCE, ACK_COMPLETION, SequenceCounters
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from flight.storage import install_file
-from ground.alarms import Alarm, AlarmManager, LimitStore
+from ground.alarms import NOT_NUMBERS, Alarm, AlarmManager, LimitStore, ladder_error
 from ground.auth import PARALLEL_CHECKS, AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
@@ -1824,6 +1824,10 @@ class GroundServer:
         if not isinstance(channel, str) or channel not in self.dictionary.channel_by_name:
             return _error(400, "channel: a channel of the dictionary" if not isinstance(channel, str)
                           else f"channel: no channel {channel[:60]!r} in the dictionary", "BAD_ARGUMENTS")
+        kind = self.dictionary.channel_by_name[channel].type
+        if kind in NOT_NUMBERS:  # found in audit: taken and said set, and never applied (a state is always nominal)
+            return _error(400, f"channel: {channel} is not a number ({kind.value}): limits apply to numbers only",
+                          "BAD_ARGUMENTS")
         names = tuple(Limits.__dataclass_fields__)
         if not isinstance(given, dict) or not given:
             return _error(400, f"limits: an object of {', '.join(names)}, each a number or null (none)",
@@ -1847,15 +1851,9 @@ class GroundServer:
                 numbers = limits.resolve({**self.dictionary.parameter_defaults, **link.alarms.agent_parameters})
             # In order, crit_low <= warn_low < warn_high <= crit_high, where a bound given is one of the pair (found in
             # audit: a crit_high under warn_high was taken, and the channel's alarms then said critical for warning)
-            ladder = [(k, float(v)) for k in ("crit_low", "warn_low", "warn_high", "crit_high")
-                      if isinstance(v := getattr(numbers, k), (int, float)) and not isinstance(v, bool)]
-            for i, (low_key, low) in enumerate(ladder):
-                for high_key, high in ladder[i + 1:]:
-                    strict = (low_key, high_key) == ("warn_low", "warn_high")
-                    if (low_key in bounds or high_key in bounds) and (high < low or (strict and high == low)):
-                        return _error(400, f"limits.{high_key if high_key in bounds else low_key}: {high_key} {high:g} "
-                                           f"is {'not above' if strict else 'below'} {low_key} {low:g} (crit_low <= "
-                                           "warn_low < warn_high <= crit_high)", "BAD_ARGUMENTS")
+            out_of_order = ladder_error(numbers, set(bounds))
+            if out_of_order:
+                return _error(400, f"limits.{out_of_order}", "BAD_ARGUMENTS")
             if self.archive is not None:  # filed first: a change the archive refused is not made (500/507)
                 archive = self.archive
                 await asyncio.get_running_loop().run_in_executor(

@@ -466,6 +466,10 @@ def test_the_key_files_comments_outlive_a_split_and_a_rotation(tmp_path, capsys)
                          capsys=capsys)
     assert code == 0 and key_cli("activate", "--keys", str(ground_keys), "--spi", "2", capsys=capsys)[0] == 0
     assert key_cli("revoke", "--keys", str(ground_keys), "--spi", "1", capsys=capsys)[0] == 0
+    code, _, err = key_cli("activate", "--keys", str(ground_keys), "--spi", "1", capsys=capsys)
+    assert code != 0 and "slot is revoked; only a pending slot can be made active" in err, err
+    code, _, err = key_cli("revoke", "--keys", str(ground_keys), "--spi", "1", capsys=capsys)
+    assert code != 0 and "only an active or pending slot can be made revoked" in err, err  # found in audit: "a active"
     lines = ground_keys.read_text().splitlines()
     assert lines[:3] == ["# Sunlit telecommand keys, made by deploy/install.sh", "# SPI KEY [state]",
                          f"1 {KEY.hex()} revoked  # the launch key"]

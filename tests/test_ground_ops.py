@@ -154,7 +154,7 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
         console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "l.json")
         console.run(io.StringIO("SET_MODE mode=IDLE\nPING token=42\nevents abc\nevents 0\n"
                                 "limits cmd_failed warn_high=abc\nlimits nope warn_high=1\nack nope\n"
-                                "PING token=1 token=2\nlimits cmd_failed warn_high=1 warn_high=2\nSET_MODE mode=IDLE"))
+                                "PING token=1 token=2\nlimits cmd_failed warn_high=1 warn_high=2\nack\nSET_MODE mode=IDLE"))
         text = out.getvalue()
         assert "cannot ask: a hazardous command is not sent from one" in text and "not sent" in text
         assert "PING: completed" in text and "'token': 42" in text
@@ -162,6 +162,7 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
         assert text.count("events [N]: N, how many of the latest events to show, a whole number from 1") == 2
         assert "limits cmd_failed: warn_high='abc' is not a number (or none, to clear it)" in text
         assert "limits nope: no channel 'nope'" in text and "ack nope: " in text
+        assert "ack what? give a channel in alarm" in text  # found in audit: `ack` alone said nothing
         # A key given twice (found in audit: the last one went, the first dropped without a word)
         assert "not sent: token given twice (token=1, token=2): give it once" in text and "'token': 2" not in text
         assert "limits cmd_failed: warn_high given twice (warn_high=1, warn_high=2)" in text

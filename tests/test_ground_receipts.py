@@ -256,6 +256,11 @@ def test_a_training_product_is_vouched_for_by_the_model_beside_its_summary(produ
         path.write_text(json.dumps(broken))
         code, out, err = show(capsys, path)
         assert code == 2 and repr(key) in err and "Traceback" not in err + out, (key, err)
+    broken = json.loads(summary.read_text())
+    broken["receipt"] = None  # found in audit: "receipt is NoneType"
+    (tmp_path / "none.json").write_text(json.dumps(broken))
+    code, out, err = show(capsys, tmp_path / "none.json")
+    assert code == 2 and "none.json: no receipt (a summary written without one" in err, err
 
 
 def summary_with(original, path, receipt=None, **fields):

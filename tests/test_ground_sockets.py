@@ -253,6 +253,9 @@ def test_odd_requests_get_a_json_answer_naming_the_fault_never_a_500_and_logout_
         status, answer, _ = http(server, "POST", "/api/limits", {"spacecraft": "sunlit-1", "channel": "cpu_pct",
                                                                  "limits": given}, token=token)
         assert status == 400 and why in answer["error"], answer  # found in audit: taken, and alarms said critical
+    status, answer, _ = http(server, "POST", "/api/limits", {"spacecraft": "sunlit-1", "channel": "mode",
+                                                             "limits": {"warn_high": 1.0}}, token=token)
+    assert status == 400 and answer["error"].startswith("channel: mode is not a number (enum)"), answer  # never applied
     status, answer, _ = http(server, "GET", "/api/state?spacecraft=" + "x" * 3000, token=token)
     assert status == 404 and len(answer["error"]) < 200  # not a long id echoed whole
     for method, path, code in (("GET", "/api/nothing", "NOT_FOUND"), ("PUT", "/api/commands", "METHOD_NOT_ALLOWED")):
