@@ -22,13 +22,13 @@ command = "PING"
 args = { token = 3 }
 [[entry]]
 at = "2026-12-01T00:00:00Z"
-command = "SET_MODE"
+command = "set_mode"
 args = { mode = "IDLE" }
 [[entry]]
 at_unix_s = 1796000100.0
 command = "NOOP"
 """, NOW)
-    assert [t.command for t in tags] == ["NOOP", "PING", "SET_MODE"]
+    assert [t.command for t in tags] == ["NOOP", "PING", "SET_MODE"], "a name in any case, as the console takes it"
     assert [t.entry for t in tags] == [2, 0, 1], "each keeps its place in the file, for the messages"
     assert tags[1].release_unix_s == NOW + 600 and tags[1].args == {"token": 3}
     assert tags[0].scheduler_args() == {"release_unix_s": 1796000100.0, "command": "NOOP", "args": "{}"}
@@ -46,6 +46,9 @@ command = "NOOP"
     ('[[entry]]\nafter_s = 5\ncommand = "WARP"\n', "entry[0].command"),
     ('[[entry]]\nafter_s = 5\ncommand = "SET_MODE"\nargs = { mode = "WARP" }\n', "entry[0].args"),
     ('[[entry]]\nafter_s = 5\ncommand = "SCHEDULE_RESET"\n', "entry[0].command"),
+    ('[[entry]]\nafter_s = 5\ncommand = "schedule_reset"\n', "entry[0].command: SCHEDULE_RESET manages the"),
+    # Found in audit: a name typed in lower case was refused, with no hint; a misspelt one is given the close names
+    ('[[entry]]\nafter_s = 5\ncommand = "set_mod"\n', "did you mean SET_MODE, "),
     ('[[entry]]\nat_unix_s = 1795000000.0\ncommand = "NOOP"\n', "entry[0].at_unix_s: "),
     ('[[entry]]\nat = "2026-12-01T00:00:00"\ncommand = "NOOP"\n', "entry[0].at: a time without a zone"),
     ('[[entry]]\nafter_s = 5\ncommand = "NOOP"\nwhen = 3\n', "entry[0].when: unknown key"),
