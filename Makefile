@@ -30,9 +30,12 @@ demo: $(STAMP)
 # on pytest workers (pytest-xdist), a test file to a worker so module fixtures run once. One
 # worker more than the machine has cores: most system tests wait on real time now and then (agents
 # starting, a serial line at its baud rate, a browser), which the others use. On this 2-core CI:
-# 771 s with two workers, 604 s with three, 621 s with four, every test passing each time.
+# 771 s with two workers, 604 s with three, 621 s with four, every test passing each time. The cores
+# as a container's CPU quota has them, at most eight workers (scripts/test_workers.sh).
 # TEST_WORKERS=0 runs them in this process, one after the other.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
+ifeq ($(origin TEST_WORKERS),undefined)
+TEST_WORKERS := $(shell sh scripts/test_workers.sh)
+endif
 PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # The project's modules are compiled once first: where PYTHONDONTWRITEBYTECODE is set (as on this CI),
 # each of the hundreds of agents, workers and CLIs the system tests start compiled them again. Best

@@ -436,7 +436,7 @@ if [ -n "$AHEAD" ]; then
     info "set it before the agent starts (timedatectl set-time 'YYYY-MM-DD HH:MM:SS', or NTP: timedatectl set-ntp true)"
 fi
 describe_stage_source() {
-    printf 'tar -C %q -cf - %s | tar -C %q --no-same-owner --no-same-permissions -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
+    printf 'tar -C %q -cf - %s | tar -C %q --no-same-owner --no-same-permissions --warning=no-timestamp -xf -   (no __pycache__, *.pyc, *.egg-info)\n' "$SOURCE" "${items[*]}" "$OPT/src.new"
     printf 'mv %q %q\n' "$OPT/src.new" "$OPT/src"
 }
 stage_source() {
@@ -589,8 +589,11 @@ ort_install() {
             else
                 offline=(--no-index)
             fi
+            # A wheel pip refuses is said (found in review: exit 1, and nothing of install.sh's)
             "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
-                "${offline[@]}" "$ORT_SRC" ;;
+                "${offline[@]}" "$ORT_SRC" \
+                || die "pip could not install $ORT_SRC (its messages above): a wheel for this board's Python ($PYTAG, \
+aarch64) and JetPack? Then run install.sh again" ;;
         gpu-index)
             "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
@@ -719,9 +722,9 @@ DEFAULT_COPY=$OPT/share/agent.default.toml
 # Kept, it ran the agent on its built-in defaults (the linux backend on a Jetson, no telecommand keys) while every
 # run said "ok: kept" (found in audit). It gets the default, as a missing one does.
 CONF_EMPTY=0
-if [ -f "$CONF" ] && [ -r "$CONF" ] && ! grep -q '[^[:space:]]' "$CONF"; then
+if [ -f "$CONF" ] && [ -r "$CONF" ] && ! grep -v '^[[:space:]]*#' "$CONF" | grep -q '[^[:space:]]'; then
     CONF_EMPTY=1
-    warn "$CONF is empty (an edit cut short?): the agent would run on its built-in defaults; the default replaces it"
+    warn "$CONF is empty or comments only (an edit cut short?): the agent would run on its built-in defaults; the default replaces it"
 fi
 if [ ! -e "$CONF" ] || [ "$CONF_EMPTY" = 1 ]; then
     install_file "$WORK/agent.toml" "$CONF" 0640 "root:$SVC"

@@ -219,13 +219,12 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         source = str(path)
         try:
-            text = path.read_text()
-            if not text.strip():  # found in audit: an edit cut short ran the agent on defaults (the linux backend on
-                # a Jetson, no telecommand keys, state in a relative folder) as if that were the file's choice
-                raise ConfigError(f"{path}: empty (an edit or a copy cut short?): write its settings (the installed "
-                                  "default is in /opt/sunlit/share/agent.default.toml), or start without --config "
-                                  "for the built-in defaults")
-            raw = tomllib.loads(text)
+            raw = tomllib.loads(path.read_text())
+            if not raw:  # found in audit: an edit cut short (empty, or the file's first comments alone) ran the agent
+                # on defaults (the linux backend on a Jetson, no telecommand keys, state in a relative folder)
+                raise ConfigError(f"{path}: empty or comments only (an edit or a copy cut short?): write its settings "
+                                  "(an installed board keeps its default in /opt/sunlit/share/agent.default.toml), or "
+                                  "start without --config for the built-in defaults")
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such configuration file") from None
         except OSError as exc:  # permission denied (/etc/sunlit is root:sunlit 0750), a directory

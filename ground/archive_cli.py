@@ -189,8 +189,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
                            empty=lambda n: not n)
             if rows:
                 print(f"{rows} packets written to {args.raw}", file=sys.stderr)
-    if not rows:
-        _nothing(args, ", ".join(args.channel) if args.csv else "packets", f"{args.csv or args.raw} not written")
+    if not rows:  # one there before (--force) is left as it was, and said so (found in review: read as replaced)
+        out = args.csv or args.raw
+        _nothing(args, ", ".join(args.channel) if args.csv else "packets",
+                 f"{out} not written" + (" (the one there, from before, left as it was)" if Path(out).exists() else ""))
     return 0 if rows else 1
 
 

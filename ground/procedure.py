@@ -200,7 +200,9 @@ class Procedure:
         except Exception as exc:
             from ground.api import ServerError
 
-            if isinstance(exc, ServerError):  # the server lost: the procedure stops in this step, which did not fail
+            # The server lost (not reached, or its connection ended): the procedure stops in this step, which did not
+            # fail; a refusal it answered (a 4xx) fails the step as any other (found in review)
+            if isinstance(exc, ServerError) and (not exc.status or self._lost_reason()):
                 raise
             self._say(f"step {number} FAILED after {self.clock() - started:.2f} s: {exc}")
             self._step_title = ""
@@ -299,21 +301,24 @@ class Procedure:
         wait ran its whole timeout, then failed its step as if the telemetry were wrong; exit 1)."""
         from ground.api import ServerError
 
-        reason = getattr(getattr(self.client, "server_link", None), "closed_reason", None)
+        reason = self._lost_reason()
         if reason:
             raise ServerError(f"the connection to the server ended ({reason})")
 
+    def _lost_reason(self) -> str:
+        return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""
+
     def _wait_for(self, predicate: Callable[[Received], bool], timeout_s: float) -> Received:
-        """``client.wait_for``, in slices of at most WAIT_SLICE_S, the server's connection looked at between them."""
+        """``client.wait_for``, in slices of at most WAIT_SLICE_S, the server's connection looked at after each: what
+        came before it ended (its last telemetry) is looked at first (found in review: a wait it met was "lost")."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self._server_lost()
             left = deadline - time.monotonic()
             try:
                 return self.client.wait_for(predicate, max(0.0, min(left, WAIT_SLICE_S)))
             except TimeoutError:
+                self._server_lost()
                 if left <= WAIT_SLICE_S:
-                    self._server_lost()
                     raise
 
     def _channel(self, name: str) -> None:

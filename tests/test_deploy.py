@@ -166,7 +166,7 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path, source):
         f"would generate the agent's CurveZMQ certificate {root}/etc/sunlit/keys/zmq/agent.key and ",
         "zmq.auth.create_certificates(sys.argv[1], \"agent\")",
         f"$ tar -C {source} -cf - ",
-        "--no-same-owner --no-same-permissions -xf -",
+        "--no-same-owner --no-same-permissions --warning=no-timestamp -xf -",
         "-m pip install --no-deps --force-reinstall",
     ):
         assert expected in out, out
@@ -302,6 +302,11 @@ def test_safe_config_turns_compute_off_and_falls_back_to_the_default(installed, 
     proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
     assert proc.returncode == 0 and f"using {default}" in proc.stderr
     assert load_config(out).compute_enabled is False and load_config(out).hal_backend == "jetson"
+    for empty in ("", "# Sunlit agent configuration\n"):  # found in review: the SAFE agent ran on the defaults
+        conf.write_text(empty)
+        proc = subprocess.run([python, helper, str(conf), str(default), str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0 and "empty or comments only" in proc.stderr and f"using {default}" in proc.stderr
+        assert load_config(out).hal_backend == "jetson" and load_config(out).tc_keys is not None
     proc = subprocess.run([python, helper, str(conf), str(tmp_path / "none.toml"), str(out)], capture_output=True, text=True)
     assert proc.returncode == 1 and "cannot be used either" in proc.stderr
 
@@ -366,13 +371,13 @@ def test_an_empty_config_gets_the_default_a_config_with_content_is_kept(tmp_path
     root = jetson_root(tmp_path / "root")
     conf = root / "etc/sunlit/agent.toml"
     conf.parent.mkdir(parents=True)
-    for empty in ("", " \n\n"):
+    for empty in ("", " \n\n", "# Sunlit agent configuration\n  # made by install.sh\n"):
         conf.write_text(empty)
         out = dry_run(root, source).stdout
-        assert f"WARNING: {conf} is empty (an edit cut short?): the agent would run on its built-in defaults; " \
-               "the default replaces it" in out
+        assert f"WARNING: {conf} is empty or comments only (an edit cut short?): the agent would run on its built-in " \
+               "defaults; the default replaces it" in out
         assert f"would update {conf}\n" in out and "kept" not in out.split("[configuration]")[1].split("[keys]")[0]
-    conf.write_text("# mine\n")
+    conf.write_text("# mine\n[rates]\nhk_period_s = 2\n")
     out = dry_run(root, source).stdout
     assert "is empty" not in out and f"{conf} kept (never overwritten)" in out and f"would update {conf}\n" not in out
 

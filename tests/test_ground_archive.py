@@ -1492,6 +1492,9 @@ def test_an_empty_window_is_said_and_its_export_writes_no_file_that_blocks_the_o
     assert archive_cli("export", "--raw", str(tmp_path / "hk.hex"), *later) == 1 and not (tmp_path / "hk.hex").exists()
     assert archive_cli("export", "--csv", str(out), "cpu_pct", "--db", db) == 0  # the window meant: no --force
     assert len(out.read_text().splitlines()) == 7
+    before = out.read_bytes()  # an empty window with --force leaves the file there as it was, and says so
+    assert archive_cli("export", "--csv", str(out), "cpu_pct", "--force", *later) == 1 and out.read_bytes() == before
+    assert "hk.csv not written (the one there, from before, left as it was)" in capsys.readouterr().err
     for argv, said in ((("query", "cpu_pct", "mode"), "no cpu_pct, mode in"),
                        (("events",), "no events at or above DIAGNOSTIC in"),
                        (("commands",), "no commands in")):

@@ -133,8 +133,9 @@ def test_config_defaults_and_a_full_file(tmp_path):
                                                 "(battery_safe_pct 40, battery_floor_pct 30)"),
         ("[link\nurl=", "not valid TOML"),
         # An audit: an edit cut short ran the agent on defaults (the linux backend, no keys) as the file's choice
-        ("", "empty (an edit or a copy cut short?)"),
-        (" \n\t\n", "empty (an edit or a copy cut short?)"),
+        ("", "empty or comments only (an edit or a copy cut short?)"),
+        (" \n\t\n", "empty or comments only"),
+        ("# Sunlit agent configuration for orin_nx_16gb\n# made by", "empty or comments only"),
         # An audit: an OverflowError traceback, and a ZMQError one at start
         ("[rates]\nhk_period_s = " + "9" * 30, "rates.hk_period_s: 99999999999999999999...: past any value it takes"),
         ("[hal]\nbackend = 'sim'\nsim_endpoint = '10.0.0.2:5560'", "hal.sim_endpoint: '10.0.0.2:5560' is no ZeroMQ "
