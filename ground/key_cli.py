@@ -137,8 +137,9 @@ def _set_state(args: argparse.Namespace, state: str, allowed: tuple[str, ...]) -
     ring = _ring(args.keys)
     slot = ring.slots.get(args.spi)
     if slot is None or slot.state not in allowed:
+        article = "an" if allowed[0][0] in "aeiou" else "a"
         raise KeyCommandError(f"--spi {args.spi}: {'no such slot' if slot is None else 'slot is ' + slot.state}; "
-                              f"only {'an' if allowed[0][0] in 'aeiou' else 'a'} {' or '.join(allowed)} slot can be made {state}")
+                              f"only {article} {' or '.join(allowed)} slot can be made {state}")
     if state == "revoked" and slot.active and ring.active() == [slot.spi]:
         raise KeyCommandError(f"--spi {args.spi}: the last active slot; activate another first")
     slot.state = state
