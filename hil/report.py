@@ -162,6 +162,19 @@ def evaluate(result: RunResult, verdicts: list[FaultVerdict] | None = None) -> l
     return checks
 
 
+def not_judged(result: RunResult) -> list[str]:
+    """The criteria a run of the naive agent cannot be judged by (it takes no command and detects no fault), each said
+    as such: a scenario stating them passed with them left out in silence (found in audit)."""
+    sc = result.scenario
+    if sc.agent != "naive":
+        return []
+    why = "not judged: the naive agent takes no command and detects no fault"
+    out = [f"{name}: {why}" for name in ("no_unhandled_fault", "commands_verified") if name in sc.criteria.stated]
+    if result.faults:
+        out.append(f"faults_handled: {len(result.faults)} faults flown, {why}")
+    return out
+
+
 def corrupt_results_check(result: RunResult) -> Check:
     """``no_corrupt_result_reported_good``: a corrupt tile its product said passed fails the run, and so
     does a run that asked for upsets and has none to judge (no ledger, none applied, none judged): it
@@ -302,6 +315,7 @@ def summary(result: RunResult, checks: list[Check], verdicts: list[FaultVerdict]
                                       if result.memory_upsets else None),
         # The agent's energy plans (TM(140,1)) held against the harness's battery.
         **plan_error(result),
+        "not_judged": not_judged(result),
         "notes": result.notes,
     }
 
@@ -544,7 +558,7 @@ Agent: {html.escape(body['agent'])}; board profile {html.escape(body['board'])},
 <h2>Upsets in the worker's memory</h2>{_memory_table(result)}
 <h2>Commands</h2>{_command_table(result)}
 <h2>Events (last 400)</h2><table><tr><th>t (s)</th><th>severity</th><th>event</th><th>text</th></tr>{events}</table>
-<h2>Notes</h2><pre>{html.escape(chr(10).join(result.notes) or 'none')}</pre></body></html>"""
+<h2>Notes</h2><pre>{html.escape(chr(10).join([*body['not_judged'], *result.notes]) or 'none')}</pre></body></html>"""
     _write_all(out_dir, [("trace.npz", trace.getvalue()), ("report.html", page.encode()),
                          ("junit.xml", junit_xml(result, checks)), ("summary.json", summary_json(body))])
     return body["passed"], body

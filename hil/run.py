@@ -136,5 +136,6 @@ def one_screen(body: dict, report_dir: Path) -> str:
     ]
     for c in body["checks"]:
         lines.append(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines += [f"  [N/A] {line}" for line in body.get("not_judged", ())]
     lines.append(f"  report: {Path(report_dir).resolve() / 'report.html'}")
     return "\n".join(lines)

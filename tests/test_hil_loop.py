@@ -775,11 +775,21 @@ def test_the_naive_baselines_commands_are_logged_not_sent_and_its_unused_tables_
     with) were dropped unsaid: the commands were not even in the run's command log."""
     sc = parse_scenario({"name": "naive", "profile": str(SSO), "duration_s": 60, "step_s": 10, "agent": "naive",
                          "parameters": {"battery_floor_pct": 50.0},
+                         "criteria": {"commands_verified": True, "no_unhandled_fault": True},
+                         "faults": [{"at_s": 20, "kind": "sensor_dropout", "duration_s": 20}],
                          "commands": [{"at_s": 10, "command": "SET_MODE", "args": {"mode": "SAFE"}}]})
     result = ClosedLoop(sc, tmp_path).run()
     assert result.commands == [{"at_s": 10.0, "command": "SET_MODE", "args": {"mode": "SAFE"},
                                 "outcome": "not sent: the naive baseline has no agent to command"}]
     assert any("[parameters] and [[commands]]" in n for n in result.notes) and set(result.trace.mode) == {"COMPUTE"}
+    # The criteria it states and the faults it flies are said not judged (found in audit: left out in silence, PASS)
+    from hil.report import summary
+    from hil.run import one_screen
+
+    body = summary(result, [])
+    assert [line.split(":")[0] for line in body["not_judged"]] == ["no_unhandled_fault", "commands_verified",
+                                                                   "faults_handled"], body["not_judged"]
+    assert "[N/A] commands_verified: not judged: the naive agent takes no command" in one_screen(body, tmp_path)
 
 
 @pytest.mark.req("HIL-023")
