@@ -678,6 +678,16 @@ JOURNALD_CHANGED=$CHANGED
 sed "s/KERNEL==\"ttyTHS[0-9]*\"/KERNEL==\"$UART\"/" "$HERE/udev/99-sunlit-link.rules" >"$WORK/udev.rules"
 install_file "$WORK/udev.rules" "$UDEV_RULE" 0644
 UDEV_CHANGED=$CHANGED
+# What these copies owe the running system (journald restarted, udev's rules reloaded), marked as they are made and
+# cleared once done: a run cut short between the two (Ctrl-C, a full disk, --no-systemctl) left journald and udev on
+# the old settings, and the next run, finding the files right, never did it (found in audit).
+OWED=$OPT/.owed
+if [ "$DRY" = 0 ] && [ -z "$ROOT" ]; then
+    if [ "$JOURNALD_CHANGED" = 1 ]; then mkdir -p "$OWED" && : >"$OWED/journald-restart"; fi
+    if [ "$UDEV_CHANGED" = 1 ]; then mkdir -p "$OWED" && : >"$OWED/udev-reload"; fi
+fi
+if [ -e "$OWED/journald-restart" ]; then JOURNALD_CHANGED=1; fi
+if [ -e "$OWED/udev-reload" ]; then UDEV_CHANGED=1; fi
 
 # --- configuration ---------------------------------------------------------------------------
 
@@ -986,10 +996,14 @@ else
     else
         ok "sunlit-power-access.path watching /etc/nvpmodel.conf"
     fi
-    if [ "$JOURNALD_CHANGED" = 1 ]; then act "restart journald for the new size limits" systemctl restart systemd-journald; fi
+    if [ "$JOURNALD_CHANGED" = 1 ]; then
+        act "restart journald for the new size limits" systemctl restart systemd-journald
+        if [ "$DRY" = 0 ]; then rm -f "$OWED/journald-restart"; fi
+    fi
     if [ "$UDEV_CHANGED" = 1 ] && command -v udevadm >/dev/null 2>&1; then
         act "reload the udev rules" udevadm control --reload-rules
         act "apply them to serial devices" udevadm trigger --action=add --subsystem-match=tty
+        if [ "$DRY" = 0 ]; then rm -f "$OWED/udev-reload"; fi
     fi
     # A login console on the link's UART would answer the spacecraft with a login prompt.
     for getty in "serial-getty@$UART.service" nvgetty.service; do

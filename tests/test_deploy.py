@@ -1011,9 +1011,13 @@ def test_on_a_board_install_watches_the_conf_and_reloads_units_a_cut_short_run_l
 {run} >{t}/out1 2>&1; echo $? >{t}/rc1
 {run} >{t}/out2 2>&1; echo $? >{t}/rc2
 echo '# the version before' >>/etc/systemd/system/sunlit-agent.service
+echo '# the version before' >>/etc/systemd/journald.conf.d/sunlit.conf
+echo '# the version before' >>/etc/udev/rules.d/99-sunlit-link.rules
 systemctl daemon-reload                                  # what systemd runs
+: >$FAKE_SYSTEMD/log
 {run} --no-systemctl >{t}/out3 2>&1; echo $? >{t}/rc3    # the update, cut short before it told systemd
 {run} >{t}/out4 2>&1; echo $? >{t}/rc4
+ls -A /opt/sunlit/.owed >{t}/owed
 exit 0""")
     outs = {n: (t / f"out{n}").read_text() for n in range(1, 5)}
     assert [(t / f"rc{n}").read_text().strip() for n in range(1, 5)] == ["0"] * 4, outs
@@ -1029,6 +1033,11 @@ exit 0""")
     assert ("reload systemd's units (changed on disk since systemd read them: sunlit-agent.service)" in outs[4]
             and "ok: /etc/systemd/system/sunlit-agent.service\n" in outs[4]), outs[4]
     assert (fake / "loaded/sunlit-agent.service").read_bytes() == (DEPLOY / "systemd/sunlit-agent.service").read_bytes()
+    # Found in audit: journald's restart and udev's reload were owed by the cut-short run, and never done
+    assert "\n  restart journald for the new size limits\n" in outs[4] and "\n  reload the udev rules\n" in outs[4]
+    log = (fake / "log").read_text()
+    assert "restart systemd-journald" in log and "udevadm control --reload-rules" in log, log
+    assert (t / "owed").read_text() == "", "what was owed is cleared once done"
 
 
 @pytest.mark.req("DEP-001")
