@@ -21,7 +21,8 @@ command was meant to bring about. A hazardous command asks ``confirm`` (``sunlit
 terminal, or takes ``--yes``); one not confirmed fails its step, unsent.
 
 What an assertion sees: ``assert_telemetry`` checks the board's state *now*, so it takes the newest value of the
-point made no more than ``max_age_s`` ago (:data:`DEFAULT_MAX_AGE_S` unless given), aged on the ground's clock from
+point made no more than ``max_age_s`` ago (unless given, ten of the housekeeping periods the agent reports,
+``hk_period_s``, and at least :data:`DEFAULT_MAX_AGE_S`), aged on the ground's clock from
 when it came (a value played back, by the agent's own clock, from when it was made); where the ground holds none that
 fresh it waits ``max_age_s`` for the next, and fails naming the point and the age of the newest it has (a value held
 from before the procedure began, such as the server's snapshot, has no age it can vouch for). A value from before the
@@ -45,7 +46,8 @@ from flight.link.messages import EventRecord, HkRecord
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
-DEFAULT_MAX_AGE_S = 10.0  # assert_telemetry's freshness: ten housekeeping periods at the default 1 s (hk_period_s)
+DEFAULT_MAX_AGE_S = 10.0  # assert_telemetry's freshness at least: ten housekeeping periods at the default 1 s
+FRESH_PERIODS = 10  # ... or ten of the agent's own (hk_period_s as it reported it), where that is longer
 EXPECTS = ("completed", "failed")
 WAIT_SLICE_S = 0.5  # a wait looks at the server's connection this often
 
@@ -305,6 +307,15 @@ class Procedure:
         if reason:
             raise ServerError(f"the connection to the server ended ({reason})")
 
+    def fresh_s(self) -> float:
+        """How old a value ``assert_telemetry`` takes may be, unless told: ten housekeeping periods as the agent
+        reports ``hk_period_s``, at least DEFAULT_MAX_AGE_S (found in audit: a fixed 10 s failed every assertion on
+        a board told to send housekeeping every 30 s)."""
+        period = self.client.parameters.get("hk_period_s")
+        if isinstance(period, bool) or not isinstance(period, (int, float)) or not math.isfinite(period):
+            return DEFAULT_MAX_AGE_S
+        return min(max(DEFAULT_MAX_AGE_S, FRESH_PERIODS * float(period)), MAX_TIMEOUT_S)
+
     def _lost_reason(self) -> str:
         return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""
 
@@ -367,13 +378,14 @@ class Procedure:
         return value
 
     def assert_telemetry(self, name: str, predicate: Callable[[Any], bool],
-                         max_age_s: float = DEFAULT_MAX_AGE_S) -> Any:
+                         max_age_s: float | None = None) -> Any:
         """The newest value of ``name`` made within ``max_age_s``, which must satisfy ``predicate`` (checked
         once, not waited for); where the ground holds none that fresh, the next one within ``max_age_s``. A
-        stale value fails, naming its age: the board's state now is what is asserted."""
+        stale value fails, naming its age: the board's state now is what is asserted. ``max_age_s`` unless given:
+        :meth:`fresh_s`."""
         self._channel(name)
         self._condition(name, predicate)
-        max_age_s = _timeout(max_age_s, "max_age_s")
+        max_age_s = _timeout(self.fresh_s() if max_age_s is None else max_age_s, "max_age_s")
         self.client.poll(0)
         if self._age(name) > max_age_s:
             try:
