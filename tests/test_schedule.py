@@ -444,6 +444,9 @@ MALFORMED = [
      "step[0].wait_for", "also wait_s"),
     (_HEAD + '[[step]]\ncommand = "NOOP"\ncolour = 1\n', "step[0].colour", "unknown key for a command step"),
     (_HEAD + '[[step]]\nwait_s = 3\non_failure = "continue"\n', "step[0].on_failure", "unknown key for a wait_s step"),
+    # Found in audit: a wait_for's timeout_s written beside it got only "unknown key", nothing said where it goes
+    (_HEAD + '[[step]]\nwait_for = { channel = "mode", op = "==", value = "SAFE" }\ntimeout_s = 60\n',
+     "step[0].timeout_s", "a wait_for's timeout_s goes inside it: wait_for = { channel, op, value, timeout_s }"),
     (_HEAD + '[[step]]\ncommand = "NOPE"\n', "step[0].command", "unknown command 'NOPE'"),
     (_HEAD + "[[step]]\ncommand = 5\n", "step[0].command", "must be a command name"),
     (_HEAD + '[[step]]\ncommand = "SEQUENCE_START"\n', "step[0].command", "manages the schedule"),

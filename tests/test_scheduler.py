@@ -220,6 +220,21 @@ def test_a_hostile_or_unknown_sequence_name_is_refused(rig, name):
 
 
 @pytest.mark.req("AGT-081")
+@pytest.mark.parametrize("name, said", [
+    ("pass_1.toml", "; did you mean pass_1 (the file's name without .toml, case-sensitive)?"),
+    ("PASS_1", "; did you mean pass_1 (the file's name without .toml, case-sensitive)?"),
+    ("pass_2", " (it holds charge, pass_1)"),
+])
+def test_a_sequence_name_not_there_says_what_the_operator_may_have_meant(rig, name, said):
+    """Found in audit: the file's name with .toml, or in another case, got only "no sequence NAME", and the
+    operator out of contact could not tell what was there."""
+    for there in ("pass_1", "charge"):
+        write_sequence(rig, there, f'name = "{there}"\n[[step]]\ncommand = "NOOP"\n')
+    result = rig.send("SEQUENCE_START", name=name)
+    assert result.failed and result.failure.reason == f"name: no sequence {name} in the sequences directory{said}"
+
+
+@pytest.mark.req("AGT-081")
 def test_a_sequence_that_is_a_symlink_out_is_refused(rig, tmp_path):
     outside = tmp_path.parent / "outside.toml"
     outside.write_text('name = "outside"\n[[step]]\ncommand = "NOOP"\n')
@@ -298,6 +313,74 @@ def test_a_sequence_step_whose_state_cannot_be_kept_is_not_sent_and_the_run_ends
     try:
         again.advance(10)
         assert not again.events("COUNTERS_RESET") and again.hk()["sequence_running"] == ""
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_whose_state_cannot_be_kept_is_not_started_and_says_why(tmp_path, monkeypatch):
+    """Found in audit: with the disk full SEQUENCE_START reported `completed` and SEQUENCE_STARTED, no state was
+    kept, and a reset lost the run without a word (its SCHEDULE_ERROR spoke of a "last state kept" there was not)."""
+    import errno
+
+    import flight.agent.scheduler as scheduler_module
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n'
+                                   '[[step]]\ncommand = "PING"\nargs = { token = 3 }\n')
+
+        def full(path, body):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(scheduler_module, "write_checked_json", full)
+        refused = first.send("SEQUENCE_START", name="s")
+        why = "not started: the sequence state could not be kept (No space left on device)"
+        assert not refused.completed and why in refused.outcome, refused.outcome
+        monkeypatch.undo()
+        first.advance(2)
+        assert not first.events("SEQUENCE_STARTED") and first.hk()["sequence_running"] == ""
+        assert first.send("SEQUENCE_START", name="s").completed  # the disk back: it starts, and is kept
+        assert (tmp_path / RUN_STATE).exists()
+    finally:
+        first.close()
+
+
+@pytest.mark.req("AGT-081")
+def test_an_abort_whose_state_cannot_be_removed_says_so_and_the_run_never_resumes(tmp_path, monkeypatch):
+    """Found in audit: on a file system gone read-only SEQUENCE_ABORT reported `completed` though the run's state
+    stayed, and after a reset the aborted sequence went on and ran its remaining commands."""
+    import errno
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 30\n'
+                                   '[[step]]\ncommand = "PING"\nargs = { token = 4 }\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(2)
+        real_unlink = Path.unlink
+
+        def read_only(path, missing_ok=False):
+            if path.name == RUN_STATE:
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real_unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", read_only)
+        aborted = first.send("SEQUENCE_ABORT")
+        assert not aborted.completed and "its kept state could not be removed: a reset would resume it" in \
+            aborted.outcome, aborted.outcome
+        assert [e.args["ok"] for e in first.events("SEQUENCE_DONE")] == [False]  # stopped now all the same
+        first.advance(2)
+        assert (tmp_path / RUN_STATE).exists()
+        monkeypatch.undo()
+        first.advance(2)  # the disk writable again: removed at the next look
+        assert not (tmp_path / RUN_STATE).exists()
+    finally:
+        first.close()
+    again = InProcessAgent(tmp_path)
+    try:
+        again.advance(40)
+        assert not again.events("PING_RECEIVED") and again.hk()["sequence_running"] == ""
     finally:
         again.close()
 

@@ -811,7 +811,10 @@ def _parse_step(raw: Any, where: str, dictionary: Dictionary, fail: Callable[[st
     kind = kinds[0]
     for key in raw:
         if key not in _STEP_KEYS[kind]:
-            raise fail(f"{where}.{key}", f"unknown key for a {kind} step; it takes {', '.join(_STEP_KEYS[kind])}")
+            inside = (f"; a wait_for's {key} goes inside it: wait_for = {{ channel, op, value, timeout_s }}"
+                      if kind == "wait_for" and key in _WAIT_FOR_KEYS else "")  # found in audit: beside it, unsaid
+            raise fail(f"{where}.{key}", f"unknown key for a {kind} step; it takes {', '.join(_STEP_KEYS[kind])}"
+                                         f"{inside}")
     on_failure = raw.get("on_failure", "abort")
     if on_failure not in ON_FAILURE:
         raise fail(f"{where}.on_failure", f"{on_failure!r} is not one of {', '.join(ON_FAILURE)}")

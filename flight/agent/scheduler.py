@@ -105,6 +105,7 @@ class Scheduler(Component):
         self._run_cmd: tuple[int, int] | None = None  # (cmd_id, step) of the step command in flight
         self._run_error: str | None = None
         self._run_damaged = False
+        self._state_left = False  # an ended run's state that could not be removed (tried again at each look)
         self._not_resumed: tuple[str, str] | None = None  # (name, why) of a kept run that failed its checks
         self.not_resumed = 0  # kept runs not resumed at this start: damaged, or refused by the checks
         self.released = 0
@@ -159,6 +160,8 @@ class Scheduler(Component):
                 self._emit("SCHEDULE_ERROR", reason=self._relative(self._persist_reported))
         if self.run is not None:
             self._advance(now, mono)
+        elif self._state_left and self._forget_run() is None:  # an ended run's state, removed at last
+            self._state_left = False
 
     def _relative(self, text: str) -> str:
         """``text`` with the state directory's absolute path taken out (a file error names its
@@ -232,13 +235,17 @@ class Scheduler(Component):
             if self.run is None or self._run_cmd is not None:
                 return  # waits for its completion (a deferred one comes later)
 
-    def _end_run(self, ok: bool, reason: str) -> None:
+    def _end_run(self, ok: bool, reason: str) -> str | None:
+        """The run ended and its state removed; None, or why the state is still there (said, and removed again at
+        each look until it goes: left, the next start would resume the ended run)."""
         name = self.run.sequence.name
         self.run, self._run_cmd = None, None
         failed = self._forget_run()
+        self._state_left = failed is not None
         if failed:
-            self._emit("SCHEDULE_ERROR", reason=failed)
+            self._emit("SCHEDULE_ERROR", reason=failed + "; a reset now would resume the ended run")
         self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
+        return failed
 
     def _forget_run(self) -> str | None:
         """The run's state removed, and the removal kept (after a power cut an ended run must not resume); None, or
@@ -370,7 +377,8 @@ class Scheduler(Component):
         :class:`CommandFailed` naming the file, the step and the key."""
         path = self._path_of(name)
         if not path.is_file():
-            raise CommandFailed(f"name: no sequence {name} in the sequences directory", FailureCode.BAD_ARGUMENTS)
+            raise CommandFailed(f"name: no sequence {name} in the sequences directory{self._names_near(name)}",
+                                FailureCode.BAD_ARGUMENTS)
         sequence = self._checked(name, path)
         try:
             run = SequenceRun(sequence, now) if state is None else SequenceRun.from_state(sequence, state)
@@ -379,6 +387,20 @@ class Scheduler(Component):
             raise CommandFailed(str(exc).replace(str(self.sequences_dir), SEQUENCES_DIR), FailureCode.BAD_ARGUMENTS) \
                 from None
         return run
+
+    def _names_near(self, name: str) -> str:
+        """What the operator may have meant by a sequence ``name`` not there (found in audit: "w.toml" or "W" for
+        sequences/w.toml got only "no sequence"): the name without .toml, another case, else what there is."""
+        try:
+            names = sorted(p.stem for p in self.sequences_dir.glob("*.toml") if p.is_file() and not p.is_symlink())
+        except OSError:
+            return ""
+        stem = name[:-len(".toml")] if name.lower().endswith(".toml") else name
+        near = [n for n in names if n.casefold() == stem.casefold()]
+        if near:
+            return f"; did you mean {near[0]} (the file's name without .toml, case-sensitive)?"
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f" (it holds {shown})" if names else " (it holds none: send one up as sequences/NAME.toml)"
 
     def _checked(self, name: str, path: Path) -> Sequence:
         """The sequence in ``path`` as ``sequences/NAME.toml``: parsed, each step against the dictionary and the
@@ -421,17 +443,25 @@ class Scheduler(Component):
         if self.run is not None:
             raise CommandFailed(f"sequence {self.run.sequence.name} is running (step {self.run.index}); "
                                 f"SEQUENCE_ABORT it first", FailureCode.BUSY)
-        self.run = self._open_run(req.args["name"], self._clock.now_s())
-        sequence = self.run.sequence
-        self._save_run()
+        run = self._open_run(req.args["name"], self._clock.now_s())
+        sequence = run.sequence
+        try:  # kept before it counts as started (found in audit: a full disk, `completed`, and a reset lost the run
+            write_checked_json(self._run_path, run.to_state())  # without a word, the event saying a state was kept)
+        except OSError as exc:
+            raise CommandFailed(f"not started: the sequence state could not be kept ({exc.strerror or exc}), and a "
+                                f"reset would lose the run unsaid; free space and start it again") from None
+        self.run = run
         self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
         return {"name": sequence.name, "steps": len(sequence.steps), "digest": sequence.digest}
 
     def _abort(self, _req: CommandRequest) -> dict[str, Any]:
         if self.run is None:
             raise CommandFailed("no sequence is running", FailureCode.NOT_ALLOWED_IN_MODE)
-        step = self.run.index
-        self._end_run(False, f"aborted by command at step {step}")
+        step, name = self.run.index, self.run.sequence.name
+        if self._end_run(False, f"aborted by command at step {step}"):  # stopped, but would resume after a reset
+            raise CommandFailed(f"sequence {name} stopped at step {step}, but its kept state could not be removed: a "
+                                f"reset would resume it; the removal is tried again at each look (SCHEDULE_ERROR "
+                                f"says it)")  # found in audit: `completed`, and after a reset the aborted run went on
         return {"step": step}
 
     @property
