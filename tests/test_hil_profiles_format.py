@@ -404,3 +404,73 @@ def test_a_local_time_past_a_day_is_refused_as_a_scenario_refuses_it(ltan_h, ok)
     else:
         with pytest.raises(ProfileError, match=rf"^orbit: ltan_h {ltan_h:g} is not a local time of 0 to 24 h"):
             orbit_from_description(description)
+
+
+@pytest.mark.req("HIL-007")
+def test_a_negative_or_full_turn_angle_is_the_same_orbit_and_a_nan_element_is_named():
+    """Found in audit: a scenario's [orbit] raan_deg = -30 (it takes -360 to 360) passed the scenario check, then
+    writing the TLE failed, exit 3 with sgp4's unformatted message; an alt_km of NaN failed as a bad TLE."""
+    base = {"alt_km": 550.0, "inc_deg": 97.6, "epoch": "2026-11-24T00:00:00Z"}
+    made = {}
+    for key, value in (("raan_deg", -30.0), ("raan_deg", 330.0), ("argp_deg", -90.0), ("mean_anomaly_deg", 370.0)):
+        orbit, start, description = orbit_from_description({**base, key: value})
+        made[key, value] = generate_profile(orbit, start, 60.0, 10.0, stations=())
+        assert description[key] == value  # the description keeps what was asked for
+    same, other = made["raan_deg", -30.0], made["raan_deg", 330.0]
+    assert same.tle() == other.tle()
+    assert np.array_equal(same.columns["r_x_km"], other.columns["r_x_km"])
+    assert float(made["argp_deg", -90.0].tle()[1][34:42]) == 270.0
+    assert float(made["mean_anomaly_deg", 370.0].tle()[1][43:51]) == 10.0
+    for key in ("alt_km", "inc_deg", "raan_deg", "ecc"):
+        with pytest.raises(ProfileError, match=rf"^orbit: {key} must be a finite number, got nan"):
+            orbit_from_description({**base, key: math.nan})
+
+
+@pytest.mark.req("HIL-001")
+def test_a_time_in_milliseconds_is_refused_with_the_hint(tmp_path):
+    """Found in audit: time_s written in milliseconds (as many tools export it) replayed as fine; the run then
+    flew the year 55,800 and the agent died at its first packet, the run blaming the agent. Before 1958 its
+    packets could not be made at all (CCSDS CDS time counts days from 1958), the link silent all run."""
+    cols = _minimal()
+    cols["time_s"] = cols["time_s"] * 1000.0
+    with pytest.raises(ProfileError, match=r"'time_s' out of its physical range .* row 0 has 1795478400000\.0 .*"
+                                           r"milliseconds\? divide by 1000") as caught:
+        validate_profile(cols)
+    assert caught.value.column == "time_s" and caught.value.row == 0
+    cols["time_s"] = _minimal()["time_s"] - 3e9  # 1931: no packet the agent sends can say it
+    with pytest.raises(ProfileError, match=r"'time_s' out of its physical range .* row 0 has -1204521600\.0 .*"
+                                           r"UTC Unix seconds from 1958 to 2100, the years the agent's packet time "
+                                           r"holds$"):
+        validate_profile(cols)
+    validate_profile(_minimal())  # Unix seconds of 2026 replay
+    validate_profile({**_minimal(), "time_s": np.arange(10) * 10.0})  # and 1970, a recording's own zero
+
+
+@pytest.mark.req("HIL-001")
+def test_solar_power_in_the_earths_shadow_is_said(profile):
+    """Found in audit: a profile whose solar_power_w was shifted against its shadow_factor (another tool's columns
+    a few minutes apart) replayed without a word: the battery charged through an eclipse the thermal model flew."""
+    cols = {k: profile.columns[k] for k in ("time_s", "shadow_factor", "solar_power_w")}
+    assert not [n for n in validate_profile(cols).notes if "is 0 (umbra)" in n]  # the generator's own columns agree
+    shifted = dict(cols, solar_power_w=np.roll(cols["solar_power_w"], 30))  # five minutes late
+    umbra = np.flatnonzero((cols["shadow_factor"] == 0) & (shifted["solar_power_w"] > 0))
+    notes = [n for n in validate_profile(shifted).notes if "is 0 (umbra)" in n]
+    assert len(notes) == 1 and f"in {umbra.size} rows where shadow_factor is 0 (umbra), the first row {umbra[0]} " \
+        in notes[0], notes
+    offset = dict(cols, solar_power_w=cols["solar_power_w"] + 0.01 * cols["solar_power_w"].max())  # a sensor's offset
+    assert not [n for n in validate_profile(offset).notes if "is 0 (umbra)" in n]
+
+
+@pytest.mark.req("HIL-001")
+def test_an_orbit_above_the_flux_map_is_said_where_the_run_and_the_cli_show_it(tmp_path, capsys):
+    """Found in audit: a 3000 km orbit was given the map's top layer (1200 km) of protons, an order of magnitude
+    under the inner belt's peak there, said only in metadata.radiation.clamped_alt_samples."""
+    out = tmp_path / "high.parquet"
+    assert generate_cli(["--alt-km", "3000", "--inc-deg", "50", "--duration-s", "600", "--out", str(out)]) == 0
+    said = json.loads(capsys.readouterr().out)["notes"]
+    expected = ("radiation: 61 of 61 samples lie outside the trapped-flux map's altitudes (200 to 1200 km), up to "
+                "30")  # 3000 km and a little: the geodetic altitude of a circular orbit varies with latitude
+    assert len(said) == 1 and said[0].startswith(expected), said
+    assert [n for n in read_profile(out).notes if n.startswith("radiation:")] == said  # read back, in the run's notes
+    assert generate_cli(["--alt-km", "550", "--inc-deg", "50", "--duration-s", "600", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == [] and read_profile(out).notes == ()

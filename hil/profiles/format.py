@@ -117,7 +117,7 @@ def _col(name: str, unit_suffix: str, unit: str, kind: str, description: str, *,
 
 COLUMNS: tuple[ColumnSpec, ...] = (
     _col("time_s", "s", "s", "float", "UTC as Unix seconds (no leap seconds); the time base, strictly increasing",
-         required=True),
+         required=True, low=-378_691_200.0, high=4_102_444_800.0),  # 1958 to 2100: the agent's packet time (CDS)
     _col("lat_deg", "deg", "deg", "float", "geodetic latitude (WGS-84) of the point under the satellite",
          low=-90.0, high=90.0),
     _col("lon_deg", "deg", "deg", "float", "longitude of the point under the satellite, east positive",
@@ -448,12 +448,20 @@ def validate_profile(columns: Mapping[str, Any], metadata: Mapping[str, Any] | N
                                      | (np.isnan(values) if name in _NO_NAN else False))
         if outside.size:  # and infinities, and NaN (a blank cell) in a rate: a Poisson draw on NaN never ends
             i = int(outside[0])
+            hint = ("" if name != "time_s" else "; UTC Unix seconds from 1958 to 2100, the years the agent's packet "
+                    "time holds" + (" (milliseconds? divide by 1000)" if values[i] > spec.high else ""))
+            # Found in audit: time in milliseconds replayed, and the agent died at its first packet (struct.error); a
+            # time before 1958 flew an agent whose packets could not be made, the link silent all run.
             raise ProfileError(
                 f"column {name!r} out of its physical range [{spec.low:g}, {spec.high:g}] {spec.unit}: row {i} has "
-                f"{float(values[i])!r} ({outside.size} rows out of range)",
+                f"{float(values[i])!r} ({outside.size} rows out of range){hint}",
                 column=name, row=i,
             )
     notes = []
+    for said in (_power_in_umbra(out["shadow_factor"], out["solar_power_w"], t),
+                 _outside_the_flux_map(metadata or {}, out.get("alt_km"), n)):
+        if said:
+            notes.append(said)
     filled = [c.name for c in COLUMNS if c.name not in out]
     for name in filled:
         out[name] = _defaults(name, n, out)
@@ -465,6 +473,41 @@ def validate_profile(columns: Mapping[str, Any], metadata: Mapping[str, Any] | N
     ordered = {c.name: out[c.name] for c in COLUMNS}
     ordered.update({k: out[k] for k in extra})
     return Profile(ordered, dict(metadata or {}), tuple(notes))
+
+
+UMBRA_POWER_FRACTION = 0.02
+"""In umbra (shadow_factor 0) the arrays give nothing; solar_power_w above this fraction of its peak there is
+two columns that disagree (a sensor's offset in measured data stays below it)."""
+
+
+def _power_in_umbra(shadow: np.ndarray, power_w: np.ndarray, time_s: np.ndarray) -> str | None:
+    """A note where the profile has solar power in the Earth's shadow, or None. Found in audit: a CSV whose power
+    column was shifted against its shadow column replayed without a word, the battery charging in the eclipse the
+    thermal model flew dark (and the rows before it dark in full sun)."""
+    peak_w = float(np.max(power_w))
+    lit = np.flatnonzero((shadow <= 0.0) & (power_w > UMBRA_POWER_FRACTION * peak_w))
+    if not lit.size:
+        return None
+    i = int(lit[0])
+    return (f"solar_power_w is above {UMBRA_POWER_FRACTION:.0%} of its peak {peak_w:g} W in {lit.size} rows where "
+            f"shadow_factor is 0 (umbra), the first row {i} (t={float(time_s[i])!r}, {float(power_w[i]):g} W): the "
+            "arrays give nothing in the Earth's shadow, so the two columns disagree (shifted in time, or from two "
+            "models?); flown as given")
+
+
+def _outside_the_flux_map(metadata: Mapping[str, Any], alt_km: np.ndarray | None, n: int) -> str | None:
+    """A note where the generator clamped samples to the trapped-flux map's altitudes, or None. Found in audit: a
+    3000 km orbit was given the 1200 km layer's protons (the inner belt's peak an order of magnitude above), said
+    only in metadata.radiation.clamped_alt_samples."""
+    radiation = metadata.get("radiation")
+    clamped = radiation.get("clamped_alt_samples") if isinstance(radiation, Mapping) else None
+    if isinstance(clamped, bool) or not isinstance(clamped, int) or clamped <= 0:
+        return None
+    span = radiation.get("map_alt_km")
+    where = f" ({span[0]:g} to {span[1]:g} km)" if isinstance(span, list) and len(span) == 2 else ""
+    highest = f", up to {np.nanmax(alt_km):.0f} km" if alt_km is not None and np.isfinite(alt_km).any() else ""
+    return (f"radiation: {clamped} of {n} samples lie outside the trapped-flux map's altitudes{where}{highest}; "
+            "their flux, upset rate and dose are its nearest layer's, not AP8/AE8's at their altitude")
 
 
 # ------------------------------------------------------------------------------ files

@@ -425,6 +425,29 @@ ORBIT_KEYS = ("tle", "name", "alt_km", "inc_deg", "sun_synchronous", "raan_deg",
               "argp_deg", "mean_anomaly_deg", "start")
 
 
+_ANGLE_KEYS = ("raan_deg", "argp_deg", "mean_anomaly_deg")
+_NUMBER_KEYS = ("alt_km", "inc_deg", "ecc", "ltan_h") + _ANGLE_KEYS
+
+
+def _finite_elements(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with each element a finite number (ProfileError naming the key) and the angles a TLE holds in
+    [0, 360) taken there: -30 is 330 (found in audit: a RAAN of -30, which a scenario takes, failed when the
+    TLE was written, exit 3 with sgp4's unformatted message; a NaN altitude failed as a bad TLE)."""
+    out = dict(spec)
+    for key in _NUMBER_KEYS:
+        if key not in spec:
+            continue
+        value = spec[key]
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ProfileError(f"orbit: {key} must be a finite number, got {value!r}")
+        out[key] = number % 360.0 if key in _ANGLE_KEYS else number
+    return out
+
+
 def orbit_from_description(spec: dict[str, Any]) -> tuple[Orbit, float, dict[str, Any]]:
     """(orbit, start Unix s, description) from a dict, as in a scenario's ``[orbit]`` table.
 
@@ -438,6 +461,7 @@ def orbit_from_description(spec: dict[str, Any]) -> tuple[Orbit, float, dict[str
     if unknown:
         raise ProfileError(f"orbit: unknown key {unknown[0]!r}; an orbit takes {', '.join(ORBIT_KEYS)}")
     description = dict(spec)
+    spec = _finite_elements(spec)
     try:
         if "tle" in spec:
             both = sorted(set(spec) & {"alt_km", "inc_deg", "sun_synchronous", "raan_deg", "ltan_h", "epoch", "ecc",
@@ -659,7 +683,7 @@ def generate_cli(args: argparse.Namespace | Sequence[str]) -> int:
     print(json.dumps({"out": str(path), "samples": len(profile), "generate_s": round(seconds, 3),
                       "profile_samples_per_s": round(len(profile) / max(seconds, 1e-9)),
                       "sunlit_fraction": round(float(np.mean(profile.columns["shadow_factor"] > 0)), 4),
-                      "tle": list(profile.tle() or ())}))
+                      "tle": list(profile.tle() or ()), "notes": list(profile.notes)}))
     return 0
 
 

@@ -26,7 +26,7 @@ layers stored that way. Flux grows roughly exponentially with altitude through L
 interpolating its logarithm follows it between 50 km layers; the "1 +" keeps the
 zero-flux regions (outside the belts AP8 gives nothing) exactly zero. Longitude wraps;
 altitudes outside the map are clamped to its top or bottom layer (the generator records
-how many samples were).
+how many samples were, and the profile's notes say so).
 
 Upsets: rate = proton flux (>10 MeV) × σ (cm² per bit) × bits, the usual
 "saturated cross-section × integral flux" estimate for proton-induced SEU (electrons
