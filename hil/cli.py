@@ -84,7 +84,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     t = cols["time_s"]
     info = {"samples": len(t), "start_s": float(t[0]), "duration_s": float(t[-1] - t[0]),
             "columns": sorted(cols), "sunlit_fraction": float((cols["shadow_factor"] > 0.5).mean()),
-            "metadata": profile.metadata}
+            "metadata": profile.metadata,
+            "notes": list(profile.notes)}  # what reading it filled in or found doubtful (found in audit: unsaid here)
     from hil.report import json_text
 
     print_out(json_text(info))  # strict JSON: a figure that is not finite is null (jq refuses NaN)

@@ -287,6 +287,8 @@ def test_replay_flies_a_profile_recorded_elsewhere(tmp_path, capsys):
         f"{1_795_000_000 + ti:.3f},{s:.0f},{80 * s:.1f}\n" for ti, s in zip(t, sun)))
     code, *said = hil_here(capsys, "replay", str(csv), "--report", str(tmp_path / "rep"))
     assert code == 0, said
+    # What reading it filled in is said where it is read (found in audit: in a run's notes only)
+    assert '"notes": [' in said[0] and "columns not in the profile, filled with defaults: " in said[0], said[0]
     body = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert body["passed"] and body["sim_s"] > 3000
 
