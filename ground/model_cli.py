@@ -55,8 +55,19 @@ def _read(path: str) -> bytes:
 
 
 def _model(path: str) -> bytes:
-    """An .onnx to pack, refused naming the file where its weights lie in another (before onnxruntime sees it)."""
-    data = _read(path)
+    """An .onnx to pack, refused naming the file where its weights lie in another (before onnxruntime sees it), or
+    where it is larger than the board takes, unread (found in audit: a 2.2 GB file was read, 4.6 GB of memory and
+    14 s, and refused as "RuntimeError: narrowing_error"), or no regular file (a FIFO, never waited on)."""
+    from flight.compute.uplink import MAX_MODEL_BYTES, ReadRefused, read_limited
+
+    try:
+        data = read_limited(Path(path), MAX_MODEL_BYTES)[0]
+    except ReadRefused as exc:
+        raise PackageError(f"{path}: {exc}" + (" (MAX_MODEL_BYTES: protobuf's limit, for a model with its weights "
+                                               "in it; the board refuses a larger one)" if exc.kind == "limit"
+                                               else "")) from None
+    except OSError as exc:
+        raise PackageError(f"{path}: {exc.strerror}") from None
     refuse_external_data(data, path)
     return data
 

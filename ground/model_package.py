@@ -38,11 +38,14 @@ from flight.compute.package import (
     make_delta,
     public_hex,
     refuse_external_data,
+    run_outputs,
     sha256_hex,
     shipped_reference_inputs,
     utc_now,
     valid_operator,
 )
+from flight.compute.store import InvalidModel, check_same_use, describe_model
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, MODELS_DIR
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError
 from flight.storage import fsync_path, write_atomic
@@ -229,13 +232,40 @@ def _installable(name: str, version: str) -> None:
         raise PackageError(f"MODEL_INSTALL could not name this package: {exc}") from None
 
 
+def _reference_outputs(model: bytes, inputs: np.ndarray, tolerance: float) -> dict[str, np.ndarray]:
+    """The outputs to sign over ``inputs``, refused before anything is written where the inputs do not fit the model
+    or give a reference that vouches for nothing (found in audit: onnxruntime's "Invalid rank for input: x Got: 4
+    Expected: 2", not saying the inputs were the shipped model's by default; and inputs with no samples, or all NaN,
+    packed, exit 0, a package verify and the board refuse)."""
+    import onnxruntime as ort
+
+    from flight.compute.providers import ort_message
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    first = session.get_inputs()[0]
+    try:
+        outputs = run_outputs(session, inputs, [o.name for o in session.get_outputs()])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime refuses inputs of another rank, type or size its own way
+        raise PackageError(f"--inputs: the reference inputs ({inputs.dtype} {list(inputs.shape)}; without --inputs "
+                           f"the shipped model's held-out tiles) do not fit the model's input {first.name} "
+                           f"{first.type} {list(first.shape)}: {ort_message(exc)[:200]}; give --inputs an .npy, or an "
+                           ".npz with x, of the model's own inputs") from None
+    check = compare_outputs(outputs, outputs, tolerance)
+    if not check.ok:
+        raise PackageError(f"--inputs: {check.describe()}; give reference inputs on which the model gives numbers "
+                           "(the board and verify refuse this one)")
+    return outputs
+
+
 def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, out_dir: Path | str,
               inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, created_utc: str | None = None) -> Package:
     """Sign ``model`` whole, with its reference set over ``inputs``; write the package to ``out_dir``."""
     _installable(name, version)
     refuse_external_data(model, "model")  # before onnxruntime: the board refuses it too (MDL-002)
     inputs = np.ascontiguousarray(inputs)
-    reference = ReferenceSet(inputs, expected_outputs(model, inputs)).to_bytes()
+    reference = ReferenceSet(inputs, _reference_outputs(model, inputs, tolerance)).to_bytes()
     manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
                         sha256_hex(reference), array_digest(inputs), float(tolerance)).sign(key)
     staged = StagedFiles.of(name)
@@ -259,7 +289,7 @@ def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str
     refuse_external_data(tuned, "fine-tuned model")
     delta, result = make_delta(base, tuned)
     inputs = np.ascontiguousarray(inputs)
-    outputs = expected_outputs(result, inputs)
+    outputs = _reference_outputs(result, inputs, tolerance)
     reference = ReferenceSet(inputs if with_inputs else None, outputs).to_bytes()
     delta_bytes = delta.to_bytes()
     manifest = Manifest(name, version, "delta", delta.result_sha256, len(result), operator,
@@ -275,8 +305,9 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
                    inputs: np.ndarray | None = None) -> list[str]:
     """The board's checks, on the ground, before uplink; the lines say what passed.
 
-    Signature, each file's SHA-256, the delta applied to ``base`` (needed for a delta), and the
-    reference outputs run again here (CPU). ``inputs``: a delta's reference inputs when its
+    Signature, each file's SHA-256, the delta applied to ``base`` (needed for a delta), for a version
+    of the shipped model its inputs and result (the board refuses others), and the reference outputs
+    run again here (CPU). ``inputs``: a delta's reference inputs when its
     reference set leaves them out (default: the shipped model's). Raises :class:`PackageError`
     at the first check that fails.
     """
@@ -317,6 +348,13 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
         lines.append(f"delta: {len(delta.tensors)} tensors ({', '.join(sorted(delta.tensors))}) on base "
                      f"{manifest.base_sha256[:16]}…")
     lines.append(f"sha256: {manifest.sha256} ({manifest.size_bytes} B)")
+    if manifest.name == MODEL_NAME:  # every version of it takes and gives what the shipped one does (the board's rule)
+        try:
+            check_same_use(name, manifest.version, describe_model(model), "the shipped model",
+                           describe_model((MODELS_DIR / MODEL_FILE).read_bytes()))
+        except InvalidModel as exc:
+            raise PackageError(str(exc)) from None
+        lines.append("inputs and result: those of the shipped model, whose jobs use them")
     reference = ReferenceSet.from_bytes(ref_bytes)
     x = reference.x if reference.x is not None else (inputs if inputs is not None else shipped_reference_inputs())
     if array_digest(x) != manifest.reference_inputs_sha256:

@@ -25,8 +25,8 @@ RNG = np.random.default_rng(7)
 REF_X = RNG.uniform(0.1, 1.0, size=(8, 2)).astype(np.float32)  # positive: Sqrt is finite on them
 
 
-def tiny(scale: float, op: str = "Abs", offset: tuple[float, float] = (0.0, 0.0)) -> bytes:
-    """probabilities = op(x * scale) + offset, x float32 [N, 2]: a real model onnxruntime runs.
+def tiny(scale: float, op: str = "Abs", offset: tuple[float, ...] | None = None, features: int = 2) -> bytes:
+    """probabilities = op(x * scale) + offset, x float32 [N, features] (2): a real model onnxruntime runs.
 
     ``op="Sqrt"`` gives NaN for negative inputs: a model that passes a reference check on
     positive inputs and then fails its first job on negative ones.
@@ -35,10 +35,10 @@ def tiny(scale: float, op: str = "Abs", offset: tuple[float, float] = (0.0, 0.0)
         [helper.make_node("Mul", ["x", "scale"], ["xs"]), helper.make_node(op, ["xs"], ["y"]),
          helper.make_node("Add", ["y", "offset"], ["probabilities"])],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", features])],
         initializer=[numpy_helper.from_array(np.array([scale], np.float32), "scale"),
-                     numpy_helper.from_array(np.array(offset, np.float32), "offset")],
+                     numpy_helper.from_array(np.array(offset or (0.0,) * features, np.float32), "offset")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -23,7 +23,7 @@ from flight.compute.providers import CPU
 from flight.compute.store import Copy, ModelIntegrityError, ModelStore, Problem
 from flight.compute.uplink import ReadRefused, read_limited
 from flight.link.dictionary import FailureCode
-from ground.model_package import pack_delta
+from ground.model_package import pack_delta, pack_full
 from tests.model_helpers import (
     ALICE,
     ALICE_KEY,
@@ -175,6 +175,39 @@ def test_the_reference_check_runs_the_model_and_refuses_one_off_its_expected_out
     # within its tolerance it passes: the same package with a tolerance above the difference
     resign(bench.staging, "tiny", tolerance=expected_error * 1.01)
     assert bench.install("2", sha256_hex(V2)).ok
+
+
+@pytest.mark.req("MDL-004")
+def test_a_version_whose_inputs_or_result_the_models_jobs_cannot_use_is_refused_naming_both_shapes(bench):
+    """Found in audit: a version taking [N, 3], packed with reference inputs of its own shape, passed its check and
+    was installed, completed; every job of the model then failed as bad input, which rolls nothing back. So too a
+    version whose probabilities were of rank 1 (its jobs failed "AxisError: axis 1 is out of bounds")."""
+    from onnx import TensorProto, helper
+
+    installed(bench, V1, "1")
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("ReduceMax", ["a"], ["probabilities"], keepdims=0,
+                                                                 axes=[1])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N"])])
+    flat = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+    reply = bench.install("2", pack(bench.staging, flat, "2").manifest.sha256)
+    assert not reply.ok and "gives probabilities [N] tensor(float), the active version 1 probabilities [N, 2]" \
+        in reply.reason
+    wide = tiny(2.0, features=3)
+    x3 = np.random.default_rng(5).uniform(0.1, 1.0, size=(8, 3)).astype(np.float32)
+    manifest = pack_full(wide, "tiny", "2", ALICE, ALICE_KEY, bench.staging, x3).manifest
+    reply = bench.install("2", manifest.sha256)
+    assert not reply.ok and "takes x [N, 3] tensor(float), the active version 1 x [N, 2]" in reply.reason
+    assert "its jobs could not use it; install a model of another use case under another name" in reply.reason
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback) == ("1", None)
+    assert sorted(p.name for p in bench.worker.store.root.glob("tiny@2*")) == []
+    # the same model under its own name is a model of its own, installed
+    pack_full(wide, "wide", "1", ALICE, ALICE_KEY, bench.staging, x3)
+    assert bench.install("1", manifest.sha256, "wide").ok
+    # a version taking the same inputs is installed as before
+    assert bench.install("2", pack(bench.staging, V2, "2").manifest.sha256).ok
 
 
 @pytest.mark.req("MDL-003", "MDL-004")

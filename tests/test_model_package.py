@@ -276,6 +276,69 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
     assert "lets others read the private key; chmod 600 it" in capsys.readouterr().err
 
 
+@pytest.mark.req("MDL-009", "MDL-003")
+def test_pack_refuses_reference_inputs_that_do_not_fit_the_model_or_vouch_for_nothing_writing_nothing(tmp_path,
+                                                                                                       capsys):
+    """Found in audit: inputs with no samples, or all NaN, were packed (exit 0, the MODEL_INSTALL line printed) into a
+    package verify and the board refuse, found only once uplinked; and inputs of another rank or type (the shipped
+    model's tiles by default) said only onnxruntime's "Invalid rank for input: x Got: 4 Expected: 2". And verify
+    said OK to a version of the shipped model whose inputs its jobs could not feed, which the board refuses."""
+    key, model, out = tmp_path / "alice.key", tmp_path / "tiny.onnx", tmp_path / "pkg"
+    assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 0
+    (tmp_path / "trusted.keys").write_text(capsys.readouterr().out)
+    model.write_bytes(tiny(2.0))
+    pack = ["model", "pack", str(model), "--name", "tiny", "--version", "1", "--key", str(key), "--out", str(out)]
+    for name, x in (("empty", REF_X[:0]), ("nan", np.full_like(REF_X, np.nan))):
+        np.save(tmp_path / f"{name}.npy", x)
+        capsys.readouterr()
+        assert ground_main([*pack, "--inputs", str(tmp_path / f"{name}.npy")]) == 2, name
+        err = capsys.readouterr().err
+        assert "--inputs: the reference has no finite expected value" in err and "vouches for nothing" in err, err
+        assert not out.exists(), name
+    np.save(tmp_path / "ints.npy", REF_X.astype(np.int64))
+    ints = ["--inputs", str(tmp_path / "ints.npy")]
+    for inputs, says in ((ints, "(int64 [8, 2];"), ([], "(float32 [16, 4, 16, 16];")):  # [] : the shipped tiles
+        assert ground_main([*pack, *inputs]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "do not fit the model's input x tensor(float) ['N', 2]" in err, err
+        assert "the shipped model's held-out tiles" in err and "give --inputs" in err, err
+        assert not out.exists()
+    np.save(tmp_path / "good.npy", REF_X)
+    assert ground_main([*pack, "--inputs", str(tmp_path / "good.npy")]) == 0 and len(list(out.iterdir())) == 3
+    # packed as a version of the shipped model, whose jobs could not use it: verify says so, as the board (MDL-004)
+    shipped = [*pack[:4], "cloud_screen", *pack[5:-1], str(tmp_path / "cs"), "--inputs", str(tmp_path / "good.npy")]
+    assert ground_main(shipped) == 0
+    capsys.readouterr()
+    assert ground_main(["model", "verify", str(tmp_path / "cs"), "--name", "cloud_screen", "--trusted-keys",
+                        str(tmp_path / "trusted.keys")]) == 1
+    said = capsys.readouterr().out
+    assert "FAILED: version 1 of 'cloud_screen' takes x [N, 2] tensor(float), the shipped model tiles [N, 4, 16, 16]" \
+        in said and "its jobs could not use it" in said, said
+
+
+@pytest.mark.req("MDL-009", "MDL-002")
+def test_pack_refuses_a_model_over_the_boards_limit_or_no_regular_file_unread(tmp_path, capsys):
+    """Found in audit: a 2.2 GB file was read whole (4.6 GB of memory, 14 s) and refused as "RuntimeError:
+    narrowing_error", naming neither the size nor the limit; a FIFO given as the model was waited on for ever."""
+    from flight.compute.uplink import MAX_MODEL_BYTES
+
+    key = tmp_path / "alice.key"
+    assert ground_main(["model", "keygen", "alice", "--out", str(key)]) == 0
+    huge, fifo = tmp_path / "huge.onnx", tmp_path / "fifo.onnx"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_MODEL_BYTES + 1)  # sparse: no disk, and nothing of it is read
+    os.mkfifo(fifo)
+    for model, says in ((huge, f"{MAX_MODEL_BYTES + 1} bytes, over the limit of {MAX_MODEL_BYTES} bytes; nothing of "
+                                "it was read (MAX_MODEL_BYTES"),
+                        (fifo, "not a regular file")):
+        capsys.readouterr()
+        assert ground_main(["model", "pack", str(model), "--name", "tiny", "--version", "1", "--key", str(key),
+                            "--out", str(tmp_path / "pkg")]) == 2
+        err = capsys.readouterr().err
+        assert f"sunlit-ground model: {model}: {says}" in err, err
+        assert not (tmp_path / "pkg").exists()
+
+
 @pytest.mark.req("MDL-003")
 def test_a_reference_that_vouches_for_nothing_refuses_the_model():
     """Found in audit: a reference set with no samples, or whose expected outputs were all NaN, gave a max error of 0,

@@ -1260,7 +1260,11 @@ def test_a_rebuild_cut_short_or_a_working_manifest_gone_never_replaces_the_groun
 
     first = WorkerBench(tmp_path)
     first.worker.install_shipped_models()
-    first.worker.store.activate(MODEL_NAME, "2", tiny(2.0), Provenance("alice", True), golden=True)
+    import onnx
+
+    ground = onnx.load_from_string((MODELS_DIR / MODEL_FILE).read_bytes())  # the ground's version: the shipped model's
+    ground.doc_string = "version 2"  # inputs and result (a model its jobs can use), other bytes
+    first.worker.store.activate(MODEL_NAME, "2", ground.SerializeToString(), Provenance("alice", True), golden=True)
     first.close()
     manifest = tmp_path / "models" / "manifest.json"
     raw = bytearray(manifest.read_bytes())

@@ -53,6 +53,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from flight.compute.checks import CHECK_OUTPUT, RANGE_OUTPUT
 from flight.storage import CorruptFile, read_checked_json, write_atomic, write_checked_json
 
 MANIFEST = "manifest.json"
@@ -401,6 +402,9 @@ class ModelStore:
             # the active version, and the golden copy kept the old one)
             self._write_entry(Copy.GOLDEN, golden_manifest, entry, data)
             return self.state(name)
+        if previous is not None:
+            check_same_use(name, version, (entry.inputs, entry.outputs), f"the active version {previous.version}",
+                           (previous.inputs, previous.outputs))
         for what, kept in (("active", previous), ("fallback", old.fallback)):
             if kept is not None and kept.version == version:
                 raise InvalidModel(f"version {version} is the {what} version of {name!r} already; give the new "
@@ -936,6 +940,34 @@ def external_data(data: bytes) -> list[tuple[str, str]]:
             where = next((e.value for e in t.external_data if e.key == "location"), "?")
             found.append((t.name or "(unnamed)", where))
     return found
+
+
+Specs = tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]  # a model's inputs and outputs (describe_model)
+
+
+def check_same_use(name: str, version: str, specs: Specs, active: str, active_specs: Specs) -> None:
+    """Refuse (:class:`InvalidModel`) a new version of ``name`` the jobs of ``active`` (what to call the active
+    version) cannot use: inputs of another count, rank, element type or fixed size, or a result (the output jobs read:
+    ``probabilities``, else the first) of another rank, type or fixed size. Every job of the model would fail on it
+    as bad input, which rolls nothing back (found in audit: such a version, packed with reference inputs of its own
+    shape, was installed, completed; with a result of rank 1, its jobs failed "AxisError: axis 1 is out of bounds")."""
+    def said(tensors: tuple[TensorSpec, ...]) -> str:
+        return "; ".join(f"{t.name} [{', '.join(str(d) for d in t.shape)}] {t.dtype}" for t in tensors)
+
+    def fits(a: TensorSpec, b: TensorSpec) -> bool:
+        return a.dtype == b.dtype and len(a.shape) == len(b.shape) and all(
+            not (isinstance(x, int) and isinstance(y, int) and x > 0 and y > 0) or x == y
+            for x, y in zip(a.shape, b.shape))
+
+    def result(outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+        own = [t for t in outputs if t.name not in (CHECK_OUTPUT, RANGE_OUTPUT)]
+        return tuple([t for t in own if t.name == "probabilities"][:1] or own[:1])
+
+    for what, was, now in (("takes", active_specs[0], specs[0]),
+                           ("gives", result(active_specs[1]), result(specs[1]))):
+        if len(was) != len(now) or not all(map(fits, was, now)):
+            raise InvalidModel(f"version {version} of {name!r} {what} {said(now)}, {active} {said(was)}: its jobs "
+                               "could not use it; install a model of another use case under another name")
 
 
 def _reference_name(name: str, version: str) -> str:
