@@ -154,7 +154,8 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
         console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "l.json")
         console.run(io.StringIO("SET_MODE mode=IDLE\nPING token=42\nevents abc\nevents 0\n"
                                 "limits cmd_failed warn_high=abc\nlimits nope warn_high=1\nack nope\n"
-                                "PING token=1 token=2\nlimits cmd_failed warn_high=1 warn_high=2\nack\nSET_MODE mode=IDLE"))
+                                "PING token=1 token=2\nlimits cmd_failed warn_high=1 warn_high=2\nack\n"
+                                "SET_MODE mode=IDLE"))
         text = out.getvalue()
         assert "cannot ask: a hazardous command is not sent from one" in text and "not sent" in text
         assert "PING: completed" in text and "'token': 42" in text
