@@ -673,19 +673,23 @@ elif [ -e "$RESTART_DROPIN" ]; then
 else
     ok "no RestartMode= drop-in (systemd $([ "$SYSTEMD_VERSION" = 0 ] && echo "version unknown" || echo "$SYSTEMD_VERSION < 254"))"
 fi
+# What a copy below owes the running system (journald restarted, udev's rules reloaded), marked as soon as it is made
+# and cleared once done: a run cut short after it (Ctrl-C, a full disk, --no-systemctl) left journald and udev on the
+# old settings, and the next run, finding the files right, never did it (found in audit).
+OWED=$OPT/.owed
+owe() {  # owe NAME: what the copy just made owes, kept for the next run (a live system only: --root has none)
+    if [ "$CHANGED" = 1 ] && [ "$DRY" = 0 ] && [ -z "$ROOT" ]; then
+        { mkdir -p "$OWED" && : >"$OWED/$1"; } \
+            || warn "cannot mark $OWED/$1: a run cut short before it is done leaves it undone"
+    fi
+}
 install_file "$HERE/systemd/journald.conf.d/sunlit.conf" "$JOURNALD_DROPIN" 0644
 JOURNALD_CHANGED=$CHANGED
+owe journald-restart
 sed "s/KERNEL==\"ttyTHS[0-9]*\"/KERNEL==\"$UART\"/" "$HERE/udev/99-sunlit-link.rules" >"$WORK/udev.rules"
 install_file "$WORK/udev.rules" "$UDEV_RULE" 0644
 UDEV_CHANGED=$CHANGED
-# What these copies owe the running system (journald restarted, udev's rules reloaded), marked as they are made and
-# cleared once done: a run cut short between the two (Ctrl-C, a full disk, --no-systemctl) left journald and udev on
-# the old settings, and the next run, finding the files right, never did it (found in audit).
-OWED=$OPT/.owed
-if [ "$DRY" = 0 ] && [ -z "$ROOT" ]; then
-    if [ "$JOURNALD_CHANGED" = 1 ]; then mkdir -p "$OWED" && : >"$OWED/journald-restart"; fi
-    if [ "$UDEV_CHANGED" = 1 ]; then mkdir -p "$OWED" && : >"$OWED/udev-reload"; fi
-fi
+owe udev-reload
 if [ -e "$OWED/journald-restart" ]; then JOURNALD_CHANGED=1; fi
 if [ -e "$OWED/udev-reload" ]; then UDEV_CHANGED=1; fi
 

@@ -248,10 +248,13 @@ def _reference_outputs(model: bytes, inputs: np.ndarray, tolerance: float) -> di
     try:
         outputs = run_outputs(session, inputs, [o.name for o in session.get_outputs()])
     except Exception as exc:  # noqa: BLE001 - onnxruntime refuses inputs of another rank, type or size its own way
-        raise PackageError(f"--inputs: the reference inputs ({inputs.dtype} {list(inputs.shape)}; without --inputs "
-                           f"the shipped model's held-out tiles) do not fit the model's input {first.name} "
-                           f"{first.type} {list(first.shape)}: {ort_message(exc)[:200]}; give --inputs an .npy, or an "
-                           ".npz with x, of the model's own inputs") from None
+        given = (f"the reference inputs ({inputs.dtype} {list(inputs.shape)}; without --inputs the shipped model's "
+                 "held-out tiles)")
+        if type(exc).__name__ == "InvalidArgument":  # its word for inputs that do not fit (the rest: the model's run)
+            raise PackageError(f"--inputs: {given} do not fit the model's input {first.name} {first.type} "
+                               f"{list(first.shape)}: {ort_message(exc)[:200]}; give --inputs an .npy, or an .npz "
+                               "with x, of the model's own inputs") from None
+        raise PackageError(f"the model failed on {given}: {ort_message(exc)[:200]}") from None
     check = compare_outputs(outputs, outputs, tolerance)
     if not check.ok:
         raise PackageError(f"--inputs: {check.describe()}; give reference inputs on which the model gives numbers "
@@ -259,11 +262,25 @@ def _reference_outputs(model: bytes, inputs: np.ndarray, tolerance: float) -> di
     return outputs
 
 
+def same_use_as_shipped(name: str, version: str, model: bytes) -> None:
+    """A version of the shipped model takes and gives what it does (the board's rule, MDL-004): refused here, before
+    anything is written (found in review: packed, exit 0, and refused only by verify or the board). The ground
+    knows no other model's active version."""
+    if name != MODEL_NAME:
+        return
+    try:
+        check_same_use(name, version, describe_model(model), "the shipped model",
+                       describe_model((MODELS_DIR / MODEL_FILE).read_bytes()))
+    except InvalidModel as exc:
+        raise PackageError(str(exc)) from None
+
+
 def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, out_dir: Path | str,
               inputs: np.ndarray, tolerance: float = DEFAULT_TOLERANCE, created_utc: str | None = None) -> Package:
     """Sign ``model`` whole, with its reference set over ``inputs``; write the package to ``out_dir``."""
     _installable(name, version)
     refuse_external_data(model, "model")  # before onnxruntime: the board refuses it too (MDL-002)
+    same_use_as_shipped(name, version, model)
     inputs = np.ascontiguousarray(inputs)
     reference = ReferenceSet(inputs, _reference_outputs(model, inputs, tolerance)).to_bytes()
     manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
@@ -288,6 +305,7 @@ def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str
     refuse_external_data(base, "base model")  # before onnx reads the tensors: the board refuses it too (MDL-002)
     refuse_external_data(tuned, "fine-tuned model")
     delta, result = make_delta(base, tuned)
+    same_use_as_shipped(name, version, result)
     inputs = np.ascontiguousarray(inputs)
     outputs = _reference_outputs(result, inputs, tolerance)
     reference = ReferenceSet(inputs if with_inputs else None, outputs).to_bytes()
@@ -348,12 +366,8 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
         lines.append(f"delta: {len(delta.tensors)} tensors ({', '.join(sorted(delta.tensors))}) on base "
                      f"{manifest.base_sha256[:16]}…")
     lines.append(f"sha256: {manifest.sha256} ({manifest.size_bytes} B)")
-    if manifest.name == MODEL_NAME:  # every version of it takes and gives what the shipped one does (the board's rule)
-        try:
-            check_same_use(name, manifest.version, describe_model(model), "the shipped model",
-                           describe_model((MODELS_DIR / MODEL_FILE).read_bytes()))
-        except InvalidModel as exc:
-            raise PackageError(str(exc)) from None
+    if manifest.name == MODEL_NAME:
+        same_use_as_shipped(name, manifest.version, model)
         lines.append("inputs and result: those of the shipped model, whose jobs use them")
     reference = ReferenceSet.from_bytes(ref_bytes)
     x = reference.x if reference.x is not None else (inputs if inputs is not None else shipped_reference_inputs())

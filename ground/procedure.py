@@ -308,13 +308,17 @@ class Procedure:
             raise ServerError(f"the connection to the server ended ({reason})")
 
     def fresh_s(self) -> float:
-        """How old a value ``assert_telemetry`` takes may be, unless told: ten housekeeping periods as the agent
-        reports ``hk_period_s``, at least DEFAULT_MAX_AGE_S (found in audit: a fixed 10 s failed every assertion on
-        a board told to send housekeeping every 30 s)."""
-        period = self.client.parameters.get("hk_period_s")
-        if isinstance(period, bool) or not isinstance(period, (int, float)) or not math.isfinite(period):
-            return DEFAULT_MAX_AGE_S
-        return min(max(DEFAULT_MAX_AGE_S, FRESH_PERIODS * float(period)), MAX_TIMEOUT_S)
+        """How old a value ``assert_telemetry`` takes may be, unless told: ten live housekeeping periods as the agent
+        reports them (``hk_period_s`` times ``hk_live_every``: the rest is played back later), at least
+        DEFAULT_MAX_AGE_S (found in audit: a fixed 10 s failed every assertion on a board told to send housekeeping
+        every 30 s; in review: or live every 20th of 1 s)."""
+        def number(name: str, default: float) -> float:
+            value = self.client.parameters.get(name)
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            return float(value) if ok else default
+
+        live_s = number("hk_period_s", 1.0) * number("hk_live_every", 1.0)
+        return min(max(DEFAULT_MAX_AGE_S, FRESH_PERIODS * live_s), MAX_TIMEOUT_S)
 
     def _lost_reason(self) -> str:
         return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""

@@ -169,7 +169,8 @@ def not_judged(result: RunResult) -> list[str]:
     if sc.agent != "naive":
         return []
     why = "not judged: the naive agent takes no command and detects no fault"
-    out = [f"{name}: {why}" for name in ("no_unhandled_fault", "commands_verified") if name in sc.criteria.stated]
+    out = [f"{name}: {why}" for name in ("no_unhandled_fault", "commands_verified")
+           if name in sc.criteria.stated and getattr(sc.criteria, name)]  # one switched off is not asked (review)
     if result.faults:
         out.append(f"faults_handled: {len(result.faults)} faults flown, {why}")
     return out

@@ -383,9 +383,12 @@ def test_an_assertion_on_telemetry_takes_no_stale_value(start_agent, make_client
         fresh.assert_telemetry("mode", equals("SAFE"), max_age_s=-1)
     # Unless told, ten of the agent's housekeeping periods (found in audit: a fixed 10 s failed every assertion on a
     # board sending housekeeping every 30 s), at least DEFAULT_MAX_AGE_S (none reported, or a 0.2 s period)
-    for reported, fresh_s in ((None, DEFAULT_MAX_AGE_S), (0.2, DEFAULT_MAX_AGE_S), (30.0, 300.0), ("x", 10.0)):
+    for reported, fresh_s in (({}, DEFAULT_MAX_AGE_S), ({"hk_period_s": 0.2}, DEFAULT_MAX_AGE_S),
+                              ({"hk_period_s": 30.0}, 300.0), ({"hk_period_s": "x"}, 10.0),
+                              ({"hk_period_s": 1.0, "hk_live_every": 20}, 200.0)):  # live every 20 s: the rest later
         client.parameters.pop("hk_period_s", None)
-        client.parameters.update({} if reported is None else {"hk_period_s": reported})
+        client.parameters.pop("hk_live_every", None)
+        client.parameters.update(reported)
         assert fresh.fresh_s() == fresh_s, reported
     proc.close()
     fresh.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -792,6 +793,8 @@ def test_the_naive_baselines_commands_are_logged_not_sent_and_its_unused_tables_
     assert [line.split(":")[0] for line in body["not_judged"]] == ["no_unhandled_fault", "commands_verified",
                                                                    "faults_handled"], body["not_judged"]
     assert "[N/A] commands_verified: not judged: the naive agent takes no command" in one_screen(body, tmp_path)
+    result.scenario = dataclasses.replace(sc, criteria=dataclasses.replace(sc.criteria, commands_verified=False))
+    assert "commands_verified" not in str(summary(result, [])["not_judged"]), "a criterion switched off is not asked"
 
 
 @pytest.mark.req("HIL-023")

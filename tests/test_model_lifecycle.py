@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,25 @@ def test_the_reference_check_runs_the_model_and_refuses_one_off_its_expected_out
 
 
 @pytest.mark.req("MDL-004")
+def test_the_same_use_rule_takes_dynamic_and_unknown_ranks_and_refuses_a_fixed_size_or_type_that_differs():
+    """Found in review: onnxruntime reports an output whose rank it cannot infer as [], which the rule read as a
+    scalar and refused. A symbolic or None dimension fits any size; a fixed one must match, and so must the type."""
+    from flight.compute.store import InvalidModel, TensorSpec, check_same_use
+
+    def specs(x_shape, p_shape, dtype="tensor(float)"):
+        return (TensorSpec("x", x_shape, dtype),), (TensorSpec("probabilities", p_shape, "tensor(float)"),)
+
+    active = specs(("N", 2), ("N", 2))
+    for fits in (specs(("N", 2), ()), specs((None, 2), ("batch", 2)), specs((8, 2), (8, 2))):
+        check_same_use("m", "2", fits, "the active version 1", active)
+    check_same_use("m", "2", active, "the active version 1", specs(("N", 2), ()))
+    for differs, said in ((specs(("N", 3), ("N", 2)), "takes x [N, 3]"), (specs(("N", 2), ("N", 3)), "gives"),
+                          (specs(("N", 2), ("N", 2), "tensor(double)"), "tensor(double)")):
+        with pytest.raises(InvalidModel, match=re.escape(said)):
+            check_same_use("m", "2", differs, "the active version 1", active)
+
+
+@pytest.mark.req("MDL-004")
 def test_a_version_whose_inputs_or_result_the_models_jobs_cannot_use_is_refused_naming_both_shapes(bench):
     """Found in audit: a version taking [N, 3], packed with reference inputs of its own shape, passed its check and
     was installed, completed; every job of the model then failed as bad input, which rolls nothing back. So too a
@@ -192,14 +212,14 @@ def test_a_version_whose_inputs_or_result_the_models_jobs_cannot_use_is_refused_
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N"])])
     flat = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
     reply = bench.install("2", pack(bench.staging, flat, "2").manifest.sha256)
-    assert not reply.ok and "gives probabilities [N] tensor(float), the active version 1 probabilities [N, 2]" \
-        in reply.reason
+    assert not reply.ok and "'tiny' v2 gives probabilities [N] tensor(float); the active version 1: probabilities " \
+        "[N, 2]" in reply.reason
     wide = tiny(2.0, features=3)
     x3 = np.random.default_rng(5).uniform(0.1, 1.0, size=(8, 3)).astype(np.float32)
     manifest = pack_full(wide, "tiny", "2", ALICE, ALICE_KEY, bench.staging, x3).manifest
     reply = bench.install("2", manifest.sha256)
-    assert not reply.ok and "takes x [N, 3] tensor(float), the active version 1 x [N, 2]" in reply.reason
-    assert "its jobs could not use it; install a model of another use case under another name" in reply.reason
+    assert not reply.ok and "takes x [N, 3] tensor(float); the active version 1: x [N, 2]" in reply.reason
+    assert "its jobs could not use it (another use case: another name)" in reply.reason, reply.reason
     state = bench.worker.store.state("tiny")
     assert (state.active.version, state.fallback) == ("1", None)
     assert sorted(p.name for p in bench.worker.store.root.glob("tiny@2*")) == []

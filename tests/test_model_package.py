@@ -277,8 +277,8 @@ def test_the_ground_tool_keys_packs_deltas_and_verifies_and_the_board_takes_its_
 
 
 @pytest.mark.req("MDL-009", "MDL-003")
-def test_pack_refuses_reference_inputs_that_do_not_fit_the_model_or_vouch_for_nothing_writing_nothing(tmp_path,
-                                                                                                       capsys):
+def test_pack_refuses_reference_inputs_that_do_not_fit_the_model_or_vouch_for_nothing_writing_nothing(
+        tmp_path, capsys, monkeypatch):
     """Found in audit: inputs with no samples, or all NaN, were packed (exit 0, the MODEL_INSTALL line printed) into a
     package verify and the board refuse, found only once uplinked; and inputs of another rank or type (the shipped
     model's tiles by default) said only onnxruntime's "Invalid rank for input: x Got: 4 Expected: 2". And verify
@@ -305,15 +305,24 @@ def test_pack_refuses_reference_inputs_that_do_not_fit_the_model_or_vouch_for_no
         assert not out.exists()
     np.save(tmp_path / "good.npy", REF_X)
     assert ground_main([*pack, "--inputs", str(tmp_path / "good.npy")]) == 0 and len(list(out.iterdir())) == 3
-    # packed as a version of the shipped model, whose jobs could not use it: verify says so, as the board (MDL-004)
+    # a version of the shipped model whose jobs could not use it: pack refuses it unwritten, as the board would
+    # (MDL-004; found in review: packed, exit 0), and verify says so of one packed elsewhere
     shipped = [*pack[:4], "cloud_screen", *pack[5:-1], str(tmp_path / "cs"), "--inputs", str(tmp_path / "good.npy")]
+    capsys.readouterr()
+    assert ground_main(shipped) == 2 and not (tmp_path / "cs").exists()
+    said = capsys.readouterr().err
+    assert "'cloud_screen' v1 takes x [N, 2] tensor(float); the shipped model: tiles [N, 4, 16, 16]" in said, said
+    from ground import model_package
+
+    monkeypatch.setattr(model_package, "same_use_as_shipped", lambda *args: None)  # as another tool would pack it
     assert ground_main(shipped) == 0
+    monkeypatch.undo()
     capsys.readouterr()
     assert ground_main(["model", "verify", str(tmp_path / "cs"), "--name", "cloud_screen", "--trusted-keys",
                         str(tmp_path / "trusted.keys")]) == 1
     said = capsys.readouterr().out
-    assert "FAILED: version 1 of 'cloud_screen' takes x [N, 2] tensor(float), the shipped model tiles [N, 4, 16, 16]" \
-        in said and "its jobs could not use it" in said, said
+    assert "FAILED: 'cloud_screen' v1 takes x [N, 2] tensor(float); the shipped model: tiles [N, 4, 16, 16]" in said \
+        and "its jobs could not use it" in said, said
 
 
 @pytest.mark.req("MDL-009", "MDL-002")

@@ -336,7 +336,7 @@ def test_a_sequence_whose_state_cannot_be_kept_is_not_started_and_says_why(tmp_p
         monkeypatch.setattr(scheduler_module, "write_checked_json", full)
         refused = first.send("SEQUENCE_START", name="s")
         why = "not started: the sequence state could not be kept (No space left on device)"
-        assert not refused.completed and why in refused.outcome, refused.outcome
+        assert not refused.completed and why in refused.outcome and "free space" in refused.outcome, refused.outcome
         monkeypatch.undo()
         first.advance(2)
         assert not first.events("SEQUENCE_STARTED") and first.hk()["sequence_running"] == ""
@@ -694,6 +694,39 @@ def test_a_sequence_whose_file_went_or_changed_while_it_ran_ends_saying_so_after
         assert reason.startswith(f"not resumed at the restart: {said}"), reason
         assert not again.events("STATE_CORRUPT") and not again.events("SCHEDULE_ERROR")
         assert not list(tmp_path.glob(RUN_STATE + "*")), "a sound state is removed, not set aside as corrupt"
+
+
+@pytest.mark.req("AGT-081")
+def test_a_run_not_resumed_whose_state_cannot_be_removed_is_removed_at_a_later_look(tmp_path, monkeypatch):
+    """Found in review: a kept run refused at boot (its file changed) ended with SEQUENCE_DONE, but a state the disk
+    would not let go was never tried again; a later boot, its check passing then, could resume a run said ended."""
+    import errno
+
+    first = InProcessAgent(tmp_path)
+    try:
+        write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n[[step]]\ncommand = "NOOP"\n')
+        assert first.send("SEQUENCE_START", name="s").completed
+        first.advance(5)
+    finally:
+        first.close()
+    (tmp_path / "sequences" / "s.toml").write_text('name = "s"\n[[step]]\nwait_s = 1\n[[step]]\ncommand = "NOOP"\n')
+    real_unlink = Path.unlink
+
+    def read_only(path, missing_ok=False):
+        if path.name == RUN_STATE:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with InProcessAgent(tmp_path) as again:
+        assert [e.args["ok"] for e in again.events("SEQUENCE_DONE")] == [False]
+        errors = [e.args["reason"] for e in again.events("SCHEDULE_ERROR")]
+        assert any("a reset now would try to resume the ended run" in e for e in errors), errors
+        again.advance(2)
+        assert (tmp_path / RUN_STATE).exists()
+        monkeypatch.undo()
+        again.advance(2)  # the disk writable again: removed at the next look
+        assert not (tmp_path / RUN_STATE).exists()
 
 
 @pytest.mark.req("AGT-081")

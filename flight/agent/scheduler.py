@@ -21,6 +21,7 @@ files: :mod:`flight.agent.schedule`; the format: ``docs/sequences.md``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -131,8 +132,9 @@ class Scheduler(Component):
             name, why = self._not_resumed
             self._emit("SEQUENCE_DONE", name=name, ok=False, reason=self._relative(why))
             failed = self._forget_run()  # only once its end is said (found in review: removed before, in __init__)
+            self._state_left = failed is not None  # tried again at each look, as an ended run's (found in review)
             if failed:
-                self._emit("SCHEDULE_ERROR", reason=failed)
+                self._emit("SCHEDULE_ERROR", reason=failed + "; a reset now would try to resume the ended run")
         self.service()
 
     def service(self) -> None:
@@ -448,8 +450,9 @@ class Scheduler(Component):
         try:  # kept before it counts as started (found in audit: a full disk, `completed`, and a reset lost the run
             write_checked_json(self._run_path, run.to_state())  # without a word, the event saying a state was kept)
         except OSError as exc:
+            fix = "free space and start it again" if exc.errno == errno.ENOSPC else "start it again once it can be"
             raise CommandFailed(f"not started: the sequence state could not be kept ({exc.strerror or exc}), and a "
-                                f"reset would lose the run unsaid; free space and start it again") from None
+                                f"reset would lose the run unsaid; {fix}") from None
         self.run = run
         self._emit("SEQUENCE_STARTED", name=sequence.name, steps=len(sequence.steps))
         return {"name": sequence.name, "steps": len(sequence.steps), "digest": sequence.digest}
