@@ -346,26 +346,31 @@ def test_a_sequence_whose_state_cannot_be_kept_is_not_started_and_says_why(tmp_p
         first.close()
 
 
+def run_state_not_removable(monkeypatch) -> None:
+    """The sequence run's kept state cannot be removed (a file system gone read-only) until monkeypatch.undo()."""
+    import errno
+
+    real_unlink = Path.unlink
+
+    def read_only(path, missing_ok=False):
+        if path.name == RUN_STATE:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+
+
 @pytest.mark.req("AGT-081")
 def test_an_abort_whose_state_cannot_be_removed_says_so_and_the_run_never_resumes(tmp_path, monkeypatch):
     """Found in audit: on a file system gone read-only SEQUENCE_ABORT reported `completed` though the run's state
     stayed, and after a reset the aborted sequence went on and ran its remaining commands."""
-    import errno
-
     first = InProcessAgent(tmp_path)
     try:
         write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 30\n'
                                    '[[step]]\ncommand = "PING"\nargs = { token = 4 }\n')
         assert first.send("SEQUENCE_START", name="s").completed
         first.advance(2)
-        real_unlink = Path.unlink
-
-        def read_only(path, missing_ok=False):
-            if path.name == RUN_STATE:
-                raise OSError(errno.EROFS, "Read-only file system")
-            return real_unlink(path, missing_ok=missing_ok)
-
-        monkeypatch.setattr(Path, "unlink", read_only)
+        run_state_not_removable(monkeypatch)
         aborted = first.send("SEQUENCE_ABORT")
         assert not aborted.completed and "its kept state could not be removed: a reset would resume it" in \
             aborted.outcome, aborted.outcome
@@ -700,8 +705,6 @@ def test_a_sequence_whose_file_went_or_changed_while_it_ran_ends_saying_so_after
 def test_a_run_not_resumed_whose_state_cannot_be_removed_is_removed_at_a_later_look(tmp_path, monkeypatch):
     """Found in review: a kept run refused at boot (its file changed) ended with SEQUENCE_DONE, but a state the disk
     would not let go was never tried again; a later boot, its check passing then, could resume a run said ended."""
-    import errno
-
     first = InProcessAgent(tmp_path)
     try:
         write_sequence(first, "s", 'name = "s"\n[[step]]\nwait_s = 60\n[[step]]\ncommand = "NOOP"\n')
@@ -710,14 +713,7 @@ def test_a_run_not_resumed_whose_state_cannot_be_removed_is_removed_at_a_later_l
     finally:
         first.close()
     (tmp_path / "sequences" / "s.toml").write_text('name = "s"\n[[step]]\nwait_s = 1\n[[step]]\ncommand = "NOOP"\n')
-    real_unlink = Path.unlink
-
-    def read_only(path, missing_ok=False):
-        if path.name == RUN_STATE:
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real_unlink(path, missing_ok=missing_ok)
-
-    monkeypatch.setattr(Path, "unlink", read_only)
+    run_state_not_removable(monkeypatch)
     with InProcessAgent(tmp_path) as again:
         assert [e.args["ok"] for e in again.events("SEQUENCE_DONE")] == [False]
         errors = [e.args["reason"] for e in again.events("SCHEDULE_ERROR")]
