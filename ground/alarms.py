@@ -27,6 +27,12 @@ NOT_NUMBERS = (ValueType.BOOL, ValueType.STRING, ValueType.ENUM, ValueType.BYTES
 LADDER = ("crit_low", "warn_low", "warn_high", "crit_high")
 
 
+def not_a_number(dictionary: Dictionary, channel: str) -> str:
+    """Why ``channel`` takes no limits (a state is always nominal), or "" where it does (the server's rule too)."""
+    kind = dictionary.channel_by_name[channel].type
+    return f"{channel} is not a number ({kind.value}): limits apply to numbers only" if kind in NOT_NUMBERS else ""
+
+
 def ladder_error(numbers: Limits, changed: set[str]) -> str:
     """Why resolved limits are out of order (crit_low <= warn_low < warn_high <= crit_high) where a bound in
     ``changed`` is one of the pair, naming it; "" where they are in order (the server's rule, POST /api/limits)."""
@@ -111,9 +117,9 @@ class AlarmManager:
         alarms, a band upside down, which always does, and limits on a text channel, which never apply)."""
         if channel not in self.dictionary.channel_by_name:
             raise KeyError(f"no channel {channel!r}")
-        kind = self.dictionary.channel_by_name[channel].type
-        if kind in NOT_NUMBERS:
-            raise ValueError(f"{channel} is not a number ({kind.value}): limits apply to numbers only")
+        refused = not_a_number(self.dictionary, channel)
+        if refused:
+            raise ValueError(refused)
         current = self.unresolved(channel)  # found in review: the resolved limits froze those following a parameter
         unknown = set(bounds) - set(current.__dict__)
         if unknown:

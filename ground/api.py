@@ -378,6 +378,10 @@ class ServerClient(GroundClient):
         self.server_link = ServerLink(api, self.spacecraft)
         super().__init__(self.server_link, dictionary)
 
+    def lost_reason(self) -> str:
+        """Why the server's WebSocket ended ("" while it stands): nothing more comes on it."""
+        return self.server_link.closed_reason
+
     def connect(self, timeout_s: float = 10.0, interval_s: float = 0.2) -> None:
         """Wait for the server's greeting (the server, not this client, talks to the agent)."""
         deadline = time.monotonic() + timeout_s

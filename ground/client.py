@@ -671,6 +671,11 @@ class GroundClient:
         else:
             print(f"warning: command queue full, {result.name} attempt {result.attempts} dropped", file=sys.stderr)
 
+    def lost_reason(self) -> str:
+        """Why the connection that brings this client everything has ended for good ("" while it stands). A direct
+        link has none to lose: the agent going silent is the link's staleness, not this."""
+        return ""
+
     def close(self) -> None:
         self.link.close()
 

@@ -156,7 +156,7 @@ class Console:
         """Why the connection to the server ended ("" while it stands, or on a direct link): nothing comes on it any
         more, and the status line says so, not "link SILENT" (found in audit: a server stopped mid-pass read as a
         loss of signal)."""
-        return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""
+        return self.client.lost_reason()
 
     def link_silent(self) -> bool:
         """No packet for longer than values may age before they are shown stale."""

@@ -321,7 +321,7 @@ class Procedure:
         return min(max(DEFAULT_MAX_AGE_S, FRESH_PERIODS * live_s), MAX_TIMEOUT_S)
 
     def _lost_reason(self) -> str:
-        return getattr(getattr(self.client, "server_link", None), "closed_reason", None) or ""
+        return self.client.lost_reason()
 
     def _wait_for(self, predicate: Callable[[Received], bool], timeout_s: float) -> Received:
         """``client.wait_for``, in slices of at most WAIT_SLICE_S, the server's connection looked at after each: what

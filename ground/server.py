@@ -72,7 +72,7 @@ from flight.link.packets import ACK_ACCEPTANCE, ACK_COMPLETION, SequenceCounters
 from flight.link.sdls import SealingLink
 from flight.link.transport import GroundLink, open_ground_link
 from flight.storage import install_file
-from ground.alarms import NOT_NUMBERS, Alarm, AlarmManager, LimitStore, ladder_error
+from ground.alarms import Alarm, AlarmManager, LimitStore, ladder_error, not_a_number
 from ground.auth import PARALLEL_CHECKS, AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
@@ -1824,10 +1824,9 @@ class GroundServer:
         if not isinstance(channel, str) or channel not in self.dictionary.channel_by_name:
             return _error(400, "channel: a channel of the dictionary" if not isinstance(channel, str)
                           else f"channel: no channel {channel[:60]!r} in the dictionary", "BAD_ARGUMENTS")
-        kind = self.dictionary.channel_by_name[channel].type
-        if kind in NOT_NUMBERS:  # found in audit: taken and said set, and never applied (a state is always nominal)
-            return _error(400, f"channel: {channel} is not a number ({kind.value}): limits apply to numbers only",
-                          "BAD_ARGUMENTS")
+        refused = not_a_number(self.dictionary, channel)  # found in audit: taken and said set, and never applied
+        if refused:
+            return _error(400, f"channel: {refused}", "BAD_ARGUMENTS")
         names = tuple(Limits.__dataclass_fields__)
         if not isinstance(given, dict) or not given:
             return _error(400, f"limits: an object of {', '.join(names)}, each a number or null (none)",
