@@ -88,18 +88,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             "notes": list(profile.notes)}  # what reading it filled in or found doubtful (found in audit: unsaid here)
     from hil.report import json_text
 
+    span_s = float(t[-1] - t[0])
+    if args.step_s is not None and not 0 < args.step_s <= span_s / 2:  # once: nan, inf an internal error; 0 the
+        # profile's own step; -10 blamed on duration_s; past the profile a regenerated orbit flown in silence.
+        # Checked before the summary is printed: a refused flight prints nothing a script could take for a result.
+        print(f"sunlit-hil replay: --step-s {args.step_s:g}: give a step above 0 s and at most half the profile "
+              f"({span_s:g} s)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    report = None if args.report is None else _report_dir(args.report)
     print_out(json_text(info))  # strict JSON: a figure that is not finite is null (jq refuses NaN)
-    if args.report is None:
+    if report is None:
         return EXIT_PASS
     # Fly it: the Sunlit agent in lockstep over the whole profile, default battery, computing.
     from hil.scenario import parse_scenario
 
-    span_s = float(t[-1] - t[0])
-    if args.step_s is not None and not 0 < args.step_s <= span_s / 2:  # once: nan, inf an internal error; 0 the
-        # profile's own step; -10 blamed on duration_s; past the profile a regenerated orbit flown in silence
-        print(f"sunlit-hil replay: --step-s {args.step_s:g}: give a step above 0 s and at most half the profile "
-              f"({span_s:g} s)", file=sys.stderr)
-        return EXIT_BAD_INPUT
     step = float(args.step_s or max(1.0, float(t[1] - t[0])))
     steps = max(1, math.floor((span_s - step) / step + 1e-9))  # whole steps, one short of its end if it can
     scenario = parse_scenario({
@@ -109,7 +111,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                      {"at_s": 0, "command": "SET_MODE", "args": {"mode": "COMPUTE"}}],
         "criteria": {"charge_floor_pct": 30.0, "temp_max_c": 95.0},
     }, f"replay of {args.profile}")
-    report = _report_dir(args.report)
     passed, body = run_scenario(scenario, report)  # as `sunlit-hil run` flies one: its report written the same way
     print_out(one_screen(body, report))
     return EXIT_PASS if passed else EXIT_FAILED

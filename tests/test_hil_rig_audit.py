@@ -146,3 +146,21 @@ def test_a_run_keeps_its_verdicts_exit_code_when_its_reader_goes_and_its_summary
     body = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert body["passed"] is True and body["profile"] == str(profile.resolve()) and body["seed"] == 42
     assert f"Profile: <code>{profile.resolve()}</code>, seed 42." in (tmp_path / "r" / "report.html").read_text()
+
+
+@pytest.mark.req("HIL-003")
+def test_a_replay_refused_its_flight_prints_no_summary_a_script_could_take_for_its_result(tmp_path, capsys):
+    """`sunlit-hil replay P --report R --step-s nan | jq .` printed the profile's summary, then was refused (exit 2):
+    a script reading stdout took the refused flight's output for a replay's. The flight's arguments (its step, a
+    report folder it cannot write) are checked before anything is printed."""
+    from hil.cli import main
+
+    profile = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
+    assert main(["replay", str(profile), "--report", str(tmp_path / "r"), "--step-s", "nan"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--step-s nan: give a step above 0 s" in err
+    blocked = write(tmp_path / "file", "")  # a file where the report's folder would be
+    assert main(["replay", str(profile), "--report", str(blocked / "r")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"--report {blocked / 'r'}: cannot write there" in err
+    assert main(["replay", str(profile)]) == 0 and '"samples"' in capsys.readouterr().out  # no flight: the summary
