@@ -49,6 +49,7 @@ MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number)
 DEFAULT_MAX_AGE_S = 10.0  # assert_telemetry's freshness at least: ten housekeeping periods at the default 1 s
 FRESH_PERIODS = 10  # ... or ten of the agent's own (hk_period_s as it reported it), where that is longer
 EXPECTS = ("completed", "failed")
+WAITS = ("sent", "accepted", "completed")  # how far send_and_wait follows a command (GroundClient.send's wait)
 WAIT_SLICE_S = 0.5  # a wait looks at the server's connection this often
 
 
@@ -278,6 +279,8 @@ class Procedure:
         refusal on the ground, or no answer, is not the refusal the step checks)."""
         if expect not in EXPECTS:  # found in audit: a typo ("refused") passed a command that completed
             raise ProcedureFailed(f"expect: {expect!r} is not one of {', '.join(EXPECTS)}")
+        if wait not in WAITS:  # found in audit: "sending NOOP" was logged, then a ValueError's traceback
+            raise ProcedureFailed(f"wait: {wait!r} is not one of {', '.join(WAITS)}")
         timeout_s = _timeout(timeout_s)
         self._before_send(name, args or {})
         result = self._send(name, args or {}, wait=wait, timeout_s=timeout_s,

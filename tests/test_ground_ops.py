@@ -239,6 +239,10 @@ def test_a_procedure_checks_only_what_came_after_its_command_and_asks_for_hazard
     assert asked == ["SET_MODE"] and proc.wait_for_telemetry("mode", equals("SAFE")) == "SAFE"
     with pytest.raises(ProcedureFailed, match="expect: 'refused' is not one of completed, failed"):
         proc.send_and_wait("NOOP", expect="refused")
+    logged = len(log)
+    with pytest.raises(ProcedureFailed, match="wait: 'complete' is not one of sent, accepted, completed"):
+        proc.send_and_wait("NOOP", wait="complete")  # once: "sending NOOP" logged, then a ValueError's traceback
+    assert len(log) == logged  # nothing said sent
     assert proc.send_and_wait("GET_PARAM", {"name": "hk_period_s"}).result["name"] == "hk_period_s"
     proc.send("GET_PARAM", name="hk_period_s")  # its argument called name, beside the command's
     for bad in (float("inf"), float("nan"), -1.0, "soon"):
