@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -534,3 +535,74 @@ def test_receive_takes_every_waiting_command_and_counts_a_badly_framed_one(short
         raw.close(0)
         ground.close()
         flight.close()
+
+
+@pytest.mark.req("LNK-004", "SEC-008")
+def test_an_ipv6_loopback_link_carries_commands_replies_and_telemetry():
+    """Found in audit: zmq://[::1]:PORT (a loopback link SEC-008 names) became tcp://::1:PORT, which the
+    agent could not bind ("No such device") and the ground connected to nothing, without a word. The
+    brackets go back into the endpoint and the sockets take IPv6."""
+    import socket
+
+    from flight.link.transport import open_ground_link
+    from hil.agent_process import free_tcp_port_pair
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:  # a host (or container) without IPv6 loopback: nothing here to carry it
+        pytest.skip(f"no IPv6 loopback on this host: {exc}")
+    url = f"zmq://[::1]:{free_tcp_port_pair()}"
+    cfg = parse_link_url(url)
+    assert cfg.cmd_endpoint.startswith("tcp://[::1]:") and cfg.tm_endpoint.startswith("tcp://[::1]:")
+    flight = open_flight_link(url)
+    ground = open_ground_link(url)
+    try:
+        ground.send(b"command")
+        got = []
+        for _ in range(1000):  # 10 s at most
+            got += flight.receive()
+            if got and flight.subscribers:
+                break
+            time.sleep(0.01)
+        assert [inbound.packet for inbound in got] == [b"command"] and flight.subscribers == 1
+        assert flight.reply(got[0].peer, b"reply") and flight.publish(b"stream")
+        seen: list[tuple[bytes, bool]] = []
+        for _ in range(1000):
+            seen += ground.receive_tagged()
+            if len(seen) == 2:
+                break
+            time.sleep(0.01)
+        assert sorted(seen) == [(b"reply", False), (b"stream", True)]
+    finally:
+        ground.close()
+        flight.close()
+
+
+@pytest.mark.req("LNK-004")
+@pytest.mark.parametrize("url,fragment", [
+    ("zmq+ipc://tmp/sunlit/link", "three slashes and no host"),  # was the socket /sunlit/link, "tmp" dropped
+    ("zmq+ipc:///run/sunlit/link?baud=9600", r"unknown option baud \(zmq\+ipc takes queue=N\)"),  # was ignored
+    ("zmq+ipc:///" + "d/" * 50 + "link", "the path is 105 bytes; with its .cmd/.tm it must fit a Unix socket's 107"),
+])
+def test_an_ipc_url_is_refused_naming_what_would_be_lost_or_not_fit(url, fragment):
+    """Found in audit: an ipc URL's host part and options were dropped without a word, and a path longer than
+    a Unix socket takes was refused only by ZeroMQ as the link opened (on the ground's CLI, a traceback)."""
+    with pytest.raises(LinkConfigError, match=fragment):
+        parse_link_url(url)
+    assert parse_link_url("zmq+ipc:///" + "d/" * 49 + "link").cmd_endpoint.endswith("/link.cmd")  # 103 + 4 fits
+
+
+@pytest.mark.req("LNK-004")
+@pytest.mark.parametrize("host", ["*", "-x"])
+def test_a_ground_link_zeromq_cannot_connect_is_an_oserror_naming_the_url(host):
+    """Found in audit: open_ground_link("zmq://*:5550"), the agent's bind address given to a console, raised
+    ZeroMQ's own error, which the ground's CLI does not expect (a traceback); the flight end already said
+    OSError naming the URL. Now both do, and the socket already made is closed."""
+    from flight.link.transport import open_ground_link
+
+    ctx = zmq.Context.instance()
+    before = len(ctx._sockets)
+    with pytest.raises(OSError, match=re.escape(f"cannot connect zmq://{host}:47500 (tcp://{host}:47500, ")):
+        open_ground_link(f"zmq://{host}:47500")
+    assert len(ctx._sockets) == before  # the SUB made before the failed connect is not left open

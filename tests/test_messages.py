@@ -156,3 +156,19 @@ def test_malformed_telemetry_data_is_a_packet_error(service, subtype, body):
 def test_events_must_carry_exactly_their_arguments():
     with pytest.raises(ValueError, match="takes"):
         Codec(DICTIONARY).encode_event("PING_RECEIVED", {}, 0.0)
+
+
+@pytest.mark.req("LNK-007")
+@pytest.mark.parametrize("field", ["opcode", "cmd_id"])
+def test_an_opcode_or_cmd_id_nested_a_thousand_deep_is_a_malformed_command_said_briefly(field):
+    """Found in audit: the arguments' deep values were said briefly, the envelope's were not. An opcode or
+    cmd_id nested a thousand arrays deep (msgpack takes 1024) made the error's str() raise RecursionError:
+    the agent counted an internal error and a fault, and the sender got no report at all."""
+    codec = Codec(DICTIONARY)
+    deep = b"\x91" * 1000 + b"\x01"
+    head = {"opcode": deep + msgpack.packb(5), "cmd_id": msgpack.packb(1) + deep}[field]
+    tc = unpack(pack_tc(0x10, 0, 8, 1, b"\x93" + head + b"\x80"))
+    with pytest.raises(PacketError, match=rf"^{field}: an array of 1 must be a whole number in ") as e:
+        codec.decode_command(tc)
+    assert e.value.field == field and e.value.kind == "encoding"
+    assert codec.describe(pack_tc(0x10, 0, 8, 1, b"\x93" + head + b"\x80"))["decode_error"].startswith(field)

@@ -15,7 +15,7 @@ loop waits on its links and its timers together instead of sleeping.
 
 Links are named by URL:
 
-- ``zmq://HOST:PORT`` TCP: commands on PORT, telemetry on PORT+1;
+- ``zmq://HOST:PORT`` TCP: commands on PORT, telemetry on PORT+1 (an IPv6 HOST in brackets, ``zmq://[::1]:5550``);
 - ``zmq+ipc:///run/sunlit/link``: the same over Unix sockets ``…link.cmd`` and ``…link.tm``;
 - ``serial:///dev/ttyUSB0?baud=115200``: COBS frames on a serial line, both directions.
 
@@ -29,7 +29,7 @@ import abc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from flight.link.definitions import LinkKind
 
@@ -37,6 +37,8 @@ DEFAULT_BAUD = 115_200
 MIN_BAUD, MAX_BAUD = 300, 12_000_000  # the slowest standard rate; the fastest USB serial adapters
 DEFAULT_QUEUE_PACKETS = 1000
 MAX_QUEUE_PACKETS = 1_000_000  # queue=N at most: a ZeroMQ high-water mark is a C int, and a serial queue is memory
+IPC_PATH_MAX_BYTES = 107  # a Unix socket's path (sockaddr_un.sun_path less its NUL), ZeroMQ's IPC_PATH_MAX_LEN
+_IPC_SUFFIXES = (".cmd", ".tm")
 
 
 class LinkConfigError(ValueError):
@@ -95,11 +97,21 @@ def parse_link_url(url: str) -> LinkConfig:
             raise LinkConfigError(f"{url}: expected zmq://HOST:PORT with PORT in 1..65534 (telemetry uses PORT+1)")
         if query:
             raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (zmq takes queue=N)")
+        if ":" in host:  # an IPv6 literal (urlsplit took its brackets off): ZeroMQ wants them back (found in audit:
+            host = f"[{unquote(host)}]"  # tcp://::1:5550 bound nothing, "No such device")
         return LinkConfig(LinkKind.ZMQ, url, f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", queue_packets=queue)
     if parts.scheme in ("zmq+ipc", "ipc"):
         path = parts.path
+        if parts.netloc:  # found in audit: zmq+ipc://tmp/x was the socket /x, its "tmp" dropped without a word
+            raise LinkConfigError(f"{url}: an ipc URL has three slashes and no host: zmq+ipc:///PATH")
         if not path:
             raise LinkConfigError(f"{url}: expected zmq+ipc:///PATH")
+        if query:
+            raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (zmq+ipc takes queue=N)")
+        longest = len(path.encode()) + max(map(len, _IPC_SUFFIXES))
+        if longest > IPC_PATH_MAX_BYTES:  # found in audit: ZeroMQ refused it only as the link opened (a traceback)
+            raise LinkConfigError(f"{url}: the path is {len(path.encode())} bytes; with its {'/'.join(_IPC_SUFFIXES)} "
+                                  f"it must fit a Unix socket's {IPC_PATH_MAX_BYTES}")
         return LinkConfig(LinkKind.ZMQ, url, f"ipc://{path}.cmd", f"ipc://{path}.tm", queue_packets=queue)
     if parts.scheme == "serial":
         device = parts.path

@@ -440,10 +440,12 @@ class Codec:
         if not (isinstance(body, list) and len(body) == 3):
             raise PacketError("encoding", "command data must be [opcode, cmd_id, {args}]")
         opcode, cmd_id, args = body
+        # Said briefly (found in audit: an opcode or cmd_id nested a thousand deep made str() raise RecursionError,
+        # an internal error and no report, as an argument's once did)
         if not _whole(opcode, 0, 2**16):  # a boolean is an int to Python, not to msgpack's sender
-            raise PacketError("encoding", f"opcode: {str(opcode)[:40]!r} must be a whole number in 0..65535")
+            raise PacketError("encoding", f"opcode: {_show(opcode)} must be a whole number in 0..65535", "opcode")
         if not _whole(cmd_id, 1, 2**64):  # 0 would be neither journaled nor cached: a retry would run it again
-            raise PacketError("encoding", f"cmd_id: {str(cmd_id)[:40]!r} must be a whole number in 1..2^64-1")
+            raise PacketError("encoding", f"cmd_id: {_show(cmd_id)} must be a whole number in 1..2^64-1", "cmd_id")
         if isinstance(args, dict) and not all(isinstance(k, str) for k in args):
             raise PacketError("encoding", "argument names must be strings")
         command = self.dictionary.command_by_opcode.get(opcode)

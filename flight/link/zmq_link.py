@@ -79,8 +79,10 @@ def _context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def _common(sock: zmq.Socket, hwm: int) -> None:
+def _common(sock: zmq.Socket, hwm: int, endpoint: str = "") -> None:
     sock.linger = 0
+    if endpoint.startswith("tcp://["):  # an IPv6 address: without ZMQ_IPV6 libzmq binds and connects to nothing
+        sock.ipv6 = True
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
     sock.reconnect_ivl = _RECONNECT_IVL_MS
@@ -139,11 +141,11 @@ class ZmqFlightLink(FlightLink):
             raise ValueError("an agent's CURVE keys need the allow-list directory (allowed_dir)")
         ctx = _context() if keys is None else self._start_curve(keys)
         self._cmd = ctx.socket(zmq.ROUTER)
-        _common(self._cmd, config.queue_packets)
+        _common(self._cmd, config.queue_packets, config.cmd_endpoint)
         self._cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises instead of vanishing
         self._cmd.setsockopt(zmq.MAXMSGSIZE, MAX_COMMAND_MESSAGE)
         self._tm = ctx.socket(zmq.XPUB)
-        _common(self._tm, config.queue_packets)
+        _common(self._tm, config.queue_packets, config.tm_endpoint)
         self._tm.setsockopt(zmq.XPUB_NODROP, 1)
         self._tm.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
         try:
@@ -291,22 +293,31 @@ class ZmqGroundLink(GroundLink):
             raise ValueError("a ground link's CURVE keys need the agent's public key (server_public)")
         ctx = _context()
         self._tm = ctx.socket(zmq.SUB)
-        _common(self._tm, config.queue_packets)
+        _common(self._tm, config.queue_packets, config.tm_endpoint)
         _curve_client(self._tm, config.curve)
         self._tm.setsockopt(zmq.SUBSCRIBE, b"")
-        self._tm.connect(config.tm_endpoint)
         self._identity = b""
-        self._cmd = self._open_dealer()
+        try:
+            self._tm.connect(config.tm_endpoint)
+            self._cmd = self._open_dealer()
+        except zmq.ZMQError as exc:  # found in audit: a host ZeroMQ cannot take (zmq://*:5550, the agent's bind
+            self.close()  # address) ended the ground's CLI in a traceback, its SUB left open
+            raise OSError(f"cannot connect {config.url} ({config.cmd_endpoint}, {config.tm_endpoint}): {exc}") \
+                from exc
 
     def _open_dealer(self) -> zmq.Socket:
         sock = _context().socket(zmq.DEALER)
-        _common(sock, self.config.queue_packets)
+        _common(sock, self.config.queue_packets, self.config.cmd_endpoint)
         # A unique identity per socket, so the agent's ROUTER never mixes two consoles; random, so
         # no other console can guess it (and claim this one's presence, silencing its replies).
         identity = f"g{os.urandom(12).hex()}".encode()
         sock.setsockopt(zmq.IDENTITY, identity)
         _curve_client(sock, self.config.curve)  # the retry's new DEALER too
-        sock.connect(self.config.cmd_endpoint)
+        try:
+            sock.connect(self.config.cmd_endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
         # This SUB reaches that DEALER's console: the agent publishes its reports once, not twice.
         if self._identity:
             self._tm.setsockopt(zmq.UNSUBSCRIBE, PRESENCE_PREFIX + self._identity)
