@@ -734,3 +734,35 @@ def test_what_went_out_just_before_the_ground_was_heard_is_played_back_and_what_
     played = set(ground.played)
     assert {key(tm) for tm in lost if tm.time_s == heard_s} & played  # the silence's last instant comes again
     assert not {key(tm) for tm in after} & played  # what went to a listening ground does not
+
+
+@pytest.mark.req("AGT-095", "AGT-096")
+def test_a_store_delete_whose_log_write_fails_says_so_and_its_retry_deletes_for_good(tmp_path, monkeypatch):
+    """Found in audit: STORE_DELETE failed on a full disk having freed its records in memory; the retry found none
+    to record, completed, and after a restart every one of them was back."""
+    rig = InProcessAgent(tmp_path)
+    try:
+        rig.advance(10)
+        cut = rig.clock.now_s() - 5.0
+        real_open = os.open
+
+        def full(path, *args, **kwargs):
+            if str(path).endswith("acks.log"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", full)
+        failed = rig.send("STORE_DELETE", to_unix_s=cut)
+        assert failed.failed and "cannot record the deletion" in failed.failure.reason
+        monkeypatch.undo()
+        assert rig.send("STORE_DELETE", to_unix_s=cut).completed
+    finally:
+        rig.close()
+    from flight.agent.tm_store import ACKED, PacketStore
+
+    store = PacketStore(tmp_path / "store")
+    back = [seg.ids[i] for segs in store.segments.values() for seg in segs for i in range(len(seg.ids))
+            if seg.times[i] <= cut * 1000 and seg.state[i] != ACKED]
+    store.close()
+    assert back == []
+    assert "a restart brings them back unless a retry records it" in failed.failure.reason

@@ -518,3 +518,82 @@ def test_what_opening_a_smaller_store_drops_is_said_not_only_counted(tmp_path):
         dropped = rig.hk()["store_dropped"]
         said = [e.args for e in rig.events("STORE_DROPPED")]
         assert dropped > 0 and said and said[0]["count"] == dropped and said[0]["store"].startswith("HK ")
+
+
+@pytest.mark.req("AGT-096")
+def test_a_segment_whose_directory_will_not_sync_leaks_no_descriptor_at_each_refused_append(tmp_path, monkeypatch):
+    """Found in audit: a new segment whose directory's fsync failed (EIO) kept its descriptor open, one more at each
+    append the disk refused, until the agent had none left for its sockets."""
+    c = codec()
+    store = PacketStore(tmp_path, max_bytes=64 * 1024, segment_bytes=1024)
+
+    def eio():
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store, "_fsync_dir", eio)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(50):
+        with pytest.raises(OSError):
+            store.append(event(c, i))
+    assert len(os.listdir("/proc/self/fd")) == before and not store._fds
+    monkeypatch.undo()  # the disk answers again: appends go on
+    assert store.append(event(c, 50)).store_id == 1 and store.records_held() == 1
+    store.close()
+
+
+@pytest.mark.req("AGT-090", "AGT-096")
+def test_an_acknowledgement_the_log_refuses_is_written_with_the_next_and_a_retry_says_so(tmp_path, monkeypatch):
+    """Found in audit: a refused write of acks.log was forgotten, the records acknowledged in memory only: a retry
+    found nothing new to write, and the next start played them back (STORE_DELETE: FAILED, then COMPLETED,
+    then the packets back)."""
+    c = codec()
+    store = open_store(tmp_path)
+    for i in range(6):
+        store.append(event(c, i))
+    real_open = os.open
+
+    def full(path, *args, **kwargs):
+        if str(path).endswith("acks.log"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full)
+    with pytest.raises(OSError):
+        store.delete_until(int((T0 + 2) * 1000))
+    assert store.records_held() == 3 and pending_ids(store) == [4, 5, 6], "the ground's wish holds in memory"
+    with pytest.raises(OSError):  # a retry on a disk still full says so: nothing is recorded yet
+        store.delete_until(int((T0 + 2) * 1000))
+    monkeypatch.undo()
+    store.delete_until(int((T0 + 2) * 1000))  # room again: the retry records what the first could not
+    store.close()
+    again = open_store(tmp_path)
+    assert again.records_held() == 3 and pending_ids(again) == [4, 5, 6]
+    again.close()
+
+
+@pytest.mark.req("AGT-090", "AGT-096")
+def test_an_acks_log_the_disk_cannot_give_back_costs_its_acknowledgements_not_the_store(tmp_path):
+    """Found in audit: an acks.log that could not be read (EIO; here a directory in its place) made the whole store
+    unopenable, and the agent flew without one, its stored packets never played back."""
+    c = codec()
+    store = open_store(tmp_path)
+    for i in range(3):
+        store.append(event(c, i))
+    store.acknowledge_ids([1])
+    store.close()
+    (tmp_path / "acks.log").unlink()
+    (tmp_path / "acks.log").mkdir()
+    again = open_store(tmp_path)
+    assert "acks.log unreadable" in again.acks_error and again.stats.corrupt_records == 1
+    assert pending_ids(again) == [1, 2, 3], "what it acknowledged comes again; nothing else is lost"
+    assert (tmp_path / "acks.log.corrupt").is_dir(), "moved aside: no later start reads it"
+    again.acknowledge_ids([2])
+    again.close()
+    assert pending_ids(open_store(tmp_path)) == [1, 3]
+    (tmp_path / "acks.log").unlink()
+    (tmp_path / "acks.log").mkdir()
+    from tests.inproc import InProcessAgent
+
+    with InProcessAgent(tmp_path / "state", store_dir=tmp_path) as rig:  # the agent flies with its store, says it
+        assert any("acks.log unreadable" in e.args["reason"] for e in rig.events("STORE_ERROR"))
+        assert rig.hk()["store_enabled"] != "none" and rig.hk()["store_records"] >= 3

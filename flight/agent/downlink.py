@@ -402,6 +402,8 @@ class Downlink(Component):
         """Boot: say what start-up found wrong with the store."""
         if self._store_error is not None:
             self._emit("STORE_ERROR", reason=self._store_error)
+        if self.store is not None and self.store.acks_error is not None:
+            self._emit("STORE_ERROR", reason=self.store.acks_error)
         if self.store is not None and (self.store.stats.corrupt_records or self.store.stats.torn_tails):
             self._emit("STORE_CORRUPT", count=self.store.stats.corrupt_records + self.store.stats.torn_tails,
                        where=f"{self.store.stats.torn_tails} torn by a crash, at start")
@@ -622,7 +624,8 @@ class Downlink(Component):
         try:
             n = store.delete_until(int(math.floor(req.args["to_unix_s"] * 1000.0)), _classes(req.args["store"]))
         except OSError as exc:
-            raise CommandFailed(f"cannot record the deletion: {exc.strerror or exc}") from None
+            raise CommandFailed(f"cannot record the deletion: {exc.strerror or exc}; the packets are not played back, "
+                                "but a restart brings them back unless a retry records it") from None
         return {"deleted": n}
 
     def _load_enabled(self) -> None:

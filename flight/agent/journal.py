@@ -315,22 +315,27 @@ class CommandJournal:
         Where marked records follow, a failure stops it (the markers read on from there: the first marker
         of a new journal damaged reads as this format, and its garbage must not be taken for lengths);
         where none do, a record whose CRC fails is skipped, as this format was always read."""
-        at = 0
+        at, damaged = 0, False
+        # Whether a marker follows ``at``, in constant time (found in audit: ``MARKER in data[at:]`` at each
+        # failed record made a zero-filled journal of 1 MB, 131,072 empty "records", take 49 s to read at boot).
+        last_marker = data.rfind(MARKER)
         while at + _HEADER.size <= len(data) and not data.startswith(MARKER, at):
             (length,) = _HEADER.unpack_from(data, at)
             end = at + _HEADER.size + length + _HEADER.size
             if length > MAX_RECORD or end > len(data):
-                if end > len(data) and length <= MAX_RECORD and MARKER not in data[at:]:
+                if end > len(data) and length <= MAX_RECORD and last_marker < at:
                     return at  # torn by a power cut mid-append
-                self.bad_records += 1  # nothing after it can be framed this way
+                self.bad_records += not damaged  # nothing after it can be framed this way
                 return at
             entry = self._entry(data[at + _HEADER.size: end - _HEADER.size], data, end)
             if entry is None:
-                self.bad_records += 1
-                if MARKER in data[at:]:
+                self.bad_records += not damaged  # one damaged stretch, however many records it holds
+                damaged = True
+                if last_marker >= at:
                     return at
                 at = end
                 continue
+            damaged = False
             at = end
             self._records += 1
             self._remember(entry)

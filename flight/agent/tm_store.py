@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from flight.link.packets import MAX_SEQ_COUNT, PacketError, Telemetry, unpack
-from flight.storage import write_atomic
+from flight.storage import quarantine, write_atomic
 
 _datasync = getattr(os, "fdatasync", os.fsync)
 """How an active segment's appends are made durable: ``fdatasync`` where the OS has it (Linux, the
@@ -238,8 +238,10 @@ class PacketStore:
         self._acks_path = self.dir / "acks.log"
         self._ack_records = 0
         self._ack_compacted = 0
+        self._unlogged: list[tuple[int, int]] = []  # acknowledged in memory, their write to acks.log refused
         self._next_id = 1
         self.unreadable_segments: list[str] = []  # segment files the disk could not give back at start
+        self.acks_error: str | None = None  # acks.log could not be read at start: why, and what was done
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -333,16 +335,22 @@ class PacketStore:
                 self._seal(segs[-1])
             seg = Segment(cls, self.dir / f"{cls.name}-{self._next_id:016x}.seg", self._next_id)
             fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                self._fsync_dir()
+            except OSError:  # the next append opens it again (found in audit: a descriptor leaked at each)
+                os.close(fd)
+                raise
             self._fds[seg.path] = fd
-            self._fsync_dir()
             segs.append(seg)
         return segs[-1]
 
     def _seal(self, seg: Segment) -> None:
         fd = self._fds.pop(seg.path, None)
         if fd is not None:
-            os.fsync(fd)
-            os.close(fd)
+            try:
+                os.fsync(fd)
+            finally:  # closed whatever the fsync says: it is out of _fds, nothing else would close it
+                os.close(fd)
             self._dirty.discard(seg.cls)
 
     def _fd(self, path: Path) -> int:
@@ -441,11 +449,19 @@ class PacketStore:
 
     def acknowledge_ids(self, ids: Iterable[int]) -> int:
         """Mark these store ids received, durably (``acks.log``, fsynced); returns how many were
-        newly acknowledged."""
+        newly acknowledged. In memory whatever the disk says (the ground has them: they are not played
+        back again); ranges whose write the disk refused are written with those of the next call, and
+        it raises until they are (found in audit: a STORE_DELETE whose write failed freed its records in
+        memory only, its retry found none to write and completed, and they came back at the next start)."""
         wanted = sorted(set(ids))
         done = self._mark_acked(wanted)
         if done:
-            self._log_acks(_ranges(wanted))
+            self._unlogged = _merge(self._unlogged + _ranges(wanted))
+        if self._unlogged:
+            self._log_acks(self._unlogged)  # raises: kept for the next call
+            self._unlogged = []
+            if self._ack_records > 2 * self._ack_compacted + 4096:  # amortised: the log at most doubles
+                self._compact_acks()
         return done
 
     def _mark_acked(self, ids: list[int]) -> int:
@@ -480,13 +496,13 @@ class PacketStore:
         data = b"".join(_frame(_RANGE.pack(lo, hi)) for lo, hi in ranges)
         fd = os.open(self._acks_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a short write (a full disk) goes on where it stopped, or raises
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         self._ack_records += len(ranges)
-        if self._ack_records > 2 * self._ack_compacted + 4096:  # amortised: the log at most doubles
-            self._compact_acks()
 
     def _compact_acks(self) -> None:
         """Rewrite acks.log with the acknowledgements of records still held, and the highest id
@@ -662,6 +678,18 @@ class PacketStore:
         try:
             data = self._acks_path.read_bytes()
         except FileNotFoundError:
+            return [], 0
+        except OSError as exc:
+            # It costs its acknowledgements (played back again), not the store (found in audit: EIO, or a
+            # directory in its place, and the agent flew without a store, its stored packets never played back).
+            # Moved aside so that no later start reads its ranges against ids given again; where it cannot be,
+            # the store is not opened, as before.
+            why = exc.strerror or str(exc)
+            if quarantine(self._acks_path) is None:
+                raise StoreError(f"{self._acks_path.name} unreadable ({why}) and cannot be moved aside") from exc
+            self.stats.corrupt_records += 1
+            self.acks_error = (f"{self._acks_path.name} unreadable ({why}): moved aside, the packets it acknowledged "
+                               "are played back again")
             return [], 0
         ranges, highest = [], 0
         for _start, _end, payload in _records(data, _RANGE.size)[0]:
