@@ -146,6 +146,9 @@ class PtyLine:
         self._paused = False
         self._stopping = False
         self._requests: list[tuple[str, threading.Event]] = []  # ends to unplug, done when closed
+        # Why the copying thread stopped, if it failed (a fault function that raised): close() and unplug() raise it
+        # (found in audit: the line went dead in silence, so a test saw a link fault that was the harness's).
+        self._failure: BaseException | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._thread = threading.Thread(target=self._run, name="pty-line", daemon=True)
@@ -186,8 +189,11 @@ class PtyLine:
         with self._lock:
             self._requests.append((name, done))
         self._wake()
-        if not done.wait(timeout=5):
-            raise RuntimeError(f"the copying thread did not unplug end {name}")
+        deadline = time.monotonic() + 5.0
+        while not done.wait(timeout=0.05):
+            if self._failure is not None or not self._thread.is_alive() or time.monotonic() > deadline:
+                self._raise_failure()
+                raise RuntimeError(f"the copying thread did not unplug end {name}")
 
     def replug(self, name: str) -> None:
         """End ``name`` comes back as a new /dev/pts, reachable at the same link path."""
@@ -220,6 +226,7 @@ class PtyLine:
         self._wake()
 
     def close(self) -> None:
+        """Stop the thread, close both ends; raises if the thread had failed (what crossed the line after is lost)."""
         with self._lock:
             self._stopping = True
         self._wake()
@@ -234,6 +241,12 @@ class PtyLine:
             except OSError:
                 pass
         shutil.rmtree(self._dir, ignore_errors=True)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None  # raised once
+        if failure is not None:
+            raise RuntimeError(f"the pty line's copying thread failed: {failure!r}") from failure
 
     def __enter__(self) -> "PtyLine":
         return self
@@ -250,6 +263,12 @@ class PtyLine:
             pass  # closing, or the pipe is full: the thread is awake anyway
 
     def _run(self) -> None:
+        try:
+            self._carry()
+        except BaseException as exc:  # kept for close() to raise: a line that died must not look like a quiet peer
+            self._failure = exc
+
+    def _carry(self) -> None:
         while True:
             with self._lock:
                 if self._stopping:

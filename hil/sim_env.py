@@ -42,6 +42,7 @@ class SimEnvironment:
         self.hello: sp.Hello | None = None
         self.last_load: sp.Load | None = None
         self.bad_messages = 0
+        self.last_error = ""  # why the last of them could not be read
 
     def _recv(self, timeout_s: float) -> Any:
         if not self._sock.poll(int(timeout_s * 1000)):
@@ -49,12 +50,14 @@ class SimEnvironment:
         frames = self._sock.recv_multipart()
         if len(frames) != 2:
             self.bad_messages += 1
+            self.last_error = f"{len(frames) - 1} frames, not one"
             return None
         peer, raw = frames
         try:
             msg = sp.decode(raw)
-        except ProtocolError:
+        except ProtocolError as exc:
             self.bad_messages += 1
+            self.last_error = str(exc)[:200]
             return None
         if isinstance(msg, sp.Hello):
             self._peer = peer  # a restarted agent says hello again from a new identity
@@ -64,13 +67,20 @@ class SimEnvironment:
     def wait_for_agent(self, timeout_s: float = 20.0, alive: Callable[[], bool] | None = None) -> sp.Hello:
         """The agent's hello; ``alive`` (the process still runs) is asked while waiting: AgentDied if not."""
         deadline = time.monotonic() + timeout_s
+        bad = self.bad_messages
         while time.monotonic() < deadline:
             msg = self._recv(self._slice(deadline - time.monotonic(), alive))
             if isinstance(msg, sp.Hello):
                 return msg
             if msg is None and alive is not None and not alive():
                 raise AgentDied(f"the agent's process exited before it said hello on {self.endpoint}")
-        raise AgentSilent(f"no hello from an agent on {self.endpoint} within {timeout_s} s")
+        raise AgentSilent(f"no hello from an agent on {self.endpoint} within {timeout_s} s{self._unread(bad)}")
+
+    def _unread(self, before: int) -> str:
+        """What the agent sent that could not be read since the count was ``before``: an agent that answered in a
+        form the harness cannot read is not a silent one (found in audit: it was said hung, the reason dropped)."""
+        n = self.bad_messages - before
+        return f"; it sent {n} message(s) the harness could not read (the last: {self.last_error})" if n else ""
 
     def _send(self, env: sp.Env) -> None:
         if self._peer is None:
@@ -119,10 +129,11 @@ class SimEnvironment:
     def _wait(self, seq: int, t_s: float | None, timeout_s: float, env: sp.Env | None,
               alive: Callable[[], bool] | None = None) -> sp.Load:
         deadline = time.monotonic() + timeout_s
+        bad = self.bad_messages
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentSilent(f"the agent did not answer step {seq} within {timeout_s:g} s")
+                raise AgentSilent(f"the agent did not answer step {seq} within {timeout_s:g} s{self._unread(bad)}")
             msg = self._recv(self._slice(remaining, alive))
             if isinstance(msg, sp.Hello) and env is not None:  # restarted: resend this step to the new agent
                 self._send(env)
