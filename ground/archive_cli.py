@@ -69,6 +69,11 @@ def parse_time_s(text: str) -> float:
     else:
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"time {text!r} is not finite")
+        try:  # found in audit: milliseconds given as seconds said "year 58846 is out of range", 1e20 a traceback
+            utc_iso(value)
+        except (OverflowError, OSError, ValueError):
+            raise argparse.ArgumentTypeError(f"time {text!r} is out of range: Unix seconds from year 1 to 9999 "
+                                             "(milliseconds given as seconds?)") from None
         return value
     try:
         when = datetime.fromisoformat(text.strip())
@@ -117,7 +122,11 @@ def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any],
     if os.path.lexists(final) and not args.force:
         raise ArchiveError(f"{final} exists: give another name, or --force to write over it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(final)
+    try:
+        tmp = temp_beside(final)
+    except OSError as exc:  # named as the file asked for (found in audit: a folder it cannot write in named the
+        # temporary file)
+        raise OSError(exc.errno, exc.strerror, str(final)) from None
     try:  # Ctrl-C, a full disk, a damaged chunk: the temporary file goes, nothing is left under the name
         result = write(tmp)
         if not empty(result):
@@ -125,6 +134,10 @@ def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any],
     except FileExistsError:
         raise ArchiveError(f"{final} exists (made while this was written): not written over; give another name, "
                            "or --force") from None
+    except OSError as exc:  # the same as it is written (found in audit: a full disk named no file at all)
+        if exc.filename is not None and not Path(exc.filename).name.startswith(f".{final.name}."):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(final)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return result
@@ -161,7 +174,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
         merged = sorted(((t, name, v) for name, (times, values) in data.items()
                          for t, v in zip(times.tolist(), values.tolist())), key=lambda r: r[0])
         for t, name, v in merged:
-            shown = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            shown = "" if v is None or (isinstance(v, float) and math.isnan(v)) else _printable(v)
+            # the agent's text printable, as `sunlit-ground events` shows it: an escape or a line break in a text
+            # channel (a power mode's name from the board) drove the terminal or forged a line (found in audit)
             print(f"{utc_iso(t)}  {name:>24} = {shown} {_unit(archive, name)}".rstrip())
     if not any(len(t) for t, _ in data.values()):
         _nothing(args, ", ".join(args.channel))
@@ -171,7 +186,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     with _open(args, spacecraft=True) as archive:
-        if args.csv:
+        if args.csv is not None:  # given, if empty (found in audit: `--csv ''` was told it took no CHANNEL as --raw)
             if not args.channel:
                 print("archive export --csv needs at least one CHANNEL", file=sys.stderr)
                 return 2
@@ -190,8 +205,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if rows:
                 print(f"{rows} packets written to {args.raw}", file=sys.stderr)
     if not rows:  # one there before (--force) is left as it was, and said so (found in review: read as replaced)
-        out = args.csv or args.raw
-        _nothing(args, ", ".join(args.channel) if args.csv else "packets",
+        out = args.csv if args.csv is not None else args.raw
+        _nothing(args, ", ".join(args.channel) if args.csv is not None else "packets",
                  f"{out} not written" + (" (the one there, from before, left as it was)" if Path(out).exists() else ""))
     return 0 if rows else 1
 
@@ -215,7 +230,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
     with _open(args, spacecraft=True) as archive:
         events = archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
     for e in events:
-        print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {e.name}: {e.text}")
+        # printable, as `sunlit-ground events` prints it (found in audit: an argument's escape reached the terminal)
+        print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {_printable(e.name)}: {_printable(e.text)}")
     if not events:
         _nothing(args, f"events at or above {args.severity}")
     return 0 if events else 1

@@ -500,7 +500,8 @@ class CompletenessTracker:
         total = self._count
         if total > self.max_keys:  # the oldest beyond the cap: a cutoff time that leaves max_keys
             times = sorted(_time(k) for order in self._order.values() for k in order)
-            cutoff = max(cutoff, times[total - self.max_keys * 9 // 10])  # a tenth of room: not every add
+            # a tenth of room: not every add; at least one kept (found in audit: max_keys below 10 ran past the list)
+            cutoff = max(cutoff, times[total - max(1, self.max_keys * 9 // 10)])
         if sum(len(v) for v in self._new.values()) > self.max_keys:  # nobody takes the runs: bounded anyway
             self.acks_dropped += sum(len(v) for v in self._new.values())
             self._new.clear()

@@ -578,7 +578,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return answer
     for name, size, mtime in answer.get("entries", []):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mtime))
-        print(f"{stamp}  {size_text(size) if not name.endswith('/') else '':>9}  {answer.get('directory')}/{name}")
+        # whatever is on board, printable (found in audit: an escape or a line break in a name reached the terminal)
+        print(f"{stamp}  {size_text(size) if not name.endswith('/') else '':>9}  "
+              f"{_printable(answer.get('directory'))}/{_printable(name)}")
     more = answer.get("count", 0) - len(answer.get("entries", []))
     if more > 0:
         print(f"... and {more} more")

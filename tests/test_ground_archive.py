@@ -1553,3 +1553,64 @@ def test_the_benchmarks_synthetic_housekeeping_is_whole_packets_of_the_dictionar
 
     items = _agent_hk(Codec(DICTIONARY), 2)
     assert len(items) == 2 and set(items[0].record.values) == set(DICTIONARY.packet_by_name["AGENT_HK"].channels)
+
+
+@pytest.mark.req("GND-025")
+def test_a_time_out_of_range_is_refused_naming_its_flag_never_a_traceback(archive, tmp_path, capsys):
+    """Milliseconds given as seconds once said only "year 58846 is out of range", and 1e20 gave an OverflowError
+    traceback as the empty window was said."""
+    codec = Codec(DICTIONARY)
+    archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(0), T0_S)), T0_S)
+    db = str(archive.path)
+    for flag, value in (("--from", "1794830400000"), ("--from", "99999999999999999999"), ("--to", "-1e15")):
+        with pytest.raises(SystemExit) as refused:
+            archive_cli("query", "cpu_pct", "--db", db, f"{flag}={value}")
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and f"argument {flag}: time {value!r} is out of range" in err, err
+        assert "milliseconds given as seconds?" in err and "Traceback" not in err
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_time_s("1e20")
+    assert parse_time_s("-1") == -1.0 and parse_time_s("253402300799") == 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+@pytest.mark.req("GND-025")
+def test_the_agents_text_in_query_and_events_is_printed_printable(archive, capsys):
+    """An escape or a line break in the agent's text (an event's argument, a power mode's name from the board)
+    reached the operator's terminal through `archive events` and `archive query`, which `sunlit-ground events`
+    already prints printable."""
+    codec = Codec(DICTIONARY)
+    archive.record(decoded(codec, codec.encode_event("COMMAND_REJECTED", {"name": "X\x1b[2J\nFORGED", "reason": "r"},
+                                                     T0_S)), T0_S)
+    values = hk_values(POWER_HK, 1)
+    values["power_mode"] = "MAXN\x1b[31m\nFORGED"
+    archive.record(decoded(codec, codec.encode_hk(POWER_HK.sid, values, T0_S)), T0_S)
+    db = str(archive.path)
+    capsys.readouterr()
+    assert archive_cli("events", "--db", db) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "2026-11-16T12:00:00.000Z  WARNING_LO  COMMAND_REJECTED: Command X?[2J?FORGED refused: r"]
+    assert archive_cli("query", "power_mode", "--db", db) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["2026-11-16T12:00:00.000Z                power_mode = MAXN?[31m?FORGED"]
+    assert archive_cli("query", "power_mode", "--stats", "--db", db) == 0  # JSON: escaped already
+    assert "\x1b" not in capsys.readouterr().out
+
+
+@pytest.mark.req("GND-025")
+def test_an_output_that_cannot_be_written_is_named_as_given_not_as_its_temporary_file(archive, tmp_path, capsys):
+    """A folder the export cannot write in once named the hidden temporary file beside the output (a disk full, no
+    file at all); and `--csv ''` was told it had given --raw."""
+    codec = Codec(DICTIONARY)
+    archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(0), T0_S)), T0_S)
+    db = str(archive.path)
+    for argv, out in ((("export", "--csv", "/proc/sunlit.csv", "cpu_pct"), "/proc/sunlit.csv"),
+                      (("export", "--raw", "/proc/sunlit.hex"), "/proc/sunlit.hex"),
+                      (("plot", "cpu_pct", "--out", "/proc/sunlit.png"), "/proc/sunlit.png")):
+        capsys.readouterr()
+        assert archive_cli(*argv, "--db", db) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"sunlit-ground archive: {out}: ") and ".part" not in err, err
+    assert archive_cli("export", "--csv", "", "cpu_pct", "--db", db) == 2
+    err = capsys.readouterr().err
+    assert "--raw" not in err and "a folder; give the name of the file to write" in err, err

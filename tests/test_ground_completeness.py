@@ -185,6 +185,18 @@ def test_memory_is_bounded_by_a_horizon_and_a_count_and_says_so():
     assert capped.gaps() == [], "nothing is missing in what is held"
 
 
+def test_a_cap_of_a_few_keys_keeps_the_newest_and_never_runs_past_them():
+    """A tracker made with fewer than 10 keys (the constructor takes 1) raised IndexError at the add that
+    passed its cap: its pruning cut at a tenth of room, none for a cap below 10."""
+    for max_keys in (1, 5, 9):
+        tracker = CompletenessTracker(max_keys=max_keys)
+        for i in range(30):
+            assert tracker.add(AGENT, i, 10_000 + i, 0.0)
+        stats = tracker.stats()
+        assert 1 <= stats.keys <= max_keys and stats.forgotten == 30 - stats.keys
+        assert tracker.seen(AGENT, 29, 10_029) and not tracker.seen(AGENT, 0, 10_000)
+
+
 # --- the client --------------------------------------------------------------------------------
 
 
