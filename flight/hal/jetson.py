@@ -481,7 +481,7 @@ def find_zones(thermal_dir: Path) -> tuple[dict[str, _Zone], list[str]]:
     for zone_dir in dirs:
         try:
             zone_type = (zone_dir / "type").read_text().strip() or zone_dir.name
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:  # found in audit: bytes not text raised out of read()
             problems.append(f"{zone_dir.name}: type {describe_error(exc)} ({zone_dir / 'type'})")
             continue
         zones[unique_key(zones, zone_type)] = _Zone(zone_dir, zone_type)
@@ -504,7 +504,7 @@ def find_rails(driver_dir: Path) -> tuple[dict[str, _Rail], dict[str, Path | Non
                 label = label_path.read_text().strip()
             except FileNotFoundError:
                 continue
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"ina3221 {dev.name} in{ch}: label {describe_error(exc)} ({label_path})")
                 continue
             if label and label.upper() != "NC":  # "NC": not connected, as L4T labels unused channels
@@ -650,7 +650,7 @@ class JetsonHal(Hal):
                     raise _Moved(f"{zone.path.name} is now a zone of type {zone_type!r}")
                 path = zone.path / "temp"
                 text = path.read_text()
-            except (OSError, _Moved) as exc:
+            except (OSError, UnicodeDecodeError, _Moved) as exc:  # bytes not text: this zone's loss, not every sensor's
                 missing.append(f"{key}: {describe_error(exc)} ({path})")
                 self.read_failures += 1
                 trouble.add(key)

@@ -137,14 +137,14 @@ class LinuxHal(Hal):
         for chip in chips:
             try:
                 chip_name = (chip / "name").read_text().strip() or chip.name
-            except OSError:
+            except (OSError, UnicodeDecodeError):  # found in audit: bytes not text raised out of read()
                 chip_name = chip.name
             for temp_path in sorted(chip.glob("temp*_input"), key=_index):
                 inputs += 1
                 n = temp_path.name[len("temp") : -len("_input")]
                 try:
                     label = (chip / f"temp{n}_label").read_text().strip() or f"temp{n}"
-                except OSError:
+                except (OSError, UnicodeDecodeError):
                     label = f"temp{n}"
                 key = unique_key(temps_c, f"{chip_name}/{label}")
                 try:
@@ -162,7 +162,7 @@ class LinuxHal(Hal):
         for zone in zones:
             try:
                 names[zone.name] = (zone / "name").read_text().strip() or zone.name
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 names[zone.name] = zone.name
         keyed: list[tuple[str, Path]] = []
         for zone in zones:

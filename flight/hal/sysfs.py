@@ -69,6 +69,8 @@ def read_int(path: Path) -> int:
 
 def describe_error(exc: BaseException) -> str:
     """Short reason for a failed read: 'read empty', 'permission denied', ..."""
+    if isinstance(exc, UnicodeDecodeError):  # a ValueError, and no OSError: say what it is, not the codec's words
+        return f"not text (byte {exc.object[exc.start:exc.start + 1].hex()} at {exc.start})"
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, FileNotFoundError):
@@ -119,7 +121,7 @@ def read_thermal_zones(root: Path) -> tuple[dict[str, float], list[str], list[st
     for _, zone_dir in zones:
         try:
             zone_type = (zone_dir / "type").read_text().strip() or zone_dir.name
-        except OSError:
+        except (OSError, UnicodeDecodeError):  # bytes that are not text: one zone's name lost, not every sensor
             zone_type = zone_dir.name
         temp_path = zone_dir / "temp"
         try:

@@ -17,6 +17,7 @@ the battery: with net = P_solar − P_load, stored Wh += dt·net·η_charge/3600
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from flight.link.definitions import Admission
@@ -147,11 +148,14 @@ def decide(
         raise ValueError("no power modes to choose from")
     top = len(modes) - 1 if cap_index is None else max(0, min(cap_index, len(modes) - 1))
     lowest = modes[0]
-    if inputs.soc_pct is None:
+    # A charge that is no number is unknown (found in audit: NaN ran 25W with training, as a charging step's
+    # min(full, NaN) reads full); one above 100 % is a full battery's, as the planner takes it (150 % ran MAX
+    # with training through a 100-min eclipse on energy no battery holds, where a full one allows 15W).
+    if inputs.soc_pct is None or not math.isfinite(inputs.soc_pct):
         return PowerDecision(lowest.name, 0, Admission.NONE, lowest.idle_w,
                              "battery state unknown: lowest mode, no compute", 0.0)
     e_full = battery.capacity_wh
-    e_now = inputs.soc_pct / 100.0 * e_full
+    e_now = min(100.0, inputs.soc_pct) / 100.0 * e_full
     e_keep = (settings.floor_pct + settings.margin_pct) / 100.0 * e_full
     e_train = e_keep + settings.training_reserve_pct / 100.0 * e_full
     solar = max(0.0, inputs.solar_power_w or 0.0)
