@@ -376,21 +376,35 @@ class Dispatcher(Component):
                 value = {**(value or {}), "journal": unrecorded}
             elif not ok:
                 value = f"{value} ({unrecorded})"
+        self._journal_finished(cmd_id, ok, code, value)  # before the report: a kill -9 after it keeps the record
+        command = self.codec.dictionary.command_by_name.get(name)
+        if command is None or not command.read_only:
+            self.changes += 1
+        if ok:
+            try:
+                report(Stage.COMPLETED, True, result=value)
+            except Exception as exc:  # noqa: BLE001 - a result no report can carry (too big, not plain data)
+                # Ended failed, in its report and its journal record, as handle() ends a command that completes at
+                # once, and the error goes on to the caller, which counts it; a deferred one too (found in audit:
+                # its completion raised into the compute supervisor, no final report went out, COMMAND_STATUS
+                # said "running" for good, and the journal "completed").
+                reason = describe_error(exc)[:200]
+                self._journal_finished(cmd_id, False, FailureCode.EXECUTION_ERROR, reason)
+                self.counters.failed += 1
+                report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, reason)
+                raise
+            self.counters.executed += 1
+        else:
+            self.counters.failed += 1
+            report(Stage.COMPLETED, False, code, value)
+            self._emit("COMMAND_FAILED", name=name, reason=value)
+
+    def _journal_finished(self, cmd_id: int, ok: bool, code: FailureCode, value: Any) -> None:
         if cmd_id and self.journal is not None:
             try:
                 self.journal.finished(cmd_id, ok, int(code), "" if ok else redact_paths(str(value)))
             except OSError:
                 pass  # the outcome still goes out now; a retry after a restart reads it as interrupted
-        command = self.codec.dictionary.command_by_name.get(name)
-        if command is None or not command.read_only:
-            self.changes += 1
-        if ok:
-            self.counters.executed += 1
-            report(Stage.COMPLETED, True, result=value)
-        else:
-            self.counters.failed += 1
-            report(Stage.COMPLETED, False, code, value)
-            self._emit("COMMAND_FAILED", name=name, reason=value)
 
     def _reject(self, report, command: Command | None, code: FailureCode, reason: str) -> None:
         self.counters.rejected += 1

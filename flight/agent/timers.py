@@ -54,9 +54,14 @@ class Timers:
 
         A timer that fell behind by more than a period skips the missed ticks instead of
         firing in a burst: housekeeping after a stall reports now, not ten times.
+
+        A callback that raises does not keep the others from firing: the first error is raised once
+        all have (found in audit: housekeeping raising skipped the control tick behind it, and under
+        lockstep the harness's step was answered without it: a step with no thermal or battery check).
         """
         now = self._clock.monotonic_s()
         fired = 0
+        error: Exception | None = None
         for timer in list(self._timers.values()):
             if timer.due_s <= now:
                 # Lateness as it fires, after the callbacks before it in this pass (found in audit: read once a
@@ -65,7 +70,12 @@ class Timers:
                 timer.due_s += timer.period_s
                 if timer.due_s <= now:
                     timer.due_s = now + timer.period_s
-                timer.callback()
                 fired += 1
+                try:
+                    timer.callback()
+                except Exception as exc:  # noqa: BLE001 - raised below, once the others have fired
+                    error = error or exc
+        if error is not None:
+            raise error
         return fired
 
