@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import zmq
 
-from flight.agent.dispatcher import CommandFailed, Deferred, Handler
+from flight.agent.dispatcher import CommandFailed, Deferred, Handler, describe_error
 from flight.agent.file_args import check_file_arguments
 from flight.agent.ports import Component, EventPort, FaultLog
 from flight.clock import Clock, backoff_s
@@ -228,10 +228,33 @@ class ComputeSupervisor(Component):
             pass  # none yet, or the disk refuses: appended to as before
         self._rotate_log()
         self._open_log()  # there from the start, for FILE_DOWNLINK, even before the worker says anything
-        self.proc = subprocess.Popen(self._worker_argv(), stdout=self._out_w, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=worker_environment(os.environ, self.gpu_tf32))
+        try:
+            self.proc = subprocess.Popen(self._worker_argv(), stdout=self._out_w, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=worker_environment(os.environ, self.gpu_tf32))
+        except OSError as exc:
+            self._spawn_failed(exc)
+            return
         self.state = ComputeState.STARTING
         self._waiting = None
+
+    def _spawn_failed(self, exc: OSError) -> None:
+        """No worker process could be made (the interpreter gone: the software replaced under the agent; no memory
+        or pids left): a failed start, said (INTERNAL_ERROR, a fault) and in the worker's log, tried again later and
+        later as one that died before its hello is. Found in audit: Popen's error went out of start(), so the agent
+        did not boot, and, raised at each watchdog look, a COMPUTE_HUNG and a fault every control tick."""
+        self._internal_error("compute worker start", exc)
+        line = f"agent: the compute worker could not be started: {type(exc).__name__}: {exc}\n".encode()
+        if self._log_fd is not None:
+            try:
+                os.write(self._log_fd, line)
+            except OSError:
+                pass  # said as INTERNAL_ERROR all the same
+        self.proc = None
+        self.state = ComputeState.DOWN
+        self._waiting = None
+        self.failed_starts += 1
+        self._start_at_s = self._clock.monotonic_s() + backoff_s(START_BACKOFF_S, START_BACKOFF_MAX_S,
+                                                                 self.failed_starts - 1)
 
     def _worker_argv(self) -> list[str]:
         models = [*(["--trusted-keys", str(Path(self.trusted_keys).resolve())] if self.trusted_keys else []),
@@ -414,7 +437,15 @@ class ComputeSupervisor(Component):
             if entry is not None:
                 _deadline, deferred, on_ok = entry
                 if msg.ok:
-                    deferred.complete(on_ok(msg))
+                    try:
+                        value = on_ok(msg)
+                    except Exception as exc:  # noqa: BLE001 - a reply this agent cannot read: the command ends
+                        # failed, said, never left "running" for good (found in review: its entry was gone already)
+                        deferred.fail(f"the compute worker's reply could not be read: {describe_error(exc)[:200]}",
+                                      FailureCode.EXECUTION_ERROR)
+                        self._internal_error("compute reply", exc)
+                    else:
+                        deferred.complete(value)
                 else:
                     deferred.fail(msg.reason, FailureCode(msg.code) if msg.code in FailureCode._value2member_map_
                                   else FailureCode.EXECUTION_ERROR)
@@ -566,8 +597,9 @@ class ComputeSupervisor(Component):
         """``timeout_s``: agent time the answer may take (an install opens the model: up to compute_open_s more)."""
         self._require_enabled()
         if self._start_at_s is not None:
-            raise CommandFailed(f"the compute worker died or hung before it started, {self.failed_starts} times in a "
-                                f"row; next try in {max(0.0, self._start_at_s - self._clock.monotonic_s()):.0f} s "
+            raise CommandFailed(f"the compute worker did not start (it died or hung before its hello, or could not be "
+                                f"made), {self.failed_starts} times in a row; next try in "
+                                f"{max(0.0, self._start_at_s - self._clock.monotonic_s()):.0f} s "
                                 f"({WORKER_LOG} says why)", FailureCode.BUSY)
         if len(self._held) >= MAX_PENDING:
             raise CommandFailed(f"{MAX_PENDING} requests already wait for the compute worker to start; try again",

@@ -2549,6 +2549,10 @@ class Worker:
         # until a list that says it ended is read at a start (_load_jobs).
         if self._save_jobs() and job.kind is JobKind.TRAINING:
             self._remove_checkpoints(lambda job_id: job_id == job.job_id)
+        # The files it needed are free now, said before its end is (its event, JOB_CANCEL's reply): found in audit,
+        # FILE_DELETE of its data set right after JOB_CANCEL completed was refused BUSY until the next status
+        self._send(self.status())
+        self._last_status = time.monotonic()
         if state is JobState.DONE:
             self.event("JOB_DONE", job_id=job.job_id, summary=detail)
         else:
