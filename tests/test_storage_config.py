@@ -58,6 +58,22 @@ def test_parameters_layers_and_persistence(tmp_path):
     broken = ParameterStore(DICTIONARY, path)
     assert broken.load_error and "SHA-256" in broken.load_error
     assert broken["hk_period_s"] == 1.0 and not path.exists() and (tmp_path / "params.json.corrupt").exists()
+    assert broken.in_force() == "moved aside (params.json.corrupt), defaults in force"
+
+
+@pytest.mark.req("AGT-013")
+def test_a_saved_file_that_fails_its_check_says_what_is_in_force_and_whether_it_was_moved(tmp_path):
+    """Found in audit: boot said "moved aside (params.json.corrupt), defaults in force" where the config's
+    values were in force, and where the disk had refused to move it (it is read, and refused, again)."""
+    (tmp_path / "ro").mkdir()
+    path = tmp_path / "ro" / "params.json"
+    path.write_text("{}")  # no checksum: fails its check
+    (tmp_path / "ro" / "params.json.corrupt").mkdir()
+    (tmp_path / "ro" / "params.json.corrupt" / "x").write_text("")  # a folder in the way: the rename is refused
+    store = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 40.0})
+    assert store.load_error and store["battery_floor_pct"] == 40.0 and path.exists()
+    assert store.in_force() == ("not moved aside (the disk refused: it is read again at the next start), "
+                                "the config's values (defaults for the rest) in force")
 
 
 @pytest.mark.req("AGT-013")

@@ -493,7 +493,7 @@ class Agent:
         used; the telemetry SNs' also one it could not write): said at boot as STATE_CORRUPT, and by
         ``sunlit-flight run`` on its console. Each reason says what is in force instead."""
         store = self.params.store
-        problems = [("parameters", f"{store.load_error}; moved aside ({store.path.name}.corrupt), defaults in force")
+        problems = [("parameters", f"{store.load_error}; {store.in_force()}")
                     ] if store.load_error else []
         if self.memory.file.load_error:  # it says what is in force: the copy before its last write, or defaults
             problems.append(("state", self.memory.file.load_error))

@@ -37,11 +37,21 @@ class ParameterStore:
         self.rule = rule
         self._values = {p.name: p.default for p in dictionary.parameters}
         self._values.update(config_values or {})
+        self._config_sets = any(self._values[p.name] != p.default for p in dictionary.parameters)
         self.saved: dict[str, Any] = {}
         self._commanded: set[str] = set()  # set by command since start, or saved before
         self.load_error: str | None = None
+        self.set_aside: bool = False  # the saved file that failed its check was moved aside (NAME.corrupt)
         self.refused: list[tuple[str, str, str]] = []  # saved values left out at load: (name, value as text, why)
         self._load()
+
+    def in_force(self) -> str:
+        """What a saved file that failed its check leaves in force, said at boot (found in audit: "defaults in
+        force" where the config's values were, and "moved aside" where it could not be)."""
+        where = (f"moved aside ({self.path.name}.corrupt)" if self.set_aside else
+                 "not moved aside (the disk refused: it is read again at the next start)")
+        values = "the config's values (defaults for the rest)" if self._config_sets else "defaults"
+        return f"{where}, {values} in force"
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -52,7 +62,7 @@ class ParameterStore:
                 raise CorruptFile(f"{self.path}: expected a map of parameters")
         except CorruptFile as exc:
             self.load_error = str(exc)
-            quarantine(self.path)
+            self.set_aside = quarantine(self.path) is not None
             return
         under = dict(self._values)  # what each saved value would replace: defaults, then the config's
         for name, value in body.items():
