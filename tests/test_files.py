@@ -1111,6 +1111,44 @@ def test_an_eof_with_an_undefined_condition_code_is_counted_not_raised(tmp_path)
     assert pair.board.counts()["bad_pdus"] == 1 and "condition code 9" in pair.board.last_error
 
 
+@pytest.mark.req("FIL-001", "FIL-006")
+def test_a_pdu_that_cannot_begin_a_transaction_is_counted_and_makes_no_transfer(tmp_path):
+    """A late ACK of a Finished sent before a restart, a Prompt, a class-1 segment whose metadata was lost, metadata
+    from an entity that is not the peer: each counted as a bad PDU naming its transaction, none a transfer said and
+    counted as failed "abandoned" for a file nobody sent; a file sent afterwards still arrives."""
+    from spacepackets.cfdp import ChecksumType, ConditionCode, TransmissionMode
+    from spacepackets.cfdp.conf import PduConfig
+    from spacepackets.cfdp.pdu import AckPdu, DirectiveType, FileDataPdu, MetadataPdu, PromptPdu, TransactionStatus
+    from spacepackets.cfdp.pdu.file_data import FileDataParams
+    from spacepackets.cfdp.pdu.metadata import MetadataParams
+    from spacepackets.cfdp.pdu.prompt import ResponseRequired
+    from spacepackets.util import ByteFieldU16, ByteFieldU32
+
+    def conf(seq: int, mode=TransmissionMode.ACKNOWLEDGED, source: int = 1) -> PduConfig:
+        return PduConfig(ByteFieldU16(source), ByteFieldU16(2), ByteFieldU32(seq), mode)
+
+    pair = Pair(tmp_path)
+    stray = [
+        AckPdu(conf(40), DirectiveType.FINISHED_PDU, ConditionCode.NO_ERROR, TransactionStatus.TERMINATED),
+        PromptPdu(conf(41), ResponseRequired.NAK),
+        FileDataPdu(conf(42, TransmissionMode.UNACKNOWLEDGED), FileDataParams(file_data=b"late", offset=0)),
+        MetadataPdu(conf(43, source=9), MetadataParams(True, ChecksumType.CRC_32, 4, "uplink/x", "staging/x")),
+    ]
+    for pdu in stray:
+        pair.board.receive(bytes(pdu.pack()))
+    assert pair.board.counts()["bad_pdus"] == len(stray)
+    assert "transaction 9-43: from entity 9" in pair.board.last_error
+    pair.clock.t += 1.0
+    pair.board.pull(10_000)  # a tick: where a transfer had been made, it failed here
+    assert pair.board.list() == [] and pair.board.counts()["failed"] == 0
+    assert not [entry for entry in pair.log if entry[0] == "b"]
+
+    (tmp_path / "g/uplink/m.bin").write_bytes(b"model")
+    pair.ground.put("uplink/m.bin", "staging/m.bin")
+    pair.run(30)
+    assert (tmp_path / "b/staging/m.bin").read_bytes() == b"model"
+
+
 def conf_len(raw: bytearray) -> int:
     """Offset of an EOF's condition-code byte: after the header and the directive code."""
     ids = ((raw[3] >> 4) & 0x7) + 1

@@ -367,3 +367,47 @@ def test_the_worker_neither_reads_nor_writes_through_a_linked_directory(tmp_path
         assert worker._relative(f"{root}/models/m@1.onnx: file missing") == "models/m@1.onnx: file missing"
     finally:
         worker._sock.close(0)
+
+
+@pytest.mark.req("SEC-006", "FIL-007")
+@pytest.mark.parametrize("command,args,said", [
+    ("FILE_DOWNLINK", {"name": "models/cloud.onnx"}, "is not under"),
+    ("FILE_DOWNLINK", {"name": "product/job-3.json"}, "is not under"),
+    ("FILE_DOWNLINK", {"name": "products/a/b/c.json"}, "4 levels deep, at most 3"),
+    ("FILE_DOWNLINK", {"name": "products"}, "is a directory"),
+    ("FILE_DELETE", {"name": "models/cloud.onnx"}, "is not under"),
+    ("FILE_DELETE", {"name": "products/x/"}, "component ''"),
+    ("FILE_LIST", {"directory": "models/"}, "is not under"),
+])
+def test_a_time_tag_or_step_of_a_file_command_refuses_the_names_its_handler_refuses(tmp_path, command, args, said):
+    """Found in audit: a time tag of FILE_DOWNLINK models/cloud.onnx (or a top mistyped, or a name too deep for the
+    ground) was taken, and refused BAD_ARGUMENTS at its release, out of contact. Refused now, naming the argument,
+    as the command sent directly is; a sequence step likewise when the file is read."""
+    from flight.agent.schedule import ScheduleError, TimeSchedule
+
+    schedule = TimeSchedule(tmp_path / "schedule.json")
+    field = next(iter(args))
+    with pytest.raises(ScheduleError, match=rf"^args\.{field}: .*{said}") as refused:
+        schedule.insert_after(60.0, command, args, now_unix_s=1.8e9)
+    assert refused.value.code is FailureCode.BAD_ARGUMENTS and len(schedule) == 0
+    step = f'name = "s"\n[[step]]\ncommand = "{command}"\nargs = {json.dumps(args)}\n'.replace('": "', '" = "')
+    with pytest.raises(SequenceError, match=rf"step\[0\]\.args\.{field}: .*{said}"):
+        parse_sequence(step, "s.toml")
+    with InProcessAgent(tmp_path / "agent") as rig:
+        direct = rig.send(command, **args)
+        assert direct.failure is not None and direct.failure.code is FailureCode.BAD_ARGUMENTS, direct.outcome
+
+
+@pytest.mark.req("SEC-006", "FIL-011")
+def test_a_time_tag_of_a_file_command_still_takes_a_name_its_handler_takes(tmp_path):
+    """A file a time tag names need not be there yet (a product made before its pass): only its name is judged."""
+    from flight.agent.schedule import TimeSchedule
+
+    schedule = TimeSchedule(tmp_path / "schedule.json")
+    for command, args in (("FILE_DOWNLINK", {"name": "products/job-3.json"}),
+                          ("FILE_DOWNLINK", {"name": "sequences/pass.toml"}),
+                          ("FILE_DOWNLINK", {"name": "logs/old/worker.log.1"}),
+                          ("FILE_DELETE", {"name": "incoming/done/x.npy"}), ("FILE_LIST", {"directory": "products/"}),
+                          ("FILE_LIST", {"directory": "sequences"})):
+        entry = schedule.insert_after(60.0, command, args, now_unix_s=1.8e9)
+        assert {k: entry.args[k] for k in args} == args

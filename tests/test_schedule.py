@@ -758,3 +758,40 @@ def test_a_run_not_resumed_keeps_its_state_until_its_end_is_said(tmp_path):
     assert done["name"] == "pass" and done["ok"] is False and "not resumed at the restart" in done["reason"]
     assert not state.exists()
     assert again.telemetry()["sequences_not_resumed"] == 1
+
+
+@pytest.mark.req("AGT-080", "SEC-011")
+@pytest.mark.parametrize("command, args, field", [
+    ("KEY_LOAD", {"spi": 5, "master": 100, "wrapped": "zz" * 40}, "args.wrapped"),
+    ("KEY_LOAD", {"spi": 5, "master": 100, "wrapped": "ab" * 10}, "args.wrapped"),
+    ("MODEL_INSTALL", {"name": "m", "version": "1", "sha256": "ab" * 16}, "args.sha256"),
+    ("MODEL_INSTALL", {"name": "m", "version": "1", "sha256": "g" * 64}, "args.sha256"),
+])
+def test_a_malformed_key_or_digest_is_refused_when_time_tagged_or_stored_not_at_release(tmp_path, command, args,
+                                                                                         field):
+    """Found in audit: a time tag of KEY_LOAD with a wrapped key that is not hex (or cut short), or of MODEL_INSTALL
+    with a digest that is not 64 hex digits, was taken, and its handler refused it at the release, out of contact.
+    Refused when given, naming the argument; a sequence step likewise when its file is read."""
+    s = _schedule(tmp_path)
+    with pytest.raises(ScheduleError) as err:
+        s.insert_at(T0 + 60, command, args, T0)
+    assert err.value.field == field and err.value.code is FailureCode.BAD_ARGUMENTS and len(s) == 0
+    inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in args.items())
+    text = f'name = "s"\n[[step]]\ncommand = "{command}"\nargs = {{ {inline} }}\n'
+    with pytest.raises(SequenceError, match=rf"step\[0\]\.{re.escape(field)}: "):
+        parse_sequence(text, "s.toml")
+
+
+@pytest.mark.req("AGT-080", "SEC-011")
+def test_a_well_formed_key_or_digest_is_taken_as_a_time_tag(tmp_path):
+    """Only the form is judged when it is taken: whether the key unwraps under the board's master, or a file has the
+    digest, is for the handler at the release."""
+    import os
+
+    from flight.link.sdls import wrap_key
+
+    s = _schedule(tmp_path)
+    wrapped = wrap_key(os.urandom(32), os.urandom(32)).hex().upper()
+    key = s.insert_at(T0 + 60, "KEY_LOAD", {"spi": 5, "master": 100, "wrapped": wrapped}, T0)
+    digest = s.insert_at(T0 + 60, "MODEL_INSTALL", {"name": "m", "version": "1", "sha256": "AB" * 32}, T0)
+    assert key.args["wrapped"] == wrapped and digest.args["sha256"] == "AB" * 32

@@ -13,7 +13,11 @@ sequence step refuse exactly the same names:
 - ``sequence``: a stored sequence's name: 1 to 32 letters, digits, ``_ . -``, starting with a
   letter or digit (``sequences/NAME.toml``);
 - ``path``: a name in the file area (``products/job-3.json``):
-  :func:`flight.files.filestore.check_name`; the file manager checks its top directory.
+  :func:`flight.files.filestore.check_name`;
+- ``area``, ``directory``, ``sent``: the file manager's names (FILE_DELETE, FILE_LIST, FILE_DOWNLINK): ``path``
+  under the top directories it takes (:data:`UPLINK_TOPS`, :data:`DOWNLINK_TOPS`); a directory may end in ``/``;
+  a file sent is under a top (not one itself), at most :data:`MAX_NAME_DEPTH` deep (found in audit: a time tag
+  of FILE_DOWNLINK ``models/cloud.onnx`` was taken, and refused at its release, out of contact).
 
 This is the text alone (pure). Where a name meets the disk its owner resolves it with
 :func:`flight.files.filestore.resolve`, so a symbolic link planted inside cannot lead out.
@@ -26,12 +30,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flight.files.filestore import NameRefused, check_name
+from flight.files.filestore import MAX_DEPTH, NameRefused, check_file_name, check_name
 
 WORD = "word"
 COMPONENT = "component"
 SEQUENCE = "sequence"
 PATH = "path"
+AREA = "area"
+DIRECTORY = "directory"
+SENT = "sent"
+
+# The file area's top directories (flight/agent/files.py): the ground sends into these, the agent sends from those.
+# "sequences" is the state directory's (flight/agent/schedule.py SEQUENCES_DIR), where SEQUENCE_START finds them.
+UPLINK_TOPS = frozenset({"staging", "incoming", "data", "sequences"})
+DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs"}) | UPLINK_TOPS
+MAX_NAME_DEPTH = MAX_DEPTH - 1  # a file sent down lands in downlink/NAME on the ground
 
 _WORD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SEQUENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -44,9 +57,9 @@ FILE_ARGUMENTS: dict[str, dict[str, str]] = {
     "MODEL_INSTALL": {"name": WORD, "version": COMPONENT},
     "MODEL_ROLLBACK": {"name": WORD},
     "SEQUENCE_START": {"name": SEQUENCE},
-    "FILE_DOWNLINK": {"name": PATH},
-    "FILE_LIST": {"directory": PATH},
-    "FILE_DELETE": {"name": PATH},
+    "FILE_DOWNLINK": {"name": SENT},
+    "FILE_LIST": {"directory": DIRECTORY},
+    "FILE_DELETE": {"name": AREA},
 }
 
 
@@ -69,6 +82,15 @@ def check_value(rule: str, field: str, value: Any) -> str:
     elif rule == PATH:
         # A directory may end in '/'; the rest is filestore's rule (relative, plain components).
         check_name(value[:-1] if value.endswith("/") and len(value) > 1 else value, None, field)
+    elif rule == DIRECTORY:  # as FILE_LIST reads it: "products/" is products
+        check_name(value[:-1] if value.endswith("/") and len(value) > 1 else value, DOWNLINK_TOPS | UPLINK_TOPS, field)
+    elif rule == AREA:
+        check_name(value, DOWNLINK_TOPS | UPLINK_TOPS, field)
+    elif rule == SENT:
+        check_file_name(value, DOWNLINK_TOPS, field)
+        if value.count("/") + 1 > MAX_NAME_DEPTH:
+            raise NameRefused(f"{field}: {shown} is {value.count('/') + 1} levels deep, at most {MAX_NAME_DEPTH} "
+                              "(the ground files it under downlink/)")
     else:
         raise ValueError(f"no file-name rule {rule!r}")
     return value

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.agent.dispatcher import CommandFailed, Handler
+from flight.agent.file_args import DOWNLINK_TOPS, MAX_NAME_DEPTH, UPLINK_TOPS
 from flight.agent.ports import Component, EventPort
 from flight.agent.schedule import SEQUENCES_DIR, check_sequence_upload
 from flight.clock import Clock
@@ -62,14 +63,12 @@ from flight.storage import CorruptFile, printable, quarantine, read_checked_json
 
 AGENT_ENTITY_ID = 2
 GROUND_ENTITY_ID = 1
-UPLINK_TOPS = frozenset({"staging", "incoming", "data", SEQUENCES_DIR})
-DOWNLINK_TOPS = frozenset({"products", "checkpoints", "logs", "staging", "incoming", "data", SEQUENCES_DIR})
+assert SEQUENCES_DIR in UPLINK_TOPS  # the tops are kept with the file-name rules (file_args.py), by name
 AUTO_DOWNLINK = {"products": 2, "checkpoints": 6, "logs": 8}   # top directory -> queue priority
 CLEANED = ("products", "incoming/done")                          # deleted once the ground has them
 BURST_S = 0.5           # the token bucket holds this much of file_rate_bps
 TICK_S = 0.2            # how often an active transaction's timers are looked at
 MAX_LIST = 100
-MAX_NAME_DEPTH = MAX_DEPTH - 1   # a file sent down lands in downlink/NAME on the ground
 MAX_DELIVERED = 1024
 RELIST_S = 60.0  # the automatic tops are walked again at least this often, their directories changed or not
 RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its times

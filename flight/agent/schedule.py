@@ -203,10 +203,35 @@ def _check_dump_range(dictionary: Dictionary, args: dict[str, Any]) -> None:
         raise CommandRefused("args.to_unix_s", f"{hi} is before from_unix_s {lo}", FailureCode.BAD_ARGUMENTS)
 
 
+def _check_model_digest(dictionary: Dictionary, args: dict[str, Any]) -> None:
+    """MODEL_INSTALL's sha256 as its handler reads it, 64 hex digits (found in audit: a time tag of a digest cut
+    short was taken, and failed at release, out of contact). Whether the file has it is for the handler then."""
+    digest = args.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise CommandRefused("args.sha256", "must be 64 hex digits", FailureCode.BAD_ARGUMENTS)
+
+
+def _check_wrapped_key(dictionary: Dictionary, args: dict[str, Any]) -> None:
+    """KEY_LOAD's wrapped key as its handler reads it, hex of a key wrapped by RFC 3394 (found in audit: a time tag
+    of one that was not hex, or cut short, was taken, and failed at release). Whether it unwraps under its master
+    is for the handler then: the master key is the board's."""
+    from flight.link.sdls import WRAPPED_LEN
+
+    text = str(args.get("wrapped", "")).strip()
+    try:
+        size = len(bytes.fromhex(text))
+    except ValueError:
+        size = None
+    if size != WRAPPED_LEN:
+        raise CommandRefused("args.wrapped", f"must be {2 * WRAPPED_LEN} hex digits, the key wrapped under its master "
+                                             f"(sunlit-ground key new prints it)", FailureCode.BAD_ARGUMENTS)
+
+
 # Checks a command's handler makes that need no state: made when it is scheduled or stored as a step, so it is
 # refused then, as it would be if sent now, not at its release.
 _STATIC_CHECKS: dict[str, Callable[[Dictionary, dict[str, Any]], None]] = {
-    "SET_PARAM": _check_set_param, "SET_TLE": _check_tle, "STORE_DUMP": _check_dump_range}
+    "SET_PARAM": _check_set_param, "SET_TLE": _check_tle, "STORE_DUMP": _check_dump_range,
+    "MODEL_INSTALL": _check_model_digest, "KEY_LOAD": _check_wrapped_key}
 
 
 def _bad_argument(command: Command, raw: dict[str, Any]) -> str:

@@ -523,6 +523,10 @@ class FileEntity:
             if tid in self._done_in:
                 self._answer_settled(pdu)
                 return
+            why = _cannot_open(pdu, self.peer_id)
+            if why is not None:  # counted, no transfer made (found in audit: a stray ACK made one, failed "abandoned")
+                self._bad(f"transaction {tid}: {why}")
+                return
             if len(self._incoming) >= self.config.max_incoming:
                 self._bad(f"transaction {tid}: {self.config.max_incoming} files coming in already")
                 return
@@ -1035,6 +1039,25 @@ _TAKES_EOF = ("IDLE", "RECEIVING_FILE_DATA", "RECV_FILE_DATA_WITH_CHECK_LIMIT_HA
 
 def _is_directive(pdu, directive: DirectiveType) -> bool:
     return pdu.pdu_type.name == "FILE_DIRECTIVE" and pdu.directive_type == directive
+
+
+def _cannot_open(pdu, peer_id: int) -> str | None:
+    """Why a PDU of no transaction here cannot begin one, or None: it comes from an entity that is not the peer, or
+    it is not what cfdp-py takes as a transaction's first PDU (``DestHandler._check_inserted_packet``: the metadata,
+    or in class 2 a file-data or EOF PDU, whose lost metadata is then asked for). Opened anyway, such a PDU (a late
+    ACK of a Finished sent before a restart, a Prompt, a class-1 segment whose metadata was lost) left a transfer
+    that no file was ever sent for, said and counted as failed "abandoned" at the next tick."""
+    source = pdu.source_entity_id.value
+    if source != peer_id:
+        return f"from entity {source}; this entity takes files from entity {peer_id} only"
+    if _is_directive(pdu, DirectiveType.METADATA_PDU):
+        return None
+    if pdu.transmission_mode == TransmissionMode.ACKNOWLEDGED and (
+            pdu.pdu_type.name == "FILE_DATA" or _is_directive(pdu, DirectiveType.EOF_PDU)):
+        return None
+    kind = "file data" if pdu.pdu_type.name == "FILE_DATA" else f"{pdu.directive_type.name}"
+    mode = "class 2" if pdu.transmission_mode == TransmissionMode.ACKNOWLEDGED else "class 1"
+    return f"{kind} ({mode}) of no transaction in progress here, and it cannot begin one"
 
 
 def _known_sha256(transfer: Transfer, held: Path, size: int) -> str | None:
