@@ -53,6 +53,7 @@ const S = {
   dirtyPackets: new Set(),
   plots: [],               // {plot, ring, channel, sc, loaded, pending}
   archivePlot: null,
+  archiveAsks: 0,          // archive queries made: an answer to one before the newest is dropped
   planDrawn: null,         // the plan chart drawn: {c, root, x, t0, t1, nowS}
   catchUp: new Set(),      // {sc, messages}: pushes for a spacecraft whose /api/state is on its way
   hellos: 0,               // hellos taken: a state answer asked for before the newest is older than it
@@ -158,6 +159,14 @@ function setValue(c, name, v, t, seenMs) {
 
 // --- limit state (mirrors flight.link.dictionary.Limits.state) -------------------------------
 
+// JSON has no NaN or infinities: the server sends a float channel's as text (hub.json_safe), judged here as the
+// numbers they are (found in audit: "inf" was judged nominal, a green row beside the server's critical alarm).
+const NON_FINITE = new Map([["NaN", NaN], ["inf", Infinity], ["-inf", -Infinity]]);
+
+function asNumber(def, v) {
+  return def && (def.type === "f32" || def.type === "f64") && NON_FINITE.has(v) ? NON_FINITE.get(v) : v;
+}
+
 function limitState(limits, v) {
   if (!limits || typeof v !== "number") return "nominal";
   if ((limits.crit_low != null && v <= limits.crit_low) || (limits.crit_high != null && v >= limits.crit_high)) return "critical";
@@ -182,7 +191,10 @@ function valueState(c, name, nowMs) {
   if (!r || r.seenMs === null || r.v === undefined) return "nodata";
   if (nowMs - r.seenMs > c.staleMs) return "stale";
   if (r.v === null) return "na";  // the agent sent "not available" (a sensor it cannot read)
-  return limitState(limitsOf(c, name), r.v);
+  const v = asNumber(S.defs.get(name), r.v), limits = limitsOf(c, name);
+  // NaN is no reading either: on a channel with limits the server's alarms neither raise nor clear on it
+  if (Number.isNaN(v) && limits && Object.values(limits).some((x) => x != null)) return "na";
+  return limitState(limits, v);
 }
 
 function fmtValue(v) {
@@ -296,6 +308,7 @@ function tick() {
   for (const [name, r] of S.rows) setRowState(r, valueState(c, name, now));
   for (const key of S.packetHeads.keys()) renderPacketHead(key, now);
   renderLink();
+  renderNextPass();
   renderPlanState(c);
   for (const row of $("alarm-table").tBodies[0].rows) {
     const cell = row.querySelector("td.now");
@@ -1469,19 +1482,29 @@ function apply(batch, nowMs) {
 
 // The pass plan as the agent predicts it (its TLE and the stations of its configuration): the
 // next pass from SCHEDULE_HK; each pass is also announced once in the event log (CONTACT_PREDICTED).
+// A countdown no packet brings any more says how old it is, re-checked by tick() (found in audit: after LOS the line
+// said "in contact ... LOS in 3 s" until the next pass; and "none predicted" before any SCHEDULE_HK came).
 function renderNextPass() {
   const c = S.crafts.get(S.current);
   const line = $("next-pass");
   if (!c || !line) return;
   const aos = c.values.get("next_aos_in_s"), los = c.values.get("next_los_in_s");
   const station = c.values.get("next_pass_station");
-  if (!los || typeof los.v !== "number") {
-    line.textContent = "next pass: none predicted (no stations or no orbit in the agent's configuration)";
-    return;
+  const now = performance.now();
+  const state = valueState(c, "next_los_in_s", now);
+  setData(line, "state", state);
+  let text;
+  if (state === "nodata") {
+    text = "next pass: not known yet (no SCHEDULE_HK received)";
+  } else if (typeof los.v !== "number" || !aos || typeof aos.v !== "number") {
+    text = "next pass: none predicted (no stations or no orbit in the agent's configuration)";
+  } else {
+    const where = station && station.v ? ` over ${station.v}` : "";
+    text = aos.v === 0 ? `in contact${where}: LOS in ${Math.round(los.v)} s`
+      : `next pass${where}: AOS in ${Math.round(aos.v)} s, LOS in ${Math.round(los.v)} s`;
   }
-  const where = station && station.v ? ` over ${station.v}` : "";
-  line.textContent = aos && aos.v === 0 ? `in contact${where}: LOS in ${Math.round(los.v)} s`
-    : `next pass${where}: AOS in ${Math.round(aos.v)} s, LOS in ${Math.round(los.v)} s`;
+  if (state === "stale") text += ` (stale: said ${ago(now - los.seenMs)})`;
+  setText(line, text);
 }
 
 function render() {
@@ -1577,6 +1600,9 @@ function buildArchive() {
 
 async function queryArchive(e) {
   e.preventDefault();
+  // The newest query wins: one answered after it drew a second plot under its message (found in audit: a double
+  // click left two, the first never disposed)
+  const ask = ++S.archiveAsks;
   const channel = $("archive-channel").value;
   const from = Date.parse($("archive-from").value + "Z") / 1000, to = Date.parse($("archive-to").value + "Z") / 1000;
   const msg = $("archive-msg");
@@ -1593,6 +1619,7 @@ async function queryArchive(e) {
   const sc = S.current;
   const series = await archiveSeries({spacecraft: sc, channel, from: String(from), to: String(to), max_points: "2000"},
                                      ARCHIVE_PAGES_MAX);
+  if (ask !== S.archiveAsks) return;
   const answer = series.answer;
   msg.dataset.status = String(answer.status);
   if (!answer.ok) {
