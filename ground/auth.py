@@ -166,7 +166,12 @@ class UserStore:
             return
         self._checked_mono = now
         stamp = self._file_stamp()
-        if stamp == self._stamp or stamp is None:
+        if stamp is None:  # gone (or its folder unreadable): said too, not only a file that does not read
+            if self._stamp is not None:
+                self._stamp = None  # read again whenever it is back
+                self.reload_error = f"{self.path}: the users file is gone or cannot be looked at"
+            return
+        if stamp == self._stamp:
             return
         try:
             fresh = UserStore.load(self.path, check_mode=self.check_mode)

@@ -381,6 +381,32 @@ class CommandQueue:
             self._trim()
             return entry
 
+    def close(self, now_s: float) -> list[Entry]:
+        """The server stops, and nothing keeps its queue: every entry not final ends, and is returned to be
+        archived. One still to go never left the ground: ``cancelled`` (it never ran; queue it again). One
+        released or sent is no longer followed: ``unresolved`` (it may have run). Found in audit: they stayed
+        ``queued``, ``pending_approval`` or ``unknown`` in the archive's history for good, and the restarted
+        server's queue had never heard of them."""
+        out = []
+        with self._lock:
+            for entry in self._entries.values():
+                if entry.state.final:
+                    continue
+                if entry.state in (State.PENDING_APPROVAL, State.QUEUED):
+                    before = "approved and sent" if entry.state is State.PENDING_APPROVAL else "sent"
+                    entry.state = State.CANCELLED
+                    entry.stage("cancelled", now_s, ok=False, code="SERVER_STOPPED",
+                                reason=f"the ground server stopped before it was {before}: it never ran; "
+                                       "queue it again")
+                else:
+                    was, entry.state = entry.state.value, State.UNRESOLVED
+                    entry.stage("unresolved", now_s, code="UNRESOLVED",
+                                reason=f"{was} when the ground server stopped, and no longer followed: its outcome "
+                                       "is unknown and it may have run: check before sending it again")
+                self._window(entry, "", None)
+                out.append(entry)
+        return out
+
     def tick(self, now_s: float) -> list[Entry]:
         """End every entry whose window has passed (an acknowledged command waiting for its
         completion becomes ``unknown`` instead); return them."""

@@ -140,6 +140,7 @@ MAX_SOCKETS_PER_USER = 16
 SOCKETS_FOR_OPERATORS = 16
 PAGE_STALL_S = 5.0
 SESSION_COOKIE = "sunlit_session"
+ARCHIVE_LOCK = ".ground-server.lock"  # in the archive's directory: one server on an archive (and its SN state)
 CSRF_HEADER = "X-CSRF-Token"
 # Routes open without a session: the login page, its script and style, and the login itself.
 PUBLIC_ROUTES = frozenset({("GET", "/login"), ("GET", "/static/login.js"), ("GET", "/static/style.css"),
@@ -271,6 +272,14 @@ class SpacecraftLink:
     def join(self, timeout_s: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def close_queue(self) -> None:
+        """At the server's stop, once the link thread has ended (nothing more can be sent): each entry not final
+        ends (:meth:`CommandQueue.close`) and is filed, so the archive's history says what became of it."""
+        if self._thread is not None and self._thread.is_alive():
+            return  # still sending, perhaps: left as it is
+        for entry in self.queue.close(time.time()):
+            self.server.command_changed(entry)
 
     def _main(self, ready: threading.Event, error: list[BaseException]) -> None:
         try:
@@ -913,6 +922,7 @@ class GroundServer:
         self.wall_minus_mono_ms = time.time() * 1000.0 - monotonic_ms()
         self.stopping = threading.Event()
         self.archive: Any = None
+        self._archive_lock: Any = None  # the archive directory's DirectoryLock, held from start to stop
         self.retention: Any = None
         self.retention_result: dict[str, Any] = {}
         self._links_given = links or {}
@@ -955,6 +965,7 @@ class GroundServer:
             if self.config.archive is not None:
                 from ground.archive import Archive, RetentionPolicy
 
+                self._open_archive_dir(Path(self.config.archive))
                 self.archive = Archive(self.config.archive, self.dictionary)
                 self.retention = RetentionPolicy.from_mapping(self.config.retention)
             self._web_thread = threading.Thread(target=self._web_main, name="sunlit-web", daemon=True)
@@ -985,6 +996,23 @@ class GroundServer:
             raise
         return self
 
+    def _open_archive_dir(self, archive: Path) -> None:
+        """Hold the archive's directory for this server alone (``ARCHIVE_LOCK``): beside the archive are the
+        telecommand SNs used (``ID.tc_sn``) and the file areas, and queue ids go on from the archive's history.
+        Found in audit: a second server on the same archive started, numbered its commands from the same id and
+        wrote over the first's history (alice's NOOP filed as bob's), and would have sealed with the same SNs.
+        A directory that cannot be made is said naming the key (an audit: "[Errno 17] File exists", nothing more)."""
+        from flight.storage import DirectoryBusy, DirectoryLock
+        from ground.server_config import ServerConfigError
+
+        try:
+            self._archive_lock = DirectoryLock(archive.parent, ARCHIVE_LOCK, "ground server")
+        except DirectoryBusy as exc:
+            raise DirectoryBusy(f"server.archive: {archive}: {exc}") from None
+        except OSError as exc:
+            raise ServerConfigError(f"server.archive: {archive}: its directory cannot be used: "
+                                    f"{exc.strerror or exc}") from None
+
     def stop(self) -> None:
         """Close every page, stop serving, stop the links, write what the archive still holds."""
         self.stopping.set()
@@ -998,6 +1026,7 @@ class GroundServer:
             self._web_thread.join(10.0)
         for link in self.links.values():
             link.join(10.0)
+            link.close_queue()
         for pool in (self._login_pool, self._upload_pool):  # what is queued has no request left to answer
             pool.shutdown(wait=True, cancel_futures=True)
         for link in self.links.values():  # a refused move is tried once more: nothing holds it after the stop
@@ -1006,6 +1035,9 @@ class GroundServer:
         if self.archive is not None:
             self.archive.close()
             self.archive = None
+        if self._archive_lock is not None:  # after the last write: the next server may start now
+            self._archive_lock.release()
+            self._archive_lock = None
         if self._files_temp is not None:
             shutil.rmtree(self._files_temp, ignore_errors=True)
             self._files_temp = None
@@ -1102,6 +1134,7 @@ class GroundServer:
             "sessions": self.sessions.active(),
             "failed_logins": self.sessions.failed_logins,
             "refused_requests": self.sessions.refused_requests,
+            "users_file_error": self.users.reload_error or None,  # a change to it refused: the users it had stay
             "internal_errors": self.internal_errors,
             "page_messages_refused": self.page_messages_refused,
             "sockets_refused": self.sockets_refused,
@@ -1230,9 +1263,22 @@ class GroundServer:
             transport.abort()  # a close() would wait for the unread bytes to leave first
 
     async def _status_task(self) -> None:
+        said = ""
         while not self.stopping.is_set():
             await asyncio.sleep(STATUS_PERIOD_S)
+            said = self._say_users_file(said)
             self.publish(self.status())
+
+    def _say_users_file(self, said: str) -> str:
+        """Read the users file again if it changed, and say on stderr, once, a change it refused (it keeps the users it
+        had: ``users_file_error`` in status). Found in audit: an operator removed from a file that no longer passed
+        its checks (mode 644 once edited) went on commanding, and nothing anywhere said the change was not taken."""
+        self.users.refresh()
+        error = self.users.reload_error
+        if error != said:
+            print(f"sunlit-ground server: users file not read again, the users it had stay: {error}" if error
+                  else f"sunlit-ground server: users file {self.users.path} read again", file=sys.stderr, flush=True)
+        return error
 
     async def _stall_task(self) -> None:
         """Close each page whose queue has dropped for ``page_stall_s`` without its sender taking it: its
@@ -2175,6 +2221,17 @@ def serve(config: ServerConfig) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.stop()
+        # Stopping files what the link threads hold (passes, the queue's last word) and closes the archive: a second
+        # Ctrl-C or SIGTERM is said and waited out (found in audit: the second Ctrl-C ended it "interrupted", exit 1,
+        # and the second SIGTERM killed it, both mid-stop, commands left `queued` in the archive for good).
+        def again(*_: object) -> None:
+            os.write(2, b"sunlit-ground server: stopping already (writing the archive); SIGKILL to abandon that\n")
+
+        previous_int = signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
+        try:
+            server.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return 0

@@ -1,0 +1,225 @@
+"""Found in an audit of the ground server's core: one server per archive, what a stop does to the queue, and a
+users file the server will not read again said, not kept quiet. Real servers, real HTTP, real files."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from flight.storage import DirectoryBusy
+from ground.archive import Archive
+from ground.auth import UserStore
+from ground.queue import CommandQueue, State
+from ground.server import GroundServer, quick_config
+from ground.server_config import ServerConfigError
+from tests.test_ground_server import http, login, make_users
+
+
+@pytest.fixture
+def source(short_dir):
+    """The agent's side of a real link that never answers: commands wait in the queue."""
+    from flight.link.transport import open_flight_link
+
+    url = f"zmq+ipc://{short_dir}/source"
+    link = open_flight_link(url)
+    yield url
+    link.close()
+
+
+def _server(url, tmp_path, **kw) -> GroundServer:
+    users = make_users(tmp_path / "users.toml")
+    config = quick_config(url, port=0, archive=kw.pop("archive", tmp_path / "g.sqlite"), users=users, **kw)
+    return GroundServer(config, UserStore.load(users), connect_timeout_s=0)
+
+
+@pytest.mark.req("GND-020", "GND-023")
+def test_a_second_server_on_the_same_archive_is_refused_naming_it_and_the_first_keeps_its_history(source, tmp_path):
+    """Found in audit: two servers on one archive both started, numbered their commands from the same queue id, and
+    the second's NOOP was filed over the first's (the history said bob sent alice's command)."""
+    first = _server(source, tmp_path).start()
+    try:
+        with pytest.raises(DirectoryBusy, match=r"server\.archive: .*g\.sqlite: .* is in use by another ground server "
+                                                 rf"\(pid {os.getpid()}\)"):
+            _server(source, tmp_path).start()
+        status, entry, _ = http(first, "POST", "/api/commands", {"name": "NOOP"}, login(first, "alice"))
+        assert status == 202, entry
+    finally:
+        first.stop()
+    again = _server(source, tmp_path).start()  # the first stopped: its lock went with it
+    again.stop()
+    archive = Archive(tmp_path / "g.sqlite")
+    try:
+        assert [(c.queue_id, c.who) for c in archive.commands()] == [(entry["id"], "alice")]
+    finally:
+        archive.close()
+
+
+def test_an_archive_whose_directory_cannot_be_made_is_refused_naming_the_key(source, tmp_path):
+    """Found in audit: "[Errno 17] File exists: 'users.toml'", with no key and no archive named."""
+    (tmp_path / "plain").write_text("a file, not a directory")
+    with pytest.raises(ServerConfigError, match=r"^server\.archive: .*plain/g\.sqlite: its directory cannot be used"):
+        _server(source, tmp_path, archive=tmp_path / "plain" / "g.sqlite").start()
+
+
+@pytest.mark.req("GND-023", "GND-042")
+def test_commands_still_to_go_when_the_server_stops_end_cancelled_in_the_archive_not_queued_for_good(source,
+                                                                                                    tmp_path):
+    """Found in audit: a command queued (the agent silent) and one waiting for approval when the server stopped
+    stayed `queued` and `pending_approval` in the archive's history for good, and the restarted server's queue had
+    never heard of them: nothing said they would never go."""
+    server = _server(source, tmp_path, two_person=frozenset({"RESET_COUNTERS"})).start()
+    try:
+        token = login(server, "alice")
+        queued = http(server, "POST", "/api/commands", {"name": "NOOP"}, token)[1]
+        waiting = http(server, "POST", "/api/commands", {"name": "RESET_COUNTERS", "confirm": True}, token)[1]
+        assert (queued["state"], waiting["state"]) == ("queued", "pending_approval")
+    finally:
+        server.stop()
+    archive = Archive(tmp_path / "g.sqlite")
+    try:
+        rows = {c.queue_id: c for c in archive.commands()}
+    finally:
+        archive.close()
+    for entry_id in (queued["id"], waiting["id"]):
+        row = rows[entry_id]
+        assert row.state == "cancelled", row
+        assert row.stages[-1]["code"] == "SERVER_STOPPED" and "it never ran" in row.stages[-1]["reason"], row.stages
+
+
+@pytest.mark.req("GND-023")
+def test_a_sent_command_whose_outcome_never_came_ends_unresolved_when_its_server_stops():
+    """The queue's side of a stop: a command that left the ground may have run, so it is never said cancelled;
+    one still to go never left, so it is; a final one is left as it ended."""
+    q = CommandQueue("sc", unknown_after="sent")
+    sent = q.submit("NOOP", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(sent.id, 77, 1, 0.0)
+    done = q.submit("PING", {}, "alice", False, 0.0)
+    q.next_to_send(0.0)
+    q.sent(done.id, 78, 1, 0.0)
+    q.report(78, "completed", True, "", "", {}, 0.5)
+    waiting = q.submit("NOOP", {}, "bob", False, 1.0)
+    changed = q.close(2.0)
+    assert {e.id: e.state for e in changed} == {sent.id: State.UNRESOLVED, waiting.id: State.CANCELLED}
+    assert q.get(done.id).state is State.COMPLETED
+    assert "may have run" in q.get(sent.id).stages[-1]["reason"]
+    assert all(e.state.final and e.deadline_s is None for e in q.entries())
+    assert q.close(3.0) == []  # nothing left to end
+
+
+@pytest.mark.req("GND-021")
+def test_a_users_file_change_the_server_refuses_is_said_on_stderr_and_in_status_not_kept_quiet(source, tmp_path,
+                                                                                               capfd):
+    """Found in audit: an admin removed an operator by editing the users file, which came out mode 644; the server
+    refused to read it again, kept the removed operator commanding, and said so nowhere (``reload_error`` was
+    never shown). A file taken away was not even noticed."""
+    server = _server(source, tmp_path, archive=None).start()
+    try:
+        alice, bob = login(server, "alice"), login(server, "bob")
+        users = server.users.path
+        text = re.sub(r"\[users\.bob\][^\[]*", "", users.read_text())
+        users.unlink()
+        users.write_text(text)
+        os.chmod(users, 0o644)
+        server.users.refresh(force=True)
+        answer = http(server, "GET", "/api/status", token=alice)[1]
+        assert "mode 644" in answer["users_file_error"] and f"chmod 600 {users}" in answer["users_file_error"]
+        deadline = time.monotonic() + 10.0
+        said = ""
+        while "users file not read again" not in said:  # the status task says it within a period
+            assert time.monotonic() < deadline, said
+            time.sleep(0.05)
+            said += capfd.readouterr().err
+        assert "mode 644" in said and said.count("users file not read again") == 1
+        os.chmod(users, 0o600)
+        server.users.refresh(force=True)
+        assert http(server, "GET", "/api/status", token=alice)[1]["users_file_error"] is None
+        assert http(server, "POST", "/api/commands", {"name": "NOOP"}, bob)[0] == 401  # now bob is gone
+        users.unlink()
+        server.users.refresh(force=True)
+        answer = http(server, "GET", "/api/status", token=alice)[1]
+        assert answer["users_file_error"] == f"{users}: the users file is gone or cannot be looked at"
+    finally:
+        server.stop()
+
+
+@pytest.mark.req("GND-025", "GND-023")
+def test_a_second_ctrl_c_while_the_server_stops_is_said_and_waited_out_never_a_stop_left_half_done(source, tmp_path):
+    """Found in audit: Ctrl-C twice (the stop waits up to 2 s on a WebSocket that does not answer its close) ended
+    the server "interrupted", exit 1, mid-stop, and a second SIGTERM killed it: the queue was never ended, its
+    command left `queued` in the archive for good. A subprocess: signals as an operator's terminal sends them."""
+    import base64
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    make_users(tmp_path / "users.toml")
+    (tmp_path / "server.toml").write_text(f'[server]\nport = 0\narchive = "g.sqlite"\nusers = "users.toml"\n'
+                                          f'[[spacecraft]]\nid = "sc"\nlink = "{source}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "ground", "server", "--config", str(tmp_path / "server.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"(http://\S+)/ ", proc.stdout.readline()).group(1)
+
+        def post(path: str, body: dict, token: str = "") -> dict:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+            request = urllib.request.Request(url + path, json.dumps(body).encode(), headers)
+            with urllib.request.urlopen(request, timeout=15) as answer:
+                return json.loads(answer.read())
+
+        token = post("/api/login", {"user": "alice", "password": "alice-pass"})["token"]
+        entry = post("/api/commands", {"name": "NOOP"}, token)
+        host, port = url.split("//")[1].rsplit(":", 1)
+        quiet = socket.create_connection((host, int(port)), timeout=30)  # never answers the close: stop waits on it
+        key = base64.b64encode(os.urandom(16)).decode()
+        quiet.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                       f"Authorization: Bearer {token}\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += quiet.recv(4096)
+        assert b" 101 " in head.split(b"\r\n", 1)[0], head
+        frames = head.split(b"\r\n\r\n", 1)[1]
+        proc.send_signal(signal.SIGINT)
+        while _opcodes(frames)[-1:] != [0x8]:  # the close frame: the stop has begun, and waits for its answer
+            more = quiet.recv(65536)
+            assert more, "the server cut the socket before it sent its close frame"
+            frames += more
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+        quiet.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert "stopping already" in err and "Traceback" not in err and "interrupted" not in err, err
+    archive = Archive(tmp_path / "g.sqlite")
+    try:
+        assert [(c.queue_id, c.state) for c in archive.commands()] == [(entry["id"], "cancelled")]
+    finally:
+        archive.close()
+
+
+def _opcodes(data: bytes) -> list[int]:
+    """The opcodes of the whole WebSocket frames (a server's: unmasked) at the start of ``data``."""
+    out, at = [], 0
+    while at + 2 <= len(data):
+        size, at_payload = data[at + 1] & 0x7F, at + 2
+        if size >= 126:
+            width = 2 if size == 126 else 8
+            if at_payload + width > len(data):
+                break
+            size, at_payload = int.from_bytes(data[at_payload:at_payload + width], "big"), at_payload + width
+        if at_payload + size > len(data):
+            break
+        out.append(data[at] & 0x0F)
+        at = at_payload + size
+    return out
