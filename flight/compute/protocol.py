@@ -23,6 +23,7 @@ agent → worker
 worker → agent
 
 - :class:`Hello` once connected; :class:`Pong`; :class:`Reply`; :class:`Status` every second
+  and as each job ends (its files free before its end is said)
   (it becomes ``COMPUTE_HK``, and says the files its jobs still need, which FILE_DELETE refuses);
   :class:`WorkerEvent` with an event from the dictionary, which
   the agent checks and publishes.
