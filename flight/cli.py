@@ -305,6 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         quiet_stdout()  # the reader went away (``| head``): stop quietly
         return 1
+    except OSError as exc:  # found in audit: `dictionary --markdown > docs/dictionary.md` on a full disk, a traceback
+        if args is None or args.cmd == "run":  # the agent's own failures are its start's to say, not an output's
+            raise
+        print(f"sunlit-flight {args.cmd}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else
+              " (writing its output)"), file=sys.stderr)
+        quiet_stdout()  # what is left in the buffer cannot be written either: no second error at exit
+        return 1
     except KeyboardInterrupt:  # Ctrl-C before the agent's own handler is in place (its start-up): no traceback
         print("sunlit-flight: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED  # as flight/entry.py says one while the modules load

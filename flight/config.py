@@ -92,7 +92,9 @@ The hard thermal limit stays below the board profile's ``hard_temp_c`` (:func:`c
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +221,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         source = str(path)
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(_read_config_text(path))
             if not raw:  # found in audit: an edit cut short (empty, or the file's first comments alone) ran the agent
                 # on defaults (the linux backend on a Jetson, no telecommand keys, state in a relative folder)
                 raise ConfigError(f"{path}: empty or comments only (an edit or a copy cut short?): write its settings "
@@ -232,6 +234,29 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(raw, source, overrides or {}, flags)
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The most a configuration file may hold: a full one, stations and comments included, is a few KiB."""
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, read from a regular file or a pipe (``--config <(...)``), and only up to
+    :data:`MAX_CONFIG_BYTES` (found in audit: ``--config /dev/zero`` ended in a MemoryError traceback, and a
+    named pipe no one writes hung the start for good; it now reads as empty)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits for a writer without O_NONBLOCK
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ConfigError(f"{path}: not a file (a device or a socket): give the configuration file itself")
+        os.set_blocking(fd, True)  # a pipe's writer is waited for; with none, it reads as empty at once
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
+                          "the right file?")
+    return data.decode("utf-8")
 
 
 def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[str, Any] | None = None,
@@ -284,6 +309,9 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
         parse_link_url(url)
     except LinkConfigError as exc:
         raise fail("link.url", str(exc)) from None
+    for key in ("paths.state_dir", "hal.root"):  # found in audit: --state-dir "" (an unset shell variable) kept the
+        if not str(get(key)).strip():          # agent's state in whatever directory it was started from, said "."
+            raise fail(key, "empty or blank: give a directory (an empty path is the working directory)")
     backend = get("hal.backend")
     endpoint = get("hal.sim_endpoint")
     if backend == "sim" and not (isinstance(endpoint, str) and endpoint.partition("://")[0] in ("tcp", "ipc", "inproc")

@@ -201,3 +201,28 @@ def test_orbit_is_frozen():
     orbit = Orbit.from_elements(550.0, 51.6, 0.0, EPOCH_UNIX_S)
     with pytest.raises(AttributeError):
         orbit.name = "other"
+
+
+@pytest.mark.parametrize(
+    "ecc, line_no, words",
+    [
+        ("9000000", 2, "below the Earth's surface"),  # perigee 5705 km under the surface
+        ("0500000", 0, "sgp4 cannot propagate it through its first orbit: error 6"),  # perigee 16 km: decays at once
+    ],
+)
+def test_a_tle_that_cannot_fly_its_first_orbit_is_refused(ecc, line_no, words):
+    """Found in audit: sgp4init checks the epoch's position only, so these were taken (by the configuration and by
+    SET_TLE) and every prediction then failed minutes after the epoch, said as "this far from the epoch"."""
+    line2 = _with_checksum(ISS_LINE2[:26] + ecc + ISS_LINE2[33:68])
+    with pytest.raises(TleError) as info:
+        Orbit.from_tle(ISS_LINE1, line2)
+    assert info.value.line_no == line_no and words in str(info.value)
+    assert "ask the ground for a fresh element set" in str(info.value)
+
+
+def test_a_low_perigee_that_sgp4_can_fly_is_kept():
+    """A perigee of 151 km (eccentricity 0.03 at 15.7 rev/day) is low, but propagates: a TLE near re-entry is
+    still the best knowledge of the orbit, and is taken."""
+    orbit = Orbit.from_tle(ISS_LINE1, _with_checksum(ISS_LINE2[:26] + "0300000" + ISS_LINE2[33:68]))
+    assert orbit.semi_major_axis_km * (1.0 - orbit.eccentricity) - WGS72_RADIUS_KM == pytest.approx(151.0, abs=1.0)
+    orbit.propagate(orbit.epoch_unix_s + np.linspace(0.0, orbit.period_s, 50))

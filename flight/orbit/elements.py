@@ -67,6 +67,10 @@ class PropagationError(RuntimeError):
         )
 
 
+FIRST_ORBIT_SAMPLES = 129
+"""Times :meth:`Orbit.from_tle` propagates a new TLE at over its first orbit (every 45 s in LEO): sgp4 says a
+decay (its error 6) only at a time it is asked for."""
+
 TLE_VALID_AFTER_EPOCH_S = 14 * 86400.0
 """A TLE older than this predicts no radiation environment (flight/agent/compute.py: radiation_estimate
 gives UNKNOWN, the compute worker's cautious case). sgp4's along-track error grows by kilometres a
@@ -204,7 +208,27 @@ class Orbit:
             raise TleError(0, f"sgp4 refused the elements: error {satrec.error}, {SGP4_ERRORS.get(satrec.error)}")
         if not satrec.no_kozai > 0.0:
             raise TleError(2, f"mean motion must be positive, got {satrec.no_kozai} rad/min", line2)
-        return cls(satrec, name)
+        orbit = cls(satrec, name)
+        orbit._check_first_orbit()
+        return orbit
+
+    def _check_first_orbit(self) -> None:
+        """TleError unless sgp4 propagates the elements through one orbit from their epoch. sgp4init checks the
+        epoch's position alone, so a perigee inside the Earth passed (found in audit: eccentricity 0.9 at 15.7
+        rev/day was taken by the configuration and SET_TLE, then every prediction failed "this far from the
+        epoch", 10 minutes after it). A satellite the ground can still command is not on such an orbit."""
+        perigee_alt_km = self.semi_major_axis_km * (1.0 - self.eccentricity) - WGS72_RADIUS_KM
+        if perigee_alt_km < 0.0:
+            rev_per_day = self.mean_motion_rad_s * SECONDS_PER_DAY / (2.0 * np.pi)
+            raise TleError(2, f"perigee {perigee_alt_km:.0f} km, below the Earth's surface (eccentricity "
+                           f"{self.eccentricity:g}, mean motion {rev_per_day:.8f} rev/day)")
+        t = self.epoch_unix_s + np.linspace(0.0, self.period_s, FIRST_ORBIT_SAMPLES)
+        try:
+            self.propagate(t)
+        except PropagationError as exc:
+            raise TleError(0, f"sgp4 cannot propagate it through its first orbit: error {exc.code} "
+                           f"({SGP4_ERRORS.get(exc.code, 'unknown')}) {exc.time_unix_s - self.epoch_unix_s:.0f} s "
+                           "after its epoch") from None
 
     @classmethod
     def from_elements(
