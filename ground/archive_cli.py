@@ -82,7 +82,12 @@ def parse_time_s(text: str) -> float:
             f"time {text!r}: give ISO 8601 (2026-11-16T12:00:00Z) or Unix seconds") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+    value = when.timestamp()
+    try:  # an offset past year 9999 or before year 1 (found in review: "year 10000 is out of range", no flag named)
+        utc_iso(value)
+    except (OverflowError, OSError, ValueError):
+        raise argparse.ArgumentTypeError(f"time {text!r} is out of range in UTC: from year 1 to 9999") from None
+    return value
 
 
 def _spacecraft(text: str) -> str:

@@ -1276,8 +1276,12 @@ class GroundServer:
         self.users.refresh()
         error = self.users.reload_error
         if error != said:
-            print(f"sunlit-ground server: users file not read again, the users it had stay: {error}" if error
-                  else f"sunlit-ground server: users file {self.users.path} read again", file=sys.stderr, flush=True)
+            try:
+                print(f"sunlit-ground server: users file not read again, the users it had stay: {error}" if error
+                      else f"sunlit-ground server: users file {self.users.path} read again", file=sys.stderr,
+                      flush=True)
+            except OSError:  # stderr's reader gone (found in review: it ended the status task, no pushes after)
+                pass  # said in status all the same
         return error
 
     async def _stall_task(self) -> None:

@@ -1571,6 +1571,10 @@ def test_a_time_out_of_range_is_refused_naming_its_flag_never_a_traceback(archiv
     with pytest.raises(argparse.ArgumentTypeError):
         parse_time_s("1e20")
     assert parse_time_s("-1") == -1.0 and parse_time_s("253402300799") == 253402300799.0  # 9999-12-31T23:59:59Z
+    for text in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):  # ISO, its offset past the range
+        with pytest.raises(argparse.ArgumentTypeError, match="is out of range in UTC: from year 1 to 9999"):
+            parse_time_s(text)
+    assert parse_time_s("9999-12-31T23:59:59Z") == 253402300799.0
 
 
 @pytest.mark.req("GND-025")
