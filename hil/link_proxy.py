@@ -228,10 +228,13 @@ def _zmq_config(url: str, role: str) -> LinkConfig:
     return config
 
 
-def _socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
-    """Socket options as flight/link/zmq_link.py sets them: no linger, bounded queues, heartbeats."""
+def _socket(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
+    """Socket options as flight/link/zmq_link.py sets them: no linger, bounded queues, heartbeats, IPv6 for an
+    IPv6 address (found in review: zmq://[::1]:PORT bound nothing, "No such device")."""
     sock = ctx.socket(kind)
     sock.linger = 0
+    if endpoint.startswith("tcp://["):
+        sock.ipv6 = True
     sock.sndhwm = _HWM
     sock.rcvhwm = _HWM
     sock.reconnect_ivl = _RECONNECT_IVL_MS
@@ -292,11 +295,11 @@ class LinkProxy:
         try:
             # Made here, so a front address in use is an error from the constructor; only the
             # proxy's thread touches them after start() (its start is the memory barrier ZeroMQ asks for).
-            self._front_cmd = _socket(self._ctx, zmq.ROUTER)
+            self._front_cmd = _socket(self._ctx, zmq.ROUTER, self.front.cmd_endpoint)
             self._front_cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply for a gone console raises: counted
-            self._front_tm = _socket(self._ctx, zmq.XPUB)
+            self._front_tm = _socket(self._ctx, zmq.XPUB, self.front.tm_endpoint)
             self._front_tm.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber shows as zmq.Again: counted
-            self._back_tm = _socket(self._ctx, zmq.SUB)
+            self._back_tm = _socket(self._ctx, zmq.SUB, self.back.tm_endpoint)
             self._back_tm.setsockopt(zmq.SUBSCRIBE, b"")
             self._front_cmd.bind(self.front.cmd_endpoint)
             self._front_tm.bind(self.front.tm_endpoint)
@@ -563,7 +566,7 @@ class LinkProxy:
             self._poller.unregister(stale)
             del self._peer_of[stale]
             stale.close(linger=0)
-        sock = _socket(self._ctx, zmq.DEALER)
+        sock = _socket(self._ctx, zmq.DEALER, self.back.cmd_endpoint)
         sock.connect(self.back.cmd_endpoint)
         self._peers[peer] = sock
         self._peer_of[sock] = peer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flight.agent.dispatcher import Deferred, Handler
+from flight.agent.dispatcher import Deferred, Handler, Unreportable
 from flight.agent.timers import Timers
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import INT_BOUNDS, ValueType
@@ -51,11 +51,12 @@ def test_a_deferred_completion_no_report_can_carry_still_ends_the_command_failed
     bench.dispatcher.register("JOB_CANCEL", Handler(lambda req: pending.append(Deferred()) or pending[-1]))
     bench.dispatcher.register("COMMAND_STATUS", bench.dispatcher.handlers()["COMMAND_STATUS"])
     cmd_id = bench.send("JOB_CANCEL", {"job_id": 3}, ack_flags=ACK_ALL)
-    with pytest.raises(ValueError, match="does not fit one packet"):
+    with pytest.raises(Unreportable, match="does not fit one packet"):
         pending[0].complete({"blob": "x" * 70_000})
     assert bench.stages() == [("accepted", True), ("started", True), ("completed", False)]
     last = bench.codec.decode_tm(unpack(bench.reports[-1]))
-    assert last.cmd_id == cmd_id and "does not fit" in last.reason
+    assert last.cmd_id == cmd_id and last.reason.startswith("done, but its result could not be reported: ")
+    assert "does not fit" in last.reason
     assert finals == [(cmd_id, False)]
     counters = bench.dispatcher.counters
     assert (counters.executed, counters.failed) == (0, 1)
@@ -88,3 +89,29 @@ def test_a_timer_whose_callback_raises_does_not_keep_the_others_from_firing():
     with pytest.raises(ValueError):
         timers.run_due()
     assert fired == ["housekeeping", "control"] * 2
+    # The agent's way: each error said with its timer's name (found in review: raised, the second of two was lost)
+    timers.every("control", 1.0, lambda: (_ for _ in ()).throw(KeyError("temp_max_c")))
+    clock.t = 2.0
+    said: list[tuple[str, str]] = []
+    assert timers.run_due(lambda name, exc: said.append((name, type(exc).__name__))) == 2
+    assert said == [("housekeeping", "ValueError"), ("control", "KeyError")]
+
+
+@pytest.mark.req("LNK-002", "AGT-040")
+def test_a_listeners_error_after_a_success_went_out_is_not_taken_for_an_unreportable_result():
+    """Found in review: the catch for a result no report can carry took in an error raised by a final listener
+    (the scheduler's) after the success report had gone: a second, failed COMPLETED report for the same command,
+    counted failed. The listener's error goes on to the loop; the command stays completed."""
+    bench = Bench()
+    pending: list[Deferred] = []
+    bench.dispatcher.register("JOB_CANCEL", Handler(lambda req: pending.append(Deferred()) or pending[-1]))
+
+    def listener(cmd_id, ok, reason):
+        raise OSError(28, "No space left on device")
+
+    bench.dispatcher.on_final.append(listener)
+    bench.send("JOB_CANCEL", {"job_id": 3}, ack_flags=ACK_ALL)
+    with pytest.raises(OSError, match="No space left"):
+        pending[0].complete({"job_id": 3})
+    assert bench.stages() == [("accepted", True), ("started", True), ("completed", True)]
+    assert (bench.dispatcher.counters.executed, bench.dispatcher.counters.failed) == (1, 0)

@@ -299,7 +299,7 @@ def test_a_component_producing_a_wrong_channel_set_is_an_error_not_a_nil(rig, mo
     with pytest.raises(TelemetryError, match="controller telemetry: missing temp_max_c"):
         rig.agent.housekeeping.send()
     rig.advance(1.0)  # in the loop: caught, counted, reported; the agent carries on
-    assert rig.events("INTERNAL_ERROR")[-1].args["where"] == "timers"
+    assert rig.events("INTERNAL_ERROR")[-1].args["where"] == "timer housekeeping"  # which timer's callback
 
 
 @pytest.mark.req("AGT-009")

@@ -203,7 +203,9 @@ def test_a_completion_report_that_cannot_be_made_still_ends_the_command():
     finals = []
     bench.dispatcher.on_final.append(lambda cmd_id, ok, reason: finals.append(ok))
     bench.dispatcher.register("NOOP", Handler(lambda req: {"kinds": {1, 2}}))  # a set: msgpack cannot say it
-    with pytest.raises(TypeError):
+    from flight.agent.dispatcher import Unreportable
+
+    with pytest.raises(Unreportable, match="can not serialize 'set' object"):
         bench.send("NOOP", ack_flags=ACK_ACCEPTANCE | ACK_COMPLETION)
     assert bench.stages() == [("accepted", True), ("completed", False)] and finals == [False]
 

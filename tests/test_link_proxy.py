@@ -368,6 +368,35 @@ def test_the_proxy_refuses_what_it_cannot_carry_and_stops_cleanly(short_dir, tcp
     proxy.close()  # twice is fine
 
 
+def test_a_proxy_carries_an_ipv6_loopback_front(short_dir):
+    """Found in review: the proxy's sockets never took IPv6, so zmq://[::1]:PORT, which the agent's and the ground's
+    links take, could not be its front ("No such device")."""
+    import socket
+
+    from flight.link.transport import open_flight_link, open_ground_link
+    from hil.agent_process import free_tcp_port_pair
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback on this host: {exc}")
+    front = f"zmq://[::1]:{free_tcp_port_pair()}"
+    flight = open_flight_link(f"zmq+ipc://{short_dir}/agent")
+    try:
+        with LinkProxy(front, f"zmq+ipc://{short_dir}/agent").start() as proxy:
+            ground = open_ground_link(front)
+            try:
+                ground.send(b"over-v6")
+                got = []
+                until(lambda: got.extend(flight.receive()) or got, "the command through the proxy")
+                assert [inbound.packet for inbound in got] == [b"over-v6"] and proxy.stats().up.passed == 1
+            finally:
+                ground.close()
+    finally:
+        flight.close()
+
+
 def test_a_gate_that_raises_fails_the_proxy_loudly_at_close(scripted):
     agent, make = scripted
 

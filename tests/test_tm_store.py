@@ -531,11 +531,20 @@ def test_a_segment_whose_directory_will_not_sync_leaks_no_descriptor_at_each_ref
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(store, "_fsync_dir", eio)
-    before = len(os.listdir("/proc/self/fd"))
+    def open_here() -> int:  # this store's descriptors alone: another test's file closed meanwhile is not counted
+        held = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                held += os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path))
+            except OSError:
+                pass  # closed as it was looked at
+        return held
+
+    before = open_here()
     for i in range(50):
         with pytest.raises(OSError):
             store.append(event(c, i))
-    assert len(os.listdir("/proc/self/fd")) == before and not store._fds
+    assert open_here() == before and not store._fds
     monkeypatch.undo()  # the disk answers again: appends go on
     assert store.append(event(c, 50)).store_id == 1 and store.records_held() == 1
     store.close()
@@ -597,3 +606,29 @@ def test_an_acks_log_the_disk_cannot_give_back_costs_its_acknowledgements_not_th
     with InProcessAgent(tmp_path / "state", store_dir=tmp_path) as rig:  # the agent flies with its store, says it
         assert any("acks.log unreadable" in e.args["reason"] for e in rig.events("STORE_ERROR"))
         assert rig.hk()["store_enabled"] != "none" and rig.hk()["store_records"] >= 3
+
+
+@pytest.mark.req("AGT-090", "AGT-096")
+def test_a_compaction_the_disk_refuses_after_the_acknowledgement_is_kept_costs_nothing_asked(tmp_path, monkeypatch):
+    """Found in review: acks.log's compaction runs after the acknowledgement is appended and synced; refused (a full
+    disk), it raised out of acknowledge_ids: STORE_DELETE said its deletion undone (it was on disk), and each later
+    acknowledgement raised as well."""
+    import flight.agent.tm_store as tm_store
+
+    c = codec()
+    store = open_store(tmp_path)
+    for i in range(6):
+        store.append(event(c, i))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tm_store, "write_atomic", full)
+    store._ack_records = 10_000  # noqa: SLF001 - past the compaction's threshold
+    assert store.delete_until(int((T0 + 2) * 1000)) == 3  # recorded: no error for the compaction's refusal
+    assert store.acknowledge_ids([4]) == 1  # nor for the next, the compaction not tried again at each
+    monkeypatch.undo()
+    store.close()
+    again = open_store(tmp_path)
+    assert pending_ids(again) == [5, 6]
+    again.close()

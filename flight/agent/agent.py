@@ -434,7 +434,7 @@ class Agent:
                 self.executive.internal_error("harness input", exc)
         if self._booted:
             try:
-                self.timers.run_due()
+                self.timers.run_due(lambda name, exc: self.executive.internal_error(f"timer {name}", exc))
             except Exception as exc:  # noqa: BLE001
                 self.executive.internal_error("timers", exc)
             try:

@@ -57,6 +57,11 @@ class CommandFailed(Exception):
         self.reason = reason
 
 
+class Unreportable(Exception):
+    """A verification report that cannot be made (its result too big for a packet, or not plain data): raised
+    by the report before anything went out, so the command can still end, failed, in a report that can be."""
+
+
 class Deferred:
     """A command that completes later: exactly one of :meth:`complete` or :meth:`fail`."""
 
@@ -231,7 +236,10 @@ class Dispatcher(Component):
             v = Verification(stage, ok, tc.request_id, cmd_id, opcode, code, redact_paths(reason), result or {})
             time_s, packet = self._now_s(), None
             if not ok or tc.ack_flags & STAGE_ACK[stage]:  # PUS-C: successes as asked for, failures always
-                packet = self.codec.encode_verification(v, time_s)  # may raise: then not yet final
+                try:
+                    packet = self.codec.encode_verification(v, time_s)  # may raise: then not yet final
+                except Exception as exc:  # noqa: BLE001 - told apart from a listener's error after it went out
+                    raise Unreportable(describe_error(exc)[:160]) from exc
                 self._send_report(peer, packet)
             sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
@@ -383,15 +391,19 @@ class Dispatcher(Component):
         if ok:
             try:
                 report(Stage.COMPLETED, True, result=value)
-            except Exception as exc:  # noqa: BLE001 - a result no report can carry (too big, not plain data)
-                # Ended failed, in its report and its journal record, as handle() ends a command that completes at
-                # once, and the error goes on to the caller, which counts it; a deferred one too (found in audit:
-                # its completion raised into the compute supervisor, no final report went out, COMMAND_STATUS
-                # said "running" for good, and the journal "completed").
-                reason = describe_error(exc)[:200]
+            except Unreportable as exc:  # a result no report can carry; nothing went out (a listener's error did)
+                # Ended failed, saying its work was done, in its report and its journal record, and the error goes
+                # on to the caller, which counts it (found in audit: a deferred one's completion raised into the
+                # compute supervisor, no final report went out, COMMAND_STATUS said "running" for good, and the
+                # journal "completed"; in review: a listener's error after the success was taken for this).
+                reason = f"done, but its result could not be reported: {exc}"
                 self._journal_finished(cmd_id, False, FailureCode.EXECUTION_ERROR, reason)
                 self.counters.failed += 1
                 report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, reason)
+                self._emit("COMMAND_FAILED", name=name, reason=reason)
+                raise
+            except Exception:
+                self.counters.executed += 1  # its success went out; a listener's error after it goes on, counted there
                 raise
             self.counters.executed += 1
         else:

@@ -49,15 +49,17 @@ class Timers:
             return None
         return late[min(len(late) - 1, int(len(late) * 0.99))]
 
-    def run_due(self) -> int:
+    def run_due(self, on_error: Callable[[str, Exception], None] | None = None) -> int:
         """Fire every timer that is due, once each; return how many fired.
 
         A timer that fell behind by more than a period skips the missed ticks instead of
         firing in a burst: housekeeping after a stall reports now, not ten times.
 
-        A callback that raises does not keep the others from firing: the first error is raised once
-        all have (found in audit: housekeeping raising skipped the control tick behind it, and under
-        lockstep the harness's step was answered without it: a step with no thermal or battery check).
+        A callback that raises does not keep the others from firing (found in audit: housekeeping
+        raising skipped the control tick behind it, and under lockstep the harness's step was answered
+        without it: a step with no thermal or battery check). Each error goes to ``on_error`` with its
+        timer's name (found in review: raised, only the first of two was ever said); without one, the
+        first is raised once all have fired.
         """
         now = self._clock.monotonic_s()
         fired = 0
@@ -73,8 +75,11 @@ class Timers:
                 fired += 1
                 try:
                     timer.callback()
-                except Exception as exc:  # noqa: BLE001 - raised below, once the others have fired
-                    error = error or exc
+                except Exception as exc:  # noqa: BLE001 - said, and the others fire
+                    if on_error is not None:
+                        on_error(timer.name, exc)
+                    else:
+                        error = error or exc
         if error is not None:
             raise error
         return fired
