@@ -826,3 +826,28 @@ def test_a_broken_telemetry_floor_is_said_telemetry_still_comes_and_grounds_on_o
     stuck.taken(9, 1 << 51)
     stuck.flush()
     assert "may be taken once" in stuck.error and path.is_dir()  # said, nothing written over
+
+
+@pytest.mark.req("SEC-002")
+def test_two_grounds_started_on_one_sn_file_with_their_clocks_behind_it_never_seal_the_same_sn(tmp_path):
+    """Both count up from the reservation they read at start (their clocks are behind it): the second
+    to seal goes above the first's new reservation, so the agent takes the commands of both (found in
+    audit: both sealed SN reservation + 1, + 2 ... and every command of the second was refused as a
+    replay). The two stay within the agent's window of each other."""
+    path = tmp_path / "ground.keys"
+    KeyRing({1: KeySlot(1, KEY_A)}).save(path)
+    guard = ReplayGuard(tmp_path / "replay.json")
+    clock = Clock()
+    killed, on_board = _ground(path, clock)  # killed after it sealed: its reservation stays a reserve ahead
+    killed.send(command(1))
+    open_tc(on_board.receive()[0].packet, ring(), guard)
+    clock.t -= 3600 * 1_000_000  # then the ground's clock stepped back an hour
+    first, to_board_1 = _ground(path, clock)
+    second, to_board_2 = _ground(path, clock)
+    sns = []
+    for i in range(5):
+        first.send(command(10 + i))
+        second.send(command(20 + i))
+        for link in (to_board_1, to_board_2):
+            sns.append(open_tc(link.receive()[0].packet, ring(), guard)[1])  # each taken: no replay, none stale
+    assert len(set(sns)) == len(sns) and max(sns) - min(sns) < guard.window

@@ -328,3 +328,37 @@ def test_with_its_zap_handler_gone_the_agent_lets_nobody_in(keys, links):
         flight.publish(b"telemetry")
         time.sleep(0.02)
     assert seen == [] and stranger.receive() == [] and listed.receive() == []
+
+
+@pytest.mark.req("SEC-009")
+def test_the_allow_list_is_checked_as_the_zap_handler_reads_it_hidden_files_left_out(keys):
+    """pyzmq's ZAP handler skips hidden ``*.key`` files: so does the check. A list of only a hidden one
+    is empty (found in audit: it passed, and the agent started letting nobody in), and a hidden broken
+    one stops nothing."""
+    import zmq.auth
+
+    off_board = "zmq://10.1.2.3:5550"
+    os.replace(keys / "clients" / "ground.key", keys / "clients" / ".ground.key")
+    assert zmq.auth.load_certificates(str(keys / "clients")) == {}  # what the ZAP handler would let in
+    with pytest.raises(ConfigError, match=r"security\.zmq_clients: .*no client certificate"):
+        agent_config(keys, off_board)
+    (keys / "clients" / ".ground.key").write_text("not a certificate\n")  # set aside, and broken
+    os.replace(keys / "stranger.key", keys / "clients" / "stranger.key")
+    assert agent_config(keys, off_board).curve_on
+
+
+@pytest.mark.req("SEC-009")
+def test_an_allow_list_others_may_write_to_is_refused_naming_it(keys):
+    """Any user who can write to the allow-list can let their own key in at the agent's next start (found in
+    audit: a clients directory of mode 777, or a certificate of mode 666 in it, was taken without a word)."""
+    off_board = "zmq://10.1.2.3:5550"
+    assert agent_config(keys, off_board).curve_on  # as install.sh leaves it
+    os.chmod(keys / "clients", 0o777)
+    with pytest.raises(ConfigError, match=r"security\.zmq_clients: .*clients: mode 777, writable by others.*chmod o-w"):
+        agent_config(keys, off_board)
+    os.chmod(keys / "clients", 0o750)
+    os.chmod(keys / "clients" / "ground.key", 0o666)
+    with pytest.raises(ConfigError, match=r"security\.zmq_clients: .*ground\.key: mode 666, writable by others"):
+        agent_config(keys, off_board)
+    os.chmod(keys / "clients" / "ground.key", 0o664)  # writable by its group only: the owner's to choose
+    assert agent_config(keys, off_board).curve_on

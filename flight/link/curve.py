@@ -4,7 +4,8 @@ With CURVE on, the agent's ROUTER and XPUB are CURVE servers (every byte encrypt
 server proven by its key) and a ZAP handler (pyzmq's ``ThreadAuthenticator``) lets in only
 clients whose public key is in a directory of certificates: the allow-list. Everything here
 is pyzmq's own (``zmq.auth``): certificates as ``zmq.auth.create_certificates`` writes them,
-``NAME.key`` (public) and ``NAME.key_secret`` (both keys; mode 600, refused otherwise).
+``NAME.key`` (public) and ``NAME.key_secret`` (both keys; mode 600, refused otherwise); an allow-list
+that others may write to is refused too.
 
 :func:`curve_wanted` decides ``zmq_curve = "auto"``: on, except for an ipc link or one whose
 host is a loopback address (127.0.0.0/8, ::1, ``localhost``), where nothing off the board
@@ -107,15 +108,31 @@ def load_secret(path: Path | str) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def _refuse_writable_by_others(path: Path) -> None:
+    """The allow-list says who may connect: one that any user may write to lets any user in (at the
+    agent's next start; found in audit: a clients directory of mode 777 was taken without a word)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it says why
+    if mode & 0o002:
+        raise CurveKeyError(f"{path}: mode {mode & 0o7777:o}, writable by others, who could list their own key; "
+                            "chmod o-w it")
+
+
 def load_allowed(directory: Path | str) -> dict[bytes, Path]:
-    """The allow-list: public key -> certificate file, for every ``*.key`` in ``directory``."""
+    """The allow-list: public key -> certificate file, for every ``*.key`` in ``directory`` that the
+    ZAP handler reads: not a hidden one (pyzmq's ``glob.glob`` skips them; found in audit: a list of
+    only ``.ground.key`` passed this check, and the agent started letting nobody in)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CurveKeyError(f"{directory}: not a directory of client certificates (*.key); {MAKE_KEYS_HINT}")
     try:
-        files = sorted(directory.glob("*.key"))
+        files = sorted(f for f in directory.glob("*.key") if not f.name.startswith("."))
     except OSError as exc:
         raise CurveKeyError(f"{directory}: {exc.strerror or exc}") from None
+    for path in (directory, *files):
+        _refuse_writable_by_others(path)
     allowed = {load_public(f): f for f in files}
     if not allowed:
         raise CurveKeyError(f"{directory}: no client certificate (*.key): no ground could connect")

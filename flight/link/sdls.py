@@ -423,10 +423,14 @@ class SnFloor:
         by = body.get("by", "")
         return value, by if isinstance(by, str) else ""
 
-    def passed(self, sn: int) -> None:
-        """Called with each SN sealed: past the reservation, reserve ``reserve_us`` more on disk."""
+    def passed(self, sn: int, counted: bool = False) -> int:
+        """Called with each SN sealed: past the reservation, reserve ``reserve_us`` more on disk. The
+        SN to seal with: ``sn``, or, for a ``counted`` one (counted up from a reservation, above the
+        clock), one above another process's reservation that covers it. Two grounds started on one
+        file with their clocks behind it both counted up from it, and sealed the same SNs: the agent
+        took one's and refused the other's as replays (found in audit)."""
         if sn <= self.reserved:
-            return
+            return sn
         target = self.reserved = sn + self.reserve_us  # tried once a reserve, even if the disk refuses
         try:
             with _locked(self.path):
@@ -434,6 +438,9 @@ class SnFloor:
                     current, by = self._read_body()
                 except CorruptFile:
                     current, by = 0, ""  # written over: a corrupt reservation holds nothing
+                if counted and sn <= current and by != self._token and current < SN_MAX - self.reserve_us:
+                    sn = current + 1  # SNs another process may be counting through: go above them
+                    target = self.reserved = sn + self.reserve_us
                 if current < target:
                     write_checked_json(self.path, {"reserved_us": target, "by": self._token})
                 else:
@@ -442,8 +449,9 @@ class SnFloor:
                         write_checked_json(self.path, {"reserved_us": current, "by": ""})
         except OSError as exc:
             self.error = f"{_why(self.path, exc)}; sealing from the clock"
-            return
+            return sn
         self.error = None
+        return sn
 
     def release(self, last_sn: int) -> None:
         """At a clean close: bring the reservation down to ``last_sn``, the last SN sealed, where this
@@ -593,10 +601,12 @@ class Sealer:
         self.last_sn = last_sn if floor is None else max(last_sn, floor.reserved)
 
     def next_sn(self) -> int:
-        self.last_sn = max(self.last_sn + 1, int(self._clock_us()))
+        clock_us = int(self._clock_us())
+        sn = max(self.last_sn + 1, clock_us)
         if self.floor is not None:
-            self.floor.passed(self.last_sn)
-        return self.last_sn
+            sn = self.floor.passed(sn, counted=sn > clock_us)
+        self.last_sn = sn
+        return sn
 
     def seal(self, packet: bytes) -> bytes:
         """The sealed form of a plain telecommand (with its CRC)."""
