@@ -278,6 +278,18 @@ def test_battery_params_are_checked(kwargs, text):
         BatteryParams(**kwargs)
 
 
+@pytest.mark.req("HIL-004")
+@pytest.mark.parametrize("net_power_w", [10.0, 0.0, -10.0])
+def test_battery_step_refuses_an_infinite_step_and_keeps_its_books(net_power_w):
+    """An infinite dt_s is refused naming it (found in audit: it was taken, clipped_wh or unserved_wh came back inf
+    and the running totals were poisoned for the rest of the run); nothing in the battery changes."""
+    b = Battery(BatteryParams(capacity_wh=10.0), soc_pct=50.0)
+    with pytest.raises(ValueError, match="dt_s must be finite"):
+        b.step(net_power_w, math.inf)
+    assert b.stored_wh == 5.0 and b.total_clipped_wh == 0.0 and b.total_unserved_wh == 0.0
+    assert b.total_charged_wh == 0.0 and b.total_discharged_wh == 0.0
+
+
 def test_battery_params_are_frozen():
     p = BatteryParams(capacity_wh=10.0)
     with pytest.raises(AttributeError):
@@ -378,6 +390,29 @@ def test_thermal_step_rejects_bad_input():
         m.step(10.0, 1.0, -1.0)
     with pytest.raises(ValueError, match="dissipation_w"):
         m.step(float("nan"), 1.0, 1.0)
+
+
+@pytest.mark.req("HIL-004")
+@pytest.mark.parametrize("kwargs,field", [
+    ({"dt_s": math.inf}, "dt_s"),
+    ({"shadow_factor": math.nan}, "shadow_factor"),
+    ({"albedo_w_m2": math.nan}, "albedo_w_m2"),
+    ({"albedo_w_m2": -1e6}, "albedo_w_m2"),
+    ({"earth_ir_w_m2": -200.0}, "earth_ir_w_m2"),
+    ({"earth_ir_w_m2": math.inf}, "earth_ir_w_m2"),
+    ({"solar_constant_w_m2": -1361.0}, "solar_constant_w_m2"),
+])
+def test_thermal_step_refuses_non_finite_or_negative_inputs_naming_them(kwargs, field):
+    """Found in audit: an infinite dt_s raised OverflowError, a NaN shadow factor or flux "thermal model diverged
+    ... parameters out of range?" (the parameters were fine), and a negative albedo flux was taken as a heat sink
+    (the radiator at -128 C after 10 s). Each is refused naming the input, and the temperatures stay as they were."""
+    m = ThermalModel(ThermalParams(), board_temp_c=30.0, radiator_temp_c=15.0)
+    args = {"dissipation_w": 10.0, "shadow_factor": 1.0, "dt_s": 10.0, **kwargs}
+    with pytest.raises(ValueError, match=f"^{field} must be finite"):
+        m.step(**args)
+    assert (m.board_temp_c, m.radiator_temp_c, m.last_energy) == pytest.approx((30.0, 15.0, None))
+    m.step(10.0, 1.0, 10.0, albedo_w_m2=0.0, earth_ir_w_m2=0.0)  # zero fluxes are physical (and still taken)
+    assert m.last_energy.substeps == 2  # the module doc's "a 10 s step is two sub-steps"
 
 
 def test_max_steady_dissipation_inverts_the_steady_state():

@@ -173,8 +173,8 @@ class Battery:
 
     def step(self, net_power_w: float, dt_s: float) -> BatteryStep:
         """Integrate ``net_power_w`` (solar in − loads out, W) over ``dt_s`` seconds (see module doc)."""
-        if not dt_s >= 0.0:
-            raise ValueError(f"dt_s must be >= 0, got {dt_s}")
+        if not (math.isfinite(dt_s) and dt_s >= 0.0):  # an infinite step made clipped_wh or unserved_wh inf (audit)
+            raise ValueError(f"dt_s must be finite and >= 0, got {dt_s}")
         if not math.isfinite(net_power_w):
             raise ValueError(f"net_power_w must be finite, got {net_power_w}")
         p = self.params

@@ -23,8 +23,9 @@ Integration: explicit (forward Euler). It is stable only for steps below 2/λ wi
 fastest rate of the linearised system; :meth:`ThermalModel.step` splits a long ``dt_s``
 into equal sub-steps no longer than ``STABILITY_FRACTION``/λ (a tenth of the fastest time
 constant, so also accurate to a fraction of a kelvin), λ bounded by Gershgorin's theorem
-from the present temperatures. With the defaults the fastest time constant is the board's
-C_b/G ≈ 300 s, so a 10 s step is one sub-step and a 600 s step becomes ~20.
+from the present temperatures. With the defaults at 20 °C the bound is the radiator's row,
+(2G + 4σεA T_r³)/C_r ≈ 1/80 s (the linearised system's fastest time constant is ~100 s), so
+a 10 s step is two sub-steps and a 600 s step 74.
 
 Energy: each sub-step changes the stored heat C_b ΔT_b + C_r ΔT_r by exactly
 (P + Q_env − σεA T_r⁴) × dt (the radiator's emission is taken at the start of the
@@ -255,10 +256,18 @@ class ThermalModel:
         ``albedo_w_m2`` and ``earth_ir_w_m2`` are the profile's nadir-plate fluxes; leave
         them out to use the parameters' defaults. Long steps are split (module doc).
         """
-        if not dt_s >= 0.0:
-            raise ValueError(f"dt_s must be >= 0, got {dt_s}")
+        # Checked here, naming the input (found in audit: an infinite dt_s raised OverflowError, a NaN shadow factor
+        # or flux "thermal model diverged ... parameters out of range?", and a negative flux cooled the radiator).
+        if not (math.isfinite(dt_s) and dt_s >= 0.0):
+            raise ValueError(f"dt_s must be finite and >= 0, got {dt_s}")
         if not math.isfinite(dissipation_w) or dissipation_w < 0.0:
             raise ValueError(f"dissipation_w must be finite and >= 0, got {dissipation_w}")
+        if not math.isfinite(shadow_factor):
+            raise ValueError(f"shadow_factor must be finite (0 umbra .. 1 full sun), got {shadow_factor}")
+        for name, flux in (("albedo_w_m2", albedo_w_m2), ("earth_ir_w_m2", earth_ir_w_m2),
+                           ("solar_constant_w_m2", solar_constant_w_m2)):
+            if flux is not None and not (math.isfinite(flux) and flux >= 0.0):
+                raise ValueError(f"{name} must be finite and >= 0, got {flux}")
         p = self.params
         q_env_w = float(p.absorbed_w(shadow_factor, albedo_w_m2, earth_ir_w_m2, solar_constant_w_m2))
         sigma_e_a = STEFAN_BOLTZMANN_W_M2_K4 * p.radiator_emissivity * p.radiator_area_m2
