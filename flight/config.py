@@ -251,8 +251,11 @@ def _read_config_text(path: Path) -> str:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
             raise ConfigError(f"{path}: not a file (a device or a socket): give the configuration file itself")
-        os.set_blocking(fd, True)  # a pipe's writer is waited for; with none, it reads as empty at once
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; with none yet, it reads as empty at once
         data = f.read(MAX_CONFIG_BYTES + 1)
+        if not data and stat.S_ISFIFO(mode):  # found in review: said "an edit cut short?" of a pipe
+            raise ConfigError(f"{path}: a pipe that gave nothing (no process writes to it yet, or it wrote nothing): "
+                              "start what writes it first, or give a file")
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
                           "the right file?")

@@ -851,3 +851,12 @@ def test_two_grounds_started_on_one_sn_file_with_their_clocks_behind_it_never_se
         for link in (to_board_1, to_board_2):
             sns.append(open_tc(link.receive()[0].packet, ring(), guard)[1])  # each taken: no replay, none stale
     assert len(set(sns)) == len(sns) and max(sns) - min(sns) < guard.window
+    # One started next (or the second killed and started again), a burst of its own: the first still taken (found
+    # in review: the jump had reserved a second ahead, so the next ground sealed past the first's window)
+    third, to_board_3 = _ground(path, clock)
+    for i in range(5):
+        third.send(command(30 + i))
+        sns.append(open_tc(to_board_3.receive()[0].packet, ring(), guard)[1])
+    first.send(command(40))
+    sns.append(open_tc(to_board_1.receive()[0].packet, ring(), guard)[1])
+    assert len(set(sns)) == len(sns) and max(sns) - min(sns) < guard.window

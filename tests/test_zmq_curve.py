@@ -35,9 +35,11 @@ def keys(tmp_path):
     """The agent's pair, an allowed ground's pair (its public key in clients/) and a stranger's."""
     clients = tmp_path / "clients"
     clients.mkdir()
+    clients.chmod(0o750)  # as install.sh makes it, whatever this process's umask: others may not write to it
     make_certificate(tmp_path, "agent")
     public, _ = make_certificate(tmp_path, "ground")
     os.replace(public, clients / "ground.key")
+    (clients / "ground.key").chmod(0o644)
     make_certificate(tmp_path, "stranger")  # stranger.key stays outside the allow-list
     return tmp_path
 

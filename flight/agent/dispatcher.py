@@ -239,7 +239,16 @@ class Dispatcher(Component):
                 try:
                     packet = self.codec.encode_verification(v, time_s)  # may raise: then not yet final
                 except Exception as exc:  # noqa: BLE001 - told apart from a listener's error after it went out
-                    raise Unreportable(describe_error(exc)[:160]) from exc
+                    if not (ok and v.result):
+                        raise Unreportable(describe_error(exc)[:160]) from exc
+                    # A success whose result no report can carry (too big, not plain data): the work was done, so
+                    # the success, with a note, as a retry gets it (_Told.packet_for), whatever its flags asked for
+                    # (found in review: failed with ACK_ALL, completed with acceptance acks only)
+                    v = replace(v, result={"note": f"its result does not fit a report: {describe_error(exc)[:120]}"})
+                    try:
+                        packet = self.codec.encode_verification(v, time_s)
+                    except Exception as again:  # noqa: BLE001
+                        raise Unreportable(describe_error(again)[:160]) from again
                 self._send_report(peer, packet)
             sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
@@ -391,12 +400,13 @@ class Dispatcher(Component):
         if ok:
             try:
                 report(Stage.COMPLETED, True, result=value)
-            except Unreportable as exc:  # a result no report can carry; nothing went out (a listener's error did)
+            except Unreportable as exc:  # no success report could be made; nothing went out (a listener's error did)
                 # Ended failed, saying its work was done, in its report and its journal record, and the error goes
                 # on to the caller, which counts it (found in audit: a deferred one's completion raised into the
                 # compute supervisor, no final report went out, COMMAND_STATUS said "running" for good, and the
-                # journal "completed"; in review: a listener's error after the success was taken for this).
-                reason = f"done, but its result could not be reported: {exc}"
+                # journal "completed"; in review: a listener's error after the success was taken for this). A
+                # result too big is not this: the success goes with a note instead (report()).
+                reason = f"done, but its report could not be made: {exc}"
                 self._journal_finished(cmd_id, False, FailureCode.EXECUTION_ERROR, reason)
                 self.counters.failed += 1
                 report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, reason)

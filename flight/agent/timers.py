@@ -76,10 +76,12 @@ class Timers:
                 try:
                     timer.callback()
                 except Exception as exc:  # noqa: BLE001 - said, and the others fire
-                    if on_error is not None:
+                    try:
+                        if on_error is None:
+                            raise
                         on_error(timer.name, exc)
-                    else:
-                        error = error or exc
+                    except Exception as unsaid:  # noqa: BLE001 - saying it failed too: raised once all have fired
+                        error = error or unsaid  # (found in review: it stopped the pass, the control tick unfired)
         if error is not None:
             raise error
         return fired

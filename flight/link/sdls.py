@@ -375,6 +375,10 @@ class KeyOverlay:
         return problems
 
 
+COUNTED_RESERVE_SNS = 4096
+"""What a ground counting above its clock reserves on disk at a time: SNs, one per command sealed."""
+
+
 class SnFloor:
     """The ground's SNs kept above those it used before a restart, whatever its clock did
     meanwhile: a reservation on disk (atomic, checked, mode 600), written when an SN passes it as
@@ -431,7 +435,11 @@ class SnFloor:
         took one's and refused the other's as replays (found in audit)."""
         if sn <= self.reserved:
             return sn
-        target = self.reserved = sn + self.reserve_us  # tried once a reserve, even if the disk refuses
+        # Counted SNs go one per command: a reserve of a count, not of a second (found in review: a ground that
+        # jumped over another's reservation put a second more in the file, and one started next sealed past the
+        # other's window, its every command refused as stale until its clock caught up)
+        reserve = min(self.reserve_us, COUNTED_RESERVE_SNS) if counted else self.reserve_us
+        target = self.reserved = sn + reserve  # tried once a reserve, even if the disk refuses
         try:
             with _locked(self.path):
                 try:
@@ -440,7 +448,7 @@ class SnFloor:
                     current, by = 0, ""  # written over: a corrupt reservation holds nothing
                 if counted and sn <= current and by != self._token and current < SN_MAX - self.reserve_us:
                     sn = current + 1  # SNs another process may be counting through: go above them
-                    target = self.reserved = sn + self.reserve_us
+                    target = self.reserved = sn + reserve
                 if current < target:
                     write_checked_json(self.path, {"reserved_us": target, "by": self._token})
                 else:
