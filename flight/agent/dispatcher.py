@@ -58,8 +58,8 @@ class CommandFailed(Exception):
 
 
 class Unreportable(Exception):
-    """A verification report that cannot be made (its result too big for a packet, or not plain data): raised
-    by the report before anything went out, so the command can still end, failed, in a report that can be."""
+    """A verification report that cannot be made, even with a success's result left out for a note: raised by
+    the report before anything went out, so the command can still end, failed, in a report that can be."""
 
 
 class Deferred:
