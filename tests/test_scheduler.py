@@ -130,6 +130,17 @@ def write_sequence(rig: InProcessAgent, name: str, text: str) -> None:
     (directory / f"{name}.toml").write_text(text)
 
 
+
+def assert_restart_resumes_nothing(state_dir, advance_s: float, step_event: str) -> None:
+    """An agent restarted on ``state_dir`` runs no sequence: none running, and ``step_event`` (what its
+    next step would have said) not said within ``advance_s``."""
+    again = InProcessAgent(state_dir)
+    try:
+        again.advance(advance_s)
+        assert not again.events(step_event) and again.hk()["sequence_running"] == ""
+    finally:
+        again.close()
+
 @pytest.mark.req("AGT-081")
 def test_a_sequence_waits_on_telemetry_and_runs_its_commands_in_turn(rig):
     watch(rig)
@@ -309,12 +320,7 @@ def test_a_sequence_step_whose_state_cannot_be_kept_is_not_sent_and_the_run_ends
     finally:
         first.close()
     monkeypatch.undo()
-    again = InProcessAgent(tmp_path)
-    try:
-        again.advance(10)
-        assert not again.events("COUNTERS_RESET") and again.hk()["sequence_running"] == ""
-    finally:
-        again.close()
+    assert_restart_resumes_nothing(tmp_path, 10, "COUNTERS_RESET")
 
 
 @pytest.mark.req("AGT-081")
@@ -382,12 +388,7 @@ def test_an_abort_whose_state_cannot_be_removed_says_so_and_the_run_never_resume
         assert not (tmp_path / RUN_STATE).exists()
     finally:
         first.close()
-    again = InProcessAgent(tmp_path)
-    try:
-        again.advance(40)
-        assert not again.events("PING_RECEIVED") and again.hk()["sequence_running"] == ""
-    finally:
-        again.close()
+    assert_restart_resumes_nothing(tmp_path, 40, "PING_RECEIVED")
 
 
 @pytest.mark.req("AGT-080")
