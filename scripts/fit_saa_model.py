@@ -28,6 +28,7 @@ interpolating towards it shrinks the ellipse in place.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -120,8 +121,19 @@ def with_empty_layers_placed(rows: list[tuple[float, ...]]) -> list[tuple[float,
              min(fitted, key=lambda f: abs(f[0] - row[0]))[5]) for row in rows]
 
 
-def table_text(rows: list[tuple[float, ...]]) -> str:
+def map_digest(flux_map: TrappedFluxMap) -> str:
+    """SHA-256 of what the fit reads from the map (its axes and the :data:`LAYER` layer, as little-endian
+    float64): written beside the table, so a test can tell that the map has changed since the table was
+    fitted without fitting every layer again, and a map rebuilt to the same numbers does not count."""
+    digest = hashlib.sha256()
+    for array in (flux_map.lat_deg, flux_map.lon_deg, flux_map.alt_km, flux_map.log10_flux[LAYER]):
+        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def table_text(rows: list[tuple[float, ...]], digest: str) -> str:
     lines = [TABLE_BEGIN,
+             f'SAA_TABLE_MAP_SHA256 = "{digest}"',
              "SAA_TABLE = (",
              "    # alt_km, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg"]
     lines += ["    (" + ", ".join(f"{v:.2f}" if k else f"{v:.1f}" for k, v in enumerate(row)) + ")," for row in rows]
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((float(alt), *params))
         print(f"{alt:6.0f} km  {params}  missed {quality['missed']:.3f}  extra {quality['extra']:.3f}  "
               f"flux inside {quality['flux_inside']:.4f}")
-    text = table_text(with_empty_layers_placed(rows))
+    text = table_text(with_empty_layers_placed(rows), map_digest(flux_map))
     print(text)
     if args.write:
         target = ROOT / "flight" / "orbit" / "saa.py"

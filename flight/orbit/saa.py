@@ -62,6 +62,7 @@ the inner belt's fluence along the orbits the tests fly; outside it a part is up
 hundredth of the peak rate."""
 
 # -- fitted by scripts/fit_saa_model.py: begin
+SAA_TABLE_MAP_SHA256 = "531fc293f81a75cdfa21e67044036830022c069f38642126ca8074f55f8e1577"
 SAA_TABLE = (
     # alt_km, centre_lat_deg, centre_lon_deg, semi_major_deg, semi_minor_deg, tilt_deg
     (200.0, -38.95, -21.25, 29.49, 7.93, -15.09),
@@ -85,7 +86,9 @@ SAA_TABLE = (
 semi_minor_deg, tilt_deg); the semi-axes in degrees of latitude and longitude, the major axis
 ``tilt_deg`` from east towards north (negative: its east end further south); semi-axes 0 where the
 layer has no region (none has: the fit then gives it the nearest layer's centre and tilt). Written
-by ``python scripts/fit_saa_model.py --write``; a test fits the map again and compares."""
+by ``python scripts/fit_saa_model.py --write``, with ``SAA_TABLE_MAP_SHA256``, the digest of what the
+fit read from the map (its axes and AP8-MIN's proton layer): a test checks the digest against the map
+shipped and fits three layers again."""
 
 _TABLE = np.asarray(SAA_TABLE, dtype=float).reshape(-1, 6)
 
