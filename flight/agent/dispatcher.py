@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from flight.agent.ports import Component, EventPort
 from flight.link.dictionary import ArgumentError, Command, FailureCode
 from flight.link.messages import STAGE_ACK, Codec, CommandRequest, Stage, Verification
 from flight.link.packets import PacketError, Telecommand
-from flight.storage import redact_paths
+from flight.storage import printable, redact_paths
 
 
 def describe_error(exc: BaseException) -> str:
@@ -40,6 +41,18 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{type(exc).__name__}: {exc.strerror or 'error'} ({os.path.basename(str(exc.filename))})"
     return f"{type(exc).__name__}: {exc}"
+
+
+# A word of a refusal past this many characters is a name off the wire (an unknown argument's), not ours: cut to
+# it, as dictionary.brief cuts a value, so a 4 KiB name does not push out what the command takes
+_LONG_WORD = re.compile(r"\S{41,}")
+
+
+def said_refusal(reason: str) -> str:
+    """A refusal's text as it goes to the ground: nothing unprintable (a newline forges no line, an escape
+    sequence drives no terminal) and no word past 40 characters (found in audit: an unknown argument's 4 KiB
+    name filled the report and the COMMAND_REJECTED event, its hint of what the command takes cut off)."""
+    return _LONG_WORD.sub(lambda m: m.group()[:37] + "...", printable(reason))
 
 
 RETRY_CACHE_COMMANDS = 512  # commands remembered for retries; far more than a console has in flight
@@ -60,6 +73,11 @@ class CommandFailed(Exception):
 class Unreportable(Exception):
     """A verification report that cannot be made, even with a success's result left out for a note: raised by
     the report before anything went out, so the command can still end, failed, in a report that can be."""
+
+
+class ReportNotSent(Exception):
+    """The link refused a verification report (its send raised). The command went on as if the report had been
+    lost on the line, ended and kept for a retry; this is raised after, to the caller, which counts and says it."""
 
 
 class Deferred:
@@ -162,6 +180,9 @@ class Dispatcher(Component):
         # read-only starting and ending (its end may come later: a deferred one), and a refusal. A read-only
         # command's counts wait for the periodic save.
         self.changes = 0
+        # The link's errors sending reports, since the last raise point (the end of handle(), of a completion)
+        self._unsent: list[tuple[int, Exception]] = []
+        self._in_handler = 0  # handlers running now (a RESET_COUNTERS zeroing the counts is one)
 
     def register(self, name: str, handler: Handler) -> None:
         if name not in self.codec.dictionary.command_by_name:
@@ -204,7 +225,11 @@ class Dispatcher(Component):
                 "cmd_failed": c.failed, "tc_duplicates": c.duplicates}
 
     def reset_counters(self) -> None:
-        self.counters = DispatchCounters()
+        """Zero the counts. A command accepted and not ended yet (the RESET_COUNTERS running now, a deferred one
+        still at work) stays counted as accepted, so its end never outnumbers the acceptances (found in audit: after
+        the reset, cmd_executed 1 and cmd_accepted 0)."""
+        running = sum(1 for _digest, told in self._cache.values() if not any(t.verification.final for t in told))
+        self.counters = DispatchCounters(accepted=self._in_handler + running)
 
     def handle(self, tc: Telecommand, peer: Any) -> None:
         """Run one TC(8,1) through acceptance, start and completion; every command gets a final answer
@@ -249,7 +274,12 @@ class Dispatcher(Component):
                         packet = self.codec.encode_verification(v, time_s)
                     except Exception as again:  # noqa: BLE001
                         raise Unreportable(describe_error(again)[:160]) from again
-                self._send_report(peer, packet)
+                try:
+                    self._send_report(peer, packet)
+                except Exception as exc:  # noqa: BLE001 - lost as on the line: the command goes on and ends, a retry
+                    # gets the report from the cache, and the error is raised once it has (found in audit: a send
+                    # raising in a deferred completion left the command "running" for good, its listeners untold)
+                    self._unsent.append((cmd_id, exc))
             sent.append(_Told(v, time_s, packet))  # the others made only if a retry asks for them
             final, answered = v.final, True
             if final and cmd_id and not collision:
@@ -263,12 +293,11 @@ class Dispatcher(Component):
             if collision:
                 self._reject(report, None, FailureCode.BAD_ARGUMENTS,
                              f"cmd_id {cmd_id} was already used for a different command; draw a new one")
-                return
-            if known is not None:  # run before a restart: answered from the journal, never run again
+            elif known is not None:  # run before a restart: answered from the journal, never run again
                 self.counters.duplicates += 1
                 self._answer_from_journal(known, report)
-                return
-            self._run(tc, opcode, report, cmd_id, digest)
+            else:
+                self._run(tc, opcode, report, cmd_id, digest)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the sender gets a final answer
             if not final:
                 try:
@@ -276,6 +305,7 @@ class Dispatcher(Component):
                     report(Stage.COMPLETED, False, FailureCode.EXECUTION_ERROR, describe_error(exc)[:200])
                 except Exception:  # noqa: BLE001 - nothing more can be said about this command
                     pass
+            self._unsent.clear()  # the error going on says this command's trouble
             raise
         finally:
             # Cached by reference: a deferred completion appends to ``sent`` later, and a retry
@@ -283,6 +313,15 @@ class Dispatcher(Component):
             if cmd_id and answered and not collision and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
                 self._trim_cache()
+        self._raise_unsent()
+
+    def _raise_unsent(self) -> None:
+        """The reports the link refused since the last look, as one :class:`ReportNotSent` to the caller."""
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            ids = sorted({cmd_id for cmd_id, _exc in unsent})
+            raise ReportNotSent(f"{len(unsent)} verification report(s) of cmd_id {', '.join(map(str, ids))} not sent "
+                                f"(kept for a retry): {describe_error(unsent[0][1])[:160]}") from unsent[0][1]
 
     def _trim_cache(self) -> None:
         """Past RETRY_CACHE_COMMANDS the oldest command that has ended goes first: one still running (a deferred
@@ -365,6 +404,7 @@ class Dispatcher(Component):
         if not request.command.read_only:
             self.changes += 1
         self._emit("COMMAND_DISPATCHED", name=name)
+        self._in_handler += 1
         try:
             result = handler.run(request)
         except CommandFailed as exc:
@@ -374,6 +414,8 @@ class Dispatcher(Component):
             self._finish(report, name, False, describe_error(exc)[:200], FailureCode.EXECUTION_ERROR,
                          cmd_id, unrecorded)
             return
+        finally:
+            self._in_handler -= 1
         if isinstance(result, Deferred):
             result.then(lambda ok, value, code: self._finish(report, name, ok, value, code, cmd_id, unrecorded))
         else:
@@ -420,6 +462,7 @@ class Dispatcher(Component):
             self.counters.failed += 1
             report(Stage.COMPLETED, False, code, value)
             self._emit("COMMAND_FAILED", name=name, reason=value)
+        self._raise_unsent()  # a deferred one's completion: the completer counts it (in handle(), handle does)
 
     def _journal_finished(self, cmd_id: int, ok: bool, code: FailureCode, value: Any) -> None:
         if cmd_id and self.journal is not None:
@@ -429,6 +472,7 @@ class Dispatcher(Component):
                 pass  # the outcome still goes out now; a retry after a restart reads it as interrupted
 
     def _reject(self, report, command: Command | None, code: FailureCode, reason: str) -> None:
+        reason = said_refusal(reason)
         self.counters.rejected += 1
         self.changes += 1
         report(Stage.ACCEPTED, False, code, reason)

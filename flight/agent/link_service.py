@@ -24,6 +24,8 @@ from flight.link.packets import PacketError, Service, Subtype, Telecommand, unpa
 from flight.link.sdls import LINE_DAMAGE, AuthError, KeyRing, ReplayGuard, open_tc
 
 ACCEPTED_APIDS = frozenset({Apid.AGENT, Apid.FILES})
+# Said in a refusal, from the set itself (found in audit: it named AGENT's alone, and the files' APID is taken too)
+ACCEPTED_SAID = ", ".join(f"{a:#05x} ({a.name})" for a in sorted(ACCEPTED_APIDS))
 BAD_PACKETS_SAID = 4  # BAD_PACKET events a housekeeping period, the rest in one more at its end (an audit: a
 # flood of 7-byte frames gave an event each, 12 times their bytes, and filled the packet store in minutes)
 
@@ -159,7 +161,7 @@ class LinkService(Component):
             self._bad_packet(f"telemetry packet (APID {packet.apid}) sent to the agent's command input")
             return
         if packet.apid not in ACCEPTED_APIDS:
-            self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent answers {Apid.AGENT:#05x}")
+            self._bad_packet(f"telecommand for APID {packet.apid:#05x}, this agent takes {ACCEPTED_SAID}")
             return
         self.last_contact_s = self._clock.monotonic_s()  # a valid packet from the ground is contact
         self.contact_this_boot = True
