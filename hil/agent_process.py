@@ -25,10 +25,12 @@ class AgentProcess:
 
     def start(self) -> "AgentProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        log.close()
+        # The child has its own copy of the descriptor; ours is closed whether or not it started (found in audit:
+        # a Popen that raised, an executable gone, left the log open for as long as its traceback lived).
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env)
         return self
 
     @property

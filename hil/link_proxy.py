@@ -12,7 +12,10 @@ agent's *back* URL (the agent binds, flight/link/zmq_link.py). Both are link URL
 
 Replies go back to the ground peer that sent the command: each ground DEALER gets its own
 DEALER towards the agent, so the agent's ROUTER still tells consoles apart and a Lazy Pirate
-retry (a new DEALER) is a new peer there too. The newest :data:`MAX_PEERS` are kept.
+retry (a new DEALER) is a new peer there too. The newest :data:`MAX_PEERS` are kept: replies
+waiting in the DEALER of one pushed out are counted ``undeliverable``; commands its DEALER still
+queued for an agent not connected yet are lost counted ``passed`` (ZeroMQ does not say what a
+socket still queues).
 
 Faults (:class:`LinkFaults`) are per direction, ``up`` (ground to agent: commands) and
 ``down`` (agent to ground: replies and the telemetry stream), and are decided per packet by
@@ -228,6 +231,13 @@ def _zmq_config(url: str, role: str) -> LinkConfig:
     return config
 
 
+def _shared_endpoint(front: LinkConfig, back: LinkConfig) -> str | None:
+    """An endpoint front and back both use (a link takes two: commands, and telemetry next to them), or None.
+    Spelled alike only: ``localhost`` and ``127.0.0.1`` are not taken for one host."""
+    shared = sorted({front.cmd_endpoint, front.tm_endpoint} & {back.cmd_endpoint, back.tm_endpoint})
+    return shared[0] if shared else None
+
+
 def _socket(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
     """Socket options as flight/link/zmq_link.py sets them: no linger, bounded queues, heartbeats, IPv6 for an
     IPv6 address (found in review: zmq://[::1]:PORT bound nothing, "No such device")."""
@@ -267,6 +277,10 @@ class LinkProxy:
                  gate: Callable[[], bool] | None = None, seed: int = 0):
         self.front = _zmq_config(front_url, "front")
         self.back = _zmq_config(back_url, "back")
+        shared = _shared_endpoint(self.front, self.back)
+        if shared is not None:
+            raise LinkConfigError(f"front {front_url} and back {back_url} share {shared}: the proxy would talk to "
+                                  "itself; give the agent's link URL as back and another address as front")
         self.front_url, self.back_url = front_url, back_url
         self._gate = gate
         self._seed = int(seed)
@@ -565,7 +579,13 @@ class LinkProxy:
             _old, stale = self._peers.popitem(last=False)
             self._poller.unregister(stale)
             del self._peer_of[stale]
+            lost = 0  # replies the agent sent it, not read yet: lost with it, counted (found in audit: uncounted)
+            while batch := _drain(stale):  # bounded: the agent answers only what was sent through this DEALER
+                lost += len(batch)
             stale.close(linger=0)
+            if lost:
+                with self._lock:
+                    self._counts[DOWN]["undeliverable"] += lost
         sock = _socket(self._ctx, zmq.DEALER, self.back.cmd_endpoint)
         sock.connect(self.back.cmd_endpoint)
         self._peers[peer] = sock
@@ -601,6 +621,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        shared = _shared_endpoint(_zmq_config(args.front, "front"), _zmq_config(args.back, "back"))
+        if shared is not None:  # before the signals are blocked: a usage error, said as one line
+            print(f"link proxy: --front {args.front} and --back {args.back} share {shared}: the proxy would talk to "
+                  "itself; give the agent's link URL as --back and another address as --front", file=sys.stderr)
+            return 2
         one = DirectionFaults(**{name: getattr(args, name) for name in PROBABILITIES + DURATIONS})
         none = DirectionFaults()
         faults = LinkFaults(one if args.direction != DOWN else none, one if args.direction != UP else none)

@@ -522,8 +522,9 @@ def work_done(mode_per_step: Sequence[str | int], loaded_per_step: ArrayLike,
     labels = list(mode_per_step)
     if loaded.shape != (len(labels),):
         raise ValueError(f"loaded_per_step: need one value per step ({len(labels)}), got shape {loaded.shape}")
-    if np.any((loaded < 0) | (loaded > 1)):
-        k = int(np.argmax((loaded < 0) | (loaded > 1)))
+    outside = ~((loaded >= 0) & (loaded <= 1))  # NaN too: it compares false both ways (it passed, and summed to NaN)
+    if np.any(outside):
+        k = int(np.argmax(outside))
         raise ValueError(f"loaded_per_step[{k}] = {loaded[k]}: a share of the step, must be within [0, 1]")
     index = {md.name: i for i, md in enumerate(modes)}
     thr = np.array([md.throughput_per_s for md in modes])
