@@ -481,19 +481,22 @@ def test_a_checkpoint_or_job_list_that_cannot_be_written_is_said_and_counted_and
     jobs = bench.root / "jobs.json"
     jobs.unlink()
     (jobs / "held").mkdir(parents=True)
-    start(bench, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=10, batch_size=16))  # taken, in memory
-    assert 2 in bench.worker.jobs
+    # A command completes only when it did what it says (AGT-040): found in audit, a start and a cancel the list
+    # on disk did not hold were answered OK, and a restarted worker lost the job or ran the cancelled one again.
+    reply = bench.request(lambda r: cp.StartJob(r, cp.JobSpec(2, JobKind.TRAINING, "toy", steps=10, batch_size=16)))
+    assert not reply.ok and reply.code == FailureCode.EXECUTION_ERROR and "jobs.json" in reply.reason, reply
+    assert 2 not in bench.worker.jobs  # not queued: memory holds what the disk does
     reply = bench.request(lambda r: cp.CancelJob(r, 1))
-    assert reply.ok and bench.worker.jobs[1].state.value == "CANCELLED"
-    # The list on disk still says job 1 runs: its checkpoint stays, or a restart would train it from step 0
-    # (found in review); a list that says it ended, read at a start, removes it.
-    assert ck.exists()
+    assert not reply.ok and reply.code == FailureCode.EXECUTION_ERROR and "jobs.json" in reply.reason, reply
+    assert reply.reason.startswith("job 1 not cancelled") and bench.worker.jobs[1].state.value == "PAUSED"
+    assert ck.exists()  # the list on disk still says job 1 runs: its checkpoint stays
     assert bench.worker.status().compute_writes_failed >= 3
     assert len(bench.events("COMPUTE_WRITE_FAILED")) == 1  # said at most every 10 s; counted every time
     admit(bench)
     bench.worker.work_slice()  # and goes on working
-    shutil.rmtree(jobs)
-    bench.worker._save_jobs()  # noqa: SLF001 - the disk takes writes again
+    assert bench.worker.jobs[1].state.value == "RUNNING"
+    shutil.rmtree(jobs)  # the disk takes writes again: the cancel sent again completes
+    assert bench.request(lambda r: cp.CancelJob(r, 1)).ok
     bench.restart()
     assert not ck.exists() and bench.worker.jobs[1].state.value == "CANCELLED"
 

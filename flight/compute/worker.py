@@ -176,6 +176,9 @@ KEEP_REJECTED_FILES = 16  # incoming/rejected/ keeps the newest files a continuo
 # An incoming file, at most: a 4096 x 4096 scene of 4 bands in 16 x 16 float32 tiles (256 MiB) and its .npy header
 # (found in review: 256 MiB alone refused that very scene by its 128-byte header).
 MAX_INCOMING_BYTES = 256 * 1024 * 1024 + 64 * 1024
+# Bytes of one file's checks between two keep-alives (Worker._keepalive): a tenth of a second of a busy CPU, where the
+# largest file whole is seconds (found in audit: past a short compute_watchdog_s, a healthy worker was restarted).
+KEEPALIVE_BYTES = 16 * 1024 * 1024
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
@@ -271,12 +274,14 @@ def npy_array(data: bytes, what: str) -> np.ndarray:
         raise BadInput(f"{what}: not a .npy array numpy can read ({type(exc).__name__}: {exc})") from None
 
 
-def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarray:
+def checked_tiles(tiles: object, shape: Sequence[object], what: str,
+                  keepalive: Callable[[], None] | None = None) -> np.ndarray:
     """``tiles`` as float32 for a model input of ``shape`` (its dims, a name or None where free), or
     :class:`BadInput` naming ``what`` and the fault: not an array of numbers, the wrong rank or size,
     no tiles, or NaN or infinite values (after the cast: 1e300 is infinite in float32). Checked before
     the model runs, so a NaN tile is not taken for a model that gives non-finite outputs (found in
-    review: it rolled back a good version on probation)."""
+    review: it rolled back a good version on probation). Cast and checked :data:`KEEPALIVE_BYTES` at a
+    time, ``keepalive`` called after each part: a camera's largest file is seconds of it."""
     if not isinstance(tiles, np.ndarray) or tiles.dtype.kind not in "biuf":
         kind = tiles.dtype if isinstance(tiles, np.ndarray) else type(tiles).__name__
         raise BadInput(f"{what}: holds {kind}, not an array of numbers")
@@ -286,9 +291,16 @@ def checked_tiles(tiles: object, shape: Sequence[object], what: str) -> np.ndarr
         raise BadInput(f"{what}: has shape {list(tiles.shape)}, the model takes [{taken}]")
     if len(tiles) == 0:
         raise BadInput(f"{what}: holds no tiles")
-    with np.errstate(over="ignore"):  # past float32's range: infinite, and said so below
-        out = np.array(tiles, dtype=np.float32)  # a copy: never a view of a file's map, nor of the caller's array
-    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    out = np.empty(tiles.shape, np.float32)  # a copy: never a view of a file's map, nor of the caller's array
+    bad = np.empty(len(out), bool)
+    step = max(1, KEEPALIVE_BYTES // max(1, out[0].nbytes))
+    for at in range(0, len(out), step):
+        part = out[at:at + step]
+        with np.errstate(over="ignore"):  # past float32's range: infinite, and said so below
+            part[...] = tiles[at:at + step]
+        bad[at:at + step] = ~np.isfinite(part.reshape(len(part), -1)).all(axis=1)
+        if keepalive is not None:
+            keepalive()
     if bad.any():
         raise BadInput(f"{what}: {int(bad.sum())} of {len(out)} tiles hold NaN or infinite values "
                        f"(the first: {np.flatnonzero(bad)[:8].tolist()})")
@@ -352,6 +364,28 @@ class _CheckedModel(NamedTuple):
     nchwc: int | None = None  # the NCHWc block its sums read for, 0 plain (abft.protect's nchwc): made again
     # when the session's changes; None where its bytes do not depend on it (no checksum pass, refused, no such sum)
     ranged: bool = False  # its range checks are this worker's, learned from the version's reference inputs
+
+
+class _KeptAlive:
+    """A session whose runs are followed by ``keepalive`` (at most every :data:`OPEN_POLL_S`): the reference check
+    (flight/compute/uplink.py) runs an uplink's reference inputs a batch at a time, seconds for a large set (found
+    in audit: a set of 2 million rows ran 8.5 s answering no ping, past a short compute_watchdog_s); anything else
+    is the session's own."""
+
+    def __init__(self, session: Any, keepalive: Callable[[], None]):
+        self._session, self._keepalive = session, keepalive
+        self._kept_at = -math.inf
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        out = self._session.run(*args, **kwargs)
+        now = time.monotonic()
+        if now - self._kept_at >= OPEN_POLL_S:  # not after every run: a poll costs more than a small model's batch
+            self._kept_at = now
+            self._keepalive()
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 class _ModelChanged(Exception):
@@ -875,6 +909,18 @@ class Worker:
                 self._reply(msg.req_id, False, f"job {msg.job_id} has already ended ({job.state.value})",
                             FailureCode.NOT_ALLOWED_IN_MODE)
             else:
+                # Written down before anything is undone (found in audit: answered OK with the list unwritten, a
+                # restarted worker ran the job again). Not written, the job goes on as the list on disk says and
+                # the command fails: it can be sent again, and what stops compute at once is the admission.
+                before = job.state, job.detail
+                job.state, job.detail = JobState.CANCELLED, "cancelled by command"
+                why = self._jobs_unsaved()
+                if why:
+                    job.state, job.detail = before
+                    self._reply(msg.req_id, False, f"job {msg.job_id} not cancelled, it goes on: the job list "
+                                f"(jobs.json) could not be written; cancel it again once the disk takes writes "
+                                f"({why})", FailureCode.EXECUTION_ERROR)
+                    return
                 self._finish(job, JobState.CANCELLED, "cancelled by command")
                 self._reply(msg.req_id, True, state=JobState.CANCELLED.value)
         elif isinstance(msg, cp.InstallModel):
@@ -928,7 +974,12 @@ class Worker:
         job = Job(spec)
         self.jobs[job.job_id] = job
         self._prune()
-        self._save_jobs()
+        why = self._jobs_unsaved()
+        if why:  # a job a restarted worker would not know is not queued (found in audit: answered OK, then lost)
+            del self.jobs[job.job_id]
+            self._reply(msg.req_id, False, f"job {job.job_id} not queued: the job list (jobs.json) could not be "
+                        f"written; start it again once the disk takes writes ({why})", FailureCode.EXECUTION_ERROR)
+            return
         self.event("JOB_QUEUED", job_id=job.job_id, kind=job.kind.value, name=job.name)
         self._reply(msg.req_id, True, queued=active + 1)
 
@@ -984,12 +1035,16 @@ class Worker:
         """The job list to disk; True if written. A write that fails (a full or failing disk) is said and
         counted, not raised: the file keeps the last list written, whole, and the worker goes on with the
         list in memory (found in review: raised out of the loop, it ended the worker)."""
+        return not self._jobs_unsaved()
+
+    def _jobs_unsaved(self) -> str:
+        """:meth:`_save_jobs`, giving why the list was not written ("" when it was), for a command's reply."""
         try:
             write_checked_json(self._jobs_path(), [j.to_json() for j in self.jobs.values()])
         except OSError as exc:
             self._write_failed("the job list", exc)
-            return False
-        return True
+            return f"{type(exc).__name__}: {exc}"
+        return ""
 
     def _write_failed(self, what: str, exc: OSError | str) -> None:
         """A write of the worker's own state failed: counted, said at most every CHECK_EVENT_MIN_S."""
@@ -1727,9 +1782,12 @@ class Worker:
             return
         max_error: float | None = None
         if candidate.reference is not None:
+            def opener(data: bytes) -> OpenedSession:
+                opened = self._fallbacks_said(self._open_session(data, name, for_job=False))
+                return opened._replace(session=_KeptAlive(opened.session, self._keepalive))
+
             check = checks.reference_check(candidate.data, candidate.reference, candidate.tolerance, self.threads,
-                                           self.batch, lambda data: self._fallbacks_said(
-                                               self._open_session(data, name, for_job=False)))
+                                           self.batch, opener)
             if not check.ok:
                 self.event("MODEL_REFERENCE_FAILED", name=name, version=msg.version, max_error=check.max_error,
                            tolerance=check.tolerance, reason=check.describe()[:200])
@@ -1943,12 +2001,20 @@ class Worker:
             if read is None:
                 return
             data, taken = read
+            # One file is seconds of work at its largest (found in audit: 2.3 to 7.8 s, past a short
+            # compute_watchdog_s, and the healthy worker was restarted): the agent's pings are answered between its
+            # parts (checks, hash, model runs), as within an open.
+            self._keepalive()
             try:
-                tiles = checked_tiles(npy_array(data, path.name), model.input_shape, path.name)
+                tiles = checked_tiles(npy_array(data, path.name), model.input_shape, path.name, self._keepalive)
             except BadInput as exc:
                 self._reject_incoming(job, path, str(exc), taken)
                 return
-            digest = hashlib.sha256(data).hexdigest()  # a name the camera gives again is not it
+            hashed = hashlib.sha256()  # a name the camera gives again is not it
+            for at in range(0, len(data), KEEPALIVE_BYTES):
+                hashed.update(memoryview(data)[at:at + KEEPALIVE_BYTES])
+                self._keepalive()
+            digest = hashed.hexdigest()
             del data, read  # the tiles are a copy of their own
             checks = self._checks[job.job_id] = self._product_checks(model)  # one product per file
             try:
@@ -1969,6 +2035,7 @@ class Worker:
                     held.append((self._hold(probs, batch), at, max(before, self._run_repairs.get(job.model, 0))))
                     if self._drops != drops:  # weights nothing could repair: the session was dropped (found in
                         return  # audit: the later parts ran on it); the file is made again, whole, on one built anew
+                    self._keepalive()
                 claims = self._claims_checked(model, checks, 0)
                 latest = self._watched_count(job.model, model if claims else None)
                 got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, made < latest)
@@ -2002,7 +2069,7 @@ class Worker:
         data = self._inputs.get(job.job_id)
         if data is None:  # read once per job, not once per slice
             data = self._inputs[job.job_id] = checked_tiles(self._input_set(job.name), model.input_shape,
-                                                            f"data set {job.name}")
+                                                            f"data set {job.name}", self._keepalive)
         checks = self._checks.get(job.job_id)
         if checks is not None and checks.model_sha256 != model.sha256:
             # Another version became active between two slices (MODEL_INSTALL, a rollback): one
