@@ -993,10 +993,13 @@ class Archive:
         self._sc_names: dict[int, str] = {}
         self._sids_noted: set[int] = set()
         self._unsealed_hint: dict[tuple[int, int], int] = {}  # (sc, sid) -> rows recorded since last counted
+        self._read_uri = f"{self.path.resolve().as_uri()}?mode=ro"  # what _reading() opens
         # isolation_level=None: no implicit transactions; _write() opens and closes them.
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=busy_timeout_s)
+            if not create:
+                self._db = self._readable(self._db)
         except sqlite3.Error as exc:  # a folder, a file it may not open
             raise ArchiveError(f"{self.path} cannot be opened as an archive: {exc}") from None
         try:
@@ -1016,6 +1019,27 @@ class Archive:
         except BaseException:
             self._db.close()
             raise
+
+    def _readable(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """``db``, or where it cannot read the file, the file opened read-only as immutable: a WAL file needs its
+        ``-shm`` beside it, which SQLite cannot make in a folder this process may not write (a read-only mount, a
+        copy kept read-only: found in audit, every query said "attempt to write a readonly database").
+        Immutable only with no ``-wal`` or ``-shm`` there: no writer has it open and nothing waits outside the file
+        (SQLite would ignore a ``-wal``: those changes would be missing, so that is refused, saying what to do)."""
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:  # a folder 555: "readonly"; a read-only mount: "unable to open"
+            if ("readonly" not in str(exc) and "unable to open" not in str(exc)) or not os.access(self.path, os.R_OK):
+                raise
+        db.close()
+        beside = [f"{self.path}{suffix}" for suffix in ("-wal", "-shm") if os.path.lexists(f"{self.path}{suffix}")]
+        if beside:
+            raise ArchiveError(f"{self.path} cannot be read here: {', '.join(beside)} beside it and SQLite may not "
+                               f"write in {self.path.parent}; copy the file with them into a folder you may write "
+                               "in, and give that --db")
+        self._read_uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        return sqlite3.connect(self._read_uri, uri=True, isolation_level=None, check_same_thread=False)
 
     def _open_schema(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -1563,8 +1587,7 @@ class Archive:
         """A read-only connection of its own, for a long read (an export, a check): one snapshot
         of the file from its first read on (WAL), and this archive's lock is not held, so
         recording and queries go on meanwhile."""
-        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(self._read_uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
             db.execute("BEGIN")
             yield db

@@ -9,7 +9,8 @@ seconds; an ISO time without a zone is UTC):
 - ``export --csv OUT CHANNEL...``: channels side by side on packet time;
 - ``export --raw OUT``: the packets as received, one hex line each (``sunlit-flight packet decode --file``);
 - ``plot CHANNEL... --out FILE.png``; each of these writes its file whole beside OUT and renames it into place,
-  never over an existing file (one made while it was written too) unless ``--force``: exit 2;
+  never over an existing file (one made while it was written too) unless ``--force``, nor into a folder that is
+  not there (none is made): exit 2;
 - ``events [--severity S] [--limit N]``: events at or above a severity (name or number);
 - ``commands [--limit N]``: who queued, approved and sent what, when, and how it ended;
 - ``passes [--limit N]``: completeness per pass (``--from``/``--to`` on the pass's start, ground
@@ -126,7 +127,8 @@ def _output(args: argparse.Namespace, out: str, write: Callable[[Path], Any],
         raise ArchiveError(f"{final}: a folder; give the name of the file to write")
     if os.path.lexists(final) and not args.force:
         raise ArchiveError(f"{final} exists: give another name, or --force to write over it")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.parent.is_dir():  # as `file get --out` (found in audit: a typing error in it made a tree, silently)
+        raise ArchiveError(f"{final}: no folder {final.parent} to write it in")
     try:
         tmp = temp_beside(final)
     except OSError as exc:  # named as the file asked for (found in audit: a folder it cannot write in named the

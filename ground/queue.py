@@ -113,6 +113,17 @@ class Timeouts:
         return self.completed_by_command_s.get(name, self.completed_s)
 
 
+JS_SAFE_INT = 2**53 - 1  # Number.MAX_SAFE_INTEGER: a larger whole number comes out of JSON.parse rounded
+
+
+def _exact_in_js(value: Any) -> Any:
+    """An argument as a browser reads it exactly: a whole number past JavaScript's safe range as its digits (found
+    in audit: COMMAND_STATUS's 64-bit cmd_id showed rounded in the web console's history); others as they are."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INT:
+        return str(value)
+    return value
+
+
 @dataclass
 class Entry:
     id: int
@@ -158,7 +169,8 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "spacecraft": self.spacecraft, "name": self.name, "args": self.args, "who": self.who,
+            "id": self.id, "spacecraft": self.spacecraft, "name": self.name,
+            "args": {k: _exact_in_js(v) for k, v in self.args.items()}, "who": self.who,
             "hazardous": self.hazardous, "needs_approval": self.needs_approval, "approved_by": self.approved_by,
             "state": self.state.value, "final": self.state.final, "queued_s": self.queued_s,
             "cmd_id": None if self.cmd_id is None else str(self.cmd_id),  # 64 bits: beyond a JS number

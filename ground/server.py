@@ -1080,11 +1080,12 @@ class GroundServer:
             snap = self.links[entry.spacecraft].queue.snapshot(entry)
             self.publish({"kind": "command", "spacecraft": entry.spacecraft, "command": json_safe(snap)})
             if self.archive is not None:
-                self._archive_command(snap)
+                self._archive_command(snap, dict(entry.args))
 
-    def _archive_command(self, snap: dict[str, Any]) -> None:
+    def _archive_command(self, snap: dict[str, Any], args: dict[str, Any]) -> None:
+        """``args`` as given: the snapshot's carry a number past JavaScript's range as text (Entry.to_json)."""
         archive = self.archive
-        row = dict(name=snap["name"], args=dict(snap["args"]),
+        row = dict(name=snap["name"], args=args,
                    cmd_id=None if snap["cmd_id"] is None else int(snap["cmd_id"]), who=snap["who"],
                    sent_s=next((s["at_s"] for s in snap["stages"] if s["stage"] == "sent"), None),
                    outcome=snap["outcome"], spacecraft=snap["spacecraft"], queue_id=snap["id"],
@@ -1325,7 +1326,10 @@ class GroundServer:
         (a full disk under an upload) is answered as JSON saying what failed (507 for a full disk),
         counted in ``internal_errors`` and logged on one line: no traceback, and the server goes on."""
         try:
-            return await handler(request)
+            response = await handler(request)
+            if response.status in _MALFORMED:  # the same refused as an answer (found in audit: a bad field, 400,
+                self.sessions.refused_requests += 1  # was counted nowhere)
+            return response
         except web.HTTPClientError:
             self.sessions.refused_requests += 1
             raise
@@ -2108,6 +2112,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 MAX_BODY_BYTES = 256 * 1024  # a request body read whole, at most (a file upload is streamed: not bounded by it)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # an upload or a write the disk refused
+_MALFORMED = frozenset({400, 413, 415})  # a request refused as malformed: counted in refused_requests
 
 
 def _error(status: int, message: str, code: str = "") -> web.Response:
