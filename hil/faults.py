@@ -46,7 +46,7 @@ EXPECTED = {
     "sensor_stuck": "none possible (a plausible stuck value); protection from the hottest zone must hold: the "
                     "board never above the hard limit outside SAFE",
     "compute_hang": "COMPUTE_HUNG within compute_watchdog_s and COMPUTE_STARTED (a new worker) after it; a hang "
-                    "shorter than the watchdog may instead end by itself",
+                    "shorter than the watchdog (with those overlapping it on the worker) may instead end by itself",
     "seu_weights": "MODEL_GOLDEN_USED at the next load of the model (the store checks SHA-256 when it loads); "
                    "the corrupt copy never runs",
     "packet_corrupt": "BAD_PACKET for the damaged copy; the command retried and completed",
@@ -325,8 +325,18 @@ def _judge_compute_hang(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     deadline = at + watchdog + tl.tick_s + tl.step_s
     hung = tl.first("COMPUTE_HUNG", at, deadline)
     if hung is None:
-        if 0 < dur < watchdog and f.get("resumed_at_s") is not None:
-            return _verdict(f, tl, True, f"resumed by itself after {dur:.0f} s, inside the {watchdog:.0f} s watchdog",
+        # Hangs overlapping on one worker are one hang to the agent (hil/loop.py holds the worker stopped to the
+        # end of the last): from the first stop to that end, only that whole shorter than the watchdog may end by
+        # itself (found in audit: each was judged by its own duration_s, so two that together outlasted the
+        # watchdog passed with no COMPUTE_HUNG).
+        overlapped = "held_until_s" in f or "stopped_since_s" in f
+        held = f.get("held_until_s", at + dur)
+        whole = dur if not overlapped else ((math.inf if held is None else max(at + dur, float(held)))
+                                            - float(f.get("stopped_since_s", at)))
+        if 0 < dur and whole < watchdog and f.get("resumed_at_s") is not None:
+            with_others = " with the hangs overlapping it" if overlapped else ""
+            return _verdict(f, tl, True, f"resumed by itself after {whole:.0f} s{with_others}, inside the "
+                            f"{watchdog:.0f} s watchdog",
                             detected_by="— (shorter than the watchdog)", response="worker resumed (SIGCONT)",
                             recovered_at_s=float(f["resumed_at_s"]))
         return _verdict(f, tl, False, f"no COMPUTE_HUNG within compute_watchdog_s {watchdog:.0f} s "

@@ -42,8 +42,9 @@ error once the agent has stopped: what it said was never judged.
 Faults with a duration end after it: a zone reads again, the signal returns, the board powers
 up, and a hung worker (``compute_hang``, SIGSTOP) is resumed with SIGCONT at ``at_s +
 duration_s`` if it is still the process that was stopped (with ``duration_s`` 0 it stays hung
-until the agent's watchdog replaces it). Each fault's log entry says what it hit; hil/faults.py
-judges whether the agent noticed and answered.
+until the agent's watchdog replaces it; hangs overlapping on one worker, until the last of them
+ends). Each fault's log entry says what it hit; hil/faults.py judges whether the agent noticed
+and answered.
 
 The link: with a ``[link]`` table the ground client talks to the agent through a
 :class:`hil.link_proxy.LinkProxy` with the scenario's faults; with ``gate_by_contact`` its gate
@@ -798,6 +799,9 @@ class ClosedLoop:
                     os.kill(pid, signal.SIGSTOP)  # the watchdog must notice and restart it
                     entry["pid"] = pid
                     entry["note"] = f"worker {pid} stopped (SIGSTOP)"
+                    held = [h[3] for h in self._hung if h[1] == pid and h[2] == tag]
+                    if held:  # stopped already by a hang still in force: to the agent one hang, from the first
+                        entry["stopped_since_s"] = min(h.get("stopped_since_s", h["at_s"]) for h in held)
                     # duration_s 0: hung until the watchdog acts; else it resumes by itself after duration_s. Either
                     # way kept, so that it is resumed before the agent is killed and at the end (found in audit: a
                     # stopped worker whose agent was killed outlived the run, its SIGTERM pending).
@@ -814,19 +818,35 @@ class ClosedLoop:
             entry["note"] = _flip_model_bit(self.workdir / "state" / "compute" / "models", self.rng)
 
     def _end_hangs(self, rel_s: float) -> None:
-        """Resume (SIGCONT) the workers whose compute_hang has lasted its duration_s, if still the same process."""
+        """Resume (SIGCONT) the workers whose compute_hang has lasted its duration_s, if still the same process.
+
+        Overlapping hangs on one worker end when the last of them ends, as overlapping ``los`` faults do
+        (found in audit: a shorter hang inside a longer one resumed the worker while the longer one still
+        held it, and the longer one's record then said it resumed it): one that ends while another still
+        holds the same process is held on to that one's end, its record saying so, and ``resumed_at_s``
+        is when the process really ran again."""
         due = [h for h in self._hung if h[0] <= rel_s]
         self._hung = [h for h in self._hung if h[0] > rel_s]
         for _until, pid, tag, entry in due:
+            held = entry["held"] + "; " if "held" in entry else ""
             if tag is None or _process_start_tag(pid) != tag:  # gone, or the pid is another process now
-                entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already replaced"
+                entry["resumed"] = held + f"not resumed at {rel_s:.0f} s: worker {pid} was already replaced"
+                continue
+            holder = max((h for h in self._hung if h[1] == pid and h[2] == tag), key=lambda h: h[0], default=None)
+            if holder is not None:  # the same process, still hung by another: no SIGCONT yet
+                until = holder[0]
+                entry["held"] = (f"held on at {rel_s:.0f} s by the compute_hang at {holder[3]['at_s']:.0f} s"
+                                 + (f" to {until:.0f} s" if math.isfinite(until) else " (hung until replaced)"))
+                entry["held_until_s"] = until if math.isfinite(until) else None  # None: until the watchdog acts
+                entry["resumed"] = entry["held"]
+                self._hung.append((until, pid, tag, entry))
                 continue
             try:
                 os.kill(pid, signal.SIGCONT)
-                entry["resumed"] = f"resumed (SIGCONT) at {rel_s:.0f} s"
+                entry["resumed"] = held + f"resumed (SIGCONT) at {rel_s:.0f} s"
                 entry["resumed_at_s"] = rel_s
             except ProcessLookupError:
-                entry["resumed"] = f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
+                entry["resumed"] = held + f"not resumed at {rel_s:.0f} s: worker {pid} was already gone"
 
     def _mean_rate(self, rel_s: float) -> float:
         """The profile's upset rate averaged over the step from ``rel_s`` (a profile without the column
