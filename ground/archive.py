@@ -367,6 +367,16 @@ _FILE_TABLES = (
 )
 
 
+def _unwritable(path: Path) -> bool:
+    """Nothing can write ``path``: it lies on a read-only mount, or no one has write permission on it."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+        return os.stat(path).st_mode & 0o222 == 0
+    except OSError:
+        return False
+
+
 class ArchiveError(RuntimeError):
     """The archive file cannot be used (missing, not an archive, another schema, a damaged
     chunk); says what to do."""
@@ -1025,7 +1035,9 @@ class Archive:
         ``-shm`` beside it, which SQLite cannot make in a folder this process may not write (a read-only mount, a
         copy kept read-only: found in audit, every query said "attempt to write a readonly database").
         Immutable only with no ``-wal`` or ``-shm`` there: no writer has it open and nothing waits outside the file
-        (SQLite would ignore a ``-wal``: those changes would be missing, so that is refused, saying what to do)."""
+        (SQLite would ignore a ``-wal``: those changes would be missing, so that is refused, saying what to do), and
+        only where nothing can write the file: on a read-only mount, or with no write permission for anyone (found in
+        review: a server starting under an immutable read overwrote pages beneath it, "malformed")."""
         try:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
@@ -1033,11 +1045,14 @@ class Archive:
             if ("readonly" not in str(exc) and "unable to open" not in str(exc)) or not os.access(self.path, os.R_OK):
                 raise
         db.close()
-        beside = [f"{self.path}{suffix}" for suffix in ("-wal", "-shm") if os.path.lexists(f"{self.path}{suffix}")]
-        if beside:
-            raise ArchiveError(f"{self.path} cannot be read here: {', '.join(beside)} beside it and SQLite may not "
-                               f"write in {self.path.parent}; copy the file with them into a folder you may write "
-                               "in, and give that --db")
+        beside = [f"{self.path}{suffix}" for suffix in ("-wal", "-shm", "-journal")
+                  if os.path.lexists(f"{self.path}{suffix}")]
+        if beside or not _unwritable(self.path):
+            why = (f"{', '.join(beside)} beside it" if beside else
+                   "a server may still write it (immutable, SQLite would read it torn)")
+            raise ArchiveError(f"{self.path} cannot be read here: {why} and SQLite may not write in "
+                               f"{self.path.parent}; copy the file{' with them' if beside else ''} into a folder "
+                               "you may write in, and give that --db")
         self._read_uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
         return sqlite3.connect(self._read_uri, uri=True, isolation_level=None, check_same_thread=False)
 

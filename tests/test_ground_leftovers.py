@@ -121,6 +121,35 @@ def test_a_read_only_archive_with_a_wal_beside_it_is_refused_saying_what_to_do_n
                            "that --db\n"), proc.stderr
 
 
+@pytest.mark.req("GND-025")
+def test_a_read_only_archive_with_a_hot_journal_beside_it_is_refused_never_read_without_it(tmp_path):
+    """Found in review: a copy taken in the middle of a rollback-mode transaction, its -journal beside it, was read
+    immutable, the transaction's pages as they were cut: "no events", where 50 had been committed."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    db = folder / "ground.sqlite"
+    _record_events(db, 1)
+    (folder / "ground.sqlite-journal").write_bytes(b"")
+    script = f"import sys\nfrom ground.archive_cli import main\nsys.exit(main(['events', '--db', {str(db)!r}]))\n"
+    proc = _in_read_only_folder(folder, tmp_path, script)
+    assert proc.returncode == 2 and f"{db}-journal beside it" in proc.stderr, proc.stderr
+
+
+@pytest.mark.req("GND-025")
+def test_only_a_file_nothing_can_write_is_taken_for_immutable(tmp_path):
+    """Found in review: a file a server may still write (its folder closed to this reader alone) read immutable
+    while the server started and checkpointed was read torn ("malformed"). Immutable only where nothing can
+    write it: no write permission for anyone, or a read-only mount (the tests above)."""
+    from ground.archive import _unwritable
+
+    f = tmp_path / "ground.sqlite"
+    f.write_bytes(b"")
+    for mode, nothing_writes in ((0o644, False), (0o600, False), (0o444, True), (0o400, True)):
+        f.chmod(mode)
+        assert _unwritable(f) is nothing_writes, oct(mode)
+    assert _unwritable(tmp_path / "absent") is False
+
+
 @pytest.mark.req("GND-021")
 def test_a_malformed_request_answered_400_is_counted_with_the_other_refusals(server):
     """Found in audit: a bad field a route answered 400 for (a limit that is no count, an unknown channel or
