@@ -3,6 +3,8 @@ the counts a RESET_COUNTERS leaves, what the link service says it takes, and wha
 
 from __future__ import annotations
 
+import json
+
 import msgpack
 import pytest
 
@@ -88,6 +90,27 @@ def test_the_agent_counts_and_says_reports_its_link_refused_and_goes_on(tmp_path
         values = rig.hk()
         assert values["internal_errors"] == 1 and values["cmd_executed"] == 1
         assert rig.client.send("NOOP", {}, cmd_id=cmd_id, timeout_s=2.0, retries=0).completed  # the retry: told
+
+
+@pytest.mark.req("AGT-017", "LNK-002")
+def test_a_time_tag_whose_reports_the_link_refused_is_released_and_the_loss_said_as_an_internal_error(tmp_path):
+    """Found in review: the ReportNotSent raised into the scheduler made it say a time tag that had run "not
+    released" (an operator would send it again); and raised into a completion, it stopped whoever completed it
+    half-way. The dispatcher says it through its port, to the executive, and raises into no one."""
+    with InProcessAgent(tmp_path / "state") as rig:
+        assert rig.send("SCHEDULE_AFTER", delay_s=5.0, command="PING", args=json.dumps({"token": 42})).completed
+        link = _LinkDown(rig.agent.dispatcher._send_report)
+        rig.agent.dispatcher._send_report = link
+        link.down = True
+        rig.advance(6)
+        link.down = False
+        assert [e.args["token"] for e in rig.events("PING_RECEIVED")] == [42]
+        assert rig.events("SCHEDULE_ERROR") == []
+        said = [e.args for e in rig.events("INTERNAL_ERROR")]
+        assert len(said) == 1 and said[0]["where"] == "verification report", said
+        values = rig.hk()
+        assert values["schedule_released"] == 1 and values["schedule_release_errors"] == 0
+        assert values["internal_errors"] == 1
 
 
 @pytest.mark.req("AGT-016", "LNK-003")

@@ -175,7 +175,8 @@ class Agent:
         self.dispatcher = Dispatcher(self.codec, self.downlink.reply,
                                      self.clock.now_s, events(Dispatcher),
                                      DispatchCounters(**{n: int(counters.get(f"cmd_{n}", 0)) for n in _DISPATCH_COUNTERS}),
-                                     CommandJournal(self.state_dir / "commands.journal"))
+                                     CommandJournal(self.state_dir / "commands.journal"),
+                                     lambda where, exc: self.executive.internal_error(where, exc))
         self.key_overlay = KeyOverlay(self.state_dir / "tc_keys_state") if keys is not None else None
         self._key_problems: list[str] = []
         if keys is not None and self.key_overlay is not None:

@@ -77,7 +77,8 @@ class Unreportable(Exception):
 
 class ReportNotSent(Exception):
     """The link refused a verification report (its send raised). The command went on as if the report had been
-    lost on the line, ended and kept for a retry; this is raised after, to the caller, which counts and says it."""
+    lost on the line, ended and kept for a retry; this is given after to the dispatcher's ``report_error`` port
+    (the executive's internal error: counted and said), or raised where it has none."""
 
 
 class Deferred:
@@ -159,9 +160,14 @@ class Dispatcher(Component):
     CHANNELS = ("cmd_accepted", "cmd_rejected", "cmd_executed", "cmd_failed", "tc_duplicates")
 
     def __init__(self, codec: Codec, send_report: Callable[[Any, bytes], None], now_s: Callable[[], float],
-                 emit: EventPort, counters: DispatchCounters | None = None, journal: CommandJournal | None = None):
+                 emit: EventPort, counters: DispatchCounters | None = None, journal: CommandJournal | None = None,
+                 report_error: Callable[[str, BaseException], None] | None = None):
         """``journal``: the on-disk record of commands started (flight.agent.journal), so that a
-        command is never run twice, nor left unanswered, across a restart."""
+        command is never run twice, nor left unanswered, across a restart. ``report_error(where, exc)``: told of
+        the reports the link refused (:class:`ReportNotSent`), never raised into whoever handed the dispatcher a
+        command or completed one (found in review: raised into the scheduler, a time tag that ran was said "not
+        released"; into the watchdog, a dead worker was restarted only after every waiting request had failed)."""
+        self._report_error = report_error
         self.codec = codec
         self.journal = journal
         self.handlers_by_name: dict[str, Handler] = {}
@@ -180,7 +186,7 @@ class Dispatcher(Component):
         # read-only starting and ending (its end may come later: a deferred one), and a refusal. A read-only
         # command's counts wait for the periodic save.
         self.changes = 0
-        # The link's errors sending reports, since the last raise point (the end of handle(), of a completion)
+        # The link's errors sending reports, since they were last said (the end of handle(), of a completion)
         self._unsent: list[tuple[int, Exception]] = []
         self._in_handler = 0  # handlers running now (a RESET_COUNTERS zeroing the counts is one)
 
@@ -313,15 +319,20 @@ class Dispatcher(Component):
             if cmd_id and answered and not collision and cmd_id not in self._cache:
                 self._cache[cmd_id] = (digest, sent)
                 self._trim_cache()
-        self._raise_unsent()
+        self._say_unsent()
 
-    def _raise_unsent(self) -> None:
-        """The reports the link refused since the last look, as one :class:`ReportNotSent` to the caller."""
+    def _say_unsent(self) -> None:
+        """The reports the link refused since the last look, as one :class:`ReportNotSent` to ``report_error``
+        (raised to the caller where there is none)."""
         if self._unsent:
             unsent, self._unsent = self._unsent, []
             ids = sorted({cmd_id for cmd_id, _exc in unsent})
-            raise ReportNotSent(f"{len(unsent)} verification report(s) of cmd_id {', '.join(map(str, ids))} not sent "
-                                f"(kept for a retry): {describe_error(unsent[0][1])[:160]}") from unsent[0][1]
+            error = ReportNotSent(f"{len(unsent)} verification report(s) of cmd_id {', '.join(map(str, ids))} not "
+                                  f"sent (kept for a retry): {describe_error(unsent[0][1])[:160]}")
+            error.__cause__ = unsent[0][1]
+            if self._report_error is None:
+                raise error
+            self._report_error("verification report", error)
 
     def _trim_cache(self) -> None:
         """Past RETRY_CACHE_COMMANDS the oldest command that has ended goes first: one still running (a deferred
@@ -462,7 +473,7 @@ class Dispatcher(Component):
             self.counters.failed += 1
             report(Stage.COMPLETED, False, code, value)
             self._emit("COMMAND_FAILED", name=name, reason=value)
-        self._raise_unsent()  # a deferred one's completion: the completer counts it (in handle(), handle does)
+        self._say_unsent()  # a deferred one's completion (in handle(), handle says them)
 
     def _journal_finished(self, cmd_id: int, ok: bool, code: FailureCode, value: Any) -> None:
         if cmd_id and self.journal is not None:

@@ -972,11 +972,12 @@ class Worker:
             self._reply(msg.req_id, False, problem, FailureCode.BAD_ARGUMENTS)
             return
         job = Job(spec)
+        before = dict(self.jobs)
         self.jobs[job.job_id] = job
         self._prune()
         why = self._jobs_unsaved()
         if why:  # a job a restarted worker would not know is not queued (found in audit: answered OK, then lost)
-            del self.jobs[job.job_id]
+            self.jobs = before  # the list as on disk, the finished jobs the prune let go included
             self._reply(msg.req_id, False, f"job {job.job_id} not queued: the job list (jobs.json) could not be "
                         f"written; start it again once the disk takes writes ({why})", FailureCode.EXECUTION_ERROR)
             return
