@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from flight.agent.schedule import MAX_SEQUENCE_BYTES, SEQUENCES_DIR
 from flight.link.apid import Apid
@@ -1219,7 +1220,7 @@ class GroundServer:
 
     async def _startup(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=SHUTDOWN_GRACE_S)
+                                     shutdown_timeout=SHUTDOWN_GRACE_S, logger=_HttpLog(self.sessions))
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
@@ -2108,6 +2109,31 @@ def _text(body: Any) -> str:
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(text=_text(body), status=status, content_type="application/json")
+
+
+class _HttpLog:
+    """aiohttp's log of what it answers before any route sees a request: one line on stderr, never a traceback, and a
+    request its HTTP parser refuses (a bad header line, a Content-Length that is no number: 400) counted in
+    ``refused_requests`` with the others (found in review: each printed aiohttp's traceback, counted nowhere, and
+    anyone who can reach the port may send them)."""
+
+    def __init__(self, sessions: Any):
+        self._sessions = sessions
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass  # a client speaking no HTTP at all, aiohttp's own word for it
+
+    def exception(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            self._sessions.refused_requests += 1
+            said = " ".join(str(exc.message).split())[:200]
+        else:
+            said = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        text = (message % args) if args else message
+        print(f"sunlit-ground server: {text}: {said}".rstrip(": "), file=sys.stderr)
+
+    error = warning = info = exception
 
 
 MAX_BODY_BYTES = 256 * 1024  # a request body read whole, at most (a file upload is streamed: not bounded by it)

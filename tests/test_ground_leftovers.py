@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,27 @@ def test_a_malformed_request_answered_400_is_counted_with_the_other_refusals(ser
         assert status == 400 and answer["error"], (path, answer)
     assert http(server, "GET", "/api/events?limit=5", token=token)[0] == 200
     assert http(server, "GET", "/api/status", token=token)[1]["refused_requests"] == before + len(bad)
+
+
+@pytest.mark.req("GND-021")
+def test_a_request_the_http_parser_refuses_is_counted_and_said_in_one_line(server, capfd):
+    """Found in review: a request aiohttp's parser refuses before any route (a bad header line, a Content-Length
+    that is no number) printed aiohttp's whole traceback on the server's stderr and was counted nowhere, though
+    anyone who can reach the port may send one. Counted in ``refused_requests``, said in one line each."""
+    token = login(server, "alice")
+    before = http(server, "GET", "/api/status", token=token)[1]["refused_requests"]
+    host, port = server.url.split("//")[1].rstrip("/").rsplit(":", 1)
+    capfd.readouterr()
+    for bad in (b"Bad Header", b"Content-Length: abc"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n" + bad
+                         + b"\r\n\r\n")
+            assert sock.recv(200).startswith(b"HTTP/1.0 400 "), bad
+    assert http(server, "GET", "/api/status", token=token)[1]["refused_requests"] == before + 2
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "Error handling request" in line]
+    assert len(said) == 2 and "Traceback" not in err, err
+    assert "Invalid header token" in said[0] and "Content-Length" in said[1], said
 
 
 @pytest.mark.req("GND-023", "GND-030")
