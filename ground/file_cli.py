@@ -703,6 +703,13 @@ def _guarded(func: Callable[[argparse.Namespace], int], stopped: str = STOPPED) 
     return run
 
 
+# A transfer's queue priority, checked before anything is asked (found in audit: --priority -5 refused by the
+# server only once the whole file had gone up to it). The range the agent takes, from its dictionary: a get is
+# FILE_DOWNLINK's priority, and the ground's own queue takes the same (flight/files/entity.py).
+_PRIORITY_SPEC = DICTIONARY.command("FILE_DOWNLINK").arg("priority").spec
+_PRIORITIES = (int(_PRIORITY_SPEC.min), int(_PRIORITY_SPEC.max))
+
+
 def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``file`` and its subcommands to a parser's subparsers; each sets ``func``."""
     top = subparsers.add_parser("file", help="files to and from a spacecraft (CFDP): put, get, fetch, list, rm, "
@@ -713,7 +720,8 @@ def add_file_parser(subparsers: Any) -> argparse.ArgumentParser:
     def transfer(p: argparse.ArgumentParser, timeout_s: float) -> None:
         p.add_argument("--class", dest="cfdp_class", type=int, choices=(1, 2), default=2,
                        help="CFDP class: 2 acknowledged (default), 1 sent once")
-        p.add_argument("--priority", type=int, default=5, help="0 first (default 5)")
+        p.add_argument("--priority", type=_count(*_PRIORITIES), default=5,
+                       help=f"{_PRIORITIES[0]} first, to {_PRIORITIES[1]} (default 5)")
         p.add_argument("--timeout", type=_seconds, default=timeout_s, metavar="S", help="how long to follow it")
         p.add_argument("--area", default="var/ground-files", help="--direct: the local file area")
 

@@ -1942,6 +1942,8 @@ class GroundServer:
             self.sockets_refused += 1
             return _error(429, f"too many WebSockets: {whose}; close one first (counted in sockets_refused)",
                           "TOO_MANY_SOCKETS")
+        if request.headers.get("Upgrade", "").lower() != "websocket":  # a page whose socket closed unopened asks,
+            return web.Response(status=204)  # as a plain GET, whether it may open one (app.js): it may
         # Taken before the first await: no two get past the bound.
         self._socket_counts[id(session)] = mine + 1
         self._socket_users[session.user] = users + 1

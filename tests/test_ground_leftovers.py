@@ -188,6 +188,18 @@ def test_a_request_the_http_parser_refuses_is_counted_and_said_in_one_line(serve
     assert "Invalid header token" in said[0] and "Content-Length" in said[1], said
 
 
+@pytest.mark.req("GND-035")
+def test_a_plain_get_of_the_socket_is_answered_by_its_bounds_and_counts_no_refusal(server):
+    """The web console asks whether it may open a socket with a plain GET of /ws (a refused socket's status never
+    reaches a page's script): 204 where there is room, counted nowhere (a 400 would count as a malformed request)."""
+    token = login(server, "alice")
+    before = http(server, "GET", "/api/status", token=token)[1]
+    assert http(server, "GET", "/ws", token=token)[0] == 204
+    after = http(server, "GET", "/api/status", token=token)[1]
+    assert (after["refused_requests"], after["sockets_refused"]) == (before["refused_requests"],
+                                                                    before["sockets_refused"])
+
+
 @pytest.mark.req("GND-023", "GND-030")
 def test_a_64_bit_argument_reaches_the_console_as_its_digits_and_the_archive_as_the_number(server, tmp_path):
     """Found in audit: COMMAND_STATUS's cmd_id (63 random bits) went to the web console as a JSON number, which

@@ -28,6 +28,8 @@ const KEEP_COMMAND_ROWS = 200;
 const MAX_PENDING = 400;       // batches queued with no frame (hidden tab): applied without drawing
 const MAX_CATCH_UP = 2000;     // pushes kept to apply again over a snapshot on its way (a page queue's own bound)
 const TICK_MS = 250;           // staleness, silence and "ago" texts are re-checked this often
+const WS_RETRY_MS = 1000;      // a dropped socket is opened again after this; one the server refused (429) after
+const WS_REFUSED_MAX_MS = 30000;  // twice as long each time it refuses it, up to this
 const ROLE_RANK = {viewer: 0, operator: 1, admin: 2};
 const PLAN_STALE_S = 300;      // until the server says (snapshot's plan_stale_after_s): ground/server.py PLAN_STALE_S
 const PLAN_NOW_STEP_S = 5;     // the plan's time axis follows the newest telemetry in steps this long
@@ -46,6 +48,8 @@ const S = {
   current: null,           // the spacecraft shown
   serverStatus: null,
   ws: null,
+  serverAway: false,       // the socket dropped and no hello since: the page knows nothing new of the link
+  wsRetryMs: WS_RETRY_MS,  // the next try after the server refused this page's socket
   pending: [],
   frameRequested: false,
   dirtyRows: new Set(),
@@ -794,6 +798,15 @@ function renderLink() {
   if (!c || !c.status) { link.textContent = "link: —"; link.dataset.state = "unknown"; return; }
   const st = c.status;
   const silent = silence(c, performance.now());
+  // What the page knows of the link comes through the server: with it away, a silence is the page's own, not the
+  // spacecraft's (found in audit: "link SILENT" beside "disconnected" while the agent was sending all along)
+  if (S.serverAway) {
+    link.textContent = "link: unknown (server away)";
+    link.dataset.state = "unknown";
+    link.title = "the ground server is away: nothing is known of the link until it is back" +
+      (silent === null ? "" : `; the last packet the page heard of came ${Math.round(silent)} s ago`);
+    return;
+  }
   if (silent === null) {
     link.textContent = st.link_error ? `link: ${st.link_error}` : "link: no telemetry yet";
     link.dataset.state = "bad";
@@ -1409,6 +1422,7 @@ function hello(m, nowMs) {
   S.me.user = m.user;
   renderUser();
   S.hellos += 1;
+  S.serverAway = false;
   for (const [sc, snap] of Object.entries(m.states || {})) loadSnapshot(craft(sc), snap, nowMs, true);
   S.current = buildChooser(m.spacecraft || []);
   if (m.status) applyStatus(m.status, nowMs);
@@ -1559,7 +1573,12 @@ function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   S.ws = ws;
   const state = $("ws-state");
-  ws.onopen = () => { state.textContent = "connected"; state.dataset.state = "ok"; };
+  let opened = false;
+  ws.onopen = () => {
+    opened = true;
+    S.wsRetryMs = WS_RETRY_MS;
+    state.textContent = "connected"; state.dataset.state = "ok"; state.removeAttribute("title");
+  };
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     m.recvMs = performance.now();
@@ -1569,19 +1588,39 @@ function connect() {
   };
   ws.onclose = (ev) => {
     if (ev.code === 4001) { toLogin(); return; }  // the session ended
+    S.serverAway = true;
+    renderLink();
     state.textContent = "disconnected: reconnecting";
     state.dataset.state = "bad";
-    setTimeout(reconnect, 1000);
+    setTimeout(() => reconnect(!opened), WS_RETRY_MS);
   };
 }
 
 // A refused socket is not told why (the browser gives no status), so the session is asked first: one the server
 // no longer has (it restarted, and sessions live in its memory; or it expired) goes to the login page at once
 // (found in audit: "reconnecting" for ever, the socket refused each second, until a poll happened on the 401).
-async function reconnect() {
+// A socket refused before it opened, the session good, is asked about as a plain GET of /ws: the server's bounds
+// answer that before any upgrade (429, TOO_MANY_SOCKETS, counted in sockets_refused as a socket is). Refused, the
+// page says so and asks again by that GET alone, less often each time; not refused (204: there is room), it opens
+// the socket (found in audit: a 429 was tried again each second, "reconnecting", the operator never told).
+async function reconnect(unopened) {
   const answer = await getJson("/api/session");
   if (answer.status === 401) return;  // answerOf went to the login page
-  if (answer.status === 0) { setTimeout(reconnect, 1000); return; }  // no server there yet
+  if (answer.status === 0) { setTimeout(() => reconnect(unopened), WS_RETRY_MS); return; }  // no server there yet
+  if (unopened) {
+    const probe = await getJson("/ws");
+    if (probe.status === 401) return;
+    if (probe.status === 0) { setTimeout(() => reconnect(true), WS_RETRY_MS); return; }
+    if (probe.status === 429) {
+      S.wsRetryMs = Math.min(2 * S.wsRetryMs, WS_REFUSED_MAX_MS);
+      const state = $("ws-state");
+      state.textContent = `refused: too many connections; trying again every ${S.wsRetryMs / 1000} s`;
+      state.title = `the server refused this page's WebSocket: ${probe.body.error}`;
+      state.dataset.state = "bad";
+      setTimeout(() => reconnect(true), S.wsRetryMs);
+      return;
+    }
+  }
   connect();
 }
 
