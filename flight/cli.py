@@ -99,6 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_agent(agent: Agent, config: Config) -> str:
     """Say what the agent starts with, run it; why it stopped."""
     from flight.agent.params import REFUSED_SAID
+    from flight.link.curve import plain_off_board
     from flight.storage import printable
 
     print(f"sunlit-flight: agent up on {config.link_url}, hal {config.hal_backend}, board {config.board_said}, "
@@ -118,6 +119,13 @@ def _run_agent(agent: Agent, config: Config) -> str:
               f"({printable(why)}); in force: {now}", file=sys.stderr, flush=True)
     if len(refused) > REFUSED_SAID:
         print(f"sunlit-flight: warning: {len(refused) - REFUSED_SAID} more saved parameters refused",
+              file=sys.stderr, flush=True)
+    if plain_off_board(config.link_url, config.zmq_curve):  # allowed (a bench), but never without a word
+        reach = ("can command this agent (no [security] tc_keys either)" if config.tc_keys is None else
+                 "can send to it (telecommands still need a MAC from [security] tc_keys)")
+        print(f"sunlit-flight: warning: link {config.link_url} is plain ZeroMQ (zmq_curve = \"off\") on an address "
+              f"other hosts may reach: any host that reaches its ports reads the telemetry and {reach}; set "
+              "zmq_curve = \"auto\" with zmq_server_secret and zmq_clients, or bind to 127.0.0.1",
               file=sys.stderr, flush=True)
     if config.tc_keys is None:  # a bench or a test may run so; a board never should (install.sh provisions keys)
         print("sunlit-flight: warning: telecommands are NOT authenticated (no [security] tc_keys): any process "
@@ -150,6 +158,33 @@ def _cmd_zmq_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date_for_seconds(command: str, assignments: dict[str, str]) -> str:
+    """What to write instead where a date was given for an argument in seconds (found in audit:
+    ``SCHEDULE_AT release_unix_s=2026-12-03T10:00:00Z`` was only "not a valid f64"): the dictionary takes
+    numbers, so a ``*_unix_s`` time is said as the number it would be; empty if no argument is such a date."""
+    from datetime import datetime
+
+    try:
+        spec_of = {a.name: a.spec for a in DICTIONARY.command(command).args}
+    except (ArgumentError, ValueError, KeyError):
+        return ""
+    for name, value in assignments.items():
+        if name not in spec_of or spec_of[name].unit != "s":
+            continue
+        try:
+            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if not name.endswith("_unix_s"):
+            return f" ({name} is a number of seconds, not a date)"
+        if stamp.tzinfo is None:
+            return (f" ({name} is seconds since 1970-01-01 UTC, not a date; a date and time with its zone, "
+                    "e.g. 2026-12-03T10:00:00Z, is said here as its number)")
+        return (f" ({name} is seconds since 1970-01-01 UTC, not a date: {value.strip()} is "
+                f"{name}={stamp.timestamp():.0f})")
+    return ""
+
+
 def _cmd_packet_encode(args: argparse.Namespace) -> int:
     for flag, value, low, high in (("--cmd-id", args.cmd_id, 1, 2**64 - 1), ("--source-id", args.source_id, 0, 0xFFFF)):
         if value is not None and not low <= value <= high:  # once wrapped to 16 bits, or a packet the agent refuses
@@ -159,11 +194,11 @@ def _cmd_packet_encode(args: argparse.Namespace) -> int:
     codec = Codec(DICTIONARY)
     codec.seq.set(args.apid, args.seq)
     try:
-        packet, cmd_id = codec.encode_command(
-            args.command, parse_assignments(args.args), args.cmd_id, args.source_id, args.apid
-        )
+        assignments = parse_assignments(args.args)
+        packet, cmd_id = codec.encode_command(args.command, assignments, args.cmd_id, args.source_id, args.apid)
     except (ArgumentError, ValueError) as exc:
-        print(f"sunlit-flight packet encode: {exc}", file=sys.stderr)
+        hint = _date_for_seconds(args.command, assignments) if isinstance(exc, ArgumentError) else ""
+        print(f"sunlit-flight packet encode: {exc}{hint}", file=sys.stderr)
         return 2
     print(packet.hex())
     return 0

@@ -88,6 +88,11 @@ dictionary's defaults. ``[parameters]`` keeps the dictionary's rules between par
 (``ORDERED_PARAMETERS``: the soft thermal limit below the hard one, the SAFE charge below the floor,
 against the default of the one not set); a saved value that breaks one against it gives way, said at boot.
 The hard thermal limit stays below the board profile's ``hard_temp_c`` (:func:`check_board_limits`).
+
+A relative path (``state_dir``, the ``dir`` of ``[compute]`` and ``[store]``, the key files, ``[hal] root``) is
+taken from the directory the agent is started in, not from this file's folder (the SAFE unit runs a copy of
+this file from /run/sunlit): the units start it in /var/lib/sunlit (``WorkingDirectory``) and install.sh writes
+absolute paths; write yours absolute too. Without ``[paths]`` the state is kept in ``var/sunlit`` there.
 """
 
 from __future__ import annotations

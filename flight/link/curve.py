@@ -64,6 +64,13 @@ def curve_wanted(url: str, setting: str = "auto") -> bool:
     return setting == "on"
 
 
+def plain_off_board(url: str, setting: str) -> bool:
+    """Whether ``zmq_curve = "off"`` leaves a link plain where "auto" would have turned CURVE on: a TCP link
+    on an address off-board hosts may reach (0.0.0.0, a LAN address, a host name). Allowed, as a bench may
+    want it, but said at start (found in audit: an agent bound to 0.0.0.0 with CURVE off said nothing)."""
+    return curve_wanted(url, "auto") and not curve_wanted(url, setting)
+
+
 def _check_key(key: bytes | None, path: Path, what: str) -> bytes:
     if key is None or len(key) != 40:
         raise CurveKeyError(f"{path}: no {what} key of 40 Z85 characters")

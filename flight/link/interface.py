@@ -97,6 +97,10 @@ def parse_link_url(url: str) -> LinkConfig:
             raise LinkConfigError(f"{url}: expected zmq://HOST:PORT with PORT in 1..65534 (telemetry uses PORT+1)")
         if query:
             raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (zmq takes queue=N)")
+        if parts.path not in ("", "/") or parts.fragment or parts.username is not None:
+            # found in audit: zmq://HOST:PORT/path bound HOST:PORT, its path dropped without a word
+            raise LinkConfigError(f"{url}: a zmq URL names a host and port only, zmq://HOST:PORT?queue=N: a path, "
+                                  "user@ or #fragment names no socket (a Unix socket: zmq+ipc:///PATH)")
         if ":" in host:  # an IPv6 literal (urlsplit took its brackets off): ZeroMQ wants them back (found in audit:
             host = f"[{unquote(host)}]"  # tcp://::1:5550 bound nothing, "No such device")
         return LinkConfig(LinkKind.ZMQ, url, f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", queue_packets=queue)
