@@ -21,30 +21,17 @@ from flight.link.messages import Codec
 from flight.link.packets import unpack
 from ground.archive import Archive
 from ground.archive_cli import main as archive_main
-from ground.auth import UserStore
 from ground.client import Received
-from ground.server import GroundServer, quick_config
-from tests.test_ground_server import http, login, make_users
+from tests.test_ground_server import http, login, source_and_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 T0_S = 1_794_830_400.0  # 2026-11-16T12:00:00Z
 
 
 @pytest.fixture
-def server(short_dir, tmp_path):
+def server(source_and_server):  # noqa: F811
     """A server with an archive on the agent's side of a real link that never answers: commands wait queued."""
-    from flight.link.transport import open_flight_link
-
-    url = f"zmq+ipc://{short_dir}/source"
-    link = open_flight_link(url)
-    users = make_users(tmp_path / "users.toml")
-    ground = GroundServer(quick_config(url, port=0, archive=tmp_path / "g.sqlite", users=users),
-                          UserStore.load(users), connect_timeout_s=0).start()
-    try:
-        yield ground
-    finally:
-        ground.stop()
-        link.close()
+    return source_and_server[1]
 
 
 def _record_events(db: Path, n: int) -> None:

@@ -26,22 +26,10 @@ import pytest
 from hil.faults import Timeline, agent_parameters, judge
 from hil.loop import ClosedLoop, _process_start_tag
 from hil.scenario import parse_scenario
+from tests.test_hil_faults import _state, _wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
-
-
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-
-
-def _wait_state(pid: int, want: str) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if _state(pid) == want:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _timeline(n: int = 40, step_s: float = 10.0, **params) -> Timeline:
