@@ -51,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -1220,7 +1221,7 @@ class GroundServer:
 
     async def _startup(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=SHUTDOWN_GRACE_S, logger=_HttpLog(self.sessions))
+                                     shutdown_timeout=SHUTDOWN_GRACE_S, logger=_HttpLog(self))
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
@@ -2114,25 +2115,33 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 class _HttpLog:
-    """aiohttp's log of what it answers before any route sees a request: one line on stderr, never a traceback, and a
-    request its HTTP parser refuses (a bad header line, a Content-Length that is no number: 400) counted in
-    ``refused_requests`` with the others (found in review: each printed aiohttp's traceback, counted nowhere, and
-    anyone who can reach the port may send them)."""
+    """aiohttp's log of what it answers before any route sees a request, or after the project's own guard: one line on
+    stderr, never a traceback. A request its HTTP parser refuses (a bad header line, a Content-Length that is no
+    number, a method that is none: 400) is counted in ``refused_requests`` with the others (found in review: each
+    printed aiohttp's traceback, counted nowhere, and anyone who can reach the port may send them); what aiohttp
+    keeps at debug (bytes that are no HTTP at all: a TLS hello) is counted unsaid. Anything else is the server's
+    fault past its guard (a response that failed as it was sent): counted in ``internal_errors``, said with where
+    it was raised."""
 
-    def __init__(self, sessions: Any):
-        self._sessions = sessions
+    def __init__(self, server: Any):
+        self._server = server
 
-    def debug(self, *args: Any, **kwargs: Any) -> None:
-        pass  # a client speaking no HTTP at all, aiohttp's own word for it
+    def debug(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self._server.sessions.refused_requests += 1
 
     def exception(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         if isinstance(exc, HttpProcessingError):
-            self._sessions.refused_requests += 1
+            self._server.sessions.refused_requests += 1
             said = " ".join(str(exc.message).split())[:200]
+        elif exc is not None:
+            self._server.internal_errors += 1
+            where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ is not None else []
+            said = f"{type(exc).__name__}: {exc}" + "".join(f" ({f.filename}:{f.lineno} in {f.name})" for f in where)
         else:
-            said = f"{type(exc).__name__}: {exc}" if exc is not None else ""
-        text = (message % args) if args else message
+            said = ""
+        text = (message % args) if args and isinstance(message, str) and "%" in message else str(message)
         print(f"sunlit-ground server: {text}: {said}".rstrip(": "), file=sys.stderr)
 
     error = warning = info = exception

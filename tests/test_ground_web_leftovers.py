@@ -75,7 +75,7 @@ def test_the_link_is_said_unknown_not_silent_while_the_server_is_away(ipc_url, s
     expect(page.locator("#ws-state")).to_have_attribute("data-state", "bad")
     # Past the spacecraft's stale_after_s (the values say so): where the page used to claim the link silent
     expect(page.locator("#tm-uptime_s")).to_have_attribute("data-state", "stale")
-    assert link.text_content() == "link: unknown (server away)", link.text_content()
+    assert link.text_content() == "link: unknown (no live connection)", link.text_content()
     assert link.get_attribute("data-state") == "unknown"
     assert re.search(r"last packet the page heard of came \d+ s ago", link.get_attribute("title")), \
         link.get_attribute("title")

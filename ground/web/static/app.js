@@ -48,7 +48,7 @@ const S = {
   current: null,           // the spacecraft shown
   serverStatus: null,
   ws: null,
-  serverAway: false,       // the socket dropped and no hello since: the page knows nothing new of the link
+  serverAway: false,       // the socket closed and no hello since: the page knows nothing new of the link
   wsRetryMs: WS_RETRY_MS,  // the next try after the server refused this page's socket
   pending: [],
   frameRequested: false,
@@ -798,12 +798,13 @@ function renderLink() {
   if (!c || !c.status) { link.textContent = "link: —"; link.dataset.state = "unknown"; return; }
   const st = c.status;
   const silent = silence(c, performance.now());
-  // What the page knows of the link comes through the server: with it away, a silence is the page's own, not the
-  // spacecraft's (found in audit: "link SILENT" beside "disconnected" while the agent was sending all along)
+  // What the page knows of the link comes through its socket to the server: with none open (the server away, or
+  // it refused the socket), a silence is the page's own, not the spacecraft's (found in audit: "link SILENT" beside
+  // "disconnected" while the agent was sending all along)
   if (S.serverAway) {
-    link.textContent = "link: unknown (server away)";
+    link.textContent = "link: unknown (no live connection)";
     link.dataset.state = "unknown";
-    link.title = "the ground server is away: nothing is known of the link until it is back" +
+    link.title = "this page has no live connection to the ground server: nothing is known of the link until it has" +
       (silent === null ? "" : `; the last packet the page heard of came ${Math.round(silent)} s ago`);
     return;
   }
