@@ -634,6 +634,7 @@ def test_telemetry_sns_go_up_across_a_restart_that_lost_the_state_file(tmp_path,
         elif damage == "both lost":
             (state / "state.json").unlink()
             (state / "tm_epoch.json").unlink()
+            (state / "tm_epoch.json.bak").unlink()  # both copies of the epoch
         sealer.last_sn += RESERVE_US  # the ground's clock, past the SNs the board reserved (a restart takes time)
         rig = InProcessAgent(state, tc_keys=board_keys, tm_auth=True)
         sealing = SealingLink(rig.link.ground, sealer, tm_ring=ring)
@@ -659,6 +660,8 @@ def test_the_telemetry_epoch_file_is_checked_and_a_damaged_one_is_said_and_set_a
     assert first.epoch == 10 and first.load_error is None and first.store_error is None
     assert TmEpoch(path, 1, now).epoch == 11 and TmEpoch(path, 40, now).epoch == 40  # the boot count, if larger
     path.write_text(path.read_text().replace("40", "41"))  # its checksum no longer matches
+    backup = tmp_path / "tm_epoch.json.bak"
+    backup.write_text(backup.read_text().replace("40", "41"))  # and its copy's: the clock is all that is left
     damaged = TmEpoch(path, 3, lambda: MISSION_EPOCH_UNIX_S + 6000.0)
     assert damaged.epoch == 100 and "tm_epoch.json unreadable" in damaged.load_error
     assert (tmp_path / "tm_epoch.json.corrupt").exists() and TmEpoch(path, 1, now).epoch == 101
@@ -668,7 +671,7 @@ def test_the_telemetry_epoch_file_is_checked_and_a_damaged_one_is_said_and_set_a
 
     write_checked_json(path, {"not": "an epoch"})  # checked, but not ours: said, never raised out of the agent's start
     odd = TmEpoch(path, 2, now)
-    assert odd.epoch == 10 and "epoch is not a count" in odd.load_error
+    assert odd.epoch == 102 and "epoch is not a count" in odd.load_error  # the copy's 101, plus one
     (tmp_path / "a_file").write_text("")
     stuck = TmEpoch(tmp_path / "a_file" / "tm_epoch.json", 5, now)  # cannot be written: said, and sealing goes on
     assert stuck.epoch == 10 and stuck.store_error and "may reuse" in stuck.store_error

@@ -201,7 +201,8 @@ class Agent:
             dict_hash=dictionary.version_hash, hal_backend=self.board.backend,
             control_late_p99_s=lambda: self.timers.late_p99_s("control"), stop=self.stop,
             resets=(self.dispatcher.reset_counters, self.link_service.reset_counters,
-                    self.params.store.forget_refused))
+                    self.params.store.forget_refused,
+                    lambda: self.scheduler.reset_counters()))  # made below
         compute_on = config.compute_enabled if config.compute_enabled is not None else not self.lockstep
         compute_dir = config.compute_dir or self.state_dir / "compute"
         self.memory.job_ids_above(_highest_job_id(compute_dir))

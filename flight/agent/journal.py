@@ -26,12 +26,14 @@ after it. Each damaged stretch is counted (``bad_records``); the file is then mo
 read are kept. A torn last record (the power cut mid-append: a part of a marker, or a marker and
 a length that runs past the end) is dropped unsaid, as it never counted; any other failure of the
 last record is damage. Where records were dropped the file is rewritten without them, so that
-appends frame again. A journal written before records had a marker is read as it was written,
-then rewritten with them; where that rewrite failed and marked records followed, both parts are
-read at the next start. A journal that cannot be read (a directory in its place, no permission)
-is moved aside where it can be, and said; where it cannot, appends fail and commands that change
-something are refused (the dispatcher), never run twice. Bounded: past ``2 × window`` records the file is rewritten atomically with the newest ``window``
-commands (``flight.storage.write_atomic``).
+appends frame again; where the disk refuses that, a damaged file moved aside is put back, and
+read again at the next start (appends resume after its damage at the next marker). A journal
+written before records had a marker is read as it was written, then rewritten with them; where
+that rewrite failed and marked records followed, both parts are read at the next start. A
+journal that cannot be read (a directory in its place, no permission) is moved aside where it
+can be, and said; where it cannot, appends fail and commands that change something are refused
+(the dispatcher), never run twice. Bounded: past ``2 × window`` records the file is rewritten
+atomically with the newest ``window`` commands (``flight.storage.write_atomic``).
 
 fsync policy, stated: every record is made durable with ``fdatasync`` on the descriptor the
 journal keeps open (an append's data and its size, not its times; fsync where the OS has no
@@ -253,17 +255,23 @@ class CommandJournal:
             end = self._read(data, resume) if resume >= 0 else end
         else:
             end = self._read(data, 0)
-        if self.bad_records:
-            moved = quarantine(self.path)
-            self.load_error = (f"{self.bad_records} damaged stretch(es) of records skipped (marker, length, CRC or "
-                               f"contents), {len(self.entries)} commands read and kept; "
-                               + (f"moved aside ({moved.name})" if moved else "could not be moved aside")
-                               + ": a command whose record was damaged, retried, may run again")
+        moved = quarantine(self.path) if self.bad_records else None
+        where = f"moved aside ({moved.name})" if moved else "could not be moved aside"
         if legacy or self.bad_records or end < len(data):
             try:  # without what was dropped, so that appends frame again
                 self._compact()
-            except OSError:  # appends go on after it: the old part, then the markers, are read at the next start
-                pass
+            except OSError as exc:  # appends go on after it: the old part, then the markers, are read at the next start
+                if moved is not None:  # put back: moved aside and not rewritten, the commands read were in no file
+                    try:  # the next start read none of them (found in audit: a full disk at a damaged journal's start)
+                        os.replace(moved, self.path)
+                        where = (f"not rewritten ({exc.strerror or type(exc).__name__}), so kept in place and read "
+                                 "again at the next start")
+                    except OSError:
+                        pass
+        if self.bad_records:
+            self.load_error = (f"{self.bad_records} damaged stretch(es) of records skipped (marker, length, CRC or "
+                               f"contents), {len(self.entries)} commands read and kept; {where}"
+                               ": a command whose record was damaged, retried, may run again")
 
     def _read(self, data: bytes, at: int) -> int:
         """Records from ``data[at:]``; returns where the last one read ends (before a torn tail)."""

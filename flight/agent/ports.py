@@ -29,6 +29,12 @@ from flight.storage import redact_paths
 MAX_TEXT_ARG = 200  # event text arguments are cut here: a reason quoting a huge input must still fit
 
 
+def cut_text(text: str) -> str:
+    """``text`` cut to an event's :data:`MAX_TEXT_ARG` characters, its last one a mark where it was longer:
+    a reason whose end was lost must not read as whole (found in audit)."""
+    return text if len(text) <= MAX_TEXT_ARG else text[:MAX_TEXT_ARG - 1] + "\u2026"
+
+
 class WiringError(RuntimeError):
     """Components and dictionary disagree (an undeclared event, a channel nobody produces...)."""
 
@@ -75,7 +81,7 @@ class EventPort:
         if set(args) != set(event.args):
             raise WiringError(f"{self.owner}: event {name} takes {sorted(event.args)}, got {sorted(args)}")
         # Texts are cut to the packet's limit, and any absolute path in them to its file's name.
-        self._sink(name, {k: redact_paths(v)[:MAX_TEXT_ARG] if isinstance(v, str) else v for k, v in args.items()})
+        self._sink(name, {k: cut_text(redact_paths(v)) if isinstance(v, str) else v for k, v in args.items()})
 
 
 class ModePort(Protocol):

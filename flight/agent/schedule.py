@@ -1041,7 +1041,7 @@ class SequenceRun:
         for _ in range(len(steps) - self.index + 1):  # each turn returns or moves to the next step
             if self.index >= len(steps):
                 return self._finish(True, f"{len(steps)} steps done" + (
-                    f"; {len(self.continued)} failed and were continued past: {'; '.join(self.continued)}"
+                    f"; {len(self.continued)} failed and were continued past: {self._continued_said()}"
                     if self.continued else ""))
             step = steps[self.index]
             where = f"step[{self.index}]"
@@ -1107,6 +1107,15 @@ class SequenceRun:
             first, reach = self.index + 1, left if isinstance(step, (WaitStep, WaitUntilStep)) else 0.0
         _check_waits(steps, now, fail, first=first, reach_s=reach, resumed=resumed)
 
+    def _continued_said(self) -> str:
+        """The failures continued past, each step and command first where there are several: the end report is an
+        event's text, cut at 200 characters, and the first failure's reason once hid which steps failed after it
+        (found in audit)."""
+        said = "; ".join(self.continued)
+        if len(self.continued) < 2:
+            return said
+        return ", ".join(" ".join(f.split(" ", 2)[:2]) for f in self.continued) + " (" + said + ")"
+
     def _finish(self, ok: bool, reason: str) -> Finished:
         self.result = Finished(ok, f"sequence {self.sequence.name}: {reason}")
         return self.result
@@ -1131,9 +1140,11 @@ class SequenceRun:
         if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
             raise fail("format", f"not a sequence run's state of format {_FORMAT}")
         if state.get("sequence") != sequence.name or state.get("digest") != sequence.digest:
-            raise fail("digest", f"saved for {state.get('sequence')!r} ({state.get('digest')}), not this "
-                                 f"{sequence.name!r} ({sequence.digest}): the file changed since the run started; "
-                                 f"start it again")
+            # What to do first, the digests last: said in an event, cut at 200 characters (found in audit: a long
+            # name's digests pushed "the file changed" out of it)
+            raise fail("digest", f"saved for {state.get('sequence')!r}: the file changed since the run started; "
+                                 f"start it again (the run's digest {state.get('digest')}, this "
+                                 f"{sequence.name!r}'s {sequence.digest})")
         index, phase = state.get("index"), state.get("phase")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(sequence.steps):
             raise fail("index", f"{index!r} is not a step of {sequence.name} (0..{len(sequence.steps)})")

@@ -80,8 +80,8 @@ class Scheduler(Component):
     NAME = "scheduler"
     COMMANDS = ("SCHEDULE_AT", "SCHEDULE_AFTER", "SCHEDULE_DELETE", "SCHEDULE_RESET", "SCHEDULE_LIST",
                 "SCHEDULE_RELEASE", "SEQUENCE_START", "SEQUENCE_ABORT")
-    EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_DONE",
-              "CLOCK_JUMPED")
+    EVENTS = ("SCHEDULE_RELEASED", "SCHEDULE_HELD", "SCHEDULE_ERROR", "SEQUENCE_STARTED", "SEQUENCE_RESUMED",
+              "SEQUENCE_DONE", "CLOCK_JUMPED")
     CHANNELS = ("schedule_entries", "schedule_held", "schedule_next_in_s", "schedule_released",
                 "schedule_release_errors", "schedule_late_ms", "sequence_running", "sequence_step", "clock_jumps",
                 "sequences_not_resumed")
@@ -128,6 +128,9 @@ class Scheduler(Component):
             self._emit("SCHEDULE_ERROR", reason=self._relative(f"entry left out at load: {dropped}"))
         if self._run_error:
             self._emit("SCHEDULE_ERROR", reason=self._relative(self._run_error))
+        if self.run is not None:  # said before its next step runs (found in audit: silent until its SEQUENCE_DONE)
+            self._emit("SEQUENCE_RESUMED", name=self.run.sequence.name, step=self.run.index,
+                       steps=len(self.run.sequence.steps))
         if self._not_resumed is not None:  # it ends, as any run does (an audit: said as a SCHEDULE_ERROR only)
             name, why = self._not_resumed
             self._emit("SEQUENCE_DONE", name=name, ok=False, reason=self._relative(why))
@@ -246,7 +249,7 @@ class Scheduler(Component):
         self._state_left = failed is not None
         if failed:
             self._emit("SCHEDULE_ERROR", reason=failed + "; a reset now would resume the ended run")
-        self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=reason)
+        self._emit("SEQUENCE_DONE", name=name, ok=ok, reason=self._relative(reason))
         return failed
 
     def _forget_run(self) -> str | None:
@@ -473,6 +476,12 @@ class Scheduler(Component):
         sequence changed or went), or None: counted by the agent's ``state_corrupt`` as well as said (an audit:
         said only)."""
         return self._run_error if self._run_damaged else None
+
+    def reset_counters(self) -> None:
+        """RESET_COUNTERS: zero the error counts, the releases that failed and the runs not resumed (found in audit:
+        ``sequences_not_resumed``, whose warning limit is 1, stayed raised for the whole boot). What is scheduled or
+        running is untouched."""
+        self.release_errors = self.not_resumed = 0
 
     # --- telemetry ---------------------------------------------------------------------------
 

@@ -793,7 +793,8 @@ SCHEDULE_CHANNELS = (
     Channel("schedule_next_in_s", T.F64, "s", "Time to the next release (nil: none)"),
     Channel("schedule_released", T.U32, "count", "Time-tagged commands released since the agent started"),
     Channel("schedule_release_errors", T.U32, "count", "Time-tagged commands that fell due and could not be "
-            "released (SCHEDULE_ERROR names each; those due with them still go)", Limits(warn_high=1)),
+            "released (SCHEDULE_ERROR names each; those due with them still go); zeroed by RESET_COUNTERS",
+            Limits(warn_high=1)),
     Channel("schedule_late_ms", T.F64, "ms", "How late the last release was against its time tag",
             Limits(warn_high=50)),
     Channel("clock_jumps", T.U32, "count", "UTC steps against the monotonic clock since the agent started "
@@ -802,7 +803,7 @@ SCHEDULE_CHANNELS = (
     Channel("sequence_step", T.U16, "", "Its current step, from 0"),
     Channel("sequences_not_resumed", T.U32, "count", "Sequence runs kept across the last restart and not resumed: "
             "their state damaged, or they failed SEQUENCE_START's checks again (SEQUENCE_DONE or SCHEDULE_ERROR "
-            "says why)", Limits(warn_high=1)),
+            "says why); zeroed by RESET_COUNTERS", Limits(warn_high=1)),
     Channel("next_aos_in_s", T.F64, "s", "Time to the next acquisition of signal over a configured ground station "
             "(0 in a pass; nil: no stations, no orbit, or none within the prediction)"),
     Channel("next_los_in_s", T.F64, "s", "Time to the loss of signal of the current or next pass"),
@@ -1134,6 +1135,10 @@ EVENTS = (
           "the ground, GPS, NTP, an RTC read at boot); time tags keep their UTC", ("delta_s", "reason")),
     Event("SEQUENCE_STARTED", 0x00B3, Severity.ACTIVITY_HI, "Sequence {name} started ({steps} steps)",
           "SEQUENCE_START began a stored sequence", ("name", "steps")),
+    Event("SEQUENCE_RESUMED", 0x00B7, Severity.ACTIVITY_HI, "Sequence {name} resumed at step {step} of {steps}",
+          "A stored sequence kept across a restart passed SEQUENCE_START's checks again and goes on from the step "
+          "it was in (a command of it cut off by the reset counts as failed, not sent again)",
+          ("name", "step", "steps")),
     Event("SEQUENCE_DONE", 0x00B4, Severity.ACTIVITY_HI, "Sequence {name} ended, ok={ok}: {reason}",
           "A stored sequence finished, failed or was aborted", ("name", "ok", "reason")),
     Event("SEQUENCE_STORED", 0x00B6, Severity.ACTIVITY_HI, "Sequence file {name} stored={ok}: {reason}",

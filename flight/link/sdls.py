@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import glob
 import hashlib
 import hmac
 import os
@@ -203,8 +204,25 @@ class KeyRing:
     def save(self, path: Path | str) -> None:
         """Write the file atomically, mode 600 from the start (the ground's key store), keeping
         the owner of the file it replaces (the server's user must still read it after a
-        custodian, or root, changed it), and the comments it was read with."""
+        custodian, or root, changed it), and the comments it was read with. Under a lock of its
+        folder, so that the temporary files a killed save left (each a copy of the keys) are
+        removed first, and never one another save is writing (found in audit: they stayed, one
+        more each kill)."""
         path = Path(path)
+        try:
+            folder: int | None = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            folder = None  # not readable: saved all the same, leftovers not looked for
+        try:
+            if folder is not None:
+                fcntl.flock(folder, fcntl.LOCK_EX)
+                _remove_leftovers(path)
+            self._save(path)
+        finally:
+            if folder is not None:
+                os.close(folder)  # and the lock with it
+
+    def _save(self, path: Path) -> None:
         try:
             owner: tuple[int, int] | None = (path.stat().st_uid, path.stat().st_gid)
         except OSError:
@@ -242,6 +260,16 @@ class KeyRing:
             lines += above
             lines.append(f"{s.spi} {s.key.hex()}{'' if s.active else ' ' + s.state}{'  ' + after if after else ''}")
         return "".join(line + "\n" for line in lines + self.tail)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the temporary files :meth:`KeyRing.save` of ``path`` left when killed (mkstemp's
+    ``.NAME.`` + 8 characters + ``.tmp``): only that exact pattern, only plain files."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if pattern.match(leftover.name) and leftover.is_file() and not leftover.is_symlink():
+            with contextlib.suppress(OSError):  # gone, or not ours to remove: the save goes on
+                leftover.unlink()
 
 
 def wrap_key(master: bytes, key: bytes) -> bytes:
@@ -1008,33 +1036,52 @@ class TmEpoch:
     go back after a restart. Taken from the boot count alone, they went back whenever the state
     file was lost or unreadable, and a ground still running refused every packet after as stale.
 
-    The epoch is the largest of the boot count, the one on file plus one, and, where the file is
-    missing or unreadable, the minutes since :data:`MISSION_EPOCH_UNIX_S` on the board's clock
-    (a board does not start twice a minute; 24 bits of minutes last until 2056). Only the
-    ground's view of the telemetry rests on it: a file that cannot be written is said
+    The epoch is the largest of the boot count, the largest copy on file plus one, and, where both
+    copies are missing or unreadable, the minutes since :data:`MISSION_EPOCH_UNIX_S` on the board's
+    clock (a board does not start twice a minute; 24 bits of minutes last until 2056). Two copies
+    (``NAME`` and ``NAME.bak``, written one after the other): with one, a file lost or damaged took
+    the epoch back to the clock's minutes, below the last start's after a crash loop of starts
+    within a minute, and a second loss repeated it (found in audit: epochs 10, 11, 12, then 10, 10).
+    Only the ground's view of the telemetry rests on it: a file that cannot be written is said
     (:attr:`store_error`), and telemetry is sealed all the same."""
 
     def __init__(self, path: Path | str, boot_count: int, now_s: Callable[[], float]):
         self.path = Path(path)
         self.load_error: str | None = None
         self.store_error: str | None = None
-        stored = 0
-        try:
-            body = read_checked_json(self.path)
-            stored = body.get("epoch") if isinstance(body, dict) else None
-            if not isinstance(stored, int) or isinstance(stored, bool) or not 0 <= stored <= TM_EPOCH_MAX:
-                raise CorruptFile(f"{self.path.name}: epoch is not a count of starts")
-            floor = stored + 1
-        except (CorruptFile, OSError) as exc:
-            if self.path.exists():
-                quarantine(self.path)
-                self.load_error = f"{self.path.name} unreadable ({exc}); telemetry SNs from the board's clock"
+        copies = (self.path, self.path.with_name(self.path.name + ".bak"))
+        stored: list[int] = []
+        errors: list[str] = []
+        for copy in copies:
+            if not copy.exists():
+                continue
+            try:
+                body = read_checked_json(copy)
+                epoch = body.get("epoch") if isinstance(body, dict) else None
+                if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= TM_EPOCH_MAX:
+                    raise CorruptFile(f"{copy.name}: epoch is not a count of starts")
+                stored.append(epoch)
+            except (CorruptFile, OSError) as exc:
+                quarantine(copy)
+                errors.append(f"{copy.name} unreadable ({exc})")
+        if stored:
+            floor = max(stored) + 1
+            if errors:
+                self.load_error = f"{'; '.join(errors)}; the other copy in force"
+        else:
+            if errors:
+                self.load_error = f"{'; '.join(errors)}; telemetry SNs from the board's clock"
             # At most half the range: a clock far ahead must leave room for the starts after it.
             floor = min(int((now_s() - MISSION_EPOCH_UNIX_S) // 60), TM_EPOCH_MAX // 2)
         self.epoch = min(max(int(boot_count), floor, 1), TM_EPOCH_MAX)
-        try:
-            write_checked_json(self.path, {"epoch": self.epoch})
-        except OSError as exc:
+        failed: list[OSError] = []
+        for copy in copies:  # one after the other: a power cut leaves one whole, and the larger is read
+            try:
+                write_checked_json(copy, {"epoch": self.epoch})
+            except OSError as exc:
+                failed.append(exc)
+        if len(failed) == len(copies):  # one copy written keeps the next start above this one
+            exc = failed[0]
             self.store_error = f"{self.path.name}: {exc.strerror or exc}; the next start may reuse telemetry SNs"
 
 
