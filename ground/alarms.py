@@ -13,6 +13,7 @@ channel with no sample for ``stale_s`` is shown stale.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import Dictionary, Limits, ValueType
-from flight.storage import CorruptFile, read_checked_json, write_checked_json
+from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 SEVERITY = {"nominal": 0, "warning": 1, "critical": 2}
 NOT_NUMBERS = (ValueType.BOOL, ValueType.STRING, ValueType.ENUM, ValueType.BYTES)  # Limits.state: always nominal
@@ -66,17 +67,27 @@ class Alarm:
 
 
 class LimitStore:
-    """Operator limit overrides that survive a restart (atomic, checksummed file)."""
+    """Operator limit overrides that survive a restart (atomic, checksummed file).
+
+    A file that fails its check, or does not hold limits per channel, is moved aside (``NAME.corrupt``) and said
+    once on stderr (``error`` keeps the line): found in audit, it was dropped without a word and the next change
+    wrote over it, every override in it lost with nothing left to look at."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self.overrides: dict[str, Limits] = {}
+        self.error = ""  # why the file was not read ("" where it was, or there was none)
         if self.path is not None and self.path.exists():
             try:
                 body = read_checked_json(self.path)
                 self.overrides = {k: Limits.from_json(v) for k, v in body.items()}
-            except (CorruptFile, TypeError, AttributeError):
+            except (CorruptFile, TypeError, AttributeError, KeyError) as exc:
                 self.overrides = {}
+                why = str(exc) if isinstance(exc, CorruptFile) else f"{self.path}: not limits per channel"
+                moved = quarantine(self.path)
+                kept = f"moved aside to {moved}" if moved else "not moved aside (the next change writes over it)"
+                self.error = f"limits file {why}; {kept}; the dictionary's limits apply"
+                print(f"sunlit-ground: {self.error}", file=sys.stderr)
 
     def set(self, channel: str, limits: Limits) -> None:
         self.overrides[channel] = limits

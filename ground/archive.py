@@ -377,6 +377,26 @@ def _unwritable(path: Path) -> bool:
         return False
 
 
+FULL_DISK_BYTES = 1 << 20  # less free than this where SQLite fails to open: the disk is full (its -shm is 32 KiB)
+
+
+def _full_disk(path: Path, exc: sqlite3.Error) -> str:
+    """What to say where SQLite could not open ``path`` for want of space ("database or disk is full", or "disk I/O
+    error" making its -shm on a full disk); "" where that is not why. Found in audit: an archive whole on a full disk
+    was said "not a usable archive: disk I/O error", as if damaged."""
+    if "disk is full" not in str(exc) and "disk I/O error" not in str(exc):
+        return ""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= FULL_DISK_BYTES:
+        return ""
+    return (f"{path} cannot be opened: the disk holding it is full ({free} bytes free in {path.parent}); free some "
+            "space there and try again (the archive is as it was)")
+
+
 class ArchiveError(RuntimeError):
     """The archive file cannot be used (missing, not an archive, another schema, a damaged
     chunk); says what to do."""
@@ -1010,8 +1030,9 @@ class Archive:
                                        timeout=busy_timeout_s)
             if not create:
                 self._db = self._readable(self._db)
-        except sqlite3.Error as exc:  # a folder, a file it may not open
-            raise ArchiveError(f"{self.path} cannot be opened as an archive: {exc}") from None
+        except sqlite3.Error as exc:  # a folder, a file it may not open, a full disk
+            raise ArchiveError(_full_disk(self.path, exc)
+                               or f"{self.path} cannot be opened as an archive: {exc}") from None
         try:
             if not self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 if not create:  # a reader never makes an archive of an empty file (a typing error, a copy cut short)
@@ -1025,7 +1046,7 @@ class Archive:
             self._open_schema()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise ArchiveError(f"{self.path} is not a usable archive: {exc}") from None
+            raise ArchiveError(_full_disk(self.path, exc) or f"{self.path} is not a usable archive: {exc}") from None
         except BaseException:
             self._db.close()
             raise

@@ -354,7 +354,14 @@ def _cmd_retain(args: argparse.Namespace) -> int:
                          "milliseconds?), or give --force")
     with _open(args) as archive:
         before = archive.path.stat().st_size
-        deleted = archive.retain(policy, args.now_s)
+        try:
+            deleted = archive.retain(policy, args.now_s)
+        except sqlite3.OperationalError as exc:  # found in audit: said only "attempt to write a readonly database"
+            if "readonly" not in str(exc):
+                raise
+            raise ArchiveError(f"{args.db} is read-only here (a copy kept read-only, a read-only mount, or no write "
+                               "permission): retain deletes from the archive; run it on the archive the server "
+                               "writes, or on a copy you may write") from None
         after = archive.path.stat().st_size
     for kind, what in deleted.items():
         rule = policy.rule(kind) if not kind.startswith("SID ") else policy.hk

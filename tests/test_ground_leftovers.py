@@ -124,6 +124,59 @@ def test_a_read_only_archive_with_a_hot_journal_beside_it_is_refused_never_read_
 
 
 @pytest.mark.req("GND-025")
+def test_retain_on_a_read_only_archive_says_it_is_read_only_naming_it_and_deletes_nothing(tmp_path):
+    """Found in audit: `archive retain` on a copy kept read-only said only "attempt to write a readonly database".
+    It says the archive is read-only here, naming it and what to do (exit 2), and the file is as it was."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    db = folder / "ground.sqlite"
+    _record_events(db, 3)
+    before = db.read_bytes()
+    script = ("import sys\nfrom ground.archive_cli import main\n"
+              f"sys.exit(main(['retain', '--db', {str(db)!r}, '--now', '2099-01-01T00:00:00Z', '--force']))\n")
+    proc = _in_read_only_folder(folder, tmp_path, script)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith(f"sunlit-ground archive: {db} is read-only here") and "retain deletes" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "readonly database" not in proc.stderr, proc.stderr
+    assert db.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["ground.sqlite"]
+
+
+@pytest.mark.req("GND-025")
+def test_an_archive_on_a_full_disk_is_said_to_be_on_a_full_disk_not_damaged(tmp_path):
+    """Found in audit: a whole archive on a disk with no space left (SQLite cannot make its -shm) was said "not a
+    usable archive: disk I/O error" at the server's start and by every archive command, as if damaged (an operator
+    might delete it). Each says the disk is full, naming the file and the folder; the archive is as it was."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs and fill it")
+    disk, made = tmp_path / "disk", tmp_path / "made"
+    disk.mkdir()
+    db = disk / "ground.sqlite"
+    source = tmp_path / "source.sqlite"
+    _record_events(source, 5)  # copied onto the small disk once it is mounted
+    script = ("import shutil, sys\nfrom pathlib import Path\n"
+              "from ground.archive import Archive, ArchiveError\nfrom ground.archive_cli import main\n"
+              f"shutil.copyfile({str(source)!r}, {str(db)!r})\n"
+              f"before = Path({str(db)!r}).read_bytes()\n"
+              f"with open({str(disk / 'filler')!r}, 'wb') as f:\n"
+              "    try:\n        while True:\n            f.write(bytes(65536))\n            f.flush()\n"
+              "    except OSError:\n        pass\n"
+              f"try:\n    Archive({str(db)!r})\nexcept ArchiveError as exc:\n    print('server:', exc)\n"
+              f"code = main(['events', '--db', {str(db)!r}])\n"
+              f"print('same:', Path({str(db)!r}).read_bytes() == before)\nsys.exit(code)\n")
+    shell = (f"set -e\nmount -t tmpfs -o size=4m tmpfs {disk}\ntouch {made}\n"
+             f"exec {shlex.quote(sys.executable)} -c {shlex.quote(script)}\n")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", shell], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if not made.exists():
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {proc.stderr[:200]}")
+    full = f"{db} cannot be opened: the disk holding it is full ("
+    assert proc.returncode == 2 and proc.stderr.startswith(f"sunlit-ground archive: {full}"), (proc.returncode,
+                                                                                               proc.stderr)
+    assert f"server: {full}" in proc.stdout and "same: True" in proc.stdout, proc.stdout
+    assert "not a usable archive" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.req("GND-025")
 def test_only_a_file_nothing_can_write_is_taken_for_immutable(tmp_path):
     """Found in review: a file a server may still write (its folder closed to this reader alone) read immutable
     while the server started and checkpointed was read torn ("malformed"). Immutable only where nothing can

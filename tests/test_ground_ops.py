@@ -85,6 +85,33 @@ def test_limits_changed_at_run_time_survive_a_restart(tmp_path):
 
 
 @pytest.mark.req("GND-002")
+def test_a_limits_file_that_fails_its_check_is_moved_aside_and_said_never_written_over_unsaid(tmp_path, capsys):
+    """Found in audit: a limits file that failed its SHA-256 (or held no limits per channel) was dropped without a
+    word, and the next change wrote over it: every override in it lost, nothing left to look at. It is moved aside
+    (NAME.corrupt), said in one line naming it, and the dictionary's limits apply."""
+    path = tmp_path / "limits.json"
+    am = AlarmManager(DICTIONARY, LimitStore(path))
+    am.set_limits("cpu_pct", warn_high=50.0)
+    am.set_limits("mem_pct", warn_high=60.0)
+    damaged = path.read_bytes().replace(b"50", b"70", 1)
+    path.write_bytes(damaged)
+    store = LimitStore(path)
+    said = capsys.readouterr().err.splitlines()
+    assert store.overrides == {} and len(said) == 1, said
+    assert said[0].startswith(f"sunlit-ground: limits file {path}: SHA-256 mismatch") and "moved aside" in said[0]
+    assert store.error == said[0].removeprefix("sunlit-ground: ")
+    again = AlarmManager(DICTIONARY, store)
+    assert again.limits("cpu_pct") == DICTIONARY.limits("cpu_pct", {})  # the dictionary's, not a half-read file's
+    again.set_limits("temp_max_c", warn_high=70.0)  # a change after it: the damaged file is still there to look at
+    assert (tmp_path / "limits.json.corrupt").read_bytes() == damaged
+    assert list(LimitStore(path).overrides) == ["temp_max_c"] and LimitStore(path).error == ""
+    from flight.storage import write_checked_json
+
+    write_checked_json(path, {"cpu_pct": 5})  # checked, but not limits per channel
+    assert LimitStore(path).overrides == {} and "not limits per channel" in capsys.readouterr().err
+
+
+@pytest.mark.req("GND-002")
 def test_limits_a_direct_console_sets_are_refused_as_the_server_refuses_them_naming_the_bound(tmp_path):
     """Found in audit: `limits` at a console on a direct link took NaN (never alarms), a band upside down (always
     alarms), a crit_high under warn_high, and limits on a text or bool channel (never apply), each said done."""

@@ -252,3 +252,29 @@ def _opcodes(data: bytes) -> list[int]:
         out.append(data[at] & 0x0F)
         at = at_payload + size
     return out
+
+
+@pytest.mark.req("GND-021")
+def test_a_hostile_query_value_is_refused_naming_its_field_never_echoed_whole(source, tmp_path):
+    """Found in audit: a 6 KB ``limit``, ``since``, ``from``, ``cfdp_class`` or transfer id came back whole in its
+    error (6 KB of one line, in the page and in the CLI's message). Each error names the field and quotes the
+    value's start."""
+    server = _server(source, tmp_path).start()
+    try:
+        token = login(server, "alice")
+        long = "x" * 6000
+        for path, field in (("/api/passes?limit=" + long, "limit"), ("/api/passes?limit=" + "9" * 4000, "limit"),
+                            ("/api/plan?since=0&limit=" + long, "limit"), ("/api/plan?since=" + long, "since:"),
+                            ("/api/archive?channel=mode&to=1&from=" + long, "from:"),
+                            ("/api/files/" + "a" * 6000 + "/content", "no transfer")):
+            status, answer, _ = http(server, "GET", path, token=token)
+            assert status in (400, 404) and answer["error"].startswith(field), (path[:40], answer["error"][:80])
+            assert len(answer["error"]) < 200, (path[:40], len(answer["error"]))
+        status, answer, _ = http(server, "POST", "/api/files/put?name=staging/x&cfdp_class=" + long, token=token,
+                                 headers={"Content-Type": "application/octet-stream"})
+        assert status == 400 and answer["error"].startswith("cfdp_class: 'xxx") and len(answer["error"]) < 200, \
+            answer["error"][:80]
+        status, answer, _ = http(server, "GET", "/api/passes?limit=abc", token=token)  # a short one is said whole
+        assert (status, answer["error"]) == (400, "limit 'abc': a whole number, 1..200"), answer
+    finally:
+        server.stop()

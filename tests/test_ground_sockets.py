@@ -280,3 +280,23 @@ def test_odd_requests_get_a_json_answer_naming_the_fault_never_a_500_and_logout_
                              headers={**jar, "X-CSRF-Token": csrf, "Authorization": "Basic YWxpY2U6cHJveHk="})
     assert status == 200 and answer["logged_out"]
     assert http(server, "GET", "/api/session", headers=jar)[0] == 401  # the cookie's session ended
+
+
+@pytest.mark.req("GND-035")
+def test_a_refused_socket_counts_once_however_often_the_page_probes_for_room(source_and_server):
+    """Found in audit: the web console, its socket refused, asks again by a plain GET of /ws (app.js); each such
+    probe was counted in sockets_refused too, so one refused socket counted 2, and 1 more at every retry. A probe
+    is answered by the same bounds (429, 204 where there is room) and counts nothing."""
+    _source, start = source_and_server
+    server = start(max_sockets_per_session=1)
+    token = login(server, "alice")
+    with open_ws(server, token):
+        status, error = refused(server, token)  # the page's socket, refused: counted
+        assert status == 429 and "this session has 1 open, at most 1" in error, error
+        for _ in range(3):  # the page's probes after it, refused as the socket was
+            status, answer, _h = http(server, "GET", "/ws", token=token)
+            assert status == 429 and answer["code"] == "TOO_MANY_SOCKETS", answer
+        assert http(server, "GET", "/api/status", token=token)[1]["sockets_refused"] == 1
+    wait_until(lambda: not server._pages, what="the closed WebSocket's place freed")
+    assert http(server, "GET", "/ws", token=token)[0] == 204  # room now: the probe says so, and counts nothing
+    assert server.sockets_refused == 1

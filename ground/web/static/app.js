@@ -1601,7 +1601,7 @@ function connect() {
 // no longer has (it restarted, and sessions live in its memory; or it expired) goes to the login page at once
 // (found in audit: "reconnecting" for ever, the socket refused each second, until a poll happened on the 401).
 // A socket refused before it opened, the session good, is asked about as a plain GET of /ws: the server's bounds
-// answer that before any upgrade (429, TOO_MANY_SOCKETS, counted in sockets_refused as a socket is). Refused, the
+// answer that before any upgrade (429, TOO_MANY_SOCKETS; not counted again, the socket was). Refused, the
 // page says so and asks again by that GET alone, less often each time; not refused (204: there is room), it opens
 // the socket (found in audit: a 429 was tried again each second, "reconnecting", the operator never told).
 async function reconnect(unopened) {
