@@ -18,7 +18,7 @@ from flight import selftest
 from flight.entry import EXIT_INTERRUPTED
 from flight.hal.base import BACKENDS
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import ArgumentError
+from flight.link.dictionary import ArgumentError, date_for_seconds
 from flight.link.docgen import dictionary_markdown
 from flight.link.messages import Codec
 from flight.link.packets import PacketError
@@ -159,30 +159,12 @@ def _cmd_zmq_keys(args: argparse.Namespace) -> int:
 
 
 def _date_for_seconds(command: str, assignments: dict[str, str]) -> str:
-    """What to write instead where a date was given for an argument in seconds (found in audit:
-    ``SCHEDULE_AT release_unix_s=2026-12-03T10:00:00Z`` was only "not a valid f64"): the dictionary takes
-    numbers, so a ``*_unix_s`` time is said as the number it would be; empty if no argument is such a date."""
-    from datetime import datetime
-
+    """:func:`flight.link.dictionary.date_for_seconds` for a command named on the command line; empty if there is
+    no such command."""
     try:
-        spec_of = {a.name: a.spec for a in DICTIONARY.command(command).args}
-    except (ArgumentError, ValueError, KeyError):
+        return date_for_seconds(DICTIONARY.command(command), assignments)
+    except ArgumentError:
         return ""
-    for name, value in assignments.items():
-        if name not in spec_of or spec_of[name].unit != "s":
-            continue
-        try:
-            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if not name.endswith("_unix_s"):
-            return f" ({name} is a number of seconds, not a date)"
-        if stamp.tzinfo is None:
-            return (f" ({name} is seconds since 1970-01-01 UTC, not a date; a date and time with its zone, "
-                    "e.g. 2026-12-03T10:00:00Z, is said here as its number)")
-        return (f" ({name} is seconds since 1970-01-01 UTC, not a date: {value.strip()} is "
-                f"{name}={stamp.timestamp():.0f})")
-    return ""
 
 
 def _cmd_packet_encode(args: argparse.Namespace) -> int:

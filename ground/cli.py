@@ -19,6 +19,7 @@ link, ``sunlit-ground send COMMAND_STATUS cmd_id=N`` asks without running anythi
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from flight.cli import parse_assignments, quiet_stdout
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import ArgumentError, Severity
+from flight.link.dictionary import ArgumentError, FailureCode, Severity, date_for_seconds
 from flight.link.messages import EventRecord, HkRecord, ParamRecord, PlanRecord, ack_flags_for
 from flight.link.transport import LinkConfigError
 from ground.api import (
@@ -108,9 +109,14 @@ def _confirm(command: Any, yes: bool) -> None:
 def _cmd_send(args: argparse.Namespace) -> int:
     try:
         command = DICTIONARY.command(args.command)
-        values = command.validate_args(parse_assignments(args.args))
-    except (ArgumentError, ValueError) as exc:
+        assignments = parse_assignments(args.args)
+        values = command.validate_args(assignments)
+    except ArgumentError as exc:  # a date for a time in seconds: said as its number, as sunlit-flight says it
+        hint = date_for_seconds(command, assignments) if exc.code is not FailureCode.UNKNOWN_COMMAND else ""
+        raise Refused(f"refused before sending: {exc}{hint}") from None
+    except ValueError as exc:
         raise Refused(f"refused before sending: {exc}") from None
+    _check_as_the_board(command.name, values)
     try:
         ack_flags = None if args.ack is None else ack_flags_for(s.strip() for s in args.ack.split(",") if s.strip())
     except ValueError as exc:
@@ -165,6 +171,13 @@ def _cmd_send(args: argparse.Namespace) -> int:
                 return EXIT_AWAITING_APPROVAL
             print(f"timeout: {exc}", file=sys.stderr)
             return EXIT_TIMEOUT
+        except OSError as exc:  # its progress could not be written (a full disk under `> log`): as Ctrl-C, unknown
+            # (after CommandTimeout, which is an OSError too)
+            print(f"{command.name}: its output cannot be written ({exc.strerror or exc}); it may have been sent and "
+                  "its outcome is unknown (see `sunlit-ground queue` and `sunlit-ground events` before sending it "
+                  "again)", file=sys.stderr)
+            quiet_stdout()  # what is left in the buffer cannot be written either: no second error at exit
+            return EXIT_UNKNOWN
         if result.refused:
             print(f"  {_stamp()} {command.name}: {result.refused}", flush=True)
         if result.result:
@@ -172,6 +185,21 @@ def _cmd_send(args: argparse.Namespace) -> int:
         return EXIT_FAILED if result.failed else 0
     finally:
         client.close()
+
+
+def _check_as_the_board(name: str, values: dict[str, Any]) -> None:
+    """The checks the command's handler makes that need no state (SET_PARAM's value against its parameter, a file
+    name that leads out of its directory, a TLE that is none), made before sending, as ``schedule upload`` makes
+    them (found in audit: ``send SET_PARAM name=hk_period_s value=nan --yes`` was confirmed, queued and sent, to
+    fail on board at completion, perhaps a pass later). The schedule's own commands are checked there."""
+    from flight.agent.schedule import CommandRefused, check_command, not_schedulable
+
+    if not_schedulable(name):
+        return
+    try:
+        check_command(DICTIONARY, name, values)
+    except CommandRefused as exc:
+        raise Refused(f"refused before sending: {name} {exc.field}: {exc.reason}") from None
 
 
 def _queue_action(action: str) -> Callable[[argparse.Namespace], int]:
@@ -844,6 +872,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except TimeoutError as exc:  # the server never greeted a live view (an audit: a traceback)
         print(f"sunlit-ground: {exc or 'no answer in time'}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # found in audit: `tm > /dev/full` (a full disk under a redirect) ended in a traceback
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+        what = f": {exc.filename}" if exc.filename else " (writing its output)" if full else ""
+        print(f"sunlit-ground {args.cmd}: {exc.strerror or exc}{what}", file=sys.stderr)
+        try:  # output that can still go (the error was not stdout's) goes; else none is tried again at exit
+            sys.stdout.flush()
+        except OSError:
+            quiet_stdout()
         return EXIT_FAILED
     except KeyboardInterrupt:  # Ctrl-C anywhere else (a password prompt, a request under way): no traceback
         print("\nsunlit-ground: interrupted", file=sys.stderr)

@@ -41,7 +41,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from flight.link.dictionary import ArgumentError
+from flight.link.dictionary import ArgumentError, date_for_seconds
 from flight.link.messages import EventRecord, HkRecord
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
@@ -221,9 +221,13 @@ class Procedure:
         self._server_lost()
         try:
             command = self.client.dictionary.command(name)
-            command.validate_args(args)
         except ArgumentError as exc:
             raise ProcedureFailed(f"{name}: {exc}; not sent") from None
+        try:
+            command.validate_args(args)
+        except ArgumentError as exc:  # a date for a time in seconds: said as its number, as the CLIs say it
+            hint = date_for_seconds(command, args) if isinstance(args, dict) else ""
+            raise ProcedureFailed(f"{name}: {exc}{hint}; not sent") from None
         if command.hazardous and self.confirm is not None and not self.confirm(command):
             raise ProcedureFailed(f"{name} is hazardous and was not confirmed: not sent")
         self._mark = self._arrivals
@@ -483,6 +487,11 @@ def load_procedure(path: Path | str) -> Any:
         raise ProcedureUnreadable(f"{where}:{exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - the procedure's own code, as it loads: said, not a traceback
         raise ProcedureUnreadable(f"{path}{_where_in(exc, path)}: {type(exc).__name__}: {exc}") from None
+    except SystemExit as exc:  # found in audit: `sys.exit(3)` at its top level ended the CLI silently with status 3,
+        # "not confirmed"; a file that cannot load is bad input, said with its line
+        raise ProcedureUnreadable(f"{path}{_where_in(exc, path)}: it called sys.exit({exc.code!r}) as it loaded; a "
+                                  "procedure file defines run(proc), and nothing at its top level ends the program") \
+            from None
     if not callable(getattr(module, "run", None)):
         raise ProcedureUnreadable(f"{path}: defines no run(proc)")
     module.__sunlit_path__ = path

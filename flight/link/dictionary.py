@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 
@@ -100,6 +101,20 @@ def brief(value: Any) -> str:
         return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_NAME_SAID_CHARS = 40  # an unknown argument's name as said: cut past this (as brief cuts a value)
+_NAMES_SAID = 5  # unknown argument names listed at most; the rest counted
+
+
+def _said_name(name: Any) -> str:
+    """An unknown argument's name for a message: what is not printable escaped (``\\n``, ``\\x1b``), cut past
+    _NAME_SAID_CHARS. The name comes off the wire or a command line: a newline in it would forge a line, an escape
+    sequence drive a terminal, 10 kB of it push out what the command takes (found in audit)."""
+    text = str(name)
+    text = text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= _NAME_SAID_CHARS else text[:_NAME_SAID_CHARS - 3] + "..."
+
 
 @dataclass(frozen=True)
 class ValueSpec:
@@ -266,7 +281,9 @@ class Command:
         extra = sorted(str(k) for k in raw if k not in known)
         if extra:
             hint = f" (takes {', '.join(sorted(known))})" if known else " (takes no arguments)"
-            raise ArgumentError(f"{self.name}: unknown argument {', '.join(extra)}{hint}", FailureCode.BAD_ARGUMENTS)
+            said = ", ".join(_said_name(k) for k in extra[:_NAMES_SAID])
+            more = f" and {len(extra) - _NAMES_SAID} more" if len(extra) > _NAMES_SAID else ""
+            raise ArgumentError(f"{self.name}: unknown argument {said}{more}{hint}", FailureCode.BAD_ARGUMENTS)
         out: dict[str, Any] = {}
         for a in self.args:
             if a.name in raw:
@@ -365,6 +382,29 @@ class Limits:
         """These limits with ``bounds`` set (None: that bound removed), the others as they are, a bound that
         follows a parameter included: an operator's change to one bound leaves the rest following theirs."""
         return Limits(**{**self.__dict__, **bounds})
+
+
+def date_for_seconds(command: Command, assignments: Mapping[str, Any]) -> str:
+    """What to write instead where a date was given for an argument in seconds, for a refusal to end with (found in
+    audit: ``SCHEDULE_AT release_unix_s=2026-12-03T10:00:00Z`` was only "not a valid f64"): the dictionary takes
+    numbers, so a ``*_unix_s`` time is said as the number it would be; empty if no argument is such a date. Every
+    console that reads ``key=value`` text says it (``sunlit-flight packet encode``, ``sunlit-ground send``)."""
+    spec_of = {a.name: a.spec for a in command.args}
+    for name, value in assignments.items():
+        if name not in spec_of or spec_of[name].unit != "s" or not isinstance(value, str):
+            continue
+        try:
+            stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if not name.endswith("_unix_s"):
+            return f" ({name} is a number of seconds, not a date)"
+        if stamp.tzinfo is None:
+            return (f" ({name} is seconds since 1970-01-01 UTC, not a date; a date and time with its zone, "
+                    "e.g. 2026-12-03T10:00:00Z, is said here as its number)")
+        return (f" ({name} is seconds since 1970-01-01 UTC, not a date: {value.strip()} is "
+                f"{name}={stamp.timestamp():.0f})")
+    return ""
 
 
 def choices_of(values: Iterable[enum.Enum] | type[enum.Enum]) -> tuple[str, ...]:
