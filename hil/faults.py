@@ -339,6 +339,12 @@ def _judge_compute_hang(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
                             f"{watchdog:.0f} s watchdog",
                             detected_by="— (shorter than the watchdog)", response="worker resumed (SIGCONT)",
                             recovered_at_s=float(f["resumed_at_s"]))
+        cut = f.get("cut_at_s")  # the harness resumed it, its agent killed (a reboot) or the run over (hil/loop.py)
+        if cut is not None and float(cut) < deadline:  # found in audit: failed as the watchdog's miss
+            return _verdict(f, tl, False, f"{f.get('resumed', 'resumed by the harness')}, before a COMPUTE_HUNG was "
+                            f"due (compute_watchdog_s {watchdog:.0f} s +{tl.tick_s + tl.step_s:.0f} s of ticks): the "
+                            "hang tested nothing; schedule it apart from reboots and brownouts, and a watchdog's time "
+                            "before the end of the run")
         return _verdict(f, tl, False, f"no COMPUTE_HUNG within compute_watchdog_s {watchdog:.0f} s "
                         f"(+{tl.tick_s + tl.step_s:.0f} s of ticks) of the hang")
     found = float(hung["rel_s"])

@@ -628,7 +628,8 @@ class ClosedLoop:
             self._silent_in_row += 1
             self.notes.append(f"t={self._rel_s:.0f} s: {exc}; the step was flown idle at its last mode, with no work")
             if self._silent_in_row >= MAX_SILENT_STEPS:  # hung: not waited out to the end of the run
-                self._resume_hung()  # a stopped worker takes its parent's death signal only once it runs again
+                # a stopped worker takes its parent's death signal only once it runs again
+                self._resume_hung("its agent was killed, hung")
                 self.agent.kill()
                 self._agent_died(f"hung: it answered none of {self._silent_in_row} steps in a row "
                                  f"({STEP_TIMEOUT_S:g} s each), and the harness killed it")
@@ -757,7 +758,8 @@ class ClosedLoop:
             entry["note"] = f"not applied: the agent's process had died at {self._died_at_s:.0f} s"
             return
         if f.kind in ("reboot", "brownout"):
-            self._resume_hung()  # a stopped worker gets its parent's death signal only once it runs again
+            # a stopped worker gets its parent's death signal only once it runs again
+            self._resume_hung(f"its agent was killed for the {f.kind}")
             self.agent.kill()
             if f.kind == "brownout":
                 # What the battery cannot give of the brownout's draw counts as not supplied (found in audit: it
@@ -775,7 +777,7 @@ class ClosedLoop:
                 if not self._agent_alive():  # it exited while the ground pinged it: its exit code, not a kill
                     self._agent_died()
                 else:
-                    self._resume_hung()
+                    self._resume_hung(f"its agent, restarted by the {f.kind}, was killed, mute")
                     self.agent.kill()
                     mute = (f"never said hello within {HELLO_TIMEOUT_S:g} s" if isinstance(exc, AgentSilent)
                             else f"never answered the ground's ping within {PING_TIMEOUT_S:g} s")
@@ -824,7 +826,18 @@ class ClosedLoop:
         (found in audit: a shorter hang inside a longer one resumed the worker while the longer one still
         held it, and the longer one's record then said it resumed it): one that ends while another still
         holds the same process is held on to that one's end, its record saying so, and ``resumed_at_s``
-        is when the process really ran again."""
+        is when the process really ran again.
+
+        A hang until the watchdog acts (``duration_s`` 0, or one held on by such a hang) has no end of its own: its
+        record says when the harness found its process gone, replaced by the agent (found in audit: it said
+        nothing, where a hang of positive duration said its worker had been replaced)."""
+        for h in [h for h in self._hung if not math.isfinite(h[0])]:
+            _until, pid, tag, entry = h
+            if tag is None or _process_start_tag(pid) != tag:
+                held = entry["held"] + "; " if "held" in entry else ""
+                entry["resumed"] = held + f"not resumed: worker {pid} was replaced by {rel_s:.0f} s"
+                entry["replaced_by_s"] = rel_s
+                self._hung.remove(h)
         due = [h for h in self._hung if h[0] <= rel_s]
         self._hung = [h for h in self._hung if h[0] > rel_s]
         for _until, pid, tag, entry in due:
@@ -926,14 +939,21 @@ class ClosedLoop:
         np.save(tmp, tiles.astype(np.float32))
         os.replace(tmp, incoming / f"capture-{k:06d}.npy")  # appears whole, as the worker expects
 
-    def _resume_hung(self) -> None:
-        """SIGCONT every worker a compute_hang stopped that is still that process: never a stopped process left."""
-        for _until, pid, tag, _entry in self._hung:
+    def _resume_hung(self, why: str = "the run ended") -> None:
+        """SIGCONT every worker a compute_hang stopped that is still that process: never a stopped process left.
+
+        ``why``: its agent is about to be killed, or the run ended. The hang's record says so (``cut_at_s``): the
+        harness, not the agent's watchdog, ended it, and the judge says that where no COMPUTE_HUNG came (found in
+        audit: a hang a reboot cut short was failed as the watchdog's miss, its record silent)."""
+        for _until, pid, tag, entry in self._hung:
             if tag is not None and _process_start_tag(pid) == tag:
                 try:
                     os.kill(pid, signal.SIGCONT)
                 except ProcessLookupError:
-                    pass
+                    continue
+                held = entry["held"] + "; " if "held" in entry else ""
+                entry["resumed"] = held + f"resumed (SIGCONT) at {self._rel_s:.0f} s: {why}"
+                entry["cut_at_s"] = self._rel_s
         self._hung = []
 
     def _shutdown(self) -> int | None:

@@ -6,10 +6,13 @@ so that modules the CLI imports can use them without importing the CLI.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 # The words for compute and the work figure live in hil/accounting.py, which hil/report.py reads too (one source);
 # named here as well for the callers that have always taken them from here.
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 
 CAMPAIGN_MANIFEST = "manifest.json"
 """What marks a campaign's folder (hil/campaign.py writes it as the campaign starts): no run's report goes there."""
+REPORT_LOCK = ".sunlit-hil.lock"
+"""The lock file a run holds in its report folder while it flies and writes there (:func:`report_lock`)."""
 
 EXIT_PASS = 0
 """Every pass/fail criterion held (or, for a subcommand without criteria, it did its job)."""
@@ -81,12 +86,12 @@ def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: boo
     """Fly a scenario (a file, or one already parsed) and write its report; (passed, summary).
 
     Raises ScenarioError (hil.scenario) or ProfileError (hil.profiles) for bad input, a ``report_dir`` holding a
-    campaign's results among it. An earlier run's report in ``report_dir`` is removed first; a run that raises (a
+    campaign's results, one another run holds (:func:`report_lock`) or one whose earlier report cannot be removed
+    among it. An earlier run's report in ``report_dir`` is removed first; a run that raises (a
     bug in the harness, a report it could not write, Ctrl-C) leaves a summary.json and junit.xml that say it failed
     and why, and the agent's log, then raises.
     """
-    from hil.loop import ClosedLoop
-    from hil.report import clear_report, write_unfinished_report
+    from hil.report import clear_report
     from hil.scenario import Scenario, ScenarioError, load_scenario
 
     if not isinstance(scenario, Scenario):
@@ -97,9 +102,22 @@ def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: boo
         raise ScenarioError(f"{report_dir}: holds a campaign's results ({CAMPAIGN_MANIFEST}): a run's report there "
                             "would replace the campaign's report.html and stand beside its results; pick another "
                             "folder", str(report_dir))
+    with report_lock(report_dir):  # found in audit: two runs into one folder, each said its report was there
+        try:  # one that cannot be removed could not be written either: bad input, found before the flight (found in
+            clear_report(report_dir)  # audit: said an internal error of the harness, exit 3)
+        except OSError as exc:
+            raise ScenarioError(f"{report_dir}: an earlier run's report cannot be removed from it: "
+                                f"{exc.filename or report_dir}: {exc.strerror or exc}; remove it, or pick another "
+                                "folder", str(report_dir)) from None
+        return _fly(scenario, report_dir, quiet)
+
+
+def _fly(scenario: "Scenario", report_dir: Path, quiet: bool) -> tuple[bool, dict]:
+    from hil.loop import ClosedLoop
+    from hil.report import write_unfinished_report
+
     with tempfile.TemporaryDirectory(prefix="sunlit-hil-", dir=run_tmp_dir()) as tmp:
         try:
-            clear_report(report_dir)  # one that cannot be removed could not be written either: found before the flight
             loop = ClosedLoop(scenario, Path(tmp), progress=None if quiet else progress_bar(scenario.name))
             result = loop.run()
             _keep_agent_log(Path(tmp), report_dir)  # before the verdict: nothing after it can fail the run
@@ -112,6 +130,38 @@ def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: boo
                 pass
             raise
     return passed, body
+
+
+@contextlib.contextmanager
+def report_lock(report_dir: Path) -> Iterator[None]:
+    """Hold ``report_dir`` for one run: an advisory lock (flock) on :data:`REPORT_LOCK` in it, which the kernel
+    lets go when the process ends, however it ends (found in audit: two runs into one folder at once both said
+    their report was there, and the folder held one run's summary beside the other's agent.log). A folder another
+    run holds is refused (ScenarioError, naming it): bad input, and nothing of the other run's is touched. The
+    file stays (removing it would let a third run lock a new file while the second holds the old)."""
+    from hil.scenario import ScenarioError
+
+    path = Path(report_dir) / REPORT_LOCK
+    try:  # made here, as the report would make it (found in review: `make demo` on a fresh clone has no reports/)
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ScenarioError(f"{report_dir}: cannot make its lock file {REPORT_LOCK}: {exc.strerror or exc}",
+                            str(report_dir)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise ScenarioError(f"{report_dir}: in use by another run{f' (pid {holder})' if holder.isdigit() else ''}"
+                                f" that holds its {REPORT_LOCK}: wait for it to end, or pick another folder",
+                                str(report_dir)) from None
+        with contextlib.suppress(OSError):  # who holds it, for the refusal's words: a nicety, never a failure
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _keep_agent_log(run_dir: Path, report_dir: Path) -> None:

@@ -155,6 +155,8 @@ duration_s is required (> 0) where marked, value (°C) for a stuck sensor::
     packet_drop                                  the next telecommand no other fault hit is lost
     los             duration_s*                  loss of signal: nothing goes up, nothing comes down
 
+A sensor_dropout or compute_hang may not begin while a brownout holds the agent down (it could not be seen).
+
 The link, ``[link]``. Without the table the harness's ground client talks to the agent
 directly; with it (even empty) a :class:`hil.link_proxy.LinkProxy` sits between them and
 ``summary.json`` counts, per direction, the packets passed, dropped, corrupted, duplicated,
@@ -625,6 +627,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "(scenario)", base_dir: Pa
                 for i, cmd in enumerate(c.tables(raw, "commands"))]
     _packet_faults_hit_commands(c, faults, commands, step)
     _sensor_faults_apart(c, faults)
+    _faults_begin_with_the_agent_up(c, faults)
 
     return Scenario(
         name=name,
@@ -1020,6 +1023,26 @@ def _sensor_faults_apart(c: _Checker, faults: list[FaultSpec]) -> None:
             raise c.fail(f"faults[{i}]", f"a {f.kind} of {f.zone} at {f.at_s:g} s begins before faults[{before[0]}] "
                                          f"on that zone ends ({before[1]:g} s): one sensor fault a zone at a time")
         ends[f.zone] = (i, f.at_s + f.duration_s)
+
+
+SEEN_AS_THEY_BEGIN = ("sensor_dropout", "compute_hang")
+"""Fault kinds the agent must notice within a tick, or its watchdog, of their start (hil/faults.py)."""
+
+
+def _faults_begin_with_the_agent_up(c: _Checker, faults: list[FaultSpec]) -> None:
+    """A fault the agent owes a detection from its start cannot begin while a brownout holds the agent down: it would
+    be failed as the agent's miss, though the harness kept it from seeing anything (found in audit: a sensor_dropout
+    inside a brownout failed "no SENSOR_MISSING within 20 s")."""
+    down = [(i, f.at_s, f.at_s + f.duration_s) for i, f in enumerate(faults)
+            if f.kind == "brownout" and f.duration_s > 0]
+    for i, f in enumerate(faults):
+        if f.kind not in SEEN_AS_THEY_BEGIN:
+            continue
+        for j, start_s, end_s in down:
+            if start_s <= f.at_s < end_s:
+                raise c.fail(f"faults[{i}].at_s", f"a {f.kind} at {f.at_s:g} s begins while the brownout of "
+                                                  f"faults[{j}] holds the agent down ({start_s:g} to {end_s:g} s): it "
+                                                  "could not be seen; move it out of the brownout")
 
 
 def _command(c: _Checker, cmd: dict[str, Any], i: int, duration_s: float, real: bool,
