@@ -685,6 +685,30 @@ class Worker:
             raise outcome["error"]
         return outcome["value"]
 
+    def _kept_alive(self, call: Callable[[], T]) -> T:
+        """``call`` on a thread of its own while this one answers the agent's pings (:meth:`_keepalive`): for the
+        calls of an install that cannot be cut into parts, its checks before any session (the files read and hashed,
+        the model parsed: found in audit, 7.5 s here for a model of 1.8 GiB, answering no ping, past a short
+        compute_watchdog_s) and the store's activation (a CPU open, hashes, writes with fsync and the read-back:
+        3.1 s for one of 381 MiB). Unlike an open it is never given up: it ends, then the worker goes on. Raises
+        what ``call`` raised."""
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="sunlit-activate", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(OPEN_POLL_S)
+            self._keepalive()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     def _exit_mid_open(self, code: int) -> None:
         """Leave while a session's open goes on in its thread: training checkpointed, HIL's ledger saved and
         the status sent, as a stop does, then out, the messages sent first (up to a second)."""
@@ -706,7 +730,11 @@ class Worker:
         where the model's input lets it be warmed up, its engines are cached per version: the cache checked
         against its seal first, the session run over the batches a job runs, then the cache sealed. Raises
         what open_session raises (SessionError where even the CPU refused the model)."""
-        sha = hashlib.sha256(data).hexdigest()
+        hashed = hashlib.sha256()  # seconds for a model near 2 GiB (found in audit): pings answered between parts
+        for at in range(0, len(data), KEEPALIVE_BYTES):
+            hashed.update(memoryview(data)[at:at + KEEPALIVE_BYTES])
+            self._keepalive()
+        sha = hashed.hexdigest()
         have = set(ort.get_available_providers())
         skipped = self._opens.skipped(sha)
         left = self._opens.unfinished(sha)
@@ -1776,7 +1804,7 @@ class Worker:
         name = msg.name
         checks = UplinkChecks(self.store, self.root / "staging", self.trusted_keys, self.allow_unsigned)
         try:
-            candidate = checks.candidate(name, msg.version, msg.sha256)
+            candidate = self._kept_alive(lambda: checks.candidate(name, msg.version, msg.sha256))
         except Refusal as refusal:
             self.event("MODEL_REFUSED", name=name, reason=refusal.reason[:200])
             self._reply(msg.req_id, False, refusal.reason, refusal.code)
@@ -1796,10 +1824,12 @@ class Worker:
                             FailureCode.EXECUTION_ERROR)
                 return
             max_error = check.max_error
-        stored_reference = candidate.reference.to_bytes() if candidate.reference is not None else None
+        # Deflated again, seconds for a large set: pings answered between its parts, as in the reference runs
+        stored_reference = candidate.reference.to_bytes(self._keepalive) if candidate.reference is not None else None
         try:
-            state = self.store.activate(name, msg.version, candidate.data, candidate.provenance, stored_reference,
-                                        golden=msg.golden)
+            state = self._kept_alive(lambda: self.store.activate(name, msg.version, candidate.data,
+                                                                 candidate.provenance, stored_reference,
+                                                                 golden=msg.golden))
         except Exception as exc:  # noqa: BLE001 - a bad model is refused, the worker goes on
             reason = f"{type(exc).__name__}: {exc}"
             self.event("MODEL_REFUSED", name=name, reason=reason[:200])
