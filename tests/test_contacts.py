@@ -84,3 +84,43 @@ def test_a_pass_under_way_when_predicted_again_is_not_announced_again():
     this_pass = [args for (t, args), los in zip(said, ends) if abs(los - long.los_unix_s) < 5]
     assert len(this_pass) == 1 and this_pass[0]["duration_s"] == pytest.approx(long.duration_s, abs=2.0)
     assert all(abs(a - b) > 60 for i, a in enumerate(ends) for b in ends[i + 1:])  # no pass said twice
+
+
+@pytest.mark.req("AGT-070")
+def test_a_step_of_utc_predicts_again_at_once():
+    """Found in audit: the passes are in UTC, the re-prediction on the monotonic clock; after UTC stepped (NTP, GNSS,
+    a time set) the channels said no pass (a step ahead past the day predicted) or one a day off (a step back) for up
+    to REPREDICT_S."""
+    from flight.agent.contacts import Contacts
+    from flight.clock import Clock
+    from flight.orbit.passes import contact_times
+
+    class SteppedClock(Clock):  # UTC = monotonic + offset; a step changes the offset only
+        def __init__(self, utc_s: float):
+            self.mono_s, self.offset_s = 0.0, utc_s
+
+        def now_s(self) -> float:
+            return self.mono_s + self.offset_s
+
+        def monotonic_s(self) -> float:
+            return self.mono_s
+
+        def timeout_until(self, deadline_s: float) -> float | None:
+            return 0.0
+
+    t0 = 1_795_000_000.0
+    orbit = Orbit.from_elements(550.0, 53.0, 0.0, t0)
+    clock = SteppedClock(t0)
+    contacts = Contacts((WALLOPS,), lambda: orbit, clock, lambda name, **args: None,
+                        lambda where, exc: pytest.fail(f"internal error: {where}: {exc}"))
+    contacts.tick()
+    for step_s in (2 * 86400.0, -(2 * 86400.0 + 6 * 3600.0)):  # two days ahead, then back past the start
+        clock.mono_s += 10.0
+        clock.offset_s += step_s
+        contacts.tick()
+        now = clock.now_s()
+        truth = contact_times(predict_passes(orbit, (WALLOPS,), now - 1800.0, 86400.0 + 1800.0), now)
+        hk = contacts.telemetry()
+        assert truth.aos_in_s is not None
+        assert hk["next_aos_in_s"] == pytest.approx(truth.aos_in_s, abs=2.0)
+        assert hk["next_los_in_s"] == pytest.approx(truth.los_in_s, abs=2.0)

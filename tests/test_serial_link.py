@@ -511,3 +511,19 @@ def test_a_termios_error_while_reopening_is_a_device_error_not_an_exception(line
     assert flight.is_open and flight.reopens == 1
     flight.close()
     ground.close()
+
+
+@pytest.mark.req("LNK-004")
+def test_a_device_that_is_no_serial_port_is_refused_naming_it(tmp_path):
+    """Found in audit: a path that opens but is no tty (a regular file, /dev/null, a wrong device node) was refused
+    as pyserial's "Could not configure port: (25, 'Inappropriate ioctl for device')", which names no device."""
+    not_a_tty = tmp_path / "ttyUSB0"
+    not_a_tty.write_bytes(b"")
+    with pytest.raises(serial.SerialException) as info:
+        open_flight_link(f"serial://{not_a_tty}")
+    assert str(info.value).startswith(f"{not_a_tty}: ") and "configure" in str(info.value)
+    with pytest.raises(serial.SerialException, match=f"could not open port {tmp_path / 'absent'}"):
+        open_ground_link(f"serial://{tmp_path / 'absent'}")  # pyserial's own words where they name it
+    flight = open_flight_link(f"serial://{not_a_tty}", wait_for_device=True)
+    assert not flight.is_open and flight.device_errors == 1 and flight.last_error.startswith(f"open {not_a_tty}: ")
+    flight.close()

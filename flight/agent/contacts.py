@@ -2,9 +2,11 @@
 (sgp4) and each station's elevation mask (:mod:`flight.orbit.passes`), and the next AOS and
 LOS in telemetry.
 
-Predicted a day ahead, again every :data:`REPREDICT_S` and whenever the orbit changes
-(SET_TLE); each pass is announced once, ``CONTACT_PREDICTED``, so that the ground's event log
-is the pass plan. Without stations or an orbit the channels are nil: nothing is guessed.
+Predicted a day ahead, again every :data:`REPREDICT_S`, whenever the orbit changes (SET_TLE)
+and whenever UTC steps against the monotonic clock (NTP, GNSS, a time set: the passes are in
+UTC, the period on the monotonic clock, as the scheduler tells a jump); each pass is announced
+once, ``CONTACT_PREDICTED``, so that the ground's event log is the pass plan. Without stations
+or an orbit the channels are nil: nothing is guessed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flight.agent.ports import Component, EventPort
+from flight.agent.schedule import JUMP_TOLERANCE_S
 from flight.clock import Clock
 from flight.orbit import Orbit, PropagationError
 from flight.orbit.passes import Pass, Station, contact_times, predict_passes
@@ -38,6 +41,7 @@ class Contacts(Component):
         self.passes: list[Pass] = []
         self._predicted_for: Orbit | None = None
         self._predicted_at = -float("inf")
+        self._predicted_utc_s = 0.0  # UTC when predicted: a step of UTC since is a new prediction
         self._announced: set[tuple[str, int]] = set()
 
     def tick(self) -> None:
@@ -47,8 +51,11 @@ class Contacts(Component):
             self.passes = []
             return
         mono, now = self._clock.monotonic_s(), self._clock.now_s()
-        if orbit is not self._predicted_for or mono - self._predicted_at >= REPREDICT_S:
-            self._predicted_for, self._predicted_at = orbit, mono
+        # UTC moved unlike the monotonic clock since the prediction (found in audit: after a step of days, the
+        # channels said no pass, or one a day off, for up to REPREDICT_S)
+        stepped = abs(now - (self._predicted_utc_s + (mono - self._predicted_at))) > JUMP_TOLERANCE_S
+        if orbit is not self._predicted_for or mono - self._predicted_at >= REPREDICT_S or stepped:
+            self._predicted_for, self._predicted_at, self._predicted_utc_s = orbit, mono, now
             self.passes = []
             # From a pass's length back: a pass under way has its true AOS, the key it was announced by (found in
             # audit: predicted from now, its AOS was now, and each prediction during it announced it again).

@@ -8,7 +8,9 @@ Reads, where present:
 - RAPL energy counters, ``/sys/class/powercap/intel-rapl:*/energy_uj`` (AMD CPUs expose
   theirs under the same name). A counter gives energy, so power is the difference of two
   reads over the time between them, from an injectable monotonic clock; the counter wraps
-  at ``max_energy_range_uj``.
+  at ``max_energy_range_uj``, and goes back to near 0 when reset (a resume from suspend, a
+  driver reloaded): a fall that, taken as a wrap, would mean more than half the range or
+  more than :data:`RAPL_MAX_POWER_W` is a reset, that sample missing.
 
 A PC has no nvpmodel: ``LOW``/``MEDIUM``/``MAX`` are names the agent can set and read back,
 recorded here and changing nothing on the machine (``describe()`` says so). That keeps
@@ -53,6 +55,9 @@ from flight.hal.sysfs import (
 # enforces none of them.
 DEFAULT_SOFTWARE_MODES_W: Mapping[str, float] = {"LOW": 15.0, "MEDIUM": 35.0, "MAX": 65.0}
 DEFAULT_INITIAL_MODE = "MAX"  # a PC runs unconstrained until told otherwise
+# No RAPL domain draws this: more than any PC's power supply gives. A counter that went back by an amount that, as a
+# wrap, means more is a reset (found in audit: a reset after a resume read as a wrap, 262 kW for one sample).
+RAPL_MAX_POWER_W = 5000.0
 
 _INDEX_RE = re.compile(r"(\d+)")
 _RAPL_ZONE_RE = re.compile(r"^intel-rapl(:\d+)+$")
@@ -63,9 +68,12 @@ def _index(path: Path) -> tuple[int, ...]:
     return tuple(int(n) for n in _INDEX_RE.findall(path.name))
 
 
-def rapl_power_w(energy_before_uj: int, energy_after_uj: int, dt_s: float, max_range_uj: int | None) -> float:
+def rapl_power_w(energy_before_uj: int, energy_after_uj: int, dt_s: float, max_range_uj: int | None,
+                 max_power_w: float = RAPL_MAX_POWER_W) -> float:
     """Mean power between two RAPL energy reads. A counter that went back has wrapped at
-    ``max_range_uj``; ValueError if it did and the range is unknown, or if no time passed.
+    ``max_range_uj``; ValueError if it did and the range is unknown, if no time passed, or if
+    as a wrap it would mean more than half the range or more than ``max_power_w``: a reset,
+    which says nothing of the energy used between the reads.
 
     >>> rapl_power_w(1_000_000, 13_500_000, 0.5, None)
     25.0
@@ -80,6 +88,11 @@ def rapl_power_w(energy_before_uj: int, energy_after_uj: int, dt_s: float, max_r
                 "and max_energy_range_uj is unknown"
             )
         delta_uj += max_range_uj
+        if delta_uj > max_range_uj / 2 or delta_uj / 1e6 / dt_s > max_power_w:
+            raise ValueError(
+                f"energy counter reset ({energy_before_uj} -> {energy_after_uj} uJ; as a wrap at {max_range_uj} uJ, "
+                f"{delta_uj / 1e6 / dt_s:.0f} W over {dt_s:g} s): sample discarded"
+            )
     return delta_uj / 1e6 / dt_s
 
 
@@ -120,6 +133,8 @@ class LinuxHal(Hal):
         if "psys" in rails:
             board_power_w = rails["psys"].power_w
             notes.append("board_power_w from the RAPL psys domain (whole platform, as the firmware estimates it)")
+        elif any(m.startswith("psys: ") for m in rapl_missing):  # the domain is there, this sample is not
+            missing.append("board_power_w: the RAPL psys domain gave no power this sample (see psys)")
         else:
             missing.append("board_power_w: no RAPL psys domain; a PC has no input-power sensor otherwise")
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
@@ -257,4 +272,4 @@ def open_board(options: BoardOptions) -> Board:
                  profile=profile)
 
 
-__all__ = ["DEFAULT_SOFTWARE_MODES_W", "LinuxHal", "open_board", "rapl_power_w"]
+__all__ = ["DEFAULT_SOFTWARE_MODES_W", "RAPL_MAX_POWER_W", "LinuxHal", "open_board", "rapl_power_w"]

@@ -78,9 +78,11 @@ class _SerialEnd:
         try:
             self._open()
         except DEVICE_ERRORS as exc:
-            if not wait_for_device:  # a wrong path at start-up is loud
-                raise exc if isinstance(exc, OSError) else serial.SerialException(f"{config.device}: {exc}") \
-                    from None
+            if not wait_for_device:  # a wrong path at start-up is loud, and names it (found in audit: pyserial's
+                # "Could not configure port: (25, 'Inappropriate ioctl for device')" for a path that is no tty did not)
+                if isinstance(exc, OSError) and config.device in str(exc):
+                    raise exc
+                raise serial.SerialException(f"{config.device}: {exc}") from None
             self.stats.device_errors += 1
             self.last_error = f"open {config.device}: {exc}"
             self._next_open_s = monotonic() + REOPEN_INTERVAL_S
