@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Dictionary, Limits, ValueType
+from flight.link.dictionary import Dictionary, FromParam, Limits, ValueType
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 SEVERITY = {"nominal": 0, "warning": 1, "critical": 2}
@@ -66,6 +66,16 @@ class Alarm:
         return dict(self.__dict__)
 
 
+def _checked(channel: str, limits: Limits) -> Limits:
+    """``limits`` as read from a file, each bound a finite number or a parameter's name, or TypeError naming it (found
+    in review: a bound of "abc" was taken, and the next sample of its channel raised out of the alarm check)."""
+    for name, bound in limits.bounds().items():
+        number = isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)
+        if not number and not (isinstance(bound, FromParam) and isinstance(bound.param, str)):
+            raise TypeError(f"bound {channel}.{name} is {bound!r}, not a number or a parameter's name")
+    return limits
+
+
 class LimitStore:
     """Operator limit overrides that survive a restart (atomic, checksummed file).
 
@@ -80,10 +90,11 @@ class LimitStore:
         if self.path is not None and self.path.exists():
             try:
                 body = read_checked_json(self.path)
-                self.overrides = {k: Limits.from_json(v) for k, v in body.items()}
+                self.overrides = {k: _checked(k, Limits.from_json(v)) for k, v in body.items()}
             except (CorruptFile, TypeError, AttributeError, KeyError) as exc:
                 self.overrides = {}
-                why = str(exc) if isinstance(exc, CorruptFile) else f"{self.path}: not limits per channel"
+                why = str(exc) if isinstance(exc, CorruptFile) else f"{self.path}: not limits per channel" + (
+                    f" ({exc})" if isinstance(exc, TypeError) and str(exc).startswith("bound ") else "")
                 moved = quarantine(self.path)
                 kept = f"moved aside to {moved}" if moved else "not moved aside (the next change writes over it)"
                 self.error = f"limits file {why}; {kept}; the dictionary's limits apply"

@@ -144,3 +144,14 @@ def test_an_output_that_cannot_be_written_is_said_without_a_traceback(tmp_path, 
         err = capsys.readouterr().err
         assert err.splitlines()[-1].startswith("PING: its output cannot be written (No space left on device); it "
                                                "may have been sent and its outcome is unknown")
+
+
+def test_a_hostile_argument_name_is_escaped_in_the_field_a_schedule_refusal_leads_with():
+    """Found in review: validate_args's message escaped and cut an unknown name, but the field the schedule's checks
+    name (``args.NAME``, first in every refusal of `schedule upload` and a sequence's parse) carried it raw."""
+    from flight.agent.schedule import CommandRefused, check_command
+
+    with pytest.raises(CommandRefused) as refused:
+        check_command(DICTIONARY, "NOOP", {"\x1b[2J\x1b[31mevil\nsecond line" + "x" * 3000: 1})
+    field = refused.value.field
+    assert field.startswith("args.\\x1b[2J\\x1b[31mevil\\nsecond") and field.isprintable() and len(field) < 60, field

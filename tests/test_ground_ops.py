@@ -109,6 +109,12 @@ def test_a_limits_file_that_fails_its_check_is_moved_aside_and_said_never_writte
 
     write_checked_json(path, {"cpu_pct": 5})  # checked, but not limits per channel
     assert LimitStore(path).overrides == {} and "not limits per channel" in capsys.readouterr().err
+    # Found in review: checked, with a bound that is no number, it was taken, and the channel's next sample raised
+    write_checked_json(path, {"cpu_pct": {"warn_high": "abc"}, "mem_pct": {"warn_high": 60.0}})
+    assert LimitStore(path).overrides == {}
+    assert "bound cpu_pct.warn_high is 'abc', not a number or a parameter's name" in capsys.readouterr().err
+    write_checked_json(path, {"cpu_pct": {"warn_high": {"param": "thermal_soft_limit_c"}}, "mem_pct": {"warn_low": 1}})
+    assert sorted(LimitStore(path).overrides) == ["cpu_pct", "mem_pct"]  # a parameter's name and a number are taken
 
 
 @pytest.mark.req("GND-002")

@@ -197,3 +197,47 @@ def test_a_sessions_open_answers_pings_while_it_hashes_the_model(bench, monkeypa
     monkeypatch.setattr(worker_module, "providers_to_try", providers_to_try)
     assert bench.install("1", manifest.sha256).ok
     assert before_providers and before_providers[0] >= len(tiny(1.0)) // 64
+
+
+@pytest.mark.req("CMP-012", "MDL-004")
+def test_an_install_stuck_past_compute_open_s_falls_silent_for_the_watchdog_and_answers_requests_busy(
+        bench, monkeypatch):
+    """Found in review: an install's step on its thread was kept alive for ever, so one wedged (a read or an fsync
+    that never returns) hid the hang from the agent's watchdog, and requests sent meanwhile waited unanswered. Past
+    OPEN_BUSY_S a request is answered BUSY at once; past compute_open_s a ping goes unanswered until it ends."""
+    from flight.compute import worker as worker_module
+    from flight.link.dictionary import FailureCode
+
+    manifest = pack_full(tiny(1.0), "tiny", "1", ALICE, ALICE_KEY, bench.staging, REF_X, 1e-5).manifest
+    store = bench.worker.store
+    activate = store.activate
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(worker_module, "OPEN_BUSY_S", 0.0)
+
+    def first(kind: type, wait_s: float) -> object | None:
+        """The first message of ``kind`` from the worker within ``wait_s`` (a bound), its events passed over."""
+        deadline = time.monotonic() + wait_s
+        while bench.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            msg = cp.decode(bench.router.recv_multipart()[1])
+            if isinstance(msg, kind):
+                return msg
+        return None
+
+    def stuck_activate(*args, **kwargs):
+        bench.router.send_multipart([b"compute", cp.encode(cp.RollbackModel(9001, "tiny"))])
+        seen["busy"] = first(cp.Reply, PONG_WAIT_S)
+        bench.worker.open_limit_s = 0.0  # past compute_open_s from here on
+        time.sleep(2 * worker_module.OPEN_POLL_S)  # a turn of the main thread's loop sees it
+        bench.router.send_multipart([b"compute", cp.encode(cp.Ping(75))])
+        seen["pong_while_stuck"] = first(cp.Pong, 1.0)  # a bound: answered, it comes within 20 ms
+        return activate(*args, **kwargs)
+
+    monkeypatch.setattr(store, "activate", stuck_activate)
+    bench.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    bench.drain()
+    reply = bench.install("1", manifest.sha256)
+    busy = seen["busy"]
+    assert isinstance(busy, cp.Reply) and busy.req_id == 9001 and not busy.ok and busy.code == FailureCode.BUSY
+    assert "installing a model" in busy.reason
+    assert seen["pong_while_stuck"] is None
+    assert reply.ok, reply.reason

@@ -57,7 +57,15 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6
 from flight.agent.file_args import SEQUENCE, check_file_arguments, check_value
 from flight.files.filestore import NameRefused
 from flight.link.definitions import DICTIONARY, SCHEDULE_MAX_AHEAD_S
-from flight.link.dictionary import INT_BOUNDS, ArgumentError, Command, Dictionary, FailureCode, ValueType
+from flight.link.dictionary import (
+    INT_BOUNDS,
+    ArgumentError,
+    Command,
+    Dictionary,
+    FailureCode,
+    ValueType,
+    said_name,
+)
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 # --- limits, and why they are what they are ----------------------------------------------------
@@ -238,8 +246,8 @@ def _bad_argument(command: Command, raw: dict[str, Any]) -> str:
     """The field of the argument ``validate_args`` refused (it says so only in its message)."""
     known = {a.name for a in command.args}
     extra = sorted(str(k) for k in raw if k not in known)
-    if extra:
-        return f"args.{extra[0]}"
+    if extra:  # escaped and cut as the message says it (found in review: raw here, it led every refusal)
+        return f"args.{said_name(extra[0])}"
     for a in command.args:
         if a.name not in raw:
             if a.default is None:

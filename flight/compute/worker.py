@@ -668,12 +668,8 @@ class Worker:
                     self._exit_mid_open(cp.OPEN_ABANDONED_EXIT if stop else cp.OPEN_LIMIT_EXIT)
                 if elapsed_s >= OPEN_BUSY_S and not self._busy:
                     trying = under_way()
-                    self._busy = (f"the worker is opening model {name}" + (f" on {trying[0]}" if trying else "")
-                                  + " (TensorRT builds its engine then): send it again once it has opened")
-                    waiting = [m for m in self._deferred if isinstance(m, cp.REQUESTS)]
-                    self._deferred = [m for m in self._deferred if not isinstance(m, cp.REQUESTS)]
-                    for msg in waiting:
-                        self._reply(msg.req_id, False, self._busy, FailureCode.BUSY)
+                    self._answer_busy(f"the worker is opening model {name}" + (f" on {trying[0]}" if trying else "")
+                                      + " (TensorRT builds its engine then): send it again once it has opened")
                 if self.clock_s() - status_at >= STATUS_PERIOD_S:
                     status_at = self.clock_s()
                     self._send(self.status())
@@ -685,13 +681,24 @@ class Worker:
             raise outcome["error"]
         return outcome["value"]
 
+    def _answer_busy(self, why: str) -> None:
+        """From now until the long work ends, requests are answered BUSY, ``why``, at once (:meth:`_keepalive`),
+        those waiting already among them."""
+        self._busy = why
+        waiting = [m for m in self._deferred if isinstance(m, cp.REQUESTS)]
+        self._deferred = [m for m in self._deferred if not isinstance(m, cp.REQUESTS)]
+        for msg in waiting:
+            self._reply(msg.req_id, False, self._busy, FailureCode.BUSY)
+
     def _kept_alive(self, call: Callable[[], T]) -> T:
         """``call`` on a thread of its own while this one answers the agent's pings (:meth:`_keepalive`): for the
         calls of an install that cannot be cut into parts, its checks before any session (the files read and hashed,
         the model parsed: found in audit, 7.5 s here for a model of 1.8 GiB, answering no ping, past a short
         compute_watchdog_s) and the store's activation (a CPU open, hashes, writes with fsync and the read-back:
-        3.1 s for one of 381 MiB). Unlike an open it is never given up: it ends, then the worker goes on. Raises
-        what ``call`` raised."""
+        3.1 s for one of 381 MiB). Past :data:`OPEN_BUSY_S` a request is answered BUSY, as during a long open; past
+        ``compute_open_s`` the pings go unanswered, so that the agent's watchdog replaces a worker stuck in it (a
+        wedged read or fsync) before the agent's wait for the install ends (found in review: answered for ever, the
+        hang hidden, and a late end activated a model whose install was said failed). Raises what ``call`` raised."""
         outcome: dict[str, Any] = {}
 
         def target() -> None:
@@ -700,11 +707,20 @@ class Worker:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
                 outcome["error"] = exc
 
-        thread = threading.Thread(target=target, name="sunlit-activate", daemon=True)
+        began = self.clock_s()
+        thread = threading.Thread(target=target, name="sunlit-install", daemon=True)
         thread.start()
-        while thread.is_alive():
-            thread.join(OPEN_POLL_S)
-            self._keepalive()
+        try:
+            while thread.is_alive():
+                thread.join(OPEN_POLL_S)
+                elapsed_s = self.clock_s() - began
+                if elapsed_s >= self.open_limit_s:
+                    continue  # silent: the watchdog's to judge
+                if elapsed_s >= OPEN_BUSY_S and not self._busy:
+                    self._answer_busy("the worker is installing a model: send it again once it has been installed")
+                self._keepalive()
+        finally:
+            self._busy = ""
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]

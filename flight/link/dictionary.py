@@ -107,7 +107,7 @@ _NAME_SAID_CHARS = 40  # an unknown argument's name as said: cut past this (as b
 _NAMES_SAID = 5  # unknown argument names listed at most; the rest counted
 
 
-def _said_name(name: Any) -> str:
+def said_name(name: Any) -> str:
     """An unknown argument's name for a message: what is not printable escaped (``\\n``, ``\\x1b``), cut past
     _NAME_SAID_CHARS. The name comes off the wire or a command line: a newline in it would forge a line, an escape
     sequence drive a terminal, 10 kB of it push out what the command takes (found in audit)."""
@@ -281,7 +281,7 @@ class Command:
         extra = sorted(str(k) for k in raw if k not in known)
         if extra:
             hint = f" (takes {', '.join(sorted(known))})" if known else " (takes no arguments)"
-            said = ", ".join(_said_name(k) for k in extra[:_NAMES_SAID])
+            said = ", ".join(said_name(k) for k in extra[:_NAMES_SAID])
             more = f" and {len(extra) - _NAMES_SAID} more" if len(extra) > _NAMES_SAID else ""
             raise ArgumentError(f"{self.name}: unknown argument {said}{more}{hint}", FailureCode.BAD_ARGUMENTS)
         out: dict[str, Any] = {}

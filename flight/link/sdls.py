@@ -215,8 +215,12 @@ class KeyRing:
             folder = None  # not readable: saved all the same, leftovers not looked for
         try:
             if folder is not None:
-                fcntl.flock(folder, fcntl.LOCK_EX)
-                _remove_leftovers(path)
+                try:
+                    fcntl.flock(folder, fcntl.LOCK_EX)
+                except OSError:  # a folder that takes no lock (NFS wants one open for writing: found in review):
+                    pass  # saved all the same, leftovers not looked for
+                else:
+                    _remove_leftovers(path)
             self._save(path)
         finally:
             if folder is not None:
