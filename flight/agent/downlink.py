@@ -488,6 +488,7 @@ class Downlink(Component):
             records.append((seg, i))
             size += len(packet)
             dumped += 1
+        in_dump = set(records[:dumped])
         while len(batch) < MAX_PLAYBACK_PACKETS:
             item = carry.pop() if carry else next(routine, None)
             if item is None:
@@ -495,6 +496,8 @@ class Downlink(Component):
             seg, i = item
             if seg.state[i] == ACKED:
                 continue  # acknowledged while it waited
+            if (seg, i) in in_dump:
+                continue  # in this container already, for the dump (found in audit: each unsent one twice)
             if batch and size + seg.lengths[i] > MAX_PLAYBACK_BYTES:
                 carry.append(item)  # it leads the next container
                 break

@@ -64,7 +64,13 @@ class LinkService(Component):
         counters = counters or {}
         self.tc_received = int(counters.get("tc_received", 0))
         self.tc_bad_packets = int(counters.get("tc_bad_packets", 0))
+        # Drops counted before this start (kept with the counters, AGT-013), and those of them never said in a
+        # TM_DROPPED: said at the first period (found in audit: the drops of a run's last period, the stop's own
+        # events among them, were never said and tm_dropped read 0 again after the restart)
+        self._dropped_before = int(counters.get("tm_dropped", 0))
+        self._dropped_unsaid = int(counters.get("tm_dropped_unsaid", 0))
         self._reported_drops = 0
+        self._handling = False  # a packet is being handled now (counted in tc_received)
         self._reported_device_errors = 0
         self._device_down_said = False  # LINK_DEVICE_ERROR said for this outage
         self._bad_said = 0  # BAD_PACKET events this period
@@ -108,9 +114,11 @@ class LinkService(Component):
 
     def report_drops(self) -> None:
         dropped = self.link.stats.tx_dropped
-        if dropped > self._reported_drops:
-            self._emit("TM_DROPPED", count=dropped - self._reported_drops)
+        unsaid = self._dropped_unsaid + max(0, dropped - self._reported_drops)
+        if unsaid:
+            self._emit("TM_DROPPED", count=unsaid)
             self._reported_drops = dropped
+            self._dropped_unsaid = 0
         # A serial device lost: said once an outage, not only counted (an audit), nor at each try to reopen it (a
         # review: an event a second while an adapter was away); link_device_errors counts every failure
         failed = self.link.stats.device_errors
@@ -126,6 +134,13 @@ class LinkService(Component):
 
     def handle(self, inbound: Inbound) -> None:
         self.tc_received += 1
+        self._handling = True
+        try:
+            self._handle(inbound)
+        finally:
+            self._handling = False
+
+    def _handle(self, inbound: Inbound) -> None:
         raw = inbound.packet
         spi = None
         if self._keys is not None:
@@ -225,12 +240,24 @@ class LinkService(Component):
         the agent from ever losing contact)."""
         self.last_contact_s = self._clock.monotonic_s() - max(0.0, age_s)
 
+    def tm_dropped(self) -> int:
+        """Telemetry the link refused, since the last RESET_COUNTERS, across restarts."""
+        return self._dropped_before + self.link.stats.tx_dropped
+
     def counters(self) -> dict[str, int]:
-        return {"tc_received": self.tc_received, "tc_bad_packets": self.tc_bad_packets}
+        return {"tc_received": self.tc_received, "tc_bad_packets": self.tc_bad_packets,
+                "tm_dropped": self.tm_dropped(),
+                "tm_dropped_unsaid": self._dropped_unsaid + max(0, self.link.stats.tx_dropped - self._reported_drops)}
 
     def reset_counters(self) -> None:
+        """Zero the counts. The packet being handled (the RESET_COUNTERS itself) stays received, as the dispatcher
+        keeps it accepted (found in audit: tc_received 0 and cmd_accepted 1 after the reset); drops not yet said
+        are said at the period's end all the same (LNK-005: a reset is not a silence)."""
+        self._dropped_unsaid += max(0, self.link.stats.tx_dropped - self._reported_drops)
         self.link.stats.reset()
-        self.tc_received = self.tc_bad_packets = self.tc_auth_rejected = 0
+        self.tc_received = 1 if self._handling else 0
+        self.tc_bad_packets = self.tc_auth_rejected = 0
+        self._dropped_before = 0
         self._reported_drops = self._reported_device_errors = 0
 
     def telemetry(self) -> dict[str, Any]:
@@ -239,7 +266,7 @@ class LinkService(Component):
             "tc_received": self.tc_received,
             "tc_bad_packets": self.tc_bad_packets + s.rx_bad_frames,
             "tm_sent": s.tx_packets,
-            "tm_dropped": s.tx_dropped,
+            "tm_dropped": self.tm_dropped(),
             "link_kind": self.link.kind.value,
             "contact_age_s": round(self.contact_age_s(), 3),
             "tc_auth": "OFF" if self._keys is None else "HMAC-SHA256",

@@ -81,6 +81,7 @@ SEGMENT_BYTES = 256 * 1024  # a segment: small enough that dropping one loses li
 #                             enough that a day of housekeeping is a few hundred files
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the whole store; eMMC has room, a pass cannot drain more
 SYNC_PERIOD_S = 5.0
+_ACK_SCAN_MAX = 64  # records of the segment being written an acknowledgement's run walks; past it, sorted by key
 _NAME = re.compile(r"^(REPORTS|OTHER|HK)-([0-9a-f]{16})\.seg$")
 
 # Record states, one byte each (``Segment.state``).
@@ -120,7 +121,7 @@ class Segment:
     """One segment file's index in memory: parallel compact arrays, one entry per record."""
 
     __slots__ = ("cls", "path", "first_id", "ids", "offsets", "lengths", "times", "apids", "seqs", "state",
-                 "sent_at", "size", "unacked", "ordered", "first_open", "unsent", "min_sent_at")
+                 "sent_at", "size", "unacked", "ordered", "first_open", "unsent", "min_sent_at", "keyed")
 
     def __init__(self, cls: StoreClass, path: Path, first_id: int):
         self.cls = cls
@@ -140,6 +141,7 @@ class Segment:
         self.first_open = 0         # every record before this index is acknowledged
         self.unsent = 0             # records never sent
         self.min_sent_at = float("inf")  # no SENT record was sent earlier than this (a bound)
+        self.keyed: tuple[array, array] | None = None  # (indexes, their APID << 14 | count) by key: :meth:`by_key`
 
     def add(self, store_id: int, offset: int, length: int, time_ms: int, apid: int, seq: int, state: int,
             sent_at: float) -> None:
@@ -153,6 +155,7 @@ class Segment:
         self.seqs.append(seq)
         self.state.append(state)
         self.sent_at.append(sent_at)
+        self.keyed = None
         if state != ACKED:
             self.unacked += 1
         if state == UNSENT:
@@ -163,6 +166,25 @@ class Segment:
     def index_of(self, store_id: int) -> int | None:
         i = bisect_left(self.ids, store_id)
         return i if i < len(self.ids) and self.ids[i] == store_id else None
+
+    def by_key(self) -> array:
+        """Record indexes sorted by (APID, sequence count): an acknowledgement's run finds its records in a
+        sealed segment by two bisections, not by walking every record of its times (found in audit: a run
+        over all times walked the whole store, and 512 of them held the loop for seconds). 8 bytes a record."""
+        if self.keyed is None:
+            apids, seqs = self.apids, self.seqs
+            order = sorted(range(len(self.ids)), key=lambda i: (apids[i] << 14 | seqs[i], i))
+            self.keyed = (array("I", order), array("I", (apids[i] << 14 | seqs[i] for i in order)))
+        return self.keyed[0]
+
+    def with_counts(self, apid: int, seq_lo: int, seq_hi: int) -> Iterator[int]:
+        """Indexes of the records of ``apid`` whose count lies in seq_lo..seq_hi (modulo 2**14, as a run's)."""
+        order = self.by_key()
+        keys = self.keyed[1]
+        spans = ((seq_lo, seq_hi),) if seq_lo <= seq_hi else ((seq_lo, MAX_SEQ_COUNT), (0, seq_hi))
+        for lo, hi in spans:
+            for k in range(bisect_left(keys, apid << 14 | lo), bisect_right(keys, apid << 14 | hi)):
+                yield order[k]
 
     def span(self, lo_ms: int, hi_ms: int) -> range:
         """Indexes whose time may lie in [lo_ms, hi_ms]."""
@@ -179,6 +201,7 @@ class StoreStats:
     corrupt_records: int = 0    # failed their CRC when read (since start)
     torn_tails: int = 0         # records cut short by a crash, dropped at start
     acks_ambiguous: int = 0     # times an acknowledgement run named a record with another of its count: kept
+    ack_visited: int = 0        # records acknowledgements looked at (since start): their cost, bounded per run
 
 
 class StoreError(OSError):
@@ -345,6 +368,7 @@ class PacketStore:
         return segs[-1]
 
     def _seal(self, seg: Segment) -> None:
+        seg.by_key()  # no more appends: its key index is made once, here, not by the next acknowledgement
         fd = self._fds.pop(seg.path, None)
         if fd is not None:
             try:
@@ -429,12 +453,22 @@ class PacketStore:
         ids: list[int] = []
         for apid, seq_lo, seq_hi, t_lo, t_hi in runs:
             width = (seq_hi - seq_lo) & MAX_SEQ_COUNT
+            seq_hi = (seq_lo + width) & MAX_SEQ_COUNT
             by_count: dict[int, list[tuple[int, int, bool]]] = {}  # count -> (time ms, id, acknowledged already)
             for segs in self.segments.values():
                 for seg in segs:
-                    if not seg.times or seg.times[0] > t_hi and seg.ordered:
+                    if not seg.times or seg.ordered and (seg.times[0] > t_hi or seg.times[-1] < t_lo):
                         continue
-                    for i in seg.span(t_lo, t_hi):
+                    # A run looks up its counts in a segment's key index: it costs what it names, not the store.
+                    # The segment being written walks a short span of times instead (its index is sorted again
+                    # after each append), and sorts it for a long one, which the rest of this acknowledgement reuses.
+                    found = seg.span(t_lo, t_hi)
+                    if seg.keyed is not None or len(found) > _ACK_SCAN_MAX:
+                        if seg.keyed is None:
+                            self.stats.ack_visited += len(seg.ids)  # the sort: once per append, not per run
+                        found = seg.with_counts(apid, seq_lo, seq_hi)
+                    for i in found:
+                        self.stats.ack_visited += 1
                         if (seg.apids[i] == apid and t_lo <= seg.times[i] <= t_hi
                                 and (seg.seqs[i] - seq_lo) & MAX_SEQ_COUNT <= width):
                             by_count.setdefault(seg.seqs[i], []).append((seg.times[i], seg.ids[i],
@@ -669,8 +703,8 @@ class PacketStore:
             self.stats.bytes += seg.size
             self.stats.records += seg.unacked
         self._next_id = highest + 1
-        for cls in StoreClass:  # whole-acknowledged sealed segments are not needed
-            for seg in list(self.segments[cls][:-1]):
+        for cls in StoreClass:  # whole-acknowledged sealed segments are not needed (the others' key index is made by
+            for seg in list(self.segments[cls][:-1]):  # the first acknowledgement that reaches them: not at start)
                 self._release_acked(seg)
         try:
             self._compact_acks()

@@ -572,7 +572,9 @@ _LINK_CHANNELS = (
             Limits(warn_high=1)),
     Channel("tc_duplicates", T.U32, "count", "Retried telecommands answered from the cache, not executed again"),
     Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
-    Channel("tm_dropped", T.U32, "count", "Telemetry packets dropped because a queue was full", Limits(warn_high=1)),
+    Channel("tm_dropped", T.U32, "count", "Telemetry packets dropped because a queue was full, since the last "
+            "RESET_COUNTERS, across restarts (TM_DROPPED says each period's, those of the last before a stop at the "
+            "first after the start)", Limits(warn_high=1)),
     Channel("link_kind", T.ENUM, "", "Which link carries commands and telemetry", choices=choices_of(LinkKind)),
     Channel("tc_auth", T.STRING, "", "How telecommands are authenticated: HMAC-SHA256 (SDLS-style, key slots "
             "from [security] tc_keys) or OFF (any packet on the link is taken)"),
