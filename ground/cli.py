@@ -188,18 +188,13 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
 
 def _check_as_the_board(name: str, values: dict[str, Any]) -> None:
-    """The checks the command's handler makes that need no state (SET_PARAM's value against its parameter, a file
-    name that leads out of its directory, a TLE that is none), made before sending, as ``schedule upload`` makes
-    them (found in audit: ``send SET_PARAM name=hk_period_s value=nan --yes`` was confirmed, queued and sent, to
-    fail on board at completion, perhaps a pass later). The schedule's own commands are checked there."""
-    from flight.agent.schedule import CommandRefused, check_command, not_schedulable
+    """The checks the command's handler makes that need no state, made before sending
+    (:func:`flight.agent.schedule.stateless_refusal`)."""
+    from flight.agent.schedule import stateless_refusal
 
-    if not_schedulable(name):
-        return
-    try:
-        check_command(DICTIONARY, name, values)
-    except CommandRefused as exc:
-        raise Refused(f"refused before sending: {name} {exc.field}: {exc.reason}") from None
+    refused = stateless_refusal(DICTIONARY, name, values)
+    if refused is not None:
+        raise Refused(f"refused before sending: {name} {refused.field}: {refused.reason}")
 
 
 def _queue_action(action: str) -> Callable[[argparse.Namespace], int]:

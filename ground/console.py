@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from flight.agent.schedule import stateless_refusal
 from flight.cli import parse_assignments
-from flight.link.dictionary import ArgumentError, Limits, ValueType
+from flight.link.dictionary import ArgumentError, FailureCode, Limits, ValueType, date_for_seconds
 from ground.alarms import AlarmManager, LimitStore
 from ground.api import CommandLost, ServerError
 from ground.client import CommandTimeout, GroundClient
@@ -361,20 +362,40 @@ class Console:
         d = self.client.dictionary
         try:
             command = d.command(head)
-            args = command.validate_args(parse_assignments(rest))
-        except (ArgumentError, ValueError) as exc:
+            assignments = parse_assignments(rest)
+            args = command.validate_args(assignments)
+        except ArgumentError as exc:  # a date for a time in seconds: said as its number, as `sunlit-ground send` does
+            hint = date_for_seconds(command, assignments) if exc.code is not FailureCode.UNKNOWN_COMMAND else ""
+            self.say(f"not sent: {exc}{hint}")
+            return
+        except ValueError as exc:
             self.say(f"not sent: {exc}")
+            return
+        refused = stateless_refusal(d, command.name, args)  # found in audit: sent, to fail on board
+        if refused is not None:
+            self.say(f"not sent: {command.name} {refused.field}: {refused.reason}")
             return
         if command.hazardous and not self.confirm(f"{command.name} is hazardous ({command.description}) — send?"):
             self.say("not sent")
             return
-        self.say(f"{command.name} {'queued on the server' if getattr(self.client, 'api', None) else 'sent'}")
+        follow: dict[str, Any] = {}
+        if getattr(self.client, "api", None):  # said once the server has it (found in audit: "queued on the server"
+            taken: list[bool] = []  # came first, then the server's refusal: "not queued")
+
+            def queued(entry: dict[str, Any]) -> None:
+                if not taken:
+                    taken.append(True)
+                    self.say(f"{command.name} queued on the server")
+
+            follow["on_entry"] = queued
+        else:
+            self.say(f"{command.name} sent")
         try:
             with self._lock:
                 result = self.client.send(command.name, args, on_report=lambda r: self.say(
                     f"  {command.name}: {r.stage.value}" if r.success
                     else f"  {command.name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}",
-                    None if r.success else "critical"))
+                    None if r.success else "critical"), **follow)
         except CommandTimeout as exc:
             self.say(f"  {command.name}: {exc}", "critical")
             return

@@ -65,7 +65,7 @@ import msgpack
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from flight.agent.schedule import MAX_SEQUENCE_BYTES, SEQUENCES_DIR
+from flight.agent.schedule import MAX_SEQUENCE_BYTES, SEQUENCES_DIR, stateless_refusal
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.dictionary import ArgumentError, Dictionary, FailureCode, Limits, Severity
@@ -1769,6 +1769,11 @@ class GroundServer:
         link = self.link_for(spacecraft)
         command = self.dictionary.command(name)
         values = command.validate_args(args)
+        # The handler's stateless checks, as `sunlit-ground send` makes them (found in audit: SET_PARAM value=nan or
+        # FILE_DELETE name=../x from the page or the API was queued, to fail on board a pass later)
+        refused = stateless_refusal(self.dictionary, command.name, values)
+        if refused is not None:
+            raise ArgumentError(f"{command.name} {refused.field}: {refused.reason}", refused.code)
         try:
             ask = None if acks is None else ack_flags_for(acks)
         except ValueError as exc:
@@ -1784,7 +1789,12 @@ class GroundServer:
 
     async def _api_submit(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        name, args, acks = body.get("name"), body.get("args") or {}, body.get("acks")
+        unknown = sorted(str(k) for k in body if k not in _SUBMIT_KEYS)
+        if unknown:  # found in audit: {"name": "PING", "arg": {...}} queued PING with its defaults, the typo unsaid
+            return _error(400, f"{_shown(unknown[0])}: not a field of a command (takes {', '.join(_SUBMIT_KEYS)})",
+                          "BAD_ARGUMENTS")
+        name, args, acks = body.get("name"), body.get("args", {}), body.get("acks")
+        args = {} if args is None else args
         if not isinstance(name, str) or not isinstance(args, dict) or not (
                 acks is None or (isinstance(acks, list) and len(acks) <= 8 and all(isinstance(a, str) for a in acks))):
             return _error(400, 'expected {"spacecraft": ID, "name": COMMAND, "args": {...}, "confirm": bool, '
@@ -1925,7 +1935,7 @@ class GroundServer:
         """Pages get decoded batches; programs (``?raw=1``) get the packets as received."""
         wants = request.query.get("spacecraft") or None
         if wants is not None and wants not in self.links:
-            return _error(404, f"no spacecraft {wants!r} on this server")
+            return _error(404, f"no spacecraft {_shown(wants)} on this server")  # cut (found in review)
         raw = request.query.get("raw") == "1"
         session: Session = request[SESSION_KEY]
         mine = self._socket_counts.get(id(session), 0)
@@ -2152,6 +2162,7 @@ class _HttpLog:
 MAX_BODY_BYTES = 256 * 1024  # a request body read whole, at most (a file upload is streamed: not bounded by it)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # an upload or a write the disk refused
 _MALFORMED = frozenset({400, 413, 415})  # a request refused as malformed: counted in refused_requests
+_SUBMIT_KEYS = ("spacecraft", "name", "args", "confirm", "acks")  # a command's POST body: any other key is refused
 
 
 def _error(status: int, message: str, code: str = "") -> web.Response:

@@ -274,6 +274,9 @@ def test_a_hostile_query_value_is_refused_naming_its_field_never_echoed_whole(so
                                  headers={"Content-Type": "application/octet-stream"})
         assert status == 400 and answer["error"].startswith("cfdp_class: 'xxx") and len(answer["error"]) < 200, \
             answer["error"][:80]
+        status, answer, _ = http(server, "GET", "/ws?spacecraft=" + long, token=token)  # found in review
+        assert status == 404 and answer["error"].startswith("no spacecraft 'xxx") and len(answer["error"]) < 200, \
+            answer["error"][:80]
         status, answer, _ = http(server, "GET", "/api/passes?limit=abc", token=token)  # a short one is said whole
         assert (status, answer["error"]) == (400, "limit 'abc': a whole number, 1..200"), answer
     finally:

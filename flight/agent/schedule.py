@@ -110,6 +110,21 @@ def not_schedulable(name: str) -> str | None:
     return None
 
 
+def stateless_refusal(dictionary: Dictionary, name: str, values: Mapping[str, Any]) -> "CommandRefused | None":
+    """What the command's handler would refuse in arguments the dictionary took, with no state to look at
+    (SET_PARAM's value against its parameter, a file name leading out of its directory, a TLE that is none), or
+    None: checked before sending by every ground path (`sunlit-ground send`, the console, the server's queue) as
+    ``schedule upload`` checks it (found in audit: SET_PARAM value=nan was queued and sent, to fail on board a pass
+    later). The schedule's own commands are left to the schedule."""
+    if not_schedulable(name):
+        return None
+    try:
+        check_command(dictionary, name, dict(values))
+    except CommandRefused as exc:
+        return exc
+    return None
+
+
 class CommandRefused(Exception):
     """A command or its arguments refused: ``field`` relative to the command ("command", "args.mode")."""
 

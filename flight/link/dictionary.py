@@ -567,7 +567,8 @@ class Dictionary:
         except KeyError:
             close = [c for c in self.command_by_name if c.startswith(name.upper()[:3])]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ArgumentError(f"unknown command {name!r}{hint}", FailureCode.UNKNOWN_COMMAND) from None
+            # quoted cut (found in audit: a 100 kB name came back whole in the server's 400)
+            raise ArgumentError(f"unknown command {brief(name)}{hint}", FailureCode.UNKNOWN_COMMAND) from None
 
 
 def _index(items: tuple, attr: str, what: str) -> dict:
