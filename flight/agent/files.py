@@ -233,14 +233,19 @@ class FileManager(Component):
         return None
 
     def _admit_incoming(self, size_bytes: int | None) -> str | None:
-        """A file coming in: refused below the reserve, or if it would take the disk below it."""
+        """A file coming in: refused below the reserve, or if it would take the disk below it, counting what the
+        files still coming in will write (found in audit: two uploads at once that each fitted filled the disk past
+        the reserve together)."""
         self._check_disk()
         full = self.disk_refusal()
         if full is None and size_bytes and self._free_mb is not None:
             reserve = float(self._params["disk_reserve_mb"])
-            if self._free_mb - size_bytes / 1e6 < reserve:
-                full = (f"a file of {size_bytes / 1e6:.1f} MB would leave {self._free_mb - size_bytes / 1e6:.0f} MB "
-                        f"free, under disk_reserve_mb {reserve:.0f}")
+            promised_mb = self.entity.promised_in_bytes() / 1e6
+            left_mb = self._free_mb - promised_mb - size_bytes / 1e6
+            if left_mb < reserve:
+                owed = f" once the files coming in have the {promised_mb:.1f} MB still owed them" if promised_mb else ""
+                full = (f"a file of {size_bytes / 1e6:.1f} MB would leave {left_mb:.0f} MB free{owed}, under "
+                        f"disk_reserve_mb {reserve:.0f}")
         return full
 
     def _admit_file(self, name: str, size_bytes: int, partial: Path | None) -> str | None:

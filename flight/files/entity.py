@@ -292,6 +292,7 @@ class _Incoming:
         self.handler, self.user, self.vfs, self.transfer = handler, user, vfs, transfer
         self.heard_s = now
         self.announced = False   # started (or resumed) reported, once its metadata came
+        self.declared: int | None = None  # the size its metadata declared, once admitted: bytes promised to it
 
 
 class FileEntity:
@@ -554,15 +555,36 @@ class FileEntity:
     def _admit(self, entry: _Incoming, dest: str | None, size_bytes: int) -> None:
         """A file's metadata: room for it, and the owner's rules for its name and size; a refusal is set for its
         first write, and names the file in the reports where its name is a plain one (a refused file had none)."""
+        entry.declared = None  # its own promise is not held against it (its metadata asked for again)
         refuse = self.admit_incoming(size_bytes)
         if refuse is None and dest:
             refuse = self.admit_file(dest, size_bytes, None)
         entry.vfs.refuse = refuse
+        if refuse is None:
+            entry.declared = size_bytes
         if refuse is not None and dest and not entry.transfer.dest:
             try:
                 entry.transfer.dest = check_file_name(dest, self.write_tops, "destination")
             except NameRefused:
                 pass
+
+    def promised_in_bytes(self) -> int:
+        """The bytes the files coming in have still to write: each admitted one's declared size less what its
+        partial file holds, and so for those that were coming in before a restart and whose sender may continue.
+        The owner's admission of the next file counts them as taken (found in audit: each upload was admitted
+        against the free space alone, so two at once that each fitted took the disk past its reserve together)."""
+        promised = [(entry.declared, entry.vfs.partial) for entry in self._incoming.values()
+                    if entry.declared is not None]
+        promised += [(t.size, self.root / PARTIAL_DIR / f"{tid}.part") for tid, t in self._resumable.items()
+                     if t.size is not None]
+        total = 0
+        for declared, partial in promised:
+            try:
+                written = partial.stat().st_size
+            except OSError:
+                written = 0
+            total += max(0, int(declared) - written)
+        return total
 
     def _open_incoming(self, tid: str, pdu) -> _Incoming:
         partial = self.root / PARTIAL_DIR / f"{tid}.part"
@@ -603,8 +625,9 @@ class FileEntity:
         if entry.handler.state == CfdpState.IDLE:
             self._incoming.pop(tid, None)
             self._done_in.append(tid)
+            # Popped for one settled too (its Finished never acknowledged): kept, one a file for good (found in audit)
+            fault = self._faults.pop(tid, None)
             if not t.settled:
-                fault = self._faults.pop(tid, None)
                 self._settle(t, "failed", entry.vfs.refusal or (fault.name if fault else "abandoned"))
                 self._discard_partial(entry.vfs.partial)
 
@@ -639,7 +662,22 @@ class FileEntity:
                 conf.direction = Direction.TOWARDS_RECEIVER
                 self._control.append(bytes(AckPdu(conf, DirectiveType.FINISHED_PDU, finished.condition_code,
                                                   TransactionStatus.TERMINATED).pack()))
+                return
+            # Anything else of a transaction not going out now (an ACK, a NAK, a class-1 Finished of one closed or
+            # restarted, perhaps before a reset) is dropped, and counted as the receiver counts its strays (found in
+            # audit: dropped unseen); a Finished above is answered, as the receiver answers a late EOF.
+            kind = "file data" if pdu.pdu_type.name == "FILE_DATA" else pdu.directive_type.name
+            self._bad(f"transaction {tid}: {kind} of no transfer going out here")
             return
+        if _is_directive(pdu, DirectiveType.NAK_PDU):
+            try:  # the file held for the transfer: its size without a look at the disk
+                size: int | None = self._send_store.file_size(Path(self._out.source))
+            except (OSError, ValueError):  # not held, and gone: cfdp-py's own handling of the NAK says so
+                size = None
+            why = None if size is None else _nak_past_end(pdu, size)
+            if why is not None:
+                self._bad(f"transaction {tid}: {why}")
+                return
         self._out_heard_s = self.now_s()
         self._source.state_machine(pdu)
         self._drain_source()
@@ -797,6 +835,7 @@ class FileEntity:
         in place, its Finished not acknowledged) only loses its handler: found in audit, a lost ACK(Finished)
         and the next file of the name settled a done transfer again as failed (counted, said, listed twice)."""
         self._incoming.pop(tid, None)
+        self._faults.pop(tid, None)
         entry.handler.reset()
         self._done_in.append(tid)
         if entry.transfer.settled:
@@ -1001,6 +1040,11 @@ class FileEntity:
         except (CorruptFile, OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
             self.load_error = f"{self._state_path.name}: {exc}; transfers in progress forgotten"
             quarantine(self._state_path)
+            # The numbers used are lost with it: taken again from 1, they were the ones the peer had just seen end,
+            # and it dropped the next files' PDUs as of those (found in audit: each upload failed after its restarts).
+            # From the UTC second instead: past a count from 1, and past an earlier loss's unless files went faster
+            # than one a second between.
+            self._seq.restart_at(max(1, int(self._utc_s())))
             return
         self.history.extend(history)
         for t in transfers:
@@ -1058,6 +1102,16 @@ def _cannot_open(pdu, peer_id: int) -> str | None:
     kind = "file data" if pdu.pdu_type.name == "FILE_DATA" else f"{pdu.directive_type.name}"
     mode = "class 2" if pdu.transmission_mode == TransmissionMode.ACKNOWLEDGED else "class 1"
     return f"{kind} ({mode}) of no transaction in progress here, and it cannot begin one"
+
+
+def _nak_past_end(nak, size_bytes: int) -> str | None:
+    """Why a NAK cannot be of a file of ``size_bytes``, or None. cfdp-py queues a file-data PDU for every segment of
+    what a NAK asks for, past the file's end too (empty ones): found in audit, one NAK of (0, 50 MB) for a 20 kB file
+    queued 48,829 PDUs in the agent's loop, one of (0, 4 GiB) over four million."""
+    for start, end in nak.segment_requests or []:
+        if end > size_bytes and not start == end == 0:  # (0, 0): the metadata asked again
+            return f"NAK segment_requests ({start}, {end}) go past the file's {size_bytes} bytes"
+    return None
 
 
 def _known_sha256(transfer: Transfer, held: Path, size: int) -> str | None:

@@ -47,7 +47,11 @@ def check_name(name: str, tops: frozenset[str] | None, field: str = "name") -> s
         raise NameRefused(f"{field}: empty file name")
     if len(name) > MAX_NAME_LEN:
         raise NameRefused(f"{field}: {len(name)} characters, at most {MAX_NAME_LEN}")
-    if name.startswith("/") or "\\" in name or "\x00" in name:
+    if name.startswith("/"):  # not echoed: the board's event texts cut an absolute path to its last part, and
+        # "'passwd' must be a relative name" read as nonsense (found in audit); nor is a board path given away
+        raise NameRefused(f"{field}: an absolute path is refused; it must be a relative name in the file area "
+                          "(such as products/NAME)")
+    if "\\" in name or "\x00" in name:
         raise NameRefused(f"{field}: {name!r} must be a relative name with '/' separators")
     parts = name.split("/")
     if len(parts) > MAX_DEPTH:
