@@ -9,7 +9,8 @@ agent is not told of, starting charges of 45–95 %, and the agent's errors (eff
 up to ±15 %, degradation unknown) and instruments (a fuel gauge of whole percent or tenths, read
 each second; solar power as the EPS delivers it, the loads' with the battery full, with 1 % noise;
 a battery faded to 80–100 % of the nameplate the agent is configured with, whose gauge reports
-the capacity it has learnt within 3 %). Each is flown
+the capacity it has learnt within 3 %; cells whose true efficiencies are drawn, the agent assuming
+0.95 each way). Each is flown
 twice in a 60-s closed loop over the truth:
 with the receding-horizon plan (``flight.power.planner``, as the agent runs it) and with
 today's rule on the orbit's eclipses (``baseline_*``). The optimum is ``hil/oracle.py`` given

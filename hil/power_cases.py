@@ -8,9 +8,10 @@ attitude), one of the three boards, a battery of 20–120 Wh, a platform load wi
 agent is not told of, a starting charge, and the agent's errors: its cells' efficiency off by
 up to ±15 %, the degradation unknown (it believes none), and its instruments: a fuel gauge that
 reads whole percent (half the cases) or tenths and reports the capacity it has learnt within
-3 % of a battery faded to 80-100 % of the nameplate the agent is configured with, and solar
-power read with 1 % noise (drawn apart from the rest, so a case's orbit, arrays and loads are
-those its seed always drew).
+3 % of a battery faded to 80-100 % of the nameplate the agent is configured with, its cells'
+charge and discharge efficiencies (the truth's, drawn; the agent assumes 0.95 each way, as
+flight.power.lp does), and solar power read with 1 % noise (each drawn on a stream of its own, so
+a case's orbit, arrays and loads are those its seed always drew).
 
 The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
 
@@ -25,7 +26,8 @@ The loop, every ``STEP_S`` (60 s, the agent's forecast step) over a day:
   the planner the receding-horizon plan (``flight.power.planner``) with the rule as its
   fall-back, both as ``flight.agent.control_core`` runs them;
 - the battery integrates the truth with the agent's board power (the mode's loaded power
-  when it computes, the lowest mode's idle power otherwise).
+  when it computes, the lowest mode's idle power otherwise), at the truth's efficiencies; a step
+  in which it empties credits only the work of the part it lasted.
 
 What it leaves out (the lockstep HIL flies those): temperature (no thermal limit), the
 control period's 1 s, mode-switch costs, the worker's own timing. The figure is the work
@@ -96,6 +98,9 @@ class PowerCase:
     radiator_area_m2: float | None = None
     board_to_radiator_w_per_k: float | None = None
     radiator_heat_capacity_j_per_k: float | None = None
+    # The cells' efficiencies, the truth's (:func:`cells`); the agent assumes flight.power.policy.Battery's.
+    charge_efficiency: float = 0.95
+    discharge_efficiency: float = 0.95
 
 
 def generate_case(seed: int) -> PowerCase:
@@ -127,7 +132,19 @@ def generate_case(seed: int) -> PowerCase:
         years=float(rng.uniform(0.0, 4.0)), belief_efficiency=efficiency * float(rng.uniform(0.85, 1.15)),
         board=board, capacity_wh=float(rng.uniform(20.0, 120.0)), platform_w=platform, load_steps=steps,
         soc0_pct=float(rng.uniform(45.0, 95.0)))
-    return replace(case, **instruments(seed, case.capacity_wh), **radiator(seed, board))
+    return replace(case, **instruments(seed, case.capacity_wh), **radiator(seed, board), **cells(seed))
+
+
+CHARGE_EFFICIENCY = (0.90, 0.97)  # the truth's, drawn (estimate: Li-ion at low rates, round trip about 84-95 %)
+DISCHARGE_EFFICIENCY = (0.92, 0.98)
+
+
+def cells(seed: int) -> dict[str, float]:
+    """The cells' true charge and discharge efficiencies, drawn on a stream of their own (found in audit: the
+    truth's battery integrated at the agent's own 0.95 each way, so the agent's battery model was the answer)."""
+    rng = np.random.default_rng([seed, 3])
+    return {"charge_efficiency": float(rng.uniform(*CHARGE_EFFICIENCY)),
+            "discharge_efficiency": float(rng.uniform(*DISCHARGE_EFFICIENCY))}
 
 
 RADIATOR_SIZED_C = 80.0  # the board temperature a case's radiator is sized to hold, in sunlight, at its sized power
@@ -199,6 +216,17 @@ def believed_capacity_wh(case: PowerCase) -> float:
     return case.gauge_capacity_wh or case.nameplate_wh or case.capacity_wh
 
 
+def battery_step(case: PowerCase, stored_wh: float, net_w: float) -> tuple[float, float]:
+    """The truth's battery over one step of ``net_w`` on the bus: (the charge after it, the part of the step it
+    lasted). At the truth's efficiencies (the case's cells, not the agent's belief); full holds at the capacity and
+    empty at 0 (an audit: -652 %, and the day after recovered from a negative charge), and a step in which it
+    empties lasted only until then (found in audit: the whole step's work was credited)."""
+    gain = case.charge_efficiency if net_w > 0 else 1.0 / case.discharge_efficiency
+    change_wh = net_w * gain * STEP_S / 3600.0
+    lasted = 1.0 if stored_wh + change_wh >= 0.0 else stored_wh / -change_wh
+    return max(0.0, min(case.capacity_wh, stored_wh + change_wh)), lasted
+
+
 def fly(case: PowerCase, policy: str) -> Flight:
     """One day of ``policy`` ('plan' or 'baseline') through the case."""
     orbit = _orbit(case)
@@ -216,7 +244,8 @@ def fly(case: PowerCase, policy: str) -> Flight:
     cal = SolarCalibration()
     learner = GaugeLoadLearner(case.platform_w, battery.capacity_wh, battery.charge_efficiency,
                                battery.discharge_efficiency)
-    noise = np.random.default_rng([case.seed, 2]).normal(0.0, case.power_noise_pct / 100.0, n)
+    # Its own stream (found in audit: drawn on the radiator's, [seed, 2])
+    noise = np.random.default_rng([case.seed, 4]).normal(0.0, case.power_noise_pct / 100.0, n)
     e = case.soc0_pct / 100.0 * case.capacity_wh
     work, below, low, plan_ms = 0.0, 0, 100.0, []
     board_w = modes[0].idle_w  # the board's draw over the step before (the first: idle)
@@ -226,7 +255,7 @@ def fly(case: PowerCase, policy: str) -> Flight:
         # The solar power the EPS measures is what it delivers: with the battery full the charger backs off and
         # it reads the loads, not what the arrays could give (hil.physics.delivered_solar_w, as the lockstep HIL
         # feeds the agent); the loads are this step's platform and the board as it last ran.
-        room_w = (case.capacity_wh - e) / battery.charge_efficiency * 3600.0 / STEP_S
+        room_w = (case.capacity_wh - e) / case.charge_efficiency * 3600.0 / STEP_S
         measured_w = max(0.0, delivered_solar_w(float(solar[k]), float(load[k]) + board_w, room_w) * (1.0 + noise[k]))
         if policy == "plan":
             platform_belief = learner.load_w
@@ -268,11 +297,8 @@ def fly(case: PowerCase, policy: str) -> Flight:
             d = decide(inputs, modes, battery, settings)
             index = d.mode_index if d.admission.value != "NONE" else -1
         board_w = modes[index].loaded_w if index >= 0 else modes[0].idle_w
-        work += (modes[index].throughput_rel if index >= 0 else 0.0) * STEP_S
-        net = float(solar[k] - load[k] - board_w)
-        gain = battery.charge_efficiency if net > 0 else 1.0 / battery.discharge_efficiency
-        e0, e = e, min(case.capacity_wh, e + net * gain * STEP_S / 3600.0)
-        e = max(e, 0.0)  # empty holds at 0 (an audit: -652 %, and the day after recovered from a negative charge)
+        e0, (e, lasted) = e, battery_step(case, e, float(solar[k] - load[k] - board_w))
+        work += (modes[index].throughput_rel if index >= 0 else 0.0) * STEP_S * lasted
         if policy == "plan":  # the agent reads its gauge each second (its control period) through the step
             for j in range(TICKS_PER_STEP):
                 at = j / TICKS_PER_STEP
@@ -302,7 +328,8 @@ def optimum(case: PowerCase, final_soc_pct: float, rule: str = "same_energy") ->
     times = T0_S + np.arange(n) * STEP_S
     modes = modes_of(case)
     solar, load = truth_solar_w(case, orbit, times), platform_w(case, times - T0_S)
-    spec = BatterySpec(case.capacity_wh, max(case.soc0_pct, FLOOR_PCT), FLOOR_PCT)
+    spec = BatterySpec(case.capacity_wh, max(case.soc0_pct, FLOOR_PCT), FLOOR_PCT, case.charge_efficiency,
+                       case.discharge_efficiency)
     lp_modes = [ComputeMode(m.name, m.idle_w, m.loaded_w, m.throughput_rel) for m in modes]
     final = final_soc_pct if rule == "same_energy" else min(final_soc_pct, case.soc0_pct)
     try:

@@ -156,3 +156,22 @@ def test_with_the_battery_full_the_eps_reads_the_loads_and_the_calibration_leave
     for k in backed_off:  # what the agent read is the delivered power with its 1 % noise, never the arrays'
         assert read_w[k] == pytest.approx(delivered[k][1], rel=0.05) and read_w[k] < 0.9 * delivered[k][0], k
     assert taken and all(soc < FULL_PCT for soc in taken), sorted(taken)[-5:]
+
+
+@pytest.mark.req("AGT-061")
+def test_the_truths_battery_has_cells_of_its_own_and_an_empty_one_ends_the_steps_work():
+    """Found in audit: the truth's battery integrated at the agent's own efficiencies (0.95 each way: the agent's
+    model was the answer), and a step in which it emptied credited the whole step's work."""
+    import dataclasses
+
+    cases = [generate_case(2026 + i) for i in range(60)]
+    assert all(0.90 <= c.charge_efficiency <= 0.97 and 0.92 <= c.discharge_efficiency <= 0.98 for c in cases)
+    assert len({round(c.charge_efficiency, 4) for c in cases}) > 30, "drawn per case"
+    case = dataclasses.replace(cases[0], charge_efficiency=0.90, discharge_efficiency=0.92, capacity_wh=50.0)
+    after, lasted = power_cases.battery_step(case, 20.0, -60.0)  # 1 Wh from the bus: 1 / 0.92 from the cells
+    assert lasted == 1.0 and after == pytest.approx(20.0 - 1.0 / 0.92)
+    after, lasted = power_cases.battery_step(case, 20.0, 60.0)
+    assert after == pytest.approx(20.9)
+    after, lasted = power_cases.battery_step(case, 0.25, -60.0)  # empties a quarter of the way through
+    assert after == 0.0 and lasted == pytest.approx(0.25 * 0.92)
+    assert power_cases.battery_step(case, 49.9, 600.0) == (50.0, 1.0)  # full holds at the capacity
