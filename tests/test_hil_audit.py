@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from hil.cli import main
-from hil.faults import Timeline, agent_parameters, judge
+from hil.faults import judge
 from hil.loop import ClosedLoop
 from hil.run import REPORT_LOCK, report_lock, run_scenario
 from hil.scenario import ScenarioError, parse_scenario
 from tests.test_hil_faults import _wait_state
+from tests.test_hil_hang_overlap import _timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
@@ -106,14 +106,6 @@ def test_a_report_folder_whose_earlier_report_cannot_be_removed_is_bad_input_not
 
 
 # --- compute_hang: what its record says of the worker ------------------------------------------------------------
-
-
-def _timeline(n: int = 40, step_s: float = 10.0, events: list | None = None) -> Timeline:
-    """A run computing throughout, the agent saying ``events`` (none: no COMPUTE_HUNG)."""
-    t = np.arange(n) * step_s
-    return Timeline(time_s=t, mode=["COMPUTE"] * n, work=t * 100.0, agent_up=np.ones(n, bool),
-                    soc_pct=np.full(n, 80.0), temp_board_c=np.full(n, 50.0), shadow_factor=np.ones(n),
-                    events=events or [], params=agent_parameters({}), step_s=step_s)
 
 
 @pytest.fixture

@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
 
 
-def _timeline(n: int = 40, step_s: float = 10.0, **params) -> Timeline:
-    """A run computing throughout in which the agent said nothing (no COMPUTE_HUNG)."""
+def _timeline(n: int = 40, step_s: float = 10.0, events: list | None = None, **params) -> Timeline:
+    """A run computing throughout in which the agent said ``events`` (none: no COMPUTE_HUNG)."""
     t = np.arange(n) * step_s
     return Timeline(time_s=t, mode=["COMPUTE"] * n, work=t * 100.0, agent_up=np.ones(n, bool),
                     soc_pct=np.full(n, 80.0), temp_board_c=np.full(n, 50.0), shadow_factor=np.ones(n),
-                    events=[], params=agent_parameters(params), step_s=step_s)
+                    events=events or [], params=agent_parameters(params), step_s=step_s)
 
 
 @pytest.fixture

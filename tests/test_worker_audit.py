@@ -21,6 +21,17 @@ from tests.test_worker_hardening import admit
 PONG_WAIT_S = 5.0  # a bound on a wait for the worker's answer, never an assertion of how long anything took
 
 
+def _first(bench: WorkerBench, kind: type, wait_s: float) -> object | None:
+    """The first message of ``kind`` from the worker within ``wait_s`` (a bound, never a measure), others passed
+    over (its events)."""
+    deadline = time.monotonic() + wait_s
+    while bench.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        msg = cp.decode(bench.router.recv_multipart()[1])
+        if isinstance(msg, kind):
+            return msg
+    return None
+
+
 @pytest.fixture
 def bench(tmp_path):
     b = WorkerBench(tmp_path / "compute", trusted_file(tmp_path, (ALICE, ALICE_KEY)))
@@ -99,12 +110,7 @@ def test_an_install_answers_pings_while_the_store_activates_the_model(bench, mon
 
     def ping_then_activate(*args, **kwargs):
         bench.router.send_multipart([b"compute", cp.encode(cp.Ping(74))])
-        deadline = time.monotonic() + PONG_WAIT_S  # the activation has not begun: nothing else is waited on
-        while bench.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-            msg = cp.decode(bench.router.recv_multipart()[1])
-            if isinstance(msg, cp.Pong):
-                answered_within.append(msg)
-                break
+        answered_within.append(_first(bench, cp.Pong, PONG_WAIT_S))  # the activation has not begun: it waits on nothing
         return activate(*args, **kwargs)
 
     monkeypatch.setattr(store, "activate", ping_then_activate)
@@ -150,12 +156,7 @@ def test_an_install_answers_pings_while_it_reads_and_hashes_the_package(bench, m
 
     def ping_then_check(self, *args, **kwargs):
         bench.router.send_multipart([b"compute", cp.encode(cp.Ping(75))])
-        deadline = time.monotonic() + PONG_WAIT_S  # the checks have not begun: nothing else is waited on
-        while bench.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-            msg = cp.decode(bench.router.recv_multipart()[1])
-            if isinstance(msg, cp.Pong):
-                answered_within.append(msg)
-                break
+        answered_within.append(_first(bench, cp.Pong, PONG_WAIT_S))  # the checks have not begun: they wait on nothing
         return checks(self, *args, **kwargs)
 
     monkeypatch.setattr(UplinkChecks, "candidate", ping_then_check)
@@ -214,22 +215,13 @@ def test_an_install_stuck_past_compute_open_s_falls_silent_for_the_watchdog_and_
     seen: dict[str, object] = {}
     monkeypatch.setattr(worker_module, "OPEN_BUSY_S", 0.0)
 
-    def first(kind: type, wait_s: float) -> object | None:
-        """The first message of ``kind`` from the worker within ``wait_s`` (a bound), its events passed over."""
-        deadline = time.monotonic() + wait_s
-        while bench.router.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-            msg = cp.decode(bench.router.recv_multipart()[1])
-            if isinstance(msg, kind):
-                return msg
-        return None
-
     def stuck_activate(*args, **kwargs):
         bench.router.send_multipart([b"compute", cp.encode(cp.RollbackModel(9001, "tiny"))])
-        seen["busy"] = first(cp.Reply, PONG_WAIT_S)
+        seen["busy"] = _first(bench, cp.Reply, PONG_WAIT_S)
         bench.worker.open_limit_s = 0.0  # past compute_open_s from here on
         time.sleep(2 * worker_module.OPEN_POLL_S)  # a turn of the main thread's loop sees it
         bench.router.send_multipart([b"compute", cp.encode(cp.Ping(75))])
-        seen["pong_while_stuck"] = first(cp.Pong, 1.0)  # a bound: answered, it comes within 20 ms
+        seen["pong_while_stuck"] = _first(bench, cp.Pong, 1.0)  # a bound: answered, it comes within 20 ms
         return activate(*args, **kwargs)
 
     monkeypatch.setattr(store, "activate", stuck_activate)

@@ -639,17 +639,8 @@ class Worker:
         does not go on computing for up to ``compute_open_s`` (OPEN_ABANDONED_EXIT: ``give_up(True)`` first,
         so it is not held against the provider). Each said (MODEL_OPEN_UNFINISHED). Raises what ``call``
         raised."""
-        outcome: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                outcome["value"] = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
-                outcome["error"] = exc
-
         began = status_at = self.clock_s()
-        thread = threading.Thread(target=target, name="sunlit-open", daemon=True)
-        thread.start()
+        thread, outcome = _started(call, "sunlit-open")
         try:
             while thread.is_alive():
                 stop = "told to stop" if self._stop or any(isinstance(m, cp.Stop) for m in self._deferred) else ""
@@ -677,9 +668,7 @@ class Worker:
                 self._keepalive()
         finally:
             self._busy = ""
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        return _ended(outcome)
 
     def _answer_busy(self, why: str) -> None:
         """From now until the long work ends, requests are answered BUSY, ``why``, at once (:meth:`_keepalive`),
@@ -699,17 +688,8 @@ class Worker:
         ``compute_open_s`` the pings go unanswered, so that the agent's watchdog replaces a worker stuck in it (a
         wedged read or fsync) before the agent's wait for the install ends (found in review: answered for ever, the
         hang hidden, and a late end activated a model whose install was said failed). Raises what ``call`` raised."""
-        outcome: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                outcome["value"] = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
-                outcome["error"] = exc
-
         began = self.clock_s()
-        thread = threading.Thread(target=target, name="sunlit-install", daemon=True)
-        thread.start()
+        thread, outcome = _started(call, "sunlit-install")
         try:
             while thread.is_alive():
                 thread.join(OPEN_POLL_S)
@@ -721,9 +701,7 @@ class Worker:
                 self._keepalive()
         finally:
             self._busy = ""
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        return _ended(outcome)
 
     def _exit_mid_open(self, code: int) -> None:
         """Leave while a session's open goes on in its thread: training checkpointed, HIL's ledger saved and
@@ -2825,6 +2803,29 @@ class Worker:
             self._injector.save()
         self._send(self.status())
         self._sock.close()
+
+
+def _started(call: Callable[[], T], name: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """``call`` begun on a daemon thread of its own; what it returned (``value``) or raised (``error``) in the dict
+    once the thread ends (:func:`_ended`), for the worker's thread to keep answering the agent meanwhile."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _ended(outcome: dict[str, Any]) -> Any:
+    """What a call begun by :func:`_started` returned, or raise what it raised."""
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _product_stem(job_id: int, source: str, suffix: str = "") -> str:
