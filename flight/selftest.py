@@ -10,7 +10,8 @@ Each check gives one or more rows of PASS, WARN, FAIL or SKIP with a reason; the
 when no row FAILs (exit status 0; 1 on a failure, 2 for a configuration that cannot be
 read). What is checked, in order:
 
-- ``config``: the file parses and names a backend, link and state directory;
+- ``config``: the file parses and names a backend, link and state directory; ``zmq curve``: a
+  ZeroMQ link other hosts may reach with ``zmq_curve = "off"`` is a warning, as the agent says at start;
 - ``onnxruntime`` / ``cuda`` / ``tensorrt``: the execution providers of the installed build;
   a tiny model built in memory (onnx.helper) runs on the CPU and, where CUDA is listed, on
   CUDA with the same answer. A CPU-only build passes, except that on a Jetson it warns: the
@@ -189,7 +190,23 @@ def _check_config(config: Config) -> list[Check]:
                   f"{config.source}: link {config.link_url}, hal {config.hal_backend}, board {board}, "
                   f"state {config.state_dir}, compute {compute}",
                   {"source": config.source, "link": config.link_url, "hal": config.hal_backend,
-                   "board": config.board, "state_dir": str(config.state_dir)})]
+                   "board": config.board, "state_dir": str(config.state_dir)})] + _check_curve(config)
+
+
+def _check_curve(config: Config) -> list[Check]:
+    """A plain ZeroMQ link other hosts may reach: allowed (a bench), said at start on the agent's console, and here
+    (found in audit: the selftest passed it without a word, and a console is not always read)."""
+    from flight.link.curve import plain_off_board
+
+    if not plain_off_board(config.link_url, config.zmq_curve):
+        return []
+    reach = ("can command this agent (no [security] tc_keys either)" if config.tc_keys is None else
+             "can send to it (telecommands still need a MAC from [security] tc_keys)")
+    return [Check("zmq curve", Status.WARN,
+                  f"link {config.link_url} is plain ZeroMQ (security.zmq_curve = \"off\") on an address other hosts "
+                  f"may reach: any host that reaches its ports reads the telemetry and {reach}; set zmq_curve = "
+                  "\"auto\" with zmq_server_secret and zmq_clients, or bind to 127.0.0.1",
+                  {"link": config.link_url, "zmq_curve": config.zmq_curve, "tc_keys": config.tc_keys is not None})]
 
 
 def _check_providers(config: Config, on_jetson: bool) -> list[Check]:

@@ -12,10 +12,11 @@
 Uplink the package's files to the compute directory's staging/, then send the MODEL_INSTALL line
 that pack and delta print last. Reference inputs default to the shipped model's (its first
 held-out tiles, which the board keeps); a delta leaves them out and the board uses its base's,
-unless --with-inputs. Exit codes: 0 done, 1 a check failed, or keygen's key file or pack's and delta's
-package could not be written (a full disk, a folder this user cannot write in, a read-only file system:
-nothing is left under its name, and a package there before stays whole: every file is written before any
-is renamed into place), 2 bad input (a folder where a package file goes too).
+unless --with-inputs. Exit codes: 0 done, 1 a check failed, the output could not be written (> /dev/full),
+or keygen's key file or pack's and delta's package could not be written (a full disk, a folder this user
+cannot write in, a read-only file system: nothing is left under its name, and a package there before stays
+whole: every file is written before any is renamed into place), 2 bad input (a folder where a package file
+goes too).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from flight.compute.package import (
     load_trusted_keys,
     refuse_external_data,
 )
+from flight.storage import printable
 from ground.model_package import (
     KeyWriteError,
     PackageWriteError,
@@ -109,9 +111,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         lines = verify_package(args.directory, args.name, trusted, base, inputs)
     except PackageError as exc:
-        print(f"FAILED: {exc}")
+        print(f"FAILED: {printable(str(exc))}")
         return EXIT_FAILED
-    print("\n".join(lines))
+    # A signed manifest's text (created_utc is any short string) escaped: an escape sequence or a newline in it
+    # would forge a line ("OK: ...") or drive the operator's terminal (found in audit).
+    print("\n".join(printable(line) for line in lines))
     print("OK: the board will accept this package (given its base, for a delta)")
     return 0
 
@@ -127,7 +131,9 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             print(f"sunlit-ground model: {exc}", file=sys.stderr)
             return EXIT_INPUT
         except OSError as exc:  # a file that cannot be read or written
-            print(f"sunlit-ground model: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            if exc.filename is None:  # the output's (`> /dev/full`): ground.cli says so, exit 1 (found in audit:
+                raise                 # "sunlit-ground model: : No space left on device", exit 2, bad input)
+            print(f"sunlit-ground model: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_INPUT
         except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime refuse a bad model in many ways
             print(f"sunlit-ground model: cannot use that model: {type(exc).__name__}: {str(exc)[:300]}",

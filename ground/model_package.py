@@ -18,6 +18,8 @@ import json
 import os
 import stat
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -178,7 +180,8 @@ def load_inputs(path: Path | str | None) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as data:
             return data["x"]
-    except (OSError, ValueError, KeyError) as exc:
+    # a cut-off or damaged .npz too (found in audit: "cannot use that model: BadZipFile", not naming the file)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise PackageError(f"{path}: no reference inputs ({type(exc).__name__}: {exc}); give an .npy or an .npz "
                            "with x") from None
 

@@ -49,8 +49,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in read], indent=1, allow_nan=False))
     else:
-        for r in read:
-            print("\n".join(r.lines()))
+        for r in read:  # the file's own name escaped as well: a newline in it forged a "VOUCHED" line (an audit)
+            print("\n".join(printable(line) for line in r.lines()))
     if bad:
         return EXIT_INPUT
     return 0 if all(r.vouched for r in read) else EXIT_NOT_VOUCHED

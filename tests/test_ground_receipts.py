@@ -460,3 +460,16 @@ def test_a_training_checkpoint_carries_its_receipt_and_is_vouched_for_by_its_dig
     (tmp_path / "old.ck").write_bytes(encode_checkpoint(Checkpoint(8, {"w": np.zeros(3)}, {"job": {}})))
     code, out, err = show(capsys, tmp_path / "old.ck")
     assert code == 2 and "has no receipt (written before checkpoints carried one)" in err
+
+
+@pytest.mark.req("GND-058")
+def test_a_product_file_name_with_control_characters_is_printed_escaped(products, capsys, tmp_path):
+    """The file's own name heads its receipt: escaped, so a newline in it forges no "VOUCHED" line and an escape
+    drives no terminal (found in audit: printed raw, above the receipt of a product that was vouched for)."""
+    hostile = tmp_path / "x\x1b[31m\n  VOUCHED: forged.npz"
+    hostile.write_bytes(products["clean"].with_suffix(".npz").read_bytes())
+    code, out, _ = show(capsys, hostile)
+    assert code == 0 and "\x1b" not in out, out
+    assert out.splitlines()[0] == str(hostile).replace("\x1b", "\\x1b").replace("\n", "\\n"), out
+    assert [line for line in out.splitlines() if line.lstrip().startswith("VOUCHED")] == \
+        ["  VOUCHED: every tile checked and passed"]

@@ -135,8 +135,11 @@ def _on_a_full_disk(*args: str, limit_bytes: int = 40):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as a full disk's with ENOSPC
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
+    # No bytecode written under the limit (found in review): a .pyc cut short at 40 bytes in the tree breaks every
+    # later import of its module ("marshal data too short")
     return subprocess.run([sys.executable, "-m", "ground", "model", *args], preexec_fn=small_files,
                           capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -46,6 +46,7 @@ def test_a_damaged_journal_whose_rewrite_the_disk_refuses_keeps_its_commands_for
     """Found in audit: at a start that found the journal damaged it was moved aside, then rewritten without the
     damage; where the disk refused the rewrite, the commands read were in no file, and the start after knew none
     of them: each, retried, ran again. A real process under a file-size limit refuses the rewrite."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -62,8 +63,9 @@ def test_a_damaged_journal_whose_rewrite_the_disk_refuses_keeps_its_commands_for
     data[len(data) // 2] ^= 0xFF  # one damaged byte: the records it touches, not the others
     path.write_bytes(bytes(data))
     root = Path(__file__).resolve().parent.parent
+    # No bytecode written under the limit: a .pyc cut short in the tree breaks every later import of its module
     done = subprocess.run([sys.executable, "-c", _REWRITE_REFUSED, str(path)], cwd=root, capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert done.returncode == 0, done.stderr
     read, said = done.stdout.splitlines()
     after = CommandJournal(path)  # room again: the next start

@@ -574,6 +574,17 @@ class Agent:
         """The clean end of a run: say so, save state marked clean."""
         reason = self._stop_reason or "stopped"
         sdnotify.stopping(reason)
+        # The period's end-of-period reports for its last, partial period, before the last telemetry goes out
+        # (found in audit: malformed packets past the first few and refused telecommands of that part were never
+        # said, their counts not kept); drops of the stop's own packets are said after the restart (AGT-013).
+        for where, report in (("link service", self.link_service.report_drops),
+                              ("link service", self.link_service.report_auth),
+                              ("link service", self.link_service.report_bad_packets),
+                              ("downlink", self.downlink.report)):
+            try:
+                report()
+            except Exception as exc:  # noqa: BLE001 - the stop goes on: the state is still to save
+                self.executive.internal_error(where, exc)
         self.executive.stopping(reason)
         self._save_state(stopping=True)
         try:

@@ -26,6 +26,7 @@ from flight.agent.control_core import (
 )
 from flight.agent.dispatcher import CommandFailed, Handler
 from flight.agent.ports import Component, EventPort, FaultLog, ModePort
+from flight.agent.schedule import JUMP_TOLERANCE_S
 from flight.clock import Clock, backoff_s
 from flight.hal.base import Board, EpsReading, HalError, HalReading, PowerMode, PowerModesUnavailable
 from flight.link.definitions import RAIL_CHANNELS, ZONE_CHANNELS, Admission, EpsSource
@@ -203,6 +204,7 @@ class Controller(Component):
         self._th_history: deque[tuple[float, float, float]] = deque(maxlen=OPEN_LOOP_STEPS + 1)
         self._th_open_sq: float | None = None
         self._predicted_at_s = -math.inf
+        self._predicted_utc_s = 0.0  # UTC when predicted: a step of UTC since is a new prediction
         self._unpredictable_said = False  # ORBIT_UNPREDICTABLE said for the orbit in use
         self._announced: set[tuple[str, int]] = set()
         # The newer of the TLE commanded (SET_TLE, kept across restarts) and the configuration's
@@ -337,9 +339,13 @@ class Controller(Component):
             reading = replace(reading, missing=(*reading.missing, *eps.missing))
             self.reading = reading
         self.eps = eps
-        if self.orbit is not None and (mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S or self._boundary_passed(now_s)):
+        # UTC moved unlike the monotonic clock since the prediction (found in audit: after a step back of a day the
+        # plan took an eclipse 25 min away for one 25 h away, until the next period; contacts.py does the same)
+        stepped = abs(now_s - (self._predicted_utc_s + (mono_s - self._predicted_at_s))) > JUMP_TOLERANCE_S
+        if self.orbit is not None and (mono_s - self._predicted_at_s >= PREDICTION_PERIOD_S or stepped
+                                       or self._boundary_passed(now_s)):
             self._predict(now_s)
-            self._predicted_at_s = mono_s
+            self._predicted_at_s, self._predicted_utc_s = mono_s, now_s
         forecast_w = self._calibrate(now_s, eps)
         if eps.full_charge_wh is not None:  # held through a reading missing or out of range: a capacity moves
             self._gauge_capacity_wh = eps.full_charge_wh  # over weeks, and one dropout is no cause to jump 20 %
