@@ -94,7 +94,12 @@ fi
 if [ -n "$ORT_WHEEL" ] && [ -e "$ORT_WHEEL" ]; then
     ORT_WHEEL=$(cd "$(dirname "$ORT_WHEEL")" && pwd)/$(basename "$ORT_WHEEL")
 fi
-case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac
+# A directory that is not there is said as the path given (found in audit: bash's "cd: ... No such file or
+# directory", then "--python /py: not found", a path no one had given).
+case "$PY" in */*)
+    [ -d "$(dirname "$PY")" ] || die "--python $PY: not found (give the path of a python3 >= 3.10, or leave it out)"
+    PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;;
+esac
 # Every path is absolute now. Work from /, so that the Python run below imports the
 # installed Sunlit, never a flight/ package in the directory install.sh was started from.
 cd /
@@ -482,11 +487,52 @@ reachable), or --venv-from an environment with a newer setuptools."
     # back over a GPU one, and a run cut short before ONNX Runtime's step then found both marks right (found in
     # audit: the board ran on the CPU build, and every later run said "ok").
 }
-# pip_failed WHAT: a pip that could not install WHAT online (pip said why above) stops the run with what to do.
+# pip_index_url: the index pip looks in (PIP_INDEX_URL, else pip's config, else PyPI); empty when pip is told to use
+# none (PIP_NO_INDEX, no-index in its config).
+pip_index_url() {
+    local conf url
+    conf=$("$VPY" -m pip config list 2>/dev/null || true)
+    case "${PIP_NO_INDEX:-}" in ""|0|false|no|off) ;; *) return 0 ;; esac
+    if printf '%s\n' "$conf" | grep -Eiq "^[^=]*no-index='(1|true|yes|on)'$"; then return 0; fi
+    url=${PIP_INDEX_URL:-$(printf '%s\n' "$conf" | sed -n "s/^[^=]*\.index-url='\(.*\)'$/\1/p" | tail -n 1)}
+    printf '%s' "${url:-https://pypi.org/simple/}"
+}
+# index_unreachable URL: why the index at URL cannot be reached, or nothing when it answers (any HTTP status is an
+# answer). Asked for one small project page (pip's), not the index's root: PyPI's lists every project, megabytes.
+index_unreachable() {
+    "$PY" -c '
+import os, sys, urllib.error, urllib.parse, urllib.request
+url = sys.argv[1]
+parts = urllib.parse.urlsplit(url)
+if parts.scheme == "file":
+    path = urllib.request.url2pathname(parts.path)
+    if not os.path.isdir(path):
+        print("no directory " + path)
+    sys.exit()
+try:
+    urllib.request.urlopen(url.rstrip("/") + "/pip/", timeout=15).close()
+except urllib.error.HTTPError:
+    pass
+except Exception as e:
+    print(getattr(e, "reason", None) or e)' "$1" 2>/dev/null || true
+}
+# pip_failed WHAT [INDEX]: a pip that could not install WHAT online (pip said why above) stops the run with what to do,
+# in one line. An index that cannot be reached is said as that (found in audit: a board with no network ended on
+# pip's "No matching distribution found for setuptools>=77", the build's own first need, which reads as a build fault).
 pip_failed() {
-    die "pip could not install $1 (its messages above). A board with no network (or a clock so far behind that TLS
-fails: check date) can install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source
-(README.md, \"Options\"); or let pip reach an index (PIP_INDEX_URL). Then run install.sh again."
+    local index why=""
+    # Without its credentials: said here, and an answer (401 too) is all the probe asks for.
+    index=$(printf '%s' "${2-$(pip_index_url)}" | sed 's#//[^/@]*@#//#')
+    [ -z "$index" ] || why=$(index_unreachable "$index")
+    if [ -n "$why" ]; then
+        die "pip could not reach the package index $index ($why), so $1 \
+could not be installed: this board has no network to it (or its clock is so far behind that TLS fails: check date). \
+Install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source (deploy/README.md, \
+\"Options\"); or point PIP_INDEX_URL at an index it can reach. Then run install.sh again."
+    fi
+    die "pip could not install $1 (its messages above). A board with no network (or a clock so far behind that TLS \
+fails: check date) can install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source \
+(deploy/README.md, \"Options\"); or let pip reach an index (PIP_INDEX_URL). Then run install.sh again."
 }
 SUNLIT_CHANGED=0
 if [ -f "$SRC_MARK" ] && [ "$(cat "$SRC_MARK")" = "$SRC_HASH" ] && [ -x "$VENV/bin/sunlit-flight" ]; then
@@ -597,7 +643,7 @@ aarch64) and JetPack? Then run install.sh again" ;;
         gpu-index)
             "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
-                --index-url "$ORT_SRC" onnxruntime-gpu || pip_failed "onnxruntime-gpu from $ORT_SRC" ;;
+                --index-url "$ORT_SRC" onnxruntime-gpu || pip_failed "onnxruntime-gpu from $ORT_SRC" "$ORT_SRC" ;;
         cpu)  # back from a GPU build: sunlit's own dependency is the CPU package
             "$VPY" -m pip uninstall --quiet -y onnxruntime-gpu >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall onnxruntime \
