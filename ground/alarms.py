@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Dictionary, FromParam, Limits, ValueType
+from flight.link.dictionary import Dictionary, FromParam, Limits, ValueType, brief
 from flight.storage import CorruptFile, quarantine, read_checked_json, write_checked_json
 
 SEVERITY = {"nominal": 0, "warning": 1, "critical": 2}
@@ -70,9 +70,12 @@ def _checked(channel: str, limits: Limits) -> Limits:
     """``limits`` as read from a file, each bound a finite number or a parameter's name, or TypeError naming it (found
     in review: a bound of "abc" was taken, and the next sample of its channel raised out of the alarm check)."""
     for name, bound in limits.bounds().items():
-        number = isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)
+        try:  # an int past a float's range raises (found in review: 10**400, a traceback out of the constructor)
+            number = isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound)
+        except OverflowError:
+            number = False
         if not number and not (isinstance(bound, FromParam) and isinstance(bound.param, str)):
-            raise TypeError(f"bound {channel}.{name} is {bound!r}, not a number or a parameter's name")
+            raise TypeError(f"bound {channel}.{name} is {brief(bound)}, not a number or a parameter's name")
     return limits
 
 

@@ -8,6 +8,7 @@ import os
 import time
 import random
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -43,8 +44,8 @@ class Pair:
         self.ground = self.make_ground()
         self.board = self.make_board()
 
-    def make_ground(self) -> FileEntity:
-        return FileEntity(1, 2, self.tmp / "g", self.clock, read_tops=frozenset({"uplink"}),
+    def make_ground(self, utc_s: Callable[[], float] = time.time) -> FileEntity:
+        return FileEntity(1, 2, self.tmp / "g", self.clock, utc_s=utc_s, read_tops=frozenset({"uplink"}),
                           write_tops=frozenset({"downlink"}), state_path=self.tmp / "g.json", config=self.config,
                           on_change=lambda w, t: self.log.append(("g", w, t and t.id)))
 
@@ -480,9 +481,11 @@ def test_a_file_done_whose_finished_ack_is_lost_is_not_failed_by_the_next_file_o
     pair.run(600)
     assert lost and (tmp_path / "b/staging/model.onnx").read_bytes() == second
     board = [(x.id, x.state) for x in pair.board.list() if x.direction == "in"]
-    assert board == [("in-1-2", "done"), ("in-1-1", "done")], board  # each once, as it ended
+    first_id = min(x for x, _ in board)  # numbered from the ground's first start's UTC second
+    n = int(first_id.rsplit("-", 1)[1])
+    assert board == [(f"in-1-{n + 1}", "done"), (first_id, "done")], board  # each once, as it ended
     assert (pair.board.counts()["done"], pair.board.counts()["failed"]) == (2, 0)
-    assert [w for who, w, tid in pair.log if who == "b" and tid == "in-1-1"] == ["started", "done"]
+    assert [w for who, w, tid in pair.log if who == "b" and tid == first_id] == ["started", "done"]
 
 
 @pytest.mark.req("FIL-005")

@@ -4,6 +4,7 @@ and the agent's file manager, as tests/test_files.py runs them."""
 from __future__ import annotations
 
 import os
+import time
 from collections import namedtuple
 
 import pytest
@@ -143,17 +144,22 @@ def test_the_fault_of_a_file_received_whose_finished_is_never_acknowledged_is_no
 
 
 @pytest.mark.req("FIL-005")
-def test_a_lost_transfer_state_does_not_take_transaction_numbers_the_peer_has_just_seen_end(tmp_path):
+@pytest.mark.parametrize("lost", ["damaged", "missing"])
+def test_a_lost_transfer_state_does_not_take_transaction_numbers_the_peer_has_just_seen_end(tmp_path, lost):
     """Found in audit: the ground's transfer state damaged, its numbers began again at 1; the board, which had seen
-    transactions 1-1..1-4 end, dropped the next upload's PDUs as of those, and it failed after its restarts."""
+    transactions 1-1..1-4 end, dropped the next upload's PDUs as of those, and it failed after its restarts. Found
+    in review: so did a state file missing (deleted, a new data folder)."""
     pair = Pair(tmp_path, config=EntityConfig(inactivity_s=10.0))
     for i in range(4):
         (tmp_path / f"g/uplink/a{i}").write_bytes(b"first")
         pair.ground.put(f"uplink/a{i}", f"staging/a{i}")
         pair.run(60)
-    (tmp_path / "g.json").write_bytes(b"{damaged")
-    pair.ground = pair.make_ground()
-    assert pair.ground.load_error
+    if lost == "damaged":
+        (tmp_path / "g.json").write_bytes(b"{damaged")
+    else:
+        (tmp_path / "g.json").unlink()
+    pair.ground = pair.make_ground(utc_s=lambda: time.time() + 3600.0)  # it starts again, an hour on
+    assert bool(pair.ground.load_error) == (lost == "damaged")
     (tmp_path / "g/uplink/b").write_bytes(b"second")
     t = pair.ground.put("uplink/b", "staging/b")
     pair.run(600)
@@ -181,3 +187,25 @@ def test_a_nak_past_the_end_of_the_file_is_counted_and_queues_nothing(tmp_path):
     pair.run(300)
     assert pair.board.find(t.id).state == "done"
     assert (tmp_path / "g/downlink/p.bin").read_bytes() == data
+
+
+@pytest.mark.req("FIL-009")
+def test_a_file_in_place_whose_finished_waits_for_its_ack_is_not_owed_again(tmp_path):
+    """Found in review: a file received whole and put in place stays among those coming in until its Finished is
+    acknowledged (a minute and more, across a loss of signal); its partial gone, its whole declared size was counted
+    again as still owed, and a next upload refused for room the disk had."""
+    pair = Pair(tmp_path)
+
+    def carry(pdu: bytes, to: FileEntity) -> None:
+        p = PduFactory.from_raw(pdu)
+        if (to is pair.board and p.pdu_type.name == "FILE_DIRECTIVE" and p.directive_type == DirectiveType.ACK_PDU
+                and p.directive_code_of_acked_pdu == DirectiveType.FINISHED_PDU):
+            return  # every ACK(Finished) lost on the way up
+        to.receive(pdu)
+
+    pair.carry = carry
+    (tmp_path / "g/uplink/a").write_bytes(os.urandom(50_000))
+    pair.ground.put("uplink/a", "staging/a")
+    pair.run(20)
+    assert (tmp_path / "b/staging/a").stat().st_size == 50_000 and pair.board.counts()["active_in"] == 1
+    assert pair.board.promised_in_bytes() == 0

@@ -115,6 +115,9 @@ def test_a_limits_file_that_fails_its_check_is_moved_aside_and_said_never_writte
     assert "bound cpu_pct.warn_high is 'abc', not a number or a parameter's name" in capsys.readouterr().err
     write_checked_json(path, {"cpu_pct": {"warn_high": {"param": "thermal_soft_limit_c"}}, "mem_pct": {"warn_low": 1}})
     assert sorted(LimitStore(path).overrides) == ["cpu_pct", "mem_pct"]  # a parameter's name and a number are taken
+    write_checked_json(path, {"cpu_pct": {"warn_high": 10**400}})  # found in review: OverflowError, a traceback
+    assert LimitStore(path).overrides == {}
+    assert "bound cpu_pct.warn_high is an integer of 1329 bits" in capsys.readouterr().err
 
 
 @pytest.mark.req("GND-002")

@@ -179,3 +179,28 @@ def test_a_dump_and_routine_playback_put_no_packet_twice_in_one_container(tmp_pa
             ground.step()
         assert containers and sum(len(c) for c in containers) > 10
         assert [k for c in containers for k, n in c.items() if n > 1] == []
+
+
+@pytest.mark.req("LNK-005")
+def test_drops_carried_over_a_restart_are_said_once_though_a_reset_follows_within_the_minute(tmp_path):
+    """Found in review: the drops carried over a restart were said, then written down as said only at the next
+    periodic save (a minute on): a reset before it said them again at the next start, and at every start of a loop
+    of resets."""
+    rig = InProcessAgent(tmp_path / "state")
+    rig.hk()
+    rig.link.to_ground.bound = 0
+    rig.agent.stop("test")
+    rig.agent.finish()
+    dropped = rig.agent.link.stats.tx_dropped
+    rig.link.to_ground.bound = 10_000
+    rig.close()
+    again = InProcessAgent(tmp_path / "state")
+    again.hk()
+    assert [e.args["count"] for e in again.events("TM_DROPPED")] == [dropped]
+    again.close()  # a reset seconds later: no clean stop
+    third = InProcessAgent(tmp_path / "state")
+    try:
+        values = third.hk()
+        assert third.events("TM_DROPPED") == [] and values["tm_dropped"] == dropped  # counted, not said again
+    finally:
+        third.close()

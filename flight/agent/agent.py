@@ -352,7 +352,10 @@ class Agent:
         changes = self.dispatcher.changes
         if self.link_service.contact_this_boot:  # else the kept time stands (no rewrite as the clock drifts)
             self.memory.note_contact(round(self.clock.now_s() - self.link_service.contact_age_s()))  # s: no churn
-        if self.memory.save(self._counters(), force=force, stopping=stopping, urgent=changes != self._changes_saved):
+        # Drops carried from before the start, said now: written down at once, or a reset in the next minute says
+        # them again at every start of a loop of resets (found in review)
+        urgent = changes != self._changes_saved or self.link_service.said_carried_drops()
+        if self.memory.save(self._counters(), force=force, stopping=stopping, urgent=urgent):
             self._changes_saved = changes
 
     @property

@@ -69,6 +69,7 @@ class LinkService(Component):
         # events among them, were never said and tm_dropped read 0 again after the restart)
         self._dropped_before = int(counters.get("tm_dropped", 0))
         self._dropped_unsaid = int(counters.get("tm_dropped_unsaid", 0))
+        self._carried_said = False  # drops carried from before said, not yet written down as said
         self._reported_drops = 0
         self._handling = False  # a packet is being handled now (counted in tc_received)
         self._reported_device_errors = 0
@@ -118,6 +119,7 @@ class LinkService(Component):
         if unsaid:
             self._emit("TM_DROPPED", count=unsaid)
             self._reported_drops = dropped
+            self._carried_said = self._carried_said or self._dropped_unsaid > 0
             self._dropped_unsaid = 0
         # A serial device lost: said once an outage, not only counted (an audit), nor at each try to reopen it (a
         # review: an event a second while an adapter was away); link_device_errors counts every failure
@@ -239,6 +241,12 @@ class LinkService(Component):
         restart had (found in audit: counted from each start, resets more often than contact_timeout_s kept
         the agent from ever losing contact)."""
         self.last_contact_s = self._clock.monotonic_s() - max(0.0, age_s)
+
+    def said_carried_drops(self) -> bool:
+        """Whether drops carried from before the start (or a counter reset) were said since the last ask: the owner
+        then saves the counters at once, so that a reset before the next periodic save does not say them again."""
+        said, self._carried_said = self._carried_said, False
+        return said
 
     def tm_dropped(self) -> int:
         """Telemetry the link refused, since the last RESET_COUNTERS, across restarts."""

@@ -679,7 +679,7 @@ class Worker:
         for msg in waiting:
             self._reply(msg.req_id, False, self._busy, FailureCode.BUSY)
 
-    def _kept_alive(self, call: Callable[[], T]) -> T:
+    def _kept_alive(self, call: Callable[[], T], began: float) -> T:
         """``call`` on a thread of its own while this one answers the agent's pings (:meth:`_keepalive`): for the
         calls of an install that cannot be cut into parts, its checks before any session (the files read and hashed,
         the model parsed: found in audit, 7.5 s here for a model of 1.8 GiB, answering no ping, past a short
@@ -687,8 +687,10 @@ class Worker:
         3.1 s for one of 381 MiB). Past :data:`OPEN_BUSY_S` a request is answered BUSY, as during a long open; past
         ``compute_open_s`` the pings go unanswered, so that the agent's watchdog replaces a worker stuck in it (a
         wedged read or fsync) before the agent's wait for the install ends (found in review: answered for ever, the
-        hang hidden, and a late end activated a model whose install was said failed). Raises what ``call`` raised."""
-        began = self.clock_s()
+        hang hidden, and a late end activated a model whose install was said failed). ``began``: when the install
+        began (:meth:`clock_s`), its limit the whole install's, as the agent waits for the whole (found in review: one
+        per step, a slow check then a wedged activation went silent only past the agent's wait). Raises what ``call``
+        raised."""
         thread, outcome = _started(call, "sunlit-install")
         try:
             while thread.is_alive():
@@ -1796,9 +1798,10 @@ class Worker:
         it replaces as the fallback. Replies only when the new version is active, or with the reason
         it is not; the uplinked files stay in staging/ either way."""
         name = msg.name
+        began = self.clock_s()  # the install's steps kept alive within one limit (_kept_alive)
         checks = UplinkChecks(self.store, self.root / "staging", self.trusted_keys, self.allow_unsigned)
         try:
-            candidate = self._kept_alive(lambda: checks.candidate(name, msg.version, msg.sha256))
+            candidate = self._kept_alive(lambda: checks.candidate(name, msg.version, msg.sha256), began)
         except Refusal as refusal:
             self.event("MODEL_REFUSED", name=name, reason=refusal.reason[:200])
             self._reply(msg.req_id, False, refusal.reason, refusal.code)
@@ -1823,7 +1826,7 @@ class Worker:
         try:
             state = self._kept_alive(lambda: self.store.activate(name, msg.version, candidate.data,
                                                                  candidate.provenance, stored_reference,
-                                                                 golden=msg.golden))
+                                                                 golden=msg.golden), began)
         except Exception as exc:  # noqa: BLE001 - a bad model is refused, the worker goes on
             reason = f"{type(exc).__name__}: {exc}"
             self.event("MODEL_REFUSED", name=name, reason=reason[:200])

@@ -574,7 +574,8 @@ class FileEntity:
         The owner's admission of the next file counts them as taken (found in audit: each upload was admitted
         against the free space alone, so two at once that each fitted took the disk past its reserve together)."""
         promised = [(entry.declared, entry.vfs.partial) for entry in self._incoming.values()
-                    if entry.declared is not None]
+                    if entry.declared is not None and not entry.transfer.settled]  # a file in place is on the disk
+                    # already (found in review: counted again while its Finished waited for its ACK)
         promised += [(t.size, self.root / PARTIAL_DIR / f"{tid}.part") for tid, t in self._resumable.items()
                      if t.size is not None]
         total = 0
@@ -1027,7 +1028,8 @@ class FileEntity:
                     self._discard_partial(p)
 
     def _load_state(self) -> None:
-        if self._state_path is None or not self._state_path.exists():
+        if self._state_path is None or not self._state_path.exists():  # numbers from the UTC second, as below
+            self._seq.restart_at(max(1, int(self._utc_s())))  # (found in review: a file missing began at 1 too)
             return
         try:
             body = read_checked_json(self._state_path)
@@ -1042,8 +1044,8 @@ class FileEntity:
             quarantine(self._state_path)
             # The numbers used are lost with it: taken again from 1, they were the ones the peer had just seen end,
             # and it dropped the next files' PDUs as of those (found in audit: each upload failed after its restarts).
-            # From the UTC second instead: past a count from 1, and past an earlier loss's unless files went faster
-            # than one a second between.
+            # From the UTC second instead (as where there is no file): past an earlier start's numbers unless files
+            # went faster than one a second between.
             self._seq.restart_at(max(1, int(self._utc_s())))
             return
         self.history.extend(history)
