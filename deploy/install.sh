@@ -494,7 +494,10 @@ pip_index_url() {
     conf=$("$VPY" -m pip config list 2>/dev/null || true)
     case "${PIP_NO_INDEX:-}" in ""|0|false|no|off) ;; *) return 0 ;; esac
     if printf '%s\n' "$conf" | grep -Eiq "^[^=]*no-index='(1|true|yes|on)'$"; then return 0; fi
-    url=${PIP_INDEX_URL:-$(printf '%s\n' "$conf" | sed -n "s/^[^=]*\.index-url='\(.*\)'$/\1/p" | tail -n 1)}
+    # pip install reads install.index-url before global.index-url (found in review: the last of any section's,
+    # a [wheel] one, was named)
+    url=${PIP_INDEX_URL:-$(printf '%s\n' "$conf" | sed -n "s/^install\.index-url='\(.*\)'$/\1/p" | tail -n 1)}
+    url=${url:-$(printf '%s\n' "$conf" | sed -n "s/^global\.index-url='\(.*\)'$/\1/p" | tail -n 1)}
     printf '%s' "${url:-https://pypi.org/simple/}"
 }
 # index_unreachable URL: why the index at URL cannot be reached, or nothing when it answers (any HTTP status is an
@@ -520,7 +523,8 @@ except Exception as e:
 # in one line. An index that cannot be reached is said as that (found in audit: a board with no network ended on
 # pip's "No matching distribution found for setuptools>=77", the build's own first need, which reads as a build fault).
 pip_failed() {
-    local index why=""
+    local index why="" point="point PIP_INDEX_URL at an index it can reach"
+    [ -z "${2-}" ] || point="give --ort-index an index it can reach"  # its own index, not pip's (found in review)
     # Without its credentials: said here, and an answer (401 too) is all the probe asks for.
     index=$(printf '%s' "${2-$(pip_index_url)}" | sed 's#//[^/@]*@#//#')
     [ -z "$index" ] || why=$(index_unreachable "$index")
@@ -528,7 +532,7 @@ pip_failed() {
         die "pip could not reach the package index $index ($why), so $1 \
 could not be installed: this board has no network to it (or its clock is so far behind that TLS fails: check date). \
 Install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source (deploy/README.md, \
-\"Options\"); or point PIP_INDEX_URL at an index it can reach. Then run install.sh again."
+\"Options\"); or $point. Then run install.sh again."
     fi
     die "pip could not install $1 (its messages above). A board with no network (or a clock so far behind that TLS \
 fails: check date) can install offline: --venv-from a prepared environment, or --no-pip with a wheel as --source \
@@ -643,7 +647,7 @@ aarch64) and JetPack? Then run install.sh again" ;;
         gpu-index)
             "$VPY" -m pip uninstall --quiet -y onnxruntime >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
-                --index-url "$ORT_SRC" onnxruntime-gpu || pip_failed "onnxruntime-gpu from $ORT_SRC" "$ORT_SRC" ;;
+                --index-url "$ORT_SRC" onnxruntime-gpu || pip_failed "onnxruntime-gpu" "$ORT_SRC" ;;
         cpu)  # back from a GPU build: sunlit's own dependency is the CPU package
             "$VPY" -m pip uninstall --quiet -y onnxruntime-gpu >/dev/null 2>&1 || true
             "$VPY" -m pip install --quiet --disable-pip-version-check --force-reinstall onnxruntime \

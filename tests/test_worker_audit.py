@@ -214,6 +214,7 @@ def test_an_install_stuck_past_compute_open_s_falls_silent_for_the_watchdog_and_
     activate = store.activate
     seen: dict[str, object] = {}
     monkeypatch.setattr(worker_module, "OPEN_BUSY_S", 0.0)
+    monkeypatch.setattr(worker_module, "INSTALL_GRACE_S", 0.0)
 
     def stuck_activate(*args, **kwargs):
         bench.router.send_multipart([b"compute", cp.encode(cp.RollbackModel(9001, "tiny"))])
@@ -232,4 +233,43 @@ def test_an_install_stuck_past_compute_open_s_falls_silent_for_the_watchdog_and_
     assert isinstance(busy, cp.Reply) and busy.req_id == 9001 and not busy.ok and busy.code == FailureCode.BUSY
     assert "installing a model" in busy.reason
     assert seen["pong_while_stuck"] is None
+    assert reply.ok, reply.reason
+
+
+@pytest.mark.req("CMP-012", "MDL-004")
+def test_an_install_whose_reference_open_took_most_of_compute_open_s_still_answers_through_its_activation(
+        bench, monkeypatch):
+    """Found in review: the whole install's limit counted the reference check's open too (a TensorRT build may take
+    most of compute_open_s, within its own limit), and the activation after it began already out of time, silent:
+    the watchdog replaced a worker at a good install's last step. The agent waits 60 s past compute_open_s; the
+    install answers until compute_open_s and INSTALL_GRACE_S have passed."""
+    from flight.compute.worker import Worker
+
+    worker = bench.worker
+    worker.open_limit_s = 1800.0
+    ahead_s = [0.0]
+    real_clock = Worker.clock_s
+    monkeypatch.setattr(Worker, "clock_s", lambda self: real_clock(self) + ahead_s[0])
+    reference_check = UplinkChecks.reference_check
+
+    def long_build(self, *args, **kwargs):
+        result = reference_check(self, *args, **kwargs)
+        ahead_s[0] += 1801.0  # the candidate's checks and a build of 1794 s: within the open's own 1800 s
+        return result
+
+    monkeypatch.setattr(UplinkChecks, "reference_check", long_build)
+    manifest = pack_full(tiny(1.0), "tiny", "1", ALICE, ALICE_KEY, bench.staging, REF_X, 1e-5).manifest
+    activate = worker.store.activate
+    seen: dict[str, object] = {}
+
+    def ping_then_activate(*args, **kwargs):
+        bench.router.send_multipart([b"compute", cp.encode(cp.Ping(77))])
+        seen["pong"] = _first(bench, cp.Pong, PONG_WAIT_S)
+        return activate(*args, **kwargs)
+
+    monkeypatch.setattr(worker.store, "activate", ping_then_activate)
+    bench.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    bench.drain()
+    reply = bench.install("1", manifest.sha256)
+    assert seen["pong"] == cp.Pong(77)
     assert reply.ok, reply.reason

@@ -182,6 +182,7 @@ KEEPALIVE_BYTES = 16 * 1024 * 1024
 CLOCK_SLACK_S = 0.5  # the agent's clock gaining less than this on the worker's is the messages' delay
 MAX_CLOCK_GAIN_S = 86_400.0  # more between two Admits, either way, is a clock set anew or a bad value, not time
 MAX_DEFERRED = 256  # messages _keepalive holds for the loop at most
+INSTALL_GRACE_S = 30.0  # an install past compute_open_s by this falls silent (_kept_alive): the agent waits 60 s more
 OPEN_POLL_S = 0.02  # while a session opens on its own thread: the pings' answer comes within this
 OPEN_BUSY_S = 10.0  # an open this long (a TensorRT build): requests are answered BUSY, not kept for minutes
 LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait this long for its lock
@@ -685,18 +686,20 @@ class Worker:
         the model parsed: found in audit, 7.5 s here for a model of 1.8 GiB, answering no ping, past a short
         compute_watchdog_s) and the store's activation (a CPU open, hashes, writes with fsync and the read-back:
         3.1 s for one of 381 MiB). Past :data:`OPEN_BUSY_S` a request is answered BUSY, as during a long open; past
-        ``compute_open_s`` the pings go unanswered, so that the agent's watchdog replaces a worker stuck in it (a
-        wedged read or fsync) before the agent's wait for the install ends (found in review: answered for ever, the
-        hang hidden, and a late end activated a model whose install was said failed). ``began``: when the install
-        began (:meth:`clock_s`), its limit the whole install's, as the agent waits for the whole (found in review: one
-        per step, a slow check then a wedged activation went silent only past the agent's wait). Raises what ``call``
-        raised."""
+        ``compute_open_s`` and :data:`INSTALL_GRACE_S` since the install ``began`` (:meth:`clock_s`: the whole
+        install, its reference check's open among it, as the agent waits 60 s past ``compute_open_s`` for the whole)
+        the pings go unanswered, so that the agent's watchdog (at its default 10 s) replaces a worker stuck in it (a
+        wedged read or fsync) before that wait ends (found in review: answered for ever, the hang hidden, and a late
+        end activated a model whose install was said failed; then one limit a step; then, past compute_open_s alone,
+        an install whose reference open had taken a TensorRT build's time was cut in its last seconds). A watchdog
+        longer than the grace lets the agent's wait end first: the install is said failed, and may still end. Raises
+        what ``call`` raised."""
         thread, outcome = _started(call, "sunlit-install")
         try:
             while thread.is_alive():
                 thread.join(OPEN_POLL_S)
                 elapsed_s = self.clock_s() - began
-                if elapsed_s >= self.open_limit_s:
+                if elapsed_s >= self.open_limit_s + INSTALL_GRACE_S:
                     continue  # silent: the watchdog's to judge
                 if elapsed_s >= OPEN_BUSY_S and not self._busy:
                     self._answer_busy("the worker is installing a model: send it again once it has been installed")
