@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -21,6 +22,16 @@ import pytest
 
 from ground.client import GroundClient, direct_client
 from hil.agent_process import AgentProcess, free_tcp_port_pair
+
+
+@pytest.fixture
+def worker():
+    """A real process standing in for a compute worker, the test's child: the test process is its parent, as the
+    agent is its worker's (the harness's compute_hang stops and resumes it)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture

@@ -12,17 +12,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from hil.cli import main
 from hil.faults import judge
-from hil.loop import ClosedLoop
 from hil.run import REPORT_LOCK, report_lock, run_scenario
 from hil.scenario import ScenarioError, parse_scenario
 from tests.test_hil_faults import _wait_state
-from tests.test_hil_hang_overlap import _timeline
+from tests.test_hil_hang_overlap import _loop_hanging, _timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SSO = ROOT / "hil" / "data" / "profiles" / "sso_550.parquet"
@@ -108,33 +106,13 @@ def test_a_report_folder_whose_earlier_report_cannot_be_removed_is_bad_input_not
 # --- compute_hang: what its record says of the worker ------------------------------------------------------------
 
 
-@pytest.fixture
-def worker():
-    """A real process, the test's child: the test process is its parent, as the agent is its worker's."""
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def _hang_loop(tmp_path: Path, worker: subprocess.Popen, faults: list[dict]) -> tuple[ClosedLoop, list]:
-    """The loop of a scenario with ``faults``, its compute_hangs applied to ``worker`` (the test process standing
-    in as the agent whose worker it is), as tests/test_hil_hang_overlap.py does."""
-    sc = parse_scenario({"name": "hang", "profile": str(SSO), "duration_s": 400, "step_s": 10,
-                         "compute": {"real": True}, "faults": faults})
-    loop = ClosedLoop(sc, tmp_path)
-    loop.agent = SimpleNamespace(proc=SimpleNamespace(pid=os.getpid()), running=True)
-    loop.client = SimpleNamespace(latest={"compute_pid": (worker.pid,)})
-    return loop, list(sc.faults)
-
-
 @pytest.mark.req("HIL-008")
 def test_a_hang_until_the_watchdog_acts_records_its_worker_replaced_as_a_hang_of_positive_duration_does(
         tmp_path, worker):
     """Found in audit: a compute_hang of duration_s 0 (hung until the agent's watchdog replaces the worker) never
     said its worker was replaced, where one of positive duration did ("not resumed at ...: already replaced"), and
     stayed in the harness's list of hangs to the end of the run."""
-    loop, (hang,) = _hang_loop(tmp_path, worker, [{"at_s": 100, "kind": "compute_hang", "duration_s": 0}])
+    loop, (hang,) = _loop_hanging(tmp_path, worker, [{"at_s": 100, "kind": "compute_hang", "duration_s": 0}])
     loop._apply_fault(hang, 0.0, 100.0)  # noqa: SLF001
     assert _wait_state(worker.pid, "T")
     loop._end_hangs(110.0)  # noqa: SLF001  (still the stopped process: nothing to say yet)
@@ -153,7 +131,7 @@ def test_a_hang_a_reboot_cut_short_says_the_harness_resumed_it_and_is_not_failed
     """Found in audit: a hang whose agent a reboot killed before the watchdog could act was resumed by the harness
     in silence, and failed as "no COMPUTE_HUNG within compute_watchdog_s", blaming the agent for what the harness
     did. It still fails (it tested nothing), saying why and what to do."""
-    loop, faults = _hang_loop(tmp_path, worker, [{"at_s": 100, "kind": "compute_hang"},
+    loop, faults = _loop_hanging(tmp_path, worker, [{"at_s": 100, "kind": "compute_hang"},
                                                  {"at_s": 100, "kind": "reboot"}])
     hang = next(f for f in faults if f.kind == "compute_hang")
     loop._rel_s = 100.0  # noqa: SLF001

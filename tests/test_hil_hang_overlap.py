@@ -40,15 +40,6 @@ def _timeline(n: int = 40, step_s: float = 10.0, events: list | None = None, **p
                     events=events or [], params=agent_parameters(params), step_s=step_s)
 
 
-@pytest.fixture
-def worker():
-    """A real process, the test's child: the test process is its parent, as the agent is its worker's."""
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def _loop_hanging(tmp_path: Path, worker: subprocess.Popen, faults: list[dict]) -> tuple[ClosedLoop, list]:
     """The loop of a scenario with ``faults``, each applied to ``worker`` as the run applies it (the test
     process standing in as the agent whose worker it is)."""
