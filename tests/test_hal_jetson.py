@@ -176,6 +176,30 @@ def test_empty_tj_zone_goes_into_missing(tmp_path):
     assert reading.temps_c["cpu-thermal"] == pytest.approx(54.937, abs=ROUNDING)
 
 
+# The zone types L4T 35 (JetPack 5) writes for the zones L4T 36 (JetPack 6) names as the fake trees do.
+L4T35_ZONE_TYPES = {
+    "cpu-thermal": "CPU-therm", "gpu-thermal": "GPU-therm", "cv0-thermal": "CV0-therm", "cv1-thermal": "CV1-therm",
+    "cv2-thermal": "CV2-therm", "soc0-thermal": "SOC0-therm", "soc1-thermal": "SOC1-therm",
+    "soc2-thermal": "SOC2-therm", "tj-thermal": "tj-therm", "tboard_tegra": "Tboard_tegra",
+    "tdiode_tegra": "Tdiode_tegra",
+}
+
+
+@pytest.mark.req("DEP-004")
+def test_a_jetpack5_board_reads_its_zones_under_the_names_the_profile_uses(board):
+    """Found in audit: on L4T 35 the zones are `CPU-therm`, `tj-therm`, `Tboard_tegra`...; every zone the profile
+    names was missing for good (sensors_missing 6 on a healthy Orin Nano, temp_cpu_c nil) and each was read
+    under a name nothing else knows."""
+    for zone_type, _ in board.spec.zones:
+        (board.zone_dir(zone_type) / "type").write_text(L4T35_ZONE_TYPES[zone_type] + "\n")
+    reading = open_fake(board).read()
+    assert reading.missing == ()
+    expected = EXPECTED_TEMPS_C[board.spec.board]
+    assert set(reading.temps_c) == set(expected)
+    for zone, temp_c in expected.items():
+        assert reading.temps_c[zone] == pytest.approx(temp_c, abs=ROUNDING), zone
+
+
 @pytest.mark.req("DEP-004")
 def test_zone_that_errors_goes_into_missing(tmp_path):
     fake = make_board(tmp_path, "agx_orin_64gb")
@@ -617,6 +641,22 @@ def test_nvpmodel_missing_or_unparseable(tmp_path, monkeypatch):
     fake.set_nvpmodel_behaviour(query_garbage=True)
     with pytest.raises(HalError, match="no 'NV Power Mode:' line"):
         open_fake(fake).current_power_mode()
+
+
+@pytest.mark.req("DEP-004", "AGT-008")
+def test_an_nvpmodel_name_with_a_nul_byte_is_power_modes_unavailable_not_a_value_error(tmp_path):
+    """Found in audit: a [hal] nvpmodel holding a NUL byte (TOML's \\u0000) raised ValueError out of every mode
+    query and set, which the HAL's callers take only as HalError: an internal error each tick. It is one condition,
+    said as the backend starts, naming the key."""
+    fake = make_board(tmp_path, "orin_nano")
+    nvpmodel = str(fake.nvpmodel) + "\x00"
+    board = open_board("jetson", BoardOptions(root=str(fake.root), nvpmodel=nvpmodel))
+    (note,) = board.notes
+    assert note.startswith(f"hal.nvpmodel: {nvpmodel!r} holds a NUL byte")
+    for call in (board.hal.current_power_mode, lambda: board.hal.set_power_mode("7W")):
+        with pytest.raises(PowerModesUnavailable, match=r"\(hal\.nvpmodel\) holds a NUL byte"):
+            call()
+    assert fake.nvpmodel_calls() == []  # nothing ran
 
 
 @pytest.mark.req("DEP-004", "AGT-008")

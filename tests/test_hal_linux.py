@@ -35,8 +35,8 @@ def test_this_machine_gives_a_valid_reading_and_names_what_is_missing():
     if not list(Path("/sys/class/powercap").glob("intel-rapl:*")):
         assert any(m.startswith("rapl: no intel-rapl") for m in first.missing)
         assert first.rails == {}
-    if first.board_power_w is None:
-        assert any(m.startswith("board_power_w:") for m in first.missing)
+    if first.board_power_w is None:  # missing, or a note where psys needs its second read
+        assert any(m.startswith("board_power_w:") for m in first.missing + first.notes)
     # /proc is there on any Linux: memory use on the first read, load needs a second.
     assert first.mem_pct is not None and 0.0 < first.mem_pct < 100.0
     assert first.cpu_pct is None and any(m.startswith("cpu_pct: first") for m in first.notes)
@@ -112,7 +112,7 @@ def test_rapl_power_from_two_energy_reads(tmp_path):
     first = hal.read()
     assert first.rails == {} and first.board_power_w is None
     for key in ("package-0", "package-0/core", "package-0/uncore", "psys"):
-        assert f"{key}: first energy sample; power needs a second read" in first.missing
+        assert f"{key}: first energy sample; power needs a second read" in first.notes
 
     # 0.5 s later: 12.5 J, 7.5 J, 0.25 J and 20 J more.
     after_uj = {"intel-rapl:0": 13_500_000, "intel-rapl:0:0": 8_000_000, "intel-rapl:0:1": 250_000, "intel-rapl:1": 22_000_000}
@@ -207,3 +207,24 @@ def test_rapl_reset_high_in_the_range_is_told_by_the_power_it_would_mean():
     with pytest.raises(ValueError, match="energy counter reset"):
         rapl_power_w(high_uj, 1_000_000, 1.0, RAPL_MAX_RANGE_UJ)
     assert rapl_power_w(RAPL_MAX_RANGE_UJ - 30_000_000, 10_000_000, 1.0, RAPL_MAX_RANGE_UJ) == pytest.approx(40.0)
+
+
+def test_a_healthy_pc_misses_nothing_at_its_first_read(tmp_path):
+    """Found in audit: each RAPL zone's first energy sample, and board_power_w with it, went into missing, so every
+    start of a healthy PC said SENSOR_MISSING five times and SENSOR_RESTORED a tick later. A first sample is a
+    note, as cpu_pct's is; a zone that fails to read is still missing."""
+    pc = make_pc(tmp_path)
+    (pc.root / "sys" / "class" / "hwmon" / "hwmon3" / "temp2_input").write_text("30000\n")  # every sensor good
+    hal = LinuxHal(root=pc.root, monotonic_s=StepClock(1.0, 2.0))
+    first = hal.read()
+    assert first.missing == ()
+    assert first.board_power_w is None and first.rails == {}
+    assert "board_power_w: from the RAPL psys domain once it has a second energy read" in first.notes
+    assert "psys: first energy sample; power needs a second read" in first.notes
+    energy = pc.rapl_dir("intel-rapl:1") / "energy_uj"
+    energy.unlink()
+    energy.mkdir()  # psys fails to read: missing, and board power with it
+    pc.write_proc_stat(PROC_STAT_2)
+    second = hal.read()
+    assert [m.split(":")[0] for m in second.missing] == ["psys", "board_power_w"]
+    assert second.board_power_w is None and "package-0" in second.rails

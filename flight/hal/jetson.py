@@ -425,7 +425,9 @@ def nvpmodel_problem(nvpmodel: str) -> str | None:
     where it can. Asked as the backend starts (found in audit: a wrong [hal] nvpmodel was found only when the
     first power mode query failed). Not a reason to stop: a dev board without nvpmodel still reads its
     sensors, and power modes work as soon as it is there (the agent says the outage once: POWER_MODES_UNAVAILABLE)."""
-    if os.sep not in nvpmodel:
+    if "\x00" in nvpmodel:
+        why = "holds a NUL byte, which no file name does"
+    elif os.sep not in nvpmodel:
         found = shutil.which(nvpmodel)
         why = None if found else f"not found on PATH ({os.environ.get('PATH', '')[:200]})"
     else:
@@ -469,8 +471,30 @@ def _numbered(paths, pattern: re.Pattern) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def zone_key(zone_type: str) -> str:
+    """The name a zone is known by: its type as L4T 36 (JetPack 6) writes it, whichever release wrote it.
+
+    L4T 35 (JetPack 5) names the same Orin zones ``CPU-therm``, ``SOC0-therm``, ``tj-therm``, ``Tboard_tegra``;
+    L4T 36 ``cpu-thermal``, ``soc0-thermal``, ``tj-thermal``, and the profiles, telemetry and the harness use those
+    (found in audit: on JetPack 5 every zone the profile names was missing for good and temp_cpu_c nil). Other
+    names are kept as they are.
+
+    >>> zone_key("CPU-therm"), zone_key("tj-therm"), zone_key("Tboard_tegra"), zone_key("cpu-thermal")
+    ('cpu-thermal', 'tj-thermal', 'tboard_tegra', 'cpu-thermal')
+    >>> zone_key("PMIC-Die")
+    'PMIC-Die'
+    """
+    lowered = zone_type.lower()
+    if lowered.endswith("-therm"):
+        return lowered + "al"
+    if lowered.endswith("_tegra"):
+        return lowered
+    return zone_type
+
+
 def find_zones(thermal_dir: Path) -> tuple[dict[str, _Zone], list[str]]:
     """Every ``thermal_zoneN`` by its type (a second one of a type as ``type#2``), and what could not be taken.
+    The type is taken as :func:`zone_key` names it: a JetPack 5 board's zones under the names a JetPack 6 one uses.
     A zone whose type cannot be read is not taken under its directory's name: a temperature under
     ``thermal_zone0`` is no sensor anyone expects, and its own name would be said missing besides."""
     zones: dict[str, _Zone] = {}
@@ -484,7 +508,7 @@ def find_zones(thermal_dir: Path) -> tuple[dict[str, _Zone], list[str]]:
         except (OSError, UnicodeDecodeError) as exc:  # found in audit: bytes not text raised out of read()
             problems.append(f"{zone_dir.name}: type {describe_error(exc)} ({zone_dir / 'type'})")
             continue
-        zones[unique_key(zones, zone_type)] = _Zone(zone_dir, zone_type)
+        zones[unique_key(zones, zone_key(zone_type))] = _Zone(zone_dir, zone_type)
     return zones, problems
 
 
@@ -778,6 +802,10 @@ class JetsonHal(Hal):
         except PermissionError:
             raise PowerModesUnavailable(f"{self.nvpmodel!r} (hal.nvpmodel) is not executable; check its mode bits") \
                 from None
+        except ValueError:  # a NUL byte in the name (found in audit: ValueError out of each tick's mode query)
+            raise PowerModesUnavailable(
+                f"{self.nvpmodel!r} (hal.nvpmodel) holds a NUL byte: no program has that name; set [hal] nvpmodel to "
+                "nvpmodel's path") from None
         except OSError as exc:
             why = f"{self.nvpmodel!r} (hal.nvpmodel) cannot be run: {exc.strerror or exc}"
             if exc.errno in _NOT_A_PROGRAM:  # until someone changes the file or the config
@@ -883,4 +911,5 @@ __all__ = [
     "parse_nvpmodel_query",
     "parse_tegrastats",
     "read_model",
+    "zone_key",
 ]

@@ -126,15 +126,17 @@ class LinuxHal(Hal):
     def read(self) -> HalReading:
         temps_c, missing, off = read_thermal_zones(self.root)
         missing += self._read_hwmon_temps(temps_c)
-        rails, rapl_missing = self._read_rapl()
+        rails, rapl_missing, rapl_notes = self._read_rapl()
         missing += rapl_missing
-        notes = self._zones_off.notes(off)
+        notes = self._zones_off.notes(off) + rapl_notes
         board_power_w: float | None = None
         if "psys" in rails:
             board_power_w = rails["psys"].power_w
             notes.append("board_power_w from the RAPL psys domain (whole platform, as the firmware estimates it)")
         elif any(m.startswith("psys: ") for m in rapl_missing):  # the domain is there, this sample is not
             missing.append("board_power_w: the RAPL psys domain gave no power this sample (see psys)")
+        elif any(n.startswith("psys: ") for n in rapl_notes):  # its first sample: no power yet, and no fault
+            notes.append("board_power_w: from the RAPL psys domain once it has a second energy read")
         else:
             missing.append("board_power_w: no RAPL psys domain; a PC has no input-power sensor otherwise")
         cpu_pct, mem_pct, proc_missing = self._proc.sample()
@@ -188,12 +190,16 @@ class LinuxHal(Hal):
             keyed.append((key, zone))
         return keyed
 
-    def _read_rapl(self) -> tuple[dict[str, RailReading], list[str]]:
+    def _read_rapl(self) -> tuple[dict[str, RailReading], list[str], list[str]]:
+        """(rails, missing, notes). A zone's first energy sample gives no power yet: a note, not a missing sensor
+        (found in audit: every start of a healthy PC said SENSOR_MISSING for each RAPL zone and board_power_w, and
+        SENSOR_RESTORED for each a tick later, as cpu_pct's first sample once did)."""
         rails: dict[str, RailReading] = {}
         missing: list[str] = []
+        notes: list[str] = []
         zones = self._rapl_zones()
         if not zones:
-            return rails, [f"rapl: no intel-rapl:* zones under {self.powercap_dir}"]
+            return rails, [f"rapl: no intel-rapl:* zones under {self.powercap_dir}"], notes
         t_s = self.monotonic_s()  # one time stamp for all zones: they are read microseconds apart
         for key, zone in zones:
             energy_path = zone / "energy_uj"
@@ -209,7 +215,7 @@ class LinuxHal(Hal):
             before = self._energy_before.get(str(zone))
             self._energy_before[str(zone)] = (energy_uj, t_s)
             if before is None:
-                missing.append(f"{key}: first energy sample; power needs a second read")
+                notes.append(f"{key}: first energy sample; power needs a second read")
                 continue
             try:
                 max_range: int | None = read_int(zone / "max_energy_range_uj")
@@ -221,7 +227,7 @@ class LinuxHal(Hal):
                 missing.append(f"{key}: {exc}")
                 continue
             rails[key] = RailReading(None, None, power_w)
-        return rails, missing
+        return rails, missing, notes
 
     # --- power modes (software only) --------------------------------------------------------
 
