@@ -307,6 +307,9 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
+    for key, value in values.items():  # TOML's \u0000 (found in audit: "embedded null byte" from the backend's open,
+        if isinstance(value, str) and "\x00" in value:  # naming no key, and a ValueError each tick from nvpmodel)
+            raise fail(key, f"{value[:40]!r} holds a NUL byte: no path, program, URL or name has one")
 
     def get(key: str) -> Any:
         section, name = key.split(".")

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from flight.agent.control import zone_channels
 from flight.agent.control_core import report_sensors, sensor_key
 from flight.clock import SimClock
 from flight.hal import BoardOptions, HalError, HalReading, open_board
@@ -109,6 +110,18 @@ def test_every_zone_is_read_in_celsius(board):
     assert set(reading.temps_c) == set(expected)
     for zone, temp_c in expected.items():
         assert reading.temps_c[zone] == pytest.approx(temp_c, abs=ROUNDING), zone
+
+
+@pytest.mark.req("DEP-004")
+def test_every_zone_the_board_has_fills_its_telemetry_channel(board):
+    """Found in audit: temp_board_c was nil on an AGX Orin, whose board zone is `tboard_tegra`, not `board-thermal`."""
+    channels = zone_channels(open_fake(board).read().temps_c)
+    expected = EXPECTED_TEMPS_C[board.spec.board]
+    filled = {channel: value for channel, value in channels.items() if value is not None}
+    assert len(filled) == len(expected) - ("tdiode_tegra" in expected)  # the diode zone has no channel
+    assert filled["temp_cpu_c"] == pytest.approx(expected["cpu-thermal"], abs=ROUNDING)
+    if "tboard_tegra" in expected:
+        assert filled["temp_board_c"] == pytest.approx(expected["tboard_tegra"], abs=ROUNDING)
 
 
 @pytest.mark.req("DEP-004")

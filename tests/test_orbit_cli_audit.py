@@ -69,6 +69,17 @@ def test_an_empty_directory_in_the_config_is_refused(tmp_path, key):
         load_config(path)
 
 
+@pytest.mark.parametrize("key", ["hal.root", "hal.nvpmodel", "paths.state_dir", "link.url"])
+def test_a_nul_byte_in_a_config_string_is_refused_naming_the_key(tmp_path, key):
+    """AGT-018: TOML's \\u0000 in [hal] root gave "embedded null byte" naming no key, and in [hal] nvpmodel a
+    ValueError from every tick's power-mode query; refused as the file is read, naming the key."""
+    section, name = key.split(".")
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[{section}]\n{name} = "ab\\u0000c"\n')
+    with pytest.raises(ConfigError, match=rf"agent\.toml: {key}: 'ab\\x00c' holds a NUL byte"):
+        load_config(path)
+
+
 def test_an_empty_state_dir_flag_is_refused_and_nothing_is_written(tmp_path, monkeypatch, capsys):
     """AGT-018: ``--state-dir "$STATE"`` with the variable unset started the agent with its state, store and
     compute area in the directory it was started from; now exit 2 naming the flag and the key."""

@@ -91,6 +91,14 @@ def profile_power_modes(board: Board, why: PowerModesUnavailable) -> tuple[Power
     return tuple(PowerMode(m.name, i, m.budget_w, "profile") for i, m in enumerate(board.profile.modes))
 
 
+def zone_channels(temps_c: dict[str, float]) -> dict[str, float | None]:
+    """Each ``temp_<zone>_c`` channel from a reading's zones: ``<zone>-thermal`` as L4T 36 names a zone, the bare
+    name as the harness does, or ``t<zone>_tegra`` (the board zone of an AGX Orin, ``tboard_tegra``; found in audit:
+    temp_board_c was nil on every real board)."""
+    return {channel: temps_c.get(f"{zone}-thermal", temps_c.get(zone, temps_c.get(f"t{zone}_tegra")))
+            for zone, channel in ZONE_CHANNELS.items()}
+
+
 @dataclass(frozen=True)
 class PowerSetup:
     """The configuration's [power] section, as the controller needs it."""
@@ -730,9 +738,7 @@ class Controller(Component):
                           beta_deg=pred.beta_deg, tle_age_s=pred.tle_age_s + since_s)
         else:
             values.update(dict.fromkeys(orbit_keys))
-        temps = r.temps_c if r else {}
-        for zone, channel in ZONE_CHANNELS.items():
-            values[channel] = temps.get(f"{zone}-thermal", temps.get(zone))
+        values.update(zone_channels(r.temps_c if r else {}))
         values.update(temp_max_c=out.temp_max_c if out else None, temp_rate_c_per_min=self.state.temp_rate_c_per_min,
                       throttle_state=gov.state.value, throttle_steps=gov.steps_down)
         return values
