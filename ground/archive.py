@@ -2071,29 +2071,50 @@ class Archive:
         return str(value)
 
     def export_csv(self, channels: str | Iterable[str], out_path: Path | str, from_s: float | None = None,
-                   to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT) -> int:
+                   to_s: float | None = None, spacecraft: str = DEFAULT_SPACECRAFT,
+                   page_samples: int = PAGE_SAMPLES) -> int:
         """Channels side by side, one row per packet time seen in any of them; return the rows.
 
         Columns: ``time_s`` (Unix seconds), ``time_utc`` (ISO 8601), then one per channel. A cell
         is empty where that channel has no value at that time (another packet's time, nil, NaN).
         If one channel has two values at the same time (a repeated packet), the later one wins.
         Integer and boolean channels are written as integers, floats with full precision.
+        The window is read a page at a time (:meth:`query_page`, ``page_samples`` samples), so an export of any
+        length holds one page in memory (found in audit: the whole window was read first, gigabytes for a year of
+        a few channels); a row whose time goes on in the next page is written once, with both pages' values.
         """
         names = [channels] if isinstance(channels, str) else list(channels)
-        data = self.query(names, from_s, to_s, spacecraft)
-        all_times = np.unique(np.concatenate([t for t, _ in data.values()])) if names else np.empty(0)
-        columns = []
-        for name in names:
-            times, values = data[name]
-            column = np.full(len(all_times), "", dtype=object)
-            column[np.searchsorted(all_times, times)] = [self._format_cell(name, v) for v in values.tolist()]
-            columns.append(column)
+        rows = 0
         with _replacing(out_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["time_s", "time_utc", *names])
-            for i, t in enumerate(all_times.tolist()):
-                writer.writerow([repr(t), utc_iso(t), *(c[i] for c in columns)])
-        return len(all_times)
+            held: tuple[float, list[str]] | None = None  # the page's last row: its time may go on in the next page
+            after: str | None = None
+            while names:
+                page = self.query_page(names, from_s, to_s, spacecraft, max(page_samples, len(names)), after)
+                all_times = np.unique(np.concatenate([t for t, _ in page.channels.values()]))
+                columns = []
+                for name in names:
+                    times, values = page.channels[name]
+                    column = np.full(len(all_times), "", dtype=object)
+                    column[np.searchsorted(all_times, times)] = [self._format_cell(name, v) for v in values.tolist()]
+                    columns.append(column)
+                for i, t in enumerate(all_times.tolist()):
+                    cells = [c[i] for c in columns]
+                    if held is not None:
+                        if held[0] == t:  # one time on both sides of the page's end: one row, the later value wins
+                            cells = [new or old for new, old in zip(cells, held[1])]
+                        else:
+                            writer.writerow([repr(held[0]), utc_iso(held[0]), *held[1]])
+                            rows += 1
+                    held = (t, cells)
+                if page.complete:
+                    break
+                after = page.next
+            if held is not None:
+                writer.writerow([repr(held[0]), utc_iso(held[0]), *held[1]])
+                rows += 1
+        return rows
 
     def _packets_in(self, db: sqlite3.Connection, sc: int, lo: float, hi: float,
                     valid_only: bool) -> Iterator[tuple[int, bytes, int, str]]:

@@ -52,6 +52,7 @@ from ground.cli_args import count as _count, install_output, printable as _print
 from ground.archive import (
     DEFAULT_PATH,
     DEFAULT_SPACECRAFT,
+    PAGE_SAMPLES,
     Archive,
     ArchiveError,
     RetentionPolicy,
@@ -164,28 +165,72 @@ def _unit(archive: Archive, name: str) -> str:
     return ch.unit if ch is not None else ""
 
 
-def _cmd_query(args: argparse.Namespace) -> int:
-    with _open(args, spacecraft=True) as archive:
+def _query_pages(archive: Archive, args: argparse.Namespace) -> Any:
+    """The window a page at a time (``Archive.query_page``), each page's ``(channels, complete, page_end_s)``: found in
+    audit, `query` read the whole window before printing a line (gigabytes for a year of a few channels). With
+    ``--max-points`` it is one answer, whole: the decimation's buckets span the whole window."""
+    if args.max_points is not None:
         data = archive.query(args.channel, args.from_s, args.to_s, args.spacecraft, max_points=args.max_points)
+        yield data, True, math.inf
+        return
+    after = None
+    while True:
+        page = archive.query_page(args.channel, args.from_s, args.to_s, args.spacecraft,
+                                  max(PAGE_SAMPLES, len(args.channel)), after)
+        yield page.channels, page.complete, page.page_end_s
+        if page.complete:
+            return
+        after = page.next
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    order: dict[str, int] = {}  # the order the channels were named
+    for k, name in enumerate(args.channel):
+        order.setdefault(name, k)
+    stats: dict[str, dict[str, Any]] = {name: {"count": 0, "numbers": True, "n": 0, "sum": 0.0} for name in order}
+    held: list[tuple[float, int, str, Any]] = []  # lines at the page's last time: it may go on in the next page
+    found = 0
+    with _open(args, spacecraft=True) as archive:
+        for data, complete, end_s in _query_pages(archive, args):
+            if args.stats:
+                for name, (times, values) in data.items():
+                    st = stats[name]
+                    if not len(times):
+                        continue
+                    st["count"] += len(times)
+                    st.setdefault("first", times[0])
+                    st["last"] = times[-1]
+                    if values.dtype == object:  # text, or a number channel that received something else: no min/max
+                        st["numbers"] = False
+                        continue
+                    known = values[~np.isnan(values)]
+                    if len(known):
+                        st["min"] = min(st.get("min", math.inf), float(known.min()))
+                        st["max"] = max(st.get("max", -math.inf), float(known.max()))
+                        st["n"] += len(known)
+                        st["sum"] += float(known.sum())
+                continue
+            lines = held + [(t, order[name], name, v) for name, (times, values) in data.items()
+                            for t, v in zip(times.tolist(), values.tolist())]
+            lines.sort(key=lambda r: (r[0], r[1]))  # stable: one channel's values at one time in their order
+            cut = len(lines) if complete else next((k for k, r in enumerate(lines) if r[0] >= end_s), len(lines))
+            lines, held = lines[:cut], lines[cut:]
+            for t, _k, name, v in lines:
+                found += 1
+                shown = "" if v is None or (isinstance(v, float) and math.isnan(v)) else _printable(v)
+                # the agent's text printable, as `sunlit-ground events` shows it: an escape or a line break in a text
+                # channel (a power mode's name from the board) drove the terminal or forged a line (found in audit)
+                print(f"{utc_iso(t)}  {name:>24} = {shown} {_unit(archive, name)}".rstrip())
     if args.stats:
-        for name, (times, values) in data.items():
-            line: dict[str, Any] = {"channel": name, "count": len(times)}
-            if len(times):
-                line.update(first=utc_iso(times[0]), last=utc_iso(times[-1]))
-                known = values[~np.isnan(values)] if values.dtype != object else values[:0]
-                if len(known):
-                    line.update(min=float(known.min()), mean=float(known.mean()), max=float(known.max()),
-                                unit=_unit(archive, name))
+        for name, st in stats.items():
+            line: dict[str, Any] = {"channel": name, "count": st["count"]}
+            if st["count"]:
+                line.update(first=utc_iso(st["first"]), last=utc_iso(st["last"]))
+                if st["numbers"] and st["n"]:
+                    line.update(min=st["min"], mean=st["sum"] / st["n"], max=st["max"], unit=_unit(archive, name))
             print(json.dumps(line))
-    else:
-        merged = sorted(((t, name, v) for name, (times, values) in data.items()
-                         for t, v in zip(times.tolist(), values.tolist())), key=lambda r: r[0])
-        for t, name, v in merged:
-            shown = "" if v is None or (isinstance(v, float) and math.isnan(v)) else _printable(v)
-            # the agent's text printable, as `sunlit-ground events` shows it: an escape or a line break in a text
-            # channel (a power mode's name from the board) drove the terminal or forged a line (found in audit)
-            print(f"{utc_iso(t)}  {name:>24} = {shown} {_unit(archive, name)}".rstrip())
-    if not any(len(t) for t, _ in data.values()):
+            found += st["count"]
+    if not found:
         _nothing(args, ", ".join(args.channel))
         return 1
     return 0
@@ -257,8 +302,11 @@ def _cmd_commands(args: argparse.Namespace) -> int:
         when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
         shown_args = "(seen on the stream only)" if c.args is None else json.dumps(c.args)
         ident = f"cmd_id={c.cmd_id}" if c.cmd_id is not None else f"queue_id={c.queue_id}"
-        approved = f" approved by {c.approved_by}" if c.approved_by else ""
-        print(f"{when}  {c.who or '?':<10} {c.name} {shown_args} {ident}{approved}: {c.outcome}")
+        approved = f" approved by {_printable(c.approved_by)}" if c.approved_by else ""
+        # printable, as `events` (found in audit: a failure's reason from the agent, an escape and a line break in it,
+        # drove the terminal and forged a line)
+        print(f"{when}  {_printable(c.who or '?'):<10} {_printable(c.name)} {shown_args} {ident}{approved}: "
+              f"{_printable(c.outcome)}")
     if not commands:
         _nothing(args, f"commands{' named ' + _printable(name) if name else ''}{unknown}")
     return 0 if commands else 1
@@ -314,8 +362,10 @@ def _cmd_files(args: argparse.Namespace) -> int:
         # names printable only (an operator's local name can hold an escape sequence)
         local, remote = _printable(t.local_name or "?"), _printable(t.remote_name)
         where = f"{local} -> {remote}" if t.direction == "up" else f"{remote} -> {local}"
-        print(f"{utc_iso(t.requested_s)}  {t.ref:<10} {t.who or '(agent)':<10} {t.direction:<4} {where}  "
-              f"{_size(t.size)}  {t.state}: {t.outcome}{'  sha256 ' + t.sha256 if t.sha256 else ''}")
+        # the outcome printable too: it quotes the agent's reason (its FILE_FAILED; found in audit)
+        print(f"{utc_iso(t.requested_s)}  {_printable(t.ref):<10} {_printable(t.who or '(agent)'):<10} "
+              f"{t.direction:<4} {where}  {_size(t.size)}  {_printable(t.state)}: {_printable(t.outcome)}"
+              f"{'  sha256 ' + _printable(t.sha256) if t.sha256 else ''}")
     if not transfers:
         _nothing(args, "file transfers")
     return 0 if transfers else 1

@@ -27,17 +27,19 @@ import pytest
 from flight.cli import jsonable as decode_tool_jsonable  # the decode tool's own JSON form
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
-from flight.link.dictionary import Limits, Severity, ValueType
+from flight.link.dictionary import FailureCode, Limits, Severity, ValueType
 from flight.link.messages import Codec, EventRecord, HkRecord, Stage, Verification
 from flight.link.packets import PacketError, Service, Subtype, pack_tc, pack_tm, unpack
 from ground.archive import (
     DEFAULT_SPACECRAFT,
+    PAGE_SAMPLES,
     Archive,
     ArchiveError,
     ArchiveRecorder,
     Retention,
     RetentionPolicy,
     decimate,
+    utc_iso,
 )
 from ground.archive_cli import add_archive_parser, parse_time_s
 from ground.client import Received
@@ -1618,3 +1620,70 @@ def test_an_output_that_cannot_be_written_is_named_as_given_not_as_its_temporary
     assert archive_cli("export", "--csv", "", "cpu_pct", "--db", db) == 2
     err = capsys.readouterr().err
     assert "--raw" not in err and "a folder; give the name of the file to write" in err, err
+
+
+@pytest.mark.req("GND-025")
+def test_the_agents_text_in_commands_and_files_is_printed_printable(archive, capsys):
+    """A command's failure reason and a file transfer's outcome quote the agent (its PUS 1 report, its FILE_FAILED):
+    an escape or a line break in them reached the operator's terminal through `archive commands` and `archive files`
+    and forged a line, which `archive events` already prints printable."""
+    codec = Codec(DICTIONARY)
+    archive.record_command("NOOP", {}, 42, "alice", T0_S)
+    failed = Verification(Stage.STARTED, False, 7, 42, DICTIONARY.command_by_name["NOOP"].opcode,
+                          FailureCode.BAD_ARGUMENTS, "bad\x1b[2J\nFORGED")
+    archive.record(decoded(codec, codec.encode_verification(failed, T0_S + 1)), T0_S + 1)
+    archive.record_file_transfer({"id": "out-1", "requested_s": T0_S, "direction": "up", "who": "alice",
+                                  "remote": "data/a.bin", "local": "a.bin", "state": "failed",
+                                  "reason": "the agent says: no\x1b[31m\nFORGED"})
+    db = str(archive.path)
+    capsys.readouterr()
+    assert archive_cli("commands", "--db", db) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-16T12:00:00.000Z  alice      NOOP {} cmd_id=42: failed at started: BAD_ARGUMENTS bad?[2J?FORGED"]
+    assert archive_cli("files", "--db", db) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2026-11-16T12:00:00.000Z  out-1      alice      up   a.bin -> data/a.bin  ?  failed: the agent says: "
+        "no?[31m?FORGED"]
+
+
+@pytest.mark.req("GND-006")
+def test_export_and_query_read_a_window_a_page_at_a_time_and_give_what_one_read_gives(small_chunks, tmp_path,
+                                                                                      capsys, monkeypatch):
+    """`archive export --csv` and `archive query` read the whole window before writing a line (found in audit:
+    memory grew with the window, gigabytes for a year of a few channels); they go a page at a time now, and a time
+    split between two pages (two packets of one time, two SIDs at one time) is still one CSV row, its lines in
+    order, as one read of the whole window gives them."""
+    codec = Codec(DICTIONARY)
+    archive = small_chunks
+    for i in range(90):  # two AGENT_HK packets at each time, POWER_HK at the same times: pages end inside a time
+        t = T0_S + i // 2
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), t)), t)
+        if i % 2:
+            archive.record(decoded(codec, codec.encode_hk(POWER_HK.sid, hk_values(POWER_HK, i), t)), t)
+    assert archive.counts()["hk_unsealed"]  # sealed and unsealed both in the window
+    names = ["mode", "battery_soc_pct", "cpu_pct"]
+    whole = archive.query(names)
+    archive.export_csv(names, tmp_path / "one.csv", page_samples=10**6)
+    for page_samples in (3, 5, 8):
+        assert archive.export_csv(names, tmp_path / "paged.csv", page_samples=page_samples) == 45
+        assert (tmp_path / "paged.csv").read_text() == (tmp_path / "one.csv").read_text()
+    rows = list(csv.DictReader((tmp_path / "one.csv").open()))
+    assert len(rows) == 45 and rows[-1]["cpu_pct"] == str(whole["cpu_pct"][1][-1])  # the later packet's value
+
+    want = sorted(((t, k, name, v) for k, name in enumerate(names)
+                   for t, v in zip(whole[name][0].tolist(), whole[name][1].tolist())), key=lambda r: (r[0], r[1]))
+    db = str(archive.path)
+    for page_samples in (3, 7, PAGE_SAMPLES):
+        monkeypatch.setattr("ground.archive_cli.PAGE_SAMPLES", page_samples)
+        capsys.readouterr()
+        assert archive_cli("query", *names, "--db", db) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines == [f"{utc_iso(t)}  {name:>24} = {'' if v is None or v != v else v} "
+                         f"{DICTIONARY.channel_by_name[name].unit}".rstrip() for t, _k, name, v in want]
+        assert archive_cli("query", *names, "--stats", "--db", db) == 0
+        stats = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [s["count"] for s in stats] == [len(whole[name][0]) for name in names]
+        assert stats[2]["min"] == float(np.nanmin(whole["cpu_pct"][1])) and stats[2]["max"] == float(
+            np.nanmax(whole["cpu_pct"][1]))
+        assert stats[2]["mean"] == pytest.approx(float(np.nanmean(whole["cpu_pct"][1])))
+        assert stats[0]["first"] == utc_iso(T0_S) and stats[0]["last"] == utc_iso(T0_S + 44) and "min" not in stats[0]
