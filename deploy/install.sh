@@ -65,6 +65,8 @@ while [ $# -gt 0 ]; do
             # A value that looks like an option is one forgotten (`--link --dry-run` would install for real);
             # OPT=VALUE takes it as written.
             [ "$EQ" = 1 ] || case "$2" in -*) die "$1 needs a value, not the option $2 (write $1=VALUE for one that starts with -)" ;; esac
+            # An empty one is refused, not taken as not given (found in audit: --venv-from "" installed online from PyPI).
+            [ -n "$2" ] || die "$1 needs a value, not an empty one (leave $1 out for its default)"
             case "$1" in
                 --root) ROOT=$2 ;; --source) SOURCE=$2 ;; --python) PY=$2 ;;
                 --ort-wheel) ORT_WHEEL=$2 ;; --ort-index) ORT_INDEX=$2 ;; --board) BOARD_OPT=$2 ;;
@@ -153,8 +155,10 @@ act() {
 }
 T() { printf '%s%s' "$ROOT" "$1"; }      # a path of the target system, under --root
 
-mode_of() { stat -c %a "$1"; }
-owner_of() { stat -c %U:%G "$1"; }
+# What chmod and chown change: a symlink's target (found in audit: /var/lib/sunlit linked to an NVMe drive was
+# "chmod 0750" again at every run, the link's own 0777 read back each time).
+mode_of() { stat -L -c %a "$1"; }
+owner_of() { stat -L -c %U:%G "$1"; }
 
 # ensure_dir PATH MODE [OWNER:GROUP]
 ensure_dir() {
@@ -267,9 +271,23 @@ UART_OPT=${UART_OPT#/dev/}
 # there wins: a review).
 SAVED_WHEEL=$(saved_choice ort_wheel)
 SAVED_INDEX=$(saved_choice ort_index)
+# An index URL goes to pip and into install.conf as one line: a newline in it wrote a line of its own there, which the
+# next run took as a choice (found in audit: --ort-index $'URL\nlink=zmq://0.0.0.0:9' put the link on every interface).
+check_index() {  # check_index GIVEN VALUE: GIVEN 1 for the option, else install.conf's line
+    case "$2" in *[[:space:][:cntrl:]]*) ;; *) return 0 ;; esac
+    if [ "$1" = 1 ]; then
+        die "--ort-index $(printf '%q' "$2"): an index URL has no spaces or control characters"
+    fi
+    die "ort_index=$(printf '%q' "$2") in $CHOICES (kept from an earlier run: fix that line, or give --ort-index): an index URL has no spaces or control characters"
+}
+check_index 1 "$ORT_INDEX"
+check_index 0 "$SAVED_INDEX"
 case "$LINK_URL" in
     *[[:space:]\"\\]*)
         die "$(chosen link "$LINK_GIVEN" "$LINK_URL"): a link URL has no spaces, quotes or backslashes" ;;
+    # TOML takes none in a string (found in audit: agent.toml and the SAFE fallback's default copy both unreadable)
+    *[[:cntrl:]]*)
+        die "$(chosen link "$LINK_GIVEN" "$(printf '%q' "$LINK_URL")"): a link URL has no control characters" ;;
 esac
 
 printf 'Sunlit install into %s from %s%s\n' "$SHOWN_ROOT" "$SOURCE" "$([ "$DRY" = 1 ] && echo ' (dry run: nothing will be changed)')"

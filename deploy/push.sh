@@ -28,7 +28,8 @@ DRY=0
 INSTALL_ARGS=()
 # OPT VALUE: a value that looks like an option is one the user forgot (`--user --dry-run` would lose the dry
 # run); OPT=VALUE takes it as written.
-value() { [ $# -ge 2 ] || die "$1 needs a value"; [ "$EQ" = 1 ] || case "$2" in -*) die "$1 needs a value, not the option $2 (write $1=VALUE for one that starts with -)" ;; esac; }
+# An empty one is refused, not taken (--user "" pushed to @HOST).
+value() { [ $# -ge 2 ] || die "$1 needs a value"; [ -n "$2" ] || die "$1 needs a value, not an empty one"; [ "$EQ" = 1 ] || case "$2" in -*) die "$1 needs a value, not the option $2 (write $1=VALUE for one that starts with -)" ;; esac; }
 while [ $# -gt 0 ]; do
     EQ=0
     case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; EQ=1 ;; esac
@@ -47,6 +48,8 @@ case "$DIR" in *[!A-Za-z0-9._/~-]*) die "--dir $DIR: letters, digits and . _ / ~
 DIR=$(printf '%s' "$DIR" | tr -s /)   # a//b is a/b (found in audit: /home/u// passed the checks below)
 DIR=${DIR%/}
 DIR=${DIR#\~/}    # ssh and rsync start in the home directory: ~/x is x
+# ~USER/x: the guard (quoted), rsync and the remote shell would each read it their own way.
+case "$DIR" in \~?*) die "--dir $DIR: ~USER is not taken; give the directory relative to the home push.sh logs in to (e.g. sunlit-src, with --user USER), or absolute" ;; esac
 case "/$DIR/" in
     //|/./|/~/|*/../*|*/./*|/~*/) die "--dir ${DIR:-/}: must name a directory of its own below your home (rsync --delete would empty it)" ;;
 esac

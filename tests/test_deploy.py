@@ -470,6 +470,66 @@ def test_a_link_url_that_would_break_the_toml_is_refused(tmp_path, source):
     assert bad.returncode == 2 and "a link URL has no spaces, quotes or backslashes" in bad.stderr
 
 
+def test_a_link_url_with_a_control_character_is_refused_before_any_config_is_written(tmp_path):
+    """One once made an agent.toml the agent refuses and a default copy (the SAFE fallback's) that
+    does not parse either, and the run ended "done"; it is said in one line, the character shown."""
+    root = jetson_root(tmp_path / "root")
+    bad = run_script(INSTALL, "--root", str(root), "--no-systemctl", "--no-pip", "--link",
+                     "zmq://127.0.0.1:5550\x01", check=False)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr == "install.sh: --link $'zmq://127.0.0.1:5550\\001': a link URL has no control characters\n"
+    assert not (root / "etc").exists() and not (root / "opt").exists()
+
+
+def test_an_empty_value_is_refused_not_taken_as_not_given(tmp_path):
+    """`--venv-from ""` once installed online from PyPI, as if no offline source had been asked for;
+    push.sh's `--user ""` pushed to @HOST."""
+    root = jetson_root(tmp_path / "root")
+    for script, argv, said in ((INSTALL, ("--venv-from", ""), "--venv-from needs a value, not an empty one"),
+                               (INSTALL, ("--ort-index=",), "--ort-index needs a value, not an empty one"),
+                               (INSTALL, ("--board", ""), "--board needs a value, not an empty one"),
+                               (DEPLOY / "push.sh", ("orin.local", "--user", ""), "--user needs a value, not an")):
+        extra = ("--root", str(root), "--no-systemctl") if script == INSTALL else ()
+        proc = run_script(script, *argv, *extra, "--dry-run", check=False)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stdout + proc.stderr
+        assert "would" not in proc.stdout
+    assert not (root / "etc").exists()
+
+
+@pytest.mark.req("DEP-001")
+def test_an_index_url_with_a_newline_or_space_is_refused_in_one_line_naming_the_option_or_line(tmp_path):
+    """DEP-001: a newline in --ort-index once wrote a line of its own into install.conf, which the next
+    run took as a choice (here: the link on every interface)."""
+    root = jetson_root(tmp_path / "root")
+    bad = run_script(INSTALL, "--root", str(root), "--dry-run", "--no-systemctl",
+                     "--ort-index", "https://idx.example/simple\nlink=zmq://0.0.0.0:9", check=False)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr == ("install.sh: --ort-index $'https://idx.example/simple\\nlink=zmq://0.0.0.0:9': "
+                          "an index URL has no spaces or control characters\n")
+    conf = root / "etc/sunlit/install.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("ort_index=https://idx example/simple\n")
+    kept = run_script(INSTALL, "--root", str(root), "--dry-run", "--no-systemctl", check=False)
+    assert kept.returncode == 2 and f"install.sh: ort_index=https://idx\\ example/simple in {conf} (kept from an " \
+        "earlier run: fix that line, or give --ort-index): an index URL has no spaces" in kept.stderr, kept.stderr
+
+
+@pytest.mark.req("DEP-001")
+def test_a_data_directory_linked_to_another_drive_is_not_changed_again_at_every_run(tmp_path, source):
+    """DEP-001: /var/lib/sunlit linked to an NVMe drive (its target already 0750) was "chmod 0750" at
+    every run: the link's own mode, 0777, was read back each time."""
+    root = jetson_root(tmp_path / "root")
+    target = tmp_path / "nvme" / "sunlit"
+    for sub in ("", "state", "compute"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+        (target / sub).chmod(0o750)
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lib/sunlit").symlink_to(target)
+    out = dry_run(root, source, "--no-pip").stdout
+    assert f"ok: {root}/var/lib/sunlit\n" in out, out
+    assert f"would chmod 0750 {root}/var/lib/sunlit" not in out
+
+
 def fake_systemctl(directory: Path, version: int) -> dict[str, str]:
     """A PATH whose systemctl says it is systemd ``version`` (and does nothing else)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -1531,6 +1591,16 @@ def test_an_option_where_a_value_belongs_is_refused_not_taken_as_the_value():
 def test_push_refuses_a_dir_rsync_delete_would_empty(bad):
     proc = run_script(DEPLOY / "push.sh", "orin.local", "--dir", bad, "--dry-run", check=False)
     assert proc.returncode == 2 and "--dir" in proc.stderr and "would run" not in proc.stdout
+
+
+def test_push_refuses_a_dir_under_another_users_home_saying_why():
+    """~USER/x was refused as if it named the home itself; the guard (quoted), rsync and the remote shell
+    would each read it their own way."""
+    proc = run_script(DEPLOY / "push.sh", "orin.local", "--dir", "~ops/sunlit-src", "--dry-run", check=False)
+    assert proc.returncode == 2 and "would run" not in proc.stdout
+    assert proc.stderr == ("push.sh: --dir ~ops/sunlit-src: ~USER is not taken; give the directory relative to the "
+                           "home push.sh logs in to (e.g. sunlit-src, with --user USER), or absolute\n")
+    assert "d=sunlit-src" in run_script(DEPLOY / "push.sh", "orin.local", "--dir", "~/sunlit-src", "--dry-run").stdout
 
 
 def test_push_guard_on_the_board_refuses_a_foreign_directory(tmp_path):
