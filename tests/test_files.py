@@ -481,7 +481,7 @@ def test_a_file_done_whose_finished_ack_is_lost_is_not_failed_by_the_next_file_o
     pair.run(600)
     assert lost and (tmp_path / "b/staging/model.onnx").read_bytes() == second
     board = [(x.id, x.state) for x in pair.board.list() if x.direction == "in"]
-    first_id = min(x for x, _ in board)  # numbered from the ground's first start's UTC second
+    first_id = min(x for x, _ in board)  # numbered from the ground's first start's UTC millisecond
     n = int(first_id.rsplit("-", 1)[1])
     assert board == [(f"in-1-{n + 1}", "done"), (first_id, "done")], board  # each once, as it ended
     assert (pair.board.counts()["done"], pair.board.counts()["failed"]) == (2, 0)

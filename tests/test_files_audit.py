@@ -209,3 +209,31 @@ def test_a_file_in_place_whose_finished_waits_for_its_ack_is_not_owed_again(tmp_
     pair.run(20)
     assert (tmp_path / "b/staging/a").stat().st_size == 50_000 and pair.board.counts()["active_in"] == 1
     assert pair.board.promised_in_bytes() == 0
+
+
+@pytest.mark.req("FIL-005")
+@pytest.mark.parametrize("lost", ["damaged", "missing"])
+def test_a_lost_transfer_state_a_second_after_files_went_fast_takes_no_number_the_peer_has_seen_end(tmp_path, lost):
+    """Found in audit: with its state lost, the ground drew its numbers from the UTC second; five files sent within
+    that second used five numbers ahead of the clock, and a start one second later took again numbers the board had
+    just seen end: it answered them as settled, and the upload failed after its three restarts, counted nowhere."""
+    start_s = 1_800_000_000.0
+    pair = Pair(tmp_path, config=EntityConfig(inactivity_s=10.0))
+    (tmp_path / "g.json").unlink(missing_ok=True)
+    pair.ground = pair.make_ground(utc_s=lambda: start_s)  # no saved state: numbers from UTC
+    for i in range(5):
+        (tmp_path / f"g/uplink/a{i}").write_bytes(b"first")
+        pair.ground.put(f"uplink/a{i}", f"staging/a{i}")
+    pair.run(10)
+    assert [t.state for t in pair.ground.list()] == ["done"] * 5
+    if lost == "damaged":
+        (tmp_path / "g.json").write_bytes(b"{damaged")
+    else:
+        (tmp_path / "g.json").unlink()
+    pair.ground = pair.make_ground(utc_s=lambda: start_s + 1.0)  # it starts again, one second on
+    (tmp_path / "g/uplink/b").write_bytes(b"second")
+    t = pair.ground.put("uplink/b", "staging/b")
+    pair.run(120)
+    ended = pair.ground.find(t.id)
+    assert (ended.state, ended.restarts) == ("done", 0), (ended.state, ended.restarts, ended.reason)
+    assert (tmp_path / "b/staging/b").read_bytes() == b"second"

@@ -1028,8 +1028,8 @@ class FileEntity:
                     self._discard_partial(p)
 
     def _load_state(self) -> None:
-        if self._state_path is None or not self._state_path.exists():  # numbers from the UTC second, as below
-            self._seq.restart_at(max(1, int(self._utc_s())))  # (found in review: a file missing began at 1 too)
+        if self._state_path is None or not self._state_path.exists():  # numbers from UTC, as below
+            self._seq.restart_at(self._seq_from_utc())  # (found in review: a file missing began at 1 too)
             return
         try:
             body = read_checked_json(self._state_path)
@@ -1044,9 +1044,8 @@ class FileEntity:
             quarantine(self._state_path)
             # The numbers used are lost with it: taken again from 1, they were the ones the peer had just seen end,
             # and it dropped the next files' PDUs as of those (found in audit: each upload failed after its restarts).
-            # From the UTC second instead (as where there is no file): past an earlier start's numbers unless files
-            # went faster than one a second between.
-            self._seq.restart_at(max(1, int(self._utc_s())))
+            # From UTC instead (as where there is no file): past an earlier start's numbers (:meth:`_seq_from_utc`).
+            self._seq.restart_at(self._seq_from_utc())
             return
         self.history.extend(history)
         for t in transfers:
@@ -1058,6 +1057,15 @@ class FileEntity:
             elif t.transaction:
                 self.transfers[t.id] = t
                 self._resumable[t.transaction] = t
+
+    def _seq_from_utc(self) -> int:
+        """Where transaction numbers begin with no saved state: UTC in milliseconds (mod 2**32), past the numbers an
+        earlier start took unless it took more than one a millisecond. From the UTC second (as it was), an earlier
+        start that sent files faster than one a second ran ahead of the clock, and a start a second later took
+        again numbers the peer had just seen end: it answered them as settled, and the upload failed after its
+        restarts (found in audit). It wraps every 49.7 days; a start lands on a number the peer still holds
+        only where the clock reads within a few milliseconds of when that number was taken."""
+        return max(1, int(self._utc_s() * 1000.0) % 2**32)
 
     def expire_resumable(self) -> list[Transfer]:
         """Transfers that were coming in before a restart and whose sender never came back
