@@ -42,7 +42,7 @@ EXPECTED = {
                 "mode before (MODE_RECOVERED after recovery_clear_s, or a command) by the end of the run",
     "sensor_dropout": "SENSOR_MISSING naming the zone within a control period (or the zone still reported missing); "
                       "SENSOR_RESTORED sensor_restore_s after it is back for good, give or take a step and two "
-                      "control periods",
+                      "control periods (none if a restart took the agent first: the new one reads it from boot)",
     "sensor_stuck": "none possible (a plausible stuck value); protection from the hottest zone must hold: the "
                     "board never above the hard limit outside SAFE",
     "compute_hang": "COMPUTE_HUNG within compute_watchdog_s and COMPUTE_STARTED (a new worker) after it; a hang "
@@ -208,7 +208,7 @@ def _verdict(f: Mapping[str, Any], tl: Timeline, ok: bool, why: str, detected: M
 
 def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     at = float(f["at_s"])
-    back_s = at + (float(f.get("duration_s", 0.0)) if f["kind"] == "brownout" else 0.0)
+    back_s = _up_again_s(tl, at + (float(f.get("duration_s", 0.0)) if f["kind"] == "brownout" else 0.0))
     before = tl.mode_at(at - tl.step_s) if at >= tl.step_s else "BOOT"
     started = tl.first("AGENT_STARTED", at, back_s + BOOT_DEADLINE_S + tl.tick_s,
                        lambda e: e.get("args", {}).get("previous_stop") == "unclean")
@@ -241,6 +241,14 @@ def _judge_restart(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:
     how = "on its own (MODE_RECOVERED)" if back is recovered else "by command"
     return _verdict(f, tl, True, f"restarted, SAFE, back to {before} {how}", started,
                     response=f"SAFE at boot; {before} again {how}", recovered_at_s=float(back["rel_s"]))
+
+
+def _up_again_s(tl: Timeline, t_s: float) -> float:
+    """When the agent was up again from ``t_s`` on: later than ``t_s`` where a brownout still held the board off
+    then (found in audit: a reboot inside a longer brownout failed "no AGENT_STARTED within 60 s", the agent blamed
+    for the harness's holding it down); ``t_s`` if it never was (died, or down to the end)."""
+    up = np.flatnonzero((tl.time_s >= t_s - 1e-9) & np.asarray(tl.agent_up, bool))
+    return max(t_s, float(tl.time_s[up[0]])) if len(up) else t_s
 
 
 def _dropout_end_s(f: Mapping[str, Any], faults: Sequence[Mapping[str, Any]], restore_s: float,
@@ -280,8 +288,9 @@ def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | No
 
     missing = tl.first("SENSOR_MISSING", at, at + tl.tick_s, names_zone)
     if missing is None:  # still reported missing from a dropout of the same zone before (not said restored)?
-        said = [e for e in tl.events if e["rel_s"] < at and e["name"] in ("SENSOR_MISSING", "SENSOR_RESTORED")
-                and names_zone(e)]
+        said = [e for e in tl.events if e["rel_s"] < at and (e["name"] == "AGENT_STARTED" or (
+                e["name"] in ("SENSOR_MISSING", "SENSOR_RESTORED") and names_zone(e)))]  # an agent started since
+        # forgot it (found in audit: a dead agent's SENSOR_MISSING was taken for a later dropout's detection)
         if said and said[-1]["name"] == "SENSOR_MISSING":
             missing = said[-1]
     if missing is None:
@@ -294,12 +303,45 @@ def _judge_sensor_dropout(f: Mapping[str, Any], tl: Timeline, back_s: float | No
     low = back + restore - (tl.step_s if restore > 0 else 0.0)
     high = back_late + restore + tl.tick_s + tl.control_period_s
     restored = tl.first("SENSOR_RESTORED", low, high, names_zone)
+    fresh = None if restored is not None else _restarted_after(tl, missing, back, high, names_zone)
+    if fresh is not None:  # found in audit: failed "no SENSOR_RESTORED", which only the agent killed could say
+        return _verdict(f, tl, True, f"reported missing; back at {back:.0f} s while the agent was down or about "
+                        f"to restart: the agent up again at {fresh:.0f} s read it from its boot, so no "
+                        "SENSOR_RESTORED was owed (the restart is judged on its own)", missing,
+                        response="reported missing; read again after the restart", recovered_at_s=fresh,
+                        lost_until_s=back)
     if restored is None:
         return _verdict(f, tl, False, f"no SENSOR_RESTORED naming {zone} between {low - back:.0f} and "
                         f"{high - back:.0f} s after it was back (sensor_restore_s {restore:.0f} s)", missing,
                         response="reported missing, not restored as it should be")
     return _verdict(f, tl, True, "reported missing and restored", missing, response="SENSOR_RESTORED",
                     recovered_at_s=float(restored["rel_s"]), lost_until_s=back)
+
+
+def _restarted_after(tl: Timeline, missing: Mapping[str, Any], back_s: float, due_s: float,
+                     names_zone: Any) -> float | None:
+    """When an agent restarted after the one that said ``missing`` (a reboot, a brownout) was first up, if the
+    zone was back by then, the one before was killed before its SENSOR_RESTORED was due (``due_s``), and the new
+    one never said the zone missing: it has no memory of the dropout, so the SENSOR_RESTORED was the killed
+    agent's to say; None otherwise."""
+    later = tl.events[next((i for i, e in enumerate(tl.events) if e is missing), len(tl.events)):]
+    agent_up = np.asarray(tl.agent_up, bool)
+    for n, started in enumerate(later):
+        if started["name"] != "AGENT_STARTED":
+            continue
+        up = np.flatnonzero((tl.time_s >= float(started["rel_s"])) & agent_up)
+        if not len(up):
+            return None
+        first_up_s = float(tl.time_s[up[0]])
+        down = up[0]  # the agent before was killed where the stretch down before the new one's first step began
+        while down > 0 and not agent_up[down - 1]:
+            down -= 1
+        if min(float(tl.time_s[down]), float(started["rel_s"])) > due_s:  # killed after its restore was due: its miss
+            return None
+        if first_up_s >= back_s and not any(e["name"] == "SENSOR_MISSING" and names_zone(e) and
+                                            e["rel_s"] >= first_up_s for e in later[n:]):
+            return first_up_s
+    return None
 
 
 def _judge_sensor_stuck(f: Mapping[str, Any], tl: Timeline) -> FaultVerdict:

@@ -276,3 +276,76 @@ def test_a_packet_fault_whose_command_was_held_to_the_end_fails_not_judged_na():
     [dead] = judge([{"at_s": 25.0, "kind": "packet_drop", "note": "not applied: the agent's process had died at 20 s"}],
                    timeline())
     assert dead.verdict == "N/A"  # the death fails the run on its own (agent_alive)
+
+
+@pytest.mark.req("HIL-008", "AGT-065")
+def test_a_dropout_that_ends_while_a_restart_takes_the_agent_is_not_failed_for_the_restore_only_the_killed_agent_owed():
+    """Found in audit: a dropout whose zone came back while a brownout held the agent down (or just before a reboot)
+    failed "no SENSOR_RESTORED": the agent that said it missing was killed, and the one started after read the zone
+    from its boot, with nothing to restore. It passes now on the SENSOR_MISSING; an agent killed only after its
+    SENSOR_RESTORED was due, or a restarted one that says the zone missing, still fails."""
+    dropout = {"at_s": 100.0, "kind": "sensor_dropout", "duration_s": 50.0, "zone": "tj-thermal"}
+    gone = ev(100.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    modes = ["COMPUTE"] * 12 + ["DOWN"] * 8 + ["SAFE"] * 180  # a brownout from 120 s to 200 s
+    boot = ev(200.0, "AGENT_STARTED", previous_stop="unclean")
+    [v] = judge([dropout], timeline([gone, boot], modes, sensor_restore_s=60.0))
+    assert v.verdict == "PASS" and v.detected_at_s == 100.0 and v.recovered_at_s == 200.0, v
+    assert "no SENSOR_RESTORED was owed" in v.why
+    # a reboot at 170 s (up throughout): the same
+    reboot = ev(170.0, "AGENT_STARTED", previous_stop="unclean")
+    assert judge([dropout], timeline([gone, reboot], sensor_restore_s=60.0))[0].verdict == "PASS"
+    # killed at 400 s, long after its SENSOR_RESTORED was due at 150 + 60 s: the old agent's miss
+    late = ev(400.0, "AGENT_STARTED", previous_stop="unclean")
+    [v] = judge([dropout], timeline([gone, late], sensor_restore_s=60.0))
+    assert v.verdict == "FAIL" and "no SENSOR_RESTORED" in v.why
+    # the restarted agent says the zone missing though it reads: not excused
+    again = ev(200.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    assert judge([dropout], timeline([gone, boot, again], modes, sensor_restore_s=60.0))[0].verdict == "FAIL"
+    # restarted while the zone was still out (up at 130 s): the new agent owes SENSOR_MISSING and SENSOR_RESTORED
+    early = ev(130.0, "AGENT_STARTED", previous_stop="unclean")
+    assert judge([dropout], timeline([gone, early], sensor_restore_s=60.0))[0].verdict == "FAIL"
+    # ... unless it too is restarted once the zone is back, before its restore was due
+    said = ev(130.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    [v] = judge([dropout], timeline([gone, early, said, reboot], sensor_restore_s=60.0))
+    assert v.verdict == "PASS" and v.recovered_at_s == 170.0, v.why
+
+
+@pytest.mark.req("HIL-008", "HIL-021")
+def test_a_reboot_or_brownout_inside_a_longer_brownout_is_owed_its_start_only_once_the_board_is_back():
+    """Found in audit: a reboot (scheduled, or drawn from fault_rate_scale) at 100 s inside a brownout from 50 s to
+    250 s failed "no AGENT_STARTED within 60 s of 100 s", though the harness held the board off to 250 s; so did a
+    shorter brownout inside the longer one. Each is owed its AGENT_STARTED within 60 s of the board being back;
+    an agent that never starts then still fails."""
+    modes = ["COMPUTE"] * 5 + ["DOWN"] * 20 + ["SAFE"] * 75  # down from 50 s to 250 s
+    longer = {"at_s": 50.0, "kind": "brownout", "duration_s": 200.0}
+    reboot = {"at_s": 100.0, "kind": "reboot", "duration_s": 0.0}
+    shorter = {"at_s": 120.0, "kind": "brownout", "duration_s": 20.0}
+    boot = ev(250.0, "AGENT_STARTED", previous_stop="unclean")
+    verdicts = judge([longer, reboot, shorter], timeline([boot], modes, n=100, recovery_enabled=False))
+    assert [v.verdict for v in verdicts] == ["PASS", "PASS", "PASS"], [v.why for v in verdicts]
+    assert verdicts[1].detected_at_s == 250.0
+    never = judge([longer, reboot, shorter], timeline([], modes, n=100, recovery_enabled=False))
+    assert [v.verdict for v in never] == ["FAIL", "FAIL", "FAIL"]
+    assert "of 250 s" in never[1].why
+
+
+@pytest.mark.req("HIL-008", "AGT-065")
+def test_a_sensor_missing_said_by_an_agent_since_restarted_does_not_detect_a_later_dropout():
+    """Found in audit: a later dropout of a zone with no SENSOR_MISSING of its own was credited with one said by the
+    agent a brownout had since killed (the fallback for a zone still reported missing), and passed as the run ended;
+    the restarted agent had said nothing. Its own SENSOR_MISSING is owed; one said since the restart still counts."""
+    first = {"at_s": 30.0, "kind": "sensor_dropout", "duration_s": 40.0, "zone": "tj-thermal"}
+    brownout = {"at_s": 50.0, "kind": "brownout", "duration_s": 40.0}
+    later = {"at_s": 1900.0, "kind": "sensor_dropout", "duration_s": 80.0, "zone": "tj-thermal"}
+    modes = ["SAFE"] * 5 + ["DOWN"] * 4 + ["SAFE"] * 191
+    gone = ev(30.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    boot = ev(90.0, "AGENT_STARTED", previous_stop="unclean")
+    verdicts = judge([first, brownout, later], timeline([gone, boot], modes, sensor_restore_s=20.0))
+    assert [v.verdict for v in verdicts] == ["PASS", "PASS", "FAIL"], [v.why for v in verdicts]
+    assert "no SENSOR_MISSING naming tj-thermal" in verdicts[2].why
+    # still out when the restarted agent booted: it said so itself, and that stands for a dropout after
+    flapping = {"at_s": 100.0, "kind": "sensor_dropout", "duration_s": 10.0, "zone": "tj-thermal"}
+    again = ev(90.0, "SENSOR_MISSING", "Sensor unreadable: tj-thermal: no valid value")
+    restored = ev(130.0, "SENSOR_RESTORED", "Sensor readable again: tj-thermal: no valid value")
+    [v] = judge([flapping], timeline([gone, boot, again, restored], modes, sensor_restore_s=20.0))
+    assert v.verdict == "PASS" and v.detected_at_s == 90.0, v.why

@@ -122,3 +122,26 @@ def test_a_healthy_pty_line_still_closes_quietly_and_carries_bytes():
             os.close(a)
             os.close(b)
 
+
+@pytest.mark.req("HIL-003", "HIL-008", "AGT-065")
+def test_a_dropout_ending_and_a_reboot_inside_a_brownout_are_flown_and_judged_on_what_the_restarted_agent_could_see(
+        tmp_path):
+    """Found in audit, with the real agent: a cpu-thermal dropout from 30 s to 70 s inside a brownout from 50 s to
+    90 s failed "no SENSOR_RESTORED" (the agent that said it missing was killed; the one started at 90 s read the
+    zone from its boot), and a reboot at 60 s inside the brownout failed "no AGENT_STARTED within 60 s of 60 s" (the
+    harness held the board off to 90 s). Both pass now, with the run's one restart at 90 s."""
+    from hil.faults import judge, timeline_of
+
+    sc = parse_scenario({"name": "inside-brownout", "profile": str(SSO), "duration_s": 200, "step_s": 10, "seed": 1,
+                         "parameters": {"sensor_restore_s": 20.0},
+                         "faults": [{"at_s": 30, "kind": "sensor_dropout", "zone": "cpu-thermal", "duration_s": 40},
+                                    {"at_s": 50, "kind": "brownout", "duration_s": 40, "energy_wh": 0.1},
+                                    {"at_s": 60, "kind": "reboot"}]})
+    result = ClosedLoop(sc, tmp_path).run()
+    said = [(round(e["rel_s"]), e["name"]) for e in result.events
+            if e["name"] in ("SENSOR_MISSING", "SENSOR_RESTORED", "AGENT_STARTED")]
+    assert said == [(0, "AGENT_STARTED"), (30, "SENSOR_MISSING"), (90, "AGENT_STARTED")], said
+    verdicts = judge(result.faults, timeline_of(result))
+    assert [(v.kind, v.verdict) for v in verdicts] == [("sensor_dropout", "PASS"), ("brownout", "PASS"),
+                                                       ("reboot", "PASS")], [v.why for v in verdicts]
+    assert verdicts[0].recovered_at_s == 90.0 and verdicts[2].detected_at_s == 90.0
