@@ -237,9 +237,11 @@ def _cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _format(value: Any) -> str:
+    """A channel's value for the terminal: a text channel (the power mode, a station's name) is the board's, and
+    printable only (found in audit: an escape in one reached the operator's terminal)."""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return _printable(value)
 
 
 def _cmd_tm(args: argparse.Namespace) -> int:
@@ -323,8 +325,8 @@ def _cmd_tm(args: argparse.Namespace) -> int:
                         print(line(name, rec.values[name], alarms.observe(name, rec.values[name], rec.time_s)))
                     sys.stdout.flush()
                 elif isinstance(rec, EventRecord):
-                    print(f"{_stamp(rec.time_s)} EVENT {rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
-                          flush=True)
+                    print(f"{_stamp(rec.time_s)} EVENT {rec.event.severity.name:<11} {rec.event.name}: "
+                          f"{_printable(rec.text)}", flush=True)  # as `events` prints it (found in audit: raw here)
                 elif isinstance(rec, PlanRecord) and not wanted:
                     print(f"{_stamp(rec.time_s)} PLAN  {plan_summary(rec.to_json())} (sunlit-ground plan shows it)",
                           flush=True)

@@ -20,6 +20,13 @@ def printable(text: Any) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
+def named(name: str, exc: BaseException) -> str:
+    """A command's failure said once with its name: a timeout's or a lost command's message names its command
+    already (found in audit: "PING: PING: outcome unknown ...")."""
+    text = str(exc)
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
+
+
 def count(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``low`` to ``high``, refused before anything is asked."""
     def parse(text: str) -> int:

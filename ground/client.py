@@ -485,7 +485,8 @@ class GroundClient:
         Returns the result, failed or not. When the wanted stage and no failure arrived within
         ``timeout_s``: :class:`CommandOutcomeUnknown` if the agent acknowledged the command (the
         client goes on listening for its outcome: :meth:`unsettled`, ``settled_listeners``,
-        :meth:`ask`), else :class:`CommandTimeout`; either carries the result (``gave_up``).
+        :meth:`ask`), else :class:`CommandTimeout`; either carries the result (``gave_up``). With
+        ``wait="sent"``, :class:`CommandTimeout` where the link took no attempt (a full queue).
         """
         if wait not in ("sent", "accepted", "completed"):
             raise ValueError(f"wait must be sent, accepted or completed, not {wait!r}")
@@ -499,8 +500,12 @@ class GroundClient:
         self._packets[cmd_id] = packet
         try:
             self._send_attempt(result, packet)
-            if wait == "sent":
-                return result
+            if wait == "sent":  # the link took it (found in audit: a full queue's refusal was "sent", exit 0)
+                if result.handed:
+                    return result
+                result.gave_up = result.never_received = True
+                raise CommandTimeout(f"{command.name}: timeout: the link took none of {result.attempts} attempt(s): "
+                                     "it never left the ground", result)
             target = Stage.ACCEPTED if wait == "accepted" else Stage.COMPLETED
             deadline = time.monotonic() + timeout_s
             next_retry = time.monotonic() + attempt_timeout_s
@@ -518,14 +523,14 @@ class GroundClient:
                             f"{command.name}: outcome unknown: the agent reported it {last}, and no {target.value} "
                             f"report came within {timeout_s} s after {result.attempts} attempt(s); it may have run. "
                             "Its report can still come (played back from the agent's store); asking again "
-                            "with the same cmd_id is answered without running it twice", result)
+                            f"with the same cmd_id ({cmd_id}) is answered without running it twice", result)
                     if result.handed:
                         self._unsettle(result)
                         raise CommandOutcomeUnknown(
                             f"{command.name}: outcome unknown: no report at all within {timeout_s} s after "
                             f"{result.attempts} attempt(s). It may never have reached the agent, or it ran and "
-                            "its reports wait on board (played back at the next pass); COMMAND_STATUS asks the "
-                            "agent without running anything", result)
+                            "its reports wait on board (played back at the next pass); COMMAND_STATUS "
+                            f"cmd_id={cmd_id} asks the agent without running anything", result)
                     result.never_received = True
                     raise CommandTimeout(
                         f"{command.name}: timeout: the link took none of {result.attempts} attempt(s) in "

@@ -33,6 +33,7 @@ from flight.cli import parse_assignments
 from flight.link.dictionary import ArgumentError, FailureCode, Limits, ValueType, date_for_seconds
 from ground.alarms import AlarmManager, LimitStore
 from ground.api import CommandLost, ServerError
+from ground.cli_args import named, printable
 from ground.client import CommandTimeout, GroundClient
 
 WORDS = ("help", "tm", "events", "alarms", "ack", "limits", "status", "quit", "exit")
@@ -200,7 +201,7 @@ class Console:
         def value(name: str, fmt: str = "{}") -> str:
             if name not in latest or latest[name][0] is None:
                 return "?"
-            return fmt.format(latest[name][0])
+            return printable(fmt.format(latest[name][0]))  # the power mode is the board's text: never an escape
 
         link = "server LOST" if self.server_lost() else "link SILENT" if self.link_silent() else "link ok"
         active = len(self.alarms.active())
@@ -235,8 +236,9 @@ class Console:
                 self.say(f"events [N]: N, how many of the latest events to show, a whole number from 1 "
                          f"(not {' '.join(rest)!r})")
                 return True
-            for rec in list(self.client.events)[-int(last):]:
-                self.say(f"{rec.event.severity.name:<11} {rec.event.name}: {rec.text}",
+            for rec in list(self.client.events)[-int(last):]:  # the agent's text printable, as `sunlit-ground events`
+                # prints it (found in audit: an escape or a line break in a file's name reached the terminal)
+                self.say(f"{rec.event.severity.name:<11} {rec.event.name}: {printable(rec.text)}",
                          "warning" if "WARNING" in rec.event.severity.name else None)
         elif head == "alarms":
             active = self.alarms.active()
@@ -397,10 +399,10 @@ class Console:
                     else f"  {command.name}: FAILED at {r.stage.value}: {r.code.name} {r.reason}",
                     None if r.success else "critical"), **follow)
         except CommandTimeout as exc:
-            self.say(f"  {command.name}: {exc}", "critical")
+            self.say(f"  {named(command.name, exc)}", "critical")
             return
         except CommandLost as exc:  # queued, then the connection ended: never "not queued" (found in audit)
-            self.say(f"  {command.name}: {exc}", "critical")
+            self.say(f"  {named(command.name, exc)}", "critical")
             return
         except KeyboardInterrupt:  # as it is followed: said, and the console goes on (found in audit: it ended,
             self.say(f"  interrupted: {command.name} may have been sent; its outcome is unknown (`events`, and "

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator
 
 from flight.link.dictionary import ArgumentError, date_for_seconds
 from flight.link.messages import EventRecord, HkRecord
+from ground.cli_args import named
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
@@ -266,7 +267,7 @@ class Procedure:
         except CommandTimeout as exc:  # an unknown outcome left the ground; a plain timeout never ran
             if isinstance(exc, CommandOutcomeUnknown):
                 self.sent.append(f"{name} {args}")
-            raise ProcedureFailed(f"{name}: {exc}") from None
+            raise ProcedureFailed(named(name, exc)) from None  # its message names it already
         self.sent.append(f"{name} {args}")
         return result
 

@@ -79,3 +79,38 @@ def test_a_reused_cmd_id_is_refused_to_its_sender_alone_and_the_first_command_ke
         assert again.send("COMMAND_STATUS", cmd_id=3001).result["state"] == "completed"
     finally:
         again.close()
+
+
+@pytest.mark.req("GND-042")
+def test_a_command_the_link_did_not_take_is_never_said_sent():
+    """Found in audit: ``send(wait="sent")`` returned its result when the link's full queue refused the packet, its
+    outcome "sent": `sunlit-ground send --wait sent` said so and exited 0, and a procedure's step logged it sent. It
+    is a timeout now (it never left the ground: exit 4), and a packet the link takes is still sent."""
+    from flight.link.memory_link import MemoryLink
+    from ground.client import CommandTimeout, GroundClient
+
+    pair = MemoryLink(queue_packets=1)
+    assert pair.ground.send(b"\0")  # the queue up to the agent is full: the next packet is refused
+    client = GroundClient(pair.ground)
+    with pytest.raises(CommandTimeout, match="NOOP: timeout: the link took none of 1 attempt") as caught:
+        client.send("NOOP", {}, wait="sent", retries=0)
+    assert type(caught.value) is CommandTimeout and caught.value.result.handed == 0
+    assert caught.value.result.outcome == "timeout" and client.unsettled() == []
+    pair.to_flight.items.clear()  # room again: taken, and sent
+    assert client.send("NOOP", {}, wait="sent", retries=0).handed == 1
+
+
+@pytest.mark.req("GND-042")
+def test_an_unknown_outcome_names_the_cmd_id_to_ask_about():
+    """Found in audit: an unknown outcome on a direct link said "COMMAND_STATUS asks the agent without running
+    anything", and COMMAND_STATUS needs the cmd_id, which nothing printed (`send`, the console): the way to ask
+    was closed to the operator. The message names it."""
+    from flight.link.memory_link import MemoryLink
+    from ground.client import GroundClient
+
+    client = GroundClient(MemoryLink().ground)  # taken by the link, and no agent behind it answers
+    with pytest.raises(CommandOutcomeUnknown) as caught:
+        client.send("NOOP", {}, timeout_s=0.05, retries=0)
+    cmd_id = caught.value.result.cmd_id
+    assert f"COMMAND_STATUS cmd_id={cmd_id} asks the agent" in str(caught.value), caught.value
+    assert [r.cmd_id for r in client.unsettled()] == [cmd_id]

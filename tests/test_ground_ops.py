@@ -697,3 +697,122 @@ def test_the_consoles_history_file_is_kept_to_its_last_lines(tmp_path):
         os.close(master)
     lines = (tmp_path / ".sunlit_history").read_text().splitlines()
     assert len(lines) == HISTORY_LINES and lines[-1] == "quit" and lines[-2] == "status"
+
+
+@pytest.mark.req("GND-025")
+def test_the_console_names_a_command_once_when_its_wait_ends(ipc_url, tmp_path):
+    """Found in audit: a command whose wait ended (a timeout, an unknown outcome, a lost server) was said with its
+    name twice, "PING: PING: outcome unknown ...": the exception names it already."""
+    from ground.client import GroundClient
+
+    client = GroundClient(ipc_url)  # a real DEALER with no agent behind it: the command goes, nothing answers
+    client.command_timeout_s = 0.3
+    try:
+        out = io.StringIO()
+        Console(client, out=out, colour=False, limits_path=tmp_path / "l.json").handle("PING token=1")
+    finally:
+        client.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "PING sent" and lines[1].startswith("  PING: outcome unknown: no report at all"), lines
+    assert out.getvalue().count("PING:") == 1, lines
+
+
+def _hostile_packets() -> list[bytes]:
+    """An event and a housekeeping packet whose text holds an escape sequence and a line break, as an agent sends
+    them (a file's name in an event, the board's power-mode name)."""
+    from flight.link.messages import Codec
+
+    codec = Codec(DICTIONARY)
+    power = next(p for p in DICTIONARY.packets if "power_mode" in p.channels)
+    values = {name: None for name in power.channels}
+    values["power_mode"] = "MAXN\x1b[2J\r\nFORGED"
+    return [codec.encode_hk(power.sid, values, time.time()),
+            codec.encode_event("FILE_FAILED", {"transfer": "7", "name": "x\x1b[2J\r\nFORGED", "reason": "r"},
+                               time.time())]
+
+
+@pytest.mark.req("GND-025")
+def test_the_console_shows_the_agents_text_printable(tmp_path):
+    """Found in audit: the console's `events` and its status line printed the agent's text raw (`sunlit-ground events`
+    made it printable): an escape sequence cleared the operator's screen, a line break forged a line."""
+    from flight.link.memory_link import MemoryLink
+    from ground.client import GroundClient
+
+    pair = MemoryLink()
+    for packet in _hostile_packets():
+        pair.flight.publish(packet)
+    client = GroundClient(pair.ground)
+    out = io.StringIO()
+    console = Console(client, out=out, colour=False, limits_path=tmp_path / "l.json")
+    client.poll(0)
+    console.handle("events")
+    console.handle("status")
+    lines = out.getvalue().splitlines()
+    assert lines == ["WARNING_HI  FILE_FAILED: File transfer 7 (x?[2J??FORGED) failed: r",
+                     "[? | charge ?% | max ?°C | MAXN?[2J??FORGED | link ok]"], lines
+
+
+@pytest.mark.req("GND-025")
+def test_tm_prints_the_agents_text_printable_as_events_does(ipc_url):
+    """Found in audit: `sunlit-ground tm` printed a text channel's value (the power mode) raw, and `tm --follow` an
+    event's text raw, where `events` prints it printable: an escape or a line break reached the terminal."""
+    import signal
+    import threading
+
+    from flight.link.transport import open_flight_link
+
+    link = open_flight_link(ipc_url)  # the agent's end, a real socket: it publishes until the test has seen enough
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            for packet in _hostile_packets():
+                link.publish(packet)
+            link.receive()
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    base = [sys.executable, "-m", "ground", "--direct", ipc_url]
+    follow = None
+    try:
+        tm = subprocess.run(base + ["tm", "--channel", "power_mode"], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT)
+        assert tm.returncode == 0, tm.stderr
+        assert tm.stdout.splitlines() == [f"{'power_mode':>24} = MAXN?[2J??FORGED  [nominal]"], tm.stdout
+        follow = subprocess.Popen(base + ["tm", "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=ROOT)
+        seen: list[str] = []
+        for text in follow.stdout:
+            seen.append(text)
+            if " EVENT " in text:
+                break
+        follow.send_signal(signal.SIGINT)
+        rest, _err = follow.communicate(timeout=30)
+    finally:
+        stop.set()
+        thread.join(5)
+        link.close()
+        if follow is not None:
+            end(follow)
+    event = [t for t in seen if " EVENT " in t]
+    assert event and event[0].endswith(" EVENT WARNING_HI  FILE_FAILED: File transfer 7 (x?[2J??FORGED) failed: r\n")
+    said = seen + rest.splitlines()
+    assert not any("\x1b" in t or t.startswith("FORGED") for t in said), said  # no escape, no forged line
+
+
+@pytest.mark.req("GND-005")
+def test_a_procedure_names_a_command_once_when_its_wait_ends(ipc_url):
+    """Found in review: a procedure's step whose wait ended failed "PING: PING: outcome unknown ...", as the console
+    once said it; the exception names its command already."""
+    from ground.client import GroundClient
+
+    client = GroundClient(ipc_url)  # a real DEALER with no agent behind it: the command goes, nothing answers
+    try:
+        proc = Procedure(client, lambda line: None)
+        with pytest.raises(ProcedureFailed) as caught:
+            proc.send_and_wait("PING", {"token": 1}, timeout_s=0.3)
+    finally:
+        client.close()
+    assert str(caught.value).startswith("PING: outcome unknown: no report at all"), caught.value
+    assert str(caught.value).count("PING:") == 1, caught.value
