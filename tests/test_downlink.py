@@ -766,3 +766,34 @@ def test_a_store_delete_whose_log_write_fails_says_so_and_its_retry_deletes_for_
     store.close()
     assert back == []
     assert "a restart brings them back unless a retry records it" in failed.failure.reason
+
+
+@pytest.mark.req("AGT-093")
+def test_playback_lost_on_the_link_is_resent_though_it_filled_its_containers_exactly(tmp_path):
+    """Found in audit: 64 stored events (one full container) played back and lost on the link were never sent
+    again: the walk for the next container ended their segment's and set its resend bound to none."""
+    from flight.agent.downlink import Downlink
+    from flight.agent.tm_store import PacketStore
+    from flight.clock import SimClock
+    from flight.link.memory_link import MemoryLink
+
+    c = Codec(DICTIONARY, Apid.AGENT)
+    store = PacketStore(tmp_path, max_bytes=64 * 16 * 1024, segment_bytes=16 * 1024)
+    for i in range(64):
+        store.append(c.encode_event("PING_RECEIVED", {"token": i}, 1_790_000_000.0 + i))
+    clock, link, said = SimClock(1000.0), MemoryLink(), []
+    params = {"playback_rate_bps": 1e6, "playback_resend_s": 30.0, "ground_window_s": 10.0, "hk_live_every": 1,
+              "playback_grace_s": 3.0}
+    downlink = Downlink(link.flight, store, c.encode_playback, clock, lambda name, **args: said.append(name), params,
+                        fsync="loop")
+    played: list[int] = []
+    try:
+        for _ in range(40):  # the ground listens, acknowledging nothing: every container is lost
+            downlink.acknowledged([])
+            downlink.play()
+            clock.advance(1.0)
+            played.append(sum(len(c.decode_tm(unpack(raw)).packets) for raw in link.ground.receive()))
+    finally:
+        downlink.close()
+    assert played[1] == 64 and sum(played) >= 128  # sent, then sent again once playback_resend_s passed
+    assert "PLAYBACK_STARTED" in said

@@ -636,3 +636,39 @@ def test_a_compaction_the_disk_refuses_after_the_acknowledgement_is_kept_costs_n
     again = open_store(tmp_path)
     assert pending_ids(again) == [5, 6]
     again.close()
+
+
+@pytest.mark.req("AGT-091")
+def test_a_segment_wholly_acknowledged_while_it_was_written_goes_when_sealed_and_costs_no_housekeeping(tmp_path):
+    """Found in audit: a segment the ground had acknowledged in full before its last append was sealed and kept
+    (only an acknowledgement deleted a sealed segment, and none more came for it): in contact the store filled with
+    packets nobody needed, its fill read high with nothing held, and an outage then dropped unacknowledged
+    housekeeping to keep them."""
+    c = codec()
+    store = open_store(tmp_path, max_bytes=8 * SEG)
+    for i in range(1600):  # a pass: every event sent live and acknowledged at once, several segments' worth
+        p = store.append(event(c, i), sent_at=float(i))
+        store.acknowledge([(p.apid, p.seq_count, p.seq_count, p.time_ms, p.time_ms)])
+    assert store.records_held() == 0
+    assert len(store.segments[StoreClass.REPORTS]) == 1 and len(list(tmp_path.glob("*.seg"))) == 1
+    assert store.stats.bytes <= SEG and store.fill_pct() < 100.0 / 8
+    for i in range(2000, 3000):  # the ground away: housekeeping, never acknowledged, fits the store
+        store.append(hk(c, i))
+    assert store.stats.dropped[StoreClass.HK] == 0 and store.records_held() == 1000
+
+
+@pytest.mark.req("AGT-093")
+def test_a_segment_whose_last_due_record_ends_a_walk_step_is_still_resent_when_unacknowledged(tmp_path):
+    """Found in audit: playback takes a container's worth of records from the walk, sends and marks them, and the
+    walk goes on for the next container; a segment all of whose due records had gone in earlier containers ended
+    its walk with their sends unseen, its resend bound set to none, and its records were never sent again."""
+    c = codec()
+    store = open_store(tmp_path)
+    kept = [store.append(event(c, i)) for i in range(64)]
+    walk = store.pending(100.0, 30.0)
+    for _ in range(64):  # one container: the segment's every record, sent as the walk goes
+        seg, i = next(walk)
+        store.mark_sent(seg, i, 100.0)
+    assert next(walk, None) is None  # the next container's look ends the segment's walk
+    assert pending_ids(store, now_s=110.0) == []  # not due yet
+    assert pending_ids(store, now_s=131.0) == [p.store_id for p in kept]  # lost on the link: sent again

@@ -571,7 +571,8 @@ _LINK_CHANNELS = (
             "data does not decode is a rejected command (cmd_rejected, COMMAND_REJECTED)",
             Limits(warn_high=1)),
     Channel("tc_duplicates", T.U32, "count", "Retried telecommands answered from the cache, not executed again"),
-    Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link"),
+    Channel("tm_sent", T.U32, "count", "Telemetry packets handed to the link since this start or the last "
+            "RESET_COUNTERS (not kept across restarts, unlike tm_dropped)"),
     Channel("tm_dropped", T.U32, "count", "Telemetry packets dropped because a queue was full, since the last "
             "RESET_COUNTERS, across restarts (TM_DROPPED says each period's, those of the last before a stop at the "
             "first after the start)", Limits(warn_high=1)),
@@ -767,7 +768,7 @@ STORE_CHANNELS = (
     Channel("store_fill_pct", T.F64, "%", "Packet store use of its configured size; past 100 % the oldest "
             "housekeeping goes first", Limits(warn_high=80, crit_high=95)),
     Channel("store_dropped", T.U32, "count", "Stored packets dropped, never acknowledged, because the store was "
-            "full (all classes)", Limits(warn_high=1)),
+            "full (all classes), since this start", Limits(warn_high=1)),
     Channel("store_dropped_reports", T.U32, "count", "Events and verification reports among store_dropped",
             Limits(warn_high=1)),
     Channel("store_corrupt", T.U32, "count", "Stored records that failed their CRC, or that the disk could not "
