@@ -451,3 +451,41 @@ def test_a_corrupt_working_manifest_is_moved_aside_and_rebuilt_from_the_golden_c
     with pytest.raises(ModelIntegrityError, match="golden copy"):
         store.rebuild_working()
     assert manifest.read_bytes() == before
+
+
+@pytest.mark.req("MDL-004", "MDL-006")
+@pytest.mark.parametrize("full", ["tiny@3.onnx", "golden/tiny@3.onnx", "manifest.json"])
+def test_a_full_disk_is_said_naming_the_file_and_its_size(tmp_path, monkeypatch, full):
+    """Found in audit: an install on a full disk was refused with "OSError: [Errno 28] No space left on device",
+    naming no file, size or cure. The disk's refusal is injected where the store writes (a full filesystem needs
+    a mount); what is said is an OSError still, so every handler of one takes it as before."""
+    models = tmp_path / "models"
+    store = ModelStore(models)
+    store.install("tiny", "1", V1, golden=True)
+    store.activate("tiny", "2", V2, Provenance("op", True))
+    real_atomic, real_json = store_module.write_atomic, store_module.write_checked_json
+
+    def atomic(path, data, **kwargs):
+        if Path(path).relative_to(models).as_posix() == full:
+            _disk_full()
+        return real_atomic(path, data, **kwargs)
+
+    def checked(path, body):
+        if Path(path).relative_to(models).as_posix() == full:
+            _disk_full()
+        return real_json(path, body)
+
+    monkeypatch.setattr(store_module, "write_atomic", atomic)
+    monkeypatch.setattr(store_module, "write_checked_json", checked)
+    with pytest.raises(OSError) as refused:
+        store.activate("tiny", "3", V3, Provenance("op", True), golden=True)
+    monkeypatch.undo()
+    copy = "golden" if full.startswith("golden/") else "working"
+    size = "(" if full == "manifest.json" else f"({len(V3)} bytes, "  # a manifest's size is not known before
+    assert refused.value.errno == errno.ENOSPC
+    said = str(refused.value)
+    assert f"model store, {copy} copy: no room on the disk for {full.split('/')[-1]} {size}" in said, said
+    assert said.endswith("bytes free); the store is as it was: free room (FILE_DELETE) and send it again"), said
+    state = store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("2", "1") and store.load_golden("tiny").bytes == V1
+    assert store.verify_all() == []

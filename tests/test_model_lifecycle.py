@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from flight.compute.opening import RECORD_FILE, UNFINISHED_LIMIT, OpenRecord
-from flight.compute.package import Delta, Manifest, StagedFiles, sha256_hex
+from flight.compute.package import Delta, Manifest, StagedFiles, npz_bytes, sha256_hex
 from flight.compute.providers import CPU
 from flight.compute.store import Copy, ModelIntegrityError, ModelStore, Problem
 from flight.compute.uplink import ReadRefused, read_limited
@@ -760,3 +760,42 @@ def test_a_file_that_grows_as_it_is_read_is_refused_and_one_gone_is_an_os_error(
     (tmp_path / "whole.onnx").write_bytes(b"12345")
     data, st = read_limited(tmp_path / "whole.onnx", 5, expected_bytes=5)
     assert data == b"12345" and st.st_size == 5 and st.st_ino == os.stat(tmp_path / "whole.onnx").st_ino
+
+
+@pytest.mark.req("MDL-005")
+def test_a_version_that_ran_is_not_swapped_automatically_after_a_commanded_rollback_to_it(bench):
+    """Found in audit: a commanded rollback to a version that had run jobs puts it on probation; its next job
+    failing (NaN), the worker swapped it for the version the operator had just rolled back from, which never
+    ran, and took that one off probation. A version that has run a job fails the job instead, and stays."""
+    installed(bench, NAN_MODEL, "1")
+    bench.data_set("day", RNG_TILES)
+    assert bench.infer(1, "day").state.value == "DONE"  # version 1 ran a job
+    installed(bench, V2, "2")
+    assert bench.rollback().ok  # the operator rejects version 2 before it ever ran
+    bench.data_set("night", -RNG_TILES)
+    failed = bench.infer(2, "night")
+    assert failed.state.value == "FAILED" and "non-finite outputs" in failed.detail
+    assert [e.args["automatic"] for e in bench.events("MODEL_ROLLED_BACK")] == [False]  # only the command's
+    [refused] = bench.events("MODEL_REFUSED")
+    assert "version 1 has run a job before: not swapped automatically for version 2" in refused.args["reason"]
+    state = bench.worker.store.state("tiny")
+    assert (state.active.version, state.fallback.version) == ("1", "2")
+    assert bench.rollback().ok and bench.worker.store.state("tiny").active.version == "2"  # the operator still can
+
+
+@pytest.mark.req("MDL-003", "MDL-002")
+def test_a_reference_set_of_strings_is_refused_naming_the_file_and_the_array(bench):
+    """Found in audit: a signed reference set whose expected output held strings failed the install with
+    "the worker could not handle InstallModel (ValueError: could not convert string to float)", naming
+    neither the file nor the array."""
+    installed(bench, V1, "1")
+    pack(bench.staging, V2, "2")
+    reference = npz_bytes({"x": REF_X, "y.probabilities": np.full((len(REF_X), 2), "abc", dtype="U3")})
+    (bench.staging / "tiny.ref.npz").write_bytes(reference)
+    manifest = resign(bench.staging, "tiny", reference_sha256=sha256_hex(reference))
+    reply = bench.install("2", manifest.sha256)
+    assert not reply.ok and reply.code == FailureCode.BAD_ARGUMENTS
+    assert reply.reason == "staging/tiny.ref.npz: reference set: y.probabilities holds <U3 values, not numbers"
+    [refused] = bench.events("MODEL_REFUSED")
+    assert refused.args["reason"] == reply.reason
+    assert bench.worker.store.state("tiny").active.version == "1"

@@ -398,6 +398,11 @@ class ReferenceSet:
         if extra or not outputs:
             raise PackageError(f"reference set: needs x and y.<output> arrays (unknown: {extra}, outputs: "
                                f"{sorted(outputs)})")
+        # Numbers only: the comparison reads each as float64 (found in audit: a y.<output> of strings, signed,
+        # failed the install with "could not convert string to float", naming neither the file nor the array)
+        for key in sorted(arrays):
+            if arrays[key].dtype.kind not in "biuf":
+                raise PackageError(f"reference set: {key} holds {arrays[key].dtype} values, not numbers")
         return cls(arrays.get("x"), outputs)
 
     def with_inputs(self, x: np.ndarray) -> ReferenceSet:

@@ -44,6 +44,7 @@ Not safe for two writers at once; the agent is the only one that installs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -335,6 +336,36 @@ class NoFallback(LookupError):
                          f"{active_version}); a fallback is kept once a second version has been installed")
 
 
+class RanBefore(NoFallback):
+    """An automatic rollback asked of a version that has run a job (MDL-005: such a version is not swapped
+    automatically; MODEL_ROLLBACK swaps it). A :class:`NoFallback`: for the worker there is none to go to."""
+
+    def __init__(self, name: str, active_version: str, fallback_version: str):
+        self.name, self.active_version = name, active_version
+        LookupError.__init__(self, f"model {name!r} version {active_version} has run a job before: not swapped "
+                                   f"automatically for version {fallback_version} (MODEL_ROLLBACK does that)")
+
+
+class StoreFull(OSError):
+    """The disk had no room for a file of the store (ENOSPC, EDQUOT): says which, how big, the room left."""
+
+
+def _raise_if_full(exc: BaseException, copy: Copy, directory: Path, file_name: str, size_bytes: int) -> None:
+    """Raise :class:`StoreFull` naming the file for a write the disk refused as full (found in audit: an install
+    on a full disk was refused with "OSError: [Errno 28] No space left on device", naming no file, size or cure);
+    return for any other error."""
+    if not isinstance(exc, OSError) or isinstance(exc, StoreFull) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    try:
+        st = os.statvfs(directory)
+        free = f"{st.f_bavail * st.f_frsize} bytes free"
+    except OSError:
+        free = "room left unknown"
+    size = f"{size_bytes} bytes, " if size_bytes else ""
+    raise StoreFull(exc.errno, f"model store, {copy.value} copy: no room on the disk for {file_name} ({size}{free}); "
+                               "the store is as it was: free room (FILE_DELETE) and send it again") from None
+
+
 class VersionNotFound(LookupError):
     """No version of a model with the SHA-256 asked for (a delta's base) among the active and the fallback."""
 
@@ -439,6 +470,9 @@ class ModelStore:
         and nothing changes. :class:`NoFallback` when there is none. A commanded rollback puts
         the restored version on probation, as any newly active version; an automatic one does
         not (it restores a version that ran before), so two bad versions cannot swap forever.
+        An automatic one of a version that has run a job raises :class:`RanBefore`, nothing changed: a
+        commanded rollback to a version that ran put it on probation, and its next failure swapped it
+        for the version the operator had rolled back from, never run, off probation (found in audit).
         """
         models, life = self._read(Copy.WORKING)
         active = models.get(name)
@@ -447,6 +481,8 @@ class ModelStore:
         current = life.get(name, _Life())
         if current.fallback is None:
             raise NoFallback(name, active.version)
+        if automatic and active.version in current.ran(active):
+            raise RanBefore(name, active.version, current.fallback.version)
         self._check(Copy.WORKING, current.fallback)
         record = {"from": active.version, "to": current.fallback.version, "reason": reason[:200],
                   "automatic": automatic, "unix_s": now_unix_s}
@@ -503,9 +539,10 @@ class ModelStore:
         before = previous if previous is not None else (
             _referenced(*self._read(Copy.WORKING)) if (directory / MANIFEST).exists() else set())
         written: list[str] = []
+        writing = (MANIFEST, 0)
         try:
             for file_name, (data, sha) in files.items():
-                path = directory / file_name
+                path, writing = directory / file_name, (file_name, len(data))
                 write_atomic(path, data)
                 written.append(file_name)  # replaced or made: a write that failed left what was there (a review)
                 written_sha = hashlib.sha256(path.read_bytes()).hexdigest()  # read back: flash can fail on write too
@@ -513,14 +550,16 @@ class ModelStore:
                     raise ModelIntegrityError(file_name.split("@")[0], Copy.WORKING, Problem.HASH_MISMATCH, path, sha,
                                               written_sha, "on read-back after writing")
                 path.chmod(0o644)
+            writing = (MANIFEST, 0)
             body: dict[str, Any] = {"schema": MANIFEST_SCHEMA,
                                     "models": {k: e.to_json() for k, e in sorted(models.items())}}
             lifecycle = {k: v.to_json() for k, v in sorted(life.items()) if k in models and v != _Life()}
             if lifecycle:
                 body["lifecycle"] = lifecycle
             write_checked_json(directory / MANIFEST, body)
-        except BaseException:
+        except BaseException as exc:
             self._drop_unnamed(Copy.WORKING, written)
+            _raise_if_full(exc, Copy.WORKING, directory, *writing)
             raise
         (directory / MANIFEST).chmod(0o644)
         dropped = before - _referenced(models, life)
@@ -657,6 +696,7 @@ class ModelStore:
         directory = self._dir(copy)
         path = directory / entry.file
         wrote: list[str] = []
+        writing = (entry.file, len(data))
         try:
             write_atomic(path, data)
             wrote.append(entry.file)  # a write that failed left what was there: not this call's to delete (a review)
@@ -667,11 +707,12 @@ class ModelStore:
                 )
             previous = manifest.get(entry.name)
             manifest = {**manifest, entry.name: entry}
-            manifest_path = directory / MANIFEST
+            manifest_path, writing = directory / MANIFEST, (MANIFEST, 0)
             models = {k: e.to_json() for k, e in sorted(manifest.items())}
             write_checked_json(manifest_path, {"schema": MANIFEST_SCHEMA, "models": models})
-        except BaseException:
+        except BaseException as exc:
             self._drop_unnamed(copy, wrote)
+            _raise_if_full(exc, copy, directory, *writing)
             raise
         mode = GOLDEN_MODE if copy is Copy.GOLDEN else 0o644
         path.chmod(mode)
