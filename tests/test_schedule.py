@@ -795,3 +795,33 @@ def test_a_well_formed_key_or_digest_is_taken_as_a_time_tag(tmp_path):
     key = s.insert_at(T0 + 60, "KEY_LOAD", {"spi": 5, "master": 100, "wrapped": wrapped}, T0)
     digest = s.insert_at(T0 + 60, "MODEL_INSTALL", {"name": "m", "version": "1", "sha256": "AB" * 32}, T0)
     assert key.args["wrapped"] == wrapped and digest.args["sha256"] == "AB" * 32
+
+
+@pytest.mark.req("AGT-081")
+@pytest.mark.parametrize("text, path, words", [
+    (_HEAD + '[[step]]\nwait_for = { channel = "mode", op = ["=="], value = "SAFE", timeout_s = 9 }\n',
+     "step[0].wait_for.op", "is not one of == !="),
+    (_HEAD + '[[step]]\nwait_for = { channel = "mode", op = { eq = 1 }, value = "SAFE", timeout_s = 9 }\n',
+     "step[0].wait_for.op", "is not one of == !="),
+    (_HEAD + "x = " + "[" * 3000 + "]" * 3000 + "\n", "", "nested too deeply"),
+    (_HEAD + "x = " + "{ a = " * 3000 + "1" + " }" * 3000 + "\n", "", "nested too deeply"),
+], ids=["op-array", "op-table", "deep-array", "deep-table"])
+def test_a_sequence_whose_op_is_no_text_or_nested_too_deep_is_refused_naming_the_key(text, path, words):
+    """Found in audit: an op that was a TOML array or table raised TypeError (unhashable), and 6 KB of nested
+    brackets RecursionError, out of the parser: SEQUENCE_START failed with a Python error naming no key."""
+    with pytest.raises(SequenceError) as err:
+        parse_sequence(text, "seq.toml")
+    assert err.value.path == path and words in err.value.reason
+
+
+@pytest.mark.req("AGT-080")
+def test_a_time_tag_too_far_ahead_says_the_board_s_utc_so_a_lost_clock_shows(tmp_path):
+    """Found in audit: a board whose clock was lost (2000-01-01) answered a tag an hour ahead of the ground's UTC with
+    "9876.3 days ahead, at most 30: uplink it closer to its time", hiding that its own clock was the fault."""
+    s = _schedule(tmp_path)
+    board_now = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+    with pytest.raises(ScheduleError) as err:
+        s.insert_at(T0 + 3600.0, "NOOP", {}, board_now)
+    assert err.value.field == "release_unix_s" and "days ahead, at most 30" in str(err.value)
+    assert "on-board UTC is 2000-01-01T00:00:00Z" in str(err.value) and "board's clocks" in str(err.value)
+    assert len(s) == 0

@@ -784,3 +784,17 @@ def test_an_unforeseen_error_in_a_resume_ends_the_run_and_the_agent_starts(tmp_p
     monkeypatch.setattr(scheduler_module, "load_sequence", broken)
     with InProcessAgent(tmp_path) as again:
         assert resume_refusal(again, "s") == "not resumed at the restart: RuntimeError: a bug in the parser"
+
+
+@pytest.mark.req("AGT-081")
+def test_a_sequence_whose_op_is_a_toml_array_is_refused_naming_the_key_at_start_and_upload(rig):
+    """Found in audit: SEQUENCE_START answered "EXECUTION_ERROR TypeError: unhashable type: 'list'", and the check of
+    a file come up said the same, naming no step nor key."""
+    write_sequence(rig, "odd", 'name = "odd"\n[[step]]\nwait_for = { channel = "mode", op = ["=="], value = "IDLE", '
+                               'timeout_s = 5 }\n')
+    result = rig.send("SEQUENCE_START", name="odd")
+    assert result.failed and result.failure.code == FailureCode.BAD_ARGUMENTS
+    assert "sequences/odd.toml: step[0].wait_for.op:" in result.failure.reason and "Error" not in result.failure.reason
+    ok, said = rig.agent.scheduler.check_upload("odd", Path(rig.config.state_dir) / "sequences" / "odd.toml")
+    assert not ok and said.startswith("sequences/odd.toml: step[0].wait_for.op:")
+    assert rig.hk()["sequence_running"] == ""

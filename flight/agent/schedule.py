@@ -441,8 +441,11 @@ class TimeSchedule:
                                 f"a time tag may be at most {self.tolerance_s:g} s old: send the command directly, or "
                                 f"check the ground's and the board's clocks", "release_unix_s")
         if release > now + self.max_ahead_s:
+            # on-board UTC said, as for a time in the past (found in audit: a board whose clock was lost was told
+            # only "uplink it closer to its time" of a tag an hour ahead)
             raise ScheduleError(f"{_iso(release)} is {(release - now) / 86400:.1f} days ahead, at most "
-                                f"{self.max_ahead_s / 86400:g}: uplink it closer to its time", "release_unix_s")
+                                f"{self.max_ahead_s / 86400:g} (on-board UTC is {_iso(now)}): uplink it closer to its "
+                                f"time, or check the ground's and the board's clocks", "release_unix_s")
         if len(self._entries) >= self.capacity:
             raise ScheduleError(f"schedule full ({self.capacity} entries); delete or reset first", "schedule",
                                 FailureCode.BUSY)
@@ -786,6 +789,8 @@ def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise fail("", f"not valid TOML: {exc}") from None
+    except RecursionError:  # the parser recurses per level (found in audit: 6 KB of "[" raised out of SEQUENCE_START)
+        raise fail("", "not valid TOML: arrays or tables nested too deeply for a sequence") from None
     unknown = sorted(set(raw) - {"name", "description", "step"})
     if unknown:
         raise fail(unknown[0], "unknown key; a sequence takes name, description and [[step]] tables")
@@ -927,7 +932,7 @@ def _parse_wait_for(raw: Any, where: str, on_failure: str, dictionary: Dictionar
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise fail(f"{where}.channel", f"{name!r} is not a telemetry channel of the dictionary{hint}")
     op = raw["op"]
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:  # a TOML array or table is no key of OPS (found in audit: TypeError)
         raise fail(f"{where}.op", f"{op!r} is not one of {' '.join(OPS)}")
     value = raw["value"]
     if channel.type in _NUMERIC:
