@@ -100,16 +100,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 on JetPack 6
-    import tomli as tomllib
-
+from flight import toml_text
 from flight.hal.base import BACKENDS, BoardOptions
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
@@ -226,7 +221,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         source = str(path)
         try:
-            raw = tomllib.loads(_read_config_text(path))
+            raw = toml_text.loads(_read_config_text(path))
             if not raw:  # found in audit: an edit cut short (empty, or the file's first comments alone) ran the agent
                 # on defaults (the linux backend on a Jetson, no telecommand keys, state in a relative folder)
                 raise ConfigError(f"{path}: empty or comments only (an edit or a copy cut short?): write its settings "
@@ -236,7 +231,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{path}: no such configuration file") from None
         except OSError as exc:  # permission denied (/etc/sunlit is root:sunlit 0750), a directory
             raise ConfigError(f"{path}: cannot read it as uid {os.geteuid()}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(raw, source, overrides or {}, flags)
 

@@ -30,16 +30,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 on JetPack 6
-    import tomli as tomllib
-
+from flight import toml_text
 from flight.agent.schedule import CommandRefused, check_command
 from flight.link.definitions import DICTIONARY
 from flight.link.definitions import SCHEDULE_MAX_AHEAD_S as MAX_AHEAD_S
@@ -76,8 +71,8 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
         return ScheduleFileError(f"{source}: {where}: {why}")
 
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = toml_text.loads(text)
+    except toml_text.TOMLDecodeError as exc:
         raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None
     unknown = sorted(set(raw) - {"entry"})
     if unknown:

@@ -44,13 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flight import toml_text
 from flight.link.dictionary import Dictionary
 from ground.queue import Timeouts
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib  # type: ignore[no-redef]
 
 SPACECRAFT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9a-fA-F:]+\](:[0-9]{1,5})?$")
@@ -272,10 +268,10 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
 def load_server_config(path: Path | str, dictionary: Dictionary) -> ServerConfig:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = toml_text.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ServerConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, toml_text.TOMLDecodeError) as exc:
         raise ServerConfigError(f"{path}: {exc}") from None
     try:
         return server_config_from_mapping(data, dictionary, path.parent)

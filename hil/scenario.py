@@ -204,16 +204,11 @@ import datetime as _dt
 import difflib
 import math
 import numbers
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from flight import toml_text
 from flight.agent.compute import ComputeSupervisor
 from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
 from flight.compute.inject import TARGETS as MEMORY_TARGETS
@@ -421,14 +416,14 @@ def load_scenario(path: Path | str) -> Scenario:
     """Read and check a scenario file; raises :class:`ScenarioError` naming the file and the key."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = toml_text.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file", str(path)) from None
     except IsADirectoryError:
         raise ScenarioError(f"{path}: is a directory, not a scenario file", str(path)) from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read it: {exc.strerror or exc}", str(path)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}", str(path)) from None
     return parse_scenario(raw, str(path), base_dir=path.parent)
 

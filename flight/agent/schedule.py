@@ -42,18 +42,13 @@ import hashlib
 import math
 import operator
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 on JetPack 6
-    import tomli as tomllib
-
+from flight import toml_text
 from flight.agent.file_args import SEQUENCE, check_file_arguments, check_value
 from flight.files.filestore import NameRefused
 from flight.link.definitions import DICTIONARY, SCHEDULE_MAX_AHEAD_S
@@ -786,11 +781,9 @@ def parse_sequence(text: str, source: str = "(sequence)", dictionary: Dictionary
     if size > MAX_SEQUENCE_BYTES:
         raise fail("", f"{size} bytes, at most {MAX_SEQUENCE_BYTES}: split the sequence")
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = toml_text.loads(text)
+    except toml_text.TOMLDecodeError as exc:
         raise fail("", f"not valid TOML: {exc}") from None
-    except RecursionError:  # the parser recurses per level (found in audit: 6 KB of "[" raised out of SEQUENCE_START)
-        raise fail("", "not valid TOML: arrays or tables nested too deeply for a sequence") from None
     unknown = sorted(set(raw) - {"name", "description", "step"})
     if unknown:
         raise fail(unknown[0], "unknown key; a sequence takes name, description and [[step]] tables")

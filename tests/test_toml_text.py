@@ -1,0 +1,45 @@
+"""Every reader of a TOML file refuses nesting past the parser's recursion as bad TOML, naming its file."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flight import toml_text
+from flight.config import ConfigError, load_config
+from flight.link.definitions import DICTIONARY
+from ground.schedule_file import ScheduleFileError, parse_schedule
+from ground.server_config import ServerConfigError, load_server_config
+from hil.scenario import ScenarioError, load_scenario
+
+DEEP = "x = " + "[" * 3000 + "]" * 3000 + "\n"  # 6 KB, well inside every reader's size bound
+
+
+def test_nesting_past_the_recursion_limit_is_a_toml_error():
+    with pytest.raises(toml_text.TOMLDecodeError, match="nested too deeply"):
+        toml_text.loads(DEEP)
+    with pytest.raises(toml_text.TOMLDecodeError, match="nested too deeply"):
+        toml_text.loads("x = " + "{ a = " * 3000 + "1" + " }" * 3000 + "\n")
+    assert toml_text.loads("x = [[1], [2]]") == {"x": [[1], [2]]}
+
+
+@pytest.mark.req("AGT-018")
+def test_the_agents_configuration_nested_too_deeply_is_refused_naming_the_file(tmp_path):
+    """Found in audit: a RecursionError traceback out of `sunlit-flight run --config`."""
+    path = tmp_path / "agent.toml"
+    path.write_text("[link]\n" + DEEP)
+    with pytest.raises(ConfigError, match=r"agent\.toml.*nested too deeply"):
+        load_config(path)
+
+
+def test_the_ground_readers_refuse_nesting_too_deep_naming_the_file(tmp_path):
+    """Found in audit: the server's configuration, a schedule file and a HIL scenario raised RecursionError."""
+    path = tmp_path / "deep.toml"
+    path.write_text(DEEP)
+    with pytest.raises(ServerConfigError, match=r"deep\.toml.*nested too deeply"):
+        load_server_config(path, DICTIONARY)
+    with pytest.raises(ScheduleFileError, match=r"deep\.toml: not valid TOML: .*nested too deeply"):
+        parse_schedule(DEEP, time.time(), str(path))
+    with pytest.raises(ScenarioError, match=r"deep\.toml.*nested too deeply"):
+        load_scenario(path)
