@@ -227,6 +227,122 @@ def test_full_telemetry_queue_is_counted_not_silent(short_dir):
         link.close()
 
 
+@pytest.mark.req("LNK-005", "LNK-006")
+def test_a_subscriber_that_stops_reading_does_not_stop_the_stream_to_the_others(short_dir):
+    """Found in audit: XPUB_NODROP refuses a packet to every subscriber when one subscriber's queue is
+    full, so one console that stopped reading (suspended, or paged into a pager) stopped the stream to
+    every other, the ground's archive included. Now the full one loses its packets (a gap it counts), the
+    refusal is counted, and a reading console gets every packet, each published as sent."""
+    from flight.link.transport import open_ground_link
+
+    link = open_flight_link(f"zmq+ipc://{short_dir}/s?queue=50")
+    stuck = zmq.Context.instance().socket(zmq.SUB)
+    stuck.rcvhwm = 1
+    stuck.subscribe(b"")
+    stuck.connect(f"ipc://{short_dir}/s.tm")
+    ground = None
+    try:
+        for _ in range(1000):  # the stuck SUB joined, then the console's (10 s bound)
+            link.receive()
+            if ground is None and link.subscribers:
+                ground = open_ground_link(f"zmq+ipc://{short_dir}/s")
+            if ground is not None and link.stream_reaches(ground._identity):
+                break
+            time.sleep(0.01)
+        got: list[bytes] = []
+        published = []
+        for i in range(300):  # 18 MB: far past what the stuck SUB's queues and the socket's buffer hold
+            packet = pack_tm(0x10, i, 3, 25, bytes(60_000), 0.0)
+            published.append(link.publish(packet))
+            for _ in range(200):  # the reading console takes each before the next (2 s bound)
+                got += ground.receive()
+                if len(got) > i:
+                    break
+                zmq.select([ground._tm], [], [], 0.01)
+            else:
+                break  # the stream stopped reaching it
+        assert link.stats.tx_dropped >= 1, "the stuck subscriber's queue never filled"
+        assert all(published) and len(got) == 300
+        assert [unpack(p).seq_count for p in got] == list(range(300))
+        assert link.subscribers == 2  # each console's subscription counted, not the topic's first alone
+    finally:
+        stuck.close(0)
+        if ground is not None:
+            ground.close()
+        link.close()
+
+
+@pytest.mark.req("LNK-005")
+def test_a_stopping_agents_last_packets_leave_before_its_process_exits(short_dir):
+    """Found in audit: the agent's link closed its sockets with a linger of 500 ms on the process's shared
+    ZeroMQ context, which nothing ends, so close() returned at once and the process exited with the
+    stream's queue unsent (900 of 1500 packets arrived). The link's own context, ended in close(), waits
+    the linger out: every packet the link took has left when close() returns."""
+    import subprocess
+    import sys
+
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.rcvhwm = 0  # no bound: this reader holds whatever comes
+    sub.subscribe(b"")
+    sub.connect(f"ipc://{short_dir}/x.tm")
+    script = (
+        "import os, time\n"
+        "from flight.link.transport import open_flight_link\n"
+        f"link = open_flight_link('zmq+ipc://{short_dir}/x')\n"
+        "for _ in range(1000):\n"
+        "    link.receive()\n"
+        "    if link.subscribers:\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
+        "print(sum(link.publish(bytes(20_000)) for _ in range(1500)), flush=True)\n"
+        "link.close()\n"
+        "os._exit(0)\n"  # at once: what close() left unsent goes with the process
+    )
+    try:
+        child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert child.returncode == 0, child.stderr
+        published = int(child.stdout)
+        got = 0
+        while got < published and sub.poll(10_000):  # the child has gone: what it sent is on its way here
+            sub.recv()
+            got += 1
+        assert published > 0 and got == published
+    finally:
+        sub.close(0)
+
+
+@pytest.mark.req("LNK-009")
+def test_the_subscriber_count_follows_each_console(short_dir):
+    """Two consoles on the stream are two subscribers, and one when either goes: the XPUB hands the agent
+    every SUB's subscription and withdrawal, not only a topic's first and last (it said 1 for two)."""
+    link = open_flight_link(f"zmq+ipc://{short_dir}/c")
+    ctx = zmq.Context.instance()
+    subs = [ctx.socket(zmq.SUB) for _ in range(2)]
+
+    def settle(count: int) -> int:
+        for _ in range(1000):  # subscriptions travel like packets (10 s bound)
+            link.receive()
+            if link.subscribers == count:
+                break
+            time.sleep(0.01)
+        return link.subscribers
+
+    try:
+        for sub in subs:
+            sub.subscribe(b"")
+            sub.connect(f"ipc://{short_dir}/c.tm")
+        assert settle(2) == 2
+        subs[0].close(0)
+        assert settle(1) == 1
+        subs[1].close(0)
+        assert settle(0) == 0
+    finally:
+        for sub in subs:
+            sub.close(0)
+        link.close()
+
+
 @pytest.mark.req("LNK-005")
 def test_a_message_larger_than_any_packet_is_refused_before_it_is_queued(short_dir):
     """The command socket once queued messages of any size (four of 128 MiB grew the agent by 700

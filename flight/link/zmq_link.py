@@ -8,8 +8,16 @@ Why these socket types:
   one, send the same packet again; the agent executes each ``cmd_id`` once.
 - Telemetry fans out to any number of consoles, archives and harnesses: the agent binds
   an XPUB with ``XPUB_NODROP`` so a full subscriber queue shows up here as ``zmq.Again``
-  and is counted, instead of PUB's silent drop. Consoles count sequence gaps as well,
-  since a subscriber that joins late misses what came before.
+  and is counted, instead of PUB's silent drop. libzmq's NODROP refuses a packet to every
+  subscriber when any one's queue is full (found in audit: one console that stopped reading
+  stopped the stream to all, the ground's archive too). So with more than one subscriber (the
+  XPUB is verbose: each SUB's subscription is counted) a refused packet is counted
+  (``tx_dropped``) and sent again without NODROP: the full subscriber loses it, the others get
+  it (``tx_packets`` too) and :meth:`ZmqFlightLink.publish` says True. libzmq then passes that
+  subscriber by until it reads again, so its further losses are not seen here, only by it: it
+  counts sequence gaps, as a subscriber that joins late does, and the packet store plays back
+  what the ground's archive did not acknowledge. With one subscriber a full queue is refused
+  as before: False, counted.
 
 One copy of each report: a console's SUB also subscribes to a *presence* topic naming its
 DEALER (``PRESENCE_PREFIX`` + the DEALER's identity; no packet can match it, a CCSDS packet's
@@ -20,7 +28,9 @@ not known to reach (no SUB, a SUB not joined yet, a proxy in between) gets its r
 DEALER as well.
 
 ZeroMQ reconnects by itself when either end restarts; both ends bind/connect once and
-keep their sockets, except the DEALER that a retry replaces.
+keep their sockets, except the DEALER that a retry replaces. The agent's end has a ZeroMQ context
+of its own, ended in ``close()``: only a context's end waits out the sockets' linger, so the last
+reports of a clean stop leave before the process exits.
 
 CurveZMQ (``LinkConfig.curve``, see :mod:`flight.link.curve`): the agent's ROUTER and XPUB
 are CURVE servers, and a ZAP handler (pyzmq's ``ThreadAuthenticator``) lets in only the
@@ -131,15 +141,17 @@ class ZmqFlightLink(FlightLink):
         self.config = config
         self.stats = LinkStats()
         self.refused = Refusals(self.stats)  # messages not of our two frames, with why, for the agent to say
-        self.subscribers = 0
+        self.subscribers = 0  # subscriptions to the stream (a console's SUB: one), its presence apart
         self._present: set[bytes] = set()  # DEALER identities whose console's SUB is joined
-        self._ctx: zmq.Context | None = None  # CURVE only: this link's own context, its ZAP handler's
+        # This link's own context, so close() can end it: only a context's end waits out the sockets' linger
+        # (found in audit: on the process's shared one an agent's exit cut off the stop's last reports)
+        self._ctx: zmq.Context | None = None
         self._auth: Any = None  # CURVE only: the ThreadAuthenticator
         self._monitors: list[zmq.Socket] = []
         keys = config.curve
         if keys is not None and keys.allowed_dir is None:
             raise ValueError("an agent's CURVE keys need the allow-list directory (allowed_dir)")
-        ctx = _context() if keys is None else self._start_curve(keys)
+        ctx = self._ctx = zmq.Context() if keys is None else self._start_curve(keys)
         self._cmd = ctx.socket(zmq.ROUTER)
         _common(self._cmd, config.queue_packets, config.cmd_endpoint)
         self._cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable peer raises instead of vanishing
@@ -147,6 +159,10 @@ class ZmqFlightLink(FlightLink):
         self._tm = ctx.socket(zmq.XPUB)
         _common(self._tm, config.queue_packets, config.tm_endpoint)
         self._tm.setsockopt(zmq.XPUB_NODROP, 1)
+        # Every SUB's subscription and its withdrawal handed over, not only a topic's first and last: the
+        # subscriber count is true with two consoles, which publish() needs to know whether others remain
+        self._tm.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._tm.setsockopt(zmq.XPUB_VERBOSER, 1)
         self._tm.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
         try:
             if keys is not None:
@@ -260,7 +276,22 @@ class ZmqFlightLink(FlightLink):
         return True
 
     def publish(self, packet: bytes) -> bool:
-        return _send_counted(self._tm, packet, self.stats)
+        """On the stream; a subscriber whose queue is full loses this packet (counted), the others get it."""
+        if _send_counted(self._tm, packet, self.stats):
+            return True
+        if self.subscribers < 2:
+            return False  # the one subscriber's queue is full: nobody took it, the caller keeps it for later
+        # NODROP refused it to all for one full queue: to the rest without NODROP, which drops it for that one alone
+        self._tm.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self._tm.send(packet, zmq.NOBLOCK, copy=len(packet) < 4096)
+        except zmq.Again:
+            return False
+        finally:
+            self._tm.setsockopt(zmq.XPUB_NODROP, 1)
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(packet)
+        return True
 
     def close(self) -> None:
         for sock in (getattr(self, "_cmd", None), getattr(self, "_tm", None)):
