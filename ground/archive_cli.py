@@ -371,19 +371,23 @@ def _cmd_files(args: argparse.Namespace) -> int:
     return 0 if transfers else 1
 
 
+POLICY_MAX_BYTES = 1 << 16  # a retention policy is a few lines
+
+
 def _load_policy(path: str | None) -> RetentionPolicy:
     if path is None:
         return RetentionPolicy()
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+    from flight import toml_text
+
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            body = f.read(POLICY_MAX_BYTES + 1)  # bounded: a device or a huge file is no policy (found in audit)
+        if len(body) > POLICY_MAX_BYTES:
+            raise ValueError(f"--policy {path}: larger than {POLICY_MAX_BYTES} bytes: no retention policy is")
+        data = toml_text.loads(body.decode("utf-8"))
     except OSError as exc:
         raise ValueError(f"--policy {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:  # bytes not UTF-8 named the file too (audit)
         raise ValueError(f"--policy {path}: not TOML: {exc}") from None
     table = data.get("retention", data) if isinstance(data.get("retention"), dict) else data
     try:

@@ -43,3 +43,17 @@ def test_the_ground_readers_refuse_nesting_too_deep_naming_the_file(tmp_path):
         parse_schedule(DEEP, time.time(), str(path))
     with pytest.raises(ScenarioError, match=r"deep\.toml.*nested too deeply"):
         load_scenario(path)
+
+
+def test_a_retention_policy_nested_too_deep_not_utf8_or_huge_is_refused_naming_the_file(tmp_path):
+    """Found in audit: `archive retain --policy` raised RecursionError on deep nesting, said bytes that are not
+    UTF-8 without the file's name, and read a file (or a device) of any size whole."""
+    from ground.archive_cli import POLICY_MAX_BYTES, _load_policy
+
+    path = tmp_path / "retention.toml"
+    for body, words in ((DEEP.encode(), "not TOML: arrays or tables nested too deeply"),
+                        (b"[retention]\nx = '\xff'\n", "not TOML: 'utf-8' codec"),
+                        (b"#" * (POLICY_MAX_BYTES + 1), f"larger than {POLICY_MAX_BYTES} bytes")):
+        path.write_bytes(body)
+        with pytest.raises(ValueError, match=f"--policy {path}: {words}"):
+            _load_policy(str(path))
