@@ -99,6 +99,7 @@ def reason_to_come(record: dict[str, Any]) -> bool:
     return record.get("direction") == "up" and record.get("state") == "failed" and reason.startswith(RECEIVER_SAYS) \
         and AGENT_SAYS not in reason
 KEEP_AGENT_ENDS = 256           # the agent's transfers heard ending (FILE_FAILED, FILE_SENT) kept for the gets
+TRANSFERS_LOST = "file transfers"  # STATE_CORRUPT's ``what`` where the agent lost its transfers (flight/agent/files.py)
 
 
 @dataclass(frozen=True)
@@ -266,9 +267,18 @@ class GroundFiles:
         self._next_progress_s = 0.0
         self._next_expire_s = 0.0
         self._shown: dict[str, int] = {}  # record id -> progress last handed on
-        # The agent's transfer id -> (event, name, reason) of its FILE_FAILED or FILE_SENT, the newest
+        # The agent's transfer id -> (event, name, reason, heard) of its FILE_FAILED or FILE_SENT, the newest
         # KEEP_AGENT_ENDS: a get whose transfer ends on board with nothing of it come here is settled by it.
-        self._agent_ends: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        # ``heard``: the count of ends heard so far (_ends_heard) as it came; a get matches only an end heard
+        # after it was asked for (_asked_at, by record id; none: any), as the board numbers its transfers from
+        # out-1 again once its transfer state is lost (:meth:`_end_of`).
+        self._agent_ends: OrderedDict[str, tuple[str, str, str, int]] = OrderedDict()
+        self._ends_heard = 0
+        self._asked_at: dict[str, int] = {}
+        # The agent's STATE_CORRUPT for its transfers, (_ends_heard, reason): every get it had queued went with them;
+        # those whose transfer id came before (_queued_at, by record id; none: any) are settled by it.
+        self._transfers_lost: tuple[int, str, float | None] | None = None  # (..., its time where played back)
+        self._queued_at: dict[str, int] = {}
         self._ends_to_match = False  # an end heard, or a get's transfer id learnt, since the last match
         self.tc_refused = 0   # PDUs the link's queue refused (CFDP sends them again)
         self.pdus_up = 0
@@ -278,6 +288,11 @@ class GroundFiles:
         self.entity = FileEntity(local_id, peer_id, self.area, clock_s, read_tops=frozenset({UPLINK_DIR}),
                                  write_tops=frozenset({DOWNLINK_DIR}), state_path=self.area / ".transfers.json",
                                  config=config, on_change=self._entity_changed, before_install=self._set_aside)
+        # Its puts numbered past every out-N the records hold: with its state lost (damaged, missing) it numbers
+        # from out-1 again, and the next put took over the record of that id, settled long since, the archive's
+        # row too (found in audit: another operator's file, its SHA-256 and size, under the first one's put).
+        taken = [int(r.id[4:]) for r in self.records.values() if r.id.startswith("out-") and r.id[4:].isdigit()]
+        self.entity.number_sends_past(max(taken, default=0))
         self._reconcile()
         client.file_sink = self._pdu_in
         client.listeners.append(self._heard)
@@ -342,6 +357,7 @@ class GroundFiles:
         ``downlink/<remote_name>``. FileError naming the field; the command's refusal
         (dictionary) as ArgumentError."""
         remote = check_remote(remote_name, "down")
+        asked = self._ends_heard  # what the agent says of its transfers from now on may be this one's end
         if cfdp_class not in (1, 2):
             raise FileError(f"class: {cfdp_class!r} must be 1 (unacknowledged) or 2 (acknowledged)")
         if not 0 <= int(priority) <= 255:
@@ -352,6 +368,7 @@ class GroundFiles:
                             state="requested", reason="FILE_DOWNLINK sent", who=who, cfdp_class=int(cfdp_class),
                             priority=int(priority), requested_s=time.time())
         self._pending[record.id] = _Pending(poll, "downlink")
+        self._asked_at[record.id] = asked
         self._store(record, state_changed=True)
         return record
 
@@ -468,11 +485,19 @@ class GroundFiles:
     def _heard(self, item: Any) -> None:
         self._heard_s = self._clock_s()
         record = getattr(item, "record", None)
+        if isinstance(record, EventRecord) and record.event.name == "STATE_CORRUPT" \
+                and record.args.get("what") == TRANSFERS_LOST:
+            self._ends_heard += 1
+            # played back (the ground away as the agent started): the gets asked for after it are the new agent's
+            self._transfers_lost = (self._ends_heard, str(record.args.get("reason", "")),
+                                    record.time_s if getattr(item, "played_back", False) else None)
+            self._ends_to_match = True
         if isinstance(record, EventRecord) and record.event.name in ("FILE_FAILED", "FILE_SENT"):
             transfer = record.args.get("transfer")
             if isinstance(transfer, str) and transfer != "-":
+                self._ends_heard += 1
                 self._agent_ends[transfer] = (record.event.name, str(record.args.get("name", "")),
-                                              str(record.args.get("reason", "")))
+                                              str(record.args.get("reason", "")), self._ends_heard)
                 self._agent_ends.move_to_end(transfer)
                 self._ends_to_match = True
                 while len(self._agent_ends) > KEEP_AGENT_ENDS:
@@ -585,7 +610,7 @@ class GroundFiles:
         if rid is None and t.direction == "in" and t.source:
             rid = next((r.id for r in self.records.values() if r.direction == "down" and r.transfer is None
                         and r.state in ("requested", "queued") and r.remote == t.source
-                        and (r.agent_transfer or "") not in self._agent_ends), None)  # not one ended on board
+                        and self._end_of(r) is None), None)  # not one ended on board
         if rid is not None:
             t.meta["record"] = rid
         return self.records.get(rid) if rid is not None else None
@@ -683,6 +708,8 @@ class GroundFiles:
         body = record.to_json()
         if record.settled:
             self._shown.pop(record.id, None)  # no more progress to hand on
+            self._asked_at.pop(record.id, None)  # no end of the agent's to match any more
+            self._queued_at.pop(record.id, None)
         else:
             self._shown[record.id] = record.progress
         if state_changed:
@@ -719,6 +746,7 @@ class GroundFiles:
             del self._pending[rid]
             if outcome.ok and outcome.result.get("transfer"):
                 record.agent_transfer = str(outcome.result["transfer"])
+                self._queued_at[rid] = self._ends_heard
                 self._ends_to_match = True
             if record.settled or record.transfer is not None:  # the file came before the answer (a fast link)
                 if record.agent_transfer is not None:
@@ -737,31 +765,52 @@ class GroundFiles:
     def _told_why(self, record: FileRecord) -> bool:
         """A put that failed, with the agent's reason added where its FILE_FAILED for that transfer was heard (not
         stored: the caller does); False where it was not, or the reason is there already."""
-        end = self._agent_ends.get(record.agent_transfer or "")
+        end = self._end_of(record)
         if end is None or end[0] != "FILE_FAILED" or end[1] != record.remote or AGENT_SAYS in record.reason:
             return False
         why = f"{AGENT_SAYS}{end[2]}"[:300]  # the ground's part is cut, never the marker (it would be added again)
         record.reason = record.reason[:400 - len(why)] + why
         return True
 
+    def _end_of(self, record: FileRecord) -> tuple[str, str, str, int] | None:
+        """The agent's end heard for ``record``'s transfer on board, where one was heard after the record was asked
+        for. The board numbers its transfers from out-1 again once its transfer state is lost: an end of that id
+        heard before is another transfer's (found in audit: a get queued on board as an earlier get's number failed
+        at once, "ended (delivered) with none of it come here", and its file came as a record of its own)."""
+        end = self._agent_ends.get(record.agent_transfer or "")
+        if end is None or end[3] <= self._asked_at.get(record.id, 0):
+            return None
+        return end
+
     def _match_agent_ends(self) -> None:
         """The agent's word on transfers that ended on board (its FILE_FAILED, FILE_SENT), matched to their records
         by its transfer id: a put that failed gets the agent's reason (found in use: a sequence the agent refused
         said only "the receiver says FILESTORE_REJECTION" on the ground, the step and key in an event alone), and
         a get queued on board whose transfer there ended before any of it came is settled failed with it (found
-        in audit: one whose source went, or that another console cancelled, stayed queued for ever)."""
+        in audit: one whose source went, or that another console cancelled, stayed queued for ever); so is one
+        queued there when the agent said it lost its transfers (its STATE_CORRUPT at a start: found in audit, such
+        a get stayed queued for ever, the board's queue starting empty and numbering from out-1 again)."""
         if not self._ends_to_match:  # the records are walked only when something new may match: not each turn
             return
         self._ends_to_match = False
         for record in [r for r in self.records.values() if r.direction == "up" and r.state == "failed"]:
             if self._told_why(record):
                 self._store(record, state_changed=True, keep_place=True)
+        lost = self._transfers_lost
         for record in [r for r in self.records.values() if not r.settled]:
-            end = self._agent_ends.get(record.agent_transfer or "")
+            if lost is not None and record.direction == "down" and record.transfer is None \
+                    and record.agent_transfer is not None and self._queued_at.get(record.id, 0) < lost[0] \
+                    and (lost[2] is None or record.requested_s < lost[2]):
+                record.state, record.finished_s = "failed", time.time()
+                record.reason = (f"the agent lost its file transfers at a restart, its {record.agent_transfer} with "
+                                 f"them ({lost[1]}); ask again")[:400]
+                self._store(record, state_changed=True)
+                continue
+            end = self._end_of(record)
             if record.direction != "down" or record.transfer is not None or end is None or end[1] != record.remote:
                 continue
             del self._agent_ends[record.agent_transfer or ""]
-            event, _name, reason = end
+            event, _name, reason, _heard = end
             record.state, record.finished_s = "failed", time.time()
             record.reason = (f"the agent's {record.agent_transfer} failed: {reason}" if event == "FILE_FAILED" else
                              f"the agent's {record.agent_transfer} ended ({reason}) with none of it come here; "

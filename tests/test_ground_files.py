@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from flight.agent.agent import Agent
 from flight.files.entity import FileEntity, FileError
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
@@ -25,7 +26,7 @@ from ground import archive_cli
 from ground.archive import Archive, RetentionPolicy
 from ground.client import GroundClient
 from ground.files import AGENT_SAYS, DOWNLINK_TOPS, UPLINK_TOPS, FileRecord, GroundFiles, sha256_file
-from tests.inproc import InProcessAgent
+from tests.inproc import InProcessAgent, scripted_board
 
 STEP_S = 0.05
 
@@ -239,6 +240,40 @@ def test_transfers_in_progress_survive_a_ground_restart(pair, tmp_path):
         again.close()
 
 
+@pytest.mark.req("GND-050", "GND-055")
+@pytest.mark.parametrize("lost", ["damaged", "missing"])
+def test_a_put_after_the_ground_lost_its_transfer_state_takes_a_new_id_not_an_earlier_puts_record(pair, tmp_path,
+                                                                                                   lost):
+    """Found in audit: the ground entity's transfer state damaged (quarantined) or missing, it numbered its puts from
+    out-1 again, and the next put took over the settled record of that id: another operator's file, its SHA-256 and
+    size, shown and archived under the first put's name and operator, the second put with no record of its own."""
+    files, standin, clock, client = pair
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    first = files.put(tmp_path / "a.bin", "staging/a.bin", who="alice")
+    run(files, client, clock, settled(files, first.id))
+    files.close()
+    state = files.area / ".transfers.json"
+    if lost == "damaged":
+        state.write_bytes(state.read_bytes()[:-20])
+    else:
+        state.unlink()
+    archived: list[dict] = []
+    again = GroundFiles(client, files.area, clock_s=clock, rate_bps=200_000.0, los_s=5.0, on_record=archived.append)
+    try:
+        (tmp_path / "b.bin").write_bytes(b"b" * 2000)
+        second = again.put(tmp_path / "b.bin", "data/b.bin", who="bob")
+        assert second.id != first.id
+        run(again, client, clock, settled(again, second.id))
+        kept, new = again.records[first.id], again.records[second.id]
+        assert (kept.remote, kept.who, kept.size, kept.sha256) == ("staging/a.bin", "alice", 1000,
+                                                                   hashlib.sha256(b"a" * 1000).hexdigest())
+        assert (new.state, new.remote, new.who, new.sha256) == ("done", "data/b.bin", "bob",
+                                                                hashlib.sha256(b"b" * 2000).hexdigest())
+        assert {r["id"] for r in archived} == {second.id}, "the archive's row of the first put is left alone"
+        assert (standin.root / "data/b.bin").read_bytes() == b"b" * 2000
+    finally:
+        again.close()
+
 @pytest.mark.req("GND-051")
 def test_a_later_transfer_of_a_name_keeps_the_earlier_file_beside_it_and_its_record_follows(pair):
     """Found in audit: every transfer of a name landed at downlink/<name> and replaced the file there, so the
@@ -442,6 +477,105 @@ def test_a_get_whose_transfer_ends_on_board_before_it_starts_fails_with_the_agen
         record = files.records[get.id]
         assert record.state == "failed" and record.transfer is None, record
         assert record.reason.startswith(f"the agent's {waiting} failed: ") and why in record.reason, record.reason
+    finally:
+        files.close()
+
+
+@pytest.mark.req("GND-051")
+def test_a_get_numbered_as_an_earlier_transfer_after_the_board_lost_its_transfer_state_is_not_ended_by_it(
+        agent, tmp_path):
+    """Found in audit: the board numbers its transfers from out-1 again once its transfer state is lost; a get
+    queued on board as an earlier get's number (the same name) was failed at once by that one's FILE_SENT, heard
+    long before ("ended (delivered) with none of it come here"), and its file came as a record of its own."""
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    products = agent.config.state_dir / "compute/products"
+    products.mkdir(parents=True, exist_ok=True)
+
+    def get_behind_a_big_file(data: bytes) -> FileRecord:
+        (products / "big.npz").write_bytes(os.urandom(300_000))
+        (products / "job-7.npz").write_bytes(data)
+        assert agent.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed  # out-1 on board
+        get = files.get("products/job-7.npz")  # out-2, queued on board behind big.npz
+        run_agent(agent, files, lambda: files.records[get.id].agent_transfer is not None)
+        return get
+
+    try:
+        first = get_behind_a_big_file(os.urandom(1000))
+        run_agent(agent, files, lambda: any(e.args["transfer"] == first.agent_transfer
+                                            for e in agent.events("FILE_SENT")))
+        assert files.records[first.id].state == "done"
+        # The board's transfer state lost; the agent starts again on the same link, numbering from out-1.
+        agent.agent.close()
+        (agent.config.state_dir / "files.json").unlink()
+        agent.board = scripted_board(agent.clock)
+        agent.agent = Agent(agent.config, link=agent.link.flight, board=agent.board)
+        agent.start()
+        data = os.urandom(2000)
+        second = get_behind_a_big_file(data)
+        assert files.records[second.id].agent_transfer == first.agent_transfer  # the number taken again
+        run_agent(agent, files, settled(files, second.id))
+        record = files.records[second.id]
+        assert record.state == "done", record.reason
+        assert files.path_of(record).read_bytes() == data
+        assert not [r for r in files.records.values() if r.remote == "products/job-7.npz" and r.id.startswith("in-")]
+    finally:
+        files.close()
+
+
+@pytest.mark.req("GND-051")
+def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_so(agent, tmp_path):
+    """Found in audit: a get queued on board when the agent's transfer state was found damaged at a restart (its
+    queue starting empty, STATE_CORRUPT "file transfers") stayed queued on the ground for ever: no FILE_FAILED ever
+    names a transfer the agent no longer knows. A get asked for after the restart is not touched by it."""
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    products = agent.config.state_dir / "compute/products"
+    products.mkdir(parents=True, exist_ok=True)
+    (products / "big.npz").write_bytes(os.urandom(300_000))
+    (products / "job-7.npz").write_bytes(os.urandom(1000))
+    try:
+        assert agent.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed
+        get = files.get("products/job-7.npz")
+        run_agent(agent, files, lambda: files.records[get.id].agent_transfer is not None)
+        waiting = files.records[get.id].agent_transfer
+        assert agent.agent.files.entity.find(waiting).state == "queued"
+        agent.agent.close()
+        state = agent.config.state_dir / "files.json"
+        state.write_bytes(state.read_bytes()[:-30])  # damaged: quarantined at the start, its transfers forgotten
+        agent.board = scripted_board(agent.clock)
+        agent.agent = Agent(agent.config, link=agent.link.flight, board=agent.board)
+        agent.start()
+        run_agent(agent, files, settled(files, get.id))
+        record = files.records[get.id]
+        assert record.state == "failed" and record.transfer is None, record
+        assert record.reason.startswith(f"the agent lost its file transfers at a restart, its {waiting} ") \
+            and "ask again" in record.reason, record.reason
+        again = files.get("products/job-7.npz")
+        run_agent(agent, files, settled(files, again.id))
+        assert files.records[again.id].state == "done", files.records[again.id].reason
+    finally:
+        files.close()
+
+
+def test_a_played_back_loss_of_transfers_fails_only_the_gets_asked_for_before_it(agent, tmp_path):
+    """Found in review: the agent's STATE_CORRUPT "file transfers" played back late (the ground away as the agent
+    started) would fail a get asked of the new agent since; only gets asked for before the loss went with it."""
+    from flight.link.definitions import DICTIONARY
+    from flight.link.messages import EventRecord
+    from ground.client import Received
+
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    try:
+        before, after = files.get("products/a.npz"), files.get("products/b.npz")
+        for record, transfer, asked_s in ((before, "out-1", 1000.0), (after, "out-2", 3000.0)):
+            record.agent_transfer, record.state, record.requested_s = transfer, "queued", asked_s
+            files._pending.pop(record.id, None)
+        lost = EventRecord(DICTIONARY.event_by_name["STATE_CORRUPT"],
+                           {"what": "file transfers", "reason": "damaged"}, 2000.0)
+        files._heard(Received(b"", None, lost, played_back=True))
+        files._match_agent_ends()
+        assert files.records[before.id].state == "failed" and "lost its file transfers" in \
+            files.records[before.id].reason
+        assert files.records[after.id].state == "queued"
     finally:
         files.close()
 

@@ -1058,6 +1058,12 @@ class FileEntity:
                 self.transfers[t.id] = t
                 self._resumable[t.transaction] = t
 
+    def number_sends_past(self, taken: int) -> None:
+        """The next send's id past ``out-<taken>``: an owner that keeps records of its sends by id (the ground's)
+        gives the highest it holds, as a lost state numbers sends from out-1 again (found in audit: the ground's
+        next put took over an earlier put's record, another operator's)."""
+        self._next_request = max(self._next_request, taken + 1)
+
     def _seq_from_utc(self) -> int:
         """Where transaction numbers begin with no saved state: UTC in milliseconds (mod 2**32), past the numbers an
         earlier start took unless it took more than one a millisecond. From the UTC second (as it was), an earlier
