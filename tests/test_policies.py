@@ -135,3 +135,21 @@ def test_operator_cap_and_unknown_battery():
     assert decide(sunlit(95, 3000), MODES, BAT, SET, cap_index=1).mode == "15W"
     d = decide(PowerInputs(None, None, 10.0, None, None, None, None), MODES, BAT, SET)
     assert d.admission is Admission.NONE and "unknown" in d.reason
+
+
+@pytest.mark.req("AGT-020")
+def test_a_battery_below_floor_plus_margin_in_sunlight_computes_nothing_until_it_is_back():
+    """Sunlit at 25 % with a 30 % floor: the arrays would make it up before the shadow, but
+    the tightest point is now. The rule ran 25W, 'keeping 39.3 % at the tightest point', where
+    the forecast's plan and the receding-horizon plan idle; in eclipse the same. Training, too,
+    waits until the charge it has now keeps its reserve."""
+    below = decide(sunlit(25.0, 50 * 60, solar_w=60.0), MODES, BAT, SET)
+    assert below.admission is Admission.NONE and below.mode == "10W" and below.headroom_wh < 0, below.reason
+    shaded = decide(PowerInputs(34.0, 40.0, 10.0, True, None, 36 * 60.0, 600.0), MODES, BAT, SET)  # leaving it
+    assert shaded.admission is Admission.NONE, shaded.reason
+    forecast = PowerInputs(25.0, 60.0, 10.0, False, 50 * 60.0, 36 * 60.0, None,
+                           tuple([60.0] * 50 + [0.0] * 36 + [60.0] * 10), 60.0)
+    assert decide(forecast, MODES, BAT, SET).admission is Admission.NONE, "as the forecast's plan decides"
+    above = decide(sunlit(45.0, 50 * 60, solar_w=60.0), MODES, BAT, SET)
+    assert above.admission is Admission.INFERENCE and "training needs 50 %" in above.reason
+    assert above.headroom_wh == pytest.approx(10.0)

@@ -102,6 +102,27 @@ def test_a_day_scarce_as_measured_still_builds_its_reserve():
     assert richer is not None and sum(richer.work_fraction) > 10.0, "with an 8 W platform there is work to do"
 
 
+@pytest.mark.req("AGT-061")
+def test_a_mode_whose_power_nothing_states_is_left_out_not_the_whole_plan():
+    """MAXN on a board with no profile costs inf (``mode_powers``), sorted last. With the cap
+    over it, every plan failed (None: the simple rule all day); the plan is now the one over the
+    modes whose power is known, and never runs the unknown one."""
+    import math
+
+    modes = (*MODES[:2], ModePower("MAXN", math.inf, math.inf, 1.0))
+    sun = ([30.0] * 58 + [0.0] * 36) * 2
+    known = make_plan(T0, 80.0, sun, 60.0, 8.0, Battery(100.0), modes, 35.0, 1, time_limit_s=None,
+                      orbit_period_s=94 * 60.0)
+    capped = make_plan(T0, 80.0, sun, 60.0, 8.0, Battery(100.0), modes, 35.0, 2, time_limit_s=None,
+                       orbit_period_s=94 * 60.0)
+    assert known is not None and capped is not None
+    assert capped.cap_index == 2, "the cap asked for, so the control core keeps the plan between its steps"
+    assert sum(capped.work_fraction) > 10.0 and capped.work_fraction == pytest.approx(known.work_fraction)
+    assert 2 not in set(capped.mode_index) | set(capped.upper) | set(capped.lower)
+    only = make_plan(T0, 80.0, sun, 60.0, 8.0, Battery(100.0), modes[2:], 35.0, 0, time_limit_s=None)
+    assert only is None, "no mode with a known power: the rule decides"
+
+
 @pytest.mark.req("AGT-060")
 def test_the_calibration_does_not_read_a_shadow_edge_as_a_wrong_array():
     """A sun-tracking array that is exactly right: measured every 10 s against a forecast at

@@ -252,6 +252,13 @@ def make_plan(now_unix_s: float, soc_pct: float, forecast_w, step_s: float, plat
     soc_pct = min(100.0, soc_pct)  # a full battery's rounding
     cap_index = max(0, min(cap_index, len(modes) - 1))
     usable = modes[: cap_index + 1]
+    # A mode whose power nothing states costs inf (``mode_powers``: MAXN on a board with no profile, sorted
+    # last): never affordable, so it is left out; in the LP its inf made every plan fail, and the rule ran all
+    # day in place of the plan (found in audit).
+    while usable and not (math.isfinite(usable[-1].idle_w) and math.isfinite(usable[-1].loaded_w)):
+        usable = usable[:-1]
+    if not usable:
+        return None
     full = battery.capacity_wh
     keep = keep_pct / 100.0 * full
     idle_w = min(m.idle_w for m in usable)
