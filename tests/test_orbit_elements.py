@@ -179,6 +179,17 @@ def test_from_elements_refuses_impossible_orbits(kwargs, words):
         Orbit.from_elements(**args)
 
 
+@pytest.mark.parametrize("key", ["alt_km", "raan_deg", "epoch_unix_s", "argp_deg", "mean_anomaly_deg",
+                                 "bstar_per_earth_radius"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_from_elements_refuses_elements_that_are_not_finite_naming_them(key, value):
+    """Found in audit: sgp4init took raan_deg=nan (and alt_km, the epoch, ...) without an error, and every
+    position came out NaN, read downstream as sunlit, outside the SAA, with no pass."""
+    args = dict(alt_km=550.0, inc_deg=51.6, raan_deg=0.0, epoch_unix_s=EPOCH_UNIX_S) | {key: value}
+    with pytest.raises(ValueError, match=f"^{key} must be a finite number"):
+        Orbit.from_elements(**args)
+
+
 def test_decay_is_reported_with_the_time_and_sgp4_code():
     # 300 km with a large drag term re-enters within days; sgp4 says error 6 (decayed) at
     # 10 days (further on its equations break down in other ways: error 4 at 30 days).

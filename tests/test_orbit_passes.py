@@ -214,6 +214,13 @@ def test_no_stations_no_passes_and_bad_windows_are_refused():
             predict_passes(sso(), (SVALBARD,), start, span, step)
 
 
+@pytest.mark.parametrize("kwargs", [dict(step_s=math.inf), dict(tolerance_s=math.inf)])
+def test_an_infinite_step_or_tolerance_is_refused_naming_it(kwargs):
+    """Found in audit: either one ended in ValueError("math domain error") from the refinements."""
+    with pytest.raises(ValueError, match="step_s and tolerance_s must be positive and finite"):
+        predict_passes(sso(), (SVALBARD,), SSO_EPOCH_UNIX_S, DAY_S, **kwargs)
+
+
 # --- the station list from the configuration ----------------------------------------------------
 
 

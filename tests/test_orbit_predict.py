@@ -151,6 +151,38 @@ def test_inside_a_grazing_shadow_shorter_than_a_step_the_summary_gives_its_own_e
         assert summary.eclipse_duration_s < 30.0 < summary.to_eclipse_entry_s
 
 
+def test_inside_a_grazing_shadow_shorter_than_a_step_next_eclipse_gives_that_shadow():
+    """Found in audit: next_eclipse, "the eclipse under way at now", searched from one orbit back, so now was
+    no sample of its 30 s grid; inside a 15 s grazing shadow (in_eclipse_now true) it gave the next orbit's
+    shadow, 94 minutes ahead. Its look-back is now whole steps, as predict_summary's is."""
+    from flight.orbit.predict import eclipse_mask
+
+    # The RAAN the summary's grazing-shadow test above finds by search (the edge of the eclipse season at t0),
+    # given here to keep this test fast; the shadow's length is checked, so a change of model shows.
+    t0 = 1_795_000_000.0
+    orbit = Orbit.from_elements(550.0, 51.6, 128.716796875, t0)
+    t = t0 + np.arange(4800.0, 5100.0, 0.5)
+    dark = t[eclipse_mask(orbit, t)]
+    assert 4.0 <= dark.size / 2.0 <= 20.0 and np.all(np.diff(dark) == 0.5)  # one shadow, shorter than a step
+    for now in np.linspace(dark[0] + 0.3, dark[-1] - 0.3, 5):
+        assert in_eclipse_now(orbit, float(now))
+        current = next_eclipse(orbit, float(now))
+        assert current is not None and current.contains(float(now))
+        assert current.end_unix_s == pytest.approx(dark[-1] + 0.25, abs=0.6)
+
+
+@pytest.mark.parametrize("step_s", [0.0, -30.0, math.nan, math.inf])
+def test_a_step_that_is_not_a_positive_number_is_refused_naming_it(orbit, step_s):
+    """Found in audit: step_s=0 raised ZeroDivisionError ("float division by zero") from predict_summary and
+    next_eclipse, and an infinite step gave predict_passes a grid of one sample and a made-up pass."""
+    with pytest.raises(ValueError, match="step_s must be"):
+        predict_summary(orbit, START_UNIX_S, step_s=step_s, saa_drift=ESTIMATE)
+    with pytest.raises(ValueError, match="step_s must be"):
+        next_eclipse(orbit, START_UNIX_S, step_s=step_s)
+    with pytest.raises(ValueError, match="step_s must be"):
+        predict_passes(orbit, START_UNIX_S, DAY_S, step_s)
+
+
 def test_summary_without_eclipse_reads_nan_and_compares_false():
     # A polar orbit with its node 80 deg east of the Sun at the equinox has beta ~ 80 deg,
     # above the 67 deg limit at 550 km: no eclipse for days.

@@ -254,6 +254,14 @@ class Orbit:
         period differ from 2*pi/n by ~0.1 %. ``bstar_per_earth_radius`` is 0 by default:
         no drag, the orbit never decays.
         """
+        # sgp4init takes NaN and inf without an error and propagates them into NaN positions, which read downstream
+        # as "sunlit, outside the SAA, no pass" (found in audit: raan_deg=nan gave an orbit); the range checks below
+        # let a NaN through, as any comparison with it is False.
+        for key, value in (("alt_km", alt_km), ("inc_deg", inc_deg), ("raan_deg", raan_deg),
+                           ("epoch_unix_s", epoch_unix_s), ("ecc", ecc), ("argp_deg", argp_deg),
+                           ("mean_anomaly_deg", mean_anomaly_deg), ("bstar_per_earth_radius", bstar_per_earth_radius)):
+            if not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
         if not 0.0 <= ecc < 1.0:
             raise ValueError(f"eccentricity must be in [0, 1), got {ecc}")
         if not 0.0 <= inc_deg <= 180.0:

@@ -255,8 +255,9 @@ def predict_passes(
     """
     if not (math.isfinite(start_unix_s) and span_s > 0.0 and math.isfinite(span_s)):
         raise ValueError(f"start_unix_s must be finite and span_s positive, got {start_unix_s}, {span_s}")
-    if not (step_s > 0.0 and tolerance_s > 0.0):
-        raise ValueError(f"step_s and tolerance_s must be positive, got {step_s}, {tolerance_s}")
+    if not (step_s > 0.0 and tolerance_s > 0.0 and math.isfinite(step_s) and math.isfinite(tolerance_s)):
+        # Finite too: an infinite one ended in "math domain error" from the refinements.
+        raise ValueError(f"step_s and tolerance_s must be positive and finite, got {step_s}, {tolerance_s}")
     if not stations:
         return []
     r_sta_km = np.array([s.ecef_km() for s in stations])

@@ -98,10 +98,11 @@ def _in_saa(r_teme_km, time_unix_s, saa_drift: SaaDrift) -> np.ndarray:
 
 
 def _grid(start_unix_s: float, horizon_s: float, step_s: float) -> np.ndarray:
-    if not horizon_s > 0.0:
-        raise ValueError(f"horizon_s must be positive, got {horizon_s}")
-    if not step_s > 0.0:
-        raise ValueError(f"step_s must be positive, got {step_s}")
+    # Finite too: an infinite step made a grid of one sample at the horizon's end, and a pass there, both clipped.
+    if not (horizon_s > 0.0 and math.isfinite(horizon_s)):
+        raise ValueError(f"horizon_s must be positive and finite, got {horizon_s}")
+    if not (step_s > 0.0 and math.isfinite(step_s)):
+        raise ValueError(f"step_s must be positive and finite, got {step_s}")
     n = int(math.ceil(horizon_s / step_s))
     t = start_unix_s + step_s * np.arange(n + 1, dtype=float)
     t[-1] = start_unix_s + horizon_s  # end exactly on the horizon, even if the step does not divide it
@@ -181,8 +182,8 @@ def predict_passes(
     """
     if shadow_model not in SHADOW_MODELS:
         raise ValueError(f"unknown shadow model {shadow_model!r}; use one of {SHADOW_MODELS}")
-    if not tolerance_s > 0.0:
-        raise ValueError(f"tolerance_s must be positive, got {tolerance_s}")
+    if not (tolerance_s > 0.0 and math.isfinite(tolerance_s)):
+        raise ValueError(f"tolerance_s must be positive and finite, got {tolerance_s}")
     t = _grid(float(start_unix_s), float(horizon_s), float(step_s))
     r_teme_km, _ = orbit.propagate(t)
     passes: list[Pass] = []
@@ -202,12 +203,22 @@ def predict_passes(
     return passes
 
 
+def _lookback_s(orbit: Orbit, step_s: float) -> float:
+    """One orbit back from now in whole steps of ``step_s``, so that now is a sample of the search. ValueError
+    naming ``step_s`` where it is not a positive number (not a ZeroDivisionError from the division)."""
+    if not (step_s > 0.0 and math.isfinite(step_s)):
+        raise ValueError(f"step_s must be a positive number of seconds, got {step_s}")
+    return step_s * math.ceil(orbit.period_s / step_s)
+
+
 def _current_or_next(
     orbit: Orbit, kind: PassKind, now_unix_s: float, horizon_s: float, step_s: float, shadow_model: str,
     saa_drift: SaaDrift = ESTIMATE,
 ) -> Pass | None:
-    # Look back one orbit so a pass under way now comes back with its true start.
-    lookback_s = orbit.period_s
+    # Look back one orbit so a pass under way now comes back with its true start; a whole number of steps, so that
+    # now is a sample and a pass shorter than a step that holds now is found (found in audit: in a 15 s grazing
+    # shadow, next_eclipse gave the next orbit's, as predict_summary did before it looked back the same way).
+    lookback_s = _lookback_s(orbit, step_s)
     passes = predict_passes(
         orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, kinds=(kind,), shadow_model=shadow_model,
         saa_drift=saa_drift,
@@ -318,7 +329,7 @@ def predict_summary(
     now_unix_s = float(now_unix_s)
     # A whole number of steps back, so that now is a sample: a pass shorter than a step that holds now (a grazing
     # shadow) is then found, as the state at now is (found in audit: in eclipse now, with the next orbit's exit).
-    lookback_s = step_s * math.ceil(orbit.period_s / step_s)
+    lookback_s = _lookback_s(orbit, step_s)
     passes = predict_passes(
         orbit, now_unix_s - lookback_s, lookback_s + horizon_s, step_s, shadow_model=shadow_model,
         saa_drift=saa_drift,
