@@ -12,8 +12,9 @@ An entry's life::
                                                                      ──no longer followed──► unresolved)
 
 - A command that needs a second operator (the two-person rule, per command in the server's
-  configuration) waits in ``pending_approval`` until an operator other than its sender
-  approves it; a rejection, or no approval within ``approval_s``, ends it.
+  configuration; a time tag that runs such a command on board too) waits in ``pending_approval``
+  until an operator other than its sender approves it; a rejection, or no approval within
+  ``approval_s``, ends it.
 - A *held* queue keeps its ``queued`` entries; releasing the queue lets them go, oldest first.
 - Each stage has a time window, as Yamcs' verifiers do: released → sent, sent → accepted,
   accepted → completed (per command, for long jobs). A window that passes ends the entry in
@@ -208,11 +209,14 @@ class CommandQueue:
     # --- operators ------------------------------------------------------------------------
 
     def submit(self, name: str, args: dict[str, Any], who: str, hazardous: bool, now_s: float,
-               ask_flags: int | None = None, acks: Iterable[str] | None = None) -> Entry:
+               ask_flags: int | None = None, acks: Iterable[str] | None = None, carries: str | None = None) -> Entry:
         """Queue a command already checked against the dictionary; ``ask_flags``: the success
         reports to ask the agent for (PUS-C acknowledgement flags; None: the client's default),
-        ``acks`` the stages they will come for (with what the client adds to them)."""
-        needs = name in self.approval
+        ``acks`` the stages they will come for (with what the client adds to them); ``carries``: the
+        dictionary name of the command a time tag runs on board (SCHEDULE_AT's ``command``), which
+        needs a second operator as that command sent directly does (found in audit: SCHEDULE_AFTER
+        delay_s=0 command=SHUTDOWN ran SHUTDOWN with one operator where SHUTDOWN needed two)."""
+        needs = name in self.approval or (carries is not None and carries in self.approval)
         with self._lock:
             waiting = sum(1 for e in self._entries.values() if e.state in _TO_GO)
             if waiting >= self.keep:

@@ -629,11 +629,15 @@ class SpacecraftLink:
                     self.server.command_changed(changed)
             self._inflight[cmd_id] = (entry_id, result, len(result.reports))
             try:
-                unknown = self.queue.get(entry_id).state is State.UNKNOWN
+                entry = self.queue.get(entry_id)
+                unknown = entry.state is State.UNKNOWN
+                # Its stage window still open (a completion window configured past FOLLOW_AFTER_SEND_S, for a long
+                # job): followed till it passes (found in audit: let go `unresolved` at 3600 s, its window 7200 s)
+                waiting = not entry.state.final and entry.deadline_s is not None and now < entry.deadline_s
             except QueueError:
-                unknown = False
+                unknown = waiting = False
             limit_s = FOLLOW_UNKNOWN_S if unknown else FOLLOW_AFTER_SEND_S
-            if result.final or now - result.sent_at_s > limit_s:
+            if result.final or (now - result.sent_at_s > limit_s and not waiting):
                 self._let_go(client, cmd_id, now, f"no outcome in {limit_s:g} s")
         while len(self._inflight) > MAX_FOLLOWED:  # a bound, whatever the agent does not answer
             self._let_go(client, next(iter(self._inflight)), now,
@@ -1782,8 +1786,10 @@ class GroundServer:
             raise PermissionError(f"{command.name} is hazardous: confirm it to send it")
         # What the server's client adds to them: completion always, acceptance as it retries.
         expected = None if ask is None else [s.value for s in ack_stages(ask | ACK_ACCEPTANCE | ACK_COMPLETION)]
+        carried = values.get("command") if command.name in _TIME_TAGS else None  # its name as the agent takes it
+        carries = self.dictionary.command_by_name.get(carried.upper()) if isinstance(carried, str) else None
         entry = link.queue.submit(command.name, values, who, command.hazardous, time.time(), ask_flags=ask,
-                                  acks=expected)
+                                  acks=expected, carries=None if carries is None else carries.name)
         self.command_changed(entry)
         return entry
 
@@ -2163,6 +2169,7 @@ MAX_BODY_BYTES = 256 * 1024  # a request body read whole, at most (a file upload
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # an upload or a write the disk refused
 _MALFORMED = frozenset({400, 413, 415})  # a request refused as malformed: counted in refused_requests
 _SUBMIT_KEYS = ("spacecraft", "name", "args", "confirm", "acks")  # a command's POST body: any other key is refused
+_TIME_TAGS = frozenset({"SCHEDULE_AT", "SCHEDULE_AFTER"})  # their `command` runs on board: its two-person rule holds
 
 
 def _error(status: int, message: str, code: str = "") -> web.Response:

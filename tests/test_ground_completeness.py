@@ -1153,6 +1153,41 @@ def test_a_command_the_server_stops_following_ends_unresolved_in_memory_and_the_
     assert all(c.final and c.state == "unresolved" for c in rows)
 
 
+@pytest.mark.req("GND-023", "GND-042")
+def test_a_long_job_is_followed_through_its_configured_completion_window_not_let_go_before(scripted, monkeypatch):
+    """Found in audit: a command whose completion window (``completed_by_command_s``, up to a day, for a long
+    training job) outlasts FOLLOW_AFTER_SEND_S (3600 s) was let go at that age, ``unresolved`` with its window
+    still open, and the completion report that came within the window never reached its entry."""
+    import ground.server as server_module
+
+    monkeypatch.setattr(server_module, "FOLLOW_AFTER_SEND_S", 0.2)  # stands for the hour; the window is 30 s
+    source, server = scripted(Timeouts(accepted_s=10.0, completed_by_command_s={"NOOP": 30.0}))
+    link = server.links["sunlit-1"]
+    _until(lambda: source.hk() and link.client is not None and link.client.agent_dict_hash is not None,
+           "the agent's dictionary (housekeeping)")
+    entry = server.submit(None, "NOOP", {}, "alice")
+    sent: list = []
+
+    def report(stages) -> None:
+        for tc, cmd_id, opcode in sent:
+            for k, stage in enumerate(stages):
+                source.link.publish(source.codec.encode_verification(
+                    Verification(stage, True, tc.request_id, cmd_id, opcode), T0_S + 50 + k))
+
+    def started() -> bool:
+        source.take()
+        fresh = [(unpack(c.packet), *Codec.peek_cmd_id(unpack(c.packet))[::-1]) for c in source.commands]
+        source.commands.clear()
+        sent.extend(fresh)
+        report((Stage.ACCEPTED, Stage.STARTED))
+        return entry.state is State.STARTED
+    _until(started, "the command accepted and started")
+    time.sleep(0.5)  # past FOLLOW_AFTER_SEND_S, well within the window: the link thread looked many times
+    assert entry.state is State.STARTED and entry.waiting_for == "completed", entry.stages[-1]
+    report((Stage.COMPLETED,))
+    _until(lambda: entry.state is State.COMPLETED, "the completion, within its window, on the entry")
+
+
 @pytest.mark.req("GND-041")
 def test_an_old_played_back_packet_is_still_acknowledged_after_the_tracker_forgets_it():
     """A store that holds more than the tracker's horizon: the old packet is acknowledged all the

@@ -281,3 +281,28 @@ def test_a_hostile_query_value_is_refused_naming_its_field_never_echoed_whole(so
         assert (status, answer["error"]) == (400, "limit 'abc': a whole number, 1..200"), answer
     finally:
         server.stop()
+
+
+@pytest.mark.req("GND-022")
+def test_a_time_tag_carrying_a_two_person_command_waits_for_a_second_operator(source, tmp_path):
+    """Found in audit: with SHUTDOWN under the two-person rule, SCHEDULE_AFTER delay_s=0 command=shutdown was queued
+    to go at once, and SHUTDOWN ran on board with one operator; the time tag needs the approval its command does."""
+    server = _server(source, tmp_path, two_person=frozenset({"SHUTDOWN"})).start()
+    try:
+        alice, bob = login(server, "alice"), login(server, "bob")
+        for name, args in (("SCHEDULE_AFTER", {"delay_s": 0, "command": "shutdown"}),
+                           ("SCHEDULE_AT", {"release_unix_s": time.time() + 3600, "command": "SHUTDOWN"})):
+            status, entry, _ = http(server, "POST", "/api/commands", {"name": name, "args": args, "confirm": True},
+                                    alice)
+            assert status == 202, entry
+            assert (entry["state"], entry["needs_approval"]) == ("pending_approval", True), name
+            status, refused, _ = http(server, "POST", f"/api/commands/{entry['id']}/approve", {}, alice)
+            assert status == 403 and "second operator" in refused["error"]
+            status, approved, _ = http(server, "POST", f"/api/commands/{entry['id']}/approve", {}, bob)
+            assert (status, approved["state"], approved["approved_by"]) == (200, "queued", "bob")
+        status, other, _ = http(server, "POST", "/api/commands",
+                                {"name": "SCHEDULE_AFTER", "args": {"delay_s": 60, "command": "NOOP"}, "confirm": True},
+                                alice)
+        assert (status, other["state"]) == (202, "queued"), "a time tag of a command under no rule needs no approval"
+    finally:
+        server.stop()
