@@ -436,3 +436,46 @@ def test_a_zero_filled_journal_is_one_damaged_stretch_read_in_one_pass(tmp_path)
     j.started(9, b"d" * 16, 0x10)  # the journal works on: written anew, read back
     j.close()
     assert CommandJournal(path).get(9) is not None
+
+
+@pytest.mark.req("AGT-016", "AGT-017")
+def test_a_completed_command_whose_end_the_full_disk_refused_is_not_said_interrupted_at_a_later_retry(
+        tmp_path, monkeypatch):
+    """Found in audit: the journal forgot how a command ended where the disk refused its record, so a retry past
+    the retry cache was answered "interrupted by a reset" (with no reset) and COMMAND_STATUS turned from completed
+    to failed. This boot knows how it ended; the next rewrite of the journal writes it."""
+    import errno
+
+    import flight.agent.journal as journal_module
+    from flight.agent.dispatcher import RETRY_CACHE_COMMANDS, Handler
+    from flight.link.messages import CommandRequest
+    from tests.test_dispatcher import Bench
+
+    bench = Bench()
+    journal = bench.dispatcher.journal = CommandJournal(tmp_path / "commands.journal")
+    real_write = journal_module.os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fills_the_disk(req):  # its started record is on disk; the disk is full when it ends
+        monkeypatch.setattr(journal_module.os, "write", full)
+        return {"done": True}
+
+    bench.dispatcher.register("SET_PARAM", Handler(fills_the_disk))
+    bench.dispatcher.register("NOOP", Handler(lambda req: None))
+    args = {"name": "hk_period_s", "value": "2"}
+    cmd_id = bench.send("SET_PARAM", args)
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    assert bench.stages()[-1] == ("completed", True)
+    status = CommandRequest(DICTIONARY.command_by_name["COMMAND_STATUS"], {"cmd_id": cmd_id}, 1, None)
+    assert bench.dispatcher._status(status)["state"] == "completed"
+    for _ in range(RETRY_CACHE_COMMANDS):  # the retry cache moves on (read-only: nothing journaled)
+        bench.send("NOOP")
+    bench.reports.clear()
+    bench.send("SET_PARAM", args, cmd_id)
+    retry = bench.codec.decode_tm(unpack(bench.reports[-1]))
+    assert (retry.stage.value, retry.success) == ("completed", True), retry.reason
+    assert bench.dispatcher._status(status)["state"] == "completed"
+    journal._compact()  # the next rewrite keeps how it ended
+    assert CommandJournal(tmp_path / "commands.journal").get(cmd_id).finished

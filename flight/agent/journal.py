@@ -119,8 +119,15 @@ class CommandJournal:
         started = self.entries.get(cmd_id)
         if started is None:
             return
-        self._append(JournalEntry(cmd_id, started.digest, started.opcode, True, bool(ok), int(code), reason[:200]),
-                     "F", durable=False)
+        entry = JournalEntry(cmd_id, started.digest, started.opcode, True, bool(ok), int(code), reason[:200])
+        try:
+            self._append(entry, "F", durable=False)
+        except OSError:
+            # Known this boot all the same (and written by the next rewrite): found in audit, a command whose record
+            # the full disk refused was answered, at a retry past the retry cache, "interrupted by a reset" and
+            # COMMAND_STATUS turned from completed to failed, with no reset
+            self._remember(entry)
+            raise
 
     def sync(self) -> None:
         """Sync what :meth:`finished` appended since the last sync (nothing when nothing was)."""
