@@ -403,7 +403,7 @@ def _set_dotted(doc: dict[str, Any], key: str, value: Any, source: str) -> None:
         last = depth == len(parts) - 1
         here = ".".join(parts[:depth + 1])
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            if not _is_index(part) or int(part) >= len(node):
                 raise CampaignError(f"{source}: {key}: the scenario's {'.'.join(parts[:depth])} has "
                                     f"{len(node)} entries; {part!r} is not one of 0..{len(node) - 1}")
             if last:
@@ -413,7 +413,7 @@ def _set_dotted(doc: dict[str, Any], key: str, value: Any, source: str) -> None:
         elif isinstance(node, dict):
             if last:
                 node[part] = value
-            elif part not in node and parts[depth + 1].isdigit():
+            elif part not in node and _is_index(parts[depth + 1]):
                 raise CampaignError(f"{source}: {key}: the scenario has no {here} to index")
             else:
                 node = node.setdefault(part, {})
@@ -421,12 +421,18 @@ def _set_dotted(doc: dict[str, Any], key: str, value: Any, source: str) -> None:
             raise CampaignError(f"{source}: {key}: the scenario's {here.rsplit('.', 1)[0]} is a value, not a table")
 
 
+def _is_index(part: str) -> bool:
+    """Whether a dotted key's part indexes an array: ASCII digits only (found in audit: "faults.\u00b2.at_s", a
+    superscript two, is a digit to str.isdigit but not to int(): an internal error, exit 3, not the key named)."""
+    return part.isascii() and part.isdigit()
+
+
 def _has_dotted(doc: Any, key: str) -> bool:
     node = doc
     for part in key.split("."):
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and _is_index(part) and int(part) < len(node):
             node = node[int(part)]
         else:
             return False
@@ -662,6 +668,13 @@ def _run_pool(fn: Callable[[Any], Any], jobs: list[Any], workers: int, done: Cal
                 except BrokenProcessPool as exc:
                     if crashed is None or started is None:
                         raise
+                    # Those that finished before the death stand (found in audit: a case flown and passed, its
+                    # result in hand but not yet taken, was given the death's error row and flown again on resume).
+                    for other in futures:
+                        if other not in reported and other.done() and not other.cancelled() \
+                                and other.exception() is None:
+                            reported.add(other)
+                            done(other.result())
                     return _pool_broke(pool, jobs, [futures[f] for f in reported], started, done, crashed, exc,
                                        [0] if unblamed is None else unblamed)
                 reported.add(future)
@@ -1147,8 +1160,11 @@ def write_results(out: Path, campaign: Campaign, rows: list[dict[str, Any]]) -> 
         values = [r.get(col) for r in rows]
         try:
             data[col] = pa.array(values, pa.string() if col in ("status", "error") else None)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a choice of mixed kinds: keep it readable as text
-            data[col] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # a choice of mixed kinds, an integer past
+            # int64 (a seed: found in audit, every case flown, then exit 3 and no results): keep it readable as text
+            data[col] = _as_text(values)
+        if pa.types.is_nested(data[col].type) and not _parquet_writes(data[col]):  # a table with no keys ({})
+            data[col] = _as_text(values)
     table = pa.table(data).replace_schema_metadata({
         "sunlit.campaign": campaign.name, "sunlit.campaign_hash": campaign.hash,
         "sunlit.scenario": str(campaign.scenario_path)})
@@ -1156,6 +1172,25 @@ def write_results(out: Path, campaign: Campaign, rows: list[dict[str, Any]]) -> 
     pq.write_table(table, buf)
     write_atomic(out / "results.parquet", buf.getvalue())
     write_atomic(out / "report.html", _html(campaign, rows, columns).encode())
+
+
+def _as_text(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _parquet_writes(array: Any) -> bool:
+    """Whether Parquet can hold ``array`` (found in audit: a sweep over an empty table, [sweep] criteria = [{}],
+    made a struct with no field, which Parquet refuses: every case flown, then exit 3 and no results)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pq.write_table(pa.table({"column": array}), io.BytesIO())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
 HISTOGRAMS = (("work_tiles", "work (tiles)"), ("soc_min_pct", "lowest charge (%)"),

@@ -554,3 +554,85 @@ def test_a_pool_worker_unwinds_its_case_once_and_never_outlives_its_campaign(tmp
             os.kill(pid, signal.SIGKILL)  # the worker this test started, by its pid
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.req("HIL-009")
+def test_an_array_index_that_is_not_an_ascii_digit_is_refused_naming_the_key(tmp_path):
+    """Found in audit: "commands.\u00b2.at_s" (a superscript two: a digit to str.isdigit, not to int()) was an
+    internal error, exit 3, not a refusal naming the key; a full-width one set commands[1] past the check that
+    refuses a key given in two tables."""
+    for index in ("\u00b2", "\uff11"):
+        file = write(tmp_path / "bad.toml", f'scenario = "{SCENARIO}"\n[sweep]\n"commands.{index}.at_s" = [10]\n')
+        with pytest.raises(CampaignError, match=f"commands.{index}.at_s: .*is not one of 0..1"):
+            load_campaign(file)
+
+
+@pytest.mark.req("HIL-009")
+def test_results_are_written_whatever_values_a_sweep_gives_its_columns(tmp_path):
+    """Found in audit: a seed past int64 (which TOML and the scenario take) or a sweep over an empty table made
+    results.parquet raise once every case had flown: exit 3, no results and no report.html, and the same on every
+    resume. Such a column is kept as text; the others keep their types."""
+    import pyarrow.parquet as pq
+
+    from hil.campaign import write_results
+
+    file = write(tmp_path / "c.toml", f'scenario = "{SCENARIO}"\n[sweep]\nseed = [{2 ** 63}, 1]\n'
+                                      'criteria = [{}]\n"battery.capacity_wh" = [40.0]\n')
+    c = load_campaign(file)
+    figures = {"passed": True, "status": "passed", "work_tiles": 5.0, "soc_min_pct": 50.0, "soc_end_pct": 60.0,
+               "floor_violation_steps": 0, "temp_max_c": 40.0, "events": 3, "faults": 0, "sim_s": 300.0,
+               "wall_s": 1.0, "error": None}
+    got = [{**c.case(i).params, "case": i, **figures} for i in range(c.n_cases)]
+    write_results(tmp_path, c, got)
+    table = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert [r["seed"] for r in table] == [str(2 ** 63), "1"]
+    assert [r["criteria"] for r in table] == ["{}", "{}"]
+    assert [r["battery.capacity_wh"] for r in table] == [40.0, 40.0] and table[0]["work_tiles"] == 5.0
+    assert ">c: PASS</h1>" in (tmp_path / "report.html").read_text()
+
+
+def _dies_after_the_others(job: tuple[int, str]) -> int:
+    """Job 4's worker dies once jobs 1 to 3 have returned; the others return (for the pool's death test)."""
+    key, folder = job
+    if key == 4:
+        while not all((Path(folder) / str(k)).exists() for k in range(1, 4)):
+            time.sleep(0.02)
+        time.sleep(0.5)  # their results sent
+        (Path(folder) / "dying").touch()
+        os._exit(9)
+    if key:
+        (Path(folder) / str(key)).touch()
+    return key
+
+
+_FINISHED_BEFORE = """
+import json, sys, time
+from pathlib import Path
+from hil.campaign import run_jobs
+from tests.test_hil_campaign import _dies_after_the_others
+folder = Path(sys.argv[1])
+got = []
+def done(result):
+    got.append(result)
+    while len(got) == 1 and not (folder / "dying").exists():  # the campaign busy with case 0 (a slow fsync)
+        time.sleep(0.02)
+    if len(got) == 1:
+        time.sleep(1.0)  # while the pool sees the death
+if __name__ == "__main__":
+    run_jobs(_dies_after_the_others, [(k, str(folder)) for k in range(5)], done, "pool", workers=5,
+             crashed=lambda job, why: ["crashed", job[0]])
+    print(json.dumps(got))
+"""
+
+
+@pytest.mark.req("HIL-009")
+def test_cases_that_finished_before_a_workers_death_keep_their_results(tmp_path):
+    """Found in audit: a worker's death while the campaign was busy (journaling a case) turned the cases that had
+    finished meanwhile, results in hand, into error rows ("its worker process died"): exit 1, and each flown
+    again on resume. Only the case whose worker died gets one."""
+    run = subprocess.run([sys.executable, "-c", _FINISHED_BEFORE, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert sorted(r for r in got if isinstance(r, int)) == [0, 1, 2, 3], got
+    assert [r for r in got if not isinstance(r, int)] == [["crashed", 4]], got
