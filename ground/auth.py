@@ -54,10 +54,7 @@ import tomli_w
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib  # type: ignore[no-redef]
+from flight import toml_text
 
 LOCK_WAIT_S = 10.0  # how long `sunlit-ground user` waits for another one changing the users file
 USER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
@@ -199,8 +196,8 @@ class UserStore:
                                 f"the operators' password hashes, which whoever reads them can guess at offline "
                                 f"(chmod 600 {path})")
         try:
-            data = tomllib.loads(text.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            data = toml_text.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, toml_text.TOMLDecodeError) as exc:
             raise UserFileError(f"{path}: not valid TOML: {exc}") from None
         unknown = set(data) - {"users"}
         if unknown:

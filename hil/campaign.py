@@ -77,11 +77,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from flight import toml_text
 from hil.run import CAMPAIGN_MANIFEST, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS, print_out
 from hil.scenario import ScenarioError
 
@@ -209,12 +205,12 @@ def load_campaign(path: Path | str) -> Campaign:
     path = Path(path)
     try:
         text = path.read_bytes()
-        raw = tomllib.loads(text.decode())
+        raw = toml_text.loads(text.decode())
     except FileNotFoundError:
         raise CampaignError(f"{path}: no such campaign file") from None
     except OSError as exc:  # a directory, a file it may not read (found in audit: IsADirectoryError, exit 3)
         raise CampaignError(f"{path}: cannot read the campaign file: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
 
     def fail(key: str, message: str) -> CampaignError:
@@ -228,10 +224,10 @@ def load_campaign(path: Path | str) -> Campaign:
     scenario_path = (path.parent / raw["scenario"]).resolve()
     try:
         scenario_text = scenario_path.read_bytes()
-        base = tomllib.loads(scenario_text.decode())
+        base = toml_text.loads(scenario_text.decode())
     except OSError:
         raise fail("scenario", f"{scenario_path} cannot be read") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise fail("scenario", f"{scenario_path} is not valid TOML: {exc}") from None
 
     def table(key: str) -> dict[str, Any]:

@@ -57,3 +57,23 @@ def test_a_retention_policy_nested_too_deep_not_utf8_or_huge_is_refused_naming_t
         path.write_bytes(body)
         with pytest.raises(ValueError, match=f"--policy {path}: {words}"):
             _load_policy(str(path))
+
+
+def test_a_campaign_or_users_file_nested_too_deep_is_refused_naming_the_file(tmp_path):
+    """Found in audit: `sunlit-hil campaign` and the ground server's users file raised RecursionError."""
+    from ground.auth import UserFileError, UserStore
+    from hil.campaign import CampaignError, load_campaign
+
+    campaign = tmp_path / "deep_campaign.toml"
+    campaign.write_text(DEEP)
+    with pytest.raises(CampaignError, match=r"deep_campaign\.toml: not valid TOML: .*nested too deeply"):
+        load_campaign(campaign)
+    campaign.write_text('name = "c"\nscenario = "base.toml"\n')
+    (tmp_path / "base.toml").write_text(DEEP)
+    with pytest.raises(CampaignError, match=r"scenario: .*base\.toml is not valid TOML: .*nested too deeply"):
+        load_campaign(campaign)
+    users = tmp_path / "users.toml"
+    users.write_text(DEEP)
+    users.chmod(0o600)
+    with pytest.raises(UserFileError, match=r"users\.toml: not valid TOML: .*nested too deeply"):
+        UserStore.load(users)
