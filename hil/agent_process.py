@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
+
+# The agent asks to die with its parent (PR_SET_PDEATHSIG, flight/lifetime.py), and Linux takes the *thread* that
+# forked it for its parent: an agent started from a thread that ended while this process lived on got SIGTERM then
+# (found in audit). One thread that lives as long as this process forks every agent.
+_spawner: concurrent.futures.ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(args: list[str], **popen: object) -> subprocess.Popen:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spawner")
+        spawner = _spawner
+    return spawner.submit(subprocess.Popen, args, **popen).result()
+
+
+def _forget_spawner() -> None:
+    """A forked child has none of its parent's threads: it makes its own spawner."""
+    global _spawner, _spawner_lock
+    _spawner, _spawner_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_spawner)
 
 
 class AgentProcess:
@@ -29,8 +55,7 @@ class AgentProcess:
         # The child has its own copy of the descriptor; ours is closed whether or not it started (found in audit:
         # a Popen that raised, an executable gone, left the log open for as long as its traceback lived).
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env)
+            self.proc = _spawn(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         return self
 
     @property

@@ -33,6 +33,12 @@ its own simulated time (hil/loop.py). Delays and jitter are wall-clock seconds, 
 ground's command timeouts they are meant to test.
 
 Every packet is counted once where it ends (:class:`DirectionStats`); nothing is lost silently.
+The front XPUB refuses a packet to every subscriber when one's queue is full (libzmq's
+``XPUB_NODROP``); with two or more subscribers (consoles, a ground server: the front stands for
+the agent) such a packet goes again without NODROP, as flight/link/zmq_link.py sends it, so the
+others get it and the full one loses it: counted ``passed`` and ``undeliverable`` both (found in
+audit: one console that stopped reading stopped the stream to all). libzmq then passes that
+subscriber by until it reads again, so its further losses are not seen here, only by it (sequence gaps).
 One thread with one ``zmq.Poller`` moves everything; delays are a time-ordered heap and the
 poll's timeout, not sleeps. ``close()`` (or the ``with`` block's end) stops and joins it.
 
@@ -65,6 +71,7 @@ import zmq
 
 from flight.link.definitions import LinkKind
 from flight.link.interface import LinkConfig, LinkConfigError, parse_link_url
+from flight.link.zmq_link import PRESENCE_PREFIX
 
 UP = "up"
 DOWN = "down"
@@ -200,7 +207,8 @@ def path_rng(seed: int, path: str) -> random.Random:
 @dataclass(frozen=True)
 class DirectionStats:
     """Where one direction's packets ended. ``passed`` counts packets handed on, copies included;
-    ``undeliverable``: refused by a full queue, for a peer that has gone, or in flight at close."""
+    ``undeliverable``: refused by a full queue, for a peer that has gone, or in flight at close. A
+    telemetry packet one full subscriber lost and the others got is counted in both."""
 
     passed: int = 0
     dropped: int = 0
@@ -298,6 +306,7 @@ class LinkProxy:
         self._held: dict[str, _Held | None] = {path: None for path in _PATH_DIRECTION}
         self._peers: collections.OrderedDict[bytes, zmq.Socket] = collections.OrderedDict()  # ground id -> DEALER
         self._peer_of: dict[zmq.Socket, bytes] = {}
+        self._subscribers = 0  # subscriptions to the front's stream, presence topics apart; the thread's own
         self._stopping = False
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -313,6 +322,9 @@ class LinkProxy:
             self._front_cmd.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply for a gone console raises: counted
             self._front_tm = _socket(self._ctx, zmq.XPUB, self.front.tm_endpoint)
             self._front_tm.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber shows as zmq.Again: counted
+            # Every SUB's subscription and its withdrawal handed over, so the subscribers are counted (_deliver)
+            self._front_tm.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._front_tm.setsockopt(zmq.XPUB_VERBOSER, 1)
             self._back_tm = _socket(self._ctx, zmq.SUB, self.back.tm_endpoint)
             self._back_tm.setsockopt(zmq.SUBSCRIBE, b"")
             self._front_cmd.bind(self.front.cmd_endpoint)
@@ -441,7 +453,7 @@ class LinkProxy:
                 if self._front_cmd in ready:
                     self._take_commands()
                 if self._front_tm in ready:
-                    _drain(self._front_tm)  # subscriptions: the proxy takes everything upstream anyway
+                    self._take_subscriptions()
                 if self._back_tm in ready:
                     for packet in _drain(self._back_tm):
                         self._offer(_STREAM, None, packet)
@@ -478,6 +490,18 @@ class LinkProxy:
                     self._counts[UP]["undeliverable"] += 1
                 continue
             self._offer(_COMMANDS, frames[0], frames[1])
+
+    def _take_subscriptions(self) -> None:
+        """Count the front's subscribers; the proxy takes everything upstream anyway. A console's presence
+        topic (flight/link/zmq_link.py) is not a subscriber: no packet matches it."""
+        for msg in _drain(self._front_tm):
+            kind, topic = msg[:1], msg[1:]
+            if topic.startswith(PRESENCE_PREFIX):
+                continue
+            if kind == b"\x01":
+                self._subscribers += 1
+            elif kind == b"\x00":
+                self._subscribers = max(0, self._subscribers - 1)
 
     def _gate_open(self) -> bool:
         return True if self._gate is None else bool(self._gate())
@@ -553,8 +577,8 @@ class LinkProxy:
                 self._dealer_for(route).send(packet, zmq.NOBLOCK)
             elif path == _REPLIES:
                 self._front_cmd.send_multipart([route, packet], zmq.NOBLOCK)
-            else:
-                self._front_tm.send(packet, zmq.NOBLOCK)
+            elif not self._publish(packet):
+                self._count(direction, "undeliverable")  # taken by the others: passed as well, below
         except zmq.Again:
             self._count(direction, "undeliverable")
             return
@@ -564,6 +588,23 @@ class LinkProxy:
             self._count(direction, "undeliverable")
             return
         self._count(direction, "passed")
+
+    def _publish(self, packet: bytes) -> bool:
+        """On the front's stream; False: a full subscriber lost it, the others got it. Raises zmq.Again
+        when nobody took it (the one subscriber is full)."""
+        try:
+            self._front_tm.send(packet, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            if self._subscribers < 2:
+                raise
+        # NODROP refused it to all for one full queue: to the rest without NODROP, which drops it for that one alone
+        self._front_tm.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self._front_tm.send(packet, zmq.NOBLOCK)
+        finally:
+            self._front_tm.setsockopt(zmq.XPUB_NODROP, 1)
+        return False
 
     def _count(self, direction: str, name: str) -> None:
         with self._lock:

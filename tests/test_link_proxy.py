@@ -354,6 +354,39 @@ def test_replies_go_back_to_the_console_that_asked(scripted):
     until(lambda: proxy.stats().up.passed == 3 and proxy.stats().down.passed == 3, "three each way counted")
 
 
+
+@pytest.mark.req("HIL-020", "LNK-005")
+def test_one_console_that_stops_reading_does_not_stop_the_stream_to_another(scripted):
+    """The front stands for the agent, so a ground server and a console may both subscribe there.
+    libzmq's XPUB_NODROP refuses a packet to every subscriber once one's queue is full (found in
+    audit: the reading console got nothing after the first 1000 or so packets). The others get it;
+    the full one's loss is counted undeliverable."""
+    agent, make = scripted
+    proxy = make()
+    reader = ground_sub(proxy, agent)
+    stalled = zmq.Context.instance().socket(zmq.SUB)  # subscribes, then never reads
+    stalled.linger = 0
+    stalled.rcvhwm = 1
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(proxy.front.tm_endpoint)
+    try:
+        until(lambda: stalled.poll(0) or (agent.tm.send(b"probe") and False), "the second SUB joined")
+        agent.tm.send(b"marker")
+        while reader.recv() != b"marker":
+            assert reader.poll(int(WAIT_S * 1000)), "the marker never came"
+        batch = 100  # well under the proxy's queues, so only the stalled console's queue can fill
+        # More than the front's queue (1000 packets) and the kernel's socket buffers hold for the stalled one
+        sent = [b"tm-%05d" % i + bytes(1000) for i in range(2500)]
+        for start in range(0, len(sent), batch):
+            for packet in sent[start:start + batch]:
+                agent.tm.send(packet)
+            assert receive(reader, batch) == sent[start:start + batch]
+        until(lambda: proxy.stats().down.undeliverable >= 1, "the stalled console's loss counted")
+        assert proxy.stats().down.passed >= len(sent)
+    finally:
+        stalled.close()
+        reader.close()
+
 def test_the_proxy_refuses_what_it_cannot_carry_and_stops_cleanly(short_dir, tcp_url):
     with pytest.raises(LinkConfigError, match="hil/ptyline.py"):
         LinkProxy(f"zmq+ipc://{short_dir}/front", "serial:///dev/ttyUSB0")
