@@ -1065,3 +1065,63 @@ def test_a_page_that_lost_control_messages_asks_for_the_state_again(ipc_url, mak
     expect = _expect()
     expect(page.locator("#drops")).to_have_attribute("data-state", "bad")  # told
     expect(page.locator("#alarm-cpu_pct")).to_have_attribute("data-status", "active")  # and caught up
+
+
+@pytest.mark.req("GND-021", "GND-032")
+def test_an_echo_whose_page_times_are_not_numbers_is_refused_not_taken_as_lag(short_dir, make_ground):
+    """Found in audit: the server refused a drawn report whose draw or echo time was JSON's NaN or 1e999, but an
+    item's receipt time went on to the lag tracker, which made a NaN lag of it (and an infinite error bound): one
+    such echo left push_lag_p99_ms NaN, sorted anywhere among the others. The tracker refuses it, the server counts
+    it refused, and the batch's echo still counts when it comes right."""
+    lag = LagTracker()
+    lag.sent(("page", 1), 1000.0, [_sample(4, 960.0)])
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="page_recv_ms"):
+            lag.drawn(("page", 1), page_recv_ms=bad, page_draw_ms=62.0, page_echo_ms=65.0, echo_at_ms=1017.0)
+    with pytest.raises(ValueError, match="page_raf_ms"):
+        lag.drawn(("page", 1), 50.0, 62.0, 65.0, 1017.0, page_raf_ms=math.nan)
+    assert not lag.samples
+    assert [round(s.lag_ms, 6) for s in lag.drawn(("page", 1), 50.0, 62.0, 65.0, 1017.0)] == [53.0]
+
+    server = make_ground(f"zmq+ipc://{short_dir}/link", connect_timeout_s=0)
+    page = object()
+    server.lag.sent((page, 1), hub.time.monotonic() * 1000.0, [_sample(10, 0.0)])
+    before, samples = server.status()["page_messages_refused"], len(server.lag.samples)
+    for text in ('{"type":"drawn","draw":1,"echo":2,"origin":0,"raf":1,"items":[[1,NaN]]}',
+                 '{"type":"drawn","draw":1,"echo":2,"origin":0,"raf":1,"items":[[1,1e999]]}'):
+        server._page_message(text, page)  # noqa: SLF001 - what the WebSocket handler calls for each message
+    assert server.status()["page_messages_refused"] == before + 2
+    assert len(server.lag.samples) == samples
+    server._page_message('{"type":"drawn","draw":1,"echo":2,"origin":0,"raf":1,"items":[[1,0.5]]}', page)  # noqa: SLF001
+    assert len(server.lag.samples) == samples + 1 and math.isfinite(server.status()["push_lag_p99_ms"])
+
+
+@pytest.mark.req("GND-033")
+def test_a_plot_whose_view_is_below_the_numbers_resolution_draws_and_does_not_hang(browser):
+    """Found in audit: the axis ticks were found by adding a step until past the end, and a step below the numbers'
+    own resolution (a channel computed on board, 0.9999999999999999 then 1.0 in view; a plot zoomed in by a few
+    drags to a few ulps of a unix time) left the sum where it was: the tab hung, its memory growing, for good. The
+    page's own plot.js in Chromium; what cannot finish is run after the evaluate returns and waited for."""
+    page = browser.new_page()
+    try:
+        page.add_script_tag(content=(Path(hub.__file__).parent / "static" / "plot.js").read_text())
+        page.evaluate("""() => setTimeout(() => {
+            const out = {};
+            out.flat = niceTicks(0.9999999999999999 - 7e-18, 1.0 + 7e-18, 4);
+            out.zoomed = niceTicks(1763294400, 1763294400.0000002, 5);
+            out.usual = niceTicks(0, 100, 4);
+            const ring = Ring.fromArrays([1763294400, 1763294400.0000002, 1763294401], [0.9999999999999999, 1, 1]);
+            const plot = new Plot(document.body, ring, {title: "x", live: false});
+            plot.size = {w: 600, h: 200};
+            plot.draw();
+            plot.view = [1763294400, 1763294400.0000002];
+            plot.draw();
+            window.done = out;
+        }, 0)""")
+        page.wait_for_function("() => window.done !== undefined", timeout=10_000)
+        out = page.evaluate("() => window.done")
+    finally:
+        page.close()
+    assert out["usual"] == [0, 50, 100], "round ticks as before"
+    for ticks in (out["flat"], out["zoomed"]):
+        assert 1 <= len(ticks) <= 12 and ticks == sorted(set(ticks)), ticks

@@ -107,3 +107,28 @@ def test_a_put_priority_out_of_range_is_refused_before_the_upload(short_dir, mak
     out = cli("put", str(local), "staging/up.bin", "--priority", "255", "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
     assert [t["priority"] for t in server.links[SC].files.snapshot()] == [255]
+
+
+@pytest.mark.req("GND-031", "GND-057")
+def test_the_file_link_and_push_lag_are_not_said_live_while_the_server_is_away(ipc_url, start_agent,
+                                                                              make_ground, context,  # noqa: F811
+                                                                              tmp_path):
+    """Found in audit: with the server gone the Files pill went on saying "file link: in contact" (green) and the
+    header "push lag p99 N ms", the last word of a server the page no longer hears: claims on a contact and a push
+    path the page had no way to know of, beside "disconnected". Both say they are unknown until it is back."""
+    start_agent(ipc_url)
+    server = make_ground(ipc_url, archive=tmp_path / "ground.sqlite")
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    _log_in(page, server, "alice")
+    _live(page)
+    expect = _expect()
+    files, lag = page.locator("#files-state"), page.locator("#lag")
+    expect(files).to_have_text("file link: in contact")
+    expect(lag).to_have_text(re.compile(r"^push lag p99 \d+\.\d ms$"))
+    server.stop()
+    expect(page.locator("#ws-state")).to_have_attribute("data-state", "bad")
+    expect(page.locator("#link-state")).to_have_text("link: unknown (no live connection)")
+    assert files.text_content() == "file link: unknown (no live connection)", files.text_content()
+    assert files.get_attribute("data-state") == "unknown"
+    assert lag.text_content() == "push lag: — (no live connection)", lag.text_content()

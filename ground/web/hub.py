@@ -234,7 +234,14 @@ class LagTracker:
         page_raf_ms: float | None = None,
     ) -> list[LagSample]:
         """Record the page's echo of batch ``key``; return the lag samples it gave (none for an
-        unknown or repeated key)."""
+        unknown or repeated key). A time that is not a finite number (JSON's NaN, 1e999) is a
+        ValueError naming it and leaves the batch outstanding: no lag can be made of it, and one
+        NaN among the samples makes every percentile of them meaningless."""
+        times = {"page_recv_ms": page_recv_ms, "page_draw_ms": page_draw_ms, "page_echo_ms": page_echo_ms,
+                 "echo_at_ms": echo_at_ms, "page_origin_ms": page_origin_ms, "page_raf_ms": page_raf_ms}
+        for name, value in times.items():
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: {value} is not a time")
         with self._lock:
             entry = self._sent.pop(key, None)
         if entry is None:

@@ -842,7 +842,9 @@ function renderDict() {
 function renderLag() {
   const st = S.serverStatus;
   const lag = $("lag");
-  lag.textContent = st && typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
+  // The server's last figure is of a push path this page no longer has (found in audit: said beside "disconnected")
+  lag.textContent = S.serverAway ? "push lag: — (no live connection)"
+    : st && typeof st.push_lag_p99_ms === "number" ? `push lag p99 ${st.push_lag_p99_ms.toFixed(1)} ms` : "push lag: —";
   lag.title = `${lag.textContent}: server receipt → drawn in a page, p99 over the last 10 s`;
 }
 
@@ -1195,9 +1197,12 @@ function renderFiles(c) {
   renderFilesState(c);
 }
 
+// As the link pill: with no socket open to the server, the contact it last said is not known to hold (found in audit:
+// "file link: in contact" beside "disconnected").
 function renderFilesState(c) {
   const pill = $("files-state"), st = c.status && c.status.files;
   const [text, state] = !st ? ["file link: —", "unknown"]
+    : S.serverAway ? ["file link: unknown (no live connection)", "unknown"]
     : st.suspended ? ["file link: suspended (no telemetry heard)", "warn"] : ["file link: in contact", "ok"];
   if (pill.textContent !== text) pill.textContent = text;
   pill.dataset.state = state;
@@ -1591,6 +1596,8 @@ function connect() {
     if (ev.code === 4001) { toLogin(); return; }  // the session ended
     S.serverAway = true;
     renderLink();
+    renderLag();
+    if (cur()) renderFilesState(cur());
     state.textContent = "disconnected: reconnecting";
     state.dataset.state = "bad";
     setTimeout(() => reconnect(!opened), WS_RETRY_MS);

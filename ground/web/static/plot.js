@@ -241,7 +241,13 @@ function niceTicks(a, b, n) {
   if (!(span > 0) || !Number.isFinite(span)) return [a];
   const raw = span / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
-  const out = [];
-  for (let v = Math.ceil(a / step) * step; v <= b + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+  // By index, never more than there is room for: a step below the numbers' resolution (values that differ in their
+  // last bit, a view zoomed to a few ulps of a unix time) left v += step where it was, and the tab hung (found in audit)
+  const out = [], k0 = Math.ceil(a / step);
+  for (let i = 0; i < 2 * n + 2; i++) {  // counted apart from k0: past 2^53, k0 + 1 is k0
+    const v = (k0 + i) * step, shown = +v.toPrecision(12);
+    if (v > b + step * 1e-9) break;
+    if (!out.length || shown > out[out.length - 1]) out.push(shown);
+  }
   return out;
 }
