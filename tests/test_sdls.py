@@ -860,3 +860,38 @@ def test_two_grounds_started_on_one_sn_file_with_their_clocks_behind_it_never_se
     first.send(command(40))
     sns.append(open_tc(to_board_1.receive()[0].packet, ring(), guard)[1])
     assert len(set(sns)) == len(sns) and max(sns) - min(sns) < guard.window
+
+
+@pytest.mark.req("SEC-003")
+def test_a_key_file_save_the_disk_cuts_short_leaves_the_whole_old_file(tmp_path):
+    """Found in audit: the save wrote the keys with one os.write, which may take only part of them (a disk
+    filling up) without an error; the part was renamed over the whole file and the keys were lost. A file size
+    limit stands in for the full disk, in a process of its own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "tc.keys"
+    ring(*(KeySlot(spi, bytes([spi]) * 32) for spi in (1, 2, 3))).save(path)
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import resource, signal
+        from flight.link.sdls import KeyRing, KeySlot
+        ring = KeyRing.load({str(path)!r})
+        ring.slots[4] = KeySlot(4, bytes([4]) * 32, "pending")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.RLIM_INFINITY))
+        try:
+            ring.save({str(path)!r})
+        except OSError as exc:
+            print("refused", exc.errno)
+        else:
+            print("saved")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "refused"
+    assert path.read_bytes() == before
+    assert sorted(KeyRing.load(path).slots) == [1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["tc.keys"], "no temporary copy of the keys left behind"

@@ -527,3 +527,68 @@ def test_a_device_that_is_no_serial_port_is_refused_naming_it(tmp_path):
     flight = open_flight_link(f"serial://{not_a_tty}", wait_for_device=True)
     assert not flight.is_open and flight.device_errors == 1 and flight.last_error.startswith(f"open {not_a_tty}: ")
     flight.close()
+
+
+@pytest.mark.req("LNK-004")
+def test_a_port_opened_above_descriptor_1023_still_receives(line):
+    """Found in audit: reads went through pyserial's read(), whose select() refuses a descriptor above 1023; in a
+    process with many files open (a ground server and its clients) every read was a device error, the port
+    closed and reopened for ever, and nothing was received."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open {hard} files, not the 1200 the test needs")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        flight, ground = ends(line)
+        assert flight.pollables()[0] > 1023
+        packet, _ = Codec(DICTIONARY).encode_command("PING", {"token": 7})
+        assert ground.send(packet)
+        waiter = select.poll()  # pump()'s select() cannot wait on these descriptors either
+        waiter.register(flight.pollables()[0], select.POLLIN)
+        got: list[bytes] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not got and time.monotonic() < deadline:
+            ground.flush()
+            waiter.poll(10)
+            got += [inbound.packet for inbound in flight.receive()]
+        assert got == [packet]
+        assert flight.device_errors == 0 and flight.is_open
+        flight.close()
+        ground.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.req("LNK-007")
+def test_a_frame_a_reopen_abandons_is_counted_in_bad_frames_and_its_bytes_in_skipped_bytes(line, monkeypatch):
+    """Found in audit: a frame begun before the device was lost, abandoned at the reopen, was counted a bad frame
+    but its bytes were in no ``rx_skipped_bytes`` (housekeeping's noise on the line): the two disagreed."""
+    clock = [100.0]
+    monkeypatch.setattr(serial_link, "monotonic", lambda: clock[0])
+    flight, ground = ends(line, a=line.a_link)
+    line.inject(B_TO_A, b"\x00" + b"\x11" * 40)  # a frame begun; its end never comes
+    deadline = time.monotonic() + DEADLINE_S
+    while flight.deframer.pending_bytes < 40 and time.monotonic() < deadline:
+        flight.receive()
+        select.select(flight.pollables(), [], [], 0.01)
+    assert flight.deframer.pending_bytes == 40 and flight.stats.rx_skipped_bytes == 0
+    line.unplug("a")
+    flight.receive()
+    line.replug("a")
+    clock[0] += 1.0
+    flight.receive()
+    assert flight.reopens == 1 and flight.deframer.pending_bytes == 0
+    assert flight.stats.rx_bad_frames == 1 and flight.stats.rx_skipped_bytes == 40
+    assert flight.take_refused().reasons == ("serial partial frame of 40 bytes abandoned",)
+    packet, _ = Codec(DICTIONARY).encode_command("PING", {"token": 3})
+    assert ground.send(packet)
+    assert pump(flight, ground, want_flight=1)[0] == [packet]  # and the next frame is whole
+    flight.close()
+    ground.close()

@@ -238,7 +238,9 @@ class KeyRing:
                     os.fchown(fd, *owner)
                 except PermissionError:
                     pass  # not ours to give away: the file becomes this user's (deploy/README.md, "Keys")
-            os.write(fd, self.dump().encode())
+            data = memoryview(self.dump().encode())
+            while data:  # os.write may take less than all (a disk filling): the rest, or its error (found in
+                data = data[os.write(fd, data):]  # audit: a cut-short file of keys was renamed over the whole one)
             os.fsync(fd)
             os.close(fd)
             fd = -1

@@ -27,8 +27,10 @@ the bytes on the wire (framing, noise) are in ``rx_wire_bytes``/``tx_wire_bytes`
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import os
+import select
 import termios
 from time import monotonic
 from typing import Any
@@ -124,7 +126,10 @@ class _SerialEnd:
             self.last_error = f"reopen {self.config.device}: {exc}"
             return False
         self.stats.reopens += 1
+        skipped0 = self.deframer.skipped_bytes
         self.deframer.reset()  # a frame begun before the loss can never be finished
+        # its bytes thrown away too (found in audit: counted a bad frame, they were in no rx_skipped_bytes)
+        self.stats.rx_skipped_bytes += self.deframer.skipped_bytes - skipped0
         return True
 
     def _lost(self, exc: Exception, during: str) -> None:
@@ -170,9 +175,7 @@ class _SerialEnd:
         skipped0 = self.deframer.skipped_bytes
         while read_bytes < MAX_READ_PER_CALL_BYTES and self._ser is not None:
             try:
-                # pyserial's read(): one select(0) and one os.read; it also turns "readable
-                # but no data" (a vanished device) into SerialException.
-                data = self._ser.read(READ_CHUNK_BYTES)
+                data = self._read_available(READ_CHUNK_BYTES)
             except DEVICE_ERRORS as exc:
                 self._lost(exc, "read")
                 break
@@ -185,6 +188,28 @@ class _SerialEnd:
         self.stats.rx_packets += len(packets)
         self.stats.rx_bytes += sum(map(len, packets))
         return packets
+
+    def _read_available(self, size: int) -> bytes:
+        """Up to ``size`` bytes the port holds now, b"" if none. poll(0) and one os.read, not pyserial's
+        read(): its select() refuses a descriptor above 1023, so in a process with many files open (a ground
+        server and its clients) every read was a device error and nothing was ever received (found in audit).
+        The port's VMIN=0 read returns b"" when empty, so "readable but no data" is a vanished device, as
+        pyserial says it."""
+        fd = self._ser.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        events = poller.poll(0)
+        if not events:
+            return b""
+        if events[0][1] & select.POLLNVAL:
+            raise OSError(errno.EBADF, "descriptor no longer open")
+        try:
+            data = os.read(fd, size)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        if not data:
+            raise serial.SerialException("device reports readiness to read but returned no data (device disconnected?)")
+        return data
 
     # --- output -------------------------------------------------------------------------------
 
