@@ -45,6 +45,19 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 sends nothing; 0 and below name process groups, not a process)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # there, and someone else's
+        return True
+    except (OSError, OverflowError):  # ProcessLookupError: gone; a number no pid can be
+        return False
+    return True
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from flight.agent.agent import Agent
     from flight.config import ConfigError, load_config
@@ -64,8 +77,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.parent_pid is not None:
         from flight.lifetime import die_with_parent
 
-        if not die_with_parent(args.parent_pid):
-            print(f"sunlit-flight: parent {args.parent_pid} is gone; not starting", file=sys.stderr)
+        if not die_with_parent(args.parent_pid):  # found in audit: a live pid not its parent was said "gone"
+            why = (f"is not this process's parent ({os.getppid()} is): give the pid of the process that starts it"
+                   if _pid_alive(args.parent_pid) else "is gone" if args.parent_pid > 0 else "is no process id")
+            print(f"sunlit-flight: --parent-pid {args.parent_pid} {why}; not starting", file=sys.stderr)
             return 2
     flags = {"link.url": "--link", "hal.backend": "--hal", "hal.board": "--board", "hal.sim_endpoint": "--sim-endpoint",
              "rates.hk_period_s": "--hk-period", "rates.control_period_s": "--control-period",
@@ -252,6 +267,20 @@ def quiet_stdout() -> None:
         pass
 
 
+def hold_closed_stdio() -> None:
+    """Open /dev/null on whichever of file descriptors 0, 1 and 2 the program was started without (``>&-``), so
+    that no file opened later takes one of those numbers (found in audit: the state directory's lock file became
+    the agent's fd 1, where anything written to stdout would land)."""
+    while True:  # os.open takes the lowest free number: past 2, all three are held
+        try:
+            fd = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            return
+        if fd > 2:
+            os.close(fd)
+            return
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit-flight", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -308,15 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = None
+    no_stdout = sys.stdout is None  # started with it closed (``>&-``): Python gives None
+    hold_closed_stdio()
     try:
         try:
             args = build_parser().parse_args(argv)  # --help prints here and exits
+            if no_stdout and args.cmd != "run":  # the agent writes nothing there; the others would lose their output
+                print(f"sunlit-flight {args.cmd}: standard output is closed, so its output would be lost: redirect "
+                      "it (to /dev/null if it is not wanted)", file=sys.stderr)
+                return 1
             status = args.func(args)
         except (PacketError, ValueError) as exc:
             print(f"sunlit-flight: {exc}", file=sys.stderr)
             status = 2
         finally:
-            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit where it cannot be caught
+            if sys.stdout is not None:  # a closed pipe shows here, in the try, not at exit where it cannot be caught
+                sys.stdout.flush()
     except BrokenPipeError:
         if args is not None and args.cmd == "run":  # the agent writes nothing to stdout: a broken pipe is its own
             raise

@@ -54,6 +54,7 @@ from typing import Any, Callable, Sequence
 
 from flight.config import Config, ConfigError, board_limit_problem, load_config
 from flight.hal.base import Board, open_board
+from flight.storage import printable
 
 DEFAULT_CONFIG = Path("/etc/sunlit/agent.toml")
 DEFAULT_KEY_PATH = Path("/etc/sunlit/keys/tc.keys")  # where deploy/install.sh provisions them
@@ -117,11 +118,12 @@ class SelftestReport:
 
     def table(self) -> str:
         """The report as a fixed-width table with a verdict line, for people."""
-        name_w = max([len("CHECK"), *(len(r.name) for r in self.rows)])
+        name_w = max([len("CHECK"), *(len(printable(r.name)) for r in self.rows)])
         lines = [f"sunlit selftest: {self.config_source}", "", f"{'CHECK':<{name_w}}  RESULT  DETAIL"]
-        for row in self.rows:
-            detail = row.detail.splitlines() or [""]
-            lines.append(f"{row.name:<{name_w}}  {row.status.value:<6}  {detail[0]}")
+        for row in self.rows:  # names and values read from sysfs and files escaped (found in audit: a zone's type
+            # with an escape sequence reached the terminal as one, a newline in it forged a line)
+            detail = printable(row.detail).splitlines() or [""]
+            lines.append(f"{printable(row.name):<{name_w}}  {row.status.value:<6}  {detail[0]}")
             lines += [f"{'':<{name_w}}  {'':<6}  {more}" for more in detail[1:]]
         c = self.counts()
         verdict = "PASS" if self.passed else "FAIL"
@@ -541,7 +543,12 @@ def _check_disk(config: Config, min_free_mb: float) -> list[Check]:
                       f"{free_mb:.0f} MB free under {probe}, below {min_free_mb:g} MB: state and checkpoints "
                       "cannot be written safely", data)]
     rows = [Check("disk", Status.PASS, f"{free_mb:.0f} MB free under {probe} (at least {min_free_mb:g} MB)", data)]
-    if not state_dir.exists():
+    if not probe.is_dir():  # found in audit: a file there passed (or was "not writable"); the agent refuses to start
+        rows.append(Check("state dir", Status.FAIL,
+                          f"{probe} is a file, not a directory: the agent cannot keep its state in {state_dir}; "
+                          "move the file away, or set [paths] state_dir (--state-dir) to a directory",
+                          {"path": str(probe)}))
+    elif not state_dir.exists():
         rows.append(Check("state dir", Status.WARN, f"{state_dir} does not exist yet (install.sh makes it)"))
     elif not os.access(state_dir, os.W_OK | os.X_OK):
         rows.append(Check("state dir", Status.FAIL,
@@ -724,8 +731,11 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sunlit-flight selftest", description=__doc__.split("\n\n")[0])
-    return run_from_args(add_arguments(parser).parse_args(argv))
+    """``python -m flight.selftest``: ``sunlit-flight selftest`` itself, so a reader gone (``| head``), a full
+    disk or a Ctrl-C is said in one line as there (found in audit: each a traceback here)."""
+    from flight.cli import main as flight_main
+
+    return flight_main(["selftest", *(sys.argv[1:] if argv is None else argv)])
 
 
 __all__ = [

@@ -254,6 +254,36 @@ def test_an_agent_started_by_a_harness_stops_when_the_harness_is_killed(tmp_path
             harness.wait(10)
 
 
+
+@pytest.mark.req("CMP-013")
+def test_an_agent_started_from_a_thread_lives_on_when_that_thread_ends(tmp_path, ipc_url, make_client):
+    """Linux's parent-death signal, which the agent asks for, follows the thread that forked it, not
+    the process (found in audit: an agent a helper thread started and saw come up got SIGTERM when
+    that thread ended, the harness alive). The agent must live as long as its harness."""
+    import threading
+
+    started: list[AgentProcess] = []
+    native: list[int] = []
+
+    def helper() -> None:
+        native.append(threading.get_native_id())
+        started.append(AgentProcess(ipc_url, tmp_path / "agent.log", ["--state-dir", str(tmp_path / "state")]).start())
+        # Up: it has asked to die with its parent by now (flight/cli.py, before the link opens).
+        wait_until(lambda: "agent up" in started[0].log() or not started[0].running, 60, "the agent did not come up")
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    thread.join()
+    agent = started[0]
+    try:
+        # The helper's task gone from the kernel: any parent-death signal has been sent.
+        wait_until(lambda: not Path(f"/proc/self/task/{native[0]}").exists(), 10, "the helper thread never ended")
+        make_client(ipc_url)  # it answers after that
+        assert agent.running, agent.log()
+        assert "stopped" not in agent.log()
+    finally:
+        agent.stop()
+
 def test_a_port_pair_for_an_agent_is_drawn_where_no_outgoing_connection_can_take_it(monkeypatch, tmp_path):
     """Ports the kernel gives connections (its ephemeral range) are left alone; where the range
     leaves no room below it, the kernel's own choice is taken, and both ports are free."""
@@ -277,3 +307,48 @@ def test_a_port_pair_for_an_agent_is_drawn_where_no_outgoing_connection_can_take
     assert 1024 <= port < 65534
     ranges.write_text("garbage")
     assert agent_process._ephemeral_low() == 32768
+
+
+@pytest.mark.req("AGT-018")
+def test_a_closed_stdout_is_no_traceback_and_takes_no_file_of_the_agent(tmp_path, ipc_url):
+    """Found in audit: started with stdout closed (``>&-``), ``sunlit-flight run`` held its state directory's lock
+    file as fd 1 and ended a clean stop in a traceback, exit status 1, not its own; ``dictionary`` and the other
+    commands ended in a traceback. Now fd 1 is /dev/null; the agent stops as usual, the others say it in a line."""
+    import signal
+
+    from tests.console import end
+
+    closed = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "flight"]  # fd 1 closed, as a shell does it
+    out = subprocess.run([*closed, "dictionary"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (1, "sunlit-flight dictionary: standard output is closed, so its output "
+                                               "would be lost: redirect it (to /dev/null if it is not wanted)\n")
+    log = tmp_path / "agent.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*closed, "run", "--hal", "linux", "--state-dir", str(tmp_path / "state"), "--link",
+                                 ipc_url], stderr=err, cwd=tmp_path)
+    try:
+        wait_until(lambda: "telecommands" in log.read_text() or proc.poll() is not None, 60, "it never came up")
+        assert proc.poll() is None, log.read_text()
+        assert os.readlink(f"/proc/{proc.pid}/fd/1") == os.devnull
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        end(proc)
+    said = log.read_text()
+    assert said.endswith("sunlit-flight: stopped (SIGTERM), exit status 0\n") and "Traceback" not in said, said
+
+
+@pytest.mark.req("CMP-013")
+def test_a_parent_pid_that_is_alive_but_not_the_parent_is_said_so(tmp_path):
+    """Found in audit: ``run --parent-pid PID`` with PID a live process that is not its parent (a harness that
+    starts the agent through a shell gives its own pid) said "parent PID is gone": now which it is; either way
+    the agent does not start."""
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait(30)  # reaped: its pid names no process now
+    for pid, said in ((os.getpid(), f"--parent-pid {os.getpid()} is not this process's parent ("),
+                      (gone.pid, f"--parent-pid {gone.pid} is gone; not starting")):
+        wrapped = ["sh", "-c", '"$@"', "sh"] if pid == os.getpid() else []  # its parent a shell, not this test
+        run = subprocess.run([*wrapped, sys.executable, "-m", "flight", "run", "--state-dir", str(tmp_path / "state"),
+                              "--parent-pid", str(pid)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert run.returncode == 2 and run.stderr.startswith(f"sunlit-flight: {said}"), run.stderr
+    assert not (tmp_path / "state").exists()

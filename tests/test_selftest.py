@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -451,3 +452,58 @@ def test_a_config_it_cannot_read_exits_2_with_the_reason(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "agent.toml")]) == 2
     err = capsys.readouterr().err
     assert "agent.toml: cannot read it as uid" in err and "Traceback" not in err
+
+
+@pytest.mark.req("DEP-003")
+@pytest.mark.parametrize("below", [False, True])
+def test_a_file_where_the_state_directory_should_be_fails_naming_it(prepared, tmp_path, below):
+    """Found in audit: a file at [paths] state_dir (an executable one, as root: os.access says it is writable)
+    passed with compute off, and one above it was "does not exist yet", while the agent refuses to start on
+    either; a 0644 file was "not writable: run the selftest as the service user", the wrong fix."""
+    squatter = tmp_path / "squatter"
+    squatter.write_text("a log, not a directory")
+    squatter.chmod(0o755)
+    state = squatter / "state" if below else squatter
+    config = parse_config({"paths": {"state_dir": str(state)}, "compute": {"enabled": False}}, "file.toml")
+    report = run_selftest(config, key_path=prepared["key"], check_link=False)
+    assert not report.passed
+    assert {r.name: r.detail for r in report.failures}["state dir"].startswith(
+        f"{squatter} is a file, not a directory: the agent cannot keep its state in {state}; move the file away")
+
+
+@pytest.mark.req("DEP-003")
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_python_m_flight_selftest_says_an_unwritable_output_and_ctrl_c_in_one_line(prepared, monkeypatch, capsys):
+    """Found in audit: ``python -m flight.selftest --json``, the form deploy/README.md gives machines, ended in a
+    traceback on a full disk, a reader gone (``| head``) or a Ctrl-C, where ``sunlit-flight selftest`` says each
+    in one line: it now runs as that command."""
+    import flight.selftest
+
+    args = ["--no-link", "--json", "--key", str(prepared["key"])]
+    with open("/dev/full", "w", buffering=1) as full, monkeypatch.context() as patch:  # every line written fails,
+        patch.setattr(sys, "stdout", full)  # as on a full disk
+        assert main(args) == 1
+    assert capsys.readouterr().err == "sunlit-flight selftest: No space left on device (writing its output)\n"
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flight.selftest, "run_selftest", interrupted)
+    assert main(args) == 130
+    assert capsys.readouterr().err == "sunlit-flight: interrupted\n"
+
+
+def test_names_read_from_sysfs_reach_the_table_escaped(prepared, tmp_path):
+    """Found in audit: a thermal zone's type and a hwmon label went into the table as read, so an escape sequence
+    in one reached the terminal as one (and a newline forged a line); now escaped, one row a line, as the agent
+    says what it read from files (flight/storage.py printable)."""
+    pc = make_pc(tmp_path)
+    (pc.root / "sys/class/thermal/thermal_zone0/type").write_text("acpi\x1b[2Jtz\nselftest PASS\n")
+    (pc.root / "sys/class/hwmon/hwmon3/temp2_label").write_text("Sen\x07sor\n")  # reads empty: a row of its own
+    report = run_selftest(config_for(prepared["state"], root=str(pc.root)), key_path=prepared["key"],
+                          check_link=False)
+    table = report.table()
+    assert "\x1b" not in table and "\x07" not in table
+    assert "acpi\\x1b[2Jtz\\nselftest PASS" in table and "sensor nvme/Sen\\x07sor " in table
+    assert [line for line in table.splitlines() if line.startswith("selftest ")] == [table.splitlines()[-1]]
+    assert len(table.splitlines()) == len(report.rows) + 5  # source, blank, header, the rows, blank, verdict
