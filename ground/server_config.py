@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from flight import toml_text
+from flight.agent.schedule import NOT_SCHEDULABLE_PREFIXES
 from flight.link.dictionary import Dictionary
 from ground.queue import Timeouts
 
@@ -157,7 +158,13 @@ def parse_two_person(value: Any, dictionary: Dictionary, where: str = "commands.
     unknown = [v for v in value if v not in dictionary.command_by_name]
     if unknown:
         raise ServerConfigError(f"{where}: no command {unknown[0]!r} in the dictionary")
-    return frozenset(value)
+    names = frozenset(value)
+    # A stored sequence runs its steps on board under SEQUENCE_START's rule alone (found in review: one operator ran
+    # SHUTDOWN, under the rule, as a sequence's step): a rule on any command a step can be holds SEQUENCE_START too.
+    # (A time tag carries its command in its arguments: the server checks that one at submit.)
+    if any(not name.startswith(NOT_SCHEDULABLE_PREFIXES) for name in names):
+        names |= {"SEQUENCE_START"}
+    return names
 
 
 def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, base: Path = Path(".")) -> ServerConfig:

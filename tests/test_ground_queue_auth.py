@@ -423,6 +423,12 @@ def test_server_config_is_checked_naming_the_key():
     cfg = server_config_from_mapping(ok, DICTIONARY)
     assert cfg.two_person == {c.name for c in DICTIONARY.commands if c.hazardous} and cfg.two_person
     assert cfg.timeouts.completed_for("TRAIN_START") == 600
+    # GND-022: a command under the rule that a stored sequence's step can be puts SEQUENCE_START under it too (found
+    # in review: SEQUENCE_START of a sequence holding SHUTDOWN ran it with one operator); one no step can be does not
+    assert server_config_from_mapping({**ok, "commands": {"two_person": ["SHUTDOWN"]}}, DICTIONARY).two_person \
+        == {"SHUTDOWN", "SEQUENCE_START"}
+    assert server_config_from_mapping({**ok, "commands": {"two_person": ["SCHEDULE_RESET"]}}, DICTIONARY).two_person \
+        == {"SCHEDULE_RESET"}
     for bad, key in [
         ({**ok, "spacecraft": []}, "spacecraft"),
         ({**ok, "spacecraft": [{"id": "../x", "link": "zmq://a:1"}]}, r"spacecraft\[0\]\.id"),
