@@ -776,7 +776,10 @@ class GroundFiles:
         """The agent's end heard for ``record``'s transfer on board, where one was heard after the record was asked
         for. The board numbers its transfers from out-1 again once its transfer state is lost: an end of that id
         heard before is another transfer's (found in audit: a get queued on board as an earlier get's number failed
-        at once, "ended (delivered) with none of it come here", and its file came as a record of its own)."""
+        at once, "ended (delivered) with none of it come here", and its file came as a record of its own).
+        Ordered by when the ground heard them, not by the board's clock (a board clock behind the ground's would
+        settle nothing): an old end played back after the new get was asked, or an answer read in the same batch as
+        the agent's loss of its transfers, is not told apart (a review; left to the operator's ``file cancel``)."""
         end = self._agent_ends.get(record.agent_transfer or "")
         if end is None or end[3] <= self._asked_at.get(record.id, 0):
             return None
