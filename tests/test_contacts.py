@@ -124,3 +124,52 @@ def test_a_step_of_utc_predicts_again_at_once():
         assert truth.aos_in_s is not None
         assert hk["next_aos_in_s"] == pytest.approx(truth.aos_in_s, abs=2.0)
         assert hk["next_los_in_s"] == pytest.approx(truth.los_in_s, abs=2.0)
+
+
+@pytest.mark.req("AGT-070")
+def test_the_first_housekeeping_after_set_tle_gives_the_new_orbits_passes(tmp_path):
+    """Found in audit: housekeeping runs before the control tick in a turn, so the first HK packet after a SET_TLE
+    (or a step of UTC) gave the old prediction's next AOS, an hour off, for a period."""
+    from tests.samples import tle_with_epoch
+
+    new = tle_with_epoch(ISS_TLE, Orbit.from_tle(*ISS_TLE).epoch_unix_s + 0.3 * 86400.0)  # a fifth of an orbit on
+    rig = InProcessAgent(tmp_path, tle=ISS_TLE, stations=(WALLOPS,))
+    try:
+        assert rig.send("SET_TLE", line1=new[0], line2=new[1]).completed
+        hk = rig.hk()
+        now = rig.clock.now_s()
+        truth = [p for p in predict_passes(Orbit.from_tle(*new), (WALLOPS,), now, 86400.0) if p.aos_unix_s > now][0]
+        old = [p for p in predict_passes(Orbit.from_tle(*ISS_TLE), (WALLOPS,), now, 86400.0) if p.aos_unix_s > now][0]
+        assert abs(truth.aos_unix_s - old.aos_unix_s) > 600.0  # the two orbits disagree: the test can tell them
+        assert hk["next_aos_in_s"] == pytest.approx(truth.aos_unix_s - now, abs=2.0)
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-070")
+def test_telemetry_read_before_the_tick_after_a_step_of_utc_gives_the_new_prediction():
+    """The housekeeping of a turn runs before its control tick: after a step of UTC two days ahead, that packet
+    said no pass at all (found in audit), the old day's passes being behind the new time."""
+    from flight.agent.contacts import Contacts
+    from flight.clock import SimClock
+    from flight.orbit.passes import contact_times
+
+    class SteppedClock(SimClock):  # UTC = monotonic + offset; a step changes the offset only
+        offset_s = 0.0
+
+        def now_s(self) -> float:
+            return super().now_s() + self.offset_s
+
+    t0 = 1_795_000_000.0
+    orbit = Orbit.from_elements(550.0, 53.0, 0.0, t0)
+    clock = SteppedClock(t0)
+    contacts = Contacts((WALLOPS,), lambda: orbit, clock, lambda name, **args: None,
+                        lambda where, exc: pytest.fail(f"internal error: {where}: {exc}"))
+    contacts.tick()
+    clock.advance(1.0)
+    clock.offset_s = 2 * 86400.0
+    hk = contacts.telemetry()  # no tick since the step
+    now = clock.now_s()
+    truth = contact_times(predict_passes(orbit, (WALLOPS,), now - 1800.0, 86400.0 + 1800.0), now)
+    assert truth.aos_in_s is not None
+    assert hk["next_aos_in_s"] == pytest.approx(truth.aos_in_s, abs=2.0)

@@ -151,6 +151,48 @@ def test_zeromq_messages_not_of_two_frames_are_said_and_lose_nothing_else(start_
         raw.close()
 
 
+@pytest.mark.req("LNK-007", "AGT-013")
+def test_frames_the_link_refused_stay_in_tc_bad_packets_across_a_restart(short_dir):
+    """Found in audit: tc_bad_packets is the link service's malformed packets plus the link's refused frames, and
+    only the packets were kept with the counters: after a clean restart of an agent the count fell from 2 to 0.
+    The restart as the agent makes it: a new link, and a link service given the counters the last one saved."""
+    from flight.agent.link_service import LinkService
+    from flight.clock import SimClock
+    from flight.link.messages import Codec
+
+    def service(link, counters=None):
+        return LinkService(link, Codec(DICTIONARY), SimClock(0.0), lambda name, **args: None,
+                           lambda packet, peer: None, counters)
+
+    first = open_flight_link(f"zmq+ipc://{short_dir}/b")
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(f"ipc://{short_dir}/b.cmd")
+    try:
+        raw.send_multipart([b"two", b"frames"])
+        raw.send_multipart([b"", b"a", b"b"])
+        raw.send(b"after")  # a packet (malformed too: counted by the link service itself)
+        poller = zmq.Poller()
+        for sock in first.pollables():
+            poller.register(sock, zmq.POLLIN)
+        before = service(first)
+        deadline = time.monotonic() + 10
+        while before.tc_received < 1 and time.monotonic() < deadline:
+            poller.poll(10)
+            for inbound in first.receive():
+                before.handle(inbound)
+        assert before.telemetry()["tc_bad_packets"] == 3 and first.stats.rx_bad_frames == 2
+        saved = before.counters()
+    finally:
+        raw.close()
+        first.close()
+    second = open_flight_link(f"zmq+ipc://{short_dir}/b")
+    try:
+        assert service(second, saved).telemetry()["tc_bad_packets"] == 3
+    finally:
+        second.close()
+
+
 @pytest.mark.req("LNK-003")
 def test_a_retried_command_runs_once(start_agent, make_client, ipc_url):
     start_agent(ipc_url)

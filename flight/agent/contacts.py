@@ -46,10 +46,27 @@ class Contacts(Component):
 
     def tick(self) -> None:
         """On the control period: predict again if due, announce passes coming within ANNOUNCE_S."""
+        if not self._predict_if_due():
+            return
+        now = self._clock.now_s()
+        for p in self.passes:
+            key = (p.station, int(p.aos_unix_s // 60))  # a pass, give or take a re-prediction's second
+            if p.aos_unix_s - now <= ANNOUNCE_S and p.los_unix_s > now and key not in self._announced:
+                self._announced.add(key)
+                self._emit("CONTACT_PREDICTED", station=p.station, aos_in_s=max(0.0, p.aos_unix_s - now),
+                           duration_s=p.duration_s, max_elevation_deg=p.max_elevation_deg)
+        if len(self._announced) > 1000:  # bounded: forget passes long gone
+            self._announced = {k for k in self._announced if k[1] * 60 > now - SPAN_S}
+
+    def _predict_if_due(self) -> bool:
+        """Predict again if the orbit changed, UTC stepped or REPREDICT_S passed; False where there is nothing to
+        predict (no stations, no orbit: no passes). Telemetry asks too, as housekeeping runs before the control
+        tick in a turn (found in audit: the first HK packet after a SET_TLE or a step of UTC gave the old
+        prediction's AOS, an hour off)."""
         orbit = self._orbit()
         if not self.stations or orbit is None:
             self.passes = []
-            return
+            return False
         mono, now = self._clock.monotonic_s(), self._clock.now_s()
         # UTC moved unlike the monotonic clock since the prediction (found in audit: after a step of days, the
         # channels said no pass, or one a day off, for up to REPREDICT_S)
@@ -73,17 +90,10 @@ class Contacts(Component):
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent
                     self._internal_error("pass prediction", exc)
                     break
-        for p in self.passes:
-            key = (p.station, int(p.aos_unix_s // 60))  # a pass, give or take a re-prediction's second
-            if p.aos_unix_s - now <= ANNOUNCE_S and p.los_unix_s > now and key not in self._announced:
-                self._announced.add(key)
-                self._emit("CONTACT_PREDICTED", station=p.station, aos_in_s=max(0.0, p.aos_unix_s - now),
-                           duration_s=p.duration_s, max_elevation_deg=p.max_elevation_deg)
-        if len(self._announced) > 1000:  # bounded: forget passes long gone
-            self._announced = {k for k in self._announced if k[1] * 60 > now - SPAN_S}
+        return True
 
     def telemetry(self) -> dict[str, Any]:
-        if not self.passes:
+        if not self._predict_if_due() or not self.passes:
             return {"next_aos_in_s": None, "next_los_in_s": None, "next_pass_station": ""}
         times = contact_times(self.passes, self._clock.now_s())
         return {"next_aos_in_s": None if times.aos_in_s is None else round(times.aos_in_s, 3),
