@@ -94,3 +94,20 @@ def test_the_directory_lock_is_taken_on_a_read_only_filesystem_and_still_keeps_a
         finally:
             first.release()
             monkeypatch.undo()
+
+
+@pytest.mark.req("AGT-019")
+def test_a_state_the_full_disk_refuses_at_a_clean_stop_is_said_before_the_agent_ends(tmp_path, monkeypatch):
+    """Found in audit: the state's last write, at a clean stop, refused by a full disk said nothing (each
+    housekeeping period says STATE_NOT_WRITTEN; the stop did not), and the next start called the stop unclean."""
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        rig.advance(2.0)
+        monkeypatch.setattr(state_module, "write_checked_json", _full)
+        rig.agent.stop("test")
+        rig.agent.finish()
+        rig.pump()
+        (said,) = [e.args for e in rig.events("STATE_NOT_WRITTEN")]
+        assert said["count"] >= 1 and "No space left" in said["reason"], said
+    finally:
+        rig.close()

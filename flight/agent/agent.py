@@ -590,6 +590,9 @@ class Agent:
                 self.executive.internal_error(where, exc)
         self.executive.stopping(reason)
         self._save_state(stopping=True)
+        # said as each period does (found in audit: a full disk at a clean stop said nothing, and the next start's
+        # AGENT_STARTED said previous_stop unclean)
+        self.executive.state_writes(self.memory.write_failures, self.memory.write_error)
         try:
             self.dispatcher.end_turn()
         except Exception as exc:  # noqa: BLE001 - the store's sync and the last packets still go
