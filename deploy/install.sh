@@ -281,7 +281,9 @@ check_index() {  # check_index GIVEN VALUE: GIVEN 1 for the option, else install
     die "ort_index=$(printf '%q' "$2") in $CHOICES (kept from an earlier run: fix that line, or give --ort-index): an index URL has no spaces or control characters"
 }
 check_index 1 "$ORT_INDEX"
-check_index 0 "$SAVED_INDEX"
+# The kept one only where it is used (no --ort-* given; a review: a line an earlier version kept stopped every run,
+# with --ort-index given too)
+[ -n "$ORT_INDEX$ORT_WHEEL" ] || check_index 0 "$SAVED_INDEX"
 case "$LINK_URL" in
     *[[:space:]\"\\]*)
         die "$(chosen link "$LINK_GIVEN" "$LINK_URL"): a link URL has no spaces, quotes or backslashes" ;;

@@ -59,6 +59,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Before the agent's imports (seconds on a board): a parent that dies meanwhile ends it too (a review)
+    if args.parent_pid is not None:
+        from flight.lifetime import die_with_parent
+
+        if not die_with_parent(args.parent_pid):  # found in audit: a live pid not its parent was said "gone"
+            why = (f"is not this process's parent ({os.getppid()} is): give the pid of the process that starts it"
+                   if _pid_alive(args.parent_pid) else "is gone" if args.parent_pid > 0 else "is no process id")
+            print(f"sunlit-flight: --parent-pid {args.parent_pid} {why}; not starting", file=sys.stderr)
+            return 2
     from flight.agent.agent import Agent
     from flight.config import ConfigError, load_config
     from flight.hal.base import HalError
@@ -74,14 +83,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "paths.state_dir": args.state_dir,
         "power.bench_supply": True if args.bench_supply else None,
     }
-    if args.parent_pid is not None:
-        from flight.lifetime import die_with_parent
-
-        if not die_with_parent(args.parent_pid):  # found in audit: a live pid not its parent was said "gone"
-            why = (f"is not this process's parent ({os.getppid()} is): give the pid of the process that starts it"
-                   if _pid_alive(args.parent_pid) else "is gone" if args.parent_pid > 0 else "is no process id")
-            print(f"sunlit-flight: --parent-pid {args.parent_pid} {why}; not starting", file=sys.stderr)
-            return 2
     flags = {"link.url": "--link", "hal.backend": "--hal", "hal.board": "--board", "hal.sim_endpoint": "--sim-endpoint",
              "rates.hk_period_s": "--hk-period", "rates.control_period_s": "--control-period",
              "paths.state_dir": "--state-dir"}

@@ -512,6 +512,10 @@ def test_an_index_url_with_a_newline_or_space_is_refused_in_one_line_naming_the_
     kept = run_script(INSTALL, "--root", str(root), "--dry-run", "--no-systemctl", check=False)
     assert kept.returncode == 2 and f"install.sh: ort_index=https://idx\\ example/simple in {conf} (kept from an " \
         "earlier run: fix that line, or give --ort-index): an index URL has no spaces" in kept.stderr, kept.stderr
+    # ... and only where it is used: with --ort-index given, the kept line stops nothing (a review)
+    given = run_script(INSTALL, "--root", str(root), "--dry-run", "--no-systemctl",
+                       "--ort-index", "https://idx.example/simple", check=False)
+    assert given.returncode == 0 and "ort_index=" not in given.stderr, given.stdout + given.stderr
 
 
 @pytest.mark.req("DEP-001")

@@ -145,6 +145,7 @@ def test_a_battery_below_floor_plus_margin_in_sunlight_computes_nothing_until_it
     waits until the charge it has now keeps its reserve."""
     below = decide(sunlit(25.0, 50 * 60, solar_w=60.0), MODES, BAT, SET)
     assert below.admission is Admission.NONE and below.mode == "10W" and below.headroom_wh < 0, below.reason
+    assert "the charge now, 25.0 %, is below floor 30 %" in below.reason, below.reason  # not "would end at"
     shaded = decide(PowerInputs(34.0, 40.0, 10.0, True, None, 36 * 60.0, 600.0), MODES, BAT, SET)  # leaving it
     assert shaded.admission is Admission.NONE, shaded.reason
     forecast = PowerInputs(25.0, 60.0, 10.0, False, 50 * 60.0, 36 * 60.0, None,

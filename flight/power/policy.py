@@ -206,9 +206,11 @@ def decide(
             reason += f"; {', '.join(above)} would not" if len(feasible) <= index + 1 else f"; {', '.join(above)} no faster"
         return PowerDecision(mode.name, index, admission, mode.loaded_w, reason, end - e_keep)
     end = worst_energy(ModePower(lowest.name, lowest.idle_w, lowest.idle_w))
+    # the charge now where it is the tightest point (a review: "would end at 25 %" with the arrays refilling it)
+    why = (f"the charge now, {100 * e_now / e_full:.1f} %, is" if e_now < e_keep else
+           f"even {lowest.name} loaded would end at {100 * worst_energy(lowest) / e_full:.1f} %,")
     return PowerDecision(
         lowest.name, 0, Admission.NONE, lowest.idle_w,
-        f"{phase}: even {lowest.name} loaded would end at {100 * worst_energy(lowest) / e_full:.1f} %, "
-        f"below floor {settings.floor_pct:.0f} % + margin: no compute",
+        f"{phase}: {why} below floor {settings.floor_pct:.0f} % + margin: no compute",
         end - e_keep,
     )
