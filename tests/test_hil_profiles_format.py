@@ -474,3 +474,110 @@ def test_an_orbit_above_the_flux_map_is_said_where_the_run_and_the_cli_show_it(t
     assert [n for n in read_profile(out).notes if n.startswith("radiation:")] == said  # read back, in the run's notes
     assert generate_cli(["--alt-km", "550", "--inc-deg", "50", "--duration-s", "600", "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["notes"] == [] and read_profile(out).notes == ()
+
+
+@pytest.mark.req("HIL-001")
+@pytest.mark.parametrize("text,kind", [("[1, 2]", "an array"), ("null", "null"), ("3", "a number"),
+                                       ("[" * 100_000 + "]" * 100_000, "nested too deep")])
+def test_metadata_that_is_json_but_not_an_object_is_a_note_not_an_internal_error(tmp_path, text, kind):
+    """Found in audit: a list, null or a number as a file's metadata raised AttributeError (sunlit-hil replay: an
+    internal error, exit 3), and nesting past the parser's depth a RecursionError. The columns replay, the
+    metadata is said to be unusable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = _minimal()
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table(cols).replace_schema_metadata({b"sunlit.profile": text.encode()}), path)
+    p = read_profile(path)
+    assert p.metadata == {} and len(p) == 10
+    assert any(n.startswith("schema metadata sunlit.profile is not a JSON object") and kind in n for n in p.notes)
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("# sunlit-profile 1\n# " + text + "\ntime_s,shadow_factor,solar_power_w\n"
+                        + "".join(f"{t!r},{s!r},50\n"
+                                  for t, s in zip(cols["time_s"].tolist(), cols["shadow_factor"].tolist())))
+    p = read_profile(csv_path)
+    assert list(p.metadata) == ["comments"] and p.columns["time_s"].tolist() == cols["time_s"].tolist()
+    assert any(n.startswith("metadata comment lines are not a JSON object") and kind in n for n in p.notes)
+
+
+@pytest.mark.req("HIL-001")
+def test_a_csv_cell_past_the_csv_modules_limit_names_the_line(tmp_path):
+    """Found in audit: a cell over 131072 characters (a long note column) raised _csv.Error, an internal error."""
+    path = tmp_path / "long.csv"
+    path.write_text("time_s,shadow_factor,solar_power_w,note\n0,1,80,a\n10,1,80," + "x" * 200_000 + "\n")
+    with pytest.raises(ProfileError, match=r"long.csv: line 3 is not CSV: field larger than field limit"):
+        read_profile(path)
+
+
+@pytest.mark.req("HIL-001")
+def test_a_parquet_with_a_repeated_column_is_named_on_one_line(tmp_path):
+    """Found in audit: two columns named time_s gave pyarrow's data set error, the schema over nine lines and the
+    repeated name not said; a corrupt page's error ran over two lines."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = _minimal()
+    dup = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(cols["time_s"]), pa.array(cols["time_s"] + 1.0),
+                                         pa.array(cols["shadow_factor"]), pa.array(cols["solar_power_w"])],
+                                        names=["time_s", "time_s", "shadow_factor", "solar_power_w"]), dup)
+    with pytest.raises(ProfileError, match=r"dup.parquet: column names repeated: time_s$") as err:
+        read_profile(dup)
+    assert err.value.column == "time_s"
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table(cols), good)
+    data = bytearray(good.read_bytes())
+    data[40:120] = bytes(b ^ 0xFF for b in data[40:120])  # the first data page's header
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ProfileError, match="bad.parquet: not a readable Parquet file") as err:
+        read_profile(bad)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.req("HIL-001")
+@pytest.mark.parametrize("key,value,said", [("stations", None, "metadata.stations cannot be made again"),
+                                            ("stations", 5, "metadata.stations cannot be made again"),
+                                            ("description", [1, 2], "metadata.orbit.description cannot be made")])
+def test_a_hand_edited_profile_extended_for_a_run_is_bad_input_naming_the_file(tmp_path, profile, key, value, said):
+    """Found in audit: a profile shorter than the run whose metadata stations were null (or a number), or whose
+    orbit description was a list, raised TypeError as the run began (sunlit-hil run: internal error, exit 3)."""
+    meta = json.loads(json.dumps(profile.metadata))
+    if key == "description":
+        meta["orbit"]["description"] = value
+    else:
+        meta[key] = value
+    path = write_profile(Profile(profile.columns, meta, ()), tmp_path / "edited.parquet")
+    with pytest.raises(ProfileError, match=f"edited.parquet: the profile's {said}"):
+        load_or_generate(types.SimpleNamespace(profile=path, orbit=None, duration_s=10000.0, step_s=10.0))
+    meta["stations"], meta["orbit"]["description"] = profile.metadata["stations"], {}
+    path = write_profile(Profile(profile.columns, meta, ()), tmp_path / "edited.parquet")
+    longer = load_or_generate(types.SimpleNamespace(profile=path, orbit=None, duration_s=10000.0, step_s=10.0))
+    assert longer.duration_s == 10000.0
+
+
+@pytest.mark.req("HIL-001")
+def test_a_corrupt_flux_map_is_named_not_an_internal_error(tmp_path, profile):
+    """Found in audit: a flux map cut short, with a bad CRC, empty or a folder raised BadZipFile, EOFError or
+    IsADirectoryError (internal errors), and a file that is no zip numpy's advice to unpickle it unsafely."""
+    from hil.profiles.radiation import DEFAULT_MAP_PATH, FluxMapError, TrappedFluxMap
+
+    whole = DEFAULT_MAP_PATH.read_bytes()
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2: len(whole) // 2 + 50] = bytes(50)  # inside a layer: its CRC-32 no longer holds
+    cases = {"cut.npz": whole[: len(whole) // 2], "empty.npz": b"", "text.npz": b"hello" * 20,
+             "crc.npz": bytes(flipped)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FluxMapError, match=f"{name}: not a (readable )?flux map") as err:
+            TrappedFluxMap.load(tmp_path / name)
+        assert "allow_pickle" not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FluxMapError, match="not a readable flux map .*IsADirectoryError"):
+        TrappedFluxMap.load(tmp_path)
+    meta = json.loads(json.dumps(profile.metadata))
+    meta["radiation"]["map_path"] = str(tmp_path / "cut.npz")
+    with pytest.raises(ProfileError, match="cut.npz: not a flux map"):
+        load_or_generate(types.SimpleNamespace(profile=write_profile(Profile(profile.columns, meta, ()),
+                                                                     tmp_path / "p.parquet"),
+                                               orbit=None, duration_s=10000.0, step_s=10.0))

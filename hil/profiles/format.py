@@ -585,6 +585,19 @@ def _clean_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in ("format", "format_version", "columns")}
 
 
+def _metadata_json(text: str) -> dict[str, Any]:
+    """The metadata a file carries as JSON text, cleaned, or ValueError saying why not. Found in audit: a list, null
+    or a number there was an internal error (AttributeError), and nesting past the parser's depth a RecursionError."""
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if not isinstance(meta, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(meta), "a number")
+        raise ValueError(f"{kind}, not an object")
+    return _clean_metadata(meta)
+
+
 def read_profile(path: str | Path) -> Profile:
     """Read and validate a .csv or .parquet profile. Raises :class:`ProfileError` (with the file named)."""
     path = Path(path)
@@ -617,9 +630,9 @@ def _read_csv(path: Path) -> Profile:
     metadata: dict[str, Any] = {}
     if comments and comments[0].split()[:1] == [FORMAT_NAME]:
         try:
-            metadata = _clean_metadata(json.loads("\n".join(comments[1:]) or "{}"))
-        except json.JSONDecodeError as exc:
-            notes.append(f"metadata comment lines are not valid JSON ({exc}); kept as text")
+            metadata = _metadata_json("\n".join(comments[1:]) or "{}")
+        except ValueError as exc:
+            notes.append(f"metadata comment lines are not a JSON object ({exc}); kept as text")
             metadata = {"comments": comments}
     elif comments:
         metadata = {"comments": comments}
@@ -629,6 +642,8 @@ def _read_csv(path: Path) -> Profile:
         header = next(reader)
     except StopIteration:
         raise ProfileError(f"{path}: no header row (expected column names such as time_s,shadow_factor,...)") from None
+    except csv.Error as exc:
+        raise ProfileError(f"{path}: line {first + reader.line_num} is not CSV: {exc}") from None
     header = [h.strip() for h in header]
     for sep, what in ((";", "semicolons"), ("\t", "tabs")):
         if len(header) == 1 and sep in header[0]:
@@ -638,10 +653,13 @@ def _read_csv(path: Path) -> Profile:
     if dupes:
         raise ProfileError(f"{path}: column names repeated in the header: {', '.join(dupes)}", column=dupes[0])
     rows, line_of = [], []
-    for line_no, r in enumerate(reader, start=first + 2):
-        if r:  # a blank line (one at the end, as editors leave it) is no row
-            rows.append(r)
-            line_of.append(line_no)
+    try:
+        for line_no, r in enumerate(reader, start=first + 2):
+            if r:  # a blank line (one at the end, as editors leave it) is no row
+                rows.append(r)
+                line_of.append(line_no)
+    except csv.Error as exc:  # found in audit: a cell past the csv module's 131072 characters, an internal error
+        raise ProfileError(f"{path}: line {first + reader.line_num} is not CSV: {exc}", row=len(rows)) from None
     for i, r in enumerate(rows):
         if len(r) != len(header):
             line_no = line_of[i]
@@ -660,17 +678,21 @@ def _read_csv(path: Path) -> Profile:
 def _read_parquet(path: Path) -> Profile:
     pa, pq = _pyarrow()
     try:
+        names = pq.read_schema(path).names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:  # found in audit: pyarrow's data set machinery answered with its schema over nine lines
+            raise ProfileError(f"{path}: column names repeated: {', '.join(dupes)}", column=dupes[0])
         table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise ProfileError(f"{path}: not a readable Parquet file: {exc}") from None
+    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages run over lines: one line, as every error here
+        raise ProfileError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())}") from None
     raw = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
     notes: list[str] = []
     metadata: dict[str, Any] = {}
     if raw is not None:
         try:
-            metadata = _clean_metadata(json.loads(raw.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            notes.append(f"schema metadata {PARQUET_METADATA_KEY.decode()} is not valid JSON ({exc}); ignored")
+            metadata = _metadata_json(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
+            notes.append(f"schema metadata {PARQUET_METADATA_KEY.decode()} is not a JSON object ({exc}); ignored")
     else:
         notes.append(f"no {PARQUET_METADATA_KEY.decode()} schema metadata: not written by this harness")
     columns = {}

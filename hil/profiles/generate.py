@@ -571,14 +571,16 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
     craft_fields = {f.name for f in fields(SpacecraftParams)}
     spacecraft = made("spacecraft", lambda: SpacecraftParams(
         **{k: v for k, v in meta.get("spacecraft", {}).items() if k in craft_fields}))
-    stations = [made(f"stations[{i}]", lambda s=s: GroundStation(**s)) for i, s in enumerate(meta.get("stations", []))]
+    listed = made("stations", lambda: list(meta.get("stations", [])))  # found in audit: null or 5 a TypeError
+    stations = [made(f"stations[{i}]", lambda s=s: GroundStation(**s)) for i, s in enumerate(listed)]
     radiation = made("radiation", lambda: RadiationParams.from_metadata(meta.get("radiation", {})))
     step = made("step_s", lambda: step_s or float(meta.get("step_s", profile.step_s)))
+    description = made("orbit.description", lambda: dict(meta["orbit"].get("description") or {}))  # [1, 2] too
     if not (math.isfinite(step) and step > 0):
         raise ProfileError(f"the profile's metadata.step_s cannot be made again: {step} is not a step above 0")
     try:
         return generate_profile(orbit, profile.start_s, duration_s, step, spacecraft, stations, radiation,
-                                orbit_description=meta["orbit"].get("description"))
+                                orbit_description=description)
     except ValueError as exc:  # past MAX_STEPS at the profile's step: bad input (found in review: an internal error)
         raise ProfileError(f"this profile cannot be extended to {duration_s:g} s: {exc}") from None
 
@@ -596,7 +598,10 @@ def load_or_generate(scenario: Any) -> Profile:
     if path is not None:
         profile = replay_check(path)
         if profile.duration_s + 1e-6 < duration_s:
-            longer = regenerate(profile, duration_s)
+            try:
+                longer = regenerate(profile, duration_s)
+            except ProfileError as exc:  # which file's metadata (found in audit: the run's error named none)
+                raise ProfileError(f"{path}: {exc}", column=exc.column, row=exc.row) from None
             note = (f"{path} covers {profile.duration_s:.0f} s, the run {duration_s:.0f} s: regenerated from its "
                     "metadata for the whole run")
             return Profile(longer.columns, longer.metadata, longer.notes + (note,))

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,14 @@ class TrappedFluxMap:
     def load(cls, path: str | Path = DEFAULT_MAP_PATH) -> "TrappedFluxMap":
         path = Path(path)
         try:
+            if path.is_file() and not zipfile.is_zipfile(path):  # else np.load takes it for a pickle, and says so
+                raise FluxMapError(f"{path}: not a flux map (an .npz, a zip file: it is not one, or it is cut short); "
+                                   "rebuild it with scripts/build_radiation_map.py")
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["metadata_json"]))
-                if meta.get("format") != MAP_FORMAT:
-                    raise FluxMapError(f"{path}: not a {MAP_FORMAT} file (format {meta.get('format')!r})")
+                kind = meta.get("format") if isinstance(meta, dict) else None  # a list there: no AttributeError
+                if kind != MAP_FORMAT:
+                    raise FluxMapError(f"{path}: not a {MAP_FORMAT} file (format {kind!r})")
                 if meta.get("format_version") != MAP_FORMAT_VERSION:
                     raise FluxMapError(
                         f"{path}: map format version {meta.get('format_version')}, this code reads "
@@ -165,6 +170,12 @@ class TrappedFluxMap:
             raise FluxMapError(f"{path}: no flux map there; build one with scripts/build_radiation_map.py") from None
         except KeyError as exc:
             raise FluxMapError(f"{path}: missing array {exc}; rebuild it with scripts/build_radiation_map.py") from None
+        except FluxMapError:
+            raise
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # found in audit: a truncated or corrupt
+            # map (BadZipFile, a bad CRC) or a folder was an internal error
+            raise FluxMapError(f"{path}: not a readable flux map ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                               "rebuild it with scripts/build_radiation_map.py") from None
 
     def save(self, path: str | Path) -> None:
         """Write the map (float32 layers, zip-compressed), with the metadata as JSON inside."""
