@@ -107,6 +107,44 @@ def test_damaged_file_and_schedule_state_is_said_counted_and_moved_aside_and_lea
         assert not partial.exists() and not stray.exists()
 
 
+@pytest.mark.req("AGT-013", "FIL-005")
+def test_a_transfer_state_missing_where_one_was_written_before_is_said_as_lost_and_a_first_start_says_nothing(
+        tmp_path):
+    """Found in audit: files.json missing at a restart (not damaged) was said nowhere, so the ground never learnt
+    that the gets queued on board had gone with it (they stayed queued there for ever). Missing where the agent's
+    state says one was written (``transfers_expected``) it is a loss, said as a damaged one is; at a first start
+    nothing is said, and the file is written, so that its absence later is a loss."""
+    from flight.agent.files import FileManager
+    from flight.agent.ports import EventPort
+    from flight.clock import SimClock
+    from flight.link.definitions import DICTIONARY
+    from flight.link.memory_link import MemoryLink
+
+    events: list = []
+    port = EventPort(FileManager.NAME, FileManager.EVENTS, DICTIONARY, lambda name, args: events.append((name, args)))
+    params = {p.name: p.default for p in DICTIONARY.parameters}
+    state = tmp_path / "state"
+
+    def start(expected: bool) -> FileManager:
+        return FileManager(tmp_path / "area", state, MemoryLink().flight, Codec(DICTIONARY).encode_file_pdu_tm,
+                           SimClock(1_795_000_000.0), port, params, contact_age_s=lambda: 0.0,
+                           transfers_expected=expected)
+
+    first = start(False)
+    assert first.load_errors == [] and (state / "files.json").exists()
+    (tmp_path / "area" / "products").mkdir(parents=True)
+    (tmp_path / "area" / "products" / "a.npz").write_bytes(b"a" * 100)
+    first.entity.put("products/a.npz", "downlink/products/a.npz", 2, 5, {})
+    assert start(True).load_errors == [] and [t.source for t in start(True).entity.list()] == ["products/a.npz"]
+    (state / "files.json").unlink()
+    lost = start(True)
+    assert [what for what, _why in lost.load_errors] == ["file transfers"]
+    assert "files.json missing" in lost.load_errors[0][1] and not lost.entity.list()
+    lost.time_began()
+    assert ("FILE_FAILED", {"transfer": "-", "name": "state", "reason": lost.load_errors[0][1]}) in events
+    assert start(True).load_errors == []  # written again as it was said: said once
+
+
 @pytest.mark.req("FIL-007")
 def test_past_the_delivered_files_it_holds_the_oldest_is_cleaned_not_kept_for_ever(tmp_path):
     """Found in an audit: the list of files the ground has was cut to 1024 by dropping the oldest entries, whose
@@ -691,6 +729,54 @@ def test_list_and_delete_on_board_are_confined(files_rig):
     assert r.rig.send("FILE_DELETE", name="products/a.npz").completed
     assert not (r.area / "products/a.npz").exists()
     assert r.rig.events("FILE_DELETED")[-1].args == {"name": "products/a.npz", "reason": "FILE_DELETE"}
+
+
+@pytest.mark.req("FIL-009")
+def test_a_file_rewritten_since_it_went_and_dropped_from_a_full_list_of_delivered_is_sent_again(tmp_path,
+                                                                                                monkeypatch):
+    """Found in audit: past MAX_DELIVERED the oldest entry is dropped; one whose file was rewritten since it went
+    (a checkpoint of the same name) stayed known to the automatic downlink, so the new file was neither sent nor
+    in the list for the rest of the run."""
+    import flight.agent.files as files_module
+    from flight.clock import SimClock
+    from flight.link.memory_link import MemoryLink
+
+    monkeypatch.setattr(files_module, "MAX_DELIVERED", 2)
+    clock = SimClock(1_795_000_000.0)
+    fm = _manager(tmp_path, MemoryLink().flight, clock, {"file_auto_downlink": True})
+    checkpoints = tmp_path / "area" / "checkpoints"
+    checkpoints.mkdir()
+    for name in ("a", "b", "c"):
+        (checkpoints / f"{name}.ck").write_bytes(b"v1")
+    fm.housekeeping()  # the automatic downlink queues all three
+    assert sorted(t.source for t in fm.entity.transfers.values()) == [f"checkpoints/{n}.ck" for n in "abc"]
+    for t in list(fm.entity.transfers.values()):
+        fm.entity.cancel(t.id)
+    fm._remember("checkpoints/a.ck", files_module._stamp_of(checkpoints / "a.ck"))  # noqa: SLF001 - as a
+    (checkpoints / "a.ck").unlink()  # confirmed downlink does; then a new checkpoint under its name
+    (checkpoints / "a.ck").write_bytes(b"v2, longer")
+    fm._remember("checkpoints/b.ck", files_module._stamp_of(checkpoints / "b.ck"))  # noqa: SLF001
+    fm._remember("checkpoints/c.ck", files_module._stamp_of(checkpoints / "c.ck"))  # noqa: SLF001 - a dropped
+    clock.advance(files_module.RELIST_S + 1)
+    fm.housekeeping()
+    assert [t.source for t in fm.entity.transfers.values()] == ["checkpoints/a.ck"]
+
+
+@pytest.mark.req("FIL-007")
+def test_a_listing_with_a_name_not_utf8_or_not_printable_lists_every_file_escaped(files_rig):
+    """Found in audit: one file in the directory whose name was not UTF-8 (written on board by another program)
+    made FILE_LIST's result unsendable: the command completed with no listing at all. A control character in a
+    name went down raw, to the operator's terminal."""
+    r = files_rig
+    products = r.area / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    (products / "a.npz").write_bytes(b"a" * 10)
+    (products / "b\x1b[2J.npz").write_bytes(b"b")
+    with open(os.fsencode(products) + b"/\xff.npz", "wb") as f:
+        f.write(b"cc")
+    listing = r.rig.send("FILE_LIST", directory="products")
+    assert listing.completed and listing.result["count"] == 3, listing
+    assert [e[:2] for e in listing.result["entries"]] == [["a.npz", 10], ["b\\x1b[2J.npz", 1], ["\\udcff.npz", 2]]
 
 
 @pytest.mark.req("FIL-007")

@@ -556,6 +556,34 @@ def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_s
         files.close()
 
 
+@pytest.mark.req("GND-051")
+def test_a_get_queued_on_board_when_the_agent_s_transfer_state_goes_missing_fails_saying_so(agent, tmp_path):
+    """Found in audit: a files.json missing at the agent's restart (not damaged) was said nowhere, so a get queued
+    on board before it stayed queued on the ground for ever; the agent now says it as it says a damaged one."""
+    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
+    products = agent.config.state_dir / "compute/products"
+    products.mkdir(parents=True, exist_ok=True)
+    (products / "big.npz").write_bytes(os.urandom(300_000))
+    (products / "job-7.npz").write_bytes(os.urandom(1000))
+    try:
+        assert agent.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed
+        get = files.get("products/job-7.npz")
+        run_agent(agent, files, lambda: files.records[get.id].agent_transfer is not None)
+        waiting = files.records[get.id].agent_transfer
+        agent.agent.close()
+        (agent.config.state_dir / "files.json").unlink()
+        agent.board = scripted_board(agent.clock)
+        agent.agent = Agent(agent.config, link=agent.link.flight, board=agent.board)
+        agent.start()
+        run_agent(agent, files, settled(files, get.id))
+        record = files.records[get.id]
+        assert record.state == "failed" and record.transfer is None, record
+        assert record.reason.startswith(f"the agent lost its file transfers at a restart, its {waiting} ") \
+            and "files.json missing" in record.reason, record.reason
+    finally:
+        files.close()
+
+
 def test_a_played_back_loss_of_transfers_fails_only_the_gets_asked_for_before_it(agent, tmp_path):
     """Found in review: the agent's STATE_CORRUPT "file transfers" played back late (the ground away as the agent
     started) would fail a get asked of the new agent since; only gets asked for before the loss went with it."""

@@ -211,7 +211,11 @@ class Agent:
                                  auto_skip=frozenset({WORKER_LOG}),  # the live log: its rotated copies go instead
                                  # a job's checkpoint, data set; the running sequence's file
                                  in_use=lambda name: self.scheduler.file_in_use(name) or self.compute.file_in_use(name),
-                                 sequence_check=lambda name, path: self.scheduler.check_upload(name, path))
+                                 sequence_check=lambda name, path: self.scheduler.check_upload(name, path),
+                                 # written before (or the state that says so unreadable): one missing now was lost
+                                 transfers_expected=self.memory.file_transfers_kept
+                                 or self.memory.file.load_error is not None)
+        self.memory.remember_file_transfers_kept()  # the file manager has written it if it was not there
         self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,

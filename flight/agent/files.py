@@ -69,6 +69,7 @@ CLEANED = ("products", "incoming/done")                          # deleted once 
 BURST_S = 0.5           # the token bucket holds this much of file_rate_bps
 TICK_S = 0.2            # how often an active transaction's timers are looked at
 MAX_LIST = 100
+LIST_NAME_CHARS = 256  # of a name FILE_LIST shows (escaped, a 255-byte name is longer): 100 of them fit a report
 MAX_DELIVERED = 1024
 RELIST_S = 60.0  # the automatic tops are walked again at least this often, their directories changed or not
 RACY_NS = 2_000_000_000  # a directory changed this close to its walk may change again unseen in its times
@@ -92,13 +93,16 @@ class FileManager(Component):
                  clock: Clock, emit: EventPort, params: Any, contact_age_s: Callable[[], float],
                  config: EntityConfig | None = None, auto_skip: frozenset[str] = frozenset(),
                  in_use: Callable[[str], str | None] = lambda name: None,
-                 sequence_check: Callable[[str, Path], tuple[bool, str]] | None = None):
+                 sequence_check: Callable[[str, Path], tuple[bool, str]] | None = None,
+                 transfers_expected: bool = False):
         """``in_use(name)``: whose a file of the area is where a job still to run needs it (the compute
         supervisor's: a training job's checkpoint, a job's data set) or the running sequence runs from it (the
         scheduler's), else None; FILE_DELETE refuses it, and so does an upload over the running sequence's file
         (an upload over a file a job needs is not refused: the operator's new data set or checkpoint goes in).
         ``sequence_check(sequence, path)``: the scheduler's check of a sequence file come up, before it is put in
-        place ((ok, what or why)); without it no sequence is taken."""
+        place ((ok, what or why)); without it no sequence is taken. ``transfers_expected``: the transfer state
+        (files.json, written at every start) was written before, as the agent's state says: one missing is a loss,
+        said as a damaged one is (``load_errors``), not a first start."""
         self.root = Path(root)
         self.link = link
         self._encode_tm = encode_tm
@@ -113,6 +117,8 @@ class FileManager(Component):
         self._delivered: dict[str, tuple[float, tuple[int, int, int] | None]] = {}
         self._delivered_changed = False  # saved at the next housekeeping (flush): a save per file sent was 7 ms
         self._load_error: str | None = None
+        transfers_path = Path(state_dir) / "files.json"
+        transfers_lost = transfers_expected and not transfers_path.exists()
         self._load_delivered()
         self._suspended_at: float | None = None
         self._tokens = 0.0
@@ -125,6 +131,12 @@ class FileManager(Component):
                                  read_tops=DOWNLINK_TOPS, write_tops=UPLINK_TOPS,
                                  state_path=Path(state_dir) / "files.json", config=config,
                                  on_change=self._changed, utc_s=clock.now_s, roots=self._roots)
+        # Said as a damaged one is (found in audit: one missing at a restart was said nowhere, and a get the ground
+        # had queued on board stayed queued there for ever); written now, so that from here on its absence is a loss
+        self._transfers_missing = (f"{transfers_path.name} missing though one was written before; transfers queued "
+                                   "or in progress forgotten") if transfers_lost else None
+        if not transfers_path.exists():
+            self.entity.save()
         self.entity.admit_incoming = self._admit_incoming
         self.entity.admit_file = self._admit_file
         self._sequence_check = sequence_check
@@ -217,10 +229,11 @@ class FileManager(Component):
         """(what, why) of each of its stored files found unreadable at start (counted by the agent's
         ``state_corrupt``, said as STATE_CORRUPT; an audit: said as FILE_FAILED only, and not counted)."""
         return [(what, why) for what, why in (("files delivered", self._load_error),
-                                              ("file transfers", self.entity.load_error)) if why]
+                                              ("file transfers", self.entity.load_error or self._transfers_missing))
+                if why]
 
     def time_began(self) -> None:
-        for why in (self._load_error, self.entity.load_error):
+        for why in (self._load_error, self.entity.load_error or self._transfers_missing):
             if why:
                 self._emit("FILE_FAILED", transfer="-", name="state", reason=why[:200])
         self._check_disk()
@@ -649,6 +662,8 @@ class FileManager(Component):
             oldest = next(iter(self._delivered))
             fresh = self._still_delivered(oldest)
             del self._delivered[oldest]
+            if not fresh:  # rewritten since it went: new, sent again by itself (found in audit: it stayed known,
+                self._known.discard(oldest)  # so neither sent nor cleaned for the rest of the run)
             if self._busy(oldest) or not fresh:
                 continue  # being sent again: confirmed anew when it has gone, else kept
             self._clean_file(oldest, f"the ground has it, and over {MAX_DELIVERED} files it has are held: the "
@@ -727,7 +742,10 @@ class FileManager(Component):
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            entries.append([e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), st.st_size, round(st.st_mtime, 3)])
+            # printable: a name not UTF-8 (an on-board writer's) made the whole result unsendable, the listing lost
+            # for one name (found in audit); one with a control character would reach the operator's terminal raw
+            shown = printable(e.name)[:LIST_NAME_CHARS] + ("/" if e.is_dir(follow_symlinks=False) else "")
+            entries.append([shown, st.st_size, round(st.st_mtime, 3)])
         self._check_disk()
         return {"directory": directory, "count": len(items), "entries": entries,
                 "free_mb": None if self._free_mb is None else round(self._free_mb, 1)}

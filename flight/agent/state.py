@@ -28,6 +28,7 @@ class AgentState:
     waits_for_ground: str | None = None  # the cause of a SAFE only the ground's SET_MODE lifts (modes.WAITS_FOR_GROUND)
     recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
     tc_replay_kept: bool = False  # a telecommand replay window was written: its absence later is a loss
+    file_transfers_kept: bool = False  # the file transfers' state (files.json) was written: its absence later is a loss
     last_contact_utc_s: float | None = None  # the last valid packet from the ground (UTC), saved periodically
 
 
@@ -48,6 +49,7 @@ def _check_types(state: AgentState, path: Path) -> None:
         and isinstance(state.recoveries_s, list)
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
         and isinstance(state.tc_replay_kept, bool)
+        and isinstance(state.file_transfers_kept, bool)
         and (state.last_contact_utc_s is None or (isinstance(state.last_contact_utc_s, (int, float))
                                                   and not isinstance(state.last_contact_utc_s, bool)
                                                   and math.isfinite(state.last_contact_utc_s)))
@@ -212,6 +214,19 @@ class PersistentState:
         """Saved at once: from now on a replay window that is not there was lost (flight/link/sdls.py)."""
         if not self.state.tc_replay_kept:
             self.state.tc_replay_kept = True
+            self.save(force=True)
+
+    # --- for the file transfers ------------------------------------------------------------------
+
+    @property
+    def file_transfers_kept(self) -> bool:
+        return self.state.file_transfers_kept
+
+    def remember_file_transfers_kept(self) -> None:
+        """Saved at once: from now on a transfer state (files.json) that is not there was lost (the ground's gets
+        queued on board with it: STATE_CORRUPT says it)."""
+        if not self.state.file_transfers_kept:
+            self.state.file_transfers_kept = True
             self.save(force=True)
 
     # --- for the compute supervisor -----------------------------------------------------------
