@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
+import queue
 import random
 import signal
 import socket
@@ -15,24 +15,49 @@ from typing import Sequence
 
 # The agent asks to die with its parent (PR_SET_PDEATHSIG, flight/lifetime.py), and Linux takes the *thread* that
 # forked it for its parent: an agent started from a thread that ended while this process lived on got SIGTERM then
-# (found in audit). One thread that lives as long as this process forks every agent.
-_spawner: concurrent.futures.ThreadPoolExecutor | None = None
+# (found in audit). One daemon thread forks every agent: it lives until the process ends (a pool's thread is shut
+# down as the main thread ends, other threads still running: found in review), and ends with it, as they should.
+_requests: queue.Queue | None = None
 _spawner_lock = threading.Lock()
 
 
+def _spawner(requests: queue.Queue) -> None:
+    while True:
+        args, popen, box, done = requests.get()
+        try:
+            box.append(subprocess.Popen(args, **popen))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            box.append(exc)
+        done.set()
+
+
 def _spawn(args: list[str], **popen: object) -> subprocess.Popen:
-    global _spawner
+    global _requests
     with _spawner_lock:
-        if _spawner is None:
-            _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spawner")
-        spawner = _spawner
-    return spawner.submit(subprocess.Popen, args, **popen).result()
+        if _requests is None:
+            _requests = queue.Queue()
+            threading.Thread(target=_spawner, args=(_requests,), name="agent-spawner", daemon=True).start()
+        requests = _requests
+    box: list[object] = []
+    done = threading.Event()
+    requests.put((args, popen, box, done))
+    try:
+        done.wait()
+    except KeyboardInterrupt:  # the fork goes on in the spawner: its child is stopped, not left untracked
+        done.wait()
+        if box and isinstance(box[0], subprocess.Popen):
+            box[0].kill()
+            box[0].wait()
+        raise
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]  # type: ignore[return-value]
 
 
 def _forget_spawner() -> None:
     """A forked child has none of its parent's threads: it makes its own spawner."""
-    global _spawner, _spawner_lock
-    _spawner, _spawner_lock = None, threading.Lock()
+    global _requests, _spawner_lock
+    _requests, _spawner_lock = None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_spawner)

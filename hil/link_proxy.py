@@ -39,6 +39,8 @@ the agent) such a packet goes again without NODROP, as flight/link/zmq_link.py s
 others get it and the full one loses it: counted ``passed`` and ``undeliverable`` both (found in
 audit: one console that stopped reading stopped the stream to all). libzmq then passes that
 subscriber by until it reads again, so its further losses are not seen here, only by it (sequence gaps).
+Where every one of two or more subscribers is full, libzmq does not say that none took the packet sent on:
+counted ``passed`` (a review), as the agent's link says such packets sent.
 One thread with one ``zmq.Poller`` moves everything; delays are a time-ordered heap and the
 poll's timeout, not sleeps. ``close()`` (or the ``with`` block's end) stops and joins it.
 

@@ -336,7 +336,7 @@ def test_a_stopping_agents_last_packets_leave_before_its_process_exits(short_dir
         "    if link.subscribers:\n"
         "        break\n"
         "    time.sleep(0.01)\n"
-        "print(sum(link.publish(bytes(20_000)) for _ in range(1500)), flush=True)\n"
+        "print(sum(link.publish(bytes(5000)) for _ in range(1500)), flush=True)\n"  # 7.5 MB: drained in the linger
         "link.close()\n"
         "os._exit(0)\n"  # at once: what close() left unsent goes with the process
     )

@@ -255,6 +255,37 @@ def test_an_agent_started_by_a_harness_stops_when_the_harness_is_killed(tmp_path
 
 
 
+_MAIN_RETURNS = """
+import sys, threading
+from hil.agent_process import _spawn
+CHILD = ("import signal, sys, time; from flight.lifetime import die_with_parent; "
+         "signal.signal(signal.SIGTERM, lambda *a: (print('SIGTERM', flush=True), sys.exit(0))); "
+         "die_with_parent(None); print('up', flush=True); time.sleep(60)")
+go = threading.Event()
+def harness():  # a thread that goes on with its agent after the main thread has returned
+    agent = _spawn([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    assert agent.stdout.readline() == "up\\n"
+    go.set()
+    threading.main_thread().join()
+    again = _spawn([sys.executable, "-c", "pass"])  # a start after it: no pool shut down under it
+    print("running" if agent.poll() is None else "stopped", again.wait(), flush=True)
+    agent.kill()
+    agent.wait()
+import subprocess
+threading.Thread(target=harness).start()
+go.wait()
+"""
+
+
+@pytest.mark.req("CMP-013")
+def test_an_agent_lives_on_with_the_thread_using_it_when_the_main_thread_returns():
+    """Found in review: the spawner, a thread pool, was shut down as the main thread ended, so its agents got
+    their parent-death SIGTERM while a harness thread still flew them, and the next start raised."""
+    run = subprocess.run([sys.executable, "-c", _MAIN_RETURNS], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0 and run.stdout.strip() == "running 0", run.stdout + run.stderr
+
+
 @pytest.mark.req("CMP-013")
 def test_an_agent_started_from_a_thread_lives_on_when_that_thread_ends(tmp_path, ipc_url, make_client):
     """Linux's parent-death signal, which the agent asks for, follows the thread that forked it, not

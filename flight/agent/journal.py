@@ -103,6 +103,7 @@ class CommandJournal:
         self._records = 0
         self._compact_at = 0  # records from which a rewrite is tried (past 2 * window; later after one failed)
         self._unsynced = False  # a finished record written since the last fsync
+        self._rewrite_due = False  # an outcome memory alone holds (its record refused): the file written anew
         self._fd: int | None = None  # kept open for appends (O_APPEND): no open and close a command
         self._load()
 
@@ -123,15 +124,20 @@ class CommandJournal:
         try:
             self._append(entry, "F", durable=False)
         except OSError:
-            # Known this boot all the same (and written by the next rewrite): found in audit, a command whose record
-            # the full disk refused was answered, at a retry past the retry cache, "interrupted by a reset" and
-            # COMMAND_STATUS turned from completed to failed, with no reset
+            # Known this boot all the same, and written with the whole journal once the disk takes a record again
+            # (:meth:`sync`, :meth:`close`): found in audit, a command whose record the full disk refused was
+            # answered, at a retry past the retry cache, "interrupted by a reset" and COMMAND_STATUS turned from
+            # completed to failed, with no reset (and, in review, after a clean restart too)
             self._remember(entry)
+            self._rewrite_due = True
             raise
 
     def sync(self) -> None:
-        """Sync what :meth:`finished` appended since the last sync (nothing when nothing was)."""
+        """Sync what :meth:`finished` appended since the last sync (nothing when nothing was). Where an outcome
+        memory alone holds, and the disk has taken a record since, the journal is written anew instead."""
         if not self._unsynced:
+            return
+        if self._rewrite_due and self._rewritten():
             return
         self._sync(self._open(), _datasync)
         self._unsynced = False
@@ -153,8 +159,19 @@ class CommandJournal:
                 pass
             raise
 
+    def _rewritten(self) -> bool:
+        """The journal written anew from memory (atomically, synced), an outcome it alone held among it."""
+        try:
+            self._compact()
+        except OSError:
+            return False  # the disk still refuses: tried again when it takes a record
+        self._rewrite_due = self._unsynced = False
+        return True
+
     def close(self) -> None:
         """Sync and close the file (the agent's clean end; appending again reopens it)."""
+        if self._rewrite_due:
+            self._rewritten()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:

@@ -17,7 +17,10 @@ Why these socket types:
   subscriber by until it reads again, so its further losses are not seen here, only by it: it
   counts sequence gaps, as a subscriber that joins late does, and the packet store plays back
   what the ground's archive did not acknowledge. With one subscriber a full queue is refused
-  as before: False, counted.
+  as before: False, counted. What libzmq does not say: whether any subscriber took the packet
+  sent on. Where every one of two or more is full (a review: the whole ground path stalled),
+  the packets are passed by all, said sent and counted once: the store keeps the stored ones
+  unacknowledged and plays them back after ``playback_resend_s``, live-only ones are lost.
 
 One copy of each report: a console's SUB also subscribes to a *presence* topic naming its
 DEALER (``PRESENCE_PREFIX`` + the DEALER's identity; no packet can match it, a CCSDS packet's
