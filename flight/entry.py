@@ -14,12 +14,12 @@ import sys
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command that Ctrl-C ended
 
 
-def launch(target: str, prog: str, interrupted: int = EXIT_INTERRUPTED) -> int:
-    """Import ``target`` (``module:function``) and return what its function returns. Ctrl-C while the
-    modules load, or one the function lets out, is said in one line and ends with ``interrupted``."""
+def launch(target: str, prog: str, interrupted: int = EXIT_INTERRUPTED, args: tuple = ()) -> int:
+    """Import ``target`` (``module:function``) and return what its function returns, given ``args``. Ctrl-C
+    while the modules load, or one the function lets out, is said in one line and ends with ``interrupted``."""
     module, _, function = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), function)()
+        return getattr(importlib.import_module(module), function)(*args)
     except KeyboardInterrupt:
         try:
             print(f"{prog}: interrupted", file=sys.stderr)

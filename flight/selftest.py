@@ -733,9 +733,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flight.selftest``: ``sunlit-flight selftest`` itself, so a reader gone (``| head``), a full
     disk or a Ctrl-C is said in one line as there (found in audit: each a traceback here)."""
-    from flight.cli import main as flight_main
+    from flight.entry import launch  # the CLI by name: it imports this module (no cycle)
 
-    return flight_main(["selftest", *(sys.argv[1:] if argv is None else argv)])
+    return launch("flight.cli:main", "sunlit-flight", args=(["selftest", *(sys.argv[1:] if argv is None else argv)],))
 
 
 __all__ = [
