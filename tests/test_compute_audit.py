@@ -3,6 +3,10 @@ made, and what the worker is asked and sent that it took badly."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -114,3 +118,160 @@ def test_a_reply_the_agent_cannot_read_ends_its_command_failed_never_running_for
     assert [where for where, _ in errors] == ["compute reply"] and 7 not in sup._requests  # noqa: SLF001
     sup._take(cp.Reply(8, True, result={"name": "x"}))  # one nobody waits for: nothing
     assert len(errors) == 1
+
+
+# A stand-in worker that says its hello and dies at once (as one killed for memory each time it resumes its job)
+_HELLO_THEN_DIE = ("import os, sys, msgpack, zmq; s = zmq.Context.instance().socket(zmq.DEALER); "
+                   "s.setsockopt(zmq.IDENTITY, b'compute'); s.linger = 5000; s.connect(sys.argv[1]); "
+                   "s.send(msgpack.packb(['Hello', {'pid': os.getpid()}])); s.close(); "
+                   "zmq.Context.instance().term(); sys.exit(1)")  # term: the hello sent before it goes
+
+
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-012")
+def test_a_worker_that_dies_just_after_its_hello_is_started_again_later_and_later_not_at_every_tick(tmp_path):
+    """Found in audit: a worker that said hello and died (killed for memory, or a crash in a provider, each time it
+    resumed its job) was started again at every control tick, for good, a COMPUTE_HUNG and a fault each, since a
+    hello reset the count of failed starts. Two such in a row now wait 10 s, then 20 s...; one that lived a minute
+    past its hello starts the count again."""
+    from flight.agent.compute import SHORT_LIFE_S
+
+    said, faults, clock = [], _Faults(), _MovingClock()
+    sup = ComputeSupervisor(tmp_path / "compute", True, lambda name, **args: said.append(name), faults, clock,
+                            dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+    sup._worker_argv = lambda: [sys.executable, "-c", _HELLO_THEN_DIE, sup.endpoint]  # noqa: SLF001
+
+    def says_hello() -> None:
+        while sup.state is not ComputeState.RUNNING:
+            assert sup._sock.poll(10_000), "no hello"  # noqa: SLF001
+            sup.receive()
+
+    def lives_then_dies() -> subprocess.Popen:
+        says_hello()
+        sup.proc.wait(10)
+        clock.t += 1.0
+        dead = sup.proc
+        sup._watchdog()  # noqa: SLF001 - the supervisor's tick
+        return dead
+
+    try:
+        sup.start()
+        first = lives_then_dies()
+        assert sup.proc is not first and sup._start_at_s is None  # noqa: SLF001 - the first: again at once
+        second = lives_then_dies()
+        assert sup.proc is second and sup._start_at_s == clock.t + START_BACKOFF_S  # noqa: SLF001 - then later
+        with pytest.raises(CommandFailed, match="died or hung within 60 s of its start, 2 times in a row; next try "
+                                                "in 10 s") as refused:
+            sup._request(cp.RollbackModel(1, MODEL_NAME), lambda reply: {})  # noqa: SLF001
+        assert refused.value.code is FailureCode.BUSY
+        for _ in range(int(START_BACKOFF_S) - 1):
+            clock.t += 1.0
+            sup.admit(Admission.ALL, 2, 3, None, "test")
+        assert sup.proc is second and said.count("COMPUTE_HUNG") == 2 and len(faults.recorded) == 2
+        clock.t += 1.0
+        sup._watchdog()  # noqa: SLF001 - its wait is over
+        third = lives_then_dies()
+        assert sup.proc is third and sup._start_at_s == clock.t + 2 * START_BACKOFF_S  # noqa: SLF001
+        # One that lives past SHORT_LIFE_S: the next death is tried again at once
+        sup._worker_argv = lambda: [sys.executable, "-c", "import sys, time; exec(sys.argv[2]); time.sleep(60)",  # noqa: SLF001
+                                    sup.endpoint, _HELLO_THEN_DIE.replace("sys.exit(1)", "pass")]
+        clock.t += 2 * START_BACKOFF_S
+        sup._watchdog()  # noqa: SLF001
+        says_hello()
+        clock.t += SHORT_LIFE_S
+        sup._waiting = None  # noqa: SLF001 - it answered its pings meanwhile
+        sup._watchdog()  # noqa: SLF001
+        assert sup.short_lives == 0 and sup.proc.poll() is None
+        sup._worker_argv = lambda: [sys.executable, "-c", _HELLO_THEN_DIE, sup.endpoint]  # noqa: SLF001
+        lived = sup.proc
+        lived.kill()  # the test's own child
+        lived.wait(10)
+        sup._watchdog()  # noqa: SLF001
+        assert sup.proc is not lived and sup._start_at_s is None  # noqa: SLF001
+    finally:
+        sup.close()
+
+
+_AGENT_AT_A_TERMINAL = """
+import signal, sys
+from pathlib import Path
+from flight.agent.compute import WORKER_LOG, ComputeSupervisor
+from flight.link.definitions import DICTIONARY
+
+
+class Clock:
+    def monotonic_s(self):
+        return 0.0
+
+    def now_s(self):
+        return 1_794_830_400.0
+
+
+class Faults:
+    def record(self, what):
+        pass
+
+
+stop = []
+signal.signal(signal.SIGINT, lambda *_: stop.append(1))  # as the agent's run(): Ctrl-C is a clean stop
+sup = ComputeSupervisor(Path(sys.argv[1]), True, lambda name, **args: None, Faults(), Clock(),
+                        dict(DICTIONARY.parameter_defaults), lambda: 1, lambda where, exc: None)
+sup.start()
+while sup.state.value != "RUNNING":
+    sup._sock.poll(200)
+    sup.receive()
+print("ready", flush=True)
+while not stop:
+    signal.pause()
+sup.close()
+print(sup.proc.returncode, "Traceback" in (Path(sys.argv[1]) / WORKER_LOG).read_text(), flush=True)
+"""
+
+
+@pytest.mark.system  # an agent's stand-in and its real worker
+@pytest.mark.req("CMP-005")
+def test_ctrl_c_at_the_agents_terminal_stops_the_worker_through_its_agent_not_with_a_traceback(tmp_path):
+    """Found in audit: the worker was in the agent's process group, so a Ctrl-C at the terminal of ``sunlit-flight
+    run`` (SIGINT to the group) reached it too: a KeyboardInterrupt, its traceback in logs/worker.log, and none of its
+    stop work (a training job's checkpoint, its last status) done, while the agent stopped cleanly. The worker now has
+    a session of its own, and stops when its agent tells it."""
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT_AT_A_TERMINAL, str(tmp_path / "compute")],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)  # a terminal's group of its own
+    try:
+        assert agent.stdout.readline().strip() == "ready"
+        os.killpg(agent.pid, signal.SIGINT)  # the terminal's Ctrl-C, to the foreground process group
+        out, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 0 and out.split() == ["0", "False"]  # stopped by its agent, no traceback
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+
+
+@pytest.mark.system  # a worker process
+@pytest.mark.req("CMP-012")
+def test_a_worker_whose_output_runs_away_has_its_log_rotated_as_it_grows_not_a_minute_later(tmp_path):
+    """Found in audit: the log's size was looked at once a minute of agent time (and at a start), so a worker whose
+    output ran away (a warning printed in a loop) grew logs/worker.log at the pipe's speed, 30 MiB in 2 s against a
+    cap of 4 MiB, toward a full disk. Its size is now looked at after each quarter of the cap written too: the log
+    stays near the cap, the newest lines in it."""
+    from flight.agent.compute import LOG_LOOK_BYTES, OUTPUT_PER_TURN, WORKER_LOG_MAX_BYTES, WORKER_LOGS_KEPT
+
+    sup = supervisor(tmp_path / "compute", dict(DICTIONARY.parameter_defaults))  # its clock stands still: no look
+    lines = 3 * WORKER_LOG_MAX_BYTES // 64
+    sup._worker_argv = lambda: [sys.executable, "-c", "import sys\n"  # noqa: SLF001 - 64 bytes a line, 12 MiB
+                                f"for i in range({lines}): sys.stdout.write('W a warning printed by a loop gone wrong:"
+                                " %020d\\n' % i)"]
+    try:
+        sup.start()
+        while sup.proc.poll() is None:
+            select.select([sup._out_r], [], [], 0.2)  # noqa: SLF001 - the agent's loop wakes on its output
+            sup.receive()
+        sup.receive()  # what it wrote last
+        logs = tmp_path / "compute" / "logs"
+        log = (logs / "worker.log").read_bytes()
+        assert len(log) <= WORKER_LOG_MAX_BYTES + LOG_LOOK_BYTES + OUTPUT_PER_TURN
+        assert log.endswith(b"wrong: %020d\n" % (lines - 1))  # the newest line, whole, where it belongs
+        assert len(list(logs.glob("worker-*.log"))) == WORKER_LOGS_KEPT
+    finally:
+        sup.close()

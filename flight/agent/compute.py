@@ -76,6 +76,7 @@ OUTPUT_PER_TURN = 1024 * 1024  # most of the worker's output written to its log 
 STOP_DRAIN_S = 0.05  # at a stop, how often the output of a worker still stopping is read
 WORKER_LOGS_KEPT = 2  # rotated logs (logs/worker-<seq>-<UTC>.log, each sent once by file_auto_downlink), the newest
 LOG_LOOK_S = 60.0  # agent time between looks at a running worker's log size
+LOG_LOOK_BYTES = WORKER_LOG_MAX_BYTES // 4  # and output written between two such looks, however soon
 MAX_PENDING = 100  # requests held while the worker (re)starts
 REQUEST_TIMEOUT_S = 60.0  # agent time a request may wait for the worker's answer
 MAX_HOLD_S = 20.0  # lockstep: most wall seconds a step waits for a running worker (the harness gives up at 30)
@@ -83,6 +84,7 @@ STARTUP_HOLD_S = 20.0  # lockstep: wall seconds a step waits while the worker st
 STOP_WAIT_S = 5.0  # a stopping worker checkpoints training first; then it is killed
 START_BACKOFF_S = 10.0  # agent time before the second try at a worker that died or hung before its hello;
 START_BACKOFF_MAX_S = 600.0  # doubled at each further such start, up to this (a hello resets it)
+SHORT_LIFE_S = 60.0  # agent time after its hello within which a worker's death or hang is one more in a row
 KILL_WAIT_S = 1.0  # a killed worker is gone in milliseconds; one stuck in a driver call is not waited for
 MAX_UNREAPED = 8  # killed workers not gone yet, looked at again (a stuck one goes when its driver call returns)
 CLASS_NAMES = {"0": "infer_clear", "1": "infer_cloudy"}  # the shipped cloud-screening model's classes
@@ -155,10 +157,16 @@ class ComputeSupervisor(Component):
         # again at each watchdog look, for good, its traceback in the log each time (found in audit)
         self.failed_starts = 0
         self._start_at_s: float | None = None
+        # Workers in a row that died or hung within SHORT_LIFE_S of their hello, and the agent time of the last
+        # hello (None: none since the last start): one that dies as it resumes its job (killed for memory, a crash
+        # in a provider) said hello first, and was started again at each control tick, a fault each (found in audit)
+        self.short_lives = 0
+        self._hello_at_s: float | None = None
         self.code_changed: str | None = None  # why no worker is started again (CODE_CHANGED_EXIT), once seen
         self.proc: subprocess.Popen | None = None
         self._unreaped: list[subprocess.Popen] = []  # killed, not gone yet (KILL_WAIT_S)
         self._log_looked_s = -math.inf  # agent monotonic s of the last look at the worker's log size
+        self._log_unlooked = 0  # bytes of the worker's output written to its log since the last look at its size
         self.status = cp.Status()
         self._status_at_s = (0.0, 0.0)  # (time.monotonic(), the agent's monotonic_s()) when the last Status came
         self._time_began = False  # the agent's clock is told to the worker only from its boot (time_began)
@@ -229,13 +237,18 @@ class ComputeSupervisor(Component):
         self._rotate_log()
         self._open_log()  # there from the start, for FILE_DOWNLINK, even before the worker says anything
         try:
+            # A session of its own: a terminal's Ctrl-C (SIGINT to the agent's process group) is the agent's to act on,
+            # which stops its worker as a stop does (found in audit: it reached the worker too, a KeyboardInterrupt
+            # with a traceback in its log, its training not checkpointed); its agent's death still ends it (PDEATHSIG)
             self.proc = subprocess.Popen(self._worker_argv(), stdout=self._out_w, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=worker_environment(os.environ, self.gpu_tf32))
+                                         stdin=subprocess.DEVNULL, env=worker_environment(os.environ, self.gpu_tf32),
+                                         start_new_session=True)
         except OSError as exc:
             self._spawn_failed(exc)
             return
         self.state = ComputeState.STARTING
         self._waiting = None
+        self._hello_at_s = None
 
     def _spawn_failed(self, exc: OSError) -> None:
         """No worker process could be made (the interpreter gone: the software replaced under the agent; no memory
@@ -273,6 +286,7 @@ class ComputeSupervisor(Component):
         automatic downlink sends once. The worker writes to the agent's pipe, not the file: renamed whole, with
         nothing in flight to lose, and the next line starts the new one."""
         log_path = self.root / WORKER_LOG
+        self._log_unlooked = 0
         try:
             if log_path.stat().st_size <= WORKER_LOG_MAX_BYTES:
                 return
@@ -328,6 +342,9 @@ class ComputeSupervisor(Component):
                     view = view[os.write(self._log_fd, view):]
             except OSError:  # the disk is full or failing: this output is lost, the file opened again next time
                 self._close_log()
+            self._log_unlooked += len(chunk)
+            if self._log_unlooked >= LOG_LOOK_BYTES:  # a worker whose output runs away (found in audit: looked at
+                self._rotate_log()  # once a minute, its log grew by the pipe's speed, 30 MiB in 2 s, past 4 MiB)
 
     def _keep_rotated(self, path: Path) -> None:
         """``path`` renamed ``logs/worker-<sequence>-<UTC of its last line>.log``, then the
@@ -412,6 +429,7 @@ class ComputeSupervisor(Component):
         if isinstance(msg, cp.Hello):
             self.state = ComputeState.RUNNING
             self.failed_starts = 0
+            self._hello_at_s = self._clock.monotonic_s()
             self._emit("COMPUTE_STARTED", pid=msg.pid)
             held, self._held = self._held, []
             for request in held:
@@ -551,11 +569,14 @@ class ComputeSupervisor(Component):
                 self._start_at_s = None
                 self.start()
             return
+        if self._hello_at_s is not None and now - self._hello_at_s >= SHORT_LIFE_S:
+            self.short_lives, self._hello_at_s = 0, None  # it lived: the next death is not one more in a row
         if silent >= self._params["compute_watchdog_s"] or dead:
             starting = self.state is ComputeState.STARTING
             # A worker that gave up a model's open on purpose (nothing admitted: it said MODEL_OPEN_UNFINISHED)
             # exits as nothing else stops onnxruntime's call: started again, no hang and no fault.
-            if not (dead and self.proc.returncode == cp.OPEN_ABANDONED_EXIT):
+            abandoned = dead and self.proc.returncode == cp.OPEN_ABANDONED_EXIT
+            if not abandoned:
                 self._emit("COMPUTE_HUNG", age_s=silent)
                 self._faults.record("compute worker")
             self._kill()
@@ -569,8 +590,11 @@ class ComputeSupervisor(Component):
                     deferred.fail("the compute worker was restarted before it answered; send the command again")
             if starting:
                 self.failed_starts += 1
-            if self.failed_starts >= 2:  # the first failed start is tried again at once, then later and later
-                self._start_at_s = now + backoff_s(START_BACKOFF_S, START_BACKOFF_MAX_S, self.failed_starts - 2)
+            elif self._hello_at_s is not None and not abandoned:  # (an open given up on purpose is no failure)
+                self.short_lives += 1
+            in_row = max(self.failed_starts, self.short_lives)
+            if in_row >= 2:  # the first failed start is tried again at once, then later and later
+                self._start_at_s = now + backoff_s(START_BACKOFF_S, START_BACKOFF_MAX_S, in_row - 2)
                 self._waiting = None
                 return
             self.start()
@@ -597,9 +621,11 @@ class ComputeSupervisor(Component):
         """``timeout_s``: agent time the answer may take (an install opens the model: up to compute_open_s more)."""
         self._require_enabled()
         if self._start_at_s is not None:
-            raise CommandFailed(f"the compute worker did not start (it died or hung before its hello, or could not be "
-                                f"made), {self.failed_starts} times in a row; next try in "
-                                f"{max(0.0, self._start_at_s - self._clock.monotonic_s()):.0f} s "
+            why = (f"the compute worker did not start (it died or hung before its hello, or could not be made), "
+                   f"{self.failed_starts} times in a row" if self.failed_starts >= self.short_lives else
+                   f"the compute worker died or hung within {SHORT_LIFE_S:.0f} s of its start, {self.short_lives} "
+                   f"times in a row")
+            raise CommandFailed(f"{why}; next try in {max(0.0, self._start_at_s - self._clock.monotonic_s()):.0f} s "
                                 f"({WORKER_LOG} says why)", FailureCode.BUSY)
         if len(self._held) >= MAX_PENDING:
             raise CommandFailed(f"{MAX_PENDING} requests already wait for the compute worker to start; try again",
