@@ -318,6 +318,7 @@ class ModelState:
     probation: bool
     provenance: dict[str, Provenance]
     last_rollback: dict[str, Any] | None = None
+    ran: frozenset[str] = frozenset()  # the versions kept known to have run a job (not swapped automatically)
 
     def provenance_of(self, version: str) -> Provenance:
         return self.provenance.get(version, UNKNOWN_PROVENANCE)
@@ -760,7 +761,7 @@ class ModelStore:
             raise ModelNotFound(name, Copy.WORKING, sorted(models))
         current = life.get(name, _Life())
         return ModelState(name, entry, current.fallback, current.probation, dict(current.provenance),
-                          current.last_rollback)
+                          current.last_rollback, frozenset(current.ran(entry)))
 
     def load_fallback(self, name: str) -> LoadedModel:
         """The fallback version of ``name``, its SHA-256 checked; :class:`NoFallback` when there is none."""

@@ -1712,6 +1712,9 @@ class Worker:
             return False  # bad input data or a full disk is not the model's fault: the job fails alone
         if isinstance(exc, ModelLoadFailed) and exc.rollback_refused:
             return False  # refused as it failed to load, and said then: one refusal, one MODEL_REFUSED
+        if state.active.version in state.ran:  # on probation again by a commanded rollback, it has run before: not
+            return False  # swapped automatically (MDL-005); the job fails alone (a review: a MODEL_REFUSED per job,
+            # each saying "on its first job")
         ran = [s for key, s in self._sessions.items() if key[0] == job.model]
         if ran and (ran[-1].from_golden or ran[-1].sha256 != state.active.sha256):
             return False  # the version on probation did not run (its rollback refused as it would not load, the
