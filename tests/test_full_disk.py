@@ -111,3 +111,25 @@ def test_a_state_the_full_disk_refuses_at_a_clean_stop_is_said_before_the_agent_
         assert said["count"] >= 1 and "No space left" in said["reason"], said
     finally:
         rig.close()
+
+
+@pytest.mark.req("AGT-019")
+def test_a_transfer_state_a_full_disk_never_let_be_written_is_not_said_lost_at_the_next_start(tmp_path, monkeypatch):
+    """Found in review: the agent noted that its transfer state (files.json) was written as it started on a full
+    disk, which had refused it; with room again and no transfer since, a clean restart said STATE_CORRUPT "file
+    transfers" for a loss that never was (and the ground failed its gets queued on board)."""
+    import flight.files.entity as entity_module
+
+    state = tmp_path / "state"
+    monkeypatch.setattr(state_module, "write_checked_json", _full)
+    monkeypatch.setattr(entity_module, "write_checked_json", _full)
+    rig = InProcessAgent(state)
+    rig.advance(2.0)
+    assert not (state / "files.json").exists() and not rig.agent.memory.file_transfers_kept
+    monkeypatch.undo()  # room again: the state is saved, files.json not (no transfer changed)
+    rig.advance(120.0)
+    rig.close()
+    with InProcessAgent(state) as again:
+        again.advance(2.0)
+        assert [e.args for e in again.events("STATE_CORRUPT")] == []
+        assert again.agent.memory.file_transfers_kept  # written at this start: from here on its absence is a loss

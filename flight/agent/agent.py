@@ -215,7 +215,8 @@ class Agent:
                                  # written before (or the state that says so unreadable): one missing now was lost
                                  transfers_expected=self.memory.file_transfers_kept
                                  or self.memory.file.load_error is not None)
-        self.memory.remember_file_transfers_kept()  # the file manager has written it if it was not there
+        if (self.state_dir / "files.json").exists():  # written (a full disk refuses it: a review, a loss said later
+            self.memory.remember_file_transfers_kept()  # of what was never written); else tried at the next start
         self.compute = ComputeSupervisor(compute_dir, compute_on,
                                          events(ComputeSupervisor), self.faults, self.clock, self.params,
                                          self.memory.allocate_job_id, self.executive.internal_error,
