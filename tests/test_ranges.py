@@ -428,3 +428,47 @@ def test_ranges_are_not_learned_from_fewer_than_eight_distinct_reference_inputs(
     with pytest.raises(ValueError, match="7 distinct"):
         ranges.learn(SHIPPED, REFERENCE[:7])
     assert ranges.learn(SHIPPED, REFERENCE[:8])
+
+
+@pytest.mark.req("RAD-112")
+def test_a_model_the_checksum_pass_refuses_has_its_gemm_output_ranged_and_a_flipped_logit_flagged():
+    """Found in audit: a quantised model (int8 weights through DequantizeLinear) is refused whole by the
+    checksum pass, yet its Gemm's output was left to that pass, unranged: a flipped logit before the
+    Softmax changed a tile's class and range_ok stayed true. A model the pass checks keeps it unranged."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "scale"], ["w"]),
+             helper.make_node("Gemm", ["x", "w"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(rng.integers(-100, 100, (6, 3)).astype(np.int8), "wq"),
+                               numpy_helper.from_array(np.array(0.003, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(ValueError, match="not a constant"):
+        abft.protect(model)
+    learned = ranges.learn(model.SerializeToString(), rng.normal(size=(32, 6)).astype(np.float32))
+    assert list(learned) == ["logits", "probabilities"]
+
+    s = session(with_hooks(ranges.protect(model, learned), ("logits",)))
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    off = {"logits/mask": np.zeros(1, bool), "logits/value": np.zeros(1, np.float32)}
+    clean_p, clean_ok, logits = s.run(["probabilities", RANGE_OUTPUT, "logits"], {"x": x, **off})
+    assert clean_ok.all()
+    k = int(np.argmin(clean_p[1]))
+    mask = np.zeros(logits.shape, bool)
+    mask[1, k] = True
+    bad = flip_bit(np.float32(abs(logits[1, k])), 30)  # its exponent's top bit: x 2**128
+    faulty_p, faulty_ok = s.run(["probabilities", RANGE_OUTPUT],
+                                {"x": x, "logits/mask": mask, "logits/value": np.array([bad], np.float32)})
+    assert int(faulty_p[1].argmax()) == k != int(clean_p[1].argmax())  # a wrong class...
+    assert faulty_ok.tolist() == [True, False, True, True]  # ...flagged, on that sample only
+
+    # The same Gemm on a constant weight: the checksum pass checks it, its output stays the pass's.
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    del plain.graph.node[0]
+    plain.graph.initializer[0].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(model.graph.initializer[0])
+                                                                .astype(np.float32) * 0.003, "w"))
+    assert ranges.candidates(plain) == ["probabilities"]

@@ -33,7 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from flight.compute.abft import CHECKED_OPS, marked, record
+from flight.compute.abft import _MIN_OPSET as ABFT_MIN_OPSET
+from flight.compute.abft import CHECKED_OPS, checkable, is_protected as abft_protected, marked, record
 from flight.compute.abft import PREFIX as ABFT_PREFIX
 
 PASS_VERSION = 1
@@ -73,12 +74,15 @@ _LEARN_BATCH = 64
 
 def candidates(model: onnx.ModelProto) -> list[str]:
     """The tensors :func:`learn` ranges, in graph order: float with a leading batch axis, made by a node
-    the checksum pass does not check, plus the graph's float outputs; never a name either pass added."""
+    the checksum pass does not check, plus the graph's float outputs; never a name either pass added.
+    A Conv, Gemm or MatMul output is left to that pass only where it checks the model
+    (:func:`_checked_by_pass`)."""
     shapes, types = _shapes_and_types(model)
     batch = _batch_param(model)
     if batch is None:
         return []
     outputs = {o.name for o in model.graph.output}
+    checked = _checked_by_pass(model)
     out: list[str] = []
     for node in model.graph.node:
         if node.name.startswith((ABFT_PREFIX, PREFIX)):
@@ -87,12 +91,30 @@ def candidates(model: onnx.ModelProto) -> list[str]:
             if not name or name in out or name.startswith((ABFT_PREFIX, PREFIX)):
                 continue
             # The checksum pass checks these (CHECKED_OPS); an output is ranged all the same.
-            if node.op_type in CHECKED_OPS and node.domain in ("", "ai.onnx") and name not in outputs:
+            if checked and node.op_type in CHECKED_OPS and node.domain in ("", "ai.onnx") and name not in outputs:
                 continue
             shape = shapes.get(name)
             if types.get(name) == TensorProto.FLOAT and shape and shape[0] == batch:
                 out.append(name)
     return out
+
+
+def _checked_by_pass(model: onnx.ModelProto) -> bool:
+    """Whether the checksum pass checks ``model``'s Conv, Gemm and MatMul nodes: it made the model, or it
+    would check every one of them. The worker's pass is strict: a model with one it cannot check (a weight
+    that is not a constant, as a quantised model's DequantizeLinear makes it) is refused whole and runs
+    without it, and its Conv, Gemm and MatMul outputs are then ranged like any tensor (found in audit: a
+    flipped logit before the Softmax changed a tile's class, every check passed)."""
+    if abft_protected(model):
+        return True
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < ABFT_MIN_OPSET:
+        return False
+    try:
+        labels, skipped = checkable(model)
+    except Exception:  # noqa: BLE001 - a model the pass cannot read is one it does not check
+        return False
+    return bool(labels) and not skipped
 
 
 def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN,
