@@ -980,3 +980,88 @@ def test_the_worker_moves_aside_a_corrupt_checkpoint_counts_it_and_removes_a_fin
         assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["notes.txt"]  # over: nothing kept
     finally:
         bench.close()
+
+
+@pytest.mark.req("RAD-108", "CMP-005")
+@pytest.mark.parametrize("spoil", ["epoch -1", "no epoch", "index -64", "step -5", "step past the plan"])
+def test_a_checkpoint_whose_place_is_none_of_this_jobs_is_refused_before_the_trainer_takes_its_state(tmp_path, spoil):
+    """Found in audit: a position that did not fit was refused (the job said to start from step 0) after the
+    trainer had taken the checkpoint's weights, so the job started over from them; a negative step or index
+    was resumed, the steps run again or the next batch empty."""
+    from flight.compute.checkpoint import encode_checkpoint
+
+    job, _ = _flip_job(tmp_path, "job")
+    job.run(60)
+    ck = load_checkpoint(tmp_path / "job.ck")
+    meta, step = dict(ck.meta), ck.step
+    if spoil == "epoch -1":
+        meta["epoch"] = -1
+    elif spoil == "no epoch":
+        del meta["epoch"]
+    elif spoil == "index -64":
+        meta["index"] = -64
+    elif spoil == "step -5":
+        step = -5
+    else:
+        step = job.plan.total_steps + 1
+    (tmp_path / "job.ck").write_bytes(encode_checkpoint(Checkpoint(step, ck.arrays, meta)))
+    again, events = _flip_job(tmp_path, "job")
+    fresh, _ = _flip_job(tmp_path, "fresh")
+    assert again.resume() is False and again.status.step == 0 and again.cursor.position == (0, 0)
+    (refused,) = [args for what, args in events if what == "checkpoint_refused"]
+    assert "is no place in this job" in refused["reason"]
+    assert_same_bits(again.trainer.state_arrays(), fresh.trainer.state_arrays())  # from step 0 as a new job is
+    assert (tmp_path / "job.ck.corrupt").exists()
+
+
+@pytest.mark.req("RAD-109")
+def test_a_job_gone_back_to_its_checkpoint_reports_the_accuracy_of_a_run_that_never_had_to(tmp_path):
+    """Found in audit: the batches of the steps given up stayed in the status's accuracy (COMPUTE_HK's
+    train_accuracy) and those run again were counted twice: a job bit for bit where a clean run is said
+    another accuracy."""
+    clean, _ = _flip_job(tmp_path, "clean")
+    clean.run(150)
+    job, events = _flip_job(tmp_path, "upset")
+    job.run(120)  # checkpoints at 50 and 100
+    w1 = job.trainer.state_arrays()["W1"]
+    job.trainer.flip_bit("W1", int(np.argmax(np.abs(w1.reshape(-1)))), 30)
+    job.run(30)
+    assert [args["step"] for what, args in events if what == "restored"] == [100]
+    job.run(150 - job.status.step)
+    assert job.status.step == clean.status.step == 150
+    assert_same_bits(job.trainer.state_arrays(), clean.trainer.state_arrays())
+    assert job.status.accuracy == clean.status.accuracy
+
+
+@pytest.mark.req("RAD-108")
+def test_a_refusal_open_before_the_first_checkpoint_does_not_lose_the_passs_saa_checkpoint(tmp_path):
+    """Found in audit: a step refused (an upset during it) as the entry came within the lead, before the job's
+    first checkpoint, disarmed the pass: retried clean a step later, the job went into the SAA with no
+    checkpoint at all."""
+    x, y = np.zeros((64, 3), np.float32), np.zeros(64, np.int64)
+    trainer = _Refusing()
+    events: list[str] = []
+    job = TrainingJob(trainer, x, y, TrainingPlan(total_steps=1000, batch_size=8, checkpoint_every=100),
+                      tmp_path / "job.ck", on_event=lambda what, **args: events.append(what))
+    job.run(5)
+    trainer.refuse = True
+    job.run(1)
+    trainer.refuse = False
+    assert not job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 30.0, 1000.0))  # none known good
+    assert not (tmp_path / "job.ck").exists()
+    job.run(1)  # the batch again, clean
+    assert job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 29.0, 1000.0))
+    assert not job.radiation_tick(cp.Radiation(FluxClass.QUIET, False, 10.0, 5700.0, 28.0, 1000.0))  # once a pass
+    assert load_checkpoint(tmp_path / "job.ck").step == 6 and job.status.saa_checkpoints == 1
+    assert events == ["step_refused", "saa_checkpoint"]
+
+
+@pytest.mark.parametrize("field, value", [("total_steps", float("nan")), ("batch_size", 0), ("batch_size", 2.5),
+                                          ("checkpoint_every", float("nan")), ("total_steps", True), ("seed", -1)])
+def test_a_plan_refuses_a_value_that_is_not_a_whole_number_in_range_naming_the_field(field, value):
+    """Found in audit: one message for three fields, and NaN, floats and bools taken (checkpoint_every=nan wrote
+    no periodic checkpoint, batch_size=2.5 failed at the first step)."""
+    args = {"total_steps": 100, "batch_size": 8, "checkpoint_every": 10, "seed": 0, field: value}
+    with pytest.raises(ValueError, match=rf"^TrainingPlan {field} must be a whole number of at least [01], got "):
+        TrainingPlan(**args)
+    assert TrainingPlan(total_steps=np.int64(100), batch_size=8).total_steps == 100  # numpy's integers are whole

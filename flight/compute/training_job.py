@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,13 @@ class TrainingPlan:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.total_steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("total_steps, batch_size and checkpoint_every must be at least 1")
+        """Each field a whole number, named where it is not (found in audit: one message for three fields, and a
+        NaN, a float or a bool taken: checkpoint_every=nan wrote no periodic checkpoint, batch_size=2.5 failed
+        at the first step)."""
+        for name, least in (("total_steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+                raise ValueError(f"TrainingPlan {name} must be a whole number of at least {least}, got {value!r}")
 
 
 class DataCursor:
@@ -172,6 +178,11 @@ class TrainingStatus:
 _COUNTS = ("saa_checkpoints", "steps_refused", "restores")  # TrainingStatus counts a checkpoint keeps
 
 
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a whole number of at least 0 as JSON gives one back (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def job_identity(x: np.ndarray, y: np.ndarray, plan: TrainingPlan, extra: Mapping[str, Any] | None = None) -> dict:
     """What a checkpoint must match to be resumed by a job: its plan, a SHA-256 of its data, ``extra``.
     As JSON gives it back (a checkpoint's header is JSON), so the two compare equal."""
@@ -211,6 +222,7 @@ class TrainingJob:
         self._clock = clock
         self._correct = 0.0
         self._seen = 0
+        self._tally_at_checkpoint = (0.0, 0)  # (_correct, _seen) when the file's state was written, or loaded
         self._saa_armed = True  # False from the pre-entry checkpoint until the entry is no longer near
         self._saa_entry_at: float | None = None  # the entry the last SAA checkpoint was for (agent's clock)
         self._saa_retry_at = -float("inf")  # on the job's clock: no SAA checkpoint tried again before
@@ -277,10 +289,22 @@ class TrainingJob:
         bad = not_finite(ck.arrays)
         if bad is not None:
             raise CorruptFile(f"{self.checkpoint_path.name}: {bad} holds a value that is not finite")
+        # The step and data position checked before the trainer takes the state (found in audit: a position that
+        # did not fit left the refused checkpoint's weights in a job said to start from step 0; a negative step
+        # or index was resumed, the steps run again or the next batch empty)
+        epoch, index = ck.meta.get("epoch"), ck.meta.get("index")
+        if not (_count(ck.step) and ck.step <= self.plan.total_steps and _count(epoch) and _count(index)
+                and index <= len(self.x)):
+            raise CorruptFile(f"{self.checkpoint_path.name}: step {ck.step!r}, epoch {epoch!r}, index {index!r} is no "
+                              f"place in this job (steps 0 to {self.plan.total_steps}, index 0 to {len(self.x)})")
+        cursor = DataCursor(len(self.x), self.plan.batch_size, self.plan.seed, epoch, index)
         self.trainer.load_state(ck.arrays)
-        self.cursor = DataCursor(len(self.x), self.plan.batch_size, self.plan.seed,
-                                 int(ck.meta["epoch"]), int(ck.meta["index"]))
+        self.cursor = cursor
         self.status.step = self.status.last_checkpoint_step = ck.step
+        # The accuracy as it was at that step (found in audit: the batches of the steps given up stayed in it, and
+        # those run again were counted twice, so a job gone back said another accuracy than one that never had to)
+        self._correct, self._seen = self._tally_at_checkpoint
+        self.status.accuracy = self._correct / self._seen if self._seen else float("nan")
         # The loss of the step it holds: a job resumed at its end still says it (found in audit: nan), and one gone
         # back says its step's, not a loss of steps given up (found in a later audit); none kept: not known
         loss = ck.meta.get("loss")
@@ -317,6 +341,7 @@ class TrainingJob:
             mark(arrays)  # the state written is what the next one is held to
         self.status.last_checkpoint_step = self.status.step
         self._saved_counts = counts
+        self._tally_at_checkpoint = (self._correct, self._seen)
         if moved:  # a new state: going back to it is a first time (the same one rewritten with its counts is not)
             self._restored_from = None
 
@@ -361,9 +386,11 @@ class TrainingJob:
             return False
         if self._clock() < self._saa_retry_at:
             return False  # the last try failed just now: armed still, tried again shortly
-        self._saa_armed, self._saa_entry_at = False, entry_at
         if self._refused_in_row and self.status.last_checkpoint_step < 0:
-            return False  # refusals open and no checkpoint yet: no state known good to keep
+            # Refusals open and no checkpoint yet: no state known good to keep now; armed still, so the next tick
+            # takes one if they close before the entry (found in audit: a step retried once lost the pass's)
+            return False
+        self._saa_armed, self._saa_entry_at = False, entry_at
         self.status.saa_checkpoints += 1  # before the checkpoint, which keeps the count
         if self._unsaved() and not self._try_checkpoint("before the SAA"):
             self.status.saa_checkpoints -= 1  # not taken: not counted, and tried again in SAA_RETRY_S
