@@ -53,6 +53,7 @@ from flight.link.dictionary import ArgumentError
 from flight.storage import fsync_path, write_atomic
 
 KEY_FORMAT = "sunlit-operator-key/1"
+MAX_KEY_FILE_BYTES = 4096  # a key file is about 150 bytes
 
 
 class OperatorKeyError(PackageError):
@@ -130,13 +131,22 @@ def write_key_file(path: Path | str, operator: str, key: Any, overwrite: bool = 
 
 
 def read_key_file(path: Path | str) -> tuple[str, Any]:
-    """(operator, private key) from a key file; refused when others may read it or it is malformed."""
+    """(operator, private key) from a key file; refused when others may read it or it is malformed, and unread when
+    it is no regular file or larger than a key file is (found in audit: --key /dev/zero read until the memory ran
+    out, said as "cannot use that model: MemoryError", and a FIFO was waited on for ever)."""
+    from flight.compute.uplink import ReadRefused, read_limited
+
     path = Path(path)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text()
+        data, st = read_limited(path, MAX_KEY_FILE_BYTES)
+        mode = stat.S_IMODE(st.st_mode)
+        text = data.decode()
+    except ReadRefused as exc:
+        raise OperatorKeyError(f"{path}: cannot read the key file: {exc}") from None
     except OSError as exc:
         raise OperatorKeyError(f"{path}: cannot read the key file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OperatorKeyError(f"{path}: not a {KEY_FORMAT} key file (not text)") from None
     if mode & 0o077:
         raise OperatorKeyError(f"{path}: mode {mode:o} lets others read the private key; chmod 600 it")
     try:
@@ -175,6 +185,8 @@ def load_inputs(path: Path | str | None) -> np.ndarray:
     if path is None:
         return shipped_reference_inputs()
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO was waited on for ever, a device read on (found in audit)
+        raise PackageError(f"{path}: no reference inputs (not a regular file); give an .npy or an .npz with x")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
@@ -265,6 +277,18 @@ def _reference_outputs(model: bytes, inputs: np.ndarray, tolerance: float) -> di
     return outputs
 
 
+def _reference_fits(reference: bytes) -> bytes:
+    """``reference`` (a reference set's file) if the board takes one its size, else refused before anything is
+    written (found in audit: 20 million reference inputs packed into a 282 MB NAME.ref.npz, exit 0, which the board
+    refuses unread, past MAX_REFERENCE_BYTES)."""
+    from flight.compute.uplink import MAX_REFERENCE_BYTES
+
+    if len(reference) > MAX_REFERENCE_BYTES:
+        raise PackageError(f"--inputs: the reference set is {len(reference)} bytes, over the board's limit of "
+                           f"{MAX_REFERENCE_BYTES} (MAX_REFERENCE_BYTES); give fewer reference inputs")
+    return reference
+
+
 def same_use_as_shipped(name: str, version: str, model: bytes) -> None:
     """A version of the shipped model takes and gives what it does (the board's rule, MDL-004): refused here, before
     anything is written (found in review: packed, exit 0, and refused only by verify or the board). The ground
@@ -285,7 +309,7 @@ def pack_full(model: bytes, name: str, version: str, operator: str, key: Any, ou
     refuse_external_data(model, "model")  # before onnxruntime: the board refuses it too (MDL-002)
     same_use_as_shipped(name, version, model)
     inputs = np.ascontiguousarray(inputs)
-    reference = ReferenceSet(inputs, _reference_outputs(model, inputs, tolerance)).to_bytes()
+    reference = _reference_fits(ReferenceSet(inputs, _reference_outputs(model, inputs, tolerance)).to_bytes())
     manifest = Manifest(name, version, "full", sha256_hex(model), len(model), operator, created_utc or utc_now(),
                         sha256_hex(reference), array_digest(inputs), float(tolerance)).sign(key)
     staged = StagedFiles.of(name)
@@ -311,7 +335,7 @@ def pack_delta(base: bytes, tuned: bytes, name: str, version: str, operator: str
     same_use_as_shipped(name, version, result)
     inputs = np.ascontiguousarray(inputs)
     outputs = _reference_outputs(result, inputs, tolerance)
-    reference = ReferenceSet(inputs if with_inputs else None, outputs).to_bytes()
+    reference = _reference_fits(ReferenceSet(inputs if with_inputs else None, outputs).to_bytes())
     delta_bytes = delta.to_bytes()
     manifest = Manifest(name, version, "delta", delta.result_sha256, len(result), operator,
                         created_utc or utc_now(), sha256_hex(reference), array_digest(inputs), float(tolerance),
@@ -332,37 +356,59 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
     reference set leaves them out (default: the shipped model's). Raises :class:`PackageError`
     at the first check that fails.
     """
+    from flight.compute.uplink import (
+        MAX_MANIFEST_BYTES,
+        MAX_MODEL_BYTES,
+        MAX_REFERENCE_BYTES,
+        ReadRefused,
+        read_limited,
+    )
+
     directory, staged = Path(directory), StagedFiles.of(name)
 
-    def read(file_name: str) -> bytes:
+    def read(file_name: str, limit_bytes: int, expected_bytes: int | None = None) -> bytes:
+        """As the board reads a staged file (flight/compute/uplink.py): its limit, a full model's signed size, no
+        FIFO waited on (found in audit: verify said OK to a model of another size than signed, which the board
+        refuses unread)."""
         try:
-            return (directory / file_name).read_bytes()
+            return read_limited(directory / file_name, limit_bytes, expected_bytes)[0]
+        except ReadRefused as exc:
+            said = " (the signed manifest's size_bytes)" if exc.kind == "size" else ""
+            raise PackageError(f"{directory / file_name}: {exc}{said}") from None
         except OSError as exc:
             raise PackageError(f"{directory / file_name}: {exc.strerror}") from None
 
-    manifest = Manifest.from_bytes(read(staged.manifest))
+    manifest = Manifest.from_bytes(read(staged.manifest, MAX_MANIFEST_BYTES))
     manifest.verify(trusted)
     if manifest.name != name:  # the board compares the command's name with the signed one (an audit: said OK here)
         raise PackageError(f"name: the package is {manifest.name!r} (its signed manifest), not {name!r}; "
                            "MODEL_INSTALL names it as signed")
+    # A manifest takes a longer version than MODEL_INSTALL carries (one packed by another tool or an older ground):
+    # no command could install it (found in audit: verify said OK).
+    _installable(manifest.name, manifest.version)
+    if manifest.size_bytes > MAX_MODEL_BYTES:
+        raise PackageError(f"size_bytes: the model is {manifest.size_bytes} bytes, over the board's limit of "
+                           f"{MAX_MODEL_BYTES} bytes (MAX_MODEL_BYTES)")
     lines = [f"signature: good, by {manifest.uplinked_by} ({manifest.kind} package of {manifest.name} "
              f"version {manifest.version}, made {manifest.created_utc})"]
-    ref_bytes = read(staged.reference)
+    ref_bytes = read(staged.reference, MAX_REFERENCE_BYTES)
     if sha256_hex(ref_bytes) != manifest.reference_sha256:
         raise PackageError(f"{staged.reference}: SHA-256 is not the signed one")
     if manifest.kind == "full":
-        model = read(staged.model)
+        model = read(staged.model, MAX_MODEL_BYTES, manifest.size_bytes)
         if sha256_hex(model) != manifest.sha256:
             raise PackageError(f"{staged.model}: SHA-256 is not the signed one")
         refuse_external_data(model, staged.model)
     else:
-        delta_bytes = read(staged.delta)
+        delta_bytes = read(staged.delta, MAX_MODEL_BYTES)
         if sha256_hex(delta_bytes) != manifest.delta_sha256:
             raise PackageError(f"{staged.delta}: SHA-256 is not the signed one")
         if base is None:
             raise PackageError("a delta package: give its base model (--base) to build and check the result")
         refuse_external_data(base, "base model")
         delta = Delta.from_bytes(delta_bytes)
+        if (delta.base_sha256, delta.result_sha256) != (manifest.base_sha256, manifest.sha256):  # as the board
+            raise PackageError(f"{staged.delta}: it names another base or result than its signed manifest")
         model = apply_delta(base, delta)
         if sha256_hex(model) != manifest.sha256:
             raise PackageError("the model built from the delta is not the signed one")

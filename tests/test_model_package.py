@@ -505,3 +505,99 @@ def test_the_ground_refuses_a_model_with_external_weights_naming_the_tensor_and_
     stage_by_hand(out, "tiny", "1", data, tiny(2.0))
     with pytest.raises(PackageError, match="^tiny.onnx: tensor 'scale' keeps its data in the external file"):
         verify_package(out, "tiny", {ALICE: bytes.fromhex(public_hex(ALICE_KEY))})
+
+
+@pytest.mark.req("MDL-009", "MDL-002", "MDL-008")
+def test_verify_refuses_what_the_board_refuses_a_version_no_command_carries_another_size_or_delta_base(tmp_path):
+    """Found in audit: verify said "OK: the board will accept this package" to a package signed (by another tool, or
+    an older ground) with a version MODEL_INSTALL cannot carry, to one whose signed size_bytes is not its model's, and
+    to a delta whose file names another base than its signed manifest: the board refuses each (checked here on the
+    board's own code)."""
+    from flight.compute.store import ModelStore
+    from flight.compute.uplink import Refusal, UplinkChecks
+    from tests.model_helpers import resign
+
+    trusted = trusted_file(tmp_path, (ALICE, ALICE_KEY))
+    keys = load_trusted_keys(trusted)
+    staging = tmp_path / "staging"
+    board = UplinkChecks(ModelStore(tmp_path / "store"), staging, trusted, allow_unsigned=False)
+    pack_full(tiny(2.0), "tiny", "1", ALICE, ALICE_KEY, staging, REF_X, 1e-5)
+    assert verify_package(staging, "tiny", keys)[-1].startswith("reference: 8 inputs")
+    for changes, says in (({"version": "v" * 40}, "MODEL_INSTALL could not name this package: version is 40"),
+                          ({"size_bytes": len(tiny(2.0)) + 1}, f"tiny.onnx: {len(tiny(2.0))} bytes, not the "
+                                                               f"{len(tiny(2.0)) + 1} expected")):
+        pack_full(tiny(2.0), "tiny", "1", ALICE, ALICE_KEY, staging, REF_X, 1e-5)
+        signed = resign(staging, "tiny", **changes)
+        with pytest.raises(PackageError, match=says):
+            verify_package(staging, "tiny", keys)
+        if "size_bytes" in changes:  # a version of 40 characters: no MODEL_INSTALL reaches the board with it
+            with pytest.raises(Refusal, match="not the .* expected"):
+                board.candidate("tiny", signed.version, signed.sha256)
+    (staging / "tiny.onnx").unlink()
+    pack_delta(tiny(2.0), tiny(2.5), "tiny", "2", ALICE, ALICE_KEY, staging, REF_X, 1e-5, with_inputs=True)
+    assert verify_package(staging, "tiny", keys, base=tiny(2.0))[-1].startswith("reference: 8 inputs")
+    signed = resign(staging, "tiny", base_sha256="c" * 64)
+    with pytest.raises(PackageError, match="tiny.delta.npz: it names another base or result than its signed"):
+        verify_package(staging, "tiny", keys, base=tiny(2.0))
+    with pytest.raises(Refusal, match="names another base or result than its signed manifest"):
+        board.candidate("tiny", "2", signed.sha256)
+
+
+@pytest.mark.req("MDL-009")
+def test_a_key_inputs_or_base_that_is_no_regular_key_file_is_refused_unread_naming_it(tmp_path, capsys):
+    """Found in audit: `--key /dev/zero` was read until the memory ran out and said as "cannot use that model:
+    MemoryError", a key file that is not text as "cannot use that model: UnicodeDecodeError", and a FIFO given as
+    the key, the reference inputs or verify's --base was waited on for ever."""
+    key, model, fifo = tmp_path / "alice.key", tmp_path / "tiny.onnx", tmp_path / "fifo"
+    assert ground_main(["model", "keygen", ALICE, "--out", str(key)]) == 0
+    (tmp_path / "trusted.keys").write_text(capsys.readouterr().out)
+    model.write_bytes(tiny(2.0))
+    np.save(tmp_path / "ref.npy", REF_X)
+    os.mkfifo(fifo, 0o600)
+    binary, big = tmp_path / "binary.key", tmp_path / "big.key"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    big.write_bytes(b" " * 5000)
+    for path in (binary, big):
+        os.chmod(path, 0o600)
+    pack = ["model", "pack", str(model), "--name", "tiny", "--version", "1", "--out", str(tmp_path / "pkg")]
+    for given, says in ((["--key", str(binary)], f"{binary}: not a sunlit-operator-key/1 key file (not text)"),
+                        (["--key", str(big)], f"{big}: cannot read the key file: 5000 bytes, over the limit"),
+                        (["--key", "/dev/zero"], "/dev/zero: cannot read the key file: not a regular file"),
+                        (["--key", str(fifo)], f"{fifo}: cannot read the key file: not a regular file"),
+                        (["--key", str(key), "--inputs", str(fifo)], f"{fifo}: no reference inputs (not a regular")):
+        assert ground_main([*pack, *given]) == 2, given
+        err = capsys.readouterr().err
+        assert err.startswith(f"sunlit-ground model: {says}") and err.count("\n") == 1, err
+        assert not (tmp_path / "pkg").exists()
+    assert ground_main([*pack, "--key", str(key), "--inputs", str(tmp_path / "ref.npy")]) == 0
+    capsys.readouterr()
+    assert ground_main(["model", "verify", str(tmp_path / "pkg"), "--name", "tiny", "--trusted-keys",
+                        str(tmp_path / "trusted.keys"), "--base", str(fifo)]) == 2
+    assert f"sunlit-ground model: {fifo}: not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.req("MDL-009", "MDL-002")
+def test_pack_refuses_a_reference_set_over_the_boards_limit_writing_nothing(tmp_path, capsys, monkeypatch):
+    """Found in audit: 20 million reference inputs were packed into a 282 MB NAME.ref.npz, exit 0 and the
+    MODEL_INSTALL line printed, which the board refuses unread (over MAX_REFERENCE_BYTES). The limit is lowered here
+    to the size of this package's reference set, so that twice its inputs go past it."""
+    from flight.compute import uplink
+
+    key, model = tmp_path / "alice.key", tmp_path / "tiny.onnx"
+    assert ground_main(["model", "keygen", ALICE, "--out", str(key)]) == 0
+    model.write_bytes(tiny(2.0))
+    np.save(tmp_path / "ref.npy", REF_X)
+    np.save(tmp_path / "more.npy", np.concatenate([REF_X, REF_X]))
+    fits = pack_full(tiny(2.0), "tiny", "1", ALICE, ALICE_KEY, tmp_path / "fits", REF_X).files["tiny.ref.npz"]
+    monkeypatch.setattr(uplink, "MAX_REFERENCE_BYTES", fits)
+    capsys.readouterr()
+    for command in (["pack", str(model)], ["delta", str(model), str(tmp_path / "tuned.onnx"), "--with-inputs"]):
+        (tmp_path / "tuned.onnx").write_bytes(tiny(2.5))
+        assert ground_main(["model", *command, "--name", "tiny", "--version", "2", "--key", str(key), "--inputs",
+                            str(tmp_path / "more.npy"), "--out", str(tmp_path / "pkg")]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("sunlit-ground model: --inputs: the reference set is ") and \
+            f"over the board's limit of {fits} (MAX_REFERENCE_BYTES)" in err, err
+        assert not (tmp_path / "pkg").exists()
+    assert ground_main(["model", "pack", str(model), "--name", "tiny", "--version", "2", "--key", str(key), "--inputs",
+                        str(tmp_path / "ref.npy"), "--out", str(tmp_path / "pkg")]) == 0
