@@ -79,18 +79,35 @@ def _checked(channel: str, limits: Limits) -> Limits:
     return limits
 
 
+class LimitsNotSaved(ValueError):
+    """A limit change the limits file could not keep, so not made (a ValueError: a console says it as it says
+    a refused bound)."""
+
+
 class LimitStore:
     """Operator limit overrides that survive a restart (atomic, checksummed file).
 
     A file that fails its check, or does not hold limits per channel, is moved aside (``NAME.corrupt``) and said
     once on stderr (``error`` keeps the line): found in audit, it was dropped without a word and the next change
-    wrote over it, every override in it lost with nothing left to look at."""
+    wrote over it, every override in it lost with nothing left to look at. A path that cannot be read at all (a
+    folder, no permission) is no damaged file: said, left where it is and never written over (found in audit: a
+    folder given as the limits file was renamed ``.corrupt``)."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self.overrides: dict[str, Limits] = {}
         self.error = ""  # why the file was not read ("" where it was, or there was none)
+        self._unreadable = False  # the path is there and cannot be read: not written over
         if self.path is not None and self.path.exists():
+            try:
+                with open(self.path, "rb"):
+                    pass
+            except OSError as exc:
+                self._unreadable = True
+                self.error = (f"limits file {self.path} cannot be read ({exc.strerror or exc}); left as it is and "
+                              "not written over; the dictionary's limits apply")
+                print(f"sunlit-ground: {self.error}", file=sys.stderr)
+                return
             try:
                 body = read_checked_json(self.path)
                 self.overrides = {k: _checked(k, Limits.from_json(v)) for k, v in body.items()}
@@ -104,9 +121,19 @@ class LimitStore:
                 print(f"sunlit-ground: {self.error}", file=sys.stderr)
 
     def set(self, channel: str, limits: Limits) -> None:
-        self.overrides[channel] = limits
+        """Keep ``limits`` for ``channel``: the file written first, so a change it could not keep is not made but
+        refused (LimitsNotSaved). Found in audit: a limits file that could not be written raised out of a direct
+        console, a traceback, and the change stood in memory alone, gone at the next start."""
         if self.path is not None:
-            write_checked_json(self.path, {k: v.to_json() for k, v in self.overrides.items()})
+            if self._unreadable:
+                raise LimitsNotSaved(f"limits file {self.path} could not be read at start: not written over; "
+                                     "not changed")
+            try:
+                write_checked_json(self.path, {k: v.to_json() for k, v in {**self.overrides, channel: limits}.items()})
+            except OSError as exc:
+                raise LimitsNotSaved(f"limits file {self.path} cannot be written ({exc}); "
+                                     "not changed") from None
+        self.overrides[channel] = limits
 
 
 @dataclass
@@ -214,14 +241,26 @@ class AlarmManager:
         return seen is None or self.clock() - seen > self.stale_s
 
     def attach(self, client: Any) -> None:
-        """Feed every housekeeping value and parameter report a GroundClient receives into the alarms."""
+        """Feed every housekeeping value and parameter report a GroundClient receives into the alarms; a played-back
+        one only where nothing newer of it was taken (history: the server drops it too)."""
         from flight.link.messages import HkRecord, ParamRecord
 
+        newest: dict[str, float] = {}  # packet time of the newest value taken, per channel ("" for parameters)
+
         def take(item: Any) -> None:
+            # A played-back record older than what was taken is history, as the server takes it (found in audit: an
+            # hour-old sample in limits, played back, cleared the acknowledged alarm of a board still over them)
+            time_s = item.record.time_s if isinstance(item.record, (HkRecord, ParamRecord)) else None
             if isinstance(item.record, HkRecord):
                 for name, value in item.record.values.items():
-                    self.observe(name, value, item.record.time_s)
+                    if item.played_back and time_s < newest.get(name, -math.inf):
+                        continue
+                    newest[name] = max(time_s, newest.get(name, -math.inf))
+                    self.observe(name, value, time_s)
             elif isinstance(item.record, ParamRecord):
+                if item.played_back and time_s < newest.get("", -math.inf):
+                    return
+                newest[""] = max(time_s, newest.get("", -math.inf))
                 self.observe_parameters(item.record.values)
 
         client.listeners.append(take)

@@ -80,6 +80,30 @@ def _seq(key: int) -> int:
     return key & MAX_SEQ_COUNT
 
 
+def _count_order(keys: list[int]) -> list[int]:
+    """``keys`` (sorted by time, then count) with the keys of each millisecond in count order across the wrap:
+    they start after the widest step between their counts, taken modulo 2**14. Found in audit: a burst of one
+    APID in one millisecond across the wrap (16382, 16383, 0, 1) sorted as 0, 1, 16382, 16383, and 16,380 were
+    counted lost where none was."""
+    out: list[int] = []
+    i, n = 0, len(keys)
+    while i < n:
+        j = i + 1
+        t = _time(keys[i])
+        while j < n and _time(keys[j]) == t:
+            j += 1
+        if j - i > 1 and _seq(keys[i]) < WRAP_MARGIN and _seq(keys[j - 1]) > MAX_SEQ_COUNT - WRAP_MARGIN:
+            seqs = [_seq(k) for k in keys[i:j]]
+            widest = max(range(len(seqs)), key=lambda m: (seqs[(m + 1) % len(seqs)] - seqs[m]) & MAX_SEQ_COUNT)
+            start = i + (widest + 1) % len(seqs)
+            out.extend(keys[start:j])
+            out.extend(keys[i:start])
+        else:
+            out.extend(keys[i:j])
+        i = j
+    return out
+
+
 @dataclass(frozen=True)
 class Gap:
     """Sequence counts of ``apid`` missing between two packets received: ``count`` of them from
@@ -443,20 +467,32 @@ class CompletenessTracker:
             order = self._sorted(a)
             lo = 0 if from_ms is None else bisect_left(order, _pack(from_ms, 0))
             hi = len(order) if to_ms is None else bisect_right(order, _pack(to_ms, MAX_SEQ_COUNT))
-            for k in range(lo + 1, hi):
-                prev, cur = order[k - 1], order[k]
-                ps, cs = _seq(prev), _seq(cur)
-                missing = (cs - ps - 1) & MAX_SEQ_COUNT
-                if missing == 0 or cs == ps:
-                    continue
-                pt, ct = _time(prev), _time(cur)
-                wrap = ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN
-                if cs < ps and not wrap and not self._one_boot(pt, ct):
-                    continue  # back, and no boot known to span it: a new boot
-                b = bisect_right(self._boots, pt)
-                if b < len(self._boots) and self._boots[b] <= ct + BOOT_TOLERANCE_MS:
-                    continue  # a boot between them: its counts began again at 0
-                out.append(Gap(a, (ps + 1) & MAX_SEQ_COUNT, missing, pt, ct))
+            found = self._gaps_in(a, order, lo, hi)
+            if found is None:  # one millisecond's counts across the wrap: in count order, then counted
+                found = self._gaps_in(a, _count_order(order[lo:hi]), 0, hi - lo)
+            out.extend(found or ())
+        return out
+
+    def _gaps_in(self, apid: int, keys: list[int], lo: int, hi: int) -> list[Gap] | None:
+        """The gaps between ``keys[lo:hi]``, as :meth:`gaps` says; None where two keys of one millisecond
+        are out of count order across the wrap (:func:`_count_order` puts them in it)."""
+        out: list[Gap] = []
+        for k in range(lo + 1, hi):
+            prev, cur = keys[k - 1], keys[k]
+            ps, cs = _seq(prev), _seq(cur)
+            missing = (cs - ps - 1) & MAX_SEQ_COUNT
+            if missing == 0 or cs == ps:
+                continue
+            pt, ct = _time(prev), _time(cur)
+            if pt == ct and ps < WRAP_MARGIN and cs > MAX_SEQ_COUNT - WRAP_MARGIN:
+                return None
+            wrap = ps > MAX_SEQ_COUNT - WRAP_MARGIN and cs < WRAP_MARGIN
+            if cs < ps and not wrap and not self._one_boot(pt, ct):
+                continue  # back, and no boot known to span it: a new boot
+            b = bisect_right(self._boots, pt)
+            if b < len(self._boots) and self._boots[b] <= ct + BOOT_TOLERANCE_MS:
+                continue  # a boot between them: its counts began again at 0
+            out.append(Gap(apid, (ps + 1) & MAX_SEQ_COUNT, missing, pt, ct))
         return out
 
     def missing(self, apid: int | None = None, from_ms: int | None = None, to_ms: int | None = None) -> int:
@@ -496,12 +532,15 @@ class CompletenessTracker:
         newest = self._live_ms if self._live_ms is not None else self._newest_ms
         if newest is None:
             return 0
-        cutoff = newest - self.horizon_ms
+        cut_key = _pack(newest - self.horizon_ms, 0)
         total = self._count
-        if total > self.max_keys:  # the oldest beyond the cap: a cutoff time that leaves max_keys
-            times = sorted(_time(k) for order in self._order.values() for k in order)
+        if total > self.max_keys:  # the oldest beyond the cap: a cutoff key that leaves max_keys
+            # by (time, count), not time alone (found in audit: a board clock standing still put every key in one
+            # millisecond, and none went: the keys grew past the cap, each add sorting them all)
+            ordered = sorted(k for order in self._order.values() for k in order)
             # a tenth of room: not every add; at least one kept (found in audit: max_keys below 10 ran past the list)
-            cutoff = max(cutoff, times[total - max(1, self.max_keys * 9 // 10)])
+            cut_key = max(cut_key, ordered[total - max(1, self.max_keys * 9 // 10)])
+        cutoff = _time(cut_key)
         if sum(len(v) for v in self._new.values()) > self.max_keys:  # nobody takes the runs: bounded anyway
             self.acks_dropped += sum(len(v) for v in self._new.values())
             self._new.clear()
@@ -511,7 +550,7 @@ class CompletenessTracker:
         gone = 0
         for apid in list(self._order):
             order = self._sorted(apid)
-            cut = bisect_left(order, _pack(cutoff, 0))
+            cut = bisect_left(order, cut_key)
             if not cut:
                 continue
             keys = self._keys[apid]

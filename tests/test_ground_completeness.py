@@ -197,6 +197,35 @@ def test_a_cap_of_a_few_keys_keeps_the_newest_and_never_runs_past_them():
         assert tracker.seen(AGENT, 29, 10_029) and not tracker.seen(AGENT, 0, 10_000)
 
 
+def test_keys_of_a_clock_standing_still_are_held_to_the_cap_too():
+    """Found in audit: the cap cut at a packet time, so keys that all had one (a board clock standing still, a
+    simulation paused) never went: held past ``max_keys`` without end, each add sorting them all."""
+    tracker = CompletenessTracker(max_keys=100)
+    for i in range(1000):
+        assert tracker.add(FILES, i, 5000, 0.0)
+    stats = tracker.stats()
+    assert 1 <= stats.keys <= 100 and stats.forgotten == 1000 - stats.keys
+    assert tracker.seen(FILES, 999, 5000) and not tracker.seen(FILES, 0, 5000), "the newest kept, by count"
+    assert tracker.gaps() == []
+
+
+@pytest.mark.req("GND-040")
+def test_a_burst_of_one_millisecond_across_the_wrap_is_no_gap_and_its_losses_are_counted():
+    """Found in audit: packets of one APID in one millisecond (a burst of file PDUs; the key's time is whole ms)
+    across the 14-bit wrap sorted as 0, 1, 16382, 16383, and the pass said 16,380 missing where none was."""
+    tracker = CompletenessTracker()
+    for seq, ms in ((16381, 4999), (16382, 5000), (16383, 5000), (0, 5000), (1, 5000), (2, 5001)):
+        tracker.add(FILES, seq, ms, 0.0)
+    assert tracker.gaps() == [] and tracker.missing() == 0
+    assert tracker.passes()[0].apids == ((FILES, PassCounts(received=6)),)
+    # What is lost around such a burst is still counted, once, where it is.
+    tracker.add(COMPUTE, 16380, 7000, 1.0)
+    for seq in (16383, 1, 3):  # 16381, 16382, 0 and 2 lost; 16383, 1 and 3 in one millisecond
+        tracker.add(COMPUTE, seq, 7001, 1.0)
+    assert tracker.gaps(COMPUTE) == [Gap(COMPUTE, 16381, 2, 7000, 7001), Gap(COMPUTE, 0, 1, 7001, 7001),
+                                     Gap(COMPUTE, 2, 1, 7001, 7001)]
+
+
 # --- the client --------------------------------------------------------------------------------
 
 

@@ -149,6 +149,84 @@ def test_limits_a_direct_console_sets_are_refused_as_the_server_refuses_them_nam
         am.set_limits("temp_max_c", crit_high=60.0)
 
 
+
+@pytest.mark.req("GND-002")
+def test_a_limit_change_the_file_cannot_keep_is_refused_at_the_console_and_not_made(tmp_path, capsys):
+    """Found in audit: on a direct link, `limits` with a limits file that could not be written raised out of the
+    console (a traceback) and the change stood in memory alone, gone at the next start; a folder given as the
+    limits file was renamed .corrupt as if it were a damaged file."""
+    from tests.inproc import InProcessAgent
+
+    (tmp_path / "afile").write_text("not a folder")
+    out = io.StringIO()
+    with InProcessAgent(tmp_path / "state") as rig:
+        console = Console(rig.client, out=out, colour=False, limits_path=tmp_path / "afile" / "limits.json")
+        console.handle("limits temp_max_c warn_high=70")
+    said = out.getvalue().splitlines()
+    assert len(said) == 1 and said[0].startswith(
+        f"limits temp_max_c: limits file {tmp_path / 'afile' / 'limits.json'} cannot be written ("), said
+    assert said[0].endswith("; not changed") and "afile" in said[0]
+    assert console.alarms.limit_store.overrides == {} and console.alarms.limits("temp_max_c").warn_high == 85
+
+    folder = tmp_path / "ops"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("kept")
+    store = LimitStore(folder)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"sunlit-ground: limits file {folder} cannot be read (Is a directory); left as it is and not "
+                   "written over; the dictionary's limits apply"] and store.error == err[0].removeprefix(
+                       "sunlit-ground: ")
+    assert (folder / "notes.txt").read_text() == "kept" and not (tmp_path / "ops.corrupt").exists()
+    am = AlarmManager(DICTIONARY, store)
+    with pytest.raises(ValueError, match="could not be read at start: not written over; not changed"):
+        am.set_limits("temp_max_c", warn_high=70.0)
+    assert store.overrides == {} and am.limits("temp_max_c").warn_high == 85
+
+
+@pytest.mark.req("GND-002")
+def test_a_played_back_sample_older_than_one_taken_neither_clears_nor_raises_an_alarm():
+    """Found in audit: alarms attached to a client (the console's on a direct link) took every played-back
+    housekeeping sample as news: an hour-old sample in limits, played back, cleared the acknowledged alarm of a
+    board still over them, and an old parameter report moved the limits back. History is what the server keeps
+    out of its alarms: a played-back sample counts only where nothing newer of it was taken."""
+    from flight.link.memory_link import MemoryLink
+    from flight.link.messages import Codec
+    from ground.client import GroundClient
+    from tests.test_ground_archive import AGENT_HK, T0_S, agent_hk_values
+
+    pair = MemoryLink()
+    client = GroundClient(pair.ground)
+    codec = Codec(DICTIONARY)
+    am = AlarmManager(DICTIONARY, clock=lambda: 0.0)
+    am.attach(client)
+    seen: list = []
+    am.listeners.append(lambda what, a: seen.append((what, a.channel, a.last_value)) if a.channel == "mem_pct"
+                        else None)
+
+    def hk(i: int, mem_pct: float) -> bytes:
+        return codec.encode_hk(AGENT_HK.sid, {**agent_hk_values(i), "mem_pct": mem_pct}, T0_S + i)
+
+    pair.flight.publish(hk(100, 97.0))  # live: memory over crit_high 95
+    client.poll()
+    am.acknowledge("mem_pct")
+    pair.flight.publish(codec.encode_playback([hk(0, 41.0)], T0_S + 101))  # missed live, an hour before
+    client.poll()
+    assert seen == [("raised", "mem_pct", 97.0), ("acknowledged", "mem_pct", 97.0)]
+    assert [a.last_value for a in am.active() if a.channel == "mem_pct"] == [97.0]
+    pair.flight.publish(hk(102, 40.0))  # live, back in limits: cleared
+    pair.flight.publish(codec.encode_playback([hk(1, 98.0)], T0_S + 103))  # an old hot sample: history
+    client.poll()
+    assert seen[2:] == [("cleared", "mem_pct", 40.0)] and not [a for a in am.active() if a.channel == "mem_pct"]
+    pair.flight.publish(codec.encode_playback([hk(110, 99.0)], T0_S + 111))  # played back, newer than all: news
+    client.poll()
+    assert seen[3:] == [("raised", "mem_pct", 99.0)]
+
+    pair.flight.publish(codec.encode_param_report({"thermal_soft_limit_c": 70.0}, T0_S + 200))
+    pair.flight.publish(codec.encode_playback([codec.encode_param_report({"thermal_soft_limit_c": 85.0}, T0_S + 50)],
+                                              T0_S + 201))
+    client.poll()
+    assert am.agent_parameters["thermal_soft_limit_c"] == 70.0 and am.limits("temp_max_c").warn_high == 70.0
+
 def test_completion_from_the_dictionary():
     c = Completer(DICTIONARY)
     assert "PING " in c.candidates("PI")
