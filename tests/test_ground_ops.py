@@ -865,8 +865,9 @@ def test_tm_prints_the_agents_text_printable_as_events_does(ipc_url):
             seen.append(text)
             if " EVENT " in text:
                 break
+        stop.set()  # nothing more to print: the Ctrl-C is all it has to act on
         follow.send_signal(signal.SIGINT)
-        rest, _err = follow.communicate(timeout=30)
+        rest, _err = follow.communicate(timeout=60)
     finally:
         stop.set()
         thread.join(5)
