@@ -530,10 +530,14 @@ def work_done(mode_per_step: Sequence[str | int], loaded_per_step: ArrayLike,
     thr = np.array([md.throughput_per_s for md in modes])
     per_step = np.zeros(len(labels))
     for k, label in enumerate(labels):
-        i = label if isinstance(label, (int, np.integer)) else index.get(label)
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):  # found in audit: -1 (power_cases'
+            i = int(label) if 0 <= label < len(modes) else None  # "no mode") was credited the top mode's work
+        else:
+            i = index.get(label)
         if i is None:
             if loaded[k] > 0:
-                raise ValueError(f"step {k}: mode {label!r} is not one of {list(index)} but was loaded {loaded[k]}")
+                raise ValueError(f"step {k}: mode {label!r} is not one of {list(index)} (or an index 0 to "
+                                 f"{len(modes) - 1}) but was loaded {loaded[k]}")
             continue
         per_step[k] = thr[i] * loaded[k]
     return float(per_step.sum() * dt_s)

@@ -97,7 +97,11 @@ def run_scenario(scenario: "Path | str | Scenario", report_dir: Path, quiet: boo
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    try:  # found in audit: `sunlit-hil demo` with reports/demo a file said an internal error (exit 3)
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScenarioError(f"{report_dir}: cannot make the report folder there: {exc.strerror or exc}; pick another "
+                            "folder", str(report_dir)) from None
     if (report_dir / CAMPAIGN_MANIFEST).exists():  # found in audit: its report.html replaced by this run's
         raise ScenarioError(f"{report_dir}: holds a campaign's results ({CAMPAIGN_MANIFEST}): a run's report there "
                             "would replace the campaign's report.html and stand beside its results; pick another "

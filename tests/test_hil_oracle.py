@@ -8,6 +8,7 @@ vertex: exact up to the solver's tolerances).
 from __future__ import annotations
 
 import doctest
+import re
 import time
 
 import numpy as np
@@ -363,6 +364,19 @@ def test_work_done_counts_like_the_hil_loop():
         work_done(["OFF"], [1.0], NX, 10.0)
     with pytest.raises(ValueError, match="one value per step"):
         work_done(names, duty[:3], NX, 10.0)
+
+
+@pytest.mark.req("HIL-005")
+def test_work_done_counts_an_index_outside_the_modes_as_no_mode():
+    """Found in audit: an index is an index into ``modes``, but -1 (hil.power_cases' "no mode") was taken as
+    Python's last element and credited the top mode's throughput, and an index past the modes raised an IndexError
+    naming nothing; each is now a label that is not a mode: nothing where nothing ran, refused where it was loaded."""
+    assert work_done([-1, 0], [0.0, 1.0], NX, 10.0) == pytest.approx(0.4 * TILES_PER_S_AT_MAXN * 10.0)
+    for label in (-1, len(NX), np.int64(-2), True):
+        pattern = f"mode {re.escape(repr(label))} is not one of .* an index 0 to {len(NX) - 1}"
+        with pytest.raises(ValueError, match=pattern):
+            work_done([label], [1.0], NX, 10.0)
+    assert work_done([np.int64(3)], [1.0], NX, 10.0) == pytest.approx(1.0 * TILES_PER_S_AT_MAXN * 10.0)
 
 
 def test_inputs_are_validated_with_the_numbers():

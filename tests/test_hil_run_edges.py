@@ -245,3 +245,24 @@ def test_commands_verified_with_no_command_fails_where_asked_and_is_not_listed_w
     run.commands.append({"at_s": 0.0, "command": "SET_MODE", "args": {"mode": "IDLE"}, "outcome": "completed"})
     sent = {c.name: c for c in evaluate(run)}["commands_verified"]
     assert sent.passed and sent.detail == "1 of 1 commands completed"
+
+
+# --- 5. a report folder that cannot be made ------------------------------------------------------------------
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("blocker", ["reports", "reports/demo"])
+def test_demo_with_its_report_folder_blocked_by_a_file_is_bad_input_not_an_internal_error(tmp_path, monkeypatch,
+                                                                                         capsys, blocker):
+    """Found in audit: `sunlit-hil demo` where reports/ or reports/demo is a file said "internal error:
+    NotADirectoryError" (FileExistsError), exit 3; it is bad input, found before anything flies: exit 2, one line
+    naming the folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    if blocker == "reports":
+        (tmp_path / "reports").rmdir()
+    (tmp_path / blocker).write_text("not a folder")
+    assert hil.cli.main(["demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sunlit-hil demo: reports/demo: cannot make the report folder"), err
+    assert (tmp_path / blocker).read_text() == "not a folder"  # nothing of it touched
