@@ -78,8 +78,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flight import toml_text
+from flight.compute.uplink import ReadRefused, read_limited
 from hil.run import CAMPAIGN_MANIFEST, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS, print_out
-from hil.scenario import ScenarioError
+from hil.scenario import MAX_SCENARIO_BYTES, ScenarioError
 
 MANIFEST_FORMAT = "sunlit-campaign/1"
 JOURNAL = "manifest.journal"  # the cases finished since the manifest was last written whole: one checked line each
@@ -204,10 +205,14 @@ def load_campaign(path: Path | str) -> Campaign:
     loader here, so a campaign that loads runs (bad input never waits for case 57)."""
     path = Path(path)
     try:
-        text = path.read_bytes()
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")  # EISDIR, as open() says it
+        text = read_limited(path, MAX_SCENARIO_BYTES)[0]  # bounded, no FIFO waited on (found in audit)
         raw = toml_text.loads(text.decode())
     except FileNotFoundError:
         raise CampaignError(f"{path}: no such campaign file") from None
+    except ReadRefused as exc:
+        raise CampaignError(f"{path}: no campaign file: {exc}") from None
     except OSError as exc:  # a directory, a file it may not read (found in audit: IsADirectoryError, exit 3)
         raise CampaignError(f"{path}: cannot read the campaign file: {exc.strerror or exc}") from None
     except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -223,8 +228,10 @@ def load_campaign(path: Path | str) -> Campaign:
         raise fail("scenario", "give the base scenario's file, relative to the campaign file")
     scenario_path = (path.parent / raw["scenario"]).resolve()
     try:
-        scenario_text = scenario_path.read_bytes()
+        scenario_text = read_limited(scenario_path, MAX_SCENARIO_BYTES)[0]
         base = toml_text.loads(scenario_text.decode())
+    except ReadRefused as exc:
+        raise fail("scenario", f"{scenario_path}: no scenario file: {exc}") from None
     except OSError:
         raise fail("scenario", f"{scenario_path} cannot be read") from None
     except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -209,6 +209,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flight import toml_text
+from flight.compute.uplink import ReadRefused, read_limited
 from flight.agent.compute import ComputeSupervisor
 from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
 from flight.compute.inject import TARGETS as MEMORY_TARGETS
@@ -412,15 +413,23 @@ class Scenario:
                              radiator_heat_capacity_j_per_k=self.radiator_heat_capacity_j_per_k)
 
 
+MAX_SCENARIO_BYTES = 1 << 20  # a scenario is a few kilobytes of TOML
+
+
 def load_scenario(path: Path | str) -> Scenario:
     """Read and check a scenario file; raises :class:`ScenarioError` naming the file and the key."""
     path = Path(path)
     try:
-        raw = toml_text.loads(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        # bounded, no FIFO waited on (found in audit: /dev/zero grew the harness to a MemoryError, exit 3)
+        raw = toml_text.loads(read_limited(path, MAX_SCENARIO_BYTES)[0].decode("utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file", str(path)) from None
     except IsADirectoryError:
         raise ScenarioError(f"{path}: is a directory, not a scenario file", str(path)) from None
+    except ReadRefused as exc:
+        raise ScenarioError(f"{path}: no scenario file: {exc}", str(path)) from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read it: {exc.strerror or exc}", str(path)) from None
     except (toml_text.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -77,3 +77,26 @@ def test_a_campaign_or_users_file_nested_too_deep_is_refused_naming_the_file(tmp
     users.chmod(0o600)
     with pytest.raises(UserFileError, match=r"users\.toml: not valid TOML: .*nested too deeply"):
         UserStore.load(users)
+
+
+def test_a_scenario_or_campaign_that_is_no_regular_file_or_too_large_is_refused_unread(tmp_path):
+    """Found in audit: `sunlit-hil run /dev/zero` grew to a MemoryError (exit 3), and a FIFO was waited on for
+    good; a scenario or campaign is read bounded, a FIFO or a device refused unread, naming the file."""
+    import os
+
+    from hil.campaign import CampaignError, load_campaign
+    from hil.scenario import MAX_SCENARIO_BYTES
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.toml"
+    big.write_text("#" * (MAX_SCENARIO_BYTES + 1))
+    for path, words in ((fifo, "not a regular file"), (big, f"over the limit of {MAX_SCENARIO_BYTES} bytes")):
+        with pytest.raises(ScenarioError, match=f"{path}: no scenario file: .*{words}"):
+            load_scenario(path)
+        with pytest.raises(CampaignError, match=f"{path}: no campaign file: .*{words}"):
+            load_campaign(path)
+    campaign = tmp_path / "c.toml"
+    campaign.write_text('name = "c"\nscenario = "fifo.toml"\n')
+    with pytest.raises(CampaignError, match="scenario: .*fifo.toml: no scenario file: not a regular file"):
+        load_campaign(campaign)
