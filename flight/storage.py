@@ -192,8 +192,13 @@ class DirectoryLock:
             raise DirectoryBusy(f"{Path(directory)} is in use by another {holder} (pid {other}); stop that one "
                                 f"first, or give this one a directory of its own") from None
         if writable:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            try:  # the pid is only for another's message: a full disk must not keep this program out (found in
+                # audit: a new lock file on a full state disk raised ENOSPC here, and the descriptor left open kept
+                # the lock, so the next try in the same process was "in use by another agent")
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass
 
     def release(self) -> None:
         if self._fd is not None:

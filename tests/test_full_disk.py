@@ -133,3 +133,19 @@ def test_a_transfer_state_a_full_disk_never_let_be_written_is_not_said_lost_at_t
         again.advance(2.0)
         assert [e.args for e in again.events("STATE_CORRUPT")] == []
         assert again.agent.memory.file_transfers_kept  # written at this start: from here on its absence is a loss
+
+
+@pytest.mark.req("AGT-011", "AGT-019")
+def test_the_directory_lock_is_taken_when_a_full_disk_refuses_its_pid_and_still_keeps_a_second_program_out(
+        tmp_path, monkeypatch):
+    """A new lock file on a full disk is made (an empty file needs no data block) but its pid is refused: the pid is
+    only for another's message (found in audit: ENOSPC stopped the agent at its lock, a real full tmpfs, and the
+    descriptor left open held the lock, so a second try said "in use by another agent")."""
+    monkeypatch.setattr(storage_module.os, "pwrite", _full)
+    first = DirectoryLock(tmp_path / "state", ".agent.lock", "agent")
+    try:
+        with pytest.raises(DirectoryBusy, match=r"in use by another agent \(pid \?\)"):
+            DirectoryLock(tmp_path / "state", ".agent.lock", "agent")
+    finally:
+        first.release()
+    DirectoryLock(tmp_path / "state", ".agent.lock", "agent").release()  # released: nothing left holding it

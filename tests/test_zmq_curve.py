@@ -8,6 +8,7 @@ outlives its test.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -364,3 +365,39 @@ def test_an_allow_list_others_may_write_to_is_refused_naming_it(keys):
         agent_config(keys, off_board)
     os.chmod(keys / "clients" / "ground.key", 0o664)  # writable by its group only: the owner's to choose
     assert agent_config(keys, off_board).curve_on
+
+
+@pytest.mark.req("SEC-009")
+def test_a_key_line_without_its_value_is_refused_naming_the_file_not_a_traceback(keys, capsys):
+    """pyzmq's reader raises IndexError on a ``public-key`` or ``secret-key`` line without ``=`` (found in audit:
+    a traceback at the agent's config check and out of ``sunlit-ground --direct``); a key error naming the file."""
+    from ground.cli import main as ground_main
+
+    off_board = "zmq://10.1.2.3:5550"
+    (keys / "clients" / "cut.key").write_text("curve\n    public-key\n")
+    with pytest.raises(ConfigError, match=r"security\.zmq_clients: .*cut\.key: a public-key or secret-key line"):
+        agent_config(keys, off_board)
+    (keys / "clients" / "cut.key").unlink()
+    secret = keys / "agent.key_secret"
+    secret.write_text(re.sub(r"secret-key = .*", "secret-key", secret.read_text()))  # a Z85 key may hold '='
+    with pytest.raises(ConfigError, match=r"security\.zmq_server_secret: .*agent\.key_secret: a public-key or secret"):
+        agent_config(keys, off_board)
+    assert ground_main(["--direct", off_board, "--zmq-server-public", str(keys / "agent.key"),
+                        "--zmq-client-secret", str(secret), "send", "NOOP"]) == 2
+    err = capsys.readouterr().err
+    assert "agent.key_secret: a public-key or secret-key line" in err and "Traceback" not in err
+
+
+@pytest.mark.req("SEC-009")
+def test_make_certificate_syncs_both_files_before_their_renames_and_the_directory_after(tmp_path, monkeypatch):
+    """A pair made and then a power cut must not leave an empty certificate that refuses to be made again (found
+    in audit: make_certificate synced nothing; install.sh syncs its own pair)."""
+    import flight.link.curve as curve_module
+
+    directory = tmp_path / "zmq"
+    synced: list[tuple[str, bool]] = []  # (name synced, whether the pair was in place then)
+    real = curve_module.fsync_path
+    monkeypatch.setattr(curve_module, "fsync_path", lambda p: (
+        synced.append((Path(p).name, (directory / "agent.key_secret").exists())), real(p))[1])
+    make_certificate(directory, "agent")
+    assert synced == [("agent.key_secret", False), ("agent.key", False), ("zmq", True)]

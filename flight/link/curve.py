@@ -27,6 +27,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from flight.link.interface import CurveKeys
+from flight.storage import fsync_path
 
 CURVE_SETTINGS = ("auto", "on", "off")
 MAKE_KEYS_HINT = "make a pair with `sunlit-flight zmq-keys DIR NAME` (pyzmq's zmq.auth certificates)"
@@ -81,15 +82,23 @@ def _check_key(key: bytes | None, path: Path, what: str) -> bytes:
     return key
 
 
+def _load_certificate(path: Path) -> tuple[bytes, bytes | None]:
+    """pyzmq's reading of a certificate, every failure of it a CurveKeyError naming the file (found in audit: a
+    ``public-key`` line without ``=`` raised IndexError out of pyzmq, a traceback at the agent's or ground's start)."""
+    try:
+        return zmq.auth.load_certificate(path)
+    except IndexError:
+        raise CurveKeyError(f"{path}: a public-key or secret-key line without '= \"KEY\"'; {MAKE_KEYS_HINT}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CurveKeyError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def load_public(path: Path | str) -> bytes:
     """The public key of a certificate file (``NAME.key`` or ``NAME.key_secret``)."""
     path = Path(path)
     if not path.is_file():
         raise CurveKeyError(f"{path}: no such certificate file; {MAKE_KEYS_HINT}")
-    try:
-        public, _secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CurveKeyError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    public, _secret = _load_certificate(path)
     return _check_key(public, path, "public")
 
 
@@ -104,10 +113,7 @@ def load_secret(path: Path | str) -> tuple[bytes, bytes]:
         raise CurveKeyError(f"{path}: not a file")
     if st.st_mode & 0o077:
         raise CurveKeyError(f"{path}: mode {st.st_mode & 0o777:o}, readable by others; chmod 600 it")
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CurveKeyError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+    public, secret = _load_certificate(path)
     public = _check_key(public, path, "public")
     secret = _check_key(secret, path, "secret")
     if zmq.curve_public(secret) != public:
@@ -164,7 +170,9 @@ def make_certificate(directory: Path | str, name: str) -> tuple[Path, Path]:
     """Write ``NAME.key`` (public, 644) and ``NAME.key_secret`` (600) into ``directory``.
 
     zmq.auth.create_certificates writes them into a private temporary directory first, so
-    the secret is never readable by others, not even for a moment; an existing pair is kept."""
+    the secret is never readable by others, not even for a moment; an existing pair is kept. Both are fsync'd
+    before their renames and the directory after, as install.sh does (found in audit: nothing was synced, and a
+    power cut soon after could leave an empty certificate that refuses to be made again)."""
     directory = Path(directory)
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"{name!r}: a certificate name is a plain file name")
@@ -177,8 +185,11 @@ def make_certificate(directory: Path | str, name: str) -> tuple[Path, Path]:
         made_public, made_secret = (Path(p) for p in zmq.auth.create_certificates(staging, name))
         os.chmod(made_secret, 0o600)
         os.chmod(made_public, 0o644)
+        fsync_path(made_secret)
+        fsync_path(made_public)
         os.replace(made_secret, secret)
         os.replace(made_public, public)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    fsync_path(directory)
     return public, secret
