@@ -523,10 +523,12 @@ def test_a_get_numbered_as_an_earlier_transfer_after_the_board_lost_its_transfer
 
 
 @pytest.mark.req("GND-051")
-def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_so(agent, tmp_path):
-    """Found in audit: a get queued on board when the agent's transfer state was found damaged at a restart (its
-    queue starting empty, STATE_CORRUPT "file transfers") stayed queued on the ground for ever: no FILE_FAILED ever
-    names a transfer the agent no longer knows. A get asked for after the restart is not touched by it."""
+@pytest.mark.parametrize("lost", ["damaged", "missing"])
+def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_so(agent, tmp_path, lost):
+    """Found in audit: a get queued on board when the agent's transfer state was lost at a restart (found damaged,
+    or missing where one was written before; its queue starting empty, STATE_CORRUPT "file transfers") stayed
+    queued on the ground for ever: no FILE_FAILED ever names a transfer the agent no longer knows. A get asked for
+    after the restart is not touched by it."""
     files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
     products = agent.config.state_dir / "compute/products"
     products.mkdir(parents=True, exist_ok=True)
@@ -540,7 +542,10 @@ def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_s
         assert agent.agent.files.entity.find(waiting).state == "queued"
         agent.agent.close()
         state = agent.config.state_dir / "files.json"
-        state.write_bytes(state.read_bytes()[:-30])  # damaged: quarantined at the start, its transfers forgotten
+        if lost == "damaged":
+            state.write_bytes(state.read_bytes()[:-30])  # quarantined at the start, its transfers forgotten
+        else:
+            state.unlink()
         agent.board = scripted_board(agent.clock)
         agent.agent = Agent(agent.config, link=agent.link.flight, board=agent.board)
         agent.start()
@@ -549,37 +554,10 @@ def test_a_get_queued_on_board_when_the_agent_loses_its_transfers_fails_saying_s
         assert record.state == "failed" and record.transfer is None, record
         assert record.reason.startswith(f"the agent lost its file transfers at a restart, its {waiting} ") \
             and "ask again" in record.reason, record.reason
+        assert lost == "damaged" or "files.json missing" in record.reason, record.reason
         again = files.get("products/job-7.npz")
         run_agent(agent, files, settled(files, again.id))
         assert files.records[again.id].state == "done", files.records[again.id].reason
-    finally:
-        files.close()
-
-
-@pytest.mark.req("GND-051")
-def test_a_get_queued_on_board_when_the_agent_s_transfer_state_goes_missing_fails_saying_so(agent, tmp_path):
-    """Found in audit: a files.json missing at the agent's restart (not damaged) was said nowhere, so a get queued
-    on board before it stayed queued on the ground for ever; the agent now says it as it says a damaged one."""
-    files = GroundFiles(agent.client, tmp_path / "ground", clock_s=agent.clock.monotonic_s, rate_bps=1e6)
-    products = agent.config.state_dir / "compute/products"
-    products.mkdir(parents=True, exist_ok=True)
-    (products / "big.npz").write_bytes(os.urandom(300_000))
-    (products / "job-7.npz").write_bytes(os.urandom(1000))
-    try:
-        assert agent.send("FILE_DOWNLINK", name="products/big.npz", priority=0).completed
-        get = files.get("products/job-7.npz")
-        run_agent(agent, files, lambda: files.records[get.id].agent_transfer is not None)
-        waiting = files.records[get.id].agent_transfer
-        agent.agent.close()
-        (agent.config.state_dir / "files.json").unlink()
-        agent.board = scripted_board(agent.clock)
-        agent.agent = Agent(agent.config, link=agent.link.flight, board=agent.board)
-        agent.start()
-        run_agent(agent, files, settled(files, get.id))
-        record = files.records[get.id]
-        assert record.state == "failed" and record.transfer is None, record
-        assert record.reason.startswith(f"the agent lost its file transfers at a restart, its {waiting} ") \
-            and "files.json missing" in record.reason, record.reason
     finally:
         files.close()
 
