@@ -79,6 +79,13 @@ def _checked(channel: str, limits: Limits) -> Limits:
     return limits
 
 
+def _taken_at(item: Any, time_s: float, before_s: float) -> float:
+    """The packet time a channel's next played-back value is held to: a live value's own, even behind the one
+    before (the board's clock stepped back, as the server takes it; found in review: the highest ever kept every
+    sample played back since the step as history), a played-back one's where it is newer."""
+    return max(time_s, before_s) if item.played_back else time_s
+
+
 class LimitsNotSaved(ValueError):
     """A limit change the limits file could not keep, so not made (a ValueError: a console says it as it says
     a refused bound)."""
@@ -255,12 +262,12 @@ class AlarmManager:
                 for name, value in item.record.values.items():
                     if item.played_back and time_s < newest.get(name, -math.inf):
                         continue
-                    newest[name] = max(time_s, newest.get(name, -math.inf))
+                    newest[name] = _taken_at(item, time_s, newest.get(name, -math.inf))
                     self.observe(name, value, time_s)
             elif isinstance(item.record, ParamRecord):
                 if item.played_back and time_s < newest.get("", -math.inf):
                     return
-                newest[""] = max(time_s, newest.get("", -math.inf))
+                newest[""] = _taken_at(item, time_s, newest.get("", -math.inf))
                 self.observe_parameters(item.record.values)
 
         client.listeners.append(take)

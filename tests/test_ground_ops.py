@@ -226,6 +226,18 @@ def test_a_played_back_sample_older_than_one_taken_neither_clears_nor_raises_an_
                                               T0_S + 201))
     client.poll()
     assert am.agent_parameters["thermal_soft_limit_c"] == 70.0 and am.limits("temp_max_c").warn_high == 70.0
+    # The board's clock stepped back (a reboot): a live sample behind the rest, and one played back since it, hot,
+    # is news (found in review: held to the highest time ever taken, it was history, no alarm raised)
+    am.acknowledge("mem_pct")
+    def behind(i: int, mem_pct: float) -> bytes:  # counts going on, the time an hour and more back
+        return codec.encode_hk(AGENT_HK.sid, {**agent_hk_values(i), "mem_pct": mem_pct}, T0_S - 3700 + i)
+
+    pair.flight.publish(behind(200, 40.0))
+    client.poll()
+    pair.flight.publish(codec.encode_playback([behind(300, 99.0)], T0_S - 3300))
+    client.poll()
+    assert seen[-2:] == [("cleared", "mem_pct", 40.0), ("raised", "mem_pct", 99.0)], seen
+
 
 def test_completion_from_the_dictionary():
     c = Completer(DICTIONARY)

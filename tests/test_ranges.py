@@ -297,6 +297,9 @@ def test_with_range_checks_on_the_receipt_says_ranges_and_the_results_are_the_mo
     admit(bench, abft_on=False, ranges_on=True)
     assert infer(bench, 3)[0]["protection"] == "ranges+scrubbed"
     assert bench.worker._session(MODEL_NAME).outputs == ("probabilities", RANGE_OUTPUT)  # noqa: SLF001
+    # ... over the Conv, Gemm and MatMul outputs too, the pass not running (found in review: left to it)
+    alone = ranges.describe(onnx.load_from_string(bench.worker._checked_models[MODEL_NAME].data))["ranges"]  # noqa: SLF001
+    assert set(alone) > set(LEARNED), sorted(alone)
     admit(bench, abft_on=False, ranges_on=True, scrub=False)
     assert infer(bench, 4)[0]["protection"] == "ranges"
     assert bench.events("MODEL_UNCHECKED") == []

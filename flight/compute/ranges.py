@@ -72,17 +72,17 @@ _MIN_OPSET = 12  # GreaterOrEqual, LessOrEqual (12); ReduceMin on uint8 (12)
 _LEARN_BATCH = 64
 
 
-def candidates(model: onnx.ModelProto) -> list[str]:
+def candidates(model: onnx.ModelProto, checked: bool | None = None) -> list[str]:
     """The tensors :func:`learn` ranges, in graph order: float with a leading batch axis, made by a node
     the checksum pass does not check, plus the graph's float outputs; never a name either pass added.
-    A Conv, Gemm or MatMul output is left to that pass only where it checks the model
-    (:func:`_checked_by_pass`)."""
+    A Conv, Gemm or MatMul output is left to that pass only where it checks the model: ``checked``, as
+    the caller ran it (the worker: the pass applied or not), else as :func:`_checked_by_pass` guesses."""
     shapes, types = _shapes_and_types(model)
     batch = _batch_param(model)
     if batch is None:
         return []
     outputs = {o.name for o in model.graph.output}
-    checked = _checked_by_pass(model)
+    checked = _checked_by_pass(model) if checked is None else checked
     out: list[str] = []
     for node in model.graph.node:
         if node.name.startswith((ABFT_PREFIX, PREFIX)):
@@ -118,11 +118,12 @@ def _checked_by_pass(model: onnx.ModelProto) -> bool:
 
 
 def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN,
-          keepalive: Callable[[], None] | None = None) -> dict[str, tuple[float, float]]:
+          keepalive: Callable[[], None] | None = None, checked: bool | None = None) -> dict[str, tuple[float, float]]:
     """Bounds per tensor of :func:`candidates`: min and max over every element and sample of ``inputs``
     (run on the CPU provider, one thread: deterministic), each widened by ``margin`` times the width.
     ``keepalive`` is called after each batch of them is run: a large model on a board's CPU takes
     seconds over a reference set, and the compute worker answers its watchdog's pings meanwhile.
+    ``checked``: whether the checksum pass checks the model as it runs (:func:`candidates`).
 
     Bounds are float32 values rounded outwards, so every reference value lies within them as float32.
     Raises ValueError with fewer than :data:`MIN_REFERENCE_INPUTS` distinct inputs, a non-finite
@@ -136,7 +137,7 @@ def learn(model_bytes: bytes, inputs: np.ndarray, margin: float = DEFAULT_MARGIN
     if inputs.ndim < 1 or len(inputs) == 0:
         raise ValueError("no reference inputs to learn ranges from")
     model = onnx.load_from_string(model_bytes)
-    names = candidates(model)
+    names = candidates(model, checked)
     if not names:
         raise ValueError("nothing to range: no float tensor with a batch axis outside the checked nodes"
                          + (" (the input's batch size is fixed above 1: no axis can be shown to be the batch's)"

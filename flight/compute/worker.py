@@ -526,8 +526,8 @@ class Worker:
         self._unchecked_said: dict[str, set[tuple[str, str]]] = {}
         # model name -> why its current version runs without range checks (MODEL_RANGES_UNCHECKED says it)
         self.range_notes: dict[str, str] = {}
-        # model name -> (SHA-256, version, ranges learned or None): learned once per version
-        self._ranges_learned: dict[str, tuple[str, str, dict[str, tuple[float, float]] | None]] = {}
+        # model name -> (SHA-256, version, checksum pass runs on it, ranges learned or None): once per version
+        self._ranges_learned: dict[str, tuple[str, str, bool, dict[str, tuple[float, float]] | None]] = {}
         self._failed_flags = ""  # which flags failed in the last _run_model: "checksum", "range", both, or ""
         self._double = DoubleRunSchedule()
         self.scrub_passes = 0
@@ -1277,6 +1277,8 @@ class Worker:
         layout = nchwc if protected is not None and describe(onnx.load_from_string(protected)).get("layout_sums") \
             else None
         ranged = self._ranged_bytes(name, version, data, protected, sha256) if self.range_checks else None
+        # (``protected`` None: the checksum pass did not run on it, off or refused, so the ranges cover the Conv,
+        # Gemm and MatMul outputs too; found in review: they were left to a pass that never ran)
         protected = ranged or protected
         digest = hashlib.sha256(protected).hexdigest() if protected is not None else ""
         self._checked_models[name] = _CheckedModel(sha256, protected, digest, precision, self.abft_checks,
@@ -1308,7 +1310,7 @@ class Worker:
         """``checked`` (else ``data``) with range checks learned from the reference inputs the store keeps
         with ``version`` of ``name``, or None to leave them out: the model has range checks of its own, or
         none can be learned (no reference inputs, or the pass refused it: :meth:`_ranges_refused`)."""
-        learned = self._learned_ranges(name, version, data, sha256)
+        learned = self._learned_ranges(name, version, data, sha256, checked is not None)
         if learned is None:
             return None
         try:
@@ -1318,14 +1320,14 @@ class Worker:
             self._ranges_refused(name, f"the range checks refused it ({_refusal(exc)})")
             return None
 
-    def _learned_ranges(self, name: str, version: str, data: bytes,
-                        sha256: str) -> dict[str, tuple[float, float]] | None:
+    def _learned_ranges(self, name: str, version: str, data: bytes, sha256: str,
+                        checked: bool = True) -> dict[str, tuple[float, float]] | None:
         """The ranges learned for this version of ``name`` (SHA-256 ``sha256``), or None (said once: the
         model has range checks of its own, or none can be learned). Learned once per version: a model made
         again for another layout (abft.protect's ``nchwc``) neither learns again nor says it again."""
         kept = self._ranges_learned.get(name)
-        if kept is not None and kept[:2] == (sha256, version):
-            return kept[2]
+        if kept is not None and kept[:3] == (sha256, version, checked):  # ``checked``: the checksum pass runs on it
+            return kept[3]
         self.range_notes.pop(name, None)
         learned = None
         try:
@@ -1341,10 +1343,10 @@ class Worker:
                     self._ranges_refused(name, f"no reference inputs kept with version {version or '?'}: no ranges "
                                                "to learn")
                 else:
-                    learned = range_pass.learn(data, inputs, keepalive=self._keepalive)
+                    learned = range_pass.learn(data, inputs, keepalive=self._keepalive, checked=checked)
         except Exception as exc:  # noqa: BLE001 - ValueError naming the tensor; anything else: the pass's fault
             self._ranges_refused(name, f"the range checks refused it ({_refusal(exc)})")
-        self._ranges_learned[name] = (sha256, version, learned)
+        self._ranges_learned[name] = (sha256, version, checked, learned)
         return learned
 
     def _ranges_refused(self, name: str, reason: str) -> None:
