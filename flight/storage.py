@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,39 @@ class DirectoryLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
+
+
+class ReadRefused(ValueError):
+    """A file :func:`read_limited` would not read, and why (the message, without the file's name); ``kind``:
+    ``type`` (not a regular file), ``limit`` (over its limit), ``size`` (not the size expected) or ``grew``."""
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+def read_limited(path: Path | str, limit_bytes: int, expected_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at ``path`` and its status (of the file read, from its descriptor).
+
+    Its size is looked at on the opened file before anything is read: over ``limit_bytes``, or not
+    ``expected_bytes`` where given, it is refused unread (:class:`ReadRefused`); a FIFO or a device is
+    refused too, never waited on (opened non-blocking). No more than its size and one byte are read, so
+    a file that grows meanwhile (still being written) is refused rather than read on. OSError where it
+    cannot be opened (FileNotFoundError: gone since it was listed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReadRefused("not a regular file (a FIFO, a device or a directory)", "type")
+        if st.st_size > limit_bytes:
+            raise ReadRefused(f"{st.st_size} bytes, over the limit of {limit_bytes} bytes; nothing of it was read",
+                              "limit")
+        if expected_bytes is not None and st.st_size != expected_bytes:
+            raise ReadRefused(f"{st.st_size} bytes, not the {expected_bytes} expected; nothing of it was read", "size")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(st.st_size + 1)
+    finally:
+        os.close(fd)
+    if len(data) > st.st_size:
+        raise ReadRefused(f"grew as it was read (from {st.st_size} bytes): it is still being written", "grew")
+    return data, st

@@ -53,7 +53,8 @@ def _model(path: str) -> bytes:
     """An .onnx to pack, refused naming the file where its weights lie in another (before onnxruntime sees it), or
     where it is larger than the board takes, unread (found in audit: a 2.2 GB file was read, 4.6 GB of memory and
     14 s, and refused as "RuntimeError: narrowing_error"), or no regular file (a FIFO, never waited on)."""
-    from flight.compute.uplink import MAX_MODEL_BYTES, ReadRefused, read_limited
+    from flight.compute.uplink import MAX_MODEL_BYTES
+    from flight.storage import ReadRefused, read_limited
 
     try:
         data = read_limited(Path(path), MAX_MODEL_BYTES)[0]

@@ -134,7 +134,7 @@ def read_key_file(path: Path | str) -> tuple[str, Any]:
     """(operator, private key) from a key file; refused when others may read it or it is malformed, and unread when
     it is no regular file or larger than a key file is (found in audit: --key /dev/zero read until the memory ran
     out, said as "cannot use that model: MemoryError", and a FIFO was waited on for ever)."""
-    from flight.compute.uplink import ReadRefused, read_limited
+    from flight.storage import ReadRefused, read_limited
 
     path = Path(path)
     try:
@@ -360,9 +360,8 @@ def verify_package(directory: Path | str, name: str, trusted: Mapping[str, bytes
         MAX_MANIFEST_BYTES,
         MAX_MODEL_BYTES,
         MAX_REFERENCE_BYTES,
-        ReadRefused,
-        read_limited,
     )
+    from flight.storage import ReadRefused, read_limited
 
     directory, staged = Path(directory), StagedFiles.of(name)
 

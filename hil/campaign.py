@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flight import toml_text
-from flight.compute.uplink import ReadRefused, read_limited
+from flight.storage import ReadRefused, read_limited
 from hil.run import CAMPAIGN_MANIFEST, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_PASS, print_out
 from hil.scenario import MAX_SCENARIO_BYTES, ScenarioError
 

@@ -209,7 +209,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flight import toml_text
-from flight.compute.uplink import ReadRefused, read_limited
 from flight.agent.compute import ComputeSupervisor
 from flight.compute.inject import DEFAULT_TARGETS as DEFAULT_MEMORY_TARGETS
 from flight.compute.inject import TARGETS as MEMORY_TARGETS
@@ -217,6 +216,7 @@ from flight.config import board_limit_problem
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
+from flight.storage import ReadRefused, read_limited
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check

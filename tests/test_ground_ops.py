@@ -871,7 +871,8 @@ def test_tm_prints_the_agents_text_printable_as_events_does(ipc_url):
         assert tm.returncode == 0, tm.stderr
         assert tm.stdout.splitlines() == [f"{'power_mode':>24} = MAXN?[2J??FORGED  [nominal]"], tm.stdout
         follow = subprocess.Popen(base + ["tm", "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=ROOT)
+                                  text=True, cwd=ROOT,  # Ctrl-C as a terminal gives it (an xdist worker ignores it)
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         seen: list[str] = []
         for text in follow.stdout:
             seen.append(text)

@@ -13,7 +13,7 @@ driven by the worker.
 A model with no signed manifest is taken on the command's SHA-256 alone only where the
 configuration says so (``[models] allow_unsigned``); a delta is always signed.
 
-Every staged file is read by :func:`read_limited`: its size is looked at on the opened file before
+Every staged file is read by :func:`flight.storage.read_limited`: its size is looked at on the opened file before
 anything is read, against its limit (:data:`MAX_MODEL_BYTES`, :data:`MAX_REFERENCE_BYTES`,
 :data:`MAX_MANIFEST_BYTES`) and, for a full model, the signed ``size_bytes``, and never more than
 that is read (found in review: a file was read whole before any check, so a huge one cost the board
@@ -22,8 +22,6 @@ its memory before it was refused).
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,47 +49,12 @@ from flight.compute.providers import SessionError, open_session, ort_message
 from flight.compute.store import ModelIntegrityError, ModelNotFound, ModelStore, Provenance, VersionNotFound
 from flight.files.filestore import NameRefused, resolve
 from flight.link.dictionary import FailureCode
+from flight.storage import ReadRefused, read_limited  # noqa: F401 - also taken from here by the worker's readers
 
 
 MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit: no ONNX model that keeps its weights inside it is larger
 MAX_REFERENCE_BYTES = 256 * 1024 * 1024  # a reference set (the shipped model's: 16 tiles, 70 kB)
 MAX_MANIFEST_BYTES = 64 * 1024  # a signed manifest (about 1 kB)
-
-
-class ReadRefused(ValueError):
-    """A file :func:`read_limited` would not read, and why (the message, without the file's name); ``kind``:
-    ``type`` (not a regular file), ``limit`` (over its limit), ``size`` (not the size expected) or ``grew``."""
-
-    def __init__(self, reason: str, kind: str):
-        super().__init__(reason)
-        self.kind = kind
-
-
-def read_limited(path: Path, limit_bytes: int, expected_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
-    """The bytes of the regular file at ``path`` and its status (of the file read, from its descriptor).
-
-    Its size is looked at on the opened file before anything is read: over ``limit_bytes``, or not
-    ``expected_bytes`` where given, it is refused unread (:class:`ReadRefused`); a FIFO or a device is
-    refused too, never waited on (opened non-blocking). No more than its size and one byte are read, so
-    a file that grows meanwhile (still being written) is refused rather than read on. OSError where it
-    cannot be opened (FileNotFoundError: gone since it was listed)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ReadRefused("not a regular file (a FIFO, a device or a directory)", "type")
-        if st.st_size > limit_bytes:
-            raise ReadRefused(f"{st.st_size} bytes, over the limit of {limit_bytes} bytes; nothing of it was read",
-                              "limit")
-        if expected_bytes is not None and st.st_size != expected_bytes:
-            raise ReadRefused(f"{st.st_size} bytes, not the {expected_bytes} expected; nothing of it was read", "size")
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(st.st_size + 1)
-    finally:
-        os.close(fd)
-    if len(data) > st.st_size:
-        raise ReadRefused(f"grew as it was read (from {st.st_size} bytes): it is still being written", "grew")
-    return data, st
 
 
 class Refusal(Exception):

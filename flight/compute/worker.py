@@ -143,7 +143,7 @@ from flight.compute.store import (
 from flight.compute.store import CORRUPT_SUFFIX, MANIFEST
 from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
-from flight.compute.uplink import ReadRefused, Refusal, UplinkChecks, read_limited
+from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.cloud import DN_PER_REFLECTANCE, dn_to_tiles
 from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
@@ -156,9 +156,11 @@ from flight.storage import (
     CorruptFile,
     DirectoryBusy,
     DirectoryLock,
+    ReadRefused,
     printable,
     quarantine,
     read_checked_json,
+    read_limited,
     remove_interrupted_writes,
     write_atomic,
     write_checked_json,
