@@ -343,8 +343,10 @@ class ComputeSupervisor(Component):
             except OSError:  # the disk is full or failing: this output is lost, the file opened again next time
                 self._close_log()
             self._log_unlooked += len(chunk)
-            if self._log_unlooked >= LOG_LOOK_BYTES:  # a worker whose output runs away (found in audit: looked at
-                self._rotate_log()  # once a minute, its log grew by the pipe's speed, 30 MiB in 2 s, past 4 MiB)
+            # a worker whose output runs away (found in audit: looked at once a minute, its log grew by the pipe's
+            # speed, 30 MiB in 2 s, past 4 MiB); at a line's end, so that no line is split between two files
+            if self._log_unlooked >= LOG_LOOK_BYTES and chunk.endswith(b"\n"):
+                self._rotate_log()
 
     def _keep_rotated(self, path: Path) -> None:
         """``path`` renamed ``logs/worker-<sequence>-<UTC of its last line>.log``, then the
