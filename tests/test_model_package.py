@@ -601,3 +601,12 @@ def test_pack_refuses_a_reference_set_over_the_boards_limit_writing_nothing(tmp_
         assert not (tmp_path / "pkg").exists()
     assert ground_main(["model", "pack", str(model), "--name", "tiny", "--version", "2", "--key", str(key), "--inputs",
                         str(tmp_path / "ref.npy"), "--out", str(tmp_path / "pkg")]) == 0
+
+
+def test_a_trusted_keys_fifo_is_refused_not_waited_on(tmp_path):
+    """MDL-010: a FIFO named as the trusted-keys file (nobody writing) would hang the agent's start;
+    it is refused naming the key and the file."""
+    fifo = tmp_path / "trusted.keys"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=rf"models.trusted_keys: {fifo}: cannot read it: not a regular file"):
+        parse_config({"models": {"trusted_keys": str(fifo)}})

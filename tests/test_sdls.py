@@ -895,3 +895,18 @@ def test_a_key_file_save_the_disk_cuts_short_leaves_the_whole_old_file(tmp_path)
     assert path.read_bytes() == before
     assert sorted(KeyRing.load(path).slots) == [1, 2, 3]
     assert [p.name for p in tmp_path.iterdir()] == ["tc.keys"], "no temporary copy of the keys left behind"
+
+
+def test_a_fifo_named_as_the_key_file_is_refused_not_waited_on(tmp_path):
+    """SEC-001, AGT-018: a key file that is a FIFO (nobody writing) would block the agent's start for ever;
+    it is refused by name, as is one over the size any key file can have."""
+    fifo = tmp_path / "keys"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        KeyRing.load(fifo)
+    huge = tmp_path / "huge"
+    with open(huge, "wb") as f:
+        f.truncate(17 << 20)
+    os.chmod(huge, 0o600)
+    with pytest.raises(KeyFileError, match="over the limit"):
+        KeyRing.load(huge)

@@ -47,6 +47,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from flight.storage import ReadRefused, read_limited
+
 MANIFEST_FORMAT = "sunlit-model-package/1"
 SIGN_DOMAIN = b"sunlit-model-package/1\n"  # signed before the body: a signature means this and nothing else
 DEFAULT_TOLERANCE = 1e-3  # max |output - expected|: probabilities on another provider (CUDA, TensorRT fp16)
@@ -170,6 +172,10 @@ def parse_trusted_keys(text: str, source: str) -> dict[str, bytes]:
     return keys
 
 
+# One operator's line is under 200 characters; a file of many thousands still fits.
+TRUSTED_KEYS_LIMIT_BYTES = 4 << 20
+
+
 def load_trusted_keys(path: Path | str) -> dict[str, bytes]:
     """The operators' public keys from a file of lines, or from every ``*.pub`` file of a directory.
 
@@ -186,9 +192,12 @@ def load_trusted_keys(path: Path | str) -> dict[str, bytes]:
     keys: dict[str, bytes] = {}
     for f in files:
         try:
-            text = f.read_text()
+            # Bounded and never waited on: a FIFO named as the key file is refused, not blocked on.
+            text = read_limited(f, TRUSTED_KEYS_LIMIT_BYTES)[0].decode()
         except FileNotFoundError:
             raise KeyFileError(f"{f}: no such trusted-keys file") from None
+        except ReadRefused as exc:
+            raise KeyFileError(f"{f}: cannot read it: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise KeyFileError(f"{f}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
         for name, key in parse_trusted_keys(text, str(f)).items():

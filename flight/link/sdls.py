@@ -65,7 +65,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from flight.link.interface import FlightLink, GroundLink, Refused
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
-from flight.storage import CorruptFile, fsync_path, quarantine, read_checked_json, write_checked_json
+from flight.storage import (CorruptFile, ReadRefused, fsync_path, quarantine, read_checked_json, read_limited,
+                            write_checked_json)
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
 SN_MAX = (1 << (8 * SN_LEN)) - 1
@@ -135,6 +136,10 @@ def _mac(key: bytes, data: bytes) -> bytes:
     return h.finalize()[:MAC_LEN]
 
 
+# A key file holds at most 65535 slots of about 90 characters each, with their comments.
+KEY_FILE_LIMIT_BYTES = 16 << 20
+
+
 class KeyRing:
     """The key slots a side holds: SPI -> 32-byte key and its state (:data:`STATES`)."""
 
@@ -154,8 +159,12 @@ class KeyRing:
         key file but the custodian's file of master keys (``sunlit-ground key split``)."""
         path = Path(path)
         try:
-            st = path.stat()
-            text = path.read_text()
+            # Bounded and never waited on: a FIFO or a device named as the key file is refused, not
+            # blocked on (found in audit: the agent hung at start on one), and a huge file unread.
+            data, st = read_limited(path, KEY_FILE_LIMIT_BYTES)
+            text = data.decode()
+        except ReadRefused as exc:
+            raise KeyFileError(f"{path}: {exc}") from None
         except OSError as exc:
             raise KeyFileError(f"{path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
