@@ -167,3 +167,56 @@ def test_cross_entropy_head_must_end_in_logits(model_and_weights):
     with pytest.raises(SpecError, match="'linear'"):
         from_inference_head(cut, 1)
     assert from_inference_head(cut, 1, loss="mse").spec.layers == (Dense(12, "sigmoid"),)
+
+
+def _two_layer_model(last: onnx.NodeProto, w: dict[str, np.ndarray], n_out: int, b0: str = "b0") -> onnx.ModelProto:
+    """x [n, 4] -> fc1 (Gemm, W0 [4, 6], bias ``b0``) -> relu -> ``last`` -> logits [n, n_out]."""
+    nodes = [helper.make_node("Gemm", ["x", "W0", b0], ["z0"], name="fc1"),
+             helper.make_node("Relu", ["z0"], ["h"], name="relu"), last]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", n_out])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_head_that_does_not_end_at_the_model_output_is_refused():
+    """A last layer the patterns do not take (``nn.Linear(bias=False)``: a MatMul alone) is not passed over:
+    the layer before it is not trained as the logits of the model (it is 6 wide, the model 3), it is refused
+    naming the tensor and its reader; the same model with a bias is taken whole."""
+    rng = np.random.default_rng(5)
+    w = {"W0": rng.normal(size=(4, 6)).astype(np.float32), "b0": np.zeros(6, np.float32),
+         "W1": rng.normal(size=(6, 3)).astype(np.float32), "b1": np.zeros(3, np.float32)}
+    no_bias = _two_layer_model(helper.make_node("MatMul", ["h", "W1"], ["logits"], name="fc2"),
+                               {k: v for k, v in w.items() if k != "b1"}, 3)
+    with pytest.raises(SpecError, match=r"'h' \(out of the head's last layer 'fc1'\) is read by 'fc2' \(MatMul\)"):
+        from_inference_head(no_bias, 1, loss="mse")
+    biased = _two_layer_model(helper.make_node("Gemm", ["h", "W1", "b1"], ["logits"], name="fc2"), w, 3)
+    head = from_inference_head(biased, 2)
+    assert [layer.name for layer in head.layers] == ["fc1", "fc2"] and head.spec.output_dim == 3
+
+
+def test_head_whose_initializers_are_shared_is_refused():
+    """A bias shared by two layers (a deduplicating optimizer merges equal zero biases) is not trained as two
+    and written back as one, the last winning, nor a head's bias trained under the body that reads it too:
+    refused naming the initializer; without the sharing, the exported model is the head trained."""
+    rng = np.random.default_rng(6)
+    w = {"W0": rng.normal(size=(4, 6)).astype(np.float32), "W1": rng.normal(size=(6, 6)).astype(np.float32),
+         "bias": np.zeros(6, np.float32)}
+    shared = _two_layer_model(helper.make_node("Gemm", ["h", "W1", "bias"], ["logits"], name="fc2"), w, 6, b0="bias")
+    for k in (1, 2):
+        with pytest.raises(SpecError, match="initializer 'bias' of head layer '(fc1|fc2)' is read 2 times"):
+            from_inference_head(shared, k)
+    own = {**w, "b1": np.zeros(6, np.float32)}
+    model = _two_layer_model(helper.make_node("Gemm", ["h", "W1", "b1"], ["logits"], name="fc2"), own, 6, b0="bias")
+    head = from_inference_head(model, 1)
+    x = rng.normal(size=(8, 4)).astype(np.float32)
+    features = _run(head.body, x)
+    trainer = Trainer(head.spec, Adam(5e-2), 8, weights=head.weights)
+    for _ in range(20):
+        trainer.step(features, rng.integers(0, 6, 8))
+    np.testing.assert_allclose(_run(head.export(trainer.weights()), x),
+                               ref.forward(head.spec, trainer.weights(), features), rtol=1e-5, atol=1e-5)

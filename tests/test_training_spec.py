@@ -109,3 +109,48 @@ def test_step_graph_interface(optimizer, loss):
         assert y_type.elem_type == onnx.TensorProto.FLOAT and [d.dim_value for d in y_type.shape.dim] == [8, 3]
     # only standard ONNX ops, nothing from a training or contrib domain
     assert {n.domain for n in model.graph.node} == {""}
+
+
+@pytest.mark.parametrize(
+    "optimizer,words",
+    [
+        (Sgd(1e-30), ["Sgd.lr", "float32", "1e-30"]),  # lr² is 0 in float32: plain SGD's gradient norm 0/0
+        (Sgd(1e39), ["Sgd.lr", "float32", "1e+39"]),  # inf in float32
+        (Adam(1e-3, beta1=0.99999999), ["Adam.beta1", "1.0 in float32", "at most 0.99999994"]),
+        (Adam(1e-3, beta2=0.999999999), ["Adam.beta2", "1.0 in float32"]),
+        (Adam(1e-3, eps=1e-50), ["Adam.eps", "0 in float32"]),
+        (Sgd(0.1, momentum=0.999999999), ["Sgd.momentum", "1.0 in float32"]),
+    ],
+    ids=repr,
+)
+def test_hyperparameters_the_step_dtype_cannot_hold_are_refused_at_build(optimizer, words):
+    """RAD-110: a rate or constant valid as a float64 but rounded out of range in the float32 step (0, 1.0,
+    inf) is refused where the trainer is made, naming the field, not by refusing every clean step as not
+    finite; the same optimizer trains in a float64 step, where it holds."""
+    from flight.compute.training import Trainer
+
+    with pytest.raises(SpecError) as info:
+        Trainer(MLP, optimizer, 4)
+    for word in words:
+        assert word in str(info.value)
+    trainer = Trainer(MlpSpec(3, [Dense(4, "tanh"), Dense(2)]), optimizer, 2, dtype="float64")
+    if optimizer.lr > 1.0:
+        return  # built; a step at 1e39 is refused for its size in any dtype
+    before = trainer.weights()
+    trainer.step(np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]]), [0, 1])
+    assert trainer.steps == 1 and any((before[k] != v).any() for k, v in trainer.weights().items())
+
+
+def test_learning_rate_the_step_dtype_cannot_hold_is_refused_and_the_rate_kept():
+    """RAD-110: ``Trainer.lr`` set to a rate float32 makes 0 or inf (or whose square it does) is refused naming
+    the field; the rate, and steps at it, are as before."""
+    from flight.compute.training import Trainer
+
+    trainer = Trainer(MlpSpec(3, [Dense(2)]), Sgd(0.1), 2)
+    for rate in (1e-30, 1e39):
+        with pytest.raises(SpecError, match=r"Trainer\.lr .*float32"):
+            trainer.lr = rate
+        assert trainer.lr == 0.1
+    trainer.lr = 1e-6  # the smallest TRAIN_START gives
+    trainer.step(np.ones((2, 3)), [0, 1])
+    assert trainer.steps == 1

@@ -149,3 +149,16 @@ def test_threads_and_providers_pass_through():
     trainer = Trainer(SPEC, Sgd(0.1), BATCH, intra_op_num_threads=2, providers=["CPUExecutionProvider"])
     assert trainer.providers == ["CPUExecutionProvider"]
     assert np.isfinite(trainer.step(*next(_batches(SPEC, 1))).loss)
+
+
+@pytest.mark.parametrize("name,value", [("W1", np.nan), ("b2", np.inf), ("b0", 1e39)], ids=str)
+def test_weights_not_finite_in_the_step_dtype_are_refused_naming_the_array(name, value):
+    """Starting weights holding a NaN, an infinity or a float64 past float32's range are refused naming the
+    array, not taken and every step then refused as a bad batch or rate."""
+    w = init_weights(SPEC, seed=7).copy()
+    w[name] = w[name].astype(np.float64)
+    w[name].reshape(-1)[1] = value
+    with pytest.raises(SpecError, match=re.escape(f"weights[{name!r}]") + ".*not a finite float32"):
+        Trainer(SPEC, Adam(1e-2), BATCH, weights=w)
+    ok = Trainer(SPEC, Adam(1e-2), BATCH, weights=init_weights(SPEC, seed=7), dtype="float64")
+    assert np.isfinite(ok.step(*next(_batches(SPEC, 1))).loss)

@@ -43,6 +43,7 @@ from flight.compute.training.spec import (
     Sgd,
     SpecError,
     check_batch_size,
+    check_constants,
     check_dtype,
     check_optimizer,
     next_name,
@@ -179,6 +180,7 @@ def build_training_step(
     check_optimizer(optimizer)
     batch = check_batch_size(batch_size)
     dt = check_dtype(dtype)
+    check_constants(optimizer, dt)  # as the graph holds them: a beta of 0.99999999 is 1.0 in float32
     sig = step_signature(spec, optimizer)
     b = _Builder(dt)
     b.reserve(sig.x, sig.y, sig.lr, sig.loss, sig.correct, sig.logits, sig.grad_sq, sig.update_sq,

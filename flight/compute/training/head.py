@@ -25,6 +25,7 @@ from flight.compute.training.graph import export_weights
 from flight.compute.training.spec import Dense, MlpSpec, SpecError
 
 _ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_OUTPUT_OPS = ("Softmax", "LogSoftmax", "ArgMax")  # may read the head's output: the model's own outputs of it
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,29 @@ def from_inference_head(
                 f"{prev.output!r} (out of {prev.name!r}) is used outside the head; it cannot be trained as a chain"
             )
 
+    # The head must give the model's output: a layer these patterns do not take (a MatMul with no bias, a Gemm
+    # with none) or any other op after it, and the head trained would not be what the model computes (found in
+    # audit: a hidden layer 6 wide was trained as the logits of a model of 3 classes).
+    last = chosen[-1]
+    readers = [node for node in model.graph.node if last.output in node.input]
+    beyond = [node for node in readers if node.op_type not in _OUTPUT_OPS or not set(node.output) <= graph_outputs]
+    if beyond:
+        node = beyond[0]
+        raise SpecError(f"{last.output!r} (out of the head's last layer {last.name!r}) is read by "
+                        f"{node.name or node.output[0]!r} ({node.op_type}): the head must end at the model's output")
+    # Each parameter its own: an initializer read elsewhere too (tied weights, or biases a deduplicating optimizer
+    # merged) would be written over that reader on export, or by two head layers, the last one winning (found in
+    # audit: the exported model then differed from the head trained).
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for layer in chosen:
+        for name in (layer.weight, layer.bias):
+            if uses.get(name, 0) != 1:
+                raise SpecError(f"initializer {name!r} of head layer {layer.name!r} is read {uses.get(name, 0)} "
+                                "times in the model: training it would change more than that layer; give the "
+                                "layer initializers of its own")
     inits = {t.name: t for t in model.graph.initializer}
     weights: dict[str, np.ndarray] = {}
     dense: list[Dense] = []

@@ -41,10 +41,22 @@ def _check_real(owner: str, name: str, value: object, *, low: float, high: float
         raise SpecError(f"{owner}.{name} must be in {lo}{low}, {high}{hi}, got {v!r}")
 
 
-def check_lr(lr: object, owner: str = "optimizer") -> float:
-    """A learning rate: finite and > 0 (used by the specs and by ``Trainer.lr``)."""
+def check_lr(lr: object, owner: str = "optimizer", dtype: np.dtype | None = None) -> float:
+    """A learning rate: finite and > 0 (used by the specs and by ``Trainer.lr``). With ``dtype``, the
+    step's: also a rate whose square is a normal number there, since plain SGD's gradient norm is its
+    update's over ``lr²`` (found in audit: ``Sgd(lr=1e-30)`` in float32 made that 0/0 and every step was
+    refused as not finite; ``1e39`` is inf there)."""
     _check_real(owner, "lr", lr, low=0.0, high=math.inf, low_open=True, high_open=True)
-    return float(lr)  # type: ignore[arg-type]
+    value = float(lr)  # type: ignore[arg-type]
+    if dtype is not None:
+        info = np.finfo(dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            square = float(np.square(np.dtype(dtype).type(value)))  # as the graph computes it
+        if not info.tiny <= square < math.inf:
+            low, high = math.sqrt(float(info.tiny)), math.sqrt(float(info.max))
+            raise SpecError(f"{owner}.lr must be in [{low:.3g}, {high:.3g}] for a {np.dtype(dtype).name} step "
+                            f"(its square a normal number there), got {value!r}")
+    return value
 
 
 def check_dtype(dtype: object) -> np.dtype:
@@ -167,6 +179,24 @@ class Adam:
 def check_optimizer(optimizer: object) -> None:
     if not isinstance(optimizer, (Sgd, Adam)):
         raise SpecError(f"optimizer must be Sgd(...) or Adam(...), got {optimizer!r}")
+
+
+def check_constants(optimizer: Sgd | Adam, dtype: np.dtype) -> None:
+    """The optimizer's constants still in range as the step graph holds them, in ``dtype``: a beta or a
+    momentum below 1 in float64 can round to 1.0 in float32 (``Adam(beta1=0.99999999)``: a bias
+    correction of 0, and every step refused as not finite), an ``eps`` to 0 (found in audit)."""
+    name = type(optimizer).__name__
+    below_one = ("beta1", "beta2") if isinstance(optimizer, Adam) else ("momentum",)
+    for field_name in below_one:
+        value = getattr(optimizer, field_name)
+        if float(dtype.type(value)) >= 1.0:
+            largest = float(np.nextafter(dtype.type(1.0), dtype.type(0.0)))
+            raise SpecError(f"{name}.{field_name} {value!r} is 1.0 in {dtype.name}, the step's dtype; "
+                            f"give at most {largest!r}")
+    if isinstance(optimizer, Adam) and float(dtype.type(optimizer.eps)) <= 0.0:
+        smallest = float(np.finfo(dtype).smallest_subnormal)
+        raise SpecError(f"Adam.eps {optimizer.eps!r} is 0 in {dtype.name}, the step's dtype; "
+                        f"give at least {smallest!r}")
 
 
 def check_batch_size(batch_size: object) -> int:

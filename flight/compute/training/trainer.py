@@ -153,7 +153,12 @@ class Trainer:
         if weights is None:
             weights = init_weights(spec, seed=seed, dtype=self._dt.name)
         check_weights(spec, weights)
-        initial = {n: np.asarray(a, dtype=self._dt) for n, a in weights.items()}
+        with np.errstate(over="ignore", invalid="ignore"):  # said below, naming the array
+            initial = {n: np.asarray(a, dtype=self._dt) for n, a in weights.items()}
+        bad = not_finite(initial)
+        if bad is not None:  # else every step is refused, blaming the batch or the rate (found in audit)
+            raise SpecError(f"weights[{bad!r}] holds a value that is not a finite {self._dt.name} "
+                            "(NaN, infinite, or past its range)")
         initial.update(init_state(spec, optimizer, dtype=self._dt.name))
 
         sig = self.signature
@@ -168,7 +173,7 @@ class Trainer:
         ce = spec.loss == "softmax_cross_entropy"
         self._x = self._empty((self.batch_size, spec.input_dim), self._dt)
         self._y = self._empty((self.batch_size,) if ce else (self.batch_size, spec.output_dim), np.int64 if ce else self._dt)
-        self._lr_value = check_lr(optimizer.lr)
+        self._lr_value = check_lr(optimizer.lr, type(optimizer).__name__, self._dt)
         self._lr = self._empty((), self._dt)
         self._lr.update_inplace(np.array(self._lr_value, dtype=self._dt))
         self._loss = self._empty((), self._dt)
@@ -258,7 +263,7 @@ class Trainer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr_value = check_lr(value, "Trainer")
+        self._lr_value = check_lr(value, "Trainer", self._dt)
         self._lr.update_inplace(np.array(self._lr_value, dtype=self._dt))
 
     @property
