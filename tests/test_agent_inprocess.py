@@ -808,3 +808,57 @@ def test_the_rate_of_rise_is_read_over_the_ticks_as_they_come(tmp_path):
             rig.hal.temps_c = {"tj-thermal": 50.0 + 2.0 * k, "cpu-thermal": 48.0 + 2.0 * k}
             rig.advance(60.0, step_s=60.0)
         assert rig.agent.controller.state.temp_rate_c_per_min == pytest.approx(2.0)
+
+
+@pytest.mark.req("AGT-013", "AGT-016")
+def test_a_command_a_clean_stop_cuts_off_is_counted_failed_after_the_restart(tmp_path):
+    """Found in audit: a STORE_DUMP under way as the agent stopped failed as it closed, its failure report sent,
+    but after the state's last save and the journal's close: cmd_failed after the restart missed it, and its
+    record went to the journal reopened after its close."""
+    from tests.test_downlink import Ground
+
+    rig = InProcessAgent(tmp_path / "state")
+    ground = Ground(rig)
+    for _ in range(5):
+        ground.step()
+    now = rig.clock.now_s()
+    dump = rig.client.submit("STORE_DUMP", {"from_unix_s": now - 4.0, "to_unix_s": now - 1.0}, retries=0)
+    for _ in range(3):
+        ground.step()  # nobody acknowledges: the dump waits
+    assert not dump.final
+    rig.agent.stop("test")
+    rig.agent.finish()
+    rig.close()
+    assert rig.agent.dispatcher.counters.failed == 1
+    assert rig.agent.dispatcher.journal._fd is None  # closed, not reopened by the failure's record
+    again = InProcessAgent(tmp_path / "state")
+    try:
+        values = again.hk()
+        assert values["cmd_failed"] == 1 and values["cmd_accepted"] == 1
+        assert again.events("AGENT_STARTED")[0].args["previous_stop"] == "clean"
+    finally:
+        again.close()
+
+
+@pytest.mark.req("AGT-001")
+def test_a_sighup_ignored_as_the_agent_is_built_stays_ignored_and_its_handlers_go_with_it(tmp_path):
+    """Under nohup a closed terminal must not stop the agent: SIGHUP ignored when it is built is left ignored.
+    Otherwise SIGTERM and SIGHUP stop it from its first state write on, and close() puts back what was there (a
+    process that built the agent, a test runner, keeps its own handlers)."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with InProcessAgent(tmp_path / "nohup"):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with InProcessAgent(tmp_path / "terminal") as rig:
+            assert callable(signal.getsignal(signal.SIGHUP)) and callable(signal.getsignal(signal.SIGTERM))
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)  # as the signal would call it
+            assert rig.agent._stop_reason == "SIGHUP"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is before[signal.SIGTERM]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -383,3 +383,69 @@ def test_a_parent_pid_that_is_alive_but_not_the_parent_is_said_so(tmp_path):
                               "--parent-pid", str(pid)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert run.returncode == 2 and run.stderr.startswith(f"sunlit-flight: {said}"), run.stderr
     assert not (tmp_path / "state").exists()
+
+
+_SIGNAL_AS_BUILT = """
+import os, signal, sys
+import flight.agent.agent as module
+from flight.cli import main
+
+class SignalledAsBuilt(module.Agent):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)  # its state file now says it runs; the loop has not begun
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+
+module.Agent = SignalledAsBuilt
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _stopped_clean(state_dir: Path) -> bool:
+    from flight.agent.state import StateFile
+
+    state = StateFile(state_dir / "state.json").load()
+    return state.boot_count == 1 and not state.running
+
+
+@pytest.mark.req("AGT-001", "AGT-015")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_as_the_agent_starts_is_a_clean_stop_not_a_kill(tmp_path, short_dir, sig):
+    """Found in audit: a SIGTERM (systemd stopping a starting agent) or a SIGHUP (its terminal closed) between
+    the state file's first write and the loop's handlers killed the agent: the next start said previous_stop
+    unclean, and an unclean stop is one the agent leaves SAFE from on its own. Now a clean stop, no worker
+    started for it."""
+    import signal
+
+    run = subprocess.run([sys.executable, "-c", _SIGNAL_AS_BUILT, sig, "run", "--hal", "linux", "--bench-supply",
+                          "--state-dir", str(tmp_path / "state"), "--link", f"zmq+ipc://{short_dir}/link"],
+                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # as from a terminal
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    assert f"sunlit-flight: stopped ({sig}), exit status 0" in run.stderr and "Traceback" not in run.stderr
+    assert _stopped_clean(tmp_path / "state")
+    assert not (tmp_path / "state" / "compute" / "logs").exists()  # no worker started only to be stopped
+
+
+@pytest.mark.req("AGT-001")
+def test_a_closed_terminal_stops_a_running_agent_cleanly(tmp_path, short_dir, make_client):
+    """Found in audit: SIGHUP (the terminal `sunlit-flight run` ran in closed, an ssh session dropped) killed the
+    agent in its loop: no AGENT_STOPPING, its state not saved, and the next start said the stop unclean."""
+    import signal
+
+    url = f"zmq+ipc://{short_dir}/link"
+    proc = subprocess.Popen([sys.executable, "-m", "flight", "run", "--hal", "linux", "--bench-supply",
+                             "--hk-period", "0.2", "--state-dir", str(tmp_path / "state"), "--link", url],
+                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    try:
+        client = make_client(url)  # it runs its loop: it answers
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "sunlit-flight: stopped (SIGHUP), exit status 0" in err, err
+        client.poll(0.5)
+        assert [e.args["reason"] for e in client.events if e.event.name == "AGENT_STOPPING"] == ["SIGHUP"]
+        assert _stopped_clean(tmp_path / "state")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

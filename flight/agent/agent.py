@@ -84,6 +84,11 @@ def _highest_job_id(compute_dir: Path) -> int:
 
 
 _DISPATCH_COUNTERS = ("accepted", "rejected", "executed", "failed", "duplicates")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the agent cleanly from the moment it is built: kill PID (systemd), and its terminal closed
+(SIGHUP, found in audit: it killed the agent, its state not saved, the stop said unclean at the next start). A
+SIGHUP ignored when the agent is built (``nohup``) stays ignored. SIGINT joins them once the loop runs: before,
+Ctrl-C ends the start (exit 130, AGT-018)."""
 
 
 class Agent:
@@ -102,9 +107,11 @@ class Agent:
         # First the lock: a second agent on this state directory stops here, touching nothing.
         self._lock = DirectoryLock(self.state_dir, ".agent.lock", "agent")
         self._opened: list[Any] = []  # what this constructor opened, closed if it fails half-way
+        self._signals_before: dict[int, Any] = {}  # handlers the agent replaced, put back by close()
         try:
             self._build(config, link, board, dictionary)
         except BaseException:
+            self._restore_signals()
             for thing in reversed(self._opened):
                 thing.close()
             self._lock.release()
@@ -128,6 +135,7 @@ class Agent:
         self.codec = Codec(dictionary, Apid.AGENT)
         self.faults = FaultLog(self.clock)
         self._stop_reason: str | None = None
+        self._finished = False  # finish() ran: the stop was clean, and its state saved so
         self.exit_status = EXIT_STAY_DOWN
         self._booted = False
         # Events said before time begins (lockstep: the worker's hello, at a clock still at 0) are sent at boot,
@@ -274,6 +282,10 @@ class Agent:
         self._watchdog_every_s = None if period_s is None else min(period_s, _WATCHDOG_FEED_MAX_S)
         self._watchdog_fed_s = -math.inf
         self._changes_saved = 0  # the dispatcher's changes as of the last state save
+        # From the first write that says the agent runs, a stop signal is a stop asked, not a kill (found in audit:
+        # a SIGTERM between this save and the loop's start, as systemd stops a starting agent, killed it, and the
+        # next start said previous_stop unclean and could leave SAFE on its own)
+        self._signals_before = self._catch_stop_signals(STOP_SIGNALS)
         self._save_state(force=True)
 
     # --- ports the agent itself provides -------------------------------------------------
@@ -569,14 +581,38 @@ class Agent:
         # Under lockstep the loop already answers the link, and boots on the harness's first step.
 
     def run(self) -> str:
-        """Run until stopped; return why it stopped."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda signum, frame: self.stop(signal.Signals(signum).name))
-        self.start()
+        """Run until stopped; return why it stopped. A stop asked before (a signal as it was built) starts
+        nothing: no worker started only to be stopped."""
+        for sig, handler in self._catch_stop_signals((*STOP_SIGNALS, signal.SIGINT)).items():
+            self._signals_before.setdefault(sig, handler)  # the first replaced is the one to put back
+        if self._stop_reason is None:
+            self.start()
         while self._stop_reason is None:
             self.step()
         return self.finish()
+
+    def _catch_stop_signals(self, signals: tuple[signal.Signals, ...]) -> dict[int, Any]:
+        """Make each of ``signals`` a :meth:`stop` (main thread only: Python's handlers live there); the
+        handlers replaced, for :meth:`close`. A SIGHUP ignored (nohup) is left ignored."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        replaced: dict[int, Any] = {}
+        for sig in signals:
+            previous = signal.getsignal(sig)
+            if sig == signal.SIGHUP and previous is signal.SIG_IGN:
+                continue
+            signal.signal(sig, lambda signum, frame: self.stop(signal.Signals(signum).name))
+            replaced.setdefault(sig, previous)
+        return replaced
+
+    def _restore_signals(self) -> None:
+        """The handlers in place before the agent's (a process that builds another agent, or none)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        before, self._signals_before = self._signals_before, {}
+        for sig, handler in before.items():
+            if handler is not None:  # None: one not set from Python, which cannot be put back from it
+                signal.signal(sig, handler)
 
     def finish(self) -> str:
         """The clean end of a run: say so, save state marked clean."""
@@ -604,19 +640,27 @@ class Agent:
             self.executive.internal_error("command journal", exc)
         self.downlink.end_turn()
         self.link.flush()
+        self._finished = True
         return reason
 
     def close(self) -> None:
+        """Release everything. The commands a stop cuts off (waiting for the worker, a dump under way) fail
+        here, before the journal closes, and, after a clean stop, are kept in the counters it saved (found in
+        audit: their records went to a journal reopened after its close, and cmd_failed after the restart
+        missed them though the ground had their failure reports)."""
         self.files.flush()  # the files the ground confirmed since the last housekeeping
         self.compute.close()
+        self.downlink.close()
         if self.dispatcher.journal is not None:
             try:
                 self.dispatcher.journal.close()
             except OSError:
-                pass  # closing goes on: the store, the link, the board and the lock are still to close
-        self.downlink.close()
+                pass  # closing goes on: the link, the board and the lock are still to close
+        if self._finished and self._counters() != self.memory.counters:
+            self._save_state(stopping=True)
         self.link.close()
         self.board.close()
         self._wake_r.close()
         self._wake_w.close()
         self._lock.release()
+        self._restore_signals()
