@@ -1256,3 +1256,30 @@ def test_a_model_with_an_inner_tensor_named_as_a_checks_flag_is_refused_naming_i
         checked = abft.protect(model)
         with pytest.raises(ValueError, match=f"named '{ranges.OUTPUT}'"):
             ranges.protect(checked, ranges.learn(checked.SerializeToString(), x), margin=ranges.DEFAULT_MARGIN)
+
+
+@pytest.mark.req("RAD-001", "RAD-002", "RAD-003")
+def test_names_that_add_to_a_models_own_do_not_clash_with_the_copies():
+    """Found in audit: the copies' read of ``x`` is ``abft/copy/x/read``, the copy of a tensor named ``x/read``
+    the same (a graph onnxruntime refused); and ``Sub(x, c)``'s copy
+    adds ``-c`` as ``abft/copy/-c``, the copy of a constant named ``-c`` the same, so one took the other's
+    value and every clean sample was flagged."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Sub", ["x", "c"], ["d"]), helper.make_node("Add", ["d", "-c"], ["e"]),
+             helper.make_node("Sigmoid", ["x"], ["x/read"]), helper.make_node("Add", ["e", "x/read"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["y"])]
+    model = model_of(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                     {"w": rng.normal(size=(6, 5)).astype(np.float32), "c": np.full(6, 2.0, np.float32),
+                      "-c": np.full(6, 5.0, np.float32)}, 17)
+    p = abft.protect(model)
+    onnx.checker.check_model(p)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    clean = run(p, {"x": x})
+    np.testing.assert_array_equal(clean["y"], run(model, {"x": x})["y"])
+    assert clean[abft.OUTPUT].all() and abft.describe(p)["recomputed"] == 1
+    copied = {t.name: numpy_helper.to_array(t) for t in p.graph.initializer if t.name.startswith(f"{abft.PREFIX}copy/")}
+    np.testing.assert_array_equal(copied[f"{abft.PREFIX}copy/-c"], np.full(6, 5.0, np.float32))  # its own value
+    w = numpy_helper.to_array(next(t for t in p.graph.initializer if t.name == "w")).copy()
+    w[2, 3] += 50.0
+    assert not run(with_initializer(p, "w", w), {"x": x})[abft.OUTPUT].any()

@@ -547,3 +547,57 @@ def test_only_tensors_carrying_the_symbolic_batch_axis_are_taken_as_per_sample()
     assert batch_first_tensors(model) == {"y", "probabilities"}  # not w2 [4, 3], whatever the batch
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # a fixed batch of 4: nothing can be told
     assert batch_first_tensors(model) == frozenset()
+
+
+@pytest.mark.req("RAD-111")
+def test_the_hooks_of_a_model_whose_names_end_as_theirs_strike_the_tensor_named_and_no_other():
+    """Found in audit: with tensors ``h`` and ``h/raw``, ``h``'s maker was renamed ``h/raw`` beside the real
+    one (a graph onnxruntime refused: no activation upset of such a model was ever struck). The raw tensor
+    takes a name of its own; an input the hooks add that the model has already is refused by name."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flight.compute.inject import flip_bit
+
+    def model(inner: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], [inner], name="h/hook"), helper.make_node("Relu", [inner], ["h"]),
+             helper.make_node("Sigmoid", ["h"], ["probabilities"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+            [numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 12, "w")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    m = model("h/raw")
+    tensors = activation_tensors(m)
+    assert set(tensors) == {"h/raw", "h", "probabilities"}
+    hooked = ort.InferenceSession(with_hooks(m, tensors).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.ones((2, 4), np.float32)
+    off = {**{t + "/mask": np.zeros(1, bool) for t in tensors},
+           **{t + "/value": np.zeros(1, np.float32) for t in tensors}}
+    names = ["h/raw", "h", "probabilities"]
+    clean = dict(zip(names, hooked.run(names, {"x": x, **off})))
+    plain = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(clean["probabilities"], plain.run(["probabilities"], {"x": x})[0])
+    mask = np.zeros((2, 3), bool)
+    mask[1, 2] = True
+    new = flip_bit(clean["h/raw"][1, 2], 31)  # negative: the Relu after it makes it 0
+    got = dict(zip(names, hooked.run(names, {"x": x, **off, "h/raw/mask": mask, "h/raw/value": np.array([new])})))
+    assert got["h/raw"][1, 2] == new  # the element asked for, and no other
+    assert np.array_equal(np.delete(got["h/raw"].ravel(), 5), np.delete(clean["h/raw"].ravel(), 5))
+    assert got["h"][1, 2] == 0.0 and got["h"][0].tolist() == clean["h"][0].tolist()
+    with pytest.raises(ValueError, match="'h/mask'"):
+        with_hooks(model("h/mask"), ("h",))
+
+
+@pytest.mark.req("RAD-111")
+def test_an_output_upset_naming_a_tensor_is_refused_not_struck_into_the_probabilities(bench):
+    """Found in audit: an output upset naming ``logits`` was struck into the probabilities the worker held,
+    and the ledger charged a tensor the request never named. It is a bad request, counted; the others go on."""
+    request(bench, "named", target="outputs", tensor="logits", bit=30)
+    request(bench, "good", target="outputs", bit=30)
+    status = run_job(bench, 1)
+    body = ledger(bench)
+    assert body["bad_requests"] == 1 and [u["id"] for u in body["upsets"]] == ["good"]
+    assert body["upsets"][0]["site"].startswith("probabilities[") and len(status) == 32

@@ -650,11 +650,14 @@ class _Pass:
         self.nchwc = block > 0
         self.layout_sums = 0  # reads some NCHWc layout makes another way (_layout_dependent)
         self._read_of: dict[str, str] = {}  # a copies' read (_read) -> the tensor it reads
+        self._reads: dict[str, str] = {}  # and back: a model's tensor -> its read
+        self._negated: dict[str, str] = {}  # a constant a Sub's copy adds negated -> that negation
         self._blocked_reads: list[tuple[str, str]] = []  # (tensor read blocked, model tensor behind it)
         self._blocked_relus: dict[str, str] = {}  # a Relu's copy made from a blocked read -> the Relu's input
         self.plain = plain  # model tensors read plain whatever the layout (read_plain_anyway)
         self.unblock: set[str] = set()  # found by run(): to be made again with these in plain too
         self.graph = model.graph
+        self._model_names = set(self._all_names())  # what no read or negation of the pass's may copy (_unclaimed)
         self.precision = precision
         self.u_acc, self.u_op = PRECISIONS[precision]
         self.rtol = rtol
@@ -890,7 +893,11 @@ class _Pass:
                 node_op, inputs = "Clip", [inputs[0], self._init(f"{PREFIX}zero", np.zeros((), np.float32))]
             elif node.op_type == "Sub" and c is not None and c.dtype.kind == "f" and node.input[0] not in self.consts:
                 # a - b is a + (-b), exactly: an input's normalisation copied with no read of its own
-                node_op, negated = "Add", self._init(f"{PREFIX}copy/-{node.input[1]}", -c, c.dtype)
+                negated = self._negated.get(node.input[1])
+                if negated is None:
+                    negated = self._init(self._unclaimed(f"{PREFIX}copy/-{node.input[1]}"), -c, c.dtype)
+                    self._negated[node.input[1]] = negated
+                node_op = "Add"
             else:
                 k = next((k for k in owned if self.types.get(node.input[k]) in _FLOAT_TYPES), None)
                 if k is None:  # no floating-point input to read through Min(v, +inf): left uncopied
@@ -1020,7 +1027,7 @@ class _Pass:
         two of them read it one way each (a LayerNorm's ReduceMean through the read, its Sub directly),
         onnxruntime fused the model's and not the copy's, which then rounded otherwise (found in
         review: 10 clean tiles of 256 flagged). No pass is added: the read is there already."""
-        reads = {n.input[0]: n.output[0] for n in self.new_nodes if n.output[0] == f"{PREFIX}copy/{n.input[0]}/read"}
+        reads = dict(self._reads)
         for n in self.new_nodes:
             if not n.name.startswith(f"{PREFIX}copy/") or n.output[0] in reads.values():
                 continue
@@ -1063,7 +1070,7 @@ class _Pass:
             return t in outputs or any(not kept(n, t) for n in nodes if t in n.input and n.output[0] != but)
 
         found = {v for made, v in self._blocked_relus.items()
-                 if read_plain(v, f"{PREFIX}copy/{v}/read") or read_plain(made)}
+                 if read_plain(v, self._reads.get(v, "")) or read_plain(made)}
         return found | {behind for t, behind in self._blocked_reads if read_plain(t)}
 
     def _read(self, v: str, counted: bool = True) -> str:
@@ -1077,10 +1084,11 @@ class _Pass:
         of 2 to 5 % of such a model's time, found in review), never a wrong sum.
         Each such read of an image tensor counts in ``layout_sums`` (``counted``: but where the caller
         counted its own, as a blocked Relu's copy does)."""
-        name = f"{PREFIX}copy/{v}/read"
+        name = self._reads.get(v)
         image = self.types.get(v) == TensorProto.FLOAT and len(self.shapes.get(v) or []) == 4
         self.layout_sums += counted and image
-        if name not in self._new_first_outputs:
+        if name is None:
+            name = self._reads[v] = self._unclaimed(f"{PREFIX}copy/{v}/read")
             for known, value in ((self.shapes, self.shapes.get(v)), (self.types, self.types.get(v))):
                 if value is not None:
                     known[name] = value  # the read is v: its layout is read off it (_kept_blocked)
@@ -1091,6 +1099,17 @@ class _Pass:
             dtype = helper.tensor_dtype_to_np_dtype(self.types[v])
             inf = self._init(f"{PREFIX}inf_{np.dtype(dtype).name}", np.array(np.inf, dtype), dtype)
             self._node("Min", [v, inf], name)
+        return name
+
+    def _unclaimed(self, name: str) -> str:
+        """``name`` (a read's or a negated constant's, a model's name and more after ``abft/copy/``), with
+        ``'`` added until no copy of the model's own can have it (``abft/copy/`` and that name) nor has
+        the pass made it: found in audit, a model with tensors ``v`` and ``v/read`` had the read of ``v``
+        and the copy of ``v/read`` under one name (a graph onnxruntime refused), and one with constants
+        ``c`` and ``-c`` had the copy of ``-c`` take the negation of ``c`` (every clean sample flagged)."""
+        copy = f"{PREFIX}copy/"
+        while name[len(copy):] in self._model_names or name in self._new_first_outputs or name in self._new_init_names:
+            name += "'"
         return name
 
     def _residual(self, p: str, d: str, bound: str) -> str:

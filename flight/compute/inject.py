@@ -82,9 +82,10 @@ def draw_byte(rng: np.random.Generator, names: tuple[str, ...], ends: np.ndarray
 def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelProto:
     """A copy of ``model`` where each tensor ``T`` of ``tensors`` passes through ``Where(T/mask, T/value, T)``.
 
-    The node that made ``T`` now writes ``T/raw``; every consumer (the model's and the checksum
-    pass's) reads the hooked ``T``. Inputs ``T/mask`` (bool, broadcast to ``T``'s shape) and
-    ``T/value`` (float [1]); ``T`` is also an output, so a clean run gives the value to flip.
+    The node that made ``T`` now writes ``T/raw`` (with ``'`` added where the model has that name);
+    every consumer (the model's and the checksum pass's) reads the hooked ``T``. Inputs ``T/mask``
+    (bool, broadcast to ``T``'s shape) and ``T/value`` (float [1]), refused where the model has
+    either name; ``T`` is also an output, so a clean run gives the value to flip.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -92,14 +93,31 @@ def with_hooks(model: onnx.ModelProto, tensors: tuple[str, ...]) -> onnx.ModelPr
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
+    # The names it adds must be new: found in audit, a model with tensors h and h/raw had two makers of h/raw (a
+    # graph onnxruntime refused, so no activation upset of that model was ever struck). The raw tensor and the
+    # hook are the graph's own, given a name no other has; the inputs are the caller's to feed, so refused.
+    taken = {t.name for t in g.initializer} | {v.name for v in [*g.input, *g.output, *g.value_info]} | {
+        o for n in g.node for o in n.output} | {n.name for n in g.node}
+
+    def unclaimed(wanted: str) -> str:
+        while wanted in taken:
+            wanted += "'"
+        taken.add(wanted)
+        return wanted
+
     hooks = []
     for name in tensors:
         producer = next((n for n in g.node if name in n.output), None)
         if producer is None:
             raise ValueError(f"no node makes {name!r}")
-        producer.output[list(producer.output).index(name)] = name + "/raw"
-        hooks.append(helper.make_node("Where", [name + "/mask", name + "/value", name + "/raw"], [name],
-                                      name=name + "/hook"))
+        clash = next((fed for fed in (name + "/mask", name + "/value") if fed in taken), None)
+        if clash is not None:
+            raise ValueError(f"the model already has a tensor or node named {clash!r}, an input the hook of "
+                             f"{name!r} adds")
+        raw = unclaimed(name + "/raw")
+        producer.output[list(producer.output).index(name)] = raw
+        hooks.append(helper.make_node("Where", [name + "/mask", name + "/value", raw], [name],
+                                      name=unclaimed(name + "/hook")))
         g.input.append(helper.make_tensor_value_info(name + "/mask", TensorProto.BOOL, None))
         g.input.append(helper.make_tensor_value_info(name + "/value", TensorProto.FLOAT, [1]))
         if name not in {o.name for o in g.output}:
@@ -322,6 +340,8 @@ class UpsetInjector:
                     raise ValueError(f"bit {bit} outside the {target}' width")
                 if byte is not None and (target not in _BYTE_TARGETS or not tensor or int(byte) < 0):
                     raise ValueError("a byte is for weights or golden copies, with its tensor, and not negative")
+                if tensor and target == "outputs":  # found in audit: struck into the held probabilities all the same
+                    raise ValueError("an output upset strikes the result the worker holds: it names no tensor")
             except (CorruptFile, KeyError, TypeError, ValueError, OverflowError):
                 self.bad_requests += 1
                 self._changed = True
