@@ -259,3 +259,13 @@ def test_gpu_build_prefers_the_gpu():
     assert provider in (TENSORRT, CUDA), fallbacks
     assert session.get_providers()[0] == provider
     assert run_once(session).shape == (2, 2)
+
+
+def test_a_bare_provider_name_is_refused_not_tried_letter_by_letter():
+    """A string where a list of names belongs (found in audit: "CUDAExecutionProvider" was tried as "C", "U",
+    "D"..., each a fallback "not in this onnxruntime build", and the session opened on the CPU)."""
+    with pytest.raises(TypeError, match=r"got the one string 'CUDAExecutionProvider': pass it as a list"):
+        providers_to_try(CUDA)
+    with pytest.raises(TypeError, match="pass it as a list"):
+        open_session(MODEL, CPU)
+    assert providers_to_try([CUDA]) == [CUDA, CPU]

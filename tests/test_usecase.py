@@ -6,6 +6,7 @@ rounding a probability across 0.5 on a tile at the decision line, not for a diff
 """
 
 import doctest
+import shutil
 import json
 import subprocess
 import sys
@@ -164,3 +165,67 @@ def test_build_script_reproduces_the_shipped_model(tmp_path, card, held_out):
 
 def test_docstring_examples():
     assert doctest.testmod(cloud, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_a_tile_with_a_nan_pixel_goes_down_and_the_others_keep_their_verdicts(session, held_out):
+    """A dead pixel (NaN) makes the tile's probabilities NaN: not confidently CLOUDY, so it is not dropped
+    (found in audit: labelled CLEAR and dropped, a clear image lost for good)."""
+    tiles = held_out.tiles[:4].copy()
+    tiles[0, 2, 5, 5] = np.nan
+    tiles[1] = np.nan
+    results = screen(session, tiles)
+    assert [r.downlink for r in results[:2]] == [True, True]
+    assert np.isnan(results[0].p_cloudy) and np.isnan(results[1].p_cloudy)
+    assert results[2:] == screen(session, held_out.tiles[:4])[2:]
+
+
+def test_screen_refuses_dns_and_tile_sizes_the_model_does_not_take(session, held_out):
+    """uint16 DNs are refused, not read as reflectance 10000 times too bright (found in audit: 60 tiles of 200
+    CLOUDY where the reflectances give 85); a size past the bands is refused in one line naming the shape."""
+    with pytest.raises(ValueError, match=r"float reflectance, got dtype uint16 .*dn_to_tiles"):
+        screen(session, tiles_to_dn(held_out.tiles[:3]))
+    for shape in [(2, 4, 8, 8), (2, 4, 0, 0), (1, 4, 16, 4096)]:
+        with pytest.raises(ValueError, match=rf"got shape \({shape[0]}, 4, {shape[2]}, {shape[3]}\); the model takes"):
+            screen(session, np.zeros(shape, np.float32))
+    assert len(screen(session, held_out.tiles[:2].astype(np.float64))) == 2  # any float is reflectance
+
+
+def test_tiles_to_dn_refuses_values_that_are_not_finite():
+    """NaN passed the DN range check and was cast to DN 0, a black pixel in a stored set (found in audit)."""
+    with pytest.raises(ValueError, match=r"not finite: 1 values NaN or infinite, the first at index \(1,\)"):
+        tiles_to_dn(np.array([0.5, np.nan, 0.25], np.float32))
+    assert tiles_to_dn(np.array([0.5, 0.25], np.float32)).tolist() == [5000, 2500]
+
+
+@pytest.mark.req("CMP-004")
+def test_the_shipped_files_are_checked_against_their_card_and_damage_is_one_error_naming_the_file(
+        tmp_path, monkeypatch):
+    """The shipped set is read checked against the SHA-256 its card gives, and any damage to a held-out set or
+    the card is a CorruptFile naming the file (found in audit: a flipped byte raised BadZipFile, KeyError or
+    JSONDecodeError as it fell, and a model or set changed on flash was read as good)."""
+    from flight.compute.usecase import shipped
+    from flight.storage import CorruptFile
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models)
+    assert shipped.read_checked(MODEL_FILE, models) == (MODELS_DIR / MODEL_FILE).read_bytes()
+    for name in (MODEL_FILE, HELD_OUT_FILE):
+        data = bytearray((MODELS_DIR / name).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (models / name).write_bytes(bytes(data))
+        with pytest.raises(CorruptFile, match=rf"^{name}: SHA-256 mismatch"):
+            shipped.read_checked(name, models)
+    monkeypatch.setattr(shipped, "MODELS_DIR", models)
+    with pytest.raises(CorruptFile, match=rf"^{HELD_OUT_FILE}: SHA-256 mismatch"):
+        shipped.load_held_out()
+    for at in (100, len(data) // 2):  # data: the held-out set; damage that the zip CRC or deflate finds
+        damaged = bytearray((MODELS_DIR / HELD_OUT_FILE).read_bytes())
+        damaged[at] ^= 0x10
+        (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+        with pytest.raises(CorruptFile, match=r"^damaged.npz: not a held-out set \(BadZipFile"):
+            load_held_out(tmp_path / "damaged.npz")
+    (models / CARD_FILE).write_text('{"name": "cloud_screen", "files": ')
+    with pytest.raises(CorruptFile, match=rf"^{CARD_FILE}: unreadable \(JSONDecodeError"):
+        load_card(models)
+    with pytest.raises(CorruptFile, match=rf"^{CARD_FILE}: unreadable"):
+        shipped.read_checked(MODEL_FILE, models)

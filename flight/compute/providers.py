@@ -349,6 +349,9 @@ def _same(a: Any, b: Any) -> bool:
 
 def providers_to_try(preferred: Sequence[str] | None = None) -> list[str]:
     """``preferred`` (default :data:`PREFERENCE`) without repeats, with the CPU appended if absent."""
+    if isinstance(preferred, str):  # found in audit: a bare name was tried letter by letter, each "not in this build"
+        raise TypeError(f"preferred is a sequence of provider names, got the one string {preferred[:80]!r}: "
+                        "pass it as a list")
     order: list[str] = []
     for name in PREFERENCE if preferred is None else preferred:
         if not isinstance(name, str):

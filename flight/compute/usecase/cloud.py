@@ -183,6 +183,9 @@ def generate_tileset(n: int, seed: int, size_px: int = TILE_PX) -> TileSet:
 def tiles_to_dn(tiles: np.ndarray) -> np.ndarray:
     """Reflectance on the DN grid -> uint16 DN, exactly (what the held-out set stores)."""
     dn = np.round(np.asarray(tiles, dtype=np.float64) * DN_PER_REFLECTANCE)
+    if not np.isfinite(dn).all():  # NaN passes both bounds below and casts to DN 0 (found in audit)
+        raise ValueError(f"reflectance not finite: {int(np.size(dn) - np.isfinite(dn).sum())} values NaN or infinite, "
+                         f"the first at index {tuple(int(i) for i in np.argwhere(~np.isfinite(dn))[0])}")
     if dn.min(initial=0) < 0 or dn.max(initial=0) > 65535:
         raise ValueError("reflectance outside what a uint16 DN can hold (0 .. 6.5535)")
     return dn.astype(np.uint16)
@@ -217,18 +220,28 @@ def screen(session: Any, tiles: np.ndarray, drop_threshold: float = 0.5) -> list
 
     A tile is dropped (kept on board, not downlinked) only when P(CLOUDY) >=
     ``drop_threshold``. Raise it above 0.5 to be conservative: a wrongly dropped clear
-    image is lost for good, a wrongly downlinked cloudy one costs only link time.
+    image is lost for good, a wrongly downlinked cloudy one costs only link time. So a
+    tile whose probability is not a number (a NaN pixel in it) goes down.
+
+    Integer tiles are refused: they are DNs (:func:`tiles_to_dn`), which the model would
+    read as reflectances 10000 times too bright; :func:`dn_to_tiles` converts them.
     """
     if not 0.0 < drop_threshold <= 1.0:
         raise ValueError(f"drop_threshold must be in (0, 1], got {drop_threshold}")
-    x = np.asarray(tiles, dtype=np.float32)
+    raw = np.asarray(tiles)
+    if raw.dtype.kind not in "f":  # found in audit: uint16 DNs were screened as reflectance, verdicts wrong
+        raise ValueError(f"tiles must be float reflectance, got dtype {raw.dtype} (DNs? convert with dn_to_tiles)")
+    x = raw.astype(np.float32, copy=False)
     if x.ndim == 3:
         x = x[None]
     expected = session.get_inputs()[0]
-    want_c = expected.shape[1] if len(expected.shape) == 4 else None
-    if x.ndim != 4 or (isinstance(want_c, int) and x.shape[1] != want_c):
+    # every size the model fixes, not the bands alone (found in audit: 8x8 tiles got onnxruntime's error of lines)
+    fixed = [(axis, d) for axis, d in enumerate(expected.shape) if axis and isinstance(d, int) and d > 0] \
+        if len(expected.shape) == 4 else []
+    if x.ndim != 4 or any(x.shape[axis] != d for axis, d in fixed):
         raise ValueError(
             f"tiles must be [n, {len(BANDS)}, H, W] float32 reflectance (bands {', '.join(BANDS)}), got shape {x.shape}"
+            + (f"; the model takes {list(expected.shape)}" if fixed else "")
         )
     if len(x) == 0:
         return []
@@ -246,7 +259,7 @@ def screen(session: Any, tiles: np.ndarray, drop_threshold: float = 0.5) -> list
                 confidence=float(p[k]),
                 p_cloudy=float(p[1]),
                 cloud_fraction_est=None if fraction is None else float(np.ravel(fraction[i])[0]),
-                downlink=bool(p[1] < drop_threshold),
+                downlink=not bool(p[1] >= drop_threshold),  # NaN: not confidently CLOUDY, so it goes down
             )
         )
     return results

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from flight.compute.usecase.cloud import TileSet, dn_to_tiles, tiles_to_dn
-from flight.storage import write_atomic
+from flight.storage import CorruptFile, write_atomic
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_NAME = "cloud_screen"
@@ -39,8 +39,36 @@ def sha256_file(path: Path | str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_card(models_dir: Path | str = MODELS_DIR) -> dict[str, Any]:
-    return json.loads((Path(models_dir) / CARD_FILE).read_text())
+def load_card(models_dir: Path | str | None = None) -> dict[str, Any]:
+    """The model card (default the shipped one); :class:`~flight.storage.CorruptFile` naming it where it
+    cannot be read or is not a JSON object (found in audit: a raw JSONDecodeError)."""
+    path = Path(MODELS_DIR if models_dir is None else models_dir) / CARD_FILE
+    try:
+        card = json.loads(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - OSError, UnicodeDecodeError, JSONDecodeError, RecursionError
+        raise CorruptFile(f"{path.name}: unreadable ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if not isinstance(card, dict):
+        raise CorruptFile(f"{path.name}: not a JSON object")
+    return card
+
+
+def read_checked(name: str, models_dir: Path | str | None = None) -> bytes:
+    """The bytes of the shipped file ``name`` (:data:`MODEL_FILE`, :data:`HELD_OUT_FILE`), checked against the
+    SHA-256 its card gives; :class:`~flight.storage.CorruptFile` naming the file where they differ or cannot be
+    read. The files sit on the board's flash as the software does, and what a bit flipped there would change
+    (a weight, a reference tile) no other check sees: the store hashes what it is given (found in audit)."""
+    models_dir = Path(MODELS_DIR if models_dir is None else models_dir)
+    try:
+        want = load_card(models_dir)["files"][name]["sha256"]
+        data = (models_dir / name).read_bytes()
+    except (KeyError, TypeError) as exc:
+        raise CorruptFile(f"{CARD_FILE}: no SHA-256 for {name} ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise CorruptFile(f"{name}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise CorruptFile(f"{name}: SHA-256 mismatch (the card says {str(want)[:12]}…, computed {got[:12]}…)")
+    return data
 
 
 def held_out_bytes(ts: TileSet) -> bytes:
@@ -70,21 +98,33 @@ def write_held_out(path: Path | str, ts: TileSet) -> None:
 
 
 def load_held_out(source: Path | str | BinaryIO | None = None) -> TileSet:
-    """Read what :func:`write_held_out` wrote (a path or an open file; default the shipped set).
+    """Read what :func:`write_held_out` wrote (a path or an open file; default the shipped set, checked
+    against its card's SHA-256: :func:`read_checked`).
 
     Tiles come back as float32 reflectance, bit-exact with what the generator drew.
+    :class:`~flight.storage.CorruptFile` naming the file and the fault where it cannot be read as such
+    (found in audit: BadZipFile, KeyError or zlib.error as the damage fell, which the worker did not catch).
     """
-    if source is None:
-        source = MODELS_DIR / HELD_OUT_FILE
-    with np.load(source, allow_pickle=False) as z:
-        dn = z["tiles_dn"]
-        n, _, h, w = dn.shape
-        mask = np.unpackbits(z["cloud_mask_bits"], axis=1, count=h * w).reshape(n, h, w).astype(bool)
-        return TileSet(
-            tiles=dn_to_tiles(dn),
-            cloud_fraction=z["cloud_fraction"],
-            labels=z["labels"],
-            cloud_mask=mask,
-            surface=z["surface"],
-            cirrus=z["cirrus"],
-        )
+    name = Path(str(source if isinstance(source, (str, Path)) else getattr(source, "name", None) or HELD_OUT_FILE)).name
+    try:
+        if source is None:
+            source = io.BytesIO(read_checked(HELD_OUT_FILE))
+        with np.load(source, allow_pickle=False) as z:
+            dn = z["tiles_dn"]
+            n, _, h, w = dn.shape
+            mask = np.unpackbits(z["cloud_mask_bits"], axis=1, count=h * w).reshape(n, h, w).astype(bool)
+            ts = TileSet(
+                tiles=dn_to_tiles(dn),
+                cloud_fraction=z["cloud_fraction"],
+                labels=z["labels"],
+                cloud_mask=mask,
+                surface=z["surface"],
+                cirrus=z["cirrus"],
+            )
+    except CorruptFile:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, zlib, numpy and the unpacking raise many kinds
+        raise CorruptFile(f"{name}: not a held-out set ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if any(np.shape(a)[:1] != (n,) for a in (ts.cloud_fraction, ts.labels, ts.surface, ts.cirrus)):
+        raise CorruptFile(f"{name}: its arrays are not one per tile ({n} tiles)")
+    return ts
