@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n_train < 1 or args.n_test < 1 or args.epochs < 1:
         parser.error("--n-train, --n-test and --epochs must be at least 1")
+    if args.seed < 0:  # numpy's generators take no negative seed (found in audit: a traceback for -1)
+        parser.error(f"--seed {args.seed}: must be 0 or more")
     config = dataclasses.replace(cloud_build.DEFAULT_CONFIG, epochs=args.epochs)
     start = time.perf_counter()
     card = cloud_build.build(args.out, args.seed, args.n_train, args.n_test, config)

@@ -229,3 +229,11 @@ def test_the_shipped_files_are_checked_against_their_card_and_damage_is_one_erro
         load_card(models)
     with pytest.raises(CorruptFile, match=rf"^{CARD_FILE}: unreadable"):
         shipped.read_checked(MODEL_FILE, models)
+
+
+def test_build_script_refuses_a_negative_seed_in_a_line_not_a_traceback(tmp_path):
+    """Found in audit: --seed -1 ended in numpy's ValueError traceback after the script had started."""
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "build_cloud_model.py"), "--out", str(tmp_path),
+                          "--seed", "-1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--seed -1: must be 0 or more" in run.stderr
+    assert "Traceback" not in run.stderr and not any(tmp_path.iterdir())
