@@ -392,6 +392,39 @@ def test_a_data_set_with_a_nan_fails_its_job_alone_and_a_version_on_probation_is
 
 
 @pytest.mark.req("CMP-015")
+def test_a_data_set_whose_archive_is_corrupt_or_lies_fails_its_job_naming_the_set_and_the_array(bench):
+    """Found in audit: an inference data set with a bit flipped on the disk failed its job with "BadZipFile: Bad
+    CRC-32 for file 'x.npy'", one holding objects with numpy's words alone, and one whose x header says terabytes
+    (a few bytes of data) with a MemoryError of 3.73 TiB: none named the set. Each now fails its job alone, naming
+    the set and the array, and the header is held to the archive's size before any array is made of it."""
+    import io
+    import zipfile
+
+    bench.worker.install_shipped_models()
+    admit(bench)
+    data = bench.root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    np.savez(data / "flipped.npz", x=TILES[:8])  # stored, not deflated: the byte below is in x's data
+    raw = bytearray((data / "flipped.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (data / "flipped.npz").write_bytes(bytes(raw))
+    np.savez(data / "objects.npz", x=np.array([1, "a"], dtype=object))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10**9, 4, 16, 16)})
+    with zipfile.ZipFile(data / "liar.npz", "w") as zf:
+        zf.writestr("x.npy", header.getvalue() + bytes(1000))
+    bench.data_set("fine", TILES[:8])
+    for job_id, name, why in ((1, "flipped", "data set 'flipped': x is unreadable (BadZipFile: Bad CRC-32"),
+                              (2, "objects", "data set 'objects': x is unreadable (ValueError: Object arrays"),
+                              (3, "liar", "data set 'liar': x is unreadable (ValueError: its header says "
+                                          "4096000000000 bytes of data, the archive holds 1000)")):
+        job = bench.infer(job_id, name, model=MODEL_NAME, max_slices=5)
+        assert job.state.value == "FAILED" and why in job.detail, job.detail
+    assert bench.infer(4, "fine", model=MODEL_NAME).state.value == "DONE"  # the worker goes on
+
+
+@pytest.mark.req("CMP-015")
 def test_a_broken_data_set_is_refused_or_fails_its_job_naming_the_set_and_what_is_wrong(bench):
     """Found in audit: a data set cut short or a .npy under an .npz name failed TRAIN_START as an execution error
     (BadZipFile, TypeError); a y shorter than x failed the job at a random step with an IndexError, and an empty
@@ -531,6 +564,92 @@ def test_a_trained_model_that_cannot_be_written_is_said_and_written_later_the_jo
     assert job.state.value == "DONE" and out.is_file() and out.with_suffix(".json").is_file(), job.detail
     assert not (bench.root / "checkpoints" / "job00001.ck").exists()
 
+
+
+@pytest.mark.req("CMP-016", "CMP-015")
+def test_a_screened_file_that_cannot_be_moved_to_done_leaves_its_product_and_the_job_goes_on(bench):
+    """Found in audit: a file named "done" in incoming/ (an uplink under that name) made the move of the first file
+    screened fail (FileExistsError): the continuous job failed for good with its product written, and the files
+    after it waited unscreened. Now the product stands, the file stays where it is, screened once, the move's
+    failure is said and counted, and the job screens the next file."""
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    put_incoming(bench, "done", b"an uplinked file of that name")
+    put_incoming(bench, "a.npy", npy(TILES[:8]))
+    put_incoming(bench, "b.npy", npy(TILES[8:16]))
+    for _ in range(6):
+        bench.worker.work_slice()
+    job = bench.worker.jobs[1]
+    assert job.state.value == "RUNNING" and not bench.events("JOB_FAILED"), job.detail
+    assert sorted(p.name for p in (bench.root / "products").iterdir()) == [
+        "job00001-a.json", "job00001-a.npz", "job00001-b.json", "job00001-b.npz"]  # each once: no -2 from a rescreen
+    assert job.progress == 16 and bench.worker.status().compute_writes_failed == 2
+    (said,) = bench.events("COMPUTE_WRITE_FAILED")  # at most one every 10 s; counted every time
+    assert said.args["what"] == "the move of a.npy to incoming/done/" and "FileExistsError" in said.args["reason"]
+    assert (bench.root / "incoming" / "a.npy").is_file()  # left where it was
+
+
+@pytest.mark.req("CMP-016", "CMP-015")
+def test_a_continuous_jobs_product_that_cannot_be_written_keeps_the_job_and_file_and_leaves_no_half_product(
+        bench, monkeypatch):
+    """Found in audit: a full disk as a camera file's product was written failed the continuous job for good (the
+    files after it waited unscreened until the ground started another), said only as JOB_FAILED and not counted;
+    a summary refused after its .npz left the .npz alone in products/, and the product written later went to
+    another name (-2) beside it. Now: said, counted, the file kept in incoming/ and screened again, nothing
+    half-written left, and its tiles counted once."""
+    monkeypatch.setattr(worker_module, "EXPORT_RETRY_S", 0.0)
+    bench.worker.install_shipped_models()
+    admit(bench)
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "incoming", model=MODEL_NAME, continuous=True))
+    real = worker_module.write_atomic
+    refused = []
+
+    def full_at_the_summary(path, data, **kwargs):
+        if Path(path).suffix == ".json" and Path(path).parent.name == "products" and not refused:
+            refused.append(Path(path).name)
+            raise OSError(28, "No space left on device")
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(worker_module, "write_atomic", full_at_the_summary)
+    put_incoming(bench, "a.npy", npy(TILES[:8]))
+    bench.worker.work_slice()
+    assert refused == ["job00001-a.json"]
+    job = bench.worker.jobs[1]
+    assert job.state.value == "RUNNING" and "could not be written" in job.detail, job.detail
+    (said,) = bench.events("COMPUTE_WRITE_FAILED")
+    assert said.args["what"] == "job 1's product of a.npy" and "No space" in said.args["reason"]
+    assert bench.worker.status().compute_writes_failed == 1 and not bench.events("JOB_FAILED")
+    assert list((bench.root / "products").iterdir()) == []  # no .npz without its summary
+    assert (bench.root / "incoming" / "a.npy").is_file() and bench.worker.totals.count == 0
+    run_until(bench, lambda: not (bench.root / "incoming" / "a.npy").exists(), slices=10)
+    assert sorted(p.name for p in (bench.root / "products").iterdir()) == ["job00001-a.json", "job00001-a.npz"]
+    assert (bench.root / "incoming" / "done" / "a.npy").is_file() and job.state.value == "RUNNING"
+    assert bench.worker.totals.count == 8  # the file's tiles once, not once per try
+
+
+@pytest.mark.req("CMP-016")
+def test_a_data_set_jobs_product_that_cannot_be_written_is_written_later_from_the_results_kept(bench, monkeypatch):
+    """Found in audit: a full disk as a data set's product was written failed the job, its results lost, and no
+    COMPUTE_WRITE_FAILED. Now the job waits and writes the product once the disk takes it, its tiles not run or
+    counted again."""
+    monkeypatch.setattr(worker_module, "EXPORT_RETRY_S", 0.0)
+    bench.worker.install_shipped_models()
+    admit(bench)
+    bench.data_set("tiles", TILES[:24])
+    product = bench.root / "products" / "job00001-tiles.npz"
+    (product / "held").mkdir(parents=True)  # a rename over a directory that is not empty fails, as on a full disk
+    start(bench, cp.JobSpec(1, JobKind.INFERENCE, "tiles", model=MODEL_NAME))
+    job = bench.worker.jobs[1]
+    run_until(bench, lambda: bool(bench.events("COMPUTE_WRITE_FAILED")), slices=50)
+    assert job.state.value == "RUNNING" and "could not be written" in job.detail, job.detail
+    assert bench.worker.status().compute_writes_failed >= 1 and not bench.events("JOB_FAILED")
+    runs = bench.worker.totals.batches
+    shutil.rmtree(product)  # room again
+    run_until(bench, lambda: job.state.value != "RUNNING", slices=10)
+    assert job.state.value == "DONE" and product.is_file() and product.with_suffix(".json").is_file(), job.detail
+    assert bench.worker.totals.count == 24 and bench.worker.totals.batches == runs  # written, not run again
+    assert len(np.load(product)["classes"]) == 24
 
 @pytest.mark.req("RAD-108")
 def test_a_jobs_checkpoint_gone_when_it_resumes_is_said_not_a_silent_start_from_step_0(bench):

@@ -191,7 +191,7 @@ LOCK_WAIT_S = 10.0  # a worker of a dead agent may still be checkpointing: wait 
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # shipped models and data sets
 RESCRUB_MIN_S = 1.0  # a failed check within this of a full scrub runs again without scrubbing again
 REBUILD_AFTER_FAILED_AGAIN = 2  # batches in a row failing again after a scrub before the session is rebuilt
-EXPORT_RETRY_S = 10.0  # a trained model whose write failed (a full disk) is written again this often
+EXPORT_RETRY_S = 10.0  # a trained model or a product whose write failed (a full disk) is written again this often
 CHECK_EVENT_MIN_S = 10.0  # RESULT_CHECK_FAILED at most this often (the counters count every one)
 REPAIR_EVENTS_PER_STEP = 8  # WEIGHTS_REPAIRED events per scrub step at most, the last one for the rest
 
@@ -548,7 +548,7 @@ class Worker:
         self.train_saa_checkpoints = 0
         self.train_checkpoints_refused = 0
         self._refusal_event_at: dict[int, float] = {}  # job id -> when its last TRAIN_STEP_REFUSED was said
-        self._export_retry_at: dict[int, float] = {}  # job id -> when a trained model whose write failed is tried again
+        self._export_retry_at: dict[int, float] = {}  # job id -> when a model or product not written is tried again
         self._slice_idle = False  # the slice's job had nothing to do (a trained model's write waits): no busy time
         self.infer_files_rejected = 0  # bad files in incoming/, moved to incoming/rejected/
         self.compute_writes_failed = 0  # the job list or a checkpoint not written (a full or failing disk)
@@ -1794,13 +1794,15 @@ class Worker:
         with _open_set(path, name) as data:
             files = set(data.files)
             if "x" in files:
-                return _checked_set(name, data["x"], data["y"] if "y" in files else None)
+                return _checked_set(name, _set_array(data, "x", name),
+                                    _set_array(data, "y", name) if "y" in files else None)
             if "tiles_dn" in files:  # its tiles and labels alone (found in audit: the whole shipped layout was
-                dn = data["tiles_dn"]  # required, and a set without its masks failed with a KeyError)
+                dn = _set_array(data, "tiles_dn", name)  # required, and a set without its masks failed with a KeyError)
                 if dn.dtype.kind not in "biu":
                     raise ValueError(f"data set {name!r}: tiles_dn must be integer DN (reflectance x "
                                      f"{DN_PER_REFLECTANCE:g}), it is {dn.dtype}")
-                return _checked_set(name, dn_to_tiles(dn), data["labels"] if "labels" in files else None)
+                return _checked_set(name, dn_to_tiles(dn), _set_array(data, "labels", name) if "labels" in files
+                                    else None)
         raise ValueError(f"data set {name!r} holds neither x (and y) nor tiles_dn (and labels)")
 
     def _install_model(self, msg: cp.InstallModel) -> None:
@@ -2020,6 +2022,9 @@ class Worker:
         return 0.0 if self._slice_idle else time.monotonic() - t0
 
     def _infer_slice(self, job: Job) -> None:
+        if time.monotonic() < self._export_retry_at.get(job.job_id, -math.inf):
+            self._slice_idle = True  # its product's write waits (_product_unwritten): no work, so the loop waits too
+            return
         try:
             model = self._session(job.model)
         except (ModelIntegrityError, ModelLoadFailed):
@@ -2079,9 +2084,16 @@ class Worker:
                 got = [self._released(job, model, tiles[at:at + len(h[0])], h, checks, at, made < latest)
                        for h, at, made in held]
                 probs = got[0] if len(got) == 1 else np.concatenate(got)
+                totals = dataclasses.replace(self.totals, classes=dict(self.totals.classes))
                 classes, conf = self._classify(probs, len(held), checks.tile_status(), job.model)
-                written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks,
-                                              source_sha256=digest)
+                try:
+                    written = self._write_product(job, classes, conf, source=path.name, model=model, checks=checks,
+                                                  source_sha256=digest)
+                except OSError as exc:  # the file stays in incoming/: screened again, and counted, once written
+                    self.totals = totals
+                    self._product_unwritten(job, path.name, exc)
+                    return
+                self._export_retry_at.pop(job.job_id, None)
                 if checks.tiles_failed:  # no JOB_DONE for a continuous job: such products are said (found in audit)
                     self._product_marked(job, written, checks.tiles_failed, len(classes), checks.protection)
             except _ModelChanged:
@@ -2089,19 +2101,25 @@ class Worker:
             finally:
                 self._checks.pop(job.job_id, None)
             self._proven(job.model, model)
-            done = self._dir("incoming/done")
-            done.mkdir(exist_ok=True)
             # Under its own name, an earlier input of that name replaced: the agent's clean-up of uplinked inputs
             # (flight/agent/files.py) knows it by that name (a review: under a name of its own it was never cleaned);
             # one the file rules refuse (a camera's), under a name they take, which FILE_DELETE can reach. Only the
             # file screened: one gone since (FILE_DELETE) leaves its product, and another put under its name since
             # (the camera's next scene.npy) stays to be screened (found in review: the job failed on the first, and
             # the second went to done/ unscreened).
+            # Not moved (done/ refused: a file of that name in incoming/, a link out; a failing disk): its product
+            # stands and the job goes on, the file left where it is and not screened again in this run (found in
+            # audit: the job failed for good, its product written, and the camera's next files waited unscreened).
             if _same_file(path, taken):
                 try:
+                    done = self._dir("incoming/done")
+                    done.mkdir(exist_ok=True)
                     os.replace(path, done / _plain_name(path.name))
                 except FileNotFoundError:
                     pass
+                except OSError as exc:  # NameRefused too
+                    self._unmovable.add(path.name)
+                    self._write_failed(f"the move of {path.name} to incoming/done/"[:100], exc)
             job.progress += len(tiles)
             return
         data = self._inputs.get(job.job_id)
@@ -2190,10 +2208,16 @@ class Worker:
         self._cursor[job.job_id] = start
         job.progress = start
         if start >= len(data):
-            parts = self._results.pop(job.job_id, [])
+            parts = self._results.get(job.job_id, [])
             classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, CLASS_DTYPE)
             conf = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
-            path = self._write_product(job, classes, conf, source=job.name, model=model, checks=checks)
+            try:
+                path = self._write_product(job, classes, conf, source=job.name, model=model, checks=checks)
+            except OSError as exc:  # its results kept: written again, not computed again
+                self._product_unwritten(job, job.name, exc)
+                return
+            self._results.pop(job.job_id, None)
+            self._export_retry_at.pop(job.job_id, None)
             self._proven(job.model, model)
             # The receipt's gist goes down with the event: a product checks failed on is seen without fetching it.
             self._finish(job, JobState.DONE, f"{len(classes)} tiles, product {path.name}; checks {checks.check_status}"
@@ -2222,6 +2246,17 @@ class Worker:
         if batches:
             self._add_run(checks, model, UNCHECKED, tiles, batches)
         return start
+
+    def _product_unwritten(self, job: Job, source: str, exc: OSError) -> None:
+        """Job ``job``'s product of ``source`` could not be written (a full disk, a directory gone read-only): said
+        and counted as the worker's own writes are (COMPUTE_WRITE_FAILED), the job kept running and the write tried
+        again every :data:`EXPORT_RETRY_S`, as a trained model's is. Found in audit: one full disk failed a
+        continuous job for good, said only as its JOB_FAILED, and every file the camera wrote after it waited
+        unscreened until the ground started another."""
+        self._write_failed(f"job {job.job_id}'s product of {source}"[:100], exc)
+        self._export_retry_at[job.job_id] = time.monotonic() + EXPORT_RETRY_S
+        job.detail = (f"the product of {source} could not be written ({exc.strerror or exc}): tried again every "
+                      f"{EXPORT_RETRY_S:.0f} s")[:200]
 
     def _product_marked(self, job: Job, product: Path, failed: int, tiles: int, protection: Protection) -> None:
         """A continuous job's product written with failed tiles: said at most every CHECK_EVENT_MIN_S, as
@@ -2553,7 +2588,11 @@ class Worker:
                    **({"source_sha256": source_sha256} if source_sha256 else {}), "tiles": int(len(classes)),
                    "classes": {str(int(c)): int(n) for c, n in zip(*np.unique(classes, return_counts=True))},
                    "confidence_mean": float(conf[known].mean()) if known.any() else None, "receipt": receipt}
-        write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())  # syncs both renames
+        try:
+            write_atomic(products / f"{stem}.json", json.dumps(summary, indent=1).encode())  # syncs both renames
+        except OSError:  # no product without its summary: downlinked alone, it vouches for nothing, and its name
+            (products / f"{stem}.npz").unlink(missing_ok=True)  # held the retry to another (-2)
+            raise
         return products / f"{stem}.npz"
 
     def _train_slice(self, job: Job) -> None:
@@ -2897,6 +2936,28 @@ def _open_set(path: Path, name: str) -> Any:
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"data set {name!r} is one array, not an .npz archive of x (and y for training)")
     return data
+
+
+def _set_array(data: Any, key: str, name: str) -> np.ndarray:
+    """Array ``key`` of data set ``name``'s archive ``data`` (:func:`_open_set`), or ValueError naming both: a
+    member that fails its CRC-32 (a bit flipped on the disk), is cut short, holds Python objects, or whose header
+    says more data than the archive holds for it. The header is held to the member's size first: numpy makes an
+    array as long as a header says before it reads. Found in audit: such sets failed their job with
+    "BadZipFile: Bad CRC-32 for file 'x.npy'", or a MemoryError of terabytes, naming no set."""
+    try:
+        info = data.zip.getinfo(f"{key}.npy")
+        with data.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f".npy format version {version[0]}.{version[1]}")
+            shape, _fortran, dtype = read[version](f)
+            want, have = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+        if not dtype.hasobject and want > have:
+            raise ValueError(f"its header says {want} bytes of data, the archive holds {have}")
+        return data[key]
+    except Exception as exc:  # noqa: BLE001 - whatever numpy and zipfile make of a member that is not an array
+        raise ValueError(f"data set {name!r}: {key} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _training_set_samples(path: Path, name: str) -> tuple[int, np.ndarray]:

@@ -1061,7 +1061,9 @@ EVENTS = (
           "A write of the worker's own state failed (a full or failing disk): the job list, a training "
           "checkpoint (periodic, at a pause, before the SAA), the record of its opens (the open goes on, not "
           "written down; the file is removed rather than left saying what no longer holds) or the seal of a "
-          "TensorRT engine cache (built again at the next open). Other files keep the last state written, "
+          "TensorRT engine cache (built again at the next open), a job's product (the job keeps running, its file "
+          "left in incoming/ or its results kept, and writes it again every 10 s) or the move of a screened "
+          "file to done/ (its product kept, the file left where it was). Other files keep the last state written, "
           "whole, and the worker goes on; a worker lost before the next write loses what was not written. At "
           "most one every "
           "10 s; compute_writes_failed counts them all", ("what", "reason")),
